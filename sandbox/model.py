@@ -1,0 +1,165 @@
+"""The validated policy model. Built by `policy_loader`, read by everything after it.
+
+Values may still hold `${variable}` placeholders; `plan.compile_plan` fills them at launch.
+Every grant keeps the `SourceRef` it came from, so errors at launch and `explain` can point
+at the line that asked for it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .errors import SourceRef
+
+
+class Level(enum.Enum):
+    """How much of a mechanism must be in force for the component to start.
+
+    Modelled on rust-landlock's compatibility levels.
+    """
+
+    HARD = "hard"            # everything the policy asks for, or refuse to start
+    SOFT = "soft"            # the mechanism must exist; rights this kernel lacks are dropped
+    BEST_EFFORT = "best_effort"  # whatever the kernel offers, possibly nothing
+
+
+class Status(enum.Enum):
+    """How much of a mechanism ended up in force (the report's verdict)."""
+
+    FULL = "fully enforced"
+    PARTIAL = "partially enforced"
+    NONE = "not enforced"
+
+
+MECHANISMS = ("namespaces", "landlock", "seccomp", "capabilities", "rlimits")
+NAMESPACES = ("user", "mount", "pid", "net", "ipc", "uts")
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One allowed thing (a path, port, family, capability or syscall) and why."""
+
+    value: str
+    where: SourceRef
+    reason: str | None = None
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    user: bool = False
+    mount: bool = False
+    pid: bool = False
+    net: bool = False
+    ipc: bool = False
+    uts: bool = False
+    private_tmp: bool = False
+    hostname: str = "sandbox"
+
+    def entered(self) -> tuple[str, ...]:
+        """Names of the namespaces the child enters, in the kernel's order."""
+        return tuple(n for n in NAMESPACES if getattr(self, n))
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    read: tuple[Grant, ...] = ()
+    write: tuple[Grant, ...] = ()
+    execute: tuple[Grant, ...] = ()
+
+
+@dataclass(frozen=True)
+class SocketFamily:
+    name: str            # "unix", "inet", ...
+    where: SourceRef
+    raw: bool = False    # inet/inet6: SOCK_RAW too
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Network:
+    # None means TCP is not restricted by Landlock at all ("any").
+    bind_tcp: tuple[Grant, ...] | None = ()
+    connect_tcp: tuple[Grant, ...] | None = ()
+    socket_families: tuple[SocketFamily, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scopes:
+    abstract_unix_socket: bool = True
+    signal: bool = True
+
+
+@dataclass(frozen=True)
+class Rlimit:
+    name: str
+    soft: int | None       # None: unlimited
+    hard: int | None
+    where: SourceRef
+
+
+@dataclass(frozen=True)
+class Process:
+    capabilities: tuple[Grant, ...] = ()
+    dumpable: bool = False
+    no_new_privs: bool = True
+    new_session: bool = True
+    die_with_parent: bool = True
+    environment: tuple[str, ...] = ()
+    set_environment: tuple[tuple[str, str], ...] = ()
+    fds: tuple[int, ...] = (0, 1, 2)
+    rlimits: tuple[Rlimit, ...] = ()
+
+
+@dataclass(frozen=True)
+class ArgCondition:
+    index: int
+    op: str              # eq ne lt le gt ge masked_eq
+    value: int
+    mask: int = 0        # masked_eq only
+
+
+@dataclass(frozen=True)
+class SeccompRule:
+    syscall: str
+    action: str          # allow, kill_process, log, errno:NAME
+    args: tuple[ArgCondition, ...]
+    where: SourceRef
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Seccomp:
+    default_action: str = "kill_process"
+    allow: tuple[Grant, ...] = ()       # syscall names and @groups
+    deny: tuple[Grant, ...] = ()        # removed from `allow` after groups are expanded
+    rules: tuple[SeccompRule, ...] = ()
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Compatibility:
+    levels: tuple[tuple[str, Level], ...] = tuple((m, Level.HARD) for m in MECHANISMS)
+    landlock_min_abi: int = 1
+
+    def level(self, mechanism: str) -> Level:
+        """The compatibility level of one mechanism (hard unless the policy says otherwise)."""
+        return dict(self.levels).get(mechanism, Level.HARD)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A whole, validated policy: the file and everything it extends, merged."""
+
+    name: str
+    description: str
+    files: tuple[str, ...]
+    namespaces: Namespaces = field(default_factory=Namespaces)
+    filesystem: Filesystem = field(default_factory=Filesystem)
+    network: Network = field(default_factory=Network)
+    scopes: Scopes = field(default_factory=Scopes)
+    process: Process = field(default_factory=Process)
+    seccomp: Seccomp = field(default_factory=Seccomp)
+    compatibility: Compatibility = field(default_factory=Compatibility)
+    allowed_syscalls: frozenset[str] = frozenset()   # groups expanded, denials removed

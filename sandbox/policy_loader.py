@@ -1,0 +1,285 @@
+"""Policy files to the validated `Policy` model: parse, follow `extends`, merge, cross-check.
+
+Every error names the file, the line and the key, in the manner of minijail's policy parser,
+and all errors of a file are collected so an author can fix them in one go.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import dangerous, seccomp, syscall_groups
+from .errors import PolicyError, PolicyErrors, SourceRef
+from .model import (Compatibility, Filesystem, Grant, Level, Namespaces, Network, Policy, Process,
+                    Rlimit, Scopes, Seccomp, SeccompRule, SocketFamily, MECHANISMS)
+from .policy_spec import SECTIONS, TOP_LEVEL, Key
+from .toml_locate import key_lines, line_for
+
+
+@dataclass
+class _Fragment:
+    """The validated values of one file, before `extends` merges files together."""
+
+    file: str
+    values: dict[str, Any] = field(default_factory=dict)   # "section.key" -> parsed value
+    refs: dict[str, SourceRef] = field(default_factory=dict)
+
+
+def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise PolicyError(SourceRef(path, 0, ""), f"cannot read policy: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
+    except UnicodeDecodeError as exc:
+        raise PolicyError(SourceRef(path, 0, ""), f"not UTF-8: {exc.reason}") from None
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib puts the position at the end of its message: "... (at line 3, column 7)".
+        message = str(exc)
+        line = 0
+        if "(at line " in message:
+            line = int(message.rsplit("(at line ", 1)[1].split(",")[0].rstrip(")"))
+            message = message.rsplit(" (at line", 1)[0]
+        raise PolicyError(SourceRef(path, line, ""), f"TOML syntax error: {message}") from None
+    return data, key_lines(text)
+
+
+def _unknown(where: SourceRef, name: str, known: list[str], what: str) -> PolicyError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return PolicyError(where, f"unknown {what} '{name}'{hint}")
+
+
+def _parse_file(path: str, errors: list[PolicyError]) -> tuple[_Fragment, list[tuple[str, SourceRef]]]:
+    """Validate one file against the format; returns its values and its `extends` list."""
+    data, lines = _read(path)
+    frag = _Fragment(path)
+
+    def ref(key: str) -> SourceRef:
+        return SourceRef(path, line_for(lines, key), key)
+
+    extends: list[tuple[str, SourceRef]] = []
+    for section, body in data.items():
+        if section in TOP_LEVEL:
+            try:
+                names = TOP_LEVEL[section].type.parse(body, section, ref)
+                extends = [(n, ref(f"{section}[{i}]")) for i, n in enumerate(names)]
+            except PolicyError as exc:
+                errors.append(exc)
+            continue
+        if section not in SECTIONS:
+            errors.append(_unknown(ref(section), section, [*SECTIONS, *TOP_LEVEL], "section"))
+            continue
+        if not isinstance(body, dict):
+            errors.append(PolicyError(ref(section), f"'{section}' must be a table ([{section}])"))
+            continue
+        keys: Mapping[str, Key] = SECTIONS[section]
+        for key, value in body.items():
+            dotted = f"{section}.{key}"
+            if key not in keys:
+                errors.append(_unknown(ref(dotted), key, list(keys), f"key in [{section}]"))
+                continue
+            try:
+                frag.values[dotted] = keys[key].type.parse(value, dotted, ref)
+                frag.refs[dotted] = ref(dotted)
+            except PolicyError as exc:
+                errors.append(exc)
+    return frag, extends
+
+
+def _collect(path: str, stack: tuple[str, ...], seen: set[str], order: list[_Fragment],
+             errors: list[PolicyError], included_at: SourceRef | None) -> None:
+    real = os.path.realpath(path)
+    if real in stack:
+        chain = " -> ".join(os.path.basename(p) for p in (*stack, real))
+        raise PolicyError(included_at or SourceRef(path, 0, "extends"), f"extends cycle: {chain}")
+    if real in seen:
+        return   # a diamond: the shared base is merged once, where it first appears
+    if not os.path.exists(path) and included_at is not None:
+        raise PolicyError(included_at, f"extended policy {path} does not exist")
+    frag, extends = _parse_file(path, errors)
+    for name, where in extends:
+        base = name if os.path.isabs(name) else os.path.join(os.path.dirname(path), name)
+        _collect(base, (*stack, real), seen, order, errors, where)
+    seen.add(real)
+    order.append(frag)
+
+
+def _merge(fragments: list[_Fragment]) -> tuple[dict[str, Any], dict[str, SourceRef]]:
+    """Bases first, the named file last: lists add up, tables update, scalars are replaced."""
+    values: dict[str, Any] = {}
+    refs: dict[str, SourceRef] = {}
+    for frag in fragments:
+        for dotted, value in frag.values.items():
+            section, key = dotted.split(".", 1)
+            merge = SECTIONS[section][key].merge
+            old = values.get(dotted)
+            if merge == "append" and old is not None and value is not None:
+                value = (*old, *value)
+            elif merge == "update" and old is not None:
+                by_name = {(v[0] if isinstance(v, tuple) else v.name): v for v in old}
+                by_name.update({(v[0] if isinstance(v, tuple) else v.name): v for v in value})
+                value = tuple(by_name.values())
+            values[dotted] = value
+            refs[dotted] = frag.refs[dotted]
+    return values, refs
+
+
+def _expand_syscalls(grants: tuple[Grant, ...], errors: list[PolicyError]) -> dict[str, Grant]:
+    """Syscall names granted, each mapped to the grant (name or @group) that brought it."""
+    out: dict[str, Grant] = {}
+    for grant in grants:
+        if syscall_groups.is_group(grant.value):
+            try:
+                members = syscall_groups.expand_group(grant.value)
+            except KeyError:
+                errors.append(_unknown(grant.where, grant.value, list(syscall_groups.GROUPS),
+                                       "syscall group"))
+                continue
+            for name in members:
+                out.setdefault(name, grant)
+        elif seccomp.syscall_number(grant.value) is None:
+            err = _unknown(grant.where, grant.value, list(_all_syscall_names()), "syscall")
+            errors.append(PolicyError(err.where, f"{err.message} (libseccomp "
+                                                 f"{seccomp.libseccomp_version()} does not know it)"))
+        else:
+            out[grant.value] = grant
+    return out
+
+
+def _all_syscall_names() -> frozenset[str]:
+    names: set[str] = set()
+    for group in syscall_groups.GROUPS:
+        names |= syscall_groups.expand_group(group)
+    return frozenset(names | dangerous.DANGEROUS_SYSCALLS)
+
+
+def _check_dangers(policy: Policy, granted: dict[str, Grant], errors: list[PolicyError]) -> None:
+    """Dangerous grants need a reason beside them (see `dangerous`)."""
+    for name in sorted(policy.allowed_syscalls & dangerous.DANGEROUS_SYSCALLS):
+        grant = granted[name]
+        if grant.reason is None:
+            via = f"'{grant.value}' grants '{name}'" if grant.value != name else f"'{name}'"
+            errors.append(PolicyError(grant.where, f"{via} is a dangerous grant and needs a reason: "
+                                                   f'write {{ syscall = "{grant.value}", reason = "..." }}'
+                                                   + (f" or deny '{name}'" if grant.value != name else "")))
+    for rule in policy.seccomp.rules:
+        if rule.action == "allow" and rule.syscall in dangerous.DANGEROUS_SYSCALLS and not rule.reason:
+            errors.append(PolicyError(rule.where, f"a rule allowing '{rule.syscall}' is a dangerous "
+                                                  "grant and needs a reason"))
+    for fam in policy.network.socket_families:
+        if (fam.name in dangerous.DANGEROUS_FAMILIES or fam.raw) and not fam.reason:
+            what = "raw sockets" if fam.raw else f"'{fam.name}' sockets"
+            errors.append(PolicyError(fam.where, f"{what} are a dangerous grant and need a reason"))
+    for grant in policy.filesystem.write:
+        if dangerous.is_dangerous_write(grant.value) and not grant.reason:
+            errors.append(PolicyError(grant.where, f"write access to '{grant.value}' is a dangerous "
+                                                   "grant and needs a reason"))
+    for grant in policy.process.capabilities:
+        if not grant.reason:
+            errors.append(PolicyError(grant.where, f"keeping capability '{grant.value}' needs a reason"))
+
+
+def _capability_names() -> list[str]:
+    import prctl  # parent side only: names for validation
+    return list(prctl.ALL_CAP_NAMES)
+
+
+def _build(values: dict[str, Any], refs: dict[str, SourceRef], files: tuple[str, ...],
+           errors: list[PolicyError]) -> Policy:
+    def get(key: str, default: Any) -> Any:
+        return values.get(key, default)
+
+    main = files[-1]
+    name = get("policy.name", os.path.splitext(os.path.basename(main))[0])
+    ns = Namespaces(**{k: get(f"namespaces.{k}", getattr(Namespaces(), k))
+                       for k in Namespaces.__dataclass_fields__})
+    if ns.private_tmp and not ns.mount:
+        errors.append(PolicyError(refs["namespaces.private_tmp"], "private_tmp needs mount = true"))
+    if not get("process.no_new_privs", True):
+        errors.append(PolicyError(refs["process.no_new_privs"],
+                                  "no_new_privs is always on; false is not allowed"))
+    caps = []
+    known_caps = _capability_names()
+    for grant in get("process.capabilities", ()):
+        cap = grant.value.lower().removeprefix("cap_")
+        if cap not in known_caps:
+            errors.append(_unknown(grant.where, grant.value, known_caps, "capability"))
+        caps.append(Grant(cap, grant.where, grant.reason))
+    rlimits: dict[str, Rlimit] = {r.name: r for r in get("process.rlimits", ())}
+    rlimits.setdefault("core", Rlimit("core", 0, 0, SourceRef(main, 0, "process.rlimits.core")))
+    levels = tuple((m, Level(get(f"compatibility.{m}", "hard"))) for m in MECHANISMS)
+
+    rules: tuple[SeccompRule, ...] = get("seccomp.rules", ())
+    for rule in rules:
+        if seccomp.syscall_number(rule.syscall) is None:
+            errors.append(_unknown(rule.where, rule.syscall, list(_all_syscall_names()), "syscall"))
+    granted = _expand_syscalls(get("seccomp.allow", ()), errors)
+    denied = _expand_syscalls(get("seccomp.deny", ()), errors)
+    allowed = frozenset(granted) - frozenset(denied)
+
+    policy = Policy(
+        name=name,
+        description=get("policy.description", ""),
+        files=files,
+        namespaces=ns,
+        filesystem=Filesystem(get("filesystem.read", ()), get("filesystem.write", ()),
+                              get("filesystem.execute", ())),
+        network=Network(get("network.bind_tcp", ()), get("network.connect_tcp", ()),
+                        _unique_families(get("network.socket_families", ()))),
+        scopes=Scopes(get("scopes.abstract_unix_socket", True), get("scopes.signal", True)),
+        process=Process(
+            capabilities=tuple(caps),
+            dumpable=get("process.dumpable", False),
+            no_new_privs=True,
+            new_session=get("process.new_session", True),
+            die_with_parent=get("process.die_with_parent", True),
+            environment=get("process.environment", ()),
+            set_environment=get("process.set_environment", ()),
+            fds=get("process.fds", (0, 1, 2)),
+            rlimits=tuple(rlimits.values()),
+        ),
+        seccomp=Seccomp(get("seccomp.default_action", "kill_process"), get("seccomp.allow", ()),
+                        get("seccomp.deny", ()), rules, get("seccomp.enabled", True)),
+        compatibility=Compatibility(levels, get("compatibility.landlock_min_abi", 1)),
+        allowed_syscalls=allowed,
+    )
+    _check_dangers(policy, granted, errors)
+    return policy
+
+
+def _unique_families(families: tuple[SocketFamily, ...]) -> tuple[SocketFamily, ...]:
+    # A later file may widen a family (raw = true); the last word on each family counts.
+    return tuple({f.name: f for f in families}.values())
+
+
+def load_policy(path: str) -> Policy:
+    """Load, merge and validate a policy file; raises PolicyErrors listing every problem."""
+    errors: list[PolicyError] = []
+    order: list[_Fragment] = []
+    try:
+        _collect(os.path.abspath(path) if not os.path.isabs(path) else path, (), set(), order,
+                 errors, None)
+    except PolicyError as exc:
+        raise PolicyErrors([*errors, exc]) from None
+    if errors:
+        raise PolicyErrors(errors)
+    values, refs = _merge(order)
+    policy = _build(values, refs, tuple(f.file for f in order), errors)
+    if errors:
+        raise PolicyErrors(errors)
+    return policy
+
+
+def shipped_policy(name: str) -> str:
+    """Path of a policy shipped with CleanCoin, e.g. `wallet` or `base/python`."""
+    from importlib.resources import files
+    return str(files("cleancoin.policies").joinpath(f"{name}.toml"))

@@ -1,0 +1,485 @@
+"""The policy format: every section, key and value type, defined once.
+
+The loader validates files against this table and the JSON Schema shipped in `policies/` is
+generated from it (`policy_schema.py`), so the two cannot drift apart. Each value type turns a
+raw TOML value into model values and says what is wrong with a bad one.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import resource
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import PolicyError, SourceRef
+from .model import MECHANISMS, ArgCondition, Grant, Level, Rlimit, SeccompRule, SocketFamily
+from .variables import check_references
+
+Ref = Callable[[str], SourceRef]
+"""Gives the SourceRef of a dotted key path in the file being read."""
+
+_TOML_TYPE = {bool: "a boolean", int: "an integer", str: "a string", list: "an array",
+              dict: "a table", float: "a float"}
+
+
+def _type_name(value: object) -> str:
+    return _TOML_TYPE.get(type(value), type(value).__name__)
+
+
+def _expect(value: object, kind: type, ref: SourceRef, what: str) -> None:
+    # bool is an int in Python; TOML keeps them apart, and so do we.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise PolicyError(ref, f"expected {what}, found {_type_name(value)} {value!r}")
+
+
+def _string(value: object, ref: SourceRef, what: str = "a string") -> str:
+    _expect(value, str, ref, what)
+    assert isinstance(value, str)
+    check_references(value, ref)
+    return value
+
+
+def _table(value: object, ref: SourceRef, keys: Mapping[str, bool], what: str) -> dict[str, Any]:
+    """Check an inline table: `keys` maps each allowed key to whether it is required."""
+    _expect(value, dict, ref, what)
+    assert isinstance(value, dict)
+    for key in value:
+        if key not in keys:
+            raise PolicyError(SourceRef(ref.file, ref.line, f"{ref.key}.{key}"),
+                              f"unknown key '{key}' (allowed: {', '.join(keys)})")
+    for key, required in keys.items():
+        if required and key not in value:
+            raise PolicyError(ref, f"missing key '{key}' in {what}")
+    return value
+
+
+def _reason(table: Mapping[str, Any], ref: SourceRef) -> str | None:
+    if "reason" not in table:
+        return None
+    reason = _string(table["reason"], ref, "a reason string")
+    if not reason.strip():
+        raise PolicyError(ref, "an empty reason is no reason")
+    return reason
+
+
+class ValueType:
+    """A value type of the format: validation plus its JSON Schema."""
+
+    def parse(self, value: object, path: str, ref: Ref) -> Any:
+        raise NotImplementedError
+
+    def schema(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Bool(ValueType):
+    def parse(self, value: object, path: str, ref: Ref) -> bool:
+        _expect(value, bool, ref(path), "true or false")
+        return bool(value)
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "boolean"}
+
+
+@dataclass(frozen=True)
+class Text(ValueType):
+    def parse(self, value: object, path: str, ref: Ref) -> str:
+        return _string(value, ref(path))
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string"}
+
+
+@dataclass(frozen=True)
+class Integer(ValueType):
+    minimum: int = 0
+    maximum: int = 2**63 - 1
+
+    def parse(self, value: object, path: str, ref: Ref) -> int:
+        _expect(value, int, ref(path), "an integer")
+        assert isinstance(value, int)
+        if not self.minimum <= value <= self.maximum:
+            raise PolicyError(ref(path), f"{value} is out of range {self.minimum}..{self.maximum}")
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+
+
+@dataclass(frozen=True)
+class Choice(ValueType):
+    choices: tuple[str, ...]
+
+    def parse(self, value: object, path: str, ref: Ref) -> str:
+        text = _string(value, ref(path))
+        if text not in self.choices:
+            raise PolicyError(ref(path), f"'{text}' is not one of {', '.join(self.choices)}")
+        return text
+
+    def schema(self) -> dict[str, Any]:
+        return {"enum": list(self.choices)}
+
+
+_ERRNO_NAMES = tuple(sorted(errno.errorcode.values()))
+_ACTIONS = ("allow", "kill_process", "log")
+
+
+def parse_action(text: str, ref: SourceRef, allow_allowed: bool = True) -> str:
+    """Validate a seccomp action: allow, kill_process, log or errno:NAME."""
+    if text.startswith("errno:"):
+        name = text.split(":", 1)[1]
+        if name not in errno.errorcode.values():
+            raise PolicyError(ref, f"unknown errno name '{name}' in '{text}'")
+        return text
+    if text not in _ACTIONS or (text == "allow" and not allow_allowed):
+        choices = [a for a in _ACTIONS if allow_allowed or a != "allow"] + ["errno:NAME"]
+        raise PolicyError(ref, f"unknown action '{text}' (one of {', '.join(choices)})")
+    return text
+
+
+@dataclass(frozen=True)
+class Action(ValueType):
+    allow_allowed: bool = True
+
+    def parse(self, value: object, path: str, ref: Ref) -> str:
+        return parse_action(_string(value, ref(path)), ref(path), self.allow_allowed)
+
+    def schema(self) -> dict[str, Any]:
+        names = [a for a in _ACTIONS if self.allow_allowed or a != "allow"]
+        return {"type": "string", "pattern": "^(" + "|".join(names) + "|errno:[A-Z0-9]+)$"}
+
+
+@dataclass(frozen=True)
+class GrantList(ValueType):
+    """A list of strings, each optionally written as a table with a reason.
+
+    `item_key` names the value in the table form: `{ path = "/", reason = "..." }`.
+    """
+
+    item_key: str
+    optional_flag: bool = False
+    check: Callable[[str, SourceRef], str] | None = None
+
+    def parse(self, value: object, path: str, ref: Ref) -> tuple[Grant, ...]:
+        _expect(value, list, ref(path), "an array")
+        assert isinstance(value, list)
+        grants: list[Grant] = []
+        keys = {self.item_key: True, "reason": False}
+        if self.optional_flag:
+            keys["optional"] = False
+        for i, item in enumerate(value):
+            where = ref(f"{path}[{i}]")
+            if isinstance(item, dict):
+                table = _table(item, where, keys, f"a table with {self.item_key}")
+                text = _string(table[self.item_key], where)
+                optional = table.get("optional", False)
+                _expect(optional, bool, where, "true or false for optional")
+                reason = _reason(table, where)
+            else:
+                text = _string(item, where, f"a string or a table with {self.item_key}")
+                optional, reason = False, None
+            if self.check is not None:
+                text = self.check(text, where)
+            grants.append(Grant(text, where, reason, bool(optional)))
+        return tuple(grants)
+
+    def schema(self) -> dict[str, Any]:
+        item: dict[str, Any] = {"type": "object", "additionalProperties": False,
+                                "required": [self.item_key],
+                                "properties": {self.item_key: {"type": "string"},
+                                               "reason": {"type": "string", "minLength": 1}}}
+        if self.optional_flag:
+            item["properties"]["optional"] = {"type": "boolean"}
+        return {"type": "array", "items": {"anyOf": [{"type": "string"}, item]}}
+
+
+def _check_port(text: str, ref: SourceRef) -> str:
+    if not re.fullmatch(r"\$\{[a-z_]+\}|[0-9]+", text) or (text.isdigit() and int(text) > 65535):
+        raise PolicyError(ref, f"'{text}' is not a TCP port (0-65535) or a ${{variable}}")
+    return text
+
+
+@dataclass(frozen=True)
+class PortList(ValueType):
+    """TCP ports: integers, `${port}`-style variables, or the word "any" (not restricted)."""
+
+    def parse(self, value: object, path: str, ref: Ref) -> tuple[Grant, ...] | None:
+        if value == "any":
+            return None
+        _expect(value, list, ref(path), 'an array of ports or "any"')
+        assert isinstance(value, list)
+        grants = []
+        for i, item in enumerate(value):
+            where = ref(f"{path}[{i}]")
+            if isinstance(item, int) and not isinstance(item, bool):
+                item = str(item)
+            text = _string(item, where, "a port number or a ${variable}")
+            grants.append(Grant(_check_port(text, where), where))
+        return tuple(grants)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [{"const": "any"}, {"type": "array", "items": {"anyOf": [
+            {"type": "integer", "minimum": 0, "maximum": 65535},
+            {"type": "string", "pattern": r"^\$\{[a-z_]+\}$"}]}}]}
+
+
+SOCKET_FAMILIES: Mapping[str, int] = {
+    "unix": socket.AF_UNIX, "inet": socket.AF_INET, "inet6": socket.AF_INET6,
+    "netlink": socket.AF_NETLINK, "packet": socket.AF_PACKET, "vsock": socket.AF_VSOCK,
+    "alg": socket.AF_ALG, "bluetooth": 31, "can": socket.AF_CAN,
+}
+
+
+@dataclass(frozen=True)
+class FamilyList(ValueType):
+    def parse(self, value: object, path: str, ref: Ref) -> tuple[SocketFamily, ...]:
+        _expect(value, list, ref(path), "an array of socket families")
+        assert isinstance(value, list)
+        families = []
+        for i, item in enumerate(value):
+            where = ref(f"{path}[{i}]")
+            if isinstance(item, dict):
+                table = _table(item, where, {"family": True, "raw": False, "reason": False},
+                               "a table with family")
+                name = _string(table["family"], where)
+                raw = table.get("raw", False)
+                _expect(raw, bool, where, "true or false for raw")
+                reason = _reason(table, where)
+            else:
+                name, raw, reason = _string(item, where, "a family name or a table"), False, None
+            if name not in SOCKET_FAMILIES:
+                raise PolicyError(where, f"unknown socket family '{name}' "
+                                         f"(one of {', '.join(SOCKET_FAMILIES)})")
+            if raw and name not in ("inet", "inet6"):
+                raise PolicyError(where, "raw applies to the inet and inet6 families only")
+            families.append(SocketFamily(name, where, bool(raw), reason))
+        return tuple(families)
+
+    def schema(self) -> dict[str, Any]:
+        names = list(SOCKET_FAMILIES)
+        return {"type": "array", "items": {"anyOf": [{"enum": names}, {
+            "type": "object", "additionalProperties": False, "required": ["family"],
+            "properties": {"family": {"enum": names}, "raw": {"type": "boolean"},
+                           "reason": {"type": "string", "minLength": 1}}}]}}
+
+
+@dataclass(frozen=True)
+class StrList(ValueType):
+    pattern: str = r"^.+$"
+
+    def parse(self, value: object, path: str, ref: Ref) -> tuple[str, ...]:
+        _expect(value, list, ref(path), "an array of strings")
+        assert isinstance(value, list)
+        out = []
+        for i, item in enumerate(value):
+            text = _string(item, ref(f"{path}[{i}]"))
+            if not re.fullmatch(self.pattern, text):
+                raise PolicyError(ref(f"{path}[{i}]"), f"'{text}' does not match {self.pattern}")
+            out.append(text)
+        return tuple(out)
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": {"type": "string", "pattern": self.pattern}}
+
+
+@dataclass(frozen=True)
+class IntList(ValueType):
+    def parse(self, value: object, path: str, ref: Ref) -> tuple[int, ...]:
+        _expect(value, list, ref(path), "an array of integers")
+        assert isinstance(value, list)
+        return tuple(Integer(0, 65535).parse(v, f"{path}[{i}]", ref) for i, v in enumerate(value))
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": {"type": "integer", "minimum": 0}}
+
+
+@dataclass(frozen=True)
+class EnvMap(ValueType):
+    def parse(self, value: object, path: str, ref: Ref) -> tuple[tuple[str, str], ...]:
+        _expect(value, dict, ref(path), "a table of NAME = \"value\"")
+        assert isinstance(value, dict)
+        out = []
+        for name, text in value.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise PolicyError(ref(f"{path}.{name}"), f"'{name}' is not an environment name")
+            out.append((name, _string(text, ref(f"{path}.{name}"))))
+        return tuple(out)
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "object", "additionalProperties": {"type": "string"},
+                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}}
+
+
+RLIMITS: Mapping[str, int] = {
+    name[len("RLIMIT_"):].lower(): getattr(resource, name)
+    for name in dir(resource) if name.startswith("RLIMIT_")
+}
+
+
+def _limit(value: object, where: SourceRef) -> int | None:
+    if value in ("infinity", "unlimited"):
+        return None
+    _expect(value, int, where, 'a non-negative integer or "infinity"')
+    assert isinstance(value, int)
+    if value < 0:
+        raise PolicyError(where, f"{value} is negative")
+    return value
+
+
+@dataclass(frozen=True)
+class RlimitMap(ValueType):
+    def parse(self, value: object, path: str, ref: Ref) -> tuple[Rlimit, ...]:
+        _expect(value, dict, ref(path), "a table of rlimits")
+        assert isinstance(value, dict)
+        out = []
+        for name, item in value.items():
+            where = ref(f"{path}.{name}")
+            if name not in RLIMITS:
+                raise PolicyError(where, f"unknown rlimit '{name}' (one of {', '.join(sorted(RLIMITS))})")
+            if isinstance(item, dict):
+                table = _table(item, where, {"soft": True, "hard": True}, "a table with soft and hard")
+                soft, hard = _limit(table["soft"], where), _limit(table["hard"], where)
+                if hard is not None and (soft is None or soft > hard):
+                    raise PolicyError(where, "the soft limit is above the hard limit")
+            else:
+                soft = hard = _limit(item, where)
+            out.append(Rlimit(name, soft, hard, where))
+        return tuple(out)
+
+    def schema(self) -> dict[str, Any]:
+        limit = {"anyOf": [{"type": "integer", "minimum": 0}, {"enum": ["infinity", "unlimited"]}]}
+        return {"type": "object", "propertyNames": {"enum": sorted(RLIMITS)},
+                "additionalProperties": {"anyOf": [limit, {
+                    "type": "object", "additionalProperties": False, "required": ["soft", "hard"],
+                    "properties": {"soft": limit, "hard": limit}}]}}
+
+
+ARG_OPS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
+
+
+@dataclass(frozen=True)
+class RuleList(ValueType):
+    """`[[seccomp.rules]]`: one syscall, an action, and conditions on its arguments."""
+
+    def parse(self, value: object, path: str, ref: Ref) -> tuple[SeccompRule, ...]:
+        _expect(value, list, ref(path), "an array of tables ([[seccomp.rules]])")
+        assert isinstance(value, list)
+        rules = []
+        for i, item in enumerate(value):
+            here = f"{path}[{i}]"
+            table = _table(item, ref(here), {"syscall": True, "action": False, "args": False,
+                                             "reason": False}, "a rule table")
+            syscall = _string(table["syscall"], ref(f"{here}.syscall"))
+            action = Action().parse(table.get("action", "allow"), f"{here}.action", ref)
+            raw_args = table.get("args", [])
+            _expect(raw_args, list, ref(f"{here}.args"), "an array of argument conditions")
+            conditions = []
+            for j, arg in enumerate(raw_args):
+                where = ref(f"{here}.args[{j}]")
+                cond = _table(arg, where, {"index": True, "op": True, "value": True, "mask": False},
+                              "a condition {index, op, value}")
+                index = Integer(0, 5).parse(cond["index"], f"{here}.args[{j}]", ref)
+                op = Choice(ARG_OPS).parse(cond["op"], f"{here}.args[{j}]", ref)
+                val = Integer(0, 2**64 - 1).parse(cond["value"], f"{here}.args[{j}]", ref)
+                if op == "masked_eq" and "mask" not in cond:
+                    raise PolicyError(where, "masked_eq needs a mask")
+                if op != "masked_eq" and "mask" in cond:
+                    raise PolicyError(where, f"mask is for masked_eq only, not {op}")
+                mask = Integer(0, 2**64 - 1).parse(cond.get("mask", 0), f"{here}.args[{j}]", ref)
+                if any(c.index == index for c in conditions):
+                    raise PolicyError(where, f"argument {index} is tested twice in one rule; "
+                                             "write two rules instead")
+                conditions.append(ArgCondition(index, op, val, mask))
+            rules.append(SeccompRule(syscall, action, tuple(conditions), ref(here),
+                                     _reason(table, ref(here))))
+        return tuple(rules)
+
+    def schema(self) -> dict[str, Any]:
+        cond = {"type": "object", "additionalProperties": False,
+                "required": ["index", "op", "value"],
+                "properties": {"index": {"type": "integer", "minimum": 0, "maximum": 5},
+                               "op": {"enum": list(ARG_OPS)},
+                               "value": {"type": "integer", "minimum": 0},
+                               "mask": {"type": "integer", "minimum": 0}}}
+        return {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["syscall"],
+            "properties": {"syscall": {"type": "string"}, "action": Action().schema(),
+                           "args": {"type": "array", "items": cond, "maxItems": 6},
+                           "reason": {"type": "string", "minLength": 1}}}}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a section: its type and a line of documentation."""
+
+    type: ValueType
+    doc: str
+    merge: str = "replace"   # how `extends` combines it: replace, append, update
+
+
+LEVEL = Choice(tuple(level.value for level in Level))
+
+SECTIONS: Mapping[str, Mapping[str, Key]] = {
+    "policy": {
+        "name": Key(Text(), "short name of the component this policy is for"),
+        "description": Key(Text(), "one line saying what the component does"),
+    },
+    "namespaces": {
+        "user": Key(Bool(), "new user namespace (needed for the others when not root)"),
+        "mount": Key(Bool(), "new mount namespace with private propagation"),
+        "pid": Key(Bool(), "new pid namespace with a small init as PID 1 and a fresh /proc"),
+        "net": Key(Bool(), "new, empty network namespace: only a loopback device that is down"),
+        "ipc": Key(Bool(), "new System V IPC and POSIX message queue namespace"),
+        "uts": Key(Bool(), "new hostname namespace"),
+        "private_tmp": Key(Bool(), "an empty tmpfs on /tmp (needs mount)"),
+        "hostname": Key(Text(), "hostname inside a uts namespace"),
+    },
+    "filesystem": {
+        "read": Key(GrantList("path", optional_flag=True), "paths it may read (Landlock)", "append"),
+        "write": Key(GrantList("path", optional_flag=True),
+                     "paths it may read, write, create and remove in", "append"),
+        "execute": Key(GrantList("path", optional_flag=True), "paths it may read and execute", "append"),
+    },
+    "network": {
+        "bind_tcp": Key(PortList(), 'TCP ports it may bind (Landlock ABI 4), or "any"', "append"),
+        "connect_tcp": Key(PortList(), 'TCP ports it may connect to (Landlock ABI 4), or "any"', "append"),
+        "socket_families": Key(FamilyList(), "address families it may create sockets of (seccomp)", "append"),
+    },
+    "scopes": {
+        "abstract_unix_socket": Key(Bool(), "abstract unix sockets outside the sandbox are out of reach (Landlock ABI 6)"),
+        "signal": Key(Bool(), "processes outside the sandbox cannot be signalled (Landlock ABI 6)"),
+    },
+    "process": {
+        "capabilities": Key(GrantList("name"), "capabilities to keep; each needs a reason", "append"),
+        "dumpable": Key(Bool(), "allow core dumps and ptrace by the same user (default false)"),
+        "no_new_privs": Key(Bool(), "always true; false is rejected"),
+        "new_session": Key(Bool(), "setsid(): no controlling terminal (default true)"),
+        "die_with_parent": Key(Bool(), "PR_SET_PDEATHSIG: killed when the parent dies (default true)"),
+        "environment": Key(StrList(r"^[A-Za-z_*?][A-Za-z0-9_*?]*$"),
+                           "names (or globs) of variables kept from the parent's environment", "append"),
+        "set_environment": Key(EnvMap(), "variables set in the child", "update"),
+        "fds": Key(IntList(), "file descriptors kept open besides the IPC one (default 0, 1, 2)"),
+        "rlimits": Key(RlimitMap(), "resource limits; core is 0 unless set", "update"),
+    },
+    "seccomp": {
+        "enabled": Key(Bool(), "false turns the syscall filter off"),
+        "default_action": Key(Action(allow_allowed=False), "what a syscall not allowed gets: kill_process, log or errno:NAME"),
+        "allow": Key(GrantList("syscall"), "syscall names and @groups allowed", "append"),
+        "deny": Key(GrantList("syscall"), "syscall names and @groups removed from allow", "append"),
+        "rules": Key(RuleList(), "rules with argument conditions", "append"),
+    },
+    "compatibility": {
+        **{m: Key(LEVEL, f"what to do when the kernel lacks part of {m}: hard, soft or best_effort")
+           for m in MECHANISMS},
+        "landlock_min_abi": Key(Integer(1, 64), "lowest Landlock ABI the policy accepts"),
+    },
+}
+
+TOP_LEVEL: Mapping[str, Key] = {
+    "extends": Key(StrList(), "policy files this one builds on, relative to it", "append"),
+}

@@ -1,0 +1,237 @@
+"""The seccomp step: compile a policy's syscall rules to BPF, and load BPF into a process.
+
+Compiling happens in the parent with libseccomp (through pyseccomp), with its binary-tree
+optimization. The child only loads the finished program with the raw seccomp(2) syscall:
+importing pyseccomp runs `ldconfig -p` to find the library (about 30 ms), which no child
+should pay at start-up, and a child that loads bytes cannot build a different filter than the
+one the parent hashed and reported.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from types import ModuleType
+
+from .errors import EnforcementError, PolicyError, SourceRef
+from .model import ArgCondition, SeccompRule, SocketFamily
+from .policy_spec import SOCKET_FAMILIES
+
+_UINT64_MAX = 2**64 - 1
+_SYS_SECCOMP = 317                     # x86_64
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_FILTER_FLAG_TSYNC = 1
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+def _lib() -> ModuleType:
+    # Imported lazily: see the module docstring.
+    import pyseccomp
+    return pyseccomp
+
+
+@lru_cache(maxsize=None)
+def syscall_number(name: str) -> int | None:
+    """The native syscall number of `name`; None when libseccomp does not know the name.
+
+    libseccomp answers a negative pseudo number for names it knows on other architectures
+    only (socketcall on x86_64); those are known names that simply never occur here.
+    """
+    lib = _lib()
+    number = lib.resolve_syscall(lib.Arch.NATIVE, name)
+    return None if number == -1 else number
+
+
+def libseccomp_version() -> str:
+    """The version of the loaded libseccomp, for messages that depend on its syscall table."""
+    lib = _lib()
+    try:
+        ver = ctypes.CDLL(lib._libseccomp_path).seccomp_version  # noqa: SLF001
+        ver.restype = ctypes.POINTER(ctypes.c_uint * 3)
+        major, minor, micro = ver().contents
+        return f"{major}.{minor}.{micro}"
+    except (AttributeError, OSError):
+        return "unknown"
+
+
+def action_value(action: str) -> int:
+    """The libseccomp action code of a policy action string."""
+    lib = _lib()
+    if action.startswith("errno:"):
+        return lib.ERRNO(getattr(errno, action.split(":", 1)[1]))
+    return {"allow": lib.ALLOW, "kill_process": lib.KILL_PROCESS, "log": lib.LOG}[action]
+
+
+@dataclass(frozen=True)
+class CompiledFilter:
+    """A finished BPF program and what a report needs to know about it."""
+
+    bpf: bytes
+    sha256: str
+    instructions: int
+    allowed: int                  # syscalls allowed without conditions
+    conditional: int              # syscalls with argument rules
+    unresolved: tuple[str, ...]   # group members this libseccomp cannot name
+
+
+def _arg(cond: ArgCondition) -> object:
+    lib = _lib()
+    op = {"eq": lib.EQ, "ne": lib.NE, "lt": lib.LT, "le": lib.LE, "gt": lib.GT, "ge": lib.GE,
+          "masked_eq": lib.MASKED_EQ}[cond.op]
+    if cond.op == "masked_eq":
+        return lib.Arg(cond.index, op, cond.mask, cond.value)
+    return lib.Arg(cond.index, op, cond.value)
+
+
+def _always() -> object:
+    # An always-true condition that libseccomp keeps as a condition. An unconditional rule
+    # would make libseccomp drop every conditional rule of the same syscall, so an allowed
+    # syscall that also has conditional denials (ioctl without TIOCSTI) is allowed this way,
+    # and the more specific conditional rules take precedence. The probe battery proves it.
+    lib = _lib()
+    return lib.Arg(0, lib.LE, _UINT64_MAX)
+
+
+def _family_rules(families: Iterable[SocketFamily]) -> list[tuple[str, list[ArgCondition]]]:
+    """Conditions under which socket() and socketpair() may run, per allowed family."""
+    rules: list[tuple[str, list[ArgCondition]]] = []
+    for fam in families:
+        number = SOCKET_FAMILIES[fam.name]
+        if fam.name in ("inet", "inet6") and not fam.raw:
+            # SOCK_STREAM and SOCK_DGRAM only; the low bits of the type hold the kind, the
+            # high bits SOCK_NONBLOCK and SOCK_CLOEXEC.
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                rules.append(("socket", [ArgCondition(0, "eq", number),
+                                         ArgCondition(1, "masked_eq", kind, 0xF)]))
+        else:
+            rules.append(("socket", [ArgCondition(0, "eq", number)]))
+        if fam.name == "unix":
+            rules.append(("socketpair", [ArgCondition(0, "eq", number)]))
+    return rules
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """What a filter is built from: the policy's seccomp section, resolved."""
+
+    default_action: str
+    allowed: frozenset[str]
+    rules: tuple[SeccompRule, ...]
+    families: tuple[SocketFamily, ...]
+    where: SourceRef
+
+
+def _build(spec: FilterSpec) -> tuple[object, int, int, tuple[str, ...]]:
+    """Build the libseccomp filter of a policy.
+
+    Fixed parts, whatever the policy says: syscalls of foreign architectures (i386 through
+    `int 0x80`, x32) kill the process; clone3 answers ENOSYS so that glibc falls back to
+    clone; socket() and socketpair() of a family the policy does not list answer
+    EAFNOSUPPORT, as systemd's RestrictAddressFamilies does.
+    """
+    default_action, allowed, rules, families, where = (
+        spec.default_action, spec.allowed, spec.rules, spec.families, spec.where)
+    lib = _lib()
+    flt = lib.SyscallFilter(action_value(default_action))
+    flt.set_attr(lib.Attr.ACT_BADARCH, lib.KILL_PROCESS)
+    flt.set_attr(lib.Attr.CTL_NNP, 0)        # no_new_privs is its own step
+    flt.set_attr(lib.Attr.CTL_OPTIMIZE, 2)   # binary tree of syscall numbers
+
+    unresolved = tuple(sorted(n for n in allowed if syscall_number(n) is None))
+    plain = {n for n in allowed if syscall_number(n) is not None}
+    conditional: dict[str, list[tuple[str, list[ArgCondition], SourceRef]]] = {}
+    unconditional: dict[str, tuple[str, SourceRef]] = {}
+    for rule in rules:
+        if rule.args:
+            conditional.setdefault(rule.syscall, []).append((rule.action, list(rule.args), rule.where))
+        else:
+            unconditional[rule.syscall] = (rule.action, rule.where)
+    for name in ("socket", "socketpair"):
+        if name in plain:
+            plain.discard(name)
+            conditional.setdefault(name, [])
+            for syscall, conds in _family_rules(families):
+                if syscall == name:
+                    conditional[name].append(("allow", conds, where))
+            conditional[name].append(("errno:EAFNOSUPPORT", [ArgCondition(0, "le", _UINT64_MAX)], where))
+    plain.discard("clone3")
+    conditional.pop("clone3", None)
+    unconditional["clone3"] = ("errno:ENOSYS", where)
+
+    def add(action: str, name: str, args: list[object], ref: SourceRef) -> None:
+        if action == default_action:
+            if args:
+                raise PolicyError(ref, f"a rule for {name} has the default action {action}, "
+                                       "which libseccomp cannot combine with allowing the rest "
+                                       f"of {name}; give the rule another action")
+            return
+        try:
+            flt.add_rule(action_value(action), name, *args)
+        except OSError as exc:
+            raise PolicyError(ref, f"libseccomp refused the rule for {name}: {exc.strerror}") from exc
+
+    for name, (action, ref) in unconditional.items():
+        plain.discard(name)
+        conditional.pop(name, None)
+        if syscall_number(name) is not None:
+            add(action, name, [], ref)
+    for name in sorted(plain - conditional.keys()):
+        add("allow", name, [], where)
+    for name, entries in sorted(conditional.items()):
+        if syscall_number(name) is None:
+            continue
+        for action, conds, ref in entries:
+            add(action, name, [_arg(c) for c in conds], ref)
+        if name in plain and any(action != "allow" for action, _, _ in entries):
+            add("allow", name, [_always()], where)
+        elif name in plain:
+            add("allow", name, [], where)
+
+    return flt, len(plain - conditional.keys()), len(conditional), unresolved
+
+
+def _export(flt: object, method: str) -> bytes:
+    # libseccomp writes to a file descriptor; a memfd keeps it off the filesystem and out of
+    # the way of pipe buffer limits for large filters.
+    fd = os.memfd_create("seccomp-export", os.MFD_CLOEXEC)
+    with open(fd, "w+b") as handle:
+        getattr(flt, method)(handle)
+        handle.seek(0)
+        return handle.read()
+
+
+def compile_filter(spec: FilterSpec) -> CompiledFilter:
+    """Compile a filter to BPF, with its hash and counts for the report."""
+    flt, allowed, conditional, unresolved = _build(spec)
+    bpf = _export(flt, "export_bpf")
+    return CompiledFilter(bpf, hashlib.sha256(bpf).hexdigest(), len(bpf) // 8,
+                          allowed, conditional, unresolved)
+
+
+def pseudo_code(spec: FilterSpec) -> str:
+    """libseccomp's readable pseudo code of the filter (`explain --pfc`)."""
+    flt, _, _, _ = _build(spec)
+    return _export(flt, "export_pfc").decode()
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def load_filter(bpf: bytes) -> None:
+    """Install a BPF program in this process (all threads, TSYNC). Needs no_new_privs first."""
+    if not bpf or len(bpf) % 8:
+        raise EnforcementError("seccomp", f"malformed BPF program of {len(bpf)} bytes")
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = _SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    if libc.syscall(_SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC,
+                    ctypes.byref(prog)) != 0:
+        err = ctypes.get_errno()
+        raise EnforcementError("seccomp", f"seccomp(SET_MODE_FILTER) failed: {os.strerror(err)}")

@@ -1,0 +1,59 @@
+"""Launch-time variables of policy files: `${datadir}`, `${walletdir}`, `${prefix}` ...
+
+A policy names variables; the launcher gives their values. A name this module does not know
+is an error when the policy is checked; a known name without a value is an error at launch.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+
+from .errors import PolicyError, SourceRef
+
+KNOWN: Mapping[str, str] = {
+    "datadir": "the component's data directory (-datadir, or the network datadir)",
+    "walletdir": "the wallet directory of a wallet component",
+    "prefix": "the Python installation running the component (sys.prefix, the venv)",
+    "base_prefix": "the Python installation the venv was made from (sys.base_prefix)",
+    "tmpdir": "a private temporary directory made for this launch",
+    "port": "the P2P port",
+    "rpcport": "the JSON-RPC port",
+}
+
+_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def referenced(text: str) -> list[str]:
+    """Names of the variables `text` refers to, in order."""
+    return _REFERENCE.findall(text)
+
+
+def check_references(text: str, where: SourceRef) -> None:
+    """Raise a PolicyError if `text` refers to a variable no launcher provides."""
+    if re.search(r"\$(?!\{)", _REFERENCE.sub("", text.replace("$$", ""))):
+        raise PolicyError(where, f"stray '$' in {text!r}: write ${{name}} for a variable, $$ for '$'")
+    for name in referenced(text):
+        if not _NAME.match(name) or name not in KNOWN:
+            known = ", ".join("${" + k + "}" for k in KNOWN)
+            raise PolicyError(where, f"undefined variable ${{{name}}} (known: {known})")
+
+
+def default_values() -> dict[str, str]:
+    """Values every launch has without being told: the Python installation."""
+    return {"prefix": sys.prefix, "base_prefix": sys.base_prefix}
+
+
+def substitute(text: str, values: Mapping[str, str], where: SourceRef) -> str:
+    """Fill the variables of `text`; a variable without a value at launch is an error."""
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values or values[name] == "":
+            raise PolicyError(where, f"variable ${{{name}}} has no value at this launch "
+                                     f"(give it with --var {name}=VALUE)")
+        return values[name]
+
+    return _REFERENCE.sub(fill, text).replace("$$", "$")
