@@ -1,0 +1,148 @@
+"""The pre-exec steps, run in the forked child before it becomes the component.
+
+Order (bubblewrap's, see docs/sandbox.md): die with the parent and start a new session;
+namespaces (user with its id maps, then mounts, hostname, and in a pid namespace one more
+fork so that PID 1 is a small init that reaps and forwards signals); rlimits; close every
+descriptor not on the allowlist; scrub the environment; exec (or, for `run` and `probe`,
+apply the post-exec steps right here first).
+
+Nothing in here returns on failure: the error is sent to the parent on the control socket and
+the process exits with status 126 before any component code runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import control, descriptors, namespaces, rlimits
+from .enforce import apply_restrictions
+from .errors import EnforcementError
+from .plan import Plan
+
+EXIT_SETUP_FAILED = 126
+SANDBOX_FD_ENV = "CLEANCOIN_SANDBOX_FD"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What the forked child should become."""
+
+    plan: Plan | None                 # None: no sandbox at all (the -sandbox=0 baseline)
+    argv: tuple[str, ...]             # program to exec (empty for `target`)
+    env: dict[str, str] | None        # environment without a plan; with one the plan's
+    keep_fds: frozenset[int]          # IPC descriptors to pass on
+    control_fd: int
+    parent_pid: int
+    apply_before_exec: bool           # `run`: the whole policy before exec
+    target: Callable[[], int] | None = None   # `probe`: run this instead of exec
+
+
+def _die_with_parent(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise EnforcementError("die-with-parent", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:   # the parent died between fork and prctl
+        os._exit(EXIT_SETUP_FAILED)
+
+
+def _fail(control_fd: int, exc: BaseException) -> None:
+    err = exc if isinstance(exc, EnforcementError) else EnforcementError("setup", repr(exc))
+    try:
+        control.send(control_fd, {"error": err.as_dict()})
+    finally:
+        os._exit(EXIT_SETUP_FAILED)
+
+
+def _wait_forwarding(child: int) -> None:
+    """Wait for `child` while passing termination signals on; exit with its status."""
+    status = namespaces.run_init(child)
+    if os.WIFSIGNALED(status):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else EXIT_SETUP_FAILED)
+
+
+def run_child(spec: ChildSpec) -> None:
+    """Entry point of the forked child; never returns."""
+    try:
+        _run(spec)
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent
+        _fail(spec.control_fd, exc)
+    os._exit(EXIT_SETUP_FAILED)
+
+
+def _run(spec: ChildSpec) -> None:
+    plan = spec.plan
+    if plan is None or plan.die_with_parent:
+        _die_with_parent(spec.parent_pid)
+    if plan is None:
+        _become(spec, spec.env or {})
+        return
+    if plan.new_session:
+        os.setsid()
+    ns = set(plan.namespaces)
+    namespaces.unshare([n for n in namespaces.FLAGS if n in ns])
+    if "user" in ns:
+        namespaces.write_id_maps(plan.uid, plan.gid)
+    if "mount" in ns:
+        namespaces.make_mounts_private()
+        if plan.private_tmp_keep is not None:
+            namespaces.private_tmp(plan.private_tmp_keep)
+    if "uts" in ns:
+        namespaces.set_hostname(plan.hostname)
+    if "pid" in ns:
+        # unshare(CLONE_NEWPID) moves our children, not us: fork PID 1 of the namespace,
+        # and stay outside as the process the launcher waits for.
+        init = os.fork()
+        if init:
+            _close_all_but_stdio()
+            _wait_forwarding(init)
+        _die_with_parent_quietly()
+        if plan.mount_proc:
+            namespaces.mount_proc()
+        component = os.fork()
+        if component:
+            _close_all_but_stdio()
+            _wait_forwarding(component)
+        _die_with_parent_quietly()
+    _become(spec, dict(plan.environment))
+
+
+def _die_with_parent_quietly() -> None:
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _close_all_but_stdio() -> None:
+    # The waiting processes must not hold the control or IPC sockets open: the parent learns
+    # that the component is gone from the end of file on them.
+    descriptors.keep_only({0, 1, 2})
+
+
+def _become(spec: ChildSpec, env: dict[str, str]) -> None:
+    plan = spec.plan
+    if plan is not None:
+        rlimits.apply(plan.rlimits)
+        keep = set(plan.fds) | set(spec.keep_fds) | {spec.control_fd}
+    else:
+        keep = {0, 1, 2} | set(spec.keep_fds) | {spec.control_fd}
+    descriptors.keep_only(keep)
+    env[SANDBOX_FD_ENV] = str(spec.control_fd)
+    if plan is not None and (spec.apply_before_exec or spec.target is not None):
+        report = apply_restrictions(plan)
+        if spec.target is not None:
+            control.send(spec.control_fd, {"report": report.to_dict()})
+            os._exit(spec.target())
+        control.send(spec.control_fd, {"report": report.to_dict()})
+        del env[SANDBOX_FD_ENV]
+        os.set_inheritable(spec.control_fd, False)
+    if spec.target is not None:
+        os._exit(spec.target())
+    try:
+        os.execve(spec.argv[0], list(spec.argv), env)
+    except OSError as exc:
+        raise EnforcementError("exec", f"{spec.argv[0]}: {exc.strerror}") from None

@@ -1,0 +1,53 @@
+"""What this kernel offers the sandbox: Landlock ABI, seccomp, namespaces, architecture."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KernelFeatures:
+    """Facts about the running kernel that decide how much of a policy can be enforced."""
+
+    release: str
+    machine: str
+    landlock_abi: int           # 0: no Landlock
+    landlock_reason: str        # why there is none, when there is none
+    seccomp_filter: bool
+    user_namespaces: bool       # the sysctls allow creating one (it may still fail)
+
+    def summary(self) -> str:
+        """One line for reports and errors."""
+        ll = f"Landlock ABI {self.landlock_abi}" if self.landlock_abi else f"no Landlock ({self.landlock_reason})"
+        return (f"Linux {self.release} {self.machine}, {ll}, seccomp filter "
+                f"{'yes' if self.seccomp_filter else 'no'}, user namespaces "
+                f"{'yes' if self.user_namespaces else 'no'}")
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def landlock_abi() -> tuple[int, str]:
+    """The Landlock ABI version (0 when unavailable) and, if 0, the kernel's reason."""
+    from landlock import SyscallError, landlock_abi_version
+    try:
+        return int(landlock_abi_version()), ""
+    except SyscallError as exc:
+        return 0, exc.reason or exc.strerror or "unavailable"
+
+
+def detect() -> KernelFeatures:
+    """Probe the running kernel. Cheap: a few /proc reads and one Landlock syscall."""
+    abi, reason = landlock_abi()
+    seccomp_ok = os.path.exists("/proc/sys/kernel/seccomp/actions_avail")
+    max_userns = _read_int("/proc/sys/user/max_user_namespaces")
+    unpriv = _read_int("/proc/sys/kernel/unprivileged_userns_clone")
+    userns = (max_userns is None or max_userns > 0) and (os.geteuid() == 0 or unpriv != 0)
+    return KernelFeatures(platform.release(), platform.machine(), abi, reason, seccomp_ok, userns)

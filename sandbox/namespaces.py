@@ -1,0 +1,135 @@
+"""The namespace step: user, mount, pid, net, ipc and uts namespaces, before exec.
+
+Python 3.11 has no os.unshare, and mount(2) and sethostname(2) have no wrapper at all, hence
+ctypes. The order is bubblewrap's: unshare everything at once (the kernel makes the user
+namespace first, so the others belong to it), write the id maps, make mounts private, and
+only in the pid namespace's first process mount the fresh /proc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from collections.abc import Iterable
+
+from .errors import EnforcementError
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+FLAGS = {"user": CLONE_NEWUSER, "mount": CLONE_NEWNS, "pid": CLONE_NEWPID,
+         "net": CLONE_NEWNET, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS}
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _fail(what: str) -> EnforcementError:
+    return EnforcementError("namespaces", f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
+def unshare(names: Iterable[str]) -> None:
+    """Enter new namespaces of the given kinds in one unshare(2) call."""
+    flags = 0
+    for name in names:
+        flags |= FLAGS[name]
+    if flags and _libc().unshare(flags) != 0:
+        raise _fail(f"unshare({'|'.join(names)})")
+
+
+def write_id_maps(uid: int, gid: int) -> None:
+    """Map our own uid and gid into the new user namespace, as the same numbers.
+
+    Keeping the numbers means files the component creates in its datadir belong to the user
+    who launched it. setgroups is denied first, as the kernel requires of an unprivileged map.
+    """
+    try:
+        for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1\n"),
+                           ("/proc/self/gid_map", f"{gid} {gid} 1\n")):
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        raise EnforcementError("namespaces", f"writing {exc.filename}: {exc.strerror}") from None
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    if _libc().mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
+                     ctypes.c_ulong(flags), data and data.encode()) != 0:
+        raise _fail(f"mount {fstype or source or ''} on {target}")
+
+
+def make_mounts_private() -> None:
+    """Stop mount events from travelling back to the parent's namespace."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def private_tmp(keep: Iterable[str]) -> None:
+    """An empty tmpfs on /tmp, with the granted paths under /tmp bound back into it.
+
+    Test and user datadirs often live under /tmp; a private /tmp must not hide the very
+    directory the policy grants (bubblewrap needs an explicit --bind for the same reason).
+    """
+    kept: list[tuple[str, int]] = []
+    try:
+        for path in sorted(set(keep)):
+            if os.path.exists(path):
+                kept.append((path, os.open(path, os.O_PATH | os.O_CLOEXEC)))
+        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+        for path, fd in kept:
+            if os.path.isdir(f"/proc/self/fd/{fd}"):
+                os.makedirs(path, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                open(path, "a").close()
+            _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+    except OSError as exc:
+        raise EnforcementError("namespaces", f"private /tmp: {exc.filename}: {exc.strerror}") from None
+    finally:
+        for _, fd in kept:
+            os.close(fd)
+
+
+def mount_proc() -> None:
+    """A /proc that shows only the new pid namespace. Must run inside it (as its PID 1)."""
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def set_hostname(name: str) -> None:
+    data = name.encode()
+    if _libc().sethostname(data, len(data)) != 0:
+        raise _fail("sethostname")
+
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+              signal.SIGUSR2)
+
+
+def run_init(child: int) -> int:
+    """PID 1 of a pid namespace: reap every child, forward signals to the component.
+
+    Returns the wait status of `child`, the component; when it is gone the namespace ends and
+    the kernel kills whatever is left in it.
+    """
+    for sig in _FORWARDED:
+        signal.signal(sig, lambda signum, _frame: os.kill(child, signum))
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue
+        if pid == child:
+            return status
