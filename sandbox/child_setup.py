@@ -39,7 +39,7 @@ class ChildSpec:
     control_fd: int
     parent_pid: int
     apply_before_exec: bool           # `run`: the whole policy before exec
-    target: Callable[[], int] | None = None   # `probe`: run this instead of exec
+    target: Callable[[int], int] | None = None   # `probe`: run this (given the control fd)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -58,13 +58,31 @@ def _fail(control_fd: int, exc: BaseException) -> None:
         os._exit(EXIT_SETUP_FAILED)
 
 
-def _wait_forwarding(child: int) -> None:
-    """Wait for `child` while passing termination signals on; exit with its status."""
-    status = namespaces.run_init(child)
+def _exit_like(status: int) -> None:
+    """End this process the way the component ended: same signal or same exit status."""
     if os.WIFSIGNALED(status):
-        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-        os.kill(os.getpid(), os.WTERMSIG(status))
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else EXIT_SETUP_FAILED)
+
+
+def _wait_forwarding(child: int, status_out: int | None = None, status_in: int | None = None) -> None:
+    """Wait for `child` while passing termination signals on, then end as it ended.
+
+    PID 1 of a pid namespace cannot kill itself with a signal (the kernel ignores signals to
+    an init from inside its namespace), so it sends the component's exact wait status up a
+    pipe (`status_out`) to the waiter outside, which reads it (`status_in`) and re-raises.
+    """
+    status = namespaces.run_init(child)
+    if status_out is not None:
+        os.write(status_out, status.to_bytes(4, "little"))
+        os._exit(0)
+    if status_in is not None:
+        data = os.read(status_in, 4)
+        if len(data) == 4:
+            status = int.from_bytes(data, "little")
+    _exit_like(status)
 
 
 def run_child(spec: ChildSpec) -> None:
@@ -98,17 +116,21 @@ def _run(spec: ChildSpec) -> None:
     if "pid" in ns:
         # unshare(CLONE_NEWPID) moves our children, not us: fork PID 1 of the namespace,
         # and stay outside as the process the launcher waits for.
+        status_in, status_out = os.pipe()
         init = os.fork()
         if init:
-            _close_all_but_stdio()
-            _wait_forwarding(init)
+            os.close(status_out)
+            _close_all_but_stdio({status_in})
+            _wait_forwarding(init, status_in=status_in)
+        os.close(status_in)
         _die_with_parent_quietly()
         if plan.mount_proc:
             namespaces.mount_proc()
         component = os.fork()
         if component:
-            _close_all_but_stdio()
-            _wait_forwarding(component)
+            _close_all_but_stdio({status_out})
+            _wait_forwarding(component, status_out=status_out)
+        os.close(status_out)
         _die_with_parent_quietly()
     _become(spec, dict(plan.environment))
 
@@ -117,10 +139,10 @@ def _die_with_parent_quietly() -> None:
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _close_all_but_stdio() -> None:
+def _close_all_but_stdio(also: set[int]) -> None:
     # The waiting processes must not hold the control or IPC sockets open: the parent learns
     # that the component is gone from the end of file on them.
-    descriptors.keep_only({0, 1, 2})
+    descriptors.keep_only({0, 1, 2} | also)
 
 
 def _become(spec: ChildSpec, env: dict[str, str]) -> None:
@@ -134,14 +156,12 @@ def _become(spec: ChildSpec, env: dict[str, str]) -> None:
     env[SANDBOX_FD_ENV] = str(spec.control_fd)
     if plan is not None and (spec.apply_before_exec or spec.target is not None):
         report = apply_restrictions(plan)
-        if spec.target is not None:
-            control.send(spec.control_fd, {"report": report.to_dict()})
-            os._exit(spec.target())
         control.send(spec.control_fd, {"report": report.to_dict()})
-        del env[SANDBOX_FD_ENV]
+        # `run`: the end of file that exec causes tells the parent the program started.
         os.set_inheritable(spec.control_fd, False)
+        del env[SANDBOX_FD_ENV]
     if spec.target is not None:
-        os._exit(spec.target())
+        os._exit(spec.target(spec.control_fd))
     try:
         os.execve(spec.argv[0], list(spec.argv), env)
     except OSError as exc:

@@ -97,13 +97,15 @@ def prepare(policy: Policy, variables: Mapping[str, str]) -> Plan:
 
 
 def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int] = (),
-          apply_before_exec: bool = False, target: Callable[[], int] | None = None,
+          apply_before_exec: bool = False, target: Callable[[int], int] | None = None,
           env: Mapping[str, str] | None = None) -> SandboxedProcess:
     """Fork a child under `plan` (None: no sandbox) and wait until it reports.
 
     `argv` is exec'd; the component applies the post-exec steps itself (`component.enter`).
     With `apply_before_exec` the whole policy is in force before exec (`CleanCoin-sandbox
-    run`); with `target` the function runs in the sandboxed child instead of an exec (probe).
+    run`); with `target` the function runs in the sandboxed child instead of an exec (probe):
+    it gets the control descriptor, may send more messages on it (read them from
+    `child.control`), and its return value is the exit status.
     """
     parent_env = dict(os.environ if env is None else env)
     run_env = dict(plan.environment) if plan is not None else parent_env

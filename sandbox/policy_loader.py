@@ -155,6 +155,21 @@ def _expand_syscalls(grants: tuple[Grant, ...], errors: list[PolicyError]) -> di
     return out
 
 
+def _allowed_syscalls(files: tuple[str, ...], allow: tuple[Grant, ...], deny: tuple[Grant, ...],
+                      errors: list[PolicyError]) -> dict[str, Grant]:
+    """The allowed syscalls, file by file: later files win, and in a file deny beats allow.
+
+    So a component's policy may allow `execve` (with a reason) that its base denies, and a
+    base's group can be narrowed by a `deny` further down.
+    """
+    granted: dict[str, Grant] = {}
+    for file in files:
+        granted.update(_expand_syscalls(tuple(g for g in allow if g.where.file == file), errors))
+        for name in _expand_syscalls(tuple(g for g in deny if g.where.file == file), errors):
+            granted.pop(name, None)
+    return granted
+
+
 def _all_syscall_names() -> frozenset[str]:
     names: set[str] = set()
     for group in syscall_groups.GROUPS:
@@ -222,9 +237,8 @@ def _build(values: dict[str, Any], refs: dict[str, SourceRef], files: tuple[str,
     for rule in rules:
         if seccomp.syscall_number(rule.syscall) is None:
             errors.append(_unknown(rule.where, rule.syscall, list(_all_syscall_names()), "syscall"))
-    granted = _expand_syscalls(get("seccomp.allow", ()), errors)
-    denied = _expand_syscalls(get("seccomp.deny", ()), errors)
-    allowed = frozenset(granted) - frozenset(denied)
+    granted = _allowed_syscalls(files, get("seccomp.allow", ()), get("seccomp.deny", ()), errors)
+    allowed = frozenset(granted)
 
     policy = Policy(
         name=name,

@@ -1,0 +1,186 @@
+"""CleanCoin-sandbox: check, explain, run and probe sandbox policies.
+
+Exit codes: 0 success; 1 a check found errors or a probe found an escape; 125 the tool
+itself could not do its job (bad policy for run/probe, a sandbox step that failed); for
+`run`, otherwise the program's own status (128 + N when killed by signal N, as shells do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from cleancoin.sandbox import launcher, variables
+from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors
+from cleancoin.sandbox.explain import explain
+from cleancoin.sandbox.model import Policy
+from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
+
+EXIT_TOOL_FAILED = 125
+
+
+def _policy_path(name: str) -> str:
+    """A path as given, or the name of a shipped policy (`strict`, `wallet`, `base/python`)."""
+    if os.path.exists(name) or name.endswith(".toml"):
+        return name
+    shipped = shipped_policy(name)
+    return shipped if os.path.exists(shipped) else name
+
+
+def _errors_out(errors: PolicyErrors, as_json: bool, path: str) -> None:
+    if as_json:
+        print(json.dumps({"policy": path, "ok": False, "errors": [e.as_dict() for e in errors.errors]}))
+    else:
+        for err in errors.errors:
+            print(err, file=sys.stderr)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    status = 0
+    for name in args.policy:
+        path = _policy_path(name)
+        try:
+            policy = load_policy(path)
+        except PolicyErrors as errors:
+            _errors_out(errors, args.json, path)
+            status = 1
+            continue
+        if args.json:
+            print(json.dumps({"policy": path, "ok": True, "name": policy.name,
+                              "files": list(policy.files)}))
+        else:
+            print(f"{path}: ok ({policy.name}, {len(policy.allowed_syscalls)} syscalls allowed)")
+    return status
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    path = _policy_path(args.policy)
+    try:
+        policy = load_policy(path)
+    except PolicyErrors as errors:
+        _errors_out(errors, args.json, path)
+        return 1
+    if args.pfc:
+        from cleancoin.sandbox import seccomp
+        sc = policy.seccomp
+        where = sc.allow[0].where if sc.allow else PolicyError  # any SourceRef will do
+        print(seccomp.pseudo_code(seccomp.FilterSpec(sc.default_action, policy.allowed_syscalls, sc.rules,
+                                                     policy.network.socket_families, where)))  # type: ignore[arg-type]
+        return 0
+    ex = explain(policy)
+    print(json.dumps(ex.to_dict(), indent=2) if args.json else ex.to_text())
+    return 0
+
+
+def _variables(args: argparse.Namespace, tmpdir: str) -> dict[str, str]:
+    values = {"tmpdir": tmpdir}
+    if args.datadir:
+        values["datadir"] = os.path.abspath(args.datadir)
+    for item in args.var:
+        name, sep, value = item.partition("=")
+        if not sep or name not in variables.KNOWN:
+            raise SystemExit(f"CleanCoin-sandbox: --var {item!r}: expected NAME=VALUE with NAME one of "
+                             f"{', '.join(variables.KNOWN)}")
+        values[name] = value
+    return values
+
+
+def _load_for_launch(args: argparse.Namespace) -> Policy | None:
+    try:
+        return load_policy(_policy_path(args.policy))
+    except PolicyErrors as errors:
+        _errors_out(errors, False, args.policy)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("CleanCoin-sandbox run: no command given (… -- CMD [ARG...])", file=sys.stderr)
+        return 2
+    policy = _load_for_launch(args)
+    if policy is None:
+        return EXIT_TOOL_FAILED
+    tmpdir = tempfile.mkdtemp(prefix="cleancoin-run-")
+    try:
+        try:
+            plan = launcher.prepare(policy, _variables(args, tmpdir))
+            child = launcher.spawn(plan, command, apply_before_exec=True)
+        except (PolicyError, EnforcementError, launcher.SpawnError) as exc:
+            print(f"CleanCoin-sandbox: {exc}", file=sys.stderr)
+            return EXIT_TOOL_FAILED
+        if args.report and child.report is not None:
+            print(child.report.to_text(), file=sys.stderr)
+        code = child.wait()
+        if code < 0:
+            print(f"CleanCoin-sandbox: {command[0]} {launcher.describe_status(child.status or 0)}",
+                  file=sys.stderr)
+            return 128 - code
+        return code
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from cleancoin.sandbox import probe
+    policy = _load_for_launch(args)
+    if policy is None:
+        return EXIT_TOOL_FAILED
+    tmpdir = tempfile.mkdtemp(prefix="cleancoin-probe-")
+    try:
+        try:
+            result = probe.probe(policy, _variables(args, tmpdir), args.script)
+        except (PolicyError, EnforcementError, launcher.SpawnError) as exc:
+            print(f"CleanCoin-sandbox: {exc}", file=sys.stderr)
+            return EXIT_TOOL_FAILED
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.to_text())
+    return 1 if result.escapes else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="CleanCoin-sandbox", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command_name", required=True)
+
+    check = sub.add_parser("check", help="validate policy files")
+    check.add_argument("policy", nargs="+")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_check)
+
+    exp = sub.add_parser("explain", help="what a policy lets a component do, in plain words")
+    exp.add_argument("policy")
+    exp.add_argument("--json", action="store_true")
+    exp.add_argument("--pfc", action="store_true", help="print the seccomp filter as libseccomp pseudo code")
+    exp.set_defaults(func=cmd_explain)
+
+    for name, func, text in (("run", cmd_run, "run a program under a policy"),
+                             ("probe", cmd_probe, "try to escape a policy, and report")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--policy", required=True)
+        cmd.add_argument("--datadir", help="value of ${datadir}")
+        cmd.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                         help="value of another ${variable}; repeatable")
+        cmd.set_defaults(func=func)
+        if name == "run":
+            cmd.add_argument("--report", action="store_true", help="print the enforcement report on stderr")
+            cmd.add_argument("command", nargs=argparse.REMAINDER)
+        else:
+            cmd.add_argument("--script", help="a Python file to run inside instead of the battery")
+            cmd.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of CleanCoin-sandbox."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

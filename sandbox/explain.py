@@ -1,0 +1,140 @@
+"""A policy in plain words: what the component may and may not do, grouped for a reviewer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import dangerous, syscall_groups
+from .model import Grant, Policy
+
+
+@dataclass
+class Explanation:
+    """Sections of sentences, each a list of lines: files, network, processes, kernel surface."""
+
+    policy: str
+    description: str
+    files: list[str] = field(default_factory=list)
+    sections: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"policy": self.policy, "description": self.description, "files": self.files,
+                "sections": self.sections}
+
+    def to_text(self) -> str:
+        out = [f"Policy '{self.policy}': {self.description}".rstrip(": "),
+               f"  from {' + '.join(self.files)}"]
+        for title, lines in self.sections.items():
+            out.append("")
+            out.append(title)
+            out.extend(f"  - {line}" for line in lines)
+        return "\n".join(out)
+
+
+def _grants(grants: tuple[Grant, ...]) -> str:
+    return ", ".join(g.value + (" (if present)" if g.optional else "")
+                     + (f" [reason: {g.reason}]" if g.reason else "") for g in grants)
+
+
+def _files(policy: Policy) -> list[str]:
+    fs = policy.filesystem
+    lines = []
+    if fs.read:
+        lines.append(f"may read: {_grants(fs.read)}")
+    if fs.write:
+        lines.append(f"may read, write, create and delete in: {_grants(fs.write)}")
+    if fs.execute:
+        lines.append(f"may execute: {_grants(fs.execute)}")
+    lines.append("may not open anything else (Landlock); files opened before the sandbox stay open")
+    if policy.namespaces.private_tmp:
+        lines.append("sees an empty private /tmp (granted paths under /tmp are bound back in)")
+    if policy.namespaces.mount:
+        lines.append("has its own mount namespace: its mounts do not reach the host")
+    return lines
+
+
+def _network(policy: Policy) -> list[str]:
+    net, ns = policy.network, policy.namespaces
+    lines = []
+    if ns.net:
+        lines.append("has an empty network namespace: no interface but a loopback that is down")
+    families = [f.name + (" including raw sockets" if f.raw else "")
+                + (f" [reason: {f.reason}]" if f.reason else "") for f in net.socket_families]
+    lines.append(f"may create sockets of: {', '.join(families) or 'no family at all'}; "
+                 "any other family gets EAFNOSUPPORT")
+    for what, ports in (("bind", net.bind_tcp), ("connect to", net.connect_tcp)):
+        if ports is None:
+            lines.append(f"may {what} any TCP port (not restricted by Landlock)")
+        elif ports:
+            lines.append(f"may {what} TCP ports {', '.join(p.value for p in ports)} only")
+        else:
+            lines.append(f"may not {what} any TCP port")
+    if policy.scopes.abstract_unix_socket:
+        lines.append("may not connect to abstract unix sockets created outside the sandbox")
+    return lines
+
+
+def _processes(policy: Policy) -> list[str]:
+    proc, allowed = policy.process, policy.allowed_syscalls
+    lines = []
+    if "execve" in allowed or "execveat" in allowed:
+        lines.append("MAY run other programs (execve) where it has execute access")
+    else:
+        lines.append("may not run other programs (execve is not allowed)")
+    if "ptrace" in allowed:
+        lines.append("MAY trace other processes (ptrace)")
+    else:
+        lines.append("may not trace or read the memory of other processes")
+    lines.append("is not dumpable: no core dumps, no ptrace attach by the same user"
+                 if not proc.dumpable else "IS dumpable: core dumps and same-user ptrace are possible")
+    if policy.scopes.signal:
+        lines.append("may not signal processes outside the sandbox")
+    if policy.namespaces.pid:
+        lines.append("sees only its own processes (pid namespace, PID 1 is a small init)")
+    lines.append("keeps capabilities: " + (_grants(proc.capabilities) or "none")
+                 + "; securebits locked; no_new_privs on (setuid binaries gain nothing)")
+    limits = ", ".join(f"{r.name}={'unlimited' if r.soft is None else r.soft}" for r in proc.rlimits)
+    lines.append(f"resource limits: {limits or 'inherited'}")
+    lines.append(f"environment kept: {', '.join(proc.environment) or 'nothing'}; "
+                 f"set: {', '.join(k for k, _ in proc.set_environment) or 'nothing'}")
+    lines.append(f"file descriptors kept: {', '.join(map(str, proc.fds))} and its IPC socket")
+    if proc.die_with_parent:
+        lines.append("dies with its parent")
+    return lines
+
+
+def _kernel(policy: Policy) -> list[str]:
+    sc = policy.seccomp
+    if not sc.enabled:
+        return ["NO syscall filter: the whole kernel interface is reachable"]
+    allowed = policy.allowed_syscalls
+    lines = [f"{len(allowed)} syscalls allowed (from {', '.join(g.value for g in sc.allow)}"
+             + (f"; minus {', '.join(g.value for g in sc.deny)})" if sc.deny else ")"),
+             f"any other syscall: {sc.default_action.replace('_', ' ')}"]
+    granted = sorted(allowed & dangerous.DANGEROUS_SYSCALLS)
+    if granted:
+        lines.append(f"dangerous syscalls granted: {', '.join(granted)}")
+    refused = sorted(dangerous.DANGEROUS_SYSCALLS - allowed)
+    lines.append(f"refused, among others: {', '.join(refused)}")
+    for rule in sc.rules:
+        conds = " and ".join(f"arg{c.index} {c.op} {c.value:#x}" + (f" (mask {c.mask:#x})" if c.op == "masked_eq" else "")
+                             for c in rule.args)
+        lines.append(f"{rule.syscall}: {rule.action} when {conds or 'always'}")
+    big = [g for g in syscall_groups.GROUPS if syscall_groups.expand_group(g) <= allowed]
+    if big:
+        lines.append(f"whole groups allowed: {', '.join(sorted(big))}")
+    lines.append("i386 and x32 syscalls kill the process; clone3 answers ENOSYS")
+    return lines
+
+
+def explain(policy: Policy) -> Explanation:
+    """Describe a policy for a reviewer."""
+    ex = Explanation(policy.name, policy.description, list(policy.files))
+    ex.sections["Files"] = _files(policy)
+    ex.sections["Network"] = _network(policy)
+    ex.sections["Processes"] = _processes(policy)
+    ex.sections["Kernel surface"] = _kernel(policy)
+    comp = policy.compatibility
+    ex.sections["Compatibility"] = [", ".join(f"{m} {lvl.value}" for m, lvl in comp.levels)
+                                    + f"; Landlock ABI {comp.landlock_min_abi} or newer"]
+    return ex
