@@ -29,5 +29,6 @@ DANGEROUS_FAMILIES: frozenset[str] = frozenset({"packet"})
 
 def is_dangerous_write(path: str) -> bool:
     """Write access to the root directory or to anything under /proc."""
-    normal = os.path.normpath(path) if path.startswith("/") else path
+    # normpath keeps a leading "//", which the kernel reads as "/".
+    normal = "/" + os.path.normpath(path).lstrip("/") if path.startswith("/") else path
     return normal == "/" or normal == "/proc" or normal.startswith("/proc/")

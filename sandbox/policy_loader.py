@@ -187,7 +187,8 @@ def _check_dangers(policy: Policy, granted: dict[str, Grant], errors: list[Polic
                                                    f'write {{ syscall = "{grant.value}", reason = "..." }}'
                                                    + (f" or deny '{name}'" if grant.value != name else "")))
     for rule in policy.seccomp.rules:
-        if rule.action == "allow" and rule.syscall in dangerous.DANGEROUS_SYSCALLS and not rule.reason:
+        # "log" lets the syscall run too.
+        if rule.action in ("allow", "log") and rule.syscall in dangerous.DANGEROUS_SYSCALLS and not rule.reason:
             errors.append(PolicyError(rule.where, f"a rule allowing '{rule.syscall}' is a dangerous "
                                                   "grant and needs a reason"))
     for fam in policy.network.socket_families:
@@ -227,7 +228,8 @@ def _build(values: dict[str, Any], refs: dict[str, SourceRef], files: tuple[str,
     for grant in get("process.capabilities", ()):
         cap = grant.value.lower().removeprefix("cap_")
         if cap not in known_caps:
-            errors.append(_unknown(grant.where, grant.value, known_caps, "capability"))
+            err = _unknown(grant.where, cap, known_caps, "capability")
+            errors.append(PolicyError(grant.where, err.message.replace(f"'{cap}'", f"'{grant.value}'", 1)))
         caps.append(Grant(cap, grant.where, grant.reason))
     rlimits: dict[str, Rlimit] = {r.name: r for r in get("process.rlimits", ())}
     rlimits.setdefault("core", Rlimit("core", 0, 0, SourceRef(main, 0, "process.rlimits.core")))

@@ -8,6 +8,7 @@ raw TOML value into model values and says what is wrong with a bad one.
 from __future__ import annotations
 
 import errno
+import json
 import re
 import resource
 import socket
@@ -30,10 +31,19 @@ def _type_name(value: object) -> str:
     return _TOML_TYPE.get(type(value), type(value).__name__)
 
 
+def _toml(value: object) -> str:
+    """A value as TOML spells it, for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, list, dict)):
+        return json.dumps(value, default=str)[:80]
+    return str(value)
+
+
 def _expect(value: object, kind: type, ref: SourceRef, what: str) -> None:
     # bool is an int in Python; TOML keeps them apart, and so do we.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise PolicyError(ref, f"expected {what}, found {_type_name(value)} {value!r}")
+        raise PolicyError(ref, f"expected {what}, found {_type_name(value)} {_toml(value)}")
 
 
 def _string(value: object, ref: SourceRef, what: str = "a string") -> str:
@@ -60,7 +70,9 @@ def _table(value: object, ref: SourceRef, keys: Mapping[str, bool], what: str) -
 def _reason(table: Mapping[str, Any], ref: SourceRef) -> str | None:
     if "reason" not in table:
         return None
-    reason = _string(table["reason"], ref, "a reason string")
+    # Plain text, never substituted: a "$" in it is just a dollar sign.
+    _expect(table["reason"], str, ref, "a reason string")
+    reason = str(table["reason"])
     if not reason.strip():
         raise PolicyError(ref, "an empty reason is no reason")
     return reason
@@ -395,7 +407,7 @@ class RuleList(ValueType):
                     raise PolicyError(where, f"argument {index} is tested twice in one rule; "
                                              "write two rules instead")
                 conditions.append(ArgCondition(index, op, val, mask))
-            rules.append(SeccompRule(syscall, action, tuple(conditions), ref(here),
+            rules.append(SeccompRule(syscall, action, tuple(conditions), ref(f"{here}.syscall"),
                                      _reason(table, ref(here))))
         return tuple(rules)
 
