@@ -103,8 +103,8 @@ def _collect(path: str, stack: tuple[str, ...], seen: set[str], order: list[_Fra
         raise PolicyError(included_at or SourceRef(path, 0, "extends"), f"extends cycle: {chain}")
     if real in seen:
         return   # a diamond: the shared base is merged once, where it first appears
-    if not os.path.exists(path) and included_at is not None:
-        raise PolicyError(included_at, f"extended policy {path} does not exist")
+    if not os.path.isfile(path) and included_at is not None:
+        raise PolicyError(included_at, f"extended policy {path} does not exist or is not a file")
     frag, extends = _parse_file(path, errors)
     for name, where in extends:
         base = name if os.path.isabs(name) else os.path.join(os.path.dirname(path), name)
@@ -120,6 +120,8 @@ def _merge(fragments: list[_Fragment]) -> tuple[dict[str, Any], dict[str, Source
     for frag in fragments:
         for dotted, value in frag.values.items():
             section, key = dotted.split(".", 1)
+            if section == "policy" and frag is not fragments[-1]:
+                continue   # a name and description describe one file, not those extending it
             merge = SECTIONS[section][key].merge
             old = values.get(dotted)
             if merge == "append" and old is not None and value is not None:
