@@ -157,9 +157,14 @@ def _landlock(policy: Policy, values: Mapping[str, str], kernel: KernelFeatures)
         abi, landlock.fs_rights(abi), handled_net, scoped,
         tuple((p, r, p in optional) for p, r in sorted(rights.items())),
         tuple((p, r & handled_net) for p, r in sorted(ports.items()) if r & handled_net))
+    def tcp(ports: list[int], restricted: bool, right: int) -> str:
+        if not restricted:
+            return "any"
+        return str(sorted(ports)) if handled_net & right else "any (rules dropped: ABI < 4)"
+
     report.details.append(f"ABI {abi}: {len(rules.paths)} path rules, "
-                          f"TCP bind {sorted(bind) if net.bind_tcp is not None else 'any'}, "
-                          f"TCP connect {sorted(connect) if net.connect_tcp is not None else 'any'}, "
+                          f"TCP bind {tcp(bind, net.bind_tcp is not None, landlock.ACCESS_NET_BIND_TCP)}, "
+                          f"TCP connect {tcp(connect, net.connect_tcp is not None, landlock.ACCESS_NET_CONNECT_TCP)}, "
                           f"scopes {'+'.join(n for n, f in (('abstract-unix', 1), ('signal', 2)) if scoped & f) or 'none'}")
     if missing:
         report.status = Status.PARTIAL.value

@@ -241,6 +241,10 @@ def _build(values: dict[str, Any], refs: dict[str, SourceRef], files: tuple[str,
     for rule in rules:
         if seccomp.syscall_number(rule.syscall) is None:
             errors.append(_unknown(rule.where, rule.syscall, list(_all_syscall_names()), "syscall"))
+        elif rule.syscall in ("socket", "socketpair") and rule.action != "errno:EAFNOSUPPORT":
+            # These carry the socket-family filter; a rule would silently replace it.
+            errors.append(PolicyError(rule.where, f"{rule.syscall} is governed by "
+                                                  "network.socket_families; write the family there"))
     granted = _allowed_syscalls(files, get("seccomp.allow", ()), get("seccomp.deny", ()), errors)
     allowed = frozenset(granted)
 

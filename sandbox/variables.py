@@ -23,17 +23,19 @@ KNOWN: Mapping[str, str] = {
 }
 
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
+# One pass over "$$" escapes and "${name}" references, so that "$${name}" is a literal.
+_TOKEN = re.compile(r"\$\$|\$\{([^}]*)\}")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 def referenced(text: str) -> list[str]:
     """Names of the variables `text` refers to, in order."""
-    return _REFERENCE.findall(text)
+    return [m.group(1) for m in _TOKEN.finditer(text) if m.group(0) != "$$"]
 
 
 def check_references(text: str, where: SourceRef) -> None:
     """Raise a PolicyError if `text` refers to a variable no launcher provides."""
-    if re.search(r"\$(?!\{)", _REFERENCE.sub("", text.replace("$$", ""))):
+    if "$" in _TOKEN.sub("", text):
         raise PolicyError(where, f"stray '$' in {text!r}: write ${{name}} for a variable, $$ for '$'")
     for name in referenced(text):
         if not _NAME.match(name) or name not in KNOWN:
@@ -50,10 +52,12 @@ def substitute(text: str, values: Mapping[str, str], where: SourceRef) -> str:
     """Fill the variables of `text`; a variable without a value at launch is an error."""
 
     def fill(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
         name = match.group(1)
         if name not in values or values[name] == "":
             raise PolicyError(where, f"variable ${{{name}}} has no value at this launch "
                                      f"(give it with --var {name}=VALUE)")
         return values[name]
 
-    return _REFERENCE.sub(fill, text).replace("$$", "$")
+    return _TOKEN.sub(fill, text)
