@@ -103,8 +103,7 @@ def _run(spec: ChildSpec) -> None:
         return
     if plan.new_session:
         os.setsid()
-    ns = set(plan.namespaces)
-    namespaces.unshare([n for n in namespaces.FLAGS if n in ns])
+    ns = _enter_namespaces(plan, spec.control_fd)
     if "user" in ns:
         namespaces.write_id_maps(plan.uid, plan.gid)
     if "mount" in ns:
@@ -133,6 +132,32 @@ def _run(spec: ChildSpec) -> None:
         os.close(status_out)
         _die_with_parent_quietly()
     _become(spec, dict(plan.environment))
+
+
+def _enter_namespaces(plan: Plan, control_fd: int) -> set[str]:
+    """Unshare the plan's namespaces; below level hard, as many as the kernel allows.
+
+    What was actually entered travels to the parent, which corrects the report with it.
+    """
+    wanted = [n for n in namespaces.FLAGS if n in plan.namespaces]
+    try:
+        namespaces.unshare(wanted)
+        return set(wanted)
+    except EnforcementError as exc:
+        if plan.namespace_level == "hard":
+            raise
+        first_error = exc.reason
+    entered = []
+    for name in wanted:   # "user" first: the others may need its capabilities
+        try:
+            namespaces.unshare([name])
+            entered.append(name)
+        except EnforcementError:
+            pass
+    if not entered and plan.namespace_level == "soft":
+        raise EnforcementError("namespaces", f"no namespace could be entered: {first_error}")
+    control.send(control_fd, {"namespaces": entered, "reason": first_error})
+    return set(entered)
 
 
 def _die_with_parent_quietly() -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from . import control, kernel
 from .child_setup import ChildSpec, run_child
 from .errors import EnforcementError
-from .model import Policy
+from .model import Policy, Status
 from .plan import Plan, compile_plan
 from .report import Report
 
@@ -125,10 +125,21 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
     return child
 
 
+def _correct_namespaces(report: Report, plan: Plan, entered: dict[str, object]) -> None:
+    names = [str(n) for n in entered["namespaces"]]  # type: ignore[union-attr]
+    mech = report.mechanisms["namespaces"]
+    missing = [n for n in plan.namespaces if n not in names]
+    mech.status = (Status.NONE if not names else Status.PARTIAL).value
+    mech.details = [f"entered: {', '.join(names) or 'none'}"]
+    mech.missing = [f"{n} namespace ({entered.get('reason')})" for n in missing]
+    report.namespaces = names
+
+
 def _await_ready(child: SandboxedProcess, plan: Plan | None, expect_exec: bool) -> None:
     if plan is None:
         return
     fd = child.control.fileno()
+    entered: dict[str, object] | None = None
     while True:
         try:
             message = control.recv(fd)
@@ -144,8 +155,13 @@ def _await_ready(child: SandboxedProcess, plan: Plan | None, expect_exec: bool) 
             err = message["error"]
             status = child.wait()
             raise SpawnError(str(err.get("step")), str(err.get("reason")), status)
+        if isinstance(message, dict) and "namespaces" in message:
+            entered = message   # fewer namespaces than asked for (level soft or best_effort)
+            continue
         if isinstance(message, dict) and "report" in message:
             child.report = Report.from_dict(message["report"])
+            if entered is not None:
+                _correct_namespaces(child.report, plan, entered)
             if not expect_exec:
                 return
             continue
