@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from .plan import Plan
 EXIT_SETUP_FAILED = 126
 SANDBOX_FD_ENV = "CLEANCOIN_SANDBOX_FD"
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ def _exit_like(status: int) -> None:
     """End this process the way the component ended: same signal or same exit status."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
+        # This process is a fork of the launcher: dying by SIGSYS or SIGSEGV must not write a
+        # core file of the launcher's memory.
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
         signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else EXIT_SETUP_FAILED)

@@ -107,6 +107,10 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
     it gets the control descriptor, may send more messages on it (read them from
     `child.control`), and its return value is the exit status.
     """
+    if apply_before_exec and plan is not None and not plan.exec_allowed:
+        # Refused here: a child killed inside execve looks like one that exec'd and ended.
+        raise SpawnError("exec", f"policy '{plan.policy}' does not allow execve, and run execs the "
+                                 "program under the policy: allow execve (with a reason)")
     parent_env = dict(os.environ if env is None else env)
     run_env = dict(plan.environment) if plan is not None else parent_env
     full_argv = _resolve_program(argv, {**parent_env, **run_env}) if target is None else []

@@ -52,16 +52,16 @@ def write_id_maps(uid: int, gid: int) -> None:
     Keeping the numbers means files the component creates in its datadir belong to the user
     who launched it. setgroups is denied first, as the kernel requires of an unprivileged map.
     """
-    try:
-        for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1\n"),
-                           ("/proc/self/gid_map", f"{gid} {gid} 1\n")):
+    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1\n"),
+                       ("/proc/self/gid_map", f"{gid} {gid} 1\n")):
+        try:
             fd = os.open(path, os.O_WRONLY)
             try:
                 os.write(fd, text.encode())
             finally:
                 os.close(fd)
-    except OSError as exc:
-        raise EnforcementError("namespaces", f"writing {exc.filename}: {exc.strerror}") from None
+        except OSError as exc:
+            raise EnforcementError("namespaces", f"writing {path}: {exc.strerror}") from None
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:

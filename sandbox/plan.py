@@ -47,6 +47,7 @@ class Plan:
     landlock: landlock.LandlockRules | None
     seccomp_bpf: bytes
     seccomp_sha256: str
+    exec_allowed: bool          # the filter lets execve through (`run` needs it)
     mechanisms: dict[str, MechanismReport] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
@@ -242,5 +243,6 @@ def compile_plan(policy: Policy, variables: Mapping[str, str], kernel: KernelFea
         landlock=ll_rules,
         seccomp_bpf=compiled.bpf if compiled else b"",
         seccomp_sha256=compiled.sha256 if compiled else "",
+        exec_allowed=compiled is None or "execve" in policy.allowed_syscalls,
         mechanisms=mechanisms,
     )

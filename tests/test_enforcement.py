@@ -1,0 +1,504 @@
+"""Each enforcement mechanism, proven on the running kernel.
+
+Every test runs real code in a child launched by `cleancoin.sandbox.launcher` under a real
+policy (see conftest.py) and sets an operation the policy forbids beside one it allows, in the
+same test: the denial shows the mechanism is in force, the allowed operation shows the denial is
+the mechanism's and not a broken child, a missing file or a wrong port. Where the errno alone
+could come from elsewhere, the test picks an operation whose unsandboxed answer differs (for
+example clone3(NULL, 0) is EINVAL without the filter, ENOSYS with it).
+
+Functions named `fn` run inside the sandbox, after fork, under Landlock and seccomp: they may use
+modules imported here, and they return plain data.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import resource
+import signal
+import socket
+import termios
+import threading
+import uuid
+
+import prctl
+import pytest
+
+from cleancoin.sandbox.policy_loader import shipped_policy
+
+BASE_POLICY = shipped_policy("base/python")
+STRICT_POLICY = shipped_policy("strict")
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+# x86_64 syscall numbers (the sandbox is x86_64 only, see docs/sandbox.md).
+SYS_IOCTL, SYS_GETPID, SYS_CAPSET, SYS_PERSONALITY, SYS_KEYCTL, SYS_CLONE3 = 16, 39, 126, 135, 250, 435
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 47, 2
+CAP_SYS_ADMIN = 21
+TIOCLINUX = 0x541C
+
+# The deny list of the shipped base, for the policy that cannot extend it (see the errno test).
+BASE_DENY = '''[
+    "@keyring", "@privileged", "@setuid",
+    "execve", "execveat", "unshare", "setns", "kcmp",
+    "process_vm_readv", "process_vm_writev", "pidfd_getfd",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "userfaultfd", "personality", "name_to_handle_at", "open_tree",
+]'''
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    """No test here may hang on a child that never answers: SIGALRM after 30 s."""
+
+    def expire(signum, frame):
+        raise TimeoutError("test took longer than 30 s (a sandboxed child hung?)")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+# --- helpers that run inside the sandbox -------------------------------------------------------
+
+def errno_of(call, *args) -> int:
+    """0 when call(*args) succeeds, else the errno it failed with."""
+    try:
+        call(*args)
+    except OSError as exc:
+        return exc.errno
+    return 0
+
+
+def raw_syscall(number: int, *args) -> int:
+    """0 when the raw syscall succeeds, else its errno (no libc wrapper in between)."""
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(number), *args)
+    return ctypes.get_errno() if result == -1 else 0
+
+
+def in_grandchild(action) -> dict:
+    """Run `action()` in a forked process; how it ended: {"signal": n} or {"exit": status}.
+
+    A seccomp kill takes the whole process, so forbidden syscalls are tried one level down.
+    """
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = int(action() or 0)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return {"signal": os.WTERMSIG(status)}
+    return {"exit": os.WEXITSTATUS(status)}
+
+
+SIGSYS = {"signal": int(signal.SIGSYS)}
+
+
+def capset_effective(bits: int) -> int:
+    """capset(2) with `bits` as the effective, permitted and inheritable sets; 0 or errno."""
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    header = Header(0x20080522, 0)   # _LINUX_CAPABILITY_VERSION_3
+    data = (Data * 2)()
+    for i in range(2):
+        word = (bits >> (32 * i)) & 0xFFFFFFFF
+        data[i].effective = data[i].permitted = data[i].inheritable = word
+    return raw_syscall(SYS_CAPSET, ctypes.byref(header), data)
+
+
+def ioctl_errno(fd: int, request: int, arg) -> int:
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(SYS_IOCTL), ctypes.c_long(fd), ctypes.c_ulong(request), arg)
+    return ctypes.get_errno() if result == -1 else 0
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def listener(family=socket.AF_INET, address=("127.0.0.1", 0)) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind(address)
+    sock.listen(4)
+    return sock
+
+
+# --- Landlock ------------------------------------------------------------------------------------
+
+def test_landlock_filesystem_read_and_write(base_sandbox, write_policy, run_in_sandbox, sandbox_vars,
+                                             tmp_path, outside_dir):
+    read_dir, write_dir = tmp_path / "ro", tmp_path / "rw"
+    read_dir.mkdir()
+    write_dir.mkdir()
+    (read_dir / "granted.txt").write_text("granted")
+    secret = os.path.join(outside_dir, "secret.txt")
+    with open(secret, "w") as handle:
+        handle.write("secret")
+    with open(secret) as handle:   # the parent may read it: only the sandbox can stop the child
+        assert handle.read() == "secret"
+    policy = write_policy(f"""
+        [filesystem]
+        read = ["{read_dir}"]
+        write = ["{write_dir}"]
+    """)
+
+    def fn():
+        out = {}
+        with open(read_dir / "granted.txt") as handle:
+            out["read_granted"] = handle.read()
+        out["read_outside"] = errno_of(open, secret)
+        out["list_outside"] = errno_of(os.listdir, outside_dir)
+        with open(write_dir / "new.txt", "w") as handle:
+            handle.write("written inside")
+        out["create_in_read_only_dir"] = errno_of(open, read_dir / "new.txt", "w")
+        out["write_file_in_read_only_dir"] = errno_of(open, read_dir / "granted.txt", "r+")
+        return out
+
+    result, code, _ = run_in_sandbox(policy, sandbox_vars, fn)
+    assert code == 0
+    assert result == {"read_granted": "granted", "read_outside": errno.EACCES,
+                      "list_outside": errno.EACCES, "create_in_read_only_dir": errno.EACCES,
+                      "write_file_in_read_only_dir": errno.EACCES}
+    assert (write_dir / "new.txt").read_text() == "written inside"
+    assert sorted(p.name for p in read_dir.iterdir()) == ["granted.txt"]
+    assert (read_dir / "granted.txt").read_text() == "granted"
+
+
+def test_landlock_tcp_bind_and_connect(base_sandbox, require, write_policy, run_in_sandbox,
+                                       sandbox_vars):
+    require(base_sandbox.landlock_abi >= 4, "Landlock ABI 4 (TCP port rules)")
+    bind_ok = free_tcp_port()
+    bind_denied = free_tcp_port()
+    while bind_denied == bind_ok:
+        bind_denied = free_tcp_port()
+    with listener() as granted, listener() as refused:
+        connect_ok, connect_denied = granted.getsockname()[1], refused.getsockname()[1]
+        # No network namespace (the base enters none), inet sockets allowed by seccomp: only
+        # Landlock's port rules stand between the child and these ports.
+        policy = write_policy(f"""
+            [network]
+            socket_families = ["inet"]
+            bind_tcp = [{bind_ok}]
+            connect_tcp = [{connect_ok}]
+        """)
+
+        def fn():
+            def attempt(op, port):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    return errno_of(getattr(sock, op), ("127.0.0.1", port))
+
+            return {"bind_granted": attempt("bind", bind_ok),
+                    "bind_other": attempt("bind", bind_denied),
+                    "connect_granted": attempt("connect", connect_ok),
+                    "connect_other": attempt("connect", connect_denied)}
+
+        result, code, report = run_in_sandbox(policy, sandbox_vars, fn)
+        assert code == 0
+        assert result == {"bind_granted": 0, "bind_other": errno.EACCES,
+                          "connect_granted": 0, "connect_other": errno.EACCES}
+        granted.settimeout(5)
+        conn, _ = granted.accept()   # the allowed connection really arrived
+        conn.close()
+        refused.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            refused.accept()
+    assert f"TCP bind [{bind_ok}]" in report.mechanisms["landlock"].details[0]
+
+
+def test_landlock_scopes_abstract_unix_socket_and_signal(base_sandbox, require, write_policy,
+                                                         run_in_sandbox, sandbox_vars):
+    require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (scopes)")
+    name = f"\0cleancoin-test-{uuid.uuid4().hex}".encode()
+
+    def fn():
+        out = {}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            out["connect_outside"] = errno_of(sock.connect, name)
+        with listener(socket.AF_UNIX, name + b"-inside"), \
+                socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            out["connect_inside"] = errno_of(sock.connect, name + b"-inside")
+        out["parent_pid"] = os.getppid()
+        out["kill_parent"] = errno_of(os.kill, os.getppid(), 0)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(write_end)
+            os.read(read_end, 1)
+            os._exit(0)
+        out["kill_own_child"] = errno_of(os.kill, pid, 0)
+        os.close(write_end)
+        os.waitpid(pid, 0)
+        return out
+
+    unscoped = write_policy("""
+        [scopes]
+        abstract_unix_socket = false
+        signal = false
+    """)
+    with listener(socket.AF_UNIX, name):
+        scoped_result, code, _ = run_in_sandbox(BASE_POLICY, sandbox_vars, fn)
+        assert code == 0
+        unscoped_result, code, _ = run_in_sandbox(unscoped, sandbox_vars, fn)
+        assert code == 0
+    # The parent (PID 1 of the pid namespace, forked before Landlock) is outside the domain.
+    assert scoped_result == {"connect_outside": errno.EPERM, "connect_inside": 0,
+                             "parent_pid": 1, "kill_parent": errno.EPERM, "kill_own_child": 0}
+    # The same child without the scopes reaches both: the EPERMs above are Landlock's.
+    assert unscoped_result == {"connect_outside": 0, "connect_inside": 0,
+                               "parent_pid": 1, "kill_parent": 0, "kill_own_child": 0}
+
+
+# --- seccomp -------------------------------------------------------------------------------------
+
+def _forbidden_syscalls():
+    return {"getpid": in_grandchild(lambda: 0 if libc.syscall(ctypes.c_long(SYS_GETPID)) > 0 else 1),
+            # personality(0xffffffff) only reads the persona: harmless, and succeeds unfiltered.
+            "personality": in_grandchild(lambda: raw_syscall(SYS_PERSONALITY, ctypes.c_ulong(0xFFFFFFFF))),
+            # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0)
+            "keyctl": in_grandchild(lambda: raw_syscall(SYS_KEYCTL, ctypes.c_long(0), ctypes.c_long(-3),
+                                                        ctypes.c_long(0)))}
+
+
+def test_seccomp_kills_a_forbidden_syscall(base_sandbox, run_in_sandbox, sandbox_vars):
+    result, code, report = run_in_sandbox(BASE_POLICY, sandbox_vars, _forbidden_syscalls)
+    assert code == 0
+    assert result == {"getpid": {"exit": 0}, "personality": SIGSYS, "keyctl": SIGSYS}
+    assert "default kill_process" in report.mechanisms["seccomp"].details[0]
+
+
+def test_seccomp_errno_default_action_answers_eperm(base_sandbox, write_policy, run_in_sandbox,
+                                                    sandbox_vars):
+    # Standalone, not extending the base: the base's ioctl rules already use errno:EPERM and
+    # libseccomp cannot add a rule whose action is the default one (the loader says so).
+    policy = write_policy(f"""
+        [policy]
+        name = "errno-default"
+
+        [seccomp]
+        default_action = "errno:EPERM"
+        allow = ["@system-service"]
+        deny = {BASE_DENY}
+    """, extends=False)
+    result, code, report = run_in_sandbox(policy, sandbox_vars, _forbidden_syscalls)
+    assert code == 0
+    assert result == {"getpid": {"exit": 0}, "personality": {"exit": errno.EPERM},
+                      "keyctl": {"exit": errno.EPERM}}
+    assert "default errno:EPERM" in report.mechanisms["seccomp"].details[0]
+
+
+def test_seccomp_socket_families(base_sandbox, run_in_sandbox, sandbox_vars):
+    def fn():
+        def make(family, kind=socket.SOCK_STREAM):
+            return errno_of(lambda: socket.socket(family, kind).close())
+
+        return {"unix": make(socket.AF_UNIX), "unix_dgram": make(socket.AF_UNIX, socket.SOCK_DGRAM),
+                "socketpair": errno_of(lambda: [s.close() for s in socket.socketpair()]),
+                "inet": make(socket.AF_INET), "inet6": make(socket.AF_INET6),
+                "netlink": make(socket.AF_NETLINK, socket.SOCK_RAW)}
+
+    result, code, _ = run_in_sandbox(BASE_POLICY, sandbox_vars, fn)
+    assert code == 0
+    assert result == {"unix": 0, "unix_dgram": 0, "socketpair": 0, "inet": errno.EAFNOSUPPORT,
+                      "inet6": errno.EAFNOSUPPORT, "netlink": errno.EAFNOSUPPORT}
+
+
+def test_seccomp_inet_family_without_raw(base_sandbox, write_policy, run_in_sandbox, sandbox_vars):
+    policy = write_policy("""
+        [network]
+        socket_families = ["inet"]
+    """)
+
+    def fn():
+        def make(kind, proto=0):
+            return errno_of(lambda: socket.socket(socket.AF_INET, kind, proto).close())
+
+        return {"stream": make(socket.SOCK_STREAM),
+                "stream_nonblock": make(socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC),
+                "dgram": make(socket.SOCK_DGRAM),
+                "raw": make(socket.SOCK_RAW, socket.IPPROTO_ICMP),
+                "inet6": errno_of(lambda: socket.socket(socket.AF_INET6).close())}
+
+    result, code, _ = run_in_sandbox(policy, sandbox_vars, fn)
+    assert code == 0
+    # Without the filter a raw socket fails with EPERM (no CAP_NET_RAW): EAFNOSUPPORT is seccomp's.
+    assert result == {"stream": 0, "stream_nonblock": 0, "dgram": 0, "raw": errno.EAFNOSUPPORT,
+                      "inet6": errno.EAFNOSUPPORT}
+
+
+def test_seccomp_clone3_answers_enosys_and_threads_still_start(base_sandbox, run_in_sandbox,
+                                                              sandbox_vars):
+    def fn():
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(threading.get_native_id()))
+        thread.start()
+        thread.join(10)
+        # clone3(NULL, 0): EINVAL from the kernel, ENOSYS from the filter.
+        return {"clone3": raw_syscall(SYS_CLONE3, ctypes.c_void_p(0), ctypes.c_size_t(0)),
+                "thread_ran": len(seen) == 1 and seen[0] != os.getpid()}
+
+    result, code, _ = run_in_sandbox(BASE_POLICY, sandbox_vars, fn)
+    assert code == 0
+    assert result == {"clone3": errno.ENOSYS, "thread_ran": True}
+
+
+def test_seccomp_ioctl_tiocsti_denied_other_ioctls_pass(base_sandbox, run_in_sandbox, sandbox_vars):
+    def fn():
+        one, two = socket.socketpair()
+        two.sendall(b"abc")
+        char = ctypes.c_char(b"x")
+        count = ctypes.c_int(-1)
+        termios_buf = ctypes.create_string_buffer(64)
+        fd = one.fileno()
+        # On a socket the kernel answers ENOTTY to terminal ioctls: EPERM can only be the filter.
+        out = {"TIOCSTI": ioctl_errno(fd, termios.TIOCSTI, ctypes.byref(char)),
+               "TIOCSTI_high_bits": ioctl_errno(fd, (1 << 32) | termios.TIOCSTI, ctypes.byref(char)),
+               "TIOCLINUX": ioctl_errno(fd, TIOCLINUX, ctypes.byref(char)),
+               "TCGETS": ioctl_errno(fd, termios.TCGETS, termios_buf),
+               "FIONREAD": ioctl_errno(fd, termios.FIONREAD, ctypes.byref(count))}
+        out["FIONREAD_value"] = count.value
+        return out
+
+    result, code, _ = run_in_sandbox(BASE_POLICY, sandbox_vars, fn)
+    assert code == 0
+    assert result == {"TIOCSTI": errno.EPERM, "TIOCSTI_high_bits": errno.EPERM,
+                      "TIOCLINUX": errno.EPERM, "TCGETS": errno.ENOTTY, "FIONREAD": 0,
+                      "FIONREAD_value": 3}
+
+
+# --- namespaces ----------------------------------------------------------------------------------
+
+NAMESPACE_LINKS = ("user", "mnt", "pid", "net", "ipc", "uts")
+
+
+def _identity():
+    return {"pid": os.getpid(), "hostname": socket.gethostname(), "uid": os.getuid()}
+
+
+def _ns_inodes(pid: int | str) -> dict[str, int]:
+    return {name: os.stat(f"/proc/{pid}/ns/{name}").st_ino for name in NAMESPACE_LINKS}
+
+
+def test_namespaces_isolate_the_component(base_sandbox, require, write_policy, sandboxed,
+                                          sandbox_vars, proc):
+    require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (the strict policy's minimum)")
+    ours = _ns_inodes("self")
+    our_hostname = socket.gethostname()
+    assert our_hostname != "sandbox"
+
+    with sandboxed(STRICT_POLICY, sandbox_vars, _identity) as (child, inside):
+        component = proc.leaf(child.pid)
+        assert component != child.pid   # the launcher waits on a process outside the pid namespace
+        theirs = _ns_inodes(component)
+        nspid = proc.status(component)["NSpid"].split()
+    assert {name for name in NAMESPACE_LINKS if theirs[name] == ours[name]} == set()
+    assert inside["pid"] <= 3 and nspid == [str(component), str(inside["pid"])]
+    assert inside["hostname"] == "sandbox"
+    assert inside["uid"] == os.getuid()   # the uid map keeps the same number
+
+    # The same probe under a policy that enters no namespace sees the parent's.
+    no_namespaces = write_policy("""
+        [namespaces]
+        user = false
+        mount = false
+        pid = false
+        ipc = false
+        uts = false
+    """)
+    with sandboxed(no_namespaces, sandbox_vars, _identity) as (child, plain):
+        assert proc.leaf(child.pid) == child.pid
+        assert _ns_inodes(child.pid) == ours
+    assert plain == {"pid": child.pid, "hostname": our_hostname, "uid": os.getuid()}
+
+
+# --- capabilities, prctl -------------------------------------------------------------------------
+
+def _privileges():
+    return {"dumpable": prctl.get_dumpable(),
+            "no_new_privs": prctl.get_no_new_privs(),
+            "bounding_sys_admin": prctl.capbset_read(prctl.CAP_SYS_ADMIN),
+            "ambient_raise": raw_syscall(157, ctypes.c_long(PR_CAP_AMBIENT),    # prctl
+                                         ctypes.c_long(PR_CAP_AMBIENT_RAISE),
+                                         ctypes.c_long(CAP_SYS_ADMIN), ctypes.c_long(0), ctypes.c_long(0)),
+            "capset_raise": in_grandchild(lambda: capset_effective(1 << CAP_SYS_ADMIN)),
+            "capset_clear": in_grandchild(lambda: capset_effective(0))}
+
+
+def test_capabilities_dropped_no_new_privs_seccomp_and_not_dumpable(base_sandbox, write_policy,
+                                                                     sandboxed, sandbox_vars, proc):
+    with sandboxed(BASE_POLICY, sandbox_vars, _privileges) as (child, inside):
+        component = proc.status(proc.leaf(child.pid))
+        waiter = proc.status(child.pid)
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(component[field], 16) == 0, (field, component[field])
+    assert (component["NoNewPrivs"], component["Seccomp"]) == ("1", "2")
+    # The waiting process outside is root in the new user namespace, with every capability:
+    # the zeros above are the drop's doing, and these fields are read correctly.
+    assert int(waiter["CapEff"], 16) != 0 and int(waiter["CapBnd"], 16) != 0
+    # capset is not in the base filter at all; the capability drop is checked without it below.
+    assert inside == {"dumpable": 0, "no_new_privs": 1, "bounding_sys_admin": False,
+                      "ambient_raise": errno.EPERM, "capset_raise": SIGSYS, "capset_clear": SIGSYS}
+
+    permissive = write_policy("""
+        [process]
+        dumpable = true
+
+        [seccomp]
+        enabled = false
+    """)
+    with sandboxed(permissive, sandbox_vars, _privileges) as (child, loose):
+        assert proc.status(proc.leaf(child.pid))["Seccomp"] == "0"
+    assert loose == {"dumpable": 1, "no_new_privs": 1, "bounding_sys_admin": False,
+                     "ambient_raise": errno.EPERM, "capset_raise": {"exit": errno.EPERM},
+                     "capset_clear": {"exit": 0}}
+
+
+# --- rlimits -------------------------------------------------------------------------------------
+
+def test_rlimits_core_zero_and_nofile_from_policy(base_sandbox, write_policy, run_in_sandbox,
+                                                  sandbox_vars):
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) != (64, 64)   # else the test proves nothing
+    policy = write_policy("""
+        [process.rlimits]
+        nofile = 64
+    """)
+
+    def fn():
+        def change(which, limits):
+            try:
+                resource.setrlimit(which, limits)
+            except ValueError:   # CPython's word for EPERM from setrlimit
+                return "refused"
+            return "ok"
+
+        out = {"core": resource.getrlimit(resource.RLIMIT_CORE),
+               "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)}
+        out["raise_core_hard"] = change(resource.RLIMIT_CORE, (0, 1 << 20))
+        out["lower_nofile_soft"] = change(resource.RLIMIT_NOFILE, (32, 64))
+        out["raise_nofile_soft_to_hard"] = change(resource.RLIMIT_NOFILE, (64, 64))
+        out["raise_nofile_hard"] = change(resource.RLIMIT_NOFILE, (64, 65))
+        out["nofile_after"] = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return out
+
+    result, code, report = run_in_sandbox(policy, sandbox_vars, fn)
+    assert code == 0
+    assert result == {"core": [0, 0], "nofile": [64, 64], "raise_core_hard": "refused",
+                      "lower_nofile_soft": "ok", "raise_nofile_soft_to_hard": "ok",
+                      "raise_nofile_hard": "refused", "nofile_after": [64, 64]}
+    assert "nofile=64" in report.mechanisms["rlimits"].details[0]

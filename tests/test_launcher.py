@@ -1,0 +1,383 @@
+"""The launch path: real components exec'd under a policy, what crosses exec, failing closed, and
+the enforcement report.
+
+Components here are `python -c` programs that call `cleancoin.sandbox.component.enter()` like
+every CleanCoin component, and `cleancoin.sandbox.echo_child`. As in test_enforcement.py, a
+refused launch or operation is set beside one that goes through.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import fnmatch
+import hashlib
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+
+import pytest
+
+from cleancoin.sandbox import launcher
+from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors
+from cleancoin.sandbox.launcher import SpawnError
+from cleancoin.sandbox.model import MECHANISMS
+from cleancoin.sandbox.plan import Plan
+from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
+
+BASE_POLICY = shipped_policy("base/python")
+STRICT_POLICY = shipped_policy("strict")
+
+# A component that does nothing but enter its sandbox; exit 0 only if it really was sandboxed.
+ENTER = ("import sys\nfrom cleancoin.sandbox.component import enter\n"
+         "sys.exit(0 if enter() is not None else 3)\n")
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    """No test here may hang on a child that never answers: SIGALRM after 30 s."""
+
+    def expire(signum, frame):
+        raise TimeoutError("test took longer than 30 s (a sandboxed child hung?)")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def prepare(policy_path: str, variables) -> Plan:
+    return launcher.prepare(load_policy(policy_path), variables)
+
+
+def spawn_python(plan, code: str, *args: str, **kwargs) -> launcher.SandboxedProcess:
+    return launcher.spawn(plan, [sys.executable, "-c", code, *args], **kwargs)
+
+
+def read_all(fd: int, timeout: float = 20.0) -> bytes:
+    chunks = []
+    while True:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        assert ready, f"nothing read within {timeout} s"
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def assert_enter_works(plan) -> None:
+    """The allowed half of a fail-closed test: the same plan starts a component that enters."""
+    child = spawn_python(plan, ENTER)
+    assert child.report is not None and child.report.policy == plan.policy
+    assert child.wait() == 0
+
+
+# --- through the real component path -------------------------------------------------------------
+
+def test_echo_child_answers_under_the_strict_policy(base_sandbox, require, sandbox_vars, proc):
+    require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (the strict policy's minimum)")
+    plan = prepare(STRICT_POLICY, sandbox_vars)
+    ours, theirs = socket.socketpair()
+    child = launcher.spawn(plan, [sys.executable, "-m", "cleancoin.sandbox.echo_child",
+                                  f"-ipcfd={theirs.fileno()}"], pass_fds=[theirs.fileno()])
+    theirs.close()
+    try:
+        # spawn returned: the report came, so the sandbox was up before anything was served.
+        assert child.report is not None and child.report.fully_enforced()
+        component = proc.leaf(child.pid)
+        status = proc.status(component)
+        assert (status["Seccomp"], status["NoNewPrivs"], int(status["CapEff"], 16)) == ("2", "1", 0)
+        assert status["NSpid"].split()[-1] == str(child.report.pid)
+        ours.settimeout(10)
+        ours.sendall(b"hello, sandbox\n")
+        assert ours.recv(100) == b"hello, sandbox\n"
+    finally:
+        ours.close()   # end of file: the echo child returns 0
+    assert child.wait() == 0
+
+
+def test_fd_allowlist_and_environment_cross_exec(base_sandbox, monkeypatch, sandbox_vars):
+    monkeypatch.setenv("LC_CLEANCOIN_TEST", "kept")          # LC_* is on the base allowlist
+    monkeypatch.setenv("CLEANCOIN_TEST_SECRET", "leaked")    # nothing lets this through
+    assert "PATH" in os.environ and "HOME" in os.environ
+    plan = prepare(BASE_POLICY, sandbox_vars)   # the environment is fixed when the plan is made
+    read_end, write_end = os.pipe()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    # An inheritable descriptor, high enough that the new interpreter will not reuse the number:
+    # only the launcher's allowlist can close it before exec.
+    unpassed = fcntl.fcntl(devnull, fcntl.F_DUPFD, 200)
+    os.set_inheritable(unpassed, True)
+    os.close(devnull)
+    code = """
+import json, os, sys
+from cleancoin.sandbox.component import enter
+report = enter()
+out, unpassed = int(sys.argv[1]), int(sys.argv[2])
+def is_open(fd):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+os.write(out, json.dumps({"entered": report is not None, "env": dict(os.environ),
+                          "passed_open": is_open(out), "unpassed_open": is_open(unpassed)}).encode())
+"""
+    try:
+        child = spawn_python(plan, code, str(write_end), str(unpassed), pass_fds=[write_end])
+        os.close(write_end)
+        seen = json.loads(read_all(read_end))
+        assert child.wait() == 0
+    finally:
+        os.close(read_end)
+        os.close(unpassed)
+    assert seen["entered"] and seen["passed_open"]
+    assert not seen["unpassed_open"]
+    env = seen["env"]
+    assert env["LC_CLEANCOIN_TEST"] == "kept"
+    assert "CLEANCOIN_TEST_SECRET" not in env and "PATH" not in env and "HOME" not in env
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["TMPDIR"] == sandbox_vars["tmpdir"]
+    allowed = ("LANG", "LC_*", "TZ", "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE", "TMPDIR")
+    assert [k for k in env if not any(fnmatch.fnmatchcase(k, p) for p in allowed)] == []
+
+
+def test_run_mode_exec_under_landlock(base_sandbox, write_policy, sandbox_vars, outside_dir):
+    """apply_before_exec: the whole policy is up before exec; Landlock decides what may run."""
+    policy = write_policy("""
+        [filesystem]
+        execute = ["${base_prefix}", "/usr/lib"]
+
+        [seccomp]
+        allow = [{ syscall = "execve", reason = "run mode execs the program inside the sandbox" }]
+    """)
+    plan = prepare(policy, sandbox_vars)
+    assert os.access("/usr/bin/true", os.X_OK)
+    with pytest.raises(SpawnError) as refused:
+        launcher.spawn(plan, ["/usr/bin/true"], apply_before_exec=True)
+    assert refused.value.step == "exec" and "Permission denied" in refused.value.reason
+    assert refused.value.returncode == 126
+
+    secret = os.path.join(outside_dir, "secret.txt")
+    open(secret, "w").close()
+    read_end, write_end = os.pipe()
+    # The exec'd program is still confined: Landlock and seccomp survive exec.
+    code = """
+import os, socket, sys
+def errno_of(call, *args):
+    try:
+        call(*args)
+    except OSError as exc:
+        return exc.errno
+    return 0
+os.write(int(sys.argv[1]), b"%d %d %d" % (os.getpid(), errno_of(open, sys.argv[2]),
+                                          errno_of(socket.socket, socket.AF_INET)))
+"""
+    try:
+        child = launcher.spawn(plan, [sys.executable, "-c", code, str(write_end), secret],
+                               pass_fds=[write_end], apply_before_exec=True)
+        os.close(write_end)
+        assert child.report is not None
+        seen = [int(n) for n in read_all(read_end).split()]
+        assert child.wait() == 0
+    finally:
+        os.close(read_end)
+    assert seen == [2, errno.EACCES, errno.EAFNOSUPPORT]   # pid 2: inside the pid namespace
+
+
+def test_run_mode_exec_forbidden_by_seccomp_is_a_spawn_error(base_sandbox, sandbox_vars):
+    plan = prepare(BASE_POLICY, sandbox_vars)   # the base denies execve
+    with pytest.raises(SpawnError) as failed:
+        child = launcher.spawn(plan, [sys.executable, "-c", "pass"], apply_before_exec=True)
+        child.wait()
+    assert failed.value.step == "exec"
+
+
+# --- fail closed ---------------------------------------------------------------------------------
+
+def test_landlock_min_abi_above_the_kernel_refuses_before_fork(base_sandbox, write_policy,
+                                                               sandbox_vars):
+    abi = base_sandbox.landlock_abi
+    with pytest.raises(PolicyErrors) as out_of_range:   # 99 is not even a valid value
+        load_policy(write_policy("[compatibility]\nlandlock_min_abi = 99\n"))
+    [error] = out_of_range.value.errors
+    assert (error.where.key, error.where.line) == ("compatibility.landlock_min_abi", 3)
+
+    too_new = write_policy("[compatibility]\nlandlock_min_abi = 64\n")
+    with pytest.raises(EnforcementError) as refused:
+        prepare(too_new, sandbox_vars)
+    assert refused.value.step == "landlock"
+    assert "ABI 64" in refused.value.reason and f"ABI {abi}" in refused.value.reason
+
+    assert_enter_works(prepare(write_policy(f"[compatibility]\nlandlock_min_abi = {abi}\n"),
+                               sandbox_vars))
+
+
+def test_missing_granted_path_names_file_line_and_key(base_sandbox, write_policy, sandbox_vars,
+                                                      outside_dir):
+    missing = os.path.join(outside_dir, "does-not-exist")
+    policy = write_policy(f"""
+        [filesystem]
+        read = [
+            "{outside_dir}",
+            "{missing}",
+        ]
+    """)
+    with pytest.raises(PolicyError) as refused:
+        prepare(policy, sandbox_vars)
+    expected_line = 1 + open(policy).read().split("\n").index(f'    "{missing}",')
+    assert refused.value.where.file == policy
+    assert refused.value.where.line == expected_line
+    assert refused.value.where.key == "filesystem.read[1]"
+    assert missing in refused.value.message and "optional" in refused.value.message
+
+    optional = write_policy(f"""
+        [filesystem]
+        read = [{{ path = "{missing}", optional = true }}]
+    """)
+    plan = prepare(optional, sandbox_vars)
+    child = spawn_python(plan, ENTER)
+    assert child.wait() == 0
+    assert f"optional path {missing} does not exist" in child.report.mechanisms["landlock"].details
+
+
+def test_thread_started_before_enter_is_refused(base_sandbox, sandbox_vars):
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    with pytest.raises(SpawnError) as refused:
+        spawn_python(plan, "import threading, time\n"
+                           "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+                           + ENTER)
+    assert refused.value.step == "single-thread check"
+    assert "2 threads" in refused.value.reason and refused.value.returncode == 126
+    # A thread that has ended before enter() is no escape: that component starts.
+    child = spawn_python(plan, "import threading\n"
+                               "t = threading.Thread(target=len, args=((),))\nt.start()\nt.join()\n"
+                               + ENTER)
+    assert child.wait() == 0
+
+
+def test_exec_of_a_missing_program_is_a_spawn_error(base_sandbox, sandbox_vars):
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    with pytest.raises(SpawnError) as in_child:
+        launcher.spawn(plan, ["/nonexistent/cleancoin-no-such-program"])
+    assert in_child.value.step == "exec" and "No such file" in in_child.value.reason
+    assert in_child.value.returncode == 126
+    with pytest.raises(SpawnError) as on_path:
+        launcher.spawn(plan, ["cleancoin-no-such-program-on-path"])
+    assert on_path.value.step == "exec" and "not found on PATH" in on_path.value.reason
+    assert_enter_works(plan)
+
+
+def _seccomp_kills_the_report(write_policy, sandbox_vars):
+    """A plan whose filter forbids write(2): the component dies sending its report."""
+    return prepare(write_policy('[seccomp]\ndeny = ["write"]\n'), sandbox_vars)
+
+
+def test_component_killed_by_seccomp_before_its_report(base_sandbox, write_policy, sandbox_vars):
+    with pytest.raises(SpawnError) as killed:
+        spawn_python(_seccomp_kills_the_report(write_policy, sandbox_vars), ENTER)
+    assert killed.value.step == "startup"
+    assert "SIGSYS" in str(killed.value) and killed.value.returncode == -signal.SIGSYS
+    assert_enter_works(prepare(BASE_POLICY, sandbox_vars))
+
+
+def test_component_killed_by_seccomp_leaves_no_core_of_the_launcher(base_sandbox, write_policy,
+                                                                    sandbox_vars, tmp_path,
+                                                                    monkeypatch):
+    with open("/proc/sys/kernel/core_pattern") as handle:
+        pattern = handle.read().strip()
+    if pattern.startswith("|") or "/" in pattern:
+        pytest.skip(f"core_pattern {pattern!r} puts core files where this test cannot look")
+    prefix = pattern.split("%", 1)[0] or "core"
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    if hard == 0:
+        pytest.skip("the hard core limit is 0: nothing can dump core here")
+    plan = _seccomp_kills_the_report(write_policy, sandbox_vars)
+    monkeypatch.chdir(tmp_path)   # a core file would land in the waiting processes' cwd
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))   # as on a machine with cores on
+    try:
+        with pytest.raises(SpawnError) as killed:
+            spawn_python(plan, ENTER)
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, (soft, hard))
+    assert killed.value.returncode == -signal.SIGSYS
+    cores = [name for name in os.listdir(tmp_path) if name.startswith(prefix)]
+    for name in cores:
+        os.unlink(tmp_path / name)   # megabytes of the test process's memory
+    assert cores == []
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+def test_strict_report_fully_enforced_and_seccomp_hash_stable(base_sandbox, require, write_policy,
+                                                              run_in_sandbox, sandbox_vars):
+    require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (the strict policy's minimum)")
+    plan = prepare(STRICT_POLICY, sandbox_vars)
+    reports = []
+    for _ in range(2):
+        pid, code, report = run_in_sandbox(plan, sandbox_vars, os.getpid)
+        assert code == 0 and report.pid == pid == 2
+        reports.append(report)
+    for report in reports:
+        assert report.policy == "strict" and report.fully_enforced()
+        assert sorted(report.mechanisms) == sorted(MECHANISMS)
+        assert {m.status for m in report.mechanisms.values()} == {"fully enforced"}
+        assert report.landlock_abi == base_sandbox.landlock_abi
+        assert report.namespaces == ["user", "mount", "pid", "net", "ipc", "uts"]
+    assert reports[0].seccomp_sha256 == reports[1].seccomp_sha256 == plan.seccomp_sha256
+    assert plan.seccomp_sha256 == hashlib.sha256(plan.seccomp_bpf).hexdigest()
+    # The hash identifies the filter: one more socket family is another program.
+    wider = write_policy(f'extends = ["{STRICT_POLICY}"]\n[network]\nsocket_families = ["inet"]\n',
+                         extends=False)
+    assert prepare(wider, sandbox_vars).seccomp_sha256 != plan.seccomp_sha256
+
+
+@pytest.mark.parametrize("level", ["soft", "best_effort"])
+def test_relaxed_landlock_level_still_enforces_on_this_kernel(level, base_sandbox, require,
+                                                              write_policy, run_in_sandbox,
+                                                              sandbox_vars, tmp_path, outside_dir):
+    require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (everything the base policy asks for)")
+    granted = tmp_path / "granted.txt"
+    granted.write_text("granted")
+    secret = os.path.join(outside_dir, "secret.txt")
+    with open(secret, "w") as handle:
+        handle.write("secret")
+    policy = write_policy(f"""
+        [filesystem]
+        read = ["{granted}"]
+
+        [compatibility]
+        landlock = "{level}"
+    """)
+
+    def fn():
+        try:
+            open(secret).close()
+            outside = 0
+        except OSError as exc:
+            outside = exc.errno
+        with open(granted) as handle:
+            return {"granted": handle.read(), "outside": outside}
+
+    result, code, report = run_in_sandbox(policy, sandbox_vars, fn)
+    assert code == 0
+    assert result == {"granted": "granted", "outside": errno.EACCES}
+    landlock = report.mechanisms["landlock"]
+    assert (landlock.status, landlock.level, landlock.missing) == ("fully enforced", level, [])
+    assert report.fully_enforced()
+
+
+# --- the CI rule for missing kernel features -----------------------------------------------------
+
+def test_require_skips_locally_and_fails_under_ci(require, monkeypatch):
+    monkeypatch.delenv("CLEANCOIN_REQUIRE_SANDBOX", raising=False)
+    require(True, "a feature that is there")
+    with pytest.raises(pytest.skip.Exception):
+        require(False, "Landlock ABI 99")
+    monkeypatch.setenv("CLEANCOIN_REQUIRE_SANDBOX", "1")
+    require(True, "a feature that is there")
+    with pytest.raises(pytest.fail.Exception, match="Landlock ABI 99"):
+        require(False, "Landlock ABI 99")
