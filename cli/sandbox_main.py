@@ -141,6 +141,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.to_text())
+    if args.script and result.script_status is not None:
+        # The script's own status, as `run` passes a program's through.
+        code = result.script_status
+        return 128 - code if code < 0 else code
     return 1 if result.escapes else 0
 
 

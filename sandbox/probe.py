@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -150,10 +150,11 @@ class ProbeResult:
             name_w = max(len("attempt"), *(len(a.name) for a in self.attempts))
             lines.append(f"{'attempt':<{name_w}}  {'expected':<8}  {'outcome':<8}  {'verdict':<7}  detail")
             for a in self.attempts:
-                mark = "ESCAPE" if a.escaped else "differs" if a.differs else "ok"
+                mark = ("ESCAPE" if a.escaped else "error" if a.outcome == "error"
+                        else "differs" if a.differs else "ok")
                 lines.append(f"{a.name:<{name_w}}  {a.expected:<8}  {a.outcome:<8}  {mark:<7}  {a.detail}")
             errors = sum(1 for a in self.attempts if a.outcome == "error")
-            differs = sum(1 for a in self.attempts if a.differs)
+            differs = sum(1 for a in self.attempts if a.differs and a.outcome == "denied")
             summary = f"{len(self.attempts)} attempts, {len(self.escapes)} escapes"
             if differs:
                 summary += f", {differs} denied although the policy allows them"
@@ -261,9 +262,13 @@ class _Judge:
     ports, scopes, namespaces, capabilities, rlimits), as the documentation describes them.
     """
 
-    def __init__(self, policy: Policy, plan: Plan, host: _Host) -> None:
+    def __init__(self, policy: Policy, plan: Plan, host: _Host,
+                 namespaces: Iterable[str] | None = None) -> None:
         self.policy, self.plan, self.host = policy, plan, host
-        self.ns = set(plan.namespaces)
+        # Below level hard the child may enter fewer namespaces than planned; the report it
+        # sends says which, and that is what the expectations follow.
+        self.ns = set(plan.namespaces if namespaces is None else namespaces)
+        self.mount_proc = plan.mount_proc and {"pid", "mount"} <= self.ns
         self.rules: list[tuple[str, int]] = []
         ll = plan.landlock
         if ll is not None:
@@ -413,8 +418,8 @@ def _choose_outside(judge: _Judge) -> str:
     for base in candidates:
         if not os.path.isdir(base) or not os.access(base, os.W_OK):
             continue
-        probe_path = os.path.join(base, "cleancoin-probe-x/canary")
-        if not judge.ll_allows(probe_path, _READ_FILE) or judge.plan.landlock is None:
+        if judge.plan.landlock is None or not judge.ll_allows(
+                os.path.join(base, "cleancoin-probe-x", "canary"), _READ_FILE):
             return base
     return "/var/tmp"
 
@@ -1214,12 +1219,11 @@ def _exp_list_root(j: _Judge, t: _Targets) -> _Why:
     return j.ll(w, "/", _READ_DIR, "read_dir")
 
 
-def _exp_create_in(dir_of: Callable[[_Targets], str | None]) -> Callable[[_Judge, _Targets], _Why]:
+def _exp_create(path_of: Callable[[_Targets], str]) -> Callable[[_Judge, _Targets], _Why]:
     def expect(j: _Judge, t: _Targets) -> _Why:
         w = _Why()
         j.sc(w, "openat")
-        directory = dir_of(t) or "/"
-        return j.ll(w, os.path.join(directory, "x"), _MAKE_REG | _WRITE_FILE, "make_reg/write_file")
+        return j.ll(w, path_of(t), _MAKE_REG | _WRITE_FILE, "make_reg/write_file")
     return expect
 
 
@@ -1322,7 +1326,7 @@ def _exp_proc(entry: str) -> Callable[[_Judge, _Targets], _Why]:
     def expect(j: _Judge, t: _Targets) -> _Why:
         w = _Why()
         j.sc(w, "openat")
-        w.need(not j.plan.mount_proc, "pid namespace: its own /proc does not show the parent")
+        w.need(not j.mount_proc, "pid namespace: its own /proc does not show the parent")
         j.ll(w, f"/proc/{t.parent_pid}/{entry}", _READ_FILE, "read_file")
         return j.ptrace_access(w, attach=entry == "mem")
     return expect
@@ -1481,7 +1485,6 @@ def _exp_thread(j: _Judge, t: _Targets) -> _Why:
 
 
 def _battery() -> list[_Spec]:
-    writable = lambda t: t.writable_dir  # noqa: E731
     return [
         _Spec("fs-read-outside", "read a canary file outside every granted path",
               _exp_read(lambda t: t.canary), _run_read_outside),
@@ -1489,11 +1492,11 @@ def _battery() -> list[_Spec]:
               _run_read_passwd),
         _Spec("fs-list-root", "list the root directory", _exp_list_root, _run_list_root),
         _Spec("fs-write-outside", "create a file in a directory outside every granted path",
-              _exp_create_in(lambda t: t.outside_dir), _run_write_outside),
+              _exp_create(lambda t: t.created), _run_write_outside),
         _Spec("fs-modify-outside", "open the outside canary for writing and append to it",
               _exp_modify_canary, _run_modify_canary),
         _Spec("fs-write-granted", "control: create, write and remove a file in the granted "
-              "writable directory", _exp_create_in(writable), _run_write_granted,
+              "writable directory", _exp_create(lambda t: t.probe_file("granted")), _run_write_granted,
               needs_writable=True),
         _Spec("fs-symlink-outside", "plant a symlink to the canary in the writable directory "
               "and read through it", _exp_symlink, _run_symlink, needs_writable=True),
@@ -1608,16 +1611,25 @@ def _child_script(control_fd: int, path: str, source: str) -> int:
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
-        os.close(r)
-        os.dup2(w, 1)
-        os.dup2(w, 2)
-        os.close(w)
-        for stream in (sys.stdout, sys.stderr):
+        status = 1
+        try:
+            os.close(r)
+            os.dup2(w, 1)
+            os.dup2(w, 2)
+            os.close(w)
+            # Fresh streams on fds 1 and 2: the inherited sys.stdout may wrap a descriptor
+            # the sandbox closed (pytest's capture file, for one).
+            sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
+                              closefd=False)
+            sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
+                              closefd=False)
             try:
-                stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-            except (AttributeError, ValueError):
+                sys.stdin = open(0, "r", closefd=False)
+            except OSError:
                 pass
-        os._exit(_exec_script(path, source))
+            status = _exec_script(path, source)
+        finally:
+            os._exit(status)
     os.close(w)
     chunks: list[bytes] = []
     size = 0
@@ -1721,15 +1733,20 @@ def probe_against(expected: Policy, enforced: Policy, variables: Mapping[str, st
 
         child = launcher.spawn(plan, target=target)
         assert child.report is not None
-        trouble = ""
+        if expected is enforced and set(child.report.namespaces) != set(plan.namespaces):
+            judge = _Judge(expected, expected_plan, judge.host, child.report.namespaces)
+            whys = {s.name: s.expect(judge, targets) for s in specs}
         try:
             if source is None:
                 _hand_in_fds(child.control)
             results, script_result, trouble = _collect(child, attempt_timeout, source is not None)
-        finally:
-            if trouble or sys.exc_info()[0] is not None:
-                child.kill()
-            code = child.wait()
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+        if trouble:
+            child.kill()
+        code = child.wait()
         if source is not None:
             if script_result is None:
                 return ProbeResult(child.report, [], code, trouble or

@@ -1,0 +1,198 @@
+"""The escape battery of `CleanCoin-sandbox probe`, on the real kernel (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from cleancoin.sandbox import launcher, probe
+from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
+
+# Every kind of attempt the battery must make (the brief of `probe`).
+REQUIRED = {
+    "fs-read-outside", "fs-write-outside", "fs-write-granted", "exec-bin-true",
+    "net-tcp-connect", "net-tcp-bind", "net-raw-socket", "net-packet-socket",
+    "net-netlink-socket", "net-abstract-unix", "proc-ptrace-parent", "proc-parent-mem",
+    "proc-parent-environ", "signal-parent", "mount-tmpfs", "unshare-user", "unshare-mount",
+    "setns-parent-net", "chroot", "keyctl", "bpf", "perf-event-open", "io-uring-setup",
+    "userfaultfd", "personality", "ioctl-tiocsti", "arch-i386-int80", "arch-x32",
+    "cap-capset", "rlimit-core", "clone3", "thread-start",
+}
+
+
+def _weak_policy(tmp_path: Path) -> str:
+    """The shipped base plus the host's network, the inet family and TCP connect to any port."""
+    path = tmp_path / "weak.toml"
+    path.write_text(f'''extends = ["{shipped_policy("base/python")}"]
+[policy]
+name = "weak"
+[namespaces]
+net = false
+[network]
+socket_families = ["unix", "inet"]
+connect_tcp = "any"
+''')
+    return str(path)
+
+
+@pytest.fixture
+def strict(base_sandbox, require):  # noqa: ANN001 - conftest fixtures
+    policy = load_policy(shipped_policy("strict"))
+    require(base_sandbox.landlock_abi >= policy.compatibility.landlock_min_abi,
+            f"Landlock ABI {policy.compatibility.landlock_min_abi} (the strict policy's minimum)")
+    return policy
+
+
+@pytest.fixture
+def strict_result(strict, sandbox_vars) -> probe.ProbeResult:  # noqa: ANN001
+    return probe.probe(strict, sandbox_vars)
+
+
+def _by_name(result: probe.ProbeResult) -> dict[str, probe.Attempt]:
+    return {a.name: a for a in result.attempts}
+
+
+def test_strict_battery_has_no_escapes(strict_result: probe.ProbeResult) -> None:
+    result = strict_result
+    text = result.to_text()
+    assert not result.escapes, text
+    assert len(result.attempts) >= 30
+    attempts = _by_name(result)
+    assert REQUIRED <= attempts.keys()
+    # The controls prove that the sandbox works rather than being merely broken.
+    assert attempts["fs-write-granted"].expected == attempts["fs-write-granted"].outcome == "allowed"
+    assert attempts["thread-start"].expected == attempts["thread-start"].outcome == "allowed"
+    # Everything else is forbidden by strict, and everything ran to a verdict.
+    assert [a.name for a in result.attempts if a.expected == "allowed"] == ["fs-write-granted", "thread-start"]
+    assert [a.name for a in result.attempts if a.outcome == "error"] == [], text
+    assert [a.name for a in result.attempts if a.differs] == [], text
+    # Details name the mechanism.
+    assert attempts["fs-read-outside"].detail == "EACCES (landlock)"
+    assert "ENOSYS" in attempts["clone3"].detail
+    for name in ("arch-i386-int80", "arch-x32", "exec-bin-true", "mount-tmpfs"):
+        assert attempts[name].detail == "killed by SIGSYS (seccomp)", attempts[name]
+    assert "EAFNOSUPPORT" in attempts["net-tcp-connect"].detail
+    assert text.splitlines()[-1] == f"{len(result.attempts)} attempts, 0 escapes"
+    assert result.report.policy == "strict" and result.report.fully_enforced()
+    assert result.script_status is None
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["escapes"] == [] and len(data["attempts"]) == len(result.attempts)
+
+
+def test_strict_battery_cleans_up(strict_result: probe.ProbeResult) -> None:
+    # The reason of fs-write-outside names the outside directory the probe made for itself.
+    reason = _by_name(strict_result)["fs-write-outside"].reason
+    outside = os.path.dirname(reason.split(" right on ")[-1])
+    assert os.path.basename(outside).startswith("cleancoin-probe-"), reason
+    assert not os.path.exists(outside)
+
+
+def test_expectations_follow_the_policy(base_sandbox, tmp_path: Path, sandbox_vars) -> None:  # noqa: ANN001
+    policy = load_policy(_weak_policy(tmp_path))
+    result = probe.probe(policy, sandbox_vars)
+    attempts = _by_name(result)
+    assert not result.escapes, result.to_text()
+    connect = attempts["net-tcp-connect"]
+    assert (connect.expected, connect.outcome) == ("allowed", "allowed"), connect
+    udp = attempts["net-udp-send"]
+    assert (udp.expected, udp.outcome) == ("allowed", "allowed"), udp
+    # Binding is still not granted (bind_tcp defaults to no port): Landlock refuses it.
+    bind = attempts["net-tcp-bind"]
+    assert (bind.expected, bind.outcome) == ("denied", "denied") and "landlock" in bind.detail
+    # Abstract sockets: no network namespace any more, the Landlock scope still stops it.
+    abstract = attempts["net-abstract-unix"]
+    assert abstract.outcome == "denied" and abstract.detail.startswith("EPERM"), abstract
+
+
+def test_an_escape_is_reported(strict, tmp_path: Path, sandbox_vars) -> None:  # noqa: ANN001
+    # Judge by strict, enforce the weak policy: whatever strict forbids and the weak sandbox
+    # lets through must come out as an escape, the condition for the CLI's exit status 1.
+    weak = load_policy(_weak_policy(tmp_path))
+    result = probe.probe_against(strict, weak, sandbox_vars)
+    escaped = {a.name for a in result.escapes}
+    assert {"net-tcp-connect", "net-udp-send"} <= escaped, result.to_text()
+    connect = _by_name(result)["net-tcp-connect"]
+    assert connect.expected == "denied" and connect.outcome == "allowed" and connect.escaped
+    assert "ESCAPE" in result.to_text()
+    assert result.to_text().splitlines()[-1].startswith(f"{len(result.attempts)} attempts, {len(escaped)} escapes")
+    assert set(result.to_dict()["escapes"]) == escaped  # type: ignore[arg-type]
+    # Whatever both policies forbid stays denied.
+    assert not _by_name(result)["exec-bin-true"].escaped
+
+
+def test_attempt_verdicts() -> None:
+    def attempt(expected: str, outcome: str) -> probe.Attempt:
+        return probe.Attempt("x", "d", expected, outcome, "detail")
+
+    assert attempt("denied", "allowed").escaped
+    assert not attempt("denied", "denied").escaped
+    assert not attempt("denied", "error").escaped
+    assert not attempt("allowed", "allowed").escaped
+    assert attempt("allowed", "denied").differs
+    assert attempt("denied", "allowed").to_dict()["escaped"] is True
+
+
+def test_expected_seccomp_actions_come_from_the_policy(strict, sandbox_vars) -> None:  # noqa: ANN001
+    plan = launcher.prepare(strict, sandbox_vars)
+    judge = probe._Judge(strict, plan, probe._Host.detect())
+    assert judge.seccomp_action("execve") == "kill_process"
+    assert judge.seccomp_action("ioctl", {1: 0x5412}) == "errno:EPERM"          # TIOCSTI
+    assert judge.seccomp_action("ioctl", {1: 0x5401}) == "allow"                # TCGETS
+    assert judge.seccomp_action("socket", {0: 2, 1: 1}) == "errno:EAFNOSUPPORT"  # AF_INET
+    assert judge.seccomp_action("socket", {0: 1, 1: 1}) == "allow"              # AF_UNIX
+    assert judge.seccomp_action("clone3") == "errno:ENOSYS"
+    assert not judge.ll_allows("/etc/passwd", probe._READ_FILE)
+    assert judge.ll_allows(os.path.join(sandbox_vars["datadir"], "f"), probe._MAKE_REG | probe._WRITE_FILE)
+
+
+def _dummy_ctx() -> probe._Ctx:
+    return probe._Ctx(probe._Targets("t", os.getpid(), "/nonexistent", "/nonexistent/c", b"s", 0,
+                                     None, 1, 1, 1, "\0x"))
+
+
+def test_a_seccomp_kill_is_a_denial_and_a_hang_an_error() -> None:
+    def killed(ctx: probe._Ctx, out: probe._Out) -> tuple[str, str]:
+        out.note("step one worked")
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+        os.kill(os.getpid(), signal.SIGSYS)
+        return "allowed", "not reached"
+
+    def hangs(ctx: probe._Ctx, out: probe._Out) -> tuple[str, str]:
+        time.sleep(30)
+        return "allowed", "not reached"
+
+    assert probe._run_isolated(killed, _dummy_ctx(), 5) == (
+        "denied", "step one worked; killed by SIGSYS (seccomp)")
+    start = time.monotonic()
+    outcome, detail = probe._run_isolated(hangs, _dummy_ctx(), 0.3)
+    assert outcome == "error" and "no answer within 0.3 s" in detail
+    assert time.monotonic() - start < 5
+
+
+def test_script_runs_inside_instead_of_the_battery(strict, tmp_path: Path, sandbox_vars) -> None:  # noqa: ANN001
+    script = tmp_path / "hello.py"
+    script.write_text("import sys\nprint('hi')\nsys.exit(3)\n")
+    result = probe.probe(strict, sandbox_vars, str(script))
+    assert result.script_status == 3
+    assert result.script_output == "hi\n"
+    assert result.attempts == [] and result.escapes == []
+    assert result.to_text().splitlines()[-1] == "script exited with status 3"
+
+
+def test_script_killed_by_seccomp_and_failing(strict, tmp_path: Path, sandbox_vars) -> None:  # noqa: ANN001
+    run = tmp_path / "run.py"
+    run.write_text("print('before', flush=True)\nimport os\nos.execv('/bin/true', ['true'])\n")
+    result = probe.probe(strict, sandbox_vars, str(run))
+    assert result.script_status == -signal.SIGSYS
+    assert result.script_output.startswith("before\n") and "SIGSYS" in result.script_output
+    fail = tmp_path / "fail.py"
+    fail.write_text("open('/etc/passwd')\n")
+    result = probe.probe(strict, sandbox_vars, str(fail))
+    assert result.script_status == 1
+    assert "PermissionError" in result.script_output and 'fail.py", line 1' in result.script_output
