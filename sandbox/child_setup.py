@@ -12,7 +12,6 @@ the process exits with status 126 before any component code runs.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import signal
@@ -20,12 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import control, descriptors, namespaces, rlimits
+from .control import EXIT_SETUP_FAILED, SANDBOX_FD_ENV
 from .enforce import apply_restrictions
 from .errors import EnforcementError
 from .plan import Plan
 
-EXIT_SETUP_FAILED = 126
-SANDBOX_FD_ENV = "CLEANCOIN_SANDBOX_FD"
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 
@@ -45,7 +43,7 @@ class ChildSpec:
 
 
 def _die_with_parent(parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = namespaces.libc()
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise EnforcementError("die-with-parent", os.strerror(ctypes.get_errno()))
     if os.getppid() != parent:   # the parent died between fork and prctl
@@ -67,7 +65,7 @@ def _exit_like(status: int) -> None:
         # This process is a fork of the launcher: dying by SIGSYS or SIGSEGV must not write a
         # core file of the launcher's memory.
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+        namespaces.libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
         signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else EXIT_SETUP_FAILED)
@@ -167,7 +165,7 @@ def _enter_namespaces(plan: Plan, control_fd: int) -> set[str]:
 
 
 def _die_with_parent_quietly() -> None:
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    namespaces.libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _close_all_but_stdio(also: set[int]) -> None:
@@ -184,7 +182,8 @@ def _become(spec: ChildSpec, env: dict[str, str]) -> None:
     else:
         keep = {0, 1, 2} | set(spec.keep_fds) | {spec.control_fd}
     descriptors.keep_only(keep)
-    env[SANDBOX_FD_ENV] = str(spec.control_fd)
+    if plan is not None:
+        env[SANDBOX_FD_ENV] = str(spec.control_fd)
     if plan is not None and (spec.apply_before_exec or spec.target is not None):
         report = apply_restrictions(plan)
         control.send(spec.control_fd, {"report": report.to_dict()})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from . import control
-from .child_setup import EXIT_SETUP_FAILED, SANDBOX_FD_ENV
+from .control import EXIT_SETUP_FAILED, SANDBOX_FD_ENV
 from .enforce import apply_restrictions
 from .errors import EnforcementError
 from .plan import Plan

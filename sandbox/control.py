@@ -11,6 +11,8 @@ import os
 import struct
 
 MAX_MESSAGE = 16 * 1024 * 1024
+SANDBOX_FD_ENV = "CLEANCOIN_SANDBOX_FD"   # names the control descriptor of an exec'd component
+EXIT_SETUP_FAILED = 126                   # a sandbox step failed before component code ran
 _HEADER = struct.Struct(">I")
 
 

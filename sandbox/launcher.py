@@ -17,7 +17,8 @@ from . import control, kernel
 from .child_setup import ChildSpec, run_child
 from .errors import EnforcementError
 from .model import Policy, Status
-from .plan import Plan, compile_plan
+from .plan import Plan
+from .plan_compiler import compile_plan
 from .report import Report
 
 

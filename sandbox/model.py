@@ -1,6 +1,6 @@
 """The validated policy model. Built by `policy_loader`, read by everything after it.
 
-Values may still hold `${variable}` placeholders; `plan.compile_plan` fills them at launch.
+Values may still hold `${variable}` placeholders; `plan_compiler.compile_plan` fills them at launch.
 Every grant keeps the `SourceRef` it came from, so errors at launch and `explain` can point
 at the line that asked for it.
 """
@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 
 from .errors import SourceRef
+from .mechanisms import MECHANISMS, Status  # noqa: F401 - part of the model's vocabulary
 
 
 class Level(enum.Enum):
@@ -24,15 +25,6 @@ class Level(enum.Enum):
     BEST_EFFORT = "best_effort"  # whatever the kernel offers, possibly nothing
 
 
-class Status(enum.Enum):
-    """How much of a mechanism ended up in force (the report's verdict)."""
-
-    FULL = "fully enforced"
-    PARTIAL = "partially enforced"
-    NONE = "not enforced"
-
-
-MECHANISMS = ("namespaces", "landlock", "seccomp", "capabilities", "rlimits")
 NAMESPACES = ("user", "mount", "pid", "net", "ipc", "uts")
 
 

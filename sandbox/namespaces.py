@@ -9,6 +9,7 @@ only in the pid namespace's first process mount the fresh /proc.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 from collections.abc import Iterable
@@ -29,7 +30,10 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 
 
-def _libc() -> ctypes.CDLL:
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library, loaded once: each dlopen costs a few hundred microseconds in a fresh
+    fork, and the pre-exec path calls into it several times."""
     return ctypes.CDLL(None, use_errno=True)
 
 
@@ -42,7 +46,7 @@ def unshare(names: Iterable[str]) -> None:
     flags = 0
     for name in names:
         flags |= FLAGS[name]
-    if flags and _libc().unshare(flags) != 0:
+    if flags and libc().unshare(flags) != 0:
         raise _fail(f"unshare({'|'.join(names)})")
 
 
@@ -65,7 +69,7 @@ def write_id_maps(uid: int, gid: int) -> None:
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    if _libc().mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
+    if libc().mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
                      ctypes.c_ulong(flags), data and data.encode()) != 0:
         raise _fail(f"mount {fstype or source or ''} on {target}")
 
@@ -108,7 +112,7 @@ def mount_proc() -> None:
 
 def set_hostname(name: str) -> None:
     data = name.encode()
-    if _libc().sethostname(data, len(data)) != 0:
+    if libc().sethostname(data, len(data)) != 0:
         raise _fail("sethostname")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from .model import MECHANISMS, Status
+from .mechanisms import MECHANISMS, Status
 
 
 @dataclass

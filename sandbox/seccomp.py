@@ -18,10 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from .errors import EnforcementError, PolicyError, SourceRef
-from .model import ArgCondition, SeccompRule, SocketFamily
-from .policy_spec import SOCKET_FAMILIES
+
+if TYPE_CHECKING:   # the child only loads BPF and must not pay for the policy model
+    from .model import ArgCondition, SeccompRule, SocketFamily
 
 _UINT64_MAX = 2**64 - 1
 _SYS_SECCOMP = 317                     # x86_64
@@ -80,7 +82,7 @@ class CompiledFilter:
     unresolved: tuple[str, ...]   # group members this libseccomp cannot name
 
 
-def _arg(cond: ArgCondition) -> object:
+def _arg(cond: "ArgCondition") -> object:
     lib = _lib()
     op = {"eq": lib.EQ, "ne": lib.NE, "lt": lib.LT, "le": lib.LE, "gt": lib.GT, "ge": lib.GE,
           "masked_eq": lib.MASKED_EQ}[cond.op]
@@ -98,8 +100,10 @@ def _always() -> object:
     return lib.Arg(0, lib.LE, _UINT64_MAX)
 
 
-def _family_rules(families: Iterable[SocketFamily]) -> list[tuple[str, list[ArgCondition]]]:
+def _family_rules(families: Iterable["SocketFamily"]) -> list[tuple[str, list["ArgCondition"]]]:
     """Conditions under which socket() and socketpair() may run, per allowed family."""
+    from .model import ArgCondition
+    from .policy_spec import SOCKET_FAMILIES
     rules: list[tuple[str, list[ArgCondition]]] = []
     for fam in families:
         number = SOCKET_FAMILIES[fam.name]
@@ -122,8 +126,8 @@ class FilterSpec:
 
     default_action: str
     allowed: frozenset[str]
-    rules: tuple[SeccompRule, ...]
-    families: tuple[SocketFamily, ...]
+    rules: tuple["SeccompRule", ...]
+    families: tuple["SocketFamily", ...]
     where: SourceRef
 
 
@@ -135,6 +139,7 @@ def _build(spec: FilterSpec) -> tuple[object, int, int, tuple[str, ...]]:
     clone; socket() and socketpair() of a family the policy does not list answer
     EAFNOSUPPORT, as systemd's RestrictAddressFamilies does.
     """
+    from .model import ArgCondition
     default_action, allowed, rules, families, where = (
         spec.default_action, spec.allowed, spec.rules, spec.families, spec.where)
     lib = _lib()
