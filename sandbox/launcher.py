@@ -74,6 +74,20 @@ class SandboxedProcess:
         self.control.close()
         return returncode(self.status)
 
+    def component_pid(self) -> int:
+        """The pid (in our namespace) of the component itself, below the waiting processes
+        a pid namespace adds; `pid` when there are none."""
+        pid = self.pid
+        while True:
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as handle:
+                    children = handle.read().split()
+            except OSError:
+                return pid
+            if len(children) != 1:
+                return pid
+            pid = int(children[0])
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.status is None:
             try:

@@ -1,0 +1,145 @@
+"""IPC bindings built from one method table per interface.
+
+An `InterfaceSpec` lists an interface's methods with their parameter and result codecs. From
+it come the capnp server adapter (wrapping any implementation of the Python protocol) and
+the client proxy (a Python object with the same coroutine methods), so that adding a method
+is one table entry, and -debug=ipc logging and error translation live in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .debug_log import CallLog
+from .errors import IpcDisconnected, IpcError
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Turns a Python value into what pycapnp takes, and what pycapnp gives back into Python."""
+
+    encode: Callable[[Any, CallLog], Any]
+    decode: Callable[[Any, CallLog], Any]
+
+
+PLAIN = Codec(lambda v, _: v, lambda v, _: v)
+
+
+def struct_codec(cls: type) -> Codec:
+    """A dataclass carried as a capnp struct with the same field names."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    return Codec(lambda v, _: {n: getattr(v, n) for n in names},
+                 lambda r, _: cls(**{n: getattr(r, n) for n in names}))
+
+
+def capability_codec(spec_getter: Callable[[], "InterfaceSpec"]) -> Codec:
+    """A capability: an implementation goes out as a server, a capability comes back as a proxy."""
+    return Codec(lambda impl, log: spec_getter().server(impl, log),
+                 lambda cap, log: spec_getter().client(cap, log))
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str                                   # Python name
+    wire: str                                   # capnp name
+    params: tuple[tuple[str, Codec], ...] = ()  # capnp parameter names, in Python argument order
+    result: tuple[str, Codec] | None = None     # capnp result field
+
+
+def translate(exc: BaseException, interface: str, method: str, log: CallLog) -> IpcError:
+    """A pycapnp exception as the IpcError a caller should see."""
+    text = str(exc)
+    kind = getattr(exc, "type", None)
+    if kind == "DISCONNECTED" or "DISCONNECTED" in text or "disconnected" in text.lower():
+        return IpcDisconnected(f"{interface}.{method}: connection to {log.peer_text()} lost")
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return IpcError(f"{interface}.{method} failed in {log.peer_text()}: {first}")
+
+
+@dataclass(frozen=True)
+class InterfaceSpec:
+    """One interface: its capnp schema and its method table."""
+
+    name: str
+    schema: Callable[[], Any]      # returns the pycapnp interface type
+    methods: tuple[Method, ...]
+
+    def server(self, impl: Any, log: CallLog) -> Any:
+        """A capnp server object that forwards every method to `impl`."""
+        return _server_class(self)(impl, log)
+
+    def client(self, cap: Any, log: CallLog) -> Any:
+        """A proxy with the interface's Python methods that calls `cap`."""
+        return _client_class(self)(cap.cast_as(self.schema()), log)
+
+
+def _server_method(spec: InterfaceSpec, method: Method) -> Callable[..., Any]:
+    async def handler(self: Any, _context: Any = None, **kwargs: Any) -> Any:
+        log: CallLog = self._log
+        args = [codec.decode(kwargs[wire], log) for wire, codec in method.params]
+        logged = None
+        if log.enabled:
+            logged = log.request("in", spec.name, method.wire, {w: a for (w, _), a in zip(method.params, args)})
+        try:
+            value = await getattr(self._impl, method.name)(*args)
+        except Exception as exc:
+            if logged:
+                log.response("in", *logged, spec.name, method.wire, None, exc)
+            raise
+        if logged:
+            log.response("in", *logged, spec.name, method.wire, value)
+        if method.result is None:
+            return None
+        return method.result[1].encode(value, log)
+
+    handler.__name__ = method.wire
+    return handler
+
+
+@functools.cache
+def _server_class(spec: InterfaceSpec) -> type:
+    # Built once per interface (the class is the same for every connection), not per object.
+    body: dict[str, Any] = {m.wire: _server_method(spec, m) for m in spec.methods}
+
+    def __init__(self: Any, impl: Any, log: CallLog) -> None:
+        self._impl, self._log = impl, log
+
+    body["__init__"] = __init__
+    return type(f"{spec.name}Server", (spec.schema().Server,), body)
+
+
+def _client_method(spec: InterfaceSpec, method: Method) -> Callable[..., Any]:
+    async def call(self: Any, *args: Any) -> Any:
+        log: CallLog = self._log
+        params = {wire: codec.encode(arg, log) for (wire, codec), arg in zip(method.params, args)}
+        logged = log.request("out", spec.name, method.wire, dict(zip((w for w, _ in method.params), args))) \
+            if log.enabled else None
+        try:
+            response = await getattr(self._cap, method.wire)(**params)
+        except Exception as exc:
+            error = translate(exc, spec.name, method.wire, log)
+            if logged:
+                log.response("out", *logged, spec.name, method.wire, None, error)
+            raise error from None
+        value = method.result[1].decode(getattr(response, method.result[0]), log) if method.result else None
+        if logged:
+            log.response("out", *logged, spec.name, method.wire, value)
+        return value
+
+    call.__name__ = method.name
+    return call
+
+
+@functools.cache
+def _client_class(spec: InterfaceSpec) -> type:
+    body: dict[str, Any] = {m.name: _client_method(spec, m) for m in spec.methods}
+
+    def __init__(self: Any, cap: Any, log: CallLog) -> None:
+        self._cap, self._log = cap, log
+
+    body["__init__"] = __init__
+    return type(f"{spec.name}Client", (), body)

@@ -1,0 +1,92 @@
+"""One Cap'n Proto connection: serve an Init on a stream, or connect to one."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .debug_log import CallLog
+from .errors import IpcError
+from .interfaces import Init, Peer
+from .specs import INIT
+
+# A malformed or hostile message must close its connection, not exhaust the process:
+# 8 Mi words (64 MiB) bounds what one message may make the reader traverse, and a nesting
+# depth of 64 is far beyond any of our schemas.
+TRAVERSAL_LIMIT_WORDS = 8 * 1024 * 1024
+NESTING_LIMIT = 64
+
+LOG = logging.getLogger("cleancoin.ipc")
+
+InitFactory = Callable[[CallLog], Init]
+
+
+async def serve(stream: Any, bootstrap: Any, log: CallLog) -> None:
+    """Serve `bootstrap` (a capnp server object) on `stream` until the peer goes away."""
+    import capnp
+    server = capnp.TwoPartyServer(stream, bootstrap=bootstrap, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
+                                  nesting_limit=NESTING_LIMIT)
+    try:
+        await server.on_disconnect()
+    except Exception as exc:   # noqa: BLE001 - a broken peer ends its connection only
+        LOG.info("ipc: connection from %s closed: %s", log.peer_text(), str(exc).splitlines()[0])
+    finally:
+        log.event("disconnected from")
+        server.close()
+
+
+async def serve_init(stream: Any, make_init: InitFactory, local: Peer, debug: bool) -> None:
+    """Serve a fresh Init (one per connection, so each knows its peer) on `stream`."""
+    log = CallLog(local, enabled=debug)
+    await serve(stream, INIT.server(make_init(log), log), log)
+
+
+@dataclass
+class Connection:
+    """A client's end: the peer's Init proxy and what the log needs."""
+
+    init: Init
+    log: CallLog
+    client: Any
+
+    @property
+    def remote(self) -> Peer:
+        assert self.log.remote is not None
+        return self.log.remote
+
+    async def closed(self) -> None:
+        """Wait until the connection ends."""
+        try:
+            await self.client.on_disconnect()
+        except Exception:  # noqa: BLE001 - ending is what we wait for
+            pass
+
+    def close(self) -> None:
+        self.client.close()
+
+
+async def connect_init(stream: Any, local: Peer, debug: bool, credentials: Any = None) -> Connection:
+    """Connect to the Init served on `stream` and say hello.
+
+    With `credentials` the far end is an authenticating TCP listener: log in first, and get
+    the Init from the answer.
+    """
+    import capnp
+    from .auth import AUTH
+    client = capnp.TwoPartyClient(stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
+                                  nesting_limit=NESTING_LIMIT)
+    log = CallLog(local, enabled=debug)
+    try:
+        if credentials is not None:
+            auth = AUTH.client(client.bootstrap(), log)
+            init = await auth.login(credentials.user, credentials.password)
+        else:
+            init = INIT.client(client.bootstrap(), log)
+        log.remote = await init.hello(local)
+    except IpcError:
+        client.close()
+        raise
+    log.event("connected to")
+    return Connection(init, log, client)

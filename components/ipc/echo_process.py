@@ -1,0 +1,98 @@
+"""The smallest IPC process: serves an Init (hello, makeEcho) and nothing else.
+
+For tests, benchmarks and third-party client examples (docs/ipc.md); the node and the wallet
+serve the same Init with more factories. Options, bitcoind style:
+
+  -ipcfd=N                serve on an inherited socket (then no other option is taken)
+  -ipcbind=ADDR           unix | unix:PATH | tcp:HOST:PORT; repeatable
+  -datadir=DIR            where `unix` puts echo.sock and TCP listeners put .ipccookie
+  -ipcauth=USER:PASSWORD  TCP credentials besides the cookie
+  -ipccert=FILE -ipckey=FILE   TLS for TCP listeners
+  -ipcmaxconnections=N    at most N clients at once (default 16)
+  -debug=ipc              log every request and response
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import capnp
+
+from cleancoin.sandbox import component
+
+from . import schema
+from .address import AddressError, parse
+from .auth import Credentials, parse_ipcauth, write_cookie
+from .init_impl import ProcessInit
+from .interfaces import Peer
+from .transport import ListenOptions, listen, server_tls, stream_from_fd
+from .connection import serve_init
+
+NAME = "CleanCoin-echo"
+
+
+def parse_args(argv: list[str]) -> dict[str, list[str]]:
+    """-name=value options into lists of values; anything else is an error."""
+    opts: dict[str, list[str]] = {}
+    for arg in argv:
+        if not arg.startswith("-") or "=" not in arg and arg not in ("-debug",):
+            raise SystemExit(f"{NAME}: unexpected argument '{arg}'")
+        name, _, value = arg.lstrip("-").partition("=")
+        opts.setdefault(name, []).append(value)
+    known = {"ipcfd", "ipcbind", "datadir", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug"}
+    unknown = sorted(set(opts) - known)
+    if unknown:
+        raise SystemExit(f"{NAME}: unknown option -{unknown[0]}")
+    if "ipcfd" in opts and len(opts) > 1:
+        raise SystemExit(f"{NAME}: -ipcfd takes no other option; everything else comes over IPC")
+    return opts
+
+
+async def run(opts: dict[str, list[str]]) -> int:
+    local = Peer(NAME, os.getpid())
+    debug = "ipc" in opts.get("debug", [])
+    for name in ("init", "echo", "auth"):
+        schema.load(name)          # every file this process reads, before the sandbox
+    component.enter()
+    if "ipcfd" in opts:
+        stream = await stream_from_fd(int(opts["ipcfd"][0]))
+        await serve_init(stream, ProcessInit, local, debug)
+        return 0
+    datadir = opts.get("datadir", [os.getcwd()])[0]
+    credentials: list[Credentials] = [parse_ipcauth(a) for a in opts.get("ipcauth", [])]
+    binds = opts.get("ipcbind", [])
+    if any(b.startswith("tcp:") for b in binds):
+        credentials.append(write_cookie(datadir))
+    tls = server_tls(opts["ipccert"][0], opts["ipckey"][0]) if "ipccert" in opts else None
+    options = ListenOptions(debug, int(opts.get("ipcmaxconnections", ["16"])[0]), credentials, tls)
+    listeners = [await listen(parse(b, os.path.join(datadir, "echo.sock")), ProcessInit, local, options)
+                 for b in binds]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    for listener in listeners:
+        listener.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: `python -m cleancoin.components.ipc.echo_process [options]`."""
+    logging.basicConfig(level=logging.DEBUG if "-debug=ipc" in (argv or sys.argv[1:]) else logging.INFO,
+                        format=f"%(asctime)s {NAME}[{os.getpid()}] %(message)s", stream=sys.stderr)
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+        return asyncio.run(capnp.run(run(opts)))
+    except AddressError as exc:
+        print(f"{NAME}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

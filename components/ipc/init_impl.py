@@ -1,0 +1,32 @@
+"""Local implementations every process offers through its Init: hello and Echo."""
+
+from __future__ import annotations
+
+from .debug_log import CallLog
+from .interfaces import Echo, Peer
+
+
+class LocalEcho:
+    """Echo, implemented in process."""
+
+    async def echo(self, text: str) -> str:
+        return text
+
+    async def destroy(self) -> None:
+        return None
+
+
+class ProcessInit:
+    """The Init of a process, one per connection; components extend it with factories."""
+
+    def __init__(self, log: CallLog) -> None:
+        self._log = log
+
+    async def hello(self, client: Peer) -> Peer:
+        # The client names itself; the log of this connection uses the name from now on.
+        self._log.remote = client
+        self._log.event("connected to")
+        return self._log.local
+
+    async def make_echo(self) -> Echo:
+        return LocalEcho()

@@ -1,0 +1,41 @@
+"""The interfaces between CleanCoin processes, each defined once as a Python protocol.
+
+Implementations (local bindings) and IPC client proxies both satisfy these protocols; all
+methods are coroutines so that the two are interchangeable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One end of a connection: a process name and its pid."""
+
+    name: str
+    pid: int
+
+    def __str__(self) -> str:
+        return f"{self.name}({self.pid})"
+
+
+class Echo(Protocol):
+    async def echo(self, text: str) -> str:
+        """Return `text`."""
+        ...
+
+    async def destroy(self) -> None:
+        """Release the object."""
+        ...
+
+
+class Init(Protocol):
+    async def hello(self, client: Peer) -> Peer:
+        """Introduce the client; returns who the server is."""
+        ...
+
+    async def make_echo(self) -> Echo:
+        """A new Echo object."""
+        ...

@@ -1,0 +1,18 @@
+@0xe3b59f2a6c1d4f07;
+# Init: the bootstrap capability of every CleanCoin process (node, wallet, gui).
+# A client asks it for the interfaces it needs; new factories get new ordinals, so older
+# clients keep working.
+
+using Echo = import "echo.capnp".Echo;
+
+struct Peer {
+  # Who is at one end of a connection, for logs (-debug=ipc) and error messages.
+  name @0 :Text;     # process name: "CleanCoin-node", "CleanCoin-wallet", ...
+  pid @1 :UInt32;
+}
+
+interface Init {
+  hello @0 (client :Peer) -> (server :Peer);
+  # Introduce both ends. Clients call it first; servers use the answer in their logs.
+  makeEcho @1 () -> (echo :Echo);
+}

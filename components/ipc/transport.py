@@ -1,0 +1,198 @@
+"""Sockets for IPC: inherited descriptors, unix sockets, TCP with authentication and TLS.
+
+Listeners run their own accept loop rather than asyncio's server, so that each connection can
+be checked before Cap'n Proto sees a byte: a unix peer of another uid is refused
+(SO_PEERCRED), and connections past -ipcmaxconnections are closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import ssl
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from .address import Address, AddressError
+from .auth import AUTH, Authenticator, Credentials
+from .connection import Connection, InitFactory, connect_init, serve, serve_init
+from .debug_log import CallLog
+from .interfaces import Peer
+
+LOG = logging.getLogger("cleancoin.ipc")
+
+
+async def stream_from_fd(fd: int) -> Any:
+    """A capnp stream on an inherited, connected socket descriptor (-ipcfd=N)."""
+    import capnp
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    return await capnp.AsyncIoStream.create_connection(sock=sock)
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a unix socket."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+@dataclass
+class ListenOptions:
+    debug: bool = False
+    max_connections: int = 16
+    credentials: list[Credentials] = field(default_factory=list)   # TCP only, required there
+    tls: ssl.SSLContext | None = None                               # TCP only
+
+
+@dataclass
+class Listener:
+    """A bound, listening socket and its accept loop."""
+
+    address: Address
+    sock: socket.socket
+    task: asyncio.Task[None] | None = None
+    active: set[asyncio.Future[None]] = field(default_factory=set)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.sock.close()
+        if self.address.kind == "unix":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.address.path)
+
+
+def _bind_unix(address: Address) -> socket.socket:
+    if os.path.exists(address.path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(address.path)
+        except OSError:
+            os.unlink(address.path)   # left behind by a process that is gone
+        else:
+            raise AddressError(f"{address}: another process is already listening there")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)   # the socket is 0600 from the moment it exists
+    try:
+        sock.bind(address.path)
+    finally:
+        os.umask(old)
+    os.chmod(address.path, 0o600)
+    return sock
+
+
+def _bind_tcp(address: Address) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address.host, address.port))
+    return sock
+
+
+async def listen(address: Address, make_init: InitFactory, local: Peer, options: ListenOptions) -> Listener:
+    """Bind `address` and serve a fresh Init (behind Auth on TCP) to every accepted client."""
+    if address.kind == "tcp" and not options.credentials:
+        raise AddressError(f"{address}: a TCP listener needs credentials (cookie or -ipcauth)")
+    try:
+        sock = _bind_unix(address) if address.kind == "unix" else _bind_tcp(address)
+    except OSError as exc:
+        raise AddressError(f"cannot listen on {address}: {exc.strerror}") from None
+    sock.listen(64)
+    sock.setblocking(False)
+    listener = Listener(address, sock)
+    listener.task = asyncio.get_running_loop().create_task(
+        _accept_loop(listener, make_init, local, options))
+    LOG.info("ipc: listening on %s", address)
+    return listener
+
+
+async def _accept_loop(listener: Listener, make_init: InitFactory, local: Peer,
+                       options: ListenOptions) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            conn, _ = await loop.sock_accept(listener.sock)
+        except OSError as exc:
+            LOG.warning("ipc: accept on %s failed: %s", listener.address, exc)
+            await asyncio.sleep(0.1)
+            continue
+        if listener.address.kind == "unix":
+            uid = peer_uid(conn)
+            if uid != os.getuid():
+                LOG.warning("ipc: refused a client of uid %d on %s (only uid %d may connect)",
+                            uid, listener.address, os.getuid())
+                conn.close()
+                continue
+        if len(listener.active) >= options.max_connections:
+            LOG.warning("ipc: refused a client on %s: -ipcmaxconnections=%d reached",
+                        listener.address, options.max_connections)
+            conn.close()
+            continue
+        done: asyncio.Future[None] = loop.create_future()
+        listener.active.add(done)
+        done.add_done_callback(listener.active.discard)
+        try:
+            await _serve_accepted(conn, listener.address, make_init, local, options, done)
+        except (OSError, ssl.SSLError) as exc:
+            LOG.info("ipc: client on %s dropped during set-up: %s", listener.address, exc)
+            if not done.done():
+                done.set_result(None)
+
+
+async def _serve_accepted(conn: socket.socket, address: Address, make_init: InitFactory, local: Peer,
+                          options: ListenOptions, done: asyncio.Future[None]) -> None:
+    import capnp
+
+    async def run(stream: Any) -> None:
+        try:
+            if address.kind == "tcp":
+                log = CallLog(local, enabled=options.debug)
+                auth = Authenticator(options.credentials, make_init, log)
+                await serve(stream, AUTH.server(auth, log), log)
+            else:
+                await serve_init(stream, make_init, local, options.debug)
+        finally:
+            if not done.done():
+                done.set_result(None)
+
+    conn.setblocking(False)
+    loop = asyncio.get_running_loop()
+    tls = options.tls if address.kind == "tcp" else None
+    await loop.connect_accepted_socket(lambda: capnp.AsyncIoStream._connect(run), conn, ssl=tls)
+
+
+async def connect(address: Address, local: Peer, debug: bool, credentials: Credentials | None = None,
+                  tls: ssl.SSLContext | None = None) -> Connection:
+    """Connect to a listening process; TCP needs credentials."""
+    import capnp
+    try:
+        if address.kind == "unix":
+            stream = await capnp.AsyncIoStream.create_unix_connection(address.path)
+        else:
+            stream = await capnp.AsyncIoStream.create_connection(
+                address.host, address.port, ssl=tls, server_hostname=address.host if tls else None)
+    except OSError as exc:
+        raise AddressError(f"cannot connect to {address}: {exc.strerror or exc}") from None
+    return await connect_init(stream, local, debug, credentials if address.kind == "tcp" else None)
+
+
+def server_tls(cert: str, key: str) -> ssl.SSLContext:
+    """TLS for a TCP listener (-ipccert, -ipckey)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def client_tls(cert: str) -> ssl.SSLContext:
+    """TLS for a TCP client that trusts exactly the server certificate `cert` (pinned)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cert)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
