@@ -89,11 +89,19 @@ class SandboxedProcess:
             pid = int(children[0])
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the component itself; the waiting processes above it then end as it did.
+
+        (Killing only the outermost waiter would leave the component running until the
+        kernel tears its pid namespace down, a window in which it still answers.)
+        """
         if self.status is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
+            for pid in dict.fromkeys((self.component_pid(), self.pid)):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+                if sig != signal.SIGKILL:
+                    break   # the waiters forward other signals themselves
 
 
 def _resolve_program(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
