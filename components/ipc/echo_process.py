@@ -26,11 +26,12 @@ from cleancoin.sandbox import component
 
 from . import schema
 from .address import AddressError, parse
-from .auth import Credentials, parse_ipcauth, write_cookie
+from .auth import write_cookie
+from .connection import serve_init
 from .init_impl import ProcessInit
 from .interfaces import Peer
-from .transport import ListenOptions, listen, server_tls, stream_from_fd
-from .connection import serve_init
+from .settings import parse_settings
+from .transport import listen, stream_from_fd
 
 NAME = "CleanCoin-echo"
 
@@ -54,23 +55,19 @@ def parse_args(argv: list[str]) -> dict[str, list[str]]:
 
 async def run(opts: dict[str, list[str]]) -> int:
     local = Peer(NAME, os.getpid())
-    debug = "ipc" in opts.get("debug", [])
+    settings = parse_settings(opts)
     for name in ("init", "echo", "auth"):
         schema.load(name)          # every file this process reads, before the sandbox
     component.enter()
     if "ipcfd" in opts:
         stream = await stream_from_fd(int(opts["ipcfd"][0]))
-        await serve_init(stream, ProcessInit, local, debug)
+        await serve_init(stream, ProcessInit, local, settings.debug)
         return 0
     datadir = opts.get("datadir", [os.getcwd()])[0]
-    credentials: list[Credentials] = [parse_ipcauth(a) for a in opts.get("ipcauth", [])]
-    binds = opts.get("ipcbind", [])
-    if any(b.startswith("tcp:") for b in binds):
-        credentials.append(write_cookie(datadir))
-    tls = server_tls(opts["ipccert"][0], opts["ipckey"][0]) if "ipccert" in opts else None
-    options = ListenOptions(debug, int(opts.get("ipcmaxconnections", ["16"])[0]), credentials, tls)
+    cookie = write_cookie(datadir) if any(b.startswith("tcp:") for b in settings.binds) else None
+    options = settings.listen_options(cookie)
     listeners = [await listen(parse(b, os.path.join(datadir, "echo.sock")), ProcessInit, local, options)
-                 for b in binds]
+                 for b in settings.binds]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,83 @@
+"""The -ipc* options of every CleanCoin executable, parsed once into IpcSettings.
+
+    -ipcbind=ADDR            listen (repeatable): unix | unix:PATH | tcp:HOST:PORT
+    -ipcconnect=ADDR         use a running process instead of spawning one: unix[:PATH] |
+                             tcp:HOST:PORT | auto (connect when a socket answers, else spawn)
+    -ipcauth=USER:PASSWORD   TCP credentials (besides the cookie)
+    -ipccert=FILE -ipckey=FILE   TLS for TCP (a client pins -ipccert)
+    -ipcmaxconnections=N     clients served at once per listener
+    -debug=ipc               log every request and response
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .address import Address, AddressError, parse
+from .auth import Credentials, parse_ipcauth, read_cookie
+from .connection import Connection
+from .interfaces import Peer
+from .transport import ListenOptions, client_tls, connect, server_tls
+
+
+@dataclass(frozen=True)
+class IpcSettings:
+    binds: tuple[str, ...] = ()
+    connect: str | None = None
+    auth: tuple[Credentials, ...] = ()
+    cert: str | None = None
+    key: str | None = None
+    max_connections: int = 16
+    debug: bool = False
+
+    def listen_options(self, cookie: Credentials | None) -> ListenOptions:
+        """Options for this process's listeners; `cookie` is added to the accepted logins."""
+        creds = [*self.auth, *([cookie] if cookie else [])]
+        tls = server_tls(self.cert, self.key) if self.cert and self.key else None
+        return ListenOptions(self.debug, self.max_connections, creds, tls)
+
+
+def parse_settings(options: Mapping[str, Sequence[str]]) -> IpcSettings:
+    """Build IpcSettings from already split `-name=value` options (name -> values)."""
+    def one(name: str) -> str | None:
+        values = options.get(name, ())
+        return values[-1] if values else None
+
+    try:
+        max_conn = int(one("ipcmaxconnections") or "16")
+    except ValueError:
+        raise AddressError("-ipcmaxconnections expects a number") from None
+    if max_conn < 1:
+        raise AddressError("-ipcmaxconnections must be at least 1")
+    if bool(one("ipccert")) != bool(one("ipckey")):
+        raise AddressError("-ipccert and -ipckey go together")
+    try:
+        auth = tuple(parse_ipcauth(v) for v in options.get("ipcauth", ()))
+    except ValueError as exc:
+        raise AddressError(str(exc)) from None
+    return IpcSettings(tuple(options.get("ipcbind", ())), one("ipcconnect"), auth, one("ipccert"),
+                       one("ipckey"), max_conn, "ipc" in options.get("debug", ()))
+
+
+async def open_peer(settings: IpcSettings, default_path: str, local: Peer, cookie_dir: str,
+                    spawn: Callable[[], Awaitable[Connection]]) -> Connection:
+    """Reach the process this one needs: -ipcconnect's address, or spawn it.
+
+    `auto` connects when the default unix socket answers and spawns otherwise.
+    """
+    if settings.connect is None:
+        return await spawn()
+    if settings.connect == "auto":
+        try:
+            return await connect(parse("unix", default_path), local, settings.debug)
+        except AddressError:
+            return await spawn()
+    address: Address = parse(settings.connect, default_path)
+    credentials = None
+    tls: ssl.SSLContext | None = None
+    if address.kind == "tcp":
+        credentials = settings.auth[0] if settings.auth else read_cookie(cookie_dir)
+        tls = client_tls(settings.cert) if settings.cert else None
+    return await connect(address, local, settings.debug, credentials, tls)
