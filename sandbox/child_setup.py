@@ -12,6 +12,7 @@ the process exits with status 126 before any component code runs.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import signal
@@ -42,7 +43,8 @@ class ChildSpec:
     target: Callable[[int], int] | None = None   # `probe`: run this (given the control fd)
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
+    """Get SIGKILL when `parent` dies; exit now if it already has."""
     libc = namespaces.libc()
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise EnforcementError("die-with-parent", os.strerror(ctypes.get_errno()))
@@ -101,7 +103,7 @@ def run_child(spec: ChildSpec) -> None:
 def _run(spec: ChildSpec) -> None:
     plan = spec.plan
     if plan is None or plan.die_with_parent:
-        _die_with_parent(spec.parent_pid)
+        die_with_parent(spec.parent_pid)
     if plan is None:
         _become(spec, spec.env or {})
         return

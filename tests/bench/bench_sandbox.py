@@ -334,7 +334,7 @@ class PreExecMarks:
                 mp.setattr(mod, attr, wrapper)
 
             wrap(launcher, "run_child", before="fork")
-            wrap(child_setup, "_die_with_parent", after="die_with_parent")
+            wrap(child_setup, "die_with_parent", after="die_with_parent")
             wrap(namespaces, "unshare", before="unshare_start", after="unshare")
             wrap(namespaces, "write_id_maps", after="id_maps")
             wrap(namespaces, "make_mounts_private", after="mounts_private")

@@ -1,0 +1,214 @@
+"""A launcher process (zygote) that starts only named components, each under its own policy.
+
+Seccomp filters and Landlock domains are inherited and only ever get stricter, so a sandboxed
+process cannot start a child that needs rights it lacks itself (a node cannot grant a wallet
+its wallet directory, which the node must not see). The zygote is forked before its parent
+restricts itself; it keeps the rights to launch, and offers its parent exactly one thing: start
+component NAME with this IPC socket. It loads and fits every component's policy when it
+starts, so a bad policy stops the parent early and each spawn skips the policy work.
+
+Two socket pairs connect parent and zygote: requests (spawn NAME, with the IPC descriptor
+passed by SCM_RIGHTS; the answer carries the pid and the enforcement report or the error)
+and events (a component exited, with its status), which the parent can watch from its event
+loop. The zygote dies with its parent, and its children die with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from . import descriptors, launcher
+from .child_setup import die_with_parent
+from .errors import EnforcementError, PolicyError, PolicyErrors
+from .plan import Plan
+from .policy_loader import load_policy
+from .report import Report
+
+_MAX_MESSAGE = 1 << 20
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A component the zygote may start: the program and the policy it runs under."""
+
+    name: str
+    argv: tuple[str, ...]                  # e.g. (python, "-m", "cleancoin.components.wallet")
+    policy: str | None                     # policy file; None runs it without a sandbox
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Spawned:
+    pid: int                  # the component's pid as the parent sees it
+    report: Report | None
+
+
+@dataclass(frozen=True)
+class Exited:
+    pid: int
+    returncode: int           # negative: killed by that signal
+    description: str          # "exited with status 3", "killed by SIGSYS (...)"
+
+
+class ZygoteError(Exception):
+    """A spawn the zygote refused or could not do; `step` names the sandbox step if any."""
+
+    def __init__(self, message: str, step: str | None = None) -> None:
+        self.step = step
+        super().__init__(message)
+
+
+def _send(sock: socket.socket, message: object, fds: list[int] | None = None) -> None:
+    data = json.dumps(message).encode()
+    socket.send_fds(sock, [data], fds or [])
+
+
+def _recv(sock: socket.socket, max_fds: int = 0) -> tuple[object | None, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, max_fds)
+    if not data:
+        return None, fds
+    return json.loads(data), fds
+
+
+class Zygote:
+    """The parent's handle on a running zygote."""
+
+    def __init__(self, pid: int, requests: socket.socket, events: socket.socket) -> None:
+        self.pid = pid
+        self._requests = requests
+        self.events = events          # watch for readability, then call `read_event()`
+
+    @classmethod
+    def start(cls, components: Mapping[str, ComponentSpec]) -> "Zygote":
+        """Fit every component's policy, then fork the zygote. Raises on a bad policy."""
+        plans = {name: (spec, _plan(spec)) for name, spec in components.items()}
+        req_parent, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ev_parent, ev_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            req_parent.close()
+            ev_parent.close()
+            try:
+                _serve(plans, req_child, ev_child, parent)
+            finally:
+                os._exit(0)
+        req_child.close()
+        ev_child.close()
+        return cls(pid, req_parent, ev_parent)
+
+    def spawn(self, name: str, ipc_fd: int) -> Spawned:
+        """Start component `name` with `ipc_fd` as its -ipcfd; returns once it is sandboxed."""
+        _send(self._requests, {"spawn": name}, [ipc_fd])
+        answer, _ = _recv(self._requests)
+        if not isinstance(answer, dict):
+            raise ZygoteError("the zygote is gone")
+        if "error" in answer:
+            raise ZygoteError(str(answer["error"]), answer.get("step"))
+        report = Report.from_dict(answer["report"]) if answer.get("report") else None
+        return Spawned(int(answer["pid"]), report)
+
+    def kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
+        """Signal a component this zygote started (and nothing else)."""
+        _send(self._requests, {"kill": pid, "signal": int(sig)})
+        answer, _ = _recv(self._requests)
+        if not isinstance(answer, dict) or "error" in answer:
+            raise ZygoteError(str(answer.get("error") if isinstance(answer, dict) else "the zygote is gone"))
+
+    def read_event(self) -> Exited | None:
+        """The next exit event (call when `events` is readable); None when the zygote is gone."""
+        message, _ = _recv(self.events)
+        if not isinstance(message, dict):
+            return None
+        return Exited(int(message["pid"]), int(message["returncode"]), str(message["description"]))
+
+    def stop(self) -> None:
+        """End the zygote; its components die with it."""
+        self._requests.close()
+        self.events.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def _plan(spec: ComponentSpec) -> Plan | None:
+    if spec.policy is None:
+        return None
+    try:
+        return launcher.prepare(load_policy(spec.policy), spec.variables)
+    except PolicyErrors as exc:
+        raise ZygoteError(f"policy of {spec.name}: {exc}") from None
+    except (PolicyError, EnforcementError) as exc:
+        raise ZygoteError(f"policy of {spec.name}: {exc}",
+                          getattr(exc, "step", None)) from None
+
+
+def _serve(plans: Mapping[str, tuple[ComponentSpec, Plan | None]], requests: socket.socket,
+           events: socket.socket, parent: int) -> None:
+    """The zygote's loop: spawn on request, report exits, die with the parent."""
+    die_with_parent(parent)
+    descriptors.keep_only({0, 1, 2, requests.fileno(), events.fileno()})
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    children: dict[int, tuple[launcher.SandboxedProcess, int, int]] = {}   # pidfd -> ...
+    sel = selectors.DefaultSelector()
+    sel.register(requests, selectors.EVENT_READ)
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj is requests:
+                if not _answer(plans, requests, sel, children):
+                    return
+            else:
+                child, pidfd, component = children.pop(key.fd)
+                sel.unregister(pidfd)
+                os.close(pidfd)
+                code = child.wait()
+                _send(events, {"pid": component, "returncode": code,
+                               "description": launcher.describe_status(child.status or 0)})
+
+
+def _answer(plans: Mapping[str, tuple[ComponentSpec, Plan | None]], requests: socket.socket,
+            sel: selectors.BaseSelector, children: dict[int, tuple[launcher.SandboxedProcess, int, int]]) -> bool:
+    request, fds = _recv(requests, max_fds=1)
+    if request is None:
+        return False
+    try:
+        if not isinstance(request, dict):
+            raise ZygoteError("malformed request")
+        if "kill" in request:
+            known = {component: child for child, _, component in children.values()}
+            target = known.get(int(request["kill"]))
+            if target is None:
+                raise ZygoteError(f"pid {request['kill']} is not a component of this zygote")
+            target.kill(int(request.get("signal", signal.SIGKILL)))
+            _send(requests, {"ok": True})
+            return True
+        name = str(request.get("spawn"))
+        if name not in plans:
+            raise ZygoteError(f"unknown component '{name}' (this zygote starts: {', '.join(plans)})")
+        if len(fds) != 1:
+            raise ZygoteError("a spawn request carries exactly one IPC descriptor")
+        spec, plan = plans[name]
+        try:
+            child = launcher.spawn(plan, [*spec.argv, f"-ipcfd={fds[0]}"], pass_fds=fds)
+        except launcher.SpawnError as exc:
+            raise ZygoteError(str(exc), exc.step) from None
+        component = child.component_pid()
+        pidfd = os.pidfd_open(child.pid)
+        children[pidfd] = (child, pidfd, component)
+        sel.register(pidfd, selectors.EVENT_READ)
+        _send(requests, {"pid": component, "report": child.report.to_dict() if child.report else None})
+    except ZygoteError as exc:
+        _send(requests, {"error": str(exc), "step": exc.step})
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return True
