@@ -80,5 +80,6 @@ def _init_spec() -> InterfaceSpec:
 
 
 AUTH = InterfaceSpec("Auth", lambda: schema.load("auth").Auth, (
-    Method("login", "login", (("user", PLAIN), ("password", PLAIN)), ("init", capability_codec(_init_spec))),
+    Method("login", "login", (("user", PLAIN), ("password", PLAIN)), ("init", capability_codec(_init_spec)),
+           secret=frozenset({"password"})),
 ))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .debug_log import CallLog
-from .errors import IpcDisconnected, IpcError
+from .errors import IpcAuthError, IpcDisconnected, IpcError
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,27 @@ def struct_codec(cls: type) -> Codec:
                  lambda r, _: cls(**{n: getattr(r, n) for n in names}))
 
 
+@dataclass(frozen=True)
+class CapabilityCodec(Codec):
+    interface: Callable[[], "InterfaceSpec"] = lambda: None  # type: ignore[assignment,return-value]
+
+
 def capability_codec(spec_getter: Callable[[], "InterfaceSpec"]) -> Codec:
     """A capability: an implementation goes out as a server, a capability comes back as a proxy."""
-    return Codec(lambda impl, log: spec_getter().server(impl, log),
-                 lambda cap, log: spec_getter().client(cap, log))
+    return CapabilityCodec(lambda impl, log: spec_getter().server(impl, log),
+                           lambda cap, log: spec_getter().client(cap, log), spec_getter)
+
+
+def _shown(method: Method, value: Any) -> Any:
+    """A result as the call log shows it: capabilities by interface, not by object address."""
+    if method.result is not None and isinstance(method.result[1], CapabilityCodec):
+        return _Shown(f"<{method.result[1].interface().name} capability>")
+    return value
+
+
+class _Shown(str):
+    def __repr__(self) -> str:
+        return str(self)
 
 
 @dataclass(frozen=True)
@@ -48,16 +65,47 @@ class Method:
     wire: str                                   # capnp name
     params: tuple[tuple[str, Codec], ...] = ()  # capnp parameter names, in Python argument order
     result: tuple[str, Codec] | None = None     # capnp result field
+    secret: frozenset[str] = frozenset()        # parameters -debug=ipc must not print
+
+    def loggable(self, args: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
+        """The parameters as the call log shows them, secrets masked."""
+        return {wire: ("***" if wire in self.secret else arg) for (wire, _), arg in zip(self.params, args)}
+
+
+class RemoteError(Exception):
+    """What a server raises to its peer: a type name and a message, nothing else.
+
+    pycapnp sends the formatted traceback of a server exception to the caller; raising this
+    from one small frame keeps the server's code out of it, and the last line,
+    "Kind: message", is what `translate` reads back on the caller's side.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.args[0]}"
+
+
+def _remote_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else text
+
+
+_KINDS: dict[str, type[IpcError]] = {"IpcAuthError": IpcAuthError, "IpcError": IpcError}
 
 
 def translate(exc: BaseException, interface: str, method: str, log: CallLog) -> IpcError:
     """A pycapnp exception as the IpcError a caller should see."""
-    text = str(exc)
+    text = getattr(exc, "description", None) or str(exc)
     kind = getattr(exc, "type", None)
     if kind == "DISCONNECTED" or "DISCONNECTED" in text or "disconnected" in text.lower():
         return IpcDisconnected(f"{interface}.{method}: connection to {log.peer_text()} lost")
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return IpcError(f"{interface}.{method} failed in {log.peer_text()}: {first}")
+    line = _remote_line(text)
+    name, sep, message = line.partition(": ")
+    cls = _KINDS.get(name, IpcError) if sep else IpcError
+    return cls(f"{interface}.{method} failed in {log.peer_text()}: {message if sep else line}")
 
 
 @dataclass(frozen=True)
@@ -83,15 +131,16 @@ def _server_method(spec: InterfaceSpec, method: Method) -> Callable[..., Any]:
         args = [codec.decode(kwargs[wire], log) for wire, codec in method.params]
         logged = None
         if log.enabled:
-            logged = log.request("in", spec.name, method.wire, {w: a for (w, _), a in zip(method.params, args)})
+            logged = log.request("in", spec.name, method.wire, method.loggable(args))
         try:
             value = await getattr(self._impl, method.name)(*args)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
             if logged:
                 log.response("in", *logged, spec.name, method.wire, None, exc)
-            raise
+            kind = type(exc).__name__ if isinstance(exc, IpcError) else "IpcError"
+            raise RemoteError(kind, str(exc)) from None
         if logged:
-            log.response("in", *logged, spec.name, method.wire, value)
+            log.response("in", *logged, spec.name, method.wire, _shown(method, value))
         if method.result is None:
             return None
         return method.result[1].encode(value, log)
@@ -116,8 +165,7 @@ def _client_method(spec: InterfaceSpec, method: Method) -> Callable[..., Any]:
     async def call(self: Any, *args: Any) -> Any:
         log: CallLog = self._log
         params = {wire: codec.encode(arg, log) for (wire, codec), arg in zip(method.params, args)}
-        logged = log.request("out", spec.name, method.wire, dict(zip((w for w, _ in method.params), args))) \
-            if log.enabled else None
+        logged = log.request("out", spec.name, method.wire, method.loggable(args)) if log.enabled else None
         try:
             response = await getattr(self._cap, method.wire)(**params)
         except Exception as exc:
@@ -127,7 +175,7 @@ def _client_method(spec: InterfaceSpec, method: Method) -> Callable[..., Any]:
             raise error from None
         value = method.result[1].decode(getattr(response, method.result[0]), log) if method.result else None
         if logged:
-            log.response("out", *logged, spec.name, method.wire, value)
+            log.response("out", *logged, spec.name, method.wire, _shown(method, value))
         return value
 
     call.__name__ = method.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class Connection:
     init: Init
     log: CallLog
     client: Any
+    stream: Any
 
     @property
     def remote(self) -> Peer:
@@ -64,7 +66,9 @@ class Connection:
             pass
 
     def close(self) -> None:
+        """Close now: the peer sees end of file even while proxies are still referenced."""
         self.client.close()
+        self.stream.close()
 
 
 async def connect_init(stream: Any, local: Peer, debug: bool, credentials: Any = None) -> Connection:
@@ -84,9 +88,12 @@ async def connect_init(stream: Any, local: Peer, debug: bool, credentials: Any =
             init = await auth.login(credentials.user, credentials.password)
         else:
             init = INIT.client(client.bootstrap(), log)
-        log.remote = await init.hello(local)
+        log.remote = await init.hello(local, ["ipc"] if debug else [])
     except IpcError:
         client.close()
         raise
     log.event("connected to")
-    return Connection(init, log, client)
+    connection = Connection(init, log, client, stream)
+    watcher = asyncio.get_running_loop().create_task(connection.closed())
+    watcher.add_done_callback(lambda _: log.event("disconnected from"))
+    return connection

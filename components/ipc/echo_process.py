@@ -63,6 +63,8 @@ async def run(opts: dict[str, list[str]]) -> int:
         stream = await stream_from_fd(int(opts["ipcfd"][0]))
         await serve_init(stream, ProcessInit, local, settings.debug)
         return 0
+    if not settings.binds:
+        raise AddressError("nothing to serve: give -ipcfd=N or at least one -ipcbind")
     datadir = opts.get("datadir", [os.getcwd()])[0]
     cookie = write_cookie(datadir) if any(b.startswith("tcp:") for b in settings.binds) else None
     options = settings.listen_options(cookie)
@@ -81,8 +83,10 @@ async def run(opts: dict[str, list[str]]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: `python -m cleancoin.components.ipc.echo_process [options]`."""
-    logging.basicConfig(level=logging.DEBUG if "-debug=ipc" in (argv or sys.argv[1:]) else logging.INFO,
-                        format=f"%(asctime)s {NAME}[{os.getpid()}] %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {NAME}[{os.getpid()}] %(message)s",
+                        stream=sys.stderr)
+    if "-debug=ipc" in (sys.argv[1:] if argv is None else argv):
+        logging.getLogger("cleancoin.ipc").setLevel(logging.DEBUG)   # this category only
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
         return asyncio.run(capnp.run(run(opts)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from .debug_log import CallLog
 from .interfaces import Echo, Peer
 
@@ -22,9 +24,12 @@ class ProcessInit:
     def __init__(self, log: CallLog) -> None:
         self._log = log
 
-    async def hello(self, client: Peer) -> Peer:
+    async def hello(self, client: Peer, debug: list[str]) -> Peer:
         # The client names itself; the log of this connection uses the name from now on.
         self._log.remote = client
+        if "ipc" in debug and not self._log.enabled:
+            self._log.enabled = True
+            logging.getLogger("cleancoin.ipc").setLevel(logging.DEBUG)
         self._log.event("connected to")
         return self._log.local
 

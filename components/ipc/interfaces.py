@@ -32,8 +32,8 @@ class Echo(Protocol):
 
 
 class Init(Protocol):
-    async def hello(self, client: Peer) -> Peer:
-        """Introduce the client; returns who the server is."""
+    async def hello(self, client: Peer, debug: list[str]) -> Peer:
+        """Introduce the client and pass on its -debug categories; returns who the server is."""
         ...
 
     async def make_echo(self) -> Echo:

@@ -43,10 +43,14 @@ def peer_uid(sock: socket.socket) -> int:
 
 @dataclass
 class ListenOptions:
+    """Options shared by all listeners of a process; so is the count of clients served."""
+
     debug: bool = False
     max_connections: int = 16
     credentials: list[Credentials] = field(default_factory=list)   # TCP only, required there
     tls: ssl.SSLContext | None = None                               # TCP only
+    active: set[asyncio.Future[None]] = field(default_factory=set)  # clients being served now
+    handshake_timeout: float = 10.0
 
 
 @dataclass
@@ -56,7 +60,6 @@ class Listener:
     address: Address
     sock: socket.socket
     task: asyncio.Task[None] | None = None
-    active: set[asyncio.Future[None]] = field(default_factory=set)
 
     def close(self) -> None:
         if self.task is not None:
@@ -116,6 +119,7 @@ async def listen(address: Address, make_init: InitFactory, local: Peer, options:
 async def _accept_loop(listener: Listener, make_init: InitFactory, local: Peer,
                        options: ListenOptions) -> None:
     loop = asyncio.get_running_loop()
+    setups: set[asyncio.Task[None]] = set()
     while True:
         try:
             conn, _ = await loop.sock_accept(listener.sock)
@@ -130,20 +134,32 @@ async def _accept_loop(listener: Listener, make_init: InitFactory, local: Peer,
                             uid, listener.address, os.getuid())
                 conn.close()
                 continue
-        if len(listener.active) >= options.max_connections:
+        else:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if len(options.active) >= options.max_connections:
             LOG.warning("ipc: refused a client on %s: -ipcmaxconnections=%d reached",
                         listener.address, options.max_connections)
             conn.close()
             continue
         done: asyncio.Future[None] = loop.create_future()
-        listener.active.add(done)
-        done.add_done_callback(listener.active.discard)
-        try:
-            await _serve_accepted(conn, listener.address, make_init, local, options, done)
-        except (OSError, ssl.SSLError) as exc:
-            LOG.info("ipc: client on %s dropped during set-up: %s", listener.address, exc)
-            if not done.done():
-                done.set_result(None)
+        options.active.add(done)
+        done.add_done_callback(options.active.discard)
+        # Set-up (a TLS handshake) runs apart from the accept loop: a client that connects
+        # and says nothing must not hold up the others.
+        setup = loop.create_task(_set_up(conn, listener.address, make_init, local, options, done))
+        setups.add(setup)
+        setup.add_done_callback(setups.discard)
+
+
+async def _set_up(conn: socket.socket, address: Address, make_init: InitFactory, local: Peer,
+                  options: ListenOptions, done: asyncio.Future[None]) -> None:
+    try:
+        await _serve_accepted(conn, address, make_init, local, options, done)
+    except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+        LOG.info("ipc: client on %s dropped during set-up: %s", address, exc or type(exc).__name__)
+        conn.close()
+        if not done.done():
+            done.set_result(None)
 
 
 async def _serve_accepted(conn: socket.socket, address: Address, make_init: InitFactory, local: Peer,
@@ -165,7 +181,8 @@ async def _serve_accepted(conn: socket.socket, address: Address, make_init: Init
     conn.setblocking(False)
     loop = asyncio.get_running_loop()
     tls = options.tls if address.kind == "tcp" else None
-    await loop.connect_accepted_socket(lambda: capnp.AsyncIoStream._connect(run), conn, ssl=tls)
+    await loop.connect_accepted_socket(lambda: capnp.AsyncIoStream._connect(run), conn, ssl=tls,
+                                       ssl_handshake_timeout=options.handshake_timeout if tls else None)
 
 
 async def connect(address: Address, local: Peer, debug: bool, credentials: Credentials | None = None,
@@ -176,8 +193,11 @@ async def connect(address: Address, local: Peer, debug: bool, credentials: Crede
         if address.kind == "unix":
             stream = await capnp.AsyncIoStream.create_unix_connection(address.path)
         else:
+            sock = socket.create_connection((address.host, address.port), timeout=10)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
             stream = await capnp.AsyncIoStream.create_connection(
-                address.host, address.port, ssl=tls, server_hostname=address.host if tls else None)
+                sock=sock, ssl=tls, server_hostname=address.host if tls else None)
     except OSError as exc:
         raise AddressError(f"cannot connect to {address}: {exc.strerror or exc}") from None
     return await connect_init(stream, local, debug, credentials if address.kind == "tcp" else None)

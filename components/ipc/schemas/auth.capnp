@@ -5,6 +5,7 @@ using Init = import "init.capnp".Init;
 
 interface Auth {
   login @0 (user :Text, password :Text) -> (init :Init);
-  # With the cookie (user "__cookie__", password from <netdatadir>/.ipccookie) or the
+  # With the cookie (user "__cookie__", password from .ipccookie in the process's data
+  # directory: a node's network datadir) or the
   # -ipcauth=USER:PASSWORD credentials, returns the process's Init; otherwise fails.
 }
