@@ -99,11 +99,12 @@ _KINDS: dict[str, type[IpcError]] = {"IpcAuthError": IpcAuthError, "IpcError": I
 def translate(exc: BaseException, interface: str, method: str, log: CallLog) -> IpcError:
     """A pycapnp exception as the IpcError a caller should see."""
     text = getattr(exc, "description", None) or str(exc)
-    kind = getattr(exc, "type", None)
-    if kind == "DISCONNECTED" or "DISCONNECTED" in text or "disconnected" in text.lower():
+    if getattr(exc, "type", None) == "DISCONNECTED":
         return IpcDisconnected(f"{interface}.{method}: connection to {log.peer_text()} lost")
     line = _remote_line(text)
     name, sep, message = line.partition(": ")
+    if sep and name.rsplit(".", 1)[-1] == "RemoteError":
+        name, sep, message = message.partition(": ")   # "...RemoteError: Kind: message"
     cls = _KINDS.get(name, IpcError) if sep else IpcError
     return cls(f"{interface}.{method} failed in {log.peer_text()}: {message if sep else line}")
 

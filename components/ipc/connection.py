@@ -38,9 +38,14 @@ async def serve(stream: Any, bootstrap: Any, log: CallLog) -> None:
         server.close()
 
 
-async def serve_init(stream: Any, make_init: InitFactory, local: Peer, debug: bool) -> None:
-    """Serve a fresh Init (one per connection, so each knows its peer) on `stream`."""
-    log = CallLog(local, enabled=debug)
+async def serve_init(stream: Any, make_init: InitFactory, local: Peer, debug: bool,
+                     from_parent: bool = False) -> None:
+    """Serve a fresh Init (one per connection, so each knows its peer) on `stream`.
+
+    `from_parent`: the stream is the -ipcfd socket of a spawned child, whose parent may pass
+    its -debug categories in hello.
+    """
+    log = CallLog(local, enabled=debug, peer_may_enable=from_parent)
     await serve(stream, INIT.server(make_init(log), log), log)
 
 

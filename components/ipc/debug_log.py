@@ -30,6 +30,9 @@ class CallLog:
     local: Peer
     remote: Peer | None = None
     enabled: bool = False
+    # Only a parent-child connection (-ipcfd) lets the peer turn the log on: a listener's
+    # clients must not switch on logging in a process that was started without it.
+    peer_may_enable: bool = False
     _numbers: count = field(default_factory=lambda: count(1))
 
     def peer_text(self) -> str:

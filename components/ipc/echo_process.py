@@ -61,7 +61,7 @@ async def run(opts: dict[str, list[str]]) -> int:
     component.enter()
     if "ipcfd" in opts:
         stream = await stream_from_fd(int(opts["ipcfd"][0]))
-        await serve_init(stream, ProcessInit, local, settings.debug)
+        await serve_init(stream, ProcessInit, local, settings.debug, from_parent=True)
         return 0
     if not settings.binds:
         raise AddressError("nothing to serve: give -ipcfd=N or at least one -ipcbind")

@@ -27,7 +27,7 @@ class ProcessInit:
     async def hello(self, client: Peer, debug: list[str]) -> Peer:
         # The client names itself; the log of this connection uses the name from now on.
         self._log.remote = client
-        if "ipc" in debug and not self._log.enabled:
+        if "ipc" in debug and self._log.peer_may_enable and not self._log.enabled:
             self._log.enabled = True
             logging.getLogger("cleancoin.ipc").setLevel(logging.DEBUG)
         self._log.event("connected to")

@@ -5,7 +5,7 @@
                              tcp:HOST:PORT | auto (connect when a socket answers, else spawn)
     -ipcauth=USER:PASSWORD   TCP credentials (besides the cookie)
     -ipccert=FILE -ipckey=FILE   TLS for TCP (a client pins -ipccert)
-    -ipcmaxconnections=N     clients served at once per listener
+    -ipcmaxconnections=N     clients served at once, over all listeners of the process
     -debug=ipc               log every request and response
 """
 

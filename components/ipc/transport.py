@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import ssl
+import stat
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,7 +72,13 @@ class Listener:
 
 
 def _bind_unix(address: Address) -> socket.socket:
-    if os.path.exists(address.path):
+    try:
+        mode = os.lstat(address.path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISSOCK(mode):
+        raise AddressError(f"{address}: the path exists and is not a socket")
+    if mode is not None:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(address.path)
