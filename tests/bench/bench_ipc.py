@@ -1,0 +1,102 @@
+"""IPC benchmarks (issue 3): Echo round trip across two processes, against a raw socket
+ping-pong measured in the same run; pipelined calls per second.
+
+Targets: a sequential round trip within 3x of the raw ping-pong; at least 20,000 pipelined
+calls per second. Misses print MISS and do not fail the run; a broken measurement fails it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import sys
+import time
+
+import pytest
+
+ECHO_MODULE = "cleancoin.components.ipc.echo_process"
+ROUNDS = 5
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def raw_pingpong(n: int) -> float:
+    """Seconds per round trip of a 1-byte blocking ping-pong over a socket pair."""
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        while True:
+            data = theirs.recv(64)
+            if not data:
+                os._exit(0)
+            theirs.sendall(data)
+    theirs.close()
+    for _ in range(500):
+        ours.sendall(b"x")
+        ours.recv(64)
+    start = time.perf_counter()
+    for _ in range(n):
+        ours.sendall(b"x")
+        if ours.recv(64) != b"x":
+            pytest.fail("measurement broken: raw echo mismatch")
+    took = (time.perf_counter() - start) / n
+    ours.close()
+    os.waitpid(pid, 0)
+    return took
+
+
+async def _ipc(n_seq: int, n_pipe: int, batch: int) -> tuple[float, float]:
+    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.ipc.spawn import spawn
+    child = await spawn(ECHO_MODULE, "CleanCoin-echo", None, Peer("bench", os.getpid()))
+    try:
+        echo = await child.connection.init.make_echo()
+        for _ in range(300):
+            await echo.echo("x")
+        start = time.perf_counter()
+        for _ in range(n_seq):
+            if await echo.echo("x") != "x":
+                pytest.fail("measurement broken: echo mismatch")
+        seq = (time.perf_counter() - start) / n_seq
+        start = time.perf_counter()
+        done = 0
+        while done < n_pipe:
+            results = await asyncio.gather(*[echo.echo("x") for _ in range(batch)])
+            if results[-1] != "x":
+                pytest.fail("measurement broken: pipelined echo mismatch")
+            done += batch
+        rate = done / (time.perf_counter() - start)
+        return seq, rate
+    finally:
+        child.kill()
+        await child.exited
+
+
+def ipc_round(n_seq: int, n_pipe: int, batch: int) -> tuple[float, float]:
+    import capnp
+    return asyncio.run(capnp.run(_ipc(n_seq, n_pipe, batch)))
+
+
+def test_ipc_round_trip_and_pipelining() -> None:
+    raws, seqs, rates = [], [], []
+    for _ in range(ROUNDS):   # interleaved, so drift hits both alike
+        raws.append(raw_pingpong(5000))
+        seq, rate = ipc_round(2000, 20000, 1000)
+        seqs.append(seq)
+        rates.append(rate)
+    raw, seq, rate = statistics.median(raws), statistics.median(seqs), statistics.median(rates)
+    ratio = seq / raw
+    out("")
+    out(f"IPC ROUND TRIP ({ROUNDS} interleaved rounds, medians; python {sys.version.split()[0]})")
+    out(f"  raw socket ping-pong (blocking, socketpair, 1 byte)   {raw * 1e6:8.1f} us")
+    out(f"  Echo.echo over Cap'n Proto (pycapnp, our binding)     {seq * 1e6:8.1f} us")
+    out(f"  ratio                                                 {ratio:8.2f}x  "
+        f"target <= 3x -> {'PASS' if ratio <= 3 else 'MISS'}")
+    out(f"  pipelined Echo.echo (batches of 1000 in flight)       {rate:8.0f} calls/s  "
+        f"target >= 20000 -> {'PASS' if rate >= 20000 else 'MISS'}")
+    assert raw > 0 and seq > 0 and rate > 0
