@@ -8,12 +8,13 @@ itself could not do its job (bad policy for run/probe, a sandbox step that faile
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from cleancoin.sandbox import launcher, variables
 from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors
@@ -98,6 +99,31 @@ def _load_for_launch(args: argparse.Namespace) -> Policy | None:
         return None
 
 
+@contextlib.contextmanager
+def _launch_errors() -> Iterator[None]:
+    """Turn a policy or sandbox failure at launch into the tool's message (and exit 125)."""
+    try:
+        yield
+    except (PolicyError, EnforcementError, launcher.SpawnError) as exc:
+        print(f"CleanCoin-sandbox: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_TOOL_FAILED) from None
+
+
+@contextlib.contextmanager
+def _launch_tmpdir(prefix: str) -> Iterator[str]:
+    """The ${tmpdir} of one launch, removed afterwards."""
+    tmpdir = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield tmpdir
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _exit_code(code: int) -> int:
+    """A child's return code as a shell reports it: 128 + N when killed by signal N."""
+    return 128 - code if code < 0 else code
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
@@ -106,24 +132,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     policy = _load_for_launch(args)
     if policy is None:
         return EXIT_TOOL_FAILED
-    tmpdir = tempfile.mkdtemp(prefix="cleancoin-run-")
-    try:
-        try:
-            plan = launcher.prepare(policy, _variables(args, tmpdir))
-            child = launcher.spawn(plan, command, apply_before_exec=True)
-        except (PolicyError, EnforcementError, launcher.SpawnError) as exc:
-            print(f"CleanCoin-sandbox: {exc}", file=sys.stderr)
-            return EXIT_TOOL_FAILED
-        if args.report and child.report is not None:
-            print(child.report.to_text(), file=sys.stderr)
-        code = child.wait()
-        if code < 0:
-            print(f"CleanCoin-sandbox: {command[0]} {launcher.describe_status(child.status or 0)}",
-                  file=sys.stderr)
-            return 128 - code
-        return code
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    with _launch_tmpdir("cleancoin-run-") as tmpdir, _launch_errors():
+        plan = launcher.prepare(policy, _variables(args, tmpdir))
+        child = launcher.spawn(plan, command, apply_before_exec=True)
+    if args.report and child.report is not None:
+        print(child.report.to_text(), file=sys.stderr)
+    code = child.wait()
+    if code < 0:
+        print(f"CleanCoin-sandbox: {command[0]} {launcher.describe_status(child.status or 0)}",
+              file=sys.stderr)
+    return _exit_code(code)
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -131,20 +149,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
     policy = _load_for_launch(args)
     if policy is None:
         return EXIT_TOOL_FAILED
-    tmpdir = tempfile.mkdtemp(prefix="cleancoin-probe-")
-    try:
-        try:
-            result = probe.probe(policy, _variables(args, tmpdir), args.script)
-        except (PolicyError, EnforcementError, launcher.SpawnError) as exc:
-            print(f"CleanCoin-sandbox: {exc}", file=sys.stderr)
-            return EXIT_TOOL_FAILED
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    with _launch_tmpdir("cleancoin-probe-") as tmpdir, _launch_errors():
+        result = probe.probe(policy, _variables(args, tmpdir), args.script)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.to_text())
     if args.script and result.script_status is not None:
-        # The script's own status, as `run` passes a program's through.
-        code = result.script_status
-        return 128 - code if code < 0 else code
+        return _exit_code(result.script_status)   # the script's own status, as `run` does
     return 1 if result.escapes else 0
 
 

@@ -29,6 +29,7 @@ import itertools
 import os
 import select
 import shutil
+import signal
 import tempfile
 import textwrap
 import traceback
@@ -55,6 +56,20 @@ def require(feature_available: bool, what: str) -> None:
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{what} is not available, and {REQUIRE_ENV}=1 demands it", pytrace=False)
     pytest.skip(f"{what} is not available on this kernel")
+
+
+@pytest.fixture
+def deadline() -> Iterator[None]:
+    """No test may hang on a child that never answers: SIGALRM after 30 s."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError("test took longer than 30 s (a sandboxed child hung?)")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(name="require")

@@ -50,18 +50,7 @@ BASE_DENY = '''[
 ]'''
 
 
-@pytest.fixture(autouse=True)
-def _deadline():
-    """No test here may hang on a child that never answers: SIGALRM after 30 s."""
-
-    def expire(signum, frame):
-        raise TimeoutError("test took longer than 30 s (a sandboxed child hung?)")
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(30)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+pytestmark = pytest.mark.usefixtures("deadline")
 
 
 # --- helpers that run inside the sandbox -------------------------------------------------------

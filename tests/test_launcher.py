@@ -37,18 +37,7 @@ ENTER = ("import sys\nfrom cleancoin.sandbox.component import enter\n"
          "sys.exit(0 if enter() is not None else 3)\n")
 
 
-@pytest.fixture(autouse=True)
-def _deadline():
-    """No test here may hang on a child that never answers: SIGALRM after 30 s."""
-
-    def expire(signum, frame):
-        raise TimeoutError("test took longer than 30 s (a sandboxed child hung?)")
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(30)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+pytestmark = pytest.mark.usefixtures("deadline")
 
 
 def prepare(policy_path: str, variables) -> Plan:
