@@ -13,13 +13,16 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from . import control, kernel
+from typing import TYPE_CHECKING
+
+from . import control
 from .child_setup import ChildSpec, run_child
-from .errors import EnforcementError
-from .model import Policy, Status
+from .mechanisms import Status
 from .plan import Plan
-from .plan_compiler import compile_plan
 from .report import Report
+
+if TYPE_CHECKING:   # the zygote spawns from finished plans and never loads a policy
+    from .model import Policy
 
 
 class SpawnError(Exception):
@@ -114,8 +117,10 @@ def _resolve_program(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     return [program, *argv[1:]]
 
 
-def prepare(policy: Policy, variables: Mapping[str, str]) -> Plan:
+def prepare(policy: "Policy", variables: Mapping[str, str]) -> Plan:
     """Fit a policy to this kernel and these variables (before fork; may raise)."""
+    from . import kernel
+    from .plan_compiler import compile_plan
     return compile_plan(policy, variables, kernel.detect())
 
 

@@ -11,6 +11,11 @@ Two socket pairs connect parent and zygote: requests (spawn NAME, with the IPC d
 passed by SCM_RIGHTS; the answer carries the pid and the enforcement report or the error)
 and events (a component exited, with its status), which the parent can watch from its event
 loop. The zygote dies with its parent, and its children die with it.
+
+The zygote is a fresh interpreter (`python -m cleancoin.sandbox.zygote`), not a fork of its
+parent: every spawn forks it up to three times (a pid namespace needs a waiter and an init),
+and a fork costs in proportion to the address space it copies. It receives the finished plans
+from its parent and imports neither the policy model nor libseccomp.
 """
 
 from __future__ import annotations
@@ -20,14 +25,13 @@ import os
 import selectors
 import signal
 import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import descriptors, launcher
 from .child_setup import die_with_parent
-from .errors import EnforcementError, PolicyError, PolicyErrors
 from .plan import Plan
-from .policy_loader import load_policy
 from .report import Report
 
 _MAX_MESSAGE = 1 << 20
@@ -86,22 +90,32 @@ class Zygote:
 
     @classmethod
     def start(cls, components: Mapping[str, ComponentSpec]) -> "Zygote":
-        """Fit every component's policy, then fork the zygote. Raises on a bad policy."""
-        plans = {name: (spec, _plan(spec)) for name, spec in components.items()}
+        """Fit every component's policy, then start the zygote. Raises on a bad policy."""
+        plans = {name: {"argv": list(spec.argv), "plan": plan.to_json() if plan else None}
+                 for name, spec in components.items() for plan in [_plan(spec)]}
         req_parent, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ev_parent, ev_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:
-            req_parent.close()
-            ev_parent.close()
             try:
-                _serve(plans, req_child, ev_child, parent)
+                req_parent.close()
+                ev_parent.close()
+                for sock in (req_child, ev_child):
+                    os.set_inheritable(sock.fileno(), True)
+                os.execv(sys.executable, [sys.executable, "-m", "cleancoin.sandbox.zygote",
+                                          str(parent), str(req_child.fileno()), str(ev_child.fileno())])
             finally:
-                os._exit(0)
+                os._exit(127)
         req_child.close()
         ev_child.close()
-        return cls(pid, req_parent, ev_parent)
+        zygote = cls(pid, req_parent, ev_parent)
+        _send(req_parent, {"components": plans})
+        answer, _ = _recv(req_parent)
+        if answer != {"ready": True}:
+            zygote.stop()
+            raise ZygoteError(f"the zygote did not start: {answer}")
+        return zygote
 
     def spawn(self, name: str, ipc_fd: int) -> Spawned:
         """Start component `name` with `ipc_fd` as its -ipcfd; returns once it is sandboxed."""
@@ -142,20 +156,38 @@ class Zygote:
 def _plan(spec: ComponentSpec) -> Plan | None:
     if spec.policy is None:
         return None
+    from .errors import EnforcementError, PolicyError, PolicyErrors
+    from .policy_loader import load_policy
     try:
         return launcher.prepare(load_policy(spec.policy), spec.variables)
     except PolicyErrors as exc:
         raise ZygoteError(f"policy of {spec.name}: {exc}") from None
     except (PolicyError, EnforcementError) as exc:
-        raise ZygoteError(f"policy of {spec.name}: {exc}",
-                          getattr(exc, "step", None)) from None
+        raise ZygoteError(f"policy of {spec.name}: {exc}", getattr(exc, "step", None)) from None
 
 
-def _serve(plans: Mapping[str, tuple[ComponentSpec, Plan | None]], requests: socket.socket,
-           events: socket.socket, parent: int) -> None:
-    """The zygote's loop: spawn on request, report exits, die with the parent."""
+Components = Mapping[str, tuple[tuple[str, ...], Plan | None]]
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of the zygote process: `python -m cleancoin.sandbox.zygote PARENT REQ EV`."""
+    parent, req_fd, ev_fd = (int(a) for a in argv)
     die_with_parent(parent)
-    descriptors.keep_only({0, 1, 2, requests.fileno(), events.fileno()})
+    descriptors.keep_only({0, 1, 2, req_fd, ev_fd})
+    requests = socket.socket(fileno=req_fd)
+    events = socket.socket(fileno=ev_fd)
+    first, _ = _recv(requests)
+    if not isinstance(first, dict) or "components" not in first:
+        return 1
+    plans: Components = {name: (tuple(c["argv"]), Plan.from_json(c["plan"]) if c["plan"] else None)
+                         for name, c in first["components"].items()}
+    _send(requests, {"ready": True})
+    _serve(plans, requests, events)
+    return 0
+
+
+def _serve(plans: Components, requests: socket.socket, events: socket.socket) -> None:
+    """The zygote's loop: spawn on request, report exits; ends when the parent hangs up."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     children: dict[int, tuple[launcher.SandboxedProcess, int, int]] = {}   # pidfd -> ...
@@ -175,7 +207,7 @@ def _serve(plans: Mapping[str, tuple[ComponentSpec, Plan | None]], requests: soc
                                "description": launcher.describe_status(child.status or 0)})
 
 
-def _answer(plans: Mapping[str, tuple[ComponentSpec, Plan | None]], requests: socket.socket,
+def _answer(plans: Components, requests: socket.socket,
             sel: selectors.BaseSelector, children: dict[int, tuple[launcher.SandboxedProcess, int, int]]) -> bool:
     request, fds = _recv(requests, max_fds=1)
     if request is None:
@@ -196,9 +228,9 @@ def _answer(plans: Mapping[str, tuple[ComponentSpec, Plan | None]], requests: so
             raise ZygoteError(f"unknown component '{name}' (this zygote starts: {', '.join(plans)})")
         if len(fds) != 1:
             raise ZygoteError("a spawn request carries exactly one IPC descriptor")
-        spec, plan = plans[name]
+        argv, plan = plans[name]
         try:
-            child = launcher.spawn(plan, [*spec.argv, f"-ipcfd={fds[0]}"], pass_fds=fds)
+            child = launcher.spawn(plan, [*argv, f"-ipcfd={fds[0]}"], pass_fds=fds)
         except launcher.SpawnError as exc:
             raise ZygoteError(str(exc), exc.step) from None
         component = child.component_pid()
@@ -212,3 +244,7 @@ def _answer(plans: Mapping[str, tuple[ComponentSpec, Plan | None]], requests: so
         for fd in fds:
             os.close(fd)
     return True
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
