@@ -1,0 +1,143 @@
+"""The datadir layout and CleanCoin.conf, as the daemon and CleanCoin-cli both read them.
+
+Layout: `<datadir>` (default ~/.cleancoin) holds CleanCoin.conf; each network has its own
+directory below it: "" for main (the datadir itself), "testnet" for test, "regtest" for regtest.
+The RPC cookie is `<datadir>/<netdir>/.cookie`.
+
+The conf file is bitcoind's format: `name=value` lines, `#` comments, `[main]`, `[test]` and
+`[regtest]` sections (or `regtest.name=value`). Options in a network's section apply to that
+network only; options above every section apply to all networks, except the network-only
+options (rpcport, rpcbind, port, bind, connect, addnode, wallet), which apply there to main only.
+Within the file the first value wins; the command line overrides the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+CHAINS = ("main", "test", "regtest")
+NETDIRS = {"main": "", "test": "testnet", "regtest": "regtest"}
+# The node's chain parameters must agree with these (CleanCoin's own ports, not Bitcoin's).
+# The node's chain parameters (components/node/chainparams.py) use the same ports; a test
+# keeps the two in step without making the cli import the consensus code.
+DEFAULT_RPC_PORTS = {"main": 27490, "test": 27590, "regtest": 27690}
+CONF_FILENAME = "CleanCoin.conf"
+COOKIE_FILE = ".cookie"
+NETWORK_ONLY = frozenset({"addnode", "connect", "port", "bind", "rpcport", "rpcbind", "wallet"})
+_SPACE = " \f\n\r\t\v"
+
+
+class ConfError(ValueError):
+    """A conf file that cannot be read or parsed; the message is the one to show."""
+
+
+def default_datadir() -> str:
+    return os.path.join(os.path.expanduser("~"), ".cleancoin")
+
+
+def net_datadir(datadir: str, chain: str) -> str:
+    netdir = NETDIRS[chain]
+    return os.path.join(datadir, netdir) if netdir else datadir
+
+
+def cookie_path(datadir: str, chain: str, rpccookiefile: str | None = None) -> str:
+    """`<datadir>/<netdir>/.cookie`; a relative -rpccookiefile is taken in the network datadir."""
+    return os.path.join(net_datadir(datadir, chain), rpccookiefile or COOKIE_FILE)
+
+
+def parse_conf(text: str, path: str = CONF_FILENAME) -> list[tuple[str | None, str, str]]:
+    """(section or None, name, value) for every setting, in file order."""
+    entries: list[tuple[str | None, str, str]] = []
+    section: str | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw
+        has_hash = "#" in line
+        if has_hash:
+            line = line[: line.index("#")]
+        line = line.strip(_SPACE)
+        if not line:
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip(_SPACE)
+            continue
+        if line.startswith("-"):
+            raise ConfError(f"{path}: parse error on line {number}: {line}, options in configuration "
+                            "file must be specified without leading -")
+        name, sep, value = line.partition("=")
+        if not sep:
+            hint = (f", if you intended to specify a negated option, use {line}=1 instead"
+                    if line.startswith("no") else "")
+            raise ConfError(f"{path}: parse error on line {number}: {line}{hint}")
+        name, value = name.strip(_SPACE), value.strip(_SPACE)
+        if has_hash and "rpcpassword" in name:
+            raise ConfError(f"{path}: parse error on line {number}, using # in rpcpassword can be "
+                            "ambiguous and should be avoided")
+        entry_section = section
+        if "." in name:
+            entry_section, _, name = name.partition(".")
+        entries.append((entry_section, name, value))
+    return entries
+
+
+def read_conf(path: str, *, required: bool = False) -> list[tuple[str | None, str, str]]:
+    """The entries of a conf file; a missing file is empty unless `required` (given by -conf)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        if required:
+            raise ConfError(f'Error reading configuration file: specified config file "{path}" '
+                            "could not be opened.") from None
+        return []
+    except OSError as exc:
+        raise ConfError(f"Error reading configuration file {path}: {exc.strerror}") from None
+    return parse_conf(text, path)
+
+
+def conf_values(entries: Iterable[tuple[str | None, str, str]], chain: str) -> dict[str, list[str]]:
+    """Every value that applies to `chain`, the network's section first, each in file order."""
+    entries = list(entries)
+    values: dict[str, list[str]] = {}
+    for section, name, value in entries:
+        if section == chain:
+            values.setdefault(name, []).append(value)
+    for section, name, value in entries:
+        if section is None and (chain == "main" or name not in NETWORK_ONLY):
+            values.setdefault(name, []).append(value)
+    return values
+
+
+def interpret_bool(value: str) -> bool:
+    """bitcoind's InterpretBool: empty is true, otherwise the leading integer is non-zero."""
+    if value == "":
+        return True
+    digits = ""
+    for i, c in enumerate(value.strip()):
+        if c.isdigit() or (i == 0 and c in "+-"):
+            digits += c
+        else:
+            break
+    try:
+        return int(digits) != 0
+    except ValueError:
+        return False
+
+
+def chain_from(values: dict[str, list[str]]) -> str | None:
+    """The network chosen by chain= / regtest= / testnet= (top-level settings); None if none.
+
+    ValueError for a contradiction or an unknown chain, with bitcoind's message.
+    """
+    chosen: list[str] = []
+    if "chain" in values:
+        chosen.append(values["chain"][0])
+    if "regtest" in values and interpret_bool(values["regtest"][0]):
+        chosen.append("regtest")
+    if "testnet" in values and interpret_bool(values["testnet"][0]):
+        chosen.append("test")
+    if len(chosen) > 1:
+        raise ValueError("Invalid combination of -regtest, -testnet and -chain. Can use at most one.")
+    if chosen and chosen[0] not in CHAINS:
+        raise ValueError(f"Unknown chain {chosen[0]}. Valid values are: {', '.join(CHAINS)}")
+    return chosen[0] if chosen else None

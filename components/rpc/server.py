@@ -1,0 +1,542 @@
+"""JSON-RPC over HTTP (aiohttp), in bitcoind's manner.
+
+    auth = RpcAuth.from_options(netdatadir, rpcuser, rpcpassword)     # cookie unless a password
+    endpoints, warnings = bind_endpoints(rpcbind, rpcallowip, rpcport)
+    server = RpcServer(registry, auth, parse_allow(rpcallowip), endpoints)
+    await server.start()            # writes <netdatadir>/.cookie (0600), binds
+    await server.stop_requested.wait()   # the `stop` method (Registry.add_stop) sets it
+    await server.stop()             # closes, deletes the cookie
+
+A request goes through, in bitcoind's order: the client address against the allow list (403,
+empty body); the path, "/" or "/wallet/<url-encoded name>" (404); POST only (405); HTTP Basic
+auth (401 with `WWW-Authenticate: Basic realm="jsonrpc"`, after a 250 ms pause when the
+credentials are wrong); the body size limit (413); then JSON-RPC:
+
+- JSON-RPC 1.0 (no "jsonrpc" field, or "1.0"): the reply has "result", "error" and "id"; an error
+  sets the HTTP status as bitcoind does: 400 for RPC_INVALID_REQUEST, 404 for
+  RPC_METHOD_NOT_FOUND, 500 for any other code (parse errors included).
+- JSON-RPC 2.0 ("jsonrpc": "2.0"): only one of "result" / "error", always HTTP 200 (bitcoind
+  since v28); a request without "id" is a notification: executed, answered 204 with no body.
+  A malformed request object (no method, ...) is still answered with HTTP 400, as bitcoind does.
+- A batch (a JSON array) is always HTTP 200, one reply per non-notification in order; 204 when
+  every member was a notification; "[]" for an empty batch.
+- Malformed JSON: RPC_PARSE_ERROR "Parse error", HTTP 500, id null; a top-level value that is
+  neither object nor array: RPC_PARSE_ERROR "Top-level object parse error".
+
+Replies are `application/json` (exactly, with no charset, which some clients insist on) and end
+with a newline, like bitcoind's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from . import jsonfmt
+from .errors import (
+    HTTP_BAD_METHOD,
+    HTTP_CONTENT_TOO_LARGE,
+    HTTP_FORBIDDEN,
+    HTTP_INTERNAL_SERVER_ERROR,
+    HTTP_NO_CONTENT,
+    HTTP_NOT_FOUND,
+    HTTP_OK,
+    HTTP_UNAUTHORIZED,
+    RPC_INVALID_REQUEST,
+    RPC_PARSE_ERROR,
+    RpcError,
+    legacy_http_status,
+)
+from .registry import Registry, internal_error
+
+LOG = logging.getLogger("cleancoin.rpc")
+
+MAX_REQUEST_SIZE = 0x02000000          # bitcoind's MAX_SIZE: 32 MiB
+COOKIE_USER = "__cookie__"
+COOKIE_FILE = ".cookie"
+WWW_AUTHENTICATE = 'Basic realm="jsonrpc"'
+AUTH_FAILURE_DELAY = 0.25              # seconds, to deter brute forcing, as bitcoind
+JSON_CONTENT_TYPE = "application/json"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK_NETWORKS: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+# -- authentication --------------------------------------------------------------------------
+
+
+class RpcAuth:
+    """HTTP Basic credentials: the cookie file, -rpcuser/-rpcpassword and -rpcauth lines.
+
+    Passwords are kept only as HMAC-SHA256 under a random salt and compared in constant time,
+    as bitcoind does. `start()` writes the cookie (`__cookie__:<64 hex>`, mode 0600, through a
+    temporary file and a rename); `stop()` deletes it, and only if this process wrote it.
+    """
+
+    def __init__(self, *, cookie_path: str | None = None, user: str | None = None,
+                 password: str | None = None, rpcauth: Iterable[str] = ()) -> None:
+        self.cookie_path = cookie_path
+        self._entries: list[tuple[str, str, str]] = []      # (user, salt, hmac hex)
+        self._cookie_written = False
+        self.cookie_password: str | None = None
+        if password:
+            self._add_plain(user or "", password)
+        for line in rpcauth:
+            user_part, sep, salted = line.partition(":")
+            salt, dollar, digest = salted.partition("$")
+            if not sep or not dollar or not user_part or not salt or not digest:
+                raise ValueError(f"Invalid -rpcauth argument: {line!r} (expected USER:SALT$HASH)")
+            self._entries.append((user_part, salt, digest.lower()))
+
+    @classmethod
+    def from_options(cls, netdatadir: str, rpcuser: str = "", rpcpassword: str = "",
+                     rpcauth: Iterable[str] = (), rpccookiefile: str | None = None) -> "RpcAuth":
+        """bitcoind's choice: the cookie only when no -rpcpassword is set."""
+        cookie = None
+        if not rpcpassword:
+            cookie = os.path.join(netdatadir, rpccookiefile or COOKIE_FILE)
+        return cls(cookie_path=cookie, user=rpcuser, password=rpcpassword, rpcauth=rpcauth)
+
+    def _add_plain(self, user: str, password: str) -> None:
+        salt = secrets.token_hex(16)
+        self._entries.append((user, salt, _hmac_hex(salt, password)))
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self._entries)
+
+    def start(self) -> None:
+        if not self.cookie_path or self._cookie_written:
+            return
+        password = secrets.token_hex(32)
+        tmp = self.cookie_path + ".tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, f"{COOKIE_USER}:{password}".encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.cookie_path)
+        self._cookie_written = True
+        self.cookie_password = password
+        self._add_plain(COOKIE_USER, password)
+        LOG.info("Generated RPC authentication cookie %s", self.cookie_path)
+
+    def stop(self) -> None:
+        if self._cookie_written and self.cookie_path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.cookie_path)
+            self._cookie_written = False
+            self._entries = [e for e in self._entries if e[0] != COOKIE_USER]
+            self.cookie_password = None
+
+    def check(self, header: str | None) -> str | None:
+        """The user name for a valid `Authorization` header, else None."""
+        if not header or not header.startswith("Basic "):
+            return None
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        user_b, sep, password_b = decoded.partition(b":")
+        if not sep:
+            return None
+        user = user_b.decode("utf-8", "replace")
+        password = password_b.decode("utf-8", "surrogateescape")
+        ok = False
+        for entry_user, salt, digest in self._entries:
+            same_user = hmac.compare_digest(entry_user.encode(), user_b)
+            same_pass = hmac.compare_digest(_hmac_hex(salt, password), digest)
+            ok |= same_user and same_pass
+        return user if ok else None
+
+
+def _hmac_hex(salt: str, password: str) -> str:
+    return hmac.new(salt.encode(), password.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+
+
+# -- options: -rpcallowip, -rpcbind, -rpcport -----------------------------------------------
+
+
+def parse_allow(specs: Iterable[str], *, include_loopback: bool = True) -> list[Network]:
+    """-rpcallowip values -> networks. bitcoind always allows loopback on top of them.
+
+    A value is an IP (1.2.3.4, ::1), a network/CIDR (10.0.0.0/8) or a network/netmask
+    (1.2.3.0/255.255.255.0). ValueError with bitcoind's message for anything else.
+    """
+    nets: list[Network] = list(LOOPBACK_NETWORKS) if include_loopback else []
+    for spec in specs:
+        try:
+            nets.append(ipaddress.ip_network(spec.strip(), strict=False))
+        except ValueError:
+            raise ValueError(
+                f"Invalid -rpcallowip subnet specification: {spec}. Valid values are a single IP "
+                "(e.g. 1.2.3.4), a network/netmask (e.g. 1.2.3.4/255.255.252.0), or a network/CIDR "
+                "(e.g. 1.2.3.4/24).") from None
+    return nets
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """bitcoind's SplitHostPort: "host", "host:port", "[v6]", "[v6]:port", bare "v6"."""
+    host, port = text, default_port
+    colon = text.rfind(":")
+    bracketed = text.startswith("[") and "]" in text
+    # A port follows the last colon when the host is bracketed or has no other colon.
+    if colon != -1 and (bracketed and text.rfind("]") < colon or text.count(":") == 1):
+        port_text = text[colon + 1:]
+        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+            raise ValueError(f"Invalid port in {text!r}")
+        host, port = text[:colon], int(port_text)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+def bind_endpoints(rpcbind: Sequence[str], rpcallowip: Sequence[str], rpcport: int
+                   ) -> tuple[list[tuple[str, int]], list[str]]:
+    """Where to listen, and warnings to log, by bitcoind's rule.
+
+    Loopback (::1 and 127.0.0.1) unless both -rpcallowip and -rpcbind are given: -rpcbind alone
+    is ignored ("refusing to allow everyone to connect").
+    """
+    warnings: list[str] = []
+    if not (rpcallowip and rpcbind):
+        if rpcallowip:
+            warnings.append("option -rpcallowip was specified without -rpcbind; this doesn't usually make sense")
+        if rpcbind:
+            warnings.append("option -rpcbind was ignored because -rpcallowip was not specified, "
+                            "refusing to allow everyone to connect")
+        return [("::1", rpcport), ("127.0.0.1", rpcport)], warnings
+    return [split_host_port(spec, rpcport) for spec in rpcbind], warnings
+
+
+def client_allowed(ip: str, allow: Sequence[Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr.version == net.version and addr in net for net in allow)
+
+
+# -- JSON-RPC requests -----------------------------------------------------------------------
+
+_NO_ID = object()
+
+
+@dataclass
+class _Request:
+    method: str
+    params: Any
+    id: Any            # _NO_ID when the request has no "id"
+    version: str       # "1.0" or "2.0"
+
+    @property
+    def is_notification(self) -> bool:
+        return self.id is _NO_ID and self.version == "2.0"
+
+
+class _InvalidRequest(Exception):
+    def __init__(self, message: str, id_: Any, version: str) -> None:
+        super().__init__(message)
+        self.error = RpcError(RPC_INVALID_REQUEST, message)
+        self.id = id_
+        self.version = version
+
+
+def _parse_request(value: Any) -> _Request:
+    """bitcoind's JSONRPCRequest::parse."""
+    if not isinstance(value, dict):
+        raise _InvalidRequest("Invalid Request object", None, "1.0")
+    id_ = value["id"] if "id" in value else _NO_ID
+    version = "1.0"
+    marker = value.get("jsonrpc")
+    if marker is not None:
+        if not isinstance(marker, str):
+            raise _InvalidRequest("jsonrpc field must be a string", id_, version)
+        if marker == "2.0":
+            version = "2.0"
+        elif marker != "1.0":
+            raise _InvalidRequest("JSON-RPC version not supported", id_, version)
+    method = value.get("method")
+    if method is None:
+        raise _InvalidRequest("Missing method", id_, version)
+    if not isinstance(method, str):
+        raise _InvalidRequest("Method must be a string", id_, version)
+    params = value.get("params")
+    if params is None:
+        params = []
+    elif not isinstance(params, (list, dict)):
+        raise _InvalidRequest("Params must be an array or object", id_, version)
+    return _Request(method, params, id_, version)
+
+
+def _reply(version: str, result: Any, error: RpcError | None, id_: Any) -> dict[str, Any]:
+    """bitcoind's JSONRPCReplyObj: both members in 1.0, only one in 2.0; no id if none was sent."""
+    reply: dict[str, Any] = {"jsonrpc": "2.0"} if version == "2.0" else {}
+    if error is None:
+        reply["result"] = result
+        if version != "2.0":
+            reply["error"] = None
+    else:
+        if version != "2.0":
+            reply["result"] = None
+        reply["error"] = error.to_json()
+    if id_ is not _NO_ID:
+        reply["id"] = id_
+    return reply
+
+
+def _encode(reply: dict[str, Any]) -> str:
+    """A reply as text; a result that is not JSON becomes an internal error, not a crash."""
+    try:
+        return jsonfmt.dumps(reply)
+    except (TypeError, ValueError) as exc:
+        LOG.error("RPC result is not JSON: %s", exc)
+        version = "2.0" if reply.get("jsonrpc") == "2.0" else "1.0"
+        return jsonfmt.dumps(_reply(version, None, internal_error(exc), reply.get("id", _NO_ID)))
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+class RpcServer:
+    """JSON-RPC over HTTP for one Registry.
+
+    `allow`: the networks (or strings) that may connect, used exactly as given; None is loopback
+    only. `parse_allow(-rpcallowip values)` gives bitcoind's list (loopback always included).
+    `binds`: (host, port) pairs, port 0 for any free port (`ports` tells which).
+    """
+
+    def __init__(self, registry: Registry, auth: RpcAuth, allow: Iterable[Network | str] | None = None,
+                 binds: Iterable[tuple[str, int]] = (("127.0.0.1", 0),), *,
+                 max_request_size: int = MAX_REQUEST_SIZE, shutdown_timeout: float = 5.0,
+                 auth_failure_delay: float = AUTH_FAILURE_DELAY) -> None:
+        self.registry = registry
+        self.auth = auth
+        if allow is None:
+            self.allow: list[Network] = list(LOOPBACK_NETWORKS)
+        else:
+            self.allow = [a if not isinstance(a, str) else ipaddress.ip_network(a, strict=False) for a in allow]
+        self.binds = list(binds)
+        self.max_request_size = max_request_size
+        self.shutdown_timeout = shutdown_timeout
+        self.auth_failure_delay = auth_failure_delay
+        self.stop_requested = asyncio.Event()
+        self.bound: list[tuple[str, int]] = []
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def ports(self) -> list[int]:
+        return [port for _, port in self.bound]
+
+    @property
+    def port(self) -> int:
+        """The first bound port."""
+        if not self.bound:
+            raise RuntimeError("the RPC server is not listening")
+        return self.bound[0][1]
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("the RPC server is already started")
+        self.auth.start()
+        app = web.Application(client_max_size=self.max_request_size)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout,
+                               handle_signals=False)
+        await runner.setup()
+        self._runner = runner
+        try:
+            await self._bind_all(runner)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _bind_all(self, runner: web.AppRunner) -> None:
+        ephemeral = 0
+        errors: list[str] = []
+        for host, port in self.binds:
+            sock = None
+            last: OSError | None = None
+            for candidate in ([ephemeral, 0] if port == 0 and ephemeral else [port]):
+                try:
+                    sock = _listen(host, candidate)
+                    break
+                except OSError as exc:
+                    last = exc
+            if sock is None:
+                errors.append(f"Binding RPC on address {host} port {port} failed: {last}")
+                LOG.warning("%s", errors[-1])
+                continue
+            site = web.SockSite(runner, sock)
+            await site.start()
+            bound_port = sock.getsockname()[1]
+            if port == 0 and not ephemeral:
+                ephemeral = bound_port
+            self.bound.append((host, bound_port))
+            LOG.info("Binding RPC on address %s port %d", host, bound_port)
+        if not self.bound:
+            raise OSError("Unable to bind any endpoint for RPC server: " + "; ".join(errors))
+
+    async def stop(self) -> None:
+        """Stop listening, let requests in flight finish (up to shutdown_timeout), delete the cookie."""
+        runner, self._runner = self._runner, None
+        try:
+            if runner is not None:
+                await runner.cleanup()
+        finally:
+            self.bound = []
+            self.auth.stop()
+
+    def request_stop(self) -> None:
+        """Ask the owner to stop the server (sets `stop_requested`); the `stop` method calls it."""
+        self.stop_requested.set()
+
+    async def __aenter__(self) -> "RpcServer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._handle_http(request)
+        except web.HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - nothing a client sends may take the server down
+            LOG.error("RPC request failed", exc_info=True)
+            return _json_response(HTTP_INTERNAL_SERVER_ERROR, _encode(_reply("1.0", None, internal_error(exc), None)))
+
+    async def _handle_http(self, request: web.Request) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        ip, peer_port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
+        if not client_allowed(ip, self.allow):
+            LOG.debug("HTTP request from %s rejected: Client network is not allowed RPC access", ip)
+            return web.Response(status=HTTP_FORBIDDEN)
+        path = request.rel_url.raw_path
+        if path == "/":
+            uri_wallet = None
+        elif path.startswith("/wallet/"):
+            uri_wallet = unquote(path[len("/wallet/"):], errors="strict")
+        else:
+            return web.Response(status=HTTP_NOT_FOUND)
+        if request.method != "POST":
+            return web.Response(status=HTTP_BAD_METHOD, text="JSONRPC server handles only POST requests")
+        header = request.headers.get("Authorization")
+        if header is None:
+            return web.Response(status=HTTP_UNAUTHORIZED, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+        user = self.auth.check(header)
+        if user is None:
+            LOG.warning("ThreadRPCServer incorrect password attempt from %s", _peer_text(ip, peer_port))
+            await asyncio.sleep(self.auth_failure_delay)
+            return web.Response(status=HTTP_UNAUTHORIZED, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.Response(status=HTTP_CONTENT_TOO_LARGE)
+        context = {"uri_wallet": uri_wallet, "user": user, "peer": _peer_text(ip, peer_port), "server": self}
+        status, text = await self._process(body, context)
+        if text is None:
+            return web.Response(status=status)
+        return _json_response(status, text)
+
+    # -- JSON-RPC --------------------------------------------------------------------------
+
+    async def _process(self, body: bytes, context: dict[str, Any]) -> tuple[int, str | None]:
+        try:
+            value = jsonfmt.loads(body.decode("utf-8"))
+        except ValueError:   # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            return HTTP_INTERNAL_SERVER_ERROR, _encode(_reply("1.0", None, RpcError(RPC_PARSE_ERROR, "Parse error"), None))
+        if isinstance(value, dict):
+            try:
+                req = _parse_request(value)
+            except _InvalidRequest as bad:
+                return legacy_http_status(bad.error.code), _encode(_reply(bad.version, None, bad.error, bad.id))
+            if req.version == "2.0":
+                text = await self._execute(req, context)
+                return (HTTP_NO_CONTENT, None) if req.is_notification else (HTTP_OK, text)
+            try:
+                result = await self._run(req, context)
+            except RpcError as err:
+                return legacy_http_status(err.code), _encode(_reply(req.version, None, err, req.id))
+            return HTTP_OK, _encode(_reply(req.version, result, None, req.id))
+        if isinstance(value, list):
+            replies: list[str] = []
+            for item in value:
+                try:
+                    req = _parse_request(item)
+                except _InvalidRequest as bad:
+                    if not (bad.version == "2.0" and bad.id is _NO_ID):
+                        replies.append(_encode(_reply(bad.version, None, bad.error, bad.id)))
+                    continue
+                text = await self._execute(req, context)
+                if not req.is_notification:
+                    replies.append(text)
+            if not replies and value:
+                return HTTP_NO_CONTENT, None
+            return HTTP_OK, "[" + ",".join(replies) + "]"
+        error = RpcError(RPC_PARSE_ERROR, "Top-level object parse error")
+        return HTTP_INTERNAL_SERVER_ERROR, _encode(_reply("1.0", None, error, None))
+
+    async def _run(self, req: _Request, context: dict[str, Any]) -> Any:
+        LOG.debug("ThreadRPCServer method=%s user=%s", _sanitize(req.method), context["user"])
+        return await self.registry.execute(req.method, req.params, version=req.version, **context)
+
+    async def _execute(self, req: _Request, context: dict[str, Any]) -> str:
+        """Run one request and encode its reply, the error included (2.0 and batch members)."""
+        try:
+            result = await self._run(req, context)
+        except RpcError as err:
+            return _encode(_reply(req.version, None, err, req.id))
+        return _encode(_reply(req.version, result, None, req.id))
+
+
+def _json_response(status: int, text: str) -> web.Response:
+    return web.Response(status=status, body=(text + "\n").encode(), content_type=JSON_CONTENT_TYPE)
+
+
+def _peer_text(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _sanitize(text: str, limit: int = 100) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
