@@ -18,7 +18,6 @@ from collections.abc import Iterable
 
 CHAINS = ("main", "test", "regtest")
 NETDIRS = {"main": "", "test": "testnet", "regtest": "regtest"}
-# The node's chain parameters must agree with these (CleanCoin's own ports, not Bitcoin's).
 # The node's chain parameters (components/node/chainparams.py) use the same ports; a test
 # keeps the two in step without making the cli import the consensus code.
 DEFAULT_RPC_PORTS = {"main": 27490, "test": 27590, "regtest": 27690}

@@ -1,0 +1,51 @@
+"""Daemon options in bitcoind's style: command line over CleanCoin.conf, sections, -noX."""
+
+from __future__ import annotations
+
+import pytest
+
+from cleancoin.cli.options import Option, OptionError, help_text, load_settings, parse_args
+
+TABLE = [Option("datadir", "data directory", "General", "<dir>"), Option("conf", "conf file", "General"),
+         Option("regtest", "regtest", "Chain"), Option("testnet", "testnet", "Chain"), Option("chain", "chain", "Chain"),
+         Option("port", "P2P port", "Connection", "<port>", "27491"), Option("addnode", "add a node", "Connection"),
+         Option("listen", "accept connections", "Connection", "", "1"), Option("debug", "debug category", "Debug")]
+
+
+def test_parse_args_handles_flags_negation_and_repeats() -> None:
+    assert parse_args(["-listen", "-nolisten", "-addnode=a", "-addnode=b", "-port=1"]) == {
+        "listen": ["1", "0"], "addnode": ["a", "b"], "port": ["1"]}
+    with pytest.raises(OptionError, match="unexpected token 'foo'"):
+        parse_args(["foo"])
+
+
+def test_command_line_beats_conf_and_sections_apply_per_network(tmp_path) -> None:
+    (tmp_path / "CleanCoin.conf").write_text(
+        "port=1111\nport=2222\naddnode=x\naddnode=y\ndebug=net\n[regtest]\nport=3333\n")
+    main = load_settings([f"-datadir={tmp_path}"], TABLE)
+    assert main.chain == "main" and main.get("port") == "1111"          # the file's first value
+    assert main.get_all("addnode") == ["x", "y"]
+    regtest = load_settings([f"-datadir={tmp_path}", "-regtest"], TABLE)
+    assert regtest.get("port") == "3333"                                # the network's section
+    assert regtest.get_all("addnode") == []                             # network-only: main only
+    assert regtest.get("debug") == "net"                                # not network-only
+    assert load_settings([f"-datadir={tmp_path}", "-regtest", "-port=9"], TABLE).get("port") == "9"
+    assert regtest.netdatadir == str(tmp_path / "regtest")
+
+
+def test_unknown_options_and_contradictions_are_errors(tmp_path) -> None:
+    with pytest.raises(OptionError, match="Invalid parameter -rpcprot"):
+        load_settings([f"-datadir={tmp_path}", "-rpcprot=1"], TABLE)
+    (tmp_path / "CleanCoin.conf").write_text("bogus=1\n")
+    with pytest.raises(OptionError, match="Invalid parameter -bogus in"):
+        load_settings([f"-datadir={tmp_path}"], TABLE)
+    (tmp_path / "CleanCoin.conf").write_text("")
+    with pytest.raises(OptionError, match="Invalid combination"):
+        load_settings([f"-datadir={tmp_path}", "-regtest", "-testnet"], TABLE)
+    with pytest.raises(OptionError, match="does not exist"):
+        load_settings([f"-datadir={tmp_path}/missing"], TABLE)
+
+
+def test_help_lists_every_option_with_defaults() -> None:
+    text = help_text("CleanCoind", "A node.", TABLE)
+    assert "-port=<port>" in text and "(default: 27491)" in text and "Connection:" in text
