@@ -127,9 +127,13 @@ class InterfaceSpec:
 
 
 def _server_method(spec: InterfaceSpec, method: Method) -> Callable[..., Any]:
-    async def handler(self: Any, _context: Any = None, **kwargs: Any) -> Any:
+    # pycapnp's `<name>_context` form: the handler reads parameters and writes results on the
+    # call context itself. The plain form costs a wrapper task per call and builds the
+    # parameter dict through failed attribute lookups (measured: 10-20 % of a round trip).
+    async def handler(self: Any, context: Any) -> None:
         log: CallLog = self._log
-        args = [codec.decode(kwargs[wire], log) for wire, codec in method.params]
+        params = context.params
+        args = [codec.decode(params._get(wire), log) for wire, codec in method.params]
         logged = None
         if log.enabled:
             logged = log.request("in", spec.name, method.wire, method.loggable(args))
@@ -142,18 +146,18 @@ def _server_method(spec: InterfaceSpec, method: Method) -> Callable[..., Any]:
             raise RemoteError(kind, str(exc)) from None
         if logged:
             log.response("in", *logged, spec.name, method.wire, _shown(method, value))
-        if method.result is None:
-            return None
-        return method.result[1].encode(value, log)
+        if method.result is not None:
+            name, codec = method.result
+            context.results._set(name, codec.encode(value, log))
 
-    handler.__name__ = method.wire
+    handler.__name__ = f"{method.wire}_context"
     return handler
 
 
 @functools.cache
 def _server_class(spec: InterfaceSpec) -> type:
     # Built once per interface (the class is the same for every connection), not per object.
-    body: dict[str, Any] = {m.wire: _server_method(spec, m) for m in spec.methods}
+    body: dict[str, Any] = {f"{m.wire}_context": _server_method(spec, m) for m in spec.methods}
 
     def __init__(self: Any, impl: Any, log: CallLog) -> None:
         self._impl, self._log = impl, log
@@ -168,7 +172,8 @@ def _client_method(spec: InterfaceSpec, method: Method) -> Callable[..., Any]:
         params = {wire: codec.encode(arg, log) for (wire, codec), arg in zip(method.params, args)}
         logged = log.request("out", spec.name, method.wire, method.loggable(args)) if log.enabled else None
         try:
-            response = await getattr(self._cap, method.wire)(**params)
+            # `_send` by name: the attribute form builds (and drops) an AttributeError first.
+            response = await self._cap._send(method.wire, **params)
         except Exception as exc:
             error = translate(exc, spec.name, method.wire, log)
             if logged:
