@@ -798,3 +798,44 @@ def test_ipcfd_with_another_option_is_refused(other):
     assert f"{ECHO_NAME}: -ipcfd takes no other option" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+# --- -ipcconnect: connect to a running process, or spawn (auto) ---------------------------
+
+def _open_peer(settings_args: dict[str, list[str]], default_path: str, cookie_dir: str) -> tuple[str, bool]:
+    """Reach a peer as an executable would; returns (echo answer, whether it spawned)."""
+    from cleancoin.components.ipc.settings import open_peer, parse_settings
+    spawned: list[Child] = []
+
+    async def spawn_one() -> Any:
+        child = await spawn(ECHO_MODULE, ECHO_NAME, None, ME)
+        spawned.append(child)
+        return child.connection
+
+    async def go() -> str:
+        connection = await open_peer(parse_settings(settings_args), default_path, ME, cookie_dir, spawn_one)
+        try:
+            return await echo_once(connection, "via open_peer")
+        finally:
+            connection.close()
+            for child in spawned:
+                child.kill()
+                await child.exited
+
+    return run(go()), bool(spawned)
+
+
+def test_ipcconnect_auto_connects_when_a_socket_answers_else_spawns(echo_process, vardir):
+    path = os.path.join(vardir, "node.sock")
+    assert _open_peer({"ipcconnect": ["auto"]}, path, vardir) == ("via open_peer", True)    # nobody there
+    echo_process(f"-ipcbind=unix:{path}", f"-datadir={vardir}")
+    assert _open_peer({"ipcconnect": ["auto"]}, path, vardir) == ("via open_peer", False)   # it answers
+    assert _open_peer({}, path, vardir) == ("via open_peer", True)                          # no option: spawn
+
+
+def test_ipcconnect_tcp_logs_in_with_the_cookie(echo_process, vardir):
+    port = free_port()
+    echo_process(f"-ipcbind=tcp:127.0.0.1:{port}", f"-datadir={vardir}")
+    assert _open_peer({"ipcconnect": [f"tcp:127.0.0.1:{port}"]}, "", vardir) == ("via open_peer", False)
+    with pytest.raises(AddressError, match="cannot connect"):
+        _open_peer({"ipcconnect": [f"unix:{vardir}/nobody.sock"]}, "", vardir)
