@@ -1,0 +1,766 @@
+"""The memory pool: unconfirmed transactions that are valid on top of the current tip.
+
+The pool is written against a small read-only `ChainView` (tip height, confirmed coins, median
+time past of the tip), not against the storage code, so any chain state can back it: SQLite in
+the node, a dict in tests.
+
+Acceptance (`Mempool.accept`), in Bitcoin Core's order (MemPoolAccept::PreChecks and after),
+cheap checks before the expensive signatures:
+
+1. consensus.check_transaction (context-free; sizes against the block limit)
+2. "coinbase": a coinbase is only valid as the first transaction of a block
+3. standardness: "version" (1 or 2), "tx-size" (at most MAX_STANDARD_TX_SIZE bytes)
+4. "non-final": the locktime must allow the transaction into the next block
+5. "txn-already-in-mempool"
+6. "txn-mempool-conflict": an input is already spent by a pool transaction. There is no
+   replace-by-fee in this version: the first spend seen wins, whatever the fees.
+7. inputs through an overlay of pool outputs on the confirmed coins, so a chain of
+   unconfirmed transactions is fine (consensus.check_tx_inputs, spend height = tip + 1):
+   "bad-txns-inputs-missingorspent" (or "txn-already-known" when the transaction's own
+   outputs are in the UTXO set, i.e. it is confirmed), "bad-txns-premature-spend-of-coinbase",
+   value ranges, "bad-txns-in-belowout"
+8. fees: "mempool min fee not met" (the rolling minimum after the pool was full), then
+   "min relay fee not met"
+9. "too-long-mempool-chain": ancestor and descendant count/size limits
+10. signatures ("mandatory-script-verify-flag-failed")
+11. size limit: the lowest-feerate packages are evicted; if that evicts the new transaction,
+    "mempool full"
+
+Every rejection is a `MempoolReject(reason, code)`; `code` is the JSON-RPC error
+sendrawtransaction answers with (see `MempoolReject`).
+
+Fee rates are integers of units per 1000 bytes, as bitcoind's CFeeRate (satoshis per kvB);
+there is no witness data, so a transaction's vsize is its size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time as _time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .amount import format_amount
+from .chainparams import ChainParams
+from .consensus import Coin, check_transaction, check_tx_inputs, is_final_tx, verify_input
+from .errors import Failure, ValidationError
+from .hashes import hash_to_hex
+from .primitives import Block, OutPoint, Transaction
+
+__all__ = [
+    "ChainView", "DEFAULT_ANCESTOR_LIMIT", "DEFAULT_ANCESTOR_SIZE_LIMIT",
+    "DEFAULT_DESCENDANT_LIMIT", "DEFAULT_DESCENDANT_SIZE_LIMIT", "DEFAULT_INCREMENTAL_RELAY_FEE",
+    "DEFAULT_MAX_MEMPOOL_SIZE", "DEFAULT_MIN_RELAY_FEE", "MAX_STANDARD_TX_SIZE", "Mempool",
+    "MempoolEntry", "MempoolReject", "RPC_VERIFY_ALREADY_IN_CHAIN", "RPC_VERIFY_ERROR",
+    "RPC_VERIFY_REJECTED", "fee_for_size", "fee_rate",
+]
+
+# JSON-RPC codes (bitcoind's src/rpc/protocol.h). Same values as components/rpc/errors.py;
+# repeated here rather than imported so that the node does not depend on the RPC layer.
+RPC_VERIFY_ERROR: int = -25             # missing inputs (the tx may be an orphan)
+RPC_VERIFY_REJECTED: int = -26          # rejected by consensus or policy
+RPC_VERIFY_ALREADY_IN_CHAIN: int = -27  # the transaction is already confirmed
+
+#: Units per 1000 bytes (bitcoind's DEFAULT_MIN_RELAY_TX_FEE, 1 sat/vB).
+DEFAULT_MIN_RELAY_FEE: int = 1000
+#: Step by which the rolling minimum fee sits above an evicted package (DEFAULT_INCREMENTAL_RELAY_FEE).
+DEFAULT_INCREMENTAL_RELAY_FEE: int = 1000
+#: -maxmempool default, 300 MB.
+DEFAULT_MAX_MEMPOOL_SIZE: int = 300_000_000
+#: Largest relayed transaction: bitcoind's MAX_STANDARD_TX_WEIGHT (400,000) / 4, as there is
+#: no witness. Bigger ones are valid in a block (up to the block size) but not relayed, so a
+#: single peer cannot make every node verify ~7,000 signatures for one message.
+MAX_STANDARD_TX_SIZE: int = 100_000
+#: Ancestor/descendant limits (counts include the transaction itself; sizes in bytes), as
+#: bitcoind's defaults: bound the work of every update along a chain of unconfirmed txs.
+DEFAULT_ANCESTOR_LIMIT: int = 25
+DEFAULT_ANCESTOR_SIZE_LIMIT: int = 101_000
+DEFAULT_DESCENDANT_LIMIT: int = 25
+DEFAULT_DESCENDANT_SIZE_LIMIT: int = 101_000
+#: Rolling minimum fee half-life (bitcoind's ROLLING_FEE_HALFLIFE, 12 hours).
+ROLLING_FEE_HALFLIFE: int = 60 * 60 * 12
+_STANDARD_VERSIONS = (1, 2)
+_SCRIPT_FAILED = "mandatory-script-verify-flag-failed"
+# Memory estimate per entry beyond the serialized bytes (see Mempool.info()["usage"]): the
+# parsed Transaction with its TxIn/TxOut/OutPoint objects and cached digests, the entry, and
+# its slots in the pool's indexes. Fitted to tracemalloc measurements on CPython 3.11 of
+# transactions parsed from bytes and accepted (1-in/1-out, 181 bytes: ~1,840 bytes in
+# memory; 10-in/1-out, 1,474 bytes: ~5,850). An estimate, never exact, but it makes
+# -maxmempool bound memory rather than serialized bytes, as bitcoind's DynamicMemoryUsage.
+_ENTRY_OVERHEAD = 1_200
+_PER_INPUT_OVERHEAD = 310
+_PER_OUTPUT_OVERHEAD = 155
+
+
+def fee_for_size(rate_per_kb: int, size: int) -> int:
+    """The fee `size` bytes pay at `rate_per_kb` (bitcoind's CFeeRate::GetFee: truncating,
+    but at least 1 unit when the rate is positive, so a tiny tx cannot go free)."""
+    fee = rate_per_kb * size // 1000
+    if fee == 0 and size > 0 and rate_per_kb > 0:
+        fee = 1
+    return fee
+
+
+def fee_rate(fee: int, size: int) -> int:
+    """Units per 1000 bytes for `fee` over `size` bytes (bitcoind's CFeeRate(fee, size))."""
+    return fee * 1000 // size if size > 0 else 0
+
+
+class ChainView(Protocol):
+    """What the pool needs from the chain: the confirmed state at the active tip."""
+
+    @property
+    def tip_height(self) -> int:
+        """Height of the active tip (a new block would be at tip_height + 1)."""
+        ...
+
+    def utxo(self, outpoint: OutPoint) -> Coin | None:
+        """The confirmed unspent coin at `outpoint` as of the tip, or None."""
+        ...
+
+    def median_time_past_tip(self) -> int:
+        """Median time of the tip and its ten predecessors: the locktime cutoff (BIP113) for a
+        block built on the tip."""
+        ...
+
+
+class MempoolReject(Exception):
+    """A transaction the pool refused.
+
+    `reason` is bitcoind's reject reason ("txn-mempool-conflict", ...), `code` the JSON-RPC
+    error code sendrawtransaction answers with: -25 (RPC_VERIFY_ERROR) for missing inputs,
+    -27 (RPC_VERIFY_ALREADY_IN_CHAIN) for "txn-already-known", -26 (RPC_VERIFY_REJECTED) for
+    everything else. (bitcoind's sendrawtransaction does not fail for a tx already in its
+    mempool: it just returns the txid; the RPC layer should check `txid in mempool` first.)
+    `failure` is the consensus Failure category when a consensus rule failed, None for a
+    policy rule: a peer relaying a consensus-invalid tx misbehaves, one relaying a tx our
+    policy dislikes does not. `message` is bitcoind's text for the RPC error.
+    """
+
+    def __init__(self, reason: str, code: int = RPC_VERIFY_REJECTED, debug: str = "",
+                 failure: Failure | None = None) -> None:
+        self.reason = reason
+        self.code = code
+        self.debug = debug
+        self.failure = failure
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """What bitcoind says: "reason, debug" (TxValidationState::ToString); script failures
+        read "mandatory-script-verify-flag-failed (why)", as bitcoind's reason does."""
+        if not self.debug:
+            return self.reason
+        if self.reason == _SCRIPT_FAILED:
+            return f"{self.reason} ({self.debug})"
+        return f"{self.reason}, {self.debug}"
+
+    @property
+    def missing_inputs(self) -> bool:
+        """True when an input is unknown: the tx may be an orphan waiting for its parent."""
+        return self.failure is Failure.MISSING_INPUTS
+
+    @classmethod
+    def from_validation(cls, e: ValidationError) -> MempoolReject:
+        """The rejection for a consensus ValidationError (same reason, debug and category)."""
+        code = RPC_VERIFY_ERROR if e.failure is Failure.MISSING_INPUTS else RPC_VERIFY_REJECTED
+        return cls(e.reason, code, e.debug, e.failure)
+
+
+@dataclass(eq=False, slots=True)
+class MempoolEntry:
+    """A pool transaction with its fee and its package statistics.
+
+    Ancestor/descendant counts, sizes and fees include the transaction itself (as bitcoind's);
+    the pool keeps them current as transactions arrive and leave. Treat the entry as
+    read-only: it is the pool's own record.
+    """
+
+    tx: Transaction
+    fee: int                     # units: inputs - outputs
+    time: int                    # Unix time it entered the pool
+    height: int                  # tip height when it entered the pool
+    sequence: int = field(repr=False)   # arrival order; parents always come before children
+    ancestor_count: int = 1
+    ancestor_size: int = 0
+    ancestor_fees: int = 0
+    descendant_count: int = 1
+    descendant_size: int = 0
+    descendant_fees: int = 0
+    usage: int = field(default=0, repr=False)   # memory estimate, see Mempool.info()
+
+    @property
+    def txid(self) -> bytes:
+        """The transaction id (internal byte order)."""
+        return self.tx.txid
+
+    @property
+    def size(self) -> int:
+        """Serialized size in bytes."""
+        return self.tx.size
+
+    @property
+    def vsize(self) -> int:
+        """Virtual size: the size, as there is no witness data."""
+        return self.tx.size
+
+    @property
+    def fee_rate(self) -> int:
+        """Fee per 1000 bytes of this transaction alone."""
+        return fee_rate(self.fee, self.size)
+
+    @property
+    def ancestor_fee_rate(self) -> int:
+        """Fee per 1000 bytes of the transaction with its unconfirmed ancestors: what mining
+        it really pays, since a miner must include the ancestors too."""
+        return fee_rate(self.ancestor_fees, self.ancestor_size)
+
+    @property
+    def descendant_fee_rate(self) -> int:
+        """Fee per 1000 bytes of the transaction with its descendants."""
+        return fee_rate(self.descendant_fees, self.descendant_size)
+
+
+class _OverlayView:
+    """Confirmed coins plus the outputs of pool transactions (the consensus UtxoView protocol).
+
+    Spends by pool transactions are not subtracted here: accept() refuses any input a pool
+    transaction already spends before it asks this view. Coins read are remembered, so the
+    signature pass does not ask the chain (maybe a database) a second time.
+    """
+
+    def __init__(self, pool: Mempool) -> None:
+        self._entries = pool._entries
+        self._chain = pool._chain
+        self._height = pool._chain.tip_height + 1
+        self.fetched: dict[OutPoint, Coin] = {}
+
+    def get(self, outpoint: OutPoint) -> Coin | None:
+        coin = self.fetched.get(outpoint)
+        if coin is not None:
+            return coin
+        entry = self._entries.get(outpoint.txid)
+        if entry is not None:
+            vout = entry.tx.vout
+            if outpoint.n >= len(vout):
+                return None
+            # Never a coinbase (those are refused), so the height only has to be plausible.
+            coin = Coin(vout[outpoint.n].value, vout[outpoint.n].pkh, self._height, False)
+        else:
+            coin = self._chain.utxo(outpoint)
+        if coin is not None:
+            self.fetched[outpoint] = coin
+        return coin
+
+
+class Mempool:
+    """Unconfirmed transactions valid on top of `chain`'s tip; see the module docstring.
+
+    Thread-safe: every public method holds one re-entrant lock, so RPC threads and the P2P
+    loop may share a pool (signature checks run under the lock, serialising acceptance).
+    """
+
+    def __init__(self, params: ChainParams, chain: ChainView, *,
+                 min_relay_fee_per_kb: int = DEFAULT_MIN_RELAY_FEE,
+                 max_size_bytes: int = DEFAULT_MAX_MEMPOOL_SIZE,
+                 incremental_relay_fee_per_kb: int = DEFAULT_INCREMENTAL_RELAY_FEE,
+                 ancestor_limit: int = DEFAULT_ANCESTOR_LIMIT,
+                 ancestor_size_limit: int = DEFAULT_ANCESTOR_SIZE_LIMIT,
+                 descendant_limit: int = DEFAULT_DESCENDANT_LIMIT,
+                 descendant_size_limit: int = DEFAULT_DESCENDANT_SIZE_LIMIT) -> None:
+        if min_relay_fee_per_kb < 0 or incremental_relay_fee_per_kb < 0:
+            raise ValueError("fee rates must not be negative")
+        if max_size_bytes <= 0:
+            raise ValueError("max_size_bytes must be positive")
+        self.params = params
+        self.min_relay_fee_per_kb = min_relay_fee_per_kb
+        self.max_size_bytes = max_size_bytes
+        self.incremental_relay_fee_per_kb = incremental_relay_fee_per_kb
+        self.ancestor_limit = ancestor_limit
+        self.ancestor_size_limit = ancestor_size_limit
+        self.descendant_limit = descendant_limit
+        self.descendant_size_limit = descendant_size_limit
+        self._chain = chain
+        self._lock = threading.RLock()
+        self._reset()
+
+    def _reset(self) -> None:
+        # Insertion-ordered, and a parent is always inserted before its children, so iterating
+        # _entries is a topological order (readd_for_disconnect rebuilds it to keep that true).
+        self._entries: dict[bytes, MempoolEntry] = {}
+        self._parents: dict[bytes, set[bytes]] = {}     # in-pool txs an entry spends from
+        self._children: dict[bytes, set[bytes]] = {}    # in-pool txs spending an entry
+        self._spends: dict[OutPoint, bytes] = {}        # outpoint -> txid of the pool spender
+        self._sequence = 0
+        self._total_size = 0
+        self._total_fee = 0
+        self._usage = 0
+        # Rolling minimum fee (bitcoind's rollingMinimumFeeRate): raised when the pool is full
+        # and evicts, decaying once blocks make room again. A float, as bitcoind's, because it
+        # decays continuously.
+        self._rolling_min_fee = 0.0
+        self._last_rolling_update = 0
+        self._block_since_bump = False
+
+    # --------------------------------------------------------------------------- queries
+
+    def __contains__(self, txid: object) -> bool:
+        with self._lock:
+            return txid in self._entries
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def get(self, txid: bytes) -> MempoolEntry | None:
+        """The entry for `txid` (internal byte order), or None."""
+        with self._lock:
+            return self._entries.get(txid)
+
+    def txids(self) -> list[bytes]:
+        """All txids, parents before children (arrival order)."""
+        with self._lock:
+            return list(self._entries)
+
+    def spends(self, outpoint: OutPoint) -> bytes | None:
+        """The txid of the pool transaction spending `outpoint`, or None."""
+        with self._lock:
+            return self._spends.get(outpoint)
+
+    def min_fee_per_kb(self, now: int | None = None) -> int:
+        """The fee rate a new transaction must pay now: the larger of the min relay fee and
+        the rolling minimum left by evictions (getmempoolinfo's mempoolminfee)."""
+        with self._lock:
+            return max(self._rolling_min_fee_rate(_now(now)), self.min_relay_fee_per_kb)
+
+    def info(self, now: int | None = None) -> dict[str, Any]:
+        """getmempoolinfo. Amounts are Decimal coins, fee rates coins per 1000 bytes."""
+        with self._lock:
+            return {
+                "loaded": True,
+                "size": len(self._entries),
+                "bytes": self._total_size,
+                "usage": self._usage,
+                "total_fee": format_amount(self._total_fee),
+                "maxmempool": self.max_size_bytes,
+                "mempoolminfee": format_amount(self.min_fee_per_kb(now)),
+                "minrelaytxfee": format_amount(self.min_relay_fee_per_kb),
+                "incrementalrelayfee": format_amount(self.incremental_relay_fee_per_kb),
+                "unbroadcastcount": 0,
+                "fullrbf": False,       # no replacement at all, see txn-mempool-conflict
+            }
+
+    def entry_dict(self, txid: bytes) -> dict[str, Any]:
+        """getmempoolentry for `txid`; KeyError when it is not in the pool (the RPC layer
+        answers -5, "Transaction not in mempool")."""
+        with self._lock:
+            e = self._entries[txid]
+            return {
+                "vsize": e.vsize,
+                "weight": 4 * e.size,
+                "time": e.time,
+                "height": e.height,
+                "descendantcount": e.descendant_count,
+                "descendantsize": e.descendant_size,
+                "ancestorcount": e.ancestor_count,
+                "ancestorsize": e.ancestor_size,
+                "wtxid": e.tx.txid_hex,
+                "fees": {
+                    "base": format_amount(e.fee),
+                    "modified": format_amount(e.fee),   # no prioritisetransaction
+                    "ancestor": format_amount(e.ancestor_fees),
+                    "descendant": format_amount(e.descendant_fees),
+                },
+                "depends": sorted(hash_to_hex(p) for p in self._parents[txid]),
+                "spentby": sorted(hash_to_hex(c) for c in self._children[txid]),
+                "bip125-replaceable": False,
+                "unbroadcast": False,
+                # Pre-v23 bitcoind fields, still read by older clients.
+                "fee": format_amount(e.fee),
+                "modifiedfee": format_amount(e.fee),
+            }
+
+    # --------------------------------------------------------------------------- accept
+
+    def accept(self, tx: Transaction, now: int | None = None) -> MempoolEntry:
+        """Validate `tx` against the tip plus the pool and add it; MempoolReject if refused.
+
+        `now` (Unix time) stamps the entry and drives the rolling minimum fee; default: the
+        clock.
+        """
+        with self._lock:
+            now = _now(now)
+            entry = self._accept(tx, now, self._chain.tip_height, check_fees=True,
+                                 verify_signatures=True)
+            evicted = self._trim(now)
+            if entry.txid in evicted:
+                # Added, then evicted as the lowest fee rate (the evictions stand, as in bitcoind).
+                raise MempoolReject("mempool full")
+            return entry
+
+    def _accept(self, tx: Transaction, now: int, height: int, *, check_fees: bool,
+                verify_signatures: bool) -> MempoolEntry:
+        """All checks, then insertion; no size trimming (the caller trims)."""
+        txid = tx.txid
+        try:
+            check_transaction(tx, self.params.max_block_size)
+        except ValidationError as e:
+            raise MempoolReject.from_validation(e) from None
+        if tx.is_coinbase:
+            raise MempoolReject("coinbase", RPC_VERIFY_REJECTED,
+                                "a coinbase is only valid as a block's first transaction",
+                                Failure.CONSENSUS)
+        if tx.version not in _STANDARD_VERSIONS:
+            raise MempoolReject("version", debug=f"version {tx.version} is not standard")
+        if tx.size > MAX_STANDARD_TX_SIZE:
+            raise MempoolReject("tx-size", debug=f"{tx.size} > {MAX_STANDARD_TX_SIZE} bytes")
+        tip = self._chain.tip_height
+        # The next block is at tip + 1 and its locktime cutoff is the tip's median time past
+        # (bitcoind's CheckFinalTxAtTip): a tx that could not be mined next is not relayed.
+        if not is_final_tx(tx, tip + 1, self._chain.median_time_past_tip()):
+            raise MempoolReject("non-final", debug=f"locktime {tx.locktime}",
+                                failure=Failure.PREMATURE_SPEND)
+        if txid in self._entries:
+            raise MempoolReject("txn-already-in-mempool")
+        for txin in tx.vin:
+            other = self._spends.get(txin.prevout)
+            if other is not None:
+                # No replace-by-fee: the first spend seen stays, however much the newcomer pays.
+                raise MempoolReject("txn-mempool-conflict",
+                                    debug=f"{txin.prevout} already spent by {hash_to_hex(other)}")
+
+        view = _OverlayView(self)
+        try:
+            fee = check_tx_inputs(tx, view, tip + 1, self.params, verify_signatures=False)
+        except ValidationError as e:
+            if e.failure is Failure.MISSING_INPUTS and any(
+                    self._chain.utxo(OutPoint(txid, n)) is not None for n in range(len(tx.vout))):
+                # Its inputs are gone because it spent them itself: it is confirmed.
+                raise MempoolReject("txn-already-known", RPC_VERIFY_ALREADY_IN_CHAIN,
+                                    "outputs already in the UTXO set") from None
+            raise MempoolReject.from_validation(e) from None
+
+        size = tx.size
+        if check_fees:
+            pool_rate = self._rolling_min_fee_rate(now)
+            if pool_rate > 0 and fee < fee_for_size(pool_rate, size):
+                raise MempoolReject("mempool min fee not met",
+                                    debug=f"{fee} < {fee_for_size(pool_rate, size)}")
+            relay_fee = fee_for_size(self.min_relay_fee_per_kb, size)
+            if fee < relay_fee:
+                raise MempoolReject("min relay fee not met", debug=f"{fee} < {relay_fee}")
+
+        parents = {txin.prevout.txid for txin in tx.vin if txin.prevout.txid in self._entries}
+        ancestors = self._ancestors_of(parents)
+        self._check_chain_limits(size, ancestors)
+
+        if verify_signatures:
+            for i, txin in enumerate(tx.vin):
+                try:
+                    verify_input(tx, i, view.fetched[txin.prevout].pkh)
+                except ValidationError as e:
+                    raise MempoolReject.from_validation(e) from None
+
+        entry = MempoolEntry(tx, fee, now, height, self._sequence)
+        self._sequence += 1
+        self._insert(entry, parents, ancestors)
+        return entry
+
+    def _check_chain_limits(self, size: int, ancestors: set[bytes]) -> None:
+        """bitcoind's ancestor/descendant package limits ("too-long-mempool-chain")."""
+        anc_size = size + sum(self._entries[a].size for a in ancestors)
+        if len(ancestors) + 1 > self.ancestor_limit:
+            raise MempoolReject("too-long-mempool-chain",
+                                debug=f"too many unconfirmed ancestors [limit: {self.ancestor_limit}]")
+        if anc_size > self.ancestor_size_limit:
+            raise MempoolReject("too-long-mempool-chain",
+                                debug=f"exceeds ancestor size limit [limit: {self.ancestor_size_limit}]")
+        for a in ancestors:
+            e = self._entries[a]
+            if e.descendant_count + 1 > self.descendant_limit:
+                raise MempoolReject("too-long-mempool-chain",
+                                    debug=f"too many descendants for tx {e.tx.txid_hex} "
+                                          f"[limit: {self.descendant_limit}]")
+            if e.descendant_size + size > self.descendant_size_limit:
+                raise MempoolReject("too-long-mempool-chain",
+                                    debug=f"exceeds descendant size limit for tx {e.tx.txid_hex} "
+                                          f"[limit: {self.descendant_size_limit}]")
+
+    # --------------------------------------------------------------------------- graph
+
+    def _ancestors_of(self, parents: Iterable[bytes]) -> set[bytes]:
+        """`parents` and all their in-pool ancestors."""
+        out: set[bytes] = set()
+        stack = list(parents)
+        while stack:
+            t = stack.pop()
+            if t not in out:
+                out.add(t)
+                stack.extend(self._parents[t])
+        return out
+
+    def _descendants(self, txid: bytes) -> set[bytes]:
+        """All in-pool descendants of `txid` (not itself)."""
+        out: set[bytes] = set()
+        stack = list(self._children[txid])
+        while stack:
+            t = stack.pop()
+            if t not in out:
+                out.add(t)
+                stack.extend(self._children[t])
+        return out
+
+    def _insert(self, entry: MempoolEntry, parents: set[bytes], ancestors: set[bytes]) -> None:
+        txid, size, fee = entry.txid, entry.size, entry.fee
+        entry.ancestor_count = len(ancestors) + 1
+        entry.ancestor_size = size + sum(self._entries[a].size for a in ancestors)
+        entry.ancestor_fees = fee + sum(self._entries[a].fee for a in ancestors)
+        entry.descendant_size, entry.descendant_fees = size, fee
+        for a in ancestors:
+            e = self._entries[a]
+            e.descendant_count += 1
+            e.descendant_size += size
+            e.descendant_fees += fee
+        self._entries[txid] = entry
+        self._parents[txid] = parents
+        self._children[txid] = set()
+        for p in parents:
+            self._children[p].add(txid)
+        for txin in entry.tx.vin:
+            self._spends[txin.prevout] = txid
+        entry.usage = (size + _ENTRY_OVERHEAD + _PER_INPUT_OVERHEAD * len(entry.tx.vin)
+                       + _PER_OUTPUT_OVERHEAD * len(entry.tx.vout))
+        self._total_size += size
+        self._total_fee += fee
+        self._usage += entry.usage
+
+    def _remove(self, txids: set[bytes]) -> None:
+        """Remove exactly `txids` (not necessarily closed under descendants: a confirmed tx
+        leaves, its children stay) and fix the package statistics of what remains."""
+        # Account first, while the links still describe the graph.
+        for t in txids:
+            e = self._entries[t]
+            for a in self._ancestors_of(self._parents[t]) - txids:
+                anc = self._entries[a]
+                anc.descendant_count -= 1
+                anc.descendant_size -= e.size
+                anc.descendant_fees -= e.fee
+            for d in self._descendants(t) - txids:
+                desc = self._entries[d]
+                desc.ancestor_count -= 1
+                desc.ancestor_size -= e.size
+                desc.ancestor_fees -= e.fee
+        for t in txids:
+            e = self._entries.pop(t)
+            for p in self._parents.pop(t):
+                if p not in txids:
+                    self._children[p].discard(t)
+            for c in self._children.pop(t):
+                if c not in txids:
+                    self._parents[c].discard(t)
+            for txin in e.tx.vin:
+                if self._spends.get(txin.prevout) == t:
+                    del self._spends[txin.prevout]
+            self._total_size -= e.size
+            self._total_fee -= e.fee
+            self._usage -= e.usage
+
+    def _remove_recursive(self, txid: bytes) -> list[bytes]:
+        """Remove `txid` and everything that spends from it; the removed txids, parents first."""
+        gone = {txid} | self._descendants(txid)
+        ordered = sorted(gone, key=lambda t: self._entries[t].sequence)
+        self._remove(gone)
+        return ordered
+
+    # --------------------------------------------------------------------------- size limit
+
+    def _rolling_min_fee_rate(self, now: int) -> int:
+        """bitcoind's CTxMemPool::GetMinFee: the rolling minimum, halving every 12 hours (3 or
+        6 when the pool is below a quarter or half full) once a block has arrived since the
+        last eviction; dropped to 0 below half the incremental relay fee."""
+        if not self._block_since_bump or self._rolling_min_fee == 0:
+            return round(self._rolling_min_fee)
+        if now > self._last_rolling_update + 10:
+            halflife = float(ROLLING_FEE_HALFLIFE)
+            if self._usage < self.max_size_bytes // 4:
+                halflife /= 4
+            elif self._usage < self.max_size_bytes // 2:
+                halflife /= 2
+            self._rolling_min_fee /= 2.0 ** ((now - self._last_rolling_update) / halflife)
+            self._last_rolling_update = now
+            if self._rolling_min_fee < self.incremental_relay_fee_per_kb / 2:
+                self._rolling_min_fee = 0.0
+                return 0
+        return max(round(self._rolling_min_fee), self.incremental_relay_fee_per_kb)
+
+    def _trim(self, now: int) -> list[bytes]:
+        """Evict until usage fits max_size_bytes; the evicted txids, in eviction order.
+
+        The victim is the entry with the lowest descendant score, max(own fee rate, fee rate
+        with descendants), ties going to the newest (bitcoind's TrimToSize), removed with its
+        descendants, which could not be mined without it. The rolling minimum fee rises to
+        the evicted package's rate plus the incremental relay fee, so that a replacement
+        must pay more than what it pushed out. A linear scan per eviction: evictions only
+        happen when the pool is full, a rare state for this node.
+        """
+        evicted: list[bytes] = []
+        while self._entries and self._usage > self.max_size_bytes:
+            worst = min(self._entries.values(),
+                        key=lambda e: (max(e.fee_rate, e.descendant_fee_rate), -e.sequence))
+            removed_rate = worst.descendant_fee_rate + self.incremental_relay_fee_per_kb
+            if removed_rate > self._rolling_min_fee:
+                self._rolling_min_fee = float(removed_rate)
+                self._last_rolling_update = now
+                self._block_since_bump = False
+            evicted.extend(self._remove_recursive(worst.txid))
+        return evicted
+
+    # --------------------------------------------------------------------------- blocks
+
+    def remove_for_block(self, block: Block, now: int | None = None) -> list[bytes]:
+        """Update the pool for a block just connected to the tip.
+
+        Its transactions leave the pool (their pool children stay: their inputs are now
+        confirmed); every pool transaction spending an input the block spends is a double
+        spend that can never confirm, and leaves with all its descendants. Returns the txids
+        removed as conflicts (the confirmed ones are the block's business).
+        """
+        with self._lock:
+            conflicts: list[bytes] = []
+            for tx in block.txs:
+                txid = tx.txid
+                if txid in self._entries:
+                    # Its in-pool ancestors, if any, are earlier in the same block and already
+                    # gone; removing just this one keeps its children, re-rooted on the chain.
+                    self._remove({txid})
+                if tx.is_coinbase:
+                    continue
+                for txin in tx.vin:
+                    spender = self._spends.get(txin.prevout)
+                    if spender is not None and spender != txid:
+                        conflicts.extend(self._remove_recursive(spender))
+            # A block makes room: from now on the rolling minimum fee may decay.
+            self._last_rolling_update = _now(now)
+            self._block_since_bump = True
+            return conflicts
+
+    def readd_for_disconnect(self, block: Block, now: int | None = None) -> list[bytes]:
+        """Update the pool after `block` was disconnected (a reorganisation). The chain view
+        must no longer contain the block: call this right after disconnecting it (and then
+        remove_for_block for each block of the new branch, which drops what conflicts with
+        it), or after the whole reorganisation. Returns the txids dropped.
+
+        The block's non-coinbase transactions are offered again, in block order, ahead of
+        the pool's current entries (they are older, and pool entries may spend them). Those
+        that no longer validate (an input spent or missing on the new chain, already
+        confirmed there, premature or non-final at the lower tip) are dropped. Then every
+        existing entry is re-checked against the new tip: one whose inputs are gone (say, it
+        spent a block tx that was dropped) or became immature or non-final is dropped.
+
+        The block's txs skip the fee checks (bitcoind's bypass_limits: miners took them, so
+        do not lose them to a fee floor); existing entries keep their time and height and
+        are not re-verified for signatures, which depend only on the tx and the spent
+        output, both fixed by the outpoint. The pool is rebuilt in the process, so this
+        costs time linear in the pool size per disconnected block; size trimming runs last.
+        """
+        with self._lock:
+            now = _now(now)
+            old = list(self._entries.values())      # topological order
+            rolling = (self._rolling_min_fee, self._last_rolling_update, self._block_since_bump)
+            self._reset()
+            self._rolling_min_fee, self._last_rolling_update, self._block_since_bump = rolling
+            height = self._chain.tip_height
+            dropped: list[bytes] = []
+            block_txids = set()
+            for tx in block.txs:
+                if tx.is_coinbase:
+                    continue
+                block_txids.add(tx.txid)
+                try:
+                    self._accept(tx, now, height, check_fees=False, verify_signatures=True)
+                except MempoolReject:
+                    dropped.append(tx.txid)
+            for e in old:
+                if e.txid in block_txids:
+                    continue        # cannot happen with a valid chain; the block copy wins
+                try:
+                    self._accept(e.tx, e.time, e.height, check_fees=False, verify_signatures=False)
+                except MempoolReject:
+                    dropped.append(e.txid)
+            dropped.extend(self._trim(now))
+            return dropped
+
+    def clear(self) -> None:
+        """Forget every transaction and the rolling minimum fee."""
+        with self._lock:
+            self._reset()
+
+    # --------------------------------------------------------------------------- mining
+
+    def select_for_block(self, max_size: int) -> list[Transaction]:
+        """Transactions for a block template of at most `max_size` bytes of transactions,
+        parents before children, best packages first.
+
+        A package is a transaction with its not yet selected ancestors; its score is its
+        ancestor fee rate (total fee / total size), so a high-fee child pulls in its low-fee
+        parent (CPFP). Greedy, as bitcoind's BlockAssembler::addPackageTxs: take the best
+        package that fits, re-score the descendants of what was taken (their packages shrank),
+        repeat; a package that does not fit is skipped, not retried.
+        """
+        with self._lock:
+            anc_fees = {t: e.ancestor_fees for t, e in self._entries.items()}
+            anc_size = {t: e.ancestor_size for t, e in self._entries.items()}
+            version = dict.fromkeys(self._entries, 0)
+            # Max-heap on the exact fee rate: compare fees cross-multiplied, not floats.
+            heap = [(_NegRate(anc_fees[t], anc_size[t]), e.sequence, t, 0)
+                    for t, e in self._entries.items()]
+            heapq.heapify(heap)
+            selected: set[bytes] = set()
+            failed: set[bytes] = set()
+            out: list[Transaction] = []
+            used = 0
+            while heap:
+                _, _, t, ver = heapq.heappop(heap)
+                if ver != version[t] or t in selected or t in failed:
+                    continue            # stale score, or already decided
+                if used + anc_size[t] > max_size:
+                    failed.add(t)
+                    continue
+                package = sorted((self._ancestors_of(self._parents[t]) - selected) | {t},
+                                 key=lambda x: self._entries[x].sequence)
+                for x in package:
+                    e = self._entries[x]
+                    out.append(e.tx)
+                    selected.add(x)
+                    used += e.size
+                for x in package:
+                    e = self._entries[x]
+                    for d in self._descendants(x) - selected:
+                        anc_fees[d] -= e.fee
+                        anc_size[d] -= e.size
+                        version[d] += 1
+                        heapq.heappush(heap, (_NegRate(anc_fees[d], anc_size[d]),
+                                              self._entries[d].sequence, d, version[d]))
+            return out
+
+
+class _NegRate:
+    """A fee rate ordered highest first, compared exactly (fee1 * size2 vs fee2 * size1)."""
+
+    __slots__ = ("fee", "size")
+
+    def __init__(self, fee: int, size: int) -> None:
+        self.fee = fee
+        self.size = size
+
+    def __lt__(self, other: _NegRate) -> bool:
+        return self.fee * other.size > other.fee * self.size
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _NegRate) and self.fee * other.size == other.fee * self.size
+
+
+def _now(now: int | None) -> int:
+    return int(_time.time()) if now is None else now
