@@ -1,0 +1,1040 @@
+"""The P2P node: listening, outbound connections, the handshake, relay, block download, bans.
+
+Everything runs on one asyncio event loop (no threads), so chain and mempool are only ever
+called from one place at a time.
+
+Connections
+    `listen` (default: on, but off when `connect` is given, as bitcoind's -connect implies
+    -listen=0 unless -listen is set) binds `bind:port`. `connect` and `addnode` addresses
+    are kept connected: each has a task that dials, waits for the connection to end, and
+    dials again after `reconnect_interval`. There is no address relay and no automatic peer
+    selection, so -connect and -addnode differ only in the listening default.
+    `max_connections` bounds inbound plus outbound; an inbound connection over the limit is
+    closed at once (no eviction of existing peers, unlike Bitcoin).
+
+Handshake
+    The dialling side sends `version`; the listening side answers `version` + `verack`; the
+    dialler answers `verack`. A `version` whose nonce is one of our own outbound nonces means
+    we dialled ourselves: the connection is dropped. Until the handshake completes only
+    version/verack are processed. A handshake not done within `handshake_timeout` ends the
+    connection. A ping goes out right after the handshake and every `ping_interval`; no pong
+    within `ping_timeout` ends the connection.
+
+Block download (blocks-first, simpler than headers-first)
+    One peer at a time is the *sync peer*: the first peer whose start height (or an
+    announced block we do not know) shows it is ahead. We send it `getblocks` with our
+    locator; it answers an `inv` of up to 500 hashes (always answered, possibly empty); we
+    `getdata` the unknown ones; when the last requested block has arrived we send the next
+    `getblocks` from the batch's last hash. An empty answer ends the sync with that peer, and
+    the next peer that is still ahead (if any) takes over. A block whose parent we do not
+    have ("prev-blk-not-found": a new tip announced after a gap) makes its sender the sync
+    peer, which is how catching up resumes after an outage. A sync peer that delivers
+    nothing for `block_download_timeout` is disconnected. Progress (height, total from the
+    peers' heights, blocks/s) is logged on "cleancoin.net" at INFO.
+
+Relay
+    A block that becomes our tip is announced by `inv` to every peer not known to have it,
+    once a batch is complete (so a 500-block download ends in one inv, not 500). A
+    transaction the mempool accepts is announced to every peer that asked for relay, at once
+    (Bitcoin delays announcements randomly for privacy; not done here). The owner calls
+    `announce_block` / `announce_tx` for what it mined or was sent by RPC; as a safety net,
+    a tip that moved without an announcement (and outside a download) is announced by the
+    maintenance tick within a second. There is no orphan-transaction pool: a transaction
+    whose inputs are unknown is dropped (and asked for again when announced again).
+
+Misbehaviour
+    Each peer has a ban score; at 100 its IP address is banned for `ban_time` seconds and
+    every connection from it is dropped; banned addresses are refused on accept and are
+    not dialled. Scores: any malformed frame or payload (bad magic, bad checksum, oversized,
+    unparsable) 100; an invalid block 100 (also a *mutated* one: the hash is not marked
+    invalid, but the sender sent garbage); a consensus-invalid transaction 10; a message
+    before the handshake or a repeated version/verack 1. Policy rejections (fee too low,
+    already spent, missing inputs) cost nothing: a peer cannot know our policy or our pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import Failure, ValidationError
+from ..hashes import hash_to_hex
+from .messages import (
+    MAX_INV, MAX_USER_AGENT, MIN_PEER_PROTO_VERSION, MSG_BLOCK, MSG_TX, NODE_NETWORK, PROTOCOL_VERSION,
+    BlockMessage, GetBlocks, GetData, Inv, InvItem, Message, NotFound, Ping, Pong, ProtocolError,
+    TxMessage, Verack, Version,
+)
+from .peer import Peer, format_addr, normalize_ip
+from .protocols import ChainAccess, MempoolAccess
+
+log = logging.getLogger("cleancoin.net")
+
+USER_AGENT: str = "/CleanCoin:0.1.0/"
+#: Hashes per getblocks answer (Bitcoin's 500).
+GETBLOCKS_LIMIT: int = 500
+#: Ban score at which a peer is banned.
+BAN_THRESHOLD: int = 100
+#: Transactions we refused recently, not requested again until the tip moves.
+_RECENT_REJECTS_SIZE: int = 20_000
+#: A transaction requested from one peer is not requested elsewhere for this long.
+_TX_REQUEST_TIMEOUT: float = 60.0
+#: Bytes of transactions one serve_getdata call may queue (blocks go one per call).
+_GETDATA_TX_BUDGET: int = 200_000
+#: Most blocks requested from one peer at a time (two getblocks answers' worth).
+MAX_BLOCKS_IN_FLIGHT: int = 1000
+#: Most transaction requests outstanding overall (bounds memory under an inv flood).
+_MAX_TX_REQUESTS: int = 100_000
+#: Seconds between IBD progress lines.
+_PROGRESS_INTERVAL: float = 5.0
+
+
+class P2PError(Exception):
+    """A refused request from the RPC side (addnode, disconnectnode, setban); `code` is
+    bitcoind's RPC error code for it."""
+
+    MISC = -1
+    INVALID_PARAMETER = -8
+    NODE_ALREADY_ADDED = -23
+    NODE_NOT_ADDED = -24
+    NODE_NOT_CONNECTED = -29
+    CLIENT_INVALID_IP_OR_SUBNET = -30
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
+@dataclass
+class BanEntry:
+    """A banned IP address."""
+
+    address: str
+    created: int
+    until: int
+    reason: str
+
+
+def parse_host_port(addr: str, default_port: int) -> tuple[str, int]:
+    """Split "host", "host:port", "[v6]" or "[v6]:port"; a bare IPv6 address takes the
+    default port. Raises P2PError for an unusable string."""
+    s = addr.strip()
+    host, port = s, default_port
+    if s.startswith("["):
+        end = s.find("]")
+        if end < 0:
+            raise P2PError(P2PError.INVALID_PARAMETER, f"invalid address {addr!r}")
+        host, rest = s[1:end], s[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise P2PError(P2PError.INVALID_PARAMETER, f"invalid address {addr!r}")
+            port_s = rest[1:]
+            port = int(port_s) if port_s.isdigit() else -1
+    elif s.count(":") == 1:
+        host, port_s = s.split(":")
+        port = int(port_s) if port_s.isdigit() else -1
+    if not host or not 0 < port < 65536:
+        raise P2PError(P2PError.INVALID_PARAMETER, f"invalid address {addr!r}")
+    return host, port
+
+
+def _has_data(idx: Any) -> bool:
+    """Whether an index entry's block is stored. A chain manager may know a header without
+    its block (headers-first, or the header of a *mutated* block someone sent): such a block
+    must still be downloaded, or one bad copy would blind us to the real one. Entries without
+    a `have_data` attribute are taken as stored."""
+    return bool(getattr(idx, "have_data", True))
+
+
+def _sanitize(s: str) -> str:
+    """A user agent fit for display (Bitcoin's SanitizeString): printable ASCII only."""
+    return "".join(c for c in s if " " <= c <= "~")
+
+
+def _ip_key(address: str) -> str:
+    """Canonical text of an IP address (ban list key); P2PError if it is not one."""
+    try:
+        return str(ipaddress.ip_address(normalize_ip(address.split("/")[0])))
+    except ValueError:
+        raise P2PError(P2PError.CLIENT_INVALID_IP_OR_SUBNET,
+                       f"Error: Invalid IP/Subnet {address!r}") from None
+
+
+class P2PNode:
+    """The P2P side of a node, on the running event loop.
+
+    bitcoind's options: `listen` (-listen; None: on unless `connect` is given), `bind`
+    (-bind; IPv4 all interfaces by default), `port` (-port; None: the network's default, 0:
+    any free port, see `.port`), `connect` (-connect), `addnode` (-addnode),
+    `max_connections` (-maxconnections), `ban_time` (-bantime, seconds), `user_agent`.
+    `now` is the wall clock (version timestamps, conntime, ban expiry; tests pass a fake).
+
+    The other keyword arguments are timing knobs (seconds) with bitcoind-like defaults that
+    tests shorten: `ping_interval`, `ping_timeout`, `handshake_timeout`,
+    `block_download_timeout`, `reconnect_interval`, `connect_timeout`; and
+    `getblocks_limit`, the most hashes we put in one getblocks answer (500, as Bitcoin;
+    tests lower it to exercise several batches).
+    """
+
+    def __init__(self, chain: ChainAccess, mempool: MempoolAccess, *,
+                 listen: bool | None = None, bind: str = "0.0.0.0", port: int | None = None,
+                 connect: Sequence[str] = (), addnode: Sequence[str] = (),
+                 max_connections: int = 125, ban_time: int = 86400,
+                 user_agent: str = USER_AGENT, now: Callable[[], float] = time.time,
+                 ping_interval: float = 120.0, ping_timeout: float = 1200.0,
+                 handshake_timeout: float = 60.0, block_download_timeout: float = 120.0,
+                 reconnect_interval: float = 60.0, connect_timeout: float = 5.0,
+                 getblocks_limit: int = GETBLOCKS_LIMIT) -> None:
+        self.chain = chain
+        self.mempool = mempool
+        self.params = chain.params
+        self.listen = (not connect) if listen is None else listen
+        self.bind = bind
+        self.requested_port = self.params.default_port if port is None else port
+        self.max_connections = max(0, max_connections)
+        self.ban_time = ban_time
+        if len(user_agent.encode("utf-8")) > MAX_USER_AGENT:
+            raise ValueError(f"user agent longer than {MAX_USER_AGENT} bytes")
+        self.user_agent = user_agent
+        self.now = now
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.handshake_timeout = handshake_timeout
+        self.block_download_timeout = block_download_timeout
+        self.reconnect_interval = reconnect_interval
+        self.connect_timeout = connect_timeout
+        self.getblocks_limit = max(1, getblocks_limit)
+        # Validate the addresses now, so a bad -connect/-addnode fails at startup.
+        for a in (*connect, *addnode):
+            parse_host_port(a, self.params.default_port)
+        self._connect_list: list[str] = list(dict.fromkeys(connect))
+        self._added: list[str] = list(dict.fromkeys(addnode))
+
+        self._server: asyncio.Server | None = None
+        self._bound_port: int | None = None
+        self._peers: dict[int, Peer] = {}
+        self._next_peer_id = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._inbound_tasks: set[asyncio.Task[Any]] = set()
+        self._keep_tasks: dict[str, asyncio.Task[None]] = {}
+        self._pending_dials: set[str] = set()       # targets being dialled right now
+        self._bans: dict[str, BanEntry] = {}
+        self._running = False
+
+        self._blocks_requested: dict[bytes, int] = {}       # block hash -> peer id
+        self._txs_requested: dict[bytes, float] = {}        # txid -> loop time
+        self._recent_rejects: OrderedDict[bytes, None] = OrderedDict()
+        self._rejects_tip: bytes | None = None
+        self._sync_peer: Peer | None = None
+        self._announced_tip: bytes | None = None
+        # IBD progress reporting.
+        self._sync_started_at = 0.0
+        self._sync_start_height = 0
+        self._sync_start_tip: bytes | None = None
+        self._progress_at = 0.0
+        self._progress_height = 0
+        self._progress_final = False
+
+    # ================================================================== lifecycle
+
+    async def start(self) -> None:
+        """Bind (if listening) and start dialling -connect/-addnode peers. Raises OSError when
+        the port cannot be bound."""
+        if self._running:
+            return
+        self._announced_tip = self.chain.tip.hash
+        if self.listen:
+            self._server = await asyncio.start_server(self._on_inbound, host=self.bind,
+                                                      port=self.requested_port,
+                                                      reuse_address=True)
+            self._bound_port = int(self._server.sockets[0].getsockname()[1])
+            log.info("Bound to %s", format_addr(self.bind, self._bound_port))
+        self._running = True
+        self._spawn(self._maintenance(), "p2p-maintenance")
+        for target in (*self._connect_list, *self._added):
+            self._start_keep_connected(target)
+
+    async def stop(self) -> None:
+        """Close the listener and every connection, and wait for their tasks."""
+        if not self._running:
+            return
+        self._running = False
+        if self._server is not None:
+            self._server.close()
+        for peer in list(self._peers.values()):
+            peer.close("shutdown")
+        # Our own tasks (maintenance, dialling loops) are cancelled. Inbound connection tasks
+        # belong to asyncio's server, which reports a cancelled one as an error: closing
+        # their peers above ends them, so they are only awaited (cancelled as a last resort).
+        own = list(self._tasks)
+        for t in own:
+            t.cancel()
+        inbound = list(self._inbound_tasks)
+        if own or inbound:
+            await asyncio.wait([*own, *inbound], timeout=5)
+        for t in inbound:
+            t.cancel()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+        self._keep_tasks.clear()
+
+    @property
+    def port(self) -> int | None:
+        """The port we listen on (the real one when 0 was asked), None when not listening."""
+        return self._bound_port
+
+    @property
+    def connection_count(self) -> int:
+        """Open connections, inbound and outbound (getconnectioncount)."""
+        return len(self._peers)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed: %r", task.get_name(), task.exception())
+
+    # ================================================================== connections
+
+    async def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername") or ("?", 0)
+        host = normalize_ip(str(peername[0]))
+        refuse = ""
+        if not self._running:
+            refuse = "shutting down"
+        elif self.is_banned(host):
+            refuse = "banned"
+        elif len(self._peers) >= self.max_connections:
+            refuse = f"connection limit ({self.max_connections}) reached"
+        if refuse:
+            log.debug("refusing inbound connection from %s: %s", format_addr(host, peername[1]), refuse)
+            writer.transport.abort()
+            return
+        peer = self._add_peer(reader, writer, inbound=True, connection_type="inbound", target=None)
+        task = asyncio.current_task()
+        if task is not None:               # so stop() waits for this connection too
+            self._inbound_tasks.add(task)
+            task.add_done_callback(self._inbound_tasks.discard)
+        await peer.run()
+
+    def _add_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                  inbound: bool, connection_type: str, target: str | None) -> Peer:
+        self._next_peer_id += 1
+        peer = Peer(self, self._next_peer_id, reader, writer, magic=self.params.magic,
+                    inbound=inbound, connection_type=connection_type, target=target, now=self.now)
+        self._peers[peer.id] = peer
+        log.debug("%s connection peer=%d %s", "inbound" if inbound else "outbound", peer.id, peer.addr)
+        return peer
+
+    def _connected_to(self, target: str) -> bool:
+        return target in self._pending_dials or any(p.target == target for p in self._peers.values())
+
+    async def _dial(self, target: str, connection_type: str) -> Peer | None:
+        """Connect to `target`, register the peer and send our version; None on failure."""
+        if self._connected_to(target):
+            return None
+        if len(self._peers) >= self.max_connections:
+            log.debug("not connecting to %s: connection limit reached", target)
+            return None
+        host, port = parse_host_port(target, self.params.default_port)
+        self._pending_dials.add(target)
+        try:
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                        self.connect_timeout)
+            except (OSError, TimeoutError) as e:
+                log.debug("connection to %s failed: %s", target, e or type(e).__name__)
+                return None
+            peername = writer.get_extra_info("peername") or (host, port)
+            if self.is_banned(str(peername[0])):
+                log.info("not connecting to %s: banned", target)
+                writer.transport.abort()
+                return None
+            if not self._running or len(self._peers) >= self.max_connections:
+                writer.transport.abort()
+                return None
+        finally:
+            self._pending_dials.discard(target)
+        peer = self._add_peer(reader, writer, inbound=False, connection_type=connection_type,
+                              target=target)
+        self._send_version(peer)
+        return peer
+
+    async def _run_outbound(self, target: str, connection_type: str) -> None:
+        peer = await self._dial(target, connection_type)
+        if peer is not None:
+            await peer.run()
+
+    def _start_keep_connected(self, target: str) -> None:
+        if target not in self._keep_tasks:
+            self._keep_tasks[target] = self._spawn(self._keep_connected(target), f"p2p-keep-{target}")
+
+    async def _keep_connected(self, target: str) -> None:
+        """Keep a -connect/-addnode peer connected: dial, serve, wait, dial again."""
+        try:
+            while self._running and (target in self._added or target in self._connect_list):
+                await self._run_outbound(target, "manual")
+                await asyncio.sleep(self.reconnect_interval)
+        finally:
+            if self._keep_tasks.get(target) is asyncio.current_task():
+                del self._keep_tasks[target]
+
+    # ================================================================== RPC-facing API
+
+    def add_node(self, addr: str, command: str) -> None:
+        """addnode: "add" keeps `addr` connected, "remove" stops that (without disconnecting,
+        as bitcoind), "onetry" dials once. Raises P2PError with bitcoind's codes."""
+        parse_host_port(addr, self.params.default_port)
+        if command == "add":
+            if addr in self._added:
+                raise P2PError(P2PError.NODE_ALREADY_ADDED, "Error: Node already added")
+            self._added.append(addr)
+            if self._running:
+                self._start_keep_connected(addr)
+        elif command == "remove":
+            if addr not in self._added:
+                raise P2PError(P2PError.NODE_NOT_ADDED,
+                               "Error: Node could not be removed. It has not been added previously.")
+            self._added.remove(addr)
+            task = self._keep_tasks.get(addr)
+            # Cancel only a task that is waiting to redial; a connected one ends by itself
+            # (its loop condition fails) when the connection closes.
+            if task is not None and not self._connected_to(addr) and addr not in self._connect_list:
+                task.cancel()
+        elif command == "onetry":
+            if self._running:
+                self._spawn(self._run_outbound(addr, "onetry"), f"p2p-onetry-{addr}")
+        else:
+            raise P2PError(P2PError.INVALID_PARAMETER, f"invalid addnode command {command!r}")
+
+    def added_node_info(self, addr: str | None = None) -> list[dict[str, Any]]:
+        """getaddednodeinfo."""
+        targets = self._added if addr is None else [a for a in self._added if a == addr]
+        if addr is not None and not targets:
+            raise P2PError(P2PError.NODE_NOT_ADDED, "Error: Node has not been added.")
+        out = []
+        for t in targets:
+            peers = [p for p in self._peers.values() if p.target == t]
+            out.append({"addednode": t, "connected": bool(peers),
+                        "addresses": [{"address": p.addr, "connected": "outbound"} for p in peers]})
+        return out
+
+    def disconnect_node(self, addr: str | None = None, peer_id: int | None = None) -> None:
+        """disconnectnode: by address ("host:port" as shown in getpeerinfo or as dialled) or
+        by peer id, exactly one of them. Raises P2PError(-29) if no such peer."""
+        if (addr is None) == (peer_id is None):
+            raise P2PError(P2PError.INVALID_PARAMETER,
+                           "Only one of address and nodeid should be provided.")
+        for peer in list(self._peers.values()):
+            remote = format_addr(peer.host, peer.port)
+            if (peer.id == peer_id) if peer_id is not None else addr in (peer.addr, remote):
+                log.info("disconnecting peer=%d %s (requested)", peer.id, peer.addr)
+                peer.close("disconnectnode")
+                self._forget_peer(peer)
+                return
+        raise P2PError(P2PError.NODE_NOT_CONNECTED, "Node not found in connected nodes")
+
+    def peer_info(self) -> list[dict[str, Any]]:
+        """getpeerinfo, in bitcoind's field names (times in seconds, Unix time from `now`)."""
+        loop_now = asyncio.get_running_loop().time() if self._running else 0.0
+        out = []
+        for p in sorted(self._peers.values(), key=lambda p: p.id):
+            d: dict[str, Any] = {
+                "id": p.id,
+                "addr": p.addr,
+                "addrbind": p.addr_bind,
+                "network": "ipv6" if ":" in p.host else "ipv4",
+                "services": f"{p.services:016x}",
+                "relaytxes": p.relay,
+                "lastsend": p.last_send,
+                "lastrecv": p.last_recv,
+                "bytessent": p.bytes_sent,
+                "bytesrecv": p.bytes_recv,
+                "conntime": p.conntime,
+                "timeoffset": p.time_offset,
+                "version": p.version,
+                "subver": p.subver,
+                "inbound": p.inbound,
+                "connection_type": p.connection_type,
+                "startingheight": p.start_height,
+                "synced_blocks": p.synced_blocks,
+                "inflight": len(p.blocks_in_flight),
+                "banscore": p.ban_score,
+                "bytessent_per_msg": dict(p.bytes_sent_per_msg),
+                "bytesrecv_per_msg": dict(p.bytes_recv_per_msg),
+            }
+            if p.ping_time is not None:
+                d["pingtime"] = round(p.ping_time, 6)
+            if p.min_ping is not None:
+                d["minping"] = round(p.min_ping, 6)
+            if p.ping_sent_at:
+                d["pingwait"] = round(loop_now - p.ping_sent_at, 6)
+            out.append(d)
+        return out
+
+    # ------------------------------------------------------------------ bans
+
+    def is_banned(self, host: str) -> bool:
+        """Whether `host` (an IP address) is banned now."""
+        try:
+            key = _ip_key(host)
+        except P2PError:
+            return False
+        entry = self._bans.get(key)
+        if entry is None:
+            return False
+        if entry.until <= self.now():
+            del self._bans[key]
+            return False
+        return True
+
+    def ban(self, address: str, ban_time: int | None = None, reason: str = "manually added") -> None:
+        """setban add: ban `address` for `ban_time` seconds (default: the node's) and drop its
+        connections."""
+        key = _ip_key(address)
+        created = int(self.now())
+        duration = self.ban_time if ban_time is None else ban_time
+        self._bans[key] = BanEntry(key, created, created + duration, reason)
+        for peer in list(self._peers.values()):
+            if self._peer_ip(peer) == key:
+                peer.close(f"banned: {reason}")
+                self._forget_peer(peer)
+
+    @staticmethod
+    def _peer_ip(peer: Peer) -> str | None:
+        try:
+            return _ip_key(peer.host)
+        except P2PError:
+            return None
+
+    def unban(self, address: str) -> None:
+        """setban remove; P2PError if it was not banned."""
+        if self._bans.pop(_ip_key(address), None) is None:
+            raise P2PError(P2PError.CLIENT_INVALID_IP_OR_SUBNET,
+                           "Error: Unban failed. Requested address/subnet was not previously "
+                           "manually banned.")
+
+    def clear_banned(self) -> None:
+        """clearbanned."""
+        self._bans.clear()
+
+    def ban_list(self) -> list[dict[str, Any]]:
+        """listbanned: address (as a /32 or /128 subnet, like bitcoind), times, reason."""
+        now = int(self.now())
+        out = []
+        for key, e in sorted(self._bans.items()):
+            if e.until <= now:
+                continue
+            bits = 128 if ":" in key else 32
+            out.append({"address": f"{key}/{bits}", "ban_created": e.created, "banned_until": e.until,
+                        "ban_duration": e.until - e.created, "time_remaining": e.until - now,
+                        "ban_reason": e.reason})
+        return out
+
+    def misbehaving(self, peer: Peer, score: int, reason: str) -> None:
+        """Add `score` to `peer`'s ban score; at BAN_THRESHOLD ban its address and drop it."""
+        if peer.closed or score <= 0:
+            return
+        peer.ban_score += score
+        log.info("peer=%d %s misbehaving (+%d -> %d): %s",
+                 peer.id, peer.addr, score, peer.ban_score, reason)
+        if peer.ban_score >= BAN_THRESHOLD:
+            log.warning("banning %s for %d s: %s", peer.host, self.ban_time, reason)
+            self.ban(peer.host, self.ban_time, reason)
+
+    # ------------------------------------------------------------------ relay
+
+    def announce_block(self, block_hash: bytes) -> int:
+        """Announce a block (normally a new tip) by inv to every handshaken peer not known to
+        have it; returns how many peers were told."""
+        if block_hash == self.chain.tip.hash:
+            self._announced_tip = block_hash
+        return self._announce(MSG_BLOCK, block_hash, tx=False)
+
+    def announce_tx(self, txid: bytes) -> int:
+        """Announce a mempool transaction to every handshaken peer that wants transactions and
+        is not known to have it; returns how many peers were told."""
+        return self._announce(MSG_TX, txid, tx=True)
+
+    def _announce(self, type_: int, h: bytes, *, tx: bool) -> int:
+        n = 0
+        for peer in self._peers.values():
+            if not peer.handshake_done or peer.closed or h in peer.known_inventory:
+                continue
+            if tx and not peer.relay:
+                continue
+            peer.known_inventory.add(h)
+            peer.send(Inv((InvItem(type_, h),)))
+            n += 1
+        return n
+
+    # ================================================================== PeerHandler
+
+    def protocol_violation(self, peer: Peer, err: ProtocolError) -> None:
+        """A malformed frame or payload: always a ban (score 100)."""
+        self.misbehaving(peer, BAN_THRESHOLD, f"protocol violation: {err}")
+        if not peer.closed:           # e.g. the ban threshold was changed; never keep a desynced stream
+            peer.close(str(err))
+
+    def peer_closed(self, peer: Peer) -> None:
+        """Forget a closed connection's state."""
+        self._forget_peer(peer)
+        log.debug("peer=%d %s disconnected (%s)", peer.id, peer.addr, peer.close_reason)
+
+    def _forget_peer(self, peer: Peer) -> None:
+        if self._peers.get(peer.id) is not peer:
+            return
+        del self._peers[peer.id]
+        for h in peer.blocks_in_flight:
+            if self._blocks_requested.get(h) == peer.id:
+                del self._blocks_requested[h]
+        peer.blocks_in_flight.clear()
+        peer.getdata_queue.clear()
+        if self._sync_peer is peer:
+            self._sync_peer = None
+            if self._running:
+                self._maybe_start_sync()
+
+    async def handle_message(self, peer: Peer, msg: Message) -> None:
+        """Dispatch one message. Any unexpected exception from chain or mempool code is
+        logged and costs the peer its connection, never the node its life."""
+        if peer.closed:
+            return
+        try:
+            if isinstance(msg, Version):
+                self._on_version(peer, msg)
+            elif isinstance(msg, Verack):
+                self._on_verack(peer)
+            elif not peer.handshake_done:
+                self.misbehaving(peer, 1, f"{msg.command} before handshake")
+            elif isinstance(msg, Ping):
+                peer.send(Pong(msg.nonce))
+            elif isinstance(msg, Pong):
+                self._on_pong(peer, msg)
+            elif isinstance(msg, Inv):
+                self._on_inv(peer, msg)
+            elif isinstance(msg, GetData):
+                peer.getdata_queue.extend(msg.items)
+                peer.wake_writer()
+            elif isinstance(msg, NotFound):
+                self._on_notfound(peer, msg)
+            elif isinstance(msg, GetBlocks):
+                self._on_getblocks(peer, msg)
+            elif isinstance(msg, BlockMessage):
+                self._on_block(peer, msg)
+            elif isinstance(msg, TxMessage):
+                self._on_tx(peer, msg)
+        except ProtocolError:
+            raise
+        except Exception:
+            log.exception("peer=%d: error processing %s; disconnecting", peer.id, msg.command)
+            peer.close(f"internal error on {msg.command}")
+
+    # ------------------------------------------------------------------ handshake
+
+    def _send_version(self, peer: Peer) -> None:
+        peer.send(Version(PROTOCOL_VERSION, NODE_NETWORK, int(self.now()), peer.local_nonce,
+                          self.user_agent, self.chain.tip.height, True))
+        peer.version_sent = True
+
+    def _on_version(self, peer: Peer, msg: Version) -> None:
+        if peer.version_received:
+            self.misbehaving(peer, 1, "duplicate version")
+            return
+        if peer.inbound and any(not p.inbound and not p.handshake_done and p.local_nonce == msg.nonce
+                                for p in self._peers.values()):
+            log.info("connected to self at %s, disconnecting", peer.addr)
+            peer.close("connected to self")
+            return
+        if msg.version < MIN_PEER_PROTO_VERSION:
+            log.info("peer=%d using obsolete version %d; disconnecting", peer.id, msg.version)
+            peer.close("obsolete version")
+            return
+        peer.version_received = True
+        peer.version = msg.version
+        peer.services = msg.services
+        peer.subver = _sanitize(msg.user_agent)
+        peer.start_height = msg.start_height
+        peer.relay = msg.relay
+        peer.time_offset = msg.timestamp - int(self.now())
+        if not peer.version_sent:
+            self._send_version(peer)
+        peer.send(Verack())
+
+    def _on_verack(self, peer: Peer) -> None:
+        if not peer.version_received or peer.handshake_done:
+            self.misbehaving(peer, 1, "unexpected verack")
+            return
+        peer.handshake_done = True
+        log.info("New %s peer connected: version: %d, blocks=%d, peer=%d, subver=%s, addr=%s",
+                 "inbound" if peer.inbound else "outbound", peer.version, peer.start_height,
+                 peer.id, peer.subver, peer.addr)
+        self._send_ping(peer)
+        self._maybe_start_sync()
+
+    def _send_ping(self, peer: Peer) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        peer.ping_nonce = secrets.randbits(64) or 1       # 0 would mean "no ping outstanding"
+        peer.ping_sent_at = peer.last_ping_at = loop_now
+        peer.send(Ping(peer.ping_nonce))
+
+    def _on_pong(self, peer: Peer, msg: Pong) -> None:
+        if not peer.ping_sent_at or msg.nonce != peer.ping_nonce:
+            return                      # unsolicited or stale: harmless, as in Bitcoin
+        rtt = asyncio.get_running_loop().time() - peer.ping_sent_at
+        peer.ping_time = rtt
+        peer.min_ping = rtt if peer.min_ping is None else min(peer.min_ping, rtt)
+        peer.ping_sent_at = 0.0
+        peer.ping_nonce = 0
+
+    # ------------------------------------------------------------------ inventory
+
+    def _on_inv(self, peer: Peer, msg: Inv) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        block_hashes = [it.hash for it in msg.items if it.type == MSG_BLOCK]
+        # An inv while a getblocks is outstanding is taken as its answer (blocks only).
+        is_answer = bool(peer.getblocks_sent_at) and len(block_hashes) == len(msg.items)
+        if is_answer:
+            peer.getblocks_sent_at = 0.0
+        syncing_elsewhere = self._sync_peer is not None and self._sync_peer is not peer
+        want: list[InvItem] = []
+        for item in msg.items:
+            peer.known_inventory.add(item.hash)
+            if item.type == MSG_BLOCK:
+                idx = self.chain.get_index(item.hash)
+                if idx is not None and (_has_data(idx) or getattr(idx, "failed", False)):
+                    # Stored, or known invalid: nothing to fetch.
+                    peer.synced_blocks = max(peer.synced_blocks, idx.height)
+                    continue
+                peer.best_announced = item.hash
+                peer.sync_exhausted = False
+                # While another peer feeds us the chain in order, blocks from elsewhere would
+                # only be orphans; once that sync ends this peer is asked if still ahead.
+                if (syncing_elsewhere or item.hash in self._blocks_requested
+                        or len(peer.blocks_in_flight) >= MAX_BLOCKS_IN_FLIGHT):
+                    continue
+                want.append(item)
+                self._blocks_requested[item.hash] = peer.id
+                peer.blocks_in_flight[item.hash] = loop_now
+            elif item.type == MSG_TX:
+                if self._sync_peer is not None:
+                    continue            # during a download transactions would only be orphans
+                if len(self._txs_requested) < _MAX_TX_REQUESTS and self._tx_wanted(item.hash):
+                    want.append(item)
+                    self._txs_requested[item.hash] = loop_now
+        if want:
+            if any(it.type == MSG_BLOCK for it in want):
+                peer.last_block_progress = loop_now
+            peer.send(GetData(tuple(want)))
+        if is_answer and self._sync_peer is peer:
+            if not block_hashes:
+                self._finish_sync(peer, exhausted=True)
+            elif block_hashes[-1] == peer.getblocks_first:
+                self._finish_sync(peer, exhausted=True)     # no progress: same answer again
+            else:
+                peer.sync_continue_from = block_hashes[-1]
+                if not peer.blocks_in_flight:
+                    self._continue_sync(peer)
+
+    def _tx_wanted(self, txid: bytes) -> bool:
+        tip = self.chain.tip.hash
+        if tip != self._rejects_tip:
+            # A new tip can make a rejected transaction valid (or its inputs known).
+            self._recent_rejects.clear()
+            self._rejects_tip = tip
+        return (txid not in self._recent_rejects and txid not in self._txs_requested
+                and txid not in self.mempool)
+
+    def _reject_tx(self, txid: bytes) -> None:
+        self._recent_rejects[txid] = None
+        if len(self._recent_rejects) > _RECENT_REJECTS_SIZE:
+            self._recent_rejects.popitem(last=False)
+
+    def _on_notfound(self, peer: Peer, msg: NotFound) -> None:
+        for item in msg.items:
+            if item.type == MSG_BLOCK and peer.blocks_in_flight.pop(item.hash, None) is not None:
+                self._blocks_requested.pop(item.hash, None)
+            elif item.type == MSG_TX:
+                self._txs_requested.pop(item.hash, None)
+        if self._sync_peer is peer and not peer.blocks_in_flight:
+            self._continue_sync(peer)
+
+    def serve_getdata(self, peer: Peer) -> None:
+        """Answer queued getdata items: one block, or transactions up to a byte budget, per
+        call; unknown items go back in one notfound."""
+        missing: list[InvItem] = []
+        budget = _GETDATA_TX_BUDGET
+        while peer.getdata_queue and budget > 0:
+            item = peer.getdata_queue.popleft()
+            if item.type == MSG_BLOCK:
+                block = None
+                try:
+                    block = self.chain.get_block(item.hash)
+                except Exception:
+                    log.exception("get_block failed for %s", hash_to_hex(item.hash))
+                if block is None:
+                    missing.append(item)
+                    continue
+                peer.known_inventory.add(item.hash)
+                peer.send(BlockMessage(block))
+                break                         # one block at a time: let the writer flush it
+            if item.type == MSG_TX:
+                entry = self.mempool.get(item.hash)
+                if entry is None:
+                    missing.append(item)
+                    continue
+                peer.known_inventory.add(item.hash)
+                peer.send(TxMessage(entry.tx))
+                budget -= entry.tx.size
+            # other types: ignored, as Bitcoin does
+        for i in range(0, len(missing), MAX_INV):
+            peer.send(NotFound(tuple(missing[i:i + MAX_INV])))
+
+    def _on_getblocks(self, peer: Peer, msg: GetBlocks) -> None:
+        try:
+            hashes = self.chain.hashes_after(list(msg.locator), msg.stop, self.getblocks_limit)
+        except Exception:
+            log.exception("hashes_after failed")
+            hashes = []
+        hashes = hashes[:self.getblocks_limit]
+        # Always answered, even empty: the requester then knows we have nothing more.
+        peer.send(Inv(tuple(InvItem(MSG_BLOCK, h) for h in hashes)))
+
+    # ------------------------------------------------------------------ blocks
+
+    def _on_block(self, peer: Peer, msg: BlockMessage) -> None:
+        block = msg.block
+        h = block.hash
+        peer.known_inventory.add(h)
+        loop_now = asyncio.get_running_loop().time()
+        if peer.blocks_in_flight.pop(h, None) is not None:
+            peer.last_block_progress = loop_now
+        if self._blocks_requested.get(h) == peer.id:
+            del self._blocks_requested[h]
+        old_tip = self.chain.tip.hash
+        try:
+            self.chain.accept_block(block)
+        except ValidationError as e:
+            if e.reason == "prev-blk-not-found":
+                log.debug("peer=%d: block %s has an unknown parent; asking for the chain",
+                          peer.id, block.hash_hex)
+                self._on_orphan(peer)
+            elif e.failure is Failure.TIME_FUTURE:
+                log.info("peer=%d: block %s too far in the future: %s", peer.id, block.hash_hex, e)
+            else:
+                self.misbehaving(peer, BAN_THRESHOLD, f"invalid block {block.hash_hex}: {e.reason}")
+                return
+        else:
+            idx = self.chain.get_index(h)
+            if idx is not None:
+                peer.synced_blocks = max(peer.synced_blocks, idx.height)
+            if self.chain.tip.hash != old_tip:
+                self._report_progress()
+        if not peer.blocks_in_flight:
+            if self._sync_peer is peer:
+                self._continue_sync(peer)
+            if self._sync_peer is None:
+                self._announce_tip()
+
+    def _announce_tip(self) -> None:
+        """Tell peers about our tip if it changed since we last did (end of a batch)."""
+        tip = self.chain.tip.hash
+        if tip != self._announced_tip:
+            self.announce_block(tip)
+
+    # ------------------------------------------------------------------ block download
+
+    def _best_peer_height(self) -> int:
+        """The IBD target: the highest start height a peer reported, or our own height.
+        (Blocks-first download learns no heights ahead of time, so a peer that was behind
+        at its handshake cannot raise the target.)"""
+        heights = [p.start_height for p in self._peers.values() if p.handshake_done]
+        return int(max([self.chain.tip.height, *heights]))
+
+    def _peer_ahead(self, peer: Peer) -> bool:
+        if not peer.handshake_done or peer.closed or peer.sync_exhausted:
+            return False
+        if peer.start_height > self.chain.tip.height:
+            return True
+        return peer.best_announced is not None and not self._have_block(peer.best_announced)
+
+    def _have_block(self, h: bytes) -> bool:
+        idx = self.chain.get_index(h)
+        return idx is not None and _has_data(idx)
+
+    def _maybe_start_sync(self) -> None:
+        """Pick a sync peer if none is active and some peer is ahead of us."""
+        if self._sync_peer is not None:
+            return
+        candidates = [p for p in self._peers.values() if self._peer_ahead(p)]
+        if not candidates:
+            self._announce_tip()
+            return
+        peer = max(candidates, key=lambda p: (p.start_height, -p.id))
+        self._start_sync(peer)
+
+    def _start_sync(self, peer: Peer) -> None:
+        self._sync_peer = peer
+        tip = self.chain.tip
+        self._sync_started_at = self._progress_at = asyncio.get_running_loop().time()
+        self._sync_start_height = self._progress_height = tip.height
+        self._sync_start_tip = tip.hash
+        self._progress_final = False
+        log.info("Block download from peer=%d %s: height %d, peer reports %d",
+                 peer.id, peer.addr, tip.height, peer.start_height)
+        self._send_getblocks(peer, self.chain.locator())
+
+    def _on_orphan(self, peer: Peer) -> None:
+        if self._sync_peer is None:
+            peer.sync_exhausted = False
+            self._start_sync(peer)
+        elif self._sync_peer is peer and not peer.getblocks_sent_at and not peer.blocks_in_flight:
+            self._send_getblocks(peer, self.chain.locator())
+
+    def _send_getblocks(self, peer: Peer, locator: list[bytes]) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        locator = locator[:101]
+        peer.getblocks_sent_at = loop_now
+        peer.last_block_progress = loop_now
+        peer.getblocks_first = locator[0] if locator else None
+        peer.send(GetBlocks(tuple(locator)))
+
+    def _continue_sync(self, peer: Peer) -> None:
+        """The sync peer's batch is in: ask for the next one, or end the sync with it."""
+        if peer.getblocks_sent_at:
+            return                        # a request is already out
+        start = peer.sync_continue_from
+        peer.sync_continue_from = None
+        if start is not None and self._have_block(start):
+            # Continue from the batch's last block, which is on the peer's best chain even
+            # when it is not (yet) on ours, then our own locator as a fallback.
+            self._send_getblocks(peer, [start, *self.chain.locator()])
+        else:
+            # No continuation (the batch was a relay inv, or its last block never became
+            # valid here): this round is over; the peer stays eligible if still ahead.
+            self._finish_sync(peer, exhausted=False)
+
+    def _finish_sync(self, peer: Peer, *, exhausted: bool) -> None:
+        if self._sync_peer is not peer:
+            peer.sync_exhausted = exhausted or peer.sync_exhausted
+            return
+        # A whole session that did not move our tip is not worth repeating with this peer
+        # until it announces something new (this also stops a peer that answers with
+        # hashes it then does not deliver from keeping us busy).
+        peer.sync_exhausted = (exhausted or peer.sync_exhausted
+                               or self.chain.tip.hash == self._sync_start_tip)
+        self._sync_peer = None
+        tip = self.chain.tip
+        elapsed = max(asyncio.get_running_loop().time() - self._sync_started_at, 1e-9)
+        got = tip.height - self._sync_start_height
+        if got > 0:
+            log.info("Block download from peer=%d done: height %d, %d blocks in %.1f s (%.1f blocks/s)",
+                     peer.id, tip.height, got, elapsed, got / elapsed)
+        self._maybe_start_sync()
+
+    def _report_progress(self) -> None:
+        """IBD progress line every _PROGRESS_INTERVAL seconds and when the target is reached."""
+        if self._sync_peer is None:
+            return
+        loop_now = asyncio.get_running_loop().time()
+        height = self.chain.tip.height
+        total = self._best_peer_height()
+        reached = height >= total
+        first_time_reached = reached and not self._progress_final
+        if loop_now - self._progress_at < _PROGRESS_INTERVAL and not first_time_reached:
+            return
+        self._progress_final = reached
+        dt = max(loop_now - self._progress_at, 1e-9)
+        rate = (height - self._progress_height) / dt
+        log.info("IBD progress: height=%d total=%d (%.1f%%) %.1f blocks/s peer=%d",
+                 height, total, 100.0 * height / max(total, 1), rate, self._sync_peer.id)
+        self._progress_at, self._progress_height = loop_now, height
+
+    # ------------------------------------------------------------------ transactions
+
+    def _on_tx(self, peer: Peer, msg: TxMessage) -> None:
+        tx = msg.tx
+        txid = tx.txid
+        peer.known_inventory.add(txid)
+        self._txs_requested.pop(txid, None)
+        if txid in self.mempool:
+            return
+        try:
+            self.mempool.accept(tx)
+        except ValidationError as e:
+            if e.failure in (Failure.MISSING_INPUTS, Failure.PREMATURE_SPEND, Failure.TIME_FUTURE):
+                # Possibly valid later (we keep no orphan pool): not the peer's fault.
+                log.debug("peer=%d: tx %s not accepted yet: %s", peer.id, tx.txid_hex, e.reason)
+            else:
+                self._reject_tx(txid)
+                self.misbehaving(peer, 10, f"invalid transaction {tx.txid_hex}: {e.reason}")
+            return
+        except Exception as e:
+            if not hasattr(e, "reason"):
+                # Not a policy rejection: a bug in the mempool. Log it; do not blame the peer.
+                log.exception("mempool.accept failed for %s", tx.txid_hex)
+            else:
+                log.debug("peer=%d: tx %s rejected by policy: %s",
+                          peer.id, tx.txid_hex, getattr(e, "reason", ""))
+            self._reject_tx(txid)
+            return
+        log.debug("peer=%d: accepted tx %s", peer.id, tx.txid_hex)
+        self.announce_tx(txid)
+
+    # ================================================================== maintenance
+
+    async def _maintenance(self) -> None:
+        """Once a second (or faster with short timeouts): handshake, ping and download
+        timeouts, pings, expired bans and requests."""
+        tick = max(0.05, min(1.0, self.ping_interval / 4, self.handshake_timeout / 4,
+                             self.ping_timeout / 4, self.block_download_timeout / 4))
+        loop = asyncio.get_running_loop()
+        while self._running:
+            await asyncio.sleep(tick)
+            try:
+                self._maintain(loop.time())
+            except Exception:
+                log.exception("p2p maintenance failed")
+
+    def _maintain(self, loop_now: float) -> None:
+        for peer in list(self._peers.values()):
+            if peer.closed:
+                continue
+            if not peer.handshake_done:
+                if loop_now - peer.connected_at > self.handshake_timeout:
+                    log.info("peer=%d %s: handshake timeout", peer.id, peer.addr)
+                    peer.close("handshake timeout")
+                continue
+            if peer.ping_sent_at and loop_now - peer.ping_sent_at > self.ping_timeout:
+                log.info("peer=%d %s: ping timeout", peer.id, peer.addr)
+                peer.close("ping timeout")
+                continue
+            if not peer.ping_sent_at and loop_now - peer.last_ping_at >= self.ping_interval:
+                self._send_ping(peer)
+            waiting = peer.blocks_in_flight or peer.getblocks_sent_at
+            if waiting and loop_now - peer.last_block_progress > self.block_download_timeout:
+                log.info("peer=%d %s: block download stalled, disconnecting", peer.id, peer.addr)
+                peer.close("block download stalled")
+                self._forget_peer(peer)
+        now = self.now()
+        for key in [k for k, e in self._bans.items() if e.until <= now]:
+            del self._bans[key]
+        for txid in [t for t, at in self._txs_requested.items() if loop_now - at > _TX_REQUEST_TIMEOUT]:
+            del self._txs_requested[txid]
+        if self._sync_peer is None:
+            self._maybe_start_sync()

@@ -1,0 +1,310 @@
+"""One P2P connection: framing on a stream, an outgoing queue, and the per-peer state the node
+keeps (handshake, statistics, inventory the peer knows, blocks requested from it).
+
+The protocol logic lives in node.py; a Peer only moves frames and reports each decoded
+message to its `PeerHandler`.
+
+Why a writer task and an outbox rather than writing from the handlers: a handler must never
+wait for *this or another* peer's socket to drain. If two nodes each blocked in a write
+to the other while neither read, both would hang for good (a block sent one way while a
+relay inv goes the other). Handlers only append to the outbox; the writer task alone waits
+on the socket. Requested data (getdata) is produced lazily by the writer, one block at a
+time when the outbox is empty, so a getdata for 50000 blocks never sits in memory at once;
+and like Bitcoin the reader stops taking messages from a peer while it still owes that peer
+data or its outbox is over SEND_BUFFER_LIMIT, which bounds what one peer can make us queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Protocol
+
+from .messages import (
+    HEADER_SIZE, InvItem, Message, ProtocolError, checksum, parse_header, parse_payload,
+    serialize_message,
+)
+
+log = logging.getLogger("cleancoin.net")
+
+#: Stop reading from a peer while this many bytes wait to be sent to it.
+SEND_BUFFER_LIMIT: int = 1_000_000
+#: How many inventory hashes per peer we remember as known to it.
+KNOWN_INVENTORY_SIZE: int = 50_000
+
+
+class PeerHandler(Protocol):
+    """The node, as a Peer sees it."""
+
+    async def handle_message(self, peer: Peer, msg: Message) -> None:
+        """Process one decoded message from `peer`."""
+        ...
+
+    def protocol_violation(self, peer: Peer, err: ProtocolError) -> None:
+        """`peer` sent bytes that break the wire format."""
+        ...
+
+    def serve_getdata(self, peer: Peer) -> None:
+        """Answer some of `peer.getdata_queue` (called by the writer when its outbox is empty)."""
+        ...
+
+    def peer_closed(self, peer: Peer) -> None:
+        """`peer`'s connection is gone."""
+        ...
+
+
+class BoundedSet:
+    """A set that forgets its oldest members beyond `capacity` (inventory a peer knows)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: OrderedDict[bytes, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, item: bytes) -> None:
+        """Remember `item` (refreshing it if present)."""
+        self._items[item] = None
+        self._items.move_to_end(item)
+        if len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+    def discard(self, item: bytes) -> None:
+        """Forget `item`."""
+        self._items.pop(item, None)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._items.clear()
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def format_addr(host: str, port: int) -> str:
+    """host:port, with IPv6 hosts bracketed (as bitcoind prints them)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def normalize_ip(host: str) -> str:
+    """`host` with an IPv4-mapped IPv6 prefix removed, so a ban on 1.2.3.4 covers ::ffff:1.2.3.4."""
+    return host[7:] if host.lower().startswith("::ffff:") and "." in host else host
+
+
+class Peer:
+    """A connected peer: its stream, outbox, statistics and protocol state."""
+
+    def __init__(self, handler: PeerHandler, peer_id: int, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, *, magic: bytes, inbound: bool,
+                 connection_type: str, target: str | None, now: Callable[[], float]) -> None:
+        self.handler = handler
+        self.id = peer_id
+        self.reader = reader
+        self.writer = writer
+        self.magic = magic
+        self.inbound = inbound
+        #: "inbound", "manual" (-connect/-addnode/addnode add) or "onetry" (addnode onetry).
+        self.connection_type = connection_type
+        #: The address string we dialled (outbound only): what addnode/disconnectnode match.
+        self.target = target
+        self._now = now
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+
+        peername = writer.get_extra_info("peername") or ("?", 0)
+        sockname = writer.get_extra_info("sockname") or ("?", 0)
+        self.host: str = normalize_ip(str(peername[0]))
+        self.port: int = int(peername[1])
+        #: As bitcoind's getpeerinfo "addr": the string we dialled for an outbound peer (so
+        #: disconnectnode and addnode match what the user typed), else the remote ip:port.
+        self.addr: str = target if target else format_addr(self.host, self.port)
+        self.addr_bind: str = format_addr(normalize_ip(str(sockname[0])), int(sockname[1]))
+
+        # --- handshake
+        #: Our version nonce for this connection (self-connection detection).
+        self.local_nonce: int = secrets.randbits(64)
+        self.version_sent = False
+        self.version_received = False
+        self.handshake_done = False
+        self.version: int = 0
+        self.services: int = 0
+        self.subver: str = ""
+        self.start_height: int = -1
+        self.relay: bool = True
+        self.time_offset: int = 0
+
+        # --- statistics (getpeerinfo)
+        self.conntime: int = int(now())
+        self.connected_at: float = loop.time()
+        self.last_send: int = 0
+        self.last_recv: int = 0
+        self.bytes_sent: int = 0
+        self.bytes_recv: int = 0
+        self.bytes_sent_per_msg: dict[str, int] = {}
+        self.bytes_recv_per_msg: dict[str, int] = {}
+        self.ping_nonce: int = 0
+        self.ping_sent_at: float = 0.0          # loop time of the outstanding ping, 0 if none
+        self.last_ping_at: float = 0.0          # loop time of the last ping sent
+        self.ping_time: float | None = None
+        self.min_ping: float | None = None
+        self.ban_score: int = 0
+
+        # --- inventory and block download
+        self.known_inventory = BoundedSet(KNOWN_INVENTORY_SIZE)
+        #: Blocks requested from this peer: hash -> loop time of the request.
+        self.blocks_in_flight: dict[bytes, float] = {}
+        #: Loop time of the last progress on block download (request sent or block received).
+        self.last_block_progress: float = 0.0
+        #: Height of the best block we know the peer has (getpeerinfo's synced_blocks).
+        self.synced_blocks: int = -1
+        #: Last block hash it announced that we did not know (may tell us it is ahead).
+        self.best_announced: bytes | None = None
+        #: A getblocks is outstanding: loop time sent and the locator's first hash.
+        self.getblocks_sent_at: float = 0.0
+        self.getblocks_first: bytes | None = None
+        #: After a getblocks answer is downloaded, continue from this hash.
+        self.sync_continue_from: bytes | None = None
+        #: This peer told us it has nothing more (answered getblocks with an empty inv).
+        self.sync_exhausted: bool = False
+
+        # --- sending
+        self.getdata_queue: deque[InvItem] = deque()
+        self._outbox: deque[tuple[str, bytes]] = deque()
+        self._outbox_bytes = 0
+        self._wake_writer = asyncio.Event()
+        self._can_read = asyncio.Event()
+        self._can_read.set()
+        self._writer_task: asyncio.Task[None] | None = None
+        self.closed = False
+        self.close_reason = ""
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, msg: Message) -> None:
+        """Queue `msg` for sending (never blocks; the writer task does the I/O)."""
+        if self.closed:
+            return
+        frame = serialize_message(self.magic, msg)
+        self._outbox.append((msg.command, frame))
+        self._outbox_bytes += len(frame)
+        self._update_read_gate()
+        self._wake_writer.set()
+
+    def wake_writer(self) -> None:
+        """Tell the writer there is work (new getdata items)."""
+        self._update_read_gate()
+        self._wake_writer.set()
+
+    @property
+    def outbox_bytes(self) -> int:
+        """Bytes queued and not yet handed to the socket."""
+        return self._outbox_bytes
+
+    def _update_read_gate(self) -> None:
+        # Bitcoin's fPauseSend plus "don't process more messages until getdata is drained".
+        if self._outbox_bytes > SEND_BUFFER_LIMIT or self.getdata_queue:
+            self._can_read.clear()
+        else:
+            self._can_read.set()
+
+    async def _write_loop(self) -> None:
+        while not self.closed:
+            if self._outbox:
+                command, frame = self._outbox.popleft()
+                self.writer.write(frame)
+                self.bytes_sent += len(frame)
+                self.bytes_sent_per_msg[command] = self.bytes_sent_per_msg.get(command, 0) + len(frame)
+                self.last_send = int(self._now())
+                await self.writer.drain()
+                self._outbox_bytes -= len(frame)
+                self._update_read_gate()
+            elif self.getdata_queue:
+                self.handler.serve_getdata(self)
+                self._update_read_gate()
+            else:
+                self._wake_writer.clear()
+                await self._wake_writer.wait()
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _read_frame(self) -> tuple[str, bytes]:
+        # The magic is read on its own so that garbage is refused at its first four bytes,
+        # even when the sender then goes quiet.
+        magic = await self.reader.readexactly(4)
+        if magic != self.magic:
+            raise ProtocolError("bad-magic", magic.hex())
+        header = parse_header(magic + await self.reader.readexactly(HEADER_SIZE - 4), self.magic)
+        payload = await self.reader.readexactly(header.length)
+        if checksum(payload) != header.checksum:
+            raise ProtocolError("bad-checksum", header.command)
+        size = HEADER_SIZE + header.length
+        self.bytes_recv += size
+        self.bytes_recv_per_msg[header.command] = self.bytes_recv_per_msg.get(header.command, 0) + size
+        self.last_recv = int(self._now())
+        return header.command, payload
+
+    async def _read_loop(self) -> None:
+        while not self.closed:
+            await self._can_read.wait()
+            command, payload = await self._read_frame()
+            msg = parse_payload(command, payload)
+            if msg is None:
+                log.debug("peer=%d: ignoring unknown message %r", self.id, command)
+                continue
+            await self.handler.handle_message(self, msg)
+
+    async def run(self) -> None:
+        """Serve the connection until it closes; then tell the handler. Never raises
+        (except CancelledError): every failure ends in a closed connection."""
+        self._writer_task = asyncio.create_task(self._write_loop(), name=f"p2p-writer-{self.id}")
+        self._writer_task.add_done_callback(self._writer_done)
+        try:
+            await self._read_loop()
+        except ProtocolError as e:
+            if not self.closed:
+                self.handler.protocol_violation(self, e)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass                                   # the peer went away (or we closed it)
+        except asyncio.CancelledError:
+            raise
+        except Exception:                          # a bug of ours: lose the peer, not the node
+            log.exception("peer=%d: unexpected error, disconnecting", self.id)
+        finally:
+            self.close(self.close_reason or "connection closed")
+            if self._writer_task is not None:
+                self._writer_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._writer_task
+            self.handler.peer_closed(self)
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        # A write error (peer reset) must end the connection, not leave a half-alive peer.
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not self.closed:
+            if not isinstance(exc, (ConnectionError, OSError)):
+                log.error("peer=%d: writer failed: %r", self.id, exc)
+            self.close("send failed")
+
+    def close(self, reason: str = "") -> None:
+        """Drop the connection now (queued data is discarded). Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._wake_writer.set()
+        self._can_read.set()
+        # abort(), not close(): a peer being disconnected for misbehaviour gets nothing more,
+        # and a peer that stopped reading cannot hold the close up.
+        transport = self.writer.transport
+        if transport is not None:
+            transport.abort()
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.id} {self.addr} {'in' if self.inbound else 'out'}>"

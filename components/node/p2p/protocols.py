@@ -1,0 +1,67 @@
+"""What the P2P layer needs from the chain manager and the mempool.
+
+Written as Protocols so the P2P code depends on behaviour, not on the concrete classes in
+chain.py and mempool.py (built separately); tests plug in small in-memory versions.
+All calls are synchronous: the node runs them on its event loop between messages, so chain
+and mempool never see two P2P calls at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..chainparams import ChainParams
+from ..primitives import Block, Transaction
+
+
+class ChainAccess(Protocol):
+    """The block chain: lookups, the locator, and block acceptance."""
+
+    params: ChainParams
+
+    @property
+    def tip(self) -> Any:
+        """The best block's index entry: has `.hash` (bytes) and `.height` (int)."""
+        ...
+
+    def get_index(self, h: bytes) -> Any | None:
+        """The index entry (with `.height`) of a block we know, or None. Optional attributes
+        the P2P code reads when present: `.have_data` (False for a header whose block is not
+        stored: it is still downloaded) and `.failed` (known invalid: never requested)."""
+        ...
+
+    def get_block(self, h: bytes) -> Block | None:
+        """The stored block with hash `h`, or None."""
+        ...
+
+    def accept_block(self, block: Block) -> Any:
+        """Validate and store `block`, moving the tip if it is now the best.
+
+        Returns an object with `.new_tip: bool` and `.already_have: bool`; raises
+        ValidationError (reason "prev-blk-not-found" when the parent is unknown).
+        """
+        ...
+
+    def locator(self) -> list[bytes]:
+        """Block locator of the best chain: tip first, then exponentially sparser, genesis last."""
+        ...
+
+    def hashes_after(self, locator: list[bytes], stop: bytes | None, limit: int) -> list[bytes]:
+        """Hashes of the best chain after the first locator hash on it (genesis if none), up
+        to and including `stop`, at most `limit`."""
+        ...
+
+
+class MempoolAccess(Protocol):
+    """The transaction memory pool."""
+
+    def accept(self, tx: Transaction) -> Any:
+        """Validate and add `tx`; raises ValidationError or a policy rejection with `.reason`."""
+        ...
+
+    def get(self, txid: bytes) -> Any | None:
+        """The entry (with `.tx`) for `txid`, or None."""
+        ...
+
+    def __contains__(self, txid: bytes) -> bool:
+        ...
