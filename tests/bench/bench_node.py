@@ -1,0 +1,119 @@
+"""Node benchmarks (issue 4): block connect rate with 100 transactions per block, and
+transaction validation rate, each against coincurve's bare signature verification rate
+measured in the same run (the floor: every transaction carries one signature to check).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import statistics
+import tempfile
+import time
+
+import coincurve
+
+from cleancoin.components.node.chain import ChainManager
+from cleancoin.components.node.chainparams import REGTEST as PARAMS
+from cleancoin.components.node.consensus import check_transaction, check_tx_inputs
+from cleancoin.components.node.keys import PrivateKey, sign_transaction, signature_hash
+from cleancoin.components.node.mining import mine_block
+from cleancoin.components.node.primitives import Block, OutPoint, Transaction, TxIn, TxOut
+
+NOW = 2_100_000_000
+KEY = PrivateKey(hashlib.sha256(b"bench").digest())
+PKH = KEY.public_key.pkh
+BLOCKS, TXS = 40, 100
+
+
+def _build(directory: str) -> tuple[list[Block], list[Block], Transaction]:
+    """A 102-block base whose last block fans a coinbase out to BLOCKS * TXS coins, and
+    BLOCKS blocks of TXS one-input spends on top of it."""
+    chain = ChainManager(PARAMS, os.path.join(directory, "build.sqlite"), now=lambda: NOW, synchronous="NORMAL")
+    base = []
+    for height in range(1, 102):
+        block = mine_block(chain.tip.header, height, PKH, PARAMS, chain.tip.time + 600, chain.tip.bits)
+        chain.accept_block(block)
+        base.append(block)
+    coinbase = base[0].txs[0]
+    count = BLOCKS * TXS
+    fan = sign_transaction(Transaction(1, (TxIn(OutPoint(coinbase.txid, 0)),), tuple(
+        TxOut(coinbase.vout[0].value // count - 1000, PKH) for _ in range(count))), [KEY])
+    block = mine_block(chain.tip.header, 102, PKH, PARAMS, chain.tip.time + 600, chain.tip.bits, [fan],
+                       coinbase.vout[0].value - fan.value_out)
+    chain.accept_block(block)
+    base.append(block)
+    chain.close()
+    blocks, header, height = [], block.header, 102
+    for i in range(BLOCKS):
+        txs = [sign_transaction(Transaction(1, (TxIn(OutPoint(fan.txid, i * TXS + j)),),
+                                            (TxOut(fan.vout[0].value - 1000, PKH),)), [KEY]) for j in range(TXS)]
+        height += 1
+        nxt = mine_block(header, height, PKH, PARAMS, header.time + 600, header.bits, txs, 1000 * TXS)
+        blocks.append(nxt)
+        header = nxt.header
+    return base, blocks, fan
+
+
+def _bare_verify_rate(blocks: list[Block]) -> float:
+    items = []
+    for block in blocks[:10]:
+        for tx in block.txs[1:]:
+            sig = tx.vin[0].script_sig
+            der, pub = sig[1:sig[0]], sig[sig[0] + 2:]
+            items.append((pub, der, signature_hash(tx, 0, PKH)))
+    start = time.perf_counter()
+    for pub, der, digest in items:
+        assert coincurve.PublicKey(pub).verify(der, digest, hasher=None)
+    return len(items) / (time.perf_counter() - start)
+
+
+def _connect_rate(directory: str, base: list[Block], blocks: list[Block], run: int) -> float:
+    chain = ChainManager(PARAMS, os.path.join(directory, f"run{run}.sqlite"), now=lambda: NOW)
+    for block in base:
+        chain.accept_block(block)
+    fresh = [Block.from_bytes(b.to_bytes()) for b in blocks]   # nothing cached from building
+    start = time.perf_counter()
+    for block in fresh:
+        assert chain.accept_block(block).new_tip
+    took = time.perf_counter() - start
+    chain.close()
+    return len(fresh) / took
+
+
+class _Coins:
+    def __init__(self, fan: Transaction) -> None:
+        from cleancoin.components.node.consensus import Coin
+        self._coins = {OutPoint(fan.txid, n): Coin(out.value, out.pkh, 102, False) for n, out in enumerate(fan.vout)}
+
+    def get(self, outpoint: OutPoint):  # noqa: ANN201 - consensus.UtxoView
+        return self._coins.get(outpoint)
+
+
+def _validation_rate(blocks: list[Block], fan: Transaction) -> float:
+    view = _Coins(fan)
+    txs = [Transaction.from_bytes(tx.to_bytes()) for b in blocks for tx in b.txs[1:]]
+    start = time.perf_counter()
+    for tx in txs:
+        check_transaction(tx)
+        check_tx_inputs(tx, view, 200, PARAMS)
+    return len(txs) / (time.perf_counter() - start)
+
+
+def test_block_connect_and_tx_validation_against_bare_verify() -> None:
+    directory = tempfile.mkdtemp(dir="/var/tmp")
+    base, blocks, fan = _build(directory)
+    bare, connect, validate = [], [], []
+    for run in range(3):   # interleaved, so drift hits all three alike
+        bare.append(_bare_verify_rate(blocks))
+        connect.append(_connect_rate(directory, base, blocks, run))
+        validate.append(_validation_rate(blocks, fan))
+    floor = statistics.median(bare)
+    blocks_s, tx_s = statistics.median(connect), statistics.median(validate)
+    print()
+    print(f"NODE ({BLOCKS} blocks of {TXS} one-input transactions, 3 interleaved runs, medians)")
+    print(f"  coincurve bare verify           {floor:9.0f} sig/s  -> floor {floor / TXS:.1f} blocks/s")
+    print(f"  block connect (SQLite, FULL)    {blocks_s:9.1f} blocks/s = {blocks_s * TXS:.0f} tx/s "
+          f"({100 * blocks_s * TXS / floor:.0f} % of the floor)")
+    print(f"  tx validation (checks + sig)    {tx_s:9.0f} tx/s      ({100 * tx_s / floor:.0f} % of the floor)")
+    assert floor > 0 and blocks_s > 0 and tx_s > 0
