@@ -1,0 +1,179 @@
+"""CleanCoind: the CleanCoin node daemon, with bitcoind's options and exit codes.
+
+    CleanCoind -regtest -datadir=/tmp/cc -printtoconsole
+    CleanCoind -help
+
+Exit status: 0 after a clean shutdown (SIGTERM, SIGINT or the `stop` RPC), 1 for a bad
+command line or conf file and for any initialisation error, as bitcoind. Errors go to stderr
+as "Error: ..." (bitcoind's InitError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from cleancoin.cli.options import Option, OptionError, Settings, help_text, load_settings
+
+PROG = "CleanCoind"
+
+#: -debug categories -> logger names under "cleancoin". "validation" covers the chain.
+DEBUG_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "net": ("cleancoin.net",),
+    "rpc": ("cleancoin.rpc",),
+    "mempool": ("cleancoin.mempool",),
+    "validation": ("cleancoin.chain", "cleancoin.validation"),
+    "ipc": ("cleancoin.ipc",),
+}
+
+OPTIONS: list[Option] = [
+    Option("help", "Print this help message and exit", "Options"),
+    Option("?", "Print this help message and exit", "Options"),
+    Option("conf", "Specify path to read-only configuration file. Relative paths are prefixed by datadir location.",
+           "Options", "<file>", "CleanCoin.conf"),
+    Option("datadir", "Specify data directory", "Options", "<dir>", "~/.cleancoin"),
+    Option("pid", "Specify pid file. Relative paths are prefixed by the network datadir.", "Options",
+           "<file>", "CleanCoind.pid"),
+    Option("reindex", "Rebuild chain state and indexes from the stored blocks.", "Options"),
+    Option("bind", "Bind to given address to listen for P2P connections.", "Connection options",
+           "<addr>", "0.0.0.0"),
+    Option("port", "Listen for P2P connections on <port>", "Connection options", "<port>",
+           "27491, testnet: 27591, regtest: 27691"),
+    Option("listen", "Accept connections from outside", "Connection options", "", "1 if no -connect"),
+    Option("connect", "Connect only to the specified node(s); -noconnect disables automatic connections",
+           "Connection options", "<ip:port>"),
+    Option("addnode", "Add a node to connect to and attempt to keep the connection open", "Connection options",
+           "<ip:port>"),
+    Option("maxconnections", "Maintain at most <n> connections to peers", "Connection options", "<n>", "125"),
+    Option("debug", "Output debug logging: net, rpc, mempool, validation, ipc; 1 or all for every category. "
+           "Repeatable.", "Debugging/Testing options", "<category>"),
+    Option("debugexclude", "Exclude debug logging for a category (takes priority over -debug)",
+           "Debugging/Testing options", "<category>"),
+    Option("printtoconsole", "Send trace/debug info to console (default: 1 when no -daemon)",
+           "Debugging/Testing options", "", "1"),
+    Option("chain", "Use the chain <chain>: main, test, regtest", "Chain selection options", "<chain>", "main"),
+    Option("regtest", "Use the regression test chain (blocks on demand)", "Chain selection options"),
+    Option("testnet", "Use the test chain", "Chain selection options"),
+    Option("server", "Accept command line and JSON-RPC commands", "RPC server options", "", "1"),
+    Option("rpcport", "Listen for JSON-RPC connections on <port>", "RPC server options", "<port>",
+           "27490, testnet: 27590, regtest: 27690"),
+    Option("rpcbind", "Bind to given address to listen for JSON-RPC connections (needs -rpcallowip)",
+           "RPC server options", "<addr>[:port]"),
+    Option("rpcallowip", "Allow JSON-RPC connections from specified source (IP, network/CIDR, network/netmask)",
+           "RPC server options", "<ip>"),
+    Option("rpcuser", "Username for JSON-RPC connections", "RPC server options", "<user>"),
+    Option("rpcpassword", "Password for JSON-RPC connections", "RPC server options", "<pw>"),
+    Option("rpcauth", "Username and HMAC-SHA-256 hashed password for JSON-RPC connections (USER:SALT$HASH)",
+           "RPC server options", "<userpw>"),
+    Option("rpccookiefile", "Location of the auth cookie. Relative paths are prefixed by the network datadir.",
+           "RPC server options", "<loc>", ".cookie"),
+]
+
+
+def setup_logging(settings: Settings, netdatadir: str) -> None:
+    """debug.log in the network datadir (and the console with -printtoconsole), UTC
+    timestamps, the logger name as category; -debug turns categories to DEBUG."""
+    root = logging.getLogger("cleancoin")
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    fmt = logging.Formatter("%(asctime)s.%(msecs)03dZ [%(name)s] %(levelname)s %(message)s",
+                            "%Y-%m-%dT%H:%M:%S")
+    fmt.converter = time.gmtime
+    handlers: list[logging.Handler] = [logging.FileHandler(os.path.join(netdatadir, "debug.log"),
+                                                           encoding="utf-8")]
+    if settings.get_bool("printtoconsole", True):
+        handlers.append(logging.StreamHandler(sys.stdout))
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    wanted = set()
+    for cat in settings.get_all("debug"):
+        if cat in ("1", "all", ""):
+            wanted.update(DEBUG_CATEGORIES)
+        elif cat == "0" or cat == "none":
+            wanted.clear()
+        elif cat in DEBUG_CATEGORIES:
+            wanted.add(cat)
+        else:
+            root.warning("Unsupported logging category -debug=%s.", cat)
+    for cat in settings.get_all("debugexclude"):
+        wanted.discard(cat)
+    for cat in wanted:
+        for name in DEBUG_CATEGORIES[cat]:
+            logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+def build_config(settings: Settings) -> object:
+    """Settings -> NodeConfig (OptionError for bad values)."""
+    from cleancoin.components.node.node import NodeConfig
+
+    listen_value = settings.get("listen")
+    port = settings.get("port")
+    rpcport = settings.get("rpcport")
+    connect = [c for c in settings.get_all("connect") if c not in ("0", "")]
+    for name, value in (("port", port), ("rpcport", rpcport)):
+        if value is not None and (not value.isdigit() or int(value) > 65535):
+            raise OptionError(f"Invalid port specified in -{name}: '{value}'")
+    return NodeConfig(
+        chain=settings.chain,
+        netdatadir=settings.netdatadir,
+        reindex=settings.get_bool("reindex", False),
+        listen=None if listen_value is None else settings.get_bool("listen", True),
+        bind=settings.get("bind", "0.0.0.0") or "0.0.0.0",
+        port=None if port is None else int(port),
+        connect=connect,
+        addnode=settings.get_all("addnode"),
+        max_connections=settings.get_int("maxconnections", 125),
+        server=settings.get_bool("server", True),
+        rpcport=None if rpcport is None else int(rpcport),
+        rpcbind=settings.get_all("rpcbind"),
+        rpcallowip=settings.get_all("rpcallowip"),
+        rpcuser=settings.get("rpcuser", "") or "",
+        rpcpassword=settings.get("rpcpassword", "") or "",
+        rpcauth=settings.get_all("rpcauth"),
+        rpccookiefile=settings.get("rpccookiefile"),
+        pid_file=settings.get("pid"),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the CleanCoind script; returns (and exits with) the status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a.lstrip("-").split("=")[0] in ("help", "?", "h") for a in args):
+        print(help_text(PROG, "CleanCoin node daemon: chain, mempool, P2P and JSON-RPC.", OPTIONS))
+        return 0
+    try:
+        settings = load_settings(args, OPTIONS)
+        config = build_config(settings)
+    except OptionError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    netdatadir = settings.netdatadir
+    try:
+        os.makedirs(netdatadir, exist_ok=True)
+    except OSError as exc:
+        print(f"Error: Cannot create data directory {netdatadir}: {exc.strerror}", file=sys.stderr)
+        return 1
+    setup_logging(settings, netdatadir)
+    log = logging.getLogger("cleancoin.node")
+    log.info("CleanCoind starting: chain=%s datadir=%s pid=%d", settings.chain, netdatadir, os.getpid())
+
+    from cleancoin.components.node.node import InitError, Node
+
+    node = Node(config)  # type: ignore[arg-type]
+    try:
+        return asyncio.run(node.run())
+    except InitError as exc:
+        log.error("Error: %s", exc)
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

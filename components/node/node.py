@@ -1,0 +1,271 @@
+"""The node: one object that owns the chain, the mempool, the P2P layer and the RPC server.
+
+    node = Node(NodeConfig(chain="regtest", netdatadir="/tmp/x/regtest", ...))
+    exit_code = asyncio.run(node.run())       # until SIGTERM/SIGINT or the `stop` RPC
+
+Everything runs on one asyncio event loop. The chain manager and the mempool are synchronous
+(SQLite and CPU work); P2P message handlers and RPC handlers call them directly on the loop,
+so the two never race, and the chain's listeners (mempool updates) run in chain order.
+
+Wiring:
+- chain listeners -> `Mempool.remove_for_block` on connect, `readd_for_disconnect` on
+  disconnect, so the pool always sits on the active tip, through reorganisations too;
+- blocks mined by RPC and transactions sent by RPC are announced to peers (`announce_block`,
+  `announce_tx`); what arrives over P2P is relayed by the P2P layer itself;
+- shutdown (signal or `stop`) stops the RPC server first (no new work, the cookie is
+  deleted), then P2P, then closes the database, then removes the pid file. Every block
+  connect is its own committed SQLite transaction, so nothing needs flushing at the end, and
+  a kill -9 at any point loses nothing committed (storage.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .chain import ChainManager
+from .chainparams import ChainParams, params_for
+from .consensus import Coin
+from .mempool import Mempool
+from .p2p import P2PNode
+from .primitives import Block, OutPoint
+
+log = logging.getLogger("cleancoin.node")
+
+#: File name of the chain database inside the network datadir.
+CHAINSTATE_FILE: str = "chainstate.sqlite"
+#: Default pid file name (bitcoind's -pid default is bitcoind.pid).
+PID_FILE: str = "CleanCoind.pid"
+
+
+class InitError(Exception):
+    """A startup failure to report as "Error: ..." with exit status 1, as bitcoind does."""
+
+
+@dataclass
+class NodeConfig:
+    """Everything the node needs from the options (cli/node_main.py builds it)."""
+
+    chain: str
+    netdatadir: str
+    reindex: bool = False
+    # P2P
+    listen: bool | None = None
+    bind: str = "0.0.0.0"
+    port: int | None = None
+    connect: list[str] = field(default_factory=list)
+    addnode: list[str] = field(default_factory=list)
+    max_connections: int = 125
+    # RPC
+    server: bool = True
+    rpcport: int | None = None
+    rpcbind: list[str] = field(default_factory=list)
+    rpcallowip: list[str] = field(default_factory=list)
+    rpcuser: str = ""
+    rpcpassword: str = ""
+    rpcauth: list[str] = field(default_factory=list)
+    rpccookiefile: str | None = None
+    # Files
+    pid_file: str | None = None
+    db_synchronous: str = "FULL"
+
+
+class ChainViewAdapter:
+    """mempool.ChainView over the ChainManager: the confirmed state at the active tip."""
+
+    def __init__(self, chain: ChainManager) -> None:
+        self._chain = chain
+
+    @property
+    def tip_height(self) -> int:
+        return self._chain.height
+
+    def utxo(self, outpoint: OutPoint) -> Coin | None:
+        return self._chain.utxo(outpoint)
+
+    def median_time_past_tip(self) -> int:
+        return self._chain.median_time_past(self._chain.tip)
+
+
+class MempoolUpdater:
+    """Chain listener keeping the mempool on the active tip. Exceptions are logged by the
+    chain manager (a mempool bug must not stop the chain)."""
+
+    def __init__(self, mempool: Mempool) -> None:
+        self._mempool = mempool
+        self._log = logging.getLogger("cleancoin.mempool")
+
+    def block_connected(self, block: Block, index: Any) -> None:
+        conflicts = self._mempool.remove_for_block(block)
+        if conflicts:
+            self._log.debug("block %s at %d removed %d conflicting txs", block.hash_hex,
+                            index.height, len(conflicts))
+
+    def block_disconnected(self, block: Block, index: Any) -> None:
+        dropped = self._mempool.readd_for_disconnect(block)
+        self._log.debug("block %s disconnected; %d txs dropped from the pool", block.hash_hex,
+                        len(dropped))
+
+
+class Node:
+    """A running CleanCoin node; see the module docstring."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.params: ChainParams = params_for(config.chain)
+        self.netdatadir = config.netdatadir
+        self.started_at = time.time()
+        self.chain: ChainManager | None = None
+        self.mempool: Mempool | None = None
+        self.p2p: P2PNode | None = None
+        self.rpc: Any = None            # components.rpc.server.RpcServer
+        self.registry: Any = None
+        self._stop: asyncio.Event | None = None     # created on the loop in run()
+        self._pid_written = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        """Start, serve until asked to stop, shut down. Returns the process exit status."""
+        self._stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_shutdown)
+        try:
+            try:
+                await self.start()
+            except InitError:
+                raise
+            except OSError as exc:
+                raise InitError(str(exc)) from exc
+            waiters = [asyncio.ensure_future(self._stop.wait())]
+            if self.rpc is not None:
+                waiters.append(asyncio.ensure_future(self.rpc.stop_requested.wait()))
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+            log.info("Shutdown requested")
+            # Let the `stop` reply leave before the server closes.
+            await asyncio.sleep(0.05)
+            return 0
+        finally:
+            await self.shutdown()
+
+    def request_shutdown(self) -> None:
+        """Ask run() to return (signal handlers, the `stop` RPC)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def start(self) -> None:
+        """Open the chain (reindexing if asked), then the mempool, P2P and RPC."""
+        os.makedirs(self.netdatadir, exist_ok=True)
+        db_path = os.path.join(self.netdatadir, CHAINSTATE_FILE)
+        log.info("Opening chain database %s (%s)", db_path, self.params.name)
+        t0 = time.monotonic()
+        try:
+            self.chain = ChainManager(self.params, db_path, synchronous=self.config.db_synchronous)
+        except Exception as exc:       # StorageError, sqlite3.Error: report, exit 1
+            raise InitError(f"Error opening block database: {exc}") from exc
+        # Only now: the database lock proves no other node uses this datadir, whose pid
+        # file we would otherwise overwrite (and delete on our way out).
+        self._write_pid()
+        if self.config.reindex:
+            log.info("Reindexing the chain from stored blocks")
+            self.chain.reindex()
+        log.info("Chain ready in %.2f s: height %d, tip %s", time.monotonic() - t0,
+                 self.chain.height, self.chain.tip.hash_hex)
+        self.mempool = Mempool(self.params, ChainViewAdapter(self.chain))
+        self.chain.add_listener(MempoolUpdater(self.mempool))
+        cfg = self.config
+        # Regtest redials sooner: test networks come up node by node, seconds apart.
+        reconnect = 2.0 if self.params.name == "regtest" else 60.0
+        self.p2p = P2PNode(self.chain, self.mempool, listen=cfg.listen, bind=cfg.bind,
+                           port=cfg.port, connect=cfg.connect, addnode=cfg.addnode,
+                           max_connections=cfg.max_connections, reconnect_interval=reconnect)
+        try:
+            await self.p2p.start()
+        except OSError as exc:
+            raise InitError(f"Unable to bind to {cfg.bind}:{self.p2p.requested_port} on this "
+                            f"computer. CleanCoind is probably already running. ({exc})") from exc
+        if cfg.server:
+            await self._start_rpc()
+        log.info("Node started")
+
+    async def _start_rpc(self) -> None:
+        from cleancoin.components.rpc.registry import Registry
+        from cleancoin.components.rpc.server import RpcAuth, RpcServer, bind_endpoints, parse_allow
+
+        from .rpc_methods import register_node_methods
+
+        cfg = self.config
+        self.registry = Registry()
+        register_node_methods(self.registry, self)
+        self.registry.add_stop(on_stop=self.request_shutdown)
+        try:
+            auth = RpcAuth.from_options(self.netdatadir, cfg.rpcuser, cfg.rpcpassword, cfg.rpcauth,
+                                        cfg.rpccookiefile)
+            allow = parse_allow(cfg.rpcallowip)
+        except ValueError as exc:
+            raise InitError(str(exc)) from exc
+        port = self.params.rpc_port if cfg.rpcport is None else cfg.rpcport
+        endpoints, warnings = bind_endpoints(cfg.rpcbind, cfg.rpcallowip, port)
+        for w in warnings:
+            log.warning("%s", w)
+        self.rpc = RpcServer(self.registry, auth, allow, endpoints)
+        try:
+            await self.rpc.start()
+        except OSError as exc:
+            self.rpc = None
+            raise InitError(f"Unable to start HTTP server. See debug log for details. ({exc})") from exc
+
+    async def shutdown(self) -> None:
+        """Stop RPC, P2P, close the database, remove the pid file; safe to call twice and
+        after a partial start."""
+        if self.rpc is not None:
+            with contextlib.suppress(Exception):
+                await self.rpc.stop()
+            self.rpc = None
+        if self.p2p is not None:
+            with contextlib.suppress(Exception):
+                await self.p2p.stop()
+            self.p2p = None
+        if self.chain is not None:
+            self.chain.close()
+            self.chain = None
+        self._remove_pid()
+        log.info("Shutdown: done")
+
+    # ------------------------------------------------------------------ pid file
+
+    @property
+    def pid_path(self) -> str:
+        name = self.config.pid_file or PID_FILE
+        return name if os.path.isabs(name) else os.path.join(self.netdatadir, name)
+
+    def _write_pid(self) -> None:
+        try:
+            with open(self.pid_path, "w", encoding="ascii") as f:
+                f.write(f"{os.getpid()}\n")
+            self._pid_written = True
+        except OSError as exc:
+            raise InitError(f"Unable to create the PID file '{self.pid_path}': {exc.strerror}") from exc
+
+    def _remove_pid(self) -> None:
+        if self._pid_written:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.pid_path)
+            self._pid_written = False
+
+    # ------------------------------------------------------------------ helpers for RPC
+
+    @property
+    def uptime(self) -> int:
+        """Seconds since the node object was created."""
+        return int(time.time() - self.started_at)

@@ -1,0 +1,63 @@
+"""Functional: CleanCoind's command line: -help, unknown options, bad conf, init errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from framework import TestNode
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cleancoin.cli.node_main", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_help_and_unknown_options(tmp_path: Path) -> None:
+    out = run("-help")
+    assert out.returncode == 0 and "-rpcport=<port>" in out.stdout and "-debug=<category>" in out.stdout
+    bad = run(f"-datadir={tmp_path}", "-regtest", "-rpcprot=1")
+    assert bad.returncode == 1
+    assert "Error: Error parsing command line arguments: Invalid parameter -rpcprot" in bad.stderr
+    (tmp_path / "CleanCoin.conf").write_text("[regtest]\nbogus=1\n")
+    conf = run(f"-datadir={tmp_path}", "-regtest")
+    assert conf.returncode == 1 and "Invalid parameter -bogus" in conf.stderr
+    missing = run(f"-datadir={tmp_path}/nope")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_port_in_use_is_an_init_error_and_conf_sections_apply(tmp_path: Path) -> None:
+    first = TestNode(0, tmp_path)
+    (first.datadir / "CleanCoin.conf").write_text("[regtest]\ndebug=rpc\n")
+    first.start()
+    try:
+        first.rpc.getblockcount()
+        assert "[cleancoin.rpc] DEBUG" in first.debug_log()
+        # Same datadir: the database is locked; the running node's pid file stays.
+        same = run("-regtest", f"-datadir={first.datadir}", "-port=0", "-rpcport=0", "-printtoconsole=0")
+        assert same.returncode == 1 and "in use by another process" in same.stderr
+        assert (first.netdatadir / "CleanCoind.pid").exists()
+        # Another datadir, same P2P port: cannot bind.
+        (tmp_path / "other").mkdir()
+        clash = run("-regtest", f"-datadir={tmp_path}/other", f"-port={first.p2p_port}",
+                    "-bind=127.0.0.1", "-rpcport=0", "-printtoconsole=0")
+        assert clash.returncode == 1 and clash.stderr.startswith("Error: Unable to bind")
+    finally:
+        first.cleanup()
+
+
+def test_sigterm_is_a_clean_shutdown(tmp_path: Path) -> None:
+    import signal
+    node = TestNode(0, tmp_path)
+    node.start()
+    try:
+        assert node.process is not None
+        node.process.send_signal(signal.SIGTERM)
+        assert node.process.wait(20) == 0
+        node.process = None
+        assert not node.cookie_path.exists()
+        assert not (node.netdatadir / "CleanCoind.pid").exists()
+        assert "Shutdown: done" in node.debug_log()
+    finally:
+        node.cleanup()
