@@ -115,13 +115,9 @@ def echo_process() -> Iterator[Callable[..., EchoProcess]]:
 
 
 @pytest.fixture
-def vardir() -> Iterator[str]:
+def vardir(outside_dir: str) -> str:
     """A short directory under /var/tmp (policies give the strict child a private /tmp)."""
-    path = tempfile.mkdtemp(prefix="ipc-", dir="/var/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    return outside_dir
 
 
 @pytest.fixture
