@@ -1,0 +1,186 @@
+"""Filesystem attempts: reading, writing, linking and making device nodes outside the grants."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+
+from .. import landlock
+from .judge import _Judge, _Why
+from .kernel_abi import (_CAP_MKNOD, _MAKE_CHAR, _MAKE_REG, _MAKE_SYM, _READ_DIR, _READ_FILE,
+                         _REFER, _WRITE_FILE, _errname)
+from .runner import Outcome, _Ctx, _ok, _Out
+from .targets import _Targets
+
+
+def _fs_read(path: str, ctx: _Ctx, expect_secret: bool) -> Outcome:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(4096)
+    except OSError as exc:
+        return ctx.denied(exc, EACCES="landlock", ENOENT="not visible in the sandbox's mounts")
+    if expect_secret and data != ctx.targets.secret:
+        return "allowed", f"opened, but the content differs from the canary ({len(data)} bytes)"
+    return _ok(f"read {len(data)} bytes of {path}")
+
+
+def _run_read_outside(ctx: _Ctx, out: _Out) -> Outcome:
+    return _fs_read(ctx.targets.canary, ctx, expect_secret=True)
+
+
+def _run_read_passwd(ctx: _Ctx, out: _Out) -> Outcome:
+    return _fs_read("/etc/passwd", ctx, expect_secret=False)
+
+
+def _run_list_root(ctx: _Ctx, out: _Out) -> Outcome:
+    try:
+        names = os.listdir("/")
+    except OSError as exc:
+        return ctx.denied(exc, EACCES="landlock")
+    return _ok(f"listed / ({len(names)} entries)")
+
+
+def _run_write_outside(ctx: _Ctx, out: _Out) -> Outcome:
+    path = ctx.targets.created
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        return ctx.denied(exc, EACCES="landlock", EROFS="read-only mount")
+    os.write(fd, b"escaped")
+    os.close(fd)
+    return _ok(f"created {path}")
+
+
+def _run_modify_canary(ctx: _Ctx, out: _Out) -> Outcome:
+    try:
+        fd = os.open(ctx.targets.canary, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except OSError as exc:
+        return ctx.denied(exc, EACCES="landlock", EROFS="read-only mount")
+    os.write(fd, b"!")
+    os.close(fd)
+    return _ok(f"appended to {ctx.targets.canary}")
+
+
+def _run_write_granted(ctx: _Ctx, out: _Out) -> Outcome:
+    path = ctx.targets.probe_file("granted")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        return ctx.denied(exc, EACCES="landlock")
+    try:
+        os.write(fd, b"probe")
+        os.lseek(fd, 0, os.SEEK_SET)
+        back = os.read(fd, 16)
+    finally:
+        os.close(fd)
+    os.unlink(path)
+    if back != b"probe":
+        return "error", f"wrote 'probe' to {path} and read back {back!r}"
+    return _ok(f"created, wrote, read back and removed {path}")
+
+
+def _run_symlink(ctx: _Ctx, out: _Out) -> Outcome:
+    link = ctx.targets.probe_file("symlink")
+    try:
+        os.symlink(ctx.targets.canary, link)
+    except OSError as exc:
+        out.note(f"symlink in the writable directory: {_errname(exc.errno or 0)}")
+        return "denied", "could not plant the symlink, so the canary was not reached"
+    out.note(f"planted {link} -> canary")
+    try:
+        with open(link, "rb") as handle:
+            data = handle.read(4096)
+    except OSError as exc:
+        return ctx.denied(exc, EACCES="landlock checks the target, not the link")
+    finally:
+        os.unlink(link)
+    return _ok(f"read {len(data)} bytes of the canary through the symlink")
+
+
+def _run_hardlink(ctx: _Ctx, out: _Out) -> Outcome:
+    link = ctx.targets.probe_file("hardlink")
+    try:
+        os.link(ctx.targets.canary, link)
+    except OSError as exc:
+        return ctx.denied(exc, EXDEV="landlock refer rule, or the canary is on another mount",
+                          EACCES="landlock", EPERM="kernel: protected_hardlinks")
+    try:
+        with open(link, "rb") as handle:
+            data = handle.read(4096)
+    except OSError as exc:
+        os.unlink(link)
+        return "allowed", f"linked the canary into the writable directory, reading it: {_errname(exc.errno or 0)}"
+    os.unlink(link)
+    return _ok(f"linked the canary into the writable directory and read {len(data)} bytes")
+
+
+def _run_mknod(ctx: _Ctx, out: _Out) -> Outcome:
+    path = ctx.targets.probe_file("mknod")
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except OSError as exc:
+        return ctx.denied(exc, EACCES="landlock: no make_char right",
+                          EPERM="kernel: no CAP_MKNOD (or in a user namespace)")
+    os.unlink(path)
+    return _ok("created a character device (1:3) in the writable directory")
+
+
+# expectations ------------------------------------------------------------------------------
+
+def _exp_read(path_of: Callable[[_Targets], str]) -> Callable[[_Judge, _Targets], _Why]:
+    def expect(j: _Judge, t: _Targets) -> _Why:
+        w = _Why()
+        j.sc(w, "openat")
+        return j.ll(w, path_of(t), _READ_FILE, "read_file")
+    return expect
+
+
+def _exp_list_root(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "openat")
+    return j.ll(w, "/", _READ_DIR, "read_dir")
+
+
+def _exp_create(path_of: Callable[[_Targets], str]) -> Callable[[_Judge, _Targets], _Why]:
+    def expect(j: _Judge, t: _Targets) -> _Why:
+        w = _Why()
+        j.sc(w, "openat")
+        return j.ll(w, path_of(t), _MAKE_REG | _WRITE_FILE, "make_reg/write_file")
+    return expect
+
+
+def _exp_modify_canary(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "openat")
+    return j.ll(w, t.canary, _WRITE_FILE, "write_file")
+
+
+def _exp_symlink(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "symlinkat")
+    j.ll(w, t.probe_file("symlink"), _MAKE_SYM, "make_sym")
+    return j.ll(w, t.canary, _READ_FILE, "read_file")
+
+
+def _exp_hardlink(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "linkat")
+    if j.plan.landlock is None:
+        return w
+    src, dst = j.ll_rights(t.canary), j.ll_rights(t.probe_file("hardlink"))
+    handled = j.plan.landlock.handled_fs
+    w.need(bool(handled & _REFER) and bool(src & _REFER) and bool(dst & _REFER),
+           "landlock: no refer right between the canary's directory and the writable one")
+    w.need(bool(dst & _MAKE_REG), "landlock: no make_reg right in the writable directory")
+    w.need((dst & ~src & handled & landlock.FILE_RIGHTS) == 0,
+           "landlock: the link would gain rights the canary does not have")
+    return w
+
+
+def _exp_mknod(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "mknodat")
+    j.ll(w, t.probe_file("mknod"), _MAKE_CHAR, "make_char")
+    w.need(j.has_cap(_CAP_MKNOD), "capabilities: CAP_MKNOD dropped")
+    return w.need("user" not in j.ns, "user namespace: no device nodes")

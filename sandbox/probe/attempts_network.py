@@ -1,0 +1,140 @@
+"""Network attempts: TCP and UDP to the parent's ports, raw, packet and netlink sockets, and
+the parent's abstract unix socket."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from .. import landlock
+from .judge import _Judge, _Why
+from .runner import Outcome, Runner, _Ctx, _ok, _Out
+from .targets import _Targets
+
+
+def _socket(family: int, kind: int, proto: int, ctx: _Ctx) -> tuple[socket.socket | None, Outcome | None]:
+    try:
+        return socket.socket(family, kind, proto), None
+    except OSError as exc:
+        return None, ctx.denied(exc, EAFNOSUPPORT="seccomp: socket family not allowed",
+                                EPERM="kernel: no CAP_NET_RAW",
+                                EACCES="kernel: no CAP_NET_RAW")
+
+
+def _run_tcp_connect(ctx: _Ctx, out: _Out) -> Outcome:
+    sock, fail = _socket(socket.AF_INET, socket.SOCK_STREAM, 0, ctx)
+    if sock is None:
+        return fail  # type: ignore[return-value]
+    sock.settimeout(3)
+    try:
+        sock.connect(("127.0.0.1", ctx.targets.tcp_port))
+    except OSError as exc:
+        if isinstance(exc, TimeoutError) or exc.errno is None:
+            return "denied", "connect timed out"
+        return ctx.denied(exc, EACCES="landlock: TCP port not granted",
+                          ENETUNREACH="network namespace: no route to the host's loopback",
+                          ECONNREFUSED="network namespace: the parent's port is not there")
+    finally:
+        sock.close()
+    return _ok(f"connected to the parent's 127.0.0.1:{ctx.targets.tcp_port}")
+
+
+def _run_tcp_bind(ctx: _Ctx, out: _Out) -> Outcome:
+    sock, fail = _socket(socket.AF_INET, socket.SOCK_STREAM, 0, ctx)
+    if sock is None:
+        return fail  # type: ignore[return-value]
+    try:
+        sock.bind(("0.0.0.0", ctx.targets.bind_port))
+        sock.listen(1)
+    except OSError as exc:
+        return ctx.denied(exc, EACCES="landlock: TCP port not granted",
+                          EADDRINUSE="kernel: port in use")
+    finally:
+        sock.close()
+    return _ok(f"bound and listened on 0.0.0.0:{ctx.targets.bind_port}")
+
+
+def _run_udp_send(ctx: _Ctx, out: _Out) -> Outcome:
+    sock, fail = _socket(socket.AF_INET, socket.SOCK_DGRAM, 0, ctx)
+    if sock is None:
+        return fail  # type: ignore[return-value]
+    try:
+        sock.sendto(ctx.targets.token.encode(), ("127.0.0.1", ctx.targets.udp_port))
+    except OSError as exc:
+        return ctx.denied(exc, ENETUNREACH="network namespace: no route to the host's loopback")
+    finally:
+        sock.close()
+    return _ok(f"sent a datagram to the parent's 127.0.0.1:{ctx.targets.udp_port}")
+
+
+def _make_socket_runner(family: int, kind: int, proto: int, what: str) -> Runner:
+    def run(ctx: _Ctx, out: _Out) -> Outcome:
+        sock, fail = _socket(family, kind, proto, ctx)
+        if sock is None:
+            return fail  # type: ignore[return-value]
+        sock.close()
+        return _ok(f"created {what}")
+    return run
+
+
+def _run_abstract_connect(ctx: _Ctx, out: _Out) -> Outcome:
+    sock, fail = _socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, ctx)
+    if sock is None:
+        return fail  # type: ignore[return-value]
+    sock.settimeout(3)
+    try:
+        sock.connect(ctx.targets.abstract_name)
+    except OSError as exc:
+        return ctx.denied(exc, EPERM="landlock: abstract unix socket scope",
+                          ECONNREFUSED="network namespace: abstract names are per namespace")
+    finally:
+        sock.close()
+    return _ok(f"connected to the parent's abstract socket @{ctx.targets.abstract_name[1:]}")
+
+
+# expectations ------------------------------------------------------------------------------
+
+def _inet_socket(j: _Judge, w: _Why, kind: int) -> _Why:
+    return j.sc(w, "socket", {0: socket.AF_INET, 1: kind})
+
+
+def _exp_tcp_connect(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    _inet_socket(j, w, socket.SOCK_STREAM)
+    j.sc(w, "connect")
+    w.need(j.ll_port(t.tcp_port, landlock.ACCESS_NET_CONNECT_TCP),
+           f"landlock: TCP connect to port {t.tcp_port} not granted")
+    return w.need("net" not in j.ns, "network namespace: the host's loopback is not there")
+
+
+def _exp_tcp_bind(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    _inet_socket(j, w, socket.SOCK_STREAM)
+    j.sc(w, "bind")
+    return w.need(j.ll_port(t.bind_port, landlock.ACCESS_NET_BIND_TCP),
+                  f"landlock: TCP bind to port {t.bind_port} not granted")
+
+
+def _exp_udp(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    _inet_socket(j, w, socket.SOCK_DGRAM)
+    j.sc(w, "sendto")
+    return w.need("net" not in j.ns, "network namespace (Landlock has no UDP rules)")
+
+
+def _exp_socket(family: int, kind: int, cap: int | None) -> Callable[[_Judge, _Targets], _Why]:
+    def expect(j: _Judge, t: _Targets) -> _Why:
+        w = _Why()
+        j.sc(w, "socket", {0: family, 1: kind})
+        if cap is not None:
+            w.need(j.has_cap(cap), "capabilities: CAP_NET_RAW dropped")
+        return w
+    return expect
+
+
+def _exp_abstract(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "socket", {0: socket.AF_UNIX, 1: socket.SOCK_STREAM})
+    j.sc(w, "connect")
+    w.need(not j.scoped(landlock.SCOPE_ABSTRACT_UNIX_SOCKET), "landlock: abstract unix socket scope")
+    return w.need("net" not in j.ns, "network namespace: abstract names are per namespace")

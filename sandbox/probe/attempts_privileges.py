@@ -1,0 +1,99 @@
+"""Attempts to gain privileges back: capset, ambient capabilities, securebits, rlimits, iopl."""
+
+from __future__ import annotations
+
+import ctypes
+
+from .judge import _Judge, _Why
+from .kernel_abi import (_CAP_SETPCAP, _CAP_SYS_ADMIN, _CAP_SYS_RESOURCE,
+                         _LINUX_CAPABILITY_VERSION_3, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE,
+                         _PR_SET_SECUREBITS, _RLIMIT_CORE, _errname, _libc, _syscall)
+from .runner import Outcome, _Ctx, _ok, _Out
+from .targets import _Targets
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _run_capset(ctx: _Ctx, out: _Out) -> Outcome:
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    ret, err = _syscall("capget", ctypes.byref(header), data)
+    if ret != 0:
+        out.note(f"capget: {_errname(err)}")
+    data[0].effective |= 1 << _CAP_SYS_ADMIN
+    data[0].permitted |= 1 << _CAP_SYS_ADMIN
+    ret, err = _syscall("capset", ctypes.byref(header), data)
+    if ret != 0:
+        return ctx.denied(err, EPERM="kernel: not in the permitted/bounding set")
+    return _ok("capset raised CAP_SYS_ADMIN")
+
+
+def _run_ambient(ctx: _Ctx, out: _Out) -> Outcome:
+    ctypes.set_errno(0)
+    if _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, _CAP_SYS_ADMIN, 0, 0) != 0:
+        return ctx.denied(ctypes.get_errno(), EPERM="kernel: not permitted and inheritable, "
+                                                    "or securebits forbid it")
+    return _ok("raised CAP_SYS_ADMIN in the ambient set")
+
+
+def _run_securebits(ctx: _Ctx, out: _Out) -> Outcome:
+    ctypes.set_errno(0)
+    if _libc.prctl(_PR_SET_SECUREBITS, 0, 0, 0, 0) != 0:
+        return ctx.denied(ctypes.get_errno(), EPERM="kernel: locked or no CAP_SETPCAP")
+    return _ok("cleared the securebits")
+
+
+def _run_rlimit(ctx: _Ctx, out: _Out) -> Outcome:
+    new = (ctypes.c_uint64 * 2)(1, 1)
+    ret, err = _syscall("prlimit64", 0, _RLIMIT_CORE, new, 0)
+    if ret != 0:
+        return ctx.denied(err, EPERM="kernel: above the hard limit, no CAP_SYS_RESOURCE")
+    return _ok("raised RLIMIT_CORE to 1/1")
+
+
+def _run_iopl(ctx: _Ctx, out: _Out) -> Outcome:
+    ret, err = _syscall("iopl", 3)
+    if ret != 0:
+        return ctx.denied(err, EPERM="kernel: no CAP_SYS_RAWIO", ENOSYS="kernel built without iopl")
+    return _ok("iopl(3)")
+
+
+# expectations ------------------------------------------------------------------------------
+
+def _exp_capset(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "capset")
+    return w.need(j.has_cap(_CAP_SYS_ADMIN), "capabilities: CAP_SYS_ADMIN is not in the permitted set")
+
+
+def _exp_ambient(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "prctl")
+    w.need(not j.securebits_locked, "securebits: SECBIT_NO_CAP_AMBIENT_RAISE is locked")
+    return w.need(j.has_cap(_CAP_SYS_ADMIN) and bool(j.inheritable & (1 << _CAP_SYS_ADMIN)),
+                  "capabilities: CAP_SYS_ADMIN is not permitted and inheritable")
+
+
+def _exp_securebits(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "prctl")
+    w.need(not j.securebits_locked, "securebits: locked")
+    return w.need(j.has_cap(_CAP_SETPCAP), "capabilities: no CAP_SETPCAP")
+
+
+def _exp_rlimit(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "prlimit64")
+    hard: int | None = j.host.core_hard
+    for name, _number, _soft, limit_hard in j.plan.rlimits:
+        if name == "core":
+            hard = limit_hard
+    return w.need(hard is None or hard >= 1 or j.has_cap(_CAP_SYS_RESOURCE),
+                  f"rlimits: core hard limit {hard}, no CAP_SYS_RESOURCE")

@@ -1,0 +1,168 @@
+"""The battery: every attempt, in order, with its expectation; and its run in the child."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .. import control
+from .attempts_files import (_exp_create, _exp_hardlink, _exp_list_root, _exp_mknod,
+                             _exp_modify_canary, _exp_read, _exp_symlink, _run_hardlink,
+                             _run_list_root, _run_mknod, _run_modify_canary, _run_read_outside,
+                             _run_read_passwd, _run_symlink, _run_write_granted,
+                             _run_write_outside)
+from .attempts_kernel import (_bpf_extra, _exp_clone3, _exp_foreign_arch, _exp_mount, _exp_setns,
+                              _exp_syscall, _exp_thread, _exp_tiocsti, _exp_unshare_mount,
+                              _exp_unshare_user, _io_uring_extra, _make_unshare_runner,
+                              _perf_extra, _run_bpf, _run_chroot, _run_clone3, _run_int80,
+                              _run_io_uring, _run_keyctl, _run_mount, _run_perf, _run_personality,
+                              _run_setns, _run_thread, _run_tiocsti, _run_userfaultfd, _run_x32)
+from .attempts_network import (_exp_abstract, _exp_socket, _exp_tcp_bind, _exp_tcp_connect,
+                               _exp_udp, _make_socket_runner, _run_abstract_connect,
+                               _run_tcp_bind, _run_tcp_connect, _run_udp_send)
+from .attempts_privileges import (_exp_ambient, _exp_capset, _exp_rlimit, _exp_securebits,
+                                  _run_ambient, _run_capset, _run_iopl, _run_rlimit,
+                                  _run_securebits)
+from .attempts_processes import (_exp_execve, _exp_kill_init, _exp_kill_parent, _exp_pidfd_getfd,
+                                 _exp_pidfd_signal, _exp_proc, _exp_process_vm_readv, _exp_ptrace,
+                                 _make_proc_runner, _run_execve, _run_kill_init, _run_kill_parent,
+                                 _run_pidfd_getfd, _run_pidfd_signal, _run_process_vm_readv,
+                                 _run_ptrace)
+from .judge import _Judge, _Why
+from .kernel_abi import (_CAP_NET_RAW, _CAP_SYS_CHROOT, _CAP_SYS_RAWIO, _CLONE_NEWNS,
+                         _CLONE_NEWUSER, _PER_LINUX32)
+from .runner import Runner, _Ctx, _run_isolated
+from .targets import _Targets
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    description: str
+    expect: Callable[[_Judge, _Targets], _Why]
+    run: Runner
+    needs_writable: bool = False
+
+
+def _battery() -> list[_Spec]:
+    return [
+        _Spec("fs-read-outside", "read a canary file outside every granted path",
+              _exp_read(lambda t: t.canary), _run_read_outside),
+        _Spec("fs-read-etc-passwd", "read /etc/passwd", _exp_read(lambda t: "/etc/passwd"),
+              _run_read_passwd),
+        _Spec("fs-list-root", "list the root directory", _exp_list_root, _run_list_root),
+        _Spec("fs-write-outside", "create a file in a directory outside every granted path",
+              _exp_create(lambda t: t.created), _run_write_outside),
+        _Spec("fs-modify-outside", "open the outside canary for writing and append to it",
+              _exp_modify_canary, _run_modify_canary),
+        _Spec("fs-write-granted", "control: create, write and remove a file in the granted "
+              "writable directory", _exp_create(lambda t: t.probe_file("granted")), _run_write_granted,
+              needs_writable=True),
+        _Spec("fs-symlink-outside", "plant a symlink to the canary in the writable directory "
+              "and read through it", _exp_symlink, _run_symlink, needs_writable=True),
+        _Spec("fs-hardlink-outside", "hard-link the canary into the writable directory",
+              _exp_hardlink, _run_hardlink, needs_writable=True),
+        _Spec("fs-mknod", "create a character device (/dev/null's 1:3) in the writable directory",
+              _exp_mknod, _run_mknod, needs_writable=True),
+        _Spec("exec-bin-true", "execve /bin/true", _exp_execve, _run_execve),
+        _Spec("net-tcp-connect", "TCP connect to the parent's listening 127.0.0.1 port",
+              _exp_tcp_connect, _run_tcp_connect),
+        _Spec("net-tcp-bind", "bind and listen on a TCP port", _exp_tcp_bind, _run_tcp_bind),
+        _Spec("net-udp-send", "send a UDP datagram to the parent's 127.0.0.1 port",
+              _exp_udp, _run_udp_send),
+        _Spec("net-raw-socket", "open a raw socket (AF_INET, SOCK_RAW)",
+              _exp_socket(socket.AF_INET, socket.SOCK_RAW, _CAP_NET_RAW),
+              _make_socket_runner(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP,
+                                  "a raw ICMP socket")),
+        _Spec("net-packet-socket", "open a packet socket (AF_PACKET)",
+              _exp_socket(socket.AF_PACKET, socket.SOCK_RAW, _CAP_NET_RAW),
+              _make_socket_runner(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003),
+                                  "an AF_PACKET socket")),
+        _Spec("net-netlink-socket", "open a netlink socket (AF_NETLINK, NETLINK_ROUTE)",
+              _exp_socket(socket.AF_NETLINK, socket.SOCK_RAW, None),
+              _make_socket_runner(socket.AF_NETLINK, socket.SOCK_RAW, 0, "a NETLINK_ROUTE socket")),
+        _Spec("net-abstract-unix", "connect to the parent's listening abstract unix socket",
+              _exp_abstract, _run_abstract_connect),
+        _Spec("proc-ptrace-parent", "ptrace(PTRACE_ATTACH) the parent", _exp_ptrace, _run_ptrace),
+        _Spec("proc-parent-mem", "open /proc/<parent>/mem", _exp_proc("mem"), _make_proc_runner("mem")),
+        _Spec("proc-parent-environ", "open /proc/<parent>/environ", _exp_proc("environ"),
+              _make_proc_runner("environ")),
+        _Spec("proc-vm-readv-parent", "process_vm_readv the canary out of the parent's memory",
+              _exp_process_vm_readv, _run_process_vm_readv),
+        _Spec("signal-parent", "kill(parent, 0): signal a process outside", _exp_kill_parent,
+              _run_kill_parent),
+        _Spec("signal-pid1", "kill(1, 0): signal PID 1 (outside the sandbox's Landlock domain)",
+              _exp_kill_init, _run_kill_init),
+        _Spec("signal-pidfd-parent", "pidfd_send_signal(parent, 0) with a pidfd handed in",
+              _exp_pidfd_signal, _run_pidfd_signal),
+        _Spec("pidfd-getfd-parent", "pidfd_getfd: copy fd 2 out of the parent", _exp_pidfd_getfd,
+              _run_pidfd_getfd),
+        _Spec("mount-tmpfs", "mount a tmpfs", _exp_mount, _run_mount),
+        _Spec("unshare-user", "unshare(CLONE_NEWUSER)", _exp_unshare_user,
+              _make_unshare_runner(_CLONE_NEWUSER, "CLONE_NEWUSER")),
+        _Spec("unshare-mount", "unshare(CLONE_NEWNS)", _exp_unshare_mount,
+              _make_unshare_runner(_CLONE_NEWNS, "CLONE_NEWNS")),
+        _Spec("setns-parent-net", "setns into the parent's network namespace (fd handed in)",
+              _exp_setns, _run_setns),
+        _Spec("chroot", "chroot('/')", _exp_syscall("chroot", cap=_CAP_SYS_CHROOT), _run_chroot),
+        _Spec("keyctl", "keyctl: create a process keyring", _exp_syscall("keyctl"), _run_keyctl),
+        _Spec("bpf", "bpf(BPF_MAP_CREATE)", _exp_syscall("bpf", extra=_bpf_extra), _run_bpf),
+        _Spec("perf-event-open", "perf_event_open of a software counter",
+              _exp_syscall("perf_event_open", extra=_perf_extra), _run_perf),
+        _Spec("io-uring-setup", "io_uring_setup", _exp_syscall("io_uring_setup", extra=_io_uring_extra),
+              _run_io_uring),
+        _Spec("userfaultfd", "userfaultfd (user-mode only)", _exp_syscall("userfaultfd"),
+              _run_userfaultfd),
+        _Spec("personality", "personality(PER_LINUX32)",
+              _exp_syscall("personality", args={0: _PER_LINUX32}), _run_personality),
+        _Spec("ioctl-tiocsti", "TIOCSTI: push input into a terminal", _exp_tiocsti, _run_tiocsti),
+        _Spec("arch-i386-int80", "an i386 syscall through int 0x80 (getpid)", _exp_foreign_arch,
+              _run_int80),
+        _Spec("arch-x32", "an x32 syscall (getpid | 0x40000000)", _exp_foreign_arch, _run_x32),
+        _Spec("cap-capset", "capset: raise CAP_SYS_ADMIN", _exp_capset, _run_capset),
+        _Spec("cap-ambient", "prctl(PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN)", _exp_ambient, _run_ambient),
+        _Spec("cap-securebits", "prctl(PR_SET_SECUREBITS, 0): unlock the securebits",
+              _exp_securebits, _run_securebits),
+        _Spec("iopl", "iopl(3): direct I/O port access",
+              _exp_syscall("iopl", cap=_CAP_SYS_RAWIO, init_ns=True), _run_iopl),
+        _Spec("rlimit-core", "raise RLIMIT_CORE above its hard limit (1/1)", _exp_rlimit, _run_rlimit),
+        _Spec("clone3", "clone3 (must answer ENOSYS)", _exp_clone3, _run_clone3),
+        _Spec("thread-start", "control: start a thread (glibc falls back from clone3 to clone)",
+              _exp_thread, _run_thread),
+    ]
+
+
+# the child's main function -----------------------------------------------------------------
+
+def _receive_fds(control_fd: int) -> dict[str, int]:
+    """The descriptors the parent hands in after the report (pidfd, network namespace)."""
+    sock = socket.socket(fileno=os.dup(control_fd))
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 8)
+    finally:
+        sock.close()
+    names = json.loads(data.decode()) if data else []
+    return dict(zip(names, fds))
+
+
+def _child_battery(control_fd: int, specs: list[_Spec], targets: _Targets,
+                   seccomp: Mapping[str, str | None], timeout: float) -> int:
+    try:
+        fds = _receive_fds(control_fd)
+    except (OSError, ValueError) as exc:
+        control.send(control_fd, {"note": f"no descriptors from the parent: {exc}"})
+        fds = {}
+    ctx = _Ctx(targets, fds)
+    for spec in specs:
+        ctx.seccomp = seccomp.get(spec.name)
+        try:
+            outcome, detail = _run_isolated(spec.run, ctx, timeout)
+        except Exception as exc:  # noqa: BLE001 - e.g. fork refused: the attempt's error
+            outcome, detail = "error", f"could not run the attempt: {type(exc).__name__}: {exc}"
+        control.send(control_fd, {"attempt": {"name": spec.name, "outcome": outcome,
+                                              "detail": detail}})
+    control.send(control_fd, {"done": True})
+    return 0

@@ -1,0 +1,213 @@
+"""What the policy promises: whether each attempt should work, from the policy and its plan."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .. import landlock
+from ..model import Policy
+from ..plan import Plan
+from ..policy_spec import SOCKET_FAMILIES
+from .kernel_abi import _ALL_CAPS, _CAP_SETPCAP, _CAP_SYS_PTRACE
+
+
+@dataclass(frozen=True)
+class _Host:
+    """Facts about this machine and the parent that decide the kernel's own answers."""
+
+    uid: int
+    parent_caps: int                    # the parent's permitted capability set
+    parent_inheritable: int             # and its inheritable set
+    core_hard: int | None               # the parent's RLIMIT_CORE hard limit (None: unlimited)
+    sysctl: Mapping[str, int | None]
+    ttys: tuple[int, ...] = ()          # which of the parent's fds 0, 1, 2 are terminals
+
+    @classmethod
+    def detect(cls) -> "_Host":
+        caps = {"CapPrm": 0, "CapInh": 0}
+        try:
+            with open("/proc/self/status") as handle:
+                for line in handle:
+                    key = line.split(":", 1)[0]
+                    if key in caps:
+                        caps[key] = int(line.split()[1], 16)
+        except OSError:
+            pass
+        hard = resource_hard_core()
+        names = {"unprivileged_bpf_disabled": "/proc/sys/kernel/unprivileged_bpf_disabled",
+                 "perf_event_paranoid": "/proc/sys/kernel/perf_event_paranoid",
+                 "io_uring_disabled": "/proc/sys/kernel/io_uring_disabled",
+                 "legacy_tiocsti": "/proc/sys/dev/tty/legacy_tiocsti",
+                 "ptrace_scope": "/proc/sys/kernel/yama/ptrace_scope",
+                 "max_user_namespaces": "/proc/sys/user/max_user_namespaces"}
+        values: dict[str, int | None] = {}
+        for key, path in names.items():
+            try:
+                with open(path) as handle:
+                    values[key] = int(handle.read().strip())
+            except (OSError, ValueError):
+                values[key] = None
+        ttys = tuple(fd for fd in (0, 1, 2) if os.isatty(fd))
+        return cls(os.getuid(), caps["CapPrm"], caps["CapInh"], hard, values, ttys)
+
+
+def resource_hard_core() -> int | None:
+    hard = resource.getrlimit(resource.RLIMIT_CORE)[1]
+    return None if hard == resource.RLIM_INFINITY else hard
+
+
+class _Why:
+    """The mechanisms that should stop an attempt; none means the policy allows it."""
+
+    def __init__(self) -> None:
+        self.blocks: list[str] = []
+        self.seccomp: str | None = None     # the seccomp action for the attempt's key syscall
+
+    def need(self, ok: bool, what: str) -> "_Why":
+        if not ok:
+            self.blocks.append(what)
+        return self
+
+    @property
+    def expected(self) -> str:
+        return "denied" if self.blocks else "allowed"
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.blocks) if self.blocks else "nothing in the policy forbids it"
+
+
+def _u64(value: int) -> int:
+    return value & (2**64 - 1)
+
+
+class _Judge:
+    """Answers 'should this work?' from the policy and its plan, never from the BPF program.
+
+    Deriving expectations from the compiled filter would make a compiler bug invisible; here
+    they come from the policy model (allowed syscalls, rules, families) and the plan (paths,
+    ports, scopes, namespaces, capabilities, rlimits), as the documentation describes them.
+    """
+
+    def __init__(self, policy: Policy, plan: Plan, host: _Host,
+                 namespaces: Iterable[str] | None = None) -> None:
+        self.policy, self.plan, self.host = policy, plan, host
+        # Below level hard the child may enter fewer namespaces than planned; the report it
+        # sends says which, and that is what the expectations follow.
+        self.ns = set(plan.namespaces if namespaces is None else namespaces)
+        self.mount_proc = plan.mount_proc and {"pid", "mount"} <= self.ns
+        self.rules: list[tuple[str, int]] = []
+        ll = plan.landlock
+        if ll is not None:
+            for path, rights, _optional in ll.paths:
+                if not os.path.exists(path):
+                    continue
+                if not os.path.isdir(path):
+                    rights &= landlock.FILE_RIGHTS
+                self.rules.append((os.path.realpath(path), rights & ll.handled_fs))
+        initial = _ALL_CAPS if "user" in self.ns else host.parent_caps
+        kept = sum(1 << c for c in plan.keep_caps)
+        self.caps = kept & initial
+        self.inheritable = kept & (0 if "user" in self.ns else host.parent_inheritable)
+        # capabilities.drop() locks the securebits (NO_CAP_AMBIENT_RAISE among them) whenever
+        # the process holds CAP_SETPCAP when it drops.
+        self.securebits_locked = bool(initial & (1 << _CAP_SETPCAP))
+
+    # seccomp ----------------------------------------------------------------------------
+    def seccomp_action(self, name: str, args: Mapping[int, int] | None = None) -> str:
+        """What the filter should do with this call: allow, log, kill_process or errno:NAME."""
+        args = {i: _u64(v) for i, v in (args or {}).items()}
+        if not self.plan.seccomp_bpf:
+            return "allow"
+        sc = self.policy.seccomp
+        if name == "clone3":
+            return "errno:ENOSYS"
+        rules = [r for r in sc.rules if r.syscall == name]
+        for rule in rules:
+            if not rule.args:
+                return rule.action
+        allowed = name in self.policy.allowed_syscalls
+        if name in ("socket", "socketpair") and allowed:
+            family, kind = args.get(0, 0), args.get(1, 0)
+            for fam in self.policy.network.socket_families:
+                if SOCKET_FAMILIES[fam.name] != family:
+                    continue
+                if name == "socketpair" and fam.name != "unix":
+                    continue
+                if fam.name in ("inet", "inet6") and not fam.raw:
+                    if kind & 0xF in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                        return "allow"
+                    continue
+                return "allow"
+            return "errno:EAFNOSUPPORT"
+        for rule in rules:
+            if all(self._matches(c.op, args.get(c.index, 0), c.value, c.mask) for c in rule.args):
+                return rule.action
+        return "allow" if allowed else sc.default_action
+
+    @staticmethod
+    def _matches(op: str, arg: int, value: int, mask: int) -> bool:
+        value = _u64(value)
+        return {"eq": arg == value, "ne": arg != value, "lt": arg < value, "le": arg <= value,
+                "gt": arg > value, "ge": arg >= value,
+                "masked_eq": arg & _u64(mask) == value}[op]
+
+    def sc(self, why: _Why, name: str, args: Mapping[int, int] | None = None) -> _Why:
+        action = self.seccomp_action(name, args)
+        if why.seccomp is None:
+            why.seccomp = action
+        return why.need(action in ("allow", "log"), f"seccomp: {name} -> {action}")
+
+    @property
+    def seccomp_on(self) -> bool:
+        return bool(self.plan.seccomp_bpf)
+
+    # landlock ---------------------------------------------------------------------------
+    def ll_rights(self, path: str) -> int:
+        """Landlock rights (handled ones only) the sandbox has on `path`; all if no Landlock."""
+        if self.plan.landlock is None:
+            return -1
+        path = os.path.realpath(path)
+        rights = 0
+        for rule, mask in self.rules:
+            if path == rule or path.startswith(rule.rstrip("/") + "/"):
+                rights |= mask
+        return rights | ~self.plan.landlock.handled_fs
+
+    def ll_allows(self, path: str, access: int) -> bool:
+        return self.ll_rights(path) & access == access
+
+    def ll(self, why: _Why, path: str, access: int, what: str) -> _Why:
+        return why.need(self.ll_allows(path, access), f"landlock: no {what} right on {path}")
+
+    def ll_port(self, port: int, right: int) -> bool:
+        ll = self.plan.landlock
+        if ll is None or not ll.handled_net & right:
+            return True
+        return any(p == port and r & right for p, r in ll.ports)
+
+    def scoped(self, flag: int) -> bool:
+        return self.plan.landlock is not None and bool(self.plan.landlock.scoped & flag)
+
+    # capabilities and kernel facts -------------------------------------------------------
+    def has_cap(self, cap: int, *, init_ns: bool = False) -> bool:
+        """The sandbox holds `cap`; with init_ns, in the initial user namespace too."""
+        return bool(self.caps & (1 << cap)) and not (init_ns and "user" in self.ns)
+
+    def ptrace_access(self, why: _Why, *, attach: bool) -> _Why:
+        """The checks of ptrace_may_access() against the parent (a process outside)."""
+        why.need(self.plan.landlock is None, "landlock: no ptrace access to a process outside "
+                                             "the sandbox's domain")
+        why.need("user" not in self.ns, "user namespace: the parent is in an ancestor user "
+                                        "namespace, where the sandbox has no CAP_SYS_PTRACE")
+        why.need(self.host.parent_caps & ~self.caps == 0 or self.has_cap(_CAP_SYS_PTRACE),
+                 "capabilities: the parent holds capabilities the sandbox dropped")
+        scope = self.host.sysctl.get("ptrace_scope")
+        if attach and scope:
+            why.need(scope == 1 and self.has_cap(_CAP_SYS_PTRACE, init_ns=True),
+                     f"yama: ptrace_scope = {scope}")
+        return why
