@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+from ..chain_interface import Chain
 from .debug_log import CallLog
+from .errors import IpcError
 from .interfaces import Echo, Peer
+
+#: Makes the Chain a node process offers (e.g. `lambda: make_chain(node)`).
+ChainFactory = Callable[[], Chain]
 
 
 class LocalEcho:
@@ -21,8 +27,11 @@ class LocalEcho:
 class ProcessInit:
     """The Init of a process, one per connection; components extend it with factories."""
 
-    def __init__(self, log: CallLog) -> None:
+    def __init__(self, log: CallLog, chain_factory: ChainFactory | None = None) -> None:
+        # `chain_factory`: only a node process has one; connection.InitFactory stays
+        # `(log) -> Init`, so a node passes `functools.partial(ProcessInit, chain_factory=...)`.
         self._log = log
+        self._chain_factory = chain_factory
 
     async def hello(self, client: Peer, debug: list[str]) -> Peer:
         # The client names itself; the log of this connection uses the name from now on.
@@ -35,3 +44,10 @@ class ProcessInit:
 
     async def make_echo(self) -> Echo:
         return LocalEcho()
+
+    async def make_chain(self) -> Chain:
+        if self._chain_factory is None:
+            # Every Init has the method (one schema for all processes); a clear refusal beats
+            # the generic "unimplemented" a client would otherwise have to interpret.
+            raise IpcError("this process offers no Chain")
+        return self._chain_factory()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..chain_interface import Chain
+
 
 @dataclass(frozen=True)
 class Peer:
@@ -38,4 +40,8 @@ class Init(Protocol):
 
     async def make_echo(self) -> Echo:
         """A new Echo object."""
+        ...
+
+    async def make_chain(self) -> Chain:
+        """The node's Chain; fails (IpcError) in a process that is no node."""
         ...

@@ -4,6 +4,7 @@
 # clients keep working.
 
 using Echo = import "echo.capnp".Echo;
+using Chain = import "chain.capnp".Chain;
 
 struct Peer {
   # Who is at one end of a connection, for logs (-debug=ipc) and error messages.
@@ -17,4 +18,6 @@ interface Init {
   # `debug` passes the caller's -debug categories on: a child started with -ipcfd takes no
   # options of its own, so "ipc" here turns on -debug=ipc for this connection.
   makeEcho @1 () -> (echo :Echo);
+  makeChain @2 () -> (chain :Chain);
+  # The node's Chain (for a wallet). Processes that are no node fail the call.
 }

@@ -1,0 +1,139 @@
+"""The `Chain` interface: everything the wallet may ask of, or hear from, the node.
+
+Defined once, here, as Python protocols. Two bindings implement it and component code cannot
+tell them apart:
+
+- in process (CleanCoind): `components.node.chain_binding.NodeChain`, direct calls;
+- over Cap'n Proto (CleanCoin-node -> CleanCoin-wallet): the proxy that
+  `components.ipc.specs.CHAIN` builds from `schemas/chain.capnp`, obtained from a node
+  process's `Init.make_chain()`.
+
+Every method is a coroutine, because the IPC binding has to await the round trip; the local
+binding just returns. Blocks and transactions travel serialized (`to_bytes`), so that the
+wallet needs no node objects and the wire format is the consensus format.
+
+Errors: a failing call raises. Locally that is the binding's own exception (`ChainError`);
+over IPC the runtime turns every server-side failure into an `IpcError` carrying the same
+message. Callers that must survive either catch `Exception` around such calls; the normal
+paths (what the wallet does on every rescan) return values instead of raising.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class ChainError(Exception):
+    """A request the chain cannot answer (unknown block, height out of range)."""
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """What the wallet needs to know about one block header."""
+
+    hash: bytes            # internal byte order, as everywhere in the node
+    height: int
+    time: int              # header timestamp (Unix time)
+    prev_hash: bytes       # all zero for genesis
+    in_active_chain: bool  # False for a block on a side branch (stale after a reorg)
+
+
+@dataclass(frozen=True)
+class BroadcastResult:
+    """The outcome of `Chain.broadcast_transaction`.
+
+    `reason` is the machine-readable reject reason when `ok` is False (bitcoind's reasons:
+    "txn-mempool-conflict", "max-fee-exceeded", "TX decode failed", ...) and "" otherwise.
+    `txid` is empty only when the bytes could not be decoded as a transaction.
+    """
+
+    ok: bool
+    txid: bytes
+    reason: str
+
+
+class Handler(Protocol):
+    """A registration (of notifications); `disconnect` ends it."""
+
+    async def disconnect(self) -> None:
+        """Stop delivering: no callback starts after this returns."""
+        ...
+
+
+class ChainNotifications(Protocol):
+    """Events the node pushes to the wallet. Over IPC this object travels as a capability,
+    so the node calls the wallet back; nobody polls.
+
+    Events of one registration are delivered one at a time, in the order they happened, and
+    each after the chain (or mempool) change it reports is committed.
+    """
+
+    async def block_connected(self, block: bytes, height: int) -> None:
+        """`block` (serialized) became the active tip at `height`."""
+        ...
+
+    async def block_disconnected(self, block: bytes, height: int) -> None:
+        """`block` (serialized), the tip at `height`, left the active chain (reorg, invalidate)."""
+        ...
+
+    async def transaction_added_to_mempool(self, tx: bytes) -> None:
+        """`tx` (serialized) entered the mempool."""
+        ...
+
+    async def transaction_removed_from_mempool(self, txid: bytes, reason: str) -> None:
+        """The transaction `txid` left the mempool ("block", "conflict", "expiry", ...)."""
+        ...
+
+
+class Chain(Protocol):
+    """The node as the wallet sees it."""
+
+    async def get_height(self) -> int:
+        """Height of the active tip; -1 when the chain holds no block at all."""
+        ...
+
+    async def get_block_hash(self, height: int) -> bytes:
+        """Hash of the active chain's block at `height`; fails when out of range."""
+        ...
+
+    async def get_block_header_info(self, block_hash: bytes) -> BlockInfo:
+        """What is known of the header `block_hash` (active or not); fails when unknown."""
+        ...
+
+    async def get_blocks(self, start_height: int, count: int) -> list[bytes]:
+        """Up to `count` serialized blocks of the active chain from `start_height` on.
+
+        Batched on purpose: a rescan over IPC must not pay one round trip per block. The
+        answer may be shorter than asked (past the tip, or cut at a size bound that keeps one
+        message well under the IPC traversal limit); an empty list means nothing at or after
+        `start_height`. Callers continue from `start_height + len(answer)`.
+        """
+        ...
+
+    async def find_fork(self, locator: list[bytes]) -> int:
+        """Height of the last block the locator's chain shares with the active chain
+        (0, genesis, when no entry is known)."""
+        ...
+
+    async def broadcast_transaction(self, tx: bytes, max_fee: int) -> BroadcastResult:
+        """Submit `tx` (serialized) to the mempool and, if accepted, relay it to peers.
+
+        `max_fee`: refuse ("max-fee-exceeded") a transaction whose absolute fee is higher;
+        0 disables the check. A transaction already in the pool counts as accepted (and is
+        announced again), as in bitcoind.
+        """
+        ...
+
+    async def relay_min_fee(self) -> int:
+        """The node's minimum relay fee rate, in units per 1000 bytes."""
+        ...
+
+    async def is_in_mempool(self, txid: bytes) -> bool:
+        """Whether the transaction `txid` is in the mempool."""
+        ...
+
+    async def handle_notifications(self, notifications: ChainNotifications) -> Handler:
+        """Deliver chain and mempool events to `notifications` until the handler is
+        disconnected (or, over IPC, the connection is lost)."""
+        ...

@@ -1,0 +1,255 @@
+"""`NodeChain`: the `Chain` interface (components/chain_interface.py) implemented in process,
+over the node's ChainManager and Mempool.
+
+CleanCoind hands a NodeChain to its wallet directly; CleanCoin-node serves the same object
+over IPC (`ProcessInit(log, chain_factory=...)`), so there is one implementation of the
+node's side of the interface.
+
+Notifications. The chain manager calls its listeners synchronously, inside `accept_block`,
+after each commit; a `ChainNotifications` callback is a coroutine (and over IPC a round trip
+to the wallet). So every registration queues its events and one task per registration
+delivers them one by one, awaiting each: the order is the chain's order, the chain never
+waits for a wallet, and a slow wallet delays only itself.
+
+Mempool events. The Mempool has no listener hook yet. This binding reports
+- `transaction_added_to_mempool` for what it accepted itself (`broadcast_transaction`);
+  transactions that arrive over P2P or `sendrawtransaction` are NOT reported;
+- `transaction_removed_from_mempool` only for those reported additions, found missing from the
+  pool after a block connect ("block" when the block holds them, else "conflict") or
+  disconnect ("reorg").
+A mempool hook (added/removed with reason) would replace both; see `_Registration`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..chain_interface import BlockInfo, BroadcastResult, ChainError, ChainNotifications, Handler
+from ..ipc.errors import IpcDisconnected
+from .chain import BlockIndex, ChainManager
+from .mempool import Mempool, MempoolReject
+from .primitives import Block, Transaction
+
+log = logging.getLogger("cleancoin.node")
+
+#: get_blocks stops adding blocks once the answer holds this many bytes (at least one block is
+#: always returned). 16 MB stays far below the IPC traversal limit (64 MiB per message) and
+#: still batches hundreds of full blocks per round trip.
+MAX_GET_BLOCKS_BYTES: int = 16_000_000
+
+#: Optional P2P relay: called with the txid of a transaction the pool just accepted.
+AnnounceFn = Callable[[bytes], Any]
+
+
+class NodeChain:
+    """The node's `Chain`; see the module docstring."""
+
+    def __init__(self, chain: ChainManager, mempool: Mempool, announce: AnnounceFn | None = None) -> None:
+        self._chain = chain
+        self._mempool = mempool
+        self._announce = announce
+        self._registrations: set[_Registration] = set()
+
+    # ------------------------------------------------------------------ queries
+
+    async def get_height(self) -> int:
+        return self._chain.height      # len(active chain) - 1: -1 only for an empty chain
+
+    async def get_block_hash(self, height: int) -> bytes:
+        idx = self._chain.block_at_height(height)
+        if idx is None:
+            raise ChainError(f"height {height} is out of range (tip at {self._chain.height})")
+        return idx.hash
+
+    async def get_block_header_info(self, block_hash: bytes) -> BlockInfo:
+        idx = self._chain.get_index(block_hash)
+        if idx is None:
+            raise ChainError(f"unknown block {block_hash[::-1].hex()}")
+        return BlockInfo(hash=idx.hash, height=idx.height, time=idx.time, prev_hash=idx.prev,
+                         in_active_chain=self._chain.is_in_active_chain(idx.hash))
+
+    async def get_blocks(self, start_height: int, count: int) -> list[bytes]:
+        if start_height < 0 or count < 0:
+            raise ChainError(f"get_blocks({start_height}, {count}): negative argument")
+        # No await inside the loop: the chain cannot change under us (it runs on this loop),
+        # so the batch is one consistent slice of the active chain.
+        out: list[bytes] = []
+        total = 0
+        for height in range(start_height, start_height + count):
+            idx = self._chain.block_at_height(height)
+            if idx is None:
+                break
+            block = self._chain.get_block(idx.hash)
+            if block is None:      # active blocks always have data; a broken store must not
+                raise ChainError(f"block {idx.hash_hex} at height {height} is not stored")
+            raw = block.to_bytes()
+            if out and total + len(raw) > MAX_GET_BLOCKS_BYTES:
+                break
+            out.append(raw)
+            total += len(raw)
+        return out
+
+    async def find_fork(self, locator: list[bytes]) -> int:
+        return self._chain.find_fork(list(locator)).height
+
+    async def relay_min_fee(self) -> int:
+        return self._mempool.min_relay_fee_per_kb
+
+    async def is_in_mempool(self, txid: bytes) -> bool:
+        return txid in self._mempool
+
+    # ------------------------------------------------------------------ broadcast
+
+    async def broadcast_transaction(self, tx: bytes, max_fee: int) -> BroadcastResult:
+        try:
+            parsed = Transaction.from_bytes(tx)
+        except Exception:  # noqa: BLE001 - any parse failure is the caller's bad input
+            return BroadcastResult(False, b"", "TX decode failed")
+        txid = parsed.txid
+        if txid in self._mempool:
+            # bitcoind: already in our pool is success; announce again (a peer may lack it).
+            self._relay(txid)
+            return BroadcastResult(True, txid, "")
+        fee = self._fee_of(parsed)
+        if max_fee and fee is not None and fee > max_fee:
+            return BroadcastResult(False, txid, "max-fee-exceeded")
+        try:
+            self._mempool.accept(parsed)
+        except MempoolReject as rej:
+            return BroadcastResult(False, txid, rej.reason)
+        self._relay(txid)
+        # No mempool hook yet (module docstring): report our own additions at least.
+        for reg in list(self._registrations):
+            reg.tx_added(parsed)
+        return BroadcastResult(True, txid, "")
+
+    def _fee_of(self, tx: Transaction) -> int | None:
+        """Inputs minus outputs from the chain and the pool; None if an input is unknown (the
+        pool then refuses the transaction anyway)."""
+        total = 0
+        for txin in tx.vin:
+            coin = self._chain.utxo(txin.prevout)
+            if coin is not None:
+                total += coin.value
+                continue
+            entry = self._mempool.get(txin.prevout.txid)
+            if entry is None or txin.prevout.n >= len(entry.tx.vout):
+                return None
+            total += entry.tx.vout[txin.prevout.n].value
+        return total - tx.value_out
+
+    def _relay(self, txid: bytes) -> None:
+        if self._announce is None:
+            return
+        try:
+            self._announce(txid)
+        except Exception:  # noqa: BLE001 - relay is best effort; the pool has the tx
+            log.exception("announcing transaction %s failed", txid[::-1].hex())
+
+    # ------------------------------------------------------------------ notifications
+
+    async def handle_notifications(self, notifications: ChainNotifications) -> Handler:
+        reg = _Registration(self, notifications, asyncio.get_running_loop())
+        self._registrations.add(reg)
+        self._chain.add_listener(reg)
+        return reg
+
+    def _unregister(self, reg: _Registration) -> None:
+        self._registrations.discard(reg)
+        self._chain.remove_listener(reg)
+
+
+class _Registration:
+    """One `handle_notifications`: a chain listener, its event queue, its delivery task; and
+    the `Handler` given back to the caller."""
+
+    def __init__(self, owner: NodeChain, target: ChainNotifications, loop: asyncio.AbstractEventLoop) -> None:
+        self._owner = owner
+        self._target = target
+        self._loop = loop
+        self._queue: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._reported: set[bytes] = set()      # txids reported as added, not yet as removed
+        self._task = loop.create_task(self._deliver(), name="chain-notifications")
+
+    # Chain listener: called synchronously after each commit, maybe before the wallet has
+    # seen the previous event; only queue here.
+    def block_connected(self, block: Block, index: BlockIndex) -> None:
+        in_block = {tx.txid for tx in block.txs}
+        # Removals first, as bitcoind orders them (the pool was updated by an earlier listener).
+        self._report_removed(lambda txid: "block" if txid in in_block else "conflict")
+        self._push("block_connected", block.to_bytes(), index.height)
+
+    def block_disconnected(self, block: Block, index: BlockIndex) -> None:
+        self._push("block_disconnected", block.to_bytes(), index.height)
+        self._report_removed(lambda _txid: "reorg")
+
+    def tx_added(self, tx: Transaction) -> None:
+        self._reported.add(tx.txid)
+        self._push("transaction_added_to_mempool", tx.to_bytes())
+
+    def _report_removed(self, reason: Callable[[bytes], str]) -> None:
+        gone = [txid for txid in self._reported if txid not in self._owner._mempool]
+        for txid in gone:
+            self._reported.discard(txid)
+            self._push("transaction_removed_from_mempool", txid, reason(txid))
+
+    def _push(self, name: str, *args: Any) -> None:
+        if self._closed:
+            return
+        self._queue.append((name, args))
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._wake.set()
+        else:   # a chain change from another thread (an RPC worker): wake the loop safely
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def _deliver(self) -> None:
+        while not self._closed:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            name, args = self._queue.popleft()
+            try:
+                await getattr(self._target, name)(*args)
+            except IpcDisconnected:
+                # The wallet is gone: nobody will call disconnect, so end the registration here.
+                log.info("chain notifications: receiver gone, unregistering")
+                self._close()
+            except Exception:  # noqa: BLE001 - a wallet's failing callback must not stop later events
+                log.exception("chain notification %s failed", name)
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.clear()
+            self._owner._unregister(self)
+            self._wake.set()      # let the delivery task see _closed and end
+
+    # Handler
+    async def disconnect(self) -> None:
+        # Not a cancel of the delivery task: the caller may be inside one of its callbacks.
+        self._close()
+
+
+def make_chain(node: Any) -> NodeChain:
+    """The Chain of a started `Node` (components/node/node.py): its chain, its mempool, and
+    relay through its P2P layer when it has one (looked up per call: P2P stops before the
+    chain closes)."""
+    if node.chain is None or node.mempool is None:
+        raise ChainError("the node is not started")
+
+    def announce(txid: bytes) -> None:
+        if node.p2p is not None:
+            node.p2p.announce_tx(txid)
+
+    return NodeChain(node.chain, node.mempool, announce)
