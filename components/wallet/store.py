@@ -1,0 +1,755 @@
+"""The wallet database: `<netdatadir>/wallets/<name>/wallet.sqlite`.
+
+SQLite in WAL mode with synchronous=FULL; every logical update (a block's effects, a send,
+a batch of new keys, encryption) is ONE SQL transaction (`BEGIN IMMEDIATE` ... `COMMIT`), so
+a kill -9 at any moment leaves either the old or the new state: no key lost, no coin counted
+twice. The tables:
+
+    meta     key -> value: version, network, birth_height, best_hash, best_height,
+             encrypted, next_index_0 / next_index_1 (keys derived per chain), scrub_pending
+    secrets  name -> plaintext | encrypted (the HD seed; plaintext only until encrypt_wallet)
+    keys     (internal, idx) -> pubkey, pkh, address, used: public data only
+    txs      txid -> raw, block hash/height/position (NULL while unconfirmed), time,
+             abandoned, conflicted
+    coins    (txid, n) -> value, pkh, is_coinbase, spent_by (txid or NULL), locked
+    labels   address -> label
+
+Keys: `next_index_<chain>` counts the keys derived on a chain; rows exist for exactly
+0..next-1 (the keypool: derived ahead, handed out in order by `take_key`). Both change in the
+same transaction, so there is never a gap.
+
+Coins: a coin belongs to the wallet when its output pays a pkh in `keys`; it is unspent while
+`spent_by` is NULL. A coin whose creating transaction is abandoned or conflicted does not
+count; a coin spent by an abandoned transaction counts again (abandon clears spent_by).
+
+Encryption (`encrypt_wallet`): the seed row's plaintext becomes NULL in the same transaction
+that stores the encrypted blob; `secure_delete` zeroes freed cell content, then VACUUM rebuilds
+the file and a TRUNCATE checkpoint empties the WAL, so the old plaintext is in no file.
+A crash between the commit and the scrub is repaired on the next open (`scrub_pending`).
+
+Files: directories 0700, the database 0600 (SQLite gives -wal and -shm the database's mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cleancoin.components.node.address import encode_address
+from cleancoin.components.node.chainparams import ChainParams, params_for
+from cleancoin.components.node.hashes import hash160
+from cleancoin.components.node.primitives import OutPoint, Transaction
+
+from .crypto import (
+    DEFAULT_SCRYPT_N, SEED_PURPOSE, EncryptedBlob, SecretBytes, WrongPassphrase, decrypt, encrypt,
+)
+
+__all__ = [
+    "DB_FILENAME", "DUMP_MAGIC", "KeyRecord", "SCHEMA_VERSION", "WalletCoin", "WalletError",
+    "WalletStore", "WalletTx", "create_from_dump", "dump_wallet", "wallet_dir",
+]
+
+SCHEMA_VERSION: int = 1
+DB_FILENAME: str = "wallet.sqlite"
+DUMP_MAGIC: str = "CLEANCOIN_WALLET_DUMP"
+DUMP_FORMAT: int = 1
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE secrets (name TEXT PRIMARY KEY, plaintext BLOB, encrypted BLOB);
+CREATE TABLE keys (
+    internal INTEGER NOT NULL, idx INTEGER NOT NULL, pubkey BLOB NOT NULL,
+    pkh BLOB NOT NULL UNIQUE, address TEXT NOT NULL, used INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (internal, idx));
+CREATE TABLE txs (
+    txid BLOB PRIMARY KEY, raw BLOB NOT NULL, block_hash BLOB, block_height INTEGER,
+    block_pos INTEGER, time INTEGER NOT NULL, abandoned INTEGER NOT NULL DEFAULT 0,
+    conflicted INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX txs_height ON txs (block_height);
+CREATE TABLE coins (
+    txid BLOB NOT NULL REFERENCES txs (txid), n INTEGER NOT NULL, value INTEGER NOT NULL,
+    pkh BLOB NOT NULL, is_coinbase INTEGER NOT NULL, spent_by BLOB REFERENCES txs (txid),
+    locked INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (txid, n));
+CREATE INDEX coins_spent_by ON coins (spent_by);
+CREATE TABLE labels (address TEXT PRIMARY KEY, label TEXT NOT NULL);
+"""
+_TABLES = ("meta", "secrets", "keys", "txs", "coins", "labels")
+
+
+class WalletError(Exception):
+    """A wallet operation that cannot be done (exists already, not found, wrong network,
+    locked, not encrypted ...). Messages never contain secrets."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """Public data of one derived key."""
+
+    internal: bool
+    index: int
+    pubkey: bytes
+    pkh: bytes
+    address: str
+    used: bool
+
+
+@dataclass(frozen=True)
+class WalletCoin:
+    """An output paying the wallet, with its confirmation state (height None: unconfirmed)."""
+
+    outpoint: OutPoint
+    value: int
+    pkh: bytes
+    is_coinbase: bool
+    height: int | None
+    spent_by: bytes | None
+    locked: bool
+
+
+@dataclass(frozen=True)
+class WalletTx:
+    """A transaction the wallet keeps (it pays us or spends our coins)."""
+
+    tx: Transaction
+    block_hash: bytes | None
+    block_height: int | None
+    block_pos: int | None
+    time: int
+    abandoned: bool
+    conflicted: bool
+
+
+def wallet_dir(netdatadir: str | os.PathLike[str], name: str) -> Path:
+    """`<netdatadir>/wallets/<name>`; WalletError for names that could escape that folder."""
+    if not _NAME_RE.match(name):
+        raise WalletError(f"Invalid wallet name {name!r}: use letters, digits, '_', '-', '.' "
+                          "(not first), at most 64 characters")
+    return Path(netdatadir) / "wallets" / name
+
+
+def _makedirs_private(path: Path) -> None:
+    """Create `path` and missing parents 0700 (chmod too: makedirs' mode obeys the umask)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            d.mkdir(mode=0o700)
+        os.chmod(d, 0o700)
+
+
+class WalletStore:
+    """One open wallet database. Thread-safe (one lock around the single connection).
+
+    Use `create` or `open`; `close` when done (also a context manager).
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, params: ChainParams) -> None:
+        self.path = path
+        self.params = params
+        self._conn = conn
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------------ open/create
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in _tx), never opened
+        # implicitly by the sqlite3 module behind our back.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        # Freed cells are overwritten with zeros, so a removed plaintext seed does not linger
+        # in a free page until the VACUUM.
+        conn.execute("PRAGMA secure_delete=ON")
+        return conn
+
+    @classmethod
+    def create(cls, netdatadir: str | os.PathLike[str], name: str, network: str, *,
+               seed: bytes | None = None, birth_height: int = 0) -> WalletStore:
+        """Create a new wallet (WalletError if one exists). `seed` defaults to 32 random bytes."""
+        params = params_for(network)
+        d = wallet_dir(netdatadir, name)
+        _makedirs_private(d)
+        path = d / DB_FILENAME
+        try:
+            # Create the file ourselves, 0600 and exclusively, before SQLite opens it: SQLite
+            # would create it with the umask's mode, and two creators must not share a file.
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise WalletError(f"Wallet {name!r} already exists") from None
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = cls._connect(path)
+            store = cls(path, conn, params)
+            with store._tx() as c:
+                # Statement by statement: executescript() would COMMIT first, outside _tx.
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+                meta = {
+                    "version": SCHEMA_VERSION, "network": network, "birth_height": birth_height,
+                    "best_hash": None, "best_height": -1, "encrypted": 0,
+                    "next_index_0": 0, "next_index_1": 0, "scrub_pending": 0,
+                }
+                c.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+                c.execute("INSERT INTO secrets VALUES ('seed', ?, NULL)",
+                          (seed if seed is not None else os.urandom(32),))
+            return store
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(str(path) + suffix)
+            raise
+
+    @classmethod
+    def open(cls, netdatadir: str | os.PathLike[str], name: str, network: str) -> WalletStore:
+        """Open an existing wallet of `network`; WalletError when missing or of another one."""
+        path = wallet_dir(netdatadir, name) / DB_FILENAME
+        if not path.is_file():
+            raise WalletError(f"Wallet {name!r} not found")
+        conn = cls._connect(path)
+        store = cls(path, conn, params_for(network))
+        try:
+            version, net = store._meta("version"), store._meta("network")
+            if version != SCHEMA_VERSION:
+                raise WalletError(f"Wallet {name!r} has unsupported version {version}")
+            if net != network:
+                raise WalletError(f"Wallet {name!r} is for network {net!r}, not {network!r}")
+            if store._meta("scrub_pending"):
+                store._scrub()      # a crash hit between encrypt_wallet's commit and its scrub
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Checkpoint and close (the WAL is folded back into the database file)."""
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+
+    def __enter__(self) -> WalletStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all or nothing, also under kill -9."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _meta(self, key: str) -> Any:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise WalletError(f"wallet database lacks meta {key!r}")
+        return row[0]
+
+    @staticmethod
+    def _set_meta(c: sqlite3.Connection, key: str, value: Any) -> None:
+        c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # ------------------------------------------------------------------------ meta
+
+    @property
+    def network(self) -> str:
+        """The network the wallet belongs to."""
+        return str(self._meta("network"))
+
+    @property
+    def birth_height(self) -> int:
+        """Height before which no transaction can concern the wallet (rescans start here)."""
+        return int(self._meta("birth_height"))
+
+    @property
+    def best_block(self) -> tuple[bytes | None, int]:
+        """(hash, height) of the last block processed; (None, -1) before the first."""
+        with self._lock:
+            return self._meta("best_hash"), int(self._meta("best_height"))
+
+    @property
+    def encrypted(self) -> bool:
+        """True once encrypt_wallet has run."""
+        return bool(self._meta("encrypted"))
+
+    def next_index(self, internal: bool) -> int:
+        """Number of keys derived on the chain (the next index to derive)."""
+        return int(self._meta(f"next_index_{int(internal)}"))
+
+    # ------------------------------------------------------------------------ secrets
+
+    def seed(self) -> SecretBytes:
+        """The plaintext seed of an unencrypted wallet; WalletError when encrypted."""
+        with self._lock:
+            plain, _ = self._conn.execute(
+                "SELECT plaintext, encrypted FROM secrets WHERE name = 'seed'").fetchone()
+        if plain is None:
+            raise WalletError("Wallet is encrypted: unlock it with the passphrase")
+        return SecretBytes(plain)
+
+    def unlock(self, passphrase: str | bytes) -> SecretBytes:
+        """The seed of an encrypted wallet; WrongPassphrase, or WalletError when unencrypted."""
+        with self._lock:
+            _, blob = self._conn.execute(
+                "SELECT plaintext, encrypted FROM secrets WHERE name = 'seed'").fetchone()
+        if blob is None:
+            raise WalletError("Error: running with an unencrypted wallet, but walletpassphrase "
+                              "was called.")
+        return SecretBytes(decrypt(EncryptedBlob.from_bytes(blob), passphrase,
+                                   purpose=SEED_PURPOSE))
+
+    def encrypt_wallet(self, passphrase: str | bytes, *, scrypt_n: int = DEFAULT_SCRYPT_N) -> None:
+        """Encrypt the seed; afterwards the plaintext is in no file (database, -wal, -shm)."""
+        with self._tx() as c:
+            plain, _ = c.execute(
+                "SELECT plaintext, encrypted FROM secrets WHERE name = 'seed'").fetchone()
+            if plain is None or self._meta("encrypted"):
+                raise WalletError("Error: running with an encrypted wallet, but encryptwallet "
+                                  "was called.")
+            with SecretBytes(plain) as secret:
+                blob = encrypt(secret, passphrase, purpose=SEED_PURPOSE, n=scrypt_n)
+            # Overwrite, not delete-and-insert: secure_delete zeroes the old cell content.
+            c.execute("UPDATE secrets SET plaintext = zeroblob(length(plaintext)) "
+                      "WHERE name = 'seed'")
+            c.execute("UPDATE secrets SET plaintext = NULL, encrypted = ? WHERE name = 'seed'",
+                      (blob.to_bytes(),))
+            self._set_meta(c, "encrypted", 1)
+            self._set_meta(c, "scrub_pending", 1)
+        del plain
+        self._scrub()
+
+    def change_passphrase(self, old: str | bytes, new: str | bytes, *,
+                          scrypt_n: int = DEFAULT_SCRYPT_N) -> None:
+        """Re-encrypt the seed under `new` (fresh salt and nonce); WrongPassphrase for `old`."""
+        with self.unlock(old) as secret:
+            blob = encrypt(secret, new, purpose=SEED_PURPOSE, n=scrypt_n)
+        with self._tx() as c:
+            c.execute("UPDATE secrets SET encrypted = ? WHERE name = 'seed'", (blob.to_bytes(),))
+            self._set_meta(c, "scrub_pending", 1)
+        self._scrub()
+
+    def _scrub(self) -> None:
+        """Rebuild the file and empty the WAL, so no old page (with an old secret) survives."""
+        with self._lock:
+            self._conn.execute("VACUUM")
+            with self._tx() as c:
+                self._set_meta(c, "scrub_pending", 0)
+            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                raise WalletError("could not checkpoint the wallet database (busy)")
+
+    # ------------------------------------------------------------------------ keys
+
+    def add_keys(self, internal: bool, first_index: int, pubkeys: Sequence[bytes]) -> list[KeyRecord]:
+        """Record derived keys first_index.. on a chain; first_index must be next_index (no gaps).
+
+        One transaction: the rows and the new next_index commit together.
+        """
+        out = []
+        with self._tx() as c:
+            nxt = int(self._meta(f"next_index_{int(internal)}"))
+            if first_index != nxt:
+                raise WalletError(f"keys must be added at index {nxt}, not {first_index}")
+            for i, pub in enumerate(pubkeys):
+                if len(pub) != 33 or pub[0] not in (2, 3):
+                    raise ValueError("public key must be 33 bytes, compressed")
+                pkh = hash160(pub)
+                rec = KeyRecord(internal, first_index + i, bytes(pub), pkh,
+                                encode_address(pkh, self.params), False)
+                c.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, 0)",
+                          (int(internal), rec.index, rec.pubkey, rec.pkh, rec.address))
+                out.append(rec)
+            self._set_meta(c, f"next_index_{int(internal)}", first_index + len(pubkeys))
+        return out
+
+    @staticmethod
+    def _key(row: Sequence[Any]) -> KeyRecord:
+        return KeyRecord(bool(row[0]), row[1], row[2], row[3], row[4], bool(row[5]))
+
+    def take_key(self, internal: bool) -> KeyRecord | None:
+        """Hand out the lowest unused key of a chain (marked used); None when the pool is empty."""
+        with self._tx() as c:
+            row = c.execute("SELECT * FROM keys WHERE internal = ? AND used = 0 ORDER BY idx "
+                            "LIMIT 1", (int(internal),)).fetchone()
+            if row is None:
+                return None
+            c.execute("UPDATE keys SET used = 1 WHERE internal = ? AND idx = ?", (row[0], row[1]))
+        return self._key(row[:5] + (1,))
+
+    def unused_keys(self, internal: bool) -> int:
+        """Keys derived but not handed out yet (the keypool size)."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM keys WHERE internal = ? AND "
+                                          "used = 0", (int(internal),)).fetchone()[0])
+
+    def key_by_pkh(self, pkh: bytes) -> KeyRecord | None:
+        """The key paying to `pkh`, if it is ours."""
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM keys WHERE pkh = ?", (pkh,)).fetchone()
+        return None if row is None else self._key(row)
+
+    def keys(self, internal: bool | None = None) -> list[KeyRecord]:
+        """All derived keys (of one chain when `internal` is given), by chain and index."""
+        q, args = "SELECT * FROM keys", ()
+        if internal is not None:
+            q, args = q + " WHERE internal = ?", (int(internal),)
+        with self._lock:
+            return [self._key(r) for r in self._conn.execute(q + " ORDER BY internal, idx", args)]
+
+    # ------------------------------------------------------------------------ labels
+
+    def set_label(self, address: str, label: str) -> None:
+        """Set (or with "" remove) the label of an address."""
+        with self._tx() as c:
+            if label:
+                c.execute("INSERT OR REPLACE INTO labels VALUES (?, ?)", (address, label))
+            else:
+                c.execute("DELETE FROM labels WHERE address = ?", (address,))
+
+    def label(self, address: str) -> str:
+        """The label of an address ("" when none)."""
+        with self._lock:
+            row = self._conn.execute("SELECT label FROM labels WHERE address = ?",
+                                     (address,)).fetchone()
+        return row[0] if row else ""
+
+    # ------------------------------------------------------------------------ transactions
+
+    def _add_tx(self, c: sqlite3.Connection, tx: Transaction, time: int,
+                block: tuple[bytes, int, int] | None) -> bool:
+        """Record `tx` if it concerns the wallet (pays us or spends our coins); True if so.
+
+        A transaction seen before is updated (its block fields); its coins are inserted once.
+        """
+        txid = tx.txid
+        known = c.execute("SELECT 1 FROM txs WHERE txid = ?", (txid,)).fetchone() is not None
+        ours_out = [(n, o) for n, o in enumerate(tx.vout)
+                    if c.execute("SELECT 1 FROM keys WHERE pkh = ?", (o.pkh,)).fetchone()]
+        spends = [] if tx.is_coinbase else [
+            i.prevout for i in tx.vin
+            if c.execute("SELECT 1 FROM coins WHERE txid = ? AND n = ?",
+                         (i.prevout.txid, i.prevout.n)).fetchone()]
+        if not (known or ours_out or spends):
+            return False
+        bh, height, pos = block if block is not None else (None, None, None)
+        if known:
+            if block is not None:
+                # Confirmed: whatever happened before (abandoned, conflicted), it is in a block.
+                c.execute("UPDATE txs SET block_hash = ?, block_height = ?, block_pos = ?, "
+                          "abandoned = 0, conflicted = 0 WHERE txid = ?", (bh, height, pos, txid))
+        else:
+            c.execute("INSERT INTO txs VALUES (?, ?, ?, ?, ?, ?, 0, 0)",
+                      (txid, tx.to_bytes(), bh, height, pos, time))
+        for op in spends:
+            # A coin already spent by another (unconfirmed) transaction: this one wins when it
+            # is in a block, and the other becomes conflicted. Unconfirmed double spends keep
+            # the first spender (as the mempool does).
+            row = c.execute("SELECT spent_by FROM coins WHERE txid = ? AND n = ?",
+                            (op.txid, op.n)).fetchone()
+            if row[0] is not None and row[0] != txid:
+                if block is None:
+                    continue
+                c.execute("UPDATE txs SET conflicted = 1 WHERE txid = ?", (row[0],))
+                self._release_spends(c, row[0])
+            c.execute("UPDATE coins SET spent_by = ? WHERE txid = ? AND n = ?",
+                      (txid, op.txid, op.n))
+        for n, o in ours_out:
+            c.execute("INSERT OR IGNORE INTO coins VALUES (?, ?, ?, ?, ?, NULL, 0)",
+                      (txid, n, o.value, o.pkh, int(tx.is_coinbase)))
+            c.execute("UPDATE keys SET used = 1 WHERE pkh = ?", (o.pkh,))
+        return True
+
+    @staticmethod
+    def _release_spends(c: sqlite3.Connection, txid: bytes) -> None:
+        c.execute("UPDATE coins SET spent_by = NULL WHERE spent_by = ?", (txid,))
+
+    def add_transaction(self, tx: Transaction, time: int) -> bool:
+        """Record an unconfirmed transaction (our send, or one seen in the mempool), with its
+        spends and our outputs, in one transaction. True when it concerns the wallet."""
+        with self._tx() as c:
+            return self._add_tx(c, tx, time, None)
+
+    def apply_block(self, block_hash: bytes, height: int, txs: Iterable[Transaction],
+                    time: int) -> list[bytes]:
+        """Process a connected block: record its transactions that concern us and move the
+        best block to it, all in one transaction. Returns the txids recorded.
+
+        `txs` may be the whole block or only the relevant ones; positions are the order given,
+        so pass the whole block when block_pos matters.
+        """
+        if len(block_hash) != 32:
+            raise ValueError("block hash must be 32 bytes")
+        recorded = []
+        with self._tx() as c:
+            best = int(self._meta("best_height"))
+            if best >= 0 and height != best + 1:
+                raise WalletError(f"block at height {height} does not follow {best}")
+            for pos, tx in enumerate(txs):
+                if self._add_tx(c, tx, time, (block_hash, height, pos)):
+                    recorded.append(tx.txid)
+            self._set_meta(c, "best_hash", block_hash)
+            self._set_meta(c, "best_height", height)
+        return recorded
+
+    def disconnect_block(self, block_hash: bytes, height: int, prev_hash: bytes | None) -> None:
+        """Undo a block (reorg): its transactions become unconfirmed; its coinbases can never
+        confirm again and turn conflicted (their coins stop counting). One transaction."""
+        with self._tx() as c:
+            best_hash, best_height = self._meta("best_hash"), int(self._meta("best_height"))
+            if best_hash != block_hash or best_height != height:
+                raise WalletError("can only disconnect the last processed block")
+            for (txid, raw) in c.execute("SELECT txid, raw FROM txs WHERE block_hash = ?",
+                                         (block_hash,)).fetchall():
+                c.execute("UPDATE txs SET block_hash = NULL, block_height = NULL, "
+                          "block_pos = NULL WHERE txid = ?", (txid,))
+                if Transaction.from_bytes(raw).is_coinbase:
+                    c.execute("UPDATE txs SET conflicted = 1 WHERE txid = ?", (txid,))
+            self._set_meta(c, "best_hash", prev_hash)
+            self._set_meta(c, "best_height", height - 1)
+
+    def abandon_transaction(self, txid: bytes) -> None:
+        """Mark an unconfirmed transaction abandoned: the coins it spent count again, its own
+        outputs do not. (The wallet logic checks that the mempool no longer has it.)"""
+        with self._tx() as c:
+            row = c.execute("SELECT block_hash FROM txs WHERE txid = ?", (txid,)).fetchone()
+            if row is None:
+                raise WalletError("Invalid or non-wallet transaction id")
+            if row[0] is not None:
+                raise WalletError("Transaction not eligible for abandonment")
+            c.execute("UPDATE txs SET abandoned = 1 WHERE txid = ?", (txid,))
+            self._release_spends(c, txid)
+
+    def lock_coin(self, outpoint: OutPoint, locked: bool = True) -> None:
+        """lockunspent: a locked coin is never selected for spending (persistent here)."""
+        with self._tx() as c:
+            cur = c.execute("UPDATE coins SET locked = ? WHERE txid = ? AND n = ?",
+                            (int(locked), outpoint.txid, outpoint.n))
+            if cur.rowcount != 1:
+                raise WalletError("Invalid parameter, unknown transaction output")
+
+    def get_transaction(self, txid: bytes) -> WalletTx | None:
+        """A wallet transaction by txid (internal byte order)."""
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM txs WHERE txid = ?", (txid,)).fetchone()
+        return None if row is None else self._wtx(row)
+
+    @staticmethod
+    def _wtx(row: Sequence[Any]) -> WalletTx:
+        return WalletTx(Transaction.from_bytes(row[1]), row[2], row[3], row[4], row[5],
+                        bool(row[6]), bool(row[7]))
+
+    def transactions(self) -> list[WalletTx]:
+        """All wallet transactions, confirmed first by height and position, then unconfirmed."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM txs ORDER BY block_height IS NULL, block_height, block_pos, "
+                "time").fetchall()
+        return [self._wtx(r) for r in rows]
+
+    # ------------------------------------------------------------------------ coins
+
+    _LIVE = ("FROM coins JOIN txs ON coins.txid = txs.txid "
+             "WHERE txs.abandoned = 0 AND txs.conflicted = 0")
+
+    def coins(self, *, include_spent: bool = False, include_locked: bool = True) -> list[WalletCoin]:
+        """Coins of live transactions (not abandoned/conflicted); unspent ones by default."""
+        q = ("SELECT coins.txid, n, value, pkh, is_coinbase, block_height, spent_by, locked "
+             + self._LIVE)
+        if not include_spent:
+            q += " AND spent_by IS NULL"
+        if not include_locked:
+            q += " AND locked = 0"
+        with self._lock:
+            rows = self._conn.execute(q + " ORDER BY coins.txid, n").fetchall()
+        return [WalletCoin(OutPoint(r[0], r[1]), r[2], r[3], bool(r[4]), r[5], r[6], bool(r[7]))
+                for r in rows]
+
+    def balance(self, *, min_conf: int = 0, include_immature: bool = False) -> int:
+        """Sum of unspent live coins with at least `min_conf` confirmations; coinbase coins
+        only once mature unless `include_immature`."""
+        _, best = self.best_block
+        maturity = self.params.coinbase_maturity
+        total = 0
+        for coin in self.coins():
+            conf = 0 if coin.height is None else best - coin.height + 1
+            if conf < min_conf:
+                continue
+            if coin.is_coinbase and not include_immature and conf < maturity:
+                continue
+            total += coin.value
+        return total
+
+    # ------------------------------------------------------------------------ checks
+
+    def check(self) -> list[str]:
+        """Consistency problems (empty when sound): what a crash must never produce."""
+        problems = []
+        with self._lock:
+            c = self._conn
+            for internal in (0, 1):
+                nxt = int(self._meta(f"next_index_{internal}"))
+                idx = [r[0] for r in c.execute("SELECT idx FROM keys WHERE internal = ? "
+                                               "ORDER BY idx", (internal,))]
+                if idx != list(range(nxt)):
+                    problems.append(f"chain {internal}: key indexes are not 0..{nxt - 1}")
+            for (n,) in c.execute("SELECT COUNT(*) FROM coins LEFT JOIN txs ON "
+                                  "coins.txid = txs.txid WHERE txs.txid IS NULL"):
+                if n:
+                    problems.append(f"{n} coins of unknown transactions")
+            for (n,) in c.execute("SELECT COUNT(*) FROM coins LEFT JOIN keys ON "
+                                  "coins.pkh = keys.pkh WHERE keys.pkh IS NULL"):
+                if n:
+                    problems.append(f"{n} coins paying no wallet key")
+            # Every recorded spend must be backed by that transaction's input.
+            for txid, n, spent_by in c.execute("SELECT txid, n, spent_by FROM coins WHERE "
+                                               "spent_by IS NOT NULL").fetchall():
+                row = c.execute("SELECT raw FROM txs WHERE txid = ?", (spent_by,)).fetchone()
+                if row is None or OutPoint(txid, n) not in {
+                        i.prevout for i in Transaction.from_bytes(row[0]).vin}:
+                    problems.append(f"coin {OutPoint(txid, n)} spent by a tx not spending it")
+            best = int(self._meta("best_height"))
+            (top,) = c.execute("SELECT MAX(block_height) FROM txs").fetchone()
+            if top is not None and top > best:
+                problems.append(f"tx confirmed at {top} above the best height {best}")
+            if (self._meta("best_hash") is None) != (best < 0):
+                problems.append("best block hash and height disagree")
+            (plain, enc), = c.execute("SELECT plaintext, encrypted FROM secrets "
+                                      "WHERE name = 'seed'").fetchall()
+            if (plain is None) == (enc is None) or bool(enc) != bool(self._meta("encrypted")):
+                problems.append("seed record inconsistent with the encrypted flag")
+        return problems
+
+    # ------------------------------------------------------------------------ dump
+
+    def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every row of every table as (table, {column: value}), for dump."""
+        with self._lock:
+            for table in _TABLES:
+                cur = self._conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2"
+                                         if table in ("keys", "coins") else
+                                         f"SELECT * FROM {table} ORDER BY 1")
+                cols = [d[0] for d in cur.description]
+                for row in cur.fetchall():
+                    yield table, dict(zip(cols, row, strict=True))
+
+
+def _enc_value(v: Any) -> Any:
+    # JSON has no bytes; tag them (and strings, so a string that looks like hex stays a string).
+    if isinstance(v, bytes):
+        return "x:" + v.hex()
+    if isinstance(v, str):
+        return "s:" + v
+    return v
+
+
+def _dec_value(v: Any) -> Any:
+    if isinstance(v, str):
+        if v.startswith("x:"):
+            return bytes.fromhex(v[2:])
+        if v.startswith("s:"):
+            return v[2:]
+        raise ValueError("bad value in dump")
+    if v is None or (isinstance(v, int) and not isinstance(v, bool)):
+        return v
+    raise ValueError("bad value in dump")
+
+
+def dump_wallet(store: WalletStore, dump_path: str | os.PathLike[str]) -> int:
+    """Write the wallet as text: `key=value` lines, the last one `checksum=<sha256 hex>` of
+    everything before it. Refuses to overwrite a file; created 0600 (an unencrypted wallet's
+    dump holds its seed). Returns the number of rows written.
+
+    Lines: `CLEANCOIN_WALLET_DUMP=1`, `network=<name>`, then one `<table>=<json row>` per row.
+    """
+    lines = [f"{DUMP_MAGIC}={DUMP_FORMAT}", f"network={store.network}"]
+    count = 0
+    for table, row in store.rows():
+        lines.append(f"{table}=" + json.dumps({k: _enc_value(v) for k, v in row.items()},
+                                              sort_keys=True, separators=(",", ":")))
+        count += 1
+    body = "".join(line + "\n" for line in lines)
+    text = body + f"checksum={hashlib.sha256(body.encode()).hexdigest()}\n"
+    fd = os.open(dump_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    return count
+
+
+def create_from_dump(netdatadir: str | os.PathLike[str], name: str,
+                     dump_path: str | os.PathLike[str]) -> WalletStore:
+    """Create wallet `name` from a dump_wallet file (checksum verified first; the new wallet
+    is removed again if anything fails, so no half-made wallet stays behind)."""
+    text = Path(dump_path).read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        raise WalletError("Dump file is truncated")
+    lines = text[:-1].split("\n")
+    if len(lines) < 3 or not lines[-1].startswith("checksum="):
+        raise WalletError("Dump file has no checksum line")
+    body = "".join(line + "\n" for line in lines[:-1])
+    if hashlib.sha256(body.encode()).hexdigest() != lines[-1][len("checksum="):]:
+        raise WalletError("Dump file checksum does not match: the file is corrupt")
+    if lines[0] != f"{DUMP_MAGIC}={DUMP_FORMAT}":
+        raise WalletError("Not a CleanCoin wallet dump, or an unsupported format version")
+    key, _, network = lines[1].partition("=")
+    if key != "network":
+        raise WalletError("Dump file lacks the network line")
+    rows: list[tuple[str, dict[str, Any]]] = []
+    try:
+        for line in lines[2:-1]:
+            table, _, data = line.partition("=")
+            if table not in _TABLES:
+                raise WalletError(f"Unknown record type {table!r} in dump file")
+            rows.append((table, {k: _dec_value(v) for k, v in json.loads(data).items()}))
+    except (ValueError, AttributeError) as e:
+        raise WalletError(f"Malformed record in dump file: {type(e).__name__}") from None
+    store = WalletStore.create(netdatadir, name, network)
+    try:
+        with store._tx() as c:
+            for table in _TABLES:    # create() wrote defaults: the dump replaces them
+                c.execute(f"DELETE FROM {table}")
+            for table in _TABLES:    # parents first (coins reference txs)
+                for t, row in rows:
+                    if t == table:
+                        cols = list(row)
+                        if not all(re.fullmatch(r"[a-z_]+", col) for col in cols):
+                            raise WalletError("Malformed column name in dump file")
+                        c.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+                                  f"({', '.join('?' * len(cols))})", [row[k] for k in cols])
+        problems = store.check()
+        if problems or store.network != network:
+            raise WalletError("Dump file describes an inconsistent wallet: " + "; ".join(problems))
+        store._scrub()      # the default random seed written by create() leaves the file
+    except BaseException:
+        store.close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(str(store.path) + suffix)
+        raise
+    return store

@@ -1,0 +1,487 @@
+"""Wallet foundation: HD derivation, secret encryption, the SQLite store (crash safety,
+plaintext removal), and coin selection checked by the node's own mempool.
+
+Nothing is mocked on the consensus side: transactions are signed with secp256k1 and accepted
+(or not) by components/node/mempool.Mempool over a dict chain view holding real regtest
+coinbase outputs, as in tests/test_mempool.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from cleancoin.components.node.amount import COIN
+from cleancoin.components.node.chainparams import REGTEST
+from cleancoin.components.node.consensus import Coin, block_subsidy
+from cleancoin.components.node.keys import PrivateKey
+from cleancoin.components.node.mempool import Mempool, fee_for_size
+from cleancoin.components.node.mining import create_coinbase
+from cleancoin.components.node.primitives import OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.wallet import coins as cs
+from cleancoin.components.wallet import crypto, hd
+from cleancoin.components.wallet.store import (
+    WalletError, WalletStore, create_from_dump, dump_wallet,
+)
+
+FAST_N = 2 ** 10     # scrypt cost for tests that are not about the KDF itself
+
+# ------------------------------------------------------------------------------------- HD
+
+# BIP32 test vector 1 (seed 000102...0f). Each expected value is a serialized xprv with its own
+# base58check checksum, so a typo here fails loudly instead of passing by accident.
+BIP32_SEED_1 = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
+BIP32_VECTOR_1 = [
+    ("m", "xprv9s21ZrQH143K3QTDL4LXw2F7HEK3wJUD2nW2nRk4stbPy6cq3jPPqjiChkVvvNKmPGJxWUtg6LnF5kejMRNNU3TGtRBeJgk33yuGBxrMPHi"),
+    ("m/0'", "xprv9uHRZZhk6KAJC1avXpDAp4MDc3sQKNxDiPvvkX8Br5ngLNv1TxvUxt4cV1rGL5hj6KCesnDYUhd7oWgT11eZG7XnxHrnYeSvkzY7d2bhkJ7"),
+    ("m/0'/1", "xprv9wTYmMFdV23N2TdNG573QoEsfRrWKQgWeibmLntzniatZvR9BmLnvSxqu53Kw1UmYPxLgboyZQaXwTCg8MSY3H2EU4pWcQDnRnrVA1xe8fs"),
+    ("m/0'/1/2'", "xprv9z4pot5VBttmtdRTWfWQmoH1taj2axGVzFqSb8C9xaxKymcFzXBDptWmT7FwuEzG3ryjH4ktypQSAewRiNMjANTtpgP4mLTj34bhnZX7UiM"),
+    ("m/0'/1/2'/2", "xprvA2JDeKCSNNZky6uBCviVfJSKyQ1mDYahRjijr5idH2WwLsEd4Hsb2Tyh8RfQMuPh7f7RtyzTtdrbdqqsunu5Mm3wDvUAKRHSC34sJ7in334"),
+    ("m/0'/1/2'/2/1000000000", "xprvA41z7zogVVwxVSgdKUHDy1SKmdb533PjDz7J6N6mV6uS3ze1ai8FHa8kmHScGpWmj4WggLyQjgPie1rFSruoUihUZREPSL39UNdE3BBDu76"),
+]
+
+
+@pytest.mark.parametrize("path,xprv", BIP32_VECTOR_1)
+def test_bip32_vector_1(path: str, xprv: str) -> None:
+    """With BIP32's own HMAC key the derivation reproduces the public vector bit for bit."""
+    key = hd.derive_path(hd.master_key(BIP32_SEED_1, key=hd.BIP32_SEED_KEY), path)
+    assert key.serialize() == xprv
+    assert hd.ExtendedKey.deserialize(xprv) == key
+
+
+def test_cleancoin_seed_key_and_wallet_paths() -> None:
+    """CleanCoin's own master key differs from Bitcoin's; wallet keys are m/0'/c'/i'."""
+    seed = hashlib.sha256(b"hd test seed").digest()
+    ours, bitcoin = hd.master_key(seed), hd.master_key(seed, key=hd.BIP32_SEED_KEY)
+    assert ours.secret != bitcoin.secret
+    k = hd.wallet_key(ours, 5, internal=True)
+    assert k.secret == hd.derive_path(ours, "m/0'/1'/5'").secret
+    assert hd.wallet_key(ours, 5, internal=False).secret != k.secret
+    assert hd.path_string(5, True) == "m/0'/1'/5'"
+    assert "secret" not in repr(ours) or "<secret>" in repr(ours)
+    assert ours.secret.hex() not in repr(ours)
+    with pytest.raises(ValueError):
+        hd.parse_path("0'/1")
+    with pytest.raises(ValueError):
+        hd.master_key(b"short")
+
+
+# ------------------------------------------------------------------------------------- crypto
+
+def test_encrypt_decrypt_default_kdf() -> None:
+    """Round trip with the default scrypt cost; parameters travel with the blob."""
+    secret = os.urandom(32)
+    blob = crypto.encrypt(secret, "correct horse")
+    assert (blob.n, blob.r, blob.p) == (2 ** 15, 8, 1)
+    assert len(blob.salt) == 16 and len(blob.nonce) == 12
+    again = crypto.EncryptedBlob.from_bytes(blob.to_bytes())
+    assert crypto.decrypt(again, "correct horse") == secret
+    assert secret not in blob.to_bytes()
+
+
+def test_wrong_passphrase_is_a_clear_error_that_leaks_nothing() -> None:
+    secret = os.urandom(32)
+    blob = crypto.encrypt(secret, "right one", n=FAST_N)
+    with pytest.raises(crypto.WrongPassphrase) as info:
+        crypto.decrypt(blob, "wrong one")
+    msg = str(info.value)
+    assert msg == "The wallet passphrase entered was incorrect."
+    assert "wrong one" not in msg and "right one" not in msg and secret.hex() not in msg
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    # The purpose is bound: a seed blob does not open as another record type.
+    with pytest.raises(crypto.WrongPassphrase):
+        crypto.decrypt(blob, "right one", purpose=b"cleancoin-wallet-other")
+    # The header is authenticated: lowering the KDF cost in the file is caught.
+    weakened = crypto.EncryptedBlob(blob.log_n - 1, blob.r, blob.p, blob.salt, blob.nonce,
+                                    blob.ciphertext)
+    with pytest.raises(crypto.WrongPassphrase):
+        crypto.decrypt(weakened, "right one")
+    # Fresh salt and nonce every time.
+    other = crypto.encrypt(secret, "right one", n=FAST_N)
+    assert other.salt != blob.salt and other.nonce != blob.nonce
+    with pytest.raises(ValueError):
+        crypto.EncryptedBlob.from_bytes(b"garbage" * 10)
+
+
+def test_secret_bytes_wipe_zeroes_the_same_memory() -> None:
+    source = bytearray(os.urandom(32))
+    s = crypto.SecretBytes(source)
+    assert source == bytearray(32)            # the caller's mutable copy is cleared too
+    buf = s.buffer
+    assert any(buf) and len(s) == 32
+    assert buf.hex() not in repr(s)
+    s.wipe()
+    assert buf == bytearray(32) and s.buffer is buf and s.wiped
+    with pytest.raises(ValueError):
+        s.get()
+    with crypto.SecretBytes(b"\x07" * 8) as t:
+        inner = t.buffer
+    assert inner == bytearray(8)
+
+
+# ------------------------------------------------------------------------------------- store
+
+SEED = hashlib.sha256(b"store test seed: grep for me").digest()
+FOREIGN = b"\xee" * 20
+
+
+def _top_up(store: WalletStore, master: hd.ExtendedKey, internal: bool, n: int) -> None:
+    first = store.next_index(internal)
+    pubs = [hd.derive_path(master, hd.wallet_key_path(i, internal)).public_key
+            for i in range(first, first + n)]
+    store.add_keys(internal, first, pubs)
+
+
+def _receive(pkh: bytes, value: int, tag: bytes) -> Transaction:
+    """A transaction from outside the wallet paying `pkh` (its input is not ours)."""
+    return Transaction(1, (TxIn(OutPoint(hashlib.sha256(tag).digest(), 0), b"\x01\x01"),),
+                       (TxOut(value, pkh),))
+
+
+def _populate(store: WalletStore) -> Transaction:
+    master = hd.master_key(store.seed().get())
+    _top_up(store, master, False, 5)
+    _top_up(store, master, True, 5)
+    k = store.take_key(False)
+    assert k is not None and k.index == 0
+    store.apply_block(b"\x01" * 32, 0, [_receive(k.pkh, 3 * COIN, b"r0")], time=100)
+    coin = store.coins()[0]
+    change = store.take_key(True)
+    assert change is not None
+    tx, fee = cs.build_transaction(
+        [cs.SpendableCoin(coin.outpoint, coin.value, hd.wallet_key(master, 0, False))],
+        [(FOREIGN, COIN)], 1000, change.pkh, change_position=1)
+    assert store.add_transaction(tx, time=101)
+    store.set_label(k.address, "first")
+    return tx
+
+
+def _files(store_path: Path) -> list[Path]:
+    return [p for p in (store_path, Path(f"{store_path}-wal"), Path(f"{store_path}-shm"))
+            if p.exists()]
+
+
+def test_store_round_trip_permissions_and_dump(tmp_path: Path) -> None:
+    store = WalletStore.create(tmp_path, "w1", "regtest", seed=SEED, birth_height=0)
+    tx = _populate(store)
+    change_value = tx.vout[1].value
+    assert store.balance() == change_value
+    assert store.balance(min_conf=1) == 0
+    assert [c.value for c in store.coins(include_spent=True)] != []
+    assert stat.S_IMODE(os.stat(tmp_path / "wallets").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "wallets" / "w1").st_mode) == 0o700
+    for f in _files(store.path):
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
+    with pytest.raises(WalletError):
+        WalletStore.create(tmp_path, "w1", "regtest")
+    with pytest.raises(WalletError):
+        WalletStore.create(tmp_path, "../escape", "regtest")
+    store.close()
+
+    with pytest.raises(WalletError, match="network"):
+        WalletStore.open(tmp_path, "w1", "main")
+    store = WalletStore.open(tmp_path, "w1", "regtest")
+    assert store.check() == []
+    assert store.best_block == (b"\x01" * 32, 0)
+    assert store.next_index(False) == 5 and store.unused_keys(False) == 4
+    assert store.get_transaction(tx.txid).block_hash is None        # type: ignore[union-attr]
+    assert store.balance() == change_value
+    assert store.label(store.keys(False)[0].address) == "first"
+    # Confirmation in the next block; then a reorg makes it unconfirmed again.
+    store.apply_block(b"\x02" * 32, 1, [tx], time=200)
+    assert store.balance(min_conf=1) == change_value
+    store.disconnect_block(b"\x02" * 32, 1, b"\x01" * 32)
+    assert store.balance(min_conf=1) == 0 and store.best_block[1] == 0
+    # Abandon: the spent coin counts again, the change does not.
+    store.abandon_transaction(tx.txid)
+    assert store.balance() == 3 * COIN
+    store.lock_coin(store.coins()[0].outpoint)
+    assert store.coins(include_locked=False) == []
+
+    dump = tmp_path / "w1.dump"
+    n = dump_wallet(store, dump)
+    assert n > 10 and stat.S_IMODE(os.stat(dump).st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        dump_wallet(store, dump)
+    copy = create_from_dump(tmp_path, "w2", dump)
+    assert list(copy.rows()) == list(store.rows())
+    assert copy.seed().get() == SEED and copy.check() == []
+    copy.close()
+    bad = tmp_path / "bad.dump"
+    bad.write_text(dump.read_text().replace("first", "firsT"))
+    with pytest.raises(WalletError, match="checksum"):
+        create_from_dump(tmp_path, "w3", bad)
+    assert not (tmp_path / "wallets" / "w3" / "wallet.sqlite").exists()
+    store.close()
+
+
+def test_encryption_removes_plaintext_seed_from_every_file(tmp_path: Path) -> None:
+    passphrase = "a passphrase that must stay in memory"
+    store = WalletStore.create(tmp_path, "enc", "regtest", seed=SEED)
+    _populate(store)
+    # The seed is visible before: proves the grep below can see it when it is there.
+    assert any(SEED in f.read_bytes() for f in _files(store.path))
+    store.encrypt_wallet(passphrase)
+    assert store.encrypted
+
+    def grep_clean() -> None:
+        files = _files(store.path)
+        assert files
+        for f in files:
+            data = f.read_bytes()
+            assert SEED not in data, f"plaintext seed in {f.name}"
+            assert SEED.hex().encode() not in data
+            assert passphrase.encode() not in data, f"passphrase in {f.name}"
+
+    grep_clean()                        # while open (WAL and SHM present)
+    with pytest.raises(WalletError):
+        store.seed()
+    with pytest.raises(crypto.WrongPassphrase):
+        store.unlock("not it")
+    with store.unlock(passphrase) as seed:
+        assert seed.get() == SEED
+    with pytest.raises(WalletError):
+        store.encrypt_wallet("again")
+    store.change_passphrase(passphrase, "second passphrase", scrypt_n=FAST_N)
+    with pytest.raises(crypto.WrongPassphrase):
+        store.unlock(passphrase)
+    assert store.unlock("second passphrase").get() == SEED
+    assert store.check() == []
+    store.close()
+    grep_clean()
+    store = WalletStore.open(tmp_path, "enc", "regtest")
+    assert store.encrypted and store.unlock("second passphrase").get() == SEED
+    grep_clean()
+    # A dump of an encrypted wallet carries only the encrypted seed.
+    dump = tmp_path / "enc.dump"
+    dump_wallet(store, dump)
+    assert SEED.hex() not in dump.read_text()
+    store.close()
+
+
+# ------------------------------------------------------------------------------------- crash
+
+_WORKER = textwrap.dedent('''
+    import hashlib, sys
+    from cleancoin.components.node.amount import COIN
+    from cleancoin.components.node.primitives import OutPoint, Transaction, TxIn, TxOut
+    from cleancoin.components.wallet import coins as cs, hd
+    from cleancoin.components.wallet.store import WalletStore
+
+    s = WalletStore.open(sys.argv[1], "crash", "regtest")
+    master = hd.master_key(s.seed().get())
+    keys = {}
+
+    def key_for(pkh):
+        if pkh not in keys:
+            rec = s.key_by_pkh(pkh)
+            keys[pkh] = hd.wallet_key(master, rec.index, rec.internal)
+        return keys[pkh]
+
+    print("ready", flush=True)
+    while True:
+        for internal in (False, True):
+            if s.unused_keys(internal) < 3:
+                n = s.next_index(internal)
+                s.add_keys(internal, n, [hd.derive_path(master, hd.wallet_key_path(i, internal))
+                                         .public_key for i in range(n, n + 10)])
+        h = s.best_block[1] + 1
+        rec = s.take_key(False)
+        receive = Transaction(1, (TxIn(OutPoint(hashlib.sha256(b"ext%d" % h).digest(), 0),
+                                       b"\\x01\\x01"),), (TxOut(COIN + h, rec.pkh),))
+        pending = [w.tx for w in s.transactions()
+                   if w.block_hash is None and not w.abandoned and not w.conflicted]
+        s.apply_block(hashlib.sha256(b"block%d" % h).digest(), h, [receive] + pending, h)
+        spendable = [cs.SpendableCoin(c.outpoint, c.value, key_for(c.pkh))
+                     for c in s.coins(include_locked=False) if c.height is not None]
+        change = s.take_key(True)
+        tx, fee = cs.build_transaction(spendable, [(b"\\xee" * 20, COIN // 3)], 1000, change.pkh)
+        s.add_transaction(tx, h)
+''')
+
+
+def _check_invariants(netdatadir: Path) -> int:
+    """Open the wallet as a fresh process would and check everything a crash must not break.
+    Returns the best height."""
+    store = WalletStore.open(netdatadir, "crash", "regtest")
+    try:
+        assert store.check() == []
+        _, best = store.best_block
+        # Independent of the store's own queries: raw SQL over the file.
+        db = sqlite3.connect(store.path)
+        try:
+            for internal in (0, 1):
+                nxt = db.execute("SELECT value FROM meta WHERE key = ?",
+                                 (f"next_index_{internal}",)).fetchone()[0]
+                idx = [r[0] for r in db.execute(
+                    "SELECT idx FROM keys WHERE internal = ? ORDER BY idx", (internal,))]
+                assert idx == list(range(nxt)), "key index gap or key beyond next index"
+            unspent = db.execute("SELECT COALESCE(SUM(value), 0) FROM coins WHERE spent_by "
+                                 "IS NULL").fetchone()[0]
+            top = db.execute("SELECT MAX(block_height) FROM txs").fetchone()[0]
+        finally:
+            db.close()
+        assert store.balance(include_immature=True) == unspent
+        if best >= 0:
+            assert top == best, (top, best)         # every block carries a receive
+        # No coin both spent and unspent, no outpoint spent twice.
+        spent_outpoints: list[OutPoint] = []
+        ours = {c.outpoint: c for c in store.coins(include_spent=True)}
+        sends = 0
+        paid_out = 0
+        for wtx in store.transactions():
+            mine = [i.prevout for i in wtx.tx.vin if i.prevout in ours]
+            spent_outpoints += mine
+            for op in mine:
+                assert ours[op].spent_by == wtx.tx.txid
+            if mine:
+                sends += 1
+                in_value = sum(ours[op].value for op in mine)
+                change = sum(o.value for o in wtx.tx.vout if o.pkh != FOREIGN)
+                paid_out += in_value - change            # payment + fee
+        assert len(spent_outpoints) == len(set(spent_outpoints))
+        assert {op for op, c in ours.items() if c.spent_by is not None} == set(spent_outpoints)
+        # Conservation: everything received is either still ours or was paid out.
+        received = sum(COIN + h for h in range(best + 1))
+        assert unspent + paid_out == received, (unspent, paid_out, received)
+        return best
+    finally:
+        store.close()
+
+
+def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path) -> None:
+    WalletStore.create(tmp_path, "crash", "regtest", seed=SEED).close()
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    rng = random.Random(1234)
+    heights = []
+    deadline = time.monotonic() + 12
+    for _ in range(8):
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"ready\n", proc.stderr.read() if proc.stderr else b""
+            time.sleep(rng.uniform(0.05, 0.5))
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe:
+                    pipe.close()
+        assert proc.returncode == -signal.SIGKILL
+        heights.append(_check_invariants(tmp_path))
+        if time.monotonic() > deadline:
+            break
+    assert heights == sorted(heights) and heights[-1] > 5, heights
+    print("heights after each kill:", heights)
+
+
+# ------------------------------------------------------------------------------------- coins
+
+KEY_A = PrivateKey(hashlib.sha256(b"wallet coin key A").digest())
+PKH_B = PrivateKey(hashlib.sha256(b"wallet coin key B").digest()).public_key.pkh
+CHANGE = PrivateKey(hashlib.sha256(b"wallet change key").digest()).public_key.pkh
+NOW = REGTEST.genesis_block.header.time + 1_000_000
+
+
+class DictChainView:
+    """The mempool's ChainView over a dict of coins (the idea of tests/test_mempool.py's)."""
+
+    def __init__(self, tip_height: int) -> None:
+        self.coins: dict[OutPoint, Coin] = {}
+        self.tip_height = tip_height
+
+    def utxo(self, outpoint: OutPoint) -> Coin | None:
+        return self.coins.get(outpoint)
+
+    def median_time_past_tip(self) -> int:
+        return REGTEST.genesis_block.header.time
+
+
+@pytest.fixture
+def wallet_coins() -> tuple[Mempool, list[cs.SpendableCoin]]:
+    """Mature regtest coinbase outputs at heights 1..5 paying KEY_A, and a pool over them."""
+    view = DictChainView(200)
+    out = []
+    for h in range(1, 6):
+        value = block_subsidy(h, REGTEST)
+        cb = create_coinbase(h, KEY_A.public_key.pkh, value)
+        op = OutPoint(cb.txid, 0)
+        view.coins[op] = Coin(value, KEY_A.public_key.pkh, h, True)
+        out.append(cs.SpendableCoin(op, value, KEY_A))
+    return Mempool(REGTEST, view), out
+
+
+def test_fee_at_min_relay_rate_is_accepted_by_the_mempool(wallet_coins) -> None:
+    pool, coins = wallet_coins
+    tx, fee = cs.build_transaction(coins[:1], [(PKH_B, 10 * COIN)], pool.min_relay_fee_per_kb,
+                                   CHANGE, change_position=1)
+    assert fee == fee_for_size(1000, cs.estimate_size(1, 2))
+    assert tx.size <= cs.estimate_size(1, 2) and fee >= fee_for_size(1000, tx.size)
+    assert fee - fee_for_size(1000, tx.size) <= 2           # only signature-length slack
+    entry = pool.accept(tx, now=NOW)
+    assert entry.fee == fee
+    assert tx.vout[0] == TxOut(10 * COIN, PKH_B)
+    assert tx.vout[1] == TxOut(coins[0].value - 10 * COIN - fee, CHANGE)
+
+
+def test_multiple_inputs_largest_first(wallet_coins) -> None:
+    pool, coins = wallet_coins
+    tx, fee = cs.build_transaction(coins, [(PKH_B, 120 * COIN)], 1000, CHANGE)
+    assert len(tx.vin) == 3
+    assert fee == fee_for_size(1000, cs.estimate_size(3, 2))
+    pool.accept(tx, now=NOW)
+    change = [o for o in tx.vout if o.pkh == CHANGE]
+    assert change and change[0].value == 150 * COIN - 120 * COIN - fee
+
+
+def test_dust_change_goes_to_the_fee(wallet_coins) -> None:
+    pool, coins = wallet_coins
+    base_fee = fee_for_size(1000, cs.estimate_size(1, 1))
+    amount = coins[0].value - base_fee - cs.DUST_THRESHOLD + 1
+    tx, fee = cs.build_transaction(coins[:1], [(PKH_B, amount)], 1000, CHANGE)
+    assert len(tx.vout) == 1 and fee == coins[0].value - amount
+    assert base_fee < fee < base_fee + cs.DUST_THRESHOLD
+    pool.accept(tx, now=NOW)
+
+
+def test_subtract_fee_from_amount(wallet_coins) -> None:
+    pool, coins = wallet_coins
+    value = coins[0].value
+    tx, fee = cs.build_transaction(coins[:1], [(PKH_B, value)], 1000, CHANGE, {0})
+    assert len(tx.vin) == 1 and len(tx.vout) == 1
+    assert tx.vout[0].value == value - fee and fee == fee_for_size(1000, cs.estimate_size(1, 1))
+    pool.accept(tx, now=NOW)
+    # Split between two recipients, with change; the first pays the odd unit.
+    tx2, fee2 = cs.build_transaction(coins[1:2], [(PKH_B, 10 * COIN), (CHANGE, 10 * COIN)],
+                                     3333, KEY_A.public_key.pkh, {0, 1}, change_position=2)
+    assert tx2.vout[0].value + tx2.vout[1].value == 20 * COIN - fee2
+    assert tx2.vout[1].value - tx2.vout[0].value == fee2 % 2
+    assert tx2.vout[2].value == coins[1].value - 20 * COIN
+    pool.accept(tx2, now=NOW)
+
+
+def test_insufficient_funds_and_amount_too_small(wallet_coins) -> None:
+    _, coins = wallet_coins
+    with pytest.raises(cs.InsufficientFunds):
+        cs.build_transaction(coins, [(PKH_B, 250 * COIN)], 1000, CHANGE)
+    with pytest.raises(cs.InsufficientFunds):      # the amount fits, amount + fee does not
+        cs.build_transaction(coins[:1], [(PKH_B, coins[0].value)], 1000, CHANGE)
+    with pytest.raises(cs.AmountTooSmall):
+        cs.build_transaction(coins, [(PKH_B, cs.DUST_THRESHOLD - 1)], 1000, CHANGE)
+    with pytest.raises(cs.AmountTooSmall):      # the recipient cannot pay the fee
+        cs.build_transaction(coins, [(PKH_B, cs.DUST_THRESHOLD + 10)], 1000, CHANGE, {0})
