@@ -164,24 +164,34 @@ async def exercise(chain: Chain, env: Env) -> dict[str, Any]:
     facts["garbage"] = await chain.broadcast_transaction(b"\x01\x02", 0)
     facts["in_pool"] = (await chain.is_in_mempool(good.txid), await chain.is_in_mempool(double.txid))
 
-    # 3 blocks (the first confirms the spend), then a reorg of 1.
-    b102 = env.mine(txs=(good,), fees=fee)
+    # A transaction that reaches the pool without the binding (P2P, sendrawtransaction) is
+    # reported too: the pool itself tells the registration.
+    direct = spend(env.coinbase(2), 50 * COIN - fee, PKH_B)   # too_dear left it unspent
+    env.mempool.accept(direct)
+    facts["direct_in_pool"] = await chain.is_in_mempool(direct.txid)
+
+    # 3 blocks (the first confirms both spends), then a reorg of 1. A block comes before the
+    # pool removals it causes.
+    b102 = env.mine(txs=(good, direct), fees=2 * fee)
     b103 = env.mine()
     b104 = env.mine()
     cm.invalidate_block(b104.hash)
     b104x = env.mine(pkh=PKH_B)
-    events = await recorder.wait_for(7)
+    events = await recorder.wait_for(9)
     assert events == [
         ("added", good.txid),
-        ("removed", good.txid, "block"),
+        ("added", direct.txid),
         ("connected", 102, b102.hash),
+        ("removed", good.txid, "block"),
+        ("removed", direct.txid, "block"),
         ("connected", 103, b103.hash),
         ("connected", 104, b104.hash),
         ("disconnected", 104, b104.hash),
         ("connected", 104, b104x.hash),
     ], events
     facts["events"] = events
-    facts["after"] = (await chain.get_height(), await chain.is_in_mempool(good.txid))
+    facts["after"] = (await chain.get_height(), await chain.is_in_mempool(good.txid),
+                      await chain.is_in_mempool(direct.txid))
     facts["stale_info"] = await chain.get_block_header_info(b104.hash)
 
     # After disconnect nothing more arrives (a round trip later, the queue would have run).
@@ -245,7 +255,7 @@ def test_local_and_ipc_bindings_cannot_be_told_apart(make_env: Callable[[str], E
 
     assert remote == local
     # And the facts themselves are right (the same chain is built in both environments).
-    assert local["height"] == 101 and local["after"] == (104, False) and local["height_end"] == 105
+    assert local["height"] == 101 and local["after"] == (104, False, False) and local["height_end"] == 105
     assert local["tip_info"].height == 101 and local["tip_info"].in_active_chain
     assert local["tip_info"].prev_hash == local_env.cm.block_at_height(100).hash   # type: ignore[union-attr]
     assert local["stale_info"].height == 104 and not local["stale_info"].in_active_chain
@@ -256,7 +266,7 @@ def test_local_and_ipc_bindings_cannot_be_told_apart(make_env: Callable[[str], E
     assert (local["double"].ok, local["double"].reason) == (False, "txn-mempool-conflict")
     assert (local["too_dear"].ok, local["too_dear"].reason) == (False, "max-fee-exceeded")
     assert local["garbage"] == type(local["garbage"])(False, b"", "TX decode failed")
-    assert local["in_pool"] == (True, False)
+    assert local["in_pool"] == (True, False) and local["direct_in_pool"]
     assert local["events_after_disconnect"] == []
     assert local["bad_height"] == "height 1000 is out of range (tip at 105)"
     assert local["bad_hash"].startswith("unknown block 7777")

@@ -594,3 +594,109 @@ def test_reject_messages_and_clear(view: DictChainView, pool: Mempool) -> None:
     pool.clear()
     assert len(pool) == 0 and pool.txids() == [] and pool.info()["usage"] == 0
     assert pool.select_for_block(1_000_000) == []
+
+
+# ------------------------------------------------------------------------------- listeners
+
+class Heard:
+    """A mempool listener recording what it hears, and what the pool held at that moment."""
+
+    def __init__(self, pool: Mempool) -> None:
+        self.pool = pool
+        self.events: list[tuple[object, ...]] = []
+
+    def transaction_added(self, tx: Transaction) -> None:
+        assert tx.txid in self.pool            # called after the pool was updated
+        self.events.append(("added", tx.txid))
+
+    def transaction_removed(self, txid: bytes, reason: str) -> None:
+        assert txid not in self.pool
+        self.events.append(("removed", txid, reason))
+
+    def take(self) -> list[tuple[object, ...]]:
+        out, self.events = self.events, []
+        return out
+
+
+class Broken:
+    def transaction_added(self, tx: Transaction) -> None:
+        raise RuntimeError("listener bug")
+
+    def transaction_removed(self, txid: bytes, reason: str) -> None:
+        raise RuntimeError("listener bug")
+
+
+def test_listeners_hear_every_addition_and_removal_in_order(view: DictChainView, pool: Mempool,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    heard = Heard(pool)
+    pool.add_listener(Broken())            # first: its exceptions are logged, not raised
+    pool.add_listener(heard)
+    pool.add_listener(heard)               # registering twice has no effect
+    c0, c1, c2 = coins(view)[:3]
+    t1 = pay(c0, V, 1_000, to=PKH_B)
+    t1_child = pay(OutPoint(t1.txid, 0), V - 1_000, 1_000, key=KEY_B)
+    x = pay(c1, V, 1_000, to=PKH_B)
+    x_child = pay(OutPoint(x.txid, 0), V - 1_000, 1_000, key=KEY_B, to=PKH_C)
+    for tx in (t1, t1_child, x, x_child):
+        pool.accept(tx, now=NOW)
+    assert heard.take() == [("added", t.txid) for t in (t1, t1_child, x, x_child)]
+    assert "listener bug" in caplog.text
+
+    # Refusals are not events.
+    with rejected("txn-mempool-conflict"):
+        pool.accept(pay(c0, V, 2_000), now=NOW)
+    assert heard.take() == []
+
+    # A block confirms t1 and double-spends x's input: "block", then "conflict" (parent first).
+    x_rival = pay(c1, V, 5_000, to=PKH_C)
+    block = view.mine([t1, x_rival])
+    view.connect(block)
+    pool.remove_for_block(block)
+    assert heard.take() == [("removed", t1.txid, "block"), ("removed", x.txid, "conflict"),
+                            ("removed", x_child.txid, "conflict")]
+
+    # Disconnected: the block's txs come back ("added"); t1_child, re-checked, stays (no event).
+    view.disconnect(block)
+    pool.readd_for_disconnect(block, now=NOW)
+    assert heard.take() == [("added", t1.txid), ("added", x_rival.txid)]
+    assert pool.txids() == [t1.txid, x_rival.txid, t1_child.txid]
+
+    # A disconnect that leaves an entry invalid: "reorg".
+    view2 = DictChainView(99)
+    op = view2.add_coinbase(1)
+    block_100 = view2.mine()
+    view2.connect(block_100)
+    pool2 = Mempool(P, view2)
+    heard2 = Heard(pool2)
+    pool2.add_listener(heard2)
+    tx = pay(op, V, 10_000)
+    pool2.accept(tx, now=NOW)
+    view2.disconnect(block_100)
+    pool2.readd_for_disconnect(block_100, now=NOW)
+    assert heard2.take() == [("added", tx.txid), ("removed", tx.txid, "reorg")]
+
+    # Removed listeners hear nothing more.
+    pool.remove_listener(heard)
+    pool.remove_listener(heard)            # no error
+    pool.accept(pay(c2, V, 1_000), now=NOW)
+    assert heard.take() == []
+
+
+def test_listeners_hear_evictions(view: DictChainView) -> None:
+    c = coins(view)
+    probe = Mempool(P, view)
+    probe.accept(pay(c[0], V, 1_000), now=NOW)
+    per_entry = probe.info()["usage"]
+    pool = Mempool(P, view, max_size_bytes=2 * per_entry + per_entry // 2)
+    heard = Heard(pool)
+    pool.add_listener(heard)
+    low, mid, high = pay(c[1], V, 400), pay(c[2], V, 1_000), pay(c[3], V, 2_000)
+    for tx in (low, mid, high):
+        pool.accept(tx, now=NOW)
+    # `high` enters, then `low` is evicted to make room.
+    assert heard.take() == [("added", low.txid), ("added", mid.txid), ("added", high.txid),
+                            ("removed", low.txid, "eviction")]
+    # Added then evicted itself ("mempool full"): never reported.
+    with rejected("mempool full"):
+        pool.accept(pay(c[5], V, 800), now=NOW)
+    assert heard.take() == []

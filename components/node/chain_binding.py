@@ -5,19 +5,29 @@ CleanCoind hands a NodeChain to its wallet directly; CleanCoin-node serves the s
 over IPC (`ProcessInit(log, chain_factory=...)`), so there is one implementation of the
 node's side of the interface.
 
-Notifications. The chain manager calls its listeners synchronously, inside `accept_block`,
-after each commit; a `ChainNotifications` callback is a coroutine (and over IPC a round trip
-to the wallet). So every registration queues its events and one task per registration
-delivers them one by one, awaiting each: the order is the chain's order, the chain never
-waits for a wallet, and a slow wallet delays only itself.
+Notifications. Every `handle_notifications` registration is both a chain listener
+(`ChainManager.add_listener`) and a mempool listener (`Mempool.add_listener`), so it hears every
+block connected or disconnected and every transaction entering or leaving the pool, whoever
+caused it (`broadcast_transaction`, `sendrawtransaction`, P2P relay, blocks, reorganisations,
+evictions), with the pool's removal reason ("block", "conflict", "reorg", "eviction"). Both
+listeners are called synchronously (the chain's inside `accept_block`, after each commit; the
+pool's after each change), while a `ChainNotifications` callback is a coroutine (and over IPC a
+round trip to the wallet). So every registration pushes both kinds of event into one queue, and
+one task per registration delivers them one by one, awaiting each: the chain never waits for a
+wallet, and a slow wallet delays only itself.
 
-Mempool events. The Mempool has no listener hook yet. This binding reports
-- `transaction_added_to_mempool` for what it accepted itself (`broadcast_transaction`);
-  transactions that arrive over P2P or `sendrawtransaction` are NOT reported;
-- `transaction_removed_from_mempool` only for those reported additions, found missing from the
-  pool after a block connect ("block" when the block holds them, else "conflict") or
-  disconnect ("reorg").
-A mempool hook (added/removed with reason) would replace both; see `_Registration`.
+Order. The wallet sees a block event before the mempool events it caused: block_connected, then
+the "block" and "conflict" removals of that block; block_disconnected, then the transactions
+taken back ("added") and those dropped ("reorg"). The node makes the pool follow the chain with
+its own chain listener (node.MempoolUpdater, registered when the node starts, so before any
+registration here), which means the pool's events for a block arrive at a registration *before*
+the chain tells it about the block. A registration therefore remembers the tip of the last chain
+event it queued; a mempool event that arrives while the chain's tip differs from it belongs to
+a chain event still on its way, and is held back until that event is queued (a check
+scheduled on the loop also releases it once the tip is the one last seen, for a tip read in a
+race with another thread). With the opposite listener order the events arrive in the right
+order already, and pass straight through. Mempool events between blocks are queued as they
+come (behind any still held, so their order is kept).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -121,10 +132,7 @@ class NodeChain:
             self._mempool.accept(parsed)
         except MempoolReject as rej:
             return BroadcastResult(False, txid, rej.reason)
-        self._relay(txid)
-        # No mempool hook yet (module docstring): report our own additions at least.
-        for reg in list(self._registrations):
-            reg.tx_added(parsed)
+        self._relay(txid)       # the pool itself tells the registrations (module docstring)
         return BroadcastResult(True, txid, "")
 
     def _fee_of(self, tx: Transaction) -> int | None:
@@ -156,16 +164,25 @@ class NodeChain:
         reg = _Registration(self, notifications, asyncio.get_running_loop())
         self._registrations.add(reg)
         self._chain.add_listener(reg)
+        self._mempool.add_listener(reg)
         return reg
 
     def _unregister(self, reg: _Registration) -> None:
         self._registrations.discard(reg)
         self._chain.remove_listener(reg)
+        self._mempool.remove_listener(reg)
+
+    def _tip_hash(self) -> bytes | None:
+        """Hash of the active tip (None for an empty chain)."""
+        try:
+            return self._chain.tip.hash
+        except IndexError:
+            return None
 
 
 class _Registration:
-    """One `handle_notifications`: a chain listener, its event queue, its delivery task; and
-    the `Handler` given back to the caller."""
+    """One `handle_notifications`: a chain and mempool listener, its event queue, its delivery
+    task; and the `Handler` given back to the caller. See the module docstring for the order."""
 
     def __init__(self, owner: NodeChain, target: ChainNotifications, loop: asyncio.AbstractEventLoop) -> None:
         self._owner = owner
@@ -174,30 +191,65 @@ class _Registration:
         self._queue: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()
         self._wake = asyncio.Event()
         self._closed = False
-        self._reported: set[bytes] = set()      # txids reported as added, not yet as removed
+        # Listeners may be called from another thread (an RPC worker); this guards the
+        # ordering state below and the queue's order.
+        self._lock = threading.Lock()
+        self._seen_tip = owner._tip_hash()      # tip after the last chain event queued
+        self._held: list[tuple[str, tuple[Any, ...]]] = []   # mempool events awaiting theirs
+        self._recheck_scheduled = False
         self._task = loop.create_task(self._deliver(), name="chain-notifications")
 
     # Chain listener: called synchronously after each commit, maybe before the wallet has
     # seen the previous event; only queue here.
     def block_connected(self, block: Block, index: BlockIndex) -> None:
-        in_block = {tx.txid for tx in block.txs}
-        # Removals first, as bitcoind orders them (the pool was updated by an earlier listener).
-        self._report_removed(lambda txid: "block" if txid in in_block else "conflict")
-        self._push("block_connected", block.to_bytes(), index.height)
+        self._chain_event(index.hash, "block_connected", block.to_bytes(), index.height)
 
     def block_disconnected(self, block: Block, index: BlockIndex) -> None:
-        self._push("block_disconnected", block.to_bytes(), index.height)
-        self._report_removed(lambda _txid: "reorg")
+        self._chain_event(index.prev, "block_disconnected", block.to_bytes(), index.height)
 
-    def tx_added(self, tx: Transaction) -> None:
-        self._reported.add(tx.txid)
-        self._push("transaction_added_to_mempool", tx.to_bytes())
+    def _chain_event(self, tip: bytes | None, name: str, *args: Any) -> None:
+        """Queue a chain event, then the mempool events it caused (held until now)."""
+        with self._lock:
+            self._seen_tip = tip
+            held, self._held = self._held, []
+            self._push(name, *args)
+            for event, event_args in held:
+                self._push(event, *event_args)
 
-    def _report_removed(self, reason: Callable[[bytes], str]) -> None:
-        gone = [txid for txid in self._reported if txid not in self._owner._mempool]
-        for txid in gone:
-            self._reported.discard(txid)
-            self._push("transaction_removed_from_mempool", txid, reason(txid))
+    # Mempool listener: called after each change of the pool, under its lock.
+    def transaction_added(self, tx: Transaction) -> None:
+        self._mempool_event("transaction_added_to_mempool", tx.to_bytes())
+
+    def transaction_removed(self, txid: bytes, reason: str) -> None:
+        self._mempool_event("transaction_removed_from_mempool", txid, reason)
+
+    def _mempool_event(self, name: str, *args: Any) -> None:
+        tip = self._owner._tip_hash()       # outside our lock: it takes the chain's
+        with self._lock:
+            if tip == self._seen_tip and not self._held:
+                self._push(name, *args)
+                return
+            # The chain moved and its event has not reached us yet: it goes first.
+            self._held.append((name, args))
+            if self._recheck_scheduled or self._closed:
+                return
+            self._recheck_scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._recheck)
+        except RuntimeError:    # the loop is closed: nobody will deliver anything anyway
+            pass
+
+    def _recheck(self) -> None:
+        """On the loop, once the chain change that held events back is done: if the tip is the
+        one last queued, nothing more is coming for them (usually the chain event released
+        them already; else the tip was read in a race with another thread): release them."""
+        tip = self._owner._tip_hash()
+        with self._lock:
+            self._recheck_scheduled = False
+            if tip == self._seen_tip:
+                held, self._held = self._held, []
+                for event, event_args in held:
+                    self._push(event, *event_args)
 
     def _push(self, name: str, *args: Any) -> None:
         if self._closed:
@@ -232,6 +284,8 @@ class _Registration:
         if not self._closed:
             self._closed = True
             self._queue.clear()
+            with self._lock:
+                self._held.clear()
             self._owner._unregister(self)
             self._wake.set()      # let the delivery task see _closed and end
 

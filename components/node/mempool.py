@@ -29,6 +29,17 @@ cheap checks before the expensive signatures:
 Every rejection is a `MempoolReject(reason, code)`; `code` is the JSON-RPC error
 sendrawtransaction answers with (see `MempoolReject`).
 
+Listeners (`add_listener`) hear every change of the pool's contents, after the pool was
+updated, in the order the changes happened: `transaction_added(tx)` for each transaction
+entering the pool (`accept`, and the block transactions `readd_for_disconnect` takes back), and
+`transaction_removed(txid, reason)` for each leaving it, with bitcoind's MemPoolRemovalReason:
+"block" (confirmed by `remove_for_block`), "conflict" (spends an input a connected block
+spends, or descends from such a tx), "reorg" (no longer valid after `readd_for_disconnect`),
+"eviction" (the size limit). There is no replacement, so never "replaced". A transaction
+`accept` refuses, including one evicted at once ("mempool full"), is never reported as added.
+`clear` reports nothing. Listeners run synchronously under the pool's lock; an exception in
+one is logged and does not stop the others or the pool.
+
 Fee rates are integers of units per 1000 bytes, as bitcoind's CFeeRate (satoshis per kvB);
 there is no witness data, so a transaction's vsize is its size.
 """
@@ -36,6 +47,7 @@ there is no witness data, so a transaction's vsize is its size.
 from __future__ import annotations
 
 import heapq
+import logging
 import threading
 import time as _time
 from collections.abc import Iterable
@@ -53,9 +65,18 @@ __all__ = [
     "ChainView", "DEFAULT_ANCESTOR_LIMIT", "DEFAULT_ANCESTOR_SIZE_LIMIT",
     "DEFAULT_DESCENDANT_LIMIT", "DEFAULT_DESCENDANT_SIZE_LIMIT", "DEFAULT_INCREMENTAL_RELAY_FEE",
     "DEFAULT_MAX_MEMPOOL_SIZE", "DEFAULT_MIN_RELAY_FEE", "MAX_STANDARD_TX_SIZE", "Mempool",
-    "MempoolEntry", "MempoolReject", "RPC_VERIFY_ALREADY_IN_CHAIN", "RPC_VERIFY_ERROR",
+    "MempoolEntry", "MempoolReject", "REMOVED_BLOCK", "REMOVED_CONFLICT", "REMOVED_EVICTION",
+    "REMOVED_REORG", "RPC_VERIFY_ALREADY_IN_CHAIN", "RPC_VERIFY_ERROR",
     "RPC_VERIFY_REJECTED", "fee_for_size", "fee_rate",
 ]
+
+log = logging.getLogger("cleancoin.mempool")
+
+#: Why a transaction left the pool (`transaction_removed`'s reason; see the module docstring).
+REMOVED_BLOCK = "block"
+REMOVED_CONFLICT = "conflict"
+REMOVED_REORG = "reorg"
+REMOVED_EVICTION = "eviction"
 
 # JSON-RPC codes (bitcoind's src/rpc/protocol.h). Same values as components/rpc/errors.py;
 # repeated here rather than imported so that the node does not depend on the RPC layer.
@@ -284,6 +305,10 @@ class Mempool:
         self.descendant_size_limit = descendant_size_limit
         self._chain = chain
         self._lock = threading.RLock()
+        self._listeners: list[Any] = []
+        # Events of the current operation, delivered by _flush_events once the pool is updated:
+        # ("added", tx) or ("removed", txid, reason).
+        self._pending: list[tuple[Any, ...]] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -303,6 +328,36 @@ class Mempool:
         self._rolling_min_fee = 0.0
         self._last_rolling_update = 0
         self._block_since_bump = False
+
+    # --------------------------------------------------------------------------- listeners
+
+    def add_listener(self, listener: Any) -> None:
+        """Register an object with transaction_added(tx) and/or transaction_removed(txid,
+        reason); see the module docstring. Registering twice has no effect."""
+        with self._lock:
+            if listener not in self._listeners:
+                self._listeners.append(listener)
+
+    def remove_listener(self, listener: Any) -> None:
+        """Unregister a listener (no error if it was not registered)."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _flush_events(self) -> None:
+        """Deliver the recorded events of the operation just finished, in order (under the
+        lock, so that listeners see the pool's changes in the order they happened)."""
+        events, self._pending = self._pending, []
+        for event in events:
+            name = "transaction_added" if event[0] == "added" else "transaction_removed"
+            for listener in list(self._listeners):
+                fn = getattr(listener, name, None)
+                if fn is None:
+                    continue
+                try:
+                    fn(*event[1:])
+                except Exception:
+                    log.exception("mempool listener %r failed in %s", listener, name)
 
     # --------------------------------------------------------------------------- queries
 
@@ -391,14 +446,20 @@ class Mempool:
         clock.
         """
         with self._lock:
-            now = _now(now)
-            entry = self._accept(tx, now, self._chain.tip_height, check_fees=True,
-                                 verify_signatures=True)
-            evicted = self._trim(now)
-            if entry.txid in evicted:
-                # Added, then evicted as the lowest fee rate (the evictions stand, as in bitcoind).
-                raise MempoolReject("mempool full")
-            return entry
+            try:
+                now = _now(now)
+                entry = self._accept(tx, now, self._chain.tip_height, check_fees=True,
+                                     verify_signatures=True)
+                self._pending.append(("added", tx))
+                evicted = self._trim(now)
+                if entry.txid in evicted:
+                    # Added, then evicted as the lowest fee rate (the evictions stand, as in
+                    # bitcoind); the tx itself was never in the pool for the listeners.
+                    self._pending = [e for e in self._pending if e[1] is not tx and e[1] != entry.txid]
+                    raise MempoolReject("mempool full")
+                return entry
+            finally:
+                self._flush_events()
 
     def _accept(self, tx: Transaction, now: int, height: int, *, check_fees: bool,
                 verify_signatures: bool) -> MempoolEntry:
@@ -536,9 +597,12 @@ class Mempool:
         self._total_fee += fee
         self._usage += entry.usage
 
-    def _remove(self, txids: set[bytes]) -> None:
+    def _remove(self, txids: set[bytes], reason: str) -> None:
         """Remove exactly `txids` (not necessarily closed under descendants: a confirmed tx
-        leaves, its children stay) and fix the package statistics of what remains."""
+        leaves, its children stay) and fix the package statistics of what remains; record a
+        removal event with `reason` for each, in arrival order (parents first)."""
+        for t in sorted(txids, key=lambda t: self._entries[t].sequence):
+            self._pending.append(("removed", t, reason))
         # Account first, while the links still describe the graph.
         for t in txids:
             e = self._entries[t]
@@ -567,11 +631,12 @@ class Mempool:
             self._total_fee -= e.fee
             self._usage -= e.usage
 
-    def _remove_recursive(self, txid: bytes) -> list[bytes]:
-        """Remove `txid` and everything that spends from it; the removed txids, parents first."""
+    def _remove_recursive(self, txid: bytes, reason: str) -> list[bytes]:
+        """Remove `txid` and everything that spends from it, for `reason`; the removed txids,
+        parents first."""
         gone = {txid} | self._descendants(txid)
         ordered = sorted(gone, key=lambda t: self._entries[t].sequence)
-        self._remove(gone)
+        self._remove(gone, reason)
         return ordered
 
     # --------------------------------------------------------------------------- size limit
@@ -614,7 +679,7 @@ class Mempool:
                 self._rolling_min_fee = float(removed_rate)
                 self._last_rolling_update = now
                 self._block_since_bump = False
-            evicted.extend(self._remove_recursive(worst.txid))
+            evicted.extend(self._remove_recursive(worst.txid, REMOVED_EVICTION))
         return evicted
 
     # --------------------------------------------------------------------------- blocks
@@ -625,26 +690,33 @@ class Mempool:
         Its transactions leave the pool (their pool children stay: their inputs are now
         confirmed); every pool transaction spending an input the block spends is a double
         spend that can never confirm, and leaves with all its descendants. Returns the txids
-        removed as conflicts (the confirmed ones are the block's business).
+        removed as conflicts (the confirmed ones are the block's business). Listeners hear
+        "block" for the confirmed ones and "conflict" for the others, in removal order.
         """
         with self._lock:
-            conflicts: list[bytes] = []
-            for tx in block.txs:
-                txid = tx.txid
-                if txid in self._entries:
-                    # Its in-pool ancestors, if any, are earlier in the same block and already
-                    # gone; removing just this one keeps its children, re-rooted on the chain.
-                    self._remove({txid})
-                if tx.is_coinbase:
-                    continue
-                for txin in tx.vin:
-                    spender = self._spends.get(txin.prevout)
-                    if spender is not None and spender != txid:
-                        conflicts.extend(self._remove_recursive(spender))
-            # A block makes room: from now on the rolling minimum fee may decay.
-            self._last_rolling_update = _now(now)
-            self._block_since_bump = True
-            return conflicts
+            try:
+                return self._remove_for_block(block, now)
+            finally:
+                self._flush_events()
+
+    def _remove_for_block(self, block: Block, now: int | None) -> list[bytes]:
+        conflicts: list[bytes] = []
+        for tx in block.txs:
+            txid = tx.txid
+            if txid in self._entries:
+                # Its in-pool ancestors, if any, are earlier in the same block and already
+                # gone; removing just this one keeps its children, re-rooted on the chain.
+                self._remove({txid}, REMOVED_BLOCK)
+            if tx.is_coinbase:
+                continue
+            for txin in tx.vin:
+                spender = self._spends.get(txin.prevout)
+                if spender is not None and spender != txid:
+                    conflicts.extend(self._remove_recursive(spender, REMOVED_CONFLICT))
+        # A block makes room: from now on the rolling minimum fee may decay.
+        self._last_rolling_update = _now(now)
+        self._block_since_bump = True
+        return conflicts
 
     def readd_for_disconnect(self, block: Block, now: int | None = None) -> list[bytes]:
         """Update the pool after `block` was disconnected (a reorganisation). The chain view
@@ -664,33 +736,48 @@ class Mempool:
         are not re-verified for signatures, which depend only on the tx and the spent
         output, both fixed by the outpoint. The pool is rebuilt in the process, so this
         costs time linear in the pool size per disconnected block; size trimming runs last.
+
+        Listeners hear "added" for each block transaction taken back, "reorg" for each
+        existing entry dropped, then "eviction" for what the size limit pushes out.
         """
         with self._lock:
-            now = _now(now)
-            old = list(self._entries.values())      # topological order
-            rolling = (self._rolling_min_fee, self._last_rolling_update, self._block_since_bump)
-            self._reset()
-            self._rolling_min_fee, self._last_rolling_update, self._block_since_bump = rolling
-            height = self._chain.tip_height
-            dropped: list[bytes] = []
-            block_txids = set()
-            for tx in block.txs:
-                if tx.is_coinbase:
-                    continue
-                block_txids.add(tx.txid)
-                try:
-                    self._accept(tx, now, height, check_fees=False, verify_signatures=True)
-                except MempoolReject:
-                    dropped.append(tx.txid)
-            for e in old:
-                if e.txid in block_txids:
-                    continue        # cannot happen with a valid chain; the block copy wins
-                try:
-                    self._accept(e.tx, e.time, e.height, check_fees=False, verify_signatures=False)
-                except MempoolReject:
-                    dropped.append(e.txid)
-            dropped.extend(self._trim(now))
-            return dropped
+            try:
+                return self._readd_for_disconnect(block, _now(now))
+            finally:
+                self._flush_events()
+
+    def _readd_for_disconnect(self, block: Block, now: int) -> list[bytes]:
+        old = list(self._entries.values())      # topological order
+        old_txids = {e.txid for e in old}
+        rolling = (self._rolling_min_fee, self._last_rolling_update, self._block_since_bump)
+        self._reset()
+        self._rolling_min_fee, self._last_rolling_update, self._block_since_bump = rolling
+        height = self._chain.tip_height
+        dropped: list[bytes] = []
+        block_txids = set()
+        for tx in block.txs:
+            if tx.is_coinbase:
+                continue
+            block_txids.add(tx.txid)
+            try:
+                self._accept(tx, now, height, check_fees=False, verify_signatures=True)
+            except MempoolReject:
+                dropped.append(tx.txid)
+                if tx.txid in old_txids:    # cannot happen with a valid chain (see below)
+                    self._pending.append(("removed", tx.txid, REMOVED_REORG))
+            else:
+                if tx.txid not in old_txids:
+                    self._pending.append(("added", tx))
+        for e in old:
+            if e.txid in block_txids:
+                continue        # cannot happen with a valid chain; the block copy wins
+            try:
+                self._accept(e.tx, e.time, e.height, check_fees=False, verify_signatures=False)
+            except MempoolReject:
+                dropped.append(e.txid)
+                self._pending.append(("removed", e.txid, REMOVED_REORG))
+        dropped.extend(self._trim(now))
+        return dropped
 
     def clear(self) -> None:
         """Forget every transaction and the rolling minimum fee."""
