@@ -125,7 +125,7 @@ class NodeChain:
             # bitcoind: already in our pool is success; announce again (a peer may lack it).
             self._relay(txid)
             return BroadcastResult(True, txid, "")
-        fee = self._fee_of(parsed)
+        fee = self._mempool.fee_of(parsed)
         if max_fee and fee is not None and fee > max_fee:
             return BroadcastResult(False, txid, "max-fee-exceeded")
         try:
@@ -135,20 +135,6 @@ class NodeChain:
         self._relay(txid)       # the pool itself tells the registrations (module docstring)
         return BroadcastResult(True, txid, "")
 
-    def _fee_of(self, tx: Transaction) -> int | None:
-        """Inputs minus outputs from the chain and the pool; None if an input is unknown (the
-        pool then refuses the transaction anyway)."""
-        total = 0
-        for txin in tx.vin:
-            coin = self._chain.utxo(txin.prevout)
-            if coin is not None:
-                total += coin.value
-                continue
-            entry = self._mempool.get(txin.prevout.txid)
-            if entry is None or txin.prevout.n >= len(entry.tx.vout):
-                return None
-            total += entry.tx.vout[txin.prevout.n].value
-        return total - tx.value_out
 
     def _relay(self, txid: bytes) -> None:
         if self._announce is None:

@@ -384,6 +384,19 @@ class Mempool:
         with self._lock:
             return self._spends.get(outpoint)
 
+    def fee_of(self, tx: Transaction) -> int | None:
+        """Inputs (confirmed, or outputs of pool transactions) minus outputs; None when an
+        input is unknown. For max-fee checks before `accept`, which refuses unknown inputs."""
+        with self._lock:
+            view = _OverlayView(self)
+            total = 0
+            for txin in tx.vin:
+                coin = view.get(txin.prevout)
+                if coin is None:
+                    return None
+                total += coin.value
+            return total - tx.value_out
+
     def min_fee_per_kb(self, now: int | None = None) -> int:
         """The fee rate a new transaction must pay now: the larger of the min relay fee and
         the rolling minimum left by evictions (getmempoolinfo's mempoolminfee)."""

@@ -389,19 +389,6 @@ class NodeRpc:
             raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, locktime out of range")
         return Transaction(2, tuple(vin), tuple(vout_list), locktime).serialized.hex()
 
-    def _fee_of(self, tx: Transaction) -> int | None:
-        """Inputs minus outputs from the chain and the pool, None if an input is unknown."""
-        total = 0
-        for txin in tx.vin:
-            coin = self.chain.utxo(txin.prevout)
-            if coin is not None:
-                total += coin.value
-                continue
-            entry = self.mempool.get(txin.prevout.txid)
-            if entry is None or txin.prevout.n >= len(entry.tx.vout):
-                return None
-            total += entry.tx.vout[txin.prevout.n].value
-        return total - tx.value_out
 
     def sendrawtransaction(self, ctx: Any, hexstring: str, maxfeerate: Any, maxburnamount: Any) -> str:
         tx = _decode_tx(hexstring)
@@ -410,7 +397,7 @@ class NodeRpc:
             self._announce_tx(tx.txid)
             return tx.txid_hex
         limit = parse_amount(DEFAULT_MAX_FEE_RATE if maxfeerate is None else maxfeerate)
-        fee = self._fee_of(tx)
+        fee = self.mempool.fee_of(tx)
         if limit and fee is not None and fee_rate(fee, tx.size) > limit:
             raise RpcError(RPC_VERIFY_REJECTED, "max-fee-exceeded")
         try:
