@@ -69,6 +69,9 @@ OPTIONS: list[Option] = [
     Option("rpcpassword", "Password for JSON-RPC connections", "RPC server options", "<pw>"),
     Option("rpcauth", "Username and HMAC-SHA-256 hashed password for JSON-RPC connections (USER:SALT$HASH)",
            "RPC server options", "<userpw>"),
+    Option("wallet", "Specify wallet name to load at startup. Can be used multiple times to load "
+           "multiple wallets (<netdatadir>/wallets/<name>).", "Wallet options", "<name>"),
+    Option("disablewallet", "Do not load the wallet and disable wallet RPC calls", "Wallet options"),
     Option("rpccookiefile", "Location of the auth cookie. Relative paths are prefixed by the network datadir.",
            "RPC server options", "<loc>", ".cookie"),
 ]
@@ -137,6 +140,8 @@ def build_config(settings: Settings) -> object:
         rpcauth=settings.get_all("rpcauth"),
         rpccookiefile=settings.get("rpccookiefile"),
         pid_file=settings.get("pid"),
+        disable_wallet=settings.get_bool("disablewallet", False),
+        wallets=[w for w in settings.get_all("wallet") if w],
     )
 
 

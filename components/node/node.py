@@ -74,6 +74,9 @@ class NodeConfig:
     # Files
     pid_file: str | None = None
     db_synchronous: str = "FULL"
+    # Wallet
+    disable_wallet: bool = False
+    wallets: list[str] = field(default_factory=list)   # -wallet=<name>: loaded at startup
 
 
 class ChainViewAdapter:
@@ -126,6 +129,7 @@ class Node:
         self.p2p: P2PNode | None = None
         self.rpc: Any = None            # components.rpc.server.RpcServer
         self.registry: Any = None
+        self.wallet_loader: Any = None  # components.wallet.wallet.WalletLoader (None: -disablewallet)
         self._stop: asyncio.Event | None = None     # created on the loop in run()
         self._pid_written = False
 
@@ -194,9 +198,25 @@ class Node:
         except OSError as exc:
             raise InitError(f"Unable to bind to {cfg.bind}:{self.p2p.requested_port} on this "
                             f"computer. CleanCoind is probably already running. ({exc})") from exc
+        if not cfg.disable_wallet:
+            await self._start_wallets()
         if cfg.server:
             await self._start_rpc()
         log.info("Node started")
+
+    async def _start_wallets(self) -> None:
+        """The wallet sees the node only through the Chain interface (NodeChain here, the
+        same protocol a separate wallet process gets over IPC)."""
+        from cleancoin.components.wallet.wallet import WalletLoader
+
+        from .chain_binding import make_chain
+
+        self.wallet_loader = WalletLoader(self.netdatadir, make_chain(self), self.params.name)
+        for name in self.config.wallets:
+            try:
+                await self.wallet_loader.load(name)
+            except Exception as exc:     # bitcoind refuses to start without a -wallet it was given
+                raise InitError(f"Failed to load wallet {name!r}: {exc}") from exc
 
     async def _start_rpc(self) -> None:
         from cleancoin.components.rpc.registry import Registry
@@ -207,6 +227,9 @@ class Node:
         cfg = self.config
         self.registry = Registry()
         register_node_methods(self.registry, self)
+        if self.wallet_loader is not None:
+            from cleancoin.components.wallet.rpc import register_wallet_methods
+            register_wallet_methods(self.registry, self.wallet_loader)
         self.registry.add_stop(on_stop=self.request_shutdown)
         try:
             auth = RpcAuth.from_options(self.netdatadir, cfg.rpcuser, cfg.rpcpassword, cfg.rpcauth,
@@ -232,6 +255,11 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.rpc.stop()
             self.rpc = None
+        if self.wallet_loader is not None:
+            # Before the chain closes: a wallet may be mid-sync through it.
+            with contextlib.suppress(Exception):
+                await self.wallet_loader.close_all()
+            self.wallet_loader = None
         if self.p2p is not None:
             with contextlib.suppress(Exception):
                 await self.p2p.stop()

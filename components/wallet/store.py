@@ -532,6 +532,31 @@ class WalletStore:
             self._set_meta(c, "best_hash", prev_hash)
             self._set_meta(c, "best_height", height - 1)
 
+    def rescan_block(self, block_hash: bytes, height: int, txs: Iterable[Transaction],
+                     time: int) -> list[bytes]:
+        """rescanblockchain: record a block's transactions that concern us (their confirmation
+        too) without moving the best block, which catch-up owns. One transaction."""
+        recorded = []
+        with self._tx() as c:
+            for pos, tx in enumerate(txs):
+                if self._add_tx(c, tx, time, (block_hash, height, pos)):
+                    recorded.append(tx.txid)
+        return recorded
+
+    def backup(self, dest: str | os.PathLike[str]) -> None:
+        """A consistent copy of the database at `dest` (SQLite's online backup, so a
+        concurrent write cannot tear it), created 0600; refuses to overwrite a file."""
+        fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        target = sqlite3.connect(dest)
+        try:
+            with self._lock:
+                self._conn.backup(target)
+            # A single self-contained file: no WAL beside the copy.
+            target.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            target.close()
+
     def abandon_transaction(self, txid: bytes) -> None:
         """Mark an unconfirmed transaction abandoned: the coins it spent count again, its own
         outputs do not. (The wallet logic checks that the mempool no longer has it.)"""

@@ -1,0 +1,698 @@
+"""The wallet's JSON-RPC methods, with bitcoind's names, parameters, result shapes and errors.
+
+`register_wallet_methods(registry, loader)` adds them to a `components.rpc.registry.Registry`
+and installs bitcoind's wallet resolution (`/wallet/<name>`; the only loaded wallet is the
+default). Per-wallet methods are `wallet=True`: the resolver gives the wallet's name and the
+handler looks it up in the `WalletLoader`. Error codes are bitcoind's: -4 wallet error,
+-5 invalid address, -6 insufficient funds, -13 unlock needed, -14 wrong passphrase,
+-15 wrong encryption state, -18 not found, -19 not specified, -35 already loaded.
+
+Messages never echo a passphrase or a secret: the handlers pass passphrases to the wallet and
+build their errors from fixed texts only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+from cleancoin.components.node.address import AddressError, decode_address, encode_address
+from cleancoin.components.node.amount import format_amount, parse_amount
+from cleancoin.components.node.hashes import hash_to_hex, hex_to_hash
+from cleancoin.components.node.primitives import OutPoint
+from cleancoin.components.rpc.errors import (
+    RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER, RPC_TYPE_ERROR, RPC_WALLET_ALREADY_LOADED,
+    RPC_WALLET_ERROR, RPC_WALLET_INSUFFICIENT_FUNDS, RPC_WALLET_KEYPOOL_RAN_OUT,
+    RPC_WALLET_NOT_FOUND, RPC_WALLET_PASSPHRASE_INCORRECT, RPC_WALLET_UNLOCK_NEEDED,
+    RPC_WALLET_WRONG_ENC_STATE, RpcError,
+)
+from cleancoin.components.rpc.registry import (
+    AMOUNT, ARR, BOOL, INT, OBJ, STR, CallContext, Param, Registry, loaded_wallets_resolver,
+)
+
+from .coins import AmountTooSmall, CoinSelectionError, InsufficientFunds
+from .crypto import WrongPassphrase
+from .hd import path_string
+from .store import WalletError, WalletTx
+from .wallet import KeypoolRanOut, UnlockNeeded, Wallet, WalletLoader, verify_message
+
+#: Longest walletpassphrase timeout (bitcoind caps it at 2^30 seconds).
+MAX_UNLOCK_SECONDS: int = 1 << 30
+
+
+def _wallet_error(exc: Exception) -> RpcError:
+    """A wallet exception -> its bitcoind error code."""
+    if isinstance(exc, UnlockNeeded):
+        return RpcError(RPC_WALLET_UNLOCK_NEEDED, str(exc))
+    if isinstance(exc, WrongPassphrase):
+        return RpcError(RPC_WALLET_PASSPHRASE_INCORRECT,
+                        "Error: The wallet passphrase entered was incorrect.")
+    if isinstance(exc, KeypoolRanOut):
+        return RpcError(RPC_WALLET_KEYPOOL_RAN_OUT, str(exc))
+    if isinstance(exc, InsufficientFunds):
+        return RpcError(RPC_WALLET_INSUFFICIENT_FUNDS, "Insufficient funds")
+    if isinstance(exc, AmountTooSmall):
+        return RpcError(RPC_TYPE_ERROR, str(exc))
+    if isinstance(exc, CoinSelectionError):
+        return RpcError(RPC_WALLET_ERROR, str(exc))
+    return RpcError(RPC_WALLET_ERROR, str(exc))
+
+
+class WalletRpc:
+    """The handlers, bound to one loader."""
+
+    def __init__(self, loader: WalletLoader) -> None:
+        self.loader = loader
+        self.params = loader.params
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _w(self, ctx: CallContext) -> Wallet:
+        try:
+            return self.loader.get(ctx.wallet)
+        except WalletError:
+            raise RpcError(RPC_WALLET_NOT_FOUND, "Requested wallet does not exist or is not loaded") from None
+
+    def _pkh(self, address: str) -> bytes:
+        try:
+            return decode_address(address, self.params)
+        except (AddressError, ValueError):
+            raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Invalid address") from None
+
+    @staticmethod
+    def _units(amount: Any) -> int:
+        try:
+            units = parse_amount(amount)
+        except ValueError:
+            raise RpcError(RPC_TYPE_ERROR, "Amount out of range") from None
+        if units <= 0:
+            raise RpcError(RPC_TYPE_ERROR, "Invalid amount for send")
+        return units
+
+    @staticmethod
+    def _txid(value: str) -> bytes:
+        try:
+            if len(value) != 64:
+                raise ValueError
+            return hex_to_hash(value)
+        except ValueError:
+            raise RpcError(RPC_INVALID_PARAMETER, f"txid must be of length 64 (not {len(value)}, "
+                                                  f"for '{value}')") from None
+
+    def _tx_entries(self, w: Wallet, wtx: WalletTx) -> list[dict[str, Any]]:
+        """listtransactions-style entries of one transaction: a "receive" per output paying
+        us (not change of our own send), a "send" per output paying others when we spent."""
+        tx = wtx.tx
+        txid = tx.txid
+        from_me = w._from_me(txid)
+        conf = w.confirmations(wtx.block_height)
+        if wtx.conflicted or wtx.abandoned:
+            conf = -1 if wtx.conflicted else 0
+        base = {"confirmations": conf, "txid": hash_to_hex(txid), "time": wtx.time,
+                "timereceived": wtx.time}
+        if wtx.block_hash is not None:
+            base.update(blockhash=hash_to_hex(wtx.block_hash), blockheight=wtx.block_height)
+        if wtx.abandoned:
+            base["abandoned"] = True
+        fee = None
+        if from_me:
+            spent = sum(c.value for c in w.store.coins(include_spent=True) if c.spent_by == txid)
+            fee = spent - tx.value_out if spent >= tx.value_out else None
+        out: list[dict[str, Any]] = []
+        for n, o in enumerate(tx.vout):
+            rec = w.store.key_by_pkh(o.pkh)
+            address = encode_address(o.pkh, self.params)
+            if rec is not None and not (from_me and rec.internal):
+                if tx.is_coinbase:
+                    coin_conf = w.confirmations(wtx.block_height)
+                    category = ("orphan" if wtx.conflicted else
+                                "generate" if coin_conf > self.params.coinbase_maturity else "immature")
+                else:
+                    category = "receive"
+                out.append({"address": address, "category": category,
+                            "amount": format_amount(o.value), "vout": n, **base})
+            if from_me and rec is None:
+                e = {"address": address, "category": "send", "amount": -format_amount(o.value),
+                     "vout": n, **base}
+                if fee is not None:
+                    e["fee"] = -format_amount(fee)
+                out.append(e)
+        return out
+
+    # -- wallet management (not per wallet) ---------------------------------------------
+
+    async def createwallet(self, ctx: CallContext, wallet_name: str, disable_private_keys: bool,
+                           blank: bool, passphrase: str, avoid_reuse: bool, descriptors: Any,
+                           load_on_startup: Any) -> dict[str, Any]:
+        if disable_private_keys or blank:
+            raise RpcError(RPC_WALLET_ERROR, "Watch-only and blank wallets are not supported")
+        try:
+            await self.loader.create(wallet_name, passphrase or "")
+        except WalletError as exc:
+            code = RPC_WALLET_ALREADY_LOADED if "loaded" in str(exc) else -36 if "exists" in str(exc) else RPC_WALLET_ERROR
+            raise RpcError(code, str(exc)) from None
+        return {"name": wallet_name}
+
+    async def loadwallet(self, ctx: CallContext, filename: str, load_on_startup: Any) -> dict[str, Any]:
+        try:
+            await self.loader.load(filename)
+        except FileNotFoundError as exc:
+            raise RpcError(RPC_WALLET_NOT_FOUND, str(exc)) from None
+        except WalletError as exc:
+            code = RPC_WALLET_ALREADY_LOADED if "already loaded" in str(exc) else RPC_WALLET_ERROR
+            raise RpcError(code, str(exc)) from None
+        return {"name": filename}
+
+    async def unloadwallet(self, ctx: CallContext, wallet_name: str | None,
+                           load_on_startup: Any) -> dict[str, Any]:
+        if wallet_name is not None and ctx.uri_wallet is not None and wallet_name != ctx.uri_wallet:
+            raise RpcError(RPC_INVALID_PARAMETER, "RPC endpoint wallet and wallet_name parameter "
+                                                  "specify different wallets")
+        name = wallet_name if wallet_name is not None else await _resolve(ctx)
+        if name not in self.loader.wallets:
+            raise RpcError(RPC_WALLET_NOT_FOUND, "Requested wallet does not exist or is not loaded")
+        await self.loader.unload(name)
+        return {}
+
+    def listwallets(self, ctx: CallContext) -> list[str]:
+        return self.loader.names()
+
+    def listwalletdir(self, ctx: CallContext) -> dict[str, Any]:
+        return {"wallets": [{"name": n} for n in self.loader.on_disk()]}
+
+    async def restorewallet(self, ctx: CallContext, wallet_name: str, backup_file: str,
+                            load_on_startup: Any) -> dict[str, Any]:
+        try:
+            await self.loader.restore(wallet_name, backup_file)
+        except FileNotFoundError as exc:
+            raise RpcError(RPC_INVALID_PARAMETER, str(exc)) from None
+        except FileExistsError as exc:
+            raise RpcError(-36, str(exc)) from None
+        except (WalletError, OSError) as exc:
+            raise RpcError(RPC_WALLET_ERROR, str(exc)) from None
+        return {"name": wallet_name}
+
+    # -- per-wallet -----------------------------------------------------------------------
+
+    def getwalletinfo(self, ctx: CallContext) -> dict[str, Any]:
+        w = self._w(ctx)
+        b = w.balances()
+        best_hash, best_height = w.store.best_block
+        info: dict[str, Any] = {
+            "walletname": w.name, "walletversion": 1, "format": "sqlite",
+            "balance": format_amount(b.trusted),
+            "unconfirmed_balance": format_amount(b.untrusted_pending),
+            "immature_balance": format_amount(b.immature),
+            "txcount": len(w.store.transactions()),
+            "keypoolsize": w.store.unused_keys(False),
+            "keypoolsize_hd_internal": w.store.unused_keys(True),
+            "paytxfee": format_amount(w.pay_tx_fee),
+            "private_keys_enabled": True, "avoid_reuse": False, "descriptors": False,
+            "scanning": False,
+            "lastprocessedblock": {"hash": hash_to_hex(best_hash) if best_hash else None,
+                                   "height": best_height},
+        }
+        if w.store.encrypted:
+            info["unlocked_until"] = w.unlocked_until
+        return info
+
+    def _new(self, ctx: CallContext, internal: bool, label: str = "") -> str:
+        w = self._w(ctx)
+        try:
+            rec = w.new_key(internal)
+        except WalletError as exc:
+            raise _wallet_error(exc) from None
+        if label:
+            w.store.set_label(rec.address, label)
+        return rec.address
+
+    def getnewaddress(self, ctx: CallContext, label: str, address_type: Any) -> str:
+        return self._new(ctx, False, label)
+
+    def getrawchangeaddress(self, ctx: CallContext, address_type: Any) -> str:
+        return self._new(ctx, True)
+
+    def getaddressinfo(self, ctx: CallContext, address: str) -> dict[str, Any]:
+        w = self._w(ctx)
+        pkh = self._pkh(address)
+        rec = w.store.key_by_pkh(pkh)
+        info: dict[str, Any] = {"address": address, "scriptPubKey": "76a914" + pkh.hex() + "88ac",
+                                "ismine": rec is not None, "solvable": rec is not None,
+                                "iswatchonly": False, "isscript": False, "iswitness": False}
+        if rec is not None:
+            info.update(pubkey=rec.pubkey.hex(), iscompressed=True, ischange=rec.internal,
+                        hdkeypath=path_string(rec.index, rec.internal),
+                        labels=[w.store.label(address)] if w.store.label(address) else [])
+        return info
+
+    def getbalance(self, ctx: CallContext, dummy: Any, minconf: int, include_watchonly: Any,
+                   avoid_reuse: Any) -> Decimal:
+        w = self._w(ctx)
+        if dummy is not None and dummy != "*":
+            raise RpcError(-32, 'dummy first argument must be excluded or set to "*".')
+        # bitcoind counts locked coins in the balance: locking only keeps them out of selection.
+        spenders = w._spenders()
+        total = sum(c.value for c in w.store.coins() if w.is_mature(c)
+                    and w.is_trusted(c, spenders) and w.confirmations(c.height) >= minconf)
+        return format_amount(total)
+
+    def getbalances(self, ctx: CallContext) -> dict[str, Any]:
+        w = self._w(ctx)
+        b = w.balances()
+        best_hash, best_height = w.store.best_block
+        return {"mine": {"trusted": format_amount(b.trusted),
+                         "untrusted_pending": format_amount(b.untrusted_pending),
+                         "immature": format_amount(b.immature)},
+                "lastprocessedblock": {"hash": hash_to_hex(best_hash) if best_hash else None,
+                                       "height": best_height}}
+
+    def listunspent(self, ctx: CallContext, minconf: int, maxconf: int, addresses: Any,
+                    include_unsafe: bool, query_options: Any) -> list[dict[str, Any]]:
+        w = self._w(ctx)
+        wanted = None if not addresses else {self._pkh(a) for a in addresses}
+        out = []
+        spenders = w._spenders()
+        for c in w.store.coins():
+            conf = w.confirmations(c.height)
+            if not minconf <= conf <= maxconf or not w.is_mature(c):
+                continue
+            if wanted is not None and c.pkh not in wanted:
+                continue
+            safe = w.is_trusted(c, spenders)
+            if not safe and not include_unsafe:
+                continue
+            address = encode_address(c.pkh, self.params)
+            rec = w.store.key_by_pkh(c.pkh)
+            e = {"txid": hash_to_hex(c.outpoint.txid), "vout": c.outpoint.n, "address": address,
+                 "scriptPubKey": "76a914" + c.pkh.hex() + "88ac", "amount": format_amount(c.value),
+                 "confirmations": conf, "spendable": not c.locked, "solvable": True,
+                 "safe": safe}
+            if w.store.label(address):
+                e["label"] = w.store.label(address)
+            if rec is not None and rec.internal:
+                e["desc"] = f"pkh({rec.pubkey.hex()})"
+            out.append(e)
+        return out
+
+    def lockunspent(self, ctx: CallContext, unlock: bool, transactions: Any, persistent: Any) -> bool:
+        w = self._w(ctx)
+        if transactions is None:
+            if not unlock:
+                raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, expected locked outputs")
+            for c in w.store.coins():
+                if c.locked:
+                    w.store.lock_coin(c.outpoint, False)
+            return True
+        ops = []
+        for t in transactions:
+            if not isinstance(t, dict) or "txid" not in t or "vout" not in t:
+                raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, expected txid and vout")
+            if not isinstance(t["vout"], int) or t["vout"] < 0:
+                raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, vout cannot be negative")
+            ops.append(OutPoint(self._txid(t["txid"]), t["vout"]))
+        unspent = {c.outpoint: c for c in w.store.coins()}
+        for op in ops:
+            c = unspent.get(op)
+            if c is None:
+                raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, unknown transaction output")
+            if not unlock and c.locked:
+                raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, output already locked")
+            if unlock and not c.locked:
+                raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, expected locked output")
+        for op in ops:
+            w.store.lock_coin(op, not unlock)
+        return True
+
+    def listlockunspent(self, ctx: CallContext) -> list[dict[str, Any]]:
+        w = self._w(ctx)
+        return [{"txid": hash_to_hex(c.outpoint.txid), "vout": c.outpoint.n}
+                for c in w.store.coins() if c.locked]
+
+    def listtransactions(self, ctx: CallContext, label: Any, count: int, skip: int,
+                         include_watchonly: Any) -> list[dict[str, Any]]:
+        w = self._w(ctx)
+        if count < 0:
+            raise RpcError(RPC_INVALID_PARAMETER, "Negative count")
+        if skip < 0:
+            raise RpcError(RPC_INVALID_PARAMETER, "Negative from")
+        entries = [e for wtx in w.store.transactions() for e in self._tx_entries(w, wtx)]
+        if label not in (None, "*"):
+            entries = [e for e in entries if w.store.label(e["address"]) == label]
+        # Newest last, as bitcoind: take `count` from the end after skipping `skip`.
+        end = len(entries) - skip
+        return entries[max(0, end - count):max(0, end)]
+
+    def gettransaction(self, ctx: CallContext, txid: str, include_watchonly: Any,
+                       verbose: bool) -> dict[str, Any]:
+        w = self._w(ctx)
+        wtx = w.store.get_transaction(self._txid(txid))
+        if wtx is None:
+            raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Invalid or non-wallet transaction id")
+        details = self._tx_entries(w, wtx)
+        tx = wtx.tx
+        mine_in = sum(c.value for c in w.store.coins(include_spent=True) if c.spent_by == tx.txid)
+        mine_out = sum(o.value for o in tx.vout if w.store.key_by_pkh(o.pkh) is not None)
+        conf = -1 if wtx.conflicted else w.confirmations(wtx.block_height)
+        r: dict[str, Any] = {}
+        net = mine_out - mine_in
+        fee = None
+        if mine_in:
+            fee = mine_in - tx.value_out
+            net += fee      # bitcoind: amount excludes the fee
+        r["amount"] = format_amount(net) if net >= 0 else -format_amount(-net)
+        if fee is not None:
+            r["fee"] = -format_amount(fee)
+        r.update(confirmations=conf, txid=hash_to_hex(tx.txid), time=wtx.time,
+                 timereceived=wtx.time, details=[{k: v for k, v in d.items()
+                                                  if k in ("address", "category", "amount", "vout",
+                                                           "fee", "abandoned")}
+                                                 for d in details],
+                 hex=tx.to_bytes().hex())
+        if wtx.block_hash is not None:
+            r.update(blockhash=hash_to_hex(wtx.block_hash), blockheight=wtx.block_height)
+        if wtx.abandoned:
+            r["abandoned"] = True
+        if wtx.conflicted:
+            r["walletconflicts"] = []
+        if verbose:
+            r["decoded"] = tx.to_dict(self.params)
+        return r
+
+    def listsinceblock(self, ctx: CallContext, blockhash: str | None, target_confirmations: int,
+                       include_watchonly: Any, include_removed: Any) -> dict[str, Any]:
+        w = self._w(ctx)
+        since = -1
+        if blockhash:
+            h = self._txid(blockhash)
+            # Only blocks the wallet has seen (they carry our transactions' heights); an
+            # unknown hash is bitcoind's -5.
+            heights = {t.block_height for t in w.store.transactions() if t.block_hash == h}
+            best_hash, best = w.store.best_block
+            if h == best_hash:
+                since = best
+            elif heights:
+                since = heights.pop()
+            else:
+                raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found")
+        txs = [e for wtx in w.store.transactions()
+               if wtx.block_height is None or wtx.block_height > since
+               for e in self._tx_entries(w, wtx)]
+        best_hash, _ = w.store.best_block
+        return {"transactions": txs, "removed": [],
+                "lastblock": hash_to_hex(best_hash) if best_hash else ""}
+
+    async def _send(self, w: Wallet, outputs: list[tuple[bytes, int]], sff: set[int],
+                    fee_rate: int | None = None) -> Any:
+        try:
+            return await w.send(outputs, sff, fee_rate)
+        except (WalletError, CoinSelectionError, WrongPassphrase) as exc:
+            raise _wallet_error(exc) from None
+        except ValueError as exc:
+            raise RpcError(RPC_INVALID_PARAMETER, str(exc)) from None
+
+    @staticmethod
+    def _fee_rate(fee_rate: Any) -> int | None:
+        """sendtoaddress' fee_rate is in units per byte (sat/vB); ours is per 1000 bytes."""
+        if fee_rate is None:
+            return None
+        try:
+            return int(Decimal(str(fee_rate)) * 1000)
+        except Exception:  # noqa: BLE001
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid fee_rate") from None
+
+    async def sendtoaddress(self, ctx: CallContext, address: str, amount: Any, comment: Any,
+                            comment_to: Any, subtractfeefromamount: bool, replaceable: Any,
+                            conf_target: Any, estimate_mode: Any, avoid_reuse: Any,
+                            fee_rate: Any, verbose: bool) -> Any:
+        w = self._w(ctx)
+        pkh = self._pkh(address)
+        tx, fee = await self._send(w, [(pkh, self._units(amount))],
+                                   {0} if subtractfeefromamount else set(), self._fee_rate(fee_rate))
+        if verbose:
+            return {"txid": tx.txid_hex, "fee_reason": "Fallback fee" if not w.pay_tx_fee else "PayTxFee"}
+        return tx.txid_hex
+
+    async def sendmany(self, ctx: CallContext, dummy: Any, amounts: Any, minconf: Any, comment: Any,
+                       subtractfeefrom: Any, replaceable: Any, conf_target: Any,
+                       estimate_mode: Any, fee_rate: Any, verbose: bool) -> Any:
+        w = self._w(ctx)
+        if dummy not in (None, ""):
+            raise RpcError(RPC_INVALID_PARAMETER, 'Dummy value must be set to ""')
+        if not isinstance(amounts, dict) or not amounts:
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, amounts must be a non-empty object")
+        outputs, addresses = [], list(amounts)
+        for address in addresses:
+            outputs.append((self._pkh(address), self._units(amounts[address])))
+        sff = set()
+        for a in subtractfeefrom or []:
+            if a not in amounts:
+                raise RpcError(RPC_INVALID_PARAMETER,
+                               f"Invalid parameter, subtractfeefrom address not among the outputs: {a}")
+            sff.add(addresses.index(a))
+        tx, _ = await self._send(w, outputs, sff, self._fee_rate(fee_rate))
+        return {"txid": tx.txid_hex} if verbose else tx.txid_hex
+
+    def settxfee(self, ctx: CallContext, amount: Any) -> bool:
+        w = self._w(ctx)
+        try:
+            w.pay_tx_fee = parse_amount(amount)
+        except ValueError:
+            raise RpcError(RPC_TYPE_ERROR, "Amount out of range") from None
+        return True
+
+    async def encryptwallet(self, ctx: CallContext, passphrase: str) -> str:
+        w = self._w(ctx)
+        if not passphrase:
+            raise RpcError(RPC_INVALID_PARAMETER, "passphrase cannot be empty")
+        if w.store.encrypted:
+            raise RpcError(RPC_WALLET_WRONG_ENC_STATE, "Error: running with an encrypted wallet, "
+                                                       "but encryptwallet was called.")
+        try:
+            await asyncio.to_thread(w.encrypt, passphrase)   # scrypt: keep the loop serving
+        except WalletError as exc:
+            raise _wallet_error(exc) from None
+        return ("wallet encrypted; The keypool has been flushed and a new HD seed was not "
+                "generated: the existing seed is now stored encrypted. You need to make a new "
+                "backup with backupwallet.")
+
+    async def walletpassphrase(self, ctx: CallContext, passphrase: str, timeout: int) -> None:
+        w = self._w(ctx)
+        if not w.store.encrypted:
+            raise RpcError(RPC_WALLET_WRONG_ENC_STATE, "Error: running with an unencrypted wallet, "
+                                                       "but walletpassphrase was called.")
+        if not passphrase:
+            raise RpcError(RPC_INVALID_PARAMETER, "passphrase cannot be empty")
+        if timeout < 0:
+            raise RpcError(RPC_INVALID_PARAMETER, "Timeout cannot be negative.")
+        timeout = min(timeout, MAX_UNLOCK_SECONDS)
+        try:
+            secret = await asyncio.to_thread(w.store.unlock, passphrase)
+        except WrongPassphrase as exc:
+            raise _wallet_error(exc) from None
+        try:
+            w.set_unlocked(secret, timeout)      # on the loop: the relock timer lives here
+        except WalletError as exc:
+            raise _wallet_error(exc) from None
+        return None
+
+    async def walletpassphrasechange(self, ctx: CallContext, oldpassphrase: str,
+                                     newpassphrase: str) -> None:
+        w = self._w(ctx)
+        if not w.store.encrypted:
+            raise RpcError(RPC_WALLET_WRONG_ENC_STATE, "Error: running with an unencrypted wallet, "
+                                                       "but walletpassphrasechange was called.")
+        if not oldpassphrase or not newpassphrase:
+            raise RpcError(RPC_INVALID_PARAMETER, "passphrase cannot be empty")
+        try:
+            await asyncio.to_thread(w.change_passphrase, oldpassphrase, newpassphrase)
+        except (WalletError, WrongPassphrase) as exc:
+            raise _wallet_error(exc) from None
+        return None
+
+    def walletlock(self, ctx: CallContext) -> None:
+        w = self._w(ctx)
+        if not w.store.encrypted:
+            raise RpcError(RPC_WALLET_WRONG_ENC_STATE, "Error: running with an unencrypted wallet, "
+                                                       "but walletlock was called.")
+        w.lock()
+        return None
+
+    def backupwallet(self, ctx: CallContext, destination: str) -> None:
+        w = self._w(ctx)
+        try:
+            w.backup(destination)
+        except (OSError, WalletError) as exc:
+            raise RpcError(RPC_WALLET_ERROR, f"Error: Wallet backup failed! ({type(exc).__name__})") from None
+        return None
+
+    async def rescanblockchain(self, ctx: CallContext, start_height: int,
+                               stop_height: int | None) -> dict[str, Any]:
+        w = self._w(ctx)
+        tip = await w.chain.get_height()
+        if start_height < 0 or start_height > tip:
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid start_height")
+        if stop_height is not None and (stop_height < 0 or stop_height > tip or stop_height < start_height):
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid stop_height")
+        start, stop = await w.rescan(start_height, stop_height)
+        return {"start_height": start, "stop_height": stop}
+
+    async def abandontransaction(self, ctx: CallContext, txid: str) -> None:
+        w = self._w(ctx)
+        try:
+            await w.abandon(self._txid(txid))
+        except WalletError as exc:
+            code = (RPC_INVALID_ADDRESS_OR_KEY if "non-wallet" in str(exc) else RPC_WALLET_ERROR)
+            raise RpcError(code, str(exc)) from None
+        return None
+
+    def keypoolrefill(self, ctx: CallContext, newsize: int) -> None:
+        w = self._w(ctx)
+        if newsize < 0:
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, expected valid size.")
+        try:
+            w.top_up_keypool(max(newsize, 1))
+        except WalletError as exc:
+            raise _wallet_error(exc) from None
+        return None
+
+    def signmessage(self, ctx: CallContext, address: str, message: str) -> str:
+        w = self._w(ctx)
+        try:
+            pkh = decode_address(address, self.params)
+        except (AddressError, ValueError):
+            raise RpcError(RPC_TYPE_ERROR, "Invalid address") from None
+        if w.store.key_by_pkh(pkh) is None:
+            raise RpcError(RPC_WALLET_ERROR, "Private key not available")
+        try:
+            return w.sign_message(pkh, message)
+        except WalletError as exc:
+            raise _wallet_error(exc) from None
+
+    def verifymessage(self, ctx: CallContext, address: str, signature: str, message: str) -> bool:
+        try:
+            pkh = decode_address(address, self.params)
+        except (AddressError, ValueError):
+            raise RpcError(RPC_TYPE_ERROR, "Invalid address") from None
+        try:
+            return verify_message(pkh, signature, message)
+        except ValueError:
+            raise RpcError(RPC_TYPE_ERROR, "Malformed base64 encoding") from None
+
+
+async def _resolve(ctx: CallContext) -> str:
+    """The wallet a call is for, by the registry's resolver (for methods not `wallet=True`)."""
+    res = ctx.registry.wallet_resolver(ctx.uri_wallet)
+    return await res if asyncio.iscoroutine(res) else res
+
+
+def register_wallet_methods(registry: Registry, loader: WalletLoader) -> WalletRpc:
+    """Add the wallet methods and bitcoind's /wallet/<name> resolution to `registry`."""
+    registry.wallet_resolver = loaded_wallets_resolver(loader.names)
+    r = WalletRpc(loader)
+
+    def add(name: str, handler: Any, params: list[Param] | tuple[()] = (), *, wallet: bool = True,
+            help: str = "") -> None:
+        registry.add(name, handler, params, category="wallet", help=help, wallet=wallet)
+
+    lo = Param("load_on_startup", BOOL, None, "Not supported; ignored")
+    add("createwallet", r.createwallet, [
+        Param("wallet_name", STR, help="The name for the new wallet."),
+        Param("disable_private_keys", BOOL, False, "Not supported"),
+        Param("blank", BOOL, False, "Not supported"),
+        Param("passphrase", STR, "", "Encrypt the wallet with this passphrase."),
+        Param("avoid_reuse", BOOL, False, "Ignored"), Param("descriptors", BOOL, None, "Ignored"), lo],
+        wallet=False, help="Creates and loads a new wallet.")
+    add("loadwallet", r.loadwallet, [Param("filename", STR, help="The wallet directory or .dat file."), lo],
+        wallet=False, help="Loads a wallet from a wallet file or directory.")
+    add("unloadwallet", r.unloadwallet, [Param("wallet_name", STR, None, "The name of the wallet to unload."), lo],
+        wallet=False, help="Unloads the wallet referenced by the request endpoint or the wallet_name argument.")
+    add("listwallets", r.listwallets, wallet=False, help="Returns a list of currently loaded wallets.")
+    add("listwalletdir", r.listwalletdir, wallet=False, help="Returns a list of wallets in the wallet directory.")
+    add("restorewallet", r.restorewallet, [Param("wallet_name", STR, help="The name that will be applied to the restored wallet"),
+                                           Param("backup_file", STR, help="The backup file that will be used to restore the wallet."), lo],
+        wallet=False, help="Restores and loads a wallet from backup.")
+    add("getwalletinfo", r.getwalletinfo, help="Returns an object containing various wallet state info.")
+    add("getnewaddress", r.getnewaddress, [Param("label", STR, "", "The label name for the address."),
+                                           Param("address_type", STR, None, "Ignored (one address type)")],
+        help="Returns a new address for receiving payments.")
+    add("getrawchangeaddress", r.getrawchangeaddress, [Param("address_type", STR, None, "Ignored")],
+        help="Returns a new address, for receiving change.")
+    add("getaddressinfo", r.getaddressinfo, [Param("address", STR, help="The address")],
+        help="Return information about the given address.")
+    add("getbalance", r.getbalance, [Param("dummy", STR, None, 'Remains for backward compatibility. Must be excluded or set to "*".'),
+                                     Param("minconf", INT, 0, "Only include transactions confirmed at least this many times."),
+                                     Param("include_watchonly", BOOL, None, "Ignored"),
+                                     Param("avoid_reuse", BOOL, None, "Ignored")],
+        help="Returns the total available balance.")
+    add("getbalances", r.getbalances, help="Returns an object with all balances in coins.")
+    add("listunspent", r.listunspent, [Param("minconf", INT, 1, "The minimum confirmations to filter"),
+                                       Param("maxconf", INT, 9999999, "The maximum confirmations to filter"),
+                                       Param("addresses", ARR, None, "The addresses to filter"),
+                                       Param("include_unsafe", BOOL, True, "Include outputs that are not safe to spend"),
+                                       Param("query_options", OBJ, None, "Ignored")],
+        help="Returns array of unspent transaction outputs with between minconf and maxconf confirmations.")
+    add("lockunspent", r.lockunspent, [Param("unlock", BOOL, help="Whether to unlock (true) or lock (false) the specified transactions"),
+                                       Param("transactions", ARR, None, "The transaction outputs"),
+                                       Param("persistent", BOOL, None, "Ignored: locks are always persistent here")],
+        help="Updates list of temporarily unspendable outputs.")
+    add("listlockunspent", r.listlockunspent, help="Returns list of locked unspent outputs.")
+    add("listtransactions", r.listtransactions, [Param("label", STR, None, "Return transactions with this label, or * for all"),
+                                                 Param("count", INT, 10, "The number of transactions to return"),
+                                                 Param("skip", INT, 0, "The number of transactions to skip"),
+                                                 Param("include_watchonly", BOOL, None, "Ignored")],
+        help="Returns up to 'count' most recent transactions skipping the first 'from' transactions.")
+    add("gettransaction", r.gettransaction, [Param("txid", STR, help="The transaction id"),
+                                             Param("include_watchonly", BOOL, None, "Ignored"),
+                                             Param("verbose", BOOL, False, "Whether to include a `decoded` field")],
+        help="Get detailed information about in-wallet transaction <txid>.")
+    add("listsinceblock", r.listsinceblock, [Param("blockhash", STR, None, "If set, the block hash to list transactions since"),
+                                             Param("target_confirmations", INT, 1, "Ignored"),
+                                             Param("include_watchonly", BOOL, None, "Ignored"),
+                                             Param("include_removed", BOOL, None, "Ignored")],
+        help="Get all transactions in blocks since block [blockhash], or all transactions if omitted.")
+    fee_params = [Param("replaceable", BOOL, None, "Ignored"), Param("conf_target", INT, None, "Ignored"),
+                  Param("estimate_mode", STR, None, "Ignored")]
+    add("sendtoaddress", r.sendtoaddress, [Param("address", STR, help="The address to send to."),
+                                           Param("amount", AMOUNT, help="The amount to send."),
+                                           Param("comment", STR, None, "Ignored"), Param("comment_to", STR, None, "Ignored"),
+                                           Param("subtractfeefromamount", BOOL, False, "The fee will be deducted from the amount being sent."),
+                                           *fee_params, Param("avoid_reuse", BOOL, None, "Ignored"),
+                                           Param("fee_rate", AMOUNT, None, "Fee rate in units per byte."),
+                                           Param("verbose", BOOL, False, "If true, return extra information about the transaction.")],
+        help="Send an amount to a given address.")
+    add("sendmany", r.sendmany, [Param("dummy", STR, help='Must be set to "" for backwards compatibility.'),
+                                 Param("amounts", OBJ, help='{"address":amount,...}'),
+                                 Param("minconf", INT, None, "Ignored"), Param("comment", STR, None, "Ignored"),
+                                 Param("subtractfeefrom", ARR, None, "The addresses the fee is subtracted from equally"),
+                                 *fee_params, Param("fee_rate", AMOUNT, None, "Fee rate in units per byte."),
+                                 Param("verbose", BOOL, False, "If true, return extra information.")],
+        help="Send multiple times. Amounts are double-precision floating point numbers.")
+    add("settxfee", r.settxfee, [Param("amount", AMOUNT, help="The transaction fee rate in coins/kvB")],
+        help="Set the transaction fee rate in coins/kvB for this wallet (0: the node's minimum relay fee).")
+    add("encryptwallet", r.encryptwallet, [Param("passphrase", STR, help="The pass phrase to encrypt the wallet with.")],
+        help="Encrypts the wallet with 'passphrase'.")
+    add("walletpassphrase", r.walletpassphrase, [Param("passphrase", STR, help="The wallet passphrase"),
+                                                 Param("timeout", INT, help="The time to keep the decryption key in seconds")],
+        help="Stores the wallet decryption key in memory for 'timeout' seconds.")
+    add("walletpassphrasechange", r.walletpassphrasechange, [Param("oldpassphrase", STR, help="The current passphrase"),
+                                                             Param("newpassphrase", STR, help="The new passphrase")],
+        help="Changes the wallet passphrase from 'oldpassphrase' to 'newpassphrase'.")
+    add("walletlock", r.walletlock, help="Removes the wallet encryption key from memory, locking the wallet.")
+    add("backupwallet", r.backupwallet, [Param("destination", STR, help="The destination file")],
+        help="Safely copies the wallet file to the destination, which must not exist.")
+    add("rescanblockchain", r.rescanblockchain, [Param("start_height", INT, 0, "block height where the rescan should start"),
+                                                 Param("stop_height", INT, None, "the last block height that should be scanned")],
+        help="Rescan the local blockchain for wallet related transactions.")
+    add("abandontransaction", r.abandontransaction, [Param("txid", STR, help="The transaction id")],
+        help="Mark in-wallet transaction <txid> as abandoned.")
+    add("keypoolrefill", r.keypoolrefill, [Param("newsize", INT, 100, "The new keypool size")],
+        help="Fills the keypool.")
+    add("signmessage", r.signmessage, [Param("address", STR, help="The address to use for the private key."),
+                                       Param("message", STR, help="The message to create a signature of.")],
+        help="Sign a message with the private key of an address.")
+    add("verifymessage", r.verifymessage, [Param("address", STR, help="The address to use for the signature."),
+                                           Param("signature", STR, help="The signature provided by the signer in base 64 encoding."),
+                                           Param("message", STR, help="The message that was signed.")],
+        wallet=False, help="Verify a signed message.")
+    return r

@@ -1,0 +1,600 @@
+"""One loaded wallet (`Wallet`) and the set of loaded wallets (`WalletLoader`).
+
+The wallet talks to the node ONLY through the `Chain` interface (components/chain_interface.py),
+so the same code runs inside CleanCoind (NodeChain, direct calls) and, later, in its own
+process over IPC.
+
+Sync model. The store remembers the last block it processed (`best_block`). `sync()` brings it
+to the chain's tip: if the wallet's best block left the active chain (a reorg while we were
+away, or an invalidateblock), it finds the fork (`find_fork` with a locator of the wallet's
+recent blocks), undoes the wallet's blocks above it, then reads the missing blocks in batches
+with `get_blocks`. Chain notifications (block connected/disconnected) simply call `sync()`:
+the chain has already committed the change when the event arrives, so reading the chain's
+current state is always right, and one code path serves load, catch-up and reorgs. An
+asyncio lock serialises syncs, so two events never interleave.
+
+Secrets. The seed is read from the store only for signing or deriving keys. Of an encrypted
+wallet it lives, while unlocked, in one `SecretBytes` that `lock()` wipes (on walletlock, on
+the walletpassphrase timeout, on unload). Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import coincurve
+
+from cleancoin.components.chain_interface import Chain, Handler
+from cleancoin.components.node.chainparams import ChainParams, params_for
+from cleancoin.components.node.hashes import hash160
+from cleancoin.components.node.keys import PrivateKey
+from cleancoin.components.node.primitives import Block, Transaction, compact_size
+
+from .coins import SpendableCoin, build_transaction
+from .crypto import SecretBytes, WrongPassphrase
+from .hd import master_key, wallet_key
+from .store import DB_FILENAME, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
+
+__all__ = ["Balances", "KEYPOOL_SIZE", "KeypoolRanOut", "UnlockNeeded", "Wallet", "WalletLoader",
+           "WrongPassphrase", "message_hash", "verify_message"]
+
+log = logging.getLogger("cleancoin.wallet")
+
+#: Keys derived ahead on each chain (external, change). bitcoind uses 1000; hardened
+#: derivation in Python costs about a millisecond a key, so a smaller pool keeps loads fast.
+KEYPOOL_SIZE: int = 100
+#: Blocks asked for per get_blocks call during catch-up and rescan.
+SYNC_BATCH: int = 200
+#: Catch-ups longer than this many blocks log their progress.
+PROGRESS_MIN_BLOCKS: int = 1000
+#: Locator length: the wallet's recent blocks offered to find_fork.
+LOCATOR_DEPTH: int = 32
+MESSAGE_MAGIC: bytes = b"CleanCoin Signed Message:\n"
+
+
+class UnlockNeeded(WalletError):
+    """Signing (or deriving keys) needs the passphrase: the wallet is encrypted and locked."""
+
+    def __init__(self) -> None:
+        super().__init__("Error: Please enter the wallet passphrase with walletpassphrase first.")
+
+
+class KeypoolRanOut(WalletError):
+    """No key left in the pool and the wallet is locked, so none can be derived."""
+
+    def __init__(self) -> None:
+        super().__init__("Error: Keypool ran out, please call keypoolrefill first")
+
+
+def message_hash(message: str) -> bytes:
+    """The digest signmessage signs: sha256d(varstr(magic) || varstr(message))."""
+    data = message.encode()
+    payload = (compact_size(len(MESSAGE_MAGIC)) + MESSAGE_MAGIC + compact_size(len(data)) + data)
+    return hashlib.sha256(hashlib.sha256(payload).digest()).digest()
+
+
+def verify_message(pkh: bytes, signature_b64: str, message: str) -> bool:
+    """Whether `signature_b64` (a compact recoverable signature, header byte first, as
+    bitcoind's) signs `message` with the key of `pkh`."""
+    try:
+        sig = base64.b64decode(signature_b64, validate=True)
+    except ValueError:
+        raise ValueError("Malformed base64 encoding") from None
+    if len(sig) != 65 or not 27 <= sig[0] <= 34:
+        return False
+    recid = (sig[0] - 27) & 3
+    try:
+        pub = coincurve.PublicKey.from_signature_and_message(
+            sig[1:] + bytes((recid,)), message_hash(message), hasher=None)
+    except Exception:  # noqa: BLE001 - any recovery failure means "does not verify"
+        return False
+    return hash160(pub.format(compressed=True)) == pkh
+
+
+@dataclass(frozen=True)
+class Balances:
+    """getbalances' `mine` (units)."""
+
+    trusted: int
+    untrusted_pending: int
+    immature: int
+
+
+class _Notifications:
+    """The ChainNotifications capability handed to the chain: forwards to the wallet."""
+
+    def __init__(self, wallet: Wallet) -> None:
+        self._wallet = wallet
+
+    async def block_connected(self, block: bytes, height: int) -> None:
+        await self._wallet.sync()
+
+    async def block_disconnected(self, block: bytes, height: int) -> None:
+        await self._wallet.sync()
+
+    async def transaction_added_to_mempool(self, tx: bytes) -> None:
+        self._wallet.store.add_transaction(Transaction.from_bytes(tx), int(time.time()))
+
+    async def transaction_removed_from_mempool(self, txid: bytes, reason: str) -> None:
+        # "block" removals are followed by the block's own sync; a "conflict" loser turns
+        # conflicted when the winning transaction's block is processed (store._add_tx).
+        return None
+
+
+class Wallet:
+    """One loaded wallet over its store and a `Chain`."""
+
+    def __init__(self, name: str, store: WalletStore, chain: Chain) -> None:
+        self.name = name
+        self.store = store
+        self.chain = chain
+        self.params: ChainParams = store.params
+        self.pay_tx_fee: int = 0           # settxfee, units per 1000 bytes; 0: relay minimum
+        self._handler: Handler | None = None
+        self._sync_lock = asyncio.Lock()
+        self._unlocked: SecretBytes | None = None
+        self._unlocked_until: float = 0.0
+        self._relock: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def load(self) -> None:
+        """Catch up with the chain, then follow it through notifications. Registering first
+        means no block can slip between the catch-up and the first event (a sync that finds
+        nothing new costs two queries)."""
+        self._handler = await self.chain.handle_notifications(_Notifications(self))
+        await self.sync()
+        if not self.store.encrypted:
+            self.top_up_keypool()
+        await self.resubmit()
+
+    async def resubmit(self) -> int:
+        """Offer our unconfirmed sends to the node again (bitcoind's ResubmitWalletTransactions):
+        the node's pool does not survive a restart, and a send must not silently stall.
+        Returns how many the node accepted; a refusal is only logged (it may be conflicted)."""
+        accepted = 0
+        for wtx in self.store.transactions():
+            if (wtx.block_height is not None or wtx.abandoned or wtx.conflicted
+                    or not self._from_me(wtx.tx.txid)):
+                continue
+            result = await self.chain.broadcast_transaction(wtx.tx.to_bytes(), 0)
+            if result.ok:
+                accepted += 1
+            else:
+                log.info("wallet %s: resubmitting %s refused: %s", self.name, wtx.tx.txid_hex,
+                         result.reason)
+        return accepted
+
+    async def close(self) -> None:
+        """Stop following the chain, wipe secrets, close the store."""
+        if self._handler is not None:
+            with contextlib.suppress(Exception):
+                await self._handler.disconnect()
+            self._handler = None
+        self.lock()
+        async with self._sync_lock:       # no sync may be writing while the store closes
+            self.store.close()
+
+    # ------------------------------------------------------------------ chain sync
+
+    async def _locator(self) -> list[bytes]:
+        """The wallet's recent block hashes, newest first (walking prev hashes through the
+        chain's header index, which keeps side branches)."""
+        best_hash, _ = self.store.best_block
+        out: list[bytes] = []
+        h = best_hash
+        while h is not None and len(out) < LOCATOR_DEPTH:
+            out.append(h)
+            try:
+                info = await self.chain.get_block_header_info(h)
+            except Exception:  # noqa: BLE001 - unknown to the node: the locator ends here
+                break
+            h = info.prev_hash if info.height > 0 else None
+        return out
+
+    async def _unwind_to_active_chain(self) -> None:
+        """Undo the wallet's blocks that are no longer in the active chain."""
+        best_hash, best_height = self.store.best_block
+        if best_hash is None:
+            return
+        try:
+            info = await self.chain.get_block_header_info(best_hash)
+            if info.in_active_chain:
+                return
+        except Exception:  # noqa: BLE001 - the node does not know our block at all
+            info = None
+        fork = await self.chain.find_fork(await self._locator())
+        log.info("wallet %s: best block %d left the active chain; back to the fork at %d",
+                 self.name, best_height, fork)
+        while True:
+            best_hash, best_height = self.store.best_block
+            if best_hash is None or best_height <= fork:
+                break
+            info = await self.chain.get_block_header_info(best_hash)
+            self.store.disconnect_block(best_hash, best_height,
+                                        info.prev_hash if best_height > 0 else None)
+
+    async def sync(self) -> int:
+        """Bring the wallet to the chain's tip (see the module docstring); returns the number
+        of blocks applied."""
+        async with self._sync_lock:
+            done = 0
+            t0 = time.monotonic()
+            # Over IPC the chain can reorganise between two get_blocks calls: a block whose
+            # parent is not our best block means exactly that, and we start over from the
+            # unwind. A few rounds at most in practice; the bound only stops a livelock.
+            for _ in range(100):
+                applied, complete = await self._sync_round(t0, done)
+                done += applied
+                if complete:
+                    break
+            if done >= PROGRESS_MIN_BLOCKS:
+                log.info("wallet %s: caught up to height %d, %d blocks in %.1f s", self.name,
+                         self.store.best_block[1], done, time.monotonic() - t0)
+            return done
+
+    async def _sync_round(self, t0: float, done_before: int) -> tuple[int, bool]:
+        """One unwind + forward pass; (blocks applied, False if the chain moved under us)."""
+        await self._unwind_to_active_chain()
+        best_hash, best = self.store.best_block
+        start = best + 1 if best >= 0 else max(0, self.store.birth_height)
+        tip = await self.chain.get_height()
+        total = tip - start + 1
+        done = 0
+        last_log = t0
+        while start <= tip:
+            raws = await self.chain.get_blocks(start, SYNC_BATCH)
+            if not raws:
+                break
+            for raw in raws:
+                block = Block.from_bytes(raw)
+                if best_hash is not None and block.header.prev_hash != best_hash:
+                    return done, False
+                self.store.apply_block(block.hash, start, block.txs, block.header.time)
+                best_hash = block.hash
+                start += 1
+                done += 1
+            now = time.monotonic()
+            if total >= PROGRESS_MIN_BLOCKS and now - last_log >= 1.0:
+                last_log = now
+                log.info("wallet %s: catching up, height %d of %d (%.0f blocks/s)",
+                         self.name, start - 1, tip, (done_before + done) / max(now - t0, 1e-9))
+            await asyncio.sleep(0)    # let the node serve others during a long catch-up
+        return done, True
+
+    async def rescan(self, start_height: int = 0, stop_height: int | None = None) -> tuple[int, int]:
+        """rescanblockchain: re-read blocks start..stop (default: the tip) and record what
+        concerns us. Returns (start, stop)."""
+        async with self._sync_lock:
+            tip = await self.chain.get_height()
+            stop = tip if stop_height is None else min(stop_height, tip)
+            h = start_height
+            while h <= stop:
+                raws = await self.chain.get_blocks(h, min(SYNC_BATCH, stop - h + 1))
+                if not raws:
+                    break
+                for raw in raws:
+                    block = Block.from_bytes(raw)
+                    self.store.rescan_block(block.hash, h, block.txs, block.header.time)
+                    h += 1
+                await asyncio.sleep(0)
+            return start_height, stop
+
+    # ------------------------------------------------------------------ secrets
+
+    @property
+    def locked(self) -> bool:
+        """True for an encrypted wallet without the passphrase given (or timed out)."""
+        return self.store.encrypted and self._unlocked is None
+
+    @property
+    def unlocked_until(self) -> int:
+        """getwalletinfo's unlocked_until (0 when locked)."""
+        return int(self._unlocked_until) if self._unlocked is not None else 0
+
+    @contextlib.contextmanager
+    def _seed(self) -> Any:
+        """The seed for one operation; UnlockNeeded while locked. A plaintext seed read from
+        an unencrypted store is wiped after use; the unlocked one stays until lock()."""
+        if not self.store.encrypted:
+            with self.store.seed() as seed:
+                yield seed
+            return
+        if self._unlocked is None:
+            raise UnlockNeeded()
+        yield self._unlocked
+
+    def unlock(self, passphrase: str, timeout: int) -> None:
+        """walletpassphrase: keep the seed for `timeout` seconds (WrongPassphrase)."""
+        if not self.store.encrypted:
+            raise WalletError("Error: running with an unencrypted wallet, but walletpassphrase "
+                              "was called.")
+        self.set_unlocked(self.store.unlock(passphrase), timeout)
+
+    def set_unlocked(self, secret: SecretBytes, timeout: int) -> None:
+        """Keep an already decrypted seed for `timeout` seconds (the RPC decrypts in a worker
+        thread, since scrypt is slow on purpose, then hands the result here on the loop)."""
+        self.lock()
+        self._unlocked = secret
+        self._unlocked_until = time.time() + timeout
+        with contextlib.suppress(RuntimeError):     # no loop: no timer (tests without asyncio)
+            self._relock = asyncio.get_running_loop().call_later(timeout, self.lock)
+        self.top_up_keypool()
+
+    def lock(self) -> None:
+        """walletlock (and the unlock timeout): wipe the seed from memory."""
+        if self._relock is not None:
+            self._relock.cancel()
+            self._relock = None
+        if self._unlocked is not None:
+            self._unlocked.wipe()
+            self._unlocked = None
+        self._unlocked_until = 0.0
+
+    def encrypt(self, passphrase: str) -> None:
+        """encryptwallet: from now on the seed is on disk only encrypted; the wallet is locked."""
+        if self.store.encrypted:
+            raise WalletError("Error: running with an encrypted wallet, but encryptwallet was "
+                              "called.")
+        self.top_up_keypool()         # last chance to derive keys without the passphrase
+        self.store.encrypt_wallet(passphrase)
+        self.lock()
+
+    def change_passphrase(self, old: str, new: str) -> None:
+        """walletpassphrasechange (WrongPassphrase for `old`)."""
+        if not self.store.encrypted:
+            raise WalletError("Error: running with an unencrypted wallet, but "
+                              "walletpassphrasechange was called.")
+        self.store.change_passphrase(old, new)
+
+    # ------------------------------------------------------------------ keys
+
+    def top_up_keypool(self, size: int = KEYPOOL_SIZE) -> int:
+        """Derive keys until each chain has `size` unused ones; returns how many were added.
+        Needs the seed (UnlockNeeded for a locked wallet)."""
+        added = 0
+        need = [(internal, size - self.store.unused_keys(internal)) for internal in (False, True)]
+        if all(n <= 0 for _, n in need):
+            return 0
+        with self._seed() as seed:
+            master = master_key(seed.get())
+            for internal, n in need:
+                if n <= 0:
+                    continue
+                first = self.store.next_index(internal)
+                pubs = [wallet_key(master, first + i, internal).public_key.data
+                        for i in range(n)]
+                self.store.add_keys(internal, first, pubs)
+                added += n
+        return added
+
+    def new_key(self, internal: bool) -> KeyRecord:
+        """getnewaddress / getrawchangeaddress: the next key from the pool, topping it up
+        when possible (a locked wallet hands out what is left, then KeypoolRanOut)."""
+        if not self.locked:
+            self.top_up_keypool()
+        rec = self.store.take_key(internal)
+        if rec is None:
+            raise KeypoolRanOut()
+        return rec
+
+    def _private_key(self, master: Any, rec: KeyRecord) -> PrivateKey:
+        return wallet_key(master, rec.index, rec.internal)
+
+    def sign_message(self, pkh: bytes, message: str) -> str:
+        """signmessage: base64 of header byte + r + s (recoverable, compressed key)."""
+        rec = self.store.key_by_pkh(pkh)
+        if rec is None:
+            raise WalletError("Private key not available")
+        with self._seed() as seed:
+            key = self._private_key(master_key(seed.get()), rec)
+            sig = coincurve.PrivateKey(key.secret).sign_recoverable(message_hash(message),
+                                                                    hasher=None)
+        header = 27 + sig[64] + 4          # +4: compressed public key, as bitcoind
+        return base64.b64encode(bytes((header,)) + sig[:64]).decode()
+
+    # ------------------------------------------------------------------ coins and balances
+
+    def confirmations(self, height: int | None) -> int:
+        """Depth of a block height under the wallet's best block (0: unconfirmed)."""
+        _, best = self.store.best_block
+        return 0 if height is None else best - height + 1
+
+    def is_mature(self, coin: WalletCoin) -> bool:
+        """bitcoind's rule: a coinbase is spendable at depth maturity + 1 (101 blocks for the
+        first one), one block later than consensus strictly needs, so a 1-block reorg cannot
+        invalidate a spend."""
+        return not coin.is_coinbase or self.confirmations(coin.height) > self.params.coinbase_maturity
+
+    def _spenders(self) -> set[bytes]:
+        """Txids of transactions that spend our coins: ours (their change is trusted). One
+        query, so balance and selection stay linear in the number of coins."""
+        return {c.spent_by for c in self.store.coins(include_spent=True) if c.spent_by}
+
+    def _from_me(self, txid: bytes) -> bool:
+        """Whether the transaction spends one of our coins (its change is then trusted)."""
+        return txid in self._spenders()
+
+    def is_trusted(self, coin: WalletCoin, spenders: set[bytes] | None = None) -> bool:
+        """Confirmed, or unconfirmed but made by us (change)."""
+        if coin.height is not None:
+            return True
+        return coin.outpoint.txid in (self._spenders() if spenders is None else spenders)
+
+    def balances(self) -> Balances:
+        """getbalances' mine: trusted, untrusted_pending, immature."""
+        trusted = pending = immature = 0
+        spenders = self._spenders()
+        for coin in self.store.coins():
+            if coin.is_coinbase and not self.is_mature(coin):
+                immature += coin.value
+            elif self.is_trusted(coin, spenders):
+                trusted += coin.value
+            else:
+                pending += coin.value
+        return Balances(trusted, pending, immature)
+
+    def spendable_coins(self, min_conf: int = 0) -> list[WalletCoin]:
+        """Coins coin selection may use: mature, trusted, unlocked, with min_conf."""
+        spenders = self._spenders()
+        return [c for c in self.store.coins(include_locked=False)
+                if self.is_mature(c) and self.is_trusted(c, spenders)
+                and self.confirmations(c.height) >= min_conf]
+
+    # ------------------------------------------------------------------ sending
+
+    async def fee_rate(self) -> int:
+        """settxfee when set, else the node's minimum relay fee (units per 1000 bytes)."""
+        return self.pay_tx_fee or await self.chain.relay_min_fee()
+
+    async def send(self, outputs: Sequence[tuple[bytes, int]],
+                   subtract_fee_from: set[int] | frozenset[int] = frozenset(),
+                   fee_rate: int | None = None) -> tuple[Transaction, int]:
+        """Build, sign, record and broadcast; returns (transaction, fee). Raises
+        UnlockNeeded, coins.CoinSelectionError, WalletError (rejected by the node)."""
+        if self.locked:
+            raise UnlockNeeded()
+        rate = fee_rate if fee_rate is not None else await self.fee_rate()
+        with self._seed() as seed:
+            master = master_key(seed.get())
+            spendable = []
+            for coin in self.spendable_coins():
+                rec = self.store.key_by_pkh(coin.pkh)
+                assert rec is not None      # coins exist only for our keys
+                spendable.append(SpendableCoin(coin.outpoint, coin.value,
+                                               self._private_key(master, rec)))
+            change = self.new_key(internal=True)
+            tx, fee = build_transaction(spendable, outputs, rate, change.pkh, subtract_fee_from)
+        # Recorded before the broadcast: should we die in between, the wallet knows the spend
+        # (and can rebroadcast or abandon it) rather than forgetting coins it gave away.
+        self.store.add_transaction(tx, int(time.time()))
+        result = await self.chain.broadcast_transaction(tx.to_bytes(), 0)
+        if not result.ok:
+            # The node refused it: it will never confirm from here, give the coins back.
+            self.store.abandon_transaction(tx.txid)
+            raise WalletError(f"Transaction rejected by the node: {result.reason}")
+        return tx, fee
+
+    async def abandon(self, txid: bytes) -> None:
+        """abandontransaction: only for an unconfirmed transaction the mempool does not hold."""
+        wtx = self.store.get_transaction(txid)
+        if wtx is None:
+            raise WalletError("Invalid or non-wallet transaction id")
+        if wtx.block_height is not None or wtx.abandoned or await self.chain.is_in_mempool(txid):
+            raise WalletError("Transaction not eligible for abandonment")
+        self.store.abandon_transaction(txid)
+
+    def backup(self, dest: str) -> None:
+        """backupwallet: a consistent copy of the database file."""
+        self.store.backup(dest)
+
+
+class WalletLoader:
+    """The wallets of one node: `<netdatadir>/wallets/<name>/`, several loaded at once."""
+
+    def __init__(self, netdatadir: str | os.PathLike[str], chain: Chain, network: str) -> None:
+        self.netdatadir = Path(netdatadir)
+        self.chain = chain
+        self.network = network
+        self.params = params_for(network)
+        self.wallets: dict[str, Wallet] = {}
+        self._lock = asyncio.Lock()
+
+    def names(self) -> list[str]:
+        """Loaded wallets, in load order."""
+        return list(self.wallets)
+
+    def get(self, name: str) -> Wallet:
+        wallet = self.wallets.get(name)
+        if wallet is None:
+            raise WalletError(f"Wallet {name!r} is not loaded")
+        return wallet
+
+    def on_disk(self) -> list[str]:
+        """Wallet directories holding a database (listwalletdir)."""
+        root = self.netdatadir / "wallets"
+        if not root.is_dir():
+            return []
+        return sorted(d.name for d in root.iterdir() if (d / DB_FILENAME).is_file())
+
+    async def _start(self, name: str, store: WalletStore) -> Wallet:
+        wallet = Wallet(name, store, self.chain)
+        try:
+            await wallet.load()
+        except BaseException:
+            await wallet.close()
+            raise
+        self.wallets[name] = wallet
+        log.info("wallet %s loaded (best block %d)", name, store.best_block[1])
+        return wallet
+
+    async def create(self, name: str, passphrase: str = "") -> Wallet:
+        """createwallet: a new wallet whose history starts at the current tip (a new seed has
+        no past), encrypted at once when a passphrase is given."""
+        async with self._lock:
+            if name in self.wallets:
+                raise WalletError(f"Wallet {name!r} is already loaded.")
+            tip = await self.chain.get_height()
+            store = WalletStore.create(self.netdatadir, name, self.network,
+                                       birth_height=max(0, tip))
+            wallet = await self._start(name, store)
+            if passphrase:
+                await asyncio.to_thread(wallet.encrypt, passphrase)
+            return wallet
+
+    async def load(self, name: str) -> Wallet:
+        """loadwallet: open and catch up."""
+        async with self._lock:
+            if name in self.wallets:
+                raise WalletError(f"Wallet {name!r} is already loaded.")
+            path = wallet_dir(self.netdatadir, name) / DB_FILENAME
+            if not path.is_file():
+                raise FileNotFoundError(f"Wallet file verification failed. Failed to load "
+                                        f"database path '{path.parent}'. Path does not exist.")
+            store = WalletStore.open(self.netdatadir, name, self.network)
+            return await self._start(name, store)
+
+    async def unload(self, name: str) -> None:
+        """unloadwallet."""
+        async with self._lock:
+            wallet = self.get(name)
+            del self.wallets[name]
+            await wallet.close()
+            log.info("wallet %s unloaded", name)
+
+    async def restore(self, name: str, backup_file: str) -> Wallet:
+        """restorewallet: copy a backupwallet file into a new wallet directory, then load it."""
+        src = Path(backup_file)
+        if not src.is_file():
+            raise FileNotFoundError(f"Backup file does not exist: {backup_file}")
+        d = wallet_dir(self.netdatadir, name)
+        if (d / DB_FILENAME).exists():
+            raise FileExistsError(f"Wallet {name!r} already exists.")
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        dest = d / DB_FILENAME
+        fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        try:
+            shutil.copyfile(src, dest)
+            return await self.load(name)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                dest.unlink()
+            raise
+
+    async def close_all(self) -> None:
+        """Unload every wallet (node shutdown)."""
+        for name in list(self.wallets):
+            with contextlib.suppress(Exception):
+                await self.unload(name)

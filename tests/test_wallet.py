@@ -1,0 +1,251 @@
+"""The Wallet over the in-process Chain binding (NodeChain on a real regtest chain and mempool):
+catch-up in batches with progress, notifications, maturity, sending, a reorg through a longer
+side branch, encryption with the relock timer, signed messages, the WalletLoader."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cleancoin.components.node.chain import BlockIndex, ChainManager
+from cleancoin.components.node.chain_binding import NodeChain
+from cleancoin.components.node.chainparams import REGTEST
+from cleancoin.components.node.keys import PrivateKey
+from cleancoin.components.node.mempool import Mempool
+from cleancoin.components.node.mining import mine_block
+from cleancoin.components.node.node import ChainViewAdapter, MempoolUpdater
+from cleancoin.components.node.primitives import Block, Transaction
+from cleancoin.components.wallet import wallet as wallet_mod
+from cleancoin.components.wallet.coins import InsufficientFunds
+from cleancoin.components.wallet.crypto import WrongPassphrase
+from cleancoin.components.wallet.store import WalletStore
+from cleancoin.components.wallet.wallet import UnlockNeeded, Wallet, WalletLoader, verify_message
+
+P = REGTEST
+NOW = 2_100_000_000
+SUBSIDY = 50 * 100_000_000
+OTHER = PrivateKey(hashlib.sha256(b"wallet test other").digest()).public_key.pkh
+
+
+class Env:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.cm = ChainManager(P, str(path / "chain.sqlite"), now=lambda: NOW)
+        self.mempool = Mempool(P, ChainViewAdapter(self.cm))
+        self.cm.add_listener(MempoolUpdater(self.mempool))
+        self.chain = NodeChain(self.cm, self.mempool)
+
+    def mine(self, n: int = 1, pkh: bytes = OTHER, parent: BlockIndex | None = None,
+             txs: tuple[Transaction, ...] = (), fees: int = 0) -> list[Block]:
+        out = []
+        for _ in range(n):
+            p = parent or self.cm.tip
+            block = mine_block(p.header, p.height + 1, pkh, P, p.header.time + 600,
+                               self.cm.next_bits(p), txs, fees)
+            self.cm.accept_block(block)
+            parent = self.cm.get_index(block.hash) if parent is not None else None
+            txs, fees = (), 0
+            out.append(block)
+        return out
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    e.cm.close()
+
+
+async def settle(w: Wallet) -> None:
+    """Let queued notifications reach the wallet."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if w.store.best_block[1] == w.chain._chain.height:   # type: ignore[attr-defined]
+            break
+    async with w._sync_lock:
+        pass
+
+
+def make_wallet(env: Env, name: str = "w") -> Wallet:
+    store = WalletStore.create(env.path, name, P.name)
+    return Wallet(name, store, env.chain)
+
+
+def test_catch_up_maturity_send_and_notifications(env: Env, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(wallet_mod, "SYNC_BATCH", 7)            # several batches
+    monkeypatch.setattr(wallet_mod, "PROGRESS_MIN_BLOCKS", 50)  # and progress lines
+
+    async def scenario() -> None:
+        w = make_wallet(env)
+        w.top_up_keypool(5)
+        mine_to = w.new_key(False)
+        env.mine(100, mine_to.pkh)
+        with caplog.at_level(logging.INFO, logger="cleancoin.wallet"):
+            await w.load()
+        assert w.store.best_block[1] == 100
+        assert any("caught up to height 100" in r.getMessage() for r in caplog.records)
+        b = w.balances()
+        assert (b.trusted, b.immature) == (0, 100 * SUBSIDY)
+        env.mine(1)                       # the 101st block matures the first coinbase
+        await settle(w)
+        assert w.balances().trusted == SUBSIDY
+        with pytest.raises(InsufficientFunds):
+            await w.send([(OTHER, 2 * SUBSIDY)])
+        tx, fee = await w.send([(OTHER, 10 * 100_000_000)])
+        assert tx.txid in env.mempool and fee > 0
+        assert w.balances().trusted == SUBSIDY - 10 * 100_000_000 - fee
+        env.mine(1, txs=(tx,), fees=fee)
+        await settle(w)
+        wtx = w.store.get_transaction(tx.txid)
+        assert wtx is not None and wtx.block_height == 102
+        assert w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+def test_reorg_through_a_longer_side_branch(env: Env) -> None:
+    async def scenario() -> None:
+        w = make_wallet(env)
+        w.top_up_keypool(5)
+        env.mine(101, w.new_key(False).pkh)
+        await w.load()
+        fork_parent = env.cm.tip
+        tx, fee = await w.send([(OTHER, 100_000_000)])
+        env.mine(1, txs=(tx,), fees=fee)
+        await settle(w)
+        assert w.store.get_transaction(tx.txid).block_height == 102
+        # A two-block branch from 101 without the transaction takes over.
+        env.mine(2, parent=fork_parent)
+        await settle(w)
+        assert env.cm.height == 103 and w.store.best_block[1] == 103
+        assert w.store.get_transaction(tx.txid).block_height is None
+        assert w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+def test_encryption_unlock_timeout_and_messages(env: Env) -> None:
+    async def scenario() -> None:
+        w = make_wallet(env)
+        w.top_up_keypool(5)
+        rec = w.new_key(False)
+        env.mine(101, rec.pkh)
+        await w.load()
+        sig = w.sign_message(rec.pkh, "hello")
+        assert verify_message(rec.pkh, sig, "hello") and not verify_message(OTHER, sig, "hello")
+        await asyncio.to_thread(w.encrypt, "pass phrase")
+        assert w.locked
+        with pytest.raises(UnlockNeeded):
+            await w.send([(OTHER, 100_000_000)])
+        with pytest.raises(UnlockNeeded):
+            w.sign_message(rec.pkh, "x")
+        with pytest.raises(WrongPassphrase):
+            w.unlock("wrong", 10)
+        w.unlock("pass phrase", 1)
+        secret = w._unlocked
+        assert not w.locked
+        await w.send([(OTHER, 100_000_000)])
+        await asyncio.sleep(1.2)          # the timer wipes the seed
+        assert w.locked and secret is not None and secret.wiped
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+def test_loader_create_load_unload_restore(env: Env, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        loader = WalletLoader(env.path, env.chain, P.name)
+        a = await loader.create("a")
+        await loader.create("b", passphrase="pw")
+        assert loader.names() == ["a", "b"] and loader.get("b").locked
+        addr = a.new_key(False)
+        env.mine(3, addr.pkh)
+        await settle(a)
+        a.backup(str(tmp_path / "a.bak"))
+        await loader.unload("a")
+        env.mine(2)
+        a = await loader.load("a")
+        assert a.store.best_block[1] == env.cm.height        # caught up on load
+        r = await loader.restore("r", str(tmp_path / "a.bak"))
+        assert r.store.key_by_pkh(addr.pkh) is not None
+        assert r.balances() == a.balances()
+        assert sorted(loader.on_disk()) == ["a", "b", "r"]
+        await loader.close_all()
+        assert loader.names() == []
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------------------- over IPC
+
+async def _over_ipc(env: Env, use):
+    """Serve a node Init whose chain is env's NodeChain on a socketpair; run use(init proxy)."""
+    import functools
+    import os
+    import socket
+
+    import capnp
+
+    from cleancoin.components.ipc.connection import connect_init, serve_init
+    from cleancoin.components.ipc.init_impl import ProcessInit
+    from cleancoin.components.ipc.interfaces import Peer
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    server_stream = await capnp.AsyncIoStream.create_connection(sock=a)
+    client_stream = await capnp.AsyncIoStream.create_connection(sock=b)
+    make_init = functools.partial(ProcessInit, chain_factory=lambda: env.chain)
+    server = asyncio.ensure_future(serve_init(server_stream, make_init,
+                                              Peer("CleanCoin-node", os.getpid()), False))
+    connection = await connect_init(client_stream, Peer("test-wallet", os.getpid()), False)
+    try:
+        return await use(connection.init)
+    finally:
+        connection.close()
+        await asyncio.wait_for(server, 5)
+        a.close()
+        b.close()
+
+
+def test_the_same_wallet_runs_over_the_ipc_chain_proxy(env: Env) -> None:
+    """Nothing in Wallet depends on the in-process binding: catch-up, notifications through
+    the capability, broadcast and a reorg all work over Cap'n Proto."""
+    import capnp
+
+    async def use(init) -> None:
+        chain = await init.make_chain()
+        assert not isinstance(chain, NodeChain)
+        store = WalletStore.create(env.path, "ipc", P.name)
+        w = Wallet("ipc", store, chain)
+        w.top_up_keypool(5)
+        env.mine(101, w.new_key(False).pkh)
+        await w.load()
+        assert w.store.best_block[1] == 101 and w.balances().trusted == SUBSIDY
+
+        async def until_height(h: int) -> None:
+            for _ in range(500):
+                if w.store.best_block[1] == h:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"wallet stuck at {w.store.best_block[1]}, wanted {h}")
+
+        fork_parent = env.cm.tip
+        tx, fee = await w.send([(OTHER, 100_000_000)])
+        assert tx.txid in env.mempool
+        env.mine(1, txs=(tx,), fees=fee)
+        await until_height(102)
+        assert w.store.get_transaction(tx.txid).block_height == 102
+        env.mine(2, parent=fork_parent)
+        await until_height(103)
+        assert w.store.get_transaction(tx.txid).block_height is None
+        await w.close()
+
+    asyncio.run(capnp.run(asyncio.wait_for(_over_ipc(env, use), 60)))
