@@ -10,5 +10,6 @@ Modules:
             interface: catch-up, notifications, balances, sending, locking) and `WalletLoader`
 - `rpc`     the wallet's JSON-RPC methods, registered by CleanCoind
 
-The offline CleanCoin-wallet tool is not part of this package yet. See docs/wallet.md.
+The offline CleanCoin-wallet tool (create, info, dump, createfromdump) is cli/wallet_main.py;
+see docs/wallet.md.
 """

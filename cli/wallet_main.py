@@ -1,0 +1,269 @@
+"""CleanCoin-wallet: the offline wallet tool, in bitcoin-wallet's style.
+
+    CleanCoin-wallet -regtest -wallet=alice create
+    CleanCoin-wallet -regtest -wallet=alice info
+    CleanCoin-wallet -regtest -wallet=alice -dumpfile=/tmp/alice.dump dump
+    CleanCoin-wallet -regtest -wallet=bob -dumpfile=/tmp/alice.dump createfromdump
+
+It works on `<netdatadir>/wallets/<name>/wallet.sqlite` directly, without a node. Exit status
+0 on success, 1 on any error; errors go to stderr as "Error: ...", as bitcoin-wallet.
+
+A running node: WalletStore has no lock of its own, so the tool cannot tell whether a node has
+*this* wallet loaded. It takes a shared flock on the node's datadir lock
+(`<netdatadir>/chainstate.sqlite.lock`, which a running CleanCoind holds exclusively) and
+refuses to work while a node runs on the same datadir; holding it also keeps a node from
+starting while the tool writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+from cleancoin.cli.options import Option, OptionError, help_text, load_settings
+
+PROG = "CleanCoin-wallet"
+
+#: The node's datadir lock (components/node/storage.py: `<CHAINSTATE_FILE>.lock`, flock'ed
+#: LOCK_EX while CleanCoind runs). Named here so the tool need not import the node.
+NODE_LOCK_FILE = "chainstate.sqlite.lock"
+
+OPTIONS: list[Option] = [
+    Option("help", "Print this help message and exit", "Options"),
+    Option("?", "Print this help message and exit", "Options"),
+    Option("conf", "Specify path to read-only configuration file. Relative paths are prefixed "
+           "by datadir location.", "Options", "<file>", "CleanCoin.conf"),
+    Option("datadir", "Specify data directory", "Options", "<dir>", "~/.cleancoin"),
+    Option("wallet", "Specify wallet name (<netdatadir>/wallets/<name>)", "Options", "<name>"),
+    Option("dumpfile", "When used with 'dump', writes out the records to this file (which must "
+           "not exist). When used with 'createfromdump', loads the records into a new wallet.",
+           "Options", "<file>"),
+    Option("chain", "Use the chain <chain>: main, test, regtest", "Chain selection options",
+           "<chain>", "main"),
+    Option("regtest", "Use the regression test chain", "Chain selection options"),
+    Option("testnet", "Use the test chain", "Chain selection options"),
+]
+
+COMMANDS_HELP = """\
+Commands:
+
+  create
+       Create a new HD wallet (-wallet=<name>): a new random seed, keypool topped up,
+       unencrypted (encrypt it later with the encryptwallet RPC).
+
+  info
+       Get wallet info: name, format, encryption, HD, keypool size, transactions,
+       address book entries, and the database consistency check.
+
+  dump
+       Print out all of the wallet's records to -dumpfile (refuses to overwrite a file;
+       created 0600). The records are written as stored: an unencrypted wallet's dump holds
+       its plaintext HD seed, an encrypted wallet's holds only the encrypted seed, so no
+       passphrase is needed and none is asked for.
+
+  createfromdump
+       Create a new wallet (-wallet=<name>, which must not exist yet) from the records in
+       -dumpfile, after verifying the dump's checksum and network.
+"""
+
+COMMANDS = ("create", "info", "dump", "createfromdump")
+
+PRIVATE_KEYS_WARNING = ("The dumpfile may contain private keys. To ensure the safety of your "
+                        "CleanCoin, do not share the dumpfile.")
+
+
+class ToolError(Exception):
+    """An error to print as "Error: <message>" with exit status 1."""
+
+
+def _help() -> str:
+    text = help_text(PROG, "CleanCoin-wallet: an offline tool for creating and interacting "
+                     "with CleanCoin wallet files, without a node.", OPTIONS)
+    text = text.replace(f"Usage: {PROG} [options]", f"Usage: {PROG} [options] <command>", 1)
+    return text + "\n" + COMMANDS_HELP
+
+
+def _split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Options (`-x`) and the other tokens (the command)."""
+    options, words = [], []
+    for arg in argv:
+        (options if arg.startswith("-") and arg not in ("-", "--") else words).append(arg)
+    return options, words
+
+
+def _option_table() -> list[Option]:
+    """Ours, plus CleanCoind's names so a shared CleanCoin.conf (rpcuser=, wallet=, ...) is
+    accepted; the command line is checked against our own table only."""
+    from cleancoin.cli.node_main import OPTIONS as NODE_OPTIONS
+
+    ours = {o.name for o in OPTIONS}
+    return OPTIONS + [o for o in NODE_OPTIONS if o.name not in ours]
+
+
+@contextlib.contextmanager
+def _no_running_node(netdatadir: str) -> Iterator[None]:
+    """Refuse while a node runs on this datadir; hold a shared lock meanwhile."""
+    path = os.path.join(netdatadir, NODE_LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield               # no node has ever run here
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raise ToolError(f"Cannot obtain a lock on data directory {netdatadir}. A CleanCoind "
+                            "process is probably running on it, and may have the wallet "
+                            "loaded; stop it (or use the wallet RPCs) first.") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _info_lines(name: str, store: object) -> list[str]:
+    from cleancoin.components.wallet.store import WalletStore
+
+    assert isinstance(store, WalletStore)
+    labels = sum(1 for table, _ in store.rows() if table == "labels")
+    problems = store.check()
+    _, best = store.best_block
+    lines = [
+        "Wallet info",
+        "===========",
+        f"Name: {name}",
+        "Format: sqlite",
+        "Descriptors: no",
+        f"Network: {store.network}",
+        f"Encrypted: {'yes' if store.encrypted else 'no'}",
+        "HD (hd seed available): yes",
+        f"Keypool Size: {store.unused_keys(False)}",
+        f"Keypool Size (change): {store.unused_keys(True)}",
+        f"Keys derived: {store.next_index(False)} receive, {store.next_index(True)} change",
+        f"Transactions: {len(store.transactions())}",
+        f"Address Book: {labels}",
+        f"Best block height: {best}",
+    ]
+    if problems:
+        lines.append(f"Check: {len(problems)} problem(s)")
+        lines += [f"  - {p}" for p in problems]
+    else:
+        lines.append("Check: ok")
+    return lines
+
+
+def _run(command: str, chain: str, netdatadir: str, name: str | None,
+         dumpfile: str | None) -> None:
+    from cleancoin.components.wallet.store import (
+        DB_FILENAME, WalletError, WalletStore, create_from_dump, dump_wallet, wallet_dir,
+    )
+
+    if not name:
+        raise ToolError("Wallet name must be provided (-wallet=<name>).")
+    if command in ("dump", "createfromdump") and not dumpfile:
+        raise ToolError(f"No dump file provided. To use {command}, -dumpfile=<filename> must "
+                        "be provided.")
+    try:
+        db = wallet_dir(netdatadir, name) / DB_FILENAME
+        with _no_running_node(netdatadir):
+            if command == "create":
+                from cleancoin.components.wallet.wallet import Wallet
+
+                if db.exists():
+                    raise ToolError(f"Failed to create database path '{db.parent}'. "
+                                    "Database already exists.")
+                store = WalletStore.create(netdatadir, name, chain)
+                try:
+                    print("Topping up keypool...")
+                    Wallet(name, store, None).top_up_keypool()  # type: ignore[arg-type]
+                    print("\n".join(_info_lines(name, store)))
+                finally:
+                    store.close()
+            elif command == "info":
+                if not db.is_file():
+                    raise ToolError(f"Failed to load database path '{db.parent}'. "
+                                    "Path does not exist.")
+                with WalletStore.open(netdatadir, name, chain) as store:
+                    print("\n".join(_info_lines(name, store)))
+            elif command == "dump":
+                assert dumpfile is not None
+                path = os.path.abspath(dumpfile)
+                if os.path.lexists(path):
+                    raise ToolError(f"Dump file {path} already exists. If you are sure this is "
+                                    "what you want, move it out of the way first.")
+                if not db.is_file():
+                    raise ToolError(f"Failed to load database path '{db.parent}'. "
+                                    "Path does not exist.")
+                with WalletStore.open(netdatadir, name, chain) as store:
+                    try:
+                        dump_wallet(store, path)
+                    except FileExistsError:
+                        raise ToolError(f"Dump file {path} already exists.") from None
+                print(PRIVATE_KEYS_WARNING)
+            elif command == "createfromdump":
+                assert dumpfile is not None
+                path = os.path.abspath(dumpfile)
+                if not os.path.isfile(path):
+                    raise ToolError(f"Dump file {path} does not exist.")
+                if db.exists():
+                    raise ToolError(f"Failed to create database path '{db.parent}'. "
+                                    "Database already exists.")
+                _check_dump_network(path, chain)
+                store = create_from_dump(netdatadir, name, path)
+                try:
+                    print(PRIVATE_KEYS_WARNING)
+                    print("\n".join(_info_lines(name, store)))
+                finally:
+                    store.close()
+    except WalletError as exc:
+        raise ToolError(str(exc)) from None
+    except OSError as exc:
+        raise ToolError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+
+
+def _check_dump_network(path: str, chain: str) -> None:
+    """create_from_dump creates the wallet with the dump's network: refuse one of another
+    network here, or it would land in this network's wallets folder."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        f.readline()
+        key, _, network = f.readline().rstrip("\n").partition("=")
+    if key == "network" and network != chain:
+        raise ToolError(f"Dump file is for network '{network}', not '{chain}'.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the CleanCoin-wallet script; returns (and exits with) the status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    options, words = _split(args)
+    if any(a.lstrip("-").split("=")[0] in ("help", "?", "h") for a in options) or not args:
+        print(_help())
+        return 0
+    try:
+        known = {o.name for o in OPTIONS}
+        for opt in options:
+            name = opt.lstrip("-").partition("=")[0]
+            if name not in known and not (name.startswith("no") and name[2:] in known):
+                raise OptionError("Error parsing command line arguments: Invalid parameter "
+                                  f"-{name}")
+        settings = load_settings(options, _option_table())
+        if not words:
+            raise ToolError(f"No method provided. Run `{PROG} -help` for valid methods.")
+        if len(words) > 1:
+            raise ToolError(f"Additional arguments provided ({' '.join(words[1:])}). "
+                            "Methods do not take arguments. Please refer to `-help`.")
+        command = words[0]
+        if command not in COMMANDS:
+            raise ToolError(f"Invalid command '{command}'")
+        _run(command, settings.chain, settings.netdatadir, settings.cmdline.get("wallet", [""])[-1],
+             settings.cmdline.get("dumpfile", [""])[-1])
+    except (OptionError, ToolError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""CleanCoin-wallet, the offline tool: the installed script run as a subprocess on a temporary
+regtest datadir, no node anywhere."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cleancoin.components.wallet.store import WalletStore
+
+TOOL = Path(sys.executable).with_name("CleanCoin-wallet")
+
+pytestmark = pytest.mark.skipif(not TOOL.exists(), reason="CleanCoin-wallet is not installed")
+
+
+def run(datadir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(TOOL), f"-datadir={datadir}", "-regtest", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def info_fields(stdout: str) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in stdout.splitlines() if ": " in line
+                and not line.startswith("  "))
+
+
+def addresses(datadir: Path, name: str, n: int = 5) -> list[tuple[bool, int, str]]:
+    with WalletStore.open(datadir / "regtest", name, "regtest") as store:
+        return [(k.internal, k.index, k.address) for k in store.keys()
+                if k.index < n]
+
+
+@pytest.fixture
+def datadir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def created(datadir: Path) -> Path:
+    r = run(datadir, "-wallet=alice", "create")
+    assert r.returncode == 0, r.stderr
+    return datadir
+
+
+def test_create_then_info(datadir: Path) -> None:
+    r = run(datadir, "-wallet=alice", "create")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Topping up keypool...")
+    assert (datadir / "regtest" / "wallets" / "alice" / "wallet.sqlite").is_file()
+    r = run(datadir, "-wallet=alice", "info")
+    assert r.returncode == 0, r.stderr
+    f = info_fields(r.stdout)
+    assert f["Name"] == "alice"
+    assert f["Format"] == "sqlite"
+    assert f["Encrypted"] == "no"
+    assert f["HD (hd seed available)"] == "yes"
+    assert int(f["Keypool Size"]) > 0
+    assert f["Transactions"] == "0"
+    assert f["Address Book"] == "0"
+    assert f["Check"] == "ok"
+    # Creating it again is refused.
+    r = run(datadir, "-wallet=alice", "create")
+    assert r.returncode == 1 and r.stderr.startswith("Error: ") and "exists" in r.stderr
+
+
+def test_dump_and_createfromdump_round_trip(created: Path) -> None:
+    dump = created / "alice.dump"
+    r = run(created, "-wallet=alice", f"-dumpfile={dump}", "dump")
+    assert r.returncode == 0, r.stderr
+    assert dump.is_file() and (dump.stat().st_mode & 0o777) == 0o600
+    r = run(created, "-wallet=bob", f"-dumpfile={dump}", "createfromdump")
+    assert r.returncode == 0, r.stderr
+    a = info_fields(run(created, "-wallet=alice", "info").stdout)
+    b = info_fields(run(created, "-wallet=bob", "info").stdout)
+    assert a.pop("Name") == "alice" and b.pop("Name") == "bob"
+    assert a == b
+    assert addresses(created, "alice") == addresses(created, "bob")
+    assert len(addresses(created, "bob")) == 10
+    with (WalletStore.open(created / "regtest", "alice", "regtest") as sa,
+          WalletStore.open(created / "regtest", "bob", "regtest") as sb):
+        assert sa.keys() == sb.keys()
+        assert bytes(sa.seed().get()) == bytes(sb.seed().get())
+
+
+def test_dump_refuses_existing_file(created: Path) -> None:
+    dump = created / "exists.dump"
+    dump.write_text("keep me\n")
+    r = run(created, "-wallet=alice", f"-dumpfile={dump}", "dump")
+    assert r.returncode == 1
+    assert r.stderr.startswith("Error: ") and "already exists" in r.stderr
+    assert dump.read_text() == "keep me\n"
+    r = run(created, "-wallet=alice", "dump")
+    assert r.returncode == 1 and "-dumpfile" in r.stderr
+
+
+def test_createfromdump_refusals(created: Path) -> None:
+    dump = created / "alice.dump"
+    assert run(created, "-wallet=alice", f"-dumpfile={dump}", "dump").returncode == 0
+    # An existing wallet name.
+    r = run(created, "-wallet=alice", f"-dumpfile={dump}", "createfromdump")
+    assert r.returncode == 1 and "already exists" in r.stderr
+    # One edited line: the checksum no longer matches, and no wallet is left behind.
+    lines = dump.read_text().splitlines(keepends=True)
+    i = next(n for n, line in enumerate(lines) if line.startswith("keys="))
+    lines[i] = lines[i].replace('"used":0', '"used":1', 1)
+    bad = created / "bad.dump"
+    bad.write_text("".join(lines))
+    r = run(created, "-wallet=carol", f"-dumpfile={bad}", "createfromdump")
+    assert r.returncode == 1
+    assert r.stderr.startswith("Error: ") and "checksum" in r.stderr
+    assert not (created / "regtest" / "wallets" / "carol" / "wallet.sqlite").exists()
+    # A missing dump file.
+    r = run(created, "-wallet=carol", f"-dumpfile={created / 'nope'}", "createfromdump")
+    assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_errors(datadir: Path) -> None:
+    r = run(datadir, "create")
+    assert r.returncode == 1 and r.stderr.startswith("Error: ") and "-wallet" in r.stderr
+    r = run(datadir, "-wallet=x", "frobnicate")
+    assert r.returncode == 1 and r.stderr.startswith("Error: Invalid command")
+    r = run(datadir, "-wallet=x", "-bogus", "info")
+    assert r.returncode == 1 and r.stderr.startswith("Error: ") and "-bogus" in r.stderr
+    r = run(datadir, "-wallet=x")
+    assert r.returncode == 1 and "No method" in r.stderr
+    r = run(datadir, "-wallet=x", "info")
+    assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_help_lists_commands(datadir: Path) -> None:
+    r = run(datadir, "-help")
+    assert r.returncode == 0
+    for word in ("create", "info", "dump", "createfromdump", "-wallet", "-dumpfile",
+                 "-datadir", "-regtest"):
+        assert word in r.stdout
+
+
+def test_refuses_while_a_node_holds_the_datadir(created: Path) -> None:
+    # CleanCoind holds an exclusive flock on <netdatadir>/chainstate.sqlite.lock while it runs.
+    lock = open(created / "regtest" / "chainstate.sqlite.lock", "a")  # noqa: SIM115
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = run(created, "-wallet=alice", "info")
+        assert r.returncode == 1 and "lock" in r.stderr
+    finally:
+        lock.close()
+    assert run(created, "-wallet=alice", "info").returncode == 0
+    os.unlink(created / "regtest" / "chainstate.sqlite.lock")
+
+
+def test_dump_of_an_encrypted_wallet_needs_no_passphrase(created: Path) -> None:
+    with WalletStore.open(created / "regtest", "alice", "regtest") as store:
+        seed_hex = bytes(store.seed().get()).hex()
+        store.encrypt_wallet("correct horse", scrypt_n=2 ** 10)
+    dump = created / "enc.dump"
+    r = run(created, "-wallet=alice", f"-dumpfile={dump}", "dump")
+    assert r.returncode == 0, r.stderr
+    assert seed_hex not in dump.read_text()
+    r = run(created, "-wallet=bob", f"-dumpfile={dump}", "createfromdump")
+    assert r.returncode == 0, r.stderr
+    assert info_fields(r.stdout)["Encrypted"] == "yes"
+    with WalletStore.open(created / "regtest", "bob", "regtest") as store:
+        assert bytes(store.unlock("correct horse").get()).hex() == seed_hex
