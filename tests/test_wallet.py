@@ -183,6 +183,74 @@ def test_loader_create_load_unload_restore(env: Env, tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_restored_backup_finds_coins_paid_to_keys_handed_out_after_it(env: Env,
+                                                                      tmp_path: Path) -> None:
+    """The lookahead (gap limit): a backup taken with a keypool of K keys per chain, then
+    K+20 receive addresses and more change keys handed out; one block pays receive index
+    K+10 and index 110 (beyond the restored wallet's first lookahead 0..99: found only by
+    extending the lookahead and re-processing the same block) with change at K+20; a later
+    block's change lands at 116 (beyond 99, found through the extension). The restored
+    wallet's balance equals the original's."""
+    K = 5
+
+    async def scenario() -> None:
+        a = make_wallet(env, "a")
+        a.top_up_keypool(K)
+        assert a.store.next_index(False) == a.store.next_index(True) == K
+        a.backup(str(tmp_path / "a.bak"))
+
+        first = a.new_key(False)
+        assert first.index == 0
+        env.mine(101, first.pkh)
+        await a.load()
+        addrs = [first] + [a.new_key(False) for _ in range(K + 20 + 95)]
+        assert [addrs[K + 10].index, addrs[110].index] == [K + 10, 110]
+        changes = [a.new_key(True) for _ in range(K + 20)]
+        assert changes[-1].index == K + 19
+        tx, fee = await a.send([(addrs[K + 10].pkh, 3 * 100_000_000),
+                                (addrs[110].pkh, 2 * 100_000_000)])
+        change_idx = {a.store.key_by_pkh(o.pkh).index for o in tx.vout       # type: ignore[union-attr]
+                      if a.store.key_by_pkh(o.pkh).internal}                  # type: ignore[union-attr]
+        assert change_idx == {K + 20}
+        env.mine(1, txs=(tx,), fees=fee)
+        await settle(a)
+        for _ in range(116 - (K + 21)):
+            a.new_key(True)
+        tx2, fee2 = await a.send([(OTHER, 100_000_000)])
+        assert {a.store.key_by_pkh(o.pkh).index for o in tx2.vout              # type: ignore[union-attr]
+                if o.pkh != OTHER} == {116}
+        env.mine(1, txs=(tx2,), fees=fee2)
+        await settle(a)
+        assert a.balances().trusted > 0
+
+        loader = WalletLoader(env.path, env.chain, P.name)
+        b = await loader.restore("b", str(tmp_path / "a.bak"))
+        assert b.store.best_block[1] == env.cm.height
+        assert b.balances() == a.balances()
+        assert ({c.outpoint for c in b.store.coins()} == {c.outpoint for c in a.store.coins()})
+        for pkh in (addrs[K + 10].pkh, addrs[110].pkh):
+            assert b.store.key_by_pkh(pkh) is not None
+        # The gap is kept beyond the highest used index on both chains.
+        assert b.store.next_index(False) == 110 + 1 + wallet_mod.KEYPOOL_SIZE
+        assert b.store.next_index(True) == 116 + 1 + wallet_mod.KEYPOOL_SIZE
+        assert b.store.unused_keys(False) == b.store.unused_keys(True) == wallet_mod.KEYPOOL_SIZE
+        # A fresh address of the restored wallet is not one the original already gave out.
+        assert b.new_key(False).index == 111
+        # A mempool payment near the end of the lookahead extends it too.
+        far = [a.new_key(False) for _ in range(210 - 120)][-1]
+        assert far.index == 210
+        tx3, _ = await a.send([(far.pkh, 100_000_000)])
+        await settle(b)
+        assert b.store.get_transaction(tx3.txid) is not None
+        assert b.store.next_index(False) == 210 + 1 + wallet_mod.KEYPOOL_SIZE
+        assert b.balances() == a.balances()
+        assert b.store.check() == []
+        await loader.close_all()
+        await a.close()
+
+    asyncio.run(scenario())
+
+
 # ------------------------------------------------------------------------------- over IPC
 
 async def _over_ipc(env: Env, use):

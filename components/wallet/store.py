@@ -481,7 +481,14 @@ class WalletStore:
         for n, o in ours_out:
             c.execute("INSERT OR IGNORE INTO coins VALUES (?, ?, ?, ?, ?, NULL, 0)",
                       (txid, n, o.value, o.pkh, int(tx.is_coinbase)))
-            c.execute("UPDATE keys SET used = 1 WHERE pkh = ?", (o.pkh,))
+            # Lookahead: a payment to key i means keys 0..i of that chain were handed out
+            # (by us or by the wallet this one was restored from); mark them used so the
+            # unused count is the gap beyond the highest used index (bitcoind's
+            # MarkUnusedAddresses), which Wallet tops up, rescanning the block.
+            internal, idx = c.execute("SELECT internal, idx FROM keys WHERE pkh = ?",
+                                      (o.pkh,)).fetchone()
+            c.execute("UPDATE keys SET used = 1 WHERE internal = ? AND idx <= ? AND used = 0",
+                      (internal, idx))
         return True
 
     @staticmethod

@@ -51,8 +51,10 @@ __all__ = ["Balances", "KEYPOOL_SIZE", "KeypoolRanOut", "UnlockNeeded", "Wallet"
 
 log = logging.getLogger("cleancoin.wallet")
 
-#: Keys derived ahead on each chain (external, change). bitcoind uses 1000; hardened
-#: derivation in Python costs about a millisecond a key, so a smaller pool keeps loads fast.
+#: Keys derived ahead on each chain (external, change), beyond the highest USED index: the
+#: lookahead (gap limit) that lets a restored backup find payments to keys handed out after
+#: it was taken. bitcoind uses 1000; hardened derivation in Python costs about a millisecond
+#: a key, so a smaller pool keeps loads fast.
 KEYPOOL_SIZE: int = 100
 #: Blocks asked for per get_blocks call during catch-up and rescan.
 SYNC_BATCH: int = 200
@@ -124,7 +126,7 @@ class _Notifications:
         await self._wallet.sync()
 
     async def transaction_added_to_mempool(self, tx: bytes) -> None:
-        self._wallet.store.add_transaction(Transaction.from_bytes(tx), int(time.time()))
+        self._wallet.add_mempool_transaction(Transaction.from_bytes(tx), int(time.time()))
 
     async def transaction_removed_from_mempool(self, txid: bytes, reason: str) -> None:
         # "block" removals are followed by the block's own sync; a "conflict" loser turns
@@ -229,6 +231,10 @@ class Wallet:
         """Bring the wallet to the chain's tip (see the module docstring); returns the number
         of blocks applied."""
         async with self._sync_lock:
+            # The lookahead first (a restored backup may hold a smaller keypool): payments
+            # to keys beyond it would go unseen. Extended as blocks pay our keys.
+            if not self.locked:
+                self.top_up_keypool()
             done = 0
             t0 = time.monotonic()
             # Over IPC the chain can reorganise between two get_blocks calls: a block whose
@@ -261,7 +267,9 @@ class Wallet:
                 block = Block.from_bytes(raw)
                 if best_hash is not None and block.header.prev_hash != best_hash:
                     return done, False
-                self.store.apply_block(block.hash, start, block.txs, block.header.time)
+                if self.store.apply_block(block.hash, start, block.txs, block.header.time):
+                    self._extend_lookahead(lambda b=block, h=start: self.store.rescan_block(
+                        b.hash, h, b.txs, b.header.time))
                 best_hash = block.hash
                 start += 1
                 done += 1
@@ -286,7 +294,9 @@ class Wallet:
                     break
                 for raw in raws:
                     block = Block.from_bytes(raw)
-                    self.store.rescan_block(block.hash, h, block.txs, block.header.time)
+                    if self.store.rescan_block(block.hash, h, block.txs, block.header.time):
+                        self._extend_lookahead(lambda b=block, hh=h: self.store.rescan_block(
+                            b.hash, hh, b.txs, b.header.time))
                     h += 1
                 await asyncio.sleep(0)
             return start_height, stop
@@ -378,6 +388,29 @@ class Wallet:
                 self.store.add_keys(internal, first, pubs)
                 added += n
         return added
+
+    def _extend_lookahead(self, reprocess: Any) -> None:
+        """After recording a block or transaction: when it paid keys near the end of the
+        lookahead (the store marks a paid key and every lower one of its chain used), derive
+        keys to restore the gap of KEYPOOL_SIZE, then `reprocess` the same block or
+        transaction, since it may also pay the keys just derived; repeat until nothing new.
+        A locked wallet cannot derive: the gap shrinks until it is unlocked (a log line)."""
+        while any(self.store.unused_keys(internal) < KEYPOOL_SIZE for internal in (False, True)):
+            if self.locked:
+                log.warning("wallet %s: locked, cannot extend the keypool lookahead; "
+                            "unlock it (and rescan) to find payments to later keys", self.name)
+                return
+            if self.top_up_keypool() == 0:
+                return
+            reprocess()
+
+    def add_mempool_transaction(self, tx: Transaction, time_: int) -> bool:
+        """A transaction from the mempool: record it if it concerns us, extending the
+        lookahead (see _extend_lookahead) when it pays one of our later keys."""
+        mine = self.store.add_transaction(tx, time_)
+        if mine:
+            self._extend_lookahead(lambda: self.store.add_transaction(tx, time_))
+        return mine
 
     def new_key(self, internal: bool) -> KeyRecord:
         """getnewaddress / getrawchangeaddress: the next key from the pool, topping it up
