@@ -68,12 +68,7 @@ class SandboxedProcess:
     def wait(self) -> int:
         """Wait for the child to end; returns its return code (negative: killed by a signal)."""
         if self.status is None:
-            while True:
-                try:
-                    _, self.status = os.waitpid(self.pid, 0)
-                    break
-                except InterruptedError:
-                    continue
+            _, self.status = os.waitpid(self.pid, 0)
         self.control.close()
         return returncode(self.status)
 

@@ -133,7 +133,5 @@ def run_init(child: int) -> int:
             pid, status = os.waitpid(-1, 0)
         except ChildProcessError:
             return 0
-        except InterruptedError:
-            continue
         if pid == child:
             return status

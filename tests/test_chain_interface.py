@@ -10,21 +10,18 @@ calls it back over the socket.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import os
-import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import capnp
+from ipc_pair import use_over_socketpair
 import pytest
 
 from cleancoin.components.chain_interface import Chain, ChainError
-from cleancoin.components.ipc.connection import connect_init, serve_init
 from cleancoin.components.ipc.errors import IpcError
-from cleancoin.components.ipc.init_impl import ProcessInit
 from cleancoin.components.ipc.interfaces import Peer
 from cleancoin.components.node.amount import COIN
 from cleancoin.components.node.chain import BlockIndex, ChainManager
@@ -221,21 +218,7 @@ async def over_ipc(env: Env, use: Callable[[Any], Awaitable[Any]],
                    factory: Callable[[], Chain] | None) -> Any:
     """Serve a node's Init (with `factory` as its chain factory) on one end of a socketpair,
     connect from the other, and run `use(init proxy)`."""
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    server_stream = await capnp.AsyncIoStream.create_connection(sock=a)
-    client_stream = await capnp.AsyncIoStream.create_connection(sock=b)
-    make_init = functools.partial(ProcessInit, chain_factory=factory)
-    server = asyncio.ensure_future(serve_init(server_stream, make_init, NODE, False))
-    connection = await connect_init(client_stream, ME, False)
-    try:
-        return await use(connection.init)
-    finally:
-        connection.close()
-        await asyncio.wait_for(server, 5)
-        a.close()
-        b.close()
+    return await use_over_socketpair(factory, use, NODE, ME)
 
 
 # ------------------------------------------------------------------------------- tests

@@ -255,32 +255,11 @@ def test_restored_backup_finds_coins_paid_to_keys_handed_out_after_it(env: Env,
 
 async def _over_ipc(env: Env, use):
     """Serve a node Init whose chain is env's NodeChain on a socketpair; run use(init proxy)."""
-    import functools
     import os
-    import socket
-
-    import capnp
-
-    from cleancoin.components.ipc.connection import connect_init, serve_init
-    from cleancoin.components.ipc.init_impl import ProcessInit
     from cleancoin.components.ipc.interfaces import Peer
-
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    server_stream = await capnp.AsyncIoStream.create_connection(sock=a)
-    client_stream = await capnp.AsyncIoStream.create_connection(sock=b)
-    make_init = functools.partial(ProcessInit, chain_factory=lambda: env.chain)
-    server = asyncio.ensure_future(serve_init(server_stream, make_init,
-                                              Peer("CleanCoin-node", os.getpid()), False))
-    connection = await connect_init(client_stream, Peer("test-wallet", os.getpid()), False)
-    try:
-        return await use(connection.init)
-    finally:
-        connection.close()
-        await asyncio.wait_for(server, 5)
-        a.close()
-        b.close()
+    from ipc_pair import use_over_socketpair
+    return await use_over_socketpair(lambda: env.chain, use, Peer("CleanCoin-node", os.getpid()),
+                                     Peer("test-wallet", os.getpid()))
 
 
 def test_the_same_wallet_runs_over_the_ipc_chain_proxy(env: Env) -> None:

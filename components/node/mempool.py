@@ -50,7 +50,7 @@ import heapq
 import logging
 import threading
 import time as _time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -564,27 +564,25 @@ class Mempool:
 
     # --------------------------------------------------------------------------- graph
 
-    def _ancestors_of(self, parents: Iterable[bytes]) -> set[bytes]:
-        """`parents` and all their in-pool ancestors."""
+    @staticmethod
+    def _reachable(start: Iterable[bytes], edges: Mapping[bytes, Iterable[bytes]]) -> set[bytes]:
+        """`start` and everything reachable from it along `edges`."""
         out: set[bytes] = set()
-        stack = list(parents)
+        stack = list(start)
         while stack:
             t = stack.pop()
             if t not in out:
                 out.add(t)
-                stack.extend(self._parents[t])
+                stack.extend(edges[t])
         return out
+
+    def _ancestors_of(self, parents: Iterable[bytes]) -> set[bytes]:
+        """`parents` and all their in-pool ancestors."""
+        return self._reachable(parents, self._parents)
 
     def _descendants(self, txid: bytes) -> set[bytes]:
         """All in-pool descendants of `txid` (not itself)."""
-        out: set[bytes] = set()
-        stack = list(self._children[txid])
-        while stack:
-            t = stack.pop()
-            if t not in out:
-                out.add(t)
-                stack.extend(self._children[t])
-        return out
+        return self._reachable(self._children[txid], self._children)
 
     def _insert(self, entry: MempoolEntry, parents: set[bytes], ancestors: set[bytes]) -> None:
         txid, size, fee = entry.txid, entry.size, entry.fee

@@ -107,12 +107,7 @@ def _run_isolated(run: Runner, ctx: _Ctx, timeout: float) -> Outcome:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
+    _, status = os.waitpid(pid, 0)
     return _interpret(data, status, timed_out, timeout)
 
 

@@ -41,22 +41,14 @@ def _child_script(control_fd: int, path: str, source: str) -> int:
     chunks: list[bytes] = []
     size = 0
     while True:
-        try:
-            chunk = os.read(r, 65536)
-        except InterruptedError:
-            continue
+        chunk = os.read(r, 65536)
         if not chunk:
             break
         if size < _MAX_SCRIPT_OUTPUT:
             chunks.append(chunk)
         size += len(chunk)
     os.close(r)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
+    _, status = os.waitpid(pid, 0)
     output = b"".join(chunks)[:_MAX_SCRIPT_OUTPUT].decode(errors="replace")
     if size > _MAX_SCRIPT_OUTPUT:
         output += f"\n[... {size - _MAX_SCRIPT_OUTPUT} more bytes of output cut]\n"
