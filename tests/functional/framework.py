@@ -1,4 +1,4 @@
-"""A small functional-test framework: real CleanCoind processes on regtest.
+"""A small functional-test framework: real node processes on regtest.
 
     node = TestNode(0, tmp_path)            # its own datadir, free P2P and RPC ports
     node.start()                            # waits until RPC answers
@@ -6,14 +6,23 @@
     node.stop()                             # `stop` RPC, then waits for exit status 0
     node.kill()                             # SIGKILL (crash tests)
 
-Nodes are started as `python -m cleancoin.cli.node_main` with the running interpreter, so
-the installed package under test is what runs, whatever PATH holds.
+Which node executable runs comes from the environment, like Bitcoin Core's BITCOIND:
+
+    CleanCoinD=CleanCoin-node pytest tests/functional      # (CLEANCOIND works too)
+
+The value is an executable name, looked up first next to the running interpreter (the venv's
+bin/, so the installed package under test is what runs, whatever PATH holds), then on PATH;
+or a path (anything with a "/"). Unset or empty: `CleanCoind`. The resolved executable is
+launched directly. Tests ask which kind they run with `is_multiprocess()` (CleanCoin-node:
+the wallet in its own sandboxed process) and `NODE_EXECUTABLE` (the absolute path); the
+shared tests stay shared, and a test that only makes sense for one kind skips with a reason.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +39,54 @@ from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
+
+#: Environment variables naming the node executable, first match wins (the exact spelling first).
+NODE_ENV_VARS = ("CleanCoinD", "CLEANCOIND")
+DEFAULT_NODE = "CleanCoind"
+MULTIPROCESS_NODE = "CleanCoin-node"
+
+
+def node_executable_setting() -> str:
+    """The executable the environment asks for (a name or a path), or the default."""
+    for var in NODE_ENV_VARS:
+        value = os.environ.get(var, "").strip()
+        if value:
+            return value
+    return DEFAULT_NODE
+
+
+def resolve_executable(value: str) -> str:
+    """An absolute path for `value`: a path as given (anything with a "/"), or a name looked
+    up next to sys.executable first (the venv's bin/; not symlink-resolved), then on PATH.
+    RuntimeError when there is no such executable."""
+    if os.sep in value or (os.altsep and os.altsep in value):
+        path = os.path.abspath(os.path.expanduser(value))
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+        raise RuntimeError(f"node executable {value!r} (from {'/'.join(NODE_ENV_VARS)}) "
+                           f"is not an executable file")
+    beside = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), value)
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which(value)
+    if found:
+        return os.path.abspath(found)
+    raise RuntimeError(f"node executable {value!r} (from {'/'.join(NODE_ENV_VARS)}, default "
+                       f"{DEFAULT_NODE}) not found in {os.path.dirname(sys.executable)} or on PATH")
+
+
+#: The node executable every TestNode runs (absolute path), fixed when the module loads.
+NODE_EXECUTABLE = resolve_executable(node_executable_setting())
+
+
+def is_multiprocess() -> bool:
+    """True when the tests run CleanCoin-node (node and wallet in separate processes)."""
+    return os.path.basename(NODE_EXECUTABLE) == MULTIPROCESS_NODE
+
+
+def node_command(*args: str) -> list[str]:
+    """The command line running the node executable under test with `args`."""
+    return [NODE_EXECUTABLE, *args]
 
 #: A key the tests mine to, so they can spend what they mined.
 TEST_KEY = PrivateKey(hashlib.sha256(b"functional test key").digest())
@@ -71,7 +128,7 @@ class _Rpc:
 
 
 class TestNode:
-    """One CleanCoind process with its own datadir under `base`."""
+    """One node process (NODE_EXECUTABLE) with its own datadir under `base`."""
 
     __test__ = False       # not a pytest test class
 
@@ -100,9 +157,9 @@ class TestNode:
         return f"127.0.0.1:{self.p2p_port}"
 
     def args(self, extra: Sequence[str] = ()) -> list[str]:
-        return [sys.executable, "-m", "cleancoin.cli.node_main", "-regtest",
-                f"-datadir={self.datadir}", f"-port={self.p2p_port}", f"-rpcport={self.rpc_port}",
-                "-bind=127.0.0.1", "-printtoconsole=0", *self.extra_args, *extra]
+        return node_command("-regtest", f"-datadir={self.datadir}", f"-port={self.p2p_port}",
+                            f"-rpcport={self.rpc_port}", "-bind=127.0.0.1", "-printtoconsole=0",
+                            *self.extra_args, *extra)
 
     def start(self, extra: Sequence[str] = (), wait: bool = True) -> None:
         assert self.process is None, "already running"

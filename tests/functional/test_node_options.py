@@ -1,17 +1,20 @@
-"""Functional: CleanCoind's command line: -help, unknown options, bad conf, init errors."""
+"""Functional: the node's command line: -help, unknown options, bad conf, init errors.
+
+The same for CleanCoind and CleanCoin-node (framework.NODE_EXECUTABLE): same options, same
+messages, same exit codes, same files (the tests expect CleanCoind.pid from both, as
+bitcoin-node keeps bitcoind.pid).
+"""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-from framework import TestNode
+from framework import TestNode, node_command
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cleancoin.cli.node_main", *args],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(node_command(*args), capture_output=True, text=True, timeout=30)
 
 
 def test_help_and_unknown_options(tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""Functional: the wallet inside CleanCoind, through its RPCs (bitcoind's names and codes).
+"""Functional: the wallet through the node's RPCs (bitcoind's names and codes).
+
+The same tests for CleanCoind (wallet inside the node) and CleanCoin-node (wallet in a
+sandboxed CleanCoin-wallet process): see framework.NODE_EXECUTABLE.
 
 Sending and receiving between two nodes over P2P, several wallets in one node, encryption
 (with a grep of every file for the secrets), restart persistence, a reorg that undoes a
@@ -252,14 +255,18 @@ def test_reorg_undoes_a_confirmation(nodes) -> None:
     assert n.rpc.gettransaction(txid)["blockhash"] == tip
 
 
-def test_backup_and_restore(nodes, tmp_path: Path) -> None:
+def test_backup_and_restore(nodes) -> None:
     (n,) = nodes(1)
     n.start()
     n.rpc.createwallet("w")
     addr = n.rpc.getnewaddress()
     mine(n, 101, addr)
     wait_synced(n)
-    backup = tmp_path / "w.backup"
+    # Inside <netdatadir>/wallets/, not tmp_path: under CleanCoin-node the wallet runs in a
+    # sandboxed process that may write only there, and the test must hold for both
+    # executables. The directory exists once a wallet has been created (backupwallet makes
+    # the file, not its parent); a plain file there is not listed as a wallet.
+    backup = n.netdatadir / "wallets" / "w.backup"
     n.rpc.backupwallet(str(backup))
     assert backup.exists() and (backup.stat().st_mode & 0o777) == 0o600
     assert rpc_error(n.rpc.backupwallet, str(backup)).code == -4     # never overwrites
