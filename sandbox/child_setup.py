@@ -1,7 +1,8 @@
 """The pre-exec steps, run in the forked child before it becomes the component.
 
 Order (bubblewrap's, see docs/sandbox.md): die with the parent and start a new session;
-namespaces (user with its id maps, then mounts, hostname, and in a pid namespace one more
+namespaces (user with its id maps, then mounts: private propagation, private /tmp, the
+`filesystem.hide` covers; hostname, and in a pid namespace one more
 fork so that PID 1 is a small init that reaps and forwards signals); rlimits; close every
 descriptor not on the allowlist; scrub the environment; exec (or, for `run` and `probe`,
 apply the post-exec steps right here first).
@@ -116,6 +117,14 @@ def _run(spec: ChildSpec) -> None:
         namespaces.make_mounts_private()
         if plan.private_tmp_keep is not None:
             namespaces.private_tmp(plan.private_tmp_keep)
+        # After the private /tmp, so that a hidden path beneath a granted /tmp directory is
+        # covered inside the bind that brought that directory back.
+        namespaces.hide(plan.hide)
+    elif plan.hide:
+        # Below level hard the mount namespace may be missing; covering paths in the host's
+        # namespace is out of the question, and running with them visible is not hiding.
+        raise EnforcementError("hide", "no mount namespace was entered, so the hidden paths "
+                                       f"{', '.join(plan.hide)} cannot be covered")
     if "uts" in ns:
         namespaces.set_hostname(plan.hostname)
     if "pid" in ns:

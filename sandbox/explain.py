@@ -46,6 +46,9 @@ def _files(policy: Policy) -> list[str]:
     if fs.execute:
         lines.append(f"may execute: {_grants(fs.execute)}")
     lines.append("may not open anything else (Landlock); files opened before the sandbox stay open")
+    if fs.hide:
+        lines.append(f"cannot see or touch anything beneath: {_grants(fs.hide)} "
+                     "(each covered by an empty read-only tmpfs, whatever Landlock grants above it)")
     if policy.namespaces.private_tmp:
         lines.append("sees an empty private /tmp (granted paths under /tmp are bound back in)")
     if policy.namespaces.mount:

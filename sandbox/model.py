@@ -59,6 +59,9 @@ class Filesystem:
     read: tuple[Grant, ...] = ()
     write: tuple[Grant, ...] = ()
     execute: tuple[Grant, ...] = ()
+    # Covered by an empty read-only tmpfs in the component's mount namespace. Landlock rules
+    # are hierarchical and cannot take a subdirectory out of a granted one; a mount can.
+    hide: tuple[Grant, ...] = ()
 
 
 @dataclass(frozen=True)

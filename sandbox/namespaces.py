@@ -105,6 +105,30 @@ def private_tmp(keep: Iterable[str]) -> None:
             os.close(fd)
 
 
+def hide(paths: Iterable[str]) -> None:
+    """Cover each path with an empty, read-only tmpfs (`filesystem.hide`).
+
+    Landlock rules are hierarchical: a grant on a directory cannot leave out a subdirectory.
+    A mount can: below the tmpfs the process sees an empty directory (or an empty file's
+    worth of nothing) and can create nothing, whatever Landlock grants on the parent. The
+    flags keep the cover itself inert: read-only, no setuid, no devices, no exec. The mount
+    cannot be undone later: seccomp denies umount2 and mount, capabilities are dropped, and a
+    Landlock domain forbids changes to the mount topology.
+
+    Only directories can be covered (the plan compiler refuses files before fork); the check
+    here guards against the path changing between planning and mounting.
+    """
+    for path in paths:
+        if not os.path.isdir(path):
+            raise EnforcementError("hide", f"{path}: not a directory (hide covers directories "
+                                           "with an empty tmpfs)" if os.path.exists(path) else
+                                   f"{path}: does not exist in the component's mount namespace")
+        if libc().mount(b"tmpfs", path.encode(), b"tmpfs",
+                        ctypes.c_ulong(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC),
+                        b"mode=0555,size=4k,nr_inodes=1") != 0:
+            raise EnforcementError("hide", f"mount tmpfs on {path}: {os.strerror(ctypes.get_errno())}")
+
+
 def mount_proc() -> None:
     """A /proc that shows only the new pid namespace. Must run inside it (as its PID 1)."""
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)

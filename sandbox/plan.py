@@ -41,6 +41,9 @@ class Plan:
     seccomp_sha256: str
     exec_allowed: bool          # the filter lets execve through (`run` needs it)
     mechanisms: dict[str, MechanismReport] = field(default_factory=dict)
+    # Absolute, symlink-free paths to cover with an empty read-only tmpfs (filesystem.hide),
+    # after the private /tmp. Last, with a default, so older plan JSON still loads.
+    hide: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -54,7 +57,9 @@ class Plan:
         d["landlock"] = landlock.LandlockRules.from_json(d["landlock"]) if d["landlock"] else None  # type: ignore[arg-type]
         d["seccomp_bpf"] = base64.b64decode(d["seccomp_bpf"])  # type: ignore[arg-type]
         d["mechanisms"] = {k: MechanismReport(**v) for k, v in d["mechanisms"].items()}  # type: ignore[union-attr]
-        for key in ("files", "namespaces", "fds", "keep_caps"):
+        for key in ("files", "namespaces", "fds", "keep_caps", "hide"):
+            if key not in d:
+                continue
             d[key] = tuple(d[key])  # type: ignore[arg-type]
         d["rlimits"] = tuple(tuple(r) for r in d["rlimits"])  # type: ignore[union-attr]
         d["environment"] = tuple(tuple(e) for e in d["environment"])  # type: ignore[union-attr]

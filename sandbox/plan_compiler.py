@@ -147,6 +147,35 @@ def _seccomp(policy: Policy, kernel: KernelFeatures) -> tuple[seccomp.CompiledFi
     return compiled, MechanismReport(Status.FULL.value, level.value, details)
 
 
+def _beneath(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _hidden(policy: Policy, values: Mapping[str, str], keep_tmp: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The paths of `filesystem.hide`, resolved: absolute, existing (unless optional), no symlinks.
+
+    Symlinks are resolved here because mount(2) follows them: the plan names what is really
+    covered, and the report and the probe judge that. A path under /tmp that the private /tmp
+    removes from view anyway (not a granted path, not above or beneath one) is left out: it
+    no longer exists in the child's mount namespace, so there is nothing to cover.
+    """
+    out: list[str] = []
+    for path, grant in _paths(policy.filesystem.hide, values, writes=False):
+        if not os.path.exists(path):
+            continue   # optional = true (a required one was refused by _paths)
+        real = os.path.realpath(path)
+        if keep_tmp is not None and _beneath(real, "/tmp") and not any(
+                _beneath(real, k) or _beneath(k, real) for k in keep_tmp):
+            continue
+        if not os.path.isdir(real):
+            raise PolicyError(grant.where, f"'{path}' is not a directory: hide covers directories "
+                                           "with an empty tmpfs")
+        if real == "/":
+            raise PolicyError(grant.where, "hiding '/' would hide everything, the interpreter included")
+        out.append(real)
+    return tuple(dict.fromkeys(out))
+
+
 def compile_plan(policy: Policy, variables: Mapping[str, str], kernel: KernelFeatures,
                  parent_env: Mapping[str, str] | None = None) -> Plan:
     """Resolve variables and fit the policy to the kernel; refuse what cannot be applied."""
@@ -164,13 +193,15 @@ def compile_plan(policy: Policy, variables: Mapping[str, str], kernel: KernelFea
         fs = policy.filesystem
         keep_tmp = tuple(sorted({p for p, _ in _paths((*fs.read, *fs.write, *fs.execute), values, writes=False)
                                  if p == "/tmp" or p.startswith("/tmp/")}))
+    hide = _hidden(policy, values, keep_tmp)
     env = scrub(parent_env if parent_env is not None else os.environ, policy.process.environment,
                 [(k, substitute(v, values, SourceRef(policy.files[-1], 0, f"process.set_environment.{k}")))
                  for k, v in policy.process.set_environment])
     mechanisms = {
         "namespaces": MechanismReport(Status.FULL.value if entered else Status.NONE.value, ns_level.value,
                                       [f"entered: {', '.join(entered) or 'none'}"
-                                       + (", private /tmp" if ns.private_tmp else "")]),
+                                       + (", private /tmp" if ns.private_tmp else "")
+                                       + (f", hidden: {', '.join(hide)}" if hide else "")]),
         "landlock": ll_report,
         "seccomp": sc_report,
         "capabilities": MechanismReport(Status.FULL.value, policy.compatibility.level("capabilities").value,
@@ -196,4 +227,5 @@ def compile_plan(policy: Policy, variables: Mapping[str, str], kernel: KernelFea
         seccomp_sha256=compiled.sha256 if compiled else "",
         exec_allowed=compiled is None or "execve" in policy.allowed_syscalls,
         mechanisms=mechanisms,
+        hide=hide,
     )

@@ -222,6 +222,12 @@ def _build(values: dict[str, Any], refs: dict[str, SourceRef], files: tuple[str,
                        for k in Namespaces.__dataclass_fields__})
     if ns.private_tmp and not ns.mount:
         errors.append(PolicyError(refs["namespaces.private_tmp"], "private_tmp needs mount = true"))
+    if get("filesystem.hide", ()) and not ns.mount:
+        # The covering tmpfs is mounted in the component's own mount namespace; without one it
+        # would either change the host's mounts or not exist at all.
+        errors.append(PolicyError(refs["filesystem.hide"], "hide needs namespaces.mount = true "
+                                                           "(the covering tmpfs lives in the "
+                                                           "component's mount namespace)"))
     if not get("process.no_new_privs", True):
         errors.append(PolicyError(refs["process.no_new_privs"],
                                   "no_new_privs is always on; false is not allowed"))
@@ -254,7 +260,7 @@ def _build(values: dict[str, Any], refs: dict[str, SourceRef], files: tuple[str,
         files=files,
         namespaces=ns,
         filesystem=Filesystem(get("filesystem.read", ()), get("filesystem.write", ()),
-                              get("filesystem.execute", ())),
+                              get("filesystem.execute", ()), get("filesystem.hide", ())),
         network=Network(get("network.bind_tcp", ()), get("network.connect_tcp", ()),
                         _unique_families(get("network.socket_families", ()))),
         scopes=Scopes(get("scopes.abstract_unix_socket", True), get("scopes.signal", True)),

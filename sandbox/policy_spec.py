@@ -456,6 +456,9 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "write": Key(GrantList("path", optional_flag=True),
                      "paths it may read, write, create and remove in", "append"),
         "execute": Key(GrantList("path", optional_flag=True), "paths it may read and execute", "append"),
+        "hide": Key(GrantList("path", optional_flag=True),
+                    "paths covered by an empty read-only tmpfs, even beneath a granted directory "
+                    "(needs namespaces.mount)", "append"),
     },
     "network": {
         "bind_tcp": Key(PortList(), 'TCP ports it may bind (Landlock ABI 4), or "any"', "append"),
