@@ -1,0 +1,355 @@
+"""restrict_self and filesystem.hide on the real kernel: a forked child restricts itself, then
+shows what is denied next to what is allowed. Nothing is mocked.
+
+Every test forks: restrict_self cannot be undone, and the pytest process must stay free.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import sqlite3
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cleancoin.sandbox.errors import EnforcementError, PolicyErrors
+from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
+from cleancoin.sandbox.self_restrict import restrict_self
+
+BASE = shipped_policy("base/python")
+
+
+def self_restricted(policy: str, variables: Mapping[str, str], fn: Callable[[], Any],
+                    before: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Fork; the child runs `before`, restrict_self(policy, variables), then `fn`.
+
+    Returns {"result": ...} or {"error": {"step", "reason"}} (an EnforcementError) or
+    {"exception": traceback}.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            if before is not None:
+                before()
+            try:
+                report = restrict_self(policy, variables)
+            except EnforcementError as exc:
+                message: dict[str, Any] = {"error": exc.as_dict()}
+            else:
+                message = {"result": fn(), "report": report.to_dict()}
+        except BaseException:  # noqa: BLE001 - shown by the parent
+            message = {"exception": traceback.format_exc()}
+        os.write(write_end, json.dumps(message).encode())
+        os._exit(0)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    assert chunks, f"the child sent nothing (wait status {status:#x})"
+    message = json.loads(b"".join(chunks))
+    if "exception" in message:
+        pytest.fail(f"the child raised:\n{message['exception']}")
+    return message
+
+
+def _errno_of(call: Callable[[], object]) -> str:
+    try:
+        call()
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return "ok"
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _create(path: str) -> None:
+    with open(path, "x") as handle:
+        handle.write("x")
+
+
+def _exec_in_grandchild() -> str:
+    """execve /bin/true in a fork, so that a seccomp kill ends only the grandchild."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execv("/bin/true", ["/bin/true"])
+        except OSError as exc:
+            os._exit(100 + (exc.errno or 0) % 100)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit {os.WEXITSTATUS(status)}"
+
+
+@pytest.fixture
+def hide_tree(tmp_path: Path) -> dict[str, str]:
+    """datadir/{hidden/secret, sibling/file} and a tmpdir, all under tmp_path."""
+    datadir = tmp_path / "data"
+    (datadir / "hidden").mkdir(parents=True)
+    (datadir / "hidden" / "secret").write_text("key material")
+    (datadir / "sibling").mkdir()
+    (datadir / "sibling" / "file").write_text("public")
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    return {"datadir": str(datadir), "tmpdir": str(tmpdir)}
+
+
+def _self_policy(write_policy, extra: str = "") -> str:  # noqa: ANN001 - fixture
+    return write_policy(f'''
+        [namespaces]
+        pid = false
+        [filesystem]
+        write = ["${{datadir}}"]
+        hide = ["${{datadir}}/hidden"]
+        {extra}
+        ''')
+
+
+def test_restrict_self_hides_a_directory_and_confines_writes(
+        base_sandbox, write_policy, hide_tree, outside_dir) -> None:  # noqa: ANN001
+    policy = _self_policy(write_policy)
+    data = hide_tree["datadir"]
+
+    def inside() -> dict[str, object]:
+        return {
+            "list hidden": sorted(os.listdir(f"{data}/hidden")),
+            "read hidden": _errno_of(lambda: _read(f"{data}/hidden/secret")),
+            "create in hidden": _errno_of(lambda: _create(f"{data}/hidden/new")),
+            "read sibling": _read(f"{data}/sibling/file").decode(),
+            "write inside": _errno_of(lambda: _create(f"{data}/created")),
+            "write outside": _errno_of(lambda: _create(f"{outside_dir}/created")),
+            "threads": threading.active_count(),
+        }
+
+    message = self_restricted(policy, hide_tree, inside)
+    assert "result" in message, message
+    result = message["result"]
+    # Denied: the tmpfs is empty and read-only, though Landlock grants ${datadir} in full.
+    assert result["list hidden"] == []
+    assert result["read hidden"] == "ENOENT"
+    assert result["create in hidden"] == "EROFS"
+    # Allowed: the sibling of the hidden directory.
+    assert result["read sibling"] == "public"
+    # Landlock: inside the datadir yes, outside no.
+    assert result["write inside"] == "ok"
+    assert result["write outside"] == "EACCES"
+    assert not os.path.exists(f"{outside_dir}/created")
+    # The host still sees the hidden files: the cover lives in the child's mount namespace.
+    assert Path(data, "hidden", "secret").read_text() == "key material"
+    report = message["report"]
+    assert all(m["status"] == "fully enforced" for m in report["mechanisms"].values()), report
+    assert f"hidden: {data}/hidden" in report["mechanisms"]["namespaces"]["details"][0]
+    assert set(report["namespaces"]) == {"user", "mount", "ipc", "uts"}
+
+
+def test_restrict_self_refuses_a_pid_namespace(base_sandbox, write_policy, hide_tree) -> None:  # noqa: ANN001
+    # base/python asks for a pid namespace; a policy that keeps it cannot restrict a process.
+    policy = write_policy('[filesystem]\nwrite = ["${datadir}"]\n')
+    message = self_restricted(policy, hide_tree, lambda: "restricted anyway")
+    assert message["error"]["step"] == "namespaces", message
+    assert "pid namespace" in message["error"]["reason"]
+    assert "namespaces.pid" in message["error"]["reason"]
+
+
+def test_restrict_self_refuses_a_second_thread(base_sandbox, write_policy, hide_tree) -> None:  # noqa: ANN001
+    policy = _self_policy(write_policy)
+    stop = threading.Event()
+
+    def start_thread() -> None:
+        threading.Thread(target=stop.wait, daemon=True).start()
+
+    message = self_restricted(policy, hide_tree, lambda: "restricted anyway", before=start_thread)
+    assert message["error"]["step"] == "single-thread check", message
+    assert "2 threads" in message["error"]["reason"]
+
+
+def test_restrict_self_reports_policy_errors_as_a_step(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[filesystem]\nwirte = ["/x"]\n')
+    with pytest.raises(EnforcementError) as caught:
+        restrict_self(str(broken), {})   # fails while loading: nothing is applied
+    assert caught.value.step == "policy"
+    assert f"{broken}:2: filesystem.wirte" in caught.value.reason
+    with pytest.raises(EnforcementError) as caught:
+        restrict_self("no-such-policy", {})
+    assert caught.value.step == "policy"
+
+
+def test_hide_needs_a_mount_namespace(tmp_path: Path) -> None:
+    policy = tmp_path / "hide.toml"
+    policy.write_text('[namespaces]\nuser = true\n\n[filesystem]\nhide = ["/srv"]\n')
+    with pytest.raises(PolicyErrors) as caught:
+        load_policy(str(policy))
+    assert str(caught.value) == (f"{policy}:5: filesystem.hide: hide needs namespaces.mount = true "
+                                 "(the covering tmpfs lives in the component's mount namespace)")
+
+
+def test_hide_in_a_launched_child(base_sandbox, write_policy, run_in_sandbox, hide_tree,
+                                  outside_dir) -> None:  # noqa: ANN001
+    policy = write_policy('''
+        [namespaces]
+        private_tmp = true
+        [filesystem]
+        write = ["${datadir}"]
+        hide = ["${datadir}/hidden", { path = "${datadir}/absent", optional = true }]
+        ''')
+    data = hide_tree["datadir"]
+
+    def inside() -> dict[str, object]:
+        return {"list hidden": os.listdir(f"{data}/hidden"),
+                "read hidden": _errno_of(lambda: _read(f"{data}/hidden/secret")),
+                "read sibling": _read(f"{data}/sibling/file").decode(),
+                "write outside": _errno_of(lambda: _create(f"{outside_dir}/created"))}
+
+    result, code, report = run_in_sandbox(policy, hide_tree, inside)
+    assert code == 0
+    assert result == {"list hidden": [], "read hidden": "ENOENT", "read sibling": "public",
+                      "write outside": "EACCES"}
+    # Under a private /tmp the datadir (pytest's tmp_path is in /tmp) is bound back in, and
+    # the cover sits inside that bind.
+    assert f"hidden: {data}/hidden" in report.mechanisms["namespaces"].details[0]
+
+
+def test_hide_of_a_missing_path_stops_the_launch(base_sandbox, write_policy, hide_tree) -> None:  # noqa: ANN001
+    from cleancoin.sandbox import launcher
+    from cleancoin.sandbox.errors import PolicyError
+    policy = write_policy('[filesystem]\nhide = ["${datadir}/wallets"]\n')
+    with pytest.raises(PolicyError, match="granted path .*/wallets' does not exist"):
+        launcher.prepare(load_policy(policy), hide_tree)
+
+
+# The shipped policies for the node and the wallet, with a real Python component's needs ------
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _bind(port: int) -> str:
+    def call() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(1)
+    return _errno_of(call)
+
+
+def _sqlite_wal_and_thread(path: str) -> dict[str, object]:
+    """What a component does at start: a WAL database written from a worker thread."""
+    out: dict[str, object] = {}
+
+    def work() -> None:
+        db = sqlite3.connect(path)
+        out["journal"] = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        with db:
+            db.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+            db.execute("INSERT INTO t VALUES (1)")
+        out["rows"] = db.execute("SELECT count(*) FROM t").fetchone()[0]
+        db.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    return out
+
+
+@pytest.fixture
+def node_vars(tmp_path: Path) -> dict[str, str]:
+    netdir = tmp_path / "regtest"
+    (netdir / "wallets" / "w1").mkdir(parents=True)
+    (netdir / "wallets" / "w1" / "wallet.sqlite").write_text("keys")
+    tmpdir = tmp_path / "nodetmp"
+    tmpdir.mkdir()
+    port, rpcport = _free_port(), _free_port()
+    return {"datadir": str(netdir), "tmpdir": str(tmpdir), "port": str(port),
+            "rpcport": str(rpcport)}
+
+
+def test_node_policy_restricts_the_node_itself(base_sandbox, node_vars, outside_dir) -> None:  # noqa: ANN001
+    data = node_vars["datadir"]
+    port, rpcport = int(node_vars["port"]), int(node_vars["rpcport"])
+    other = _free_port()
+    peer = socket.socket()
+    peer.bind(("127.0.0.1", 0))
+    peer.listen(1)
+    try:
+        def inside() -> dict[str, object]:
+            with socket.create_connection(peer.getsockname(), timeout=5):
+                connected = "ok"
+            return {
+                **_sqlite_wal_and_thread(f"{data}/chainstate.sqlite"),
+                "debug.log": _errno_of(lambda: Path(data, "debug.log").write_text("started\n")),
+                "wallets": os.listdir(f"{data}/wallets"),
+                "wallet file": _errno_of(lambda: _read(f"{data}/wallets/w1/wallet.sqlite")),
+                "write outside": _errno_of(lambda: _create(f"{outside_dir}/x")),
+                "bind port": _bind(port), "bind rpcport": _bind(rpcport), "bind other": _bind(other),
+                "connect peer": connected,
+                "exec": _exec_in_grandchild(),
+            }
+
+        message = self_restricted("node", node_vars, inside)
+    finally:
+        peer.close()
+    assert "result" in message, message
+    r = message["result"]
+    assert (r["journal"], r["rows"]) == ("wal", 1)
+    assert r["debug.log"] == "ok"
+    assert r["wallets"] == [] and r["wallet file"] == "ENOENT"
+    assert r["write outside"] == "EACCES"
+    assert (r["bind port"], r["bind rpcport"], r["bind other"]) == ("ok", "ok", "EACCES")
+    assert r["connect peer"] == "ok"
+    assert r["exec"] == "signal 31"   # SIGSYS: execve is not in the filter
+    assert message["report"]["policy"] == "node"
+
+
+def test_wallet_policy_in_a_launched_child(base_sandbox, run_in_sandbox, tmp_path: Path,
+                                           outside_dir) -> None:  # noqa: ANN001
+    walletdir = tmp_path / "regtest" / "wallets"
+    walletdir.mkdir(parents=True)
+    (tmp_path / "regtest" / "chainstate.sqlite").write_text("chain")
+    tmpdir = tmp_path / "wallettmp"
+    tmpdir.mkdir()
+    variables = {"walletdir": str(walletdir), "tmpdir": str(tmpdir)}
+
+    def inside() -> dict[str, object]:
+        import hashlib
+        return {
+            **_sqlite_wal_and_thread(f"{walletdir}/wallet.sqlite"),
+            "scrypt": len(hashlib.scrypt(b"pw", salt=b"s" * 16, n=2**15, r=8, p=1,
+                                         maxmem=64 * 2**20, dklen=32)),
+            "inet": _errno_of(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()),
+            "inet6": _errno_of(lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()),
+            "socketpair": _errno_of(lambda: [s.close() for s in socket.socketpair()]),
+            "read chain": _errno_of(lambda: _read(f"{walletdir}/../chainstate.sqlite")),
+            "read outside": _errno_of(lambda: _read(f"{outside_dir}/canary")),
+            "write outside": _errno_of(lambda: _create(f"{outside_dir}/x")),
+            "exec": _exec_in_grandchild(),
+        }
+
+    Path(outside_dir, "canary").write_text("outside")
+    result, code, report = run_in_sandbox(shipped_policy("wallet"), variables, inside)
+    assert code == 0
+    assert (result["journal"], result["rows"], result["scrypt"]) == ("wal", 1, 32)
+    assert (result["inet"], result["inet6"], result["socketpair"]) == ("EAFNOSUPPORT", "EAFNOSUPPORT", "ok")
+    # The private /tmp brings back only ${walletdir}: the chain beside it is not even there.
+    assert result["read chain"] == "ENOENT"
+    assert result["read outside"] == "EACCES"
+    assert result["write outside"] == "EACCES"
+    assert result["exec"] == "signal 31"
+    assert report.fully_enforced(), report.to_text()
+    assert "net" in report.namespaces
