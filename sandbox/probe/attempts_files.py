@@ -126,6 +126,29 @@ def _run_mknod(ctx: _Ctx, out: _Out) -> Outcome:
     return _ok("created a character device (1:3) in the writable directory")
 
 
+def _run_read_hidden(ctx: _Ctx, out: _Out) -> Outcome:
+    path = ctx.targets.hidden_file
+    assert path is not None
+    directory, name = os.path.split(path)
+    try:
+        listed = name in os.listdir(directory)
+    except OSError as exc:
+        out.note(f"listing {directory}: {_errname(exc.errno or 0)}")
+        listed = False
+    if listed:
+        out.note(f"the planted file shows in a listing of {directory}")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(4096)
+    except OSError as exc:
+        if listed:
+            return "allowed", f"listed the hidden directory's content, reading failed: {_errname(exc.errno or 0)}"
+        return ctx.denied(exc, ENOENT="hide: covered by an empty tmpfs", EACCES="landlock")
+    if data != ctx.targets.secret:
+        return "allowed", f"opened, but the content differs from the canary ({len(data)} bytes)"
+    return _ok(f"read the canary planted in the hidden directory {directory}")
+
+
 # expectations ------------------------------------------------------------------------------
 
 def _exp_read(path_of: Callable[[_Targets], str]) -> Callable[[_Judge, _Targets], _Why]:
@@ -134,6 +157,16 @@ def _exp_read(path_of: Callable[[_Targets], str]) -> Callable[[_Judge, _Targets]
         j.sc(w, "openat")
         return j.ll(w, path_of(t), _READ_FILE, "read_file")
     return expect
+
+
+def _exp_hidden(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    assert t.hidden_file is not None
+    directory = os.path.dirname(t.hidden_file)
+    j.sc(w, "openat")
+    w.need(not ("mount" in j.ns and directory in j.plan.hide),
+           f"hide: an empty read-only tmpfs covers {directory}")
+    return j.ll(w, t.hidden_file, _READ_FILE, "read_file")
 
 
 def _exp_list_root(j: _Judge, t: _Targets) -> _Why:

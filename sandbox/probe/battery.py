@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .. import control
-from .attempts_files import (_exp_create, _exp_hardlink, _exp_list_root, _exp_mknod,
+from .attempts_files import (_exp_create, _exp_hidden, _run_read_hidden, _exp_hardlink, _exp_list_root, _exp_mknod,
                              _exp_modify_canary, _exp_read, _exp_symlink, _run_hardlink,
                              _run_list_root, _run_mknod, _run_modify_canary, _run_read_outside,
                              _run_read_passwd, _run_symlink, _run_write_granted,
@@ -45,6 +45,7 @@ class _Spec:
     expect: Callable[[_Judge, _Targets], _Why]
     run: Runner
     needs_writable: bool = False
+    needs_hidden: bool = False    # only when the policy hides a directory (filesystem.hide)
 
 
 def _battery() -> list[_Spec]:
@@ -53,6 +54,8 @@ def _battery() -> list[_Spec]:
               _exp_read(lambda t: t.canary), _run_read_outside),
         _Spec("fs-read-etc-passwd", "read /etc/passwd", _exp_read(lambda t: "/etc/passwd"),
               _run_read_passwd),
+        _Spec("fs-read-hidden", "list a hidden directory (filesystem.hide) and read a canary "
+              "the parent planted in it", _exp_hidden, _run_read_hidden, needs_hidden=True),
         _Spec("fs-list-root", "list the root directory", _exp_list_root, _run_list_root),
         _Spec("fs-write-outside", "create a file in a directory outside every granted path",
               _exp_create(lambda t: t.created), _run_write_outside),

@@ -43,7 +43,8 @@ def probe_against(expected: Policy, enforced: Policy, variables: Mapping[str, st
             source = handle.read()
     judge = _Judge(expected, expected_plan, _Host.detect())
     with _outside_targets(judge, variables) as (targets, listeners):
-        specs = [s for s in _battery() if not (s.needs_writable and targets.writable_dir is None)]
+        specs = [s for s in _battery() if not (s.needs_writable and targets.writable_dir is None)
+                 and not (s.needs_hidden and targets.hidden_file is None)]
         whys = {s.name: s.expect(judge, targets) for s in specs}
         if source is not None:
             assert script is not None

@@ -31,6 +31,7 @@ class _Targets:
     bind_port: int
     abstract_name: str
     true_path: str = "/bin/true"
+    hidden_file: str | None = None   # a file the parent put in a `filesystem.hide` directory
 
     @property
     def created(self) -> str:
@@ -95,7 +96,8 @@ def _outside_targets(judge: _Judge, variables: Mapping[str, str]) -> Iterator[tu
         unix.listen(8)
         targets = _Targets(token, os.getpid(), outside, canary, secret,
                            ctypes.addressof(secret_buf), _writable_dir(judge, variables),
-                           tcp.getsockname()[1], udp.getsockname()[1], bind_port, abstract)
+                           tcp.getsockname()[1], udp.getsockname()[1], bind_port, abstract,
+                           hidden_file=_plant_hidden(judge, token, secret))
         yield targets, listeners
     finally:
         for sock in listeners.values():
@@ -103,12 +105,34 @@ def _outside_targets(judge: _Judge, variables: Mapping[str, str]) -> Iterator[tu
         del secret_buf
         _umount_quietly(outside)
         shutil.rmtree(outside, ignore_errors=True)
+        if targets is not None and targets.hidden_file is not None:
+            try:
+                os.unlink(targets.hidden_file)
+            except OSError:
+                pass
         if targets is not None and targets.writable_dir is not None:
             for what in ("granted", "symlink", "hardlink", "mknod"):
                 try:
                     os.unlink(targets.probe_file(what))
                 except OSError:
                     pass
+
+
+def _plant_hidden(judge: _Judge, token: str, secret: bytes) -> str | None:
+    """A canary file in the first hidden directory of the plan, for `fs-read-hidden`.
+
+    None when the plan hides nothing, or the parent cannot write there (the attempt is then
+    left out of the battery, as the writable-directory attempts are without a writable one).
+    """
+    for directory in judge.plan.hide:
+        path = os.path.join(directory, f".cleancoin-probe-{token}-hidden")
+        try:
+            with open(path, "xb") as handle:
+                handle.write(secret)
+        except OSError:
+            continue
+        return path
+    return None
 
 
 def _umount_quietly(path: str) -> None:

@@ -1,0 +1,87 @@
+"""CI probe of the shipped component policies: `CleanCoin-sandbox probe` on policies/node.toml
+and policies/wallet.toml, as CI runs it, must find zero escapes; and the `fs-read-hidden`
+attempt is shown to catch a directory that is not hidden although the policy says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cleancoin.sandbox import probe
+from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
+
+TOOL = os.path.join(os.path.dirname(sys.executable), "CleanCoin-sandbox")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _probe(*args: str) -> dict[str, object]:
+    result = subprocess.run([TOOL, "probe", "--json", *args], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    return json.loads(result.stdout)
+
+
+def _attempts(data: dict[str, object]) -> dict[str, dict[str, object]]:
+    return {a["name"]: a for a in data["attempts"]}  # type: ignore[union-attr, index]
+
+
+def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001
+    netdir = tmp_path / "regtest"
+    (netdir / "wallets").mkdir(parents=True)
+    data = _probe("--policy", shipped_policy("node"), "--var", f"datadir={netdir}",
+                  "--var", f"port={_free_port()}", "--var", f"rpcport={_free_port()}")
+    assert data["escapes"] == []
+    attempts = _attempts(data)
+    assert not [n for n, a in attempts.items() if a["outcome"] == "error"], attempts
+    # Denied beside allowed: the hidden wallets directory, the writable datadir.
+    assert attempts["fs-read-hidden"]["outcome"] == "denied"
+    assert attempts["fs-read-hidden"]["detail"] == "ENOENT (hide: covered by an empty tmpfs)"
+    assert attempts["fs-write-granted"]["outcome"] == "allowed"
+    # The node may connect anywhere (peers) but bind only its two ports.
+    assert attempts["net-tcp-connect"]["expected"] == attempts["net-tcp-connect"]["outcome"] == "allowed"
+    assert attempts["net-tcp-bind"]["outcome"] == "denied"
+    assert attempts["exec-bin-true"]["outcome"] == "denied"
+    assert attempts["proc-ptrace-parent"]["outcome"] == "denied"
+    assert not os.listdir(netdir / "wallets")   # the planted canary was removed
+
+
+def test_probe_wallet_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001
+    walletdir = tmp_path / "regtest" / "wallets"
+    walletdir.mkdir(parents=True)
+    data = _probe("--policy", shipped_policy("wallet"), "--var", f"walletdir={walletdir}")
+    assert data["escapes"] == []
+    attempts = _attempts(data)
+    assert not [n for n, a in attempts.items() if a["outcome"] == "error"], attempts
+    assert attempts["fs-write-granted"]["outcome"] == "allowed"
+    for name in ("net-tcp-connect", "net-tcp-bind", "net-udp-send", "net-abstract-unix",
+                 "exec-bin-true", "proc-ptrace-parent"):
+        assert attempts[name]["outcome"] == "denied", attempts[name]
+    assert "EAFNOSUPPORT" in str(attempts["net-tcp-connect"]["detail"])
+
+
+def test_probe_catches_a_directory_that_is_not_hidden(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001
+    """Judged by node.toml, enforced without its hide: reading the wallets is an escape."""
+    netdir = tmp_path / "regtest"
+    (netdir / "wallets").mkdir(parents=True)
+    unhidden = tmp_path / "unhidden.toml"
+    unhidden.write_text(Path(shipped_policy("node")).read_text()
+                        .replace('extends = ["base/python.toml"]',
+                                 f'extends = ["{shipped_policy("base/python")}"]')
+                        .replace('hide = ["${datadir}/wallets"]', ""))
+    variables = {"datadir": str(netdir), "port": str(_free_port()), "rpcport": str(_free_port()),
+                 "tmpdir": str(tmp_path)}
+    result = probe.probe_against(load_policy(shipped_policy("node")), load_policy(str(unhidden)),
+                                 variables)
+    assert [a.name for a in result.escapes] == ["fs-read-hidden"], result.to_text()
