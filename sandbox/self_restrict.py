@@ -75,6 +75,10 @@ def prepare_self(policy: str | os.PathLike[str], variables: Mapping[str, str]) -
         plan = launcher.prepare(model, variables)
     except (PolicyErrors, PolicyError) as exc:
         raise EnforcementError("policy", str(exc)) from None
+    except EnforcementError:
+        raise   # a kernel that cannot carry the policy at its level (landlock, seccomp, ...)
+    except Exception as exc:  # noqa: BLE001 - e.g. libseccomp failing to compile the filter
+        raise EnforcementError("policy", f"{type(exc).__name__}: {exc}") from None
     if "pid" in plan.namespaces:
         where = f"{model.files[-1]}: namespaces.pid"
         raise EnforcementError("namespaces", f"{where}: policy '{plan.policy}' asks for a pid "
@@ -98,6 +102,10 @@ def restrict_self(policy: str | os.PathLike[str], variables: Mapping[str, str]) 
         start = time.perf_counter_ns()
         try:
             return func(*args)  # type: ignore[operator]
+        except EnforcementError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure names its step
+            raise EnforcementError(name, f"{type(exc).__name__}: {exc}") from None
         finally:
             timings[name] = (time.perf_counter_ns() - start) // 1000
 
@@ -118,7 +126,13 @@ def restrict_self(policy: str | os.PathLike[str], variables: Mapping[str, str]) 
     if "uts" in entered:
         step("hostname", namespaces.set_hostname, plan.hostname)
     step("rlimits", rlimits.apply, plan.rlimits)
-    report = enforce.apply_restrictions(plan, timings)
+    try:
+        report = enforce.apply_restrictions(plan, timings)
+    except EnforcementError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the steps raise EnforcementError; anything else
+        # is a bug, but it must still reach the caller as a failed step, never as success.
+        raise EnforcementError("post-exec steps", f"{type(exc).__name__}: {exc}") from None
     if set(entered) != set(plan.namespaces):
         mech = report.mechanisms["namespaces"]
         missing = [n for n in plan.namespaces if n not in entered]

@@ -189,6 +189,13 @@ def test_restrict_self_reports_policy_errors_as_a_step(tmp_path: Path) -> None:
     assert caught.value.step == "policy"
 
 
+def test_explain_lists_hidden_paths() -> None:
+    from cleancoin.sandbox.explain import explain
+    files = explain(load_policy(shipped_policy("node"))).sections["Files"]
+    assert any(line.startswith("cannot see or touch anything beneath: ${datadir}/wallets")
+               for line in files), files
+
+
 def test_hide_needs_a_mount_namespace(tmp_path: Path) -> None:
     policy = tmp_path / "hide.toml"
     policy.write_text('[namespaces]\nuser = true\n\n[filesystem]\nhide = ["/srv"]\n')
