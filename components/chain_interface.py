@@ -53,6 +53,85 @@ class BroadcastResult:
     reason: str
 
 
+@dataclass(frozen=True)
+class ChainEvent:
+    """One notification inside a batch (`ChainNotifications.chain_events`).
+
+    `kind` is the name of the single-event method it stands for ("block_connected",
+    "block_disconnected", "transaction_added_to_mempool", "transaction_removed_from_mempool");
+    `data` the serialized block or transaction, or the txid for a removal; `height` for block
+    events (0 otherwise); `reason` for removals ("" otherwise).
+    """
+
+    kind: str
+    data: bytes
+    height: int = 0
+    reason: str = ""
+
+    def args(self) -> tuple[object, ...]:
+        """The arguments of the single-event method `kind`."""
+        if self.kind in ("block_connected", "block_disconnected"):
+            return (self.data, self.height)
+        if self.kind == "transaction_removed_from_mempool":
+            return (self.data, self.reason)
+        return (self.data,)
+
+
+EVENT_KINDS: tuple[str, ...] = ("block_connected", "block_disconnected",
+                                "transaction_added_to_mempool", "transaction_removed_from_mempool")
+
+
+@dataclass(frozen=True)
+class RpcMethodInfo:
+    """An RPC method a wallet registers with the node (`Chain.register_rpc`): what the node
+    needs to list it in `help` and to forward calls of it."""
+
+    name: str
+    category: str
+    signature: str      # the first line of its help: `sendtoaddress "address" amount ( ... )`
+    help: str           # its full help text
+    hidden: bool = False
+
+
+@dataclass(frozen=True)
+class RpcRequest:
+    """One forwarded JSON-RPC call. `params` is JSON text (array or object, or "null");
+    `uri_wallet` the name in /wallet/<name>, None at "/"."""
+
+    method: str
+    params: str
+    uri_wallet: str | None
+    user: str = ""
+
+    def __repr__(self) -> str:
+        # -debug=ipc prints requests: the parameters of passphrase methods never appear.
+        shown = "***" if self.method in SECRET_PARAMS_METHODS else self.params
+        return f"RpcRequest({self.method} {shown} wallet={self.uri_wallet!r})"
+
+
+#: Methods whose parameters hold a passphrase: logs show them masked.
+SECRET_PARAMS_METHODS: frozenset[str] = frozenset({
+    "createwallet", "encryptwallet", "walletpassphrase", "walletpassphrasechange"})
+
+
+@dataclass(frozen=True)
+class RpcResponse:
+    """The answer to an RpcRequest: JSON text of the result, or a JSON-RPC error."""
+
+    ok: bool
+    result: str = "null"
+    error_code: int = 0
+    error_message: str = ""
+
+
+class RpcHandler(Protocol):
+    """Implemented by a wallet process: runs forwarded calls of the methods it registered."""
+
+    async def execute(self, request: RpcRequest) -> RpcResponse:
+        """Run one call; RPC errors come back in the response, never as an exception."""
+        ...
+
+
 class Handler(Protocol):
     """A registration (of notifications); `disconnect` ends it."""
 
@@ -83,6 +162,15 @@ class ChainNotifications(Protocol):
 
     async def transaction_removed_from_mempool(self, txid: bytes, reason: str) -> None:
         """The transaction `txid` left the mempool ("block", "conflict", "expiry", ...)."""
+        ...
+
+    async def chain_events(self, events: list[ChainEvent]) -> None:
+        """Several events at once, in order: what the single-event methods would have said.
+
+        The node sends a batch when events queue up faster than the receiver takes them (a
+        reorg, a burst of mined blocks), so that a wallet in another process pays one round
+        trip per batch, not per event.
+        """
         ...
 
 
@@ -136,4 +224,11 @@ class Chain(Protocol):
     async def handle_notifications(self, notifications: ChainNotifications) -> Handler:
         """Deliver chain and mempool events to `notifications` until the handler is
         disconnected (or, over IPC, the connection is lost)."""
+        ...
+
+    async def register_rpc(self, methods: list[RpcMethodInfo], handler: RpcHandler) -> Handler:
+        """Serve `methods` on the node's JSON-RPC server by forwarding their calls to
+        `handler` (a wallet in another process registers its methods this way), until the
+        returned handler is disconnected or the connection is lost. Fails when the node takes
+        no registrations, or when another live registration holds one of the names."""
         ...

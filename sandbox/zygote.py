@@ -143,13 +143,21 @@ class Zygote:
         return Exited(int(message["pid"]), int(message["returncode"]), str(message["description"]))
 
     def stop(self) -> None:
-        """End the zygote; its components die with it."""
+        """End the zygote; its components die with it. Safe to call twice."""
+        if self._requests.fileno() < 0:
+            return
+        # Hanging up is enough: the zygote's loop ends when its parent does. The kill is for a
+        # zygote stuck in a spawn, and may be refused once the parent restricted itself
+        # (Landlock's signal scope: the zygote is outside the parent's domain).
         self._requests.close()
         self.events.close()
         try:
             os.kill(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
             os.waitpid(self.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
+        except ChildProcessError:
             pass
 
 

@@ -46,7 +46,13 @@ async def serve_init(stream: Any, make_init: InitFactory, local: Peer, debug: bo
     its -debug categories in hello.
     """
     log = CallLog(local, enabled=debug, peer_may_enable=from_parent)
-    await serve(stream, INIT.server(make_init(log), log), log)
+    init = make_init(log)
+    try:
+        await serve(stream, INIT.server(init, log), log)
+    finally:
+        close = getattr(init, "close", None)
+        if close is not None:
+            await close()
 
 
 @dataclass

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..chain_interface import Chain
+from ..wallet_interface import WalletLoader, WalletOptions
 
 
 @dataclass(frozen=True)
@@ -44,4 +45,8 @@ class Init(Protocol):
 
     async def make_chain(self) -> Chain:
         """The node's Chain; fails (IpcError) in a process that is no node."""
+        ...
+
+    async def make_wallet_loader(self, chain: Chain, options: WalletOptions) -> WalletLoader:
+        """A wallet process's wallets over `chain`; fails in a process that is no wallet."""
         ...

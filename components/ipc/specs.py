@@ -7,7 +7,8 @@ from typing import Any
 
 from . import schema
 from .binding import PLAIN, Codec, InterfaceSpec, Method, capability_codec, struct_codec
-from ..chain_interface import BlockInfo, BroadcastResult
+from ..chain_interface import BlockInfo, BroadcastResult, ChainEvent, RpcMethodInfo, RpcRequest, RpcResponse
+from ..wallet_interface import WalletOptions
 from .interfaces import Peer
 
 PEER = struct_codec(Peer)
@@ -33,6 +34,35 @@ def camel_struct_codec(cls: type) -> Codec:
 
 BLOCK_INFO = camel_struct_codec(BlockInfo)
 BROADCAST_RESULT = camel_struct_codec(BroadcastResult)
+RPC_METHOD_INFO = camel_struct_codec(RpcMethodInfo)
+RPC_RESPONSE = camel_struct_codec(RpcResponse)
+WALLET_OPTIONS = camel_struct_codec(WalletOptions)
+
+
+def list_codec(item: Codec) -> Codec:
+    """A capnp List of what `item` carries."""
+    return Codec(lambda v, log: [item.encode(x, log) for x in v],
+                 lambda r, log: [item.decode(x, log) for x in r])
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(w.title() for w in rest)
+
+
+# Event kinds travel in the schema's camelCase spelling.
+_EVENT_WIRE = {kind: _camel(kind) for kind in ("block_connected", "block_disconnected",
+                                               "transaction_added_to_mempool",
+                                               "transaction_removed_from_mempool")}
+_EVENT_PY = {wire: kind for kind, wire in _EVENT_WIRE.items()}
+CHAIN_EVENT = Codec(
+    lambda e, _: {"kind": _EVENT_WIRE[e.kind], "data": e.data, "height": e.height, "reason": e.reason},
+    lambda r, _: ChainEvent(_EVENT_PY.get(r.kind, r.kind), bytes(r.data), r.height, r.reason))
+# uri_wallet may be None (a call to "/"): capnp Text cannot be null, hence hasUriWallet.
+RPC_REQUEST = Codec(
+    lambda q, _: {"method": q.method, "params": q.params, "uriWallet": q.uri_wallet or "",
+                  "hasUriWallet": q.uri_wallet is not None, "user": q.user},
+    lambda r, _: RpcRequest(r.method, r.params, r.uriWallet if r.hasUriWallet else None, r.user))
 
 ECHO = InterfaceSpec("Echo", lambda: schema.load("echo").Echo, (
     Method("echo", "echo", (("echo", PLAIN),), ("result", PLAIN)),
@@ -43,6 +73,9 @@ INIT = InterfaceSpec("Init", lambda: schema.load("init").Init, (
     Method("hello", "hello", (("client", PEER), ("debug", LIST)), ("server", PEER)),
     Method("make_echo", "makeEcho", (), ("echo", capability_codec(lambda: ECHO))),
     Method("make_chain", "makeChain", (), ("chain", capability_codec(lambda: CHAIN))),
+    Method("make_wallet_loader", "makeWalletLoader",
+           (("chain", capability_codec(lambda: CHAIN)), ("options", WALLET_OPTIONS)),
+           ("loader", capability_codec(lambda: WALLET_LOADER))),
 ))
 
 # The Chain interface (components/chain_interface.py); capability_codec makes the wallet's
@@ -58,6 +91,17 @@ CHAIN_NOTIFICATIONS = InterfaceSpec("ChainNotifications", lambda: schema.load("c
     Method("transaction_added_to_mempool", "transactionAddedToMempool", (("tx", BYTES),)),
     Method("transaction_removed_from_mempool", "transactionRemovedFromMempool",
            (("txid", BYTES), ("reason", PLAIN))),
+    Method("chain_events", "chainEvents", (("events", list_codec(CHAIN_EVENT)),)),
+))
+
+RPC_HANDLER = InterfaceSpec("RpcHandler", lambda: schema.load("chain").RpcHandler, (
+    Method("execute", "execute", (("request", RPC_REQUEST),), ("response", RPC_RESPONSE)),
+))
+
+WALLET_LOADER = InterfaceSpec("WalletLoader", lambda: schema.load("wallet").WalletLoader, (
+    Method("load_wallets", "loadWallets", (("names", LIST),), ("loaded", LIST)),
+    Method("loaded_wallets", "loadedWallets", (), ("names", LIST)),
+    Method("shutdown", "shutdown"),
 ))
 
 CHAIN = InterfaceSpec("Chain", lambda: schema.load("chain").Chain, (
@@ -73,4 +117,7 @@ CHAIN = InterfaceSpec("Chain", lambda: schema.load("chain").Chain, (
     Method("handle_notifications", "handleNotifications",
            (("notifications", capability_codec(lambda: CHAIN_NOTIFICATIONS)),),
            ("handler", capability_codec(lambda: HANDLER))),
+    Method("register_rpc", "registerRpc",
+           (("methods", list_codec(RPC_METHOD_INFO)), ("handler", capability_codec(lambda: RPC_HANDLER))),
+           ("registration", capability_codec(lambda: HANDLER))),
 ))

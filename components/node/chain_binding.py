@@ -39,7 +39,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..chain_interface import BlockInfo, BroadcastResult, ChainError, ChainNotifications, Handler
+from ..chain_interface import (
+    BlockInfo, BroadcastResult, ChainError, ChainEvent, ChainNotifications, Handler, RpcHandler, RpcMethodInfo,
+)
 from ..ipc.errors import IpcDisconnected
 from .chain import BlockIndex, ChainManager
 from .mempool import Mempool, MempoolReject
@@ -55,15 +57,27 @@ MAX_GET_BLOCKS_BYTES: int = 16_000_000
 #: Optional P2P relay: called with the txid of a transaction the pool just accepted.
 AnnounceFn = Callable[[bytes], Any]
 
+#: Takes `register_rpc` calls: (methods, handler) -> the registration's Handler
+#: (components/node/wallet_router.py).
+RpcRegistrar = Callable[[list[RpcMethodInfo], RpcHandler], Handler]
+
+#: A batch of notifications holds at most this many events, or (past its first event) this
+#: many bytes of blocks and transactions: far below the IPC traversal limit.
+MAX_BATCH_EVENTS: int = 1000
+MAX_BATCH_BYTES: int = 16_000_000
+
 
 class NodeChain:
     """The node's `Chain`; see the module docstring."""
 
-    def __init__(self, chain: ChainManager, mempool: Mempool, announce: AnnounceFn | None = None) -> None:
+    def __init__(self, chain: ChainManager, mempool: Mempool, announce: AnnounceFn | None = None,
+                 rpc_registrar: RpcRegistrar | None = None) -> None:
         self._chain = chain
         self._mempool = mempool
         self._announce = announce
+        self._rpc_registrar = rpc_registrar
         self._registrations: set[_Registration] = set()
+        self._rpc_registrations: list[Handler] = []
 
     # ------------------------------------------------------------------ queries
 
@@ -152,6 +166,22 @@ class NodeChain:
         self._chain.add_listener(reg)
         self._mempool.add_listener(reg)
         return reg
+
+    async def register_rpc(self, methods: list[RpcMethodInfo], handler: RpcHandler) -> Handler:
+        if self._rpc_registrar is None:
+            raise ChainError("this node takes no RPC registrations")
+        registration = self._rpc_registrar(list(methods), handler)
+        self._rpc_registrations.append(registration)
+        return registration
+
+    async def close(self) -> None:
+        """End every registration made through this object: its IPC connection is gone, so
+        nobody is left to disconnect them (components/ipc/connection.py calls this)."""
+        for reg in list(self._registrations):
+            reg._close()
+        registrations, self._rpc_registrations = self._rpc_registrations, []
+        for registration in registrations:
+            await registration.disconnect()
 
     def _unregister(self, reg: _Registration) -> None:
         self._registrations.discard(reg)
@@ -256,15 +286,33 @@ class _Registration:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            name, args = self._queue.popleft()
+            batch = self._take_batch()
+            name = batch[0][0] if len(batch) == 1 else f"batch of {len(batch)}"
             try:
-                await getattr(self._target, name)(*args)
+                if len(batch) == 1:
+                    await getattr(self._target, batch[0][0])(*batch[0][1])
+                else:
+                    await self._target.chain_events([_event(kind, args) for kind, args in batch])
             except IpcDisconnected:
                 # The wallet is gone: nobody will call disconnect, so end the registration here.
                 log.info("chain notifications: receiver gone, unregistering")
                 self._close()
             except Exception:  # noqa: BLE001 - a wallet's failing callback must not stop later events
                 log.exception("chain notification %s failed", name)
+
+    def _take_batch(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """What has queued up since the last delivery, bounded (see MAX_BATCH_*). A receiver
+        without `chain_events` gets one event at a time."""
+        batch = [self._queue.popleft()]
+        if not hasattr(self._target, "chain_events"):
+            return batch
+        size = len(batch[0][1][0])
+        while self._queue and len(batch) < MAX_BATCH_EVENTS:
+            size += len(self._queue[0][1][0])
+            if size > MAX_BATCH_BYTES:
+                break
+            batch.append(self._queue.popleft())
+        return batch
 
     def _close(self) -> None:
         if not self._closed:
@@ -281,7 +329,13 @@ class _Registration:
         self._close()
 
 
-def make_chain(node: Any) -> NodeChain:
+def _event(kind: str, args: tuple[Any, ...]) -> ChainEvent:
+    if kind == "transaction_removed_from_mempool":
+        return ChainEvent(kind, args[0], reason=args[1])
+    return ChainEvent(kind, *args)
+
+
+def make_chain(node: Any, rpc_registrar: RpcRegistrar | None = None) -> NodeChain:
     """The Chain of a started `Node` (components/node/node.py): its chain, its mempool, and
     relay through its P2P layer when it has one (looked up per call: P2P stops before the
     chain closes)."""
@@ -292,4 +346,4 @@ def make_chain(node: Any) -> NodeChain:
         if node.p2p is not None:
             node.p2p.announce_tx(txid)
 
-    return NodeChain(node.chain, node.mempool, announce)
+    return NodeChain(node.chain, node.mempool, announce, rpc_registrar)

@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .chain import ChainManager
 from .chainparams import ChainParams, params_for
@@ -116,11 +116,25 @@ class MempoolUpdater:
                         len(dropped))
 
 
+class NodeExtension(Protocol):
+    """What CleanCoin-node adds to the node (components/node/multiprocess.py): it runs the
+    wallet in another process instead of in this one, and serves IPC."""
+
+    async def start(self, node: "Node") -> None:
+        """Called once chain, mempool, P2P and the RPC method table exist, before RPC serves."""
+        ...
+
+    async def stop(self) -> None:
+        """Called at shutdown after the RPC server stopped, before P2P and the chain close."""
+        ...
+
+
 class Node:
     """A running CleanCoin node; see the module docstring."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, extension: NodeExtension | None = None) -> None:
         self.config = config
+        self.extension = extension
         self.params: ChainParams = params_for(config.chain)
         self.netdatadir = config.netdatadir
         self.started_at = time.time()
@@ -198,7 +212,15 @@ class Node:
         except OSError as exc:
             raise InitError(f"Unable to bind to {cfg.bind}:{self.p2p.requested_port} on this "
                             f"computer. CleanCoind is probably already running. ({exc})") from exc
-        if not cfg.disable_wallet:
+        self._make_registry()
+        if self.extension is not None:
+            try:
+                await self.extension.start(self)
+            except InitError:
+                raise
+            except Exception as exc:     # the wallet process did not come up, a bad -ipcbind
+                raise InitError(str(exc)) from exc
+        elif not cfg.disable_wallet:
             await self._start_wallets()
         if cfg.server:
             await self._start_rpc()
@@ -211,26 +233,30 @@ class Node:
 
         from .chain_binding import make_chain
 
+        from cleancoin.components.wallet.rpc import register_wallet_methods
+
         self.wallet_loader = WalletLoader(self.netdatadir, make_chain(self), self.params.name)
+        register_wallet_methods(self.registry, self.wallet_loader)
         for name in self.config.wallets:
             try:
                 await self.wallet_loader.load(name)
             except Exception as exc:     # bitcoind refuses to start without a -wallet it was given
                 raise InitError(f"Failed to load wallet {name!r}: {exc}") from exc
 
-    async def _start_rpc(self) -> None:
+    def _make_registry(self) -> None:
+        """The RPC method table: the node's methods now, the wallet's when it starts."""
         from cleancoin.components.rpc.registry import Registry
-        from cleancoin.components.rpc.server import RpcAuth, RpcServer, bind_endpoints, parse_allow
 
         from .rpc_methods import register_node_methods
 
-        cfg = self.config
         self.registry = Registry()
         register_node_methods(self.registry, self)
-        if self.wallet_loader is not None:
-            from cleancoin.components.wallet.rpc import register_wallet_methods
-            register_wallet_methods(self.registry, self.wallet_loader)
         self.registry.add_stop(on_stop=self.request_shutdown)
+
+    async def _start_rpc(self) -> None:
+        from cleancoin.components.rpc.server import RpcAuth, RpcServer, bind_endpoints, parse_allow
+
+        cfg = self.config
         try:
             auth = RpcAuth.from_options(self.netdatadir, cfg.rpcuser, cfg.rpcpassword, cfg.rpcauth,
                                         cfg.rpccookiefile)
@@ -255,6 +281,9 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.rpc.stop()
             self.rpc = None
+        if self.extension is not None:
+            with contextlib.suppress(Exception):
+                await self.extension.stop()
         if self.wallet_loader is not None:
             # Before the chain closes: a wallet may be mid-sync through it.
             with contextlib.suppress(Exception):

@@ -51,6 +51,28 @@ def loads_decimal(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deeply") from exc
 
 
+class RawJson:
+    """JSON text that `dumps` inserts as it is: a result another process already serialized
+    (a forwarded wallet call), so its exact numbers survive the trip."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def exact(obj: Any) -> Any:
+    """`obj` with every JsonFloat turned into a Decimal of its source text, so that `dumps`
+    writes each number exactly as it was received (for forwarding a request)."""
+    if isinstance(obj, JsonFloat):
+        return Decimal(obj.text)
+    if isinstance(obj, list):
+        return [exact(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: exact(v) for k, v in obj.items()}
+    return obj
+
+
 def dumps(obj: Any, *, indent: int | None = None) -> str:
     """JSON text; `Decimal` as exact numbers; non-ASCII kept as UTF-8, like UniValue."""
     decimals: list[str] = []
@@ -58,12 +80,12 @@ def dumps(obj: Any, *, indent: int | None = None) -> str:
 
     def default(value: Any) -> Any:
         nonlocal nonce
-        if isinstance(value, Decimal):
-            if not value.is_finite():
+        if isinstance(value, (Decimal, RawJson)):
+            if isinstance(value, Decimal) and not value.is_finite():
                 raise ValueError("Out of range decimal values are not JSON compliant")
             if not nonce:
                 nonce = secrets.token_hex(8)
-            decimals.append(format(value, "f"))
+            decimals.append(value.text if isinstance(value, RawJson) else format(value, "f"))
             # A placeholder string no caller can forge (the nonce is fresh for every call).
             return f"\x00{nonce}:{len(decimals) - 1}\x00"
         raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

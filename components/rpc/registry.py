@@ -192,6 +192,8 @@ class Method:
     wallet: bool = False      # served per wallet: the handler gets ctx.wallet
     hidden: bool = False      # left out of the `help` listing (still callable, still has help)
     warmup_ok: bool = False   # callable while the registry is in warmup
+    raw: bool = False         # handler(ctx, params) with the request's params unchecked:
+                              # a method served elsewhere (a wallet process) checks them there
 
     def __post_init__(self) -> None:
         params = tuple(_as_param(p) for p in self.params)
@@ -207,6 +209,8 @@ class Method:
         self._check_handler()
 
     def _check_handler(self) -> None:
+        if self.raw:
+            return
         try:
             sig = inspect.signature(self.handler)
         except (TypeError, ValueError):
@@ -399,8 +403,10 @@ class Registry:
             raise RpcError(RPC_IN_WARMUP, self._warmup)
         if method is None:
             raise RpcError(RPC_METHOD_NOT_FOUND, "Method not found")
-        kwargs = self.bind(method, params)
         ctx = CallContext(method=name, registry=self, uri_wallet=uri_wallet, **context)
+        if method.raw:
+            return await self._call(method, ctx, params)
+        kwargs = self.bind(method, params)
         try:
             if method.wallet:
                 wallet = self.wallet_resolver(uri_wallet)
@@ -414,6 +420,17 @@ class Registry:
             LOG.error("RPC method %s raised %s", name, type(exc).__name__, exc_info=True)
             raise internal_error(exc) from None
         return result
+
+    @staticmethod
+    async def _call(method: Method, ctx: CallContext, params: Any) -> Any:
+        try:
+            result = method.handler(ctx, params)
+            return await result if inspect.isawaitable(result) else result
+        except RpcError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as in execute
+            LOG.error("RPC method %s raised %s", method.name, type(exc).__name__, exc_info=True)
+            raise internal_error(exc) from None
 
     def bind(self, method: Method, params: Any) -> dict[str, Any]:
         """Positional or named parameters -> the handler's keyword arguments, checked."""

@@ -35,7 +35,7 @@ from typing import Any
 
 import coincurve
 
-from cleancoin.components.chain_interface import Chain, Handler
+from cleancoin.components.chain_interface import Chain, ChainEvent, Handler
 from cleancoin.components.node.chainparams import ChainParams, params_for
 from cleancoin.components.node.hashes import hash160
 from cleancoin.components.node.keys import PrivateKey
@@ -132,6 +132,18 @@ class _Notifications:
         # "block" removals are followed by the block's own sync; a "conflict" loser turns
         # conflicted when the winning transaction's block is processed (store._add_tx).
         return None
+
+    async def chain_events(self, events: list[ChainEvent]) -> None:
+        # A run of block events needs one sync, which reads the chain up to its tip anyway.
+        synced = False
+        for event in events:
+            if event.kind in ("block_connected", "block_disconnected"):
+                if not synced:
+                    await self._wallet.sync()
+                    synced = True
+                continue
+            synced = False
+            await getattr(self, event.kind)(*event.args())
 
 
 class Wallet:

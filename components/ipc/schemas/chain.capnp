@@ -22,6 +22,45 @@ interface Handler {
   # Ends a registration: no callback starts after this returns.
 }
 
+struct ChainEvent {
+  # One event in a batch: `kind` names the single-event method it stands for
+  # ("blockConnected", "blockDisconnected", "transactionAddedToMempool",
+  # "transactionRemovedFromMempool"); `data` is the block, the transaction or the txid.
+  kind @0 :Text;
+  data @1 :Data;
+  height @2 :Int32;
+  reason @3 :Text;
+}
+
+struct RpcMethodInfo {
+  # An RPC method a wallet process serves through the node (registerRpc).
+  name @0 :Text;
+  category @1 :Text;
+  signature @2 :Text;        # first line of its help
+  help @3 :Text;             # full help text
+  hidden @4 :Bool;
+}
+
+struct RpcRequest {
+  method @0 :Text;
+  params @1 :Text;           # JSON: array, object or null
+  uriWallet @2 :Text;        # the name in /wallet/<name>; see hasUriWallet
+  hasUriWallet @3 :Bool;     # false: the call came to "/"
+  user @4 :Text;
+}
+
+struct RpcResponse {
+  ok @0 :Bool;
+  result @1 :Text;           # JSON text of the result when ok
+  errorCode @2 :Int32;       # the JSON-RPC error otherwise
+  errorMessage @3 :Text;
+}
+
+interface RpcHandler {
+  # Implemented by a wallet process: runs the calls the node forwards to it.
+  execute @0 (request :RpcRequest) -> (response :RpcResponse);
+}
+
 interface ChainNotifications {
   # Implemented by the wallet and passed to handleNotifications: the node calls it back, in
   # chain order, one call at a time.
@@ -29,6 +68,9 @@ interface ChainNotifications {
   blockDisconnected @1 (block :Data, height :Int32) -> ();
   transactionAddedToMempool @2 (tx :Data) -> ();
   transactionRemovedFromMempool @3 (txid :Data, reason :Text) -> ();
+  chainEvents @4 (events :List(ChainEvent)) -> ();
+  # Several of the above at once, in order: sent when events queue up (a reorg, a burst of
+  # blocks), so a wallet in another process pays one round trip per batch.
 }
 
 interface Chain {
@@ -45,4 +87,7 @@ interface Chain {
   relayMinFee @6 () -> (feePerKb :Int64);
   isInMempool @7 (txid :Data) -> (result :Bool);
   handleNotifications @8 (notifications :ChainNotifications) -> (handler :Handler);
+  registerRpc @9 (methods :List(RpcMethodInfo), handler :RpcHandler) -> (registration :Handler);
+  # Serve these JSON-RPC methods on the node by forwarding their calls to `handler`, until
+  # the registration is disconnected or the connection is lost.
 }

@@ -5,6 +5,7 @@
 
 using Echo = import "echo.capnp".Echo;
 using Chain = import "chain.capnp".Chain;
+using Wallet = import "wallet.capnp";
 
 struct Peer {
   # Who is at one end of a connection, for logs (-debug=ipc) and error messages.
@@ -20,4 +21,7 @@ interface Init {
   makeEcho @1 () -> (echo :Echo);
   makeChain @2 () -> (chain :Chain);
   # The node's Chain (for a wallet). Processes that are no node fail the call.
+  makeWalletLoader @3 (chain :Chain, options :Wallet.WalletOptions) -> (loader :Wallet.WalletLoader);
+  # A wallet process's wallets, working through `chain` (which the caller, a node, serves).
+  # The wallet registers its RPC methods with `chain`. Processes that are no wallet fail.
 }

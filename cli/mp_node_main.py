@@ -1,0 +1,172 @@
+"""CleanCoin-node: CleanCoind's drop-in replacement that runs its wallet in another process.
+
+Same options, conf file, RPC, files and exit codes as CleanCoind (cli/node_main.py), plus:
+
+    -sandbox=0             run without the sandbox (a warning goes to the log)
+    -ipcbind=ADDR          accept IPC clients (unix | unix:PATH | tcp:HOST:PORT), e.g. a
+                           `CleanCoin-wallet -ipcconnect=unix` started on its own
+    -ipcauth, -ipccert, -ipckey, -ipcmaxconnections   as in docs/ipc.md
+
+Start-up order (docs/multiprocess.md):
+1. options, datadir, debug.log, as CleanCoind;
+2. the zygote: a launcher process started while this process still has all its rights, that
+   can start exactly one component, CleanCoin-wallet, under policies/wallet.toml;
+3. this process restricts itself with policies/node.toml (Landlock: its network datadir with
+   wallets/ hidden, its P2P and RPC ports; seccomp; no capabilities; no exec); a step that
+   cannot be applied stops it here with "Error: sandbox step 'X' failed: ...";
+4. the node starts; the wallet process is started through the zygote and serves the wallet
+   RPC methods, which the node forwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from cleancoin.cli import node_main
+from cleancoin.cli.options import Option, OptionError, help_text, load_settings
+
+PROG = "CleanCoin-node"
+
+OPTIONS: list[Option] = [
+    *node_main.OPTIONS,
+    Option("sandbox", "Confine this process and its wallet process by policies/node.toml and "
+           "policies/wallet.toml (0: run unconfined, with a warning)", "Sandbox options", "", "1"),
+    Option("ipcbind", "Accept IPC connections (repeatable): unix, unix:PATH or tcp:HOST:PORT",
+           "IPC options", "<address>"),
+    Option("ipcauth", "Credentials USER:PASSWORD for TCP IPC clients (besides the .ipccookie)",
+           "IPC options", "<userpw>"),
+    Option("ipccert", "TLS certificate for TCP IPC listeners", "IPC options", "<file>"),
+    Option("ipckey", "TLS key for TCP IPC listeners", "IPC options", "<file>"),
+    Option("ipcmaxconnections", "Serve at most <n> IPC clients at once", "IPC options", "<n>", "16"),
+]
+
+
+def _fail(log: logging.Logger | None, message: str) -> int:
+    if log is not None:
+        log.error("Error: %s", message)
+    print(f"Error: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the CleanCoin-node script; returns (and exits with) the status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a.lstrip("-").split("=")[0] in ("help", "?", "h") for a in args):
+        print(help_text(PROG, "CleanCoin node daemon, multiprocess: the wallet runs in a "
+                              "sandboxed CleanCoin-wallet process.", OPTIONS))
+        return 0
+    try:
+        import capnp  # noqa: F401
+    except ImportError:
+        from cleancoin.cli.wallet_process import MULTIPROCESS_HINT
+        return _fail(None, f"{MULTIPROCESS_HINT} (CleanCoind works without it)")
+    from cleancoin.components.ipc.address import AddressError
+    from cleancoin.components.ipc.settings import parse_settings
+    try:
+        settings = load_settings(args, OPTIONS)
+        config = node_main.build_config(settings)
+        ipc = parse_settings({name: list(settings.get_all(name)) for name in
+                              ("ipcbind", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug")})
+    except (OptionError, AddressError) as exc:
+        return _fail(None, str(exc))
+    netdatadir = settings.netdatadir
+    try:
+        os.makedirs(netdatadir, exist_ok=True)
+        # The wallet's directory: made here, so the wallet's policy has it to grant and the
+        # node's has it to hide.
+        os.makedirs(os.path.join(netdatadir, "wallets"), mode=0o700, exist_ok=True)
+    except OSError as exc:
+        return _fail(None, f"Cannot create data directory {netdatadir}: {exc.strerror}")
+    node_main.setup_logging(settings, netdatadir)
+    log = logging.getLogger("cleancoin.node")
+    log.info("%s starting: chain=%s datadir=%s pid=%d", PROG, settings.chain, netdatadir, os.getpid())
+    sandbox = settings.get_bool("sandbox", True)
+
+    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.node.multiprocess import NodeProcesses
+    from cleancoin.components.node.node import InitError, Node
+    from cleancoin.components.node.wallet_process import WALLET_COMPONENT, wallet_argv
+    from cleancoin.sandbox.policy_loader import shipped_policy
+    from cleancoin.sandbox.zygote import ComponentSpec, Zygote, ZygoteError
+
+    zygote = None
+    if not config.disable_wallet:  # type: ignore[attr-defined]
+        spec = ComponentSpec(WALLET_COMPONENT, wallet_argv(),
+                             shipped_policy("wallet") if sandbox else None,
+                             {"walletdir": os.path.join(netdatadir, "wallets"),
+                              "tmpdir": _own_tmpdir(os.path.join(netdatadir, "wallets"))})
+        try:
+            zygote = Zygote.start({WALLET_COMPONENT: spec})
+        except ZygoteError as exc:
+            return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
+    report = None
+    if sandbox:
+        _import_node_modules()
+        from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors
+        from cleancoin.sandbox.self_restrict import restrict_self
+        try:
+            report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir))
+        except (EnforcementError, PolicyError, PolicyErrors) as exc:
+            if zygote is not None:
+                zygote.stop()
+            return _fail(log, f"{exc} (this kernel or system cannot confine {PROG}; -sandbox=0 "
+                              "runs it unconfined)")
+        log.info("%s (pid %d) confined:\n%s", PROG, os.getpid(), report.to_text())
+    else:
+        log.warning("-sandbox=0: %s and its wallet process run WITHOUT a sandbox", PROG)
+    extension = NodeProcesses(zygote, ipc, Peer(PROG, os.getpid()), list(config.wallets),  # type: ignore[attr-defined]
+                              report)
+    node = Node(config, extension)  # type: ignore[arg-type]
+    import capnp
+    try:
+        return asyncio.run(capnp.run(node.run()))
+    except InitError as exc:
+        return _fail(log, str(exc))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if zygote is not None:
+            zygote.stop()
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(netdatadir, ".tmp"))     # only if empty
+
+
+def _node_variables(config: object, netdatadir: str) -> dict[str, str]:
+    """Values of node.toml's variables: the datadir and the two ports it may bind."""
+    from cleancoin.components.node.chainparams import params_for
+    params = params_for(config.chain)  # type: ignore[attr-defined]
+    port = config.port if config.port is not None else params.default_port  # type: ignore[attr-defined]
+    rpcport = config.rpcport if config.rpcport is not None else params.rpc_port  # type: ignore[attr-defined]
+    return {"datadir": netdatadir, "port": str(port), "rpcport": str(rpcport),
+            "tmpdir": _own_tmpdir(netdatadir)}
+
+
+def _own_tmpdir(directory: str) -> str:
+    """A temporary directory (TMPDIR, granted by base/python.toml) inside a directory the
+    process may write anyway: nothing to clean up from outside, nothing shared with others."""
+    path = os.path.join(directory, ".tmp")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _import_node_modules() -> None:
+    """What the node imports lazily, imported before the sandbox (it could read the Python
+    installation afterwards, but a failure there would come late and far from its cause)."""
+    import aiohttp.web  # noqa: F401
+
+    import cleancoin.components.ipc.specs  # noqa: F401
+    import cleancoin.components.ipc.transport  # noqa: F401
+    import cleancoin.components.node.rpc_methods  # noqa: F401
+    import cleancoin.components.rpc.server  # noqa: F401
+    from cleancoin.components.ipc import schema
+    for name in ("init", "chain", "wallet", "echo", "auth"):
+        schema.load(name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""CleanCoin-wallet as a process that runs wallets for a node (the offline tool is wallet_main).
+
+Two ways in:
+
+    CleanCoin-wallet -ipcfd=N
+        Started by CleanCoin-node (through the zygote, in the wallet's sandbox). Takes no other
+        option: the node passes its network and datadir in Init.makeWalletLoader, and its
+        -debug=ipc in hello. Ends when the node closes the connection or dies.
+
+    CleanCoin-wallet -regtest -datadir=DIR -ipcconnect=unix [-wallet=NAME ...]
+                     [-server -rpcbind=ADDR -rpcport=PORT ...]
+        Started on its own: connects to a running `CleanCoin-node -ipcbind=unix`, registers
+        the wallet RPC methods with it (the node forwards them from then on), loads the
+        -wallet wallets and, with -server, also serves wallet RPC itself on its own port.
+        Stops on SIGTERM/SIGINT, on the `stop` RPC of its own server, or when the node goes.
+
+Logs go to `<netdatadir>/wallets/debug.log` (the wallets directory is the only place a
+sandboxed wallet may write), and to the console with -printtoconsole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from cleancoin.cli.options import Option, OptionError, Settings, load_settings
+
+PROG = "CleanCoin-wallet"
+MULTIPROCESS_HINT = ("CleanCoin's multiprocess executables need pycapnp, the package's "
+                     "'multiprocess' extra: pip install 'cleancoin[multiprocess]'")
+
+OPTIONS: list[Option] = [
+    Option("conf", "Specify path to read-only configuration file.", "Options", "<file>", "CleanCoin.conf"),
+    Option("datadir", "Specify data directory", "Options", "<dir>", "~/.cleancoin"),
+    Option("wallet", "Load this wallet at startup (repeatable)", "Options", "<name>"),
+    Option("ipcconnect", "Connect to a running CleanCoin-node: unix, unix:PATH or tcp:HOST:PORT",
+           "IPC options", "<address>", "unix"),
+    Option("ipcauth", "TCP credentials USER:PASSWORD (else the node's .ipccookie)", "IPC options", "<userpw>"),
+    Option("ipccert", "Pin the node's TLS certificate (TCP)", "IPC options", "<file>"),
+    Option("ipckey", "Unused by a client; accepted for symmetry", "IPC options", "<file>"),
+    Option("ipcmaxconnections", "Unused by a client", "IPC options", "<n>"),
+    Option("debug", "Output debug logging (ipc, rpc, 1/all)", "Debugging options", "<category>"),
+    Option("printtoconsole", "Log to the console too", "Debugging options", "", "0"),
+    Option("chain", "Use the chain <chain>", "Chain selection options", "<chain>", "main"),
+    Option("regtest", "Use the regression test chain", "Chain selection options"),
+    Option("testnet", "Use the test chain", "Chain selection options"),
+    Option("server", "Serve wallet JSON-RPC itself (besides through the node)", "RPC server options"),
+    Option("rpcbind", "Address to serve wallet RPC on", "RPC server options", "<addr>[:port]"),
+    Option("rpcport", "Port to serve wallet RPC on", "RPC server options", "<port>"),
+    Option("rpcallowip", "Allow JSON-RPC connections from this source", "RPC server options", "<ip>"),
+    Option("rpcuser", "Username for JSON-RPC connections", "RPC server options", "<user>"),
+    Option("rpcpassword", "Password for JSON-RPC connections", "RPC server options", "<pw>"),
+    Option("rpcauth", "USER:SALT$HASH credentials for JSON-RPC", "RPC server options", "<userpw>"),
+    Option("rpccookiefile", "Auth cookie of this process's RPC server (relative to the network datadir)",
+           "RPC server options", "<loc>", "wallets/.cookie"),
+]
+
+
+def _import_everything() -> None:
+    """Import, and load the schemas of, all this process will use: once the sandbox is up it
+    may read the Python installation still, but should not need to (and it is faster)."""
+    from cleancoin.components.ipc import schema
+    for name in ("init", "chain", "wallet", "echo", "auth"):
+        schema.load(name)
+    import cleancoin.components.wallet.process  # noqa: F401
+    import cleancoin.components.wallet.rpc  # noqa: F401
+    import cleancoin.components.ipc.specs  # noqa: F401
+    import cleancoin.components.ipc.connection  # noqa: F401
+    import cleancoin.components.ipc.transport  # noqa: F401
+    import sqlite3  # noqa: F401
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: F401
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # noqa: F401
+
+
+def _log_format() -> logging.Formatter:
+    fmt = logging.Formatter(f"%(asctime)s.%(msecs)03dZ [{PROG}:%(process)d] [%(name)s] %(levelname)s %(message)s",
+                            "%Y-%m-%dT%H:%M:%S")
+    fmt.converter = time.gmtime
+    return fmt
+
+
+def _setup_logging(netdatadir: str | None, console: bool, debug: Sequence[str]) -> None:
+    root = logging.getLogger("cleancoin")
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    handlers: list[logging.Handler] = []
+    if netdatadir is not None:
+        path = os.path.join(netdatadir, "wallets", "debug.log")
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+    if console or netdatadir is None:
+        stream = logging.StreamHandler(sys.stderr)
+        if not console:
+            stream.setLevel(logging.WARNING)       # before the node says where to log
+        handlers.append(stream)
+    for h in handlers:
+        h.setFormatter(_log_format())
+        root.addHandler(h)
+    for category in debug:
+        if category in ("1", "all", "ipc"):
+            logging.getLogger("cleancoin.ipc").setLevel(logging.DEBUG)
+        if category in ("1", "all", "rpc"):
+            logging.getLogger("cleancoin.rpc").setLevel(logging.DEBUG)
+
+
+# ---------------------------------------------------------------------- -ipcfd (child)
+
+def run_child(fd: int) -> int:
+    """Serve the node on the inherited socket `fd`, inside the sandbox the launcher set up."""
+    _setup_logging(None, False, ())
+    _import_everything()
+    from cleancoin.sandbox import component
+    component.enter()            # exits (status 126) if the sandbox cannot be applied
+    import capnp
+    return asyncio.run(capnp.run(_serve_child(fd)))
+
+
+async def _serve_child(fd: int) -> int:
+    from cleancoin.components.ipc.connection import serve_init
+    from cleancoin.components.ipc.init_impl import ProcessInit
+    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.ipc.transport import stream_from_fd
+    from cleancoin.components.wallet.process import make_wallet_service
+
+    async def make_loader(chain, options):  # type: ignore[no-untyped-def]
+        debug = ["ipc"] if logging.getLogger("cleancoin.ipc").isEnabledFor(logging.DEBUG) else []
+        _setup_logging(options.netdatadir, False, debug)
+        log = logging.getLogger("cleancoin.wallet")
+        log.info("%s (pid %d) serving the wallets of %s (%s)", PROG, os.getpid(), options.netdatadir,
+                 options.network)
+        return await make_wallet_service(chain, options)
+
+    # The node ends us by closing the connection; a stray SIGTERM (the operator's kill) ends
+    # the serve loop the same way, so the wallets close cleanly.
+    loop = asyncio.get_running_loop()
+    stream = await stream_from_fd(fd)
+    serving = asyncio.ensure_future(serve_init(
+        stream, functools.partial(ProcessInit, wallet_loader_factory=make_loader),
+        Peer(PROG, os.getpid()), False, from_parent=True))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, serving.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
+    logging.getLogger("cleancoin.wallet").info("%s (pid %d) exiting", PROG, os.getpid())
+    return 0
+
+
+# ---------------------------------------------------------------------- -ipcconnect
+
+def run_connected(args: Sequence[str]) -> int:
+    """A wallet process started on its own; see the module docstring."""
+    try:
+        settings = load_settings(args, OPTIONS)
+    except OptionError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    netdatadir = settings.netdatadir
+    _setup_logging(netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
+    import capnp
+    try:
+        return asyncio.run(capnp.run(_connected(settings)))
+    except _StartError as exc:
+        logging.getLogger("cleancoin.wallet").error("Error: %s", exc)
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+
+
+class _StartError(Exception):
+    pass
+
+
+async def _connected(settings: Settings) -> int:
+    from cleancoin.components.ipc.address import AddressError
+    from cleancoin.components.ipc.errors import IpcError
+    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.ipc.settings import open_peer, parse_settings
+    from cleancoin.components.wallet.process import make_wallet_service
+    from cleancoin.components.wallet_interface import WalletOptions
+
+    log = logging.getLogger("cleancoin.wallet")
+    netdatadir = settings.netdatadir
+    local = Peer(PROG, os.getpid())
+    options = {name: list(settings.get_all(name)) for name in
+               ("ipcconnect", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug")}
+    options["ipcconnect"] = options["ipcconnect"] or ["unix"]
+
+    async def refuse_spawn():  # type: ignore[no-untyped-def]
+        raise _StartError("no CleanCoin-node answers (start it with -ipcbind=unix)")
+
+    try:
+        ipc = parse_settings(options)
+        connection = await open_peer(ipc, os.path.join(netdatadir, "node.sock"), local, netdatadir, refuse_spawn)
+    except (AddressError, IpcError, OSError) as exc:
+        raise _StartError(f"cannot connect to the node: {exc}") from None
+    log.info("%s (pid %d) connected to %s", PROG, os.getpid(), connection.remote)
+    try:
+        chain = await connection.init.make_chain()
+        service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir))
+        await service.load_wallets([w for w in settings.get_all("wallet") if w])
+    except Exception as exc:
+        connection.close()
+        raise _StartError(str(exc)) from None
+    rpc = await _start_rpc(settings, service) if settings.get_bool("server", False) else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(connection.closed())]
+    if rpc is not None:
+        waiters.append(asyncio.ensure_future(rpc.stop_requested.wait()))
+    done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in pending:
+        w.cancel()
+    if waiters[1] in done:
+        log.warning("the node closed the connection; stopping")
+    if rpc is not None:
+        await asyncio.sleep(0.05)      # let a `stop` reply leave
+        await rpc.stop()
+    await service.close()
+    connection.close()
+    log.info("%s (pid %d) stopped", PROG, os.getpid())
+    return 0
+
+
+async def _start_rpc(settings: Settings, service):  # type: ignore[no-untyped-def]
+    """The wallet's own JSON-RPC server: the wallet methods, `help` and `stop`."""
+    from cleancoin.components.rpc.server import RpcAuth, RpcServer, bind_endpoints, parse_allow
+
+    service.registry.add_stop("CleanCoin-wallet stopping")
+    port_text = settings.get("rpcport")
+    if port_text is None or not port_text.isdigit():
+        raise _StartError("-server needs -rpcport=PORT (the node's RPC port is the node's)")
+    try:
+        auth = RpcAuth.from_options(settings.netdatadir, settings.get("rpcuser", "") or "",
+                                    settings.get("rpcpassword", "") or "", settings.get_all("rpcauth"),
+                                    settings.get("rpccookiefile", "wallets/.cookie"))
+        allow = parse_allow(settings.get_all("rpcallowip"))
+    except ValueError as exc:
+        raise _StartError(str(exc)) from None
+    endpoints, warnings = bind_endpoints(settings.get_all("rpcbind"), settings.get_all("rpcallowip"), int(port_text))
+    for w in warnings:
+        logging.getLogger("cleancoin.rpc").warning("%s", w)
+    server = RpcServer(service.registry, auth, allow, endpoints)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise _StartError(f"Unable to start HTTP server: {exc}") from None
+    return server
+
+
+def main(args: Sequence[str]) -> int:
+    """Dispatch from wallet_main: -ipcfd=N (child) or -ipcconnect (on its own)."""
+    try:
+        import capnp  # noqa: F401
+    except ImportError:
+        print(f"Error: {MULTIPROCESS_HINT}", file=sys.stderr)
+        return 1
+    fds = [a for a in args if a.startswith("-ipcfd=")]
+    if fds:
+        if len(args) != 1:
+            print(f"Error: -ipcfd takes no other option; everything else comes over IPC", file=sys.stderr)
+            return 1
+        value = fds[0].partition("=")[2]
+        if not value.isdigit():
+            print(f"Error: -ipcfd expects a descriptor number, not '{value}'", file=sys.stderr)
+            return 1
+        return run_child(int(value))
+    return run_connected(args)

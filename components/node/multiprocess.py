@@ -1,0 +1,105 @@
+"""What CleanCoin-node adds to a Node: the wallet in its own process, and IPC listeners.
+
+`NodeProcesses` is the node's `NodeExtension` (node.py). At start it makes the router that
+serves wallet RPC methods registered over IPC (wallet_router.py), opens the -ipcbind
+listeners (whose clients get the node's Init: makeChain, so a separately started
+`CleanCoin-wallet -ipcconnect` can join), and starts the wallet process through the zygote
+(wallet_process.py) unless -disablewallet. At shutdown it stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from cleancoin.sandbox.report import Report
+from cleancoin.sandbox.zygote import Zygote
+
+from ..ipc.address import parse
+from ..ipc.auth import write_cookie
+from ..ipc.init_impl import ProcessInit
+from ..ipc.interfaces import Peer
+from ..ipc.settings import IpcSettings
+from ..ipc.transport import Listener, listen
+from .chain_binding import make_chain
+from .wallet_process import WalletProcess
+from .wallet_router import WalletRpcRouter
+
+log = logging.getLogger("cleancoin.node")
+
+NODE_SOCKET = "node.sock"
+
+
+@dataclass
+class NodeProcesses:
+    """See the module docstring. `zygote` is None with -disablewallet; `report` is the node's
+    own enforcement report (None with -sandbox=0)."""
+
+    zygote: Zygote | None
+    ipc: IpcSettings
+    local: Peer
+    wallets: list[str]
+    report: Report | None = None
+    router: WalletRpcRouter | None = None
+    wallet: WalletProcess | None = None
+    listeners: list[Listener] = field(default_factory=list)
+    _node: Any = None
+
+    async def start(self, node: Any) -> None:
+        self._node = node
+        self.router = WalletRpcRouter(node.registry, after_call=self._after_wallet_call)
+        self._add_process_info(node)
+        if self.ipc.binds:
+            await self._listen(node)
+        if self.zygote is not None:
+            self.wallet = WalletProcess(self.zygote, node, self.router, self.wallets, self.local,
+                                        self.ipc.debug)
+            await self.wallet.start()
+
+    async def _after_wallet_call(self, method: str) -> None:
+        if self.wallet is not None:
+            await self.wallet.refresh_loaded(method)
+
+    async def _listen(self, node: Any) -> None:
+        assert self.router is not None
+        router = self.router
+        make_init = functools.partial(ProcessInit, chain_factory=lambda: make_chain(node, router.register))
+        tcp = any(b.startswith("tcp") for b in self.ipc.binds)
+        cookie = write_cookie(node.netdatadir) if tcp else None
+        options = self.ipc.listen_options(cookie)
+        for bind in self.ipc.binds:
+            address = parse(bind, os.path.join(node.netdatadir, NODE_SOCKET))
+            self.listeners.append(await listen(address, make_init, self.local, options))
+            log.info("IPC: listening on %s", bind if address.kind == "tcp" else address.path)
+
+    def _add_process_info(self, node: Any) -> None:
+        """`getprocessinfo`: the processes of this node and what confines each (for operators
+        and `make demo`; CleanCoind has no such method, having one process)."""
+        from cleancoin.components.rpc.registry import CallContext
+
+        def info(ctx: CallContext) -> dict[str, Any]:
+            node_entry = {"name": self.local.name, "pid": os.getpid(),
+                          "sandbox": self.report.to_dict() if self.report else None}
+            processes = [node_entry]
+            if self.wallet is not None:
+                processes.append({"name": "CleanCoin-wallet", "pid": self.wallet.pid,
+                                  "sandbox_report": self.wallet.report_text,
+                                  "restarts": self.wallet.restarts, "wallets": self.wallet.wanted})
+            return {"processes": processes,
+                    "wallet_rpc": "connected" if self.router and self.router.connected
+                    else (self.router.status if self.router else "none")}
+
+        node.registry.add("getprocessinfo", info, category="control",
+                          help="Returns the processes of this multiprocess node (pid, sandbox report).")
+
+    async def stop(self) -> None:
+        if self.wallet is not None:
+            await self.wallet.stop()
+        for listener in self.listeners:
+            listener.close()
+        self.listeners.clear()
+        if self.zygote is not None:
+            self.zygote.stop()

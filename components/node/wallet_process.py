@@ -1,0 +1,204 @@
+"""CleanCoin-node's wallet: a CleanCoin-wallet process, started through the zygote and kept
+running.
+
+Start: a socket pair; the zygote (sandbox/zygote.py, started before the node restricted
+itself) launches the wallet under its own policy with one end as -ipcfd; the node connects,
+hands the wallet a `Chain` of its own (`Init.make_wallet_loader(chain, options)`), the wallet
+registers its RPC methods through that chain (wallet_router.py), and the node asks it to load
+the -wallet wallets.
+
+Death: the zygote reports the exit; the node logs the status or signal, the wallet's RPC
+methods answer RPC_IN_WARMUP ("Wallet process restarting ...") and a new wallet process is
+started after a short, growing delay, loading the wallets that were loaded before. Every
+wallet update is one SQLite transaction, so a wallet killed at any moment loses nothing
+committed; the new process catches up with the chain like any wallet that loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from typing import Any
+
+from cleancoin.sandbox.zygote import Exited, Zygote, ZygoteError
+
+from ..ipc.connection import Connection, connect_init
+from ..ipc.interfaces import Peer
+from ..ipc.transport import stream_from_fd
+from ..wallet_interface import WalletLoader, WalletOptions
+from .chain_binding import NodeChain, make_chain
+from .wallet_router import WalletRpcRouter
+
+log = logging.getLogger("cleancoin.node")
+
+WALLET_COMPONENT = "CleanCoin-wallet"
+#: Restart delays after a wallet process died: 0.5 s, doubling up to 30 s; reset once a
+#: wallet process has run for STABLE_SECONDS.
+FIRST_DELAY, MAX_DELAY, STABLE_SECONDS = 0.5, 30.0, 60.0
+#: How long a wallet may take to close its wallets at shutdown before it is killed.
+SHUTDOWN_TIMEOUT = 10.0
+
+
+class WalletProcessError(Exception):
+    """The wallet process could not be started or did not come up."""
+
+
+class WalletProcess:
+    """See the module docstring. `node` is the started Node (its chain and mempool)."""
+
+    def __init__(self, zygote: Zygote, node: Any, router: WalletRpcRouter, wallets: list[str],
+                 local: Peer, debug: bool) -> None:
+        self._zygote = zygote
+        self._node = node
+        self._router = router
+        self.wanted: list[str] = list(wallets)     # loaded now; loaded again after a restart
+        self._local = local
+        self._debug = debug
+        self.pid: int | None = None
+        self.report_text: str = ""
+        self._connection: Connection | None = None
+        self._chain: NodeChain | None = None
+        self.loader: WalletLoader | None = None
+        self._stopping = False
+        self._delay = FIRST_DELAY
+        self._started_at = 0.0
+        self._restart: asyncio.Task[None] | None = None
+        self.exited = asyncio.Event()              # set each time the current process exits
+        self.restarts = 0
+
+    # ------------------------------------------------------------------ start
+
+    async def start(self) -> None:
+        """Start the wallet process and load the -wallet wallets; raises WalletProcessError."""
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._zygote.events.fileno(), self._on_zygote_event)
+        await self._start_once()
+
+    async def _start_once(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # The zygote answers once the wallet's sandbox is in force (or why it failed).
+            spawned = await asyncio.to_thread(self._zygote.spawn, WALLET_COMPONENT, theirs.fileno())
+        except ZygoteError as exc:
+            ours.close()
+            step = f" (sandbox step '{exc.step}')" if exc.step else ""
+            raise WalletProcessError(f"cannot start {WALLET_COMPONENT}{step}: {exc}") from None
+        finally:
+            theirs.close()
+        self.pid = spawned.pid
+        self.exited.clear()
+        self._started_at = loop_time()
+        if spawned.report is not None:
+            self.report_text = spawned.report.to_text()
+            log.info("%s (pid %d) started:\n%s", WALLET_COMPONENT, spawned.pid, self.report_text)
+        else:
+            self.report_text = "not sandboxed (-sandbox=0)"
+            log.warning("%s (pid %d) started WITHOUT a sandbox (-sandbox=0)", WALLET_COMPONENT, spawned.pid)
+        try:
+            stream = await stream_from_fd(ours.detach())
+            self._connection = await connect_init(stream, self._local, self._debug)
+            self._connection.log.remote = Peer(self._connection.remote.name, spawned.pid)
+            self._chain = make_chain(self._node, self._router.register)
+            self.loader = await self._connection.init.make_wallet_loader(
+                self._chain, WalletOptions(self._node.params.name, self._node.netdatadir))
+            await self.loader.load_wallets(self.wanted)
+            self.wanted = await self.loader.loaded_wallets()
+        except Exception as exc:
+            raise WalletProcessError(f"{WALLET_COMPONENT} (pid {spawned.pid}) did not come up: {exc}") from exc
+        self._router.status = "No wallet process is connected"
+
+    # ------------------------------------------------------------------ death and restart
+
+    def _on_zygote_event(self) -> None:
+        event = self._zygote.read_event()
+        if event is None:
+            asyncio.get_running_loop().remove_reader(self._zygote.events.fileno())
+            if not self._stopping:
+                log.error("the launcher (zygote) is gone: the wallet process cannot be restarted")
+                self._router.status = "Wallet process unavailable: its launcher is gone"
+            return
+        if event.pid == self.pid:
+            self._on_exit(event)
+
+    def _on_exit(self, event: Exited) -> None:
+        self.pid = None
+        self.exited.set()
+        if self._stopping:
+            log.info("%s (pid %d) %s", WALLET_COMPONENT, event.pid, event.description)
+            return
+        log.warning("%s (pid %d) %s; restarting it", WALLET_COMPONENT, event.pid, event.description)
+        self._router.status = (f"Wallet process restarting: {WALLET_COMPONENT} (pid {event.pid}) "
+                               f"{event.description}")
+        asyncio.get_running_loop().create_task(self._forget_connection())
+        if loop_time() - self._started_at > STABLE_SECONDS:
+            self._delay = FIRST_DELAY
+        self._restart = asyncio.get_running_loop().create_task(self._restart_later(self._delay))
+        self._delay = min(self._delay * 2, MAX_DELAY)
+
+    async def _forget_connection(self) -> None:
+        connection, self._connection, self.loader = self._connection, None, None
+        chain, self._chain = self._chain, None
+        if chain is not None:
+            await chain.close()        # ends its notification and RPC registrations
+        if connection is not None:
+            connection.close()
+
+    async def _restart_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._stopping:
+            return
+        try:
+            await self._start_once()
+            self.restarts += 1
+            log.info("%s restarted (pid %d), wallets loaded: %s", WALLET_COMPONENT, self.pid,
+                     ", ".join(self.wanted) or "none")
+        except Exception as exc:  # noqa: BLE001 - keep trying; the log says why
+            log.error("restarting %s failed: %s", WALLET_COMPONENT, exc)
+            if self.pid is not None:
+                with contextlib.suppress(ZygoteError):
+                    self._zygote.kill(self.pid)    # its exit event schedules the next try
+            else:
+                self._restart = asyncio.get_running_loop().create_task(self._restart_later(self._delay))
+                self._delay = min(self._delay * 2, MAX_DELAY)
+
+    async def refresh_loaded(self, _method: str = "") -> None:
+        """After createwallet/loadwallet/unloadwallet/restorewallet: remember what is loaded."""
+        if self.loader is not None:
+            with contextlib.suppress(Exception):
+                self.wanted = await self.loader.loaded_wallets()
+
+    # ------------------------------------------------------------------ stop
+
+    async def stop(self) -> None:
+        """Let the wallet close its wallets, then make sure the process is gone."""
+        self._stopping = True
+        if self._restart is not None:
+            self._restart.cancel()
+        pid = self.pid
+        if self.loader is not None:
+            try:
+                await asyncio.wait_for(self.loader.shutdown(), SHUTDOWN_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - killed below
+                log.warning("%s did not shut down cleanly: %s", WALLET_COMPONENT, exc)
+        await self._forget_connection()
+        if pid is not None:
+            try:
+                await asyncio.wait_for(self.exited.wait(), SHUTDOWN_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("%s (pid %d) still running; killing it", WALLET_COMPONENT, pid)
+                with contextlib.suppress(ZygoteError):
+                    self._zygote.kill(pid)
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self._zygote.events.fileno())
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def wallet_argv() -> tuple[str, ...]:
+    """How the zygote starts a wallet (it appends -ipcfd=N)."""
+    return (sys.executable, "-m", "cleancoin.cli.wallet_main")

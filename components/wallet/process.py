@@ -1,0 +1,113 @@
+"""The wallet as a process of its own (CleanCoin-wallet with -ipcfd or -ipcconnect).
+
+The node is reached only through a `Chain` (an IPC proxy here). The wallet's JSON-RPC
+methods live in a `Registry` of this process; they are registered with the node
+(`Chain.register_rpc`), which forwards matching requests to `WalletRpcHandler.execute`, so the
+methods, their parameter checks and their errors are exactly those of CleanCoind's wallet.
+
+`WalletService` is the `WalletLoader` of components/wallet_interface.py that the node holds:
+it loads the wallets the node names and closes them all when told, or when the connection
+ends (`close`, called by the IPC runtime).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from cleancoin.components.chain_interface import (
+    Chain, Handler, RpcMethodInfo, RpcRequest, RpcResponse,
+)
+from cleancoin.components.rpc import jsonfmt
+from cleancoin.components.rpc.errors import RPC_PARSE_ERROR, RpcError
+from cleancoin.components.rpc.registry import Registry, internal_error
+from cleancoin.components.wallet_interface import WalletOptions
+
+from .rpc import register_wallet_methods
+from .wallet import WalletLoader
+
+log = logging.getLogger("cleancoin.wallet")
+
+
+def method_infos(registry: Registry) -> list[RpcMethodInfo]:
+    """What the node needs to list and forward each method (its own `help` stays the node's)."""
+    return [RpcMethodInfo(m.name, m.category, m.signature(), m.help_text(), m.hidden)
+            for m in registry if m.name not in ("help", "stop")]
+
+
+class WalletRpcHandler:
+    """`RpcHandler`: runs a forwarded call in this process's registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    async def execute(self, request: RpcRequest) -> RpcResponse:
+        try:
+            params = jsonfmt.loads(request.params)
+        except ValueError:
+            return RpcResponse(False, "null", RPC_PARSE_ERROR, "Parse error")
+        try:
+            result = await self._registry.execute(request.method, params, uri_wallet=request.uri_wallet,
+                                                  user=request.user)
+            return RpcResponse(True, jsonfmt.dumps(result))
+        except RpcError as exc:
+            return RpcResponse(False, "null", exc.code, exc.message)
+        except Exception as exc:  # noqa: BLE001 - e.g. a result JSON cannot hold
+            err = internal_error(exc)
+            return RpcResponse(False, "null", err.code, err.message)
+
+
+class WalletService:
+    """The `WalletLoader` a node holds; see the module docstring."""
+
+    def __init__(self, loader: WalletLoader, registry: Registry, registration: Handler | None) -> None:
+        self.loader = loader
+        self.registry = registry
+        self._registration = registration
+        self._closed = False
+
+    async def load_wallets(self, names: list[str]) -> list[str]:
+        loaded = []
+        for name in names:
+            if name in self.loader.wallets:
+                continue
+            await self.loader.load(name)
+            loaded.append(name)
+        return loaded
+
+    async def loaded_wallets(self) -> list[str]:
+        return self.loader.names()
+
+    async def shutdown(self) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every wallet and end the RPC registration; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        registration, self._registration = self._registration, None
+        if registration is not None:
+            try:
+                await registration.disconnect()
+            except Exception as exc:  # noqa: BLE001 - the node may be gone already
+                log.debug("ending the RPC registration: %s", exc)
+        await self.loader.close_all()
+        log.info("wallets closed")
+
+
+async def make_wallet_service(chain: Chain, options: WalletOptions, *, register: bool = True) -> WalletService:
+    """The wallets of `options.netdatadir` over `chain`, their RPC methods registered with
+    the node (unless `register` is false)."""
+    loader = WalletLoader(options.netdatadir, chain, options.network)
+    registry = Registry()
+    register_wallet_methods(registry, loader)
+    registration = None
+    if register:
+        registration = await chain.register_rpc(method_infos(registry), WalletRpcHandler(registry))
+    return WalletService(loader, registry, registration)
+
+
+def wallet_log_path(netdatadir: str) -> str:
+    """Where a wallet process logs: inside the wallets directory, the only place it may write."""
+    return os.path.join(netdatadir, "wallets", "debug.log")
