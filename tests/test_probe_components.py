@@ -85,3 +85,10 @@ def test_probe_catches_a_directory_that_is_not_hidden(base_sandbox, tmp_path: Pa
     result = probe.probe_against(load_policy(shipped_policy("node")), load_policy(str(unhidden)),
                                  variables)
     assert [a.name for a in result.escapes] == ["fs-read-hidden"], result.to_text()
+
+
+def test_check_accepts_the_component_policies() -> None:
+    result = subprocess.run([TOOL, "check", "node", "wallet"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "node" in result.stdout and "wallet" in result.stdout
