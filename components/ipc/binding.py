@@ -66,6 +66,9 @@ class Method:
     params: tuple[tuple[str, Codec], ...] = ()  # capnp parameter names, in Python argument order
     result: tuple[str, Codec] | None = None     # capnp result field
     secret: frozenset[str] = frozenset()        # parameters -debug=ipc must not print
+    # For an implementation without the method: fallback(impl, *args) serves it (a batch
+    # method falls back to the single calls, so older implementations keep working).
+    fallback: Callable[..., Any] | None = None
 
     def loggable(self, args: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
         """The parameters as the call log shows them, secrets masked."""
@@ -138,7 +141,13 @@ def _server_method(spec: InterfaceSpec, method: Method) -> Callable[..., Any]:
         if log.enabled:
             logged = log.request("in", spec.name, method.wire, method.loggable(args))
         try:
-            value = await getattr(self._impl, method.name)(*args)
+            impl_method = getattr(self._impl, method.name, None)
+            if impl_method is None and method.fallback is not None:
+                value = await method.fallback(self._impl, *args)
+            elif impl_method is None:
+                raise IpcError(f"{spec.name}.{method.wire} is not implemented by this process")
+            else:
+                value = await impl_method(*args)
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
             if logged:
                 log.response("in", *logged, spec.name, method.wire, None, exc)

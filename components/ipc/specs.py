@@ -85,13 +85,19 @@ HANDLER = InterfaceSpec("Handler", lambda: schema.load("chain").Handler, (
     Method("disconnect", "disconnect"),
 ))
 
+async def _each_event(impl: Any, events: list[ChainEvent]) -> None:
+    """chainEvents for a receiver that implements only the single-event methods."""
+    for event in events:
+        await getattr(impl, event.kind)(*event.args())
+
+
 CHAIN_NOTIFICATIONS = InterfaceSpec("ChainNotifications", lambda: schema.load("chain").ChainNotifications, (
     Method("block_connected", "blockConnected", (("block", BYTES), ("height", PLAIN))),
     Method("block_disconnected", "blockDisconnected", (("block", BYTES), ("height", PLAIN))),
     Method("transaction_added_to_mempool", "transactionAddedToMempool", (("tx", BYTES),)),
     Method("transaction_removed_from_mempool", "transactionRemovedFromMempool",
            (("txid", BYTES), ("reason", PLAIN))),
-    Method("chain_events", "chainEvents", (("events", list_codec(CHAIN_EVENT)),)),
+    Method("chain_events", "chainEvents", (("events", list_codec(CHAIN_EVENT)),), fallback=_each_event),
 ))
 
 RPC_HANDLER = InterfaceSpec("RpcHandler", lambda: schema.load("chain").RpcHandler, (
