@@ -522,6 +522,11 @@ class WalletRpc:
         w = self._w(ctx)
         try:
             w.backup(destination)
+        except PermissionError:
+            # Under CleanCoin-node the wallet process may write only in its wallets directory.
+            raise RpcError(RPC_WALLET_ERROR, f"Error: Wallet backup failed! Permission denied writing "
+                                             f"{destination} (a sandboxed wallet process can write only "
+                                             f"inside {self.loader.netdatadir / 'wallets'})") from None
         except (OSError, WalletError) as exc:
             raise RpcError(RPC_WALLET_ERROR, f"Error: Wallet backup failed! ({type(exc).__name__})") from None
         return None
