@@ -69,7 +69,8 @@ def _exit_like(status: int) -> None:
         # core file of the launcher's memory.
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         namespaces.libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):     # these two take no disposition
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else EXIT_SETUP_FAILED)
 

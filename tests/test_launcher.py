@@ -370,3 +370,15 @@ def test_require_skips_locally_and_fails_under_ci(require, monkeypatch):
     require(True, "a feature that is there")
     with pytest.raises(pytest.fail.Exception, match="Landlock ABI 99"):
         require(False, "Landlock ABI 99")
+
+
+def test_component_killed_from_outside_by_sigkill_is_reported_as_such(base_sandbox, sandbox_vars):
+    """The waiter re-raises the component's status; SIGKILL takes no disposition, so it must
+    be re-raised without setting one (that once turned a kill -9 into exit status 126)."""
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    child = spawn_python(plan, "from cleancoin.sandbox.component import enter\nenter()\n"
+                               "import time\ntime.sleep(60)\n")
+    assert "pid" in plan.namespaces      # the path with a waiter and an init
+    os.kill(child.component_pid(), signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+    assert "SIGKILL" in launcher.describe_status(child.status or 0)

@@ -112,7 +112,7 @@ class WalletRpcRouter:
                 response = await reg.handler.execute(request)
             except IpcError as exc:
                 self.unregister(reg, str(exc))
-                raise RpcError(RPC_IN_WARMUP, f"{self.status} ({exc})") from None
+                raise RpcError(RPC_IN_WARMUP, f"Wallet process unavailable: {exc}") from None
             if not response.ok:
                 raise RpcError(response.error_code, response.error_message)
             if name in WALLET_SET_METHODS and self._after_call is not None:

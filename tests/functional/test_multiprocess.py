@@ -1,0 +1,179 @@
+"""Functional, CleanCoin-node only: the wallet as a separate, sandboxed process.
+
+Run with `CleanCoinD=CleanCoin-node tests/functional/test_runner.py` (make test does). With
+CleanCoind these tests skip: there is no wallet process to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cleancoin.components.rpc.client import RpcClient, RpcError
+
+from framework import TestNode, free_port, is_multiprocess, wait_until
+
+pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    made: list[TestNode] = []
+
+    def make(*extra: str) -> TestNode:
+        n = TestNode(len(made), tmp_path, extra)
+        made.append(n)
+        return n
+
+    yield make
+    for n in made:
+        n.cleanup()
+
+
+def wallet_pid(n: TestNode) -> int:
+    info = n.rpc.getprocessinfo()
+    wallet = [p for p in info["processes"] if p["name"] == "CleanCoin-wallet"]
+    assert len(wallet) == 1 and wallet[0]["pid"], info
+    return int(wallet[0]["pid"])
+
+
+def status_fields(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def ancestors(pid: int) -> list[int]:
+    chain = []
+    while pid > 1:
+        pid = int(status_fields(pid)["PPid"])
+        chain.append(pid)
+    return chain
+
+
+def test_wallet_is_a_separate_confined_process(node) -> None:
+    n = node()
+    n.start()
+    n.rpc.createwallet("w")
+    node_pid = n.process.pid
+    wpid = wallet_pid(n)
+    assert wpid != node_pid
+    assert node_pid in ancestors(wpid)            # node -> zygote -> waiter -> init -> wallet
+    for pid in (wpid, node_pid):
+        fields = status_fields(pid)
+        assert fields["Seccomp"] == "2", (pid, fields["Seccomp"])
+        assert fields["NoNewPrivs"] == "1"
+        assert int(fields["CapEff"], 16) == 0
+    assert os.readlink(f"/proc/{wpid}/ns/net") != os.readlink(f"/proc/{node_pid}/ns/net")
+    # The wallet's network namespace holds nothing but a loopback device that is down.
+    devices = [line.split(":")[0].strip() for line in Path(f"/proc/{wpid}/net/dev").read_text().splitlines()[2:]]
+    assert devices == ["lo"]
+    # The node's own view of wallets/ (through its mount namespace) is empty, while the
+    # wallet's directory is there for everyone else.
+    wallets = n.netdatadir / "wallets"
+    assert (wallets / "w").is_dir()
+    assert os.listdir(f"/proc/{node_pid}/root{wallets}") == []
+    report = n.rpc.getprocessinfo()["processes"][0]["sandbox"]
+    assert report["policy"] == "node"
+
+
+def test_debug_ipc_shows_a_wallet_call_from_both_sides(node) -> None:
+    n = node("-debug=ipc")
+    n.start()
+    n.rpc.createwallet("w", False, False, "pass-phrase-never-logged")
+    n.rpc.walletpassphrase("pass-phrase-never-logged", 60)
+    n.rpc.getbalance()
+    wpid = wallet_pid(n)
+    node_log = n.debug_log()
+    wallet_log = (n.netdatadir / "wallets" / "debug.log").read_text()
+    pid = n.process.pid
+    assert f"CleanCoin-node({pid}) -> CleanCoin-wallet({wpid})" in node_log
+    assert any("RpcHandler.execute(request=RpcRequest(getbalance" in line for line in node_log.splitlines())
+    assert f"CleanCoin-node({pid}) <- CleanCoin-wallet({wpid})" in node_log
+    assert "RpcHandler.execute(request=RpcRequest(getbalance" in wallet_log
+    for text in (node_log, wallet_log):
+        assert "pass-phrase-never-logged" not in text
+        assert "RpcRequest(walletpassphrase *** " in text
+
+
+def test_wallet_killed_is_restarted_and_loses_nothing(node) -> None:
+    n = node()
+    n.start()
+    n.rpc.createwallet("w")
+    address = n.rpc.getnewaddress()
+    n.rpc.generatetoaddress(101, address)
+    wait_until(lambda: n.rpc.getbalance() == 50, what="mature coinbase")
+    sent = n.rpc.sendtoaddress(n.rpc.getnewaddress(), 1)
+    old = wallet_pid(n)
+    os.kill(old, signal.SIGKILL)
+    with pytest.raises(RpcError) as info:
+        for _ in range(50):      # until the node noticed the death
+            n.rpc.getbalance()
+            time.sleep(0.02)
+    # Restarting (the node saw the exit) or unavailable (the call found the connection gone).
+    assert info.value.code == -28 and "wallet process" in info.value.message.lower()
+    wait_until(lambda: n.rpc.getprocessinfo()["processes"][1]["restarts"] == 1, what="wallet restart")
+    assert wallet_pid(n) != old
+    assert n.rpc.listwallets() == ["w"]
+    assert n.rpc.gettransaction(sent)["txid"] == sent
+    n.rpc.generatetoaddress(1, address)
+    wait_until(lambda: n.rpc.gettransaction(sent)["confirmations"] == 1, what="confirmation")
+    assert "killed by SIGKILL; restarting it" in n.debug_log()
+
+
+def test_ipcbind_accepts_a_wallet_started_and_stopped_at_any_time(node, tmp_path: Path) -> None:
+    n = node("-ipcbind=unix", "-disablewallet")
+    n.start()
+    with pytest.raises(RpcError) as info:
+        n.rpc.listwallets()
+    assert info.value.code == -32601                 # no wallet: as CleanCoind -disablewallet
+    wallet_port = free_port()
+    base = [str(VENV_BIN / "CleanCoin-wallet"), "-regtest", f"-datadir={n.datadir}", "-ipcconnect=unix"]
+    log = open(tmp_path / "wallet-stderr.txt", "ab")
+    wallet = subprocess.Popen([*base, "-server", f"-rpcport={wallet_port}"], stderr=log)
+    try:
+        wait_until(lambda: _answers(n, "listwallets") is not None, what="wallet registration")
+        n.rpc.createwallet("w")
+        own = RpcClient("127.0.0.1", wallet_port, cookie_path=str(n.netdatadir / "wallets" / ".cookie"))
+        assert own.call("listwallets") == ["w"]            # served by the wallet itself
+        wallet.send_signal(signal.SIGTERM)
+        assert wallet.wait(20) == 0
+        with pytest.raises(RpcError) as info:
+            n.rpc.listwallets()
+        assert info.value.code == -28 and "No wallet process is connected" in info.value.message
+        wallet = subprocess.Popen([*base, "-wallet=w"], stderr=log)
+        wait_until(lambda: _answers(n, "listwallets") == ["w"], what="second wallet process")
+        assert n.stop() == 0
+        assert wallet.wait(20) == 0                         # the node went: so does the wallet
+    finally:
+        if wallet.poll() is None:
+            wallet.kill()
+        log.close()
+
+
+def _answers(n: TestNode, method: str):  # type: ignore[no-untyped-def]
+    try:
+        return n.rpc.__getattr__(method)()
+    except RpcError:
+        return None
+
+
+def test_sandbox_off_is_said_in_the_log(node) -> None:
+    n = node("-sandbox=0")
+    n.start()
+    n.rpc.createwallet("w")
+    info = n.rpc.getprocessinfo()
+    assert info["processes"][0]["sandbox"] is None
+    assert "not sandboxed" in info["processes"][1]["sandbox_report"]
+    assert status_fields(n.process.pid)["Seccomp"] == "0"
+    assert "-sandbox=0: CleanCoin-node and its wallet process run WITHOUT a sandbox" in n.debug_log()
