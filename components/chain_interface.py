@@ -102,6 +102,10 @@ class RpcRequest:
     params: str
     uri_wallet: str | None
     user: str = ""
+    # The node's tip when it forwarded the call: the wallet first catches up to it, so a
+    # call right after a block (generatetoaddress, then sendtoaddress) sees that block even
+    # if its notification is still on its way (bitcoind's BlockUntilSyncedToCurrentChain).
+    tip: bytes = b""
 
     def __repr__(self) -> str:
         # -debug=ipc prints requests: the parameters of passphrase methods never appear.

@@ -61,8 +61,9 @@ CHAIN_EVENT = Codec(
 # uri_wallet may be None (a call to "/"): capnp Text cannot be null, hence hasUriWallet.
 RPC_REQUEST = Codec(
     lambda q, _: {"method": q.method, "params": q.params, "uriWallet": q.uri_wallet or "",
-                  "hasUriWallet": q.uri_wallet is not None, "user": q.user},
-    lambda r, _: RpcRequest(r.method, r.params, r.uriWallet if r.hasUriWallet else None, r.user))
+                  "hasUriWallet": q.uri_wallet is not None, "user": q.user, "tipHash": q.tip},
+    lambda r, _: RpcRequest(r.method, r.params, r.uriWallet if r.hasUriWallet else None, r.user,
+                            bytes(r.tipHash)))
 
 ECHO = InterfaceSpec("Echo", lambda: schema.load("echo").Echo, (
     Method("echo", "echo", (("echo", PLAIN),), ("result", PLAIN)),

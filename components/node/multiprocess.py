@@ -50,7 +50,8 @@ class NodeProcesses:
 
     async def start(self, node: Any) -> None:
         self._node = node
-        self.router = WalletRpcRouter(node.registry, after_call=self._after_wallet_call)
+        self.router = WalletRpcRouter(node.registry, after_call=self._after_wallet_call,
+                                      tip=lambda: node.chain.tip.hash if node.chain is not None else b"")
         self._add_process_info(node)
         if self.ipc.binds:
             await self._listen(node)

@@ -66,9 +66,11 @@ class WalletRpcRouter:
     WALLET_SET_METHODS (the node then asks the wallet which wallets are loaded)."""
 
     def __init__(self, registry: Registry,
-                 after_call: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 after_call: Callable[[str], Awaitable[None]] | None = None,
+                 tip: Callable[[], bytes] = lambda: b"") -> None:
         self._registry = registry
         self._after_call = after_call
+        self._tip = tip
         self._owner: dict[str, _Registration] = {}   # method name -> live registration
         self.status = NO_WALLET_PROCESS
 
@@ -107,7 +109,8 @@ class WalletRpcRouter:
             reg = self._owner.get(name)
             if reg is None or not reg.live:
                 raise RpcError(RPC_IN_WARMUP, self.status)
-            request = RpcRequest(name, jsonfmt.dumps(jsonfmt.exact(params)), ctx.uri_wallet, ctx.user)
+            request = RpcRequest(name, jsonfmt.dumps(jsonfmt.exact(params)), ctx.uri_wallet, ctx.user,
+                                 self._tip())
             try:
                 response = await reg.handler.execute(request)
             except IpcError as exc:

@@ -38,8 +38,9 @@ def method_infos(registry: Registry) -> list[RpcMethodInfo]:
 class WalletRpcHandler:
     """`RpcHandler`: runs a forwarded call in this process's registry."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, loader: WalletLoader) -> None:
         self._registry = registry
+        self._loader = loader
 
     async def execute(self, request: RpcRequest) -> RpcResponse:
         try:
@@ -47,6 +48,7 @@ class WalletRpcHandler:
         except ValueError:
             return RpcResponse(False, "null", RPC_PARSE_ERROR, "Parse error")
         try:
+            await self._catch_up(request.tip)
             result = await self._registry.execute(request.method, params, uri_wallet=request.uri_wallet,
                                                   user=request.user)
             return RpcResponse(True, jsonfmt.dumps(result))
@@ -55,6 +57,15 @@ class WalletRpcHandler:
         except Exception as exc:  # noqa: BLE001 - e.g. a result JSON cannot hold
             err = internal_error(exc)
             return RpcResponse(False, "null", err.code, err.message)
+
+    async def _catch_up(self, tip: bytes) -> None:
+        """Bring every loaded wallet that is not at `tip` (the node's tip when it forwarded
+        the call) up to the chain: cheap when notifications already did (no query at all)."""
+        if not tip:
+            return
+        for wallet in list(self._loader.wallets.values()):
+            if wallet.store.best_block[0] != tip:
+                await wallet.sync()
 
 
 class WalletService:
@@ -71,7 +82,11 @@ class WalletService:
         for name in names:
             if name in self.loader.wallets:
                 continue
-            await self.loader.load(name)
+            try:
+                await self.loader.load(name)
+            except Exception as exc:
+                # CleanCoind's wording: the node reports it and refuses to start.
+                raise RuntimeError(f"Failed to load wallet {name!r}: {exc}") from None
             loaded.append(name)
         return loaded
 
@@ -104,7 +119,7 @@ async def make_wallet_service(chain: Chain, options: WalletOptions, *, register:
     register_wallet_methods(registry, loader)
     registration = None
     if register:
-        registration = await chain.register_rpc(method_infos(registry), WalletRpcHandler(registry))
+        registration = await chain.register_rpc(method_infos(registry), WalletRpcHandler(registry, loader))
     return WalletService(loader, registry, registration)
 
 

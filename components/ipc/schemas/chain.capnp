@@ -47,6 +47,7 @@ struct RpcRequest {
   uriWallet @2 :Text;        # the name in /wallet/<name>; see hasUriWallet
   hasUriWallet @3 :Bool;     # false: the call came to "/"
   user @4 :Text;
+  tipHash @5 :Data;          # the node's tip at forwarding: the wallet catches up to it first
 }
 
 struct RpcResponse {
