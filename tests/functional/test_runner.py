@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""Run the functional tests in parallel, in the style of Bitcoin Core's test_runner.py.
+
+    tests/functional/test_runner.py                          # all of them against CleanCoind
+    CleanCoinD=CleanCoin-node tests/functional/test_runner.py
+    tests/functional/test_runner.py -j 4 test_node_wallet test_node_p2p.py
+    tests/functional/test_runner.py --failfast --quiet
+
+Each tests/functional/test_*.py file (not this one) runs as its own
+`python -m pytest -q -p no:cacheprovider --tb=short FILE` subprocess, N at a time (-j,
+default: the number of CPUs; the longest known ones first), with this environment, except
+that CleanCoinD is set to the absolute path of the executable under test (see framework.py),
+so every file tests the same one whatever its working directory. A line is printed as each file finishes, then a summary table (passed,
+skipped, failed, each by name), and for a failure the tail of its output. Each file gets its
+own pytest --basetemp under one scratch directory, which is removed when everything passed
+and kept (with the full logs and the nodes' datadirs) otherwise.
+
+Exit status: 0 when no test failed (a file whose tests all skipped counts as SKIPPED, not
+as a failure), 1 when one did, 2 for a usage error.
+
+Started by a Python that cannot import cleancoin and pytest (`/usr/bin/python3` from the
+shebang), it re-executes itself with the repository's .venv/bin/python when that exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+REEXEC_GUARD = "CLEANCOIN_TEST_RUNNER_REEXEC"
+TAIL_LINES = 100
+PASSED, SKIPPED, FAILED = "PASSED", "SKIPPED", "FAILED"
+#: Started first, longest first, so that with -j the long ones overlap the short ones (as
+#: Bitcoin Core orders its list). Tests not named here start after these, by name.
+LONGEST_FIRST = ("test_node_wallet.py", "test_node_p2p.py", "test_node_blockchain.py")
+
+
+def reexec_with_venv_if_needed() -> None:
+    """Use .venv/bin/python when this interpreter lacks cleancoin or pytest."""
+    if all(importlib.util.find_spec(m) is not None for m in ("cleancoin", "pytest")):
+        return
+    venv_python = REPO / ".venv" / "bin" / "python"
+    if os.environ.get(REEXEC_GUARD) != "1" and os.access(venv_python, os.X_OK):
+        os.environ[REEXEC_GUARD] = "1"
+        os.execv(str(venv_python), [str(venv_python), str(Path(__file__).resolve()), *sys.argv[1:]])
+    sys.exit(f"test_runner: {sys.executable} cannot import cleancoin and pytest, and there is no "
+             f"{venv_python}: run `make setup` first")
+
+
+def discover() -> list[Path]:
+    found = [p for p in HERE.glob("test_*.py") if p.name != Path(__file__).name]
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    return sorted(found, key=lambda p: (rank.get(p.name, len(rank)), p.name))
+
+
+def select(all_tests: list[Path], names: list[str]) -> list[Path]:
+    """Tests named on the command line: `test_x`, `test_x.py`, a path to one, or a glob."""
+    if not names:
+        return all_tests
+    chosen: list[Path] = []
+    for name in names:
+        base = Path(name).name
+        if not base.endswith(".py"):
+            base += ".py"
+        matches = [t for t in all_tests if fnmatch.fnmatchcase(t.name, base)]
+        if not matches:
+            sys.stderr.write(f"test_runner: no functional test matches {name!r}; there are: "
+                             f"{', '.join(t.name for t in all_tests)}\n")
+            sys.exit(2)
+        chosen.extend(m for m in matches if m not in chosen)
+    return [t for t in all_tests if t in chosen]      # the usual order: longest first
+
+
+@dataclass
+class Job:
+    path: Path
+    log_path: Path
+    basetemp: Path
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    duration: float = 0.0
+    status: str = ""
+    detail: str = ""      # pytest's counts, e.g. "11 passed, 1 skipped", or why it failed
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class Outcome:
+    done: list[Job] = field(default_factory=list)
+    not_run: list[Job] = field(default_factory=list)
+
+
+_SUMMARY = re.compile(r"^=*\s*(?P<counts>(?:\d+ \w+(?:, )?)+) in [\d.]+s\b")
+
+
+def pytest_counts(output: str) -> dict[str, int]:
+    """{'passed': 11, 'skipped': 1, ...} from pytest's final summary line."""
+    for line in reversed(output.splitlines()):
+        m = _SUMMARY.match(line.strip())
+        if m:
+            return {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", m["counts"])}
+    return {}
+
+
+def judge(job: Job, returncode: int, timed_out: bool) -> None:
+    counts = pytest_counts(job.log_path.read_text(errors="replace"))
+    job.detail = ", ".join(f"{n} {word}" for word, n in counts.items())
+    if timed_out:
+        job.status, job.detail = FAILED, f"timed out, killed; {job.detail}".rstrip("; ")
+    elif returncode == 0:
+        ran = counts.get("passed", 0) + counts.get("xfailed", 0) + counts.get("xpassed", 0)
+        job.status = SKIPPED if ran == 0 and counts.get("skipped", 0) else PASSED
+    else:
+        job.status = FAILED
+        if returncode == 5:
+            job.detail = "no tests collected"
+        elif not job.detail:
+            job.detail = f"pytest exit status {returncode}"
+
+
+def kill_group(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM to the test's whole process group (pytest and the nodes it started), SIGKILL
+    after `grace` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    text = path.read_text(errors="replace").splitlines()
+    if len(text) <= lines:
+        return "\n".join(text)
+    return f"[... {len(text) - lines} lines before; full log: {path}]\n" + "\n".join(text[-lines:])
+
+
+def run(tests: list[Path], jobs: int, scratch: Path, env: dict[str, str], failfast: bool,
+        quiet: bool, timeout: float) -> Outcome:
+    queue = [Job(t, scratch / f"{t.stem}.log", scratch / t.stem) for t in tests]
+    total = len(queue)
+    running: list[Job] = []
+    outcome = Outcome()
+    stopping = False
+    try:
+        while running or (queue and not stopping):
+            while queue and len(running) < jobs and not stopping:
+                job = queue.pop(0)
+                with open(job.log_path, "wb") as log:
+                    job.process = subprocess.Popen(
+                        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                         "--tb=short", f"--basetemp={job.basetemp}", str(job.path)],
+                        cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                        stderr=subprocess.STDOUT, start_new_session=True)
+                job.started = time.monotonic()
+                running.append(job)
+            time.sleep(0.05)
+            for job in list(running):
+                assert job.process is not None
+                timed_out = timeout > 0 and time.monotonic() - job.started > timeout
+                if timed_out:
+                    kill_group(job.process)
+                elif job.process.poll() is None:
+                    continue
+                running.remove(job)
+                job.duration = time.monotonic() - job.started
+                judge(job, job.process.returncode, timed_out)
+                outcome.done.append(job)
+                if job.status == FAILED or not quiet:
+                    detail = f" ({job.detail})" if job.detail else ""
+                    print(f"{len(outcome.done)}/{total} - {job.name} {job.status} in "
+                          f"{job.duration:.1f} s{detail}", flush=True)
+                if job.status == FAILED:
+                    print(f"\n---- output of {job.name} (tail) ----\n{tail(job.log_path)}\n"
+                          f"---- end of {job.name} ----\n", flush=True)
+                    if failfast and not stopping:
+                        stopping = True
+                        print("--failfast: stopping the other tests", flush=True)
+                        for other in running:
+                            assert other.process is not None
+                            kill_group(other.process)
+                        outcome.not_run.extend(running)
+                        running.clear()
+                        break
+        outcome.not_run.extend(queue)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the running tests", flush=True)
+        for job in running:
+            if job.process is not None:
+                kill_group(job.process, grace=3.0)
+        raise
+    return outcome
+
+
+def sort_key(job: Job) -> tuple[int, str]:
+    """Bitcoin Core's order: passed, then skipped, then failed; by name within each."""
+    return {PASSED: 0, SKIPPED: 1, FAILED: 2}[job.status], job.name.lower()
+
+
+def print_summary(outcome: Outcome, runtime: float) -> None:
+    done = sorted(outcome.done, key=sort_key)
+    width = max([len("TEST"), len("ALL")] + [len(j.name) for j in done + outcome.not_run])
+    print(f"\n{'TEST':<{width}} | {'STATUS':<7} | DURATION\n")
+    for job in done:
+        detail = f"  ({job.detail})" if job.detail else ""
+        print(f"{job.name:<{width}} | {job.status:<7} | {job.duration:6.1f} s{detail}")
+    for job in outcome.not_run:
+        print(f"{job.name:<{width}} | {'NOT RUN':<7} |")
+    all_ok = not outcome.not_run and all(j.status != FAILED for j in done)
+    accumulated = sum(j.duration for j in done)
+    print(f"\n{'ALL':<{width}} | {PASSED if all_ok else FAILED:<7} | {accumulated:6.1f} s "
+          f"(accumulated)")
+    print(f"Runtime: {runtime:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Run the functional tests in parallel (tests/functional/test_*.py), each "
+                    "file as its own pytest process. The node executable comes from CleanCoinD "
+                    "(or CLEANCOIND), default CleanCoind.")
+    parser.add_argument("tests", nargs="*", metavar="TEST",
+                        help="tests to run: test_node_wallet, test_node_wallet.py, a path, or a "
+                             "glob such as 'test_node_*' (default: all)")
+    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                        help="how many test files run at once (default: the number of CPUs, "
+                             "%(default)s here)")
+    parser.add_argument("--failfast", action="store_true",
+                        help="stop at the first failure (the running tests are killed)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print only failures and the summary")
+    parser.add_argument("--timeout", type=float, default=1200.0,
+                        help="seconds one test file may take before it is killed and failed "
+                             "(default %(default)s; 0: no limit)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the scratch directory (logs, datadirs) even when all pass")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("-j must be at least 1")
+
+    sys.path.insert(0, str(HERE))
+    try:
+        # Needs cleancoin (reexec_with_venv_if_needed saw to it); resolves the executable.
+        import framework
+    except RuntimeError as exc:
+        print(f"test_runner: {exc}", file=sys.stderr)
+        return 1
+    setting = framework.node_executable_setting()
+    executable = framework.NODE_EXECUTABLE
+    tests = select(discover(), args.tests)
+    jobs = min(args.jobs, len(tests))
+    kind = "multiprocess" if os.path.basename(executable) == framework.MULTIPROCESS_NODE else \
+        "single process"
+    source = next((f"{var}={setting}" for var in framework.NODE_ENV_VARS
+                   if os.environ.get(var, "").strip()), "the default")
+    print(f"Testing {executable} ({kind}; from {source})")
+    plural = "s" if len(tests) != 1 else ""
+    print(f"Running {len(tests)} test{plural}, {jobs} at a time", flush=True)
+
+    env = dict(os.environ)
+    env.pop(REEXEC_GUARD, None)
+    env.pop("CLEANCOIND", None)
+    env[framework.NODE_ENV_VARS[0]] = executable      # every file tests the same executable
+    scratch = Path(tempfile.mkdtemp(prefix="ccft_"))
+    start = time.monotonic()
+    try:
+        outcome = run(tests, jobs, scratch, env, args.failfast, args.quiet, args.timeout)
+    except KeyboardInterrupt:
+        print(f"Logs and datadirs kept in {scratch}")
+        return 130
+    print_summary(outcome, time.monotonic() - start)
+    ok = not outcome.not_run and all(j.status != FAILED for j in outcome.done)
+    if ok and not args.keep:
+        shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        print(f"Logs and datadirs kept in {scratch}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    reexec_with_venv_if_needed()
+    sys.exit(main())
