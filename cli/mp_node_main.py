@@ -101,12 +101,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                              {"walletdir": os.path.join(netdatadir, "wallets"),
                               "tmpdir": _own_tmpdir(os.path.join(netdatadir, "wallets"))})
         try:
-            zygote = Zygote.start({WALLET_COMPONENT: spec})
+            # Not waiting: the zygote's interpreter starts while this one imports.
+            zygote = Zygote.start({WALLET_COMPONENT: spec}, wait=False)
         except ZygoteError as exc:
             return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
+    _import_node_modules()
+    if zygote is not None:
+        try:
+            zygote.wait_ready()
+        except ZygoteError as exc:
+            return _fail(log, f"cannot start the wallet's launcher: {exc}")
     report = None
     if sandbox:
-        _import_node_modules()
         from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors
         from cleancoin.sandbox.self_restrict import restrict_self
         try:

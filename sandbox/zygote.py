@@ -89,8 +89,12 @@ class Zygote:
         self.events = events          # watch for readability, then call `read_event()`
 
     @classmethod
-    def start(cls, components: Mapping[str, ComponentSpec]) -> "Zygote":
-        """Fit every component's policy, then start the zygote. Raises on a bad policy."""
+    def start(cls, components: Mapping[str, ComponentSpec], *, wait: bool = True) -> "Zygote":
+        """Fit every component's policy, then start the zygote. Raises on a bad policy.
+
+        `wait=False` returns while the zygote's interpreter is still starting; call
+        `wait_ready()` before the first spawn (the parent can do its own work meanwhile).
+        """
         plans = {name: {"argv": list(spec.argv), "plan": plan.to_json() if plan else None}
                  for name, spec in components.items() for plan in [_plan(spec)]}
         req_parent, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -111,11 +115,16 @@ class Zygote:
         ev_child.close()
         zygote = cls(pid, req_parent, ev_parent)
         _send(req_parent, {"components": plans})
-        answer, _ = _recv(req_parent)
-        if answer != {"ready": True}:
-            zygote.stop()
-            raise ZygoteError(f"the zygote did not start: {answer}")
+        if wait:
+            zygote.wait_ready()
         return zygote
+
+    def wait_ready(self) -> None:
+        """Wait until the zygote has its plans and takes requests; raises if it died."""
+        answer, _ = _recv(self._requests)
+        if answer != {"ready": True}:
+            self.stop()
+            raise ZygoteError(f"the zygote did not start: {answer}")
 
     def spawn(self, name: str, ipc_fd: int) -> Spawned:
         """Start component `name` with `ipc_fd` as its -ipcfd; returns once it is sandboxed."""
