@@ -177,3 +177,29 @@ def test_sandbox_off_is_said_in_the_log(node) -> None:
     assert "not sandboxed" in info["processes"][1]["sandbox_report"]
     assert status_fields(n.process.pid)["Seccomp"] == "0"
     assert "-sandbox=0: CleanCoin-node and its wallet process run WITHOUT a sandbox" in n.debug_log()
+
+
+# A system that refuses namespaces: a seccomp filter (the kernel's, not a mock) makes
+# unshare(2) fail with EPERM in the node and everything it starts.
+REFUSE_UNSHARE = """
+import errno, os, sys
+import pyseccomp as seccomp
+f = seccomp.SyscallFilter(seccomp.ALLOW)
+f.add_rule(seccomp.ERRNO(errno.EPERM), "unshare")
+f.load()
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def test_a_system_that_cannot_confine_the_node_stops_it_before_it_serves(node) -> None:
+    n = node()
+    cmd = [sys.executable, "-c", REFUSE_UNSHARE, *n.args()]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Error: sandbox step 'namespaces' failed" in result.stderr
+    assert "Operation not permitted" in result.stderr and "-sandbox=0" in result.stderr
+    assert not n.cookie_path.exists()            # RPC never started
+    assert "Node started" not in n.debug_log()
+    # -sandbox=0 is the way out, and says so in the log.
+    n.start(["-sandbox=0"])
+    assert n.rpc.getblockcount() == 0
