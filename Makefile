@@ -49,15 +49,9 @@ test-unit: setup
 
 # The functional suite (tests/functional/test_runner.py, in parallel) against each node
 # executable; CleanCoinD is set explicitly so an exported one cannot swap them.
-# The guard on CleanCoin-node goes away once it lands: until then it is not installed.
 test-functional: setup
 	CleanCoinD=CleanCoind $(VPY) tests/functional/test_runner.py
-	@if [ -x $(VENV)/bin/CleanCoin-node ]; then \
-	  echo "CleanCoinD=CleanCoin-node $(VPY) tests/functional/test_runner.py"; \
-	  CleanCoinD=CleanCoin-node $(VPY) tests/functional/test_runner.py; \
-	else \
-	  echo "test-functional: $(VENV)/bin/CleanCoin-node is not there yet: its run is skipped"; \
-	fi
+	CleanCoinD=CleanCoin-node $(VPY) tests/functional/test_runner.py
 
 bench: setup
 	$(VPY) -m pytest -q -s tests/bench -p no:cacheprovider
