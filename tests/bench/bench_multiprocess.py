@@ -1,0 +1,646 @@
+"""Multiprocess benchmarks: CleanCoin-node (wallet in its own sandboxed process, over IPC)
+against CleanCoind (one process), each measured against its baseline in the same run.
+
+1. Wallet catch-up over 5,000 blocks (chain_fixture.py, built once): (a) in process, the
+   wallet service over the node's NodeChain; (b) over IPC, a real `CleanCoin-wallet -ipcfd=N`
+   child served the same NodeChain; (c) the same child under the shipped wallet sandbox;
+   5 interleaved rounds (MP_BENCH_ROUNDS), medians.
+   blocks/s for each, ratio IPC / in-process (target <= 1.5x), and what crossed the
+   interface: calls per method, get_blocks batch sizes, time the node spent serving. Then the
+   wallet *follows* the chain: a burst of blocks mined back to back (one chain_events batch)
+   and blocks mined one at a time (latency from the block's commit to the wallet having
+   processed it).
+2. Functional suite wall time: tests/functional/test_runner.py (or pytest on
+   tests/functional) with CleanCoinD=CleanCoind, then CleanCoinD=CleanCoin-node; ratio
+   (target <= 1.2x); per-file times; and, when some files run against only one executable
+   (multiprocess-only tests skip under CleanCoind), a second, like-for-like run of the files
+   both ran. About two minutes in all here, so it is part of `make bench`.
+3. Resident memory after createwallet + 101 blocks: VmRSS and PSS of every process of a
+   regtest CleanCoin-node (node, zygote, the wallet's waiter/init/component) against the one
+   CleanCoind process; and each one's start and stop time.
+
+Misses print MISS and do not fail the run; a broken measurement fails it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chain_fixture import BLOCKS, PARAMS, build_chain, mine
+
+from cleancoin.components.node.chain_binding import NodeChain
+from cleancoin.components.wallet.store import WalletStore
+from cleancoin.components.wallet.wallet import SYNC_BATCH, Wallet
+from cleancoin.components.wallet_interface import WalletOptions
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+WALLET_MODULE = "cleancoin.cli.wallet_main"
+NAME = "bench"
+BURST = 300          # blocks mined back to back while the wallet follows
+SINGLES = 30         # blocks mined one at a time, each awaited by the wallet
+TIMEOUT = 300.0
+ROUNDS = int(os.environ.get("MP_BENCH_ROUNDS", "5"))
+IN_PROCESS = "in-process (CleanCoind's binding)"
+IPC = "over IPC, child not sandboxed"
+SANDBOXED = "over IPC, child in the wallet sandbox"
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+# ============================================================ 1. wallet catch-up over IPC
+
+class _NoRegistration:
+    """What register_rpc hands back here: nobody forwards RPC in this benchmark."""
+
+    async def disconnect(self) -> None:
+        return None
+
+
+class _CountingNotifications:
+    """Forwards the node's notifications to the wallet's receiver, counting them."""
+
+    def __init__(self, target: Any, owner: "CountingChain") -> None:
+        self._target = target
+        self._owner = owner
+
+    async def _forward(self, name: str, blocks: int, *args: Any) -> None:
+        self._owner.calls[f"notify.{name}"] += 1
+        self._owner.event_batches.append(len(args[0]) if name == "chain_events" else 1)
+        await getattr(self._target, name)(*args)
+        self._owner.delivered_blocks += blocks
+        self._owner.delivered.set()
+
+    async def chain_events(self, events: list[Any]) -> None:
+        n = sum(1 for e in events if e.kind in ("block_connected", "block_disconnected"))
+        await self._forward("chain_events", n, events)
+
+    async def block_connected(self, block: bytes, height: int) -> None:
+        await self._forward("block_connected", 1, block, height)
+
+    async def block_disconnected(self, block: bytes, height: int) -> None:
+        await self._forward("block_disconnected", 1, block, height)
+
+    async def transaction_added_to_mempool(self, tx: bytes) -> None:
+        await self._forward("transaction_added_to_mempool", 0, tx)
+
+    async def transaction_removed_from_mempool(self, txid: bytes, reason: str) -> None:
+        await self._forward("transaction_removed_from_mempool", 0, txid, reason)
+
+
+def _counted(name: str) -> Any:
+    async def method(self: "CountingChain", *args: Any) -> Any:
+        self.calls[name] += 1
+        start = time.perf_counter()
+        try:
+            return await getattr(NodeChain, name)(self, *args)
+        finally:
+            self.serve_seconds += time.perf_counter() - start
+    method.__name__ = name
+    return method
+
+
+class CountingChain(NodeChain):
+    """The node's NodeChain, counting every call the wallet makes through it (in process or
+    over IPC alike) and the time spent answering them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reset()
+
+    def reset(self) -> None:
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.serve_seconds = 0.0
+        self.get_blocks_sizes: list[int] = []
+        self.event_batches: list[int] = []
+        self.delivered_blocks = 0
+        self.delivered = asyncio.Event()
+
+    get_height = _counted("get_height")
+    get_block_hash = _counted("get_block_hash")
+    get_block_header_info = _counted("get_block_header_info")
+    find_fork = _counted("find_fork")
+    relay_min_fee = _counted("relay_min_fee")
+    is_in_mempool = _counted("is_in_mempool")
+    broadcast_transaction = _counted("broadcast_transaction")
+    register_rpc = _counted("register_rpc")
+
+    async def get_blocks(self, start_height: int, count: int) -> list[bytes]:
+        self.calls["get_blocks"] += 1
+        start = time.perf_counter()
+        raws = await super().get_blocks(start_height, count)
+        self.serve_seconds += time.perf_counter() - start
+        self.get_blocks_sizes.append(len(raws))
+        return raws
+
+    async def handle_notifications(self, notifications: Any) -> Any:
+        self.calls["handle_notifications"] += 1
+        return await super().handle_notifications(_CountingNotifications(notifications, self))
+
+    async def wait_delivered(self, blocks: int) -> None:
+        while self.delivered_blocks < blocks:
+            self.delivered.clear()
+            await asyncio.wait_for(self.delivered.wait(), TIMEOUT)
+
+
+class Result:
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.start_seconds = 0.0
+        self.catch_up = 0.0
+        self.blocks = 0            # the tip's height when the catch-up started
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.serve = 0.0
+        self.batches: list[int] = []
+        self.burst = 0.0
+        self.burst_calls: collections.Counter[str] = collections.Counter()
+        self.burst_batches: list[int] = []
+        self.single_latencies: list[float] = []
+        self.best_height = -1
+
+    @property
+    def rate(self) -> float:
+        return self.blocks / self.catch_up
+
+
+async def _follow(chain: CountingChain, bench: Any, mine_to: bytes, result: Result) -> None:
+    """Burst: BURST blocks accepted back to back (the loop is busy, the events queue up),
+    then the time until the wallet has processed them all. Singles: one block at a time."""
+    chain.reset()
+    mine(bench.chain, BURST, mine_to)
+    t0 = time.perf_counter()
+    await chain.wait_delivered(BURST)
+    result.burst = time.perf_counter() - t0
+    result.burst_calls = chain.calls.copy()
+    result.burst_batches = list(chain.event_batches)
+    for i in range(SINGLES):
+        chain.reset()
+        mine(bench.chain, 1, mine_to)
+        t0 = time.perf_counter()
+        await chain.wait_delivered(1)
+        result.single_latencies.append(time.perf_counter() - t0)
+
+
+async def _in_process(bench: Any, netdatadir: str, mine_to: bytes, follow: bool) -> Result:
+    from cleancoin.components.wallet.process import make_wallet_service
+    result = Result("in-process (CleanCoind's binding)")
+    chain = CountingChain(bench.chain, bench.mempool, rpc_registrar=lambda m, h: _NoRegistration())
+    t0 = time.perf_counter()
+    service = await make_wallet_service(chain, WalletOptions(PARAMS.name, netdatadir), register=True)
+    result.start_seconds = time.perf_counter() - t0
+    chain.reset()
+    result.blocks = bench.chain.height
+    t0 = time.perf_counter()
+    await service.load_wallets([NAME])
+    result.catch_up = time.perf_counter() - t0
+    result.calls, result.serve, result.batches = chain.calls.copy(), chain.serve_seconds, list(chain.get_blocks_sizes)
+    result.best_height = service.loader.get(NAME).store.best_block[1]
+    if follow:
+        await _follow(chain, bench, mine_to, result)
+    await service.shutdown()
+    await chain.close()
+    return result
+
+
+async def _over_ipc(bench: Any, netdatadir: str, mine_to: bytes, plan: Any, label: str,
+                    follow: bool) -> Result:
+    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.ipc.spawn import spawn
+    result = Result(label)
+    t0 = time.perf_counter()
+    child = await spawn(WALLET_MODULE, "CleanCoin-wallet", plan, Peer("bench-node", os.getpid()))
+    chain = CountingChain(bench.chain, bench.mempool, rpc_registrar=lambda m, h: _NoRegistration())
+    try:
+        loader = await child.connection.init.make_wallet_loader(chain, WalletOptions(PARAMS.name, netdatadir))
+        result.start_seconds = time.perf_counter() - t0
+        chain.reset()
+        result.blocks = bench.chain.height
+        t0 = time.perf_counter()
+        loaded = await loader.load_wallets([NAME])
+        result.catch_up = time.perf_counter() - t0
+        if list(loaded) != [NAME]:
+            pytest.fail(f"measurement broken: the wallet process loaded {loaded!r}")
+        result.calls, result.serve, result.batches = chain.calls.copy(), chain.serve_seconds, list(chain.get_blocks_sizes)
+        if follow:
+            await _follow(chain, bench, mine_to, result)
+        await asyncio.wait_for(loader.shutdown(), 30)
+    finally:
+        child.connection.close()
+        await chain.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(child.exited), 10)
+        except asyncio.TimeoutError:
+            child.kill()
+            await child.exited
+    # The child's store is closed now: read how far it got from the database itself.
+    with WalletStore.open(netdatadir, NAME, PARAMS.name) as store:
+        result.best_height = store.best_block[1]
+    return result
+
+
+def _copy_wallet(src_netdatadir: str, dst_netdatadir: str) -> None:
+    shutil.copytree(os.path.join(src_netdatadir, "wallets", NAME),
+                    os.path.join(dst_netdatadir, "wallets", NAME))
+
+
+def _sandbox_plan(netdatadir: str) -> tuple[Any, str]:
+    """The wallet's shipped policy fitted to this kernel, as CleanCoin-node's zygote does;
+    (None, why) when it cannot be."""
+    try:
+        from cleancoin.sandbox import launcher
+        from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
+        walletdir = os.path.join(netdatadir, "wallets")
+        tmpdir = os.path.join(walletdir, ".tmp")
+        os.makedirs(tmpdir, mode=0o700, exist_ok=True)
+        return launcher.prepare(load_policy(shipped_policy("wallet")),
+                                {"walletdir": walletdir, "tmpdir": tmpdir}), ""
+    except Exception as exc:  # noqa: BLE001 - reported, the sandboxed run is skipped
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _report_catch_up(rounds: dict[str, list[Result]]) -> None:
+    base_rate = _median([r.rate for r in rounds[IN_PROCESS]])
+    out("")
+    out(f"WALLET CATCH-UP from genesis over {BLOCKS}+ blocks (same chain, same wallet file copied "
+        f"fresh for every run; {ROUNDS} interleaved rounds; wallet SYNC_BATCH={SYNC_BATCH})")
+    out(f"  {'binding':40} {'blocks/s per round':>34} {'median':>8} {'ratio':>7}  {'start':>6}")
+    for label, runs in rounds.items():
+        rate = _median([r.rate for r in runs])
+        ratio = base_rate / rate
+        tag = "" if label == IN_PROCESS else f"  target <= 1.5x -> {verdict(ratio <= 1.5)}"
+        per_round = " ".join(f"{r.rate:,.0f}" for r in runs)
+        out(f"  {label:40} {per_round:>34} {rate:8,.0f} {ratio:6.2f}x  "
+            f"{_median([r.start_seconds for r in runs]):5.2f}s{tag}")
+    out("  (ratio: in-process median rate / this binding's median rate, i.e. time per block "
+        "relative to in-process; start: spawn + connect + make_wallet_loader, median, not in "
+        "the catch-up time; the machine is shared, so single rounds are noisy)")
+    results = [runs[-1] for runs in rounds.values()]
+    base = results[0]
+    out("")
+    out(f"  what crossed the Chain interface during the last round's catch-up "
+        f"(counted on the node side; {base.blocks}+ blocks):")
+    for r in results:
+        calls = sum(v for k, v in r.calls.items() if not k.startswith("notify."))
+        sizes = r.batches
+        out(f"    {r.label}")
+        out(f"      calls: {calls} ({calls / r.blocks:.3f} per block): "
+            + ", ".join(f"{k}={v}" for k, v in sorted(r.calls.items())))
+        if sizes:
+            out(f"      get_blocks: {len(sizes)} calls, blocks per call min/median/max "
+                f"{min(sizes)}/{sorted(sizes)[len(sizes) // 2]}/{max(sizes)}")
+        out(f"      node time answering: {r.serve:.2f} s of {r.catch_up:.2f} s "
+            f"(the rest: the wallet applying blocks{'' if r is base else ', IPC transfer and decoding'})")
+        if r is not base:
+            extra = r.catch_up - r.blocks / base_rate
+            out(f"      extra over in-process: {extra:+.2f} s = {extra / max(calls, 1) * 1e3:.2f} ms per "
+                f"call, {extra / r.blocks * 1e6:.0f} us per block")
+    out("")
+    out(f"WALLET FOLLOWING THE CHAIN (last round): {BURST} blocks mined back to back, then {SINGLES} one at a time")
+    out(f"  {'binding':44} {'burst s':>8} {'blocks/s':>9}  {'batches':>22}  {'1-block latency ms (median/max)':>32}")
+    for r in results:
+        lat = sorted(r.single_latencies)
+        out(f"  {r.label:44} {r.burst:8.2f} {BURST / r.burst:9,.0f}  "
+            f"{str(r.burst_batches)[:22]:>22}  {lat[len(lat) // 2] * 1e3:15.2f} / {lat[-1] * 1e3:.2f}")
+    for r in results:
+        out(f"    {r.label}: burst calls: " + ", ".join(f"{k}={v}" for k, v in sorted(r.burst_calls.items())))
+
+
+def test_wallet_catch_up_over_ipc() -> None:
+    import capnp
+    with tempfile.TemporaryDirectory() as d:
+        base = os.path.join(d, "template")
+        os.makedirs(base)
+        store = WalletStore.create(base, NAME, PARAMS.name)
+        mine_to = Wallet(NAME, store, None).new_key(False).pkh  # type: ignore[arg-type]
+        store.close()
+        bench = build_chain(d, BLOCKS, mine_to)
+        out("")
+        out(f"chain: {BLOCKS} regtest blocks built in {bench.build_seconds:.1f} s "
+            f"(every 10th pays the wallet)")
+        plan_dir = os.path.join(d, "sandboxed")
+        plan, why = _sandbox_plan(plan_dir)      # one walletdir for every sandboxed round
+        rounds: dict[str, list[Result]] = {IN_PROCESS: [], IPC: []}
+        if plan is not None:
+            rounds[SANDBOXED] = []
+        else:
+            out(f"  (sandboxed runs skipped: the wallet policy cannot be applied here: {why})")
+
+        async def run_all() -> None:
+            for i in range(ROUNDS):
+                follow = i == ROUNDS - 1      # the follow phase mines blocks: last round only
+                for label in rounds:
+                    netdatadir = plan_dir if label == SANDBOXED else os.path.join(d, f"{label[:3]}{i}")
+                    shutil.rmtree(os.path.join(netdatadir, "wallets", NAME), ignore_errors=True)
+                    _copy_wallet(base, netdatadir)
+                    if label == IN_PROCESS:
+                        result = await _in_process(bench, netdatadir, mine_to, follow)
+                    else:
+                        result = await _over_ipc(bench, netdatadir, mine_to,
+                                                 plan if label == SANDBOXED else None, label, follow)
+                    result.label = label
+                    rounds[label].append(result)
+        try:
+            asyncio.run(capnp.run(run_all()))
+        finally:
+            bench.close()
+        _report_catch_up(rounds)
+        for r in (r for runs in rounds.values() for r in runs):
+            assert r.best_height >= r.blocks >= BLOCKS, f"{r.label}: the wallet stopped at {r.best_height}"
+            assert r.catch_up > 0
+
+
+# ============================================================ 2. functional suite wall time
+
+def _functional_command() -> tuple[list[str], str]:
+    runner = REPO / "tests" / "functional" / "test_runner.py"
+    if runner.is_file():
+        return [sys.executable, str(runner)], "tests/functional/test_runner.py"
+    return ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/functional"],
+            "pytest -q tests/functional")
+
+
+def _summary_lines(output: str) -> list[str]:
+    keep = ("PASSED", "FAILED", "SKIPPED", "Runtime", "Running", "passed", "failed", "error")
+    return [line for line in output.splitlines() if line.strip() and any(k in line for k in keep)][-12:]
+
+
+_ROW = re.compile(r"^(test_\S+\.py)\s*\|\s*(PASSED|FAILED|SKIPPED)\s*\|\s*([\d.]+) s")
+
+
+def _run_suite(command: list[str], executable: str, tests: list[str]) -> tuple[float, int, str]:
+    env = dict(os.environ, CleanCoinD=executable)
+    env.pop("CLEANCOIND", None)
+    start = time.perf_counter()
+    proc = subprocess.run([*command, *tests], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=1800)
+    return time.perf_counter() - start, proc.returncode, proc.stdout
+
+
+def _file_rows(output: str) -> dict[str, tuple[str, float]]:
+    """The runner's summary table: file -> (status, seconds)."""
+    rows = {}
+    for line in output.splitlines():
+        m = _ROW.match(line.strip())
+        if m:
+            rows[m.group(1)] = (m.group(2), float(m.group(3)))
+    return rows
+
+
+def _print_runs(title: str, runs: list[tuple[str, float, int, str]]) -> float:
+    out(title)
+    for executable, seconds, code, output in runs:
+        status = "all passed" if code == 0 else f"exit status {code}: NOT all passed"
+        out(f"  CleanCoinD={executable:15} {seconds:7.1f} s   ({status})")
+        if code != 0:
+            for line in _summary_lines(output):
+                out(f"      | {line}")
+    ratio = runs[1][1] / runs[0][1]
+    out(f"  ratio CleanCoin-node / CleanCoind   {ratio:6.2f}x  target <= 1.2x -> {verdict(ratio <= 1.2)}")
+    return ratio
+
+
+def test_functional_suite_wall_time() -> None:
+    command, what = _functional_command()
+    runs = [(e, *_run_suite(command, e, [])) for e in ("CleanCoind", "CleanCoin-node")]
+    out("")
+    _print_runs(f"FUNCTIONAL SUITE WALL TIME ({what}, whole suite, one run each, same run)", runs)
+    rows = [_file_rows(r[3]) for r in runs]
+    if rows[0] and rows[1]:
+        out(f"  per file (seconds, from the runner's table; files run {os.cpu_count()} at a time):")
+        for name in sorted(set(rows[0]) | set(rows[1])):
+            a, b = rows[0].get(name, ("-", 0.0)), rows[1].get(name, ("-", 0.0))
+            ratio = f"{b[1] / a[1]:5.2f}x" if a[1] and a[0] == b[0] == "PASSED" else "     -"
+            out(f"    {name:28} CleanCoind {a[1]:6.1f} s {a[0]:8} CleanCoin-node {b[1]:6.1f} s {b[0]:8} {ratio}")
+        # Files that run against only one executable (e.g. multiprocess-only tests, skipped
+        # under CleanCoind) make the whole-suite ratio compare different work: run the files
+        # both executables really ran, again, for a like-for-like figure.
+        common = sorted(n for n in rows[0] if rows[0][n][0] != "SKIPPED"
+                        and rows[1].get(n, ("SKIPPED",))[0] != "SKIPPED")
+        if common and len(common) < len(set(rows[0]) | set(rows[1])):
+            again = [(e, *_run_suite(command, e, common)) for e in ("CleanCoind", "CleanCoin-node")]
+            out("")
+            _print_runs(f"FUNCTIONAL SUITE, like for like: only the {len(common)} files both ran "
+                        f"({', '.join(common)})", again)
+            runs += again
+    for executable, _, code, output in runs:
+        # Test failures are reported above (and are not this benchmark's to judge); a suite
+        # that could not run at all (usage error, crash, nothing collected) is no measurement.
+        assert code in (0, 1), f"{executable}: the suite did not run (exit {code}):\n{output[-3000:]}"
+
+
+# ============================================================ 3. resident memory
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return sorted(set(kids))
+
+
+def _status(pid: int) -> dict[str, str]:
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def _pss_kb(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return " ".join(a.decode(errors="replace") for a in f.read().split(b"\0") if a)
+    except OSError:
+        return "?"
+
+
+def _tree(root: int) -> list[tuple[int, int, str]]:
+    """(pid, depth, role) of root and every descendant, depth first."""
+    rows: list[tuple[int, int, str]] = []
+
+    def walk(pid: int, depth: int, role: str) -> None:
+        rows.append((pid, depth, role))
+        kids = _children(pid)
+        for kid in kids:
+            cmd = _cmdline(kid)
+            if "wallet_main" in cmd or "CleanCoin-wallet" in cmd:
+                kid_role = "wallet component (CleanCoin-wallet -ipcfd)"
+            elif role.startswith("zygote"):          # a fork of the zygote
+                kid_role = "wallet sandbox waiter (outside the pid namespace)"
+            elif role.startswith("wallet sandbox waiter"):
+                kid_role = "wallet pid-namespace init"
+            elif "sandbox.zygote" in cmd:
+                kid_role = "zygote (started before the node restricted itself)"
+            else:
+                kid_role = f"child of pid {pid}"
+            walk(kid, depth + 1, kid_role)
+
+    walk(root, 0, "node")
+    return rows
+
+
+class NodeUnderTest:
+    def __init__(self, executable: str, base: str) -> None:
+        self.executable = executable
+        self.datadir = os.path.join(base, executable)
+        os.makedirs(self.datadir)
+        self.rpc_port = _free_port()
+        self.args = [str(BIN / executable), "-regtest", f"-datadir={self.datadir}",
+                     f"-port={_free_port()}", f"-rpcport={self.rpc_port}", "-bind=127.0.0.1",
+                     "-printtoconsole=0"]
+        self.stderr = open(os.path.join(base, f"{executable}.stderr"), "wb")
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        self.ready_seconds = self.stop_seconds = float("nan")
+        self.lag_height = 101
+        from cleancoin.components.rpc.client import RpcClient
+        self.client = RpcClient("127.0.0.1", self.rpc_port, timeout=120,
+                                cookie_path=os.path.join(self.datadir, "regtest", ".cookie"))
+
+    def wait_ready(self) -> None:
+        from cleancoin.components.rpc.client import RpcTransportError
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                with open(self.stderr.name) as f:
+                    pytest.fail(f"{self.executable} exited with {self.process.returncode}: {f.read()[-2000:]}")
+            try:
+                self.client.call("getblockcount")
+                self.ready_seconds = time.perf_counter() - self.started
+                return
+            except (RpcTransportError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.executable}: RPC not up after 60 s")
+            time.sleep(0.05)
+
+    def prepare(self) -> None:
+        self.client.call("createwallet", "w")
+        address = self.client.call("getnewaddress", wallet="w")
+        hashes = self.client.call("generatetoaddress", 101, address)
+        assert len(hashes) == 101
+        assert self.client.call("getblockcount") == 101
+        # The wallet follows the chain through notifications: right after generatetoaddress
+        # it may not have processed every block yet (noted, then waited for).
+        balance = self.client.call("getbalances", wallet="w")
+        self.lag_height = balance["lastprocessedblock"]["height"]
+        deadline = time.monotonic() + 60
+        while balance["lastprocessedblock"]["height"] < 101:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.executable}: the wallet never reached height 101: {balance}")
+            time.sleep(0.05)
+            balance = self.client.call("getbalances", wallet="w")
+        assert balance["mine"]["trusted"] > 0, balance
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            self.stderr.close()
+            return
+        try:
+            t0 = time.perf_counter()
+            self.client.call("stop")
+            self.process.wait(30)
+            self.stop_seconds = time.perf_counter() - t0
+        except Exception:  # noqa: BLE001 - killed below
+            pass
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.stderr.close()
+
+
+def test_resident_memory() -> None:
+    with tempfile.TemporaryDirectory() as base:
+        nodes: list[NodeUnderTest] = []
+        try:
+            for executable in ("CleanCoind", "CleanCoin-node"):     # one after the other
+                nodes.append(NodeUnderTest(executable, base))
+                nodes[-1].wait_ready()
+            for node in nodes:
+                node.prepare()
+            time.sleep(1.0)     # let the wallets settle (their last notifications)
+            out("")
+            out("RESIDENT MEMORY after createwallet w + generatetoaddress 101 (regtest, idle)")
+            out(f"  {'process':22} {'pid':>7}  {'role':52} {'VmRSS MiB':>9} {'PSS MiB':>8}")
+            totals: dict[str, tuple[int, int | None, int]] = {}
+            for node in nodes:
+                rss_sum, pss_sum, count = 0, 0, 0
+                for pid, depth, role in _tree(node.process.pid):
+                    try:
+                        rss = int(_status(pid).get("VmRSS", "0 kB").split()[0])
+                    except OSError:
+                        continue
+                    pss = _pss_kb(pid)
+                    rss_sum += rss
+                    pss_sum = pss_sum + pss if (pss is not None and pss_sum is not None) else None
+                    count += 1
+                    label = node.executable if depth == 0 else "  " * depth + "`-"
+                    out(f"  {label:22} {pid:7}  {role:52} {rss / 1024:9.1f} "
+                        f"{(pss / 1024 if pss is not None else float('nan')):8.1f}")
+                totals[node.executable] = (rss_sum, pss_sum, count)
+            out("")
+            (d_rss, d_pss, d_n), (m_rss, m_pss, m_n) = totals["CleanCoind"], totals["CleanCoin-node"]
+            out(f"  total CleanCoind       ({d_n} process)    VmRSS {d_rss / 1024:7.1f} MiB   PSS "
+                + (f"{d_pss / 1024:7.1f} MiB" if d_pss is not None else "n/a"))
+            out(f"  total CleanCoin-node   ({m_n} processes)  VmRSS {m_rss / 1024:7.1f} MiB   PSS "
+                + (f"{m_pss / 1024:7.1f} MiB" if m_pss is not None else "n/a"))
+            out(f"  ratio CleanCoin-node / CleanCoind: VmRSS {m_rss / d_rss:.2f}x"
+                + (f", PSS {m_pss / d_pss:.2f}x" if d_pss and m_pss else "")
+                + "  (VmRSS counts pages shared by the forked processes once per process; "
+                  "PSS divides them among the sharers)")
+            for node in nodes:
+                if node.lag_height < 101:
+                    out(f"  note: {node.executable}'s getbalances right after generatetoaddress 101 "
+                        f"answered with lastprocessedblock at height {node.lag_height} (waited for 101)")
+            assert d_n == 1 and m_n >= 2 and d_rss > 0 and m_rss > 0
+        finally:
+            for node in nodes:
+                node.stop()
+        out("")
+        out("  start (exec to first RPC answer, fresh datadir) and stop (stop RPC to exit), each alone:")
+        for node in nodes:
+            out(f"    {node.executable:15} start {node.ready_seconds:5.2f} s   stop {node.stop_seconds:5.2f} s")
