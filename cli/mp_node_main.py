@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cleancoin.components.ipc.interfaces import Peer
     from cleancoin.components.node.multiprocess import NodeProcesses
     from cleancoin.components.node.node import InitError, Node
-    from cleancoin.components.node.wallet_process import WALLET_COMPONENT, wallet_argv
+    from cleancoin.components.node.wallet_process import WALLET_COMPONENT, prestart, wallet_argv
     from cleancoin.sandbox.policy_loader import shipped_policy
     from cleancoin.sandbox.zygote import ComponentSpec, Zygote, ZygoteError
 
@@ -106,10 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ZygoteError as exc:
             return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
     _import_node_modules()
+    prestarted = None
     if zygote is not None:
         try:
             zygote.wait_ready()
-        except ZygoteError as exc:
+            # The wallet's interpreter starts while this process restricts itself and opens
+            # its chain; the node collects it once it is ready to talk to it.
+            prestarted = prestart(zygote)
+        except (ZygoteError, OSError) as exc:
             return _fail(log, f"cannot start the wallet's launcher: {exc}")
     report = None
     if sandbox:
@@ -126,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         log.warning("-sandbox=0: %s and its wallet process run WITHOUT a sandbox", PROG)
     extension = NodeProcesses(zygote, ipc, Peer(PROG, os.getpid()), list(config.wallets),  # type: ignore[attr-defined]
-                              report)
+                              report, prestarted)
     node = Node(config, extension)  # type: ignore[arg-type]
     import capnp
     try:

@@ -128,7 +128,16 @@ class Zygote:
 
     def spawn(self, name: str, ipc_fd: int) -> Spawned:
         """Start component `name` with `ipc_fd` as its -ipcfd; returns once it is sandboxed."""
+        self.request_spawn(name, ipc_fd)
+        return self.collect_spawn()
+
+    def request_spawn(self, name: str, ipc_fd: int) -> None:
+        """The first half of `spawn`: the zygote starts the component while the caller goes
+        on; `collect_spawn()` then waits for the answer. One request at a time."""
         _send(self._requests, {"spawn": name}, [ipc_fd])
+
+    def collect_spawn(self) -> Spawned:
+        """The answer to the last `request_spawn`: the pid and report, or ZygoteError."""
         answer, _ = _recv(self._requests)
         if not isinstance(answer, dict):
             raise ZygoteError("the zygote is gone")

@@ -43,6 +43,7 @@ class NodeProcesses:
     local: Peer
     wallets: list[str]
     report: Report | None = None
+    prestarted_wallet: Any = None     # wallet_process.prestart()'s socket, if called
     router: WalletRpcRouter | None = None
     wallet: WalletProcess | None = None
     listeners: list[Listener] = field(default_factory=list)
@@ -57,7 +58,8 @@ class NodeProcesses:
             await self._listen(node)
         if self.zygote is not None:
             self.wallet = WalletProcess(self.zygote, node, self.router, self.wallets, self.local,
-                                        self.ipc.debug)
+                                        self.ipc.debug, self.prestarted_wallet)
+            self.prestarted_wallet = None
             await self.wallet.start()
 
     async def _after_wallet_call(self, method: str) -> None:

@@ -50,7 +50,7 @@ class WalletProcess:
     """See the module docstring. `node` is the started Node (its chain and mempool)."""
 
     def __init__(self, zygote: Zygote, node: Any, router: WalletRpcRouter, wallets: list[str],
-                 local: Peer, debug: bool) -> None:
+                 local: Peer, debug: bool, prestarted: socket.socket | None = None) -> None:
         self._zygote = zygote
         self._node = node
         self._router = router
@@ -68,6 +68,7 @@ class WalletProcess:
         self._restart: asyncio.Task[None] | None = None
         self.exited = asyncio.Event()              # set each time the current process exits
         self.restarts = 0
+        self._prestarted = prestarted               # see prestart()
 
     # ------------------------------------------------------------------ start
 
@@ -78,16 +79,16 @@ class WalletProcess:
         await self._start_once()
 
     async def _start_once(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, self._prestarted = self._prestarted, None
+        if ours is None:
+            ours = prestart(self._zygote)
         try:
             # The zygote answers once the wallet's sandbox is in force (or why it failed).
-            spawned = await asyncio.to_thread(self._zygote.spawn, WALLET_COMPONENT, theirs.fileno())
+            spawned = await asyncio.to_thread(self._zygote.collect_spawn)
         except ZygoteError as exc:
             ours.close()
             step = f" (sandbox step '{exc.step}')" if exc.step else ""
             raise WalletProcessError(f"cannot start {WALLET_COMPONENT}{step}: {exc}") from None
-        finally:
-            theirs.close()
         self.pid = spawned.pid
         self.exited.clear()
         self._started_at = loop_time()
@@ -193,6 +194,21 @@ class WalletProcess:
                     self._zygote.kill(pid)
         with contextlib.suppress(Exception):
             asyncio.get_running_loop().remove_reader(self._zygote.events.fileno())
+
+
+def prestart(zygote: Zygote) -> socket.socket:
+    """Ask the zygote to start a wallet process now and return our end of its socket;
+    `WalletProcess` collects the answer later. CleanCoin-node calls this before it restricts
+    itself and opens its chain, so the wallet's interpreter starts meanwhile."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        zygote.request_spawn(WALLET_COMPONENT, theirs.fileno())
+    except OSError:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return ours
 
 
 def loop_time() -> float:
