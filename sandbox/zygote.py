@@ -207,8 +207,11 @@ def main(argv: list[str]) -> int:
         return 1
     plans: Components = {name: (tuple(c["argv"]), Plan.from_json(c["plan"]) if c["plan"] else None)
                          for name, c in first["components"].items()}
-    _send(requests, {"ready": True})
-    _serve(plans, requests, events)
+    try:
+        _send(requests, {"ready": True})
+        _serve(plans, requests, events)
+    except (BrokenPipeError, ConnectionResetError):
+        pass        # the parent hung up mid-answer (it is exiting): so do we, quietly
     return 0
 
 
