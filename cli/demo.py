@@ -95,15 +95,6 @@ def netns(pid: int) -> str:
         return f"(unreadable: {exc.strerror})"
 
 
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            args = handle.read().rstrip(b"\0").split(b"\0")
-    except OSError:
-        return "?"
-    return " ".join(a.decode(errors="replace") for a in args)
-
-
 def descendants(root: int) -> list[tuple[int, int]]:
     """(pid, depth) of `root` and every process below it, depth first, by PPid."""
     children: dict[int, list[int]] = {}
@@ -215,7 +206,8 @@ def process_tree(node_pid: int, wallet_pid: int) -> dict[int, tuple[str, str | N
             role = "node"
         elif pid == wallet_pid:
             role = "wallet"
-        elif "cleancoin.sandbox.zygote" in cmdline(pid) and depth == 1:
+        elif depth == 1:
+            # The node's only child: its zygote (a fork of the node, so the same cmdline).
             role = "zygote"
         elif len(nspid) > 1 and nspid[-1] == "1":
             role = "init"

@@ -94,27 +94,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cleancoin.sandbox.policy_loader import shipped_policy
     from cleancoin.sandbox.zygote import ComponentSpec, Zygote, ZygoteError
 
+    # Everything the node and the wallet process will run is imported now, once: the zygote
+    # is a fork of this process (no second interpreter to start), and so is the wallet.
+    _import_node_modules()
     zygote = None
+    prestarted = None
     if not config.disable_wallet:  # type: ignore[attr-defined]
+        from cleancoin.cli import wallet_process
+        wallet_process.import_everything()
         spec = ComponentSpec(WALLET_COMPONENT, wallet_argv(),
                              shipped_policy("wallet") if sandbox else None,
                              {"walletdir": os.path.join(netdatadir, "wallets"),
-                              "tmpdir": _own_tmpdir(os.path.join(netdatadir, "wallets"))})
+                              "tmpdir": _own_tmpdir(os.path.join(netdatadir, "wallets"))},
+                             target=wallet_process.run_forked)
         try:
-            # Not waiting: the zygote's interpreter starts while this one imports.
-            zygote = Zygote.start({WALLET_COMPONENT: spec}, wait=False)
-        except ZygoteError as exc:
-            return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
-    _import_node_modules()
-    prestarted = None
-    if zygote is not None:
-        try:
-            zygote.wait_ready()
-            # The wallet's interpreter starts while this process restricts itself and opens
-            # its chain; the node collects it once it is ready to talk to it.
+            # Forked before this process opens its chain or holds anything the wallet
+            # must not see (Zygote.fork); the wallet starts while the node restricts itself.
+            zygote = Zygote.fork({WALLET_COMPONENT: spec})
             prestarted = prestart(zygote)
         except (ZygoteError, OSError) as exc:
-            return _fail(log, f"cannot start the wallet's launcher: {exc}")
+            return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
     report = None
     if sandbox:
         from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors

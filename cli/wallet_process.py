@@ -63,7 +63,7 @@ OPTIONS: list[Option] = [
 ]
 
 
-def _import_everything() -> None:
+def import_everything() -> None:
     """Import, and load the schemas of, all this process will use: once the sandbox is up it
     may read the Python installation still, but should not need to (and it is faster)."""
     from cleancoin.components.ipc import schema
@@ -92,7 +92,9 @@ def _setup_logging(netdatadir: str | None, console: bool, debug: Sequence[str]) 
     root.propagate = False
     for handler in list(root.handlers):
         root.removeHandler(handler)
-        handler.close()
+        # In a child forked from the node its file descriptor may be closed already.
+        with contextlib.suppress(OSError, ValueError):
+            handler.close()
     handlers: list[logging.Handler] = []
     if netdatadir is not None:
         path = os.path.join(netdatadir, "wallets", "debug.log")
@@ -118,10 +120,21 @@ def _setup_logging(netdatadir: str | None, console: bool, debug: Sequence[str]) 
 def run_child(fd: int) -> int:
     """Serve the node on the inherited socket `fd`, inside the sandbox the launcher set up."""
     _setup_logging(None, False, ())
-    _import_everything()
+    import_everything()
     from cleancoin.sandbox import component
     component.enter()            # exits (status 126) if the sandbox cannot be applied
     import capnp
+    return asyncio.run(capnp.run(_serve_child(fd)))
+
+
+def run_forked(fd: int) -> int:
+    """The zygote's target for CleanCoin-wallet (Zygote.fork): like `run_child`, in a child
+    forked from CleanCoin-node's zygote, whose sandbox steps have all been applied already
+    and whose code is imported already. Returns the exit status."""
+    import capnp
+    import prctl
+    prctl.set_name("wallet")             # a fork keeps the zygote's name; ps should tell them apart
+    _setup_logging(None, False, ())      # drops the handlers inherited from the node
     return asyncio.run(capnp.run(_serve_child(fd)))
 
 

@@ -203,7 +203,14 @@ def _become(spec: ChildSpec, env: dict[str, str]) -> None:
         os.set_inheritable(spec.control_fd, False)
         del env[SANDBOX_FD_ENV]
     if spec.target is not None:
-        os._exit(spec.target(spec.control_fd))
+        # No exec to hand the scrubbed environment over: it replaces this process's own.
+        os.environ.clear()
+        os.environ.update({k: v for k, v in env.items() if k != SANDBOX_FD_ENV})
+        code = 1
+        try:
+            code = spec.target(spec.control_fd)
+        finally:
+            os._exit(code)
     try:
         os.execve(spec.argv[0], list(spec.argv), env)
     except OSError as exc:
