@@ -32,9 +32,36 @@ _SECCOMP_FILTER_FLAG_TSYNC = 1
 _PR_SET_NO_NEW_PRIVS = 38
 
 
+#: The sonames pyseccomp looks up with ctypes.util.find_library, which runs `ldconfig -p`
+#: (a fork and exec, ~10 ms each) for every name. Tried first with dlopen; the real lookup
+#: remains the fallback.
+_SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
+
+
 def _lib() -> ModuleType:
     # Imported lazily: see the module docstring.
-    import pyseccomp
+    import sys
+    if "pyseccomp" in sys.modules:
+        return sys.modules["pyseccomp"]
+    import ctypes
+    import ctypes.util
+    original = ctypes.util.find_library
+
+    def find_library(name: str) -> str | None:
+        soname = _SONAMES.get(name)
+        if soname is not None:
+            try:
+                ctypes.CDLL(soname)
+                return soname
+            except OSError:
+                pass
+        return original(name)
+
+    ctypes.util.find_library = find_library
+    try:
+        import pyseccomp
+    finally:
+        ctypes.util.find_library = original
     return pyseccomp
 
 
