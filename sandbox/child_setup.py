@@ -103,6 +103,11 @@ def run_child(spec: ChildSpec) -> None:
 
 
 def _run(spec: ChildSpec) -> None:
+    # A component starts with default signal dispositions whatever its launcher ignores or
+    # handles (an ignored signal would survive exec; the zygote ignores SIGINT). SIGPIPE stays
+    # as it is: Python ignores it and reports EPIPE, which a Python target relies on.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
     plan = spec.plan
     if plan is None or plan.die_with_parent:
         die_with_parent(spec.parent_pid)

@@ -265,7 +265,11 @@ def main(argv: list[str]) -> int:
 
 def _serve(plans: Components, requests: socket.socket, events: socket.socket) -> None:
     """The zygote's loop: spawn on request, report exits; ends when the parent hangs up."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    # Ctrl-C in the terminal reaches the whole process group: the parent shuts down and asks
+    # its components to close cleanly, which needs the zygote alive until then (it ends when
+    # the parent hangs up, or dies with it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     children: dict[int, tuple[launcher.SandboxedProcess, int, int]] = {}   # pidfd -> ...
     sel = selectors.DefaultSelector()

@@ -58,7 +58,7 @@ class _Registration:
     live: bool = True
 
     async def disconnect(self) -> None:
-        self.router.unregister(self, "the wallet process ended its registration")
+        self.router.unregister(self, "the registration ended (wallet process closed it, or its connection ended)")
 
 
 class WalletRpcRouter:
