@@ -8,28 +8,23 @@
 It works on `<netdatadir>/wallets/<name>/wallet.sqlite` directly, without a node. Exit status
 0 on success, 1 on any error; errors go to stderr as "Error: ...", as bitcoin-wallet.
 
-A running node: WalletStore has no lock of its own, so the tool cannot tell whether a node has
-*this* wallet loaded. It takes a shared flock on the node's datadir lock
-(`<netdatadir>/chainstate.sqlite.lock`, which a running CleanCoind holds exclusively) and
-refuses to work while a node runs on the same datadir; holding it also keeps a node from
-starting while the tool writes.
+A running node: every opener of a wallet (CleanCoind, a CleanCoin-node wallet process, this
+tool) takes the wallet's own exclusive lock, `<netdatadir>/wallets/<name>/.lock`
+(components/wallet/store.py), and holds it until it closes the wallet. The tool therefore
+refuses exactly a wallet that is in use ("... Wallet is already in use by another process"),
+and a node cannot load the wallet while the tool works on it. A node running on the same
+datadir with *other* wallets loaded is no reason to refuse.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from cleancoin.cli.options import Option, OptionError, help_text, load_settings
 
 PROG = "CleanCoin-wallet"
-
-#: The node's datadir lock (components/node/storage.py: `<CHAINSTATE_FILE>.lock`, flock'ed
-#: LOCK_EX while CleanCoind runs). Named here so the tool need not import the node.
-NODE_LOCK_FILE = "chainstate.sqlite.lock"
 
 OPTIONS: list[Option] = [
     Option("help", "Print this help message and exit", "Options"),
@@ -103,27 +98,6 @@ def _option_table() -> list[Option]:
     return OPTIONS + [o for o in NODE_OPTIONS if o.name not in ours]
 
 
-@contextlib.contextmanager
-def _no_running_node(netdatadir: str) -> Iterator[None]:
-    """Refuse while a node runs on this datadir; hold a shared lock meanwhile."""
-    path = os.path.join(netdatadir, NODE_LOCK_FILE)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        yield               # no node has ever run here
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            raise ToolError(f"Cannot obtain a lock on data directory {netdatadir}. A CleanCoind "
-                            "process is probably running on it, and may have the wallet "
-                            "loaded; stop it (or use the wallet RPCs) first.") from None
-        yield
-    finally:
-        os.close(fd)
-
-
 def _info_lines(name: str, store: object) -> list[str]:
     from cleancoin.components.wallet.store import WalletStore
 
@@ -168,56 +142,56 @@ def _run(command: str, chain: str, netdatadir: str, name: str | None,
                         "be provided.")
     try:
         db = wallet_dir(netdatadir, name) / DB_FILENAME
-        with _no_running_node(netdatadir):
-            if command == "create":
-                from cleancoin.components.wallet.wallet import Wallet
+        # Every WalletStore.create/open below takes the wallet's lock (WalletInUse).
+        if command == "create":
+            from cleancoin.components.wallet.wallet import Wallet
 
-                if db.exists():
-                    raise ToolError(f"Failed to create database path '{db.parent}'. "
-                                    "Database already exists.")
-                store = WalletStore.create(netdatadir, name, chain)
+            if db.exists():
+                raise ToolError(f"Failed to create database path '{db.parent}'. "
+                                "Database already exists.")
+            store = WalletStore.create(netdatadir, name, chain)
+            try:
+                print("Topping up keypool...")
+                Wallet(name, store, None).top_up_keypool()  # type: ignore[arg-type]
+                print("\n".join(_info_lines(name, store)))
+            finally:
+                store.close()
+        elif command == "info":
+            if not db.is_file():
+                raise ToolError(f"Failed to load database path '{db.parent}'. "
+                                "Path does not exist.")
+            with WalletStore.open(netdatadir, name, chain) as store:
+                print("\n".join(_info_lines(name, store)))
+        elif command == "dump":
+            assert dumpfile is not None
+            path = os.path.abspath(dumpfile)
+            if os.path.lexists(path):
+                raise ToolError(f"Dump file {path} already exists. If you are sure this is "
+                                "what you want, move it out of the way first.")
+            if not db.is_file():
+                raise ToolError(f"Failed to load database path '{db.parent}'. "
+                                "Path does not exist.")
+            with WalletStore.open(netdatadir, name, chain) as store:
                 try:
-                    print("Topping up keypool...")
-                    Wallet(name, store, None).top_up_keypool()  # type: ignore[arg-type]
-                    print("\n".join(_info_lines(name, store)))
-                finally:
-                    store.close()
-            elif command == "info":
-                if not db.is_file():
-                    raise ToolError(f"Failed to load database path '{db.parent}'. "
-                                    "Path does not exist.")
-                with WalletStore.open(netdatadir, name, chain) as store:
-                    print("\n".join(_info_lines(name, store)))
-            elif command == "dump":
-                assert dumpfile is not None
-                path = os.path.abspath(dumpfile)
-                if os.path.lexists(path):
-                    raise ToolError(f"Dump file {path} already exists. If you are sure this is "
-                                    "what you want, move it out of the way first.")
-                if not db.is_file():
-                    raise ToolError(f"Failed to load database path '{db.parent}'. "
-                                    "Path does not exist.")
-                with WalletStore.open(netdatadir, name, chain) as store:
-                    try:
-                        dump_wallet(store, path)
-                    except FileExistsError:
-                        raise ToolError(f"Dump file {path} already exists.") from None
+                    dump_wallet(store, path)
+                except FileExistsError:
+                    raise ToolError(f"Dump file {path} already exists.") from None
+            print(PRIVATE_KEYS_WARNING)
+        elif command == "createfromdump":
+            assert dumpfile is not None
+            path = os.path.abspath(dumpfile)
+            if not os.path.isfile(path):
+                raise ToolError(f"Dump file {path} does not exist.")
+            if db.exists():
+                raise ToolError(f"Failed to create database path '{db.parent}'. "
+                                "Database already exists.")
+            _check_dump_network(path, chain)
+            store = create_from_dump(netdatadir, name, path)
+            try:
                 print(PRIVATE_KEYS_WARNING)
-            elif command == "createfromdump":
-                assert dumpfile is not None
-                path = os.path.abspath(dumpfile)
-                if not os.path.isfile(path):
-                    raise ToolError(f"Dump file {path} does not exist.")
-                if db.exists():
-                    raise ToolError(f"Failed to create database path '{db.parent}'. "
-                                    "Database already exists.")
-                _check_dump_network(path, chain)
-                store = create_from_dump(netdatadir, name, path)
-                try:
-                    print(PRIVATE_KEYS_WARNING)
-                    print("\n".join(_info_lines(name, store)))
-                finally:
-                    store.close()
+                print("\n".join(_info_lines(name, store)))
+            finally:
+                store.close()
     except WalletError as exc:
         raise ToolError(str(exc)) from None
     except OSError as exc:

@@ -183,6 +183,43 @@ def test_loader_create_load_unload_restore(env: Env, tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_a_wallet_is_open_in_one_loader_at_a_time(env: Env) -> None:
+    """The wallet directory's flock: a second loader (here in the same process; another
+    process is the same flock) cannot load or create the wallet while the first has it; after
+    unload it can. The RPC answers -4 with bitcoind's kind of message."""
+    from cleancoin.components.rpc.errors import RpcError
+    from cleancoin.components.rpc.registry import Registry
+    from cleancoin.components.wallet.rpc import register_wallet_methods
+    from cleancoin.components.wallet.store import WalletInUse
+
+    async def scenario() -> None:
+        first = WalletLoader(env.path, env.chain, P.name)
+        second = WalletLoader(env.path, env.chain, P.name)
+        await first.create("a")
+        with pytest.raises(WalletInUse, match="Wallet is already in use by another process"):
+            await second.load("a")
+        with pytest.raises(WalletInUse):
+            WalletStore.open(env.path, "a", P.name)
+        registry = Registry()
+        register_wallet_methods(registry, second)
+        with pytest.raises(RpcError) as info:
+            await registry.execute("loadwallet", ["a"])
+        assert info.value.code == -4 and "already in use" in info.value.message
+        with pytest.raises(RpcError) as info:
+            await registry.execute("createwallet", ["a"])
+        assert info.value.code == -36
+        assert second.names() == []
+        await first.unload("a")
+        await second.load("a")
+        with pytest.raises(WalletInUse):
+            await first.load("a")
+        await second.close_all()
+        await first.load("a")
+        await first.close_all()
+
+    asyncio.run(scenario())
+
+
 def test_restored_backup_finds_coins_paid_to_keys_handed_out_after_it(env: Env,
                                                                       tmp_path: Path) -> None:
     """The lookahead (gap limit): a backup taken with a keypool of K keys per chain, then

@@ -34,7 +34,7 @@ from cleancoin.components.rpc.registry import (
 from .coins import AmountTooSmall, CoinSelectionError, InsufficientFunds
 from .crypto import WrongPassphrase
 from .hd import path_string
-from .store import WalletError, WalletTx
+from .store import WalletError, WalletInUse, WalletTx
 from .wallet import KeypoolRanOut, UnlockNeeded, Wallet, WalletLoader, verify_message
 
 #: Longest walletpassphrase timeout (bitcoind caps it at 2^30 seconds).
@@ -149,6 +149,8 @@ class WalletRpc:
             raise RpcError(RPC_WALLET_ERROR, "Watch-only and blank wallets are not supported")
         try:
             await self.loader.create(wallet_name, passphrase or "")
+        except WalletInUse as exc:
+            raise RpcError(RPC_WALLET_ERROR, str(exc)) from None
         except WalletError as exc:
             code = RPC_WALLET_ALREADY_LOADED if "loaded" in str(exc) else -36 if "exists" in str(exc) else RPC_WALLET_ERROR
             raise RpcError(code, str(exc)) from None
@@ -159,6 +161,8 @@ class WalletRpc:
             await self.loader.load(filename)
         except FileNotFoundError as exc:
             raise RpcError(RPC_WALLET_NOT_FOUND, str(exc)) from None
+        except WalletInUse as exc:       # open in another process or loader: bitcoind's -4
+            raise RpcError(RPC_WALLET_ERROR, str(exc)) from None
         except WalletError as exc:
             code = RPC_WALLET_ALREADY_LOADED if "already loaded" in str(exc) else RPC_WALLET_ERROR
             raise RpcError(code, str(exc)) from None

@@ -28,11 +28,18 @@ the file and a TRUNCATE checkpoint empties the WAL, so the old plaintext is in n
 A crash between the commit and the scrub is repaired on the next open (`scrub_pending`).
 
 Files: directories 0700, the database 0600 (SQLite gives -wal and -shm the database's mode).
+
+One user at a time: `create` and `open` take an exclusive flock on `<wallet dir>/.lock`
+(created 0600 inside the wallet's own directory, so a sandboxed wallet process may take it)
+and hold it until `close`. A second opener, in another process or in the same one (flock
+locks belong to the open file description), gets `WalletInUse`. The kernel drops the lock
+when its holder dies, so a kill -9 leaves no stale lock behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -54,12 +61,14 @@ from .crypto import (
 )
 
 __all__ = [
-    "DB_FILENAME", "DUMP_MAGIC", "KeyRecord", "SCHEMA_VERSION", "WalletCoin", "WalletError",
-    "WalletStore", "WalletTx", "create_from_dump", "dump_wallet", "wallet_dir",
+    "DB_FILENAME", "DUMP_MAGIC", "KeyRecord", "LOCK_FILENAME", "SCHEMA_VERSION", "WalletCoin",
+    "WalletError", "WalletInUse", "WalletStore", "WalletTx", "create_from_dump", "dump_wallet", "wallet_dir",
 ]
 
 SCHEMA_VERSION: int = 1
 DB_FILENAME: str = "wallet.sqlite"
+#: The per-wallet lock file, inside the wallet's directory (see the module docstring).
+LOCK_FILENAME: str = ".lock"
 DUMP_MAGIC: str = "CLEANCOIN_WALLET_DUMP"
 DUMP_FORMAT: int = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -89,6 +98,34 @@ _TABLES = ("meta", "secrets", "keys", "txs", "coins", "labels")
 class WalletError(Exception):
     """A wallet operation that cannot be done (exists already, not found, wrong network,
     locked, not encrypted ...). Messages never contain secrets."""
+
+
+class WalletInUse(WalletError):
+    """The wallet is open elsewhere: another process (a node, a wallet process, the offline
+    tool) or another loader of this process holds its lock."""
+
+    def __init__(self, name: str, directory: Path) -> None:
+        super().__init__(f"Error loading wallet {name}. Unable to obtain an exclusive lock on "
+                         f"the wallet directory {directory}: Wallet is already in use by another "
+                         "process (is it loaded by another instance of CleanCoin?)")
+
+
+def _lock_wallet(d: Path, name: str) -> int:
+    """Take the wallet's exclusive lock (non-blocking); the descriptor that holds it."""
+    fd = os.open(d / LOCK_FILENAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise WalletInUse(name, d) from None
+    return fd
+
+
+def _unlock_wallet(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -156,11 +193,14 @@ class WalletStore:
     Use `create` or `open`; `close` when done (also a context manager).
     """
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, params: ChainParams) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, params: ChainParams,
+                 lock_fd: int | None = None) -> None:
         self.path = path
         self.params = params
         self._conn = conn
         self._lock = threading.RLock()
+        self._lock_fd = lock_fd         # the wallet directory's flock (module docstring)
+        self._closed = False
 
     # ------------------------------------------------------------------------ open/create
 
@@ -186,15 +226,25 @@ class WalletStore:
         _makedirs_private(d)
         path = d / DB_FILENAME
         try:
+            lock_fd = _lock_wallet(d, name)
+        except WalletInUse:
+            if path.exists():
+                raise WalletError(f"Wallet {name!r} already exists") from None
+            raise
+        try:
             # Create the file ourselves, 0600 and exclusively, before SQLite opens it: SQLite
             # would create it with the umask's mode, and two creators must not share a file.
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
+            _unlock_wallet(lock_fd)
             raise WalletError(f"Wallet {name!r} already exists") from None
+        except BaseException:
+            _unlock_wallet(lock_fd)
+            raise
         conn: sqlite3.Connection | None = None
         try:
             conn = cls._connect(path)
-            store = cls(path, conn, params)
+            store = cls(path, conn, params, lock_fd)
             with store._tx() as c:
                 # Statement by statement: executescript() would COMMIT first, outside _tx.
                 for statement in _SCHEMA.split(";"):
@@ -215,6 +265,7 @@ class WalletStore:
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(str(path) + suffix)
+            _unlock_wallet(lock_fd)
             raise
 
     @classmethod
@@ -223,8 +274,13 @@ class WalletStore:
         path = wallet_dir(netdatadir, name) / DB_FILENAME
         if not path.is_file():
             raise WalletError(f"Wallet {name!r} not found")
-        conn = cls._connect(path)
-        store = cls(path, conn, params_for(network))
+        lock_fd = _lock_wallet(path.parent, name)
+        try:
+            conn = cls._connect(path)
+        except BaseException:
+            _unlock_wallet(lock_fd)
+            raise
+        store = cls(path, conn, params_for(network), lock_fd)
         try:
             version, net = store._meta("version"), store._meta("network")
             if version != SCHEMA_VERSION:
@@ -235,15 +291,22 @@ class WalletStore:
                 store._scrub()      # a crash hit between encrypt_wallet's commit and its scrub
         except BaseException:
             conn.close()
+            _unlock_wallet(lock_fd)
             raise
         return store
 
     def close(self) -> None:
-        """Checkpoint and close (the WAL is folded back into the database file)."""
+        """Checkpoint and close (the WAL is folded back into the database file), then release
+        the wallet's lock. Safe to call twice."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
+            _unlock_wallet(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> WalletStore:
         return self

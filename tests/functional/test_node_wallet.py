@@ -11,6 +11,8 @@ confirmation, backup and restore.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -375,3 +377,41 @@ def test_coin_control_history_and_misc_rpcs(nodes) -> None:
     assert n.rpc.gettransaction(txid)["confirmations"] == 1
     n.rpc.keypoolrefill(150)
     assert n.rpc.getwalletinfo()["keypoolsize"] == 150
+
+
+WALLET_TOOL = Path(sys.executable).with_name("CleanCoin-wallet")
+HOLDER = """
+import sys
+from cleancoin.components.wallet.store import WalletStore
+store = WalletStore.open(sys.argv[1], sys.argv[2], "regtest")
+print("open", flush=True)
+sys.stdin.read()
+store.close()
+"""
+
+
+def test_a_wallet_is_used_by_one_process_at_a_time(nodes) -> None:
+    """<netdatadir>/wallets/<name>/.lock, flock'ed by whoever has the wallet open: the node
+    (or its sandboxed wallet process), the offline tool, any other process."""
+    (n,) = nodes(1)
+    n.start()
+    n.rpc.createwallet("w")
+    tool = [str(WALLET_TOOL), f"-datadir={n.datadir}", "-regtest", "-wallet=w", "info"]
+    r = subprocess.run(tool, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "Wallet is already in use by another process" in r.stderr
+    n.rpc.unloadwallet("w")
+    r = subprocess.run(tool, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(n.netdatadir), "w"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        err = rpc_error(n.rpc.loadwallet, "w")
+        assert err.code == -4 and "Wallet is already in use by another process" in err.message
+        assert n.rpc.listwallets() == []
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(10)
+    n.rpc.loadwallet("w")
+    assert n.rpc.listwallets() == ["w"]
