@@ -220,6 +220,58 @@ def test_a_wallet_is_open_in_one_loader_at_a_time(env: Env) -> None:
     asyncio.run(scenario())
 
 
+def test_load_on_startup_list_in_the_wallets_directory(env: Env, caplog) -> None:
+    """createwallet/loadwallet/unloadwallet's load_on_startup: true adds the name to
+    <netdatadir>/wallets/settings.json, false removes it, null leaves it; at start-up the
+    loader loads the -wallet names, then the listed ones; a listed wallet that is gone is a
+    warning, a -wallet one an error."""
+    import json
+    import shutil
+
+    from cleancoin.components.rpc.registry import Registry
+    from cleancoin.components.wallet.rpc import register_wallet_methods
+    from cleancoin.components.wallet.wallet import StartupWalletError
+
+    settings = env.path / "wallets" / "settings.json"
+
+    async def scenario() -> None:
+        loader = WalletLoader(env.path, env.chain, P.name)
+        registry = Registry()
+        register_wallet_methods(registry, loader)
+        for name, flag in (("a", True), ("b", None), ("c", True), ("d", False)):
+            assert await registry.execute("createwallet", {"wallet_name": name,
+                                                           "load_on_startup": flag}) == {"name": name}
+        assert json.loads(settings.read_text()) == {"wallet": ["a", "c"]}
+        assert (settings.stat().st_mode & 0o777) == 0o600
+        await registry.execute("unloadwallet", {"wallet_name": "c", "load_on_startup": False})
+        await registry.execute("unloadwallet", {"wallet_name": "a"})           # null: kept
+        await registry.execute("unloadwallet", {"wallet_name": "b"})
+        await registry.execute("loadwallet", {"filename": "b", "load_on_startup": True})
+        await registry.execute("loadwallet", {"filename": "a", "load_on_startup": True})  # once
+        assert json.loads(settings.read_text()) == {"wallet": ["a", "b"]}
+        assert [p.name for p in settings.parent.iterdir() if p.name.endswith(".tmp")] == []
+        await loader.close_all()
+
+        # Start-up: -wallet names first, then the list, each once.
+        restarted = WalletLoader(env.path, env.chain, P.name)
+        assert await restarted.load_startup_wallets(["d", "b"]) == ["d", "b", "a"]
+        await restarted.close_all()
+
+        # A listed wallet that is gone: a warning; a -wallet one: an error.
+        shutil.rmtree(env.path / "wallets" / "b")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="cleancoin.wallet"):
+            restarted = WalletLoader(env.path, env.chain, P.name)
+            assert await restarted.load_startup_wallets([]) == ["a"]
+        assert "Skipping -wallet path that doesn't exist" in caplog.text
+        await restarted.close_all()
+        with pytest.raises(StartupWalletError) as info:
+            await WalletLoader(env.path, env.chain, P.name).load_startup_wallets(["b"])
+        assert info.value.name == "b"
+
+    asyncio.run(scenario())
+
+
 def test_restored_backup_finds_coins_paid_to_keys_handed_out_after_it(env: Env,
                                                                       tmp_path: Path) -> None:
     """The lookahead (gap limit): a backup taken with a keypool of K keys per chain, then

@@ -24,7 +24,7 @@ from cleancoin.components.rpc.registry import Registry, internal_error
 from cleancoin.components.wallet_interface import WalletOptions
 
 from .rpc import register_wallet_methods
-from .wallet import WalletLoader
+from .wallet import StartupWalletError, WalletLoader
 
 log = logging.getLogger("cleancoin.wallet")
 
@@ -78,17 +78,14 @@ class WalletService:
         self._closed = False
 
     async def load_wallets(self, names: list[str]) -> list[str]:
-        loaded = []
-        for name in names:
-            if name in self.loader.wallets:
-                continue
-            try:
-                await self.loader.load(name)
-            except Exception as exc:
-                # CleanCoind's wording: the node reports it and refuses to start.
-                raise RuntimeError(f"Failed to load wallet {name!r}: {exc}") from None
-            loaded.append(name)
-        return loaded
+        """The node's -wallet names (or, after a restart, the wallets loaded before), plus the
+        start-up list of `<netdatadir>/wallets/settings.json` (WalletLoader.load_startup_wallets:
+        a listed wallet that no longer exists is only a warning in this process's log)."""
+        try:
+            return await self.loader.load_startup_wallets(names)
+        except StartupWalletError as exc:
+            # CleanCoind's wording: the node reports it and refuses to start.
+            raise RuntimeError(f"Failed to load wallet {exc.name!r}: {exc}") from None
 
     async def loaded_wallets(self) -> list[str]:
         return self.loader.names()

@@ -147,6 +147,7 @@ class WalletRpc:
                            load_on_startup: Any) -> dict[str, Any]:
         if disable_private_keys or blank:
             raise RpcError(RPC_WALLET_ERROR, "Watch-only and blank wallets are not supported")
+        self._check_load_on_startup(load_on_startup)
         try:
             await self.loader.create(wallet_name, passphrase or "")
         except WalletInUse as exc:
@@ -154,9 +155,20 @@ class WalletRpc:
         except WalletError as exc:
             code = RPC_WALLET_ALREADY_LOADED if "loaded" in str(exc) else -36 if "exists" in str(exc) else RPC_WALLET_ERROR
             raise RpcError(code, str(exc)) from None
-        return {"name": wallet_name}
+        return self._named(wallet_name, self.loader.update_startup(wallet_name, load_on_startup))
+
+    @staticmethod
+    def _check_load_on_startup(value: Any) -> None:
+        if value is not None and not isinstance(value, bool):
+            raise RpcError(RPC_TYPE_ERROR, "load_on_startup must be a boolean or null")
+
+    @staticmethod
+    def _named(name: str, warnings: list[str]) -> dict[str, Any]:
+        """createwallet/loadwallet/restorewallet's result; `warnings` only when there are."""
+        return {"name": name, "warnings": warnings} if warnings else {"name": name}
 
     async def loadwallet(self, ctx: CallContext, filename: str, load_on_startup: Any) -> dict[str, Any]:
+        self._check_load_on_startup(load_on_startup)
         try:
             await self.loader.load(filename)
         except FileNotFoundError as exc:
@@ -166,18 +178,20 @@ class WalletRpc:
         except WalletError as exc:
             code = RPC_WALLET_ALREADY_LOADED if "already loaded" in str(exc) else RPC_WALLET_ERROR
             raise RpcError(code, str(exc)) from None
-        return {"name": filename}
+        return self._named(filename, self.loader.update_startup(filename, load_on_startup))
 
     async def unloadwallet(self, ctx: CallContext, wallet_name: str | None,
                            load_on_startup: Any) -> dict[str, Any]:
         if wallet_name is not None and ctx.uri_wallet is not None and wallet_name != ctx.uri_wallet:
             raise RpcError(RPC_INVALID_PARAMETER, "RPC endpoint wallet and wallet_name parameter "
                                                   "specify different wallets")
+        self._check_load_on_startup(load_on_startup)
         name = wallet_name if wallet_name is not None else await _resolve(ctx)
         if name not in self.loader.wallets:
             raise RpcError(RPC_WALLET_NOT_FOUND, "Requested wallet does not exist or is not loaded")
         await self.loader.unload(name)
-        return {}
+        warnings = self.loader.update_startup(name, load_on_startup)
+        return {"warnings": warnings} if warnings else {}
 
     def listwallets(self, ctx: CallContext) -> list[str]:
         return self.loader.names()
@@ -187,6 +201,7 @@ class WalletRpc:
 
     async def restorewallet(self, ctx: CallContext, wallet_name: str, backup_file: str,
                             load_on_startup: Any) -> dict[str, Any]:
+        self._check_load_on_startup(load_on_startup)
         try:
             await self.loader.restore(wallet_name, backup_file)
         except FileNotFoundError as exc:
@@ -195,7 +210,7 @@ class WalletRpc:
             raise RpcError(-36, str(exc)) from None
         except (WalletError, OSError) as exc:
             raise RpcError(RPC_WALLET_ERROR, str(exc)) from None
-        return {"name": wallet_name}
+        return self._named(wallet_name, self.loader.update_startup(wallet_name, load_on_startup))
 
     # -- per-wallet -----------------------------------------------------------------------
 
@@ -604,7 +619,8 @@ def register_wallet_methods(registry: Registry, loader: WalletLoader) -> WalletR
             help: str = "") -> None:
         registry.add(name, handler, params, category="wallet", help=help, wallet=wallet)
 
-    lo = Param("load_on_startup", BOOL, None, "Not supported; ignored")
+    lo = Param("load_on_startup", BOOL, None, "Save wallet name to persistent settings and load on startup. "
+               "True to add wallet to startup list, false to remove, null to leave unchanged.")
     add("createwallet", r.createwallet, [
         Param("wallet_name", STR, help="The name for the new wallet."),
         Param("disable_private_keys", BOOL, False, "Not supported"),

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -46,8 +47,9 @@ from .crypto import SecretBytes, WrongPassphrase
 from .hd import master_key, wallet_key
 from .store import DB_FILENAME, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
 
-__all__ = ["Balances", "KEYPOOL_SIZE", "KeypoolRanOut", "UnlockNeeded", "Wallet", "WalletLoader",
-           "WrongPassphrase", "message_hash", "verify_message"]
+__all__ = ["Balances", "KEYPOOL_SIZE", "KeypoolRanOut", "SETTINGS_FILENAME", "StartupWalletError",
+           "UnlockNeeded", "Wallet", "WalletLoader", "WrongPassphrase", "message_hash",
+           "verify_message"]
 
 log = logging.getLogger("cleancoin.wallet")
 
@@ -63,6 +65,10 @@ PROGRESS_MIN_BLOCKS: int = 1000
 #: Locator length: the wallet's recent blocks offered to find_fork.
 LOCATOR_DEPTH: int = 32
 MESSAGE_MAGIC: bytes = b"CleanCoin Signed Message:\n"
+#: The wallets to load at start-up (`load_on_startup`), as bitcoind's settings.json `wallet`
+#: list, but in `<netdatadir>/wallets/`: the one directory a sandboxed wallet process may write
+#: (and one the node of CleanCoin-node cannot even see). See WalletLoader.
+SETTINGS_FILENAME: str = "settings.json"
 
 
 class UnlockNeeded(WalletError):
@@ -70,6 +76,15 @@ class UnlockNeeded(WalletError):
 
     def __init__(self) -> None:
         super().__init__("Error: Please enter the wallet passphrase with walletpassphrase first.")
+
+
+class StartupWalletError(WalletError):
+    """A wallet the node was told to load at start-up (-wallet, or the settings list) could
+    not be loaded: the node stops (`name` says which; the message says why)."""
+
+    def __init__(self, name: str, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.name = name
 
 
 class KeypoolRanOut(WalletError):
@@ -555,6 +570,109 @@ class WalletLoader:
         self.params = params_for(network)
         self.wallets: dict[str, Wallet] = {}
         self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ start-up list
+
+    @property
+    def settings_path(self) -> Path:
+        """`<netdatadir>/wallets/settings.json`: {"wallet": [names loaded at start-up]}."""
+        return self.netdatadir / "wallets" / SETTINGS_FILENAME
+
+    def _read_settings(self) -> dict[str, Any]:
+        try:
+            text = self.settings_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            raise WalletError(f"Unable to parse settings file {self.settings_path}: {exc}") from None
+        return data
+
+    def startup_wallets(self) -> list[str]:
+        """The names in the settings file's `wallet` list (empty when there is no file)."""
+        value = self._read_settings().get("wallet", [])
+        if isinstance(value, str):
+            value = [value]
+        return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+    def _write_settings(self, data: dict[str, Any]) -> None:
+        """Atomically, as bitcoind's WriteSettings: a temporary file beside it, written and
+        fsync'ed, renamed over the old one, and the directory fsync'ed."""
+        path = self.settings_path
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps(data, indent=4) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def update_startup(self, name: str, load_on_startup: bool | None) -> list[str]:
+        """bitcoind's UpdateWalletSetting: true adds `name` to the start-up list (once), false
+        removes it, None leaves the list alone. Returns warnings (the RPC's `warnings`): a
+        failure to update the file does not undo the load or unload."""
+        if load_on_startup is None:
+            return []
+        try:
+            data = self._read_settings()
+            names = self.startup_wallets()
+            if load_on_startup and name not in names:
+                names.append(name)
+            elif not load_on_startup and name in names:
+                names = [n for n in names if n != name]
+            else:
+                return []
+            data["wallet"] = names
+            self._write_settings(data)
+        except (OSError, WalletError) as exc:
+            log.warning("wallet %s: cannot update %s: %s", name, self.settings_path, exc)
+            return ["Wallet load on startup setting could not be updated, so wallet may not be "
+                    "loaded next node startup."]
+        return []
+
+    async def load_startup_wallets(self, names: Sequence[str]) -> list[str]:
+        """Start-up: load the -wallet wallets `names`, then those of the settings list (each
+        name once). A -wallet wallet that cannot be loaded raises StartupWalletError (the node
+        stops). A listed wallet that no longer exists is skipped with a warning in the log,
+        as bitcoind ("Skipping -wallet path that doesn't exist"); any other failure of a
+        listed one raises too, as bitcoind's LoadWallets. Returns the names loaded."""
+        try:
+            listed = self.startup_wallets()
+        except WalletError as exc:
+            log.warning("%s; no wallet loaded from it", exc)
+            listed = []
+        loaded = []
+        for name in dict.fromkeys([*names, *listed]):
+            if name in self.wallets:
+                continue
+            try:
+                await self.load(name)
+            except FileNotFoundError as exc:
+                if name in names:
+                    raise StartupWalletError(name, exc) from exc
+                log.warning("Skipping -wallet path that doesn't exist. %s (listed in %s)", exc,
+                            self.settings_path)
+                continue
+            except Exception as exc:
+                raise StartupWalletError(name, exc) from exc
+            loaded.append(name)
+        return loaded
+
+    # ------------------------------------------------------------------ loaded wallets
 
     def names(self) -> list[str]:
         """Loaded wallets, in load order."""
