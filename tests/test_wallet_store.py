@@ -485,3 +485,24 @@ def test_insufficient_funds_and_amount_too_small(wallet_coins) -> None:
         cs.build_transaction(coins, [(PKH_B, cs.DUST_THRESHOLD - 1)], 1000, CHANGE)
     with pytest.raises(cs.AmountTooSmall):      # the recipient cannot pay the fee
         cs.build_transaction(coins, [(PKH_B, cs.DUST_THRESHOLD + 10)], 1000, CHANGE, {0})
+
+
+def test_block_history_survives_a_disconnect_and_is_added_to_older_wallets(tmp_path: Path) -> None:
+    """block_txs remembers which blocks held wallet transactions after a reorg disconnects
+    them (listsinceblock's `removed`); a wallet made before the table existed gets it on open."""
+    store = WalletStore.create(tmp_path, "w", "regtest", seed=SEED)
+    tx = _populate(store)
+    store.apply_block(b"\x02" * 32, 1, [tx], time=200)
+    store.disconnect_block(b"\x02" * 32, 1, b"\x01" * 32)
+    assert store.get_transaction(tx.txid).block_hash is None        # type: ignore[union-attr]
+    assert store.block_txids(b"\x02" * 32) == [tx.txid]
+    store.close()
+    # An older wallet: no block_txs table. Opening adds it (empty); the wallet works on.
+    conn = sqlite3.connect(tmp_path / "wallets" / "w" / "wallet.sqlite")
+    conn.execute("DROP TABLE block_txs")
+    conn.commit()
+    conn.close()
+    with WalletStore.open(tmp_path, "w", "regtest") as store:
+        assert store.block_txids(b"\x02" * 32) == [] and store.check() == []
+        store.apply_block(b"\x03" * 32, 1, [tx], time=300)
+        assert store.block_txids(b"\x03" * 32) == [tx.txid]

@@ -398,28 +398,58 @@ class WalletRpc:
             r["decoded"] = tx.to_dict(self.params)
         return r
 
-    def listsinceblock(self, ctx: CallContext, blockhash: str | None, target_confirmations: int,
-                       include_watchonly: Any, include_removed: Any) -> dict[str, Any]:
+    async def listsinceblock(self, ctx: CallContext, blockhash: str | None, target_confirmations: int,
+                             include_watchonly: Any, include_removed: Any) -> dict[str, Any]:
+        """bitcoind's listsinceblock. `transactions`: the wallet's transactions whose depth is
+        below that of `blockhash` (or of its fork point with the active chain, when the block
+        left it), unconfirmed ones included. `removed` (include_removed, default true): the
+        wallet transactions of the blocks from `blockhash` down to that fork point, i.e. of
+        blocks a reorg took out of the active chain (the store keeps which blocks held which
+        wallet transactions: block_txs). `lastblock`: the block at depth
+        `target_confirmations` under the wallet's last block, to pass next time."""
         w = self._w(ctx)
-        since = -1
+        if target_confirmations < 1:
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter")
+        removed_wanted = True if include_removed is None else bool(include_removed)
+        best_hash, best = w.store.best_block
+        depth = -1
+        stale: list[bytes] = []       # blocks of `blockhash`'s branch above the fork, newest first
         if blockhash:
-            h = self._txid(blockhash)
-            # Only blocks the wallet has seen (they carry our transactions' heights); an
-            # unknown hash is bitcoind's -5.
-            heights = {t.block_height for t in w.store.transactions() if t.block_hash == h}
-            best_hash, best = w.store.best_block
-            if h == best_hash:
-                since = best
-            elif heights:
-                since = heights.pop()
-            else:
-                raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found")
-        txs = [e for wtx in w.store.transactions()
-               if wtx.block_height is None or wtx.block_height > since
-               for e in self._tx_entries(w, wtx)]
-        best_hash, _ = w.store.best_block
-        return {"transactions": txs, "removed": [],
-                "lastblock": hash_to_hex(best_hash) if best_hash else ""}
+            if len(blockhash) != 64:
+                raise RpcError(RPC_INVALID_PARAMETER, f"blockhash must be of length 64 (not "
+                                                      f"{len(blockhash)}, for '{blockhash}')")
+            try:
+                h = hex_to_hash(blockhash)
+            except ValueError:
+                raise RpcError(RPC_INVALID_PARAMETER, "blockhash must be hexadecimal string "
+                                                      f"(not '{blockhash}')") from None
+            try:
+                info = await w.chain.get_block_header_info(h)
+                while not info.in_active_chain:
+                    stale.append(info.hash)
+                    info = await w.chain.get_block_header_info(info.prev_hash)
+            except Exception:  # noqa: BLE001 - the node does not know the block (or its parent)
+                raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found") from None
+            # The common ancestor with the wallet's last block (bitcoind's findCommonAncestor).
+            depth = best + 1 - min(info.height, best)
+        txs = []
+        for wtx in w.store.transactions():
+            conf = -1 if wtx.conflicted else w.confirmations(wtx.block_height)
+            if depth == -1 or abs(conf) < depth:
+                txs.extend(self._tx_entries(w, wtx))
+        removed = []
+        if removed_wanted:
+            for block_hash in stale:
+                for txid in w.store.block_txids(block_hash):
+                    wtx = w.store.get_transaction(txid)
+                    if wtx is not None:
+                        removed.extend(self._tx_entries(w, wtx))
+        lastblock = ""
+        if best_hash is not None:
+            target = min(target_confirmations, best + 1)
+            lastblock = hash_to_hex(best_hash if target == 1 else
+                                    await w.chain.get_block_hash(best + 1 - target))
+        return {"transactions": txs, "removed": removed, "lastblock": lastblock}
 
     async def _send(self, w: Wallet, outputs: list[tuple[bytes, int]], sff: set[int],
                     fee_rate: int | None = None) -> Any:
@@ -672,9 +702,11 @@ def register_wallet_methods(registry: Registry, loader: WalletLoader) -> WalletR
                                              Param("verbose", BOOL, False, "Whether to include a `decoded` field")],
         help="Get detailed information about in-wallet transaction <txid>.")
     add("listsinceblock", r.listsinceblock, [Param("blockhash", STR, None, "If set, the block hash to list transactions since"),
-                                             Param("target_confirmations", INT, 1, "Ignored"),
+                                             Param("target_confirmations", INT, 1, "Return the nth block hash from the main chain, "
+                                                   "e.g. 1 would mean the best block hash (lastblock)"),
                                              Param("include_watchonly", BOOL, None, "Ignored"),
-                                             Param("include_removed", BOOL, None, "Ignored")],
+                                             Param("include_removed", BOOL, True, "Show transactions that were removed due to a "
+                                                   "reorg in the \"removed\" array")],
         help="Get all transactions in blocks since block [blockhash], or all transactions if omitted.")
     fee_params = [Param("replaceable", BOOL, None, "Ignored"), Param("conf_target", INT, None, "Ignored"),
                   Param("estimate_mode", STR, None, "Ignored")]

@@ -13,6 +13,10 @@ twice. The tables:
              abandoned, conflicted
     coins    (txid, n) -> value, pkh, is_coinbase, spent_by (txid or NULL), locked
     labels   address -> label
+    block_txs (block hash, txid) -> height, position: every block a wallet transaction was
+             recorded in, kept after a reorg disconnects the block (txs forgets it), so that
+             listsinceblock can report the transactions of blocks that left the active chain
+             (`removed`); one row per wallet transaction and block, so it stays small
 
 Keys: `next_index_<chain>` counts the keys derived on a chain; rows exist for exactly
 0..next-1 (the keypool: derived ahead, handed out in order by `take_key`). Both change in the
@@ -91,8 +95,13 @@ CREATE TABLE coins (
     locked INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (txid, n));
 CREATE INDEX coins_spent_by ON coins (spent_by);
 CREATE TABLE labels (address TEXT PRIMARY KEY, label TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS block_txs (
+    block_hash BLOB NOT NULL, txid BLOB NOT NULL, height INTEGER NOT NULL,
+    pos INTEGER NOT NULL, PRIMARY KEY (block_hash, txid)) WITHOUT ROWID;
 """
-_TABLES = ("meta", "secrets", "keys", "txs", "coins", "labels")
+#: Added after version 1 wallets existed: created on open when missing (same schema version).
+_BLOCK_TXS = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS block_txs"):].rstrip().rstrip(";")
+_TABLES = ("meta", "secrets", "keys", "txs", "coins", "labels", "block_txs")
 
 
 class WalletError(Exception):
@@ -287,6 +296,8 @@ class WalletStore:
                 raise WalletError(f"Wallet {name!r} has unsupported version {version}")
             if net != network:
                 raise WalletError(f"Wallet {name!r} is for network {net!r}, not {network!r}")
+            with store._tx() as c:
+                c.execute(_BLOCK_TXS)
             if store._meta("scrub_pending"):
                 store._scrub()      # a crash hit between encrypt_wallet's commit and its scrub
         except BaseException:
@@ -520,6 +531,8 @@ class WalletStore:
         if not (known or ours_out or spends):
             return False
         bh, height, pos = block if block is not None else (None, None, None)
+        if block is not None:
+            c.execute("INSERT OR REPLACE INTO block_txs VALUES (?, ?, ?, ?)", (bh, txid, height, pos))
         if known:
             if block is not None:
                 # Confirmed: whatever happened before (abandoned, conflicted), it is in a block.
@@ -653,6 +666,13 @@ class WalletStore:
             row = self._conn.execute("SELECT * FROM txs WHERE txid = ?", (txid,)).fetchone()
         return None if row is None else self._wtx(row)
 
+    def block_txids(self, block_hash: bytes) -> list[bytes]:
+        """Txids of the wallet transactions ever recorded in the block `block_hash`, by
+        position, whether or not the block is still in the active chain (see block_txs)."""
+        with self._lock:
+            return [r[0] for r in self._conn.execute(
+                "SELECT txid FROM block_txs WHERE block_hash = ? ORDER BY pos", (block_hash,))]
+
     @staticmethod
     def _wtx(row: Sequence[Any]) -> WalletTx:
         return WalletTx(Transaction.from_bytes(row[1]), row[2], row[3], row[4], row[5],
@@ -746,7 +766,7 @@ class WalletStore:
         with self._lock:
             for table in _TABLES:
                 cur = self._conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2"
-                                         if table in ("keys", "coins") else
+                                         if table in ("keys", "coins", "block_txs") else
                                          f"SELECT * FROM {table} ORDER BY 1")
                 cols = [d[0] for d in cur.description]
                 for row in cur.fetchall():

@@ -463,3 +463,51 @@ def test_load_on_startup(nodes) -> None:
     logs = n.debug_log() + ((n.netdatadir / "wallets" / "debug.log").read_text()
                             if is_multiprocess() else "")
     assert "Skipping -wallet path that doesn't exist" in logs
+
+
+def test_listsinceblock_target_confirmations_and_removed_after_a_reorg(nodes) -> None:
+    """bitcoind's listsinceblock: lastblock at depth target_confirmations; after a reorg,
+    listing since a block that left the active chain reports the wallet transactions of the
+    detached blocks in `removed` (include_removed, default true) and lists from the fork."""
+    (n,) = nodes(1)
+    n.start()
+    n.rpc.createwallet("w")
+    mine(n, 101, n.rpc.getnewaddress())
+    wait_synced(n)
+    mark = n.rpc.getbestblockhash()                                   # height 101
+    txid = n.rpc.sendtoaddress(TEST_ADDRESS, 3)
+    mine(n, 1)
+    wait_synced(n)
+    stale = n.rpc.getbestblockhash()                                  # height 102, holds txid
+    since = n.rpc.listsinceblock(mark)
+    assert [(e["txid"], e["category"]) for e in since["transactions"]] == [(txid, "send")]
+    assert since["removed"] == [] and since["lastblock"] == stale
+    assert n.rpc.listsinceblock(mark, 2)["lastblock"] == mark
+    assert n.rpc.listsinceblock(mark, 3)["lastblock"] == n.rpc.getblockhash(100)
+    assert n.rpc.listsinceblock("", 1000)["lastblock"] == n.rpc.getblockhash(0)
+    assert rpc_error(n.rpc.listsinceblock, mark, 0).code == -8
+    assert rpc_error(n.rpc.listsinceblock, "00" * 32).code == -5
+    assert rpc_error(n.rpc.listsinceblock, "zz").code == -8
+
+    # Reorg: the block with the send leaves the active chain, a longer branch without it wins.
+    n.rpc.invalidateblock(stale)
+    n.rpc.generateblock(TEST_ADDRESS, [])
+    n.rpc.generateblock(TEST_ADDRESS, [])
+    wait_synced(n)
+    tip = n.rpc.getbestblockhash()
+    since = n.rpc.listsinceblock(stale)
+    assert [(e["txid"], e["category"]) for e in since["removed"]] == [(txid, "send")]
+    assert since["removed"][0]["confirmations"] == 0               # its state now: unconfirmed
+    # Listed from the fork (101): the now unconfirmed send; nothing at or below 101.
+    assert [e["txid"] for e in since["transactions"]] == [txid]
+    assert since["lastblock"] == tip
+    assert n.rpc.listsinceblock(stale, 1, False, False)["removed"] == []
+    assert n.rpc.listsinceblock(stale, 2)["lastblock"] == n.rpc.getblockhash(102)
+
+    # Mined again on the new branch: still removed from the old one, and now confirmed.
+    mine(n, 1)
+    wait_synced(n)
+    since = n.rpc.listsinceblock(stale)
+    assert [e["txid"] for e in since["removed"]] == [txid]
+    assert [(e["txid"], e["confirmations"]) for e in since["transactions"]] == [(txid, 1)]
+    assert n.rpc.listsinceblock(n.rpc.getbestblockhash())["transactions"] == []
