@@ -385,3 +385,81 @@ def test_the_same_wallet_runs_over_the_ipc_chain_proxy(env: Env) -> None:
         await w.close()
 
     asyncio.run(capnp.run(asyncio.wait_for(_over_ipc(env, use), 60)))
+
+
+def test_a_transaction_evicted_from_the_mempool_is_neither_trusted_nor_pending(env: Env) -> None:
+    """bitcoind's CachedTxIsTrusted / GetBalance: an unconfirmed transaction counts (our
+    change as trusted, a payment from others as untrusted_pending) only while the mempool
+    holds it. The real mempool evicts both (size limit, reason "eviction"): the change is no
+    longer spendable, the payment no longer pending; a rebroadcast brings the change back."""
+    from cleancoin.components.node.keys import sign_transaction
+    from cleancoin.components.node.mempool import MempoolReject
+    from cleancoin.components.node.primitives import OutPoint, TxIn, TxOut
+
+    other_key = PrivateKey(hashlib.sha256(b"wallet test other").digest())
+
+    def pay_from_other(height: int, to: bytes, amount: int, fee: int) -> Transaction:
+        index = env.cm.block_at_height(height)
+        assert index is not None
+        block = env.cm.get_block(index.hash)
+        assert block is not None
+        cb = block.txs[0]
+        tx = Transaction(2, (TxIn(OutPoint(cb.txid, 0)),),
+                         (TxOut(amount, to), TxOut(cb.vout[0].value - amount - fee, OTHER)), 0)
+        return sign_transaction(tx, [other_key])
+
+    async def until(cond, what: str) -> None:       # type: ignore[no-untyped-def]
+        for _ in range(200):
+            if cond():
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def scenario() -> None:
+        w = make_wallet(env)
+        w.top_up_keypool(5)
+        env.mine(2)                                   # coinbases 1 and 2 pay OTHER
+        env.mine(101, w.new_key(False).pkh)           # ours: one mature coinbase (height 3)
+        await w.load()
+        assert w.balances() == wallet_mod.Balances(SUBSIDY, 0, 100 * SUBSIDY)
+        sent, fee = await w.send([(OTHER, 10 * 100_000_000)])
+        change = SUBSIDY - 10 * 100_000_000 - fee
+        payment = pay_from_other(1, w.new_key(False).pkh, 5 * 100_000_000, 10_000)
+        env.mempool.accept(payment)
+        await until(lambda: w.balances().untrusted_pending == 5 * 100_000_000, "the payment")
+        assert w.balances().trusted == change
+        assert len(w.spendable_coins()) == 1
+
+        # A full pool evicts both (the newcomer too: "mempool full").
+        env.mempool.max_size_bytes = 1
+        with pytest.raises(MempoolReject):
+            env.mempool.accept(pay_from_other(2, OTHER, 1_000_000, 100_000))
+        assert sent.txid not in env.mempool and payment.txid not in env.mempool
+        await until(lambda: not w.in_mempool(sent.txid) and not w.in_mempool(payment.txid),
+                    "the removals")
+        assert w.balances() == wallet_mod.Balances(0, 0, 100 * SUBSIDY)
+        assert w.spendable_coins() == []
+        with pytest.raises(InsufficientFunds):
+            await w.send([(OTHER, 100_000_000)])
+
+        # bitcoind's way out: abandon the send (its coin counts again); the evicted payment
+        # confirms in a block: trusted (confirmed) whatever the pool said.
+        await w.abandon(sent.txid)
+        env.mine(1, txs=(payment,), fees=10_000)
+        await settle(w)
+        # (that block matures our second coinbase too)
+        assert w.balances() == wallet_mod.Balances(2 * SUBSIDY + 5 * 100_000_000, 0, 99 * SUBSIDY)
+        # A new send, above the pool's raised minimum fee, is in the pool: its change trusted.
+        env.mempool.max_size_bytes = 300_000_000
+        again, fee2 = await w.send([(OTHER, 100_000_000)], fee_rate=500_000)
+        before = w.balances()
+        assert before.trusted == 2 * SUBSIDY + 4 * 100_000_000 - fee2
+        # A reload asks the node what its pool holds.
+        await w.close()
+        w2 = Wallet("w", WalletStore.open(env.path, "w", P.name), env.chain)
+        await w2.load()
+        assert w2.in_mempool(again.txid) and not w2.in_mempool(sent.txid)
+        assert w2.balances() == before
+        await w2.close()
+
+    asyncio.run(scenario())

@@ -298,6 +298,9 @@ class WalletRpc:
                 continue
             if wanted is not None and c.pkh not in wanted:
                 continue
+            if c.height is None and not w.in_mempool(c.outpoint.txid):
+                continue        # bitcoind's AvailableCoins: unconfirmed and not in the mempool
+
             safe = w.is_trusted(c, spenders)
             if not safe and not include_unsafe:
                 continue

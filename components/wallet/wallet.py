@@ -144,9 +144,13 @@ class _Notifications:
         self._wallet.add_mempool_transaction(Transaction.from_bytes(tx), int(time.time()))
 
     async def transaction_removed_from_mempool(self, txid: bytes, reason: str) -> None:
-        # "block" removals are followed by the block's own sync; a "conflict" loser turns
-        # conflicted when the winning transaction's block is processed (store._add_tx).
-        return None
+        # "block" removals are followed by the block's own sync (a confirmed transaction is
+        # trusted whatever the pool says); a "conflict" loser also turns conflicted when the
+        # winning transaction's block is processed (store._add_tx). Any other reason
+        # (eviction, expiry, reorg): no longer in the mempool, so no longer counted as pending
+        # (bitcoind's TxStateInactive).
+        if reason != "block":
+            self._wallet.mempool_removed(txid)
 
     async def chain_events(self, events: list[ChainEvent]) -> None:
         # A run of block events needs one sync, which reads the chain up to its tip anyway.
@@ -175,6 +179,10 @@ class Wallet:
         self._unlocked: SecretBytes | None = None
         self._unlocked_until: float = 0.0
         self._relock: asyncio.TimerHandle | None = None
+        # Unconfirmed wallet transactions the node's mempool holds (bitcoind's
+        # TxStateInMempool), kept in memory as bitcoind does: from the mempool notifications,
+        # our accepted broadcasts, and is_in_mempool queries on load.
+        self._in_mempool: set[bytes] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -187,6 +195,24 @@ class Wallet:
         if not self.store.encrypted:
             self.top_up_keypool()
         await self.resubmit()
+        await self.refresh_mempool_state()
+
+    async def refresh_mempool_state(self) -> None:
+        """Ask the node which of our unconfirmed transactions its mempool holds."""
+        for wtx in self.store.transactions():
+            if wtx.block_height is None and not (wtx.abandoned or wtx.conflicted):
+                if await self.chain.is_in_mempool(wtx.tx.txid):
+                    self._in_mempool.add(wtx.tx.txid)
+                else:
+                    self._in_mempool.discard(wtx.tx.txid)
+
+    def in_mempool(self, txid: bytes) -> bool:
+        """Whether the node's mempool holds the (unconfirmed) transaction, as far as we know."""
+        return txid in self._in_mempool
+
+    def mempool_removed(self, txid: bytes) -> None:
+        """The transaction left the mempool without being confirmed."""
+        self._in_mempool.discard(txid)
 
     async def resubmit(self) -> int:
         """Offer our unconfirmed sends to the node again (bitcoind's ResubmitWalletTransactions):
@@ -200,6 +226,7 @@ class Wallet:
             result = await self.chain.broadcast_transaction(wtx.tx.to_bytes(), 0)
             if result.ok:
                 accepted += 1
+                self._in_mempool.add(wtx.tx.txid)
             else:
                 log.info("wallet %s: resubmitting %s refused: %s", self.name, wtx.tx.txid_hex,
                          result.reason)
@@ -436,6 +463,7 @@ class Wallet:
         lookahead (see _extend_lookahead) when it pays one of our later keys."""
         mine = self.store.add_transaction(tx, time_)
         if mine:
+            self._in_mempool.add(tx.txid)
             self._extend_lookahead(lambda: self.store.add_transaction(tx, time_))
         return mine
 
@@ -487,13 +515,43 @@ class Wallet:
         return txid in self._spenders()
 
     def is_trusted(self, coin: WalletCoin, spenders: set[bytes] | None = None) -> bool:
-        """Confirmed, or unconfirmed but made by us (change)."""
+        """Confirmed, or its transaction is trusted (`tx_trusted`)."""
         if coin.height is not None:
             return True
-        return coin.outpoint.txid in (self._spenders() if spenders is None else spenders)
+        return self.tx_trusted(coin.outpoint.txid,
+                               self._spenders() if spenders is None else spenders)
+
+    def tx_trusted(self, txid: bytes, spenders: set[bytes],
+                   trusted_parents: set[bytes] | None = None) -> bool:
+        """bitcoind's CachedTxIsTrusted: a confirmed transaction is trusted; an unconfirmed
+        one only when we made it (it spends our coins), the mempool holds it (one evicted or
+        expired is not trusted until it is back: resubmitted on load, or rebroadcast), and
+        every input spends an output of ours whose transaction is trusted in turn."""
+        wtx = self.store.get_transaction(txid)
+        if wtx is None or wtx.abandoned or wtx.conflicted:
+            return False
+        if wtx.block_height is not None:
+            return True
+        if txid not in spenders or txid not in self._in_mempool:
+            return False
+        trusted_parents = set() if trusted_parents is None else trusted_parents
+        for txin in wtx.tx.vin:
+            parent = self.store.get_transaction(txin.prevout.txid)
+            if parent is None or txin.prevout.n >= len(parent.tx.vout):
+                return False
+            if self.store.key_by_pkh(parent.tx.vout[txin.prevout.n].pkh) is None:
+                return False
+            if parent.tx.txid in trusted_parents:
+                continue
+            if not self.tx_trusted(parent.tx.txid, spenders, trusted_parents):
+                return False
+            trusted_parents.add(parent.tx.txid)
+        return True
 
     def balances(self) -> Balances:
-        """getbalances' mine: trusted, untrusted_pending, immature."""
+        """getbalances' mine, as bitcoind's GetBalance: trusted; untrusted_pending (unconfirmed,
+        not trusted, and in the mempool: a transaction evicted or expired from it counts
+        nowhere); immature."""
         trusted = pending = immature = 0
         spenders = self._spenders()
         for coin in self.store.coins():
@@ -501,7 +559,7 @@ class Wallet:
                 immature += coin.value
             elif self.is_trusted(coin, spenders):
                 trusted += coin.value
-            else:
+            elif coin.height is None and self.in_mempool(coin.outpoint.txid):
                 pending += coin.value
         return Balances(trusted, pending, immature)
 
@@ -544,6 +602,7 @@ class Wallet:
             # The node refused it: it will never confirm from here, give the coins back.
             self.store.abandon_transaction(tx.txid)
             raise WalletError(f"Transaction rejected by the node: {result.reason}")
+        self._in_mempool.add(tx.txid)
         return tx, fee
 
     async def abandon(self, txid: bytes) -> None:
@@ -554,6 +613,7 @@ class Wallet:
         if wtx.block_height is not None or wtx.abandoned or await self.chain.is_in_mempool(txid):
             raise WalletError("Transaction not eligible for abandonment")
         self.store.abandon_transaction(txid)
+        self._in_mempool.discard(txid)
 
     def backup(self, dest: str) -> None:
         """backupwallet: a consistent copy of the database file."""
