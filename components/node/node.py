@@ -237,11 +237,12 @@ class Node:
 
         self.wallet_loader = WalletLoader(self.netdatadir, make_chain(self), self.params.name)
         register_wallet_methods(self.registry, self.wallet_loader)
-        for name in self.config.wallets:
-            try:
-                await self.wallet_loader.load(name)
-            except Exception as exc:     # bitcoind refuses to start without a -wallet it was given
-                raise InitError(f"Failed to load wallet {name!r}: {exc}") from exc
+        from cleancoin.components.wallet.wallet import StartupWalletError
+        try:
+            # -wallet names, then <netdatadir>/wallets/settings.json's list (load_on_startup).
+            await self.wallet_loader.load_startup_wallets(self.config.wallets)
+        except StartupWalletError as exc:  # bitcoind refuses to start without a -wallet it was given
+            raise InitError(f"Failed to load wallet {exc.name!r}: {exc}") from exc
 
     def _make_registry(self) -> None:
         """The RPC method table: the node's methods now, the wallet's when it starts."""

@@ -10,7 +10,6 @@ confirmation, backup and restore.
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 import sqlite3
@@ -422,23 +421,11 @@ def test_a_wallet_is_used_by_one_process_at_a_time(nodes) -> None:
     assert n.rpc.listwallets() == ["w"]
 
 
-def _node_loads_the_startup_list() -> bool:
-    """CleanCoind loads wallets in components/node/node.py (Node._start_wallets), which must
-    call WalletLoader.load_startup_wallets; CleanCoin-node's wallet process does it itself."""
-    if is_multiprocess():
-        return True
-    from cleancoin.components.node.node import Node
-    return "load_startup_wallets" in inspect.getsource(Node._start_wallets)
-
-
 def test_load_on_startup(nodes) -> None:
     """bitcoind's load_on_startup, with the list in <netdatadir>/wallets/settings.json (where
     a sandboxed wallet process can write it): true adds, false removes, null leaves; at start
     the -wallet wallets load, then the listed ones; a listed wallet that is gone is skipped
     with a warning, the node starts."""
-    if not _node_loads_the_startup_list():
-        pytest.xfail("CleanCoind's Node._start_wallets does not call "
-                     "WalletLoader.load_startup_wallets yet")
     (n,) = nodes(1)
     n.start()
     n.rpc.createwallet("a", False, False, "", False, None, True)
