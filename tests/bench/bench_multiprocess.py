@@ -490,14 +490,6 @@ def _pss_kb(pid: int) -> int | None:
     return None
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return " ".join(a.decode(errors="replace") for a in f.read().split(b"\0") if a)
-    except OSError:
-        return "?"
-
-
 def _tree(root: int) -> list[tuple[int, int, str]]:
     """(pid, depth, role) of root and every descendant, depth first."""
     rows: list[tuple[int, int, str]] = []
@@ -506,17 +498,12 @@ def _tree(root: int) -> list[tuple[int, int, str]]:
         rows.append((pid, depth, role))
         kids = _children(pid)
         for kid in kids:
-            cmd = _cmdline(kid)
-            if "wallet_main" in cmd or "CleanCoin-wallet" in cmd:
-                kid_role = "wallet component (CleanCoin-wallet -ipcfd)"
-            elif role.startswith("zygote"):          # a fork of the zygote
-                kid_role = "wallet sandbox waiter (outside the pid namespace)"
-            elif role.startswith("wallet sandbox waiter"):
-                kid_role = "wallet pid-namespace init"
-            elif "sandbox.zygote" in cmd:
-                kid_role = "zygote (started before the node restricted itself)"
-            else:
-                kid_role = f"child of pid {pid}"
+            # By position: the zygote is a fork of the node and the wallet a fork of the
+            # zygote (Zygote.fork), so command lines do not tell them apart.
+            kid_role = {0: "zygote (forked before the node restricted itself)",
+                        1: "wallet sandbox waiter (outside the pid namespace)",
+                        2: "wallet pid-namespace init",
+                        3: "wallet component"}.get(depth, f"child of pid {pid}")
             walk(kid, depth + 1, kid_role)
 
     walk(root, 0, "node")
