@@ -38,6 +38,9 @@ OPTIONS: list[Option] = [
            "policies/wallet.toml (0: run unconfined, with a warning)", "Sandbox options", "", "1"),
     Option("ipcbind", "Accept IPC connections (repeatable): unix, unix:PATH or tcp:HOST:PORT",
            "IPC options", "<address>"),
+    Option("ipcconnect", "Use a running wallet process (CleanCoin-wallet -ipcbind) instead of "
+           "starting one: unix (<netdatadir>/wallet.sock), unix:PATH, tcp:HOST:PORT, or auto "
+           "(connect when wallet.sock answers, else start one)", "IPC options", "<address>"),
     Option("ipcauth", "Credentials USER:PASSWORD for TCP IPC clients (besides the .ipccookie)",
            "IPC options", "<userpw>"),
     Option("ipccert", "TLS certificate for TCP IPC listeners", "IPC options", "<file>"),
@@ -71,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args, OPTIONS)
         config = node_main.build_config(settings)
         ipc = parse_settings({name: list(settings.get_all(name)) for name in
-                              ("ipcbind", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug")})
+                              ("ipcbind", "ipcconnect", "ipcauth", "ipccert", "ipckey",
+                               "ipcmaxconnections", "debug")})
     except (OptionError, AddressError) as exc:
         return _fail(None, str(exc))
     netdatadir = settings.netdatadir
@@ -99,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _import_node_modules()
     zygote = None
     prestarted = None
-    if not config.disable_wallet:  # type: ignore[attr-defined]
+    connect_wallet = not config.disable_wallet and _use_running_wallet(ipc.connect, netdatadir)  # type: ignore[attr-defined]
+    if not config.disable_wallet and not connect_wallet:  # type: ignore[attr-defined]
         from cleancoin.cli import wallet_process
         wallet_process.import_everything()
         spec = ComponentSpec(WALLET_COMPONENT, wallet_argv(),
@@ -129,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         log.warning("-sandbox=0: %s and its wallet process run WITHOUT a sandbox", PROG)
     extension = NodeProcesses(zygote, ipc, Peer(PROG, os.getpid()), list(config.wallets),  # type: ignore[attr-defined]
-                              report, prestarted)
+                              report, prestarted, connect_wallet)
     node = Node(config, extension)  # type: ignore[arg-type]
     import capnp
     try:
@@ -143,6 +148,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             zygote.stop()
         with contextlib.suppress(OSError):
             os.rmdir(os.path.join(netdatadir, ".tmp"))     # only if empty
+
+
+def _use_running_wallet(connect: str | None, netdatadir: str) -> bool:
+    """-ipcconnect: always for an address; for `auto`, when wallet.sock answers now."""
+    if connect is None:
+        return False
+    if connect != "auto":
+        return True
+    import socket
+    from cleancoin.components.node.multiprocess import WALLET_SOCKET
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.path.join(netdatadir, WALLET_SOCKET))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def _node_variables(config: object, netdatadir: str) -> dict[str, str]:

@@ -7,6 +7,12 @@ Two ways in:
         option: the node passes its network and datadir in Init.makeWalletLoader, and its
         -debug=ipc in hello. Ends when the node closes the connection or dies.
 
+    CleanCoin-wallet -regtest -datadir=DIR -ipcbind=unix [-wallet=NAME ...]
+        Started on its own and waiting for nodes: listens on `<netdatadir>/wallet.sock`
+        (or -ipcbind=unix:PATH / tcp:HOST:PORT with authentication, as a node's -ipcbind);
+        a `CleanCoin-node -ipcconnect=unix` (or auto) connects and uses it as its wallet
+        process. When that node goes, its wallets close and the process waits for the next.
+
     CleanCoin-wallet -regtest -datadir=DIR -ipcconnect=unix [-wallet=NAME ...]
                      [-server -rpcbind=ADDR -rpcport=PORT ...]
         Started on its own: connects to a running `CleanCoin-node -ipcbind=unix`, registers
@@ -42,10 +48,13 @@ OPTIONS: list[Option] = [
     Option("wallet", "Load this wallet at startup (repeatable)", "Options", "<name>"),
     Option("ipcconnect", "Connect to a running CleanCoin-node: unix, unix:PATH or tcp:HOST:PORT",
            "IPC options", "<address>", "unix"),
-    Option("ipcauth", "TCP credentials USER:PASSWORD (else the node's .ipccookie)", "IPC options", "<userpw>"),
-    Option("ipccert", "Pin the node's TLS certificate (TCP)", "IPC options", "<file>"),
-    Option("ipckey", "Unused by a client; accepted for symmetry", "IPC options", "<file>"),
-    Option("ipcmaxconnections", "Unused by a client", "IPC options", "<n>"),
+    Option("ipcbind", "Wait for nodes instead (repeatable): unix (<netdatadir>/wallet.sock), "
+           "unix:PATH or tcp:HOST:PORT", "IPC options", "<address>"),
+    Option("ipcauth", "TCP credentials USER:PASSWORD (client: else the node's .ipccookie; "
+           "listener: accepted besides this process's .ipccookie)", "IPC options", "<userpw>"),
+    Option("ipccert", "TLS certificate: pinned (client) or served (listener, with -ipckey)", "IPC options", "<file>"),
+    Option("ipckey", "TLS key of a TCP listener", "IPC options", "<file>"),
+    Option("ipcmaxconnections", "Nodes served at once by a listener", "IPC options", "<n>", "16"),
     Option("debug", "Output debug logging (ipc, rpc, 1/all)", "Debugging options", "<category>"),
     Option("printtoconsole", "Log to the console too", "Debugging options", "", "0"),
     Option("chain", "Use the chain <chain>", "Chain selection options", "<chain>", "main"),
@@ -165,6 +174,78 @@ async def _serve_child(fd: int) -> int:
     with contextlib.suppress(asyncio.CancelledError):
         await serving
     logging.getLogger("cleancoin.wallet").info("%s (pid %d) exiting", PROG, os.getpid())
+    return 0
+
+
+# ---------------------------------------------------------------------- -ipcbind
+
+WALLET_SOCKET = "wallet.sock"
+
+
+def run_listening(args: Sequence[str]) -> int:
+    """Wait for nodes on -ipcbind addresses; see the module docstring."""
+    try:
+        settings = load_settings(args, OPTIONS)
+    except OptionError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    _setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
+    import capnp
+    try:
+        return asyncio.run(capnp.run(_listening(settings)))
+    except _StartError as exc:
+        logging.getLogger("cleancoin.wallet").error("Error: %s", exc)
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _listening(settings: Settings) -> int:
+    from cleancoin.components.ipc.address import AddressError, parse
+    from cleancoin.components.ipc.auth import write_cookie
+    from cleancoin.components.ipc.errors import IpcError
+    from cleancoin.components.ipc.init_impl import ProcessInit
+    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.ipc.settings import parse_settings
+    from cleancoin.components.ipc.transport import listen
+    from cleancoin.components.wallet.process import make_wallet_service
+    from cleancoin.components.wallet_interface import WalletOptions
+
+    log = logging.getLogger("cleancoin.wallet")
+    netdatadir = settings.netdatadir
+    own_wallets = [w for w in settings.get_all("wallet") if w]
+
+    async def make_loader(chain, options):  # type: ignore[no-untyped-def]
+        # The wallets are this process's, in its own datadir; the node must be on its chain.
+        if options.network != settings.chain:
+            raise IpcError(f"this wallet process serves {settings.chain}, the node runs {options.network}")
+        service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir))
+        await service.load_wallets(own_wallets)
+        log.info("a node connected: serving the wallets of %s", netdatadir)
+        return service
+
+    try:
+        ipc = parse_settings({name: list(settings.get_all(name)) for name in
+                              ("ipcbind", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug")})
+        os.makedirs(netdatadir, exist_ok=True)
+        cookie = write_cookie(netdatadir) if any(b.startswith("tcp") for b in ipc.binds) else None
+        options = ipc.listen_options(cookie)
+        local = Peer(PROG, os.getpid())
+        make_init = functools.partial(ProcessInit, wallet_loader_factory=make_loader)
+        listeners = [await listen(parse(b, os.path.join(netdatadir, WALLET_SOCKET)), make_init, local, options)
+                     for b in ipc.binds]
+    except (AddressError, OSError) as exc:
+        raise _StartError(str(exc)) from None
+    log.info("%s (pid %d) waiting for nodes on %s", PROG, os.getpid(),
+             ", ".join(str(listener.address) for listener in listeners))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for listener in listeners:
+        listener.close()
+    # Connections still open end with the loop; each closes its wallets (ProcessInit.close).
+    log.info("%s (pid %d) stopped", PROG, os.getpid())
     return 0
 
 
@@ -288,4 +369,10 @@ def main(args: Sequence[str]) -> int:
             print(f"Error: -ipcfd expects a descriptor number, not '{value}'", file=sys.stderr)
             return 1
         return run_child(int(value))
+    if any(a.startswith("-ipcbind") for a in args):
+        if any(a.startswith("-ipcconnect") for a in args):
+            print("Error: -ipcbind (wait for nodes) and -ipcconnect (join a node) exclude each other",
+                  file=sys.stderr)
+            return 1
+        return run_listening(args)
     return run_connected(args)

@@ -25,12 +25,14 @@ from ..ipc.interfaces import Peer
 from ..ipc.settings import IpcSettings
 from ..ipc.transport import Listener, listen
 from .chain_binding import make_chain
+from .wallet_connection import ConnectedWallet
 from .wallet_process import WalletProcess
 from .wallet_router import WalletRpcRouter
 
 log = logging.getLogger("cleancoin.node")
 
 NODE_SOCKET = "node.sock"
+WALLET_SOCKET = "wallet.sock"      # where a CleanCoin-wallet -ipcbind=unix waits for nodes
 
 
 @dataclass
@@ -44,8 +46,9 @@ class NodeProcesses:
     wallets: list[str]
     report: Report | None = None
     prestarted_wallet: Any = None     # wallet_process.prestart()'s socket, if called
+    connect_wallet: bool = False      # -ipcconnect: use a running wallet process instead
     router: WalletRpcRouter | None = None
-    wallet: WalletProcess | None = None
+    wallet: WalletProcess | ConnectedWallet | None = None
     listeners: list[Listener] = field(default_factory=list)
     _node: Any = None
 
@@ -56,7 +59,11 @@ class NodeProcesses:
         self._add_process_info(node)
         if self.ipc.binds:
             await self._listen(node)
-        if self.zygote is not None:
+        if self.connect_wallet:
+            self.wallet = ConnectedWallet(self.ipc, os.path.join(node.netdatadir, WALLET_SOCKET), node,
+                                          self.router, self.wallets, self.local)
+            await self.wallet.start()
+        elif self.zygote is not None:
             self.wallet = WalletProcess(self.zygote, node, self.router, self.wallets, self.local,
                                         self.ipc.debug, self.prestarted_wallet)
             self.prestarted_wallet = None
@@ -87,10 +94,17 @@ class NodeProcesses:
             node_entry = {"name": self.local.name, "pid": os.getpid(),
                           "sandbox": self.report.to_dict() if self.report else None}
             processes = [node_entry]
-            if self.wallet is not None:
+            if isinstance(self.wallet, WalletProcess):
                 processes.append({"name": "CleanCoin-wallet", "pid": self.wallet.pid,
                                   "sandbox_report": self.wallet.report_text,
                                   "restarts": self.wallet.restarts, "wallets": self.wallet.wanted})
+            elif isinstance(self.wallet, ConnectedWallet):
+                remote = self.wallet.remote
+                processes.append({"name": remote.name if remote else "CleanCoin-wallet",
+                                  "pid": remote.pid if remote else None,
+                                  "sandbox_report": "not started by this node (-ipcconnect): its "
+                                                    "confinement is whatever it was started with",
+                                  "reconnects": self.wallet.reconnects, "wallets": self.wallet.wanted})
             return {"processes": processes,
                     "wallet_rpc": "connected" if self.router and self.router.connected
                     else (self.router.status if self.router else "none")}

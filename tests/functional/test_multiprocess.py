@@ -203,3 +203,47 @@ def test_a_system_that_cannot_confine_the_node_stops_it_before_it_serves(node) -
     # -sandbox=0 is the way out, and says so in the log.
     n.start(["-sandbox=0"])
     assert n.rpc.getblockcount() == 0
+
+
+def test_ipcconnect_uses_a_wallet_process_that_waits_for_nodes(node, tmp_path: Path) -> None:
+    """The other direction: `CleanCoin-wallet -ipcbind=unix` waits on wallet.sock; a node
+    started with -ipcconnect=auto uses it instead of starting its own, reconnects when it
+    comes back, and leaves it running when the node stops."""
+    n = node()
+    base = [str(VENV_BIN / "CleanCoin-wallet"), "-regtest", f"-datadir={n.datadir}", "-ipcbind=unix"]
+    log = open(tmp_path / "wallet-stderr.txt", "ab")
+    wallet = subprocess.Popen(base, stderr=log)
+    try:
+        wait_until(lambda: (n.netdatadir / "wallet.sock").exists(), what="wallet.sock")
+        n.start(["-ipcconnect=auto"])
+        n.rpc.createwallet("w")
+        info = n.rpc.getprocessinfo()["processes"]
+        assert [p["pid"] for p in info if p["name"] == "CleanCoin-wallet"] == [wallet.pid]
+        assert len(_descendants(n.process.pid)) == 0           # no zygote, no wallet of its own
+        wallet.send_signal(signal.SIGTERM)
+        assert wallet.wait(20) == 0
+        with pytest.raises(RpcError) as info_error:
+            n.rpc.listwallets()
+        assert info_error.value.code == -28 and "reconnecting" in info_error.value.message
+        wallet = subprocess.Popen(base, stderr=log)
+        wait_until(lambda: _answers(n, "listwallets") == ["w"], timeout=30, what="reconnect")
+        assert n.stop() == 0
+        time.sleep(0.5)
+        assert wallet.poll() is None                          # it waits for the next node
+    finally:
+        if wallet.poll() is None:
+            wallet.send_signal(signal.SIGTERM)
+            wallet.wait(20)
+        log.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(status_fields(int(entry))["PPid"]) == pid:
+                    kids.append(int(entry))
+            except (OSError, KeyError):
+                continue
+    return kids
