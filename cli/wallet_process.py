@@ -34,7 +34,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from cleancoin.cli.options import Option, OptionError, Settings, load_settings
 
@@ -184,19 +184,7 @@ WALLET_SOCKET = "wallet.sock"
 
 def run_listening(args: Sequence[str]) -> int:
     """Wait for nodes on -ipcbind addresses; see the module docstring."""
-    try:
-        settings = load_settings(args, OPTIONS)
-    except OptionError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-    _setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
-    import capnp
-    try:
-        return asyncio.run(capnp.run(_listening(settings)))
-    except _StartError as exc:
-        logging.getLogger("cleancoin.wallet").error("Error: %s", exc)
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
+    return _run_standalone(args, _listening)
 
 
 async def _listening(settings: Settings) -> int:
@@ -252,17 +240,22 @@ async def _listening(settings: Settings) -> int:
 # ---------------------------------------------------------------------- -ipcconnect
 
 def run_connected(args: Sequence[str]) -> int:
-    """A wallet process started on its own; see the module docstring."""
+    """A wallet process started on its own, joining a node; see the module docstring."""
+    return _run_standalone(args, _connected)
+
+
+def _run_standalone(args: Sequence[str], serve: Callable[[Settings], Awaitable[int]]) -> int:
+    """Options, logging, then `serve(settings)` on a capnp-enabled loop; "Error: ..." and
+    status 1 for what stops it from starting."""
     try:
         settings = load_settings(args, OPTIONS)
     except OptionError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
-    netdatadir = settings.netdatadir
-    _setup_logging(netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
+    _setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
     import capnp
     try:
-        return asyncio.run(capnp.run(_connected(settings)))
+        return asyncio.run(capnp.run(serve(settings)))
     except _StartError as exc:
         logging.getLogger("cleancoin.wallet").error("Error: %s", exc)
         print(f"Error: {exc}", file=sys.stderr)

@@ -161,22 +161,9 @@ def _enter_namespaces(plan: Plan, control_fd: int) -> set[str]:
     What was actually entered travels to the parent, which corrects the report with it.
     """
     wanted = [n for n in namespaces.FLAGS if n in plan.namespaces]
-    try:
-        namespaces.unshare(wanted)
-        return set(wanted)
-    except EnforcementError as exc:
-        if plan.namespace_level == "hard":
-            raise
-        first_error = exc.reason
-    entered = []
-    for name in wanted:   # "user" first: the others may need its capabilities
-        try:
-            namespaces.unshare([name])
-            entered.append(name)
-        except EnforcementError:
-            pass
-    if not entered and plan.namespace_level == "soft":
-        raise EnforcementError("namespaces", f"no namespace could be entered: {first_error}")
+    entered, first_error = namespaces.enter(wanted, plan.namespace_level)
+    if first_error is None:
+        return set(entered)
     control.send(control_fd, {"namespaces": entered, "reason": first_error})
     return set(entered)
 

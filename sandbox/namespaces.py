@@ -50,6 +50,31 @@ def unshare(names: Iterable[str]) -> None:
         raise _fail(f"unshare({'|'.join(names)})")
 
 
+def enter(wanted: list[str], level: str) -> tuple[list[str], str | None]:
+    """Unshare `wanted` at once; below compatibility level hard, when that fails, one by one
+    as far as the kernel allows. Returns (entered, the first failure's reason or None).
+
+    Level hard re-raises the failure; level soft demands at least one namespace.
+    """
+    try:
+        unshare(wanted)
+        return list(wanted), None
+    except EnforcementError as exc:
+        if level == "hard":
+            raise
+        first_error = exc.reason
+    entered = []
+    for name in wanted:   # "user" first: the others may need its capabilities
+        try:
+            unshare([name])
+            entered.append(name)
+        except EnforcementError:
+            pass
+    if not entered and wanted and level == "soft":
+        raise EnforcementError("namespaces", f"no namespace could be entered: {first_error}")
+    return entered, first_error
+
+
 def write_id_maps(uid: int, gid: int) -> None:
     """Map our own uid and gid into the new user namespace, as the same numbers.
 

@@ -149,19 +149,5 @@ def _enter_namespaces(plan: Plan) -> list[str]:
     unknown = [n for n in wanted if n not in SELF_NAMESPACES]
     if unknown:   # prepare_self refuses pid already; this guards against a new kind
         raise EnforcementError("namespaces", f"cannot enter {', '.join(unknown)} namespaces itself")
-    try:
-        namespaces.unshare(wanted)
-        return wanted
-    except EnforcementError:
-        if plan.namespace_level == "hard":
-            raise
-    entered = []
-    for name in wanted:   # "user" first: the others may need its capabilities
-        try:
-            namespaces.unshare([name])
-            entered.append(name)
-        except EnforcementError:
-            pass
-    if not entered and wanted and plan.namespace_level == "soft":
-        raise EnforcementError("namespaces", "no namespace could be entered")
+    entered, _ = namespaces.enter(wanted, plan.namespace_level)
     return entered
