@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "sandboxed CleanCoin-wallet process.", OPTIONS))
         return 0
     try:
-        import capnp  # noqa: F401
+        import capnp
     except ImportError:
         from cleancoin.cli.wallet_process import MULTIPROCESS_HINT
         return _fail(None, f"{MULTIPROCESS_HINT} (CleanCoind works without it)")
@@ -136,7 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     extension = NodeProcesses(zygote, ipc, Peer(PROG, os.getpid()), list(config.wallets),  # type: ignore[attr-defined]
                               report, prestarted, connect_wallet)
     node = Node(config, extension)  # type: ignore[arg-type]
-    import capnp
     try:
         return asyncio.run(capnp.run(node.run()))
     except InitError as exc:
