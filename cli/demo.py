@@ -236,7 +236,8 @@ def confinement(members: dict[int, tuple[str, str | None]], info: dict[str, Any]
         raise DemoError("the wallet shares the node's network namespace")
     else:
         print(f"the wallet's network namespace differs from the node's ({wallet_ns} != {node_ns})")
-    print("(CapEff of the waiter and the init counts in the wallet's user namespace only; the\n"
+    print("(the waiter and the init give up every capability and set NoNewPrivs once the wallet's\n"
+          " namespaces are set up: from then on they only wait; the\n"
           " zygote is unconfined by design: it must keep the rights to set up the wallet's sandbox)")
 
     processes = {p["name"]: p for p in info["processes"]}

@@ -20,7 +20,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import control, descriptors, namespaces, rlimits
+from . import capabilities, control, descriptors, namespaces, rlimits
 from .control import EXIT_SETUP_FAILED, SANDBOX_FD_ENV
 from .enforce import apply_restrictions
 from .errors import EnforcementError
@@ -28,6 +28,7 @@ from .plan import Plan
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
+_PR_SET_NO_NEW_PRIVS = 38
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ def _run(spec: ChildSpec) -> None:
         if init:
             os.close(status_out)
             _close_all_but_stdio({status_in})
+            _retire()
             _wait_forwarding(init, status_in=status_in)
         os.close(status_in)
         _die_with_parent_quietly()
@@ -149,6 +151,7 @@ def _run(spec: ChildSpec) -> None:
         component = os.fork()
         if component:
             _close_all_but_stdio({status_out})
+            _retire()
             _wait_forwarding(component, status_out=status_out)
         os.close(status_out)
         _die_with_parent_quietly()
@@ -166,6 +169,17 @@ def _enter_namespaces(plan: Plan, control_fd: int) -> set[str]:
         return set(entered)
     control.send(control_fd, {"namespaces": entered, "reason": first_error})
     return set(entered)
+
+
+def _retire() -> None:
+    """For the waiter and the pid namespace's init, once their set-up is done: from here on
+    they only wait, forward signals and re-raise a status, so they give up what they no
+    longer need: every capability (they hold all of them in the component's user
+    namespace), the right to gain privileges, and dumpability."""
+    libc = namespaces.libc()
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise EnforcementError("waiter", f"prctl: {os.strerror(ctypes.get_errno())}")
+    capabilities.drop(())
 
 
 def _die_with_parent_quietly() -> None:

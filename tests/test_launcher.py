@@ -382,3 +382,26 @@ def test_component_killed_from_outside_by_sigkill_is_reported_as_such(base_sandb
     os.kill(child.component_pid(), signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
     assert "SIGKILL" in launcher.describe_status(child.status or 0)
+
+
+def test_waiting_processes_give_up_their_privileges(base_sandbox, sandbox_vars):
+    """The waiter and the pid namespace's init hold every capability in the component's user
+    namespace while they set it up; once the component runs they keep none."""
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    child = spawn_python(plan, "from cleancoin.sandbox.component import enter\nenter()\n"
+                               "import time\ntime.sleep(60)\n")
+    try:
+        component = child.component_pid()
+        waiting = [child.pid]
+        while waiting[-1] != component:          # waiter -> init -> component
+            with open(f"/proc/{waiting[-1]}/task/{waiting[-1]}/children") as handle:
+                waiting.append(int(handle.read().split()[0]))
+        assert len(waiting) == 3
+        for pid in waiting:
+            status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines()
+                          if ":\t" in line)
+            assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, (pid, status["CapEff"])
+            assert status["NoNewPrivs"].strip() == "1"
+    finally:
+        child.kill()
+        child.wait()
