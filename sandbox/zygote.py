@@ -133,7 +133,9 @@ class Zygote:
         (copy on write), so call it early, single-threaded, before this process holds anything
         a component must not see (CleanCoin-node: before it opens its chain or any secret),
         and expect its memory image in theirs. The sandbox steps are the same; a target runs
-        after all of them, with the policy's environment in os.environ.
+        after all of them, with the policy's environment in os.environ. Also before any
+        Cap'n Proto event loop runs in this process: KJ refuses a second loop on a thread that
+        had one, which is what a forked child would inherit.
         """
         plans = {name: (spec.argv, _plan(spec), spec.target) for name, spec in components.items()}
         req_parent, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
