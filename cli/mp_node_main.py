@@ -195,7 +195,7 @@ def _import_node_modules() -> None:
     import cleancoin.components.node.rpc_methods  # noqa: F401
     import cleancoin.components.rpc.server  # noqa: F401
     from cleancoin.components.ipc import schema
-    for name in ("init", "chain", "wallet", "echo", "auth"):
+    for name in ("init", "chain", "wallet", "node", "echo", "auth"):
         schema.load(name)
 
 

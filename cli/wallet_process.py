@@ -76,7 +76,7 @@ def import_everything() -> None:
     """Import, and load the schemas of, all this process will use: once the sandbox is up it
     may read the Python installation still, but should not need to (and it is faster)."""
     from cleancoin.components.ipc import schema
-    for name in ("init", "chain", "wallet", "echo", "auth"):
+    for name in ("init", "chain", "wallet", "node", "echo", "auth"):
         schema.load(name)
     import cleancoin.components.wallet.process  # noqa: F401
     import cleancoin.components.wallet.rpc  # noqa: F401

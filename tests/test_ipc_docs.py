@@ -111,7 +111,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("name", ["init.capnp", "echo.capnp", "auth.capnp", "wallet.capnp"])
+@pytest.mark.parametrize("name", ["init.capnp", "echo.capnp", "auth.capnp", "wallet.capnp", "node.capnp"])
 def test_schema_text_in_doc_is_the_installed_schema(name: str) -> None:
     installed = Path(SCHEMA_DIR, name).read_text()
     assert fenced_block("capnp", name).rstrip() == installed.rstrip()

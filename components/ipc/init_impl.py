@@ -14,6 +14,8 @@ from .interfaces import Echo, Peer
 
 #: Makes the Chain a node process offers (e.g. `lambda: make_chain(node)`).
 ChainFactory = Callable[[], Chain]
+#: Makes the Node a node process offers to front ends.
+NodeFactory = Callable[[], Any]
 #: Makes a wallet process's WalletLoader over the caller's Chain.
 WalletLoaderFactory = Callable[[Chain, WalletOptions], Awaitable[WalletLoader]]
 
@@ -32,13 +34,15 @@ class ProcessInit:
     """The Init of a process, one per connection; components extend it with factories."""
 
     def __init__(self, log: CallLog, chain_factory: ChainFactory | None = None,
-                 wallet_loader_factory: WalletLoaderFactory | None = None) -> None:
+                 wallet_loader_factory: WalletLoaderFactory | None = None,
+                 node_factory: NodeFactory | None = None) -> None:
         # The factories: a node process has a chain_factory, a wallet process a
         # wallet_loader_factory; connection.InitFactory stays `(log) -> Init`, so a process
         # passes `functools.partial(ProcessInit, chain_factory=...)`.
         self._log = log
         self._chain_factory = chain_factory
         self._wallet_loader_factory = wallet_loader_factory
+        self._node_factory = node_factory
         self._made: list[Any] = []      # what this connection made, closed when it ends
 
     async def hello(self, client: Peer, debug: list[str]) -> Peer:
@@ -61,6 +65,11 @@ class ProcessInit:
         chain = self._chain_factory()
         self._made.append(chain)
         return chain
+
+    async def make_node(self) -> Any:
+        if self._node_factory is None:
+            raise IpcError("this process offers no Node")
+        return self._node_factory()
 
     async def make_wallet_loader(self, chain: Chain, options: WalletOptions) -> WalletLoader:
         if self._wallet_loader_factory is None:

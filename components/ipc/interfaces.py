@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..chain_interface import Chain
+from ..node_interface import Node
 from ..wallet_interface import WalletLoader, WalletOptions
 
 
@@ -45,6 +46,10 @@ class Init(Protocol):
 
     async def make_chain(self) -> Chain:
         """The node's Chain; fails (IpcError) in a process that is no node."""
+        ...
+
+    async def make_node(self) -> "Node":
+        """The node as a front end drives it; fails in a process that is no node."""
         ...
 
     async def make_wallet_loader(self, chain: Chain, options: WalletOptions) -> WalletLoader:

@@ -77,6 +77,7 @@ INIT = InterfaceSpec("Init", lambda: schema.load("init").Init, (
     Method("make_wallet_loader", "makeWalletLoader",
            (("chain", capability_codec(lambda: CHAIN)), ("options", WALLET_OPTIONS)),
            ("loader", capability_codec(lambda: WALLET_LOADER))),
+    Method("make_node", "makeNode", (), ("node", capability_codec(lambda: NODE))),
 ))
 
 # The Chain interface (components/chain_interface.py); capability_codec makes the wallet's
@@ -103,6 +104,11 @@ CHAIN_NOTIFICATIONS = InterfaceSpec("ChainNotifications", lambda: schema.load("c
 
 RPC_HANDLER = InterfaceSpec("RpcHandler", lambda: schema.load("chain").RpcHandler, (
     Method("execute", "execute", (("request", RPC_REQUEST),), ("response", RPC_RESPONSE)),
+))
+
+NODE = InterfaceSpec("Node", lambda: schema.load("node").Node, (
+    Method("execute_rpc", "executeRpc", (("request", RPC_REQUEST),), ("response", RPC_RESPONSE)),
+    Method("shutdown", "shutdown"),
 ))
 
 WALLET_LOADER = InterfaceSpec("WalletLoader", lambda: schema.load("wallet").WalletLoader, (

@@ -25,6 +25,7 @@ from ..ipc.interfaces import Peer
 from ..ipc.settings import IpcSettings
 from ..ipc.transport import Listener, listen
 from .chain_binding import make_chain
+from .node_binding import NodeService
 from .wallet_connection import ConnectedWallet
 from .wallet_process import WalletProcess
 from .wallet_router import WalletRpcRouter
@@ -76,7 +77,8 @@ class NodeProcesses:
     async def _listen(self, node: Any) -> None:
         assert self.router is not None
         router = self.router
-        make_init = functools.partial(ProcessInit, chain_factory=lambda: make_chain(node, router.register))
+        make_init = functools.partial(ProcessInit, chain_factory=lambda: make_chain(node, router.register),
+                                      node_factory=lambda: NodeService(node))
         tcp = any(b.startswith("tcp") for b in self.ipc.binds)
         cookie = write_cookie(node.netdatadir) if tcp else None
         options = self.ipc.listen_options(cookie)

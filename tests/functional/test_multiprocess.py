@@ -247,3 +247,42 @@ def _descendants(pid: int) -> list[int]:
             except (OSError, KeyError):
                 continue
     return kids
+
+
+def test_a_front_end_drives_the_node_over_ipc_with_make_node(node) -> None:
+    """Init.makeNode on node.sock: JSON-RPC calls without HTTP (wallet methods reach the
+    wallet process through the node), errors with bitcoind's codes, and shutdown."""
+    import asyncio
+    import json
+
+    import capnp
+
+    from cleancoin.components.chain_interface import RpcRequest
+    from cleancoin.components.ipc.address import parse
+    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.ipc.transport import connect
+
+    n = node("-ipcbind=unix")
+    n.start()
+
+    async def drive() -> list:
+        connection = await connect(parse("unix", str(n.netdatadir / "node.sock")), Peer("test-gui", os.getpid()),
+                                   False)
+        try:
+            front = await connection.init.make_node()
+            answers = []
+            for method, params in (("getblockcount", "[]"), ("createwallet", '["w"]'),
+                                   ("getwalletinfo", "[]"), ("getblockhash", "[99]")):
+                answers.append(await front.execute_rpc(RpcRequest(method, params, None)))
+            await front.shutdown()
+            return answers
+        finally:
+            connection.close()
+
+    count, created, info, missing = asyncio.run(capnp.run(drive()))
+    assert count.ok and json.loads(count.result) == 0
+    assert created.ok and json.loads(created.result) == {"name": "w"}
+    assert info.ok and json.loads(info.result)["walletname"] == "w"
+    assert not missing.ok and missing.error_code == -8 and "out of range" in missing.error_message
+    assert n.process.wait(20) == 0                      # shutdown: a clean stop, as `stop`
+    n.process = None

@@ -6,6 +6,7 @@
 using Echo = import "echo.capnp".Echo;
 using Chain = import "chain.capnp".Chain;
 using Wallet = import "wallet.capnp";
+using Node = import "node.capnp".Node;
 
 struct Peer {
   # Who is at one end of a connection, for logs (-debug=ipc) and error messages.
@@ -24,4 +25,7 @@ interface Init {
   makeWalletLoader @3 (chain :Chain, options :Wallet.WalletOptions) -> (loader :Wallet.WalletLoader);
   # A wallet process's wallets, working through `chain` (which the caller, a node, serves).
   # The wallet registers its RPC methods with `chain`. Processes that are no wallet fail.
+  makeNode @4 () -> (node :Node);
+  # The node as a front end drives it: JSON-RPC calls and shutdown. Processes that are no
+  # node fail.
 }
