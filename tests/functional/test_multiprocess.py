@@ -286,3 +286,30 @@ def test_a_front_end_drives_the_node_over_ipc_with_make_node(node) -> None:
     assert not missing.ok and missing.error_code == -8 and "out of range" in missing.error_message
     assert n.process.wait(20) == 0                      # shutdown: a clean stop, as `stop`
     n.process = None
+
+
+def test_garbage_on_node_sock_leaves_node_and_wallet_running(node) -> None:
+    """Malformed Cap'n Proto (random bytes, a huge segment table, a truncated frame) on the
+    node's IPC socket ends that connection only."""
+    import socket as sockets
+
+    n = node("-ipcbind=unix")
+    n.start()
+    n.rpc.createwallet("w")
+    wpid = wallet_pid(n)
+    frames = [os.urandom(4096),
+              (0xFFFFFFF0).to_bytes(4, "little") + b"\xff" * 64,       # absurd segment count
+              (0).to_bytes(4, "little") + (0x7FFFFFFF).to_bytes(4, "little") + b"\0" * 8]  # huge segment
+    for frame in frames:
+        with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as s:
+            s.connect(str(n.netdatadir / "node.sock"))
+            s.sendall(frame)
+            s.settimeout(10)
+            try:
+                while s.recv(4096):
+                    pass              # until the node closes this connection
+            except (ConnectionResetError, TimeoutError):
+                pass
+    assert n.process.poll() is None
+    assert n.rpc.getblockcount() == 0 and n.rpc.getwalletinfo()["walletname"] == "w"
+    assert wallet_pid(n) == wpid                    # the wallet process was not disturbed
