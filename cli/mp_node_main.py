@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors
         from cleancoin.sandbox.self_restrict import restrict_self
         try:
-            report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir))
+            report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds))
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if zygote is not None:
                 zygote.stop()
@@ -167,13 +167,17 @@ def _use_running_wallet(connect: str | None, netdatadir: str) -> bool:
         probe.close()
 
 
-def _node_variables(config: object, netdatadir: str) -> dict[str, str]:
-    """Values of node.toml's variables: the datadir and the two ports it may bind."""
+def _node_variables(config: object, netdatadir: str, ipc_binds: Sequence[str]) -> dict[str, str]:
+    """Values of node.toml's variables: the datadir and the ports it may bind (P2P, RPC, and
+    the first -ipcbind=tcp listener's, or the RPC port again)."""
     from cleancoin.components.node.chainparams import params_for
     params = params_for(config.chain)  # type: ignore[attr-defined]
     port = config.port if config.port is not None else params.default_port  # type: ignore[attr-defined]
     rpcport = config.rpcport if config.rpcport is not None else params.rpc_port  # type: ignore[attr-defined]
-    return {"datadir": netdatadir, "port": str(port), "rpcport": str(rpcport),
+    from cleancoin.components.ipc.address import parse
+    tcp = [parse(b, "") for b in ipc_binds if b.startswith("tcp:")]
+    ipcport = tcp[0].port if tcp else rpcport
+    return {"datadir": netdatadir, "port": str(port), "rpcport": str(rpcport), "ipcport": str(ipcport),
             "tmpdir": _own_tmpdir(netdatadir)}
 
 

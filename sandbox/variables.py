@@ -20,6 +20,7 @@ KNOWN: Mapping[str, str] = {
     "tmpdir": "a private temporary directory made for this launch",
     "port": "the P2P port",
     "rpcport": "the JSON-RPC port",
+    "ipcport": "the TCP port of an -ipcbind=tcp listener (the JSON-RPC port again when there is none)",
 }
 
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")

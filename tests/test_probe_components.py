@@ -41,7 +41,8 @@ def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:
     netdir = tmp_path / "regtest"
     (netdir / "wallets").mkdir(parents=True)
     data = _probe("--policy", shipped_policy("node"), "--var", f"datadir={netdir}",
-                  "--var", f"port={_free_port()}", "--var", f"rpcport={_free_port()}")
+                  "--var", f"port={_free_port()}", "--var", f"rpcport={_free_port()}",
+                  "--var", f"ipcport={_free_port()}")
     assert data["escapes"] == []
     attempts = _attempts(data)
     assert not [n for n, a in attempts.items() if a["outcome"] == "error"], attempts
@@ -81,6 +82,7 @@ def test_probe_catches_a_directory_that_is_not_hidden(base_sandbox, tmp_path: Pa
                                  f'extends = ["{shipped_policy("base/python")}"]')
                         .replace('hide = ["${datadir}/wallets"]', ""))
     variables = {"datadir": str(netdir), "port": str(_free_port()), "rpcport": str(_free_port()),
+                 "ipcport": str(_free_port()),
                  "tmpdir": str(tmp_path)}
     result = probe.probe_against(load_policy(shipped_policy("node")), load_policy(str(unhidden)),
                                  variables)

@@ -284,7 +284,7 @@ def node_vars(tmp_path: Path) -> dict[str, str]:
     tmpdir.mkdir()
     port, rpcport = _free_port(), _free_port()
     return {"datadir": str(netdir), "tmpdir": str(tmpdir), "port": str(port),
-            "rpcport": str(rpcport)}
+            "rpcport": str(rpcport), "ipcport": str(rpcport)}
 
 
 def test_node_policy_restricts_the_node_itself(base_sandbox, node_vars, outside_dir) -> None:  # noqa: ANN001

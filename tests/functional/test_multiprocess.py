@@ -313,3 +313,42 @@ def test_garbage_on_node_sock_leaves_node_and_wallet_running(node) -> None:
     assert n.process.poll() is None
     assert n.rpc.getblockcount() == 0 and n.rpc.getwalletinfo()["walletname"] == "w"
     assert wallet_pid(n) == wpid                    # the wallet process was not disturbed
+
+
+def test_authenticated_tcp_ipc_under_the_sandbox(node) -> None:
+    """-ipcbind=tcp with -ipcauth on a sandboxed node: the listener's port is the one extra
+    port node.toml lets it bind; a client with the password reaches makeNode, one without
+    it reaches nothing."""
+    import asyncio
+    import json
+
+    import capnp
+
+    from cleancoin.components.chain_interface import RpcRequest
+    from cleancoin.components.ipc.address import parse
+    from cleancoin.components.ipc.auth import parse_ipcauth
+    from cleancoin.components.ipc.errors import IpcError
+    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.ipc.transport import connect
+
+    port = free_port()
+    n = node(f"-ipcbind=tcp:127.0.0.1:{port}", "-ipcauth=gui:correct-horse")
+    n.start()
+    assert n.rpc.getprocessinfo()["processes"][0]["sandbox"]["policy"] == "node"
+    address = parse(f"tcp:127.0.0.1:{port}", "")
+
+    async def drive() -> tuple[str, str]:
+        with pytest.raises(IpcError) as refused:
+            await connect(address, Peer("intruder", os.getpid()), False, parse_ipcauth("gui:wrong"))
+        connection = await connect(address, Peer("test-gui", os.getpid()), False,
+                                   parse_ipcauth("gui:correct-horse"))
+        try:
+            front = await connection.init.make_node()
+            answer = await front.execute_rpc(RpcRequest("getblockcount", "[]", None))
+            return str(refused.value), answer.result
+        finally:
+            connection.close()
+
+    refused, count = asyncio.run(capnp.run(drive()))
+    assert "refused" in refused.lower()
+    assert json.loads(count) == 0
