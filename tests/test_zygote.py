@@ -116,3 +116,38 @@ def test_the_zygote_dies_with_its_parent(base_sandbox, sandbox_vars) -> None:
             select.select([], [], [], 0.05)
         else:
             pytest.fail(f"pid {pid} outlived the zygote's parent")
+
+
+
+def _echo_target(fd: int) -> int:
+    """A forked component: answer one message on its IPC socket, then wait for its end."""
+    with socket.socket(fileno=fd) as sock:
+        sock.sendall(sock.recv(16))
+        sock.recv(16)
+    return 0
+
+
+def test_forked_zygote_runs_a_target_under_its_policy(base_sandbox, sandbox_vars) -> None:
+    """Zygote.fork: the component is a function run in the sandboxed child, no exec."""
+    z = Zygote.fork({"strict": ComponentSpec("strict", (), shipped_policy("strict"), sandbox_vars,
+                                             target=_echo_target)})
+    ours, theirs = socket.socketpair()
+    try:
+        spawned = z.spawn("strict", theirs.fileno())
+        theirs.close()
+        ours.settimeout(10)
+        ours.sendall(b"ping")
+        assert ours.recv(16) == b"ping"
+        assert spawned.report is not None and spawned.report.fully_enforced()
+        status = _status(spawned.pid)      # still running: it waits for our end
+        assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "1"
+    finally:
+        ours.close()
+        z.stop()
+
+
+def test_forked_zygote_refuses_a_bad_policy_before_forking(base_sandbox, sandbox_vars, tmp_path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text('extends = ["base/python.toml"]\n[filesystem]\nwrite = ["${nosuch}"]\n')
+    with pytest.raises(ZygoteError, match=r"undefined variable \$\{nosuch\}"):
+        Zygote.fork({"c": ComponentSpec("c", (), str(broken), sandbox_vars, target=_echo_target)})
