@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..chain_interface import RpcRequest, RpcResponse
-from ..rpc import jsonfmt
-from ..rpc.errors import RPC_PARSE_ERROR, RpcError
-from ..rpc.registry import internal_error
+from ..rpc.carried import execute_request
 
 
 class NodeService:
@@ -18,19 +16,7 @@ class NodeService:
         self._node = node
 
     async def execute_rpc(self, request: RpcRequest) -> RpcResponse:
-        try:
-            params = jsonfmt.loads(request.params)
-        except ValueError:
-            return RpcResponse(False, "null", RPC_PARSE_ERROR, "Parse error")
-        try:
-            result = await self._node.registry.execute(request.method, params, uri_wallet=request.uri_wallet,
-                                                       user=request.user or "__ipc__")
-            return RpcResponse(True, jsonfmt.dumps(result))
-        except RpcError as exc:
-            return RpcResponse(False, "null", exc.code, exc.message)
-        except Exception as exc:  # noqa: BLE001 - e.g. a result JSON cannot hold
-            err = internal_error(exc)
-            return RpcResponse(False, "null", err.code, err.message)
+        return await execute_request(self._node.registry, request, user="__ipc__")
 
     async def shutdown(self) -> None:
         self._node.request_shutdown()

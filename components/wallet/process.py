@@ -18,9 +18,8 @@ import os
 from cleancoin.components.chain_interface import (
     Chain, Handler, RpcMethodInfo, RpcRequest, RpcResponse,
 )
-from cleancoin.components.rpc import jsonfmt
-from cleancoin.components.rpc.errors import RPC_PARSE_ERROR, RpcError
-from cleancoin.components.rpc.registry import Registry, internal_error
+from cleancoin.components.rpc.carried import execute_request
+from cleancoin.components.rpc.registry import Registry
 from cleancoin.components.wallet_interface import WalletOptions
 
 from .rpc import register_wallet_methods
@@ -43,20 +42,7 @@ class WalletRpcHandler:
         self._loader = loader
 
     async def execute(self, request: RpcRequest) -> RpcResponse:
-        try:
-            params = jsonfmt.loads(request.params)
-        except ValueError:
-            return RpcResponse(False, "null", RPC_PARSE_ERROR, "Parse error")
-        try:
-            await self._catch_up(request.tip)
-            result = await self._registry.execute(request.method, params, uri_wallet=request.uri_wallet,
-                                                  user=request.user)
-            return RpcResponse(True, jsonfmt.dumps(result))
-        except RpcError as exc:
-            return RpcResponse(False, "null", exc.code, exc.message)
-        except Exception as exc:  # noqa: BLE001 - e.g. a result JSON cannot hold
-            err = internal_error(exc)
-            return RpcResponse(False, "null", err.code, err.message)
+        return await execute_request(self._registry, request, before=lambda: self._catch_up(request.tip))
 
     async def _catch_up(self, tip: bytes) -> None:
         """Bring every loaded wallet that is not at `tip` (the node's tip when it forwarded
