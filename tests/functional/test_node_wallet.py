@@ -58,6 +58,17 @@ def balances(node: TestNode, wallet: str | None = None) -> dict:
     return node.client.call("getbalances", wallet=wallet)["mine"]
 
 
+def funded_wallet(node: TestNode, name: str = "w", args: tuple[str, ...] = ()) -> str:
+    """Start `node`, create wallet `name`, mine 101 blocks to a new address of it (one mature
+    coinbase) and wait until the wallet has them; returns that address."""
+    node.start(list(args))
+    node.rpc.createwallet(name)
+    addr = node.rpc.getnewaddress()
+    mine(node, 101, addr)
+    wait_synced(node)
+    return addr
+
+
 def wait_synced(node: TestNode, wallet: str | None = None) -> None:
     """Until the wallet has processed the node's tip (notifications are asynchronous)."""
     wait_until(lambda: node.client.call("getwalletinfo", wallet=wallet)["lastprocessedblock"]["height"]
@@ -161,11 +172,8 @@ def _all_file_bytes(root: Path) -> list[tuple[Path, bytes]]:
 
 def test_encryption_locks_signing_and_leaves_no_secret_on_disk(nodes) -> None:
     (n,) = nodes(1)
-    n.start(["-debug=1"])         # every log category: the grep below covers debug output too
-    n.rpc.createwallet("enc")
-    addr = n.rpc.getnewaddress()
-    mine(n, 101, addr)
-    wait_synced(n)
+    # -debug=1: every log category, so the grep below covers debug output too.
+    addr = funded_wallet(n, "enc", ("-debug=1",))
     db = n.netdatadir / "wallets" / "enc" / "wallet.sqlite"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         (seed,) = conn.execute("SELECT plaintext FROM secrets WHERE name = 'seed'").fetchone()
@@ -214,11 +222,7 @@ def test_encryption_locks_signing_and_leaves_no_secret_on_disk(nodes) -> None:
 
 def test_restart_persistence_and_catch_up(nodes) -> None:
     (n,) = nodes(1)
-    n.start()
-    n.rpc.createwallet("w")
-    addr = n.rpc.getnewaddress()
-    mine(n, 101, addr)
-    wait_synced(n)
+    addr = funded_wallet(n)
     txid = n.rpc.sendtoaddress(TEST_ADDRESS, 7)
     before = balances(n)
     n.stop()
@@ -239,11 +243,7 @@ def test_restart_persistence_and_catch_up(nodes) -> None:
 
 def test_reorg_undoes_a_confirmation(nodes) -> None:
     (n,) = nodes(1)
-    n.start()
-    n.rpc.createwallet("w")
-    addr = n.rpc.getnewaddress()
-    mine(n, 101, addr)
-    wait_synced(n)
+    addr = funded_wallet(n)
     other = n.rpc.getnewaddress()
     txid = n.rpc.sendtoaddress(other, 5)
     mine(n, 1)
@@ -263,11 +263,7 @@ def test_reorg_undoes_a_confirmation(nodes) -> None:
 
 def test_backup_and_restore(nodes) -> None:
     (n,) = nodes(1)
-    n.start()
-    n.rpc.createwallet("w")
-    addr = n.rpc.getnewaddress()
-    mine(n, 101, addr)
-    wait_synced(n)
+    addr = funded_wallet(n)
     # Inside <netdatadir>/wallets/, not tmp_path: under CleanCoin-node the wallet runs in a
     # sandboxed process that may write only there, and the test must hold for both
     # executables. The directory exists once a wallet has been created (backupwallet makes
@@ -288,10 +284,7 @@ def test_reorg_while_unloaded_is_found_on_load(nodes) -> None:
     """The wallet's best block left the active chain while it was not loaded: on load it
     finds the fork (find_fork with its locator), undoes its blocks above it, catches up."""
     (n,) = nodes(1)
-    n.start()
-    n.rpc.createwallet("w")
-    mine(n, 101, n.rpc.getnewaddress())
-    wait_synced(n)
+    funded_wallet(n)
     txid = n.rpc.sendtoaddress(n.rpc.getnewaddress(), 2)
     mine(n, 1)
     wait_synced(n)
@@ -457,10 +450,7 @@ def test_listsinceblock_target_confirmations_and_removed_after_a_reorg(nodes) ->
     listing since a block that left the active chain reports the wallet transactions of the
     detached blocks in `removed` (include_removed, default true) and lists from the fork."""
     (n,) = nodes(1)
-    n.start()
-    n.rpc.createwallet("w")
-    mine(n, 101, n.rpc.getnewaddress())
-    wait_synced(n)
+    funded_wallet(n)
     mark = n.rpc.getbestblockhash()                                   # height 101
     txid = n.rpc.sendtoaddress(TEST_ADDRESS, 3)
     mine(n, 1)
