@@ -12,38 +12,30 @@ RECONNECT_SECONDS, loading the same wallets when the wallet process is back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from ..ipc.connection import Connection
 from ..ipc.interfaces import Peer
 from ..ipc.settings import IpcSettings, open_peer
-from ..wallet_interface import WalletLoader, WalletOptions
-from .chain_binding import NodeChain, make_chain
-from .wallet_process import SHUTDOWN_TIMEOUT, WalletProcessError
+from .wallet_process import WalletProcessError
 from .wallet_router import WalletRpcRouter
+from .wallet_session import RemoteWallet
 
 log = logging.getLogger("cleancoin.node")
 
 RECONNECT_SECONDS = 2.0
 
 
-class ConnectedWallet:
+class ConnectedWallet(RemoteWallet):
     """See the module docstring. `socket_path` is where `unix` points (the wallet.sock of
     the network datadir)."""
 
     def __init__(self, ipc: IpcSettings, socket_path: str, node: Any, router: WalletRpcRouter,
                  wallets: list[str], local: Peer) -> None:
+        super().__init__(node, router, wallets, local)
         self._ipc = ipc
         self._socket_path = socket_path
-        self._node = node
-        self._router = router
-        self.wanted = list(wallets)
-        self._local = local
-        self._connection: Connection | None = None
-        self._chain: NodeChain | None = None
-        self.loader: WalletLoader | None = None
         self._stopping = False
         self._watch: asyncio.Task[None] | None = None
         self.remote: Peer | None = None
@@ -63,16 +55,7 @@ class ConnectedWallet:
 
         connection = await open_peer(self._ipc, self._socket_path, self._local, self._node.netdatadir,
                                      refuse_spawn)
-        try:
-            chain = make_chain(self._node, self._router.register)
-            loader = await connection.init.make_wallet_loader(
-                chain, WalletOptions(self._node.params.name, self._node.netdatadir))
-            await loader.load_wallets(self.wanted)
-            self.wanted = await loader.loaded_wallets()
-        except BaseException:
-            connection.close()
-            raise
-        self._connection, self._chain, self.loader = connection, chain, loader
+        await self._attach(connection)
         self.remote = connection.remote
         log.info("using the wallet process %s (wallets loaded: %s)", connection.remote,
                  ", ".join(self.wanted) or "none")
@@ -85,7 +68,7 @@ class ConnectedWallet:
         log.warning("the wallet process %s went away; trying to reconnect every %.0f s",
                     connection.remote, RECONNECT_SECONDS)
         self._router.status = f"Wallet process {connection.remote} disconnected; reconnecting"
-        await self._forget()
+        await self._detach()
         while not self._stopping:
             await asyncio.sleep(RECONNECT_SECONDS)
             try:
@@ -95,28 +78,10 @@ class ConnectedWallet:
             except Exception as exc:  # noqa: BLE001 - keep trying; the next attempt may work
                 log.debug("reconnecting to the wallet process failed: %s", exc)
 
-    async def refresh_loaded(self, _method: str = "") -> None:
-        """After createwallet/loadwallet/unloadwallet/restorewallet: remember what is loaded."""
-        if self.loader is not None:
-            with contextlib.suppress(Exception):
-                self.wanted = await self.loader.loaded_wallets()
-
-    async def _forget(self) -> None:
-        chain, self._chain = self._chain, None
-        connection, self._connection, self.loader = self._connection, None, None
-        if chain is not None:
-            await chain.close()
-        if connection is not None:
-            connection.close()
-
     async def stop(self) -> None:
         """Let the wallet process close our wallets (it keeps running), then hang up."""
         self._stopping = True
-        if self.loader is not None:
-            try:
-                await asyncio.wait_for(self.loader.shutdown(), SHUTDOWN_TIMEOUT)
-            except Exception as exc:  # noqa: BLE001 - hanging up closes them too
-                log.warning("the wallet process did not close its wallets cleanly: %s", exc)
+        await self._close_wallets()        # hanging up closes them too
         if self._watch is not None:
             self._watch.cancel()
-        await self._forget()
+        await self._detach()

@@ -25,12 +25,11 @@ from typing import Any
 
 from cleancoin.sandbox.zygote import Exited, Zygote, ZygoteError
 
-from ..ipc.connection import Connection, connect_init
+from ..ipc.connection import connect_init
 from ..ipc.interfaces import Peer
 from ..ipc.transport import stream_from_fd
-from ..wallet_interface import WalletLoader, WalletOptions
-from .chain_binding import NodeChain, make_chain
 from .wallet_router import WalletRpcRouter
+from .wallet_session import SHUTDOWN_TIMEOUT, RemoteWallet
 
 log = logging.getLogger("cleancoin.node")
 
@@ -38,30 +37,22 @@ WALLET_COMPONENT = "CleanCoin-wallet"
 #: Restart delays after a wallet process died: 0.5 s, doubling up to 30 s; reset once a
 #: wallet process has run for STABLE_SECONDS.
 FIRST_DELAY, MAX_DELAY, STABLE_SECONDS = 0.5, 30.0, 60.0
-#: How long a wallet may take to close its wallets at shutdown before it is killed.
-SHUTDOWN_TIMEOUT = 10.0
 
 
 class WalletProcessError(Exception):
     """The wallet process could not be started or did not come up."""
 
 
-class WalletProcess:
+class WalletProcess(RemoteWallet):
     """See the module docstring. `node` is the started Node (its chain and mempool)."""
 
     def __init__(self, zygote: Zygote, node: Any, router: WalletRpcRouter, wallets: list[str],
                  local: Peer, debug: bool, prestarted: socket.socket | None = None) -> None:
+        super().__init__(node, router, wallets, local)
         self._zygote = zygote
-        self._node = node
-        self._router = router
-        self.wanted: list[str] = list(wallets)     # loaded now; loaded again after a restart
-        self._local = local
         self._debug = debug
         self.pid: int | None = None
         self.report_text: str = ""
-        self._connection: Connection | None = None
-        self._chain: NodeChain | None = None
-        self.loader: WalletLoader | None = None
         self._stopping = False
         self._delay = FIRST_DELAY
         self._started_at = 0.0
@@ -100,13 +91,9 @@ class WalletProcess:
             log.warning("%s (pid %d) started WITHOUT a sandbox (-sandbox=0)", WALLET_COMPONENT, spawned.pid)
         try:
             stream = await stream_from_fd(ours.detach())
-            self._connection = await connect_init(stream, self._local, self._debug)
-            self._connection.log.remote = Peer(self._connection.remote.name, spawned.pid)
-            self._chain = make_chain(self._node, self._router.register)
-            self.loader = await self._connection.init.make_wallet_loader(
-                self._chain, WalletOptions(self._node.params.name, self._node.netdatadir))
-            await self.loader.load_wallets(self.wanted)
-            self.wanted = await self.loader.loaded_wallets()
+            connection = await connect_init(stream, self._local, self._debug)
+            connection.log.remote = Peer(connection.remote.name, spawned.pid)
+            await self._attach(connection)
         except Exception as exc:
             raise WalletProcessError(f"{WALLET_COMPONENT} (pid {spawned.pid}) did not come up: {exc}") from exc
         self._router.status = "No wallet process is connected"
@@ -133,19 +120,11 @@ class WalletProcess:
         log.warning("%s (pid %d) %s; restarting it", WALLET_COMPONENT, event.pid, event.description)
         self._router.status = (f"Wallet process restarting: {WALLET_COMPONENT} (pid {event.pid}) "
                                f"{event.description}")
-        asyncio.get_running_loop().create_task(self._forget_connection())
+        asyncio.get_running_loop().create_task(self._detach())
         if loop_time() - self._started_at > STABLE_SECONDS:
             self._delay = FIRST_DELAY
         self._restart = asyncio.get_running_loop().create_task(self._restart_later(self._delay))
         self._delay = min(self._delay * 2, MAX_DELAY)
-
-    async def _forget_connection(self) -> None:
-        connection, self._connection, self.loader = self._connection, None, None
-        chain, self._chain = self._chain, None
-        if chain is not None:
-            await chain.close()        # ends its notification and RPC registrations
-        if connection is not None:
-            connection.close()
 
     async def _restart_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -165,12 +144,6 @@ class WalletProcess:
                 self._restart = asyncio.get_running_loop().create_task(self._restart_later(self._delay))
                 self._delay = min(self._delay * 2, MAX_DELAY)
 
-    async def refresh_loaded(self, _method: str = "") -> None:
-        """After createwallet/loadwallet/unloadwallet/restorewallet: remember what is loaded."""
-        if self.loader is not None:
-            with contextlib.suppress(Exception):
-                self.wanted = await self.loader.loaded_wallets()
-
     # ------------------------------------------------------------------ stop
 
     async def stop(self) -> None:
@@ -179,12 +152,8 @@ class WalletProcess:
         if self._restart is not None:
             self._restart.cancel()
         pid = self.pid
-        if self.loader is not None:
-            try:
-                await asyncio.wait_for(self.loader.shutdown(), SHUTDOWN_TIMEOUT)
-            except Exception as exc:  # noqa: BLE001 - killed below
-                log.warning("%s did not shut down cleanly: %s", WALLET_COMPONENT, exc)
-        await self._forget_connection()
+        await self._close_wallets()        # a process that does not is killed below
+        await self._detach()
         if pid is not None:
             try:
                 await asyncio.wait_for(self.exited.wait(), SHUTDOWN_TIMEOUT)
