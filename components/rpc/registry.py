@@ -404,14 +404,14 @@ class Registry:
         if method is None:
             raise RpcError(RPC_METHOD_NOT_FOUND, "Method not found")
         ctx = CallContext(method=name, registry=self, uri_wallet=uri_wallet, **context)
-        if method.raw:
-            return await self._call(method, ctx, params)
-        kwargs = self.bind(method, params)
+        # A raw method (served elsewhere) gets the parameters as they came; the others get
+        # them bound and checked here, and wallet methods their wallet.
+        kwargs = None if method.raw else self.bind(method, params)
         try:
             if method.wallet:
                 wallet = self.wallet_resolver(uri_wallet)
                 ctx.wallet = await wallet if inspect.isawaitable(wallet) else wallet
-            result = method.handler(ctx, **kwargs)
+            result = method.handler(ctx, params) if kwargs is None else method.handler(ctx, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
         except RpcError:
@@ -420,17 +420,6 @@ class Registry:
             LOG.error("RPC method %s raised %s", name, type(exc).__name__, exc_info=True)
             raise internal_error(exc) from None
         return result
-
-    @staticmethod
-    async def _call(method: Method, ctx: CallContext, params: Any) -> Any:
-        try:
-            result = method.handler(ctx, params)
-            return await result if inspect.isawaitable(result) else result
-        except RpcError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - as in execute
-            LOG.error("RPC method %s raised %s", method.name, type(exc).__name__, exc_info=True)
-            raise internal_error(exc) from None
 
     def bind(self, method: Method, params: Any) -> dict[str, Any]:
         """Positional or named parameters -> the handler's keyword arguments, checked."""
