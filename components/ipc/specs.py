@@ -7,7 +7,9 @@ from typing import Any
 
 from . import schema
 from .binding import PLAIN, Codec, InterfaceSpec, Method, capability_codec, struct_codec
-from ..chain_interface import BlockInfo, BroadcastResult, ChainEvent, RpcMethodInfo, RpcRequest, RpcResponse
+from ..chain_interface import (
+    EVENT_KINDS, BlockInfo, BroadcastResult, ChainEvent, RpcMethodInfo, RpcRequest, RpcResponse,
+)
 from ..wallet_interface import WalletOptions
 from .interfaces import Peer
 
@@ -18,12 +20,17 @@ BYTES = Codec(lambda v, _: bytes(v), lambda v, _: bytes(v))
 BYTES_LIST = Codec(lambda v, _: [bytes(x) for x in v], lambda v, _: [bytes(x) for x in v])
 
 
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(w.title() for w in rest)
+
+
 def camel_struct_codec(cls: type) -> Codec:
     """A dataclass carried as a capnp struct whose field names are the camelCase of the
     Python ones (capnp forbids underscores): prev_hash <-> prevHash. Data fields are copied to
     bytes on the way in."""
     names = [f.name for f in dataclasses.fields(cls)]
-    wire = {n: n.split("_")[0] + "".join(w.title() for w in n.split("_")[1:]) for n in names}
+    wire = {n: _camel(n) for n in names}
 
     def decode(r: Any, _: Any) -> Any:
         values = {n: getattr(r, wire[n]) for n in names}
@@ -45,15 +52,8 @@ def list_codec(item: Codec) -> Codec:
                  lambda r, log: [item.decode(x, log) for x in r])
 
 
-def _camel(name: str) -> str:
-    first, *rest = name.split("_")
-    return first + "".join(w.title() for w in rest)
-
-
 # Event kinds travel in the schema's camelCase spelling.
-_EVENT_WIRE = {kind: _camel(kind) for kind in ("block_connected", "block_disconnected",
-                                               "transaction_added_to_mempool",
-                                               "transaction_removed_from_mempool")}
+_EVENT_WIRE = {kind: _camel(kind) for kind in EVENT_KINDS}
 _EVENT_PY = {wire: kind for kind, wire in _EVENT_WIRE.items()}
 CHAIN_EVENT = Codec(
     lambda e, _: {"kind": _EVENT_WIRE[e.kind], "data": e.data, "height": e.height, "reason": e.reason},
