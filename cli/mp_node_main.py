@@ -9,8 +9,9 @@ Same options, conf file, RPC, files and exit codes as CleanCoind (cli/node_main.
 
 Start-up order (docs/multiprocess.md):
 1. options, datadir, debug.log, as CleanCoind;
-2. the zygote: a launcher process started while this process still has all its rights, that
-   can start exactly one component, CleanCoin-wallet, under policies/wallet.toml;
+2. the zygote: a launcher process (a fresh interpreter) started while this process still has
+   all its rights, that can start exactly one component, CleanCoin-wallet, under
+   policies/wallet.toml;
 3. this process restricts itself with policies/node.toml (Landlock: its network datadir with
    wallets/ hidden, its P2P and RPC ports; seccomp; no capabilities; no exec); a step that
    cannot be applied stops it here with "Error: sandbox step 'X' failed: ...";
@@ -94,28 +95,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cleancoin.components.ipc.interfaces import Peer
     from cleancoin.components.node.multiprocess import NodeProcesses
     from cleancoin.components.node.node import InitError, Node
-    from cleancoin.components.node.wallet_process import WALLET_COMPONENT, prestart, wallet_argv
+    from cleancoin.components.node.wallet_process import WALLET_COMPONENT, WALLET_TARGET, prestart
     from cleancoin.sandbox.policy_loader import shipped_policy
     from cleancoin.sandbox.zygote import ComponentSpec, Zygote, ZygoteError
 
-    # Everything the node and the wallet process will run is imported now, once: the zygote
-    # is a fork of this process (no second interpreter to start), and so is the wallet.
+    # Everything the node will run is imported now: once it is confined it could still read
+    # the Python installation, but a failure there would come late and far from its cause.
     _import_node_modules()
     zygote = None
     prestarted = None
     connect_wallet = not config.disable_wallet and _use_running_wallet(ipc.connect, netdatadir)  # type: ignore[attr-defined]
     if not config.disable_wallet and not connect_wallet:  # type: ignore[attr-defined]
-        from cleancoin.cli import wallet_process
-        wallet_process.import_everything()
-        spec = ComponentSpec(WALLET_COMPONENT, wallet_argv(),
+        spec = ComponentSpec(WALLET_COMPONENT, WALLET_TARGET,
                              shipped_policy("wallet") if sandbox else None,
-                             {"walletdir": os.path.join(netdatadir, "wallets"),
-                              "tmpdir": _own_tmpdir(os.path.join(netdatadir, "wallets"))},
-                             target=wallet_process.run_forked)
+                             {"walletdir": os.path.join(netdatadir, "wallets")},
+                             writable_roots=(netdatadir,))
         try:
-            # Forked before this process opens its chain or holds anything the wallet
-            # must not see (Zygote.fork); the wallet starts while the node restricts itself.
-            zygote = Zygote.fork({WALLET_COMPONENT: spec})
+            # A fresh interpreter, not a fork: this process has read the conf file and its
+            # command line (RPC and IPC passwords); the wallet must not hold a copy of them.
+            # It starts while this process restricts itself and opens its chain.
+            zygote = Zygote.start({WALLET_COMPONENT: spec}, wait=False)
             prestarted = prestart(zygote)
         except (ZygoteError, OSError) as exc:
             return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
@@ -123,8 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sandbox:
         from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors
         from cleancoin.sandbox.self_restrict import restrict_self
+        keep = _open_descriptors_to_keep(zygote, prestarted)
         try:
-            report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds))
+            report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds),
+                                   keep_fds=keep)
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if zygote is not None:
                 zygote.stop()
@@ -145,8 +146,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if zygote is not None:
             zygote.stop()
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(netdatadir, ".tmp"))     # only if empty
 
 
 def _use_running_wallet(connect: str | None, netdatadir: str) -> bool:
@@ -177,16 +176,24 @@ def _node_variables(config: object, netdatadir: str, ipc_binds: Sequence[str]) -
     from cleancoin.components.ipc.address import parse
     tcp = [parse(b, "") for b in ipc_binds if b.startswith("tcp:")]
     ipcport = tcp[0].port if tcp else rpcport
-    return {"datadir": netdatadir, "port": str(port), "rpcport": str(rpcport), "ipcport": str(ipcport),
-            "tmpdir": _own_tmpdir(netdatadir)}
+    return {"datadir": netdatadir, "port": str(port), "rpcport": str(rpcport), "ipcport": str(ipcport)}
 
 
-def _own_tmpdir(directory: str) -> str:
-    """A temporary directory (TMPDIR, granted by base/python.toml) inside a directory the
-    process may write anyway: nothing to clean up from outside, nothing shared with others."""
-    path = os.path.join(directory, ".tmp")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+def _open_descriptors_to_keep(zygote: object, prestarted: object) -> set[int]:
+    """What this process still needs across restrict_self: its log files and its zygote's
+    sockets. Every other descriptor (libraries' leftovers, such as pycapnp's directory
+    descriptors) is pointed at /dev/null by the sandbox's descriptor step."""
+    keep: set[int] = set()
+    for handler in logging.getLogger("cleancoin").handlers:
+        stream = getattr(handler, "stream", None)
+        if stream is not None and hasattr(stream, "fileno"):
+            with contextlib.suppress(OSError, ValueError):
+                keep.add(stream.fileno())
+    if zygote is not None:
+        keep |= set(zygote.descriptors())  # type: ignore[attr-defined]
+    if prestarted is not None:
+        keep.add(prestarted.fileno())  # type: ignore[attr-defined]
+    return keep
 
 
 def _import_node_modules() -> None:

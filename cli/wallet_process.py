@@ -1,11 +1,10 @@
 """CleanCoin-wallet as a process that runs wallets for a node (the offline tool is wallet_main).
 
-Two ways in:
+Three ways in:
 
-    CleanCoin-wallet -ipcfd=N
-        Started by CleanCoin-node (through the zygote, in the wallet's sandbox). Takes no other
-        option: the node passes its network and datadir in Init.makeWalletLoader, and its
-        -debug=ipc in hello. Ends when the node closes the connection or dies.
+    serve_node(fd), started by CleanCoin-node's zygote in the wallet's sandbox, on a socket
+        pair with the node: the node passes its network and datadir in Init.makeWalletLoader,
+        and its -debug=ipc in hello. Ends when the node closes the connection or dies.
 
     CleanCoin-wallet -regtest -datadir=DIR -ipcbind=unix [-wallet=NAME ...]
         Started on its own and waiting for nodes: listens on `<netdatadir>/wallet.sock`
@@ -124,26 +123,19 @@ def _setup_logging(netdatadir: str | None, console: bool, debug: Sequence[str]) 
             logging.getLogger("cleancoin.rpc").setLevel(logging.DEBUG)
 
 
-# ---------------------------------------------------------------------- -ipcfd (child)
+# ---------------------------------------------------------------------- started by a node
 
-def run_child(fd: int) -> int:
-    """Serve the node on the inherited socket `fd`, inside the sandbox the launcher set up."""
+def serve_node(fd: int) -> int:
+    """The zygote's target for CleanCoin-wallet: serve the node on the socket `fd`.
+
+    Runs in a child the zygote forked, after every sandbox step of policies/wallet.toml: the
+    zygote imported this module (and `import_everything`) once, at its own start, from a fresh
+    interpreter, so nothing of the node's memory is here. Returns the exit status.
+    """
+    import capnp
+    from cleancoin.sandbox import syscalls
+    syscalls.set_name("wallet")          # a fork keeps the zygote's name; ps should tell them apart
     _setup_logging(None, False, ())
-    import_everything()
-    from cleancoin.sandbox import component
-    component.enter()            # exits (status 126) if the sandbox cannot be applied
-    import capnp
-    return asyncio.run(capnp.run(_serve_child(fd)))
-
-
-def run_forked(fd: int) -> int:
-    """The zygote's target for CleanCoin-wallet (Zygote.fork): like `run_child`, in a child
-    forked from CleanCoin-node's zygote, whose sandbox steps have all been applied already
-    and whose code is imported already. Returns the exit status."""
-    import capnp
-    import prctl
-    prctl.set_name("wallet")             # a fork keeps the zygote's name; ps should tell them apart
-    _setup_logging(None, False, ())      # drops the handlers inherited from the node
     return asyncio.run(capnp.run(_serve_child(fd)))
 
 
@@ -346,22 +338,12 @@ async def _start_rpc(settings: Settings, service):  # type: ignore[no-untyped-de
 
 
 def main(args: Sequence[str]) -> int:
-    """Dispatch from wallet_main: -ipcfd=N (child) or -ipcconnect (on its own)."""
+    """Dispatch from wallet_main: -ipcbind (wait for nodes) or -ipcconnect (join a node)."""
     try:
         import capnp  # noqa: F401
     except ImportError:
         print(f"Error: {MULTIPROCESS_HINT}", file=sys.stderr)
         return 1
-    fds = [a for a in args if a.startswith("-ipcfd=")]
-    if fds:
-        if len(args) != 1:
-            print(f"Error: -ipcfd takes no other option; everything else comes over IPC", file=sys.stderr)
-            return 1
-        value = fds[0].partition("=")[2]
-        if not value.isdigit():
-            print(f"Error: -ipcfd expects a descriptor number, not '{value}'", file=sys.stderr)
-            return 1
-        return run_child(int(value))
     if any(a.startswith("-ipcbind") for a in args):
         if any(a.startswith("-ipcconnect") for a in args):
             print("Error: -ipcbind (wait for nodes) and -ipcconnect (join a node) exclude each other",

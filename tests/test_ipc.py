@@ -34,11 +34,11 @@ from cleancoin.components.ipc.debug_log import CallLog
 from cleancoin.components.ipc.errors import IpcAuthError, IpcDisconnected, IpcError
 from cleancoin.components.ipc.init_impl import ProcessInit
 from cleancoin.components.ipc.interfaces import Init, Peer
-from cleancoin.components.ipc.spawn import Child, spawn
+from ipc_spawn import ECHO_TARGET, Child, spawn
 from cleancoin.sandbox import launcher
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
 
-ECHO_MODULE = "cleancoin.components.ipc.echo_process"
+ECHO_MODULE = "cleancoin.components.ipc.echo_process"   # the listening program
 ECHO_NAME = "CleanCoin-echo"
 READY_TIMEOUT = 15.0     # seconds an echo_process may take to print "ready"
 CALL_TIMEOUT = 10.0      # seconds any one test coroutine may take
@@ -154,10 +154,9 @@ def _gone_soon(pid: int, timeout: float = 3.0) -> bool:
 
 
 def kill_child(child: Child | None) -> None:
-    """Cleanup of a spawned child outside its event loop: kill and reap."""
-    if child is not None and child.process.status is None:
-        child.process.kill()
-        child.process.wait()
+    """Cleanup of a spawned child outside its event loop: its zygote ends, and it with it."""
+    if child is not None:
+        child.close()
 
 
 async def use(init: Init) -> tuple[str, list[str], str]:
@@ -190,12 +189,11 @@ def test_spawned_sandboxed_child_echoes_reports_and_dies_visibly(strict_plan, pr
     holder: list[Child] = []
 
     async def scenario() -> None:
-        child = await spawn(ECHO_MODULE, ECHO_NAME, strict_plan, ME)
+        child = await spawn(ECHO_TARGET, ECHO_NAME, strict_plan, ME)
         holder.append(child)
-        facts["report"] = child.process.report
-        component = child.process.component_pid()
+        facts["report"] = child.report
+        component = child.pid
         facts["component"] = component
-        facts["outer"] = child.pid
         facts["status"] = proc.status(component)
         facts["remote"] = child.connection.remote
         echo = await child.connection.init.make_echo()
@@ -214,7 +212,7 @@ def test_spawned_sandboxed_child_echoes_reports_and_dies_visibly(strict_plan, pr
     report = facts["report"]
     assert report is not None and report.fully_enforced(), report and report.to_text()
     assert report.policy == "strict"
-    assert facts["component"] != facts["outer"], "the strict policy's pid namespace adds waiters"
+    assert report.pid == 2, "the strict policy's pid namespace: PID 1 is its init"
     assert facts["status"]["Seccomp"] == "2"
     assert facts["status"]["NoNewPrivs"] == "1"
     assert facts["remote"] == Peer(ECHO_NAME, facts["component"])
@@ -223,7 +221,7 @@ def test_spawned_sandboxed_child_echoes_reports_and_dies_visibly(strict_plan, pr
     assert not isinstance(facts["after"], capnp.KjException)
     assert "Echo.echo" in str(facts["after"])
     assert _gone_soon(facts["component"]), "the component itself must die, not only its waiters"
-    assert any(f"{ECHO_NAME} (pid {facts['outer']}) killed by SIGKILL" in m for m in ipc_messages(ipc_log))
+    assert any(f"{ECHO_NAME} (pid {facts['component']}) killed by SIGKILL" in m for m in ipc_messages(ipc_log))
 
 
 def test_unsandboxed_child_cannot_be_told_from_a_local_init(proc):
@@ -233,10 +231,10 @@ def test_unsandboxed_child_cannot_be_told_from_a_local_init(proc):
     holder: list[Child] = []
 
     async def scenario() -> None:
-        child = await spawn(ECHO_MODULE, ECHO_NAME, None, ME)
+        child = await spawn(ECHO_TARGET, ECHO_NAME, None, ME)
         holder.append(child)
-        facts["report"] = child.process.report
-        facts["status"] = proc.status(child.process.component_pid())
+        facts["report"] = child.report
+        facts["status"] = proc.status(child.pid)
         facts["remote"] = child.connection.remote
         facts["result"] = await use(child.connection.init)
         child.kill()
@@ -717,11 +715,11 @@ def test_no_per_call_lines_without_debug_ipc(echo_process, vardir, ipc_log):
 
 @pytest.mark.parametrize("debug", [True, False], ids=["debug", "quiet"])
 def test_spawned_child_takes_debug_ipc_from_hello(debug, capfd):
-    """A -ipcfd child has no options of its own: the parent's -debug=ipc reaches it in hello."""
+    """A spawned child has no options of its own: the parent's -debug=ipc reaches it in hello."""
     holder: list[Child] = []
 
     async def scenario() -> str:
-        child = await spawn(ECHO_MODULE, ECHO_NAME, None, ME, debug=debug)
+        child = await spawn(ECHO_TARGET, ECHO_NAME, None, ME, debug=debug)
         holder.append(child)
         answer = await (await child.connection.init.make_echo()).echo("hi")
         child.kill()
@@ -747,12 +745,11 @@ def test_peer_killed_mid_call(sandboxed, request, ipc_log):
     children: list[Child] = []
 
     async def scenario() -> None:
-        child = await spawn(ECHO_MODULE, ECHO_NAME, plan, ME)
+        child = await spawn(ECHO_TARGET, ECHO_NAME, plan, ME)
         children.append(child)
         echo = await child.connection.init.make_echo()
         assert await echo.echo("before") == "before"
-        component = child.process.component_pid()
-        os.kill(component, signal.SIGSTOP)
+        os.kill(child.pid, signal.SIGSTOP)
         call = asyncio.ensure_future(echo.echo("never answered"))
         await asyncio.sleep(0.3)
         facts["pending while stopped"] = not call.done()
@@ -764,7 +761,7 @@ def test_peer_killed_mid_call(sandboxed, request, ipc_log):
         facts["seconds"] = time.monotonic() - started
         facts["exited"] = await asyncio.wait_for(child.exited, 5)
         # The parent is fine: another child answers.
-        other = await spawn(ECHO_MODULE, ECHO_NAME, plan, ME)
+        other = await spawn(ECHO_TARGET, ECHO_NAME, plan, ME)
         children.append(other)
         facts["other"] = await (await other.connection.init.make_echo()).echo("after")
         other.kill()
@@ -784,18 +781,6 @@ def test_peer_killed_mid_call(sandboxed, request, ipc_log):
     assert sum("killed by SIGKILL" in m for m in ipc_messages(ipc_log)) == 2
 
 
-# --- 10: -ipcfd takes no other option ---------------------------------------------------------
-
-@pytest.mark.parametrize("other", ["-debug=ipc", "-ipcbind=unix", "-datadir=/var/tmp"])
-def test_ipcfd_with_another_option_is_refused(other):
-    result = subprocess.run([sys.executable, "-m", ECHO_MODULE, "-ipcfd=0", other],
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1
-    assert f"{ECHO_NAME}: -ipcfd takes no other option" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-
-
 # --- -ipcconnect: connect to a running process, or spawn (auto) ---------------------------
 
 def _open_peer(settings_args: dict[str, list[str]], default_path: str, cookie_dir: str) -> tuple[str, bool]:
@@ -804,7 +789,7 @@ def _open_peer(settings_args: dict[str, list[str]], default_path: str, cookie_di
     spawned: list[Child] = []
 
     async def spawn_one() -> Any:
-        child = await spawn(ECHO_MODULE, ECHO_NAME, None, ME)
+        child = await spawn(ECHO_TARGET, ECHO_NAME, None, ME)
         spawned.append(child)
         return child.connection
 
@@ -817,6 +802,7 @@ def _open_peer(settings_args: dict[str, list[str]], default_path: str, cookie_di
             for child in spawned:
                 child.kill()
                 await child.exited
+                child.close()
 
     return run(go()), bool(spawned)
 
