@@ -2,9 +2,14 @@
 
 A wallet process registers its methods (names, help) and an `RpcHandler`; the router adds one
 `RemoteMethod` per name to the node's registry, whose handler forwards the call's raw
-parameters and wallet endpoint and hands back the wallet's JSON result verbatim. The wallet
-process checks the parameters itself, with the same registry code CleanCoind uses, so answers
-and errors are identical in both executables.
+parameters and wallet endpoint. The wallet process checks the parameters itself, with the
+same registry code CleanCoind uses, so answers and errors are identical in both executables.
+
+The wallet is less trusted than the node: its answer is parsed and checked
+(`jsonfmt.loads_untrusted`: one JSON value, at most MAX_RESULT_BYTES and MAX_RESULT_DEPTH)
+and the value goes into the reply, serialised by the node; a bad answer is an
+RPC_INTERNAL_ERROR for that call only. An error message is cut to MAX_ERROR_CHARS and loses
+its control characters (a terminal prints it).
 
 A registration ends when the wallet disconnects it, when its connection is lost, or when a
 forwarded call finds the wallet gone. The methods then stay listed and answer
@@ -23,10 +28,17 @@ from typing import Any
 from ..chain_interface import ChainError, Handler, RpcHandler, RpcMethodInfo, RpcRequest
 from ..ipc.errors import IpcError
 from ..rpc import jsonfmt
-from ..rpc.errors import RPC_IN_WARMUP, RpcError
+from ..rpc.errors import RPC_IN_WARMUP, RPC_INTERNAL_ERROR, RpcError
 from ..rpc.registry import CallContext, Method, Registry
 
 log = logging.getLogger("cleancoin.rpc")
+
+#: Bounds of a wallet's answer. A listtransactions of 16 MB is some 30,000 entries (clients
+#: page with count/skip); results of the wallet's methods nest 4 levels at most.
+MAX_RESULT_BYTES = 16 * 1024 * 1024
+MAX_RESULT_DEPTH = 32
+#: Error messages include a method's help (RPC_MISC_ERROR for a wrong argument count).
+MAX_ERROR_CHARS = 32 * 1024
 
 #: Methods after whose success the set of loaded wallets may have changed.
 WALLET_SET_METHODS: frozenset[str] = frozenset({"createwallet", "loadwallet", "unloadwallet", "restorewallet"})
@@ -117,9 +129,25 @@ class WalletRpcRouter:
                 self.unregister(reg, str(exc))
                 raise RpcError(RPC_IN_WARMUP, f"Wallet process unavailable: {exc}") from None
             if not response.ok:
-                raise RpcError(response.error_code, response.error_message)
+                raise RpcError(response.error_code, printable(response.error_message, MAX_ERROR_CHARS))
+            try:
+                result = jsonfmt.loads_untrusted(response.result, max_bytes=MAX_RESULT_BYTES,
+                                                 max_depth=MAX_RESULT_DEPTH)
+            except jsonfmt.UntrustedJsonError as exc:
+                log.warning("wallet process answered %s with an invalid result: %s", name, exc)
+                raise RpcError(RPC_INTERNAL_ERROR, f"Wallet process returned an invalid result: {exc}") from None
             if name in WALLET_SET_METHODS and self._after_call is not None:
                 await self._after_call(name)
-            return jsonfmt.RawJson(response.result)
+            return result
 
         return forward
+
+
+def printable(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, each control or format character (escape sequences,
+    bidi overrides) but newline and tab replaced by U+FFFD."""
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else "\ufffd" for ch in text)
