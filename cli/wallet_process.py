@@ -290,11 +290,17 @@ async def _connected(settings: Settings) -> int:
     except (AddressError, IpcError, OSError) as exc:
         raise _StartError(f"cannot connect to the node: {exc}") from None
     log.info("%s (pid %d) connected to %s", PROG, os.getpid(), connection.remote)
+    service = None
     try:
         chain = await connection.init.make_chain()
-        service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir))
+        service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir), register=False)
+        # Loaded first, registered then: the node forwards nothing before the wallets are
+        # here, so its clients see -28 until then, never "wallet does not exist".
         await service.load_wallets([w for w in settings.get_all("wallet") if w])
+        await service.register(chain)
     except Exception as exc:
+        if service is not None:
+            await service.close()
         connection.close()
         raise _StartError(str(exc)) from None
     rpc = await _start_rpc(settings, service) if settings.get_bool("server", False) else None

@@ -233,6 +233,8 @@ class Chain(Protocol):
     async def register_rpc(self, methods: list[RpcMethodInfo], handler: RpcHandler) -> Handler:
         """Serve `methods` on the node's JSON-RPC server by forwarding their calls to
         `handler` (a wallet in another process registers its methods this way), until the
-        returned handler is disconnected or the connection is lost. Fails when the node takes
-        no registrations, or when another live registration holds one of the names."""
+        returned handler is disconnected or the connection is lost. Fails when this Chain
+        takes no registrations (only the node's own wallet process gets one that does), when
+        a method is malformed (components/node/rpc_registration.py) or the node's own, or
+        when another wallet process holds or has reserved one of the names."""
         ...

@@ -78,6 +78,7 @@ class NodeChain:
         self._rpc_registrar = rpc_registrar
         self._registrations: set[_Registration] = set()
         self._rpc_registrations: list[Handler] = []
+        self._closed = False
 
     # ------------------------------------------------------------------ queries
 
@@ -168,8 +169,12 @@ class NodeChain:
         return reg
 
     async def register_rpc(self, methods: list[RpcMethodInfo], handler: RpcHandler) -> Handler:
+        # Only a Chain made with a registrar (the node's own wallet process, see
+        # wallet_router.py) may register; the registrar checks and may refuse.
         if self._rpc_registrar is None:
             raise ChainError("this node takes no RPC registrations")
+        if self._closed:
+            raise ChainError("this Chain is closed")
         registration = self._rpc_registrar(list(methods), handler)
         self._rpc_registrations.append(registration)
         return registration
@@ -177,6 +182,7 @@ class NodeChain:
     async def close(self) -> None:
         """End every registration made through this object: its IPC connection is gone, so
         nobody is left to disconnect them (components/ipc/connection.py calls this)."""
+        self._closed = True
         for reg in list(self._registrations):
             reg._close()
         registrations, self._rpc_registrations = self._rpc_registrations, []

@@ -70,7 +70,7 @@ def refused_attempts() -> dict[str, list[RpcMethodInfo]]:
         "node method": [info("getblockcount")],
         "help": [info("help")],
         "escape in help": [info("evilhelp", help_text="evilhelp\n\n" + ESCAPES)],
-        "escape in signature": [info("evilsig", signature="evilsig" + ESCAPES)],
+        "escape in signature": [info("evilsig", signature="evilsig " + ESCAPES)],
         "escape in category": [info("evilcat", category="wallet" + ESCAPES)],
         "oversized help": [info("bighelp", help_text="bighelp\n\n" + "h" * 200_000)],
         "duplicate names": [info("dupname"), info("dupname")],

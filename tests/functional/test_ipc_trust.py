@@ -130,3 +130,176 @@ def test_a_wallet_cannot_splice_json_into_the_nodes_replies(node, rogue) -> None
     assert strict_json(body)["result"][0]["txid"] == "ab"
     assert n.rpc.getblockcount() == 0          # the node goes on serving
     assert "invalid result" in n.debug_log()
+
+
+# ---------------------------------------------------------------------- item 2: registerRpc
+
+def test_registrations_a_node_must_refuse(node, rogue) -> None:
+    """The wallet process the operator named (-ipcconnect) may register wallet methods, but
+    not node methods, case or whitespace variants, names outside [a-z0-9_]+, escape
+    sequences in help, signature or category, oversized help, duplicates, or 2000 methods
+    with 10 kB of help each; `help` prints nothing a terminal would interpret."""
+    n = node("-ipcconnect=unix")
+    results = rogue(n, "names")
+    n.start()
+    outcomes = json.loads(results.read_text())
+    assert len(outcomes) == 14
+    accepted = [label for label, outcome in outcomes.items() if not outcome.startswith("refused")]
+    assert accepted == [], outcomes
+    assert "[a-z0-9_]+" in outcomes["case variant Stop"]
+    assert "the node's own" in outcomes["node method"] and "the node's own" in outcomes["help"]
+    assert "control character" in outcomes["escape in help"]
+    assert "at most" in outcomes["2000 methods with 10 kB help"]
+    listing = n.rpc.help()
+    assert all(ch == "\n" or ch.isprintable() for ch in listing)
+    assert "getbalance" in listing
+    for name in ("Stop", "m1", "evilhelp", "dupname", "bighelp"):
+        assert n.rpc.help(name).startswith("help: unknown command")
+    assert "refused a wallet RPC registration" in n.debug_log()
+
+
+def _node_sock_attack(n: TestNode, tcp: tuple[int, str] | None, captured: list[str]) -> str:
+    """As an IPC client (node.sock, or TCP with -ipcauth), register walletpassphrase with a
+    handler that records what it is sent; the text of the refusal ("" if accepted)."""
+    import asyncio
+
+    import capnp
+
+    from cleancoin.components.chain_interface import RpcMethodInfo, RpcResponse
+    from cleancoin.components.ipc.address import parse
+    from cleancoin.components.ipc.auth import parse_ipcauth
+    from cleancoin.components.ipc.errors import IpcError
+    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.ipc.transport import connect
+
+    class Thief:
+        async def execute(self, request):  # type: ignore[no-untyped-def]
+            captured.append(request.params)
+            return RpcResponse(True, "null")
+
+    async def attack() -> str:
+        if tcp is None:
+            address, credentials = parse("unix", str(n.netdatadir / "node.sock")), None
+        else:
+            address, credentials = parse(f"tcp:127.0.0.1:{tcp[0]}", ""), parse_ipcauth(tcp[1])
+        connection = await connect(address, Peer("thief", os.getpid()), False, credentials)
+        try:
+            chain = await connection.init.make_chain()
+            try:
+                await chain.register_rpc([RpcMethodInfo("walletpassphrase", "wallet", "walletpassphrase",
+                                                        "walletpassphrase\n")], Thief())
+            except IpcError as exc:
+                return str(exc)
+            # Accepted: serve for a while, as a thief would.
+            await asyncio.to_thread(_try_passphrase, n)
+            return ""
+        finally:
+            connection.close()
+
+    return asyncio.run(capnp.run(attack()))
+
+
+def _try_passphrase(n: TestNode) -> None:
+    try:
+        n.rpc.walletpassphrase("operator-secret", 60)
+    except RpcError:
+        pass
+
+
+def test_ipc_clients_cannot_take_the_wallet_methods_of_a_dead_wallet(node) -> None:
+    """The wallet process dies; at once an IPC client of node.sock, then one logged in on the
+    TCP listener with -ipcauth, registers walletpassphrase. Both are refused (no registration
+    capability on the listeners, and the names stay reserved for the node's own wallet
+    process); the operator's passphrase reaches nobody else, and the real wallet's restart
+    takes its methods back."""
+    port = free_port()
+    n = node("-ipcbind=unix", f"-ipcbind=tcp:127.0.0.1:{port}", "-ipcauth=gui:front-end-pw")
+    n.start()
+    n.rpc.createwallet("w", False, False, "operator-secret")
+    wallet_pid = [p for p in n.rpc.getprocessinfo()["processes"] if p["name"] == "CleanCoin-wallet"][0]["pid"]
+    captured: list[str] = []
+    os.kill(wallet_pid, signal.SIGKILL)
+    refusals = [_node_sock_attack(n, None, captured), _node_sock_attack(n, (port, "gui:front-end-pw"), captured)]
+    assert captured == []
+    for text in refusals:
+        assert "takes no wallet RPC registrations" in text, refusals
+    wait_until(lambda: n.rpc.getprocessinfo()["processes"][1]["restarts"] == 1, what="wallet restart")
+    wait_until(lambda: _answers(n), what="wallet methods back")
+    n.rpc.walletpassphrase("operator-secret", 60)
+    assert n.rpc.getwalletinfo()["unlocked_until"] > 0
+    assert "refused a wallet RPC registration" in n.debug_log()
+
+
+def _answers(n: TestNode) -> bool:
+    try:
+        n.rpc.getwalletinfo()
+        return True
+    except RpcError:
+        return False
+
+
+def test_ipcallowwallet_lets_a_listener_client_serve_the_wallet_methods(node, tmp_path: Path) -> None:
+    """With -disablewallet -ipcallowwallet=1 a CleanCoin-wallet -ipcconnect client serves the
+    wallet methods (the operator's explicit choice); a second one is refused while it runs."""
+    n = node("-ipcbind=unix", "-disablewallet", "-ipcallowwallet=1")
+    n.start()
+    base = [str(Path(sys.executable).parent / "CleanCoin-wallet"), "-regtest", f"-datadir={n.datadir}",
+            "-ipcconnect=unix"]
+    log = open(tmp_path / "wallet-stderr.txt", "ab")
+    first = subprocess.Popen(base, stderr=log)
+    try:
+        wait_until(lambda: _listwallets(n) == [], what="wallet registration")
+        second = subprocess.run(base, stderr=subprocess.PIPE, timeout=60)
+        assert second.returncode == 1 and b"already served" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(20)
+        log.close()
+
+
+def _listwallets(n: TestNode) -> Any:
+    try:
+        return n.rpc.listwallets()
+    except RpcError:
+        return None
+
+
+# ---------------------------------------------------------------------- item 11: -28, never -18
+
+def test_a_restarting_wallet_answers_28_until_its_wallets_are_loaded(node) -> None:
+    """Clients that retry on -28 (as with bitcoind) poll a wallet method while the wallet
+    process is killed and restarted three times: every error they see is -28, and each
+    recovery ends with the wallet's answer."""
+    n = node()
+    n.start()
+    n.rpc.createwallet("w")
+    errors: list[tuple[int, str]] = []
+    answers = [0]
+    stop = threading.Event()
+
+    def poll() -> None:
+        from cleancoin.components.rpc.client import RpcClient
+        rpc = RpcClient("127.0.0.1", n.rpc_port, cookie_path=str(n.cookie_path), timeout=60)
+        while not stop.is_set():
+            try:
+                rpc.call("getwalletinfo")
+                answers[0] += 1
+            except RpcError as exc:
+                errors.append((exc.code, exc.message))
+
+    pollers = [threading.Thread(target=poll, daemon=True) for _ in range(2)]
+    for p in pollers:
+        p.start()
+    try:
+        for restart in range(1, 4):
+            wpid = [p for p in n.rpc.getprocessinfo()["processes"] if p["name"] == "CleanCoin-wallet"][0]["pid"]
+            os.kill(wpid, signal.SIGKILL)
+            wait_until(lambda: n.rpc.getprocessinfo()["processes"][1]["restarts"] == restart, what="restart")
+            seen = answers[0]
+            wait_until(lambda: answers[0] > seen + 5, what="answers after the restart")
+    finally:
+        stop.set()
+        for p in pollers:
+            p.join(20)
+    assert errors, "the polls never saw the wallet process gone"
+    assert {code for code, _ in errors} == {-28}, sorted(set(errors))[:5]
