@@ -227,7 +227,11 @@ class Chain(Protocol):
 
     async def handle_notifications(self, notifications: ChainNotifications) -> Handler:
         """Deliver chain and mempool events to `notifications` until the handler is
-        disconnected (or, over IPC, the connection is lost)."""
+        disconnected (or, over IPC, the connection is lost). First comes
+        `transaction_added_to_mempool` for each transaction in the mempool now (parents
+        first), delivered before this returns; then the events as they happen. Fails beyond
+        the node's bound of registrations per connection (components/node/notifications.py);
+        a receiver that falls too far behind is dropped."""
         ...
 
     async def register_rpc(self, methods: list[RpcMethodInfo], handler: RpcHandler) -> Handler:

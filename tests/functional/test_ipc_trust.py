@@ -264,6 +264,79 @@ def _listwallets(n: TestNode) -> Any:
         return None
 
 
+# ---------------------------------------------------------------------- item 3: fan-out
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_notification_subscribers_are_bounded_and_node_memory_stays_flat(node) -> None:
+    """An IPC client makes 3000 handleNotifications registrations whose callbacks never
+    return. Those beyond the per-connection bound are refused; over 100 blocks the node's
+    RSS stays flat, and the node's own wallet still follows the chain."""
+    import asyncio
+
+    import capnp
+
+    from cleancoin.components.ipc.address import parse
+    from cleancoin.components.ipc.errors import IpcError
+    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.ipc.transport import connect
+
+    n = node("-ipcbind=unix")
+    n.start()
+    n.rpc.createwallet("w")
+    address = n.rpc.getnewaddress()
+    pid = n.process.pid
+
+    class Stuck:
+        async def block_connected(self, block, height):  # type: ignore[no-untyped-def]
+            await asyncio.Event().wait()
+
+        async def block_disconnected(self, block, height):  # type: ignore[no-untyped-def]
+            await asyncio.Event().wait()
+
+        async def transaction_added_to_mempool(self, tx):  # type: ignore[no-untyped-def]
+            await asyncio.Event().wait()
+
+        async def transaction_removed_from_mempool(self, txid, reason):  # type: ignore[no-untyped-def]
+            await asyncio.Event().wait()
+
+        async def chain_events(self, events):  # type: ignore[no-untyped-def]
+            await asyncio.Event().wait()
+
+    async def attack() -> tuple[int, int, list[int]]:
+        connection = await connect(parse("unix", str(n.netdatadir / "node.sock")), Peer("flood", os.getpid()), False)
+        try:
+            chain = await connection.init.make_chain()
+            outcomes = await asyncio.gather(*(chain.handle_notifications(Stuck()) for _ in range(3000)),
+                                            return_exceptions=True)
+            accepted = sum(1 for o in outcomes if not isinstance(o, BaseException))
+            refused = [o for o in outcomes if isinstance(o, IpcError)]
+            assert all("at most" in str(o) for o in refused), refused[:1]
+            n.rpc.generatetoaddress(5, TEST_ADDRESS)        # warm up: every receiver now hangs
+            await asyncio.sleep(0.5)
+            samples = [_rss_kb(pid)]
+            for _ in range(5):
+                await asyncio.to_thread(n.rpc.generatetoaddress, 20, TEST_ADDRESS)
+                samples.append(_rss_kb(pid))
+            return accepted, len(refused), samples
+        finally:
+            connection.close()
+
+    accepted, refused, samples = asyncio.run(capnp.run(attack()))
+    assert accepted <= 128 and accepted + refused == 3000
+    growth = samples[-1] - samples[0]
+    assert growth < 8 * 1024, samples                  # flat: well under 8 MB over 100 blocks
+    n.rpc.generatetoaddress(1, address)
+    wait_until(lambda: n.rpc.getwalletinfo()["lastprocessedblock"]["height"] == n.rpc.getblockcount(),
+               what="the node's own wallet to follow the chain")
+    assert n.process.poll() is None
+
+
 # ---------------------------------------------------------------------- item 11: -28, never -18
 
 def test_a_restarting_wallet_answers_28_until_its_wallets_are_loaded(node) -> None:
