@@ -196,3 +196,24 @@ def test_a_new_subscriber_gets_the_mempool_before_handle_notifications_returns(e
         hub.close()
 
     asyncio.run(run())
+
+
+def test_a_wallet_beyond_the_bound_does_not_load_and_leaves_nothing_behind(env: Env, tmp_path: Path) -> None:
+    """A wallet follows the chain through one registration: with the bound at 1, a second
+    wallet fails to load with the bound's message, and loads once the first is unloaded."""
+    from cleancoin.components.wallet.wallet import WalletLoader
+
+    async def run() -> None:
+        chain = NodeChain(env.cm, env.mempool, limits=FanoutLimits(max_subscribers=1))
+        loader = WalletLoader(tmp_path, chain, P.name)
+        await loader.create("one")
+        with pytest.raises(ChainError, match="at most 1 notification registrations per connection"):
+            await loader.create("two")
+        assert loader.names() == ["one"]
+        await loader.unload("one")
+        await loader.load("two")
+        assert loader.names() == ["two"]
+        await loader.close_all()
+        await chain.close()
+
+    asyncio.run(run())

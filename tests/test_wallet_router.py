@@ -118,3 +118,16 @@ def test_printable() -> None:
     assert printable("ok\nline\ttab", 100) == "ok\nline\ttab"
     assert printable("a\x1b[2Jb\u202e", 100) == "a\ufffd[2Jb\ufffd"
     assert printable("x" * 50, 10) == "xxxxxxx..."
+
+
+def test_refusals_are_logged_without_flooding(caplog: pytest.LogCaptureFixture) -> None:
+    """Each of the first 10 refusals of a connection is logged, then every 1000th."""
+    import logging
+    router = WalletRpcRouter(node_registry())
+    refuse = router.refusing("an IPC client", "this node takes no wallet RPC registrations")
+    with caplog.at_level(logging.WARNING, "cleancoin.rpc"):
+        for _ in range(2000):
+            with pytest.raises(ChainError):
+                refuse(methods("a"), Answer("a"))
+    lines = [r.getMessage() for r in caplog.records if "refused a wallet RPC registration" in r.getMessage()]
+    assert len(lines) == 12 and lines[-1].endswith("[2000 so far]")

@@ -33,7 +33,7 @@ from .chain_binding import RpcRegistrar, make_chain
 from .node_binding import NodeService
 from .wallet_connection import ConnectedWallet
 from .wallet_process import WalletProcess
-from .wallet_router import WalletRpcRouter
+from .wallet_router import WalletRpcRouter, WalletSlot
 
 log = logging.getLogger("cleancoin.node")
 
@@ -58,12 +58,20 @@ class NodeProcesses:
     wallet: WalletProcess | ConnectedWallet | None = None
     listeners: list[Listener] = field(default_factory=list)
     _node: Any = None
+    _client_slot: WalletSlot | None = None     # -ipcallowwallet: the listener clients' slot
 
     async def start(self, node: Any) -> None:
         self._node = node
         self.router = WalletRpcRouter(node.registry, after_call=self._after_wallet_call,
                                       tip=lambda: node.chain.tip.hash if node.chain is not None else b"")
         self._add_process_info(node)
+        own_wallet = self.connect_wallet or self.zygote is not None
+        if self.allow_wallet_clients and own_wallet:
+            log.warning("-ipcallowwallet has no effect: this node serves its own wallet process "
+                        "(use it with -disablewallet)")
+        elif self.allow_wallet_clients:
+            self._client_slot = self.router.slot("a wallet process connected to an IPC listener "
+                                                 "(-ipcallowwallet)", reserve=False, gated=False)
         if self.ipc.binds:
             await self._listen(node)
         if self.connect_wallet:
@@ -82,8 +90,8 @@ class NodeProcesses:
 
     async def _listen(self, node: Any) -> None:
         assert self.router is not None
-        registrar = self._listener_registrar()
-        make_init = functools.partial(ProcessInit, chain_factory=lambda: make_chain(node, registrar),
+        registrar = self._listener_registrar
+        make_init = functools.partial(ProcessInit, chain_factory=lambda: make_chain(node, registrar()),
                                       node_factory=lambda: NodeService(node))
         tcp = any(b.startswith("tcp") for b in self.ipc.binds)
         cookie = write_cookie(node.netdatadir) if tcp else None
@@ -94,21 +102,17 @@ class NodeProcesses:
             log.info("IPC: listening on %s", bind if address.kind == "tcp" else address.path)
 
     def _listener_registrar(self) -> RpcRegistrar:
-        """What the Chain of a listener's client does with register_rpc (module docstring)."""
+        """What the Chain of a listener's client does with register_rpc (module docstring);
+        one per connection (made with its Chain)."""
         assert self.router is not None
-        own_wallet = self.connect_wallet or self.zygote is not None
         who = "an IPC client"
-        if own_wallet:
-            if self.allow_wallet_clients:
-                log.warning("-ipcallowwallet has no effect: this node serves its own wallet process "
-                            "(use it with -disablewallet)")
+        if self.connect_wallet or self.zygote is not None:
             return self.router.refusing(who, "this node takes no wallet RPC registrations from its IPC "
                                              "clients: it serves its own wallet process")
-        if not self.allow_wallet_clients:
+        if self._client_slot is None:
             return self.router.refusing(who, "this node takes no wallet RPC registrations from its IPC "
                                              "clients (start it with -ipcallowwallet=1 to allow that)")
-        return self.router.registrar(self.router.slot("a wallet process connected to an IPC listener "
-                                                      "(-ipcallowwallet)", reserve=False, gated=False))
+        return self.router.registrar(self._client_slot)
 
     def _add_process_info(self, node: Any) -> None:
         """`getprocessinfo`: the processes of this node and what confines each (for operators

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..chain_interface import ChainError, Handler, RpcHandler, RpcMethodInfo, RpcRequest
@@ -76,6 +76,24 @@ class RemoteMethod(Method):
         return self.remote_help
 
 
+class RefusalLog:
+    """Logs refused registrations: each of the first LOGGED, then every EVERY-th with the
+    count, so a client that keeps trying cannot flood debug.log."""
+
+    LOGGED = 10
+    EVERY = 1000
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def note(self, who: str, reason: str) -> None:
+        self.count += 1
+        if self.count <= self.LOGGED or self.count % self.EVERY == 0:
+            more = " (further refusals logged every 1000th)" if self.count == self.LOGGED else ""
+            log.warning("refused a wallet RPC registration from %s: %s [%d so far]%s", who, reason,
+                        self.count, more)
+
+
 @dataclass(eq=False)
 class WalletSlot:
     """One way a wallet process may serve the wallet methods (module docstring). `label`
@@ -87,6 +105,7 @@ class WalletSlot:
     names: tuple[str, ...] = ()
     current: "_Registration | None" = None
     ready: bool = False
+    refusals: RefusalLog = field(default_factory=RefusalLog)
 
     @property
     def live(self) -> bool:
@@ -133,10 +152,12 @@ class WalletRpcRouter:
         return lambda methods, handler: self.register(slot, methods, handler)
 
     def refusing(self, who: str, reason: str) -> RpcRegistrar:
-        """A registrar that refuses every registration (logged), for `Chain`s of connections
-        that are no wallet of this node."""
+        """A registrar that refuses every registration (logged), for the `Chain` of a
+        connection that is no wallet of this node (make one per connection)."""
+        refusals = RefusalLog()
+
         def refuse(methods: list[RpcMethodInfo], handler: RpcHandler) -> Handler:
-            log.warning("refused a wallet RPC registration from %s: %s", who, reason)
+            refusals.note(who, reason)
             raise ChainError(reason)
         return refuse
 
@@ -153,7 +174,7 @@ class WalletRpcRouter:
             check_methods(methods, self._limits)
             self._check_names(slot, [m.name for m in methods])
         except RegistrationRefused as exc:
-            log.warning("refused a wallet RPC registration from %s: %s", slot.label, exc)
+            slot.refusals.note(slot.label, str(exc))
             raise ChainError(str(exc)) from None
         names = frozenset(m.name for m in methods)
         reg = _Registration(self, slot, names, handler)
