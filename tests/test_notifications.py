@@ -217,3 +217,22 @@ def test_a_wallet_beyond_the_bound_does_not_load_and_leaves_nothing_behind(env: 
         await chain.close()
 
     asyncio.run(run())
+
+
+def test_a_subscription_waiting_for_room_ends_when_disconnected(env: Env) -> None:
+    async def run() -> None:
+        hub = NotificationHub(env.cm, env.mempool, FanoutLimits(max_inflight_bytes=1))
+        chain = NodeChain(env.cm, env.mempool, hub=hub)
+        hang = Recorder(stall=asyncio.Event())
+        await chain.handle_notifications(hang)
+        waiting = await chain.handle_notifications(Recorder())
+        env.mempool.accept(env.spend(1))
+        await settle()
+        task = waiting._task
+        assert task is not None and not task.done()
+        await waiting.disconnect()
+        await settle()
+        assert task.done() and len(hub._log) == 1        # only the hanging receiver holds it
+        hub.close()
+
+    asyncio.run(run())

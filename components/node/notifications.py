@@ -391,6 +391,7 @@ class Subscription:
     dropped: bool = False
     snapshot_done: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
+    _waiting_for_room: bool = False      # in Group.acquire: safe to cancel there
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._deliver(), name="chain-notifications")
@@ -406,6 +407,10 @@ class Subscription:
             self.snapshot = ()
             self.snapshot_done.set()
             self.hub._remove(self)
+            if self._waiting_for_room and self._task is not None:
+                # Waiting for the connection's budget (another receiver of it hangs): no
+                # callback of ours is running, so the task can simply end.
+                self._task.cancel()
 
     def drop_lagging(self, behind: int) -> None:
         """Under the hub's lock: the log's oldest event goes and this subscription has not
@@ -456,7 +461,11 @@ class Subscription:
         """Deliver `events`: one `chain_events` call for several (a receiver without it gets
         the single-event methods, one call each); a failing callback is logged and the next
         goes on."""
-        await self.group.acquire(size)
+        self._waiting_for_room = True
+        try:
+            await self.group.acquire(size)
+        finally:
+            self._waiting_for_room = False
         try:
             if len(events) > 1 and hasattr(self.target, "chain_events"):
                 await self._call(f"batch of {len(events)}", self.target.chain_events, events)
