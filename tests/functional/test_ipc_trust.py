@@ -15,8 +15,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,17 @@ def test_a_wallet_cannot_splice_json_into_the_nodes_replies(node, rogue) -> None
     assert strict_json(body)["result"][0]["txid"] == "ab"
     assert n.rpc.getblockcount() == 0          # the node goes on serving
     assert "invalid result" in n.debug_log()
+
+    # A bitcoind client library sees a clean error and exact amounts.
+    authproxy = pytest.importorskip("bitcoinrpc.authproxy")
+    user, _, password = n.cookie_path.read_text().partition(":")
+    proxy = authproxy.AuthServiceProxy(f"http://{user}:{password}@127.0.0.1:{n.rpc_port}", timeout=60)
+    with pytest.raises(authproxy.JSONRPCException) as info:
+        proxy.getbalance()
+    assert info.value.code == -32603
+    assert proxy.listunspent()[0]["amount"] == Decimal("1.50000000")
+    assert proxy.getblockcount() == 0
+    proxy._AuthServiceProxy__conn.close()
 
 
 # ---------------------------------------------------------------------- item 2: registerRpc
