@@ -15,9 +15,10 @@ Two ways in:
 
     CleanCoin-wallet -regtest -datadir=DIR -ipcconnect=unix [-wallet=NAME ...]
                      [-server -rpcbind=ADDR -rpcport=PORT ...]
-        Started on its own: connects to a running `CleanCoin-node -ipcbind=unix`, registers
-        the wallet RPC methods with it (the node forwards them from then on), loads the
-        -wallet wallets and, with -server, also serves wallet RPC itself on its own port.
+        Started on its own: connects to a running `CleanCoin-node -ipcbind=unix -disablewallet
+        -ipcallowwallet=1` (a node without that setting refuses), loads the -wallet wallets,
+        then registers the wallet RPC methods with it (the node forwards them from then on)
+        and, with -server, also serves wallet RPC itself on its own port.
         Stops on SIGTERM/SIGINT, on the `stop` RPC of its own server, or when the node goes.
 
 Logs go to `<netdatadir>/wallets/debug.log` (the wallets directory is the only place a
