@@ -6,6 +6,7 @@ Same options, conf file, RPC, files and exit codes as CleanCoind (cli/node_main.
     -ipcbind=ADDR          accept IPC clients (unix | unix:PATH | tcp:HOST:PORT), e.g. a
                            `CleanCoin-wallet -ipcconnect=unix` started on its own
     -ipcauth, -ipccert, -ipckey, -ipcmaxconnections   as in docs/ipc.md
+    -ipcallowwallet=1      with -disablewallet: an IPC client may serve the wallet methods
 
 Start-up order (docs/multiprocess.md):
 1. options, datadir, debug.log, as CleanCoind;
@@ -47,6 +48,8 @@ OPTIONS: list[Option] = [
     Option("ipccert", "TLS certificate for TCP IPC listeners", "IPC options", "<file>"),
     Option("ipckey", "TLS key for TCP IPC listeners", "IPC options", "<file>"),
     Option("ipcmaxconnections", "Serve at most <n> IPC clients at once", "IPC options", "<n>", "16"),
+    Option("ipcallowwallet", "Let an IPC client of the -ipcbind listeners (a CleanCoin-wallet "
+           "-ipcconnect) serve the wallet RPC methods; only with -disablewallet", "IPC options", "", "0"),
 ]
 
 
@@ -135,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         log.warning("-sandbox=0: %s and its wallet process run WITHOUT a sandbox", PROG)
     extension = NodeProcesses(zygote, ipc, Peer(PROG, os.getpid()), list(config.wallets),  # type: ignore[attr-defined]
-                              report, prestarted, connect_wallet)
+                              report, prestarted, connect_wallet, settings.get_bool("ipcallowwallet", False))
     node = Node(config, extension)  # type: ignore[arg-type]
     try:
         return asyncio.run(capnp.run(node.run()))

@@ -14,9 +14,10 @@ Three ways in:
 
     CleanCoin-wallet -regtest -datadir=DIR -ipcconnect=unix [-wallet=NAME ...]
                      [-server -rpcbind=ADDR -rpcport=PORT ...]
-        Started on its own: connects to a running `CleanCoin-node -ipcbind=unix`, registers
-        the wallet RPC methods with it (the node forwards them from then on), loads the
-        -wallet wallets and, with -server, also serves wallet RPC itself on its own port.
+        Started on its own: connects to a running `CleanCoin-node -ipcbind=unix -disablewallet
+        -ipcallowwallet=1` (a node without that setting refuses), loads the -wallet wallets,
+        then registers the wallet RPC methods with it (the node forwards them from then on)
+        and, with -server, also serves wallet RPC itself on its own port.
         Stops on SIGTERM/SIGINT, on the `stop` RPC of its own server, or when the node goes.
 
 Logs go to `<netdatadir>/wallets/debug.log` (the wallets directory is the only place a
@@ -282,11 +283,17 @@ async def _connected(settings: Settings) -> int:
     except (AddressError, IpcError, OSError) as exc:
         raise _StartError(f"cannot connect to the node: {exc}") from None
     log.info("%s (pid %d) connected to %s", PROG, os.getpid(), connection.remote)
+    service = None
     try:
         chain = await connection.init.make_chain()
-        service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir))
+        service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir), register=False)
+        # Loaded first, registered then: the node forwards nothing before the wallets are
+        # here, so its clients see -28 until then, never "wallet does not exist".
         await service.load_wallets([w for w in settings.get_all("wallet") if w])
+        await service.register(chain)
     except Exception as exc:
+        if service is not None:
+            await service.close()
         connection.close()
         raise _StartError(str(exc)) from None
     rpc = await _start_rpc(settings, service) if settings.get_bool("server", False) else None

@@ -227,12 +227,18 @@ class Chain(Protocol):
 
     async def handle_notifications(self, notifications: ChainNotifications) -> Handler:
         """Deliver chain and mempool events to `notifications` until the handler is
-        disconnected (or, over IPC, the connection is lost)."""
+        disconnected (or, over IPC, the connection is lost). First comes
+        `transaction_added_to_mempool` for each transaction in the mempool now (parents
+        first), delivered before this returns; then the events as they happen. Fails beyond
+        the node's bound of registrations per connection (components/node/notifications.py);
+        a receiver that falls too far behind is dropped."""
         ...
 
     async def register_rpc(self, methods: list[RpcMethodInfo], handler: RpcHandler) -> Handler:
         """Serve `methods` on the node's JSON-RPC server by forwarding their calls to
         `handler` (a wallet in another process registers its methods this way), until the
-        returned handler is disconnected or the connection is lost. Fails when the node takes
-        no registrations, or when another live registration holds one of the names."""
+        returned handler is disconnected or the connection is lost. Fails when this Chain
+        takes no registrations (only the node's own wallet process gets one that does), when
+        a method is malformed (components/node/rpc_registration.py) or the node's own, or
+        when another wallet process holds or has reserved one of the names."""
         ...

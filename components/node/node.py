@@ -33,6 +33,7 @@ from .chain import ChainManager
 from .chainparams import ChainParams, params_for
 from .consensus import Coin
 from .mempool import Mempool
+from .notifications import NotificationHub
 from .p2p import P2PNode
 from .primitives import Block, OutPoint
 
@@ -140,6 +141,7 @@ class Node:
         self.started_at = time.time()
         self.chain: ChainManager | None = None
         self.mempool: Mempool | None = None
+        self.notifications: NotificationHub | None = None   # chain/mempool events for wallets
         self.p2p: P2PNode | None = None
         self.rpc: Any = None            # components.rpc.server.RpcServer
         self.registry: Any = None
@@ -201,6 +203,8 @@ class Node:
                  self.chain.height, self.chain.tip.hash_hex)
         self.mempool = Mempool(self.params, ChainViewAdapter(self.chain))
         self.chain.add_listener(MempoolUpdater(self.mempool))
+        # After MempoolUpdater: see notifications.py on the order of events.
+        self.notifications = NotificationHub(self.chain, self.mempool)
         cfg = self.config
         # Regtest redials sooner: test networks come up node by node, seconds apart.
         reconnect = 2.0 if self.params.name == "regtest" else 60.0
@@ -294,6 +298,9 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.p2p.stop()
             self.p2p = None
+        if self.notifications is not None:
+            self.notifications.close()
+            self.notifications = None
         if self.chain is not None:
             self.chain.close()
             self.chain = None

@@ -132,7 +132,7 @@ def test_wallet_killed_is_restarted_and_loses_nothing(node) -> None:
 
 
 def test_ipcbind_accepts_a_wallet_started_and_stopped_at_any_time(node, tmp_path: Path) -> None:
-    n = node("-ipcbind=unix", "-disablewallet")
+    n = node("-ipcbind=unix", "-disablewallet", "-ipcallowwallet=1")
     n.start()
     with pytest.raises(RpcError) as info:
         n.rpc.listwallets()
