@@ -5,7 +5,7 @@ Same options, conf file, RPC, files and exit codes as CleanCoind (cli/node_main.
     -sandbox=0             run without the sandbox (a warning goes to the log)
     -ipcbind=ADDR          accept IPC clients (unix | unix:PATH | tcp:HOST:PORT), e.g. a
                            `CleanCoin-wallet -ipcconnect=unix` started on its own
-    -ipcauth, -ipccert, -ipckey, -ipcmaxconnections   as in docs/ipc.md
+    -ipcauth, -ipccert, -ipckey, -ipcmaxconnections, -ipchandshaketimeout   as in docs/ipc.md
 
 Start-up order (docs/multiprocess.md):
 1. options, datadir, debug.log, as CleanCoind;
@@ -45,7 +45,10 @@ OPTIONS: list[Option] = [
            "IPC options", "<userpw>"),
     Option("ipccert", "TLS certificate for TCP IPC listeners", "IPC options", "<file>"),
     Option("ipckey", "TLS key for TCP IPC listeners", "IPC options", "<file>"),
-    Option("ipcmaxconnections", "Serve at most <n> IPC clients at once", "IPC options", "<n>", "16"),
+    Option("ipcmaxconnections", "Serve at most <n> IPC clients at once on each -ipcbind listener",
+           "IPC options", "<n>", "16"),
+    Option("ipchandshaketimeout", "Close an IPC client that has not logged in (TCP) or made a first call "
+           "(unix) within <n> seconds", "IPC options", "<n>", "10"),
 ]
 
 
@@ -75,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = node_main.build_config(settings)
         ipc = parse_settings({name: list(settings.get_all(name)) for name in
                               ("ipcbind", "ipcconnect", "ipcauth", "ipccert", "ipckey",
-                               "ipcmaxconnections", "debug")})
+                               "ipcmaxconnections", "ipchandshaketimeout", "debug", "debugexclude")})
     except (OptionError, AddressError) as exc:
         return _fail(None, str(exc))
     netdatadir = settings.netdatadir

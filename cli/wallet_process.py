@@ -54,7 +54,9 @@ OPTIONS: list[Option] = [
            "listener: accepted besides this process's .ipccookie)", "IPC options", "<userpw>"),
     Option("ipccert", "TLS certificate: pinned (client) or served (listener, with -ipckey)", "IPC options", "<file>"),
     Option("ipckey", "TLS key of a TCP listener", "IPC options", "<file>"),
-    Option("ipcmaxconnections", "Nodes served at once by a listener", "IPC options", "<n>", "16"),
+    Option("ipcmaxconnections", "Nodes served at once by each listener", "IPC options", "<n>", "16"),
+    Option("ipchandshaketimeout", "Close a client that has not logged in (TCP) or made a first call (unix) "
+           "within <n> seconds", "IPC options", "<n>", "10"),
     Option("debug", "Output debug logging (ipc, rpc, 1/all)", "Debugging options", "<category>"),
     Option("printtoconsole", "Log to the console too", "Debugging options", "", "0"),
     Option("chain", "Use the chain <chain>", "Chain selection options", "<chain>", "main"),
@@ -213,7 +215,8 @@ async def _listening(settings: Settings) -> int:
 
     try:
         ipc = parse_settings({name: list(settings.get_all(name)) for name in
-                              ("ipcbind", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug")})
+                              ("ipcbind", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections",
+                               "ipchandshaketimeout", "debug")})
         os.makedirs(netdatadir, exist_ok=True)
         cookie = write_cookie(netdatadir) if any(b.startswith("tcp") for b in ipc.binds) else None
         options = ipc.listen_options(cookie)
