@@ -82,6 +82,20 @@ class Settings:
             raise OptionError(f"Invalid value for -{name}: '{value}' is not a number") from None
 
 
+def positive_seconds(settings: Settings, name: str, default: float) -> float:
+    """-name=<seconds>: a number above 0 (OptionError otherwise)."""
+    value = settings.get(name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise OptionError(f"Invalid value for -{name}: '{value}' is not a number") from None
+    if not 0 < seconds < float("inf"):
+        raise OptionError(f"Invalid value for -{name}: '{value}' (it must be more than 0 seconds)")
+    return seconds
+
+
 def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
     """Parse the command line, read the conf file, check every name against `table`."""
     known = {o.name for o in table}

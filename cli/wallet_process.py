@@ -36,7 +36,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from cleancoin.cli.options import Option, OptionError, Settings, load_settings
+from cleancoin.cli.options import Option, OptionError, Settings, load_settings, positive_seconds
 
 PROG = "CleanCoin-wallet"
 MULTIPROCESS_HINT = ("CleanCoin's multiprocess executables need pycapnp, the package's "
@@ -66,6 +66,8 @@ OPTIONS: list[Option] = [
     Option("rpcbind", "Address to serve wallet RPC on", "RPC server options", "<addr>[:port]"),
     Option("rpcport", "Port to serve wallet RPC on", "RPC server options", "<port>"),
     Option("rpcallowip", "Allow JSON-RPC connections from this source", "RPC server options", "<ip>"),
+    Option("rpcservertimeout", "Timeout during HTTP requests (headers, idle connection, body)",
+           "RPC server options", "<n>", "30"),
     Option("rpcuser", "Username for JSON-RPC connections", "RPC server options", "<user>"),
     Option("rpcpassword", "Password for JSON-RPC connections", "RPC server options", "<pw>"),
     Option("rpcauth", "USER:SALT$HASH credentials for JSON-RPC", "RPC server options", "<userpw>"),
@@ -340,7 +342,11 @@ async def _start_rpc(settings: Settings, service):  # type: ignore[no-untyped-de
     endpoints, warnings = bind_endpoints(settings.get_all("rpcbind"), settings.get_all("rpcallowip"), int(port_text))
     for w in warnings:
         logging.getLogger("cleancoin.rpc").warning("%s", w)
-    server = RpcServer(service.registry, auth, allow, endpoints)
+    try:
+        timeout = positive_seconds(settings, "rpcservertimeout", 30.0)
+    except OptionError as exc:
+        raise _StartError(str(exc)) from None
+    server = RpcServer(service.registry, auth, allow, endpoints, server_timeout=timeout)
     try:
         await server.start()
     except OSError as exc:
