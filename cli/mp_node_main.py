@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from cleancoin.cli import node_main
-from cleancoin.cli.options import Option, OptionError, help_text, load_settings
+from cleancoin.cli.options import Option, OptionError, apply_umask, help_text, load_settings
 
 PROG = "CleanCoin-node"
 
@@ -81,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "ipcmaxconnections", "ipchandshaketimeout", "debug", "debugexclude")})
     except (OptionError, AddressError) as exc:
         return _fail(None, str(exc))
+    apply_umask(settings)          # before any file, and before the zygote and wallet are forked
     netdatadir = settings.netdatadir
     try:
         os.makedirs(netdatadir, exist_ok=True)

@@ -17,7 +17,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cleancoin.cli.options import Option, OptionError, Settings, help_text, load_settings, positive_seconds
+from cleancoin.cli.options import (
+    SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text, load_settings, positive_seconds,
+)
 
 PROG = "CleanCoind"
 
@@ -39,6 +41,7 @@ OPTIONS: list[Option] = [
     Option("pid", "Specify pid file. Relative paths are prefixed by the network datadir.", "Options",
            "<file>", "CleanCoind.pid"),
     Option("reindex", "Rebuild chain state and indexes from the stored blocks.", "Options"),
+    SYSPERMS_OPTION,
     Option("bind", "Bind to given address to listen for P2P connections.", "Connection options",
            "<addr>", "0.0.0.0"),
     Option("port", "Listen for P2P connections on <port>", "Connection options", "<port>",
@@ -160,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    apply_umask(settings)
     netdatadir = settings.netdatadir
     try:
         os.makedirs(netdatadir, exist_ok=True)

@@ -36,7 +36,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from cleancoin.cli.options import Option, OptionError, Settings, load_settings, positive_seconds
+from cleancoin.cli.options import (
+    SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, load_settings, positive_seconds,
+)
 
 PROG = "CleanCoin-wallet"
 MULTIPROCESS_HINT = ("CleanCoin's multiprocess executables need pycapnp, the package's "
@@ -46,6 +48,7 @@ OPTIONS: list[Option] = [
     Option("conf", "Specify path to read-only configuration file.", "Options", "<file>", "CleanCoin.conf"),
     Option("datadir", "Specify data directory", "Options", "<dir>", "~/.cleancoin"),
     Option("wallet", "Load this wallet at startup (repeatable)", "Options", "<name>"),
+    SYSPERMS_OPTION,
     Option("ipcconnect", "Connect to a running CleanCoin-node: unix, unix:PATH or tcp:HOST:PORT",
            "IPC options", "<address>", "unix"),
     Option("ipcbind", "Wait for nodes instead (repeatable): unix (<netdatadir>/wallet.sock), "
@@ -257,6 +260,7 @@ def _run_standalone(args: Sequence[str], serve: Callable[[Settings], Awaitable[i
     except OptionError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    apply_umask(settings)
     _setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
     import capnp
     try:
