@@ -5,7 +5,7 @@ Same options, conf file, RPC, files and exit codes as CleanCoind (cli/node_main.
     -sandbox=0             run without the sandbox (a warning goes to the log)
     -ipcbind=ADDR          accept IPC clients (unix | unix:PATH | tcp:HOST:PORT), e.g. a
                            `CleanCoin-wallet -ipcconnect=unix` started on its own
-    -ipcauth, -ipccert, -ipckey, -ipcmaxconnections   as in docs/ipc.md
+    -ipcauth, -ipccert, -ipckey, -ipcmaxconnections, -ipchandshaketimeout   as in docs/ipc.md
     -ipcallowwallet=1      with -disablewallet: an IPC client may serve the wallet methods
 
 Start-up order (docs/multiprocess.md):
@@ -30,7 +30,7 @@ import sys
 from collections.abc import Sequence
 
 from cleancoin.cli import node_main
-from cleancoin.cli.options import Option, OptionError, help_text, load_settings
+from cleancoin.cli.options import Option, OptionError, apply_umask, help_text, load_settings
 
 PROG = "CleanCoin-node"
 
@@ -47,7 +47,10 @@ OPTIONS: list[Option] = [
            "IPC options", "<userpw>"),
     Option("ipccert", "TLS certificate for TCP IPC listeners", "IPC options", "<file>"),
     Option("ipckey", "TLS key for TCP IPC listeners", "IPC options", "<file>"),
-    Option("ipcmaxconnections", "Serve at most <n> IPC clients at once", "IPC options", "<n>", "16"),
+    Option("ipcmaxconnections", "Serve at most <n> IPC clients at once on each -ipcbind listener",
+           "IPC options", "<n>", "16"),
+    Option("ipchandshaketimeout", "Close an IPC client that has not logged in (TCP) or made a first call "
+           "(unix) within <n> seconds", "IPC options", "<n>", "10"),
     Option("ipcallowwallet", "Let an IPC client of the -ipcbind listeners (a CleanCoin-wallet "
            "-ipcconnect) serve the wallet RPC methods; only with -disablewallet", "IPC options", "", "0"),
 ]
@@ -79,9 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = node_main.build_config(settings)
         ipc = parse_settings({name: list(settings.get_all(name)) for name in
                               ("ipcbind", "ipcconnect", "ipcauth", "ipccert", "ipckey",
-                               "ipcmaxconnections", "debug")})
+                               "ipcmaxconnections", "ipchandshaketimeout", "debug", "debugexclude")})
     except (OptionError, AddressError) as exc:
         return _fail(None, str(exc))
+    apply_umask(settings)          # before any file, and before the zygote and wallet are forked
     netdatadir = settings.netdatadir
     try:
         os.makedirs(netdatadir, exist_ok=True)

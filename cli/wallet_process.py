@@ -36,7 +36,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from cleancoin.cli.options import Option, OptionError, Settings, load_settings
+from cleancoin.cli.options import (
+    SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, load_settings, positive_seconds,
+)
 
 PROG = "CleanCoin-wallet"
 MULTIPROCESS_HINT = ("CleanCoin's multiprocess executables need pycapnp, the package's "
@@ -46,6 +48,7 @@ OPTIONS: list[Option] = [
     Option("conf", "Specify path to read-only configuration file.", "Options", "<file>", "CleanCoin.conf"),
     Option("datadir", "Specify data directory", "Options", "<dir>", "~/.cleancoin"),
     Option("wallet", "Load this wallet at startup (repeatable)", "Options", "<name>"),
+    SYSPERMS_OPTION,
     Option("ipcconnect", "Connect to a running CleanCoin-node: unix, unix:PATH or tcp:HOST:PORT",
            "IPC options", "<address>", "unix"),
     Option("ipcbind", "Wait for nodes instead (repeatable): unix (<netdatadir>/wallet.sock), "
@@ -54,7 +57,9 @@ OPTIONS: list[Option] = [
            "listener: accepted besides this process's .ipccookie)", "IPC options", "<userpw>"),
     Option("ipccert", "TLS certificate: pinned (client) or served (listener, with -ipckey)", "IPC options", "<file>"),
     Option("ipckey", "TLS key of a TCP listener", "IPC options", "<file>"),
-    Option("ipcmaxconnections", "Nodes served at once by a listener", "IPC options", "<n>", "16"),
+    Option("ipcmaxconnections", "Nodes served at once by each listener", "IPC options", "<n>", "16"),
+    Option("ipchandshaketimeout", "Close a client that has not logged in (TCP) or made a first call (unix) "
+           "within <n> seconds", "IPC options", "<n>", "10"),
     Option("debug", "Output debug logging (ipc, rpc, 1/all)", "Debugging options", "<category>"),
     Option("printtoconsole", "Log to the console too", "Debugging options", "", "0"),
     Option("chain", "Use the chain <chain>", "Chain selection options", "<chain>", "main"),
@@ -64,6 +69,8 @@ OPTIONS: list[Option] = [
     Option("rpcbind", "Address to serve wallet RPC on", "RPC server options", "<addr>[:port]"),
     Option("rpcport", "Port to serve wallet RPC on", "RPC server options", "<port>"),
     Option("rpcallowip", "Allow JSON-RPC connections from this source", "RPC server options", "<ip>"),
+    Option("rpcservertimeout", "Timeout during HTTP requests (headers, idle connection, body)",
+           "RPC server options", "<n>", "30"),
     Option("rpcuser", "Username for JSON-RPC connections", "RPC server options", "<user>"),
     Option("rpcpassword", "Password for JSON-RPC connections", "RPC server options", "<pw>"),
     Option("rpcauth", "USER:SALT$HASH credentials for JSON-RPC", "RPC server options", "<userpw>"),
@@ -206,7 +213,8 @@ async def _listening(settings: Settings) -> int:
 
     try:
         ipc = parse_settings({name: list(settings.get_all(name)) for name in
-                              ("ipcbind", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug")})
+                              ("ipcbind", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections",
+                               "ipchandshaketimeout", "debug")})
         os.makedirs(netdatadir, exist_ok=True)
         cookie = write_cookie(netdatadir) if any(b.startswith("tcp") for b in ipc.binds) else None
         options = ipc.listen_options(cookie)
@@ -245,6 +253,7 @@ def _run_standalone(args: Sequence[str], serve: Callable[[Settings], Awaitable[i
     except OptionError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    apply_umask(settings)
     _setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
     import capnp
     try:
@@ -336,7 +345,11 @@ async def _start_rpc(settings: Settings, service):  # type: ignore[no-untyped-de
     endpoints, warnings = bind_endpoints(settings.get_all("rpcbind"), settings.get_all("rpcallowip"), int(port_text))
     for w in warnings:
         logging.getLogger("cleancoin.rpc").warning("%s", w)
-    server = RpcServer(service.registry, auth, allow, endpoints)
+    try:
+        timeout = positive_seconds(settings, "rpcservertimeout", 30.0)
+    except OptionError as exc:
+        raise _StartError(str(exc)) from None
+    server = RpcServer(service.registry, auth, allow, endpoints, server_timeout=timeout)
     try:
         await server.start()
     except OSError as exc:

@@ -821,3 +821,158 @@ def test_ipcconnect_tcp_logs_in_with_the_cookie(echo_process, vardir):
     assert _open_peer({"ipcconnect": [f"tcp:127.0.0.1:{port}"]}, "", vardir) == ("via open_peer", False)
     with pytest.raises(AddressError, match="cannot connect"):
         _open_peer({"ipcconnect": [f"unix:{vardir}/nobody.sock"]}, "", vardir)
+
+
+# --- limits before authentication (issue 11, item 5) ----------------------------------------
+
+def _raw_auth(port: int, tls: ssl.SSLContext | None = None) -> Any:
+    """Coroutine: a raw pycapnp client of a TCP listener's Auth (no CleanCoin runtime)."""
+    async def open_() -> tuple[Any, Any, Any]:
+        stream = await capnp.AsyncIoStream.create_connection(
+            "127.0.0.1", port, ssl=tls, server_hostname="127.0.0.1" if tls else None)
+        client = capnp.TwoPartyClient(stream)
+        return stream, client, client.bootstrap().cast_as(schema.load("auth").Auth)
+    return open_()
+
+
+def test_many_wrong_logins_on_one_tcp_connection_are_cut_off(echo_process, vardir):
+    """The attack: 3000 password guesses on one TCP connection, one after the other, then
+    3000 pipelined at once. The listener answers a few, slowly, then closes the connection;
+    the right password still works on a new connection."""
+    port = free_port()
+    server = echo_process(f"-ipcbind=tcp:127.0.0.1:{port}", f"-datadir={vardir}", "-ipcauth=alice:s3cret")
+
+    async def sequential() -> tuple[int, bool, float]:
+        stream, client, auth_cap = await _raw_auth(port)
+        started, answered, cut = time.monotonic(), 0, False
+        try:
+            for guess in range(3000):
+                try:
+                    await auth_cap.login(user="alice", password=f"guess-{guess}")
+                    raise AssertionError("a wrong password logged in")
+                except capnp.KjException as exc:
+                    if exc.type == "DISCONNECTED":
+                        cut = True
+                        break
+                    answered += 1
+        finally:
+            client.close()
+            stream.close()
+        return answered, cut, time.monotonic() - started
+
+    async def pipelined() -> tuple[int, int]:
+        stream, client, auth_cap = await _raw_auth(port)
+        try:
+            calls = [auth_cap.login(user="alice", password=f"p-{guess}") for guess in range(3000)]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            client.close()
+            stream.close()
+        assert not any(not isinstance(o, Exception) for o in outcomes), "a wrong password logged in"
+        refused = sum(1 for o in outcomes if isinstance(o, capnp.KjException) and o.type != "DISCONNECTED")
+        return refused, len(outcomes) - refused
+
+    answered, cut, took = run(sequential(), timeout=30)
+    assert cut, f"{answered} wrong logins answered in {took:.1f} s and the connection stayed open"
+    assert answered <= 3 and took < 5, (answered, took)
+    refused, dropped = run(pipelined(), timeout=30)
+    assert refused <= 3 and dropped >= 2997, (refused, dropped)
+    assert run(_connect_and_echo(tcp_address(port), auth.Credentials("alice", "s3cret"), text="me")) == "me"
+    err = server.stop()
+    assert "refused a login for user 'alice'" in err
+    assert "failed logins: closing the connection" in err
+    assert "s3cret" not in err and "guess-" not in err
+
+
+def test_idle_unauthenticated_tcp_clients_lock_out_nobody(echo_process, vardir, tls_cert):
+    """The attack: 20 TCP connections that never log in (more than -ipcmaxconnections). A
+    node.sock-style unix client still gets in at once (each listener has its own slots), and
+    once the handshake deadline has passed the idle ones are gone and a real TCP client gets in;
+    with TLS, an idle client that finished the TLS handshake is dropped the same way."""
+    port, tls_port = free_port(), free_port()
+    path = os.path.join(vardir, "e.sock")
+    cert, key = tls_cert
+    server = echo_process(f"-ipcbind=unix:{path}", f"-ipcbind=tcp:127.0.0.1:{port}", f"-datadir={vardir}",
+                          "-ipcauth=alice:s3cret", "-ipchandshaketimeout=1")
+    tls_server = echo_process(f"-ipcbind=tcp:127.0.0.1:{tls_port}", f"-datadir={vardir}", f"-ipccert={cert}",
+                              f"-ipckey={key}", "-ipcauth=alice:s3cret", "-ipchandshaketimeout=1")
+    alice = auth.Credentials("alice", "s3cret")
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    tls_idle = transport.client_tls(cert).wrap_socket(socket.create_connection(("127.0.0.1", tls_port)),
+                                                      server_hostname="127.0.0.1")
+    try:
+        started = time.monotonic()
+        assert run(_connect_and_echo(unix_address(path), text="unix"), timeout=3) == "unix"
+        assert time.monotonic() - started < 1.0          # not after the deadline: at once
+        assert all(_read_until_closed(s, 5) for s in idle), "idle TCP clients outlived the deadline"
+        assert _read_until_closed(tls_idle, 5), "an idle TLS client outlived the deadline"
+        assert run(_connect_and_echo(tcp_address(port), alice, text="tcp"), timeout=3) == "tcp"
+        assert run(_connect_and_echo(tcp_address(tls_port), alice, transport.client_tls(cert), "tls"),
+                   timeout=3) == "tls"
+    finally:
+        for s in (*idle, tls_idle):
+            s.close()
+    err = server.stop()
+    assert "-ipcmaxconnections=16 reached" in err
+    assert "no login within the handshake deadline (1 s)" in err
+    assert "no login within the handshake deadline (1 s)" in tls_server.stop()
+
+
+def test_idle_unix_client_is_dropped_after_the_deadline(echo_process, vardir):
+    """A unix client that connects and never calls anything is closed at the handshake
+    deadline; one that made a call stays."""
+    path = os.path.join(vardir, "e.sock")
+    server = echo_process(f"-ipcbind=unix:{path}", "-ipchandshaketimeout=0.5")
+
+    async def stays() -> str:
+        connection = await transport.connect(unix_address(path), ME, False)
+        try:
+            await asyncio.sleep(0.8)
+            return await echo_once(connection, "still here")
+        finally:
+            connection.close()
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.connect(path)
+        assert run(stays()) == "still here"
+        assert _read_until_closed(silent, 5)
+    assert "no call within the handshake deadline (0.5 s)" in server.stop()
+
+
+def test_wrong_logins_over_many_connections_are_limited_per_address(echo_process, vardir):
+    """The attack spread over connections: 8 connections at once from one address, 3 guesses
+    each. At most the address's burst (10) plus what refills meanwhile (1/s) is checked; the
+    rest is refused unchecked, and a right login succeeds again once the allowance is back."""
+    port = free_port()
+    server = echo_process(f"-ipcbind=tcp:127.0.0.1:{port}", f"-datadir={vardir}", "-ipcauth=alice:s3cret")
+
+    async def one_connection(connection: int) -> list[str]:
+        stream, client, auth_cap = await _raw_auth(port)
+        try:
+            calls = [auth_cap.login(user="alice", password=f"c{connection}-{guess}") for guess in range(3)]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            client.close()
+            stream.close()
+        assert all(isinstance(o, capnp.KjException) for o in outcomes), "a wrong password logged in"
+        return ["dropped" if o.type == "DISCONNECTED" else "unchecked" if "too many failed logins" in str(o)
+                else "checked" for o in outcomes]
+
+    async def attack() -> tuple[list[str], float]:
+        started = time.monotonic()
+        results = await asyncio.gather(*(one_connection(c) for c in range(8)))
+        return [r for rs in results for r in rs], time.monotonic() - started
+
+    outcomes, took = run(attack(), timeout=30)
+    assert outcomes.count("checked") <= 10 + int(took) + 1, (outcomes, took)
+    assert outcomes.count("unchecked") >= 1, outcomes
+    alice = auth.Credentials("alice", "s3cret")
+    deadline = time.monotonic() + 5
+    while True:                       # refused while the allowance is spent, then let in
+        try:
+            assert run(_connect_and_echo(tcp_address(port), alice, text="back")) == "back"
+            break
+        except IpcError:
+            assert time.monotonic() < deadline, "the right password stayed locked out"
+            time.sleep(0.2)
+    assert "unchecked: too many failed logins" in server.stop()

@@ -7,7 +7,8 @@ serve the same Init with more factories. Options, bitcoind style:
   -datadir=DIR            where `unix` puts echo.sock and TCP listeners put .ipccookie
   -ipcauth=USER:PASSWORD  TCP credentials besides the cookie
   -ipccert=FILE -ipckey=FILE   TLS for TCP listeners
-  -ipcmaxconnections=N    at most N clients at once (default 16)
+  -ipcmaxconnections=N    at most N clients at once on each listener (default 16)
+  -ipchandshaketimeout=S  close a client that has not logged in (TCP) or called (unix) in S s
   -debug=ipc              log every request and response
 """
 
@@ -41,7 +42,8 @@ def parse_args(argv: list[str]) -> dict[str, list[str]]:
             raise SystemExit(f"{NAME}: unexpected argument '{arg}'")
         name, _, value = arg.lstrip("-").partition("=")
         opts.setdefault(name, []).append(value)
-    known = {"ipcbind", "datadir", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug"}
+    known = {"ipcbind", "datadir", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "ipchandshaketimeout",
+             "debug"}
     unknown = sorted(set(opts) - known)
     if unknown:
         raise SystemExit(f"{NAME}: unknown option -{unknown[0]}")

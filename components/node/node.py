@@ -72,6 +72,7 @@ class NodeConfig:
     rpcpassword: str = ""
     rpcauth: list[str] = field(default_factory=list)
     rpccookiefile: str | None = None
+    rpcservertimeout: float = 30.0
     # Files
     pid_file: str | None = None
     db_synchronous: str = "FULL"
@@ -272,7 +273,7 @@ class Node:
         endpoints, warnings = bind_endpoints(cfg.rpcbind, cfg.rpcallowip, port)
         for w in warnings:
             log.warning("%s", w)
-        self.rpc = RpcServer(self.registry, auth, allow, endpoints)
+        self.rpc = RpcServer(self.registry, auth, allow, endpoints, server_timeout=cfg.rpcservertimeout)
         try:
             await self.rpc.start()
         except OSError as exc:
