@@ -34,7 +34,10 @@ import os
 import signal
 import sys
 import time
+import socket
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from cleancoin.cli.options import (
     SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, load_settings, positive_seconds,
@@ -49,6 +52,8 @@ OPTIONS: list[Option] = [
     Option("datadir", "Specify data directory", "Options", "<dir>", "~/.cleancoin"),
     Option("wallet", "Load this wallet at startup (repeatable)", "Options", "<name>"),
     SYSPERMS_OPTION,
+    Option("sandbox", "Confine this process by policies/wallet-standalone.toml once its sockets are "
+           "open (0: run unconfined, with a warning)", "Sandbox options", "", "1"),
     Option("ipcconnect", "Connect to a running CleanCoin-node: unix, unix:PATH or tcp:HOST:PORT",
            "IPC options", "<address>", "unix"),
     Option("ipcbind", "Wait for nodes instead (repeatable): unix (<netdatadir>/wallet.sock), "
@@ -177,23 +182,146 @@ async def _serve_child(fd: int) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------- -ipcbind
+# ---------------------------------------------------------------------- on its own
 
 WALLET_SOCKET = "wallet.sock"
 
 
+@dataclass
+class _Opened:
+    """What a wallet process started on its own opens before it confines itself: every
+    socket it will use (listening or connected), credentials and TLS, the RPC server's ports.
+    After that it needs no path but its wallet directory, and no new socket at all."""
+
+    listeners: list[tuple[Any, socket.socket]] = field(default_factory=list)    # (Address, sock)
+    listen_options: Any = None
+    node: tuple[Any, socket.socket] | None = None                                # -ipcconnect
+    credentials: Any = None
+    tls: Any = None
+    rpc: Any = None                                                              # an RpcServer, bound
+
+    def descriptors(self) -> list[int]:
+        fds = [sock.fileno() for _, sock in self.listeners]
+        if self.node is not None:
+            fds.append(self.node[1].fileno())
+        if self.rpc is not None:
+            fds.extend(self.rpc.descriptors())
+        return fds
+
+
 def run_listening(args: Sequence[str]) -> int:
     """Wait for nodes on -ipcbind addresses; see the module docstring."""
-    return _run_standalone(args, _listening)
+    return _run_standalone(args, _open_listening, _listening)
 
 
-async def _listening(settings: Settings) -> int:
+def run_connected(args: Sequence[str]) -> int:
+    """A wallet process started on its own, joining a node; see the module docstring."""
+    return _run_standalone(args, _open_connected, _connected)
+
+
+def _run_standalone(args: Sequence[str], open_all: Callable[[Settings], _Opened],
+                    serve: Callable[[Settings, _Opened], Awaitable[int]]) -> int:
+    """Options, logging, every socket, then the sandbox (policies/wallet-standalone.toml
+    unless -sandbox=0), then `serve` on a capnp-enabled loop. "Error: ..." and status 1 for
+    what stops it from starting."""
+    try:
+        settings = load_settings(args, OPTIONS)
+    except OptionError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    apply_umask(settings)
+    _setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
+    log = logging.getLogger("cleancoin.wallet")
+    import capnp
+    try:
+        import_everything()
+        opened = open_all(settings)
+        _confine(settings, opened, log)
+        return asyncio.run(capnp.run(serve(settings, opened)))
+    except _StartError as exc:
+        log.error("Error: %s", exc)
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _confine(settings: Settings, opened: _Opened, log: logging.Logger) -> None:
+    """Confine this process with policies/wallet-standalone.toml: its wallet directory, the
+    sockets it opened, nothing else (the node's datadir around it counts as writable by
+    another confined process: a symlink planted there is not followed)."""
+    if not settings.get_bool("sandbox", True):
+        log.warning("-sandbox=0: %s runs WITHOUT a sandbox", PROG)
+        return
+    from cleancoin.sandbox.errors import EnforcementError
+    from cleancoin.sandbox.self_restrict import restrict_self
+    walletdir = os.path.join(settings.netdatadir, "wallets")
+    keep = set(opened.descriptors())
+    for handler in logging.getLogger("cleancoin").handlers:
+        stream = getattr(handler, "stream", None)
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            keep.add(stream.fileno())      # type: ignore[union-attr]
+    try:
+        report = restrict_self("wallet-standalone", {"walletdir": walletdir}, keep_fds=keep,
+                               writable_roots=(settings.netdatadir,))
+    except EnforcementError as exc:
+        raise _StartError(f"{exc} (this kernel or system cannot confine {PROG}; -sandbox=0 runs "
+                          "it unconfined)") from None
+    log.info("%s (pid %d) confined:\n%s", PROG, os.getpid(), report.to_text())
+
+
+def _open_rpc(settings: Settings, opened: _Opened) -> None:
+    """-server: the RPC server's ports are bound now; its methods come with the wallets."""
+    if not settings.get_bool("server", False):
+        return
+    from cleancoin.components.rpc.registry import Registry
+    from cleancoin.components.rpc.server import RpcAuth, RpcServer, bind_endpoints, parse_allow
+    port_text = settings.get("rpcport")
+    if port_text is None or not port_text.isdigit():
+        raise _StartError("-server needs -rpcport=PORT (the node's RPC port is the node's)")
+    try:
+        auth = RpcAuth.from_options(settings.netdatadir, settings.get("rpcuser", "") or "",
+                                    settings.get("rpcpassword", "") or "", settings.get_all("rpcauth"),
+                                    settings.get("rpccookiefile", "wallets/.cookie"))
+        allow = parse_allow(settings.get_all("rpcallowip"))
+        timeout = positive_seconds(settings, "rpcservertimeout", 30.0)
+    except (ValueError, OptionError) as exc:
+        raise _StartError(str(exc)) from None
+    endpoints, warnings = bind_endpoints(settings.get_all("rpcbind"), settings.get_all("rpcallowip"), int(port_text))
+    for w in warnings:
+        logging.getLogger("cleancoin.rpc").warning("%s", w)
+    server = RpcServer(Registry(), auth, allow, endpoints, server_timeout=timeout)
+    try:
+        server.bind()
+    except OSError as exc:
+        raise _StartError(f"Unable to start HTTP server: {exc}") from None
+    opened.rpc = server
+
+
+def _open_listening(settings: Settings) -> _Opened:
     from cleancoin.components.ipc.address import AddressError, parse
     from cleancoin.components.ipc.auth import write_cookie
+    from cleancoin.components.ipc.settings import parse_settings
+    from cleancoin.components.ipc.transport import bind
+    netdatadir = settings.netdatadir
+    opened = _Opened()
+    try:
+        ipc = parse_settings({name: list(settings.get_all(name)) for name in
+                              ("ipcbind", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections",
+                               "ipchandshaketimeout", "debug")})
+        os.makedirs(netdatadir, exist_ok=True)
+        cookie = write_cookie(netdatadir) if any(b.startswith("tcp") for b in ipc.binds) else None
+        opened.listen_options = ipc.listen_options(cookie)
+        for text in ipc.binds:
+            address = parse(text, os.path.join(netdatadir, WALLET_SOCKET))
+            opened.listeners.append((address, bind(address)))
+    except (AddressError, OSError) as exc:
+        raise _StartError(str(exc)) from None
+    return opened
+
+
+async def _listening(settings: Settings, opened: _Opened) -> int:
     from cleancoin.components.ipc.errors import IpcError
     from cleancoin.components.ipc.init_impl import ProcessInit
     from cleancoin.components.ipc.interfaces import Peer
-    from cleancoin.components.ipc.settings import parse_settings
     from cleancoin.components.ipc.transport import listen
     from cleancoin.components.wallet.process import make_wallet_service
     from cleancoin.components.wallet_interface import WalletOptions
@@ -211,19 +339,10 @@ async def _listening(settings: Settings) -> int:
         log.info("a node connected: serving the wallets of %s", netdatadir)
         return service
 
-    try:
-        ipc = parse_settings({name: list(settings.get_all(name)) for name in
-                              ("ipcbind", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections",
-                               "ipchandshaketimeout", "debug")})
-        os.makedirs(netdatadir, exist_ok=True)
-        cookie = write_cookie(netdatadir) if any(b.startswith("tcp") for b in ipc.binds) else None
-        options = ipc.listen_options(cookie)
-        local = Peer(PROG, os.getpid())
-        make_init = functools.partial(ProcessInit, wallet_loader_factory=make_loader)
-        listeners = [await listen(parse(b, os.path.join(netdatadir, WALLET_SOCKET)), make_init, local, options)
-                     for b in ipc.binds]
-    except (AddressError, OSError) as exc:
-        raise _StartError(str(exc)) from None
+    local = Peer(PROG, os.getpid())
+    make_init = functools.partial(ProcessInit, wallet_loader_factory=make_loader)
+    listeners = [await listen(address, make_init, local, opened.listen_options, sock)
+                 for address, sock in opened.listeners]
     log.info("%s (pid %d) waiting for nodes on %s", PROG, os.getpid(),
              ", ".join(str(listener.address) for listener in listeners))
     stop = asyncio.Event()
@@ -240,55 +359,59 @@ async def _listening(settings: Settings) -> int:
 
 # ---------------------------------------------------------------------- -ipcconnect
 
-def run_connected(args: Sequence[str]) -> int:
-    """A wallet process started on its own, joining a node; see the module docstring."""
-    return _run_standalone(args, _connected)
-
-
-def _run_standalone(args: Sequence[str], serve: Callable[[Settings], Awaitable[int]]) -> int:
-    """Options, logging, then `serve(settings)` on a capnp-enabled loop; "Error: ..." and
-    status 1 for what stops it from starting."""
-    try:
-        settings = load_settings(args, OPTIONS)
-    except OptionError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-    apply_umask(settings)
-    _setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
-    import capnp
-    try:
-        return asyncio.run(capnp.run(serve(settings)))
-    except _StartError as exc:
-        logging.getLogger("cleancoin.wallet").error("Error: %s", exc)
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-
-
 class _StartError(Exception):
     pass
 
 
-async def _connected(settings: Settings) -> int:
+def _open_connected(settings: Settings) -> _Opened:
+    from cleancoin.components.ipc.address import AddressError, parse
+    from cleancoin.components.ipc.auth import read_cookie
+    from cleancoin.components.ipc.settings import parse_settings
+    from cleancoin.components.ipc.transport import client_tls, open_socket
+    netdatadir = settings.netdatadir
+    options = {name: list(settings.get_all(name)) for name in
+               ("ipcconnect", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug")}
+    options["ipcconnect"] = options["ipcconnect"] or ["unix"]
+    opened = _Opened()
+    try:
+        ipc = parse_settings(options)
+        if ipc.connect == "auto":
+            ipc_connect = "unix"
+        else:
+            ipc_connect = ipc.connect or "unix"
+        address = parse(ipc_connect, os.path.join(netdatadir, "node.sock"))
+        if address.kind == "tcp":
+            opened.credentials = ipc.auth[0] if ipc.auth else read_cookie(netdatadir)
+            opened.tls = client_tls(ipc.cert) if ipc.cert else None
+        opened.node = (address, open_socket(address))
+    except AddressError as exc:
+        if "cannot connect" in str(exc) and "unix" in str(exc):
+            raise _StartError("cannot connect to the node: no CleanCoin-node answers (start it "
+                              "with -ipcbind=unix)") from None
+        raise _StartError(f"cannot connect to the node: {exc}") from None
+    except OSError as exc:
+        raise _StartError(f"cannot connect to the node: {exc}") from None
+    _open_rpc(settings, opened)
+    return opened
+
+
+async def _connected(settings: Settings, opened: _Opened) -> int:
     from cleancoin.components.ipc.address import AddressError
     from cleancoin.components.ipc.errors import IpcError
     from cleancoin.components.ipc.interfaces import Peer
-    from cleancoin.components.ipc.settings import open_peer, parse_settings
+    from cleancoin.components.ipc.settings import parse_settings
+    from cleancoin.components.ipc.transport import connect
     from cleancoin.components.wallet.process import make_wallet_service
     from cleancoin.components.wallet_interface import WalletOptions
 
     log = logging.getLogger("cleancoin.wallet")
     netdatadir = settings.netdatadir
     local = Peer(PROG, os.getpid())
-    options = {name: list(settings.get_all(name)) for name in
-               ("ipcconnect", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug")}
-    options["ipcconnect"] = options["ipcconnect"] or ["unix"]
-
-    async def refuse_spawn():  # type: ignore[no-untyped-def]
-        raise _StartError("no CleanCoin-node answers (start it with -ipcbind=unix)")
-
+    debug = parse_settings({"debug": list(settings.get_all("debug"))}).debug
+    assert opened.node is not None
+    address, sock = opened.node
     try:
-        ipc = parse_settings(options)
-        connection = await open_peer(ipc, os.path.join(netdatadir, "node.sock"), local, netdatadir, refuse_spawn)
+        connection = await connect(address, local, debug, opened.credentials, opened.tls, sock)
     except (AddressError, IpcError, OSError) as exc:
         raise _StartError(f"cannot connect to the node: {exc}") from None
     log.info("%s (pid %d) connected to %s", PROG, os.getpid(), connection.remote)
@@ -305,7 +428,7 @@ async def _connected(settings: Settings) -> int:
             await service.close()
         connection.close()
         raise _StartError(str(exc)) from None
-    rpc = await _start_rpc(settings, service) if settings.get_bool("server", False) else None
+    rpc = await _start_rpc(opened, service)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -327,34 +450,18 @@ async def _connected(settings: Settings) -> int:
     return 0
 
 
-async def _start_rpc(settings: Settings, service):  # type: ignore[no-untyped-def]
-    """The wallet's own JSON-RPC server: the wallet methods, `help` and `stop`."""
-    from cleancoin.components.rpc.server import RpcAuth, RpcServer, bind_endpoints, parse_allow
-
+async def _start_rpc(opened: _Opened, service):  # type: ignore[no-untyped-def]
+    """The wallet's own JSON-RPC server (bound before the sandbox): the wallet methods, `help`
+    and `stop`."""
+    if opened.rpc is None:
+        return None
     service.registry.add_stop("CleanCoin-wallet stopping")
-    port_text = settings.get("rpcport")
-    if port_text is None or not port_text.isdigit():
-        raise _StartError("-server needs -rpcport=PORT (the node's RPC port is the node's)")
+    opened.rpc.registry = service.registry
     try:
-        auth = RpcAuth.from_options(settings.netdatadir, settings.get("rpcuser", "") or "",
-                                    settings.get("rpcpassword", "") or "", settings.get_all("rpcauth"),
-                                    settings.get("rpccookiefile", "wallets/.cookie"))
-        allow = parse_allow(settings.get_all("rpcallowip"))
-    except ValueError as exc:
-        raise _StartError(str(exc)) from None
-    endpoints, warnings = bind_endpoints(settings.get_all("rpcbind"), settings.get_all("rpcallowip"), int(port_text))
-    for w in warnings:
-        logging.getLogger("cleancoin.rpc").warning("%s", w)
-    try:
-        timeout = positive_seconds(settings, "rpcservertimeout", 30.0)
-    except OptionError as exc:
-        raise _StartError(str(exc)) from None
-    server = RpcServer(service.registry, auth, allow, endpoints, server_timeout=timeout)
-    try:
-        await server.start()
+        await opened.rpc.start()
     except OSError as exc:
         raise _StartError(f"Unable to start HTTP server: {exc}") from None
-    return server
+    return opened.rpc
 
 
 def main(args: Sequence[str]) -> int:

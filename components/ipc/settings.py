@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,10 +85,12 @@ def _debug_ipc(options: Mapping[str, Sequence[str]]) -> bool:
 
 
 async def open_peer(settings: IpcSettings, default_path: str, local: Peer, cookie_dir: str,
-                    spawn: Callable[[], Awaitable[Connection]]) -> Connection:
+                    spawn: Callable[[], Awaitable[Connection]], sock: socket.socket | None = None
+                    ) -> Connection:
     """Reach the process this one needs: -ipcconnect's address, or spawn it.
 
-    `auto` connects when the default unix socket answers and spawns otherwise.
+    `auto` connects when the default unix socket answers and spawns otherwise. `sock` is a
+    socket already connected to -ipcconnect's address (transport.open_socket).
     """
     if settings.connect is None:
         return await spawn()
@@ -102,4 +105,4 @@ async def open_peer(settings: IpcSettings, default_path: str, local: Peer, cooki
     if address.kind == "tcp":
         credentials = settings.auth[0] if settings.auth else read_cookie(cookie_dir)
         tls = client_tls(settings.cert) if settings.cert else None
-    return await connect(address, local, settings.debug, credentials, tls)
+    return await connect(address, local, settings.debug, credentials, tls, sock)

@@ -122,16 +122,26 @@ def _bind_tcp(address: Address) -> socket.socket:
     return sock
 
 
-async def listen(address: Address, make_init: InitFactory, local: Peer, options: ListenOptions) -> Listener:
-    """Bind `address` and serve a fresh Init (behind Auth on TCP) to every accepted client."""
-    if address.kind == "tcp" and not options.credentials:
-        raise AddressError(f"{address}: a TCP listener needs credentials (cookie or -ipcauth)")
+def bind(address: Address) -> socket.socket:
+    """A listening socket on `address` (synchronous: a process that confines itself binds
+    before, and serves on it after)."""
     try:
         sock = _bind_unix(address) if address.kind == "unix" else _bind_tcp(address)
     except OSError as exc:
         raise AddressError(f"cannot listen on {address}: {exc.strerror}") from None
     sock.listen(64)
     sock.setblocking(False)
+    return sock
+
+
+async def listen(address: Address, make_init: InitFactory, local: Peer, options: ListenOptions,
+                 sock: socket.socket | None = None) -> Listener:
+    """Serve a fresh Init (behind Auth on TCP) to every client accepted on `address`, bound
+    here or already (`sock`, from `bind`)."""
+    if address.kind == "tcp" and not options.credentials:
+        raise AddressError(f"{address}: a TCP listener needs credentials (cookie or -ipcauth)")
+    if sock is None:
+        sock = bind(address)
     listener = Listener(address, sock)
     listener.task = asyncio.get_running_loop().create_task(
         _accept_loop(listener, make_init, local, options))
@@ -286,20 +296,40 @@ async def _serve_accepted(conn: socket.socket, session: _Session, make_init: Ini
     session.start_deadline()
 
 
-async def connect(address: Address, local: Peer, debug: bool, credentials: Credentials | None = None,
-                  tls: ssl.SSLContext | None = None) -> Connection:
-    """Connect to a listening process; TCP needs credentials."""
-    import capnp
+def open_socket(address: Address) -> socket.socket:
+    """A socket connected to `address` (synchronous: a process that confines itself connects
+    before, and talks over it after)."""
     try:
         if address.kind == "unix":
-            stream = await capnp.AsyncIoStream.create_unix_connection(address.path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(address.path)
+            except BaseException:
+                sock.close()
+                raise
         else:
             sock = socket.create_connection((address.host, address.port), timeout=10)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setblocking(False)
+    except OSError as exc:
+        raise AddressError(f"cannot connect to {address}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+async def connect(address: Address, local: Peer, debug: bool, credentials: Credentials | None = None,
+                  tls: ssl.SSLContext | None = None, sock: socket.socket | None = None) -> Connection:
+    """Connect to a listening process (or use `sock`, from `open_socket`); TCP needs credentials."""
+    import capnp
+    if sock is None:
+        sock = open_socket(address)
+    try:
+        if address.kind == "unix":
+            stream = await capnp.AsyncIoStream.create_unix_connection(sock=sock)
+        else:
             stream = await capnp.AsyncIoStream.create_connection(
                 sock=sock, ssl=tls, server_hostname=address.host if tls else None)
     except OSError as exc:
+        sock.close()
         raise AddressError(f"cannot connect to {address}: {exc.strerror or exc}") from None
     return await connect_init(stream, local, debug, credentials if address.kind == "tcp" else None)
 

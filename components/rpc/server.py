@@ -374,6 +374,7 @@ class RpcServer:
         self.stop_requested = asyncio.Event()
         self.bound: list[tuple[str, int]] = []
         self._runner: web.BaseRunner | None = None
+        self._sockets: list[tuple[str, int, socket.socket]] | None = None
 
     @property
     def ports(self) -> list[int]:
@@ -409,9 +410,14 @@ class RpcServer:
             await self.stop()
             raise
 
-    async def _bind_all(self, runner: web.AppRunner) -> None:
+    def bind(self) -> None:
+        """Bind the listening sockets now (synchronous: a process that confines itself binds
+        before, and `start` serves on them after). `start` calls it if nobody did."""
+        if self._sockets is not None:
+            return
         ephemeral = 0
         errors: list[str] = []
+        self._sockets = []
         for host, port in self.binds:
             sock = None
             last: OSError | None = None
@@ -425,15 +431,25 @@ class RpcServer:
                 errors.append(f"Binding RPC on address {host} port {port} failed: {last}")
                 LOG.warning("%s", errors[-1])
                 continue
-            site = web.SockSite(runner, sock)
-            await site.start()
             bound_port = sock.getsockname()[1]
             if port == 0 and not ephemeral:
                 ephemeral = bound_port
-            self.bound.append((host, bound_port))
-            LOG.info("Binding RPC on address %s port %d", host, bound_port)
-        if not self.bound:
+            self._sockets.append((host, bound_port, sock))
+        if not self._sockets:
             raise OSError("Unable to bind any endpoint for RPC server: " + "; ".join(errors))
+
+    def descriptors(self) -> list[int]:
+        """The bound sockets' descriptors (after `bind`)."""
+        return [sock.fileno() for _, _, sock in self._sockets or ()]
+
+    async def _bind_all(self, runner: web.AppRunner) -> None:
+        self.bind()
+        assert self._sockets is not None
+        for host, port, sock in self._sockets:
+            site = web.SockSite(runner, sock)
+            await site.start()
+            self.bound.append((host, port))
+            LOG.info("Binding RPC on address %s port %d", host, port)
 
     async def stop(self) -> None:
         """Stop listening, let requests in flight finish (up to shutdown_timeout), delete the cookie."""

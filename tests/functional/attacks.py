@@ -199,3 +199,26 @@ try:
 except OSError as exc:
     report("sparse-1tib-file", False, exc.strerror)
 '''
+
+# A wallet process started on its own, confined by policies/wallet-standalone.toml (item 7).
+STANDALONE = r'''
+data, how = try_read(os.path.join(ctx["netdir"], "chainstate.sqlite"))
+report("read-node-chain", bool(data), how)
+data, how = try_read(ctx["canary"])
+report("read-outside-canary", bool(data), how)
+ok, how = try_create(os.path.join(ctx["netdir"], "pwned-by-wallet"))
+report("write-node-datadir", ok, how)
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+    report("inet-socket", True, "created")
+except OSError as exc:
+    report("inet-socket", False, exc.strerror)
+try:
+    os.listdir(ctx["walletdir"])
+    report("control-walletdir", False, "listed (allowed, as it should be)")
+except OSError as exc:
+    report("control-walletdir", True, f"its own wallet directory is not readable: {exc.strerror}")
+attempt("connect-outside-socket")
+ok, how = try_connect_unix(ctx["outside_sock"])
+report("connect-outside-socket", ok, how)
+'''

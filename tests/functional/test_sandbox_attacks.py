@@ -50,7 +50,7 @@ def home_base() -> Iterator[Path]:
 class AttackedNode:
     """A TestNode whose processes run attacker code, and where the results arrive."""
 
-    def __init__(self, base: Path, *, node: str = "", wallet: str = "",
+    def __init__(self, base: Path, *, node: str = "", wallet: str = "", standalone: str = "",
                  extra: tuple[str, ...] = (), variables: dict[str, Any] | None = None) -> None:
         self.base = base
         self.node = TestNode(0, base, extra)
@@ -62,10 +62,12 @@ class AttackedNode:
         shutil.copy(HARNESS, self.site / "sitecustomize.py")
         netdir = self.node.netdatadir
         self.results = {"node": str(netdir / "result_node.json"),
-                        "wallet": str(netdir / "wallets" / "result_wallet.json")}
+                        "wallet": str(netdir / "wallets" / "result_wallet.json"),
+                        "standalone": str(netdir / "wallets" / "result_standalone.json")}
         self.config = {
             "node": attacks.PRELUDE + node if node else "",
             "wallet": attacks.PRELUDE + wallet if wallet else "",
+            "standalone": attacks.PRELUDE + standalone if standalone else "",
             "results": self.results,
             "vars": {"netdir": str(netdir), "walletdir": str(netdir / "wallets"),
                      "canary": str(self.outside / "canary"), "outside_dir": str(self.outside),
@@ -263,3 +265,55 @@ def test_the_smaller_holes_are_closed_in_the_wallet(home_base: Path) -> None:
     a.start()
     results = a.result("wallet", timeout=60)
     assert escapes(results) == {}, results
+
+
+def test_a_wallet_started_on_its_own_is_confined(home_base: Path) -> None:
+    """Item 7: `CleanCoin-wallet -ipcconnect -server` confines itself once its sockets are
+    open: it serves the node and its own RPC, and sees nothing but its wallet directory."""
+    outside_sock = home_base / "outside.sock"
+    listener = _Listener(outside_sock)
+    a = AttackedNode(home_base, standalone=attacks.STANDALONE,
+                     extra=("-ipcbind=unix", "-disablewallet", "-ipcallowwallet=1"),
+                     variables={"outside_sock": str(outside_sock)})
+    a.arm()
+    a.node.start(env=a.env())      # the node itself runs no attack
+    rpc_port = free_port()
+    wallet_bin = Path(sys.executable).parent / "CleanCoin-wallet"
+    log = open(home_base / "wallet-stderr.txt", "ab")
+    wallet = subprocess.Popen([str(wallet_bin), "-regtest", f"-datadir={a.node.datadir}", "-ipcconnect=unix",
+                               "-server", f"-rpcport={rpc_port}"], stderr=log, env=a.env())
+    try:
+        results = a.result("standalone", timeout=30)
+        assert escapes(results) == {}, results
+        assert killed_during(results) == ["connect-outside-socket"], results
+        assert listener.accepted == 0
+        wallet.wait(20)
+        assert wallet.returncode == -signal.SIGSYS        # its filter killed it on connect(2)
+    finally:
+        if wallet.poll() is None:
+            wallet.kill()
+        log.close()
+        listener.sock.close()
+    # Unattacked, the same process serves: a fresh one registers with the node and answers.
+    clean = subprocess.Popen([str(wallet_bin), "-regtest", f"-datadir={a.node.datadir}", "-ipcconnect=unix",
+                              "-server", f"-rpcport={rpc_port}"], stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _lists_wallets(a.node), what="the wallet's registration")
+        a.node.rpc.createwallet("w")
+        own = RpcClient("127.0.0.1", rpc_port, cookie_path=str(a.node.netdatadir / "wallets" / ".cookie"))
+        assert own.call("listwallets") == ["w"]
+        status = Path(f"/proc/{clean.pid}/status").read_text()
+        assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status
+        assert os.readlink(f"/proc/{clean.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        assert "confined" in (a.node.netdatadir / "wallets" / "debug.log").read_text()
+    finally:
+        clean.terminate()
+        clean.wait(20)
+
+
+def _lists_wallets(node: TestNode) -> bool:
+    try:
+        node.rpc.listwallets()
+        return True
+    except Exception:   # noqa: BLE001 - -28 / -32601 until the wallet registered
+        return False

@@ -8,7 +8,8 @@ attacker code runs exactly where a compromised component's code would:
 
 - `node`: after `restrict_self` returned, inside the confined CleanCoin-node;
 - `wallet`: at the start of the wallet process's entry point, inside its sandbox (every
-  sandbox step has been applied by then).
+  sandbox step has been applied by then);
+- `standalone`: in a CleanCoin-wallet started on its own, once it has confined itself.
 
 The attack's source is read here, at start-up, because the confined side cannot read the
 test directory. It is a function body run with `ctx` (the JSON config plus `role`) and
@@ -83,6 +84,15 @@ def _runner(role, config):
 def _install(config):
     node_attack = _runner("node", config)
     wallet_attack = _runner("wallet", config)
+    standalone_attack = _runner("standalone", config)
+    if standalone_attack is not None:
+        from cleancoin.cli import wallet_process as standalone
+        original_confine = standalone._confine
+
+        def confine(*args, **kwargs):
+            original_confine(*args, **kwargs)
+            standalone_attack()
+        standalone._confine = confine
     if node_attack is not None:
         from cleancoin.sandbox import self_restrict
         original_restrict = self_restrict.restrict_self
