@@ -45,6 +45,8 @@ from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
 from cleancoin.sandbox.report import Report
 
 BASE_POLICY = shipped_policy("base/python")
+#: What write_policy extends: the shipped base plus the syscalls of general Python code.
+GENERAL_POLICY = os.path.join(os.path.dirname(__file__), "policies", "general.toml")
 REQUIRE_ENV = "CLEANCOIN_REQUIRE_SANDBOX"
 CHILD_TIMEOUT = 20.0     # seconds a sandboxed child may take to answer
 
@@ -121,14 +123,16 @@ def base_sandbox(sandbox_support: SandboxSupport) -> SandboxSupport:
 def write_policy(tmp_path) -> Callable[..., str]:
     """write_policy(body, extends=True, name=None, view=True) -> path of a new policy file.
 
-    `view=False` extends a copy of the shipped base without a mount namespace (so without the
-    filesystem view and its tmpfs): for tests that prove what Landlock alone denies.
+    It extends tests/policies/general.toml (the shipped base with the syscalls of general
+    Python code: test functions use sockets, ports and terminals the components never do).
+    `view=False` extends a copy of it without a mount namespace (so without the filesystem
+    view and its tmpfs): for tests that prove what Landlock alone denies.
     """
     counter = itertools.count()
 
     def write(body: str, *, extends: bool = True, name: str | None = None, view: bool = True) -> str:
         path = tmp_path / (name or f"policy{next(counter)}.toml")
-        base = BASE_POLICY if view else _base_without_view(tmp_path)
+        base = GENERAL_POLICY if view else _base_without_view(tmp_path)
         header = f'extends = ["{base}"]\n' if extends else ""
         path.write_text(header + textwrap.dedent(body))
         return str(path)
@@ -137,15 +141,21 @@ def write_policy(tmp_path) -> Callable[..., str]:
 
 
 def _base_without_view(directory) -> str:
-    """The shipped base policy with `mount = false` and without its tmpfs."""
-    path = directory / "base-without-view.toml"
+    """tests/policies/general.toml over a copy of the shipped base with `mount = false` and
+    without its tmpfs."""
+    path = directory / "general-without-view.toml"
     if not path.exists():
         text = open(BASE_POLICY).read()
         lines = [line for line in text.splitlines() if not line.startswith("tmpfs = ")]
         text = "\n".join(lines).replace("\nmount = true\n", "\nmount = false\n") + "\n"
         assert "\nmount = false\n" in text and "\ntmpfs = " not in text, \
             "the shipped base changed shape: update _base_without_view"
-        path.write_text(text)
+        (directory / "base-without-view.toml").write_text(text)
+        general = open(GENERAL_POLICY).read()
+        general = general.replace('extends = ["../../policies/base/python.toml"]',
+                                  'extends = ["base-without-view.toml"]')
+        assert 'extends = ["base-without-view.toml"]' in general
+        path.write_text(general)
     return str(path)
 
 

@@ -64,7 +64,11 @@ def _run_policy(tmp_path) -> str:
         f'extends = ["{_shipped("base/python")}"]\n'
         + '[namespaces]\nnet = true\n'
         + '[filesystem]\nwrite = ["${datadir}"]\nexecute = ["/usr/bin", "/usr/lib"]\n'
-        + '[seccomp]\nallow = [{ syscall = "execve", reason = "run execs the program" }]\n')
+        + '[seccomp]\nallow = [{ syscall = "@system-service", reason = "an ordinary program" }, '
+          '"fork", "vfork", { syscall = "execve", reason = "run execs the program" }]\n'
+        + 'deny = ["@keyring", "@privileged", "@setuid", "unshare", "setns", "process_vm_readv", '
+          '"process_vm_writev", "pidfd_getfd", "io_uring_setup", "userfaultfd", "personality", '
+          '"kcmp", "name_to_handle_at", "open_tree", "execveat", "io_uring_enter", "io_uring_register"]\n')
     return str(policy)
 
 

@@ -31,9 +31,10 @@ REQUIRED = {
 
 
 def _weak_policy(tmp_path: Path) -> str:
-    """The shipped base plus the host's network, the inet family and TCP connect to any port."""
+    """The general test base plus the host's network, the inet family and TCP connect to any
+    port."""
     path = tmp_path / "weak.toml"
-    path.write_text(f'''extends = ["{shipped_policy("base/python")}"]
+    path.write_text(f'''extends = ["{Path(__file__).parent / 'policies' / 'general.toml'}"]
 [policy]
 name = "weak"
 [namespaces]

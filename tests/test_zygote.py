@@ -176,7 +176,10 @@ ours, theirs = socket.socketpair()
 spawned = z.spawn("c", theirs.fileno())
 ours.sendall(b"x"); ours.recv(1)
 print("pid", spawned.pid, flush=True)
-ours.close(); time.sleep(0.5); z.stop()
+ours.close()
+import select
+select.select([z.events], [], [], 10); z.read_event()   # the component ended: its pipes too
+time.sleep(0.5); z.stop()
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": TESTS})
