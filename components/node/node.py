@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -148,6 +149,7 @@ class Node:
         self.registry: Any = None
         self.wallet_loader: Any = None  # components.wallet.wallet.WalletLoader (None: -disablewallet)
         self._stop: asyncio.Event | None = None     # created on the loop in run()
+        self._exit_code = 0
         self._pid_written = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -175,12 +177,17 @@ class Node:
             log.info("Shutdown requested")
             # Let the `stop` reply leave before the server closes.
             await asyncio.sleep(0.05)
-            return 0
+            return self._exit_code
         finally:
             await self.shutdown()
 
-    def request_shutdown(self) -> None:
-        """Ask run() to return (signal handlers, the `stop` RPC)."""
+    def request_shutdown(self, exit_code: int = 0, reason: str = "") -> None:
+        """Ask run() to return (signal handlers, the `stop` RPC; a part of the node that
+        cannot go on gives a non-zero `exit_code` and the `reason`, also on stderr)."""
+        if exit_code and not self._exit_code:
+            self._exit_code = exit_code
+            if reason:
+                print(f"Error: {reason}", file=sys.stderr)
         if self._stop is not None:
             self._stop.set()
 

@@ -107,11 +107,29 @@ class WalletProcess(RemoteWallet):
         if event is None:
             asyncio.get_running_loop().remove_reader(self._zygote.events.fileno())
             if not self._stopping:
-                log.error("the launcher (zygote) is gone: the wallet process cannot be restarted")
-                self._router.status = "Wallet process unavailable: its launcher is gone"
+                self._on_zygote_gone()
             return
         if event.pid == self.pid:
             self._on_exit(event)
+
+    def _on_zygote_gone(self) -> None:
+        """The zygote died (it never does on its own). A confined node cannot start another
+        (building a sandbox needs rights it gave up), and without one no wallet process can
+        come back: the node stops with exit status 1 and says why, so that a supervisor
+        starts it again with everything in place. Its wallet process died with the zygote."""
+        code = self._zygote.reap()
+        how = "" if code is None else f" ({'killed by signal ' + str(-code) if code < 0 else 'exit status ' + str(code)})"
+        message = (f"the wallet launcher (zygote, pid {self._zygote.pid}) is gone{how}: no wallet "
+                   "process can be started again; CleanCoin-node stops (exit status 1), start it again")
+        log.error("%s", message)
+        self._router.status = ("Wallet process unavailable: its launcher is gone and the node is "
+                               "stopping; start CleanCoin-node again")
+        self.pid = None
+        self.exited.set()
+        if self._restart is not None:
+            self._restart.cancel()
+        asyncio.get_running_loop().create_task(self._detach())
+        self._node.request_shutdown(1, message)
 
     def _on_exit(self, event: Exited) -> None:
         self.pid = None
@@ -154,7 +172,8 @@ class WalletProcess(RemoteWallet):
         if self._restart is not None:
             self._restart.cancel()
         pid = self.pid
-        await self._close_wallets()        # a process that does not is killed below
+        if pid is not None:
+            await self._close_wallets()    # a process that does not is killed below
         await self._detach()
         if pid is not None:
             try:

@@ -17,7 +17,7 @@ import pytest
 
 from cleancoin.components.rpc.client import RpcClient, RpcError
 
-from framework import TestNode, free_port, is_multiprocess, wait_until
+from framework import TestNode, free_port, is_multiprocess, pid_alive, wait_until
 
 pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
 
@@ -425,3 +425,39 @@ def test_idle_tcp_ipc_clients_do_not_lock_out_node_sock_or_a_real_tcp_client(nod
     assert "no login within the handshake deadline (1 s)" in log
     assert "3 failed logins: closing the connection" in log
     assert "correct-horse" not in log and "guess-" not in log
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(p) for p in handle.read().split()]
+
+
+def test_a_dead_zygote_stops_the_node_promptly_with_a_clear_error(node) -> None:
+    """Issue #11 item 11: nothing can start a wallet process any more once the zygote is
+    gone (the confined node cannot build sandboxes). The node says so and stops with exit
+    status 1 for a supervisor to restart it: promptly, reaping the zygote, losing nothing."""
+    n = node()
+    n.start()
+    n.rpc.createwallet("w")
+    address = n.rpc.getnewaddress()
+    n.rpc.generatetoaddress(1, address)
+    zygotes = [p for p in _children(n.process.pid)
+               if Path(f"/proc/{p}/comm").read_text().strip() == "zygote"]
+    assert len(zygotes) == 1, _children(n.process.pid)
+    wpid = wallet_pid(n)
+    started = time.monotonic()
+    os.kill(zygotes[0], signal.SIGKILL)
+    code = n.process.wait(15)
+    elapsed = time.monotonic() - started
+    stderr = (n.datadir / "stderr.txt").read_text()
+    n.process = None
+    assert code == 1, stderr
+    assert elapsed < 5, f"stopping took {elapsed:.1f} s"
+    assert "the wallet launcher (zygote" in stderr and "start it again" in stderr
+    assert "is gone" in n.debug_log() and "killing it" not in n.debug_log()
+    assert not pid_alive(wpid) and not pid_alive(zygotes[0])
+    # Started again, everything is there.
+    n.start()
+    n.rpc.loadwallet("w")
+    assert n.rpc.getblockcount() == 1
+    assert n.rpc.getaddressinfo(address)["ismine"]
