@@ -317,7 +317,7 @@ def _namespaces(policy: Policy, kernel: KernelFeatures, mounts: tuple[Mount, ...
     if not entered:
         return MechanismPlan(level.value, disabled=ns.reason or "no namespace in the policy")
     kinds = {k: sum(1 for m in mounts if m.kind == k) for k in ("bind", "tmpfs", "hide", "symlink")}
-    details = [f"entered: {', '.join(entered)}"]
+    details = []
     if mounts:
         details.append(f"filesystem view on an empty root: {kinds['bind']} bound grants, "
                        f"{kinds['tmpfs']} tmpfs ({', '.join(m.path for m in mounts if m.kind == 'tmpfs') or 'none'}), "

@@ -17,7 +17,7 @@ struct Peer {
 interface Init {
   hello @0 (client :Peer, debug :List(Text)) -> (server :Peer);
   # Introduce both ends. Clients call it first; servers use the answer in their logs.
-  # `debug` passes the caller's -debug categories on: a child started with -ipcfd takes no
+  # `debug` passes the caller's -debug categories on: a child its parent started takes no
   # options of its own, so "ipc" here turns on -debug=ipc for this connection.
   makeEcho @1 () -> (echo :Echo);
   makeChain @2 () -> (chain :Chain);
