@@ -32,7 +32,7 @@ from typing import Any
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 from cleancoin.components.rpc.conf import cookie_path, net_datadir
 from cleancoin.components.rpc.errors import RpcError
-from cleancoin.sandbox.report import Report
+from cleancoin.sandbox import Report
 
 CHAIN = "regtest"
 START_TIMEOUT = 30.0
@@ -303,8 +303,7 @@ def stop(rpc: RpcClient, node: subprocess.Popen[bytes], members: dict[int, tuple
 def probe_wallet_policy(tmp: str) -> int:
     heading("7. Escape battery: CleanCoin-sandbox probe --policy wallet")
     from cleancoin.sandbox import probe
-    from cleancoin.sandbox.launcher import SpawnError
-    from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
+    from cleancoin.sandbox import SpawnError, load_policy, shipped_policy
     walletdir = os.path.join(tmp, "probe", "regtest", "wallets")
     os.makedirs(walletdir)
     try:

@@ -103,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cleancoin.components.node.multiprocess import NodeProcesses
     from cleancoin.components.node.node import InitError, Node
     from cleancoin.components.node.wallet_process import WALLET_COMPONENT, WALLET_TARGET, prestart
-    from cleancoin.sandbox.policy_loader import shipped_policy
-    from cleancoin.sandbox.zygote import ComponentSpec, Zygote, ZygoteError
+    from cleancoin.sandbox import ComponentSpec, Zygote, ZygoteError, shipped_policy
 
     # Everything the node will run is imported now: once it is confined it could still read
     # the Python installation, but a failure there would come late and far from its cause.
@@ -121,14 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A fresh interpreter, not a fork: this process has read the conf file and its
             # command line (RPC and IPC passwords); the wallet must not hold a copy of them.
             # It starts while this process restricts itself and opens its chain.
-            zygote = Zygote.start({WALLET_COMPONENT: spec}, wait=False)
+            zygote = Zygote.start({WALLET_COMPONENT: spec}, wait=False, title=f"{PROG} zygote")
             prestarted = prestart(zygote)
         except (ZygoteError, OSError) as exc:
             return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
     report = None
     if sandbox:
-        from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors
-        from cleancoin.sandbox.self_restrict import restrict_self
+        from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self
         keep = _open_descriptors_to_keep(zygote, prestarted)
         try:
             report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds),

@@ -160,8 +160,12 @@ async def _serve_child(fd: int) -> int:
     from cleancoin.components.wallet.process import make_wallet_service
 
     async def make_loader(chain, options):  # type: ignore[no-untyped-def]
+        from cleancoin.sandbox import syscalls
         debug = ["ipc"] if logging.getLogger("cleancoin.ipc").isEnabledFor(logging.DEBUG) else []
         _setup_logging(options.netdatadir, False, debug)
+        # The zygote titled this process "CleanCoin-wallet (sandboxed, policy wallet)"; `ps`
+        # tells the wallet processes of several nodes apart by their datadir.
+        syscalls.set_title(f"{syscalls.get_title() or PROG} -datadir={options.netdatadir}")
         log = logging.getLogger("cleancoin.wallet")
         log.info("%s (pid %d) serving the wallets of %s (%s)", PROG, os.getpid(), options.netdatadir,
                  options.network)
@@ -251,8 +255,7 @@ def _confine(settings: Settings, opened: _Opened, log: logging.Logger) -> None:
     if not settings.get_bool("sandbox", True):
         log.warning("-sandbox=0: %s runs WITHOUT a sandbox", PROG)
         return
-    from cleancoin.sandbox.errors import EnforcementError
-    from cleancoin.sandbox.self_restrict import restrict_self
+    from cleancoin.sandbox import EnforcementError, restrict_self
     walletdir = os.path.join(settings.netdatadir, "wallets")
     keep = set(opened.descriptors())
     for handler in logging.getLogger("cleancoin").handlers:

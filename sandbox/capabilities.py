@@ -3,18 +3,14 @@ securebits locked so that neither setuid nor a capable file can give anything ba
 
 from __future__ import annotations
 
-import ctypes
-import os
-
 import prctl
 
+from . import syscalls
 from .errors import EnforcementError
 
-_PR_CAP_AMBIENT = 47
-_PR_CAP_AMBIENT_CLEAR_ALL = 4
-_PR_SET_SECUREBITS = 28
 # NOROOT, NO_SETUID_FIXUP, KEEP_CAPS (off) and NO_CAP_AMBIENT_RAISE, each with its lock bit.
-# python-prctl names the first three pairs only.
+# python-prctl names the first three pairs only, so securebits and the ambient set go through
+# syscalls.prctl; the capability sets through python-prctl.
 SECUREBITS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 5) | (1 << 6) | (1 << 7)
 
 
@@ -25,13 +21,14 @@ def capability_number(name: str) -> int:
 
 def drop(keep: tuple[int, ...]) -> list[str]:
     """Drop every capability not in `keep` from every set; returns notes for the report."""
-    libc = ctypes.CDLL(None, use_errno=True)
     notes: list[str] = []
     permitted = prctl.get_caps(*[(cap, prctl.CAP_PERMITTED) for cap in prctl.ALL_CAPS])
     has_setpcap = permitted[prctl.CAP_PERMITTED].get(prctl.CAP_SETPCAP, False)
     if has_setpcap:
-        if libc.prctl(_PR_SET_SECUREBITS, SECUREBITS, 0, 0, 0) != 0:
-            raise EnforcementError("capabilities", f"locking securebits: {os.strerror(ctypes.get_errno())}")
+        try:
+            syscalls.prctl(syscalls.PR_SET_SECUREBITS, SECUREBITS)
+        except OSError as exc:
+            raise EnforcementError("capabilities", f"locking securebits: {exc.strerror}") from None
         for cap in prctl.ALL_CAPS:
             if cap not in keep and prctl.capbset_read(cap):
                 try:
@@ -43,8 +40,10 @@ def drop(keep: tuple[int, ...]) -> list[str]:
         # Without CAP_SETPCAP neither is possible; with an empty permitted set and
         # no_new_privs, neither the bounding set nor securebits can hand anything back.
         notes.append("no CAP_SETPCAP: bounding set and securebits left as they were")
-    if libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
-        raise EnforcementError("capabilities", f"clearing ambient set: {os.strerror(ctypes.get_errno())}")
+    try:
+        syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
+    except OSError as exc:
+        raise EnforcementError("capabilities", f"clearing ambient set: {exc.strerror}") from None
     try:
         prctl.cap_inheritable.limit(*keep)
         prctl.cap_effective.limit(*keep)

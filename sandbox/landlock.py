@@ -16,12 +16,9 @@ from dataclasses import dataclass
 
 from landlock import FSAccess
 
-from . import paths
+from . import paths, syscalls
 from .errors import EnforcementError
 
-_SYS_CREATE_RULESET = 444
-_SYS_ADD_RULE = 445
-_SYS_RESTRICT_SELF = 446
 _RULE_PATH_BENEATH = 1
 _RULE_NET_PORT = 2
 
@@ -109,11 +106,11 @@ class _NetPortAttr(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
 
 
-def _check(result: int, libc: ctypes.CDLL, what: str) -> int:
-    if result < 0:
-        err = ctypes.get_errno()
-        raise EnforcementError("landlock", f"{what}: {os.strerror(err)}")
-    return result
+def _check(result: int, what: str) -> int:
+    try:
+        return syscalls.check(result, what)
+    except OSError as exc:
+        raise EnforcementError("landlock", exc.strerror or str(exc)) from None
 
 
 def apply(rules: LandlockRules) -> list[str]:
@@ -121,15 +118,13 @@ def apply(rules: LandlockRules) -> list[str]:
 
     Needs no_new_privs or CAP_SYS_ADMIN. Skips optional paths that do not exist.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
     attr = _RulesetAttr(rules.handled_fs, rules.handled_net, rules.scoped)
     # The attribute size tells the kernel which fields we know; older ABIs reject larger ones
     # with E2BIG only if the extra fields are non-zero, so size it to what is used.
     size = 24 if rules.scoped else 16 if rules.handled_net else 8
     notes: list[str] = []
-    ruleset = _check(libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size),
-                                  ctypes.c_uint32(0)), libc, "landlock_create_ruleset")
+    ruleset = _check(syscalls.syscall(syscalls.SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr),
+                                      ctypes.c_size_t(size), ctypes.c_uint32(0)), "landlock_create_ruleset")
     try:
         for path, rights, optional in rules.paths:
             try:
@@ -152,15 +147,15 @@ def apply(rules: LandlockRules) -> list[str]:
                 if not rights:
                     continue
                 rule = _PathBeneathAttr(rights, fd)
-                _check(libc.syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule),
-                                    ctypes.c_uint32(0)), libc, f"landlock_add_rule({path})")
+                _check(syscalls.syscall(syscalls.SYS_LANDLOCK_ADD_RULE, ruleset, _RULE_PATH_BENEATH,
+                                        ctypes.byref(rule), ctypes.c_uint32(0)), f"landlock_add_rule({path})")
             finally:
                 os.close(fd)
         for port, rights in rules.ports:
             net = _NetPortAttr(rights, port)
-            _check(libc.syscall(_SYS_ADD_RULE, ruleset, _RULE_NET_PORT, ctypes.byref(net),
-                                ctypes.c_uint32(0)), libc, f"landlock_add_rule(port {port})")
-        _check(libc.syscall(_SYS_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)), libc,
+            _check(syscalls.syscall(syscalls.SYS_LANDLOCK_ADD_RULE, ruleset, _RULE_NET_PORT,
+                                    ctypes.byref(net), ctypes.c_uint32(0)), f"landlock_add_rule(port {port})")
+        _check(syscalls.syscall(syscalls.SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)),
                "landlock_restrict_self")
     finally:
         os.close(ruleset)

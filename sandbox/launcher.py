@@ -127,7 +127,7 @@ def prepare(policy: "Policy", variables: Mapping[str, str], writable_roots: Sequ
 
 def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int] = (),
           target: Callable[[int], int] | None = None, env: Mapping[str, str] | None = None,
-          relay: bool = True, raw_output: bool = False) -> SandboxedProcess:
+          relay: bool = True, raw_output: bool = False, title: str = "") -> SandboxedProcess:
     """Fork a child under `plan` (None: no sandbox at all) and wait until it reports.
 
     With `argv` the child execs it once every step is in force (the policy must allow
@@ -135,7 +135,8 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
     exit status (it may send more messages on the control descriptor). `pass_fds` stay open
     in the child. With stdio "pipe" the child's output is passed on to this process's stdout
     and stderr by a thread (`relay`; control characters shown escaped unless `raw_output`
-    and not a terminal), or left to the caller in `SandboxedProcess.output`.
+    and not a terminal), or left to the caller in `SandboxedProcess.output`. `title` is what
+    `ps` shows for the child (its waiting processes say "(waiter)" and "(init)" after it).
     """
     if target is None and not argv:
         raise ValueError("spawn needs argv or a target")
@@ -154,7 +155,7 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
         ours.close()
         if pipes is not None:
             pipes.close_parent_ends()
-        _child(plan, full_argv, target, parent_env, set(pass_fds), theirs.fileno(), parent, pipes)
+        _child(plan, full_argv, target, parent_env, set(pass_fds), theirs.fileno(), parent, pipes, title)
     theirs.close()
     child = SandboxedProcess(pid, ours)
     if pipes is not None:
@@ -168,14 +169,16 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
 
 def _child(plan: Plan | None, argv: list[str], target: Callable[[int], int] | None,
            parent_env: dict[str, str], pass_fds: set[int], control_fd: int, parent: int,
-           pipes: Pipes | None) -> None:
+           pipes: Pipes | None, title: str) -> None:
     """The forked child: every step, the report, then exec or the target. Never returns."""
     try:
+        if title:
+            syscalls.set_title(title)
         if plan is None:
             env = _unconfined(parent, pass_fds | {0, 1, 2, control_fd})
         else:
             ctx = steps.Context(plan, steps.Entry.LAUNCH, pass_fds | {control_fd},
-                                parent_pid=parent, pipes=pipes)
+                                parent_pid=parent, pipes=pipes, title=title)
             steps.run(ctx)
             env = ctx.env
             report = reports.build(plan, ctx.outcomes, os.getpid(), ctx.namespaces)

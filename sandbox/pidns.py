@@ -27,18 +27,23 @@ _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, sign
               signal.SIGUSR2)
 
 
-def split() -> None:
-    """Fork PID 1 and the component; returns only in the component."""
+def split(title: str = "") -> None:
+    """Fork PID 1 and the component; returns only in the component. `title` names the
+    component for `ps`; the waiting processes show it with "(waiter)" and "(init)"."""
     status_in, status_out = os.pipe()
     init = os.fork()
     if init:
         os.close(status_out)
+        if title:
+            syscalls.set_title(f"{title} (waiter)")
         _retire({status_in})
         _wait_forwarding(init, status_in=status_in)
     os.close(status_in)
     _die_with_parent_quietly()
     component = os.fork()
     if component:
+        if title:
+            syscalls.set_title(f"{title} (init)")
         _retire({status_out})
         _wait_forwarding(component, status_out=status_out)
     os.close(status_out)

@@ -26,10 +26,6 @@ if TYPE_CHECKING:   # the child only loads BPF and must not pay for the policy m
     from .model import ArgCondition, SeccompRule, SocketFamily
 
 _UINT64_MAX = 2**64 - 1
-_SYS_SECCOMP = 317                     # x86_64
-_SECCOMP_SET_MODE_FILTER = 1
-_SECCOMP_FILTER_FLAG_TSYNC = 1
-_PR_SET_NO_NEW_PRIVS = 38
 
 
 #: The sonames pyseccomp looks up with ctypes.util.find_library, which runs `ldconfig -p`
@@ -293,10 +289,12 @@ def load_filter(bpf: bytes) -> None:
     """Install a BPF program in this process (all threads, TSYNC). Needs no_new_privs first."""
     if not bpf or len(bpf) % 8:
         raise EnforcementError("seccomp", f"malformed BPF program of {len(bpf)} bytes")
-    libc = ctypes.CDLL(None, use_errno=True)
+    from . import syscalls
     buf = ctypes.create_string_buffer(bpf, len(bpf))
     prog = _SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    if libc.syscall(_SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC,
-                    ctypes.byref(prog)) != 0:
-        err = ctypes.get_errno()
-        raise EnforcementError("seccomp", f"seccomp(SET_MODE_FILTER) failed: {os.strerror(err)}")
+    try:
+        syscalls.check(syscalls.syscall(syscalls.SYS_SECCOMP, syscalls.SECCOMP_SET_MODE_FILTER,
+                                        syscalls.SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(prog)),
+                       "seccomp(SET_MODE_FILTER)")
+    except OSError as exc:
+        raise EnforcementError("seccomp", f"seccomp(SET_MODE_FILTER) failed: {exc.strerror}") from None

@@ -71,6 +71,7 @@ class Context:
     devnull: int = -1
     namespaces: list[str] = field(default_factory=list)     # entered
     env: dict[str, str] = field(default_factory=dict)       # LAUNCH: for exec or the target
+    title: str = ""                    # what `ps` shows (LAUNCH); the waiting processes add theirs
     outcomes: list[Outcome] = field(default_factory=list)
 
 
@@ -144,7 +145,7 @@ def _id_maps(ctx: Context) -> Done:
 
 
 def _pid_namespace(ctx: Context) -> Done:
-    pidns.split()       # returns in the component only
+    pidns.split(ctx.title)       # returns in the component only
     return Done("PID 1 is a small init; the component runs below it")
 
 

@@ -71,6 +71,13 @@ TCSETA, TCSETAW, TCSETAF = 0x5406, 0x5407, 0x5408
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 
+SYS_SECCOMP = 317
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+SYS_LANDLOCK_CREATE_RULESET = 444
+SYS_LANDLOCK_ADD_RULE = 445
+SYS_LANDLOCK_RESTRICT_SELF = 446
+
 _SYS_PIVOT_ROOT = 155
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
@@ -87,6 +94,11 @@ def libc() -> ctypes.CDLL:
     return lib
 
 
+def check(result: int, what: str) -> int:
+    """A libc or raw syscall result: OSError with the kernel's errno when it is negative."""
+    return _check(result, what)
+
+
 def _check(result: int, what: str) -> int:
     if result < 0:
         err = ctypes.get_errno()
@@ -101,9 +113,32 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 
 def set_name(name: str) -> None:
-    """The name `ps` and /proc/<pid>/comm show (15 bytes at most)."""
+    """The name /proc/<pid>/comm and `top` show (15 bytes at most)."""
     buf = ctypes.create_string_buffer(name.encode()[:15])
     _check(libc().prctl(PR_SET_NAME, buf, 0, 0, 0), "prctl(PR_SET_NAME)")
+
+
+def set_title(title: str, name: str = "") -> None:
+    """The command line `ps` shows (setproctitle rewrites the process's argv area), and its
+    short name. Needs nothing of the filesystem once setproctitle is imported, so a sandboxed
+    process can call it; a missing setproctitle leaves the title as it was."""
+    try:
+        import setproctitle
+    except ImportError:
+        setproctitle = None  # type: ignore[assignment]
+    if setproctitle is not None:
+        setproctitle.setproctitle(title)
+    if name:
+        set_name(name)
+
+
+def get_title() -> str:
+    """The command line `ps` shows now ("" without setproctitle)."""
+    try:
+        import setproctitle
+    except ImportError:
+        return ""
+    return str(setproctitle.getproctitle())
 
 
 def unshare(flags: int) -> None:
@@ -156,6 +191,11 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
     how = _OpenHow(flags, 0, resolve)
     return _check(libc().syscall(_SYS_OPENAT2, dirfd, path.encode(), ctypes.byref(how),
                                  ctypes.c_size_t(ctypes.sizeof(how))), f"openat2({path})")
+
+
+def syscall(number: int, *args: object) -> int:
+    """A raw syscall (numbers above); the caller checks the result (see `check`)."""
+    return int(libc().syscall(ctypes.c_long(number), *args))
 
 
 def sethostname(name: str) -> None:

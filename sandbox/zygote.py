@@ -147,11 +147,12 @@ class Zygote:
 
     @classmethod
     def start(cls, components: Mapping[str, ComponentSpec], *, limits: Limits = Limits(),
-              wait: bool = True) -> "Zygote":
+              wait: bool = True, title: str = "zygote") -> "Zygote":
         """Fit every component's policy, then start the zygote. Raises on a bad policy.
 
         `wait=False` returns while the zygote's interpreter is still starting; call
         `wait_ready()` before the first spawn (the parent can do its own work meanwhile).
+        `title` is what `ps` shows for it ("CleanCoin-node zygote").
         """
         plans = {name: {"target": spec.target, "plan": plan.to_json() if plan else None}
                  for name, spec in components.items() for plan in [_plan(spec)]}
@@ -172,8 +173,8 @@ class Zygote:
         req_child.close()
         ev_child.close()
         zygote = cls(pid, req_parent, ev_parent)
-        _send(req_parent, {"components": plans, "limits": {"alive": limits.alive,
-                                                           "per_minute": limits.per_minute}})
+        _send(req_parent, {"components": plans, "title": title,
+                           "limits": {"alive": limits.alive, "per_minute": limits.per_minute}})
         if wait:
             zygote.wait_ready()
         return zygote
@@ -371,9 +372,11 @@ class _Server:
         self.starts.append(now)
         component = self.components[name]
         ipc_fd = fds[0]
+        title = (f"{name} (sandboxed, policy {component.plan.policy})" if component.plan
+                 else f"{name} (not sandboxed)")
         try:
             child = launcher.spawn(component.plan, target=lambda control: _run(component.target, control, ipc_fd),
-                                   pass_fds=[ipc_fd], relay=False)
+                                   pass_fds=[ipc_fd], relay=False, title=title)
         except launcher.SpawnError as exc:
             raise ZygoteError(str(exc), exc.step) from None
         pid = child.component_pid()
@@ -441,7 +444,7 @@ def main(argv: list[str]) -> int:
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         return 1
-    syscalls.set_name("zygote")
+    syscalls.set_name("zygote")     # the title comes with the components
     # Ctrl-C in the terminal reaches the whole process group: the parent shuts down and asks
     # its components to close cleanly, which needs the zygote alive until then (it ends when
     # the parent hangs up, or dies with it).
@@ -457,6 +460,7 @@ def main(argv: list[str]) -> int:
                                        Plan.from_json(c["plan"]) if c["plan"] else None)
                       for name, c in first["components"].items()}
         limits = Limits(**first.get("limits", {}))
+        syscalls.set_title(str(first.get("title", "zygote")), "zygote")
     except Exception as exc:  # noqa: BLE001 - the parent must learn why we cannot serve
         _send(requests, {"error": f"{type(exc).__name__}: {exc}"})
         return 1

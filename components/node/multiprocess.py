@@ -20,8 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from cleancoin.sandbox.report import Report
-from cleancoin.sandbox.zygote import Zygote
+from cleancoin.sandbox import Report, Zygote
 
 from ..ipc.address import parse
 from ..ipc.auth import write_cookie

@@ -23,7 +23,7 @@ import socket
 import sys
 from typing import Any
 
-from cleancoin.sandbox.zygote import Exited, Zygote, ZygoteError
+from cleancoin.sandbox import Exited, Zygote, ZygoteError
 
 from ..ipc.connection import connect_init
 from ..ipc.interfaces import Peer

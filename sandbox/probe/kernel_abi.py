@@ -48,6 +48,9 @@ _EXECUTE, _REFER = int(FSAccess.EXECUTE), int(FSAccess.REFER)
 _IOCTL_DEV = int(FSAccess.IOCTL_DEV)
 
 
+# The battery's attempts are the attacker's code: they call the kernel directly, as an
+# attacker inside the process would, rather than through the sandbox's own wrappers
+# (sandbox/syscalls.py), whose error handling is not what is being tested.
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 

@@ -166,6 +166,7 @@ def _umount_quietly(path: str) -> None:
     # Only ever needed if a (weak) policy let the mount attempt through and the attempt could
     # not undo it; a failure here is the normal case.
     try:
-        ctypes.CDLL(None, use_errno=True).umount2(path.encode(), _MNT_DETACH)
-    except (OSError, AttributeError):
+        from .. import syscalls
+        syscalls.umount2(path, _MNT_DETACH)
+    except OSError:
         pass

@@ -461,3 +461,21 @@ def test_a_dead_zygote_stops_the_node_promptly_with_a_clear_error(node) -> None:
     n.rpc.loadwallet("w")
     assert n.rpc.getblockcount() == 1
     assert n.rpc.getaddressinfo(address)["ismine"]
+
+
+def test_ps_names_every_process_of_the_tree(node) -> None:
+    """Issue #14: five identical `python .../CleanCoin-node` lines told an operator nothing."""
+    n = node()
+    n.start()
+    n.rpc.createwallet("w")
+    wpid = wallet_pid(n)
+    lines = {}
+    pid = wpid
+    while pid != n.process.pid:
+        lines[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        pid = int(status_fields(pid)["PPid"])
+    titles = sorted(lines.values())
+    assert any(t == "CleanCoin-node zygote" for t in titles), titles
+    assert any(t == "CleanCoin-wallet (sandboxed, policy wallet) (waiter)" for t in titles), titles
+    assert any(t == "CleanCoin-wallet (sandboxed, policy wallet) (init)" for t in titles), titles
+    assert lines[wpid] == f"CleanCoin-wallet (sandboxed, policy wallet) -datadir={n.netdatadir}", lines
