@@ -1,0 +1,259 @@
+"""kill -9 at every step of encryptwallet: no plaintext key material in any file afterwards.
+
+The attack (issue #11 item 9): a wallet process dies late in `encryptwallet`. What it leaves
+behind must never hold the plaintext seed (or a key derived from it) in any file of the
+wallet's directory -- database, `-wal`, `-shm`, journals, leftovers -- once the encryption is
+committed, and the wallet must open again in exactly one of the two states (unencrypted with
+its seed, or encrypted under the passphrase).
+
+How the kill points are chosen: a real child process opens the wallet and calls
+`encrypt_wallet`. An audit hook (`sys.addaudithook`: file opens, renames, removals, SQLite
+connections) and SQLite's statement trace make the child stop before each of those steps,
+print what it is about to do and wait for a line on stdin. The parent counts the steps of one
+full run, then, for every step k, starts a fresh copy of the wallet, lets the child go k
+steps and SIGKILLs it while it waits before step k+1. Nothing in the store is mocked: the
+child runs the real code on a real file, and the kill is a real SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from cleancoin.components.wallet import hd
+from cleancoin.components.wallet.store import WalletStore
+
+SEED = bytes(range(100, 132))
+PASSPHRASE = "kill me while I encrypt"
+FAST_N = 2 ** 10                  # the scrypt cost does not matter here; the steps do
+STEP_TIMEOUT = 20.0
+
+_CHILD = textwrap.dedent('''
+    import sys
+    from cleancoin.components.wallet.store import WalletStore
+
+    netdatadir, passphrase, n, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    store = WalletStore.open(netdatadir, "w", "regtest")
+    armed = False
+    busy = False
+    EVENTS = ("open", "os.rename", "os.replace", "os.remove", "os.unlink", "os.truncate",
+              "os.rmdir", "sqlite3.connect")
+
+    def pause(what):
+        global busy
+        busy = True
+        try:
+            sys.stdout.write("step " + what.replace("\\n", " ")[:200] + "\\n")
+            sys.stdout.flush()
+            sys.stdin.readline()          # the parent kills us here, or lets us go on
+        finally:
+            busy = False
+
+    def traced(sql):
+        if armed and not busy:
+            pause("sql " + sql)
+
+    def hook(event, args):
+        if not armed or busy:
+            return
+        if event == "sqlite3.connect/handle":
+            args[0].set_trace_callback(traced)
+        elif event in EVENTS:
+            pause(event + " " + repr(args[:1]))
+
+    sys.addaudithook(hook)
+    store._conn.set_trace_callback(traced)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    armed = True
+    if mode == "encrypt":
+        store.encrypt_wallet(passphrase, scrypt_n=n)
+    else:
+        store.change_passphrase(passphrase, passphrase + " 2", scrypt_n=n)
+    armed = False
+    print("done", flush=True)
+    sys.stdin.readline()
+''')
+
+
+def secrets_of(seed: bytes) -> list[bytes]:
+    """Byte strings that must not appear in any file of an encrypted wallet: the seed (raw and
+    as hex), the master key and the first derived private keys of both chains."""
+    master = hd.master_key(seed)
+    found = [seed, seed.hex().encode(), seed.hex().upper().encode(), master.secret]
+    for internal in (False, True):
+        for i in range(5):
+            found.append(hd.derive_path(master, hd.wallet_key_path(i, internal)).secret)
+    return found
+
+
+def files_holding(directory: Path, needles: list[bytes]) -> list[str]:
+    """Names of the files under `directory` (every file, whatever its name) holding a needle."""
+    hits = []
+    for root, _dirs, names in os.walk(directory):
+        for name in names:
+            data = (Path(root) / name).read_bytes()
+            if any(needle in data for needle in needles):
+                hits.append(str((Path(root) / name).relative_to(directory)))
+    return hits
+
+
+def committed_state(wallet_dir: Path, scratch: Path) -> tuple[bool, bytes | None]:
+    """(encrypted, encrypted blob) as a reader finds them in the files left by the kill: read
+    from a copy, so that opening (WAL recovery) cannot change what the scan sees."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(wallet_dir, scratch)
+    db = sqlite3.connect(scratch / "wallet.sqlite")
+    try:
+        (encrypted,) = db.execute("SELECT value FROM meta WHERE key = 'encrypted'").fetchone()
+        (blob,) = db.execute("SELECT encrypted FROM secrets WHERE name = 'seed'").fetchone()
+    finally:
+        db.close()
+    return bool(encrypted), blob
+
+
+@dataclass
+class Stepper:
+    """The child process, driven one step at a time."""
+
+    proc: subprocess.Popen[str]
+
+    @classmethod
+    def start(cls, netdatadir: Path, passphrase: str, mode: str) -> Stepper:
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(netdatadir), passphrase,
+                                 str(FAST_N), mode], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stepper = cls(proc)
+        assert stepper.line() == "ready"
+        stepper.go()
+        return stepper
+
+    def line(self) -> str:
+        assert self.proc.stdout is not None
+        text = self.proc.stdout.readline()
+        if not text:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise AssertionError(f"child ended early: {err[-2000:]}")
+        return text.rstrip("\n")
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe:
+                pipe.close()
+
+
+def make_wallet(netdatadir: Path) -> None:
+    """A small wallet with some history (keys, a label), so the file has several pages."""
+    store = WalletStore.create(netdatadir, "w", "regtest", seed=SEED)
+    master = hd.master_key(SEED)
+    for internal in (False, True):
+        store.add_keys(internal, 0, [hd.derive_path(master, hd.wallet_key_path(i, internal))
+                                     .public_key for i in range(30)])
+    store.set_label(store.keys(False)[0].address, "first")
+    store.close()
+
+
+def count_steps(netdatadir: Path, passphrase: str, mode: str) -> list[str]:
+    stepper = Stepper.start(netdatadir, passphrase, mode)
+    steps = []
+    try:
+        while (line := stepper.line()) != "done":
+            assert line.startswith("step "), line
+            steps.append(line[5:])
+            stepper.go()
+    finally:
+        stepper.kill()
+    return steps
+
+
+def kill_at_each_step(tmp_path: Path, mode: str) -> list[str]:
+    """Run the campaign; returns the steps (for the log). Asserts the invariants."""
+    template = tmp_path / "template"
+    make_wallet(template)
+    old_pass = PASSPHRASE
+    if mode == "change":
+        with WalletStore.open(template, "w", "regtest") as store:
+            store.encrypt_wallet(old_pass, scrypt_n=FAST_N)
+    probe_dir = tmp_path / "count"
+    shutil.copytree(template, probe_dir)
+    steps = count_steps(probe_dir, old_pass, mode)
+    assert len(steps) >= 5, steps
+    needles = secrets_of(SEED)
+    failures = []
+    for k in range(len(steps) + 1):
+        run = tmp_path / f"kill{k}"
+        shutil.copytree(template, run)
+        wallet_dir = run / "wallets" / "w"
+        stepper = Stepper.start(run, old_pass, mode)
+        try:
+            for _ in range(k):
+                assert stepper.line().startswith("step ")
+                stepper.go()
+            stepper.line()                    # waiting before step k+1 (or done)
+        finally:
+            stepper.kill()
+        where = steps[k] if k < len(steps) else "after the last step"
+        encrypted, blob = committed_state(wallet_dir, tmp_path / "scratch")
+        if encrypted:
+            leaks = files_holding(wallet_dir, needles)
+            if leaks:
+                failures.append(f"kill before step {k} ({where}): encrypted, but plaintext "
+                                f"key material in {leaks}")
+        # The restarted wallet: one of the two states, sound, and still no plaintext.
+        with WalletStore.open(run, "w", "regtest") as store:
+            assert store.check() == [], (k, where)
+            assert store.encrypted == encrypted, (k, where)
+            if mode == "change":
+                assert blob is not None
+                opened = []
+                for phrase in (old_pass, old_pass + " 2"):
+                    try:
+                        opened.append(store.unlock(phrase).get())
+                    except Exception:
+                        pass
+                assert opened == [SEED], (k, where)          # exactly one passphrase works
+            elif encrypted:
+                assert store.unlock(old_pass).get() == SEED
+            else:
+                assert store.seed().get() == SEED
+                store.encrypt_wallet(old_pass, scrypt_n=FAST_N)     # the user tries again
+            leaks = files_holding(wallet_dir, needles)
+            if leaks:
+                failures.append(f"kill before step {k} ({where}): after reopening, plaintext "
+                                f"key material in {leaks}")
+        leaks = files_holding(wallet_dir, needles)
+        if leaks:
+            failures.append(f"kill before step {k} ({where}): after closing, plaintext in {leaks}")
+        shutil.rmtree(run)
+    assert not failures, "\n".join(failures)
+    return steps
+
+
+def test_kill_9_at_every_step_of_encryptwallet_leaves_no_plaintext(tmp_path: Path) -> None:
+    steps = kill_at_each_step(tmp_path, "encrypt")
+    print(f"{len(steps) + 1} kill points:", steps)
+
+
+def test_kill_9_at_every_step_of_walletpassphrasechange_keeps_one_passphrase(tmp_path: Path) -> None:
+    steps = kill_at_each_step(tmp_path, "change")
+    print(f"{len(steps) + 1} kill points:", steps)
+
+
+def test_the_scan_finds_plaintext_where_there_is_some(tmp_path: Path) -> None:
+    """The scan is able to fail: an unencrypted wallet's files hold the seed."""
+    make_wallet(tmp_path)
+    assert files_holding(tmp_path / "wallets" / "w", secrets_of(SEED)) == ["wallet.sqlite"]
