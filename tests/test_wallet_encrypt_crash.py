@@ -8,7 +8,8 @@ its seed, or encrypted under the passphrase).
 
 How the kill points are chosen: a real child process opens the wallet and calls
 `encrypt_wallet`. An audit hook (`sys.addaudithook`: file opens, renames, removals, SQLite
-connections) and SQLite's statement trace make the child stop before each of those steps,
+connections) and SQLite's statement trace (set on every connection the store opens) make the
+child stop before each of those steps,
 print what it is about to do and wait for a line on stdin. The parent counts the steps of one
 full run, then, for every step k, starts a fresh copy of the wallet, lets the child go k
 steps and SIGKILLs it while it waits before step k+1. Nothing in the store is mocked: the
@@ -17,10 +18,8 @@ child runs the real code on a real file, and the kill is a real SIGKILL.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from cleancoin.components.wallet import hd
 from cleancoin.components.wallet.store import WalletStore
+from functional.wallet_secrets import committed_state, files_holding, secrets_of
 
 SEED = bytes(range(100, 132))
 PASSPHRASE = "kill me while I encrypt"
@@ -36,7 +36,7 @@ FAST_N = 2 ** 10                  # the scrypt cost does not matter here; the st
 STEP_TIMEOUT = 20.0
 
 _CHILD = textwrap.dedent('''
-    import sys
+    import sqlite3, sys
     from cleancoin.components.wallet.store import WalletStore
 
     netdatadir, passphrase, n, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -61,14 +61,19 @@ _CHILD = textwrap.dedent('''
             pause("sql " + sql)
 
     def hook(event, args):
-        if not armed or busy:
-            return
-        if event == "sqlite3.connect/handle":
-            args[0].set_trace_callback(traced)
-        elif event in EVENTS:
+        if armed and not busy and event in EVENTS:
             pause(event + " " + repr(args[:1]))
 
+    real_connect = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        # Every connection the store opens from now on is traced too.
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(traced)
+        return conn
+
     sys.addaudithook(hook)
+    sqlite3.connect = connect
     store._conn.set_trace_callback(traced)
     print("ready", flush=True)
     sys.stdin.readline()
@@ -81,42 +86,6 @@ _CHILD = textwrap.dedent('''
     print("done", flush=True)
     sys.stdin.readline()
 ''')
-
-
-def secrets_of(seed: bytes) -> list[bytes]:
-    """Byte strings that must not appear in any file of an encrypted wallet: the seed (raw and
-    as hex), the master key and the first derived private keys of both chains."""
-    master = hd.master_key(seed)
-    found = [seed, seed.hex().encode(), seed.hex().upper().encode(), master.secret]
-    for internal in (False, True):
-        for i in range(5):
-            found.append(hd.derive_path(master, hd.wallet_key_path(i, internal)).secret)
-    return found
-
-
-def files_holding(directory: Path, needles: list[bytes]) -> list[str]:
-    """Names of the files under `directory` (every file, whatever its name) holding a needle."""
-    hits = []
-    for root, _dirs, names in os.walk(directory):
-        for name in names:
-            data = (Path(root) / name).read_bytes()
-            if any(needle in data for needle in needles):
-                hits.append(str((Path(root) / name).relative_to(directory)))
-    return hits
-
-
-def committed_state(wallet_dir: Path, scratch: Path) -> tuple[bool, bytes | None]:
-    """(encrypted, encrypted blob) as a reader finds them in the files left by the kill: read
-    from a copy, so that opening (WAL recovery) cannot change what the scan sees."""
-    shutil.rmtree(scratch, ignore_errors=True)
-    shutil.copytree(wallet_dir, scratch)
-    db = sqlite3.connect(scratch / "wallet.sqlite")
-    try:
-        (encrypted,) = db.execute("SELECT value FROM meta WHERE key = 'encrypted'").fetchone()
-        (blob,) = db.execute("SELECT encrypted FROM secrets WHERE name = 'seed'").fetchone()
-    finally:
-        db.close()
-    return bool(encrypted), blob
 
 
 @dataclass
@@ -216,6 +185,7 @@ def kill_at_each_step(tmp_path: Path, mode: str) -> list[str]:
         # The restarted wallet: one of the two states, sound, and still no plaintext.
         with WalletStore.open(run, "w", "regtest") as store:
             assert store.check() == [], (k, where)
+            assert not (wallet_dir / "wallet.sqlite.rewrite").exists(), (k, where)
             assert store.encrypted == encrypted, (k, where)
             if mode == "change":
                 assert blob is not None
@@ -257,3 +227,40 @@ def test_the_scan_finds_plaintext_where_there_is_some(tmp_path: Path) -> None:
     """The scan is able to fail: an unencrypted wallet's files hold the seed."""
     make_wallet(tmp_path)
     assert files_holding(tmp_path / "wallets" / "w", secrets_of(SEED)) == ["wallet.sqlite"]
+
+
+_OLD_IN_PLACE = textwrap.dedent('''
+    # What versions before the rewrite did, up to a kill after their scrub's VACUUM and
+    # "scrub_pending = 0" commit, before the TRUNCATE checkpoint.
+    import os, signal, sqlite3, sys
+    from cleancoin.components.wallet.crypto import SEED_PURPOSE, encrypt
+    c = sqlite3.connect(sys.argv[1], isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA secure_delete=ON")
+    (plain,) = c.execute("SELECT plaintext FROM secrets WHERE name = 'seed'").fetchone()
+    blob = encrypt(plain, sys.argv[2], purpose=SEED_PURPOSE, n=1024).to_bytes()
+    c.execute("BEGIN IMMEDIATE")
+    c.execute("UPDATE secrets SET plaintext = zeroblob(length(plaintext)) WHERE name = 'seed'")
+    c.execute("UPDATE secrets SET plaintext = NULL, encrypted = ? WHERE name = 'seed'", (blob,))
+    c.execute("INSERT OR REPLACE INTO meta VALUES ('encrypted', 1)")
+    c.execute("COMMIT")
+    c.execute("VACUUM")
+    os.kill(os.getpid(), signal.SIGKILL)
+''')
+
+
+def test_a_wallet_left_by_the_old_in_place_encryption_is_cleaned_on_open(tmp_path: Path) -> None:
+    """A wallet killed late in the old in-place encryption (committed, WAL not truncated) has
+    its plaintext seed on disk; loading it with this version removes it."""
+    make_wallet(tmp_path)
+    wallet_dir = tmp_path / "wallets" / "w"
+    proc = subprocess.run([sys.executable, "-c", _OLD_IN_PLACE, str(wallet_dir / "wallet.sqlite"),
+                           PASSPHRASE], capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert committed_state(wallet_dir, tmp_path / "scratch")[0] is True
+    assert files_holding(wallet_dir, secrets_of(SEED)) != []        # the state of issue #11
+    with WalletStore.open(tmp_path, "w", "regtest") as store:
+        assert store.encrypted and store.unlock(PASSPHRASE).get() == SEED
+        assert files_holding(wallet_dir, secrets_of(SEED)) == []    # while it stays loaded
+        store.set_label(store.keys(False)[1].address, "later write")
+        assert files_holding(wallet_dir, secrets_of(SEED)) == []
