@@ -5,7 +5,7 @@ VPY      := $(VENV)/bin/python
 PIP      := $(VPY) -m pip --disable-pip-version-check -q
 SOURCES  := $(shell find sandbox components cli policies -type f \( -name '*.py' -o -name '*.toml' -o -name '*.json' -o -name '*.capnp' \) 2>/dev/null) pyproject.toml
 
-.PHONY: setup system-deps demo test test-unit test-functional bench clean
+.PHONY: setup system-deps demo test test-unit test-functional bench fuzz clean
 
 setup: $(VENV)/.stamp-install
 
@@ -52,6 +52,17 @@ test-unit: setup
 test-functional: setup
 	CleanCoinD=CleanCoind $(VPY) tests/functional/test_runner.py
 	CleanCoinD=CleanCoin-node $(VPY) tests/functional/test_runner.py
+
+# The property-based tests of `make test` with many more examples (a night's run):
+# FUZZ_EXAMPLES per test (default 5000). Failures are kept in ~/.cache/cleancoin-hypothesis and
+# replayed first next time; nothing is written into the repository.
+FUZZ_EXAMPLES ?= 5000
+FUZZ_ENV := CLEANCOIN_HYPOTHESIS_PROFILE=fuzz CLEANCOIN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)
+FUZZ_NET := tests/functional/test_fuzz_rpc.py tests/functional/test_fuzz_p2p.py tests/functional/test_fuzz_ipc.py
+fuzz: setup
+	$(FUZZ_ENV) $(VPY) -m pytest -q -p no:cacheprovider tests/test_fuzz_policy.py
+	$(FUZZ_ENV) CleanCoinD=CleanCoind $(VPY) -m pytest -q -p no:cacheprovider $(FUZZ_NET)
+	$(FUZZ_ENV) CleanCoinD=CleanCoin-node $(VPY) -m pytest -q -p no:cacheprovider $(FUZZ_NET)
 
 bench: setup
 	$(VPY) -m pytest -q -s tests/bench -p no:cacheprovider

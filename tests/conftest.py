@@ -19,6 +19,12 @@ Nothing here fakes a kernel mechanism: every helper forks a child through
 - `require(feature_available, what)` skips a test on a kernel without a feature, but fails it
   when CLEANCOIN_REQUIRE_SANDBOX=1 (CI sets it: there, a missing feature is a broken runner,
   not a reason to pass).
+
+Hypothesis profiles (the fuzz tests, tests/test_fuzz_*.py and tests/functional/test_fuzz_*.py):
+`ci` (the default: 100 examples per test; no example database, so nothing is written into the
+repository) and `fuzz` (`make fuzz`: CLEANCOIN_FUZZ_EXAMPLES per test, 5000 by default, with a
+database under ~/.cache/cleancoin-hypothesis so that a failure found at night is replayed
+first the next time). CLEANCOIN_HYPOTHESIS_PROFILE picks one.
 """
 
 from __future__ import annotations
@@ -38,11 +44,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from cleancoin.sandbox import control, kernel, launcher
 from cleancoin.sandbox.plan import Plan
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
 from cleancoin.sandbox.report import Report
+
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, database=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "fuzz", max_examples=int(os.environ.get("CLEANCOIN_FUZZ_EXAMPLES", "5000")), deadline=None,
+    print_blob=True,
+    database=DirectoryBasedExampleDatabase(os.path.expanduser("~/.cache/cleancoin-hypothesis")),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("CLEANCOIN_HYPOTHESIS_PROFILE", "ci"))
 
 BASE_POLICY = shipped_policy("base/python")
 REQUIRE_ENV = "CLEANCOIN_REQUIRE_SANDBOX"
