@@ -5,7 +5,7 @@ VPY      := $(VENV)/bin/python
 PIP      := $(VPY) -m pip --disable-pip-version-check -q
 SOURCES  := $(shell find sandbox components cli policies -type f \( -name '*.py' -o -name '*.toml' -o -name '*.json' -o -name '*.capnp' \) 2>/dev/null) pyproject.toml
 
-.PHONY: setup system-deps demo test test-unit test-functional bench fuzz clean
+.PHONY: setup system-deps demo test test-unit test-functional bench fuzz crashtest clean
 
 setup: $(VENV)/.stamp-install
 
@@ -63,6 +63,16 @@ fuzz: setup
 	$(FUZZ_ENV) $(VPY) -m pytest -q -p no:cacheprovider tests/test_fuzz_policy.py
 	$(FUZZ_ENV) CleanCoinD=CleanCoind $(VPY) -m pytest -q -p no:cacheprovider $(FUZZ_NET)
 	$(FUZZ_ENV) CleanCoinD=CleanCoin-node $(VPY) -m pytest -q -p no:cacheprovider $(FUZZ_NET)
+
+# The kill -9 campaign (tests/functional/crash_campaign.py): CRASH_KILLS kills per node
+# executable at random moments of a send/mine/encrypt/backup workload, 10 per datadir, with the
+# invariants checked after each; at most CRASH_SECONDS per executable. Not part of `make test`
+# (which runs three kills per executable in tests/functional/test_crash_campaign.py).
+CRASH_KILLS ?= 80
+CRASH_SECONDS ?= 900
+crashtest: setup
+	CleanCoinD=CleanCoind $(VPY) tests/functional/crash_campaign.py --kills $(CRASH_KILLS) --max-seconds $(CRASH_SECONDS)
+	CleanCoinD=CleanCoin-node $(VPY) tests/functional/crash_campaign.py --kills $(CRASH_KILLS) --max-seconds $(CRASH_SECONDS)
 
 bench: setup
 	$(VPY) -m pytest -q -s tests/bench -p no:cacheprovider
