@@ -41,6 +41,7 @@ _CHILD = textwrap.dedent('''
 
     netdatadir, passphrase, n, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     store = WalletStore.open(netdatadir, "w", "regtest")
+    SEED = bytes(range(100, 132))
     armed = False
     busy = False
     EVENTS = ("open", "os.rename", "os.replace", "os.remove", "os.unlink", "os.truncate",
@@ -80,6 +81,8 @@ _CHILD = textwrap.dedent('''
     armed = True
     if mode == "encrypt":
         store.encrypt_wallet(passphrase, scrypt_n=n)
+    elif mode == "create":
+        WalletStore.create(netdatadir, "c", "regtest", seed=SEED)
     else:
         store.change_passphrase(passphrase, passphrase + " 2", scrypt_n=n)
     armed = False
@@ -264,3 +267,40 @@ def test_a_wallet_left_by_the_old_in_place_encryption_is_cleaned_on_open(tmp_pat
         assert files_holding(wallet_dir, secrets_of(SEED)) == []    # while it stays loaded
         store.set_label(store.keys(False)[1].address, "later write")
         assert files_holding(wallet_dir, secrets_of(SEED)) == []
+
+
+def test_kill_9_at_every_step_of_createwallet_leaves_no_half_made_wallet(tmp_path: Path) -> None:
+    """Before: create() made an empty wallet.sqlite first, and a kill before its first commit
+    left a file without tables: loading failed and the name was taken for good."""
+    template = tmp_path / "template"
+    make_wallet(template)
+    probe_dir = tmp_path / "count"
+    shutil.copytree(template, probe_dir)
+    steps = count_steps(probe_dir, PASSPHRASE, "create")
+    assert len(steps) >= 3, steps
+    failures = []
+    for k in range(len(steps) + 1):
+        run = tmp_path / f"kill{k}"
+        shutil.copytree(template, run)
+        stepper = Stepper.start(run, PASSPHRASE, "create")
+        try:
+            for _ in range(k):
+                assert stepper.line().startswith("step ")
+                stepper.go()
+            stepper.line()
+        finally:
+            stepper.kill()
+        where = steps[k] if k < len(steps) else "after the last step"
+        try:
+            if (run / "wallets" / "c" / "wallet.sqlite").exists():
+                store = WalletStore.open(run, "c", "regtest")          # complete, or not there
+            else:
+                store = WalletStore.create(run, "c", "regtest", seed=SEED)   # the name is free
+            with store:
+                assert store.check() == [] and store.seed().get() == SEED
+            assert sorted(p.name for p in (run / "wallets" / "c").iterdir()) == [
+                ".lock", "wallet.sqlite"], where
+        except Exception as exc:                               # noqa: BLE001 - collected
+            failures.append(f"kill before step {k} ({where}): {type(exc).__name__}: {exc}")
+        shutil.rmtree(run)
+    assert not failures, "\n".join(failures)

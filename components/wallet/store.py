@@ -43,6 +43,10 @@ version that edited in place) do not stay on disk while the wallet is loaded.
 `scrub_pending` (set by older versions between their commit and their scrub) makes `open`
 rewrite the file.
 
+Creation is atomic in the same way: `create` (and `create_from_dump`) builds the complete
+database in `wallet.sqlite.new` and renames it into place, so a kill during `createwallet`
+never leaves a `wallet.sqlite` without tables, which would block the name for good.
+
 Files: directories 0700, the database 0600 (SQLite gives -wal and -shm the database's mode).
 
 One user at a time: `create` and `open` take an exclusive flock on `<wallet dir>/.lock`
@@ -62,7 +66,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +89,8 @@ SCHEMA_VERSION: int = 1
 DB_FILENAME: str = "wallet.sqlite"
 #: The fresh copy `_rewrite` builds beside the database before renaming it over the old one.
 REWRITE_SUFFIX: str = ".rewrite"
+#: A new wallet's database, built complete beside its final name and renamed into place.
+NEW_SUFFIX: str = ".new"
 #: Zeroes written at a time over the replaced database file.
 _ZERO_CHUNK: int = 1 << 16
 #: The per-wallet lock file, inside the wallet's directory (see the module docstring).
@@ -151,6 +157,47 @@ def _unlock_wallet(fd: int | None) -> None:
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _remove_scratch(path: Path) -> None:
+    """Remove what a kill before one of the renames (create, _rewrite) left beside `path`."""
+    for suffix in (NEW_SUFFIX, REWRITE_SUFFIX):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(path) + suffix)
+
+
+def _write_new_database(path: Path, fill: Callable[[sqlite3.Connection], None]) -> None:
+    """Create the database file `path` (0600, exclusively), let `fill` write it (it runs its
+    own BEGIN .. COMMIT), check it and fsync it. No journal: the file is scratch until the
+    caller renames it into place, and a journal would be one more file beside it."""
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    conn = sqlite3.connect(f"file:{path}", uri=True, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        fill(conn)
+        if conn.execute("PRAGMA integrity_check").fetchall() != [("ok",)]:
+            raise WalletError("the new wallet database is not sound")
+    finally:
+        conn.close()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _insert_rows(c: sqlite3.Connection, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Insert dump rows (table, {column: value}), parents first (coins reference txs)."""
+    for table in _TABLES:
+        for t, row in rows:
+            if t == table:
+                cols = list(row)
+                if not all(re.fullmatch(r"[a-z_]+", col) for col in cols):
+                    raise WalletError("Malformed column name in dump file")
+                c.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+                          f"({', '.join('?' * len(cols))})", [row[k] for k in cols])
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -264,8 +311,14 @@ class WalletStore:
 
     @classmethod
     def create(cls, netdatadir: str | os.PathLike[str], name: str, network: str, *,
-               seed: bytes | None = None, birth_height: int = 0) -> WalletStore:
-        """Create a new wallet (WalletError if one exists). `seed` defaults to 32 random bytes."""
+               seed: bytes | None = None, birth_height: int = 0,
+               rows: Sequence[tuple[str, dict[str, Any]]] | None = None) -> WalletStore:
+        """Create a new wallet (WalletError if one exists). `seed` defaults to 32 random bytes;
+        `rows` (create_from_dump) replaces every default row.
+
+        The database is built complete in `wallet.sqlite.new` and renamed into place, so a
+        kill during creation never leaves a `wallet.sqlite` without its tables: the name stays
+        free and the next create (or open) removes the leftover."""
         params = params_for(network)
         d = wallet_dir(netdatadir, name)
         _makedirs_private(d)
@@ -276,25 +329,18 @@ class WalletStore:
             if path.exists():
                 raise WalletError(f"Wallet {name!r} already exists") from None
             raise
-        try:
-            # Create the file ourselves, 0600 and exclusively, before SQLite opens it: SQLite
-            # would create it with the umask's mode, and two creators must not share a file.
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:
+        if path.exists():
             _unlock_wallet(lock_fd)
-            raise WalletError(f"Wallet {name!r} already exists") from None
-        except BaseException:
-            _unlock_wallet(lock_fd)
-            raise
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = cls._connect(path)
-            store = cls(path, conn, params, lock_fd)
-            with store._tx() as c:
-                # Statement by statement: executescript() would COMMIT first, outside _tx.
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        c.execute(statement)
+            raise WalletError(f"Wallet {name!r} already exists")
+
+        def fill(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            if rows is not None:
+                _insert_rows(c, rows)
+            else:
                 meta = {
                     "version": SCHEMA_VERSION, "network": network, "birth_height": birth_height,
                     "best_hash": None, "best_height": -1, "encrypted": 0,
@@ -303,13 +349,23 @@ class WalletStore:
                 c.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
                 c.execute("INSERT INTO secrets VALUES ('seed', ?, NULL)",
                           (seed if seed is not None else os.urandom(32),))
-            return store
+            c.execute("COMMIT")
+
+        new = Path(str(path) + NEW_SUFFIX)
+        renamed = False
+        try:
+            _remove_scratch(path)
+            _write_new_database(new, fill)
+            os.rename(new, path)        # the wallet exists from here on, complete
+            renamed = True
+            _fsync_dir(d)
+            return cls(path, cls._connect(path), params, lock_fd)
         except BaseException:
-            if conn is not None:
-                conn.close()
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(str(path) + suffix)
+            _remove_scratch(path)
+            if renamed:
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(str(path) + suffix)
             _unlock_wallet(lock_fd)
             raise
 
@@ -321,9 +377,8 @@ class WalletStore:
             raise WalletError(f"Wallet {name!r} not found")
         lock_fd = _lock_wallet(path.parent, name)
         try:
-            # A fresh copy left by a kill before _rewrite's rename was never committed.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(str(path) + REWRITE_SUFFIX)
+            # Scratch files of a kill before a rename (create, _rewrite) were never committed.
+            _remove_scratch(path)
             conn = cls._connect(path)
         except BaseException:
             _unlock_wallet(lock_fd)
@@ -494,14 +549,8 @@ class WalletStore:
         """Copy every row into a new file at `fresh_path` (created 0600), replacing the seed
         row by (NULL, seed_blob) when a blob is given; fsynced. The file never holds a
         plaintext seed that the caller is removing."""
-        os.close(os.open(fresh_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-        fresh = sqlite3.connect(f"file:{fresh_path}", uri=True, isolation_level=None)
-        try:
-            # No journal: the file is scratch until it is renamed, and a journal would be one
-            # more file in the wallet's directory. Temporary b-trees stay in memory.
-            fresh.execute("PRAGMA journal_mode=OFF")
-            fresh.execute("PRAGMA synchronous=OFF")
-            fresh.execute("PRAGMA temp_store=MEMORY")
+
+        def fill(fresh: sqlite3.Connection) -> None:
             fresh.execute("PRAGMA foreign_keys=OFF")     # rows arrive table by table
             fresh.execute("ATTACH DATABASE ? AS old", (f"file:{self.path}?mode=ro",))
             fresh.execute("BEGIN")
@@ -535,16 +584,8 @@ class WalletStore:
             fresh.execute("INSERT OR REPLACE INTO meta VALUES ('scrub_pending', 0)")
             fresh.execute("COMMIT")
             fresh.execute("DETACH DATABASE old")
-            problems = fresh.execute("PRAGMA integrity_check").fetchall()
-            if problems != [("ok",)]:
-                raise WalletError("the rewritten wallet database is not sound")
-        finally:
-            fresh.close()
-        fd = os.open(fresh_path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+
+        _write_new_database(fresh_path, fill)
 
     def _swap_in(self, fresh_path: Path) -> None:
         """With the old connection closed: make sure no WAL or SHM of the old database is
@@ -972,23 +1013,14 @@ def create_from_dump(netdatadir: str | os.PathLike[str], name: str,
             rows.append((table, {k: _dec_value(v) for k, v in json.loads(data).items()}))
     except (ValueError, AttributeError) as e:
         raise WalletError(f"Malformed record in dump file: {type(e).__name__}") from None
-    store = WalletStore.create(netdatadir, name, network)
     try:
-        with store._tx() as c:
-            for table in _TABLES:    # create() wrote defaults: the dump replaces them
-                c.execute(f"DELETE FROM {table}")
-            for table in _TABLES:    # parents first (coins reference txs)
-                for t, row in rows:
-                    if t == table:
-                        cols = list(row)
-                        if not all(re.fullmatch(r"[a-z_]+", col) for col in cols):
-                            raise WalletError("Malformed column name in dump file")
-                        c.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
-                                  f"({', '.join('?' * len(cols))})", [row[k] for k in cols])
+        store = WalletStore.create(netdatadir, name, network, rows=rows)
+    except sqlite3.Error as e:
+        raise WalletError(f"Malformed record in dump file: {e}") from None
+    try:
         problems = store.check()
         if problems or store.network != network:
             raise WalletError("Dump file describes an inconsistent wallet: " + "; ".join(problems))
-        store._rewrite()    # the default random seed written by create() leaves the file
     except BaseException:
         store.close()
         for suffix in ("", "-wal", "-shm"):
