@@ -45,7 +45,7 @@ from cleancoin.components.node.primitives import Block, Transaction, compact_siz
 from .coins import SpendableCoin, build_transaction
 from .crypto import SecretBytes, WrongPassphrase
 from .hd import master_key, wallet_key
-from .store import DB_FILENAME, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
+from .store import DB_FILENAME, NEW_SUFFIX, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
 
 __all__ = ["Balances", "KEYPOOL_SIZE", "KeypoolRanOut", "SETTINGS_FILENAME", "StartupWalletError",
            "UnlockNeeded", "Wallet", "WalletLoader", "WrongPassphrase", "message_hash",
@@ -806,14 +806,27 @@ class WalletLoader:
             raise FileExistsError(f"Wallet {name!r} already exists.")
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         dest = d / DB_FILENAME
-        fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
+        # Copied beside its final name and renamed into place: a kill during the copy must not
+        # leave a partial wallet.sqlite that takes the name (the next load or create removes
+        # the leftover, as for createwallet).
+        new = d / (DB_FILENAME + NEW_SUFFIX)
+        with contextlib.suppress(FileNotFoundError):
+            new.unlink()
+        fd = os.open(new, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        renamed = False
         try:
-            shutil.copyfile(src, dest)
+            with open(src, "rb") as source, os.fdopen(fd, "wb") as target:
+                shutil.copyfileobj(source, target)
+                target.flush()
+                os.fsync(target.fileno())
+            if dest.exists():
+                raise FileExistsError(f"Wallet {name!r} already exists.")
+            os.rename(new, dest)
+            renamed = True
             return await self.load(name)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                dest.unlink()
+                (dest if renamed else new).unlink()
             raise
 
     async def close_all(self) -> None:
