@@ -6,7 +6,8 @@ wallet's directory -- database, `-wal`, `-shm`, journals, leftovers -- once the 
 committed, and the wallet must open again in exactly one of the two states (unencrypted with
 its seed, or encrypted under the passphrase).
 
-How the kill points are chosen: a real child process opens the wallet and calls
+How the kill points are chosen: a real child process (forked from the test, so that each of
+the ~45 kill points does not pay for an interpreter start) opens the wallet and calls
 `encrypt_wallet`. An audit hook (`sys.addaudithook`: file opens, renames, removals, SQLite
 connections) and SQLite's statement trace (set on every connection the store opens) make the
 child stop before each of those steps,
@@ -18,12 +19,17 @@ child runs the real code on a real file, and the kill is a real SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from cleancoin.components.wallet import hd
@@ -35,97 +41,92 @@ PASSPHRASE = "kill me while I encrypt"
 FAST_N = 2 ** 10                  # the scrypt cost does not matter here; the steps do
 STEP_TIMEOUT = 20.0
 
-_CHILD = textwrap.dedent('''
-    import sqlite3, sys
-    from cleancoin.components.wallet.store import WalletStore
+_EVENTS = ("open", "os.rename", "os.replace", "os.remove", "os.unlink", "os.truncate",
+           "os.rmdir", "sqlite3.connect")
 
-    netdatadir, passphrase, n, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+def _child(control: Connection, netdatadir: str, passphrase: str, mode: str) -> None:
+    """The stepped process (forked from the test: no interpreter start-up per kill point)."""
     store = WalletStore.open(netdatadir, "w", "regtest")
-    SEED = bytes(range(100, 132))
-    armed = False
-    busy = False
-    EVENTS = ("open", "os.rename", "os.replace", "os.remove", "os.unlink", "os.truncate",
-              "os.rmdir", "sqlite3.connect")
+    state = {"armed": False, "busy": False}
 
-    def pause(what):
-        global busy
-        busy = True
+    def pause(what: str) -> None:
+        state["busy"] = True
         try:
-            sys.stdout.write("step " + what.replace("\\n", " ")[:200] + "\\n")
-            sys.stdout.flush()
-            sys.stdin.readline()          # the parent kills us here, or lets us go on
+            control.send("step " + what.replace("\n", " ")[:200])
+            control.recv()                # the parent kills us here, or lets us go on
         finally:
-            busy = False
+            state["busy"] = False
 
-    def traced(sql):
-        if armed and not busy:
+    def traced(sql: str) -> None:
+        if state["armed"] and not state["busy"]:
             pause("sql " + sql)
 
-    def hook(event, args):
-        if armed and not busy and event in EVENTS:
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if state["armed"] and not state["busy"] and event in _EVENTS:
             pause(event + " " + repr(args[:1]))
 
     real_connect = sqlite3.connect
 
-    def connect(*args, **kwargs):
+    def connect(*args: object, **kwargs: object) -> sqlite3.Connection:
         # Every connection the store opens from now on is traced too.
-        conn = real_connect(*args, **kwargs)
+        conn = real_connect(*args, **kwargs)  # type: ignore[arg-type]
         conn.set_trace_callback(traced)
         return conn
 
-    sys.addaudithook(hook)
-    sqlite3.connect = connect
+    sys.addaudithook(hook)                # this process only: it is killed or exits
+    sqlite3.connect = connect             # type: ignore[assignment]
     store._conn.set_trace_callback(traced)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    armed = True
+    control.send("ready")
+    control.recv()
+    state["armed"] = True
     if mode == "encrypt":
-        store.encrypt_wallet(passphrase, scrypt_n=n)
+        store.encrypt_wallet(passphrase, scrypt_n=FAST_N)
     elif mode == "create":
         WalletStore.create(netdatadir, "c", "regtest", seed=SEED)
     else:
-        store.change_passphrase(passphrase, passphrase + " 2", scrypt_n=n)
-    armed = False
-    print("done", flush=True)
-    sys.stdin.readline()
-''')
+        store.change_passphrase(passphrase, passphrase + " 2", scrypt_n=FAST_N)
+    state["armed"] = False
+    control.send("done")
+    control.recv()
 
 
 @dataclass
 class Stepper:
     """The child process, driven one step at a time."""
 
-    proc: subprocess.Popen[str]
+    proc: multiprocessing.process.BaseProcess
+    control: Connection
 
     @classmethod
     def start(cls, netdatadir: Path, passphrase: str, mode: str) -> Stepper:
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(netdatadir), passphrase,
-                                 str(FAST_N), mode], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        stepper = cls(proc)
+        ours, theirs = multiprocessing.Pipe()
+        proc = multiprocessing.get_context("fork").Process(
+            target=_child, args=(theirs, str(netdatadir), passphrase, mode), daemon=True)
+        proc.start()
+        theirs.close()
+        stepper = cls(proc, ours)
         assert stepper.line() == "ready"
         stepper.go()
         return stepper
 
     def line(self) -> str:
-        assert self.proc.stdout is not None
-        text = self.proc.stdout.readline()
-        if not text:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise AssertionError(f"child ended early: {err[-2000:]}")
-        return text.rstrip("\n")
+        if not self.control.poll(STEP_TIMEOUT):
+            raise AssertionError("the child did not reach its next step")
+        try:
+            return str(self.control.recv())
+        except EOFError:
+            raise AssertionError(f"child ended early (exit code {self.proc.exitcode})") from None
 
     def go(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
+        self.control.send("go")
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe:
-                pipe.close()
+        if self.proc.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.join(10)
+        self.control.close()
 
 
 def make_wallet(netdatadir: Path) -> None:

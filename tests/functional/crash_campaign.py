@@ -52,7 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from framework import (  # noqa: E402
-    NODE_EXECUTABLE, TestNode, child_pids, is_multiprocess, pid_alive, wait_gone, wait_until,
+    NODE_EXECUTABLE, TestNode, child_pids, is_multiprocess, wait_gone, wait_until,
 )
 from wallet_secrets import committed_state, files_holding, read_seed, secrets_of  # noqa: E402
 

@@ -26,7 +26,7 @@ from wallet_secrets import committed_state, files_holding, read_seed, secrets_of
 from cleancoin.components.rpc.client import RpcTransportError
 from cleancoin.components.rpc.errors import RpcError
 
-ROUNDS = 6
+ROUNDS = 4
 PASSPHRASE = "a passphrase for the kill test"
 
 
