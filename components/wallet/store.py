@@ -311,10 +311,11 @@ class WalletStore:
 
     @classmethod
     def create(cls, netdatadir: str | os.PathLike[str], name: str, network: str, *,
-               seed: bytes | None = None, birth_height: int = 0,
+               seed: bytes | None = None, birth_height: int = 0, seed_blob: bytes | None = None,
                rows: Sequence[tuple[str, dict[str, Any]]] | None = None) -> WalletStore:
         """Create a new wallet (WalletError if one exists). `seed` defaults to 32 random bytes;
-        `rows` (create_from_dump) replaces every default row.
+        `seed_blob` (createwallet with a passphrase) is the seed already encrypted, so the
+        plaintext never reaches the disk; `rows` (create_from_dump) replaces every default row.
 
         The database is built complete in `wallet.sqlite.new` and renamed into place, so a
         kill during creation never leaves a `wallet.sqlite` without its tables: the name stays
@@ -343,12 +344,15 @@ class WalletStore:
             else:
                 meta = {
                     "version": SCHEMA_VERSION, "network": network, "birth_height": birth_height,
-                    "best_hash": None, "best_height": -1, "encrypted": 0,
+                    "best_hash": None, "best_height": -1, "encrypted": int(seed_blob is not None),
                     "next_index_0": 0, "next_index_1": 0, "scrub_pending": 0,
                 }
                 c.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-                c.execute("INSERT INTO secrets VALUES ('seed', ?, NULL)",
-                          (seed if seed is not None else os.urandom(32),))
+                if seed_blob is not None:
+                    c.execute("INSERT INTO secrets VALUES ('seed', NULL, ?)", (seed_blob,))
+                else:
+                    c.execute("INSERT INTO secrets VALUES ('seed', ?, NULL)",
+                              (seed if seed is not None else os.urandom(32),))
             c.execute("COMMIT")
 
         new = Path(str(path) + NEW_SUFFIX)

@@ -43,7 +43,7 @@ from cleancoin.components.node.keys import PrivateKey
 from cleancoin.components.node.primitives import Block, Transaction, compact_size
 
 from .coins import SpendableCoin, build_transaction
-from .crypto import SecretBytes, WrongPassphrase
+from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
 from .store import DB_FILENAME, NEW_SUFFIX, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
 
@@ -769,11 +769,19 @@ class WalletLoader:
             if name in self.wallets:
                 raise WalletError(f"Wallet {name!r} is already loaded.")
             tip = await self.chain.get_height()
+            if not passphrase:
+                store = WalletStore.create(self.netdatadir, name, self.network,
+                                           birth_height=max(0, tip))
+                return await self._start(name, store)
+            # Encrypted from the first byte written: creating it in plain and encrypting it
+            # afterwards would leave an unencrypted wallet behind a kill in between.
+            seed = SecretBytes(os.urandom(32))
+            blob = await asyncio.to_thread(encrypt, seed, passphrase, purpose=SEED_PURPOSE)
             store = WalletStore.create(self.netdatadir, name, self.network,
-                                       birth_height=max(0, tip))
+                                       birth_height=max(0, tip), seed_blob=blob.to_bytes())
             wallet = await self._start(name, store)
-            if passphrase:
-                await asyncio.to_thread(wallet.encrypt, passphrase)
+            wallet.set_unlocked(seed, 1)    # derives the keypool, as encryptwallet does first
+            wallet.lock()                   # and wipes the seed
             return wallet
 
     async def load(self, name: str) -> Wallet:

@@ -110,3 +110,60 @@ def test_kill_9_during_encryptwallet_leaves_no_plaintext(tmp_path: Path) -> None
               dict(outcome))
     finally:
         node.cleanup()
+
+
+def test_kill_9_during_createwallet_with_a_passphrase_never_leaves_it_unencrypted(tmp_path: Path) -> None:
+    """createwallet with a passphrase used to create the wallet in plain and encrypt it
+    afterwards: a kill in between left an unencrypted wallet (with its seed on disk) that the
+    caller had asked to be encrypted. Now the seed is encrypted before the first write: after
+    any kill the wallet is either absent or encrypted."""
+    node = TestNode(0, tmp_path, new_session=True)
+    node.start()
+    seed = int(os.environ.get("CLEANCOIN_TEST_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    outcome: collections.Counter[str] = collections.Counter()
+    try:
+        t0 = time.monotonic()
+        node.rpc.createwallet("measure", False, False, PASSPHRASE)
+        duration = time.monotonic() - t0
+        node.rpc.unloadwallet("measure")
+        for i in range(ROUNDS):
+            name = f"p{i}"
+            pid = wallet_pid(node) if is_multiprocess() else node.process.pid  # type: ignore[union-attr]
+            before = restarts(node) if is_multiprocess() else 0
+
+            def call(n: str = name) -> None:
+                try:
+                    node.rpc.createwallet(n, False, False, PASSPHRASE)
+                except (RpcError, RpcTransportError, OSError):
+                    pass
+            thread = threading.Thread(target=call, daemon=True)
+            thread.start()
+            delay = duration * rng.uniform(0.2, 1.0)
+            time.sleep(delay)
+            if is_multiprocess():
+                os.kill(pid, signal.SIGKILL)
+            else:
+                node.kill()
+            wait_gone(pid)
+            thread.join(30)
+            wallet_dir = node.netdatadir / "wallets" / name
+            where = f"round {i} (seed {seed}), killed after {delay * 1000:.0f} ms"
+            exists = (wallet_dir / "wallet.sqlite").exists()
+            if exists:
+                assert committed_state(wallet_dir, tmp_path / "scratch")[0], where
+            outcome["created" if exists else "absent"] += 1
+            if is_multiprocess():
+                wait_until(lambda: restarts(node) > before, what="wallet process restart")
+            else:
+                node.start()
+            if exists:
+                if name not in node.rpc.listwallets():
+                    node.rpc.loadwallet(name)
+                info = node.client.call("getwalletinfo", wallet=name)
+                assert "unlocked_until" in info, (where, info)
+                node.client.call("walletpassphrase", PASSPHRASE, 5, wallet=name)
+                node.rpc.unloadwallet(name)
+        print(f"seed {seed}, createwallet takes {duration * 1000:.0f} ms; outcomes:", dict(outcome))
+    finally:
+        node.cleanup()
