@@ -93,6 +93,7 @@ class KillRecord:
     during: str
     checks_seconds: float
     recovery_seconds: float | None
+    operations: int = 0                  # operations the workload completed in that life
 
 
 class Workload:
@@ -106,6 +107,8 @@ class Workload:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
+        self.ended_by = ""              # what ended the operations, if not the stop flag
+        self.done: collections.Counter[str] = collections.Counter()
 
     def _call(self, method: str, *args: Any, wallet: str | None = None) -> Any:
         return self.node.client.call(method, *args, wallet=wallet)
@@ -113,12 +116,16 @@ class Workload:
     def _run(self) -> None:
         try:
             while not self.stop.is_set():
-                op = self.rng.choices(["send", "mine", "encrypt", "backup"], [5, 3, 1, 1])[0]
+                # Weighed so that the time goes about evenly to encryption (one op takes
+                # ~250 ms: createwallet, keypool, scrypt) and the rest (~10-20 ms each).
+                op = self.rng.choices(["send", "mine", "encrypt", "backup"], [10, 6, 1, 3])[0]
                 self.current = op
                 getattr(self, "_" + op)()
+                self.done[op] += 1
                 self.current = "idle"
-        except (RpcTransportError, OSError, RpcError):
-            pass                         # the kill (or the recovery after it) cut the call
+        except (RpcTransportError, OSError, RpcError) as exc:
+            # The kill (or the recovery after it) cut the call.
+            self.ended_by = f"{type(exc).__name__}: {str(exc)[:120]}"
         except BaseException as exc:     # noqa: BLE001 - reported by the campaign
             self.error = exc
 
@@ -282,9 +289,11 @@ class Campaign:
             raise InvariantBroken(f"the workload failed: {work.error!r}")
         self.online_checks(node, ledger)
         checks = time.monotonic() - t0
-        self.records.append(KillRecord(index, life, target, delay, during, checks, recovery))
+        self.records.append(KillRecord(index, life, target, delay, during, checks, recovery,
+                                       sum(work.done.values())))
         self.say(f"[{len(self.records)}/{self.kills}] {self.kind} datadir {index} life {life}: "
-                 f"killed {target} after {delay:.2f} s during {during}; back in "
+                 f"killed {target} after {delay:.2f} s ({sum(work.done.values())} operations "
+                 f"done) during {during}; back in "
                  f"{recovery:.2f} s; invariants hold ({checks:.1f} s)")
 
     def tree(self, node: TestNode) -> dict[str, int]:
@@ -388,7 +397,8 @@ def summary(records: list[KillRecord], seconds: float, kind: str, seed: int) -> 
     wallet_back = [r.recovery_seconds for r in records if r.target == "wallet" and r.recovery_seconds]
     lines = [f"{kind}: {len(records)} kills in {seconds:.0f} s (seed {seed}), every invariant held",
              "  killed: " + ", ".join(f"{k} {v}" for k, v in sorted(targets.items())),
-             "  during: " + ", ".join(f"{k} {v}" for k, v in sorted(during.items()))]
+             "  during: " + ", ".join(f"{k} {v}" for k, v in sorted(during.items())),
+             f"  operations completed before the kills: {sum(r.operations for r in records)}"]
     if wallet_back:
         lines.append(f"  wallet process back in {statistics.median(wallet_back):.2f} s (median), "
                      f"{max(wallet_back):.2f} s (max)")
