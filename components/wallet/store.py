@@ -606,7 +606,10 @@ class WalletStore:
         try:
             os.rename(fresh_path, self.path)
             _fsync_dir(self.path.parent)
-            _zero_file(old_fd)
+            # Past the commit point: a failure to zero (a full disk on a copy-on-write file
+            # system) must not report the committed change as failed.
+            with contextlib.suppress(OSError):
+                _zero_file(old_fd)
         finally:
             os.close(old_fd)
 
