@@ -439,7 +439,11 @@ class RpcServer:
         if path == "/":
             uri_wallet = None
         elif path.startswith("/wallet/"):
-            uri_wallet = unquote(path[len("/wallet/"):], errors="strict")
+            # Bytes that are not UTF-8 (/wallet/%ff) become U+FFFD, which no wallet name
+            # holds, so such a request gets bitcoind's -18 after authentication instead of a
+            # UnicodeDecodeError (an internal error whose text reached even unauthenticated
+            # clients).
+            uri_wallet = unquote(path[len("/wallet/"):], errors="replace")
         else:
             return web.Response(status=HTTP_NOT_FOUND)
         if request.method != "POST":

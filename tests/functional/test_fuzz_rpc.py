@@ -176,7 +176,8 @@ def body_strategy(target: Target) -> st.SearchStrategy[bytes]:
 
 @settings(max_examples=EXAMPLES)
 @given(data=st.data(), path=st.sampled_from(["/", "/wallet/w", "/wallet/nope"])
-       | st.text(max_size=10).map(lambda t: "/wallet/" + quote(t)))
+       | st.text(max_size=10).map(lambda t: "/wallet/" + quote(t))
+       | st.binary(max_size=6).map(lambda b: "/wallet/" + "".join(f"%{x:02x}" for x in b)))
 def test_fuzz_json_rpc_bodies(target: Target, data: st.DataObject, path: str) -> None:
     body = data.draw(bodies(target.methods))
     status, reply = target.post(path, body)
@@ -198,3 +199,19 @@ def test_the_property_can_fail(target: Target) -> None:
     check_reply(status, body)
     assert status == 200 and [r["error"] for r in json.loads(body)] == [None, None]
     assert Path(target.node.cookie_path).exists()
+
+
+def test_an_undecodable_wallet_path_is_not_an_internal_error(target: Target) -> None:
+    """Found by the fuzzer: /wallet/%ff raised UnicodeDecodeError before authentication, and
+    its text went to any client as an internal error. Now it is bitcoind's -18."""
+    for path in ("/wallet/%ff", "/wallet/%C0%80", "/wallet/w%80"):
+        status, body = target.post(path, b'{"method": "getbalance", "params": [], "id": 1}')
+        check_reply(status, body)
+        assert json.loads(body)["error"]["code"] == -18, body
+    conn = http.client.HTTPConnection("127.0.0.1", target.node.rpc_port, timeout=10)
+    try:
+        conn.request("POST", "/wallet/%ff", body=b"{}")           # no credentials
+        response = conn.getresponse()
+        assert response.status == 401 and b"Unicode" not in response.read()
+    finally:
+        conn.close()
