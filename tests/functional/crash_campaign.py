@@ -7,9 +7,10 @@
 Each datadir gets a node (CleanCoind, or CleanCoin-node with its wallet process) with two
 wallets, alice (funded by mining) and bob, and lives through `--per-datadir` kills. In each
 life a workload thread runs random operations over RPC: alice sends to bob, a block is mined,
-a fresh wallet is created and encrypted, alice is backed up. After a random delay one process
-is SIGKILLed: CleanCoind or its whole process group; or, with CleanCoin-node, the node, its
-wallet process, its zygote or the whole group. Then the invariants:
+a fresh wallet is created and encrypted (by encryptwallet, or at once by createwallet with a
+passphrase), alice is backed up. After a random delay one process is SIGKILLed: CleanCoind or
+its whole process group; or, with CleanCoin-node, the node, its wallet process, its zygote or
+the whole group. Then the invariants:
 
 - integrity: the chain database and every wallet database pass `PRAGMA integrity_check`
   (on copies, so the check cannot repair what it looks at), and every wallet passes the
@@ -18,9 +19,10 @@ wallet process, its zygote or the whole group. Then the invariants:
   derived keys of a wallet whose files say it is encrypted;
 - nothing committed is lost: every block hash `generatetoaddress` returned is in the active
   chain; every txid `sendtoaddress` returned is still in alice's wallet and in the mempool or a
-  block; every wallet whose `encryptwallet` returned is encrypted and opens with its
-  passphrase; every backup `backupwallet` wrote passes integrity_check; bob (who only
-  receives) has at least the balance he had when the life began;
+  block; every wallet whose encryption returned is encrypted and opens with its passphrase,
+  and a wallet asked to be created with a passphrase is absent or encrypted; every backup
+  `backupwallet` wrote passes integrity_check; bob (who only receives) has at least the
+  balance he had when the life began;
 - recovery: a killed wallet process is restarted by the node (CleanCoin-node) and serves
   again; otherwise the node is stopped if alive (`stop`, exit status 0 expected) and started
   again on the same datadir, and serves.
@@ -79,6 +81,7 @@ class Ledger:
     sends: list[str] = field(default_factory=list)             # txids alice sent
     encrypted: list[str] = field(default_factory=list)         # wallets encryptwallet finished
     seeds: dict[str, bytes] = field(default_factory=dict)      # wallet -> seed, read at creation
+    born_encrypted: set[str] = field(default_factory=set)      # createwallet with a passphrase
     backups: list[Path] = field(default_factory=list)
     bob_floor: Decimal = Decimal(0)
     counter: int = 0
@@ -148,6 +151,14 @@ class Workload:
     def _encrypt(self) -> None:
         self.ledger.counter += 1
         name = f"e{self.ledger.counter}"
+        if self.rng.random() < 0.5:
+            # createwallet with a passphrase: the seed never reaches the disk in plain, so
+            # after any kill the wallet is absent or encrypted.
+            self.ledger.born_encrypted.add(name)
+            self._call("createwallet", name, False, False, PASSPHRASE)
+            self.ledger.encrypted.append(name)
+            self._call("unloadwallet", name)
+            return
         self._call("createwallet", name)
         self.ledger.seeds[name] = read_seed(self.node.netdatadir / "wallets" / name)
         self._call("encryptwallet", PASSPHRASE, wallet=name)
@@ -343,6 +354,9 @@ class Campaign:
             if d.name in ledger.encrypted and not encrypted:
                 raise InvariantBroken(f"wallet {d.name}: encryptwallet returned, files say "
                                       "not encrypted")
+            if d.name in ledger.born_encrypted and not encrypted:
+                raise InvariantBroken(f"wallet {d.name}: created with a passphrase, files say "
+                                      "not encrypted")
             if encrypted and d.name in ledger.seeds:
                 all_needles += secrets_of(ledger.seeds[d.name])
             copy = scratch / "wallet-copy"
@@ -362,7 +376,8 @@ class Campaign:
 
     def secrets_check(self, node: TestNode, ledger: Ledger) -> None:
         """No file of the datadir holds key material of a wallet encryptwallet finished."""
-        needles = [n for name in ledger.encrypted for n in secrets_of(ledger.seeds[name])]
+        needles = [n for name in ledger.encrypted if name in ledger.seeds
+                   for n in secrets_of(ledger.seeds[name])]
         if needles and (leaks := files_holding(node.datadir, needles)):
             raise InvariantBroken(f"plaintext key material of an encrypted wallet in {leaks}")
 

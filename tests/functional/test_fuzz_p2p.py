@@ -28,9 +28,10 @@ from hypothesis import strategies as st
 from cleancoin.components.node.chainparams import REGTEST
 from cleancoin.components.node.hashes import sha256d
 from cleancoin.components.node.p2p.messages import (
-    HEADER_SIZE, MESSAGE_TYPES, MSG_BLOCK, MSG_TX, GetBlocks, GetData, Inv, InvItem, Message,
-    Ping, Pong, Verack, Version, parse_header, parse_payload, serialize_message,
+    HEADER_SIZE, MESSAGE_TYPES, MSG_BLOCK, MSG_TX, BlockMessage, GetBlocks, GetData, Inv, InvItem,
+    Message, Ping, Pong, TxMessage, Verack, Version, parse_header, parse_payload, serialize_message,
 )
+from cleancoin.components.node.primitives import OutPoint, Transaction, TxIn, TxOut
 from framework import TEST_ADDRESS, TestNode, is_multiprocess
 
 EXAMPLES = settings.default.max_examples
@@ -171,6 +172,12 @@ valid_messages = st.one_of(
                                 max_size=20).map(tuple)),
     st.builds(GetBlocks, st.lists(hashes, max_size=10).map(tuple), st.none() | hashes,
               st.integers(0, 2**32 - 1)),
+    st.just(BlockMessage(REGTEST.genesis_block)),
+    st.just(TxMessage(REGTEST.genesis_block.txs[0])),
+    st.builds(lambda h, n, value, pkh, sig: TxMessage(Transaction(
+        1, (TxIn(OutPoint(h, n), sig),), (TxOut(value, pkh),), 0)),
+        hashes, st.integers(0, 2**32 - 1), st.sampled_from([0, 1, 21 * 10**14, 2**62]),
+        st.binary(min_size=20, max_size=20), st.binary(max_size=120)),
 )
 
 
