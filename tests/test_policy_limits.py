@@ -15,6 +15,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,15 +117,16 @@ def test_extends_chain_is_bounded(tmp_path: Path) -> None:
     assert any("extends chain longer than" in e.message for e in info.value.errors)
 
 
-def test_a_file_of_many_keys_is_checked_in_linear_time(tmp_path: Path) -> None:
-    """The line scanner once copied the rest of the text for every key: quadratic."""
+def test_a_file_of_many_key_lines_is_checked_in_linear_time(tmp_path: Path) -> None:
+    """The line scanner once copied the rest of the text for every line that looks like a key
+    (here: 170,000 of them inside one multi-line string, just under the 1 MiB limit):
+    quadratic, about 90 GB of copying."""
     path = tmp_path / "policy.toml"
-    path.write_text("[policy]\n" + "".join(f"k{i} = [1]\n" for i in range(60_000)))
-    import time
+    path.write_text('[policy]\nname = "long"\ndescription = """\n' + "k=[1]\n" * 170_000
+                    + '"""\n')
     t0 = time.monotonic()
-    with pytest.raises(PolicyErrors):
-        load_policy(str(path))
-    assert time.monotonic() - t0 < 10
+    assert load_policy(str(path)).name == "long"
+    assert time.monotonic() - t0 < 5
 
 
 def test_bounds_are_the_kernels() -> None:
