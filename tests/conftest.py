@@ -45,6 +45,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from cleancoin.sandbox import control, kernel, launcher
@@ -52,13 +53,18 @@ from cleancoin.sandbox.plan import Plan
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
 from cleancoin.sandbox.report import Report
 
+# Hypothesis keeps caches (its Unicode tables) and the example database in its home
+# directory, `.hypothesis/` in the working directory by default: keep them out of the
+# repository.
+HYPOTHESIS_HOME = os.path.expanduser("~/.cache/cleancoin-hypothesis")
+set_hypothesis_home_dir(HYPOTHESIS_HOME)
 settings.register_profile(
     "ci", max_examples=100, deadline=None, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile(
     "fuzz", max_examples=int(os.environ.get("CLEANCOIN_FUZZ_EXAMPLES", "5000")), deadline=None,
     print_blob=True,
-    database=DirectoryBasedExampleDatabase(os.path.expanduser("~/.cache/cleancoin-hypothesis")),
+    database=DirectoryBasedExampleDatabase(os.path.join(HYPOTHESIS_HOME, "examples")),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("CLEANCOIN_HYPOTHESIS_PROFILE", "ci"))
 
