@@ -5,12 +5,14 @@ Same options, conf file, RPC, files and exit codes as CleanCoind (cli/node_main.
     -sandbox=0             run without the sandbox (a warning goes to the log)
     -ipcbind=ADDR          accept IPC clients (unix | unix:PATH | tcp:HOST:PORT), e.g. a
                            `CleanCoin-wallet -ipcconnect=unix` started on its own
-    -ipcauth, -ipccert, -ipckey, -ipcmaxconnections   as in docs/ipc.md
+    -ipcauth, -ipccert, -ipckey, -ipcmaxconnections, -ipchandshaketimeout   as in docs/ipc.md
+    -ipcallowwallet=1      with -disablewallet: an IPC client may serve the wallet methods
 
 Start-up order (docs/multiprocess.md):
 1. options, datadir, debug.log, as CleanCoind;
-2. the zygote: a launcher process started while this process still has all its rights, that
-   can start exactly one component, CleanCoin-wallet, under policies/wallet.toml;
+2. the zygote: a launcher process (a fresh interpreter) started while this process still has
+   all its rights, that can start exactly one component, CleanCoin-wallet, under
+   policies/wallet.toml;
 3. this process restricts itself with policies/node.toml (Landlock: its network datadir with
    wallets/ hidden, its P2P and RPC ports; seccomp; no capabilities; no exec); a step that
    cannot be applied stops it here with "Error: sandbox step 'X' failed: ...";
@@ -28,7 +30,7 @@ import sys
 from collections.abc import Sequence
 
 from cleancoin.cli import node_main
-from cleancoin.cli.options import Option, OptionError, help_text, load_settings
+from cleancoin.cli.options import Option, OptionError, apply_umask, help_text, load_settings
 
 PROG = "CleanCoin-node"
 
@@ -45,7 +47,12 @@ OPTIONS: list[Option] = [
            "IPC options", "<userpw>"),
     Option("ipccert", "TLS certificate for TCP IPC listeners", "IPC options", "<file>"),
     Option("ipckey", "TLS key for TCP IPC listeners", "IPC options", "<file>"),
-    Option("ipcmaxconnections", "Serve at most <n> IPC clients at once", "IPC options", "<n>", "16"),
+    Option("ipcmaxconnections", "Serve at most <n> IPC clients at once on each -ipcbind listener",
+           "IPC options", "<n>", "16"),
+    Option("ipchandshaketimeout", "Close an IPC client that has not logged in (TCP) or made a first call "
+           "(unix) within <n> seconds", "IPC options", "<n>", "10"),
+    Option("ipcallowwallet", "Let an IPC client of the -ipcbind listeners (a CleanCoin-wallet "
+           "-ipcconnect) serve the wallet RPC methods; only with -disablewallet", "IPC options", "", "0"),
 ]
 
 
@@ -75,9 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = node_main.build_config(settings)
         ipc = parse_settings({name: list(settings.get_all(name)) for name in
                               ("ipcbind", "ipcconnect", "ipcauth", "ipccert", "ipckey",
-                               "ipcmaxconnections", "debug")})
+                               "ipcmaxconnections", "ipchandshaketimeout", "debug", "debugexclude")})
     except (OptionError, AddressError) as exc:
         return _fail(None, str(exc))
+    apply_umask(settings)          # before any file, and before the zygote and wallet are forked
     netdatadir = settings.netdatadir
     try:
         os.makedirs(netdatadir, exist_ok=True)
@@ -94,28 +102,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cleancoin.components.ipc.interfaces import Peer
     from cleancoin.components.node.multiprocess import NodeProcesses
     from cleancoin.components.node.node import InitError, Node
-    from cleancoin.components.node.wallet_process import WALLET_COMPONENT, prestart, wallet_argv
+    from cleancoin.components.node.wallet_process import WALLET_COMPONENT, WALLET_TARGET, prestart
     from cleancoin.sandbox.policy_loader import shipped_policy
     from cleancoin.sandbox.zygote import ComponentSpec, Zygote, ZygoteError
 
-    # Everything the node and the wallet process will run is imported now, once: the zygote
-    # is a fork of this process (no second interpreter to start), and so is the wallet.
+    # Everything the node will run is imported now: once it is confined it could still read
+    # the Python installation, but a failure there would come late and far from its cause.
     _import_node_modules()
     zygote = None
     prestarted = None
     connect_wallet = not config.disable_wallet and _use_running_wallet(ipc.connect, netdatadir)  # type: ignore[attr-defined]
     if not config.disable_wallet and not connect_wallet:  # type: ignore[attr-defined]
-        from cleancoin.cli import wallet_process
-        wallet_process.import_everything()
-        spec = ComponentSpec(WALLET_COMPONENT, wallet_argv(),
+        spec = ComponentSpec(WALLET_COMPONENT, WALLET_TARGET,
                              shipped_policy("wallet") if sandbox else None,
-                             {"walletdir": os.path.join(netdatadir, "wallets"),
-                              "tmpdir": _own_tmpdir(os.path.join(netdatadir, "wallets"))},
-                             target=wallet_process.run_forked)
+                             {"walletdir": os.path.join(netdatadir, "wallets")},
+                             writable_roots=(netdatadir,))
         try:
-            # Forked before this process opens its chain or holds anything the wallet
-            # must not see (Zygote.fork); the wallet starts while the node restricts itself.
-            zygote = Zygote.fork({WALLET_COMPONENT: spec})
+            # A fresh interpreter, not a fork: this process has read the conf file and its
+            # command line (RPC and IPC passwords); the wallet must not hold a copy of them.
+            # It starts while this process restricts itself and opens its chain.
+            zygote = Zygote.start({WALLET_COMPONENT: spec}, wait=False)
             prestarted = prestart(zygote)
         except (ZygoteError, OSError) as exc:
             return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
@@ -123,8 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sandbox:
         from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors
         from cleancoin.sandbox.self_restrict import restrict_self
+        keep = _open_descriptors_to_keep(zygote, prestarted)
         try:
-            report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds))
+            report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds),
+                                   keep_fds=keep)
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if zygote is not None:
                 zygote.stop()
@@ -134,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         log.warning("-sandbox=0: %s and its wallet process run WITHOUT a sandbox", PROG)
     extension = NodeProcesses(zygote, ipc, Peer(PROG, os.getpid()), list(config.wallets),  # type: ignore[attr-defined]
-                              report, prestarted, connect_wallet)
+                              report, prestarted, connect_wallet, settings.get_bool("ipcallowwallet", False))
     node = Node(config, extension)  # type: ignore[arg-type]
     try:
         return asyncio.run(capnp.run(node.run()))
@@ -145,8 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if zygote is not None:
             zygote.stop()
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(netdatadir, ".tmp"))     # only if empty
 
 
 def _use_running_wallet(connect: str | None, netdatadir: str) -> bool:
@@ -177,16 +183,24 @@ def _node_variables(config: object, netdatadir: str, ipc_binds: Sequence[str]) -
     from cleancoin.components.ipc.address import parse
     tcp = [parse(b, "") for b in ipc_binds if b.startswith("tcp:")]
     ipcport = tcp[0].port if tcp else rpcport
-    return {"datadir": netdatadir, "port": str(port), "rpcport": str(rpcport), "ipcport": str(ipcport),
-            "tmpdir": _own_tmpdir(netdatadir)}
+    return {"datadir": netdatadir, "port": str(port), "rpcport": str(rpcport), "ipcport": str(ipcport)}
 
 
-def _own_tmpdir(directory: str) -> str:
-    """A temporary directory (TMPDIR, granted by base/python.toml) inside a directory the
-    process may write anyway: nothing to clean up from outside, nothing shared with others."""
-    path = os.path.join(directory, ".tmp")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+def _open_descriptors_to_keep(zygote: object, prestarted: object) -> set[int]:
+    """What this process still needs across restrict_self: its log files and its zygote's
+    sockets. Every other descriptor (libraries' leftovers, such as pycapnp's directory
+    descriptors) is pointed at /dev/null by the sandbox's descriptor step."""
+    keep: set[int] = set()
+    for handler in logging.getLogger("cleancoin").handlers:
+        stream = getattr(handler, "stream", None)
+        if stream is not None and hasattr(stream, "fileno"):
+            with contextlib.suppress(OSError, ValueError):
+                keep.add(stream.fileno())
+    if zygote is not None:
+        keep |= set(zygote.descriptors())  # type: ignore[attr-defined]
+    if prestarted is not None:
+        keep.add(prestarted.fileno())  # type: ignore[attr-defined]
+    return keep
 
 
 def _import_node_modules() -> None:

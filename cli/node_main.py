@@ -17,7 +17,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cleancoin.cli.options import Option, OptionError, Settings, help_text, load_settings
+from cleancoin.cli.options import (
+    SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text, load_settings, positive_seconds,
+)
 
 PROG = "CleanCoind"
 
@@ -39,6 +41,7 @@ OPTIONS: list[Option] = [
     Option("pid", "Specify pid file. Relative paths are prefixed by the network datadir.", "Options",
            "<file>", "CleanCoind.pid"),
     Option("reindex", "Rebuild chain state and indexes from the stored blocks.", "Options"),
+    SYSPERMS_OPTION,
     Option("bind", "Bind to given address to listen for P2P connections.", "Connection options",
            "<addr>", "0.0.0.0"),
     Option("port", "Listen for P2P connections on <port>", "Connection options", "<port>",
@@ -65,6 +68,8 @@ OPTIONS: list[Option] = [
            "RPC server options", "<addr>[:port]"),
     Option("rpcallowip", "Allow JSON-RPC connections from specified source (IP, network/CIDR, network/netmask)",
            "RPC server options", "<ip>"),
+    Option("rpcservertimeout", "Timeout during HTTP requests: for a request's headers (and an idle "
+           "connection) and for its body", "RPC server options", "<n>", "30"),
     Option("rpcuser", "Username for JSON-RPC connections", "RPC server options", "<user>"),
     Option("rpcpassword", "Password for JSON-RPC connections", "RPC server options", "<pw>"),
     Option("rpcauth", "Username and HMAC-SHA-256 hashed password for JSON-RPC connections (USER:SALT$HASH)",
@@ -139,6 +144,7 @@ def build_config(settings: Settings) -> object:
         rpcpassword=settings.get("rpcpassword", "") or "",
         rpcauth=settings.get_all("rpcauth"),
         rpccookiefile=settings.get("rpccookiefile"),
+        rpcservertimeout=positive_seconds(settings, "rpcservertimeout", 30.0),
         pid_file=settings.get("pid"),
         disable_wallet=settings.get_bool("disablewallet", False),
         wallets=[w for w in settings.get_all("wallet") if w],
@@ -157,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    apply_umask(settings)
     netdatadir = settings.netdatadir
     try:
         os.makedirs(netdatadir, exist_ok=True)

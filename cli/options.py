@@ -82,6 +82,34 @@ class Settings:
             raise OptionError(f"Invalid value for -{name}: '{value}' is not a number") from None
 
 
+#: The -sysperms option, in the table of every executable that writes into a datadir.
+SYSPERMS_OPTION = Option(
+    "sysperms", "Create new files with system default permissions, instead of umask 077 (wallets, "
+    "cookies and sockets stay private either way)", "Options")
+
+
+def apply_umask(settings: Settings) -> None:
+    """bitcoind's rule: whatever this process creates (logs, databases, pid file, directories)
+    is private to its user (umask 077), unless -sysperms. Called before anything is created;
+    processes forked later (the zygote, the wallet process) inherit it."""
+    if not settings.get_bool("sysperms", False):
+        os.umask(0o077)
+
+
+def positive_seconds(settings: Settings, name: str, default: float) -> float:
+    """-name=<seconds>: a number above 0 (OptionError otherwise)."""
+    value = settings.get(name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise OptionError(f"Invalid value for -{name}: '{value}' is not a number") from None
+    if not 0 < seconds < float("inf"):
+        raise OptionError(f"Invalid value for -{name}: '{value}' (it must be more than 0 seconds)")
+    return seconds
+
+
 def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
     """Parse the command line, read the conf file, check every name against `table`."""
     known = {o.name for o in table}

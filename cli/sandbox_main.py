@@ -13,9 +13,7 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 
 from cleancoin.sandbox import launcher, variables
@@ -100,8 +98,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _variables(args: argparse.Namespace, tmpdir: str) -> dict[str, str]:
-    values = {"tmpdir": tmpdir}
+def _variables(args: argparse.Namespace) -> dict[str, str]:
+    # ${tmpdir} is /tmp by default: the policy's fresh tmpfs (base/python), nothing on the host.
+    values: dict[str, str] = {}
     if args.datadir:
         values["datadir"] = os.path.abspath(args.datadir)
     for item in args.var:
@@ -131,16 +130,6 @@ def _launch_errors() -> Iterator[None]:
         raise SystemExit(EXIT_TOOL_FAILED) from None
 
 
-@contextlib.contextmanager
-def _launch_tmpdir(prefix: str) -> Iterator[str]:
-    """The ${tmpdir} of one launch, removed afterwards."""
-    tmpdir = tempfile.mkdtemp(prefix=prefix)
-    try:
-        yield tmpdir
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-
-
 def _exit_code(code: int) -> int:
     """A child's return code as a shell reports it: 128 + N when killed by signal N."""
     return 128 - code if code < 0 else code
@@ -154,12 +143,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     policy = _load_for_launch(args)
     if policy is None:
         return EXIT_TOOL_FAILED
-    with _launch_tmpdir("cleancoin-run-") as tmpdir, _launch_errors():
-        plan = launcher.prepare(policy, _variables(args, tmpdir))
-        child = launcher.spawn(plan, command, apply_before_exec=True)
+    with _launch_errors():
+        plan = launcher.prepare(policy, _variables(args))
+        # The program's output passes through this process: as it is, unless it goes to a
+        # terminal, where control characters are shown as text (stdio = "pipe").
+        child = launcher.spawn(plan, command, raw_output=True)
     if args.report and child.report is not None:
         print(child.report.to_text(), file=sys.stderr)
     code = child.wait()
+    if child.output is not None:
+        child.output.join()
     if code < 0:
         print(f"CleanCoin-sandbox: {command[0]} {launcher.describe_status(child.status or 0)}",
               file=sys.stderr)
@@ -171,8 +164,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     policy = _load_for_launch(args)
     if policy is None:
         return EXIT_TOOL_FAILED
-    with _launch_tmpdir("cleancoin-probe-") as tmpdir, _launch_errors():
-        result = probe.probe(policy, _variables(args, tmpdir), args.script)
+    with _launch_errors():
+        result = probe.probe(policy, _variables(args), args.script)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.to_text())
     if args.script and result.script_status is not None:
         return _exit_code(result.script_status)   # the script's own status, as `run` does

@@ -211,7 +211,7 @@ def _check_dump_network(path: str, chain: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the CleanCoin-wallet script; returns (and exits with) the status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if any(a.startswith(("-ipcfd=", "-ipcconnect", "-ipcbind")) for a in args):
+    if any(a.startswith(("-ipcconnect", "-ipcbind")) for a in args):
         # Not the offline tool: a wallet process for a node (cli/wallet_process.py).
         from cleancoin.cli import wallet_process
         return wallet_process.main(args)

@@ -1,11 +1,10 @@
 """CleanCoin-wallet as a process that runs wallets for a node (the offline tool is wallet_main).
 
-Two ways in:
+Three ways in:
 
-    CleanCoin-wallet -ipcfd=N
-        Started by CleanCoin-node (through the zygote, in the wallet's sandbox). Takes no other
-        option: the node passes its network and datadir in Init.makeWalletLoader, and its
-        -debug=ipc in hello. Ends when the node closes the connection or dies.
+    serve_node(fd), started by CleanCoin-node's zygote in the wallet's sandbox, on a socket
+        pair with the node: the node passes its network and datadir in Init.makeWalletLoader,
+        and its -debug=ipc in hello. Ends when the node closes the connection or dies.
 
     CleanCoin-wallet -regtest -datadir=DIR -ipcbind=unix [-wallet=NAME ...]
         Started on its own and waiting for nodes: listens on `<netdatadir>/wallet.sock`
@@ -15,9 +14,10 @@ Two ways in:
 
     CleanCoin-wallet -regtest -datadir=DIR -ipcconnect=unix [-wallet=NAME ...]
                      [-server -rpcbind=ADDR -rpcport=PORT ...]
-        Started on its own: connects to a running `CleanCoin-node -ipcbind=unix`, registers
-        the wallet RPC methods with it (the node forwards them from then on), loads the
-        -wallet wallets and, with -server, also serves wallet RPC itself on its own port.
+        Started on its own: connects to a running `CleanCoin-node -ipcbind=unix -disablewallet
+        -ipcallowwallet=1` (a node without that setting refuses), loads the -wallet wallets,
+        then registers the wallet RPC methods with it (the node forwards them from then on)
+        and, with -server, also serves wallet RPC itself on its own port.
         Stops on SIGTERM/SIGINT, on the `stop` RPC of its own server, or when the node goes.
 
 Logs go to `<netdatadir>/wallets/debug.log` (the wallets directory is the only place a
@@ -36,7 +36,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from cleancoin.cli.options import Option, OptionError, Settings, load_settings
+from cleancoin.cli.options import (
+    SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, load_settings, positive_seconds,
+)
 
 PROG = "CleanCoin-wallet"
 MULTIPROCESS_HINT = ("CleanCoin's multiprocess executables need pycapnp, the package's "
@@ -46,6 +48,7 @@ OPTIONS: list[Option] = [
     Option("conf", "Specify path to read-only configuration file.", "Options", "<file>", "CleanCoin.conf"),
     Option("datadir", "Specify data directory", "Options", "<dir>", "~/.cleancoin"),
     Option("wallet", "Load this wallet at startup (repeatable)", "Options", "<name>"),
+    SYSPERMS_OPTION,
     Option("ipcconnect", "Connect to a running CleanCoin-node: unix, unix:PATH or tcp:HOST:PORT",
            "IPC options", "<address>", "unix"),
     Option("ipcbind", "Wait for nodes instead (repeatable): unix (<netdatadir>/wallet.sock), "
@@ -54,7 +57,9 @@ OPTIONS: list[Option] = [
            "listener: accepted besides this process's .ipccookie)", "IPC options", "<userpw>"),
     Option("ipccert", "TLS certificate: pinned (client) or served (listener, with -ipckey)", "IPC options", "<file>"),
     Option("ipckey", "TLS key of a TCP listener", "IPC options", "<file>"),
-    Option("ipcmaxconnections", "Nodes served at once by a listener", "IPC options", "<n>", "16"),
+    Option("ipcmaxconnections", "Nodes served at once by each listener", "IPC options", "<n>", "16"),
+    Option("ipchandshaketimeout", "Close a client that has not logged in (TCP) or made a first call (unix) "
+           "within <n> seconds", "IPC options", "<n>", "10"),
     Option("debug", "Output debug logging (ipc, rpc, 1/all)", "Debugging options", "<category>"),
     Option("printtoconsole", "Log to the console too", "Debugging options", "", "0"),
     Option("chain", "Use the chain <chain>", "Chain selection options", "<chain>", "main"),
@@ -64,6 +69,8 @@ OPTIONS: list[Option] = [
     Option("rpcbind", "Address to serve wallet RPC on", "RPC server options", "<addr>[:port]"),
     Option("rpcport", "Port to serve wallet RPC on", "RPC server options", "<port>"),
     Option("rpcallowip", "Allow JSON-RPC connections from this source", "RPC server options", "<ip>"),
+    Option("rpcservertimeout", "Timeout during HTTP requests (headers, idle connection, body)",
+           "RPC server options", "<n>", "30"),
     Option("rpcuser", "Username for JSON-RPC connections", "RPC server options", "<user>"),
     Option("rpcpassword", "Password for JSON-RPC connections", "RPC server options", "<pw>"),
     Option("rpcauth", "USER:SALT$HASH credentials for JSON-RPC", "RPC server options", "<userpw>"),
@@ -124,26 +131,19 @@ def _setup_logging(netdatadir: str | None, console: bool, debug: Sequence[str]) 
             logging.getLogger("cleancoin.rpc").setLevel(logging.DEBUG)
 
 
-# ---------------------------------------------------------------------- -ipcfd (child)
+# ---------------------------------------------------------------------- started by a node
 
-def run_child(fd: int) -> int:
-    """Serve the node on the inherited socket `fd`, inside the sandbox the launcher set up."""
+def serve_node(fd: int) -> int:
+    """The zygote's target for CleanCoin-wallet: serve the node on the socket `fd`.
+
+    Runs in a child the zygote forked, after every sandbox step of policies/wallet.toml: the
+    zygote imported this module (and `import_everything`) once, at its own start, from a fresh
+    interpreter, so nothing of the node's memory is here. Returns the exit status.
+    """
+    import capnp
+    from cleancoin.sandbox import syscalls
+    syscalls.set_name("wallet")          # a fork keeps the zygote's name; ps should tell them apart
     _setup_logging(None, False, ())
-    import_everything()
-    from cleancoin.sandbox import component
-    component.enter()            # exits (status 126) if the sandbox cannot be applied
-    import capnp
-    return asyncio.run(capnp.run(_serve_child(fd)))
-
-
-def run_forked(fd: int) -> int:
-    """The zygote's target for CleanCoin-wallet (Zygote.fork): like `run_child`, in a child
-    forked from CleanCoin-node's zygote, whose sandbox steps have all been applied already
-    and whose code is imported already. Returns the exit status."""
-    import capnp
-    import prctl
-    prctl.set_name("wallet")             # a fork keeps the zygote's name; ps should tell them apart
-    _setup_logging(None, False, ())      # drops the handlers inherited from the node
     return asyncio.run(capnp.run(_serve_child(fd)))
 
 
@@ -213,7 +213,8 @@ async def _listening(settings: Settings) -> int:
 
     try:
         ipc = parse_settings({name: list(settings.get_all(name)) for name in
-                              ("ipcbind", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug")})
+                              ("ipcbind", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections",
+                               "ipchandshaketimeout", "debug")})
         os.makedirs(netdatadir, exist_ok=True)
         cookie = write_cookie(netdatadir) if any(b.startswith("tcp") for b in ipc.binds) else None
         options = ipc.listen_options(cookie)
@@ -252,6 +253,7 @@ def _run_standalone(args: Sequence[str], serve: Callable[[Settings], Awaitable[i
     except OptionError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    apply_umask(settings)
     _setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
     import capnp
     try:
@@ -290,11 +292,17 @@ async def _connected(settings: Settings) -> int:
     except (AddressError, IpcError, OSError) as exc:
         raise _StartError(f"cannot connect to the node: {exc}") from None
     log.info("%s (pid %d) connected to %s", PROG, os.getpid(), connection.remote)
+    service = None
     try:
         chain = await connection.init.make_chain()
-        service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir))
+        service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir), register=False)
+        # Loaded first, registered then: the node forwards nothing before the wallets are
+        # here, so its clients see -28 until then, never "wallet does not exist".
         await service.load_wallets([w for w in settings.get_all("wallet") if w])
+        await service.register(chain)
     except Exception as exc:
+        if service is not None:
+            await service.close()
         connection.close()
         raise _StartError(str(exc)) from None
     rpc = await _start_rpc(settings, service) if settings.get_bool("server", False) else None
@@ -337,7 +345,11 @@ async def _start_rpc(settings: Settings, service):  # type: ignore[no-untyped-de
     endpoints, warnings = bind_endpoints(settings.get_all("rpcbind"), settings.get_all("rpcallowip"), int(port_text))
     for w in warnings:
         logging.getLogger("cleancoin.rpc").warning("%s", w)
-    server = RpcServer(service.registry, auth, allow, endpoints)
+    try:
+        timeout = positive_seconds(settings, "rpcservertimeout", 30.0)
+    except OptionError as exc:
+        raise _StartError(str(exc)) from None
+    server = RpcServer(service.registry, auth, allow, endpoints, server_timeout=timeout)
     try:
         await server.start()
     except OSError as exc:
@@ -346,22 +358,12 @@ async def _start_rpc(settings: Settings, service):  # type: ignore[no-untyped-de
 
 
 def main(args: Sequence[str]) -> int:
-    """Dispatch from wallet_main: -ipcfd=N (child) or -ipcconnect (on its own)."""
+    """Dispatch from wallet_main: -ipcbind (wait for nodes) or -ipcconnect (join a node)."""
     try:
         import capnp  # noqa: F401
     except ImportError:
         print(f"Error: {MULTIPROCESS_HINT}", file=sys.stderr)
         return 1
-    fds = [a for a in args if a.startswith("-ipcfd=")]
-    if fds:
-        if len(args) != 1:
-            print(f"Error: -ipcfd takes no other option; everything else comes over IPC", file=sys.stderr)
-            return 1
-        value = fds[0].partition("=")[2]
-        if not value.isdigit():
-            print(f"Error: -ipcfd expects a descriptor number, not '{value}'", file=sys.stderr)
-            return 1
-        return run_child(int(value))
     if any(a.startswith("-ipcbind") for a in args):
         if any(a.startswith("-ipcconnect") for a in args):
             print("Error: -ipcbind (wait for nodes) and -ipcconnect (join a node) exclude each other",

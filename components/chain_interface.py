@@ -108,14 +108,11 @@ class RpcRequest:
     tip: bytes = b""
 
     def __repr__(self) -> str:
-        # -debug=ipc prints requests: the parameters of passphrase methods never appear.
-        shown = "***" if self.method in SECRET_PARAMS_METHODS else self.params
-        return f"RpcRequest({self.method} {shown} wallet={self.uri_wallet!r})"
-
-
-#: Methods whose parameters hold a passphrase: logs show them masked.
-SECRET_PARAMS_METHODS: frozenset[str] = frozenset({
-    "createwallet", "encryptwallet", "walletpassphrase", "walletpassphrasechange"})
+        # -debug=ipc prints requests. Like bitcoind's -debug=rpc, which logs the method and
+        # never the parameters, it shows no parameter of any method: passphrases, keys,
+        # addresses and amounts stay out of the log whatever the method.
+        method = self.method[:64].encode("unicode_escape").decode("ascii")
+        return f"RpcRequest({method} *** wallet={self.uri_wallet!r})"
 
 
 @dataclass(frozen=True)
@@ -126,6 +123,13 @@ class RpcResponse:
     result: str = "null"
     error_code: int = 0
     error_message: str = ""
+
+    def __repr__(self) -> str:
+        # -debug=ipc prints responses: a result (an address, a signature, a descriptor) or an
+        # error message (which may repeat a parameter) is not shown, only its size or code.
+        if self.ok:
+            return f"RpcResponse(ok, result=*** ({len(self.result)} bytes))"
+        return f"RpcResponse(error {self.error_code}, message=***)"
 
 
 class RpcHandler(Protocol):
@@ -227,12 +231,18 @@ class Chain(Protocol):
 
     async def handle_notifications(self, notifications: ChainNotifications) -> Handler:
         """Deliver chain and mempool events to `notifications` until the handler is
-        disconnected (or, over IPC, the connection is lost)."""
+        disconnected (or, over IPC, the connection is lost). First comes
+        `transaction_added_to_mempool` for each transaction in the mempool now (parents
+        first), delivered before this returns; then the events as they happen. Fails beyond
+        the node's bound of registrations per connection (components/node/notifications.py);
+        a receiver that falls too far behind is dropped."""
         ...
 
     async def register_rpc(self, methods: list[RpcMethodInfo], handler: RpcHandler) -> Handler:
         """Serve `methods` on the node's JSON-RPC server by forwarding their calls to
         `handler` (a wallet in another process registers its methods this way), until the
-        returned handler is disconnected or the connection is lost. Fails when the node takes
-        no registrations, or when another live registration holds one of the names."""
+        returned handler is disconnected or the connection is lost. Fails when this Chain
+        takes no registrations (only the node's own wallet process gets one that does), when
+        a method is malformed (components/node/rpc_registration.py) or the node's own, or
+        when another wallet process holds or has reserved one of the names."""
         ...

@@ -24,3 +24,30 @@ def keep_only(keep: set[int]) -> None:
             os.set_inheritable(fd, True)
         except OSError:
             pass   # an allowlisted fd the parent did not have open (say, no stdin)
+
+
+def open_descriptors() -> list[int]:
+    """The descriptors open in this process now (not the one the listing itself used)."""
+    listed = [int(n) for n in os.listdir("/proc/self/fd")]
+    out = []
+    for fd in sorted(listed):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue        # the directory descriptor of the listing, closed by now
+        out.append(fd)
+    return out
+
+
+def neutralize(keep: set[int], devnull: int) -> list[int]:
+    """Point every descriptor not in `keep` (nor `devnull` itself) at /dev/null; returns them.
+
+    For a running process, whose libraries may still hold (and one day close) descriptors
+    they opened: closing under them could make a later close hit an unrelated descriptor that
+    reused the number. dup2 keeps the number valid and takes away what it led to.
+    """
+    replaced = [fd for fd in open_descriptors() if fd not in keep and fd != devnull]
+    for fd in replaced:
+        inheritable = os.get_inheritable(fd)
+        os.dup2(devnull, fd, inheritable=inheritable)
+    return replaced

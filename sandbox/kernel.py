@@ -17,6 +17,7 @@ class KernelFeatures:
     landlock_reason: str        # why there is none, when there is none
     seccomp_filter: bool
     user_namespaces: bool       # the sysctls allow creating one (it may still fail)
+    mdwe: bool = False          # PR_SET_MDWE (Linux 6.3)
 
     def summary(self) -> str:
         """One line for reports and errors."""
@@ -50,4 +51,15 @@ def detect() -> KernelFeatures:
     max_userns = _read_int("/proc/sys/user/max_user_namespaces")
     unpriv = _read_int("/proc/sys/kernel/unprivileged_userns_clone")
     userns = (max_userns is None or max_userns > 0) and (os.geteuid() == 0 or unpriv != 0)
-    return KernelFeatures(platform.release(), platform.machine(), abi, reason, seccomp_ok, userns)
+    return KernelFeatures(platform.release(), platform.machine(), abi, reason, seccomp_ok, userns,
+                          _has_mdwe())
+
+
+def _has_mdwe() -> bool:
+    """PR_GET_MDWE answers on kernels that know PR_SET_MDWE; reading it changes nothing."""
+    from . import syscalls
+    try:
+        syscalls.prctl(syscalls.PR_GET_MDWE)
+        return True
+    except OSError:
+        return False

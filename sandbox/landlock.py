@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from landlock import FSAccess
 
+from . import paths
 from .errors import EnforcementError
 
 _SYS_CREATE_RULESET = 444
@@ -132,12 +133,18 @@ def apply(rules: LandlockRules) -> list[str]:
     try:
         for path, rights, optional in rules.paths:
             try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                # The plan holds real paths: a symlink met now was planted since (ELOOP).
+                fd = paths.open_no_symlinks(path)
             except FileNotFoundError:
                 if optional:
                     notes.append(f"optional path {path} does not exist")
                     continue
                 raise EnforcementError("landlock", f"granted path {path} does not exist") from None
+            except OSError as exc:
+                if exc.errno == 40:
+                    raise EnforcementError("landlock", f"{path} has become a symlink since the "
+                                                       "plan was made; it is not followed") from None
+                raise
             try:
                 if not stat.S_ISDIR(os.fstat(fd).st_mode):
                     rights &= FILE_RIGHTS

@@ -1,25 +1,28 @@
-"""The parent side of a launch: load and fit the policy, fork, and wait for the verdict.
+"""The parent side of a launch: fit the policy, fork, run every step in the child, wait for the verdict.
 
 `spawn` returns once the child reported its enforcement (or raises `SpawnError` naming the
-step that failed), so a caller never talks to a component whose sandbox is not in place.
+step that failed), so a caller never talks to a child whose sandbox is not in place. The
+child runs the whole step list (`steps.STEPS`) before it runs anything else: then it either
+execs a program (`CleanCoin-sandbox run`: the policy must allow execve) or calls a function
+already in its memory (`target`: the zygote's components, `probe`, tests).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
+import shutil
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
-from . import control
-from .child_setup import ChildSpec, run_child
-from .mechanisms import Status
+from . import control, descriptors, report as reports, steps, syscalls
+from .control import EXIT_SETUP_FAILED
+from .errors import EnforcementError
 from .plan import Plan
 from .report import Report
+from .stdio import Pipes, Relay
 
 if TYPE_CHECKING:   # the zygote spawns from finished plans and never loads a policy
     from .model import Policy
@@ -50,12 +53,15 @@ def returncode(status: int) -> int:
 
 @dataclass
 class SandboxedProcess:
-    """A launched child: its pid, its control socket and, once ready, its report."""
+    """A launched child: its pid, its control socket, its output and, once ready, its report."""
 
     pid: int
     control: socket.socket
     report: Report | None = None
     status: int | None = field(default=None)
+    # The child's stdout and stderr when its policy says stdio = "pipe" and the caller relays
+    # them itself (spawn(relay=False)): call output.pump(fd) when one of output.fds() is readable.
+    output: Relay | None = None
 
     def poll(self) -> int | None:
         """The return code if the child has ended, else None."""
@@ -112,61 +118,110 @@ def _resolve_program(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     return [program, *argv[1:]]
 
 
-def prepare(policy: "Policy", variables: Mapping[str, str]) -> Plan:
+def prepare(policy: "Policy", variables: Mapping[str, str], writable_roots: Sequence[str] = ()) -> Plan:
     """Fit a policy to this kernel and these variables (before fork; may raise)."""
     from . import kernel
     from .plan_compiler import compile_plan
-    return compile_plan(policy, variables, kernel.detect())
+    return compile_plan(policy, variables, kernel.detect(), writable_roots=writable_roots)
 
 
 def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int] = (),
-          apply_before_exec: bool = False, target: Callable[[int], int] | None = None,
-          env: Mapping[str, str] | None = None) -> SandboxedProcess:
-    """Fork a child under `plan` (None: no sandbox) and wait until it reports.
+          target: Callable[[int], int] | None = None, env: Mapping[str, str] | None = None,
+          relay: bool = True, raw_output: bool = False) -> SandboxedProcess:
+    """Fork a child under `plan` (None: no sandbox at all) and wait until it reports.
 
-    `argv` is exec'd; the component applies the post-exec steps itself (`component.enter`).
-    With `apply_before_exec` the whole policy is in force before exec (`CleanCoin-sandbox
-    run`); with `target` the function runs in the sandboxed child instead of an exec (probe):
-    it gets the control descriptor, may send more messages on it (read them from
-    `child.control`), and its return value is the exit status.
+    With `argv` the child execs it once every step is in force (the policy must allow
+    execve); with `target` it calls target(control_fd) instead, whose return value is its
+    exit status (it may send more messages on the control descriptor). `pass_fds` stay open
+    in the child. With stdio "pipe" the child's output is passed on to this process's stdout
+    and stderr by a thread (`relay`; control characters shown escaped unless `raw_output`
+    and not a terminal), or left to the caller in `SandboxedProcess.output`.
     """
-    if apply_before_exec and plan is not None and not plan.exec_allowed:
+    if target is None and not argv:
+        raise ValueError("spawn needs argv or a target")
+    if target is None and plan is not None and not plan.exec_allowed:
         # Refused here: a child killed inside execve looks like one that exec'd and ended.
         raise SpawnError("exec", f"policy '{plan.policy}' does not allow execve, and run execs the "
                                  "program under the policy: allow execve (with a reason)")
     parent_env = dict(os.environ if env is None else env)
     run_env = dict(plan.environment) if plan is not None else parent_env
     full_argv = _resolve_program(argv, {**parent_env, **run_env}) if target is None else []
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    spec = ChildSpec(plan, tuple(full_argv), parent_env, frozenset(pass_fds), theirs.fileno(),
-                     os.getpid(), apply_before_exec, target)
+    pipes = Pipes.make() if plan is not None and plan.stdio == "pipe" else None
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         ours.close()
-        run_child(spec)
+        if pipes is not None:
+            pipes.close_parent_ends()
+        _child(plan, full_argv, target, parent_env, set(pass_fds), theirs.fileno(), parent, pipes)
     theirs.close()
     child = SandboxedProcess(pid, ours)
-    if plan is not None and not apply_before_exec and target is None:
-        control.send(ours.fileno(), {"plan": plan.to_json()})
-    _await_ready(child, plan, expect_exec=apply_before_exec)
+    if pipes is not None:
+        pipes.close_child_ends()
+        child.output = Relay(pipes, raw=raw_output)
+        if relay:
+            child.output.start()
+    _await_ready(child, plan, expect_exec=target is None)
     return child
 
 
-def _correct_namespaces(report: Report, plan: Plan, entered: dict[str, object]) -> None:
-    names = [str(n) for n in entered["namespaces"]]  # type: ignore[union-attr]
-    mech = report.mechanisms["namespaces"]
-    missing = [n for n in plan.namespaces if n not in names]
-    mech.status = (Status.NONE if not names else Status.PARTIAL).value
-    mech.details = [f"entered: {', '.join(names) or 'none'}"]
-    mech.missing = [f"{n} namespace ({entered.get('reason')})" for n in missing]
-    report.namespaces = names
+def _child(plan: Plan | None, argv: list[str], target: Callable[[int], int] | None,
+           parent_env: dict[str, str], pass_fds: set[int], control_fd: int, parent: int,
+           pipes: Pipes | None) -> None:
+    """The forked child: every step, the report, then exec or the target. Never returns."""
+    try:
+        if plan is None:
+            env = _unconfined(parent, pass_fds | {0, 1, 2, control_fd})
+        else:
+            ctx = steps.Context(plan, steps.Entry.LAUNCH, pass_fds | {control_fd},
+                                parent_pid=parent, pipes=pipes)
+            steps.run(ctx)
+            env = ctx.env
+            report = reports.build(plan, ctx.outcomes, os.getpid(), ctx.namespaces)
+            control.send(control_fd, {"report": report.to_dict()})
+    except BaseException as exc:  # noqa: BLE001 - no child code may run after a failure
+        _fail(control_fd, exc)
+    if target is not None:
+        # No exec to hand the policy's environment over: it replaces this process's own.
+        os.environ.clear()
+        os.environ.update(env)
+        code = 1
+        try:
+            code = target(control_fd)
+        finally:
+            os._exit(code)
+    # exec closes the control socket (close-on-exec): its end of file tells the parent the
+    # program started; an exec that fails says why on it first.
+    try:
+        os.set_inheritable(control_fd, False)
+        os.execve(argv[0], argv, env)
+    except OSError as exc:
+        _fail(control_fd, EnforcementError("exec", f"{argv[0]}: {exc.strerror}"))
+    os._exit(EXIT_SETUP_FAILED)
+
+
+def _unconfined(parent: int, keep: set[int]) -> dict[str, str]:
+    """No sandbox (the -sandbox=0 baseline): die with the parent, keep only the given fds."""
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(EXIT_SETUP_FAILED)
+    descriptors.keep_only(keep)
+    return dict(os.environ)
+
+
+def _fail(control_fd: int, exc: BaseException) -> None:
+    err = exc if isinstance(exc, EnforcementError) else EnforcementError("setup", repr(exc))
+    try:
+        control.send(control_fd, {"error": err.as_dict()})
+    finally:
+        os._exit(EXIT_SETUP_FAILED)
 
 
 def _await_ready(child: SandboxedProcess, plan: Plan | None, expect_exec: bool) -> None:
     if plan is None:
         return
     fd = child.control.fileno()
-    entered: dict[str, object] | None = None
     while True:
         try:
             message = control.recv(fd)
@@ -174,7 +229,7 @@ def _await_ready(child: SandboxedProcess, plan: Plan | None, expect_exec: bool) 
             message = {"error": {"step": "control", "reason": f"bad message from child: {exc}"}}
         if message is None:
             if child.report is not None:
-                return   # `run`: end of file after the report means exec succeeded
+                return   # exec: end of file after the report means the program started
             status = child.wait()
             raise SpawnError("startup", f"the child ended before reporting: "
                                         f"{describe_status(child.status or 0)}", status)
@@ -182,13 +237,8 @@ def _await_ready(child: SandboxedProcess, plan: Plan | None, expect_exec: bool) 
             err = message["error"]
             status = child.wait()
             raise SpawnError(str(err.get("step")), str(err.get("reason")), status)
-        if isinstance(message, dict) and "namespaces" in message:
-            entered = message   # fewer namespaces than asked for (level soft or best_effort)
-            continue
         if isinstance(message, dict) and "report" in message:
             child.report = Report.from_dict(message["report"])
-            if entered is not None:
-                _correct_namespaces(child.report, plan, entered)
             if not expect_exec:
                 return
             continue

@@ -15,6 +15,12 @@ class Status(enum.Enum):
     FULL = "fully enforced"
     PARTIAL = "partially enforced"
     NONE = "not enforced"
+    DISABLED = "turned off by the policy"
 
 
-MECHANISMS = ("namespaces", "landlock", "seccomp", "capabilities", "rlimits")
+#: The mechanisms a policy's [compatibility] table sets a level for, in report order.
+MECHANISMS = ("namespaces", "landlock", "seccomp", "capabilities", "mdwe", "rlimits")
+
+#: What every launch does whatever the policy's levels (descriptors, terminal, environment,
+#: dumpable, no_new_privs): reported under this name, never optional.
+PROCESS = "process"

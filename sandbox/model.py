@@ -40,14 +40,17 @@ class Grant:
 
 @dataclass(frozen=True)
 class Namespaces:
-    user: bool = False
-    mount: bool = False
-    pid: bool = False
+    # On unless a policy turns them off (all off needs a reason): bubblewrap's --unshare-all
+    # but the network, which is a grant of its own.
+    user: bool = True
+    mount: bool = True
+    pid: bool = True
     net: bool = False
-    ipc: bool = False
-    uts: bool = False
+    ipc: bool = True
+    uts: bool = True
     private_tmp: bool = False
     hostname: str = "sandbox"
+    reason: str | None = None     # why a policy enters no namespace at all
 
     def entered(self) -> tuple[str, ...]:
         """Names of the namespaces the child enters, in the kernel's order."""
@@ -62,6 +65,9 @@ class Filesystem:
     # Covered by an empty read-only tmpfs in the component's mount namespace. Landlock rules
     # are hierarchical and cannot take a subdirectory out of a granted one; a mount can.
     hide: tuple[Grant, ...] = ()
+    # A fresh, empty tmpfs at each path: writes there never reach the host, and the confined
+    # side has no host directory to swap for a symlink.
+    tmpfs: tuple[Grant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,11 @@ class Process:
     set_environment: tuple[tuple[str, str], ...] = ()
     fds: tuple[int, ...] = (0, 1, 2)
     rlimits: tuple[Rlimit, ...] = ()
+    # "pipe": stdin /dev/null, stdout and stderr through pipes the launcher reads; "null": all
+    # three /dev/null; "inherit": the launcher's own (a terminal there is the child's too).
+    stdio: str = "pipe"
+    memory_deny_write_execute: bool = True      # PR_SET_MDWE: no W+X memory
+    reason: str | None = None     # why it is dumpable, may map W+X memory or inherits stdio
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,7 @@ class Seccomp:
     deny: tuple[Grant, ...] = ()        # removed from `allow` after groups are expanded
     rules: tuple[SeccompRule, ...] = ()
     enabled: bool = True
+    reason: str | None = None     # why the filter is off
 
 
 @dataclass(frozen=True)

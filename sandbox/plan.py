@@ -1,9 +1,11 @@
-"""The Plan: everything a sandboxed child has to do, as plain data.
+"""The Plan: everything a sandbox entry has to do, as plain data.
 
-It is computed in the parent (`plan_compiler`), before fork, so that a policy that cannot be
-applied is refused before any child exists. It is plain data (JSON) because it crosses an
-exec: the component receives it on its control socket and carries out the post-exec steps.
-This module is on the child's import path, so it imports nothing of the policy model.
+It is computed before anything is changed (`plan_compiler`, in the parent before fork, or in
+`restrict_self` before the first step), so that a policy that cannot be applied is refused
+while nothing has happened yet. It is plain data (JSON) because it crosses processes: the
+zygote receives its components' plans from its parent. It holds only real, symlink-free paths
+(`paths.resolve`), and says nothing about whether it worked: the report is built from the
+steps' outcomes (`steps`, `report`).
 """
 
 from __future__ import annotations
@@ -12,26 +14,54 @@ import base64
 from dataclasses import asdict, dataclass, field
 
 from . import landlock
-from .report import MechanismReport
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One entry of the component's filesystem view, in the order it is made.
+
+    kind: "bind" (a grant, cloned from the host with its submounts), "tmpfs" (fresh and
+    writable), "hide" (empty and read-only, over part of a bind), "proc" (a fresh procfs in a
+    pid namespace, else the host's bound read-only), "symlink" (recreated: `target`).
+    """
+
+    kind: str
+    path: str
+    writable: bool = False
+    executable: bool = False
+    optional: bool = False
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class MechanismPlan:
+    """What planning found out about one mechanism: its level, a description of what will be
+    applied, and what this kernel lacks (dropped at level soft or best_effort)."""
+
+    level: str
+    details: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    disabled: str = ""          # the policy turned it off, and why
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The resolved, kernel-fitted form of a policy for one launch."""
+    """The resolved, kernel-fitted form of a policy for one entry into a sandbox."""
 
     policy: str
     files: tuple[str, ...]
     kernel: str
     namespaces: tuple[str, ...]
-    namespace_level: str
-    private_tmp_keep: tuple[str, ...] | None     # None: no private /tmp
-    mount_proc: bool
     hostname: str
     uid: int
     gid: int
     new_session: bool
     die_with_parent: bool
+    stdio: str                                    # pipe, null or inherit
+    # The filesystem view, built on an empty root (mount namespace only; empty otherwise).
+    mounts: tuple[Mount, ...]
     dumpable: bool
+    memory_deny_write_execute: bool
     rlimits: tuple[tuple[str, int, int | None, int | None], ...]
     fds: tuple[int, ...]
     environment: tuple[tuple[str, str], ...]
@@ -40,10 +70,12 @@ class Plan:
     seccomp_bpf: bytes
     seccomp_sha256: str
     exec_allowed: bool          # the filter lets execve through (`run` needs it)
-    mechanisms: dict[str, MechanismReport] = field(default_factory=dict)
-    # Absolute, symlink-free paths to cover with an empty read-only tmpfs (filesystem.hide),
-    # after the private /tmp. Last, with a default, so older plan JSON still loads.
-    hide: tuple[str, ...] = ()
+    mechanisms: dict[str, MechanismPlan] = field(default_factory=dict)
+
+    def level(self, mechanism: str) -> str:
+        """The compatibility level of a mechanism ("hard" unless the policy says otherwise)."""
+        plan = self.mechanisms.get(mechanism)
+        return plan.level if plan is not None else "hard"
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -56,13 +88,12 @@ class Plan:
         d = dict(data)
         d["landlock"] = landlock.LandlockRules.from_json(d["landlock"]) if d["landlock"] else None  # type: ignore[arg-type]
         d["seccomp_bpf"] = base64.b64decode(d["seccomp_bpf"])  # type: ignore[arg-type]
-        d["mechanisms"] = {k: MechanismReport(**v) for k, v in d["mechanisms"].items()}  # type: ignore[union-attr]
-        for key in ("files", "namespaces", "fds", "keep_caps", "hide"):
-            if key not in d:
-                continue
+        d["mechanisms"] = {k: MechanismPlan(v["level"], tuple(v["details"]), tuple(v["missing"]),  # type: ignore[index]
+                                            v["disabled"])  # type: ignore[index]
+                           for k, v in d["mechanisms"].items()}  # type: ignore[union-attr]
+        d["mounts"] = tuple(Mount(**m) for m in d["mounts"])  # type: ignore[union-attr, arg-type]
+        for key in ("files", "namespaces", "fds", "keep_caps"):
             d[key] = tuple(d[key])  # type: ignore[arg-type]
         d["rlimits"] = tuple(tuple(r) for r in d["rlimits"])  # type: ignore[union-attr]
         d["environment"] = tuple(tuple(e) for e in d["environment"])  # type: ignore[union-attr]
-        if d["private_tmp_keep"] is not None:
-            d["private_tmp_keep"] = tuple(d["private_tmp_keep"])  # type: ignore[arg-type]
         return cls(**d)  # type: ignore[arg-type]

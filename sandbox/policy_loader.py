@@ -335,6 +335,28 @@ def _check_dangers(policy: Policy, granted: dict[str, Grant], errors: list[Polic
             errors.append(PolicyError(grant.where, f"keeping capability '{grant.value}' needs a reason"))
 
 
+def _check_switched_off(policy: Policy, refs: dict[str, SourceRef], errors: list[PolicyError]) -> None:
+    """Turning a mechanism off is a dangerous grant like any other: it needs a reason."""
+    main = policy.files[-1]
+
+    def where(key: str) -> SourceRef:
+        return refs.get(key, SourceRef(main, 0, key))
+
+    if not policy.seccomp.enabled and not policy.seccomp.reason:
+        errors.append(PolicyError(where("seccomp.enabled"), "turning the syscall filter off is a "
+                                                            "dangerous choice and needs seccomp.reason"))
+    proc = policy.process
+    for key, off, what in (("process.dumpable", proc.dumpable, "a dumpable process can be traced "
+                                                                "and read by the same user"),
+                           ("process.memory_deny_write_execute", not proc.memory_deny_write_execute,
+                            "W+X memory lets injected code run"),
+                           ("process.stdio", proc.stdio == "inherit",
+                            "inherited descriptors may be the user's terminal")):
+        if off and not proc.reason:
+            errors.append(PolicyError(where(key), f"{what}: a dangerous choice that needs "
+                                                  "process.reason"))
+
+
 def _capability_names() -> list[str]:
     import prctl  # parent side only: names for validation
     return list(prctl.ALL_CAP_NAMES)
@@ -351,6 +373,13 @@ def _build(values: dict[str, Any], refs: dict[str, SourceRef], files: tuple[str,
                        for k in Namespaces.__dataclass_fields__})
     if ns.private_tmp and not ns.mount:
         errors.append(PolicyError(refs["namespaces.private_tmp"], "private_tmp needs mount = true"))
+    if get("filesystem.tmpfs", ()) and not ns.mount:
+        errors.append(PolicyError(refs["filesystem.tmpfs"], "tmpfs needs namespaces.mount = true"))
+    if not ns.entered() and not ns.reason:
+        errors.append(PolicyError(refs.get("namespaces.user", SourceRef(main, 0, "namespaces")),
+                                  "no namespace at all leaves the host's mounts, processes and "
+                                  "network in view: that is a dangerous choice and needs "
+                                  "namespaces.reason"))
     if get("filesystem.hide", ()) and not ns.mount:
         # The covering tmpfs is mounted in the component's own mount namespace; without one it
         # would either change the host's mounts or not exist at all.
@@ -389,7 +418,8 @@ def _build(values: dict[str, Any], refs: dict[str, SourceRef], files: tuple[str,
         files=files,
         namespaces=ns,
         filesystem=Filesystem(get("filesystem.read", ()), get("filesystem.write", ()),
-                              get("filesystem.execute", ()), get("filesystem.hide", ())),
+                              get("filesystem.execute", ()), get("filesystem.hide", ()),
+                              get("filesystem.tmpfs", ())),
         network=Network(get("network.bind_tcp", ()), get("network.connect_tcp", ()),
                         _unique_families(get("network.socket_families", ()))),
         scopes=Scopes(get("scopes.abstract_unix_socket", True), get("scopes.signal", True)),
@@ -403,13 +433,18 @@ def _build(values: dict[str, Any], refs: dict[str, SourceRef], files: tuple[str,
             set_environment=get("process.set_environment", ()),
             fds=get("process.fds", (0, 1, 2)),
             rlimits=tuple(rlimits.values()),
+            stdio=get("process.stdio", "pipe"),
+            memory_deny_write_execute=get("process.memory_deny_write_execute", True),
+            reason=get("process.reason", None),
         ),
         seccomp=Seccomp(get("seccomp.default_action", "kill_process"), get("seccomp.allow", ()),
-                        get("seccomp.deny", ()), rules, get("seccomp.enabled", True)),
+                        get("seccomp.deny", ()), rules, get("seccomp.enabled", True),
+                        get("seccomp.reason", None)),
         compatibility=Compatibility(levels, get("compatibility.landlock_min_abi", 1)),
         allowed_syscalls=allowed,
     )
     _check_dangers(policy, granted, errors)
+    _check_switched_off(policy, refs, errors)
     return policy
 
 

@@ -495,14 +495,15 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "description": Key(Text(), "one line saying what the component does"),
     },
     "namespaces": {
-        "user": Key(Bool(), "new user namespace (needed for the others when not root)"),
-        "mount": Key(Bool(), "new mount namespace with private propagation"),
-        "pid": Key(Bool(), "new pid namespace with a small init as PID 1 and a fresh /proc"),
-        "net": Key(Bool(), "new, empty network namespace: only a loopback device that is down"),
-        "ipc": Key(Bool(), "new System V IPC and POSIX message queue namespace"),
-        "uts": Key(Bool(), "new hostname namespace"),
+        "user": Key(Bool(), "new user namespace (needed for the others when not root; default true)"),
+        "mount": Key(Bool(), "new mount namespace whose root holds only the granted paths (default true)"),
+        "pid": Key(Bool(), "new pid namespace with a small init as PID 1 and a fresh /proc (default true)"),
+        "net": Key(Bool(), "new, empty network namespace: only a loopback device that is down (default false)"),
+        "ipc": Key(Bool(), "new System V IPC and POSIX message queue namespace (default true)"),
+        "uts": Key(Bool(), "new hostname namespace (default true)"),
         "private_tmp": Key(Bool(), "an empty tmpfs on /tmp (needs mount)"),
         "hostname": Key(Text(max_bytes=64), "hostname inside a uts namespace (at most 64 bytes)"),
+        "reason": Key(Text(), "why the policy enters no namespace at all (required then)"),
     },
     "filesystem": {
         "read": Key(GrantList("path", optional_flag=True), "paths it may read (Landlock)", "append"),
@@ -512,6 +513,9 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "hide": Key(GrantList("path", optional_flag=True),
                     "paths covered by an empty read-only tmpfs, even beneath a granted directory "
                     "(needs namespaces.mount)", "append"),
+        "tmpfs": Key(GrantList("path"),
+                     "a fresh, empty, writable tmpfs at each path, seen by the sandbox only "
+                     "(needs namespaces.mount)", "append"),
     },
     "network": {
         "bind_tcp": Key(PortList(), 'TCP ports it may bind (Landlock ABI 4), or "any"', "append"),
@@ -533,9 +537,17 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "set_environment": Key(EnvMap(), "variables set in the child", "update"),
         "fds": Key(IntList(), "file descriptors kept open besides the IPC one (default 0, 1, 2)"),
         "rlimits": Key(RlimitMap(), "resource limits; core is 0 unless set", "update"),
+        "stdio": Key(Choice(("pipe", "null", "inherit")),
+                     'descriptors 0-2: "pipe" (default: stdin /dev/null, output through pipes the '
+                     'launcher reads), "null", or "inherit" the launcher\'s (needs a reason)'),
+        "memory_deny_write_execute": Key(Bool(), "PR_SET_MDWE: no memory both writable and "
+                                                 "executable, ever (default true)"),
+        "reason": Key(Text(), "why the process is dumpable, may map W+X memory or inherits stdio "
+                              "(required then)"),
     },
     "seccomp": {
-        "enabled": Key(Bool(), "false turns the syscall filter off"),
+        "enabled": Key(Bool(), "false turns the syscall filter off (needs a reason)"),
+        "reason": Key(Text(), "why the syscall filter is off (required then)"),
         "default_action": Key(Action(allow_allowed=False), "what a syscall not allowed gets: kill_process, log or errno:NAME"),
         "allow": Key(GrantList("syscall"), "syscall names and @groups allowed", "append"),
         "deny": Key(GrantList("syscall"), "syscall names and @groups removed from allow", "append"),

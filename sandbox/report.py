@@ -1,11 +1,21 @@
-"""The enforcement report: what is in force, what the kernel lacked, and how long it took."""
+"""The enforcement report: what is in force, what the kernel lacked, and how long it took.
+
+Built only from what the steps did (`build`): a mechanism is "fully enforced" when every step
+of it ran in full, and the plan's description of it is shown beside that verdict.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from .mechanisms import MECHANISMS, Status
+from .mechanisms import MECHANISMS, PROCESS, Status
+
+if TYPE_CHECKING:
+    from .plan import Plan
+    from .steps import Outcome
 
 
 @dataclass
@@ -31,10 +41,12 @@ class Report:
     seccomp_sha256: str
     mechanisms: dict[str, MechanismReport]
     timings_us: dict[str, int] = field(default_factory=dict)
+    steps: list[dict[str, object]] = field(default_factory=list)   # each step's outcome
 
     def fully_enforced(self) -> bool:
         """True when every mechanism the policy uses is fully in force."""
-        return all(m.status == Status.FULL.value for m in self.mechanisms.values())
+        return all(m.status == Status.FULL.value for m in self.mechanisms.values()
+                   if m.status != Status.DISABLED.value)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -52,18 +64,53 @@ class Report:
         """The report as logged at start: one line per mechanism, then the details."""
         lines = [f"sandbox report for policy '{self.policy}' (pid {self.pid})",
                  f"  kernel: {self.kernel}"]
-        for name in MECHANISMS:
+        for name in (*MECHANISMS, PROCESS):
             mech = self.mechanisms.get(name)
             if mech is None:
                 continue
             lines.append(f"  {name:<13} {mech.status} (level {mech.level})")
             lines.extend(f"      {d}" for d in mech.details)
-            lines.extend(f"      kernel lacks: {m}" for m in mech.missing)
-        if self.namespaces:
-            lines.append(f"  namespaces entered: {', '.join(self.namespaces)}")
+            lines.extend(f"      lacking: {m}" for m in mech.missing)
         if self.seccomp_sha256:
             lines.append(f"  seccomp filter sha256: {self.seccomp_sha256}")
         if self.timings_us:
             steps = ", ".join(f"{k} {v} us" for k, v in self.timings_us.items())
             lines.append(f"  step timings: {steps}")
         return "\n".join(lines)
+
+
+def build(plan: "Plan", outcomes: Sequence["Outcome"], pid: int, entered: Sequence[str]) -> Report:
+    """The report of an entry into a sandbox, from its plan and its steps' outcomes."""
+    by_mechanism: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_mechanism.setdefault(outcome.mechanism, []).append(outcome)
+    mechanisms = {}
+    for name in (*MECHANISMS, PROCESS):
+        planned = plan.mechanisms.get(name)
+        if planned is None:
+            continue
+        ran = by_mechanism.get(name, [])
+        details = list(planned.details)
+        details += [f"{o.step}: {o.detail}" for o in ran if o.detail]
+        missing = list(planned.missing) + [m for o in ran for m in o.missing]
+        if planned.disabled:
+            status = Status.DISABLED
+            details.insert(0, f"off: {planned.disabled}")
+        elif not [o for o in ran if o.status != "skipped"]:
+            status = Status.NONE
+        elif all(o.status == "lacking" for o in ran if o.status != "skipped"):
+            status = Status.NONE
+        elif missing or any(o.status in ("partial", "lacking") for o in ran):
+            status = Status.PARTIAL
+        else:
+            status = Status.FULL
+        mechanisms[name] = MechanismReport(status.value, planned.level, details, missing)
+    return Report(
+        policy=plan.policy, files=list(plan.files), pid=pid, kernel=plan.kernel,
+        namespaces=list(entered), landlock_abi=plan.landlock.abi if plan.landlock else 0,
+        seccomp_sha256=plan.seccomp_sha256 if any(o.step == "seccomp" and o.status == "applied"
+                                                  for o in outcomes) else "",
+        mechanisms=mechanisms,
+        timings_us={o.step: o.duration_us for o in outcomes if o.status != "skipped"},
+        steps=[asdict(o) for o in outcomes],
+    )

@@ -156,6 +156,10 @@ class FilterSpec:
     rules: tuple["SeccompRule", ...]
     families: tuple["SocketFamily", ...]
     where: SourceRef
+    # clone(2) creates namespaces as unshare(2) does: when unshare is denied, so are those flags.
+    deny_namespace_clone: bool = True
+    # A policy that wants the process not dumpable: prctl(PR_SET_DUMPABLE, 1) must not undo it.
+    deny_dumpable: bool = True
 
 
 def _build(spec: FilterSpec) -> tuple[object, int, int, tuple[str, ...]]:
@@ -163,8 +167,11 @@ def _build(spec: FilterSpec) -> tuple[object, int, int, tuple[str, ...]]:
 
     Fixed parts, whatever the policy says: syscalls of foreign architectures (i386 through
     `int 0x80`, x32) kill the process; clone3 answers ENOSYS so that glibc falls back to
-    clone; socket() and socketpair() of a family the policy does not list answer
-    EAFNOSUPPORT, as systemd's RestrictAddressFamilies does.
+    clone (whose flags, unlike clone3's struct, the filter can read); socket() and
+    socketpair() of a family the policy does not list answer EAFNOSUPPORT, as systemd's
+    RestrictAddressFamilies does. Derived from the policy: clone with a CLONE_NEW* flag
+    answers EPERM unless unshare is allowed, and prctl(PR_SET_DUMPABLE, non-zero) answers
+    EPERM unless the policy makes the process dumpable.
     """
     from .model import ArgCondition
     default_action, allowed, rules, families, where = (
@@ -195,6 +202,32 @@ def _build(spec: FilterSpec) -> tuple[object, int, int, tuple[str, ...]]:
     plain.discard("clone3")
     conditional.pop("clone3", None)
     unconditional["clone3"] = ("errno:ENOSYS", where)
+    # Derived rules. Where the default action is the same errno, a denial cannot be written
+    # as a rule (libseccomp refuses it): the syscall is then allowed only under the
+    # complementary condition, and everything else falls to the default.
+    errno_default = default_action == "errno:EPERM"
+    if spec.deny_namespace_clone and "clone" in allowed and "clone" not in unconditional:
+        from .syscalls import CLONE_NAMESPACE_FLAGS
+        if errno_default:
+            mask = 0
+            for flag in CLONE_NAMESPACE_FLAGS:
+                mask |= flag
+            conditional.setdefault("clone", []).append(("allow", [ArgCondition(0, "masked_eq", 0, mask)], where))
+            plain.discard("clone")
+        else:
+            for flag in CLONE_NAMESPACE_FLAGS:
+                conditional.setdefault("clone", []).append(
+                    ("errno:EPERM", [ArgCondition(0, "masked_eq", flag, flag)], where))
+    if spec.deny_dumpable and "prctl" in allowed and "prctl" not in unconditional:
+        from .syscalls import PR_SET_DUMPABLE
+        if errno_default:
+            conditional.setdefault("prctl", []).extend([
+                ("allow", [ArgCondition(0, "ne", PR_SET_DUMPABLE)], where),
+                ("allow", [ArgCondition(0, "eq", PR_SET_DUMPABLE), ArgCondition(1, "eq", 0)], where)])
+            plain.discard("prctl")
+        else:
+            conditional.setdefault("prctl", []).append(
+                ("errno:EPERM", [ArgCondition(0, "eq", PR_SET_DUMPABLE), ArgCondition(1, "ne", 0)], where))
 
     def add(action: str, name: str, args: list[object], ref: SourceRef) -> None:
         if action == default_action:

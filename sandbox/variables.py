@@ -17,7 +17,8 @@ KNOWN: Mapping[str, str] = {
     "walletdir": "the wallet directory of a wallet component",
     "prefix": "the Python installation running the component (sys.prefix, the venv)",
     "base_prefix": "the Python installation the venv was made from (sys.base_prefix)",
-    "tmpdir": "a private temporary directory made for this launch",
+    "tmpdir": "the temporary directory (TMPDIR): a fresh tmpfs there, seen only by the sandbox "
+              "(base/python lists it under filesystem.tmpfs); /tmp unless the launcher says otherwise",
     "port": "the P2P port",
     "rpcport": "the JSON-RPC port",
     "ipcport": "the TCP port of an -ipcbind=tcp listener (the JSON-RPC port again when there is none)",
@@ -45,8 +46,8 @@ def check_references(text: str, where: SourceRef) -> None:
 
 
 def default_values() -> dict[str, str]:
-    """Values every launch has without being told: the Python installation."""
-    return {"prefix": sys.prefix, "base_prefix": sys.base_prefix}
+    """Values every launch has without being told: the Python installation, and /tmp."""
+    return {"prefix": sys.prefix, "base_prefix": sys.base_prefix, "tmpdir": "/tmp"}
 
 
 def substitute(text: str, values: Mapping[str, str], where: SourceRef) -> str:

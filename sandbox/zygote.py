@@ -2,52 +2,76 @@
 
 Seccomp filters and Landlock domains are inherited and only ever get stricter, so a sandboxed
 process cannot start a child that needs rights it lacks itself (a node cannot grant a wallet
-its wallet directory, which the node must not see). The zygote is forked before its parent
-restricts itself; it keeps the rights to launch, and offers its parent exactly one thing: start
-component NAME with this IPC socket. It loads and fits every component's policy when it
-starts, so a bad policy stops the parent early and each spawn skips the policy work.
+its wallet directory, which the node must not see). The zygote is started before its parent
+restricts itself; it keeps the rights to launch, and offers its parent exactly two things:
+start component NAME with this IPC socket, and signal a component it started.
 
-Two socket pairs connect parent and zygote: requests (spawn NAME, with the IPC descriptor
-passed by SCM_RIGHTS; the answer carries the pid and the enforcement report or the error)
-and events (a component exited, with its status), which the parent can watch from its event
-loop. The zygote dies with its parent, and its children die with it.
+It is a fresh interpreter (`python -m cleancoin.sandbox.zygote`) with a scrubbed environment,
+never a fork of its parent: a fork would carry the parent's memory (its conf file's RPC
+password, an -ipcauth secret on its command line) into every component. It imports each
+component's code once, at start, and forks a component per request, which runs every sandbox
+step (`launcher.spawn`) and then the component's function: no interpreter start per spawn.
 
-The zygote is a fresh interpreter (`python -m cleancoin.sandbox.zygote`), not a fork of its
-parent: every spawn forks it up to three times (a pid namespace needs a waiter and an init),
-and a fork costs in proportion to the address space it copies. It receives the finished plans
-from its parent and imports neither the policy model nor libseccomp.
+Two socket pairs connect parent and zygote: requests (spawn NAME with the IPC descriptor
+passed by SCM_RIGHTS, answered with the pid and the enforcement report or the error; kill PID)
+and events (a component exited, with its status). The zygote answers every malformed request
+with an error and goes on serving; it accepts only a connected unix stream socket as IPC
+descriptor, and limits how many components are alive and how fast they are started. It dies
+with its parent, and its components die with it. Their stdout and stderr come through it,
+with control characters made visible, prefixed with the component's name and pid.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import selectors
 import signal
 import socket
+import stat
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from . import descriptors, launcher
-from .child_setup import die_with_parent
+from . import descriptors, launcher, syscalls
 from .plan import Plan
 from .report import Report
 
 _MAX_MESSAGE = 1 << 20
+#: Environment variables a zygote keeps from its parent: what the interpreter and libc need.
+#: Nothing else, so that no secret of the parent's environment reaches a component's memory.
+_ENVIRONMENT = ("PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED",
+                "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE", "PYTHONUNBUFFERED")
+#: Signals the parent may send a component through the zygote.
+_SIGNALS = frozenset({signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How many components may be alive at once (per name), and how many may be started in
+    a minute (all names together): a confined parent cannot make the zygote fork without end."""
+
+    alive: int = 2
+    per_minute: int = 30
 
 
 @dataclass(frozen=True)
 class ComponentSpec:
-    """A component the zygote may start: the program and the policy it runs under."""
+    """A component the zygote may start: its code and the policy it runs under."""
 
     name: str
-    argv: tuple[str, ...]                  # e.g. (python, "-m", "cleancoin.components.wallet")
+    # "package.module:function": imported by the zygote when it starts; the sandboxed child
+    # calls function(ipc_fd) and exits with its return value.
+    target: str
     policy: str | None                     # policy file; None runs it without a sandbox
     variables: Mapping[str, str] = field(default_factory=dict)
-    # Only for `Zygote.fork`: run target(ipc_fd) -> exit status in the sandboxed child
-    # instead of exec'ing argv (the code is already imported; see Zygote.fork).
-    target: Callable[[int], int] | None = None
+    # Directories some other confined process can write (the node's datadir): symlinks
+    # there on the way to a grant are refused (see paths.resolve).
+    writable_roots: tuple[str, ...] = ()
+    # A plan made already (the probe's): used instead of `policy` and `variables`.
+    plan: Plan | None = None
 
 
 @dataclass(frozen=True)
@@ -77,10 +101,35 @@ def _send(sock: socket.socket, message: object, fds: list[int] | None = None) ->
 
 
 def _recv(sock: socket.socket, max_fds: int = 0) -> tuple[object | None, list[int]]:
-    data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, max_fds)
+    """One message: (None, fds) at end of file; raises ValueError on a malformed one."""
+    data, fds, flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, max_fds)
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("message or descriptors truncated")
     if not data:
         return None, fds
-    return json.loads(data), fds
+    try:
+        return json.loads(data), fds
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError(f"not JSON: {exc}") from None
+
+
+def _plan(spec: ComponentSpec) -> Plan | None:
+    if spec.plan is not None:
+        return spec.plan
+    if spec.policy is None:
+        return None
+    from .errors import EnforcementError, PolicyError, PolicyErrors
+    from .policy_loader import load_policy
+    try:
+        return launcher.prepare(load_policy(spec.policy), spec.variables, spec.writable_roots)
+    except PolicyErrors as exc:
+        raise ZygoteError(f"policy of {spec.name}: {exc}") from None
+    except (PolicyError, EnforcementError) as exc:
+        raise ZygoteError(f"policy of {spec.name}: {exc}", getattr(exc, "step", None)) from None
 
 
 class Zygote:
@@ -90,87 +139,61 @@ class Zygote:
         self.pid = pid
         self._requests = requests
         self.events = events          # watch for readability, then call `read_event()`
+        self._ready = False
+
+    def descriptors(self) -> tuple[int, int]:
+        """The parent's ends of the two socket pairs (to keep open across restrict_self)."""
+        return self._requests.fileno(), self.events.fileno()
 
     @classmethod
-    def start(cls, components: Mapping[str, ComponentSpec], *, wait: bool = True) -> "Zygote":
+    def start(cls, components: Mapping[str, ComponentSpec], *, limits: Limits = Limits(),
+              wait: bool = True) -> "Zygote":
         """Fit every component's policy, then start the zygote. Raises on a bad policy.
 
         `wait=False` returns while the zygote's interpreter is still starting; call
         `wait_ready()` before the first spawn (the parent can do its own work meanwhile).
         """
-        plans = {name: {"argv": list(spec.argv), "plan": plan.to_json() if plan else None}
+        plans = {name: {"target": spec.target, "plan": plan.to_json() if plan else None}
                  for name, spec in components.items() for plan in [_plan(spec)]}
-        req_parent, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        ev_parent, ev_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        parent = os.getpid()
+        req_parent, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        ev_parent, ev_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        env = {k: v for k, v in os.environ.items() if k in _ENVIRONMENT or k.startswith("LC_")}
+        argv = [sys.executable, "-m", "cleancoin.sandbox.zygote", str(os.getpid()),
+                str(req_child.fileno()), str(ev_child.fileno())]
         pid = os.fork()
         if pid == 0:
             try:
-                req_parent.close()
-                ev_parent.close()
-                for sock in (req_child, ev_child):
-                    os.set_inheritable(sock.fileno(), True)
-                os.execv(sys.executable, [sys.executable, "-m", "cleancoin.sandbox.zygote",
-                                          str(parent), str(req_child.fileno()), str(ev_child.fileno())])
+                devnull = os.open("/dev/null", os.O_RDONLY)
+                os.dup2(devnull, 0)
+                descriptors.keep_only({0, 1, 2, req_child.fileno(), ev_child.fileno()})
+                os.execve(sys.executable, argv, env)
             finally:
                 os._exit(127)
         req_child.close()
         ev_child.close()
         zygote = cls(pid, req_parent, ev_parent)
-        _send(req_parent, {"components": plans})
+        _send(req_parent, {"components": plans, "limits": {"alive": limits.alive,
+                                                           "per_minute": limits.per_minute}})
         if wait:
             zygote.wait_ready()
         return zygote
 
-    @classmethod
-    def fork(cls, components: Mapping[str, ComponentSpec]) -> "Zygote":
-        """Like `start`, but the zygote is a fork of this process, and a component with a
-        `target` runs that function in its sandboxed child instead of an exec.
-
-        What it saves: a second and a third interpreter start with their imports (the parent
-        imports the components' code once, before it forks; measured ~0.2 s of CPU per node
-        start). What it costs: the zygote and its components begin as copies of this process
-        (copy on write), so call it early, single-threaded, before this process holds anything
-        a component must not see (CleanCoin-node: before it opens its chain or any secret),
-        and expect its memory image in theirs. The sandbox steps are the same; a target runs
-        after all of them, with the policy's environment in os.environ. Also before any
-        Cap'n Proto event loop runs in this process: KJ refuses a second loop on a thread that
-        had one, which is what a forked child would inherit.
-        """
-        plans = {name: (spec.argv, _plan(spec), spec.target) for name, spec in components.items()}
-        req_parent, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        ev_parent, ev_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                req_parent.close()
-                ev_parent.close()
-                die_with_parent(parent)
-                _name_self(b"zygote")
-                descriptors.keep_only({0, 1, 2, req_child.fileno(), ev_child.fileno()})
-                try:
-                    _serve(plans, req_child, ev_child)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                code = 0
-            finally:
-                # Never back into the parent's code (its main(), its atexit handlers).
-                os._exit(code)
-        req_child.close()
-        ev_child.close()
-        return cls(pid, req_parent, ev_parent)
-
     def wait_ready(self) -> None:
-        """Wait until the zygote has its plans and takes requests; raises if it died."""
-        answer, _ = _recv(self._requests)
+        """Wait until the zygote has its plans and takes requests; raises if it did not start."""
+        if self._ready:
+            return
+        try:
+            answer, _ = _recv(self._requests)
+        except (ValueError, OSError) as exc:
+            answer = f"bad answer: {exc}"
         if answer != {"ready": True}:
             self.stop()
-            raise ZygoteError(f"the zygote did not start: {answer}")
+            detail = answer.get("error") if isinstance(answer, dict) else answer
+            raise ZygoteError(f"the zygote did not start: {detail}")
+        self._ready = True
 
     def spawn(self, name: str, ipc_fd: int) -> Spawned:
-        """Start component `name` with `ipc_fd` as its -ipcfd; returns once it is sandboxed."""
+        """Start component `name` with `ipc_fd` as its IPC socket; returns once it is sandboxed."""
         self.request_spawn(name, ipc_fd)
         return self.collect_spawn()
 
@@ -181,27 +204,48 @@ class Zygote:
 
     def collect_spawn(self) -> Spawned:
         """The answer to the last `request_spawn`: the pid and report, or ZygoteError."""
-        answer, _ = _recv(self._requests)
-        if not isinstance(answer, dict):
-            raise ZygoteError("the zygote is gone")
-        if "error" in answer:
-            raise ZygoteError(str(answer["error"]), answer.get("step"))
-        report = Report.from_dict(answer["report"]) if answer.get("report") else None
-        return Spawned(int(answer["pid"]), report)
+        self.wait_ready()       # a request may go out before the zygote said it is ready
+        answer = self._answer()
+        try:
+            report = Report.from_dict(answer["report"]) if answer.get("report") else None
+            return Spawned(int(answer["pid"]), report)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ZygoteError(f"malformed answer from the zygote: {exc}") from None
 
     def kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
         """Signal a component this zygote started (and nothing else)."""
+        self.wait_ready()
         _send(self._requests, {"kill": pid, "signal": int(sig)})
-        answer, _ = _recv(self._requests)
-        if not isinstance(answer, dict) or "error" in answer:
-            raise ZygoteError(str(answer.get("error") if isinstance(answer, dict) else "the zygote is gone"))
+        self._answer()
+
+    def _answer(self) -> dict[str, object]:
+        try:
+            answer, _ = _recv(self._requests)
+        except (ValueError, OSError) as exc:
+            raise ZygoteError(f"the zygote is gone ({exc})") from None
+        if not isinstance(answer, dict):
+            raise ZygoteError("the zygote is gone")
+        if "error" in answer:
+            raise ZygoteError(str(answer["error"]), answer.get("step"))  # type: ignore[arg-type]
+        return answer
 
     def read_event(self) -> Exited | None:
         """The next exit event (call when `events` is readable); None when the zygote is gone."""
-        message, _ = _recv(self.events)
+        try:
+            message, _ = _recv(self.events)
+        except (ValueError, OSError):
+            return None
         if not isinstance(message, dict):
             return None
         return Exited(int(message["pid"]), int(message["returncode"]), str(message["description"]))
+
+    def reap(self) -> int | None:
+        """The zygote's return code once it has ended (reaped, so no zombie stays), else None."""
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return -1
+        return launcher.returncode(status) if pid else None
 
     def stop(self) -> None:
         """End the zygote; its components die with it. Safe to call twice."""
@@ -222,115 +266,206 @@ class Zygote:
             pass
 
 
-def _name_self(name: bytes) -> None:
-    """Set the process name `ps` and /proc/<pid>/comm show (a fork keeps its parent's)."""
-    import ctypes
-    buf = ctypes.create_string_buffer(name[:15])
-    ctypes.CDLL(None).prctl(15, buf, 0, 0, 0)     # PR_SET_NAME
+# ---------------------------------------------------------------------- the zygote process
+
+Target = Callable[[int], int]
 
 
-def _plan(spec: ComponentSpec) -> Plan | None:
-    if spec.policy is None:
-        return None
-    from .errors import EnforcementError, PolicyError, PolicyErrors
-    from .policy_loader import load_policy
+@dataclass
+class _Component:
+    target: Target
+    plan: Plan | None
+
+
+@dataclass
+class _Child:
+    name: str
+    process: launcher.SandboxedProcess
+    pidfd: int
+    component: int
+
+
+class _Server:
+    """The zygote's loop: spawn on request, report exits, relay output; ends when the parent
+    hangs up."""
+
+    def __init__(self, components: dict[str, _Component], limits: Limits,
+                 requests: socket.socket, events: socket.socket) -> None:
+        self.components = components
+        self.limits = limits
+        self.requests = requests
+        self.events = events
+        self.children: dict[int, _Child] = {}          # pidfd -> child
+        self.relays: dict[int, launcher.SandboxedProcess] = {}   # output fd -> child
+        self.starts: list[float] = []
+        self.sel = selectors.DefaultSelector()
+
+    def serve(self) -> None:
+        self.sel.register(self.requests, selectors.EVENT_READ, "request")
+        while True:
+            for key, _ in self.sel.select():
+                if key.data == "request":
+                    if not self._request():
+                        return
+                elif key.data == "exit":
+                    self._exited(key.fd)
+                else:
+                    self._output(key.fd)
+
+    def _request(self) -> bool:
+        try:
+            request, fds = _recv(self.requests, max_fds=4)
+        except ValueError as exc:
+            _send(self.requests, {"error": f"malformed request: {exc}"})
+            return True
+        if request is None:
+            for fd in fds:
+                os.close(fd)
+            return False
+        try:
+            _send(self.requests, self._handle(request, fds))
+        except ZygoteError as exc:
+            _send(self.requests, {"error": str(exc), "step": exc.step})
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return True
+
+    def _handle(self, request: object, fds: list[int]) -> dict[str, object]:
+        if not isinstance(request, dict) or len(request) > 2:
+            raise ZygoteError("malformed request: expected {\"spawn\": NAME} or {\"kill\": PID, \"signal\": N}")
+        if "kill" in request:
+            if fds:
+                raise ZygoteError("a kill request carries no descriptor")
+            return self._kill(request.get("kill"), request.get("signal", int(signal.SIGKILL)))
+        if set(request) == {"spawn"}:
+            return self._spawn(request["spawn"], fds)
+        raise ZygoteError(f"unknown request {sorted(map(str, request))}")
+
+    def _kill(self, pid: object, sig: object) -> dict[str, object]:
+        if not isinstance(pid, int) or isinstance(pid, bool) or not isinstance(sig, int) or isinstance(sig, bool):
+            raise ZygoteError("kill needs an integer pid and signal")
+        if sig not in _SIGNALS:
+            raise ZygoteError(f"signal {sig} is not one the zygote sends")
+        for child in self.children.values():
+            if child.component == pid:
+                child.process.kill(sig)
+                return {"ok": True}
+        raise ZygoteError(f"pid {pid} is not a component of this zygote")
+
+    def _spawn(self, name: object, fds: list[int]) -> dict[str, object]:
+        if not isinstance(name, str) or name not in self.components:
+            raise ZygoteError(f"unknown component {str(name)[:64]!r} (this zygote starts: "
+                              f"{', '.join(self.components)})")
+        if len(fds) != 1:
+            raise ZygoteError("a spawn request carries exactly one IPC descriptor")
+        _check_ipc_socket(fds[0])
+        alive = sum(1 for c in self.children.values() if c.name == name)
+        if alive >= self.limits.alive:
+            raise ZygoteError(f"{alive} {name} processes are alive already (at most {self.limits.alive})")
+        now = time.monotonic()
+        self.starts = [t for t in self.starts if now - t < 60]
+        if len(self.starts) >= self.limits.per_minute:
+            raise ZygoteError(f"{len(self.starts)} components started in the last minute "
+                              f"(at most {self.limits.per_minute})")
+        self.starts.append(now)
+        component = self.components[name]
+        ipc_fd = fds[0]
+        try:
+            child = launcher.spawn(component.plan, target=lambda control: _run(component.target, control, ipc_fd),
+                                   pass_fds=[ipc_fd], relay=False)
+        except launcher.SpawnError as exc:
+            raise ZygoteError(str(exc), exc.step) from None
+        pid = child.component_pid()
+        pidfd = os.pidfd_open(child.pid)
+        self.children[pidfd] = _Child(name, child, pidfd, pid)
+        self.sel.register(pidfd, selectors.EVENT_READ, "exit")
+        if child.output is not None:
+            child.output.prefix = f"[{name} {pid}] ".encode()
+            for fd in child.output.fds():
+                self.relays[fd] = child
+                self.sel.register(fd, selectors.EVENT_READ, "output")
+        return {"pid": pid, "report": child.report.to_dict() if child.report else None}
+
+    def _exited(self, pidfd: int) -> None:
+        child = self.children.pop(pidfd)
+        self.sel.unregister(pidfd)
+        os.close(pidfd)
+        code = child.process.wait()
+        _send(self.events, {"pid": child.component, "returncode": code,
+                            "description": launcher.describe_status(child.process.status or 0)})
+
+    def _output(self, fd: int) -> None:
+        child = self.relays[fd]
+        assert child.output is not None
+        if not child.output.pump(fd):
+            self.sel.unregister(fd)
+            del self.relays[fd]
+
+
+def _run(target: Target, control: int, ipc_fd: int) -> int:
+    """In the sandboxed child: the component needs nothing from the zygote but its socket."""
+    os.close(control)
+    return target(ipc_fd)
+
+
+def _check_ipc_socket(fd: int) -> None:
+    """A component's IPC descriptor must be a connected unix stream socket, nothing else (a
+    directory or file descriptor handed to a sandbox walks around its mounts)."""
     try:
-        return launcher.prepare(load_policy(spec.policy), spec.variables)
-    except PolicyErrors as exc:
-        raise ZygoteError(f"policy of {spec.name}: {exc}") from None
-    except (PolicyError, EnforcementError) as exc:
-        raise ZygoteError(f"policy of {spec.name}: {exc}", getattr(exc, "step", None)) from None
+        info = os.fstat(fd)
+        if not stat.S_ISSOCK(info.st_mode):
+            raise ZygoteError("the IPC descriptor is not a socket")
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ZygoteError("the IPC descriptor is not a unix stream socket")
+            sock.getpeername()        # ENOTCONN for a socket that is not connected
+        finally:
+            sock.close()
+    except OSError as exc:
+        raise ZygoteError(f"the IPC descriptor is not a connected socket: {exc.strerror}") from None
 
 
-Components = Mapping[str, tuple[tuple[str, ...], Plan | None, Callable[[int], int] | None]]
+def _import_target(spec: str) -> Target:
+    module, _, function = spec.partition(":")
+    target = getattr(importlib.import_module(module), function)
+    if not callable(target):
+        raise TypeError(f"{spec} is not callable")
+    return target  # type: ignore[no-any-return]
 
 
 def main(argv: list[str]) -> int:
     """Entry point of the zygote process: `python -m cleancoin.sandbox.zygote PARENT REQ EV`."""
     parent, req_fd, ev_fd = (int(a) for a in argv)
-    die_with_parent(parent)
-    descriptors.keep_only({0, 1, 2, req_fd, ev_fd})
-    requests = socket.socket(fileno=req_fd)
-    events = socket.socket(fileno=ev_fd)
-    first, _ = _recv(requests)
-    if not isinstance(first, dict) or "components" not in first:
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
         return 1
-    plans: Components = {name: (tuple(c["argv"]), Plan.from_json(c["plan"]) if c["plan"] else None, None)
-                         for name, c in first["components"].items()}
-    try:
-        _send(requests, {"ready": True})
-        _serve(plans, requests, events)
-    except (BrokenPipeError, ConnectionResetError):
-        pass        # the parent hung up mid-answer (it is exiting): so do we, quietly
-    return 0
-
-
-def _serve(plans: Components, requests: socket.socket, events: socket.socket) -> None:
-    """The zygote's loop: spawn on request, report exits; ends when the parent hangs up."""
+    syscalls.set_name("zygote")
     # Ctrl-C in the terminal reaches the whole process group: the parent shuts down and asks
     # its components to close cleanly, which needs the zygote alive until then (it ends when
     # the parent hangs up, or dies with it).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    children: dict[int, tuple[launcher.SandboxedProcess, int, int]] = {}   # pidfd -> ...
-    sel = selectors.DefaultSelector()
-    sel.register(requests, selectors.EVENT_READ)
-    while True:
-        for key, _ in sel.select():
-            if key.fileobj is requests:
-                if not _answer(plans, requests, sel, children):
-                    return
-            else:
-                child, pidfd, component = children.pop(key.fd)
-                sel.unregister(pidfd)
-                os.close(pidfd)
-                code = child.wait()
-                _send(events, {"pid": component, "returncode": code,
-                               "description": launcher.describe_status(child.status or 0)})
-
-
-def _answer(plans: Components, requests: socket.socket,
-            sel: selectors.BaseSelector, children: dict[int, tuple[launcher.SandboxedProcess, int, int]]) -> bool:
-    request, fds = _recv(requests, max_fds=1)
-    if request is None:
-        return False
+    requests = socket.socket(fileno=req_fd)
+    events = socket.socket(fileno=ev_fd)
     try:
-        if not isinstance(request, dict):
-            raise ZygoteError("malformed request")
-        if "kill" in request:
-            known = {component: child for child, _, component in children.values()}
-            target = known.get(int(request["kill"]))
-            if target is None:
-                raise ZygoteError(f"pid {request['kill']} is not a component of this zygote")
-            target.kill(int(request.get("signal", signal.SIGKILL)))
-            _send(requests, {"ok": True})
-            return True
-        name = str(request.get("spawn"))
-        if name not in plans:
-            raise ZygoteError(f"unknown component '{name}' (this zygote starts: {', '.join(plans)})")
-        if len(fds) != 1:
-            raise ZygoteError("a spawn request carries exactly one IPC descriptor")
-        argv, plan, target = plans[name]
-        try:
-            if target is not None:
-                ipc_fd = fds[0]
-                child = launcher.spawn(plan, target=lambda _control: target(ipc_fd), pass_fds=fds)
-            else:
-                child = launcher.spawn(plan, [*argv, f"-ipcfd={fds[0]}"], pass_fds=fds)
-        except launcher.SpawnError as exc:
-            raise ZygoteError(str(exc), exc.step) from None
-        component = child.component_pid()
-        pidfd = os.pidfd_open(child.pid)
-        children[pidfd] = (child, pidfd, component)
-        sel.register(pidfd, selectors.EVENT_READ)
-        _send(requests, {"pid": component, "report": child.report.to_dict() if child.report else None})
-    except ZygoteError as exc:
-        _send(requests, {"error": str(exc), "step": exc.step})
-    finally:
-        for fd in fds:
-            os.close(fd)
-    return True
+        first, _ = _recv(requests)
+        if not isinstance(first, dict) or "components" not in first:
+            _send(requests, {"error": "expected the components first"})
+            return 1
+        components = {name: _Component(_import_target(c["target"]),
+                                       Plan.from_json(c["plan"]) if c["plan"] else None)
+                      for name, c in first["components"].items()}
+        limits = Limits(**first.get("limits", {}))
+    except Exception as exc:  # noqa: BLE001 - the parent must learn why we cannot serve
+        _send(requests, {"error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    try:
+        _send(requests, {"ready": True})
+        _Server(components, limits, requests, events).serve()
+    except (BrokenPipeError, ConnectionResetError):
+        pass        # the parent hung up mid-answer (it is exiting): so do we, quietly
+    return 0
 
 
 if __name__ == "__main__":

@@ -143,16 +143,34 @@ def base_sandbox(sandbox_support: SandboxSupport) -> SandboxSupport:
 
 @pytest.fixture
 def write_policy(tmp_path) -> Callable[..., str]:
-    """write_policy(body, extends=True, name=None) -> path of a new policy file."""
+    """write_policy(body, extends=True, name=None, view=True) -> path of a new policy file.
+
+    `view=False` extends a copy of the shipped base without a mount namespace (so without the
+    filesystem view and its tmpfs): for tests that prove what Landlock alone denies.
+    """
     counter = itertools.count()
 
-    def write(body: str, *, extends: bool = True, name: str | None = None) -> str:
+    def write(body: str, *, extends: bool = True, name: str | None = None, view: bool = True) -> str:
         path = tmp_path / (name or f"policy{next(counter)}.toml")
-        header = f'extends = ["{BASE_POLICY}"]\n' if extends else ""
+        base = BASE_POLICY if view else _base_without_view(tmp_path)
+        header = f'extends = ["{base}"]\n' if extends else ""
         path.write_text(header + textwrap.dedent(body))
         return str(path)
 
     return write
+
+
+def _base_without_view(directory) -> str:
+    """The shipped base policy with `mount = false` and without its tmpfs."""
+    path = directory / "base-without-view.toml"
+    if not path.exists():
+        text = open(BASE_POLICY).read()
+        lines = [line for line in text.splitlines() if not line.startswith("tmpfs = ")]
+        text = "\n".join(lines).replace("\nmount = true\n", "\nmount = false\n") + "\n"
+        assert "\nmount = false\n" in text and "\ntmpfs = " not in text, \
+            "the shipped base changed shape: update _base_without_view"
+        path.write_text(text)
+    return str(path)
 
 
 @pytest.fixture

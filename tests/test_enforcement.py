@@ -146,7 +146,7 @@ def test_landlock_filesystem_read_and_write(base_sandbox, write_policy, run_in_s
         [filesystem]
         read = ["{read_dir}"]
         write = ["{write_dir}"]
-    """)
+    """, view=False)      # Landlock alone: no filesystem view in front of it
 
     def fn():
         out = {}
@@ -168,6 +168,18 @@ def test_landlock_filesystem_read_and_write(base_sandbox, write_policy, run_in_s
     assert (write_dir / "new.txt").read_text() == "written inside"
     assert sorted(p.name for p in read_dir.iterdir()) == ["granted.txt"]
     assert (read_dir / "granted.txt").read_text() == "granted"
+
+    # With the view (the default), what is not granted is not there at all, and what is
+    # granted read-only is a read-only mount: the same refusals come from the view first.
+    viewed, code, _ = run_in_sandbox(write_policy(f"""
+        [filesystem]
+        read = ["{read_dir}"]
+        write = ["{write_dir}"]
+    """), sandbox_vars, fn)
+    assert code == 0
+    assert viewed == {"read_granted": "granted", "read_outside": errno.ENOENT,
+                      "list_outside": errno.ENOENT, "create_in_read_only_dir": errno.EROFS,
+                      "write_file_in_read_only_dir": errno.EROFS}
 
 
 def test_landlock_tcp_bind_and_connect(base_sandbox, require, write_policy, run_in_sandbox,
@@ -405,11 +417,11 @@ def test_namespaces_isolate_the_component(base_sandbox, require, write_policy, s
     no_namespaces = write_policy("""
         [namespaces]
         user = false
-        mount = false
         pid = false
         ipc = false
         uts = false
-    """)
+        reason = "the test compares a sandbox without namespaces"
+    """, view=False)
     with sandboxed(no_namespaces, sandbox_vars, _identity) as (child, plain):
         assert proc.leaf(child.pid) == child.pid
         assert _ns_inodes(child.pid) == ours
@@ -449,9 +461,11 @@ def test_capabilities_dropped_no_new_privs_seccomp_and_not_dumpable(base_sandbox
     permissive = write_policy("""
         [process]
         dumpable = true
+        reason = "the test compares a dumpable process"
 
         [seccomp]
         enabled = false
+        reason = "the test compares a process without a filter"
     """)
     with sandboxed(permissive, sandbox_vars, _privileges) as (child, loose):
         assert proc.status(proc.leaf(child.pid))["Seccomp"] == "0"

@@ -34,11 +34,11 @@ from cleancoin.components.ipc.debug_log import CallLog
 from cleancoin.components.ipc.errors import IpcAuthError, IpcDisconnected, IpcError
 from cleancoin.components.ipc.init_impl import ProcessInit
 from cleancoin.components.ipc.interfaces import Init, Peer
-from cleancoin.components.ipc.spawn import Child, spawn
+from ipc_spawn import ECHO_TARGET, Child, spawn
 from cleancoin.sandbox import launcher
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
 
-ECHO_MODULE = "cleancoin.components.ipc.echo_process"
+ECHO_MODULE = "cleancoin.components.ipc.echo_process"   # the listening program
 ECHO_NAME = "CleanCoin-echo"
 READY_TIMEOUT = 15.0     # seconds an echo_process may take to print "ready"
 CALL_TIMEOUT = 10.0      # seconds any one test coroutine may take
@@ -154,10 +154,9 @@ def _gone_soon(pid: int, timeout: float = 3.0) -> bool:
 
 
 def kill_child(child: Child | None) -> None:
-    """Cleanup of a spawned child outside its event loop: kill and reap."""
-    if child is not None and child.process.status is None:
-        child.process.kill()
-        child.process.wait()
+    """Cleanup of a spawned child outside its event loop: its zygote ends, and it with it."""
+    if child is not None:
+        child.close()
 
 
 async def use(init: Init) -> tuple[str, list[str], str]:
@@ -190,12 +189,11 @@ def test_spawned_sandboxed_child_echoes_reports_and_dies_visibly(strict_plan, pr
     holder: list[Child] = []
 
     async def scenario() -> None:
-        child = await spawn(ECHO_MODULE, ECHO_NAME, strict_plan, ME)
+        child = await spawn(ECHO_TARGET, ECHO_NAME, strict_plan, ME)
         holder.append(child)
-        facts["report"] = child.process.report
-        component = child.process.component_pid()
+        facts["report"] = child.report
+        component = child.pid
         facts["component"] = component
-        facts["outer"] = child.pid
         facts["status"] = proc.status(component)
         facts["remote"] = child.connection.remote
         echo = await child.connection.init.make_echo()
@@ -214,7 +212,7 @@ def test_spawned_sandboxed_child_echoes_reports_and_dies_visibly(strict_plan, pr
     report = facts["report"]
     assert report is not None and report.fully_enforced(), report and report.to_text()
     assert report.policy == "strict"
-    assert facts["component"] != facts["outer"], "the strict policy's pid namespace adds waiters"
+    assert report.pid == 2, "the strict policy's pid namespace: PID 1 is its init"
     assert facts["status"]["Seccomp"] == "2"
     assert facts["status"]["NoNewPrivs"] == "1"
     assert facts["remote"] == Peer(ECHO_NAME, facts["component"])
@@ -223,7 +221,7 @@ def test_spawned_sandboxed_child_echoes_reports_and_dies_visibly(strict_plan, pr
     assert not isinstance(facts["after"], capnp.KjException)
     assert "Echo.echo" in str(facts["after"])
     assert _gone_soon(facts["component"]), "the component itself must die, not only its waiters"
-    assert any(f"{ECHO_NAME} (pid {facts['outer']}) killed by SIGKILL" in m for m in ipc_messages(ipc_log))
+    assert any(f"{ECHO_NAME} (pid {facts['component']}) killed by SIGKILL" in m for m in ipc_messages(ipc_log))
 
 
 def test_unsandboxed_child_cannot_be_told_from_a_local_init(proc):
@@ -233,10 +231,10 @@ def test_unsandboxed_child_cannot_be_told_from_a_local_init(proc):
     holder: list[Child] = []
 
     async def scenario() -> None:
-        child = await spawn(ECHO_MODULE, ECHO_NAME, None, ME)
+        child = await spawn(ECHO_TARGET, ECHO_NAME, None, ME)
         holder.append(child)
-        facts["report"] = child.process.report
-        facts["status"] = proc.status(child.process.component_pid())
+        facts["report"] = child.report
+        facts["status"] = proc.status(child.pid)
         facts["remote"] = child.connection.remote
         facts["result"] = await use(child.connection.init)
         child.kill()
@@ -717,11 +715,11 @@ def test_no_per_call_lines_without_debug_ipc(echo_process, vardir, ipc_log):
 
 @pytest.mark.parametrize("debug", [True, False], ids=["debug", "quiet"])
 def test_spawned_child_takes_debug_ipc_from_hello(debug, capfd):
-    """A -ipcfd child has no options of its own: the parent's -debug=ipc reaches it in hello."""
+    """A spawned child has no options of its own: the parent's -debug=ipc reaches it in hello."""
     holder: list[Child] = []
 
     async def scenario() -> str:
-        child = await spawn(ECHO_MODULE, ECHO_NAME, None, ME, debug=debug)
+        child = await spawn(ECHO_TARGET, ECHO_NAME, None, ME, debug=debug)
         holder.append(child)
         answer = await (await child.connection.init.make_echo()).echo("hi")
         child.kill()
@@ -747,12 +745,11 @@ def test_peer_killed_mid_call(sandboxed, request, ipc_log):
     children: list[Child] = []
 
     async def scenario() -> None:
-        child = await spawn(ECHO_MODULE, ECHO_NAME, plan, ME)
+        child = await spawn(ECHO_TARGET, ECHO_NAME, plan, ME)
         children.append(child)
         echo = await child.connection.init.make_echo()
         assert await echo.echo("before") == "before"
-        component = child.process.component_pid()
-        os.kill(component, signal.SIGSTOP)
+        os.kill(child.pid, signal.SIGSTOP)
         call = asyncio.ensure_future(echo.echo("never answered"))
         await asyncio.sleep(0.3)
         facts["pending while stopped"] = not call.done()
@@ -764,7 +761,7 @@ def test_peer_killed_mid_call(sandboxed, request, ipc_log):
         facts["seconds"] = time.monotonic() - started
         facts["exited"] = await asyncio.wait_for(child.exited, 5)
         # The parent is fine: another child answers.
-        other = await spawn(ECHO_MODULE, ECHO_NAME, plan, ME)
+        other = await spawn(ECHO_TARGET, ECHO_NAME, plan, ME)
         children.append(other)
         facts["other"] = await (await other.connection.init.make_echo()).echo("after")
         other.kill()
@@ -784,18 +781,6 @@ def test_peer_killed_mid_call(sandboxed, request, ipc_log):
     assert sum("killed by SIGKILL" in m for m in ipc_messages(ipc_log)) == 2
 
 
-# --- 10: -ipcfd takes no other option ---------------------------------------------------------
-
-@pytest.mark.parametrize("other", ["-debug=ipc", "-ipcbind=unix", "-datadir=/var/tmp"])
-def test_ipcfd_with_another_option_is_refused(other):
-    result = subprocess.run([sys.executable, "-m", ECHO_MODULE, "-ipcfd=0", other],
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1
-    assert f"{ECHO_NAME}: -ipcfd takes no other option" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-
-
 # --- -ipcconnect: connect to a running process, or spawn (auto) ---------------------------
 
 def _open_peer(settings_args: dict[str, list[str]], default_path: str, cookie_dir: str) -> tuple[str, bool]:
@@ -804,7 +789,7 @@ def _open_peer(settings_args: dict[str, list[str]], default_path: str, cookie_di
     spawned: list[Child] = []
 
     async def spawn_one() -> Any:
-        child = await spawn(ECHO_MODULE, ECHO_NAME, None, ME)
+        child = await spawn(ECHO_TARGET, ECHO_NAME, None, ME)
         spawned.append(child)
         return child.connection
 
@@ -817,6 +802,7 @@ def _open_peer(settings_args: dict[str, list[str]], default_path: str, cookie_di
             for child in spawned:
                 child.kill()
                 await child.exited
+                child.close()
 
     return run(go()), bool(spawned)
 
@@ -835,3 +821,158 @@ def test_ipcconnect_tcp_logs_in_with_the_cookie(echo_process, vardir):
     assert _open_peer({"ipcconnect": [f"tcp:127.0.0.1:{port}"]}, "", vardir) == ("via open_peer", False)
     with pytest.raises(AddressError, match="cannot connect"):
         _open_peer({"ipcconnect": [f"unix:{vardir}/nobody.sock"]}, "", vardir)
+
+
+# --- limits before authentication (issue 11, item 5) ----------------------------------------
+
+def _raw_auth(port: int, tls: ssl.SSLContext | None = None) -> Any:
+    """Coroutine: a raw pycapnp client of a TCP listener's Auth (no CleanCoin runtime)."""
+    async def open_() -> tuple[Any, Any, Any]:
+        stream = await capnp.AsyncIoStream.create_connection(
+            "127.0.0.1", port, ssl=tls, server_hostname="127.0.0.1" if tls else None)
+        client = capnp.TwoPartyClient(stream)
+        return stream, client, client.bootstrap().cast_as(schema.load("auth").Auth)
+    return open_()
+
+
+def test_many_wrong_logins_on_one_tcp_connection_are_cut_off(echo_process, vardir):
+    """The attack: 3000 password guesses on one TCP connection, one after the other, then
+    3000 pipelined at once. The listener answers a few, slowly, then closes the connection;
+    the right password still works on a new connection."""
+    port = free_port()
+    server = echo_process(f"-ipcbind=tcp:127.0.0.1:{port}", f"-datadir={vardir}", "-ipcauth=alice:s3cret")
+
+    async def sequential() -> tuple[int, bool, float]:
+        stream, client, auth_cap = await _raw_auth(port)
+        started, answered, cut = time.monotonic(), 0, False
+        try:
+            for guess in range(3000):
+                try:
+                    await auth_cap.login(user="alice", password=f"guess-{guess}")
+                    raise AssertionError("a wrong password logged in")
+                except capnp.KjException as exc:
+                    if exc.type == "DISCONNECTED":
+                        cut = True
+                        break
+                    answered += 1
+        finally:
+            client.close()
+            stream.close()
+        return answered, cut, time.monotonic() - started
+
+    async def pipelined() -> tuple[int, int]:
+        stream, client, auth_cap = await _raw_auth(port)
+        try:
+            calls = [auth_cap.login(user="alice", password=f"p-{guess}") for guess in range(3000)]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            client.close()
+            stream.close()
+        assert not any(not isinstance(o, Exception) for o in outcomes), "a wrong password logged in"
+        refused = sum(1 for o in outcomes if isinstance(o, capnp.KjException) and o.type != "DISCONNECTED")
+        return refused, len(outcomes) - refused
+
+    answered, cut, took = run(sequential(), timeout=30)
+    assert cut, f"{answered} wrong logins answered in {took:.1f} s and the connection stayed open"
+    assert answered <= 3 and took < 5, (answered, took)
+    refused, dropped = run(pipelined(), timeout=30)
+    assert refused <= 3 and dropped >= 2997, (refused, dropped)
+    assert run(_connect_and_echo(tcp_address(port), auth.Credentials("alice", "s3cret"), text="me")) == "me"
+    err = server.stop()
+    assert "refused a login for user 'alice'" in err
+    assert "failed logins: closing the connection" in err
+    assert "s3cret" not in err and "guess-" not in err
+
+
+def test_idle_unauthenticated_tcp_clients_lock_out_nobody(echo_process, vardir, tls_cert):
+    """The attack: 20 TCP connections that never log in (more than -ipcmaxconnections). A
+    node.sock-style unix client still gets in at once (each listener has its own slots), and
+    once the handshake deadline has passed the idle ones are gone and a real TCP client gets in;
+    with TLS, an idle client that finished the TLS handshake is dropped the same way."""
+    port, tls_port = free_port(), free_port()
+    path = os.path.join(vardir, "e.sock")
+    cert, key = tls_cert
+    server = echo_process(f"-ipcbind=unix:{path}", f"-ipcbind=tcp:127.0.0.1:{port}", f"-datadir={vardir}",
+                          "-ipcauth=alice:s3cret", "-ipchandshaketimeout=1")
+    tls_server = echo_process(f"-ipcbind=tcp:127.0.0.1:{tls_port}", f"-datadir={vardir}", f"-ipccert={cert}",
+                              f"-ipckey={key}", "-ipcauth=alice:s3cret", "-ipchandshaketimeout=1")
+    alice = auth.Credentials("alice", "s3cret")
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    tls_idle = transport.client_tls(cert).wrap_socket(socket.create_connection(("127.0.0.1", tls_port)),
+                                                      server_hostname="127.0.0.1")
+    try:
+        started = time.monotonic()
+        assert run(_connect_and_echo(unix_address(path), text="unix"), timeout=3) == "unix"
+        assert time.monotonic() - started < 1.0          # not after the deadline: at once
+        assert all(_read_until_closed(s, 5) for s in idle), "idle TCP clients outlived the deadline"
+        assert _read_until_closed(tls_idle, 5), "an idle TLS client outlived the deadline"
+        assert run(_connect_and_echo(tcp_address(port), alice, text="tcp"), timeout=3) == "tcp"
+        assert run(_connect_and_echo(tcp_address(tls_port), alice, transport.client_tls(cert), "tls"),
+                   timeout=3) == "tls"
+    finally:
+        for s in (*idle, tls_idle):
+            s.close()
+    err = server.stop()
+    assert "-ipcmaxconnections=16 reached" in err
+    assert "no login within the handshake deadline (1 s)" in err
+    assert "no login within the handshake deadline (1 s)" in tls_server.stop()
+
+
+def test_idle_unix_client_is_dropped_after_the_deadline(echo_process, vardir):
+    """A unix client that connects and never calls anything is closed at the handshake
+    deadline; one that made a call stays."""
+    path = os.path.join(vardir, "e.sock")
+    server = echo_process(f"-ipcbind=unix:{path}", "-ipchandshaketimeout=0.5")
+
+    async def stays() -> str:
+        connection = await transport.connect(unix_address(path), ME, False)
+        try:
+            await asyncio.sleep(0.8)
+            return await echo_once(connection, "still here")
+        finally:
+            connection.close()
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.connect(path)
+        assert run(stays()) == "still here"
+        assert _read_until_closed(silent, 5)
+    assert "no call within the handshake deadline (0.5 s)" in server.stop()
+
+
+def test_wrong_logins_over_many_connections_are_limited_per_address(echo_process, vardir):
+    """The attack spread over connections: 8 connections at once from one address, 3 guesses
+    each. At most the address's burst (10) plus what refills meanwhile (1/s) is checked; the
+    rest is refused unchecked, and a right login succeeds again once the allowance is back."""
+    port = free_port()
+    server = echo_process(f"-ipcbind=tcp:127.0.0.1:{port}", f"-datadir={vardir}", "-ipcauth=alice:s3cret")
+
+    async def one_connection(connection: int) -> list[str]:
+        stream, client, auth_cap = await _raw_auth(port)
+        try:
+            calls = [auth_cap.login(user="alice", password=f"c{connection}-{guess}") for guess in range(3)]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            client.close()
+            stream.close()
+        assert all(isinstance(o, capnp.KjException) for o in outcomes), "a wrong password logged in"
+        return ["dropped" if o.type == "DISCONNECTED" else "unchecked" if "too many failed logins" in str(o)
+                else "checked" for o in outcomes]
+
+    async def attack() -> tuple[list[str], float]:
+        started = time.monotonic()
+        results = await asyncio.gather(*(one_connection(c) for c in range(8)))
+        return [r for rs in results for r in rs], time.monotonic() - started
+
+    outcomes, took = run(attack(), timeout=30)
+    assert outcomes.count("checked") <= 10 + int(took) + 1, (outcomes, took)
+    assert outcomes.count("unchecked") >= 1, outcomes
+    alice = auth.Credentials("alice", "s3cret")
+    deadline = time.monotonic() + 5
+    while True:                       # refused while the allowance is spent, then let in
+        try:
+            assert run(_connect_and_echo(tcp_address(port), alice, text="back")) == "back"
+            break
+        except IpcError:
+            assert time.monotonic() < deadline, "the right password stayed locked out"
+            time.sleep(0.2)
+    assert "unchecked: too many failed logins" in server.stop()

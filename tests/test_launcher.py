@@ -1,9 +1,7 @@
-"""The launch path: real components exec'd under a policy, what crosses exec, failing closed, and
-the enforcement report.
-
-Components here are `python -c` programs that call `cleancoin.sandbox.component.enter()` like
-every CleanCoin component, and `cleancoin.sandbox.echo_child`. As in test_enforcement.py, a
-refused launch or operation is set beside one that goes through.
+"""The launch path: children forked under a policy that run a function (as the zygote's
+components do) or exec a program (as `CleanCoin-sandbox run` does), what reaches them, failing
+closed, and the enforcement report. As in test_enforcement.py, a refused launch or operation is
+set beside one that goes through.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ import select
 import signal
 import socket
 import sys
+import time
 
 import pytest
 
@@ -32,9 +31,9 @@ from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
 BASE_POLICY = shipped_policy("base/python")
 STRICT_POLICY = shipped_policy("strict")
 
-# A component that does nothing but enter its sandbox; exit 0 only if it really was sandboxed.
-ENTER = ("import sys\nfrom cleancoin.sandbox.component import enter\n"
-         "sys.exit(0 if enter() is not None else 3)\n")
+# A target that does nothing: it runs only once every step is in force.
+def _nothing(control_fd: int) -> int:
+    return 0
 
 
 pytestmark = pytest.mark.usefixtures("deadline")
@@ -42,6 +41,17 @@ pytestmark = pytest.mark.usefixtures("deadline")
 
 def prepare(policy_path: str, variables) -> Plan:
     return launcher.prepare(load_policy(policy_path), variables)
+
+
+def run_policy(write_policy, body: str = "") -> str:
+    """A policy that may exec the interpreter (what `CleanCoin-sandbox run` needs)."""
+    return write_policy("""
+        [filesystem]
+        execute = ["${base_prefix}", "${prefix}", "/usr/lib"]
+
+        [seccomp]
+        allow = [{ syscall = "execve", reason = "run mode execs the program inside the sandbox" }]
+    """ + body)
 
 
 def spawn_python(plan, code: str, *args: str, **kwargs) -> launcher.SandboxedProcess:
@@ -60,24 +70,29 @@ def read_all(fd: int, timeout: float = 20.0) -> bytes:
 
 
 def assert_enter_works(plan) -> None:
-    """The allowed half of a fail-closed test: the same plan starts a component that enters."""
-    child = spawn_python(plan, ENTER)
+    """The allowed half of a fail-closed test: the same plan starts a child."""
+    child = launcher.spawn(plan, target=_nothing)
     assert child.report is not None and child.report.policy == plan.policy
     assert child.wait() == 0
 
 
 # --- through the real component path -------------------------------------------------------------
 
-def test_echo_child_answers_under_the_strict_policy(base_sandbox, require, sandbox_vars, proc):
+def _echo(fd: int) -> int:
+    while data := os.read(fd, 65536):
+        os.write(fd, data)
+    return 0
+
+
+def test_echo_target_answers_under_the_strict_policy(base_sandbox, require, sandbox_vars, proc):
     require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (the strict policy's minimum)")
     plan = prepare(STRICT_POLICY, sandbox_vars)
     ours, theirs = socket.socketpair()
-    child = launcher.spawn(plan, [sys.executable, "-m", "cleancoin.sandbox.echo_child",
-                                  f"-ipcfd={theirs.fileno()}"], pass_fds=[theirs.fileno()])
+    child = launcher.spawn(plan, target=lambda _control: _echo(theirs.fileno()), pass_fds=[theirs.fileno()])
     theirs.close()
     try:
         # spawn returned: the report came, so the sandbox was up before anything was served.
-        assert child.report is not None and child.report.fully_enforced()
+        assert child.report is not None and child.report.fully_enforced(), child.report.to_text()
         component = proc.leaf(child.pid)
         status = proc.status(component)
         assert (status["Seccomp"], status["NoNewPrivs"], int(status["CapEff"], 16)) == ("2", "1", 0)
@@ -86,15 +101,15 @@ def test_echo_child_answers_under_the_strict_policy(base_sandbox, require, sandb
         ours.sendall(b"hello, sandbox\n")
         assert ours.recv(100) == b"hello, sandbox\n"
     finally:
-        ours.close()   # end of file: the echo child returns 0
+        ours.close()   # end of file: the echo returns 0
     assert child.wait() == 0
 
 
-def test_fd_allowlist_and_environment_cross_exec(base_sandbox, monkeypatch, sandbox_vars):
+def test_fd_allowlist_and_environment_cross_exec(base_sandbox, monkeypatch, sandbox_vars, write_policy):
     monkeypatch.setenv("LC_CLEANCOIN_TEST", "kept")          # LC_* is on the base allowlist
     monkeypatch.setenv("CLEANCOIN_TEST_SECRET", "leaked")    # nothing lets this through
     assert "PATH" in os.environ and "HOME" in os.environ
-    plan = prepare(BASE_POLICY, sandbox_vars)   # the environment is fixed when the plan is made
+    plan = prepare(run_policy(write_policy), sandbox_vars)   # the environment is fixed with the plan
     read_end, write_end = os.pipe()
     devnull = os.open(os.devnull, os.O_RDONLY)
     # An inheritable descriptor, high enough that the new interpreter will not reuse the number:
@@ -104,8 +119,6 @@ def test_fd_allowlist_and_environment_cross_exec(base_sandbox, monkeypatch, sand
     os.close(devnull)
     code = """
 import json, os, sys
-from cleancoin.sandbox.component import enter
-report = enter()
 out, unpassed = int(sys.argv[1]), int(sys.argv[2])
 def is_open(fd):
     try:
@@ -113,8 +126,8 @@ def is_open(fd):
     except OSError:
         return False
     return True
-os.write(out, json.dumps({"entered": report is not None, "env": dict(os.environ),
-                          "passed_open": is_open(out), "unpassed_open": is_open(unpassed)}).encode())
+os.write(out, json.dumps({"env": dict(os.environ), "passed_open": is_open(out),
+                          "unpassed_open": is_open(unpassed)}).encode())
 """
     try:
         child = spawn_python(plan, code, str(write_end), str(unpassed), pass_fds=[write_end])
@@ -124,7 +137,7 @@ os.write(out, json.dumps({"entered": report is not None, "env": dict(os.environ)
     finally:
         os.close(read_end)
         os.close(unpassed)
-    assert seen["entered"] and seen["passed_open"]
+    assert seen["passed_open"]
     assert not seen["unpassed_open"]
     env = seen["env"]
     assert env["LC_CLEANCOIN_TEST"] == "kept"
@@ -135,25 +148,19 @@ os.write(out, json.dumps({"entered": report is not None, "env": dict(os.environ)
 
 
 def test_run_mode_exec_under_landlock(base_sandbox, write_policy, sandbox_vars, outside_dir):
-    """apply_before_exec: the whole policy is up before exec; Landlock decides what may run."""
-    policy = write_policy("""
-        [filesystem]
-        execute = ["${base_prefix}", "/usr/lib"]
-
-        [seccomp]
-        allow = [{ syscall = "execve", reason = "run mode execs the program inside the sandbox" }]
-    """)
-    plan = prepare(policy, sandbox_vars)
+    """The whole policy is up before exec; what may run is what the view shows and Landlock
+    grants execute on."""
+    plan = prepare(run_policy(write_policy), sandbox_vars)
     assert os.access("/usr/bin/true", os.X_OK)
     with pytest.raises(SpawnError) as refused:
-        launcher.spawn(plan, ["/usr/bin/true"], apply_before_exec=True)
-    assert refused.value.step == "exec" and "Permission denied" in refused.value.reason
+        launcher.spawn(plan, ["/usr/bin/true"])      # /usr/bin is not in the view
+    assert refused.value.step == "exec" and "No such file" in refused.value.reason
     assert refused.value.returncode == 126
 
     secret = os.path.join(outside_dir, "secret.txt")
     open(secret, "w").close()
     read_end, write_end = os.pipe()
-    # The exec'd program is still confined: Landlock and seccomp survive exec.
+    # The exec'd program is still confined: the view, Landlock and seccomp survive exec.
     code = """
 import os, socket, sys
 def errno_of(call, *args):
@@ -167,21 +174,20 @@ os.write(int(sys.argv[1]), b"%d %d %d" % (os.getpid(), errno_of(open, sys.argv[2
 """
     try:
         child = launcher.spawn(plan, [sys.executable, "-c", code, str(write_end), secret],
-                               pass_fds=[write_end], apply_before_exec=True)
+                               pass_fds=[write_end])
         os.close(write_end)
         assert child.report is not None
         seen = [int(n) for n in read_all(read_end).split()]
         assert child.wait() == 0
     finally:
         os.close(read_end)
-    assert seen == [2, errno.EACCES, errno.EAFNOSUPPORT]   # pid 2: inside the pid namespace
+    assert seen == [2, errno.ENOENT, errno.EAFNOSUPPORT]   # pid 2: inside the pid namespace
 
 
 def test_run_mode_exec_forbidden_by_seccomp_is_a_spawn_error(base_sandbox, sandbox_vars):
     plan = prepare(BASE_POLICY, sandbox_vars)   # the base denies execve
     with pytest.raises(SpawnError) as failed:
-        child = launcher.spawn(plan, [sys.executable, "-c", "pass"], apply_before_exec=True)
-        child.wait()
+        launcher.spawn(plan, [sys.executable, "-c", "pass"])
     assert failed.value.step == "exec"
 
 
@@ -228,28 +234,32 @@ def test_missing_granted_path_names_file_line_and_key(base_sandbox, write_policy
         read = [{{ path = "{missing}", optional = true }}]
     """)
     plan = prepare(optional, sandbox_vars)
-    child = spawn_python(plan, ENTER)
+    child = launcher.spawn(plan, target=_nothing)
     assert child.wait() == 0
-    assert f"optional path {missing} does not exist" in child.report.mechanisms["landlock"].details
+    assert child.report.fully_enforced()
 
 
-def test_thread_started_before_enter_is_refused(base_sandbox, sandbox_vars):
+def test_a_thread_of_the_launcher_does_not_reach_the_child(base_sandbox, sandbox_vars):
+    """fork copies the calling thread only: a launcher with threads still starts a
+    single-threaded child, which passes the single-thread check (a process that restricts
+    itself with a thread running is refused: test_self_restrict.py)."""
+    import threading
     plan = prepare(BASE_POLICY, sandbox_vars)
-    with pytest.raises(SpawnError) as refused:
-        spawn_python(plan, "import threading, time\n"
-                           "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
-                           + ENTER)
-    assert refused.value.step == "single-thread check"
-    assert "2 threads" in refused.value.reason and refused.value.returncode == 126
-    # A thread that has ended before enter() is no escape: that component starts.
-    child = spawn_python(plan, "import threading\n"
-                               "t = threading.Thread(target=len, args=((),))\nt.start()\nt.join()\n"
-                               + ENTER)
-    assert child.wait() == 0
+    started = threading.Event()
+    gate = threading.Event()
+    # os.fork copies only the calling thread: the child has one, whatever this process has.
+    thread = threading.Thread(target=lambda: (started.set(), gate.wait(30)), daemon=True)
+    thread.start()
+    started.wait()
+    try:
+        assert_enter_works(plan)
+    finally:
+        gate.set()
+        thread.join()
 
 
-def test_exec_of_a_missing_program_is_a_spawn_error(base_sandbox, sandbox_vars):
-    plan = prepare(BASE_POLICY, sandbox_vars)
+def test_exec_of_a_missing_program_is_a_spawn_error(base_sandbox, sandbox_vars, write_policy):
+    plan = prepare(run_policy(write_policy), sandbox_vars)
     with pytest.raises(SpawnError) as in_child:
         launcher.spawn(plan, ["/nonexistent/cleancoin-no-such-program"])
     assert in_child.value.step == "exec" and "No such file" in in_child.value.reason
@@ -267,7 +277,7 @@ def _seccomp_kills_the_report(write_policy, sandbox_vars):
 
 def test_component_killed_by_seccomp_before_its_report(base_sandbox, write_policy, sandbox_vars):
     with pytest.raises(SpawnError) as killed:
-        spawn_python(_seccomp_kills_the_report(write_policy, sandbox_vars), ENTER)
+        launcher.spawn(_seccomp_kills_the_report(write_policy, sandbox_vars), target=_nothing)
     assert killed.value.step == "startup"
     assert "SIGSYS" in str(killed.value) and killed.value.returncode == -signal.SIGSYS
     assert_enter_works(prepare(BASE_POLICY, sandbox_vars))
@@ -289,7 +299,7 @@ def test_component_killed_by_seccomp_leaves_no_core_of_the_launcher(base_sandbox
     resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))   # as on a machine with cores on
     try:
         with pytest.raises(SpawnError) as killed:
-            spawn_python(plan, ENTER)
+            launcher.spawn(plan, target=_nothing)
     finally:
         resource.setrlimit(resource.RLIMIT_CORE, (soft, hard))
     assert killed.value.returncode == -signal.SIGSYS
@@ -312,7 +322,7 @@ def test_strict_report_fully_enforced_and_seccomp_hash_stable(base_sandbox, requ
         reports.append(report)
     for report in reports:
         assert report.policy == "strict" and report.fully_enforced()
-        assert sorted(report.mechanisms) == sorted(MECHANISMS)
+        assert sorted(report.mechanisms) == sorted([*MECHANISMS, "process"])
         assert {m.status for m in report.mechanisms.values()} == {"fully enforced"}
         assert report.landlock_abi == base_sandbox.landlock_abi
         assert report.namespaces == ["user", "mount", "pid", "net", "ipc", "uts"]
@@ -342,18 +352,23 @@ def test_relaxed_landlock_level_still_enforces_on_this_kernel(level, base_sandbo
         landlock = "{level}"
     """)
 
-    def fn():
+    def errno_of(path):
         try:
-            open(secret).close()
-            outside = 0
+            open(path).close()
         except OSError as exc:
-            outside = exc.errno
+            return exc.errno
+        return 0
+
+    def fn():
         with open(granted) as handle:
-            return {"granted": handle.read(), "outside": outside}
+            # The outside file is not in the view at all; /proc is (every view has one), and
+            # only Landlock stands between the child and it.
+            return {"granted": handle.read(), "outside": errno_of(secret),
+                    "proc": errno_of("/proc/self/status")}
 
     result, code, report = run_in_sandbox(policy, sandbox_vars, fn)
     assert code == 0
-    assert result == {"granted": "granted", "outside": errno.EACCES}
+    assert result == {"granted": "granted", "outside": errno.ENOENT, "proc": errno.EACCES}
     landlock = report.mechanisms["landlock"]
     assert (landlock.status, landlock.level, landlock.missing) == ("fully enforced", level, [])
     assert report.fully_enforced()
@@ -376,8 +391,7 @@ def test_component_killed_from_outside_by_sigkill_is_reported_as_such(base_sandb
     """The waiter re-raises the component's status; SIGKILL takes no disposition, so it must
     be re-raised without setting one (that once turned a kill -9 into exit status 126)."""
     plan = prepare(BASE_POLICY, sandbox_vars)
-    child = spawn_python(plan, "from cleancoin.sandbox.component import enter\nenter()\n"
-                               "import time\ntime.sleep(60)\n")
+    child = launcher.spawn(plan, target=lambda _fd: time.sleep(60) or 0)
     assert "pid" in plan.namespaces      # the path with a waiter and an init
     os.kill(child.component_pid(), signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
@@ -388,8 +402,7 @@ def test_waiting_processes_give_up_their_privileges(base_sandbox, sandbox_vars):
     """The waiter and the pid namespace's init hold every capability in the component's user
     namespace while they set it up; once the component runs they keep none."""
     plan = prepare(BASE_POLICY, sandbox_vars)
-    child = spawn_python(plan, "from cleancoin.sandbox.component import enter\nenter()\n"
-                               "import time\ntime.sleep(60)\n")
+    child = launcher.spawn(plan, target=lambda _fd: time.sleep(60) or 0)
     try:
         component = child.component_pid()
         waiting = [child.pid]

@@ -23,7 +23,7 @@ def test_multiprocess_executables_name_the_extra_without_pycapnp(tmp_path: Path)
     assert node.returncode == 1
     assert "pip install 'cleancoin[multiprocess]'" in node.stderr and "CleanCoind works" in node.stderr
     assert not (tmp_path / "regtest").exists()        # stopped before touching anything
-    wallet = run_main("wallet_main", "-ipcfd=3")
+    wallet = run_main("wallet_main", "-ipcconnect=unix")
     assert wallet.returncode == 1 and "'multiprocess' extra" in wallet.stderr
 
 

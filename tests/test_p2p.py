@@ -13,6 +13,7 @@ bans are per IP, so banning the attacker must not ban the honest nodes on 127.0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -745,9 +746,13 @@ def test_self_connection_refused(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_max_connections_enforced() -> None:
+    """-maxconnections=12: 10 outbound slots (8 full-relay + 2 block-relay, as bitcoind) and 2
+    inbound ones. A third inbound peer finds both protected (too few peers to evict one) and
+    is refused; outbound connections have slots of their own."""
     async def main() -> None:
         async with Net() as net:
-            a = await net.node(max_connections=2)
+            a = await net.node(max_connections=12)
+            assert (a.max_outbound, a.max_inbound) == (10, 2)
             b = await net.node(connect=[addr(a)])
             c = await net.node(connect=[addr(a)])
             await wait_until(lambda: len(handshaken(a)) == 2, what="two peers")
@@ -762,11 +767,24 @@ def test_max_connections_enforced() -> None:
             await b.stop()
             await wait_until(lambda: len(handshaken(d)) == 1, what="d connects once a slot is free")
             assert a.connection_count == 2 and len(handshaken(c)) == 1
-            # Outbound connections count too.
+            # Full inbound slots do not stop an outbound connection.
             e = await net.node()
             a.add_node(addr(e), "onetry")
+            await wait_until(lambda: len(handshaken(e)) == 1, what="outbound connection")
+            assert a.connection_count == 3 and a.inbound_count == 2
+
+            # -maxconnections=2: both are outbound slots (bitcoind: 8 full-relay first), none inbound.
+            f = await net.node(max_connections=2)
+            assert (f.max_outbound, f.max_inbound) == (2, 0)
+            raw = await RawPeer.connect(f, "127.0.0.61")
+            assert await raw.closed_by_peer(2.0)
+            f.add_node(addr(e), "onetry")
+            f.add_node(addr(await net.node()), "onetry")
+            await wait_until(lambda: len(handshaken(f)) == 2, what="two outbound")
+            g = await net.node()
+            f.add_node(addr(g), "onetry")
             await asyncio.sleep(0.3)
-            assert e.connection_count == 0
+            assert g.connection_count == 0 and f.connection_count == 2
     run(main())
 
 
@@ -830,3 +848,62 @@ def test_stop_and_bind_errors() -> None:
         with pytest.raises(P2PError):
             P2PNode(MemChain(), MemPool(), connect=["127.0.0.1:notaport"])
     run(main())
+
+
+def test_idle_inbound_flood_takes_no_outbound_slot_and_newcomers_get_in_by_eviction(caplog) -> None:
+    """The eclipse attempt (issue 11, item 7): 125 peers connect in, finish the handshake and
+    then do nothing. They fill only the inbound slots (115 of -maxconnections=125); the node
+    still dials out (outbound slots are kept apart), and an honest newcomer still gets in, by
+    evicting one of the idle peers."""
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node()
+            assert (a.max_outbound, a.max_inbound) == (10, 115)
+            flood: list[RawPeer] = []
+            for i in range(125):
+                raw = await RawPeer.connect(a, f"127.0.{1 + i // 100}.{1 + i % 100}")
+                flood.append(raw)
+                with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+                    await raw.handshake()
+            await wait_until(lambda: a.inbound_count == a.max_inbound, what="inbound slots full")
+            assert a.connection_count == 115
+            honest_out = await net.node()
+            a.add_node(addr(honest_out), "onetry")
+            await wait_until(lambda: len(handshaken(honest_out)) == 1, what="outbound connection")
+            newcomer = await net.node(connect=[addr(a)])
+            await wait_until(lambda: len(handshaken(newcomer)) == 1, what="newcomer let in")
+            await asyncio.sleep(0.3)
+            assert len(handshaken(newcomer)) == 1 and len(handshaken(honest_out)) == 1
+            assert a.inbound_count <= a.max_inbound and a.connection_count <= 125
+            closed = await asyncio.gather(*(r.closed_by_peer(0.2) for r in flood))
+            assert sum(closed) >= 11            # 10 refused or evicted while flooding, 1 for the newcomer
+    with caplog.at_level(logging.INFO, logger="cleancoin.net"):
+        run(main())
+    assert "evicting peer=" in caplog.text
+
+
+def test_eviction_spares_useful_peers_and_drops_the_youngest_of_the_crowd() -> None:
+    """select_peer_to_evict, bitcoind's rules: fast, block- and tx-relaying and long-standing
+    peers are protected; the youngest peer of the most crowded network group goes."""
+    from cleancoin.components.node.p2p.eviction import Candidate, netgroup, select_peer_to_evict
+
+    key = b"k" * 16
+    idle = [Candidate(i, connected_at=float(i), min_ping=None, last_block_time=0.0, last_tx_time=0.0,
+                      relays_txs=True, netgroup="10.1.0.0/16") for i in range(1, 41)]
+    # The youngest idle peer of the crowded group goes.
+    assert select_peer_to_evict(idle, key) == 40
+    # A young peer that just sent a new block, one with the best ping, one that sent a new
+    # transaction: all kept; the youngest idle one goes instead.
+    useful = [Candidate(100, 100.0, None, 99.0, 0.0, True, "10.1.0.0/16"),
+              Candidate(101, 101.0, 0.001, 0.0, 0.0, True, "10.1.0.0/16"),
+              Candidate(102, 102.0, None, 0.0, 98.0, True, "10.1.0.0/16")]
+    assert select_peer_to_evict(idle + useful, key) == 40
+    # A lone peer of another group is not in the crowd.
+    loner = Candidate(200, 200.0, None, 0.0, 0.0, True, "192.168.0.0/16")
+    assert select_peer_to_evict(idle + [loner], key) in {c.peer_id for c in idle}
+    # Too few peers to spare one: every one is protected.
+    assert select_peer_to_evict(idle[:4], key) is None
+    assert select_peer_to_evict([], key) is None
+    assert netgroup("127.0.5.9") == netgroup("::1") == "local"
+    assert netgroup("10.1.200.3") == "10.1.0.0/16" and netgroup("::ffff:10.1.2.3") == "10.1.0.0/16"
+    assert netgroup("2001:db8:aa::1") == "2001:db8::/32"

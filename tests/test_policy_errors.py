@@ -306,7 +306,7 @@ CASES: list[Any] = [
     # --- namespaces --------------------------------------------------------------------------
     pytest.param(Case("""
         [namespaces]
-        user = true
+        mount = false
         private_tmp = true
         """, "private_tmp needs mount = true", 3, "namespaces.private_tmp"),
         id="private-tmp-without-mount"),

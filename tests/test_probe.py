@@ -23,6 +23,10 @@ REQUIRED = {
     "setns-parent-net", "chroot", "keyctl", "bpf", "perf-event-open", "io-uring-setup",
     "userfaultfd", "personality", "ioctl-tiocsti", "arch-i386-int80", "arch-x32",
     "cap-capset", "rlimit-core", "clone3", "thread-start",
+    # issue #10's classes
+    "grant-symlink-swap", "fd-inherited", "unix-named-socket", "terminal-left-open",
+    "memory-launcher-secret", "clone-newuser", "prctl-dumpable", "memory-wx",
+    "rlimit-fork-200", "rlimit-fds-8192", "rlimit-file-1tib",
 }
 
 
@@ -73,7 +77,8 @@ def test_strict_battery_has_no_escapes(strict_result: probe.ProbeResult) -> None
     assert [a.name for a in result.attempts if a.outcome == "error"] == [], text
     assert [a.name for a in result.attempts if a.differs] == [], text
     # Details name the mechanism.
-    assert attempts["fs-read-outside"].detail == "EACCES (landlock)"
+    assert attempts["fs-read-outside"].detail == "ENOENT (not visible in the sandbox's mounts)"
+    assert attempts["fs-list-root"].detail == "EACCES (landlock)"
     assert "ENOSYS" in attempts["clone3"].detail
     for name in ("arch-i386-int80", "arch-x32", "exec-bin-true", "mount-tmpfs"):
         assert attempts[name].detail == "killed by SIGSYS (seccomp)", attempts[name]
@@ -151,28 +156,14 @@ def test_expected_seccomp_actions_come_from_the_policy(strict, sandbox_vars) -> 
     assert judge.ll_allows(os.path.join(sandbox_vars["datadir"], "f"), probe._MAKE_REG | probe._WRITE_FILE)
 
 
-def _dummy_ctx() -> probe._Ctx:
-    return probe._Ctx(probe._Targets("t", os.getpid(), "/nonexistent", "/nonexistent/c", b"s", 0,
-                                     None, 1, 1, 1, "\0x"))
-
-
 def test_a_seccomp_kill_is_a_denial_and_a_hang_an_error() -> None:
-    def killed(ctx: probe._Ctx, out: probe._Out) -> tuple[str, str]:
-        out.note("step one worked")
-        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
-        os.kill(os.getpid(), signal.SIGSYS)
-        return "allowed", "not reached"
-
-    def hangs(ctx: probe._Ctx, out: probe._Out) -> tuple[str, str]:
-        time.sleep(30)
-        return "allowed", "not reached"
-
-    assert probe._run_isolated(killed, _dummy_ctx(), 5) == (
+    note = json.dumps({"note": "step one worked"}).encode() + b"\n"
+    assert probe._interpret(note, -signal.SIGSYS, False, 5) == (
         "denied", "step one worked; killed by SIGSYS (seccomp)")
-    start = time.monotonic()
-    outcome, detail = probe._run_isolated(hangs, _dummy_ctx(), 0.3)
+    outcome, detail = probe._interpret(b"", None, True, 0.3)
     assert outcome == "error" and "no answer within 0.3 s" in detail
-    assert time.monotonic() - start < 5
+    result = json.dumps({"result": ["allowed", "succeeded: x"]}).encode() + b"\n"
+    assert probe._interpret(note + result, 0, False, 5) == ("allowed", "step one worked; succeeded: x")
 
 
 def test_script_runs_inside_instead_of_the_battery(strict, tmp_path: Path, sandbox_vars) -> None:  # noqa: ANN001
@@ -195,4 +186,109 @@ def test_script_killed_by_seccomp_and_failing(strict, tmp_path: Path, sandbox_va
     fail.write_text("open('/etc/passwd')\n")
     result = probe.probe(strict, sandbox_vars, str(fail))
     assert result.script_status == 1
-    assert "PermissionError" in result.script_output and 'fail.py", line 1' in result.script_output
+    # /etc/passwd is not even in the view.
+    assert "FileNotFoundError" in result.script_output and 'fail.py", line 1' in result.script_output
+
+
+# issue #10's classes: each attempt catches its hole -------------------------------------------
+
+def test_new_attempts_escape_under_a_deliberately_weak_sandbox(strict, write_policy, sandbox_vars) -> None:  # noqa: ANN001
+    """Judged by strict, enforced by a sandbox without the filesystem view, W^X memory, the
+    derived clone and prctl rules, the no-fork rule and the rlimits: every one of those
+    attempts must come out as an escape (the condition for probe's exit status 1)."""
+    weak = load_policy(write_policy("""
+        [policy]
+        name = "weak"
+        [namespaces]
+        net = true
+        [filesystem]
+        write = ["${datadir}"]
+        [process]
+        dumpable = true
+        memory_deny_write_execute = false
+        reason = "a deliberately weak sandbox, to show that probe notices"
+        [seccomp]
+        allow = [{ syscall = "unshare", reason = "a deliberately weak sandbox" }]
+        """, view=False))
+    result = probe.probe_against(strict, weak, sandbox_vars)
+    escaped = {a.name for a in result.escapes}
+    assert {"unix-named-socket", "clone-newuser", "prctl-dumpable", "memory-wx",
+            "rlimit-fds-8192", "rlimit-file-1tib"} <= escaped, result.to_text()
+    if os.getuid() == 0 or "rlimit-fork-200" in escaped:     # root: only the clone rule stops it
+        assert "rlimit-fork-200" in escaped, result.to_text()
+    # The mechanisms no policy can turn off still hold.
+    for name in ("fd-inherited", "terminal-left-open", "memory-launcher-secret", "grant-symlink-swap"):
+        assert name not in escaped, result.to_text()
+
+
+def _in_a_plain_fork(run) -> tuple[str, str]:  # noqa: ANN001
+    """`run(out)` in a child forked without any sandbox step: what the attempt sees when the
+    mechanism it tests is missing."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        out = probe._Out(write_end)
+        try:
+            out.result(*run(out))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    data = b""
+    while chunk := os.read(read_end, 65536):
+        data += chunk
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    return probe._interpret(data, launcher.returncode(status), False, 5)
+
+
+def _targets(outside: str, secret: bytes = b"canary-secret", **extra) -> probe._Targets:  # noqa: ANN003
+    canary = os.path.join(outside, "canary")
+    Path(canary).write_bytes(secret)
+    return probe._Targets("t", os.getpid(), outside, canary, secret, 0, None, 1, 1, 1, "\0x", **extra)
+
+
+def test_the_launcher_memory_attempt_finds_a_forked_copy(outside_dir) -> None:  # noqa: ANN001
+    import ctypes
+    import hashlib
+    from cleancoin.sandbox.probe.attempts_inherited import _run_launcher_memory
+    secret = os.urandom(32)
+    buf = ctypes.create_string_buffer(secret, 32)
+    targets = _targets(outside_dir, memory_addr=ctypes.addressof(buf),
+                       memory_hash=hashlib.sha256(secret).hexdigest())
+    # A fork is a copy of this process: the secret is there, at the same address.
+    outcome, detail = _in_a_plain_fork(lambda out: _run_launcher_memory(probe._Ctx(targets), out))
+    assert (outcome, detail) == ("allowed", "succeeded: the launcher's secret is in this process's "
+                                            "memory, at the launcher's address")
+
+
+def test_the_descriptor_and_terminal_attempts_find_what_a_careless_launcher_leaves(outside_dir) -> None:  # noqa: ANN001
+    from cleancoin.sandbox.probe.attempts_inherited import _run_fd_walk, _run_terminal
+    targets = _targets(outside_dir)
+    leaked = os.open(outside_dir, os.O_PATH)
+    master, slave = os.openpty()
+    try:
+        walk = _in_a_plain_fork(lambda out: _run_fd_walk(probe._Ctx(targets), out))
+        tty = _in_a_plain_fork(lambda out: _run_terminal(probe._Ctx(targets), out))
+    finally:
+        os.close(leaked)
+        os.close(master)
+        os.close(slave)
+    assert walk[0] == "allowed" and f"fd {leaked} leads to the canary" in walk[1], walk
+    assert tty[0] == "allowed" and "TCSETS" in tty[1], tty
+
+
+def test_a_swapped_grant_is_followed_only_without_the_symlink_rule(tmp_path: Path) -> None:
+    """What grant-symlink-swap catches: a path resolved by following every link (as the
+    kernel does) lands on /; resolved with the rule, the link is refused by name."""
+    from cleancoin.sandbox import paths
+    writable = tmp_path / "walletdir"
+    writable.mkdir()
+    (writable / "tmp").symlink_to("/")
+    assert os.path.realpath(writable / "tmp") == "/"
+    with pytest.raises(paths.SymlinkRefused) as refused:
+        paths.resolve(str(writable / "tmp"), [str(writable)])
+    assert refused.value.link == str(writable / "tmp") and refused.value.root == str(writable)
+    # A link the sandbox cannot have made (outside every writable root) is followed.
+    (tmp_path / "operator-link").symlink_to(writable)
+    assert paths.resolve(str(tmp_path / "operator-link"), [str(writable)]) == str(writable)

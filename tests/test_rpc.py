@@ -24,6 +24,7 @@ from cleancoin.components.rpc import jsonfmt
 from cleancoin.components.rpc.client import RpcAuthError, RpcClient, RpcConnectionError
 from cleancoin.components.rpc.errors import RpcError
 from cleancoin.components.rpc.registry import (
+    INTERNAL_ERROR_MESSAGE,
     AMOUNT,
     ANY,
     ARR,
@@ -90,6 +91,12 @@ def make_registry(calls: Calls) -> Registry:
         return {"x": object()}
 
     reg.add("unjsonable", unjsonable, category="util")
+
+    async def nap(ctx: CallContext, seconds: float) -> bool:
+        await asyncio.sleep(seconds)
+        return True
+
+    reg.add("nap", nap, [Param("seconds", NUM)], category="util", help="Sleep, then answer true.")
 
     async def typed(ctx: CallContext, s: str, n: int, b: bool, o: dict, a: list,
                     amount: Decimal | None, h: str | None) -> dict[str, Any]:
@@ -280,6 +287,71 @@ def test_request_size_limit(tmp_path, calls) -> None:
         assert rpc(srv, small)[0] == 200
 
 
+def _closed_by_server(sock: socket.socket, timeout: float) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+    except (socket.timeout, TimeoutError):
+        return False
+
+
+def test_connection_cap_closes_the_connection_waiting_longest(tmp_path, calls, caplog) -> None:
+    """Past max_connections, the connection that has waited longest for a request makes room
+    for the new one (an honest client is served while half-sent requests fill the places);
+    when every connection is busy with a request, the new one is refused."""
+    import threading
+    import time
+
+    auth = RpcAuth(user="alice", password="s3cret")
+    with caplog.at_level("INFO", logger="cleancoin.rpc"), \
+            ThreadedRpcServer(make_registry(calls), auth, max_connections=4) as srv:
+        waiting = []
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            waiting.append(s)
+            time.sleep(0.05)                          # the first one has waited longest
+        assert rpc(srv, {"method": "add", "params": [1, 2], "id": 1}) == (200, {"result": 3, "error": None, "id": 1})
+        assert _closed_by_server(waiting[0], 2)
+        assert not any(_closed_by_server(s, 0.1) for s in waiting[1:])
+        for s in waiting:
+            s.close()
+        time.sleep(0.2)
+        answers: list[int] = []
+        naps = [threading.Thread(target=lambda: answers.append(rpc(srv, {"method": "nap", "params": [0.8],
+                                                                          "id": 1})[0])) for _ in range(4)]
+        for t in naps:
+            t.start()
+        time.sleep(0.3)                               # four requests in progress: no place is waiting
+        with socket.create_connection(("127.0.0.1", srv.port)) as fifth:
+            assert _closed_by_server(fifth, 2)
+        for t in naps:
+            t.join(10)
+        assert answers == [200] * 4
+    text = caplog.text
+    assert "waited" in text and "for a request" in text and "all busy" in text
+
+
+def test_body_deadline(tmp_path, calls, caplog) -> None:
+    """Headers, then half the body, then nothing: closed at the deadline (-rpcservertimeout)."""
+    import time
+
+    auth = RpcAuth(user="alice", password="s3cret")
+    with caplog.at_level("INFO", logger="cleancoin.rpc"), \
+            ThreadedRpcServer(make_registry(calls), auth, server_timeout=0.5) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                   f"Authorization: {basic('alice', 's3cret')}\r\n\r\n" + '{"method"').encode())
+        started = time.monotonic()
+        assert _closed_by_server(s, 5)
+        assert 0.4 < time.monotonic() - started < 3
+        s.close()
+        assert rpc(srv, {"method": "add", "params": [1, 2], "id": 1})[0] == 200
+    assert "request body not received within -rpcservertimeout (0.5 s)" in caplog.text
+
+
 # -- JSON-RPC 1.0 and 2.0 ------------------------------------------------------------------
 
 
@@ -456,19 +528,21 @@ def test_wallet_endpoint_routing(running, calls) -> None:
 
 
 def test_a_failing_handler_is_an_internal_error_and_the_server_lives_on(running, caplog) -> None:
+    """The exception's text is logged, never sent: not in the error, not in an HTTP 500."""
     client = RpcClient("127.0.0.1", running.port, user="alice", password="s3cret")
     with caplog.at_level("ERROR", logger="cleancoin.rpc"):
         for _ in range(3):
             with pytest.raises(RpcError) as err:
                 client.call("fail")
-            assert (err.value.code, err.value.message) == (E.RPC_INTERNAL_ERROR, "Internal error: ValueError: boom")
+            assert (err.value.code, err.value.message) == (E.RPC_INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
         with pytest.raises(RpcError) as err:
             client.call("unjsonable")
         assert err.value.code == E.RPC_INTERNAL_ERROR
-    assert "Traceback" not in err.value.message
+    assert "Traceback" not in err.value.message and "boom" not in err.value.message
     assert any(r.exc_info for r in caplog.records)                     # the traceback is logged
+    assert any("boom" in r.getMessage() or "boom" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
     status, reply = rpc(running, {"method": "fail", "id": 1})
-    assert status == 500 and reply["error"]["code"] == E.RPC_INTERNAL_ERROR
+    assert status == 500 and reply["error"] == {"code": E.RPC_INTERNAL_ERROR, "message": INTERNAL_ERROR_MESSAGE}
     assert client.call("add", 1, 2) == 3
 
 

@@ -1,18 +1,30 @@
-"""The zygote: starts only the components it was given, each under its own policy."""
+"""The zygote: a fresh interpreter that starts only the components it was given, each under
+its own policy, and that answers every malformed request with an error and goes on serving."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import select
 import socket
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from cleancoin.sandbox.policy_loader import shipped_policy
-from cleancoin.sandbox.zygote import ComponentSpec, Zygote, ZygoteError
+from cleancoin.sandbox.zygote import ComponentSpec, Limits, Zygote, ZygoteError
 
-ECHO = (sys.executable, "-m", "cleancoin.sandbox.echo_child")
+TESTS = str(Path(__file__).parent)
+ECHO = "zygote_targets:echo"
+
+
+@pytest.fixture(autouse=True)
+def importable_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zygote imports its targets by name; this directory holds them."""
+    monkeypatch.setenv("PYTHONPATH", TESTS)
 
 
 @pytest.fixture
@@ -38,7 +50,16 @@ def _echo(z: Zygote, name: str) -> tuple[int, object]:
 
 def _status(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status") as handle:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+        return {k: v.strip() for k, _, v in (line.partition(":\t") for line in handle) if v}
+
+
+def _events(z: Zygote, timeout: float = 10) -> list:
+    ready, _, _ = select.select([z.events], [], [], timeout)
+    assert ready, f"no exit event within {timeout} s"
+    events = [z.read_event()]
+    while select.select([z.events], [], [], 0.3)[0]:
+        events.append(z.read_event())
+    return events
 
 
 def test_a_named_component_starts_under_its_own_policy(zygote: Zygote) -> None:
@@ -48,9 +69,12 @@ def test_a_named_component_starts_under_its_own_policy(zygote: Zygote) -> None:
     try:
         assert spawned.report is not None and spawned.report.fully_enforced()
         status = _status(spawned.pid)
-        assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1"
-        # The zygote itself runs unrestricted: it is what can still launch.
-        assert _status(zygote.pid)["Seccomp"].strip() == "0"
+        assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "1"
+        # The zygote itself runs unrestricted: it is what can still launch. It is a fresh
+        # interpreter, not a fork of this process.
+        assert _status(zygote.pid)["Seccomp"] == "0"
+        assert Path(f"/proc/{zygote.pid}/comm").read_text().strip() == "zygote"
+        assert b"cleancoin.sandbox.zygote" in Path(f"/proc/{zygote.pid}/cmdline").read_bytes()
         ours.sendall(b"ping")
         assert ours.recv(16) == b"ping"
     finally:
@@ -64,12 +88,7 @@ def test_unsandboxed_component_and_exit_events(zygote: Zygote) -> None:
     spawned = zygote.spawn("strict", theirs.fileno())
     theirs.close()
     zygote.kill(spawned.pid)
-    ready, _, _ = select.select([zygote.events], [], [], 10)
-    assert ready, "no exit event within 10 s"
-    events = [zygote.read_event()]
-    while select.select([zygote.events], [], [], 0.5)[0]:
-        events.append(zygote.read_event())
-    killed = [e for e in events if e is not None and e.pid == spawned.pid]
+    killed = [e for e in _events(zygote) if e is not None and e.pid == spawned.pid]
     assert killed and killed[0].returncode == -9 and "SIGKILL" in killed[0].description
     ours.close()
 
@@ -91,6 +110,11 @@ def test_a_bad_policy_stops_the_parent_before_any_zygote(tmp_path) -> None:
     bad.write_text("[seccomp]\nallow = [\"opne\"]\n")
     with pytest.raises(ZygoteError, match="unknown syscall 'opne'"):
         Zygote.start({"x": ComponentSpec("x", ECHO, str(bad))})
+
+
+def test_a_target_that_cannot_be_imported_stops_the_start() -> None:
+    with pytest.raises(ZygoteError, match="the zygote did not start: ModuleNotFoundError"):
+        Zygote.start({"x": ComponentSpec("x", "no_such_module_here:run", None)})
 
 
 def test_the_zygote_dies_with_its_parent(base_sandbox, sandbox_vars) -> None:
@@ -118,36 +142,119 @@ def test_the_zygote_dies_with_its_parent(base_sandbox, sandbox_vars) -> None:
             pytest.fail(f"pid {pid} outlived the zygote's parent")
 
 
-
-def _echo_target(fd: int) -> int:
-    """A forked component: answer one message on its IPC socket, then wait for its end."""
-    with socket.socket(fileno=fd) as sock:
-        sock.sendall(sock.recv(16))
-        sock.recv(16)
-    return 0
-
-
-def test_forked_zygote_runs_a_target_under_its_policy(base_sandbox, sandbox_vars) -> None:
-    """Zygote.fork: the component is a function run in the sandboxed child, no exec."""
-    z = Zygote.fork({"strict": ComponentSpec("strict", (), shipped_policy("strict"), sandbox_vars,
-                                             target=_echo_target)})
-    ours, theirs = socket.socketpair()
+def test_components_get_the_policy_environment_and_none_of_the_parents(
+        base_sandbox, sandbox_vars, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLEANCOIN_PARENT_SECRET", "s3cret-of-the-parent")
+    monkeypatch.setenv("LC_CLEANCOIN_TEST", "kept")
+    z = Zygote.start({"strict": ComponentSpec("strict", "zygote_targets:environment",
+                                              shipped_policy("strict"), sandbox_vars)})
     try:
-        spawned = z.spawn("strict", theirs.fileno())
+        ours, theirs = socket.socketpair()
+        z.spawn("strict", theirs.fileno())
         theirs.close()
         ours.settimeout(10)
-        ours.sendall(b"ping")
-        assert ours.recv(16) == b"ping"
-        assert spawned.report is not None and spawned.report.fully_enforced()
-        status = _status(spawned.pid)      # still running: it waits for our end
-        assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "1"
-    finally:
+        seen = json.loads(ours.recv(65536))
         ours.close()
+        zygote_env = Path(f"/proc/{z.pid}/environ").read_bytes()
+    finally:
         z.stop()
+    assert "CLEANCOIN_PARENT_SECRET" not in seen["env"] and seen["env"]["LC_CLEANCOIN_TEST"] == "kept"
+    # The zygote itself got a scrubbed environment (what the interpreter needs).
+    assert b"CLEANCOIN_PARENT_SECRET" not in zygote_env and b"PYTHONPATH=" in zygote_env
 
 
-def test_forked_zygote_refuses_a_bad_policy_before_forking(base_sandbox, sandbox_vars, tmp_path) -> None:
-    broken = tmp_path / "broken.toml"
-    broken.write_text('extends = ["base/python.toml"]\n[filesystem]\nwrite = ["${nosuch}"]\n')
-    with pytest.raises(ZygoteError, match=r"undefined variable \$\{nosuch\}"):
-        Zygote.fork({"c": ComponentSpec("c", (), str(broken), sandbox_vars, target=_echo_target)})
+def test_component_output_comes_through_the_zygote_made_harmless(base_sandbox, sandbox_vars, tmp_path) -> None:
+    """stdout and stderr of a component are pipes to the zygote, which passes the lines on
+    with the component's name and pid, escape sequences shown as text."""
+    script = f"""
+import socket, sys, time
+sys.path.insert(0, {TESTS!r})
+from cleancoin.sandbox.policy_loader import shipped_policy
+from cleancoin.sandbox.zygote import ComponentSpec, Zygote
+z = Zygote.start({{"c": ComponentSpec("c", "zygote_targets:shout", shipped_policy("strict"), {sandbox_vars!r})}})
+ours, theirs = socket.socketpair()
+spawned = z.spawn("c", theirs.fileno())
+ours.sendall(b"x"); ours.recv(1)
+print("pid", spawned.pid, flush=True)
+ours.close(); time.sleep(0.5); z.stop()
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": TESTS})
+    pid = result.stdout.split()[-1]
+    assert f"[c {pid}] component says \\x1b]0;title\\x07 hello" in result.stdout, result.stdout
+    assert f"[c {pid}] component complains" in result.stderr
+    assert "\x1b" not in result.stdout + result.stderr
+
+
+def _request(z: Zygote, payload: bytes, fds: list[int] | None = None) -> object:
+    """A raw request on the zygote's socket (what a confined parent could send)."""
+    socket.send_fds(z._requests, [payload], fds or [])   # noqa: SLF001 - the protocol under attack
+    data = z._requests.recv(1 << 20)                     # noqa: SLF001
+    return json.loads(data)
+
+
+def test_malformed_requests_are_answered_and_serving_goes_on(zygote: Zygote, tmp_path) -> None:
+    zygote.wait_ready()
+    ours, theirs = socket.socketpair()
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    unconnected = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    datagram_a, datagram_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    cases = [
+        (b"{not json", [], "malformed request"),
+        (b"[1, 2, 3]", [], "malformed request"),
+        (b'"spawn"', [], "malformed request"),
+        (b'{"kill": "1"}', [], "integer pid"),
+        (b'{"kill": 1.5, "signal": 9}', [], "integer pid"),
+        (b'{"kill": 1, "signal": 19}', [], "not one the zygote sends"),
+        (b'{"spawn": "strict"}', [], "exactly one IPC descriptor"),
+        (b'{"spawn": "strict"}', [directory], "not a socket"),
+        (b'{"spawn": "strict"}', [unconnected.fileno()], "not a connected socket"),
+        (b'{"spawn": "strict"}', [datagram_a.fileno()], "not a unix stream socket"),
+        (b'{"spawn": "strict"}', [theirs.fileno(), theirs.fileno()], "exactly one IPC descriptor"),
+        (b'{"spawn": ["strict"]}', [theirs.fileno()], "unknown component"),
+        (b'{"bogus": 1}', [], "unknown request"),
+        (b"\xff\xfe\x00", [], "malformed request"),
+    ]
+    try:
+        for payload, fds, expected in cases:
+            answer = _request(zygote, payload, fds)
+            assert isinstance(answer, dict) and expected in str(answer.get("error")), (payload, answer)
+        rng = random.Random(20261205)
+        for _ in range(300):
+            junk = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64)))
+            answer = _request(zygote, junk or b"x")
+            assert isinstance(answer, dict) and "error" in answer, (junk, answer)
+        pid, report = _echo(zygote, "strict")       # still serving, and still sandboxing
+        assert report is not None and report.fully_enforced()
+    finally:
+        os.close(directory)
+        for sock in (ours, theirs, unconnected, datagram_a, datagram_b):
+            sock.close()
+
+
+def test_spawns_are_limited_in_number_alive_and_rate(base_sandbox, sandbox_vars) -> None:
+    z = Zygote.start({"strict": ComponentSpec("strict", ECHO, shipped_policy("strict"), sandbox_vars)},
+                     limits=Limits(alive=2, per_minute=3))
+    kept = []
+    try:
+        for _ in range(2):
+            ours, theirs = socket.socketpair()
+            z.spawn("strict", theirs.fileno())
+            theirs.close()
+            kept.append(ours)
+        ours, theirs = socket.socketpair()
+        with pytest.raises(ZygoteError, match="2 strict processes are alive already"):
+            z.spawn("strict", theirs.fileno())
+        for sock in kept:
+            sock.close()                 # both components end
+        kept.clear()
+        _events(z)
+        z.spawn("strict", theirs.fileno())   # the third of this minute
+        with pytest.raises(ZygoteError, match="3 components started in the last minute"):
+            z.spawn("strict", theirs.fileno())
+        theirs.close()
+        ours.close()
+    finally:
+        for sock in kept:
+            sock.close()
+        z.stop()

@@ -2,19 +2,41 @@
 
 A TCP listener's bootstrap capability is an `Auth` that offers nothing but `login`; the
 process's Init is handed out only for the right credentials. Comparisons are constant-time.
+
+Guessing is limited (`LoginLimits`): the logins of one connection are answered one at a
+time, a wrong one after a pause, and after `max_failures` wrong ones the connection is
+closed; failures are also charged to the client's address and to the whole process
+(`FailureLimiter`), and while either has no allowance left a login is refused unchecked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import os
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from ..ratelimit import FailureLimiter, Rate
 from .binding import PLAIN, InterfaceSpec, Method, capability_codec
 from .debug_log import CallLog
 from .errors import IpcAuthError
 from . import schema
+
+LOG = logging.getLogger("cleancoin.ipc")
+
+#: Wrong logins one connection may make; the last one's answer is followed by the close.
+MAX_LOGIN_FAILURES = 3
+#: Seconds a wrong login waits before it is answered (on its own connection only).
+LOGIN_FAILURE_DELAY = 0.25
+#: Wrong logins charged to one client address: a burst, then this many per second.
+LOGIN_FAILURES_PER_SOURCE = Rate(burst=10, per_second=1.0)
+#: Wrong logins charged to the whole process (all listeners, all addresses).
+LOGIN_FAILURES_OVERALL = Rate(burst=50, per_second=5.0)
+#: Seconds a login sent after the connection's last allowed one waits unanswered for the close.
+_UNANSWERED = 3.0
 
 COOKIE_USER = "__cookie__"
 COOKIE_NAME = ".ipccookie"
@@ -60,18 +82,77 @@ def read_cookie(directory: str) -> Credentials:
         return parse_ipcauth(handle.read().strip())
 
 
-class Authenticator:
-    """The Auth implementation: `login` returns an Init for the right credentials."""
+@dataclass
+class LoginLimits:
+    """How wrong logins are limited; one object per process, shared by its listeners."""
 
-    def __init__(self, accepted: list[Credentials], make_init: object, log: CallLog) -> None:
+    max_failures: int = MAX_LOGIN_FAILURES
+    failure_delay: float = LOGIN_FAILURE_DELAY
+    failures: FailureLimiter = field(default_factory=lambda: FailureLimiter(
+        LOGIN_FAILURES_PER_SOURCE, LOGIN_FAILURES_OVERALL))
+
+
+def _shown_user(user: str) -> str:
+    """A client-chosen user name fit for the log: quoted, escapes visible, bounded."""
+    return repr(user[:64])
+
+
+class Authenticator:
+    """The Auth implementation of one connection: `login` returns an Init for the right
+    credentials.
+
+    `source` is the client's address (what failures are charged to), `where` the listener
+    for log lines; `on_login` is called when a login succeeds, `close` to end the connection
+    after too many failures.
+    """
+
+    def __init__(self, accepted: list[Credentials], make_init: object, log: CallLog, *,
+                 limits: LoginLimits | None = None, source: str = "", where: str = "",
+                 on_login: Callable[[], None] | None = None, close: Callable[[], None] | None = None) -> None:
         self._accepted = accepted
         self._make_init = make_init
         self._log = log
+        self._limits = limits or LoginLimits()
+        self._source = source
+        self._where = where
+        self._on_login = on_login
+        self._close = close
+        self._failures = 0
+        self._closing = False
+        # Pipelined logins wait for each other: a client gains nothing by sending many at once.
+        self._one_at_a_time = asyncio.Lock()
 
     async def login(self, user: str, password: str) -> object:
-        if not any(c.matches(user, password) for c in self._accepted):
-            raise IpcAuthError(f"login refused for user '{user}'")
-        return self._make_init(self._log)   # type: ignore[operator]
+        async with self._one_at_a_time:
+            if self._closing:
+                # The connection is being closed: no answer (the close ends this call).
+                await asyncio.sleep(_UNANSWERED)
+                raise IpcAuthError("login refused: too many failed logins on this connection")
+            if not self._limits.failures.allowed(self._source):
+                LOG.warning("ipc: refused a login from %s on %s unchecked: too many failed logins "
+                            "(retry in %.0f s)", self._source, self._where,
+                            self._limits.failures.retry_after(self._source))
+                self._end()
+                raise IpcAuthError("login refused: too many failed logins, try again later")
+            if any(c.matches(user, password) for c in self._accepted):
+                if self._on_login is not None:
+                    self._on_login()
+                return self._make_init(self._log)   # type: ignore[operator]
+            self._failures += 1
+            self._limits.failures.failed(self._source)
+            LOG.warning("ipc: refused a login for user %s from %s on %s (%d of %d on this connection)",
+                        _shown_user(user), self._source, self._where, self._failures, self._limits.max_failures)
+            await asyncio.sleep(self._limits.failure_delay)
+            if self._failures >= self._limits.max_failures:
+                LOG.warning("ipc: %d failed logins: closing the connection from %s on %s",
+                            self._failures, self._source, self._where)
+                self._end()
+            raise IpcAuthError(f"login refused for user {_shown_user(user)}")
+
+    def _end(self) -> None:
+        self._closing = True
+        if self._close is not None:
+            self._close()
 
 
 def _init_spec() -> InterfaceSpec:

@@ -3,12 +3,12 @@
 For tests, benchmarks and third-party client examples (docs/ipc.md); the node and the wallet
 serve the same Init with more factories. Options, bitcoind style:
 
-  -ipcfd=N                serve on an inherited socket (then no other option is taken)
   -ipcbind=ADDR           unix | unix:PATH | tcp:HOST:PORT; repeatable
   -datadir=DIR            where `unix` puts echo.sock and TCP listeners put .ipccookie
   -ipcauth=USER:PASSWORD  TCP credentials besides the cookie
   -ipccert=FILE -ipckey=FILE   TLS for TCP listeners
-  -ipcmaxconnections=N    at most N clients at once (default 16)
+  -ipcmaxconnections=N    at most N clients at once on each listener (default 16)
+  -ipchandshaketimeout=S  close a client that has not logged in (TCP) or called (unix) in S s
   -debug=ipc              log every request and response
 """
 
@@ -21,8 +21,6 @@ import signal
 import sys
 
 import capnp
-
-from cleancoin.sandbox import component
 
 from . import schema
 from .address import AddressError, parse
@@ -44,12 +42,11 @@ def parse_args(argv: list[str]) -> dict[str, list[str]]:
             raise SystemExit(f"{NAME}: unexpected argument '{arg}'")
         name, _, value = arg.lstrip("-").partition("=")
         opts.setdefault(name, []).append(value)
-    known = {"ipcfd", "ipcbind", "datadir", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug"}
+    known = {"ipcbind", "datadir", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "ipchandshaketimeout",
+             "debug"}
     unknown = sorted(set(opts) - known)
     if unknown:
         raise SystemExit(f"{NAME}: unknown option -{unknown[0]}")
-    if "ipcfd" in opts and len(opts) > 1:
-        raise SystemExit(f"{NAME}: -ipcfd takes no other option; everything else comes over IPC")
     return opts
 
 
@@ -57,14 +54,9 @@ async def run(opts: dict[str, list[str]]) -> int:
     local = Peer(NAME, os.getpid())
     settings = parse_settings(opts)
     for name in ("init", "echo", "auth"):
-        schema.load(name)          # every file this process reads, before the sandbox
-    component.enter()
-    if "ipcfd" in opts:
-        stream = await stream_from_fd(int(opts["ipcfd"][0]))
-        await serve_init(stream, ProcessInit, local, settings.debug, from_parent=True)
-        return 0
+        schema.load(name)
     if not settings.binds:
-        raise AddressError("nothing to serve: give -ipcfd=N or at least one -ipcbind")
+        raise AddressError("nothing to serve: give at least one -ipcbind")
     datadir = opts.get("datadir", [os.getcwd()])[0]
     cookie = write_cookie(datadir) if any(b.startswith("tcp:") for b in settings.binds) else None
     options = settings.listen_options(cookie)
@@ -78,6 +70,22 @@ async def run(opts: dict[str, list[str]]) -> int:
     await stop.wait()
     for listener in listeners:
         listener.close()
+    return 0
+
+
+def serve_fd(fd: int) -> int:
+    """A zygote's target: serve the Init on the socket `fd` (a socket pair with the process
+    that asked for this component, which may turn -debug=ipc on in hello)."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {NAME}[{os.getpid()}] %(message)s",
+                        stream=sys.stderr)
+
+    async def serve() -> None:
+        for name in ("init", "echo", "auth"):
+            schema.load(name)
+        stream = await stream_from_fd(fd)
+        await serve_init(stream, ProcessInit, Peer(NAME, os.getpid()), False, from_parent=True)
+
+    asyncio.run(capnp.run(serve()))
     return 0
 
 

@@ -5,7 +5,8 @@
                              tcp:HOST:PORT | auto (connect when a socket answers, else spawn)
     -ipcauth=USER:PASSWORD   TCP credentials (besides the cookie)
     -ipccert=FILE -ipckey=FILE   TLS for TCP (a client pins -ipccert)
-    -ipcmaxconnections=N     clients served at once, over all listeners of the process
+    -ipcmaxconnections=N     clients served at once by each listener (default 16)
+    -ipchandshaketimeout=S   seconds a client has to log in (TCP) or make a first call (unix)
     -debug=ipc               log every request and response
 """
 
@@ -19,7 +20,9 @@ from .address import Address, AddressError, parse
 from .auth import Credentials, parse_ipcauth, read_cookie
 from .connection import Connection
 from .interfaces import Peer
-from .transport import ListenOptions, client_tls, connect, server_tls
+from .transport import (
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenOptions, client_tls, connect, server_tls,
+)
 
 
 @dataclass(frozen=True)
@@ -29,14 +32,15 @@ class IpcSettings:
     auth: tuple[Credentials, ...] = ()
     cert: str | None = None
     key: str | None = None
-    max_connections: int = 16
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     debug: bool = False
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
 
     def listen_options(self, cookie: Credentials | None) -> ListenOptions:
         """Options for this process's listeners; `cookie` is added to the accepted logins."""
         creds = [*self.auth, *([cookie] if cookie else [])]
         tls = server_tls(self.cert, self.key) if self.cert and self.key else None
-        return ListenOptions(self.debug, self.max_connections, creds, tls)
+        return ListenOptions(self.debug, self.max_connections, creds, tls, self.handshake_timeout)
 
 
 def parse_settings(options: Mapping[str, Sequence[str]]) -> IpcSettings:
@@ -46,11 +50,17 @@ def parse_settings(options: Mapping[str, Sequence[str]]) -> IpcSettings:
         return values[-1] if values else None
 
     try:
-        max_conn = int(one("ipcmaxconnections") or "16")
+        max_conn = int(one("ipcmaxconnections") or DEFAULT_MAX_CONNECTIONS)
     except ValueError:
         raise AddressError("-ipcmaxconnections expects a number") from None
     if max_conn < 1:
         raise AddressError("-ipcmaxconnections must be at least 1")
+    try:
+        handshake = float(one("ipchandshaketimeout") or DEFAULT_HANDSHAKE_TIMEOUT)
+    except ValueError:
+        raise AddressError("-ipchandshaketimeout expects a number of seconds") from None
+    if not 0 < handshake <= 3600:
+        raise AddressError("-ipchandshaketimeout must be more than 0 and at most 3600 seconds")
     if bool(one("ipccert")) != bool(one("ipckey")):
         raise AddressError("-ipccert and -ipckey go together")
     try:
@@ -58,7 +68,19 @@ def parse_settings(options: Mapping[str, Sequence[str]]) -> IpcSettings:
     except ValueError as exc:
         raise AddressError(str(exc)) from None
     return IpcSettings(tuple(options.get("ipcbind", ())), one("ipcconnect"), auth, one("ipccert"),
-                       one("ipckey"), max_conn, "ipc" in options.get("debug", ()))
+                       one("ipckey"), max_conn, _debug_ipc(options), handshake)
+
+
+def _debug_ipc(options: Mapping[str, Sequence[str]]) -> bool:
+    """-debug=ipc, or every category (-debug, -debug=1, -debug=all), unless -debugexclude=ipc:
+    as the executables read -debug for their logger levels."""
+    wanted = False
+    for category in options.get("debug", ()):
+        if category in ("ipc", "1", "all", ""):
+            wanted = True
+        elif category in ("0", "none"):
+            wanted = False
+    return wanted and "ipc" not in options.get("debugexclude", ())
 
 
 async def open_peer(settings: IpcSettings, default_path: str, local: Peer, cookie_dir: str,

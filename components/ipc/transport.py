@@ -3,6 +3,12 @@
 Listeners run their own accept loop rather than asyncio's server, so that each connection can
 be checked before Cap'n Proto sees a byte: a unix peer of another uid is refused
 (SO_PEERCRED), and connections past -ipcmaxconnections are closed at once.
+
+Limits before authentication (docs/ipc.md, "Limits"): each listener counts its own clients
+(-ipcmaxconnections per listener, so TCP clients cannot take node.sock's places); a client
+that has not logged in (TCP, TLS included) or made a first call (unix) within the handshake
+deadline (-ipchandshaketimeout) is closed; wrong logins are limited by auth.LoginLimits.
+Every refusal is logged.
 """
 
 from __future__ import annotations
@@ -19,13 +25,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .address import Address, AddressError
-from .auth import AUTH, Authenticator, Credentials
+from .auth import AUTH, Authenticator, Credentials, LoginLimits
 from .connection import Connection, InitFactory, connect_init, serve, serve_init
 from .debug_log import CallLog
 from .interfaces import Peer
 
 LOG = logging.getLogger("cleancoin.ipc")
 
+#: Clients one listener serves at once (-ipcmaxconnections).
+DEFAULT_MAX_CONNECTIONS = 16
+#: Seconds a client has to log in (TCP, TLS handshake included) or make its first call (unix).
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Seconds between deciding to close a client and closing it: its last answer goes out first.
+_CLOSE_AFTER = 0.1
+#: Seconds a closing connection may take to flush its last answer before it is cut.
+_CLOSE_GRACE = 1.0
 
 async def stream_from_fd(fd: int) -> Any:
     """A capnp stream on an inherited, connected socket descriptor (-ipcfd=N)."""
@@ -44,23 +58,25 @@ def peer_uid(sock: socket.socket) -> int:
 
 @dataclass
 class ListenOptions:
-    """Options shared by all listeners of a process; so is the count of clients served."""
+    """Options shared by all listeners of a process (each listener counts its own clients;
+    wrong logins are counted for the process as a whole)."""
 
     debug: bool = False
-    max_connections: int = 16
+    max_connections: int = DEFAULT_MAX_CONNECTIONS                  # per listener
     credentials: list[Credentials] = field(default_factory=list)   # TCP only, required there
     tls: ssl.SSLContext | None = None                               # TCP only
-    active: set[asyncio.Future[None]] = field(default_factory=set)  # clients being served now
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    logins: LoginLimits = field(default_factory=LoginLimits)
 
 
 @dataclass
 class Listener:
-    """A bound, listening socket and its accept loop."""
+    """A bound, listening socket, its accept loop and the clients it serves now."""
 
     address: Address
     sock: socket.socket
     task: asyncio.Task[None] | None = None
+    active: set[asyncio.Future[None]] = field(default_factory=set)
 
     def close(self) -> None:
         if self.task is not None:
@@ -129,7 +145,7 @@ async def _accept_loop(listener: Listener, make_init: InitFactory, local: Peer,
     setups: set[asyncio.Task[None]] = set()
     while True:
         try:
-            conn, _ = await loop.sock_accept(listener.sock)
+            conn, peer = await loop.sock_accept(listener.sock)
         except OSError as exc:
             LOG.warning("ipc: accept on %s failed: %s", listener.address, exc)
             await asyncio.sleep(0.1)
@@ -141,55 +157,133 @@ async def _accept_loop(listener: Listener, make_init: InitFactory, local: Peer,
                             uid, listener.address, os.getuid())
                 conn.close()
                 continue
+            source = f"uid {uid}"
         else:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if len(options.active) >= options.max_connections:
-            LOG.warning("ipc: refused a client on %s: -ipcmaxconnections=%d reached",
-                        listener.address, options.max_connections)
+            source = str(peer[0])
+        if len(listener.active) >= options.max_connections:
+            LOG.warning("ipc: refused a client on %s: -ipcmaxconnections=%d reached (client %s)",
+                        listener.address, options.max_connections, source)
             conn.close()
             continue
         done: asyncio.Future[None] = loop.create_future()
-        options.active.add(done)
-        done.add_done_callback(options.active.discard)
+        listener.active.add(done)
+        done.add_done_callback(listener.active.discard)
+        session = _Session(listener.address, source, options.handshake_timeout, loop.time(), done)
         # Set-up (a TLS handshake) runs apart from the accept loop: a client that connects
         # and says nothing must not hold up the others.
-        setup = loop.create_task(_set_up(conn, listener.address, make_init, local, options, done))
+        setup = loop.create_task(_set_up(conn, session, make_init, local, options))
         setups.add(setup)
         setup.add_done_callback(setups.discard)
 
 
-async def _set_up(conn: socket.socket, address: Address, make_init: InitFactory, local: Peer,
-                  options: ListenOptions, done: asyncio.Future[None]) -> None:
+@dataclass
+class _Session:
+    """One accepted client until it ends: whether it got through the handshake (a login on
+    TCP, a first call on a unix socket), and how to close it."""
+
+    address: Address
+    source: str
+    handshake_timeout: float
+    accepted_at: float
+    slot: asyncio.Future[None]           # resolved: the listener's place is free again
+    transport: asyncio.BaseTransport | None = None
+    ready: bool = False
+    _deadline: asyncio.TimerHandle | None = None
+
+    def start_deadline(self) -> None:
+        """Close the client if it is not through the handshake `handshake_timeout` seconds
+        after it was accepted (the TLS handshake counts)."""
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_at(self.accepted_at + self.handshake_timeout, self._expire)
+
+    def mark_ready(self) -> None:
+        if not self.ready:
+            self.ready = True
+            if self._deadline is not None:
+                self._deadline.cancel()
+
+    def _expire(self) -> None:
+        if self.ready or self.transport is None or self.transport.is_closing():
+            return
+        what = "login" if self.address.kind == "tcp" else "call"
+        LOG.warning("ipc: closing the client from %s on %s: no %s within the handshake deadline (%g s)",
+                    self.source, self.address, what, self.handshake_timeout)
+        self.transport.abort()
+        self.ended()
+
+    def close_soon(self) -> None:
+        """Close after the answer being sent now has left (cut after a grace period if the
+        client does not read it)."""
+        transport = self.transport
+        if transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.call_later(_CLOSE_AFTER, transport.close)
+        loop.call_later(_CLOSE_AFTER + _CLOSE_GRACE, transport.abort)
+        self.ended()
+
+    def ended(self) -> None:
+        """The client is gone or being closed: its place is free."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if not self.slot.done():
+            self.slot.set_result(None)
+
+
+class _MarksFirstCall:
+    """An Init whose first called method marks the session ready (unix: the handshake)."""
+
+    def __init__(self, inner: Any, session: _Session) -> None:
+        self._inner = inner
+        self._session = session
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if name != "close":              # `close` is the server's own, at the end
+            self._session.mark_ready()
+        return value
+
+
+async def _set_up(conn: socket.socket, session: _Session, make_init: InitFactory, local: Peer,
+                  options: ListenOptions) -> None:
     try:
-        await _serve_accepted(conn, address, make_init, local, options, done)
+        await _serve_accepted(conn, session, make_init, local, options)
     except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
-        LOG.info("ipc: client on %s dropped during set-up: %s", address, exc or type(exc).__name__)
+        LOG.info("ipc: client from %s on %s dropped during set-up: %s", session.source, session.address,
+                 exc or type(exc).__name__)
         conn.close()
-        if not done.done():
-            done.set_result(None)
+        session.ended()
 
 
-async def _serve_accepted(conn: socket.socket, address: Address, make_init: InitFactory, local: Peer,
-                          options: ListenOptions, done: asyncio.Future[None]) -> None:
+async def _serve_accepted(conn: socket.socket, session: _Session, make_init: InitFactory, local: Peer,
+                          options: ListenOptions) -> None:
     import capnp
+    address = session.address
 
     async def run(stream: Any) -> None:
         try:
             if address.kind == "tcp":
                 log = CallLog(local, enabled=options.debug)
-                auth = Authenticator(options.credentials, make_init, log)
+                auth = Authenticator(options.credentials, make_init, log, limits=options.logins,
+                                     source=session.source, where=str(address),
+                                     on_login=session.mark_ready, close=session.close_soon)
                 await serve(stream, AUTH.server(auth, log), log)
             else:
-                await serve_init(stream, make_init, local, options.debug)
+                await serve_init(stream, lambda log: _MarksFirstCall(make_init(log), session), local,
+                                 options.debug)
         finally:
-            if not done.done():
-                done.set_result(None)
+            session.ended()
 
     conn.setblocking(False)
     loop = asyncio.get_running_loop()
     tls = options.tls if address.kind == "tcp" else None
-    await loop.connect_accepted_socket(lambda: capnp.AsyncIoStream._connect(run), conn, ssl=tls,
-                                       ssl_handshake_timeout=options.handshake_timeout if tls else None)
+    remaining = max(0.001, session.accepted_at + session.handshake_timeout - loop.time())
+    transport, _ = await loop.connect_accepted_socket(
+        lambda: capnp.AsyncIoStream._connect(run), conn, ssl=tls,
+        ssl_handshake_timeout=remaining if tls else None)
+    session.transport = transport
+    session.start_deadline()
 
 
 async def connect(address: Address, local: Peer, debug: bool, credentials: Credentials | None = None,

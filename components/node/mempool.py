@@ -46,11 +46,12 @@ there is no witness data, so a transaction's vsize is its size.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import threading
 import time as _time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -378,6 +379,14 @@ class Mempool:
         """All txids, parents before children (arrival order)."""
         with self._lock:
             return list(self._entries)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[list[Transaction]]:
+        """Every pool transaction, parents before children, with the pool held still (and
+        its listeners silent) until the block ends: a new listener can pick up exactly where
+        this picture ends (components/node/notifications.py)."""
+        with self._lock:
+            yield [e.tx for e in self._entries.values()]
 
     def spends(self, outpoint: OutPoint) -> bytes | None:
         """The txid of the pool transaction spending `outpoint`, or None."""

@@ -2,9 +2,14 @@
 
 `NodeProcesses` is the node's `NodeExtension` (node.py). At start it makes the router that
 serves wallet RPC methods registered over IPC (wallet_router.py), opens the -ipcbind
-listeners (whose clients get the node's Init: makeChain, so a separately started
-`CleanCoin-wallet -ipcconnect` can join), and starts the wallet process through the zygote
-(wallet_process.py) unless -disablewallet. At shutdown it stops them in reverse order.
+listeners (whose clients get the node's Init: makeChain, makeNode), and starts the wallet
+process through the zygote (wallet_process.py) unless -disablewallet, or uses the running
+one -ipcconnect names. At shutdown it stops them in reverse order.
+
+Only that wallet process may register wallet RPC methods. The `Chain` a listener's client
+gets refuses registrations, unless the operator allowed wallets there (-ipcallowwallet=1,
+which takes effect only when the node has no wallet process of its own: -disablewallet);
+then a separately started `CleanCoin-wallet -ipcconnect` can serve the wallet methods.
 """
 
 from __future__ import annotations
@@ -24,11 +29,11 @@ from ..ipc.init_impl import ProcessInit
 from ..ipc.interfaces import Peer
 from ..ipc.settings import IpcSettings
 from ..ipc.transport import Listener, listen
-from .chain_binding import make_chain
+from .chain_binding import RpcRegistrar, make_chain
 from .node_binding import NodeService
 from .wallet_connection import ConnectedWallet
 from .wallet_process import WalletProcess
-from .wallet_router import WalletRpcRouter
+from .wallet_router import WalletRpcRouter, WalletSlot
 
 log = logging.getLogger("cleancoin.node")
 
@@ -48,16 +53,25 @@ class NodeProcesses:
     report: Report | None = None
     prestarted_wallet: Any = None     # wallet_process.prestart()'s socket, if called
     connect_wallet: bool = False      # -ipcconnect: use a running wallet process instead
+    allow_wallet_clients: bool = False  # -ipcallowwallet: listener clients may be the wallet
     router: WalletRpcRouter | None = None
     wallet: WalletProcess | ConnectedWallet | None = None
     listeners: list[Listener] = field(default_factory=list)
     _node: Any = None
+    _client_slot: WalletSlot | None = None     # -ipcallowwallet: the listener clients' slot
 
     async def start(self, node: Any) -> None:
         self._node = node
         self.router = WalletRpcRouter(node.registry, after_call=self._after_wallet_call,
                                       tip=lambda: node.chain.tip.hash if node.chain is not None else b"")
         self._add_process_info(node)
+        own_wallet = self.connect_wallet or self.zygote is not None
+        if self.allow_wallet_clients and own_wallet:
+            log.warning("-ipcallowwallet has no effect: this node serves its own wallet process "
+                        "(use it with -disablewallet)")
+        elif self.allow_wallet_clients:
+            self._client_slot = self.router.slot("a wallet process connected to an IPC listener "
+                                                 "(-ipcallowwallet)", reserve=False, gated=False)
         if self.ipc.binds:
             await self._listen(node)
         if self.connect_wallet:
@@ -76,8 +90,8 @@ class NodeProcesses:
 
     async def _listen(self, node: Any) -> None:
         assert self.router is not None
-        router = self.router
-        make_init = functools.partial(ProcessInit, chain_factory=lambda: make_chain(node, router.register),
+        registrar = self._listener_registrar
+        make_init = functools.partial(ProcessInit, chain_factory=lambda: make_chain(node, registrar()),
                                       node_factory=lambda: NodeService(node))
         tcp = any(b.startswith("tcp") for b in self.ipc.binds)
         cookie = write_cookie(node.netdatadir) if tcp else None
@@ -86,6 +100,19 @@ class NodeProcesses:
             address = parse(bind, os.path.join(node.netdatadir, NODE_SOCKET))
             self.listeners.append(await listen(address, make_init, self.local, options))
             log.info("IPC: listening on %s", bind if address.kind == "tcp" else address.path)
+
+    def _listener_registrar(self) -> RpcRegistrar:
+        """What the Chain of a listener's client does with register_rpc (module docstring);
+        one per connection (made with its Chain)."""
+        assert self.router is not None
+        who = "an IPC client"
+        if self.connect_wallet or self.zygote is not None:
+            return self.router.refusing(who, "this node takes no wallet RPC registrations from its IPC "
+                                             "clients: it serves its own wallet process")
+        if self._client_slot is None:
+            return self.router.refusing(who, "this node takes no wallet RPC registrations from its IPC "
+                                             "clients (start it with -ipcallowwallet=1 to allow that)")
+        return self.router.registrar(self._client_slot)
 
     def _add_process_info(self, node: Any) -> None:
         """`getprocessinfo`: the processes of this node and what confines each (for operators

@@ -33,6 +33,7 @@ from .chain import ChainManager
 from .chainparams import ChainParams, params_for
 from .consensus import Coin
 from .mempool import Mempool
+from .notifications import NotificationHub
 from .p2p import P2PNode
 from .primitives import Block, OutPoint
 
@@ -71,6 +72,7 @@ class NodeConfig:
     rpcpassword: str = ""
     rpcauth: list[str] = field(default_factory=list)
     rpccookiefile: str | None = None
+    rpcservertimeout: float = 30.0
     # Files
     pid_file: str | None = None
     db_synchronous: str = "FULL"
@@ -140,6 +142,7 @@ class Node:
         self.started_at = time.time()
         self.chain: ChainManager | None = None
         self.mempool: Mempool | None = None
+        self.notifications: NotificationHub | None = None   # chain/mempool events for wallets
         self.p2p: P2PNode | None = None
         self.rpc: Any = None            # components.rpc.server.RpcServer
         self.registry: Any = None
@@ -201,6 +204,8 @@ class Node:
                  self.chain.height, self.chain.tip.hash_hex)
         self.mempool = Mempool(self.params, ChainViewAdapter(self.chain))
         self.chain.add_listener(MempoolUpdater(self.mempool))
+        # After MempoolUpdater: see notifications.py on the order of events.
+        self.notifications = NotificationHub(self.chain, self.mempool)
         cfg = self.config
         # Regtest redials sooner: test networks come up node by node, seconds apart.
         reconnect = 2.0 if self.params.name == "regtest" else 60.0
@@ -268,7 +273,7 @@ class Node:
         endpoints, warnings = bind_endpoints(cfg.rpcbind, cfg.rpcallowip, port)
         for w in warnings:
             log.warning("%s", w)
-        self.rpc = RpcServer(self.registry, auth, allow, endpoints)
+        self.rpc = RpcServer(self.registry, auth, allow, endpoints, server_timeout=cfg.rpcservertimeout)
         try:
             await self.rpc.start()
         except OSError as exc:
@@ -294,6 +299,9 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.p2p.stop()
             self.p2p = None
+        if self.notifications is not None:
+            self.notifications.close()
+            self.notifications = None
         if self.chain is not None:
             self.chain.close()
             self.chain = None

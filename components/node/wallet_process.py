@@ -2,7 +2,7 @@
 running.
 
 Start: a socket pair; the zygote (sandbox/zygote.py, started before the node restricted
-itself) launches the wallet under its own policy with one end as -ipcfd; the node connects,
+itself) launches the wallet under its own policy with the other end; the node connects,
 hands the wallet a `Chain` of its own (`Init.make_wallet_loader(chain, options)`), the wallet
 registers its RPC methods through that chain (wallet_router.py), and the node asks it to load
 the -wallet wallets.
@@ -34,6 +34,8 @@ from .wallet_session import SHUTDOWN_TIMEOUT, RemoteWallet
 log = logging.getLogger("cleancoin.node")
 
 WALLET_COMPONENT = "CleanCoin-wallet"
+#: What the zygote runs in the wallet's sandbox (cli/wallet_process.py).
+WALLET_TARGET = "cleancoin.cli.wallet_process:serve_node"
 #: Restart delays after a wallet process died: 0.5 s, doubling up to 30 s; reset once a
 #: wallet process has run for STABLE_SECONDS.
 FIRST_DELAY, MAX_DELAY, STABLE_SECONDS = 0.5, 30.0, 60.0
@@ -184,6 +186,3 @@ def loop_time() -> float:
     return asyncio.get_running_loop().time()
 
 
-def wallet_argv() -> tuple[str, ...]:
-    """How the zygote starts a wallet (it appends -ipcfd=N)."""
-    return (sys.executable, "-m", "cleancoin.cli.wallet_main")

@@ -2,9 +2,12 @@
 was reached (started through the zygote: wallet_process.py; a running one reached with
 -ipcconnect: wallet_connection.py).
 
-Attaching to a connection gives the wallet a `Chain` of its own (its RPC methods register
-through it, see wallet_router.py), asks `Init.make_wallet_loader` for its loader and loads the
-wanted wallets. Detaching ends that chain's registrations and closes the connection.
+Attaching to a connection gives the wallet a `Chain` of its own, the only one through which
+wallet RPC methods can be registered with this node (the router's reserving, gated slot of
+"the node's wallet process", see wallet_router.py), asks `Init.make_wallet_loader` for its
+loader and loads the wanted wallets; only then do the methods answer (until then, -28).
+Detaching ends that chain's registrations and closes the connection; the names stay
+reserved for the next process attached here.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ log = logging.getLogger("cleancoin.node")
 
 #: How long a wallet process may take to close its wallets at shutdown.
 SHUTDOWN_TIMEOUT = 10.0
+#: Who holds the wallet methods, in messages and logs.
+WALLET_SLOT_LABEL = "the node's wallet process"
 
 
 class RemoteWallet:
@@ -38,11 +43,12 @@ class RemoteWallet:
         self._connection: Connection | None = None
         self._chain: NodeChain | None = None
         self.loader: WalletLoader | None = None
+        self._slot = router.slot(WALLET_SLOT_LABEL, reserve=True, gated=True)
 
     async def _attach(self, connection: Connection) -> None:
         """Use the wallet process at the other end of `connection`; on failure, detach and raise."""
         self._connection = connection
-        self._chain = make_chain(self._node, self._router.register)
+        self._chain = make_chain(self._node, self._router.registrar(self._slot))
         try:
             self.loader = await connection.init.make_wallet_loader(
                 self._chain, WalletOptions(self._node.params.name, self._node.netdatadir))
@@ -51,6 +57,7 @@ class RemoteWallet:
         except BaseException:
             await self._detach()
             raise
+        self._router.set_ready(self._slot)
 
     async def refresh_loaded(self, _method: str = "") -> None:
         """After createwallet/loadwallet/unloadwallet/restorewallet: remember what is loaded."""

@@ -7,12 +7,15 @@ answer with the JSON text of the result or the JSON-RPC error, never with an exc
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from ..chain_interface import RpcRequest, RpcResponse
 from . import jsonfmt
 from .errors import RPC_PARSE_ERROR, RpcError
 from .registry import Registry, internal_error
+
+LOG = logging.getLogger("cleancoin.rpc")
 
 
 async def execute_request(registry: Registry, request: RpcRequest, *, user: str = "",
@@ -32,5 +35,7 @@ async def execute_request(registry: Registry, request: RpcRequest, *, user: str 
     except RpcError as exc:
         return RpcResponse(False, "null", exc.code, exc.message)
     except Exception as exc:  # noqa: BLE001 - e.g. a result JSON cannot hold
+        LOG.error("RPC method %s carried over IPC failed", request.method[:100].encode("unicode_escape").decode(),
+                  exc_info=True)
         err = internal_error(exc)
         return RpcResponse(False, "null", err.code, err.message)

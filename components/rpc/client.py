@@ -175,7 +175,7 @@ class RpcClient:
                     "RPC password is not set.  See -rpcpassword and -stdinrpcpass.  "
                     f"Configuration file: ({self.conf_path_hint})")
             raise RpcAuthError("Authorization failed: Incorrect rpcuser or rpcpassword")
-        if status == 503:
+        if status in (429, 503):     # too many failed logins; work queue full
             raise RpcHttpError(f"Server response: {text.decode('utf-8', 'replace')}", status)
         if status >= 400 and status not in (400, 404, 500):
             raise RpcHttpError(f"server returned HTTP error {status}", status)

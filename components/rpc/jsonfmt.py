@@ -7,6 +7,10 @@ such as `50.00000000` keeps its eight decimals. Python's `json` turns numbers in
   an amount parameter becomes an exact `Decimal` (`registry.parse_amount`) while other handlers
   see an ordinary float. NaN and Infinity are refused, as UniValue does.
 - `loads_decimal` (client side) gives `Decimal` for non-integers, as bitcoind-style clients do.
+- `loads_untrusted` reads what a less trusted process answers (a wallet process's result):
+  exactly one value, `Decimal` for non-integers, bounded in size and depth, every string
+  valid Unicode. Its value is serialised again by `dumps`: no text from another process is
+  ever spliced into a reply.
 - `dumps` writes `Decimal` as a bare number in fixed notation (`Decimal("50.00000000")` ->
   `50.00000000`); compact like bitcoind's replies, or indented like bitcoin-cli's output.
 """
@@ -51,14 +55,57 @@ def loads_decimal(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deeply") from exc
 
 
-class RawJson:
-    """JSON text that `dumps` inserts as it is: a result another process already serialized
-    (a forwarded wallet call), so its exact numbers survive the trip."""
+class UntrustedJsonError(ValueError):
+    """Text that `loads_untrusted` refuses; the message says why (never the text itself)."""
 
-    __slots__ = ("text",)
 
-    def __init__(self, text: str) -> None:
-        self.text = text
+def loads_untrusted(text: str, *, max_bytes: int, max_depth: int) -> Any:
+    """Parse JSON text from a less trusted process: exactly one value (trailing data is
+    refused), NaN and Infinity refused, at most `max_bytes` bytes of UTF-8 and `max_depth`
+    levels of arrays and objects, no lone surrogate in any string (it could not be written
+    as UTF-8). Non-integers come back as `Decimal`, so `dumps` writes them as they were
+    written (`1.50000000` stays `1.50000000`). Raises UntrustedJsonError."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UntrustedJsonError("text is not valid Unicode") from None
+    if size > max_bytes:
+        raise UntrustedJsonError(f"{size} bytes, more than {max_bytes}")
+    try:
+        value = json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise UntrustedJsonError(f"nested more than {max_depth} levels deep") from None
+    except ValueError as exc:      # JSONDecodeError: trailing data, syntax; too many digits
+        raise UntrustedJsonError(f"not exactly one JSON value ({str(exc).splitlines()[0][:80]})") from None
+    _check_tree(value, max_depth)
+    return value
+
+
+def _check_tree(value: Any, max_depth: int) -> None:
+    """Depth and string checks of a parsed value, without recursion (the walk itself must
+    not be the thing a deep value breaks)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_string(item)
+        elif isinstance(item, (list, dict)):
+            if depth >= max_depth:
+                raise UntrustedJsonError(f"nested more than {max_depth} levels deep")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    _check_string(key)
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+
+
+def _check_string(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UntrustedJsonError("a string holds a lone surrogate") from None
 
 
 def exact(obj: Any) -> Any:
@@ -80,12 +127,12 @@ def dumps(obj: Any, *, indent: int | None = None) -> str:
 
     def default(value: Any) -> Any:
         nonlocal nonce
-        if isinstance(value, (Decimal, RawJson)):
-            if isinstance(value, Decimal) and not value.is_finite():
+        if isinstance(value, Decimal):
+            if not value.is_finite():
                 raise ValueError("Out of range decimal values are not JSON compliant")
             if not nonce:
                 nonce = secrets.token_hex(8)
-            decimals.append(value.text if isinstance(value, RawJson) else format(value, "f"))
+            decimals.append(format(value, "f"))
             # A placeholder string no caller can forge (the nonce is fresh for every call).
             return f"\x00{nonce}:{len(decimals) - 1}\x00"
         raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

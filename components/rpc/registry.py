@@ -48,6 +48,8 @@ from .errors import (
 from .jsonfmt import JsonFloat
 
 LOG = logging.getLogger("cleancoin.rpc")
+#: What an unexpected exception looks like to an RPC caller (the details go to the log).
+INTERNAL_ERROR_MESSAGE = "Internal error (the details are in the server's log)"
 
 # Parameter types. The JSON type each one demands is in _EXPECTED_JSON.
 STR = "string"
@@ -302,15 +304,10 @@ def loaded_wallets_resolver(list_wallets: Callable[[], Iterable[str] | Awaitable
     return resolve
 
 
-def internal_error(exc: BaseException, limit: int = 200) -> RpcError:
-    """The short RPC_INTERNAL_ERROR a caller sees for an unexpected exception."""
-    text = f"Internal error: {type(exc).__name__}"
-    detail = str(exc).splitlines()[0] if str(exc) else ""
-    if detail:
-        text += f": {detail}"
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return RpcError(RPC_INTERNAL_ERROR, text)
+def internal_error(exc: BaseException | None = None) -> RpcError:
+    """The RPC_INTERNAL_ERROR a caller sees for an unexpected exception: no exception text
+    (it can hold paths, parameters or other callers' data); the caller logs the exception."""
+    return RpcError(RPC_INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
 
 
 class Registry:

@@ -8,9 +8,11 @@
     await server.stop()             # closes, deletes the cookie
 
 A request goes through, in bitcoind's order: the client address against the allow list (403,
-empty body); the path, "/" or "/wallet/<url-encoded name>" (404); POST only (405); HTTP Basic
-auth (401 with `WWW-Authenticate: Basic realm="jsonrpc"`, after a 250 ms pause when the
-credentials are wrong); the body size limit (413); then JSON-RPC:
+empty body); the path, "/" or "/wallet/<url-encoded name>" (404; 400 with a JSON-RPC error
+when the name is not percent-encoded UTF-8); POST only (405); HTTP Basic auth (401 with
+`WWW-Authenticate: Basic realm="jsonrpc"`, after a 250 ms pause when the credentials are
+wrong; 429 with Retry-After, unchecked, while the failure limiter holds the client's address
+or the whole server back); the body size limit (413) and deadline; then JSON-RPC:
 
 - JSON-RPC 1.0 (no "jsonrpc" field, or "1.0"): the reply has "result", "error" and "id"; an error
   sets the HTTP status as bitcoind does: 400 for RPC_INVALID_REQUEST, 404 for
@@ -19,12 +21,18 @@ credentials are wrong); the body size limit (413); then JSON-RPC:
   since v28); a request without "id" is a notification: executed, answered 204 with no body.
   A malformed request object (no method, ...) is still answered with HTTP 400, as bitcoind does.
 - A batch (a JSON array) is always HTTP 200, one reply per non-notification in order; 204 when
-  every member was a notification; "[]" for an empty batch.
+  every member was a notification; "[]" for an empty batch. A batch of more than `max_batch`
+  (1000) requests is refused as a whole: one RPC_INVALID_REQUEST error object, HTTP 400.
 - Malformed JSON: RPC_PARSE_ERROR "Parse error", HTTP 500, id null; a top-level value that is
   neither object nor array: RPC_PARSE_ERROR "Top-level object parse error".
 
 Replies are `application/json` (exactly, with no charset, which some clients insist on) and end
-with a newline, like bitcoind's.
+with a newline, like bitcoind's. An unexpected exception is logged with its traceback and
+answered with a fixed RPC_INTERNAL_ERROR message, never with its text.
+
+Connections are watched by http_guard.ConnectionGuard: -rpcservertimeout for the headers of
+each request (and an idle keep-alive connection) and for its body, and a cap on connections.
+docs/node.md ("RPC server limits") gives the limits, their defaults and why.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import os
 import secrets
 import socket
@@ -48,20 +57,25 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from . import jsonfmt
+from ..ratelimit import FailureLimiter, Rate
 from .errors import (
     HTTP_BAD_METHOD,
+    HTTP_BAD_REQUEST,
     HTTP_CONTENT_TOO_LARGE,
     HTTP_FORBIDDEN,
     HTTP_INTERNAL_SERVER_ERROR,
     HTTP_NO_CONTENT,
     HTTP_NOT_FOUND,
     HTTP_OK,
+    HTTP_REQUEST_TIMEOUT,
+    HTTP_TOO_MANY_REQUESTS,
     HTTP_UNAUTHORIZED,
     RPC_INVALID_REQUEST,
     RPC_PARSE_ERROR,
     RpcError,
     legacy_http_status,
 )
+from .http_guard import ConnectionGuard, GuardedServer
 from .registry import Registry, internal_error
 
 LOG = logging.getLogger("cleancoin.rpc")
@@ -71,6 +85,16 @@ COOKIE_USER = "__cookie__"
 COOKIE_FILE = ".cookie"
 WWW_AUTHENTICATE = 'Basic realm="jsonrpc"'
 AUTH_FAILURE_DELAY = 0.25              # seconds, to deter brute forcing, as bitcoind
+#: Wrong credentials charged to one client address (IPv6: its /64): a burst, then per second.
+AUTH_FAILURES_PER_SOURCE = Rate(burst=10, per_second=1.0)
+#: Wrong credentials charged to the whole server.
+AUTH_FAILURES_OVERALL = Rate(burst=50, per_second=5.0)
+#: -rpcservertimeout: seconds for a request's headers (and an idle connection), and for its body.
+DEFAULT_SERVER_TIMEOUT = 30.0          # bitcoind's DEFAULT_HTTP_SERVER_TIMEOUT
+#: Connections kept at once; past it the one waiting longest for a request is closed.
+DEFAULT_MAX_CONNECTIONS = 256
+#: Requests in one batch (bitcoind has no bound; geth's default is the same 1000).
+MAX_BATCH_SIZE = 1000
 JSON_CONTENT_TYPE = "application/json"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -329,7 +353,10 @@ class RpcServer:
     def __init__(self, registry: Registry, auth: RpcAuth, allow: Iterable[Network | str] | None = None,
                  binds: Iterable[tuple[str, int]] = (("127.0.0.1", 0),), *,
                  max_request_size: int = MAX_REQUEST_SIZE, shutdown_timeout: float = 5.0,
-                 auth_failure_delay: float = AUTH_FAILURE_DELAY) -> None:
+                 auth_failure_delay: float = AUTH_FAILURE_DELAY,
+                 server_timeout: float = DEFAULT_SERVER_TIMEOUT,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, max_batch: int = MAX_BATCH_SIZE,
+                 auth_failures: FailureLimiter | None = None) -> None:
         self.registry = registry
         self.auth = auth
         if allow is None:
@@ -340,9 +367,13 @@ class RpcServer:
         self.max_request_size = max_request_size
         self.shutdown_timeout = shutdown_timeout
         self.auth_failure_delay = auth_failure_delay
+        self.server_timeout = server_timeout
+        self.max_batch = max_batch
+        self.auth_failures = auth_failures or FailureLimiter(AUTH_FAILURES_PER_SOURCE, AUTH_FAILURES_OVERALL)
+        self.guard = ConnectionGuard(server_timeout, max_connections)
         self.stop_requested = asyncio.Event()
         self.bound: list[tuple[str, int]] = []
-        self._runner: web.AppRunner | None = None
+        self._runner: web.BaseRunner | None = None
 
     @property
     def ports(self) -> list[int]:
@@ -359,12 +390,19 @@ class RpcServer:
         if self._runner is not None:
             raise RuntimeError("the RPC server is already started")
         self.auth.start()
-        app = web.Application(client_max_size=self.max_request_size)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout,
-                               handle_signals=False)
+        loop = asyncio.get_running_loop()
+
+        def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+            return web.BaseRequest(message, payload, protocol, writer, task, loop,
+                                   client_max_size=self.max_request_size)
+
+        # aiohttp's own idle timer as a backstop of the guard's (same deadline).
+        server = GuardedServer(self._handle, guard=self.guard, request_factory=make_request,
+                               access_log=None, keepalive_timeout=self.server_timeout)
+        runner = web.ServerRunner(server, shutdown_timeout=self.shutdown_timeout, handle_signals=False)
         await runner.setup()
         self._runner = runner
+        self.guard.start()
         try:
             await self._bind_all(runner)
         except BaseException:
@@ -401,6 +439,7 @@ class RpcServer:
         """Stop listening, let requests in flight finish (up to shutdown_timeout), delete the cookie."""
         runner, self._runner = self._runner, None
         try:
+            await self.guard.stop()
             if runner is not None:
                 await runner.cleanup()
         finally:
@@ -420,16 +459,20 @@ class RpcServer:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.guard.busy(request.protocol)
         try:
             return await self._handle_http(request)
         except web.HTTPException:
             raise
-        except Exception as exc:  # noqa: BLE001 - nothing a client sends may take the server down
+        except Exception:  # noqa: BLE001 - nothing a client sends may take the server down
             LOG.error("RPC request failed", exc_info=True)
-            return _json_response(HTTP_INTERNAL_SERVER_ERROR, _encode(_reply("1.0", None, internal_error(exc), None)))
+            return _json_response(HTTP_INTERNAL_SERVER_ERROR,
+                                  _encode(_reply("1.0", None, internal_error(), None)))
+        finally:
+            self.guard.idle(request.protocol)
 
-    async def _handle_http(self, request: web.Request) -> web.StreamResponse:
+    async def _handle_http(self, request: web.BaseRequest) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         ip, peer_port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
         if not client_allowed(ip, self.allow):
@@ -439,11 +482,10 @@ class RpcServer:
         if path == "/":
             uri_wallet = None
         elif path.startswith("/wallet/"):
-            # Bytes that are not UTF-8 (/wallet/%ff) become U+FFFD, which no wallet name
-            # holds, so such a request gets bitcoind's -18 after authentication instead of a
-            # UnicodeDecodeError (an internal error whose text reached even unauthenticated
-            # clients).
-            uri_wallet = unquote(path[len("/wallet/"):], errors="replace")
+            uri_wallet = _wallet_name(path[len("/wallet/"):])
+            if uri_wallet is None:
+                error = RpcError(RPC_INVALID_REQUEST, "Invalid wallet name in the URI: not percent-encoded UTF-8")
+                return _json_response(HTTP_BAD_REQUEST, _encode(_reply("1.0", None, error, None)))
         else:
             return web.Response(status=HTTP_NOT_FOUND)
         if request.method != "POST":
@@ -451,15 +493,29 @@ class RpcServer:
         header = request.headers.get("Authorization")
         if header is None:
             return web.Response(status=HTTP_UNAUTHORIZED, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+        if not self.auth_failures.allowed(ip):
+            # Unchecked: a check that could succeed would let the guessing go on.
+            wait = max(1, math.ceil(self.auth_failures.retry_after(ip)))
+            LOG.warning("ThreadRPCServer refused a request from %s unchecked: too many failed authentication "
+                        "attempts (retry in %d s)", _peer_text(ip, peer_port), wait)
+            return web.Response(status=HTTP_TOO_MANY_REQUESTS, headers={"Retry-After": str(wait)},
+                                text=f"Too many failed authentication attempts; retry in {wait} s")
         user = self.auth.check(header)
         if user is None:
+            self.auth_failures.failed(ip)
             LOG.warning("ThreadRPCServer incorrect password attempt from %s", _peer_text(ip, peer_port))
             await asyncio.sleep(self.auth_failure_delay)
             return web.Response(status=HTTP_UNAUTHORIZED, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
         try:
-            body = await request.read()
+            body = await asyncio.wait_for(request.read(), self.server_timeout)
         except web.HTTPRequestEntityTooLarge:
             return web.Response(status=HTTP_CONTENT_TOO_LARGE)
+        except asyncio.TimeoutError:
+            LOG.info("RPC: closing the connection from %s: request body not received within "
+                     "-rpcservertimeout (%g s)", _peer_text(ip, peer_port), self.server_timeout)
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=HTTP_REQUEST_TIMEOUT)
         context = {"uri_wallet": uri_wallet, "user": user, "peer": _peer_text(ip, peer_port), "server": self}
         status, text = await self._process(body, context)
         if text is None:
@@ -487,8 +543,17 @@ class RpcServer:
                 return legacy_http_status(err.code), _encode(_reply(req.version, None, err, req.id))
             return HTTP_OK, _encode(_reply(req.version, result, None, req.id))
         if isinstance(value, list):
+            if len(value) > self.max_batch:
+                LOG.info("RPC: refused a batch of %d requests from %s (the limit is %d)", len(value),
+                         context["peer"], self.max_batch)
+                error = RpcError(RPC_INVALID_REQUEST,
+                                 f"Batch too large: {len(value)} requests, the limit is {self.max_batch}")
+                return legacy_http_status(error.code), _encode(_reply("1.0", None, error, None))
             replies: list[str] = []
-            for item in value:
+            for index, item in enumerate(value):
+                if index:
+                    await asyncio.sleep(0)     # other clients get a turn between the calls
+
                 try:
                     req = _parse_request(item)
                 except _InvalidRequest as bad:
@@ -515,6 +580,14 @@ class RpcServer:
         except RpcError as err:
             return _encode(_reply(req.version, None, err, req.id))
         return _encode(_reply(req.version, result, None, req.id))
+
+
+def _wallet_name(encoded: str) -> str | None:
+    """The wallet name of a /wallet/<name> URI; None when it is not percent-encoded UTF-8."""
+    try:
+        return unquote(encoded, errors="strict")
+    except UnicodeDecodeError:
+        return None
 
 
 def _json_response(status: int, text: str) -> web.Response:

@@ -73,6 +73,12 @@ class WalletService:
             # CleanCoind's wording: the node reports it and refuses to start.
             raise RuntimeError(f"Failed to load wallet {exc.name!r}: {exc}") from None
 
+    async def register(self, chain: Chain) -> None:
+        """Register the wallet RPC methods with the node (once; a refusal raises)."""
+        if self._registration is None:
+            self._registration = await chain.register_rpc(method_infos(self.registry),
+                                                          WalletRpcHandler(self.registry, self.loader))
+
     async def loaded_wallets(self) -> list[str]:
         return self.loader.names()
 
@@ -96,14 +102,15 @@ class WalletService:
 
 async def make_wallet_service(chain: Chain, options: WalletOptions, *, register: bool = True) -> WalletService:
     """The wallets of `options.netdatadir` over `chain`, their RPC methods registered with
-    the node (unless `register` is false)."""
+    the node (unless `register` is false: call `register` later, e.g. once the wallets are
+    loaded)."""
     loader = WalletLoader(options.netdatadir, chain, options.network)
     registry = Registry()
     register_wallet_methods(registry, loader)
-    registration = None
+    service = WalletService(loader, registry, None)
     if register:
-        registration = await chain.register_rpc(method_infos(registry), WalletRpcHandler(registry, loader))
-    return WalletService(loader, registry, registration)
+        await service.register(chain)
+    return service
 
 
 def wallet_log_path(netdatadir: str) -> str:

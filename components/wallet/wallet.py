@@ -180,31 +180,26 @@ class Wallet:
         self._unlocked_until: float = 0.0
         self._relock: asyncio.TimerHandle | None = None
         # Unconfirmed wallet transactions the node's mempool holds (bitcoind's
-        # TxStateInMempool), kept in memory as bitcoind does: from the mempool notifications,
-        # our accepted broadcasts, and is_in_mempool queries on load.
+        # TxStateInMempool), kept in memory as bitcoind does: from the mempool notifications
+        # (the pool's contents first, on load) and our accepted broadcasts.
         self._in_mempool: set[bytes] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def load(self) -> None:
-        """Catch up with the chain, then follow it through notifications. Registering first
-        means no block can slip between the catch-up and the first event (a sync that finds
-        nothing new costs two queries)."""
+        """Catch up with the chain, then follow it through notifications. Registering
+        delivers the mempool's transactions first (bitcoind's requestMempoolTransactions):
+        those that concern us are recorded, so a payment made while we were not loaded, or
+        while our process restarted, is not missed, and our own unconfirmed ones that the pool
+        holds count as in the mempool. The first catch-up comes before, so that a pool
+        transaction spending a coin of ours finds the coin; the second takes any block that
+        came in between (a sync that finds nothing new costs two queries)."""
+        await self.sync()
         self._handler = await self.chain.handle_notifications(_Notifications(self))
         await self.sync()
         if not self.store.encrypted:
             self.top_up_keypool()
         await self.resubmit()
-        await self.refresh_mempool_state()
-
-    async def refresh_mempool_state(self) -> None:
-        """Ask the node which of our unconfirmed transactions its mempool holds."""
-        for wtx in self.store.transactions():
-            if wtx.block_height is None and not (wtx.abandoned or wtx.conflicted):
-                if await self.chain.is_in_mempool(wtx.tx.txid):
-                    self._in_mempool.add(wtx.tx.txid)
-                else:
-                    self._in_mempool.discard(wtx.tx.txid)
 
     def in_mempool(self, txid: bytes) -> bool:
         """Whether the node's mempool holds the (unconfirmed) transaction, as far as we know."""

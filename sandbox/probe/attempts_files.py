@@ -164,7 +164,7 @@ def _exp_hidden(j: _Judge, t: _Targets) -> _Why:
     assert t.hidden_file is not None
     directory = os.path.dirname(t.hidden_file)
     j.sc(w, "openat")
-    w.need(not ("mount" in j.ns and directory in j.plan.hide),
+    w.need(directory not in j.hidden,
            f"hide: an empty read-only tmpfs covers {directory}")
     return j.ll(w, t.hidden_file, _READ_FILE, "read_file")
 

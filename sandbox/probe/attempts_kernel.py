@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 from .judge import _Judge, _Why
 from .kernel_abi import (_BPF_MAP_CREATE, _BPF_MAP_TYPE_ARRAY, _CAP_BPF, _CAP_NAMES, _CAP_PERFMON,
-                         _CAP_SYS_ADMIN, _CLONE_NEWNET, _INT80_GETPID, _IOCTL_DEV,
+                         _CAP_SYS_ADMIN, _CLONE_NEWNET, _CLONE_NEWUSER, _INT80_GETPID, _IOCTL_DEV,
                          _KEY_SPEC_PROCESS_KEYRING, _KEYCTL_GET_KEYRING_ID, _MNT_DETACH,
                          _PER_LINUX32, _PERF_FLAG_FD_CLOEXEC, _PERF_TYPE_SOFTWARE, _READ_FILE,
                          _TIOCSCTTY, _TIOCSTI, _UFFD_USER_MODE_ONLY, _WRITE_FILE, _X32_GETPID,
@@ -150,13 +150,21 @@ def _run_tiocsti(ctx: _Ctx, out: _Out) -> Outcome:
 
 
 def _run_int80(ctx: _Ctx, out: _Out) -> Outcome:
+    # The code goes into a memfd that is then mapped read and execute only: W^X memory
+    # (PR_SET_MDWE) forbids a page both writable and executable, not a file mapped so.
     try:
-        page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                         prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        fd = os.memfd_create("probe-int80", os.MFD_CLOEXEC)
+        os.write(fd, _INT80_GETPID.ljust(mmap.PAGESIZE, b"\xc3"))
     except OSError as exc:
-        return "error", f"could not map an executable page: {_errname(exc.errno or 0)}"
-    page.write(_INT80_GETPID)
-    address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+        return "error", f"could not write the code into a memfd: {_errname(exc.errno or 0)}"
+    _libc.mmap.restype = ctypes.c_void_p
+    _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                           ctypes.c_int, ctypes.c_long]
+    ctypes.set_errno(0)
+    address = _libc.mmap(None, mmap.PAGESIZE, mmap.PROT_READ | mmap.PROT_EXEC, mmap.MAP_PRIVATE, fd, 0)
+    os.close(fd)
+    if address in (None, ctypes.c_void_p(-1).value):
+        return "error", f"could not map an executable page: {_errname(ctypes.get_errno())}"
     func = ctypes.CFUNCTYPE(ctypes.c_int)(address)
     out.if_signal(signal.SIGSEGV, "denied", "killed by SIGSEGV (kernel has no i386 emulation)")
     pid = func()
@@ -280,5 +288,65 @@ def _exp_clone3(j: _Judge, t: _Targets) -> _Why:
     return _Why().need(not j.seccomp_on, "seccomp: clone3 answers ENOSYS")
 
 
+#: The clone(2) flags glibc's pthread_create passes (CLONE_VM | FS | FILES | SIGHAND | THREAD |
+#: SYSVSEM | SETTLS | PARENT_SETTID | CHILD_CLEARTID).
+_THREAD_FLAGS = 0x3D0F00
+
+
 def _exp_thread(j: _Judge, t: _Targets) -> _Why:
-    return j.sc(_Why(), "clone")
+    return j.sc(_Why(), "clone", {0: _THREAD_FLAGS})
+
+
+# namespaces through clone, dumpable back on, W+X memory ---------------------------------------
+
+_SIGCHLD = 17
+
+
+def _run_clone_newuser(ctx: _Ctx, out: _Out) -> Outcome:
+    """clone(2) with namespace flags: what unshare(2) does, by another door."""
+    flags = _CLONE_NEWUSER | _CLONE_NEWNET | _SIGCHLD
+    ret, err = _syscall(56, flags, 0, 0, 0, 0)
+    if ret == 0:
+        os._exit(0)                       # the new child, in its new namespaces
+    if ret < 0:
+        return ctx.denied(err, EPERM="seccomp or kernel: namespace flags refused")
+    os.waitpid(ret, 0)
+    return _ok("clone(CLONE_NEWUSER | CLONE_NEWNET) made a child in new namespaces")
+
+
+def _run_dumpable(ctx: _Ctx, out: _Out) -> Outcome:
+    ret, err = _syscall(157, 4, 1, 0, 0, 0)       # prctl(PR_SET_DUMPABLE, 1)
+    now, _ = _syscall(157, 3, 0, 0, 0, 0)         # prctl(PR_GET_DUMPABLE)
+    if now == 1:
+        return _ok("prctl(PR_SET_DUMPABLE, 1): the process is dumpable again")
+    if ret < 0:
+        return ctx.denied(err, EPERM="seccomp: PR_SET_DUMPABLE refused")
+    return "denied", f"prctl answered {ret}, but the process is still not dumpable"
+
+
+def _run_wx_memory(ctx: _Ctx, out: _Out) -> Outcome:
+    try:
+        area = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except OSError as exc:
+        return ctx.denied(exc, EACCES="mdwe: no memory both writable and executable")
+    area.close()
+    return _ok("mapped memory both writable and executable")
+
+
+def _exp_clone_newuser(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "clone", {0: _CLONE_NEWUSER | _CLONE_NEWNET | _SIGCHLD})
+    return w.need(j.host.sysctl.get("max_user_namespaces") != 0, "kernel: user namespaces disabled")
+
+
+def _exp_dumpable(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    w.need(j.plan.dumpable or not j.seccomp_on or j.seccomp_action("prctl", {0: 4, 1: 1}) == "allow",
+           "seccomp: prctl(PR_SET_DUMPABLE, 1) answers EPERM")
+    return w
+
+
+def _exp_wx_memory(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "mmap", {2: mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC})
+    return w.need(not j.plan.memory_deny_write_execute, "mdwe: no memory both writable and executable")

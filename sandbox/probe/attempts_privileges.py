@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ctypes
+import os
+import resource
 
 from .judge import _Judge, _Why
 from .kernel_abi import (_CAP_SETPCAP, _CAP_SYS_ADMIN, _CAP_SYS_RESOURCE,
                          _LINUX_CAPABILITY_VERSION_3, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE,
                          _PR_SET_SECUREBITS, _RLIMIT_CORE, _errname, _libc, _syscall)
+from .kernel_abi import _errname
 from .runner import Outcome, _Ctx, _ok, _Out
 from .targets import _Targets
 
@@ -97,3 +100,94 @@ def _exp_rlimit(j: _Judge, t: _Targets) -> _Why:
             hard = limit_hard
     return w.need(hard is None or hard >= 1 or j.has_cap(_CAP_SYS_RESOURCE),
                   f"rlimits: core hard limit {hard}, no CAP_SYS_RESOURCE")
+
+
+# resource exhaustion ----------------------------------------------------------------------
+
+_FORKS, _FDS, _BIG_OFFSET = 200, 8192, 1 << 40
+
+
+def _run_fork_many(ctx: _Ctx, out: _Out) -> Outcome:
+    import time
+    children = []
+    error = ""
+    for _ in range(_FORKS):
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            error = _errname(exc.errno or 0)
+            break
+        if pid == 0:
+            time.sleep(10)
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    if len(children) >= _FORKS:
+        return _ok(f"{_FORKS} processes at once")
+    return "denied", f"{len(children)} processes, then {error} (no fork, or the nproc limit)"
+
+
+def _run_fds_many(ctx: _Ctx, out: _Out) -> Outcome:
+    # Anyone may raise a soft limit up to the hard one: only the hard limit binds.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):
+        pass
+    fds = []
+    error = ""
+    try:
+        while len(fds) < _FDS:
+            fds.append(os.dup(0))
+    except OSError as exc:
+        error = _errname(exc.errno or 0)
+    for fd in fds:
+        os.close(fd)
+    if len(fds) >= _FDS:
+        return _ok(f"{_FDS} descriptors at once")
+    return "denied", f"{len(fds)} descriptors, then {error} (the nofile limit)"
+
+
+def _run_file_size(ctx: _Ctx, out: _Out) -> Outcome:
+    path = ctx.targets.probe_file("sparse")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        return "error", f"cannot create {path}: {_errname(exc.errno or 0)}"
+    try:
+        os.pwrite(fd, b"x", _BIG_OFFSET)
+    except OSError as exc:
+        return ctx.denied(exc, EFBIG="rlimits: the fsize limit")
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return _ok("wrote a byte at 1 TiB (a sparse file that large)")
+
+
+def _exp_fork_many(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "clone", {0: 0x01200011})          # glibc's fork: CLONE_CHILD_SETTID|CLEARTID|SIGCHLD
+    nproc = j.rlimit("nproc")
+    # The kernel does not apply RLIMIT_NPROC to root (kuid 0) even in a user namespace.
+    return w.need(nproc is None or nproc >= _FORKS + 5 or j.host.uid == 0,
+                  f"rlimits: nproc {nproc}")
+
+
+def _exp_fds_many(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    # Without a limit in the policy the child has the launcher's; the hard limit binds.
+    nofile = j.rlimit("nofile", hard=True)
+    if nofile is None:
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return w.need(nofile == resource.RLIM_INFINITY or nofile > _FDS + 64, f"rlimits: nofile {nofile}")
+
+
+def _exp_file_size(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    fsize = j.rlimit("fsize")
+    if fsize is None:
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        fsize = None if soft == resource.RLIM_INFINITY else soft
+    return w.need(fsize is None or fsize > _BIG_OFFSET, f"rlimits: fsize {fsize}")

@@ -1,19 +1,22 @@
-"""The battery: every attempt, in order, with its expectation; and its run in the child."""
+"""The battery: every attempt, in order, with its expectation."""
 
 from __future__ import annotations
 
-import json
-import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import control
 from .attempts_files import (_exp_create, _exp_hidden, _run_read_hidden, _exp_hardlink, _exp_list_root, _exp_mknod,
                              _exp_modify_canary, _exp_read, _exp_symlink, _run_hardlink,
                              _run_list_root, _run_mknod, _run_modify_canary, _run_read_outside,
                              _run_read_passwd, _run_symlink, _run_write_granted,
                              _run_write_outside)
+from .attempts_inherited import (_exp_fd_self, _exp_named_socket, _exp_never, _exp_terminal,
+                                 _run_launcher_memory, _run_named_socket)
+from .attempts_kernel import (_exp_clone_newuser, _exp_dumpable, _exp_wx_memory, _run_clone_newuser,
+                              _run_dumpable, _run_wx_memory)
+from .attempts_privileges import (_exp_fds_many, _exp_file_size, _exp_fork_many, _run_fds_many,
+                                  _run_file_size, _run_fork_many)
 from .attempts_kernel import (_bpf_extra, _exp_clone3, _exp_foreign_arch, _exp_mount, _exp_setns,
                               _exp_syscall, _exp_thread, _exp_tiocsti, _exp_unshare_mount,
                               _exp_unshare_user, _io_uring_extra, _make_unshare_runner,
@@ -34,7 +37,7 @@ from .attempts_processes import (_exp_execve, _exp_kill_init, _exp_kill_parent, 
 from .judge import _Judge, _Why
 from .kernel_abi import (_CAP_NET_RAW, _CAP_SYS_CHROOT, _CAP_SYS_RAWIO, _CLONE_NEWNS,
                          _CLONE_NEWUSER, _PER_LINUX32)
-from .runner import Runner, _Ctx, _run_isolated
+from .runner import Runner
 from .targets import _Targets
 
 
@@ -46,6 +49,14 @@ class _Spec:
     run: Runner
     needs_writable: bool = False
     needs_hidden: bool = False    # only when the policy hides a directory (filesystem.hide)
+    parent_run: bool = False      # run by the parent (attempts_inherited.PARENT_RUNS), not inside
+    needs_self: bool = False      # only for a policy a running process can apply (no pid namespace)
+
+
+def _parent(run_name: str) -> Runner:
+    def unused(ctx, out):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"{run_name} runs in the parent")
+    return unused
 
 
 def _battery() -> list[_Spec]:
@@ -135,37 +146,31 @@ def _battery() -> list[_Spec]:
         _Spec("clone3", "clone3 (must answer ENOSYS)", _exp_clone3, _run_clone3),
         _Spec("thread-start", "control: start a thread (glibc falls back from clone3 to clone)",
               _exp_thread, _run_thread),
+        _Spec("clone-newuser", "clone(CLONE_NEWUSER | CLONE_NEWNET): namespaces without unshare",
+              _exp_clone_newuser, _run_clone_newuser),
+        _Spec("prctl-dumpable", "prctl(PR_SET_DUMPABLE, 1): undo 'not dumpable'", _exp_dumpable,
+              _run_dumpable),
+        _Spec("memory-wx", "map memory both writable and executable", _exp_wx_memory, _run_wx_memory),
+        _Spec("rlimit-fork-200", "start 200 processes at once", _exp_fork_many, _run_fork_many),
+        _Spec("rlimit-fds-8192", "hold 8192 descriptors at once", _exp_fds_many, _run_fds_many),
+        _Spec("rlimit-file-1tib", "write a byte at 1 TiB into a file in the writable directory",
+              _exp_file_size, _run_file_size, needs_writable=True),
+        _Spec("unix-named-socket", "connect to a named unix socket listening outside every grant",
+              _exp_named_socket, _run_named_socket),
+        _Spec("memory-launcher-secret", "find a secret of the launcher at its address in this "
+              "process's memory", _exp_never("zygote: components start from a fresh interpreter, "
+                                             "never as a copy of the launcher's memory"),
+              _run_launcher_memory),
+        _Spec("fd-inherited", "walk out through descriptors to / and outside that the launcher "
+              "left open", _exp_never("descriptors: only the allowlist survives a launch"),
+              _parent("fd-inherited"), parent_run=True),
+        _Spec("fd-before-self-restriction", "walk out through descriptors to / and outside opened "
+              "before restrict_self", _exp_fd_self, _parent("fd-before-self-restriction"),
+              parent_run=True, needs_self=True),
+        _Spec("terminal-left-open", "use a terminal the launcher left open: read it, TCSETS, "
+              "TIOCSTI", _exp_terminal, _parent("terminal-left-open"), parent_run=True),
+        _Spec("grant-symlink-swap", "swap a writable grant for a symlink to /, then be launched "
+              "again (old plan and new plan) and read the canary through it",
+              _exp_never("paths: grants resolve without symlinks the sandbox could have planted"),
+              _parent("grant-symlink-swap"), parent_run=True, needs_writable=True),
     ]
-
-
-# the child's main function -----------------------------------------------------------------
-
-def _receive_fds(control_fd: int) -> dict[str, int]:
-    """The descriptors the parent hands in after the report (pidfd, network namespace)."""
-    sock = socket.socket(fileno=os.dup(control_fd))
-    try:
-        data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 8)
-    finally:
-        sock.close()
-    names = json.loads(data.decode()) if data else []
-    return dict(zip(names, fds))
-
-
-def _child_battery(control_fd: int, specs: list[_Spec], targets: _Targets,
-                   seccomp: Mapping[str, str | None], timeout: float) -> int:
-    try:
-        fds = _receive_fds(control_fd)
-    except (OSError, ValueError) as exc:
-        control.send(control_fd, {"note": f"no descriptors from the parent: {exc}"})
-        fds = {}
-    ctx = _Ctx(targets, fds)
-    for spec in specs:
-        ctx.seccomp = seccomp.get(spec.name)
-        try:
-            outcome, detail = _run_isolated(spec.run, ctx, timeout)
-        except Exception as exc:  # noqa: BLE001 - e.g. fork refused: the attempt's error
-            outcome, detail = "error", f"could not run the attempt: {type(exc).__name__}: {exc}"
-        control.send(control_fd, {"attempt": {"name": spec.name, "outcome": outcome,
-                                              "detail": detail}})
-    control.send(control_fd, {"done": True})
-    return 0

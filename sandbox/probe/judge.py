@@ -81,6 +81,10 @@ class _Why:
         return "; ".join(self.blocks) if self.blocks else "nothing in the policy forbids it"
 
 
+#: clone(2)'s namespace flags (syscalls.CLONE_NAMESPACE_FLAGS, or-ed).
+_CLONE_NAMESPACES = 0x7E020000
+
+
 def _u64(value: int) -> int:
     return value & (2**64 - 1)
 
@@ -99,7 +103,10 @@ class _Judge:
         # Below level hard the child may enter fewer namespaces than planned; the report it
         # sends says which, and that is what the expectations follow.
         self.ns = set(plan.namespaces if namespaces is None else namespaces)
-        self.mount_proc = plan.mount_proc and {"pid", "mount"} <= self.ns
+        # The filesystem view: what the sandbox can see at all (a mount namespace only).
+        self.view = [m for m in plan.mounts if m.kind in ("bind", "tmpfs")] if "mount" in self.ns else None
+        self.hidden = [m.path for m in plan.mounts if m.kind == "hide"] if "mount" in self.ns else []
+        self.mount_proc = "mount" in self.ns and "pid" in self.ns
         self.rules: list[tuple[str, int]] = []
         ll = plan.landlock
         if ll is not None:
@@ -126,6 +133,14 @@ class _Judge:
         sc = self.policy.seccomp
         if name == "clone3":
             return "errno:ENOSYS"
+        allowed_plain = name in self.policy.allowed_syscalls
+        # The rules the compiler derives from the policy (seccomp._build's docstring).
+        if name == "clone" and allowed_plain and "unshare" not in self.policy.allowed_syscalls \
+                and args.get(0, 0) & _CLONE_NAMESPACES:
+            return "errno:EPERM" if sc.default_action != "errno:EPERM" else sc.default_action
+        if name == "prctl" and allowed_plain and not self.policy.process.dumpable \
+                and args.get(0) == 4 and args.get(1, 0) != 0:
+            return "errno:EPERM"
         rules = [r for r in sc.rules if r.syscall == name]
         for rule in rules:
             if not rule.args:
@@ -181,8 +196,27 @@ class _Judge:
     def ll_allows(self, path: str, access: int) -> bool:
         return self.ll_rights(path) & access == access
 
+    def visible(self, path: str) -> bool:
+        """Whether `path` is in the sandbox's filesystem view (always, without one)."""
+        if self.view is None:
+            return True
+        path = os.path.realpath(path)
+        if any(path == h or path.startswith(h.rstrip("/") + "/") for h in self.hidden):
+            return False
+        return path == "/" or path.startswith("/proc/") or path == "/proc" or any(
+            path == m.path or path.startswith(m.path.rstrip("/") + "/") for m in self.view)
+
     def ll(self, why: _Why, path: str, access: int, what: str) -> _Why:
+        why.need(self.visible(path), f"view: {path} is not in the sandbox's filesystem view")
         return why.need(self.ll_allows(path, access), f"landlock: no {what} right on {path}")
+
+    def rlimit(self, name: str, hard: bool = False) -> int | None:
+        """The soft (or hard) limit the plan sets for `name` (None: not set by the policy,
+        or unlimited)."""
+        for rname, _number, soft_limit, hard_limit in self.plan.rlimits:
+            if rname == name:
+                return hard_limit if hard else soft_limit
+        return None
 
     def ll_port(self, port: int, right: int) -> bool:
         ll = self.plan.landlock

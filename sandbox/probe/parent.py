@@ -1,28 +1,38 @@
-"""The parent side: prepare the plan and the targets, spawn the probe child, collect its
-answers, check what can be seen from outside, and judge every attempt."""
+"""The parent side: prepare the plan and the targets, start each attempt in its own sandboxed
+child through a zygote (the path every component takes), collect the answers, check what can
+be seen from outside, and judge every attempt."""
 
 from __future__ import annotations
 
 import json
 import os
 import select
+import signal
 import socket
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 
-from .. import control, launcher
+from .. import launcher
 from ..model import Policy
-from .battery import _battery, _child_battery
+from ..plan import Plan
+from ..report import Report
+from ..zygote import ComponentSpec, Limits, Zygote, ZygoteError
+from .attempts_inherited import PARENT_RUNS
+from .battery import _Spec, _battery
 from .judge import _Host, _Judge
 from .result import Attempt, ProbeResult
-from .script import _child_script
+from .runner import Outcome, _interpret
 from .targets import _outside_targets, _Targets
 
 DEFAULT_ATTEMPT_TIMEOUT = 5.0
+_ATTEMPT = "cleancoin.sandbox.probe.runner:serve_attempt"
+_SCRIPT = "cleancoin.sandbox.probe.runner:serve_script"
+_MAX_SCRIPT_OUTPUT = 1 << 20
 
 
 def probe(policy: Policy, variables: Mapping[str, str], script: str | None = None, *,
           attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT) -> ProbeResult:
-    """Run the escape battery (or `script`) in a child sandboxed by `policy`."""
+    """Run the escape battery (or `script`) in children sandboxed by `policy`."""
     return probe_against(policy, policy, variables, script, attempt_timeout=attempt_timeout)
 
 
@@ -42,56 +52,68 @@ def probe_against(expected: Policy, enforced: Policy, variables: Mapping[str, st
         with open(script, encoding="utf-8") as handle:
             source = handle.read()
     judge = _Judge(expected, expected_plan, _Host.detect())
-    with _outside_targets(judge, variables) as (targets, listeners):
-        specs = [s for s in _battery() if not (s.needs_writable and targets.writable_dir is None)
-                 and not (s.needs_hidden and targets.hidden_file is None)]
-        whys = {s.name: s.expect(judge, targets) for s in specs}
-        if source is not None:
-            assert script is not None
-            path = os.path.abspath(script)
-            text = source
-
-            def target(fd: int) -> int:
-                return _child_script(fd, path, text)
-        else:
-            seccomp = {name: why.seccomp for name, why in whys.items()}
-
-            def target(fd: int) -> int:
-                return _child_battery(fd, specs, targets, seccomp, attempt_timeout)
-
-        child = launcher.spawn(plan, target=target)
-        assert child.report is not None
-        if expected is enforced and set(child.report.namespaces) != set(plan.namespaces):
-            judge = _Judge(expected, expected_plan, judge.host, child.report.namespaces)
+    zygote = Zygote.start({"attempt": ComponentSpec("attempt", _ATTEMPT, None, plan=plan),
+                           "script": ComponentSpec("script", _SCRIPT, None, plan=plan)},
+                          limits=Limits(alive=1, per_minute=100_000))
+    try:
+        with _outside_targets(judge, variables) as (targets, listeners):
+            if source is not None:
+                assert script is not None
+                return _run_script(zygote, os.path.abspath(script), source, attempt_timeout)
+            specs = [s for s in _battery() if _applies(s, targets, plan)]
             whys = {s.name: s.expect(judge, targets) for s in specs}
+            results: dict[str, Outcome] = {}
+            report: Report | None = None
+            plan_of = _extra_grant_planner(enforced, variables)
+            for spec in specs:
+                if spec.parent_run:
+                    results[spec.name] = PARENT_RUNS[spec.name](judge, targets, plan_of, attempt_timeout)
+                    continue
+                outcome, child_report = _run_attempt(zygote, spec, targets, whys[spec.name].seccomp,
+                                                     attempt_timeout)
+                results[spec.name] = outcome
+                report = report or child_report
+            _verify_from_outside(results, targets, listeners)
+    finally:
+        zygote.stop()
+    if report is None:
+        report = _report_of(plan)
+    attempts = [Attempt(s.name, s.description, whys[s.name].expected, *results[s.name],
+                        whys[s.name].reason) for s in specs]
+    return ProbeResult(report, attempts, None, "")
+
+
+def _applies(spec: _Spec, targets: _Targets, plan: Plan) -> bool:
+    if spec.needs_writable and targets.writable_dir is None:
+        return False
+    if spec.needs_hidden and targets.hidden_file is None:
+        return False
+    return not (spec.needs_self and "pid" in plan.namespaces)
+
+
+def _report_of(plan: Plan) -> Report:
+    """The report of one launch under the plan (when every attempt ran in the parent)."""
+    child = launcher.spawn(plan, target=lambda _fd: 0)
+    child.wait()
+    assert child.report is not None
+    return child.report
+
+
+def _extra_grant_planner(policy: Policy, variables: Mapping[str, str]) -> Callable[[str], Plan]:
+    """For grant-symlink-swap: the policy plus a write grant of one more directory."""
+    def plan_of(path: str) -> Plan:
+        from ..policy_loader import load_policy
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as handle:
+            handle.write(f'extends = [{json.dumps(policy.files[-1])}]\n'
+                         f'[filesystem]\nwrite = [{json.dumps(path)}]\n')
         try:
-            if source is None:
-                _hand_in_fds(child.control)
-            results, script_result, trouble = _collect(child, attempt_timeout, source is not None)
-        except BaseException:
-            child.kill()
-            child.wait()
-            raise
-        if trouble:
-            child.kill()
-        code = child.wait()
-        if source is not None:
-            if script_result is None:
-                return ProbeResult(child.report, [], code, trouble or
-                                   f"[no result: the probe child {launcher.describe_status(child.status or 0)}]")
-            return ProbeResult(child.report, [], int(script_result["status"]),  # type: ignore[call-overload]
-                               str(script_result["output"]))
-        _verify_from_outside(results, targets, listeners)
-    missing = trouble or f"no result: the probe child {launcher.describe_status(child.status or 0)}"
-    attempts = []
-    for spec in specs:
-        why = whys[spec.name]
-        outcome, detail = results.get(spec.name, ("error", missing))
-        attempts.append(Attempt(spec.name, spec.description, why.expected, outcome, detail, why.reason))
-    return ProbeResult(child.report, attempts, None, "")
+            return launcher.prepare(load_policy(handle.name), variables)
+        finally:
+            os.unlink(handle.name)
+    return plan_of
 
 
-def _hand_in_fds(sock: socket.socket) -> None:
+def _hand_in_fds() -> tuple[list[str], list[int]]:
     names: list[str] = []
     fds: list[int] = []
     try:
@@ -104,53 +126,99 @@ def _hand_in_fds(sock: socket.socket) -> None:
         names.append("netns")
     except OSError:
         pass
+    return names, fds
+
+
+def _run_attempt(zygote: Zygote, spec: _Spec, targets: _Targets, seccomp: str | None,
+                 timeout: float) -> tuple[Outcome, Report | None]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        socket.send_fds(sock, [json.dumps(names).encode()], fds)
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def _collect(child: launcher.SandboxedProcess, attempt_timeout: float, script: bool
-             ) -> tuple[dict[str, tuple[str, str]], dict[str, object] | None, str]:
-    """Read the child's messages until it is done; returns results, script result, trouble."""
-    results: dict[str, tuple[str, str]] = {}
-    fd = child.control.fileno()
-    wait = None if script else attempt_timeout + 10
-    while True:
-        ready, _, _ = select.select([fd], [], [], wait)
-        if not ready:
-            return results, None, f"the probe child gave no answer for {wait:g} s (killed)"
         try:
-            message = control.recv(fd)
-        except (OSError, ValueError) as exc:
-            return results, None, f"bad message from the probe child: {exc}"
-        if message is None:
-            return results, None, ""
-        if not isinstance(message, dict):
-            continue
-        if "attempt" in message:
-            item = message["attempt"]
-            results[str(item["name"])] = (str(item["outcome"]), str(item["detail"]))
-        elif "script" in message:
-            return results, dict(message["script"]), ""
-        elif "done" in message:
-            return results, None, ""
-        elif "error" in message:
-            err = message["error"]
-            return results, None, f"the probe child failed at {err.get('step')}: {err.get('reason')}"
+            spawned = zygote.spawn("attempt", theirs.fileno())
+        except ZygoteError as exc:
+            return ("error", f"the sandboxed child did not start: {exc}"), None
+        finally:
+            theirs.close()
+        names, fds = _hand_in_fds()
+        try:
+            socket.send_fds(ours, [json.dumps({"attempt": spec.name, "targets": targets.to_json(),
+                                               "seccomp": seccomp, "fd_names": names}).encode()], fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        data, timed_out = _read_until_eof(ours, timeout)
+        if timed_out:
+            try:
+                zygote.kill(spawned.pid)
+            except ZygoteError:
+                pass
+        return _interpret(data, _exit_code(zygote, spawned.pid, timeout), timed_out, timeout), spawned.report
+    finally:
+        ours.close()
 
 
-def _verify_from_outside(results: dict[str, tuple[str, str]], targets: _Targets,
+def _read_until_eof(sock: socket.socket, timeout: float, limit: int = 1 << 20) -> tuple[bytes, bool]:
+    data = b""
+    while True:
+        ready, _, _ = select.select([sock], [], [], timeout)
+        if not ready:
+            return data, True
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return data, False
+        if len(data) < limit:
+            data += chunk
+
+
+def _exit_code(zygote: Zygote, pid: int, timeout: float) -> int | None:
+    """The attempt's return code, from the zygote's exit event (negative: a signal)."""
+    while True:
+        ready, _, _ = select.select([zygote.events], [], [], timeout + 5)
+        if not ready:
+            return None
+        event = zygote.read_event()
+        if event is None:
+            return None
+        if event.pid == pid:
+            return event.returncode
+
+
+def _run_script(zygote: Zygote, path: str, source: str, timeout: float) -> ProbeResult:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            spawned = zygote.spawn("script", theirs.fileno())
+        finally:
+            theirs.close()
+        ours.sendall(json.dumps({"path": path, "source": source}).encode())
+        ours.shutdown(socket.SHUT_WR)
+        data, _ = _read_until_eof(ours, 24 * 3600, _MAX_SCRIPT_OUTPUT + 1)
+    finally:
+        ours.close()
+    code = _exit_code(zygote, spawned.pid, 24 * 3600)
+    output = data[:_MAX_SCRIPT_OUTPUT].decode(errors="replace")
+    if len(data) > _MAX_SCRIPT_OUTPUT:
+        output += "\n[... more output cut]\n"
+    if code is not None and code == -signal.SIGSYS:
+        output += "[the script was killed by SIGSYS: a syscall the seccomp filter forbids]\n"
+    assert spawned.report is not None
+    return ProbeResult(spawned.report, [], code if code is not None else -9, output)
+
+
+def _verify_from_outside(results: dict[str, Outcome], targets: _Targets,
                          listeners: Mapping[str, socket.socket]) -> None:
     """What the parent can see for itself overrides a child that says it was denied."""
 
     def seen(name: str, how: str) -> None:
         outcome, detail = results.get(name, ("error", ""))
-        if outcome != "allowed":
+        if outcome != "allowed" and name in results:
             results[name] = ("allowed", f"{how} (the child reported: {detail or 'nothing'})")
 
-    for key, name in (("tcp", "net-tcp-connect"), ("abstract", "net-abstract-unix")):
+    for key, name in (("tcp", "net-tcp-connect"), ("abstract", "net-abstract-unix"),
+                      ("named", "unix-named-socket")):
         sock = listeners[key]
         sock.setblocking(False)
         try:

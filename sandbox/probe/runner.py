@@ -1,13 +1,19 @@
-"""Running one attempt in its own fork inside the sandbox, with a timeout: a seccomp kill
-(SIGSYS) or a hang ends that attempt only."""
+"""One attempt in its own sandboxed child, started the way every component is.
+
+The probe starts a zygote (a fresh interpreter, as CleanCoin-node does for its wallet) and
+asks it for one child per attempt: every sandbox step runs, then `serve_attempt` reads which
+attempt to make from its socket, makes it, and writes notes and a result back as JSON lines.
+A seccomp kill (SIGSYS) or a hang ends that attempt only, and a policy that forbids fork
+(the shipped component policies do) is probed as well as any other. `serve_script` runs a
+`--script` file the same way, its stdout and stderr going to the socket.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import select
 import signal
-import time
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,9 +21,11 @@ from .. import launcher
 from .kernel_abi import _errname
 from .targets import _Targets
 
+_MAX_REQUEST = 1 << 20
+
 
 class _Out:
-    """The grandchild's side of the result pipe: notes, then one result."""
+    """The attempt's side of its socket: notes, then one result."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -65,53 +73,45 @@ Outcome = tuple[str, str]
 Runner = Callable[[_Ctx, _Out], Outcome]
 
 
-def _run_isolated(run: Runner, ctx: _Ctx, timeout: float) -> Outcome:
-    """Run one attempt in a fork; SIGSYS is a seccomp denial, a hang an error."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        out = _Out(w)
-        code = 0
-        try:
-            out.result(*run(ctx, out))
-        except BaseException as exc:  # noqa: BLE001 - reported as the attempt's error
-            code = 1
-            try:
-                out.result("error", f"{type(exc).__name__}: {exc}")
-            except BaseException:  # noqa: BLE001
-                pass
-        os._exit(code)
-    os.close(w)
-    data = b""
-    timed_out = False
-    deadline = time.monotonic() + timeout
+def _request(fd: int) -> tuple[dict[str, object], list[int]]:
+    """The parent's one message: what to do, with descriptors handed in."""
+    sock = socket.socket(fileno=os.dup(fd))
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            ready, _, _ = select.select([r], [], [], left)
-            if not ready:
-                timed_out = True
-                break
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            data += chunk
+        data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_REQUEST, 8)
     finally:
-        os.close(r)
-    if timed_out:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    _, status = os.waitpid(pid, 0)
-    return _interpret(data, status, timed_out, timeout)
+        sock.close()
+    return json.loads(data.decode()), fds
 
 
-def _interpret(data: bytes, status: int, timed_out: bool, timeout: float) -> Outcome:
+def serve_attempt(fd: int) -> int:
+    """The zygote's target for one attempt (in the sandbox: every step is applied)."""
+    from .battery import _battery
+    request, fds = _request(fd)
+    specs = {s.name: s for s in _battery()}
+    spec = specs[str(request["attempt"])]
+    ctx = _Ctx(_Targets.from_json(request["targets"]),  # type: ignore[arg-type]
+               dict(zip(request.get("fd_names", []), fds)),  # type: ignore[arg-type]
+               request.get("seccomp"))  # type: ignore[arg-type]
+    out = _Out(fd)
+    try:
+        out.result(*spec.run(ctx, out))
+    except BaseException as exc:  # noqa: BLE001 - reported as the attempt's error
+        out.result("error", f"{type(exc).__name__}: {exc}")
+        return 1
+    return 0
+
+
+def serve_script(fd: int) -> int:
+    """The zygote's target for `probe --script`: the file runs as __main__, its output to fd."""
+    from .script import _exec_script
+    request, _fds = _request(fd)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    return _exec_script(str(request["path"]), str(request["source"]))
+
+
+def _interpret(data: bytes, returncode: int | None, timed_out: bool, timeout: float) -> Outcome:
+    """An attempt's verdict from what it wrote and how its process ended."""
     notes: list[str] = []
     result = silent = None
     on_signal: dict[int, tuple[str, str]] = {}
@@ -119,6 +119,8 @@ def _interpret(data: bytes, status: int, timed_out: bool, timeout: float) -> Out
         try:
             message = json.loads(line)
         except ValueError:
+            continue
+        if not isinstance(message, dict):
             continue
         if "note" in message:
             notes.append(str(message["note"]))
@@ -133,21 +135,30 @@ def _interpret(data: bytes, status: int, timed_out: bool, timeout: float) -> Out
     def joined(detail: str) -> str:
         return "; ".join([*notes, detail])
 
+    how = _describe(returncode)
     if timed_out and result is None:
         return "error", joined(f"no answer within {timeout:g} s (killed)")
     if result is not None:
         return str(result[0]), joined(str(result[1]))
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
+    if returncode is not None and returncode < 0:
+        sig = -returncode
         if sig == signal.SIGSYS:
             return "denied", joined("killed by SIGSYS (seccomp)")
         if sig in on_signal:
             outcome, detail = on_signal[sig]
             return outcome, joined(detail)
-        return "error", joined(launcher.describe_status(status))
+        return "error", joined(how)
     if silent is not None:
-        return str(silent[0]), joined(f"{silent[1]} ({launcher.describe_status(status)})")
-    return "error", joined(f"ended without an answer: {launcher.describe_status(status)}")
+        return str(silent[0]), joined(f"{silent[1]} ({how})")
+    return "error", joined(f"ended without an answer: {how}")
+
+
+def _describe(returncode: int | None) -> str:
+    if returncode is None:
+        return "status unknown"
+    if returncode < 0:
+        return launcher.describe_status(-returncode)   # a wait status whose low bits are the signal
+    return f"exited with status {returncode}"
 
 
 def _ok(detail: str) -> Outcome:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import hashlib
 import os
 import secrets
 import shutil
@@ -32,6 +34,20 @@ class _Targets:
     abstract_name: str
     true_path: str = "/bin/true"
     hidden_file: str | None = None   # a file the parent put in a `filesystem.hide` directory
+    unix_socket: str = ""            # a named unix socket listening outside every grant
+    memory_addr: int = 0             # where the parent holds a second secret in its memory
+    memory_hash: str = ""            # and its SHA-256 (the secret itself is never sent)
+
+    def to_json(self) -> dict[str, object]:
+        data = dataclasses.asdict(self)
+        data["secret"] = self.secret.hex()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> "_Targets":
+        values = dict(data)
+        values["secret"] = bytes.fromhex(str(values["secret"]))
+        return cls(**values)  # type: ignore[arg-type]
 
     @property
     def created(self) -> str:
@@ -72,6 +88,10 @@ def _outside_targets(judge: _Judge, variables: Mapping[str, str]) -> Iterator[tu
     os.mkdir(outside, 0o755)
     secret = f"cleancoin-probe-canary-{secrets.token_hex(8)}".encode()
     secret_buf = ctypes.create_string_buffer(secret, len(secret))
+    # Held in this process's memory only, like a password a launcher read from its conf
+    # file: a child that starts as a copy of this process would hold it at the same address.
+    memory_secret = secrets.token_bytes(32)
+    memory_buf = ctypes.create_string_buffer(memory_secret, len(memory_secret))
     listeners: dict[str, socket.socket] = {}
     targets: _Targets | None = None
     try:
@@ -94,15 +114,22 @@ def _outside_targets(judge: _Judge, variables: Mapping[str, str]) -> Iterator[tu
         abstract = f"\0cleancoin-probe-{token}"
         unix.bind(abstract)
         unix.listen(8)
+        named = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listeners["named"] = named
+        named_path = os.path.join(outside, "probe.sock")
+        named.bind(named_path)
+        named.listen(8)
         targets = _Targets(token, os.getpid(), outside, canary, secret,
                            ctypes.addressof(secret_buf), _writable_dir(judge, variables),
                            tcp.getsockname()[1], udp.getsockname()[1], bind_port, abstract,
-                           hidden_file=_plant_hidden(judge, token, secret))
+                           hidden_file=_plant_hidden(judge, token, secret), unix_socket=named_path,
+                           memory_addr=ctypes.addressof(memory_buf),
+                           memory_hash=hashlib.sha256(memory_secret).hexdigest())
         yield targets, listeners
     finally:
         for sock in listeners.values():
             sock.close()
-        del secret_buf
+        del secret_buf, memory_buf
         _umount_quietly(outside)
         shutil.rmtree(outside, ignore_errors=True)
         if targets is not None and targets.hidden_file is not None:
@@ -124,7 +151,7 @@ def _plant_hidden(judge: _Judge, token: str, secret: bytes) -> str | None:
     None when the plan hides nothing, or the parent cannot write there (the attempt is then
     left out of the battery, as the writable-directory attempts are without a writable one).
     """
-    for directory in judge.plan.hide:
+    for directory in judge.hidden:
         path = os.path.join(directory, f".cleancoin-probe-{token}-hidden")
         try:
             with open(path, "xb") as handle:

@@ -165,11 +165,12 @@ class TestNode:
                             f"-rpcport={self.rpc_port}", "-bind=127.0.0.1", "-printtoconsole=0",
                             *self.extra_args, *extra)
 
-    def start(self, extra: Sequence[str] = (), wait: bool = True) -> None:
+    def start(self, extra: Sequence[str] = (), wait: bool = True,
+              env: dict[str, str] | None = None) -> None:
         assert self.process is None, "already running"
         log = open(self.datadir / "stderr.txt", "ab")
         self.process = subprocess.Popen(self.args(extra), stdout=subprocess.DEVNULL, stderr=log,
-                                        start_new_session=self.new_session)
+                                        env=env, start_new_session=self.new_session)
         log.close()
         if wait:
             self.wait_for_rpc()

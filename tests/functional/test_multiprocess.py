@@ -132,7 +132,7 @@ def test_wallet_killed_is_restarted_and_loses_nothing(node) -> None:
 
 
 def test_ipcbind_accepts_a_wallet_started_and_stopped_at_any_time(node, tmp_path: Path) -> None:
-    n = node("-ipcbind=unix", "-disablewallet")
+    n = node("-ipcbind=unix", "-disablewallet", "-ipcallowwallet=1")
     n.start()
     with pytest.raises(RpcError) as info:
         n.rpc.listwallets()
@@ -352,3 +352,76 @@ def test_authenticated_tcp_ipc_under_the_sandbox(node) -> None:
     refused, count = asyncio.run(capnp.run(drive()))
     assert "refused" in refused.lower()
     assert json.loads(count) == 0
+
+
+def test_idle_tcp_ipc_clients_do_not_lock_out_node_sock_or_a_real_tcp_client(node) -> None:
+    """The attack (issue 11, item 5): 20 TCP connections to the node's IPC port that never log
+    in, more than -ipcmaxconnections. A node.sock client is served at once (each listener has
+    its own places), the idle ones are closed at the handshake deadline, and then a client with
+    the password gets in; 3000 wrong logins on one connection are cut off after 3."""
+    import asyncio
+    import json
+    import socket as sockets
+
+    import capnp
+
+    from cleancoin.components.chain_interface import RpcRequest
+    from cleancoin.components.ipc import schema
+    from cleancoin.components.ipc.address import parse
+    from cleancoin.components.ipc.auth import parse_ipcauth
+    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.ipc.transport import connect
+
+    port = free_port()
+    n = node("-ipcbind=unix", f"-ipcbind=tcp:127.0.0.1:{port}", "-ipcauth=gui:correct-horse",
+             "-ipchandshaketimeout=1", "-disablewallet")
+    n.start()
+    me = Peer("test-gui", os.getpid())
+
+    async def block_count(address: str, credentials=None) -> int:
+        connection = await connect(parse(address, str(n.netdatadir / "node.sock")), me, False, credentials)
+        try:
+            front = await connection.init.make_node()
+            return json.loads((await front.execute_rpc(RpcRequest("getblockcount", "[]", None))).result)
+        finally:
+            connection.close()
+
+    async def guess_3000() -> int:
+        stream = await capnp.AsyncIoStream.create_connection("127.0.0.1", port)
+        client = capnp.TwoPartyClient(stream)
+        auth_cap = client.bootstrap().cast_as(schema.load("auth").Auth)
+        answered = 0
+        try:
+            for guess in range(3000):
+                try:
+                    await auth_cap.login(user="gui", password=f"guess-{guess}")
+                except capnp.KjException as exc:
+                    if exc.type == "DISCONNECTED":
+                        return answered
+                    answered += 1
+        finally:
+            client.close()
+            stream.close()
+        return answered
+
+    idle = [sockets.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    try:
+        started = time.monotonic()
+        assert asyncio.run(capnp.run(block_count("unix"))) == 0
+        assert time.monotonic() - started < 1.0
+        for s in idle:                            # closed by the node at the deadline
+            s.settimeout(5)
+            try:
+                assert s.recv(100) == b""
+            except ConnectionResetError:
+                pass
+    finally:
+        for s in idle:
+            s.close()
+    assert asyncio.run(capnp.run(block_count(f"tcp:127.0.0.1:{port}", parse_ipcauth("gui:correct-horse")))) == 0
+    assert asyncio.run(capnp.run(asyncio.wait_for(guess_3000(), 20))) == 3
+    log = n.debug_log()
+    assert "-ipcmaxconnections=16 reached" in log
+    assert "no login within the handshake deadline (1 s)" in log
+    assert "3 failed logins: closing the connection" in log
+    assert "correct-horse" not in log and "guess-" not in log

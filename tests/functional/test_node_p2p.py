@@ -98,3 +98,62 @@ def test_malformed_p2p_bytes_leave_the_node_running(nodes) -> None:
     assert a.rpc.getblockcount() == 0
     a.rpc.generatetoaddress(1, TEST_ADDRESS)
     assert a.rpc.getblockcount() == 1
+
+
+def test_idle_inbound_flood_cannot_eclipse_the_node(nodes) -> None:
+    """The eclipse attempt (issue 11, item 7) against a real node: 125 peers connect in,
+    complete the handshake and then do nothing. They get the inbound slots only (115 of
+    -maxconnections=125); the node still makes an outbound connection, and an honest node that
+    connects in afterwards gets in by eviction of an idle one."""
+    import asyncio
+    import random
+
+    from cleancoin.components.node.p2p import messages as m
+
+    a, out_peer, newcomer = nodes(3)
+    a.start()
+    out_peer.start()
+
+    async def idle_peer(index: int, held: list[asyncio.StreamWriter]) -> bool:
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", a.p2p_port, local_addr=(f"127.0.{1 + index // 100}.{1 + index % 100}", 0))
+        except OSError:
+            return False
+        held.append(writer)
+        try:
+            writer.write(m.serialize_message(REGTEST.magic, m.Version(
+                m.PROTOCOL_VERSION, m.NODE_NETWORK, int(time.time()), random.getrandbits(64), "/idle/", 0, True)))
+            seen: set[str] = set()
+            while not {"version", "verack"} <= seen:
+                header = await asyncio.wait_for(reader.readexactly(m.HEADER_SIZE), 10)
+                body = await reader.readexactly(m.parse_header(header, REGTEST.magic).length)
+                seen.add(m.decode_message(REGTEST.magic, header + body).command)
+            writer.write(m.serialize_message(REGTEST.magic, m.Verack()))
+            await writer.drain()
+            return True
+        except (OSError, asyncio.IncompleteReadError, TimeoutError):
+            return False                       # refused, or evicted by a later one of the flood
+
+    async def flood() -> tuple[int, int, int]:
+        held: list[asyncio.StreamWriter] = []
+        handshaken = [await idle_peer(i, held) for i in range(125)]
+        await asyncio.sleep(0.5)
+        info = await asyncio.to_thread(a.rpc.getnetworkinfo)
+        # While the idle peers hold their slots: an outbound connection and an inbound newcomer.
+        await asyncio.to_thread(a.rpc.addnode, out_peer.p2p_addr, "onetry")
+        await asyncio.to_thread(newcomer.start, [f"-connect={a.p2p_addr}"])
+        await asyncio.to_thread(wait_until, lambda: any(p["version"] for p in newcomer.rpc.getpeerinfo()),
+                                20, 0.05, "the newcomer's handshake")
+        await asyncio.to_thread(wait_until, lambda: any(not p["inbound"] and p["version"]
+                                                        for p in a.rpc.getpeerinfo()), 20, 0.05, "outbound")
+        after = await asyncio.to_thread(a.rpc.getnetworkinfo)
+        for w in held:
+            w.transport.abort()
+        return sum(handshaken), info["connections_in"], after["connections_in"]
+
+    handshaken, inbound_during, inbound_after = asyncio.run(flood())
+    assert handshaken >= 115
+    assert inbound_during == 115 and inbound_after <= 115
+    assert a.rpc.getnetworkinfo()["connections_out"] == 1
+    assert "evicting peer=" in a.debug_log()

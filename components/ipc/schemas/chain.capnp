@@ -90,5 +90,6 @@ interface Chain {
   handleNotifications @8 (notifications :ChainNotifications) -> (handler :Handler);
   registerRpc @9 (methods :List(RpcMethodInfo), handler :RpcHandler) -> (registration :Handler);
   # Serve these JSON-RPC methods on the node by forwarding their calls to `handler`, until
-  # the registration is disconnected or the connection is lost.
+  # the registration is disconnected or the connection is lost. Only the node's own wallet
+  # process may (docs/multiprocess.md, "Who may serve wallet methods"); others fail.
 }

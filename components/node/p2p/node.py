@@ -9,8 +9,16 @@ Connections
     are kept connected: each has a task that dials, waits for the connection to end, and
     dials again after `reconnect_interval`. There is no address relay and no automatic peer
     selection, so -connect and -addnode differ only in the listening default.
-    `max_connections` bounds inbound plus outbound; an inbound connection over the limit is
-    closed at once (no eviction of existing peers, unlike Bitcoin).
+
+Slots (bitcoind's division of -maxconnections)
+    `max_connections` is shared as bitcoind shares it: up to 8 full-relay and 2
+    block-relay-only outbound slots (`max_outbound`, 10) are kept apart, and inbound peers get
+    the rest (`max_inbound`, 115 of 125). Outbound connections here are all manual (-connect,
+    -addnode, addnode onetry; there is no automatic outbound) and use the outbound slots;
+    inbound peers can never take them. An inbound connection that finds the inbound slots
+    full evicts the inbound peer the node can best spare (eviction.py: bitcoind's
+    SelectNodeToEvict, which protects useful and hard-to-imitate peers and drops the youngest
+    of the most crowded network group), or is closed at once when every one is protected.
 
 Handshake
     The dialling side sends `version`; the listening side answers `version` + `verack`; the
@@ -72,6 +80,7 @@ from .messages import (
     BlockMessage, GetBlocks, GetData, Inv, InvItem, Message, NotFound, Ping, Pong, ProtocolError,
     TxMessage, Verack, Version,
 )
+from .eviction import Candidate, netgroup, select_peer_to_evict
 from .peer import Peer, format_addr, normalize_ip
 from .protocols import ChainAccess, MempoolAccess
 
@@ -94,6 +103,9 @@ MAX_BLOCKS_IN_FLIGHT: int = 1000
 _MAX_TX_REQUESTS: int = 100_000
 #: Seconds between IBD progress lines.
 _PROGRESS_INTERVAL: float = 5.0
+#: bitcoind's outbound slots, kept apart from inbound ones within -maxconnections.
+MAX_OUTBOUND_FULL_RELAY: int = 8
+MAX_BLOCK_RELAY_ONLY: int = 2
 
 
 class P2PError(Exception):
@@ -200,6 +212,10 @@ class P2PNode:
         self.bind = bind
         self.requested_port = self.params.default_port if port is None else port
         self.max_connections = max(0, max_connections)
+        full_relay = min(MAX_OUTBOUND_FULL_RELAY, self.max_connections)
+        self.max_outbound = full_relay + min(MAX_BLOCK_RELAY_ONLY, self.max_connections - full_relay)
+        self.max_inbound = self.max_connections - self.max_outbound
+        self._eviction_key = secrets.token_bytes(16)     # keyed network-group protection
         self.ban_time = ban_time
         if len(user_agent.encode("utf-8")) > MAX_USER_AGENT:
             raise ValueError(f"user agent longer than {MAX_USER_AGENT} bytes")
@@ -298,6 +314,15 @@ class P2PNode:
         """Open connections, inbound and outbound (getconnectioncount)."""
         return len(self._peers)
 
+    @property
+    def inbound_count(self) -> int:
+        return sum(1 for p in self._peers.values() if p.inbound)
+
+    @property
+    def outbound_count(self) -> int:
+        """Outbound connections, those being dialled included."""
+        return sum(1 for p in self._peers.values() if not p.inbound) + len(self._pending_dials)
+
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
@@ -319,8 +344,8 @@ class P2PNode:
             refuse = "shutting down"
         elif self.is_banned(host):
             refuse = "banned"
-        elif len(self._peers) >= self.max_connections:
-            refuse = f"connection limit ({self.max_connections}) reached"
+        elif self.inbound_count >= self.max_inbound and not self._evict_inbound(format_addr(host, peername[1])):
+            refuse = f"inbound slots full ({self.max_inbound}) and no peer to evict"
         if refuse:
             log.debug("refusing inbound connection from %s: %s", format_addr(host, peername[1]), refuse)
             writer.transport.abort()
@@ -341,6 +366,22 @@ class P2PNode:
         log.debug("%s connection peer=%d %s", "inbound" if inbound else "outbound", peer.id, peer.addr)
         return peer
 
+    def _evict_inbound(self, newcomer: str) -> bool:
+        """Make room for an inbound newcomer by dropping the inbound peer to spare; False when
+        every inbound peer is protected (or there is none)."""
+        candidates = [Candidate(p.id, p.connected_at, p.min_ping, p.last_block_time, p.last_tx_time, p.relay,
+                                netgroup(p.host))
+                      for p in self._peers.values() if p.inbound and not p.closed]
+        victim_id = select_peer_to_evict(candidates, self._eviction_key)
+        if victim_id is None:
+            return False
+        victim = self._peers[victim_id]
+        log.info("inbound slots full (%d): evicting peer=%d %s for %s", self.max_inbound, victim.id,
+                 victim.addr, newcomer)
+        victim.close("evicted")
+        self._forget_peer(victim)
+        return True
+
     def _connected_to(self, target: str) -> bool:
         return target in self._pending_dials or any(p.target == target for p in self._peers.values())
 
@@ -348,8 +389,8 @@ class P2PNode:
         """Connect to `target`, register the peer and send our version; None on failure."""
         if self._connected_to(target):
             return None
-        if len(self._peers) >= self.max_connections:
-            log.debug("not connecting to %s: connection limit reached", target)
+        if self.outbound_count >= self.max_outbound:
+            log.info("not connecting to %s: outbound slots full (%d)", target, self.max_outbound)
             return None
         host, port = parse_host_port(target, self.params.default_port)
         self._pending_dials.add(target)
@@ -365,7 +406,7 @@ class P2PNode:
                 log.info("not connecting to %s: banned", target)
                 writer.transport.abort()
                 return None
-            if not self._running or len(self._peers) >= self.max_connections:
+            if not self._running or self.outbound_count > self.max_outbound:   # ours is still pending
                 writer.transport.abort()
                 return None
         finally:
@@ -828,7 +869,7 @@ class P2PNode:
             del self._blocks_requested[h]
         old_tip = self.chain.tip.hash
         try:
-            self.chain.accept_block(block)
+            result = self.chain.accept_block(block)
         except ValidationError as e:
             if e.reason == "prev-blk-not-found":
                 log.debug("peer=%d: block %s has an unknown parent; asking for the chain",
@@ -840,6 +881,8 @@ class P2PNode:
                 self.misbehaving(peer, BAN_THRESHOLD, f"invalid block {block.hash_hex}: {e.reason}")
                 return
         else:
+            if not getattr(result, "already_have", False):
+                peer.last_block_time = loop_now        # a new block: this peer is useful (eviction)
             idx = self.chain.get_index(h)
             if idx is not None:
                 peer.synced_blocks = max(peer.synced_blocks, idx.height)
@@ -994,6 +1037,7 @@ class P2PNode:
             self._reject_tx(txid)
             return
         log.debug("peer=%d: accepted tx %s", peer.id, tx.txid_hex)
+        peer.last_tx_time = asyncio.get_running_loop().time()     # a new transaction (eviction)
         self.announce_tx(txid)
 
     # ================================================================== maintenance

@@ -171,6 +171,10 @@ class Peer:
         self.sync_continue_from: bytes | None = None
         #: This peer told us it has nothing more (answered getblocks with an empty inv).
         self.sync_exhausted: bool = False
+        #: Loop time of the last block / transaction it sent that was new to us (0: none):
+        #: eviction protects peers that are useful.
+        self.last_block_time: float = 0.0
+        self.last_tx_time: float = 0.0
 
         # --- sending
         self.getdata_queue: deque[InvItem] = deque()

@@ -1,0 +1,108 @@
+"""The pid namespace step's processes: a waiter outside, PID 1 inside, and the component.
+
+unshare(CLONE_NEWPID) moves only the caller's future children into the new namespace, so the
+launched child forks twice: its first child is PID 1 of the namespace (a small init that
+reaps every orphan and forwards termination signals to the component), and PID 1's child is
+the component, which goes on with the remaining steps. The first process stays outside as the
+one the launcher waits for and ends exactly as the component ended (same status, same signal).
+
+Both waiting processes are forks of the launcher's code, in the namespaces but not under
+Landlock or seccomp; once their set-up is done they give up every capability (they hold all of
+them in the component's user namespace), set no_new_privs and stop being dumpable, and keep
+no descriptor but their status pipe: the launcher learns that the component is gone from the
+end of file on the component's sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+
+from . import capabilities, descriptors, syscalls
+from .control import EXIT_SETUP_FAILED
+from .errors import EnforcementError
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+              signal.SIGUSR2)
+
+
+def split() -> None:
+    """Fork PID 1 and the component; returns only in the component."""
+    status_in, status_out = os.pipe()
+    init = os.fork()
+    if init:
+        os.close(status_out)
+        _retire({status_in})
+        _wait_forwarding(init, status_in=status_in)
+    os.close(status_in)
+    _die_with_parent_quietly()
+    component = os.fork()
+    if component:
+        _retire({status_out})
+        _wait_forwarding(component, status_out=status_out)
+    os.close(status_out)
+    _die_with_parent_quietly()
+
+
+def _retire(keep: set[int]) -> None:
+    descriptors.keep_only({0, 1, 2} | keep)
+    try:
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+    except OSError as exc:
+        raise EnforcementError("pid namespace", f"a waiting process: {exc.strerror}") from None
+    capabilities.drop(())
+
+
+def _die_with_parent_quietly() -> None:
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def run_init(child: int) -> int:
+    """PID 1 of a pid namespace: reap every child, forward signals to the component.
+
+    Returns the wait status of `child`, the component; when it is gone the namespace ends and
+    the kernel kills whatever is left in it.
+    """
+    for sig in _FORWARDED:
+        signal.signal(sig, lambda signum, _frame: os.kill(child, signum))
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 0
+        if pid == child:
+            return status
+
+
+def _wait_forwarding(child: int, status_out: int | None = None, status_in: int | None = None) -> None:
+    """Wait for `child` while passing termination signals on, then end as it ended. Never returns.
+
+    PID 1 of a pid namespace cannot kill itself with a signal (the kernel ignores signals to
+    an init from inside its namespace), so it sends the component's exact wait status up a
+    pipe (`status_out`) to the waiter outside, which reads it (`status_in`) and re-raises.
+    """
+    status = run_init(child)
+    if status_out is not None:
+        os.write(status_out, status.to_bytes(4, "little"))
+        os._exit(0)
+    if status_in is not None:
+        data = os.read(status_in, 4)
+        if len(data) == 4:
+            status = int.from_bytes(data, "little")
+    exit_like(status)
+
+
+def exit_like(status: int) -> None:
+    """End this process the way the component ended: same signal or same exit status."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        # This process is a fork of the launcher: dying by SIGSYS or SIGSEGV must not write a
+        # core file of the launcher's memory.
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):     # these two take no disposition
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else EXIT_SETUP_FAILED)

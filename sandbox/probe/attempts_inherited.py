@@ -1,0 +1,331 @@
+"""Attempts on what a sandbox could inherit or have redirected: descriptors opened before it
+went up, a terminal, its launcher's memory, a named unix socket outside its grants, and a
+grant path swapped for a symlink between two launches.
+
+Most run inside like every other attempt. Three need the parent to set the scene in a way a
+careless launcher would, so they run in the parent (`PARENT_RUNS`): descriptors left open
+across the launch and across a self-restriction, a terminal left open, and a grant swapped
+by one launch before the next.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import os
+import socket
+import stat
+import termios
+from collections.abc import Callable, Mapping
+
+from .. import launcher, steps, syscalls
+from .judge import _Judge, _Why
+from .kernel_abi import _errname, _libc
+from .runner import Outcome, _Ctx, _interpret, _ok, _Out
+from .targets import _Targets
+
+_MAX_FD = 4096
+
+
+# inside -----------------------------------------------------------------------------------
+
+def _walk_out(targets: _Targets) -> list[str]:
+    """Every open descriptor tried as a directory to walk from to the outside canary."""
+    found = []
+    relative = [os.path.relpath(targets.canary, base) for base in ("/", targets.outside_dir)]
+    for fd in range(3, _MAX_FD):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        for rel in relative:
+            try:
+                handle = os.open(rel, os.O_RDONLY | os.O_CLOEXEC, dir_fd=fd)
+            except OSError:
+                continue
+            try:
+                if os.read(handle, 4096) == targets.secret:
+                    found.append(f"fd {fd} leads to the canary ({rel})")
+            finally:
+                os.close(handle)
+    return found
+
+
+def _run_fd_walk(ctx: _Ctx, out: _Out) -> Outcome:
+    found = _walk_out(ctx.targets)
+    if found:
+        return _ok("; ".join(found[:3]))
+    return "denied", "no open descriptor leads outside (descriptor allowlist)"
+
+
+def _run_named_socket(ctx: _Ctx, out: _Out) -> Outcome:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(3)
+    try:
+        sock.connect(ctx.targets.unix_socket)
+    except OSError as exc:
+        return ctx.denied(exc, ENOENT="not in the sandbox's filesystem view",
+                          EACCES="landlock", ECONNREFUSED="kernel: nobody listens there")
+    finally:
+        sock.close()
+    return _ok(f"connected to {ctx.targets.unix_socket}")
+
+
+def _run_launcher_memory(ctx: _Ctx, out: _Out) -> Outcome:
+    """Is the launcher's secret at the address where the launcher holds it? write(2) from an
+    unmapped address fails with EFAULT instead of crashing, so this is safe to ask."""
+    r, w = os.pipe()
+    try:
+        size = 32
+        ctypes.set_errno(0)
+        written = _libc.write(w, ctypes.c_void_p(ctx.targets.memory_addr), ctypes.c_size_t(size))
+        if written != size:
+            err = ctypes.get_errno()
+            return "denied", f"{_errname(err)}: nothing mapped at the launcher's address (a fresh process)"
+        data = os.read(r, size)
+    finally:
+        os.close(r)
+        os.close(w)
+    if hashlib.sha256(data).hexdigest() == ctx.targets.memory_hash:
+        return _ok("the launcher's secret is in this process's memory, at the launcher's address")
+    return "denied", "the address holds something else (not a copy of the launcher's memory)"
+
+
+def _terminal_ops(fd: int) -> list[str]:
+    done = []
+    try:
+        attrs = termios.tcgetattr(fd)
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        done.append(f"changed fd {fd}'s terminal modes (TCSETS)")
+    except (OSError, termios.error):
+        pass
+    try:
+        fcntl.ioctl(fd, termios.TIOCSTI, b"#")
+        done.append(f"pushed input into fd {fd}'s terminal (TIOCSTI)")
+    except OSError:
+        pass
+    try:
+        os.set_blocking(fd, False)
+        if os.read(fd, 64):
+            done.append(f"read what was typed on fd {fd}'s terminal")
+    except OSError:
+        pass
+    return done
+
+
+def _run_terminal(ctx: _Ctx, out: _Out) -> Outcome:
+    ttys = []
+    for fd in range(0, _MAX_FD):
+        try:
+            if stat.S_ISCHR(os.fstat(fd).st_mode) and os.isatty(fd):
+                ttys.append(fd)
+        except OSError:
+            continue
+    if not ttys:
+        return "denied", "no terminal descriptor reached the sandbox"
+    out.note(f"terminal descriptors: {ttys}")
+    done = [op for fd in ttys for op in _terminal_ops(fd)]
+    if done:
+        return _ok("; ".join(done))
+    return "denied", f"terminal descriptors {ttys} are open, but nothing could be done with them"
+
+
+# run by the parent --------------------------------------------------------------------------
+
+def _attempt_child(run: Callable[[_Out], Outcome]) -> Callable[[int], int]:
+    """A target that runs `run` and writes its notes and result as the battery's JSON lines."""
+    def target(control_fd: int) -> int:
+        out = _Out(control_fd)
+        try:
+            out.result(*run(out))
+        except BaseException as exc:  # noqa: BLE001
+            out.result("error", f"{type(exc).__name__}: {exc}")
+        return 0
+    return target
+
+
+def _spawned_outcome(child: launcher.SandboxedProcess, timeout: float) -> Outcome:
+    import select
+    fd = child.control.fileno()
+    data = b""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    timed_out = not ready
+    while ready:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+        ready, _, _ = select.select([fd], [], [], timeout)
+    if timed_out:
+        child.kill()
+    return _interpret(data, child.wait(), timed_out, timeout)
+
+
+def _run_fd_inherited(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """A launcher that leaves descriptors open (no CLOEXEC) to / and to the outside
+    directory when it starts the sandbox."""
+    leaked = [os.open("/", os.O_PATH), os.open(t.outside_dir, os.O_PATH)]
+    try:
+        for fd in leaked:
+            os.set_inheritable(fd, True)
+        child = launcher.spawn(judge.plan, target=_attempt_child(lambda out: _run_fd_walk(_Ctx(t), out)),
+                               relay=False)
+    except launcher.SpawnError as exc:
+        return "error", f"the sandbox did not start: {exc}"
+    finally:
+        for fd in leaked:
+            os.close(fd)
+    return _spawned_outcome(child, timeout)
+
+
+def _run_fd_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """A running process with descriptors to / and the outside directory open (as pycapnp's
+    schema loader leaves them) restricts itself with the policy, then walks out from them."""
+    plan = judge.plan
+    # An unconfined child that then confines itself (restrict_self's own steps), keeping
+    # only its result pipe.
+    read_end, write_end = os.pipe()
+
+    def self_target(control_fd: int) -> int:
+        out = _Out(write_end)
+        try:
+            held = [os.open("/", os.O_PATH), os.open(t.outside_dir, os.O_PATH)]
+            ctx = steps.Context(plan, steps.Entry.SELF, {write_end})
+            steps.run(ctx)
+            found = _walk_out(t)
+            del held
+            out.result(*(_ok("; ".join(found[:3])) if found else
+                         ("denied", "no descriptor opened before the restriction leads outside "
+                                    "(they point at /dev/null)")))
+        except BaseException as exc:  # noqa: BLE001
+            out.result("error", f"{type(exc).__name__}: {exc}")
+        return 0
+
+    child = launcher.spawn(None, target=self_target, pass_fds=[write_end])
+    os.close(write_end)
+    import select
+    data = b""
+    while True:
+        ready, _, _ = select.select([read_end], [], [], timeout)
+        if not ready:
+            child.kill()
+            os.close(read_end)
+            return _interpret(data, child.wait(), True, timeout)
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(read_end)
+    return _interpret(data, child.wait(), False, timeout)
+
+
+def _run_terminal_left_open(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """A launcher with a terminal open (not CLOEXEC) when it starts the sandbox."""
+    master, slave = os.openpty()
+    try:
+        os.set_inheritable(slave, True)
+        os.write(master, b"typed by the user\n")
+        child = launcher.spawn(judge.plan, target=_attempt_child(lambda out: _run_terminal(_Ctx(t), out)),
+                               relay=False)
+        return _spawned_outcome(child, timeout)
+    except launcher.SpawnError as exc:
+        return "error", f"the sandbox did not start: {exc}"
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+def _run_symlink_swap(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """Launch 1 swaps a directory it may write (a grant of its own, inside another) for a
+    symlink to /; launch 2 (with the plan made before, as a zygote restarts a component) and a
+    fresh plan (as a restarted node makes one) must not follow it."""
+    assert t.writable_dir is not None
+    sub = os.path.join(t.writable_dir, f".cleancoin-probe-{t.token}-grant")
+    os.mkdir(sub, 0o700)
+    try:
+        try:
+            plan = plan_of(sub)
+        except Exception as exc:  # noqa: BLE001
+            return "error", f"cannot plan the extra grant {sub}: {exc}"
+
+        def swap(out: _Out) -> Outcome:
+            try:
+                os.rmdir(sub)
+                os.symlink("/", sub)
+            except OSError as exc:
+                return "denied", f"could not swap {sub}: {_errname(exc.errno or 0)}"
+            return "allowed", f"swapped {sub} for a symlink to /"
+
+        first = _spawned_outcome(launcher.spawn(plan, target=_attempt_child(swap), relay=False), timeout)
+        if first[0] != "allowed":
+            return first
+        through = os.path.join(sub, os.path.relpath(t.canary, "/"))
+
+        def read_through(out: _Out) -> Outcome:
+            try:
+                with open(through, "rb") as handle:
+                    data = handle.read(4096)
+            except OSError as exc:
+                return "denied", f"reading through the swapped grant: {_errname(exc.errno or 0)}"
+            return (_ok(f"read the canary through the swapped grant {sub}") if data == t.secret
+                    else ("denied", "read something else"))
+
+        notes = [first[1]]
+        try:
+            second = _spawned_outcome(launcher.spawn(plan, target=_attempt_child(read_through),
+                                                     relay=False), timeout)
+        except launcher.SpawnError as exc:
+            second = ("denied", f"relaunch with the old plan refused: {exc.reason}")
+        if second[0] == "allowed":
+            return second[0], "; ".join([*notes, second[1]])
+        notes.append(second[1])
+        try:
+            fresh = plan_of(sub)
+        except Exception as exc:  # noqa: BLE001
+            notes.append(f"a fresh plan refused: {exc}")
+            return "denied", "; ".join(notes)
+        third = _spawned_outcome(launcher.spawn(fresh, target=_attempt_child(read_through), relay=False), timeout)
+        notes.append(third[1])
+        return third[0], "; ".join(notes)
+    finally:
+        if os.path.islink(sub):
+            os.unlink(sub)
+        elif os.path.isdir(sub):
+            os.rmdir(sub)
+
+
+# expectations ------------------------------------------------------------------------------
+
+def _exp_never(reason: str) -> Callable[[_Judge, _Targets], _Why]:
+    return lambda j, t: _Why().need(False, reason)
+
+
+def _exp_named_socket(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "socket", {0: socket.AF_UNIX, 1: socket.SOCK_STREAM})
+    j.sc(w, "connect")
+    # Landlock (ABI <= 7) has no rule for connect(2) to a named socket: only the view can.
+    return w.need(j.visible(t.unix_socket), f"view: {t.unix_socket} is not in the sandbox's "
+                                            "filesystem view")
+
+
+def _exp_terminal(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    inherited = j.plan.stdio == "inherit" and bool(j.host.ttys)
+    w.need(inherited, "descriptors and stdio: no terminal reaches the sandbox (only the "
+                      "allowlist survives, stdio is /dev/null and pipes)")
+    return j.sc(w, "ioctl", {1: syscalls.TCSETS})
+
+
+def _exp_fd_self(j: _Judge, t: _Targets) -> _Why:
+    return _Why().need(False, "descriptors: those not on the list point at /dev/null after "
+                              "restrict_self")
+
+
+PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], float], Outcome]] = {
+    "fd-inherited": _run_fd_inherited,
+    "fd-before-self-restriction": _run_fd_self,
+    "terminal-left-open": _run_terminal_left_open,
+    "grant-symlink-swap": _run_symlink_swap,
+}

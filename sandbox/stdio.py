@@ -1,0 +1,140 @@
+"""Descriptors 0, 1 and 2 of a sandboxed process, and the relay of its output.
+
+A component that keeps the user's terminal on its standard descriptors can read keystrokes,
+change the terminal's modes and write escape sequences to it (and push input where TIOCSTI
+works). So by default (`process.stdio = "pipe"`) a launched child gets /dev/null as stdin and
+two pipes as stdout and stderr; the launcher reads them and passes the text on, with control
+characters made visible when it goes to a terminal (or always, for components). "null" gives
+/dev/null on all three; "inherit" keeps the launcher's (a dangerous choice: needs a reason).
+A process that restricts itself has nobody to relay its output: it keeps fds 1 and 2 and
+gives up stdin.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+
+_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def sanitize(data: bytes) -> bytes:
+    """Control characters (escape sequences above all) shown as \\xNN; newlines and tabs kept."""
+    return _CONTROL.sub(lambda m: b"\\x%02x" % m.group(0)[0], data)
+
+
+@dataclass(frozen=True)
+class Pipes:
+    """The two output pipes of a child: read ends for the launcher, write ends for the child."""
+
+    stdout_r: int
+    stdout_w: int
+    stderr_r: int
+    stderr_w: int
+
+    @classmethod
+    def make(cls) -> "Pipes":
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        return cls(out_r, out_w, err_r, err_w)
+
+    def close_child_ends(self) -> None:
+        os.close(self.stdout_w)
+        os.close(self.stderr_w)
+
+    def close_parent_ends(self) -> None:
+        os.close(self.stdout_r)
+        os.close(self.stderr_r)
+
+
+def apply(mode: str, devnull: int, pipes: Pipes | None, launched: bool) -> str:
+    """Put the policy's descriptors on 0, 1 and 2; returns a note for the report."""
+    if mode == "inherit":
+        return "stdio inherited from the launcher"
+    os.dup2(devnull, 0)
+    if not launched:
+        return "stdin is /dev/null; stdout and stderr kept (a running process has no relay)"
+    if mode == "pipe" and pipes is not None:
+        os.dup2(pipes.stdout_w, 1)
+        os.dup2(pipes.stderr_w, 2)
+        return "stdin is /dev/null; stdout and stderr go through pipes to the launcher"
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    return "stdin, stdout and stderr are /dev/null"
+
+
+class Relay:
+    """Copies a child's output pipes to this process's stdout and stderr until end of file.
+
+    `raw` passes bytes unchanged unless the destination is a terminal; otherwise control
+    characters are always made visible. Runs in a thread (`start`) or is driven by the
+    caller's own event loop (`pump(fd)` when `fd` is readable).
+    """
+
+    def __init__(self, pipes: Pipes, *, raw: bool = False, prefix: bytes = b"") -> None:
+        self.pipes = pipes
+        self.raw = raw
+        self.prefix = prefix
+        self._targets = {pipes.stdout_r: 1, pipes.stderr_r: 2}
+        self._partial: dict[int, bytes] = {}
+        self._thread: threading.Thread | None = None
+
+    def fds(self) -> list[int]:
+        return list(self._targets)
+
+    def pump(self, fd: int) -> bool:
+        """Move what `fd` holds on; False at end of file (the descriptor is then closed)."""
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            data = b""
+        target = self._targets[fd]
+        if not data:
+            rest = self._partial.pop(fd, b"")
+            if rest:
+                self._write(target, rest + b"\n")
+            os.close(fd)
+            return False
+        if self.prefix:
+            data = self._partial.pop(fd, b"") + data
+            lines, _, rest = data.rpartition(b"\n")
+            if rest:
+                self._partial[fd] = rest
+            if not lines and not _:
+                return True
+            data = b"".join(self.prefix + line + b"\n" for line in lines.split(b"\n"))
+        self._write(target, data)
+        return True
+
+    def _write(self, target: int, data: bytes) -> None:
+        if not self.raw or os.isatty(target):
+            data = sanitize(data)
+        try:
+            while data:
+                data = data[os.write(target, data):]
+        except OSError:
+            pass    # our own output is gone: the child's output has nowhere to go
+
+    def start(self) -> None:
+        """Relay in a daemon thread until both pipes end."""
+        self._thread = threading.Thread(target=self._run, name="sandbox-output", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = 10) -> None:
+        """Wait until everything the child wrote has been passed on (after it ended)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        import selectors
+        with selectors.DefaultSelector() as sel:
+            for fd in self.fds():
+                sel.register(fd, selectors.EVENT_READ)
+            open_fds = len(self._targets)
+            while open_fds:
+                for key, _ in sel.select():
+                    if not self.pump(key.fd):
+                        sel.unregister(key.fd)
+                        open_fds -= 1

@@ -1,0 +1,316 @@
+"""Every step of entering a sandbox, in one ordered list (bubblewrap's main(), nsjail's
+containProc()), and the one runner that carries them out.
+
+There are two ways in, and both run this list: a fresh fork made by the launcher
+(`Entry.LAUNCH`: `CleanCoin-sandbox run` and `probe`, and every component the zygote starts),
+and a running process that restricts itself (`Entry.SELF`: CleanCoin-node, a standalone
+wallet). A step that makes no sense for one of them (a new session for a running process)
+says so in its `applies` and is reported as not applicable, never silently dropped.
+
+The runner times each step, turns a step's failure into `EnforcementError(step, reason)`,
+and applies the policy's compatibility level in one place: a step raises `Lacking` when the
+kernel lacks what it needs, or returns what it could not do in `Done.missing`; at level hard
+either stops the entry, at soft the mechanism must have done something, at best_effort
+anything goes. The report is then built from what actually happened (`report.build`).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import capabilities, descriptors, landlock, namespaces, pidns, rlimits, rootfs, seccomp, stdio, syscalls
+from .errors import EnforcementError
+from .mechanisms import PROCESS
+from .plan import Plan
+
+
+class Entry(enum.Enum):
+    LAUNCH = "launch"     # a fresh fork made by the launcher
+    SELF = "self"         # a running process restricting itself
+
+
+@dataclass
+class Outcome:
+    """What one step did."""
+
+    step: str
+    mechanism: str
+    status: str                  # applied, partial, lacking (tolerated), skipped (not applicable)
+    detail: str = ""
+    missing: list[str] = field(default_factory=list)
+    duration_us: int = 0
+
+
+@dataclass
+class Done:
+    """A step's result: a note for the report, and what it could not do (if anything)."""
+
+    detail: str = ""
+    missing: list[str] = field(default_factory=list)
+    applied_nothing: bool = False
+
+
+class Lacking(Exception):
+    """The kernel lacks what the step needs; the policy's level decides whether that is fatal."""
+
+
+@dataclass
+class Context:
+    """The state the steps share, in the process that runs them (it forks along)."""
+
+    plan: Plan
+    entry: Entry
+    keep_fds: set[int]                 # besides the plan's fds: IPC, control socket, ...
+    parent_pid: int = 0
+    pipes: stdio.Pipes | None = None   # LAUNCH with stdio "pipe"
+    devnull: int = -1
+    namespaces: list[str] = field(default_factory=list)     # entered
+    env: dict[str, str] = field(default_factory=dict)       # LAUNCH: for exec or the target
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    mechanism: str
+    run: Callable[[Context], Done | None]
+    applies: Callable[[Context], bool] = lambda ctx: True
+    # Why a step that does not apply is left out, for the report ("" : say nothing).
+    not_applicable: str = ""
+
+
+def _launched(ctx: Context) -> bool:
+    return ctx.entry is Entry.LAUNCH
+
+
+# ---------------------------------------------------------------------------- the steps
+# Each function does one thing; the list at the end is the order, with the reasons.
+
+def _default_signals(ctx: Context) -> Done:
+    # An ignored signal survives fork and exec (the zygote ignores SIGINT). SIGPIPE stays as
+    # it is: Python ignores it and reports EPIPE, which a Python target relies on.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    return Done()
+
+
+def _die_with_parent(ctx: Context) -> Done:
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != ctx.parent_pid:   # the parent died between fork and prctl
+        raise EnforcementError("die-with-parent", "the launcher is gone")
+    return Done()
+
+
+def _new_session(ctx: Context) -> Done:
+    os.setsid()
+    return Done("new session: no controlling terminal")
+
+
+def _stdio(ctx: Context) -> Done:
+    ctx.devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    return Done(stdio.apply(ctx.plan.stdio, ctx.devnull, ctx.pipes, _launched(ctx)))
+
+
+def _single_thread(ctx: Context) -> Done:
+    # unshare(CLONE_NEWUSER) refuses a multi-threaded caller, and Landlock (before ABI 8)
+    # restricts only the calling thread: a thread started earlier would escape both.
+    try:
+        threads = os.listdir("/proc/self/task")
+    except OSError as exc:
+        raise EnforcementError("single-thread check", f"cannot list /proc/self/task: {exc.strerror}") from None
+    if len(threads) != 1:
+        raise EnforcementError("single-thread check",
+                               f"{len(threads)} threads are running; a thread started before the "
+                               "sandbox would escape Landlock")
+    return Done()
+
+
+def _namespaces(ctx: Context) -> Done:
+    wanted = [n for n in namespaces.FLAGS if n in ctx.plan.namespaces]
+    entered, first_error = namespaces.enter(wanted, ctx.plan.level("namespaces"))
+    ctx.namespaces = entered
+    missing = [f"{n} namespace ({first_error})" for n in wanted if n not in entered]
+    return Done(f"entered: {', '.join(entered) or 'none'}", missing, applied_nothing=not entered)
+
+
+def _id_maps(ctx: Context) -> Done:
+    namespaces.write_id_maps(ctx.plan.uid, ctx.plan.gid)
+    return Done(f"uid {ctx.plan.uid} and gid {ctx.plan.gid} mapped to themselves")
+
+
+def _pid_namespace(ctx: Context) -> Done:
+    pidns.split()       # returns in the component only
+    return Done("PID 1 is a small init; the component runs below it")
+
+
+def _private_mounts(ctx: Context) -> Done:
+    namespaces.make_mounts_private()
+    return Done()
+
+
+def _filesystem_view(ctx: Context) -> Done:
+    notes = rootfs.build(ctx.plan.mounts, fresh_proc="pid" in ctx.namespaces and _launched(ctx))
+    return Done("; ".join(notes))
+
+
+def _hostname(ctx: Context) -> Done:
+    syscalls.sethostname(ctx.plan.hostname)
+    return Done()
+
+
+def _rlimits(ctx: Context) -> Done:
+    rlimits.apply(ctx.plan.rlimits)
+    return Done()
+
+
+def _descriptors(ctx: Context) -> Done:
+    keep = set(ctx.plan.fds) | ctx.keep_fds
+    devnull, ctx.devnull = ctx.devnull, -1
+    if _launched(ctx):
+        descriptors.keep_only(keep)        # /dev/null too: its copies are on 0-2 if needed
+        return Done(f"kept: {', '.join(map(str, sorted(keep)))}")
+    # A running process: libraries hold descriptors it cannot close under them (pycapnp's
+    # schema loader keeps / and the cwd open), so each one not on the list is replaced by
+    # /dev/null: it stays a valid number, and leads nowhere.
+    replaced = descriptors.neutralize(keep, devnull)
+    os.close(devnull)
+    return Done(f"kept: {', '.join(map(str, sorted(keep)))}; "
+                f"{len(replaced)} others replaced by /dev/null")
+
+
+def _environment(ctx: Context) -> Done:
+    ctx.env = dict(ctx.plan.environment)
+    return Done(f"{len(ctx.env)} variables")
+
+
+def _dumpable(ctx: Context) -> Done:
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+    return Done("not dumpable: no ptrace attach, no /proc/<pid>/mem, no core file")
+
+
+def _no_new_privs(ctx: Context) -> Done:
+    # Before Landlock: it refuses to restrict a process without CAP_SYS_ADMIN unless
+    # no_new_privs is set (every unprivileged user).
+    syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    return Done()
+
+
+def _mdwe(ctx: Context) -> Done:
+    try:
+        syscalls.prctl(syscalls.PR_SET_MDWE, syscalls.PR_MDWE_REFUSE_EXEC_GAIN)
+    except OSError as exc:
+        if exc.errno == 22:    # EINVAL: a kernel before 6.3
+            raise Lacking("PR_SET_MDWE (Linux 6.3)") from None
+        raise
+    return Done()
+
+
+def _landlock(ctx: Context) -> Done:
+    assert ctx.plan.landlock is not None
+    notes = landlock.apply(ctx.plan.landlock)
+    return Done("; ".join(notes))
+
+
+def _capabilities(ctx: Context) -> Done:
+    return Done("; ".join(capabilities.drop(ctx.plan.keep_caps)))
+
+
+def _seccomp(ctx: Context) -> Done:
+    seccomp.load_filter(ctx.plan.seccomp_bpf)
+    return Done()
+
+
+def _has(kind: str) -> Callable[[Context], bool]:
+    return lambda ctx: kind in ctx.namespaces
+
+
+#: The order, and why. A step that needs a syscall the filter forbids must come before
+#: seccomp, which is last; rights are given up before anything untrusted can run.
+STEPS: tuple[Step, ...] = (
+    # A fresh fork inherits its launcher's dispositions: start from the defaults.
+    Step("signals", PROCESS, _default_signals, _launched, "a running process keeps its own"),
+    # Never outlive the launcher (the zygote, the tool): an orphan sandbox nobody watches.
+    Step("die-with-parent", PROCESS, _die_with_parent,
+         lambda ctx: _launched(ctx) and ctx.plan.die_with_parent, "not a launched child"),
+    # No controlling terminal: TIOCSTI and job control cannot reach the user's shell.
+    Step("new-session", PROCESS, _new_session, lambda ctx: _launched(ctx) and ctx.plan.new_session,
+         "a running process keeps its session"),
+    # Before the namespaces, so that the waiting processes of a pid namespace hold no terminal.
+    Step("stdio", PROCESS, _stdio),
+    Step("single-thread check", PROCESS, _single_thread),
+    # All at once: the kernel makes the user namespace first and the others belong to it.
+    Step("namespaces", "namespaces", _namespaces, lambda ctx: bool(ctx.plan.namespaces)),
+    Step("id maps", "namespaces", _id_maps, _has("user")),
+    # Only a fork can be in a new pid namespace; the component is the grandchild.
+    Step("pid namespace", "namespaces", _pid_namespace, lambda ctx: _launched(ctx) and "pid" in ctx.namespaces,
+         "a running process cannot move into a new pid namespace"),
+    # Mount events must not travel back to the host's namespace.
+    Step("private mounts", "namespaces", _private_mounts, _has("mount")),
+    # After the pid split: a fresh /proc must be mounted from inside the pid namespace.
+    Step("filesystem view", "namespaces", _filesystem_view,
+         lambda ctx: "mount" in ctx.namespaces and bool(ctx.plan.mounts)),
+    Step("hostname", "namespaces", _hostname, _has("uts")),
+    Step("rlimits", "rlimits", _rlimits, lambda ctx: bool(ctx.plan.rlimits)),
+    # Every descriptor opened before restriction keeps the rights of the namespace and
+    # domain it was opened in: none may survive but those on the list.
+    Step("descriptors", PROCESS, _descriptors),
+    Step("environment", PROCESS, _environment, _launched, "a running process keeps its environment"),
+    # From here on the process gives up rights for good.
+    Step("dumpable", PROCESS, _dumpable, lambda ctx: not ctx.plan.dumpable),
+    Step("no_new_privs", PROCESS, _no_new_privs),
+    Step("mdwe", "mdwe", _mdwe, lambda ctx: ctx.plan.memory_deny_write_execute),
+    Step("landlock", "landlock", _landlock, lambda ctx: ctx.plan.landlock is not None),
+    Step("capabilities", "capabilities", _capabilities),
+    # Last: the steps before it may use what it forbids.
+    Step("seccomp", "seccomp", _seccomp, lambda ctx: bool(ctx.plan.seccomp_bpf)),
+)
+
+
+def run(ctx: Context) -> list[Outcome]:
+    """Carry out every step that applies, in order; raises EnforcementError on the first that
+    fails at the policy's level. Returns the outcomes (also in `ctx.outcomes`)."""
+    for step in STEPS:
+        if not step.applies(ctx):
+            if step.not_applicable:
+                ctx.outcomes.append(Outcome(step.name, step.mechanism, "skipped", step.not_applicable))
+            continue
+        start = time.perf_counter_ns()
+        try:
+            done = step.run(ctx) or Done()
+            status = "partial" if done.missing else "applied"
+            if done.applied_nothing:
+                status = "lacking"
+            outcome = Outcome(step.name, step.mechanism, status, done.detail, list(done.missing))
+        except Lacking as exc:
+            outcome = Outcome(step.name, step.mechanism, "lacking", "", [str(exc)])
+        except EnforcementError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure names its step
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, OSError) and exc.filename:
+                reason = f"{exc.filename}: {reason}"
+            raise EnforcementError(step.name, str(reason)) from None
+        outcome.duration_us = (time.perf_counter_ns() - start) // 1000
+        _judge(ctx.plan, outcome)
+        ctx.outcomes.append(outcome)
+    return ctx.outcomes
+
+
+def _judge(plan: Plan, outcome: Outcome) -> None:
+    """The compatibility level, in one place: hard takes nothing less than everything, soft
+    takes less but not nothing, best_effort takes whatever happened."""
+    if outcome.status in ("applied", "skipped"):
+        return
+    level = plan.level(outcome.mechanism)
+    lacks = "; ".join(outcome.missing) or "nothing could be applied"
+    if level == "hard":
+        raise EnforcementError(outcome.step, f"the kernel or system lacks {lacks}, and the "
+                                             "policy's level is hard")
+    if level == "soft" and outcome.status == "lacking":
+        raise EnforcementError(outcome.step, f"the kernel or system lacks {lacks}, and the "
+                                             "policy's level soft needs the mechanism itself")

@@ -1,0 +1,163 @@
+"""The kernel calls of the sandbox layer that Python does not wrap, and their constants.
+
+One place for them: Python 3.11 has no os.unshare, mount(2), pivot_root(2), the new mount API
+(open_tree, move_mount, mount_setattr), openat2(2), sethostname(2) or a general prctl(2), so
+they are reached through libc with ctypes. python-prctl covers capabilities and a few prctl
+options and is used for those (capabilities.py); everything else is here. Numbers are
+x86_64's, the only architecture the seccomp loader supports.
+
+Every wrapper raises OSError with the kernel's errno, like the os module does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+
+# prctl(2) options
+PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
+PR_SET_SECUREBITS = 28
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_MDWE = 65
+PR_GET_MDWE = 66
+PR_MDWE_REFUSE_EXEC_GAIN = 1
+
+# clone(2) / unshare(2) namespace flags
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_THREAD = 0x00010000
+#: The flags clone(2) creates namespaces with (CLONE_NEWTIME shares its bit with the exit
+#: signal in clone(2), so only unshare(2) and clone3(2) can ask for it).
+CLONE_NAMESPACE_FLAGS = (CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC,
+                         CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET)
+
+# mount(2)
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+
+# open_tree(2), move_mount(2), mount_setattr(2)
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+
+# openat2(2)
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+
+# ioctl(2) commands on terminals, from asm-generic/ioctls.h
+TCSETS, TCSETSW, TCSETSF = 0x5402, 0x5403, 0x5404
+TCSETA, TCSETAW, TCSETAF = 0x5406, 0x5407, 0x5408
+TIOCSTI = 0x5412
+TIOCLINUX = 0x541C
+
+_SYS_PIVOT_ROOT = 155
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_OPENAT2 = 437
+_SYS_MOUNT_SETATTR = 442
+_SYS_CLOSE_RANGE = 436
+
+
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library, loaded once: a dlopen costs a few hundred microseconds in a fresh fork."""
+    lib = ctypes.CDLL(None, use_errno=True)
+    lib.syscall.restype = ctypes.c_long
+    return lib
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """prctl(2) with integer arguments; returns its result."""
+    return _check(libc().prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                               ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), f"prctl({option})")
+
+
+def set_name(name: str) -> None:
+    """The name `ps` and /proc/<pid>/comm show (15 bytes at most)."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    _check(libc().prctl(PR_SET_NAME, buf, 0, 0, 0), "prctl(PR_SET_NAME)")
+
+
+def unshare(flags: int) -> None:
+    _check(libc().unshare(flags), "unshare")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(libc().mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
+                        ctypes.c_ulong(flags), data and data.encode()),
+           f"mount {fstype or source or ''} on {target}")
+
+
+def umount2(target: str, flags: int) -> None:
+    _check(libc().umount2(target.encode(), flags), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(libc().syscall(_SYS_PIVOT_ROOT, new_root.encode(), put_old.encode()), "pivot_root")
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    """A new descriptor of a mount: with OPEN_TREE_CLONE a detached copy of it."""
+    return _check(libc().syscall(_SYS_OPEN_TREE, dirfd, path.encode(), ctypes.c_uint(flags)),
+                  "open_tree")
+
+
+def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
+    _check(libc().syscall(_SYS_MOVE_MOUNT, from_fd, from_path.encode(), to_fd, to_path.encode(),
+                          ctypes.c_uint(flags)), f"move_mount to {to_path}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int) -> None:
+    """Set mount attributes (read-only, nosuid, ...); with AT_RECURSIVE on every submount."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    _check(libc().syscall(_SYS_MOUNT_SETATTR, dirfd, path.encode(), ctypes.c_uint(flags),
+                          ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr")
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    """openat2(2): open with resolution restrictions (RESOLVE_NO_SYMLINKS, ...)."""
+    how = _OpenHow(flags, 0, resolve)
+    return _check(libc().syscall(_SYS_OPENAT2, dirfd, path.encode(), ctypes.byref(how),
+                                 ctypes.c_size_t(ctypes.sizeof(how))), f"openat2({path})")
+
+
+def sethostname(name: str) -> None:
+    data = name.encode()
+    _check(libc().sethostname(data, len(data)), "sethostname")

@@ -1,0 +1,201 @@
+"""Attacker code for tests/functional/test_sandbox_attacks.py.
+
+Each constant is the body of a function that the harness (attack_site/sitecustomize.py) runs
+inside a confined process of a real CleanCoin-node, with `ctx` (paths the test chose) and
+`report(name, escaped, detail)`. An attempt reports escaped=True when the operation the
+sandbox must deny went through. The code uses only the standard library and raw syscalls, as
+an attacker inside the process would.
+"""
+
+# Shared helpers, prepended to every attack.
+PRELUDE = r'''
+import ctypes, errno, fcntl, mmap, os, resource, socket, struct, termios, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+def try_read(path, dir_fd=None):
+    try:
+        fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
+    except OSError as exc:
+        return None, exc.strerror
+    try:
+        return os.read(fd, 4096), "read"
+    finally:
+        os.close(fd)
+
+def try_create(path, dir_fd=None):
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        return False, exc.strerror
+    os.write(fd, b"pwned")
+    os.close(fd)
+    return True, "created"
+
+def try_connect_unix(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect(path)
+        return True, "connected"
+    except OSError as exc:
+        return False, exc.strerror or str(exc)
+    finally:
+        s.close()
+'''
+
+# Descriptors opened before restriction (issue #10, item 2): every open descriptor is tried as
+# a directory to walk from, towards a wallet's files and into wallets/.
+FD_WALK = r'''
+targets = [ctx["seed_file"], ctx["walletdir"]]
+hits = []
+for fd in range(3, 512):
+    try:
+        os.fstat(fd)
+    except OSError:
+        continue
+    for base in ("/", ctx["cwd"]):
+        for target in targets:
+            rel = os.path.relpath(target, base)
+            if target == ctx["seed_file"]:
+                data, how = try_read(rel, dir_fd=fd)
+                if data:
+                    hits.append(f"read {target} through fd {fd} (relative to {base})")
+            else:
+                ok, how = try_create(os.path.join(rel, f"pwned-{fd}"), dir_fd=fd)
+                if ok:
+                    hits.append(f"created a file in {target} through fd {fd}")
+report("fd-walk-to-wallets", bool(hits), "; ".join(hits[:5]) or "every descriptor refused")
+data, how = try_read(ctx["seed_file"])
+report("read-wallet-by-path", bool(data), how)
+'''
+
+# Named unix sockets outside every grant (item 3).
+UNIX_SOCKETS = r'''
+attempt("connect-outside-socket")
+ok, how = try_connect_unix(ctx["outside_sock"])
+report("connect-outside-socket", ok, how)
+if ctx.get("node_sock"):
+    attempt("connect-node-sock")
+    ok, how = try_connect_unix(ctx["node_sock"])
+    report("connect-node-sock", ok, how)
+'''
+
+# The wallet swaps its own temporary directory for a symlink to / and dies; the node restarts
+# it, and the new wallet process tries to use what the swapped grant would give (item 1).
+SYMLINK_SWAP = r'''
+state = os.path.join(ctx["walletdir"], "attack-stage")
+tmp = os.environ.get("TMPDIR", "")
+if not os.path.exists(state):
+    with open(state, "w") as handle:
+        handle.write("1")
+    detail = f"TMPDIR={tmp!r}"
+    try:
+        import shutil
+        if os.path.islink(tmp) or not os.path.isdir(tmp):
+            os.unlink(tmp)
+        else:
+            shutil.rmtree(tmp)
+        os.symlink("/", tmp)
+        detail += ": replaced by a symlink to /"
+        swapped = True
+    except OSError as exc:
+        detail += f": cannot replace it: {exc.strerror}"
+        swapped = False
+    with open(os.path.join(ctx["walletdir"], "attack-stage1.json"), "w") as handle:
+        import json
+        json.dump({"swapped": swapped, "detail": detail}, handle)
+    # This process now serves as usual; the test kills it (a crash), and the node restarts it.
+else:
+  data, how = try_read("/etc/shadow")
+  report("read-etc-shadow", bool(data), how)
+  data, how = try_read(ctx["canary"])
+  report("read-outside-canary", bool(data), how)
+  data, how = try_read(os.path.join(ctx["netdir"], ".cookie"))
+  report("read-node-cookie", bool(data), how)
+  ok, how = try_create(os.path.join(ctx["netdir"], "pwned-by-wallet"))
+  report("write-node-datadir", ok, how)
+  ok, how = try_create(os.path.join(ctx["outside_dir"], "pwned-by-wallet"))
+  report("write-outside", ok, how)
+'''
+
+# Terminal descriptors inherited from the node (item 4).
+TERMINAL = r'''
+for fd in (0, 1, 2):
+    try:
+        tty = os.isatty(fd)
+    except OSError:
+        tty = False
+    report(f"fd{fd}-is-a-terminal", tty, os.ttyname(fd) if tty else "not a terminal")
+    try:
+        attrs = termios.tcgetattr(fd)
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        report(f"fd{fd}-tcsets", True, "TCSETS went through")
+    except (OSError, termios.error) as exc:
+        report(f"fd{fd}-tcsets", False, str(exc))
+try:
+    os.set_blocking(0, False)
+    typed = os.read(0, 100)
+    report("read-keystrokes", bool(typed), repr(typed[:40]))
+except OSError as exc:
+    report("read-keystrokes", False, exc.strerror)
+try:
+    written = os.write(1, b"\x1b]0;" + ctx["marker"].encode() + b"\x07")
+    report("write-escape-to-fd1", written > 0 and os.isatty(1), f"{written} bytes")
+except OSError as exc:
+    report("write-escape-to-fd1", False, exc.strerror)
+'''
+
+# The smaller holes (item 5).
+SMALL_HOLES = r'''
+CLONE_NEWUSER, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x40000000, 17
+pid = libc.syscall(56, CLONE_NEWUSER | CLONE_NEWNET | SIGCHLD, 0, 0, 0, 0)
+if pid == 0:
+    os._exit(0)
+if pid > 0:
+    os.waitpid(pid, 0)
+report("clone-newuser", pid > 0, f"clone returned {pid}, errno {ctypes.get_errno()}")
+libc.prctl(4, 1, 0, 0, 0)                     # PR_SET_DUMPABLE 1
+dumpable = libc.prctl(3, 0, 0, 0, 0)          # PR_GET_DUMPABLE
+report("prctl-dumpable-on", dumpable == 1, f"dumpable is {dumpable}")
+try:
+    m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    m.close()
+    report("mmap-wx", True, "a writable and executable mapping")
+except OSError as exc:
+    report("mmap-wx", False, exc.strerror)
+children = []
+for _ in range(200):
+    try:
+        child = os.fork()
+    except OSError as exc:
+        break
+    if child == 0:
+        time.sleep(5)
+        os._exit(0)
+    children.append(child)
+for child in children:
+    os.kill(child, 9)
+    os.waitpid(child, 0)
+report("fork-200", len(children) >= 200, f"{len(children)} children")
+fds = []
+try:
+    for _ in range(20000):
+        fds.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+for fd in fds:
+    os.close(fd)
+report("open-20000-fds", len(fds) >= 20000, f"{len(fds)} descriptors")
+big = os.path.join(ctx["walletdir"], "sparse")
+try:
+    fd = os.open(big, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, b"x", 1 << 40)
+        report("sparse-1tib-file", True, "wrote at 1 TiB")
+    finally:
+        os.close(fd)
+        os.unlink(big)
+except OSError as exc:
+    report("sparse-1tib-file", False, exc.strerror)
+'''

@@ -1,0 +1,177 @@
+"""Functional: the JSON-RPC server under abuse (issue 11, item 6), against a real node.
+
+The same for CleanCoind and CleanCoin-node. Each test performs the attack from an RPC
+client's side with raw sockets (so nothing in a client library softens it) and checks that
+the node refuses it and keeps serving honest clients.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from framework import TestNode
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    made: list[TestNode] = []
+
+    def make(*extra: str) -> TestNode:
+        n = TestNode(len(made), tmp_path, extra)
+        made.append(n)
+        n.start()
+        return n
+
+    yield make
+    for n in made:
+        n.cleanup()
+
+
+def http_post(port: int, body: bytes, auth: str | None, path: str = "/", timeout: float = 20.0
+              ) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 POST on a fresh connection; (status, headers, body)."""
+    headers = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
+               f"Content-Length: {len(body)}", "Connection: close"]
+    if auth is not None:
+        headers.append("Authorization: Basic " + base64.b64encode(auth.encode()).decode())
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(("\r\n".join(headers) + "\r\n\r\n").encode() + body)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), fields, rest
+
+
+def cookie(n: TestNode) -> str:
+    return n.cookie_path.read_text().strip()
+
+
+def closed_by_peer(s: socket.socket, timeout: float) -> bool:
+    """True when the peer closes `s` (EOF or reset) within `timeout` seconds."""
+    s.settimeout(timeout)
+    try:
+        while True:
+            if not s.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except (socket.timeout, TimeoutError):
+        return False
+
+
+def test_wrong_passwords_in_parallel_are_limited_not_just_delayed(node) -> None:
+    """200 wrong passwords at once: only the address's allowance (10, then 1/s) is checked,
+    the rest is answered 429 at once; the right password works again after Retry-After."""
+    n = node()
+    body = json.dumps({"method": "getblockcount", "params": [], "id": 1}).encode()
+    statuses: list[int] = []
+    retry_after: list[str] = []
+    lock = threading.Lock()
+
+    def guess(i: int) -> None:
+        try:
+            status, headers, _ = http_post(n.rpc_port, body, f"__cookie__:guess{i}")
+        except OSError:           # not even heard: the connection was refused or reset
+            status, headers = 0, {}
+        with lock:
+            statuses.append(status)
+            if status == 429:
+                retry_after.append(headers.get("retry-after", ""))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    took = time.monotonic() - started
+    assert len(statuses) == 200 and set(statuses) <= {0, 401, 429}, sorted(set(statuses))
+    assert statuses.count(401) <= 10 + int(took) + 1, (statuses.count(401), took)
+    assert statuses.count(429) >= 150 and all(r.isdigit() and int(r) >= 1 for r in retry_after)
+    right = json.dumps({"method": "getblockcount", "params": [], "id": 2}).encode()
+    for _ in range(3):                   # the same address: it waits its turn, as Retry-After says
+        status, headers, reply = http_post(n.rpc_port, right, cookie(n))
+        if status != 429:
+            break
+        time.sleep(int(headers["retry-after"]))
+    assert status == 200 and json.loads(reply)["result"] == 0
+    log = n.debug_log()
+    assert "incorrect password attempt" in log and "too many failed authentication attempts" in log
+    assert "guess1" not in log
+
+
+def test_half_sent_requests_are_closed_at_the_deadline(node) -> None:
+    """Slowloris: 100 connections that send half their headers and 100 that send headers and
+    half a body, then wait. An honest client is served meanwhile; the server closes all 200 at
+    -rpcservertimeout (here 1 s)."""
+    n = node("-rpcservertimeout=1")
+    auth = "Authorization: Basic " + base64.b64encode(cookie(n).encode()).decode()
+    held: list[socket.socket] = []
+    try:
+        for i in range(200):
+            s = socket.create_connection(("127.0.0.1", n.rpc_port))
+            if i % 2:
+                s.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl")
+            else:
+                s.sendall(("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n"
+                           f"{auth}\r\n\r\n" + '{"method": "getblo').encode())
+            held.append(s)
+        assert n.rpc.getblockcount() == 0
+        started = time.monotonic()
+        closed = [closed_by_peer(s, 10) for s in held]
+        assert all(closed), f"{closed.count(False)} half-sent requests still open"
+        assert time.monotonic() - started < 8
+    finally:
+        for s in held:
+            s.close()
+    assert n.rpc.getblockcount() == 0
+    assert "within -rpcservertimeout" in n.debug_log()
+
+
+def test_a_batch_is_bounded(node) -> None:
+    """1000 calls in a batch are served; 1001 are refused as a whole with one JSON-RPC error
+    (RPC_INVALID_REQUEST, HTTP 400), and the node goes on."""
+    n = node()
+    batch = [{"jsonrpc": "2.0", "method": "getblockcount", "id": i} for i in range(1000)]
+    status, _, reply = http_post(n.rpc_port, json.dumps(batch).encode(), cookie(n))
+    assert status == 200 and [r["result"] for r in json.loads(reply)] == [0] * 1000
+    batch.append({"jsonrpc": "2.0", "method": "getblockcount", "id": 1000})
+    status, _, reply = http_post(n.rpc_port, json.dumps(batch).encode(), cookie(n))
+    answer = json.loads(reply)
+    assert status == 400 and isinstance(answer, dict), (status, reply[:200])
+    assert answer["error"]["code"] == -32600 and answer["id"] is None
+    assert "1001" in answer["error"]["message"] and "1000" in answer["error"]["message"]
+    assert n.rpc.getblockcount() == 0
+
+
+MALFORMED_PATHS = ["/wallet/%ff", "/wallet/%", "/wallet/%zz", "/wallet/a%00b", "/wallet/%c0%af",
+                   "/wallet/..%2f..%2fchainstate.sqlite", "/wallet/" + "x" * 5000, "/wallet/a/b", "//",
+                   "/wallet", "/%2e%2e/", "/wallet/%ed%a0%80"]
+
+
+def test_malformed_paths_get_a_clean_error(node) -> None:
+    """No path makes the node answer 500 or show an exception text; the node goes on."""
+    n = node()
+    for path in MALFORMED_PATHS:
+        for body in (json.dumps({"method": "getblockcount", "id": 1}),
+                     json.dumps({"method": "getwalletinfo", "id": 1}),
+                     json.dumps({"jsonrpc": "2.0", "method": "getbalance", "id": 1})):
+            status, _, reply = http_post(n.rpc_port, body.encode(), cookie(n), path=path)
+            text = reply.decode("utf-8", "replace")
+            assert status != 500 or json.loads(reply)["error"]["code"] not in (-32603, -1), (path, status, text)
+            assert "Internal error" not in text and "Traceback" not in text, (path, text)
+            assert "codec" not in text and "Error" not in text.split('"message"')[0], (path, text)
+    assert n.rpc.getblockcount() == 0

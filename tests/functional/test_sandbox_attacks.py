@@ -1,0 +1,265 @@
+"""Functional, CleanCoin-node only: attacker code inside the real confined processes.
+
+Each test starts a real CleanCoin-node whose datadir lies outside /tmp (as ~/.cleancoin does;
+a private /tmp would hide some of these by accident), runs attacker code inside its sandboxed
+wallet process or inside the confined node itself (attack_site/sitecustomize.py puts it there),
+and checks from outside that every attempt was refused: issue #10's escapes, one test each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import attacks
+from cleancoin.components.rpc.client import RpcClient, RpcTransportError
+
+from framework import TestNode, free_port, is_multiprocess, wait_until
+
+pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
+
+HARNESS = Path(__file__).parent / "attack_site" / "sitecustomize.py"
+
+
+@pytest.fixture
+def home_base() -> Iterator[Path]:
+    """A directory outside /tmp, where operators keep datadirs (~/.cleancoin)."""
+    base = Path.home() / ".cache" / "cleancoin-attack-tests" / uuid.uuid4().hex[:12]
+    base.mkdir(parents=True)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+    with_parent = base.parent
+    if with_parent.exists() and not any(with_parent.iterdir()):
+        with_parent.rmdir()
+
+
+class AttackedNode:
+    """A TestNode whose processes run attacker code, and where the results arrive."""
+
+    def __init__(self, base: Path, *, node: str = "", wallet: str = "",
+                 extra: tuple[str, ...] = (), variables: dict[str, Any] | None = None) -> None:
+        self.base = base
+        self.node = TestNode(0, base, extra)
+        self.outside = base / "outside"
+        self.outside.mkdir(exist_ok=True)
+        (self.outside / "canary").write_text("outside-canary-secret")
+        self.site = base / "attack_site"
+        self.site.mkdir(exist_ok=True)
+        shutil.copy(HARNESS, self.site / "sitecustomize.py")
+        netdir = self.node.netdatadir
+        self.results = {"node": str(netdir / "result_node.json"),
+                        "wallet": str(netdir / "wallets" / "result_wallet.json")}
+        self.config = {
+            "node": attacks.PRELUDE + node if node else "",
+            "wallet": attacks.PRELUDE + wallet if wallet else "",
+            "results": self.results,
+            "vars": {"netdir": str(netdir), "walletdir": str(netdir / "wallets"),
+                     "canary": str(self.outside / "canary"), "outside_dir": str(self.outside),
+                     "cwd": os.getcwd(), **(variables or {})},
+        }
+
+    def arm(self) -> None:
+        (self.site / "attack.json").write_text(json.dumps(self.config))
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(self.site)}
+
+    def start(self, **popen: Any) -> None:
+        self.arm()
+        self.node.start(env=self.env(), **popen)
+
+    def result(self, role: str, timeout: float = 20.0) -> dict[str, dict[str, Any]]:
+        path = Path(self.results[role])
+        wait_until(path.exists, timeout, what=f"the {role} attack's results")
+        data = json.loads(path.read_text())
+        assert "_error" not in data, data["_error"]["detail"]
+        return data
+
+
+def wallet_pid(node: TestNode) -> int:
+    wallet = [p for p in node.rpc.getprocessinfo()["processes"] if p["name"] == "CleanCoin-wallet"]
+    assert len(wallet) == 1 and wallet[0]["pid"], wallet
+    return int(wallet[0]["pid"])
+
+
+def escapes(results: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The attempts that went through (escaped None: the sandbox killed the process in the
+    middle of that attempt, which is a denial)."""
+    return {name: r["detail"] for name, r in results.items() if r["escaped"]}
+
+
+def killed_during(results: dict[str, dict[str, Any]]) -> list[str]:
+    return [name for name, r in results.items() if r["escaped"] is None]
+
+
+def test_a_symlinked_grant_gives_the_restarted_wallet_nothing(home_base: Path) -> None:
+    """Item 1: the wallet swaps its writable tmpdir for a symlink to / and dies. Its
+    restarted process must not gain the filesystem (and the node must notice the swap or
+    make it harmless)."""
+    a = AttackedNode(home_base, wallet=attacks.SYMLINK_SWAP)
+    a.start()
+    # First wallet process: swaps its tmpdir, then crashes (killed here); the node restarts it.
+    stage1 = a.node.netdatadir / "wallets" / "attack-stage1.json"
+    wait_until(stage1.exists, what="the first wallet process's swap")
+    os.kill(wallet_pid(a.node), signal.SIGKILL)
+    results = a.result("wallet", timeout=30)
+    assert escapes(results) == {}, results
+    wait_until(lambda: a.node.rpc.getprocessinfo()["processes"][1]["restarts"] >= 1,
+               what="the wallet process's restart")
+    stage1_detail = json.loads(stage1.read_text())["detail"]
+    assert "TMPDIR='/tmp'" in stage1_detail, stage1_detail
+    assert not (a.node.netdatadir / "pwned-by-wallet").exists()
+    assert not (a.outside / "pwned-by-wallet").exists()
+
+
+def test_descriptors_opened_before_restriction_do_not_reach_the_wallets(home_base: Path) -> None:
+    """Item 2: inside the confined node, every descriptor it holds is tried as a directory
+    to walk from into wallets/ (pycapnp's schema loader keeps fds to / and the cwd)."""
+    plain = TestNode(0, home_base)
+    plain.start()
+    plain.rpc.createwallet("w")
+    plain.stop()
+    seed = plain.netdatadir / "wallets" / "w" / "wallet.sqlite"
+    assert seed.exists()
+    a = AttackedNode(home_base, node=attacks.FD_WALK, variables={"seed_file": str(seed)})
+    a.start()
+    results = a.result("node")
+    assert escapes(results) == {}, results
+    assert not any(p.name.startswith("pwned") for p in (a.node.netdatadir / "wallets").iterdir())
+
+
+class _Listener:
+    """A named unix socket outside every grant, in a directory outside /tmp."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.accepted = 0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+
+def test_named_unix_sockets_outside_the_grants_are_out_of_reach(home_base: Path) -> None:
+    """Item 3: the wallet tries the node's node.sock and a host socket; the node tries the
+    host socket. Neither may connect (the wallet has no business with sockets at all)."""
+    outside_sock = home_base / "outside.sock"
+    listener = _Listener(outside_sock)
+    try:
+        a = AttackedNode(home_base, node=attacks.UNIX_SOCKETS, wallet=attacks.UNIX_SOCKETS,
+                         extra=("-ipcbind=unix",),
+                         variables={"outside_sock": str(outside_sock)})
+        a.config["vars"]["node_sock"] = str(a.node.netdatadir / "node.sock")
+        a.config["wallet_delay"] = 1.0          # once the node is up and node.sock exists
+        a.start()
+        node_results = a.result("node")
+        wallet_results = a.result("wallet")
+        assert escapes(wallet_results) == {}, wallet_results
+        assert escapes(node_results) == {}, node_results
+        assert listener.accepted == 0
+        # The wallet has no use for connect(2) at all: its filter kills it on the first try,
+        # and the node says so (then starts a new one).
+        assert killed_during(wallet_results) == ["connect-outside-socket"], wallet_results
+        wait_until(lambda: "killed by SIGSYS" in a.node.debug_log(), what="the node's log of the kill")
+    finally:
+        listener.sock.close()
+
+
+def _memory_holds(pid: int, secrets: list[bytes]) -> list[bytes]:
+    found: set[bytes] = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if "r" not in fields[1] or end - start > 1 << 30:
+                continue
+            try:
+                mem.seek(start)
+                chunk = mem.read(end - start)
+            except OSError:
+                continue
+            found.update(s for s in secrets if s in chunk)
+    return sorted(found)
+
+
+def test_the_wallet_gets_no_terminal_and_none_of_the_nodes_secrets(home_base: Path) -> None:
+    """Item 4: the node runs on a terminal with secrets in its conf file and on its command
+    line. The wallet must not read keystrokes, change the terminal or write to it, and its
+    memory must not hold the node's secrets."""
+    marker = "attack-" + uuid.uuid4().hex[:8]
+    rpc_secret = "rpcpw-" + uuid.uuid4().hex
+    ipc_secret = "ipcpw-" + uuid.uuid4().hex
+    a = AttackedNode(home_base, wallet=attacks.TERMINAL, variables={"marker": marker},
+                     extra=(f"-ipcbind=tcp:127.0.0.1:{free_port()}", f"-ipcauth=op:{ipc_secret}"))
+    # Secrets as an operator keeps them: the RPC password in the conf file, the IPC
+    # password on the command line.
+    (a.node.datadir / "CleanCoin.conf").write_text(f"rpcuser=op\nrpcpassword={rpc_secret}\n")
+    a.node.client = RpcClient("127.0.0.1", a.node.rpc_port, user="op", password=rpc_secret, timeout=60)
+    a.node.rpc = type(a.node.rpc)(a.node.client)
+    master, slave = pty.openpty()
+    os.write(master, b"typed-by-the-operator\n")
+    try:
+        a.arm()
+        a.node.process = subprocess.Popen(a.node.args(), stdin=slave, stdout=slave, stderr=slave,
+                                          env=a.env(), start_new_session=True)
+        wait_until(lambda: _answers(a.node), what="RPC with the conf file's password")
+        results = a.result("wallet")
+        wpid = wallet_pid(a.node)
+        held = _memory_holds(wpid, [rpc_secret.encode(), ipc_secret.encode()])
+    finally:
+        os.close(slave)
+        seen = b""
+        os.set_blocking(master, False)
+        try:
+            while True:
+                chunk = os.read(master, 65536)
+                if not chunk:
+                    break
+                seen += chunk
+        except OSError:
+            pass
+        a.node.cleanup()
+        os.close(master)
+    assert escapes(results) == {}, results
+    assert held == [], f"the wallet's memory holds the node's secrets {held}"
+    assert b"\x1b]0;" + marker.encode() not in seen
+
+
+def _answers(node: TestNode) -> bool:
+    assert node.process is not None and node.process.poll() is None, "the node exited"
+    try:
+        node.rpc.getblockcount()
+        return True
+    except (RpcTransportError, OSError):
+        return False
+
+
+def test_the_smaller_holes_are_closed_in_the_wallet(home_base: Path) -> None:
+    """Item 5: clone with namespace flags, dumpable back on, W+X memory, and resource
+    exhaustion by forks, descriptors and a huge sparse file."""
+    a = AttackedNode(home_base, wallet=attacks.SMALL_HOLES)
+    a.start()
+    results = a.result("wallet", timeout=60)
+    assert escapes(results) == {}, results

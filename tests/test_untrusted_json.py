@@ -1,0 +1,47 @@
+"""jsonfmt.loads_untrusted: what the node accepts as a wallet process's answer."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from cleancoin.components.rpc import jsonfmt
+from cleancoin.components.rpc.jsonfmt import UntrustedJsonError, loads_untrusted
+
+
+def load(text: str, max_bytes: int = 1000, max_depth: int = 4):  # type: ignore[no-untyped-def]
+    return loads_untrusted(text, max_bytes=max_bytes, max_depth=max_depth)
+
+
+def test_one_value_with_exact_decimals_round_trips() -> None:
+    text = '{"amount":1.50000000,"n":[1,2,{"x":null}],"s":"caf\u00e9 \\u001b","ok":true}'
+    value = load(text)
+    assert value["amount"] == Decimal("1.50000000")
+    assert jsonfmt.dumps(value) == '{"amount":1.50000000,"n":[1,2,{"x":null}],"s":"caf\u00e9 \\u001b","ok":true}'
+
+
+@pytest.mark.parametrize("text, reason", [
+    ('1,"error":null,"id":1},{"result":"FORGED","id":2},{"result":0', "exactly one JSON value"),
+    ('"a" "b"', "exactly one JSON value"),
+    ("", "exactly one JSON value"),
+    ("NaN", "exactly one JSON value"),
+    ("[Infinity]", "exactly one JSON value"),
+    ('"\\ud800"', "lone surrogate"),
+    ('{"\\udfff": 1}', "lone surrogate"),
+    ("[[[[[1]]]]]", "levels deep"),
+    ("[" * 100_000 + "]" * 100_000, "levels deep"),
+    ("9" * 5000, "exactly one JSON value"),
+    ('"' + "x" * 2000 + '"', "more than 1000"),
+])
+def test_refused(text: str, reason: str) -> None:
+    with pytest.raises(UntrustedJsonError) as info:
+        load(text, max_bytes=1000 if len(text) < 3000 else 10**6)
+    assert reason in str(info.value)
+    assert "FORGED" not in str(info.value)
+
+
+def test_depth_bound_is_exact() -> None:
+    assert load("[[[[1]]]]") == [[[[1]]]]
+    with pytest.raises(UntrustedJsonError):
+        load("[[[[[1]]]]]")

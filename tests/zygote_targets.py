@@ -1,0 +1,31 @@
+"""Targets for the zygote tests: a zygote imports its components by name in a fresh
+interpreter, so they live in a module (the tests put this directory on its PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+
+def echo(fd: int) -> int:
+    """Answer what arrives on the IPC socket until its end."""
+    with socket.socket(fileno=fd) as sock:
+        while data := sock.recv(65536):
+            sock.sendall(data)
+    return 0
+
+
+def shout(fd: int) -> int:
+    """Write a line with an escape sequence to stdout and stderr, then echo."""
+    print("component says \x1b]0;title\x07 hello", flush=True)
+    print("component complains", file=sys.stderr, flush=True)
+    return echo(fd)
+
+
+def environment(fd: int) -> int:
+    """Send this process's environment and argv-free identity back."""
+    import json
+    with socket.socket(fileno=fd) as sock:
+        sock.sendall(json.dumps({"env": dict(os.environ), "pid": os.getpid()}).encode())
+    return 0
