@@ -5,7 +5,7 @@ VPY      := $(VENV)/bin/python
 PIP      := $(VPY) -m pip --disable-pip-version-check -q
 SOURCES  := $(shell find sandbox components cli policies -type f \( -name '*.py' -o -name '*.toml' -o -name '*.json' -o -name '*.capnp' \) 2>/dev/null) pyproject.toml
 
-.PHONY: setup system-deps demo test test-unit test-functional bench clean
+.PHONY: setup system-deps demo test test-unit test-functional bench fuzz crashtest clean
 
 setup: $(VENV)/.stamp-install
 
@@ -27,7 +27,7 @@ system-deps:
 $(VENV)/.stamp-deps: pyproject.toml | system-deps
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install 'setuptools>=65' wheel
-	$(PIP) install 'pyseccomp>=0.1.2' 'landlock>=1.0.0.dev5' 'python-prctl>=1.8.1' 'coincurve>=20' 'aiohttp>=3.9' 'cryptography>=41' 'setproctitle>=1.3' 'pycapnp>=2.0' 'pytest>=7' 'jsonschema>=4' 'python-bitcoinrpc>=1.0'
+	$(PIP) install 'pyseccomp>=0.1.2' 'landlock>=1.0.0.dev5' 'python-prctl>=1.8.1' 'coincurve>=20' 'aiohttp>=3.9' 'cryptography>=41' 'setproctitle>=1.3' 'pycapnp>=2.0' 'pytest>=7' 'jsonschema>=4' 'python-bitcoinrpc>=1.0' 'hypothesis>=6.100'
 	@touch $@
 
 # A regular (not editable) install: sandboxed children import from site-packages, which the
@@ -52,6 +52,27 @@ test-unit: setup
 test-functional: setup
 	CleanCoinD=CleanCoind $(VPY) tests/functional/test_runner.py
 	CleanCoinD=CleanCoin-node $(VPY) tests/functional/test_runner.py
+
+# The property-based tests of `make test` with many more examples (a night's run):
+# FUZZ_EXAMPLES per test (default 5000). Failures are kept in ~/.cache/cleancoin-hypothesis and
+# replayed first next time; nothing is written into the repository.
+FUZZ_EXAMPLES ?= 5000
+FUZZ_ENV := CLEANCOIN_HYPOTHESIS_PROFILE=fuzz CLEANCOIN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)
+FUZZ_NET := tests/functional/test_fuzz_rpc.py tests/functional/test_fuzz_p2p.py tests/functional/test_fuzz_ipc.py
+fuzz: setup
+	$(FUZZ_ENV) $(VPY) -m pytest -q -p no:cacheprovider tests/test_fuzz_policy.py
+	$(FUZZ_ENV) CleanCoinD=CleanCoind $(VPY) -m pytest -q -p no:cacheprovider $(FUZZ_NET)
+	$(FUZZ_ENV) CleanCoinD=CleanCoin-node $(VPY) -m pytest -q -p no:cacheprovider $(FUZZ_NET)
+
+# The kill -9 campaign (tests/functional/crash_campaign.py): CRASH_KILLS kills per node
+# executable at random moments of a send/mine/encrypt/backup workload, 10 per datadir, with the
+# invariants checked after each; at most CRASH_SECONDS per executable. Not part of `make test`
+# (which runs three kills per executable in tests/functional/test_crash_campaign.py).
+CRASH_KILLS ?= 80
+CRASH_SECONDS ?= 900
+crashtest: setup
+	CleanCoinD=CleanCoind $(VPY) tests/functional/crash_campaign.py --kills $(CRASH_KILLS) --max-seconds $(CRASH_SECONDS)
+	CleanCoinD=CleanCoin-node $(VPY) tests/functional/crash_campaign.py --kills $(CRASH_KILLS) --max-seconds $(CRASH_SECONDS)
 
 bench: setup
 	$(VPY) -m pytest -q -s tests/bench -p no:cacheprovider

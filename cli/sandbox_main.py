@@ -1,8 +1,10 @@
 """CleanCoin-sandbox: check, explain, run and probe sandbox policies.
 
 Exit codes: 0 success; 1 a check found errors or a probe found an escape; 125 the tool
-itself could not do its job (bad policy for run/probe, a sandbox step that failed); for
-`run`, otherwise the program's own status (128 + N when killed by signal N, as shells do).
+itself could not do its job (a policy file that cannot be read as one: missing, unreadable, a
+directory, binary, not UTF-8, empty, too large; a bad policy for run/probe; a sandbox step that
+failed); for `run`, otherwise the program's own status (128 + N when killed by signal N, as
+shells do). No input ends in a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from cleancoin.sandbox import launcher, variables
-from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors
+from cleancoin.sandbox.errors import (
+    EnforcementError, PolicyError, PolicyErrors, PolicyFileError, SourceRef,
+)
 from cleancoin.sandbox.explain import explain
 from cleancoin.sandbox.model import Policy
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
@@ -31,6 +35,24 @@ def _policy_path(name: str) -> str:
     return shipped if os.path.exists(shipped) else name
 
 
+def _load(path: str) -> Policy:
+    """load_policy, with any failure as PolicyErrors: a loader bug (an exception that is not
+    a PolicyError) must still give the user one clean line naming the file, not a traceback."""
+    try:
+        return load_policy(path)
+    except PolicyErrors:
+        raise
+    except Exception as exc:     # the last line of defence; the fuzz tests look for these
+        raise PolicyErrors([PolicyFileError(SourceRef(path, 0, ""),
+                                            f"internal error while loading the policy "
+                                            f"({type(exc).__name__}); please report it")]) from None
+
+
+def _failure_status(errors: PolicyErrors) -> int:
+    """1 for errors in a policy's content, 125 when a file could not be read as a policy."""
+    return EXIT_TOOL_FAILED if errors.unreadable else 1
+
+
 def _errors_out(errors: PolicyErrors, as_json: bool, path: str) -> None:
     if as_json:
         print(json.dumps({"policy": path, "ok": False, "errors": [e.as_dict() for e in errors.errors]}))
@@ -44,10 +66,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name in args.policy:
         path = _policy_path(name)
         try:
-            policy = load_policy(path)
+            policy = _load(path)
         except PolicyErrors as errors:
             _errors_out(errors, args.json, path)
-            status = 1
+            status = max(status, _failure_status(errors))
             continue
         if args.json:
             print(json.dumps({"policy": path, "ok": True, "name": policy.name,
@@ -60,10 +82,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     path = _policy_path(args.policy)
     try:
-        policy = load_policy(path)
+        policy = _load(path)
     except PolicyErrors as errors:
         _errors_out(errors, args.json, path)
-        return 1
+        return _failure_status(errors)
     if args.pfc:
         from cleancoin.sandbox import seccomp
         sc = policy.seccomp
@@ -92,7 +114,7 @@ def _variables(args: argparse.Namespace) -> dict[str, str]:
 
 def _load_for_launch(args: argparse.Namespace) -> Policy | None:
     try:
-        return load_policy(_policy_path(args.policy))
+        return _load(_policy_path(args.policy))
     except PolicyErrors as errors:
         _errors_out(errors, False, args.policy)
         return None

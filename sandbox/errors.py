@@ -32,12 +32,23 @@ class PolicyError(Exception):
                 "message": self.message}
 
 
+class PolicyFileError(PolicyError):
+    """The file itself cannot be read as a policy: missing, unreadable, a directory or other
+    non-regular file, too large, binary, not UTF-8, or empty. `CleanCoin-sandbox` exits 125
+    for these (the tool could not do its job), and 1 for errors in a policy's content."""
+
+
 class PolicyErrors(Exception):
     """Several policy errors found in one pass, so an author sees them all at once."""
 
     def __init__(self, errors: list[PolicyError]) -> None:
         self.errors = errors
         super().__init__("\n".join(str(e) for e in errors))
+
+    @property
+    def unreadable(self) -> bool:
+        """True when a file could not be read as a policy at all (see PolicyFileError)."""
+        return any(isinstance(e, PolicyFileError) for e in self.errors)
 
 
 class EnforcementError(Exception):

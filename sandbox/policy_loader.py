@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import dangerous, seccomp, syscall_groups
-from .errors import PolicyError, PolicyErrors, SourceRef
+from .errors import PolicyError, PolicyErrors, PolicyFileError, SourceRef
 from .model import (Compatibility, Filesystem, Grant, Level, Namespaces, Network, Policy, Process,
                     Rlimit, Scopes, Seccomp, SeccompRule, SocketFamily, MECHANISMS)
 from .policy_spec import SECTIONS, TOP_LEVEL, Key
@@ -30,17 +32,125 @@ class _Fragment:
     refs: dict[str, SourceRef] = field(default_factory=dict)
 
 
-def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
+#: Larger files are refused before parsing: a policy is a few kilobytes, and the parser and
+#: the line scanner should not be handed megabytes by mistake (or by a fuzzer).
+MAX_POLICY_BYTES: int = 1 << 20
+#: Arrays, inline tables and dotted keys nested deeper than this are refused. A policy needs
+#: five levels at most (seccomp.rules[i].args[j].value); tomllib recurses once per level and
+#: would end in a RecursionError at about 500.
+MAX_NESTING: int = 32
+#: `extends` chains longer than this are refused (each level is a file; a cycle is caught
+#: separately).
+MAX_EXTENDS_DEPTH: int = 16
+
+
+def _line_at(data: bytes | str, offset: int) -> int:
+    newline = b"\n" if isinstance(data, bytes) else "\n"
+    return data.count(newline, 0, offset) + 1     # type: ignore[arg-type]
+
+
+def _read_bytes(path: str) -> bytes:
+    """The file's bytes; PolicyFileError for anything that is not a readable regular file of
+    sane size. O_NONBLOCK so that a FIFO named as a policy cannot hang the check."""
+    where = SourceRef(path, 0, "")
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise PolicyError(SourceRef(path, 0, ""), f"cannot read policy: {exc.strerror}") from None
+        raise PolicyFileError(where, f"cannot read policy: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise PolicyFileError(where, "cannot read policy: it is a directory, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise PolicyFileError(where, "cannot read policy: not a regular file")
+        chunks, size = [], 0
+        while size <= MAX_POLICY_BYTES:
+            chunk = os.read(fd, MAX_POLICY_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise PolicyFileError(where, f"cannot read policy: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if len(raw) > MAX_POLICY_BYTES:
+        raise PolicyFileError(where, f"larger than {MAX_POLICY_BYTES} bytes: not a policy file")
+    return raw
+
+
+def _nesting_error(path: str, text: str) -> PolicyError | None:
+    """An error at the first place where arrays and inline tables nest deeper than
+    MAX_NESTING, found without recursion (before tomllib recurses into them). Strings and
+    comments are skipped; the text need not be valid TOML."""
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif ch in "\"'":
+            triple = text.startswith(ch * 3, i)
+            quote = ch * 3 if triple else ch
+            j = i + len(quote)
+            while True:
+                end = text.find(quote, j)
+                if end < 0:
+                    return None         # unterminated: tomllib reports it
+                if ch == '"':       # basic strings have escapes: \" does not end them
+                    before = end
+                    while before > j and text[before - 1] == "\\":
+                        before -= 1
+                    if (end - before) % 2:
+                        j = end + 1
+                        continue
+                if not triple and "\n" in text[i:end]:
+                    return None         # a one-line string across lines: tomllib reports it
+                break
+            i = end + len(quote)
+            continue
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return PolicyError(SourceRef(path, _line_at(text, i), ""),
+                                   f"arrays and tables nested more than {MAX_NESTING} deep")
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return None
+
+
+def _deep_key(data: dict[str, Any]) -> str | None:
+    """The dotted path of a value nested deeper than MAX_NESTING (dotted keys and table
+    headers nest without brackets), found without recursion; None when there is none."""
+    stack: list[tuple[str, Any, int]] = [("", data, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return path
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), v, depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
+    return None
+
+
+def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
+    raw = _read_bytes(path)
+    where = SourceRef(path, 0, "")
+    if b"\0" in raw:
+        raise PolicyFileError(SourceRef(path, _line_at(raw, raw.index(b"\0")), ""),
+                              "binary file (a NUL byte): not a TOML policy")
     try:
         text = raw.decode("utf-8")
-        data = tomllib.loads(text)
     except UnicodeDecodeError as exc:
-        raise PolicyError(SourceRef(path, 0, ""), f"not UTF-8: {exc.reason}") from None
+        raise PolicyFileError(SourceRef(path, _line_at(raw, exc.start), ""),
+                              f"not UTF-8: {exc.reason}") from None
+    if (nested := _nesting_error(path, text)) is not None:
+        raise nested
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         # tomllib puts the position at the end of its message: "... (at line 3, column 7)".
         message = str(exc)
@@ -49,7 +159,23 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
             line = int(message.rsplit("(at line ", 1)[1].split(",")[0].rstrip(")"))
             message = message.rsplit(" (at line", 1)[0]
         raise PolicyError(SourceRef(path, line, ""), f"TOML syntax error: {message}") from None
-    return data, key_lines(text)
+    except ValueError:
+        # Python refuses to convert integers of more than sys.get_int_max_str_digits() digits.
+        long_number = re.search(r"[0-9][0-9_]{%d,}" % 999, text)
+        line = _line_at(text, long_number.start()) if long_number else 0
+        raise PolicyError(SourceRef(path, line, ""), "a number with too many digits") from None
+    except RecursionError:
+        raise PolicyError(where, f"arrays and tables nested more than {MAX_NESTING} deep") from None
+    if not data:
+        raise PolicyFileError(where, "empty policy: no section and no key")
+    lines = key_lines(text)
+    if (deep := _deep_key(data)) is not None:
+        # The header or key that wrote it may be longer than the path found (`[a.b.c....]`).
+        line = line_for(lines, deep) or min(
+            (n for key, n in lines.items() if key.startswith(deep)), default=0)
+        raise PolicyError(SourceRef(path, line, deep.split(".")[0]),
+                          f"keys and tables nested more than {MAX_NESTING} deep")
+    return data, lines
 
 
 def _unknown(where: SourceRef, name: str, known: list[str], what: str) -> PolicyError:
@@ -101,6 +227,9 @@ def _collect(path: str, stack: tuple[str, ...], seen: set[str], order: list[_Fra
     if real in stack:
         chain = " -> ".join(os.path.basename(p) for p in (*stack, real))
         raise PolicyError(included_at or SourceRef(path, 0, "extends"), f"extends cycle: {chain}")
+    if len(stack) >= MAX_EXTENDS_DEPTH:
+        raise PolicyError(included_at or SourceRef(path, 0, "extends"),
+                          f"extends chain longer than {MAX_EXTENDS_DEPTH} files")
     if real in seen:
         return   # a diamond: the shared base is merged once, where it first appears
     if not os.path.isfile(path) and included_at is not None:

@@ -31,13 +31,24 @@ def _type_name(value: object) -> str:
     return _TOML_TYPE.get(type(value), type(value).__name__)
 
 
+def _number(value: int) -> str:
+    """An integer for a message: long ones are cut (a policy may hold 4000-digit numbers)."""
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:12]}... ({len(text)} digits)"
+
+
 def _toml(value: object) -> str:
-    """A value as TOML spells it, for messages."""
+    """A value as TOML spells it, for messages (at most about 80 characters)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int):
+        return _number(value)
     if isinstance(value, (str, list, dict)):
-        return json.dumps(value, default=str)[:80]
-    return str(value)
+        try:
+            return json.dumps(value, default=str)[:80]
+        except (ValueError, RecursionError):    # digits or depth beyond what json takes
+            return f"{_type_name(value)} of {len(value)} items"
+    return str(value)[:80]
 
 
 def _expect(value: object, kind: type, ref: SourceRef, what: str) -> None:
@@ -49,6 +60,10 @@ def _expect(value: object, kind: type, ref: SourceRef, what: str) -> None:
 def _string(value: object, ref: SourceRef, what: str = "a string") -> str:
     _expect(value, str, ref, what)
     assert isinstance(value, str)
+    if "\0" in value:
+        # No path, name or environment value can hold one: the kernel would cut it there, and
+        # Python refuses it at launch.
+        raise PolicyError(ref, f"{_toml(value)} contains a NUL character (\\u0000)")
     check_references(value, ref)
     return value
 
@@ -100,10 +115,17 @@ class Bool(ValueType):
 
 @dataclass(frozen=True)
 class Text(ValueType):
+    max_bytes: int | None = None     # a limit the kernel sets (a hostname: 64)
+
     def parse(self, value: object, path: str, ref: Ref) -> str:
-        return _string(value, ref(path))
+        text = _string(value, ref(path))
+        if self.max_bytes is not None and len(text.encode()) > self.max_bytes:
+            raise PolicyError(ref(path), f"longer than {self.max_bytes} bytes")
+        return text
 
     def schema(self) -> dict[str, Any]:
+        if self.max_bytes is not None:
+            return {"type": "string", "maxLength": self.max_bytes}
         return {"type": "string"}
 
 
@@ -116,7 +138,8 @@ class Integer(ValueType):
         _expect(value, int, ref(path), "an integer")
         assert isinstance(value, int)
         if not self.minimum <= value <= self.maximum:
-            raise PolicyError(ref(path), f"{value} is out of range {self.minimum}..{self.maximum}")
+            raise PolicyError(ref(path), f"{_number(value)} is out of range "
+                                         f"{self.minimum}..{self.maximum}")
         return value
 
     def schema(self) -> dict[str, Any]:
@@ -211,8 +234,9 @@ class GrantList(ValueType):
 
 
 def _check_port(text: str, ref: SourceRef) -> str:
-    if not re.fullmatch(r"\$\{[a-z_]+\}|[0-9]+", text) or (text.isdigit() and int(text) > 65535):
-        raise PolicyError(ref, f"'{text}' is not a TCP port (0-65535) or a ${{variable}}")
+    if not re.fullmatch(r"\$\{[a-z_]+\}|[0-9]{1,5}", text) or (text.isdigit() and int(text) > 65535):
+        shown = text if len(text) <= 24 else f"{text[:12]}... ({len(text)} characters)"
+        raise PolicyError(ref, f"'{shown}' is not a TCP port (0-65535) or a ${{variable}}")
     return text
 
 
@@ -307,7 +331,7 @@ class IntList(ValueType):
         return tuple(Integer(0, 65535).parse(v, f"{path}[{i}]", ref) for i, v in enumerate(value))
 
     def schema(self) -> dict[str, Any]:
-        return {"type": "array", "items": {"type": "integer", "minimum": 0}}
+        return {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 65535}}
 
 
 @dataclass(frozen=True)
@@ -333,13 +357,41 @@ RLIMITS: Mapping[str, int] = {
 }
 
 
-def _limit(value: object, where: SourceRef) -> int | None:
+#: The largest finite rlimit: setrlimit(2) takes a 64-bit rlim_t whose top value means
+#: "infinity", and Python passes it as a signed 64-bit integer.
+RLIM_MAX: int = 2**63 - 1
+#: The kernel's ceiling for fs.nr_open, and so for any nofile limit (sysctl_nr_open_max on
+#: 64-bit Linux); used when /proc/sys/fs/nr_open cannot be read.
+NR_OPEN_CEILING: int = 2**31 - 64
+
+
+def nofile_maximum() -> int:
+    """The largest nofile limit setrlimit accepts on this system (fs.nr_open)."""
+    try:
+        with open("/proc/sys/fs/nr_open", encoding="ascii") as handle:
+            return min(int(handle.read().strip()), NR_OPEN_CEILING)
+    except (OSError, ValueError):
+        return NR_OPEN_CEILING
+
+
+def _limit(value: object, where: SourceRef, name: str) -> int | None:
+    """One rlimit value, checked against what setrlimit(2) can take, so that a policy `check`
+    accepts is never refused for its numbers at launch."""
     if value in ("infinity", "unlimited"):
+        if name == "nofile":
+            raise PolicyError(where, f"nofile cannot be infinity: the kernel caps it at "
+                                     f"fs.nr_open ({nofile_maximum()})")
         return None
     _expect(value, int, where, 'a non-negative integer or "infinity"')
     assert isinstance(value, int)
     if value < 0:
-        raise PolicyError(where, f"{value} is negative")
+        raise PolicyError(where, f"{_number(value)} is negative")
+    if value > RLIM_MAX:
+        raise PolicyError(where, f"{_number(value)} is above the largest rlimit, {RLIM_MAX} "
+                                 '(write "infinity" for no limit)')
+    if name == "nofile" and value > (top := nofile_maximum()):
+        raise PolicyError(where, f"{_number(value)} is above this system's fs.nr_open ({top}), "
+                                 "the most open files setrlimit accepts")
     return value
 
 
@@ -355,16 +407,17 @@ class RlimitMap(ValueType):
                 raise PolicyError(where, f"unknown rlimit '{name}' (one of {', '.join(sorted(RLIMITS))})")
             if isinstance(item, dict):
                 table = _table(item, where, {"soft": True, "hard": True}, "a table with soft and hard")
-                soft, hard = _limit(table["soft"], where), _limit(table["hard"], where)
+                soft, hard = _limit(table["soft"], where, name), _limit(table["hard"], where, name)
                 if hard is not None and (soft is None or soft > hard):
                     raise PolicyError(where, "the soft limit is above the hard limit")
             else:
-                soft = hard = _limit(item, where)
+                soft = hard = _limit(item, where, name)
             out.append(Rlimit(name, soft, hard, where))
         return tuple(out)
 
     def schema(self) -> dict[str, Any]:
-        limit = {"anyOf": [{"type": "integer", "minimum": 0}, {"enum": ["infinity", "unlimited"]}]}
+        limit = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": RLIM_MAX},
+                           {"enum": ["infinity", "unlimited"]}]}
         return {"type": "object", "propertyNames": {"enum": sorted(RLIMITS)},
                 "additionalProperties": {"anyOf": [limit, {
                     "type": "object", "additionalProperties": False, "required": ["soft", "hard"],
@@ -416,8 +469,8 @@ class RuleList(ValueType):
                 "required": ["index", "op", "value"],
                 "properties": {"index": {"type": "integer", "minimum": 0, "maximum": 5},
                                "op": {"enum": list(ARG_OPS)},
-                               "value": {"type": "integer", "minimum": 0},
-                               "mask": {"type": "integer", "minimum": 0}}}
+                               "value": {"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
+                               "mask": {"type": "integer", "minimum": 0, "maximum": 2**64 - 1}}}
         return {"type": "array", "items": {
             "type": "object", "additionalProperties": False, "required": ["syscall"],
             "properties": {"syscall": {"type": "string"}, "action": Action().schema(),
@@ -449,7 +502,7 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "ipc": Key(Bool(), "new System V IPC and POSIX message queue namespace (default true)"),
         "uts": Key(Bool(), "new hostname namespace (default true)"),
         "private_tmp": Key(Bool(), "an empty tmpfs on /tmp (needs mount)"),
-        "hostname": Key(Text(), "hostname inside a uts namespace"),
+        "hostname": Key(Text(max_bytes=64), "hostname inside a uts namespace (at most 64 bytes)"),
         "reason": Key(Text(), "why the policy enters no namespace at all (required then)"),
     },
     "filesystem": {

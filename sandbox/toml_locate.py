@@ -111,10 +111,12 @@ def key_lines(text: str) -> dict[str, int]:
             continue
         path = ".".join(filter(None, [prefix, ".".join(_split_key(key.group(1)))]))
         lines.setdefault(path, number)
-        value_start = offsets[number - 1] + key.end()
-        rest = text[value_start:].lstrip(" \t")
-        if rest.startswith("["):
-            start = value_start + (len(text[value_start:]) - len(rest))
+        start = offsets[number - 1] + key.end()
+        # Skip blanks by index: slicing the rest of the text for every key would make a file
+        # of many short keys quadratic.
+        while start < len(text) and text[start] in " \t":
+            start += 1
+        if text.startswith("[", start):
             for offset, index in _scan_value(text, start):
                 lines.setdefault(f"{path}[{index}]", line_of(offset))
     return lines

@@ -19,6 +19,12 @@ Nothing here fakes a kernel mechanism: every helper forks a child through
 - `require(feature_available, what)` skips a test on a kernel without a feature, but fails it
   when CLEANCOIN_REQUIRE_SANDBOX=1 (CI sets it: there, a missing feature is a broken runner,
   not a reason to pass).
+
+Hypothesis profiles (the fuzz tests, tests/test_fuzz_*.py and tests/functional/test_fuzz_*.py):
+`ci` (the default: 100 examples per test; no example database, so nothing is written into the
+repository) and `fuzz` (`make fuzz`: CLEANCOIN_FUZZ_EXAMPLES per test, 5000 by default, with a
+database under ~/.cache/cleancoin-hypothesis so that a failure found at night is replayed
+first the next time). CLEANCOIN_HYPOTHESIS_PROFILE picks one.
 """
 
 from __future__ import annotations
@@ -38,11 +44,29 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from cleancoin.sandbox import control, kernel, launcher
 from cleancoin.sandbox.plan import Plan
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
 from cleancoin.sandbox.report import Report
+
+# Hypothesis keeps caches (its Unicode tables) and the example database in its home
+# directory, `.hypothesis/` in the working directory by default: keep them out of the
+# repository.
+HYPOTHESIS_HOME = os.path.expanduser("~/.cache/cleancoin-hypothesis")
+set_hypothesis_home_dir(HYPOTHESIS_HOME)
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, database=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "fuzz", max_examples=int(os.environ.get("CLEANCOIN_FUZZ_EXAMPLES", "5000")), deadline=None,
+    print_blob=True,
+    database=DirectoryBasedExampleDatabase(os.path.join(HYPOTHESIS_HOME, "examples")),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("CLEANCOIN_HYPOTHESIS_PROFILE", "ci"))
 
 BASE_POLICY = shipped_policy("base/python")
 #: What write_policy extends: the shipped base plus the syscalls of general Python code.

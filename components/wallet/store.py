@@ -26,10 +26,26 @@ Coins: a coin belongs to the wallet when its output pays a pkh in `keys`; it is 
 `spent_by` is NULL. A coin whose creating transaction is abandoned or conflicted does not
 count; a coin spent by an abandoned transaction counts again (abandon clears spent_by).
 
-Encryption (`encrypt_wallet`): the seed row's plaintext becomes NULL in the same transaction
-that stores the encrypted blob; `secure_delete` zeroes freed cell content, then VACUUM rebuilds
-the file and a TRUNCATE checkpoint empties the WAL, so the old plaintext is in no file.
-A crash between the commit and the scrub is repaired on the next open (`scrub_pending`).
+Encryption (`encrypt_wallet`, and `change_passphrase` for the old ciphertext) never edits the
+secret in place: an in-place update commits into the WAL while the database file (or a free
+page, or an older WAL frame) still holds the plaintext until a later checkpoint, and a kill -9
+in between leaves an encrypted wallet with its plaintext seed on disk. Instead `_rewrite`
+copies the current rows, with the seed already encrypted, into a fresh file beside the
+database (`wallet.sqlite.rewrite`, no journal, fsynced), checkpoints and closes the old
+database (its WAL and SHM files are gone afterwards), then renames the fresh file over it and
+fsyncs the directory. The rename is the commit point: before it the wallet on disk is the old
+one (unencrypted, as the caller was never told otherwise) and the fresh file holds no
+plaintext; after it the only database is the fresh one, which never held the plaintext. The old
+file's blocks are zeroed through a descriptor kept open across the rename (best effort: the
+file system may keep copies elsewhere). `open` removes a leftover fresh file (a kill before the
+rename), and empties the WAL with a TRUNCATE checkpoint, so frames of an older state (from a
+version that edited in place) do not stay on disk while the wallet is loaded.
+`scrub_pending` (set by older versions between their commit and their scrub) makes `open`
+rewrite the file.
+
+Creation is atomic in the same way: `create` (and `create_from_dump`) builds the complete
+database in `wallet.sqlite.new` and renames it into place, so a kill during `createwallet`
+never leaves a `wallet.sqlite` without tables, which would block the name for good.
 
 Files: directories 0700, the database 0600 (SQLite gives -wal and -shm the database's mode).
 
@@ -50,7 +66,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +87,12 @@ __all__ = [
 
 SCHEMA_VERSION: int = 1
 DB_FILENAME: str = "wallet.sqlite"
+#: The fresh copy `_rewrite` builds beside the database before renaming it over the old one.
+REWRITE_SUFFIX: str = ".rewrite"
+#: A new wallet's database, built complete beside its final name and renamed into place.
+NEW_SUFFIX: str = ".new"
+#: Zeroes written at a time over the replaced database file.
+_ZERO_CHUNK: int = 1 << 16
 #: The per-wallet lock file, inside the wallet's directory (see the module docstring).
 LOCK_FILENAME: str = ".lock"
 DUMP_MAGIC: str = "CLEANCOIN_WALLET_DUMP"
@@ -135,6 +157,67 @@ def _unlock_wallet(fd: int | None) -> None:
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _remove_scratch(path: Path) -> None:
+    """Remove what a kill before one of the renames (create, _rewrite) left beside `path`."""
+    for suffix in (NEW_SUFFIX, REWRITE_SUFFIX):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(path) + suffix)
+
+
+def _write_new_database(path: Path, fill: Callable[[sqlite3.Connection], None]) -> None:
+    """Create the database file `path` (0600, exclusively), let `fill` write it (it runs its
+    own BEGIN .. COMMIT), check it and fsync it. No journal: the file is scratch until the
+    caller renames it into place, and a journal would be one more file beside it."""
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    conn = sqlite3.connect(f"file:{path}", uri=True, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        fill(conn)
+        if conn.execute("PRAGMA integrity_check").fetchall() != [("ok",)]:
+            raise WalletError("the new wallet database is not sound")
+    finally:
+        conn.close()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _insert_rows(c: sqlite3.Connection, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Insert dump rows (table, {column: value}), parents first (coins reference txs)."""
+    for table in _TABLES:
+        for t, row in rows:
+            if t == table:
+                cols = list(row)
+                if not all(re.fullmatch(r"[a-z_]+", col) for col in cols):
+                    raise WalletError("Malformed column name in dump file")
+                c.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+                          f"({', '.join('?' * len(cols))})", [row[k] for k in cols])
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _zero_file(fd: int) -> None:
+    """Overwrite an (unlinked) file's content with zeros and sync, so its old blocks do not
+    keep a secret on a file system that rewrites in place."""
+    size = os.fstat(fd).st_size
+    zeros = bytes(_ZERO_CHUNK)
+    offset = 0
+    while offset < size:
+        offset += os.pwrite(fd, zeros[:min(_ZERO_CHUNK, size - offset)], offset)
+    os.fsync(fd)
 
 
 @dataclass(frozen=True)
@@ -221,15 +304,22 @@ class WalletStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
-        # Freed cells are overwritten with zeros, so a removed plaintext seed does not linger
-        # in a free page until the VACUUM.
+        # Freed cells are overwritten with zeros: what a user removes (a label, an abandoned
+        # transaction) does not linger in a free page. Secrets never rely on it (_rewrite).
         conn.execute("PRAGMA secure_delete=ON")
         return conn
 
     @classmethod
     def create(cls, netdatadir: str | os.PathLike[str], name: str, network: str, *,
-               seed: bytes | None = None, birth_height: int = 0) -> WalletStore:
-        """Create a new wallet (WalletError if one exists). `seed` defaults to 32 random bytes."""
+               seed: bytes | None = None, birth_height: int = 0, seed_blob: bytes | None = None,
+               rows: Sequence[tuple[str, dict[str, Any]]] | None = None) -> WalletStore:
+        """Create a new wallet (WalletError if one exists). `seed` defaults to 32 random bytes;
+        `seed_blob` (createwallet with a passphrase) is the seed already encrypted, so the
+        plaintext never reaches the disk; `rows` (create_from_dump) replaces every default row.
+
+        The database is built complete in `wallet.sqlite.new` and renamed into place, so a
+        kill during creation never leaves a `wallet.sqlite` without its tables: the name stays
+        free and the next create (or open) removes the leftover."""
         params = params_for(network)
         d = wallet_dir(netdatadir, name)
         _makedirs_private(d)
@@ -240,40 +330,46 @@ class WalletStore:
             if path.exists():
                 raise WalletError(f"Wallet {name!r} already exists") from None
             raise
-        try:
-            # Create the file ourselves, 0600 and exclusively, before SQLite opens it: SQLite
-            # would create it with the umask's mode, and two creators must not share a file.
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:
+        if path.exists():
             _unlock_wallet(lock_fd)
-            raise WalletError(f"Wallet {name!r} already exists") from None
-        except BaseException:
-            _unlock_wallet(lock_fd)
-            raise
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = cls._connect(path)
-            store = cls(path, conn, params, lock_fd)
-            with store._tx() as c:
-                # Statement by statement: executescript() would COMMIT first, outside _tx.
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        c.execute(statement)
+            raise WalletError(f"Wallet {name!r} already exists")
+
+        def fill(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            if rows is not None:
+                _insert_rows(c, rows)
+            else:
                 meta = {
                     "version": SCHEMA_VERSION, "network": network, "birth_height": birth_height,
-                    "best_hash": None, "best_height": -1, "encrypted": 0,
+                    "best_hash": None, "best_height": -1, "encrypted": int(seed_blob is not None),
                     "next_index_0": 0, "next_index_1": 0, "scrub_pending": 0,
                 }
                 c.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-                c.execute("INSERT INTO secrets VALUES ('seed', ?, NULL)",
-                          (seed if seed is not None else os.urandom(32),))
-            return store
+                if seed_blob is not None:
+                    c.execute("INSERT INTO secrets VALUES ('seed', NULL, ?)", (seed_blob,))
+                else:
+                    c.execute("INSERT INTO secrets VALUES ('seed', ?, NULL)",
+                              (seed if seed is not None else os.urandom(32),))
+            c.execute("COMMIT")
+
+        new = Path(str(path) + NEW_SUFFIX)
+        renamed = False
+        try:
+            _remove_scratch(path)
+            _write_new_database(new, fill)
+            os.rename(new, path)        # the wallet exists from here on, complete
+            renamed = True
+            _fsync_dir(d)
+            return cls(path, cls._connect(path), params, lock_fd)
         except BaseException:
-            if conn is not None:
-                conn.close()
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(str(path) + suffix)
+            _remove_scratch(path)
+            if renamed:
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(str(path) + suffix)
             _unlock_wallet(lock_fd)
             raise
 
@@ -285,6 +381,8 @@ class WalletStore:
             raise WalletError(f"Wallet {name!r} not found")
         lock_fd = _lock_wallet(path.parent, name)
         try:
+            # Scratch files of a kill before a rename (create, _rewrite) were never committed.
+            _remove_scratch(path)
             conn = cls._connect(path)
         except BaseException:
             _unlock_wallet(lock_fd)
@@ -299,7 +397,9 @@ class WalletStore:
             with store._tx() as c:
                 c.execute(_BLOCK_TXS)
             if store._meta("scrub_pending"):
-                store._scrub()      # a crash hit between encrypt_wallet's commit and its scrub
+                store._rewrite()    # an older version was killed between its commit and scrub
+            else:
+                store._checkpoint()
         except BaseException:
             conn.close()
             _unlock_wallet(lock_fd)
@@ -398,44 +498,120 @@ class WalletStore:
                                    purpose=SEED_PURPOSE))
 
     def encrypt_wallet(self, passphrase: str | bytes, *, scrypt_n: int = DEFAULT_SCRYPT_N) -> None:
-        """Encrypt the seed; afterwards the plaintext is in no file (database, -wal, -shm)."""
-        with self._tx() as c:
-            plain, _ = c.execute(
+        """Encrypt the seed. The database is rewritten into a fresh file (see the module
+        docstring), so at no moment is an encrypted wallet's plaintext seed in any file."""
+        with self._lock:
+            plain, _ = self._conn.execute(
                 "SELECT plaintext, encrypted FROM secrets WHERE name = 'seed'").fetchone()
             if plain is None or self._meta("encrypted"):
                 raise WalletError("Error: running with an encrypted wallet, but encryptwallet "
                                   "was called.")
             with SecretBytes(plain) as secret:
                 blob = encrypt(secret, passphrase, purpose=SEED_PURPOSE, n=scrypt_n)
-            # Overwrite, not delete-and-insert: secure_delete zeroes the old cell content.
-            c.execute("UPDATE secrets SET plaintext = zeroblob(length(plaintext)) "
-                      "WHERE name = 'seed'")
-            c.execute("UPDATE secrets SET plaintext = NULL, encrypted = ? WHERE name = 'seed'",
-                      (blob.to_bytes(),))
-            self._set_meta(c, "encrypted", 1)
-            self._set_meta(c, "scrub_pending", 1)
-        del plain
-        self._scrub()
+            del plain
+            self._rewrite(seed_blob=blob.to_bytes())
 
     def change_passphrase(self, old: str | bytes, new: str | bytes, *,
                           scrypt_n: int = DEFAULT_SCRYPT_N) -> None:
-        """Re-encrypt the seed under `new` (fresh salt and nonce); WrongPassphrase for `old`."""
-        with self.unlock(old) as secret:
-            blob = encrypt(secret, new, purpose=SEED_PURPOSE, n=scrypt_n)
-        with self._tx() as c:
-            c.execute("UPDATE secrets SET encrypted = ? WHERE name = 'seed'", (blob.to_bytes(),))
-            self._set_meta(c, "scrub_pending", 1)
-        self._scrub()
-
-    def _scrub(self) -> None:
-        """Rebuild the file and empty the WAL, so no old page (with an old secret) survives."""
+        """Re-encrypt the seed under `new` (fresh salt and nonce); WrongPassphrase for `old`.
+        Rewritten as encrypt_wallet is: the old passphrase's blob is in no file afterwards, and
+        a kill leaves exactly one of the two passphrases working."""
         with self._lock:
-            self._conn.execute("VACUUM")
-            with self._tx() as c:
-                self._set_meta(c, "scrub_pending", 0)
+            with self.unlock(old) as secret:
+                blob = encrypt(secret, new, purpose=SEED_PURPOSE, n=scrypt_n)
+            self._rewrite(seed_blob=blob.to_bytes())
+
+    def _checkpoint(self) -> None:
+        """Fold the WAL into the database file and truncate it to zero bytes."""
+        with self._lock:
             busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if busy:
                 raise WalletError("could not checkpoint the wallet database (busy)")
+
+    def _rewrite(self, *, seed_blob: bytes | None = None) -> None:
+        """Replace the database by a fresh file holding only the current rows (the seed as
+        `seed_blob`, encrypted, when given): the commit protocol of the module docstring."""
+        with self._lock:
+            fresh_path = Path(str(self.path) + REWRITE_SUFFIX)
+            with contextlib.suppress(FileNotFoundError):
+                fresh_path.unlink()
+            try:
+                self._build_fresh(fresh_path, seed_blob)
+                self._checkpoint()
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    fresh_path.unlink()
+                raise
+            # From here on the old connection is closed; whatever happens, reopen one.
+            self._conn.close()
+            try:
+                self._swap_in(fresh_path)
+            finally:
+                self._conn = self._connect(self.path)
+
+    def _build_fresh(self, fresh_path: Path, seed_blob: bytes | None) -> None:
+        """Copy every row into a new file at `fresh_path` (created 0600), replacing the seed
+        row by (NULL, seed_blob) when a blob is given; fsynced. The file never holds a
+        plaintext seed that the caller is removing."""
+
+        def fill(fresh: sqlite3.Connection) -> None:
+            fresh.execute("PRAGMA foreign_keys=OFF")     # rows arrive table by table
+            fresh.execute("ATTACH DATABASE ? AS old", (f"file:{self.path}?mode=ro",))
+            fresh.execute("BEGIN")
+            # Tables and their indexes only, of the known tables: a restored file could carry
+            # triggers or views, which have no business in a wallet.
+            schema = fresh.execute("SELECT type, name, sql FROM old.sqlite_master WHERE sql IS "
+                                   "NOT NULL AND type IN ('table', 'index') "
+                                   "ORDER BY type = 'index', rowid").fetchall()
+            unknown = {name for kind, name, _ in schema if kind == "table"} - set(_TABLES)
+            if unknown:
+                raise WalletError(f"wallet database has unknown tables: {sorted(unknown)}")
+            for _, _, sql in schema:
+                fresh.execute(sql)
+            for kind, table, _ in schema:
+                if kind != "table":
+                    continue
+                if table == "secrets":
+                    rows = fresh.execute("SELECT name, plaintext, encrypted FROM old.secrets"
+                                         ).fetchall()
+                    if {r[0] for r in rows} != {"seed"}:
+                        raise WalletError("wallet database holds unknown secrets")
+                    plain, enc = rows[0][1:]
+                    if seed_blob is not None:
+                        plain, enc = None, seed_blob
+                    fresh.execute("INSERT INTO secrets VALUES ('seed', ?, ?)", (plain, enc))
+                    del plain
+                else:
+                    fresh.execute(f'INSERT INTO main."{table}" SELECT * FROM old."{table}"')
+            if seed_blob is not None:
+                fresh.execute("INSERT OR REPLACE INTO meta VALUES ('encrypted', 1)")
+            fresh.execute("INSERT OR REPLACE INTO meta VALUES ('scrub_pending', 0)")
+            fresh.execute("COMMIT")
+            fresh.execute("DETACH DATABASE old")
+
+        _write_new_database(fresh_path, fill)
+
+    def _swap_in(self, fresh_path: Path) -> None:
+        """With the old connection closed: make sure no WAL or SHM of the old database is
+        left (a stale WAL would be replayed onto the new file), rename the fresh file over
+        the database (the commit point), fsync the directory, then zero the old file."""
+        for suffix in ("-wal", "-shm"):
+            side = Path(str(self.path) + suffix)
+            with contextlib.suppress(FileNotFoundError):
+                if suffix == "-wal" and side.stat().st_size:
+                    # The checkpoint above emptied it; frames now mean a write we did not make.
+                    raise WalletError("the wallet's WAL is not empty after a checkpoint")
+                side.unlink()
+        old_fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            os.rename(fresh_path, self.path)
+            _fsync_dir(self.path.parent)
+            # Past the commit point: a failure to zero (a full disk on a copy-on-write file
+            # system) must not report the committed change as failed.
+            with contextlib.suppress(OSError):
+                _zero_file(old_fd)
+        finally:
+            os.close(old_fd)
 
     # ------------------------------------------------------------------------ keys
 
@@ -844,23 +1020,14 @@ def create_from_dump(netdatadir: str | os.PathLike[str], name: str,
             rows.append((table, {k: _dec_value(v) for k, v in json.loads(data).items()}))
     except (ValueError, AttributeError) as e:
         raise WalletError(f"Malformed record in dump file: {type(e).__name__}") from None
-    store = WalletStore.create(netdatadir, name, network)
     try:
-        with store._tx() as c:
-            for table in _TABLES:    # create() wrote defaults: the dump replaces them
-                c.execute(f"DELETE FROM {table}")
-            for table in _TABLES:    # parents first (coins reference txs)
-                for t, row in rows:
-                    if t == table:
-                        cols = list(row)
-                        if not all(re.fullmatch(r"[a-z_]+", col) for col in cols):
-                            raise WalletError("Malformed column name in dump file")
-                        c.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
-                                  f"({', '.join('?' * len(cols))})", [row[k] for k in cols])
+        store = WalletStore.create(netdatadir, name, network, rows=rows)
+    except sqlite3.Error as e:
+        raise WalletError(f"Malformed record in dump file: {e}") from None
+    try:
         problems = store.check()
         if problems or store.network != network:
             raise WalletError("Dump file describes an inconsistent wallet: " + "; ".join(problems))
-        store._scrub()      # the default random seed written by create() leaves the file
     except BaseException:
         store.close()
         for suffix in ("", "-wal", "-shm"):

@@ -43,9 +43,9 @@ from cleancoin.components.node.keys import PrivateKey
 from cleancoin.components.node.primitives import Block, Transaction, compact_size
 
 from .coins import SpendableCoin, build_transaction
-from .crypto import SecretBytes, WrongPassphrase
+from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
-from .store import DB_FILENAME, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
+from .store import DB_FILENAME, NEW_SUFFIX, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
 
 __all__ = ["Balances", "KEYPOOL_SIZE", "KeypoolRanOut", "SETTINGS_FILENAME", "StartupWalletError",
            "UnlockNeeded", "Wallet", "WalletLoader", "WrongPassphrase", "message_hash",
@@ -764,11 +764,19 @@ class WalletLoader:
             if name in self.wallets:
                 raise WalletError(f"Wallet {name!r} is already loaded.")
             tip = await self.chain.get_height()
+            if not passphrase:
+                store = WalletStore.create(self.netdatadir, name, self.network,
+                                           birth_height=max(0, tip))
+                return await self._start(name, store)
+            # Encrypted from the first byte written: creating it in plain and encrypting it
+            # afterwards would leave an unencrypted wallet behind a kill in between.
+            seed = SecretBytes(os.urandom(32))
+            blob = await asyncio.to_thread(encrypt, seed, passphrase, purpose=SEED_PURPOSE)
             store = WalletStore.create(self.netdatadir, name, self.network,
-                                       birth_height=max(0, tip))
+                                       birth_height=max(0, tip), seed_blob=blob.to_bytes())
             wallet = await self._start(name, store)
-            if passphrase:
-                await asyncio.to_thread(wallet.encrypt, passphrase)
+            wallet.set_unlocked(seed, 1)    # derives the keypool, as encryptwallet does first
+            wallet.lock()                   # and wipes the seed
             return wallet
 
     async def load(self, name: str) -> Wallet:
@@ -801,14 +809,27 @@ class WalletLoader:
             raise FileExistsError(f"Wallet {name!r} already exists.")
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         dest = d / DB_FILENAME
-        fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
+        # Copied beside its final name and renamed into place: a kill during the copy must not
+        # leave a partial wallet.sqlite that takes the name (the next load or create removes
+        # the leftover, as for createwallet).
+        new = d / (DB_FILENAME + NEW_SUFFIX)
+        with contextlib.suppress(FileNotFoundError):
+            new.unlink()
+        fd = os.open(new, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        renamed = False
         try:
-            shutil.copyfile(src, dest)
+            with open(src, "rb") as source, os.fdopen(fd, "wb") as target:
+                shutil.copyfileobj(source, target)
+                target.flush()
+                os.fsync(target.fileno())
+            if dest.exists():
+                raise FileExistsError(f"Wallet {name!r} already exists.")
+            os.rename(new, dest)
+            renamed = True
             return await self.load(name)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                dest.unlink()
+                (dest if renamed else new).unlink()
             raise
 
     async def close_all(self) -> None:

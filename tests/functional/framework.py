@@ -132,8 +132,12 @@ class TestNode:
 
     __test__ = False       # not a pytest test class
 
-    def __init__(self, index: int, base: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, index: int, base: Path, extra_args: Sequence[str] = (),
+                 new_session: bool = False) -> None:
         self.index = index
+        # Its own session and process group, so that a crash test can SIGKILL the whole
+        # group (node, zygote) without hitting the test itself.
+        self.new_session = new_session
         self.datadir = base / f"node{index}"
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.p2p_port = free_port()
@@ -165,7 +169,8 @@ class TestNode:
               env: dict[str, str] | None = None) -> None:
         assert self.process is None, "already running"
         log = open(self.datadir / "stderr.txt", "ab")
-        self.process = subprocess.Popen(self.args(extra), stdout=subprocess.DEVNULL, stderr=log, env=env)
+        self.process = subprocess.Popen(self.args(extra), stdout=subprocess.DEVNULL, stderr=log,
+                                        env=env, start_new_session=self.new_session)
         log.close()
         if wait:
             self.wait_for_rpc()
@@ -204,6 +209,13 @@ class TestNode:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
             self.process = None
+
+    def kill_group(self) -> None:
+        """SIGKILL the node's whole process group (a node made with new_session=True)."""
+        assert self.process is not None and self.new_session
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self.process = None
 
     def cleanup(self) -> None:
         """Stop if still running (teardown); kill when it does not stop."""
@@ -256,3 +268,29 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of `pid` (from /proc; empty when it is gone)."""
+    children: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            children += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    """Until process `pid` no longer exists (a zombie counts as gone)."""
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        return state == "Z"
+    wait_until(gone, timeout, what=f"process {pid} to end")
