@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("%s starting: chain=%s datadir=%s pid=%d", PROG, settings.chain, netdatadir, os.getpid())
     sandbox = settings.get_bool("sandbox", True)
 
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.node.multiprocess import NodeProcesses
     from cleancoin.components.node.node import InitError, Node
     from cleancoin.components.node.wallet_process import WALLET_COMPONENT, WALLET_TARGET, prestart
@@ -174,7 +174,7 @@ def _use_running_wallet(connect: str | None, netdatadir: str) -> bool:
 def _node_variables(config: object, netdatadir: str, ipc_binds: Sequence[str]) -> dict[str, str]:
     """Values of node.toml's variables: the datadir and the ports it may bind (P2P, RPC, and
     the first -ipcbind=tcp listener's, or the RPC port again)."""
-    from cleancoin.components.node.chainparams import params_for
+    from cleancoin.components.common.chainparams import params_for
     params = params_for(config.chain)  # type: ignore[attr-defined]
     port = config.port if config.port is not None else params.default_port  # type: ignore[attr-defined]
     rpcport = config.rpcport if config.rpcport is not None else params.rpc_port  # type: ignore[attr-defined]

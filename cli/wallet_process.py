@@ -155,7 +155,7 @@ def serve_node(fd: int) -> int:
 async def _serve_child(fd: int) -> int:
     from cleancoin.components.ipc.connection import serve_init
     from cleancoin.components.ipc.init_impl import ProcessInit
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.transport import stream_from_fd
     from cleancoin.components.wallet.process import make_wallet_service
 
@@ -324,10 +324,10 @@ def _open_listening(settings: Settings) -> _Opened:
 async def _listening(settings: Settings, opened: _Opened) -> int:
     from cleancoin.components.ipc.errors import IpcError
     from cleancoin.components.ipc.init_impl import ProcessInit
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.transport import listen
     from cleancoin.components.wallet.process import make_wallet_service
-    from cleancoin.components.wallet_interface import WalletOptions
+    from cleancoin.components.interfaces.wallet import WalletOptions
 
     log = logging.getLogger("cleancoin.wallet")
     netdatadir = settings.netdatadir
@@ -401,11 +401,11 @@ def _open_connected(settings: Settings) -> _Opened:
 async def _connected(settings: Settings, opened: _Opened) -> int:
     from cleancoin.components.ipc.address import AddressError
     from cleancoin.components.ipc.errors import IpcError
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.settings import parse_settings
     from cleancoin.components.ipc.transport import connect
     from cleancoin.components.wallet.process import make_wallet_service
-    from cleancoin.components.wallet_interface import WalletOptions
+    from cleancoin.components.interfaces.wallet import WalletOptions
 
     log = logging.getLogger("cleancoin.wallet")
     netdatadir = settings.netdatadir

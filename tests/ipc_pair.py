@@ -15,7 +15,7 @@ import capnp
 
 from cleancoin.components.ipc.connection import connect_init, serve_init
 from cleancoin.components.ipc.init_impl import ProcessInit
-from cleancoin.components.ipc.interfaces import Peer
+from cleancoin.components.interfaces.init import Peer
 
 
 async def use_over_socketpair(chain_factory: Callable[[], Any] | None, use: Callable[[Any], Awaitable[Any]],

@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass, field
 
 from cleancoin.components.ipc.connection import Connection, connect_init
-from cleancoin.components.ipc.interfaces import Peer
+from cleancoin.components.interfaces.init import Peer
 from cleancoin.components.ipc.transport import stream_from_fd
 from cleancoin.sandbox.plan import Plan
 from cleancoin.sandbox.report import Report

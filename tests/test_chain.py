@@ -18,18 +18,18 @@ from typing import Any
 
 import pytest
 
-from cleancoin.components.node.amount import COIN
+from cleancoin.components.common.amount import COIN
 from cleancoin.components.node.chain import (
     BLOCK_FAILED, BLOCK_FAILED_CHILD, BLOCK_HAVE_DATA, BLOCK_VALID_SCRIPTS, BlockIndex,
     BlockNotFound, ChainManager,
 )
-from cleancoin.components.node.chainparams import MAIN, REGTEST
-from cleancoin.components.node.consensus import Coin, block_subsidy, connect_block_checks
-from cleancoin.components.node.errors import Failure, ValidationError
-from cleancoin.components.node.keys import PrivateKey, sign_transaction
+from cleancoin.components.common.chainparams import MAIN, REGTEST
+from cleancoin.components.common.consensus import Coin, block_subsidy, connect_block_checks
+from cleancoin.components.common.errors import Failure, ValidationError
+from cleancoin.components.common.keys import PrivateKey, sign_transaction
 from cleancoin.components.node.mining import assemble_block, create_coinbase, mine_block, solve
-from cleancoin.components.node.pow import check_proof_of_work
-from cleancoin.components.node.primitives import Block, OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.pow import check_proof_of_work
+from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 from cleancoin.components.node.storage import StorageError, decode_undo, encode_undo
 
 P = REGTEST

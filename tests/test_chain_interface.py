@@ -20,18 +20,18 @@ import capnp
 from ipc_pair import use_over_socketpair
 import pytest
 
-from cleancoin.components.chain_interface import Chain, ChainError
+from cleancoin.components.interfaces.chain import Chain, ChainError
 from cleancoin.components.ipc.errors import IpcError
-from cleancoin.components.ipc.interfaces import Peer
-from cleancoin.components.node.amount import COIN
+from cleancoin.components.interfaces.init import Peer
+from cleancoin.components.common.amount import COIN
 from cleancoin.components.node.chain import BlockIndex, ChainManager
 from cleancoin.components.node.chain_binding import NodeChain
-from cleancoin.components.node.chainparams import REGTEST
-from cleancoin.components.node.keys import PrivateKey, sign_transaction
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.keys import PrivateKey, sign_transaction
 from cleancoin.components.node.mempool import Mempool
 from cleancoin.components.node.mining import mine_block
 from cleancoin.components.node.node import ChainViewAdapter, MempoolUpdater
-from cleancoin.components.node.primitives import Block, OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 
 P = REGTEST
 NOW = 2_100_000_000

@@ -16,24 +16,24 @@ from decimal import Decimal
 
 import pytest
 
-from cleancoin.components.node import address, hashes, pow as powmod
-from cleancoin.components.node.amount import COIN, MAX_MONEY, format_amount, parse_amount
-from cleancoin.components.node.chainparams import MAIN, REGTEST, TESTNET, ChainParams, params_for
-from cleancoin.components.node.consensus import (
+from cleancoin.components.common import address, hashes, pow as powmod
+from cleancoin.components.common.amount import COIN, MAX_MONEY, format_amount, parse_amount
+from cleancoin.components.common.chainparams import MAIN, REGTEST, TESTNET, ChainParams, params_for
+from cleancoin.components.common.consensus import (
     Coin, block_subsidy, check_block, check_transaction, check_tx_inputs, connect_block_checks,
     contextual_check_block, contextual_check_block_header, is_final_tx,
 )
-from cleancoin.components.node.errors import DeserializationError, Failure, ValidationError
-from cleancoin.components.node.keys import (
+from cleancoin.components.common.errors import DeserializationError, Failure, ValidationError
+from cleancoin.components.common.keys import (
     CURVE_ORDER, PrivateKey, PublicKey, is_low_s, is_valid_signature_encoding, sign_input,
     sign_transaction, signature_hash, verify_input,
 )
 from cleancoin.components.node.mining import assemble_block, create_coinbase, mine_block, solve
-from cleancoin.components.node.pow import (
+from cleancoin.components.common.pow import (
     PrevBlock, block_proof, calculate_next_work_required, check_proof_of_work, compact_to_target,
     derive_target, median_time_past, next_work_required, target_to_compact,
 )
-from cleancoin.components.node.primitives import (
+from cleancoin.components.common.primitives import (
     MAX_SIZE, Block, BlockHeader, ByteReader, OutPoint, Transaction, TxIn, TxOut, compact_size,
     make_script_sig, merkle_root, parse_script_sig,
 )

@@ -33,7 +33,7 @@ from cleancoin.components.ipc.address import UNIX_PATH_MAX, AddressError, parse
 from cleancoin.components.ipc.debug_log import CallLog
 from cleancoin.components.ipc.errors import IpcAuthError, IpcDisconnected, IpcError
 from cleancoin.components.ipc.init_impl import ProcessInit
-from cleancoin.components.ipc.interfaces import Init, Peer
+from cleancoin.components.interfaces.init import Init, Peer
 from ipc_spawn import ECHO_TARGET, Child, spawn
 from cleancoin.sandbox import launcher
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy

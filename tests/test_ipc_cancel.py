@@ -11,7 +11,7 @@ import capnp
 from cleancoin.components.ipc.connection import connect_init, serve_init
 from cleancoin.components.ipc.errors import IpcError
 from cleancoin.components.ipc.init_impl import ProcessInit
-from cleancoin.components.ipc.interfaces import Peer
+from cleancoin.components.interfaces.init import Peer
 
 
 class SlowChain:

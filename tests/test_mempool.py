@@ -15,19 +15,19 @@ from decimal import Decimal
 
 import pytest
 
-from cleancoin.components.node.amount import COIN
-from cleancoin.components.node.chainparams import REGTEST
-from cleancoin.components.node.consensus import (
+from cleancoin.components.common.amount import COIN
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.consensus import (
     BlockConnection, Coin, block_subsidy, connect_block_checks,
 )
-from cleancoin.components.node.errors import Failure
-from cleancoin.components.node.keys import PrivateKey, sign_transaction
+from cleancoin.components.common.errors import Failure
+from cleancoin.components.common.keys import PrivateKey, sign_transaction
 from cleancoin.components.node.mempool import (
     DEFAULT_ANCESTOR_LIMIT, MAX_STANDARD_TX_SIZE, RPC_VERIFY_ALREADY_IN_CHAIN, RPC_VERIFY_ERROR,
     RPC_VERIFY_REJECTED, ChainView, Mempool, MempoolReject, fee_for_size,
 )
 from cleancoin.components.node.mining import create_coinbase, mine_block
-from cleancoin.components.node.primitives import Block, OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 
 P = REGTEST
 GENESIS = P.genesis_block

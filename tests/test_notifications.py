@@ -15,17 +15,17 @@ from typing import Any
 
 import pytest
 
-from cleancoin.components.chain_interface import ChainError, ChainEvent
-from cleancoin.components.node.amount import COIN
+from cleancoin.components.interfaces.chain import ChainError, ChainEvent
+from cleancoin.components.common.amount import COIN
 from cleancoin.components.node.chain import ChainManager
 from cleancoin.components.node.chain_binding import NodeChain
-from cleancoin.components.node.chainparams import REGTEST
-from cleancoin.components.node.keys import PrivateKey, sign_transaction
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.keys import PrivateKey, sign_transaction
 from cleancoin.components.node.mempool import Mempool
 from cleancoin.components.node.mining import mine_block
 from cleancoin.components.node.node import ChainViewAdapter, MempoolUpdater
 from cleancoin.components.node.notifications import FanoutLimits, NotificationHub
-from cleancoin.components.node.primitives import Block, OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 
 P = REGTEST
 NOW = 2_100_000_000

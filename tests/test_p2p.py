@@ -26,14 +26,14 @@ from typing import Any, ClassVar
 
 import pytest
 
-from cleancoin.components.node.chainparams import MAIN, REGTEST
-from cleancoin.components.node.consensus import check_block, check_transaction
-from cleancoin.components.node.errors import Failure, ValidationError
+from cleancoin.components.common.chainparams import MAIN, REGTEST
+from cleancoin.components.common.consensus import check_block, check_transaction
+from cleancoin.components.common.errors import Failure, ValidationError
 from cleancoin.components.node.mining import assemble_block, mine_block, solve
 from cleancoin.components.node.p2p import P2PError, P2PNode, ProtocolError, parse_host_port
 from cleancoin.components.node.p2p import messages as m
-from cleancoin.components.node.pow import check_proof_of_work
-from cleancoin.components.node.primitives import Block, OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.pow import check_proof_of_work
+from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 
 P = REGTEST
 GENESIS = P.genesis_block

@@ -625,7 +625,7 @@ def test_python_bitcoinrpc_authserviceproxy_works_unchanged(running) -> None:
 
 
 def test_default_rpc_ports_match_the_chain_parameters() -> None:
-    from cleancoin.components.node.chainparams import params_for
+    from cleancoin.components.common.chainparams import params_for
     from cleancoin.components.rpc.conf import DEFAULT_RPC_PORTS
     for name, port in DEFAULT_RPC_PORTS.items():
         assert params_for(name).rpc_port == port, name

@@ -32,10 +32,10 @@ from pathlib import Path
 from cleancoin.components.node.chain import (
     BLOCK_FAILED_MASK, BLOCK_HAVE_DATA, BLOCK_VALID_SCRIPTS, ChainManager,
 )
-from cleancoin.components.node.chainparams import REGTEST
-from cleancoin.components.node.consensus import Coin, connect_block_checks
-from cleancoin.components.node.hashes import hex_to_hash
-from cleancoin.components.node.primitives import NULL_HASH, Block, OutPoint
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.consensus import Coin, connect_block_checks
+from cleancoin.components.common.hashes import hex_to_hash
+from cleancoin.components.common.primitives import NULL_HASH, Block, OutPoint
 from cleancoin.components.node.storage import encode_undo
 
 P = REGTEST
@@ -47,11 +47,11 @@ BASE_HEIGHT = 105                  # the first coinbases are mature from the sta
 CHILD = r'''
 import hashlib, random, sys
 from cleancoin.components.node.chain import ChainManager
-from cleancoin.components.node.chainparams import REGTEST as P
-from cleancoin.components.node.consensus import block_subsidy
-from cleancoin.components.node.keys import PrivateKey, sign_transaction
+from cleancoin.components.common.chainparams import REGTEST as P
+from cleancoin.components.common.consensus import block_subsidy
+from cleancoin.components.common.keys import PrivateKey, sign_transaction
 from cleancoin.components.node.mining import assemble_block, create_coinbase, solve
-from cleancoin.components.node.primitives import OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
 
 db, seed, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rng = random.Random(seed)

@@ -14,12 +14,12 @@ import pytest
 
 from cleancoin.components.node.chain import BlockIndex, ChainManager
 from cleancoin.components.node.chain_binding import NodeChain
-from cleancoin.components.node.chainparams import REGTEST
-from cleancoin.components.node.keys import PrivateKey
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.keys import PrivateKey
 from cleancoin.components.node.mempool import Mempool
 from cleancoin.components.node.mining import mine_block
 from cleancoin.components.node.node import ChainViewAdapter, MempoolUpdater
-from cleancoin.components.node.primitives import Block, Transaction
+from cleancoin.components.common.primitives import Block, Transaction
 from cleancoin.components.wallet import wallet as wallet_mod
 from cleancoin.components.wallet.coins import InsufficientFunds
 from cleancoin.components.wallet.crypto import WrongPassphrase
@@ -345,7 +345,7 @@ def test_restored_backup_finds_coins_paid_to_keys_handed_out_after_it(env: Env,
 async def _over_ipc(env: Env, use):
     """Serve a node Init whose chain is env's NodeChain on a socketpair; run use(init proxy)."""
     import os
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from ipc_pair import use_over_socketpair
     return await use_over_socketpair(lambda: env.chain, use, Peer("CleanCoin-node", os.getpid()),
                                      Peer("test-wallet", os.getpid()))
@@ -392,9 +392,9 @@ def test_a_transaction_evicted_from_the_mempool_is_neither_trusted_nor_pending(e
     change as trusted, a payment from others as untrusted_pending) only while the mempool
     holds it. The real mempool evicts both (size limit, reason "eviction"): the change is no
     longer spendable, the payment no longer pending; a rebroadcast brings the change back."""
-    from cleancoin.components.node.keys import sign_transaction
+    from cleancoin.components.common.keys import sign_transaction
     from cleancoin.components.node.mempool import MempoolReject
-    from cleancoin.components.node.primitives import OutPoint, TxIn, TxOut
+    from cleancoin.components.common.primitives import OutPoint, TxIn, TxOut
 
     other_key = PrivateKey(hashlib.sha256(b"wallet test other").digest())
 

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from cleancoin.components.chain_interface import ChainError, RpcMethodInfo, RpcRequest, RpcResponse
+from cleancoin.components.interfaces.chain import ChainError, RpcMethodInfo, RpcRequest, RpcResponse
 from cleancoin.components.node.rpc_registration import RegistrationLimits, RegistrationRefused, check_methods
 from cleancoin.components.node.wallet_router import WalletRpcRouter, printable
 from cleancoin.components.rpc.errors import RpcError

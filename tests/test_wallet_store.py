@@ -22,13 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from cleancoin.components.node.amount import COIN
-from cleancoin.components.node.chainparams import REGTEST
-from cleancoin.components.node.consensus import Coin, block_subsidy
-from cleancoin.components.node.keys import PrivateKey
-from cleancoin.components.node.mempool import Mempool, fee_for_size
+from cleancoin.components.common.amount import COIN
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.consensus import Coin, block_subsidy
+from cleancoin.components.common.keys import PrivateKey
+from cleancoin.components.common.policy import fee_for_size
+from cleancoin.components.node.mempool import Mempool
 from cleancoin.components.node.mining import create_coinbase
-from cleancoin.components.node.primitives import OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
 from cleancoin.components.wallet import coins as cs
 from cleancoin.components.wallet import crypto, hd
 from cleancoin.components.wallet.store import (
@@ -274,8 +275,8 @@ def test_encryption_removes_plaintext_seed_from_every_file(tmp_path: Path) -> No
 
 _WORKER = textwrap.dedent('''
     import hashlib, sys
-    from cleancoin.components.node.amount import COIN
-    from cleancoin.components.node.primitives import OutPoint, Transaction, TxIn, TxOut
+    from cleancoin.components.common.amount import COIN
+    from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
     from cleancoin.components.wallet import coins as cs, hd
     from cleancoin.components.wallet.store import WalletStore
 

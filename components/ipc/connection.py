@@ -10,7 +10,7 @@ from typing import Any
 
 from .debug_log import CallLog
 from .errors import IpcError
-from .interfaces import Init, Peer
+from ..interfaces.init import Init, Peer
 from .specs import INIT
 
 # A malformed or hostile message must close its connection, not exhaust the process:

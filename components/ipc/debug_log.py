@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from .interfaces import Peer
+from ..interfaces.init import Peer
 
 LOG = logging.getLogger("cleancoin.ipc")
 

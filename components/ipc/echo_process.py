@@ -27,7 +27,7 @@ from .address import AddressError, parse
 from .auth import write_cookie
 from .connection import serve_init
 from .init_impl import ProcessInit
-from .interfaces import Peer
+from ..interfaces.init import Peer
 from .settings import parse_settings
 from .transport import listen, stream_from_fd
 

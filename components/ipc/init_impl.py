@@ -6,11 +6,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..chain_interface import Chain
-from ..wallet_interface import WalletLoader, WalletOptions
+from ..interfaces.chain import Chain
+from ..interfaces.wallet import WalletLoader, WalletOptions
 from .debug_log import CallLog
 from .errors import IpcError
-from .interfaces import Echo, Peer
+from ..interfaces.init import Echo, Peer
 
 #: Makes the Chain a node process offers (e.g. `lambda: make_chain(node)`).
 ChainFactory = Callable[[], Chain]

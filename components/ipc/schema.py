@@ -7,11 +7,12 @@ import os
 from importlib.resources import files
 from types import ModuleType
 
-SCHEMA_DIR = str(files("cleancoin.components.ipc").joinpath("schemas"))
+#: The schemas live beside the Python protocols they carry (components/interfaces/).
+SCHEMA_DIR = str(files("cleancoin.components.interfaces"))
 
 
 @functools.cache
 def load(name: str) -> ModuleType:
-    """The loaded schema module `name` (e.g. "init"), from components/ipc/schemas/."""
+    """The loaded schema module `name` (e.g. "init"), from components/interfaces/."""
     import capnp   # the multiprocess extra; imported only by processes that talk IPC
     return capnp.load(os.path.join(SCHEMA_DIR, f"{name}.capnp"), imports=[SCHEMA_DIR])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .address import Address, AddressError, parse
 from .auth import Credentials, parse_ipcauth, read_cookie
 from .connection import Connection
-from .interfaces import Peer
+from ..interfaces.init import Peer
 from .transport import (
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenOptions, client_tls, connect, server_tls,
 )

@@ -7,11 +7,11 @@ from typing import Any
 
 from . import schema
 from .binding import PLAIN, Codec, InterfaceSpec, Method, capability_codec, struct_codec
-from ..chain_interface import (
+from ..interfaces.chain import (
     EVENT_KINDS, BlockInfo, BroadcastResult, ChainEvent, RpcMethodInfo, RpcRequest, RpcResponse,
 )
-from ..wallet_interface import WalletOptions
-from .interfaces import Peer
+from ..interfaces.wallet import WalletOptions
+from ..interfaces.init import Peer
 
 PEER = struct_codec(Peer)
 LIST = Codec(lambda v, _: list(v), lambda v, _: [str(x) for x in v])
@@ -80,7 +80,7 @@ INIT = InterfaceSpec("Init", lambda: schema.load("init").Init, (
     Method("make_node", "makeNode", (), ("node", capability_codec(lambda: NODE))),
 ))
 
-# The Chain interface (components/chain_interface.py); capability_codec makes the wallet's
+# The Chain interface (components/interfaces/chain.py); capability_codec makes the wallet's
 # notifications object a capability the node calls back, and the Handler one the wallet
 # calls to stop them.
 HANDLER = InterfaceSpec("Handler", lambda: schema.load("chain").Handler, (

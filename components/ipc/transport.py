@@ -28,7 +28,7 @@ from .address import Address, AddressError
 from .auth import AUTH, Authenticator, Credentials, LoginLimits
 from .connection import Connection, InitFactory, connect_init, serve, serve_init
 from .debug_log import CallLog
-from .interfaces import Peer
+from ..interfaces.init import Peer
 
 LOG = logging.getLogger("cleancoin.ipc")
 

@@ -46,16 +46,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .chainparams import ChainParams
-from .consensus import (
+from ..common.chainparams import ChainParams
+from ..common.consensus import (
     Coin, check_block, check_block_header, connect_block_checks, contextual_check_block,
     contextual_check_block_header,
 )
-from .errors import Failure, ValidationError
-from .hashes import hash_to_hex
-from .pow import PrevBlock, block_proof, next_work_required
-from .pow import median_time_past as _median
-from .primitives import NULL_HASH, Block, BlockHeader, OutPoint, Transaction
+from ..common.errors import Failure, ValidationError
+from ..common.hashes import hash_to_hex
+from ..common.pow import PrevBlock, block_proof, next_work_required
+from ..common.pow import median_time_past as _median
+from ..common.primitives import NULL_HASH, Block, BlockHeader, OutPoint, Transaction
 from .storage import ChainStore, IndexRow, StorageError, decode_undo, undo_outpoints
 
 __all__ = [

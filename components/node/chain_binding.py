@@ -1,4 +1,4 @@
-"""`NodeChain`: the `Chain` interface (components/chain_interface.py) implemented in process,
+"""`NodeChain`: the `Chain` interface (components/interfaces/chain.py) implemented in process,
 over the node's ChainManager and Mempool.
 
 CleanCoind hands a NodeChain to its wallet directly; CleanCoin-node serves the same object
@@ -21,13 +21,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..chain_interface import (
+from ..interfaces.chain import (
     BlockInfo, BroadcastResult, ChainError, ChainNotifications, Handler, RpcHandler, RpcMethodInfo,
 )
 from .chain import ChainManager
 from .mempool import Mempool, MempoolReject
 from .notifications import FanoutLimits, Group, NotificationHub
-from .primitives import Transaction
+from ..common.primitives import Transaction
 
 log = logging.getLogger("cleancoin.node")
 

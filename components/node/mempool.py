@@ -55,12 +55,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .amount import format_amount
-from .chainparams import ChainParams
-from .consensus import Coin, check_transaction, check_tx_inputs, is_final_tx, verify_input
-from .errors import Failure, ValidationError
-from .hashes import hash_to_hex
-from .primitives import Block, OutPoint, Transaction
+from ..common.amount import format_amount
+from ..common.chainparams import ChainParams
+from ..common.consensus import Coin, check_transaction, check_tx_inputs, is_final_tx, verify_input
+from ..common.errors import Failure, ValidationError
+from ..common.hashes import hash_to_hex
+from ..common.policy import MAX_STANDARD_TX_SIZE, fee_for_size, fee_rate
+from ..common.primitives import Block, OutPoint, Transaction
 
 __all__ = [
     "ChainView", "DEFAULT_ANCESTOR_LIMIT", "DEFAULT_ANCESTOR_SIZE_LIMIT",
@@ -91,10 +92,6 @@ DEFAULT_MIN_RELAY_FEE: int = 1000
 DEFAULT_INCREMENTAL_RELAY_FEE: int = 1000
 #: -maxmempool default, 300 MB.
 DEFAULT_MAX_MEMPOOL_SIZE: int = 300_000_000
-#: Largest relayed transaction: bitcoind's MAX_STANDARD_TX_WEIGHT (400,000) / 4, as there is
-#: no witness. Bigger ones are valid in a block (up to the block size) but not relayed, so a
-#: single peer cannot make every node verify ~7,000 signatures for one message.
-MAX_STANDARD_TX_SIZE: int = 100_000
 #: Ancestor/descendant limits (counts include the transaction itself; sizes in bytes), as
 #: bitcoind's defaults: bound the work of every update along a chain of unconfirmed txs.
 DEFAULT_ANCESTOR_LIMIT: int = 25
@@ -116,18 +113,6 @@ _PER_INPUT_OVERHEAD = 310
 _PER_OUTPUT_OVERHEAD = 155
 
 
-def fee_for_size(rate_per_kb: int, size: int) -> int:
-    """The fee `size` bytes pay at `rate_per_kb` (bitcoind's CFeeRate::GetFee: truncating,
-    but at least 1 unit when the rate is positive, so a tiny tx cannot go free)."""
-    fee = rate_per_kb * size // 1000
-    if fee == 0 and size > 0 and rate_per_kb > 0:
-        fee = 1
-    return fee
-
-
-def fee_rate(fee: int, size: int) -> int:
-    """Units per 1000 bytes for `fee` over `size` bytes (bitcoind's CFeeRate(fee, size))."""
-    return fee * 1000 // size if size > 0 else 0
 
 
 class ChainView(Protocol):

@@ -10,10 +10,10 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .chainparams import ChainParams
-from .consensus import block_subsidy
-from .pow import derive_target
-from .primitives import (
+from ..common.chainparams import ChainParams
+from ..common.consensus import block_subsidy
+from ..common.pow import derive_target
+from ..common.primitives import (
     Block, BlockHeader, OutPoint, Transaction, TxIn, TxOut, coinbase_height_prefix,
     merkle_root, push_data,
 )

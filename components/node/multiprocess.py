@@ -25,7 +25,7 @@ from cleancoin.sandbox import Report, Zygote
 from ..ipc.address import parse
 from ..ipc.auth import write_cookie
 from ..ipc.init_impl import ProcessInit
-from ..ipc.interfaces import Peer
+from ..interfaces.init import Peer
 from ..ipc.settings import IpcSettings
 from ..ipc.transport import Listener, listen
 from .chain_binding import RpcRegistrar, make_chain

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .chain import ChainManager
-from .chainparams import ChainParams, params_for
-from .consensus import Coin
+from ..common.chainparams import ChainParams, params_for
+from ..common.consensus import Coin
 from .mempool import Mempool
 from .notifications import NotificationHub
 from .p2p import P2PNode
-from .primitives import Block, OutPoint
+from ..common.primitives import Block, OutPoint
 
 log = logging.getLogger("cleancoin.node")
 

@@ -1,10 +1,10 @@
-"""`NodeService`: the `Node` interface (components/node_interface.py) over a running Node."""
+"""`NodeService`: the `Node` interface (components/interfaces/node.py) over a running Node."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..chain_interface import RpcRequest, RpcResponse
+from ..interfaces.chain import RpcRequest, RpcResponse
 from ..rpc.carried import execute_request
 
 

@@ -52,11 +52,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..chain_interface import ChainError, ChainEvent, ChainNotifications
+from ..interfaces.chain import ChainError, ChainEvent, ChainNotifications
 from ..ipc.errors import IpcDisconnected
 from .chain import BlockIndex, ChainManager
 from .mempool import Mempool
-from .primitives import Block, Transaction
+from ..common.primitives import Block, Transaction
 
 log = logging.getLogger("cleancoin.node")
 

@@ -21,18 +21,18 @@ from cleancoin.components.rpc.errors import (
 )
 from cleancoin.components.rpc.registry import AMOUNT, ANY, ARR, BOOL, INT, STR, Param, Registry
 
-from .address import AddressError, decode_address, encode_address
-from .amount import format_amount, parse_amount
+from ..common.address import AddressError, decode_address, encode_address
+from ..common.amount import format_amount, parse_amount
 from .chain import BlockNotFound
-from .consensus import block_subsidy
-from .errors import DeserializationError, ValidationError
-from .hashes import hash_to_hex
+from ..common.consensus import block_subsidy
+from ..common.errors import DeserializationError, ValidationError
+from ..common.hashes import hash_to_hex
 from .mempool import MempoolReject, fee_rate
 from .mining import assemble_block, create_coinbase, solve
 from .p2p import USER_AGENT, P2PError
 from .p2p.messages import NODE_NETWORK, PROTOCOL_VERSION
-from .pow import difficulty
-from .primitives import Block, OutPoint, Transaction, TxIn, TxOut
+from ..common.pow import difficulty
+from ..common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 
 if TYPE_CHECKING:
     from .node import Node

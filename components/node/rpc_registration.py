@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..chain_interface import RpcMethodInfo
+from ..interfaces.chain import RpcMethodInfo
 
 NAME_RE = re.compile(r"[a-z0-9_]+")
 

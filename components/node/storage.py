@@ -43,10 +43,10 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from .consensus import BlockConnection, Coin
-from .errors import DeserializationError
-from .hashes import hash_to_hex
-from .primitives import Block, ByteReader, OutPoint, Transaction, compact_size
+from ..common.consensus import BlockConnection, Coin
+from ..common.errors import DeserializationError
+from ..common.hashes import hash_to_hex
+from ..common.primitives import Block, ByteReader, OutPoint, Transaction, compact_size
 
 SCHEMA_VERSION: int = 1
 #: Suggested file name inside the network datadir.

@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from ..ipc.connection import Connection
-from ..ipc.interfaces import Peer
+from ..interfaces.init import Peer
 from ..ipc.settings import IpcSettings, open_peer
 from .wallet_process import WalletProcessError
 from .wallet_router import WalletRpcRouter

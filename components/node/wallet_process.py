@@ -26,7 +26,7 @@ from typing import Any
 from cleancoin.sandbox import Exited, Zygote, ZygoteError
 
 from ..ipc.connection import connect_init
-from ..ipc.interfaces import Peer
+from ..interfaces.init import Peer
 from ..ipc.transport import stream_from_fd
 from .wallet_router import WalletRpcRouter
 from .wallet_session import SHUTDOWN_TIMEOUT, RemoteWallet

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..chain_interface import ChainError, Handler, RpcHandler, RpcMethodInfo, RpcRequest
+from ..interfaces.chain import ChainError, Handler, RpcHandler, RpcMethodInfo, RpcRequest
 from ..ipc.errors import IpcError
 from ..rpc import jsonfmt
 from ..rpc.errors import RPC_IN_WARMUP, RPC_INTERNAL_ERROR, RpcError

@@ -18,8 +18,8 @@ import logging
 from typing import Any
 
 from ..ipc.connection import Connection
-from ..ipc.interfaces import Peer
-from ..wallet_interface import WalletLoader, WalletOptions
+from ..interfaces.init import Peer
+from ..interfaces.wallet import WalletLoader, WalletOptions
 from .chain_binding import NodeChain, make_chain
 from .wallet_router import WalletRpcRouter
 

@@ -1,4 +1,4 @@
-"""JSON-RPC calls carried over IPC as `RpcRequest`/`RpcResponse` (components/chain_interface.py).
+"""JSON-RPC calls carried over IPC as `RpcRequest`/`RpcResponse` (components/interfaces/chain.py).
 
 A wallet process runs the calls its node forwards, and a node runs the calls a front end sends
 through `Node.executeRpc`: both run them in a `Registry`, exactly as the HTTP server would, and
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from ..chain_interface import RpcRequest, RpcResponse
+from ..interfaces.chain import RpcRequest, RpcResponse
 from . import jsonfmt
 from .errors import RPC_PARSE_ERROR, RpcError
 from .registry import Registry, internal_error

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 CHAINS = ("main", "test", "regtest")
 NETDIRS = {"main": "", "test": "testnet", "regtest": "regtest"}
-# The node's chain parameters (components/node/chainparams.py) use the same ports; a test
+# The node's chain parameters (components/common/chainparams.py) use the same ports; a test
 # keeps the two in step without making the cli import the consensus code.
 DEFAULT_RPC_PORTS = {"main": 27490, "test": 27590, "regtest": 27690}
 CONF_FILENAME = "CleanCoin.conf"

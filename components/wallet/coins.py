@@ -23,10 +23,10 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cleancoin.components.node.amount import MAX_MONEY
-from cleancoin.components.node.keys import PrivateKey, sign_transaction
-from cleancoin.components.node.mempool import MAX_STANDARD_TX_SIZE, fee_for_size
-from cleancoin.components.node.primitives import (
+from cleancoin.components.common.amount import MAX_MONEY
+from cleancoin.components.common.keys import PrivateKey, sign_transaction
+from cleancoin.components.common.policy import MAX_STANDARD_TX_SIZE, fee_for_size
+from cleancoin.components.common.primitives import (
     TXOUT_SIZE, OutPoint, Transaction, TxIn, TxOut, compact_size,
 )
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 import coincurve
 
-from cleancoin.components.node.address import base58check_decode, base58check_encode
-from cleancoin.components.node.hashes import hash160
-from cleancoin.components.node.keys import CURVE_ORDER, PrivateKey
+from cleancoin.components.common.address import base58check_decode, base58check_encode
+from cleancoin.components.common.hashes import hash160
+from cleancoin.components.common.keys import CURVE_ORDER, PrivateKey
 
 __all__ = [
     "BIP32_SEED_KEY", "ExtendedKey", "HARDENED", "InvalidKeyError", "SEED_KEY", "XPRV_VERSION",

@@ -5,7 +5,7 @@ methods live in a `Registry` of this process; they are registered with the node
 (`Chain.register_rpc`), which forwards matching requests to `WalletRpcHandler.execute`, so the
 methods, their parameter checks and their errors are exactly those of CleanCoind's wallet.
 
-`WalletService` is the `WalletLoader` of components/wallet_interface.py that the node holds:
+`WalletService` is the `WalletLoader` of components/interfaces/wallet.py that the node holds:
 it loads the wallets the node names and closes them all when told, or when the connection
 ends (`close`, called by the IPC runtime).
 """
@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 import os
 
-from cleancoin.components.chain_interface import (
+from cleancoin.components.interfaces.chain import (
     Chain, Handler, RpcMethodInfo, RpcRequest, RpcResponse,
 )
 from cleancoin.components.rpc.carried import execute_request
 from cleancoin.components.rpc.registry import Registry
-from cleancoin.components.wallet_interface import WalletOptions
+from cleancoin.components.interfaces.wallet import WalletOptions
 
 from .rpc import register_wallet_methods
 from .wallet import StartupWalletError, WalletLoader

@@ -17,10 +17,10 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
-from cleancoin.components.node.address import AddressError, decode_address, encode_address
-from cleancoin.components.node.amount import format_amount, parse_amount
-from cleancoin.components.node.hashes import hash_to_hex, hex_to_hash
-from cleancoin.components.node.primitives import OutPoint
+from cleancoin.components.common.address import AddressError, decode_address, encode_address
+from cleancoin.components.common.amount import format_amount, parse_amount
+from cleancoin.components.common.hashes import hash_to_hex, hex_to_hash
+from cleancoin.components.common.primitives import OutPoint
 from cleancoin.components.rpc.errors import (
     RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER, RPC_TYPE_ERROR, RPC_WALLET_ALREADY_LOADED,
     RPC_WALLET_ERROR, RPC_WALLET_INSUFFICIENT_FUNDS, RPC_WALLET_KEYPOOL_RAN_OUT,

@@ -71,10 +71,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cleancoin.components.node.address import encode_address
-from cleancoin.components.node.chainparams import ChainParams, params_for
-from cleancoin.components.node.hashes import hash160
-from cleancoin.components.node.primitives import OutPoint, Transaction
+from cleancoin.components.common.address import encode_address
+from cleancoin.components.common.chainparams import ChainParams, params_for
+from cleancoin.components.common.hashes import hash160
+from cleancoin.components.common.primitives import OutPoint, Transaction
 
 from .crypto import (
     DEFAULT_SCRYPT_N, SEED_PURPOSE, EncryptedBlob, SecretBytes, WrongPassphrase, decrypt, encrypt,

@@ -1,6 +1,6 @@
 """One loaded wallet (`Wallet`) and the set of loaded wallets (`WalletLoader`).
 
-The wallet talks to the node ONLY through the `Chain` interface (components/chain_interface.py),
+The wallet talks to the node ONLY through the `Chain` interface (components/interfaces/chain.py),
 so the same code runs inside CleanCoind (NodeChain, direct calls) and, later, in its own
 process over IPC.
 
@@ -36,11 +36,11 @@ from typing import Any
 
 import coincurve
 
-from cleancoin.components.chain_interface import Chain, ChainEvent, Handler
-from cleancoin.components.node.chainparams import ChainParams, params_for
-from cleancoin.components.node.hashes import hash160
-from cleancoin.components.node.keys import PrivateKey
-from cleancoin.components.node.primitives import Block, Transaction, compact_size
+from cleancoin.components.interfaces.chain import Chain, ChainEvent, Handler
+from cleancoin.components.common.chainparams import ChainParams, params_for
+from cleancoin.components.common.hashes import hash160
+from cleancoin.components.common.keys import PrivateKey
+from cleancoin.components.common.primitives import Block, Transaction, compact_size
 
 from .coins import SpendableCoin, build_transaction
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt

@@ -51,7 +51,7 @@ def raw_pingpong(n: int) -> float:
 
 
 async def _ipc(n_seq: int, n_pipe: int, batch: int) -> tuple[float, float]:
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.spawn import spawn
     child = await spawn(ECHO_MODULE, "CleanCoin-echo", None, Peer("bench", os.getpid()))
     try:

@@ -44,7 +44,7 @@ from chain_fixture import BLOCKS, PARAMS, build_chain, mine
 from cleancoin.components.node.chain_binding import NodeChain
 from cleancoin.components.wallet.store import WalletStore
 from cleancoin.components.wallet.wallet import SYNC_BATCH, Wallet
-from cleancoin.components.wallet_interface import WalletOptions
+from cleancoin.components.interfaces.wallet import WalletOptions
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -223,7 +223,7 @@ async def _in_process(bench: Any, netdatadir: str, mine_to: bytes, follow: bool)
 
 async def _over_ipc(bench: Any, netdatadir: str, mine_to: bytes, plan: Any, label: str,
                     follow: bool) -> Result:
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.spawn import spawn
     result = Result(label)
     t0 = time.perf_counter()

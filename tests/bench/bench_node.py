@@ -14,11 +14,11 @@ import time
 import coincurve
 
 from cleancoin.components.node.chain import ChainManager
-from cleancoin.components.node.chainparams import REGTEST as PARAMS
-from cleancoin.components.node.consensus import check_transaction, check_tx_inputs
-from cleancoin.components.node.keys import PrivateKey, sign_transaction, signature_hash
+from cleancoin.components.common.chainparams import REGTEST as PARAMS
+from cleancoin.components.common.consensus import check_transaction, check_tx_inputs
+from cleancoin.components.common.keys import PrivateKey, sign_transaction, signature_hash
 from cleancoin.components.node.mining import mine_block
-from cleancoin.components.node.primitives import Block, OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 
 NOW = 2_100_000_000
 KEY = PrivateKey(hashlib.sha256(b"bench").digest())
@@ -83,7 +83,7 @@ def _connect_rate(directory: str, base: list[Block], blocks: list[Block], run: i
 
 class _Coins:
     def __init__(self, fan: Transaction) -> None:
-        from cleancoin.components.node.consensus import Coin
+        from cleancoin.components.common.consensus import Coin
         self._coins = {OutPoint(fan.txid, n): Coin(out.value, out.pkh, 102, False) for n, out in enumerate(fan.vout)}
 
     def get(self, outpoint: OutPoint):  # noqa: ANN201 - consensus.UtxoView

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 
 from cleancoin.components.node.chain import ChainManager
-from cleancoin.components.node.chainparams import REGTEST as PARAMS
-from cleancoin.components.node.keys import PrivateKey
+from cleancoin.components.common.chainparams import REGTEST as PARAMS
+from cleancoin.components.common.keys import PrivateKey
 from cleancoin.components.node.mempool import Mempool
 from cleancoin.components.node.mining import mine_block
 from cleancoin.components.node.node import ChainViewAdapter, MempoolUpdater

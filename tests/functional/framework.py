@@ -32,9 +32,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cleancoin.components.node.chainparams import REGTEST
-from cleancoin.components.node.keys import PrivateKey, sign_transaction
-from cleancoin.components.node.primitives import OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.keys import PrivateKey, sign_transaction
+from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 
 START_TIMEOUT = 20.0

@@ -28,10 +28,10 @@ from typing import Any
 
 import capnp
 
-from cleancoin.components.chain_interface import RpcMethodInfo, RpcRequest, RpcResponse
+from cleancoin.components.interfaces.chain import RpcMethodInfo, RpcRequest, RpcResponse
 from cleancoin.components.ipc.address import parse
 from cleancoin.components.ipc.init_impl import ProcessInit
-from cleancoin.components.ipc.interfaces import Peer
+from cleancoin.components.interfaces.init import Peer
 from cleancoin.components.ipc.transport import ListenOptions, listen
 
 #: Closes the `result` of its own reply and forges one for id 2 (a node method in a batch).

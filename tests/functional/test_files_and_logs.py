@@ -104,11 +104,11 @@ def _ipc_logins(port: int, good: str, bad: str, passphrase: str) -> None:
     makeNode (the passphrase travels over IPC to the wallet process)."""
     import capnp
 
-    from cleancoin.components.chain_interface import RpcRequest
+    from cleancoin.components.interfaces.chain import RpcRequest
     from cleancoin.components.ipc.address import parse
     from cleancoin.components.ipc.auth import Credentials
     from cleancoin.components.ipc.errors import IpcError
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.transport import connect
 
     async def go() -> None:

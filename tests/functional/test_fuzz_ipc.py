@@ -46,9 +46,9 @@ def client_session(sock_path: str) -> int:
     """A real IPC client: connect, Init.makeNode, getblockcount; returns the count."""
     import capnp
 
-    from cleancoin.components.chain_interface import RpcRequest
+    from cleancoin.components.interfaces.chain import RpcRequest
     from cleancoin.components.ipc.address import parse
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.transport import connect
 
     async def drive() -> int:

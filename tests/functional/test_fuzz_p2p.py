@@ -25,13 +25,13 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from cleancoin.components.node.chainparams import REGTEST
-from cleancoin.components.node.hashes import sha256d
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.hashes import sha256d
 from cleancoin.components.node.p2p.messages import (
     HEADER_SIZE, MESSAGE_TYPES, MSG_BLOCK, MSG_TX, BlockMessage, GetBlocks, GetData, Inv, InvItem,
     Message, Ping, Pong, TxMessage, Verack, Version, parse_header, parse_payload, serialize_message,
 )
-from cleancoin.components.node.primitives import OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
 from framework import TEST_ADDRESS, TestNode, is_multiprocess
 
 EXAMPLES = settings.default.max_examples

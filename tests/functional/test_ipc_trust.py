@@ -176,11 +176,11 @@ def _node_sock_attack(n: TestNode, tcp: tuple[int, str] | None, captured: list[s
 
     import capnp
 
-    from cleancoin.components.chain_interface import RpcMethodInfo, RpcResponse
+    from cleancoin.components.interfaces.chain import RpcMethodInfo, RpcResponse
     from cleancoin.components.ipc.address import parse
     from cleancoin.components.ipc.auth import parse_ipcauth
     from cleancoin.components.ipc.errors import IpcError
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.transport import connect
 
     class Thief:
@@ -294,7 +294,7 @@ def test_notification_subscribers_are_bounded_and_node_memory_stays_flat(node) -
 
     from cleancoin.components.ipc.address import parse
     from cleancoin.components.ipc.errors import IpcError
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.transport import connect
 
     n = node("-ipcbind=unix")

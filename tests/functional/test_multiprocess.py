@@ -257,9 +257,9 @@ def test_a_front_end_drives_the_node_over_ipc_with_make_node(node) -> None:
 
     import capnp
 
-    from cleancoin.components.chain_interface import RpcRequest
+    from cleancoin.components.interfaces.chain import RpcRequest
     from cleancoin.components.ipc.address import parse
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.transport import connect
 
     n = node("-ipcbind=unix")
@@ -324,11 +324,11 @@ def test_authenticated_tcp_ipc_under_the_sandbox(node) -> None:
 
     import capnp
 
-    from cleancoin.components.chain_interface import RpcRequest
+    from cleancoin.components.interfaces.chain import RpcRequest
     from cleancoin.components.ipc.address import parse
     from cleancoin.components.ipc.auth import parse_ipcauth
     from cleancoin.components.ipc.errors import IpcError
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.transport import connect
 
     port = free_port()
@@ -365,11 +365,11 @@ def test_idle_tcp_ipc_clients_do_not_lock_out_node_sock_or_a_real_tcp_client(nod
 
     import capnp
 
-    from cleancoin.components.chain_interface import RpcRequest
+    from cleancoin.components.interfaces.chain import RpcRequest
     from cleancoin.components.ipc import schema
     from cleancoin.components.ipc.address import parse
     from cleancoin.components.ipc.auth import parse_ipcauth
-    from cleancoin.components.ipc.interfaces import Peer
+    from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.transport import connect
 
     port = free_port()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cleancoin.components.node.primitives import Block, BlockHeader, Transaction
+from cleancoin.components.common.primitives import Block, BlockHeader, Transaction
 from cleancoin.components.rpc.errors import RpcError
 
 from framework import OTHER_KEY, TEST_ADDRESS, TestNode, spend_coinbase
@@ -111,7 +111,7 @@ def test_createrawtransaction_and_generateblock(node: TestNode) -> None:
     raw = node.rpc.createrawtransaction([{"txid": prev, "vout": 0}], {TEST_ADDRESS: 49.99})
     tx = Transaction.from_hex(raw)
     assert tx.vin[0].prevout.txid_hex == prev and tx.vout[0].value == 4_999_000_000
-    from cleancoin.components.node.keys import sign_transaction
+    from cleancoin.components.common.keys import sign_transaction
     from framework import TEST_KEY
     signed = sign_transaction(tx, [TEST_KEY])
     out = node.rpc.generateblock(TEST_ADDRESS, [signed.serialized.hex()])

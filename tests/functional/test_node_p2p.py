@@ -11,7 +11,7 @@ import pytest
 from framework import (
     OTHER_ADDRESS, OTHER_KEY, TEST_ADDRESS, TestNode, connect_nodes, spend_coinbase, sync_blocks, wait_until,
 )
-from cleancoin.components.node.chainparams import REGTEST
+from cleancoin.components.common.chainparams import REGTEST
 
 
 @pytest.fixture

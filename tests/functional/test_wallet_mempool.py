@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cleancoin.components.node.address import decode_address
-from cleancoin.components.node.chainparams import REGTEST
+from cleancoin.components.common.address import decode_address
+from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.rpc.errors import RpcError
 from cleancoin.components.rpc.errors import RpcError
 

@@ -45,9 +45,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
-from ..errors import DeserializationError
-from ..hashes import sha256d
-from ..primitives import Block, ByteReader, Transaction, compact_size
+from ...common.errors import DeserializationError
+from ...common.hashes import sha256d
+from ...common.primitives import Block, ByteReader, Transaction, compact_size
 
 __all__ = [
     "HEADER_SIZE", "MAX_PAYLOAD", "MAX_INV", "MAX_LOCATOR", "MAX_USER_AGENT", "MSG_TX",

@@ -73,8 +73,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import Failure, ValidationError
-from ..hashes import hash_to_hex
+from ...common.errors import Failure, ValidationError
+from ...common.hashes import hash_to_hex
 from .messages import (
     MAX_INV, MAX_USER_AGENT, MIN_PEER_PROTO_VERSION, MSG_BLOCK, MSG_TX, NODE_NETWORK, PROTOCOL_VERSION,
     BlockMessage, GetBlocks, GetData, Inv, InvItem, Message, NotFound, Ping, Pong, ProtocolError,

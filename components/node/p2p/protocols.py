@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..chainparams import ChainParams
-from ..primitives import Block, Transaction
+from ...common.chainparams import ChainParams
+from ...common.primitives import Block, Transaction
 
 
 class ChainAccess(Protocol):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..chain_interface import Chain
-from ..node_interface import Node
-from ..wallet_interface import WalletLoader, WalletOptions
+from .chain import Chain
+from .node import Node
+from .wallet import WalletLoader, WalletOptions
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 @0xc41d8e2a9b7f3065;
 # WalletLoader: what a node asks of the wallet process it started (CleanCoin-node ->
-# CleanCoin-wallet). components/wallet_interface.py defines it in Python.
+# CleanCoin-wallet). components/interfaces/wallet.py defines it in Python.
 
 struct WalletOptions {
   network @0 :Text;          # "main", "test", "regtest"

@@ -2,7 +2,7 @@
 
 Defined once as a Python protocol; the node implements it in components/node/node_binding.py
 and serves it through `Init.make_node()` (components/ipc/specs.py: NODE). JSON-RPC calls travel
-as `RpcRequest`/`RpcResponse` (components/chain_interface.py), the same shapes a wallet process
+as `RpcRequest`/`RpcResponse` (components/interfaces/chain.py), the same shapes a wallet process
 uses to serve its methods through the node.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .chain_interface import RpcRequest, RpcResponse
+from .chain import RpcRequest, RpcResponse
 
 
 class Node(Protocol):

@@ -1,6 +1,6 @@
 @0xb2e7d41c9a5f8360;
 # Node: what a front end (the gui, a third-party tool) drives in a node process.
-# components/node_interface.py defines it in Python.
+# components/interfaces/node.py defines it in Python.
 
 using Chain = import "chain.capnp";
 

@@ -3,7 +3,7 @@
 Defined once as a Python protocol; CleanCoin-node holds the IPC proxy
 (`components.ipc.specs.WALLET_LOADER`) of the object a CleanCoin-wallet process makes in
 `Init.make_wallet_loader(chain, options)`. The wallet itself talks to the node only through
-the `Chain` it is given there (components/chain_interface.py), and registers its RPC methods
+the `Chain` it is given there (components/interfaces/chain.py), and registers its RPC methods
 with it (`Chain.register_rpc`), as Bitcoin Core's wallet does with its `handleRpc`.
 """
 

@@ -1,5 +1,5 @@
 @0x914023b4e5f7e4e7;
-# Chain: the node as the wallet sees it (components/chain_interface.py defines it in Python).
+# Chain: the node as the wallet sees it (components/interfaces/chain.py defines it in Python).
 # Blocks and transactions travel serialized, in the consensus format; hashes and txids are
 # 32 bytes in internal byte order.
 
