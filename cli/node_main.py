@@ -10,7 +10,8 @@ as "Error: ..." (bitcoind's InitError).
 
 from __future__ import annotations
 
-import asyncio
+from typing import TYPE_CHECKING
+
 import logging
 import os
 import sys
@@ -115,7 +116,11 @@ def setup_logging(settings: Settings, netdatadir: str) -> None:
             logging.getLogger(name).setLevel(logging.DEBUG)
 
 
-def build_config(settings: Settings) -> object:
+if TYPE_CHECKING:
+    from cleancoin.components.node.node import NodeConfig
+
+
+def build_config(settings: Settings) -> "NodeConfig":
     """Settings -> NodeConfig (OptionError for bad values)."""
     from cleancoin.components.node.node import NodeConfig
 
@@ -174,17 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = logging.getLogger("cleancoin.node")
     log.info("CleanCoind starting: chain=%s datadir=%s pid=%d", settings.chain, netdatadir, os.getpid())
 
-    from cleancoin.components.node.node import InitError, Node
-
-    node = Node(config)  # type: ignore[arg-type]
-    try:
-        return asyncio.run(node.run())
-    except InitError as exc:
-        log.error("Error: %s", exc)
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
+    from cleancoin.components.init import cleancoind
+    return cleancoind.run(config)
 
 
 if __name__ == "__main__":

@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a.startswith(("-ipcconnect", "-ipcbind")) for a in args):
         # Not the offline tool: a wallet process for a node (cli/wallet_process.py).
-        from cleancoin.cli import wallet_process
+        from cleancoin.components.init import cleancoin_wallet as wallet_process
         return wallet_process.main(args)
     options, words = _split(args)
     if any(a.lstrip("-").split("=")[0] in ("help", "?", "h") for a in options) or not args:

@@ -120,8 +120,9 @@ class MempoolUpdater:
 
 
 class NodeExtension(Protocol):
-    """What CleanCoin-node adds to the node (components/node/multiprocess.py): it runs the
-    wallet in another process instead of in this one, and serves IPC."""
+    """What an executable adds to the node (components/init/): CleanCoind its wallets in this
+    process (cleancoind.InProcessWallets), CleanCoin-node its wallet process and IPC
+    listeners (cleancoin_node.NodeProcesses)."""
 
     async def start(self, node: "Node") -> None:
         """Called once chain, mempool, P2P and the RPC method table exist, before RPC serves."""
@@ -147,7 +148,6 @@ class Node:
         self.p2p: P2PNode | None = None
         self.rpc: Any = None            # components.rpc.server.RpcServer
         self.registry: Any = None
-        self.wallet_loader: Any = None  # components.wallet.wallet.WalletLoader (None: -disablewallet)
         self._stop: asyncio.Event | None = None     # created on the loop in run()
         self._exit_code = 0
         self._pid_written = False
@@ -232,29 +232,9 @@ class Node:
                 raise
             except Exception as exc:     # the wallet process did not come up, a bad -ipcbind
                 raise InitError(str(exc)) from exc
-        elif not cfg.disable_wallet:
-            await self._start_wallets()
         if cfg.server:
             await self._start_rpc()
         log.info("Node started")
-
-    async def _start_wallets(self) -> None:
-        """The wallet sees the node only through the Chain interface (NodeChain here, the
-        same protocol a separate wallet process gets over IPC)."""
-        from cleancoin.components.wallet.wallet import WalletLoader
-
-        from .chain_binding import make_chain
-
-        from cleancoin.components.wallet.rpc import register_wallet_methods
-
-        self.wallet_loader = WalletLoader(self.netdatadir, make_chain(self), self.params.name)
-        register_wallet_methods(self.registry, self.wallet_loader)
-        from cleancoin.components.wallet.wallet import StartupWalletError
-        try:
-            # -wallet names, then <netdatadir>/wallets/settings.json's list (load_on_startup).
-            await self.wallet_loader.load_startup_wallets(self.config.wallets)
-        except StartupWalletError as exc:  # bitcoind refuses to start without a -wallet it was given
-            raise InitError(f"Failed to load wallet {exc.name!r}: {exc}") from exc
 
     def _make_registry(self) -> None:
         """The RPC method table: the node's methods now, the wallet's when it starts."""
@@ -295,13 +275,9 @@ class Node:
                 await self.rpc.stop()
             self.rpc = None
         if self.extension is not None:
-            with contextlib.suppress(Exception):
-                await self.extension.stop()
-        if self.wallet_loader is not None:
             # Before the chain closes: a wallet may be mid-sync through it.
             with contextlib.suppress(Exception):
-                await self.wallet_loader.close_all()
-            self.wallet_loader = None
+                await self.extension.stop()
         if self.p2p is not None:
             with contextlib.suppress(Exception):
                 await self.p2p.stop()

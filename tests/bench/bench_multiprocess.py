@@ -201,7 +201,7 @@ async def _follow(chain: CountingChain, bench: Any, mine_to: bytes, result: Resu
 
 
 async def _in_process(bench: Any, netdatadir: str, mine_to: bytes, follow: bool) -> Result:
-    from cleancoin.components.wallet.process import make_wallet_service
+    from cleancoin.components.wallet.service import make_wallet_service
     result = Result("in-process (CleanCoind's binding)")
     chain = CountingChain(bench.chain, bench.mempool, rpc_registrar=lambda m, h: _NoRegistration())
     t0 = time.perf_counter()

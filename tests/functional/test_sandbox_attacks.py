@@ -37,14 +37,32 @@ HARNESS = Path(__file__).parent / "attack_site" / "sitecustomize.py"
 
 @pytest.fixture
 def home_base() -> Iterator[Path]:
-    """A directory outside /tmp, where operators keep datadirs (~/.cleancoin)."""
+    """A directory outside /tmp, where operators keep datadirs (~/.cleancoin). Every node
+    started there (TestNode's stderr.txt marks its datadir) is stopped before it goes."""
     base = Path.home() / ".cache" / "cleancoin-attack-tests" / uuid.uuid4().hex[:12]
     base.mkdir(parents=True)
     yield base
+    _stop_nodes_under(base)
     shutil.rmtree(base, ignore_errors=True)
     with_parent = base.parent
     if with_parent.exists() and not any(with_parent.iterdir()):
         with_parent.rmdir()
+
+
+def _stop_nodes_under(base: Path) -> None:
+    """Kill what a failed test left running with a datadir under `base` (by command line)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(base) in cmdline and int(entry) != os.getpid():
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 class AttackedNode:

@@ -86,7 +86,7 @@ def _install(config):
     wallet_attack = _runner("wallet", config)
     standalone_attack = _runner("standalone", config)
     if standalone_attack is not None:
-        from cleancoin.cli import wallet_process as standalone
+        from cleancoin.components.init import cleancoin_wallet as standalone
         original_confine = standalone._confine
 
         def confine(*args, **kwargs):
@@ -103,7 +103,7 @@ def _install(config):
             return report
         self_restrict.restrict_self = restrict_self
     if wallet_attack is not None:
-        from cleancoin.cli import wallet_process
+        from cleancoin.components.init import cleancoin_wallet as wallet_process
         original_entry = wallet_process.serve_node
 
         def serve_node(*args, **kwargs):

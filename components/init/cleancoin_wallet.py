@@ -90,7 +90,7 @@ def import_everything() -> None:
     from cleancoin.components.ipc import schema
     for name in ("init", "chain", "wallet", "node", "echo", "auth"):
         schema.load(name)
-    import cleancoin.components.wallet.process  # noqa: F401
+    import cleancoin.components.wallet.service  # noqa: F401
     import cleancoin.components.wallet.rpc  # noqa: F401
     import cleancoin.components.ipc.specs  # noqa: F401
     import cleancoin.components.ipc.connection  # noqa: F401
@@ -157,7 +157,7 @@ async def _serve_child(fd: int) -> int:
     from cleancoin.components.ipc.init_impl import ProcessInit
     from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.transport import stream_from_fd
-    from cleancoin.components.wallet.process import make_wallet_service
+    from cleancoin.components.wallet.service import make_wallet_service
 
     async def make_loader(chain, options):  # type: ignore[no-untyped-def]
         from cleancoin.sandbox import syscalls
@@ -326,7 +326,7 @@ async def _listening(settings: Settings, opened: _Opened) -> int:
     from cleancoin.components.ipc.init_impl import ProcessInit
     from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.transport import listen
-    from cleancoin.components.wallet.process import make_wallet_service
+    from cleancoin.components.wallet.service import make_wallet_service
     from cleancoin.components.interfaces.wallet import WalletOptions
 
     log = logging.getLogger("cleancoin.wallet")
@@ -404,7 +404,7 @@ async def _connected(settings: Settings, opened: _Opened) -> int:
     from cleancoin.components.interfaces.init import Peer
     from cleancoin.components.ipc.settings import parse_settings
     from cleancoin.components.ipc.transport import connect
-    from cleancoin.components.wallet.process import make_wallet_service
+    from cleancoin.components.wallet.service import make_wallet_service
     from cleancoin.components.interfaces.wallet import WalletOptions
 
     log = logging.getLogger("cleancoin.wallet")

@@ -1,4 +1,10 @@
-"""What CleanCoin-node adds to a Node: the wallet in its own process, and IPC listeners.
+"""CleanCoin-node: the node with its zygote, its own sandbox and its wallet in another process.
+
+`run` is the start-up order (docs/multiprocess.md): the node's code imported; the zygote
+started (a fresh interpreter that can start the wallet under policies/wallet.toml, and
+nothing else) and asked for the wallet at once; this process confined by policies/node.toml
+(`restrict_self`); then the node, with `NodeProcesses` as its extension.
+
 
 `NodeProcesses` is the node's `NodeExtension` (node.py). At start it makes the router that
 serves wallet RPC methods registered over IPC (wallet_router.py), opens the -ipcbind
@@ -14,9 +20,14 @@ then a separately started `CleanCoin-wallet -ipcconnect` can serve the wallet me
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import os
+import socket
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +39,10 @@ from ..ipc.init_impl import ProcessInit
 from ..interfaces.init import Peer
 from ..ipc.settings import IpcSettings
 from ..ipc.transport import Listener, listen
-from .chain_binding import RpcRegistrar, make_chain
-from .node_binding import NodeService
-from .wallet_connection import ConnectedWallet
-from .wallet_process import WalletProcess
-from .wallet_router import WalletRpcRouter, WalletSlot
+from ..node.chain_binding import RpcRegistrar, make_chain
+from ..node.node_binding import NodeService
+from ..node.remote_wallet import ConnectedWallet, WalletProcess
+from ..node.wallet_router import WalletRpcRouter, WalletSlot
 
 log = logging.getLogger("cleancoin.node")
 
@@ -148,3 +158,132 @@ class NodeProcesses:
         self.listeners.clear()
         if self.zygote is not None:
             self.zygote.stop()
+
+
+# ---------------------------------------------------------------------- start-up
+
+PROG = "CleanCoin-node"
+
+
+def _fail(log: logging.Logger, message: str) -> int:
+    log.error("Error: %s", message)
+    print(f"Error: {message}", file=sys.stderr)
+    return 1
+
+
+def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
+        allow_wallet: bool = False) -> int:
+    """Start CleanCoin-node in this process (options parsed, logging set up); returns the
+    exit status. `config` is the node's NodeConfig (cli/node_main.build_config)."""
+    import capnp
+    from cleancoin.sandbox import ComponentSpec, ZygoteError, shipped_policy
+
+    from ..node.node import InitError, Node
+    from ..node.remote_wallet import WALLET_COMPONENT, WALLET_TARGET, prestart
+
+    log = logging.getLogger("cleancoin.node")
+    # Everything the node will run is imported now: once it is confined it could still read
+    # the Python installation, but a failure there would come late and far from its cause.
+    _import_node_modules()
+    zygote = None
+    prestarted = None
+    connect_wallet = not config.disable_wallet and _use_running_wallet(ipc.connect, netdatadir)
+    if not config.disable_wallet and not connect_wallet:
+        spec = ComponentSpec(WALLET_COMPONENT, WALLET_TARGET,
+                             shipped_policy("wallet") if sandbox else None,
+                             {"walletdir": os.path.join(netdatadir, "wallets")},
+                             writable_roots=(netdatadir,))
+        try:
+            # A fresh interpreter, not a fork: this process has read the conf file and its
+            # command line (RPC and IPC passwords); the wallet must not hold a copy of them.
+            # It starts while this process restricts itself and opens its chain.
+            zygote = Zygote.start({WALLET_COMPONENT: spec}, wait=False, title=f"{PROG} zygote")
+            prestarted = prestart(zygote)
+        except (ZygoteError, OSError) as exc:
+            return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
+    report = None
+    if sandbox:
+        from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self
+        keep = _open_descriptors_to_keep(zygote, prestarted)
+        try:
+            report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds),
+                                   keep_fds=keep)
+        except (EnforcementError, PolicyError, PolicyErrors) as exc:
+            if zygote is not None:
+                zygote.stop()
+            return _fail(log, f"{exc} (this kernel or system cannot confine {PROG}; -sandbox=0 "
+                              "runs it unconfined)")
+        log.info("%s (pid %d) confined:\n%s", PROG, os.getpid(), report.to_text())
+    else:
+        log.warning("-sandbox=0: %s and its wallet process run WITHOUT a sandbox", PROG)
+    extension = NodeProcesses(zygote, ipc, Peer(PROG, os.getpid()), list(config.wallets),
+                              report, prestarted, connect_wallet, allow_wallet)
+    node = Node(config, extension)
+    try:
+        return asyncio.run(capnp.run(node.run()))
+    except InitError as exc:
+        return _fail(log, str(exc))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if zygote is not None:
+            zygote.stop()
+
+
+def _use_running_wallet(connect: str | None, netdatadir: str) -> bool:
+    """-ipcconnect: always for an address; for `auto`, when wallet.sock answers now."""
+    if connect is None:
+        return False
+    if connect != "auto":
+        return True
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.path.join(netdatadir, WALLET_SOCKET))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _node_variables(config: Any, netdatadir: str, ipc_binds: Sequence[str]) -> dict[str, str]:
+    """Values of node.toml's variables: the datadir and the ports it may bind (P2P, RPC, and
+    the first -ipcbind=tcp listener's, or the RPC port again)."""
+    from ..common.chainparams import params_for
+    params = params_for(config.chain)
+    port = config.port if config.port is not None else params.default_port
+    rpcport = config.rpcport if config.rpcport is not None else params.rpc_port
+    tcp = [parse(b, "") for b in ipc_binds if b.startswith("tcp:")]
+    ipcport = tcp[0].port if tcp else rpcport
+    return {"datadir": netdatadir, "port": str(port), "rpcport": str(rpcport), "ipcport": str(ipcport)}
+
+
+def _open_descriptors_to_keep(zygote: Zygote | None, prestarted: socket.socket | None) -> set[int]:
+    """What this process still needs across restrict_self: its log files and its zygote's
+    sockets. Every other descriptor (libraries' leftovers, such as pycapnp's directory
+    descriptors) is pointed at /dev/null by the sandbox's descriptor step."""
+    keep: set[int] = set()
+    for handler in logging.getLogger("cleancoin").handlers:
+        stream = getattr(handler, "stream", None)
+        if stream is not None and hasattr(stream, "fileno"):
+            with contextlib.suppress(OSError, ValueError):
+                keep.add(stream.fileno())
+    if zygote is not None:
+        keep |= set(zygote.descriptors())
+    if prestarted is not None:
+        keep.add(prestarted.fileno())
+    return keep
+
+
+def _import_node_modules() -> None:
+    """What the node imports lazily, imported before the sandbox (it could read the Python
+    installation afterwards, but a failure there would come late and far from its cause)."""
+    import aiohttp.web  # noqa: F401
+
+    import cleancoin.components.ipc.specs  # noqa: F401
+    import cleancoin.components.ipc.transport  # noqa: F401
+    import cleancoin.components.node.rpc_methods  # noqa: F401
+    import cleancoin.components.rpc.server  # noqa: F401
+    from ..ipc import schema
+    for name in ("init", "chain", "wallet", "node", "echo", "auth"):
+        schema.load(name)

@@ -1,17 +1,26 @@
-"""CleanCoin-node's wallet: a CleanCoin-wallet process, started through the zygote and kept
-running.
+"""CleanCoin-node's handles on a wallet that runs in another process.
 
-Start: a socket pair; the zygote (sandbox/zygote.py, started before the node restricted
-itself) launches the wallet under its own policy with the other end; the node connects,
-hands the wallet a `Chain` of its own (`Init.make_wallet_loader(chain, options)`), the wallet
-registers its RPC methods through that chain (wallet_router.py), and the node asks it to load
-the -wallet wallets.
+`RemoteWallet` is what the node keeps of such a wallet, however its process was reached.
+Attaching to a connection gives the wallet a `Chain` of its own, the only one through which
+wallet RPC methods can be registered with this node (the router's reserving, gated slot of
+"the node's wallet process", see wallet_router.py), asks `Init.make_wallet_loader` for its
+loader and loads the wanted wallets; only then do the methods answer (until then, -28).
+Detaching ends that chain's registrations and closes the connection; the names stay
+reserved for the next process attached here. Two ways to reach the process:
 
-Death: the zygote reports the exit; the node logs the status or signal, the wallet's RPC
-methods answer RPC_IN_WARMUP ("Wallet process restarting ...") and a new wallet process is
-started after a short, growing delay, loading the wallets that were loaded before. Every
-wallet update is one SQLite transaction, so a wallet killed at any moment loses nothing
-committed; the new process catches up with the chain like any wallet that loads.
+- `WalletProcess`: a CleanCoin-wallet started through the zygote and kept running. The
+  zygote (sandbox/zygote.py, started before the node restricted itself) launches the wallet
+  under its own policy on a socket pair. Death: the zygote reports the exit; the node logs
+  the status or signal, the wallet's RPC methods answer RPC_IN_WARMUP ("Wallet process
+  restarting ...") and a new wallet process is started after a short, growing delay,
+  loading the wallets that were loaded before. Every wallet update is one SQLite
+  transaction, so a wallet killed at any moment loses nothing committed. A dead zygote stops
+  the node (see `WalletProcess._on_zygote_gone`).
+- `ConnectedWallet`: a running `CleanCoin-wallet -ipcbind=...` that waits for nodes
+  (`<netdatadir>/wallet.sock` by default), reached with -ipcconnect. The two processes come
+  and go independently: when the connection ends, wallet RPC methods answer RPC_IN_WARMUP
+  and the node tries again every RECONNECT_SECONDS, loading the same wallets when the
+  wallet process is back.
 """
 
 from __future__ import annotations
@@ -20,22 +29,86 @@ import asyncio
 import contextlib
 import logging
 import socket
-import sys
 from typing import Any
 
 from cleancoin.sandbox import Exited, Zygote, ZygoteError
 
-from ..ipc.connection import connect_init
 from ..interfaces.init import Peer
+from ..interfaces.wallet import WalletLoader, WalletOptions
+from ..ipc.connection import Connection, connect_init
+from ..ipc.settings import IpcSettings, open_peer
 from ..ipc.transport import stream_from_fd
+from .chain_binding import NodeChain, make_chain
 from .wallet_router import WalletRpcRouter
-from .wallet_session import SHUTDOWN_TIMEOUT, RemoteWallet
 
 log = logging.getLogger("cleancoin.node")
 
+
+#: How long a wallet process may take to close its wallets at shutdown.
+SHUTDOWN_TIMEOUT = 10.0
+#: Who holds the wallet methods, in messages and logs.
+WALLET_SLOT_LABEL = "the node's wallet process"
+
+
+class RemoteWallet:
+    """The connection, the Chain served over it, the loader, and the wallets loaded (`wanted`:
+    loaded again after a restart or a reconnect)."""
+
+    def __init__(self, node: Any, router: WalletRpcRouter, wallets: list[str], local: Peer) -> None:
+        self._node = node
+        self._router = router
+        self.wanted: list[str] = list(wallets)
+        self._local = local
+        self._connection: Connection | None = None
+        self._chain: NodeChain | None = None
+        self.loader: WalletLoader | None = None
+        self._slot = router.slot(WALLET_SLOT_LABEL, reserve=True, gated=True)
+
+    async def _attach(self, connection: Connection) -> None:
+        """Use the wallet process at the other end of `connection`; on failure, detach and raise."""
+        self._connection = connection
+        self._chain = make_chain(self._node, self._router.registrar(self._slot))
+        try:
+            self.loader = await connection.init.make_wallet_loader(
+                self._chain, WalletOptions(self._node.params.name, self._node.netdatadir))
+            await self.loader.load_wallets(self.wanted)
+            self.wanted = await self.loader.loaded_wallets()
+        except BaseException:
+            await self._detach()
+            raise
+        self._router.set_ready(self._slot)
+
+    async def refresh_loaded(self, _method: str = "") -> None:
+        """After createwallet/loadwallet/unloadwallet/restorewallet: remember what is loaded."""
+        if self.loader is not None:
+            with contextlib.suppress(Exception):
+                self.wanted = await self.loader.loaded_wallets()
+
+    async def _close_wallets(self) -> None:
+        """Ask the wallet process to close our wallets (at shutdown)."""
+        if self.loader is None:
+            return
+        try:
+            await asyncio.wait_for(self.loader.shutdown(), SHUTDOWN_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - hanging up (or a kill) follows
+            log.warning("the wallet process did not close its wallets cleanly: %s", exc)
+
+    async def _detach(self) -> None:
+        """End the chain's registrations and hang up; safe to call twice."""
+        chain, self._chain = self._chain, None
+        connection, self._connection, self.loader = self._connection, None, None
+        if chain is not None:
+            await chain.close()
+        if connection is not None:
+            connection.close()
+
+
+# ---------------------------------------------------------------------- started by the zygote
+
+
 WALLET_COMPONENT = "CleanCoin-wallet"
-#: What the zygote runs in the wallet's sandbox (cli/wallet_process.py).
-WALLET_TARGET = "cleancoin.cli.wallet_process:serve_node"
+#: What the zygote runs in the wallet's sandbox (components/init/cleancoin_wallet.py).
+WALLET_TARGET = "cleancoin.components.init.cleancoin_wallet:serve_node"
 #: Restart delays after a wallet process died: 0.5 s, doubling up to 30 s; reset once a
 #: wallet process has run for STABLE_SECONDS.
 FIRST_DELAY, MAX_DELAY, STABLE_SECONDS = 0.5, 30.0, 60.0
@@ -205,3 +278,66 @@ def loop_time() -> float:
     return asyncio.get_running_loop().time()
 
 
+# ---------------------------------------------------------------------- reached with -ipcconnect
+
+RECONNECT_SECONDS = 2.0
+
+
+class ConnectedWallet(RemoteWallet):
+    """See the module docstring. `socket_path` is where `unix` points (the wallet.sock of
+    the network datadir)."""
+
+    def __init__(self, ipc: IpcSettings, socket_path: str, node: Any, router: WalletRpcRouter,
+                 wallets: list[str], local: Peer) -> None:
+        super().__init__(node, router, wallets, local)
+        self._ipc = ipc
+        self._socket_path = socket_path
+        self._stopping = False
+        self._watch: asyncio.Task[None] | None = None
+        self.remote: Peer | None = None
+        self.reconnects = 0
+
+    async def start(self) -> None:
+        """Connect and load the -wallet wallets; raises WalletProcessError (the node then
+        refuses to start, as it does when it cannot start its own wallet process)."""
+        try:
+            await self._connect()
+        except Exception as exc:
+            raise WalletProcessError(f"cannot use the wallet process at {self._ipc.connect}: {exc}") from exc
+
+    async def _connect(self) -> None:
+        async def refuse_spawn() -> Connection:
+            raise WalletProcessError("no wallet process answers")
+
+        connection = await open_peer(self._ipc, self._socket_path, self._local, self._node.netdatadir,
+                                     refuse_spawn)
+        await self._attach(connection)
+        self.remote = connection.remote
+        log.info("using the wallet process %s (wallets loaded: %s)", connection.remote,
+                 ", ".join(self.wanted) or "none")
+        self._watch = asyncio.get_running_loop().create_task(self._watch_connection(connection))
+
+    async def _watch_connection(self, connection: Connection) -> None:
+        await connection.closed()
+        if self._stopping:
+            return
+        log.warning("the wallet process %s went away; trying to reconnect every %.0f s",
+                    connection.remote, RECONNECT_SECONDS)
+        self._router.status = f"Wallet process {connection.remote} disconnected; reconnecting"
+        await self._detach()
+        while not self._stopping:
+            await asyncio.sleep(RECONNECT_SECONDS)
+            try:
+                await self._connect()
+                self.reconnects += 1
+                return
+            except Exception as exc:  # noqa: BLE001 - keep trying; the next attempt may work
+                log.debug("reconnecting to the wallet process failed: %s", exc)
+
+    async def stop(self) -> None:
+        """Let the wallet process close our wallets (it keeps running), then hang up."""
+        self._stopping = True
+        await self._close_wallets()        # hanging up closes them too
+        if self._watch is not None:
+            self._watch.cancel()
+        await self._detach()
