@@ -17,7 +17,6 @@ getrawtransaction, ...), so the two interfaces cannot disagree. Not here: /rest/
 
 from __future__ import annotations
 
-import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +65,7 @@ class RestInterface:
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         if request.method != "GET":
-            return _text(405, "JSONRPC server handles only POST requests; REST only GET")
+            return _text(405, "The REST interface serves only GET requests")
         try:
             return await self._route(request.rel_url.path[len("/rest/"):], request.rel_url.query)
         except _RestError as exc:
@@ -169,7 +168,8 @@ def _json(value: Any) -> web.Response:
     try:
         text = jsonfmt.dumps(value)
     except (TypeError, ValueError):
-        text = json.dumps(None)
+        # The RPC methods answer JSON; should one not, say so rather than send something else.
+        return _text(500, "Internal error (the result is not JSON)")
     return web.Response(status=200, body=(text + "\n").encode(), content_type="application/json")
 
 

@@ -656,7 +656,7 @@ class NodeRpc:
             except descriptors.DescriptorError as exc:
                 raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, str(exc)) from None
             wanted[descriptor.pkh] = descriptor.text
-        coins, tip = self.chain.coins_paying(frozenset(wanted))
+        coins, scanned, tip = self.chain.coins_paying(frozenset(wanted))
         unspents = []
         total = 0
         for op, coin in coins:
@@ -667,7 +667,7 @@ class NodeRpc:
                              "amount": format_amount(coin.value), "coinbase": coin.is_coinbase,
                              "height": coin.height, "blockhash": block.hash_hex if block else None,
                              "confirmations": tip.height - coin.height + 1})
-        return {"success": True, "txouts": self.chain.utxo_stats()["txouts"], "height": tip.height,
+        return {"success": True, "txouts": scanned, "height": tip.height,
                 "bestblock": tip.hash_hex, "unspents": unspents, "total_amount": format_amount(total)}
 
     def getdescriptorinfo(self, ctx: Any, descriptor: str) -> dict[str, Any]:
