@@ -135,7 +135,9 @@ def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
     conf_name = os.path.expanduser(cmdline.get("conf", [conf.CONF_FILENAME])[-1])
     conf_path = conf_name if os.path.isabs(conf_name) else os.path.join(datadir, conf_name)
     try:
-        entries = conf.read_conf(conf_path, required="conf" in cmdline)
+        # -noconf: no configuration file at all, as bitcoind.
+        no_conf = isinstance(cmdline.get("conf", [""])[-1], conf.Negated)
+        entries = [] if no_conf else conf.read_conf(conf_path, required="conf" in cmdline)
     except conf.ConfError as exc:
         raise OptionError(str(exc)) from None
     try:
@@ -147,7 +149,9 @@ def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
         datadir = conf.datadir_from_file(from_file["datadir"][0], conf_path)
         if not os.path.isdir(datadir):
             raise OptionError(f'Specified data directory "{datadir}" does not exist.')
-    warnings = [f"Ignoring unknown configuration value {name}" for name in from_file if name not in known]
+    # Every unknown key of the file, in any section, named as written (bitcoind's wording).
+    warnings = list(dict.fromkeys(f"Ignoring unknown configuration value {f'{section}.' if section else ''}{name}"
+                                  for section, name, _ in entries if name not in known))
     from_file = {name: values for name, values in from_file.items() if name in known}
     return Settings(chain, datadir, cmdline, from_file, warnings)
 

@@ -73,6 +73,11 @@ def test_unknown_options_and_contradictions_are_errors(tmp_path) -> None:
     assert settings.warnings == ["Ignoring unknown configuration value bogus",
                                  "Ignoring unknown configuration value fallbackfee"]
     assert settings.get("port") == "5" and settings.get("bogus") is None
+    (tmp_path / "CleanCoin.conf").write_text("[test]\nwalletnotify=x\n")
+    assert load_settings([f"-datadir={tmp_path}"], TABLE).warnings == [
+        "Ignoring unknown configuration value test.walletnotify"]
+    (tmp_path / "CleanCoin.conf").write_text("port=5\n")
+    assert load_settings([f"-datadir={tmp_path}", "-noconf"], TABLE).get("port") is None
     (tmp_path / "CleanCoin.conf").write_text("")
     with pytest.raises(OptionError, match="Invalid combination"):
         load_settings([f"-datadir={tmp_path}", "-regtest", "-testnet"], TABLE)
