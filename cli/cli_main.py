@@ -214,8 +214,7 @@ Options:
   -netinfo
        Get network peer connection information from the remote server. An
        optional integer argument from 0 to 4 can be passed for different
-       peers listings (default: 0). Pass "help" for detailed help
-       documentation.
+       peers listings (default: 0; from 1 on, one line per peer).
 
   -rpcclienttimeout=<n>
        Timeout in seconds during HTTP requests, or 0 for no timeout. (default: {int(DEFAULT_TIMEOUT)})

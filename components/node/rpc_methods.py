@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ from .errors import DeserializationError, ValidationError
 from .hashes import hash_to_hex
 from .mempool import MempoolReject, fee_rate
 from .mining import assemble_block, create_coinbase, solve
-from .p2p import USER_AGENT, P2PError
+from .p2p import P2PError
 from .p2p.messages import NODE_NETWORK, PROTOCOL_VERSION
 from .pow import difficulty
 from . import descriptors
