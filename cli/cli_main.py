@@ -171,6 +171,7 @@ OPTIONS: dict[str, bool] = {
     "rpcconnect": True, "rpcport": True, "rpcuser": True, "rpcpassword": True, "rpccookiefile": True,
     "rpcwallet": True, "rpcclienttimeout": True, "rpcwait": False, "rpcwaittimeout": True,
     "named": False, "stdin": False, "stdinrpcpass": False,
+    "getinfo": False, "netinfo": False, "generate": False,
 }
 
 USAGE = f"""\
@@ -193,8 +194,27 @@ Options:
   -datadir=<dir>
        Specify data directory (default: ~/.cleancoin)
 
+  -generate
+       Generate blocks, equivalent to RPC getnewaddress followed by RPC
+       generatetoaddress. Optional positional integer arguments are number
+       of blocks to generate (default: 1) and maximum iterations to try
+       (default: 1000000), equivalent to RPC generatetoaddress nblocks and
+       maxtries arguments. Example: {PROG} -generate 4 1000
+
+  -getinfo
+       Get general information from the remote server. Note that unlike
+       server-side RPC calls, the output of -getinfo is the result of
+       multiple non-atomic requests. Some entries in the output may represent
+       results from different states (e.g. wallet balance may be as of a
+       different block from the chain state reported)
+
   -named
        Pass named instead of positional arguments (default: false)
+
+  -netinfo
+       Get network peer connection information from the remote server. An
+       optional integer argument from 0 to 4 can be passed for different
+       peers listings (default: 0; from 1 on, one line per peer).
 
   -rpcclienttimeout=<n>
        Timeout in seconds during HTTP requests, or 0 for no timeout. (default: {int(DEFAULT_TIMEOUT)})
@@ -377,6 +397,11 @@ def build_client(options: dict[str, str], stdin_lines: list[str]) -> tuple[RpcCl
     except ValueError as exc:
         raise UsageError(f"Error: {exc}") from None
     from_conf = rpcconf.conf_values(entries, chain)
+    if options.get("datadir") is None and from_conf.get("datadir"):
+        # bitcoind's rule, which client libraries that read the conf file follow too.
+        datadir = rpcconf.datadir_from_file(from_conf["datadir"][0], conf_path)
+        if not os.path.isdir(datadir):
+            raise UsageError(f'Error: Specified data directory "{datadir}" does not exist.')
 
     def setting(name: str, default: str | None = None) -> str | None:
         if name in options:
@@ -444,6 +469,113 @@ def call_with_wait(client: RpcClient, method: str, params: Any, wait: bool, wait
             time.sleep(1.0)
 
 
+def _amount(value: Any) -> str:
+    return f"{value:.8f}"
+
+
+def getinfo_text(client: RpcClient) -> str:
+    """-getinfo: bitcoin-cli's human-readable summary from getblockchaininfo, getnetworkinfo and
+    (when the server has a wallet) getwalletinfo / getbalances."""
+    chain = client.call("getblockchaininfo")
+    net = client.call("getnetworkinfo")
+    lines = [f"Chain: {chain['chain']}", f"Blocks: {chain['blocks']}", f"Headers: {chain['headers']}",
+             f"Verification progress: {float(chain['verificationprogress']) * 100:.4f}%",
+             f"Difficulty: {chain['difficulty']}", "",
+             f"Network: in {net['connections_in']}, out {net['connections_out']}, total {net['connections']}",
+             f"Version: {net['version']}", f"Time offset (s): {net['timeoffset']}", "Proxies: n/a",
+             f"Min tx relay fee rate (coins/kvB): {_amount(net['relayfee'])}", ""]
+    try:
+        wallets = client.call("listwallets", wallet=None) if client.wallet is None else [client.wallet]
+    except RpcError:
+        wallets = []       # -disablewallet: no wallet section, as bitcoin-cli
+    if len(wallets) == 1:
+        info = client.call("getwalletinfo", wallet=wallets[0])
+        lines += [f'Wallet: "{info["walletname"]}"', f"Keypool size: {info['keypoolsize']}"]
+        if "unlocked_until" in info:
+            lines.append(f"Unlocked until: {info['unlocked_until']}")
+        lines += [f"Transaction fee rate (-paytxfee) (coins/kvB): {_amount(info['paytxfee'])}", "",
+                  f"Balance: {_amount(info['balance'])}", ""]
+    elif len(wallets) > 1:
+        lines.append("Balances")
+        balances = [(client.call("getbalances", wallet=w)["mine"]["trusted"], w) for w in wallets]
+        width = max(len(_amount(b)) for b, _ in balances)
+        lines += [f"{_amount(b).rjust(width)} {w}" for b, w in balances] + [""]
+    warnings = chain.get("warnings") or []
+    if isinstance(warnings, str):
+        warnings = [warnings] if warnings else []
+    lines.append("Warnings: " + ("(none)" if not warnings else "; ".join(warnings)))
+    return "\n".join(lines)
+
+
+def netinfo_text(client: RpcClient, level: int) -> str:
+    """-netinfo [level]: bitcoin-cli's peer dashboard: counts by direction and network, and
+    from level 1 on one line per peer."""
+    net = client.call("getnetworkinfo")
+    chain = client.call("getblockchaininfo")["chain"]
+    peers = client.call("getpeerinfo")
+    networks = ("ipv4", "ipv6")
+    lines = [f"CleanCoin client v{_version().lstrip('v')} {chain} - server {net['protocolversion']}"
+             f"{net['subversion']}", ""]
+    if level >= 1:
+        lines.append("<->   type   net  mping   ping send recv  age  id  address  version")
+        now = int(time.time())
+        for p in peers:
+            lines.append(f"{'in' if p['inbound'] else 'out':>3} {p['connection_type']:>6} {p['network']:>5} "
+                         f"{1000 * float(p.get('minping', 0)):>6.0f} {1000 * float(p.get('pingtime', 0)):>6.0f} "
+                         f"{max(0, now - p['lastsend']):>4} {max(0, now - p['lastrecv']):>4} "
+                         f"{max(0, now - p['conntime']) // 60:>4} {p['id']:>3}  {p['addr']}  {p['version']}{p['subver']}")
+        lines.append("")
+    counts = {(d, n): 0 for d in ("in", "out") for n in networks}
+    manual = 0
+    for p in peers:
+        counts[("in" if p["inbound"] else "out", p["network"] if p["network"] in networks else "ipv4")] += 1
+        manual += 1 if p["connection_type"] == "manual" else 0
+    lines.append("        ipv4    ipv6   total   block  manual")
+    for direction in ("in", "out"):
+        total = sum(counts[(direction, n)] for n in networks)
+        row = f"{direction:<5}" + "".join(f"{counts[(direction, n)]:>8}" for n in networks) + f"{total:>8}"
+        if direction == "out":
+            row += f"{0:>8}{manual:>8}"
+        lines.append(row)
+    lines.append("total" + "".join(f"{counts[('in', n)] + counts[('out', n)]:>8}" for n in networks)
+                 + f"{len(peers):>8}")
+    lines += ["", "Local addresses: n/a"]
+    return "\n".join(lines)
+
+
+def generate(client: RpcClient, args: Sequence[str]) -> dict[str, Any]:
+    """-generate [nblocks] [maxtries]: getnewaddress, then generatetoaddress to it."""
+    if len(args) > 2:
+        raise CliError("too many arguments (maximum 2 for nblocks and maxtries)")
+    numbers = []
+    for name, text in zip(("nblocks", "maxtries"), args):
+        try:
+            numbers.append(int(text))
+        except ValueError:
+            raise CliError(f"Error parsing JSON: {text} ({name} must be an integer)") from None
+    address = client.call("getnewaddress")
+    return {"address": address, "blocks": client.call("generatetoaddress", numbers[0] if numbers else 1,
+                                                      address, *numbers[1:])}
+
+
+def run_helper(options: dict[str, str], client: RpcClient, args: Sequence[str]) -> tuple[int, str, str]:
+    """-getinfo, -netinfo, -generate (bitcoin-cli's request handlers over several calls)."""
+    try:
+        if _bool(options, "getinfo"):
+            if args:
+                raise CliError("-getinfo takes no arguments")
+            return 0, getinfo_text(client) + "\n", ""
+        if _bool(options, "netinfo"):
+            if len(args) > 1 or (args and not args[0].isdigit()):
+                raise CliError("-netinfo takes one optional argument, the level (0 to 4)")
+            return 0, netinfo_text(client, min(4, int(args[0]) if args else 0)) + "\n", ""
+        return 0, format_result(generate(client, args)) + "\n", ""
+    except RpcError as err:
+        return abs(err.code), "", format_error(err) + "\n"
+    except (CliError, RpcTransportError) as exc:
+        return 1, "", f"error: {exc}\n"
+
+
 def run(argv: Sequence[str], stdin: Any = None) -> tuple[int, str, str]:
     """The whole command: (exit status, stdout text, stderr text)."""
     try:
@@ -455,6 +587,15 @@ def run(argv: Sequence[str], stdin: Any = None) -> tuple[int, str, str]:
         if "version" in options and not any(k in options for k in ("?", "h", "help")):
             text = text.split("\n", 1)[0] + "\n"
         return 0, text, ""
+    helper = any(_bool(options, name) for name in ("getinfo", "netinfo", "generate"))
+    if helper:
+        try:
+            client, _ = build_client(options, [])
+        except UsageError as exc:
+            return 1, "", f"{exc}\n"
+        except CliError as exc:
+            return 1, "", f"error: {exc}\n"
+        return run_helper(options, client, args)
     if not args and not _bool(options, "stdin") and not _bool(options, "stdinrpcpass"):
         return 1, USAGE.format(version=_version()), "Error: too few parameters\n"
     try:

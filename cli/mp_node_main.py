@@ -21,7 +21,9 @@ import sys
 from collections.abc import Sequence
 
 from cleancoin.cli import node_main
-from cleancoin.cli.options import Option, OptionError, apply_umask, help_text, load_settings
+from cleancoin.cli.options import (
+    Option, OptionError, apply_umask, help_text, load_settings, log_settings_warnings, version_text, wants,
+)
 
 PROG = "CleanCoin-node"
 
@@ -57,9 +59,12 @@ def _fail(log: logging.Logger | None, message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the CleanCoin-node script; returns (and exits with) the status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if any(a.lstrip("-").split("=")[0] in ("help", "?", "h") for a in args):
+    if wants(args, "help", "?", "h"):
         print(help_text(PROG, "CleanCoin node daemon, multiprocess: the wallet runs in a "
                               "sandboxed CleanCoin-wallet process.", OPTIONS))
+        return 0
+    if wants(args, "version"):
+        print(version_text("CleanCoin multiprocess node"), end="")
         return 0
     try:
         import capnp  # noqa: F401 - only: is the multiprocess extra installed?
@@ -88,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     node_main.setup_logging(settings, netdatadir)
     log = logging.getLogger("cleancoin.node")
     log.info("%s starting: chain=%s datadir=%s pid=%d", PROG, settings.chain, netdatadir, os.getpid())
+    log_settings_warnings(settings, log)
     from cleancoin.components.init import cleancoin_node
     return cleancoin_node.run(config, ipc, netdatadir, sandbox=settings.get_bool("sandbox", True),
                               allow_wallet=settings.get_bool("ipcallowwallet", False))

@@ -19,7 +19,8 @@ import time
 from collections.abc import Sequence
 
 from cleancoin.cli.options import (
-    SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text, load_settings, positive_seconds,
+    SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text, load_settings,
+    log_settings_warnings, positive_seconds, version_text, wants,
 )
 
 PROG = "CleanCoind"
@@ -36,6 +37,7 @@ DEBUG_CATEGORIES: dict[str, tuple[str, ...]] = {
 OPTIONS: list[Option] = [
     Option("help", "Print this help message and exit", "Options"),
     Option("?", "Print this help message and exit", "Options"),
+    Option("version", "Print version and exit", "Options"),
     Option("conf", "Specify path to read-only configuration file. Relative paths are prefixed by datadir location.",
            "Options", "<file>", "CleanCoin.conf"),
     Option("datadir", "Specify data directory", "Options", "<dir>", "~/.cleancoin"),
@@ -53,6 +55,7 @@ OPTIONS: list[Option] = [
     Option("addnode", "Add a node to connect to and attempt to keep the connection open", "Connection options",
            "<ip:port>"),
     Option("maxconnections", "Maintain at most <n> connections to peers", "Connection options", "<n>", "125"),
+    Option("uacomment", "Append comment to the user agent string (repeatable)", "Connection options", "<cmt>"),
     Option("debug", "Output debug logging: net, rpc, mempool, validation, ipc; 1 or all for every category. "
            "Repeatable.", "Debugging/Testing options", "<category>"),
     Option("debugexclude", "Exclude debug logging for a category (takes priority over -debug)",
@@ -63,6 +66,8 @@ OPTIONS: list[Option] = [
     Option("regtest", "Use the regression test chain (blocks on demand)", "Chain selection options"),
     Option("testnet", "Use the test chain", "Chain selection options"),
     Option("server", "Accept command line and JSON-RPC commands", "RPC server options", "", "1"),
+    Option("rest", "Accept public REST requests on the RPC port (unauthenticated; -rpcallowip still applies)",
+           "RPC server options", "", "0"),
     Option("rpcport", "Listen for JSON-RPC connections on <port>", "RPC server options", "<port>",
            "27490, testnet: 27590, regtest: 27690"),
     Option("rpcbind", "Bind to given address to listen for JSON-RPC connections (needs -rpcallowip)",
@@ -120,6 +125,55 @@ if TYPE_CHECKING:
     from cleancoin.components.node.node import NodeConfig
 
 
+def peer_addresses(settings: Settings, name: str) -> list[str]:
+    """-connect / -addnode values, checked now so that a bad one is an init error and not a
+    failure later. Empty values are skipped, as bitcoind skips them (and `-connect=0` is
+    `-noconnect`)."""
+    from cleancoin.components.node.p2p import P2PError, parse_host_port
+    from cleancoin.components.rpc.server import split_host_port
+
+    out = []
+    for raw in settings.get_all(name):
+        value = raw.strip()
+        if not value or (name == "connect" and value == "0"):
+            continue
+        try:
+            split_host_port(value, 1)
+        except ValueError:
+            raise OptionError(f"Invalid port specified in -{name}: '{raw}'") from None
+        try:
+            parse_host_port(value, 1)
+        except P2PError:
+            raise OptionError(f"Invalid -{name} address: '{raw}'") from None
+        out.append(value)
+    return out
+
+
+def bind_address(settings: Settings) -> str:
+    """-bind: a numeric IP address (bitcoind looks it up without DNS), brackets allowed."""
+    import ipaddress
+
+    value = settings.get("bind", "0.0.0.0") or "0.0.0.0"
+    host = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise OptionError(f"Cannot resolve -bind address: '{value}'") from None
+    return host
+
+
+def uacomments(settings: Settings) -> list[str]:
+    """-uacomment values, checked as bitcoind checks them at start-up."""
+    from cleancoin.components.node.node import InitError, user_agent
+
+    comments = settings.get_all("uacomment")
+    try:
+        user_agent(comments)
+    except InitError as exc:
+        raise OptionError(str(exc)) from None
+    return comments
+
+
 def build_config(settings: Settings) -> "NodeConfig":
     """Settings -> NodeConfig (OptionError for bad values)."""
     from cleancoin.components.node.node import NodeConfig
@@ -127,7 +181,7 @@ def build_config(settings: Settings) -> "NodeConfig":
     listen_value = settings.get("listen")
     port = settings.get("port")
     rpcport = settings.get("rpcport")
-    connect = [c for c in settings.get_all("connect") if c not in ("0", "")]
+    connect = peer_addresses(settings, "connect")
     for name, value in (("port", port), ("rpcport", rpcport)):
         if value is not None and (not value.isdigit() or int(value) > 65535):
             raise OptionError(f"Invalid port specified in -{name}: '{value}'")
@@ -136,11 +190,12 @@ def build_config(settings: Settings) -> "NodeConfig":
         netdatadir=settings.netdatadir,
         reindex=settings.get_bool("reindex", False),
         listen=None if listen_value is None else settings.get_bool("listen", True),
-        bind=settings.get("bind", "0.0.0.0") or "0.0.0.0",
+        bind=bind_address(settings),
         port=None if port is None else int(port),
         connect=connect,
-        addnode=settings.get_all("addnode"),
+        addnode=peer_addresses(settings, "addnode"),
         max_connections=settings.get_int("maxconnections", 125),
+        uacomment=uacomments(settings),
         server=settings.get_bool("server", True),
         rpcport=None if rpcport is None else int(rpcport),
         rpcbind=settings.get_all("rpcbind"),
@@ -150,17 +205,22 @@ def build_config(settings: Settings) -> "NodeConfig":
         rpcauth=settings.get_all("rpcauth"),
         rpccookiefile=settings.get("rpccookiefile"),
         rpcservertimeout=positive_seconds(settings, "rpcservertimeout", 30.0),
+        rest=settings.get_bool("rest", False),
         pid_file=settings.get("pid"),
         disable_wallet=settings.get_bool("disablewallet", False),
         wallets=[w for w in settings.get_all("wallet") if w],
+        ignore_startup_wallets=settings.negated_on_cmdline("wallet"),
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the CleanCoind script; returns (and exits with) the status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if any(a.lstrip("-").split("=")[0] in ("help", "?", "h") for a in args):
+    if wants(args, "help", "?", "h"):
         print(help_text(PROG, "CleanCoin node daemon: chain, mempool, P2P and JSON-RPC.", OPTIONS))
+        return 0
+    if wants(args, "version"):
+        print(version_text("CleanCoin daemon"), end="")
         return 0
     try:
         settings = load_settings(args, OPTIONS)
@@ -178,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings, netdatadir)
     log = logging.getLogger("cleancoin.node")
     log.info("CleanCoind starting: chain=%s datadir=%s pid=%d", settings.chain, netdatadir, os.getpid())
+    log_settings_warnings(settings, log)
 
     from cleancoin.components.init import cleancoind
     return cleancoind.run(config)

@@ -1,13 +1,17 @@
 """Command-line options in bitcoind's style, for the daemons (CleanCoind, CleanCoin-node, ...).
 
-`-name=value`, `-name` (true), `-noname` (false), repeatable options keep every value; the
-command line overrides CleanCoin.conf, whose network sections apply to that network only
-(components/rpc/conf.py). An option no table knows is an error, as in bitcoind, and -help is
-generated from the same table.
+`-name=value`, `-name` (true), `-noname` (false; `-noname=0` is the double negative, true),
+repeatable options keep every value and a negation drops the values before it; the command
+line overrides CleanCoin.conf, whose network sections apply to that network only
+(components/rpc/conf.py). As in bitcoind, an option no table knows is an error on the command
+line and only a warning in the conf file ("Ignoring unknown configuration value X", logged to
+debug.log), so a conf file that still holds bitcoind-only settings does not stop the node.
+-help is generated from the same table.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,16 +33,14 @@ class Option:
 
 
 def parse_args(argv: Sequence[str]) -> dict[str, list[str]]:
-    """argv (without the program) into name -> values; `-noX` is X=0, `-X` is X=1."""
+    """argv (without the program) into name -> values; `-X` is X=1, `-noX` (and `-noX=1`) is
+    X negated (conf.NEGATED, which reads "0"), `-noX=0` is X=1, as bitcoind's InterpretValue."""
     values: dict[str, list[str]] = {}
     for arg in argv:
         if not arg.startswith("-") or arg in ("-", "--"):
             raise OptionError(f"Command line contains unexpected token '{arg}', see -help for a list of options.")
         name, sep, value = arg.lstrip("-").partition("=")
-        if not sep:
-            value = "1"
-        if name.startswith("no") and not sep:
-            name, value = name[2:], "0"
+        name, value = conf.interpret_negation(name, value if sep else None)
         values.setdefault(name, []).append(value)
     return values
 
@@ -51,6 +53,8 @@ class Settings:
     datadir: str
     cmdline: Mapping[str, Sequence[str]]
     file: Mapping[str, Sequence[str]]
+    #: Conf-file settings no table knows: logged as warnings once logging is set up.
+    warnings: Sequence[str] = ()
 
     @property
     def netdatadir(self) -> str:
@@ -65,8 +69,14 @@ class Settings:
         return default
 
     def get_all(self, name: str) -> list[str]:
-        """Every value of a repeatable option (-addnode, -debug): the command line's if any."""
-        return list(self.cmdline.get(name) or self.file.get(name) or ())
+        """Every value of a repeatable option (-addnode, -debug): the command line's if any,
+        those after the last negation (`-nowallet` leaves none)."""
+        return conf.effective_values(self.cmdline.get(name) or self.file.get(name) or ())
+
+    def negated_on_cmdline(self, name: str) -> bool:
+        """Whether the command line negates `name` anywhere (`-nowallet`): bitcoind then ignores
+        lower-priority sources of that list, such as the wallets' settings.json."""
+        return any(isinstance(v, conf.Negated) for v in self.cmdline.get(name, ()))
 
     def get_bool(self, name: str, default: bool) -> bool:
         value = self.get(name)
@@ -111,17 +121,23 @@ def positive_seconds(settings: Settings, name: str, default: float) -> float:
 
 
 def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
-    """Parse the command line, read the conf file, check every name against `table`."""
+    """Parse the command line, read the conf file, check every name against `table`.
+
+    The conf file is `-conf` (default CleanCoin.conf), a relative path taken in the command
+    line's datadir (or the default one). A `datadir=` in it selects the data directory when
+    the command line gives none, as bitcoind's ReadConfigFiles does."""
     known = {o.name for o in table}
     cmdline = parse_args(argv)
-    _check_known(cmdline, known, "")
+    _check_known(cmdline, known)
     datadir = os.path.abspath(os.path.expanduser(cmdline.get("datadir", [conf.default_datadir()])[-1]))
     if "datadir" in cmdline and not os.path.isdir(datadir):
         raise OptionError(f'Specified data directory "{datadir}" does not exist.')
-    conf_name = cmdline.get("conf", [conf.CONF_FILENAME])[-1]
+    conf_name = os.path.expanduser(cmdline.get("conf", [conf.CONF_FILENAME])[-1])
     conf_path = conf_name if os.path.isabs(conf_name) else os.path.join(datadir, conf_name)
     try:
-        entries = conf.read_conf(conf_path, required="conf" in cmdline)
+        # -noconf: no configuration file at all, as bitcoind.
+        no_conf = isinstance(cmdline.get("conf", [""])[-1], conf.Negated)
+        entries = [] if no_conf else conf.read_conf(conf_path, required="conf" in cmdline)
     except conf.ConfError as exc:
         raise OptionError(str(exc)) from None
     try:
@@ -129,14 +145,49 @@ def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
     except ValueError as exc:
         raise OptionError(str(exc)) from None
     from_file = conf.conf_values(entries, chain)
-    _check_known(from_file, known, f" in {conf_path}")
-    return Settings(chain, datadir, cmdline, from_file)
+    if "datadir" not in cmdline and from_file.get("datadir"):
+        datadir = conf.datadir_from_file(from_file["datadir"][0], conf_path)
+        if not os.path.isdir(datadir):
+            raise OptionError(f'Specified data directory "{datadir}" does not exist.')
+    # Every unknown key of the file, in any section, named as written (bitcoind's wording).
+    warnings = list(dict.fromkeys(f"Ignoring unknown configuration value {f'{section}.' if section else ''}{name}"
+                                  for section, name, _ in entries if name not in known))
+    from_file = {name: values for name, values in from_file.items() if name in known}
+    return Settings(chain, datadir, cmdline, from_file, warnings)
 
 
-def _check_known(values: Mapping[str, object], known: set[str], where: str) -> None:
+def _check_known(values: Mapping[str, object], known: set[str]) -> None:
     for name in values:
         if name not in known:
-            raise OptionError(f"Error parsing command line arguments: Invalid parameter -{name}{where}")
+            raise OptionError(f"Error parsing command line arguments: Invalid parameter -{name}")
+
+
+def log_settings_warnings(settings: Settings, log: logging.Logger) -> None:
+    """The conf-file warnings of load_settings, to the log (once logging is set up)."""
+    for warning in settings.warnings:
+        log.warning("%s", warning)
+
+
+def version_text(title: str) -> str:
+    """-version: "<title> version v<version>" and the licence lines, as bitcoind prints them."""
+    return (f"{title} version v{package_version()}\n"
+            "Copyright (C) The CleanCoin developers\n\n"
+            "Please contribute if you find CleanCoin useful.\n\n"
+            "Distributed under the MIT software license.\n")
+
+
+def package_version() -> str:
+    """The installed cleancoin package's version ("unknown" when not installed)."""
+    try:
+        from importlib.metadata import version
+        return version("cleancoin")
+    except Exception:  # noqa: BLE001 - only for messages
+        return "unknown"
+
+
+def wants(args: Sequence[str], *names: str) -> bool:
+    """Whether the command line asks for one of the informational options (-help, -version)."""
+    return any(a.startswith("-") and a.lstrip("-").split("=")[0] in names for a in args)
 
 
 def help_text(program: str, summary: str, table: Iterable[Option]) -> str:

@@ -22,13 +22,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cleancoin.cli.options import Option, OptionError, help_text, load_settings
+from cleancoin.cli.options import Option, OptionError, help_text, load_settings, version_text, wants
 
 PROG = "CleanCoin-wallet"
 
 OPTIONS: list[Option] = [
     Option("help", "Print this help message and exit", "Options"),
     Option("?", "Print this help message and exit", "Options"),
+    Option("version", "Print version and exit", "Options"),
     Option("conf", "Specify path to read-only configuration file. Relative paths are prefixed "
            "by datadir location.", "Options", "<file>", "CleanCoin.conf"),
     Option("datadir", "Specify data directory", "Options", "<dir>", "~/.cleancoin"),
@@ -216,8 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cleancoin.components.init import cleancoin_wallet as wallet_process
         return wallet_process.main(args)
     options, words = _split(args)
-    if any(a.lstrip("-").split("=")[0] in ("help", "?", "h") for a in options) or not args:
+    if wants(options, "help", "?", "h") or not args:
         print(_help())
+        return 0
+    if wants(options, "version"):
+        print(version_text("CleanCoin CleanCoin-wallet utility"), end="")
         return 0
     try:
         known = {o.name for o in OPTIONS}

@@ -540,7 +540,7 @@ def test_sync_across_fork_and_catch_up_after_outage() -> None:
                 a.chain.accept_block(blk)
             b.add_node(addr(a), "onetry")
             await wait_until(lambda: b.chain.tip.hash == more[-1].hash, what="catch-up")
-            assert b.peer_info()[0]["connection_type"] == "onetry"
+            assert b.peer_info()[0]["connection_type"] == "manual"
     run(main())
 
 

@@ -169,3 +169,46 @@ def base58check_decode(s: str) -> bytes:
     if len(data) < 5 or sha256d(data[:-4])[:4] != data[-4:]:
         raise AddressError("invalid base58 checksum")
     return data[:-4]
+
+
+# bech32_decode's reasons in the words of bitcoind's bech32::LocateErrors.
+_BECH32_REASONS = {
+    "invalid length": "Bech32 string too long",
+    "invalid character": "Invalid character or mixed case",
+    "mixed case": "Invalid character or mixed case",
+    "missing separator or checksum": "Missing separator",
+    "invalid bech32 character": "Invalid Base 32 character",
+    "invalid checksum": "Invalid Bech32 checksum",
+}
+
+
+def address_error(address: str, params: ChainParams) -> str:
+    """Why `address` is not a valid address of `params`' network, in bitcoind's words
+    (DecodeDestination): a string that does not start with this network's prefix is judged
+    as Base58 (bitcoind's legacy addresses) or as an unknown encoding; one that does, by its
+    Bech32 defect. Empty when the address is valid."""
+    hrp = params.bech32_hrp
+    if address[:len(hrp)].lower() != hrp:
+        try:
+            base58check_decode(address)
+            return "Invalid or unsupported Base58-encoded address."
+        except AddressError:
+            pass
+        if address and all(c in _B58_REV for c in address):
+            return "Invalid checksum or length of Base58 address (P2PKH or P2SH)"
+        return "Invalid or unsupported Segwit (Bech32) or Base58 encoding."
+    try:
+        got, data = bech32_decode(address)
+    except AddressError as exc:
+        return _BECH32_REASONS.get(str(exc), "Invalid Bech32 address")
+    if not data:
+        return "Empty Bech32 data section"
+    if got != hrp:
+        return f"Invalid or unsupported prefix for Segwit (Bech32) address (expected {hrp}, got {got})."
+    try:
+        decode_address(address, params)
+    except AddressError as exc:
+        return {"unknown address version": "Invalid Bech32 address witness version",
+                "invalid address length": "Invalid Bech32 address program size (20 bytes expected)",
+                }.get(str(exc), "Invalid Bech32 address data")
+    return ""

@@ -148,7 +148,9 @@ class NodeProcesses:
                     else (self.router.status if self.router else "none")}
 
         node.registry.add("getprocessinfo", info, category="control",
-                          help="Returns the processes of this multiprocess node (pid, sandbox report).")
+                          help="Returns the processes of this multiprocess node (pid, sandbox report).",
+                          result='{ "processes" : [ { "name" : "str", "pid" : n, "sandbox" : {...} }, ... ],\n'
+                                 '  "wallet_rpc" : "str" }    (json object)')
 
     async def stop(self) -> None:
         if self.wallet is not None:

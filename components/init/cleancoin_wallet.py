@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cleancoin.cli.options import (
-    SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, load_settings, positive_seconds,
+    SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, load_settings, log_settings_warnings,
+    positive_seconds,
 )
 
 PROG = "CleanCoin-wallet"
@@ -236,6 +237,7 @@ def _run_standalone(args: Sequence[str], open_all: Callable[[Settings], _Opened]
     apply_umask(settings)
     _setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
     log = logging.getLogger("cleancoin.wallet")
+    log_settings_warnings(settings, log)
     import capnp
     try:
         import_everything()

@@ -34,7 +34,8 @@ class InProcessWallets:
         register_wallet_methods(node.registry, self.loader)
         try:
             # -wallet names, then <netdatadir>/wallets/settings.json's list (load_on_startup).
-            await self.loader.load_startup_wallets(self.wanted)
+            await self.loader.load_startup_wallets(
+                self.wanted, include_listed=not node.config.ignore_startup_wallets)
         except StartupWalletError as exc:  # bitcoind refuses to start without a -wallet it was given
             raise InitError(f"Failed to load wallet {exc.name!r}: {exc}") from exc
 

@@ -5,6 +5,7 @@
 struct WalletOptions {
   network @0 :Text;          # "main", "test", "regtest"
   netdatadir @1 :Text;       # the node's network datadir; wallets live in its wallets/
+  ignoreStartupList @2 :Bool;  # -nowallet: load no wallet of wallets/settings.json
 }
 
 interface WalletLoader {

@@ -19,6 +19,9 @@ class WalletOptions:
 
     network: str          # "main", "test", "regtest"
     netdatadir: str       # the node's network datadir; wallets live in its wallets/
+    # -nowallet on the node's command line: load_wallets skips the start-up list of
+    # wallets/settings.json, as bitcoind ignores settings.json's wallets then.
+    ignore_startup_list: bool = False
 
 
 class WalletLoader(Protocol):

@@ -484,6 +484,19 @@ class ChainManager:
             return {"height": tip.height, "bestblock": tip.hash_hex, "transactions": txs,
                     "txouts": txouts, "total_amount": total, "hash_serialized": digest}
 
+    def coins_paying(self, pkhs: set[bytes] | frozenset[bytes]) -> tuple[list[tuple[OutPoint, Coin]], int, BlockIndex]:
+        """scantxoutset: every unspent coin paying one of `pkhs`, how many coins were scanned,
+        and the tip they are of (one pass over the UTXO set under the lock: one state)."""
+        with self._lock:
+            self._check_open()
+            found: list[tuple[OutPoint, Coin]] = []
+            scanned = 0
+            for op, coin in self._store.iter_utxos():
+                scanned += 1
+                if coin.pkh in pkhs:
+                    found.append((op, coin))
+            return found, scanned, self.tip
+
     def find_tx(self, txid: bytes) -> tuple[Transaction, bytes | None] | None:
         """(transaction, hash of the active-chain block containing it), or None.
 

@@ -35,7 +35,7 @@ from ..common.chainparams import ChainParams, params_for
 from ..common.consensus import Coin
 from .mempool import Mempool
 from .notifications import NotificationHub
-from .p2p import P2PNode
+from .p2p import USER_AGENT, P2PNode
 from ..common.primitives import Block, OutPoint
 
 log = logging.getLogger("cleancoin.node")
@@ -64,6 +64,7 @@ class NodeConfig:
     connect: list[str] = field(default_factory=list)
     addnode: list[str] = field(default_factory=list)
     max_connections: int = 125
+    uacomment: list[str] = field(default_factory=list)   # -uacomment: in the P2P user agent
     # RPC
     server: bool = True
     rpcport: int | None = None
@@ -74,12 +75,14 @@ class NodeConfig:
     rpcauth: list[str] = field(default_factory=list)
     rpccookiefile: str | None = None
     rpcservertimeout: float = 30.0
+    rest: bool = False                 # -rest: the REST interface on the RPC port
     # Files
     pid_file: str | None = None
     db_synchronous: str = "FULL"
     # Wallet
     disable_wallet: bool = False
     wallets: list[str] = field(default_factory=list)   # -wallet=<name>: loaded at startup
+    ignore_startup_wallets: bool = False   # -nowallet: not even wallets/settings.json's list
 
 
 class ChainViewAdapter:
@@ -142,6 +145,7 @@ class Node:
         self.params: ChainParams = params_for(config.chain)
         self.netdatadir = config.netdatadir
         self.started_at = time.time()
+        self.mocktime = 0               # setmocktime (regtest): 0 is the real clock
         self.chain: ChainManager | None = None
         self.mempool: Mempool | None = None
         self.notifications: NotificationHub | None = None   # chain/mempool events for wallets
@@ -198,7 +202,8 @@ class Node:
         log.info("Opening chain database %s (%s)", db_path, self.params.name)
         t0 = time.monotonic()
         try:
-            self.chain = ChainManager(self.params, db_path, synchronous=self.config.db_synchronous)
+            self.chain = ChainManager(self.params, db_path, synchronous=self.config.db_synchronous,
+                                      now=lambda: int(self.now()))
         except Exception as exc:       # StorageError, sqlite3.Error: report, exit 1
             raise InitError(f"Error opening block database: {exc}") from exc
         # Only now: the database lock proves no other node uses this datadir, whose pid
@@ -218,7 +223,8 @@ class Node:
         reconnect = 2.0 if self.params.name == "regtest" else 60.0
         self.p2p = P2PNode(self.chain, self.mempool, listen=cfg.listen, bind=cfg.bind,
                            port=cfg.port, connect=cfg.connect, addnode=cfg.addnode,
-                           max_connections=cfg.max_connections, reconnect_interval=reconnect)
+                           max_connections=cfg.max_connections, reconnect_interval=reconnect,
+                           user_agent=user_agent(cfg.uacomment), now=self.now)
         try:
             await self.p2p.start()
         except OSError as exc:
@@ -260,7 +266,12 @@ class Node:
         endpoints, warnings = bind_endpoints(cfg.rpcbind, cfg.rpcallowip, port)
         for w in warnings:
             log.warning("%s", w)
-        self.rpc = RpcServer(self.registry, auth, allow, endpoints, server_timeout=cfg.rpcservertimeout)
+        rest = None
+        if cfg.rest:
+            from .rest import RestInterface
+            rest = RestInterface(self)
+        self.rpc = RpcServer(self.registry, auth, allow, endpoints, server_timeout=cfg.rpcservertimeout,
+                             rest=rest)
         try:
             await self.rpc.start()
         except OSError as exc:
@@ -318,3 +329,28 @@ class Node:
     def uptime(self) -> int:
         """Seconds since the node object was created."""
         return int(time.time() - self.started_at)
+
+    def now(self) -> float:
+        """The node's clock: the real time, or the setmocktime time on regtest. It dates mined
+        blocks, judges headers from the future and the initial block download, and stamps P2P
+        messages and bans, as bitcoind's mockable clock does (the wallet keeps the real one)."""
+        return float(self.mocktime) if self.mocktime else time.time()
+
+
+#: bitcoind's SAFE_CHARS_UA_COMMENT and MAX_SUBVERSION_LENGTH.
+UA_COMMENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;-_/:?@()")
+MAX_SUBVERSION_LENGTH = 256
+
+
+def user_agent(comments: list[str]) -> str:
+    """The P2P user agent with -uacomment values, bitcoind's FormatSubVersion: /CleanCoin:0.1.0(a; b)/.
+    InitError for a comment with other characters or a string longer than 256."""
+    for comment in comments:
+        if not set(comment) <= UA_COMMENT_CHARS:
+            raise InitError(f"User Agent comment ({comment}) contains unsafe characters.")
+    base = USER_AGENT.rstrip("/")
+    agent = f"{base}({'; '.join(comments)})/" if comments else USER_AGENT
+    if len(agent) > MAX_SUBVERSION_LENGTH:
+        raise InitError(f"Total length of network version string ({len(agent)}) exceeds maximum length "
+                        f"({MAX_SUBVERSION_LENGTH}). Reduce the number or size of uacomments.")
+    return agent

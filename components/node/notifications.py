@@ -312,6 +312,20 @@ class NotificationHub:
                 changed = self._changed
             await changed.wait()
 
+    async def wait_delivered(self, poll: float = 0.01) -> None:
+        """syncwithvalidationinterfacequeue: until every subscription has delivered (and its
+        receiver answered) the events logged before this call, the mempool events held back
+        for their block included. Polls: delivery does not signal each step."""
+        with self._lock:
+            target = self._end + len(self._held)
+        while True:
+            with self._lock:
+                behind = any(members and cursor < target for cursor, members in self._at.items())
+                held = bool(self._held)
+            if not behind and not held:
+                return
+            await asyncio.sleep(poll)
+
     # ------------------------------------------------------------------ payloads
 
     def _cache_block(self, block_hash: bytes, raw: bytes) -> None:

@@ -70,7 +70,8 @@ class RemoteWallet:
         self._chain = make_chain(self._node, self._router.registrar(self._slot))
         try:
             self.loader = await connection.init.make_wallet_loader(
-                self._chain, WalletOptions(self._node.params.name, self._node.netdatadir))
+                self._chain, WalletOptions(self._node.params.name, self._node.netdatadir,
+                                           self._node.config.ignore_startup_wallets))
             await self.loader.load_wallets(self.wanted)
             self.wanted = await self.loader.loaded_wallets()
         except BaseException:

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from cleancoin.components.rpc.errors import (
+    RPC_CLIENT_INVALID_IP_OR_SUBNET, RPC_CLIENT_NODE_ALREADY_ADDED,
     RPC_CLIENT_P2P_DISABLED, RPC_DATABASE_ERROR, RPC_DESERIALIZATION_ERROR,
     RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER, RPC_MISC_ERROR, RPC_VERIFY_ALREADY_IN_CHAIN,
     RPC_VERIFY_ERROR, RPC_VERIFY_REJECTED, RpcError,
 )
 from cleancoin.components.rpc.registry import AMOUNT, ANY, ARR, BOOL, INT, STR, Param, Registry
 
-from ..common.address import AddressError, decode_address, encode_address
+from ..common.address import AddressError, address_error, decode_address, encode_address
 from ..common.amount import format_amount, parse_amount
 from .chain import BlockNotFound
 from ..common.consensus import block_subsidy
@@ -29,10 +29,11 @@ from ..common.errors import DeserializationError, ValidationError
 from ..common.hashes import hash_to_hex
 from .mempool import MempoolReject, fee_rate
 from .mining import assemble_block, create_coinbase, solve
-from .p2p import USER_AGENT, P2PError
+from .p2p import P2PError
 from .p2p.messages import NODE_NETWORK, PROTOCOL_VERSION
 from ..common.pow import difficulty
-from ..common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
+from ..common import descriptors
+from ..common.primitives import Block, BlockHeader, OutPoint, Transaction, TxIn, TxOut
 
 if TYPE_CHECKING:
     from .node import Node
@@ -208,12 +209,13 @@ class NodeRpc:
             "chainwork": tip.chainwork_hex,
             "size_on_disk": size,
             "pruned": False,
-            "warnings": "",
+            # bitcoind >= 28: a list of the node's warnings (none here), not a string.
+            "warnings": [],
         }
 
     def _in_ibd(self) -> bool:
         tip = self.chain.tip
-        return tip.height < self.chain.best_header.height or tip.time < time.time() - MAX_TIP_AGE
+        return tip.height < self.chain.best_header.height or tip.time < self.node.now() - MAX_TIP_AGE
 
     def getchaintips(self, ctx: Any) -> list[dict[str, Any]]:
         return self.chain.chain_tips()
@@ -419,7 +421,7 @@ class NodeRpc:
         not found), and hand it to the chain as any block from a peer would be."""
         tip = self.chain.tip
         height = tip.height + 1
-        block_time = max(int(time.time()), self.chain.median_time_past(tip) + 1)
+        block_time = max(int(self.node.now()), self.chain.median_time_past(tip) + 1)
         bits = self.chain.next_bits(tip)
         coinbase = create_coinbase(height, pkh, block_subsidy(height, self.params) + fees)
         block = solve(assemble_block(tip.header, [coinbase, *txs], block_time, bits),
@@ -523,7 +525,7 @@ class NodeRpc:
         inbound = sum(1 for p in peers if p["inbound"])
         return {
             "version": CLIENT_VERSION,
-            "subversion": USER_AGENT,
+            "subversion": p2p.user_agent,
             "protocolversion": PROTOCOL_VERSION,
             "localservices": f"{NODE_NETWORK:016x}",
             "localservicesnames": ["NETWORK"],
@@ -537,7 +539,7 @@ class NodeRpc:
             "relayfee": format_amount(self.mempool.min_relay_fee_per_kb),
             "incrementalfee": format_amount(self.mempool.incremental_relay_fee_per_kb),
             "localaddresses": [],
-            "warnings": "",
+            "warnings": [],
         }
 
     def addnode(self, ctx: Any, node: str, command: str) -> None:
@@ -559,23 +561,230 @@ class NodeRpc:
         except P2PError as exc:
             raise RpcError(exc.code, exc.message) from None
 
+    def setban(self, ctx: Any, subnet: str, command: str, bantime: int, absolute: bool) -> None:
+        """bitcoind's setban for single addresses (this node bans IPs, not subnets)."""
+        if command not in ("add", "remove"):
+            raise RpcError(RPC_MISC_ERROR, self.node.registry.get("setban").help_text())
+        p2p = self._p2p()
+        address, slash, prefix = subnet.partition("/")
+        if slash and prefix not in ("32", "128"):
+            raise RpcError(RPC_CLIENT_INVALID_IP_OR_SUBNET,
+                           "Error: Invalid IP/Subnet (this node bans single addresses: /32 or /128)")
+        try:
+            if command == "remove":
+                p2p.unban(address)
+                return None
+            if p2p.is_banned(address):
+                raise RpcError(RPC_CLIENT_NODE_ALREADY_ADDED, "Error: IP/Subnet already banned")
+            if absolute:
+                if bantime <= int(self.node.now()):
+                    raise RpcError(RPC_INVALID_PARAMETER, f"Error: Absolute timestamp ({bantime}) "
+                                                          "cannot be in the past")
+                duration = bantime - int(self.node.now())
+            else:
+                duration = bantime if bantime > 0 else None
+            p2p.ban(address, duration)
+        except P2PError as exc:
+            raise RpcError(exc.code, exc.message) from None
+        return None
+
+    def getaddednodeinfo(self, ctx: Any, node: str | None) -> list[dict[str, Any]]:
+        try:
+            return self._p2p().added_node_info(node)
+        except P2PError as exc:
+            raise RpcError(exc.code, exc.message) from None
+
+    def listbanned(self, ctx: Any) -> list[dict[str, Any]]:
+        return self._p2p().ban_list()
+
+    def clearbanned(self, ctx: Any) -> None:
+        self._p2p().clear_banned()
+
+    # -- control and test helpers -------------------------------------------------------
+
+    def getrpcinfo(self, ctx: Any) -> dict[str, Any]:
+        return {"active_commands": ctx.registry.active_commands(),
+                "logpath": os.path.join(self.node.netdatadir, "debug.log")}
+
+    def setmocktime(self, ctx: Any, timestamp: int) -> None:
+        if self.params.name != "regtest":
+            raise RpcError(RPC_MISC_ERROR, "setmocktime is for regression testing (-regtest mode) only")
+        if timestamp < 0:
+            raise RpcError(RPC_INVALID_PARAMETER, f"Mocktime cannot be negative: {timestamp}.")
+        self.node.mocktime = timestamp
+
+    async def syncwithvalidationinterfacequeue(self, ctx: Any) -> None:
+        """Until every wallet (in this process or another) has been handed the chain and mempool
+        events that happened before this call, and has answered."""
+        if self.node.notifications is not None:
+            await self.node.notifications.wait_delivered()
+
+    def submitheader(self, ctx: Any, hexdata: str) -> None:
+        try:
+            header = BlockHeader.from_bytes(bytes.fromhex(hexdata))
+        except (ValueError, DeserializationError):
+            raise RpcError(RPC_DESERIALIZATION_ERROR, "Block header decode failed") from None
+        if self.chain.get_index(header.prev_hash) is None:
+            raise RpcError(RPC_VERIFY_ERROR, f"Must submit previous header ({hash_to_hex(header.prev_hash)}) first")
+        try:
+            self.chain.accept_header(header)
+        except ValidationError as exc:
+            raise RpcError(RPC_VERIFY_ERROR, exc.reason) from None
+        return None
+
+    def scantxoutset(self, ctx: Any, action: str, scanobjects: list[Any] | None) -> Any:
+        """bitcoind's scantxoutset in CleanCoin's descriptor forms (descriptors.py). A scan is
+        one synchronous pass, so there is never one in progress to ask about or abort."""
+        if action == "status":
+            return None
+        if action == "abort":
+            return False
+        if action != "start":
+            raise RpcError(RPC_INVALID_PARAMETER, f"Invalid action '{action}'")
+        if scanobjects is None:
+            raise RpcError(RPC_MISC_ERROR, "scanobjects argument is required for the start action")
+        wanted: dict[bytes, str] = {}
+        for item in scanobjects:
+            text = item.get("desc") if isinstance(item, dict) else item
+            if not isinstance(text, str):
+                raise RpcError(RPC_INVALID_PARAMETER, "Scan object needs to be either a string or an object")
+            if isinstance(item, dict) and "range" in item:
+                raise RpcError(RPC_INVALID_PARAMETER, "Range should not be specified for an un-ranged descriptor")
+            try:
+                descriptor = descriptors.parse(text, self.params)
+            except descriptors.DescriptorError as exc:
+                raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, str(exc)) from None
+            wanted[descriptor.pkh] = descriptor.text
+        coins, scanned, tip = self.chain.coins_paying(frozenset(wanted))
+        unspents = []
+        total = 0
+        for op, coin in coins:
+            total += coin.value
+            block = self.chain.block_at_height(coin.height)
+            unspents.append({"txid": hash_to_hex(op.txid), "vout": op.n, "scriptPubKey": coin.pkh.hex(),
+                             "desc": descriptors.with_checksum(wanted[coin.pkh]),
+                             "amount": format_amount(coin.value), "coinbase": coin.is_coinbase,
+                             "height": coin.height, "blockhash": block.hash_hex if block else None,
+                             "confirmations": tip.height - coin.height + 1})
+        return {"success": True, "txouts": scanned, "height": tip.height,
+                "bestblock": tip.hash_hex, "unspents": unspents, "total_amount": format_amount(total)}
+
+    def getdescriptorinfo(self, ctx: Any, descriptor: str) -> dict[str, Any]:
+        try:
+            parsed = descriptors.parse(descriptor, self.params)
+        except descriptors.DescriptorError as exc:
+            raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, str(exc)) from None
+        return {"descriptor": descriptors.with_checksum(parsed.text), "checksum": descriptors.checksum(descriptor.partition("#")[0]),
+                "isrange": False, "issolvable": True, "hasprivatekeys": False}
+
     # -- util ---------------------------------------------------------------------------
 
     def validateaddress(self, ctx: Any, address: str) -> dict[str, Any]:
         try:
             pkh = decode_address(address, self.params)
-        except (AddressError, ValueError) as exc:
-            return {"isvalid": False, "error_locations": [], "error": str(exc) or "Invalid address"}
+        except (AddressError, ValueError):
+            return {"isvalid": False, "error_locations": [],
+                    "error": address_error(address, self.params) or "Invalid address"}
         return {"isvalid": True, "address": address, "scriptPubKey": pkh.hex(), "isscript": False,
                 "iswitness": True, "witness_version": 0, "witness_program": pkh.hex()}
+
+
+#: The "Result:" section of each method's help, in bitcoind's notation (abbreviated where a
+#: result is a large object: the fields are those of the method's description).
+RESULTS: dict[str, str] = {
+    "uptime": "n    (numeric) The number of seconds that the server has been running",
+    "getblockcount": "n    (numeric) The current block count",
+    "getbestblockhash": '"hex"    (string) the block hash, hex-encoded',
+    "getblockhash": '"hex"    (string) The block hash',
+    "getblockheader": '{...}    (json object) for verbose = true: hash, confirmations, height, version, versionHex, merkleroot,\n'
+                      '         time, mediantime, nonce, bits, difficulty, chainwork, nTx, previousblockhash, nextblockhash\n'
+                      '"hex"    (string) for verbose = false: the 80-byte header, hex-encoded',
+    "getblock": '"hex"    (string) for verbosity = 0: the serialized block, hex-encoded\n'
+                '{...}    (json object) for verbosity = 1: the header fields, size, strippedsize, weight, tx (txids)\n'
+                '{...}    (json object) for verbosity = 2: as 1, with each transaction decoded (and its hex)',
+    "getblockchaininfo": '{                          (json object)\n'
+                         '  "chain" : "str",         (string) main, test or regtest\n'
+                         '  "blocks" : n,            (numeric) the height of the most-work fully-validated chain\n'
+                         '  "headers" : n,           (numeric) the current number of headers validated\n'
+                         '  "bestblockhash" : "str", (string) the hash of the currently best block\n'
+                         '  "difficulty" : n, "time" : xxx, "mediantime" : xxx, "verificationprogress" : n,\n'
+                         '  "initialblockdownload" : true|false, "chainwork" : "hex", "size_on_disk" : n,\n'
+                         '  "pruned" : false,\n'
+                         '  "warnings" : [ "str", ... ]   (json array) the node\'s warnings (bitcoind >= 28: a list)\n'
+                         '}',
+    "getchaintips": '[ { "height" : n, "hash" : "hex", "branchlen" : n, "status" : "str" }, ... ]    (json array)\n'
+                    'status: active, valid-fork, valid-headers, headers-only or invalid',
+    "getdifficulty": "n    (numeric) the proof-of-work difficulty as a multiple of the minimum difficulty",
+    "getmempoolinfo": '{ "loaded" : true, "size" : n, "bytes" : n, "usage" : n, "total_fee" : n, "maxmempool" : n,\n'
+                      '  "mempoolminfee" : n, "minrelaytxfee" : n, ... }    (json object)',
+    "getrawmempool": '[ "hex", ... ]    (json array) for verbose = false: the transaction ids\n'
+                     '{ "txid" : { ... }, ... }    (json object) for verbose = true: each as getmempoolentry',
+    "getmempoolentry": '{ "vsize" : n, "weight" : n, "time" : xxx, "height" : n, "descendantcount" : n, ... ,\n'
+                       '  "depends" : [ "hex", ... ], "spentby" : [ "hex", ... ] }    (json object)',
+    "gettxout": 'null    (json null) when the output is spent or unknown\n'
+                '{ "bestblock" : "hex", "confirmations" : n, "value" : n, "scriptPubKey" : { ... },\n'
+                '  "coinbase" : true|false }    (json object)',
+    "gettxoutsetinfo": '{ "height" : n, "bestblock" : "hex", "transactions" : n, "txouts" : n, "bogosize" : n,\n'
+                       '  "hash_serialized" : "hex", "disk_size" : n, "total_amount" : n }    (json object)',
+    "invalidateblock": "null    (json null)",
+    "reconsiderblock": "null    (json null)",
+    "getrawtransaction": '"str"    (string) for verbose = 0: the serialized transaction, hex-encoded\n'
+                         '{ "txid" : "hex", ..., "hex" : "hex", "blockhash" : "hex", "confirmations" : n,\n'
+                         '  "time" : xxx, "blocktime" : xxx }    (json object) for verbose = 1',
+    "sendrawtransaction": '"hex"    (string) The transaction hash in hex',
+    "decoderawtransaction": '{ "txid" : "hex", "hash" : "hex", "size" : n, "vsize" : n, "weight" : n, "version" : n,\n'
+                            '  "locktime" : xxx, "vin" : [ ... ], "vout" : [ ... ] }    (json object)',
+    "createrawtransaction": '"hex"    (string) hex string of the transaction',
+    "generatetoaddress": '[ "hex", ... ]    (json array) hashes of blocks generated',
+    "generateblock": '{ "hash" : "hex", "hex" : "str" }    (json object) the block hash; its hex when submit is false',
+    "getconnectioncount": "n    (numeric) The connection count",
+    "getpeerinfo": '[ { "id" : n, "addr" : "str", "addrbind" : "str", "network" : "str", "services" : "hex",\n'
+                   '    "relaytxes" : true|false, "lastsend" : xxx, "lastrecv" : xxx, "bytessent" : n, "bytesrecv" : n,\n'
+                   '    "conntime" : xxx, "pingtime" : n, "version" : n, "subver" : "str", "inbound" : true|false,\n'
+                   '    "permissions" : [ "str", ... ], "connection_type" : "str", "startingheight" : n,\n'
+                   '    "synced_blocks" : n, ... }, ... ]    (json array)',
+    "getnetworkinfo": '{ "version" : n, "subversion" : "str", "protocolversion" : n, "localservices" : "hex",\n'
+                      '  "connections" : n, "connections_in" : n, "connections_out" : n, "relayfee" : n,\n'
+                      '  "incrementalfee" : n, "warnings" : [ "str", ... ], ... }    (json object)',
+    "addnode": "null    (json null)",
+    "disconnectnode": "null    (json null)",
+    "setban": "null    (json null)",
+    "getaddednodeinfo": '[ { "addednode" : "str", "connected" : true|false,\n'
+                        '    "addresses" : [ { "address" : "str", "connected" : "outbound" }, ... ] }, ... ]    (json array)',
+    "listbanned": '[ { "address" : "str", "ban_created" : xxx, "banned_until" : xxx, "ban_duration" : xxx,\n'
+                  '    "time_remaining" : xxx, "ban_reason" : "str" }, ... ]    (json array)',
+    "clearbanned": "null    (json null)",
+    "getrpcinfo": '{ "active_commands" : [ { "method" : "str", "duration" : n }, ... ],  (json array) the calls\n'
+                  '                                          being executed, each with its running time in microseconds\n'
+                  '  "logpath" : "str" }    (string) the complete path to the debug log',
+    "setmocktime": "null    (json null)",
+    "syncwithvalidationinterfacequeue": "null    (json null)",
+    "submitheader": "null    (json null) None",
+    "scantxoutset": '{ "success" : true, "txouts" : n, "height" : n, "bestblock" : "hex",\n'
+                    '  "unspents" : [ { "txid" : "hex", "vout" : n, "scriptPubKey" : "hex", "desc" : "str",\n'
+                    '                   "amount" : n, "coinbase" : true|false, "height" : n, "blockhash" : "hex",\n'
+                    '                   "confirmations" : n }, ... ],\n'
+                    '  "total_amount" : n }    (json object) for start\n'
+                    'null    (json null) for status (a scan is never in progress: scans are synchronous)\n'
+                    'false   (boolean) for abort',
+    "getdescriptorinfo": '{ "descriptor" : "str", "checksum" : "str", "isrange" : false, "issolvable" : true,\n'
+                         '  "hasprivatekeys" : false }    (json object)',
+    "validateaddress": '{ "isvalid" : true|false, "address" : "str", "scriptPubKey" : "hex", "isscript" : false,\n'
+                       '  "iswitness" : true, "witness_version" : n, "witness_program" : "hex",\n'
+                       '  "error" : "str", "error_locations" : [ n, ... ] }    (json object)',
+}
 
 
 def register_node_methods(registry: Registry, node: Node) -> NodeRpc:
     """Add every node method to `registry`; returns the handler object."""
     r = NodeRpc(node)
     bh = Param("blockhash", STR, help="The block hash")
-    add = registry.add
+
+    def add(name: str, handler: Any, params: Any = (), **options: Any) -> None:
+        registry.add(name, handler, params, result=RESULTS[name], **options)
+
     add("uptime", r.uptime, category="control", help="Returns the total uptime of the server.")
+    add("getrpcinfo", r.getrpcinfo, category="control", help="Returns details of the RPC server.")
     # blockchain
     add("getblockcount", r.getblockcount, category="blockchain",
         help="Returns the height of the most-work fully-validated chain.")
@@ -604,10 +813,16 @@ def register_node_methods(registry: Registry, node: Node) -> NodeRpc:
         category="blockchain", help="Returns details about an unspent transaction output.")
     add("gettxoutsetinfo", r.gettxoutsetinfo, category="blockchain",
         help="Returns statistics about the unspent transaction output set.")
+    add("scantxoutset", r.scantxoutset, [Param("action", STR, help='"start" to scan, "abort" or "status" (no scan is ever in progress)'),
+                                         Param("scanobjects", ARR, None, 'Descriptors to scan for: "addr(<address>)" or '
+                                               '"pkh(<public key hex>)", or objects {"desc": ...}')],
+        category="blockchain", help="Scans the unspent transaction output set for entries that match certain output descriptors.")
     add("invalidateblock", r.invalidateblock, [bh], category="blockchain",
         help="Permanently marks a block as invalid, as if it violated a consensus rule.")
     add("reconsiderblock", r.reconsiderblock, [bh], category="blockchain",
         help="Removes invalidity status of a block, its ancestors and its descendants, reconsider them for activation.")
+    add("syncwithvalidationinterfacequeue", r.syncwithvalidationinterfacequeue, category="hidden", hidden=True,
+        help="Waits for the validation interface queue to catch up on everything that was there when we entered this function.")
     # raw transactions
     add("getrawtransaction", r.getrawtransaction, [Param("txid", STR, help="The transaction id"),
                                                    Param("verbose", ANY, 0, "0/false for hex, 1/true for a json object"),
@@ -634,6 +849,9 @@ def register_node_methods(registry: Registry, node: Node) -> NodeRpc:
                                            Param("transactions", ARR, help="An array of hex strings which are either txids or raw transactions"),
                                            Param("submit", BOOL, True, "Whether to submit the block")],
         category="generating", help="Mine a set of ordered transactions to a specified address and return the block hash.")
+    add("submitheader", r.submitheader, [Param("hexdata", STR, help="the hex-encoded block header data")],
+        category="mining", help="Decode the given hexdata as a header and submit it as a candidate chain tip if valid.\n"
+                                "Throws when the header is invalid.")
     # network
     add("getconnectioncount", r.getconnectioncount, category="network", help="Returns the number of connections to other nodes.")
     add("getpeerinfo", r.getpeerinfo, category="network", help="Returns data about each connected network peer.")
@@ -644,7 +862,22 @@ def register_node_methods(registry: Registry, node: Node) -> NodeRpc:
     add("disconnectnode", r.disconnectnode, [Param("address", STR, "", "The IP address/port of the node"),
                                              Param("nodeid", INT, None, "The node ID (see getpeerinfo for node IDs)")],
         category="network", help="Immediately disconnects from the specified peer node.")
+    add("setban", r.setban, [Param("subnet", STR, help="The IP address (with an optional /32 or /128) to ban or unban"),
+                             Param("command", STR, help="'add' to add an IP to the list, 'remove' to remove it"),
+                             Param("bantime", INT, 0, "time in seconds how long the IP is banned (0 or empty means the "
+                                   "default of 24h); an absolute Unix time with absolute=true"),
+                             Param("absolute", BOOL, False, "If set, the bantime must be an absolute timestamp")],
+        category="network", help="Attempts to add or remove an IP from the banned list.")
+    add("getaddednodeinfo", r.getaddednodeinfo, [Param("node", STR, None, "If provided, return information about this specific node")],
+        category="network", help="Returns information about the given added node, or all added nodes (onetry nodes are not listed here).")
+    add("listbanned", r.listbanned, category="network", help="List all manually banned IPs.")
+    add("clearbanned", r.clearbanned, category="network", help="Clear all banned IPs.")
     # util
     add("validateaddress", r.validateaddress, [Param("address", STR, help="The address to validate")],
         category="util", help="Return information about the given address.")
+    add("getdescriptorinfo", r.getdescriptorinfo, [Param("descriptor", STR, help="The descriptor.")],
+        category="util", help="Analyses a descriptor (CleanCoin's forms: addr(<address>), pkh(<public key hex>)).")
+    add("setmocktime", r.setmocktime, [Param("timestamp", INT, help="Unix seconds-since-epoch timestamp; 0 returns "
+                                             "to the system time")],
+        category="hidden", hidden=True, help="Set the local time to given timestamp (-regtest only).")
     return r

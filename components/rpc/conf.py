@@ -8,7 +8,10 @@ The conf file is bitcoind's format: `name=value` lines, `#` comments, `[main]`, 
 `[regtest]` sections (or `regtest.name=value`). Options in a network's section apply to that
 network only; options above every section apply to all networks, except the network-only
 options (rpcport, rpcbind, port, bind, connect, addnode, wallet), which apply there to main only.
-Within the file the first value wins; the command line overrides the file.
+Within the file the first value wins; the command line overrides the file. `nofoo=1` negates
+foo (`Negated`), as `-nofoo` does on the command line. `datadir=` in the file selects the data
+directory when the command line gives none (bitcoind's rule, which client libraries that find
+the cookie through the conf file rely on).
 """
 
 from __future__ import annotations
@@ -25,6 +28,36 @@ CONF_FILENAME = "CleanCoin.conf"
 COOKIE_FILE = ".cookie"
 NETWORK_ONLY = frozenset({"addnode", "connect", "port", "bind", "rpcport", "rpcbind", "wallet"})
 _SPACE = " \f\n\r\t\v"
+
+
+class Negated(str):
+    """The value of a negated option (`-nofoo`, `nofoo=1` in the file): it reads as "0", and in
+    a list of values (-addnode, -wallet, ...) it drops every value before it, as bitcoind's
+    negated settings do (`-nowallet` loads no wallet at all)."""
+
+    __slots__ = ()
+
+
+#: The one value a negation sets.
+NEGATED = Negated("0")
+
+
+def interpret_negation(name: str, value: str | None) -> tuple[str, str]:
+    """bitcoind's InterpretKey/InterpretValue for a `no` prefix: `-nofoo` and `-nofoo=1` negate
+    foo; `-nofoo=0` is the (discouraged) double negative, foo=1. Other names pass unchanged
+    (`value` None: given without "=", which is true)."""
+    if not name.startswith("no") or len(name) <= 2:
+        return name, "1" if value is None else value
+    if value is not None and not interpret_bool(value):
+        return name[2:], "1"
+    return name[2:], NEGATED
+
+
+def effective_values(values: Iterable[str]) -> list[str]:
+    """A list of values after its last negation (bitcoind's SettingsSpan)."""
+    values = list(values)
+    last = max((i for i, v in enumerate(values) if isinstance(v, Negated)), default=-1)
+    return values[last + 1:]
 
 
 class ConfError(ValueError):
@@ -75,8 +108,16 @@ def parse_conf(text: str, path: str = CONF_FILENAME) -> list[tuple[str | None, s
         entry_section = section
         if "." in name:
             entry_section, _, name = name.partition(".")
+        name, value = interpret_negation(name, value)
         entries.append((entry_section, name, value))
     return entries
+
+
+def datadir_from_file(value: str, conf_path: str) -> str:
+    """A conf file's `datadir=`: absolute, `~` expanded; a relative one is taken from the conf
+    file's directory (bitcoind takes it from the working directory, which nothing can rely on)."""
+    path = os.path.expanduser(value)
+    return os.path.abspath(path if os.path.isabs(path) else os.path.join(os.path.dirname(conf_path), path))
 
 
 def read_conf(path: str, *, required: bool = False) -> list[tuple[str | None, str, str]]:

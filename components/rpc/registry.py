@@ -25,10 +25,13 @@ loaded wallet is the default; several and none named is RPC_WALLET_NOT_SPECIFIED
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import itertools
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -70,6 +73,9 @@ _HELP_TYPE = {STR: "string", HEX: "string", NUM: "numeric", INT: "numeric", BOOL
               OBJ: "json object", ARR: "json array", AMOUNT: "numeric or string", ANY: "any"}
 
 AMOUNT_DECIMALS = 8
+#: The port in help examples: the main network's default RPC port (conf.DEFAULT_RPC_PORTS), as
+#: bitcoind's examples show 8332.
+EXAMPLE_RPC_PORT = 27490
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -137,6 +143,7 @@ class Param:
     type: str = ANY
     default: Any = REQUIRED
     help: str = ""
+    hidden: bool = False      # left out of the help (bitcoind's RPCArgOptions.hidden: stop's wait)
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -230,7 +237,7 @@ class Method:
     def signature(self) -> str:
         """The first line of the help: `getblock "blockhash" ( verbosity )`."""
         required = [p.signature_text() for p in self.params if p.required]
-        optional = [p.signature_text() for p in self.params if not p.required]
+        optional = [p.signature_text() for p in self.params if not p.required and not p.hidden]
         parts = [self.name, *required]
         if optional:
             parts.append("( " + " ".join(optional) + " )")
@@ -241,17 +248,28 @@ class Method:
         lines = [self.signature(), ""]
         if self.help:
             lines += [self.help.strip("\n"), ""]
-        if self.params:
-            width = max(len(p.name) for p in self.params)
+        shown = [p for p in self.params if not p.hidden]
+        if shown:
+            width = max(len(p.name) for p in shown)
             lines.append("Arguments:")
-            for i, p in enumerate(self.params, 1):
+            for i, p in enumerate(shown, 1):
                 lines.append(f"{i}. {p.name.ljust(width)}    {p.description()}")
             lines.append("")
         if self.result:
             lines += ["Result:", self.result.strip("\n"), ""]
-        if self.examples:
-            lines += ["Examples:", self.examples.strip("\n"), ""]
+        lines += ["Examples:", (self.examples or self.default_examples()).strip("\n"), ""]
         return "\n".join(lines)
+
+    def default_examples(self) -> str:
+        """bitcoind's HelpExampleCli and HelpExampleRpc lines for a call with the required
+        parameters, their names standing for the values."""
+        required = [p for p in self.params if p.required]
+        cli_args = " ".join(f'"{p.name}"' if p.type in (STR, HEX) else p.name for p in required)
+        rpc_args = ", ".join(f'"{p.name}"' if p.type in (STR, HEX) else p.name for p in required)
+        return (f"> CleanCoin-cli {self.name} {cli_args}".rstrip() + "\n"
+                f"> curl --user myusername --data-binary '{{\"jsonrpc\": \"2.0\", \"id\": \"curltest\", "
+                f"\"method\": \"{self.name}\", \"params\": [{rpc_args}]}}' -H 'content-type: application/json' "
+                f"http://127.0.0.1:{EXAMPLE_RPC_PORT}/")
 
 
 @dataclass
@@ -319,10 +337,13 @@ class Registry:
         self.wallet_resolver: WalletResolver = wallet_resolver or loaded_wallets_resolver(lambda: ())
         self.amount_decimals = amount_decimals
         self._warmup: str | None = None
+        # Calls being executed (getrpcinfo's active_commands): call number -> (method, start).
+        self._active: dict[int, tuple[str, float]] = {}
+        self._call_numbers = itertools.count()
         if with_help:
             self.add("help", self._help_handler, [Param("command", STR, None, "The command to get help on")],
                      category="control", help="List all commands, or get help for a specified command.",
-                     warmup_ok=False)
+                     result='"text"    (string) The help text', warmup_ok=False)
 
     # -- the table ---------------------------------------------------------------------------
 
@@ -362,23 +383,34 @@ class Registry:
 
     def add_stop(self, message: str = "CleanCoin server stopping",
                  on_stop: Callable[[], Any] | None = None) -> Method:
-        """bitcoind's `stop`: answers `message`, then asks the server to stop.
+        """bitcoind's `stop`: asks the server to stop, then answers `message`.
 
         The server's `stop_requested` event is set (the owner awaits it and shuts down after
-        the reply is on its way); `on_stop()` is called as well, if given.
+        the reply is on its way); `on_stop()` is called as well, if given. The hidden `wait`
+        (milliseconds) delays the answer after the shutdown was requested, as bitcoind's test
+        framework uses it (the server lets a call in flight finish, within its shutdown timeout).
         """
 
-        async def stop(ctx: CallContext) -> str:
+        async def stop(ctx: CallContext, wait: int | None) -> str:
             if ctx.server is not None:
                 ctx.server.request_stop()
             if on_stop is not None:
                 outcome = on_stop()
                 if inspect.isawaitable(outcome):
                     await outcome
+            if wait is not None and wait > 0:
+                await asyncio.sleep(wait / 1000)
             return message
 
-        return self.add("stop", stop, category="control", help="Request a graceful shutdown of the server.",
-                        warmup_ok=True)
+        return self.add("stop", stop, [Param("wait", INT, None, "how long to wait in ms", hidden=True)],
+                        category="control", help="Request a graceful shutdown of the server.",
+                        result=f'"str"    (string) A string with the content \'{message}\'', warmup_ok=True)
+
+    def active_commands(self) -> list[dict[str, Any]]:
+        """getrpcinfo's active_commands: each call being executed, with its running time (us)."""
+        now = time.monotonic()
+        return [{"method": name, "duration": int((now - start) * 1_000_000)}
+                for name, start in list(self._active.values())]
 
     # -- warmup ------------------------------------------------------------------------------
 
@@ -404,6 +436,8 @@ class Registry:
         # A raw method (served elsewhere) gets the parameters as they came; the others get
         # them bound and checked here, and wallet methods their wallet.
         kwargs = None if method.raw else self.bind(method, params)
+        number = next(self._call_numbers)
+        self._active[number] = (name, time.monotonic())
         try:
             if method.wallet:
                 wallet = self.wallet_resolver(uri_wallet)
@@ -416,6 +450,8 @@ class Registry:
         except Exception as exc:  # noqa: BLE001 - a handler's bug must not reach the server
             LOG.error("RPC method %s raised %s", name, type(exc).__name__, exc_info=True)
             raise internal_error(exc) from None
+        finally:
+            del self._active[number]
         return result
 
     def bind(self, method: Method, params: Any) -> dict[str, Any]:

@@ -356,7 +356,7 @@ class RpcServer:
                  auth_failure_delay: float = AUTH_FAILURE_DELAY,
                  server_timeout: float = DEFAULT_SERVER_TIMEOUT,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, max_batch: int = MAX_BATCH_SIZE,
-                 auth_failures: FailureLimiter | None = None) -> None:
+                 auth_failures: FailureLimiter | None = None, rest: Any = None) -> None:
         self.registry = registry
         self.auth = auth
         if allow is None:
@@ -371,6 +371,9 @@ class RpcServer:
         self.max_batch = max_batch
         self.auth_failures = auth_failures or FailureLimiter(AUTH_FAILURES_PER_SOURCE, AUTH_FAILURES_OVERALL)
         self.guard = ConnectionGuard(server_timeout, max_connections)
+        # -rest: an object with `async handle(request) -> web.Response` for paths under /rest/
+        # (components/node/rest.py), served without authentication, as bitcoind serves them.
+        self.rest = rest
         self.stop_requested = asyncio.Event()
         self.bound: list[tuple[str, int]] = []
         self._runner: web.BaseRunner | None = None
@@ -495,6 +498,8 @@ class RpcServer:
             LOG.debug("HTTP request from %s rejected: Client network is not allowed RPC access", ip)
             return web.Response(status=HTTP_FORBIDDEN)
         path = request.rel_url.raw_path
+        if self.rest is not None and path.startswith("/rest/"):
+            return await self.rest.handle(request)
         if path == "/":
             uri_wallet = None
         elif path.startswith("/wallet/"):

@@ -20,9 +20,11 @@ from typing import Any
 from cleancoin.components.common.address import AddressError, decode_address, encode_address
 from cleancoin.components.common.amount import format_amount, parse_amount
 from cleancoin.components.common.hashes import hash_to_hex, hex_to_hash
-from cleancoin.components.common.primitives import OutPoint
+from cleancoin.components.common.errors import DeserializationError, ValidationError
+from cleancoin.components.common.keys import verify_input
+from cleancoin.components.common.primitives import OutPoint, Transaction
 from cleancoin.components.rpc.errors import (
-    RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER, RPC_TYPE_ERROR, RPC_WALLET_ALREADY_LOADED,
+    RPC_DESERIALIZATION_ERROR, RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER, RPC_TYPE_ERROR, RPC_WALLET_ALREADY_LOADED,
     RPC_WALLET_ERROR, RPC_WALLET_INSUFFICIENT_FUNDS, RPC_WALLET_KEYPOOL_RAN_OUT,
     RPC_WALLET_NOT_FOUND, RPC_WALLET_PASSPHRASE_INCORRECT, RPC_WALLET_UNLOCK_NEEDED,
     RPC_WALLET_WRONG_ENC_STATE, RpcError,
@@ -35,7 +37,7 @@ from .coins import AmountTooSmall, CoinSelectionError, InsufficientFunds
 from .crypto import WrongPassphrase
 from .hd import path_string
 from .store import WalletError, WalletInUse, WalletTx
-from .wallet import KeypoolRanOut, UnlockNeeded, Wallet, WalletLoader, verify_message
+from .wallet import KeypoolRanOut, UnlockNeeded, Wallet, WalletFormatError, WalletLoader, verify_message
 
 #: Longest walletpassphrase timeout (bitcoind caps it at 2^30 seconds).
 MAX_UNLOCK_SECONDS: int = 1 << 30
@@ -109,10 +111,7 @@ class WalletRpc:
         conf = w.confirmations(wtx.block_height)
         if wtx.conflicted or wtx.abandoned:
             conf = -1 if wtx.conflicted else 0
-        base = {"confirmations": conf, "txid": hash_to_hex(txid), "time": wtx.time,
-                "timereceived": wtx.time}
-        if wtx.block_hash is not None:
-            base.update(blockhash=hash_to_hex(wtx.block_hash), blockheight=wtx.block_height)
+        base = self._tx_state(w, wtx, conf)
         if wtx.abandoned:
             base["abandoned"] = True
         fee = None
@@ -139,6 +138,22 @@ class WalletRpc:
                     e["fee"] = -format_amount(fee)
                 out.append(e)
         return out
+
+    @staticmethod
+    def _tx_state(w: Wallet, wtx: WalletTx, conf: int) -> dict[str, Any]:
+        """bitcoind's WalletTxToJSON fields, in its order: where the transaction is confirmed,
+        or, while it is not, whether it is `trusted` (CachedTxIsTrusted: ours, in the mempool,
+        spending only trusted outputs of ours; its balance counts then)."""
+        state: dict[str, Any] = {"confirmations": conf}
+        if wtx.tx.is_coinbase:
+            state["generated"] = True
+        if wtx.block_hash is not None:
+            state.update(blockhash=hash_to_hex(wtx.block_hash), blockheight=wtx.block_height,
+                         blockindex=wtx.block_pos)
+        else:
+            state["trusted"] = w.tx_trusted(wtx.tx.txid, w._spenders())
+        state.update(txid=hash_to_hex(wtx.tx.txid), time=wtx.time, timereceived=wtx.time)
+        return state
 
     # -- wallet management (not per wallet) ---------------------------------------------
 
@@ -171,7 +186,7 @@ class WalletRpc:
         self._check_load_on_startup(load_on_startup)
         try:
             await self.loader.load(filename)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, WalletFormatError) as exc:
             raise RpcError(RPC_WALLET_NOT_FOUND, str(exc)) from None
         except WalletInUse as exc:       # open in another process or loader: bitcoind's -4
             raise RpcError(RPC_WALLET_ERROR, str(exc)) from None
@@ -208,6 +223,8 @@ class WalletRpc:
             raise RpcError(RPC_INVALID_PARAMETER, str(exc)) from None
         except FileExistsError as exc:
             raise RpcError(-36, str(exc)) from None
+        except WalletFormatError as exc:   # bitcoind's FAILED_BAD_FORMAT
+            raise RpcError(RPC_WALLET_NOT_FOUND, str(exc)) from None
         except (WalletError, OSError) as exc:
             raise RpcError(RPC_WALLET_ERROR, str(exc)) from None
         return self._named(wallet_name, self.loader.update_startup(wallet_name, load_on_startup))
@@ -308,7 +325,7 @@ class WalletRpc:
             rec = w.store.key_by_pkh(c.pkh)
             e = {"txid": hash_to_hex(c.outpoint.txid), "vout": c.outpoint.n, "address": address,
                  "scriptPubKey": "76a914" + c.pkh.hex() + "88ac", "amount": format_amount(c.value),
-                 "confirmations": conf, "spendable": not c.locked, "solvable": True,
+                 "confirmations": conf, "spendable": not w.is_locked_coin(c), "solvable": True,
                  "safe": safe}
             if w.store.label(address):
                 e["label"] = w.store.label(address)
@@ -317,14 +334,15 @@ class WalletRpc:
             out.append(e)
         return out
 
-    def lockunspent(self, ctx: CallContext, unlock: bool, transactions: Any, persistent: Any) -> bool:
+    def lockunspent(self, ctx: CallContext, unlock: bool, transactions: Any, persistent: bool) -> bool:
+        """bitcoind's lockunspent: a lock lives in memory (until unload or restart) unless
+        `persistent`, which stores it in the wallet; unlocking removes either kind."""
         w = self._w(ctx)
         if transactions is None:
-            if not unlock:
-                raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, expected locked outputs")
-            for c in w.store.coins():
-                if c.locked:
-                    w.store.lock_coin(c.outpoint, False)
+            if unlock:
+                for c in w.store.coins():
+                    if w.is_locked_coin(c):
+                        w.unlock_coin(c.outpoint, c.locked)
             return True
         ops = []
         for t in transactions:
@@ -338,18 +356,22 @@ class WalletRpc:
             c = unspent.get(op)
             if c is None:
                 raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, unknown transaction output")
-            if not unlock and c.locked:
+            locked = w.is_locked_coin(c)
+            # bitcoind: locking a locked coin again is an error, unless it makes it persistent.
+            if not unlock and locked and not persistent:
                 raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, output already locked")
-            if unlock and not c.locked:
+            if unlock and not locked:
                 raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, expected locked output")
         for op in ops:
-            w.store.lock_coin(op, not unlock)
+            if unlock:
+                w.unlock_coin(op, unspent[op].locked)
+            else:
+                w.lock_coin(op, persistent)
         return True
 
     def listlockunspent(self, ctx: CallContext) -> list[dict[str, Any]]:
         w = self._w(ctx)
-        return [{"txid": hash_to_hex(c.outpoint.txid), "vout": c.outpoint.n}
-                for c in w.store.coins() if c.locked]
+        return [{"txid": hash_to_hex(op.txid), "vout": op.n} for op in w.locked_outpoints()]
 
     def listtransactions(self, ctx: CallContext, label: Any, count: int, skip: int,
                          include_watchonly: Any) -> list[dict[str, Any]]:
@@ -385,14 +407,10 @@ class WalletRpc:
         r["amount"] = format_amount(net) if net >= 0 else -format_amount(-net)
         if fee is not None:
             r["fee"] = -format_amount(fee)
-        r.update(confirmations=conf, txid=hash_to_hex(tx.txid), time=wtx.time,
-                 timereceived=wtx.time, details=[{k: v for k, v in d.items()
-                                                  if k in ("address", "category", "amount", "vout",
-                                                           "fee", "abandoned")}
-                                                 for d in details],
-                 hex=tx.to_bytes().hex())
-        if wtx.block_hash is not None:
-            r.update(blockhash=hash_to_hex(wtx.block_hash), blockheight=wtx.block_height)
+        r.update(self._tx_state(w, wtx, conf))
+        keep = ("address", "category", "amount", "vout", "fee", "abandoned")
+        r["details"] = [{k: v for k, v in d.items() if k in keep} for d in details]
+        r["hex"] = tx.to_bytes().hex()
         if wtx.abandoned:
             r["abandoned"] = True
         if wtx.conflicted:
@@ -599,8 +617,8 @@ class WalletRpc:
         try:
             await w.abandon(self._txid(txid))
         except WalletError as exc:
-            code = (RPC_INVALID_ADDRESS_OR_KEY if "non-wallet" in str(exc) else RPC_WALLET_ERROR)
-            raise RpcError(code, str(exc)) from None
+            # bitcoind answers -5 both for an unknown and for an ineligible transaction.
+            raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, str(exc)) from None
         return None
 
     def keypoolrefill(self, ctx: CallContext, newsize: int) -> None:
@@ -626,6 +644,64 @@ class WalletRpc:
         except WalletError as exc:
             raise _wallet_error(exc) from None
 
+    def signrawtransactionwithwallet(self, ctx: CallContext, hexstring: str, prevtxs: Any,
+                                     sighashtype: str) -> dict[str, Any]:
+        """bitcoind's signrawtransactionwithwallet: signs the inputs that spend outputs paying
+        this wallet's keys. The spent outputs come from `prevtxs` ({txid, vout, scriptPubKey,
+        amount}: scriptPubKey is the 20-byte pubkey hash in hex, as gettxout shows it) or from
+        the wallet's own transactions. An input is complete when its signature verifies."""
+        w = self._w(ctx)
+        if sighashtype not in ("ALL", "DEFAULT"):
+            raise RpcError(RPC_INVALID_PARAMETER, f"'{sighashtype}' is not a valid sighash parameter.")
+        try:
+            tx = Transaction.from_hex(hexstring)
+        except (DeserializationError, ValueError):
+            raise RpcError(RPC_DESERIALIZATION_ERROR, "TX decode failed. Make sure the tx has at least one input.") from None
+        given: dict[OutPoint, bytes] = {}
+        for prev in prevtxs or []:
+            if not isinstance(prev, dict):
+                raise RpcError(RPC_TYPE_ERROR, "expected object with {\"txid\",\"vout\",\"scriptPubKey\"}")
+            vout = prev.get("vout")
+            spk = prev.get("scriptPubKey")
+            if isinstance(vout, bool) or not isinstance(vout, int) or vout < 0:
+                raise RpcError(RPC_DESERIALIZATION_ERROR, "vout must be positive")
+            if not isinstance(spk, str):
+                raise RpcError(RPC_TYPE_ERROR, "Missing scriptPubKey")
+            try:
+                pkh = bytes.fromhex(spk)
+            except ValueError:
+                pkh = b""
+            if len(pkh) != 20:
+                raise RpcError(RPC_INVALID_PARAMETER, "scriptPubKey must be a 20-byte pubkey hash in hex")
+            given[OutPoint(self._txid(str(prev.get("txid", ""))), vout)] = pkh
+        prev_pkhs: list[bytes | None] = []
+        for txin in tx.vin:
+            pkh = given.get(txin.prevout)
+            if pkh is None:
+                parent = w.store.get_transaction(txin.prevout.txid)
+                if parent is not None and txin.prevout.n < len(parent.tx.vout):
+                    pkh = parent.tx.vout[txin.prevout.n].pkh
+            prev_pkhs.append(pkh)
+        try:
+            signed, _ = w.sign_inputs(tx, prev_pkhs)
+        except WalletError as exc:
+            raise _wallet_error(exc) from None
+        errors = []
+        for i, (txin, pkh) in enumerate(zip(signed.vin, prev_pkhs, strict=True)):
+            reason = "Input not found or already spent" if pkh is None else None
+            if pkh is not None:
+                try:
+                    verify_input(signed, i, pkh)
+                except ValidationError:
+                    reason = "Unable to sign input, invalid stack size (possibly missing key)"
+            if reason is not None:
+                errors.append({"txid": hash_to_hex(txin.prevout.txid), "vout": txin.prevout.n, "witness": [],
+                               "scriptSig": txin.script_sig.hex(), "error": reason})   # no sequence numbers here
+        result: dict[str, Any] = {"hex": signed.to_bytes().hex(), "complete": not errors}
+        if errors:
+            result["errors"] = errors
+        return result
+
     def verifymessage(self, ctx: CallContext, address: str, signature: str, message: str) -> bool:
         try:
             pkh = decode_address(address, self.params)
@@ -643,6 +719,63 @@ async def _resolve(ctx: CallContext) -> str:
     return await res if asyncio.iscoroutine(res) else res
 
 
+_OBJ_NULL = "null    (json null)"
+
+#: The "Result:" section of each method's help (bitcoind's notation, large objects abbreviated).
+RESULTS: dict[str, str] = {
+    "createwallet": '{ "name" : "str", "warnings" : [ "str", ... ] }    (json object) warnings only when there are',
+    "loadwallet": '{ "name" : "str", "warnings" : [ "str", ... ] }    (json object) warnings only when there are',
+    "unloadwallet": '{ "warnings" : [ "str", ... ] }    (json object) warnings only when there are',
+    "listwallets": '[ "walletname", ... ]    (json array)',
+    "listwalletdir": '{ "wallets" : [ { "name" : "str" }, ... ] }    (json object)',
+    "restorewallet": '{ "name" : "str", "warnings" : [ "str", ... ] }    (json object) warnings only when there are',
+    "getwalletinfo": '{ "walletname" : "str", "walletversion" : n, "format" : "sqlite", "balance" : n,\n'
+                     '  "unconfirmed_balance" : n, "immature_balance" : n, "txcount" : n, "keypoolsize" : n,\n'
+                     '  "keypoolsize_hd_internal" : n, "unlocked_until" : xxx, "paytxfee" : n,\n'
+                     '  "private_keys_enabled" : true, "lastprocessedblock" : { "hash" : "hex", "height" : n }, ... }    (json object)',
+    "getnewaddress": '"str"    (string) The new address',
+    "getrawchangeaddress": '"str"    (string) The address',
+    "getaddressinfo": '{ "address" : "str", "scriptPubKey" : "hex", "ismine" : true|false, "solvable" : true|false,\n'
+                      '  "iswatchonly" : false, "pubkey" : "hex", "ischange" : true|false, "hdkeypath" : "str",\n'
+                      '  "labels" : [ "str", ... ], ... }    (json object)',
+    "getbalance": "n    (numeric) The total amount received for this wallet",
+    "getbalances": '{ "mine" : { "trusted" : n, "untrusted_pending" : n, "immature" : n },\n'
+                   '  "lastprocessedblock" : { "hash" : "hex", "height" : n } }    (json object)',
+    "listunspent": '[ { "txid" : "hex", "vout" : n, "address" : "str", "label" : "str", "scriptPubKey" : "str",\n'
+                   '    "amount" : n, "confirmations" : n, "spendable" : true|false, "solvable" : true,\n'
+                   '    "safe" : true|false }, ... ]    (json array)',
+    "lockunspent": "true|false    (boolean) Whether the command was successful or not",
+    "listlockunspent": '[ { "txid" : "hex", "vout" : n }, ... ]    (json array)',
+    "listtransactions": '[ { "address" : "str", "category" : "str", "amount" : n, "vout" : n, "fee" : n,\n'
+                        '    "confirmations" : n, "generated" : true, "blockhash" : "hex", "blockheight" : n,\n'
+                        '    "blockindex" : n, "trusted" : true|false (only when unconfirmed), "txid" : "hex",\n'
+                        '    "time" : xxx, "timereceived" : xxx, "abandoned" : true }, ... ]    (json array)',
+    "gettransaction": '{ "amount" : n, "fee" : n, "confirmations" : n, "blockhash" : "hex", "blockheight" : n,\n'
+                      '  "trusted" : true|false (only when unconfirmed), "txid" : "hex", "time" : xxx,\n'
+                      '  "details" : [ { "address" : "str", "category" : "str", "amount" : n, "vout" : n }, ... ],\n'
+                      '  "hex" : "hex", "decoded" : {...} (verbose only) }    (json object)',
+    "listsinceblock": '{ "transactions" : [ ... ], "removed" : [ ... ], "lastblock" : "hex" }    (json object)\n'
+                      'each transaction as listtransactions shows it',
+    "sendtoaddress": '"hex"    (string) The transaction id (verbose: { "txid" : "hex", "fee_reason" : "str" })',
+    "sendmany": '"hex"    (string) The transaction id (verbose: { "txid" : "hex" })',
+    "settxfee": "true|false    (boolean) Returns true if successful",
+    "encryptwallet": '"str"    (string) A string with further instructions',
+    "walletpassphrase": _OBJ_NULL,
+    "walletpassphrasechange": _OBJ_NULL,
+    "walletlock": _OBJ_NULL,
+    "backupwallet": _OBJ_NULL,
+    "rescanblockchain": '{ "start_height" : n, "stop_height" : n }    (json object)',
+    "abandontransaction": _OBJ_NULL,
+    "keypoolrefill": _OBJ_NULL,
+    "signmessage": '"str"    (string) The signature of the message encoded in base 64',
+    "signrawtransactionwithwallet": '{ "hex" : "hex", "complete" : true|false,\n'
+                                    '  "errors" : [ { "txid" : "hex", "vout" : n, "witness" : [], "scriptSig" : "hex",\n'
+                                    '                 "error" : "str" }, ... ] }    (json object)\n'
+                                    'errors only when an input could not be signed (no "sequence": inputs have none here)',
+    "verifymessage": "true|false    (boolean) If the signature is verified or not.",
+}
+
+
 def register_wallet_methods(registry: Registry, loader: WalletLoader) -> WalletRpc:
     """Add the wallet methods and bitcoind's /wallet/<name> resolution to `registry`."""
     registry.wallet_resolver = loaded_wallets_resolver(loader.names)
@@ -650,7 +783,8 @@ def register_wallet_methods(registry: Registry, loader: WalletLoader) -> WalletR
 
     def add(name: str, handler: Any, params: list[Param] | tuple[()] = (), *, wallet: bool = True,
             help: str = "") -> None:
-        registry.add(name, handler, params, category="wallet", help=help, wallet=wallet)
+        registry.add(name, handler, params, category="wallet", help=help, wallet=wallet,
+                     result=RESULTS[name])
 
     lo = Param("load_on_startup", BOOL, None, "Save wallet name to persistent settings and load on startup. "
                "True to add wallet to startup list, false to remove, null to leave unchanged.")
@@ -692,7 +826,8 @@ def register_wallet_methods(registry: Registry, loader: WalletLoader) -> WalletR
         help="Returns array of unspent transaction outputs with between minconf and maxconf confirmations.")
     add("lockunspent", r.lockunspent, [Param("unlock", BOOL, help="Whether to unlock (true) or lock (false) the specified transactions"),
                                        Param("transactions", ARR, None, "The transaction outputs"),
-                                       Param("persistent", BOOL, None, "Ignored: locks are always persistent here")],
+                                       Param("persistent", BOOL, False, "Whether to write/erase this lock in the wallet database, "
+                                             "or keep the change in memory only (lost when the wallet is unloaded or the node restarts)")],
         help="Updates list of temporarily unspendable outputs.")
     add("listlockunspent", r.listlockunspent, help="Returns list of locked unspent outputs.")
     add("listtransactions", r.listtransactions, [Param("label", STR, None, "Return transactions with this label, or * for all"),
@@ -751,6 +886,12 @@ def register_wallet_methods(registry: Registry, loader: WalletLoader) -> WalletR
     add("signmessage", r.signmessage, [Param("address", STR, help="The address to use for the private key."),
                                        Param("message", STR, help="The message to create a signature of.")],
         help="Sign a message with the private key of an address.")
+    add("signrawtransactionwithwallet", r.signrawtransactionwithwallet, [
+        Param("hexstring", STR, help="The transaction hex string"),
+        Param("prevtxs", ARR, None, 'The previous outputs this transaction depends on that the wallet does not know: '
+              '[{"txid":"hex","vout":n,"scriptPubKey":"hex (the 20-byte pubkey hash)","amount":amount},...]'),
+        Param("sighashtype", STR, "DEFAULT", 'The signature hash type: "DEFAULT" or "ALL" (the only one of this chain)')],
+        help="Sign inputs for raw transaction (serialized, hex-encoded) with the keys of this wallet.")
     add("verifymessage", r.verifymessage, [Param("address", STR, help="The address to use for the signature."),
                                            Param("signature", STR, help="The signature provided by the signer in base 64 encoding."),
                                            Param("message", STR, help="The message that was signed.")],

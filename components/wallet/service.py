@@ -62,13 +62,14 @@ class WalletService:
         self.registry = registry
         self._registration = registration
         self._closed = False
+        self.ignore_startup_list = False     # WalletOptions.ignore_startup_list (-nowallet)
 
     async def load_wallets(self, names: list[str]) -> list[str]:
         """The node's -wallet names (or, after a restart, the wallets loaded before), plus the
         start-up list of `<netdatadir>/wallets/settings.json` (WalletLoader.load_startup_wallets:
         a listed wallet that no longer exists is only a warning in this process's log)."""
         try:
-            return await self.loader.load_startup_wallets(names)
+            return await self.loader.load_startup_wallets(names, include_listed=not self.ignore_startup_list)
         except StartupWalletError as exc:
             # CleanCoind's wording: the node reports it and refuses to start.
             raise RuntimeError(f"Failed to load wallet {exc.name!r}: {exc}") from None
@@ -108,6 +109,7 @@ async def make_wallet_service(chain: Chain, options: WalletOptions, *, register:
     registry = Registry()
     register_wallet_methods(registry, loader)
     service = WalletService(loader, registry, None)
+    service.ignore_startup_list = options.ignore_startup_list
     if register:
         await service.register(chain)
     return service

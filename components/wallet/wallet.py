@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,8 +40,8 @@ import coincurve
 from cleancoin.components.interfaces.chain import Chain, ChainEvent, Handler
 from cleancoin.components.common.chainparams import ChainParams, params_for
 from cleancoin.components.common.hashes import hash160
-from cleancoin.components.common.keys import PrivateKey
-from cleancoin.components.common.primitives import Block, Transaction, compact_size
+from cleancoin.components.common.keys import PrivateKey, sign_transaction
+from cleancoin.components.common.primitives import Block, OutPoint, Transaction, compact_size
 
 from .coins import SpendableCoin, build_transaction
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
@@ -48,8 +49,8 @@ from .hd import master_key, wallet_key
 from .store import DB_FILENAME, NEW_SUFFIX, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
 
 __all__ = ["Balances", "KEYPOOL_SIZE", "KeypoolRanOut", "SETTINGS_FILENAME", "StartupWalletError",
-           "UnlockNeeded", "Wallet", "WalletLoader", "WrongPassphrase", "message_hash",
-           "verify_message"]
+           "UnlockNeeded", "Wallet", "WalletFormatError", "WalletLoader", "WrongPassphrase",
+           "message_hash", "verify_message"]
 
 log = logging.getLogger("cleancoin.wallet")
 
@@ -85,6 +86,27 @@ class StartupWalletError(WalletError):
     def __init__(self, name: str, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.name = name
+
+
+class WalletFormatError(WalletError):
+    """The wallet's file is not a wallet database (bitcoind's FAILED_BAD_FORMAT: RPC -18)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(f"Wallet file verification failed. Failed to load database path "
+                         f"'{directory}'. Data is not in recognized format.")
+
+
+#: The first 16 bytes of every SQLite database file.
+SQLITE_MAGIC: bytes = b"SQLite format 3\x00"
+
+
+def _is_sqlite_file(path: Path) -> bool:
+    """bitcoind's IsSQLiteFile, without the application id: the SQLite header is there."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
 
 
 class KeypoolRanOut(WalletError):
@@ -183,6 +205,34 @@ class Wallet:
         # TxStateInMempool), kept in memory as bitcoind does: from the mempool notifications
         # (the pool's contents first, on load) and our accepted broadcasts.
         self._in_mempool: set[bytes] = set()
+        # lockunspent without `persistent` (bitcoind's default): in memory only, gone with an
+        # unload or a restart. Persistent locks are the store's `locked` column.
+        self._temp_locks: set[OutPoint] = set()
+
+    # ------------------------------------------------------------------ coin locks
+
+    def is_locked_coin(self, coin: WalletCoin) -> bool:
+        """Locked by lockunspent, persistently or for this session."""
+        return coin.locked or coin.outpoint in self._temp_locks
+
+    def lock_coin(self, outpoint: OutPoint, persistent: bool) -> None:
+        """lockunspent false: kept out of coin selection; in the store only if `persistent`
+        (a persistent lock of a coin locked for the session replaces that lock)."""
+        if persistent:
+            self.store.lock_coin(outpoint, True)
+            self._temp_locks.discard(outpoint)
+        else:
+            self._temp_locks.add(outpoint)
+
+    def unlock_coin(self, outpoint: OutPoint, persistent_too: bool) -> None:
+        """lockunspent true: whichever lock the coin has (`persistent_too`: it has a stored one)."""
+        self._temp_locks.discard(outpoint)
+        if persistent_too:
+            self.store.lock_coin(outpoint, False)
+
+    def locked_outpoints(self) -> list[OutPoint]:
+        """listlockunspent: every locked unspent coin, stored or for this session."""
+        return [c.outpoint for c in self.store.coins() if self.is_locked_coin(c)]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -475,6 +525,18 @@ class Wallet:
     def _private_key(self, master: Any, rec: KeyRecord) -> PrivateKey:
         return wallet_key(master, rec.index, rec.internal)
 
+    def sign_inputs(self, tx: Transaction, prev_pkhs: Sequence[bytes | None]) -> tuple[Transaction, list[bool]]:
+        """signrawtransactionwithwallet: sign each input whose spent output (prev_pkhs[i])
+        pays one of our keys; returns the transaction and which inputs were signed.
+        UnlockNeeded when there is one to sign and the wallet is locked."""
+        records = [self.store.key_by_pkh(pkh) if pkh is not None else None for pkh in prev_pkhs]
+        if not any(records):
+            return tx, [False] * len(records)
+        with self._seed() as seed:
+            master = master_key(seed.get())
+            keys = [self._private_key(master, rec) if rec is not None else None for rec in records]
+        return sign_transaction(tx, keys), [rec is not None for rec in records]
+
     def sign_message(self, pkh: bytes, message: str) -> str:
         """signmessage: base64 of header byte + r + s (recoverable, compressed key)."""
         rec = self.store.key_by_pkh(pkh)
@@ -562,7 +624,8 @@ class Wallet:
         """Coins coin selection may use: mature, trusted, unlocked, with min_conf."""
         spenders = self._spenders()
         return [c for c in self.store.coins(include_locked=False)
-                if self.is_mature(c) and self.is_trusted(c, spenders)
+                if c.outpoint not in self._temp_locks
+                and self.is_mature(c) and self.is_trusted(c, spenders)
                 and self.confirmations(c.height) >= min_conf]
 
     # ------------------------------------------------------------------ sending
@@ -699,14 +762,15 @@ class WalletLoader:
                     "loaded next node startup."]
         return []
 
-    async def load_startup_wallets(self, names: Sequence[str]) -> list[str]:
+    async def load_startup_wallets(self, names: Sequence[str], *, include_listed: bool = True) -> list[str]:
         """Start-up: load the -wallet wallets `names`, then those of the settings list (each
         name once). A -wallet wallet that cannot be loaded raises StartupWalletError (the node
         stops). A listed wallet that no longer exists is skipped with a warning in the log,
         as bitcoind ("Skipping -wallet path that doesn't exist"); any other failure of a
-        listed one raises too, as bitcoind's LoadWallets. Returns the names loaded."""
+        listed one raises too, as bitcoind's LoadWallets. `include_listed` false (-nowallet)
+        leaves the settings list out. Returns the names loaded."""
         try:
-            listed = self.startup_wallets()
+            listed = self.startup_wallets() if include_listed else []
         except WalletError as exc:
             log.warning("%s; no wallet loaded from it", exc)
             listed = []
@@ -788,7 +852,14 @@ class WalletLoader:
             if not path.is_file():
                 raise FileNotFoundError(f"Wallet file verification failed. Failed to load "
                                         f"database path '{path.parent}'. Path does not exist.")
-            store = WalletStore.open(self.netdatadir, name, self.network)
+            if not _is_sqlite_file(path):
+                raise WalletFormatError(path.parent)
+            try:
+                store = WalletStore.open(self.netdatadir, name, self.network)
+            except sqlite3.DatabaseError as exc:
+                # A SQLite file, but not a wallet's (no such table, corrupt pages, ...).
+                log.warning("wallet %s: %s is not a wallet database (%s)", name, path, exc)
+                raise WalletFormatError(path.parent) from None
             return await self._start(name, store)
 
     async def unload(self, name: str) -> None:
@@ -800,6 +871,21 @@ class WalletLoader:
             log.info("wallet %s unloaded", name)
 
     async def restore(self, name: str, backup_file: str) -> Wallet:
+        """restorewallet. When our copy does not load (WalletError from load: not a wallet,
+        another network, ...), a wallet directory this restore created is removed again, its
+        lock file with it (bitcoind removes the wallet path when loading fails), so the name
+        stays free. Only then: a restore that lost a race for the name (FileExistsError before
+        any copy) must not remove the winner's wallet."""
+        directory = wallet_dir(self.netdatadir, name)
+        created_dir = not directory.exists()
+        try:
+            return await self._restore_copy(name, backup_file)
+        except WalletError:
+            if created_dir:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
+
+    async def _restore_copy(self, name: str, backup_file: str) -> Wallet:
         """restorewallet: copy a backupwallet file into a new wallet directory, then load it."""
         src = Path(backup_file)
         if not src.is_file():

@@ -359,8 +359,8 @@ def test_coin_control_history_and_misc_rpcs(nodes) -> None:
     size = len(n.rpc.gettransaction(txid)["hex"]) // 2
     assert -n.rpc.gettransaction(txid)["fee"] >= Decimal("0.0002") * size / 1000
 
-    # abandontransaction: not while the mempool holds it; unknown txids are -5.
-    assert rpc_error(n.rpc.abandontransaction, txid).code == -4
+    # abandontransaction: not while the mempool holds it (-5, as bitcoind); unknown txids are -5.
+    assert rpc_error(n.rpc.abandontransaction, txid).code == -5
     assert rpc_error(n.rpc.abandontransaction, "00" * 32).code == -5
     assert rpc_error(n.rpc.gettransaction, "00" * 32).code == -5
 

@@ -459,7 +459,8 @@ class P2PNode:
                 task.cancel()
         elif command == "onetry":
             if self._running:
-                self._spawn(self._run_outbound(addr, "onetry"), f"p2p-onetry-{addr}")
+                # bitcoind's connection type for every addnode connection, onetry included.
+                self._spawn(self._run_outbound(addr, "manual"), f"p2p-onetry-{addr}")
         else:
             raise P2PError(P2PError.INVALID_PARAMETER, f"invalid addnode command {command!r}")
 
@@ -511,6 +512,8 @@ class P2PNode:
                 "version": p.version,
                 "subver": p.subver,
                 "inbound": p.inbound,
+                # bitcoind's net permissions (-whitelist/-whitebind): this node grants none.
+                "permissions": [],
                 "connection_type": p.connection_type,
                 "startingheight": p.start_height,
                 "synced_blocks": p.synced_blocks,

@@ -1,0 +1,177 @@
+"""bitcoind's REST interface (-rest): unauthenticated, read-only GETs on the RPC port.
+
+    GET /rest/chaininfo.json
+    GET /rest/block/<hash>.<bin|hex|json>            (json: transactions decoded)
+    GET /rest/block/notxdetails/<hash>.<bin|hex|json>  (json: txids only)
+    GET /rest/headers/<hash>.<bin|hex|json>?count=<n>  (and the old /rest/headers/<n>/<hash>.<ext>)
+    GET /rest/blockhashbyheight/<height>.<bin|hex|json>
+    GET /rest/tx/<txid>.<bin|hex|json>
+    GET /rest/mempool/info.json, /rest/mempool/contents.json
+
+As bitcoind: only clients -rpcallowip lets in (the server checks that first), errors are
+`text/plain` with bitcoind's messages, a format the endpoint lacks is 404 "output format not
+found (available: .bin, .hex, .json)". The answers are the RPC methods' (getblock,
+getrawtransaction, ...), so the two interfaces cannot disagree. Not here: /rest/getutxos and
+/rest/spenttxouts (bitcoind's UTXO and undo queries), /rest/blockfilter*, /rest/deploymentinfo.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from cleancoin.components.rpc import jsonfmt
+from cleancoin.components.rpc.errors import RPC_IN_WARMUP, RpcError
+
+if TYPE_CHECKING:
+    from .node import Node
+
+#: bitcoind's MAX_REST_HEADERS_RESULTS and the default count.
+MAX_HEADERS = 2000
+DEFAULT_HEADERS = 5
+_FORMATS = ("bin", "hex", "json")
+_HASH = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class _RestError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _split_format(tail: str, allowed: tuple[str, ...] = _FORMATS) -> tuple[str, str]:
+    """"<x>.<ext>" -> (x, ext); 404 with bitcoind's message for a missing or unknown format."""
+    name, dot, ext = tail.rpartition(".")
+    if not dot or ext not in allowed:
+        available = ", ".join(f".{f}" for f in allowed)
+        raise _RestError(404, f"output format not found (available: {available})")
+    return name, ext
+
+
+def _check_hash(text: str) -> str:
+    if not _HASH.fullmatch(text):
+        raise _RestError(400, f"Invalid hash: {text}")
+    return text
+
+
+class RestInterface:
+    """The REST endpoints of one node; RpcServer calls `handle` for paths under /rest/."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def handle(self, request: web.BaseRequest) -> web.Response:
+        if request.method != "GET":
+            return _text(405, "The REST interface serves only GET requests")
+        try:
+            return await self._route(request.rel_url.path[len("/rest/"):], request.rel_url.query)
+        except _RestError as exc:
+            return _text(exc.status, exc.message)
+        except RpcError as exc:
+            if exc.code == RPC_IN_WARMUP:
+                return _text(503, f"Service temporarily unavailable: {exc.message}")
+            return _text(404 if exc.code == -5 else 400, exc.message)
+
+    async def _call(self, method: str, *params: Any) -> Any:
+        return await self._node.registry.execute(method, list(params), user="REST")
+
+    async def _route(self, path: str, query: Any) -> web.Response:
+        if path.startswith("block/notxdetails/"):
+            return await self._block(path[len("block/notxdetails/"):], 1)
+        if path.startswith("block/"):
+            return await self._block(path[len("block/"):], 2)
+        if path.startswith("headers/"):
+            return await self._headers(path[len("headers/"):], query)
+        if path.startswith("blockhashbyheight/"):
+            height_text, ext = _split_format(path[len("blockhashbyheight/"):])
+            if not height_text.isdigit():
+                raise _RestError(400, f"Invalid height: {height_text}")
+            try:
+                block_hash = await self._call("getblockhash", int(height_text))
+            except RpcError:
+                raise _RestError(404, "Block height out of range") from None
+            if ext == "json":
+                return _json({"blockhash": block_hash})
+            raw = bytes.fromhex(block_hash)[::-1]
+            return _binary(raw) if ext == "bin" else _text(200, raw.hex())
+        if path.startswith("tx/"):
+            txid, ext = _split_format(path[len("tx/"):])
+            _check_hash(txid)
+            try:
+                if ext == "json":
+                    return _json(await self._call("getrawtransaction", txid, 1))
+                hexstring = await self._call("getrawtransaction", txid, 0)
+            except RpcError:
+                raise _RestError(404, f"{txid} not found") from None
+            return _binary(bytes.fromhex(hexstring)) if ext == "bin" else _text(200, hexstring)
+        if path.startswith("chaininfo"):
+            _split_format(path[len("chaininfo"):] or ".", ("json",))
+            return _json(await self._call("getblockchaininfo"))
+        if path.startswith("mempool/"):
+            what, _ = _split_format(path[len("mempool/"):], ("json",))
+            if what == "info":
+                return _json(await self._call("getmempoolinfo"))
+            if what == "contents":
+                return _json(await self._call("getrawmempool", True))
+            raise _RestError(400, "Invalid URI format. Expected /rest/mempool/<info|contents>.json")
+        raise _RestError(404, "Not found")
+
+    async def _block(self, tail: str, verbosity: int) -> web.Response:
+        block_hash, ext = _split_format(tail)
+        _check_hash(block_hash)
+        try:
+            if ext == "json":
+                return _json(await self._call("getblock", block_hash, verbosity))
+            hexstring = await self._call("getblock", block_hash, 0)
+        except RpcError:
+            raise _RestError(404, f"{block_hash} not found") from None
+        return _binary(bytes.fromhex(hexstring)) if ext == "bin" else _text(200, hexstring)
+
+    async def _headers(self, tail: str, query: Any) -> web.Response:
+        parts = tail.split("/")
+        if len(parts) == 2:                       # the old form: headers/<count>/<hash>.<ext>
+            count_text, tail = parts
+        elif len(parts) == 1:
+            count_text = query.get("count", str(DEFAULT_HEADERS))
+        else:
+            raise _RestError(400, "Invalid URI format. Expected /rest/headers/<hash>.<ext>?count=<count>")
+        block_hash, ext = _split_format(tail)
+        if not count_text.isdigit() or not 1 <= int(count_text) <= MAX_HEADERS:
+            raise _RestError(400, f"Header count is invalid or out of acceptable range (1-{MAX_HEADERS}): {count_text}")
+        _check_hash(block_hash)
+        headers: list[Any] = []
+        current: str | None = block_hash
+        while current is not None and len(headers) < int(count_text):
+            try:
+                header = await self._call("getblockheader", current, True)
+            except RpcError:
+                break
+            if header["confirmations"] < 0:       # bitcoind stops at the end of the active chain
+                break
+            headers.append(header)
+            current = header.get("nextblockhash")
+        if ext == "json":
+            return _json(headers)
+        raw = b"".join([bytes.fromhex(await self._call("getblockheader", h["hash"], False)) for h in headers])
+        return _binary(raw) if ext == "bin" else _text(200, raw.hex())
+
+
+def _text(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message + "\r\n" if status >= 400 else message + "\n",
+                        content_type="text/plain")
+
+
+def _json(value: Any) -> web.Response:
+    try:
+        text = jsonfmt.dumps(value)
+    except (TypeError, ValueError):
+        # The RPC methods answer JSON; should one not, say so rather than send something else.
+        return _text(500, "Internal error (the result is not JSON)")
+    return web.Response(status=200, body=(text + "\n").encode(), content_type="application/json")
+
+
+def _binary(data: bytes) -> web.Response:
+    return web.Response(status=200, body=data, content_type="application/octet-stream")
