@@ -213,9 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the CleanCoin-wallet script; returns (and exits with) the status."""
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a.startswith(("-ipcconnect", "-ipcbind")) for a in args):
-        # Not the offline tool: a wallet process for a node (cli/wallet_process.py).
-        from cleancoin.components.init import cleancoin_wallet as wallet_process
-        return wallet_process.main(args)
+        # Not the offline tool: a wallet process for a node (components/init/cleancoin_wallet.py).
+        from cleancoin.components.init import cleancoin_wallet
+        return cleancoin_wallet.main(args)
     options, words = _split(args)
     if wants(options, "help", "?", "h") or not args:
         print(_help())

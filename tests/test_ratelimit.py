@@ -1,10 +1,10 @@
-"""Token buckets and the failure limiter (components/ratelimit.py), on a clock the test turns."""
+"""Token buckets and the failure limiter (components/common/ratelimit.py), on a clock the test turns."""
 
 from __future__ import annotations
 
 import pytest
 
-from cleancoin.components.ratelimit import FailureLimiter, Rate, TokenBucket, source_key
+from cleancoin.components.common.ratelimit import FailureLimiter, Rate, TokenBucket, source_key
 
 
 class Clock:

@@ -9,7 +9,7 @@ nothing else) and asked for the wallet at once; this process confined by policie
 `NodeProcesses` is the node's `NodeExtension` (node.py). At start it makes the router that
 serves wallet RPC methods registered over IPC (wallet_router.py), opens the -ipcbind
 listeners (whose clients get the node's Init: makeChain, makeNode), and starts the wallet
-process through the zygote (wallet_process.py) unless -disablewallet, or uses the running
+process through the zygote (node/remote_wallet.py) unless -disablewallet, or uses the running
 one -ipcconnect names. At shutdown it stops them in reverse order.
 
 Only that wallet process may register wallet RPC methods. The `Chain` a listener's client
@@ -60,7 +60,7 @@ class NodeProcesses:
     local: Peer
     wallets: list[str]
     report: Report | None = None
-    prestarted_wallet: Any = None     # wallet_process.prestart()'s socket, if called
+    prestarted_wallet: Any = None     # remote_wallet.prestart()'s socket, if called
     connect_wallet: bool = False      # -ipcconnect: use a running wallet process instead
     allow_wallet_clients: bool = False  # -ipcallowwallet: listener clients may be the wallet
     router: WalletRpcRouter | None = None

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..ratelimit import FailureLimiter, Rate
+from ..common.ratelimit import FailureLimiter, Rate
 from .binding import PLAIN, InterfaceSpec, Method, capability_codec
 from .debug_log import CallLog
 from .errors import IpcAuthError

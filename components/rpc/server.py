@@ -57,7 +57,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from . import jsonfmt
-from ..ratelimit import FailureLimiter, Rate
+from ..common.ratelimit import FailureLimiter, Rate
 from .errors import (
     HTTP_BAD_METHOD,
     HTTP_BAD_REQUEST,
