@@ -44,6 +44,8 @@ OPTIONS: list[Option] = [
            "IPC options", "<n>", "16"),
     Option("ipchandshaketimeout", "Close an IPC client that has not logged in (TCP) or made a first call "
            "(unix) within <n> seconds", "IPC options", "<n>", "10"),
+    Option("ipcfd", "Serve the front end that started this node (CleanCoin-gui) on this inherited "
+           "socket descriptor; the node stops when that connection ends", "IPC options", "<n>"),
     Option("ipcallowwallet", "Let an IPC client of the -ipcbind listeners (a CleanCoin-wallet "
            "-ipcconnect) serve the wallet RPC methods; only with -disablewallet", "IPC options", "", "0"),
 ]
@@ -95,8 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("%s starting: chain=%s datadir=%s pid=%d", PROG, settings.chain, netdatadir, os.getpid())
     log_settings_warnings(settings, log)
     from cleancoin.components.init import cleancoin_node
+    frontend_fd = settings.get("ipcfd")
+    if frontend_fd is not None and not frontend_fd.isdigit():
+        return _fail(log, f"-ipcfd expects a descriptor number, not '{frontend_fd}'")
     return cleancoin_node.run(config, ipc, netdatadir, sandbox=settings.get_bool("sandbox", True),
-                              allow_wallet=settings.get_bool("ipcallowwallet", False))
+                              allow_wallet=settings.get_bool("ipcallowwallet", False),
+                              frontend_fd=None if frontend_fd is None else int(frontend_fd))
 
 
 if __name__ == "__main__":

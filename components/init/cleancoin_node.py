@@ -64,10 +64,12 @@ class NodeProcesses:
     connect_wallet: bool = False      # -ipcconnect: use a running wallet process instead
     allow_wallet_clients: bool = False  # -ipcallowwallet: listener clients may be the wallet
     router: WalletRpcRouter | None = None
+    frontend_fd: int | None = None    # -ipcfd: a socket to the front end that started us
     wallet: WalletProcess | ConnectedWallet | None = None
     listeners: list[Listener] = field(default_factory=list)
     _node: Any = None
     _client_slot: WalletSlot | None = None     # -ipcallowwallet: the listener clients' slot
+    _frontend_task: asyncio.Task[None] | None = None
 
     async def start(self, node: Any) -> None:
         self._node = node
@@ -83,6 +85,8 @@ class NodeProcesses:
                                                  "(-ipcallowwallet)", reserve=False, gated=False)
         if self.ipc.binds:
             await self._listen(node)
+        if self.frontend_fd is not None:
+            await self._serve_frontend(node)
         if self.connect_wallet:
             self.wallet = ConnectedWallet(self.ipc, os.path.join(node.netdatadir, WALLET_SOCKET), node,
                                           self.router, self.wallets, self.local)
@@ -110,6 +114,26 @@ class NodeProcesses:
             self.listeners.append(await listen(address, make_init, self.local, options))
             log.info("IPC: listening on %s", bind if address.kind == "tcp" else address.path)
 
+    async def _serve_frontend(self, node: Any) -> None:
+        """-ipcfd: serve the Init (makeNode, makeChain without registrations) to the front
+        end that started this node (CleanCoin-gui) on the socket it passed; when that
+        connection ends the front end is gone, and so goes the node it started."""
+        from ..ipc.connection import serve_init
+        from ..ipc.transport import stream_from_fd
+        assert self.frontend_fd is not None and self.router is not None
+        refusing = self.router.refusing("the front end", "a front end serves no wallet methods")
+        make_init = functools.partial(ProcessInit, chain_factory=lambda: make_chain(node, refusing),
+                                      node_factory=lambda: NodeService(node))
+        stream = await stream_from_fd(self.frontend_fd)
+        self.frontend_fd = None
+
+        async def serve() -> None:
+            await serve_init(stream, make_init, self.local, self.ipc.debug, from_parent=True)
+            log.info("the front end that started this node went away; shutting down")
+            node.request_shutdown()
+
+        self._frontend_task = asyncio.get_running_loop().create_task(serve())
+
     def _listener_registrar(self) -> RpcRegistrar:
         """What the Chain of a listener's client does with register_rpc (module docstring);
         one per connection (made with its Chain)."""
@@ -132,8 +156,14 @@ class NodeProcesses:
             node_entry = {"name": self.local.name, "pid": os.getpid(),
                           "sandbox": self.report.to_dict() if self.report else None}
             processes = [node_entry]
+            if self.zygote is not None:
+                processes.append({"name": f"{PROG} zygote", "pid": self.zygote.pid, "sandbox": None,
+                                  "sandbox_report": "not confined: it must keep the rights to build "
+                                                    "the wallet's sandbox (docs/sandbox.md)"})
             if isinstance(self.wallet, WalletProcess):
+                report = self.wallet.report
                 processes.append({"name": "CleanCoin-wallet", "pid": self.wallet.pid,
+                                  "sandbox": report.to_dict() if report is not None else None,
                                   "sandbox_report": self.wallet.report_text,
                                   "restarts": self.wallet.restarts, "wallets": self.wallet.wanted})
             elif isinstance(self.wallet, ConnectedWallet):
@@ -174,7 +204,7 @@ def _fail(log: logging.Logger, message: str) -> int:
 
 
 def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
-        allow_wallet: bool = False) -> int:
+        allow_wallet: bool = False, frontend_fd: int | None = None) -> int:
     """Start CleanCoin-node in this process (options parsed, logging set up); returns the
     exit status. `config` is the node's NodeConfig (cli/node_main.build_config)."""
     import capnp
@@ -207,6 +237,8 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     if sandbox:
         from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self
         keep = _open_descriptors_to_keep(zygote, prestarted)
+        if frontend_fd is not None:
+            keep.add(frontend_fd)
         try:
             report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds),
                                    keep_fds=keep)
@@ -220,6 +252,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         log.warning("-sandbox=0: %s and its wallet process run WITHOUT a sandbox", PROG)
     extension = NodeProcesses(zygote, ipc, Peer(PROG, os.getpid()), list(config.wallets),
                               report, prestarted, connect_wallet, allow_wallet)
+    extension.frontend_fd = frontend_fd
     node = Node(config, extension)
     try:
         return asyncio.run(capnp.run(node.run()))

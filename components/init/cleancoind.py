@@ -32,6 +32,8 @@ class InProcessWallets:
 
         self.loader = WalletLoader(node.netdatadir, make_chain(node), node.params.name)
         register_wallet_methods(node.registry, self.loader)
+        if node.frontend is not None:       # wallet events for front ends (CleanCoin-qt)
+            self.loader.events.add_listener(node.frontend.wallet_events)
         try:
             # -wallet names, then <netdatadir>/wallets/settings.json's list (load_on_startup).
             await self.loader.load_startup_wallets(

@@ -10,7 +10,10 @@ with it (`Chain.register_rpc`), as Bitcoin Core's wallet does with its `handleRp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .chain import Handler
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,42 @@ class WalletOptions:
     # -nowallet on the node's command line: load_wallets skips the start-up list of
     # wallets/settings.json, as bitcoind ignores settings.json's wallets then.
     ignore_startup_list: bool = False
+
+
+#: WalletEvent kinds: what changed in one wallet since the last event for it.
+WALLET_EVENT_KINDS: tuple[str, ...] = ("loaded", "unloaded", "transaction", "balance", "status")
+
+
+@dataclass(frozen=True)
+class WalletEvent:
+    """One wallet's state after a change, pushed to front ends (through the node) so that a
+    balance label changes when the balance does, without polling.
+
+    `kind` says what changed ("loaded", "unloaded", "transaction": `txid` was added or its
+    state changed, "balance": a block matured or confirmed coins, "status": encrypted,
+    locked or unlocked); the rest is the wallet's state at that moment, amounts in units.
+    Events of one wallet are coalesced: a burst of changes arrives as one event of the last
+    kind with the state after all of them.
+    """
+
+    wallet: str
+    kind: str
+    txid: bytes = b""
+    trusted: int = 0
+    untrusted_pending: int = 0
+    immature: int = 0
+    encrypted: bool = False
+    locked: bool = False
+    unlocked_until: int = 0
+
+
+class WalletNotifications(Protocol):
+    """Implemented by whoever follows a wallet process's wallets (the node, which passes the
+    events on to its front ends)."""
+
+    async def wallet_events(self, events: list[WalletEvent]) -> None:
+        """Changes of one or more wallets, in order; one call at a time."""
+        ...
 
 
 class WalletLoader(Protocol):
@@ -37,4 +76,10 @@ class WalletLoader(Protocol):
     async def shutdown(self) -> None:
         """Close every wallet (each database left consistent); the process exits when its
         connection then closes."""
+        ...
+
+    async def handle_notifications(self, notifications: WalletNotifications) -> "Handler":
+        """Push every wallet change (loads, unloads, transactions, balances, lock state) to
+        `notifications` until the handler is disconnected or the connection is lost. First
+        comes a "loaded" event for each wallet loaded now, delivered before this returns."""
         ...

@@ -69,7 +69,9 @@ class ProcessInit:
     async def make_node(self) -> Any:
         if self._node_factory is None:
             raise IpcError("this process offers no Node")
-        return self._node_factory()
+        node = self._node_factory()
+        self._made.append(node)      # its notification subscriptions end with the connection
+        return node
 
     async def make_wallet_loader(self, chain: Chain, options: WalletOptions) -> WalletLoader:
         if self._wallet_loader_factory is None:

@@ -10,7 +10,8 @@ from .binding import PLAIN, Codec, InterfaceSpec, Method, capability_codec, stru
 from ..interfaces.chain import (
     EVENT_KINDS, BlockInfo, BroadcastResult, ChainEvent, RpcMethodInfo, RpcRequest, RpcResponse,
 )
-from ..interfaces.wallet import WalletOptions
+from ..interfaces.node import ProcessEvent, TipInfo
+from ..interfaces.wallet import WalletEvent, WalletOptions
 from ..interfaces.init import Peer
 
 PEER = struct_codec(Peer)
@@ -44,6 +45,9 @@ BROADCAST_RESULT = camel_struct_codec(BroadcastResult)
 RPC_METHOD_INFO = camel_struct_codec(RpcMethodInfo)
 RPC_RESPONSE = camel_struct_codec(RpcResponse)
 WALLET_OPTIONS = camel_struct_codec(WalletOptions)
+WALLET_EVENT = camel_struct_codec(WalletEvent)
+TIP_INFO = camel_struct_codec(TipInfo)
+PROCESS_EVENT = camel_struct_codec(ProcessEvent)
 
 
 def list_codec(item: Codec) -> Codec:
@@ -106,15 +110,35 @@ RPC_HANDLER = InterfaceSpec("RpcHandler", lambda: schema.load("chain").RpcHandle
     Method("execute", "execute", (("request", RPC_REQUEST),), ("response", RPC_RESPONSE)),
 ))
 
+# What a front end hears from the node (components/interfaces/node.py), and what the node
+# hears from its wallet process (interfaces/wallet.py) to pass on.
+NODE_NOTIFICATIONS = InterfaceSpec("NodeNotifications", lambda: schema.load("node").NodeNotifications, (
+    Method("tip_changed", "tipChanged", (("tip", TIP_INFO),)),
+    Method("wallet_events", "walletEvents", (("events", list_codec(WALLET_EVENT)),)),
+    Method("process_event", "processEvent", (("event", PROCESS_EVENT),)),
+    Method("log_lines", "logLines", (("lines", LIST),)),
+))
+
 NODE = InterfaceSpec("Node", lambda: schema.load("node").Node, (
     Method("execute_rpc", "executeRpc", (("request", RPC_REQUEST),), ("response", RPC_RESPONSE)),
     Method("shutdown", "shutdown"),
+    Method("handle_notifications", "handleNotifications",
+           (("notifications", capability_codec(lambda: NODE_NOTIFICATIONS)),),
+           ("handler", capability_codec(lambda: HANDLER))),
+))
+
+WALLET_NOTIFICATIONS = InterfaceSpec("WalletNotifications",
+                                     lambda: schema.load("wallet").WalletNotifications, (
+    Method("wallet_events", "walletEvents", (("events", list_codec(WALLET_EVENT)),)),
 ))
 
 WALLET_LOADER = InterfaceSpec("WalletLoader", lambda: schema.load("wallet").WalletLoader, (
     Method("load_wallets", "loadWallets", (("names", LIST),), ("loaded", LIST)),
     Method("loaded_wallets", "loadedWallets", (), ("names", LIST)),
     Method("shutdown", "shutdown"),
+    Method("handle_notifications", "handleNotifications",
+           (("notifications", capability_codec(lambda: WALLET_NOTIFICATIONS)),),
+           ("handler", capability_codec(lambda: HANDLER))),
 ))
 
 CHAIN = InterfaceSpec("Chain", lambda: schema.load("chain").Chain, (

@@ -149,6 +149,7 @@ class Node:
         self.chain: ChainManager | None = None
         self.mempool: Mempool | None = None
         self.notifications: NotificationHub | None = None   # chain/mempool events for wallets
+        self.frontend: Any = None       # frontend.FrontendHub: what front ends (a GUI) hear
         self.p2p: P2PNode | None = None
         self.rpc: Any = None            # components.rpc.server.RpcServer
         self.registry: Any = None
@@ -218,6 +219,8 @@ class Node:
         self.chain.add_listener(MempoolUpdater(self.mempool))
         # After MempoolUpdater: see notifications.py on the order of events.
         self.notifications = NotificationHub(self.chain, self.mempool)
+        from .frontend import FrontendHub
+        self.frontend = FrontendHub(self)
         cfg = self.config
         # Regtest redials sooner: test networks come up node by node, seconds apart.
         reconnect = 2.0 if self.params.name == "regtest" else 60.0
@@ -296,6 +299,9 @@ class Node:
         if self.notifications is not None:
             self.notifications.close()
             self.notifications = None
+        if self.frontend is not None:
+            self.frontend.close()
+            self.frontend = None
         if self.chain is not None:
             self.chain.close()
             self.chain = None

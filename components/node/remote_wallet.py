@@ -34,6 +34,7 @@ from typing import Any
 from cleancoin.sandbox import Exited, Zygote, ZygoteError
 
 from ..interfaces.init import Peer
+from ..interfaces.node import ProcessEvent
 from ..interfaces.wallet import WalletLoader, WalletOptions
 from ..ipc.connection import Connection, connect_init
 from ..ipc.settings import IpcSettings, open_peer
@@ -78,6 +79,26 @@ class RemoteWallet:
             await self._detach()
             raise
         self._router.set_ready(self._slot)
+        await self._follow_wallet_events()
+
+    async def _follow_wallet_events(self) -> None:
+        """Pass the wallet process's wallet events on to the node's front ends (a wallet
+        process that cannot send them still serves its wallets)."""
+        hub = getattr(self._node, "frontend", None)
+        if hub is None or self.loader is None:
+            return
+        from .frontend import WalletEventsReceiver
+        try:
+            await self.loader.handle_notifications(WalletEventsReceiver(hub))
+        except Exception as exc:  # noqa: BLE001 - a front end then sees no live balances
+            log.warning("the wallet process sends no wallet events: %s", exc)
+
+    def _process_event(self, kind: str, name: str, pid: int | None, detail: str = "",
+                       restarts: int = 0) -> None:
+        """Tell the node's front ends (the GUI's Sandbox panel) what happened to the process."""
+        hub = getattr(self._node, "frontend", None)
+        if hub is not None:
+            hub.process_event(ProcessEvent(kind, name, pid or 0, detail, restarts))
 
     async def refresh_loaded(self, _method: str = "") -> None:
         """After createwallet/loadwallet/unloadwallet/restorewallet: remember what is loaded."""
@@ -98,6 +119,9 @@ class RemoteWallet:
         """End the chain's registrations and hang up; safe to call twice."""
         chain, self._chain = self._chain, None
         connection, self._connection, self.loader = self._connection, None, None
+        hub = getattr(self._node, "frontend", None)
+        if hub is not None and connection is not None:
+            hub.wallets_gone()
         if chain is not None:
             await chain.close()
         if connection is not None:
@@ -129,6 +153,7 @@ class WalletProcess(RemoteWallet):
         self._debug = debug
         self.pid: int | None = None
         self.report_text: str = ""
+        self.report: Any = None             # the sandbox Report of the running process
         self._stopping = False
         self._delay = FIRST_DELAY
         self._started_at = 0.0
@@ -159,6 +184,7 @@ class WalletProcess(RemoteWallet):
         self.pid = spawned.pid
         self.exited.clear()
         self._started_at = loop_time()
+        self.report = spawned.report
         if spawned.report is not None:
             self.report_text = spawned.report.to_text()
             log.info("%s (pid %d) started:\n%s", WALLET_COMPONENT, spawned.pid, self.report_text)
@@ -173,6 +199,8 @@ class WalletProcess(RemoteWallet):
         except Exception as exc:
             raise WalletProcessError(f"{WALLET_COMPONENT} (pid {spawned.pid}) did not come up: {exc}") from exc
         self._router.status = "No wallet process is connected"
+        policy = "not sandboxed (-sandbox=0)" if spawned.report is None else "policy wallet"
+        self._process_event("started", WALLET_COMPONENT, spawned.pid, policy, self.restarts)
 
     # ------------------------------------------------------------------ death and restart
 
@@ -208,6 +236,7 @@ class WalletProcess(RemoteWallet):
     def _on_exit(self, event: Exited) -> None:
         self.pid = None
         self.exited.set()
+        self._process_event("exited", WALLET_COMPONENT, event.pid, event.description, self.restarts)
         if self._stopping:
             log.info("%s (pid %d) %s", WALLET_COMPONENT, event.pid, event.description)
             return
@@ -227,6 +256,8 @@ class WalletProcess(RemoteWallet):
         try:
             await self._start_once()
             self.restarts += 1
+            self._process_event("restarted", WALLET_COMPONENT, self.pid, "wallets loaded: "
+                                + (", ".join(self.wanted) or "none"), self.restarts)
             log.info("%s restarted (pid %d), wallets loaded: %s", WALLET_COMPONENT, self.pid,
                      ", ".join(self.wanted) or "none")
         except Exception as exc:  # noqa: BLE001 - keep trying; the log says why
@@ -314,6 +345,8 @@ class ConnectedWallet(RemoteWallet):
                                      refuse_spawn)
         await self._attach(connection)
         self.remote = connection.remote
+        self._process_event("connected", connection.remote.name, connection.remote.pid,
+                            "a running wallet process (-ipcconnect)", self.reconnects)
         log.info("using the wallet process %s (wallets loaded: %s)", connection.remote,
                  ", ".join(self.wanted) or "none")
         self._watch = asyncio.get_running_loop().create_task(self._watch_connection(connection))
@@ -324,6 +357,7 @@ class ConnectedWallet(RemoteWallet):
             return
         log.warning("the wallet process %s went away; trying to reconnect every %.0f s",
                     connection.remote, RECONNECT_SECONDS)
+        self._process_event("disconnected", connection.remote.name, connection.remote.pid, "", self.reconnects)
         self._router.status = f"Wallet process {connection.remote} disconnected; reconnecting"
         await self._detach()
         while not self._stopping:

@@ -20,8 +20,9 @@ from cleancoin.components.interfaces.chain import (
 )
 from cleancoin.components.rpc.carried import execute_request
 from cleancoin.components.rpc.registry import Registry
-from cleancoin.components.interfaces.wallet import WalletOptions
+from cleancoin.components.interfaces.wallet import WalletNotifications, WalletOptions
 
+from .events import WalletNotificationsRelay
 from .rpc import register_wallet_methods
 from .wallet import StartupWalletError, WalletLoader
 
@@ -62,6 +63,7 @@ class WalletService:
         self.registry = registry
         self._registration = registration
         self._closed = False
+        self._relays: list[WalletNotificationsRelay] = []
         self.ignore_startup_list = False     # WalletOptions.ignore_startup_list (-nowallet)
 
     async def load_wallets(self, names: list[str]) -> list[str]:
@@ -86,6 +88,14 @@ class WalletService:
     async def shutdown(self) -> None:
         await self.close()
 
+    async def handle_notifications(self, notifications: WalletNotifications) -> Handler:
+        """Push the wallets' changes to `notifications` (the node, for its front ends): a
+        "loaded" event per loaded wallet first, then every change (events.py)."""
+        relay = WalletNotificationsRelay(self.loader.events, notifications)
+        relay.start([w.event("loaded") for w in self.loader.wallets.values()])
+        self._relays.append(relay)
+        return relay
+
     async def close(self) -> None:
         """Close every wallet and end the RPC registration; safe to call twice."""
         if self._closed:
@@ -97,6 +107,8 @@ class WalletService:
                 await registration.disconnect()
             except Exception as exc:  # noqa: BLE001 - the node may be gone already
                 log.debug("ending the RPC registration: %s", exc)
+        for relay in self._relays:
+            await relay.disconnect()
         await self.loader.close_all()
         log.info("wallets closed")
 

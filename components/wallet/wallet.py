@@ -30,7 +30,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +38,14 @@ from typing import Any
 import coincurve
 
 from cleancoin.components.interfaces.chain import Chain, ChainEvent, Handler
+from cleancoin.components.interfaces.wallet import WalletEvent
 from cleancoin.components.common.chainparams import ChainParams, params_for
 from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.keys import PrivateKey, sign_transaction
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, compact_size
 
 from .coins import SpendableCoin, build_transaction
+from .events import WalletEventFeed
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
 from .store import DB_FILENAME, NEW_SUFFIX, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
@@ -208,6 +210,19 @@ class Wallet:
         # lockunspent without `persistent` (bitcoind's default): in memory only, gone with an
         # unload or a restart. Persistent locks are the store's `locked` column.
         self._temp_locks: set[OutPoint] = set()
+        # Told of every change a front end shows (WalletLoader sets it: the loader coalesces
+        # and pushes WalletEvents); called as on_change(wallet, kind, txid).
+        self.on_change: Callable[[Wallet, str, bytes], None] | None = None
+
+    def _changed(self, kind: str, txid: bytes = b"") -> None:
+        if self.on_change is not None:
+            self.on_change(self, kind, txid)
+
+    def event(self, kind: str, txid: bytes = b"") -> WalletEvent:
+        """The wallet's state now, as a WalletEvent of `kind`."""
+        b = self.balances()
+        return WalletEvent(self.name, kind, txid, b.trusted, b.untrusted_pending, b.immature,
+                           self.store.encrypted, self.locked, self.unlocked_until)
 
     # ------------------------------------------------------------------ coin locks
 
@@ -257,7 +272,9 @@ class Wallet:
 
     def mempool_removed(self, txid: bytes) -> None:
         """The transaction left the mempool without being confirmed."""
-        self._in_mempool.discard(txid)
+        if txid in self._in_mempool:
+            self._in_mempool.discard(txid)
+            self._changed("transaction", txid)
 
     async def resubmit(self) -> int:
         """Offer our unconfirmed sends to the node again (bitcoind's ResubmitWalletTransactions):
@@ -347,6 +364,8 @@ class Wallet:
             if done >= PROGRESS_MIN_BLOCKS:
                 log.info("wallet %s: caught up to height %d, %d blocks in %.1f s", self.name,
                          self.store.best_block[1], done, time.monotonic() - t0)
+            if done:      # confirmations and maturity move with every block
+                self._changed("balance")
             return done
 
     async def _sync_round(self, t0: float, done_before: int) -> tuple[int, bool]:
@@ -440,6 +459,7 @@ class Wallet:
         with contextlib.suppress(RuntimeError):     # no loop: no timer (tests without asyncio)
             self._relock = asyncio.get_running_loop().call_later(timeout, self.lock)
         self.top_up_keypool()
+        self._changed("status")
 
     def lock(self) -> None:
         """walletlock (and the unlock timeout): wipe the seed from memory."""
@@ -449,6 +469,7 @@ class Wallet:
         if self._unlocked is not None:
             self._unlocked.wipe()
             self._unlocked = None
+            self._changed("status")
         self._unlocked_until = 0.0
 
     def encrypt(self, passphrase: str) -> None:
@@ -459,6 +480,7 @@ class Wallet:
         self.top_up_keypool()         # last chance to derive keys without the passphrase
         self.store.encrypt_wallet(passphrase)
         self.lock()
+        self._changed("status")
 
     def change_passphrase(self, old: str, new: str) -> None:
         """walletpassphrasechange (WrongPassphrase for `old`)."""
@@ -510,6 +532,7 @@ class Wallet:
         if mine:
             self._in_mempool.add(tx.txid)
             self._extend_lookahead(lambda: self.store.add_transaction(tx, time_))
+            self._changed("transaction", tx.txid)
         return mine
 
     def new_key(self, internal: bool) -> KeyRecord:
@@ -661,6 +684,7 @@ class Wallet:
             self.store.abandon_transaction(tx.txid)
             raise WalletError(f"Transaction rejected by the node: {result.reason}")
         self._in_mempool.add(tx.txid)
+        self._changed("transaction", tx.txid)
         return tx, fee
 
     async def abandon(self, txid: bytes) -> None:
@@ -672,6 +696,7 @@ class Wallet:
             raise WalletError("Transaction not eligible for abandonment")
         self.store.abandon_transaction(txid)
         self._in_mempool.discard(txid)
+        self._changed("transaction", txid)
 
     def backup(self, dest: str) -> None:
         """backupwallet: a consistent copy of the database file."""
@@ -688,6 +713,7 @@ class WalletLoader:
         self.params = params_for(network)
         self.wallets: dict[str, Wallet] = {}
         self._lock = asyncio.Lock()
+        self.events = WalletEventFeed()     # changes, for front ends (events.py)
 
     # ------------------------------------------------------------------ start-up list
 
@@ -818,6 +844,8 @@ class WalletLoader:
             await wallet.close()
             raise
         self.wallets[name] = wallet
+        wallet.on_change = self.events.changed
+        self.events.changed(wallet, "loaded")
         log.info("wallet %s loaded (best block %d)", name, store.best_block[1])
         return wallet
 
@@ -867,7 +895,9 @@ class WalletLoader:
         async with self._lock:
             wallet = self.get(name)
             del self.wallets[name]
+            wallet.on_change = None
             await wallet.close()
+            self.events.unloaded(name)
             log.info("wallet %s unloaded", name)
 
     async def restore(self, name: str, backup_file: str) -> Wallet:
