@@ -5,7 +5,9 @@ VPY      := $(VENV)/bin/python
 PIP      := $(VPY) -m pip --disable-pip-version-check -q
 SOURCES  := $(shell find sandbox components cli policies -type f \( -name '*.py' -o -name '*.toml' -o -name '*.json' -o -name '*.capnp' \) 2>/dev/null) pyproject.toml
 
-.PHONY: setup system-deps demo test test-unit test-functional bench fuzz crashtest clean
+GUI_DEPS := 'pyside6-essentials>=6.6' 'qasync>=0.27' 'segno>=1.5' 'pytest-qt>=4.4'
+
+.PHONY: setup system-deps demo gui screenshots test test-unit test-functional bench fuzz crashtest clean
 
 setup: $(VENV)/.stamp-install
 
@@ -29,6 +31,7 @@ $(VENV)/.stamp-deps: pyproject.toml | system-deps
 	$(PIP) install 'python-bitcoinlib>=0.12' 'bitcoinrpc>=0.7'    # the `clients` extra
 	$(PIP) install 'setuptools>=65' wheel
 	$(PIP) install 'pyseccomp>=0.1.2' 'landlock>=1.0.0.dev5' 'python-prctl>=1.8.1' 'coincurve>=20' 'aiohttp>=3.9' 'cryptography>=41' 'setproctitle>=1.3' 'pycapnp>=2.0' 'pytest>=7' 'jsonschema>=4' 'python-bitcoinrpc>=1.0' 'hypothesis>=6.100'
+	$(PIP) install $(GUI_DEPS)    # the `gui` extra (CleanCoin-qt, CleanCoin-gui) and pytest-qt
 	@touch $@
 
 # A regular (not editable) install: sandboxed children import from site-packages, which the
@@ -40,6 +43,17 @@ $(VENV)/.stamp-install: $(VENV)/.stamp-deps $(SOURCES)
 
 demo: setup
 	@$(VPY) -m cleancoin.cli.demo
+
+# The graphical wallet on regtest in a datadir of its own (GUI= picks CleanCoin-qt instead).
+GUI ?= CleanCoin-gui
+GUI_DATADIR ?= $(HOME)/.cleancoin-gui-demo
+gui: setup
+	@mkdir -p $(GUI_DATADIR)
+	$(VENV)/bin/$(GUI) -regtest -datadir=$(GUI_DATADIR)
+
+# docs/images/gui-*.png: every screen rendered offscreen (tests/gui/test_screenshots.py).
+screenshots: setup
+	CLEANCOIN_SCREENSHOTS=docs/images QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q -p no:cacheprovider tests/gui/test_screenshots.py
 
 test: setup
 	@$(MAKE) --no-print-directory test-unit

@@ -22,6 +22,7 @@ KNOWN: Mapping[str, str] = {
     "port": "the P2P port",
     "rpcport": "the JSON-RPC port",
     "ipcport": "the TCP port of an -ipcbind=tcp listener (the JSON-RPC port again when there is none)",
+    "xauthority": "the X11 authority file of a GUI component ($XAUTHORITY, or ~/.Xauthority)",
 }
 
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")

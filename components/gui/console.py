@@ -1,0 +1,114 @@
+"""The RPC console (bitcoin-qt's debug window): `method arg ...` lines, arguments as JSON
+where they parse (numbers, true, objects) and as text otherwise, run for the selected wallet;
+history with Up/Down, completion of method names from the node's `help`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from PySide6.QtCore import QEvent, QObject, QStringListModel, Qt
+from PySide6.QtGui import QFont, QFontDatabase
+from PySide6.QtWidgets import QCompleter, QLabel, QLineEdit, QPlainTextEdit, QVBoxLayout, QWidget
+
+from .context import GuiContext
+
+#: Lines of history kept (this session only: commands can hold passphrases).
+HISTORY = 100
+#: Commands never kept in the history.
+SECRET_COMMANDS = ("walletpassphrase", "walletpassphrasechange", "encryptwallet", "createwallet",
+                   "signmessagewithprivkey", "importprivkey", "dumpprivkey")
+
+
+def parse_command(line: str) -> tuple[str, list[Any]]:
+    """'sendtoaddress addr 1.5' -> ('sendtoaddress', ['addr', 1.5]); ValueError for bad quoting."""
+    words = shlex.split(line)
+    if not words:
+        raise ValueError("empty command")
+    params: list[Any] = []
+    for word in words[1:]:
+        try:
+            params.append(json.loads(word))
+        except ValueError:
+            params.append(word)
+    return words[0], params
+
+
+class ConsolePage(QWidget):
+    def __init__(self, ctx: GuiContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.setObjectName("console")
+        self.output = QPlainTextEdit()
+        self.output.setObjectName("console_output")
+        self.output.setReadOnly(True)
+        self.output.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.input = QLineEdit()
+        self.input.setObjectName("console_input")
+        self.input.setPlaceholderText("help · getblockchaininfo · generatetoaddress 1 ADDRESS …")
+        self.input.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.methods = QStringListModel()
+        completer = QCompleter(self.methods, self)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.input.setCompleter(completer)
+        self.wallet_label = QLabel()
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.output, 1)
+        layout.addWidget(self.wallet_label)
+        layout.addWidget(self.input)
+        self.history: list[str] = []
+        self._position = 0
+        self.input.returnPressed.connect(self.execute)
+        self.input.installEventFilter(self)
+        ctx.wallet_selected.connect(self._wallet)
+        self._wallet(ctx.wallet)
+        self.output.appendPlainText("Welcome to the CleanCoin RPC console. Type help for an overview of "
+                                    "the commands. Calls go to the selected wallet.")
+        self.load_methods()
+
+    def _wallet(self, name: str) -> None:
+        self.wallet_label.setText(f"Wallet: {name}" if name else "Wallet: (none)")
+
+    def load_methods(self) -> None:
+        def show(text: str) -> None:
+            names = sorted({line.split()[0] for line in text.splitlines()
+                            if line and not line.startswith("==") and line.split()[0].isidentifier()})
+            self.methods.setStringList(names)
+        self.ctx.run("Console completion", self.ctx.call("help"), show)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if watched is self.input and event.type() == QEvent.Type.KeyPress:
+            key = event.key()  # type: ignore[attr-defined]
+            if key in (Qt.Key.Key_Up, Qt.Key.Key_Down) and self.history:
+                step = -1 if key == Qt.Key.Key_Up else 1
+                self._position = max(0, min(len(self.history), self._position + step))
+                self.input.setText(self.history[self._position] if self._position < len(self.history) else "")
+                return True
+        return super().eventFilter(watched, event)
+
+    def execute(self) -> None:
+        line = self.input.text().strip()
+        self.input.clear()
+        if not line:
+            return
+        try:
+            method, params = parse_command(line)
+        except ValueError as exc:
+            self.output.appendPlainText(f"> {line}\nParse error: {exc}")
+            return
+        secret = method in SECRET_COMMANDS
+        shown = f"{method} (…)" if secret else line
+        if not secret:
+            self.history.append(line)
+            del self.history[:-HISTORY]
+        self._position = len(self.history)
+        self.output.appendPlainText(f"> {shown}")
+
+        async def run() -> str:
+            ok, text, code = await self.ctx.client.call_text(method, json.dumps(params), self.ctx.wallet or None)
+            if not ok:
+                return f"{text} (code {code})"
+            value = json.loads(text)
+            return value if isinstance(value, str) else json.dumps(value, indent=2)
+        self.ctx.run(f"Console: {method}", run(), self.output.appendPlainText)

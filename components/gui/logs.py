@@ -1,0 +1,31 @@
+"""CleanCoin-gui's own log: `<settingsdir>/CleanCoin-gui-<network>.log` (the node keeps its
+debug.log in the datadir, which the confined GUI cannot see), and the console with
+-printtoconsole."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+
+def setup_gui_logging(directory: str, network: str, console: bool, debug: Sequence[str]) -> str:
+    """Set up the "cleancoin" logger for the GUI process; returns the log file's path."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, f"CleanCoin-gui-{network}.log")
+    root = logging.getLogger("cleancoin")
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    fmt = logging.Formatter("%(asctime)s.%(msecs)03dZ [%(name)s] %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+    fmt.converter = time.gmtime
+    handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
+    if console:
+        handlers.append(logging.StreamHandler(sys.stdout))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    if any(c in ("ipc", "1", "all", "") for c in debug):
+        logging.getLogger("cleancoin.ipc").setLevel(logging.DEBUG)
+    return path

@@ -1,0 +1,47 @@
+"""The GUI's own settings (window geometry, last wallet, the datadir chosen with
+-choosedatadir): one INI file in the settings directory, the only directory the sandboxed
+GUI may write (policies/gui.toml)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from PySide6.QtCore import QSettings
+
+
+def settings_dir() -> str:
+    """$XDG_CONFIG_HOME/CleanCoin (default ~/.config/CleanCoin), as Qt programs keep theirs."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "CleanCoin")
+
+
+@dataclass
+class GuiSettings:
+    """One network's GUI settings file."""
+
+    path: str
+
+    @classmethod
+    def open(cls, network: str, directory: str | None = None) -> "GuiSettings":
+        directory = directory or settings_dir()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        return cls(os.path.join(directory, f"CleanCoin-Qt-{network}.ini"))
+
+    def _q(self) -> QSettings:
+        return QSettings(self.path, QSettings.Format.IniFormat)
+
+    def get(self, key: str, default: str = "") -> str:
+        value = self._q().value(key, default)
+        return str(value) if value is not None else default
+
+    def set(self, key: str, value: str) -> None:
+        q = self._q()
+        q.setValue(key, value)
+        q.sync()
+
+    def reset(self) -> None:
+        """-resetguisettings: forget everything (the file is emptied, not removed)."""
+        q = self._q()
+        q.clear()
+        q.sync()

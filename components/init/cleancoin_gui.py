@@ -1,0 +1,231 @@
+"""CleanCoin-gui: the window in its own sandboxed process, the node in CleanCoin-node.
+
+Start-up order (docs/gui.md):
+1. The GUI's code is imported (PySide6, the screens, the Cap'n Proto schemas).
+2. The node: with -ipcconnect=auto (the default) `<netdatadir>/node.sock` is tried and used
+   when a node answers; otherwise, or with -noipcconnect, CleanCoin-node is started through
+   the sandbox launcher (`spawn`, no policy of its own: the node confines itself with
+   node.toml and starts its wallet process as always) on a socket pair (-ipcfd). An explicit
+   -ipcconnect=ADDRESS must connect, or the GUI stops with an error.
+3. An attached GUI forks its connector (gui/connector.py), the one way back to the node
+   after step 4.
+4. The GUI confines itself with policies/gui.toml (`restrict_self`): single-threaded still,
+   so before Qt connects to the display (Qt's xcb and wayland platforms start threads
+   there, and Landlock before ABI 8 restricts only the calling thread). After this: no exec,
+   no new processes, no network but unix sockets, files: the Python installation and fonts
+   read-only, its settings directory read-write.
+5. Qt, the window, the subscription to the node's notifications.
+
+Closing the window stops the node this GUI started, and nothing it attached to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from ..interfaces.init import Peer
+from ..ipc.address import AddressError, parse
+from ..ipc.settings import IpcSettings
+from .cleancoin_qt import GuiOptions
+
+log = logging.getLogger("cleancoin.gui")
+
+PROG = "CleanCoin-gui"
+NODE_SOCKET = "node.sock"
+#: Seconds a started node may take until it answers (chain open, wallet process up).
+NODE_START_TIMEOUT = 120.0
+
+
+def _fail(message: str) -> int:
+    log.error("Error: %s", message)
+    print(f"Error: {message}", file=sys.stderr)
+    return 1
+
+
+def _import_gui() -> None:
+    """Everything the GUI runs, imported before it confines itself."""
+    import PySide6.QtCore  # noqa: F401
+    import PySide6.QtGui  # noqa: F401
+    import PySide6.QtWidgets  # noqa: F401
+    import qasync  # noqa: F401
+    import segno  # noqa: F401
+
+    import cleancoin.components.gui.app  # noqa: F401
+    import cleancoin.components.ipc.specs  # noqa: F401
+    import cleancoin.sandbox.report  # noqa: F401
+    from ..ipc import schema
+    for name in ("init", "chain", "wallet", "node", "echo", "auth"):
+        schema.load(name)
+
+
+def _credentials(ipc: IpcSettings, netdatadir: str, address: Any) -> tuple[Any, Any]:
+    from ..ipc.auth import read_cookie
+    from ..ipc.transport import client_tls
+    if address.kind != "tcp":
+        return None, None
+    creds = ipc.auth[0] if ipc.auth else read_cookie(netdatadir)
+    return creds, client_tls(ipc.cert) if ipc.cert else None
+
+
+def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, options: GuiOptions,
+        argv: list[str], *, sandbox: bool = True) -> int:
+    """Start CleanCoin-gui (options parsed, logging set up); `node_args` are the options a
+    started CleanCoin-node gets. Returns the exit status."""
+    import capnp
+
+    from cleancoin.sandbox import spawn
+
+    from ..gui.connector import Connector
+    from ..ipc.transport import open_socket
+
+    _import_gui()
+    default_socket = os.path.join(netdatadir, NODE_SOCKET)
+    sock: socket.socket | None = None
+    address = None
+    if ipc.connect is not None:
+        address = parse("unix" if ipc.connect == "auto" else ipc.connect, default_socket)
+        try:
+            sock = open_socket(address)
+        except AddressError as exc:
+            if ipc.connect != "auto":
+                return _fail(f"-ipcconnect: {exc}")
+            address = None
+    node_process = None
+    connector = None
+    if sock is None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv_node = [sys.executable, "-m", "cleancoin.cli.mp_node_main", *node_args, f"-ipcfd={theirs.fileno()}"]
+        try:
+            node_process = spawn(None, argv_node, pass_fds=[theirs.fileno()], title="CleanCoin-node")
+        except Exception as exc:  # noqa: BLE001 - SpawnError, OSError
+            return _fail(f"cannot start CleanCoin-node: {exc}")
+        theirs.close()
+        sock = ours
+        transport = f"socket pair with CleanCoin-node (pid {node_process.pid})"
+        log.info("started CleanCoin-node (pid %d)", node_process.pid)
+    else:
+        assert address is not None
+        transport = f"{address} (attached)"
+        connector = Connector.start(address)
+        log.info("attached to the node at %s", address)
+    report = None
+    if sandbox:
+        from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self, shipped_policy
+        from ..gui.settings import settings_dir
+        settings_path = options.settings_dir or settings_dir()
+        os.makedirs(settings_path, mode=0o700, exist_ok=True)
+        keep = {sock.fileno(), *_log_descriptors()}
+        if connector is not None:
+            keep.add(connector.fileno())
+        try:
+            report = restrict_self(shipped_policy("gui"), gui_variables(settings_path), keep_fds=keep)
+        except (EnforcementError, PolicyError, PolicyErrors) as exc:
+            if node_process is not None:
+                node_process.kill()
+            return _fail(f"{exc} (this kernel or system cannot confine {PROG}; -sandbox=0 runs it unconfined)")
+        log.info("%s (pid %d) confined:\n%s", PROG, os.getpid(), report.to_text())
+    else:
+        log.warning("-sandbox=0: %s runs WITHOUT a sandbox", PROG)
+
+    from ..gui import loop as gui_loop
+    from ..gui.app import GuiApp, Link, application, own_process
+    from ..gui.settings import GuiSettings
+    from ..ipc.connection import connect_init
+    from ..ipc.transport import connect, stream_from_fd
+
+    qt_app = application(argv)
+    loop = gui_loop.install(qt_app)
+    settings = GuiSettings.open(network, options.settings_dir)
+    if options.reset_settings:
+        settings.reset()
+    local = Peer(PROG, os.getpid())
+
+    def link_of(connection: Any, node: Any, how: str) -> Link:
+        return Link(node, how, connection.closed, connection.close)
+
+    async def first_link() -> Link:
+        assert sock is not None
+        if node_process is not None:
+            stream = await stream_from_fd(sock.detach())
+            connection = await asyncio.wait_for(connect_init(stream, local, ipc.debug), NODE_START_TIMEOUT)
+        else:
+            creds, tls = _credentials(ipc, netdatadir, address)
+            connection = await connect(address, local, ipc.debug, creds, tls, sock)
+        return link_of(connection, await connection.init.make_node(), transport)
+
+    async def reconnect() -> Link:
+        assert connector is not None and address is not None
+        new = await connector.connect()
+        creds, tls = _credentials(ipc, netdatadir, address)
+        connection = await connect(address, local, ipc.debug, creds, tls, new)
+        return link_of(connection, await connection.init.make_node(), transport)
+
+    async def main() -> int:
+        async with capnp.kj_loop():
+            try:
+                link = await first_link()
+            except Exception as exc:  # noqa: BLE001 - the node did not come up
+                return _fail(f"the node did not answer: {exc}")
+            own = own_process(PROG, report, "the window: no keys, no chain, no network; reaches the "
+                                            "node over IPC only")
+            gui = GuiApp(PROG, network, link, own=own, settings=settings,
+                         backup_dir=os.path.join(netdatadir, "wallets"),
+                         reconnect=reconnect if connector is not None else None,
+                         minimized=options.minimized)
+            gui.show()
+            await gui.run()
+            await gui.close(stop_node=node_process is not None)
+            if not gui.closed.is_set():
+                # Our node ended on its own: say so, and stay until the window is closed.
+                gui.events.connection.emit(False, "the node stopped")
+                await gui.closed.wait()
+            return 0
+
+    try:
+        with loop:
+            code = loop.run_until_complete(main())
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        if connector is not None:
+            connector.stop()
+        if node_process is not None:
+            node_code = _wait_node(node_process)
+            if node_code not in (0, None):
+                log.warning("CleanCoin-node exited with status %s", node_code)
+    return code
+
+
+def _wait_node(process: Any, timeout: float = 30.0) -> int | None:
+    """Wait for the node we started (it stops when its front end's connection ends)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            return code
+        time.sleep(0.05)
+    process.kill()
+    return process.wait()
+
+
+def gui_variables(settings_path: str) -> dict[str, str]:
+    """Values of gui.toml's variables."""
+    xauthority = os.environ.get("XAUTHORITY") or os.path.join(os.path.expanduser("~"), ".Xauthority")
+    return {"datadir": settings_path, "xauthority": xauthority}
+
+
+def _log_descriptors() -> set[int]:
+    keep: set[int] = set()
+    for handler in logging.getLogger("cleancoin").handlers:
+        stream = getattr(handler, "stream", None)
+        if stream is not None and hasattr(stream, "fileno"):
+            with contextlib.suppress(OSError, ValueError):
+                keep.add(stream.fileno())
+    return keep

@@ -1,0 +1,110 @@
+"""CleanCoin-qt: node, wallets and window in one process (CleanCoind plus the GUI).
+
+The window talks to the node through the `Node` interface's local binding (NodeService) and
+hears from it through the same `NodeNotifications` CleanCoin-gui gets over IPC; the wallets
+are CleanCoind's in-process wallets. Nothing here is confined: it is the classic model, one
+process with everything (CleanCoin-gui is the sandboxed one). Qt's loop is the asyncio loop
+(gui/loop.py), so the node, its RPC server and the window share one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass
+
+
+from ..node.node import InitError, Node, NodeConfig
+from .cleancoind import InProcessWallets
+
+log = logging.getLogger("cleancoin.gui")
+
+PROG = "CleanCoin-qt"
+
+
+@dataclass
+class GuiOptions:
+    """The options only the GUI executables have (cli/gui_main.py)."""
+
+    minimized: bool = False          # -min
+    reset_settings: bool = False     # -resetguisettings
+    settings_dir: str | None = None  # where the GUI keeps its settings (default ~/.config/CleanCoin)
+
+
+class _Started:
+    """The node's extension for CleanCoin-qt: the in-process wallets, and an event once the
+    node has started (its RPC method table and wallets exist)."""
+
+    def __init__(self, wallets: InProcessWallets | None) -> None:
+        self.wallets = wallets
+        self.ready = asyncio.Event()
+
+    async def start(self, node: Node) -> None:
+        if self.wallets is not None:
+            await self.wallets.start(node)
+        self.ready.set()
+
+    async def stop(self) -> None:
+        if self.wallets is not None:
+            await self.wallets.stop()
+
+
+async def start_node(config: NodeConfig) -> tuple[Node, "asyncio.Task[int]"]:
+    """Start the node in this loop; returns it once started, and the task that runs it
+    (its result is the exit status). InitError when it cannot start."""
+    extension = _Started(None if config.disable_wallet else InProcessWallets(list(config.wallets)))
+    node = Node(config, extension)
+    task = asyncio.ensure_future(node.run())
+    ready = asyncio.ensure_future(extension.ready.wait())
+    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        ready.cancel()
+        task.result()             # raises the InitError
+        raise InitError("the node stopped while starting")
+    return node, task
+
+
+def run(config: NodeConfig, options: GuiOptions, argv: list[str]) -> int:
+    """Start CleanCoin-qt (options parsed, logging set up); returns the exit status."""
+    from ..gui import loop as gui_loop
+    from ..gui.app import GuiApp, Link, application, own_process
+    from ..gui.settings import GuiSettings
+    from ..node.node_binding import NodeService
+
+    qt_app = application(argv)
+    loop = gui_loop.install(qt_app)
+    settings = GuiSettings.open(config.chain, options.settings_dir)
+    if options.reset_settings:
+        settings.reset()
+
+    async def main() -> int:
+        try:
+            node, task = await start_node(config)
+        except InitError as exc:
+            log.error("Error: %s", exc)
+            print(f"Error: {exc}", file=sys.stderr)
+            return 1
+
+        async def node_ended() -> None:
+            await asyncio.shield(task)
+
+        own = own_process(PROG, None, "GUI, node and wallets in one process (the classic model: "
+                                      "nothing is confined; CleanCoin-gui runs them apart, sandboxed)")
+        gui = GuiApp(PROG, config.chain, Link(NodeService(node), "in process", node_ended), own=own,
+                     settings=settings, backup_dir=f"{config.netdatadir}/wallets", minimized=options.minimized)
+        gui.show()
+        await gui.run()
+        if not gui.closed.is_set():              # the node stopped (the `stop` RPC): close too
+            gui.window.close()
+        await gui.close(stop_node=False)
+        node.request_shutdown()
+        return await task
+
+    with loop:
+        try:
+            return loop.run_until_complete(main())
+        except KeyboardInterrupt:
+            return 0
+
+
