@@ -130,6 +130,7 @@ class GuiApp:
             self.client.transport = link.transport
             try:
                 await self.subscribe()
+                log.info("reconnected to the node: %s", link.transport)
                 return
             except Exception as exc:  # noqa: BLE001 - it went away again
                 log.info("reconnected but could not subscribe: %s", exc)

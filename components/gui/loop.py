@@ -8,6 +8,7 @@ runs inside Qt's, in one thread: a process that restricts itself must stay singl
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +22,9 @@ def install(app: Any, *, already_running: bool = False) -> asyncio.AbstractEvent
     """Make Qt's event loop the asyncio loop of this thread. `already_running`: Qt's loop is
     driven by someone else (pytest-qt), so the asyncio loop counts as running from now on."""
     loop = qasync.QEventLoop(app, already_running=already_running)
+    # Plain Python threads for asyncio.to_thread (CleanCoin-qt's wallet runs scrypt there):
+    # qasync's default executor uses QThreads, which abort the process when still alive at exit.
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=2))
     asyncio.set_event_loop(loop)
     return loop
 

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -79,8 +80,6 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
     started CleanCoin-node gets. Returns the exit status."""
     import capnp
 
-    from cleancoin.sandbox import spawn
-
     from ..gui.connector import Connector
     from ..ipc.transport import open_socket
 
@@ -99,16 +98,11 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
     node_process = None
     connector = None
     if sock is None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        argv_node = [sys.executable, "-m", "cleancoin.cli.mp_node_main", *node_args, f"-ipcfd={theirs.fileno()}"]
         try:
-            node_process = spawn(None, argv_node, pass_fds=[theirs.fileno()], title="CleanCoin-node")
+            node_process, sock = spawn_node(node_args)
         except Exception as exc:  # noqa: BLE001 - SpawnError, OSError
             return _fail(f"cannot start CleanCoin-node: {exc}")
-        theirs.close()
-        sock = ours
         transport = f"socket pair with CleanCoin-node (pid {node_process.pid})"
-        log.info("started CleanCoin-node (pid %d)", node_process.pid)
     else:
         assert address is not None
         transport = f"{address} (attached)"
@@ -136,8 +130,7 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
     from ..gui import loop as gui_loop
     from ..gui.app import GuiApp, Link, application, own_process
     from ..gui.settings import GuiSettings
-    from ..ipc.connection import connect_init
-    from ..ipc.transport import connect, stream_from_fd
+    from ..ipc.transport import connect
 
     qt_app = application(argv)
     loop = gui_loop.install(qt_app)
@@ -152,8 +145,7 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
     async def first_link() -> Link:
         assert sock is not None
         if node_process is not None:
-            stream = await stream_from_fd(sock.detach())
-            connection = await asyncio.wait_for(connect_init(stream, local, ipc.debug), NODE_START_TIMEOUT)
+            return await link_spawned(sock, local, ipc.debug, transport)
         else:
             creds, tls = _credentials(ipc, netdatadir, address)
             connection = await connect(address, local, ipc.debug, creds, tls, sock)
@@ -179,6 +171,9 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
                          reconnect=reconnect if connector is not None else None,
                          minimized=options.minimized)
             gui.show()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, gui.window.close)
             await gui.run()
             await gui.close(stop_node=node_process is not None)
             if not gui.closed.is_set():
@@ -200,6 +195,34 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
             if node_code not in (0, None):
                 log.warning("CleanCoin-node exited with status %s", node_code)
     return code
+
+
+def spawn_node(node_args: list[str]) -> tuple[Any, socket.socket]:
+    """Start CleanCoin-node through the sandbox launcher (no policy: the node confines itself)
+    with one end of a socket pair as its -ipcfd; returns the process and our end."""
+    from cleancoin.sandbox import spawn
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        argv = [sys.executable, "-m", "cleancoin.cli.mp_node_main", *node_args, f"-ipcfd={theirs.fileno()}"]
+        process = spawn(None, argv, pass_fds=[theirs.fileno()], title="CleanCoin-node")
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    log.info("started CleanCoin-node (pid %d)", process.pid)
+    return process, ours
+
+
+async def link_spawned(sock: socket.socket, local: Peer, debug: bool, transport: str) -> Any:
+    """The Link to a node started by spawn_node, once it answers (it opens its chain and
+    starts its wallet process first)."""
+    from ..gui.app import Link
+    from ..ipc.connection import connect_init
+    from ..ipc.transport import stream_from_fd
+    stream = await stream_from_fd(sock.detach())
+    connection = await asyncio.wait_for(connect_init(stream, local, debug), NODE_START_TIMEOUT)
+    return Link(await connection.init.make_node(), transport, connection.closed, connection.close)
 
 
 def _wait_node(process: Any, timeout: float = 30.0) -> int | None:

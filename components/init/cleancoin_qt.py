@@ -10,7 +10,9 @@ process with everything (CleanCoin-gui is the sandboxed one). Qt's loop is the a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -94,6 +96,9 @@ def run(config: NodeConfig, options: GuiOptions, argv: list[str]) -> int:
         gui = GuiApp(PROG, config.chain, Link(NodeService(node), "in process", node_ended), own=own,
                      settings=settings, backup_dir=f"{config.netdatadir}/wallets", minimized=options.minimized)
         gui.show()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, gui.window.close)
         await gui.run()
         if not gui.closed.is_set():              # the node stopped (the `stop` RPC): close too
             gui.window.close()

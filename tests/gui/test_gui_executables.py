@@ -1,0 +1,119 @@
+"""The executables themselves, offscreen: CleanCoin-gui starts CleanCoin-node (which starts
+its sandboxed wallet process), confines itself by policies/gui.toml, and stops the node when
+its window closes (SIGTERM); with -ipcconnect it attaches to a running node, survives the
+node going away and coming back, and leaves it running when it closes. The gui policy's
+escape battery finds nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .conftest import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def _status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out: {what}")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _gui(datadir: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(datadir / "config")}
+    return subprocess.Popen([str(BIN / "CleanCoin-gui"), "-regtest", f"-datadir={datadir}", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _log(datadir: Path) -> str:
+    path = datadir / "config" / "CleanCoin" / "CleanCoin-gui-regtest.log"
+    return path.read_text() if path.exists() else ""
+
+
+def test_cleancoin_gui_is_confined_and_stops_the_node_it_started(datadir: Path) -> None:
+    gui = _gui(datadir, f"-port={free_port()}", f"-rpcport={free_port()}", "-noipcconnect")
+    try:
+        _wait(lambda: "confined" in _log(datadir) or gui.poll() is not None, 30, "the GUI confined")
+        assert gui.poll() is None, gui.communicate()[0].decode()[-2000:]
+        status = _status(gui.pid)
+        assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "1" and status["CapEff"] == "0" * 16
+        assert os.readlink(f"/proc/{gui.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        node = [c for c in _children(gui.pid)]
+        assert node, "no CleanCoin-node below the GUI"
+        _wait(lambda: (datadir / "regtest" / "debug.log").exists()
+              and "Node started" in (datadir / "regtest" / "debug.log").read_text(), 60, "the node started")
+        time.sleep(1)
+        assert gui.poll() is None, "the GUI died: " + gui.communicate()[0].decode()[-2000:]
+        gui.send_signal(signal.SIGTERM)                  # as closing the window
+        assert gui.wait(60) == 0
+        _wait(lambda: all(not Path(f"/proc/{p}").exists() for p in node), 30, "the node stopped")
+        assert "Shutdown: done" in (datadir / "regtest" / "debug.log").read_text()
+    finally:
+        if gui.poll() is None:
+            gui.kill()
+            gui.wait()
+
+
+def test_cleancoin_gui_attaches_with_ipcconnect_and_survives_a_node_restart(datadir: Path) -> None:
+    port, rpcport = free_port(), free_port()
+    node_args = [str(BIN / "CleanCoin-node"), "-regtest", f"-datadir={datadir}", f"-port={port}",
+                 f"-rpcport={rpcport}", "-ipcbind=unix", "-printtoconsole=0", "-disablewallet"]
+    node = subprocess.Popen(node_args)
+    sock = datadir / "regtest" / "node.sock"
+    gui = None
+    try:
+        _wait(lambda: sock.exists(), 60, "node.sock")
+        gui = _gui(datadir, "-ipcconnect=unix")
+        _wait(lambda: "connected: unix:" in _log(datadir) or "attached" in _log(datadir) or gui.poll() is not None,
+              30, "the GUI attached")
+        _wait(lambda: "confined" in _log(datadir) or gui.poll() is not None, 30, "the GUI confined")
+        assert gui.poll() is None, gui.communicate()[0].decode()[-2000:]
+        assert _status(gui.pid)["Seccomp"] == "2"
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(60) == 0
+        _wait(lambda: "connection to the node ended" in _log(datadir), 30, "the GUI saw the node go")
+        assert gui.poll() is None
+        node = subprocess.Popen(node_args)
+        _wait(lambda: "reconnected to the node" in _log(datadir), 60, "the GUI reconnected")
+        gui.send_signal(signal.SIGTERM)
+        assert gui.wait(60) == 0
+        time.sleep(0.5)
+        assert node.poll() is None, "closing an attached GUI must not stop the node"
+    finally:
+        for proc in (gui, node):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def test_probe_finds_no_escape_from_the_gui_policy(datadir: Path) -> None:
+    result = subprocess.run([str(BIN / "CleanCoin-sandbox"), "probe", "--policy", "gui", "--datadir", str(datadir),
+                             "--var", f"xauthority={datadir}/none"], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "0 escapes" in result.stdout
