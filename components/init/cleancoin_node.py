@@ -36,7 +36,7 @@ from cleancoin.sandbox import Report, Zygote
 from ..ipc.address import parse
 from ..ipc.auth import write_cookie
 from ..ipc.init_impl import ProcessInit
-from ..interfaces.init import Peer
+from ..interfaces.init import IpcPeer
 from ..ipc.settings import IpcSettings
 from ..ipc.transport import Listener, listen
 from ..node.chain_binding import RpcRegistrar, make_chain
@@ -57,7 +57,7 @@ class NodeProcesses:
 
     zygote: Zygote | None
     ipc: IpcSettings
-    local: Peer
+    local: IpcPeer
     wallets: list[str]
     report: Report | None = None
     prestarted_wallet: Any = None     # remote_wallet.prestart()'s socket, if called
@@ -218,7 +218,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         log.info("%s (pid %d) confined:\n%s", PROG, os.getpid(), report.to_text())
     else:
         log.warning("-sandbox=0: %s and its wallet process run WITHOUT a sandbox", PROG)
-    extension = NodeProcesses(zygote, ipc, Peer(PROG, os.getpid()), list(config.wallets),
+    extension = NodeProcesses(zygote, ipc, IpcPeer(PROG, os.getpid()), list(config.wallets),
                               report, prestarted, connect_wallet, allow_wallet)
     node = Node(config, extension)
     try:
@@ -282,10 +282,8 @@ def _import_node_modules() -> None:
     installation afterwards, but a failure there would come late and far from its cause)."""
     import aiohttp.web  # noqa: F401
 
-    import cleancoin.components.ipc.specs  # noqa: F401
     import cleancoin.components.ipc.transport  # noqa: F401
     import cleancoin.components.node.rpc_methods  # noqa: F401
     import cleancoin.components.rpc.server  # noqa: F401
-    from ..ipc import schema
-    for name in ("init", "chain", "wallet", "node", "echo", "auth"):
-        schema.load(name)
+    from ..ipc import specs
+    specs.all_specs()   # loads every schema file and builds the method tables

@@ -1,7 +1,7 @@
 """The `WalletLoader` interface: what a node asks of a wallet process it started.
 
 Defined once as a Python protocol; CleanCoin-node holds the IPC proxy
-(`components.ipc.specs.WALLET_LOADER`) of the object a CleanCoin-wallet process makes in
+(`components.ipc.specs.spec("WalletLoader")`) of the object a CleanCoin-wallet process makes in
 `Init.make_wallet_loader(chain, options)`. The wallet itself talks to the node only through
 the `Chain` it is given there (components/interfaces/chain.py), and registers its RPC methods
 with it (`Chain.register_rpc`), as Bitcoin Core's wallet does with its `handleRpc`.

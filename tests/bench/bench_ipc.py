@@ -51,9 +51,9 @@ def raw_pingpong(n: int) -> float:
 
 
 async def _ipc(n_seq: int, n_pipe: int, batch: int) -> tuple[float, float]:
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from cleancoin.components.ipc.spawn import spawn
-    child = await spawn(ECHO_MODULE, "CleanCoin-echo", None, Peer("bench", os.getpid()))
+    child = await spawn(ECHO_MODULE, "CleanCoin-echo", None, IpcPeer("bench", os.getpid()))
     try:
         echo = await child.connection.init.make_echo()
         for _ in range(300):

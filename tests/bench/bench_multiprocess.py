@@ -223,11 +223,11 @@ async def _in_process(bench: Any, netdatadir: str, mine_to: bytes, follow: bool)
 
 async def _over_ipc(bench: Any, netdatadir: str, mine_to: bytes, plan: Any, label: str,
                     follow: bool) -> Result:
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from cleancoin.components.ipc.spawn import spawn
     result = Result(label)
     t0 = time.perf_counter()
-    child = await spawn(WALLET_MODULE, "CleanCoin-wallet", plan, Peer("bench-node", os.getpid()))
+    child = await spawn(WALLET_MODULE, "CleanCoin-wallet", plan, IpcPeer("bench-node", os.getpid()))
     chain = CountingChain(bench.chain, bench.mempool, rpc_registrar=lambda m, h: _NoRegistration())
     try:
         loader = await child.connection.init.make_wallet_loader(chain, WalletOptions(PARAMS.name, netdatadir))
