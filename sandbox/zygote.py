@@ -72,6 +72,10 @@ class ComponentSpec:
     writable_roots: tuple[str, ...] = ()
     # A plan made already (the probe's): used instead of `policy` and `variables`.
     plan: Plan | None = None
+    # "package.module:function" the zygote calls once at its start, before any spawn: it
+    # imports what every child would otherwise import after its fork, so that each start
+    # (and restart) begins from a warm copy instead of paying the imports again.
+    preload: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,8 @@ class Zygote:
         `wait_ready()` before the first spawn (the parent can do its own work meanwhile).
         `title` is what `ps` shows for it ("CleanCoin-node zygote").
         """
-        plans = {name: {"target": spec.target, "plan": plan.to_json() if plan else None}
+        plans = {name: {"target": spec.target, "preload": spec.preload,
+                        "plan": plan.to_json() if plan else None}
                  for name, spec in components.items() for plan in [_plan(spec)]}
         req_parent, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         ev_parent, ev_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -459,6 +464,9 @@ def main(argv: list[str]) -> int:
         components = {name: _Component(_import_target(c["target"]),
                                        Plan.from_json(c["plan"]) if c["plan"] else None)
                       for name, c in first["components"].items()}
+        for c in first["components"].values():
+            if c.get("preload"):
+                _import_target(c["preload"])()
         limits = Limits(**first.get("limits", {}))
         syscalls.set_title(str(first.get("title", "zygote")), "zygote")
     except Exception as exc:  # noqa: BLE001 - the parent must learn why we cannot serve

@@ -181,7 +181,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     from cleancoin.sandbox import ComponentSpec, ZygoteError, shipped_policy
 
     from ..node.node import InitError, Node
-    from ..node.remote_wallet import WALLET_COMPONENT, WALLET_TARGET, prestart
+    from ..node.remote_wallet import WALLET_COMPONENT, WALLET_PRELOAD, WALLET_TARGET, prestart
 
     log = logging.getLogger("cleancoin.node")
     # Everything the node will run is imported now: once it is confined it could still read
@@ -194,7 +194,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         spec = ComponentSpec(WALLET_COMPONENT, WALLET_TARGET,
                              shipped_policy("wallet") if sandbox else None,
                              {"walletdir": os.path.join(netdatadir, "wallets")},
-                             writable_roots=(netdatadir,))
+                             writable_roots=(netdatadir,), preload=WALLET_PRELOAD)
         try:
             # A fresh interpreter, not a fork: this process has read the conf file and its
             # command line (RPC and IPC passwords); the wallet must not hold a copy of them.

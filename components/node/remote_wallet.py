@@ -110,6 +110,8 @@ class RemoteWallet:
 WALLET_COMPONENT = "CleanCoin-wallet"
 #: What the zygote runs in the wallet's sandbox (components/init/cleancoin_wallet.py).
 WALLET_TARGET = "cleancoin.components.init.cleancoin_wallet:serve_node"
+#: What the zygote imports once, so that each wallet (re)start begins warm.
+WALLET_PRELOAD = "cleancoin.components.init.cleancoin_wallet:import_everything"
 #: Restart delays after a wallet process died: 0.5 s, doubling up to 30 s; reset once a
 #: wallet process has run for STABLE_SECONDS.
 FIRST_DELAY, MAX_DELAY, STABLE_SECONDS = 0.5, 30.0, 60.0

@@ -35,6 +35,7 @@ TESTS = str(Path(__file__).resolve().parents[1])
 ECHO = "zygote_targets:echo"            # tests/zygote_targets.py: a raw echo of the IPC socket
 WALLET_COMPONENT = "CleanCoin-wallet"
 WALLET_TARGET = "cleancoin.components.init.cleancoin_wallet:serve_node"
+WALLET_PRELOAD = "cleancoin.components.init.cleancoin_wallet:import_everything"   # as the node has it
 SPAWN_TARGET_MS = 5.0                   # issue #2
 RUNS = 60
 WALLET_ROUNDS = 6
@@ -207,8 +208,9 @@ def test_wallet_start_and_restart(datadir: str) -> None:
     os.makedirs(walletdir, mode=0o700)
     specs = {
         "wallet policy": ComponentSpec(WALLET_COMPONENT, WALLET_TARGET, shipped_policy("wallet"),
-                                       {"walletdir": walletdir}, writable_roots=(netdatadir,)),
-        "no sandbox (-sandbox=0)": ComponentSpec(WALLET_COMPONENT, WALLET_TARGET, None),
+                                       {"walletdir": walletdir}, writable_roots=(netdatadir,),
+                                       preload=WALLET_PRELOAD),
+        "no sandbox (-sandbox=0)": ComponentSpec(WALLET_COMPONENT, WALLET_TARGET, None, preload=WALLET_PRELOAD),
     }
     results: dict[str, dict[str, list[float]]] = {k: {} for k in specs}
     for i in range(WALLET_ROUNDS + 1):
