@@ -116,3 +116,89 @@ def test_probe_passes_a_scripts_exit_status_through(tmp_path) -> None:
     result = run("probe", "--policy", "strict", "--datadir", str(tmp_path), "--script", str(script))
     assert result.returncode == 3, result.stdout + result.stderr
     assert "hi" in result.stdout
+
+
+# ------------------------------------------------------------------ authoring comforts, CI use
+
+def test_help_in_both_spellings() -> None:
+    for spelling in ("-help", "--help", "-h", "-?"):
+        result = run(spelling)
+        assert result.returncode == 0, (spelling, result.stderr)
+        assert "usage: CleanCoin-sandbox" in result.stdout and "Exit statuses" in result.stdout
+    sub = run("learn", "-help")
+    assert sub.returncode == 0 and "--from" in sub.stdout and "--json" in sub.stdout
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    # explain --pfc | head: the reader goes away (here before the first line is written).
+    proc = subprocess.Popen([TOOL, "explain", "strict", "--pfc"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+def test_every_error_is_json_with_json_and_exit_statuses_are_distinct(tmp_path) -> None:
+    usage = run("diff", "strict", "--json")                      # B is missing
+    assert usage.returncode == 2
+    assert json.loads(usage.stdout)["exit"] == 2
+    missing = run("explain", "no-such-policy", "--json")
+    assert missing.returncode == 125
+    assert "no shipped policy" in json.loads(missing.stdout)["error"]
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[seccomp]\nallow = ["opne"]\n')
+    bad = run("score", str(broken), "--json")
+    assert bad.returncode == 125
+    data = json.loads(bad.stdout)
+    assert data["errors"][0]["key"] == "seccomp.allow[0]" and "opne" in data["errors"][0]["message"]
+    probe = run("probe", "--policy", "node", "--json")
+    assert probe.returncode == 125
+    assert json.loads(probe.stdout)["ok"] is False
+    assert "Traceback" not in probe.stdout + probe.stderr
+
+
+def test_all_missing_variables_are_named_in_one_error() -> None:
+    result = run("probe", "--policy", "node")
+    assert result.returncode == 125
+    for name in ("datadir", "port", "rpcport", "ipcport"):
+        assert f"${{{name}}}" in result.stderr and f"--var {name}=VALUE" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_explain_json_is_structured() -> None:
+    data = json.loads(run("explain", "wallet", "--json").stdout)
+    assert data["namespaces"]["net"] is True
+    assert {"path": "${walletdir}"} in data["filesystem"]["write"]
+    assert data["network"] == {"bind_tcp": [], "connect_tcp": [],
+                               "socket_families": [{"family": "unix", "raw": False}]}
+    assert "execve" not in data["seccomp"]["allowed"] and "read" in data["seccomp"]["allowed"]
+    assert data["seccomp"]["allowed_count"] == len(data["seccomp"]["allowed"])
+    assert {"syscall": "fchown", "action": "errno:EPERM", "args": []} in data["seccomp"]["rules"]
+    assert data["process"]["rlimits"]["nofile"] == {"soft": 1024, "hard": 1024}
+    assert data["compatibility"]["landlock_min_abi"] == 6
+
+
+def test_a_policy_anywhere_extends_a_shipped_one_by_name(tmp_path) -> None:
+    own = tmp_path / "own.toml"
+    own.write_text('extends = ["base/python"]\n[filesystem]\nwrite = ["${datadir}"]\n')
+    ok = run("check", str(own), "--json")
+    assert ok.returncode == 0, ok.stdout
+    assert json.loads(ok.stdout)["files"][0].endswith("base/python.toml")
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('extends = ["base/pyhton"]\n')
+    bad = run("check", str(wrong))
+    assert bad.returncode == 1
+    assert "no shipped policy has that name" in bad.stderr and "base/python" in bad.stderr
+
+
+def test_the_shipped_example_runs_an_ordinary_program(tmp_path) -> None:
+    (tmp_path / "a.txt").write_text("one\ntwo\n")
+    script = "wc -l a.txt > count; tar -cf - a.txt | wc -c; cat /etc/shadow"
+    result = run("run", "--policy", "examples/program", "--datadir", str(tmp_path), "--",
+                 "sh", "-c", f"cd {tmp_path} && {script}")
+    assert result.returncode == 1, result.stderr        # cat fails: /etc/shadow is not in the view
+    assert (tmp_path / "count").read_text().split()[0] == "2"
+    assert int(result.stdout.split()[0]) >= 10240       # tar ran (a 10 KiB archive)
+    assert "No such file or directory" in result.stderr
