@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import control, descriptors, report as reports, steps, syscalls
+from . import control, descriptors, report as reports, report_registry, steps, syscalls
 from .control import EXIT_SETUP_FAILED
 from .errors import EnforcementError
 from .plan import Plan
@@ -26,6 +26,12 @@ from .stdio import Pipes, Relay
 
 if TYPE_CHECKING:   # the zygote spawns from finished plans and never loads a policy
     from .model import Policy
+
+
+#: Set to a directory, every sandbox entry of this process (and of the zygote it starts)
+#: records what its component does there instead of enforcing seccomp and Landlock: how the
+#: functional suite learns the wallet's and the node's policies (`CleanCoin-sandbox learn --from`).
+LEARN_ENV = "CLEANCOIN_SANDBOX_LEARN"
 
 
 class SpawnError(Exception):
@@ -62,6 +68,9 @@ class SandboxedProcess:
     # The child's stdout and stderr when its policy says stdio = "pipe" and the caller relays
     # them itself (spawn(relay=False)): call output.pump(fd) when one of output.fds() is readable.
     output: Relay | None = None
+    # The pid (and start time) its report is registered under for `status` (0: none).
+    registered: int = 0
+    registered_start: int = 0
 
     def poll(self) -> int | None:
         """The return code if the child has ended, else None."""
@@ -69,14 +78,21 @@ class SandboxedProcess:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 self.status = status
+                self._unregister()
         return None if self.status is None else returncode(self.status)
 
     def wait(self) -> int:
         """Wait for the child to end; returns its return code (negative: killed by a signal)."""
         if self.status is None:
             _, self.status = os.waitpid(self.pid, 0)
+        self._unregister()
         self.control.close()
         return returncode(self.status)
+
+    def _unregister(self) -> None:
+        if self.registered:
+            report_registry.unregister(self.registered, self.registered_start)
+            self.registered = 0
 
     def component_pid(self) -> int:
         """The pid (in our namespace) of the component itself, below the waiting processes
@@ -122,7 +138,14 @@ def prepare(policy: "Policy", variables: Mapping[str, str], writable_roots: Sequ
     """Fit a policy to this kernel and these variables (before fork; may raise)."""
     from . import kernel
     from .plan_compiler import compile_plan
-    return compile_plan(policy, variables, kernel.detect(), writable_roots=writable_roots)
+    plan = compile_plan(policy, variables, kernel.detect(), writable_roots=writable_roots)
+    learn_dir = os.environ.get(LEARN_ENV)
+    if learn_dir:
+        # Learning (docs/audit.md): the plan records instead of refusing. Only for learning runs.
+        from .learn_plan import learning_plan
+        from .variables import default_values
+        plan = learning_plan(plan, policy, learn_dir, {**default_values(), **variables})
+    return plan
 
 
 def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int] = (),
@@ -163,6 +186,11 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
         if relay:
             child.output.start()
     _await_ready(child, plan, expect_exec=target is None)
+    if child.report is not None:
+        # For `CleanCoin-sandbox status`: the kernel does not show a process's policy.
+        pid = child.component_pid()
+        if report_registry.register(pid, {"kind": "launch", "report": child.report.to_dict()}):
+            child.registered, child.registered_start = pid, report_registry.start_time(pid) or 0
     return child
 
 

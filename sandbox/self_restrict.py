@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
-from . import report as reports, steps
+from . import report as reports, report_registry, steps
 from .errors import EnforcementError, PolicyError, PolicyErrors
 from .plan import Plan
 from .report import Report
@@ -77,6 +77,16 @@ def restrict_self(policy: str | os.PathLike[str], variables: Mapping[str, str], 
     is partly restricted and must exit.
     """
     plan = prepare_self(policy, variables, writable_roots)
-    ctx = steps.Context(plan, steps.Entry.SELF, set(keep_fds))
-    steps.run(ctx)
-    return reports.build(plan, ctx.outcomes, os.getpid(), ctx.namespaces)
+    # Opened now: once Landlock is up this process could not create it (for `status`).
+    entry = report_registry.reserve(os.getpid())
+    ctx = steps.Context(plan, steps.Entry.SELF, set(keep_fds) | ({entry.fd} if entry else set()))
+    try:
+        steps.run(ctx)
+    except BaseException:
+        if entry is not None:
+            entry.abandon()
+        raise
+    report = reports.build(plan, ctx.outcomes, os.getpid(), ctx.namespaces)
+    if entry is not None:
+        entry.write({"kind": "self", "report": report.to_dict()})
+    return report

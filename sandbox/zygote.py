@@ -442,6 +442,9 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent:
         return 1
     syscalls.set_name("zygote")
+    from . import report_registry
+    report_registry.register(os.getpid(), {"kind": "zygote", "role": "starts components under their "
+                                           "own policies; unconfined by design (it builds their sandboxes)"})
     # Ctrl-C in the terminal reaches the whole process group: the parent shuts down and asks
     # its components to close cleanly, which needs the zygote alive until then (it ends when
     # the parent hangs up, or dies with it).
