@@ -112,11 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     zygote = None
     prestarted = None
     connect_wallet = not config.disable_wallet and _use_running_wallet(ipc.connect, netdatadir)  # type: ignore[attr-defined]
+    from cleancoin.sandbox.denial_log import DenialLog
+    # Refusals with an errno go to each process's own debug.log; -debug=sandbox logs all of them.
+    verbose = logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG)
     if not config.disable_wallet and not connect_wallet:  # type: ignore[attr-defined]
         spec = ComponentSpec(WALLET_COMPONENT, WALLET_TARGET,
                              shipped_policy("wallet") if sandbox else None,
                              {"walletdir": os.path.join(netdatadir, "wallets")},
-                             writable_roots=(netdatadir,))
+                             writable_roots=(netdatadir,),
+                             denials=DenialLog(os.path.join(netdatadir, "wallets", "debug.log"), verbose))
         try:
             # A fresh interpreter, not a fork: this process has read the conf file and its
             # command line (RPC and IPC passwords); the wallet must not hold a copy of them.
@@ -132,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep = _open_descriptors_to_keep(zygote, prestarted)
         try:
             report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds),
-                                   keep_fds=keep)
+                                   keep_fds=keep, denials=DenialLog(os.path.join(netdatadir, "debug.log"), verbose))
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if zygote is not None:
                 zygote.stop()

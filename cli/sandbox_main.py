@@ -153,18 +153,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ToolError("run: no command given (... -- CMD [ARG...])", code=EXIT_USAGE)
     policy = load(args.policy)
     with _launch_errors():
-        plan = launcher.prepare(policy, _variables(args))
+        denials = None
+        if args.denials:
+            from cleancoin.sandbox.denial_log import DenialLog
+            denials = DenialLog("", verbose=args.denials == "verbose")
+        plan = launcher.prepare(policy, _variables(args), denials=denials)
         # The program's output passes through this process: as it is, unless it goes to a
         # terminal, where control characters are shown as text (stdio = "pipe").
         child = launcher.spawn(plan, command, raw_output=True)
     if args.report and child.report is not None:
         print(json.dumps({"report": child.report.to_dict()}) if args.json else child.report.to_text(),
               file=sys.stderr)
+    component = child.registered or child.component_pid()
     code = child.wait()
     if child.output is not None:
         child.output.join()
     if code < 0:
         message = f"{command[0]} {launcher.describe_status(child.status or 0)}"
+        if code == -signal.SIGSYS:
+            from cleancoin.sandbox.kernel_log import seccomp_kill
+            syscall = seccomp_kill(component)
+            if syscall:
+                message += f": {syscall}, says the kernel log"
         print(json.dumps({"program": command[0], "signal": -code, "message": message}) if args.json
               else f"{PROG}: {message}", file=sys.stderr)
     return _exit_code(code)
@@ -269,7 +279,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from cleancoin.sandbox import status
-    results = [status.inspect(pid) for pid in args.pid]
+    results = [r for pid in args.pid
+               for r in (status.inspect_tree(pid) if args.tree else [status.inspect(pid)])]
     if args.json:
         print(json.dumps({"processes": [r.to_dict() for r in results]}, indent=2))
     else:
@@ -345,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--policy", required=True)
     _policy_vars(run)
     run.add_argument("--report", action="store_true", help="print the enforcement report on stderr")
+    run.add_argument("--denials", choices=("log", "verbose"),
+                     help="log the syscalls the policy refuses with an errno on stderr (verbose: every one)")
     run.add_argument("--json", action="store_true", help="the tool's own messages as JSON on stderr")
     run.add_argument("command", nargs=argparse.REMAINDER)
     run.set_defaults(func=cmd_run)
@@ -383,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="what the kernel enforces on running processes")
     status.add_argument("pid", nargs="+", type=int)
+    status.add_argument("--tree", action="store_true", help="the processes and all their descendants")
     _json(status)
     status.set_defaults(func=cmd_status)
 

@@ -25,6 +25,7 @@ from .report import Report
 from .stdio import Pipes, Relay
 
 if TYPE_CHECKING:   # the zygote spawns from finished plans and never loads a policy
+    from .denial_log import DenialLog
     from .model import Policy
 
 
@@ -97,6 +98,12 @@ class SandboxedProcess:
     def component_pid(self) -> int:
         """The pid (in our namespace) of the component itself, below the waiting processes
         a pid namespace adds; `pid` when there are none."""
+        if self.report is not None and self.report.pid != self.pid:
+            # Helpers of the component (a denial monitor) are children of PID 1 too: the
+            # component is the descendant whose pid inside the namespace the report gives.
+            found = _descendant_with_inner_pid(self.pid, self.report.pid)
+            if found is not None:
+                return found
         pid = self.pid
         while True:
             try:
@@ -124,6 +131,25 @@ class SandboxedProcess:
                     break   # the waiters forward other signals themselves
 
 
+def _descendant_with_inner_pid(root: int, inner: int) -> int | None:
+    """The descendant of `root` whose pid in its own (innermost) namespace is `inner`."""
+    pending = [root]
+    for _ in range(64):
+        if not pending:
+            return None
+        pid = pending.pop(0)
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+                nspid = next((line.split()[1:] for line in handle if line.startswith("NSpid:")), [])
+            with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+                pending += [int(c) for c in handle.read().split()]
+        except OSError:
+            continue
+        if pid != root and len(nspid) > 1 and int(nspid[-1]) == inner:
+            return pid
+    return None
+
+
 def _resolve_program(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     program = argv[0]
     if "/" not in program:
@@ -134,11 +160,16 @@ def _resolve_program(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     return [program, *argv[1:]]
 
 
-def prepare(policy: "Policy", variables: Mapping[str, str], writable_roots: Sequence[str] = ()) -> Plan:
-    """Fit a policy to this kernel and these variables (before fork; may raise)."""
+def prepare(policy: "Policy", variables: Mapping[str, str], writable_roots: Sequence[str] = (),
+            denials: "DenialLog | None" = None) -> Plan:
+    """Fit a policy to this kernel and these variables (before fork; may raise). With
+    `denials`, refusals with an errno are logged there (`denial_log`)."""
     from . import kernel
     from .plan_compiler import compile_plan
     plan = compile_plan(policy, variables, kernel.detect(), writable_roots=writable_roots)
+    if denials is not None:
+        from .denial_log import plan_with_denials
+        plan = plan_with_denials(plan, policy, denials)
     learn_dir = os.environ.get(LEARN_ENV)
     if learn_dir:
         # Learning (docs/audit.md): the plan records instead of refusing. Only for learning runs.

@@ -75,6 +75,9 @@ class Plan:
     # A learning plan (`learn_plan`): {"dir": where records go, "variables": the launch's
     # values}. Empty for every plan that enforces.
     learn: dict[str, Any] = field(default_factory=dict)
+    # A denial log (`denial_log`): where refusals with an errno are logged, and the table its
+    # monitor answers them from. Empty: the filter answers them itself, silently.
+    denials: dict[str, Any] = field(default_factory=dict)
 
     def level(self, mechanism: str) -> str:
         """The compatibility level of a mechanism ("hard" unless the policy says otherwise)."""

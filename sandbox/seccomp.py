@@ -277,18 +277,33 @@ def rule_table(spec: FilterSpec) -> RuleTable:
                      len(conditional), unresolved)
 
 
-def _build(spec: FilterSpec) -> tuple[object, int, int, tuple[str, ...]]:
-    """Build the libseccomp filter of a policy from its rule table (`rule_table`)."""
+def _notified(action: str, syscall: str) -> bool:
+    # clone3's ENOSYS is a fixed part of every filter, not a refusal worth a log line.
+    return action.startswith("errno:") and syscall != "clone3"
+
+
+def _build(spec: FilterSpec, notify_errno: bool = False) -> tuple[object, int, int, tuple[str, ...]]:
+    """Build the libseccomp filter of a policy from its rule table (`rule_table`).
+
+    With `notify_errno` (the denial log) every refusal with an errno goes to a user
+    notification instead, whose supervisor answers the same errno and logs it (`denial_log`).
+    """
     table = rule_table(spec)
     lib = _lib()
-    flt = lib.SyscallFilter(action_value(table.default_action))
+    notify_default = notify_errno and _notified(table.default_action, "")
+    flt = lib.SyscallFilter(lib.NOTIFY if notify_default else action_value(table.default_action))
     flt.set_attr(lib.Attr.ACT_BADARCH, lib.KILL_PROCESS)
     flt.set_attr(lib.Attr.CTL_NNP, 0)        # no_new_privs is its own step
     flt.set_attr(lib.Attr.CTL_OPTIMIZE, 2)   # binary tree of syscall numbers
     for rule in table.rules:
         args = [_always()] if rule.always else [_arg(c) for c in rule.args]
+        action = action_value(rule.action)
+        # With a notifying default a rule cannot notify too (libseccomp refuses a rule with the
+        # default's action): it keeps its errno, enforced and not logged.
+        if notify_errno and _notified(rule.action, rule.syscall) and not notify_default:
+            action = lib.NOTIFY
         try:
-            flt.add_rule(action_value(rule.action), rule.syscall, *args)
+            flt.add_rule(action, rule.syscall, *args)
         except OSError as exc:
             raise PolicyError(rule.where or spec.where, f"libseccomp refused the rule for "
                                                         f"{rule.syscall}: {exc.strerror}") from exc
@@ -305,9 +320,10 @@ def _export(flt: object, method: str) -> bytes:
         return handle.read()
 
 
-def compile_filter(spec: FilterSpec) -> CompiledFilter:
-    """Compile a filter to BPF, with its hash and counts for the report."""
-    flt, allowed, conditional, unresolved = _build(spec)
+def compile_filter(spec: FilterSpec, notify_errno: bool = False) -> CompiledFilter:
+    """Compile a filter to BPF, with its hash and counts for the report (`notify_errno`: the
+    denial log's form, see `_build`)."""
+    flt, allowed, conditional, unresolved = _build(spec, notify_errno)
     bpf = _export(flt, "export_bpf")
     return CompiledFilter(bpf, hashlib.sha256(bpf).hexdigest(), len(bpf) // 8,
                           allowed, conditional, unresolved)

@@ -19,6 +19,9 @@ from typing import Any
 
 from . import report_registry
 
+#: Helpers forked by a component at its seccomp step (so without its filter, in its namespaces
+#: and Landlock domain, no capabilities, no_new_privs), known by the name they give themselves.
+_HELPERS = {"denial-monitor": "denial monitor", "learn-recorder": "learn recorder"}
 _NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup", "time")
 _LIMITS = {"Max core file size": "core", "Max open files": "nofile", "Max processes": "nproc",
            "Max file size": "fsize", "Max address space": "as", "Max stack size": "stack",
@@ -48,7 +51,7 @@ class ProcessStatus:
     def sandboxed(self) -> bool:
         """Filtered and unable to gain privileges, or a helper the sandbox runs unconfined by
         design (the zygote, the waiting processes of a pid namespace)."""
-        if self.role in ("zygote", "pid namespace waiter"):
+        if self.role in ("zygote", "pid namespace waiter", *_HELPERS.values()):
             return not self.findings
         return self.seccomp_mode == "filter" and self.no_new_privs and not self.findings
 
@@ -215,7 +218,10 @@ def inspect(pid: int) -> ProcessStatus:
             status.role = "component"
             status.report = entry.get("report")  # type: ignore[assignment]
     elif (status.no_new_privs and status.seccomp_mode == "disabled" and not status.capabilities["effective"]
-          and len(status.children) == 1):
+          and status.name in _HELPERS):
+        status.role = _HELPERS[status.name]
+    elif (status.no_new_privs and status.seccomp_mode == "disabled" and not status.capabilities["effective"]
+          and len(status.children) >= 1):
         status.role = "pid namespace waiter"
     uid = int(fields.get("Uid", "0").split()[0])
     _dumpable(status, uid)

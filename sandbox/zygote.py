@@ -72,6 +72,8 @@ class ComponentSpec:
     writable_roots: tuple[str, ...] = ()
     # A plan made already (the probe's): used instead of `policy` and `variables`.
     plan: Plan | None = None
+    # Where the component's refusals with an errno are logged (`denial_log.DenialLog`).
+    denials: object | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ def _plan(spec: ComponentSpec) -> Plan | None:
     from .errors import EnforcementError, PolicyError, PolicyErrors
     from .policy_loader import load_policy
     try:
-        return launcher.prepare(load_policy(spec.policy), spec.variables, spec.writable_roots)
+        return launcher.prepare(load_policy(spec.policy), spec.variables, spec.writable_roots,
+                                spec.denials)  # type: ignore[arg-type]
     except PolicyErrors as exc:
         raise ZygoteError(f"policy of {spec.name}: {exc}") from None
     except (PolicyError, EnforcementError) as exc:
@@ -392,8 +395,13 @@ class _Server:
         self.sel.unregister(pidfd)
         os.close(pidfd)
         code = child.process.wait()
-        _send(self.events, {"pid": child.component, "returncode": code,
-                            "description": launcher.describe_status(child.process.status or 0)})
+        description = launcher.describe_status(child.process.status or 0)
+        if code == -signal.SIGSYS:
+            from .kernel_log import seccomp_kill
+            syscall = seccomp_kill(child.component)
+            if syscall:
+                description += f": {syscall}, says the kernel log"
+        _send(self.events, {"pid": child.component, "returncode": code, "description": description})
 
     def _output(self, fd: int) -> None:
         child = self.relays[fd]

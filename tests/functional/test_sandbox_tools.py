@@ -102,3 +102,20 @@ def test_learn_the_node_and_its_wallet_as_the_suite_runs_them(node, tmp_path: Pa
     node_seen = json.loads(sandbox("learn", "--policy", "node", "--from", str(records), "--json",
                                    "--out", str(tmp_path / "n.toml")).stdout)["observation"]
     assert {"family": "inet", "address": "${rpcport}"} in node_seen["bind"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SQLite calls fchown (refused: EPERM) only as root")
+def test_refusals_reach_the_node_and_wallet_logs(node) -> None:
+    # SQLite, running as root, gives each new -wal file its database's owner with fchown;
+    # both policies answer EPERM (an argument-free rule). The denial log shows it in the
+    # process's own debug.log, with the arguments under -debug=sandbox.
+    n = node("-debug=sandbox")
+    n.start()
+    n.rpc.createwallet("w")
+    assert n.stop() == 0
+    node_lines = [line for line in n.debug_log().splitlines() if "sandbox: refused fchown(" in line]
+    wallet_log = (n.netdatadir / "wallets" / "debug.log").read_text()
+    wallet_lines = [line for line in wallet_log.splitlines() if "sandbox: refused fchown(" in line]
+    assert node_lines and wallet_lines
+    assert all(line.endswith(("EPERM", "times)")) or ", thread " in line for line in node_lines + wallet_lines)
+    assert "refusals with an errno are answered by a monitor" in n.debug_log()
