@@ -98,7 +98,9 @@ def test_run_reports_a_missing_variable(tmp_path) -> None:
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_probe_under_strict_finds_no_escape(tmp_path, as_json: bool) -> None:
-    args = ["probe", "--policy", "strict", "--datadir", str(tmp_path)] + (["--json"] if as_json else [])
+    junit = tmp_path / "probe.xml"
+    args = ["probe", "--policy", "strict", "--datadir", str(tmp_path)] + (["--json"] if as_json else
+                                                                          ["--junit", str(junit)])
     result = run(*args)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     if as_json:
@@ -107,6 +109,13 @@ def test_probe_under_strict_finds_no_escape(tmp_path, as_json: bool) -> None:
         assert not [a for a in data["attempts"] if a["expected"] == "denied" and a["outcome"] == "allowed"]
     else:
         assert ", 0 escapes" in result.stdout
+        # One JUnit test case per attempt, none failed (an escape would be a failure).
+        import xml.etree.ElementTree as ET
+        suite = ET.parse(junit).getroot()
+        cases = suite.findall("testcase")
+        assert len(cases) >= 30 and suite.get("failures") == "0" and int(suite.get("tests")) == len(cases)
+        assert {c.get("name") for c in cases} >= {"fs-read-outside", "net-tcp-connect", "exec-bin-true"}
+        assert all(c.find("system-out") is not None for c in cases)
 
 
 def test_probe_passes_a_scripts_exit_status_through(tmp_path) -> None:
