@@ -300,7 +300,17 @@ def cmd_learn(args: argparse.Namespace) -> int:
     progress = None if args.quiet else (lambda text: print(f"learn: {text}", file=sys.stderr, flush=True))
     with _launch_errors():
         if command:
-            result = learn.learn_program(policy, _variables(args), command, progress=progress)
+            # With --json standard output is the report's: the program's goes to stderr.
+            saved = os.dup(1) if args.json else -1
+            if args.json:
+                sys.stdout.flush()
+                os.dup2(2, 1)
+            try:
+                result = learn.learn_program(policy, _variables(args), command, progress=progress)
+            finally:
+                if saved >= 0:
+                    os.dup2(saved, 1)
+                    os.close(saved)
         else:
             result = learn.learn_from(policy, args.records)
     if result.observation.empty:

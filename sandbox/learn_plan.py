@@ -5,9 +5,11 @@ component do what it tries and writes down what that was:
 
 - seccomp: a filter that sends every syscall (clone3 aside: it always answers ENOSYS) to a
   recorder as a user notification, which notes it and lets it run (`learn_recorder`);
-- Landlock: off, and the filesystem view is the host's whole tree (bound, so the namespaces
-  stay as they are), with the policy's private tmpfs mounts kept: the paths a component opens
-  are learned from the notifications of open, exec, mkdir, ...;
+- Landlock: off, and the filesystem view is the host's whole tree, read-only, with the
+  policy's private tmpfs mounts and its write grants (writable) on top: the paths a component
+  opens are learned from the notifications of open, exec, mkdir, ..., and a write outside the
+  write grants fails (EROFS) after it is recorded, so that learning never changes the host
+  beyond what the policy lets the component change;
 - dumpable: on, so that the recorder may read the syscalls' arguments (paths, addresses);
 - everything else as the policy says: namespaces, capabilities dropped, no_new_privs, rlimits,
   descriptors, environment. A learning run is not a sandbox, and its report says so.
@@ -42,22 +44,18 @@ def learning_filter() -> bytes:
 def _view(plan: Plan, directory: str) -> tuple[Mount, ...]:
     if not plan.mounts:
         return ()
-    # The host's tree as it is, the policy's private tmpfs mounts on top, the record
-    # directory bound back where a tmpfs covers it, a fresh /proc.
+    # The host's tree, read-only (reads are what is learned; a write outside the policy's write
+    # grants fails with EROFS, and is recorded all the same), the policy's private tmpfs
+    # mounts, its write grants and the record directory writable on top, a fresh /proc.
     kept = [m for m in plan.mounts if m.kind == "tmpfs"]
-
-    def covered(path: str) -> bool:
-        return any(path == m.path or path.startswith(m.path.rstrip("/") + "/") for m in kept)
-
-    # Grants the policy binds back over its tmpfs (a datadir under /tmp), and the records.
-    rebound = [dataclasses.replace(m, writable=True, executable=True)
-               for m in plan.mounts if m.kind == "bind" and covered(m.path)]
-    records = [Mount("bind", directory, writable=True)] if covered(directory) else []
-    records += rebound
+    writable = [dataclasses.replace(m, executable=True) for m in plan.mounts if m.kind == "bind" and m.writable]
+    records = [Mount("bind", directory, writable=True)]
     # The root's clone is nodev: devices are bound one by one (the kernel's usual ones).
-    devices = [Mount("bind", d, writable=True) for d in _DEVICES if os.path.exists(d)]
-    return (Mount("bind", "/", writable=True, executable=True), *kept, *records, *devices,
-            Mount("proc", "/proc"))
+    bound = {m.path for m in writable}
+    devices = [Mount("bind", d, writable=True) for d in _DEVICES if os.path.exists(d) and d not in bound]
+    records = [] if directory in bound else records
+    return (Mount("bind", "/", writable=False, executable=True), *kept, *writable, *records,
+            *devices, Mount("proc", "/proc"))
 
 
 def learning_plan(plan: Plan, policy: Policy, directory: str, values: Mapping[str, str]) -> Plan:

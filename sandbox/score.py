@@ -220,7 +220,7 @@ CHECKS: tuple[Check, ...] = (
     Check("seccomp-default", "a syscall not allowed is let through (log) or only fails (errno)",
           300, _default_action),
     Check("seccomp-surface", "share of the kernel's syscalls the filter allows", 600, _surface),
-    *(Check(f"syscalls-{i}", f"may use syscalls that {text}", weight,
+    *(Check(f"syscalls-{i}", f"dangerous syscalls allowed: {text}", weight,
             (lambda names: lambda p: 1.0 if _allows(p, names) else 0.0)(names))
       for i, (text, (weight, names)) in enumerate(_DANGEROUS_CLASSES.items())),
     Check("processes", "may start processes (fork, vfork, clone without CLONE_THREAD)", 200, _processes),

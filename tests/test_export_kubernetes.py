@@ -42,3 +42,23 @@ def test_node_has_no_network_policy_and_a_missing_variable_is_named(tmp_path: Pa
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "NetworkPolicy" not in result.stdout and "mountPath: /data" in result.stdout
+
+
+def test_the_remote_wallet_of_deploy_md(tmp_path: Path) -> None:
+    # docs/deploy.md: the wallet pod's policy is the wallet policy plus one TCP connection.
+    diff = subprocess.run([TOOL, "diff", "wallet", "examples/wallet-remote", "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert diff.returncode == 1
+    widened = {(c["key"], c["item"]) for c in json.loads(diff.stdout)["changes"] if c["kind"] == "widen"}
+    assert widened == {("seccomp.allowed", "connect"), ("network.connect_tcp", "${ipcport}"),
+                       ("network.socket_families", "inet"), ("network.socket_families", "inet6"),
+                       ("namespaces.net", "true -> false")}
+    profile = tmp_path / "wallet-remote.json"
+    result = subprocess.run([TOOL, "export", "--format", "kubernetes", "examples/wallet-remote",
+                             "--var", "walletdir=/data/main/wallets", "--var", "ipcport=27492",
+                             "--profile-out", str(profile)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "localhostProfile: cleancoin/examples-wallet-remote.json" in result.stdout
+    assert "mountPath: /data/main/wallets" in result.stdout and "NetworkPolicy" not in result.stdout
+    names = {n for e in json.loads(profile.read_text())["syscalls"] for n in e["names"]}
+    assert "connect" in names and "bind" not in names and "listen" not in names

@@ -60,3 +60,17 @@ def test_learn_needs_a_program_or_records(tmp_path: Path) -> None:
     assert usage.returncode == 2 and json.loads(usage.stdout)["ok"] is False
     empty = run("learn", "--policy", "wallet", "--from", str(tmp_path))
     assert empty.returncode == 125 and "nothing was recorded" in empty.stderr
+
+
+def test_learning_writes_only_where_the_policy_lets_it(tmp_path: Path) -> None:
+    # The host's tree is read-only while learning: a write outside the policy's write grants
+    # fails (and is recorded), so learning an unknown program cannot change the host.
+    outside = Path("/var/tmp") / f"cleancoin-learn-{os.getpid()}"
+    data = tmp_path / "data"
+    data.mkdir()
+    result = run("learn", "--policy", "examples/program", "--datadir", str(data), "--out",
+                 str(tmp_path / "l.toml"), "--json", "--quiet", "--", "sh", "-c", f"touch {outside}; echo ok > {data}/in")
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert not outside.exists()
+    assert (data / "in").read_text() == "ok\n"
+    assert "write /var/tmp" in json.loads(result.stdout)["diff"]["missing_paths"]
