@@ -26,7 +26,7 @@ def literal(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return f"{value:#x}" if value > 0xFFFF else str(value)
+        return str(value)
     if isinstance(value, str):
         # JSON string escapes are TOML basic-string escapes (\" \\ \n \uXXXX).
         return json.dumps(value, ensure_ascii=False)
