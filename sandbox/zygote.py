@@ -76,6 +76,10 @@ class ComponentSpec:
     # imports what every child would otherwise import after its fork, so that each start
     # (and restart) begins from a warm copy instead of paying the imports again.
     preload: str | None = None
+    # Where the component's refusals with an errno are logged (`denial_log.DenialLog`).
+    denials: object | None = None
+    # A learning run (docs/audit.md): the component records here instead of being confined.
+    learn_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,8 @@ def _plan(spec: ComponentSpec) -> Plan | None:
     from .errors import EnforcementError, PolicyError, PolicyErrors
     from .policy_loader import load_policy
     try:
-        return launcher.prepare(load_policy(spec.policy), spec.variables, spec.writable_roots)
+        return launcher.prepare(load_policy(spec.policy), spec.variables, spec.writable_roots,
+                                spec.denials, spec.learn_dir)  # type: ignore[arg-type]
     except PolicyErrors as exc:
         raise ZygoteError(f"policy of {spec.name}: {exc}") from None
     except (PolicyError, EnforcementError) as exc:
@@ -400,8 +405,13 @@ class _Server:
         self.sel.unregister(pidfd)
         os.close(pidfd)
         code = child.process.wait()
-        _send(self.events, {"pid": child.component, "returncode": code,
-                            "description": launcher.describe_status(child.process.status or 0)})
+        description = launcher.describe_status(child.process.status or 0)
+        if code == -signal.SIGSYS:
+            from .kernel_log import seccomp_kill
+            syscall = seccomp_kill(child.component)
+            if syscall:
+                description += f": {syscall}, says the kernel log"
+        _send(self.events, {"pid": child.component, "returncode": code, "description": description})
 
     def _output(self, fd: int) -> None:
         child = self.relays[fd]
@@ -450,6 +460,9 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent:
         return 1
     syscalls.set_name("zygote")     # the title comes with the components
+    from . import report_registry
+    report_registry.register(os.getpid(), {"kind": "zygote", "role": "starts components under their "
+                                           "own policies; unconfined by design (it builds their sandboxes)"})
     # Ctrl-C in the terminal reaches the whole process group: the parent shuts down and asks
     # its components to close cleanly, which needs the zygote alive until then (it ends when
     # the parent hangs up, or dies with it).

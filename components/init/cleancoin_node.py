@@ -174,9 +174,10 @@ def _fail(log: logging.Logger, message: str) -> int:
 
 
 def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
-        allow_wallet: bool = False) -> int:
+        allow_wallet: bool = False, learn_dir: str | None = None) -> int:
     """Start CleanCoin-node in this process (options parsed, logging set up); returns the
-    exit status. `config` is the node's NodeConfig (cli/node_main.build_config)."""
+    exit status. `config` is the node's NodeConfig (cli/node_main.build_config); `learn_dir`
+    (-sandboxlearn) makes both processes record instead of being confined."""
     import capnp
     from cleancoin.sandbox import ComponentSpec, ZygoteError, shipped_policy
 
@@ -190,11 +191,16 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     zygote = None
     prestarted = None
     connect_wallet = not config.disable_wallet and _use_running_wallet(ipc.connect, netdatadir)
+    from cleancoin.sandbox.denial_log import DenialLog
+    # Refusals with an errno go to each process's own debug.log; -debug=sandbox logs all of them.
+    verbose = logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG)
     if not config.disable_wallet and not connect_wallet:
         spec = ComponentSpec(WALLET_COMPONENT, WALLET_TARGET,
                              shipped_policy("wallet") if sandbox else None,
                              {"walletdir": os.path.join(netdatadir, "wallets")},
-                             writable_roots=(netdatadir,), preload=WALLET_PRELOAD)
+                             writable_roots=(netdatadir,), preload=WALLET_PRELOAD,
+                             denials=DenialLog(os.path.join(netdatadir, "wallets", "debug.log"), verbose),
+                             learn_dir=learn_dir)
         try:
             # A fresh interpreter, not a fork: this process has read the conf file and its
             # command line (RPC and IPC passwords); the wallet must not hold a copy of them.
@@ -204,12 +210,17 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         except (ZygoteError, OSError) as exc:
             return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
     report = None
+    if sandbox and learn_dir:
+        log.warning("-sandboxlearn=%s: a LEARNING run, %s and its wallet process record what they "
+                    "use and are NOT confined", learn_dir, PROG)
     if sandbox:
         from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self
         keep = _open_descriptors_to_keep(zygote, prestarted)
         try:
             report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds),
-                                   keep_fds=keep)
+                                   keep_fds=keep,
+                                   denials=DenialLog(os.path.join(netdatadir, "debug.log"), verbose),
+                                   learn_dir=learn_dir)
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if zygote is not None:
                 zygote.stop()

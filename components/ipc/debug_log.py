@@ -41,7 +41,7 @@ class CallLog:
     def request(self, direction: str, interface: str, method: str, params: dict[str, Any]) -> tuple[int, float]:
         """Log a request; returns its number and start time."""
         number = next(self._numbers)
-        args = ", ".join(f"{k}={render(v, 40)}" for k, v in params.items())
+        args = ", ".join(f"{k}={render(v, 60)}" for k, v in params.items())
         arrow = "->" if direction == "out" else "<-"
         LOG.debug("ipc: %s %s %s #%d %s.%s(%s)", self.local, arrow, self.peer_text(), number,
                   interface, method, args)

@@ -8,7 +8,7 @@ sandbox at all through the same kind of zygote, interleaved.
 1. Spawn overhead: spawn() to an echo target answering on its socket, strict policy vs no
    sandbox (issue #2's target: the sandbox adds at most 5 ms).
 2. The wallet: a zygote started for the real wallet target and policy
-   (cleancoin.cli.wallet_process:serve_node under policies/wallet.toml), from Zygote.start to
+   (cleancoin.components.init.cleancoin_wallet:serve_node under policies/wallet.toml), from Zygote.start to
    the wallet answering hello over Cap'n Proto; then restarts (the wallet killed, a new one
    spawned by the same zygote, to hello), as CleanCoin-node does after a crash.
 """

@@ -50,7 +50,7 @@ def version_message(nonce: int) -> Version:
     return Version(1, 1, int(time.time()), nonce, "/fuzz:0.1/", 0, True)
 
 
-class IpcPeer:
+class Peer:
     """A raw P2P connection from a chosen loopback source address."""
 
     def __init__(self, port: int, source: str) -> None:
