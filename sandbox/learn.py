@@ -386,7 +386,7 @@ def learned_policy(policy: Policy, obs: Observation) -> tuple[str, LearnDiff]:
     # Syscalls
     used = {n for n in obs.syscalls if n != "clone3" and not n.startswith("#")}
     # Names that exist on other architectures only (_llseek) have no number here: not a grant.
-    allowed = {n for n in policy.allowed_syscalls
+    allowed = {n for n in policy.reachable_syscalls
                if n != "clone3" and (seccomp.syscall_number(n) if seccomp.syscall_number(n) is not None else -1) >= 0}
     rules = {r.syscall: r.action for r in policy.seccomp.rules if not r.args}
     diff.syscalls_allowed = len(allowed)
