@@ -12,14 +12,18 @@ GUI_DEPS := 'pyside6-essentials>=6.6' 'qasync>=0.27' 'segno>=1.5' 'pytest-qt>=4.
 setup: $(VENV)/.stamp-install
 
 # python-prctl compiles against libcap's headers; libseccomp's runtime library is loaded by pyseccomp.
+# runc and systemd-analyze (package systemd) are what `CleanCoin-sandbox export` is checked
+# against in the tests: an OCI runtime applying the exported seccomp profile, and systemd's
+# own exposure score of the exported unit.
 system-deps:
-	@if [ ! -e /usr/include/sys/capability.h ] || ! ldconfig -p | grep -q 'libseccomp\.so'; then \
+	@if [ ! -e /usr/include/sys/capability.h ] || ! ldconfig -p | grep -q 'libseccomp\.so' \
+	    || ! command -v runc >/dev/null || ! command -v systemd-analyze >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "setup: installing libcap-dev and libseccomp2 with apt-get"; \
-	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libcap-dev libseccomp2 >/dev/null; \
+	    echo "setup: installing libcap-dev, libseccomp2, runc and systemd with apt-get"; \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libcap-dev libseccomp2 runc systemd >/dev/null; \
 	  else \
 	    echo "setup: missing Debian packages. Run as root:"; \
-	    echo "    sudo apt-get install -y libcap-dev libseccomp2"; \
+	    echo "    sudo apt-get install -y libcap-dev libseccomp2 runc systemd"; \
 	    echo "then run make again."; \
 	    exit 1; \
 	  fi; \

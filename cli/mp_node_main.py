@@ -3,6 +3,8 @@
 Same options, conf file, RPC, files and exit codes as CleanCoind (cli/node_main.py), plus:
 
     -sandbox=0             run without the sandbox (a warning goes to the log)
+    -sandboxlearn=DIR      a learning run: record what the node and its wallet use into DIR
+                           instead of enforcing their policies (docs/audit.md)
     -ipcbind=ADDR          accept IPC clients (unix | unix:PATH | tcp:HOST:PORT), e.g. a
                            `CleanCoin-wallet -ipcconnect=unix` started on its own
     -ipcauth, -ipccert, -ipckey, -ipcmaxconnections, -ipchandshaketimeout   as in docs/ipc.md
@@ -31,6 +33,10 @@ OPTIONS: list[Option] = [
     *node_main.OPTIONS,
     Option("sandbox", "Confine this process and its wallet process by policies/node.toml and "
            "policies/wallet.toml (0: run unconfined, with a warning)", "Sandbox options", "", "1"),
+    Option("sandboxlearn", "Learning run: record the syscalls, paths and sockets this process and "
+           "its wallet process use into <dir> INSTEAD of enforcing their policies (for "
+           "CleanCoin-sandbox learn --from <dir>; never on a node with real keys)",
+           "Sandbox options", "<dir>"),
     Option("ipcbind", "Accept IPC connections (repeatable): unix, unix:PATH or tcp:HOST:PORT",
            "IPC options", "<address>"),
     Option("ipcconnect", "Use a running wallet process (CleanCoin-wallet -ipcbind) instead of "
@@ -100,9 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     frontend_fd = settings.get("ipcfd")
     if frontend_fd is not None and not frontend_fd.isdigit():
         return _fail(log, f"-ipcfd expects a descriptor number, not '{frontend_fd}'")
+    learn_dir = settings.get("sandboxlearn") or None
     return cleancoin_node.run(config, ipc, netdatadir, sandbox=settings.get_bool("sandbox", True),
                               allow_wallet=settings.get_bool("ipcallowwallet", False),
-                              frontend_fd=None if frontend_fd is None else int(frontend_fd))
+                              frontend_fd=None if frontend_fd is None else int(frontend_fd),
+                              learn_dir=os.path.abspath(learn_dir) if learn_dir else None)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ DEBUG_CATEGORIES: dict[str, tuple[str, ...]] = {
     "mempool": ("cleancoin.mempool",),
     "validation": ("cleancoin.chain", "cleancoin.validation"),
     "ipc": ("cleancoin.ipc",),
+    # CleanCoin-node: every refused syscall in the log, with its arguments (docs/audit.md).
+    "sandbox": ("cleancoin.sandbox",),
 }
 
 OPTIONS: list[Option] = [
@@ -56,7 +58,7 @@ OPTIONS: list[Option] = [
            "<ip:port>"),
     Option("maxconnections", "Maintain at most <n> connections to peers", "Connection options", "<n>", "125"),
     Option("uacomment", "Append comment to the user agent string (repeatable)", "Connection options", "<cmt>"),
-    Option("debug", "Output debug logging: net, rpc, mempool, validation, ipc; 1 or all for every category. "
+    Option("debug", "Output debug logging: net, rpc, mempool, validation, ipc, sandbox; 1 or all for every category. "
            "Repeatable.", "Debugging/Testing options", "<category>"),
     Option("debugexclude", "Exclude debug logging for a category (takes priority over -debug)",
            "Debugging/Testing options", "<category>"),

@@ -1,10 +1,21 @@
-"""CleanCoin-sandbox: check, explain, run and probe sandbox policies.
+"""CleanCoin-sandbox: check, explain, run, probe, learn, diff, score, status, export and import
+sandbox policies.
 
-Exit codes: 0 success; 1 a check found errors or a probe found an escape; 125 the tool
-itself could not do its job (a policy file that cannot be read as one: missing, unreadable, a
-directory, binary, not UTF-8, empty, too large; a bad policy for run/probe; a sandbox step that
-failed); for `run`, otherwise the program's own status (128 + N when killed by signal N, as
-shells do). No input ends in a traceback.
+Exit statuses (docs/audit.md):
+  0    success, nothing found
+  1    a finding: check found errors, probe an escape, diff a widening, score above
+       --threshold, learn something used that the policy does not grant, status a process
+       that is not sandboxed
+  2    usage: unknown command or option, missing argument
+  125  the tool could not do its job: a policy file that cannot be read as one (missing,
+       unreadable, a directory, binary, not UTF-8, empty, too large), a policy that does not
+       load for run/probe/..., a missing variable, a sandbox step that failed, a file it
+       cannot read or write
+No input ends in a traceback.
+  141  the reader of standard output went away (as a program killed by SIGPIPE)
+  `run` (and `probe --script`) pass the program's own status through (128 + N when it was
+  killed by signal N, as shells do).
+With --json every result and every error is one JSON document on standard output.
 """
 
 from __future__ import annotations
@@ -13,21 +24,33 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 from cleancoin.sandbox import launcher, variables
-from cleancoin.sandbox.errors import (
-    EnforcementError, PolicyError, PolicyErrors, PolicyFileError, SourceRef,
-)
-from cleancoin.sandbox.explain import explain
+from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors, PolicyFileError, SourceRef
 from cleancoin.sandbox.model import Policy
-from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
+from cleancoin.sandbox.policy_loader import load_policy, shipped_names, shipped_policy
 
-EXIT_TOOL_FAILED = 125
+EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_TOOL_FAILED, EXIT_PIPE = 0, 1, 2, 125, 141
+PROG = "CleanCoin-sandbox"
 
 
-def _policy_path(name: str) -> str:
+class ToolError(Exception):
+    """The tool cannot do its job: a message (and, for policy errors, each error as data)."""
+
+    def __init__(self, message: str, errors: list[dict[str, object]] | None = None,
+                 code: int = EXIT_TOOL_FAILED) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+        self.code = code
+
+
+# ------------------------------------------------------------------------------ shared helpers
+
+def policy_path(name: str) -> str:
     """A path as given, or the name of a shipped policy (`strict`, `wallet`, `base/python`)."""
     if os.path.exists(name) or name.endswith(".toml"):
         return name
@@ -35,7 +58,7 @@ def _policy_path(name: str) -> str:
     return shipped if os.path.exists(shipped) else name
 
 
-def _load(path: str) -> Policy:
+def _load_policy(path: str) -> Policy:
     """load_policy, with any failure as PolicyErrors: a loader bug (an exception that is not
     a PolicyError) must still give the user one clean line naming the file, not a traceback."""
     try:
@@ -48,28 +71,77 @@ def _load(path: str) -> Policy:
                                             f"({type(exc).__name__}); please report it")]) from None
 
 
-def _failure_status(errors: PolicyErrors) -> int:
-    """1 for errors in a policy's content, 125 when a file could not be read as a policy."""
-    return EXIT_TOOL_FAILED if errors.unreadable else 1
+def load(name: str) -> Policy:
+    """Load a policy for a command that needs it; a broken one is a ToolError (exit 125)."""
+    path = policy_path(name)
+    if not os.path.exists(path):
+        raise ToolError(f"no policy file '{name}' and no shipped policy of that name "
+                        f"(shipped: {', '.join(shipped_names())})")
+    try:
+        return _load_policy(path)
+    except PolicyErrors as errors:
+        raise ToolError(str(errors), [e.as_dict() for e in errors.errors]) from None
 
 
-def _errors_out(errors: PolicyErrors, as_json: bool, path: str) -> None:
-    if as_json:
-        print(json.dumps({"policy": path, "ok": False, "errors": [e.as_dict() for e in errors.errors]}))
-    else:
-        for err in errors.errors:
-            print(err, file=sys.stderr)
+def emit(args: argparse.Namespace, data: object, text: str) -> None:
+    """Print the result: JSON with --json, else the text."""
+    print(json.dumps(data, indent=2) if getattr(args, "json", False) else text)
 
+
+def _variables(args: argparse.Namespace) -> dict[str, str]:
+    # ${tmpdir} is /tmp by default: the policy's fresh tmpfs (base/python), nothing on the host.
+    values: dict[str, str] = {}
+    if getattr(args, "datadir", None):
+        values["datadir"] = os.path.abspath(args.datadir)
+    for item in getattr(args, "var", []):
+        name, sep, value = item.partition("=")
+        if not sep or name not in variables.KNOWN:
+            raise ToolError(f"--var {item!r}: expected NAME=VALUE with NAME one of "
+                            f"{', '.join(variables.KNOWN)}", code=EXIT_USAGE)
+        values[name] = value
+    return values
+
+
+@contextlib.contextmanager
+def _launch_errors() -> Iterator[None]:
+    """A policy or sandbox failure at launch is the tool's failure (exit 125)."""
+    try:
+        yield
+    except (PolicyError, EnforcementError, launcher.SpawnError) as exc:
+        errors = [exc.as_dict()] if isinstance(exc, PolicyError) else []
+        raise ToolError(str(exc), errors) from None
+
+
+def _exit_code(code: int) -> int:
+    """A child's return code as a shell reports it: 128 + N when killed by signal N."""
+    return 128 - code if code < 0 else code
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise ToolError(f"cannot write {path}: {exc.strerror}") from None
+
+
+# ------------------------------------------------------------------------------ commands
 
 def cmd_check(args: argparse.Namespace) -> int:
-    status = 0
+    status = EXIT_OK
     for name in args.policy:
-        path = _policy_path(name)
+        path = policy_path(name)
         try:
-            policy = _load(path)
+            policy = _load_policy(path)
         except PolicyErrors as errors:
-            _errors_out(errors, args.json, path)
-            status = max(status, _failure_status(errors))
+            if args.json:
+                print(json.dumps({"policy": path, "ok": False, "errors": [e.as_dict() for e in errors.errors]}))
+            else:
+                for err in errors.errors:
+                    print(err, file=sys.stderr)
+            # Errors in a policy's content are a finding; a file that is no policy at all
+            # (unreadable, binary, too large) means the tool could not do its job.
+            status = max(status, EXIT_TOOL_FAILED if errors.unreadable else EXIT_FINDING)
             continue
         if args.json:
             print(json.dumps({"policy": path, "ok": True, "name": policy.name,
@@ -80,134 +152,347 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    path = _policy_path(args.policy)
-    try:
-        policy = _load(path)
-    except PolicyErrors as errors:
-        _errors_out(errors, args.json, path)
-        return _failure_status(errors)
+    policy = load(args.policy)
     if args.pfc:
         from cleancoin.sandbox import seccomp
-        sc = policy.seccomp
-        where = sc.allow[0].where if sc.allow else PolicyError  # any SourceRef will do
-        print(seccomp.pseudo_code(seccomp.FilterSpec(sc.default_action, policy.allowed_syscalls, sc.rules,
-                                                     policy.network.socket_families, where)))  # type: ignore[arg-type]
-        return 0
+        from cleancoin.sandbox.filter_spec import filter_spec
+        print(seccomp.pseudo_code(filter_spec(policy)), end="")
+        return EXIT_OK
+    from cleancoin.sandbox.explain import explain
+    from cleancoin.sandbox.policy_dump import dump
     ex = explain(policy)
-    print(json.dumps(ex.to_dict(), indent=2) if args.json else ex.to_text())
-    return 0
-
-
-def _variables(args: argparse.Namespace) -> dict[str, str]:
-    # ${tmpdir} is /tmp by default: the policy's fresh tmpfs (base/python), nothing on the host.
-    values: dict[str, str] = {}
-    if args.datadir:
-        values["datadir"] = os.path.abspath(args.datadir)
-    for item in args.var:
-        name, sep, value = item.partition("=")
-        if not sep or name not in variables.KNOWN:
-            raise SystemExit(f"CleanCoin-sandbox: --var {item!r}: expected NAME=VALUE with NAME one of "
-                             f"{', '.join(variables.KNOWN)}")
-        values[name] = value
-    return values
-
-
-def _load_for_launch(args: argparse.Namespace) -> Policy | None:
-    try:
-        return _load(_policy_path(args.policy))
-    except PolicyErrors as errors:
-        _errors_out(errors, False, args.policy)
-        return None
-
-
-@contextlib.contextmanager
-def _launch_errors() -> Iterator[None]:
-    """Turn a policy or sandbox failure at launch into the tool's message (and exit 125)."""
-    try:
-        yield
-    except (PolicyError, EnforcementError, launcher.SpawnError) as exc:
-        print(f"CleanCoin-sandbox: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_TOOL_FAILED) from None
-
-
-def _exit_code(code: int) -> int:
-    """A child's return code as a shell reports it: 128 + N when killed by signal N."""
-    return 128 - code if code < 0 else code
+    emit(args, {**dump(policy), "sections": ex.sections}, ex.to_text())
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        print("CleanCoin-sandbox run: no command given (… -- CMD [ARG...])", file=sys.stderr)
-        return 2
-    policy = _load_for_launch(args)
-    if policy is None:
-        return EXIT_TOOL_FAILED
+        raise ToolError("run: no command given (... -- CMD [ARG...])", code=EXIT_USAGE)
+    policy = load(args.policy)
     with _launch_errors():
-        plan = launcher.prepare(policy, _variables(args))
+        denials = None
+        if args.denials:
+            from cleancoin.sandbox.denial_log import DenialLog
+            denials = DenialLog("", verbose=args.denials == "verbose")
+        plan = launcher.prepare(policy, _variables(args), denials=denials)
         # The program's output passes through this process: as it is, unless it goes to a
         # terminal, where control characters are shown as text (stdio = "pipe").
         child = launcher.spawn(plan, command, raw_output=True)
     if args.report and child.report is not None:
-        print(child.report.to_text(), file=sys.stderr)
+        print(json.dumps({"report": child.report.to_dict()}) if args.json else child.report.to_text(),
+              file=sys.stderr)
+    component = child.registered or child.component_pid()
     code = child.wait()
     if child.output is not None:
         child.output.join()
     if code < 0:
-        print(f"CleanCoin-sandbox: {command[0]} {launcher.describe_status(child.status or 0)}",
-              file=sys.stderr)
+        message = f"{command[0]} {launcher.describe_status(child.status or 0)}"
+        if code == -signal.SIGSYS:
+            from cleancoin.sandbox.kernel_log import seccomp_kill
+            syscall = seccomp_kill(component)
+            if syscall:
+                message += f": {syscall}, says the kernel log"
+        print(json.dumps({"program": command[0], "signal": -code, "message": message}) if args.json
+              else f"{PROG}: {message}", file=sys.stderr)
     return _exit_code(code)
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from cleancoin.sandbox import probe
-    policy = _load_for_launch(args)
-    if policy is None:
-        return EXIT_TOOL_FAILED
+    policy = load(args.policy)
     with _launch_errors():
         result = probe.probe(policy, _variables(args), args.script)
-    print(json.dumps(result.to_dict(), indent=2) if args.json else result.to_text())
+    if args.junit:
+        from cleancoin.sandbox.junit import probe_junit
+        _write(args.junit, probe_junit(result, policy.name))
+    emit(args, result.to_dict(), result.to_text())
     if args.script and result.script_status is not None:
         return _exit_code(result.script_status)   # the script's own status, as `run` does
-    return 1 if result.escapes else 0
+    return EXIT_FINDING if result.escapes else EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from cleancoin.sandbox.policy_diff import diff
+    result = diff(load(args.a), load(args.b), args.a, args.b)
+    emit(args, result.to_dict(), result.to_text())
+    return EXIT_FINDING if result.widens else EXIT_OK
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from cleancoin.sandbox.score import score
+    results = [score(load(name)) for name in args.policy]
+    over = [r for r in results if args.threshold is not None and r.exposure > args.threshold]
+    if args.json:
+        print(json.dumps({"threshold": args.threshold, "policies": [r.to_dict() for r in results],
+                          "above_threshold": [r.policy for r in over]}, indent=2))
+    else:
+        print("\n\n".join(r.to_text() for r in results))
+        for r in over:
+            print(f"{PROG}: policy '{r.policy}' exposure {r.exposure:.1f} is above the threshold "
+                  f"{args.threshold:.1f}", file=sys.stderr)
+    return EXIT_FINDING if over else EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cleancoin.sandbox.export import oci
+    policy = load(args.policy)
+    try:
+        if args.format == "oci":
+            with _launch_errors():       # a rule libseccomp refuses is the policy's error
+                exported = oci.export_profile(policy)
+            content, notes = json.dumps(exported.profile, indent=2) + "\n", exported.notes
+        elif args.format == "systemd":
+            from cleancoin.sandbox.export import systemd
+            with _launch_errors():
+                unit = systemd.export_unit(policy, _variables(args), user=args.user,
+                                           exec_start=args.exec_start)
+            content, notes = unit.text, unit.notes
+        else:
+            from cleancoin.sandbox.export import kubernetes
+            with _launch_errors():
+                k8s = kubernetes.export_container(policy, _variables(args), args.profile_name,
+                                                  run_as_user=args.run_as_user)
+            content, notes = k8s.yaml, k8s.notes
+            if args.profile_out:
+                _write(args.profile_out, json.dumps(k8s.profile, indent=2) + "\n")
+    except oci.FormatError as exc:
+        raise ToolError(str(exc)) from None
+    if args.out:
+        _write(args.out, content)
+    if args.json:
+        print(json.dumps({"policy": policy.name, "format": args.format, "out": args.out,
+                          "content": None if args.out else content, "notes": notes}, indent=2))
+    else:
+        if not args.out:
+            print(content, end="")
+        for note in notes:
+            print(f"{PROG}: note: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from cleancoin.sandbox.export import oci
+    try:
+        with open(args.file, encoding="utf-8") as handle:
+            profile = json.load(handle)
+    except OSError as exc:
+        raise ToolError(f"cannot read {args.file}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ToolError(f"{args.file}: not JSON: {exc}") from None
+    name = args.name or os.path.splitext(os.path.basename(args.file))[0]
+    try:
+        result = oci.import_profile(profile, name, os.path.basename(args.file), caps=args.cap)
+    except (oci.FormatError, KeyError, TypeError, ValueError) as exc:
+        raise ToolError(f"{args.file}: {exc}") from None
+    if args.out:
+        _write(args.out, result.toml)
+    if args.json:
+        print(json.dumps({"file": args.file, "out": args.out, "notes": result.notes,
+                          "toml": None if args.out else result.toml}, indent=2))
+    elif not args.out:
+        print(result.toml, end="")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cleancoin.sandbox import status
+    results = [r for pid in args.pid
+               for r in (status.inspect_tree(pid) if args.tree else [status.inspect(pid)])]
+    if args.json:
+        print(json.dumps({"processes": [r.to_dict() for r in results]}, indent=2))
+    else:
+        print("\n\n".join(r.to_text() for r in results))
+    missing = [r for r in results if r.error]
+    if missing:
+        return EXIT_TOOL_FAILED
+    return EXIT_FINDING if any(not r.sandboxed for r in results) else EXIT_OK
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from cleancoin.sandbox import learn
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command and not args.records:
+        raise ToolError("learn: give a program (... -- CMD [ARG...]) or --from DIR", code=EXIT_USAGE)
+    policy = load(args.policy)
+    progress = None if args.quiet else (lambda text: print(f"learn: {text}", file=sys.stderr, flush=True))
+    with _launch_errors():
+        if command:
+            # With --json standard output is the report's: the program's goes to stderr.
+            saved = os.dup(1) if args.json else -1
+            if args.json:
+                sys.stdout.flush()
+                os.dup2(2, 1)
+            try:
+                result = learn.learn_program(policy, _variables(args), command, progress=progress)
+            finally:
+                if saved >= 0:
+                    os.dup2(saved, 1)
+                    os.close(saved)
+        else:
+            result = learn.learn_from(policy, args.records)
+    if result.observation.empty:
+        raise ToolError("learn: nothing was recorded (did the program start? for --from: does "
+                        f"the directory hold records of policy '{policy.name}'?)")
+    out = args.out or f"{policy.name.replace('/', '-')}.learned.toml"
+    _write(out, result.toml)
+    emit(args, {**result.to_dict(), "out": out}, result.to_text() + f"\nlearned policy written to {out}")
+    return EXIT_FINDING if result.diff.used_not_granted() else EXIT_OK
+
+
+# ------------------------------------------------------------------------------ the parser
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as JSON when --json is given (exit 2 either way)."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_errors:
+            print(json.dumps({"ok": False, "exit": EXIT_USAGE, "error": f"{self.prog}: {message}"}))
+            raise SystemExit(EXIT_USAGE)
+        super().error(message)
+
+
+def _policy_vars(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--datadir", help="value of ${datadir}")
+    cmd.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                     help=f"value of another ${{variable}} ({', '.join(variables.KNOWN)}); repeatable")
+
+
+def _json(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--json", action="store_true", help="the result (and any error) as JSON on standard output")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="CleanCoin-sandbox", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command_name", required=True)
+    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0].replace("\n", " "),
+                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command_name", required=True, parser_class=_Parser)
 
-    check = sub.add_parser("check", help="validate policy files")
-    check.add_argument("policy", nargs="+")
-    check.add_argument("--json", action="store_true")
+    check = sub.add_parser("check", help="validate policy files (exit 1 on errors)")
+    check.add_argument("policy", nargs="+", help="policy files or shipped names")
+    _json(check)
     check.set_defaults(func=cmd_check)
 
-    exp = sub.add_parser("explain", help="what a policy lets a component do, in plain words")
+    exp = sub.add_parser("explain", help="what a policy lets a component do: words, or --json data")
     exp.add_argument("policy")
-    exp.add_argument("--json", action="store_true")
+    _json(exp)
     exp.add_argument("--pfc", action="store_true", help="print the seccomp filter as libseccomp pseudo code")
     exp.set_defaults(func=cmd_explain)
 
-    for name, func, text in (("run", cmd_run, "run a program under a policy"),
-                             ("probe", cmd_probe, "try to escape a policy, and report")):
-        cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("--policy", required=True)
-        cmd.add_argument("--datadir", help="value of ${datadir}")
-        cmd.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                         help="value of another ${variable}; repeatable")
-        cmd.set_defaults(func=func)
-        if name == "run":
-            cmd.add_argument("--report", action="store_true", help="print the enforcement report on stderr")
-            cmd.add_argument("command", nargs=argparse.REMAINDER)
-        else:
-            cmd.add_argument("--script", help="a Python file to run inside instead of the battery")
-            cmd.add_argument("--json", action="store_true")
+    run = sub.add_parser("run", help="run a program under a policy (its exit status passes through)")
+    run.add_argument("--policy", required=True)
+    _policy_vars(run)
+    run.add_argument("--report", action="store_true", help="print the enforcement report on stderr")
+    run.add_argument("--denials", choices=("log", "verbose"),
+                     help="log the syscalls the policy refuses with an errno on stderr (verbose: every one)")
+    run.add_argument("--json", action="store_true", help="the tool's own messages as JSON on stderr")
+    run.add_argument("command", nargs=argparse.REMAINDER)
+    run.set_defaults(func=cmd_run)
+
+    probe = sub.add_parser("probe", help="try to escape a policy (exit 1 on an escape)")
+    probe.add_argument("--policy", required=True)
+    _policy_vars(probe)
+    probe.add_argument("--script", help="a Python file to run inside instead of the battery")
+    probe.add_argument("--junit", metavar="FILE", help="also write the attempts as JUnit XML (one test case each)")
+    _json(probe)
+    probe.set_defaults(func=cmd_probe)
+
+    learn = sub.add_parser("learn", help="run a program with a recording filter and write the policy it needs")
+    learn.add_argument("--policy", required=True, help="the current policy: namespaces and process "
+                                                       "settings, and what the result is compared with")
+    _policy_vars(learn)
+    learn.add_argument("--out", help="where to write the learned policy (default NAME.learned.toml)")
+    learn.add_argument("--from", dest="records", metavar="DIR",
+                       help="learn from the records components wrote with CleanCoin-node -sandboxlearn=DIR")
+    learn.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _json(learn)
+    learn.add_argument("command", nargs=argparse.REMAINDER)
+    learn.set_defaults(func=cmd_learn)
+
+    diff = sub.add_parser("diff", help="what policy B grants that A does not (exit 1 if B is wider)")
+    diff.add_argument("a")
+    diff.add_argument("b")
+    _json(diff)
+    diff.set_defaults(func=cmd_diff)
+
+    score = sub.add_parser("score", help="exposure score, 0.0 (closed) to 10.0 (no sandbox)")
+    score.add_argument("policy", nargs="+")
+    score.add_argument("--threshold", type=float, help="exit 1 when a policy scores above this")
+    _json(score)
+    score.set_defaults(func=cmd_score)
+
+    status = sub.add_parser("status", help="what the kernel enforces on running processes")
+    status.add_argument("pid", nargs="+", type=int)
+    status.add_argument("--tree", action="store_true", help="the processes and all their descendants")
+    _json(status)
+    status.set_defaults(func=cmd_status)
+
+    export = sub.add_parser("export", help="write a policy for runc/Docker (oci), systemd or Kubernetes")
+    export.add_argument("--format", required=True, choices=("oci", "systemd", "kubernetes"))
+    export.add_argument("policy")
+    _policy_vars(export)
+    export.add_argument("--out", help="write to this file instead of standard output")
+    export.add_argument("--user", default="cleancoin", help="systemd: User= of the unit (default cleancoin)")
+    export.add_argument("--exec-start", help="systemd: write a whole unit with this ExecStart= "
+                                             "instead of a drop-in")
+    export.add_argument("--profile-name", help="kubernetes: the Localhost profile's path "
+                                               "(default cleancoin/NAME.json)")
+    export.add_argument("--profile-out", help="kubernetes: write the seccomp profile to this file")
+    export.add_argument("--run-as-user", type=int, default=10001, help="kubernetes: runAsUser (default 10001)")
+    _json(export)
+    export.set_defaults(func=cmd_export)
+
+    imp = sub.add_parser("import", help="a policy from an OCI seccomp profile (Docker's default, ...)")
+    imp.add_argument("--format", required=True, choices=("oci",))
+    imp.add_argument("file")
+    imp.add_argument("--name", help="the policy's name (default: the file's)")
+    imp.add_argument("--cap", action="append", default=[], metavar="CAP_NAME",
+                     help="a capability the container keeps, for Docker's includes/excludes; repeatable")
+    imp.add_argument("--out", help="write to this file instead of standard output")
+    _json(imp)
+    imp.set_defaults(func=cmd_import)
     return parser
+
+
+def _normalise(argv: list[str]) -> list[str]:
+    """bitcoind's help spellings (-help, -?, -h) become --help, before any `--`."""
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        out.append("--help" if arg in ("-help", "-?", "-h") else arg)
+    return out
+
+
+def _report_error(exc: ToolError, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"ok": False, "exit": exc.code, "error": str(exc), "errors": exc.errors}))
+    else:
+        print(f"{PROG}: {exc}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of CleanCoin-sandbox."""
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    args_in = _normalise(list(sys.argv[1:] if argv is None else argv))
+    before = args_in[:args_in.index("--")] if "--" in args_in else args_in
+    as_json = "--json" in before
+    _Parser.json_errors = as_json
+    try:
+        args = build_parser().parse_args(args_in)
+        return int(args.func(args))
+    except ToolError as exc:
+        _report_error(exc, as_json)
+        return exc.code
+    except BrokenPipeError:
+        # `explain --pfc | head`: the reader is gone. Say nothing, as a program killed by
+        # SIGPIPE says nothing, and keep Python from complaining when it flushes at exit.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -111,8 +111,10 @@ def _kernel(policy: Policy) -> list[str]:
     if not sc.enabled:
         return ["NO syscall filter: the whole kernel interface is reachable"]
     allowed = policy.allowed_syscalls
-    lines = [f"{len(allowed)} syscalls allowed (from {', '.join(g.value for g in sc.allow)}"
-             + (f"; minus {', '.join(g.value for g in sc.deny)})" if sc.deny else ")"),
+    by_rule = sorted(policy.refused_by_rule & allowed)
+    lines = [f"{len(allowed) - len(by_rule)} syscalls allowed (from {', '.join(g.value for g in sc.allow)}"
+             + (f"; minus {', '.join(g.value for g in sc.deny)}" if sc.deny else "")
+             + (f"; minus {', '.join(by_rule)}, answered by the rules below)" if by_rule else ")"),
              f"any other syscall: {sc.default_action.replace('_', ' ')}"]
     granted = sorted(allowed & dangerous.DANGEROUS_SYSCALLS)
     if granted:

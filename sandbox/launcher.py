@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import control, descriptors, report as reports, steps, syscalls
+from . import control, descriptors, report as reports, report_registry, steps, syscalls
 from .control import EXIT_SETUP_FAILED
 from .errors import EnforcementError
 from .plan import Plan
@@ -25,7 +25,13 @@ from .report import Report
 from .stdio import Pipes, Relay
 
 if TYPE_CHECKING:   # the zygote spawns from finished plans and never loads a policy
+    from .denial_log import DenialLog
     from .model import Policy
+
+
+#: Set to a directory, every sandbox entry of this process (and of the zygote it starts)
+#: records what its component does there instead of enforcing seccomp and Landlock: how the
+#: functional suite learns the wallet's and the node's policies (`CleanCoin-sandbox learn --from`).
 
 
 class SpawnError(Exception):
@@ -62,6 +68,9 @@ class SandboxedProcess:
     # The child's stdout and stderr when its policy says stdio = "pipe" and the caller relays
     # them itself (spawn(relay=False)): call output.pump(fd) when one of output.fds() is readable.
     output: Relay | None = None
+    # The pid (and start time) its report is registered under for `status` (0: none).
+    registered: int = 0
+    registered_start: int = 0
 
     def poll(self) -> int | None:
         """The return code if the child has ended, else None."""
@@ -69,18 +78,31 @@ class SandboxedProcess:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 self.status = status
+                self._unregister()
         return None if self.status is None else returncode(self.status)
 
     def wait(self) -> int:
         """Wait for the child to end; returns its return code (negative: killed by a signal)."""
         if self.status is None:
             _, self.status = os.waitpid(self.pid, 0)
+        self._unregister()
         self.control.close()
         return returncode(self.status)
+
+    def _unregister(self) -> None:
+        if self.registered:
+            report_registry.unregister(self.registered, self.registered_start)
+            self.registered = 0
 
     def component_pid(self) -> int:
         """The pid (in our namespace) of the component itself, below the waiting processes
         a pid namespace adds; `pid` when there are none."""
+        if self.report is not None and self.report.pid != self.pid:
+            # Helpers of the component (a denial monitor) are children of PID 1 too: the
+            # component is the descendant whose pid inside the namespace the report gives.
+            found = _descendant_with_inner_pid(self.pid, self.report.pid)
+            if found is not None:
+                return found
         pid = self.pid
         while True:
             try:
@@ -108,6 +130,25 @@ class SandboxedProcess:
                     break   # the waiters forward other signals themselves
 
 
+def _descendant_with_inner_pid(root: int, inner: int) -> int | None:
+    """The descendant of `root` whose pid in its own (innermost) namespace is `inner`."""
+    pending = [root]
+    for _ in range(64):
+        if not pending:
+            return None
+        pid = pending.pop(0)
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+                nspid = next((line.split()[1:] for line in handle if line.startswith("NSpid:")), [])
+            with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+                pending += [int(c) for c in handle.read().split()]
+        except OSError:
+            continue
+        if pid != root and len(nspid) > 1 and int(nspid[-1]) == inner:
+            return pid
+    return None
+
+
 def _resolve_program(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     program = argv[0]
     if "/" not in program:
@@ -118,11 +159,25 @@ def _resolve_program(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     return [program, *argv[1:]]
 
 
-def prepare(policy: "Policy", variables: Mapping[str, str], writable_roots: Sequence[str] = ()) -> Plan:
-    """Fit a policy to this kernel and these variables (before fork; may raise)."""
+def prepare(policy: "Policy", variables: Mapping[str, str], writable_roots: Sequence[str] = (),
+            denials: "DenialLog | None" = None, learn_dir: str | None = None) -> Plan:
+    """Fit a policy to this kernel and these variables (before fork; may raise). With
+    `denials`, refusals with an errno are logged there (`denial_log`). With `learn_dir` the
+    plan records into that directory instead of enforcing (a learning run, docs/audit.md):
+    only ever from an explicit request of the caller, never from the environment, so that
+    no stray variable can switch a sandbox off."""
     from . import kernel
     from .plan_compiler import compile_plan
-    return compile_plan(policy, variables, kernel.detect(), writable_roots=writable_roots)
+    plan = compile_plan(policy, variables, kernel.detect(), writable_roots=writable_roots)
+    if denials is not None:
+        from .denial_log import plan_with_denials
+        plan = plan_with_denials(plan, policy, denials)
+    if learn_dir:
+        # Learning (docs/audit.md): the plan records instead of refusing. Only for learning runs.
+        from .learn_plan import learning_plan
+        from .variables import default_values
+        plan = learning_plan(plan, policy, learn_dir, {**default_values(), **variables})
+    return plan
 
 
 def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int] = (),
@@ -164,6 +219,11 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
         if relay:
             child.output.start()
     _await_ready(child, plan, expect_exec=target is None)
+    if child.report is not None:
+        # For `CleanCoin-sandbox status`: the kernel does not show a process's policy.
+        pid = child.component_pid()
+        if report_registry.register(pid, {"kind": "launch", "report": child.report.to_dict()}):
+            child.registered, child.registered_start = pid, report_registry.start_time(pid) or 0
     return child
 
 

@@ -170,3 +170,14 @@ class Policy:
     seccomp: Seccomp = field(default_factory=Seccomp)
     compatibility: Compatibility = field(default_factory=Compatibility)
     allowed_syscalls: frozenset[str] = frozenset()   # groups expanded, denials removed
+
+    @property
+    def refused_by_rule(self) -> frozenset[str]:
+        """Allowed names that an unconditional rule answers with an errno or a kill: listed,
+        but never reached (SQLite's fchown as root, the wallet's unused calls)."""
+        return frozenset(r.syscall for r in self.seccomp.rules if not r.args and r.action != "allow")
+
+    @property
+    def reachable_syscalls(self) -> frozenset[str]:
+        """What the component can actually call: `allowed_syscalls` less `refused_by_rule`."""
+        return self.allowed_syscalls - self.refused_by_rule

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from . import landlock
 
@@ -71,6 +72,12 @@ class Plan:
     seccomp_sha256: str
     exec_allowed: bool          # the filter lets execve through (`run` needs it)
     mechanisms: dict[str, MechanismPlan] = field(default_factory=dict)
+    # A learning plan (`learn_plan`): {"dir": where records go, "variables": the launch's
+    # values}. Empty for every plan that enforces.
+    learn: dict[str, Any] = field(default_factory=dict)
+    # A denial log (`denial_log`): where refusals with an errno are logged, and the table its
+    # monitor answers them from. Empty: the filter answers them itself, silently.
+    denials: dict[str, Any] = field(default_factory=dict)
 
     def level(self, mechanism: str) -> str:
         """The compatibility level of a mechanism ("hard" unless the policy says otherwise)."""

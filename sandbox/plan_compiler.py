@@ -21,6 +21,8 @@ from .kernel import KernelFeatures
 from .mechanisms import MECHANISMS, PROCESS
 from .model import Grant, Level, Policy
 from .plan import MechanismPlan, Mount, Plan
+from .filter_spec import filter_spec
+from .policy_refs import require_values
 from .policy_spec import RLIMITS
 from .variables import default_values, substitute
 
@@ -287,12 +289,8 @@ def _seccomp(policy: Policy, kernel: KernelFeatures) -> tuple[seccomp.CompiledFi
             raise EnforcementError("seccomp", "the kernel has no seccomp filter mode and the "
                                               f"policy's level is {level.value}")
         return None, MechanismPlan(level.value, (), ("seccomp filter mode",))
-    where = sc.allow[0].where if sc.allow else SourceRef(policy.files[-1], 0, "seccomp")
     allowed = policy.allowed_syscalls
-    compiled = seccomp.compile_filter(seccomp.FilterSpec(
-        sc.default_action, allowed, sc.rules, policy.network.socket_families, where,
-        deny_namespace_clone="unshare" not in allowed,
-        deny_dumpable=not policy.process.dumpable))
+    compiled = seccomp.compile_filter(filter_spec(policy))   # the one `export` writes out too
     details = [f"default {sc.default_action}; {compiled.allowed} syscalls allowed, "
                f"{compiled.conditional} with argument rules; {compiled.instructions} BPF instructions",
                f"socket families: {', '.join(f.name + (' (raw)' if f.raw else '') for f in policy.network.socket_families) or 'none'}",
@@ -346,6 +344,7 @@ def compile_plan(policy: Policy, variables: Mapping[str, str], kernel: KernelFea
     datadir for its wallet): a symlink found there on the way to a grant is refused too.
     """
     values = {**default_values(), **variables}
+    require_values(policy, values)    # every missing variable in one error, before the first
     fs = _filesystem(policy, values, writable_roots)
     ll_rules, ll_plan = _landlock(policy, values, kernel, fs)
     compiled, sc_plan = _seccomp(policy, kernel)

@@ -233,13 +233,28 @@ def _collect(path: str, stack: tuple[str, ...], seen: set[str], order: list[_Fra
     if real in seen:
         return   # a diamond: the shared base is merged once, where it first appears
     if not os.path.isfile(path) and included_at is not None:
-        raise PolicyError(included_at, f"extended policy {path} does not exist or is not a file")
+        shown = path if len(path) <= 80 else f"{path[:60]}... ({len(path)} characters)"
+        raise PolicyError(included_at, f"extended policy {shown} does not exist or is not a file, "
+                                       "and no shipped policy has that name (shipped: "
+                                       f"{', '.join(shipped_names())})")
     frag, extends = _parse_file(path, errors)
     for name, where in extends:
-        base = name if os.path.isabs(name) else os.path.join(os.path.dirname(path), name)
-        _collect(base, (*stack, real), seen, order, errors, where)
+        _collect(_extended_path(name, path), (*stack, real), seen, order, errors, where)
     seen.add(real)
     order.append(frag)
+
+
+def _extended_path(name: str, including: str) -> str:
+    """Where an `extends` entry points: an absolute path as written; a relative one beside the
+    file that names it; failing that, a shipped policy of that name ("base/python" or
+    "base/python.toml"), so that a policy anywhere can build on the shipped ones by name."""
+    if os.path.isabs(name):
+        return name
+    beside = os.path.join(os.path.dirname(including), name)
+    if os.path.exists(beside):
+        return beside
+    shipped = shipped_policy(name.removesuffix(".toml"))
+    return shipped if os.path.isfile(shipped) else beside
 
 
 def _merge(fragments: list[_Fragment]) -> tuple[dict[str, Any], dict[str, SourceRef]]:
@@ -475,3 +490,15 @@ def shipped_policy(name: str) -> str:
     """Path of a policy shipped with CleanCoin, e.g. `wallet` or `base/python`."""
     from importlib.resources import files
     return str(files("cleancoin.policies").joinpath(f"{name}.toml"))
+
+
+def shipped_names() -> list[str]:
+    """The names of the shipped policies (`strict`, `base/python`, `examples/program`, ...)."""
+    root = os.path.dirname(shipped_policy("strict"))
+    names = []
+    for folder, _dirs, files in os.walk(root):
+        for file in files:
+            if file.endswith(".toml"):
+                rel = os.path.relpath(os.path.join(folder, file), root)
+                names.append(rel.removesuffix(".toml"))
+    return sorted(names)

@@ -11,12 +11,12 @@ import errno
 import json
 import re
 import resource
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import PolicyError, SourceRef
+from .families import FAMILIES
 from .model import MECHANISMS, ArgCondition, Grant, Level, Rlimit, SeccompRule, SocketFamily
 from .variables import check_references
 
@@ -264,11 +264,8 @@ class PortList(ValueType):
             {"type": "string", "pattern": r"^\$\{[a-z_]+\}$"}]}}]}
 
 
-SOCKET_FAMILIES: Mapping[str, int] = {
-    "unix": socket.AF_UNIX, "inet": socket.AF_INET, "inet6": socket.AF_INET6,
-    "netlink": socket.AF_NETLINK, "packet": socket.AF_PACKET, "vsock": socket.AF_VSOCK,
-    "alg": socket.AF_ALG, "bluetooth": 31, "can": socket.AF_CAN,
-}
+# Every family the kernel knows (sandbox/families.py): imported profiles name them all.
+SOCKET_FAMILIES: Mapping[str, int] = FAMILIES
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import hashlib
 import os
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -158,25 +158,41 @@ class FilterSpec:
     deny_dumpable: bool = True
 
 
-def _build(spec: FilterSpec) -> tuple[object, int, int, tuple[str, ...]]:
-    """Build the libseccomp filter of a policy.
+@dataclass(frozen=True)
+class TableRule:
+    """One rule of a finished filter, in the order it is added: what libseccomp compiles, and
+    what `CleanCoin-sandbox export` writes out, so that an exported profile is the same rules."""
+
+    action: str                          # allow, kill_process, log, errno:NAME
+    syscall: str
+    args: tuple["ArgCondition", ...]
+    always: bool = False                 # conditional on the always-true condition (see _always)
+    where: SourceRef | None = field(default=None, compare=False)   # the policy line behind it
+
+
+@dataclass(frozen=True)
+class RuleTable:
+    default_action: str
+    rules: tuple[TableRule, ...]
+    allowed: int                  # syscalls allowed without conditions
+    conditional: int              # syscalls with argument rules
+    unresolved: tuple[str, ...]   # group members this libseccomp cannot name
+
+
+def rule_table(spec: FilterSpec) -> RuleTable:
+    """The rules of a policy's filter, fixed parts included, in the order they are added.
 
     Fixed parts, whatever the policy says: syscalls of foreign architectures (i386 through
-    `int 0x80`, x32) kill the process; clone3 answers ENOSYS so that glibc falls back to
-    clone (whose flags, unlike clone3's struct, the filter can read); socket() and
-    socketpair() of a family the policy does not list answer EAFNOSUPPORT, as systemd's
-    RestrictAddressFamilies does. Derived from the policy: clone with a CLONE_NEW* flag
-    answers EPERM unless unshare is allowed, and prctl(PR_SET_DUMPABLE, non-zero) answers
-    EPERM unless the policy makes the process dumpable.
+    `int 0x80`, x32) kill the process (the filter's bad-architecture action, not a rule);
+    clone3 answers ENOSYS so that glibc falls back to clone (whose flags, unlike clone3's
+    struct, the filter can read); socket() and socketpair() of a family the policy does not
+    list answer EAFNOSUPPORT, as systemd's RestrictAddressFamilies does. Derived from the
+    policy: clone with a CLONE_NEW* flag answers EPERM unless unshare is allowed, and
+    prctl(PR_SET_DUMPABLE, non-zero) answers EPERM unless the policy makes the process dumpable.
     """
     from .model import ArgCondition
     default_action, allowed, rules, families, where = (
         spec.default_action, spec.allowed, spec.rules, spec.families, spec.where)
-    lib = _lib()
-    flt = lib.SyscallFilter(action_value(default_action))
-    flt.set_attr(lib.Attr.ACT_BADARCH, lib.KILL_PROCESS)
-    flt.set_attr(lib.Attr.CTL_NNP, 0)        # no_new_privs is its own step
-    flt.set_attr(lib.Attr.CTL_OPTIMIZE, 2)   # binary tree of syscall numbers
 
     unresolved = tuple(sorted(n for n in allowed if syscall_number(n) is None))
     plain = {n for n in allowed if syscall_number(n) is not None}
@@ -225,17 +241,16 @@ def _build(spec: FilterSpec) -> tuple[object, int, int, tuple[str, ...]]:
             conditional.setdefault("prctl", []).append(
                 ("errno:EPERM", [ArgCondition(0, "eq", PR_SET_DUMPABLE), ArgCondition(1, "ne", 0)], where))
 
-    def add(action: str, name: str, args: list[object], ref: SourceRef) -> None:
+    table: list[TableRule] = []
+
+    def add(action: str, name: str, args: list[ArgCondition], ref: SourceRef, always: bool = False) -> None:
         if action == default_action:
-            if args:
+            if args or always:
                 raise PolicyError(ref, f"a rule for {name} has the default action {action}, "
                                        "which libseccomp cannot combine with allowing the rest "
                                        f"of {name}; give the rule another action")
             return
-        try:
-            flt.add_rule(action_value(action), name, *args)
-        except OSError as exc:
-            raise PolicyError(ref, f"libseccomp refused the rule for {name}: {exc.strerror}") from exc
+        table.append(TableRule(action, name, tuple(args), always, ref))
 
     for name, (action, ref) in unconditional.items():
         plain.discard(name)
@@ -248,13 +263,47 @@ def _build(spec: FilterSpec) -> tuple[object, int, int, tuple[str, ...]]:
         if syscall_number(name) is None:
             continue
         for action, conds, ref in entries:
-            add(action, name, [_arg(c) for c in conds], ref)
+            add(action, name, conds, ref)
         if name in plain and any(action != "allow" for action, _, _ in entries):
-            add("allow", name, [_always()], where)
+            add("allow", name, [], where, always=True)
         elif name in plain:
             add("allow", name, [], where)
 
-    return flt, len(plain - conditional.keys()), len(conditional), unresolved
+    return RuleTable(default_action, tuple(table), len(plain - conditional.keys()),
+                     len(conditional), unresolved)
+
+
+def _notified(action: str, syscall: str) -> bool:
+    # clone3's ENOSYS is a fixed part of every filter, not a refusal worth a log line.
+    return action.startswith("errno:") and syscall != "clone3"
+
+
+def _build(spec: FilterSpec, notify_errno: bool = False) -> tuple[object, int, int, tuple[str, ...]]:
+    """Build the libseccomp filter of a policy from its rule table (`rule_table`).
+
+    With `notify_errno` (the denial log) every refusal with an errno goes to a user
+    notification instead, whose supervisor answers the same errno and logs it (`denial_log`).
+    """
+    table = rule_table(spec)
+    lib = _lib()
+    notify_default = notify_errno and _notified(table.default_action, "")
+    flt = lib.SyscallFilter(lib.NOTIFY if notify_default else action_value(table.default_action))
+    flt.set_attr(lib.Attr.ACT_BADARCH, lib.KILL_PROCESS)
+    flt.set_attr(lib.Attr.CTL_NNP, 0)        # no_new_privs is its own step
+    flt.set_attr(lib.Attr.CTL_OPTIMIZE, 2)   # binary tree of syscall numbers
+    for rule in table.rules:
+        args = [_always()] if rule.always else [_arg(c) for c in rule.args]
+        action = action_value(rule.action)
+        # With a notifying default a rule cannot notify too (libseccomp refuses a rule with the
+        # default's action): it keeps its errno, enforced and not logged.
+        if notify_errno and _notified(rule.action, rule.syscall) and not notify_default:
+            action = lib.NOTIFY
+        try:
+            flt.add_rule(action, rule.syscall, *args)
+        except OSError as exc:
+            raise PolicyError(rule.where or spec.where, f"libseccomp refused the rule for "
+                                                        f"{rule.syscall}: {exc.strerror}") from exc
+    return flt, table.allowed, table.conditional, table.unresolved
 
 
 def _export(flt: object, method: str) -> bytes:
@@ -267,9 +316,10 @@ def _export(flt: object, method: str) -> bytes:
         return handle.read()
 
 
-def compile_filter(spec: FilterSpec) -> CompiledFilter:
-    """Compile a filter to BPF, with its hash and counts for the report."""
-    flt, allowed, conditional, unresolved = _build(spec)
+def compile_filter(spec: FilterSpec, notify_errno: bool = False) -> CompiledFilter:
+    """Compile a filter to BPF, with its hash and counts for the report (`notify_errno`: the
+    denial log's form, see `_build`)."""
+    flt, allowed, conditional, unresolved = _build(spec, notify_errno)
     bpf = _export(flt, "export_bpf")
     return CompiledFilter(bpf, hashlib.sha256(bpf).hexdigest(), len(bpf) // 8,
                           allowed, conditional, unresolved)

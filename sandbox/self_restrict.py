@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
-from . import report as reports, steps
+from . import report as reports, report_registry, steps
 from .errors import EnforcementError, PolicyError, PolicyErrors
 from .plan import Plan
 from .report import Report
@@ -40,7 +40,8 @@ def _policy_path(policy: str | os.PathLike[str]) -> str:
 
 
 def prepare_self(policy: str | os.PathLike[str], variables: Mapping[str, str],
-                 writable_roots: Iterable[str] = ()) -> Plan:
+                 writable_roots: Iterable[str] = (), denials: object | None = None,
+                 learn_dir: str | None = None) -> Plan:
     """Load, validate and fit the policy for this process, refusing what it cannot do itself.
 
     Has no effect on the process: a failure here leaves it as it was.
@@ -50,7 +51,8 @@ def prepare_self(policy: str | os.PathLike[str], variables: Mapping[str, str],
     path = _policy_path(policy)
     try:
         model = load_policy(path)
-        plan = launcher.prepare(model, variables, tuple(writable_roots))
+        plan = launcher.prepare(model, variables, tuple(writable_roots), denials,  # type: ignore[arg-type]
+                                learn_dir)
     except (PolicyErrors, PolicyError) as exc:
         raise EnforcementError("policy", str(exc)) from None
     except EnforcementError:
@@ -67,16 +69,29 @@ def prepare_self(policy: str | os.PathLike[str], variables: Mapping[str, str],
 
 
 def restrict_self(policy: str | os.PathLike[str], variables: Mapping[str, str], *,
-                  keep_fds: Iterable[int] = (), writable_roots: Iterable[str] = ()) -> Report:
+                  keep_fds: Iterable[int] = (), writable_roots: Iterable[str] = (),
+                  denials: object | None = None, learn_dir: str | None = None) -> Report:
     """Apply `policy` to the calling process, for good; returns the enforcement report.
 
     `policy` is a path or the name of a shipped policy ("node"); `variables` fills its
     `${...}` references (`${prefix}`, `${base_prefix}` and `${tmpdir}` have defaults);
     `keep_fds` are the descriptors the process still needs besides the policy's `fds`
-    (0, 1, 2 by default). Raises `EnforcementError(step, reason)`; after one the process
-    is partly restricted and must exit.
+    (0, 1, 2 by default); `denials` (a `denial_log.DenialLog`) logs the refusals that answer
+    with an errno; `learn_dir` makes it a learning run that records instead of enforcing
+    (docs/audit.md). Raises `EnforcementError(step, reason)`; after one the process is partly
+    restricted and must exit.
     """
-    plan = prepare_self(policy, variables, writable_roots)
-    ctx = steps.Context(plan, steps.Entry.SELF, set(keep_fds))
-    steps.run(ctx)
-    return reports.build(plan, ctx.outcomes, os.getpid(), ctx.namespaces)
+    plan = prepare_self(policy, variables, writable_roots, denials, learn_dir)
+    # Opened now: once Landlock is up this process could not create it (for `status`).
+    entry = report_registry.reserve(os.getpid())
+    ctx = steps.Context(plan, steps.Entry.SELF, set(keep_fds) | ({entry.fd} if entry else set()))
+    try:
+        steps.run(ctx)
+    except BaseException:
+        if entry is not None:
+            entry.abandon()
+        raise
+    report = reports.build(plan, ctx.outcomes, os.getpid(), ctx.namespaces)
+    if entry is not None:
+        entry.write({"kind": "self", "report": report.to_dict()})
+    return report

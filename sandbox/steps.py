@@ -222,6 +222,13 @@ def _capabilities(ctx: Context) -> Done:
 
 
 def _seccomp(ctx: Context) -> Done:
+    if ctx.plan.learn:
+        # A learning plan (CleanCoin-sandbox learn): a recorder notes every syscall instead.
+        from . import learn_recorder
+        return Done(learn_recorder.start(ctx.plan, ctx.entry.value))
+    if ctx.plan.denials:
+        from . import denial_log
+        return Done(denial_log.start(ctx.plan))
     seccomp.load_filter(ctx.plan.seccomp_bpf)
     return Done()
 

@@ -72,6 +72,14 @@ class ComponentSpec:
     writable_roots: tuple[str, ...] = ()
     # A plan made already (the probe's): used instead of `policy` and `variables`.
     plan: Plan | None = None
+    # "package.module:function" the zygote calls once at its start, before any spawn: it
+    # imports what every child would otherwise import after its fork, so that each start
+    # (and restart) begins from a warm copy instead of paying the imports again.
+    preload: str | None = None
+    # Where the component's refusals with an errno are logged (`denial_log.DenialLog`).
+    denials: object | None = None
+    # A learning run (docs/audit.md): the component records here instead of being confined.
+    learn_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,8 @@ def _plan(spec: ComponentSpec) -> Plan | None:
     from .errors import EnforcementError, PolicyError, PolicyErrors
     from .policy_loader import load_policy
     try:
-        return launcher.prepare(load_policy(spec.policy), spec.variables, spec.writable_roots)
+        return launcher.prepare(load_policy(spec.policy), spec.variables, spec.writable_roots,
+                                spec.denials, spec.learn_dir)  # type: ignore[arg-type]
     except PolicyErrors as exc:
         raise ZygoteError(f"policy of {spec.name}: {exc}") from None
     except (PolicyError, EnforcementError) as exc:
@@ -154,7 +163,8 @@ class Zygote:
         `wait_ready()` before the first spawn (the parent can do its own work meanwhile).
         `title` is what `ps` shows for it ("CleanCoin-node zygote").
         """
-        plans = {name: {"target": spec.target, "plan": plan.to_json() if plan else None}
+        plans = {name: {"target": spec.target, "preload": spec.preload,
+                        "plan": plan.to_json() if plan else None}
                  for name, spec in components.items() for plan in [_plan(spec)]}
         req_parent, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         ev_parent, ev_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -395,8 +405,13 @@ class _Server:
         self.sel.unregister(pidfd)
         os.close(pidfd)
         code = child.process.wait()
-        _send(self.events, {"pid": child.component, "returncode": code,
-                            "description": launcher.describe_status(child.process.status or 0)})
+        description = launcher.describe_status(child.process.status or 0)
+        if code == -signal.SIGSYS:
+            from .kernel_log import seccomp_kill
+            syscall = seccomp_kill(child.component)
+            if syscall:
+                description += f": {syscall}, says the kernel log"
+        _send(self.events, {"pid": child.component, "returncode": code, "description": description})
 
     def _output(self, fd: int) -> None:
         child = self.relays[fd]
@@ -445,6 +460,9 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent:
         return 1
     syscalls.set_name("zygote")     # the title comes with the components
+    from . import report_registry
+    report_registry.register(os.getpid(), {"kind": "zygote", "role": "starts components under their "
+                                           "own policies; unconfined by design (it builds their sandboxes)"})
     # Ctrl-C in the terminal reaches the whole process group: the parent shuts down and asks
     # its components to close cleanly, which needs the zygote alive until then (it ends when
     # the parent hangs up, or dies with it).
@@ -459,6 +477,9 @@ def main(argv: list[str]) -> int:
         components = {name: _Component(_import_target(c["target"]),
                                        Plan.from_json(c["plan"]) if c["plan"] else None)
                       for name, c in first["components"].items()}
+        for c in first["components"].values():
+            if c.get("preload"):
+                _import_target(c["preload"])()
         limits = Limits(**first.get("limits", {}))
         syscalls.set_title(str(first.get("title", "zygote")), "zygote")
     except Exception as exc:  # noqa: BLE001 - the parent must learn why we cannot serve

@@ -15,11 +15,11 @@ import capnp
 
 from cleancoin.components.ipc.connection import connect_init, serve_init
 from cleancoin.components.ipc.init_impl import ProcessInit
-from cleancoin.components.interfaces.init import Peer
+from cleancoin.components.interfaces.init import IpcPeer
 
 
 async def use_over_socketpair(chain_factory: Callable[[], Any] | None, use: Callable[[Any], Awaitable[Any]],
-                              server: Peer, client: Peer) -> Any:
+                              server: IpcPeer, client: IpcPeer) -> Any:
     """Run `use(init proxy)` against an Init offering `chain_factory` as makeChain."""
     a, b = socket.socketpair()
     a.setblocking(False)

@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass, field
 
 from cleancoin.components.ipc.connection import Connection, connect_init
-from cleancoin.components.interfaces.init import Peer
+from cleancoin.components.interfaces.init import IpcPeer
 from cleancoin.components.ipc.transport import stream_from_fd
 from cleancoin.sandbox.plan import Plan
 from cleancoin.sandbox.report import Report
@@ -46,7 +46,7 @@ class Child:
         self.zygote.stop()
 
 
-async def spawn(target: str, name: str, plan: Plan | None, local: Peer, *, debug: bool = False) -> Child:
+async def spawn(target: str, name: str, plan: Plan | None, local: IpcPeer, *, debug: bool = False) -> Child:
     """Start `target` under `plan` (None: no sandbox) and connect to its Init; returns once
     the child's sandbox is in force and it answered hello."""
     zygote = Zygote.start({name: ComponentSpec(name, target, None, plan=plan)})
@@ -65,7 +65,7 @@ async def spawn(target: str, name: str, plan: Plan | None, local: Peer, *, debug
     connection = await connect_init(stream, local, debug)
     # The child names itself with the pid it sees, which inside a pid namespace is 2; logs on
     # this side use the pid everyone else sees.
-    connection.log.remote = Peer(connection.remote.name, spawned.pid)
+    connection.log.remote = IpcPeer(connection.remote.name, spawned.pid)
     child = Child(name, zygote, spawned.pid, spawned.report, connection)
     _watch_exit(child)
     return child

@@ -22,7 +22,7 @@ import pytest
 
 from cleancoin.components.interfaces.chain import Chain, ChainError
 from cleancoin.components.ipc.errors import IpcError
-from cleancoin.components.interfaces.init import Peer
+from cleancoin.components.interfaces.init import IpcPeer
 from cleancoin.components.common.amount import COIN
 from cleancoin.components.node.chain import BlockIndex, ChainManager
 from cleancoin.components.node.chain_binding import NodeChain
@@ -39,8 +39,8 @@ KEY_A = PrivateKey(hashlib.sha256(b"chain interface key A").digest())
 PKH_A = KEY_A.public_key.pkh
 PKH_B = PrivateKey(hashlib.sha256(b"chain interface key B").digest()).public_key.pkh
 TIMEOUT = 30.0
-ME = Peer("test-wallet", os.getpid())
-NODE = Peer("CleanCoin-node", os.getpid())
+ME = IpcPeer("test-wallet", os.getpid())
+NODE = IpcPeer("CleanCoin-node", os.getpid())
 
 
 # ------------------------------------------------------------------------------- fixtures

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -102,7 +105,9 @@ def test_run_reports_a_missing_variable(tmp_path) -> None:
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_probe_under_strict_finds_no_escape(tmp_path, as_json: bool) -> None:
-    args = ["probe", "--policy", "strict", "--datadir", str(tmp_path)] + (["--json"] if as_json else [])
+    junit = tmp_path / "probe.xml"
+    args = ["probe", "--policy", "strict", "--datadir", str(tmp_path)] + (["--json"] if as_json else
+                                                                          ["--junit", str(junit)])
     result = run(*args)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     if as_json:
@@ -111,6 +116,13 @@ def test_probe_under_strict_finds_no_escape(tmp_path, as_json: bool) -> None:
         assert not [a for a in data["attempts"] if a["expected"] == "denied" and a["outcome"] == "allowed"]
     else:
         assert ", 0 escapes" in result.stdout
+        # One JUnit test case per attempt, none failed (an escape would be a failure).
+        import xml.etree.ElementTree as ET
+        suite = ET.parse(junit).getroot()
+        cases = suite.findall("testcase")
+        assert len(cases) >= 30 and suite.get("failures") == "0" and int(suite.get("tests")) == len(cases)
+        assert {c.get("name") for c in cases} >= {"fs-read-outside", "net-tcp-connect", "exec-bin-true"}
+        assert all(c.find("system-out") is not None for c in cases)
 
 
 def test_probe_passes_a_scripts_exit_status_through(tmp_path) -> None:
@@ -120,3 +132,143 @@ def test_probe_passes_a_scripts_exit_status_through(tmp_path) -> None:
     result = run("probe", "--policy", "strict", "--datadir", str(tmp_path), "--script", str(script))
     assert result.returncode == 3, result.stdout + result.stderr
     assert "hi" in result.stdout
+
+
+# ------------------------------------------------------------------ authoring comforts, CI use
+
+def test_help_in_both_spellings() -> None:
+    for spelling in ("-help", "--help", "-h", "-?"):
+        result = run(spelling)
+        assert result.returncode == 0, (spelling, result.stderr)
+        assert "usage: CleanCoin-sandbox" in result.stdout and "Exit statuses" in result.stdout
+    sub = run("learn", "-help")
+    assert sub.returncode == 0 and "--from" in sub.stdout and "--json" in sub.stdout
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    # explain --pfc | head: the reader goes away (here before the first line is written).
+    proc = subprocess.Popen([TOOL, "explain", "strict", "--pfc"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+def test_every_error_is_json_with_json_and_exit_statuses_are_distinct(tmp_path) -> None:
+    usage = run("diff", "strict", "--json")                      # B is missing
+    assert usage.returncode == 2
+    assert json.loads(usage.stdout)["exit"] == 2
+    missing = run("explain", "no-such-policy", "--json")
+    assert missing.returncode == 125
+    assert "no shipped policy" in json.loads(missing.stdout)["error"]
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[seccomp]\nallow = ["opne"]\n')
+    bad = run("score", str(broken), "--json")
+    assert bad.returncode == 125
+    data = json.loads(bad.stdout)
+    assert data["errors"][0]["key"] == "seccomp.allow[0]" and "opne" in data["errors"][0]["message"]
+    probe = run("probe", "--policy", "node", "--json")
+    assert probe.returncode == 125
+    assert json.loads(probe.stdout)["ok"] is False
+    assert "Traceback" not in probe.stdout + probe.stderr
+
+
+def test_all_missing_variables_are_named_in_one_error() -> None:
+    result = run("probe", "--policy", "node")
+    assert result.returncode == 125
+    for name in ("datadir", "port", "rpcport", "ipcport"):
+        assert f"${{{name}}}" in result.stderr and f"--var {name}=VALUE" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_explain_json_is_structured() -> None:
+    data = json.loads(run("explain", "wallet", "--json").stdout)
+    assert data["namespaces"]["net"] is True
+    assert {"path": "${walletdir}"} in data["filesystem"]["write"]
+    assert data["network"] == {"bind_tcp": [], "connect_tcp": [],
+                               "socket_families": [{"family": "unix", "raw": False}]}
+    assert "execve" not in data["seccomp"]["allowed"] and "read" in data["seccomp"]["allowed"]
+    assert data["seccomp"]["allowed_count"] == len(data["seccomp"]["allowed"])
+    assert {"syscall": "fchown", "action": "errno:EPERM", "args": []} in data["seccomp"]["rules"]
+    assert data["process"]["rlimits"]["nofile"] == {"soft": 1024, "hard": 1024}
+    assert data["compatibility"]["landlock_min_abi"] == 6
+
+
+def test_a_policy_anywhere_extends_a_shipped_one_by_name(tmp_path) -> None:
+    own = tmp_path / "own.toml"
+    own.write_text('extends = ["base/python"]\n[filesystem]\nwrite = ["${datadir}"]\n')
+    ok = run("check", str(own), "--json")
+    assert ok.returncode == 0, ok.stdout
+    assert json.loads(ok.stdout)["files"][0].endswith("base/python.toml")
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('extends = ["base/pyhton"]\n')
+    bad = run("check", str(wrong))
+    assert bad.returncode == 1
+    assert "no shipped policy has that name" in bad.stderr and "base/python" in bad.stderr
+
+
+def test_the_shipped_example_runs_an_ordinary_program(tmp_path) -> None:
+    (tmp_path / "a.txt").write_text("one\ntwo\n")
+    script = "wc -l a.txt > count; tar -cf - a.txt | wc -c; cat /etc/shadow"
+    result = run("run", "--policy", "examples/program", "--datadir", str(tmp_path), "--",
+                 "sh", "-c", f"cd {tmp_path} && {script}")
+    assert result.returncode == 1, result.stderr        # cat fails: /etc/shadow is not in the view
+    assert (tmp_path / "count").read_text().split()[0] == "2"
+    assert int(result.stdout.split()[0]) >= 10240       # tar ran (a 10 KiB archive)
+    assert "No such file or directory" in result.stderr
+
+
+def test_the_environment_cannot_switch_run_into_learning() -> None:
+    """Attack: a variable in the environment (CLEANCOIN_SANDBOX_LEARN, the name a learning run
+    of the test suite uses) once turned every sandbox entry into a recorder, with the host's
+    tree in view. A program run under a policy must stay confined whatever the environment
+    says: the secret next to its data directory stays out of reach, its own data does not."""
+    # Outside /tmp, which every view covers with a fresh tmpfs: a realistic secret's place.
+    base = Path(tempfile.mkdtemp(prefix="learnenv-", dir="/var/tmp"))
+    try:
+        _run_learn_env_attack(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _run_learn_env_attack(base: Path) -> None:
+    secret = base / "secret.txt"
+    secret.write_text("operator secret\n")
+    datadir = base / "data"
+    datadir.mkdir()
+    (datadir / "mine.txt").write_text("mine\n")
+    env = {**os.environ, "CLEANCOIN_SANDBOX_LEARN": str(base / "records")}
+
+    def cat(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([TOOL, "run", "--policy", "examples/program", "--datadir", str(datadir),
+                               "--", "/usr/bin/cat", str(path)], capture_output=True, text=True,
+                              timeout=60, env=env)
+
+    allowed, denied = cat(datadir / "mine.txt"), cat(secret)
+    assert (allowed.returncode, allowed.stdout) == (0, "mine\n"), allowed.stderr
+    assert denied.returncode != 0 and "operator secret" not in denied.stdout
+    assert not (base / "records").exists()
+
+
+# Where the sandbox layer may read its process's environment, and why none of it can weaken a
+# sandbox: the child's environment is built from the policy (launcher, plan_compiler), and
+# the report registry's location only decides where reports are written for `status`.
+_ENVIRONMENT_READERS = {"launcher.py": 4, "plan_compiler.py": 1, "report_registry.py": 3, "zygote.py": 1}
+
+
+def test_no_new_sandbox_code_reads_the_environment() -> None:
+    """The class of the attack above: a sandbox decision taken from an environment variable.
+    A new read of os.environ (or getenv) under sandbox/ fails here until it is reviewed and
+    listed with its reason."""
+    import re
+    root = Path(__file__).resolve().parent.parent / "sandbox"
+    found = {}
+    for path in root.rglob("*.py"):
+        if "probe" in path.parts:       # the probe's attempts read it from inside the sandbox
+            continue
+        count = len(re.findall(r"os\.environ|getenv\(", path.read_text()))
+        if count:
+            found[path.name] = count
+    assert found == _ENVIRONMENT_READERS

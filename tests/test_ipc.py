@@ -33,7 +33,7 @@ from cleancoin.components.ipc.address import UNIX_PATH_MAX, AddressError, parse
 from cleancoin.components.ipc.debug_log import CallLog
 from cleancoin.components.ipc.errors import IpcAuthError, IpcDisconnected, IpcError
 from cleancoin.components.ipc.init_impl import ProcessInit
-from cleancoin.components.interfaces.init import Init, Peer
+from cleancoin.components.interfaces.init import Init, IpcPeer
 from ipc_spawn import ECHO_TARGET, Child, spawn
 from cleancoin.sandbox import launcher
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
@@ -42,7 +42,7 @@ ECHO_MODULE = "cleancoin.components.ipc.echo_process"   # the listening program
 ECHO_NAME = "CleanCoin-echo"
 READY_TIMEOUT = 15.0     # seconds an echo_process may take to print "ready"
 CALL_TIMEOUT = 10.0      # seconds any one test coroutine may take
-ME = Peer("test-client", os.getpid())
+ME = IpcPeer("test-client", os.getpid())
 NOBODY = 65534
 
 
@@ -215,7 +215,7 @@ def test_spawned_sandboxed_child_echoes_reports_and_dies_visibly(strict_plan, pr
     assert report.pid == 2, "the strict policy's pid namespace: PID 1 is its init"
     assert facts["status"]["Seccomp"] == "2"
     assert facts["status"]["NoNewPrivs"] == "1"
-    assert facts["remote"] == Peer(ECHO_NAME, facts["component"])
+    assert facts["remote"] == IpcPeer(ECHO_NAME, facts["component"])
     assert facts["echo"] == "hello sandbox"
     assert facts["exited"] == -signal.SIGKILL
     assert not isinstance(facts["after"], capnp.KjException)
@@ -226,7 +226,7 @@ def test_spawned_sandboxed_child_echoes_reports_and_dies_visibly(strict_plan, pr
 
 def test_unsandboxed_child_cannot_be_told_from_a_local_init(proc):
     """plan None: same results from one helper against ProcessInit and against the proxy."""
-    local_result = run(use(ProcessInit(CallLog(Peer(ECHO_NAME, os.getpid())))))
+    local_result = run(use(ProcessInit(CallLog(IpcPeer(ECHO_NAME, os.getpid())))))
     facts: dict[str, Any] = {}
     holder: list[Child] = []
 
@@ -246,10 +246,10 @@ def test_unsandboxed_child_cannot_be_told_from_a_local_init(proc):
         kill_child(holder[0] if holder else None)
 
     assert facts["result"] == local_result
-    assert local_result == (ECHO_NAME, ["hi", "", "ünïcödé", "x" * 10000], "Peer")
+    assert local_result == (ECHO_NAME, ["hi", "", "ünïcödé", "x" * 10000], "IpcPeer")
     assert facts["report"] is None                        # no sandbox, no report
     assert facts["status"]["Seccomp"] == "0"
-    assert facts["remote"] == Peer(ECHO_NAME, holder[0].pid)
+    assert facts["remote"] == IpcPeer(ECHO_NAME, holder[0].pid)
     assert facts["exited"] == -signal.SIGKILL
 
 
@@ -262,7 +262,7 @@ def test_unix_bind_connect_mode_and_cleanup(echo_process, vardir):
     assert stat.S_ISSOCK(os.stat(path).st_mode)
     assert mode == 0o600, oct(mode)
 
-    async def client() -> tuple[Peer, str]:
+    async def client() -> tuple[IpcPeer, str]:
         connection = await transport.connect(unix_address(path), ME, False)
         try:
             return connection.remote, await echo_once(connection, "over unix")
@@ -270,7 +270,7 @@ def test_unix_bind_connect_mode_and_cleanup(echo_process, vardir):
             connection.close()
 
     remote, answer = run(client())
-    assert remote == Peer(ECHO_NAME, server.pid)
+    assert remote == IpcPeer(ECHO_NAME, server.pid)
     assert answer == "over unix"
     assert server.alive()
     server.stop()
@@ -323,7 +323,7 @@ def _connect_as(uid: int, path: str) -> str:
 
             async def attempt() -> str:
                 try:
-                    connection = await transport.connect(unix_address(path), Peer("intruder", os.getpid()), False)
+                    connection = await transport.connect(unix_address(path), IpcPeer("intruder", os.getpid()), False)
                 except BaseException as exc:   # noqa: BLE001 - reported to the parent
                     return f"{type(exc).__name__}: {exc}"
                 return f"connected to {connection.remote}"

@@ -11,7 +11,7 @@ import capnp
 from cleancoin.components.ipc.connection import connect_init, serve_init
 from cleancoin.components.ipc.errors import IpcError
 from cleancoin.components.ipc.init_impl import ProcessInit
-from cleancoin.components.interfaces.init import Peer
+from cleancoin.components.interfaces.init import IpcPeer
 
 
 class SlowChain:
@@ -39,8 +39,8 @@ async def _scenario() -> tuple[bool, bool, str]:
     server_stream = await capnp.AsyncIoStream.create_connection(sock=a)
     client_stream = await capnp.AsyncIoStream.create_connection(sock=b)
     serving = asyncio.ensure_future(serve_init(server_stream, functools.partial(ProcessInit, chain_factory=lambda: chain),
-                                               Peer("server", 1), False))
-    connection = await connect_init(client_stream, Peer("client", 2), False)
+                                               IpcPeer("server", 1), False))
+    connection = await connect_init(client_stream, IpcPeer("client", 2), False)
     proxy = await connection.init.make_chain()
     call = asyncio.ensure_future(proxy.get_height())
     await asyncio.wait_for(chain.started.wait(), 5)

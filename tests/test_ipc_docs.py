@@ -129,11 +129,11 @@ def test_unix_client_example_echoes_and_is_logged(workdir: Path) -> None:
         # The -debug=ipc lines as section 5 describes them, on the server's side.
         me = rf"CleanCoin-echo\({server.pid}\)"
         hello = server.wait_for_log(
-            rf"ipc: {me} <- peer\(\?\) #1 Init\.hello\(client=Peer\(name='example-client', pid=(\d+)\), debug=\[\]\)$")
+            rf"ipc: {me} <- peer\(\?\) #1 Init\.hello\(client=IpcPeer\(name='example-client', pid=(\d+)\), debug=\[\]\)$")
         client = rf"example-client\({hello.group(1)}\)"
         server.wait_for_log(rf"ipc: {me} connected to {client}$")
         server.wait_for_log(rf"ipc: {me} -> {client} #1 Init\.hello = "
-                            rf"Peer\(name='CleanCoin-echo', pid={server.pid}\) \(\d+\.\d{{3}} ms\)$")
+                            rf"IpcPeer\(name='CleanCoin-echo', pid={server.pid}\) \(\d+\.\d{{3}} ms\)$")
         server.wait_for_log(rf"ipc: {me} <- {client} #2 Init\.makeEcho\(\)$")
         server.wait_for_log(rf"ipc: {me} <- {client} #3 Echo\.echo\(echo='{text}'\)$")
         server.wait_for_log(rf"ipc: {me} -> {client} #3 Echo\.echo = '{text}' \(\d+\.\d{{3}} ms\)$")

@@ -345,10 +345,10 @@ def test_restored_backup_finds_coins_paid_to_keys_handed_out_after_it(env: Env,
 async def _over_ipc(env: Env, use):
     """Serve a node Init whose chain is env's NodeChain on a socketpair; run use(init proxy)."""
     import os
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from ipc_pair import use_over_socketpair
-    return await use_over_socketpair(lambda: env.chain, use, Peer("CleanCoin-node", os.getpid()),
-                                     Peer("test-wallet", os.getpid()))
+    return await use_over_socketpair(lambda: env.chain, use, IpcPeer("CleanCoin-node", os.getpid()),
+                                     IpcPeer("test-wallet", os.getpid()))
 
 
 def test_the_same_wallet_runs_over_the_ipc_chain_proxy(env: Env) -> None:

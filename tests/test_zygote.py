@@ -265,3 +265,22 @@ def test_spawns_are_limited_in_number_alive_and_rate(base_sandbox, sandbox_vars)
         for sock in kept:
             sock.close()
         z.stop()
+
+
+def test_a_preload_runs_once_in_the_zygote_so_children_start_warm(base_sandbox, sandbox_vars) -> None:
+    """What the preload imports is in every child before its first line runs (so that a
+    wallet restart does not import capnp and the wallet again); without it, it is not."""
+    seen = {}
+    for label, preload in (("warm", "zygote_targets:preload_wave"), ("cold", None)):
+        z = Zygote.start({"c": ComponentSpec("c", "zygote_targets:has_wave", shipped_policy("strict"),
+                                             sandbox_vars, preload=preload)})
+        try:
+            ours, theirs = socket.socketpair()
+            z.spawn("c", theirs.fileno())
+            theirs.close()
+            ours.settimeout(10)
+            seen[label] = ours.recv(16)
+            ours.close()
+        finally:
+            z.stop()
+    assert seen == {"warm": b"yes", "cold": b"no"}

@@ -29,3 +29,15 @@ def environment(fd: int) -> int:
     with socket.socket(fileno=fd) as sock:
         sock.sendall(json.dumps({"env": dict(os.environ), "pid": os.getpid()}).encode())
     return 0
+
+
+def preload_wave() -> None:
+    """A preload: imports a module nothing else here imports."""
+    import wave  # noqa: F401
+
+
+def has_wave(fd: int) -> int:
+    """Send whether the `wave` module was already imported when this child started."""
+    with socket.socket(fileno=fd) as sock:
+        sock.sendall(b"yes" if "wave" in sys.modules else b"no")
+    return 0

@@ -30,7 +30,7 @@ import socket
 import sys
 from typing import Any
 
-from ..interfaces.init import Peer
+from ..interfaces.init import IpcPeer
 from ..ipc.address import AddressError, parse
 from ..ipc.settings import IpcSettings
 from .cleancoin_qt import GuiOptions
@@ -58,11 +58,9 @@ def _import_gui() -> None:
     import segno  # noqa: F401
 
     import cleancoin.components.gui.app  # noqa: F401
-    import cleancoin.components.ipc.specs  # noqa: F401
     import cleancoin.sandbox.report  # noqa: F401
-    from ..ipc import schema
-    for name in ("init", "chain", "wallet", "node", "echo", "auth"):
-        schema.load(name)
+    from ..ipc import specs
+    specs.all_specs()   # loads every schema file and builds the method tables
 
 
 def _credentials(ipc: IpcSettings, netdatadir: str, address: Any) -> tuple[Any, Any]:
@@ -137,7 +135,7 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
     settings = GuiSettings.open(network, options.settings_dir)
     if options.reset_settings:
         settings.reset()
-    local = Peer(PROG, os.getpid())
+    local = IpcPeer(PROG, os.getpid())
 
     def link_of(connection: Any, node: Any, how: str) -> Link:
         return Link(node, how, connection.closed, connection.close)
@@ -214,7 +212,7 @@ def spawn_node(node_args: list[str]) -> tuple[Any, socket.socket]:
     return process, ours
 
 
-async def link_spawned(sock: socket.socket, local: Peer, debug: bool, transport: str) -> Any:
+async def link_spawned(sock: socket.socket, local: IpcPeer, debug: bool, transport: str) -> Any:
     """The Link to a node started by spawn_node, once it answers (it opens its chain and
     starts its wallet process first)."""
     from ..gui.app import Link

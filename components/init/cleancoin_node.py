@@ -36,7 +36,7 @@ from cleancoin.sandbox import Report, Zygote
 from ..ipc.address import parse
 from ..ipc.auth import write_cookie
 from ..ipc.init_impl import ProcessInit
-from ..interfaces.init import Peer
+from ..interfaces.init import IpcPeer
 from ..ipc.settings import IpcSettings
 from ..ipc.transport import Listener, listen
 from ..node.chain_binding import RpcRegistrar, make_chain
@@ -57,7 +57,7 @@ class NodeProcesses:
 
     zygote: Zygote | None
     ipc: IpcSettings
-    local: Peer
+    local: IpcPeer
     wallets: list[str]
     report: Report | None = None
     prestarted_wallet: Any = None     # remote_wallet.prestart()'s socket, if called
@@ -204,14 +204,16 @@ def _fail(log: logging.Logger, message: str) -> int:
 
 
 def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
-        allow_wallet: bool = False, frontend_fd: int | None = None) -> int:
+        allow_wallet: bool = False, frontend_fd: int | None = None,
+        learn_dir: str | None = None) -> int:
     """Start CleanCoin-node in this process (options parsed, logging set up); returns the
-    exit status. `config` is the node's NodeConfig (cli/node_main.build_config)."""
+    exit status. `config` is the node's NodeConfig (cli/node_main.build_config); `learn_dir`
+    (-sandboxlearn) makes both processes record instead of being confined."""
     import capnp
     from cleancoin.sandbox import ComponentSpec, ZygoteError, shipped_policy
 
     from ..node.node import InitError, Node
-    from ..node.remote_wallet import WALLET_COMPONENT, WALLET_TARGET, prestart
+    from ..node.remote_wallet import WALLET_COMPONENT, WALLET_PRELOAD, WALLET_TARGET, prestart
 
     log = logging.getLogger("cleancoin.node")
     # Everything the node will run is imported now: once it is confined it could still read
@@ -220,11 +222,16 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     zygote = None
     prestarted = None
     connect_wallet = not config.disable_wallet and _use_running_wallet(ipc.connect, netdatadir)
+    from cleancoin.sandbox.denial_log import DenialLog
+    # Refusals with an errno go to each process's own debug.log; -debug=sandbox logs all of them.
+    verbose = logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG)
     if not config.disable_wallet and not connect_wallet:
         spec = ComponentSpec(WALLET_COMPONENT, WALLET_TARGET,
                              shipped_policy("wallet") if sandbox else None,
                              {"walletdir": os.path.join(netdatadir, "wallets")},
-                             writable_roots=(netdatadir,))
+                             writable_roots=(netdatadir,), preload=WALLET_PRELOAD,
+                             denials=DenialLog(os.path.join(netdatadir, "wallets", "debug.log"), verbose),
+                             learn_dir=learn_dir)
         try:
             # A fresh interpreter, not a fork: this process has read the conf file and its
             # command line (RPC and IPC passwords); the wallet must not hold a copy of them.
@@ -234,6 +241,9 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         except (ZygoteError, OSError) as exc:
             return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
     report = None
+    if sandbox and learn_dir:
+        log.warning("-sandboxlearn=%s: a LEARNING run, %s and its wallet process record what they "
+                    "use and are NOT confined", learn_dir, PROG)
     if sandbox:
         from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self
         keep = _open_descriptors_to_keep(zygote, prestarted)
@@ -241,7 +251,9 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             keep.add(frontend_fd)
         try:
             report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds),
-                                   keep_fds=keep)
+                                   keep_fds=keep,
+                                   denials=DenialLog(os.path.join(netdatadir, "debug.log"), verbose),
+                                   learn_dir=learn_dir)
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if zygote is not None:
                 zygote.stop()
@@ -250,7 +262,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         log.info("%s (pid %d) confined:\n%s", PROG, os.getpid(), report.to_text())
     else:
         log.warning("-sandbox=0: %s and its wallet process run WITHOUT a sandbox", PROG)
-    extension = NodeProcesses(zygote, ipc, Peer(PROG, os.getpid()), list(config.wallets),
+    extension = NodeProcesses(zygote, ipc, IpcPeer(PROG, os.getpid()), list(config.wallets),
                               report, prestarted, connect_wallet, allow_wallet)
     extension.frontend_fd = frontend_fd
     node = Node(config, extension)
@@ -315,10 +327,8 @@ def _import_node_modules() -> None:
     installation afterwards, but a failure there would come late and far from its cause)."""
     import aiohttp.web  # noqa: F401
 
-    import cleancoin.components.ipc.specs  # noqa: F401
     import cleancoin.components.ipc.transport  # noqa: F401
     import cleancoin.components.node.rpc_methods  # noqa: F401
     import cleancoin.components.rpc.server  # noqa: F401
-    from ..ipc import schema
-    for name in ("init", "chain", "wallet", "node", "echo", "auth"):
-        schema.load(name)
+    from ..ipc import specs
+    specs.all_specs()   # loads every schema file and builds the method tables

@@ -88,12 +88,10 @@ OPTIONS: list[Option] = [
 def import_everything() -> None:
     """Import, and load the schemas of, all this process will use: once the sandbox is up it
     may read the Python installation still, but should not need to (and it is faster)."""
-    from cleancoin.components.ipc import schema
-    for name in ("init", "chain", "wallet", "node", "echo", "auth"):
-        schema.load(name)
+    from cleancoin.components.ipc import specs
+    specs.all_specs()   # loads every schema file and builds the method tables
     import cleancoin.components.wallet.service  # noqa: F401
     import cleancoin.components.wallet.rpc  # noqa: F401
-    import cleancoin.components.ipc.specs  # noqa: F401
     import cleancoin.components.ipc.connection  # noqa: F401
     import cleancoin.components.ipc.transport  # noqa: F401
     import sqlite3  # noqa: F401
@@ -156,7 +154,7 @@ def serve_node(fd: int) -> int:
 async def _serve_child(fd: int) -> int:
     from cleancoin.components.ipc.connection import serve_init
     from cleancoin.components.ipc.init_impl import ProcessInit
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from cleancoin.components.ipc.transport import stream_from_fd
     from cleancoin.components.wallet.service import make_wallet_service
 
@@ -178,7 +176,7 @@ async def _serve_child(fd: int) -> int:
     stream = await stream_from_fd(fd)
     serving = asyncio.ensure_future(serve_init(
         stream, functools.partial(ProcessInit, wallet_loader_factory=make_loader),
-        Peer(PROG, os.getpid()), False, from_parent=True))
+        IpcPeer(PROG, os.getpid()), False, from_parent=True))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, serving.cancel)
     with contextlib.suppress(asyncio.CancelledError):
@@ -326,7 +324,7 @@ def _open_listening(settings: Settings) -> _Opened:
 async def _listening(settings: Settings, opened: _Opened) -> int:
     from cleancoin.components.ipc.errors import IpcError
     from cleancoin.components.ipc.init_impl import ProcessInit
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from cleancoin.components.ipc.transport import listen
     from cleancoin.components.wallet.service import make_wallet_service
     from cleancoin.components.interfaces.wallet import WalletOptions
@@ -344,7 +342,7 @@ async def _listening(settings: Settings, opened: _Opened) -> int:
         log.info("a node connected: serving the wallets of %s", netdatadir)
         return service
 
-    local = Peer(PROG, os.getpid())
+    local = IpcPeer(PROG, os.getpid())
     make_init = functools.partial(ProcessInit, wallet_loader_factory=make_loader)
     listeners = [await listen(address, make_init, local, opened.listen_options, sock)
                  for address, sock in opened.listeners]
@@ -403,7 +401,7 @@ def _open_connected(settings: Settings) -> _Opened:
 async def _connected(settings: Settings, opened: _Opened) -> int:
     from cleancoin.components.ipc.address import AddressError
     from cleancoin.components.ipc.errors import IpcError
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from cleancoin.components.ipc.settings import parse_settings
     from cleancoin.components.ipc.transport import connect
     from cleancoin.components.wallet.service import make_wallet_service
@@ -411,7 +409,7 @@ async def _connected(settings: Settings, opened: _Opened) -> int:
 
     log = logging.getLogger("cleancoin.wallet")
     netdatadir = settings.netdatadir
-    local = Peer(PROG, os.getpid())
+    local = IpcPeer(PROG, os.getpid())
     debug = parse_settings({"debug": list(settings.get_all("debug"))}).debug
     assert opened.node is not None
     address, sock = opened.node

@@ -78,7 +78,7 @@ interface Chain {
   getHeight @0 () -> (height :Int32);
   # -1 when the chain holds no block.
   getBlockHash @1 (height :Int32) -> (hash :Data);
-  getBlockHeaderInfo @2 (hash :Data) -> (info :BlockInfo);
+  getBlockHeaderInfo @2 (blockHash :Data) -> (info :BlockInfo);
   getBlocks @3 (startHeight :Int32, count :UInt32) -> (blocks :List(Data));
   # Batched: up to `count` active-chain blocks from startHeight on, possibly fewer (tip, size
   # bound); continue from startHeight + the number returned.

@@ -5,7 +5,7 @@ tell them apart:
 
 - in process (CleanCoind): `components.node.chain_binding.NodeChain`, direct calls;
 - over Cap'n Proto (CleanCoin-node -> CleanCoin-wallet): the proxy that
-  `components.ipc.specs.CHAIN` builds from `interfaces/chain.capnp`, obtained from a node
+  `components.ipc.specs.spec("Chain")` builds from `interfaces/chain.capnp`, obtained from a node
   process's `Init.make_chain()`.
 
 Every method is a coroutine, because the IPC binding has to await the round trip; the local

@@ -8,14 +8,14 @@ using Chain = import "chain.capnp".Chain;
 using Wallet = import "wallet.capnp";
 using Node = import "node.capnp".Node;
 
-struct Peer {
+struct IpcPeer {
   # Who is at one end of a connection, for logs (-debug=ipc) and error messages.
   name @0 :Text;     # process name: "CleanCoin-node", "CleanCoin-wallet", ...
   pid @1 :UInt32;
 }
 
 interface Init {
-  hello @0 (client :Peer, debug :List(Text)) -> (server :Peer);
+  hello @0 (client :IpcPeer, debug :List(Text)) -> (server :IpcPeer);
   # Introduce both ends. Clients call it first; servers use the answer in their logs.
   # `debug` passes the caller's -debug categories on: a child its parent started takes no
   # options of its own, so "ipc" here turns on -debug=ipc for this connection.

@@ -15,7 +15,7 @@ from .wallet import WalletLoader, WalletOptions
 
 
 @dataclass(frozen=True)
-class Peer:
+class IpcPeer:
     """One end of a connection: a process name and its pid."""
 
     name: str
@@ -26,8 +26,8 @@ class Peer:
 
 
 class Echo(Protocol):
-    async def echo(self, text: str) -> str:
-        """Return `text`."""
+    async def echo(self, echo: str) -> str:
+        """Return `echo`."""
         ...
 
     async def destroy(self) -> None:
@@ -36,7 +36,7 @@ class Echo(Protocol):
 
 
 class Init(Protocol):
-    async def hello(self, client: Peer, debug: list[str]) -> Peer:
+    async def hello(self, client: IpcPeer, debug: list[str]) -> IpcPeer:
         """Introduce the client and pass on its -debug categories; returns who the server is."""
         ...
 
@@ -54,4 +54,13 @@ class Init(Protocol):
 
     async def make_wallet_loader(self, chain: Chain, options: WalletOptions) -> WalletLoader:
         """A wallet process's wallets over `chain`; fails in a process that is no wallet."""
+        ...
+
+
+class Auth(Protocol):
+    """What a TCP listener offers before anything else (components/ipc/auth.py): a login."""
+
+    async def login(self, user: str, password: str) -> Init:
+        """The listener's Init once `user` and `password` match; fails (IpcAuthError)
+        otherwise, and the connection closes after too many failures."""
         ...

@@ -1,7 +1,7 @@
 """The `Node` interface: what a front end (CleanCoin-gui, a tool) drives in a node process.
 
 Defined once as a Python protocol; the node implements it in components/node/node_binding.py
-and serves it through `Init.make_node()` (components/ipc/specs.py: NODE). JSON-RPC calls travel
+and serves it through `Init.make_node()` (its IPC table: components/ipc/specs.py, spec("Node")). JSON-RPC calls travel
 as `RpcRequest`/`RpcResponse` (components/interfaces/chain.py), the same shapes a wallet process
 uses to serve its methods through the node. What changes reaches the front end as
 `NodeNotifications` callbacks, in the manner of `ChainNotifications`: nobody polls.

@@ -1,7 +1,7 @@
 """The `WalletLoader` interface: what a node asks of a wallet process it started.
 
 Defined once as a Python protocol; CleanCoin-node holds the IPC proxy
-(`components.ipc.specs.WALLET_LOADER`) of the object a CleanCoin-wallet process makes in
+(`components.ipc.specs.spec("WalletLoader")`) of the object a CleanCoin-wallet process makes in
 `Init.make_wallet_loader(chain, options)`. The wallet itself talks to the node only through
 the `Chain` it is given there (components/interfaces/chain.py), and registers its RPC methods
 with it (`Chain.register_rpc`), as Bitcoin Core's wallet does with its `handleRpc`.
@@ -10,10 +10,9 @@ with it (`Chain.register_rpc`), as Bitcoin Core's wallet does with its `handleRp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .chain import Handler
+from .chain import Handler
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ class WalletLoader(Protocol):
         connection then closes."""
         ...
 
-    async def handle_notifications(self, notifications: WalletNotifications) -> "Handler":
+    async def handle_notifications(self, notifications: WalletNotifications) -> Handler:
         """Push every wallet change (loads, unloads, transactions, balances, lock state) to
         `notifications` until the handler is disconnected or the connection is lost. First
         comes a "loaded" event for each wallet loaded now, delivered before this returns."""

@@ -20,10 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..common.ratelimit import FailureLimiter, Rate
-from .binding import PLAIN, InterfaceSpec, Method, capability_codec
 from .debug_log import CallLog
 from .errors import IpcAuthError
-from . import schema
 
 LOG = logging.getLogger("cleancoin.ipc")
 
@@ -153,14 +151,3 @@ class Authenticator:
         self._closing = True
         if self._close is not None:
             self._close()
-
-
-def _init_spec() -> InterfaceSpec:
-    from .specs import INIT
-    return INIT
-
-
-AUTH = InterfaceSpec("Auth", lambda: schema.load("auth").Auth, (
-    Method("login", "login", (("user", PLAIN), ("password", PLAIN)), ("init", capability_codec(_init_spec)),
-           secret=frozenset({"password"})),
-))

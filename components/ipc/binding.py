@@ -47,7 +47,7 @@ def capability_codec(spec_getter: Callable[[], "InterfaceSpec"]) -> Codec:
                            lambda cap, log: spec_getter().client(cap, log), spec_getter)
 
 
-def _shown(method: Method, value: Any) -> Any:
+def _shown(method: IpcMethod, value: Any) -> Any:
     """A result as the call log shows it: capabilities by interface, not by object address."""
     if method.result is not None and isinstance(method.result[1], CapabilityCodec):
         return _Shown(f"<{method.result[1].interface().name} capability>")
@@ -60,7 +60,7 @@ class _Shown(str):
 
 
 @dataclass(frozen=True)
-class Method:
+class IpcMethod:
     name: str                                   # Python name
     wire: str                                   # capnp name
     params: tuple[tuple[str, Codec], ...] = ()  # capnp parameter names, in Python argument order
@@ -118,7 +118,7 @@ class InterfaceSpec:
 
     name: str
     schema: Callable[[], Any]      # returns the pycapnp interface type
-    methods: tuple[Method, ...]
+    methods: tuple[IpcMethod, ...]
 
     def server(self, impl: Any, log: CallLog) -> Any:
         """A capnp server object that forwards every method to `impl`."""
@@ -129,7 +129,7 @@ class InterfaceSpec:
         return _client_class(self)(cap.cast_as(self.schema()), log)
 
 
-def _server_method(spec: InterfaceSpec, method: Method) -> Callable[..., Any]:
+def _server_method(spec: InterfaceSpec, method: IpcMethod) -> Callable[..., Any]:
     # pycapnp's `<name>_context` form: the handler reads parameters and writes results on the
     # call context itself. The plain form costs a wrapper task per call and builds the
     # parameter dict through failed attribute lookups (measured: 10-20 % of a round trip).
@@ -175,7 +175,7 @@ def _server_class(spec: InterfaceSpec) -> type:
     return type(f"{spec.name}Server", (spec.schema().Server,), body)
 
 
-def _client_method(spec: InterfaceSpec, method: Method) -> Callable[..., Any]:
+def _client_method(spec: InterfaceSpec, method: IpcMethod) -> Callable[..., Any]:
     async def call(self: Any, *args: Any) -> Any:
         log: CallLog = self._log
         params = {wire: codec.encode(arg, log) for (wire, codec), arg in zip(method.params, args)}

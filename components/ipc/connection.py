@@ -10,8 +10,8 @@ from typing import Any
 
 from .debug_log import CallLog
 from .errors import IpcError
-from ..interfaces.init import Init, Peer
-from .specs import INIT
+from ..interfaces.init import Init, IpcPeer
+from .specs import spec
 
 # A malformed or hostile message must close its connection, not exhaust the process:
 # 8 Mi words (64 MiB) bounds what one message may make the reader traverse, and a nesting
@@ -38,7 +38,7 @@ async def serve(stream: Any, bootstrap: Any, log: CallLog) -> None:
         server.close()
 
 
-async def serve_init(stream: Any, make_init: InitFactory, local: Peer, debug: bool,
+async def serve_init(stream: Any, make_init: InitFactory, local: IpcPeer, debug: bool,
                      from_parent: bool = False) -> None:
     """Serve a fresh Init (one per connection, so each knows its peer) on `stream`.
 
@@ -48,7 +48,7 @@ async def serve_init(stream: Any, make_init: InitFactory, local: Peer, debug: bo
     log = CallLog(local, enabled=debug, peer_may_enable=from_parent)
     init = make_init(log)
     try:
-        await serve(stream, INIT.server(init, log), log)
+        await serve(stream, spec("Init").server(init, log), log)
     finally:
         close = getattr(init, "close", None)
         if close is not None:
@@ -65,7 +65,7 @@ class Connection:
     stream: Any
 
     @property
-    def remote(self) -> Peer:
+    def remote(self) -> IpcPeer:
         assert self.log.remote is not None
         return self.log.remote
 
@@ -82,23 +82,22 @@ class Connection:
         self.stream.close()
 
 
-async def connect_init(stream: Any, local: Peer, debug: bool, credentials: Any = None) -> Connection:
+async def connect_init(stream: Any, local: IpcPeer, debug: bool, credentials: Any = None) -> Connection:
     """Connect to the Init served on `stream` and say hello.
 
     With `credentials` the far end is an authenticating TCP listener: log in first, and get
     the Init from the answer.
     """
     import capnp
-    from .auth import AUTH
     client = capnp.TwoPartyClient(stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
                                   nesting_limit=NESTING_LIMIT)
     log = CallLog(local, enabled=debug)
     try:
         if credentials is not None:
-            auth = AUTH.client(client.bootstrap(), log)
+            auth = spec("Auth").client(client.bootstrap(), log)
             init = await auth.login(credentials.user, credentials.password)
         else:
-            init = INIT.client(client.bootstrap(), log)
+            init = spec("Init").client(client.bootstrap(), log)
         log.remote = await init.hello(local, ["ipc"] if debug else [])
     except IpcError:
         client.close()

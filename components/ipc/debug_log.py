@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from ..interfaces.init import Peer
+from ..interfaces.init import IpcPeer
 
 LOG = logging.getLogger("cleancoin.ipc")
 
@@ -27,8 +27,8 @@ def render(value: Any, limit: int = 80) -> str:
 class CallLog:
     """Per-connection logging state: who is at each end and the request counter."""
 
-    local: Peer
-    remote: Peer | None = None
+    local: IpcPeer
+    remote: IpcPeer | None = None
     enabled: bool = False
     # Only a parent-child connection (-ipcfd) lets the peer turn the log on: a listener's
     # clients must not switch on logging in a process that was started without it.
@@ -41,7 +41,7 @@ class CallLog:
     def request(self, direction: str, interface: str, method: str, params: dict[str, Any]) -> tuple[int, float]:
         """Log a request; returns its number and start time."""
         number = next(self._numbers)
-        args = ", ".join(f"{k}={render(v, 40)}" for k, v in params.items())
+        args = ", ".join(f"{k}={render(v, 60)}" for k, v in params.items())
         arrow = "->" if direction == "out" else "<-"
         LOG.debug("ipc: %s %s %s #%d %s.%s(%s)", self.local, arrow, self.peer_text(), number,
                   interface, method, args)

@@ -27,7 +27,7 @@ from .address import AddressError, parse
 from .auth import write_cookie
 from .connection import serve_init
 from .init_impl import ProcessInit
-from ..interfaces.init import Peer
+from ..interfaces.init import IpcPeer
 from .settings import parse_settings
 from .transport import listen, stream_from_fd
 
@@ -51,7 +51,7 @@ def parse_args(argv: list[str]) -> dict[str, list[str]]:
 
 
 async def run(opts: dict[str, list[str]]) -> int:
-    local = Peer(NAME, os.getpid())
+    local = IpcPeer(NAME, os.getpid())
     settings = parse_settings(opts)
     for name in ("init", "echo", "auth"):
         schema.load(name)
@@ -83,7 +83,7 @@ def serve_fd(fd: int) -> int:
         for name in ("init", "echo", "auth"):
             schema.load(name)
         stream = await stream_from_fd(fd)
-        await serve_init(stream, ProcessInit, Peer(NAME, os.getpid()), False, from_parent=True)
+        await serve_init(stream, ProcessInit, IpcPeer(NAME, os.getpid()), False, from_parent=True)
 
     asyncio.run(capnp.run(serve()))
     return 0

@@ -10,7 +10,7 @@ from ..interfaces.chain import Chain
 from ..interfaces.wallet import WalletLoader, WalletOptions
 from .debug_log import CallLog
 from .errors import IpcError
-from ..interfaces.init import Echo, Peer
+from ..interfaces.init import Echo, IpcPeer
 
 #: Makes the Chain a node process offers (e.g. `lambda: make_chain(node)`).
 ChainFactory = Callable[[], Chain]
@@ -23,8 +23,8 @@ WalletLoaderFactory = Callable[[Chain, WalletOptions], Awaitable[WalletLoader]]
 class LocalEcho:
     """Echo, implemented in process."""
 
-    async def echo(self, text: str) -> str:
-        return text
+    async def echo(self, echo: str) -> str:
+        return echo
 
     async def destroy(self) -> None:
         return None
@@ -45,7 +45,7 @@ class ProcessInit:
         self._node_factory = node_factory
         self._made: list[Any] = []      # what this connection made, closed when it ends
 
-    async def hello(self, client: Peer, debug: list[str]) -> Peer:
+    async def hello(self, client: IpcPeer, debug: list[str]) -> IpcPeer:
         # The client names itself; the log of this connection uses the name from now on.
         self._log.remote = client
         if "ipc" in debug and self._log.peer_may_enable and not self._log.enabled:

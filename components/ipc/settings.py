@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .address import Address, AddressError, parse
 from .auth import Credentials, parse_ipcauth, read_cookie
 from .connection import Connection
-from ..interfaces.init import Peer
+from ..interfaces.init import IpcPeer
 from .transport import (
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, ListenOptions, client_tls, connect, server_tls,
 )
@@ -84,7 +84,7 @@ def _debug_ipc(options: Mapping[str, Sequence[str]]) -> bool:
     return wanted and "ipc" not in options.get("debugexclude", ())
 
 
-async def open_peer(settings: IpcSettings, default_path: str, local: Peer, cookie_dir: str,
+async def open_peer(settings: IpcSettings, default_path: str, local: IpcPeer, cookie_dir: str,
                     spawn: Callable[[], Awaitable[Connection]], sock: socket.socket | None = None
                     ) -> Connection:
     """Reach the process this one needs: -ipcconnect's address, or spawn it.

@@ -1,53 +1,64 @@
-"""The method tables of the IPC interfaces (see `binding`)."""
+"""The IPC method tables, generated from the schemas in components/interfaces/.
+
+The schema is the one source of truth for what travels: an interface method's Python name is
+the snake_case of its capnp name, its parameters are its parameter struct's fields in order,
+its result is its result struct's single field (or nothing). Codecs follow from the capnp
+types; only the structs' Python classes and a few per-method extras (a parameter -debug=ipc
+must mask, a fallback for older implementations) are named here. tests/test_interfaces.py
+checks that the Python protocols beside the schemas say the same.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 from typing import Any
 
 from . import schema
-from .binding import PLAIN, Codec, InterfaceSpec, Method, capability_codec, struct_codec
+from .binding import PLAIN, Codec, InterfaceSpec, IpcMethod, capability_codec, struct_codec
+from .errors import IpcError
 from ..interfaces.chain import (
     EVENT_KINDS, BlockInfo, BroadcastResult, ChainEvent, RpcMethodInfo, RpcRequest, RpcResponse,
 )
+from ..interfaces.init import IpcPeer
 from ..interfaces.node import ProcessEvent, TipInfo
 from ..interfaces.wallet import WalletEvent, WalletOptions
-from ..interfaces.init import Peer
 
-PEER = struct_codec(Peer)
+#: Every schema file of components/interfaces/, by name.
+SCHEMA_FILES = ("init", "chain", "wallet", "node", "echo", "auth")
+
 LIST = Codec(lambda v, _: list(v), lambda v, _: [str(x) for x in v])
 # Data: pycapnp may hand back a view into the message; copy it out (the message goes away).
 BYTES = Codec(lambda v, _: bytes(v), lambda v, _: bytes(v))
 BYTES_LIST = Codec(lambda v, _: [bytes(x) for x in v], lambda v, _: [bytes(x) for x in v])
+# capnp scalar kinds that pycapnp hands over as Python values already.
+_SCALARS = frozenset({"text", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                      "uint32", "uint64", "float32", "float64"})
 
 
-def _camel(name: str) -> str:
+def camel(name: str) -> str:
+    """snake_case → camelCase, as capnp spells names (it forbids underscores)."""
     first, *rest = name.split("_")
     return first + "".join(w.title() for w in rest)
 
 
+def snake(name: str) -> str:
+    """camelCase → snake_case: a capnp name as Python spells it."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
 def camel_struct_codec(cls: type) -> Codec:
     """A dataclass carried as a capnp struct whose field names are the camelCase of the
-    Python ones (capnp forbids underscores): prev_hash <-> prevHash. Data fields are copied to
-    bytes on the way in."""
+    Python ones: prev_hash <-> prevHash. Data fields are copied to bytes on the way in."""
     names = [f.name for f in dataclasses.fields(cls)]
-    wire = {n: _camel(n) for n in names}
+    wire = {n: camel(n) for n in names}
 
     def decode(r: Any, _: Any) -> Any:
         values = {n: getattr(r, wire[n]) for n in names}
         return cls(**{n: bytes(v) if isinstance(v, memoryview) else v for n, v in values.items()})
 
     return Codec(lambda v, _: {wire[n]: getattr(v, n) for n in names}, decode)
-
-
-BLOCK_INFO = camel_struct_codec(BlockInfo)
-BROADCAST_RESULT = camel_struct_codec(BroadcastResult)
-RPC_METHOD_INFO = camel_struct_codec(RpcMethodInfo)
-RPC_RESPONSE = camel_struct_codec(RpcResponse)
-WALLET_OPTIONS = camel_struct_codec(WalletOptions)
-WALLET_EVENT = camel_struct_codec(WalletEvent)
-TIP_INFO = camel_struct_codec(TipInfo)
-PROCESS_EVENT = camel_struct_codec(ProcessEvent)
 
 
 def list_codec(item: Codec) -> Codec:
@@ -57,39 +68,33 @@ def list_codec(item: Codec) -> Codec:
 
 
 # Event kinds travel in the schema's camelCase spelling.
-_EVENT_WIRE = {kind: _camel(kind) for kind in EVENT_KINDS}
+_EVENT_WIRE = {kind: camel(kind) for kind in EVENT_KINDS}
 _EVENT_PY = {wire: kind for kind, wire in _EVENT_WIRE.items()}
-CHAIN_EVENT = Codec(
+_CHAIN_EVENT = Codec(
     lambda e, _: {"kind": _EVENT_WIRE[e.kind], "data": e.data, "height": e.height, "reason": e.reason},
     lambda r, _: ChainEvent(_EVENT_PY.get(r.kind, r.kind), bytes(r.data), r.height, r.reason))
 # uri_wallet may be None (a call to "/"): capnp Text cannot be null, hence hasUriWallet.
-RPC_REQUEST = Codec(
+_RPC_REQUEST = Codec(
     lambda q, _: {"method": q.method, "params": q.params, "uriWallet": q.uri_wallet or "",
                   "hasUriWallet": q.uri_wallet is not None, "user": q.user, "tipHash": q.tip},
     lambda r, _: RpcRequest(r.method, r.params, r.uriWallet if r.hasUriWallet else None, r.user,
                             bytes(r.tipHash)))
 
-ECHO = InterfaceSpec("Echo", lambda: schema.load("echo").Echo, (
-    Method("echo", "echo", (("echo", PLAIN),), ("result", PLAIN)),
-    Method("destroy", "destroy"),
-))
+#: The Python side of each capnp struct that travels: the only thing a new struct needs here.
+STRUCTS: dict[str, Codec] = {
+    "IpcPeer": struct_codec(IpcPeer),
+    "BlockInfo": camel_struct_codec(BlockInfo),
+    "BroadcastResult": camel_struct_codec(BroadcastResult),
+    "RpcMethodInfo": camel_struct_codec(RpcMethodInfo),
+    "RpcResponse": camel_struct_codec(RpcResponse),
+    "WalletOptions": camel_struct_codec(WalletOptions),
+    "WalletEvent": camel_struct_codec(WalletEvent),
+    "TipInfo": camel_struct_codec(TipInfo),
+    "ProcessEvent": camel_struct_codec(ProcessEvent),
+    "ChainEvent": _CHAIN_EVENT,
+    "RpcRequest": _RPC_REQUEST,
+}
 
-INIT = InterfaceSpec("Init", lambda: schema.load("init").Init, (
-    Method("hello", "hello", (("client", PEER), ("debug", LIST)), ("server", PEER)),
-    Method("make_echo", "makeEcho", (), ("echo", capability_codec(lambda: ECHO))),
-    Method("make_chain", "makeChain", (), ("chain", capability_codec(lambda: CHAIN))),
-    Method("make_wallet_loader", "makeWalletLoader",
-           (("chain", capability_codec(lambda: CHAIN)), ("options", WALLET_OPTIONS)),
-           ("loader", capability_codec(lambda: WALLET_LOADER))),
-    Method("make_node", "makeNode", (), ("node", capability_codec(lambda: NODE))),
-))
-
-# The Chain interface (components/interfaces/chain.py); capability_codec makes the wallet's
-# notifications object a capability the node calls back, and the Handler one the wallet
-# calls to stop them.
-HANDLER = InterfaceSpec("Handler", lambda: schema.load("chain").Handler, (
-    Method("disconnect", "disconnect"),
-))
 
 async def _each_event(impl: Any, events: list[ChainEvent]) -> None:
     """chainEvents for a receiver that implements only the single-event methods."""
@@ -97,64 +102,96 @@ async def _each_event(impl: Any, events: list[ChainEvent]) -> None:
         await getattr(impl, event.kind)(*event.args())
 
 
-CHAIN_NOTIFICATIONS = InterfaceSpec("ChainNotifications", lambda: schema.load("chain").ChainNotifications, (
-    Method("block_connected", "blockConnected", (("block", BYTES), ("height", PLAIN))),
-    Method("block_disconnected", "blockDisconnected", (("block", BYTES), ("height", PLAIN))),
-    Method("transaction_added_to_mempool", "transactionAddedToMempool", (("tx", BYTES),)),
-    Method("transaction_removed_from_mempool", "transactionRemovedFromMempool",
-           (("txid", BYTES), ("reason", PLAIN))),
-    Method("chain_events", "chainEvents", (("events", list_codec(CHAIN_EVENT)),), fallback=_each_event),
-))
+#: What the schema cannot say about a method: (interface, capnp method) → IpcMethod fields.
+EXTRAS: dict[tuple[str, str], dict[str, Any]] = {
+    ("Auth", "login"): {"secret": frozenset({"password"})},
+    ("ChainNotifications", "chainEvents"): {"fallback": _each_event},
+}
 
-RPC_HANDLER = InterfaceSpec("RpcHandler", lambda: schema.load("chain").RpcHandler, (
-    Method("execute", "execute", (("request", RPC_REQUEST),), ("response", RPC_RESPONSE)),
-))
 
-# What a front end hears from the node (components/interfaces/node.py), and what the node
-# hears from its wallet process (interfaces/wallet.py) to pass on.
-NODE_NOTIFICATIONS = InterfaceSpec("NodeNotifications", lambda: schema.load("node").NodeNotifications, (
-    Method("tip_changed", "tipChanged", (("tip", TIP_INFO),)),
-    Method("wallet_events", "walletEvents", (("events", list_codec(WALLET_EVENT)),)),
-    Method("process_event", "processEvent", (("event", PROCESS_EVENT),)),
-    Method("log_lines", "logLines", (("lines", LIST),)),
-))
+@dataclasses.dataclass(frozen=True)
+class _Declaration:
+    name: str
+    file: str        # the schema file, without .capnp
+    kind: str        # "struct" or "interface"
 
-NODE = InterfaceSpec("Node", lambda: schema.load("node").Node, (
-    Method("execute_rpc", "executeRpc", (("request", RPC_REQUEST),), ("response", RPC_RESPONSE)),
-    Method("shutdown", "shutdown"),
-    Method("handle_notifications", "handleNotifications",
-           (("notifications", capability_codec(lambda: NODE_NOTIFICATIONS)),),
-           ("handler", capability_codec(lambda: HANDLER))),
-))
+    def type(self) -> Any:
+        """The pycapnp type."""
+        return getattr(schema.load(self.file), self.name)
 
-WALLET_NOTIFICATIONS = InterfaceSpec("WalletNotifications",
-                                     lambda: schema.load("wallet").WalletNotifications, (
-    Method("wallet_events", "walletEvents", (("events", list_codec(WALLET_EVENT)),)),
-))
 
-WALLET_LOADER = InterfaceSpec("WalletLoader", lambda: schema.load("wallet").WalletLoader, (
-    Method("load_wallets", "loadWallets", (("names", LIST),), ("loaded", LIST)),
-    Method("loaded_wallets", "loadedWallets", (), ("names", LIST)),
-    Method("shutdown", "shutdown"),
-    Method("handle_notifications", "handleNotifications",
-           (("notifications", capability_codec(lambda: WALLET_NOTIFICATIONS)),),
-           ("handler", capability_codec(lambda: HANDLER))),
-))
+@functools.cache
+def _declarations() -> dict[int, _Declaration]:
+    """Every struct and interface of the schema files, by capnp type id."""
+    found: dict[int, _Declaration] = {}
+    for file in SCHEMA_FILES:
+        module = schema.load(file)
+        for name in dir(module):
+            node = getattr(getattr(getattr(module, name), "schema", None), "node", None)
+            if node is not None and node.which() in ("struct", "interface"):
+                found[node.id] = _Declaration(name, file, node.which())
+    return found
 
-CHAIN = InterfaceSpec("Chain", lambda: schema.load("chain").Chain, (
-    Method("get_height", "getHeight", (), ("height", PLAIN)),
-    Method("get_block_hash", "getBlockHash", (("height", PLAIN),), ("hash", BYTES)),
-    Method("get_block_header_info", "getBlockHeaderInfo", (("hash", BYTES),), ("info", BLOCK_INFO)),
-    Method("get_blocks", "getBlocks", (("startHeight", PLAIN), ("count", PLAIN)), ("blocks", BYTES_LIST)),
-    Method("find_fork", "findFork", (("locator", BYTES_LIST),), ("height", PLAIN)),
-    Method("broadcast_transaction", "broadcastTransaction", (("tx", BYTES), ("maxFee", PLAIN)),
-           ("result", BROADCAST_RESULT)),
-    Method("relay_min_fee", "relayMinFee", (), ("feePerKb", PLAIN)),
-    Method("is_in_mempool", "isInMempool", (("txid", BYTES),), ("result", PLAIN)),
-    Method("handle_notifications", "handleNotifications",
-           (("notifications", capability_codec(lambda: CHAIN_NOTIFICATIONS)),),
-           ("handler", capability_codec(lambda: HANDLER))),
-    Method("register_rpc", "registerRpc",
-           (("methods", list_codec(RPC_METHOD_INFO)), ("handler", capability_codec(lambda: RPC_HANDLER))),
-           ("registration", capability_codec(lambda: HANDLER))),
-))
+
+def _declared_name(type_id: int) -> str:
+    try:
+        return _declarations()[type_id].name
+    except KeyError:
+        raise IpcError(f"type {type_id:#x} is not declared in components/interfaces/") from None
+
+
+def _codec(capnp_type: Any, where: str) -> Codec:
+    """The codec for a capnp type (a schema `Type` node)."""
+    kind = capnp_type.which()
+    if kind == "data":
+        return BYTES
+    if kind in _SCALARS:
+        return PLAIN
+    if kind == "list":
+        element = capnp_type.list.elementType
+        if element.which() == "text":
+            return LIST
+        if element.which() == "data":
+            return BYTES_LIST
+        return list_codec(_codec(element, where))
+    if kind == "struct":
+        name = _declared_name(capnp_type.struct.typeId)
+        if name not in STRUCTS:
+            raise IpcError(f"{where}: struct {name} has no codec in components/ipc/specs.py STRUCTS")
+        return STRUCTS[name]
+    if kind == "interface":
+        name = _declared_name(capnp_type.interface.typeId)
+        return capability_codec(lambda: spec(name))
+    raise IpcError(f"{where}: capnp type {kind} cannot travel (no codec)")
+
+
+def _fields(struct_schema: Any, where: str) -> tuple[tuple[str, Codec], ...]:
+    return tuple((field.name, _codec(field.slot.type, f"{where}.{field.name}"))
+                 for field in struct_schema.node.struct.fields)
+
+
+def _method(interface: str, wire: str, capnp_method: Any) -> IpcMethod:
+    where = f"{interface}.{wire}"
+    results = _fields(capnp_method.result_type, where)
+    if len(results) > 1:
+        raise IpcError(f"{where}: a method returns one value (the result struct has {len(results)})")
+    return IpcMethod(snake(wire), wire, _fields(capnp_method.param_type, where),
+                     results[0] if results else None, **EXTRAS.get((interface, wire), {}))
+
+
+@functools.cache
+def spec(name: str) -> InterfaceSpec:
+    """The method table of interface `name` ("Chain", "Init", ...), built from its schema."""
+    for declaration in _declarations().values():
+        if declaration.name == name and declaration.kind == "interface":
+            capnp_schema = declaration.type().schema
+            return InterfaceSpec(name, declaration.type, tuple(
+                _method(name, wire, capnp_schema.methods[wire]) for wire in capnp_schema.method_names))
+    raise IpcError(f"no interface {name} in components/interfaces/")
+
+
+def all_specs() -> list[InterfaceSpec]:
+    """Every interface's table, by name: built once before a process confines itself, and
+    what tests/test_interfaces.py compares with the protocols."""
+    return [spec(d.name) for d in sorted(_declarations().values(), key=lambda d: d.name)
+            if d.kind == "interface"]

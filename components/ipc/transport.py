@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .address import Address, AddressError
-from .auth import AUTH, Authenticator, Credentials, LoginLimits
+from .auth import Authenticator, Credentials, LoginLimits
 from .connection import Connection, InitFactory, connect_init, serve, serve_init
 from .debug_log import CallLog
-from ..interfaces.init import Peer
+from .specs import spec
+from ..interfaces.init import IpcPeer
 
 LOG = logging.getLogger("cleancoin.ipc")
 
@@ -134,7 +135,7 @@ def bind(address: Address) -> socket.socket:
     return sock
 
 
-async def listen(address: Address, make_init: InitFactory, local: Peer, options: ListenOptions,
+async def listen(address: Address, make_init: InitFactory, local: IpcPeer, options: ListenOptions,
                  sock: socket.socket | None = None) -> Listener:
     """Serve a fresh Init (behind Auth on TCP) to every client accepted on `address`, bound
     here or already (`sock`, from `bind`)."""
@@ -149,7 +150,7 @@ async def listen(address: Address, make_init: InitFactory, local: Peer, options:
     return listener
 
 
-async def _accept_loop(listener: Listener, make_init: InitFactory, local: Peer,
+async def _accept_loop(listener: Listener, make_init: InitFactory, local: IpcPeer,
                        options: ListenOptions) -> None:
     loop = asyncio.get_running_loop()
     setups: set[asyncio.Task[None]] = set()
@@ -255,7 +256,7 @@ class _MarksFirstCall:
         return value
 
 
-async def _set_up(conn: socket.socket, session: _Session, make_init: InitFactory, local: Peer,
+async def _set_up(conn: socket.socket, session: _Session, make_init: InitFactory, local: IpcPeer,
                   options: ListenOptions) -> None:
     try:
         await _serve_accepted(conn, session, make_init, local, options)
@@ -266,7 +267,7 @@ async def _set_up(conn: socket.socket, session: _Session, make_init: InitFactory
         session.ended()
 
 
-async def _serve_accepted(conn: socket.socket, session: _Session, make_init: InitFactory, local: Peer,
+async def _serve_accepted(conn: socket.socket, session: _Session, make_init: InitFactory, local: IpcPeer,
                           options: ListenOptions) -> None:
     import capnp
     address = session.address
@@ -278,7 +279,7 @@ async def _serve_accepted(conn: socket.socket, session: _Session, make_init: Ini
                 auth = Authenticator(options.credentials, make_init, log, limits=options.logins,
                                      source=session.source, where=str(address),
                                      on_login=session.mark_ready, close=session.close_soon)
-                await serve(stream, AUTH.server(auth, log), log)
+                await serve(stream, spec("Auth").server(auth, log), log)
             else:
                 await serve_init(stream, lambda log: _MarksFirstCall(make_init(log), session), local,
                                  options.debug)
@@ -316,7 +317,7 @@ def open_socket(address: Address) -> socket.socket:
     return sock
 
 
-async def connect(address: Address, local: Peer, debug: bool, credentials: Credentials | None = None,
+async def connect(address: Address, local: IpcPeer, debug: bool, credentials: Credentials | None = None,
                   tls: ssl.SSLContext | None = None, sock: socket.socket | None = None) -> Connection:
     """Connect to a listening process (or use `sock`, from `open_socket`); TCP needs credentials."""
     import capnp

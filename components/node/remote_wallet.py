@@ -33,7 +33,7 @@ from typing import Any
 
 from cleancoin.sandbox import Exited, Zygote, ZygoteError
 
-from ..interfaces.init import Peer
+from ..interfaces.init import IpcPeer
 from ..interfaces.node import ProcessEvent
 from ..interfaces.wallet import WalletLoader, WalletOptions
 from ..ipc.connection import Connection, connect_init
@@ -55,7 +55,7 @@ class RemoteWallet:
     """The connection, the Chain served over it, the loader, and the wallets loaded (`wanted`:
     loaded again after a restart or a reconnect)."""
 
-    def __init__(self, node: Any, router: WalletRpcRouter, wallets: list[str], local: Peer) -> None:
+    def __init__(self, node: Any, router: WalletRpcRouter, wallets: list[str], local: IpcPeer) -> None:
         self._node = node
         self._router = router
         self.wanted: list[str] = list(wallets)
@@ -134,6 +134,8 @@ class RemoteWallet:
 WALLET_COMPONENT = "CleanCoin-wallet"
 #: What the zygote runs in the wallet's sandbox (components/init/cleancoin_wallet.py).
 WALLET_TARGET = "cleancoin.components.init.cleancoin_wallet:serve_node"
+#: What the zygote imports once, so that each wallet (re)start begins warm.
+WALLET_PRELOAD = "cleancoin.components.init.cleancoin_wallet:import_everything"
 #: Restart delays after a wallet process died: 0.5 s, doubling up to 30 s; reset once a
 #: wallet process has run for STABLE_SECONDS.
 FIRST_DELAY, MAX_DELAY, STABLE_SECONDS = 0.5, 30.0, 60.0
@@ -147,7 +149,7 @@ class WalletProcess(RemoteWallet):
     """See the module docstring. `node` is the started Node (its chain and mempool)."""
 
     def __init__(self, zygote: Zygote, node: Any, router: WalletRpcRouter, wallets: list[str],
-                 local: Peer, debug: bool, prestarted: socket.socket | None = None) -> None:
+                 local: IpcPeer, debug: bool, prestarted: socket.socket | None = None) -> None:
         super().__init__(node, router, wallets, local)
         self._zygote = zygote
         self._debug = debug
@@ -194,7 +196,7 @@ class WalletProcess(RemoteWallet):
         try:
             stream = await stream_from_fd(ours.detach())
             connection = await connect_init(stream, self._local, self._debug)
-            connection.log.remote = Peer(connection.remote.name, spawned.pid)
+            connection.log.remote = IpcPeer(connection.remote.name, spawned.pid)
             await self._attach(connection)
         except Exception as exc:
             raise WalletProcessError(f"{WALLET_COMPONENT} (pid {spawned.pid}) did not come up: {exc}") from exc
@@ -320,13 +322,13 @@ class ConnectedWallet(RemoteWallet):
     the network datadir)."""
 
     def __init__(self, ipc: IpcSettings, socket_path: str, node: Any, router: WalletRpcRouter,
-                 wallets: list[str], local: Peer) -> None:
+                 wallets: list[str], local: IpcPeer) -> None:
         super().__init__(node, router, wallets, local)
         self._ipc = ipc
         self._socket_path = socket_path
         self._stopping = False
         self._watch: asyncio.Task[None] | None = None
-        self.remote: Peer | None = None
+        self.remote: IpcPeer | None = None
         self.reconnects = 0
 
     async def start(self) -> None:

@@ -1,8 +1,12 @@
-"""IPC benchmarks (issue 3): Echo round trip across two processes, against a raw socket
-ping-pong measured in the same run; pipelined calls per second.
+"""IPC benchmarks: Echo round trip across two processes, against a raw socket ping-pong
+measured in the same run; pipelined calls per second.
 
-Targets: a sequential round trip within 3x of the raw ping-pong; at least 20,000 pipelined
-calls per second. Misses print MISS and do not fail the run; a broken measurement fails it.
+The echo component is started as CleanCoin-node starts its wallet: through a zygote (a fresh
+interpreter), with the production echo target (ECHO_TARGET, tests/ipc_spawn.py), no sandbox.
+
+Targets (issue #16, which restated issue #3's 3x and 20,000/s after measuring): a sequential
+round trip within 6x of the raw ping-pong; at least 60,000 pipelined calls per second. A miss
+prints MISS and does not fail the run; a broken measurement fails it.
 """
 
 from __future__ import annotations
@@ -15,13 +19,12 @@ import sys
 import time
 
 import pytest
+from figures import out, verdict
+from ipc_spawn import ECHO_TARGET, spawn
 
-ECHO_MODULE = "cleancoin.components.ipc.echo_process"
 ROUNDS = 5
-
-
-def out(line: str = "") -> None:
-    print(line, flush=True)
+RATIO_TARGET = 6.0           # issue #16 (issue #3 asked for 3x)
+PIPELINED_TARGET = 60_000    # calls/s, issue #16 (issue #3 asked for 20,000)
 
 
 def raw_pingpong(n: int) -> float:
@@ -51,9 +54,8 @@ def raw_pingpong(n: int) -> float:
 
 
 async def _ipc(n_seq: int, n_pipe: int, batch: int) -> tuple[float, float]:
-    from cleancoin.components.interfaces.init import Peer
-    from cleancoin.components.ipc.spawn import spawn
-    child = await spawn(ECHO_MODULE, "CleanCoin-echo", None, Peer("bench", os.getpid()))
+    from cleancoin.components.interfaces.init import IpcPeer
+    child = await spawn(ECHO_TARGET, "CleanCoin-echo", None, IpcPeer("bench", os.getpid()))
     try:
         echo = await child.connection.init.make_echo()
         for _ in range(300):
@@ -75,6 +77,7 @@ async def _ipc(n_seq: int, n_pipe: int, batch: int) -> tuple[float, float]:
     finally:
         child.kill()
         await child.exited
+        child.close()       # its zygote
 
 
 def ipc_round(n_seq: int, n_pipe: int, batch: int) -> tuple[float, float]:
@@ -96,7 +99,7 @@ def test_ipc_round_trip_and_pipelining() -> None:
     out(f"  raw socket ping-pong (blocking, socketpair, 1 byte)   {raw * 1e6:8.1f} us")
     out(f"  Echo.echo over Cap'n Proto (pycapnp, our binding)     {seq * 1e6:8.1f} us")
     out(f"  ratio                                                 {ratio:8.2f}x  "
-        f"target <= 3x -> {'PASS' if ratio <= 3 else 'MISS'}")
+        f"target (issue #16) <= {RATIO_TARGET:.0f}x -> {verdict(ratio <= RATIO_TARGET)}")
     out(f"  pipelined Echo.echo (batches of 1000 in flight)       {rate:8.0f} calls/s  "
-        f"target >= 20000 -> {'PASS' if rate >= 20000 else 'MISS'}")
+        f"target (issue #16) >= {PIPELINED_TARGET} -> {verdict(rate >= PIPELINED_TARGET)}")
     assert raw > 0 and seq > 0 and rate > 0

@@ -2,22 +2,24 @@
 against CleanCoind (one process), each measured against its baseline in the same run.
 
 1. Wallet catch-up over 5,000 blocks (chain_fixture.py, built once): (a) in process, the
-   wallet service over the node's NodeChain; (b) over IPC, a real `CleanCoin-wallet -ipcfd=N`
-   child served the same NodeChain; (c) the same child under the shipped wallet sandbox;
-   5 interleaved rounds (MP_BENCH_ROUNDS), medians.
+   wallet service over the node's NodeChain; (b) over IPC, a wallet process started as
+   CleanCoin-node starts it (a zygote running the target cleancoin.components.init.cleancoin_wallet:serve_node,
+   tests/ipc_spawn.py) and served the same NodeChain; (c) the same under the shipped wallet
+   sandbox; 5 interleaved rounds (MP_BENCH_ROUNDS), medians.
    blocks/s for each, ratio IPC / in-process (target <= 1.5x), and what crossed the
    interface: calls per method, get_blocks batch sizes, time the node spent serving. Then the
    wallet *follows* the chain: a burst of blocks mined back to back (one chain_events batch)
    and blocks mined one at a time (latency from the block's commit to the wallet having
    processed it).
 2. Functional suite wall time: tests/functional/test_runner.py (or pytest on
-   tests/functional) with CleanCoinD=CleanCoind, then CleanCoinD=CleanCoin-node; ratio
-   (target <= 1.2x); per-file times; and, when some files run against only one executable
-   (multiprocess-only tests skip under CleanCoind), a second, like-for-like run of the files
-   both ran. About two minutes in all here, so it is part of `make bench`.
+   tests/functional) with CleanCoinD=CleanCoind, then CleanCoinD=CleanCoin-node; ratio;
+   per-file times; and, when some files run against only one executable (multiprocess-only
+   tests skip under CleanCoind), a second, like-for-like run of the files both ran (issue
+   #16's target: <= 1.10x on the same files). About two minutes in all here.
 3. Resident memory after createwallet + 101 blocks: VmRSS and PSS of every process of a
    regtest CleanCoin-node (node, zygote, the wallet's waiter/init/component) against the one
-   CleanCoind process; and each one's start and stop time.
+   CleanCoind process (issue #16's target: PSS <= 1.5x); each one's start and stop time; and
+   the wallet RPC latency of each (getwalletinfo, interleaved; issue #16's target: <= 1.25x).
 
 Misses print MISS and do not fail the run; a broken measurement fails it.
 """
@@ -30,7 +32,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from typing import Any
 
 import pytest
 from chain_fixture import BLOCKS, PARAMS, build_chain, mine
+from figures import broken, median, out, verdict
 
 from cleancoin.components.node.chain_binding import NodeChain
 from cleancoin.components.wallet.store import WalletStore
@@ -48,7 +50,7 @@ from cleancoin.components.interfaces.wallet import WalletOptions
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-WALLET_MODULE = "cleancoin.cli.wallet_main"
+WALLET_TARGET = "cleancoin.components.init.cleancoin_wallet:serve_node"    # what CleanCoin-node's zygote runs
 NAME = "bench"
 BURST = 300          # blocks mined back to back while the wallet follows
 SINGLES = 30         # blocks mined one at a time, each awaited by the wallet
@@ -57,14 +59,6 @@ ROUNDS = int(os.environ.get("MP_BENCH_ROUNDS", "5"))
 IN_PROCESS = "in-process (CleanCoind's binding)"
 IPC = "over IPC, child not sandboxed"
 SANDBOXED = "over IPC, child in the wallet sandbox"
-
-
-def out(line: str = "") -> None:
-    print(line, flush=True)
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 # ============================================================ 1. wallet catch-up over IPC
@@ -223,11 +217,12 @@ async def _in_process(bench: Any, netdatadir: str, mine_to: bytes, follow: bool)
 
 async def _over_ipc(bench: Any, netdatadir: str, mine_to: bytes, plan: Any, label: str,
                     follow: bool) -> Result:
-    from cleancoin.components.interfaces.init import Peer
-    from cleancoin.components.ipc.spawn import spawn
+    from ipc_spawn import spawn
+
+    from cleancoin.components.interfaces.init import IpcPeer
     result = Result(label)
     t0 = time.perf_counter()
-    child = await spawn(WALLET_MODULE, "CleanCoin-wallet", plan, Peer("bench-node", os.getpid()))
+    child = await spawn(WALLET_TARGET, "CleanCoin-wallet", plan, IpcPeer("bench-node", os.getpid()))
     chain = CountingChain(bench.chain, bench.mempool, rpc_registrar=lambda m, h: _NoRegistration())
     try:
         loader = await child.connection.init.make_wallet_loader(chain, WalletOptions(PARAMS.name, netdatadir))
@@ -251,6 +246,7 @@ async def _over_ipc(bench: Any, netdatadir: str, mine_to: bytes, plan: Any, labe
         except asyncio.TimeoutError:
             child.kill()
             await child.exited
+        child.close()       # its zygote
     # The child's store is closed now: read how far it got from the database itself.
     with WalletStore.open(netdatadir, NAME, PARAMS.name) as store:
         result.best_height = store.best_block[1]
@@ -269,31 +265,26 @@ def _sandbox_plan(netdatadir: str) -> tuple[Any, str]:
         from cleancoin.sandbox import launcher
         from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
         walletdir = os.path.join(netdatadir, "wallets")
-        tmpdir = os.path.join(walletdir, ".tmp")
-        os.makedirs(tmpdir, mode=0o700, exist_ok=True)
-        return launcher.prepare(load_policy(shipped_policy("wallet")),
-                                {"walletdir": walletdir, "tmpdir": tmpdir}), ""
+        os.makedirs(walletdir, mode=0o700, exist_ok=True)
+        return launcher.prepare(load_policy(shipped_policy("wallet")), {"walletdir": walletdir},
+                                writable_roots=(netdatadir,)), ""
     except Exception as exc:  # noqa: BLE001 - reported, the sandboxed run is skipped
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def _report_catch_up(rounds: dict[str, list[Result]]) -> None:
-    base_rate = _median([r.rate for r in rounds[IN_PROCESS]])
+    base_rate = median([r.rate for r in rounds[IN_PROCESS]])
     out("")
     out(f"WALLET CATCH-UP from genesis over {BLOCKS}+ blocks (same chain, same wallet file copied "
         f"fresh for every run; {ROUNDS} interleaved rounds; wallet SYNC_BATCH={SYNC_BATCH})")
     out(f"  {'binding':40} {'blocks/s per round':>34} {'median':>8} {'ratio':>7}  {'start':>6}")
     for label, runs in rounds.items():
-        rate = _median([r.rate for r in runs])
+        rate = median([r.rate for r in runs])
         ratio = base_rate / rate
         tag = "" if label == IN_PROCESS else f"  target <= 1.5x -> {verdict(ratio <= 1.5)}"
         per_round = " ".join(f"{r.rate:,.0f}" for r in runs)
         out(f"  {label:40} {per_round:>34} {rate:8,.0f} {ratio:6.2f}x  "
-            f"{_median([r.start_seconds for r in runs]):5.2f}s{tag}")
+            f"{median([r.start_seconds for r in runs]):5.2f}s{tag}")
     out("  (ratio: in-process median rate / this binding's median rate, i.e. time per block "
         "relative to in-process; start: spawn + connect + make_wallet_loader, median, not in "
         "the catch-up time; the machine is shared, so single rounds are noisy)")
@@ -409,7 +400,10 @@ def _file_rows(output: str) -> dict[str, tuple[str, float]]:
     return rows
 
 
-def _print_runs(title: str, runs: list[tuple[str, float, int, str]]) -> float:
+SUITE_TARGET = 1.10     # issue #16: CleanCoin-node / CleanCoind on the same files
+
+
+def _print_runs(title: str, runs: list[tuple[str, float, int, str]], same_files: bool) -> float:
     out(title)
     for executable, seconds, code, output in runs:
         status = "all passed" if code == 0 else f"exit status {code}: NOT all passed"
@@ -418,32 +412,39 @@ def _print_runs(title: str, runs: list[tuple[str, float, int, str]]) -> float:
             for line in _summary_lines(output):
                 out(f"      | {line}")
     ratio = runs[1][1] / runs[0][1]
-    out(f"  ratio CleanCoin-node / CleanCoind   {ratio:6.2f}x  target <= 1.2x -> {verdict(ratio <= 1.2)}")
+    if same_files:
+        out(f"  ratio CleanCoin-node / CleanCoind   {ratio:6.2f}x  target (issue #16, same files) "
+            f"<= {SUITE_TARGET:.2f}x -> {verdict(ratio <= SUITE_TARGET)}")
+    else:
+        out(f"  ratio CleanCoin-node / CleanCoind   {ratio:6.2f}x  (not the same work: files that run "
+            "against one executable only; like for like below)")
     return ratio
 
 
 def test_functional_suite_wall_time() -> None:
     command, what = _functional_command()
     runs = [(e, *_run_suite(command, e, [])) for e in ("CleanCoind", "CleanCoin-node")]
-    out("")
-    _print_runs(f"FUNCTIONAL SUITE WALL TIME ({what}, whole suite, one run each, same run)", runs)
     rows = [_file_rows(r[3]) for r in runs]
+    # Files that run against only one executable (e.g. multiprocess-only tests, skipped under
+    # CleanCoind) make the whole-suite ratio compare different work: the files both
+    # executables really ran are run again, for a like-for-like figure.
+    common = sorted(n for n in rows[0] if rows[0][n][0] != "SKIPPED"
+                    and rows[1].get(n, ("SKIPPED",))[0] != "SKIPPED")
+    like_for_like = bool(common) and len(common) < len(set(rows[0]) | set(rows[1]))
+    out("")
+    _print_runs(f"FUNCTIONAL SUITE WALL TIME ({what}, whole suite, one run each, same run)", runs,
+                same_files=bool(rows[0]) and not like_for_like)
     if rows[0] and rows[1]:
         out(f"  per file (seconds, from the runner's table; files run {os.cpu_count()} at a time):")
         for name in sorted(set(rows[0]) | set(rows[1])):
             a, b = rows[0].get(name, ("-", 0.0)), rows[1].get(name, ("-", 0.0))
             ratio = f"{b[1] / a[1]:5.2f}x" if a[1] and a[0] == b[0] == "PASSED" else "     -"
             out(f"    {name:28} CleanCoind {a[1]:6.1f} s {a[0]:8} CleanCoin-node {b[1]:6.1f} s {b[0]:8} {ratio}")
-        # Files that run against only one executable (e.g. multiprocess-only tests, skipped
-        # under CleanCoind) make the whole-suite ratio compare different work: run the files
-        # both executables really ran, again, for a like-for-like figure.
-        common = sorted(n for n in rows[0] if rows[0][n][0] != "SKIPPED"
-                        and rows[1].get(n, ("SKIPPED",))[0] != "SKIPPED")
-        if common and len(common) < len(set(rows[0]) | set(rows[1])):
+        if like_for_like:
             again = [(e, *_run_suite(command, e, common)) for e in ("CleanCoind", "CleanCoin-node")]
             out("")
             _print_runs(f"FUNCTIONAL SUITE, like for like: only the {len(common)} files both ran "
-                        f"({', '.join(common)})", again)
+                        f"({', '.join(common)})", again, same_files=True)
             runs += again
     for executable, _, code, output in runs:
         # Test failures are reported above (and are not this benchmark's to judge); a suite
@@ -495,12 +496,16 @@ def _tree(root: int) -> list[tuple[int, int, str]]:
     rows: list[tuple[int, int, str]] = []
 
     def walk(pid: int, depth: int, role: str) -> None:
+        if depth == 1:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"cleancoin.sandbox.zygote" not in f.read():
+                    broken(f"the node's child {pid} is not the zygote")
         rows.append((pid, depth, role))
         kids = _children(pid)
         for kid in kids:
-            # By position: the zygote is a fork of the node and the wallet a fork of the
-            # zygote (Zygote.fork), so command lines do not tell them apart.
-            kid_role = {0: "zygote (forked before the node restricted itself)",
+            # By position: the wallet's processes are forks of the zygote (a fresh interpreter,
+            # `python -m cleancoin.sandbox.zygote`), so command lines do not tell them apart.
+            kid_role = {0: "zygote (a fresh interpreter, not a fork of the node)",
                         1: "wallet sandbox waiter (outside the pid namespace)",
                         2: "wallet pid-namespace init",
                         3: "wallet component"}.get(depth, f"child of pid {pid}")
@@ -580,7 +585,73 @@ class NodeUnderTest:
         self.stderr.close()
 
 
-def test_resident_memory() -> None:
+PSS_TARGET = 1.5            # issue #16: CleanCoin-node's tree / CleanCoind
+RPC_TARGET = 1.25           # issue #16: wallet RPC latency, CleanCoin-node / CleanCoind
+RPC_ROUNDS = 20
+RPC_CALLS = 25              # per round, node and method
+
+
+class KeepAliveRpc:
+    """JSON-RPC over one persistent HTTP connection (as python-bitcoinrpc keeps one), so that
+    a call's time is the server's and not a new TCP connection's."""
+
+    def __init__(self, node: "NodeUnderTest") -> None:
+        import base64
+        import http.client
+        with open(os.path.join(node.datadir, "regtest", ".cookie")) as f:
+            cookie = f.read().strip()
+        self.headers = {"Content-Type": "application/json",
+                        "Authorization": "Basic " + base64.b64encode(cookie.encode()).decode()}
+        self.conn = http.client.HTTPConnection("127.0.0.1", node.rpc_port, timeout=60)
+
+    def call(self, method: str, path: str = "/") -> Any:
+        import json
+        self.conn.request("POST", path, json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                                                    "params": []}), self.headers)
+        reply = json.loads(self.conn.getresponse().read())
+        if reply.get("error"):
+            broken(f"{method}: {reply['error']}")
+        return reply["result"]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _wallet_rpc_latency(nodes: list["NodeUnderTest"]) -> None:
+    """getwalletinfo (a wallet RPC: CleanCoin-node forwards it to its wallet process) and
+    getblockcount (answered by the node itself) against both nodes, interleaved by round."""
+    clients = {node.executable: KeepAliveRpc(node) for node in nodes}
+    calls = (("getwalletinfo", "/wallet/w"), ("getblockcount", "/"))
+    times: dict[tuple[str, str], list[float]] = {(e, m): [] for e in clients for m, _ in calls}
+    try:
+        for client in clients.values():
+            for method, path in calls:
+                for _ in range(20):
+                    client.call(method, path)        # warm-up
+        for i in range(RPC_ROUNDS):
+            order = list(clients) if i % 2 == 0 else list(reversed(clients))
+            for executable in order:
+                for method, path in calls:
+                    for _ in range(RPC_CALLS):
+                        t0 = time.perf_counter_ns()
+                        clients[executable].call(method, path)
+                        times[(executable, method)].append((time.perf_counter_ns() - t0) / 1e6)
+    finally:
+        for client in clients.values():
+            client.close()
+    out("")
+    out(f"  RPC LATENCY ({RPC_ROUNDS} interleaved rounds of {RPC_CALLS} calls per node and method, one "
+        "keep-alive connection each; median ms)")
+    out(f"    {'method':34}{'CleanCoind':>11}{'CleanCoin-node':>15}{'ratio':>8}")
+    for method, _ in calls:
+        d, m = median(times[("CleanCoind", method)]), median(times[("CleanCoin-node", method)])
+        tag = (f"  target (issue #16) <= {RPC_TARGET:.2f}x -> {verdict(m / d <= RPC_TARGET)}"
+               if method == "getwalletinfo" else "  (the node answers itself: the baseline)")
+        label = method + (" (wallet, forwarded)" if method == "getwalletinfo" else "")
+        out(f"    {label:34}{d:11.3f}{m:15.3f}{m / d:7.2f}x{tag}")
+
+
+def test_resident_memory_and_wallet_rpc_latency() -> None:
     with tempfile.TemporaryDirectory() as base:
         nodes: list[NodeUnderTest] = []
         try:
@@ -619,11 +690,14 @@ def test_resident_memory() -> None:
                 + (f", PSS {m_pss / d_pss:.2f}x" if d_pss and m_pss else "")
                 + "  (VmRSS counts pages shared by the forked processes once per process; "
                   "PSS divides them among the sharers)")
+            if d_pss and m_pss:
+                out(f"  target (issue #16): PSS <= {PSS_TARGET:.1f}x -> {verdict(m_pss / d_pss <= PSS_TARGET)}")
             for node in nodes:
                 if node.lag_height < 101:
                     out(f"  note: {node.executable}'s getbalances right after generatetoaddress 101 "
                         f"answered with lastprocessedblock at height {node.lag_height} (waited for 101)")
             assert d_n == 1 and m_n >= 2 and d_rss > 0 and m_rss > 0
+            _wallet_rpc_latency(nodes)
         finally:
             for node in nodes:
                 node.stop()

@@ -84,9 +84,15 @@ def is_multiprocess() -> bool:
     return os.path.basename(NODE_EXECUTABLE) == MULTIPROCESS_NODE
 
 
+#: A learning run of the whole suite (docs/audit.md): each CleanCoin-node the tests start
+#: gets -sandboxlearn=DIR. The nodes themselves never read this variable.
+LEARN_DIR = os.environ.get("CLEANCOIN_SANDBOX_LEARN")
+
+
 def node_command(*args: str) -> list[str]:
     """The command line running the node executable under test with `args`."""
-    return [NODE_EXECUTABLE, *args]
+    learn = [f"-sandboxlearn={LEARN_DIR}"] if LEARN_DIR and is_multiprocess() else []
+    return [NODE_EXECUTABLE, *learn, *args]
 
 #: A key the tests mine to, so they can spend what they mined.
 TEST_KEY = PrivateKey(hashlib.sha256(b"functional test key").digest())

@@ -31,7 +31,7 @@ import capnp
 from cleancoin.components.interfaces.chain import RpcMethodInfo, RpcRequest, RpcResponse
 from cleancoin.components.ipc.address import parse
 from cleancoin.components.ipc.init_impl import ProcessInit
-from cleancoin.components.interfaces.init import Peer
+from cleancoin.components.interfaces.init import IpcPeer
 from cleancoin.components.ipc.transport import ListenOptions, listen
 
 #: Closes the `result` of its own reply and forges one for id 2 (a node method in a batch).
@@ -119,7 +119,7 @@ async def make_loader(mode: str, results_path: str, chain: Any, options: Any) ->
 async def main(path: str, results_path: str, mode: str) -> None:
     factory = functools.partial(make_loader, mode, results_path)
     make_init = functools.partial(ProcessInit, wallet_loader_factory=factory)
-    await listen(parse(f"unix:{path}", path), make_init, Peer("rogue-wallet", os.getpid()), ListenOptions())
+    await listen(parse(f"unix:{path}", path), make_init, IpcPeer("rogue-wallet", os.getpid()), ListenOptions())
     print("ready", flush=True)
     await asyncio.Event().wait()
 

@@ -108,12 +108,12 @@ def _ipc_logins(port: int, good: str, bad: str, passphrase: str) -> None:
     from cleancoin.components.ipc.address import parse
     from cleancoin.components.ipc.auth import Credentials
     from cleancoin.components.ipc.errors import IpcError
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from cleancoin.components.ipc.transport import connect
 
     async def go() -> None:
         address = parse(f"tcp:127.0.0.1:{port}", "")
-        me = Peer("secret-test", os.getpid())
+        me = IpcPeer("secret-test", os.getpid())
         with pytest.raises(IpcError):
             await connect(address, me, True, Credentials("gui", bad))
         connection = await connect(address, me, True, Credentials("gui", good))

@@ -48,11 +48,11 @@ def client_session(sock_path: str) -> int:
 
     from cleancoin.components.interfaces.chain import RpcRequest
     from cleancoin.components.ipc.address import parse
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from cleancoin.components.ipc.transport import connect
 
     async def drive() -> int:
-        connection = await connect(parse(f"unix:{sock_path}", ""), Peer("fuzz-client", os.getpid()),
+        connection = await connect(parse(f"unix:{sock_path}", ""), IpcPeer("fuzz-client", os.getpid()),
                                    False)
         try:
             front = await connection.init.make_node()

@@ -180,7 +180,7 @@ def _node_sock_attack(n: TestNode, tcp: tuple[int, str] | None, captured: list[s
     from cleancoin.components.ipc.address import parse
     from cleancoin.components.ipc.auth import parse_ipcauth
     from cleancoin.components.ipc.errors import IpcError
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from cleancoin.components.ipc.transport import connect
 
     class Thief:
@@ -193,7 +193,7 @@ def _node_sock_attack(n: TestNode, tcp: tuple[int, str] | None, captured: list[s
             address, credentials = parse("unix", str(n.netdatadir / "node.sock")), None
         else:
             address, credentials = parse(f"tcp:127.0.0.1:{tcp[0]}", ""), parse_ipcauth(tcp[1])
-        connection = await connect(address, Peer("thief", os.getpid()), False, credentials)
+        connection = await connect(address, IpcPeer("thief", os.getpid()), False, credentials)
         try:
             chain = await connection.init.make_chain()
             try:
@@ -294,7 +294,7 @@ def test_notification_subscribers_are_bounded_and_node_memory_stays_flat(node) -
 
     from cleancoin.components.ipc.address import parse
     from cleancoin.components.ipc.errors import IpcError
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from cleancoin.components.ipc.transport import connect
 
     n = node("-ipcbind=unix")
@@ -320,7 +320,7 @@ def test_notification_subscribers_are_bounded_and_node_memory_stays_flat(node) -
             await asyncio.Event().wait()
 
     async def attack() -> tuple[int, int, list[int]]:
-        connection = await connect(parse("unix", str(n.netdatadir / "node.sock")), Peer("flood", os.getpid()), False)
+        connection = await connect(parse("unix", str(n.netdatadir / "node.sock")), IpcPeer("flood", os.getpid()), False)
         try:
             chain = await connection.init.make_chain()
             outcomes = await asyncio.gather(*(chain.handle_notifications(Stuck()) for _ in range(3000)),

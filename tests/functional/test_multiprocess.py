@@ -259,14 +259,14 @@ def test_a_front_end_drives_the_node_over_ipc_with_make_node(node) -> None:
 
     from cleancoin.components.interfaces.chain import RpcRequest
     from cleancoin.components.ipc.address import parse
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from cleancoin.components.ipc.transport import connect
 
     n = node("-ipcbind=unix")
     n.start()
 
     async def drive() -> list:
-        connection = await connect(parse("unix", str(n.netdatadir / "node.sock")), Peer("test-gui", os.getpid()),
+        connection = await connect(parse("unix", str(n.netdatadir / "node.sock")), IpcPeer("test-gui", os.getpid()),
                                    False)
         try:
             front = await connection.init.make_node()
@@ -328,7 +328,7 @@ def test_authenticated_tcp_ipc_under_the_sandbox(node) -> None:
     from cleancoin.components.ipc.address import parse
     from cleancoin.components.ipc.auth import parse_ipcauth
     from cleancoin.components.ipc.errors import IpcError
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from cleancoin.components.ipc.transport import connect
 
     port = free_port()
@@ -339,8 +339,8 @@ def test_authenticated_tcp_ipc_under_the_sandbox(node) -> None:
 
     async def drive() -> tuple[str, str]:
         with pytest.raises(IpcError) as refused:
-            await connect(address, Peer("intruder", os.getpid()), False, parse_ipcauth("gui:wrong"))
-        connection = await connect(address, Peer("test-gui", os.getpid()), False,
+            await connect(address, IpcPeer("intruder", os.getpid()), False, parse_ipcauth("gui:wrong"))
+        connection = await connect(address, IpcPeer("test-gui", os.getpid()), False,
                                    parse_ipcauth("gui:correct-horse"))
         try:
             front = await connection.init.make_node()
@@ -369,14 +369,14 @@ def test_idle_tcp_ipc_clients_do_not_lock_out_node_sock_or_a_real_tcp_client(nod
     from cleancoin.components.ipc import schema
     from cleancoin.components.ipc.address import parse
     from cleancoin.components.ipc.auth import parse_ipcauth
-    from cleancoin.components.interfaces.init import Peer
+    from cleancoin.components.interfaces.init import IpcPeer
     from cleancoin.components.ipc.transport import connect
 
     port = free_port()
     n = node("-ipcbind=unix", f"-ipcbind=tcp:127.0.0.1:{port}", "-ipcauth=gui:correct-horse",
              "-ipchandshaketimeout=1", "-disablewallet")
     n.start()
-    me = Peer("test-gui", os.getpid())
+    me = IpcPeer("test-gui", os.getpid())
 
     async def block_count(address: str, credentials=None) -> int:
         connection = await connect(parse(address, str(n.netdatadir / "node.sock")), me, False, credentials)

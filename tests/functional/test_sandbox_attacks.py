@@ -306,7 +306,7 @@ def test_a_wallet_started_on_its_own_is_confined(home_base: Path) -> None:
         assert killed_during(results) == ["connect-outside-socket"], results
         assert listener.accepted == 0
         wallet.wait(20)
-        assert wallet.returncode == -signal.SIGSYS        # its filter killed it on connect(2)
+        assert wallet.returncode == -signal.SIGSYS        # its filter killed it on socket(2)
     finally:
         if wallet.poll() is None:
             wallet.kill()

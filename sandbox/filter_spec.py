@@ -1,0 +1,18 @@
+"""The seccomp filter a policy asks for, as `seccomp.FilterSpec`: one place for the launch,
+`explain --pfc` and the exporters, so that all of them describe the same filter."""
+
+from __future__ import annotations
+
+from .errors import SourceRef
+from .model import Policy
+from .seccomp import FilterSpec
+
+
+def filter_spec(policy: Policy) -> FilterSpec:
+    """The policy's syscall filter (its allowed set, rules, socket families and derived rules)."""
+    sc = policy.seccomp
+    where = sc.allow[0].where if sc.allow else SourceRef(policy.files[-1], 0, "seccomp")
+    allowed = policy.allowed_syscalls
+    return FilterSpec(sc.default_action, allowed, sc.rules, policy.network.socket_families, where,
+                      deny_namespace_clone="unshare" not in allowed,
+                      deny_dumpable=not policy.process.dumpable)

@@ -1,0 +1,87 @@
+"""A learning plan: the policy's plan, with what refuses replaced by what records.
+
+`CleanCoin-sandbox learn` and CleanCoin-node -sandboxlearn turn a plan into one that lets the
+component do what it tries and writes down what that was:
+
+- seccomp: a filter that sends every syscall (clone3 aside: it always answers ENOSYS) to a
+  recorder as a user notification, which notes it and lets it run (`learn_recorder`);
+- Landlock: off, and the filesystem view is the host's whole tree, read-only, with the
+  policy's private tmpfs mounts and its write grants (writable) on top: the paths a component
+  opens are learned from the notifications of open, exec, mkdir, ..., and a write outside the
+  write grants fails (EROFS) after it is recorded, so that learning never changes the host
+  beyond what the policy lets the component change;
+- dumpable: on, so that the recorder may read the syscalls' arguments (paths, addresses);
+- everything else as the policy says: namespaces, capabilities dropped, no_new_privs, rlimits,
+  descriptors, environment. A learning run is not a sandbox, and its report says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import os
+from collections.abc import Mapping
+
+from . import seccomp
+from .model import Policy
+from .plan import MechanismPlan, Mount, Plan
+
+
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+
+
+def learning_filter() -> bytes:
+    """Every syscall to the listener; clone3 ENOSYS; other architectures killed."""
+    lib = seccomp._lib()  # noqa: SLF001
+    flt = lib.SyscallFilter(lib.NOTIFY)
+    flt.set_attr(lib.Attr.ACT_BADARCH, lib.KILL_PROCESS)
+    flt.set_attr(lib.Attr.CTL_NNP, 0)
+    flt.add_rule(lib.ERRNO(errno.ENOSYS), "clone3")
+    return seccomp._export(flt, "export_bpf")  # noqa: SLF001
+
+
+def _view(plan: Plan, directory: str) -> tuple[Mount, ...]:
+    if not plan.mounts:
+        return ()
+    # The host's tree, read-only (reads are what is learned; a write outside the policy's write
+    # grants fails with EROFS, and is recorded all the same), the policy's private tmpfs
+    # mounts, its write grants and the record directory writable on top, a fresh /proc.
+    kept = [m for m in plan.mounts if m.kind == "tmpfs"]
+    writable = [dataclasses.replace(m, executable=True) for m in plan.mounts if m.kind == "bind" and m.writable]
+    records = [Mount("bind", directory, writable=True)]
+    # The root's clone is nodev: devices are bound one by one (the kernel's usual ones).
+    bound = {m.path for m in writable}
+    devices = [Mount("bind", d, writable=True) for d in _DEVICES if os.path.exists(d) and d not in bound]
+    records = [] if directory in bound else records
+    return (Mount("bind", "/", writable=False, executable=True), *kept, *writable, *records,
+            *devices, Mount("proc", "/proc"))
+
+
+def learning_plan(plan: Plan, policy: Policy, directory: str, values: Mapping[str, str]) -> Plan:
+    """The plan with recording in place of refusing (see the module docstring)."""
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    bpf = learning_filter()
+    mechanisms = dict(plan.mechanisms)
+    note = "learning (CleanCoin-sandbox learn): recorded, not enforced"
+    for name in ("landlock", "seccomp"):
+        old = mechanisms.get(name)
+        level = old.level if old else "hard"
+        mechanisms[name] = MechanismPlan(level, disabled=note)
+    old_process = mechanisms.get("process")
+    if old_process is not None:
+        mechanisms["process"] = dataclasses.replace(
+            old_process, details=(*old_process.details, "dumpable on while learning: the recorder "
+                                                         "reads the syscalls' arguments"))
+    return dataclasses.replace(
+        plan,
+        mounts=_view(plan, directory),
+        landlock=None,
+        dumpable=True,
+        seccomp_bpf=bpf,
+        seccomp_sha256=hashlib.sha256(bpf).hexdigest(),
+        exec_allowed=True,
+        mechanisms=mechanisms,
+        learn={"dir": directory, "variables": dict(values), "policy_files": list(policy.files)},
+    )

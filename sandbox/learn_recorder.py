@@ -1,0 +1,288 @@
+"""The learning filter's recorder: every syscall the component makes, its paths and sockets.
+
+Runs at the seccomp step of a learning plan (`learn_plan`), in the component itself:
+
+1. it opens its record file (in the learn directory, visible: a learning plan has no
+   filesystem view and no Landlock) and writes a header;
+2. it forks the recorder, twice so that the recorder is nobody's child the component waits
+   for, and which keeps no descriptor of the component's but the record file;
+3. it loads the learning filter: every syscall but clone3 (whose ENOSYS is a fixed part of
+   every filter) goes to SECCOMP_RET_USER_NOTIF.
+
+The recorder finds the listener among the component's descriptors (/proc/PID/fd, where it
+is "anon_inode:seccomp notify"), takes a copy with pidfd_getfd, and answers every
+notification with FLAG_CONTINUE after noting the syscall, the paths it names (read through
+/proc/TID/mem: a learning plan keeps the component dumpable for that) and the socket
+addresses. Each new thing is one JSON line, written at once, so nothing is lost when the
+recorder is killed with the component's pid namespace; counts follow every second and at the
+end. The component's first syscall after the filter waits until the recorder has the listener:
+there is no window in which a syscall goes unseen.
+
+Why not ptrace: one tracer per process, which the component's own tools could not use, a stop
+at every syscall entry and exit, and a tracer relationship that Landlock's and Yama's ptrace
+rules get in the way of; and why not SECCOMP_RET_LOG: it reaches the kernel's audit log only
+(root, auditd or dmesg), with no arguments. docs/audit.md has the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import struct
+import time
+from . import notify, syscalls
+from .errors import EnforcementError
+from .plan import Plan
+
+AT_FDCWD = 0xFFFFFF9C          # -100 as the low 32 bits of a register
+_O_ACCMODE, _O_CREAT, _O_TRUNC, _O_PATH = 0o3, 0o100, 0o1000, 0o10000000
+_PR_SET_PTRACER = 0x59616D61
+_PR_SET_PTRACER_ANY = 0xFFFFFFFFFFFFFFFF
+
+# x86_64 syscall number -> how to read its path arguments: (dirfd index or None, path
+# index, access). Access "open" looks at the flags (index 2 for openat, 1 for open).
+_PATHS: dict[int, tuple[tuple[int | None, int, str], ...]] = {
+    2: ((None, 0, "open"),), 257: ((0, 1, "open"),), 437: ((0, 1, "openat2"),),
+    85: ((None, 0, "create"),), 59: ((None, 0, "exec"),), 322: ((0, 1, "exec"),),
+    83: ((None, 0, "create"),), 258: ((0, 1, "create"),), 133: ((None, 0, "create"),),
+    259: ((0, 1, "create"),), 87: ((None, 0, "remove"),), 263: ((0, 1, "remove"),),
+    84: ((None, 0, "remove"),), 82: ((None, 0, "remove"), (None, 1, "create")),
+    264: ((0, 1, "remove"), (2, 3, "create")), 316: ((0, 1, "remove"), (2, 3, "create")),
+    86: ((None, 0, "read"), (None, 1, "create")), 265: ((0, 1, "read"), (2, 3, "create")),
+    88: ((None, 1, "create"),), 266: ((1, 2, "create"),), 76: ((None, 0, "write"),),
+    80: ((None, 0, "lookup"),), 4: ((None, 0, "lookup"),), 6: ((None, 0, "lookup"),),
+    262: ((0, 1, "lookup"),), 332: ((0, 1, "lookup"),), 21: ((None, 0, "lookup"),),
+    269: ((0, 1, "lookup"),), 439: ((0, 1, "lookup"),), 89: ((None, 0, "lookup"),),
+    267: ((0, 1, "lookup"),), 137: ((None, 0, "lookup"),), 191: ((None, 0, "lookup"),),
+    192: ((None, 0, "lookup"),), 194: ((None, 0, "lookup"),), 195: ((None, 0, "lookup"),),
+    90: ((None, 0, "lookup"),), 268: ((0, 1, "lookup"),), 280: ((0, 1, "lookup"),),
+    254: ((None, 1, "read"),),
+}
+_SOCKET, _SOCKETPAIR, _BIND, _CONNECT, _SENDTO = 41, 53, 49, 42, 44
+
+
+def _open_access(flags: int) -> str:
+    if flags & _O_PATH:
+        return "lookup"
+    if flags & _O_CREAT:
+        return "create"
+    if flags & _O_ACCMODE or flags & _O_TRUNC:
+        return "write"
+    return "read"
+
+
+class _Recorder:
+    """The recorder process's state: what it has written, and the counts."""
+
+    def __init__(self, out: int, target: int) -> None:
+        self.out = out
+        self.target = target
+        self.seen: set[tuple[object, ...]] = set()
+        self.counts: dict[int, int] = {}
+        self.last_counts = 0.0
+
+    def write(self, record: dict[str, object]) -> None:
+        data = (json.dumps(record) + "\n").encode()
+        while data:
+            data = data[os.write(self.out, data):]
+
+    def once(self, key: tuple[object, ...], record: dict[str, object]) -> None:
+        if key not in self.seen:
+            self.seen.add(key)
+            self.write(record)
+
+    def flush_counts(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last_counts >= 1.0:
+            self.last_counts = now
+            self.write({"t": "counts", "counts": {str(k): v for k, v in self.counts.items()}})
+
+    # ---------------------------------------------------------------- one notification
+
+    def _base(self, tid: int, dirfd: int | None, args: tuple[int, ...]) -> str | None:
+        fd = AT_FDCWD if dirfd is None else args[dirfd] & 0xFFFFFFFF
+        try:
+            return os.readlink(f"/proc/{tid}/cwd" if fd == AT_FDCWD else f"/proc/{tid}/fd/{fd}")
+        except OSError:
+            return None
+
+    def _path(self, tid: int, dirfd: int | None, index: int, args: tuple[int, ...]) -> str | None:
+        text = notify.read_string(tid, args[index])
+        if text is None:
+            return None
+        if not text.startswith("/"):
+            base = self._base(tid, dirfd, args)
+            if base is None or not base.startswith("/"):
+                return None          # a pipe, a socket, an anonymous inode: not a path
+            text = os.path.join(base, text) if text else base
+        return os.path.normpath(text)
+
+    def paths(self, tid: int, nr: int, args: tuple[int, ...]) -> None:
+        for dirfd, index, access in _PATHS[nr]:
+            path = self._path(tid, dirfd, index, args)
+            if path is None:
+                continue
+            if access == "open":
+                access = _open_access(args[2] if nr == 257 else args[1])
+            elif access == "openat2":
+                how = notify.read_memory(tid, args[2], 8) if args[2] else b""
+                access = _open_access(struct.unpack("<Q", how)[0]) if len(how) == 8 else "read"
+            if access == "exec" and nr in (59, 322):
+                self._interpreter(path)
+            self.once(("path", path, access), {"t": "path", "path": path, "access": access})
+
+    def _interpreter(self, program: str) -> None:
+        """An ELF program's interpreter (the dynamic loader) is opened by the kernel for
+        execution, where no syscall shows it: read it from the program's PT_INTERP."""
+        try:
+            with open(program, "rb") as handle:
+                head = handle.read(64)
+                if head[:4] != b"\x7fELF" or head[4] != 2:
+                    return
+                phoff, = struct.unpack_from("<Q", head, 32)
+                phentsize, phnum = struct.unpack_from("<HH", head, 54)
+                handle.seek(phoff)
+                table = handle.read(phentsize * phnum)
+                for i in range(phnum):
+                    kind, _flags, offset, _va, _pa, size = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+                    if kind == 3:                      # PT_INTERP
+                        handle.seek(offset)
+                        interp = handle.read(size).rstrip(b"\0").decode()
+                        self.once(("path", interp, "exec"), {"t": "path", "path": interp, "access": "exec"})
+        except (OSError, struct.error, UnicodeDecodeError):
+            return
+
+    def sockaddr(self, tid: int, kind: str, address: int, length: int) -> None:
+        if not address or not 2 <= length <= 128:
+            return
+        try:
+            raw = notify.read_memory(tid, address, length)
+        except OSError:
+            return
+        family = struct.unpack_from("<H", raw)[0]
+        record: dict[str, object] = {"t": kind, "family": family}
+        if family in (socket.AF_INET, socket.AF_INET6) and len(raw) >= 4:
+            record["port"] = struct.unpack_from(">H", raw, 2)[0]
+            if family == socket.AF_INET and len(raw) >= 8:
+                record["addr"] = socket.inet_ntop(socket.AF_INET, raw[4:8])
+            elif family == socket.AF_INET6 and len(raw) >= 24:
+                record["addr"] = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+        elif family == socket.AF_UNIX and len(raw) > 2:
+            name = raw[2:]
+            if name[:1] == b"\0":
+                record["abstract"] = name[1:].split(b"\0")[0].decode("utf-8", "replace")
+            else:
+                record["path"] = name.split(b"\0")[0].decode("utf-8", "surrogateescape")
+        key = (kind, *(str(v) for v in record.values()))
+        self.once(key, record)
+
+    def handle(self, n: notify.Notification) -> None:
+        self.counts[n.nr] = self.counts.get(n.nr, 0) + 1
+        if self.counts[n.nr] == 1:
+            self.write({"t": "syscall", "nr": n.nr})
+        try:
+            if n.nr in _PATHS:
+                self.paths(n.pid, n.nr, n.args)
+            elif n.nr in (_SOCKET, _SOCKETPAIR):
+                self.once(("socket", n.args[0] & 0xFFFFFFFF, n.args[1] & 0xF),
+                          {"t": "socket", "family": n.args[0] & 0xFFFFFFFF, "type": n.args[1] & 0xF})
+            elif n.nr in (_BIND, _CONNECT):
+                self.sockaddr(n.pid, "bind" if n.nr == _BIND else "connect", n.args[1], n.args[2])
+            elif n.nr == _SENDTO and n.args[4]:
+                self.sockaddr(n.pid, "sendto", n.args[4], n.args[5])
+        except OSError:
+            pass       # the thread is gone, or its memory cannot be read: the syscall is noted
+
+
+def _find_listener(target: int, pidfd: int, deadline: float) -> int:
+    """Poll the component's descriptors for its new listener; a copy of it."""
+    while time.monotonic() < deadline:
+        try:
+            names = os.listdir(f"/proc/{target}/fd")
+        except OSError:
+            raise EnforcementError("seccomp", "the component is gone") from None
+        for name in names:
+            try:
+                if os.readlink(f"/proc/{target}/fd/{name}") == "anon_inode:seccomp notify":
+                    return notify.pidfd_getfd(pidfd, int(name))
+            except OSError:
+                continue
+        time.sleep(0.0005)
+    raise EnforcementError("seccomp", "no listener appeared in the component")
+
+
+def _serve(target: int, out: int) -> None:
+    """The recorder process: never returns."""
+    code = 0
+    try:
+        pidfd = os.pidfd_open(target)
+        listener = notify.Listener(_find_listener(target, pidfd, time.monotonic() + 30))
+        recorder = _Recorder(out, target)
+        poller = select.poll()
+        poller.register(listener.fd, select.POLLIN)
+        while True:
+            events = poller.poll(1000)
+            for _fd, mask in events:
+                if mask & select.POLLIN:
+                    n = listener.receive()
+                    if n is not None:
+                        recorder.handle(n)
+                        listener.let_through(n.id)
+                elif mask & (select.POLLHUP | select.POLLERR):
+                    recorder.flush_counts(force=True)
+                    recorder.write({"t": "end"})
+                    os._exit(0)
+            recorder.flush_counts()
+    except BaseException as exc:  # noqa: BLE001 - the recorder says why it stopped, then goes
+        try:
+            os.write(out, (json.dumps({"t": "error", "error": f"{type(exc).__name__}: {exc}"}) + "\n").encode())
+        except OSError:
+            pass
+        code = 1
+    os._exit(code)
+
+
+def record_path(directory: str, policy: str, pid: int) -> str:
+    safe = policy.replace("/", "-")
+    return os.path.join(directory, f"{safe}.{pid}.{os.urandom(3).hex()}.jsonl")
+
+
+def start(plan: Plan, entry: str) -> str:
+    """Fork the recorder and load the learning filter (the seccomp step of a learning plan)."""
+    learn = plan.learn
+    path = record_path(str(learn["dir"]), plan.policy, os.getpid())
+    try:
+        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise EnforcementError("seccomp", f"learning: cannot create {path}: {exc.strerror}") from None
+    header = {"t": "header", "policy": plan.policy, "files": list(plan.files), "entry": entry,
+              "pid": os.getpid(), "variables": learn.get("variables", {}), "started": time.time()}
+    os.write(out, (json.dumps(header) + "\n").encode())
+    try:
+        # With Yama's ptrace_scope 1 only an ancestor may read our memory; the recorder is not one.
+        syscalls.prctl(_PR_SET_PTRACER, _PR_SET_PTRACER_ANY)
+    except OSError:
+        pass       # no Yama: same-user access is enough
+    target = os.getpid()
+    middle = os.fork()
+    if middle == 0:
+        try:
+            if os.fork() == 0:
+                from . import descriptors
+                # Nothing of the component's: its sockets and pipes must close when it does.
+                descriptors.keep_only({out})
+                null = os.open("/dev/null", os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                syscalls.set_name("learn-recorder")
+                _serve(target, out)
+        finally:
+            os._exit(0)
+    os.waitpid(middle, 0)
+    os.close(out)
+    listener = notify.load_with_listener(plan.seccomp_bpf)
+    # The recorder takes its own copy; ours must not reach an exec'd program.
+    os.set_inheritable(listener, False)
+    return f"learning: every syscall is recorded in {path} and let through"

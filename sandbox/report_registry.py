@@ -1,0 +1,184 @@
+"""Where `CleanCoin-sandbox status` finds a running process's enforcement report.
+
+The kernel shows much of what is enforced on a process (/proc/PID/status: seccomp mode,
+no_new_privs, capabilities; /proc/PID/ns; /proc/PID/limits) but not its policy, its Landlock
+rules or its filter's hash. Each sandbox entry therefore leaves its report in a per-user
+directory, one file per process, named by pid and checked against the process's start time
+(in the file's name) so that a file of a dead process never describes a new one with the
+same pid; entries of processes that are gone are removed when a zygote or a process that
+restricts itself registers:
+
+- a launch: the launcher (the zygote, `CleanCoin-sandbox run`) writes it once the child has
+  reported, and removes it when it reaps the child;
+- a process that restricts itself: it opens its file before the sandbox goes up (Landlock
+  would refuse the open afterwards) and writes the report into it when the steps are done.
+
+The directory is $CLEANCOIN_SANDBOX_REPORTS, else $XDG_RUNTIME_DIR/cleancoin-sandbox, else
+/tmp/cleancoin-sandbox-UID; it must be the user's own, mode 0700, not a symlink, or nothing is
+written (a report is for reading; no enforcement depends on it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+
+ENV = "CLEANCOIN_SANDBOX_REPORTS"
+
+
+def directory() -> str:
+    """The registry directory for this user (see the module docstring)."""
+    if os.environ.get(ENV):
+        return os.environ[ENV]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "cleancoin-sandbox")
+    return f"/tmp/cleancoin-sandbox-{os.getuid()}"
+
+
+def _own_directory(create: bool) -> str | None:
+    path = directory()
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            return None
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    # Another user's directory, a link, or one others may write: not ours to trust.
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        return None
+    return path
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    # The name (field 2) may hold spaces and parentheses: the fields after it start after
+    # its last ")".
+    fields = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _file(folder: str, pid: int, started: int) -> str:
+    # The start time is in the name: a file whose process is gone (or whose pid was reused)
+    # is recognised from the name alone, and removed (`_prune`).
+    return os.path.join(folder, f"{pid}-{started}.json")
+
+
+def _prune(folder: str) -> None:
+    """Remove the entries of processes that are gone (killed launchers leave theirs)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        stem, _, ext = name.partition(".")
+        pid, _, started = stem.partition("-")
+        if ext != "json" or not pid.isdigit() or not started.isdigit():
+            continue
+        if start_time(int(pid)) != int(started):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
+def register(pid: int, entry: dict[str, object]) -> bool:
+    """Record a report (or a role such as "zygote") for a running process; False if the
+    registry cannot be written (nothing depends on it)."""
+    folder = _own_directory(create=True)
+    started = start_time(pid)
+    if folder is None or started is None:
+        return False
+    if entry.get("kind") != "launch":
+        _prune(folder)          # once per zygote or self-restricting process: cheap enough
+    final = _file(folder, pid, started)
+    temp = f"{final}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="utf-8") as handle:
+            json.dump({"pid": pid, "start_time": started, **entry}, handle)
+        os.replace(temp, final)
+        return True
+    except OSError:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        return False
+
+
+def unregister(pid: int, started: int) -> None:
+    """Remove a process's entry (when its launcher reaps it)."""
+    folder = _own_directory(create=False)
+    if folder is None:
+        return
+    try:
+        os.unlink(_file(folder, pid, started))
+    except OSError:
+        pass
+
+
+@dataclass
+class Reservation:
+    """A process's entry opened before it restricts itself, written afterwards."""
+
+    fd: int
+    start: int
+    pid: int
+
+    def write(self, entry: dict[str, object]) -> None:
+        data = json.dumps({"pid": self.pid, "start_time": self.start, **entry}).encode()
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+        except OSError:
+            pass
+        finally:
+            os.close(self.fd)
+
+    def abandon(self) -> None:
+        os.close(self.fd)
+
+
+def reserve(pid: int) -> Reservation | None:
+    """Open this process's entry now, to be written after the sandbox is up (or None)."""
+    folder = _own_directory(create=True)
+    started = start_time(pid)
+    if folder is None or started is None:
+        return None
+    _prune(folder)
+    try:
+        fd = os.open(_file(folder, pid, started), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    return Reservation(fd, started, pid)
+
+
+def lookup(pid: int) -> dict[str, object] | None:
+    """The entry of a running process, if it has a current one (a stale one is removed)."""
+    folder = _own_directory(create=False)
+    started = start_time(pid)
+    if folder is None or started is None:
+        return None
+    try:
+        with open(_file(folder, pid, started), encoding="utf-8") as handle:
+            entry = json.load(handle)
+    except (OSError, ValueError):
+        return None         # none, or one still being written
+    return entry if isinstance(entry, dict) else None

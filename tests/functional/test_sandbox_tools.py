@@ -1,0 +1,136 @@
+"""Functional, CleanCoin-node: `CleanCoin-sandbox status` on a running node's process tree,
+and `CleanCoin-sandbox learn` of the node and its wallet process as the suite runs them
+(CleanCoin-node -sandboxlearn). CleanCoind has neither a sandbox nor a wallet process: these skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from framework import TestNode, is_multiprocess, wait_until
+
+pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
+
+TOOL = os.path.join(os.path.dirname(sys.executable), "CleanCoin-sandbox")
+
+
+def sandbox(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    made: list[TestNode] = []
+
+    def make(*extra: str) -> TestNode:
+        n = TestNode(len(made), tmp_path, extra)
+        made.append(n)
+        return n
+
+    yield make
+    for n in made:
+        n.cleanup()
+
+
+def test_status_reads_the_node_tree_from_the_kernel(node) -> None:
+    n = node()
+    n.start()
+    assert n.process is not None
+    result = sandbox("status", "--tree", str(n.process.pid), "--json")
+    processes = json.loads(result.stdout)["processes"]
+    assert result.returncode == 0, result.stdout
+    by_role: dict[str, list[dict]] = {}
+    for p in processes:
+        by_role.setdefault(p["role"] or "none", []).append(p)
+    node_status = processes[0]
+    # The node restricted itself: its own report, and the kernel agrees with it.
+    assert node_status["report"]["policy"] == "node" and node_status["seccomp_mode"] == "filter"
+    assert node_status["no_new_privs"] and node_status["findings"] == []
+    assert "mnt" in node_status["namespaces_own"] and "net" in node_status["namespaces_shared"]
+    assert node_status["rlimits"]["nofile"] == {"soft": "4096", "hard": "4096"}
+    # The zygote is unconfined by design and says so; the wallet is in its own pid and net
+    # namespaces below two waiting processes.
+    assert [p["name"] for p in by_role["zygote"]] == ["zygote"]
+    wallet = [p for p in by_role["component"] if p["report"]["policy"] == "wallet"]
+    assert len(wallet) == 1 and wallet[0]["seccomp_mode"] == "filter"
+    assert {"pid", "net", "user", "mnt"} <= set(wallet[0]["namespaces_own"])
+    assert wallet[0]["capabilities"]["effective"] == "0x0"
+    assert len(by_role["pid namespace waiter"]) == 2
+    text = sandbox("status", str(wallet[0]["pid"]))
+    assert text.returncode == 0 and "policy 'wallet'" in text.stdout and "verdict        sandboxed" in text.stdout
+
+
+def test_learn_the_node_and_its_wallet_as_the_suite_runs_them(node, tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    n = node(f"-sandboxlearn={records}")
+    n.start()
+    n.rpc.createwallet("w")
+    address = n.rpc.getnewaddress()
+    n.rpc.generatetoaddress(101, address)
+    wait_until(lambda: n.client.call("getwalletinfo")["lastprocessedblock"]["height"] == 101,
+               what="wallet sync")
+    n.rpc.sendtoaddress(n.rpc.getnewaddress(), 1.5)
+    # The report says what runs: nothing is enforced while learning.
+    info = n.rpc.getprocessinfo()
+    assert "learning" in json.dumps(info)
+    assert n.stop() == 0
+    assert "a LEARNING run" in n.debug_log()
+    counts = {}
+    for policy in ("wallet", "node"):
+        out = tmp_path / f"{policy}.learned.toml"
+        result = sandbox("learn", "--policy", policy, "--from", str(records), "--out", str(out), "--json")
+        assert result.returncode in (0, 1), result.stdout + result.stderr
+        data = json.loads(result.stdout)
+        seen = data["observation"]
+        assert seen["processes"] >= 1 and not seen["errors"], seen["errors"]
+        counts[policy] = (data["diff"]["syscalls_allowed"], data["diff"]["syscalls_used"])
+        # Nothing the component needs is missing from the shipped policy's syscalls.
+        assert data["diff"]["missing_syscalls"] == [], data["diff"]["missing_syscalls"]
+        assert sandbox("check", str(out)).returncode == 0
+    print(f"allowed vs used syscalls: {counts}")
+    wallet = json.loads(sandbox("learn", "--policy", "wallet", "--from", str(records), "--json",
+                                "--out", str(tmp_path / "w.toml")).stdout)
+    # The wallet wrote its database in ${walletdir} and made no socket but unix ones.
+    assert any(p.startswith("${walletdir}/w") for p in wallet["observation"]["paths"])
+    assert {s["family"] for s in wallet["observation"]["sockets"]} <= {"unix"}
+    assert "sendmsg" in wallet["observation"]["syscalls"] or "sendto" in wallet["observation"]["syscalls"]
+    node_seen = json.loads(sandbox("learn", "--policy", "node", "--from", str(records), "--json",
+                                   "--out", str(tmp_path / "n.toml")).stdout)["observation"]
+    assert {"family": "inet", "address": "${rpcport}"} in node_seen["bind"]
+
+
+def test_the_environment_cannot_switch_the_node_into_learning(node, tmp_path: Path) -> None:
+    """Attack: CLEANCOIN_SANDBOX_LEARN in a node's environment (a stray line in a service
+    unit) once made the node and its wallet record instead of being confined. Only
+    -sandboxlearn may; with the variable alone both stay enforced and nothing is recorded."""
+    records = tmp_path / "records"
+    n = node()
+    n.start(env={**os.environ, "CLEANCOIN_SANDBOX_LEARN": str(records)})
+    info = json.dumps(n.rpc.getprocessinfo())
+    assert n.stop() == 0
+    assert "learning" not in info and '"landlock"' in info
+    assert not records.exists()
+    assert "LEARNING run" not in n.debug_log()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SQLite calls fchown (refused: EPERM) only as root")
+def test_refusals_reach_the_node_and_wallet_logs(node) -> None:
+    # SQLite, running as root, gives each new -wal file its database's owner with fchown;
+    # both policies answer EPERM (an argument-free rule). The denial log shows it in the
+    # process's own debug.log, with the arguments under -debug=sandbox.
+    n = node("-debug=sandbox")
+    n.start()
+    n.rpc.createwallet("w")
+    assert n.stop() == 0
+    node_lines = [line for line in n.debug_log().splitlines() if "sandbox: refused fchown(" in line]
+    wallet_log = (n.netdatadir / "wallets" / "debug.log").read_text()
+    wallet_lines = [line for line in wallet_log.splitlines() if "sandbox: refused fchown(" in line]
+    assert node_lines and wallet_lines
+    assert all(line.endswith(("EPERM", "times)")) or ", thread " in line for line in node_lines + wallet_lines)
+    assert "refusals with an errno are answered by a monitor" in n.debug_log()

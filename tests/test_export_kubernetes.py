@@ -1,0 +1,64 @@
+"""`export --format kubernetes`: a container's securityContext, its Localhost seccomp profile
+and the volume mounts of its write grants (docs/deploy.md uses them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TOOL = os.path.join(os.path.dirname(sys.executable), "CleanCoin-sandbox")
+
+
+def test_wallet_container_and_profile(tmp_path: Path) -> None:
+    profile = tmp_path / "wallet.json"
+    result = subprocess.run([TOOL, "export", "--format", "kubernetes", "wallet", "--var",
+                             "walletdir=/data/wallets", "--profile-out", str(profile), "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    text = data["content"]
+    for line in ("allowPrivilegeEscalation: false", "readOnlyRootFilesystem: true", "runAsNonRoot: true",
+                 "type: Localhost", "localhostProfile: cleancoin/wallet.json", "mountPath: /data/wallets",
+                 "kind: NetworkPolicy"):
+        assert line in text, line
+    assert "drop:\n          - ALL" in text
+    seccomp_profile = json.loads(profile.read_text())
+    assert seccomp_profile["defaultAction"] == "SCMP_ACT_KILL_PROCESS"
+    names = {n for e in seccomp_profile["syscalls"] if e["action"] == "SCMP_ACT_ALLOW" and "args" not in e
+             for n in e["names"]}
+    assert "read" in names and "execve" not in names and "connect" not in names
+    assert any("Landlock" in note for note in data["notes"])
+
+
+def test_node_has_no_network_policy_and_a_missing_variable_is_named(tmp_path: Path) -> None:
+    missing = subprocess.run([TOOL, "export", "--format", "kubernetes", "node"], capture_output=True,
+                             text=True, timeout=60)
+    assert missing.returncode == 125 and "${datadir}" in missing.stderr and "${port}" in missing.stderr
+    result = subprocess.run([TOOL, "export", "--format", "kubernetes", "node", "--var", "datadir=/data",
+                             "--var", "port=8333", "--var", "rpcport=8332", "--var", "ipcport=8444"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "NetworkPolicy" not in result.stdout and "mountPath: /data" in result.stdout
+
+
+def test_the_remote_wallet_of_deploy_md(tmp_path: Path) -> None:
+    # docs/deploy.md: the wallet pod's policy is the wallet policy plus one TCP connection.
+    diff = subprocess.run([TOOL, "diff", "wallet", "examples/wallet-remote", "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert diff.returncode == 1
+    widened = {(c["key"], c["item"]) for c in json.loads(diff.stdout)["changes"] if c["kind"] == "widen"}
+    assert widened == {("seccomp.allowed", "connect"), ("network.connect_tcp", "${ipcport}"),
+                       ("network.socket_families", "inet"), ("network.socket_families", "inet6"),
+                       ("namespaces.net", "true -> false")}
+    profile = tmp_path / "wallet-remote.json"
+    result = subprocess.run([TOOL, "export", "--format", "kubernetes", "examples/wallet-remote",
+                             "--var", "walletdir=/data/main/wallets", "--var", "ipcport=27492",
+                             "--profile-out", str(profile)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "localhostProfile: cleancoin/examples-wallet-remote.json" in result.stdout
+    assert "mountPath: /data/main/wallets" in result.stdout and "NetworkPolicy" not in result.stdout
+    names = {n for e in json.loads(profile.read_text())["syscalls"] for n in e["names"]}
+    assert "connect" in names and "bind" not in names and "listen" not in names

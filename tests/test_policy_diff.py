@@ -1,0 +1,88 @@
+"""`CleanCoin-sandbox diff A B`: a semantic diff after extends, groups and variables; exit 1
+when B grants more, so that CI can fail a change that widens a sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+TOOL = os.path.join(os.path.dirname(sys.executable), "CleanCoin-sandbox")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=60)
+
+
+def _changes(result: subprocess.CompletedProcess[str]) -> set[tuple[str, str, str]]:
+    return {(c["key"], c["kind"], c["item"]) for c in json.loads(result.stdout)["changes"]}
+
+
+def test_a_change_that_widens_the_wallet_fails_and_says_what(tmp_path) -> None:
+    # What a pull request might do to the wallet: let it run programs and talk TCP, read
+    # /etc, keep a capability, give up its network namespace and raise a limit.
+    wider = tmp_path / "wallet-pr.toml"
+    wider.write_text(
+        'extends = ["wallet"]\n'
+        '[namespaces]\nnet = false\n'
+        '[filesystem]\nread = ["/etc", "/usr/lib/python3"]\n'
+        '[network]\nsocket_families = ["inet"]\nconnect_tcp = [8333]\n'
+        '[process]\ncapabilities = [{ name = "net_raw", reason = "ping" }]\n'
+        '[process.rlimits]\nnofile = 65536\n'
+        '[seccomp]\nallow = [{ syscall = "execve", reason = "run a helper" }, "connect"]\n'
+        '[compatibility]\nlandlock = "soft"\n')
+    result = run("diff", "wallet", str(wider), "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    changes = _changes(result)
+    for expected in (("seccomp.allowed", "widen", "execve"), ("seccomp.allowed", "widen", "connect"),
+                     ("filesystem.read", "widen", "/etc"), ("network.socket_families", "widen", "inet"),
+                     ("network.connect_tcp", "widen", "8333"), ("namespaces.net", "widen", "true -> false"),
+                     ("process.capabilities", "widen", "net_raw"),
+                     ("process.rlimits.nofile", "widen", "1024/1024 -> 65536/65536 (soft/hard)"),
+                     ("compatibility.landlock", "widen", "hard -> soft")):
+        assert expected in changes, (expected, changes)
+    # /usr/lib/python3 is inside the base's /usr/lib grant: no wider.
+    assert ("filesystem.read", "change", "/usr/lib/python3") in changes
+    text = run("diff", "wallet", str(wider))
+    assert text.returncode == 1 and "B GRANTS MORE than A" in text.stdout and "  + execve" in text.stdout
+
+
+def test_narrowing_and_equal_policies_pass(tmp_path) -> None:
+    same = run("diff", "wallet", "wallet")
+    assert same.returncode == 0 and "no difference" in same.stdout
+    narrow = tmp_path / "narrow.toml"
+    narrow.write_text('extends = ["wallet"]\n[seccomp]\ndeny = ["mremap", "madvise"]\n'
+                      '[process.rlimits]\nnofile = 256\n')
+    narrower = run("diff", "wallet", str(narrow), "--json")
+    assert narrower.returncode == 0, narrower.stdout
+    data = json.loads(narrower.stdout)
+    assert data["widens"] is False and data["counts"] == {"widen": 0, "narrow": 3, "change": 0}
+    assert ("seccomp.allowed", "narrow", "mremap") in _changes(narrower)
+    assert ("process.rlimits.nofile", "narrow", "1024/1024 -> 256/256 (soft/hard)") in _changes(narrower)
+    # The other way round the same changes are widenings.
+    assert run("diff", str(narrow), "wallet").returncode == 1
+    # strict -> wallet: an fchown rule and a memory limit narrower, but another directory, a
+    # bigger file size limit and sendfile wider.
+    mixed = _changes(run("diff", "strict", "wallet", "--json"))
+    assert ("filesystem.write", "widen", "${walletdir}") in mixed
+    assert ("seccomp.allowed", "widen", "sendfile") in mixed
+    assert ("seccomp.rules", "narrow", "fchown: errno:EPERM always") in mixed
+
+
+def test_rules_are_judged_by_what_they_change(tmp_path) -> None:
+    base = tmp_path / "a.toml"
+    base.write_text('extends = ["base/python"]\n')
+    no_tiocsti_rule = tmp_path / "b.toml"
+    # The same base without its ioctl rules: TIOCSTI becomes possible.
+    lines = open(_shipped("base/python")).read().split("# TIOCSTI")[0]
+    no_tiocsti_rule.write_text(lines.replace("[policy]\nname = \"base/python\"", "[policy]\nname = \"b\""))
+    result = run("diff", str(base), str(no_tiocsti_rule), "--json")
+    assert result.returncode == 1
+    widened = {c["item"] for c in json.loads(result.stdout)["changes"] if c["kind"] == "widen"}
+    assert "ioctl: errno:EPERM when arg1 masked_eq 0x5412/0xffffffff" in widened
+
+
+def _shipped(name: str) -> str:
+    from cleancoin.sandbox.policy_loader import shipped_policy
+    return shipped_policy(name)

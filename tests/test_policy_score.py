@@ -1,0 +1,50 @@
+"""`CleanCoin-sandbox score`: an exposure per policy, 0.0 (closed) to 10.0 (no sandbox), and
+--threshold for CI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+TOOL = os.path.join(os.path.dirname(sys.executable), "CleanCoin-sandbox")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=60)
+
+
+def _exposure(*args: str) -> dict[str, float]:
+    result = run("score", "--json", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {p["policy"]: p["exposure"] for p in json.loads(result.stdout)["policies"]}
+
+
+def test_shipped_policies_score_low_and_an_open_policy_high(tmp_path) -> None:
+    open_policy = tmp_path / "open.toml"
+    open_policy.write_text(
+        '[namespaces]\nuser = false\nmount = false\npid = false\nipc = false\nuts = false\n'
+        'reason = "none at all"\n'
+        '[filesystem]\nwrite = [{ path = "/", reason = "everything" }]\n'
+        '[network]\nsocket_families = ["unix", "netlink", { family = "inet", raw = true, reason = "raw" }]\n'
+        'bind_tcp = "any"\nconnect_tcp = "any"\n'
+        '[scopes]\nabstract_unix_socket = false\nsignal = false\n'
+        '[process]\ndumpable = true\nmemory_deny_write_execute = false\nstdio = "inherit"\n'
+        'reason = "none"\ncapabilities = [{ name = "sys_admin", reason = "all" }]\n'
+        '[seccomp]\nenabled = false\nreason = "none"\n')
+    scores = _exposure("wallet", "strict", "node", str(open_policy))
+    assert scores["wallet"] < 1.0 and scores["strict"] < 1.0
+    assert scores["wallet"] <= scores["node"] < 2.5          # the node has TCP and no net namespace
+    assert scores["open"] > 8.5
+
+
+def test_a_threshold_fails_ci_and_the_text_lists_the_checks() -> None:
+    result = run("score", "node", "--threshold", "0.5")
+    assert result.returncode == 1
+    assert "above the threshold 0.5" in result.stderr
+    assert "Overall exposure level for policy 'node'" in result.stdout
+    # The node's largest findings are its network: TCP connect to any port, the host's network.
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("✗", "~"))]
+    assert any("TCP ports it may connect to" in line for line in lines[:5])
+    assert run("score", "wallet", "--threshold", "2.0").returncode == 0
