@@ -5,7 +5,8 @@ VPY      := $(VENV)/bin/python
 PIP      := $(VPY) -m pip --disable-pip-version-check -q
 SOURCES  := $(shell find sandbox components cli policies -type f \( -name '*.py' -o -name '*.toml' -o -name '*.json' -o -name '*.capnp' \) 2>/dev/null) pyproject.toml
 
-GUI_DEPS := 'pyside6-essentials>=6.6' 'qasync>=0.27' 'segno>=1.5' 'pytest-qt>=4.4'
+# PySide6 6.12.0 leaks references to None/True/False on CPython 3.11 (pyproject.toml says more).
+GUI_DEPS := 'pyside6-essentials>=6.6,<6.12; python_version < "3.12"' 'pyside6-essentials>=6.6; python_version >= "3.12"' 'qasync>=0.27' 'segno>=1.5' 'pytest-qt>=4.4'
 
 .PHONY: setup system-deps demo gui screenshots test test-unit test-functional bench fuzz crashtest clean
 

@@ -82,6 +82,10 @@ def _prepare(prog: str, summary: str, table: list[Option], argv: Sequence[str] |
         import PySide6  # noqa: F401 - is the gui extra installed?
     except ImportError:
         return _fail(f"{prog} needs PySide6, the package's 'gui' extra: pip install 'cleancoin[gui]'")
+    from cleancoin.components.gui.qt_check import check_qt_bindings
+    broken = check_qt_bindings()
+    if broken is not None:
+        return _fail(broken)
     try:
         if any(a.lstrip("-").startswith("resetguisettings") for a in args):
             from cleancoin.components.gui.datadir import forget_datadir

@@ -40,8 +40,7 @@ Options:
   -h, --help             Show full help message
 
 Commands:
-  gui [ARGS]     Start GUI, equivalent to running 'CleanCoin-qt [ARGS]' or 'CleanCoin-gui [ARGS]'
-                 (no GUI is part of CleanCoin yet).
+  gui [ARGS]     Start GUI, equivalent to running 'CleanCoin-qt [ARGS]' or 'CleanCoin-gui [ARGS]'.
   node [ARGS]    Start node, equivalent to running 'CleanCoind [ARGS]' or 'CleanCoin-node [ARGS]'.
   rpc [ARGS]     Call RPC method, equivalent to running 'CleanCoin-cli -named [ARGS]'.
   wallet [ARGS]  Call wallet command, equivalent to running 'CleanCoin-wallet [ARGS]'.
@@ -170,8 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = find_executable(command[0], sys.argv[0])
         if path is None:
             if command[0] in ("CleanCoin-gui", "CleanCoin-qt"):
-                raise WrapperError(f"{command[0]} is not installed: CleanCoin has no GUI yet "
-                                   f"(CleanCoin {package_version()})")
+                raise WrapperError(f"{command[0]} is not installed (CleanCoin {package_version()}; "
+                                   "the GUI is the package's 'gui' extra)")
             raise WrapperError(f"{command[0]} not found next to {exe}")
         sys.stdout.flush()
         sys.stderr.flush()

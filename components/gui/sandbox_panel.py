@@ -65,25 +65,31 @@ class ProcessInfo:
 
 
 def tree_from_processinfo(gui: ProcessInfo, info: dict[str, Any]) -> ProcessInfo:
-    """getprocessinfo's answer under this GUI: node, then zygote and wallet below it."""
+    """getprocessinfo's answer under this GUI: the node, its zygote below it and the wallet
+    process below the zygote (which forked it); a wallet the node did not start (-ipcconnect)
+    hangs below the node. getprocessinfo lists node, wallet, then zygote."""
     processes = info.get("processes", [])
     node_entry = processes[0] if processes else {}
     node = ProcessInfo(str(node_entry.get("name", "CleanCoin-node")), node_entry.get("pid"),
                        "P2P, RPC, chain and mempool; confines itself with restrict_self",
                        node_entry.get("sandbox"))
     zygote = None
+    wallets: list[ProcessInfo] = []
     for entry in processes[1:]:
         name = str(entry.get("name", ""))
         if "zygote" in name:
             zygote = ProcessInfo(name, entry.get("pid"), "starts the wallet process in its sandbox, "
                                  "nothing else", None, str(entry.get("sandbox_report", "")))
-            node.children.append(zygote)
         else:
-            wallet = ProcessInfo(name, entry.get("pid"), "keys, coins and signing; wallets: "
-                                 + ", ".join(entry.get("wallets", []) or ["none"]),
-                                 entry.get("sandbox"), str(entry.get("sandbox_report", "")),
-                                 entry.get("restarts", entry.get("reconnects")))
-            (zygote.children if zygote is not None else node.children).append(wallet)
+            wallets.append(ProcessInfo(name, entry.get("pid"), "keys, coins and signing; wallets: "
+                                       + ", ".join(entry.get("wallets", []) or ["none"]),
+                                       entry.get("sandbox"), str(entry.get("sandbox_report", "")),
+                                       entry.get("restarts", entry.get("reconnects"))))
+    if zygote is not None:
+        zygote.children = wallets
+        node.children = [zygote]
+    else:
+        node.children = wallets
     gui.children = [node]
     return gui
 

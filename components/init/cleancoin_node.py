@@ -156,10 +156,6 @@ class NodeProcesses:
             node_entry = {"name": self.local.name, "pid": os.getpid(),
                           "sandbox": self.report.to_dict() if self.report else None}
             processes = [node_entry]
-            if self.zygote is not None:
-                processes.append({"name": f"{PROG} zygote", "pid": self.zygote.pid, "sandbox": None,
-                                  "sandbox_report": "not confined: it must keep the rights to build "
-                                                    "the wallet's sandbox (docs/sandbox.md)"})
             if isinstance(self.wallet, WalletProcess):
                 report = self.wallet.report
                 processes.append({"name": "CleanCoin-wallet", "pid": self.wallet.pid,
@@ -173,6 +169,11 @@ class NodeProcesses:
                                   "sandbox_report": "not started by this node (-ipcconnect): its "
                                                     "confinement is whatever it was started with",
                                   "reconnects": self.wallet.reconnects, "wallets": self.wallet.wanted})
+            # The zygote comes last: clients take processes[1] as the wallet process.
+            if self.zygote is not None:
+                processes.append({"name": f"{PROG} zygote", "pid": self.zygote.pid, "sandbox": None,
+                                  "sandbox_report": "not confined: it must keep the rights to build "
+                                                    "the wallet's sandbox (docs/sandbox.md)"})
             return {"processes": processes,
                     "wallet_rpc": "connected" if self.router and self.router.connected
                     else (self.router.status if self.router else "none")}

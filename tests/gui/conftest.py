@@ -87,19 +87,3 @@ def wait_for(qtbot: Any, predicate: Callable[[], Any], timeout: float = 30.0, wh
         qtbot.waitUntil(lambda: bool(predicate()), timeout=int(timeout * 1000))
     except AssertionError:
         raise AssertionError(f"timed out waiting for {what or predicate}") from None
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
-    """Leave without interpreter finalization: after pycapnp's KJ loop ran on qasync's loop,
-    the garbage collection at shutdown hits a refcount error in a C extension ("none_dealloc")
-    and aborts a run that passed. Known limit, docs/gui.md."""
-    import sys
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        session.config.hook.pytest_terminal_summary(terminalreporter=reporter, exitstatus=exitstatus,
-                                                    config=session.config)
-        reporter.summary_stats()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(int(exitstatus))
