@@ -225,6 +225,11 @@ class SandboxPanel(QWidget):
         if connected:
             self.refresh()
 
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        """The call counts are current whenever the panel is looked at."""
+        self.show_stats()
+        super().showEvent(event)
+
     def show_stats(self) -> None:
         client = self.ctx.client
         rows = [{"name": name, "count": s.count, "mean": s.mean, "worst": s.worst, "errors": s.errors}

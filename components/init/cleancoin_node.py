@@ -85,8 +85,6 @@ class NodeProcesses:
                                                  "(-ipcallowwallet)", reserve=False, gated=False)
         if self.ipc.binds:
             await self._listen(node)
-        if self.frontend_fd is not None:
-            await self._serve_frontend(node)
         if self.connect_wallet:
             self.wallet = ConnectedWallet(self.ipc, os.path.join(node.netdatadir, WALLET_SOCKET), node,
                                           self.router, self.wallets, self.local)
@@ -96,6 +94,10 @@ class NodeProcesses:
                                         self.ipc.debug, self.prestarted_wallet)
             self.prestarted_wallet = None
             await self.wallet.start()
+        # The front end that started this node hears from it once its wallet methods are
+        # registered: a window's first "create wallet" must not meet "Method not found".
+        if self.frontend_fd is not None:
+            await self._serve_frontend(node)
 
     async def _after_wallet_call(self, method: str) -> None:
         if self.wallet is not None:

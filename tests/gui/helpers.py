@@ -88,3 +88,44 @@ def send(qtbot: Any, window: Any, address: str, amount: str, passphrase: str | N
         fill_dialog(page.dialog, passphrase=passphrase)
     wait_for(qtbot, lambda: page.status.text().startswith(("Sent", "Not sent")), 60, "the send")
     return page.status.text()
+
+
+def encrypt_wallet(qtbot: Any, window: Any, passphrase: str) -> None:
+    """Wallet menu → Encrypt, for the selected wallet; until it shows as encrypted and locked."""
+    menu = window.wallet_menu
+    menu.actions_["encrypt"].trigger()
+    fill_dialog(menu.dialog, new=passphrase, repeat=passphrase)
+    wait_for(qtbot, lambda: window.ctx.current is not None and window.ctx.current.encrypted
+             and window.ctx.current.locked, 60, "the wallet encrypted and locked")
+
+
+def available(window: Any) -> str:
+    """The overview's 'Available' label, as the user reads it."""
+    return window.overview.available.text()
+
+
+def wallet_scenario(qtbot: Any, window: Any) -> str:
+    """What the issue asks of both executables, through the widgets: a wallet made in the
+    wallet menu, 101 blocks mined to it through the console, its balance label changed by
+    notification; a second wallet, encrypted in the wallet menu, paid through the send screen;
+    its balance arriving by notification; a payment back from it, unlocked through the send
+    screen's passphrase prompt and locked again afterwards. Returns the first wallet's address."""
+    w = window
+    create_wallet(qtbot, w, "alice")
+    address = new_address(qtbot, w)
+    console(qtbot, w, f"generatetoaddress 101 {address}")
+    wait_for(qtbot, lambda: available(w) == "50.00000000 CC", 30, "the balance after 101 blocks")
+    create_wallet(qtbot, w, "bob")
+    encrypt_wallet(qtbot, w, "correct horse")
+    bob = new_address(qtbot, w)
+    select_wallet(qtbot, w, "alice")
+    status = send(qtbot, w, bob, "1.5")
+    assert status.startswith("Sent 1.50000000 CC"), status
+    console(qtbot, w, f"generatetoaddress 1 {address}")
+    select_wallet(qtbot, w, "bob")
+    wait_for(qtbot, lambda: available(w) == "1.50000000 CC", 30, "bob's balance by notification")
+    status = send(qtbot, w, address, "0.5", passphrase="correct horse")
+    assert status.startswith("Sent 0.50000000 CC"), status
+    wait_for(qtbot, lambda: w.ctx.current.locked, 30, "bob locked again after the send")
+    wait_for(qtbot, lambda: w.transactions.model.rowCount() == 2, 10, "both of bob's transactions listed")
+    return address

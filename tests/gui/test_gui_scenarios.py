@@ -1,18 +1,28 @@
-"""The window against a real node, driven through its widgets: CleanCoin-qt's window over
-the node in this process (wallet made in the wallet menu, blocks mined through the console,
-the balance label changed by notification, a payment typed into the send screen, encryption
-and the send's passphrase prompt). tests/gui/test_gui_executables.py starts the executables
-themselves, confined."""
+"""The window against a real node, driven through its widgets as a person does (typing into
+widgets, clicking, menus; tests/gui/helpers.py): the same scenario (helpers.wallet_scenario)
+for both process models.
+
+- CleanCoin-qt: the window over the node in this process (the local `Node` binding).
+- CleanCoin-gui: the window over a real CleanCoin-node started as CleanCoin-gui starts it
+  (components/init/cleancoin_gui.spawn_node: the sandbox launcher, a socket pair, -ipcfd), with
+  its sandboxed CleanCoin-wallet process; every call and notification crosses Cap'n Proto. The
+  wallet process is killed with SIGKILL and the Sandbox panel shows the restart from the
+  node's process events. Only the window's own confinement is left out (this test process
+  cannot confine itself); tests/gui/test_gui_executables.py runs the confined executable.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import free_port, run, wait_for
-from .helpers import console, create_wallet, new_address, select_wallet, send
+from .helpers import available, new_address, wallet_scenario
 
 
 def _gui_app(executable: str, link: Any, datadir: Path, settings_dir: Path, report: Any = None) -> Any:
@@ -23,15 +33,6 @@ def _gui_app(executable: str, link: Any, datadir: Path, settings_dir: Path, repo
                  backup_dir=str(datadir / "regtest" / "wallets"))
     app.show()
     return app
-
-
-def _available(window: Any) -> str:
-    return window.overview.available.text()
-
-
-def run_in_background(app: Any) -> Any:
-    import asyncio
-    return asyncio.ensure_future(app.run())
 
 
 def test_cleancoin_qt_window_over_the_node_in_process(qtbot: Any, qapp: Any, aloop: Any, datadir: Path,
@@ -46,25 +47,9 @@ def test_cleancoin_qt_window_over_the_node_in_process(qtbot: Any, qapp: Any, alo
     node, task = run(qapp, start_node(config))
     try:
         app = _gui_app("CleanCoin-qt", Link(NodeService(node), "in process"), datadir, settings_dir)
-        runner = run_in_background(app)
+        runner = asyncio.ensure_future(app.run())
         w = app.window
-        create_wallet(qtbot, w, "solo")
-        address = new_address(qtbot, w)
-        console(qtbot, w, f"generatetoaddress 101 {address}")
-        wait_for(qtbot, lambda: _available(w) == "50.00000000 CC", 30, "the balance after 101 blocks")
-        create_wallet(qtbot, w, "bob", passphrase="correct horse")
-        bob = new_address(qtbot, w)
-        select_wallet(qtbot, w, "solo")
-        status = send(qtbot, w, bob, "1.5")
-        assert status.startswith("Sent 1.50000000 CC"), status
-        console(qtbot, w, f"generatetoaddress 1 {address}")
-        select_wallet(qtbot, w, "bob")
-        wait_for(qtbot, lambda: _available(w) == "1.50000000 CC", 30, "bob's balance by notification")
-        assert w.ctx.current.encrypted and w.ctx.current.locked
-        status = send(qtbot, w, address, "0.5", passphrase="correct horse")
-        assert status.startswith("Sent 0.50000000 CC"), status
-        wait_for(qtbot, lambda: w.ctx.current.locked, 30, "bob locked again after the send")
-        wait_for(qtbot, lambda: w.transactions.model.rowCount() == 2, 10, "both transactions listed")
+        wallet_scenario(qtbot, w)
         w.show_page("sandbox")
         w.sandbox.refresh()
         wait_for(qtbot, lambda: w.ctx.tasks.busy == 0, 10)
@@ -76,6 +61,69 @@ def test_cleancoin_qt_window_over_the_node_in_process(qtbot: Any, qapp: Any, alo
     finally:
         node.request_shutdown()
         assert run(qapp, task) == 0
+
+
+def _process(window: Any, name: str) -> Any:
+    found = [p for p in window.sandbox.processes() if p.name == name]
+    assert len(found) == 1, [p.name for p in window.sandbox.processes()]
+    return found[0]
+
+
+def test_cleancoin_gui_window_over_ipc_and_a_wallet_restart_in_the_sandbox_panel(
+        qtbot: Any, qapp: Any, aloop: Any, datadir: Path, settings_dir: Path) -> None:
+    from cleancoin.components.init.cleancoin_gui import _wait_node, link_spawned, spawn_node
+    from cleancoin.components.interfaces.init import IpcPeer
+
+    process, sock = spawn_node(["-regtest", f"-datadir={datadir}", f"-port={free_port()}",
+                                f"-rpcport={free_port()}", "-printtoconsole=0"])
+    try:
+        link = run(qapp, link_spawned(sock, IpcPeer("CleanCoin-gui", os.getpid()), False,
+                                      f"socket pair with CleanCoin-node (pid {process.pid})"))
+        app = _gui_app("CleanCoin-gui", link, datadir, settings_dir)
+        runner = asyncio.ensure_future(app.run())
+        w = app.window
+        wallet_scenario(qtbot, w)
+
+        # The Sandbox panel: the tree below this window, each process confined by its policy.
+        w.show_page("sandbox")
+        panel = w.sandbox
+        wait_for(qtbot, lambda: len(panel.processes()) == 4, 20, "the process tree")
+        assert [p.name for p in panel.processes()] == [
+            "CleanCoin-gui", "CleanCoin-node", "CleanCoin-node zygote", "CleanCoin-wallet"]
+        assert _process(w, "CleanCoin-node").policy == "node"
+        wallet = _process(w, "CleanCoin-wallet")
+        assert wallet.policy == "wallet" and "seccomp" in wallet.summary()
+        assert wallet.restarts == 0 and wallet.pid
+        rows = {panel.stats.rows[i]["name"]: panel.stats.rows[i] for i in range(len(panel.stats.rows))}
+        assert rows["executeRpc(generatetoaddress)"]["count"] == 2 and "socket pair" in panel.transport.text()
+
+        w.wallet_box.setCurrentText("alice")
+        wait_for(qtbot, lambda: w.ctx.wallet == "alice", 10, "alice selected")
+        before = available(w)
+        assert before.endswith(" CC") and not before.startswith("0.")
+
+        # kill -9 of the wallet process: the node restarts it, the panel shows it as it happens.
+        os.kill(wallet.pid, signal.SIGKILL)
+        wait_for(qtbot, lambda: panel.restarts_seen == 1, 60, "the restart in the Sandbox panel")
+        events = panel.events.toPlainText()
+        assert "CleanCoin-wallet" in events and " exited" in events and "SIGKILL" in events, events
+        assert events.index(" exited") < events.index(" restarted")
+        wait_for(qtbot, lambda: _process(w, "CleanCoin-wallet").restarts == 1, 20, "the tree after the restart")
+        assert _process(w, "CleanCoin-wallet").pid != wallet.pid
+        # The wallets come back with the process, and it serves the window again.
+        wait_for(qtbot, lambda: {"alice", "bob"} <= set(w.ctx.wallets), 30, "the wallets loaded again")
+        w.wallet_box.setCurrentText("alice")
+        wait_for(qtbot, lambda: w.ctx.wallet == "alice" and available(w) == before, 30,
+                 "alice's balance shown again after the restart")
+        assert new_address(qtbot, w).startswith("ccrt1"), "the restarted wallet process answers"
+        w.close()
+        run(qapp, runner)
+        run(qapp, app.close(stop_node=True))
+        assert _wait_node(process) == 0, "the node this window started stops when it closes"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.mark.parametrize("line, expected", [
