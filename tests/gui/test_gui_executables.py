@@ -116,4 +116,5 @@ def test_probe_finds_no_escape_from_the_gui_policy(datadir: Path) -> None:
     result = subprocess.run([str(BIN / "CleanCoin-sandbox"), "probe", "--policy", "gui", "--datadir", str(datadir),
                              "--var", f"xauthority={datadir}/none"], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "0 escapes" in result.stdout
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.endswith(" attempts, 0 escapes"), summary      # no escape, and no error either

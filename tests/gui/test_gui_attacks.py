@@ -1,0 +1,210 @@
+"""Attacks from inside a real CleanCoin-gui process, as a compromised window would make them
+(the harness, attack_site/sitecustomize.py, runs the code below in the GUI process once its
+window is up): read the node's .cookie and a wallet file, write into the datadir, connect to
+the node's node.sock and its RPC port, read the started node's environment and command line
+from /proc, signal and trace it, run another program, and walk every descriptor it holds
+towards the cookie.
+
+The same attacker code runs twice: with -sandbox=0 first, where every attempt goes through (so
+the attacks are real and the test can fail), then confined by policies/gui.toml, where none
+does. Attempts that seccomp answers by killing the process (kill, ptrace, execve) run in
+forked children where the window may fork (unconfined); the confined window may not, so each
+of them runs last in a launch of its own, and the process killed in it is the refusal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .conftest import free_port
+
+BIN = Path(sys.executable).parent
+HARNESS = Path(__file__).parent / "attack_site" / "sitecustomize.py"
+
+ATTACK = r'''
+import ctypes, os, signal, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.syscall.argtypes = [ctypes.c_long] * 5
+
+def read(path, dir_fd=None):
+    try:
+        fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
+    except OSError as exc:
+        return None, exc.strerror
+    try:
+        return os.read(fd, 4096), "read"
+    finally:
+        os.close(fd)
+
+data, how = read(ctx["cookie"])
+report("read-node-cookie", bool(data), how)
+data, how = read(ctx["wallet_file"])
+report("read-wallet-file", bool(data) and b"wallet-secret" in data, how)
+try:
+    fd = os.open(os.path.join(ctx["netdir"], "pwned"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    report("write-datadir", True, "created")
+except OSError as exc:
+    report("write-datadir", False, exc.strerror)
+
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(2)
+try:
+    s.connect(ctx["node_sock"])
+    report("connect-node-sock", True, "connected")
+except OSError as exc:
+    report("connect-node-sock", False, exc.strerror or str(exc))
+finally:
+    s.close()
+try:
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t.settimeout(2)
+    try:
+        t.connect(("127.0.0.1", ctx["rpcport"]))
+        report("tcp-connect-node-rpc", True, "connected")
+    finally:
+        t.close()
+except OSError as exc:
+    report("tcp-connect-node-rpc", False, exc.strerror or str(exc))
+
+data, how = read(f"/proc/{ctx['node_pid']}/environ")
+report("read-node-environ", data is not None, how)
+data, how = read(f"/proc/{ctx['node_pid']}/cmdline")
+report("read-node-cmdline", data is not None, how)
+
+hits = []
+for fd in range(3, 256):
+    try:
+        os.fstat(fd)
+    except OSError:
+        continue
+    data, how = read(os.path.relpath(ctx["cookie"], "/"), dir_fd=fd)
+    if data:
+        hits.append(f"read the cookie through fd {fd}")
+report("fd-walk-to-cookie", bool(hits), "; ".join(hits) or "every descriptor refused")
+
+FATAL = {
+    "signal-node": lambda: libc.syscall(62, ctx["node_pid"], signal.SIGCONT, 0, 0) == 0,
+    # PTRACE_SEIZE does not stop the node; the tracer's exit detaches it.
+    "ptrace-node": lambda: libc.syscall(101, 0x4206, ctx["node_pid"], 0, 0) == 0,
+    "exec-a-program": lambda: os.execv("/bin/true", ["true"]),
+}
+
+try:
+    child = os.fork()
+except OSError as exc:
+    child = None
+    report("fork-a-process", False, exc.strerror)
+if child == 0:
+    os._exit(0)
+if child is not None:
+    os.waitpid(child, 0)
+    report("fork-a-process", True, "forked")
+    # Each attempt seccomp would answer with a kill runs in a child of its own.
+    for name, action in FATAL.items():
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ok = action()
+            except BaseException:
+                ok = False
+            os._exit(0 if ok else 7)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            report(name, False, f"killed by signal {os.WTERMSIG(status)}")
+        else:
+            report(name, os.WEXITSTATUS(status) == 0, f"exit status {os.WEXITSTATUS(status)}")
+else:
+    # No children: the one attempt this launch is for, in this process, last. If the process
+    # dies in it, the mark stays: "killed during the attempt".
+    name = ctx["fatal"]
+    report(name, None, "killed during the attempt")
+    report(name, bool(FATAL[name]()), "returned")
+'''
+
+#: What must go through without the sandbox (fd-walk needs a descriptor that leads somewhere:
+#: an unconfined process reads the cookie by path).
+CONTROL = {"read-node-cookie", "read-wallet-file", "write-datadir", "connect-node-sock",
+           "tcp-connect-node-rpc", "read-node-environ", "read-node-cmdline", "fork-a-process",
+           "signal-node", "ptrace-node", "exec-a-program"}
+#: Attempts seccomp answers by killing the process: one confined launch each.
+FATAL = ("signal-node", "ptrace-node", "exec-a-program")
+
+
+def _run_attacked_gui(base: Path, *extra: str, fatal: str = "") -> dict[str, dict[str, Any]]:
+    datadir = base / "data"
+    netdir = datadir / "regtest"
+    (netdir / "wallets" / "victim").mkdir(parents=True)
+    (netdir / "wallets" / "victim" / "wallet.dat").write_text("wallet-secret")
+    site = base / "site"
+    site.mkdir()
+    shutil.copy(HARNESS, site / "sitecustomize.py")
+    config_home = base / "config"
+    results = config_home / "CleanCoin" / "attack_results.json"
+    rpcport = free_port()
+    (site / "attack.json").write_text(json.dumps({
+        "source": ATTACK, "results": str(results),
+        "vars": {"netdir": str(netdir), "cookie": str(netdir / ".cookie"),
+                 "wallet_file": str(netdir / "wallets" / "victim" / "wallet.dat"),
+                 "node_sock": str(netdir / "node.sock"), "rpcport": rpcport, "fatal": fatal}}))
+    env = {**os.environ, "PYTHONPATH": str(site), "QT_QPA_PLATFORM": "offscreen",
+           "XDG_CONFIG_HOME": str(config_home)}
+    gui = subprocess.Popen([str(BIN / "CleanCoin-gui"), "-regtest", f"-datadir={datadir}", "-noipcconnect",
+                            "-ipcbind=unix", "-disablewallet", f"-port={free_port()}", f"-rpcport={rpcport}",
+                            *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def finished() -> bool:
+        found = json.loads(results.read_text()) if results.exists() else {}
+        return "_done" in found or (gui.poll() is not None and bool(found))
+    try:
+        deadline = time.monotonic() + 60
+        while not finished():
+            if gui.poll() is not None and not results.exists():
+                raise AssertionError("the GUI ended: " + gui.communicate()[0].decode()[-3000:])
+            if time.monotonic() > deadline:
+                raise AssertionError("no attack results within 60 s")
+            time.sleep(0.1)
+        found = json.loads(results.read_text())
+        assert "_error" not in found, found["_error"]["detail"]
+        if fatal:
+            assert gui.wait(30) == -signal.SIGSYS, "the window was not killed by seccomp"
+        return {k: v for k, v in found.items() if not k.startswith("_")}
+    finally:
+        if gui.poll() is None:
+            gui.send_signal(signal.SIGTERM)
+            try:
+                gui.wait(30)
+            except subprocess.TimeoutExpired:
+                gui.kill()
+                gui.wait()
+        if gui.stdout is not None:
+            gui.stdout.close()
+
+
+def test_a_compromised_window_reaches_nothing_of_the_node(datadir: Path) -> None:
+    control = _run_attacked_gui(datadir / "unconfined", "-sandbox=0")
+    went_through = {name for name, r in control.items() if r["escaped"]}
+    expected = CONTROL if os.geteuid() == 0 else CONTROL - {"ptrace-node"}
+    assert expected <= went_through, {n: control[n] for n in expected - went_through}
+
+    for fatal in FATAL:
+        confined = _run_attacked_gui(datadir / f"confined-{fatal}", fatal=fatal)
+        assert set(confined) == set(control) - (set(FATAL) - {fatal}), sorted(confined)
+        escapes = {name: r["detail"] for name, r in confined.items() if r["escaped"] is not False}
+        # A process killed in the middle of an attempt is seccomp's answer to it.
+        assert escapes == {fatal: "killed during the attempt"}, escapes
+        # The other refusals are the sandbox's too: the node's files are not in the window's
+        # view, other socket families do not exist for it, and it may not fork.
+        assert not (datadir / f"confined-{fatal}" / "data" / "regtest" / "pwned").exists()
+        assert confined["read-node-cookie"]["detail"] == "No such file or directory"
+        assert confined["tcp-connect-node-rpc"]["detail"] == "Address family not supported by protocol"
+        assert confined["fork-a-process"]["detail"] == "Operation not permitted"
