@@ -106,7 +106,9 @@ class TransactionsModel(RowsModel):
     )
 
     def set_rows(self, rows: list[dict[str, Any]]) -> None:
-        super().set_rows(sorted(rows, key=lambda r: int(r.get("time", 0)), reverse=True))
+        # Newest first; within one second (a burst of blocks), fewer confirmations is newer.
+        super().set_rows(sorted(rows, key=lambda r: (int(r.get("time", 0)), -int(r.get("confirmations", 0))),
+                                reverse=True))
 
 
 class TransactionFilter(QSortFilterProxyModel):

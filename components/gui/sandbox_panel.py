@@ -121,6 +121,7 @@ class SandboxPanel(QWidget):
         stats_view.horizontalHeader().setStretchLastSection(True)
         self.transport = QLabel()
         self.transport.setObjectName("ipc_transport")
+        self.transport.setWordWrap(True)        # a long socket path must not widen the window
         refresh = QPushButton("Refresh")
         tree_box = QGroupBox("Processes")
         tree_layout = QVBoxLayout(tree_box)
@@ -142,6 +143,7 @@ class SandboxPanel(QWidget):
         bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(events_box)
         bottom.addWidget(stats_box)
+        bottom.setSizes([1, 1])                 # events and calls side by side, half each
         split.addWidget(bottom)
         QVBoxLayout(self).addWidget(split)
         self.restarts_seen = 0

@@ -134,3 +134,15 @@ def test_cleancoin_gui_window_over_ipc_and_a_wallet_restart_in_the_sandbox_panel
 def test_console_parses_arguments_as_json_or_text(line: str, expected: tuple[str, list[Any]]) -> None:
     from cleancoin.components.gui.console import parse_command
     assert parse_command(line) == expected
+
+
+def test_transactions_are_listed_newest_first_within_one_second(qapp: Any) -> None:
+    """listtransactions is oldest first; a burst of blocks shares one timestamp."""
+    from cleancoin.components.gui.models import TransactionsModel
+    rows = [{"txid": t, "time": 100, "confirmations": c, "category": "generate", "amount": 50}
+            for t, c in (("a", 3), ("b", 2), ("c", 1))] + [
+           {"txid": "d", "time": 100, "confirmations": 0, "category": "send", "amount": -1},
+           {"txid": "e", "time": 99, "confirmations": 4, "category": "generate", "amount": 50}]
+    model = TransactionsModel()
+    model.set_rows(rows)
+    assert [r["txid"] for r in model.rows] == ["d", "c", "b", "a", "e"]
