@@ -12,6 +12,8 @@ from PySide6.QtCore import QEvent, QObject, QStringListModel, Qt
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import QCompleter, QLabel, QLineEdit, QPlainTextEdit, QVBoxLayout, QWidget
 
+from cleancoin.components.rpc import jsonfmt
+
 from .context import GuiContext
 
 #: Lines of history kept (this session only: commands can hold passphrases).
@@ -109,6 +111,7 @@ class ConsolePage(QWidget):
             ok, text, code = await self.ctx.client.call_text(method, json.dumps(params), self.ctx.wallet or None)
             if not ok:
                 return f"{text} (code {code})"
-            value = json.loads(text)
-            return value if isinstance(value, str) else json.dumps(value, indent=2)
+            # Amounts exactly as the node wrote them (84.49999580, not the float 84.4999958).
+            value = jsonfmt.loads_decimal(text)
+            return value if isinstance(value, str) else jsonfmt.dumps(value, indent=2)
         self.ctx.run(f"Console: {method}", run(), self.output.appendPlainText)
