@@ -86,6 +86,10 @@ class GuiApp:
             self.ctx.select(wanted)
         self.events.connection.emit(True, f"connected: {self.client.transport}")
         self.window.sandbox.refresh()
+        tip = self.events.last_tip
+        # tests/bench/bench_gui.py times the start of a usable window by this line.
+        log.info("window ready: %s; tip %s; wallets: %s", self.client.transport,
+                 tip.height if tip is not None else "?", ", ".join(self.ctx.wallets) or "none")
 
     async def run(self) -> None:
         """Subscribe, then follow the connection until the window closes."""

@@ -1,14 +1,15 @@
 """CleanCoin-gui: the window in its own sandboxed process, the node in CleanCoin-node.
 
 Start-up order (docs/gui.md):
-1. The GUI's code is imported (PySide6, the screens, the Cap'n Proto schemas).
-2. The node: with -ipcconnect=auto (the default) `<netdatadir>/node.sock` is tried and used
+1. The node: with -ipcconnect=auto (the default) `<netdatadir>/node.sock` is tried and used
    when a node answers; otherwise, or with -noipcconnect, CleanCoin-node is started through
    the sandbox launcher (`spawn`, no policy of its own: the node confines itself with
    node.toml and starts its wallet process as always) on a socket pair (-ipcfd). An explicit
    -ipcconnect=ADDRESS must connect, or the GUI stops with an error.
-3. An attached GUI forks its connector (gui/connector.py), the one way back to the node
+2. An attached GUI forks its connector (gui/connector.py), the one way back to the node
    after step 4.
+3. The GUI's code is imported (PySide6, the screens, the Cap'n Proto schemas), while a
+   started node opens its chain and starts its wallet process.
 4. The GUI confines itself with policies/gui.toml (`restrict_self`): single-threaded still,
    so before Qt connects to the display (Qt's xcb and wayland platforms start threads
    there, and Landlock before ABI 8 restricts only the calling thread). After this: no exec,
@@ -81,7 +82,6 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
     from ..gui.connector import Connector
     from ..ipc.transport import open_socket
 
-    _import_gui()
     default_socket = os.path.join(netdatadir, NODE_SOCKET)
     sock: socket.socket | None = None
     address = None
@@ -106,6 +106,10 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
         transport = f"{address} (attached)"
         connector = Connector.start(address)
         log.info("attached to the node at %s", address)
+    # After the node is on its way (its start overlaps these imports) and the connector is
+    # forked (it need not carry Qt), before confinement (which hides the Python installation
+    # from nothing, but a late import failure would come far from its cause).
+    _import_gui()
     report = None
     if sandbox:
         from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self, shipped_policy
