@@ -162,7 +162,8 @@ def main_gui(argv: Sequence[str] | None = None) -> int:
     node_args.append("-printtoconsole=0")
     from cleancoin.components.init import cleancoin_gui
     return cleancoin_gui.run(node_args, ipc, settings.netdatadir, settings.chain, _options(settings),  # type: ignore[arg-type]
-                             [sys.argv[0]], sandbox=settings.get_bool("sandbox", True))
+                             [sys.argv[0]], sandbox=settings.get_bool("sandbox", True),
+                             learn_dir=os.path.abspath(learn) if (learn := settings.get("sandboxlearn")) else None)
 
 
 def _all_args(args: list[str]) -> list[str]:

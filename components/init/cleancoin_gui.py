@@ -74,9 +74,11 @@ def _credentials(ipc: IpcSettings, netdatadir: str, address: Any) -> tuple[Any, 
 
 
 def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, options: GuiOptions,
-        argv: list[str], *, sandbox: bool = True) -> int:
+        argv: list[str], *, sandbox: bool = True, learn_dir: str | None = None) -> int:
     """Start CleanCoin-gui (options parsed, logging set up); `node_args` are the options a
-    started CleanCoin-node gets. Returns the exit status."""
+    started CleanCoin-node gets. `learn_dir` (-sandboxlearn, passed on to a started node as
+    well): a learning run, the window records what it uses instead of being confined
+    (docs/audit.md). Returns the exit status."""
     import capnp
 
     from ..gui.connector import Connector
@@ -120,11 +122,15 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
         if connector is not None:
             keep.add(connector.fileno())
         try:
-            report = restrict_self(shipped_policy("gui"), gui_variables(settings_path), keep_fds=keep)
+            report = restrict_self(shipped_policy("gui"), gui_variables(settings_path), keep_fds=keep,
+                                   learn_dir=learn_dir)
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if node_process is not None:
                 node_process.kill()
             return _fail(f"{exc} (this kernel or system cannot confine {PROG}; -sandbox=0 runs it unconfined)")
+        if learn_dir:
+            log.warning("-sandboxlearn=%s: a LEARNING run, %s records what it uses and is NOT confined",
+                        learn_dir, PROG)
         log.info("%s (pid %d) confined:\n%s", PROG, os.getpid(), report.to_text())
     else:
         log.warning("-sandbox=0: %s runs WITHOUT a sandbox", PROG)

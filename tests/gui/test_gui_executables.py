@@ -118,3 +118,36 @@ def test_probe_finds_no_escape_from_the_gui_policy(datadir: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.endswith(" attempts, 0 escapes"), summary      # no escape, and no error either
+
+
+def test_cleancoin_gui_runs_confined_on_an_x11_display(datadir: Path) -> None:
+    """On a real display Qt's xcb platform connects to the X server and starts a D-Bus thread
+    after the window confined itself (gui.toml grants the socket, getresuid/getresgid and
+    shutdown for them: without those the window died of SIGSYS at start and at exit)."""
+    import shutil
+    import pytest
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    display = next(n for n in range(90, 190) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    server = subprocess.Popen([xvfb, f":{display}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gui = None
+    try:
+        _wait(lambda: Path(f"/tmp/.X11-unix/X{display}").exists(), 10, "Xvfb")
+        env = {**os.environ, "QT_QPA_PLATFORM": "xcb", "DISPLAY": f":{display}",
+               "XDG_CONFIG_HOME": str(datadir / "config")}
+        gui = subprocess.Popen([str(BIN / "CleanCoin-gui"), "-regtest", f"-datadir={datadir}", "-noipcconnect",
+                                "-disablewallet", f"-port={free_port()}", f"-rpcport={free_port()}"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        _wait(lambda: "window ready" in _log(datadir) or gui.poll() is not None, 60, "the window on X11")
+        assert gui.poll() is None, gui.communicate()[0].decode()[-2000:]
+        assert "confined" in _log(datadir) and _status(gui.pid)["Seccomp"] == "2"
+        time.sleep(0.5)
+        gui.send_signal(signal.SIGTERM)                  # as closing the window
+        assert gui.wait(60) == 0, gui.communicate()[0].decode()[-2000:]
+    finally:
+        for proc in (gui, server):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -55,8 +55,12 @@ def test_every_screen_of_the_confined_window_renders(datadir: Path) -> None:
         (site / "screenshots.json").write_text(json.dumps({"out": str(out), "wallet": "alice", "pay_to": bob}))
         env = {**os.environ, "PYTHONPATH": str(site), "QT_QPA_PLATFORM": "offscreen",
                "XDG_CONFIG_HOME": str(config_home)}
+        # CLEANCOIN_SANDBOX_LEARN=DIR in the test runner's environment makes this a learning run
+        # of the window (docs/gui.md, "How gui.toml was measured"), as for the functional suite.
+        learn = os.environ.get("CLEANCOIN_SANDBOX_LEARN")
         gui = subprocess.Popen([str(BIN / "CleanCoin-gui"), "-regtest", f"-datadir={node.datadir}",
-                                "-ipcconnect=unix"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                "-ipcconnect=unix", *([f"-sandboxlearn={learn}"] if learn else [])],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             wait_until(lambda: (out / "done.json").exists() or gui.poll() is not None, 90, "the screenshots")
             assert (out / "done.json").exists(), gui.communicate()[0].decode()[-3000:]
