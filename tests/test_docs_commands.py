@@ -176,3 +176,25 @@ def test_the_check_finds_a_wrong_option_and_a_wrong_method() -> None:
     assert _check_daemon_style(CommandLine("x", 1, ["CleanCoin-node", "-regtest", "-nosuchoption=1"]))
     assert _check_daemon_style(CommandLine("x", 1, ["CleanCoin-cli", "-regtest", "getnothing"]))
     assert not _check_daemon_style(CommandLine("x", 1, ["CleanCoin-cli", "-regtest", "getblockcount"]))
+
+
+# File names the docs use for a reader's own files in examples, not ours.
+_EXAMPLE_FILES = {"policies/X.toml", "test_my_policy.py", "client_tcp.py"}
+
+
+def test_every_source_file_the_docs_name_exists() -> None:
+    """A doc that points at `components/node/remote_wallet.py` or `wallet_session.py` must
+    point at a file that is there: modules move, and the docs must move with them."""
+    ours = {p.name for folder in ("components", "sandbox", "cli", "tests") for p in (ROOT / folder).rglob("*.py")}
+    problems = []
+    for doc in [*DOCS, ROOT / "components" / "interfaces" / "README.md"]:
+        text = doc.read_text()
+        for match in re.finditer(r"\b((?:components|sandbox|cli|policies|tests)/[\w/.\-]*\w)", text):
+            path = match.group(1)
+            if path not in _EXAMPLE_FILES and not (ROOT / path).exists() \
+                    and not (ROOT / path.rsplit(".", 1)[0]).with_suffix(".py").exists():
+                problems.append(f"{doc.name}: {path}")
+        for match in re.finditer(r"\b([a-z_0-9]+\.py)\b", text):
+            if match.group(1) not in ours and match.group(1) not in _EXAMPLE_FILES:
+                problems.append(f"{doc.name}: {match.group(1)}")
+    assert problems == []

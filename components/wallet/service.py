@@ -1,4 +1,5 @@
-"""The wallet as a process of its own (CleanCoin-wallet with -ipcfd or -ipcconnect).
+"""The wallet as a process of its own (started by CleanCoin-node's zygote, or CleanCoin-wallet
+-ipcconnect/-ipcbind).
 
 The node is reached only through a `Chain` (an IPC proxy here). The wallet's JSON-RPC
 methods live in a `Registry` of this process; they are registered with the node
