@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 
 from cleancoin.cli import mp_node_main, node_main
-from cleancoin.cli.options import (
+from cleancoin.components.common.options import (
     Option, OptionError, Settings, apply_umask, help_text, load_settings, log_settings_warnings, version_text,
     wants,
 )
@@ -55,18 +55,18 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _datadir_args(args: list[str], settings_dir: str | None) -> list[str]:
+def _datadir_args(args: list[str]) -> list[str]:
     """-choosedatadir and the datadir remembered in the settings: as a -datadir argument,
     unless the command line names one."""
     if any(a.lstrip("-").startswith("datadir=") for a in args):
         return args
-    from cleancoin.components.gui.datadir import choose_datadir, remembered_datadir
+    from cleancoin.components.init.cleancoin_qt import choose_datadir, remembered_datadir
     if any(a.lstrip("-") in ("choosedatadir", "choosedatadir=1") for a in args):
-        chosen = choose_datadir(settings_dir)
+        chosen = choose_datadir()
         if chosen is None:
             raise OptionError("no data directory chosen")
         return [*args, f"-datadir={chosen}"]
-    remembered = remembered_datadir(settings_dir)
+    remembered = remembered_datadir()
     return [*args, f"-datadir={remembered}"] if remembered else args
 
 
@@ -82,15 +82,15 @@ def _prepare(prog: str, summary: str, table: list[Option], argv: Sequence[str] |
         import PySide6  # noqa: F401 - is the gui extra installed?
     except ImportError:
         return _fail(f"{prog} needs PySide6, the package's 'gui' extra: pip install 'cleancoin[gui]'")
-    from cleancoin.components.gui.qt_check import check_qt_bindings
-    broken = check_qt_bindings()
+    from cleancoin.components.init.cleancoin_qt import check_qt
+    broken = check_qt()
     if broken is not None:
         return _fail(broken)
     try:
         if any(a.lstrip("-").startswith("resetguisettings") for a in args):
-            from cleancoin.components.gui.datadir import forget_datadir
-            forget_datadir(None)
-        args = _datadir_args(args, None)
+            from cleancoin.components.init.cleancoin_qt import forget_datadir
+            forget_datadir()
+        args = _datadir_args(args)
         settings = load_settings(args, table)
     except OptionError as exc:
         return _fail(str(exc))
@@ -152,10 +152,8 @@ def main_gui(argv: Sequence[str] | None = None) -> int:
         ipc = parse_settings(values)
     except (OptionError, AddressError) as exc:
         return _fail(str(exc))
-    from cleancoin.components.gui.logs import setup_gui_logging
-    from cleancoin.components.gui.settings import settings_dir
-    setup_gui_logging(settings_dir(), settings.chain, settings.get_bool("printtoconsole", False),
-                      settings.get_all("debug"))
+    from cleancoin.components.init.cleancoin_gui import setup_logging
+    setup_logging(settings.chain, settings.get_bool("printtoconsole", False), list(settings.get_all("debug")))
     log = logging.getLogger("cleancoin.gui")
     log.info("CleanCoin-gui starting: chain=%s datadir=%s pid=%d", settings.chain, settings.netdatadir, os.getpid())
     node_args = [a for a in _all_args(args) if a.lstrip("-").split("=")[0].removeprefix("no") not in GUI_ONLY]
@@ -169,7 +167,7 @@ def main_gui(argv: Sequence[str] | None = None) -> int:
 def _all_args(args: list[str]) -> list[str]:
     """The command line as a started node gets it, the datadir remembered by the GUI included."""
     try:
-        return _datadir_args([a for a in args if a.lstrip("-") not in ("choosedatadir", "choosedatadir=1")], None)
+        return _datadir_args([a for a in args if a.lstrip("-") not in ("choosedatadir", "choosedatadir=1")])
     except OptionError:
         return args
 

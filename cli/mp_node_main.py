@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from cleancoin.cli import node_main
-from cleancoin.cli.options import (
+from cleancoin.components.common.options import (
     Option, OptionError, apply_umask, help_text, load_settings, log_settings_warnings, version_text, wants,
 )
 

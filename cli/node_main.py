@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cleancoin.cli.options import (
+from cleancoin.components.common.options import (
     SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text, load_settings,
     log_settings_warnings, positive_seconds, version_text, wants,
 )

@@ -64,6 +64,14 @@ def _import_gui() -> None:
     specs.all_specs()   # loads every schema file and builds the method tables
 
 
+def setup_logging(network: str, console: bool, debug: list[str]) -> str:
+    """The window's own log, in its settings directory (the confined window cannot see the
+    datadir); returns its path."""
+    from ..gui.logs import setup_gui_logging
+    from ..gui.settings import settings_dir
+    return setup_gui_logging(settings_dir(), network, console, debug)
+
+
 def _credentials(ipc: IpcSettings, netdatadir: str, address: Any) -> tuple[Any, Any]:
     from ..ipc.auth import read_cookie
     from ..ipc.transport import client_tls

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 
 
-from ..node.node import InitError, Node, NodeConfig
+from ..node.node import InitError, NodeConfig, NodeContext
 from .cleancoind import InProcessWallets
 
 log = logging.getLogger("cleancoin.gui")
@@ -34,6 +34,33 @@ class GuiOptions:
     settings_dir: str | None = None  # where the GUI keeps its settings (default ~/.config/CleanCoin)
 
 
+# What both GUI executables' option parsing (cli/gui_main.py) needs of the window's package,
+# before a window exists.
+
+def check_qt() -> str | None:
+    """None when the installed PySide6 is sound; else the error to print (gui/qt_check.py)."""
+    from ..gui.qt_check import check_qt_bindings
+    return check_qt_bindings()
+
+
+def remembered_datadir() -> str | None:
+    """The data directory a -choosedatadir run remembered, if any."""
+    from ..gui.datadir import remembered_datadir as remembered
+    return remembered(None)
+
+
+def choose_datadir() -> str | None:
+    """Ask for a data directory (in a short-lived child process); None when none was chosen."""
+    from ..gui.datadir import choose_datadir as choose
+    return choose(None)
+
+
+def forget_datadir() -> None:
+    """-resetguisettings: forget the remembered data directory."""
+    from ..gui.datadir import forget_datadir as forget
+    forget(None)
+
+
 class _Started:
     """The node's extension for CleanCoin-qt: the in-process wallets, and an event once the
     node has started (its RPC method table and wallets exist)."""
@@ -42,7 +69,7 @@ class _Started:
         self.wallets = wallets
         self.ready = asyncio.Event()
 
-    async def start(self, node: Node) -> None:
+    async def start(self, node: NodeContext) -> None:
         if self.wallets is not None:
             await self.wallets.start(node)
         self.ready.set()
@@ -52,11 +79,11 @@ class _Started:
             await self.wallets.stop()
 
 
-async def start_node(config: NodeConfig) -> tuple[Node, "asyncio.Task[int]"]:
+async def start_node(config: NodeConfig) -> tuple[NodeContext, "asyncio.Task[int]"]:
     """Start the node in this loop; returns it once started, and the task that runs it
     (its result is the exit status). InitError when it cannot start."""
     extension = _Started(None if config.disable_wallet else InProcessWallets(list(config.wallets)))
-    node = Node(config, extension)
+    node = NodeContext(config, extension)
     task = asyncio.ensure_future(node.run())
     ready = asyncio.ensure_future(extension.ready.wait())
     await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)

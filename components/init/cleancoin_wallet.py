@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cleancoin.cli.options import (
+from cleancoin.components.common.options import (
     SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, load_settings, log_settings_warnings,
     positive_seconds,
 )

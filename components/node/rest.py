@@ -26,7 +26,7 @@ from cleancoin.components.rpc import jsonfmt
 from cleancoin.components.rpc.errors import RPC_IN_WARMUP, RpcError
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .node import NodeContext
 
 #: bitcoind's MAX_REST_HEADERS_RESULTS and the default count.
 MAX_HEADERS = 2000
@@ -60,7 +60,7 @@ def _check_hash(text: str) -> str:
 class RestInterface:
     """The REST endpoints of one node; RpcServer calls `handle` for paths under /rest/."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeContext) -> None:
         self._node = node
 
     async def handle(self, request: web.BaseRequest) -> web.Response:

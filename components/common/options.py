@@ -3,7 +3,7 @@
 `-name=value`, `-name` (true), `-noname` (false; `-noname=0` is the double negative, true),
 repeatable options keep every value and a negation drops the values before it; the command
 line overrides CleanCoin.conf, whose network sections apply to that network only
-(components/rpc/conf.py). As in bitcoind, an option no table knows is an error on the command
+(components/common/conf.py). As in bitcoind, an option no table knows is an error on the command
 line and only a warning in the conf file ("Ignoring unknown configuration value X", logged to
 debug.log), so a conf file that still holds bitcoind-only settings does not stop the node.
 -help is generated from the same table.
@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from cleancoin.components.rpc import conf
+from . import conf
 
 
 class OptionError(ValueError):
