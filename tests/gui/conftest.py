@@ -34,7 +34,8 @@ def datadir() -> Iterator[Path]:
     path = ROOT / uuid.uuid4().hex[:12]
     path.mkdir(parents=True)
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if not os.environ.get("KEEP_GUI_TEST_DIRS"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -64,6 +65,11 @@ def aloop(qapp: Any) -> Iterator[asyncio.AbstractEventLoop]:
     yield loop
     release.set()
     run(qapp, task)
+    # qasync leaves an "already running" loop to its user: stop and close it, and say that no
+    # loop runs any more (later tests call asyncio.run()).
+    loop.stop()
+    loop.close()
+    asyncio.events._set_running_loop(None)
     asyncio.set_event_loop(None)
 
 
