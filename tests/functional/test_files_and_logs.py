@@ -24,20 +24,6 @@ from cleancoin.components.rpc.client import RpcClient, RpcError
 from framework import TEST_ADDRESS, TestNode, free_port, is_multiprocess, wait_until
 
 
-@pytest.fixture
-def node(tmp_path: Path):
-    made: list[TestNode] = []
-
-    def make(*extra: str) -> TestNode:
-        n = TestNode(len(made), tmp_path, extra)
-        made.append(n)
-        return n
-
-    yield make
-    for n in made:
-        n.cleanup()
-
-
 def start_under_umask(n: TestNode, extra: list[str] = (), umask: int = 0o022, wait: bool = True) -> None:
     old = os.umask(umask)
     try:
