@@ -87,8 +87,8 @@ class RestInterface:
             return await self._headers(path[len("headers/"):], query)
         if path.startswith("blockhashbyheight/"):
             height_text, ext = _split_format(path[len("blockhashbyheight/"):])
-            if not height_text.isdigit():
-                raise _RestError(400, f"Invalid height: {height_text}")
+            if not height_text.isdigit() or len(height_text) > 10:
+                raise _RestError(400, f"Invalid height: {height_text[:20]}")
             try:
                 block_hash = await self._call("getblockhash", int(height_text))
             except RpcError:

@@ -385,6 +385,8 @@ def test_rest_interface(net: Net) -> None:
     # A count of 5000 digits is a clean 400 that does not echo it, not a 500.
     status, _, body = get(f"/headers/{net.node.rpc.getblockhash(1)}.json?count={'9' * 5000}")
     assert status == 400 and len(body) < 200, (status, body[:200])
+    status, _, body = get(f"/blockhashbyheight/{'9' * 5000}.json")
+    assert status == 400 and len(body) < 200, (status, body[:200])
     assert get("/block/xyz.json")[0] == 400
     status, _, body = get(f"/block/{best}.txt")
     assert (status, body) == (404, b"output format not found (available: .bin, .hex, .json)\r\n")
