@@ -55,6 +55,8 @@ class Settings:
     file: Mapping[str, Sequence[str]]
     #: Conf-file settings no table knows: logged as warnings once logging is set up.
     warnings: Sequence[str] = ()
+    #: The conf file's path (read or not: -noconf, or absent), as resolved at start-up.
+    conf_path: str = ""
 
     @property
     def netdatadir(self) -> str:
@@ -153,7 +155,7 @@ def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
     warnings = list(dict.fromkeys(f"Ignoring unknown configuration value {f'{section}.' if section else ''}{name}"
                                   for section, name, _ in entries if name not in known))
     from_file = {name: values for name, values in from_file.items() if name in known}
-    return Settings(chain, datadir, cmdline, from_file, warnings)
+    return Settings(chain, datadir, cmdline, from_file, warnings, conf_path)
 
 
 def _check_known(values: Mapping[str, object], known: set[str]) -> None:
