@@ -368,7 +368,8 @@ def test_what_the_confined_node_plants_is_not_trusted_at_the_next_start(home_bas
     info = a.node.rpc.getprocessinfo()
     assert a.node.stop() == 0
     assert "WITHOUT a sandbox" not in a.node.debug_log()
-    node_entry, wallet_entry = info["processes"]
+    by_name = {p["name"]: p for p in info["processes"]}
+    node_entry, wallet_entry = by_name["CleanCoin-node"], by_name["CleanCoin-wallet"]
     assert node_entry["sandbox"] and "fully enforced" in wallet_entry["sandbox_report"], info
     assert victim.read_text() == "victim-original\n"
     # Another conf file inside that directory is not started with at all.

@@ -65,10 +65,9 @@ def aloop(qapp: Any) -> Iterator[asyncio.AbstractEventLoop]:
     yield loop
     release.set()
     run(qapp, task)
-    # qasync leaves an "already running" loop to its user: stop and close it, and say that no
-    # loop runs any more (later tests call asyncio.run()).
-    loop.stop()
-    loop.close()
+    # pytest-qt, not asyncio, drives Qt's loop, so qasync's "already running" loop never
+    # stops by itself: say that no loop runs any more, or later tests' asyncio.run() refuse.
+    # (Closing it as well made the next GUI test's IPC calls hang: not done.)
     asyncio.events._set_running_loop(None)
     asyncio.set_event_loop(None)
 
