@@ -16,7 +16,8 @@ test directory. It is a function body run with `ctx` (the JSON config plus `role
 `report(name, escaped, detail)`; the results go to `result_<role>.json` in a directory the
 confined side may write (the config names it), rewritten after every report, so that a
 process the sandbox kills in the middle of an attempt leaves `attempt(name)`'s mark ("killed
-during the attempt") behind. With `"<role>_delay": seconds` the attack runs in a thread that
+during the attempt") behind, and an attack that ran to its end says so with an `_end` entry
+(a test must not judge a file that later attempts will still add to). With `"<role>_delay": seconds` the attack runs in a thread that
 long after the component started serving. Nothing here weakens the sandbox: it only decides
 what code runs inside it.
 """
@@ -61,6 +62,8 @@ def _runner(role, config):
         ctx = dict(config.get("vars", {}), role=role, pid=os.getpid())
         try:
             exec(code, {"ctx": ctx, "report": report, "attempt": attempt, "__name__": "attack"})
+            results["_end"] = {"escaped": False, "detail": "every attempt made"}
+            save()
         except SystemExit:
             raise
         except BaseException:   # noqa: BLE001 - the test must see what went wrong
