@@ -119,7 +119,11 @@ def main_qt(argv: Sequence[str] | None = None) -> int:
         config = node_main.build_config(settings)
     except OptionError as exc:
         return _fail(str(exc))
-    node_main.setup_logging(_quiet(settings), settings.netdatadir)
+    from cleancoin.components.common.private_files import UnsafeFileError
+    try:
+        node_main.setup_logging(_quiet(settings), settings.netdatadir)
+    except UnsafeFileError as exc:
+        return _fail(str(exc))
     log = logging.getLogger("cleancoin.gui")
     log.info("CleanCoin-qt starting: chain=%s datadir=%s pid=%d", settings.chain, settings.netdatadir, os.getpid())
     log_settings_warnings(settings, log)
@@ -152,8 +156,12 @@ def main_gui(argv: Sequence[str] | None = None) -> int:
         ipc = parse_settings(values)
     except (OptionError, AddressError) as exc:
         return _fail(str(exc))
+    from cleancoin.components.common.private_files import UnsafeFileError
     from cleancoin.components.init.cleancoin_gui import setup_logging
-    setup_logging(settings.chain, settings.get_bool("printtoconsole", False), list(settings.get_all("debug")))
+    try:
+        setup_logging(settings.chain, settings.get_bool("printtoconsole", False), list(settings.get_all("debug")))
+    except UnsafeFileError as exc:
+        return _fail(str(exc))
     log = logging.getLogger("cleancoin.gui")
     log.info("CleanCoin-gui starting: chain=%s datadir=%s pid=%d", settings.chain, settings.netdatadir, os.getpid())
     node_args = [a for a in _all_args(args) if a.lstrip("-").split("=")[0].removeprefix("no") not in GUI_ONLY]

@@ -10,6 +10,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ..common.private_files import open_log
+
 
 def setup_gui_logging(directory: str, network: str, console: bool, debug: Sequence[str]) -> str:
     """Set up the "cleancoin" logger for the GUI process; returns the log file's path."""
@@ -20,7 +22,9 @@ def setup_gui_logging(directory: str, network: str, console: bool, debug: Sequen
     root.propagate = False
     fmt = logging.Formatter("%(asctime)s.%(msecs)03dZ [%(name)s] %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
     fmt.converter = time.gmtime
-    handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
+    # Opened before confinement, by a process the window's earlier run could have planted a
+    # link for: never through a link (private_files), as the node opens its debug.log.
+    handlers: list[logging.Handler] = [logging.StreamHandler(open_log(path))]
     if console:
         handlers.append(logging.StreamHandler(sys.stdout))
     for handler in handlers:

@@ -1,6 +1,10 @@
-"""The GUI's own settings (window geometry, last wallet, the datadir chosen with
--choosedatadir): one INI file in the settings directory, the only directory the sandboxed
-GUI may write (policies/gui.toml)."""
+"""Where the GUI keeps its files, and the window's own settings (geometry, last wallet).
+
+The settings directory ($XDG_CONFIG_HOME/CleanCoin) holds what the next, unconfined start
+reads before it confines anything: CleanCoin-Qt.ini (the datadir chosen with -choosedatadir,
+which decides the conf file the started node obeys) and the window's log (opened before
+confinement). The confined window may write only its subdirectory `window/` (gui.toml's
+${datadir}): a compromised window must not choose what its next start trusts."""
 
 from __future__ import annotations
 
@@ -16,6 +20,11 @@ def settings_dir() -> str:
     return os.path.join(base, "CleanCoin")
 
 
+def window_dir(directory: str | None = None) -> str:
+    """The one directory the confined window may write: `<settings directory>/window`."""
+    return os.path.join(directory or settings_dir(), "window")
+
+
 @dataclass
 class GuiSettings:
     """One network's GUI settings file."""
@@ -24,7 +33,7 @@ class GuiSettings:
 
     @classmethod
     def open(cls, network: str, directory: str | None = None) -> "GuiSettings":
-        directory = directory or settings_dir()
+        directory = window_dir(directory)
         os.makedirs(directory, mode=0o700, exist_ok=True)
         return cls(os.path.join(directory, f"CleanCoin-Qt-{network}.ini"))
 

@@ -123,14 +123,14 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
     report = None
     if sandbox:
         from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self, shipped_policy
-        from ..gui.settings import settings_dir
-        settings_path = options.settings_dir or settings_dir()
-        os.makedirs(settings_path, mode=0o700, exist_ok=True)
+        from ..gui.settings import window_dir
+        writable = window_dir(options.settings_dir)
+        os.makedirs(writable, mode=0o700, exist_ok=True)
         keep = {sock.fileno(), *_log_descriptors()}
         if connector is not None:
             keep.add(connector.fileno())
         try:
-            report = restrict_self(shipped_policy("gui"), gui_variables(settings_path), keep_fds=keep,
+            report = restrict_self(shipped_policy("gui"), gui_variables(writable), keep_fds=keep,
                                    learn_dir=learn_dir)
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if node_process is not None:
@@ -254,10 +254,10 @@ def _wait_node(process: Any, timeout: float = 30.0) -> int | None:
     return process.wait()
 
 
-def gui_variables(settings_path: str) -> dict[str, str]:
+def gui_variables(window_path: str) -> dict[str, str]:
     """Values of gui.toml's variables."""
     xauthority = os.environ.get("XAUTHORITY") or os.path.join(os.path.expanduser("~"), ".Xauthority")
-    return {"datadir": settings_path, "xauthority": xauthority}
+    return {"datadir": window_path, "xauthority": xauthority}
 
 
 def _log_descriptors() -> set[int]:

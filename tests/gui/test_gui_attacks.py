@@ -76,6 +76,16 @@ try:
 except OSError as exc:
     report("tcp-connect-node-rpc", False, exc.strerror or str(exc))
 
+# Persistence: what the next, unconfined start reads before it confines anything. The
+# remembered data directory decides which conf file (sandbox=0?) the started node obeys.
+try:
+    fd = os.open(ctx["start_settings"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, ("[General]\ndatadir=" + ctx["evil_datadir"] + "\n").encode())
+    os.close(fd)
+    report("plant-start-settings", True, "rewrote the remembered datadir")
+except OSError as exc:
+    report("plant-start-settings", False, exc.strerror)
+
 data, how = read(f"/proc/{ctx['node_pid']}/environ")
 report("read-node-environ", data is not None, how)
 data, how = read(f"/proc/{ctx['node_pid']}/cmdline")
@@ -133,7 +143,7 @@ else:
 
 #: What must go through without the sandbox (fd-walk needs a descriptor that leads somewhere:
 #: an unconfined process reads the cookie by path).
-CONTROL = {"read-node-cookie", "read-wallet-file", "write-datadir", "connect-node-sock",
+CONTROL = {"read-node-cookie", "read-wallet-file", "write-datadir", "plant-start-settings", "connect-node-sock",
            "tcp-connect-node-rpc", "read-node-environ", "read-node-cmdline", "fork-a-process",
            "signal-node", "ptrace-node", "exec-a-program"}
 #: Attempts seccomp answers by killing the process: one confined launch each.
@@ -149,13 +159,15 @@ def _run_attacked_gui(base: Path, *extra: str, fatal: str = "") -> dict[str, dic
     site.mkdir()
     shutil.copy(HARNESS, site / "sitecustomize.py")
     config_home = base / "config"
-    results = config_home / "CleanCoin" / "attack_results.json"
+    results = config_home / "CleanCoin" / "window" / "attack_results.json"
     rpcport = free_port()
     (site / "attack.json").write_text(json.dumps({
         "source": ATTACK, "results": str(results),
         "vars": {"netdir": str(netdir), "cookie": str(netdir / ".cookie"),
                  "wallet_file": str(netdir / "wallets" / "victim" / "wallet.dat"),
-                 "node_sock": str(netdir / "node.sock"), "rpcport": rpcport, "fatal": fatal}}))
+                 "node_sock": str(netdir / "node.sock"), "rpcport": rpcport, "fatal": fatal,
+                 "start_settings": str(config_home / "CleanCoin" / "CleanCoin-Qt.ini"),
+                 "evil_datadir": str(base / "evil")}}))
     env = {**os.environ, "PYTHONPATH": str(site), "QT_QPA_PLATFORM": "offscreen",
            "XDG_CONFIG_HOME": str(config_home)}
     gui = subprocess.Popen([str(BIN / "CleanCoin-gui"), "-regtest", f"-datadir={datadir}", "-noipcconnect",
@@ -208,3 +220,6 @@ def test_a_compromised_window_reaches_nothing_of_the_node(datadir: Path) -> None
         assert confined["read-node-cookie"]["detail"] == "No such file or directory"
         assert confined["tcp-connect-node-rpc"]["detail"] == "Address family not supported by protocol"
         assert confined["fork-a-process"]["detail"] == "Operation not permitted"
+        # The next start still reads the operator's choice (none here), not the attacker's.
+        from cleancoin.components.gui.datadir import remembered_datadir
+        assert remembered_datadir(str(datadir / f"confined-{fatal}" / "config" / "CleanCoin")) == ""

@@ -151,3 +151,17 @@ def test_cleancoin_gui_runs_confined_on_an_x11_display(datadir: Path) -> None:
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_a_log_that_is_a_link_stops_the_start_and_writes_nothing(datadir: Path) -> None:
+    """The window's log is opened by the unconfined start: a link planted there (by an earlier
+    window, or another program of the user's) must not make it append to the link's target."""
+    victim = datadir / "victim.txt"
+    victim.write_text("victim-original\n")
+    settings = datadir / "config" / "CleanCoin"
+    settings.mkdir(parents=True)
+    (settings / "CleanCoin-gui-regtest.log").symlink_to(victim)
+    gui = _gui(datadir, f"-port={free_port()}", f"-rpcport={free_port()}", "-noipcconnect")
+    out = gui.communicate(timeout=60)[0].decode()
+    assert gui.returncode == 1 and "is a symbolic link" in out, out
+    assert victim.read_text() == "victim-original\n"

@@ -50,7 +50,7 @@ def test_every_screen_of_the_confined_window_renders(datadir: Path) -> None:
         site.mkdir()
         shutil.copy(HARNESS, site / "sitecustomize.py")
         config_home = datadir / "config"
-        out = config_home / "CleanCoin" / "screens"
+        out = config_home / "CleanCoin" / "window" / "screens"     # the confined window writes only there
         out.mkdir(parents=True)
         (site / "screenshots.json").write_text(json.dumps({"out": str(out), "wallet": "alice", "pay_to": bob}))
         env = {**os.environ, "PYTHONPATH": str(site), "QT_QPA_PLATFORM": "offscreen",
