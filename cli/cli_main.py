@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from cleancoin.components.rpc import conf as rpcconf
+from cleancoin.components.common import conf as rpcconf
 from cleancoin.components.rpc import jsonfmt
 from cleancoin.components.rpc.client import DEFAULT_TIMEOUT, RpcClient, RpcConnectionError, RpcTransportError
 from cleancoin.components.rpc.errors import RPC_IN_WARMUP, RPC_WALLET_NOT_SPECIFIED, RpcError

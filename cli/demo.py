@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError
-from cleancoin.components.rpc.conf import cookie_path, net_datadir
+from cleancoin.components.common.conf import cookie_path, net_datadir
 from cleancoin.components.rpc.errors import RpcError
 from cleancoin.sandbox import Report
 

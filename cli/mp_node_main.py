@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from cleancoin.cli import node_main
-from cleancoin.cli.options import (
+from cleancoin.components.common.options import (
     Option, OptionError, apply_umask, help_text, load_settings, log_settings_warnings, version_text, wants,
 )
 
@@ -96,7 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.makedirs(os.path.join(netdatadir, "wallets"), mode=0o700, exist_ok=True)
     except OSError as exc:
         return _fail(None, f"Cannot create data directory {netdatadir}: {exc.strerror}")
-    node_main.setup_logging(settings, netdatadir)
+    from cleancoin.components.common.private_files import UnsafeFileError, conf_to_protect
+    try:
+        node_main.setup_logging(settings, netdatadir)
+        # Before the sandbox: a conf file in the datadir the node may write is made read-only
+        # in its view (node.toml), and created empty if missing, so the node cannot set its
+        # own options (sandbox=0) for its next start.
+        conf_to_protect(settings.conf_path, netdatadir)
+    except UnsafeFileError as exc:
+        return _fail(None, str(exc))
     log = logging.getLogger("cleancoin.node")
     log.info("%s starting: chain=%s datadir=%s pid=%d", PROG, settings.chain, netdatadir, os.getpid())
     log_settings_warnings(settings, log)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cleancoin.cli.options import (
+from cleancoin.components.common.options import (
     SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text, load_settings,
     log_settings_warnings, positive_seconds, version_text, wants,
 )
@@ -60,6 +60,10 @@ OPTIONS: list[Option] = [
     Option("uacomment", "Append comment to the user agent string (repeatable)", "Connection options", "<cmt>"),
     Option("debug", "Output debug logging: net, rpc, mempool, validation, ipc, sandbox; 1 or all for every category. "
            "Repeatable.", "Debugging/Testing options", "<category>"),
+    Option("debuglogfile", "Specify location of debug log file (default: debug.log). Relative paths will "
+           "be prefixed by a net-specific datadir location. Pass -nodebuglogfile to disable writing "
+           "the log to a file. Never followed if it is a symbolic link.", "Debugging/Testing options",
+           "<file>", "debug.log"),
     Option("debugexclude", "Exclude debug logging for a category (takes priority over -debug)",
            "Debugging/Testing options", "<category>"),
     Option("printtoconsole", "Send trace/debug info to console (default: 1 when no -daemon)",
@@ -90,17 +94,34 @@ OPTIONS: list[Option] = [
 ]
 
 
+def debug_log_path(settings: Settings, netdatadir: str) -> str | None:
+    """-debuglogfile, as bitcoind: default debug.log, a relative path in the network datadir,
+    -nodebuglogfile for none."""
+    from cleancoin.components.common.conf import Negated
+
+    value = settings.get("debuglogfile")
+    if isinstance(value, Negated):
+        return None
+    return os.path.join(netdatadir, os.path.expanduser(value or "debug.log"))
+
+
 def setup_logging(settings: Settings, netdatadir: str) -> None:
-    """debug.log in the network datadir (and the console with -printtoconsole), UTC
-    timestamps, the logger name as category; -debug turns categories to DEBUG."""
+    """The debug log (-debuglogfile, default debug.log in the network datadir) and the
+    console with -printtoconsole; UTC timestamps, the logger name as category; -debug turns
+    categories to DEBUG. The log is never opened through a link (UnsafeFileError): the
+    confined CleanCoin-node can write its datadir and must not choose where the next,
+    unconfined start writes."""
+    from cleancoin.components.common.private_files import open_log
+
+    path = debug_log_path(settings, netdatadir)
+    stream = open_log(path) if path else None
     root = logging.getLogger("cleancoin")
     root.setLevel(logging.INFO)
     root.propagate = False
     fmt = logging.Formatter("%(asctime)s.%(msecs)03dZ [%(name)s] %(levelname)s %(message)s",
                             "%Y-%m-%dT%H:%M:%S")
     fmt.converter = time.gmtime
-    handlers: list[logging.Handler] = [logging.FileHandler(os.path.join(netdatadir, "debug.log"),
-                                                           encoding="utf-8")]
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream)] if stream else []
     if settings.get_bool("printtoconsole", True):
         handlers.append(logging.StreamHandler(sys.stdout))
     for h in handlers:
@@ -237,7 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"Error: Cannot create data directory {netdatadir}: {exc.strerror}", file=sys.stderr)
         return 1
-    setup_logging(settings, netdatadir)
+    from cleancoin.components.common.private_files import UnsafeFileError
+    try:
+        setup_logging(settings, netdatadir)
+    except UnsafeFileError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
     log = logging.getLogger("cleancoin.node")
     log.info("CleanCoind starting: chain=%s datadir=%s pid=%d", settings.chain, netdatadir, os.getpid())
     log_settings_warnings(settings, log)

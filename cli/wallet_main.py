@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cleancoin.cli.options import Option, OptionError, help_text, load_settings, version_text, wants
+from cleancoin.components.common.options import Option, OptionError, help_text, load_settings, version_text, wants
 
 PROG = "CleanCoin-wallet"
 

@@ -25,8 +25,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cleancoin.cli.options import OptionError, package_version, parse_args, version_text
-from cleancoin.components.rpc import conf
+from cleancoin.components.common.options import OptionError, package_version, parse_args, version_text
+from cleancoin.components.common import conf
 
 PROG = "CleanCoin"
 

@@ -38,8 +38,6 @@ from .plan import Plan
 
 AT_FDCWD = 0xFFFFFF9C          # -100 as the low 32 bits of a register
 _O_ACCMODE, _O_CREAT, _O_TRUNC, _O_PATH = 0o3, 0o100, 0o1000, 0o10000000
-_PR_SET_PTRACER = 0x59616D61
-_PR_SET_PTRACER_ANY = 0xFFFFFFFFFFFFFFFF
 
 # x86_64 syscall number -> how to read its path arguments: (dirfd index or None, path
 # index, access). Access "open" looks at the flags (index 2 for openat, 1 for open).
@@ -262,7 +260,7 @@ def start(plan: Plan, entry: str) -> str:
     os.write(out, (json.dumps(header) + "\n").encode())
     try:
         # With Yama's ptrace_scope 1 only an ancestor may read our memory; the recorder is not one.
-        syscalls.prctl(_PR_SET_PTRACER, _PR_SET_PTRACER_ANY)
+        syscalls.prctl(syscalls.PR_SET_PTRACER, syscalls.PR_SET_PTRACER_ANY)
     except OSError:
         pass       # no Yama: same-user access is enough
     target = os.getpid()

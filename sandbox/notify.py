@@ -17,12 +17,11 @@ import os
 import struct
 from dataclasses import dataclass
 
+from . import syscalls
 from .errors import EnforcementError
+from .syscalls import SECCOMP_SET_MODE_FILTER, SYS_PIDFD_GETFD, SYS_SECCOMP
 
-_SYS_SECCOMP = 317
-_SYS_PIDFD_GETFD = 438
-SECCOMP_SET_MODE_FILTER = 1
-FILTER_FLAG_TSYNC = 1 << 0
+FILTER_FLAG_TSYNC = syscalls.SECCOMP_FILTER_FLAG_TSYNC
 FILTER_FLAG_NEW_LISTENER = 1 << 3
 FILTER_FLAG_TSYNC_ESRCH = 1 << 4
 USER_NOTIF_FLAG_CONTINUE = 1
@@ -33,9 +32,9 @@ IOCTL_NOTIF_RECV = 0xC0000000 | (_NOTIF.size << 16) | (ord("!") << 8) | 0
 IOCTL_NOTIF_SEND = 0xC0000000 | (_RESP.size << 16) | (ord("!") << 8) | 1
 IOCTL_NOTIF_ID_VALID = 0x40000000 | (8 << 16) | (ord("!") << 8) | 2
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+# ioctl with a pointer argument: its own prototype, so that the shared libc's stays as it is.
+_ioctl = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p,
+                          use_errno=True)(("ioctl", syscalls.libc()))
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def load_with_listener(bpf: bytes, step: str = "seccomp") -> int:
     buf = ctypes.create_string_buffer(bpf, len(bpf))
     prog = _SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
     flags = FILTER_FLAG_TSYNC | FILTER_FLAG_NEW_LISTENER | FILTER_FLAG_TSYNC_ESRCH
-    fd = _libc.syscall(_SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(prog))
+    fd = syscalls.libc().syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(prog))
     if fd < 0:
         raise EnforcementError(step, f"seccomp(SET_MODE_FILTER, NEW_LISTENER) failed: "
                                      f"{os.strerror(ctypes.get_errno())}")
@@ -65,7 +64,7 @@ def load_with_listener(bpf: bytes, step: str = "seccomp") -> int:
 
 def pidfd_getfd(pidfd: int, target_fd: int) -> int:
     """A copy of another process's descriptor (needs ptrace access to it)."""
-    fd = _libc.syscall(_SYS_PIDFD_GETFD, pidfd, target_fd, 0)
+    fd = syscalls.libc().syscall(SYS_PIDFD_GETFD, pidfd, target_fd, 0)
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -83,7 +82,7 @@ class Listener:
     def receive(self) -> Notification | None:
         """The next notification; None when it was withdrawn (the thread got a signal, or died)."""
         ctypes.memset(self._recv, 0, _NOTIF.size)      # the kernel refuses a buffer that is not zero
-        if _libc.ioctl(self.fd, IOCTL_NOTIF_RECV, self._recv) != 0:
+        if _ioctl(self.fd, IOCTL_NOTIF_RECV, self._recv) != 0:
             err = ctypes.get_errno()
             if err in (2, 4):          # ENOENT: withdrawn; EINTR
                 return None
@@ -93,7 +92,7 @@ class Listener:
 
     def _respond(self, nid: int, val: int, error: int, flags: int) -> None:
         _RESP.pack_into(self._send, 0, nid, val, error, flags)
-        if _libc.ioctl(self.fd, IOCTL_NOTIF_SEND, self._send) != 0:
+        if _ioctl(self.fd, IOCTL_NOTIF_SEND, self._send) != 0:
             err = ctypes.get_errno()
             if err != 2:               # ENOENT: the syscall was withdrawn meanwhile
                 raise OSError(err, os.strerror(err))
@@ -109,7 +108,7 @@ class Listener:
     def still_valid(self, nid: int) -> bool:
         """Whether the notification is still pending (its memory read meanwhile is its own)."""
         value = ctypes.c_uint64(nid)
-        return _libc.ioctl(self.fd, IOCTL_NOTIF_ID_VALID, ctypes.byref(value)) == 0
+        return _ioctl(self.fd, IOCTL_NOTIF_ID_VALID, ctypes.byref(value)) == 0
 
 
 def read_memory(pid: int, address: int, size: int) -> bytes:

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from . import launcher
+from . import launcher, syscalls
 from .plan import Plan
 
 
@@ -142,9 +142,7 @@ class Sandbox:
             raise ValueError(f"unknown syscall {name!r}")
 
         def call() -> str:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.syscall.restype = ctypes.c_long
-            result = libc.syscall(ctypes.c_long(number), *[ctypes.c_ulong(a) for a in args])
+            result = syscalls.libc().syscall(ctypes.c_long(number), *[ctypes.c_ulong(a) for a in args])
             if result < 0:
                 raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
             return "ok"

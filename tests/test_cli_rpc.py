@@ -18,7 +18,7 @@ import pytest
 
 from cleancoin.components.rpc.registry import ANY, INT, NUM, STR, CallContext, Param, Registry, loaded_wallets_resolver
 from cleancoin.components.rpc.server import RpcAuth
-from cleancoin.components.rpc.thread import ThreadedRpcServer
+from rpc_thread import ThreadedRpcServer
 
 CLI = os.path.join(os.path.dirname(sys.executable), "CleanCoin-cli")
 WALLETS = ["w1", "w2"]

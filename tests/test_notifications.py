@@ -201,11 +201,11 @@ def test_a_new_subscriber_gets_the_mempool_before_handle_notifications_returns(e
 def test_a_wallet_beyond_the_bound_does_not_load_and_leaves_nothing_behind(env: Env, tmp_path: Path) -> None:
     """A wallet follows the chain through one registration: with the bound at 1, a second
     wallet fails to load with the bound's message, and loads once the first is unloaded."""
-    from cleancoin.components.wallet.wallet import WalletLoader
+    from cleancoin.components.wallet.wallet import WalletManager
 
     async def run() -> None:
         chain = NodeChain(env.cm, env.mempool, limits=FanoutLimits(max_subscribers=1))
-        loader = WalletLoader(tmp_path, chain, P.name)
+        loader = WalletManager(tmp_path, chain, P.name)
         await loader.create("one")
         with pytest.raises(ChainError, match="at most 1 notification registrations per connection"):
             await loader.create("two")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cleancoin.cli.options import Option, OptionError, help_text, load_settings, parse_args
+from cleancoin.components.common.options import Option, OptionError, help_text, load_settings, parse_args
 
 TABLE = [Option("datadir", "data directory", "General", "<dir>"), Option("conf", "conf file", "General"),
          Option("regtest", "regtest", "Chain"), Option("testnet", "testnet", "Chain"), Option("chain", "chain", "Chain"),

@@ -40,6 +40,7 @@ def _attempts(data: dict[str, object]) -> dict[str, dict[str, object]]:
 def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001
     netdir = tmp_path / "regtest"
     (netdir / "wallets").mkdir(parents=True)
+    (netdir / "CleanCoin.conf").write_text("server=1\n")       # mainnet's place for it
     data = _probe("--policy", shipped_policy("node"), "--var", f"datadir={netdir}",
                   "--var", f"port={_free_port()}", "--var", f"rpcport={_free_port()}",
                   "--var", f"ipcport={_free_port()}")
@@ -50,6 +51,9 @@ def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:
     assert attempts["fs-read-hidden"]["outcome"] == "denied"
     assert attempts["fs-read-hidden"]["detail"] == "ENOENT (hide: covered by an empty tmpfs)"
     assert attempts["fs-write-granted"]["outcome"] == "allowed"
+    # ... and the conf file in it, which the next (unconfined) start reads, stays as it was.
+    assert attempts["fs-modify-protected"]["outcome"] == "denied", attempts["fs-modify-protected"]
+    assert (netdir / "CleanCoin.conf").read_text() == "server=1\n"
     # The node may connect anywhere (peers) but bind only its two ports.
     assert attempts["net-tcp-connect"]["expected"] == attempts["net-tcp-connect"]["outcome"] == "allowed"
     assert attempts["net-tcp-bind"]["outcome"] == "denied"
@@ -95,3 +99,23 @@ def test_check_accepts_the_component_policies() -> None:
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert "node" in result.stdout and "wallet" in result.stdout
+
+
+def test_probe_catches_a_conf_file_left_writable(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001
+    """Judged by node.toml, enforced without its read-only conf grant: the confined node could
+    rewrite the conf file its next, unconfined start reads (sandbox=0). An escape."""
+    netdir = tmp_path / "regtest"
+    (netdir / "wallets").mkdir(parents=True)
+    conf = netdir / "CleanCoin.conf"
+    conf.write_text("server=1\n")
+    writable = tmp_path / "writable-conf.toml"
+    writable.write_text(Path(shipped_policy("node")).read_text()
+                        .replace('extends = ["base/python.toml"]',
+                                 f'extends = ["{shipped_policy("base/python")}"]')
+                        .replace('{ path = "${datadir}/CleanCoin.conf", optional = true },', ""))
+    variables = {"datadir": str(netdir), "port": str(_free_port()), "rpcport": str(_free_port()),
+                 "ipcport": str(_free_port()), "tmpdir": str(tmp_path)}
+    result = probe.probe_against(load_policy(shipped_policy("node")), load_policy(str(writable)),
+                                 variables)
+    assert [a.name for a in result.escapes] == ["fs-modify-protected"], result.to_text()
+    assert conf.read_text() == "server=1\n"       # the attempt changes nothing it reaches

@@ -47,7 +47,7 @@ from cleancoin.components.rpc.server import (
     parse_allow,
     split_host_port,
 )
-from cleancoin.components.rpc.thread import ThreadedRpcServer
+from rpc_thread import ThreadedRpcServer
 
 
 class Calls:
@@ -626,6 +626,6 @@ def test_python_bitcoinrpc_authserviceproxy_works_unchanged(running) -> None:
 
 def test_default_rpc_ports_match_the_chain_parameters() -> None:
     from cleancoin.components.common.chainparams import params_for
-    from cleancoin.components.rpc.conf import DEFAULT_RPC_PORTS
+    from cleancoin.components.common.conf import DEFAULT_RPC_PORTS
     for name, port in DEFAULT_RPC_PORTS.items():
         assert params_for(name).rpc_port == port, name

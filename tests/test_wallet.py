@@ -1,6 +1,6 @@
 """The Wallet over the in-process Chain binding (NodeChain on a real regtest chain and mempool):
 catch-up in batches with progress, notifications, maturity, sending, a reorg through a longer
-side branch, encryption with the relock timer, signed messages, the WalletLoader."""
+side branch, encryption with the relock timer, signed messages, the WalletManager."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from cleancoin.components.wallet import wallet as wallet_mod
 from cleancoin.components.wallet.coins import InsufficientFunds
 from cleancoin.components.wallet.crypto import WrongPassphrase
 from cleancoin.components.wallet.store import WalletStore
-from cleancoin.components.wallet.wallet import UnlockNeeded, Wallet, WalletLoader, verify_message
+from cleancoin.components.wallet.wallet import UnlockNeeded, Wallet, WalletManager, verify_message
 
 P = REGTEST
 NOW = 2_100_000_000
@@ -161,7 +161,7 @@ def test_encryption_unlock_timeout_and_messages(env: Env) -> None:
 
 def test_loader_create_load_unload_restore(env: Env, tmp_path: Path) -> None:
     async def scenario() -> None:
-        loader = WalletLoader(env.path, env.chain, P.name)
+        loader = WalletManager(env.path, env.chain, P.name)
         a = await loader.create("a")
         await loader.create("b", passphrase="pw")
         assert loader.names() == ["a", "b"] and loader.get("b").locked
@@ -193,8 +193,8 @@ def test_a_wallet_is_open_in_one_loader_at_a_time(env: Env) -> None:
     from cleancoin.components.wallet.store import WalletInUse
 
     async def scenario() -> None:
-        first = WalletLoader(env.path, env.chain, P.name)
-        second = WalletLoader(env.path, env.chain, P.name)
+        first = WalletManager(env.path, env.chain, P.name)
+        second = WalletManager(env.path, env.chain, P.name)
         await first.create("a")
         with pytest.raises(WalletInUse, match="Wallet is already in use by another process"):
             await second.load("a")
@@ -235,7 +235,7 @@ def test_load_on_startup_list_in_the_wallets_directory(env: Env, caplog) -> None
     settings = env.path / "wallets" / "settings.json"
 
     async def scenario() -> None:
-        loader = WalletLoader(env.path, env.chain, P.name)
+        loader = WalletManager(env.path, env.chain, P.name)
         registry = Registry()
         register_wallet_methods(registry, loader)
         for name, flag in (("a", True), ("b", None), ("c", True), ("d", False)):
@@ -253,7 +253,7 @@ def test_load_on_startup_list_in_the_wallets_directory(env: Env, caplog) -> None
         await loader.close_all()
 
         # Start-up: -wallet names first, then the list, each once.
-        restarted = WalletLoader(env.path, env.chain, P.name)
+        restarted = WalletManager(env.path, env.chain, P.name)
         assert await restarted.load_startup_wallets(["d", "b"]) == ["d", "b", "a"]
         await restarted.close_all()
 
@@ -261,12 +261,12 @@ def test_load_on_startup_list_in_the_wallets_directory(env: Env, caplog) -> None
         shutil.rmtree(env.path / "wallets" / "b")
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="cleancoin.wallet"):
-            restarted = WalletLoader(env.path, env.chain, P.name)
+            restarted = WalletManager(env.path, env.chain, P.name)
             assert await restarted.load_startup_wallets([]) == ["a"]
         assert "Skipping -wallet path that doesn't exist" in caplog.text
         await restarted.close_all()
         with pytest.raises(StartupWalletError) as info:
-            await WalletLoader(env.path, env.chain, P.name).load_startup_wallets(["b"])
+            await WalletManager(env.path, env.chain, P.name).load_startup_wallets(["b"])
         assert info.value.name == "b"
 
     asyncio.run(scenario())
@@ -312,7 +312,7 @@ def test_restored_backup_finds_coins_paid_to_keys_handed_out_after_it(env: Env,
         await settle(a)
         assert a.balances().trusted > 0
 
-        loader = WalletLoader(env.path, env.chain, P.name)
+        loader = WalletManager(env.path, env.chain, P.name)
         b = await loader.restore("b", str(tmp_path / "a.bak"))
         assert b.store.best_block[1] == env.cm.height
         assert b.balances() == a.balances()

@@ -30,9 +30,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from .address import encode_address
 from .amount import format_amount
 from .errors import DeserializationError
 from .hashes import hash_to_hex, sha256d
+from .pow import difficulty
 
 if TYPE_CHECKING:
     from .chainparams import ChainParams
@@ -404,8 +406,6 @@ class Transaction:
     def to_dict(self, params: ChainParams | None = None) -> dict[str, Any]:
         """decoderawtransaction-style dict. Values are Decimal coins (the RPC encoder prints
         them as JSON numbers); addresses appear when `params` is given."""
-        from .address import encode_address
-
         vin: list[dict[str, Any]] = []
         for txin in self.vin:
             if txin.prevout.is_null:
@@ -508,7 +508,6 @@ class BlockHeader:
             "bits": f"{self.bits:08x}",
         }
         if params is not None:
-            from .pow import difficulty
             d["difficulty"] = difficulty(self.bits, params)
         if self.prev_hash != NULL_HASH:
             d["previousblockhash"] = hash_to_hex(self.prev_hash)

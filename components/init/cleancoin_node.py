@@ -181,7 +181,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     import capnp
     from cleancoin.sandbox import ComponentSpec, ZygoteError, shipped_policy
 
-    from ..node.node import InitError, Node
+    from ..node.node import InitError, NodeContext
     from ..node.remote_wallet import WALLET_COMPONENT, WALLET_PRELOAD, WALLET_TARGET, prestart
 
     log = logging.getLogger("cleancoin.node")
@@ -231,7 +231,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         log.warning("-sandbox=0: %s and its wallet process run WITHOUT a sandbox", PROG)
     extension = NodeProcesses(zygote, ipc, IpcPeer(PROG, os.getpid()), list(config.wallets),
                               report, prestarted, connect_wallet, allow_wallet)
-    node = Node(config, extension)
+    node = NodeContext(config, extension)
     try:
         return asyncio.run(capnp.run(node.run()))
     except InitError as exc:

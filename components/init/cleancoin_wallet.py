@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cleancoin.cli.options import (
+from cleancoin.components.common.options import (
     SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, load_settings, log_settings_warnings,
     positive_seconds,
 )
@@ -119,7 +119,9 @@ def _setup_logging(netdatadir: str | None, console: bool, debug: Sequence[str]) 
     if netdatadir is not None:
         path = os.path.join(netdatadir, "wallets", "debug.log")
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+        # Never through a link: the directory is the confined wallet's (private_files).
+        from cleancoin.components.common.private_files import open_log
+        handlers.append(logging.StreamHandler(open_log(path)))
     if console or netdatadir is None:
         stream = logging.StreamHandler(sys.stderr)
         if not console:
@@ -233,7 +235,12 @@ def _run_standalone(args: Sequence[str], open_all: Callable[[Settings], _Opened]
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     apply_umask(settings)
-    _setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
+    from cleancoin.components.common.private_files import UnsafeFileError
+    try:
+        _setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
+    except UnsafeFileError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
     log = logging.getLogger("cleancoin.wallet")
     log_settings_warnings(settings, log)
     import capnp

@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Any
 
-from ..node.node import InitError, Node, NodeConfig
+from ..node.node import InitError, NodeContext, NodeConfig
 
 log = logging.getLogger("cleancoin.node")
 
@@ -23,14 +23,14 @@ class InProcessWallets:
 
     def __init__(self, wanted: list[str]) -> None:
         self.wanted = wanted
-        self.loader: Any = None      # wallet.wallet.WalletLoader
+        self.loader: Any = None      # wallet.wallet.WalletManager
 
-    async def start(self, node: Node) -> None:
+    async def start(self, node: NodeContext) -> None:
         from ..node.chain_binding import make_chain
         from ..wallet.rpc import register_wallet_methods
-        from ..wallet.wallet import StartupWalletError, WalletLoader
+        from ..wallet.wallet import StartupWalletError, WalletManager
 
-        self.loader = WalletLoader(node.netdatadir, make_chain(node), node.params.name)
+        self.loader = WalletManager(node.netdatadir, make_chain(node), node.params.name)
         register_wallet_methods(node.registry, self.loader)
         try:
             # -wallet names, then <netdatadir>/wallets/settings.json's list (load_on_startup).
@@ -49,7 +49,7 @@ class InProcessWallets:
 def run(config: NodeConfig) -> int:
     """Start CleanCoind in this process (options parsed, logging set up); returns the exit
     status."""
-    node = Node(config, None if config.disable_wallet else InProcessWallets(list(config.wallets)))
+    node = NodeContext(config, None if config.disable_wallet else InProcessWallets(list(config.wallets)))
     try:
         return asyncio.run(node.run())
     except InitError as exc:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class WalletOptions:
-    """What a wallet process started with -ipcfd learns from its node (it takes no options)."""
+    """What a wallet process started by its node learns from it (it takes no options)."""
 
     network: str          # "main", "test", "regtest"
     netdatadir: str       # the node's network datadir; wallets live in its wallets/

@@ -45,7 +45,7 @@ async def serve_init(stream: Any, make_init: InitFactory, local: IpcPeer, debug:
                      from_parent: bool = False) -> None:
     """Serve a fresh Init (one per connection, so each knows its peer) on `stream`.
 
-    `from_parent`: the stream is the -ipcfd socket of a spawned child, whose parent may pass
+    `from_parent`: the stream is the socket pair of a spawned child, whose parent may pass
     its -debug categories in hello.
     """
     log = CallLog(local, enabled=debug, peer_may_enable=from_parent)

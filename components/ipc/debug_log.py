@@ -30,7 +30,7 @@ class CallLog:
     local: IpcPeer
     remote: IpcPeer | None = None
     enabled: bool = False
-    # Only a parent-child connection (-ipcfd) lets the peer turn the log on: a listener's
+    # Only a parent-child connection (a spawned component's socket pair) lets the peer turn the log on: a listener's
     # clients must not switch on logging in a process that was started without it.
     peer_may_enable: bool = False
     _numbers: count = field(default_factory=lambda: count(1))

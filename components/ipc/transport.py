@@ -44,7 +44,7 @@ _CLOSE_AFTER = 0.1
 _CLOSE_GRACE = 1.0
 
 async def stream_from_fd(fd: int) -> Any:
-    """A capnp stream on an inherited, connected socket descriptor (-ipcfd=N)."""
+    """A capnp stream on an inherited, connected socket descriptor (the socket pair a spawned component is started with)."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     return await stream_on_socket(sock)

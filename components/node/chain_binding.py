@@ -175,7 +175,7 @@ class NodeChain:
 
 
 def make_chain(node: Any, rpc_registrar: RpcRegistrar | None = None) -> NodeChain:
-    """The Chain of a started `Node` (components/node/node.py): its chain, its mempool, and
+    """The Chain of a started `NodeContext` (components/node/node.py): its chain, its mempool, and
     relay through its P2P layer when it has one (looked up per call: P2P stops before the
     chain closes)."""
     if node.chain is None or node.mempool is None:

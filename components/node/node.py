@@ -1,6 +1,6 @@
 """The node: one object that owns the chain, the mempool, the P2P layer and the RPC server.
 
-    node = Node(NodeConfig(chain="regtest", netdatadir="/tmp/x/regtest", ...))
+    node = NodeContext(NodeConfig(chain="regtest", netdatadir="/tmp/x/regtest", ...))
     exit_code = asyncio.run(node.run())       # until SIGTERM/SIGINT or the `stop` RPC
 
 Everything runs on one asyncio event loop. The chain manager and the mempool are synchronous
@@ -127,7 +127,7 @@ class NodeExtension(Protocol):
     process (cleancoind.InProcessWallets), CleanCoin-node its wallet process and IPC
     listeners (cleancoin_node.NodeProcesses)."""
 
-    async def start(self, node: "Node") -> None:
+    async def start(self, node: "NodeContext") -> None:
         """Called once chain, mempool, P2P and the RPC method table exist, before RPC serves."""
         ...
 
@@ -136,8 +136,9 @@ class NodeExtension(Protocol):
         ...
 
 
-class Node:
-    """A running CleanCoin node; see the module docstring."""
+class NodeContext:
+    """A running CleanCoin node; see the module docstring. (Named as Bitcoin Core's
+    node::NodeContext; `Node` is the interface a front end drives, components/interfaces/node.py.)"""
 
     def __init__(self, config: NodeConfig, extension: NodeExtension | None = None) -> None:
         self.config = config

@@ -122,7 +122,7 @@ class WalletProcessError(Exception):
 
 
 class WalletProcess(RemoteWallet):
-    """See the module docstring. `node` is the started Node (its chain and mempool)."""
+    """See the module docstring. `node` is the started NodeContext (its chain and mempool)."""
 
     def __init__(self, zygote: Zygote, node: Any, router: WalletRpcRouter, wallets: list[str],
                  local: IpcPeer, debug: bool, prestarted: socket.socket | None = None) -> None:

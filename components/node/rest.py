@@ -26,7 +26,7 @@ from cleancoin.components.rpc import jsonfmt
 from cleancoin.components.rpc.errors import RPC_IN_WARMUP, RpcError
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .node import NodeContext
 
 #: bitcoind's MAX_REST_HEADERS_RESULTS and the default count.
 MAX_HEADERS = 2000
@@ -60,7 +60,7 @@ def _check_hash(text: str) -> str:
 class RestInterface:
     """The REST endpoints of one node; RpcServer calls `handle` for paths under /rest/."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeContext) -> None:
         self._node = node
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
@@ -87,8 +87,8 @@ class RestInterface:
             return await self._headers(path[len("headers/"):], query)
         if path.startswith("blockhashbyheight/"):
             height_text, ext = _split_format(path[len("blockhashbyheight/"):])
-            if not height_text.isdigit():
-                raise _RestError(400, f"Invalid height: {height_text}")
+            if not height_text.isdigit() or len(height_text) > 10:
+                raise _RestError(400, f"Invalid height: {height_text[:20]}")
             try:
                 block_hash = await self._call("getblockhash", int(height_text))
             except RpcError:
@@ -139,8 +139,10 @@ class RestInterface:
         else:
             raise _RestError(400, "Invalid URI format. Expected /rest/headers/<hash>.<ext>?count=<count>")
         block_hash, ext = _split_format(tail)
-        if not count_text.isdigit() or not 1 <= int(count_text) <= MAX_HEADERS:
-            raise _RestError(400, f"Header count is invalid or out of acceptable range (1-{MAX_HEADERS}): {count_text}")
+        # Length first: int() of a few thousand digits raises, and the message echoes it.
+        if not count_text.isdigit() or len(count_text) > 6 or not 1 <= int(count_text) <= MAX_HEADERS:
+            raise _RestError(400, f"Header count is invalid or out of acceptable range (1-{MAX_HEADERS}): "
+                                  f"{count_text[:20]}")
         _check_hash(block_hash)
         headers: list[Any] = []
         current: str | None = block_hash

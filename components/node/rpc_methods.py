@@ -36,7 +36,7 @@ from ..common import descriptors
 from ..common.primitives import Block, BlockHeader, OutPoint, Transaction, TxIn, TxOut
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .node import NodeContext
 
 #: bitcoind's DEFAULT_MAX_RAW_TX_FEE_RATE: 0.10 coins per 1000 bytes.
 DEFAULT_MAX_FEE_RATE = Decimal("0.10")
@@ -80,7 +80,7 @@ def _verbosity(value: Any, default: int) -> int:
 class NodeRpc:
     """The handlers, bound to one node."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeContext) -> None:
         self.node = node
 
     # -- shorthands ---------------------------------------------------------------------
@@ -775,7 +775,7 @@ RESULTS: dict[str, str] = {
 }
 
 
-def register_node_methods(registry: Registry, node: Node) -> NodeRpc:
+def register_node_methods(registry: Registry, node: NodeContext) -> NodeRpc:
     """Add every node method to `registry`; returns the handler object."""
     r = NodeRpc(node)
     bh = Param("blockhash", STR, help="The block hash")

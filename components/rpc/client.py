@@ -18,9 +18,12 @@ so a restarted server's new cookie is picked up. Proxies from the environment ar
 from __future__ import annotations
 
 import base64
+import errno
 import itertools
 import os
+import re
 import socket
+import stat
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -57,6 +60,33 @@ class RpcHttpError(RpcTransportError):
         self.status = status
 
 
+#: What a cookie holds: bitcoind's and CleanCoin's are `__cookie__:` and 64 hex digits.
+_COOKIE = re.compile(r"__cookie__:[0-9a-f]{1,256}")
+_COOKIE_MAX = 1024
+
+
+def read_cookie(path: str) -> str:
+    """The cookie's `user:password`, or OSError. The file lies in a directory the confined node
+    writes: it is never read through a link, and anything but a cookie is not sent (it could
+    be a secret of this user's that the node would then receive as a password)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "it is a symbolic link, which is not followed") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = os.read(fd, _COOKIE_MAX + 1)
+    finally:
+        os.close(fd)
+    text = data.decode("ascii", "replace").split("\n", 1)[0].rstrip("\r")
+    if len(data) > _COOKIE_MAX or not _COOKIE.fullmatch(text):
+        raise OSError(errno.EINVAL, "it does not hold a cookie (__cookie__:<hex>), so it is not sent")
+    return text
+
+
 class RpcClient:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, user: str | None = None,
                  password: str | None = None, cookie_path: str | None = None, wallet: str | None = None,
@@ -80,11 +110,12 @@ class RpcClient:
             return f"{self.user}:{self.password}", False
         if self.cookie_path:
             try:
-                with open(self.cookie_path, encoding="utf-8") as handle:
-                    line = handle.readline().rstrip("\r\n")
-                return line, False
-            except OSError:
+                return read_cookie(self.cookie_path), False
+            except FileNotFoundError:
                 return "", True
+            except OSError as exc:
+                raise RpcAuthError(f"Cannot use the authentication cookie {self.cookie_path}: "
+                                   f"{exc.strerror or exc}") from None
         return "", False
 
     # -- calls -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Modules:
 - `store`   the wallet database `<netdatadir>/wallets/<name>/wallet.sqlite`, dump/createfromdump
 - `coins`   coin selection, fee from the signed size, building and signing a transaction
 - `wallet`  `Wallet` (one loaded wallet, talking to the node only through the Chain
-            interface: catch-up, notifications, balances, sending, locking) and `WalletLoader`
+            interface: catch-up, notifications, balances, sending, locking) and `WalletManager`
 - `rpc`     the wallet's JSON-RPC methods, registered by CleanCoind
 
 The offline CleanCoin-wallet tool (create, info, dump, createfromdump) is cli/wallet_main.py;

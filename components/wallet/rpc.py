@@ -3,7 +3,7 @@
 `register_wallet_methods(registry, loader)` adds them to a `components.rpc.registry.Registry`
 and installs bitcoind's wallet resolution (`/wallet/<name>`; the only loaded wallet is the
 default). Per-wallet methods are `wallet=True`: the resolver gives the wallet's name and the
-handler looks it up in the `WalletLoader`. Error codes are bitcoind's: -4 wallet error,
+handler looks it up in the `WalletManager`. Error codes are bitcoind's: -4 wallet error,
 -5 invalid address, -6 insufficient funds, -13 unlock needed, -14 wrong passphrase,
 -15 wrong encryption state, -18 not found, -19 not specified, -35 already loaded.
 
@@ -37,7 +37,7 @@ from .coins import AmountTooSmall, CoinSelectionError, InsufficientFunds
 from .crypto import WrongPassphrase
 from .hd import path_string
 from .store import WalletError, WalletInUse, WalletTx
-from .wallet import KeypoolRanOut, UnlockNeeded, Wallet, WalletFormatError, WalletLoader, verify_message
+from .wallet import KeypoolRanOut, UnlockNeeded, Wallet, WalletFormatError, WalletManager, verify_message
 
 #: Longest walletpassphrase timeout (bitcoind caps it at 2^30 seconds).
 MAX_UNLOCK_SECONDS: int = 1 << 30
@@ -64,7 +64,7 @@ def _wallet_error(exc: Exception) -> RpcError:
 class WalletRpc:
     """The handlers, bound to one loader."""
 
-    def __init__(self, loader: WalletLoader) -> None:
+    def __init__(self, loader: WalletManager) -> None:
         self.loader = loader
         self.params = loader.params
 
@@ -776,7 +776,7 @@ RESULTS: dict[str, str] = {
 }
 
 
-def register_wallet_methods(registry: Registry, loader: WalletLoader) -> WalletRpc:
+def register_wallet_methods(registry: Registry, loader: WalletManager) -> WalletRpc:
     """Add the wallet methods and bitcoind's /wallet/<name> resolution to `registry`."""
     registry.wallet_resolver = loaded_wallets_resolver(loader.names)
     r = WalletRpc(loader)

@@ -1,4 +1,5 @@
-"""The wallet as a process of its own (CleanCoin-wallet with -ipcfd or -ipcconnect).
+"""The wallet as a process of its own (started by CleanCoin-node's zygote, or CleanCoin-wallet
+-ipcconnect/-ipcbind).
 
 The node is reached only through a `Chain` (an IPC proxy here). The wallet's JSON-RPC
 methods live in a `Registry` of this process; they are registered with the node
@@ -23,7 +24,7 @@ from cleancoin.components.rpc.registry import Registry
 from cleancoin.components.interfaces.wallet import WalletOptions
 
 from .rpc import register_wallet_methods
-from .wallet import StartupWalletError, WalletLoader
+from .wallet import StartupWalletError, WalletManager
 
 log = logging.getLogger("cleancoin.wallet")
 
@@ -37,7 +38,7 @@ def method_infos(registry: Registry) -> list[RpcMethodInfo]:
 class WalletRpcHandler:
     """`RpcHandler`: runs a forwarded call in this process's registry."""
 
-    def __init__(self, registry: Registry, loader: WalletLoader) -> None:
+    def __init__(self, registry: Registry, loader: WalletManager) -> None:
         self._registry = registry
         self._loader = loader
 
@@ -57,7 +58,7 @@ class WalletRpcHandler:
 class WalletService:
     """The `WalletLoader` a node holds; see the module docstring."""
 
-    def __init__(self, loader: WalletLoader, registry: Registry, registration: Handler | None) -> None:
+    def __init__(self, loader: WalletManager, registry: Registry, registration: Handler | None) -> None:
         self.loader = loader
         self.registry = registry
         self._registration = registration
@@ -66,7 +67,7 @@ class WalletService:
 
     async def load_wallets(self, names: list[str]) -> list[str]:
         """The node's -wallet names (or, after a restart, the wallets loaded before), plus the
-        start-up list of `<netdatadir>/wallets/settings.json` (WalletLoader.load_startup_wallets:
+        start-up list of `<netdatadir>/wallets/settings.json` (WalletManager.load_startup_wallets:
         a listed wallet that no longer exists is only a warning in this process's log)."""
         try:
             return await self.loader.load_startup_wallets(names, include_listed=not self.ignore_startup_list)
@@ -105,7 +106,7 @@ async def make_wallet_service(chain: Chain, options: WalletOptions, *, register:
     """The wallets of `options.netdatadir` over `chain`, their RPC methods registered with
     the node (unless `register` is false: call `register` later, e.g. once the wallets are
     loaded)."""
-    loader = WalletLoader(options.netdatadir, chain, options.network)
+    loader = WalletManager(options.netdatadir, chain, options.network)
     registry = Registry()
     register_wallet_methods(registry, loader)
     service = WalletService(loader, registry, None)

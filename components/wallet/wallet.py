@@ -1,4 +1,4 @@
-"""One loaded wallet (`Wallet`) and the set of loaded wallets (`WalletLoader`).
+"""One loaded wallet (`Wallet`) and the set of loaded wallets (`WalletManager`).
 
 The wallet talks to the node ONLY through the `Chain` interface (components/interfaces/chain.py),
 so the same code runs inside CleanCoind (NodeChain, direct calls) and, later, in its own
@@ -49,7 +49,7 @@ from .hd import master_key, wallet_key
 from .store import DB_FILENAME, NEW_SUFFIX, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
 
 __all__ = ["Balances", "KEYPOOL_SIZE", "KeypoolRanOut", "SETTINGS_FILENAME", "StartupWalletError",
-           "UnlockNeeded", "Wallet", "WalletFormatError", "WalletLoader", "WrongPassphrase",
+           "UnlockNeeded", "Wallet", "WalletFormatError", "WalletManager", "WrongPassphrase",
            "message_hash", "verify_message"]
 
 log = logging.getLogger("cleancoin.wallet")
@@ -68,7 +68,7 @@ LOCATOR_DEPTH: int = 32
 MESSAGE_MAGIC: bytes = b"CleanCoin Signed Message:\n"
 #: The wallets to load at start-up (`load_on_startup`), as bitcoind's settings.json `wallet`
 #: list, but in `<netdatadir>/wallets/`: the one directory a sandboxed wallet process may write
-#: (and one the node of CleanCoin-node cannot even see). See WalletLoader.
+#: (and one the node of CleanCoin-node cannot even see). See WalletManager.
 SETTINGS_FILENAME: str = "settings.json"
 
 
@@ -687,7 +687,7 @@ class Wallet:
         self.store.backup(dest)
 
 
-class WalletLoader:
+class WalletManager:
     """The wallets of one node: `<netdatadir>/wallets/<name>/`, several loaded at once."""
 
     def __init__(self, netdatadir: str | os.PathLike[str], chain: Chain, network: str) -> None:

@@ -217,3 +217,45 @@ def _exp_mknod(j: _Judge, t: _Targets) -> _Why:
     j.ll(w, t.probe_file("mknod"), _MAKE_CHAR, "make_char")
     w.need(j.has_cap(_CAP_MKNOD), "capabilities: CAP_MKNOD dropped")
     return w.need("user" not in j.ns, "user namespace: no device nodes")
+
+
+def _run_modify_protected(ctx: _Ctx, out: _Out) -> Outcome:
+    """Change, replace or remove a file granted read-only inside a writable grant. Opening it
+    for writing is the test (nothing is written); a rename over it that goes through is
+    undone at once, with the original content."""
+    path = ctx.targets.protected_file
+    assert path is not None
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
+        return _ok(f"opened {path} for writing")
+    except OSError as exc:
+        out.note(f"open for writing: {_errname(exc.errno or 0)}")
+    with open(path, "rb") as handle:
+        original = handle.read()
+    replacement = os.path.join(os.path.dirname(path), f".cleancoin-probe-{ctx.targets.token}-replace")
+    try:
+        with open(replacement, "wb") as handle:
+            handle.write(original)
+        os.rename(replacement, path)
+        return _ok(f"renamed another file over {path} (its content put back)")
+    except OSError as exc:
+        out.note(f"rename over it: {_errname(exc.errno or 0)}")
+    finally:
+        if os.path.exists(replacement):
+            os.unlink(replacement)
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        return ctx.denied(exc, EROFS="a read-only bind mount over the file",
+                          EBUSY="the file is a mount point in the view")
+    with open(path, "wb") as handle:
+        handle.write(original)
+    return _ok(f"removed {path} (then put it back)")
+
+
+def _exp_protected(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    assert t.protected_file is not None
+    j.sc(w, "openat")
+    w.need(j.view is None, f"view: {t.protected_file} is bound read-only over its writable directory")
+    return w

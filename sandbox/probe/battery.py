@@ -6,7 +6,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .attempts_files import (_exp_create, _exp_hidden, _run_read_hidden, _exp_hardlink, _exp_list_root, _exp_mknod,
+from .attempts_files import (_exp_create, _exp_hidden, _exp_protected, _run_modify_protected, _run_read_hidden, _exp_hardlink, _exp_list_root, _exp_mknod,
                              _exp_modify_canary, _exp_read, _exp_symlink, _run_hardlink,
                              _run_list_root, _run_mknod, _run_modify_canary, _run_read_outside,
                              _run_read_passwd, _run_symlink, _run_write_granted,
@@ -49,6 +49,7 @@ class _Spec:
     run: Runner
     needs_writable: bool = False
     needs_hidden: bool = False    # only when the policy hides a directory (filesystem.hide)
+    needs_protected: bool = False  # only when a read-only grant lies inside a writable one
     parent_run: bool = False      # run by the parent (attempts_inherited.PARENT_RUNS), not inside
     needs_self: bool = False      # only for a policy a running process can apply (no pid namespace)
 
@@ -67,6 +68,9 @@ def _battery() -> list[_Spec]:
               _run_read_passwd),
         _Spec("fs-read-hidden", "list a hidden directory (filesystem.hide) and read a canary "
               "the parent planted in it", _exp_hidden, _run_read_hidden, needs_hidden=True),
+        _Spec("fs-modify-protected", "change, replace or remove a file granted read-only inside a "
+              "writable directory (what the next, unconfined start reads: node.toml's conf file)",
+              _exp_protected, _run_modify_protected, needs_protected=True),
         _Spec("fs-list-root", "list the root directory", _exp_list_root, _run_list_root),
         _Spec("fs-write-outside", "create a file in a directory outside every granted path",
               _exp_create(lambda t: t.created), _run_write_outside),

@@ -37,6 +37,9 @@ class _Targets:
     unix_socket: str = ""            # a named unix socket listening outside every grant
     memory_addr: int = 0             # where the parent holds a second secret in its memory
     memory_hash: str = ""            # and its SHA-256 (the secret itself is never sent)
+    # A file granted read-only inside a writable grant (node.toml's CleanCoin.conf in the
+    # datadir): what the next, unconfined start reads, which the component must not change.
+    protected_file: str | None = None
 
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
@@ -68,6 +71,18 @@ def _choose_outside(judge: _Judge) -> str:
                 os.path.join(base, "cleancoin-probe-x", "canary"), _READ_FILE):
             return base
     return "/var/tmp"
+
+
+def _protected_file(judge: _Judge) -> str | None:
+    """The first existing file the view binds read-only inside a writable bind."""
+    if judge.view is None:
+        return None
+    writable = [m.path for m in judge.view if m.kind == "bind" and m.writable]
+    for mount in judge.view:
+        if (mount.kind == "bind" and not mount.writable and os.path.isfile(mount.path)
+                and any(mount.path.startswith(w.rstrip("/") + "/") for w in writable)):
+            return mount.path
+    return None
 
 
 def _writable_dir(judge: _Judge, variables: Mapping[str, str]) -> str | None:
@@ -124,7 +139,8 @@ def _outside_targets(judge: _Judge, variables: Mapping[str, str]) -> Iterator[tu
                            tcp.getsockname()[1], udp.getsockname()[1], bind_port, abstract,
                            hidden_file=_plant_hidden(judge, token, secret), unix_socket=named_path,
                            memory_addr=ctypes.addressof(memory_buf),
-                           memory_hash=hashlib.sha256(memory_secret).hexdigest())
+                           memory_hash=hashlib.sha256(memory_secret).hexdigest(),
+                           protected_file=_protected_file(judge))
         yield targets, listeners
     finally:
         for sock in listeners.values():

@@ -218,3 +218,34 @@ attempt("connect-outside-socket")
 ok, how = try_connect_unix(ctx["outside_sock"])
 report("connect-outside-socket", ok, how)
 '''
+
+# The confined node plants what its next start-up reads from the directory it may write: a
+# conf file in its datadir (as on mainnet, where the network datadir is the datadir), then a
+# log that is a link elsewhere. Then it dies, as a crash would, and waits for the supervisor.
+PERSIST = r'''
+conf = ctx["conf"]
+try:
+    with open(conf, "a") as handle:
+        handle.write("\nsandbox=0\n")
+    report("append-to-conf", True, "appended sandbox=0")
+except OSError as exc:
+    report("append-to-conf", False, exc.strerror)
+try:
+    with open(conf + ".new", "w") as handle:
+        handle.write("sandbox=0\n")
+    os.rename(conf + ".new", conf)
+    report("replace-conf", True, "renamed a new conf over it")
+except OSError as exc:
+    report("replace-conf", False, exc.strerror)
+try:
+    os.unlink(conf)
+    report("remove-conf", True, "removed it (the next start would create nothing and read nothing)")
+except OSError as exc:
+    report("remove-conf", False, exc.strerror)
+log = os.path.join(ctx["netdir"], "debug.log")
+attempt("plant-log-link")
+os.unlink(log)
+os.symlink(ctx["victim"], log)
+report("plant-log-link", True, "debug.log -> victim: the next start appends its log there")
+os._exit(3)
+'''

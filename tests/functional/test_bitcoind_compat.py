@@ -328,7 +328,9 @@ def test_scantxoutset_and_descriptors(net: Net) -> None:
     assert {(u["txid"], u["vout"]) for u in by_key["unspents"]} == \
         {(u["txid"], u["vout"]) for u in by_address["unspents"]}
     assert net.node.rpc.scantxoutset("status") is None and net.node.rpc.scantxoutset("abort") is False
-    for bad in (f"wpkh({pubkey})", described["descriptor"][:-1] + "x"):
+    # A wrong checksum: its last character changed (to one it is not: 1 in 32 ends in "x").
+    wrong = described["descriptor"][:-1] + ("x" if described["descriptor"][-1] != "x" else "q")
+    for bad in (f"wpkh({pubkey})", wrong):
         assert rpc_error(net.node.rpc.scantxoutset, "start", [bad]).code == -5
 
 
@@ -380,6 +382,11 @@ def test_rest_interface(net: Net) -> None:
     assert status == 200 and best in body.decode()
     status, _, body = get(f"/headers/{net.node.rpc.getblockhash(1)}.json?count=3")
     assert status == 200 and body.decode().count('"hash"') == 3
+    # A count of 5000 digits is a clean 400 that does not echo it, not a 500.
+    status, _, body = get(f"/headers/{net.node.rpc.getblockhash(1)}.json?count={'9' * 5000}")
+    assert status == 400 and len(body) < 200, (status, body[:200])
+    status, _, body = get(f"/blockhashbyheight/{'9' * 5000}.json")
+    assert status == 400 and len(body) < 200, (status, body[:200])
     assert get("/block/xyz.json")[0] == 400
     status, _, body = get(f"/block/{best}.txt")
     assert (status, body) == (404, b"output format not found (available: .bin, .hex, .json)\r\n")

@@ -24,20 +24,6 @@ from cleancoin.components.rpc.client import RpcClient, RpcError
 from framework import TEST_ADDRESS, TestNode, free_port, is_multiprocess, wait_until
 
 
-@pytest.fixture
-def node(tmp_path: Path):
-    made: list[TestNode] = []
-
-    def make(*extra: str) -> TestNode:
-        n = TestNode(len(made), tmp_path, extra)
-        made.append(n)
-        return n
-
-    yield make
-    for n in made:
-        n.cleanup()
-
-
 def start_under_umask(n: TestNode, extra: list[str] = (), umask: int = 0o022, wait: bool = True) -> None:
     old = os.umask(umask)
     try:
@@ -244,3 +230,24 @@ def test_a_wallet_process_started_on_its_own_keeps_its_files_private(tmp_path: P
     log = tmp_path / "regtest" / "wallets" / "debug.log"
     assert stat.S_IMODE(log.stat().st_mode) == (0o644 if sysperms else 0o600)
     assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
+
+
+def test_a_debug_log_that_is_a_link_is_not_followed(node, tmp_path: Path) -> None:
+    """A debug.log that is a link (planted by a confined node whose policy let it make one)
+    would have the next start append its log to a file of the attacker's choice, as the
+    node's user, before any sandbox is up. Both executables refuse to start; -debuglogfile
+    with an absolute path is the way to log elsewhere."""
+    n = node()
+    n.netdatadir.mkdir(parents=True, exist_ok=True)
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    (n.netdatadir / "debug.log").symlink_to(victim)
+    n.start(wait=False)
+    assert n.process is not None and n.process.wait(30) == 1
+    assert "debug.log is a symbolic link" in (n.datadir / "stderr.txt").read_text()
+    assert victim.read_text() == "untouched\n"
+    n.process = None
+    elsewhere = tmp_path / "node.log"
+    n.start(extra=[f"-debuglogfile={elsewhere}"])
+    assert n.stop() == 0
+    assert "starting" in elsewhere.read_text() and victim.read_text() == "untouched\n"

@@ -32,20 +32,6 @@ HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
-def node(tmp_path: Path):
-    made: list[TestNode] = []
-
-    def make(*extra: str) -> TestNode:
-        n = TestNode(len(made), tmp_path, extra)
-        made.append(n)
-        return n
-
-    yield make
-    for n in made:
-        n.cleanup()
-
-
-@pytest.fixture
 def rogue(tmp_path: Path):
     """Start rogue_wallet.py MODE on `<netdatadir>/wallet.sock` of a node; yields a function
     returning the path of its results file."""

@@ -24,20 +24,6 @@ pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-n
 VENV_BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
-def node(tmp_path: Path):
-    made: list[TestNode] = []
-
-    def make(*extra: str) -> TestNode:
-        n = TestNode(len(made), tmp_path, extra)
-        made.append(n)
-        return n
-
-    yield make
-    for n in made:
-        n.cleanup()
-
-
 def wallet_pid(n: TestNode) -> int:
     info = n.rpc.getprocessinfo()
     wallet = [p for p in info["processes"] if p["name"] == "CleanCoin-wallet"]

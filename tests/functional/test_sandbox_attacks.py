@@ -335,3 +335,44 @@ def _lists_wallets(node: TestNode) -> bool:
         return True
     except Exception:   # noqa: BLE001 - -28 / -32601 until the wallet registered
         return False
+
+
+def test_what_the_confined_node_plants_is_not_trusted_at_the_next_start(home_base: Path) -> None:
+    """Attack: the confined node changes what the next, unconfined start-up reads from the
+    directory it may write, then dies. Its conf file lies in that directory, as on mainnet
+    (sandbox=0 there would start it unconfined next time), and a debug.log that is a link
+    would have the next start append log lines to a file of the attacker's choice, as the
+    node's user, before the sandbox is up. Neither may work; the operator's conf is intact."""
+    victim = home_base / "outside" / "victim.txt"
+    # Mainnet's place for it: the network datadir is the datadir there.
+    conf = home_base / "node0" / "regtest" / "CleanCoin.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("# the operator's settings\n")
+    victim.parent.mkdir(parents=True, exist_ok=True)
+    victim.write_text("victim-original\n")
+    a = AttackedNode(home_base, node=attacks.PERSIST, extra=(f"-conf={conf}",),
+                     variables={"victim": str(victim), "conf": str(conf)})
+    a.arm()
+    a.node.start(env=a.env(), wait=False)
+    results = a.result("node", timeout=30)
+    assert a.node.process is not None
+    code = a.node.process.wait(20)
+    assert escapes(results) == {}, results
+    # symlink(2) is outside the node's filter: the attempt kills it.
+    assert killed_during(results) == ["plant-log-link"] and code == -signal.SIGSYS, (results, code)
+    assert conf.read_text() == "# the operator's settings\n"
+    # The supervisor starts it again, without the attacker: confined, as configured.
+    (a.site / "attack.json").unlink()
+    a.node.process = None
+    a.node.start(env=a.env())
+    info = a.node.rpc.getprocessinfo()
+    assert a.node.stop() == 0
+    assert "WITHOUT a sandbox" not in a.node.debug_log()
+    node_entry, wallet_entry = info["processes"]
+    assert node_entry["sandbox"] and "fully enforced" in wallet_entry["sandbox_report"], info
+    assert victim.read_text() == "victim-original\n"
+    # Another conf file inside that directory is not started with at all.
+    other = conf.parent / "node.conf"
+    other.write_text("")
+    refused = subprocess.run(a.node.args([f"-conf={other}"]), capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1 and "which the confined node can write" in refused.stderr, refused.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from framework import TestNode, is_multiprocess, wait_until
+from framework import is_multiprocess, wait_until
 
 pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
 
@@ -22,20 +22,6 @@ TOOL = os.path.join(os.path.dirname(sys.executable), "CleanCoin-sandbox")
 
 def sandbox(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def node(tmp_path: Path):
-    made: list[TestNode] = []
-
-    def make(*extra: str) -> TestNode:
-        n = TestNode(len(made), tmp_path, extra)
-        made.append(n)
-        return n
-
-    yield make
-    for n in made:
-        n.cleanup()
 
 
 def test_status_reads_the_node_tree_from_the_kernel(node) -> None:

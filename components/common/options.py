@@ -3,7 +3,7 @@
 `-name=value`, `-name` (true), `-noname` (false; `-noname=0` is the double negative, true),
 repeatable options keep every value and a negation drops the values before it; the command
 line overrides CleanCoin.conf, whose network sections apply to that network only
-(components/rpc/conf.py). As in bitcoind, an option no table knows is an error on the command
+(components/common/conf.py). As in bitcoind, an option no table knows is an error on the command
 line and only a warning in the conf file ("Ignoring unknown configuration value X", logged to
 debug.log), so a conf file that still holds bitcoind-only settings does not stop the node.
 -help is generated from the same table.
@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from cleancoin.components.rpc import conf
+from . import conf
 
 
 class OptionError(ValueError):
@@ -55,6 +55,8 @@ class Settings:
     file: Mapping[str, Sequence[str]]
     #: Conf-file settings no table knows: logged as warnings once logging is set up.
     warnings: Sequence[str] = ()
+    #: The conf file's path (read or not: -noconf, or absent), as resolved at start-up.
+    conf_path: str = ""
 
     @property
     def netdatadir(self) -> str:
@@ -153,7 +155,7 @@ def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
     warnings = list(dict.fromkeys(f"Ignoring unknown configuration value {f'{section}.' if section else ''}{name}"
                                   for section, name, _ in entries if name not in known))
     from_file = {name: values for name, values in from_file.items() if name in known}
-    return Settings(chain, datadir, cmdline, from_file, warnings)
+    return Settings(chain, datadir, cmdline, from_file, warnings, conf_path)
 
 
 def _check_known(values: Mapping[str, object], known: set[str]) -> None:

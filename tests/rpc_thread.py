@@ -14,8 +14,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
-from .registry import Registry
-from .server import RpcAuth, RpcServer
+from cleancoin.components.rpc.registry import Registry
+from cleancoin.components.rpc.server import RpcAuth, RpcServer
 
 
 class ThreadedRpcServer:

@@ -1,0 +1,70 @@
+"""Files that an unconfined process opens in a directory a confined one can write.
+
+CleanCoin-node's network datadir is written by the confined node (its chain, its log, its
+cookie); on mainnet that is the datadir itself, where CleanCoin.conf lives. What the next,
+unconfined start-up opens there by name must not be something the confined node arranged:
+a log that is a link (log lines appended to a file of its choosing, as the node's user,
+before the sandbox is up), or a conf file it rewrote (sandbox=0 at the next start).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import TextIO
+
+from .conf import CONF_FILENAME
+
+
+class UnsafeFileError(Exception):
+    """A file that must not be opened as it is; the message names it and says why."""
+
+
+def open_log(path: str) -> TextIO:
+    """`path` opened for appending (created 0666 less the umask: 0600 unless -sysperms), never through a link: a
+    link, or anything but a regular file, is an UnsafeFileError."""
+    try:
+        # O_NONBLOCK: a FIFO planted there must not hang the start (it fails with ENXIO).
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                     | os.O_NONBLOCK, 0o666)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise UnsafeFileError(f"{path} is a symbolic link: CleanCoin does not follow links in its "
+                                  "data directory, which a confined process can write (remove it, or "
+                                  "log elsewhere with -debuglogfile=<absolute path>)") from None
+        raise UnsafeFileError(f"cannot open {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeFileError(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def conf_to_protect(conf_path: str, netdatadir: str) -> str | None:
+    """The conf file the node's sandbox must keep read-only, creating it (empty, 0600) when it
+    is missing, or None when it lies outside the directory the node may write.
+
+    Only `<netdatadir>/CleanCoin.conf` (mainnet's default place) is protected there (node.toml
+    grants it read-only over the writable datadir); any other conf file inside that directory
+    is an UnsafeFileError, since the confined node could rewrite it for its next start.
+    """
+    if not conf_path:
+        return None
+    real, root = os.path.realpath(conf_path), os.path.realpath(netdatadir)
+    if os.path.commonpath([real, root]) != root:
+        return None
+    if real != os.path.join(root, CONF_FILENAME):
+        raise UnsafeFileError(f"the conf file {conf_path} lies in {netdatadir}, which the confined node "
+                              f"can write, so it could change its own settings for its next start; "
+                              f"keep it outside, or name it {CONF_FILENAME} there (which the node's "
+                              "sandbox keeps read-only)")
+    try:
+        # Empty, so that an attacker in the confined node cannot be the one who creates it.
+        os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise UnsafeFileError(f"cannot create an empty {real}: {exc.strerror}") from None
+    if os.path.islink(real) or not os.path.isfile(real):
+        raise UnsafeFileError(f"{real} is not a regular file")
+    return real
