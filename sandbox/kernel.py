@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from dataclasses import dataclass
 
 
@@ -51,7 +50,7 @@ def detect() -> KernelFeatures:
     max_userns = _read_int("/proc/sys/user/max_user_namespaces")
     unpriv = _read_int("/proc/sys/kernel/unprivileged_userns_clone")
     userns = (max_userns is None or max_userns > 0) and (os.geteuid() == 0 or unpriv != 0)
-    return KernelFeatures(platform.release(), platform.machine(), abi, reason, seccomp_ok, userns,
+    return KernelFeatures(os.uname().release, os.uname().machine, abi, reason, seccomp_ok, userns,
                           _has_mdwe())
 
 

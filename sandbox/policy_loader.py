@@ -6,7 +6,6 @@ and all errors of a file are collected so an author can fix them in one go.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
@@ -179,6 +178,7 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
 
 
 def _unknown(where: SourceRef, name: str, known: list[str], what: str) -> PolicyError:
+    import difflib  # only for an error message
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return PolicyError(where, f"unknown {what} '{name}'{hint}")
@@ -488,8 +488,11 @@ def load_policy(path: str) -> Policy:
 
 def shipped_policy(name: str) -> str:
     """Path of a policy shipped with CleanCoin, e.g. `wallet` or `base/python`."""
-    from importlib.resources import files
-    return str(files("cleancoin.policies").joinpath(f"{name}.toml"))
+    # The package's folder, not importlib.resources: that import (with pathlib and zipfile)
+    # was about a tenth of `CleanCoin-sandbox run`'s start-up; the package is a plain folder
+    # (a regular install), as the base policy's grant of site-packages assumes anyway.
+    from cleancoin import policies
+    return os.path.join(os.path.dirname(policies.__file__), f"{name}.toml")
 
 
 def shipped_names() -> list[str]:

@@ -46,10 +46,13 @@ class Child:
         self.zygote.stop()
 
 
-async def spawn(target: str, name: str, plan: Plan | None, local: IpcPeer, *, debug: bool = False) -> Child:
+async def spawn(target: str, name: str, plan: Plan | None, local: IpcPeer, *, debug: bool = False,
+                preload: str | None = None) -> Child:
     """Start `target` under `plan` (None: no sandbox) and connect to its Init; returns once
-    the child's sandbox is in force and it answered hello."""
-    zygote = Zygote.start({name: ComponentSpec(name, target, None, plan=plan)})
+    the child's sandbox is in force and it answered hello. `preload` runs in the zygote
+    first, as CleanCoin-node preloads the wallet's imports (a confined wallet cannot load
+    them later: its policy refuses getcwd, which pycapnp's schema loader needs)."""
+    zygote = Zygote.start({name: ComponentSpec(name, target, None, plan=plan, preload=preload)})
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         spawned = zygote.spawn(name, theirs.fileno())

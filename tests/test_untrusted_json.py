@@ -45,3 +45,32 @@ def test_depth_bound_is_exact() -> None:
     assert load("[[[[1]]]]") == [[[[1]]]]
     with pytest.raises(UntrustedJsonError):
         load("[[[[[1]]]]]")
+
+
+# -- dumps: exact decimals without a regular expression per call (issue #16) ---------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_decimals = st.decimals(allow_nan=False, allow_infinity=False, places=8)
+_leaves = st.none() | st.booleans() | st.integers() | st.text() | _decimals
+_values = st.recursive(_leaves, lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+
+
+@given(_values)
+def test_dumps_writes_every_decimal_exactly_and_nothing_else(value) -> None:  # type: ignore[no-untyped-def]
+    text = jsonfmt.dumps(value)
+    again = jsonfmt.loads_untrusted(text, max_bytes=10**6, max_depth=64)
+    assert again == value
+    assert jsonfmt.dumps(again) == text
+    indented = jsonfmt.dumps(value, indent=2)
+    assert jsonfmt.loads_decimal(indented) == value
+
+
+def test_strings_that_imitate_placeholders_stay_strings() -> None:
+    forged = ["\x00", "\x000123456789abcdef:0\x00", '"\\u0000', "\\u0000\"", "\x00" * 3 + ":1\x00"]
+    value = {"s": forged, "amount": Decimal("1.50000000"), "more": [Decimal("2"), "\x00x:1\x00"]}
+    text = jsonfmt.dumps(value)
+    assert jsonfmt.loads_untrusted(text, max_bytes=10**6, max_depth=8) == value
+    assert '"amount":1.50000000' in text and "[2," in text

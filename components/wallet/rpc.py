@@ -240,7 +240,7 @@ class WalletRpc:
             "balance": format_amount(b.trusted),
             "unconfirmed_balance": format_amount(b.untrusted_pending),
             "immature_balance": format_amount(b.immature),
-            "txcount": len(w.store.transactions()),
+            "txcount": w.store.transaction_count(),
             "keypoolsize": w.store.unused_keys(False),
             "keypoolsize_hd_internal": w.store.unused_keys(True),
             "paytxfee": format_amount(w.pay_tx_fee),

@@ -862,6 +862,11 @@ class WalletStore:
                 "time").fetchall()
         return [self._wtx(r) for r in rows]
 
+    def transaction_count(self) -> int:
+        """len(transactions()), without reading and parsing every transaction."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM txs").fetchone()[0])
+
     # ------------------------------------------------------------------------ coins
 
     _LIVE = ("FROM coins JOIN txs ON coins.txid = txs.txid "

@@ -574,16 +574,19 @@ class Wallet:
 
     # ------------------------------------------------------------------ coins and balances
 
-    def confirmations(self, height: int | None) -> int:
-        """Depth of a block height under the wallet's best block (0: unconfirmed)."""
-        _, best = self.store.best_block
+    def confirmations(self, height: int | None, best: int | None = None) -> int:
+        """Depth of a block height under the wallet's best block (0: unconfirmed); `best`,
+        the best block's height read once by a caller that asks about many coins."""
+        if best is None:
+            _, best = self.store.best_block
         return 0 if height is None else best - height + 1
 
-    def is_mature(self, coin: WalletCoin) -> bool:
+    def is_mature(self, coin: WalletCoin, best: int | None = None) -> bool:
         """bitcoind's rule: a coinbase is spendable at depth maturity + 1 (101 blocks for the
         first one), one block later than consensus strictly needs, so a 1-block reorg cannot
         invalidate a spend."""
-        return not coin.is_coinbase or self.confirmations(coin.height) > self.params.coinbase_maturity
+        return (not coin.is_coinbase
+                or self.confirmations(coin.height, best) > self.params.coinbase_maturity)
 
     def _spenders(self) -> set[bytes]:
         """Txids of transactions that spend our coins: ours (their change is trusted). One
@@ -633,9 +636,14 @@ class Wallet:
         not trusted, and in the mempool: a transaction evicted or expired from it counts
         nowhere); immature."""
         trusted = pending = immature = 0
-        spenders = self._spenders()
-        for coin in self.store.coins():
-            if coin.is_coinbase and not self.is_mature(coin):
+        # One query for both: the spent coins name our spenders, the unspent ones are counted.
+        every = self.store.coins(include_spent=True)
+        spenders = {c.spent_by for c in every if c.spent_by}
+        _, best = self.store.best_block       # once, not twice per coin
+        for coin in every:
+            if coin.spent_by is not None:
+                continue
+            if coin.is_coinbase and not self.is_mature(coin, best):
                 immature += coin.value
             elif self.is_trusted(coin, spenders):
                 trusted += coin.value
@@ -646,10 +654,11 @@ class Wallet:
     def spendable_coins(self, min_conf: int = 0) -> list[WalletCoin]:
         """Coins coin selection may use: mature, trusted, unlocked, with min_conf."""
         spenders = self._spenders()
+        _, best = self.store.best_block
         return [c for c in self.store.coins(include_locked=False)
                 if c.outpoint not in self._temp_locks
-                and self.is_mature(c) and self.is_trusted(c, spenders)
-                and self.confirmations(c.height) >= min_conf]
+                and self.is_mature(c, best) and self.is_trusted(c, spenders)
+                and self.confirmations(c.height, best) >= min_conf]
 
     # ------------------------------------------------------------------ sending
 

@@ -50,7 +50,7 @@ from cleancoin.components.interfaces.wallet import WalletOptions
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-WALLET_TARGET = "cleancoin.components.init.cleancoin_wallet:serve_node"    # what CleanCoin-node's zygote runs
+from cleancoin.components.node.remote_wallet import WALLET_PRELOAD, WALLET_TARGET  # as CleanCoin-node
 NAME = "bench"
 BURST = 300          # blocks mined back to back while the wallet follows
 SINGLES = 30         # blocks mined one at a time, each awaited by the wallet
@@ -222,7 +222,8 @@ async def _over_ipc(bench: Any, netdatadir: str, mine_to: bytes, plan: Any, labe
     from cleancoin.components.interfaces.init import IpcPeer
     result = Result(label)
     t0 = time.perf_counter()
-    child = await spawn(WALLET_TARGET, "CleanCoin-wallet", plan, IpcPeer("bench-node", os.getpid()))
+    child = await spawn(WALLET_TARGET, "CleanCoin-wallet", plan, IpcPeer("bench-node", os.getpid()),
+                        preload=WALLET_PRELOAD)
     chain = CountingChain(bench.chain, bench.mempool, rpc_registrar=lambda m, h: _NoRegistration())
     try:
         loader = await child.connection.init.make_wallet_loader(chain, WalletOptions(PARAMS.name, netdatadir))
@@ -491,18 +492,28 @@ def _pss_kb(pid: int) -> int | None:
     return None
 
 
-def _tree(root: int) -> list[tuple[int, int, str]]:
+def _tree(root: int, zygote_expected: bool) -> list[tuple[int, int, str]]:
     """(pid, depth, role) of root and every descendant, depth first."""
     rows: list[tuple[int, int, str]] = []
 
     def walk(pid: int, depth: int, role: str) -> None:
-        if depth == 1:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"cleancoin.sandbox.zygote" not in f.read():
-                    broken(f"the node's child {pid} is not the zygote")
         rows.append((pid, depth, role))
         kids = _children(pid)
         for kid in kids:
+            if _comm(kid) == MONITOR:
+                rows.append((kid, depth + 1, "denial monitor (a fork at the seccomp step)"))
+                continue
+            if depth == 0:
+                try:
+                    with open(f"/proc/{kid}/cmdline", "rb") as f:
+                        cmdline = f.read()
+                except OSError:
+                    continue        # gone already: a short-lived child
+                if b"cleancoin.sandbox.zygote" not in cmdline and not cmdline.startswith(b"CleanCoin-node zygote"):
+                    if zygote_expected:
+                        broken(f"the node's child {kid} is not the zygote: {cmdline[:200]!r}")
+                    rows.append((kid, 1, "child: " + cmdline.replace(b"\0", b" ").decode()[:40]))
+                    continue
             # By position: the wallet's processes are forks of the zygote (a fresh interpreter,
             # `python -m cleancoin.sandbox.zygote`), so command lines do not tell them apart.
             kid_role = {0: "zygote (a fresh interpreter, not a fork of the node)",
@@ -512,7 +523,37 @@ def _tree(root: int) -> list[tuple[int, int, str]]:
             walk(kid, depth + 1, kid_role)
 
     walk(root, 0, "node")
+    # A process that restricts itself forks its denial monitor twice (it is nobody's child):
+    # found by its process group, which is the node's own (started in a new session).
+    for pid in _group_members(root):
+        if pid not in {r[0] for r in rows} and _comm(pid) == MONITOR:
+            rows.append((pid, 1, "denial monitor (double fork at the seccomp step)"))
     return rows
+
+
+MONITOR = "denial-monitor"
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                members.append(int(entry))
+    return sorted(members)
 
 
 class NodeUnderTest:
@@ -526,7 +567,9 @@ class NodeUnderTest:
                      "-printtoconsole=0"]
         self.stderr = open(os.path.join(base, f"{executable}.stderr"), "wb")
         self.started = time.perf_counter()
-        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        # A session (and process group) of its own: its double-forked helpers are found by it.
+        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.stderr,
+                                        start_new_session=True)
         self.ready_seconds = self.stop_seconds = float("nan")
         self.lag_height = 101
         from cleancoin.components.rpc.client import RpcClient
@@ -667,7 +710,7 @@ def test_resident_memory_and_wallet_rpc_latency() -> None:
             totals: dict[str, tuple[int, int | None, int]] = {}
             for node in nodes:
                 rss_sum, pss_sum, count = 0, 0, 0
-                for pid, depth, role in _tree(node.process.pid):
+                for pid, depth, role in _tree(node.process.pid, node.executable == "CleanCoin-node"):
                     try:
                         rss = int(_status(pid).get("VmRSS", "0 kB").split()[0])
                     except OSError:
@@ -696,7 +739,7 @@ def test_resident_memory_and_wallet_rpc_latency() -> None:
                 if node.lag_height < 101:
                     out(f"  note: {node.executable}'s getbalances right after generatetoaddress 101 "
                         f"answered with lastprocessedblock at height {node.lag_height} (waited for 101)")
-            assert d_n == 1 and m_n >= 2 and d_rss > 0 and m_rss > 0
+            assert d_n >= 1 and m_n >= 2 and d_rss > 0 and m_rss > 0
             _wallet_rpc_latency(nodes)
         finally:
             for node in nodes:
