@@ -4,7 +4,8 @@ The settings directory ($XDG_CONFIG_HOME/CleanCoin) holds what the next, unconfi
 reads before it confines anything: CleanCoin-Qt.ini (the datadir chosen with -choosedatadir,
 which decides the conf file the started node obeys) and the window's log (opened before
 confinement). The confined window may write only its subdirectory `window/` (gui.toml's
-${datadir}): a compromised window must not choose what its next start trusts."""
+${datadir}): a compromised window must not choose what its next start, or CleanCoin-qt (which
+keeps its own settings file beside CleanCoin-Qt.ini), trusts."""
 
 from __future__ import annotations
 
@@ -32,8 +33,11 @@ class GuiSettings:
     path: str
 
     @classmethod
-    def open(cls, network: str, directory: str | None = None) -> "GuiSettings":
-        directory = window_dir(directory)
+    def open(cls, network: str, directory: str | None = None, *, confined_window: bool) -> "GuiSettings":
+        """`confined_window`: CleanCoin-gui's window, which may write its file. CleanCoin-qt
+        runs unconfined, so its file lies outside the window's directory: what a compromised
+        window writes must not reach an unconfined process (a geometry blob Qt parses)."""
+        directory = window_dir(directory) if confined_window else (directory or settings_dir())
         os.makedirs(directory, mode=0o700, exist_ok=True)
         return cls(os.path.join(directory, f"CleanCoin-Qt-{network}.ini"))
 

@@ -150,7 +150,7 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
 
     qt_app = application(argv)
     loop = gui_loop.install(qt_app)
-    settings = GuiSettings.open(network, options.settings_dir)
+    settings = GuiSettings.open(network, options.settings_dir, confined_window=True)
     if options.reset_settings:
         settings.reset()
     local = IpcPeer(PROG, os.getpid())

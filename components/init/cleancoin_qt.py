@@ -103,7 +103,7 @@ def run(config: NodeConfig, options: GuiOptions, argv: list[str]) -> int:
 
     qt_app = application(argv)
     loop = gui_loop.install(qt_app)
-    settings = GuiSettings.open(config.chain, options.settings_dir)
+    settings = GuiSettings.open(config.chain, options.settings_dir, confined_window=False)
     if options.reset_settings:
         settings.reset()
 

@@ -252,7 +252,7 @@ def _gui_app(executable: str, link: Any, datadir: Path) -> Any:
     from cleancoin.components.gui.app import GuiApp, own_process
     from cleancoin.components.gui.settings import GuiSettings
     app = GuiApp(executable, "regtest", link, own=own_process(executable, None, "bench"),
-                 settings=GuiSettings.open("regtest", str(datadir / "config")),
+                 settings=GuiSettings.open("regtest", str(datadir / "config"), confined_window=executable == "CleanCoin-gui"),
                  backup_dir=str(datadir / "regtest" / "wallets"))
     app.show()
     return app

@@ -85,6 +85,14 @@ try:
     report("plant-start-settings", True, "rewrote the remembered datadir")
 except OSError as exc:
     report("plant-start-settings", False, exc.strerror)
+# CleanCoin-qt, unconfined, reads its window settings (a geometry blob for Qt, a wallet name).
+try:
+    fd = os.open(ctx["qt_settings"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, b"[General]\ngeometry=00\nwallet=../../elsewhere\n")
+    os.close(fd)
+    report("plant-qt-settings", True, "rewrote CleanCoin-qt's settings")
+except OSError as exc:
+    report("plant-qt-settings", False, exc.strerror)
 
 data, how = read(f"/proc/{ctx['node_pid']}/environ")
 report("read-node-environ", data is not None, how)
@@ -143,11 +151,17 @@ else:
 
 #: What must go through without the sandbox (fd-walk needs a descriptor that leads somewhere:
 #: an unconfined process reads the cookie by path).
-CONTROL = {"read-node-cookie", "read-wallet-file", "write-datadir", "plant-start-settings", "connect-node-sock",
+CONTROL = {"read-node-cookie", "read-wallet-file", "write-datadir", "plant-start-settings", "plant-qt-settings", "connect-node-sock",
            "tcp-connect-node-rpc", "read-node-environ", "read-node-cmdline", "fork-a-process",
            "signal-node", "ptrace-node", "exec-a-program"}
 #: Attempts seccomp answers by killing the process: one confined launch each.
 FATAL = ("signal-node", "ptrace-node", "exec-a-program")
+
+
+def _qt_settings_path(settings_dir: Path) -> str:
+    """The file CleanCoin-qt (unconfined) reads its window settings from."""
+    from cleancoin.components.gui.settings import GuiSettings
+    return GuiSettings.open("regtest", str(settings_dir), confined_window=False).path
 
 
 def _run_attacked_gui(base: Path, *extra: str, fatal: str = "") -> dict[str, dict[str, Any]]:
@@ -167,6 +181,7 @@ def _run_attacked_gui(base: Path, *extra: str, fatal: str = "") -> dict[str, dic
                  "wallet_file": str(netdir / "wallets" / "victim" / "wallet.dat"),
                  "node_sock": str(netdir / "node.sock"), "rpcport": rpcport, "fatal": fatal,
                  "start_settings": str(config_home / "CleanCoin" / "CleanCoin-Qt.ini"),
+                 "qt_settings": _qt_settings_path(config_home / "CleanCoin"),
                  "evil_datadir": str(base / "evil")}}))
     env = {**os.environ, "PYTHONPATH": str(site), "QT_QPA_PLATFORM": "offscreen",
            "XDG_CONFIG_HOME": str(config_home)}

@@ -29,7 +29,8 @@ def _gui_app(executable: str, link: Any, datadir: Path, settings_dir: Path, repo
     from cleancoin.components.gui.app import GuiApp, own_process
     from cleancoin.components.gui.settings import GuiSettings
     own = own_process(executable, report, "test")
-    app = GuiApp(executable, "regtest", link, own=own, settings=GuiSettings.open("regtest", str(settings_dir)),
+    app = GuiApp(executable, "regtest", link, own=own, settings=GuiSettings.open("regtest", str(settings_dir),
+                                                                   confined_window=executable == "CleanCoin-gui"),
                  backup_dir=str(datadir / "regtest" / "wallets"))
     app.show()
     return app
