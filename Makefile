@@ -35,7 +35,7 @@ $(VENV)/.stamp-deps: pyproject.toml | system-deps
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install 'python-bitcoinlib>=0.12' 'bitcoinrpc>=0.7'    # the `clients` extra
 	$(PIP) install 'setuptools>=65' wheel
-	$(PIP) install 'pyseccomp>=0.1.2' 'landlock>=1.0.0.dev5' 'python-prctl>=1.8.1' 'coincurve>=20' 'aiohttp>=3.9' 'cryptography>=41' 'setproctitle>=1.3' 'pycapnp>=2.0' 'pytest>=7' 'jsonschema>=4' 'python-bitcoinrpc>=1.0' 'hypothesis>=6.100'
+	$(PIP) install 'pyseccomp>=0.1.2' 'landlock>=1.0.0.dev5' 'python-prctl>=1.8.1' 'coincurve>=20' 'aiohttp>=3.9' 'cryptography>=41' 'setproctitle>=1.3' 'pycapnp>=2.0' 'pytest>=7' 'jsonschema>=4' 'python-bitcoinrpc>=1.0' 'hypothesis>=6.100' 'uvloop>=0.19'
 	$(PIP) install $(GUI_DEPS)    # the `gui` extra (CleanCoin-qt, CleanCoin-gui) and pytest-qt
 	@touch $@
 

@@ -163,6 +163,11 @@ def _server_method(spec: InterfaceSpec, method: IpcMethod) -> Callable[..., Any]
     return handler
 
 
+#: The code of every server handler above (one closure per method, one code object): the
+#: coroutines `dispatch.answer_in_turn` may run in the turn their call arrived.
+SERVER_HANDLER_CODE = _server_method(None, IpcMethod("x", "x")).__code__  # type: ignore[arg-type]
+
+
 @functools.cache
 def _server_class(spec: InterfaceSpec) -> type:
     # Built once per interface (the class is the same for every connection), not per object.

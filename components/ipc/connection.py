@@ -8,7 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .binding import SERVER_HANDLER_CODE
 from .debug_log import CallLog
+from .dispatch import answer_in_turn
 from .errors import IpcError
 from ..interfaces.init import Init, IpcPeer
 from .specs import spec
@@ -27,6 +29,7 @@ InitFactory = Callable[[CallLog], Init]
 async def serve(stream: Any, bootstrap: Any, log: CallLog) -> None:
     """Serve `bootstrap` (a capnp server object) on `stream` until the peer goes away."""
     import capnp
+    answer_in_turn(frozenset({SERVER_HANDLER_CODE}))
     server = capnp.TwoPartyServer(stream, bootstrap=bootstrap, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
                                   nesting_limit=NESTING_LIMIT)
     try:
@@ -89,6 +92,7 @@ async def connect_init(stream: Any, local: IpcPeer, debug: bool, credentials: An
     the Init from the answer.
     """
     import capnp
+    answer_in_turn(frozenset({SERVER_HANDLER_CODE}))    # it may serve capabilities too
     client = capnp.TwoPartyClient(stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
                                   nesting_limit=NESTING_LIMIT)
     log = CallLog(local, enabled=debug)

@@ -29,6 +29,7 @@ from .auth import Authenticator, Credentials, LoginLimits
 from .connection import Connection, InitFactory, connect_init, serve, serve_init
 from .debug_log import CallLog
 from .specs import spec
+from .stream import accepted_protocol, stream_on_socket
 from ..interfaces.init import IpcPeer
 
 LOG = logging.getLogger("cleancoin.ipc")
@@ -44,10 +45,9 @@ _CLOSE_GRACE = 1.0
 
 async def stream_from_fd(fd: int) -> Any:
     """A capnp stream on an inherited, connected socket descriptor (the socket pair a spawned component is started with)."""
-    import capnp
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
-    return await capnp.AsyncIoStream.create_connection(sock=sock)
+    return await stream_on_socket(sock)
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -269,7 +269,6 @@ async def _set_up(conn: socket.socket, session: _Session, make_init: InitFactory
 
 async def _serve_accepted(conn: socket.socket, session: _Session, make_init: InitFactory, local: IpcPeer,
                           options: ListenOptions) -> None:
-    import capnp
     address = session.address
 
     async def run(stream: Any) -> None:
@@ -291,7 +290,7 @@ async def _serve_accepted(conn: socket.socket, session: _Session, make_init: Ini
     tls = options.tls if address.kind == "tcp" else None
     remaining = max(0.001, session.accepted_at + session.handshake_timeout - loop.time())
     transport, _ = await loop.connect_accepted_socket(
-        lambda: capnp.AsyncIoStream._connect(run), conn, ssl=tls,
+        lambda: accepted_protocol(run), conn, ssl=tls,
         ssl_handshake_timeout=remaining if tls else None)
     session.transport = transport
     session.start_deadline()
@@ -320,15 +319,11 @@ def open_socket(address: Address) -> socket.socket:
 async def connect(address: Address, local: IpcPeer, debug: bool, credentials: Credentials | None = None,
                   tls: ssl.SSLContext | None = None, sock: socket.socket | None = None) -> Connection:
     """Connect to a listening process (or use `sock`, from `open_socket`); TCP needs credentials."""
-    import capnp
     if sock is None:
         sock = open_socket(address)
     try:
-        if address.kind == "unix":
-            stream = await capnp.AsyncIoStream.create_unix_connection(sock=sock)
-        else:
-            stream = await capnp.AsyncIoStream.create_connection(
-                sock=sock, ssl=tls, server_hostname=address.host if tls else None)
+        stream = await stream_on_socket(sock, tls=tls if address.kind != "unix" else None,
+                                        server_hostname=address.host if tls else None)
     except OSError as exc:
         sock.close()
         raise AddressError(f"cannot connect to {address}: {exc.strerror or exc}") from None
