@@ -73,6 +73,10 @@ class _Resumed(collections.abc.Coroutine):  # type: ignore[type-arg]
         raise TypeError("a resumed server call is driven by its task only")
 
 
+async def _reraise(exc: BaseException) -> Any:
+    raise exc
+
+
 def _eager_factory(codes: frozenset[CodeType]) -> Callable[..., asyncio.Future[Any]]:
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, *, context: contextvars.Context | None = None,
                 **kwargs: Any) -> asyncio.Future[Any]:
@@ -88,12 +92,10 @@ def _eager_factory(codes: frozenset[CodeType]) -> Callable[..., asyncio.Future[A
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - the call's failure, as a task would hold it
-            failed = _Finished(loop=loop)
-            if isinstance(exc, asyncio.CancelledError):
-                failed.cancel()
-            else:
-                failed.set_exception(exc)
-            return failed
+            # A failed call is answered by a real Task a turn later: pycapnp's error path does
+            # not take a future that failed before create_task returned (the call never got
+            # its answer: tests/test_chain_interface.py hung).
+            return asyncio.Task(_reraise(exc), loop=loop, context=ctx, **kwargs)
         return asyncio.Task(_Resumed(coro, pending), loop=loop, context=ctx, **kwargs)
 
     return factory

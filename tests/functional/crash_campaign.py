@@ -398,7 +398,13 @@ class Campaign:
             raise InvariantBroken(f"bob's balance fell from {ledger.bob_floor} to "
                                   f"{self.bob_total(node)}")
         for name in ledger.encrypted[-2:]:       # the newest ones: a full load each costs time
-            node.rpc.loadwallet(name)
+            try:
+                node.rpc.loadwallet(name)
+            except RpcError as exc:
+                # Killed between encryptwallet and unloadwallet: a wallet process the node
+                # restarted loads again what was loaded, so the wallet may still be loaded.
+                if exc.code != -35:
+                    raise
             info = node.client.call("getwalletinfo", wallet=name)
             if "unlocked_until" not in info:
                 raise InvariantBroken(f"wallet {name} lost its encryption")
