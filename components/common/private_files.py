@@ -9,6 +9,8 @@ before the sandbox is up), or a conf file it rewrote (sandbox=0 at the next star
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import stat
 from typing import TextIO
@@ -68,3 +70,15 @@ def conf_to_protect(conf_path: str, netdatadir: str) -> str | None:
     if os.path.islink(real) or not os.path.isfile(real):
         raise UnsafeFileError(f"{real} is not a regular file")
     return real
+
+
+def log_descriptors() -> set[int]:
+    """The descriptors of the "cleancoin" logger's streams (opened by open_log before
+    confinement): a process that confines itself keeps them, and only them of its files."""
+    keep: set[int] = set()
+    for handler in logging.getLogger("cleancoin").handlers:
+        stream = getattr(handler, "stream", None)
+        if stream is not None and hasattr(stream, "fileno"):
+            with contextlib.suppress(OSError, ValueError):
+                keep.add(stream.fileno())
+    return keep

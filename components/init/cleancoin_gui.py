@@ -31,6 +31,7 @@ import socket
 import sys
 from typing import Any
 
+from ..common.private_files import log_descriptors
 from ..interfaces.init import IpcPeer
 from ..ipc.address import AddressError, parse
 from ..ipc.settings import IpcSettings
@@ -126,7 +127,7 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
         from ..gui.settings import window_dir
         writable = window_dir(options.settings_dir)
         os.makedirs(writable, mode=0o700, exist_ok=True)
-        keep = {sock.fileno(), *_log_descriptors()}
+        keep = {sock.fileno(), *log_descriptors()}
         if connector is not None:
             keep.add(connector.fileno())
         try:
@@ -260,11 +261,3 @@ def gui_variables(window_path: str) -> dict[str, str]:
     return {"datadir": window_path, "xauthority": xauthority}
 
 
-def _log_descriptors() -> set[int]:
-    keep: set[int] = set()
-    for handler in logging.getLogger("cleancoin").handlers:
-        stream = getattr(handler, "stream", None)
-        if stream is not None and hasattr(stream, "fileno"):
-            with contextlib.suppress(OSError, ValueError):
-                keep.add(stream.fileno())
-    return keep

@@ -21,7 +21,6 @@ then a separately started `CleanCoin-wallet -ipcconnect` can serve the wallet me
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -33,6 +32,7 @@ from typing import Any
 
 from cleancoin.sandbox import Report, Zygote
 
+from ..common.private_files import log_descriptors
 from ..ipc.address import parse
 from ..ipc.auth import write_cookie
 from ..ipc.init_impl import ProcessInit
@@ -312,12 +312,7 @@ def _open_descriptors_to_keep(zygote: Zygote | None, prestarted: socket.socket |
     """What this process still needs across restrict_self: its log files and its zygote's
     sockets. Every other descriptor (libraries' leftovers, such as pycapnp's directory
     descriptors) is pointed at /dev/null by the sandbox's descriptor step."""
-    keep: set[int] = set()
-    for handler in logging.getLogger("cleancoin").handlers:
-        stream = getattr(handler, "stream", None)
-        if stream is not None and hasattr(stream, "fileno"):
-            with contextlib.suppress(OSError, ValueError):
-                keep.add(stream.fileno())
+    keep = log_descriptors()
     if zygote is not None:
         keep |= set(zygote.descriptors())
     if prestarted is not None:
