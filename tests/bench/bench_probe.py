@@ -14,14 +14,10 @@ printed), a run that could not probe at all is broken.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +30,6 @@ from cleancoin.sandbox.probe import parent as probe_parent
 RUNS = 5
 TOOL = str(Path(sys.executable).parent / "CleanCoin-sandbox")
 _SUMMARY = re.compile(r"^(\d+) attempts, (\d+) escapes?$", re.MULTILINE)
-
-
-@pytest.fixture
-def datadir() -> Iterator[str]:
-    # Not under /tmp: the policy mounts a fresh tmpfs there.
-    path = tempfile.mkdtemp(prefix="cleancoin-bench-", dir="/var/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _timed(argv: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, str]:

@@ -18,11 +18,8 @@ from __future__ import annotations
 import asyncio
 import os
 import select
-import shutil
 import socket
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,16 +45,6 @@ def importable_targets(monkeypatch: pytest.MonkeyPatch) -> None:
     """The zygote imports its targets by module name in a fresh interpreter, which inherits
     PYTHONPATH (one of the few variables it keeps): tests/ holds zygote_targets.py."""
     monkeypatch.setenv("PYTHONPATH", TESTS)
-
-
-@pytest.fixture
-def datadir() -> Iterator[str]:
-    # Not under /tmp: the policies mount a fresh tmpfs there.
-    path = tempfile.mkdtemp(prefix="cleancoin-bench-", dir="/var/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _spawn_and_ping(z: Zygote, name: str) -> tuple[float, int, object]:

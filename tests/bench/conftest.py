@@ -8,6 +8,9 @@ nothing here is collected.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,3 +36,14 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Mod
     if not _bench_requested(parent.config):
         return None
     return pytest.Module.from_parent(parent, path=file_path)
+
+
+@pytest.fixture
+def datadir() -> Iterator[str]:
+    """A scratch directory for a benchmark's sandboxed children. Not under /tmp: the policies
+    mount a fresh tmpfs there."""
+    path = tempfile.mkdtemp(prefix="cleancoin-bench-", dir="/var/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
