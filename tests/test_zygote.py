@@ -11,6 +11,7 @@ import select
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,11 +107,56 @@ def test_only_named_components_and_their_pids(zygote: Zygote) -> None:
     theirs.close()
 
 
-def test_a_bad_policy_stops_the_parent_before_any_zygote(tmp_path) -> None:
+def _zygotes_of_this_process() -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if f"\nPPid:\t{os.getpid()}\n" in status and b"zygote" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def test_a_bad_policy_stops_the_start_and_leaves_no_zygote(tmp_path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[seccomp]\nallow = [\"opne\"]\n")
     with pytest.raises(ZygoteError, match="unknown syscall 'opne'"):
         Zygote.start({"x": ComponentSpec("x", ECHO, str(bad))})
+    assert _zygotes_of_this_process() == []             # launched, then stopped and reaped
+
+
+def test_a_launched_zygote_preloads_before_it_is_configured(base_sandbox, sandbox_vars, capfd) -> None:
+    """`launch` starts the interpreter and its preloads at once; `configure` (the policies,
+    fitted meanwhile by the parent) comes after, and the children still start warm."""
+    z = Zygote.launch(["zygote_targets:preload_wave_and_say_so"])
+    try:
+        deadline = time.monotonic() + 30
+        out = ""
+        while "preloaded wave" not in out:
+            assert time.monotonic() < deadline, "the preload did not run before configure"
+            time.sleep(0.02)
+            out += capfd.readouterr().out
+        z.configure({"c": ComponentSpec("c", "zygote_targets:has_wave", shipped_policy("strict"), sandbox_vars,
+                                        preload="zygote_targets:preload_wave_and_say_so")})
+        ours, theirs = socket.socketpair()
+        z.spawn("c", theirs.fileno())
+        theirs.close()
+        ours.settimeout(10)
+        assert ours.recv(16) == b"yes"
+        ours.close()
+    finally:
+        z.stop()
+    assert capfd.readouterr().out.count("preloaded wave") == 0    # once: not again at configure
+
+
+def test_a_preload_that_fails_at_launch_is_the_reason_configure_gives() -> None:
+    z = Zygote.launch(["no_such_module_here:preload"])
+    with pytest.raises(ZygoteError, match="the zygote did not start: ModuleNotFoundError"):
+        z.configure({"x": ComponentSpec("x", ECHO, None, preload="no_such_module_here:preload")})
+    assert _zygotes_of_this_process() == []
 
 
 def test_a_target_that_cannot_be_imported_stops_the_start() -> None:

@@ -36,6 +36,12 @@ def preload_wave() -> None:
     import wave  # noqa: F401
 
 
+def preload_wave_and_say_so() -> None:
+    """A preload that says on stdout (the parent's) that it ran."""
+    import wave  # noqa: F401
+    print("preloaded wave", flush=True)
+
+
 def has_wave(fd: int) -> int:
     """Send whether the `wave` module was already imported when this child started."""
     with socket.socket(fileno=fd) as sock:

@@ -42,12 +42,12 @@ from ..ipc.transport import Listener, listen
 from ..node.chain_binding import RpcRegistrar, make_chain
 from ..node.node_binding import NodeService
 from ..node.remote_wallet import ConnectedWallet, WalletProcess
+from ..node.wallet_component import WALLET_COMPONENT, WALLET_SOCKET
 from ..node.wallet_router import WalletRpcRouter, WalletSlot
 
 log = logging.getLogger("cleancoin.node")
 
 NODE_SOCKET = "node.sock"
-WALLET_SOCKET = "wallet.sock"      # where a CleanCoin-wallet -ipcbind=unix waits for nodes
 
 
 @dataclass
@@ -208,47 +208,51 @@ def _fail(log: logging.Logger, message: str) -> int:
 
 def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         allow_wallet: bool = False, frontend_fd: int | None = None,
-        learn_dir: str | None = None) -> int:
+        learn_dir: str | None = None, zygote: Zygote | None = None) -> int:
     """Start CleanCoin-node in this process (options parsed, logging set up); returns the
     exit status. `config` is the node's NodeConfig (cli/node_main.build_config); `learn_dir`
-    (-sandboxlearn) makes both processes record instead of being confined."""
+    (-sandboxlearn) makes both processes record instead of being confined. `zygote` is one
+    the caller launched early (`wallet_component.launch_zygote`); this function configures it,
+    launches one itself if it needs one and got none, and stops it in the end."""
     import capnp
-    from cleancoin.sandbox import ComponentSpec, ZygoteError, shipped_policy
+    from cleancoin.sandbox import ZygoteError
 
     from ..node.node import InitError, NodeContext
-    from ..node.remote_wallet import WALLET_COMPONENT, WALLET_PRELOAD, WALLET_TARGET, prestart
+    from ..node.wallet_component import launch_zygote, prestart, uses_running_wallet, wallet_spec
 
     log = logging.getLogger("cleancoin.node")
     # Everything the node will run is imported now: once it is confined it could still read
     # the Python installation, but a failure there would come late and far from its cause.
     _import_node_modules()
-    zygote = None
     prestarted = None
-    connect_wallet = not config.disable_wallet and _use_running_wallet(ipc.connect, netdatadir)
-    from cleancoin.sandbox.denial_log import DenialLog
+    connect_wallet = not config.disable_wallet and uses_running_wallet(ipc.connect, netdatadir)
     # Refusals with an errno go to each process's own debug.log; -debug=sandbox logs all of them.
     verbose = logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG)
-    if not config.disable_wallet and not connect_wallet:
-        spec = ComponentSpec(WALLET_COMPONENT, WALLET_TARGET,
-                             shipped_policy("wallet") if sandbox else None,
-                             {"walletdir": os.path.join(netdatadir, "wallets")},
-                             writable_roots=(netdatadir,), preload=WALLET_PRELOAD,
-                             denials=DenialLog(os.path.join(netdatadir, "wallets", "debug.log"), verbose),
-                             learn_dir=learn_dir)
+    if config.disable_wallet or connect_wallet:
+        if zygote is not None:
+            zygote.stop()
+            zygote = None
+    else:
         try:
             # A fresh interpreter, not a fork: this process has read the conf file and its
             # command line (RPC and IPC passwords); the wallet must not hold a copy of them.
             # It starts while this process restricts itself and opens its chain.
-            zygote = Zygote.start({WALLET_COMPONENT: spec}, wait=False, title=f"{PROG} zygote")
+            zygote = zygote or launch_zygote()
+            zygote.configure({WALLET_COMPONENT: wallet_spec(netdatadir, sandbox=sandbox, verbose_denials=verbose,
+                                                            learn_dir=learn_dir)},
+                             wait=False, title=f"{PROG} zygote")
             prestarted = prestart(zygote)
         except (ZygoteError, OSError) as exc:
+            if zygote is not None:
+                zygote.stop()
             return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
     report = None
     if sandbox and learn_dir:
         log.warning("-sandboxlearn=%s: a LEARNING run, %s and its wallet process record what they "
                     "use and are NOT confined", learn_dir, PROG)
     if sandbox:
-        from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self
+        from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self, shipped_policy
+        from cleancoin.sandbox.denial_log import DenialLog
         keep = _open_descriptors_to_keep(zygote, prestarted)
         if frontend_fd is not None:
             keep.add(frontend_fd)
@@ -278,22 +282,6 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     finally:
         if zygote is not None:
             zygote.stop()
-
-
-def _use_running_wallet(connect: str | None, netdatadir: str) -> bool:
-    """-ipcconnect: always for an address; for `auto`, when wallet.sock answers now."""
-    if connect is None:
-        return False
-    if connect != "auto":
-        return True
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(os.path.join(netdatadir, WALLET_SOCKET))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 def _node_variables(config: Any, netdatadir: str, ipc_binds: Sequence[str]) -> dict[str, str]:

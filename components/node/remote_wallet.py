@@ -40,6 +40,7 @@ from ..ipc.connection import Connection, connect_init
 from ..ipc.settings import IpcSettings, open_peer
 from ..ipc.transport import stream_from_fd
 from .chain_binding import NodeChain, make_chain
+from .wallet_component import WALLET_COMPONENT, prestart
 from .wallet_router import WalletRpcRouter
 
 log = logging.getLogger("cleancoin.node")
@@ -131,11 +132,6 @@ class RemoteWallet:
 # ---------------------------------------------------------------------- started by the zygote
 
 
-WALLET_COMPONENT = "CleanCoin-wallet"
-#: What the zygote runs in the wallet's sandbox (components/init/cleancoin_wallet.py).
-WALLET_TARGET = "cleancoin.components.init.cleancoin_wallet:serve_node"
-#: What the zygote imports once, so that each wallet (re)start begins warm.
-WALLET_PRELOAD = "cleancoin.components.init.cleancoin_wallet:import_everything"
 #: Restart delays after a wallet process died: 0.5 s, doubling up to 30 s; reset once a
 #: wallet process has run for STABLE_SECONDS.
 FIRST_DELAY, MAX_DELAY, STABLE_SECONDS = 0.5, 30.0, 60.0
@@ -291,21 +287,6 @@ class WalletProcess(RemoteWallet):
                     self._zygote.kill(pid)
         with contextlib.suppress(Exception):
             asyncio.get_running_loop().remove_reader(self._zygote.events.fileno())
-
-
-def prestart(zygote: Zygote) -> socket.socket:
-    """Ask the zygote to start a wallet process now and return our end of its socket;
-    `WalletProcess` collects the answer later. CleanCoin-node calls this before it restricts
-    itself and opens its chain, so the wallet's interpreter starts meanwhile."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        zygote.request_spawn(WALLET_COMPONENT, theirs.fileno())
-    except OSError:
-        ours.close()
-        raise
-    finally:
-        theirs.close()
-    return ours
 
 
 def loop_time() -> float:

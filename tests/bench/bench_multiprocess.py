@@ -50,7 +50,7 @@ from cleancoin.components.interfaces.wallet import WalletOptions
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-from cleancoin.components.node.remote_wallet import WALLET_PRELOAD, WALLET_TARGET  # as CleanCoin-node
+from cleancoin.components.node.wallet_component import WALLET_PRELOAD, WALLET_TARGET  # as CleanCoin-node
 NAME = "bench"
 BURST = 300          # blocks mined back to back while the wallet follows
 SINGLES = 30         # blocks mined one at a time, each awaited by the wallet

@@ -223,6 +223,54 @@ def test_ipcconnect_uses_a_wallet_process_that_waits_for_nodes(node, tmp_path: P
         log.close()
 
 
+def test_the_zygote_started_early_stays_only_where_a_wallet_process_is_wanted(node) -> None:
+    """CleanCoin-node starts its zygote before it imports the node, from the options alone:
+    with the wallet disabled (in the conf file, not only on the command line) no zygote
+    stays, and with the wallet on exactly one zygote serves it."""
+    n = node()
+    n.datadir.joinpath("CleanCoin.conf").write_text("disablewallet=1\n")
+    n.start()
+    assert _descendants(n.process.pid) == []
+    with pytest.raises(RpcError):
+        n.rpc.listwallets()
+    assert n.stop() == 0
+    n.datadir.joinpath("CleanCoin.conf").write_text("")
+    n.start()
+    n.rpc.createwallet("w")
+    children = _descendants(n.process.pid)
+    assert [Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0") for pid in children] == \
+        [b"CleanCoin-node zygote"], children
+
+
+def test_an_option_error_after_the_zygote_started_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """The zygote starts before the options are checked: a start that then fails says only
+    its error (the zygote, hung up on, ends quietly: it once printed a BrokenPipeError
+    traceback into the node's stderr), and no zygote outlives the node. Several times, as the
+    zygote may be anywhere in its start-up when the node gives up."""
+    for attempt in range(6):
+        node = subprocess.Popen([str(VENV_BIN / "CleanCoin-node"), "-regtest", f"-datadir={tmp_path}",
+                                 "-addnode=1.2.3.4:notaport"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        out, err = node.communicate(timeout=60)
+        assert (node.returncode, out, err) == \
+            (1, "", "Error: Invalid port specified in -addnode: '1.2.3.4:notaport'\n"), attempt
+        # The zygote's command line names its parent until it is configured (then its title).
+        wait_until(lambda: not _processes_with_cmdline(f"cleancoin.sandbox.zygote\0{node.pid}\0".encode()),
+                   timeout=10, what=f"the zygote of node {node.pid} gone")
+
+
+def _processes_with_cmdline(part: bytes) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if part in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
 def _descendants(pid: int) -> list[int]:
     kids = []
     for entry in os.listdir("/proc"):

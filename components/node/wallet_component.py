@@ -1,0 +1,70 @@
+"""The node's wallet process as the zygote knows it: its names, its spec, the first request.
+
+Kept apart from remote_wallet.py (which needs Cap'n Proto and asyncio) so that CleanCoin-node
+can launch its zygote before it imports the node: the zygote's interpreter and the node's
+imports then start up side by side (docs/multiprocess.md, start-up order).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from cleancoin.sandbox import ComponentSpec, Zygote, shipped_policy
+from cleancoin.sandbox.denial_log import DenialLog
+
+WALLET_COMPONENT = "CleanCoin-wallet"
+#: What the zygote runs in the wallet's sandbox (components/init/cleancoin_wallet.py).
+WALLET_TARGET = "cleancoin.components.init.cleancoin_wallet:serve_node"
+#: What the zygote imports once, so that each wallet (re)start begins warm.
+WALLET_PRELOAD = "cleancoin.components.init.cleancoin_wallet:import_everything"
+#: Where a CleanCoin-wallet -ipcbind=unix waits for nodes (in the network datadir).
+WALLET_SOCKET = "wallet.sock"
+
+
+def uses_running_wallet(connect: str | None, netdatadir: str) -> bool:
+    """-ipcconnect: always for an address; for `auto`, when wallet.sock answers now."""
+    if connect is None:
+        return False
+    if connect != "auto":
+        return True
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.path.join(netdatadir, WALLET_SOCKET))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def launch_zygote() -> Zygote:
+    """Start the zygote's interpreter with the wallet's code preloading; `wallet_spec` and
+    `Zygote.configure` follow once the datadir is made (raises OSError if it cannot start)."""
+    return Zygote.launch([WALLET_PRELOAD])
+
+
+def wallet_spec(netdatadir: str, *, sandbox: bool, verbose_denials: bool,
+                learn_dir: str | None) -> ComponentSpec:
+    """The wallet process under policies/wallet.toml (None with -sandbox=0): its wallets
+    directory, refusals logged to the wallets' debug.log (all of them when `verbose_denials`)."""
+    return ComponentSpec(WALLET_COMPONENT, WALLET_TARGET, shipped_policy("wallet") if sandbox else None,
+                         {"walletdir": os.path.join(netdatadir, "wallets")},
+                         writable_roots=(netdatadir,), preload=WALLET_PRELOAD,
+                         denials=DenialLog(os.path.join(netdatadir, "wallets", "debug.log"), verbose_denials),
+                         learn_dir=learn_dir)
+
+
+def prestart(zygote: Zygote) -> socket.socket:
+    """Ask the zygote to start a wallet process now and return our end of its socket;
+    `WalletProcess` collects the answer later. CleanCoin-node calls this before it restricts
+    itself and opens its chain, so the wallet's interpreter starts meanwhile."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        zygote.request_spawn(WALLET_COMPONENT, theirs.fileno())
+    except OSError:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return ours
