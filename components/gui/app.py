@@ -92,24 +92,45 @@ class GuiApp:
                  tip.height if tip is not None else "?", ", ".join(self.ctx.wallets) or "none")
 
     async def run(self) -> None:
-        """Subscribe, then follow the connection until the window closes."""
-        await self.subscribe()
+        """Subscribe, then follow the connection until the window closes. A node that goes
+        away while the window subscribes is lost like one that goes later (reconnect or end)."""
+        subscribed = await self._first_of(self.subscribe())
         while not self.closed.is_set():
             if self.link.closed is None:
                 await self.closed.wait()
                 return
-            ended = asyncio.ensure_future(self.link.closed())
-            closing = asyncio.ensure_future(self.closed.wait())
-            await asyncio.wait([ended, closing], return_when=asyncio.FIRST_COMPLETED)
-            closing.cancel()
-            if self.closed.is_set():
-                ended.cancel()
-                return
+            if subscribed:
+                await self._first_of(None)
+                if self.closed.is_set():
+                    return
             self._lost()
             if self.reconnect is None:
                 self.node_gone.set()
                 return
             await self._reconnect()
+            subscribed = True
+
+    async def _first_of(self, work: Awaitable[None] | None) -> bool:
+        """Wait for `work` (if any), the window's close or the connection's end, whichever
+        comes first; whether `work` completed. Its failure counts as the connection's end:
+        the node went away mid-call (once, the window then waited for an end already past)."""
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.closed.wait())]
+        if self.link.closed is not None:
+            waits.append(asyncio.ensure_future(self.link.closed()))
+        task = asyncio.ensure_future(work) if work is not None else None
+        await asyncio.wait(waits + ([task] if task is not None else []), return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
+        if task is None:
+            return False
+        if not task.done():
+            task.cancel()
+            return False
+        if task.cancelled() or task.exception() is not None:
+            log.info("the node went away while the window subscribed: %s",
+                     "cancelled" if task.cancelled() else task.exception())
+            return False
+        return True
 
     def _lost(self) -> None:
         log.warning("the connection to the node ended")
