@@ -27,12 +27,18 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from cleancoin.sandbox import launcher, variables
+from cleancoin.sandbox import variables
 from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors, PolicyFileError, SourceRef
-from cleancoin.sandbox.model import Policy
 from cleancoin.sandbox.policy_loader import load_policy, shipped_names, shipped_policy
+
+if TYPE_CHECKING:
+    from cleancoin.sandbox.model import Policy
+
+# The launcher (and with it every enforcement step, landlock, seccomp, ...) is imported by
+# the commands that launch something, not at start-up: `check`, `diff`, `score` and the
+# others never need it (docs/audit.md, "Start-up time").
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_TOOL_FAILED, EXIT_PIPE = 0, 1, 2, 125, 141
 PROG = "CleanCoin-sandbox"
@@ -105,6 +111,7 @@ def _variables(args: argparse.Namespace) -> dict[str, str]:
 @contextlib.contextmanager
 def _launch_errors() -> Iterator[None]:
     """A policy or sandbox failure at launch is the tool's failure (exit 125)."""
+    from cleancoin.sandbox import launcher
     try:
         yield
     except (PolicyError, EnforcementError, launcher.SpawnError) as exc:
@@ -169,6 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise ToolError("run: no command given (... -- CMD [ARG...])", code=EXIT_USAGE)
+    from cleancoin.sandbox import launcher
     policy = load(args.policy)
     with _launch_errors():
         denials = None
