@@ -375,7 +375,8 @@ def _json(cmd: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0].replace("\n", " "),
                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command_name", required=True, parser_class=_Parser)
+    # prog given: argparse would otherwise build a help formatter (and import shutil) to work it out.
+    sub = parser.add_subparsers(dest="command_name", required=True, parser_class=_Parser, prog=PROG)
 
     check = sub.add_parser("check", help="validate policy files (exit 1 on errors)")
     check.add_argument("policy", nargs="+", help="policy files or shipped names")
