@@ -114,3 +114,24 @@ def test_landlock_abi_probe_agrees_with_the_package() -> None:
     expected = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                                   timeout=60, check=True).stdout)
     assert kernel.landlock_abi()[0] == expected
+
+
+def test_a_stale_errno_does_not_hide_landlock() -> None:
+    """ctypes keeps each thread's errno across calls, and the landlock package's error check
+    reads it even when the call succeeded: when a failed ctypes call (a missing path, an
+    unknown prctl) came before a process's first ABI probe, the probe raised and the kernel
+    looked as if it had no Landlock, and a policy at level soft or best_effort would have been
+    fitted without it (this is how the previous form of the test above failed in `make test`).
+    kernel.landlock_abi trusts the syscall's result. On the previous code this test fails:
+    ABI 0, "Unknown 'flags', ..."."""
+    from cleancoin.sandbox import kernel
+    abi, _ = kernel.landlock_abi()
+    if abi == 0:
+        pytest.skip("this kernel has no Landlock")
+    probe = ("import ctypes, json\n"
+             "ctypes.set_errno(22)    # what a failed call through a use_errno library leaves\n"
+             "from cleancoin.sandbox import kernel\n"
+             "print(json.dumps([kernel.detect().landlock_abi, kernel.landlock_abi()[1]]))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert json.loads(result.stdout) == [abi, ""]
