@@ -20,9 +20,9 @@ from .families import FAMILIES
 from .model import MECHANISMS, ArgCondition, Grant, Level, Rlimit, SeccompRule, SocketFamily
 from .variables import check_references
 
-#: The value types below are immutable (one instance of each serves every policy) and are
-#: compared by identity: no generated __eq__ or __hash__, which would only cost start-up time
-#: (a dataclass method is compiled from source when the class is made; docs/audit.md).
+#: The value types below are immutable and never compared or hashed (identity is all they
+#: need): no generated __eq__ or __hash__, which would only cost start-up time (a dataclass
+#: method is compiled from source when its class is made; docs/audit.md, "Start-up time").
 _value_type = dataclass(frozen=True, eq=False)
 
 Ref = Callable[[str], SourceRef]
