@@ -26,13 +26,19 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from cleancoin.sandbox import launcher, variables
+from cleancoin.sandbox import variables
 from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors, PolicyFileError, SourceRef
-from cleancoin.sandbox.model import Policy
 from cleancoin.sandbox.policy_loader import load_policy, shipped_names, shipped_policy
+
+if TYPE_CHECKING:
+    from cleancoin.sandbox.model import Policy
+
+# The launcher (and with it every enforcement step, landlock, seccomp, ...) is imported by
+# the commands that launch something, not at start-up: `check`, `diff`, `score` and the
+# others never need it (docs/audit.md, "Start-up time").
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_TOOL_FAILED, EXIT_PIPE = 0, 1, 2, 125, 141
 PROG = "CleanCoin-sandbox"
@@ -105,6 +111,7 @@ def _variables(args: argparse.Namespace) -> dict[str, str]:
 @contextlib.contextmanager
 def _launch_errors() -> Iterator[None]:
     """A policy or sandbox failure at launch is the tool's failure (exit 125)."""
+    from cleancoin.sandbox import launcher
     try:
         yield
     except (PolicyError, EnforcementError, launcher.SpawnError) as exc:
@@ -169,6 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise ToolError("run: no command given (... -- CMD [ARG...])", code=EXIT_USAGE)
+    from cleancoin.sandbox import launcher
     policy = load(args.policy)
     with _launch_errors():
         denials = None
@@ -364,94 +372,127 @@ def _json(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--json", action="store_true", help="the result (and any error) as JSON on standard output")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _args_check(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("policy", nargs="+", help="policy files or shipped names")
+    _json(cmd)
+    cmd.set_defaults(func=cmd_check)
+
+
+def _args_explain(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("policy")
+    _json(cmd)
+    cmd.add_argument("--pfc", action="store_true", help="print the seccomp filter as libseccomp pseudo code")
+    cmd.set_defaults(func=cmd_explain)
+
+
+def _args_run(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--policy", required=True)
+    _policy_vars(cmd)
+    cmd.add_argument("--report", action="store_true", help="print the enforcement report on stderr")
+    cmd.add_argument("--denials", choices=("log", "verbose"),
+                     help="log the syscalls the policy refuses with an errno on stderr (verbose: every one)")
+    cmd.add_argument("--json", action="store_true", help="the tool's own messages as JSON on stderr")
+    cmd.add_argument("command", nargs=argparse.REMAINDER)
+    cmd.set_defaults(func=cmd_run)
+
+
+def _args_probe(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--policy", required=True)
+    _policy_vars(cmd)
+    cmd.add_argument("--script", help="a Python file to run inside instead of the battery")
+    cmd.add_argument("--junit", metavar="FILE", help="also write the attempts as JUnit XML (one test case each)")
+    _json(cmd)
+    cmd.set_defaults(func=cmd_probe)
+
+
+def _args_learn(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--policy", required=True, help="the current policy: namespaces and process "
+                                                     "settings, and what the result is compared with")
+    _policy_vars(cmd)
+    cmd.add_argument("--out", help="where to write the learned policy (default NAME.learned.toml)")
+    cmd.add_argument("--from", dest="records", metavar="DIR",
+                     help="learn from the records components wrote with CleanCoin-node -sandboxlearn=DIR")
+    cmd.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _json(cmd)
+    cmd.add_argument("command", nargs=argparse.REMAINDER)
+    cmd.set_defaults(func=cmd_learn)
+
+
+def _args_diff(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("a")
+    cmd.add_argument("b")
+    _json(cmd)
+    cmd.set_defaults(func=cmd_diff)
+
+
+def _args_score(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("policy", nargs="+")
+    cmd.add_argument("--threshold", type=float, help="exit 1 when a policy scores above this")
+    _json(cmd)
+    cmd.set_defaults(func=cmd_score)
+
+
+def _args_status(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("pid", nargs="+", type=int)
+    cmd.add_argument("--tree", action="store_true", help="the processes and all their descendants")
+    _json(cmd)
+    cmd.set_defaults(func=cmd_status)
+
+
+def _args_export(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--format", required=True, choices=("oci", "systemd", "kubernetes"))
+    cmd.add_argument("policy")
+    _policy_vars(cmd)
+    cmd.add_argument("--out", help="write to this file instead of standard output")
+    cmd.add_argument("--user", default="cleancoin", help="systemd: User= of the unit (default cleancoin)")
+    cmd.add_argument("--exec-start", help="systemd: write a whole unit with this ExecStart= "
+                                          "instead of a drop-in")
+    cmd.add_argument("--profile-name", help="kubernetes: the Localhost profile's path "
+                                            "(default cleancoin/NAME.json)")
+    cmd.add_argument("--profile-out", help="kubernetes: write the seccomp profile to this file")
+    cmd.add_argument("--run-as-user", type=int, default=10001, help="kubernetes: runAsUser (default 10001)")
+    _json(cmd)
+    cmd.set_defaults(func=cmd_export)
+
+
+def _args_import(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--format", required=True, choices=("oci",))
+    cmd.add_argument("file")
+    cmd.add_argument("--name", help="the policy's name (default: the file's)")
+    cmd.add_argument("--cap", action="append", default=[], metavar="CAP_NAME",
+                     help="a capability the container keeps, for Docker's includes/excludes; repeatable")
+    cmd.add_argument("--out", help="write to this file instead of standard output")
+    _json(cmd)
+    cmd.set_defaults(func=cmd_import)
+
+
+#: Each command: its name, its line in the top-level help, and what fills in its arguments.
+COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+    ("check", "validate policy files (exit 1 on errors)", _args_check),
+    ("explain", "what a policy lets a component do: words, or --json data", _args_explain),
+    ("run", "run a program under a policy (its exit status passes through)", _args_run),
+    ("probe", "try to escape a policy (exit 1 on an escape)", _args_probe),
+    ("learn", "run a program with a recording filter and write the policy it needs", _args_learn),
+    ("diff", "what policy B grants that A does not (exit 1 if B is wider)", _args_diff),
+    ("score", "exposure score, 0.0 (closed) to 10.0 (no sandbox)", _args_score),
+    ("status", "what the kernel enforces on running processes", _args_status),
+    ("export", "write a policy for runc/Docker (oci), systemd or Kubernetes", _args_export),
+    ("import", "a policy from an OCI seccomp profile (Docker's default, ...)", _args_import),
+)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line parser. With `command`, only that subcommand is given its arguments
+    (the others keep their name and help line): argparse builds a help formatter for every
+    add_argument, a few milliseconds for all of them, and one invocation runs one command."""
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0].replace("\n", " "),
                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command_name", required=True, parser_class=_Parser)
-
-    check = sub.add_parser("check", help="validate policy files (exit 1 on errors)")
-    check.add_argument("policy", nargs="+", help="policy files or shipped names")
-    _json(check)
-    check.set_defaults(func=cmd_check)
-
-    exp = sub.add_parser("explain", help="what a policy lets a component do: words, or --json data")
-    exp.add_argument("policy")
-    _json(exp)
-    exp.add_argument("--pfc", action="store_true", help="print the seccomp filter as libseccomp pseudo code")
-    exp.set_defaults(func=cmd_explain)
-
-    run = sub.add_parser("run", help="run a program under a policy (its exit status passes through)")
-    run.add_argument("--policy", required=True)
-    _policy_vars(run)
-    run.add_argument("--report", action="store_true", help="print the enforcement report on stderr")
-    run.add_argument("--denials", choices=("log", "verbose"),
-                     help="log the syscalls the policy refuses with an errno on stderr (verbose: every one)")
-    run.add_argument("--json", action="store_true", help="the tool's own messages as JSON on stderr")
-    run.add_argument("command", nargs=argparse.REMAINDER)
-    run.set_defaults(func=cmd_run)
-
-    probe = sub.add_parser("probe", help="try to escape a policy (exit 1 on an escape)")
-    probe.add_argument("--policy", required=True)
-    _policy_vars(probe)
-    probe.add_argument("--script", help="a Python file to run inside instead of the battery")
-    probe.add_argument("--junit", metavar="FILE", help="also write the attempts as JUnit XML (one test case each)")
-    _json(probe)
-    probe.set_defaults(func=cmd_probe)
-
-    learn = sub.add_parser("learn", help="run a program with a recording filter and write the policy it needs")
-    learn.add_argument("--policy", required=True, help="the current policy: namespaces and process "
-                                                       "settings, and what the result is compared with")
-    _policy_vars(learn)
-    learn.add_argument("--out", help="where to write the learned policy (default NAME.learned.toml)")
-    learn.add_argument("--from", dest="records", metavar="DIR",
-                       help="learn from the records components wrote with CleanCoin-node -sandboxlearn=DIR")
-    learn.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    _json(learn)
-    learn.add_argument("command", nargs=argparse.REMAINDER)
-    learn.set_defaults(func=cmd_learn)
-
-    diff = sub.add_parser("diff", help="what policy B grants that A does not (exit 1 if B is wider)")
-    diff.add_argument("a")
-    diff.add_argument("b")
-    _json(diff)
-    diff.set_defaults(func=cmd_diff)
-
-    score = sub.add_parser("score", help="exposure score, 0.0 (closed) to 10.0 (no sandbox)")
-    score.add_argument("policy", nargs="+")
-    score.add_argument("--threshold", type=float, help="exit 1 when a policy scores above this")
-    _json(score)
-    score.set_defaults(func=cmd_score)
-
-    status = sub.add_parser("status", help="what the kernel enforces on running processes")
-    status.add_argument("pid", nargs="+", type=int)
-    status.add_argument("--tree", action="store_true", help="the processes and all their descendants")
-    _json(status)
-    status.set_defaults(func=cmd_status)
-
-    export = sub.add_parser("export", help="write a policy for runc/Docker (oci), systemd or Kubernetes")
-    export.add_argument("--format", required=True, choices=("oci", "systemd", "kubernetes"))
-    export.add_argument("policy")
-    _policy_vars(export)
-    export.add_argument("--out", help="write to this file instead of standard output")
-    export.add_argument("--user", default="cleancoin", help="systemd: User= of the unit (default cleancoin)")
-    export.add_argument("--exec-start", help="systemd: write a whole unit with this ExecStart= "
-                                             "instead of a drop-in")
-    export.add_argument("--profile-name", help="kubernetes: the Localhost profile's path "
-                                               "(default cleancoin/NAME.json)")
-    export.add_argument("--profile-out", help="kubernetes: write the seccomp profile to this file")
-    export.add_argument("--run-as-user", type=int, default=10001, help="kubernetes: runAsUser (default 10001)")
-    _json(export)
-    export.set_defaults(func=cmd_export)
-
-    imp = sub.add_parser("import", help="a policy from an OCI seccomp profile (Docker's default, ...)")
-    imp.add_argument("--format", required=True, choices=("oci",))
-    imp.add_argument("file")
-    imp.add_argument("--name", help="the policy's name (default: the file's)")
-    imp.add_argument("--cap", action="append", default=[], metavar="CAP_NAME",
-                     help="a capability the container keeps, for Docker's includes/excludes; repeatable")
-    imp.add_argument("--out", help="write to this file instead of standard output")
-    _json(imp)
-    imp.set_defaults(func=cmd_import)
+    # prog given: argparse would otherwise build a help formatter to work it out.
+    sub = parser.add_subparsers(dest="command_name", required=True, parser_class=_Parser, prog=PROG)
+    for name, help_line, add_arguments in COMMANDS:
+        cmd = sub.add_parser(name, help=help_line)
+        if command is None or command == name:
+            add_arguments(cmd)
     return parser
 
 
@@ -478,8 +519,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     before = args_in[:args_in.index("--")] if "--" in args_in else args_in
     as_json = "--json" in before
     _Parser.json_errors = as_json
+    # The command is the first word: the top level has no options but --help.
+    command = next((arg for arg in before if not arg.startswith("-")), "")
     try:
-        args = build_parser().parse_args(args_in)
+        args = build_parser(command).parse_args(args_in)
         return int(args.func(args))
     except ToolError as exc:
         _report_error(exc, as_json)

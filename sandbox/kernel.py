@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from dataclasses import dataclass
 
@@ -34,8 +35,20 @@ def _read_int(path: str) -> int | None:
         return None
 
 
+#: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) answers the ABI version.
+_CREATE_RULESET_VERSION = 1
+
+
 def landlock_abi() -> tuple[int, str]:
     """The Landlock ABI version (0 when unavailable) and, if 0, the kernel's reason."""
+    from . import syscalls
+    # The raw syscall first: the `landlock` package costs a few milliseconds to import (it
+    # imports `platform`) on every launch. Only when the answer is an error is the package
+    # asked, for its words on why (kernel too old, disabled at boot, ...).
+    abi = syscalls.syscall(syscalls.SYS_LANDLOCK_CREATE_RULESET, None, 0,
+                           ctypes.c_uint32(_CREATE_RULESET_VERSION))
+    if abi > 0:
+        return abi, ""
     from landlock import SyscallError, landlock_abi_version
     try:
         return int(landlock_abi_version()), ""

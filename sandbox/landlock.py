@@ -1,10 +1,12 @@
 """The Landlock step: filesystem paths, TCP ports and scopes.
 
-The `landlock` package gives the filesystem access flags and the ABI version. Its ruleset only
-carries filesystem rights, and its error check trusts a possibly stale errno, so the ruleset,
-the rules (path and TCP port) and restrict_self are raw syscalls here, as rust-landlock does
-them: a ruleset attribute sized for the ABI, with `handled_access_net` (ABI 4) and `scoped`
-(ABI 6).
+The `landlock` package's ruleset only carries filesystem rights, and its error check trusts a
+possibly stale errno, so the ruleset, the rules (path and TCP port) and restrict_self are raw
+syscalls here, as rust-landlock does them: a ruleset attribute sized for the ABI, with
+`handled_access_net` (ABI 4) and `scoped` (ABI 6). The filesystem access flags are the
+kernel's (include/uapi/linux/landlock.h), written out below rather than taken from the
+package's `FSAccess`: importing the package costs every launcher and zygote a few
+milliseconds (it imports `platform`), and tests/test_launcher.py checks the table against it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import ctypes
 import os
 import stat
 from dataclasses import dataclass
-
-from landlock import FSAccess
 
 from . import paths, syscalls
 from .errors import EnforcementError
@@ -27,24 +27,48 @@ ACCESS_NET_CONNECT_TCP = 1 << 1
 SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
 SCOPE_SIGNAL = 1 << 1
 
-_FS_BY_ABI = {
-    1: (FSAccess.EXECUTE | FSAccess.WRITE_FILE | FSAccess.READ_FILE | FSAccess.READ_DIR
-        | FSAccess.REMOVE_DIR | FSAccess.REMOVE_FILE | FSAccess.MAKE_CHAR | FSAccess.MAKE_DIR
-        | FSAccess.MAKE_REG | FSAccess.MAKE_SOCK | FSAccess.MAKE_FIFO | FSAccess.MAKE_BLOCK
-        | FSAccess.MAKE_SYM),
-    2: FSAccess.REFER,
-    3: FSAccess.TRUNCATE,
-    5: FSAccess.IOCTL_DEV,
+# LANDLOCK_ACCESS_FS_*, in the order the `landlock` package's FSAccess lists them.
+FS_EXECUTE = 1 << 0
+FS_WRITE_FILE = 1 << 1
+FS_READ_FILE = 1 << 2
+FS_TRUNCATE = 1 << 14       # ABI 3
+FS_READ_DIR = 1 << 3
+FS_REMOVE_DIR = 1 << 4
+FS_REMOVE_FILE = 1 << 5
+FS_MAKE_CHAR = 1 << 6
+FS_MAKE_DIR = 1 << 7
+FS_MAKE_REG = 1 << 8
+FS_MAKE_SOCK = 1 << 9
+FS_MAKE_FIFO = 1 << 10
+FS_MAKE_BLOCK = 1 << 11
+FS_MAKE_SYM = 1 << 12
+FS_REFER = 1 << 13          # ABI 2
+FS_IOCTL_DEV = 1 << 15      # ABI 5
+#: Name (as reports spell it) -> flag, in FSAccess's order.
+FS_ACCESS: dict[str, int] = {
+    "execute": FS_EXECUTE, "write_file": FS_WRITE_FILE, "read_file": FS_READ_FILE,
+    "truncate": FS_TRUNCATE, "read_dir": FS_READ_DIR, "remove_dir": FS_REMOVE_DIR,
+    "remove_file": FS_REMOVE_FILE, "make_char": FS_MAKE_CHAR, "make_dir": FS_MAKE_DIR,
+    "make_reg": FS_MAKE_REG, "make_sock": FS_MAKE_SOCK, "make_fifo": FS_MAKE_FIFO,
+    "make_block": FS_MAKE_BLOCK, "make_sym": FS_MAKE_SYM, "refer": FS_REFER,
+    "ioctl_dev": FS_IOCTL_DEV,
 }
 
-READ = int(FSAccess.READ_FILE | FSAccess.READ_DIR)
-WRITE = READ | int(FSAccess.WRITE_FILE | FSAccess.TRUNCATE | FSAccess.REMOVE_DIR
-                   | FSAccess.REMOVE_FILE | FSAccess.MAKE_DIR | FSAccess.MAKE_REG
-                   | FSAccess.MAKE_SOCK | FSAccess.MAKE_FIFO | FSAccess.MAKE_SYM | FSAccess.REFER)
-EXECUTE = READ | int(FSAccess.EXECUTE)
+_FS_BY_ABI = {
+    1: (FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_READ_DIR | FS_REMOVE_DIR | FS_REMOVE_FILE
+        | FS_MAKE_CHAR | FS_MAKE_DIR | FS_MAKE_REG | FS_MAKE_SOCK | FS_MAKE_FIFO | FS_MAKE_BLOCK
+        | FS_MAKE_SYM),
+    2: FS_REFER,
+    3: FS_TRUNCATE,
+    5: FS_IOCTL_DEV,
+}
+
+READ = FS_READ_FILE | FS_READ_DIR
+WRITE = READ | (FS_WRITE_FILE | FS_TRUNCATE | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE_DIR
+                | FS_MAKE_REG | FS_MAKE_SOCK | FS_MAKE_FIFO | FS_MAKE_SYM | FS_REFER)
+EXECUTE = READ | FS_EXECUTE
 # Rights that make sense on a file rather than a directory; the kernel rejects the others.
-FILE_RIGHTS = int(FSAccess.EXECUTE | FSAccess.WRITE_FILE | FSAccess.READ_FILE
-                  | FSAccess.TRUNCATE | FSAccess.IOCTL_DEV)
+FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
 
 
 def fs_rights(abi: int) -> int:
@@ -66,7 +90,7 @@ def scopes(abi: int) -> int:
 
 def right_names(mask: int) -> list[str]:
     """Readable names of filesystem rights, for reports."""
-    return [flag.name.lower() for flag in FSAccess if flag.name and mask & int(flag)]
+    return [name for name, flag in FS_ACCESS.items() if mask & flag]
 
 
 @dataclass(frozen=True)

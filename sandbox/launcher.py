@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import shutil
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -152,6 +151,7 @@ def _descendant_with_inner_pid(root: int, inner: int) -> int | None:
 def _resolve_program(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     program = argv[0]
     if "/" not in program:
+        import shutil   # here: shutil (with bz2, lzma, ...) is ~3 ms that only a PATH lookup needs
         found = shutil.which(program, path=env.get("PATH", os.defpath))
         if found is None:
             raise SpawnError("exec", f"{program}: not found on PATH")

@@ -40,6 +40,8 @@ class Grant:
 
 @dataclass(frozen=True)
 class Namespaces:
+    """The namespaces the component enters, and its hostname."""
+
     # On unless a policy turns them off (all off needs a reason): bubblewrap's --unshare-all
     # but the network, which is a grant of its own.
     user: bool = True
@@ -59,6 +61,8 @@ class Namespaces:
 
 @dataclass(frozen=True)
 class Filesystem:
+    """The paths it may read, write and execute, and the parts of its view hidden or fresh."""
+
     read: tuple[Grant, ...] = ()
     write: tuple[Grant, ...] = ()
     execute: tuple[Grant, ...] = ()
@@ -72,6 +76,8 @@ class Filesystem:
 
 @dataclass(frozen=True)
 class SocketFamily:
+    """An address family it may create sockets of, and why."""
+
     name: str            # "unix", "inet", ...
     where: SourceRef
     raw: bool = False    # inet/inet6: SOCK_RAW too
@@ -80,6 +86,8 @@ class SocketFamily:
 
 @dataclass(frozen=True)
 class Network:
+    """TCP ports it may bind and connect to, and its socket families."""
+
     # None means TCP is not restricted by Landlock at all ("any").
     bind_tcp: tuple[Grant, ...] | None = ()
     connect_tcp: tuple[Grant, ...] | None = ()
@@ -88,12 +96,16 @@ class Network:
 
 @dataclass(frozen=True)
 class Scopes:
+    """What outside the sandbox is out of reach (Landlock scopes)."""
+
     abstract_unix_socket: bool = True
     signal: bool = True
 
 
 @dataclass(frozen=True)
 class Rlimit:
+    """One resource limit: soft and hard (None: unlimited)."""
+
     name: str
     soft: int | None       # None: unlimited
     hard: int | None
@@ -102,6 +114,8 @@ class Rlimit:
 
 @dataclass(frozen=True)
 class Process:
+    """Capabilities, environment, descriptors, rlimits and the other process settings."""
+
     capabilities: tuple[Grant, ...] = ()
     dumpable: bool = False
     no_new_privs: bool = True
@@ -120,6 +134,8 @@ class Process:
 
 @dataclass(frozen=True)
 class ArgCondition:
+    """A condition on one syscall argument: `value` compared by `op` (masked_eq: under `mask`)."""
+
     index: int
     op: str              # eq ne lt le gt ge masked_eq
     value: int
@@ -128,6 +144,8 @@ class ArgCondition:
 
 @dataclass(frozen=True)
 class SeccompRule:
+    """A seccomp rule: one syscall, its action, and the argument conditions it needs."""
+
     syscall: str
     action: str          # allow, kill_process, log, errno:NAME
     args: tuple[ArgCondition, ...]
@@ -137,6 +155,8 @@ class SeccompRule:
 
 @dataclass(frozen=True)
 class Seccomp:
+    """The syscall filter: default action, allowed and denied names, rules."""
+
     default_action: str = "kill_process"
     allow: tuple[Grant, ...] = ()       # syscall names and @groups
     deny: tuple[Grant, ...] = ()        # removed from `allow` after groups are expanded
@@ -147,6 +167,8 @@ class Seccomp:
 
 @dataclass(frozen=True)
 class Compatibility:
+    """How much of each mechanism must be in force for the component to start."""
+
     levels: tuple[tuple[str, Level], ...] = tuple((m, Level.HARD) for m in MECHANISMS)
     landlock_min_abi: int = 1
 

@@ -10,7 +10,6 @@ steps' outcomes (`steps`, `report`).
 
 from __future__ import annotations
 
-import base64
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -85,6 +84,9 @@ class Plan:
         return plan.level if plan is not None else "hard"
 
     def to_json(self) -> dict[str, object]:
+        # base64 here and in from_json, not at import: only a plan sent to the zygote (by a
+        # parent, and read by the zygote before it serves) is encoded, never a launched child's.
+        import base64
         data = asdict(self)
         data["landlock"] = self.landlock.to_json() if self.landlock else None
         data["seccomp_bpf"] = base64.b64encode(self.seccomp_bpf).decode()
@@ -92,6 +94,7 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> "Plan":
+        import base64
         d = dict(data)
         d["landlock"] = landlock.LandlockRules.from_json(d["landlock"]) if d["landlock"] else None  # type: ignore[arg-type]
         d["seccomp_bpf"] = base64.b64decode(d["seccomp_bpf"])  # type: ignore[arg-type]

@@ -174,7 +174,7 @@ def _view(policy: Policy, rights: dict[str, int], tmpfs: tuple[str, ...], hidden
         if path in tmpfs:
             continue
         entries.append(Mount("bind", path, writable=bool(mask & landlock.WRITE & ~landlock.READ),
-                             executable=bool(mask & int(landlock.FSAccess.EXECUTE))))
+                             executable=bool(mask & landlock.FS_EXECUTE)))
     # A /proc is always there (fresh in a pid namespace, else the host's read-only): Landlock
     # decides what the component may read in it, which is nothing unless granted.
     entries.append(Mount("proc", "/proc"))

@@ -20,6 +20,11 @@ from .families import FAMILIES
 from .model import MECHANISMS, ArgCondition, Grant, Level, Rlimit, SeccompRule, SocketFamily
 from .variables import check_references
 
+#: The value types below are immutable and never compared or hashed (identity is all they
+#: need): no generated __eq__ or __hash__, which would only cost start-up time (a dataclass
+#: method is compiled from source when its class is made; docs/audit.md, "Start-up time").
+_value_type = dataclass(frozen=True, eq=False)
+
 Ref = Callable[[str], SourceRef]
 """Gives the SourceRef of a dotted key path in the file being read."""
 
@@ -103,8 +108,10 @@ class ValueType:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
+@_value_type
 class Bool(ValueType):
+    """true or false."""
+
     def parse(self, value: object, path: str, ref: Ref) -> bool:
         _expect(value, bool, ref(path), "true or false")
         return bool(value)
@@ -113,8 +120,10 @@ class Bool(ValueType):
         return {"type": "boolean"}
 
 
-@dataclass(frozen=True)
+@_value_type
 class Text(ValueType):
+    """A string, at most `max_bytes` long in UTF-8 when that is set."""
+
     max_bytes: int | None = None     # a limit the kernel sets (a hostname: 64)
 
     def parse(self, value: object, path: str, ref: Ref) -> str:
@@ -129,8 +138,10 @@ class Text(ValueType):
         return {"type": "string"}
 
 
-@dataclass(frozen=True)
+@_value_type
 class Integer(ValueType):
+    """An integer in minimum..maximum."""
+
     minimum: int = 0
     maximum: int = 2**63 - 1
 
@@ -146,8 +157,10 @@ class Integer(ValueType):
         return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
 
 
-@dataclass(frozen=True)
+@_value_type
 class Choice(ValueType):
+    """One string of a fixed list."""
+
     choices: tuple[str, ...]
 
     def parse(self, value: object, path: str, ref: Ref) -> str:
@@ -177,8 +190,10 @@ def parse_action(text: str, ref: SourceRef, allow_allowed: bool = True) -> str:
     return text
 
 
-@dataclass(frozen=True)
+@_value_type
 class Action(ValueType):
+    """A seccomp action: allow (unless `allow_allowed` is false), kill_process, log or errno:NAME."""
+
     allow_allowed: bool = True
 
     def parse(self, value: object, path: str, ref: Ref) -> str:
@@ -189,7 +204,7 @@ class Action(ValueType):
         return {"type": "string", "pattern": "^(" + "|".join(names) + "|errno:[A-Z0-9]+)$"}
 
 
-@dataclass(frozen=True)
+@_value_type
 class GrantList(ValueType):
     """A list of strings, each optionally written as a table with a reason.
 
@@ -240,7 +255,7 @@ def _check_port(text: str, ref: SourceRef) -> str:
     return text
 
 
-@dataclass(frozen=True)
+@_value_type
 class PortList(ValueType):
     """TCP ports: integers, `${port}`-style variables, or the word "any" (not restricted)."""
 
@@ -268,8 +283,10 @@ class PortList(ValueType):
 SOCKET_FAMILIES: Mapping[str, int] = FAMILIES
 
 
-@dataclass(frozen=True)
+@_value_type
 class FamilyList(ValueType):
+    """Socket address families, each a name or a table with raw and a reason."""
+
     def parse(self, value: object, path: str, ref: Ref) -> tuple[SocketFamily, ...]:
         _expect(value, list, ref(path), "an array of socket families")
         assert isinstance(value, list)
@@ -301,8 +318,10 @@ class FamilyList(ValueType):
                            "reason": {"type": "string", "minLength": 1}}}]}}
 
 
-@dataclass(frozen=True)
+@_value_type
 class StrList(ValueType):
+    """A list of strings, each matching `pattern`."""
+
     pattern: str = r"^.+$"
 
     def parse(self, value: object, path: str, ref: Ref) -> tuple[str, ...]:
@@ -320,8 +339,10 @@ class StrList(ValueType):
         return {"type": "array", "items": {"type": "string", "pattern": self.pattern}}
 
 
-@dataclass(frozen=True)
+@_value_type
 class IntList(ValueType):
+    """A list of integers 0..65535 (file descriptors)."""
+
     def parse(self, value: object, path: str, ref: Ref) -> tuple[int, ...]:
         _expect(value, list, ref(path), "an array of integers")
         assert isinstance(value, list)
@@ -331,8 +352,10 @@ class IntList(ValueType):
         return {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 65535}}
 
 
-@dataclass(frozen=True)
+@_value_type
 class EnvMap(ValueType):
+    """A table of environment variables: NAME = "value"."""
+
     def parse(self, value: object, path: str, ref: Ref) -> tuple[tuple[str, str], ...]:
         _expect(value, dict, ref(path), "a table of NAME = \"value\"")
         assert isinstance(value, dict)
@@ -392,8 +415,10 @@ def _limit(value: object, where: SourceRef, name: str) -> int | None:
     return value
 
 
-@dataclass(frozen=True)
+@_value_type
 class RlimitMap(ValueType):
+    """A table of rlimits: a number, "infinity", or { soft, hard }."""
+
     def parse(self, value: object, path: str, ref: Ref) -> tuple[Rlimit, ...]:
         _expect(value, dict, ref(path), "a table of rlimits")
         assert isinstance(value, dict)
@@ -424,7 +449,7 @@ class RlimitMap(ValueType):
 ARG_OPS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
 
 
-@dataclass(frozen=True)
+@_value_type
 class RuleList(ValueType):
     """`[[seccomp.rules]]`: one syscall, an action, and conditions on its arguments."""
 

@@ -33,6 +33,8 @@ _ROOT_OPTIONS = "mode=0755,size=1m,nr_inodes=4096"
 
 @dataclass
 class _Clone:
+    """A detached clone of a grant's mount tree (`_clone`), to be attached in the new root."""
+
     mount: Mount
     tree: int          # descriptor of the detached clone
     is_dir: bool

@@ -17,12 +17,13 @@ import re
 import threading
 from dataclasses import dataclass
 
-_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+# Compiled on first use (re keeps it), not at import: most launches never show output on a terminal.
+_CONTROL = rb"[\x00-\x08\x0b-\x1f\x7f]"
 
 
 def sanitize(data: bytes) -> bytes:
     """Control characters (escape sequences above all) shown as \\xNN; newlines and tabs kept."""
-    return _CONTROL.sub(lambda m: b"\\x%02x" % m.group(0)[0], data)
+    return re.sub(_CONTROL, lambda m: b"\\x%02x" % m.group(0)[0], data)
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,8 @@ class Context:
 
 @dataclass(frozen=True)
 class Step:
+    """One step of entering a sandbox: what it does, and when it applies."""
+
     name: str
     mechanism: str
     run: Callable[[Context], Done | None]

@@ -25,7 +25,6 @@ KNOWN: Mapping[str, str] = {
     "xauthority": "the X11 authority file of a GUI component ($XAUTHORITY, or ~/.Xauthority)",
 }
 
-_REFERENCE = re.compile(r"\$\{([^}]*)\}")
 # One pass over "$$" escapes and "${name}" references, so that "$${name}" is a literal.
 _TOKEN = re.compile(r"\$\$|\$\{([^}]*)\}")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
