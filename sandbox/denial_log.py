@@ -163,6 +163,26 @@ def _syscall_names() -> dict[str, str]:
 # ------------------------------------------------------------------------ in the component
 
 MONITOR_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "denial_monitor.py")
+
+
+def _program() -> str:
+    """The monitor's compiled form when it matches its source (the interpreter runs a .pyc
+    given as the script; compiling the source instead leaves about 1 MiB more of private heap
+    in every monitor), else the source."""
+    import importlib.util
+    compiled = importlib.util.cache_from_source(MONITOR_PROGRAM)
+    try:
+        with open(compiled, "rb") as handle:
+            header = handle.read(16)
+        source = os.stat(MONITOR_PROGRAM)
+    except OSError:
+        return MONITOR_PROGRAM
+    flags = int.from_bytes(header[4:8], "little")
+    if (len(header) == 16 and header[:4] == importlib.util.MAGIC_NUMBER and flags == 0
+            and int.from_bytes(header[8:12], "little") == int(source.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(header[12:16], "little") == source.st_size & 0xFFFFFFFF):
+        return compiled
+    return MONITOR_PROGRAM
 _READY_SECONDS = 30.0
 
 
@@ -224,6 +244,7 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int) -> None:
     import sys
     from . import capabilities, descriptors
     channel = theirs.fileno()
+    program = _program()
     kind = "E"          # a failure to give something up: the start fails
     try:
         ours.close()
@@ -232,7 +253,7 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int) -> None:
         # Securebits locked (no root on exec) and every set empty: exec hands nothing back.
         capabilities.drop(())
         kind = "X"      # the interpreter cannot be executed here: the fallback, reported
-        os.execve(sys.executable, [sys.executable, "-I", "-S", MONITOR_PROGRAM, str(channel), str(out)], {})
+        os.execve(sys.executable, [sys.executable, "-I", "-S", program, str(channel), str(out)], {})
     except BaseException as exc:  # noqa: BLE001 - the component decides (see start)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
         try:

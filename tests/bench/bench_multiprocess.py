@@ -553,7 +553,7 @@ def _monitor_role(pid: int) -> str:
     component where that program could not start."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            exec_d = b"denial_monitor.py" in f.read()
+            exec_d = b"denial_monitor." in f.read()
     except OSError:
         exec_d = False
     return ("denial monitor (own program, python -I -S)" if exec_d

@@ -389,3 +389,45 @@ def test_what_the_confined_node_plants_is_not_trusted_at_the_next_start(home_bas
     other.write_text("")
     refused = subprocess.run(a.node.args([f"-conf={other}"]), capture_output=True, text=True, timeout=30)
     assert refused.returncode == 1 and "which the confined node can write" in refused.stderr, refused.stderr
+
+
+def _monitor_of(root: int, inner: bool) -> int:
+    """The denial monitor among root's session (the node's, or the wallet's; they are in
+    different sessions), as the attacked process numbers it (`inner`: its pid namespace's)."""
+    sid = os.getsid(root)
+    for entry in sorted(os.listdir("/proc")):
+        if not entry.isdigit():
+            continue
+        try:
+            if Path(f"/proc/{entry}/comm").read_text().strip() != "denial-monitor" or os.getsid(int(entry)) != sid:
+                continue
+            nspid = [line for line in Path(f"/proc/{entry}/status").read_text().splitlines()
+                     if line.startswith("NSpid:")][0].split()[1:]
+        except (OSError, IndexError):
+            continue
+        return int(nspid[-1] if inner else nspid[0])
+    raise AssertionError(f"no denial monitor in the session of {root}")
+
+
+def test_the_confined_node_and_wallet_cannot_reach_their_denial_monitors(home_base: Path) -> None:
+    """The monitor is a program of its own in a Landlock domain of its own: the process it
+    serves can neither signal it nor read its memory or descriptors. On the old code (a fork
+    at the seccomp step, in the node's Landlock domain) the node's kill-monitor escaped."""
+    a = AttackedNode(home_base, node=attacks.MONITOR, wallet=attacks.MONITOR)
+    # In a thread each: the node and its wallet finish starting meanwhile.
+    a.config["node_delay"] = a.config["wallet_delay"] = 0.5
+    a.start()
+    node_pid = a.node.process.pid
+    node_monitor = _monitor_of(node_pid, inner=False)
+    (a.node.netdatadir / "monitor_pid").write_text(str(node_monitor))
+    node_results = a.result("node", timeout=60)
+    assert escapes(node_results) == {}, node_results
+    wpid = wallet_pid(a.node)
+    (a.node.netdatadir / "wallets" / "monitor_pid").write_text(str(_monitor_of(wpid, inner=True)))
+    # The wallet's filter does not even let it call kill(2): it dies trying (and is restarted).
+    wait_until(lambda: "killed by SIGSYS" in a.node.debug_log(), what="the node's log of the kill")
+    wallet_results = a.result("wallet", to_the_end=False)
+    assert escapes(wallet_results) == {}, wallet_results
+    assert killed_during(wallet_results) == ["kill-monitor"], wallet_results
+    assert Path(f"/proc/{node_monitor}").exists()
+    assert a.node.rpc.getblockcount() == 0
