@@ -39,6 +39,7 @@ import base64
 import dataclasses
 import errno as errno_module
 import functools
+import importlib.util
 import marshal
 import os
 import socket
@@ -169,7 +170,6 @@ def _program() -> str:
     """The monitor's compiled form when it matches its source (the interpreter runs a .pyc
     given as the script; compiling the source instead leaves about 1 MiB more of private heap
     in every monitor), else the source."""
-    import importlib.util
     compiled = importlib.util.cache_from_source(MONITOR_PROGRAM)
     try:
         with open(compiled, "rb") as handle:
@@ -244,7 +244,6 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int) -> None:
     import sys
     from . import capabilities, descriptors
     channel = theirs.fileno()
-    program = _program()
     kind = "E"          # a failure to give something up: the start fails
     try:
         ours.close()
@@ -253,10 +252,18 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int) -> None:
         # Securebits locked (no root on exec) and every set empty: exec hands nothing back.
         capabilities.drop(())
         kind = "X"      # the interpreter cannot be executed here: the fallback, reported
+        program = _program()
         os.execve(sys.executable, [sys.executable, "-I", "-S", program, str(channel), str(out)], {})
     except BaseException as exc:  # noqa: BLE001 - the component decides (see start)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
         try:
+            # Unread data at close would reset the connection instead of delivering the answer.
+            os.set_blocking(channel, False)
+            try:
+                while os.read(channel, 1 << 16):
+                    pass
+            except BlockingIOError:
+                pass
             os.write(channel, f"{kind}{'before exec: ' if kind == 'E' else ''}{reason}".encode())
         finally:
             os._exit(127)
