@@ -30,6 +30,7 @@ fallback (a fork of the component, where the interpreter cannot be executed) sha
 
 from __future__ import annotations
 
+import _signal
 import _socket
 import errno as errno_module
 import fcntl
@@ -277,6 +278,12 @@ def main(argv: Sequence[str]) -> int:
     """`denial_monitor.py CHANNEL LOG`: confine, say ready, serve. Exits 0 when the component
     is gone, 1 on an error (the kernel answers ENOSYS without a monitor: still refused)."""
     channel, out = int(argv[0]), int(argv[1])
+    # A terminal's or a supervisor's signal to the component's process group is the
+    # component's to handle: the monitor ends when the filter has no process left, so that
+    # refusals during the component's shutdown are still answered with their errno.
+    for sig in (_signal.SIGINT, _signal.SIGQUIT, _signal.SIGHUP, _signal.SIGTERM, _signal.SIGUSR1,
+                _signal.SIGUSR2):
+        _signal.signal(sig, _signal.SIG_IGN)
     try:
         # Everything that opens a file or asks about the socket happens before confinement.
         sock = _socket.socket(fileno=channel)
