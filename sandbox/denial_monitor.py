@@ -304,7 +304,13 @@ def main(argv: Sequence[str]) -> int:
         return 0
     try:
         serve(listener, out, config, int(config["target"]))
-    except BaseException:  # noqa: BLE001 - the kernel answers ENOSYS without us: still refused
+    except BaseException as exc:  # noqa: BLE001 - the kernel answers ENOSYS without us: still refused
+        try:
+            os.write(out, line(int(config["target"]), f"sandbox: the denial monitor stopped "
+                                                      f"({type(exc).__name__}: {exc}); refusals now "
+                                                      "answer ENOSYS, unlogged"))
+        except OSError:
+            pass
         return 1
     return 0
 

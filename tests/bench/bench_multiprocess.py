@@ -16,9 +16,11 @@ against CleanCoind (one process), each measured against its baseline in the same
    per-file times; and, when some files run against only one executable (multiprocess-only
    tests skip under CleanCoind), a second, like-for-like run of the files both ran (issue
    #16's target: <= 1.10x on the same files). About two minutes in all here.
-3. Resident memory after createwallet + 101 blocks: VmRSS and PSS of every process of a
-   regtest CleanCoin-node (node, zygote, the wallet's waiter/init/component) against the one
-   CleanCoind process (issue #16's target: PSS <= 1.5x); each one's start and stop time; and
+3. Resident memory after createwallet + 101 blocks: VmRSS, PSS and USS (pages no other
+   process maps) of every process of a regtest CleanCoin-node (node, zygote, the wallet's
+   waiter/init/component, the two denial monitors: small programs of their own, found by
+   their name) against the one CleanCoind process (issue #16's target: PSS <= 1.5x); each
+   one's start and stop time; and
    the wallet RPC latency of each (getwalletinfo, interleaved; issue #16's target: <= 1.25x).
 
 Misses print MISS and do not fail the run; a broken measurement fails it.
