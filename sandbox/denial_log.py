@@ -131,7 +131,7 @@ _PROT_EXEC = 4
 def monitor_filter() -> bytes:
     """The BPF of the monitor's own seccomp filter, compiled here with libseccomp so that the
     monitor loads bytes and imports nothing of ours."""
-    from . import notify, seccomp
+    from . import seccomp
     lib = seccomp._lib()  # noqa: SLF001
     flt = lib.SyscallFilter(lib.ERRNO(errno_module.EPERM))
     flt.set_attr(lib.Attr.ACT_BADARCH, lib.KILL_PROCESS)
@@ -164,6 +164,8 @@ def _syscall_names() -> dict[str, str]:
 # ------------------------------------------------------------------------ in the component
 
 MONITOR_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "denial_monitor.py")
+#: How long the component's seccomp step waits for its monitor to say it is confined.
+_READY_SECONDS = 30.0
 
 
 def _program() -> str:
@@ -183,7 +185,6 @@ def _program() -> str:
             and int.from_bytes(header[12:16], "little") == source.st_size & 0xFFFFFFFF):
         return compiled
     return MONITOR_PROGRAM
-_READY_SECONDS = 30.0
 
 
 @dataclass
@@ -193,7 +194,6 @@ class Monitor:
 
     channel: socket.socket
     out: int
-    pid: int
 
 
 def _open_log(config: Mapping[str, Any], step: str) -> int:
@@ -236,7 +236,7 @@ def launch(plan: Plan) -> Monitor:
             os._exit(0)
     theirs.close()
     os.waitpid(middle, 0)
-    return Monitor(ours, out, middle)
+    return Monitor(ours, out)
 
 
 def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int) -> None:
@@ -278,11 +278,12 @@ def start(plan: Plan, monitor: Monitor | None) -> str:
         return ("denial log: a monitor answers and logs refusals with an errno (a fork of the "
                 "component, without a filter of its own)")
     reply = _reply(monitor.channel)
-    if reply == b"R":
+    if reply.startswith(b"R"):
         os.close(monitor.out)
         _hand_over(plan, monitor.channel)
-        return "denial log: a monitor answers and logs refusals with an errno (its own program, confined: " \
-               "no filesystem, its own seccomp filter)"
+        lacking = reply[1:].decode(errors="replace")
+        return ("denial log: a monitor answers and logs refusals with an errno (its own program, "
+                "confined: no filesystem, its own seccomp filter" + (f"; {lacking}" if lacking else "") + ")")
     if reply.startswith(b"X"):
         monitor.channel.close()
         why = reply[1:].decode(errors="replace")
@@ -301,7 +302,7 @@ def _reply(channel: socket.socket) -> bytes:
     import select
     ready, _, _ = select.select([channel], [], [], _READY_SECONDS)
     if not ready:
-        return b"Etimeout: not confined after %d s" % _READY_SECONDS
+        return f"Etimeout: not confined after {_READY_SECONDS:.0f} s".encode()
     try:
         return channel.recv(4096)
     except OSError as exc:
@@ -336,11 +337,6 @@ def _fork_monitor(plan: Plan, out: int) -> None:
     os.waitpid(middle, 0)
     os.close(out)
     _hand_over(plan, ours)
-
-
-# Kept for callers of the old names.
-answer = denial_monitor.answer
-describe = denial_monitor.describe
 
 
 def _serve(channel: socket.socket, out: int, config: Mapping[str, Any]) -> None:

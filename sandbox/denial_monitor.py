@@ -19,7 +19,8 @@ each step checked, in this order:
 4. its own seccomp filter: read, write, close, recvmsg, poll, the SECCOMP_IOCTL_NOTIF_*
    ioctls, memory without PROT_EXEC, signals' return, exit; everything else EPERM.
 
-It then says b"R" on CHANNEL and waits for the listener. A step that fails says b"E" and why,
+It then says b"R" on CHANNEL (with what the kernel lacked, for the report) and waits for the
+listener. A step that fails says b"E" and why,
 and the component's start fails naming the step (fail closed). The component cannot ptrace
 the monitor, read its memory or signal it: it is not dumpable and in a Landlock domain of its
 own, outside the component's.
@@ -288,7 +289,7 @@ def main(argv: Sequence[str]) -> int:
         # Everything that opens a file or asks about the socket happens before confinement.
         sock = _socket.socket(fileno=channel)
         config = read_config(channel)
-        confine(bytes(config["bpf"]), bool(config.get("mdwe")), bool(config.get("landlock")))
+        notes = confine(bytes(config["bpf"]), bool(config.get("mdwe")), bool(config.get("landlock")))
     except ConfineError as exc:
         step, reason = exc.args
         os.write(channel, f"E{step}: {reason}".encode())
@@ -297,7 +298,7 @@ def main(argv: Sequence[str]) -> int:
         os.write(channel, f"Esetup: {type(exc).__name__}: {exc}".encode())
         return 1
     # Confined: from here on, what arrives is the component's and is only parsed as numbers.
-    os.write(channel, b"R")
+    os.write(channel, b"R" + "; ".join(notes).encode())
     listener = _receive_listener(sock)
     sock.close()
     if listener is None:

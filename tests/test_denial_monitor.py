@@ -193,9 +193,14 @@ def test_a_confined_component_cannot_kill_or_read_its_monitor(base_sandbox, requ
         fields = _status(monitor)
         assert (fields["Seccomp"], fields["NoNewPrivs"], int(fields["CapEff"], 16), int(fields["CapPrm"], 16),
                 int(fields["CapBnd"], 16)) == ("2", "1", 0, 0, 0), fields
-        # Its descriptors: the filter's listener and the log, nothing of the component's.
-        links = sorted(os.readlink(f"/proc/{monitor}/fd/{fd}") for fd in os.listdir(f"/proc/{monitor}/fd"))
-        assert links == sorted(["anon_inode:seccomp notify", str(log)]), links
+        # Its descriptors: the filter's listener and the log, nothing of the component's (once
+        # it has taken the listener and closed its channel: spawn returns as the listener is sent).
+        expected = sorted(["anon_inode:seccomp notify", str(log)])
+        deadline = time.monotonic() + 10
+        while (links := sorted(os.readlink(f"/proc/{monitor}/fd/{fd}")
+                               for fd in os.listdir(f"/proc/{monitor}/fd"))) != expected:
+            assert time.monotonic() < deadline, links
+            time.sleep(0.02)
         # The component holds neither the listener nor the monitor's socket any more.
         component = child.component_pid()
         held = [os.readlink(f"/proc/{component}/fd/{fd}") for fd in os.listdir(f"/proc/{component}/fd")]
