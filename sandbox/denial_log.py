@@ -10,10 +10,24 @@ still refused. Refusals that kill (kill_process) stay in the filter, untouched: 
 launcher reports the SIGSYS, with the syscall where the kernel's audit log is readable
 (`kernel_log`). clone3's ENOSYS, a fixed part of every filter, is not logged.
 
-The monitor is forked by the component at its seccomp step, after Landlock and the capability
-drop (it is confined like the component, and may write what it may write: its log), and
-receives the listener over a socket pair: that needs sendmsg and close to be allowed, which
-every CleanCoin policy allows; a policy that does not gets no denial log (the report says so).
+The monitor is a small program of its own (denial_monitor.py, `python -I -S`, standard library
+only), not a fork of the component: a fork kept a copy-on-write image of the component's heap,
+which grew private as the component went on writing (10 MiB for a regtest node). It is started
+by the "denial monitor" step, before Landlock (exec needs the interpreter's execute right),
+after the namespaces, the view and the descriptor step: a double fork that keeps only its
+channel and the log, sets no_new_privs, drops every capability and execs. The program then
+confines itself before it takes anything from the component: not dumpable, Landlock handling
+every right and granting none (with signal and abstract unix scopes), and a seccomp filter of
+its own (compiled here, `monitor_filter`); it says it is ready, or why it is not, and the
+component's seccomp step waits for that: a monitor that cannot confine itself stops the start
+("denial monitor" step), fail closed. The seccomp step then hands it the listener over the
+channel: that needs sendmsg and close to be allowed, which every CleanCoin policy allows; a
+policy that does not gets no denial log (the report says so).
+
+Where the interpreter cannot be executed (a view without it: `CleanCoin-sandbox run` of a
+program policy), the monitor is what it was before: a fork of the component at its seccomp
+step, after Landlock and the capability drop (confined like the component, without a filter of
+its own), and the report says so and why.
 
 Lines are rate-limited: the first 10 of each syscall and errno, then every 1000th with its
 count. Verbose (-debug=sandbox) logs every refusal with its arguments, at most 100 a second.
@@ -21,21 +35,21 @@ count. Verbose (-debug=sandbox) logs every refusal with its arguments, at most 1
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import errno as errno_module
+import functools
+import importlib.util
+import marshal
 import os
-import select
 import socket
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import notify, syscalls
+from . import denial_monitor, notify, syscalls
 from .errors import EnforcementError
 from .plan import Plan
-
-_FIRST, _EVERY, _VERBOSE_PER_SECOND = 10, 1000, 100
 
 
 @dataclass(frozen=True)
@@ -74,11 +88,14 @@ def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
     notified = bool(rules) or default_errno is not None
     if not notified:
         return plan
+    # Every name, not only the rules': an errno default refuses any syscall, and the monitor
+    # has no libseccomp to ask.
     denials = {"log": config.log, "verbose": config.verbose, "rules": {str(k): v for k, v in rules.items()},
-               "default": default_errno, "names": {str(k): v for k, v in names.items()},
+               "default": default_errno, "names": {**_syscall_names(), **{str(k): v for k, v in names.items()}},
                "families": {}}
     from .families import BY_NUMBER
     denials["families"] = {str(k): v for k, v in BY_NUMBER.items()}
+    denials["monitor_bpf"] = base64.b64encode(monitor_filter()).decode()
     return _noted(dataclasses.replace(plan, seccomp_bpf=compiled.bpf, seccomp_sha256=compiled.sha256,
                                       denials=denials),
                   "refusals with an errno are answered by a monitor and logged"
@@ -100,20 +117,211 @@ def _noted(plan: Plan, note: str) -> Plan:
     return dataclasses.replace(plan, mechanisms=mechanisms)
 
 
+# ------------------------------------------------------------------------ the monitor's filter
+
+#: What the monitor itself may do once confined (denial_monitor.confine): its descriptors,
+#: memory without PROT_EXEC, and the three notification ioctls. Everything else is EPERM.
+MONITOR_ALLOWED = ("read", "write", "close", "recvmsg", "poll", "ppoll", "brk", "munmap", "mremap",
+                   "madvise", "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "restart_syscall",
+                   "clock_gettime", "futex", "getpid", "gettid", "exit", "exit_group")
+_PROT_EXEC = 4
+
+
+@functools.cache
+def monitor_filter() -> bytes:
+    """The BPF of the monitor's own seccomp filter, compiled here with libseccomp so that the
+    monitor loads bytes and imports nothing of ours."""
+    from . import seccomp
+    lib = seccomp._lib()  # noqa: SLF001
+    flt = lib.SyscallFilter(lib.ERRNO(errno_module.EPERM))
+    flt.set_attr(lib.Attr.ACT_BADARCH, lib.KILL_PROCESS)
+    flt.set_attr(lib.Attr.CTL_NNP, 0)        # set by the monitor itself, checked
+    for name in MONITOR_ALLOWED:
+        flt.add_rule(lib.ALLOW, name)
+    for name in ("mmap", "mprotect"):
+        flt.add_rule(lib.ALLOW, name, lib.Arg(2, lib.MASKED_EQ, _PROT_EXEC, 0))
+    for request in (notify.IOCTL_NOTIF_RECV, notify.IOCTL_NOTIF_SEND, notify.IOCTL_NOTIF_ID_VALID):
+        flt.add_rule(lib.ALLOW, "ioctl", lib.Arg(1, lib.MASKED_EQ, 0xFFFFFFFF, request))
+    return seccomp._export(flt, "export_bpf")  # noqa: SLF001
+
+
+@functools.cache
+def _syscall_names() -> dict[str, str]:
+    """Every native syscall number's name, for the monitor's lines (it has no libseccomp)."""
+    from . import seccomp
+    lib = seccomp._lib()  # noqa: SLF001
+    names = {}
+    for nr in range(0, 512):
+        try:
+            name = lib.resolve_syscall(lib.Arch.NATIVE, nr)
+        except ValueError:
+            continue
+        if name:
+            names[str(nr)] = name.decode() if isinstance(name, bytes) else str(name)
+    return names
+
+
 # ------------------------------------------------------------------------ in the component
 
-def start(plan: Plan) -> str:
-    """The seccomp step with a denial log: fork the monitor, load the filter, hand it over."""
-    config = plan.denials
+MONITOR_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "denial_monitor.py")
+#: How long the component's seccomp step waits for its monitor to say it is confined.
+_READY_SECONDS = 30.0
+
+
+def _program() -> str:
+    """The monitor's compiled form when it matches its source (the interpreter runs a .pyc
+    given as the script; compiling the source instead leaves about 1 MiB more of private heap
+    in every monitor), else the source."""
+    compiled = importlib.util.cache_from_source(MONITOR_PROGRAM)
+    try:
+        with open(compiled, "rb") as handle:
+            header = handle.read(16)
+        source = os.stat(MONITOR_PROGRAM)
+    except OSError:
+        return MONITOR_PROGRAM
+    flags = int.from_bytes(header[4:8], "little")
+    if (len(header) == 16 and header[:4] == importlib.util.MAGIC_NUMBER and flags == 0
+            and int.from_bytes(header[8:12], "little") == int(source.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(header[12:16], "little") == source.st_size & 0xFFFFFFFF):
+        return compiled
+    return MONITOR_PROGRAM
+
+
+@dataclass
+class Monitor:
+    """The component's side of a monitor started early (`launch`): the channel, and the log
+    descriptor kept for a fallback fork."""
+
+    channel: socket.socket
+    out: int
+
+
+def _open_log(config: Mapping[str, Any], step: str) -> int:
     try:
         if config["log"]:
-            out = os.open(config["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        else:
-            out = os.dup(2)
+            return os.open(config["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return os.dup(2)
     except OSError as exc:
-        raise EnforcementError("seccomp", f"denial log {config['log'] or 'stderr'}: {exc.strerror}") from None
+        raise EnforcementError(step, f"denial log {config['log'] or 'stderr'}: {exc.strerror}") from None
+
+
+def monitor_config(plan: Plan, target: int) -> dict[str, Any]:
+    """What the exec'd monitor needs, as marshal-able data."""
+    config = dict(plan.denials)
+    config["bpf"] = base64.b64decode(config["monitor_bpf"])
+    config["target"] = target
+    config["mdwe"] = plan.memory_deny_write_execute
+    config["landlock"] = plan.landlock is not None
+    return config
+
+
+def launch(plan: Plan) -> Monitor:
+    """Start the monitor as a small program of its own, before the Landlock step (exec needs
+    the interpreter's execute right): a double fork that execs `python -I -S
+    denial_monitor.py`, holding only its channel and the log, with no_new_privs and no
+    capability. It confines itself further before it says it is ready (`start` waits)."""
+    config = plan.denials
+    out = _open_log(config, "denial monitor")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    target = os.getpid()
+    # Written before the fork, by the component's own set-up code: the only input the monitor
+    # takes before it is confined.
+    blob = marshal.dumps(monitor_config(plan, os.getpid()))
+    ours.sendall(len(blob).to_bytes(4, "little") + blob)
+    middle = os.fork()
+    if middle == 0:
+        try:
+            if os.fork() == 0:
+                _exec_monitor(ours, theirs, out)
+        finally:
+            os._exit(0)
+    theirs.close()
+    os.waitpid(middle, 0)
+    return Monitor(ours, out)
+
+
+def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int) -> None:
+    """In the grandchild: give up what the monitor must not have, then exec. Never returns."""
+    import sys
+    from . import capabilities, descriptors
+    channel = theirs.fileno()
+    kind = "E"          # a failure to give something up: the start fails
+    try:
+        ours.close()
+        descriptors.keep_only({channel, out})
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+        # Securebits locked (no root on exec) and every set empty: exec hands nothing back.
+        capabilities.drop(())
+        kind = "X"      # the interpreter cannot be executed here: the fallback, reported
+        program = _program()
+        os.execve(sys.executable, [sys.executable, "-I", "-S", program, str(channel), str(out)], {})
+    except BaseException as exc:  # noqa: BLE001 - the component decides (see start)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+        try:
+            # Unread data at close would reset the connection instead of delivering the answer.
+            os.set_blocking(channel, False)
+            try:
+                while os.read(channel, 1 << 16):
+                    pass
+            except BlockingIOError:
+                pass
+            os.write(channel, f"{kind}{'before exec: ' if kind == 'E' else ''}{reason}".encode())
+        finally:
+            os._exit(127)
+
+
+def start(plan: Plan, monitor: Monitor | None) -> str:
+    """The seccomp step with a denial log: wait for the confined monitor, load the filter,
+    hand it the listener. Where the interpreter could not be executed, the monitor is a fork
+    of the component instead, and the report says so."""
+    if monitor is None:      # not started before Landlock: the step did not run
+        _fork_monitor(plan, _open_log(plan.denials, "seccomp"))
+        return ("denial log: a monitor answers and logs refusals with an errno (a fork of the "
+                "component, without a filter of its own)")
+    reply = _reply(monitor.channel)
+    if reply.startswith(b"R"):
+        os.close(monitor.out)
+        _hand_over(plan, monitor.channel)
+        lacking = reply[1:].decode(errors="replace")
+        return ("denial log: a monitor answers and logs refusals with an errno (its own program, "
+                "confined: no filesystem, its own seccomp filter" + (f"; {lacking}" if lacking else "") + ")")
+    if reply.startswith(b"X"):
+        monitor.channel.close()
+        why = reply[1:].decode(errors="replace")
+        _fork_monitor(plan, monitor.out)
+        return (f"denial log: a monitor answers and logs refusals with an errno (a fork of the "
+                f"component, without a filter of its own: the small monitor could not start: {why})")
+    monitor.channel.close()
+    os.close(monitor.out)
+    if reply.startswith(b"E"):
+        raise EnforcementError("denial monitor", "the monitor could not confine itself: "
+                                                 + reply[1:].decode(errors="replace"))
+    raise EnforcementError("denial monitor", "the monitor ended before it was confined")
+
+
+def _reply(channel: socket.socket) -> bytes:
+    import select
+    ready, _, _ = select.select([channel], [], [], _READY_SECONDS)
+    if not ready:
+        return f"Etimeout: not confined after {_READY_SECONDS:.0f} s".encode()
+    try:
+        return channel.recv(4096)
+    except OSError as exc:
+        return f"E{exc.strerror}".encode()
+
+
+def _hand_over(plan: Plan, channel: socket.socket) -> None:
+    listener = notify.load_with_listener(plan.seccomp_bpf)
+    # From here on every syscall is filtered: sendmsg and close are allowed (checked when planned).
+    socket.send_fds(channel, [b"L"], [listener])
+    os.close(listener)
+    channel.close()
+
+
+def _fork_monitor(plan: Plan, out: int) -> None:
+    """The fallback: the monitor is a fork of the component at its seccomp step (after its
+    Landlock and capability drop: confined like the component)."""
+    config = monitor_config(plan, os.getpid())
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     middle = os.fork()
     if middle == 0:
         try:
@@ -121,121 +329,23 @@ def start(plan: Plan) -> str:
                 from . import descriptors
                 ours.close()
                 descriptors.keep_only({out, theirs.fileno()})
-                syscalls.set_name("denial-monitor")
-                _serve(theirs, out, config, target)
+                syscalls.set_name(denial_monitor.NAME)
+                _serve(theirs, out, config)
         finally:
             os._exit(0)
     theirs.close()
     os.waitpid(middle, 0)
     os.close(out)
-    listener = notify.load_with_listener(plan.seccomp_bpf)
-    # From here on every syscall is filtered: sendmsg and close are allowed (checked when planned).
-    socket.send_fds(ours, [b"L"], [listener])
-    os.close(listener)
-    ours.close()
-    return "denial log: a monitor answers and logs refusals with an errno"
+    _hand_over(plan, ours)
 
 
-def _holds(cond: Sequence[Any], args: tuple[int, ...]) -> bool:
-    index, op, value, mask = cond
-    arg = args[index]
-    return {"eq": arg == value, "ne": arg != value, "lt": arg < value, "le": arg <= value,
-            "gt": arg > value, "ge": arg >= value, "masked_eq": arg & mask == value}[op]
-
-
-def answer(config: Mapping[str, Any], nr: int, args: tuple[int, ...]) -> int:
-    """The errno the policy's filter gives this syscall (the rule that matches, else the default)."""
-    for code, conds in config["rules"].get(str(nr), []):
-        if all(_holds(c, args) for c in conds):
-            return int(code)
-    default = config.get("default")
-    return int(default) if default is not None else errno_module.EPERM
-
-
-def describe(config: Mapping[str, Any], nr: int, args: tuple[int, ...], verbose: bool) -> str:
-    """The syscall in words: its name, and the arguments that decided."""
-    name = config["names"].get(str(nr)) or _name(nr)
-    if name in ("socket", "socketpair"):
-        family = config["families"].get(str(args[0] & 0xFFFFFFFF), str(args[0]))
-        text = f"{name}(family={family}, type={args[1] & 0xF})"
-    elif name == "ioctl":
-        text = f"ioctl(fd={args[0] & 0xFFFFFFFF}, request={args[1] & 0xFFFFFFFF:#x})"
-    elif name in ("clone", "unshare"):
-        text = f"{name}(flags={args[0]:#x})"
-    elif name == "prctl":
-        text = f"prctl(option={args[0]}, arg2={args[1]:#x})"
-    else:
-        text = f"{name}(" + (", ".join(f"{a:#x}" for a in args[:4]) if verbose else "...") + ")"
-    return text
-
-
-def _name(nr: int) -> str:
-    from . import seccomp
-    lib = seccomp._lib()  # noqa: SLF001
-    try:
-        name = lib.resolve_syscall(lib.Arch.NATIVE, nr)
-    except ValueError:
-        return f"syscall {nr}"
-    return name.decode() if isinstance(name, bytes) else str(name)
-
-
-class _Limiter:
-    """What is logged: the first ones of each kind, then every 1000th (verbose: all, bounded)."""
-
-    def __init__(self, verbose: bool) -> None:
-        self.verbose = verbose
-        self.counts: dict[tuple[int, int, str], int] = {}
-        self.second = 0
-        self.in_second = 0
-
-    def count(self, key: tuple[int, int, str]) -> int:
-        self.counts[key] = self.counts.get(key, 0) + 1
-        return self.counts[key]
-
-    def allows(self, n: int) -> bool:
-        if self.verbose:
-            now = int(time.monotonic())
-            if now != self.second:
-                self.second, self.in_second = now, 0
-            self.in_second += 1
-            return self.in_second <= _VERBOSE_PER_SECOND
-        return n <= _FIRST or n % _EVERY == 0
-
-
-def _line(pid: int, text: str) -> bytes:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    return f"{stamp}Z [sandbox:{pid}] [cleancoin.sandbox] WARNING {text}\n".encode()
-
-
-def _serve(channel: socket.socket, out: int, config: Mapping[str, Any], target: int) -> None:
-    """The monitor: never returns."""
+def _serve(channel: socket.socket, out: int, config: Mapping[str, Any]) -> None:
+    """The forked monitor: never returns."""
     try:
         _msg, fds, _flags, _addr = socket.recv_fds(channel, 16, 1)
         channel.close()
         if not fds:
             os._exit(0)
-        listener = notify.Listener(fds[0])
-        limiter = _Limiter(bool(config.get("verbose")))
-        poller = select.poll()
-        poller.register(listener.fd, select.POLLIN)
-        while True:
-            for _fd, mask in poller.poll():
-                if mask & select.POLLIN:
-                    n = listener.receive()
-                    if n is None:
-                        continue
-                    code = answer(config, n.nr, n.args)
-                    listener.fail(n.id, code)
-                    # Counted per syscall, errno and deciding argument (the family, the request).
-                    short = describe(config, n.nr, n.args, False)
-                    seen = limiter.count((n.nr, code, short))
-                    if limiter.allows(seen):
-                        what = describe(config, n.nr, n.args, limiter.verbose)
-                        tail = f" ({seen} times)" if seen > _FIRST and not limiter.verbose else ""
-                        thread = f", thread {n.pid}" if limiter.verbose else ""
-                        os.write(out, _line(target, f"sandbox: refused {what} -> "
-                                                    f"{errno_module.errorcode.get(code, code)}{thread}{tail}"))
-                elif mask & (select.POLLHUP | select.POLLERR):
-                    os._exit(0)
+        denial_monitor.serve(fds[0], out, config, int(config["target"]))
     except BaseException:  # noqa: BLE001 - the kernel answers ENOSYS without us: still refused
         os._exit(1)

@@ -11,6 +11,13 @@ Landlock or seccomp; once their set-up is done they give up every capability (th
 them in the component's user namespace), set no_new_privs and stop being dumpable, and keep
 no descriptor but their status pipe: the launcher learns that the component is gone from the
 end of file on the component's sockets.
+
+They stay forks, unlike the denial log's monitor (a program of its own): a fork that only
+waits keeps about 1.4 MiB of private pages (what the fork itself and these few calls write),
+while a fresh `python -I -S` starts with 2.6 MiB of its own (libpython's relocated data, the
+start-up heap) before it does anything; the zygote's pages they share cost nothing extra, since
+the zygote and the component keep them mapped anyway. Measured with
+tests/bench/bench_multiprocess.py (its USS column).
 """
 
 from __future__ import annotations

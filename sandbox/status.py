@@ -217,8 +217,9 @@ def inspect(pid: int) -> ProcessStatus:
         else:
             status.role = "component"
             status.report = entry.get("report")  # type: ignore[assignment]
-    elif (status.no_new_privs and status.seccomp_mode == "disabled" and not status.capabilities["effective"]
-          and status.name in _HELPERS):
+    elif status.no_new_privs and not status.capabilities["effective"] and status.name in _HELPERS:
+        # The denial monitor has a filter of its own; a learn recorder or a fallback monitor
+        # (a fork of its component) has none.
         status.role = _HELPERS[status.name]
     elif (status.no_new_privs and status.seccomp_mode == "disabled" and not status.capabilities["effective"]
           and len(status.children) >= 1):

@@ -72,6 +72,7 @@ class Context:
     namespaces: list[str] = field(default_factory=list)     # entered
     env: dict[str, str] = field(default_factory=dict)       # LAUNCH: for exec or the target
     title: str = ""                    # what `ps` shows (LAUNCH); the waiting processes add theirs
+    monitor: object | None = None      # the denial log's monitor, started before Landlock
     outcomes: list[Outcome] = field(default_factory=list)
 
 
@@ -191,6 +192,17 @@ def _environment(ctx: Context) -> Done:
     return Done(f"{len(ctx.env)} variables")
 
 
+def _denial_monitor(ctx: Context) -> Done:
+    from . import denial_log
+    ctx.monitor = denial_log.launch(ctx.plan)
+    return Done("started: confines itself (no filesystem, its own seccomp filter) before the "
+                "seccomp step hands it the listener")
+
+
+def _wants_monitor(ctx: Context) -> bool:
+    return bool(ctx.plan.denials) and bool(ctx.plan.seccomp_bpf) and not ctx.plan.learn
+
+
 def _dumpable(ctx: Context) -> Done:
     syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
     return Done("not dumpable: no ptrace attach, no /proc/<pid>/mem, no core file")
@@ -230,7 +242,7 @@ def _seccomp(ctx: Context) -> Done:
         return Done(learn_recorder.start(ctx.plan, ctx.entry.value))
     if ctx.plan.denials:
         from . import denial_log
-        return Done(denial_log.start(ctx.plan))
+        return Done(denial_log.start(ctx.plan, ctx.monitor))  # type: ignore[arg-type]
     seccomp.load_filter(ctx.plan.seccomp_bpf)
     return Done()
 
@@ -270,6 +282,10 @@ STEPS: tuple[Step, ...] = (
     # domain it was opened in: none may survive but those on the list.
     Step("descriptors", PROCESS, _descriptors),
     Step("environment", PROCESS, _environment, _launched, "a running process keeps its environment"),
+    # The denial log's monitor is a program of its own (not a copy of the component's heap):
+    # exec needs the interpreter's execute right, so before Landlock; after the namespaces, the
+    # view and the descriptor step, so that it starts from what the component is left with.
+    Step("denial monitor", "seccomp", _denial_monitor, _wants_monitor),
     # From here on the process gives up rights for good.
     Step("dumpable", PROCESS, _dumpable, lambda ctx: not ctx.plan.dumpable),
     Step("no_new_privs", PROCESS, _no_new_privs),

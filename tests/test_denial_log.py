@@ -62,6 +62,9 @@ def test_refusals_are_answered_as_before_and_logged_rate_limited(tmp_path: Path)
 def test_the_report_says_where_refusals_go(tmp_path: Path) -> None:
     result = _run(tmp_path, "--denials", "log", "--report", code="pass")
     assert "refusals with an errno are answered by a monitor and logged to stderr" in result.stderr
+    # examples/program's view has no Python to run the monitor's own program: the monitor is a
+    # fork of the component, and the report says so (never silently weaker).
+    assert "a fork of the component, without a filter of its own: the small monitor could not start" in result.stderr
 
 
 @pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="the kernel log is not readable here")

@@ -16,9 +16,11 @@ against CleanCoind (one process), each measured against its baseline in the same
    per-file times; and, when some files run against only one executable (multiprocess-only
    tests skip under CleanCoind), a second, like-for-like run of the files both ran (issue
    #16's target: <= 1.10x on the same files). About two minutes in all here.
-3. Resident memory after createwallet + 101 blocks: VmRSS and PSS of every process of a
-   regtest CleanCoin-node (node, zygote, the wallet's waiter/init/component) against the one
-   CleanCoind process (issue #16's target: PSS <= 1.5x); each one's start and stop time; and
+3. Resident memory after createwallet + 101 blocks: VmRSS, PSS and USS (pages no other
+   process maps) of every process of a regtest CleanCoin-node (node, zygote, the wallet's
+   waiter/init/component, the two denial monitors: small programs of their own, found by
+   their name) against the one CleanCoind process (issue #16's target: PSS <= 1.5x); each
+   one's start and stop time; and
    the wallet RPC latency of each (getwalletinfo, interleaved; issue #16's target: <= 1.25x).
 
 Misses print MISS and do not fail the run; a broken measurement fails it.
@@ -482,14 +484,28 @@ def _status(pid: int) -> dict[str, str]:
 
 
 def _pss_kb(pid: int) -> int | None:
+    return _rollup(pid).get("Pss")
+
+
+def _private_kb(pid: int) -> int | None:
+    """Pages no other process maps (USS): what the process costs beyond its shares."""
+    rollup = _rollup(pid)
+    if "Private_Clean" not in rollup:
+        return None
+    return rollup["Private_Clean"] + rollup.get("Private_Dirty", 0)
+
+
+def _rollup(pid: int) -> dict[str, int]:
+    fields: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
+                key, _, value = line.partition(":")
+                if value.strip().endswith("kB"):
+                    fields[key] = int(value.split()[0])
     except OSError:
-        return None
-    return None
+        pass
+    return fields
 
 
 def _tree(root: int, zygote_expected: bool) -> list[tuple[int, int, str]]:
@@ -501,7 +517,7 @@ def _tree(root: int, zygote_expected: bool) -> list[tuple[int, int, str]]:
         kids = _children(pid)
         for kid in kids:
             if _comm(kid) == MONITOR:
-                rows.append((kid, depth + 1, "denial monitor (a fork at the seccomp step)"))
+                rows.append((kid, depth + 1, _monitor_role(kid)))
                 continue
             if depth == 0:
                 try:
@@ -523,15 +539,27 @@ def _tree(root: int, zygote_expected: bool) -> list[tuple[int, int, str]]:
             walk(kid, depth + 1, kid_role)
 
     walk(root, 0, "node")
-    # A process that restricts itself forks its denial monitor twice (it is nobody's child):
+    # A process that restricts itself starts its denial monitor by a double fork (nobody's child):
     # found by its process group, which is the node's own (started in a new session).
     for pid in _group_members(root):
         if pid not in {r[0] for r in rows} and _comm(pid) == MONITOR:
-            rows.append((pid, 1, "denial monitor (double fork at the seccomp step)"))
+            rows.append((pid, 1, _monitor_role(pid)))
     return rows
 
 
 MONITOR = "denial-monitor"
+
+
+def _monitor_role(pid: int) -> str:
+    """The denial monitor is its own small program (exec'd before Landlock), or a fork of its
+    component where that program could not start."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            exec_d = b"denial_monitor." in f.read()
+    except OSError:
+        exec_d = False
+    return ("denial monitor (own program, python -I -S)" if exec_d
+            else "denial monitor (a fork at the seccomp step)")
 
 
 def _comm(pid: int) -> str:
@@ -706,7 +734,7 @@ def test_resident_memory_and_wallet_rpc_latency() -> None:
             time.sleep(1.0)     # let the wallets settle (their last notifications)
             out("")
             out("RESIDENT MEMORY after createwallet w + generatetoaddress 101 (regtest, idle)")
-            out(f"  {'process':22} {'pid':>7}  {'role':52} {'VmRSS MiB':>9} {'PSS MiB':>8}")
+            out(f"  {'process':22} {'pid':>7}  {'role':52} {'VmRSS MiB':>9} {'PSS MiB':>8} {'USS MiB':>8}")
             totals: dict[str, tuple[int, int | None, int]] = {}
             for node in nodes:
                 rss_sum, pss_sum, count = 0, 0, 0
@@ -716,12 +744,14 @@ def test_resident_memory_and_wallet_rpc_latency() -> None:
                     except OSError:
                         continue
                     pss = _pss_kb(pid)
+                    uss = _private_kb(pid)
                     rss_sum += rss
                     pss_sum = pss_sum + pss if (pss is not None and pss_sum is not None) else None
                     count += 1
                     label = node.executable if depth == 0 else "  " * depth + "`-"
                     out(f"  {label:22} {pid:7}  {role:52} {rss / 1024:9.1f} "
-                        f"{(pss / 1024 if pss is not None else float('nan')):8.1f}")
+                        f"{(pss / 1024 if pss is not None else float('nan')):8.1f} "
+                        f"{(uss / 1024 if uss is not None else float('nan')):8.1f}")
                 totals[node.executable] = (rss_sum, pss_sum, count)
             out("")
             (d_rss, d_pss, d_n), (m_rss, m_pss, m_n) = totals["CleanCoind"], totals["CleanCoin-node"]

@@ -249,3 +249,33 @@ os.symlink(ctx["victim"], log)
 report("plant-log-link", True, "debug.log -> victim: the next start appends its log there")
 os._exit(3)
 '''
+
+# The denial log's monitor, from the confined process it serves: the test writes the monitor's
+# pid (as this process numbers it) into a file of the process's own directory, since a confined
+# process cannot look for it in /proc. Signalling it, opening its memory, its descriptors.
+MONITOR = r'''
+where = ctx["walletdir"] if ctx["role"] == "wallet" else ctx["netdir"]
+path = os.path.join(where, "monitor_pid")
+deadline = time.time() + 30
+data = None
+while data is None and time.time() < deadline:   # open, not stat: the wallet's filter kills stat
+    data, _how = try_read(path)
+    if data is None:
+        time.sleep(0.05)
+pid = int(data)
+for what in ("mem", "environ"):
+    data, how = try_read(f"/proc/{pid}/{what}")
+    report(f"monitor-{what}", data is not None, how)
+try:
+    fd = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
+    os.close(fd)
+    report("monitor-fds", True, "its descriptor directory opened")
+except OSError as exc:
+    report("monitor-fds", False, exc.strerror)
+attempt("kill-monitor")          # the wallet's filter kills on kill(2): last
+try:
+    os.kill(pid, 9)
+    report("kill-monitor", True, f"SIGKILL to {pid} delivered")
+except OSError as exc:
+    report("kill-monitor", False, exc.strerror)
+'''

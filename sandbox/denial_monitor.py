@@ -1,0 +1,320 @@
+"""The denial log's monitor as a program of its own: a small interpreter that confines itself,
+then answers and logs the refusals of one component (see denial_log.py).
+
+Started as `python -I -S denial_monitor.py CHANNEL LOG` by a fork of the component before the
+component's Landlock step (the interpreter must still be executable then), with no descriptor
+but CHANNEL (a unix stream socket to the component) and LOG (its log), no_new_privs set and no
+capability left. It imports only the standard library (no site, no cleancoin package), so it
+holds none of the component's heap: a fork of a big node kept a copy-on-write image of it,
+which grew as the node went on writing (10 MiB in a regtest node).
+
+Before it reads anything but the configuration the component wrote into CHANNEL before the
+fork (marshal: the answer table, and the BPF of the monitor's own filter), it confines itself,
+each step checked, in this order:
+
+1. not dumpable (exec made it dumpable again), its name "denial-monitor";
+2. no_new_privs, and no capability in any set (capget must show none);
+3. Landlock: every filesystem and TCP right handled and none granted, abstract unix sockets
+   and signals scoped (it uses only descriptors it holds already);
+4. its own seccomp filter: read, write, close, recvmsg, poll, the SECCOMP_IOCTL_NOTIF_*
+   ioctls, memory without PROT_EXEC, signals' return, exit; everything else EPERM.
+
+It then says b"R" on CHANNEL (with what the kernel lacked, for the report) and waits for the
+listener. A step that fails says b"E" and why,
+and the component's start fails naming the step (fail closed). The component cannot ptrace
+the monitor, read its memory or signal it: it is not dumpable and in a Landlock domain of its
+own, outside the component's.
+
+The functions that answer and describe a refusal live here too, so that the monitor and the
+fallback (a fork of the component, where the interpreter cannot be executed) share them.
+"""
+
+from __future__ import annotations
+
+import _signal
+import _socket
+import errno as errno_module
+import fcntl
+import os
+import select
+import struct
+import sys
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # no typing at run time: every import is memory in each monitor
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+FIRST, EVERY, VERBOSE_PER_SECOND = 10, 1000, 100
+NAME = "denial-monitor"
+
+# linux/seccomp.h (x86_64): struct seccomp_notif, seccomp_notif_resp, and the ioctls.
+_NOTIF = struct.Struct("<QII iIQ6Q")          # id, pid, flags, seccomp_data(nr, arch, ip, args)
+_RESP = struct.Struct("<QqiI")                # id, val, error, flags
+IOCTL_NOTIF_RECV = 0xC0000000 | (_NOTIF.size << 16) | (ord("!") << 8) | 0
+IOCTL_NOTIF_SEND = 0xC0000000 | (_RESP.size << 16) | (ord("!") << 8) | 1
+IOCTL_NOTIF_ID_VALID = 0x40000000 | (8 << 16) | (ord("!") << 8) | 2
+
+_PR_SET_DUMPABLE, _PR_SET_NAME, _PR_SET_NO_NEW_PRIVS, _PR_GET_NO_NEW_PRIVS = 4, 15, 38, 39
+_PR_SET_MDWE, _PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+_SYS_CAPGET, _SYS_SECCOMP = 125, 317
+_SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_RESTRICT_SELF = 444, 446
+_LANDLOCK_CREATE_RULESET_VERSION = 1
+# Every filesystem right by ABI (1: 13 rights, 2: refer, 3: truncate, 5: ioctl_dev), TCP
+# bind and connect (ABI 4), abstract unix and signal scopes (ABI 6).
+_FS_BY_ABI = ((1, (1 << 13) - 1), (2, 1 << 13), (3, 1 << 14), (5, 1 << 15))
+
+
+# ------------------------------------------------------------------ answering and logging
+
+def _holds(cond: Sequence[Any], args: tuple[int, ...]) -> bool:
+    index, op, value, mask = cond
+    arg = args[index]
+    return {"eq": arg == value, "ne": arg != value, "lt": arg < value, "le": arg <= value,
+            "gt": arg > value, "ge": arg >= value, "masked_eq": arg & mask == value}[op]
+
+
+def answer(config: Mapping[str, Any], nr: int, args: tuple[int, ...]) -> int:
+    """The errno the policy's filter gives this syscall (the rule that matches, else the default)."""
+    for code, conds in config["rules"].get(str(nr), []):
+        if all(_holds(c, args) for c in conds):
+            return int(code)
+    default = config.get("default")
+    return int(default) if default is not None else errno_module.EPERM
+
+
+def describe(config: Mapping[str, Any], nr: int, args: tuple[int, ...], verbose: bool) -> str:
+    """The syscall in words: its name, and the arguments that decided."""
+    name = config["names"].get(str(nr)) or f"syscall {nr}"
+    if name in ("socket", "socketpair"):
+        family = config["families"].get(str(args[0] & 0xFFFFFFFF), str(args[0]))
+        return f"{name}(family={family}, type={args[1] & 0xF})"
+    if name == "ioctl":
+        return f"ioctl(fd={args[0] & 0xFFFFFFFF}, request={args[1] & 0xFFFFFFFF:#x})"
+    if name in ("clone", "unshare"):
+        return f"{name}(flags={args[0]:#x})"
+    if name == "prctl":
+        return f"prctl(option={args[0]}, arg2={args[1]:#x})"
+    return f"{name}(" + (", ".join(f"{a:#x}" for a in args[:4]) if verbose else "...") + ")"
+
+
+class Limiter:
+    """What is logged: the first ones of each kind, then every 1000th (verbose: all, bounded)."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self.counts: dict[tuple[int, int, str], int] = {}
+        self.second = 0
+        self.in_second = 0
+
+    def count(self, key: tuple[int, int, str]) -> int:
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
+
+    def allows(self, n: int) -> bool:
+        if self.verbose:
+            now = int(time.monotonic())
+            if now != self.second:
+                self.second, self.in_second = now, 0
+            self.in_second += 1
+            return self.in_second <= VERBOSE_PER_SECOND
+        return n <= FIRST or n % EVERY == 0
+
+
+def line(pid: int, text: str) -> bytes:
+    """A log line in the components' format. No strftime: it may look for the time zone's
+    file, which the confined monitor cannot open."""
+    t = time.gmtime()
+    stamp = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
+    return f"{stamp}Z [sandbox:{pid}] [cleancoin.sandbox] WARNING {text}\n".encode()
+
+
+def handle(config: Mapping[str, Any], limiter: Limiter, target: int, nr: int, args: tuple[int, ...],
+           thread: int) -> tuple[int, bytes | None]:
+    """One notification: the errno to answer, and the log line (None: rate-limited away)."""
+    code = answer(config, nr, args)
+    # Counted per syscall, errno and deciding argument (the family, the request).
+    short = describe(config, nr, args, False)
+    seen = limiter.count((nr, code, short))
+    if not limiter.allows(seen):
+        return code, None
+    what = describe(config, nr, args, limiter.verbose)
+    tail = f" ({seen} times)" if seen > FIRST and not limiter.verbose else ""
+    who = f", thread {thread}" if limiter.verbose else ""
+    return code, line(target, f"sandbox: refused {what} -> {errno_module.errorcode.get(code, code)}{who}{tail}")
+
+
+def serve(listener: int, out: int, config: Mapping[str, Any], target: int) -> None:
+    """Answer and log notifications until the filter has no process left. Never returns."""
+    recv = bytearray(_NOTIF.size)
+    limiter = Limiter(bool(config.get("verbose")))
+    poller = select.poll()
+    poller.register(listener, select.POLLIN)
+    while True:
+        for _fd, mask in poller.poll():
+            if mask & select.POLLIN:
+                recv[:] = bytes(_NOTIF.size)       # the kernel refuses a buffer that is not zero
+                try:
+                    fcntl.ioctl(listener, IOCTL_NOTIF_RECV, recv, True)
+                except OSError as exc:
+                    if exc.errno in (errno_module.ENOENT, errno_module.EINTR):
+                        continue               # withdrawn: the thread got a signal, or died
+                    raise
+                nid, thread, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(recv)
+                code, text = handle(config, limiter, target, nr, tuple(args), thread)
+                try:
+                    fcntl.ioctl(listener, IOCTL_NOTIF_SEND, _RESP.pack(nid, 0, -code, 0))
+                except OSError as exc:
+                    if exc.errno != errno_module.ENOENT:   # withdrawn meanwhile
+                        raise
+                if text is not None:
+                    os.write(out, text)
+            elif mask & (select.POLLHUP | select.POLLERR):
+                os._exit(0)
+
+
+# ------------------------------------------------------------------ the program
+
+class ConfineError(Exception):
+    """A confinement step failed: (step, reason)."""
+
+
+def _libc() -> Any:
+    import ctypes
+    lib = ctypes.CDLL(None, use_errno=True)
+    lib.syscall.restype = ctypes.c_long
+    return lib
+
+
+def _call(result: int, step: str, what: str) -> int:
+    if result < 0:
+        import ctypes
+        raise ConfineError(step, f"{what}: {os.strerror(ctypes.get_errno())}")
+    return result
+
+
+def confine(bpf: bytes, mdwe: bool, landlock_needed: bool) -> list[str]:
+    """Confine this process for good (the module docstring's steps); returns notes."""
+    import ctypes
+    libc = _libc()
+    ul = ctypes.c_ulong
+    notes: list[str] = []
+    _call(libc.prctl(_PR_SET_DUMPABLE, ul(0), ul(0), ul(0), ul(0)), "dumpable", "prctl(PR_SET_DUMPABLE)")
+    libc.prctl(_PR_SET_NAME, ctypes.c_char_p(NAME.encode()), ul(0), ul(0), ul(0))
+    _call(libc.prctl(_PR_SET_NO_NEW_PRIVS, ul(1), ul(0), ul(0), ul(0)), "no_new_privs", "prctl(PR_SET_NO_NEW_PRIVS)")
+    if libc.prctl(_PR_GET_NO_NEW_PRIVS, ul(0), ul(0), ul(0), ul(0)) != 1:
+        raise ConfineError("no_new_privs", "not set")
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)          # _LINUX_CAPABILITY_VERSION_3, self
+    data = (ctypes.c_uint32 * 6)()                           # effective, permitted, inheritable x2
+    _call(libc.syscall(_SYS_CAPGET, header, data), "capabilities", "capget")
+    if any(data):
+        raise ConfineError("capabilities", f"capabilities still held: {list(data)}")
+    if mdwe:
+        if libc.prctl(_PR_SET_MDWE, ul(_PR_MDWE_REFUSE_EXEC_GAIN), ul(0), ul(0), ul(0)) < 0:
+            notes.append("no memory-deny-write-execute (kernel before 6.3)")
+    abi = libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+                       ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION))
+    if abi < 1:
+        if landlock_needed:
+            raise ConfineError("landlock", "the kernel has no Landlock")
+        notes.append("no Landlock (the kernel lacks it, as the component's plan says)")
+    else:
+        fs = 0
+        for level, rights in _FS_BY_ABI:
+            if abi >= level:
+                fs |= rights
+        net = 3 if abi >= 4 else 0
+        scoped = 3 if abi >= 6 else 0
+        attr = (ctypes.c_uint64 * 3)(fs, net, scoped)
+        size = 24 if scoped else 16 if net else 8
+        ruleset = _call(libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, attr, ctypes.c_size_t(size), ctypes.c_uint32(0)),
+                        "landlock", "landlock_create_ruleset")
+        try:
+            _call(libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_long(ruleset), ctypes.c_uint32(0)),
+                  "landlock", "landlock_restrict_self")
+        finally:
+            os.close(ruleset)
+    if not bpf or len(bpf) % 8:
+        raise ConfineError("seccomp", f"malformed BPF program of {len(bpf)} bytes")
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    prog = SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    _call(libc.syscall(_SYS_SECCOMP, ctypes.c_long(1), ctypes.c_long(0), ctypes.byref(prog)),
+          "seccomp", "seccomp(SET_MODE_FILTER)")
+    return notes
+
+
+def read_config(channel: int) -> dict[str, Any]:
+    """The configuration the component wrote before the fork: length (4 bytes), then marshal."""
+    import marshal
+    data = b""
+    while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "little"):
+        chunk = os.read(channel, 1 << 16)
+        if not chunk:
+            raise ConfineError("configuration", "the component hung up")
+        data += chunk
+    config = marshal.loads(data[4:])
+    if not isinstance(config, dict):
+        raise ConfineError("configuration", "not a table")
+    return config
+
+
+def _receive_listener(sock: _socket.socket) -> int | None:
+    fds = struct.Struct("i")
+    try:
+        _msg, ancillary, _flags, _addr = sock.recvmsg(16, _socket.CMSG_SPACE(fds.size))
+    except OSError:
+        return None
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= fds.size:
+            return int(fds.unpack_from(data)[0])
+    return None
+
+
+def main(argv: Sequence[str]) -> int:
+    """`denial_monitor.py CHANNEL LOG`: confine, say ready, serve. Exits 0 when the component
+    is gone, 1 on an error (the kernel answers ENOSYS without a monitor: still refused)."""
+    channel, out = int(argv[0]), int(argv[1])
+    # A terminal's or a supervisor's signal to the component's process group is the
+    # component's to handle: the monitor ends when the filter has no process left, so that
+    # refusals during the component's shutdown are still answered with their errno.
+    for sig in (_signal.SIGINT, _signal.SIGQUIT, _signal.SIGHUP, _signal.SIGTERM, _signal.SIGUSR1,
+                _signal.SIGUSR2):
+        _signal.signal(sig, _signal.SIG_IGN)
+    try:
+        # Everything that opens a file or asks about the socket happens before confinement.
+        sock = _socket.socket(fileno=channel)
+        config = read_config(channel)
+        notes = confine(bytes(config["bpf"]), bool(config.get("mdwe")), bool(config.get("landlock")))
+    except ConfineError as exc:
+        step, reason = exc.args
+        os.write(channel, f"E{step}: {reason}".encode())
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the component must learn why, in one line
+        os.write(channel, f"Esetup: {type(exc).__name__}: {exc}".encode())
+        return 1
+    # Confined: from here on, what arrives is the component's and is only parsed as numbers.
+    os.write(channel, b"R" + "; ".join(notes).encode())
+    listener = _receive_listener(sock)
+    sock.close()
+    if listener is None:
+        return 0
+    try:
+        serve(listener, out, config, int(config["target"]))
+    except BaseException as exc:  # noqa: BLE001 - the kernel answers ENOSYS without us: still refused
+        try:
+            os.write(out, line(int(config["target"]), f"sandbox: the denial monitor stopped "
+                                                      f"({type(exc).__name__}: {exc}); refusals now "
+                                                      "answer ENOSYS, unlogged"))
+        except OSError:
+            pass
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    os._exit(main(sys.argv[1:]))

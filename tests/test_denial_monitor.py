@@ -1,0 +1,244 @@
+"""The denial log's monitor as a program of its own (sandbox/denial_monitor.py): it confines
+itself (its own Landlock domain granting nothing, its own seccomp filter, no capability, not
+dumpable) and a confined component can neither signal it, nor read its memory, nor reach its
+descriptors; the refusals are still answered with the policy's errno and logged."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cleancoin.sandbox import capabilities, denial_log, launcher, syscalls
+from cleancoin.sandbox.denial_log import DenialLog
+from cleancoin.sandbox.policy_loader import load_policy
+
+pytestmark = pytest.mark.usefixtures("deadline")
+
+# Runs in `python -I -S` (as the monitor does): loads the monitor's module by path, confines
+# itself with the BPF given in hex, then tries what it must not do and what it must.
+CONFINED = r"""
+import _socket, errno, importlib.util, json, mmap, os, sys
+spec = importlib.util.spec_from_file_location("denial_monitor", sys.argv[1])
+monitor = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(monitor)
+bpf = bytes.fromhex(sys.argv[2])
+log = int(sys.argv[3])
+a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+try:
+    notes = monitor.confine(bpf, False, True)
+except monitor.ConfineError as exc:
+    print(json.dumps({"confine_error": list(exc.args)}))
+    sys.exit(0)
+out = {}
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = "ok"
+    except OSError as exc:
+        out[name] = errno.errorcode.get(exc.errno, str(exc.errno))
+attempt("open", lambda: os.close(os.open("/etc/hostname", os.O_RDONLY)))
+attempt("socket", lambda: _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM).close())
+attempt("signal parent", lambda: os.kill(os.getppid(), 0))
+attempt("exec mapping", lambda: mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_EXEC))
+attempt("write log", lambda: os.write(log, b"a line\n"))
+attempt("socket pair", lambda: (os.write(a.fileno(), b"x"), b.recvmsg(1, 64)))
+attempt("memory", lambda: bytearray(8 << 20))
+os.write(log, (json.dumps(out) + "\n").encode())
+"""
+
+
+def _drop_privileges() -> None:
+    # What denial_log does before it execs the monitor: nothing but no_new_privs and no
+    # capability reaches the program.
+    syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    capabilities.drop(())
+
+
+def _confined(bpf: bytes, tmp_path: Path, drop: bool = True) -> dict[str, str]:
+    log = tmp_path / "log"
+    with open(log, "wb") as handle:
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", CONFINED, denial_log.MONITOR_PROGRAM,
+                               bpf.hex(), str(handle.fileno())],
+                              pass_fds=[handle.fileno()], preexec_fn=_drop_privileges if drop else None,
+                              capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    if proc.stdout.strip():
+        return json.loads(proc.stdout)       # type: ignore[no-any-return]
+    lines = log.read_text().splitlines()
+    assert lines[0] == "a line", lines
+    return json.loads(lines[1])              # type: ignore[no-any-return]
+
+
+def _allow_all() -> bytes:
+    from cleancoin.sandbox import seccomp
+    lib = seccomp._lib()  # noqa: SLF001
+    flt = lib.SyscallFilter(lib.ALLOW)
+    flt.set_attr(lib.Attr.CTL_NNP, 0)
+    return seccomp._export(flt, "export_bpf")  # noqa: SLF001
+
+
+def test_the_monitor_program_refuses_files_and_sockets_once_confined(base_sandbox, require, tmp_path):
+    require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (signal scope)")
+    result = _confined(denial_log.monitor_filter(), tmp_path)
+    # Its own filter: everything it does not need is EPERM, an executable mapping too.
+    assert result["open"] == "EPERM" and result["socket"] == "EPERM"
+    assert result["signal parent"] == "EPERM" and result["exec mapping"] == "EPERM"
+    # ... next to what it needs: its log, its socket, memory.
+    assert result["write log"] == "ok" and result["socket pair"] == "ok" and result["memory"] == "ok"
+
+
+def test_the_monitors_landlock_domain_grants_nothing_even_without_its_filter(base_sandbox, require, tmp_path):
+    require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (signal scope)")
+    result = _confined(_allow_all(), tmp_path)
+    # With a filter that allows every syscall, Landlock alone refuses the file and the signal
+    # to a process outside the monitor's domain.
+    assert result["open"] == "EACCES" and result["signal parent"] == "EPERM"
+    assert result["write log"] == "ok" and result["socket"] == "ok"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a process with capabilities is root's")
+def test_the_monitor_refuses_to_serve_with_capabilities(tmp_path):
+    result = _confined(denial_log.monitor_filter(), tmp_path, drop=False)
+    assert result["confine_error"][0] == "capabilities", result
+
+
+# ----------------------------------------------------------------- inside a real component
+
+def _monitors_of(pid: int) -> list[int]:
+    """The denial monitors among the processes of pid's session (the launcher makes one)."""
+    sid = os.getsid(pid)
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().strip() == "denial-monitor" and os.getsid(int(entry)) == sid:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def _attack_the_monitor(channel: int) -> int:
+    """In the confined component: learn the monitor's pid (as this pid namespace numbers it),
+    try to kill it and to read its memory, then make a refused call that it must still log."""
+    data = os.read(channel, 64)
+    pid = int(data)
+    results = {}
+    try:
+        os.kill(pid, signal.SIGKILL)
+        results["kill"] = "killed"
+    except OSError as exc:
+        results["kill"] = errno.errorcode.get(exc.errno or 0, "?")
+    for what in ("mem", "environ", "fd"):
+        try:
+            if what == "fd":
+                results[what] = "listed: " + ",".join(os.listdir(f"/proc/{pid}/fd"))
+            else:
+                fd = os.open(f"/proc/{pid}/{what}", os.O_RDONLY)
+                os.close(fd)
+                results[what] = "opened"
+        except OSError as exc:
+            results[what] = errno.errorcode.get(exc.errno or 0, "?")
+    time.sleep(0.2)
+    # clone with a namespace flag: EPERM by the filter (as unshare is denied), through the monitor.
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(56, syscalls.CLONE_NEWUSER | signal.SIGCHLD, 0, 0, 0, 0) < 0:
+        results["clone"] = errno.errorcode.get(ctypes.get_errno(), "?")
+    else:
+        results["clone"] = "cloned"
+    os.write(channel, json.dumps(results).encode())
+    os.read(channel, 1)          # the test has looked at the processes, and signalled the monitor
+    libc.syscall(56, syscalls.CLONE_NEWUSER | signal.SIGCHLD, 0, 0, 0, 0)     # logged again
+    return 0
+
+
+def test_a_confined_component_cannot_kill_or_read_its_monitor(base_sandbox, require, sandbox_vars, tmp_path,
+                                                             write_policy):
+    require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (signal scope)")
+    log = Path(sandbox_vars["datadir"]) / "denials.log"
+    policy = write_policy("""
+        [filesystem]
+        write = ["${datadir}"]
+    """)
+    plan = launcher.prepare(load_policy(policy), sandbox_vars, denials=DenialLog(str(log)))
+    ours, theirs = socket.socketpair()
+    child = launcher.spawn(plan, target=lambda _control: _attack_the_monitor(theirs.fileno()),
+                           pass_fds=[theirs.fileno()])
+    theirs.close()
+    try:
+        assert child.report is not None
+        text = child.report.to_text()
+        assert "its own program, confined" in text, text
+        monitors = _monitors_of(child.pid)
+        assert len(monitors) == 1, monitors
+        monitor = monitors[0]
+        fields = _status(monitor)
+        assert (fields["Seccomp"], fields["NoNewPrivs"], int(fields["CapEff"], 16), int(fields["CapPrm"], 16),
+                int(fields["CapBnd"], 16)) == ("2", "1", 0, 0, 0), fields
+        # Its descriptors: the filter's listener and the log, nothing of the component's (once
+        # it has taken the listener and closed its channel: spawn returns as the listener is sent).
+        expected = sorted(["anon_inode:seccomp notify", str(log)])
+        deadline = time.monotonic() + 10
+        while (links := sorted(os.readlink(f"/proc/{monitor}/fd/{fd}")
+                               for fd in os.listdir(f"/proc/{monitor}/fd"))) != expected:
+            assert time.monotonic() < deadline, links
+            time.sleep(0.02)
+        # The component holds neither the listener nor the monitor's socket any more.
+        component = child.component_pid()
+        held = [os.readlink(f"/proc/{component}/fd/{fd}") for fd in os.listdir(f"/proc/{component}/fd")]
+        assert "anon_inode:seccomp notify" not in held and str(log) not in held, held
+        inner = fields["NSpid"].split()[-1]        # the monitor as the component's pid namespace numbers it
+        ours.sendall(inner.encode())
+        ours.settimeout(20)
+        results = json.loads(ours.recv(4096))
+        assert results["kill"] == "EPERM", results          # Landlock's signal scope
+        assert results["mem"] in ("EACCES", "EPERM", "ENOENT"), results
+        assert results["environ"] in ("EACCES", "EPERM", "ENOENT"), results
+        assert not results["fd"].startswith("listed"), results
+        assert results["clone"] == "EPERM", results
+        assert os.path.exists(f"/proc/{monitor}")
+        # Signals to the component's process group (a terminal's Ctrl-C, a supervisor's TERM)
+        # are the component's: the monitor stays until the filter has no process left.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            os.kill(monitor, sig)
+        time.sleep(0.2)
+        assert _status(monitor)["State"][0] in "SR", _status(monitor)
+        ours.sendall(b"x")
+    finally:
+        ours.close()
+    assert child.wait() == 0
+    lines = [line for line in log.read_text().splitlines() if "sandbox: refused" in line]
+    clones = [line for line in lines if "refused clone(flags=0x10000011) -> EPERM" in line]
+    assert len(clones) == 2, lines
+
+
+def test_a_monitor_that_cannot_confine_itself_stops_the_start(base_sandbox, sandbox_vars, write_policy):
+    import base64
+    import dataclasses
+    plan = launcher.prepare(load_policy(write_policy("")), sandbox_vars, denials=DenialLog(""))
+    broken = dataclasses.replace(plan, denials={**plan.denials, "monitor_bpf": base64.b64encode(b"1234567").decode()})
+    with pytest.raises(launcher.SpawnError) as caught:
+        launcher.spawn(broken, target=lambda _control: 0)
+    assert caught.value.step == "denial monitor"
+    assert "could not confine itself: seccomp: malformed BPF program of 7 bytes" in str(caught.value)
+    # The same plan with the real filter starts.
+    child = launcher.spawn(plan, target=lambda _control: 0)
+    assert child.wait() == 0
