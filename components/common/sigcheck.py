@@ -82,9 +82,13 @@ class SignatureBatch:
             _run(self._checks, self._chunks, self._failed)
         finally:
             # Even when this thread failed, never return while helpers still read the
-            # block's data: the caller may move on to another block.
+            # block's data: the caller may move on to another block. A helper that has not
+            # started yet finds nothing left to do: cancel it rather than wait for a thread
+            # to wake up (or for threads that no longer exist, in a forked child).
             errors = []
             for future in self._futures:
+                if future.cancel():
+                    continue
                 exc = future.exception()
                 if exc is not None:
                     errors.append(exc)
