@@ -134,6 +134,22 @@ def test_signature_digest_cache_follows_the_transaction() -> None:
     assert signature_hash(tx, 0, PKH) == first == signature_hash(Transaction.from_bytes(tx.to_bytes()), 0, PKH)
 
 
+@pytest.mark.parametrize("outputs", [0, 1, 3])
+@pytest.mark.parametrize("inputs", [0, 1, 4])
+def test_digest_parts_equal_their_definition(inputs: int, outputs: int) -> None:
+    """hash_prevouts and hash_outputs are computed from slices of the serialization: they
+    must equal SHA-256d over the encoded prevouts and outputs, for built and parsed
+    transactions alike (and for the empty lists a parsed, invalid transaction may have)."""
+    from cleancoin.components.common.hashes import sha256d
+    vin = tuple(TxIn(OutPoint(hashlib.sha256(b"%d" % i).digest(), i * 70000), b"\x01" * (i * 30))
+                for i in range(inputs))
+    vout = tuple(TxOut(i * COIN - 7, PKH) for i in range(outputs))
+    built = Transaction(2, vin, vout, 99)
+    for tx in (built, Transaction.from_bytes(built.to_bytes())):
+        assert tx.hash_prevouts == sha256d(b"".join(i.prevout.to_bytes() for i in vin))
+        assert tx.hash_outputs == sha256d(b"".join(o.to_bytes() for o in vout))
+
+
 # ------------------------------------------------------------------------------- the chain
 
 @pytest.mark.parametrize("bad_at", [0, FAN // 2, FAN - 1])

@@ -20,9 +20,12 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+_sha256 = hashlib.sha256
+
+
 def sha256d(data: bytes) -> bytes:
     """Double SHA-256: txids, block hashes, merkle nodes, checksums."""
-    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
+    return _sha256(_sha256(data).digest()).digest()
 
 
 def hash_to_hex(h: bytes) -> str:

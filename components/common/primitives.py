@@ -436,12 +436,18 @@ class Transaction:
     @cached_property
     def hash_prevouts(self) -> bytes:
         """SHA-256d of all prevouts: part of every input's signature digest (keys.signature_hash)."""
-        return sha256d(b"".join(i.prevout.to_bytes() for i in self.vin))
+        pack = _U32.pack
+        return sha256d(b"".join([i.prevout.txid + pack(i.prevout.n) for i in self.vin]))
 
     @cached_property
     def hash_outputs(self) -> bytes:
-        """SHA-256d of all outputs: part of every input's signature digest."""
-        return sha256d(b"".join(o.to_bytes() for o in self.vout))
+        """SHA-256d of all outputs: part of every input's signature digest.
+
+        Outputs are a fixed TXOUT_SIZE bytes each and come right before the 4-byte locktime,
+        so their serialization is one slice of the transaction's (no re-encoding per output).
+        """
+        end = len(self.serialized) - 4
+        return sha256d(self.serialized[end - TXOUT_SIZE * len(self.vout):end])
 
     @cached_property
     def sighash_parts(self) -> tuple[bytes, bytes]:
