@@ -25,6 +25,12 @@ Flow of a block (accept_block):
 The common case (a new block on the tip) is stored and connected in *one* transaction: one
 fsync per block instead of two.
 
+Connecting a block (_connect_writes): every rule but the signature verifications runs first
+(consensus.connect_block_inputs); the verifications then run on sigcheck's helper threads
+while this thread makes the block's writes in the open transaction, and on this thread too.
+The transaction commits only once all passed; a bad signature undoes the writes (a savepoint
+or the whole transaction) before anything is committed, so durability is exactly as before.
+
 Status flags follow bitcoind's (BLOCK_HAVE_DATA, BLOCK_VALID_TRANSACTIONS, BLOCK_VALID_SCRIPTS,
 BLOCK_FAILED_VALID, BLOCK_FAILED_CHILD). Equal work never causes a reorganisation: the block
 seen first keeps the tip, as in Bitcoin.
