@@ -115,11 +115,14 @@ def check_transaction(tx: Transaction, max_size: int = MAX_BLOCK_SIZE) -> None:
         total += out.value
         if not money_range(total):
             raise _consensus("bad-txns-txouttotal-toolarge")
-    seen: set[OutPoint] = set()
-    for txin in tx.vin:
-        if txin.prevout in seen:
-            raise _consensus("bad-txns-inputs-duplicate")
-        seen.add(txin.prevout)
+    if len(tx.vin) > 1:
+        # Tuple keys: an OutPoint hashes through the dataclass's Python-level __hash__.
+        seen: set[tuple[bytes, int]] = set()
+        for txin in tx.vin:
+            key = (txin.prevout.txid, txin.prevout.n)
+            if key in seen:
+                raise _consensus("bad-txns-inputs-duplicate")
+            seen.add(key)
     if tx.is_coinbase:
         if not MIN_COINBASE_SCRIPT <= len(tx.vin[0].script_sig) <= MAX_COINBASE_SCRIPT:
             raise _consensus("bad-cb-length")
