@@ -1,11 +1,11 @@
-"""Block connect with signatures verified on several threads (sigcheck.py) and the connect
-writes made while they run (chain.py): the verdict and the stored state must be exactly those
-of the serial path.
+"""Block connect with signatures verified last, on several threads (sigcheck.py, chain.py):
+the verdict and the stored state must be exactly those of the serial path.
 
 Real signatures (coincurve), real solved regtest blocks, a real SQLite file per test. The bad
 signatures here are *well-formed* (right pubkey, canonical DER, low S): they pass every check
-before the elliptic-curve verification, so they fail only on a helper thread, after the
-block's UTXO writes were made inside the open transaction, which must then be rolled back.
+before the elliptic-curve verification, so they fail only there, possibly on a helper thread,
+after every other rule of the block passed; nothing of the block may then reach the UTXO set
+or the tx index (a write made before the verdict would be committed with the failed block).
 """
 
 from __future__ import annotations

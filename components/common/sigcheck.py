@@ -2,14 +2,12 @@
 
 Everything about an input except the elliptic-curve verification runs first, in block order,
 on the caller's thread (consensus.connect_block_inputs: script parsing, DER and low-S rules,
-the pubkey hash, the signature digest). What is left per input is one libsecp256k1 call,
-which releases the GIL (cffi), so threads really do run it in parallel. The caller can do
-other work meanwhile (the chain writes the block's UTXO changes into the still-open SQLite
-transaction, whose statements release the GIL too) and then helps verifying in `wait()`;
-nothing is committed before every signature has been checked.
+the pubkey hash, the signature digest). What is left per input is the libsecp256k1 calls,
+which release the GIL (cffi), so threads really do run them in parallel; the caller verifies
+too, in `wait()` (or `verify()`), and the chain writes nothing before every signature passed.
 
 Earlier, whole inputs (a third of their time Python under the GIL) were spread over threads
-and it did not pay (docs/node.md); separating the Python part from the C call is what makes
+and it did not pay (docs/node.md); separating the Python part from the C calls is what makes
 the second core useful.
 
 The verdict does not depend on thread timing: all checks run, and the first failing one *in

@@ -340,23 +340,6 @@ class ChainStore:
         finally:
             self._in_txn = False
 
-    @contextlib.contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """A nested step inside transaction(): on an exception only the writes made inside it
-        are undone (ROLLBACK TO), and the exception is re-raised; the transaction goes on."""
-        if not self._in_txn:
-            raise RuntimeError("savepoint outside a chain store transaction")
-        db = self._db
-        db.execute("SAVEPOINT step")
-        try:
-            yield
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK TO step")
-                db.execute("RELEASE step")
-            raise
-        db.execute("RELEASE step")
-
     @property
     def in_transaction(self) -> bool:
         """Whether a transaction() is open."""
