@@ -9,7 +9,14 @@ Order of use when a block arrives (each step assumes the previous ones passed):
                           `check_transaction` for every transaction
 4. `contextual_check_block`  coinbase height (BIP34-like), locktime finality
 5. `connect_block_checks` inputs against the UTXO view: existence, maturity, signatures,
-                          amounts, coinbase value; returns the spent and created coins
+                          amounts, coinbase value; returns the spent and created coins.
+                          `connect_block_inputs` is the same without the elliptic-curve
+                          verifications, which it returns for sigcheck.SignatureChecker
+
+Within a block the signature verifications run last, after every other check of every
+transaction (as Bitcoin Core queues them to its script-check threads): a block with a bad
+signature in one transaction and a missing input in a later one is refused for the missing
+input. Either way the block is invalid; only the reported reason differs.
 
 The merkle check comes before anything else about the transactions because a block whose
 transactions do not match its header is *mutated*, not invalid: the hash belongs to a block
@@ -35,7 +42,7 @@ from typing import Protocol
 from .amount import MAX_MONEY, money_range
 from .chainparams import MAX_BLOCK_SIZE, ChainParams
 from .errors import DeserializationError, Failure, ValidationError
-from .keys import verify_input
+from .keys import SignatureCheck, check_signature, prepare_input_check, verify_input
 from .pow import MAX_TIMEWARP, PrevBlock, check_proof_of_work, next_work_required
 from .primitives import (
     Block, BlockHeader, OutPoint, Transaction, TxOut, coinbase_height_prefix,
@@ -43,9 +50,10 @@ from .primitives import (
 
 __all__ = [
     "BlockConnection", "Coin", "DeserializationError", "Failure", "LOCKTIME_THRESHOLD",
-    "MAX_COINBASE_SCRIPT", "MIN_COINBASE_SCRIPT", "UtxoView", "ValidationError",
-    "block_subsidy", "check_block", "check_block_header", "check_transaction",
-    "check_tx_inputs", "connect_block_checks", "contextual_check_block",
+    "MAX_COINBASE_SCRIPT", "MIN_COINBASE_SCRIPT", "SignatureCheck", "UtxoView", "ValidationError",
+    "block_signature_failure", "block_subsidy", "check_block", "check_block_header",
+    "check_transaction", "check_tx_inputs", "connect_block_checks", "connect_block_inputs",
+    "contextual_check_block",
     "contextual_check_block_header", "is_final_tx", "verify_input",
 ]
 
@@ -107,11 +115,14 @@ def check_transaction(tx: Transaction, max_size: int = MAX_BLOCK_SIZE) -> None:
         total += out.value
         if not money_range(total):
             raise _consensus("bad-txns-txouttotal-toolarge")
-    seen: set[OutPoint] = set()
-    for txin in tx.vin:
-        if txin.prevout in seen:
-            raise _consensus("bad-txns-inputs-duplicate")
-        seen.add(txin.prevout)
+    if len(tx.vin) > 1:
+        # Tuple keys: an OutPoint hashes through the dataclass's Python-level __hash__.
+        seen: set[tuple[bytes, int]] = set()
+        for txin in tx.vin:
+            key = (txin.prevout.txid, txin.prevout.n)
+            if key in seen:
+                raise _consensus("bad-txns-inputs-duplicate")
+            seen.add(key)
     if tx.is_coinbase:
         if not MIN_COINBASE_SCRIPT <= len(tx.vin[0].script_sig) <= MAX_COINBASE_SCRIPT:
             raise _consensus("bad-cb-length")
@@ -225,7 +236,8 @@ def contextual_check_block(block: Block, height: int, lock_time_cutoff: int) -> 
 
 
 def check_tx_inputs(tx: Transaction, view: UtxoView, spend_height: int, params: ChainParams, *,
-                    verify_signatures: bool = True) -> int:
+                    verify_signatures: bool = True,
+                    signature_checks: list[SignatureCheck] | None = None) -> int:
     """Check a non-coinbase transaction's inputs against `view`; return its fee.
 
     `spend_height` is the height of the block the transaction would be in (tip + 1 for the
@@ -234,6 +246,11 @@ def check_tx_inputs(tx: Transaction, view: UtxoView, spend_height: int, params: 
     `coinbase_maturity` blocks have passed (PREMATURE_SPEND); input values and their sum in
     range; inputs >= outputs ("bad-txns-in-belowout"); every signature valid
     ("mandatory-script-verify-flag-failed"). Assumes check_transaction passed.
+
+    With `signature_checks`, every check of the signatures but the elliptic-curve
+    verification itself runs here and the verifications are appended to that list instead
+    (keys.prepare_input_check): the caller must run them (check_signature) before it trusts
+    the transaction.
     """
     if tx.is_coinbase:
         raise _consensus("coinbase", "coinbase transaction has no inputs to check")
@@ -259,8 +276,12 @@ def check_tx_inputs(tx: Transaction, view: UtxoView, spend_height: int, params: 
     if not money_range(fee):
         raise _consensus("bad-txns-fee-outofrange")
     if verify_signatures:
-        for i, coin in enumerate(coins):
-            verify_input(tx, i, coin.pkh)
+        if signature_checks is None:
+            for i, coin in enumerate(coins):
+                verify_input(tx, i, coin.pkh)
+        else:
+            for i, coin in enumerate(coins):
+                signature_checks.append(prepare_input_check(tx, i, coin.pkh))
     return fee
 
 
@@ -283,34 +304,50 @@ class _BlockView:
     """`base` plus the outputs created, minus the outputs spent, so far in this block.
 
     Coins read from `base` are remembered, so each is fetched once even though it is read
-    when checked and again when spent (`base` may be a database).
+    when checked and again when spent (`base` may be a database). Keyed by (txid, n) tuples:
+    hashing an OutPoint runs the dataclass's Python-level __hash__, a tuple of bytes and int
+    hashes in C, and a block looks each outpoint up several times.
     """
 
     def __init__(self, base: UtxoView) -> None:
         self.base = base
-        self.created: dict[OutPoint, Coin] = {}
-        self.fetched: dict[OutPoint, Coin] = {}
-        self.spent_from_base: dict[OutPoint, Coin] = {}
+        self.created: dict[tuple[bytes, int], Coin] = {}
+        self.fetched: dict[tuple[bytes, int], tuple[OutPoint, Coin]] = {}
+        self.spent_from_base: list[tuple[OutPoint, Coin]] = []
+        self._spent_keys: set[tuple[bytes, int]] = set()
 
     def get(self, outpoint: OutPoint) -> Coin | None:
-        coin = self.created.get(outpoint) or self.fetched.get(outpoint)
-        if coin is not None or outpoint in self.spent_from_base:
+        key = (outpoint.txid, outpoint.n)
+        coin = self.created.get(key)
+        if coin is not None:
             return coin
+        found = self.fetched.get(key)
+        if found is not None:
+            return found[1]
+        if key in self._spent_keys:
+            return None
         coin = self.base.get(outpoint)
         if coin is not None:
-            self.fetched[outpoint] = coin
+            self.fetched[key] = (outpoint, coin)
         return coin
 
     def spend(self, outpoint: OutPoint) -> None:
         # Only called for outpoints get() just returned, so one of the two dicts holds it.
-        if self.created.pop(outpoint, None) is None:
-            self.spent_from_base[outpoint] = self.fetched.pop(outpoint)
+        key = (outpoint.txid, outpoint.n)
+        if self.created.pop(key, None) is None:
+            self.spent_from_base.append(self.fetched.pop(key))
+            self._spent_keys.add(key)
 
     def add(self, tx: Transaction, height: int) -> None:
         is_cb = tx.is_coinbase
         txid = tx.txid
+        created = self.created
         for n, out in enumerate(tx.vout):
-            self.created[OutPoint(txid, n)] = Coin(out.value, out.pkh, height, is_cb)
+            created[(txid, n)] = Coin(out.value, out.pkh, height, is_cb)
+
+    def created_coins(self) -> tuple[tuple[OutPoint, Coin], ...]:
+        """The coins created and still unspent, in creation order."""
+        return tuple((OutPoint(txid, n), coin) for (txid, n), coin in self.created.items())
 
 
 def connect_block_checks(block: Block, height: int, view: UtxoView, params: ChainParams, *,
@@ -320,16 +357,40 @@ def connect_block_checks(block: Block, height: int, view: UtxoView, params: Chai
     Transactions may spend outputs of earlier transactions in the same block, never of later
     ones, and no output twice: a second spend finds the coin gone
     ("bad-txns-inputs-missingorspent"). The coinbase may claim at most subsidy + fees
-    ("bad-cb-amount"). Assumes check_block and contextual_check_block passed; does not
-    modify `view`.
+    ("bad-cb-amount"). Signatures are verified last, on this thread, in block order.
+    Assumes check_block and contextual_check_block passed; does not modify `view`.
     """
+    conn, checks = connect_block_inputs(block, height, view, params,
+                                        verify_signatures=verify_signatures)
+    for check in checks:
+        if not check_signature(check.pubkey, check.der, check.digest):
+            raise block_signature_failure(check)
+    return conn
+
+
+def block_signature_failure(check: SignatureCheck) -> ValidationError:
+    """The block's error for a signature check that failed (names the transaction)."""
+    return _consensus("mandatory-script-verify-flag-failed",
+                      f"Signature must be zero for failed CHECK(MULTI)SIG operation "
+                      f"(tx {check.tx.txid_hex})")
+
+
+def connect_block_inputs(block: Block, height: int, view: UtxoView, params: ChainParams, *,
+                         verify_signatures: bool = True
+                         ) -> tuple[BlockConnection, list[SignatureCheck]]:
+    """connect_block_checks without the elliptic-curve verifications: every other rule is
+    checked (ValidationError as there) and the verifications still to run are returned, in
+    block order. The block is valid only if check_signature accepts every one of them
+    (block_signature_failure makes the error for the first that fails)."""
     bview = _BlockView(view)
     fees = 0
     tx_fees = [0]
+    checks: list[SignatureCheck] = []
     bview.add(block.txs[0], height)
     for tx in block.txs[1:]:
         try:
-            fee = check_tx_inputs(tx, bview, height, params, verify_signatures=verify_signatures)
+            fee = check_tx_inputs(tx, bview, height, params, verify_signatures=verify_signatures,
+                                  signature_checks=checks)
         except ValidationError as e:
             # In a block, missing or premature inputs are final verdicts: the parent state is
             # fixed. Keep the reason, make the failure a consensus one.
@@ -346,5 +407,5 @@ def connect_block_checks(block: Block, height: int, view: UtxoView, params: Chai
     if block.txs[0].value_out > limit:
         raise _consensus("bad-cb-amount",
                          f"coinbase pays too much (actual={block.txs[0].value_out} vs limit={limit})")
-    return BlockConnection(fees, tuple(tx_fees), tuple(bview.spent_from_base.items()),
-                           tuple(bview.created.items()))
+    return (BlockConnection(fees, tuple(tx_fees), tuple(bview.spent_from_base),
+                            bview.created_coins()), checks)

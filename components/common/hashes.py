@@ -20,9 +20,12 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+_sha256 = hashlib.sha256
+
+
 def sha256d(data: bytes) -> bytes:
     """Double SHA-256: txids, block hashes, merkle nodes, checksums."""
-    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
+    return _sha256(_sha256(data).digest()).digest()
 
 
 def hash_to_hex(h: bytes) -> str:
@@ -125,10 +128,17 @@ def _openssl_ripemd160_available() -> bool:
 RIPEMD160_NATIVE: bool = _openssl_ripemd160_available()
 
 
+# hashlib.new() goes through a Python-level constructor lookup on every call (about half of
+# a HASH160's time); copying a fresh object is the same OpenSSL context without it.
+_RIPEMD160_EMPTY = hashlib.new("ripemd160") if RIPEMD160_NATIVE else None
+
+
 def ripemd160(data: bytes) -> bytes:
     """RIPEMD-160, native when hashlib has it, else pure Python (same digest either way)."""
-    if RIPEMD160_NATIVE:
-        return hashlib.new("ripemd160", data).digest()
+    if _RIPEMD160_EMPTY is not None:
+        h = _RIPEMD160_EMPTY.copy()
+        h.update(data)
+        return h.digest()
     return ripemd160_pure(data)
 
 

@@ -25,7 +25,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import coincurve
 
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AddressError", "PrivateKey", "PublicKey", "SIGHASH_ALL", "decode_address", "encode_address",
-    "is_low_s", "is_valid_signature_encoding", "sign_input", "sign_transaction",
+    "SignatureCheck", "check_signature", "is_low_s", "is_valid_signature_encoding",
+    "prepare_input_check", "sign_input", "sign_transaction", "signature_failure",
     "signature_hash", "verify_input",
 ]
 
@@ -194,10 +195,9 @@ def signature_hash(tx: Transaction, input_index: int, prev_pkh: bytes,
         raise IndexError("input index out of range")
     if len(prev_pkh) != 20:
         raise ValueError("prev_pkh must be 20 bytes")
-    return sha256d(b"".join((
-        _U32.pack(tx.version), tx.hash_prevouts, tx.vin[input_index].prevout.to_bytes(),
-        prev_pkh, tx.hash_outputs, _U32.pack(tx.locktime), _U32.pack(sighash_type),
-    )))
+    head, tail = tx.sighash_parts
+    return sha256d(b"".join((head, tx.vin[input_index].prevout.to_bytes(), prev_pkh, tail,
+                             _U32.pack(sighash_type))))
 
 
 def _script_sig_for(tx: Transaction, input_index: int, key: PrivateKey) -> bytes:
@@ -233,13 +233,23 @@ def _fail(debug: str) -> ValidationError:
     return ValidationError(Failure.CONSENSUS, _SCRIPT_FAILED, debug)
 
 
-def verify_input(tx: Transaction, input_index: int, prev_pkh: bytes) -> None:
-    """Check that input `input_index` validly spends an output paying to `prev_pkh`.
+class SignatureCheck(NamedTuple):
+    """One input's signature, ready for libsecp256k1: every other check of the input passed
+    (prepare_input_check). `tx` and `input_index` say whose it is, for the error message."""
 
-    Raises ValidationError("mandatory-script-verify-flag-failed", debug=why) for: a scriptSig
-    that is not exactly push(sig) push(pubkey); non-strict DER; high S; a sighash type other
-    than ALL; a pubkey that is not a valid compressed point; a pubkey whose HASH160 is not
-    `prev_pkh`; a signature that does not verify.
+    pubkey: bytes
+    der: bytes
+    digest: bytes
+    tx: Transaction
+    input_index: int
+
+
+def prepare_input_check(tx: Transaction, input_index: int, prev_pkh: bytes) -> SignatureCheck:
+    """Everything verify_input checks except the elliptic-curve verification itself, which
+    is returned as a SignatureCheck for check_signature (so a block can verify all its
+    signatures together, on several threads: see sigcheck.py).
+
+    Raises ValidationError("mandatory-script-verify-flag-failed") as verify_input does.
     """
     parsed = parse_script_sig(tx.vin[input_index].script_sig)
     if parsed is None:
@@ -256,10 +266,32 @@ def verify_input(tx: Transaction, input_index: int, prev_pkh: bytes) -> None:
         raise _fail("Public key is not compressed")
     if hash160(pub) != prev_pkh:
         raise _fail("Public key does not match the spent output's pubkey hash")
+    return SignatureCheck(pub, der, signature_hash(tx, input_index, prev_pkh), tx, input_index)
+
+
+def check_signature(pubkey: bytes, der: bytes, digest: bytes) -> bool:
+    """libsecp256k1's verdict on a prepared signature: False for a pubkey that is not a curve
+    point, DER it cannot parse, or a signature that does not verify. Releases the GIL
+    inside libsecp256k1 (cffi), so threads can run it side by side."""
     try:
-        key = coincurve.PublicKey(pub)
-        ok = key.verify(der, signature_hash(tx, input_index, prev_pkh), hasher=None)
+        return bool(coincurve.PublicKey(pubkey).verify(der, digest, hasher=None))
     except ValueError:  # not a curve point, or DER that libsecp256k1 cannot parse
-        ok = False
-    if not ok:
-        raise _fail("Signature must be zero for failed CHECK(MULTI)SIG operation")
+        return False
+
+
+def signature_failure(check: SignatureCheck) -> ValidationError:
+    """The error for a SignatureCheck that check_signature refused."""
+    return _fail("Signature must be zero for failed CHECK(MULTI)SIG operation")
+
+
+def verify_input(tx: Transaction, input_index: int, prev_pkh: bytes) -> None:
+    """Check that input `input_index` validly spends an output paying to `prev_pkh`.
+
+    Raises ValidationError("mandatory-script-verify-flag-failed", debug=why) for: a scriptSig
+    that is not exactly push(sig) push(pubkey); non-strict DER; high S; a sighash type other
+    than ALL; a pubkey that is not a valid compressed point; a pubkey whose HASH160 is not
+    `prev_pkh`; a signature that does not verify.
+    """
+    check = prepare_input_check(tx, input_index, prev_pkh)
+    if not check_signature(check.pubkey, check.der, check.digest):
+        raise signature_failure(check)

@@ -25,10 +25,10 @@ cannot fit the remaining bytes raise DeserializationError, never IndexError or s
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .address import encode_address
 from .amount import format_amount
@@ -53,6 +53,46 @@ SIGHASH_ALL: int = 0x01
 _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
 _HEADER = struct.Struct("<I32s32sIII")
+
+_T = TypeVar("_T")
+
+
+class _LocklessCachedProperty(Generic[_T]):
+    """functools.cached_property as Python 3.12 has it: without 3.11's lock.
+
+    3.11's version takes one RLock shared by every instance of every class on each first
+    access; a block connect makes ~3 such accesses per transaction (txid and the two
+    signature-digest parts), and the lock was a tenth of the per-input Python time (issue
+    #16). The values cached here are pure functions of immutable objects, so two threads
+    that race on a first access compute the same value and either store wins.
+    """
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.attrname = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attrname = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _LocklessCachedProperty[_T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = self.func(instance)
+        instance.__dict__[self.attrname] = value
+        return value
+
+
+if sys.version_info >= (3, 12):
+    from functools import cached_property
+else:
+    cached_property = _LocklessCachedProperty
 
 
 # ------------------------------------------------------------------------------- byte helpers
@@ -396,12 +436,26 @@ class Transaction:
     @cached_property
     def hash_prevouts(self) -> bytes:
         """SHA-256d of all prevouts: part of every input's signature digest (keys.signature_hash)."""
-        return sha256d(b"".join(i.prevout.to_bytes() for i in self.vin))
+        pack = _U32.pack
+        return sha256d(b"".join([i.prevout.txid + pack(i.prevout.n) for i in self.vin]))
 
     @cached_property
     def hash_outputs(self) -> bytes:
-        """SHA-256d of all outputs: part of every input's signature digest."""
-        return sha256d(b"".join(o.to_bytes() for o in self.vout))
+        """SHA-256d of all outputs: part of every input's signature digest.
+
+        Outputs are a fixed TXOUT_SIZE bytes each and come right before the 4-byte locktime,
+        so their serialization is one slice of the transaction's (no re-encoding per output).
+        """
+        end = len(self.serialized) - 4
+        return sha256d(self.serialized[end - TXOUT_SIZE * len(self.vout):end])
+
+    @cached_property
+    def sighash_parts(self) -> tuple[bytes, bytes]:
+        """The parts of every input's signature digest that do not depend on the input:
+        (version | hash_prevouts, hash_outputs | locktime). Cached, so a transaction with
+        many inputs builds them once (keys.signature_hash)."""
+        return (_U32.pack(self.version) + self.hash_prevouts,
+                self.hash_outputs + _U32.pack(self.locktime))
 
     def to_dict(self, params: ChainParams | None = None) -> dict[str, Any]:
         """decoderawtransaction-style dict. Values are Decimal coins (the RPC encoder prints

@@ -1,0 +1,226 @@
+"""Block connect with signatures verified last, on several threads (sigcheck.py, chain.py):
+the verdict and the stored state must be exactly those of the serial path.
+
+Real signatures (coincurve), real solved regtest blocks, a real SQLite file per test. The bad
+signatures here are *well-formed* (right pubkey, canonical DER, low S): they pass every check
+before the elliptic-curve verification, so they fail only there, possibly on a helper thread,
+after every other rule of the block passed; nothing of the block may then reach the UTXO set
+or the tx index (a write made before the verdict would be committed with the failed block).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cleancoin.components.common.amount import COIN
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.consensus import connect_block_inputs
+from cleancoin.components.common.errors import ValidationError
+from cleancoin.components.common.keys import (
+    PrivateKey, SignatureCheck, prepare_input_check, sign_transaction, signature_hash,
+)
+from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.sigcheck import CHUNK, SignatureChecker
+from cleancoin.components.node.chain import BLOCK_FAILED, ChainManager
+from cleancoin.components.node.mining import mine_block
+
+P = REGTEST
+NOW = 2_100_000_000
+KEY = PrivateKey(hashlib.sha256(b"block connect key").digest())
+OTHER = PrivateKey(hashlib.sha256(b"block connect other").digest())
+PKH = KEY.public_key.pkh
+FAN = 3 * CHUNK + 5            # coins to spend: several chunks, the last one partial
+
+
+def _spend(op: OutPoint, value: int, key: PrivateKey = KEY) -> Transaction:
+    return sign_transaction(Transaction(1, (TxIn(op),), (TxOut(value, PKH),)), [key])
+
+
+def _tamper(tx: Transaction) -> Transaction:
+    """The same signature over other outputs: every pre-check passes, the curve check fails."""
+    return dataclasses.replace(tx, vout=(TxOut(tx.vout[0].value - 1, PKH),))
+
+
+class _Setup:
+    """A chain whose tip holds FAN coins of one transaction, spendable by KEY."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        self.cm = ChainManager(P, str(path / "chain.sqlite"), now=lambda: NOW, sig_threads=threads)
+        for _ in range(101):
+            self.mine()
+        coinbase = self.cm.get_block(self.cm.block_at_height(1).hash).txs[0]  # type: ignore[union-attr]
+        each = coinbase.vout[0].value // FAN - 1000
+        self.fan = sign_transaction(Transaction(1, (TxIn(OutPoint(coinbase.txid, 0)),),
+                                                tuple(TxOut(each, PKH) for _ in range(FAN))), [KEY])
+        self.each = each
+        self.mine([self.fan], coinbase.vout[0].value - self.fan.value_out)
+
+    def block(self, txs: list[Transaction], parent_hash: bytes | None = None, dt: int = 600) -> Block:
+        parent = self.cm.tip if parent_hash is None else self.cm.get_index(parent_hash)
+        assert parent is not None
+        fees = sum(1000 for _ in txs)
+        return mine_block(parent.header, parent.height + 1, OTHER.public_key.pkh, P,
+                          parent.header.time + dt, self.cm.next_bits(parent), txs, fees)
+
+    def mine(self, txs: list[Transaction] | None = None, fees: int = 0) -> Block:
+        tip = self.cm.tip
+        b = mine_block(tip.header, tip.height + 1, PKH, P, tip.header.time + 600,
+                       self.cm.next_bits(tip), txs or [], fees)
+        assert self.cm.accept_block(b).new_tip
+        return b
+
+    def spends(self) -> list[Transaction]:
+        return [_spend(OutPoint(self.fan.txid, n), self.each - 1000) for n in range(FAN)]
+
+    def state(self) -> tuple[object, ...]:
+        store = self.cm._store
+        return (self.cm.tip.hash, self.cm.utxo_stats(), store.tx_index_size())
+
+
+@pytest.fixture(params=[1, 2, 3], ids=lambda n: f"{n}-threads")
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[_Setup]:
+    s = _Setup(tmp_path, request.param)
+    yield s
+    s.cm.close()
+
+
+# ------------------------------------------------------------------------------- sigcheck
+
+def _checks(count: int) -> list[SignatureCheck]:
+    out = []
+    for n in range(count):
+        tx = _spend(OutPoint(hashlib.sha256(b"%d" % n).digest(), n), COIN)
+        out.append(prepare_input_check(tx, 0, PKH))
+    return out
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_the_first_failing_signature_in_order_is_reported(threads: int) -> None:
+    checks = _checks(FAN)
+    checker = SignatureChecker(threads)
+    try:
+        assert checker.verify(checks) is None
+        assert checker.verify([]) is None
+        for bad in ([0], [CHUNK], [FAN - 1], [FAN - 1, 5, 2 * CHUNK + 1]):
+            broken = list(checks)
+            for i in bad:
+                c = broken[i]
+                broken[i] = c._replace(digest=hashlib.sha256(c.digest).digest())
+            assert checker.verify(broken) == min(bad)
+        # A pubkey that is no curve point is a failed check, never an exception.
+        not_a_point = checks[3]._replace(pubkey=b"\x02" + b"\x00" * 31 + b"\x07")
+        assert checker.verify([*checks[:3], not_a_point]) == 3
+    finally:
+        checker.close()
+    with pytest.raises(ValueError):
+        SignatureChecker(0)
+
+
+def test_signature_digest_cache_follows_the_transaction() -> None:
+    """The per-transaction digest parts are cached on the immutable Transaction: a changed
+    copy (dataclasses.replace, as signing does) must never see the old ones."""
+    tx = _spend(OutPoint(b"\x01" * 32, 0), COIN)
+    first = signature_hash(tx, 0, PKH)
+    assert "sighash_parts" in tx.__dict__                         # cached now
+    for changed in (dataclasses.replace(tx, locktime=7), dataclasses.replace(tx, version=2),
+                    _tamper(tx), dataclasses.replace(tx, vin=(TxIn(OutPoint(b"\x02" * 32, 0)),))):
+        fresh = Transaction.from_bytes(changed.to_bytes())        # nothing cached
+        assert signature_hash(changed, 0, PKH) == signature_hash(fresh, 0, PKH) != first
+    assert signature_hash(tx, 0, PKH) == first == signature_hash(Transaction.from_bytes(tx.to_bytes()), 0, PKH)
+
+
+@pytest.mark.parametrize("outputs", [0, 1, 3])
+@pytest.mark.parametrize("inputs", [0, 1, 4])
+def test_digest_parts_equal_their_definition(inputs: int, outputs: int) -> None:
+    """hash_prevouts and hash_outputs are computed from slices of the serialization: they
+    must equal SHA-256d over the encoded prevouts and outputs, for built and parsed
+    transactions alike (and for the empty lists a parsed, invalid transaction may have)."""
+    from cleancoin.components.common.hashes import sha256d
+    vin = tuple(TxIn(OutPoint(hashlib.sha256(b"%d" % i).digest(), i * 70000), b"\x01" * (i * 30))
+                for i in range(inputs))
+    vout = tuple(TxOut(i * COIN - 7, PKH) for i in range(outputs))
+    built = Transaction(2, vin, vout, 99)
+    for tx in (built, Transaction.from_bytes(built.to_bytes())):
+        assert tx.hash_prevouts == sha256d(b"".join(i.prevout.to_bytes() for i in vin))
+        assert tx.hash_outputs == sha256d(b"".join(o.to_bytes() for o in vout))
+
+
+# ------------------------------------------------------------------------------- the chain
+
+@pytest.mark.parametrize("bad_at", [0, FAN // 2, FAN - 1])
+def test_block_on_the_tip_with_one_bad_signature_changes_nothing(setup: _Setup, bad_at: int) -> None:
+    before = setup.state()
+    txs = setup.spends()
+    txs[bad_at] = _tamper(txs[bad_at])
+    bad = setup.block(txs)
+    with pytest.raises(ValidationError) as info:
+        setup.cm.accept_block(bad)
+    assert info.value.reason == "mandatory-script-verify-flag-failed"
+    assert txs[bad_at].txid_hex in info.value.debug
+    assert setup.state() == before                         # the writes were rolled back
+    idx = setup.cm.get_index(bad.hash)
+    assert idx is not None and idx.status & BLOCK_FAILED and idx.have_data
+    for tx in txs:
+        assert setup.cm.find_tx(tx.txid) is None
+    # The honest block at the same height connects, and spends exactly these coins.
+    good = setup.block(setup.spends())
+    assert setup.cm.accept_block(good).new_tip
+    assert all(setup.cm.utxo(OutPoint(setup.fan.txid, n)) is None for n in range(FAN))
+    assert setup.cm.utxo_stats()["txouts"] == before[1]["txouts"] + 1  # type: ignore[index]
+
+
+def test_double_spend_inside_a_block_is_still_refused(setup: _Setup) -> None:
+    before = setup.state()
+    txs = setup.spends()
+    again = sign_transaction(Transaction(1, (TxIn(OutPoint(setup.fan.txid, 4)),),
+                                         (TxOut(setup.each - 2000, PKH),)), [KEY])
+    with pytest.raises(ValidationError, match="bad-txns-inputs-missingorspent"):
+        setup.cm.accept_block(setup.block([*txs, again]))
+    assert setup.state() == before
+
+
+def test_reorg_onto_a_branch_with_a_bad_signature_restores_the_tip(setup: _Setup) -> None:
+    """The branch's block is connected by _connect_tip (the reorganisation path): its bad
+    signature shows after its writes; the main chain comes back with the same UTXO set."""
+    fork = setup.cm.tip
+    setup.mine()
+    main = setup.state()
+    txs = setup.spends()
+    txs[FAN // 3] = _tamper(txs[FAN // 3])
+    b1 = setup.block(txs, fork.hash, dt=601)
+    assert not setup.cm.accept_block(b1).new_tip
+    b2 = mine_block(b1.header, b1_height := fork.height + 1 + 1, OTHER.public_key.pkh, P,
+                    b1.header.time + 600, b1.header.bits)
+    assert b1_height == setup.cm.tip.height + 1
+    with pytest.raises(ValidationError, match="mandatory-script-verify-flag-failed"):
+        setup.cm.accept_block(b2)
+    assert setup.state() == main
+
+
+def test_reorg_away_and_back_restores_the_utxo_set(setup: _Setup) -> None:
+    fork = setup.cm.tip
+    before = setup.state()
+    good = setup.block(setup.spends())
+    assert setup.cm.accept_block(good).new_tip
+    with_block = setup.state()
+    # A heavier branch without the spends: the block is disconnected, its coins come back.
+    b1 = setup.block([], fork.hash, dt=601)
+    b2 = mine_block(b1.header, fork.height + 2, OTHER.public_key.pkh, P, b1.header.time + 600, b1.header.bits)
+    setup.cm.accept_block(b1)
+    assert setup.cm.accept_block(b2).new_tip
+    assert setup.cm.utxo_stats()["txouts"] == before[1]["txouts"] + 2   # type: ignore[index]
+    assert all(setup.cm.utxo(OutPoint(setup.fan.txid, n)) is not None for n in range(FAN))
+    # And back: the spends' branch grows heavier again; the same set as when it was the tip.
+    c2 = mine_block(good.header, fork.height + 2, PKH, P, good.header.time + 602, good.header.bits)
+    c3 = mine_block(c2.header, fork.height + 3, PKH, P, c2.header.time + 600, c2.header.bits)
+    setup.cm.accept_block(c2)
+    assert setup.cm.accept_block(c3).new_tip
+    conn, _ = connect_block_inputs(c2, fork.height + 2, setup.cm, P)   # c2 spends nothing
+    assert not conn.spent
+    stats = setup.cm.utxo_stats()
+    assert stats["txouts"] == with_block[1]["txouts"] + 2               # type: ignore[index]
