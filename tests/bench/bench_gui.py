@@ -102,7 +102,9 @@ def _template(base: Path) -> Path:
 
 
 def _tree(pid: int) -> list[int]:
-    """`pid` and every process below it."""
+    """`pid`, every process below it, and the denial monitors of processes that restrict
+    themselves (the window, the node): those are started by a double fork, so they are
+    nobody's child, and are found by the process group they keep."""
     found = [pid]
     for p in found:
         for task in Path(f"/proc/{p}/task").glob("*"):
@@ -110,7 +112,20 @@ def _tree(pid: int) -> list[int]:
                 found.extend(int(c) for c in (task / "children").read_text().split())
             except OSError:
                 pass
+    groups = {g for g in map(_group, found) if g is not None}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) not in found and _group(int(entry.name)) in groups:
+            if _name(int(entry.name)) == "denial-monitor":
+                found.append(int(entry.name))
     return found
+
+
+def _group(pid: int) -> int | None:
+    try:
+        # Field 5 of /proc/PID/stat, counted after the ")" that ends the command name.
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _name(pid: int) -> str:
