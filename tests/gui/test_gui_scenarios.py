@@ -14,6 +14,7 @@ for both process models.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from pathlib import Path
@@ -121,6 +122,34 @@ def test_cleancoin_gui_window_over_ipc_and_a_wallet_restart_in_the_sandbox_panel
         run(qapp, runner)
         run(qapp, app.close(stop_node=True))
         assert _wait_node(process) == 0, "the node this window started stops when it closes"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_node_gone_before_the_window_subscribes_is_a_lost_connection(
+        qtbot: Any, qapp: Any, aloop: Any, datadir: Path, settings_dir: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The node dies between the connection and the window's subscription: the window counts
+    it as the connection's end (with no reconnect, it ends). Its run() used to die in the
+    failed subscribe instead, and the window then never saw the node again."""
+    from cleancoin.components.init.cleancoin_gui import link_spawned, spawn_node
+    from cleancoin.components.interfaces.init import IpcPeer
+
+    process, sock = spawn_node(["-regtest", f"-datadir={datadir}", f"-port={free_port()}",
+                                f"-rpcport={free_port()}", "-printtoconsole=0", "-disablewallet"])
+    try:
+        link = run(qapp, link_spawned(sock, IpcPeer("CleanCoin-gui", os.getpid()), False, "socket pair"))
+        process.kill()
+        process.wait()
+        app = _gui_app("CleanCoin-gui", link, datadir, settings_dir)
+        with caplog.at_level(logging.INFO, logger="cleancoin.gui"):
+            run(qapp, asyncio.wait_for(app.run(), 30))          # returns; does not raise
+        assert app.node_gone.is_set()
+        assert "the connection to the node ended" in caplog.text
+        app.window.close()
+        run(qapp, app.close(stop_node=False))
     finally:
         if process.poll() is None:
             process.kill()
