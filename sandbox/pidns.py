@@ -2,8 +2,9 @@
 
 unshare(CLONE_NEWPID) moves only the caller's future children into the new namespace, so the
 launched child forks twice: its first child is PID 1 of the namespace (a small init that
-reaps every orphan and forwards termination signals to the component), and PID 1's child is
-the component, which goes on with the remaining steps. The first process stays outside as the
+reaps every orphan and forwards termination signals to the component, and once the component
+is gone gives what is left at most GRACE_SECONDS to end by itself), and PID 1's child is the
+component, which goes on with the remaining steps. The first process stays outside as the
 one the launcher waits for and ends exactly as the component ended (same status, same signal).
 
 Both waiting processes are forks of the launcher's code, in the namespaces but not under
@@ -25,6 +26,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import time
 
 from . import capabilities, descriptors, syscalls
 from .control import EXIT_SETUP_FAILED
@@ -97,6 +99,7 @@ def _wait_forwarding(child: int, status_out: int | None = None, status_in: int |
     """
     status = run_init(child)
     if status_out is not None:
+        _grace_for_the_rest()
         os.write(status_out, status.to_bytes(4, "little"))
         os._exit(0)
     if status_in is not None:
@@ -104,6 +107,28 @@ def _wait_forwarding(child: int, status_out: int | None = None, status_in: int |
         if len(data) == 4:
             status = int.from_bytes(data, "little")
     exit_like(status)
+
+
+#: How long PID 1 lets what is left in the namespace end by itself once the component is gone.
+GRACE_SECONDS = 0.25
+
+
+def _grace_for_the_rest() -> None:
+    """PID 1, the component reaped: let the processes left in the namespace end by themselves
+    for at most GRACE_SECONDS before the namespace's end kills them. The learn recorder hears
+    that the component is gone only once it is reaped (its listener hangs up then) and writes
+    its last counts after that: ended at once, it lost them. A stray of the component's is
+    killed after the grace, as before, only later."""
+    for sig in _FORWARDED:
+        signal.signal(sig, signal.SIG_IGN)      # nothing left to forward them to
+    deadline = time.monotonic() + GRACE_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return                              # nothing left: the usual case
+        if pid == 0:
+            time.sleep(0.005)
 
 
 def exit_like(status: int) -> None:

@@ -418,3 +418,36 @@ def test_waiting_processes_give_up_their_privileges(base_sandbox, sandbox_vars):
     finally:
         child.kill()
         child.wait()
+
+
+def _leave_a_helper_behind(write_fd: int) -> Callable[[int], int]:
+    """A target that starts a helper which outlives it by 0.1 s (as the learn recorder, told
+    of the end only when the component is reaped, outlives it to write its last counts),
+    and one that would never end by itself."""
+    def target(_control: int) -> int:
+        if os.fork() == 0:
+            if os.fork() == 0:               # nobody's child: PID 1 of the namespace adopts it
+                time.sleep(0.1)
+                os.write(write_fd, b"flushed")
+                os._exit(0)
+            if os.fork() == 0:
+                time.sleep(60)               # a stray: it must not hold the sandbox open
+                os._exit(0)
+            os._exit(0)
+        return 7                             # (no wait4 under this policy: the fork is left)
+    return target
+
+
+def test_helpers_left_in_the_pid_namespace_get_a_short_grace_and_no_more(base_sandbox, sandbox_vars):
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    assert "pid" in plan.namespaces
+    read_fd, write_fd = os.pipe()
+    started = time.monotonic()
+    child = launcher.spawn(plan, target=_leave_a_helper_behind(write_fd), pass_fds=[write_fd])
+    os.close(write_fd)
+    assert child.wait() == 7                                  # the component's own status
+    took = time.monotonic() - started
+    assert os.read(read_fd, 16) == b"flushed"                 # the helper finished its work
+    assert os.read(read_fd, 16) == b""                        # and the stray is gone too
+    assert took < 5, took                                     # it did not wait for the stray
+    os.close(read_fd)
