@@ -137,9 +137,9 @@ def test_signature_digest_cache_follows_the_transaction() -> None:
 @pytest.mark.parametrize("outputs", [0, 1, 3])
 @pytest.mark.parametrize("inputs", [0, 1, 4])
 def test_digest_parts_equal_their_definition(inputs: int, outputs: int) -> None:
-    """hash_prevouts and hash_outputs are computed from slices of the serialization: they
-    must equal SHA-256d over the encoded prevouts and outputs, for built and parsed
-    transactions alike (and for the empty lists a parsed, invalid transaction may have)."""
+    """hash_outputs is computed from a slice of the serialization, hash_prevouts from the
+    encoded prevouts: they must equal SHA-256d over the encoded prevouts and outputs, for
+    built and parsed transactions alike (and for the empty lists a parsed, invalid transaction may have)."""
     from cleancoin.components.common.hashes import sha256d
     vin = tuple(TxIn(OutPoint(hashlib.sha256(b"%d" % i).digest(), i * 70000), b"\x01" * (i * 30))
                 for i in range(inputs))
@@ -162,7 +162,7 @@ def test_block_on_the_tip_with_one_bad_signature_changes_nothing(setup: _Setup, 
         setup.cm.accept_block(bad)
     assert info.value.reason == "mandatory-script-verify-flag-failed"
     assert txs[bad_at].txid_hex in info.value.debug
-    assert setup.state() == before                         # the writes were rolled back
+    assert setup.state() == before                         # nothing was written
     idx = setup.cm.get_index(bad.hash)
     assert idx is not None and idx.status & BLOCK_FAILED and idx.have_data
     for tx in txs:
@@ -186,7 +186,7 @@ def test_double_spend_inside_a_block_is_still_refused(setup: _Setup) -> None:
 
 def test_reorg_onto_a_branch_with_a_bad_signature_restores_the_tip(setup: _Setup) -> None:
     """The branch's block is connected by _connect_tip (the reorganisation path): its bad
-    signature shows after its writes; the main chain comes back with the same UTXO set."""
+    signature refuses it before any write; the main chain comes back with the same UTXO set."""
     fork = setup.cm.tip
     setup.mine()
     main = setup.state()
@@ -194,9 +194,9 @@ def test_reorg_onto_a_branch_with_a_bad_signature_restores_the_tip(setup: _Setup
     txs[FAN // 3] = _tamper(txs[FAN // 3])
     b1 = setup.block(txs, fork.hash, dt=601)
     assert not setup.cm.accept_block(b1).new_tip
-    b2 = mine_block(b1.header, b1_height := fork.height + 1 + 1, OTHER.public_key.pkh, P,
+    b2 = mine_block(b1.header, b2_height := fork.height + 2, OTHER.public_key.pkh, P,
                     b1.header.time + 600, b1.header.bits)
-    assert b1_height == setup.cm.tip.height + 1
+    assert b2_height == setup.cm.tip.height + 1
     with pytest.raises(ValidationError, match="mandatory-script-verify-flag-failed"):
         setup.cm.accept_block(b2)
     assert setup.state() == main
@@ -222,5 +222,6 @@ def test_reorg_away_and_back_restores_the_utxo_set(setup: _Setup) -> None:
     assert setup.cm.accept_block(c3).new_tip
     conn, _ = connect_block_inputs(c2, fork.height + 2, setup.cm, P)   # c2 spends nothing
     assert not conn.spent
+    assert all(setup.cm.utxo(OutPoint(setup.fan.txid, n)) is None for n in range(FAN))  # spent again
     stats = setup.cm.utxo_stats()
     assert stats["txouts"] == with_block[1]["txouts"] + 2               # type: ignore[index]

@@ -42,7 +42,7 @@ from typing import Protocol
 from .amount import MAX_MONEY, money_range
 from .chainparams import MAX_BLOCK_SIZE, ChainParams
 from .errors import DeserializationError, Failure, ValidationError
-from .keys import SignatureCheck, check_signature, prepare_input_check, verify_input
+from .keys import SignatureCheck, check_signature, prepare_input_check, signature_failure, verify_input
 from .pow import MAX_TIMEWARP, PrevBlock, check_proof_of_work, next_work_required
 from .primitives import (
     Block, BlockHeader, OutPoint, Transaction, TxOut, coinbase_height_prefix,
@@ -370,9 +370,13 @@ def connect_block_checks(block: Block, height: int, view: UtxoView, params: Chai
 
 def block_signature_failure(check: SignatureCheck) -> ValidationError:
     """The block's error for a signature check that failed (names the transaction)."""
-    return _consensus("mandatory-script-verify-flag-failed",
-                      f"Signature must be zero for failed CHECK(MULTI)SIG operation "
-                      f"(tx {check.tx.txid_hex})")
+    return _in_block(signature_failure(), check.tx)
+
+
+def _in_block(e: ValidationError, tx: Transaction) -> ValidationError:
+    """A transaction's failure as its block's: a consensus failure that names the transaction
+    (in a block, missing or premature inputs are final verdicts: the parent state is fixed)."""
+    return ValidationError(Failure.CONSENSUS, e.reason, f"{e.debug} (tx {tx.txid_hex})".strip())
 
 
 def connect_block_inputs(block: Block, height: int, view: UtxoView, params: ChainParams, *,
@@ -392,10 +396,7 @@ def connect_block_inputs(block: Block, height: int, view: UtxoView, params: Chai
             fee = check_tx_inputs(tx, bview, height, params, verify_signatures=verify_signatures,
                                   signature_checks=checks)
         except ValidationError as e:
-            # In a block, missing or premature inputs are final verdicts: the parent state is
-            # fixed. Keep the reason, make the failure a consensus one.
-            raise ValidationError(Failure.CONSENSUS, e.reason,
-                                  f"{e.debug} (tx {tx.txid_hex})".strip()) from None
+            raise _in_block(e, tx) from None
         fees += fee
         if not money_range(fees):
             raise _consensus("bad-txns-accumulated-fee-outofrange")

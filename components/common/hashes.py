@@ -135,7 +135,7 @@ _RIPEMD160_EMPTY = hashlib.new("ripemd160") if RIPEMD160_NATIVE else None
 
 def ripemd160(data: bytes) -> bytes:
     """RIPEMD-160, native when hashlib has it, else pure Python (same digest either way)."""
-    if _RIPEMD160_EMPTY is not None:
+    if RIPEMD160_NATIVE and _RIPEMD160_EMPTY is not None:
         h = _RIPEMD160_EMPTY.copy()
         h.update(data)
         return h.digest()

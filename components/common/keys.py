@@ -279,7 +279,7 @@ def check_signature(pubkey: bytes, der: bytes, digest: bytes) -> bool:
         return False
 
 
-def signature_failure(check: SignatureCheck) -> ValidationError:
+def signature_failure() -> ValidationError:
     """The error for a SignatureCheck that check_signature refused."""
     return _fail("Signature must be zero for failed CHECK(MULTI)SIG operation")
 
@@ -294,4 +294,4 @@ def verify_input(tx: Transaction, input_index: int, prev_pkh: bytes) -> None:
     """
     check = prepare_input_check(tx, input_index, prev_pkh)
     if not check_signature(check.pubkey, check.der, check.digest):
-        raise signature_failure(check)
+        raise signature_failure()

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from .keys import SignatureCheck, check_signature
 
-__all__ = ["CHUNK", "MAX_THREADS", "SignatureBatch", "SignatureChecker", "default_threads"]
+__all__ = ["CHUNK", "MAX_THREADS", "SignatureChecker", "default_threads"]
 
 #: Signatures per unit of work a thread takes: small enough that the threads finish close
 #: together, large enough that queue operations (~1 us) stay far below 8 verifications.
@@ -55,8 +55,8 @@ def _run(checks: Sequence[SignatureCheck], chunks: queue.SimpleQueue[int], faile
                 failed.append(i)
 
 
-class SignatureBatch:
-    """The signatures of one block, being verified. Call wait() exactly once."""
+class _Batch:
+    """The signatures of one block, being verified (SignatureChecker.verify)."""
 
     def __init__(self, checks: Sequence[SignatureCheck], pool: ThreadPoolExecutor | None,
                  workers: int) -> None:
@@ -82,7 +82,7 @@ class SignatureBatch:
             # Even when this thread failed, never return while helpers still read the
             # block's data: the caller may move on to another block. A helper that has not
             # started yet finds nothing left to do: cancel it rather than wait for a thread
-            # to wake up (or for threads that no longer exist, in a forked child).
+            # to wake up.
             errors = []
             for future in self._futures:
                 if future.cancel():
@@ -110,13 +110,10 @@ class SignatureChecker:
         self._pool = (ThreadPoolExecutor(count - 1, thread_name_prefix="sigcheck")
                       if count > 1 else None)
 
-    def start(self, checks: Sequence[SignatureCheck]) -> SignatureBatch:
-        """Begin verifying `checks` on the helper threads; the caller finishes with wait()."""
-        return SignatureBatch(checks, self._pool, self.threads - 1)
-
     def verify(self, checks: Sequence[SignatureCheck]) -> int | None:
-        """start(checks).wait(): the index of the first failing check, or None."""
-        return self.start(checks).wait()
+        """Verify `checks` on the helper threads and this one: the index of the first
+        failing check in their order, or None when all are valid."""
+        return _Batch(checks, self._pool, self.threads - 1).wait()
 
     def close(self) -> None:
         """Stop the helper threads (waits for running work; idempotent)."""

@@ -25,7 +25,7 @@ Flow of a block (accept_block):
 The common case (a new block on the tip) is stored and connected in *one* transaction: one
 fsync per block instead of two.
 
-Connecting a block (_connect_writes): every rule but the signature verifications runs first
+Connecting a block (_connect_checks, then the writes): every rule but the signature verifications runs first
 (consensus.connect_block_inputs); the verifications then run on sigcheck's helper threads and
 this one, and only then are the block's writes made, in the same single transaction as
 before: one commit, one fsync, durability unchanged.
@@ -651,22 +651,21 @@ class ChainManager:
         fails to connect it is stored as failed (same transaction) and the error returned."""
         store = self._store
         err: ValidationError | None = None
-        final = replace(stored, status=stored.status | BLOCK_VALID_SCRIPTS)
-
-        def writes(conn: BlockConnection) -> None:
-            store.put_index(self._row(final, seq))
-            store.put_block(final.hash, block.serialized)
-            store.apply_connect(block, conn)
-
         with store.transaction():
             try:
-                self._connect_writes(block, stored.height, writes)
+                conn = self._connect_checks(block, stored.height)
             except ValidationError as e:
                 err = e
-            if err is not None:
-                final = replace(stored, status=stored.status | BLOCK_FAILED) if err.marks_block_invalid else stored
-                store.put_index(self._row(final, seq))
-                store.put_block(final.hash, block.serialized)
+            if err is None:
+                final = replace(stored, status=stored.status | BLOCK_VALID_SCRIPTS)
+            elif err.marks_block_invalid:
+                final = replace(stored, status=stored.status | BLOCK_FAILED)
+            else:
+                final = stored
+            store.put_index(self._row(final, seq))
+            store.put_block(final.hash, block.serialized)
+            if err is None:
+                store.apply_connect(block, conn)
         self._note_stored(final, seq, candidate=err is None)
         if err is None:
             self._chain.append(final.hash)
@@ -674,21 +673,16 @@ class ChainManager:
             self._notify("block_connected", block, final)
         return err
 
-    def _connect_writes(self, block: Block, height: int,
-                        writes: Callable[[BlockConnection], None]) -> None:
-        """Check `block` against the UTXO set, then make its connect writes (inside the
-        caller's transaction): ValidationError, before anything is written, if a rule fails.
-
-        The signatures are verified last, on sigcheck's helper threads and this one, and the
-        writes only start once all passed. (Making the writes while the helpers verify was
-        measured too: no faster, because SQLite's per-row steps and the helpers then hand
-        the GIL back and forth, and a failed signature then had to undo written rows.)"""
+    def _connect_checks(self, block: Block, height: int) -> BlockConnection:
+        """Check `block` against the UTXO set: its connection (the writes to make), or
+        ValidationError if a rule fails. The signatures are verified last, on sigcheck's
+        helper threads and this one (docs/node.md says why before the writes, not beside)."""
         conn, checks = connect_block_inputs(block, height, _PrefetchedView(self._store, block),
                                             self.params)
         bad = self._sigs.verify(checks)
         if bad is not None:
             raise block_signature_failure(checks[bad])
-        writes(conn)
+        return conn
 
     @staticmethod
     def _row(idx: BlockIndex, seq: int) -> IndexRow:
@@ -817,13 +811,10 @@ class ChainManager:
             raise RuntimeError(f"connect {idx.hash_hex}: its parent is not the tip")
         store = self._store
         new = replace(idx, status=idx.status | BLOCK_VALID_SCRIPTS)
-
-        def writes(conn: BlockConnection) -> None:
+        with store.transaction():
+            conn = self._connect_checks(block, idx.height)
             store.apply_connect(block, conn)
             store.set_statuses([(idx.hash, new.status)])
-
-        with store.transaction():
-            self._connect_writes(block, idx.height, writes)
         self._index[idx.hash] = new
         self._chain.append(idx.hash)
         self._candidates.add(idx.hash)

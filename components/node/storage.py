@@ -405,7 +405,7 @@ class ChainStore:
             return None
         return Coin(row[0], bytes(row[1]), row[2], bool(row[3]))
 
-    #: consensus.UtxoView, so connect_block_checks can read the table directly.
+    #: consensus.UtxoView, so connect_block_inputs can read the table directly.
     get = get_coin
 
     def get_coins(self, outpoints: Sequence[OutPoint]) -> dict[tuple[bytes, int], Coin]:
@@ -437,7 +437,7 @@ class ChainStore:
 
         Removes the spent coins, adds the created ones, stores the undo data, indexes the
         transactions and makes the block the tip. A spent coin that is not
-        in the table means the UTXO set disagrees with the view connect_block_checks used:
+        in the table means the UTXO set disagrees with the view connect_block_inputs used:
         StorageError, and the caller's transaction rolls back.
         """
         db = self._db
