@@ -17,6 +17,7 @@ start-up order).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -84,31 +85,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionError as exc:
         return _fail(None, str(exc))
     apply_umask(settings)          # before any file, and before the zygote and wallet are started
-    zygote = _launch_zygote(settings)
+    from cleancoin.components.node.wallet_component import launch_zygote, uses_running_wallet
+    disabled = settings.get_bool("disablewallet", False)
+    # Decided once, from the options alone: -ipcconnect=auto asks wallet.sock now.
+    connect_wallet = not disabled and uses_running_wallet((settings.get_all("ipcconnect") or [None])[-1],
+                                                          settings.netdatadir)
+    zygote = None
+    if not disabled and not connect_wallet:
+        # Started before this process imports the node, so that the two interpreters start up
+        # side by side (about 0.2 s each); run() configures it. If it cannot start now, run()
+        # tries again and says why.
+        with contextlib.suppress(OSError):
+            zygote = launch_zygote()
     try:
-        return _start(settings, zygote)
+        return _start(settings, zygote, connect_wallet)
     finally:
         if zygote is not None:
             zygote.stop()           # a second stop (run() stops it too) does nothing
 
 
-def _launch_zygote(settings: Settings) -> Zygote | None:
-    """The zygote's interpreter, started before this process imports the node so that the two
-    start up side by side (about 0.2 s each); run() configures it. None when the node will
-    need no wallet process, or when it cannot start now (run() then tries again and says why)."""
-    if settings.get_bool("disablewallet", False):
-        return None
-    from cleancoin.components.node.wallet_component import launch_zygote, uses_running_wallet
-    connect = (settings.get_all("ipcconnect") or [None])[-1]
-    if uses_running_wallet(connect, settings.netdatadir):
-        return None
-    try:
-        return launch_zygote()
-    except OSError:
-        return None
-
-
-def _start(settings: Settings, zygote: Zygote | None) -> int:
+def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> int:
     """Everything after the options are read: the datadir, logging, then the processes."""
     try:
         import capnp  # noqa: F401 - only: is the multiprocess extra installed?
@@ -153,7 +149,7 @@ def _start(settings: Settings, zygote: Zygote | None) -> int:
                               allow_wallet=settings.get_bool("ipcallowwallet", False),
                               frontend_fd=None if frontend_fd is None else int(frontend_fd),
                               learn_dir=os.path.abspath(learn_dir) if learn_dir else None,
-                              zygote=zygote)
+                              zygote=zygote, connect_wallet=connect_wallet)
 
 
 if __name__ == "__main__":

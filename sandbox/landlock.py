@@ -6,7 +6,7 @@ syscalls here, as rust-landlock does them: a ruleset attribute sized for the ABI
 `handled_access_net` (ABI 4) and `scoped` (ABI 6). The filesystem access flags are the
 kernel's (include/uapi/linux/landlock.h), written out below rather than taken from the
 package's `FSAccess`: importing the package costs every launcher and zygote a few
-milliseconds (it imports `platform`), and tests/test_launcher.py checks the table against it.
+milliseconds (it imports `platform`), and tests/test_sandbox_startup.py checks the table against it.
 """
 
 from __future__ import annotations

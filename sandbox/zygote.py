@@ -500,7 +500,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests = socket.socket(fileno=req_fd)
     events = socket.socket(fileno=ev_fd)
-    preloaded = set(argv[3:])
+    preloaded = list(dict.fromkeys(argv[3:]))      # in the parent's order, each once
     try:
         for spec in preloaded:
             _import_target(spec)()

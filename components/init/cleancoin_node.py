@@ -208,24 +208,25 @@ def _fail(log: logging.Logger, message: str) -> int:
 
 def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         allow_wallet: bool = False, frontend_fd: int | None = None,
-        learn_dir: str | None = None, zygote: Zygote | None = None) -> int:
+        learn_dir: str | None = None, zygote: Zygote | None = None, connect_wallet: bool = False) -> int:
     """Start CleanCoin-node in this process (options parsed, logging set up); returns the
     exit status. `config` is the node's NodeConfig (cli/node_main.build_config); `learn_dir`
-    (-sandboxlearn) makes both processes record instead of being confined. `zygote` is one
-    the caller launched early (`wallet_component.launch_zygote`); this function configures it,
-    launches one itself if it needs one and got none, and stops it in the end."""
+    (-sandboxlearn) makes both processes record instead of being confined. `connect_wallet`
+    (-ipcconnect reaches a running wallet process: `wallet_component.uses_running_wallet`)
+    and -disablewallet mean no wallet process of its own; otherwise `zygote`, launched early
+    by the caller (`wallet_component.launch_zygote`), is configured here (or launched, if the
+    early launch failed), and stopped in the end."""
     import capnp
     from cleancoin.sandbox import ZygoteError
 
     from ..node.node import InitError, NodeContext
-    from ..node.wallet_component import launch_zygote, prestart, uses_running_wallet, wallet_spec
+    from ..node.wallet_component import launch_zygote, prestart, wallet_spec
 
     log = logging.getLogger("cleancoin.node")
     # Everything the node will run is imported now: once it is confined it could still read
     # the Python installation, but a failure there would come late and far from its cause.
     _import_node_modules()
     prestarted = None
-    connect_wallet = not config.disable_wallet and uses_running_wallet(ipc.connect, netdatadir)
     # Refusals with an errno go to each process's own debug.log; -debug=sandbox logs all of them.
     verbose = logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG)
     if config.disable_wallet or connect_wallet:

@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 from figures import broken, median, out, p90
+from proc_tree import group_members, group_of
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6")
@@ -112,20 +113,9 @@ def _tree(pid: int) -> list[int]:
                 found.extend(int(c) for c in (task / "children").read_text().split())
             except OSError:
                 pass
-    groups = {g for g in map(_group, found) if g is not None}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) not in found and _group(int(entry.name)) in groups:
-            if _name(int(entry.name)) == "denial-monitor":
-                found.append(int(entry.name))
+    for group in {g for g in map(group_of, found) if g is not None}:
+        found.extend(p for p in group_members(group) if p not in found and _name(p) == "denial-monitor")
     return found
-
-
-def _group(pid: int) -> int | None:
-    try:
-        # Field 5 of /proc/PID/stat, counted after the ")" that ends the command name.
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _name(pid: int) -> str:

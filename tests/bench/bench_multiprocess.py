@@ -44,6 +44,7 @@ from typing import Any
 import pytest
 from chain_fixture import BLOCKS, PARAMS, build_chain, mine
 from figures import broken, median, out, verdict
+from proc_tree import group_members
 
 from cleancoin.components.node.chain_binding import NodeChain
 from cleancoin.components.wallet.store import WalletStore
@@ -541,7 +542,7 @@ def _tree(root: int, zygote_expected: bool) -> list[tuple[int, int, str]]:
     walk(root, 0, "node")
     # A process that restricts itself starts its denial monitor by a double fork (nobody's child):
     # found by its process group, which is the node's own (started in a new session).
-    for pid in _group_members(root):
+    for pid in group_members(root):
         if pid not in {r[0] for r in rows} and _comm(pid) == MONITOR:
             rows.append((pid, 1, _monitor_role(pid)))
     return rows
@@ -568,20 +569,6 @@ def _comm(pid: int) -> str:
             return f.read().strip()
     except OSError:
         return ""
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:
-                members.append(int(entry))
-    return sorted(members)
 
 
 class NodeUnderTest:
