@@ -16,7 +16,7 @@ which grew private as the component went on writing (10 MiB for a regtest node).
 by the "denial monitor" step, before Landlock (exec needs the interpreter's execute right),
 after the namespaces, the view and the descriptor step: a double fork that keeps only its
 channel and the log, sets no_new_privs, drops every capability and execs. The program then
-confines itself before it takes anything from the component: not dumpable, Landlock handling
+confines itself before it takes anything from the component but its configuration: not dumpable, Landlock handling
 every right and granting none (with signal and abstract unix scopes), and a seccomp filter of
 its own (compiled here, `monitor_filter`); it says it is ready, or why it is not, and the
 component's seccomp step waits for that: a monitor that cannot confine itself stops the start
@@ -35,7 +35,6 @@ count. Verbose (-debug=sandbox) logs every refusal with its arguments, at most 1
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import errno as errno_module
 import functools
@@ -43,6 +42,7 @@ import importlib.util
 import marshal
 import os
 import socket
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +95,7 @@ def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
                "families": {}}
     from .families import BY_NUMBER
     denials["families"] = {str(k): v for k, v in BY_NUMBER.items()}
+    import base64
     denials["monitor_bpf"] = base64.b64encode(monitor_filter()).decode()
     return _noted(dataclasses.replace(plan, seccomp_bpf=compiled.bpf, seccomp_sha256=compiled.sha256,
                                       denials=denials),
@@ -196,19 +197,32 @@ class Monitor:
     out: int
 
 
-def _open_log(config: Mapping[str, Any], step: str) -> int:
+def _open_log(config: Mapping[str, Any]) -> int:
+    """The log, opened before Landlock at a path the component may have written (a node's
+    <netdatadir>/debug.log): no link is followed on the way (one planted by an earlier run
+    would point outside the grants) and only a regular file is taken (a FIFO would block the
+    start)."""
+    path = config["log"]
     try:
-        if config["log"]:
-            return os.open(config["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        return os.dup(2)
+        if not path:
+            return os.dup(2)
+        fd = syscalls.openat2(syscalls.AT_FDCWD, path,
+                              os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK,
+                              syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS, 0o600)
     except OSError as exc:
-        raise EnforcementError(step, f"denial log {config['log'] or 'stderr'}: {exc.strerror}") from None
+        raise EnforcementError("denial monitor", f"denial log {path or 'stderr'}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise EnforcementError("denial monitor", f"denial log {path}: not a regular file")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def monitor_config(plan: Plan, target: int) -> dict[str, Any]:
     """What the exec'd monitor needs, as marshal-able data."""
+    import base64       # not on every launch's import path (docs/audit.md, "Start-up time")
     config = dict(plan.denials)
-    config["bpf"] = base64.b64decode(config["monitor_bpf"])
+    config["bpf"] = base64.b64decode(config.pop("monitor_bpf"))     # sent once, decoded
     config["target"] = target
     config["mdwe"] = plan.memory_deny_write_execute
     config["landlock"] = plan.landlock is not None
@@ -221,7 +235,7 @@ def launch(plan: Plan) -> Monitor:
     denial_monitor.py`, holding only its channel and the log, with no_new_privs and no
     capability. It confines itself further before it says it is ready (`start` waits)."""
     config = plan.denials
-    out = _open_log(config, "denial monitor")
+    out = _open_log(config)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     # Written before the fork, by the component's own set-up code: the only input the monitor
     # takes before it is confined.
@@ -269,14 +283,11 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int) -> None:
             os._exit(127)
 
 
-def start(plan: Plan, monitor: Monitor | None) -> str:
-    """The seccomp step with a denial log: wait for the confined monitor, load the filter,
-    hand it the listener. Where the interpreter could not be executed, the monitor is a fork
-    of the component instead, and the report says so."""
-    if monitor is None:      # not started before Landlock: the step did not run
-        _fork_monitor(plan, _open_log(plan.denials, "seccomp"))
-        return ("denial log: a monitor answers and logs refusals with an errno (a fork of the "
-                "component, without a filter of its own)")
+def start(plan: Plan, monitor: Monitor) -> str:
+    """The seccomp step with a denial log: wait for the confined monitor (started by the
+    "denial monitor" step, which runs whenever this one does), load the filter, hand it the
+    listener. Where the interpreter could not be executed, the monitor is a fork of the
+    component instead, and the report says so."""
     reply = _reply(monitor.channel)
     if reply.startswith(b"R"):
         os.close(monitor.out)

@@ -22,8 +22,8 @@ each step checked, in this order:
 It then says b"R" on CHANNEL (with what the kernel lacked, for the report) and waits for the
 listener. A step that fails says b"E" and why,
 and the component's start fails naming the step (fail closed). The component cannot ptrace
-the monitor, read its memory or signal it: it is not dumpable and in a Landlock domain of its
-own, outside the component's.
+the monitor or read its memory (it is not dumpable), nor, from Landlock ABI 6 on, signal it:
+it is in a Landlock domain of its own, outside the component's, whose signal scope applies.
 
 The functions that answer and describe a refusal live here too, so that the monitor and the
 fallback (a fork of the component, where the interpreter cannot be executed) share them.
@@ -56,6 +56,8 @@ IOCTL_NOTIF_RECV = 0xC0000000 | (_NOTIF.size << 16) | (ord("!") << 8) | 0
 IOCTL_NOTIF_SEND = 0xC0000000 | (_RESP.size << 16) | (ord("!") << 8) | 1
 IOCTL_NOTIF_ID_VALID = 0x40000000 | (8 << 16) | (ord("!") << 8) | 2
 
+# Copies of syscalls.py's and landlock.py's numbers (this program imports nothing of the
+# package); tests/test_denial_monitor.py checks the Landlock table against landlock.py.
 _PR_SET_DUMPABLE, _PR_SET_NAME, _PR_SET_NO_NEW_PRIVS, _PR_GET_NO_NEW_PRIVS = 4, 15, 38, 39
 _PR_SET_MDWE, _PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 _SYS_CAPGET, _SYS_SECCOMP = 125, 317
@@ -64,6 +66,16 @@ _LANDLOCK_CREATE_RULESET_VERSION = 1
 # Every filesystem right by ABI (1: 13 rights, 2: refer, 3: truncate, 5: ioctl_dev), TCP
 # bind and connect (ABI 4), abstract unix and signal scopes (ABI 6).
 _FS_BY_ABI = ((1, (1 << 13) - 1), (2, 1 << 13), (3, 1 << 14), (5, 1 << 15))
+
+
+def handled(abi: int) -> tuple[int, int, int]:
+    """Every filesystem right, TCP right and scope the kernel knows at this Landlock ABI (what
+    landlock.fs_rights, net_rights and scopes give the components)."""
+    fs = 0
+    for level, rights in _FS_BY_ABI:
+        if abi >= level:
+            fs |= rights
+    return fs, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0
 
 
 # ------------------------------------------------------------------ answering and logging
@@ -131,19 +143,18 @@ def line(pid: int, text: str) -> bytes:
     return f"{stamp}Z [sandbox:{pid}] [cleancoin.sandbox] WARNING {text}\n".encode()
 
 
-def handle(config: Mapping[str, Any], limiter: Limiter, target: int, nr: int, args: tuple[int, ...],
-           thread: int) -> tuple[int, bytes | None]:
-    """One notification: the errno to answer, and the log line (None: rate-limited away)."""
-    code = answer(config, nr, args)
+def log_line(config: Mapping[str, Any], limiter: Limiter, target: int, nr: int, args: tuple[int, ...],
+             thread: int, code: int) -> bytes | None:
+    """The log line for a notification answered with `code` (None: rate-limited away)."""
     # Counted per syscall, errno and deciding argument (the family, the request).
     short = describe(config, nr, args, False)
     seen = limiter.count((nr, code, short))
     if not limiter.allows(seen):
-        return code, None
+        return None
     what = describe(config, nr, args, limiter.verbose)
     tail = f" ({seen} times)" if seen > FIRST and not limiter.verbose else ""
     who = f", thread {thread}" if limiter.verbose else ""
-    return code, line(target, f"sandbox: refused {what} -> {errno_module.errorcode.get(code, code)}{who}{tail}")
+    return line(target, f"sandbox: refused {what} -> {errno_module.errorcode.get(code, code)}{who}{tail}")
 
 
 def serve(listener: int, out: int, config: Mapping[str, Any], target: int) -> None:
@@ -163,12 +174,14 @@ def serve(listener: int, out: int, config: Mapping[str, Any], target: int) -> No
                         continue               # withdrawn: the thread got a signal, or died
                     raise
                 nid, thread, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(recv)
-                code, text = handle(config, limiter, target, nr, tuple(args), thread)
+                code = answer(config, nr, tuple(args))
                 try:
                     fcntl.ioctl(listener, IOCTL_NOTIF_SEND, _RESP.pack(nid, 0, -code, 0))
                 except OSError as exc:
                     if exc.errno != errno_module.ENOENT:   # withdrawn meanwhile
                         raise
+                # Described after the answer: the refused thread does not wait for its log line.
+                text = log_line(config, limiter, target, nr, tuple(args), thread, code)
                 if text is not None:
                     os.write(out, text)
             elif mask & (select.POLLHUP | select.POLLERR):
@@ -221,12 +234,7 @@ def confine(bpf: bytes, mdwe: bool, landlock_needed: bool) -> list[str]:
             raise ConfineError("landlock", "the kernel has no Landlock")
         notes.append("no Landlock (the kernel lacks it, as the component's plan says)")
     else:
-        fs = 0
-        for level, rights in _FS_BY_ABI:
-            if abi >= level:
-                fs |= rights
-        net = 3 if abi >= 4 else 0
-        scoped = 3 if abi >= 6 else 0
+        fs, net, scoped = handled(abi)
         attr = (ctypes.c_uint64 * 3)(fs, net, scoped)
         size = 24 if scoped else 16 if net else 8
         ruleset = _call(libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, attr, ctypes.c_size_t(size), ctypes.c_uint32(0)),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import struct
 from dataclasses import dataclass
 
 from . import syscalls
@@ -26,11 +25,9 @@ FILTER_FLAG_NEW_LISTENER = 1 << 3
 FILTER_FLAG_TSYNC_ESRCH = 1 << 4
 USER_NOTIF_FLAG_CONTINUE = 1
 
-_NOTIF = struct.Struct("<QII iIQ6Q")          # id, pid, flags, seccomp_data(nr, arch, ip, args)
-_RESP = struct.Struct("<QqiI")                # id, val, error, flags
-IOCTL_NOTIF_RECV = 0xC0000000 | (_NOTIF.size << 16) | (ord("!") << 8) | 0
-IOCTL_NOTIF_SEND = 0xC0000000 | (_RESP.size << 16) | (ord("!") << 8) | 1
-IOCTL_NOTIF_ID_VALID = 0x40000000 | (8 << 16) | (ord("!") << 8) | 2
+# The notification structs and ioctls: one definition, in the monitor's program, which may
+# import nothing of this package (it runs with -S).
+from .denial_monitor import _NOTIF, _RESP, IOCTL_NOTIF_ID_VALID, IOCTL_NOTIF_RECV, IOCTL_NOTIF_SEND  # noqa: E402
 
 # ioctl with a pointer argument: its own prototype, so that the shared libc's stays as it is.
 _ioctl = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p,

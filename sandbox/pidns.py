@@ -76,8 +76,8 @@ def _die_with_parent_quietly() -> None:
 def run_init(child: int) -> int:
     """PID 1 of a pid namespace: reap every child, forward signals to the component.
 
-    Returns the wait status of `child`, the component; when it is gone the namespace ends and
-    the kernel kills whatever is left in it.
+    Returns the wait status of `child`, the component; what is left in the namespace then gets
+    a short grace (`_grace_for_the_rest`) before the namespace ends and the kernel kills it.
     """
     for sig in _FORWARDED:
         signal.signal(sig, lambda signum, _frame: os.kill(child, signum))
@@ -126,7 +126,7 @@ def _grace_for_the_rest() -> None:
         try:
             pid, _status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return                              # nothing left: the usual case
+            return                              # nothing left (a denial monitor ends at once)
         if pid == 0:
             time.sleep(0.005)
 

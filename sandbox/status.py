@@ -19,8 +19,9 @@ from typing import Any
 
 from . import report_registry
 
-#: Helpers forked by a component at its seccomp step (so without its filter, in its namespaces
-#: and Landlock domain, no capabilities, no_new_privs), known by the name they give themselves.
+#: A component's helpers, known by the name they give themselves: the denial monitor (its own
+#: program with its own filter and Landlock domain, or, as a fallback, a fork at the seccomp
+#: step) and the learn recorder (a fork at the seccomp step, without a filter).
 _HELPERS = {"denial-monitor": "denial monitor", "learn-recorder": "learn recorder"}
 _NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup", "time")
 _LIMITS = {"Max core file size": "core", "Max open files": "nofile", "Max processes": "nproc",

@@ -22,11 +22,15 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import capabilities, descriptors, landlock, namespaces, pidns, rlimits, rootfs, seccomp, stdio, syscalls
 from .errors import EnforcementError
 from .mechanisms import PROCESS
 from .plan import Plan
+
+if TYPE_CHECKING:
+    from . import denial_log
 
 
 class Entry(enum.Enum):
@@ -72,7 +76,7 @@ class Context:
     namespaces: list[str] = field(default_factory=list)     # entered
     env: dict[str, str] = field(default_factory=dict)       # LAUNCH: for exec or the target
     title: str = ""                    # what `ps` shows (LAUNCH); the waiting processes add theirs
-    monitor: object | None = None      # the denial log's monitor, started before Landlock
+    monitor: denial_log.Monitor | None = None   # the denial log's monitor, started before Landlock
     outcomes: list[Outcome] = field(default_factory=list)
 
 
@@ -242,7 +246,8 @@ def _seccomp(ctx: Context) -> Done:
         return Done(learn_recorder.start(ctx.plan, ctx.entry.value))
     if ctx.plan.denials:
         from . import denial_log
-        return Done(denial_log.start(ctx.plan, ctx.monitor))  # type: ignore[arg-type]
+        assert ctx.monitor is not None        # the "denial monitor" step ran (same condition)
+        return Done(denial_log.start(ctx.plan, ctx.monitor))
     seccomp.load_filter(ctx.plan.seccomp_bpf)
     return Done()
 

@@ -189,9 +189,10 @@ class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
-def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
-    """openat2(2): open with resolution restrictions (RESOLVE_NO_SYMLINKS, ...)."""
-    how = _OpenHow(flags, 0, resolve)
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): open with resolution restrictions (RESOLVE_NO_SYMLINKS, ...); `mode` for
+    O_CREAT."""
+    how = _OpenHow(flags, mode, resolve)
     return _check(libc().syscall(_SYS_OPENAT2, dirfd, path.encode(), ctypes.byref(how),
                                  ctypes.c_size_t(ctypes.sizeof(how))), f"openat2({path})")
 

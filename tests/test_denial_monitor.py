@@ -242,3 +242,40 @@ def test_a_monitor_that_cannot_confine_itself_stops_the_start(base_sandbox, sand
     # The same plan with the real filter starts.
     child = launcher.spawn(plan, target=lambda _control: 0)
     assert child.wait() == 0
+
+
+@pytest.mark.parametrize("planted", ["link", "fifo"])
+def test_a_denial_log_planted_by_an_earlier_run_is_not_followed(base_sandbox, sandbox_vars, write_policy,
+                                                                 tmp_path, planted):
+    """The denial log is opened before Landlock (the monitor starts before it), by the
+    component's launcher, at a path inside what the component may write (a node's
+    <netdatadir>/debug.log): a confined run could have left a link there to a file outside its
+    grants, or a FIFO that blocks the open. Neither is followed: the start fails, naming the
+    step, and the file outside is neither created nor written."""
+    outside = tmp_path / "outside" / "secret-target"
+    outside.parent.mkdir()
+    log = Path(sandbox_vars["datadir"]) / "debug.log"
+    if planted == "link":
+        log.symlink_to(outside)
+    else:
+        os.mkfifo(log)
+    # No filesystem view: only the open itself stands between the link and the host's files
+    # (in a view, a target outside the grants is not there to be reached at all).
+    policy = write_policy("""
+        [filesystem]
+        write = ["${datadir}"]
+    """, view=False)
+    plan = launcher.prepare(load_policy(policy), sandbox_vars, denials=DenialLog(str(log)))
+    with pytest.raises(launcher.SpawnError) as caught:
+        launcher.spawn(plan, target=lambda _control: 0)
+    assert caught.value.step == "denial monitor", caught.value
+    assert "denial log" in str(caught.value)
+    assert not outside.exists()
+
+
+@pytest.mark.parametrize("abi", range(1, 8))
+def test_the_monitors_landlock_table_is_the_launchers(abi: int) -> None:
+    """The monitor's program imports nothing of the package: its copy of the rights must be
+    landlock.py's, or it would grant by not handling a right the components handle."""
+    from cleancoin.sandbox import denial_monitor, landlock
+    assert denial_monitor.handled(abi) == (landlock.fs_rights(abi), landlock.net_rights(abi), landlock.scopes(abi))
