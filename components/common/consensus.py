@@ -313,8 +313,8 @@ class _BlockView:
         self.base = base
         self.created: dict[tuple[bytes, int], Coin] = {}
         self.fetched: dict[tuple[bytes, int], tuple[OutPoint, Coin]] = {}
-        self.spent_from_base: list[tuple[OutPoint, Coin]] = []
-        self._spent_keys: set[tuple[bytes, int]] = set()
+        # (txid, n) -> what the base held there; in spending order (dicts keep insertion order).
+        self.spent_from_base: dict[tuple[bytes, int], tuple[OutPoint, Coin]] = {}
 
     def get(self, outpoint: OutPoint) -> Coin | None:
         key = (outpoint.txid, outpoint.n)
@@ -324,7 +324,7 @@ class _BlockView:
         found = self.fetched.get(key)
         if found is not None:
             return found[1]
-        if key in self._spent_keys:
+        if key in self.spent_from_base:
             return None
         coin = self.base.get(outpoint)
         if coin is not None:
@@ -335,8 +335,7 @@ class _BlockView:
         # Only called for outpoints get() just returned, so one of the two dicts holds it.
         key = (outpoint.txid, outpoint.n)
         if self.created.pop(key, None) is None:
-            self.spent_from_base.append(self.fetched.pop(key))
-            self._spent_keys.add(key)
+            self.spent_from_base[key] = self.fetched.pop(key)
 
     def add(self, tx: Transaction, height: int) -> None:
         is_cb = tx.is_coinbase
@@ -408,5 +407,5 @@ def connect_block_inputs(block: Block, height: int, view: UtxoView, params: Chai
     if block.txs[0].value_out > limit:
         raise _consensus("bad-cb-amount",
                          f"coinbase pays too much (actual={block.txs[0].value_out} vs limit={limit})")
-    return (BlockConnection(fees, tuple(tx_fees), tuple(bview.spent_from_base),
+    return (BlockConnection(fees, tuple(tx_fees), tuple(bview.spent_from_base.values()),
                             bview.created_coins()), checks)

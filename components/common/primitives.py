@@ -60,8 +60,8 @@ _T = TypeVar("_T")
 class _LocklessCachedProperty(Generic[_T]):
     """functools.cached_property as Python 3.12 has it: without 3.11's lock.
 
-    3.11's version takes one RLock shared by every instance of every class on each first
-    access; a block connect makes ~3 such accesses per transaction (txid and the two
+    3.11's version takes an RLock (one per property, shared by every instance of the class)
+    on each first access; a block connect makes ~3 such accesses per transaction (txid and the two
     signature-digest parts), and the lock was a tenth of the per-input Python time (issue
     #16). The values cached here are pure functions of immutable objects, so two threads
     that race on a first access compute the same value and either store wins.
