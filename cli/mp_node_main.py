@@ -149,7 +149,8 @@ def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> i
                               allow_wallet=settings.get_bool("ipcallowwallet", False),
                               frontend_fd=None if frontend_fd is None else int(frontend_fd),
                               learn_dir=os.path.abspath(learn_dir) if learn_dir else None,
-                              zygote=zygote, connect_wallet=connect_wallet)
+                              zygote=zygote, connect_wallet=connect_wallet,
+                              debug_log=node_main.debug_log_path(settings, netdatadir))
 
 
 if __name__ == "__main__":

@@ -208,14 +208,17 @@ def _fail(log: logging.Logger, message: str) -> int:
 
 def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         allow_wallet: bool = False, frontend_fd: int | None = None,
-        learn_dir: str | None = None, zygote: Zygote | None = None, connect_wallet: bool = False) -> int:
+        learn_dir: str | None = None, zygote: Zygote | None = None, connect_wallet: bool = False,
+        debug_log: str | None = None) -> int:
     """Start CleanCoin-node in this process (options parsed, logging set up); returns the
     exit status. `config` is the node's NodeConfig (cli/node_main.build_config); `learn_dir`
     (-sandboxlearn) makes both processes record instead of being confined. `connect_wallet`
     (-ipcconnect reaches a running wallet process: `wallet_component.uses_running_wallet`)
     and -disablewallet mean no wallet process of its own; otherwise `zygote`, launched early
     by the caller (`wallet_component.launch_zygote`), is configured here (or launched, if the
-    early launch failed), and stopped in the end."""
+    early launch failed), and stopped in the end. `debug_log` is the node's log file
+    (-debuglogfile; None with -nodebuglogfile): the node's refusals are logged there when it
+    lies in the network datadir (the view holds nothing else), else to its stderr."""
     import capnp
     from cleancoin.sandbox import ZygoteError
 
@@ -260,7 +263,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         try:
             report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds),
                                    keep_fds=keep,
-                                   denials=DenialLog(os.path.join(netdatadir, "debug.log"), verbose),
+                                   denials=DenialLog(_denial_log(debug_log, netdatadir), verbose),
                                    learn_dir=learn_dir)
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if zygote is not None:
@@ -283,6 +286,16 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     finally:
         if zygote is not None:
             zygote.stop()
+
+
+def _denial_log(debug_log: str | None, netdatadir: str) -> str:
+    """Where the node's refusals go: its debug log when that is in the network datadir (the
+    monitor opens it inside the node's view, which holds nothing else of the host), else ""
+    (the node's stderr). Never a debug.log the operator moved or switched off."""
+    if debug_log and os.path.commonpath([os.path.abspath(debug_log), os.path.abspath(netdatadir)]) \
+            == os.path.abspath(netdatadir):
+        return debug_log
+    return ""
 
 
 def _node_variables(config: Any, netdatadir: str, ipc_binds: Sequence[str]) -> dict[str, str]:
