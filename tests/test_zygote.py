@@ -217,7 +217,7 @@ def test_component_output_comes_through_the_zygote_made_harmless(base_sandbox, s
     """stdout and stderr of a component are pipes to the zygote, which passes the lines on
     with the component's name and pid, escape sequences shown as text."""
     script = f"""
-import socket, sys, time
+import os, socket, sys, time
 sys.path.insert(0, {TESTS!r})
 from cleancoin.sandbox.policy_loader import shipped_policy
 from cleancoin.sandbox.zygote import ComponentSpec, Zygote
@@ -225,7 +225,9 @@ z = Zygote.start({{"c": ComponentSpec("c", "zygote_targets:shout", shipped_polic
 ours, theirs = socket.socketpair()
 spawned = z.spawn("c", theirs.fileno())
 ours.sendall(b"x"); ours.recv(1)
-print("pid", spawned.pid, flush=True)
+# One write: the zygote relays the component's lines into the same pipe, and print() under
+# PYTHONUNBUFFERED writes "pid", " ", the number and the newline one by one.
+os.write(1, f"pid {{spawned.pid}}\\n".encode())
 ours.close()
 import select
 select.select([z.events], [], [], 10); z.read_event()   # the component ended: its pipes too
@@ -233,7 +235,9 @@ time.sleep(0.5); z.stop()
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": TESTS})
-    pid = re.search(r"^pid (\d+)$", result.stdout, re.M).group(1)
+    found = re.search(r"^pid (\d+)$", result.stdout, re.M)
+    assert found, (result.returncode, result.stdout, result.stderr)
+    pid = found.group(1)
     assert f"[c {pid}] component says \\x1b]0;title\\x07 hello" in result.stdout, result.stdout
     assert f"[c {pid}] component complains" in result.stderr
     assert "\x1b" not in result.stdout + result.stderr
