@@ -21,7 +21,9 @@ against CleanCoind (one process), each measured against its baseline in the same
    waiter/init/component, the two denial monitors: small programs of their own, found by
    their name) against the one CleanCoind process (issue #16's target: PSS <= 1.5x); each
    one's start and stop time; and
-   the wallet RPC latency of each (getwalletinfo, interleaved; issue #16's target: <= 1.25x).
+   the wallet RPC latency of each (getwalletinfo, interleaved; issue #16's target: <= 1.25x),
+   with the CPU a call costs each node's processes together and, for CleanCoin-node's
+   forwarded call, each process apart (a latency gap that is CPU shows there).
 
 Misses print MISS and do not fail the run; a broken measurement fails it.
 """
@@ -44,7 +46,7 @@ from typing import Any
 import pytest
 from chain_fixture import BLOCKS, PARAMS, build_chain, mine
 from figures import broken, median, out, verdict
-from proc_tree import group_members
+from proc_tree import cpu_seconds, group_members
 
 from cleancoin.components.node.chain_binding import NodeChain
 from cleancoin.components.wallet.store import WalletStore
@@ -681,6 +683,10 @@ def _wallet_rpc_latency(nodes: list["NodeUnderTest"]) -> None:
     clients = {node.executable: KeepAliveRpc(node) for node in nodes}
     calls = (("getwalletinfo", "/wallet/w"), ("getblockcount", "/"))
     times: dict[tuple[str, str], list[float]] = {(e, m): [] for e in clients for m, _ in calls}
+    # CPU of each node's whole process tree (node, zygote, wallet process, helpers, monitors)
+    # during its own batches of a method: where a forwarded call's cost goes, beside its latency.
+    trees = {node.executable: _tree(node.process.pid, node.executable == "CleanCoin-node") for node in nodes}
+    cpu: dict[tuple[str, str, int], float] = {(e, m, pid): 0.0 for (e, m) in times for pid, _, _ in trees[e]}
     try:
         for client in clients.values():
             for method, path in calls:
@@ -690,10 +696,13 @@ def _wallet_rpc_latency(nodes: list["NodeUnderTest"]) -> None:
             order = list(clients) if i % 2 == 0 else list(reversed(clients))
             for executable in order:
                 for method, path in calls:
+                    before = {pid: cpu_seconds(pid) for pid, _, _ in trees[executable]}
                     for _ in range(RPC_CALLS):
                         t0 = time.perf_counter_ns()
                         clients[executable].call(method, path)
                         times[(executable, method)].append((time.perf_counter_ns() - t0) / 1e6)
+                    for pid, used in before.items():
+                        cpu[(executable, method, pid)] += cpu_seconds(pid) - used
     finally:
         for client in clients.values():
             client.close()
@@ -707,6 +716,16 @@ def _wallet_rpc_latency(nodes: list["NodeUnderTest"]) -> None:
                if method == "getwalletinfo" else "  (the node answers itself: the baseline)")
         label = method + (" (wallet, forwarded)" if method == "getwalletinfo" else "")
         out(f"    {label:34}{d:11.3f}{m:15.3f}{m / d:7.2f}x{tag}")
+    per_call = 1e6 / (RPC_ROUNDS * RPC_CALLS)
+    out("    CPU per call, all the node's processes together (us, mean; from each thread's schedstat)")
+    for method, _ in calls:
+        d, m = (sum(cpu[(e, method, pid)] for pid, _, _ in trees[e]) * per_call
+                for e in ("CleanCoind", "CleanCoin-node"))
+        out(f"    {method:34}{d:11.0f}{m:15.0f}{m / d if d else float('nan'):7.2f}x")
+    split = ", ".join(f"{role.split(' (')[0]} {cpu[('CleanCoin-node', 'getwalletinfo', pid)] * per_call:.0f}"
+                      for pid, _, role in trees["CleanCoin-node"]
+                      if cpu[("CleanCoin-node", "getwalletinfo", pid)] * per_call >= 1)
+    out(f"      CleanCoin-node's getwalletinfo by process: {split}")
 
 
 def test_resident_memory_and_wallet_rpc_latency() -> None:

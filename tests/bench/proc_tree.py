@@ -1,6 +1,6 @@
-"""What the memory benchmarks need from /proc: the process group a process is in, and the
-members of a group (a denial monitor started by a double fork is nobody's child; it keeps
-the process group of the process that restricted itself)."""
+"""What the memory and latency benchmarks need from /proc: the process group a process is in,
+the members of a group (a denial monitor started by a double fork is nobody's child; it keeps
+the process group of the process that restricted itself), and the CPU time they used."""
 
 from __future__ import annotations
 
@@ -20,3 +20,20 @@ def group_of(pid: int) -> int | None:
 def group_members(pgid: int) -> list[int]:
     """Every live process of process group `pgid`."""
     return sorted(int(e) for e in os.listdir("/proc") if e.isdigit() and group_of(int(e)) == pgid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time `pid`'s live threads have used, in ns precision (the first field of each
+    thread's /proc/PID/task/TID/schedstat; /proc/PID/stat counts 10 ms ticks), 0 once gone."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass        # the thread ended meanwhile
+    return total / 1e9
