@@ -17,6 +17,10 @@ import re
 import threading
 from dataclasses import dataclass
 
+#: The longest line a prefixing relay keeps back waiting for its end (journald's LineMax is
+#: 48K); a longer one is passed on in pieces of this size, each with the prefix.
+MAX_LINE = 16 * 1024
+
 # Compiled on first use (re keeps it), not at import: most launches never show output on a terminal.
 _CONTROL = rb"[\x00-\x08\x0b-\x1f\x7f]"
 
@@ -67,23 +71,29 @@ def apply(mode: str, devnull: int, pipes: Pipes | None, launched: bool) -> str:
 
 
 class Relay:
-    """Copies a child's output pipes to this process's stdout and stderr until end of file.
+    """Copies a child's output pipes to this process's stdout and stderr (or `targets`) until
+    end of file.
 
     `raw` passes bytes unchanged unless the destination is a terminal; otherwise control
     characters are always made visible. Runs in a thread (`start`) or is driven by the
     caller's own event loop (`pump(fd)` when `fd` is readable).
     """
 
-    def __init__(self, pipes: Pipes, *, raw: bool = False, prefix: bytes = b"") -> None:
+    def __init__(self, pipes: Pipes, *, raw: bool = False, prefix: bytes = b"",
+                 targets: tuple[int, int] = (1, 2)) -> None:
         self.pipes = pipes
         self.raw = raw
         self.prefix = prefix
-        self._targets = {pipes.stdout_r: 1, pipes.stderr_r: 2}
+        self._targets = {pipes.stdout_r: targets[0], pipes.stderr_r: targets[1]}
         self._partial: dict[int, bytes] = {}
         self._thread: threading.Thread | None = None
 
     def fds(self) -> list[int]:
         return list(self._targets)
+
+    def held(self) -> int:
+        """Bytes kept back, waiting for the end of their line (at most MAX_LINE per pipe)."""
+        return sum(len(rest) for rest in self._partial.values())
 
     def pump(self, fd: int) -> bool:
         """Move what `fd` holds on; False at end of file (the descriptor is then closed)."""
@@ -100,12 +110,18 @@ class Relay:
             return False
         if self.prefix:
             data = self._partial.pop(fd, b"") + data
-            lines, _, rest = data.rpartition(b"\n")
+            complete, newline, rest = data.rpartition(b"\n")
+            lines = complete.split(b"\n") if newline else []
+            # A line longer than MAX_LINE goes on in pieces: a child that never writes a
+            # newline must not make the relay (a zygote, unconfined) hold all it writes.
+            while len(rest) > MAX_LINE:
+                lines.append(rest[:MAX_LINE])
+                rest = rest[MAX_LINE:]
             if rest:
                 self._partial[fd] = rest
-            if not lines and not _:
+            if not lines:
                 return True
-            data = b"".join(self.prefix + line + b"\n" for line in lines.split(b"\n"))
+            data = b"".join(self.prefix + line + b"\n" for line in lines)
         self._write(target, data)
         return True
 

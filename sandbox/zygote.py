@@ -18,7 +18,8 @@ and events (a component exited, with its status). The zygote answers every malfo
 with an error and goes on serving; it accepts only a connected unix stream socket as IPC
 descriptor, and limits how many components are alive and how fast they are started. It dies
 with its parent, and its components die with it. Their stdout and stderr come through it,
-with control characters made visible, prefixed with the component's name and pid.
+with control characters made visible, prefixed with the component's name and pid, a line
+longer than 16 KiB in pieces (a component must not make it hold what it writes).
 """
 
 from __future__ import annotations

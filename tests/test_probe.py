@@ -27,6 +27,8 @@ REQUIRED = {
     "grant-symlink-swap", "fd-inherited", "unix-named-socket", "terminal-left-open",
     "memory-launcher-secret", "clone-newuser", "prctl-dumpable", "memory-wx",
     "rlimit-fork-200", "rlimit-fds-8192", "rlimit-file-1tib",
+    # found after #10: a component could make its zygote's output relay hold all it wrote
+    "output-flood",
 }
 
 
@@ -218,7 +220,8 @@ def test_new_attempts_escape_under_a_deliberately_weak_sandbox(strict, write_pol
     if os.getuid() == 0 or "rlimit-fork-200" in escaped:     # root: only the clone rule stops it
         assert "rlimit-fork-200" in escaped, result.to_text()
     # The mechanisms no policy can turn off still hold.
-    for name in ("fd-inherited", "terminal-left-open", "memory-launcher-secret", "grant-symlink-swap"):
+    for name in ("fd-inherited", "terminal-left-open", "memory-launcher-secret", "grant-symlink-swap",
+                 "output-flood"):
         assert name not in escaped, result.to_text()
 
 
@@ -293,3 +296,18 @@ def test_a_swapped_grant_is_followed_only_without_the_symlink_rule(tmp_path: Pat
     # A link the sandbox cannot have made (outside every writable root) is followed.
     (tmp_path / "operator-link").symlink_to(writable)
     assert paths.resolve(str(tmp_path / "operator-link"), [str(writable)]) == str(writable)
+
+
+def test_output_flood_catches_a_relay_that_keeps_whole_lines(strict, sandbox_vars,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """What output-flood catches: a relay that keeps a line back until its end (as the
+    zygote's did, holding 32 MiB of one line at a 175 MiB peak) holds the child's 8 MiB;
+    the relay as it is holds at most one piece."""
+    from cleancoin.sandbox import launcher, stdio
+    from cleancoin.sandbox.probe.attempts_inherited import _run_output_flood
+    judge = probe._Judge(strict, launcher.prepare(strict, sandbox_vars), probe._Host.detect())
+    held, detail = _run_output_flood(judge, None, None, 30)     # type: ignore[arg-type]
+    assert held == "denied" and f"at most {stdio.MAX_LINE} bytes" in detail, detail
+    monkeypatch.setattr(stdio, "MAX_LINE", 1 << 40)        # the relay before the fix
+    escaped, detail = _run_output_flood(judge, None, None, 30)   # type: ignore[arg-type]
+    assert escaped == "allowed" and "relay held" in detail, detail

@@ -243,6 +243,40 @@ time.sleep(0.5); z.stop()
     assert "\x1b" not in result.stdout + result.stderr
 
 
+def test_a_component_writing_without_newlines_cannot_make_the_zygote_hold_its_output(base_sandbox, sandbox_vars) -> None:
+    """The zygote passes a component's output on line by line, with its name and pid in
+    front; a line it has not seen the end of waits in the zygote. A component that writes
+    without newlines (32 MiB here) must not make the unconfined zygote hold all of it (nor
+    copy it again and again): a long line is passed on in pieces, each with the prefix."""
+    script = f"""
+import os, re, socket, sys, time
+sys.path.insert(0, {TESTS!r})
+from cleancoin.sandbox.policy_loader import shipped_policy
+from cleancoin.sandbox.zygote import ComponentSpec, Zygote
+z = Zygote.start({{"c": ComponentSpec("c", "zygote_targets:endless_line", shipped_policy("strict"), {sandbox_vars!r})}})
+ours, theirs = socket.socketpair()
+spawned = z.spawn("c", theirs.fileno())
+ours.sendall(b"x"); ours.recv(1)        # it has written everything
+time.sleep(0.5)                         # and the zygote has passed it on
+status = open(f"/proc/{{z.pid}}/status").read()
+os.write(2, ("peak " + re.search(r"VmHWM:\\s+(\\d+)", status).group(1) + "\\n").encode())
+ours.close()
+z.stop()
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": TESTS})
+    stderr = result.stderr.decode(errors="replace")
+    peak = re.search(r"^peak (\d+)$", stderr, re.M)
+    assert peak, stderr[-2000:]
+    # A zygote's interpreter with the launcher is about 20 MiB; holding the line took 32+.
+    assert int(peak.group(1)) < 40 * 1024, f"the zygote peaked at {int(peak.group(1)) // 1024} MiB"
+    lines = result.stdout.split(b"\n")
+    pieces = [line for line in lines if line.startswith(b"[c ") and b"] AAAA" in line]
+    assert pieces and all(len(line) <= 64 * 1024 for line in pieces), [len(line) for line in lines][:20]
+    assert sum(line.count(b"A") for line in pieces) == 32 * 1024 * 1024     # nothing lost
+    assert any(line.startswith(b"[c ") and line.endswith(b"] short line") for line in lines)
+
+
 def _request(z: Zygote, payload: bytes, fds: list[int] | None = None) -> object:
     """A raw request on the zygote's socket (what a confined parent could send)."""
     socket.send_fds(z._requests, [payload], fds or [])   # noqa: SLF001 - the protocol under attack

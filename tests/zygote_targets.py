@@ -47,3 +47,13 @@ def has_wave(fd: int) -> int:
     with socket.socket(fileno=fd) as sock:
         sock.sendall(b"yes" if "wave" in sys.modules else b"no")
     return 0
+
+
+def endless_line(fd: int) -> int:
+    """What a compromised component could write: 32 MiB on stdout without a newline (then
+    one, and a short line), then echo."""
+    chunk = b"A" * 65536
+    for _ in range(512):
+        os.write(1, chunk)
+    os.write(1, b"\nshort line\n")
+    return echo(fd)

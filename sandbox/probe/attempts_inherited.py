@@ -1,11 +1,12 @@
 """Attempts on what a sandbox could inherit or have redirected: descriptors opened before it
-went up, a terminal, its launcher's memory, a named unix socket outside its grants, and a
-grant path swapped for a symlink between two launches.
+went up, a terminal, its launcher's memory, a named unix socket outside its grants, a grant
+path swapped for a symlink between two launches, and its launcher's output relay.
 
-Most run inside like every other attempt. Three need the parent to set the scene in a way a
-careless launcher would, so they run in the parent (`PARENT_RUNS`): descriptors left open
-across the launch and across a self-restriction, a terminal left open, and a grant swapped
-by one launch before the next.
+Most run inside like every other attempt. Some need the parent to set the scene in a way a
+careless launcher would, or to watch the launcher's side, so they run in the parent
+(`PARENT_RUNS`): descriptors left open across the launch and across a self-restriction, a
+terminal left open, a grant swapped by one launch before the next, and output without
+newlines that a line-by-line relay (the zygote's) could be made to hold.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import stat
 import termios
 from collections.abc import Callable, Mapping
 
-from .. import launcher, steps, syscalls
+from .. import launcher, stdio, steps, syscalls
 from .judge import _Judge, _Why
 from .kernel_abi import _errname, _libc
 from .runner import Outcome, _Ctx, _interpret, _ok, _Out
@@ -301,6 +302,59 @@ def _run_symlink_swap(judge: _Judge, t: _Targets, plan_of: Callable[..., object]
             os.rmdir(sub)
 
 
+#: What the flooding child writes without a newline, and what the relay may hold of it.
+_FLOOD_BYTES = 8 << 20
+_FLOOD_HELD_LIMIT = 1 << 20
+
+
+def _run_output_flood(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """The child writes 8 MiB to stdout without a newline while its launcher relays its
+    output line by line with a prefix, as a zygote does (the launcher is unconfined: what
+    it holds, the host pays). Escape: the relay kept back more than 1 MiB of the line."""
+    def flood(out: _Out) -> Outcome:
+        chunk = b"A" * 65536
+        for _ in range(_FLOOD_BYTES // len(chunk)):
+            os.write(1, chunk)
+        return "allowed", f"wrote {_FLOOD_BYTES >> 20} MiB to stdout without a newline"
+
+    try:
+        child = launcher.spawn(judge.plan, target=_attempt_child(flood), relay=False)
+    except launcher.SpawnError as exc:
+        return "error", f"the sandbox did not start: {exc}"
+    if child.output is None:
+        child.kill()
+        child.wait()
+        return "denied", "the policy relays no output (process.stdio is not \"pipe\")"
+    import select
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    relay = stdio.Relay(child.output.pipes, prefix=b"[probe] ", targets=(devnull, devnull))
+    control = child.control.fileno()
+    open_fds, data, peak = set(relay.fds()), b"", 0
+    try:
+        while open_fds or control >= 0:
+            ready, _, _ = select.select([*open_fds, *([control] if control >= 0 else [])], [], [], timeout)
+            if not ready:
+                child.kill()
+                return _interpret(data, child.wait(), True, timeout)
+            for fd in ready:
+                if fd == control:
+                    chunk = os.read(control, 65536)
+                    data += chunk
+                    control = control if chunk else -1
+                elif not relay.pump(fd):
+                    open_fds.discard(fd)
+                peak = max(peak, relay.held())
+    finally:
+        os.close(devnull)
+    verdict, note = _interpret(data, child.wait(), False, timeout)
+    if verdict != "allowed":
+        return verdict, note
+    if peak > _FLOOD_HELD_LIMIT:
+        return _ok(f"{note}; the launcher's relay held {peak} bytes of it, waiting for the line's end")
+    return "denied", (f"{note}; the launcher's relay held at most {peak} bytes (a long line goes "
+                      f"on in pieces of {stdio.MAX_LINE})")
+
+
 # expectations ------------------------------------------------------------------------------
 
 def _exp_never(reason: str) -> Callable[[_Judge, _Targets], _Why]:
@@ -334,4 +388,5 @@ PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], flo
     "fd-before-self-restriction": _run_fd_self,
     "terminal-left-open": _run_terminal_left_open,
     "grant-symlink-swap": _run_symlink_swap,
+    "output-flood": _run_output_flood,
 }

@@ -177,4 +177,8 @@ def _battery() -> list[_Spec]:
               "again (old plan and new plan) and read the canary through it",
               _exp_never("paths: grants resolve without symlinks the sandbox could have planted"),
               _parent("grant-symlink-swap"), parent_run=True, needs_writable=True),
+        _Spec("output-flood", "write 8 MiB to stdout without a newline, to make the launcher's "
+              "line-by-line relay (a zygote's) hold all of it",
+              _exp_never("stdio: the relay passes a long line on in pieces"),
+              _parent("output-flood"), parent_run=True),
     ]

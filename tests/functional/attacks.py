@@ -279,3 +279,14 @@ try:
 except OSError as exc:
     report("kill-monitor", False, exc.strerror)
 '''
+
+# Output the zygote relays, without a newline: the zygote (unconfined) must not hold it.
+OUTPUT_FLOOD = r'''
+attempt("stderr-without-newline")
+chunk = b"W" * 65536
+for _ in range(ctx["flood_mib"] * 16):
+    os.write(2, chunk)
+os.write(2, b"\nend of the flood\n")
+report("stderr-without-newline", False, f"wrote {ctx['flood_mib']} MiB to stderr without a newline "
+       "(judged from outside, by the zygote's peak memory)")
+'''

@@ -434,3 +434,29 @@ def test_the_confined_node_and_wallet_cannot_reach_their_denial_monitors(home_ba
     assert killed_during(wallet_results) == ["kill-monitor"], wallet_results
     assert Path(f"/proc/{node_monitor}").exists()
     assert a.node.rpc.getblockcount() == 0
+
+
+def test_the_wallets_output_cannot_make_the_zygote_hold_it(home_base: Path) -> None:
+    """The wallet writes 48 MiB to its stderr without a newline. The zygote that relays its
+    output line by line (unconfined: what it holds, the host pays) must pass the line on in
+    pieces, each with the wallet's name and pid, and not keep it back whole: on the old
+    relay its memory grew with every byte (175 MiB peak for 32 MiB)."""
+    a = AttackedNode(home_base, wallet=attacks.OUTPUT_FLOOD, variables={"flood_mib": 48})
+    a.start()
+    results = a.result("wallet", timeout=60)
+    assert escapes(results) == {}, results
+    wpid = wallet_pid(a.node)
+    zygote = [p for p in a.node.rpc.getprocessinfo()["processes"] if "zygote" in p["name"]]
+    assert len(zygote) == 1 and zygote[0]["pid"], zygote
+    wait_until(lambda: b"end of the flood" in (a.node.datadir / "stderr.txt").read_bytes(),
+               what="the flood's end on the node's stderr")
+    status = Path(f"/proc/{zygote[0]['pid']}/status").read_text()
+    peak, now = (int(status.split(f"{field}:")[1].split()[0]) for field in ("VmHWM", "VmRSS"))
+    a.node.cleanup()
+    # The zygote holds the wallet's preloaded code (about 40 MiB): what the flood added is
+    # its peak over what it holds after.
+    assert peak - now < 16 * 1024, f"the zygote peaked {(peak - now) // 1024} MiB above its {now // 1024} MiB"
+    pieces = [line for line in (a.node.datadir / "stderr.txt").read_bytes().split(b"\n") if b"WWWW" in line]
+    assert pieces and all(line.startswith(f"[CleanCoin-wallet {wpid}] ".encode()) and len(line) <= 17 * 1024
+                          for line in pieces), [line[:60] for line in pieces[:3]]
+    assert sum(line.count(b"W") for line in pieces) == 48 << 20
