@@ -88,10 +88,12 @@ def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
     notified = bool(rules) or default_errno is not None
     if not notified:
         return plan
-    # Every name, not only the rules': an errno default refuses any syscall, and the monitor
-    # has no libseccomp to ask.
+    # The monitor has no libseccomp to ask, so it gets the names of what it may be asked
+    # about: the rules' syscalls, and every syscall only where an errno default refuses any
+    # (no shipped policy has one: their default kills).
+    every = _syscall_names() if default_errno is not None else {}
     denials = {"log": config.log, "verbose": config.verbose, "rules": {str(k): v for k, v in rules.items()},
-               "default": default_errno, "names": {**_syscall_names(), **{str(k): v for k, v in names.items()}},
+               "default": default_errno, "names": {**every, **{str(k): v for k, v in names.items()}},
                "families": {}}
     from .families import BY_NUMBER
     denials["families"] = {str(k): v for k, v in BY_NUMBER.items()}
@@ -126,6 +128,8 @@ MONITOR_ALLOWED = ("read", "write", "close", "recvmsg", "poll", "ppoll", "brk", 
                    "madvise", "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "restart_syscall",
                    "clock_gettime", "futex", "getpid", "gettid", "exit", "exit_group")
 _PROT_EXEC = 4
+#: Above every x86_64 syscall number (the highest is in the 400s).
+_MAX_SYSCALL = 512
 
 
 @functools.cache
@@ -146,20 +150,11 @@ def monitor_filter() -> bytes:
     return seccomp._export(flt, "export_bpf")  # noqa: SLF001
 
 
-@functools.cache
 def _syscall_names() -> dict[str, str]:
-    """Every native syscall number's name, for the monitor's lines (it has no libseccomp)."""
-    from . import seccomp
-    lib = seccomp._lib()  # noqa: SLF001
-    names = {}
-    for nr in range(0, 512):
-        try:
-            name = lib.resolve_syscall(lib.Arch.NATIVE, nr)
-        except ValueError:
-            continue
-        if name:
-            names[str(nr)] = name.decode() if isinstance(name, bytes) else str(name)
-    return names
+    """Every native syscall number's name that libseccomp knows, for the monitor's lines."""
+    from .seccomp import syscall_name
+    names = {str(nr): syscall_name(nr) for nr in range(_MAX_SYSCALL)}
+    return {nr: name for nr, name in names.items() if not name.startswith("#")}
 
 
 # ------------------------------------------------------------------------ in the component
