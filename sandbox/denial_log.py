@@ -123,7 +123,8 @@ def _noted(plan: Plan, note: str) -> Plan:
 # ------------------------------------------------------------------------ the monitor's filter
 
 #: What the monitor itself may do once confined (denial_monitor.confine): its descriptors,
-#: memory without PROT_EXEC, and the three notification ioctls. Everything else is EPERM.
+#: memory without PROT_EXEC, and the two notification ioctls it makes (receive, answer; never
+#: SECCOMP_IOCTL_NOTIF_ID_VALID). Everything else is EPERM.
 MONITOR_ALLOWED = ("read", "write", "close", "recvmsg", "poll", "ppoll", "brk", "munmap", "mremap",
                    "madvise", "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "restart_syscall",
                    "clock_gettime", "futex", "getpid", "gettid", "exit", "exit_group")
@@ -145,7 +146,7 @@ def monitor_filter() -> bytes:
         flt.add_rule(lib.ALLOW, name)
     for name in ("mmap", "mprotect"):
         flt.add_rule(lib.ALLOW, name, lib.Arg(2, lib.MASKED_EQ, _PROT_EXEC, 0))
-    for request in (notify.IOCTL_NOTIF_RECV, notify.IOCTL_NOTIF_SEND, notify.IOCTL_NOTIF_ID_VALID):
+    for request in (notify.IOCTL_NOTIF_RECV, notify.IOCTL_NOTIF_SEND):
         flt.add_rule(lib.ALLOW, "ioctl", lib.Arg(1, lib.MASKED_EQ, 0xFFFFFFFF, request))
     return seccomp._export(flt, "export_bpf")  # noqa: SLF001
 

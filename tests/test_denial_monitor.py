@@ -27,13 +27,22 @@ pytestmark = pytest.mark.usefixtures("deadline")
 # Runs in `python -I -S` (as the monitor does): loads the monitor's module by path, confines
 # itself with the BPF given in hex, then tries what it must not do and what it must.
 CONFINED = r"""
-import _socket, errno, importlib.util, json, mmap, os, sys
+import _socket, ctypes, errno, fcntl, importlib.util, json, mmap, os, sys
 spec = importlib.util.spec_from_file_location("denial_monitor", sys.argv[1])
 monitor = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(monitor)
 bpf = bytes.fromhex(sys.argv[2])
 log = int(sys.argv[3])
 a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+# A real notification listener of its own (a filter that notifies a syscall nobody makes),
+# to try the SECCOMP_IOCTL_NOTIF_* requests on once confined.
+notifying = ctypes.create_string_buffer(bytes.fromhex(sys.argv[4]))
+class Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+prog = Prog(len(notifying.raw) // 8, ctypes.cast(notifying, ctypes.c_void_p))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+listener = libc.syscall(ctypes.c_long(317), ctypes.c_long(1), ctypes.c_long(8), ctypes.byref(prog))
 try:
     notes = monitor.confine(bpf, False, True)
 except monitor.ConfineError as exc:
@@ -53,6 +62,13 @@ attempt("exec mapping", lambda: mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.P
 attempt("write log", lambda: os.write(log, b"a line\n"))
 attempt("socket pair", lambda: (os.write(a.fileno(), b"x"), b.recvmsg(1, 64)))
 attempt("memory", lambda: bytearray(8 << 20))
+if listener >= 0:
+    # Nothing is pending and the ids are made up: a request the filter lets through gets the
+    # kernel's answer (RECV: EINVAL for a buffer that is not zero, before it would wait;
+    # SEND and ID_VALID: ENOENT), one it refuses gets EPERM.
+    attempt("notif recv", lambda: fcntl.ioctl(listener, monitor.IOCTL_NOTIF_RECV, bytearray(b"\1" * monitor._NOTIF.size), True))
+    attempt("notif send", lambda: fcntl.ioctl(listener, monitor.IOCTL_NOTIF_SEND, monitor._RESP.pack(12345, 0, -1, 0)))
+    attempt("notif id_valid", lambda: fcntl.ioctl(listener, monitor.IOCTL_NOTIF_ID_VALID, (12345).to_bytes(8, "little")))
 os.write(log, (json.dumps(out) + "\n").encode())
 """
 
@@ -68,7 +84,7 @@ def _confined(bpf: bytes, tmp_path: Path, drop: bool = True) -> dict[str, str]:
     log = tmp_path / "log"
     with open(log, "wb") as handle:
         proc = subprocess.run([sys.executable, "-I", "-S", "-c", CONFINED, denial_log.MONITOR_PROGRAM,
-                               bpf.hex(), str(handle.fileno())],
+                               bpf.hex(), str(handle.fileno()), _notify_filter().hex()],
                               pass_fds=[handle.fileno()], preexec_fn=_drop_privileges if drop else None,
                               capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
@@ -77,6 +93,16 @@ def _confined(bpf: bytes, tmp_path: Path, drop: bool = True) -> dict[str, str]:
     lines = log.read_text().splitlines()
     assert lines[0] == "a line", lines
     return json.loads(lines[1])              # type: ignore[no-any-return]
+
+
+def _notify_filter() -> bytes:
+    """Allows everything, notifies vhangup (which nothing calls): only there for its listener."""
+    from cleancoin.sandbox import seccomp
+    lib = seccomp._lib()  # noqa: SLF001
+    flt = lib.SyscallFilter(lib.ALLOW)
+    flt.set_attr(lib.Attr.CTL_NNP, 0)
+    flt.add_rule(lib.NOTIFY, "vhangup")
+    return seccomp._export(flt, "export_bpf")  # noqa: SLF001
 
 
 def _allow_all() -> bytes:
@@ -95,6 +121,17 @@ def test_the_monitor_program_refuses_files_and_sockets_once_confined(base_sandbo
     assert result["signal parent"] == "EPERM" and result["exec mapping"] == "EPERM"
     # ... next to what it needs: its log, its socket, memory.
     assert result["write log"] == "ok" and result["socket pair"] == "ok" and result["memory"] == "ok"
+
+
+def test_the_monitors_filter_lets_through_only_the_notification_ioctls_it_makes(base_sandbox, require, tmp_path):
+    """The monitor receives and answers notifications (RECV, SEND) and never asks whether one
+    is still valid: SECCOMP_IOCTL_NOTIF_ID_VALID is refused like any other ioctl."""
+    require(base_sandbox.landlock_abi >= 1, "Landlock")
+    result = _confined(denial_log.monitor_filter(), tmp_path)
+    assert result["notif recv"] == "EINVAL" and result["notif send"] == "ENOENT", result
+    assert result["notif id_valid"] == "EPERM", result
+    # Without the monitor's filter the same request reaches the kernel: the EPERM is the filter's.
+    assert _confined(_allow_all(), tmp_path)["notif id_valid"] == "ENOENT"
 
 
 def test_the_monitors_landlock_domain_grants_nothing_even_without_its_filter(base_sandbox, require, tmp_path):
