@@ -43,7 +43,7 @@ import marshal
 import os
 import socket
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,16 +237,24 @@ def launch(plan: Plan) -> Monitor:
     # takes before it is confined.
     blob = marshal.dumps(monitor_config(plan, os.getpid()))
     ours.sendall(len(blob).to_bytes(4, "little") + blob)
+    _detached(lambda: _exec_monitor(ours, theirs, out))
+    theirs.close()
+    return Monitor(ours, out)
+
+
+def _detached(grandchild: Callable[[], object]) -> None:
+    """Run `grandchild` (which execs or exits, never returns) in a process that is nobody's
+    child here: a double fork whose middle process ends at once and is reaped here, so the
+    monitor is neither the component's child (a zombie it would have to reap, a pid its own
+    waits could take) nor left behind as one. A grandchild that returns or raises ends."""
     middle = os.fork()
     if middle == 0:
         try:
             if os.fork() == 0:
-                _exec_monitor(ours, theirs, out)
+                grandchild()
         finally:
             os._exit(0)
-    theirs.close()
     os.waitpid(middle, 0)
-    return Monitor(ours, out)
 
 
 def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int) -> None:
@@ -329,25 +337,18 @@ def _fork_monitor(plan: Plan, out: int) -> None:
     Landlock and capability drop: confined like the component)."""
     config = monitor_config(plan, os.getpid())
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    middle = os.fork()
-    if middle == 0:
-        try:
-            if os.fork() == 0:
-                from . import descriptors
-                ours.close()
-                descriptors.keep_only({out, theirs.fileno()})
-                syscalls.set_name(denial_monitor.NAME)
-                _serve(theirs, out, config)
-        finally:
-            os._exit(0)
+    _detached(lambda: _serve(ours, theirs, out, config))
     theirs.close()
-    os.waitpid(middle, 0)
     os.close(out)
     _hand_over(plan, ours)
 
 
-def _serve(channel: socket.socket, out: int, config: Mapping[str, Any]) -> None:
+def _serve(ours: socket.socket, channel: socket.socket, out: int, config: Mapping[str, Any]) -> None:
     """The forked monitor: never returns."""
+    from . import descriptors
+    ours.close()
+    descriptors.keep_only({out, channel.fileno()})
+    syscalls.set_name(denial_monitor.NAME)
     try:
         _msg, fds, _flags, _addr = socket.recv_fds(channel, 16, 1)
         channel.close()

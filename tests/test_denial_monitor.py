@@ -151,28 +151,6 @@ def test_the_monitor_refuses_to_serve_with_capabilities(tmp_path):
 
 # ----------------------------------------------------------------- inside a real component
 
-def _monitors_of(pid: int) -> list[int]:
-    """The denial monitors among the processes of pid's session (the launcher makes one)."""
-    sid = os.getsid(pid)
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == "denial-monitor" and os.getsid(int(entry)) == sid:
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
-def _status(pid: int) -> dict[str, str]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
-
-
 def _attack_the_monitor(channel: int) -> int:
     """In the confined component: learn the monitor's pid (as this pid namespace numbers it),
     try to kill it and to read its memory, then make a refused call that it must still log."""
@@ -208,7 +186,7 @@ def _attack_the_monitor(channel: int) -> int:
 
 
 def test_a_confined_component_cannot_kill_or_read_its_monitor(base_sandbox, require, sandbox_vars, tmp_path,
-                                                             write_policy):
+                                                             write_policy, proc):
     require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (signal scope)")
     log = Path(sandbox_vars["datadir"]) / "denials.log"
     policy = write_policy("""
@@ -224,10 +202,10 @@ def test_a_confined_component_cannot_kill_or_read_its_monitor(base_sandbox, requ
         assert child.report is not None
         text = child.report.to_text()
         assert "its own program, confined" in text, text
-        monitors = _monitors_of(child.pid)
+        monitors = proc.monitors(session_of=child.pid)
         assert len(monitors) == 1, monitors
         monitor = monitors[0]
-        fields = _status(monitor)
+        fields = proc.status(monitor)
         assert (fields["Seccomp"], fields["NoNewPrivs"], int(fields["CapEff"], 16), int(fields["CapPrm"], 16),
                 int(fields["CapBnd"], 16)) == ("2", "1", 0, 0, 0), fields
         # Its descriptors: the filter's listener and the log, nothing of the component's (once
@@ -257,7 +235,7 @@ def test_a_confined_component_cannot_kill_or_read_its_monitor(base_sandbox, requ
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             os.kill(monitor, sig)
         time.sleep(0.2)
-        assert _status(monitor)["State"][0] in "SR", _status(monitor)
+        assert proc.status(monitor)["State"][0] in "SR", proc.status(monitor)
         ours.sendall(b"x")
     finally:
         ours.close()
