@@ -43,7 +43,7 @@ import marshal
 import os
 import socket
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,10 +88,12 @@ def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
     notified = bool(rules) or default_errno is not None
     if not notified:
         return plan
-    # Every name, not only the rules': an errno default refuses any syscall, and the monitor
-    # has no libseccomp to ask.
+    # The monitor has no libseccomp to ask, so it gets the names of what it may be asked
+    # about: the rules' syscalls, and every syscall only where an errno default refuses any
+    # (no shipped policy has one: their default kills).
+    every = _syscall_names() if default_errno is not None else {}
     denials = {"log": config.log, "verbose": config.verbose, "rules": {str(k): v for k, v in rules.items()},
-               "default": default_errno, "names": {**_syscall_names(), **{str(k): v for k, v in names.items()}},
+               "default": default_errno, "names": {**every, **{str(k): v for k, v in names.items()}},
                "families": {}}
     from .families import BY_NUMBER
     denials["families"] = {str(k): v for k, v in BY_NUMBER.items()}
@@ -121,11 +123,14 @@ def _noted(plan: Plan, note: str) -> Plan:
 # ------------------------------------------------------------------------ the monitor's filter
 
 #: What the monitor itself may do once confined (denial_monitor.confine): its descriptors,
-#: memory without PROT_EXEC, and the three notification ioctls. Everything else is EPERM.
+#: memory without PROT_EXEC, and the two notification ioctls it makes (receive, answer; never
+#: SECCOMP_IOCTL_NOTIF_ID_VALID). Everything else is EPERM.
 MONITOR_ALLOWED = ("read", "write", "close", "recvmsg", "poll", "ppoll", "brk", "munmap", "mremap",
                    "madvise", "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "restart_syscall",
                    "clock_gettime", "futex", "getpid", "gettid", "exit", "exit_group")
 _PROT_EXEC = 4
+#: Above every x86_64 syscall number (the highest is in the 400s).
+_MAX_SYSCALL = 512
 
 
 @functools.cache
@@ -141,25 +146,16 @@ def monitor_filter() -> bytes:
         flt.add_rule(lib.ALLOW, name)
     for name in ("mmap", "mprotect"):
         flt.add_rule(lib.ALLOW, name, lib.Arg(2, lib.MASKED_EQ, _PROT_EXEC, 0))
-    for request in (notify.IOCTL_NOTIF_RECV, notify.IOCTL_NOTIF_SEND, notify.IOCTL_NOTIF_ID_VALID):
+    for request in (notify.IOCTL_NOTIF_RECV, notify.IOCTL_NOTIF_SEND):
         flt.add_rule(lib.ALLOW, "ioctl", lib.Arg(1, lib.MASKED_EQ, 0xFFFFFFFF, request))
     return seccomp._export(flt, "export_bpf")  # noqa: SLF001
 
 
-@functools.cache
 def _syscall_names() -> dict[str, str]:
-    """Every native syscall number's name, for the monitor's lines (it has no libseccomp)."""
-    from . import seccomp
-    lib = seccomp._lib()  # noqa: SLF001
-    names = {}
-    for nr in range(0, 512):
-        try:
-            name = lib.resolve_syscall(lib.Arch.NATIVE, nr)
-        except ValueError:
-            continue
-        if name:
-            names[str(nr)] = name.decode() if isinstance(name, bytes) else str(name)
-    return names
+    """Every native syscall number's name that libseccomp knows, for the monitor's lines."""
+    from .seccomp import syscall_name
+    names = {str(nr): syscall_name(nr) for nr in range(_MAX_SYSCALL)}
+    return {nr: name for nr, name in names.items() if not name.startswith("#")}
 
 
 # ------------------------------------------------------------------------ in the component
@@ -241,16 +237,24 @@ def launch(plan: Plan) -> Monitor:
     # takes before it is confined.
     blob = marshal.dumps(monitor_config(plan, os.getpid()))
     ours.sendall(len(blob).to_bytes(4, "little") + blob)
+    _detached(lambda: _exec_monitor(ours, theirs, out))
+    theirs.close()
+    return Monitor(ours, out)
+
+
+def _detached(grandchild: Callable[[], object]) -> None:
+    """Run `grandchild` (which execs or exits, never returns) in a process that is nobody's
+    child here: a double fork whose middle process ends at once and is reaped here, so the
+    monitor is neither the component's child (a zombie it would have to reap, a pid its own
+    waits could take) nor left behind as one. A grandchild that returns or raises ends."""
     middle = os.fork()
     if middle == 0:
         try:
             if os.fork() == 0:
-                _exec_monitor(ours, theirs, out)
+                grandchild()
         finally:
             os._exit(0)
-    theirs.close()
     os.waitpid(middle, 0)
-    return Monitor(ours, out)
 
 
 def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int) -> None:
@@ -333,25 +337,18 @@ def _fork_monitor(plan: Plan, out: int) -> None:
     Landlock and capability drop: confined like the component)."""
     config = monitor_config(plan, os.getpid())
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    middle = os.fork()
-    if middle == 0:
-        try:
-            if os.fork() == 0:
-                from . import descriptors
-                ours.close()
-                descriptors.keep_only({out, theirs.fileno()})
-                syscalls.set_name(denial_monitor.NAME)
-                _serve(theirs, out, config)
-        finally:
-            os._exit(0)
+    _detached(lambda: _serve(ours, theirs, out, config))
     theirs.close()
-    os.waitpid(middle, 0)
     os.close(out)
     _hand_over(plan, ours)
 
 
-def _serve(channel: socket.socket, out: int, config: Mapping[str, Any]) -> None:
+def _serve(ours: socket.socket, channel: socket.socket, out: int, config: Mapping[str, Any]) -> None:
     """The forked monitor: never returns."""
+    from . import descriptors
+    ours.close()
+    descriptors.keep_only({out, channel.fileno()})
+    syscalls.set_name(denial_monitor.NAME)
     try:
         _msg, fds, _flags, _addr = socket.recv_fds(channel, 16, 1)
         channel.close()

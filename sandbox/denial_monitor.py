@@ -16,8 +16,8 @@ each step checked, in this order:
 2. no_new_privs, and no capability in any set (capget must show none);
 3. Landlock: every filesystem and TCP right handled and none granted, abstract unix sockets
    and signals scoped (it uses only descriptors it holds already);
-4. its own seccomp filter: read, write, close, recvmsg, poll, the SECCOMP_IOCTL_NOTIF_*
-   ioctls, memory without PROT_EXEC, signals' return, exit; everything else EPERM.
+4. its own seccomp filter: read, write, close, recvmsg, poll, the SECCOMP_IOCTL_NOTIF_RECV
+   and _SEND ioctls, memory without PROT_EXEC, signals' return, exit; everything else EPERM.
 
 It then says b"R" on CHANNEL (with what the kernel lacked, for the report) and waits for the
 listener. A step that fails says b"E" and why,

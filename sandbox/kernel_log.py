@@ -17,8 +17,9 @@ _RECORD = re.compile(rb"type=1326 .*?\bpid=(\d+)\b.*?\bsig=31\b.*?\bsyscall=(\d+
 
 
 def seccomp_kill(pid: int, wait: float = 0.5) -> str | None:
-    """"NAME (number N)" of the syscall that got `pid` killed by its filter, if the kernel
-    log says so and may be read; None otherwise. The kernel's audit thread writes the record
+    """"NAME (number N)" of the syscall that got `pid` killed by its filter ("#N (number N)"
+    for a number libseccomp cannot name), if the kernel log says so and may be read; None
+    otherwise. The kernel's audit thread writes the record
     a moment after the kill: it is looked for up to `wait` seconds."""
     deadline = time.monotonic() + wait
     while True:
@@ -28,13 +29,8 @@ def seccomp_kill(pid: int, wait: float = 0.5) -> str | None:
         time.sleep(0.05)
     if found is None:
         return None
-    from . import seccomp
-    lib = seccomp._lib()  # noqa: SLF001
-    try:
-        name = lib.resolve_syscall(lib.Arch.NATIVE, found)
-    except ValueError:
-        return f"syscall {found}"
-    return f"{name.decode() if isinstance(name, bytes) else name} (number {found})"
+    from .seccomp import syscall_name      # libseccomp only once there is a number to name
+    return f"{syscall_name(found)} (number {found})"
 
 
 def _search(pid: int) -> int | None:

@@ -76,15 +76,6 @@ class Observation:
                 "errors": self.errors}
 
 
-def _syscall_name(nr: int) -> str:
-    lib = seccomp._lib()  # noqa: SLF001
-    try:
-        name = lib.resolve_syscall(lib.Arch.NATIVE, nr)
-    except ValueError:
-        return f"#{nr}"
-    return name.decode() if isinstance(name, bytes) else str(name)
-
-
 def read_records(files: Iterable[str], policy: str | None = None) -> Observation:
     """Merge record files (of one policy, when `policy` is given)."""
     obs = Observation(policy or "")
@@ -138,7 +129,7 @@ def read_records(files: Iterable[str], policy: str | None = None) -> Observation
             elif kind == "error":
                 obs.errors.append(f"{os.path.basename(path)}: recorder: {record.get('error')}")
         for nr, n in counts.items():
-            name = _syscall_name(nr)
+            name = seccomp.syscall_name(nr)
             obs.syscalls[name] = obs.syscalls.get(name, 0) + n
     return obs
 

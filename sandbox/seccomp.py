@@ -72,6 +72,18 @@ def syscall_number(name: str) -> int | None:
     return None if number == -1 else number
 
 
+def syscall_name(nr: int) -> str:
+    """The native name of syscall number `nr` in this libseccomp's table, or "#nr" for a
+    number it does not know (a syscall of a newer kernel): the one lookup of names by number
+    (the learn records, the denial monitor's table, a SIGSYS death from the kernel log)."""
+    lib = _lib()
+    try:
+        name = lib.resolve_syscall(lib.Arch.NATIVE, nr)
+    except ValueError:
+        return f"#{nr}"
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def libseccomp_version() -> str:
     """The version of the loaded libseccomp, for messages that depend on its syscall table."""
     lib = _lib()

@@ -13,7 +13,7 @@ Nothing here fakes a kernel mechanism: every helper forks a child through
   JSON-able. `sandboxed(...)` does the same but keeps the child alive while the test looks at
   it from outside (`/proc/<pid>/...`).
 - `proc.leaf(pid)` / `proc.status(pid)` find the component below its waiting processes and
-  read its /proc status from the parent.
+  read its /proc status from the parent; `proc.monitors(...)` finds live denial monitors.
 - `base_sandbox` skips (or, in CI, fails) when the kernel cannot run the shipped base policy;
   `sandbox_vars` gives the launch variables; `outside_dir` is a directory no policy grants.
 - `require(feature_available, what)` skips a test on a kernel without a feature, but fails it
@@ -303,12 +303,40 @@ class ProcHelpers:
 
     leaf: Callable[[int], int]
     status: Callable[[int], dict[str, str]]
+    monitors: Callable[..., list[int]]
 
 
 @pytest.fixture
 def proc() -> ProcHelpers:
-    """proc.leaf(child.pid): the component under its waiting processes; proc.status(pid)."""
-    return ProcHelpers(process_tree_leaf, proc_status)
+    """proc.leaf(child.pid): the component under its waiting processes; proc.status(pid);
+    proc.monitors(session_of=pid, writing=path): the live denial monitors."""
+    return ProcHelpers(process_tree_leaf, proc_status, denial_monitors)
+
+
+def denial_monitors(*, session_of: int | None = None, writing: str | None = None) -> list[int]:
+    """The live denial monitors (host pids), optionally only those in the session of
+    `session_of` (the launcher starts one per sandboxed child) or those holding the log
+    `writing` open. Monitors of components stopped earlier may linger as zombies of an init
+    that does not reap: those are left out."""
+    sid = None if session_of is None else os.getsid(session_of)
+    found = []
+    for entry in sorted(os.listdir("/proc"), key=lambda e: (len(e), e)):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/comm") as handle:
+                if handle.read().strip() != "denial-monitor":
+                    continue
+            if proc_status(pid)["State"].startswith("Z") or (sid is not None and os.getsid(pid) != sid):
+                continue
+            if writing is not None and writing not in {os.readlink(f"/proc/{pid}/fd/{fd}")
+                                                       for fd in os.listdir(f"/proc/{pid}/fd")}:
+                continue
+        except (OSError, KeyError):
+            continue
+        found.append(pid)
+    return found
 
 
 def process_tree_leaf(pid: int) -> int:

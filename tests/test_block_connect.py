@@ -25,7 +25,7 @@ from cleancoin.components.common.keys import (
     PrivateKey, SignatureCheck, prepare_input_check, sign_transaction, signature_hash,
 )
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
-from cleancoin.components.common.sigcheck import CHUNK, SignatureChecker
+from cleancoin.components.common.sigcheck import CHUNK, MAX_THREADS, SignatureChecker, default_threads
 from cleancoin.components.node.chain import BLOCK_FAILED, ChainManager
 from cleancoin.components.node.mining import mine_block
 
@@ -148,6 +148,59 @@ def test_digest_parts_equal_their_definition(inputs: int, outputs: int) -> None:
     for tx in (built, Transaction.from_bytes(built.to_bytes())):
         assert tx.hash_prevouts == sha256d(b"".join(i.prevout.to_bytes() for i in vin))
         assert tx.hash_outputs == sha256d(b"".join(o.to_bytes() for o in vout))
+
+
+def test_digest_parts_are_cached_once_and_need_no_serialization() -> None:
+    """Only sighash_parts is kept on the transaction (the two hashes are read nowhere else),
+    and a transaction built in memory (a wallet signing) is not serialized whole to hash its
+    outputs: they are fixed-size and encoded on their own. A parsed one slices its bytes."""
+    from cleancoin.components.common.hashes import sha256d
+    vout = (TxOut(COIN, PKH), TxOut(2 * COIN, PKH))
+    built = Transaction(2, (TxIn(OutPoint(b"\x05" * 32, 1)),), vout, 7)
+    head, tail = built.sighash_parts
+    assert tail == sha256d(b"".join(o.to_bytes() for o in vout)) + (7).to_bytes(4, "little")
+    assert head[4:] == sha256d(b"\x05" * 32 + (1).to_bytes(4, "little"))
+    assert not {"serialized", "hash_prevouts", "hash_outputs"} & built.__dict__.keys(), built.__dict__.keys()
+    parsed = Transaction.from_bytes(built.to_bytes())
+    assert parsed.sighash_parts == (head, tail)
+    assert not {"hash_prevouts", "hash_outputs"} & parsed.__dict__.keys()
+
+
+def _cgroup_tree(root: Path, own: str, limits: dict[str, str]) -> tuple[str, str]:
+    """A cgroup v2 file tree as the kernel shows it: /proc/self/cgroup's line and cpu.max files."""
+    fs = root / "sys-fs-cgroup"
+    for directory, content in limits.items():
+        (fs / directory).mkdir(parents=True, exist_ok=True)
+        (fs / directory / "cpu.max").write_text(content + "\n")
+    (fs / own.strip("/")).mkdir(parents=True, exist_ok=True)
+    self_cgroup = root / "self-cgroup"
+    self_cgroup.write_text(f"0::{own}\n")
+    return str(fs), str(self_cgroup)
+
+
+def test_signature_threads_respect_the_containers_cpu_quota(tmp_path: Path) -> None:
+    """A container limited to half a CPU (cpu.max "50000 100000") may see every core in its
+    affinity mask; its signature threads follow the quota, rounded up, at least 1, and the
+    smallest quota on the way up the hierarchy."""
+    import os
+    affinity = min(len(os.sched_getaffinity(0)), MAX_THREADS)
+
+    def threads(name: str, own: str, limits: dict[str, str]) -> int:
+        return default_threads(*_cgroup_tree(tmp_path / name, own, limits))
+
+    assert threads("half", "/pod", {"pod": "50000 100000"}) == 1
+    assert threads("parent", "/slice/service", {"slice": "100000 100000", "slice/service": "max 100000"}) == 1
+    assert threads("many", "/pod", {"pod": "3200000 100000"}) == affinity
+    assert threads("none", "/pod", {"pod": "max 100000"}) == affinity
+    assert threads("no-file", "/pod", {}) == affinity
+    assert threads("garbage", "/pod", {"pod": "lots"}) == affinity
+    if affinity >= 2:
+        assert threads("one-and-a-half", "/pod", {"pod": "150000 100000"}) == 2
+    # cgroup v1 only (no "0::" line): nothing to read.
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    (v1 / "self-cgroup").write_text("4:cpu,cpuacct:/pod\n")
+    assert default_threads(str(v1), str(v1 / "self-cgroup")) == affinity
 
 
 # ------------------------------------------------------------------------------- the chain

@@ -74,3 +74,53 @@ def test_a_sigsys_death_names_the_syscall(tmp_path: Path) -> None:
     assert "killed by SIGSYS" in result.stderr
     if "says the kernel log" in result.stderr:              # the kernel may suppress audit records
         assert "unshare (number 272)" in result.stderr
+
+
+def test_syscall_names_come_from_one_lookup() -> None:
+    from cleancoin.sandbox import seccomp
+    assert seccomp.syscall_name(0) == "read" and seccomp.syscall_name(272) == "unshare"
+    # A number libseccomp does not name (a newer kernel's syscall) still has a name to print.
+    assert seccomp.syscall_name(100000) == "#100000"
+
+
+def test_every_syscall_name_goes_to_the_monitor_only_under_an_errno_default(base_sandbox, sandbox_vars,
+                                                                             write_policy) -> None:
+    """The monitor has no libseccomp: it is given the names of what it can be asked about. A
+    policy whose default kills notifies only its errno rules (the table was once all ~370
+    names on every launch); one whose default is an errno can have any syscall refused, and
+    the log still names it."""
+    import ctypes
+
+    from cleancoin.sandbox import launcher
+    from cleancoin.sandbox.denial_log import DenialLog
+    from cleancoin.sandbox.policy_loader import load_policy
+    killing = launcher.prepare(load_policy(write_policy("")), sandbox_vars, denials=DenialLog(""))
+    names = set(killing.denials["names"].values())
+    assert "socket" in names                            # an errno rule of the base (families)
+    assert "read" not in names and "personality" not in names, sorted(names)
+    log = Path(sandbox_vars["datadir"]) / "denials.log"
+    errno_default = write_policy("""
+        [policy]
+        name = "errno-default"
+
+        [filesystem]
+        write = ["${datadir}"]
+
+        [seccomp]
+        default_action = "errno:EPERM"
+        allow = ["@system-service"]
+        deny = ["@keyring", "@privileged", "@setuid", "execve", "execveat", "unshare", "setns", "kcmp",
+                "process_vm_readv", "process_vm_writev", "pidfd_getfd", "io_uring_setup", "io_uring_enter",
+                "io_uring_register", "userfaultfd", "personality", "name_to_handle_at", "open_tree"]
+    """, extends=False)
+    plan = launcher.prepare(load_policy(errno_default), sandbox_vars, denials=DenialLog(str(log)))
+    assert plan.denials["names"]["135"] == "personality"
+
+    def call_personality(_control: int) -> int:
+        libc = ctypes.CDLL(None, use_errno=True)
+        # personality(0xffffffff) only reads the persona: refused here by the default.
+        failed = libc.syscall(ctypes.c_long(135), ctypes.c_ulong(0xFFFFFFFF)) == -1
+        return 0 if failed and ctypes.get_errno() == 1 else 1
+
+    assert launcher.spawn(plan, target=call_personality).wait() == 0
+    assert "sandbox: refused personality(...) -> EPERM" in log.read_text()

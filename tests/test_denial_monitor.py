@@ -27,13 +27,22 @@ pytestmark = pytest.mark.usefixtures("deadline")
 # Runs in `python -I -S` (as the monitor does): loads the monitor's module by path, confines
 # itself with the BPF given in hex, then tries what it must not do and what it must.
 CONFINED = r"""
-import _socket, errno, importlib.util, json, mmap, os, sys
+import _socket, ctypes, errno, fcntl, importlib.util, json, mmap, os, sys
 spec = importlib.util.spec_from_file_location("denial_monitor", sys.argv[1])
 monitor = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(monitor)
 bpf = bytes.fromhex(sys.argv[2])
 log = int(sys.argv[3])
 a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+# A real notification listener of its own (a filter that notifies a syscall nobody makes),
+# to try the SECCOMP_IOCTL_NOTIF_* requests on once confined.
+notifying = ctypes.create_string_buffer(bytes.fromhex(sys.argv[4]))
+class Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+prog = Prog(len(notifying.raw) // 8, ctypes.cast(notifying, ctypes.c_void_p))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+listener = libc.syscall(ctypes.c_long(317), ctypes.c_long(1), ctypes.c_long(8), ctypes.byref(prog))
 try:
     notes = monitor.confine(bpf, False, True)
 except monitor.ConfineError as exc:
@@ -53,6 +62,13 @@ attempt("exec mapping", lambda: mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.P
 attempt("write log", lambda: os.write(log, b"a line\n"))
 attempt("socket pair", lambda: (os.write(a.fileno(), b"x"), b.recvmsg(1, 64)))
 attempt("memory", lambda: bytearray(8 << 20))
+if listener >= 0:
+    # Nothing is pending and the ids are made up: a request the filter lets through gets the
+    # kernel's answer (RECV: EINVAL for a buffer that is not zero, before it would wait;
+    # SEND and ID_VALID: ENOENT), one it refuses gets EPERM.
+    attempt("notif recv", lambda: fcntl.ioctl(listener, monitor.IOCTL_NOTIF_RECV, bytearray(b"\1" * monitor._NOTIF.size), True))
+    attempt("notif send", lambda: fcntl.ioctl(listener, monitor.IOCTL_NOTIF_SEND, monitor._RESP.pack(12345, 0, -1, 0)))
+    attempt("notif id_valid", lambda: fcntl.ioctl(listener, monitor.IOCTL_NOTIF_ID_VALID, (12345).to_bytes(8, "little")))
 os.write(log, (json.dumps(out) + "\n").encode())
 """
 
@@ -68,7 +84,7 @@ def _confined(bpf: bytes, tmp_path: Path, drop: bool = True) -> dict[str, str]:
     log = tmp_path / "log"
     with open(log, "wb") as handle:
         proc = subprocess.run([sys.executable, "-I", "-S", "-c", CONFINED, denial_log.MONITOR_PROGRAM,
-                               bpf.hex(), str(handle.fileno())],
+                               bpf.hex(), str(handle.fileno()), _notify_filter().hex()],
                               pass_fds=[handle.fileno()], preexec_fn=_drop_privileges if drop else None,
                               capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
@@ -77,6 +93,16 @@ def _confined(bpf: bytes, tmp_path: Path, drop: bool = True) -> dict[str, str]:
     lines = log.read_text().splitlines()
     assert lines[0] == "a line", lines
     return json.loads(lines[1])              # type: ignore[no-any-return]
+
+
+def _notify_filter() -> bytes:
+    """Allows everything, notifies vhangup (which nothing calls): only there for its listener."""
+    from cleancoin.sandbox import seccomp
+    lib = seccomp._lib()  # noqa: SLF001
+    flt = lib.SyscallFilter(lib.ALLOW)
+    flt.set_attr(lib.Attr.CTL_NNP, 0)
+    flt.add_rule(lib.NOTIFY, "vhangup")
+    return seccomp._export(flt, "export_bpf")  # noqa: SLF001
 
 
 def _allow_all() -> bytes:
@@ -97,6 +123,17 @@ def test_the_monitor_program_refuses_files_and_sockets_once_confined(base_sandbo
     assert result["write log"] == "ok" and result["socket pair"] == "ok" and result["memory"] == "ok"
 
 
+def test_the_monitors_filter_lets_through_only_the_notification_ioctls_it_makes(base_sandbox, require, tmp_path):
+    """The monitor receives and answers notifications (RECV, SEND) and never asks whether one
+    is still valid: SECCOMP_IOCTL_NOTIF_ID_VALID is refused like any other ioctl."""
+    require(base_sandbox.landlock_abi >= 1, "Landlock")
+    result = _confined(denial_log.monitor_filter(), tmp_path)
+    assert result["notif recv"] == "EINVAL" and result["notif send"] == "ENOENT", result
+    assert result["notif id_valid"] == "EPERM", result
+    # Without the monitor's filter the same request reaches the kernel: the EPERM is the filter's.
+    assert _confined(_allow_all(), tmp_path)["notif id_valid"] == "ENOENT"
+
+
 def test_the_monitors_landlock_domain_grants_nothing_even_without_its_filter(base_sandbox, require, tmp_path):
     require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (signal scope)")
     result = _confined(_allow_all(), tmp_path)
@@ -113,28 +150,6 @@ def test_the_monitor_refuses_to_serve_with_capabilities(tmp_path):
 
 
 # ----------------------------------------------------------------- inside a real component
-
-def _monitors_of(pid: int) -> list[int]:
-    """The denial monitors among the processes of pid's session (the launcher makes one)."""
-    sid = os.getsid(pid)
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == "denial-monitor" and os.getsid(int(entry)) == sid:
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
-def _status(pid: int) -> dict[str, str]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
-
 
 def _attack_the_monitor(channel: int) -> int:
     """In the confined component: learn the monitor's pid (as this pid namespace numbers it),
@@ -171,7 +186,7 @@ def _attack_the_monitor(channel: int) -> int:
 
 
 def test_a_confined_component_cannot_kill_or_read_its_monitor(base_sandbox, require, sandbox_vars, tmp_path,
-                                                             write_policy):
+                                                             write_policy, proc):
     require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (signal scope)")
     log = Path(sandbox_vars["datadir"]) / "denials.log"
     policy = write_policy("""
@@ -187,10 +202,10 @@ def test_a_confined_component_cannot_kill_or_read_its_monitor(base_sandbox, requ
         assert child.report is not None
         text = child.report.to_text()
         assert "its own program, confined" in text, text
-        monitors = _monitors_of(child.pid)
+        monitors = proc.monitors(session_of=child.pid)
         assert len(monitors) == 1, monitors
         monitor = monitors[0]
-        fields = _status(monitor)
+        fields = proc.status(monitor)
         assert (fields["Seccomp"], fields["NoNewPrivs"], int(fields["CapEff"], 16), int(fields["CapPrm"], 16),
                 int(fields["CapBnd"], 16)) == ("2", "1", 0, 0, 0), fields
         # Its descriptors: the filter's listener and the log, nothing of the component's (once
@@ -220,7 +235,7 @@ def test_a_confined_component_cannot_kill_or_read_its_monitor(base_sandbox, requ
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             os.kill(monitor, sig)
         time.sleep(0.2)
-        assert _status(monitor)["State"][0] in "SR", _status(monitor)
+        assert proc.status(monitor)["State"][0] in "SR", proc.status(monitor)
         ours.sendall(b"x")
     finally:
         ours.close()

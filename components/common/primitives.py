@@ -433,21 +433,29 @@ class Transaction:
         """Sum of output values (unchecked; consensus checks ranges)."""
         return sum(o.value for o in self.vout)
 
-    @cached_property
+    @property
     def hash_prevouts(self) -> bytes:
-        """SHA-256d of all prevouts: part of every input's signature digest (keys.signature_hash)."""
+        """SHA-256d of all prevouts: part of every input's signature digest (keys.signature_hash).
+        Not cached on its own: `sighash_parts` is, and nothing else reads it."""
         pack = _U32.pack
         return sha256d(b"".join([i.prevout.txid + pack(i.prevout.n) for i in self.vin]))
 
-    @cached_property
+    @property
     def hash_outputs(self) -> bytes:
-        """SHA-256d of all outputs: part of every input's signature digest.
+        """SHA-256d of all outputs: part of every input's signature digest (not cached on its
+        own, as hash_prevouts).
 
-        Outputs are a fixed TXOUT_SIZE bytes each and come right before the 4-byte locktime,
-        so their serialization is one slice of the transaction's (no re-encoding per output).
+        Outputs are a fixed TXOUT_SIZE bytes each and come right before the 4-byte locktime:
+        a transaction that has its serialization already (a parsed one) hashes one slice of
+        it; one built in memory (a wallet signing) encodes its outputs alone rather than
+        serializing the whole transaction, which signing then changes anyway.
         """
-        end = len(self.serialized) - 4
-        return sha256d(self.serialized[end - TXOUT_SIZE * len(self.vout):end])
+        serialized = self.__dict__.get("serialized")
+        if serialized is not None:
+            end = len(serialized) - 4
+            return sha256d(serialized[end - TXOUT_SIZE * len(self.vout):end])
+        pack = _I64.pack
+        return sha256d(b"".join([pack(o.value) + o.pkh for o in self.vout]))
 
     @cached_property
     def sighash_parts(self) -> tuple[bytes, bytes]:

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from .keys import SignatureCheck, check_signature
 
-__all__ = ["CHUNK", "MAX_THREADS", "SignatureChecker", "default_threads"]
+__all__ = ["CHUNK", "MAX_THREADS", "SignatureChecker", "cgroup_cpus", "default_threads"]
 
 #: Signatures per unit of work a thread takes: small enough that the threads finish close
 #: together, large enough that queue operations (~1 us) stay far below 8 verifications.
@@ -32,12 +32,52 @@ CHUNK: int = 8
 MAX_THREADS: int = 8
 
 
-def default_threads() -> int:
-    """The CPUs this process may run on (its affinity mask), at most MAX_THREADS."""
+def cgroup_cpus(cgroup_fs: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> int | None:
+    """The CPUs the cgroup v2 CPU quota lets this process use: `cpu.max` ("QUOTA PERIOD", or
+    "max" for none) of its own cgroup (from `self_cgroup`, under `cgroup_fs`) and of every
+    ancestor, the smallest QUOTA/PERIOD rounded up, at least 1. None where there is no quota or
+    no cpu.max to read (cgroup v1 and hybrid hierarchies are not looked into)."""
+    try:
+        with open(self_cgroup, encoding="utf-8", errors="replace") as handle:
+            entries = handle.read().splitlines()
+    except OSError:
+        return None
+    path = next((entry[3:] for entry in entries if entry.startswith("0::")), None)
+    if path is None:
+        return None
+    parts = [part for part in path.split("/") if part and part != "."]
+    if ".." in parts:
+        # A cgroup outside this cgroup namespace's root: only the mounted root is ours to read.
+        parts = []
+    limit: int | None = None
+    for depth in range(len(parts), -1, -1):
+        try:
+            with open(os.path.join(cgroup_fs, *parts[:depth], "cpu.max"), encoding="ascii") as handle:
+                quota, period = handle.read().split()
+            cpus = max(1, -(-int(quota) // int(period))) if quota != "max" else None
+        except (OSError, ValueError, ZeroDivisionError):
+            continue       # no file at this level (no cpu controller there), or not a quota
+        if cpus is not None:
+            limit = cpus if limit is None else min(limit, cpus)
+    return limit
+
+
+#: The quota as this process starts: CleanCoin-node imports this module before it confines
+#: itself, after which Landlock grants nothing of /proc and /sys.
+_CGROUP_CPUS_AT_START = cgroup_cpus()
+
+
+def default_threads(cgroup_fs: str | None = None, self_cgroup: str = "/proc/self/cgroup") -> int:
+    """The CPUs this process may run on (its affinity mask), no more than a container's CPU
+    quota allows (`cgroup_cpus`; read at import unless `cgroup_fs` is given), at most
+    MAX_THREADS."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
+    quota = _CGROUP_CPUS_AT_START if cgroup_fs is None else cgroup_cpus(cgroup_fs, self_cgroup)
+    if quota is not None:
+        cpus = min(cpus, quota)
     return max(1, min(cpus, MAX_THREADS))
 
 

@@ -44,15 +44,7 @@ def _candidates(conds: Iterable[ArgCondition]) -> dict[int, set[int]]:
 
 def probes(conditions: Mapping[str, Sequence[ArgCondition]]) -> Iterable[tuple[int, str, tuple[int, ...]]]:
     """(number, name, arguments) to try: every syscall, the conditioned ones with variations."""
-    names = {}
-    lib = seccomp._lib()  # noqa: SLF001
-    for nr in range(_MAX_NR):
-        try:
-            names[nr] = lib.resolve_syscall(lib.Arch.NATIVE, nr)
-        except (ValueError, OSError):
-            names[nr] = f"#{nr}"
-        if isinstance(names[nr], bytes):
-            names[nr] = names[nr].decode()
+    names = {nr: seccomp.syscall_name(nr) for nr in range(_MAX_NR)}
     for nr, name in names.items():
         conds = conditions.get(name, ())
         cands = _candidates(conds)

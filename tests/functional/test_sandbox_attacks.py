@@ -391,29 +391,16 @@ def test_what_the_confined_node_plants_is_not_trusted_at_the_next_start(home_bas
     assert refused.returncode == 1 and "which the confined node can write" in refused.stderr, refused.stderr
 
 
-def _monitor_of(log: Path, inner: bool) -> int:
+def _monitor_of(proc: Any, log: Path, inner: bool) -> int:
     """The live denial monitor that writes `log` (the node's debug.log, or the wallet
-    process's), as the attacked process numbers it (`inner`: its pid namespace's). Monitors
-    of nodes stopped earlier may linger as zombies of an init that does not reap."""
-    for entry in sorted(os.listdir("/proc")):
-        if not entry.isdigit():
-            continue
-        try:
-            if Path(f"/proc/{entry}/comm").read_text().strip() != "denial-monitor":
-                continue
-            fields = dict(line.split(":", 1) for line in Path(f"/proc/{entry}/status").read_text().splitlines())
-            if fields["State"].strip().startswith("Z"):
-                continue
-            links = {os.readlink(f"/proc/{entry}/fd/{fd}") for fd in os.listdir(f"/proc/{entry}/fd")}
-        except (OSError, KeyError, ValueError):
-            continue
-        if str(log) in links:
-            nspid = fields["NSpid"].split()
-            return int(nspid[-1] if inner else nspid[0])
-    raise AssertionError(f"no denial monitor writes {log}")
+    process's), as the attacked process numbers it (`inner`: its pid namespace's)."""
+    found = proc.monitors(writing=str(log))
+    assert found, f"no denial monitor writes {log}"
+    nspid = proc.status(found[0])["NSpid"].split()
+    return int(nspid[-1] if inner else nspid[0])
 
 
-def test_the_confined_node_and_wallet_cannot_reach_their_denial_monitors(home_base: Path) -> None:
+def test_the_confined_node_and_wallet_cannot_reach_their_denial_monitors(home_base: Path, proc: Any) -> None:
     """The monitor is a program of its own in a Landlock domain of its own: the process it
     serves can neither signal it nor read its memory or descriptors. On the old code (a fork
     at the seccomp step, in the node's Landlock domain) the node's kill-monitor escaped."""
@@ -421,12 +408,12 @@ def test_the_confined_node_and_wallet_cannot_reach_their_denial_monitors(home_ba
     # In a thread each: the node and its wallet finish starting meanwhile.
     a.config["node_delay"] = a.config["wallet_delay"] = 0.5
     a.start()
-    node_monitor = _monitor_of(a.node.netdatadir / "debug.log", inner=False)
+    node_monitor = _monitor_of(proc, a.node.netdatadir / "debug.log", inner=False)
     (a.node.netdatadir / "monitor_pid").write_text(str(node_monitor))
     node_results = a.result("node", timeout=60)
     assert escapes(node_results) == {}, node_results
     wallet_log = a.node.netdatadir / "wallets" / "debug.log"
-    (a.node.netdatadir / "wallets" / "monitor_pid").write_text(str(_monitor_of(wallet_log, inner=True)))
+    (a.node.netdatadir / "wallets" / "monitor_pid").write_text(str(_monitor_of(proc, wallet_log, inner=True)))
     # The wallet's filter does not even let it call kill(2): it dies trying (and is restarted).
     wait_until(lambda: "killed by SIGSYS" in a.node.debug_log(), what="the node's log of the kill")
     wallet_results = a.result("wallet", to_the_end=False)

@@ -120,3 +120,27 @@ def test_refusals_reach_the_node_and_wallet_logs(node) -> None:
     assert node_lines and wallet_lines
     assert all(line.endswith(("EPERM", "times)")) or ", thread " in line for line in node_lines + wallet_lines)
     assert "refusals with an errno are answered by a monitor" in n.debug_log()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SQLite calls fchown (refused: EPERM) only as root")
+@pytest.mark.parametrize("moved", [True, False], ids=["debuglogfile-elsewhere", "nodebuglogfile"])
+def test_refusals_go_to_stderr_when_the_debug_log_is_outside_the_datadir(node, tmp_path: Path, moved: bool) -> None:
+    """With -debuglogfile outside the network datadir the monitor could not open that log (it
+    does so inside the node's view), so the node's refusals go to its standard error, as with
+    -nodebuglogfile; nothing is written to a debug.log in the datadir (docs/multiprocess.md,
+    -debug=sandbox). The wallet's still go to wallets/debug.log. Before the node chose by
+    where its log lies, they went to <netdatadir>/debug.log whatever -debuglogfile said."""
+    elsewhere = tmp_path / "elsewhere" / "node.log"
+    elsewhere.parent.mkdir()
+    n = node("-debug=sandbox", f"-debuglogfile={elsewhere}" if moved else "-nodebuglogfile")
+    n.start()
+    n.rpc.createwallet("w")
+    assert n.stop() == 0
+    stderr = (n.datadir / "stderr.txt").read_text()
+    assert [line for line in stderr.splitlines() if "sandbox: refused fchown(" in line], stderr[-2000:]
+    assert not (n.netdatadir / "debug.log").exists()
+    if moved:
+        log = elsewhere.read_text()
+        assert "refusals with an errno are answered by a monitor and logged to stderr" in log
+        assert "sandbox: refused" not in log
+    assert "sandbox: refused fchown(" in (n.netdatadir / "wallets" / "debug.log").read_text()
