@@ -46,6 +46,9 @@ OPTIONS: list[Option] = [
     Option("pid", "Specify pid file. Relative paths are prefixed by the network datadir.", "Options",
            "<file>", "CleanCoind.pid"),
     Option("reindex", "Rebuild chain state and indexes from the stored blocks.", "Options"),
+    Option("par", "Set the number of signature verification threads, this one included (0 = one per "
+           "CPU this process may use, within a container's CPU quota; <0 = leave that many CPUs free; "
+           "at most 8)", "Options", "<n>", "0"),
     SYSPERMS_OPTION,
     Option("bind", "Bind to given address to listen for P2P connections.", "Connection options",
            "<addr>", "0.0.0.0"),
@@ -197,6 +200,19 @@ def uacomments(settings: Settings) -> list[str]:
     return comments
 
 
+def signature_threads(settings: Settings) -> int:
+    """-par, as bitcoind's: the threads that verify a block's signatures, the chain's own
+    included; 0 (the default) for one per usable CPU, a negative number to leave that many
+    free; always 1 to sigcheck.MAX_THREADS. Counted now, before CleanCoin-node confines
+    itself: a container's CPU quota is read from /sys/fs/cgroup, out of its view afterwards."""
+    from cleancoin.components.common.sigcheck import MAX_THREADS, usable_cpus
+
+    par = settings.get_int("par", 0)
+    if par <= 0:
+        par += usable_cpus()
+    return max(1, min(par, MAX_THREADS))
+
+
 def build_config(settings: Settings) -> "NodeConfig":
     """Settings -> NodeConfig (OptionError for bad values)."""
     from cleancoin.components.node.node import NodeConfig
@@ -233,6 +249,7 @@ def build_config(settings: Settings) -> "NodeConfig":
         disable_wallet=settings.get_bool("disablewallet", False),
         wallets=[w for w in settings.get_all("wallet") if w],
         ignore_startup_wallets=settings.negated_on_cmdline("wallet"),
+        sig_threads=signature_threads(settings),
     )
 
 

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from .keys import SignatureCheck, check_signature
 
-__all__ = ["CHUNK", "MAX_THREADS", "SignatureChecker", "cgroup_cpus", "default_threads"]
+__all__ = ["CHUNK", "MAX_THREADS", "SignatureChecker", "cgroup_cpus", "default_threads", "usable_cpus"]
 
 #: Signatures per unit of work a thread takes: small enough that the threads finish close
 #: together, large enough that queue operations (~1 us) stay far below 8 verifications.
@@ -62,23 +62,21 @@ def cgroup_cpus(cgroup_fs: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/sel
     return limit
 
 
-#: The quota as this process starts: CleanCoin-node imports this module before it confines
-#: itself, after which Landlock grants nothing of /proc and /sys.
-_CGROUP_CPUS_AT_START = cgroup_cpus()
-
-
-def default_threads(cgroup_fs: str | None = None, self_cgroup: str = "/proc/self/cgroup") -> int:
+def usable_cpus(cgroup_fs: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> int:
     """The CPUs this process may run on (its affinity mask), no more than a container's CPU
-    quota allows (`cgroup_cpus`; read at import unless `cgroup_fs` is given), at most
-    MAX_THREADS."""
+    quota allows (`cgroup_cpus`). A confined CleanCoin-node cannot read /sys or /proc: its
+    count is taken before it confines itself (-par, cli/node_main.py)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    quota = _CGROUP_CPUS_AT_START if cgroup_fs is None else cgroup_cpus(cgroup_fs, self_cgroup)
-    if quota is not None:
-        cpus = min(cpus, quota)
-    return max(1, min(cpus, MAX_THREADS))
+    quota = cgroup_cpus(cgroup_fs, self_cgroup)
+    return max(1, cpus if quota is None else min(cpus, quota))
+
+
+def default_threads(cgroup_fs: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> int:
+    """One thread per usable CPU (`usable_cpus`), at most MAX_THREADS."""
+    return min(usable_cpus(cgroup_fs, self_cgroup), MAX_THREADS)
 
 
 def _run(checks: Sequence[SignatureCheck], chunks: queue.SimpleQueue[int], failed: list[int]) -> None:

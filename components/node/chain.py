@@ -203,8 +203,8 @@ class ChainManager:
     total)` hears about long work (startup catch-up, reindex). `synchronous` is SQLite's sync
     level; FULL (default) makes every commit durable against power loss as well as kill -9
     (see storage.py for the reasoning). `sig_threads` is how many threads verify a block's
-    signatures, the calling one included (default: the CPUs this process may use, at most
-    sigcheck.MAX_THREADS).
+    signatures, the calling one included (default: sigcheck.default_threads(); the node passes
+    -par's count).
     """
 
     def __init__(self, params: ChainParams, db_path: str, *,
@@ -222,6 +222,8 @@ class ChainManager:
         self._closed = False
         self._busy = False              # a chain change is in progress (see _mutating)
         self._sigs = SignatureChecker(sig_threads)
+        #: How many threads verify a block's signatures, the calling one included.
+        self.signature_threads = self._sigs.threads
         try:
             self._store = ChainStore(db_path, synchronous=synchronous)
         except BaseException:

@@ -79,6 +79,8 @@ class NodeConfig:
     # Files
     pid_file: str | None = None
     db_synchronous: str = "FULL"
+    # Validation
+    sig_threads: int | None = None     # -par: signature threads (None: sigcheck.default_threads)
     # Wallet
     disable_wallet: bool = False
     wallets: list[str] = field(default_factory=list)   # -wallet=<name>: loaded at startup
@@ -205,7 +207,7 @@ class NodeContext:
         t0 = time.monotonic()
         try:
             self.chain = ChainManager(self.params, db_path, synchronous=self.config.db_synchronous,
-                                      now=lambda: int(self.now()))
+                                      now=lambda: int(self.now()), sig_threads=self.config.sig_threads)
         except Exception as exc:       # StorageError, sqlite3.Error: report, exit 1
             raise InitError(f"Error opening block database: {exc}") from exc
         # Only now: the database lock proves no other node uses this datadir, whose pid
@@ -216,6 +218,9 @@ class NodeContext:
             self.chain.reindex()
         log.info("Chain ready in %.2f s: height %d, tip %s", time.monotonic() - t0,
                  self.chain.height, self.chain.tip.hash_hex)
+        # bitcoind: "Script verification uses N additional threads".
+        log.info("Signature verification uses %d threads, this one included (-par)",
+                 self.chain.signature_threads)
         self.mempool = Mempool(self.params, ChainViewAdapter(self.chain))
         self.chain.add_listener(MempoolUpdater(self.mempool))
         # After MempoolUpdater: see notifications.py on the order of events.

@@ -66,3 +66,26 @@ def test_sigterm_is_a_clean_shutdown(tmp_path: Path) -> None:
         assert "Shutdown: done" in node.debug_log()
     finally:
         node.cleanup()
+
+
+def test_par_sets_the_signature_threads_and_a_bad_value_stops_the_start(tmp_path: Path) -> None:
+    """-par as bitcoind's: a count (the chain's own thread included), at most 8; 0 for one per
+    usable CPU; negative leaves that many CPUs free, never fewer than 1. The node says the
+    count in its log, as bitcoind does. Not a number: an init error, nothing started."""
+    import os
+
+    from cleancoin.components.common.sigcheck import usable_cpus
+    expected = {"3": 3, "100": 8, "-100": 1, "0": min(usable_cpus(), 8),
+                "-1": max(1, min(usable_cpus() - 1, 8))}
+    node = TestNode(0, tmp_path)
+    for value, threads in expected.items():
+        node.start([f"-par={value}"])
+        try:
+            assert node.rpc.getblockcount() == 0
+            line = f"Signature verification uses {threads} threads, this one included (-par)"
+            assert line in node.debug_log(), (value, [l for l in node.debug_log().splitlines() if "-par" in l])
+        finally:
+            node.stop()
+        os.remove(node.netdatadir / "debug.log")
+    bad = run(f"-datadir={tmp_path}", "-regtest", "-par=two")
+    assert bad.returncode == 1 and bad.stderr.strip() == "Error: Invalid value for -par: 'two' is not a number"
