@@ -49,6 +49,9 @@ OPTIONS: list[Option] = [
     Option("par", "Set the number of signature verification threads, this one included (0 = one per "
            "CPU this process may use, within a container's CPU quota; <0 = leave that many CPUs free; "
            "at most 8)", "Options", "<n>", "0"),
+    Option("maxsigcachesize", "Limit the cache of signatures already verified (those of mempool "
+           "transactions, not verified again when their block comes) to <n> MiB; 0 turns it off",
+           "Options", "<n>", "32"),
     SYSPERMS_OPTION,
     Option("bind", "Bind to given address to listen for P2P connections.", "Connection options",
            "<addr>", "0.0.0.0"),
@@ -213,6 +216,16 @@ def signature_threads(settings: Settings) -> int:
     return max(1, min(par, MAX_THREADS))
 
 
+def signature_cache_mib(settings: Settings) -> int:
+    """-maxsigcachesize, in MiB as bitcoind's (default 32; 0 for none; at most 16384)."""
+    from cleancoin.components.common.sigcheck import DEFAULT_CACHE_MIB
+
+    mib = settings.get_int("maxsigcachesize", DEFAULT_CACHE_MIB)
+    if not 0 <= mib <= 16384:
+        raise OptionError(f"Invalid value for -maxsigcachesize: '{mib}' (0 to 16384 MiB)")
+    return mib
+
+
 def build_config(settings: Settings) -> "NodeConfig":
     """Settings -> NodeConfig (OptionError for bad values)."""
     from cleancoin.components.node.node import NodeConfig
@@ -250,6 +263,7 @@ def build_config(settings: Settings) -> "NodeConfig":
         wallets=[w for w in settings.get_all("wallet") if w],
         ignore_startup_wallets=settings.negated_on_cmdline("wallet"),
         sig_threads=signature_threads(settings),
+        sig_cache_mib=signature_cache_mib(settings),
     )
 
 

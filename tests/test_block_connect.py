@@ -278,3 +278,80 @@ def test_reorg_away_and_back_restores_the_utxo_set(setup: _Setup) -> None:
     assert all(setup.cm.utxo(OutPoint(setup.fan.txid, n)) is None for n in range(FAN))  # spent again
     stats = setup.cm.utxo_stats()
     assert stats["txouts"] == with_block[1]["txouts"] + 2               # type: ignore[index]
+
+
+# ------------------------------------------------------------------------- signature cache
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The digests libsecp256k1 is asked to verify (the real verification still runs)."""
+    from cleancoin.components.common import sigcheck
+    seen: list[bytes] = []
+    real = sigcheck.check_signature
+
+    def counted(pubkey: bytes, der: bytes, digest: bytes) -> bool:
+        seen.append(digest)
+        return real(pubkey, der, digest)
+    monkeypatch.setattr(sigcheck, "check_signature", counted)
+    return seen
+
+
+def test_a_mempool_transactions_signature_is_not_verified_again_in_its_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As Core's signature cache: what the mempool verified, the block's connect does not
+    verify again; a signature the mempool never saw is verified as ever."""
+    from cleancoin.components.common.sigcheck import SignatureCache
+    from cleancoin.components.node.mempool import Mempool
+    from cleancoin.components.node.node import ChainViewAdapter
+    s = _Setup(tmp_path, 2)
+    cache = SignatureCache()
+    s.cm.close()
+    s.cm = ChainManager(P, str(tmp_path / "chain.sqlite"), now=lambda: NOW, sig_threads=2, sig_cache=cache)
+    try:
+        pool = Mempool(P, ChainViewAdapter(s.cm), signatures=s.cm.signatures)
+        txs = s.spends()
+        seen = _counting(monkeypatch)
+        for tx in txs[:-3]:
+            pool.accept(tx)
+        assert len(seen) == FAN - 3 and len(cache) == FAN - 3
+        seen.clear()
+        assert s.cm.accept_block(s.block(txs)).new_tip
+        # Only the three the mempool never had were verified with the block.
+        assert sorted(seen) == sorted(signature_hash(tx, 0, PKH) for tx in txs[-3:])
+        assert len(cache) == FAN - 3          # a block adds nothing
+    finally:
+        s.cm.close()
+
+
+def test_the_cache_lets_no_other_signature_through(tmp_path: Path) -> None:
+    """An entry stands for one (digest, pubkey, signature) triple that verified: the same
+    signature over other outputs, or another key's, is verified and refused as ever; the
+    oldest entries go first; a cache of size 0 keeps nothing."""
+    from cleancoin.components.common.sigcheck import ENTRY_BYTES, SignatureCache
+    checks = _checks(5)
+    cache = SignatureCache(3 * ENTRY_BYTES)
+    checker = SignatureChecker(1, cache)
+    try:
+        assert all(checker.verify_one(c) for c in checks)
+        assert len(cache) == 3 and [c in cache for c in checks] == [False, False, True, True, True]
+        forged = checks[4]._replace(digest=hashlib.sha256(checks[4].digest).digest())
+        other_key = checks[4]._replace(pubkey=OTHER.public_key.data)
+        assert forged not in cache and not checker.verify_one(forged)
+        assert other_key not in cache and not checker.verify_one(other_key)
+        assert checker.verify([checks[4], forged]) == 1 and len(cache) == 3
+        # A block whose tampered transaction carries a cached signature is still refused.
+        s = _Setup(tmp_path, 1)
+        s.cm.close()
+        s.cm = ChainManager(P, str(tmp_path / "chain.sqlite"), now=lambda: NOW, sig_threads=1,
+                            sig_cache=SignatureCache())
+        txs = s.spends()
+        assert s.cm.signatures.verify_one(prepare_input_check(txs[0], 0, PKH))
+        with pytest.raises(ValidationError) as info:
+            s.cm.accept_block(s.block([_tamper(txs[0]), *txs[1:]]))
+        assert info.value.reason == "mandatory-script-verify-flag-failed"
+        s.cm.close()
+    finally:
+        checker.close()
+    off = SignatureChecker(1, SignatureCache(0))
+    assert off.verify_one(checks[0]) and checks[0] not in off.cache and len(off.cache) == 0  # type: ignore[operator, arg-type]
+    # Two processes' caches key the same signature differently (a salt of their own).
+    assert SignatureCache()._key(checks[0]) != SignatureCache()._key(checks[0])

@@ -61,7 +61,7 @@ from ..common.hashes import hash_to_hex
 from ..common.pow import PrevBlock, block_proof, next_work_required
 from ..common.pow import median_time_past as _median
 from ..common.primitives import NULL_HASH, Block, BlockHeader, OutPoint, Transaction
-from ..common.sigcheck import SignatureChecker
+from ..common.sigcheck import SignatureCache, SignatureChecker
 from .storage import ChainStore, IndexRow, StorageError, decode_undo, undo_outpoints
 
 __all__ = [
@@ -204,14 +204,15 @@ class ChainManager:
     level; FULL (default) makes every commit durable against power loss as well as kill -9
     (see storage.py for the reasoning). `sig_threads` is how many threads verify a block's
     signatures, the calling one included (default: sigcheck.default_threads(); the node passes
-    -par's count).
+    -par's count); `sig_cache` the signatures already verified (the node's mempool fills it).
     """
 
     def __init__(self, params: ChainParams, db_path: str, *,
                  now: Callable[[], int] = _default_now,
                  on_progress: ProgressFn | None = None,
                  synchronous: str = "FULL",
-                 sig_threads: int | None = None) -> None:
+                 sig_threads: int | None = None,
+                 sig_cache: SignatureCache | None = None) -> None:
         self.params = params
         self.db_path = db_path
         self._now = now
@@ -221,7 +222,9 @@ class ChainManager:
         self._notify_enabled = True
         self._closed = False
         self._busy = False              # a chain change is in progress (see _mutating)
-        self._sigs = SignatureChecker(sig_threads)
+        #: Verifies blocks' signatures (and, for the node's mempool, transactions'), with the
+        #: cache of those a mempool transaction already showed valid.
+        self.signatures = self._sigs = SignatureChecker(sig_threads, sig_cache)
         #: How many threads verify a block's signatures, the calling one included.
         self.signature_threads = self._sigs.threads
         try:

@@ -57,8 +57,10 @@ from typing import Any, Protocol
 
 from ..common.amount import format_amount
 from ..common.chainparams import ChainParams
-from ..common.consensus import Coin, check_transaction, check_tx_inputs, is_final_tx, verify_input
+from ..common.consensus import Coin, check_transaction, check_tx_inputs, is_final_tx
 from ..common.errors import Failure, ValidationError
+from ..common.keys import prepare_input_check, signature_failure
+from ..common.sigcheck import SignatureChecker
 from ..common.hashes import hash_to_hex
 from ..common.policy import MAX_STANDARD_TX_SIZE, fee_for_size, fee_rate
 from ..common.primitives import Block, OutPoint, Transaction
@@ -276,7 +278,8 @@ class Mempool:
                  ancestor_limit: int = DEFAULT_ANCESTOR_LIMIT,
                  ancestor_size_limit: int = DEFAULT_ANCESTOR_SIZE_LIMIT,
                  descendant_limit: int = DEFAULT_DESCENDANT_LIMIT,
-                 descendant_size_limit: int = DEFAULT_DESCENDANT_SIZE_LIMIT) -> None:
+                 descendant_size_limit: int = DEFAULT_DESCENDANT_SIZE_LIMIT,
+                 signatures: SignatureChecker | None = None) -> None:
         if min_relay_fee_per_kb < 0 or incremental_relay_fee_per_kb < 0:
             raise ValueError("fee rates must not be negative")
         if max_size_bytes <= 0:
@@ -290,6 +293,8 @@ class Mempool:
         self.descendant_limit = descendant_limit
         self.descendant_size_limit = descendant_size_limit
         self._chain = chain
+        # The chain's checker: a signature verified here is in its cache when the block comes.
+        self._signatures = signatures or SignatureChecker(1)
         self._lock = threading.RLock()
         self._listeners: list[Any] = []
         # Events of the current operation, delivered by _flush_events once the pool is updated:
@@ -527,7 +532,8 @@ class Mempool:
         if verify_signatures:
             for i, txin in enumerate(tx.vin):
                 try:
-                    verify_input(tx, i, view.fetched[txin.prevout].pkh)
+                    if not self._signatures.verify_one(prepare_input_check(tx, i, view.fetched[txin.prevout].pkh)):
+                        raise signature_failure()
                 except ValidationError as e:
                     raise MempoolReject.from_validation(e) from None
 

@@ -37,6 +37,7 @@ from .mempool import Mempool
 from .notifications import NotificationHub
 from .p2p import USER_AGENT, P2PNode
 from ..common.primitives import Block, OutPoint
+from ..common.sigcheck import DEFAULT_CACHE_MIB, SignatureCache
 
 log = logging.getLogger("cleancoin.node")
 
@@ -81,6 +82,7 @@ class NodeConfig:
     db_synchronous: str = "FULL"
     # Validation
     sig_threads: int | None = None     # -par: signature threads (None: sigcheck.default_threads)
+    sig_cache_mib: int = DEFAULT_CACHE_MIB   # -maxsigcachesize: verified signatures kept, in MiB
     # Wallet
     disable_wallet: bool = False
     wallets: list[str] = field(default_factory=list)   # -wallet=<name>: loaded at startup
@@ -207,7 +209,8 @@ class NodeContext:
         t0 = time.monotonic()
         try:
             self.chain = ChainManager(self.params, db_path, synchronous=self.config.db_synchronous,
-                                      now=lambda: int(self.now()), sig_threads=self.config.sig_threads)
+                                      now=lambda: int(self.now()), sig_threads=self.config.sig_threads,
+                                      sig_cache=SignatureCache(self.config.sig_cache_mib << 20))
         except Exception as exc:       # StorageError, sqlite3.Error: report, exit 1
             raise InitError(f"Error opening block database: {exc}") from exc
         # Only now: the database lock proves no other node uses this datadir, whose pid
@@ -221,7 +224,7 @@ class NodeContext:
         # bitcoind: "Script verification uses N additional threads".
         log.info("Signature verification uses %d threads, this one included (-par)",
                  self.chain.signature_threads)
-        self.mempool = Mempool(self.params, ChainViewAdapter(self.chain))
+        self.mempool = Mempool(self.params, ChainViewAdapter(self.chain), signatures=self.chain.signatures)
         self.chain.add_listener(MempoolUpdater(self.mempool))
         # After MempoolUpdater: see notifications.py on the order of events.
         self.notifications = NotificationHub(self.chain, self.mempool)

@@ -68,7 +68,7 @@ def test_sigterm_is_a_clean_shutdown(tmp_path: Path) -> None:
         node.cleanup()
 
 
-def test_par_sets_the_signature_threads_and_a_bad_value_stops_the_start(tmp_path: Path) -> None:
+def test_par_sets_the_signature_threads_and_bad_values_stop_the_start(tmp_path: Path) -> None:
     """-par as bitcoind's: a count (the chain's own thread included), at most 8; 0 for one per
     usable CPU; negative leaves that many CPUs free, never fewer than 1. The node says the
     count in its log, as bitcoind does. Not a number: an init error, nothing started."""
@@ -89,3 +89,6 @@ def test_par_sets_the_signature_threads_and_a_bad_value_stops_the_start(tmp_path
         os.remove(node.netdatadir / "debug.log")
     bad = run(f"-datadir={tmp_path}", "-regtest", "-par=two")
     assert bad.returncode == 1 and bad.stderr.strip() == "Error: Invalid value for -par: 'two' is not a number"
+    # The signature cache's size, as bitcoind's -maxsigcachesize (MiB; 0 turns it off).
+    bad = run(f"-datadir={tmp_path}", "-regtest", "-maxsigcachesize=-1")
+    assert bad.returncode == 1 and bad.stderr.strip() == "Error: Invalid value for -maxsigcachesize: '-1' (0 to 16384 MiB)"
