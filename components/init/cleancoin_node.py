@@ -325,7 +325,7 @@ def _open_descriptors_to_keep(zygote: Zygote | None, prestarted: socket.socket |
 def _import_node_modules() -> None:
     """What the node imports lazily, imported before the sandbox (it could read the Python
     installation afterwards, but a failure there would come late and far from its cause)."""
-    import aiohttp.web  # noqa: F401
+    import cleancoin.components.rpc.aiohttp_web  # noqa: F401 - aiohttp.web, without the CA bundle
 
     import cleancoin.components.ipc.transport  # noqa: F401
     import cleancoin.components.node.rpc_methods  # noqa: F401
