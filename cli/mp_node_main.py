@@ -156,7 +156,10 @@ def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> i
 
 def script() -> NoReturn:
     """The CleanCoin-node console script: `main`, then the process ends without the interpreter's
-    teardown (cli/process_exit.py)."""
+    teardown (cli/process_exit.py). The garbage collector is off while the node's code is
+    imported (components/common/startup_gc.py)."""
+    from cleancoin.components.common import startup_gc
+    startup_gc.pause()
     run_and_exit(main)
 
 

@@ -275,7 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def script() -> NoReturn:
     """The CleanCoind console script: `main`, then the process ends without the interpreter's
-    teardown (cli/process_exit.py)."""
+    teardown (cli/process_exit.py). The garbage collector is off while the node's code is
+    imported (components/common/startup_gc.py)."""
+    from cleancoin.components.common import startup_gc
+    startup_gc.pause()
     run_and_exit(main)
 
 

@@ -47,3 +47,13 @@ def has_wave(fd: int) -> int:
     with socket.socket(fileno=fd) as sock:
         sock.sendall(b"yes" if "wave" in sys.modules else b"no")
     return 0
+
+
+def collector(fd: int) -> int:
+    """Send whether the garbage collector is on in this child and how many objects it holds
+    frozen (the zygote freezes what its preloads made before it forks)."""
+    import gc
+    import json
+    with socket.socket(fileno=fd) as sock:
+        sock.sendall(json.dumps({"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}).encode())
+    return 0

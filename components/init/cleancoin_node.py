@@ -32,6 +32,7 @@ from typing import Any
 
 from cleancoin.sandbox import Report, Zygote
 
+from ..common import startup_gc
 from ..common.private_files import log_descriptors
 from ..ipc.address import parse
 from ..ipc.auth import write_cookie
@@ -277,6 +278,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
                               report, prestarted, connect_wallet, allow_wallet)
     extension.frontend_fd = frontend_fd
     node = NodeContext(config, extension)
+    startup_gc.resume()     # the node's code is imported (_import_node_modules) and confined
     try:
         return asyncio.run(capnp.run(node.run()))
     except InitError as exc:
