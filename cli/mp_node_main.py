@@ -22,9 +22,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from cleancoin.cli import node_main
+from cleancoin.cli.process_exit import run_and_exit
 from cleancoin.components.common.options import (
     Option, OptionError, Settings, apply_umask, help_text, load_settings, log_settings_warnings, version_text,
     wants,
@@ -153,5 +154,14 @@ def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> i
                               debug_log=node_main.debug_log_path(settings, netdatadir))
 
 
+def script() -> NoReturn:
+    """The CleanCoin-node console script: `main`, then the process ends without the interpreter's
+    teardown (cli/process_exit.py). The garbage collector is off while the node's code is
+    imported (components/common/startup_gc.py)."""
+    from cleancoin.components.common import startup_gc
+    startup_gc.pause()
+    run_and_exit(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    script()

@@ -10,7 +10,7 @@ as "Error: ..." (bitcoind's InitError).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import logging
 import os
@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from cleancoin.cli.process_exit import run_and_exit
 from cleancoin.components.common.options import (
     SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text, load_settings,
     log_settings_warnings, positive_seconds, version_text, wants,
@@ -303,5 +304,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cleancoind.run(config)
 
 
+def script() -> NoReturn:
+    """The CleanCoind console script: `main`, then the process ends without the interpreter's
+    teardown (cli/process_exit.py). The garbage collector is off while the node's code is
+    imported (components/common/startup_gc.py)."""
+    from cleancoin.components.common import startup_gc
+    startup_gc.pause()
+    run_and_exit(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    script()

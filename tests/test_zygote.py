@@ -368,3 +368,21 @@ def test_a_preload_runs_once_in_the_zygote_so_children_start_warm(base_sandbox, 
         finally:
             z.stop()
     assert seen == {"warm": b"yes", "cold": b"no"}
+
+
+def test_children_start_with_the_collector_on_and_the_preloads_frozen(base_sandbox, sandbox_vars) -> None:
+    """The zygote imports its preloads with the collector off, then freezes them and turns it
+    back on before any fork: a component collects normally and never walks those objects."""
+    z = Zygote.start({"c": ComponentSpec("c", "zygote_targets:collector", shipped_policy("strict"), sandbox_vars,
+                                         preload="zygote_targets:preload_wave")})
+    try:
+        ours, theirs = socket.socketpair()
+        z.spawn("c", theirs.fileno())
+        theirs.close()
+        ours.settimeout(10)
+        seen = json.loads(ours.recv(65536))
+        ours.close()
+    finally:
+        z.stop()
+    assert seen["enabled"] is True
+    assert seen["frozen"] > 1000        # the zygote's modules, not a handful

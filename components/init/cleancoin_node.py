@@ -32,6 +32,7 @@ from typing import Any
 
 from cleancoin.sandbox import Report, Zygote
 
+from ..common import startup_gc
 from ..common.private_files import log_descriptors
 from ..ipc.address import parse
 from ..ipc.auth import write_cookie
@@ -277,6 +278,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
                               report, prestarted, connect_wallet, allow_wallet)
     extension.frontend_fd = frontend_fd
     node = NodeContext(config, extension)
+    startup_gc.resume()     # the node's code is imported (_import_node_modules) and confined
     try:
         return asyncio.run(capnp.run(node.run()))
     except InitError as exc:
@@ -325,7 +327,7 @@ def _open_descriptors_to_keep(zygote: Zygote | None, prestarted: socket.socket |
 def _import_node_modules() -> None:
     """What the node imports lazily, imported before the sandbox (it could read the Python
     installation afterwards, but a failure there would come late and far from its cause)."""
-    import aiohttp.web  # noqa: F401
+    import cleancoin.components.rpc.aiohttp_web  # noqa: F401 - aiohttp.web, without the CA bundle
 
     import cleancoin.components.ipc.transport  # noqa: F401
     import cleancoin.components.node.rpc_methods  # noqa: F401

@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import Any
 
+from ..common import startup_gc
 from ..node.node import InitError, NodeContext, NodeConfig
 
 log = logging.getLogger("cleancoin.node")
@@ -52,6 +53,7 @@ def run(config: NodeConfig) -> int:
     """Start CleanCoind in this process (options parsed, logging set up); returns the exit
     status."""
     node = NodeContext(config, None if config.disable_wallet else InProcessWallets(list(config.wallets)))
+    startup_gc.resume()     # the node's code is imported (cli/node_main.build_config)
     try:
         return asyncio.run(node.run())
     except InitError as exc:

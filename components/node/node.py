@@ -185,8 +185,9 @@ class NodeContext:
             for w in waiters:
                 w.cancel()
             log.info("Shutdown requested")
-            # Let the `stop` reply leave before the server closes.
-            await asyncio.sleep(0.05)
+            # No pause for the `stop` reply: shutdown() stops the RPC server first, and its
+            # graceful stop (aiohttp's, up to RpcServer.shutdown_timeout, 5 s) waits for
+            # every request in progress, the `stop` call's reply included, to be written.
             return self._exit_code
         finally:
             await self.shutdown()

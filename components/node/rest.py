@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from cleancoin.components.rpc.aiohttp_web import web
 
 from cleancoin.components.rpc import jsonfmt
 from cleancoin.components.rpc.errors import RPC_IN_WARMUP, RpcError

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from cleancoin.components.rpc.aiohttp_web import web
 
 LOG = logging.getLogger("cleancoin.rpc")
 

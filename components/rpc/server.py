@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import web
+from cleancoin.components.rpc.aiohttp_web import web
 
 from . import jsonfmt
 from ..common.ratelimit import FailureLimiter, Rate

@@ -25,6 +25,11 @@ against CleanCoind (one process), each measured against its baseline in the same
    with the CPU a call costs each node's processes together and, for CleanCoin-node's
    forwarded call, each process apart (a latency gap that is CPU shows there).
 
+4. Start and stop of a fresh regtest node, CleanCoind and CleanCoin-node in interleaved rounds
+   (START_BENCH_ROUNDS, default 8): exec to the first RPC answer, `stop` to exit, and the CPU
+   of their processes (what every functional test pays per node; issue #16). Alone:
+   `pytest -s tests/bench/bench_multiprocess.py -k start_and_stop`.
+
 Misses print MISS and do not fail the run; a broken measurement fails it.
 """
 
@@ -784,3 +789,106 @@ def test_resident_memory_and_wallet_rpc_latency() -> None:
         out("  start (exec to first RPC answer, fresh datadir) and stop (stop RPC to exit), each alone:")
         for node in nodes:
             out(f"    {node.executable:15} start {node.ready_seconds:5.2f} s   stop {node.stop_seconds:5.2f} s")
+
+
+# ============================================================ 4. start and stop, interleaved
+
+START_ROUNDS = int(os.environ.get("START_BENCH_ROUNDS", "8"))
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _two_free_ports() -> tuple[int, int]:
+    """Two distinct free ports (held together while chosen, so they cannot coincide)."""
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        return int(a.getsockname()[1]), int(b.getsockname()[1])
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU (user + system) of every live process of `root`'s tree and process group, with what
+    each has reaped (a denial monitor is nobody's child; a wallet process is in its own session)."""
+    stats: dict[int, tuple[int, int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), int(fields[2]), sum(int(x) for x in fields[11:15]) / _TICK)
+    members, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, (ppid, pgid, _) in stats.items():
+            if pid not in members and (ppid in members or pgid == root):
+                members.add(pid)
+                grew = True
+    return sum(stats[pid][2] for pid in members if pid in stats)
+
+
+def _start_and_stop(executable: str, base: str) -> tuple[float, float, float, float]:
+    """One fresh regtest node: exec to its first RPC answer, the CPU its processes used by then,
+    `stop` to its exit, and the CPU of the whole run (its own and its reaped children's)."""
+    from cleancoin.components.rpc.client import RpcClient, RpcTransportError
+    datadir = tempfile.mkdtemp(dir=base)
+    rpc_port, p2p_port = _two_free_ports()
+    args = [str(BIN / executable), "-regtest", f"-datadir={datadir}", f"-port={p2p_port}",
+            f"-rpcport={rpc_port}", "-bind=127.0.0.1", "-printtoconsole=0"]
+    with open(os.path.join(datadir, "stderr"), "wb") as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    client = RpcClient("127.0.0.1", rpc_port, timeout=30,
+                       cookie_path=os.path.join(datadir, "regtest", ".cookie"))
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if process.poll() is not None:
+                broken(f"{executable} exited with {process.returncode} before it answered")
+            try:
+                if client.call("getblockcount") == 0:
+                    break
+            except (RpcTransportError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                broken(f"{executable}: RPC not up after 60 s")
+            time.sleep(0.002)
+        ready = time.perf_counter() - started
+        cpu_ready = _tree_cpu_seconds(process.pid)
+        t0 = time.perf_counter()
+        if client.call("stop") != "CleanCoin server stopping":
+            broken(f"{executable}: stop answered something else")
+        _, status, usage = os.wait4(process.pid, 0)
+        stop = time.perf_counter() - t0
+        process.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            process.wait(10)
+    if process.returncode != 0:
+        broken(f"{executable} exited with {process.returncode} after stop")
+    return ready, stop, cpu_ready, usage.ru_utime + usage.ru_stime
+
+
+def test_start_and_stop() -> None:
+    """Start (exec to the first RPC answer) and stop (`stop` to exit) of a fresh regtest node,
+    CleanCoind and CleanCoin-node in interleaved rounds (START_BENCH_ROUNDS, default 8), with
+    the CPU their processes used: every functional test pays these once per node it starts."""
+    executables = ("CleanCoind", "CleanCoin-node")
+    runs: dict[str, list[tuple[float, float, float, float]]] = {e: [] for e in executables}
+    with tempfile.TemporaryDirectory() as base:
+        for executable in executables:
+            _start_and_stop(executable, base)            # warm-up: page cache, .pyc files
+        for i in range(START_ROUNDS):
+            for executable in (executables if i % 2 == 0 else executables[::-1]):
+                runs[executable].append(_start_and_stop(executable, base))
+    out("")
+    out(f"START AND STOP of a fresh regtest node ({START_ROUNDS} interleaved rounds, medians, ms)")
+    out(f"  {'':16}{'start':>8}{'stop':>8}{'CPU at ready':>14}{'CPU start+stop':>16}")
+    medians = {e: [median([r[k] for r in rs]) * 1000 for k in range(4)] for e, rs in runs.items()}
+    for executable, (ready, stop, cpu_ready, cpu_total) in medians.items():
+        out(f"  {executable:16}{ready:8.0f}{stop:8.0f}{cpu_ready:14.0f}{cpu_total:16.0f}")
+    d, m = medians["CleanCoind"], medians["CleanCoin-node"]
+    out(f"  {'ratio':16}{m[0] / d[0]:7.2f}x{m[1] / max(d[1], 0.1):7.2f}x{m[2] / d[2]:13.2f}x{m[3] / d[3]:15.2f}x"
+        "  (CPU at ready: the node's processes alive then; start+stop: the node and what it reaped)")

@@ -102,6 +102,25 @@ def test_nowallet_loads_no_wallet_not_even_the_startup_list(tmp_path: Path) -> N
         node.cleanup()
 
 
+def test_stop_answers_and_the_node_shuts_down_cleanly(tmp_path: Path) -> None:
+    """`stop` answers before the node goes, with no pause for the reply (the RPC server's
+    graceful stop waits for it), and the process ends without the interpreter's teardown
+    (cli/process_exit.py) yet with everything done: status 0, the last log line written, the
+    pid file and the cookie removed. Three rounds: a reply lost to a race would show."""
+    node = TestNode(3, tmp_path)
+    try:
+        for _ in range(3):
+            node.start()
+            assert node.client.call("stop") == "CleanCoin server stopping"
+            assert node.process is not None and node.process.wait(20) == 0
+            node.process = None
+            assert node.debug_log().rstrip().endswith("Shutdown: done")
+            assert not (node.netdatadir / ".cookie").exists()
+            assert not list(node.netdatadir.glob("*.pid"))
+    finally:
+        node.cleanup()
+
+
 # -- items 4 and 2 ---------------------------------------------------------------------------
 
 def test_unconfirmed_transactions_say_whether_they_are_trusted(net: Net) -> None:
