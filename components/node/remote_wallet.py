@@ -132,9 +132,11 @@ class RemoteWallet:
 # ---------------------------------------------------------------------- started by the zygote
 
 
-#: Restart delays after a wallet process died: 0.5 s, doubling up to 30 s; reset once a
-#: wallet process has run for STABLE_SECONDS.
-FIRST_DELAY, MAX_DELAY, STABLE_SECONDS = 0.5, 30.0, 60.0
+#: Restart delays after a wallet process died: 0.1 s (systemd's RestartSec default), doubling
+#: up to 30 s; reset once a wallet process has run for STABLE_SECONDS. Wallet RPCs answer -28
+#: meanwhile, so a short first delay is time clients no longer wait; a process that dies
+#: again and again is started ever more slowly (and the zygote limits starts per minute).
+FIRST_DELAY, MAX_DELAY, STABLE_SECONDS = 0.1, 30.0, 60.0
 
 
 class WalletProcessError(Exception):

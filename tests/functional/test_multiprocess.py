@@ -117,6 +117,28 @@ def test_wallet_killed_is_restarted_and_loses_nothing(node) -> None:
     assert "killed by SIGKILL; restarting it" in n.debug_log()
 
 
+def test_a_wallet_process_that_keeps_dying_is_restarted_ever_more_slowly(node) -> None:
+    """The first restart comes after 0.1 s, and each quick death doubles the wait (up to 30 s):
+    a wallet that dies at once again and again cannot keep the node restarting it."""
+    import datetime
+    n = node()
+    n.start()
+    n.rpc.createwallet("w")
+    for restart in range(1, 5):
+        os.kill(wallet_pid(n), signal.SIGKILL)
+        wait_until(lambda: n.rpc.getprocessinfo()["processes"][1]["restarts"] == restart, what="wallet restart")
+
+    def times(text: str) -> list[float]:
+        return [datetime.datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+                for line in n.debug_log().splitlines() if text in line]
+    died, back = times("restarting it"), times("CleanCoin-wallet restarted (pid")
+    assert len(died) == len(back) == 4, n.debug_log()[-3000:]
+    waits = [b - d for d, b in zip(died, back)]
+    # At least the delay each time (the rest is the start and the wallets' loading).
+    assert all(wait >= delay - 0.002 for wait, delay in zip(waits, (0.1, 0.2, 0.4, 0.8))), waits
+    assert waits[3] > waits[0] + 0.5, waits
+
+
 def test_ipcbind_accepts_a_wallet_started_and_stopped_at_any_time(node, tmp_path: Path) -> None:
     n = node("-ipcbind=unix", "-disablewallet", "-ipcallowwallet=1")
     n.start()
