@@ -21,7 +21,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
+from cleancoin.cli.process_exit import run_and_exit
 from cleancoin.components.common.options import Option, OptionError, help_text, load_settings, version_text, wants
 
 PROG = "CleanCoin-wallet"
@@ -247,5 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def script() -> NoReturn:
+    """The CleanCoin-wallet console script: `main`, then the process ends without the
+    interpreter's teardown (cli/process_exit.py), as the node executables do."""
+    run_and_exit(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    script()

@@ -452,7 +452,8 @@ async def _connected(settings: Settings, opened: _Opened) -> int:
     if waiters[1] in done:
         log.warning("the node closed the connection; stopping")
     if rpc is not None:
-        await asyncio.sleep(0.05)      # let a `stop` reply leave
+        # No pause for a `stop` reply: the server's graceful stop waits for every request in
+        # progress, that reply included (as the node's, components/node/node.py).
         await rpc.stop()
     await service.close()
     connection.close()

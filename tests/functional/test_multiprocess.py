@@ -156,6 +156,11 @@ def test_ipcbind_accepts_a_wallet_started_and_stopped_at_any_time(node, tmp_path
         assert own.call("listwallets") == ["w"]            # served by the wallet itself
         wallet.send_signal(signal.SIGTERM)
         assert wallet.wait(20) == 0
+        # Its own `stop` answers before it goes (no pause: the graceful stop waits for it).
+        wallet = subprocess.Popen([*base, "-server", f"-rpcport={wallet_port}"], stderr=log)
+        wait_until(lambda: _answers(n, "listwallets") is not None, what="wallet registration again")
+        assert own.call("stop") == "CleanCoin-wallet stopping"
+        assert wallet.wait(20) == 0
         with pytest.raises(RpcError) as info:
             n.rpc.listwallets()
         assert info.value.code == -28 and "No wallet process is connected" in info.value.message
