@@ -465,10 +465,12 @@ def test_functional_suite_wall_time() -> None:
 
 # ============================================================ 3. resident memory
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _two_free_ports() -> tuple[int, int]:
+    """Two distinct free ports (held together while chosen, so they cannot coincide)."""
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        return int(a.getsockname()[1]), int(b.getsockname()[1])
 
 
 def _children(pid: int) -> list[int]:
@@ -583,9 +585,9 @@ class NodeUnderTest:
         self.executable = executable
         self.datadir = os.path.join(base, executable)
         os.makedirs(self.datadir)
-        self.rpc_port = _free_port()
+        self.rpc_port, p2p_port = _two_free_ports()
         self.args = [str(BIN / executable), "-regtest", f"-datadir={self.datadir}",
-                     f"-port={_free_port()}", f"-rpcport={self.rpc_port}", "-bind=127.0.0.1",
+                     f"-port={p2p_port}", f"-rpcport={self.rpc_port}", "-bind=127.0.0.1",
                      "-printtoconsole=0"]
         self.stderr = open(os.path.join(base, f"{executable}.stderr"), "wb")
         self.started = time.perf_counter()
@@ -795,14 +797,6 @@ def test_resident_memory_and_wallet_rpc_latency() -> None:
 
 START_ROUNDS = int(os.environ.get("START_BENCH_ROUNDS", "8"))
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _two_free_ports() -> tuple[int, int]:
-    """Two distinct free ports (held together while chosen, so they cannot coincide)."""
-    with socket.socket() as a, socket.socket() as b:
-        a.bind(("127.0.0.1", 0))
-        b.bind(("127.0.0.1", 0))
-        return int(a.getsockname()[1]), int(b.getsockname()[1])
 
 
 def _tree_cpu_seconds(root: int) -> float:
