@@ -54,10 +54,12 @@ from .plan import Plan
 
 @dataclass(frozen=True)
 class DenialLog:
-    """Where a component's refusals are logged: a file (appended), or "" for its stderr."""
+    """Where a component's refusals are logged: a file (appended), or "" for its stderr;
+    `label` names the component in each line (its pid otherwise)."""
 
     log: str = ""
     verbose: bool = False
+    label: str = ""
 
 
 def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
@@ -92,7 +94,8 @@ def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
     # about: the rules' syscalls, and every syscall only where an errno default refuses any
     # (no shipped policy has one: their default kills).
     every = _syscall_names() if default_errno is not None else {}
-    denials = {"log": config.log, "verbose": config.verbose, "rules": {str(k): v for k, v in rules.items()},
+    denials = {"log": config.log, "verbose": config.verbose, "label": config.label,
+               "rules": {str(k): v for k, v in rules.items()},
                "default": default_errno, "names": {**every, **{str(k): v for k, v in names.items()}},
                "families": {}}
     from .families import BY_NUMBER
@@ -193,11 +196,12 @@ class Monitor:
     out: int
 
 
-def _open_log(config: Mapping[str, Any]) -> int:
-    """The log, opened before Landlock at a path the component may have written (a node's
-    <netdatadir>/debug.log): no link is followed on the way (one planted by an earlier run
-    would point outside the grants) and only a regular file is taken (a FIFO would block the
-    start)."""
+def open_log(config: Mapping[str, Any]) -> int:
+    """The log of `plan.denials` (`config`), opened before Landlock, by the component's own
+    set-up or, for a launched one, by its launcher before the view goes up. The path may be
+    one the component may have written (a node's <netdatadir>/debug.log): no link is followed
+    on the way (one planted by an earlier run would point outside the grants) and only a
+    regular file is taken (a FIFO would block the start)."""
     path = config["log"]
     try:
         if not path:
@@ -214,6 +218,17 @@ def _open_log(config: Mapping[str, Any]) -> int:
     return fd
 
 
+def open_for(plan: Plan) -> int:
+    """The denial log file of `plan`, opened before any step runs (by the launcher, or by a
+    process about to restrict itself): before the filesystem view goes up, so the file may
+    lie outside everything the component can reach, and it cannot erase or rewrite the
+    record of its refusals. -1 when there is no file (no denial log, or stderr). Raises
+    EnforcementError("denial monitor", ...)."""
+    if not plan.denials or not plan.seccomp_bpf or plan.learn or not plan.denials.get("log"):
+        return -1
+    return open_log(plan.denials)
+
+
 def monitor_config(plan: Plan, target: int) -> dict[str, Any]:
     """What the exec'd monitor needs, as marshal-able data."""
     import base64       # not on every launch's import path (docs/audit.md, "Start-up time")
@@ -225,13 +240,15 @@ def monitor_config(plan: Plan, target: int) -> dict[str, Any]:
     return config
 
 
-def launch(plan: Plan) -> Monitor:
+def launch(plan: Plan, out: int | None = None) -> Monitor:
     """Start the monitor as a small program of its own, before the Landlock step (exec needs
     the interpreter's execute right): a double fork that execs `python -I -S
     denial_monitor.py`, holding only its channel and the log, with no_new_privs and no
-    capability. It confines itself further before it says it is ready (`start` waits)."""
+    capability. It confines itself further before it says it is ready (`start` waits).
+    `out`: the log, opened by the launcher (`open_log`); else it is opened here."""
     config = plan.denials
-    out = _open_log(config)
+    if out is None:
+        out = open_log(config)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     # Written before the fork, by the component's own set-up code: the only input the monitor
     # takes before it is confined.

@@ -134,13 +134,13 @@ class Limiter:
         return n <= FIRST or n % EVERY == 0
 
 
-def line(pid: int, text: str) -> bytes:
-    """A log line in the components' format. No strftime: it may look for the time zone's
-    file, which the confined monitor cannot open."""
+def line(who: str, text: str) -> bytes:
+    """A log line in the components' format, `who` the component's label or pid. No strftime:
+    it may look for the time zone's file, which the confined monitor cannot open."""
     t = time.gmtime()
     stamp = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
              f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
-    return f"{stamp}Z [sandbox:{pid}] [cleancoin.sandbox] WARNING {text}\n".encode()
+    return f"{stamp}Z [sandbox:{who}] [cleancoin.sandbox] WARNING {text}\n".encode()
 
 
 def log_line(config: Mapping[str, Any], limiter: Limiter, target: int, nr: int, args: tuple[int, ...],
@@ -154,7 +154,8 @@ def log_line(config: Mapping[str, Any], limiter: Limiter, target: int, nr: int, 
     what = describe(config, nr, args, limiter.verbose)
     tail = f" ({seen} times)" if seen > FIRST and not limiter.verbose else ""
     who = f", thread {thread}" if limiter.verbose else ""
-    return line(target, f"sandbox: refused {what} -> {errno_module.errorcode.get(code, code)}{who}{tail}")
+    return line(config.get("label") or str(target),
+                f"sandbox: refused {what} -> {errno_module.errorcode.get(code, code)}{who}{tail}")
 
 
 def serve(listener: int, out: int, config: Mapping[str, Any], target: int) -> None:
@@ -315,7 +316,7 @@ def main(argv: Sequence[str]) -> int:
         serve(listener, out, config, int(config["target"]))
     except BaseException as exc:  # noqa: BLE001 - the kernel answers ENOSYS without us: still refused
         try:
-            os.write(out, line(int(config["target"]), f"sandbox: the denial monitor stopped "
+            os.write(out, line(config.get("label") or str(config["target"]), f"sandbox: the denial monitor stopped "
                                                       f"({type(exc).__name__}: {exc}); refusals now "
                                                       "answer ENOSYS, unlogged"))
         except OSError:

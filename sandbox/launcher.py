@@ -202,6 +202,7 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
     parent_env = dict(os.environ if env is None else env)
     run_env = dict(plan.environment) if plan is not None else parent_env
     full_argv = _resolve_program(argv, {**parent_env, **run_env}) if target is None else []
+    denial_fd = _open_denial_log(plan)
     pipes = Pipes.make() if plan is not None and plan.stdio == "pipe" else None
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     parent = os.getpid()
@@ -210,8 +211,11 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
         ours.close()
         if pipes is not None:
             pipes.close_parent_ends()
-        _child(plan, full_argv, target, parent_env, set(pass_fds), theirs.fileno(), parent, pipes, title)
+        _child(plan, full_argv, target, parent_env, set(pass_fds), theirs.fileno(), parent, pipes, title,
+               denial_fd)
     theirs.close()
+    if denial_fd >= 0:
+        os.close(denial_fd)
     child = SandboxedProcess(pid, ours)
     if pipes is not None:
         pipes.close_child_ends()
@@ -227,9 +231,24 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
     return child
 
 
+def _open_denial_log(plan: Plan | None) -> int:
+    """A launched child's denial log file, opened here, in the launcher, before the child's
+    filesystem view goes up: the file may then lie outside everything the component can
+    reach, so that it cannot erase or rewrite the record of its refusals (CleanCoin-node's
+    wallet process logs them to the node's debug log). -1 when there is no file to open (no
+    denial log, or the component's stderr)."""
+    if plan is None or not plan.denials:
+        return -1
+    from . import denial_log
+    try:
+        return denial_log.open_for(plan)
+    except EnforcementError as exc:
+        raise SpawnError(exc.step, exc.reason) from None
+
+
 def _child(plan: Plan | None, argv: list[str], target: Callable[[int], int] | None,
            parent_env: dict[str, str], pass_fds: set[int], control_fd: int, parent: int,
-           pipes: Pipes | None, title: str) -> None:
+           pipes: Pipes | None, title: str, denial_fd: int = -1) -> None:
     """The forked child: every step, the report, then exec or the target. Never returns."""
     try:
         if title:
@@ -237,8 +256,9 @@ def _child(plan: Plan | None, argv: list[str], target: Callable[[int], int] | No
         if plan is None:
             env = _unconfined(parent, pass_fds | {0, 1, 2, control_fd})
         else:
-            ctx = steps.Context(plan, steps.Entry.LAUNCH, pass_fds | {control_fd},
-                                parent_pid=parent, pipes=pipes, title=title)
+            keep = pass_fds | {control_fd} | ({denial_fd} if denial_fd >= 0 else set())
+            ctx = steps.Context(plan, steps.Entry.LAUNCH, keep, parent_pid=parent, pipes=pipes,
+                                title=title, denial_fd=denial_fd)
             steps.run(ctx)
             env = ctx.env
             report = reports.build(plan, ctx.outcomes, os.getpid(), ctx.namespaces)

@@ -82,9 +82,15 @@ def restrict_self(policy: str | os.PathLike[str], variables: Mapping[str, str], 
     restricted and must exit.
     """
     plan = prepare_self(policy, variables, writable_roots, denials, learn_dir)
+    # Before the view: the log may lie outside it (a node's debug log moved out of its datadir).
+    denial_fd = -1
+    if plan.denials:
+        from . import denial_log
+        denial_fd = denial_log.open_for(plan)
     # Opened now: once Landlock is up this process could not create it (for `status`).
     entry = report_registry.reserve(os.getpid())
-    ctx = steps.Context(plan, steps.Entry.SELF, set(keep_fds) | ({entry.fd} if entry else set()))
+    keep = set(keep_fds) | ({entry.fd} if entry else set()) | ({denial_fd} if denial_fd >= 0 else set())
+    ctx = steps.Context(plan, steps.Entry.SELF, keep, denial_fd=denial_fd)
     try:
         steps.run(ctx)
     except BaseException:

@@ -77,6 +77,7 @@ class Context:
     env: dict[str, str] = field(default_factory=dict)       # LAUNCH: for exec or the target
     title: str = ""                    # what `ps` shows (LAUNCH); the waiting processes add theirs
     monitor: denial_log.Monitor | None = None   # the denial log's monitor, started before Landlock
+    denial_fd: int = -1                # the denial log's file, opened before the steps (open_for)
     outcomes: list[Outcome] = field(default_factory=list)
 
 
@@ -198,7 +199,7 @@ def _environment(ctx: Context) -> Done:
 
 def _denial_monitor(ctx: Context) -> Done:
     from . import denial_log
-    ctx.monitor = denial_log.launch(ctx.plan)
+    ctx.monitor = denial_log.launch(ctx.plan, ctx.denial_fd if ctx.denial_fd >= 0 else None)
     return Done("started: confines itself (no filesystem, its own seccomp filter) before the "
                 "seccomp step hands it the listener")
 

@@ -218,8 +218,9 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     and -disablewallet mean no wallet process of its own; otherwise `zygote`, launched early
     by the caller (`wallet_component.launch_zygote`), is configured here (or launched, if the
     early launch failed), and stopped in the end. `debug_log` is the node's log file
-    (-debuglogfile; None with -nodebuglogfile): the node's refusals are logged there when it
-    lies in the network datadir (the view holds nothing else), else to its stderr."""
+    (-debuglogfile; None with -nodebuglogfile): the refusals of the node and of its wallet
+    process are logged there (opened before either's view goes up, wherever it lies), or to
+    stderr without one."""
     import capnp
     from cleancoin.sandbox import ZygoteError
 
@@ -244,7 +245,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             # It starts while this process restricts itself and opens its chain.
             zygote = zygote or launch_zygote()
             zygote.configure({WALLET_COMPONENT: wallet_spec(netdatadir, sandbox=sandbox, verbose_denials=verbose,
-                                                            learn_dir=learn_dir)},
+                                                            learn_dir=learn_dir, denial_log=debug_log or "")},
                              wait=False, title=f"{PROG} zygote")
             prestarted = prestart(zygote)
         except (ZygoteError, OSError) as exc:
@@ -264,7 +265,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         try:
             report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds),
                                    keep_fds=keep,
-                                   denials=DenialLog(_denial_log(debug_log, netdatadir), verbose),
+                                   denials=DenialLog(debug_log or "", verbose),
                                    learn_dir=learn_dir)
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if zygote is not None:
@@ -288,16 +289,6 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     finally:
         if zygote is not None:
             zygote.stop()
-
-
-def _denial_log(debug_log: str | None, netdatadir: str) -> str:
-    """Where the node's refusals go: its debug log when that is in the network datadir (the
-    monitor opens it inside the node's view, which holds nothing else of the host), else ""
-    (the node's stderr). Never a debug.log the operator moved or switched off."""
-    if debug_log and os.path.commonpath([os.path.abspath(debug_log), os.path.abspath(netdatadir)]) \
-            == os.path.abspath(netdatadir):
-        return debug_log
-    return ""
 
 
 def _node_variables(config: Any, netdatadir: str, ipc_binds: Sequence[str]) -> dict[str, str]:

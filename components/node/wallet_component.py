@@ -45,13 +45,16 @@ def launch_zygote() -> Zygote:
 
 
 def wallet_spec(netdatadir: str, *, sandbox: bool, verbose_denials: bool,
-                learn_dir: str | None) -> ComponentSpec:
+                learn_dir: str | None, denial_log: str = "") -> ComponentSpec:
     """The wallet process under policies/wallet.toml (None with -sandbox=0): its wallets
-    directory, refusals logged to the wallets' debug.log (all of them when `verbose_denials`)."""
+    directory; its refusals logged to `denial_log` (the node's debug log; "" for its stderr,
+    which the zygote passes on to the node's), all of them when `verbose_denials`. Never to
+    wallets/debug.log: the wallet may write that file, and so erase the record of what it
+    tried. The zygote opens the log before the wallet's view goes up, outside of it."""
     return ComponentSpec(WALLET_COMPONENT, WALLET_TARGET, shipped_policy("wallet") if sandbox else None,
                          {"walletdir": os.path.join(netdatadir, "wallets")},
                          writable_roots=(netdatadir,), preload=WALLET_PRELOAD,
-                         denials=DenialLog(os.path.join(netdatadir, "wallets", "debug.log"), verbose_denials),
+                         denials=DenialLog(denial_log, verbose_denials, label=WALLET_COMPONENT),
                          learn_dir=learn_dir)
 
 

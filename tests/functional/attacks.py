@@ -290,3 +290,39 @@ os.write(2, b"\nend of the flood\n")
 report("stderr-without-newline", False, f"wrote {ctx['flood_mib']} MiB to stderr without a newline "
        "(judged from outside, by the zygote's peak memory)")
 '''
+
+# The record of what the wallet tried: it makes a refused call (TIOCSTI: EPERM, logged by its
+# denial monitor), then tries to erase the log of it: the wallets' debug.log (its own), and
+# the node's debug.log, where the refusal is.
+ERASE_DENIALS = r'''
+attempt("refused-call")
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"#")
+    report("refused-call", True, "TIOCSTI went through")
+except OSError as exc:
+    report("refused-call", False, f"refused: {exc.strerror}")
+time.sleep(0.3)       # the monitor writes its line
+attempt("erase-wallet-log")
+try:
+    with open(os.path.join(ctx["walletdir"], "debug.log"), "r+") as handle:
+        handle.truncate(0)
+    report("erase-wallet-log", False, "truncated wallets/debug.log (its own log: allowed)")
+except OSError as exc:
+    report("erase-wallet-log", False, f"could not truncate wallets/debug.log: {exc.strerror}")
+attempt("erase-node-log")
+try:
+    with open(os.path.join(ctx["netdir"], "debug.log"), "r+") as handle:
+        handle.truncate(0)
+    report("erase-node-log", True, "truncated the node's debug.log")
+except OSError as exc:
+    report("erase-node-log", False, f"the node's debug.log: {exc.strerror}")
+leaked = []
+for fd in range(3, 256):
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        continue
+    if target.endswith("debug.log") and "wallets" not in target:
+        leaked.append(f"fd {fd} -> {target}")
+report("node-log-descriptor", bool(leaked), "; ".join(leaked) or "no descriptor of the node's log")
+'''

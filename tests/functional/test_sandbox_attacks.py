@@ -392,10 +392,12 @@ def test_what_the_confined_node_plants_is_not_trusted_at_the_next_start(home_bas
 
 
 def _monitor_of(proc: Any, log: Path, inner: bool) -> int:
-    """The live denial monitor that writes `log` (the node's debug.log, or the wallet
-    process's), as the attacked process numbers it (`inner`: its pid namespace's)."""
-    found = proc.monitors(writing=str(log))
-    assert found, f"no denial monitor writes {log}"
+    """The live denial monitor that writes `log` (the node's debug.log) for the node, or
+    (`inner`) for the wallet process, in whose pid namespace it is: as the attacked process
+    numbers it."""
+    found = [pid for pid in proc.monitors(writing=str(log))
+             if (len(proc.status(pid)["NSpid"].split()) > 1) == inner]
+    assert found, f"no denial monitor of the {'wallet' if inner else 'node'} writes {log}"
     nspid = proc.status(found[0])["NSpid"].split()
     return int(nspid[-1] if inner else nspid[0])
 
@@ -412,8 +414,8 @@ def test_the_confined_node_and_wallet_cannot_reach_their_denial_monitors(home_ba
     (a.node.netdatadir / "monitor_pid").write_text(str(node_monitor))
     node_results = a.result("node", timeout=60)
     assert escapes(node_results) == {}, node_results
-    wallet_log = a.node.netdatadir / "wallets" / "debug.log"
-    (a.node.netdatadir / "wallets" / "monitor_pid").write_text(str(_monitor_of(proc, wallet_log, inner=True)))
+    (a.node.netdatadir / "wallets" / "monitor_pid").write_text(
+        str(_monitor_of(proc, a.node.netdatadir / "debug.log", inner=True)))
     # The wallet's filter does not even let it call kill(2): it dies trying (and is restarted).
     wait_until(lambda: "killed by SIGSYS" in a.node.debug_log(), what="the node's log of the kill")
     wallet_results = a.result("wallet", to_the_end=False)
@@ -447,3 +449,20 @@ def test_the_wallets_output_cannot_make_the_zygote_hold_it(home_base: Path) -> N
     assert pieces and all(line.startswith(f"[CleanCoin-wallet {wpid}] ".encode()) and len(line) <= 17 * 1024
                           for line in pieces), [line[:60] for line in pieces[:3]]
     assert sum(line.count(b"W") for line in pieces) == 48 << 20
+
+
+def test_the_wallet_cannot_erase_the_record_of_its_refusals(home_base: Path) -> None:
+    """Attacker code in the wallet makes a refused call, then tries to erase its record. The
+    wallet may rewrite wallets/debug.log (its own log), so its monitor writes to the node's
+    debug log instead, opened by the zygote outside the wallet's view, and the wallet holds
+    no descriptor of it. On the old code the line was in wallets/debug.log: truncated, gone."""
+    a = AttackedNode(home_base, wallet=attacks.ERASE_DENIALS)
+    a.config["wallet_delay"] = 0.5          # once it serves: the node waits for it to start
+    a.start()
+    results = a.result("wallet", timeout=60)
+    assert escapes(results) == {}, results
+    assert "truncated wallets/debug.log" in results["erase-wallet-log"]["detail"], results
+    a.node.cleanup()
+    refused = [line for line in a.node.debug_log().splitlines()
+               if "[sandbox:CleanCoin-wallet]" in line and "refused ioctl(" in line and "0x5412" in line]
+    assert refused, a.node.debug_log()[-3000:]

@@ -106,41 +106,40 @@ def test_the_environment_cannot_switch_the_node_into_learning(node, tmp_path: Pa
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="SQLite calls fchown (refused: EPERM) only as root")
-def test_refusals_reach_the_node_and_wallet_logs(node) -> None:
+def test_refusals_reach_the_node_log_out_of_the_wallets_reach(node) -> None:
     # SQLite, running as root, gives each new -wal file its database's owner with fchown;
     # both policies answer EPERM (an argument-free rule). The denial log shows it in the
-    # process's own debug.log, with the arguments under -debug=sandbox.
+    # node's debug.log, with the arguments under -debug=sandbox: the node's refusals and its
+    # wallet process's, labelled. Not in wallets/debug.log, which the wallet may rewrite.
     n = node("-debug=sandbox")
     n.start()
     n.rpc.createwallet("w")
     assert n.stop() == 0
-    node_lines = [line for line in n.debug_log().splitlines() if "sandbox: refused fchown(" in line]
-    wallet_log = (n.netdatadir / "wallets" / "debug.log").read_text()
-    wallet_lines = [line for line in wallet_log.splitlines() if "sandbox: refused fchown(" in line]
-    assert node_lines and wallet_lines
-    assert all(line.endswith(("EPERM", "times)")) or ", thread " in line for line in node_lines + wallet_lines)
+    refused = [line for line in n.debug_log().splitlines() if "sandbox: refused fchown(" in line]
+    wallet_lines = [line for line in refused if "[sandbox:CleanCoin-wallet]" in line]
+    node_lines = [line for line in refused if line not in wallet_lines]
+    assert node_lines and wallet_lines, refused
+    assert all(line.endswith(("EPERM", "times)")) or ", thread " in line for line in refused)
     assert "refusals with an errno are answered by a monitor" in n.debug_log()
+    assert "sandbox: refused" not in (n.netdatadir / "wallets" / "debug.log").read_text()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="SQLite calls fchown (refused: EPERM) only as root")
 @pytest.mark.parametrize("moved", [True, False], ids=["debuglogfile-elsewhere", "nodebuglogfile"])
-def test_refusals_go_to_stderr_when_the_debug_log_is_outside_the_datadir(node, tmp_path: Path, moved: bool) -> None:
-    """With -debuglogfile outside the network datadir the monitor could not open that log (it
-    does so inside the node's view), so the node's refusals go to its standard error, as with
-    -nodebuglogfile; nothing is written to a debug.log in the datadir (docs/multiprocess.md,
-    -debug=sandbox). The wallet's still go to wallets/debug.log. Before the node chose by
-    where its log lies, they went to <netdatadir>/debug.log whatever -debuglogfile said."""
+def test_refusals_follow_the_debug_log_wherever_it_is(node, tmp_path: Path, moved: bool) -> None:
+    """With -debuglogfile outside the network datadir, out of the node's view, the refusals of
+    the node and its wallet still reach it: each log is opened before the view goes up. With
+    -nodebuglogfile they go to the node's stderr (the wallet's through the zygote). Nothing
+    is written to a debug.log in the datadir, nor refusals to wallets/debug.log."""
     elsewhere = tmp_path / "elsewhere" / "node.log"
     elsewhere.parent.mkdir()
     n = node("-debug=sandbox", f"-debuglogfile={elsewhere}" if moved else "-nodebuglogfile")
     n.start()
     n.rpc.createwallet("w")
     assert n.stop() == 0
-    stderr = (n.datadir / "stderr.txt").read_text()
-    assert [line for line in stderr.splitlines() if "sandbox: refused fchown(" in line], stderr[-2000:]
+    where = elsewhere.read_text() if moved else (n.datadir / "stderr.txt").read_text()
+    refused = [line for line in where.splitlines() if "sandbox: refused fchown(" in line]
+    assert any("[sandbox:CleanCoin-wallet]" in line for line in refused), where[-2000:]
+    assert any("[sandbox:CleanCoin-wallet]" not in line for line in refused), where[-2000:]
     assert not (n.netdatadir / "debug.log").exists()
-    if moved:
-        log = elsewhere.read_text()
-        assert "refusals with an errno are answered by a monitor and logged to stderr" in log
-        assert "sandbox: refused" not in log
-    assert "sandbox: refused fchown(" in (n.netdatadir / "wallets" / "debug.log").read_text()
+    assert "sandbox: refused" not in (n.netdatadir / "wallets" / "debug.log").read_text()
