@@ -302,20 +302,16 @@ try:
 except OSError as exc:
     report("refused-call", False, f"refused: {exc.strerror}")
 time.sleep(0.3)       # the monitor writes its line
-attempt("erase-wallet-log")
-try:
-    with open(os.path.join(ctx["walletdir"], "debug.log"), "r+") as handle:
-        handle.truncate(0)
-    report("erase-wallet-log", False, "truncated wallets/debug.log (its own log: allowed)")
-except OSError as exc:
-    report("erase-wallet-log", False, f"could not truncate wallets/debug.log: {exc.strerror}")
-attempt("erase-node-log")
-try:
-    with open(os.path.join(ctx["netdir"], "debug.log"), "r+") as handle:
-        handle.truncate(0)
-    report("erase-node-log", True, "truncated the node's debug.log")
-except OSError as exc:
-    report("erase-node-log", False, f"the node's debug.log: {exc.strerror}")
+# Its own log it may rewrite (not an escape); the node's must be out of reach.
+for name, path, escapes in (("erase-wallet-log", os.path.join(ctx["walletdir"], "debug.log"), False),
+                            ("erase-node-log", os.path.join(ctx["netdir"], "debug.log"), True)):
+    attempt(name)
+    try:
+        with open(path, "r+") as handle:
+            handle.truncate(0)
+        report(name, escapes, f"truncated {path}")
+    except OSError as exc:
+        report(name, False, f"{path}: {exc.strerror}")
 leaked = []
 for fd in range(3, 256):
     try:
