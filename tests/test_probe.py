@@ -27,8 +27,9 @@ REQUIRED = {
     "grant-symlink-swap", "fd-inherited", "unix-named-socket", "terminal-left-open",
     "memory-launcher-secret", "clone-newuser", "prctl-dumpable", "memory-wx",
     "rlimit-fork-200", "rlimit-fds-8192", "rlimit-file-1tib",
-    # found after #10: a component could make its zygote's output relay hold all it wrote
-    "output-flood",
+    # found after #10: a component could make its zygote's output relay hold all it wrote,
+    # and a wallet could erase the record of its refusals
+    "output-flood", "denial-log-reach",
 }
 
 
@@ -221,7 +222,7 @@ def test_new_attempts_escape_under_a_deliberately_weak_sandbox(strict, write_pol
         assert "rlimit-fork-200" in escaped, result.to_text()
     # The mechanisms no policy can turn off still hold.
     for name in ("fd-inherited", "terminal-left-open", "memory-launcher-secret", "grant-symlink-swap",
-                 "output-flood"):
+                 "output-flood", "denial-log-reach"):
         assert name not in escaped, result.to_text()
 
 
@@ -311,3 +312,23 @@ def test_output_flood_catches_a_relay_that_keeps_whole_lines(strict, sandbox_var
     monkeypatch.setattr(stdio, "MAX_LINE", 1 << 40)        # the relay before the fix
     escaped, detail = _run_output_flood(judge, None, None, 30)   # type: ignore[arg-type]
     assert escaped == "allowed" and "relay held" in detail, detail
+
+
+def test_denial_log_reach_catches_a_log_the_component_may_write(base_sandbox, require, tmp_path: Path,
+                                                                outside_dir) -> None:  # noqa: ANN001
+    """What denial-log-reach catches: a denial log in a directory the component may write (as
+    the wallet's was, in wallets/) is truncated by its path; outside the grants, opened by the
+    launcher, it is out of reach and the child holds no descriptor of it. The wallet policy:
+    it refuses some calls with an errno, so it has a denial log."""
+    from cleancoin.sandbox import launcher
+    from cleancoin.sandbox.probe.attempts_inherited import _run_denial_log_reach
+    wallet = load_policy(shipped_policy("wallet"))
+    require(base_sandbox.landlock_abi >= wallet.compatibility.landlock_min_abi,
+            f"Landlock ABI {wallet.compatibility.landlock_min_abi} (the wallet policy's minimum)")
+    walletdir = tmp_path / "wallets"
+    walletdir.mkdir()
+    judge = probe._Judge(wallet, launcher.prepare(wallet, {"walletdir": str(walletdir)}), probe._Host.detect())
+    held, detail = _run_denial_log_reach(judge, _targets(outside_dir), None, 30)
+    assert held == "denied" and "out of reach" in detail, detail
+    reached, detail = _run_denial_log_reach(judge, _targets(str(walletdir)), None, 30)
+    assert reached == "allowed" and "truncated" in detail, detail

@@ -5,12 +5,14 @@ path swapped for a symlink between two launches, and its launcher's output relay
 Most run inside like every other attempt. Some need the parent to set the scene in a way a
 careless launcher would, or to watch the launcher's side, so they run in the parent
 (`PARENT_RUNS`): descriptors left open across the launch and across a self-restriction, a
-terminal left open, a grant swapped by one launch before the next, and output without
-newlines that a line-by-line relay (the zygote's) could be made to hold.
+terminal left open, a grant swapped by one launch before the next, output without newlines
+that a line-by-line relay (the zygote's) could be made to hold, and a denial log the
+component could reach to erase the record of its refusals.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import hashlib
@@ -355,6 +357,51 @@ def _run_output_flood(judge: _Judge, t: _Targets, plan_of: Callable[..., object]
                       f"on in pieces of {stdio.MAX_LINE})")
 
 
+def _run_denial_log_reach(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """The policy with a denial log kept outside every grant (as CleanCoin-node keeps its
+    wallet's in the node's debug log): the child makes a refused call, then tries to reach the
+    log to erase that record, by its path and through any descriptor it holds."""
+    from .. import denial_log
+    log = os.path.join(t.outside_dir, f".cleancoin-probe-{t.token}-denials.log")
+    plan = denial_log.plan_with_denials(judge.plan, judge.policy, denial_log.DenialLog(log))
+    if not plan.denials:
+        return "denied", "no denial log for this policy (it refuses nothing with an errno, or " \
+                         "cannot hand a monitor its listener)"
+
+    with open(log, "ab"):
+        pass        # made now, so that the child can tell a descriptor of it by its identity
+    known = os.stat(log)
+    ident = (known.st_dev, known.st_ino)
+
+    def reach(out: _Out) -> Outcome:
+        done = []
+        try:
+            with open(log, "r+b") as handle:
+                handle.truncate(0)
+            done.append(f"truncated {log} by its path")
+        except OSError as exc:
+            out.note(f"by its path: {_errname(exc.errno or 0)}")
+        for fd in range(3, _MAX_FD):
+            try:
+                held = os.fstat(fd)
+            except OSError:
+                continue
+            if (held.st_dev, held.st_ino) == ident:
+                done.append(f"fd {fd} is the denial log")
+        return _ok("; ".join(done)) if done else ("denied", "the denial log is out of reach: not in "
+                                                             "the view, no descriptor of it")
+
+    try:
+        child = launcher.spawn(plan, target=_attempt_child(reach), relay=False)
+    except launcher.SpawnError as exc:
+        return "error", f"the sandbox did not start: {exc}"
+    try:
+        return _spawned_outcome(child, timeout)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(log)
+
+
 # expectations ------------------------------------------------------------------------------
 
 def _exp_never(reason: str) -> Callable[[_Judge, _Targets], _Why]:
@@ -389,4 +436,5 @@ PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], flo
     "terminal-left-open": _run_terminal_left_open,
     "grant-symlink-swap": _run_symlink_swap,
     "output-flood": _run_output_flood,
+    "denial-log-reach": _run_denial_log_reach,
 }

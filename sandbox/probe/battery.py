@@ -181,4 +181,9 @@ def _battery() -> list[_Spec]:
               "line-by-line relay (a zygote's) hold all of it",
               _exp_never("stdio: the relay passes a long line on in pieces"),
               _parent("output-flood"), parent_run=True),
+        _Spec("denial-log-reach", "with a denial log kept outside the grants, reach it (by its path "
+              "or a descriptor) to erase the record of a refusal",
+              _exp_never("denial log: opened by the launcher before the view; only the monitor "
+                         "holds it"),
+              _parent("denial-log-reach"), parent_run=True),
     ]
