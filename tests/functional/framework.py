@@ -101,11 +101,22 @@ OTHER_KEY = PrivateKey(hashlib.sha256(b"functional test key 2").digest())
 OTHER_ADDRESS = OTHER_KEY.public_key.address(REGTEST)
 
 
+#: Ports this process has handed out. bind(0) may give a port again once its socket is closed,
+#: and a test picks a node's P2P, RPC and IPC ports one after another: without this, two of
+#: them could coincide ("Unable to bind ... address already in use", seen in CI).
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port free right now (the OS picks it; a race is possible but rare)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free right now (the OS picks it) that this process has not handed out
+    before; a race with another process is possible but rare."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
