@@ -101,22 +101,30 @@ OTHER_KEY = PrivateKey(hashlib.sha256(b"functional test key 2").digest())
 OTHER_ADDRESS = OTHER_KEY.public_key.address(REGTEST)
 
 
-#: Ports this process has handed out. bind(0) may give a port again once its socket is closed,
-#: and a test picks a node's P2P, RPC and IPC ports one after another: without this, two of
-#: them could coincide ("Unable to bind ... address already in use", seen in CI).
+#: Ports this process has handed out. Listening ports are chosen below the kernel's ephemeral
+#: range (ip_local_port_range, 32768-60999 by default), where the suite's own outgoing
+#: connections (RPC clients, P2P) take their local ports: a port the kernel picked with
+#: bind(0) could be taken that way before the node binds it, and bind(0) may also give a port
+#: again once its socket is closed ("Unable to bind ... address already in use", seen in CI).
 _HANDED_OUT: set[int] = set()
+_PORTS = range(20000, 32768)
 
 
 def free_port() -> int:
-    """A TCP port free right now (the OS picks it) that this process has not handed out
-    before; a race with another process is possible but rare."""
+    """A TCP port that is free right now, below the ephemeral range, and that this process
+    has not handed out before (another test process may still pick it: rare)."""
+    import random
     while True:
+        port = random.choice(_PORTS)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
