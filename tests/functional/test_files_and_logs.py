@@ -251,3 +251,24 @@ def test_a_debug_log_that_is_a_link_is_not_followed(node, tmp_path: Path) -> Non
     n.start(extra=[f"-debuglogfile={elsewhere}"])
     assert n.stop() == 0
     assert "starting" in elsewhere.read_text() and victim.read_text() == "untouched\n"
+
+
+def test_a_datadir_reached_through_a_symlink_starts(tmp_path: Path) -> None:
+    """An operator's link on the way to the datadir (~/.cleancoin -> /mnt/disk/cleancoin) is
+    followed: the node starts, confined on CleanCoin-node, with its wallet, and logs in the
+    real directory. Before, CleanCoin-node did not start there ("denial log ...: Too many
+    levels of symbolic links": the log is opened with RESOLVE_NO_SYMLINKS), and once confined
+    it would not have found its files by the linked path (its view holds real paths only).
+    A link inside the datadir stays refused: test_a_debug_log_that_is_a_link_is_not_followed."""
+    real = tmp_path / "disk"
+    real.mkdir()
+    link = tmp_path / "home-link"
+    link.symlink_to(real)
+    n = TestNode(0, link)
+    n.start()
+    try:
+        n.rpc.createwallet("w")
+        assert n.rpc.getblockcount() == 0
+    finally:
+        assert n.stop() == 0
+    assert "Shutdown: done" in (real / "node0" / "regtest" / "debug.log").read_text()
