@@ -19,6 +19,7 @@ import pytest
 from cleancoin.components.rpc.registry import ANY, INT, NUM, STR, CallContext, Param, Registry, loaded_wallets_resolver
 from cleancoin.components.rpc.server import RpcAuth
 from rpc_thread import ThreadedRpcServer
+from ports import free_port
 
 CLI = os.path.join(os.path.dirname(sys.executable), "CleanCoin-cli")
 WALLETS = ["w1", "w2"]
@@ -88,11 +89,6 @@ def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
 def base(node: Any) -> list[str]:
     return [f"-datadir={node.datadir}", "-regtest", f"-rpcport={node.port}"]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_results_strings_raw_and_json_indented(node) -> None:

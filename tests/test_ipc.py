@@ -37,6 +37,7 @@ from cleancoin.components.interfaces.init import Init, IpcPeer
 from ipc_spawn import ECHO_TARGET, Child, spawn
 from cleancoin.sandbox import launcher
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
+from ports import free_port
 
 ECHO_MODULE = "cleancoin.components.ipc.echo_process"   # the listening program
 ECHO_NAME = "CleanCoin-echo"
@@ -52,11 +53,6 @@ def run(coro: Awaitable[Any], timeout: float = CALL_TIMEOUT) -> Any:
     """Run a coroutine the CleanCoin way, bounded in time."""
     return asyncio.run(capnp.run(asyncio.wait_for(coro, timeout)))
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class EchoProcess:

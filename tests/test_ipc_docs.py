@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from cleancoin.components.ipc.schema import SCHEMA_DIR
+from ports import free_port
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ipc.md"
 ECHO_PROCESS = "cleancoin.components.ipc.echo_process"
@@ -104,11 +105,6 @@ def run_example(workdir: Path, title: str, *args: str) -> subprocess.CompletedPr
                                     f"(status {result.returncode}):\n{result.stderr}")
     return result
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("name", ["init.capnp", "echo.capnp", "auth.capnp", "wallet.capnp", "node.capnp"])

@@ -16,14 +16,10 @@ import pytest
 
 from cleancoin.sandbox import probe
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
+from ports import free_port as _free_port
 
 TOOL = os.path.join(os.path.dirname(sys.executable), "CleanCoin-sandbox")
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _probe(*args: str) -> dict[str, object]:

@@ -23,6 +23,7 @@ import pytest
 from cleancoin.sandbox.errors import EnforcementError, PolicyErrors
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
 from cleancoin.sandbox.self_restrict import restrict_self
+from ports import free_port as _free_port
 
 BASE = shipped_policy("base/python")
 
@@ -248,11 +249,6 @@ def test_hide_of_a_missing_path_stops_the_launch(base_sandbox, write_policy, hid
 
 
 # The shipped policies for the node and the wallet, with a real Python component's needs ------
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _bind(port: int) -> str:

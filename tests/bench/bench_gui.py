@@ -45,6 +45,7 @@ pytest.importorskip("capnp")
 
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError  # noqa: E402
 from cleancoin.components.rpc.errors import RpcError  # noqa: E402
+from ports import free_port as _free_port
 
 BIN = Path(sys.executable).parent
 ROUNDS = int(os.environ.get("GUI_BENCH_ROUNDS", "5"))
@@ -52,11 +53,6 @@ BLOCKS = int(os.environ.get("GUI_BENCH_BLOCKS", "20"))
 READY = "window ready:"
 TIMEOUT = 120.0
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.005) -> None:

@@ -37,6 +37,11 @@ from cleancoin.components.common.keys import PrivateKey, sign_transaction
 from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 
+# tests/ holds the helpers the unit tests share (ports.py); crash_campaign.py runs this
+# module outside pytest, so the directory is put on the path here.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ports import free_port  # noqa: E402,F401 - re-exported: the functional tests import it from here
+
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
 
@@ -99,32 +104,6 @@ TEST_KEY = PrivateKey(hashlib.sha256(b"functional test key").digest())
 TEST_ADDRESS = TEST_KEY.public_key.address(REGTEST)
 OTHER_KEY = PrivateKey(hashlib.sha256(b"functional test key 2").digest())
 OTHER_ADDRESS = OTHER_KEY.public_key.address(REGTEST)
-
-
-#: Ports this process has handed out. Listening ports are chosen below the kernel's ephemeral
-#: range (ip_local_port_range, 32768-60999 by default), where the suite's own outgoing
-#: connections (RPC clients, P2P) take their local ports: a port the kernel picked with
-#: bind(0) could be taken that way before the node binds it, and bind(0) may also give a port
-#: again once its socket is closed ("Unable to bind ... address already in use", seen in CI).
-_HANDED_OUT: set[int] = set()
-_PORTS = range(20000, 32768)
-
-
-def free_port() -> int:
-    """A TCP port that is free right now, below the ephemeral range, and that this process
-    has not handed out before (another test process may still pick it: rare)."""
-    import random
-    while True:
-        port = random.choice(_PORTS)
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _HANDED_OUT.add(port)
-        return port
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,

@@ -1,0 +1,34 @@
+"""Listening ports for tests: below the kernel's ephemeral range, never handed out twice.
+
+A port the kernel picks with bind(0) lies in the ephemeral range (ip_local_port_range,
+32768-60999 by default), where every outgoing connection of the test run takes its local
+port, so it may be taken before the process under test binds it; and bind(0) may give the
+same port again once its socket is closed, so two ports picked one after another (a node's
+P2P and RPC ports) may coincide. Both happened in CI ("address already in use"). Not a test
+module: imported by the unit tests, the GUI tests and tests/functional/framework.py.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+
+#: Ports this process has handed out (bind-checked free when handed out).
+_HANDED_OUT: set[int] = set()
+_PORTS = range(20000, 32768)
+
+
+def free_port() -> int:
+    """A TCP port that is free right now on 127.0.0.1, below the ephemeral range, and that
+    this process has not handed out before (another test process may still pick it: rare)."""
+    while True:
+        port = random.choice(_PORTS)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
