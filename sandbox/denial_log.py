@@ -43,7 +43,7 @@ import marshal
 import os
 import socket
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,38 +62,25 @@ class DenialLog:
     label: str = ""
 
 
-#: Landlock's read-only rights (execute, read file, read directory): a grant with any other
-#: right is one the component can change, and a link in it one it could have planted.
-_READ_ONLY_RIGHTS = 1 | 4 | 8
-
-
-def _resolved_log(plan: Plan, log: str, writable_roots: Iterable[str]) -> str:
-    """The log's real path, following links only where the component could not have made them
-    (as grants are resolved, paths.py): an operator's link on the way (a datadir reached
-    through a symlink) is followed, one inside a writable grant or root is refused, naming it.
-    `open_log` then refuses any link met after planning."""
+def _resolved_log(plan: Plan, log: str) -> str:
+    """The log's real path, following links only where the component could not have made them,
+    as the plan's grants were resolved (`plan.untrusted`, paths.py): an operator's link on the
+    way (a datadir reached through a symlink) is followed, one inside a writable grant or root
+    is refused, naming it. `open_log` then refuses any link met after planning."""
     from . import paths
-    # As plan_compiler's: the caller's roots and the write grants, but not a fresh tmpfs (no
-    # host directory stands for it, so nothing planted there reaches the host's paths).
-    tmpfs = {m.path for m in plan.mounts if m.kind == "tmpfs"}
-    untrusted = [os.path.realpath(r) for r in writable_roots]
-    untrusted += [m.path for m in plan.mounts if m.kind == "bind" and m.writable]
-    if plan.landlock is not None:
-        untrusted += [path for path, rights, _optional in plan.landlock.paths
-                      if rights & ~_READ_ONLY_RIGHTS and path not in tmpfs]
     try:
-        return paths.resolve(log, untrusted)
+        return paths.resolve(log, plan.untrusted)
     except (paths.SymlinkRefused, OSError) as exc:
         raise EnforcementError("denial monitor", f"denial log {log}: {exc}") from None
 
 
-def plan_with_denials(plan: Plan, policy: Any, config: DenialLog, writable_roots: Iterable[str] = ()) -> Plan:
+def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
     """The plan with a notifying filter and the monitor's table; unchanged (with a note in the
     report) where a denial log cannot be set up. The log's path is resolved as grants are
-    (`_resolved_log`), with `writable_roots` as the plan's were."""
+    (`_resolved_log`)."""
     from . import seccomp
     if config.log:
-        config = dataclasses.replace(config, log=_resolved_log(plan, config.log, writable_roots))
+        config = dataclasses.replace(config, log=_resolved_log(plan, config.log))
     from .filter_spec import filter_spec
     if plan.learn or not plan.seccomp_bpf or not policy.seccomp.enabled:
         return plan

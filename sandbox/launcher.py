@@ -171,7 +171,7 @@ def prepare(policy: "Policy", variables: Mapping[str, str], writable_roots: Sequ
     plan = compile_plan(policy, variables, kernel.detect(), writable_roots=writable_roots)
     if denials is not None:
         from .denial_log import plan_with_denials
-        plan = plan_with_denials(plan, policy, denials, writable_roots)
+        plan = plan_with_denials(plan, policy, denials)
     if learn_dir:
         # Learning (docs/audit.md): the plan records instead of refusing. Only for learning runs.
         from .learn_plan import learning_plan

@@ -77,6 +77,10 @@ class Plan:
     # A denial log (`denial_log`): where refusals with an errno are logged, and the table its
     # monitor answers them from. Empty: the filter answers them itself, silently.
     denials: dict[str, Any] = field(default_factory=dict)
+    # Real paths the confined side (or another confined process) can write: a symlink at or
+    # beneath one could have been planted (paths.resolve's untrusted roots, as the compiler
+    # used them for the grants; the denial log's path is resolved against them too).
+    untrusted: tuple[str, ...] = ()
 
     def level(self, mechanism: str) -> str:
         """The compatibility level of a mechanism ("hard" unless the policy says otherwise)."""
@@ -102,7 +106,7 @@ class Plan:
                                             v["disabled"])  # type: ignore[index]
                            for k, v in d["mechanisms"].items()}  # type: ignore[union-attr]
         d["mounts"] = tuple(Mount(**m) for m in d["mounts"])  # type: ignore[union-attr, arg-type]
-        for key in ("files", "namespaces", "fds", "keep_caps"):
+        for key in ("files", "namespaces", "fds", "keep_caps", "untrusted"):
             d[key] = tuple(d[key])  # type: ignore[arg-type]
         d["rlimits"] = tuple(tuple(r) for r in d["rlimits"])  # type: ignore[union-attr]
         d["environment"] = tuple(tuple(e) for e in d["environment"])  # type: ignore[union-attr]

@@ -103,6 +103,7 @@ class _Filesystem:
     rights: dict[str, int]
     optional: set[str]
     mounts: tuple[Mount, ...]
+    untrusted: tuple[str, ...]      # where a symlink could have been planted (paths.resolve)
 
 
 def _filesystem(policy: Policy, values: Mapping[str, str], writable_roots: Iterable[str]) -> _Filesystem:
@@ -148,7 +149,7 @@ def _filesystem(policy: Policy, values: Mapping[str, str], writable_roots: Itera
             raise PolicyError(item.grant.where, "hiding '/' would hide everything, the interpreter included")
         hidden.append(item.path)
     mounts = _view(policy, rights, tmpfs, hidden, links) if policy.namespaces.mount else ()
-    return _Filesystem(rights, optional, mounts)
+    return _Filesystem(rights, optional, mounts, tuple(untrusted))
 
 
 def _where(policy: Policy, key: str) -> SourceRef:
@@ -384,4 +385,5 @@ def compile_plan(policy: Policy, variables: Mapping[str, str], kernel: KernelFea
         seccomp_sha256=compiled.sha256 if compiled else "",
         exec_allowed=compiled is None or "execve" in policy.allowed_syscalls,
         mechanisms=mechanisms,
+        untrusted=fs.untrusted,
     )

@@ -83,10 +83,8 @@ def restrict_self(policy: str | os.PathLike[str], variables: Mapping[str, str], 
     """
     plan = prepare_self(policy, variables, writable_roots, denials, learn_dir)
     # Before the view: the log may lie outside it (a node's debug log moved out of its datadir).
-    denial_fd = -1
-    if plan.denials:
-        from . import denial_log
-        denial_fd = denial_log.open_for(plan)
+    from . import denial_log       # lazily, as steps.py does: not every caller logs refusals
+    denial_fd = denial_log.open_for(plan)
     # Opened now: once Landlock is up this process could not create it (for `status`).
     entry = report_registry.reserve(os.getpid())
     keep = set(keep_fds) | ({entry.fd} if entry else set()) | ({denial_fd} if denial_fd >= 0 else set())

@@ -75,11 +75,19 @@ class SignatureCache:
     def __contains__(self, check: SignatureCheck) -> bool:
         return self.capacity > 0 and self._key(check) in self._entries
 
-    def add(self, check: SignatureCheck) -> None:
-        """Remember `check`, which the caller has just seen verify."""
-        if self.capacity == 0:
-            return
-        key = self._key(check)
+    def verified(self, check: SignatureCheck) -> bool:
+        """Whether `check` is valid: cached, or verified now (and then remembered). The key
+        is computed once."""
+        key = self._key(check) if self.capacity else b""
+        if key and key in self._entries:
+            return True
+        if not check_signature(check.pubkey, check.der, check.digest):
+            return False
+        if key:
+            self._remember(key)
+        return True
+
+    def _remember(self, key: bytes) -> None:
         with self._lock:
             self._entries[key] = None
             while len(self._entries) > self.capacity:
@@ -209,25 +217,18 @@ class SignatureChecker:
         """A block's signatures: those not in the cache verified on the helper threads and
         this one; the index of the first failing check in their order, or None when all are
         valid. Nothing is added to the cache (a block's signatures are not seen again)."""
-        if self.cache is None or not self.cache.capacity:
-            return _Batch(checks, self._pool, self.threads - 1).wait()
         cache = self.cache
-        todo = [i for i, check in enumerate(checks) if check not in cache]
-        if len(todo) == len(checks):
-            return _Batch(checks, self._pool, self.threads - 1).wait()
+        todo = (range(len(checks)) if cache is None or not cache.capacity
+                else [i for i, check in enumerate(checks) if check not in cache])
         bad = _Batch([checks[i] for i in todo], self._pool, self.threads - 1).wait()
         return None if bad is None else todo[bad]
 
     def verify_one(self, check: SignatureCheck) -> bool:
         """A mempool transaction's signature, on this thread: valid if cached, else verified
         (and cached when valid)."""
-        if self.cache is not None and check in self.cache:
-            return True
-        if not check_signature(check.pubkey, check.der, check.digest):
-            return False
         if self.cache is not None:
-            self.cache.add(check)
-        return True
+            return self.cache.verified(check)
+        return check_signature(check.pubkey, check.der, check.digest)
 
     def close(self) -> None:
         """Stop the helper threads (waits for running work; idempotent)."""
