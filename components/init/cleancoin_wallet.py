@@ -21,7 +21,9 @@ Three ways in:
         Stops on SIGTERM/SIGINT, on the `stop` RPC of its own server, or when the node goes.
 
 Logs go to `<netdatadir>/wallets/debug.log` (the wallets directory is the only place a
-sandboxed wallet may write), and to the console with -printtoconsole.
+sandboxed wallet may write), and to the console with -printtoconsole. A wallet started on its
+own logs its sandbox's refusals to stderr, out of its own reach (CleanCoin-node's wallet
+process: to the node's debug log).
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ OPTIONS: list[Option] = [
     Option("ipcmaxconnections", "Nodes served at once by each listener", "IPC options", "<n>", "16"),
     Option("ipchandshaketimeout", "Close a client that has not logged in (TCP) or made a first call (unix) "
            "within <n> seconds", "IPC options", "<n>", "10"),
-    Option("debug", "Output debug logging (ipc, rpc, 1/all)", "Debugging options", "<category>"),
+    Option("debug", "Output debug logging (ipc, rpc, sandbox: every refusal of the sandbox, 1/all)",
+           "Debugging options", "<category>"),
     Option("printtoconsole", "Log to the console too", "Debugging options", "", "0"),
     Option("chain", "Use the chain <chain>", "Chain selection options", "<chain>", "main"),
     Option("regtest", "Use the regression test chain", "Chain selection options"),
@@ -269,9 +272,15 @@ def _confine(settings: Settings, opened: _Opened, log: logging.Logger) -> None:
         stream = getattr(handler, "stream", None)
         with contextlib.suppress(AttributeError, OSError, ValueError):
             keep.add(stream.fileno())      # type: ignore[union-attr]
+    from cleancoin.sandbox.denial_log import DenialLog
+    # Refusals go to stderr (a terminal, a pipe, the journal under systemd), not to
+    # wallets/debug.log: the wallet may rewrite everything in wallets/, and so could erase the
+    # record of what it tried. -debug=sandbox logs every refusal, not the first of each kind.
+    verbose = any(c in ("1", "all", "sandbox") for c in settings.get_all("debug"))
     try:
         report = restrict_self("wallet-standalone", {"walletdir": walletdir}, keep_fds=keep,
-                               writable_roots=(settings.netdatadir,))
+                               writable_roots=(settings.netdatadir,),
+                               denials=DenialLog("", verbose, label=PROG))
     except EnforcementError as exc:
         raise _StartError(f"{exc} (this kernel or system cannot confine {PROG}; -sandbox=0 runs "
                           "it unconfined)") from None

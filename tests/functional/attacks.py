@@ -213,6 +213,23 @@ try:
     report("control-walletdir", False, "listed (allowed, as it should be)")
 except OSError as exc:
     report("control-walletdir", True, f"its own wallet directory is not readable: {exc.strerror}")
+# A refused call, then an attempt to erase its record: the wallet may rewrite its own log,
+# but its refusals go to its stderr (a pipe here, as under a supervisor).
+attempt("refused-call")
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"#")
+    report("refused-call", True, "TIOCSTI went through")
+except OSError as exc:
+    report("refused-call", False, f"refused: {exc.strerror}")
+time.sleep(0.3)       # the monitor writes its line
+with open(os.path.join(ctx["walletdir"], "debug.log"), "r+") as handle:
+    handle.truncate(0)
+attempt("erase-stderr")
+try:
+    os.ftruncate(2, 0)
+    report("erase-stderr", True, "truncated its stderr")
+except OSError as exc:
+    report("erase-stderr", False, f"ftruncate(2): {exc.strerror}")
 # Last: socket(2) of any family kills the wallet (its policy denies the call outright).
 attempt("connect-outside-socket")
 ok, how = try_connect_unix(ctx["outside_sock"])

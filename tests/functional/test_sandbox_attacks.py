@@ -298,7 +298,9 @@ def test_the_smaller_holes_are_closed_in_the_wallet(home_base: Path) -> None:
 
 def test_a_wallet_started_on_its_own_is_confined(home_base: Path) -> None:
     """Item 7: `CleanCoin-wallet -ipcconnect -server` confines itself once its sockets are
-    open: it serves the node and its own RPC, and sees nothing but its wallet directory."""
+    open: it serves the node and its own RPC, and sees nothing but its wallet directory. Its
+    refusals are logged to its stderr, which it cannot erase (before 12-06 they were not
+    logged at all)."""
     outside_sock = home_base / "outside.sock"
     listener = _Listener(outside_sock)
     a = AttackedNode(home_base, standalone=attacks.STANDALONE,
@@ -308,20 +310,24 @@ def test_a_wallet_started_on_its_own_is_confined(home_base: Path) -> None:
     a.node.start(env=a.env())      # the node itself runs no attack
     rpc_port = free_port()
     wallet_bin = Path(sys.executable).parent / "CleanCoin-wallet"
-    log = open(home_base / "wallet-stderr.txt", "ab")
+    # Its stderr is a pipe, as under a supervisor: where its refusals are logged.
     wallet = subprocess.Popen([str(wallet_bin), "-regtest", f"-datadir={a.node.datadir}", "-ipcconnect=unix",
-                               "-server", f"-rpcport={rpc_port}"], stderr=log, env=a.env())
+                               "-server", f"-rpcport={rpc_port}"], stderr=subprocess.PIPE, env=a.env())
     try:
-        wallet.wait(30)
+        _, stderr = wallet.communicate(timeout=30)
         results = a.result("standalone", to_the_end=False)
         assert escapes(results) == {}, results
         assert killed_during(results) == ["connect-outside-socket"], results
         assert listener.accepted == 0
         assert wallet.returncode == -signal.SIGSYS        # its filter killed it on socket(2)
+        # The record of its refused call survived its attempt to erase it.
+        refused = [line for line in stderr.decode(errors="replace").splitlines()
+                   if "[sandbox:CleanCoin-wallet]" in line and "refused ioctl(" in line and "0x5412" in line]
+        assert refused, stderr.decode(errors="replace")[-3000:]
     finally:
         if wallet.poll() is None:
             wallet.kill()
-        log.close()
+            wallet.communicate()
         listener.sock.close()
     # Unattacked, the same process serves: a fresh one registers with the node and answers.
     clean = subprocess.Popen([str(wallet_bin), "-regtest", f"-datadir={a.node.datadir}", "-ipcconnect=unix",
