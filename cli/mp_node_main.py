@@ -129,13 +129,15 @@ def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> i
         os.makedirs(os.path.join(netdatadir, "wallets"), mode=0o700, exist_ok=True)
     except OSError as exc:
         return _fail(None, f"Cannot create data directory {netdatadir}: {exc.strerror}")
-    from cleancoin.components.common.private_files import UnsafeFileError, conf_to_protect
+    from cleancoin.components.common.private_files import UnsafeFileError, conf_to_protect, sandbox_log
     try:
         node_main.setup_logging(settings, netdatadir)
         # Before the sandbox: a conf file in the datadir the node may write is made read-only
         # in its view (node.toml), and created empty if missing, so the node cannot set its
-        # own options (sandbox=0) for its next start.
+        # own options (sandbox=0) for its next start. The sandbox log likewise: the record of
+        # what the node and its wallet tried, which neither can change.
         conf_to_protect(settings.conf_path, netdatadir)
+        refusals = sandbox_log(netdatadir) if settings.get_bool("sandbox", True) else None
     except UnsafeFileError as exc:
         return _fail(None, str(exc))
     log = logging.getLogger("cleancoin.node")
@@ -151,7 +153,7 @@ def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> i
                               frontend_fd=None if frontend_fd is None else int(frontend_fd),
                               learn_dir=os.path.abspath(learn_dir) if learn_dir else None,
                               zygote=zygote, connect_wallet=connect_wallet,
-                              debug_log=node_main.debug_log_path(settings, netdatadir))
+                              sandbox_log=refusals)
 
 
 def script() -> NoReturn:

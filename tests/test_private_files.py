@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cleancoin.components.common.private_files import UnsafeFileError, conf_to_protect, open_log
+from cleancoin.components.common.private_files import UnsafeFileError, conf_to_protect, open_log, sandbox_log
 from cleancoin.components.rpc.client import read_cookie
 
 
@@ -70,3 +70,29 @@ def test_only_a_cookie_is_ever_sent_and_never_through_a_link(tmp_path: Path) -> 
     cookie.write_text(secret.read_text())          # a copy the node wrote there: still not a cookie
     with pytest.raises(OSError, match="does not hold a cookie"):
         read_cookie(str(cookie))
+
+
+def test_the_sandbox_log_is_created_private_and_never_taken_through_a_link(tmp_path: Path) -> None:
+    """sandbox.log is created empty and 0600 before the node confines itself; one that is a
+    symlink, not a regular file, or has a second name (whose writes and truncation the
+    read-only grant would not cover) stops the start."""
+    netdir = tmp_path / "regtest"
+    netdir.mkdir()
+    path = Path(sandbox_log(str(netdir)))
+    assert path == netdir.resolve() / "sandbox.log"
+    assert path.read_bytes() == b"" and path.stat().st_mode & 0o777 == 0o600
+    path.write_text("kept\n")
+    assert sandbox_log(str(netdir)) == str(path) and path.read_text() == "kept\n"
+    os.link(path, netdir / "other-name")
+    with pytest.raises(UnsafeFileError, match="2 names"):
+        sandbox_log(str(netdir))
+    (netdir / "other-name").unlink()
+    path.unlink()
+    (tmp_path / "elsewhere").write_text("")
+    path.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnsafeFileError, match="not a regular file"):
+        sandbox_log(str(netdir))
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(UnsafeFileError, match="not a regular file"):
+        sandbox_log(str(netdir))

@@ -72,6 +72,35 @@ def conf_to_protect(conf_path: str, netdatadir: str) -> str | None:
     return real
 
 
+#: The record of what the sandboxes of CleanCoin-node and its wallet process refused, in the
+#: network datadir (docs/audit.md, section 6).
+SANDBOX_LOG = "sandbox.log"
+
+
+def sandbox_log(netdatadir: str) -> str:
+    """`<netdatadir>/sandbox.log`, created (empty, 0600) when missing: the file the denial
+    monitors of CleanCoin-node and its wallet process append to, which node.toml keeps
+    read-only in the node's view. Not debug.log: the node writes its own log and could erase
+    the record of what it tried. Created here, before the node is confined, so that the node is
+    never the one to create it; a link, anything but a regular file, or a file with a second
+    name (a hard link: the other name would not be protected) is an UnsafeFileError."""
+    path = os.path.join(os.path.realpath(netdatadir), SANDBOX_LOG)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise UnsafeFileError(f"cannot create an empty {path}: {exc.strerror}") from None
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeFileError(f"{path} is not a regular file (remove it: CleanCoin-node logs its "
+                              "sandbox's refusals there)")
+    if info.st_nlink != 1:
+        raise UnsafeFileError(f"{path} has {info.st_nlink} names (hard links): its other names "
+                              "would not be protected from the confined node; remove it")
+    return path
+
+
 def log_descriptors() -> set[int]:
     """The descriptors of the "cleancoin" logger's streams (opened by open_log before
     confinement): a process that confines itself keeps them, and only them of its files."""

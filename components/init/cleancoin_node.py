@@ -210,17 +210,17 @@ def _fail(log: logging.Logger, message: str) -> int:
 def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         allow_wallet: bool = False, frontend_fd: int | None = None,
         learn_dir: str | None = None, zygote: Zygote | None = None, connect_wallet: bool = False,
-        debug_log: str | None = None) -> int:
+        sandbox_log: str | None = None) -> int:
     """Start CleanCoin-node in this process (options parsed, logging set up); returns the
     exit status. `config` is the node's NodeConfig (cli/node_main.build_config); `learn_dir`
     (-sandboxlearn) makes both processes record instead of being confined. `connect_wallet`
     (-ipcconnect reaches a running wallet process: `wallet_component.uses_running_wallet`)
     and -disablewallet mean no wallet process of its own; otherwise `zygote`, launched early
     by the caller (`wallet_component.launch_zygote`), is configured here (or launched, if the
-    early launch failed), and stopped in the end. `debug_log` is the node's log file
-    (-debuglogfile; None with -nodebuglogfile): the refusals of the node and of its wallet
-    process are logged there (opened before either's view goes up, wherever it lies), or to
-    stderr without one."""
+    early launch failed), and stopped in the end. `sandbox_log` (private_files.sandbox_log,
+    read-only in the node's view) is where the refusals of the node and of its wallet process
+    are logged, opened before either's view goes up: neither can erase the record of what it
+    tried (stderr if None)."""
     import capnp
     from cleancoin.sandbox import ZygoteError
 
@@ -232,7 +232,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     # the Python installation, but a failure there would come late and far from its cause.
     _import_node_modules()
     prestarted = None
-    # Refusals with an errno go to each process's own debug.log; -debug=sandbox logs all of them.
+    # Refusals with an errno go to sandbox.log; -debug=sandbox logs all of them.
     verbose = logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG)
     if config.disable_wallet or connect_wallet:
         if zygote is not None:
@@ -245,7 +245,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             # It starts while this process restricts itself and opens its chain.
             zygote = zygote or launch_zygote()
             zygote.configure({WALLET_COMPONENT: wallet_spec(netdatadir, sandbox=sandbox, verbose_denials=verbose,
-                                                            learn_dir=learn_dir, denial_log=debug_log or "")},
+                                                            learn_dir=learn_dir, denial_log=sandbox_log or "")},
                              wait=False, title=f"{PROG} zygote")
             prestarted = prestart(zygote)
         except (ZygoteError, OSError) as exc:
@@ -265,7 +265,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         try:
             report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds),
                                    keep_fds=keep,
-                                   denials=DenialLog(debug_log or "", verbose),
+                                   denials=DenialLog(sandbox_log or "", verbose),
                                    learn_dir=learn_dir)
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if zygote is not None:

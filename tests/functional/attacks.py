@@ -319,9 +319,9 @@ try:
 except OSError as exc:
     report("refused-call", False, f"refused: {exc.strerror}")
 time.sleep(0.3)       # the monitor writes its line
-# Its own log it may rewrite (not an escape); the node's must be out of reach.
+# Its own log it may rewrite (not an escape); the sandbox log must be out of reach.
 for name, path, escapes in (("erase-wallet-log", os.path.join(ctx["walletdir"], "debug.log"), False),
-                            ("erase-node-log", os.path.join(ctx["netdir"], "debug.log"), True)):
+                            ("erase-sandbox-log", os.path.join(ctx["netdir"], "sandbox.log"), True)):
     attempt(name)
     try:
         with open(path, "r+") as handle:
@@ -335,7 +335,55 @@ for fd in range(3, 256):
         target = os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         continue
-    if target.endswith("debug.log") and "wallets" not in target:
+    if target.endswith("sandbox.log"):
         leaked.append(f"fd {fd} -> {target}")
-report("node-log-descriptor", bool(leaked), "; ".join(leaked) or "no descriptor of the node's log")
+report("sandbox-log-descriptor", bool(leaked), "; ".join(leaked) or "no descriptor of the sandbox log")
 '''
+
+# The confined node makes a refused call, then tries to erase the record of it. It may rewrite
+# its own debug.log (it writes it), so the record must be somewhere it cannot change: its
+# sandbox log, read-only in its view, appended to by its monitor through a descriptor the node
+# does not hold.
+NODE_ERASE_DENIALS = r"""
+attempt("refused-call")
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"#")
+    report("refused-call", True, "TIOCSTI went through")
+except OSError as exc:
+    report("refused-call", False, f"refused: {exc.strerror}")
+time.sleep(0.5)       # the monitor writes its line
+debug_log = os.path.join(ctx["netdir"], "debug.log")
+with open(debug_log, "r+") as handle:        # its own log: allowed
+    handle.truncate(0)
+sandbox_log = os.path.join(ctx["netdir"], "sandbox.log")
+attempt("truncate-sandbox-log")
+try:
+    with open(sandbox_log, "r+") as handle:
+        handle.truncate(0)
+    report("truncate-sandbox-log", True, f"truncated {sandbox_log}")
+except OSError as exc:
+    report("truncate-sandbox-log", False, exc.strerror)
+attempt("replace-sandbox-log")
+try:
+    with open(sandbox_log + ".new", "w") as handle:
+        handle.write("nothing happened here\n")
+    os.replace(sandbox_log + ".new", sandbox_log)
+    report("replace-sandbox-log", True, "replaced it")
+except OSError as exc:
+    report("replace-sandbox-log", False, exc.strerror)
+attempt("remove-sandbox-log")
+try:
+    os.unlink(sandbox_log)
+    report("remove-sandbox-log", True, "removed it")
+except OSError as exc:
+    report("remove-sandbox-log", False, exc.strerror)
+leaked = []
+for fd in range(3, 1024):
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        continue
+    if target.endswith("sandbox.log"):
+        leaked.append(f"fd {fd} -> {target}")
+report("sandbox-log-descriptor", bool(leaked), "; ".join(leaked) or "no descriptor of the sandbox log")
+"""

@@ -416,12 +416,12 @@ def test_the_confined_node_and_wallet_cannot_reach_their_denial_monitors(home_ba
     # In a thread each: the node and its wallet finish starting meanwhile.
     a.config["node_delay"] = a.config["wallet_delay"] = 0.5
     a.start()
-    node_monitor = _monitor_of(proc, a.node.netdatadir / "debug.log", inner=False)
+    node_monitor = _monitor_of(proc, a.node.netdatadir / "sandbox.log", inner=False)
     (a.node.netdatadir / "monitor_pid").write_text(str(node_monitor))
     node_results = a.result("node", timeout=60)
     assert escapes(node_results) == {}, node_results
     (a.node.netdatadir / "wallets" / "monitor_pid").write_text(
-        str(_monitor_of(proc, a.node.netdatadir / "debug.log", inner=True)))
+        str(_monitor_of(proc, a.node.netdatadir / "sandbox.log", inner=True)))
     # The wallet's filter does not even let it call kill(2): it dies trying (and is restarted).
     wait_until(lambda: "killed by SIGSYS" in a.node.debug_log(), what="the node's log of the kill")
     wallet_results = a.result("wallet", to_the_end=False)
@@ -460,8 +460,8 @@ def test_the_wallets_output_cannot_make_the_zygote_hold_it(home_base: Path) -> N
 def test_the_wallet_cannot_erase_the_record_of_its_refusals(home_base: Path) -> None:
     """Attacker code in the wallet makes a refused call, then tries to erase its record. The
     wallet may rewrite wallets/debug.log (its own log), so its monitor writes to the node's
-    debug log instead, opened by the zygote outside the wallet's view, and the wallet holds
-    no descriptor of it. On the old code the line was in wallets/debug.log: truncated, gone."""
+    sandbox.log instead, opened by the zygote outside the wallet's view, and the wallet holds
+    no descriptor of it. Before 12-06 the line was in wallets/debug.log: truncated, gone."""
     a = AttackedNode(home_base, wallet=attacks.ERASE_DENIALS)
     a.config["wallet_delay"] = 0.5          # once it serves: the node waits for it to start
     a.start()
@@ -469,6 +469,24 @@ def test_the_wallet_cannot_erase_the_record_of_its_refusals(home_base: Path) -> 
     assert escapes(results) == {}, results
     assert results["erase-wallet-log"]["detail"].startswith("truncated "), results
     a.node.cleanup()
-    refused = [line for line in a.node.debug_log().splitlines()
+    record = (a.node.netdatadir / "sandbox.log").read_text()
+    refused = [line for line in record.splitlines()
                if "[sandbox:CleanCoin-wallet]" in line and "refused ioctl(" in line and "0x5412" in line]
-    assert refused, a.node.debug_log()[-3000:]
+    assert refused, record[-3000:]
+
+
+def test_the_confined_node_cannot_erase_the_record_of_its_refusals(home_base: Path) -> None:
+    """Attacker code in the confined node makes a refused call, then erases its debug.log
+    (its own, which it may rewrite) and tries to change, replace or remove its sandbox log.
+    The record of the refusal must survive somewhere the operator reads. On the old code the
+    refusals of the node (and of its wallet) went to the node's debug.log: truncated, gone."""
+    a = AttackedNode(home_base, node=attacks.NODE_ERASE_DENIALS)
+    a.config["node_delay"] = 0.5
+    a.start()
+    results = a.result("node", timeout=60)
+    assert escapes(results) == {}, results
+    a.node.cleanup()
+    logs = [a.node.netdatadir / name for name in ("debug.log", "sandbox.log")]
+    text = "".join(path.read_text(errors="replace") for path in logs if path.exists())
+    refused = [line for line in text.splitlines() if "refused ioctl(" in line and "0x5412" in line]
+    assert refused, text[-3000:]
