@@ -32,4 +32,7 @@ def setup_gui_logging(directory: str, network: str, console: bool, debug: Sequen
         root.addHandler(handler)
     if any(c in ("ipc", "1", "all", "") for c in debug):
         logging.getLogger("cleancoin.ipc").setLevel(logging.DEBUG)
+    if any(c in ("sandbox", "1", "all", "") for c in debug):
+        # Every refusal of the window's sandbox, in sandbox.log (not only the first of a kind).
+        logging.getLogger("cleancoin.sandbox").setLevel(logging.DEBUG)
     return path

@@ -127,12 +127,25 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
         from ..gui.settings import window_dir
         writable = window_dir(options.settings_dir)
         os.makedirs(writable, mode=0o700, exist_ok=True)
+        from cleancoin.sandbox.denial_log import DenialLog
+        from ..common.private_files import UnsafeFileError, sandbox_log
         keep = {sock.fileno(), *log_descriptors()}
         if connector is not None:
             keep.add(connector.fileno())
         try:
+            # The window's refusals go where its node's go, <netdatadir>/sandbox.log, out of
+            # the window's view (its own log it may rewrite); to stderr where no node runs here.
+            if node_process is not None:
+                os.makedirs(netdatadir, exist_ok=True)      # the node it started may not have yet
+            refusals = sandbox_log(netdatadir) if os.path.isdir(netdatadir) else ""
+        except UnsafeFileError as exc:
+            if node_process is not None:
+                node_process.kill()
+            return _fail(str(exc))
+        verbose = logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG)
+        try:
             report = restrict_self(shipped_policy("gui"), gui_variables(writable), keep_fds=keep,
-                                   learn_dir=learn_dir)
+                                   denials=DenialLog(refusals, verbose, label=PROG), learn_dir=learn_dir)
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if node_process is not None:
                 node_process.kill()

@@ -235,6 +235,11 @@ def test_a_compromised_window_reaches_nothing_of_the_node(datadir: Path) -> None
         assert confined["read-node-cookie"]["detail"] == "No such file or directory"
         assert confined["tcp-connect-node-rpc"]["detail"] == "Address family not supported by protocol"
         assert confined["fork-a-process"]["detail"] == "Operation not permitted"
+        # Refusals with an errno are on record where the window cannot reach: the node's
+        # sandbox.log (before 12-06 the window's were not logged at all).
+        record = (datadir / f"confined-{fatal}" / "data" / "regtest" / "sandbox.log").read_text()
+        window = [line for line in record.splitlines() if "[sandbox:CleanCoin-gui]" in line]
+        assert any("refused socket(family=inet" in line for line in window), record[-2000:]
         # The next start still reads the operator's choice (none here), not the attacker's.
         from cleancoin.components.gui.datadir import remembered_datadir
         assert remembered_datadir(str(datadir / f"confined-{fatal}" / "config" / "CleanCoin")) == ""
