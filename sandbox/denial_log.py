@@ -96,7 +96,7 @@ def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
     for rule in table.rules:
         number = seccomp.syscall_number(rule.syscall)
         code = _errno(rule.action)
-        if number is None or number < 0 or code is None or rule.syscall == "clone3":
+        if number is None or number < 0 or code is None or rule.syscall == "clone3" or not rule.logged:
             continue
         names[number] = rule.syscall
         conds = [[c.index, c.op, c.value, c.mask] for c in rule.args]

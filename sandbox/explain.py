@@ -124,7 +124,8 @@ def _kernel(policy: Policy) -> list[str]:
     for rule in sc.rules:
         conds = " and ".join(f"arg{c.index} {c.op} {c.value:#x}" + (f" (mask {c.mask:#x})" if c.op == "masked_eq" else "")
                              for c in rule.args)
-        lines.append(f"{rule.syscall}: {rule.action} when {conds or 'always'}")
+        lines.append(f"{rule.syscall}: {rule.action} when {conds or 'always'}"
+                     + ("" if rule.logged else " (not in the denial log)"))
     big = [g for g in syscall_groups.GROUPS if syscall_groups.expand_group(g) <= allowed]
     if big:
         lines.append(f"whole groups allowed: {', '.join(sorted(big))}")

@@ -151,6 +151,9 @@ class SeccompRule:
     args: tuple[ArgCondition, ...]
     where: SourceRef
     reason: str | None = None
+    # An errno refusal the denial log leaves out (`log = false`): a known, harmless refusal
+    # (SQLite's fchown as root) whose lines would drown the ones worth reading.
+    logged: bool = True
 
 
 @dataclass(frozen=True)

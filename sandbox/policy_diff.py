@@ -260,6 +260,12 @@ def _seccomp(out: _Collector, a: Policy, b: Policy) -> None:
         else:
             kind = "widen" if otherwise(b, rule.syscall) else "change"
         out.add("seccomp.rules", kind, key, "rule removed")
+    # Same rule, another `log`: nothing runs that did not, but refusals go unrecorded (or
+    # start to be): a change a reviewer must see.
+    for key in sorted(rules_a.keys() & rules_b.keys()):
+        if rules_a[key].logged != rules_b[key].logged:
+            out.add("seccomp.rules", "change", key,
+                    "now in the denial log" if rules_b[key].logged else "no longer in the denial log")
 
 
 def _namespaces(out: _Collector, a: Policy, b: Policy) -> None:

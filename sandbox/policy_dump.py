@@ -83,7 +83,8 @@ def dump(policy: Policy) -> dict[str, Any]:
             "rules": [{"syscall": r.syscall, "action": r.action,
                        "args": [{"index": c.index, "op": c.op, "value": c.value,
                                  **({"mask": c.mask} if c.op == "masked_eq" else {})} for c in r.args],
-                       **({"reason": r.reason} if r.reason else {})}
+                       **({"reason": r.reason} if r.reason else {}),
+                       **({"log": False} if not r.logged else {})}
                       for r in sc.rules],
         },
         "compatibility": {**{m: lvl.value for m, lvl in policy.compatibility.levels},

@@ -460,7 +460,7 @@ class RuleList(ValueType):
         for i, item in enumerate(value):
             here = f"{path}[{i}]"
             table = _table(item, ref(here), {"syscall": True, "action": False, "args": False,
-                                             "reason": False}, "a rule table")
+                                             "reason": False, "log": False}, "a rule table")
             syscall = _string(table["syscall"], ref(f"{here}.syscall"))
             action = Action().parse(table.get("action", "allow"), f"{here}.action", ref)
             raw_args = table.get("args", [])
@@ -482,8 +482,12 @@ class RuleList(ValueType):
                     raise PolicyError(where, f"argument {index} is tested twice in one rule; "
                                              "write two rules instead")
                 conditions.append(ArgCondition(index, op, val, mask))
+            logged = Bool().parse(table.get("log", True), f"{here}.log", ref)
+            if not logged and not action.startswith("errno:"):
+                raise PolicyError(ref(f"{here}.log"), f"log = false is for errno:NAME rules (the "
+                                                      f"denial log records only those), not {action}")
             rules.append(SeccompRule(syscall, action, tuple(conditions), ref(f"{here}.syscall"),
-                                     _reason(table, ref(here))))
+                                     _reason(table, ref(here)), logged))
         return tuple(rules)
 
     def schema(self) -> dict[str, Any]:
@@ -497,7 +501,8 @@ class RuleList(ValueType):
             "type": "object", "additionalProperties": False, "required": ["syscall"],
             "properties": {"syscall": {"type": "string"}, "action": Action().schema(),
                            "args": {"type": "array", "items": cond, "maxItems": 6},
-                           "reason": {"type": "string", "minLength": 1}}}}
+                           "reason": {"type": "string", "minLength": 1},
+                           "log": {"type": "boolean"}}}}
 
 
 @dataclass(frozen=True)

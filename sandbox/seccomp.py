@@ -180,6 +180,7 @@ class TableRule:
     args: tuple["ArgCondition", ...]
     always: bool = False                 # conditional on the always-true condition (see _always)
     where: SourceRef | None = field(default=None, compare=False)   # the policy line behind it
+    logged: bool = True                  # an errno the denial log records (a rule's `log`)
 
 
 @dataclass(frozen=True)
@@ -210,24 +211,25 @@ def rule_table(spec: FilterSpec) -> RuleTable:
 
     unresolved = tuple(sorted(n for n in allowed if syscall_number(n) is None))
     plain = {n for n in allowed if syscall_number(n) is not None}
-    conditional: dict[str, list[tuple[str, list[ArgCondition], SourceRef]]] = {}
-    unconditional: dict[str, tuple[str, SourceRef]] = {}
+    # (action, conditions, source, logged): derived rules are always logged.
+    conditional: dict[str, list[tuple[str, list[ArgCondition], SourceRef, bool]]] = {}
+    unconditional: dict[str, tuple[str, SourceRef, bool]] = {}
     for rule in rules:
         if rule.args:
-            conditional.setdefault(rule.syscall, []).append((rule.action, list(rule.args), rule.where))
+            conditional.setdefault(rule.syscall, []).append((rule.action, list(rule.args), rule.where, rule.logged))
         else:
-            unconditional[rule.syscall] = (rule.action, rule.where)
+            unconditional[rule.syscall] = (rule.action, rule.where, rule.logged)
     for name in ("socket", "socketpair"):
         if name in plain:
             plain.discard(name)
             conditional.setdefault(name, [])
             for syscall, conds in _family_rules(families):
                 if syscall == name:
-                    conditional[name].append(("allow", conds, where))
-            conditional[name].append(("errno:EAFNOSUPPORT", [ArgCondition(0, "le", _UINT64_MAX)], where))
+                    conditional[name].append(("allow", conds, where, True))
+            conditional[name].append(("errno:EAFNOSUPPORT", [ArgCondition(0, "le", _UINT64_MAX)], where, True))
     plain.discard("clone3")
     conditional.pop("clone3", None)
-    unconditional["clone3"] = ("errno:ENOSYS", where)
+    unconditional["clone3"] = ("errno:ENOSYS", where, True)
     # Derived rules. Where the default action is the same errno, a denial cannot be written
     # as a rule (libseccomp refuses it): the syscall is then allowed only under the
     # complementary condition, and everything else falls to the default.
@@ -238,47 +240,48 @@ def rule_table(spec: FilterSpec) -> RuleTable:
             mask = 0
             for flag in CLONE_NAMESPACE_FLAGS:
                 mask |= flag
-            conditional.setdefault("clone", []).append(("allow", [ArgCondition(0, "masked_eq", 0, mask)], where))
+            conditional.setdefault("clone", []).append(("allow", [ArgCondition(0, "masked_eq", 0, mask)], where, True))
             plain.discard("clone")
         else:
             for flag in CLONE_NAMESPACE_FLAGS:
                 conditional.setdefault("clone", []).append(
-                    ("errno:EPERM", [ArgCondition(0, "masked_eq", flag, flag)], where))
+                    ("errno:EPERM", [ArgCondition(0, "masked_eq", flag, flag)], where, True))
     if spec.deny_dumpable and "prctl" in allowed and "prctl" not in unconditional:
         from .syscalls import PR_SET_DUMPABLE
         if errno_default:
             conditional.setdefault("prctl", []).extend([
-                ("allow", [ArgCondition(0, "ne", PR_SET_DUMPABLE)], where),
-                ("allow", [ArgCondition(0, "eq", PR_SET_DUMPABLE), ArgCondition(1, "eq", 0)], where)])
+                ("allow", [ArgCondition(0, "ne", PR_SET_DUMPABLE)], where, True),
+                ("allow", [ArgCondition(0, "eq", PR_SET_DUMPABLE), ArgCondition(1, "eq", 0)], where, True)])
             plain.discard("prctl")
         else:
             conditional.setdefault("prctl", []).append(
-                ("errno:EPERM", [ArgCondition(0, "eq", PR_SET_DUMPABLE), ArgCondition(1, "ne", 0)], where))
+                ("errno:EPERM", [ArgCondition(0, "eq", PR_SET_DUMPABLE), ArgCondition(1, "ne", 0)], where, True))
 
     table: list[TableRule] = []
 
-    def add(action: str, name: str, args: list[ArgCondition], ref: SourceRef, always: bool = False) -> None:
+    def add(action: str, name: str, args: list[ArgCondition], ref: SourceRef, always: bool = False,
+            logged: bool = True) -> None:
         if action == default_action:
             if args or always:
                 raise PolicyError(ref, f"a rule for {name} has the default action {action}, "
                                        "which libseccomp cannot combine with allowing the rest "
                                        f"of {name}; give the rule another action")
             return
-        table.append(TableRule(action, name, tuple(args), always, ref))
+        table.append(TableRule(action, name, tuple(args), always, ref, logged))
 
-    for name, (action, ref) in unconditional.items():
+    for name, (action, ref, logged) in unconditional.items():
         plain.discard(name)
         conditional.pop(name, None)
         if syscall_number(name) is not None:
-            add(action, name, [], ref)
+            add(action, name, [], ref, logged=logged)
     for name in sorted(plain - conditional.keys()):
         add("allow", name, [], where)
     for name, entries in sorted(conditional.items()):
         if syscall_number(name) is None:
             continue
-        for action, conds, ref in entries:
-            add(action, name, conds, ref)
-        if name in plain and any(action != "allow" for action, _, _ in entries):
+        for action, conds, ref, logged in entries:
+            add(action, name, conds, ref, logged=logged)
+        if name in plain and any(action != "allow" for action, _, _, _ in entries):
             add("allow", name, [], where, always=True)
         elif name in plain:
             add("allow", name, [], where)
@@ -310,7 +313,7 @@ def _build(spec: FilterSpec, notify_errno: bool = False) -> tuple[object, int, i
         action = action_value(rule.action)
         # With a notifying default a rule cannot notify too (libseccomp refuses a rule with the
         # default's action): it keeps its errno, enforced and not logged.
-        if notify_errno and _notified(rule.action, rule.syscall) and not notify_default:
+        if notify_errno and rule.logged and _notified(rule.action, rule.syscall) and not notify_default:
             action = lib.NOTIFY
         try:
             flt.add_rule(action, rule.syscall, *args)

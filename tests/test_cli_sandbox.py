@@ -191,7 +191,7 @@ def test_explain_json_is_structured() -> None:
                                "socket_families": [{"family": "unix", "raw": False}]}
     assert "execve" not in data["seccomp"]["allowed"] and "read" in data["seccomp"]["allowed"]
     assert data["seccomp"]["allowed_count"] == len(data["seccomp"]["allowed"])
-    assert {"syscall": "fchown", "action": "errno:EPERM", "args": []} in data["seccomp"]["rules"]
+    assert {"syscall": "fchown", "action": "errno:EPERM", "args": [], "log": False} in data["seccomp"]["rules"]
     assert data["process"]["rlimits"]["nofile"] == {"soft": 1024, "hard": 1024}
     assert data["compatibility"]["landlock_min_abi"] == 6
 

@@ -124,3 +124,63 @@ def test_every_syscall_name_goes_to_the_monitor_only_under_an_errno_default(base
 
     assert launcher.spawn(plan, target=call_personality).wait() == 0
     assert "sandbox: refused personality(...) -> EPERM" in log.read_text()
+
+
+def test_a_rule_with_log_false_refuses_as_before_and_stays_out_of_the_log(base_sandbox, sandbox_vars,
+                                                                           write_policy) -> None:
+    """`log = false` on an errno rule: the call is refused with the same errno, by the filter
+    itself (no notification), and no line is written; the rule beside it, logged, still is.
+    The shipped node and wallet policies mark SQLite's fchown as root so."""
+    import ctypes
+
+    from cleancoin.sandbox import launcher
+    from cleancoin.sandbox.denial_log import DenialLog
+    from cleancoin.sandbox.policy_loader import load_policy
+    log = Path(sandbox_vars["datadir"]) / "denials.log"
+    policy = write_policy("""
+        [policy]
+        name = "quiet-rule"
+
+        [[seccomp.rules]]
+        syscall = "fchown"
+        action = "errno:EPERM"
+        log = false
+
+        [[seccomp.rules]]
+        syscall = "fchmod"
+        action = "errno:EACCES"
+    """)
+    plan = launcher.prepare(load_policy(policy), sandbox_vars, denials=DenialLog(str(log)))
+    assert "93" not in plan.denials["rules"] and "91" in plan.denials["rules"]   # fchown, fchmod
+
+    def call_both(_control: int) -> int:
+        libc = ctypes.CDLL(None, use_errno=True)
+        answers = []
+        for number in (93, 91):              # fchown(0, 0, 0), fchmod(0, 0o600)
+            failed = libc.syscall(ctypes.c_long(number), 0, ctypes.c_long(0o600 if number == 91 else 0), 0) == -1
+            answers.append(ctypes.get_errno() if failed else 0)
+        return 0 if answers == [1, 13] else 1
+
+    assert launcher.spawn(plan, target=call_both).wait() == 0
+    text = log.read_text()
+    assert "refused fchmod(" in text and "-> EACCES" in text, text
+    assert "fchown" not in text, text
+
+
+def test_log_false_is_refused_on_a_rule_that_refuses_nothing(write_policy) -> None:
+    from cleancoin.sandbox.errors import PolicyErrors
+    from cleancoin.sandbox.policy_loader import load_policy
+    path = write_policy("""
+        [policy]
+        name = "bad-quiet"
+
+        [[seccomp.rules]]
+        syscall = "fchown"
+        action = "allow"
+        log = false
+    """)
+    with pytest.raises(PolicyErrors) as caught:
+        load_policy(path)
+    message = str(caught.value)
+    assert f"{path}:" in message and "seccomp.rules[0].log" in message
+    assert "log = false is for errno:NAME rules" in message

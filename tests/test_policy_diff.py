@@ -86,3 +86,19 @@ def test_rules_are_judged_by_what_they_change(tmp_path) -> None:
 def _shipped(name: str) -> str:
     from cleancoin.sandbox.policy_loader import shipped_policy
     return shipped_policy(name)
+
+
+def test_a_rule_taken_out_of_the_denial_log_is_shown(tmp_path) -> None:
+    """Nothing more runs when a refusal stops being logged, so it does not fail the diff, but
+    a reviewer must see that attempts of that kind would now go unrecorded."""
+    rule = '[[seccomp.rules]]\nsyscall = "fchown"\naction = "errno:EPERM"\n'
+    logged, quiet = tmp_path / "logged.toml", tmp_path / "quiet.toml"
+    logged.write_text('extends = ["base/python"]\n[policy]\nname = "logged"\n' + rule)
+    quiet.write_text('extends = ["base/python"]\n[policy]\nname = "quiet"\n' + rule + "log = false\n")
+    result = run("diff", str(logged), str(quiet), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    changes = json.loads(result.stdout)["changes"]
+    assert [(c["key"], c["kind"], c["detail"]) for c in changes] == [
+        ("seccomp.rules", "change", "no longer in the denial log")], changes
+    back = json.loads(run("diff", str(quiet), str(logged), "--json").stdout)["changes"]
+    assert [c["detail"] for c in back] == ["now in the denial log"]

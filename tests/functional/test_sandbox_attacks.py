@@ -462,7 +462,8 @@ def test_the_wallet_cannot_erase_the_record_of_its_refusals(home_base: Path) -> 
     wallet may rewrite wallets/debug.log (its own log), so its monitor writes to the node's
     sandbox.log instead, opened by the zygote outside the wallet's view, and the wallet holds
     no descriptor of it. Before 12-06 the line was in wallets/debug.log: truncated, gone."""
-    a = AttackedNode(home_base, wallet=attacks.ERASE_DENIALS)
+    # -nodebuglogfile: the record does not depend on the debug log (before 12-06 it followed it).
+    a = AttackedNode(home_base, wallet=attacks.ERASE_DENIALS, extra=("-nodebuglogfile",))
     a.config["wallet_delay"] = 0.5          # once it serves: the node waits for it to start
     a.start()
     results = a.result("wallet", timeout=60)
@@ -480,7 +481,7 @@ def test_the_confined_node_cannot_erase_the_record_of_its_refusals(home_base: Pa
     (its own, which it may rewrite) and tries to change, replace or remove its sandbox log.
     The record of the refusal must survive somewhere the operator reads. On the old code the
     refusals of the node (and of its wallet) went to the node's debug.log: truncated, gone."""
-    a = AttackedNode(home_base, node=attacks.NODE_ERASE_DENIALS)
+    a = AttackedNode(home_base, node=attacks.NODE_ERASE_DENIALS, extra=("-debug=sandbox",))
     a.config["node_delay"] = 0.5
     a.start()
     results = a.result("node", timeout=60)
@@ -490,3 +491,4 @@ def test_the_confined_node_cannot_erase_the_record_of_its_refusals(home_base: Pa
     text = "".join(path.read_text(errors="replace") for path in logs if path.exists())
     refused = [line for line in text.splitlines() if "refused ioctl(" in line and "0x5412" in line]
     assert refused, text[-3000:]
+    assert all(", thread " in line for line in refused), refused      # -debug=sandbox's form
