@@ -37,6 +37,7 @@ def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:
     netdir = tmp_path / "regtest"
     (netdir / "wallets").mkdir(parents=True)
     (netdir / "CleanCoin.conf").write_text("server=1\n")       # mainnet's place for it
+    (netdir / "sandbox.log").write_text("a refusal\n")
     data = _probe("--policy", shipped_policy("node"), "--var", f"datadir={netdir}",
                   "--var", f"port={_free_port()}", "--var", f"rpcport={_free_port()}",
                   "--var", f"ipcport={_free_port()}")
@@ -50,6 +51,7 @@ def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:
     # ... and the conf file in it, which the next (unconfined) start reads, stays as it was.
     assert attempts["fs-modify-protected"]["outcome"] == "denied", attempts["fs-modify-protected"]
     assert (netdir / "CleanCoin.conf").read_text() == "server=1\n"
+    assert (netdir / "sandbox.log").read_text() == "a refusal\n"
     # The node may connect anywhere (peers) but bind only its two ports.
     assert attempts["net-tcp-connect"]["expected"] == attempts["net-tcp-connect"]["outcome"] == "allowed"
     assert attempts["net-tcp-bind"]["outcome"] == "denied"
@@ -97,21 +99,30 @@ def test_check_accepts_the_component_policies() -> None:
     assert "node" in result.stdout and "wallet" in result.stdout
 
 
-def test_probe_catches_a_conf_file_left_writable(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001
-    """Judged by node.toml, enforced without its read-only conf grant: the confined node could
-    rewrite the conf file its next, unconfined start reads (sandbox=0). An escape."""
+@pytest.mark.parametrize("left_writable", ["CleanCoin.conf", "sandbox.log"])
+def test_probe_catches_a_protected_file_left_writable(base_sandbox, tmp_path: Path,  # noqa: ANN001
+                                                      left_writable: str) -> None:
+    """Judged by node.toml, enforced without one of its read-only grants inside the datadir:
+    the confined node could rewrite the conf file its next, unconfined start reads
+    (sandbox=0), or erase the record of its refusals. An escape, whichever it is (the attempt
+    once tried only the first such file)."""
     netdir = tmp_path / "regtest"
     (netdir / "wallets").mkdir(parents=True)
     conf = netdir / "CleanCoin.conf"
     conf.write_text("server=1\n")
+    (netdir / "sandbox.log").write_text("a refusal\n")
     writable = tmp_path / "writable-conf.toml"
-    writable.write_text(Path(shipped_policy("node")).read_text()
-                        .replace('extends = ["base/python.toml"]',
-                                 f'extends = ["{shipped_policy("base/python")}"]')
-                        .replace('{ path = "${datadir}/CleanCoin.conf", optional = true },', ""))
+    grant = f'{{ path = "${{datadir}}/{left_writable}", optional = true }},'
+    text = Path(shipped_policy("node")).read_text()
+    assert grant in text
+    writable.write_text(text.replace('extends = ["base/python.toml"]',
+                                     f'extends = ["{shipped_policy("base/python")}"]')
+                        .replace(grant, ""))
     variables = {"datadir": str(netdir), "port": str(_free_port()), "rpcport": str(_free_port()),
                  "ipcport": str(_free_port()), "tmpdir": str(tmp_path)}
     result = probe.probe_against(load_policy(shipped_policy("node")), load_policy(str(writable)),
                                  variables)
     assert [a.name for a in result.escapes] == ["fs-modify-protected"], result.to_text()
+    assert left_writable in result.escapes[0].detail
     assert conf.read_text() == "server=1\n"       # the attempt changes nothing it reaches
+    assert (netdir / "sandbox.log").read_text() == "a refusal\n"

@@ -220,16 +220,25 @@ def _exp_mknod(j: _Judge, t: _Targets) -> _Why:
 
 
 def _run_modify_protected(ctx: _Ctx, out: _Out) -> Outcome:
-    """Change, replace or remove a file granted read-only inside a writable grant. Opening it
-    for writing is the test (nothing is written); a rename over it that goes through is
-    undone at once, with the original content."""
-    path = ctx.targets.protected_file
-    assert path is not None
+    """Change, replace or remove each file granted read-only inside a writable grant. Opening
+    it for writing is the test (nothing is written); a rename over it or an unlink that goes
+    through is undone at once, with the original content. The first file changed is the
+    escape; every one must hold."""
+    denied: Outcome = ("denied", "")
+    for path in ctx.targets.protected_files:
+        outcome = _modify_one(ctx, out, path)
+        if outcome[0] != "denied":
+            return outcome
+        denied = outcome
+    return denied
+
+
+def _modify_one(ctx: _Ctx, out: _Out, path: str) -> Outcome:
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
         return _ok(f"opened {path} for writing")
     except OSError as exc:
-        out.note(f"open for writing: {_errname(exc.errno or 0)}")
+        out.note(f"{os.path.basename(path)}: open for writing: {_errname(exc.errno or 0)}")
     with open(path, "rb") as handle:
         original = handle.read()
     replacement = os.path.join(os.path.dirname(path), f".cleancoin-probe-{ctx.targets.token}-replace")
@@ -239,7 +248,7 @@ def _run_modify_protected(ctx: _Ctx, out: _Out) -> Outcome:
         os.rename(replacement, path)
         return _ok(f"renamed another file over {path} (its content put back)")
     except OSError as exc:
-        out.note(f"rename over it: {_errname(exc.errno or 0)}")
+        out.note(f"{os.path.basename(path)}: rename over it: {_errname(exc.errno or 0)}")
     finally:
         if os.path.exists(replacement):
             os.unlink(replacement)
@@ -255,7 +264,7 @@ def _run_modify_protected(ctx: _Ctx, out: _Out) -> Outcome:
 
 def _exp_protected(j: _Judge, t: _Targets) -> _Why:
     w = _Why()
-    assert t.protected_file is not None
+    assert t.protected_files
     j.sc(w, "openat")
-    w.need(j.view is None, f"view: {t.protected_file} is bound read-only over its writable directory")
+    w.need(j.view is None, f"view: {', '.join(t.protected_files)} bound read-only over the writable directory")
     return w

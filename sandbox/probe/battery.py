@@ -68,8 +68,9 @@ def _battery() -> list[_Spec]:
               _run_read_passwd),
         _Spec("fs-read-hidden", "list a hidden directory (filesystem.hide) and read a canary "
               "the parent planted in it", _exp_hidden, _run_read_hidden, needs_hidden=True),
-        _Spec("fs-modify-protected", "change, replace or remove a file granted read-only inside a "
-              "writable directory (what the next, unconfined start reads: node.toml's conf file)",
+        _Spec("fs-modify-protected", "change, replace or remove each file granted read-only inside a "
+              "writable directory (node.toml's conf file, which the next, unconfined start reads, "
+              "and sandbox.log, the record of refusals)",
               _exp_protected, _run_modify_protected, needs_protected=True),
         _Spec("fs-list-root", "list the root directory", _exp_list_root, _run_list_root),
         _Spec("fs-write-outside", "create a file in a directory outside every granted path",

@@ -88,7 +88,7 @@ def _applies(spec: _Spec, targets: _Targets, plan: Plan) -> bool:
         return False
     if spec.needs_hidden and targets.hidden_file is None:
         return False
-    if spec.needs_protected and targets.protected_file is None:
+    if spec.needs_protected and not targets.protected_files:
         return False
     return not (spec.needs_self and "pid" in plan.namespaces)
 

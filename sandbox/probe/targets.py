@@ -37,9 +37,10 @@ class _Targets:
     unix_socket: str = ""            # a named unix socket listening outside every grant
     memory_addr: int = 0             # where the parent holds a second secret in its memory
     memory_hash: str = ""            # and its SHA-256 (the secret itself is never sent)
-    # A file granted read-only inside a writable grant (node.toml's CleanCoin.conf in the
-    # datadir): what the next, unconfined start reads, which the component must not change.
-    protected_file: str | None = None
+    # Files granted read-only inside a writable grant (node.toml's CleanCoin.conf and
+    # sandbox.log in the datadir): what the next, unconfined start reads, and the record of
+    # refusals, which the component must not change. Each one is tried.
+    protected_files: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
@@ -50,6 +51,7 @@ class _Targets:
     def from_json(cls, data: dict[str, object]) -> "_Targets":
         values = dict(data)
         values["secret"] = bytes.fromhex(str(values["secret"]))
+        values["protected_files"] = tuple(values.get("protected_files", ()))  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
 
     @property
@@ -73,16 +75,14 @@ def _choose_outside(judge: _Judge) -> str:
     return "/var/tmp"
 
 
-def _protected_file(judge: _Judge) -> str | None:
-    """The first existing file the view binds read-only inside a writable bind."""
+def _protected_files(judge: _Judge) -> tuple[str, ...]:
+    """Every existing file the view binds read-only inside a writable bind."""
     if judge.view is None:
-        return None
+        return ()
     writable = [m.path for m in judge.view if m.kind == "bind" and m.writable]
-    for mount in judge.view:
-        if (mount.kind == "bind" and not mount.writable and os.path.isfile(mount.path)
-                and any(mount.path.startswith(w.rstrip("/") + "/") for w in writable)):
-            return mount.path
-    return None
+    return tuple(mount.path for mount in judge.view
+                 if mount.kind == "bind" and not mount.writable and os.path.isfile(mount.path)
+                 and any(mount.path.startswith(w.rstrip("/") + "/") for w in writable))
 
 
 def _writable_dir(judge: _Judge, variables: Mapping[str, str]) -> str | None:
@@ -140,7 +140,7 @@ def _outside_targets(judge: _Judge, variables: Mapping[str, str]) -> Iterator[tu
                            hidden_file=_plant_hidden(judge, token, secret), unix_socket=named_path,
                            memory_addr=ctypes.addressof(memory_buf),
                            memory_hash=hashlib.sha256(memory_secret).hexdigest(),
-                           protected_file=_protected_file(judge))
+                           protected_files=_protected_files(judge))
         yield targets, listeners
     finally:
         for sock in listeners.values():
