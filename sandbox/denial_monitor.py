@@ -47,6 +47,14 @@ if TYPE_CHECKING:     # no typing at run time: every import is memory in each mo
     from typing import Any
 
 FIRST, EVERY, VERBOSE_PER_SECOND = 10, 1000, 100
+#: Kinds of refusal remembered; beyond them a refusal counts under its syscall and errno only.
+#: The component chooses the arguments: without a bound, varying the undecided bits of one
+#: (clone's other flags) made each call a new kind, logged and remembered.
+MAX_KINDS = 256
+#: Lines a minute, all kinds together (not under -debug=sandbox, which has its own per-second
+#: bound): the log stays readable and small whatever the component does. What is left out is
+#: counted and said (`Limiter.summary`).
+LINES_PER_MINUTE = 120
 NAME = "denial-monitor"
 
 # linux/seccomp.h (x86_64): struct seccomp_notif, seccomp_notif_resp, and the ioctls.
@@ -112,26 +120,46 @@ def describe(config: Mapping[str, Any], nr: int, args: tuple[int, ...], verbose:
 
 
 class Limiter:
-    """What is logged: the first ones of each kind, then every 1000th (verbose: all, bounded)."""
+    """What is logged: the first ones of each kind, then every 1000th, at most
+    LINES_PER_MINUTE lines a minute (verbose: all, at most VERBOSE_PER_SECOND a second); at
+    most MAX_KINDS kinds are remembered. The lines a budget left out are counted."""
 
     def __init__(self, verbose: bool) -> None:
         self.verbose = verbose
         self.counts: dict[tuple[int, int, str], int] = {}
-        self.second = 0
-        self.in_second = 0
+        self.window = self.in_window = 0
+        self.left_out = 0
 
     def count(self, key: tuple[int, int, str]) -> int:
+        if key not in self.counts and len(self.counts) >= MAX_KINDS:
+            key = (key[0], key[1], "")
         self.counts[key] = self.counts.get(key, 0) + 1
         return self.counts[key]
 
     def allows(self, n: int) -> bool:
-        if self.verbose:
-            now = int(time.monotonic())
-            if now != self.second:
-                self.second, self.in_second = now, 0
-            self.in_second += 1
-            return self.in_second <= VERBOSE_PER_SECOND
-        return n <= FIRST or n % EVERY == 0
+        if not self.verbose and not (n <= FIRST or n % EVERY == 0):
+            return False
+        # The budget: per second under verbose, per minute otherwise.
+        span, budget = (1, VERBOSE_PER_SECOND) if self.verbose else (60, LINES_PER_MINUTE)
+        window = int(time.monotonic() // span)
+        if window != self.window:
+            self.window, self.in_window = window, 0
+        if self.in_window >= budget:
+            self.left_out += 1
+            return False
+        self.in_window += 1
+        return True
+
+    def summary(self) -> str | None:
+        """The line that says how many lines the budget left out since it last said so (None
+        if none), and starts counting again."""
+        if not self.left_out:
+            return None
+        text = (f"sandbox: {self.left_out} more lines of refusals not logged (at most "
+                + (f"{VERBOSE_PER_SECOND} lines a second)" if self.verbose
+                   else f"{LINES_PER_MINUTE} lines a minute)"))
+        self.left_out = 0
+        return text
 
 
 def line(who: str, text: str) -> bytes:
@@ -154,8 +182,10 @@ def log_line(config: Mapping[str, Any], limiter: Limiter, target: int, nr: int, 
     what = describe(config, nr, args, limiter.verbose)
     tail = f" ({seen} times)" if seen > FIRST and not limiter.verbose else ""
     who = f", thread {thread}" if limiter.verbose else ""
-    return line(config.get("label") or str(target),
-                f"sandbox: refused {what} -> {errno_module.errorcode.get(code, code)}{who}{tail}")
+    label = config.get("label") or str(target)
+    left_out = limiter.summary()
+    return ((line(label, left_out) if left_out else b"")
+            + line(label, f"sandbox: refused {what} -> {errno_module.errorcode.get(code, code)}{who}{tail}"))
 
 
 def serve(listener: int, out: int, config: Mapping[str, Any], target: int) -> None:
@@ -186,6 +216,9 @@ def serve(listener: int, out: int, config: Mapping[str, Any], target: int) -> No
                 if text is not None:
                     os.write(out, text)
             elif mask & (select.POLLHUP | select.POLLERR):
+                left_out = limiter.summary()
+                if left_out:
+                    os.write(out, line(config.get("label") or str(target), left_out))
                 os._exit(0)
 
 

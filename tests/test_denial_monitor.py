@@ -306,3 +306,37 @@ def test_the_monitors_landlock_table_is_the_launchers(abi: int) -> None:
     landlock.py's, or it would grant by not handling a right the components handle."""
     from cleancoin.sandbox import denial_monitor, landlock
     assert denial_monitor.handled(abi) == (landlock.fs_rights(abi), landlock.net_rights(abi), landlock.scopes(abi))
+
+
+def test_a_component_cannot_flood_the_denial_log_or_its_monitor(base_sandbox, sandbox_vars, write_policy):
+    """Refusals are counted per kind: syscall, errno and the argument that decided. An
+    attacker that varies the rest of that argument (clone's other flag bits) made every call a
+    new kind, and every new kind was logged, and remembered by the monitor: 20,000 refused
+    calls wrote 20,000 lines (a log too long to read, a disk filled, a monitor grown until it
+    dies, after which refusals go unlogged). The monitor keeps a bounded number of kinds and a
+    budget of lines per minute, and says how many it left out."""
+    import ctypes
+
+    from cleancoin.sandbox import launcher
+    from cleancoin.sandbox.denial_log import DenialLog
+    from cleancoin.sandbox.policy_loader import load_policy
+    log = Path(sandbox_vars["datadir"]) / "denials.log"
+    plan = launcher.prepare(load_policy(write_policy("")), sandbox_vars, denials=DenialLog(str(log)))
+    calls = 20_000
+
+    def flood(_control: int) -> int:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        refused = 0
+        for i in range(calls):
+            # CLONE_NEWUSER makes the filter refuse it (EPERM); the high bits make it new.
+            flags = 0x10000000 | (i << 32)
+            if libc.syscall(ctypes.c_long(56), ctypes.c_ulong(flags), 0, 0, 0, 0) == -1 and ctypes.get_errno() == 1:
+                refused += 1
+        return 0 if refused == calls else 1
+
+    assert launcher.spawn(plan, target=flood).wait() == 0
+    lines = log.read_text().splitlines()
+    clone_lines = [line for line in lines if "refused clone(" in line]
+    assert clone_lines and len(lines) <= 300, (len(lines), lines[:3])
+    assert any("not logged" in line for line in lines), lines[-5:]
