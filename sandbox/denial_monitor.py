@@ -124,14 +124,16 @@ class Limiter:
     LINES_PER_MINUTE lines a minute (verbose: all, at most VERBOSE_PER_SECOND a second); at
     most MAX_KINDS kinds are remembered. The lines a budget left out are counted."""
 
-    def __init__(self, verbose: bool) -> None:
+    def __init__(self, verbose: bool, max_kinds: int = MAX_KINDS,
+                 lines_per_minute: int = LINES_PER_MINUTE) -> None:
         self.verbose = verbose
+        self.max_kinds, self.lines_per_minute = max_kinds, lines_per_minute
         self.counts: dict[tuple[int, int, str], int] = {}
         self.window = self.in_window = 0
         self.left_out = 0
 
     def count(self, key: tuple[int, int, str]) -> int:
-        if key not in self.counts and len(self.counts) >= MAX_KINDS:
+        if key not in self.counts and len(self.counts) >= self.max_kinds:
             key = (key[0], key[1], "")
         self.counts[key] = self.counts.get(key, 0) + 1
         return self.counts[key]
@@ -140,7 +142,7 @@ class Limiter:
         if not self.verbose and not (n <= FIRST or n % EVERY == 0):
             return False
         # The budget: per second under verbose, per minute otherwise.
-        span, budget = (1, VERBOSE_PER_SECOND) if self.verbose else (60, LINES_PER_MINUTE)
+        span, budget = (1, VERBOSE_PER_SECOND) if self.verbose else (60, self.lines_per_minute)
         window = int(time.monotonic() // span)
         if window != self.window:
             self.window, self.in_window = window, 0
@@ -157,7 +159,7 @@ class Limiter:
             return None
         text = (f"sandbox: {self.left_out} more lines of refusals not logged (at most "
                 + (f"{VERBOSE_PER_SECOND} lines a second)" if self.verbose
-                   else f"{LINES_PER_MINUTE} lines a minute)"))
+                   else f"{self.lines_per_minute} lines a minute)"))
         self.left_out = 0
         return text
 
@@ -191,7 +193,10 @@ def log_line(config: Mapping[str, Any], limiter: Limiter, target: int, nr: int, 
 def serve(listener: int, out: int, config: Mapping[str, Any], target: int) -> None:
     """Answer and log notifications until the filter has no process left. Never returns."""
     recv = bytearray(_NOTIF.size)
-    limiter = Limiter(bool(config.get("verbose")))
+    # The bounds come with the configuration only so that a test can show what probe's
+    # denial-log-flood catches without them; denial_log never sets them.
+    limiter = Limiter(bool(config.get("verbose")), int(config.get("max_kinds", MAX_KINDS)),
+                      int(config.get("lines_per_minute", LINES_PER_MINUTE)))
     poller = select.poll()
     poller.register(listener, select.POLLIN)
     while True:

@@ -30,6 +30,8 @@ REQUIRED = {
     # found after #10: a component could make its zygote's output relay hold all it wrote,
     # and a wallet could erase the record of its refusals
     "output-flood", "denial-log-reach",
+    # found 12-06: refusals that each look new flooded the denial log and its monitor
+    "denial-log-flood",
 }
 
 
@@ -222,7 +224,7 @@ def test_new_attempts_escape_under_a_deliberately_weak_sandbox(strict, write_pol
         assert "rlimit-fork-200" in escaped, result.to_text()
     # The mechanisms no policy can turn off still hold.
     for name in ("fd-inherited", "terminal-left-open", "memory-launcher-secret", "grant-symlink-swap",
-                 "output-flood", "denial-log-reach"):
+                 "output-flood", "denial-log-reach", "denial-log-flood"):
         assert name not in escaped, result.to_text()
 
 
@@ -332,3 +334,29 @@ def test_denial_log_reach_catches_a_log_the_component_may_write(base_sandbox, re
     assert held == "denied" and "out of reach" in detail, detail
     reached, detail = _run_denial_log_reach(judge, _targets(str(walletdir)), None, 30)
     assert reached == "allowed" and "truncated" in detail, detail
+
+
+def test_denial_log_flood_catches_a_monitor_without_bounds(base_sandbox, require, tmp_path: Path,
+                                                           outside_dir, monkeypatch) -> None:  # noqa: ANN001
+    """What denial-log-flood catches: a monitor that remembers every kind and writes every
+    line (the monitor before 12-06) lets 20,000 refusals that each look new write 20,000
+    lines. The wallet policy refuses clone without CLONE_THREAD with EPERM."""
+    from cleancoin.sandbox import denial_log, launcher
+    from cleancoin.sandbox.probe.attempts_inherited import _run_denial_log_flood
+    wallet = load_policy(shipped_policy("wallet"))
+    require(base_sandbox.landlock_abi >= wallet.compatibility.landlock_min_abi,
+            f"Landlock ABI {wallet.compatibility.landlock_min_abi} (the wallet policy's minimum)")
+    walletdir = tmp_path / "wallets"
+    walletdir.mkdir()
+    judge = probe._Judge(wallet, launcher.prepare(wallet, {"walletdir": str(walletdir)}), probe._Host.detect())
+    held, detail = _run_denial_log_flood(judge, _targets(outside_dir), None, 60)
+    assert held == "denied" and "bounded" in detail, detail
+    bounded = denial_log.plan_with_denials
+
+    def unbounded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        plan = bounded(*args, **kwargs)
+        plan.denials.update(max_kinds=1 << 30, lines_per_minute=1 << 30)
+        return plan
+    monkeypatch.setattr(denial_log, "plan_with_denials", unbounded)
+    flooded, detail = _run_denial_log_flood(judge, _targets(outside_dir), None, 60)
+    assert flooded == "allowed" and "got 20000 lines" in detail, detail

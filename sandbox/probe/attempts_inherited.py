@@ -20,11 +20,12 @@ import os
 import socket
 import stat
 import termios
+import time
 from collections.abc import Callable, Mapping
 
 from .. import launcher, stdio, steps, syscalls
 from .judge import _Judge, _Why
-from .kernel_abi import _errname, _libc
+from .kernel_abi import _NR, _errname, _libc, _syscall
 from .runner import Outcome, _Ctx, _interpret, _ok, _Out
 from .targets import _Targets
 
@@ -402,6 +403,62 @@ def _run_denial_log_reach(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
             os.unlink(log)
 
 
+#: Refused calls the flooding child makes, and the lines the denial log may have for them.
+_DENIAL_FLOOD_CALLS = 20_000
+_DENIAL_FLOOD_LINES = 1_000
+
+
+def _run_denial_log_flood(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """With a denial log, the child makes 20,000 refused clone calls, each with CLONE_NEWUSER
+    (what the filter refuses) and other flag bits that differ, so that every call looks new.
+    Escape: the log got more than 1,000 lines, so a confined process could bury the record of
+    its refusals, fill the disk, and grow its monitor until it dies."""
+    from .. import denial_log
+    log = os.path.join(t.outside_dir, f".cleancoin-probe-{t.token}-flood.log")
+    plan = denial_log.plan_with_denials(judge.plan, judge.policy, denial_log.DenialLog(log))
+    if not plan.denials or str(_NR["clone"]) not in plan.denials.get("rules", {}):
+        return "denied", "no refusal with an errno to flood with (no denial log, or clone is " \
+                         "not refused with one: the policy kills or allows it)"
+
+    def flood(out: _Out) -> Outcome:
+        refused = 0
+        for i in range(_DENIAL_FLOOD_CALLS):
+            ret, _err = _syscall("clone", syscalls.CLONE_NEWUSER | (i << 32), 0, 0, 0, 0)
+            refused += ret == -1
+        return "allowed", f"{refused} refused clone calls, each with other flag bits"
+
+    try:
+        child = launcher.spawn(plan, target=_attempt_child(flood), relay=False)
+    except launcher.SpawnError as exc:
+        return "error", f"the sandbox did not start: {exc}"
+    try:
+        verdict, note = _spawned_outcome(child, timeout)
+        if verdict != "allowed":
+            return verdict, note
+        # The monitor writes its last line as the child's filter loses its last process.
+        deadline = time.monotonic() + 5
+        lines = 0
+        while time.monotonic() < deadline:
+            with open(log, "rb") as handle:
+                lines = handle.read().count(b"\n")
+            if lines and not _monitor_busy(log):
+                break
+            time.sleep(0.1)
+        if lines > _DENIAL_FLOOD_LINES:
+            return _ok(f"{note}: the denial log got {lines} lines")
+        return "denied", f"{note}: the denial log got {lines} lines (kinds and lines a minute are bounded)"
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(log)
+
+
+def _monitor_busy(log: str) -> bool:
+    """Whether the log still grows (its monitor is writing)."""
+    before = os.stat(log).st_size
+    time.sleep(0.2)
+    return os.stat(log).st_size != before
+
+
 # expectations ------------------------------------------------------------------------------
 
 def _exp_never(reason: str) -> Callable[[_Judge, _Targets], _Why]:
@@ -437,4 +494,5 @@ PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], flo
     "grant-symlink-swap": _run_symlink_swap,
     "output-flood": _run_output_flood,
     "denial-log-reach": _run_denial_log_reach,
+    "denial-log-flood": _run_denial_log_flood,
 }

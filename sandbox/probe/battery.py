@@ -187,4 +187,8 @@ def _battery() -> list[_Spec]:
               _exp_never("denial log: opened by the launcher before the view; only the monitor "
                          "holds it"),
               _parent("denial-log-reach"), parent_run=True),
+        _Spec("denial-log-flood", "with a denial log, make 20,000 refused calls that each look "
+              "new (clone with other flag bits), to bury the log and grow its monitor",
+              _exp_never("denial log: kinds remembered and lines a minute are bounded"),
+              _parent("denial-log-flood"), parent_run=True),
     ]

@@ -12,7 +12,7 @@ from landlock import FSAccess
 _NR = {"ioctl": 16, "ptrace": 101, "capget": 125, "capset": 126, "personality": 135,
        "iopl": 172, "keyctl": 250, "prlimit64": 302, "process_vm_readv": 310,
        "userfaultfd": 323, "bpf": 321, "perf_event_open": 298, "pidfd_send_signal": 424,
-       "io_uring_setup": 425, "clone3": 435, "pidfd_getfd": 438}
+       "io_uring_setup": 425, "clone3": 435, "pidfd_getfd": 438, "clone": 56}
 _X32_SYSCALL_BIT = 0x40000000
 _X32_GETPID = 39 | _X32_SYSCALL_BIT
 # mov eax, 20 (i386 getpid); int 0x80; ret
