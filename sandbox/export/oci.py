@@ -26,6 +26,7 @@ from .. import seccomp, toml_writer
 from ..families import AF_MAX, BY_NUMBER
 from ..filter_spec import filter_spec
 from ..model import ArgCondition, Policy
+from .oci_profile import FormatError, check_profile
 
 ARCH = "SCMP_ARCH_X86_64"
 #: Docker's names of this machine's architecture (Go's GOARCH) in `includes.arches`.
@@ -34,10 +35,6 @@ _OPS = {"eq": "SCMP_CMP_EQ", "ne": "SCMP_CMP_NE", "lt": "SCMP_CMP_LT", "le": "SC
         "gt": "SCMP_CMP_GT", "ge": "SCMP_CMP_GE", "masked_eq": "SCMP_CMP_MASKED_EQ"}
 _OPS_BACK = {v: k for k, v in _OPS.items()}
 _UINT64_MAX = 2**64 - 1
-
-
-class FormatError(Exception):
-    """A profile this importer cannot read, or a policy that has no OCI form."""
 
 
 @dataclass
@@ -195,8 +192,7 @@ class Effective:
 
 def effective(profile: Mapping[str, Any], caps: Iterable[str] = (), kernel: str | None = None) -> Effective:
     """The profile's rules that apply on x86_64 with these capabilities and this kernel."""
-    if not isinstance(profile, Mapping) or "defaultAction" not in profile:
-        raise FormatError("not an OCI seccomp profile: no defaultAction")
+    check_profile(profile)
     archs = profile.get("architectures")
     arch_map = [a.get("architecture") for a in profile.get("archMap") or []]
     if (archs or arch_map) and ARCH not in (archs or []) + arch_map:
@@ -347,4 +343,24 @@ def import_profile(profile: Mapping[str, Any], name: str, source: str, caps: Ite
               "(or extend a policy that has them) before you run anything under it.",
               *[f"note: {n}" for n in notes]]
     text = toml_writer.document([], [policy, network, sc, *rules], header)
+    _check_loads(text, name)
     return Import(text, notes)
+
+
+def _check_loads(text: str, name: str) -> None:
+    """Fail closed: the policy written must be one the loader takes, or nothing is written
+    (the profile was checked already; this catches what this importer itself gets wrong)."""
+    import os
+    import tempfile
+
+    from ..errors import PolicyError, PolicyErrors
+    from ..policy_loader import load_policy
+    with tempfile.TemporaryDirectory(prefix="cleancoin-import-") as directory:
+        path = os.path.join(directory, f"{name}.toml")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        try:
+            load_policy(path)
+        except (PolicyError, PolicyErrors) as exc:
+            raise FormatError(f"the policy made from it does not load, so none is written: "
+                              f"{str(exc).replace(path, name + '.toml')}") from None
