@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import report_registry
+from . import report_registry, stdio
 
 #: A component's helpers, known by the name they give themselves: the denial monitor (its own
 #: program with its own filter and Landlock domain, or, as a fallback, a fork at the seccomp
@@ -67,7 +67,10 @@ class ProcessStatus:
         if self.error:
             return f"pid {self.pid}: {self.error}"
         policy = (self.report or {}).get("policy")
-        title = f"pid {self.pid} {self.name}" + (f" (policy '{policy}')" if policy else "") + \
+        # The name is the process's own choice (prctl(PR_SET_NAME)), and the kernel passes an
+        # escape sequence on as it is: shown raw, a confined process could clear the screen
+        # above it or retitle the terminal of the operator auditing it.
+        title = f"pid {self.pid} {stdio.visible(self.name)}" + (f" (policy '{policy}')" if policy else "") + \
             (f" [{self.role}]" if self.role else "")
         mech = (self.report or {}).get("mechanisms", {})
 

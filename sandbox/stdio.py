@@ -30,6 +30,12 @@ def sanitize(data: bytes) -> bytes:
     return re.sub(_CONTROL, lambda m: b"\\x%02x" % m.group(0)[0], data)
 
 
+def visible(text: str) -> str:
+    """A string a process chose (its name), for one line of a terminal: every control
+    character, newline and tab included, and C1's escape introducers shown as \\xNN."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group(0)):02x}", text)
+
+
 @dataclass(frozen=True)
 class Pipes:
     """The two output pipes of a child: read ends for the launcher, write ends for the child."""

@@ -56,3 +56,26 @@ def test_status_of_a_program_under_run_and_of_an_unconfined_one(tmp_path: Path) 
         tool.wait()
     gone = subprocess.run([TOOL, "status", "999999999"], capture_output=True, text=True, timeout=30)
     assert gone.returncode == 125 and "cannot read /proc/999999999/status" in gone.stdout
+
+
+def test_a_confined_process_cannot_write_to_the_auditors_terminal_through_its_name(tmp_path: Path) -> None:
+    """A process names itself (prctl(PR_SET_NAME)) and the kernel passes the name on as it is:
+    a confined program that calls itself ESC ] 0 ; ... BEL retitles, ESC [ 2 J clears, the
+    terminal of whoever runs `status` on it. Before 12-06 the name went out raw. It is shown
+    with its control characters made visible; --json escapes them as JSON does."""
+    rename = ("import ctypes, time; ctypes.CDLL(None).prctl(15, b'\\x1b]0;pwn\\x07\\x1b[2J', 0, 0, 0);"
+              "print('renamed', flush=True); time.sleep(30)")
+    tool = subprocess.Popen([TOOL, "run", "--policy", "examples/program", "--datadir", str(tmp_path),
+                             "--", "/usr/bin/python3", "-c", rename], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert tool.stdout is not None and b"renamed" in tool.stdout.readline()
+        tree = subprocess.run([TOOL, "status", "--tree", str(tool.pid)], capture_output=True, timeout=30)
+        assert b"\x1b" not in tree.stdout and b"\x07" not in tree.stdout, tree.stdout
+        assert b"\\x1b]0;pwn\\x07\\x1b[2J" in tree.stdout, tree.stdout
+        data = subprocess.run([TOOL, "status", "--tree", "--json", str(tool.pid)], capture_output=True,
+                              text=True, timeout=30)
+        names = [p["name"] for p in json.loads(data.stdout)["processes"]]
+        assert "\x1b]0;pwn\x07\x1b[2J" in names, names
+    finally:
+        tool.kill()
+        tool.wait()
