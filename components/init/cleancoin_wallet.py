@@ -57,6 +57,9 @@ OPTIONS: list[Option] = [
     SYSPERMS_OPTION,
     Option("sandbox", "Confine this process by policies/wallet-standalone.toml once its sockets are "
            "open (0: run unconfined, with a warning)", "Sandbox options", "", "1"),
+    Option("forwardrpc", "Wallet RPC methods served through the node: all, or read (none that spends, "
+           "signs, unlocks or changes the wallet: those only on this process's own -server port, "
+           "so that a compromised node cannot spend)", "IPC options", "<all|read>", "all"),
     Option("ipcconnect", "Connect to a running CleanCoin-node: unix, unix:PATH or tcp:HOST:PORT",
            "IPC options", "<address>", "unix"),
     Option("ipcbind", "Wait for nodes instead (repeatable): unix (<netdatadir>/wallet.sock), "
@@ -195,6 +198,23 @@ async def _serve_child(fd: int) -> int:
 WALLET_SOCKET = "wallet.sock"
 
 
+def _node_methods(settings: Settings, log: logging.Logger) -> frozenset[str] | None:
+    """-forwardrpc: None for all methods, or the read-only ones (components/wallet/rpc.py)."""
+    value = settings.get("forwardrpc") or "all"
+    if value == "all":
+        return None
+    if value != "read":
+        raise _StartError(f"Invalid -forwardrpc value '{value}' (all or read)")
+    from cleancoin.components.wallet.rpc import READ_METHODS
+    if settings.get_bool("server", False):
+        log.info("-forwardrpc=read: the node may call only the wallet's read-only methods; spending, "
+                 "signing and unlocking go through this process's own RPC port")
+    else:
+        log.warning("-forwardrpc=read without -server: nothing can spend, sign or unlock these "
+                    "wallets while this process runs (read-only through the node)")
+    return READ_METHODS
+
+
 @dataclass
 class _Opened:
     """What a wallet process started on its own opens before it confines itself: every
@@ -204,6 +224,7 @@ class _Opened:
     listeners: list[tuple[Any, socket.socket]] = field(default_factory=list)    # (Address, sock)
     listen_options: Any = None
     node: tuple[Any, socket.socket] | None = None                                # -ipcconnect
+    node_methods: frozenset[str] | None = None                                   # -forwardrpc=read
     credentials: Any = None
     tls: Any = None
     rpc: Any = None                                                              # an RpcServer, bound
@@ -249,7 +270,9 @@ def _run_standalone(args: Sequence[str], open_all: Callable[[Settings], _Opened]
     import capnp
     try:
         import_everything()
+        node_methods = _node_methods(settings, log)
         opened = open_all(settings)
+        opened.node_methods = node_methods
         _confine(settings, opened, log)
         return asyncio.run(capnp.run(serve(settings, opened)))
     except _StartError as exc:
@@ -353,7 +376,8 @@ async def _listening(settings: Settings, opened: _Opened) -> int:
         # The wallets are this process's, in its own datadir; the node must be on its chain.
         if options.network != settings.chain:
             raise IpcError(f"this wallet process serves {settings.chain}, the node runs {options.network}")
-        service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir))
+        service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir),
+                                            node_methods=opened.node_methods)
         await service.load_wallets(own_wallets)
         log.info("a node connected: serving the wallets of %s", netdatadir)
         return service
@@ -437,7 +461,8 @@ async def _connected(settings: Settings, opened: _Opened) -> int:
     service = None
     try:
         chain = await connection.init.make_chain()
-        service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir), register=False)
+        service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir), register=False,
+                                            node_methods=opened.node_methods)
         # Loaded first, registered then: the node forwards nothing before the wallets are
         # here, so its clients see -28 until then, never "wallet does not exist".
         await service.load_wallets([w for w in settings.get_all("wallet") if w])

@@ -776,6 +776,18 @@ RESULTS: dict[str, str] = {
 }
 
 
+#: What a wallet process started with -forwardrpc=read serves through the node: the methods that
+#: neither spend, sign, unlock, encrypt, back up, restore, load or unload, nor change how the
+#: wallet spends (fees, locked coins, abandoned transactions). A node is the process the
+#: internet talks to; in that mode a compromised one can read the wallet and hand out its
+#: addresses, and nothing more (docs/multiprocess.md).
+READ_METHODS = frozenset({
+    "listwallets", "listwalletdir", "getwalletinfo", "getnewaddress", "getrawchangeaddress",
+    "getaddressinfo", "getbalance", "getbalances", "listunspent", "listlockunspent",
+    "listtransactions", "gettransaction", "listsinceblock", "verifymessage",
+})
+
+
 def register_wallet_methods(registry: Registry, loader: WalletManager) -> WalletRpc:
     """Add the wallet methods and bitcoind's /wallet/<name> resolution to `registry`."""
     registry.wallet_resolver = loaded_wallets_resolver(loader.names)

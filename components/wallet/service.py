@@ -56,12 +56,28 @@ class WalletRpcHandler:
                 await wallet.sync()
 
 
+def node_registry(registry: Registry, methods: frozenset[str] | None) -> Registry:
+    """The methods the node may call: all of `registry`, or only `methods` (-forwardrpc=read).
+    Its own table, not a filter on names: a call the node forwards for any other method is
+    "Method not found" here, whatever the node was made to send."""
+    if methods is None:
+        return registry
+    subset = Registry(wallet_resolver=registry.wallet_resolver, with_help=False,
+                      amount_decimals=registry.amount_decimals)
+    for method in registry:
+        if method.name in methods:
+            subset.register(method)
+    return subset
+
+
 class WalletService:
     """The `WalletLoader` a node holds; see the module docstring."""
 
-    def __init__(self, loader: WalletManager, registry: Registry, registration: Handler | None) -> None:
+    def __init__(self, loader: WalletManager, registry: Registry, registration: Handler | None,
+                 node_methods: frozenset[str] | None = None) -> None:
         self.loader = loader
         self.registry = registry
+        self.node_registry = node_registry(registry, node_methods)
         self._registration = registration
         self._closed = False
         self._relays: list[WalletNotificationsRelay] = []
@@ -80,8 +96,8 @@ class WalletService:
     async def register(self, chain: Chain) -> None:
         """Register the wallet RPC methods with the node (once; a refusal raises)."""
         if self._registration is None:
-            self._registration = await chain.register_rpc(method_infos(self.registry),
-                                                          WalletRpcHandler(self.registry, self.loader))
+            self._registration = await chain.register_rpc(method_infos(self.node_registry),
+                                                          WalletRpcHandler(self.node_registry, self.loader))
 
     async def loaded_wallets(self) -> list[str]:
         return self.loader.names()
@@ -114,14 +130,15 @@ class WalletService:
         log.info("wallets closed")
 
 
-async def make_wallet_service(chain: Chain, options: WalletOptions, *, register: bool = True) -> WalletService:
+async def make_wallet_service(chain: Chain, options: WalletOptions, *, register: bool = True,
+                              node_methods: frozenset[str] | None = None) -> WalletService:
     """The wallets of `options.netdatadir` over `chain`, their RPC methods registered with
     the node (unless `register` is false: call `register` later, e.g. once the wallets are
-    loaded)."""
+    loaded): all of them, or only `node_methods` (-forwardrpc=read: rpc.READ_METHODS)."""
     loader = WalletManager(options.netdatadir, chain, options.network)
     registry = Registry()
     register_wallet_methods(registry, loader)
-    service = WalletService(loader, registry, None)
+    service = WalletService(loader, registry, None, node_methods)
     service.ignore_startup_list = options.ignore_startup_list
     if register:
         await service.register(chain)

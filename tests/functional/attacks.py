@@ -387,3 +387,34 @@ for fd in range(3, 1024):
         leaked.append(f"fd {fd} -> {target}")
 report("sandbox-log-descriptor", bool(leaked), "; ".join(leaked) or "no descriptor of the sandbox log")
 """
+
+# Attacker code in the confined node calls the wallet's registered handler itself, as a
+# compromised node would (no RPC client, no forwarding rules in the way): first a read-only
+# method, then sendtoaddress. ctx["result"] names where it reports the wallet's answers.
+NODE_CALLS_WALLET = r"""
+import asyncio, gc, json
+from cleancoin.components.interfaces.chain import RpcRequest
+deadline = time.time() + 40
+handler = loop = None
+while handler is None and time.time() < deadline:
+    regs = [o for o in gc.get_objects() if type(o).__name__ == "_Registration" and getattr(o, "live", False)]
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
+    if regs and loops:
+        handler, loop = regs[-1].handler, loops[0]
+    else:
+        time.sleep(0.2)
+if handler is None:
+    report("found-registration", False, "no wallet registration within 40 s")
+else:
+    def call(method, params):
+        request = RpcRequest(method, json.dumps(params), "w")
+        response = asyncio.run_coroutine_threadsafe(handler.execute(request), loop).result(20)
+        return {"ok": response.ok, "code": response.error_code, "message": response.error_message,
+                "result": json.loads(response.result) if response.ok else None}
+    address = call("getnewaddress", [])
+    report("read-method", False, json.dumps(address))
+    attempt("spend")
+    spent = call("sendtoaddress", [address["result"], 1])
+    # Reaching sendtoaddress at all is the escape in read mode (funds or not).
+    report("spend", spent["code"] != -32601, json.dumps(spent))
+"""

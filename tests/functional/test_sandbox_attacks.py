@@ -492,3 +492,49 @@ def test_the_confined_node_cannot_erase_the_record_of_its_refusals(home_base: Pa
     refused = [line for line in text.splitlines() if "refused ioctl(" in line and "0x5412" in line]
     assert refused, text[-3000:]
     assert all(", thread " in line for line in refused), refused      # -debug=sandbox's form
+
+
+@pytest.mark.parametrize("mode", ["all", "read"])
+def test_a_compromised_node_cannot_spend_through_a_wallet_started_with_forwardrpc_read(home_base: Path,
+                                                                                    mode: str) -> None:
+    """Attacker code in the confined node calls the registered wallet handler directly, as a
+    compromised node would. With the default -forwardrpc=all it reaches sendtoaddress (here the
+    wallet has no funds: -6, but it would spend them); with -forwardrpc=read the wallet process
+    registered the read-only methods only, and sendtoaddress is "Method not found" in the
+    wallet process itself, whatever the node sends. The wallet's own RPC port still spends."""
+    a = AttackedNode(home_base, node=attacks.NODE_CALLS_WALLET,
+                     extra=("-ipcbind=unix", "-disablewallet", "-ipcallowwallet=1"))
+    a.config["node_delay"] = 0.5
+    wallet_bin = Path(sys.executable).parent / "CleanCoin-wallet"
+    datadir = a.node.datadir
+    subprocess.run([str(wallet_bin), "-regtest", f"-datadir={datadir}", "-wallet=w", "create"],
+                   check=True, capture_output=True, timeout=60)
+    a.start()
+    rpc_port = free_port()
+    wallet = subprocess.Popen([str(wallet_bin), "-regtest", f"-datadir={datadir}", "-ipcconnect=unix",
+                               "-wallet=w", "-server", f"-rpcport={rpc_port}", f"-forwardrpc={mode}"],
+                              stderr=subprocess.PIPE)
+    try:
+        results = a.result("node", timeout=60)
+        assert "read-method" in results and json.loads(results["read-method"]["detail"])["ok"], results
+        spent = json.loads(results["spend"]["detail"])
+        if mode == "all":
+            assert results["spend"]["escaped"] and spent["code"] == -6, results     # insufficient funds
+        else:
+            assert escapes(results) == {}, results
+            assert spent["code"] == -32601 and "Method not found" in spent["message"], spent
+            # Through the node's RPC: the same; on the wallet's own port the method is there.
+            address = a.node.rpc.getnewaddress()
+            with pytest.raises(Exception, match="Method not found"):
+                a.node.rpc.sendtoaddress(address, 1)
+            assert a.node.rpc.getbalance() == 0
+            own = RpcClient("127.0.0.1", rpc_port, cookie_path=str(a.node.netdatadir / "wallets" / ".cookie"))
+            with pytest.raises(Exception, match="Insufficient funds"):
+                own.call("sendtoaddress", address, 1)
+    finally:
+        wallet.terminate()
+        try:
+            wallet.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            wallet.kill()
+            wallet.communicate()
