@@ -10,11 +10,12 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, QStringListModel, Qt
 from PySide6.QtGui import QFontDatabase
-from PySide6.QtWidgets import QCompleter, QLabel, QLineEdit, QPlainTextEdit, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCompleter, QLineEdit, QPlainTextEdit, QVBoxLayout, QWidget
 
 from cleancoin.components.rpc import jsonfmt
 
 from .context import GuiContext
+from .plain import PlainLabel
 
 #: Lines of history kept (this session only: commands can hold passphrases).
 HISTORY = 100
@@ -54,7 +55,7 @@ class ConsolePage(QWidget):
         completer = QCompleter(self.methods, self)
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.input.setCompleter(completer)
-        self.wallet_label = QLabel()
+        self.wallet_label = PlainLabel()
         layout = QVBoxLayout(self)
         layout.addWidget(self.output, 1)
         layout.addWidget(self.wallet_label)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import (
-    QComboBox, QLabel, QMainWindow, QMessageBox, QTabWidget, QToolBar, QWidget,
+    QComboBox, QMainWindow, QMessageBox, QTabWidget, QToolBar, QWidget,
 )
 
 from .console import ConsolePage
 from .context import GuiContext
 from .overview import OverviewPage
 from .peers import PeersPage
+from .plain import PlainLabel
 from .receive import ReceivePage
 from .sandbox_panel import ProcessInfo, SandboxPanel
 from .send import SendPage
@@ -42,7 +43,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         toolbar = QToolBar("Wallet")
         toolbar.setMovable(False)
-        toolbar.addWidget(QLabel(" Wallet: "))
+        toolbar.addWidget(PlainLabel(" Wallet: "))
         self.wallet_box = QComboBox()
         self.wallet_box.setObjectName("wallet_selector")
         self.wallet_box.setMinimumWidth(160)
@@ -57,7 +58,7 @@ class MainWindow(QMainWindow):
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("&About", self.about)
         self.sync = SyncBar()
-        self.connection = QLabel()
+        self.connection = PlainLabel()
         self.connection.setObjectName("connection")
         self.statusBar().addPermanentWidget(self.connection)
         self.statusBar().addPermanentWidget(self.sync)

@@ -13,7 +13,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QGroupBox, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton, QSplitter, QTableView,
+    QGroupBox, QHBoxLayout, QHeaderView, QPlainTextEdit, QPushButton, QSplitter, QTableView,
     QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget,
 )
 
@@ -23,6 +23,7 @@ from cleancoin.sandbox import Report
 from .client import RpcCallError
 from .context import GuiContext
 from .models import StatsModel
+from .plain import PlainLabel
 
 #: Lines the event log keeps.
 EVENT_LINES = 2000
@@ -119,7 +120,7 @@ class SandboxPanel(QWidget):
         stats_view.verticalHeader().hide()
         stats_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         stats_view.horizontalHeader().setStretchLastSection(True)
-        self.transport = QLabel()
+        self.transport = PlainLabel()
         self.transport.setObjectName("ipc_transport")
         self.transport.setWordWrap(True)        # a long socket path must not widen the window
         refresh = QPushButton("Refresh")
