@@ -11,13 +11,17 @@ from .console import ConsolePage
 from .context import GuiContext
 from .overview import OverviewPage
 from .peers import PeersPage
-from .plain import PlainLabel
+from .plain import PlainLabel, clip
 from .receive import ReceivePage
 from .sandbox_panel import ProcessInfo, SandboxPanel
 from .send import SendPage
 from .sync import SyncBar
 from .transactions import TransactionsPage
 from .wallet_menu import WalletMenu
+
+
+#: Characters of a wallet name the wallet selector shows.
+WALLET_SHOWN = 60
 
 
 class MainWindow(QMainWindow):
@@ -63,11 +67,12 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.connection)
         self.statusBar().addPermanentWidget(self.sync)
         self.last_error = ""
-        self.wallet_box.currentTextChanged.connect(lambda name: name and ctx.select(name))
+        self.wallet_box.currentIndexChanged.connect(self._chosen)
         ctx.wallets_changed.connect(self._wallets_changed)
         ctx.wallet_selected.connect(self._selected)
         ctx.events.tip.connect(self.sync.update_tip)
         ctx.events.connection.connect(self._connection)
+        ctx.events.refused.connect(lambda text: self._message("error", text))
         ctx.message.connect(self._message)
         self.on_close = None                    # set by the app: stops what it started
 
@@ -81,17 +86,22 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.page(name))
 
     def _wallets_changed(self) -> None:
-        names = list(self.ctx.wallets)
+        # Each entry shows its name cut (a name is the node's string), and holds it whole.
         self.wallet_box.blockSignals(True)
         self.wallet_box.clear()
-        self.wallet_box.addItems(names)
-        if self.ctx.wallet in names:
-            self.wallet_box.setCurrentText(self.ctx.wallet)
+        for name in self.ctx.wallets:
+            self.wallet_box.addItem(clip(name, WALLET_SHOWN), name)
+        self.wallet_box.setCurrentIndex(self.wallet_box.findData(self.ctx.wallet))
         self.wallet_box.blockSignals(False)
 
+    def _chosen(self, index: int) -> None:
+        name = self.wallet_box.itemData(index)
+        if name:
+            self.ctx.select(name)
+
     def _selected(self, name: str) -> None:
-        if name and self.wallet_box.currentText() != name:
-            self.wallet_box.setCurrentText(name)
+        if name and self.wallet_box.currentData() != name:
+            self.wallet_box.setCurrentIndex(self.wallet_box.findData(name))
 
     def _connection(self, connected: bool, text: str) -> None:
         self.connection.setText(text)
@@ -100,7 +110,7 @@ class MainWindow(QMainWindow):
     def _message(self, level: str, text: str) -> None:
         if level == "error":
             self.last_error = text
-        self.statusBar().showMessage(text, 15000)
+        self.statusBar().showMessage(clip(text), 15000)
 
     def about(self) -> None:
         QMessageBox.about(self, f"About {self.ctx.executable}",

@@ -11,7 +11,7 @@ from cleancoin.components.interfaces.wallet import WalletEvent
 
 from .context import GuiContext
 from .models import TransactionsModel, when
-from .plain import PlainLabel
+from .plain import PlainLabel, clip
 from .units import format_coins, format_units
 
 RECENT = 8
@@ -98,5 +98,9 @@ class OverviewPage(QWidget):
             model.set_rows(rows)
             for row in model.rows[:RECENT]:
                 label = row.get("label") or row.get("address", "")
-                self.recent.addItem(f"{when(row.get('time'))}  {format_coins(row['amount'], plus=True)}  {label}")
+                try:
+                    amount = format_coins(row["amount"], plus=True)
+                except (KeyError, TypeError, ValueError, ArithmeticError):
+                    amount = "?"
+                self.recent.addItem(clip(f"{when(row.get('time'))}  {amount}  {label}"))
         self.ctx.run("Recent transactions", self.ctx.call("listtransactions", "*", RECENT, wallet=True), show)

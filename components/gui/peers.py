@@ -42,6 +42,7 @@ class PeersPage(QWidget):
         def show(result: tuple[list[dict], dict]) -> None:
             peers, network = result
             self.model.set_rows(peers)
-            self.summary.setText(f"{len(peers)} peers · {network.get('subversion', '')} · "
+            shown = f" (the first {len(self.model.rows)} shown)" if self.model.dropped else ""
+            self.summary.setText(f"{len(peers)} peers{shown} · {network.get('subversion', '')} · "
                                  f"protocol {network.get('protocolversion', '')}")
         self.ctx.run("Peers", fetch(), show)

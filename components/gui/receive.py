@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (
 )
 
 from .context import GuiContext
-from .plain import PlainLabel
+from .plain import PlainLabel, clip
 
 
 def qr_pixmap(text: str, scale: int = 5) -> QPixmap:
@@ -67,6 +67,6 @@ class ReceivePage(QWidget):
         def show(address: str) -> None:
             self.address.setText(address)
             self.qr.setPixmap(qr_pixmap(f"cleancoin:{address}" + (f"?label={label}" if label else "")))
-            self.history.insertItem(0, f"{address}  {label}".rstrip())
+            self.history.insertItem(0, clip(f"{address}  {label}".rstrip()))
             self.label.clear()
         self.ctx.run("New address", self.ctx.call("getnewaddress", label, wallet=True), show)

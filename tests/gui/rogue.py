@@ -70,3 +70,38 @@ def window_over_rogue(qapp: Any, datadir: Path, settings_dir: Path, mode: str,
         finally:
             app.window.close()
             run(qapp, app.close(stop_node=False), 30)
+
+
+class LoopWatch:
+    """How long Qt's event loop was kept from running: a timer that should fire every
+    `interval_ms`, and the longest gap between its firings (seconds)."""
+
+    def __init__(self, interval_ms: int = 10) -> None:
+        import time
+
+        from PySide6.QtCore import QTimer
+        self._time = time.monotonic
+        self.last = self._time()
+        self.worst = 0.0
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = self._time()
+        self.worst = max(self.worst, now - self.last)
+        self.last = now
+
+    def stop(self) -> float:
+        self.timer.stop()
+        self._tick()
+        return self.worst
+
+
+def rss_kib() -> int:
+    """This process's resident set now, in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")

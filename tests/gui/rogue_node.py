@@ -39,7 +39,7 @@ from cleancoin.components.ipc.transport import ListenOptions, listen
 LINK = '<a href="https://evil.example/">Click here to restore your wallet</a>'
 IMAGE = '<img src="file:///etc/passwd" width="4000" height="4000">'
 BIG = "<b>" + "W" * (4 * 1024 * 1024) + "</b>"       # 4 MiB of markup in one string
-FLOOD_SECONDS = 3.0
+FLOOD_SECONDS = float(os.environ.get("ROGUE_FLOOD_SECONDS", "3"))
 HASH = bytes(32)
 
 MARKUP = {
@@ -143,6 +143,9 @@ class RogueNode:
                                              {"name": "<i>wallet</i>", "pid": 2, "wallets": [LINK]}]},
             "help": "== <b>Wallet</b> ==\n" + LINK,
         }.get(method, None)
+
+    def flood_answer(self, method: str, params: str) -> Any:
+        return None
 
     def hostile_answer(self, method: str, params: str) -> Any:
         return {
