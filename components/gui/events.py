@@ -46,7 +46,9 @@ REFUSALS_SHOWN = 10
 
 def tip_problem(tip: TipInfo) -> str:
     """Why `tip` cannot be a node's tip, or ""."""
-    if not (isinstance(tip.progress, float) and math.isfinite(tip.progress) and 0.0 <= tip.progress <= 1.0):
+    progress = tip.progress
+    if isinstance(progress, bool) or not isinstance(progress, (int, float)) \
+            or not (math.isfinite(progress) and 0.0 <= progress <= 1.0):
         return f"progress {tip.progress!r}"
     if tip.height < 0 or tip.headers < -1:
         return f"height {tip.height}, headers {tip.headers}"

@@ -157,6 +157,7 @@ class RogueNode:
                                   "address": BIG, "label": BIG, "txid": "ab"}],
             "sendtoaddress": ValueError(BIG),
             "getprocessinfo": {"processes": [{"name": BIG, "pid": -1, "sandbox": {"policy": BIG}}]},
+            "listwalletdir": {"wallets": [{"name": BIG}, {"name": "<b>other</b>"}, {"name": 5}, "x", {}]},
             "help": BIG,
         }.get(method, None)
 

@@ -48,6 +48,11 @@ def test_hostile_answers_are_refused_or_cut_and_the_window_goes_on(qtbot: Any, q
         type_into(w.send.address, "anything")
         wait_for(qtbot, lambda: w.send.address_state.text().startswith("invalid"), 30, "the address check")
         answer = console(qtbot, w, "help")
+        # The wallets to open, as the node lists them: only names a wallet could have.
+        w.wallet_menu.actions_["open"].trigger()
+        wait_for(qtbot, lambda: w.wallet_menu.dialog is not None, 10, "the open wallet dialog")
+        assert w.wallet_menu.dialog.comboBoxItems() == ["<b>other</b>"]
+        w.wallet_menu.dialog.reject()
         wait_for(qtbot, lambda: ctx.tasks.busy == 0, 60, "the calls")
         worst = watch.stop()
         grown = rss_kib() - before

@@ -55,6 +55,7 @@ def test_markup_from_a_compromised_node_is_shown_as_text(qtbot: Any, qapp: Any, 
         ctx = app.ctx
         found: list[tuple[str, str]] = []
         assert set(ctx.wallets) == set(m["wallets"])
+        assert w.sync.label.text() == "Block 5 · 0 in mempool"       # an honest tip is taken
         ctx.select(m["LINK"])
         wait_for(qtbot, lambda: w.overview.state.text().startswith(m["LINK"]), 10, "the wallet shown")
         assert w.console.wallet_label.text() == f"Wallet: {m['LINK']}"
