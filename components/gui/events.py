@@ -172,7 +172,7 @@ class NodeEvents(QObject):
         for event in processes:
             self.process.emit(event)
         if dropped:
-            logs.append("the node sent faster than the window shows; dropped: "
+            logs.append("not shown of what the node sent: "
                         + ", ".join(f"{n} {what}" for what, n in dropped.items()))
         if logs:
             self.log.emit(logs)
