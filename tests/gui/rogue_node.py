@@ -14,6 +14,7 @@ serves, `makeNode` included), prints `ready`, and runs until killed. MODE:
 - `flood`: once subscribed, pushes notifications without waiting for the window (log lines,
   tips, wallet events, process events), as fast as it can, for FLOOD_SECONDS.
 - `mute`: subscribes honestly, then never answers an RPC call (the call stays open).
+- `deaf`: never answers the subscription (handleNotifications stays open).
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class RogueNode:
             await n.tip_changed(tip())
             await n.wallet_events([loaded("flood")])
             return Handler(asyncio.ensure_future(self.flood(n)))
+        if self.mode == "deaf":
+            await asyncio.Event().wait()
         await n.tip_changed(tip())                      # mute: honest until the first call
         await n.wallet_events([loaded("mute", 100_000_000)])
         return Handler(None)
@@ -146,6 +149,8 @@ class RogueNode:
 
     def flood_answer(self, method: str, params: str) -> Any:
         return None
+
+    deaf_answer = flood_answer
 
     def hostile_answer(self, method: str, params: str) -> Any:
         return {

@@ -11,6 +11,8 @@ Proto peer serving the Node interface:
   window keeps drawing, and what it keeps of them is bounded.
 - `mute`: a node that never answers a call. The window does not wait forever: the call
   fails with an error the window shows, and the window goes on.
+- `deaf`: a node that never answers the subscription: the window gives up on it as on a
+  node gone (an attached window would try again).
 """
 
 from __future__ import annotations
@@ -117,3 +119,18 @@ def test_a_node_that_never_answers_gives_an_error_not_a_hang(qtbot: Any, qapp: A
         type_into(w.send.address, "anything")
         wait_for(qtbot, lambda: "did not answer" in w.last_error, 30, "the address check's error")
         assert watch.stop() < 1.0
+
+
+def test_a_node_that_never_answers_the_subscription_is_a_lost_node(qtbot: Any, qapp: Any, aloop: Any,
+                                                                   datadir: Path, settings_dir: Path,
+                                                                   monkeypatch: Any) -> None:
+    import asyncio
+
+    from cleancoin.components.gui import client
+    monkeypatch.setattr(client, "SUBSCRIBE_TIMEOUT", 1.0)   # 60 s in the product
+    with window_over_rogue(qapp, datadir, settings_dir, "deaf", subscribe=False) as (app, _node):
+        runner = asyncio.ensure_future(app.run())
+        wait_for(qtbot, runner.done, 20, "the window to give up on the subscription")
+        assert app.node_gone.is_set()
+        assert app.window.connection.text() == "node gone"
+        assert app.client.stats["handleNotifications"].errors == 1
