@@ -81,6 +81,7 @@ class GuiApp:
     async def subscribe(self) -> None:
         """Subscribe to the node's notifications (tip and wallets arrive before this returns)."""
         self._handler = await self.client.subscribe(self.events)
+        self.events.flush()         # the tip and the loaded wallets, to the widgets now
         wanted = self.settings.get("wallet")
         if wanted in self.ctx.wallets:
             self.ctx.select(wanted)
@@ -134,6 +135,7 @@ class GuiApp:
 
     def _lost(self) -> None:
         log.warning("the connection to the node ended")
+        self.events.flush()         # what the node sent before it went
         self.events.connection.emit(False, "node gone" + (", reconnecting…" if self.reconnect else ""))
         self.events.wallets.emit([ev for ev in self._unloaded_all()])
 

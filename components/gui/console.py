@@ -10,14 +10,20 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, QStringListModel, Qt
 from PySide6.QtGui import QFontDatabase
-from PySide6.QtWidgets import QCompleter, QLabel, QLineEdit, QPlainTextEdit, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCompleter, QLineEdit, QPlainTextEdit, QVBoxLayout, QWidget
 
 from cleancoin.components.rpc import jsonfmt
 
+from .client import RpcCallError
 from .context import GuiContext
+from .plain import PlainLabel, break_long_lines, clip
 
 #: Lines of history kept (this session only: commands can hold passphrases).
 HISTORY = 100
+#: Lines the output keeps, and characters of one answer it shows (a node's answer may be
+#: megabytes: laying it out would hold the window).
+OUTPUT_LINES = 10_000
+MAX_ANSWER = 1024 * 1024
 #: Commands never kept in the history.
 SECRET_COMMANDS = ("walletpassphrase", "walletpassphrasechange", "encryptwallet", "createwallet",
                    "signmessagewithprivkey", "importprivkey", "dumpprivkey")
@@ -45,6 +51,7 @@ class ConsolePage(QWidget):
         self.output = QPlainTextEdit()
         self.output.setObjectName("console_output")
         self.output.setReadOnly(True)
+        self.output.setMaximumBlockCount(OUTPUT_LINES)
         self.output.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.input = QLineEdit()
         self.input.setObjectName("console_input")
@@ -54,7 +61,7 @@ class ConsolePage(QWidget):
         completer = QCompleter(self.methods, self)
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.input.setCompleter(completer)
-        self.wallet_label = QLabel()
+        self.wallet_label = PlainLabel()
         layout = QVBoxLayout(self)
         layout.addWidget(self.output, 1)
         layout.addWidget(self.wallet_label)
@@ -108,10 +115,14 @@ class ConsolePage(QWidget):
         self.output.appendPlainText(f"> {shown}")
 
         async def run() -> str:
-            ok, text, code = await self.ctx.client.call_text(method, json.dumps(params), self.ctx.wallet or None)
+            try:
+                ok, text, code = await self.ctx.client.call_text(method, json.dumps(params), self.ctx.wallet or None)
+            except RpcCallError as exc:             # no answer, or one too large
+                return exc.message
             if not ok:
-                return f"{text} (code {code})"
+                return break_long_lines(f"{text} (code {code})")
             # Amounts exactly as the node wrote them (84.49999580, not the float 84.4999958).
             value = jsonfmt.loads_decimal(text)
-            return value if isinstance(value, str) else jsonfmt.dumps(value, indent=2)
+            return break_long_lines(clip(value if isinstance(value, str) else jsonfmt.dumps(value, indent=2),
+                                         MAX_ANSWER))
         self.ctx.run(f"Console: {method}", run(), self.output.appendPlainText)

@@ -15,8 +15,12 @@ from .client import NodeClient, RpcCallError
 from .events import NodeEvents
 from .loop import TaskRunner
 from .models import WalletView
+from .plain import clip
 
 log = logging.getLogger("cleancoin.gui")
+
+#: Wallets the window keeps (a node that announces more is refused: each is a selector entry).
+MAX_WALLETS = 1000
 
 
 class GuiContext(QObject):
@@ -44,7 +48,7 @@ class GuiContext(QObject):
         return self.tasks.spawn(what, coro, on_done)
 
     def _failed(self, what: str, exc: BaseException) -> None:
-        text = exc.message if isinstance(exc, RpcCallError) else str(exc) or type(exc).__name__
+        text = clip(exc.message if isinstance(exc, RpcCallError) else str(exc) or type(exc).__name__)
         log.warning("%s failed: %s", what, text)
         self.message.emit("error", f"{what}: {text}")
 
@@ -61,17 +65,24 @@ class GuiContext(QObject):
 
     def _wallet_events(self, events: list[WalletEvent]) -> None:
         changed_set = False
+        refused = 0
         for event in events:
             if event.kind == "unloaded":
                 changed_set |= self.wallets.pop(event.wallet, None) is not None
                 continue
             view = self.wallets.get(event.wallet)
+            if view is None and len(self.wallets) >= MAX_WALLETS:
+                refused += 1
+                continue
             if view is None:
                 view = self.wallets[event.wallet] = WalletView(event.wallet)
                 changed_set = True
             view.update(event)
             if event.wallet == self.wallet:
                 self.wallet_updated.emit(event)
+        if refused:
+            self.message.emit("error", f"the node announced more than {MAX_WALLETS} wallets: "
+                                       f"{refused} not shown")
         if changed_set:
             self.wallets_changed.emit()
             if self.wallet not in self.wallets:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtWidgets import (
-    QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QPlainTextEdit, QVBoxLayout, QWidget,
+    QDialog, QDialogButtonBox, QFormLayout, QLineEdit, QPlainTextEdit, QVBoxLayout, QWidget,
 )
+
+from .plain import PlainLabel
 
 
 class FormDialog(QDialog):
@@ -23,7 +25,7 @@ class FormDialog(QDialog):
         self._check = check
         layout = QVBoxLayout(self)
         if intro:
-            text = QLabel(intro)
+            text = PlainLabel(intro)
             text.setWordWrap(True)
             layout.addWidget(text)
         form = QFormLayout()
@@ -36,7 +38,7 @@ class FormDialog(QDialog):
             form.addRow(label, edit)
             self.edits[name] = edit
         layout.addLayout(form)
-        self.error = QLabel()
+        self.error = PlainLabel()
         self.error.setStyleSheet("color: #b00")
         layout.addWidget(self.error)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
@@ -67,7 +69,7 @@ class ConfirmDialog(QDialog):
         self.setWindowTitle(title)
         self.setObjectName("confirm")
         layout = QVBoxLayout(self)
-        label = QLabel(text)
+        label = PlainLabel(text)
         label.setWordWrap(True)
         layout.addWidget(label)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Yes | QDialogButtonBox.StandardButton.Cancel)

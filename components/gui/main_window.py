@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import (
-    QComboBox, QLabel, QMainWindow, QMessageBox, QTabWidget, QToolBar, QWidget,
+    QComboBox, QMainWindow, QMessageBox, QTabWidget, QToolBar, QWidget,
 )
 
 from .console import ConsolePage
 from .context import GuiContext
 from .overview import OverviewPage
 from .peers import PeersPage
+from .plain import PlainLabel, clip
 from .receive import ReceivePage
 from .sandbox_panel import ProcessInfo, SandboxPanel
 from .send import SendPage
 from .sync import SyncBar
 from .transactions import TransactionsPage
 from .wallet_menu import WalletMenu
+
+
+#: Characters of a wallet name the wallet selector shows.
+WALLET_SHOWN = 60
 
 
 class MainWindow(QMainWindow):
@@ -42,7 +47,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         toolbar = QToolBar("Wallet")
         toolbar.setMovable(False)
-        toolbar.addWidget(QLabel(" Wallet: "))
+        toolbar.addWidget(PlainLabel(" Wallet: "))
         self.wallet_box = QComboBox()
         self.wallet_box.setObjectName("wallet_selector")
         self.wallet_box.setMinimumWidth(160)
@@ -57,16 +62,17 @@ class MainWindow(QMainWindow):
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("&About", self.about)
         self.sync = SyncBar()
-        self.connection = QLabel()
+        self.connection = PlainLabel()
         self.connection.setObjectName("connection")
         self.statusBar().addPermanentWidget(self.connection)
         self.statusBar().addPermanentWidget(self.sync)
         self.last_error = ""
-        self.wallet_box.currentTextChanged.connect(lambda name: name and ctx.select(name))
+        self.wallet_box.currentIndexChanged.connect(self._chosen)
         ctx.wallets_changed.connect(self._wallets_changed)
         ctx.wallet_selected.connect(self._selected)
         ctx.events.tip.connect(self.sync.update_tip)
         ctx.events.connection.connect(self._connection)
+        ctx.events.refused.connect(lambda text: self._message("error", text))
         ctx.message.connect(self._message)
         self.on_close = None                    # set by the app: stops what it started
 
@@ -80,17 +86,22 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.page(name))
 
     def _wallets_changed(self) -> None:
-        names = list(self.ctx.wallets)
+        # Each entry shows its name cut (a name is the node's string), and holds it whole.
         self.wallet_box.blockSignals(True)
         self.wallet_box.clear()
-        self.wallet_box.addItems(names)
-        if self.ctx.wallet in names:
-            self.wallet_box.setCurrentText(self.ctx.wallet)
+        for name in self.ctx.wallets:
+            self.wallet_box.addItem(clip(name, WALLET_SHOWN), name)
+        self.wallet_box.setCurrentIndex(self.wallet_box.findData(self.ctx.wallet))
         self.wallet_box.blockSignals(False)
 
+    def _chosen(self, index: int) -> None:
+        name = self.wallet_box.itemData(index)
+        if name:
+            self.ctx.select(name)
+
     def _selected(self, name: str) -> None:
-        if name and self.wallet_box.currentText() != name:
-            self.wallet_box.setCurrentText(name)
+        if name and self.wallet_box.currentData() != name:
+            self.wallet_box.setCurrentIndex(self.wallet_box.findData(name))
 
     def _connection(self, connected: bool, text: str) -> None:
         self.connection.setText(text)
@@ -99,7 +110,7 @@ class MainWindow(QMainWindow):
     def _message(self, level: str, text: str) -> None:
         if level == "error":
             self.last_error = text
-        self.statusBar().showMessage(text, 15000)
+        self.statusBar().showMessage(clip(text), 15000)
 
     def about(self) -> None:
         QMessageBox.about(self, f"About {self.ctx.executable}",

@@ -11,7 +11,11 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyMod
 
 from cleancoin.components.interfaces.wallet import WalletEvent
 
+from .plain import clip
 from .units import format_coins, format_units
+
+#: Rows a table keeps of one answer (more are counted in `dropped`, not held).
+MAX_ROWS = 10_000
 
 
 @dataclass
@@ -49,10 +53,16 @@ class RowsModel(QAbstractTableModel):
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[dict[str, Any]] = []
+        self.dropped = 0
 
     def set_rows(self, rows: list[dict[str, Any]]) -> None:
+        """The rows to show: a list of objects (anything else is an error), the first
+        MAX_ROWS of them."""
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows[:MAX_ROWS]):
+            raise ValueError("the node's answer is not a list of objects")
         self.beginResetModel()
-        self.rows = list(rows)
+        self.rows = rows[:MAX_ROWS]
+        self.dropped = len(rows) - len(self.rows)
         self.endResetModel()
 
     def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802 - Qt's name
@@ -67,7 +77,7 @@ class RowsModel(QAbstractTableModel):
         row = self.rows[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
             try:
-                return str(self.columns[index.column()][1](row))
+                return clip(str(self.columns[index.column()][1](row)))
             except (KeyError, TypeError, ValueError, ArithmeticError):
                 return ""
         if role == Qt.ItemDataRole.UserRole:
@@ -107,8 +117,16 @@ class TransactionsModel(RowsModel):
 
     def set_rows(self, rows: list[dict[str, Any]]) -> None:
         # Newest first; within one second (a burst of blocks), fewer confirmations is newer.
-        super().set_rows(sorted(rows, key=lambda r: (int(r.get("time", 0)), -int(r.get("confirmations", 0))),
-                                reverse=True))
+        def newest(r: dict[str, Any]) -> tuple[int, int]:
+            try:
+                return int(r.get("time", 0)), -int(r.get("confirmations", 0))
+            except (TypeError, ValueError, OverflowError):
+                return 0, 0
+        if not isinstance(rows, list):
+            raise ValueError("the node's answer is not a list of objects")
+        kept = sorted((r for r in rows[:MAX_ROWS] if isinstance(r, dict)), key=newest, reverse=True)
+        super().set_rows(kept)
+        self.dropped = len(rows) - len(kept)
 
 
 class TransactionFilter(QSortFilterProxyModel):

@@ -4,13 +4,14 @@ recent transactions; both follow the wallet's notifications."""
 from __future__ import annotations
 
 from PySide6.QtWidgets import (
-    QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget, QVBoxLayout, QWidget,
+    QFormLayout, QGroupBox, QHBoxLayout, QListWidget, QVBoxLayout, QWidget,
 )
 
 from cleancoin.components.interfaces.wallet import WalletEvent
 
 from .context import GuiContext
 from .models import TransactionsModel, when
+from .plain import PlainLabel, clip
 from .units import format_coins, format_units
 
 RECENT = 8
@@ -23,11 +24,11 @@ class OverviewPage(QWidget):
         self.setObjectName("overview")
         balances = QGroupBox("Balances")
         form = QFormLayout(balances)
-        self.available = QLabel()
-        self.pending = QLabel()
-        self.immature = QLabel()
-        self.total = QLabel()
-        self.state = QLabel()
+        self.available = PlainLabel()
+        self.pending = PlainLabel()
+        self.immature = PlainLabel()
+        self.total = PlainLabel()
+        self.state = PlainLabel()
         for label, name in ((self.available, "available"), (self.pending, "pending"),
                             (self.immature, "immature"), (self.total, "total")):
             label.setObjectName(f"balance_{name}")
@@ -41,7 +42,7 @@ class OverviewPage(QWidget):
         self.recent = QListWidget()
         self.recent.setObjectName("recent")
         QVBoxLayout(recent_box).addWidget(self.recent)
-        self.out_of_sync = QLabel("(out of sync)")
+        self.out_of_sync = PlainLabel("(out of sync)")
         self.out_of_sync.setStyleSheet("color: #b00")
         self.out_of_sync.hide()
         top = QHBoxLayout()
@@ -97,5 +98,9 @@ class OverviewPage(QWidget):
             model.set_rows(rows)
             for row in model.rows[:RECENT]:
                 label = row.get("label") or row.get("address", "")
-                self.recent.addItem(f"{when(row.get('time'))}  {format_coins(row['amount'], plus=True)}  {label}")
+                try:
+                    amount = format_coins(row["amount"], plus=True)
+                except (KeyError, TypeError, ValueError, ArithmeticError):
+                    amount = "?"
+                self.recent.addItem(clip(f"{when(row.get('time'))}  {amount}  {label}"))
         self.ctx.run("Recent transactions", self.ctx.call("listtransactions", "*", RECENT, wallet=True), show)

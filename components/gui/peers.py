@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QPushButton, QTableView, QVBoxLayout, QWidget
 
 from .context import GuiContext
 from .models import PeersModel
+from .plain import PlainLabel
 
 
 class PeersPage(QWidget):
@@ -20,7 +21,7 @@ class PeersPage(QWidget):
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
-        self.summary = QLabel()
+        self.summary = PlainLabel()
         refresh = QPushButton("Refresh")
         top = QHBoxLayout()
         top.addWidget(self.summary, 1)
@@ -41,6 +42,7 @@ class PeersPage(QWidget):
         def show(result: tuple[list[dict], dict]) -> None:
             peers, network = result
             self.model.set_rows(peers)
-            self.summary.setText(f"{len(peers)} peers · {network.get('subversion', '')} · "
+            shown = f" (the first {len(self.model.rows)} shown)" if self.model.dropped else ""
+            self.summary.setText(f"{len(peers)} peers{shown} · {network.get('subversion', '')} · "
                                  f"protocol {network.get('protocolversion', '')}")
         self.ctx.run("Peers", fetch(), show)

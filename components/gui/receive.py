@@ -9,10 +9,11 @@ import segno
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QPixmap
 from PySide6.QtWidgets import (
-    QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QPushButton, QVBoxLayout, QWidget,
+    QFormLayout, QGroupBox, QHBoxLayout, QLineEdit, QListWidget, QPushButton, QVBoxLayout, QWidget,
 )
 
 from .context import GuiContext
+from .plain import PlainLabel, clip
 
 
 def qr_pixmap(text: str, scale: int = 5) -> QPixmap:
@@ -45,7 +46,7 @@ class ReceivePage(QWidget):
         row.addWidget(self.address, 1)
         row.addWidget(self.copy_button)
         form.addRow("Address:", row)
-        self.qr = QLabel()
+        self.qr = PlainLabel()
         self.qr.setObjectName("qr")
         self.qr.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.qr.setMinimumSize(200, 200)
@@ -53,7 +54,7 @@ class ReceivePage(QWidget):
         layout = QHBoxLayout(self)
         left = QVBoxLayout()
         left.addWidget(box)
-        left.addWidget(QLabel("Addresses requested:"))
+        left.addWidget(PlainLabel("Addresses requested:"))
         left.addWidget(self.history, 1)
         layout.addLayout(left, 2)
         layout.addWidget(self.qr, 1)
@@ -66,6 +67,6 @@ class ReceivePage(QWidget):
         def show(address: str) -> None:
             self.address.setText(address)
             self.qr.setPixmap(qr_pixmap(f"cleancoin:{address}" + (f"?label={label}" if label else "")))
-            self.history.insertItem(0, f"{address}  {label}".rstrip())
+            self.history.insertItem(0, clip(f"{address}  {label}".rstrip()))
             self.label.clear()
         self.ctx.run("New address", self.ctx.call("getnewaddress", label, wallet=True), show)

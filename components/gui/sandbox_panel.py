@@ -6,6 +6,7 @@ process's calls to the node with their counts and latencies."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QGroupBox, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton, QSplitter, QTableView,
+    QGroupBox, QHBoxLayout, QHeaderView, QPlainTextEdit, QPushButton, QSplitter, QTableView,
     QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget,
 )
 
@@ -23,9 +24,12 @@ from cleancoin.sandbox import Report
 from .client import RpcCallError
 from .context import GuiContext
 from .models import StatsModel
+from .plain import PlainLabel, break_long_lines, clip
 
 #: Lines the event log keeps.
 EVENT_LINES = 2000
+#: Characters of one process's details shown (its enforcement report is a few kB).
+DETAILS_SHOWN = 64 * 1024
 
 
 @dataclass
@@ -119,7 +123,7 @@ class SandboxPanel(QWidget):
         stats_view.verticalHeader().hide()
         stats_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         stats_view.horizontalHeader().setStretchLastSection(True)
-        self.transport = QLabel()
+        self.transport = PlainLabel()
         self.transport.setObjectName("ipc_transport")
         self.transport.setWordWrap(True)        # a long socket path must not widen the window
         refresh = QPushButton("Refresh")
@@ -147,11 +151,14 @@ class SandboxPanel(QWidget):
         split.addWidget(bottom)
         QVBoxLayout(self).addWidget(split)
         self.restarts_seen = 0
+        self._fetching = False          # a getprocessinfo is on its way
+        self._again = False             # and another was asked for meanwhile
         self.tree.currentItemChanged.connect(self._selected)
         refresh.clicked.connect(self.refresh)
         ctx.events.process.connect(self._process_event)
         ctx.events.log.connect(self._log_lines)
         ctx.events.connection.connect(self._connection)
+        ctx.events.refused.connect(self._note)
         for signal in (ctx.events.tip, ctx.events.wallets, ctx.events.process, ctx.events.log):
             signal.connect(lambda *_: self.isVisible() and self.show_stats())
         self.show_tree()
@@ -160,26 +167,38 @@ class SandboxPanel(QWidget):
 
     def refresh(self) -> None:
         """Ask the node for its processes (getprocessinfo); a node without them (CleanCoin-qt's
-        own) leaves the tree at this one process."""
+        own) leaves the tree at this one process. One call at a time: process events that
+        arrive meanwhile ask for one more afterwards, not one each."""
+        self.show_stats()
+        if self._fetching:
+            self._again = True
+            return
+        self._fetching = True
+
         async def fetch() -> dict[str, Any] | None:
             try:
                 return await self.ctx.call("getprocessinfo")
             except RpcCallError:
                 return None
+            finally:
+                self._fetching = False
+                if self._again:
+                    self._again = False
+                    asyncio.get_running_loop().call_soon(self.refresh)
 
         def show(info: dict[str, Any] | None) -> None:
             if info is not None:
                 self.root = tree_from_processinfo(self.own, info)
             self.show_tree()
         self.ctx.run("Process tree", fetch(), show)
-        self.show_stats()
 
     def show_tree(self) -> None:
         selected = self.tree.currentItem().text(0) if self.tree.currentItem() else self.root.name
         self.tree.clear()
 
         def add(parent: Any, proc: ProcessInfo) -> None:
-            item = QTreeWidgetItem(parent, [proc.name, str(proc.pid or "?"), proc.policy, proc.summary()])
+            item = QTreeWidgetItem(parent, [clip(text, 200) for text in
+                                            (proc.name, str(proc.pid or "?"), proc.policy, proc.summary())])
             item.setData(0, Qt.ItemDataRole.UserRole, proc)
             if proc.name == selected:
                 self.tree.setCurrentItem(item)
@@ -192,7 +211,7 @@ class SandboxPanel(QWidget):
 
     def _selected(self, item: QTreeWidgetItem | None, _previous: Any = None) -> None:
         proc = item.data(0, Qt.ItemDataRole.UserRole) if item is not None else None
-        self.details.setPlainText(proc.details() if proc is not None else "")
+        self.details.setPlainText(break_long_lines(clip(proc.details(), DETAILS_SHOWN)) if proc is not None else "")
 
     def processes(self) -> list[ProcessInfo]:
         """Every process of the tree, depth first."""
@@ -209,7 +228,7 @@ class SandboxPanel(QWidget):
 
     def _note(self, text: str) -> None:
         stamp = datetime.datetime.now().strftime("%H:%M:%S")
-        self.events.appendPlainText(f"{stamp} {text}")
+        self.events.appendPlainText(clip(f"{stamp} {text}"))
 
     def _process_event(self, event: ProcessEvent) -> None:
         if event.kind == "restarted":
@@ -219,8 +238,9 @@ class SandboxPanel(QWidget):
         self.refresh()
 
     def _log_lines(self, lines: list[str]) -> None:
-        for line in lines:
-            self._note(f"node: {line}")
+        # One append for the lot: a line each costs a layout each.
+        stamp = datetime.datetime.now().strftime("%H:%M:%S")
+        self.events.appendPlainText("\n".join(clip(f"{stamp} node: {line}") for line in lines[-EVENT_LINES:]))
 
     def _connection(self, connected: bool, text: str) -> None:
         self._note(text)

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from PySide6.QtWidgets import (
-    QCheckBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget,
+    QCheckBox, QFormLayout, QGroupBox, QLineEdit, QPushButton, QVBoxLayout, QWidget,
 )
 
 from cleancoin.components.common.amount import COIN
@@ -15,6 +15,7 @@ from cleancoin.components.common.amount import COIN
 from .client import RpcCallError
 from .context import GuiContext
 from .dialogs import ConfirmDialog, FormDialog, passphrase_dialog
+from .plain import PlainLabel
 from .units import format_units, parse_coins, to_units
 
 #: Bytes of a typical one-input, two-output transaction: what the fee estimate assumes.
@@ -33,14 +34,14 @@ class SendPage(QWidget):
         self.address = QLineEdit()
         self.address.setObjectName("pay_to")
         self.address.setPlaceholderText("Enter a CleanCoin address")
-        self.address_state = QLabel()
+        self.address_state = PlainLabel()
         self.label = QLineEdit()
         self.label.setObjectName("pay_label")
         self.amount = QLineEdit()
         self.amount.setObjectName("pay_amount")
         self.amount.setPlaceholderText("0.00000000")
         self.subtract_fee = QCheckBox("Subtract fee from amount")
-        self.fee = QLabel()
+        self.fee = PlainLabel()
         self.fee.setObjectName("fee_estimate")
         form.addRow("Address:", self.address)
         form.addRow("", self.address_state)
@@ -50,7 +51,7 @@ class SendPage(QWidget):
         form.addRow("Fee:", self.fee)
         self.send_button = QPushButton("Send")
         self.send_button.setObjectName("send_button")
-        self.status = QLabel()
+        self.status = PlainLabel()
         self.status.setObjectName("send_status")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(self.status.textInteractionFlags() |

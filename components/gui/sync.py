@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QWidget
 
 from cleancoin.components.interfaces.node import TipInfo
+
+from .plain import PlainLabel
 
 
 def behind(seconds: float) -> str:
@@ -23,7 +25,7 @@ class SyncBar(QWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setObjectName("sync")
-        self.label = QLabel("connecting…")
+        self.label = PlainLabel("connecting…")
         self.label.setObjectName("sync_label")
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)

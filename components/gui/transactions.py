@@ -15,9 +15,12 @@ from cleancoin.components.interfaces.wallet import WalletEvent
 from .context import GuiContext
 from .dialogs import TextDialog
 from .models import TransactionFilter, TransactionsModel
+from .plain import break_long_lines, clip
 
 #: Transactions listed (listtransactions count).
 LIST_COUNT = 1000
+#: Characters of a transaction's details shown.
+DETAILS_SHOWN = 256 * 1024
 CATEGORIES = (("All", ""), ("Received", "receive"), ("Sent", "send"), ("Mined", "generate"))
 
 
@@ -81,6 +84,7 @@ class TransactionsPage(QWidget):
 
         def show(tx: dict) -> None:
             tx.pop("hex", None)
-            self.dialog = TextDialog(self, f"Transaction {row['txid'][:16]}…", json.dumps(tx, indent=2, default=str))
+            self.dialog = TextDialog(self, f"Transaction {str(row.get('txid'))[:16]}…",
+                                     break_long_lines(clip(json.dumps(tx, indent=2, default=str), DETAILS_SHOWN)))
             self.dialog.open()
         self.ctx.run("Transaction details", self.ctx.call("gettransaction", row["txid"], wallet=True), show)

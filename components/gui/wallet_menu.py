@@ -11,8 +11,9 @@ from typing import Any
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QInputDialog, QMenu, QWidget
 
-from .context import GuiContext
+from .context import MAX_WALLETS, GuiContext
 from .dialogs import FormDialog
+from .events import MAX_WALLET_NAME
 
 
 def _same(values: dict[str, str]) -> str:
@@ -91,7 +92,9 @@ class WalletMenu(QMenu):
         async def choices() -> list[str]:
             listed = await self.ctx.client.call("listwalletdir")
             loaded = set(self.ctx.wallets)
-            return [w["name"] for w in listed.get("wallets", []) if w["name"] not in loaded]
+            # Names as the node lists them; none a wallet directory could not have.
+            names = [w.get("name") for w in listed.get("wallets", [])[:MAX_WALLETS] if isinstance(w, dict)]
+            return [n for n in names if isinstance(n, str) and 0 < len(n) <= MAX_WALLET_NAME and n not in loaded]
 
         def ask(names: list[str]) -> None:
             if not names:

@@ -106,9 +106,12 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
             address = None
     node_process = None
     connector = None
+    output = None
     if sock is None:
+        from ..gui.node_output import NodeOutput
         try:
-            node_process, sock = spawn_node(node_args)
+            output = NodeOutput.start()
+            node_process, sock = spawn_node(node_args, output)
         except Exception as exc:  # noqa: BLE001 - SpawnError, OSError
             return _fail(f"cannot start CleanCoin-node: {exc}")
         transport = f"socket pair with CleanCoin-node (pid {node_process.pid})"
@@ -224,22 +227,32 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
             node_code = _wait_node(node_process)
             if node_code not in (0, None):
                 log.warning("CleanCoin-node exited with status %s", node_code)
+        if output is not None and not output.finish():
+            log.warning("the node's output relay did not finish; what is left of it is dropped")
     return code
 
 
-def spawn_node(node_args: list[str]) -> tuple[Any, socket.socket]:
+def spawn_node(node_args: list[str], output: Any = None) -> tuple[Any, socket.socket]:
     """Start CleanCoin-node through the sandbox launcher (no policy: the node confines itself)
-    with one end of a socket pair as its -ipcfd; returns the process and our end."""
+    with one end of a socket pair as its -ipcfd; returns the process and our end. With
+    `output` (gui/node_output.NodeOutput) the node writes into its relay's pipes, otherwise
+    onto this process's descriptors."""
     from cleancoin.sandbox import spawn
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         argv = [sys.executable, "-m", "cleancoin.cli.mp_node_main", *node_args, f"-ipcfd={theirs.fileno()}"]
-        process = spawn(None, argv, pass_fds=[theirs.fileno()], title="CleanCoin-node")
+        if output is None:
+            process = spawn(None, argv, pass_fds=[theirs.fileno()], title="CleanCoin-node")
+        else:
+            process = spawn(None, target=output.exec_with_output(argv),
+                            pass_fds=[theirs.fileno(), *output.child_fds], title="CleanCoin-node")
     except BaseException:
         ours.close()
         raise
     finally:
         theirs.close()
+        if output is not None:
+            output.started()
     log.info("started CleanCoin-node (pid %d)", process.pid)
     return process, ours
 
