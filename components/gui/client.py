@@ -42,7 +42,6 @@ class RpcCallError(Exception):
         self.message = message
 
 
-@dataclass
 class NodeNotAnswering(RpcCallError):
     """The node did not answer a call in time (it may be stuck, or compromised)."""
 
@@ -50,6 +49,7 @@ class NodeNotAnswering(RpcCallError):
         super().__init__(0, f"the node did not answer {what} within {seconds:g} s")
 
 
+@dataclass
 class CallStats:
     """Calls of one method: how many, and their round trips in seconds."""
 
