@@ -633,12 +633,17 @@ def run(argv: Sequence[str], stdin: Any = None) -> tuple[int, str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The CleanCoin-cli script. What the server answered is written with its control
+    characters shown as \\xNN (newlines and tabs kept): the node may be compromised, and an
+    escape sequence in a string result or an error message would otherwise reach the
+    operator's terminal (retitle it, clear it, rewrite what was printed before)."""
+    from cleancoin.sandbox.stdio import visible
     status, out, err = run(sys.argv[1:] if argv is None else argv)
     if out:
-        sys.stdout.write(out)
+        sys.stdout.write(visible(out, lines=True))
         sys.stdout.flush()
     if err:
-        sys.stderr.write(err)
+        sys.stderr.write(visible(err, lines=True))
         sys.stderr.flush()
     return status
 

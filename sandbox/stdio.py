@@ -30,10 +30,12 @@ def sanitize(data: bytes) -> bytes:
     return re.sub(_CONTROL, lambda m: b"\\x%02x" % m.group(0)[0], data)
 
 
-def visible(text: str) -> str:
-    """A string a process chose (its name), for one line of a terminal: every control
-    character, newline and tab included, and C1's escape introducers shown as \\xNN."""
-    return re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group(0)):02x}", text)
+def visible(text: str, *, lines: bool = False) -> str:
+    """A string another process chose (its name, an RPC answer), for a terminal: every
+    control character (C1's escape introducers included) shown as \\xNN; newlines and tabs too,
+    unless `lines` (text of several lines)."""
+    pattern = r"[\x00-\x08\x0b-\x1f\x7f-\x9f]" if lines else r"[\x00-\x1f\x7f-\x9f]"
+    return re.sub(pattern, lambda m: f"\\x{ord(m.group(0)):02x}", text)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from cleancoin.components.rpc.registry import ANY, INT, NUM, STR, CallContext, Param, Registry, loaded_wallets_resolver
+from cleancoin.components.rpc.errors import RpcError
 from cleancoin.components.rpc.server import RpcAuth
 from rpc_thread import ThreadedRpcServer
 from ports import free_port
@@ -68,7 +69,20 @@ def make_registry() -> Registry:
         return {"walletname": ctx.wallet}
 
     reg.add("getwalletinfo", getwalletinfo, category="wallet", wallet=True)
+
+    # What a compromised node could answer: escape sequences in a string and in an error.
+    async def hostile(ctx: CallContext) -> str:
+        return HOSTILE
+
+    async def hostileerror(ctx: CallContext) -> None:
+        raise RpcError(-5, HOSTILE)
+
+    reg.add("hostile", hostile, category="test")
+    reg.add("hostileerror", hostileerror, category="test")
     return reg
+
+
+HOSTILE = "\x1b]0;pwn\x07\x1b[2J\rbcrt1qsafe\x9b31m\nline two\tend"
 
 
 @pytest.fixture
@@ -227,3 +241,17 @@ def test_rpcwait_waits_out_the_warmup(node) -> None:
     assert time.monotonic() - started >= 0.5
     out = cli(*base(node)[:2], f"-rpcport={free_port()}", "-rpcwait", "-rpcwaittimeout=1", "getblockhash", "1")
     assert out.returncode == 1 and out.stderr.startswith("error: timeout on transient error: Could not connect")
+
+
+def test_a_servers_escape_sequences_never_reach_the_terminal(node) -> None:
+    """The node may be compromised: a string result or an error message holding escape
+    sequences (retitle, clear the screen, a carriage return that rewrites the line, C1's CSI)
+    is written with its control characters shown as \\xNN; newlines and tabs stay. Before
+    12-06 they went out raw, as bitcoin-cli writes a string result."""
+    out = cli(*base(node), "hostile")
+    assert out.returncode == 0
+    assert out.stdout == "\\x1b]0;pwn\\x07\\x1b[2J\\x0dbcrt1qsafe\\x9b31m\nline two\tend\n", repr(out.stdout)
+    err = cli(*base(node), "hostileerror")
+    assert err.returncode == 5
+    assert "\x1b" not in err.stderr and "\x07" not in err.stderr and "\r" not in err.stderr, repr(err.stderr)
+    assert "\\x1b]0;pwn\\x07" in err.stderr
