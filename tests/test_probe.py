@@ -316,20 +316,26 @@ def test_output_flood_catches_a_relay_that_keeps_whole_lines(strict, sandbox_var
     assert escaped == "allowed" and "relay held" in detail, detail
 
 
+def _wallet_judge(base_sandbox, require, tmp_path: Path):  # noqa: ANN001, ANN202
+    """The wallet policy's judge (it refuses some calls with an errno, so it has a denial log)
+    over a fresh wallet directory, and that directory."""
+    from cleancoin.sandbox import launcher
+    wallet = load_policy(shipped_policy("wallet"))
+    require(base_sandbox.landlock_abi >= wallet.compatibility.landlock_min_abi,
+            f"Landlock ABI {wallet.compatibility.landlock_min_abi} (the wallet policy's minimum)")
+    walletdir = tmp_path / "wallets"
+    walletdir.mkdir()
+    return probe._Judge(wallet, launcher.prepare(wallet, {"walletdir": str(walletdir)}), probe._Host.detect()), walletdir
+
+
 def test_denial_log_reach_catches_a_log_the_component_may_write(base_sandbox, require, tmp_path: Path,
                                                                 outside_dir) -> None:  # noqa: ANN001
     """What denial-log-reach catches: a denial log in a directory the component may write (as
     the wallet's was, in wallets/) is truncated by its path; outside the grants, opened by the
     launcher, it is out of reach and the child holds no descriptor of it. The wallet policy:
     it refuses some calls with an errno, so it has a denial log."""
-    from cleancoin.sandbox import launcher
     from cleancoin.sandbox.probe.attempts_inherited import _run_denial_log_reach
-    wallet = load_policy(shipped_policy("wallet"))
-    require(base_sandbox.landlock_abi >= wallet.compatibility.landlock_min_abi,
-            f"Landlock ABI {wallet.compatibility.landlock_min_abi} (the wallet policy's minimum)")
-    walletdir = tmp_path / "wallets"
-    walletdir.mkdir()
-    judge = probe._Judge(wallet, launcher.prepare(wallet, {"walletdir": str(walletdir)}), probe._Host.detect())
+    judge, walletdir = _wallet_judge(base_sandbox, require, tmp_path)
     held, detail = _run_denial_log_reach(judge, _targets(outside_dir), None, 30)
     assert held == "denied" and "out of reach" in detail, detail
     reached, detail = _run_denial_log_reach(judge, _targets(str(walletdir)), None, 30)
@@ -341,14 +347,9 @@ def test_denial_log_flood_catches_a_monitor_without_bounds(base_sandbox, require
     """What denial-log-flood catches: a monitor that remembers every kind and writes every
     line (the monitor before 12-06) lets 20,000 refusals that each look new write 20,000
     lines. The wallet policy refuses clone without CLONE_THREAD with EPERM."""
-    from cleancoin.sandbox import denial_log, launcher
+    from cleancoin.sandbox import denial_log
     from cleancoin.sandbox.probe.attempts_inherited import _run_denial_log_flood
-    wallet = load_policy(shipped_policy("wallet"))
-    require(base_sandbox.landlock_abi >= wallet.compatibility.landlock_min_abi,
-            f"Landlock ABI {wallet.compatibility.landlock_min_abi} (the wallet policy's minimum)")
-    walletdir = tmp_path / "wallets"
-    walletdir.mkdir()
-    judge = probe._Judge(wallet, launcher.prepare(wallet, {"walletdir": str(walletdir)}), probe._Host.detect())
+    judge, _walletdir = _wallet_judge(base_sandbox, require, tmp_path)
     held, detail = _run_denial_log_flood(judge, _targets(outside_dir), None, 60)
     assert held == "denied" and "bounded" in detail, detail
     bounded = denial_log.plan_with_denials

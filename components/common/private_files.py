@@ -60,16 +60,22 @@ def conf_to_protect(conf_path: str, netdatadir: str) -> str | None:
                               f"can write, so it could change its own settings for its next start; "
                               f"keep it outside, or name it {CONF_FILENAME} there (which the node's "
                               "sandbox keeps read-only)")
-    try:
-        # Empty, so that an attacker in the confined node cannot be the one who creates it.
-        os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise UnsafeFileError(f"cannot create an empty {real}: {exc.strerror}") from None
+    _create_empty(real)
     if os.path.islink(real) or not os.path.isfile(real):
         raise UnsafeFileError(f"{real} is not a regular file")
     return real
+
+
+def _create_empty(path: str) -> None:
+    """Create `path` empty (0600) unless something is there already, never through a link:
+    done before the node is confined, so that an attacker in it cannot be the one who creates
+    the file the node's view then keeps read-only."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise UnsafeFileError(f"cannot create an empty {path}: {exc.strerror}") from None
 
 
 #: The record of what the sandboxes of CleanCoin-node and its wallet process refused, in the
@@ -85,12 +91,7 @@ def sandbox_log(netdatadir: str) -> str:
     never the one to create it; a link, anything but a regular file, or a file with a second
     name (a hard link: the other name would not be protected) is an UnsafeFileError."""
     path = os.path.join(os.path.realpath(netdatadir), SANDBOX_LOG)
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise UnsafeFileError(f"cannot create an empty {path}: {exc.strerror}") from None
+    _create_empty(path)
     info = os.lstat(path)
     if not stat.S_ISREG(info.st_mode):
         raise UnsafeFileError(f"{path} is not a regular file (remove it: CleanCoin-node logs its "

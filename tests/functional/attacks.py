@@ -42,6 +42,28 @@ def try_connect_unix(path):
         return False, exc.strerror or str(exc)
     finally:
         s.close()
+
+def refused_call():
+    """A call every component policy refuses with an errno (logged by the denial monitor)."""
+    attempt("refused-call")
+    try:
+        fcntl.ioctl(0, termios.TIOCSTI, b"#")
+        report("refused-call", True, "TIOCSTI went through")
+    except OSError as exc:
+        report("refused-call", False, f"refused: {exc.strerror}")
+    time.sleep(0.5)       # the monitor writes its line
+
+def report_descriptors_of(name, suffix):
+    """An escape if this process holds a descriptor of a file whose path ends in `suffix`."""
+    leaked = []
+    for fd in range(3, 1024):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith(suffix):
+            leaked.append(f"fd {fd} -> {target}")
+    report(name, bool(leaked), "; ".join(leaked) or f"no descriptor of {suffix}")
 '''
 
 # Descriptors opened before restriction (issue #10, item 2): every open descriptor is tried as
@@ -215,13 +237,7 @@ except OSError as exc:
     report("control-walletdir", True, f"its own wallet directory is not readable: {exc.strerror}")
 # A refused call, then an attempt to erase its record: the wallet may rewrite its own log,
 # but its refusals go to its stderr (a pipe here, as under a supervisor).
-attempt("refused-call")
-try:
-    fcntl.ioctl(0, termios.TIOCSTI, b"#")
-    report("refused-call", True, "TIOCSTI went through")
-except OSError as exc:
-    report("refused-call", False, f"refused: {exc.strerror}")
-time.sleep(0.3)       # the monitor writes its line
+refused_call()
 with open(os.path.join(ctx["walletdir"], "debug.log"), "r+") as handle:
     handle.truncate(0)
 attempt("erase-stderr")
@@ -312,13 +328,7 @@ report("stderr-without-newline", False, f"wrote {ctx['flood_mib']} MiB to stderr
 # denial monitor), then tries to erase the log of it: the wallets' debug.log (its own), and
 # the node's debug.log, where the refusal is.
 ERASE_DENIALS = r'''
-attempt("refused-call")
-try:
-    fcntl.ioctl(0, termios.TIOCSTI, b"#")
-    report("refused-call", True, "TIOCSTI went through")
-except OSError as exc:
-    report("refused-call", False, f"refused: {exc.strerror}")
-time.sleep(0.3)       # the monitor writes its line
+refused_call()
 # Its own log it may rewrite (not an escape); the sandbox log must be out of reach.
 for name, path, escapes in (("erase-wallet-log", os.path.join(ctx["walletdir"], "debug.log"), False),
                             ("erase-sandbox-log", os.path.join(ctx["netdir"], "sandbox.log"), True)):
@@ -329,15 +339,7 @@ for name, path, escapes in (("erase-wallet-log", os.path.join(ctx["walletdir"], 
         report(name, escapes, f"truncated {path}")
     except OSError as exc:
         report(name, False, f"{path}: {exc.strerror}")
-leaked = []
-for fd in range(3, 256):
-    try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        continue
-    if target.endswith("sandbox.log"):
-        leaked.append(f"fd {fd} -> {target}")
-report("sandbox-log-descriptor", bool(leaked), "; ".join(leaked) or "no descriptor of the sandbox log")
+report_descriptors_of("sandbox-log-descriptor", "sandbox.log")
 '''
 
 # The confined node makes a refused call, then tries to erase the record of it. It may rewrite
@@ -345,13 +347,7 @@ report("sandbox-log-descriptor", bool(leaked), "; ".join(leaked) or "no descript
 # sandbox log, read-only in its view, appended to by its monitor through a descriptor the node
 # does not hold.
 NODE_ERASE_DENIALS = r"""
-attempt("refused-call")
-try:
-    fcntl.ioctl(0, termios.TIOCSTI, b"#")
-    report("refused-call", True, "TIOCSTI went through")
-except OSError as exc:
-    report("refused-call", False, f"refused: {exc.strerror}")
-time.sleep(0.5)       # the monitor writes its line
+refused_call()
 debug_log = os.path.join(ctx["netdir"], "debug.log")
 with open(debug_log, "r+") as handle:        # its own log: allowed
     handle.truncate(0)
@@ -377,20 +373,12 @@ try:
     report("remove-sandbox-log", True, "removed it")
 except OSError as exc:
     report("remove-sandbox-log", False, exc.strerror)
-leaked = []
-for fd in range(3, 1024):
-    try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        continue
-    if target.endswith("sandbox.log"):
-        leaked.append(f"fd {fd} -> {target}")
-report("sandbox-log-descriptor", bool(leaked), "; ".join(leaked) or "no descriptor of the sandbox log")
+report_descriptors_of("sandbox-log-descriptor", "sandbox.log")
 """
 
 # Attacker code in the confined node calls the wallet's registered handler itself, as a
 # compromised node would (no RPC client, no forwarding rules in the way): first a read-only
-# method, then sendtoaddress. ctx["result"] names where it reports the wallet's answers.
+# method, then sendtoaddress.
 NODE_CALLS_WALLET = r"""
 import asyncio, gc, json
 from cleancoin.components.interfaces.chain import RpcRequest
