@@ -70,9 +70,20 @@ def list_codec(item: Codec) -> Codec:
 # Event kinds travel in the schema's camelCase spelling.
 _EVENT_WIRE = {kind: camel(kind) for kind in EVENT_KINDS}
 _EVENT_PY = {wire: kind for kind, wire in _EVENT_WIRE.items()}
+
+
+def _event_kind(wire: str) -> str:
+    """An event kind off the wire: one of the four, or the call fails. The peer writes what it
+    likes, and the receiver must never be asked to run anything else."""
+    kind = _EVENT_PY.get(wire)
+    if kind is None:
+        raise IpcError(f"unknown chain event kind {wire[:40]!r}")
+    return kind
+
+
 _CHAIN_EVENT = Codec(
     lambda e, _: {"kind": _EVENT_WIRE[e.kind], "data": e.data, "height": e.height, "reason": e.reason},
-    lambda r, _: ChainEvent(_EVENT_PY.get(r.kind, r.kind), bytes(r.data), r.height, r.reason))
+    lambda r, _: ChainEvent(_event_kind(r.kind), bytes(r.data), r.height, r.reason))
 # uri_wallet may be None (a call to "/"): capnp Text cannot be null, hence hasUriWallet.
 _RPC_REQUEST = Codec(
     lambda q, _: {"method": q.method, "params": q.params, "uriWallet": q.uri_wallet or "",
@@ -99,6 +110,8 @@ STRUCTS: dict[str, Codec] = {
 async def _each_event(impl: Any, events: list[ChainEvent]) -> None:
     """chainEvents for a receiver that implements only the single-event methods."""
     for event in events:
+        if event.kind not in EVENT_KINDS:       # decoded ones are; a local caller's might not be
+            raise IpcError(f"unknown chain event kind {event.kind[:40]!r}")
         await getattr(impl, event.kind)(*event.args())
 
 

@@ -178,6 +178,10 @@ class _Notifications:
 
     async def chain_events(self, events: list[ChainEvent]) -> None:
         # A run of block events needs one sync, which reads the chain up to its tip anyway.
+        # Only the four event kinds run: the IPC decoder refuses others, and a name from the
+        # node is never looked up on this object (getattr ran "__init__" once).
+        single = {"transaction_added_to_mempool": self.transaction_added_to_mempool,
+                  "transaction_removed_from_mempool": self.transaction_removed_from_mempool}
         synced = False
         for event in events:
             if event.kind in ("block_connected", "block_disconnected"):
@@ -186,7 +190,10 @@ class _Notifications:
                     synced = True
                 continue
             synced = False
-            await getattr(self, event.kind)(*event.args())
+            handler = single.get(event.kind)
+            if handler is None:
+                raise ValueError(f"unknown chain event kind {event.kind[:40]!r}")
+            await handler(*event.args())
 
 
 class Wallet:
