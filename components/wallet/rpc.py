@@ -448,7 +448,14 @@ class WalletRpc:
                 info = await w.chain.get_block_header_info(h)
                 while not info.in_active_chain:
                     stale.append(info.hash)
-                    info = await w.chain.get_block_header_info(info.prev_hash)
+                    parent = await w.chain.get_block_header_info(info.prev_hash)
+                    # Down one height a step, at most MAX_STALE_WALK steps: the node may be
+                    # compromised, and a branch of headers that never meets the active chain
+                    # (a cycle, or heights that do not fall) would hold this call and its
+                    # memory for ever.
+                    if parent.height != info.height - 1 or len(stale) >= MAX_STALE_WALK:
+                        raise ValueError("not a branch of the chain")
+                    info = parent
             except Exception:  # noqa: BLE001 - the node does not know the block (or its parent)
                 raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found") from None
             # The common ancestor with the wallet's last block (bitcoind's findCommonAncestor).
@@ -775,6 +782,10 @@ RESULTS: dict[str, str] = {
     "verifymessage": "true|false    (boolean) If the signature is verified or not.",
 }
 
+
+#: The longest stale branch listsinceblock walks down to the active chain (bitcoind's deepest
+#: reorg on mainnet was 24 blocks; a node that answers with more is not believed).
+MAX_STALE_WALK = 10_000
 
 #: What a wallet process started with -forwardrpc=read serves through the node: the methods that
 #: neither spend, sign, unlock, encrypt, back up, restore, load or unload, nor change how the
