@@ -23,7 +23,7 @@ Three ways in:
 Logs go to `<netdatadir>/wallets/debug.log` (the wallets directory is the only place a
 sandboxed wallet may write), and to the console with -printtoconsole. A wallet started on its
 own logs its sandbox's refusals to stderr, out of its own reach (CleanCoin-node's wallet
-process: to the node's debug log).
+process: to the node's sandbox.log).
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ async def _serve_child(fd: int) -> int:
 WALLET_SOCKET = "wallet.sock"
 
 
-def _node_methods(settings: Settings, log: logging.Logger) -> frozenset[str] | None:
+def _forwarded_methods(settings: Settings, log: logging.Logger) -> frozenset[str] | None:
     """-forwardrpc: None for all methods, or the read-only ones (components/wallet/rpc.py)."""
     value = settings.get("forwardrpc") or "all"
     if value == "all":
@@ -270,7 +270,7 @@ def _run_standalone(args: Sequence[str], open_all: Callable[[Settings], _Opened]
     import capnp
     try:
         import_everything()
-        node_methods = _node_methods(settings, log)
+        node_methods = _forwarded_methods(settings, log)
         opened = open_all(settings)
         opened.node_methods = node_methods
         _confine(settings, opened, log)
