@@ -40,6 +40,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))        # tests/ports.py
+from ports import PORTS_ENV, slice_of  # noqa: E402
 REEXEC_GUARD = "CLEANCOIN_TEST_RUNNER_REEXEC"
 TAIL_LINES = 100
 PASSED, SKIPPED, FAILED = "PASSED", "SKIPPED", "FAILED"
@@ -94,6 +96,7 @@ class Job:
     duration: float = 0.0
     status: str = ""
     detail: str = ""      # pytest's counts, e.g. "11 passed, 1 skipped", or why it failed
+    slot: int = -1        # which of the -j slots it runs in (its test ports: tests/ports.py)
 
     @property
     def name(self) -> str:
@@ -167,11 +170,14 @@ def run(tests: list[Path], jobs: int, scratch: Path, env: dict[str, str], failfa
         while running or (queue and not stopping):
             while queue and len(running) < jobs and not stopping:
                 job = queue.pop(0)
+                # Each running file has a slice of the test ports of its own (tests/ports.py).
+                job.slot = min(set(range(jobs)) - {j.slot for j in running})
                 with open(job.log_path, "wb") as log:
                     job.process = subprocess.Popen(
                         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                          "--tb=short", f"--basetemp={job.basetemp}", str(job.path)],
-                        cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                        cwd=REPO, env={**env, PORTS_ENV: slice_of(job.slot, jobs)},
+                        stdin=subprocess.DEVNULL, stdout=log,
                         stderr=subprocess.STDOUT, start_new_session=True)
                 job.started = time.monotonic()
                 running.append(job)
