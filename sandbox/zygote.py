@@ -96,12 +96,16 @@ class ComponentSpec:
 
 @dataclass(frozen=True)
 class Spawned:
+    """A component the zygote started: its pid and enforcement report."""
+
     pid: int                  # the component's pid as the parent sees it
     report: Report | None
 
 
 @dataclass(frozen=True)
 class Exited:
+    """A component of the zygote that ended, and how."""
+
     pid: int
     returncode: int           # negative: killed by that signal
     description: str          # "exited with status 3", "killed by SIGSYS (...)"
@@ -324,12 +328,16 @@ Target = Callable[[int], int]
 
 @dataclass
 class _Component:
+    """In the zygote: a component it may start, its function and plan."""
+
     target: Target
     plan: Plan | None
 
 
 @dataclass
 class _Child:
+    """In the zygote: a component it started."""
+
     name: str
     process: launcher.SandboxedProcess
     pidfd: int

@@ -93,3 +93,30 @@ def test_the_wallet_is_asked_for_before_the_node_imports_its_own_code(tmp_path: 
     assert result["node code imported"] == []
     log = (tmp_path / "regtest" / "debug.log").read_text()
     assert "cannot prepare the wallet's sandbox: stopped here by the test" in log
+
+
+DOCSTRINGS = """
+import dataclasses, json, sys
+import cleancoin.cli.mp_node_main
+from cleancoin.components.init import cleancoin_node
+cleancoin_node._import_node_modules()
+from cleancoin.sandbox import launcher, self_restrict, policy_loader, plan_compiler, zygote
+from cleancoin.components.init.cleancoin_wallet import import_everything
+import_everything()
+missing = []
+for name, module in list(sys.modules.items()):
+    if not name.startswith("cleancoin."):
+        continue
+    for value in list(vars(module).values()):
+        if (isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == name
+                and "__doc__" in vars(value) and (value.__doc__ or "").startswith(value.__name__ + "(")):
+            missing.append(name + "." + value.__qualname__)
+print("RESULT " + json.dumps(sorted(missing)))
+"""
+
+
+def test_every_dataclass_on_the_start_path_has_a_docstring() -> None:
+    """Without a docstring, creating a dataclass also computes one with inspect.signature
+    (docs/audit.md, "Start-up time"): every dataclass CleanCoin-node and its zygote import
+    has its own."""
+    assert _run(DOCSTRINGS) == []
