@@ -143,17 +143,32 @@ def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> i
     log = logging.getLogger("cleancoin.node")
     log.info("%s starting: chain=%s datadir=%s pid=%d", PROG, settings.chain, netdatadir, os.getpid())
     log_settings_warnings(settings, log)
-    from cleancoin.components.init import cleancoin_node
     frontend_fd = settings.get("ipcfd")
     if frontend_fd is not None and not frontend_fd.isdigit():
         return _fail(log, f"-ipcfd expects a descriptor number, not '{frontend_fd}'")
-    learn_dir = settings.get("sandboxlearn") or None
-    return cleancoin_node.run(config, ipc, netdatadir, sandbox=settings.get_bool("sandbox", True),
+    learn_dir = os.path.abspath(settings.get("sandboxlearn")) if settings.get("sandboxlearn") else None
+    sandbox = settings.get_bool("sandbox", True)
+    prestarted = None
+    if zygote is not None and not config.disable_wallet:
+        # The wallet's policy is fitted and its process asked for now, before this process
+        # imports the rest of the node (cleancoin_node, the RPC server): the zygote builds the
+        # wallet's sandbox on the other core meanwhile, and the wallet is up by the time the
+        # node wants it (docs/multiprocess.md, start-up order).
+        from cleancoin.components.node.wallet_component import start_wallet
+        from cleancoin.sandbox.zygote import ZygoteError
+        try:
+            prestarted = start_wallet(zygote, netdatadir, sandbox=sandbox, learn_dir=learn_dir,
+                                      verbose_denials=logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG),
+                                      denial_log=refusals or "", title=f"{PROG} zygote")
+        except (ZygoteError, OSError) as exc:
+            zygote.stop()
+            return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
+    from cleancoin.components.init import cleancoin_node
+    return cleancoin_node.run(config, ipc, netdatadir, sandbox=sandbox,
                               allow_wallet=settings.get_bool("ipcallowwallet", False),
                               frontend_fd=None if frontend_fd is None else int(frontend_fd),
-                              learn_dir=os.path.abspath(learn_dir) if learn_dir else None,
-                              zygote=zygote, connect_wallet=connect_wallet,
-                              sandbox_log=refusals)
+                              learn_dir=learn_dir, zygote=zygote, connect_wallet=connect_wallet,
+                              sandbox_log=refusals, prestarted=prestarted)
 
 
 def script() -> NoReturn:

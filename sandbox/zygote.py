@@ -36,10 +36,20 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from . import descriptors, launcher, syscalls
-from .plan import Plan
-from .report import Report
+from . import descriptors, syscalls
+
+if TYPE_CHECKING:
+    from . import launcher
+    from .plan import Plan
+    from .report import Report
+
+# The launcher, the plan and the report (and with them every enforcement step) are imported
+# where they are used, not here: CleanCoin-node launches its zygote as soon as its options are
+# read (`Zygote.launch` needs none of them), so that the two interpreters start up side by
+# side for longer (issue #16). The node imports them before it restricts itself (`configure`
+# fits the policies); the zygote process imports them in `main`, before any preload.
 
 _MAX_MESSAGE = 1 << 20
 #: Environment variables a zygote keeps from its parent: what the interpreter and libc need.
@@ -86,12 +96,16 @@ class ComponentSpec:
 
 @dataclass(frozen=True)
 class Spawned:
+    """A component the zygote started: its pid and enforcement report."""
+
     pid: int                  # the component's pid as the parent sees it
     report: Report | None
 
 
 @dataclass(frozen=True)
 class Exited:
+    """A component of the zygote that ended, and how."""
+
     pid: int
     returncode: int           # negative: killed by that signal
     description: str          # "exited with status 3", "killed by SIGSYS (...)"
@@ -132,6 +146,7 @@ def _plan(spec: ComponentSpec) -> Plan | None:
         return spec.plan
     if spec.policy is None:
         return None
+    from . import launcher
     from .errors import EnforcementError, PolicyError, PolicyErrors
     from .policy_loader import load_policy
     try:
@@ -197,6 +212,9 @@ class Zygote:
                   wait: bool = True, title: str = "zygote") -> None:
         """Fit every component's policy and hand the plans to a launched zygote; on a bad
         policy the zygote is stopped and the error raised. Called once."""
+        # What collect_spawn, read_event and reap use: imported now, before a parent that
+        # restricts itself next (CleanCoin-node) is confined.
+        from . import launcher, report  # noqa: F401
         try:
             plans = {name: {"target": spec.target, "preload": spec.preload,
                             "plan": plan.to_json() if plan else None}
@@ -239,6 +257,7 @@ class Zygote:
 
     def collect_spawn(self) -> Spawned:
         """The answer to the last `request_spawn`: the pid and report, or ZygoteError."""
+        from .report import Report
         self.wait_ready()       # a request may go out before the zygote said it is ready
         answer = self._answer()
         try:
@@ -276,11 +295,12 @@ class Zygote:
 
     def reap(self) -> int | None:
         """The zygote's return code once it has ended (reaped, so no zombie stays), else None."""
+        from .launcher import returncode
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
             return -1
-        return launcher.returncode(status) if pid else None
+        return returncode(status) if pid else None
 
     def stop(self) -> None:
         """End the zygote; its components die with it. Safe to call twice."""
@@ -308,12 +328,16 @@ Target = Callable[[int], int]
 
 @dataclass
 class _Component:
+    """In the zygote: a component it may start, its function and plan."""
+
     target: Target
     plan: Plan | None
 
 
 @dataclass
 class _Child:
+    """In the zygote: a component it started."""
+
     name: str
     process: launcher.SandboxedProcess
     pidfd: int
@@ -404,6 +428,7 @@ class _Server:
             raise ZygoteError(f"{len(self.starts)} components started in the last minute "
                               f"(at most {self.limits.per_minute})")
         self.starts.append(now)
+        from . import launcher
         component = self.components[name]
         ipc_fd = fds[0]
         title = (f"{name} (sandboxed, policy {component.plan.policy})" if component.plan
@@ -425,6 +450,7 @@ class _Server:
         return {"pid": pid, "report": child.report.to_dict() if child.report else None}
 
     def _exited(self, pidfd: int) -> None:
+        from . import launcher
         child = self.children.pop(pidfd)
         self.sel.unregister(pidfd)
         os.close(pidfd)
@@ -492,6 +518,8 @@ def main(argv: list[str]) -> int:
     # long as the process), and those objects are frozen before any fork: a component's own
     # collections never walk (and so never copy-on-write) the pages it shares with the zygote.
     gc.disable()
+    from . import launcher  # noqa: F401 - every spawn runs it (see the note at the imports)
+    from .plan import Plan
     parent, req_fd, ev_fd = (int(a) for a in argv[:3])
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:

@@ -25,6 +25,8 @@ class OptionError(ValueError):
 
 @dataclass(frozen=True)
 class Option:
+    """One -name option: its help text, -help category and placeholder, and default."""
+
     name: str
     help: str
     category: str

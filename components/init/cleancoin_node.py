@@ -210,44 +210,46 @@ def _fail(log: logging.Logger, message: str) -> int:
 def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         allow_wallet: bool = False, frontend_fd: int | None = None,
         learn_dir: str | None = None, zygote: Zygote | None = None, connect_wallet: bool = False,
-        sandbox_log: str | None = None) -> int:
+        sandbox_log: str | None = None, prestarted: socket.socket | None = None) -> int:
     """Start CleanCoin-node in this process (options parsed, logging set up); returns the
     exit status. `config` is the node's NodeConfig (cli/node_main.build_config); `learn_dir`
     (-sandboxlearn) makes both processes record instead of being confined. `connect_wallet`
     (-ipcconnect reaches a running wallet process: `wallet_component.uses_running_wallet`)
     and -disablewallet mean no wallet process of its own; otherwise `zygote`, launched early
     by the caller (`wallet_component.launch_zygote`), is configured here (or launched, if the
-    early launch failed), and stopped in the end. `sandbox_log` (private_files.sandbox_log,
-    read-only in the node's view) is where the refusals of the node and of its wallet process
-    are logged, opened before either's view goes up: neither can erase the record of what it
-    tried (stderr if None)."""
+    early launch failed), and stopped in the end; `prestarted` is given when the caller has
+    configured it already and asked for the wallet process (`wallet_component.start_wallet`).
+    `sandbox_log` (private_files.sandbox_log, read-only in the node's view) is where the
+    refusals of the node and of its wallet process are logged, opened before either's view
+    goes up: neither can erase the record of what it tried (stderr if None)."""
     import capnp
     from cleancoin.sandbox import ZygoteError
 
     from ..node.node import InitError, NodeContext
-    from ..node.wallet_component import launch_zygote, prestart, wallet_spec
+    from ..node.wallet_component import launch_zygote, start_wallet
 
     log = logging.getLogger("cleancoin.node")
     # Everything the node will run is imported now: once it is confined it could still read
     # the Python installation, but a failure there would come late and far from its cause.
     _import_node_modules()
-    prestarted = None
     # Refusals with an errno go to sandbox.log; -debug=sandbox logs all of them.
     verbose = logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG)
     if config.disable_wallet or connect_wallet:
+        if prestarted is not None:
+            prestarted.close()
+            prestarted = None
         if zygote is not None:
             zygote.stop()
             zygote = None
-    else:
+    elif prestarted is None:
         try:
             # A fresh interpreter, not a fork: this process has read the conf file and its
             # command line (RPC and IPC passwords); the wallet must not hold a copy of them.
             # It starts while this process restricts itself and opens its chain.
             zygote = zygote or launch_zygote()
-            zygote.configure({WALLET_COMPONENT: wallet_spec(netdatadir, sandbox=sandbox, verbose_denials=verbose,
-                                                            learn_dir=learn_dir, denial_log=sandbox_log or "")},
-                             wait=False, title=f"{PROG} zygote")
-            prestarted = prestart(zygote)
+            prestarted = start_wallet(zygote, netdatadir, sandbox=sandbox, verbose_denials=verbose,
+                                      learn_dir=learn_dir, denial_log=sandbox_log or "",
+                                      title=f"{PROG} zygote")
         except (ZygoteError, OSError) as exc:
             if zygote is not None:
                 zygote.stop()

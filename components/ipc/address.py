@@ -15,6 +15,8 @@ class AddressError(ValueError):
 
 @dataclass(frozen=True)
 class Address:
+    """An IPC address: a unix socket path or a TCP host and port."""
+
     kind: str          # "unix" or "tcp"
     path: str = ""     # unix
     host: str = ""     # tcp

@@ -42,6 +42,8 @@ COOKIE_NAME = ".ipccookie"
 
 @dataclass(frozen=True)
 class Credentials:
+    """A login a TCP IPC listener accepts (-ipcauth or the .ipccookie)."""
+
     user: str
     password: str
 

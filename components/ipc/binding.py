@@ -38,6 +38,8 @@ def struct_codec(cls: type) -> Codec:
 
 @dataclass(frozen=True)
 class CapabilityCodec(Codec):
+    """A Codec for a capability, which knows the interface it carries (for the call log)."""
+
     interface: Callable[[], "InterfaceSpec"] = lambda: None  # type: ignore[assignment,return-value]
 
 
@@ -61,6 +63,8 @@ class _Shown(str):
 
 @dataclass(frozen=True)
 class IpcMethod:
+    """One method of an interface as it crosses the wire: names, codecs, secrets, fallback."""
+
     name: str                                   # Python name
     wire: str                                   # capnp name
     params: tuple[tuple[str, Codec], ...] = ()  # capnp parameter names, in Python argument order

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
-from importlib.resources import files
 from types import ModuleType
 
-#: The schemas live beside the Python protocols they carry (components/interfaces/).
-SCHEMA_DIR = str(files("cleancoin.components.interfaces"))
+#: The schemas live beside the Python protocols they carry (components/interfaces/). The
+#: package's folder, not importlib.resources: that import (pathlib, tempfile, shutil, zipfile)
+#: cost the node and its zygote about 6 ms each at every start (issue #16); the package is a
+#: plain folder (a regular install), as the base policy's grant of site-packages assumes.
+SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "interfaces")
 
 
 @functools.cache

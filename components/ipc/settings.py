@@ -28,6 +28,8 @@ from .transport import (
 
 @dataclass(frozen=True)
 class IpcSettings:
+    """The -ipc* options of a process, checked."""
+
     binds: tuple[str, ...] = ()
     connect: str | None = None
     auth: tuple[Credentials, ...] = ()

@@ -124,6 +124,8 @@ EXTRAS: dict[tuple[str, str], dict[str, Any]] = {
 
 @dataclasses.dataclass(frozen=True)
 class _Declaration:
+    """A struct or interface declared in one of the schema files."""
+
     name: str
     file: str        # the schema file, without .capnp
     kind: str        # "struct" or "interface"

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import TYPE_CHECKING
 
-from cleancoin.sandbox import ComponentSpec, Zygote, shipped_policy
-from cleancoin.sandbox.denial_log import DenialLog
+# Only what `launch_zygote` needs: the policy model, the launcher and the enforcement steps are
+# imported by `wallet_spec`, after the zygote's interpreter is on its way (issue #16).
+from cleancoin.sandbox.zygote import Zygote
+
+if TYPE_CHECKING:
+    from cleancoin.sandbox.zygote import ComponentSpec
 
 WALLET_COMPONENT = "CleanCoin-wallet"
 #: What the zygote runs in the wallet's sandbox (components/init/cleancoin_wallet.py).
@@ -51,11 +56,28 @@ def wallet_spec(netdatadir: str, *, sandbox: bool, verbose_denials: bool,
     which the zygote passes on to the node's), all of them when `verbose_denials`. Never to
     wallets/debug.log: the wallet may write that file, and so erase the record of what it
     tried. The zygote opens the log before the wallet's view goes up, outside of it."""
+    from cleancoin.sandbox.denial_log import DenialLog
+    from cleancoin.sandbox.policy_loader import shipped_policy
+    from cleancoin.sandbox.zygote import ComponentSpec
     return ComponentSpec(WALLET_COMPONENT, WALLET_TARGET, shipped_policy("wallet") if sandbox else None,
                          {"walletdir": os.path.join(netdatadir, "wallets")},
                          writable_roots=(netdatadir,), preload=WALLET_PRELOAD,
                          denials=DenialLog(denial_log, verbose_denials, label=WALLET_COMPONENT),
                          learn_dir=learn_dir)
+
+
+def start_wallet(zygote: Zygote, netdatadir: str, *, sandbox: bool, verbose_denials: bool,
+                 learn_dir: str | None, denial_log: str, title: str) -> socket.socket:
+    """Fit the wallet's policy (`wallet_spec`), hand it to a launched `zygote` and ask for the
+    wallet process at once (`prestart`); returns our end of its socket. CleanCoin-node calls
+    this as soon as its log is open, before it imports the rest of the node: the zygote builds
+    the wallet's sandbox on the other core meanwhile, instead of after the node's imports
+    (issue #16). Raises ZygoteError for a policy that cannot be fitted (the zygote is stopped)
+    and OSError when the zygote cannot be reached."""
+    zygote.configure({WALLET_COMPONENT: wallet_spec(netdatadir, sandbox=sandbox, verbose_denials=verbose_denials,
+                                                    learn_dir=learn_dir, denial_log=denial_log)},
+                     wait=False, title=title)
+    return prestart(zygote)
 
 
 def prestart(zygote: Zygote) -> socket.socket:

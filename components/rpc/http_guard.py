@@ -30,6 +30,8 @@ LOG = logging.getLogger("cleancoin.rpc")
 
 @dataclass
 class _Connection:
+    """An open RPC connection the guard watches."""
+
     transport: asyncio.BaseTransport
     peer: str
     waiting_since: float | None      # loop time; None while a request is being handled

@@ -268,6 +268,8 @@ _NO_ID = object()
 
 @dataclass
 class _Request:
+    """One JSON-RPC request of a call or a batch."""
+
     method: str
     params: Any
     id: Any            # _NO_ID when the request has no "id"

@@ -822,13 +822,13 @@ def _tree_cpu_seconds(root: int) -> float:
     return sum(stats[pid][2] for pid in members if pid in stats)
 
 
-def _start_and_stop(executable: str, base: str) -> tuple[float, float, float, float]:
+def _start_and_stop(executable: str, base: str, bindir: Path = BIN) -> tuple[float, float, float, float]:
     """One fresh regtest node: exec to its first RPC answer, the CPU its processes used by then,
     `stop` to its exit, and the CPU of the whole run (its own and its reaped children's)."""
     from cleancoin.components.rpc.client import RpcClient, RpcTransportError
     datadir = tempfile.mkdtemp(dir=base)
     rpc_port, p2p_port = _two_free_ports()
-    args = [str(BIN / executable), "-regtest", f"-datadir={datadir}", f"-port={p2p_port}",
+    args = [str(bindir / executable), "-regtest", f"-datadir={datadir}", f"-port={p2p_port}",
             f"-rpcport={rpc_port}", "-bind=127.0.0.1", "-printtoconsole=0"]
     with open(os.path.join(datadir, "stderr"), "wb") as stderr:
         started = time.perf_counter()
@@ -868,21 +868,33 @@ def _start_and_stop(executable: str, base: str) -> tuple[float, float, float, fl
 def test_start_and_stop() -> None:
     """Start (exec to the first RPC answer) and stop (`stop` to exit) of a fresh regtest node,
     CleanCoind and CleanCoin-node in interleaved rounds (START_BENCH_ROUNDS, default 8), with
-    the CPU their processes used: every functional test pays these once per node it starts."""
-    executables = ("CleanCoind", "CleanCoin-node")
+    the CPU their processes used: every functional test pays these once per node it starts.
+    START_BENCH_BASELINE=DIR (another install's bin/, e.g. of the main branch) adds its two
+    executables to the same interleaved rounds, so a change is measured against its baseline
+    in one run."""
+    executables = ["CleanCoind", "CleanCoin-node"]
+    bindirs = {e: BIN for e in executables}
+    baseline = os.environ.get("START_BENCH_BASELINE")
+    if baseline:
+        for e in ("CleanCoind", "CleanCoin-node"):
+            executables.append(f"{e} (baseline)")
+            bindirs[executables[-1]] = Path(baseline)
     runs: dict[str, list[tuple[float, float, float, float]]] = {e: [] for e in executables}
     with tempfile.TemporaryDirectory() as base:
-        for executable in executables:
-            _start_and_stop(executable, base)            # warm-up: page cache, .pyc files
+        for label in executables:
+            _start_and_stop(label.split()[0], base, bindirs[label])     # warm-up: page cache, .pyc files
         for i in range(START_ROUNDS):
-            for executable in (executables if i % 2 == 0 else executables[::-1]):
-                runs[executable].append(_start_and_stop(executable, base))
+            for label in (executables if i % 2 == 0 else executables[::-1]):
+                runs[label].append(_start_and_stop(label.split()[0], base, bindirs[label]))
     out("")
     out(f"START AND STOP of a fresh regtest node ({START_ROUNDS} interleaved rounds, medians, ms)")
-    out(f"  {'':16}{'start':>8}{'stop':>8}{'CPU at ready':>14}{'CPU start+stop':>16}")
+    out(f"  {'':28}{'start':>8}{'stop':>8}{'CPU at ready':>14}{'CPU start+stop':>16}")
     medians = {e: [median([r[k] for r in rs]) * 1000 for k in range(4)] for e, rs in runs.items()}
     for executable, (ready, stop, cpu_ready, cpu_total) in medians.items():
-        out(f"  {executable:16}{ready:8.0f}{stop:8.0f}{cpu_ready:14.0f}{cpu_total:16.0f}")
-    d, m = medians["CleanCoind"], medians["CleanCoin-node"]
-    out(f"  {'ratio':16}{m[0] / d[0]:7.2f}x{m[1] / max(d[1], 0.1):7.2f}x{m[2] / d[2]:13.2f}x{m[3] / d[3]:15.2f}x"
-        "  (CPU at ready: the node's processes alive then; start+stop: the node and what it reaped)")
+        out(f"  {executable:28}{ready:8.0f}{stop:8.0f}{cpu_ready:14.0f}{cpu_total:16.0f}")
+    for suffix in ("", " (baseline)") if baseline else ("",):
+        d, m = medians["CleanCoind" + suffix], medians["CleanCoin-node" + suffix]
+        out(f"  {'ratio' + suffix:28}{m[0] / d[0]:7.2f}x{m[1] / max(d[1], 0.1):7.2f}x{m[2] / d[2]:13.2f}x"
+            f"{m[3] / d[3]:15.2f}x")
+    out("  (ratio: CleanCoin-node / CleanCoind; CPU at ready: the node's processes alive then; "
+        "start+stop: the node and what it reaped)")

@@ -159,6 +159,9 @@ def test_ipcbind_accepts_a_wallet_started_and_stopped_at_any_time(node, tmp_path
         # Its own `stop` answers before it goes (no pause: the graceful stop waits for it).
         wallet = subprocess.Popen([*base, "-server", f"-rpcport={wallet_port}"], stderr=log)
         wait_until(lambda: _answers(n, "listwallets") is not None, what="wallet registration again")
+        # Its own server comes up (and writes its cookie) just after it registered with the
+        # node: the first start's stop removed the cookie.
+        wait_until(lambda: (n.netdatadir / "wallets" / ".cookie").exists(), what="the wallet's own RPC cookie")
         assert own.call("stop") == "CleanCoin-wallet stopping"
         assert wallet.wait(20) == 0
         with pytest.raises(RpcError) as info:
