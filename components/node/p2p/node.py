@@ -50,14 +50,25 @@ Relay
     maintenance tick within a second. There is no orphan-transaction pool: a transaction
     whose inputs are unknown is dropped (and asked for again when announced again).
 
+    Transaction requests follow bitcoind's TxRequestTracker limits: a peer's announcements
+    wait in a queue of at most MAX_PEER_TX_ANNOUNCEMENTS (5000; more are dropped), and at most
+    MAX_PEER_TX_REQUEST_IN_FLIGHT (100) are requested from it at a time; a slot frees when the
+    transaction arrives, the peer answers notfound, the request times out (60 s) or the peer
+    leaves. Before, one global table capped at 100000 was shared by all peers, and a single
+    peer announcing 100000 made-up txids stopped every other peer's transactions from being
+    requested for a minute at a time.
+
 Misbehaviour
     Each peer has a ban score; at 100 its IP address is banned for `ban_time` seconds and
     every connection from it is dropped; banned addresses are refused on accept and are
     not dialled. Scores: any malformed frame or payload (bad magic, bad checksum, oversized,
     unparsable) 100; an invalid block 100 (also a *mutated* one: the hash is not marked
     invalid, but the sender sent garbage); a consensus-invalid transaction 10; a message
-    before the handshake or a repeated version/verack 1. Policy rejections (fee too low,
-    already spent, missing inputs) cost nothing: a peer cannot know our policy or our pool.
+    before the handshake or a repeated version/verack 1 (a message before the handshake is
+    not even decoded). Policy rejections (fee too low, already spent, missing inputs) cost
+    nothing: a peer cannot know our policy or our pool. At most `max_misbehaviour_bans`
+    (50000, the size of bitcoind's discouragement filter) automatic bans are kept; past it the
+    oldest is forgotten. Manual bans (setban) are not counted and never dropped.
 """
 
 from __future__ import annotations
@@ -81,7 +92,7 @@ from .messages import (
     TxMessage, Verack, Version,
 )
 from .eviction import Candidate, netgroup, select_peer_to_evict
-from .peer import Peer, format_addr, normalize_ip
+from .peer import MAX_PEER_TX_ANNOUNCEMENTS, Peer, format_addr, normalize_ip
 from .protocols import ChainAccess, MempoolAccess
 
 log = logging.getLogger("cleancoin.net")
@@ -99,8 +110,15 @@ _TX_REQUEST_TIMEOUT: float = 60.0
 _GETDATA_TX_BUDGET: int = 200_000
 #: Most blocks requested from one peer at a time (two getblocks answers' worth).
 MAX_BLOCKS_IN_FLIGHT: int = 1000
-#: Most transaction requests outstanding overall (bounds memory under an inv flood).
+#: Most transaction requests outstanding to one peer (bitcoind's MAX_PEER_TX_REQUEST_IN_FLIGHT):
+#: one peer's flood of made-up txids must not use up what the others need.
+MAX_PEER_TX_REQUEST_IN_FLIGHT: int = 100
+#: Most transaction requests outstanding overall (a safety net: the per-peer limit times
+#: -maxconnections stays below it).
 _MAX_TX_REQUESTS: int = 100_000
+#: Automatic (misbehaviour) bans kept at most, by default (bitcoind's discouragement filter
+#: holds 50000 addresses); past it the oldest is forgotten. Manual bans do not count.
+MAX_MISBEHAVIOUR_BANS: int = 50_000
 #: Seconds between IBD progress lines.
 _PROGRESS_INTERVAL: float = 5.0
 #: bitcoind's outbound slots, kept apart from inbound ones within -maxconnections.
@@ -133,6 +151,8 @@ class BanEntry:
     created: int
     until: int
     reason: str
+    #: Made by misbehaviour (subject to the max_misbehaviour_bans cap), not by setban.
+    automatic: bool = False
 
 
 def parse_host_port(addr: str, default_port: int) -> tuple[str, int]:
@@ -193,7 +213,8 @@ class P2PNode:
     tests shorten: `ping_interval`, `ping_timeout`, `handshake_timeout`,
     `block_download_timeout`, `reconnect_interval`, `connect_timeout`; and
     `getblocks_limit`, the most hashes we put in one getblocks answer (500, as Bitcoin;
-    tests lower it to exercise several batches).
+    tests lower it to exercise several batches); `max_misbehaviour_bans`, the most automatic
+    bans kept (MAX_MISBEHAVIOUR_BANS; tests lower it).
     """
 
     def __init__(self, chain: ChainAccess, mempool: MempoolAccess, *,
@@ -204,7 +225,8 @@ class P2PNode:
                  ping_interval: float = 120.0, ping_timeout: float = 1200.0,
                  handshake_timeout: float = 60.0, block_download_timeout: float = 120.0,
                  reconnect_interval: float = 60.0, connect_timeout: float = 5.0,
-                 getblocks_limit: int = GETBLOCKS_LIMIT) -> None:
+                 getblocks_limit: int = GETBLOCKS_LIMIT,
+                 max_misbehaviour_bans: int = MAX_MISBEHAVIOUR_BANS) -> None:
         self.chain = chain
         self.mempool = mempool
         self.params = chain.params
@@ -228,6 +250,7 @@ class P2PNode:
         self.reconnect_interval = reconnect_interval
         self.connect_timeout = connect_timeout
         self.getblocks_limit = max(1, getblocks_limit)
+        self.max_misbehaviour_bans = max(1, max_misbehaviour_bans)
         # Validate the addresses now, so a bad -connect/-addnode fails at startup.
         for a in (*connect, *addnode):
             parse_host_port(a, self.params.default_port)
@@ -243,10 +266,12 @@ class P2PNode:
         self._keep_tasks: dict[str, asyncio.Task[None]] = {}
         self._pending_dials: set[str] = set()       # targets being dialled right now
         self._bans: dict[str, BanEntry] = {}
+        #: Keys of the automatic bans in _bans, oldest first (the cap drops from the front).
+        self._auto_bans: OrderedDict[str, None] = OrderedDict()
         self._running = False
 
         self._blocks_requested: dict[bytes, int] = {}       # block hash -> peer id
-        self._txs_requested: dict[bytes, float] = {}        # txid -> loop time
+        self._txs_requested: dict[bytes, tuple[int, float]] = {}   # txid -> (peer id, loop time)
         self._recent_rejects: OrderedDict[bytes, None] = OrderedDict()
         self._rejects_tip: bytes | None = None
         self._sync_peer: Peer | None = None
@@ -543,17 +568,35 @@ class P2PNode:
         if entry is None:
             return False
         if entry.until <= self.now():
-            del self._bans[key]
+            self._drop_ban(key)
             return False
         return True
 
-    def ban(self, address: str, ban_time: int | None = None, reason: str = "manually added") -> None:
+    def _drop_ban(self, key: str) -> BanEntry | None:
+        self._auto_bans.pop(key, None)
+        return self._bans.pop(key, None)
+
+    def ban(self, address: str, ban_time: int | None = None, reason: str = "manually added",
+            *, automatic: bool = False) -> None:
         """setban add: ban `address` for `ban_time` seconds (default: the node's) and drop its
-        connections."""
+        connections. `automatic` (a misbehaviour ban) never replaces a manual ban, and counts
+        against `max_misbehaviour_bans`: past it the oldest automatic ban is forgotten, so
+        misbehaving from ever new addresses (an IPv6 /64 has 2^64) cannot grow the table
+        without bound."""
         key = _ip_key(address)
         created = int(self.now())
         duration = self.ban_time if ban_time is None else ban_time
-        self._bans[key] = BanEntry(key, created, created + duration, reason)
+        existing = self._bans.get(key)
+        if automatic and existing is not None and not existing.automatic and existing.until > created:
+            pass                                    # a manual ban stands as it is
+        else:
+            self._drop_ban(key)
+            self._bans[key] = BanEntry(key, created, created + duration, reason, automatic)
+            if automatic:
+                self._auto_bans[key] = None
+                while len(self._auto_bans) > self.max_misbehaviour_bans:
+                    oldest, _ = self._auto_bans.popitem(last=False)
+                    self._bans.pop(oldest, None)
         for peer in list(self._peers.values()):
             if self._peer_ip(peer) == key:
                 peer.close(f"banned: {reason}")
@@ -568,7 +611,7 @@ class P2PNode:
 
     def unban(self, address: str) -> None:
         """setban remove; P2PError if it was not banned."""
-        if self._bans.pop(_ip_key(address), None) is None:
+        if self._drop_ban(_ip_key(address)) is None:
             raise P2PError(P2PError.CLIENT_INVALID_IP_OR_SUBNET,
                            "Error: Unban failed. Requested address/subnet was not previously "
                            "manually banned.")
@@ -576,6 +619,7 @@ class P2PNode:
     def clear_banned(self) -> None:
         """clearbanned."""
         self._bans.clear()
+        self._auto_bans.clear()
 
     def ban_list(self) -> list[dict[str, Any]]:
         """listbanned: address (as a /32 or /128 subnet, like bitcoind), times, reason."""
@@ -599,7 +643,7 @@ class P2PNode:
                  peer.id, peer.addr, score, peer.ban_score, reason)
         if peer.ban_score >= BAN_THRESHOLD:
             log.warning("banning %s for %d s: %s", peer.host, self.ban_time, reason)
-            self.ban(peer.host, self.ban_time, reason)
+            self.ban(peer.host, self.ban_time, reason, automatic=True)
 
     # ------------------------------------------------------------------ relay
 
@@ -635,6 +679,10 @@ class P2PNode:
         if not peer.closed:           # e.g. the ban threshold was changed; never keep a desynced stream
             peer.close(str(err))
 
+    def before_handshake(self, peer: Peer, command: str) -> None:
+        """A message other than version/verack before the handshake: ignored undecoded, +1."""
+        self.misbehaving(peer, 1, f"{command} before handshake")
+
     def peer_closed(self, peer: Peer) -> None:
         """Forget a closed connection's state."""
         self._forget_peer(peer)
@@ -649,6 +697,10 @@ class P2PNode:
                 del self._blocks_requested[h]
         peer.blocks_in_flight.clear()
         peer.getdata_queue.clear()
+        # Its outstanding transaction requests are released: another announcer gets asked.
+        for txid in list(peer.txs_in_flight):
+            self._release_tx_request(txid)
+        peer.tx_announced.clear()
         if self._sync_peer is peer:
             self._sync_peer = None
             if self._running:
@@ -664,7 +716,7 @@ class P2PNode:
                 self._on_version(peer, msg)
             elif isinstance(msg, Verack):
                 self._on_verack(peer)
-            elif not peer.handshake_done:
+            elif not peer.handshake_done:        # (Peer drops these undecoded; kept as a guard)
                 self.misbehaving(peer, 1, f"{msg.command} before handshake")
             elif isinstance(msg, Ping):
                 peer.send(Pong(msg.nonce))
@@ -778,9 +830,9 @@ class P2PNode:
             elif item.type == MSG_TX:
                 if self._sync_peer is not None:
                     continue            # during a download transactions would only be orphans
-                if len(self._txs_requested) < _MAX_TX_REQUESTS and self._tx_wanted(item.hash):
-                    want.append(item)
-                    self._txs_requested[item.hash] = loop_now
+                if len(peer.tx_announced) < MAX_PEER_TX_ANNOUNCEMENTS:
+                    peer.tx_announced.append(item.hash)
+        want.extend(self._take_tx_requests(peer, loop_now))
         if want:
             if any(it.type == MSG_BLOCK for it in want):
                 peer.last_block_progress = loop_now
@@ -794,6 +846,37 @@ class P2PNode:
                 peer.sync_continue_from = block_hashes[-1]
                 if not peer.blocks_in_flight:
                     self._continue_sync(peer)
+
+    def _take_tx_requests(self, peer: Peer, loop_now: float) -> list[InvItem]:
+        """Move `peer`'s announced transactions into requests while it has fewer than
+        MAX_PEER_TX_REQUEST_IN_FLIGHT outstanding; those we have, refused or requested
+        elsewhere are dropped. Each announcement is looked at once."""
+        out: list[InvItem] = []
+        if self._sync_peer is not None:
+            return out
+        while (peer.tx_announced and len(peer.txs_in_flight) < MAX_PEER_TX_REQUEST_IN_FLIGHT
+               and len(self._txs_requested) < _MAX_TX_REQUESTS):
+            txid = peer.tx_announced.popleft()
+            if self._tx_wanted(txid):
+                self._txs_requested[txid] = (peer.id, loop_now)
+                peer.txs_in_flight.add(txid)
+                out.append(InvItem(MSG_TX, txid))
+        return out
+
+    def _request_txs(self, peer: Peer) -> None:
+        """Send `peer` a getdata for announced transactions it now has room for."""
+        items = self._take_tx_requests(peer, asyncio.get_running_loop().time())
+        if items:
+            peer.send(GetData(tuple(items)))
+
+    def _release_tx_request(self, txid: bytes) -> None:
+        """Forget the request for `txid` (delivered, refused by notfound, timed out, or its
+        peer gone), freeing a slot of the peer it was asked from."""
+        req = self._txs_requested.pop(txid, None)
+        if req is not None:
+            requester = self._peers.get(req[0])
+            if requester is not None:
+                requester.txs_in_flight.discard(txid)
 
     def _tx_wanted(self, txid: bytes) -> bool:
         tip = self.chain.tip.hash
@@ -813,10 +896,11 @@ class P2PNode:
         for item in msg.items:
             if item.type == MSG_BLOCK and peer.blocks_in_flight.pop(item.hash, None) is not None:
                 self._blocks_requested.pop(item.hash, None)
-            elif item.type == MSG_TX:
-                self._txs_requested.pop(item.hash, None)
+            elif item.type == MSG_TX and item.hash in peer.txs_in_flight:
+                self._release_tx_request(item.hash)
         if self._sync_peer is peer and not peer.blocks_in_flight:
             self._continue_sync(peer)
+        self._request_txs(peer)
 
     def serve_getdata(self, peer: Peer) -> None:
         """Answer queued getdata items: one block, or transactions up to a byte budget, per
@@ -1017,7 +1101,8 @@ class P2PNode:
         tx = msg.tx
         txid = tx.txid
         peer.known_inventory.add(txid)
-        self._txs_requested.pop(txid, None)
+        self._release_tx_request(txid)
+        self._request_txs(peer)
         if txid in self.mempool:
             return
         try:
@@ -1080,8 +1165,12 @@ class P2PNode:
                 self._forget_peer(peer)
         now = self.now()
         for key in [k for k, e in self._bans.items() if e.until <= now]:
-            del self._bans[key]
-        for txid in [t for t, at in self._txs_requested.items() if loop_now - at > _TX_REQUEST_TIMEOUT]:
-            del self._txs_requested[txid]
+            self._drop_ban(key)
+        for txid in [t for t, (_, at) in self._txs_requested.items() if loop_now - at > _TX_REQUEST_TIMEOUT]:
+            self._release_tx_request(txid)
+        if self._sync_peer is None:
+            for peer in list(self._peers.values()):
+                if peer.tx_announced and not peer.closed:
+                    self._request_txs(peer)
         if self._sync_peer is None:
             self._maybe_start_sync()

@@ -12,6 +12,12 @@ on the socket. Requested data (getdata) is produced lazily by the writer, one bl
 time when the outbox is empty, so a getdata for 50000 blocks never sits in memory at once;
 and like Bitcoin the reader stops taking messages from a peer while it still owes that peer
 data or its outbox is over SEND_BUFFER_LIMIT, which bounds what one peer can make us queue.
+What it asked for waits in an `InvQueue`, as the 36-byte wire entries (bitcoind's CInv): a
+max-size getdata from a peer that stops reading holds 1.8 MB, not 6.9 MB of Python objects.
+
+Before the handshake only version and verack are decoded (bitcoind: "non-version message
+before version handshake" is dropped undecoded): anything else costs its checksum, not a
+parse of up to 4 MB.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import struct
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .messages import (
-    HEADER_SIZE, InvItem, Message, ProtocolError, checksum, parse_header, parse_payload,
+    HEADER_SIZE, MESSAGE_TYPES, InvItem, Message, ProtocolError, checksum, parse_header, parse_payload,
     serialize_message,
 )
 
@@ -35,6 +42,13 @@ log = logging.getLogger("cleancoin.net")
 SEND_BUFFER_LIMIT: int = 1_000_000
 #: How many inventory hashes per peer we remember as known to it.
 KNOWN_INVENTORY_SIZE: int = 50_000
+#: Transactions a peer announced that we have not requested yet (bitcoind's
+#: MAX_PEER_TX_ANNOUNCEMENTS); announcements past it are dropped.
+MAX_PEER_TX_ANNOUNCEMENTS: int = 5000
+#: The only messages decoded before the handshake is complete.
+HANDSHAKE_COMMANDS: frozenset[str] = frozenset({"version", "verack"})
+
+_INV_ENTRY = struct.Struct("<I32s")
 
 
 class PeerHandler(Protocol):
@@ -54,6 +68,11 @@ class PeerHandler(Protocol):
 
     def peer_closed(self, peer: Peer) -> None:
         """`peer`'s connection is gone."""
+        ...
+
+    def before_handshake(self, peer: Peer, command: str) -> None:
+        """`peer` sent a known message other than version/verack before the handshake
+        completed (it was not decoded)."""
         ...
 
 
@@ -84,6 +103,46 @@ class BoundedSet:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class InvQueue:
+    """A FIFO of inventory items kept as their packed 36-byte wire entries (getdata requests
+    waiting to be served): 36 bytes an item instead of ~140 for an InvItem object."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._pos = 0                       # offset of the next entry in _chunks[0]
+        self._len = 0
+
+    def extend(self, items: Sequence[InvItem]) -> None:
+        """Append `items` in order."""
+        if items:
+            self._chunks.append(b"".join(_INV_ENTRY.pack(t, h) for t, h in items))
+            self._len += len(items)
+
+    def popleft(self) -> InvItem:
+        """Remove and return the oldest item; IndexError when empty."""
+        if not self._len:
+            raise IndexError("pop from an empty InvQueue")
+        chunk = self._chunks[0]
+        item = InvItem(*_INV_ENTRY.unpack_from(chunk, self._pos))
+        self._pos += _INV_ENTRY.size
+        if self._pos >= len(chunk):
+            self._chunks.popleft()
+            self._pos = 0
+        self._len -= 1
+        return item
+
+    def clear(self) -> None:
+        """Forget every item."""
+        self._chunks.clear()
+        self._pos = self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
 
 
 def format_addr(host: str, port: int) -> str:
@@ -156,6 +215,10 @@ class Peer:
 
         # --- inventory and block download
         self.known_inventory = BoundedSet(KNOWN_INVENTORY_SIZE)
+        #: Announced transactions not requested yet (at most MAX_PEER_TX_ANNOUNCEMENTS).
+        self.tx_announced: deque[bytes] = deque()
+        #: Transactions requested from this peer and not yet delivered or refused.
+        self.txs_in_flight: set[bytes] = set()
         #: Blocks requested from this peer: hash -> loop time of the request.
         self.blocks_in_flight: dict[bytes, float] = {}
         #: Loop time of the last progress on block download (request sent or block received).
@@ -177,7 +240,7 @@ class Peer:
         self.last_tx_time: float = 0.0
 
         # --- sending
-        self.getdata_queue: deque[InvItem] = deque()
+        self.getdata_queue = InvQueue()
         self._outbox: deque[tuple[str, bytes]] = deque()
         self._outbox_bytes = 0
         self._wake_writer = asyncio.Event()
@@ -255,12 +318,20 @@ class Peer:
     async def _read_loop(self) -> None:
         while not self.closed:
             await self._can_read.wait()
-            command, payload = await self._read_frame()
-            msg = parse_payload(command, payload)
-            if msg is None:
-                log.debug("peer=%d: ignoring unknown message %r", self.id, command)
-                continue
-            await self.handler.handle_message(self, msg)
+            # In a call of its own so that the frame and the decoded message are freed before
+            # the loop waits again (the wait can last as long as the peer does not read).
+            await self._process_frame(*await self._read_frame())
+
+    async def _process_frame(self, command: str, payload: bytes) -> None:
+        if not self.handshake_done and command not in HANDSHAKE_COMMANDS:
+            if command in MESSAGE_TYPES:
+                self.handler.before_handshake(self, command)
+            return
+        msg = parse_payload(command, payload)
+        if msg is None:
+            log.debug("peer=%d: ignoring unknown message %r", self.id, command)
+            return
+        await self.handler.handle_message(self, msg)
 
     async def run(self) -> None:
         """Serve the connection until it closes; then tell the handler. Never raises
