@@ -274,3 +274,53 @@ def test_partial_frames_hold_at_most_what_was_sent_and_time_out() -> None:
             assert after < 1_000_000, after
             assert not banned(a)
     run(main())
+
+
+# ================================================================================ block download
+
+def test_inbound_peer_claiming_a_longer_chain_cannot_stall_block_relay() -> None:
+    """Attack: an inbound peer handshakes claiming a start height of 10^6 and then answers
+    nothing. It becomes the sync peer, and while a sync peer is active, blocks announced by
+    anyone else were not requested ("they would only be orphans"): an honest peer's new
+    block waited for the attacker's block download timeout (120 s by default; 5 s here), and
+    an attacker with two connections, reconnecting, could keep that up for good. Now a
+    single-block announcement from another peer is fetched at once, and announced on."""
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node(MemChain(list(chain_200()[:20])))
+            b = await net.node(MemChain(list(chain_200()[:20])), connect=[addr_of(a)])
+            c = await net.node(MemChain(list(chain_200()[:20])), connect=[addr_of(a)])
+            await wait_until(lambda: a.connection_count == 2 and all(p["version"] for p in a.peer_info()),
+                             what="honest peers connected")
+            attacker = await RawPeer.connect(a, "127.0.1.30")
+            await attacker.handshake(start_height=10**6)
+            await attacker.recv_until(m.GetBlocks)           # it is the sync peer now; silent
+            new = chain_200()[20]
+            b.chain.accept_block(new)
+            b.announce_block(new.hash)
+            await wait_until(lambda: a.chain.height == 21, timeout=2.0, what="relayed block fetched")
+            await wait_until(lambda: c.chain.height == 21, timeout=2.0, what="relayed on to c")
+    run(main())
+
+
+def test_outbound_peer_takes_the_download_from_an_inbound_one() -> None:
+    """Attack (initial download): the same silent inbound peer with a claimed height of 10^6
+    is the sync peer when the node dials an honest peer that is ahead. Before, the download
+    waited for the inbound peer's timeout. Now, as bitcoind prefers outbound peers for
+    download (an inbound connection can be anyone's), an outbound peer that is ahead takes
+    the download over from an inbound sync peer, and inbound peers are chosen only when no
+    outbound one is ahead."""
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node(MemChain(list(chain_200()[:20])))
+            attacker = await RawPeer.connect(a, "127.0.1.31")
+            await attacker.handshake(start_height=10**6)
+            await attacker.recv_until(m.GetBlocks)
+            b = await net.node(MemChain(list(chain_200()[:60])))
+            a.add_node(addr_of(b), "onetry")
+            await wait_until(lambda: a.chain.height == 60, timeout=3.0, what="download from b")
+    run(main())
+
+
+def addr_of(node: P2PNode) -> str:
+    return f"127.0.0.1:{node.port}"

@@ -30,13 +30,18 @@ Handshake
 
 Block download (blocks-first, simpler than headers-first)
     One peer at a time is the *sync peer*: the first peer whose start height (or an
-    announced block we do not know) shows it is ahead. We send it `getblocks` with our
+    announced block we do not know) shows it is ahead, outbound peers first (bitcoind's
+    preferred download peers); an inbound sync peer hands over to an outbound peer that is
+    ahead, since an inbound connection is anyone's and its claimed height costs nothing. We send it `getblocks` with our
     locator; it answers an `inv` of up to 500 hashes (always answered, possibly empty); we
     `getdata` the unknown ones; when the last requested block has arrived we send the next
     `getblocks` from the batch's last hash. An empty answer ends the sync with that peer, and
     the next peer that is still ahead (if any) takes over. A block whose parent we do not
     have ("prev-blk-not-found": a new tip announced after a gap) makes its sender the sync
-    peer, which is how catching up resumes after an outage. A sync peer that delivers
+    peer, which is how catching up resumes after an outage. While a sync runs, inv batches
+    from other peers are not fetched (they would be orphans), but a single-block inv (a new
+    block relayed) is, and a tip it makes is announced: a silent sync peer (one claiming a
+    long chain and answering nothing) cannot hold up block relay until its timeout. A sync peer that delivers
     nothing for `block_download_timeout` is disconnected. Progress (height, total from the
     peers' heights, blocks/s) is logged on "cleancoin.net" at INFO.
 
@@ -808,6 +813,7 @@ class P2PNode:
         if is_answer:
             peer.getblocks_sent_at = 0.0
         syncing_elsewhere = self._sync_peer is not None and self._sync_peer is not peer
+        relay_inv = not is_answer and len(block_hashes) == 1
         want: list[InvItem] = []
         for item in msg.items:
             peer.known_inventory.add(item.hash)
@@ -820,8 +826,10 @@ class P2PNode:
                 peer.best_announced = item.hash
                 peer.sync_exhausted = False
                 # While another peer feeds us the chain in order, blocks from elsewhere would
-                # only be orphans; once that sync ends this peer is asked if still ahead.
-                if (syncing_elsewhere or item.hash in self._blocks_requested
+                # only be orphans; once that sync ends this peer is asked if still ahead. A
+                # single new block (a relay inv) is fetched anyway: the sync peer may be a
+                # stranger stalling us, and a new tip must not wait for its timeout.
+                if ((syncing_elsewhere and not relay_inv) or item.hash in self._blocks_requested
                         or len(peer.blocks_in_flight) >= MAX_BLOCKS_IN_FLIGHT):
                     continue
                 want.append(item)
@@ -978,8 +986,8 @@ class P2PNode:
         if not peer.blocks_in_flight:
             if self._sync_peer is peer:
                 self._continue_sync(peer)
-            if self._sync_peer is None:
-                self._announce_tip()
+            if self._sync_peer is not peer:
+                self._announce_tip()          # (a relayed block during someone else's sync too)
 
     def _announce_tip(self) -> None:
         """Tell peers about our tip if it changed since we last did (end of a batch)."""
@@ -1008,14 +1016,22 @@ class P2PNode:
         return idx is not None and _has_data(idx)
 
     def _maybe_start_sync(self) -> None:
-        """Pick a sync peer if none is active and some peer is ahead of us."""
-        if self._sync_peer is not None:
+        """Pick a sync peer if none is active and some peer is ahead of us. Outbound peers
+        come first (bitcoind's preferred download peers): an inbound connection can be
+        anyone's, and its claimed height costs nothing; an inbound sync peer gives the
+        download up to an outbound peer that is ahead."""
+        current = self._sync_peer
+        if current is not None:
+            if current.inbound and any(not p.inbound and self._peer_ahead(p) for p in self._peers.values()):
+                log.info("Block download: outbound peer ahead, leaving inbound peer=%d", current.id)
+                self._finish_sync(current, exhausted=False)   # picks the outbound one
             return
         candidates = [p for p in self._peers.values() if self._peer_ahead(p)]
         if not candidates:
             self._announce_tip()
             return
-        peer = max(candidates, key=lambda p: (p.start_height, -p.id))
+        outbound = [p for p in candidates if not p.inbound]
+        peer = max(outbound or candidates, key=lambda p: (p.start_height, -p.id))
         self._start_sync(peer)
 
     def _start_sync(self, peer: Peer) -> None:
