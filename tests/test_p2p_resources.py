@@ -24,6 +24,7 @@ from cleancoin.components.node.p2p import P2PNode
 from cleancoin.components.node.p2p import messages as m
 from cleancoin.components.node.p2p import node as p2p_node
 from cleancoin.components.node.p2p import peer as p2p_peer
+from cleancoin.components.node.p2p.bloom import RollingBloomFilter
 from cleancoin.components.node.p2p.peer import Peer
 
 from test_p2p import GENESIS, PKH, MemChain, Net, RawPeer, banned, chain_200, frame, make_tx, run, wait_until
@@ -162,6 +163,64 @@ def test_non_reading_peer_with_max_getdata_holds_little() -> None:
             got = await honest.recv_until(m.BlockMessage)
             assert got.block.hash == chain_200()[1].hash
     run(main())
+
+
+def test_inventory_known_to_a_peer_is_held_compactly() -> None:
+    """Attack: announce 2 x 50000 made-up hashes (of a type the node ignores) and stay
+    connected. The node remembers what each peer knows (so as not to announce it back):
+    an OrderedDict of up to 50000 hashes, 8.5 MB per peer for as long as the peer stays
+    (x115 inbound: ~1 GB), for 3.6 MB on the wire. Now a rolling Bloom filter of the same
+    capacity, as bitcoind's m_tx_inventory_known_filter: 0.3 MB per peer."""
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node()
+            attacker = await RawPeer.connect(a, "127.0.1.40")
+            await attacker.handshake()
+            reader = asyncio.create_task(drain_forever(attacker))
+            frames = [m.serialize_message(a.params.magic, m.Inv(m.inv_items(7, random_hashes(m.MAX_INV, bytes([i])))))
+                      for i in range(2)]
+            gc.collect()
+            tracemalloc.start()
+            try:
+                base = tracemalloc.get_traced_memory()[0]
+                (peer,) = peers(a)
+                for f in frames:
+                    await attacker.send_bytes(f)
+                del frames, f
+                await wait_until(lambda: peer.bytes_recv_per_msg.get("inv", 0) >= 2 * 36 * m.MAX_INV,
+                                 what="both invs processed")
+                await asyncio.sleep(0.1)
+                gc.collect()
+                held = tracemalloc.get_traced_memory()[0] - base
+            finally:
+                tracemalloc.stop()
+            print(f"known inventory after 100000 announcements: {held} bytes held")
+            assert held < 1_000_000, held
+            reader.cancel()
+    run(main())
+
+
+def test_rolling_bloom_filter_remembers_recent_items_and_forgets_old_ones() -> None:
+    """The filter behind known_inventory: no false negatives for the last capacity/2 items,
+    few false positives, old generations dropped, fixed size, allocated on first use."""
+    f = RollingBloomFilter(1000)
+    assert f.nbytes == 0 and b"\x00" * 32 not in f
+    first = random_hashes(500, b"first")
+    for h in first:
+        f.add(h)
+    assert all(h in f for h in first)
+    second = random_hashes(499, b"second")
+    for h in second:
+        f.add(h)
+    assert all(h in f for h in first + second)        # first is the previous generation now
+    f.add(b"\x01" * 32)                                 # second's generation is full: rotate
+    assert sum(h in f for h in first) <= 2               # dropped (up to false positives)
+    assert all(h in f for h in second)
+    strangers = random_hashes(20000, b"never added")
+    assert sum(h in f for h in strangers) <= 3           # expected ~0.2 at 9.4e-6 per generation
+    f.add(b"\x02" * 32)
+    assert f.nbytes == 2 * 500 * 48 // 8                 # two generations, whatever is added
+    assert p2p_peer.KNOWN_INVENTORY_SIZE == 50_000
 
 
 # ================================================================================ handshake

@@ -27,10 +27,11 @@ import contextlib
 import logging
 import secrets
 import struct
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from .bloom import RollingBloomFilter
 from .messages import (
     HEADER_SIZE, MESSAGE_TYPES, InvItem, Message, ProtocolError, checksum, parse_header, parse_payload,
     serialize_message,
@@ -40,7 +41,8 @@ log = logging.getLogger("cleancoin.net")
 
 #: Stop reading from a peer while this many bytes wait to be sent to it.
 SEND_BUFFER_LIMIT: int = 1_000_000
-#: How many inventory hashes per peer we remember as known to it.
+#: How many inventory hashes per peer we remember as known to it (a rolling Bloom filter, as
+#: bitcoind's m_tx_inventory_known_filter of 50000).
 KNOWN_INVENTORY_SIZE: int = 50_000
 #: Transactions a peer announced that we have not requested yet (bitcoind's
 #: MAX_PEER_TX_ANNOUNCEMENTS); announcements past it are dropped.
@@ -74,35 +76,6 @@ class PeerHandler(Protocol):
         """`peer` sent a known message other than version/verack before the handshake
         completed (it was not decoded)."""
         ...
-
-
-class BoundedSet:
-    """A set that forgets its oldest members beyond `capacity` (inventory a peer knows)."""
-
-    def __init__(self, capacity: int) -> None:
-        self._items: OrderedDict[bytes, None] = OrderedDict()
-        self._capacity = capacity
-
-    def add(self, item: bytes) -> None:
-        """Remember `item` (refreshing it if present)."""
-        self._items[item] = None
-        self._items.move_to_end(item)
-        if len(self._items) > self._capacity:
-            self._items.popitem(last=False)
-
-    def discard(self, item: bytes) -> None:
-        """Forget `item`."""
-        self._items.pop(item, None)
-
-    def clear(self) -> None:
-        """Forget everything."""
-        self._items.clear()
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class InvQueue:
@@ -214,7 +187,7 @@ class Peer:
         self.ban_score: int = 0
 
         # --- inventory and block download
-        self.known_inventory = BoundedSet(KNOWN_INVENTORY_SIZE)
+        self.known_inventory = RollingBloomFilter(KNOWN_INVENTORY_SIZE)
         #: Announced transactions not requested yet (at most MAX_PEER_TX_ANNOUNCEMENTS).
         self.tx_announced: deque[bytes] = deque()
         #: Transactions requested from this peer and not yet delivered or refused.
