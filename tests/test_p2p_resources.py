@@ -223,6 +223,35 @@ def test_rolling_bloom_filter_remembers_recent_items_and_forgets_old_ones() -> N
     assert p2p_peer.KNOWN_INVENTORY_SIZE == 50_000
 
 
+def test_announcements_to_a_peer_that_does_not_read_are_bounded() -> None:
+    """Attack: a peer completes the handshake and then never reads. The node stops reading
+    from it once 1 MB waits to be sent (so the peer's own requests cannot grow the queue),
+    but announcements of new transactions kept being queued for it, every one, until the
+    ping timeout (20 min): the queue grows with the network's transaction rate (here 200000
+    announcements: the queue held 7.3 MB beyond what the kernel took). Now transaction
+    announcements are skipped for a peer whose send queue is over SEND_BUFFER_LIMIT (it is
+    not reading; it learns transactions from others), as bitcoind stops sending a peer
+    with a full send buffer; blocks are still announced."""
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node()
+            attacker = await RawPeer.connect(a, "127.0.1.50")
+            await attacker.handshake()
+            (peer,) = peers(a)
+            for i, txid in enumerate(random_hashes(200_000, b"relay")):
+                a.announce_tx(txid)
+                if i % 1000 == 0:
+                    await asyncio.sleep(0)            # let the writer hand bytes to the kernel
+            await asyncio.sleep(0.2)
+            print(f"queued for a non-reading peer: {peer.outbox_bytes} bytes")
+            assert peer.outbox_bytes <= p2p_peer.SEND_BUFFER_LIMIT + 1000, peer.outbox_bytes
+            # A block is still announced to it.
+            before = peer.outbox_bytes
+            a.announce_block(b"\x42" * 32)
+            assert peer.outbox_bytes > before
+    run(main())
+
+
 # ================================================================================ handshake
 
 def _big_parseable_block(n_txs: int) -> bytes:

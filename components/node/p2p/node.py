@@ -97,7 +97,7 @@ from .messages import (
     TxMessage, Verack, Version,
 )
 from .eviction import Candidate, netgroup, select_peer_to_evict
-from .peer import MAX_PEER_TX_ANNOUNCEMENTS, Peer, format_addr, normalize_ip
+from .peer import MAX_PEER_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip
 from .protocols import ChainAccess, MempoolAccess
 
 log = logging.getLogger("cleancoin.net")
@@ -669,7 +669,10 @@ class P2PNode:
         for peer in self._peers.values():
             if not peer.handshake_done or peer.closed or h in peer.known_inventory:
                 continue
-            if tx and not peer.relay:
+            if tx and (not peer.relay or peer.outbox_bytes > SEND_BUFFER_LIMIT):
+                # A peer with a full send queue is not reading: queueing every new
+                # transaction for it would grow the queue with the network's rate until its
+                # ping timeout. It learns them from others (blocks are still announced).
                 continue
             peer.known_inventory.add(h)
             peer.send(Inv((InvItem(type_, h),)))
