@@ -15,6 +15,8 @@ import asyncio
 import gc
 import hashlib
 import os
+import socket
+import struct
 import time
 import tracemalloc
 from typing import Any
@@ -412,3 +414,47 @@ def test_outbound_peer_takes_the_download_from_an_inbound_one() -> None:
 
 def addr_of(node: P2PNode) -> str:
     return f"127.0.0.1:{node.port}"
+
+
+# ================================================================================ connections
+
+def test_connection_flood_resets_and_half_handshakes_leave_the_listener_serving() -> None:
+    """Attack (items 5 and 6, holds): 200 connections reset at once (RST), 60 that never
+    send anything (more than the inbound slots), and 20 that send a version and stop. The
+    listener keeps accepting; inbound slots never exceed max_inbound; an honest peer gets
+    in (by eviction of an idle one) and is served; every half-open connection is dropped
+    at the handshake timeout, nothing is banned, and the node ends with only the honest
+    peer."""
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node(handshake_timeout=1.0, max_connections=40)
+            assert a.max_inbound == 30
+            loop = asyncio.get_running_loop()
+            for i in range(200):
+                s = socket.socket()
+                s.setblocking(False)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.bind((f"127.0.5.{i + 1}", 0))
+                await loop.sock_connect(s, ("127.0.0.1", a.port))
+                s.close()                                # RST
+                if i % 20 == 0:
+                    await asyncio.sleep(0.01)            # let the listener accept
+            silent = [await RawPeer.connect(a, f"127.0.6.{i + 1}") for i in range(60)]
+            half = []
+            for i in range(20):
+                raw = await RawPeer.connect(a, f"127.0.7.{i + 1}")
+                await raw.send(m.Version(m.PROTOCOL_VERSION, m.NODE_NETWORK, 0, i, "/half/", 0, True))
+                half.append(raw)
+            await asyncio.sleep(0.1)
+            assert a.inbound_count <= a.max_inbound
+            honest = await RawPeer.connect(a, "127.0.8.1")
+            await honest.handshake()
+            await honest.send(m.Ping(99))
+            assert (await honest.recv_until(m.Pong)).nonce == 99
+            for raw in silent + half:
+                assert await raw.closed_by_peer(3.0)
+            await wait_until(lambda: a.connection_count == 1, what="only the honest peer left")
+            (info,) = a.peer_info()
+            assert info["subver"] == "/raw/"
+            assert not a.ban_list()
+    run(main())
