@@ -239,7 +239,9 @@ class _InvList(Message):
         n = r.read_count(_INV_ITEM.size)
         if n > MAX_INV:
             raise ProtocolError("malformed-payload", f"{cls.command} with {n} entries")
-        items = tuple(InvItem(*_INV_ITEM.unpack(r.read(_INV_ITEM.size))) for _ in range(n))
+        # One read and iter_unpack: half the CPU of unpacking 50000 entries one by one (a
+        # peer decides how many of these we decode).
+        items = tuple(map(InvItem._make, _INV_ITEM.iter_unpack(r.read(n * _INV_ITEM.size))))
         return cls(items)
 
 
