@@ -12,6 +12,7 @@ waiting to be sent) are read from the node's Peer objects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import os
@@ -21,6 +22,7 @@ import time
 import tracemalloc
 from typing import Any
 
+from cleancoin.components.common.chainparams import MAX_BLOCK_SIZE
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 from cleancoin.components.node.p2p import P2PNode
 from cleancoin.components.node.p2p import messages as m
@@ -323,7 +325,7 @@ def test_misbehaviour_bans_are_bounded() -> None:
 
 
 def test_partial_frames_hold_at_most_what_was_sent_and_time_out() -> None:
-    """Attack (item 1, holds): 20 connections announce a 4 MB payload, send 256 kB of it
+    """Attack (item 1, holds): 20 connections announce a MAX_PAYLOAD payload, send 256 kB of it
     and then trickle. The node buffers what was actually sent (no more: the announced length
     is not allocated up front), at most MAX_PAYLOAD per peer, and drops every one of them
     at the handshake timeout (after the handshake, the ping timeout: a peer stuck in a frame
@@ -414,6 +416,45 @@ def test_outbound_peer_takes_the_download_from_an_inbound_one() -> None:
 
 def addr_of(node: P2PNode) -> str:
     return f"127.0.0.1:{node.port}"
+
+
+def test_message_size_limit_fits_the_protocol_not_four_times_it() -> None:
+    """Attack: 5 connections each announce a 3 MB message and send 2.5 MB of it. With
+    MAX_PAYLOAD at 4 MB (bitcoind's figure for its 4M-weight blocks) the node buffered all of
+    it although no message of this protocol can exceed 1.8 MB (a 50000-entry inv; blocks
+    are at most 1 MB): 14 MB held here, 4 MB per peer possible. Now MAX_PAYLOAD is 2 MiB,
+    what bitcoind used while its blocks were 1 MB: such a header is refused (and banned)
+    before a byte of its payload is buffered."""
+    assert m.MAX_PAYLOAD == 2 * 1024 * 1024
+    assert len(m.Inv(m.inv_items(m.MSG_TX, [b"\x00" * 32] * m.MAX_INV)).serialize()) <= m.MAX_PAYLOAD
+    assert MAX_BLOCK_SIZE <= m.MAX_PAYLOAD
+
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node()
+            gc.collect()
+            tracemalloc.start()
+            try:
+                base = tracemalloc.get_traced_memory()[0]
+                raws = []
+                for i in range(5):
+                    raw = await RawPeer.connect(a, f"127.0.9.{i + 1}")
+                    await raw.handshake()
+                    raws.append(raw)
+                    head = frame(b"block", b"", length=3_000_000)[:m.HEADER_SIZE]
+                    with contextlib.suppress(ConnectionError):
+                        await raw.send_bytes(head + b"\x00" * 2_500_000)
+                await asyncio.sleep(0.3)
+                gc.collect()
+                held = tracemalloc.get_traced_memory()[0] - base
+            finally:
+                tracemalloc.stop()
+            print(f"5 x 2.5 MB of announced 3 MB messages: {held} bytes held")
+            assert held < 2_000_000, held
+            for i, raw in enumerate(raws):
+                assert await raw.closed_by_peer(2.0)
+                assert f"127.0.9.{i + 1}/32" in banned(a)
+    run(main())
 
 
 # ================================================================================ connections

@@ -17,7 +17,7 @@ max-size getdata from a peer that stops reading holds 1.8 MB, not 6.9 MB of Pyth
 
 Before the handshake only version and verack are decoded (bitcoind: "non-version message
 before version handshake" is dropped undecoded): anything else costs its checksum, not a
-parse of up to 4 MB.
+parse of up to 2 MiB.
 """
 
 from __future__ import annotations
