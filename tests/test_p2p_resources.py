@@ -18,6 +18,7 @@ import hashlib
 import os
 import socket
 import struct
+import threading
 import time
 import tracemalloc
 from typing import Any
@@ -31,7 +32,7 @@ from cleancoin.components.node.p2p import peer as p2p_peer
 from cleancoin.components.node.p2p.bloom import RollingBloomFilter
 from cleancoin.components.node.p2p.peer import Peer
 
-from test_p2p import GENESIS, PKH, MemChain, Net, RawPeer, banned, chain_200, frame, make_tx, run, wait_until
+from test_p2p import GENESIS, P, PKH, MemChain, Net, RawPeer, banned, chain_200, frame, make_tx, run, wait_until
 
 
 def peers(node: P2PNode) -> list[Peer]:
@@ -253,6 +254,82 @@ def test_announcements_to_a_peer_that_does_not_read_are_bounded() -> None:
             before = peer.outbox_bytes
             a.announce_block(b"\x42" * 32)
             assert peer.outbox_bytes > before
+    run(main())
+
+
+async def max_loop_stall(until: asyncio.Event) -> float:
+    """The longest the event loop went without running this task (polling every 5 ms)."""
+    loop = asyncio.get_running_loop()
+    worst, last = 0.0, loop.time()
+    while not until.is_set():
+        await asyncio.sleep(0.005)
+        now = loop.time()
+        worst, last = max(worst, now - last - 0.005), now
+    return worst
+
+
+class ThreadPeer:
+    """A blocking socket read by a thread of its own: a remote peer that drains what the node
+    sends as fast as the kernel delivers it, concurrently with the node's event loop."""
+
+    def __init__(self, port: int, source: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+        self.received = 0
+        self.magic = P.magic
+
+    def handshake(self) -> None:
+        self.sock.sendall(m.serialize_message(self.magic, m.Version(
+            m.PROTOCOL_VERSION, m.NODE_NETWORK, 0, 77, "/thread/", 0, True)))
+        got = b""
+        while got.count(b"verack") < 1:
+            got += self.sock.recv(1 << 16)
+        self.sock.sendall(m.serialize_message(self.magic, m.Verack()))
+
+    def drain(self) -> None:
+        try:
+            while chunk := self.sock.recv(1 << 20):
+                self.received += len(chunk)
+        except OSError:
+            pass
+
+
+def test_serving_a_big_getdata_or_a_burst_of_messages_does_not_stall_the_node() -> None:
+    """Attack: a peer that reads as fast as it can asks for 50000 (small) blocks in one
+    getdata, then sends 16000 pings in one burst. The writer handed frame after frame to the
+    socket and only yielded when the kernel stopped taking them, which a fast reader never
+    lets happen, and the reader decoded message after message while bytes were buffered:
+    every other peer, RPC and timer on the node's event loop waited meanwhile. Measured
+    before: the loop stalled 0.6 to 1.2 s for the getdata (all 50000 blocks), 0.23 s for the
+    pings; against a real node, with 12 such peers, an honest peer's handshake and ping took
+    4 s. Now each peer's reader and writer yield to the loop after every message, as
+    bitcoind's message handler serves peers in turn: what is left is decoding one message
+    (the 1.8 MB getdata, ~0.05 s)."""
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node(MemChain(list(chain_200()[:3])))
+            attacker = await asyncio.to_thread(ThreadPeer, a.port, "127.0.1.60")
+            await asyncio.to_thread(attacker.handshake)
+            reader = threading.Thread(target=attacker.drain, daemon=True)
+            reader.start()
+            getdata = m.serialize_message(a.params.magic, m.GetData(
+                m.inv_items(m.MSG_BLOCK, [chain_200()[2].hash] * m.MAX_INV)))
+            pings = m.serialize_message(a.params.magic, m.Ping(5)) * 16000
+            block_frame_size = len(m.serialize_message(a.params.magic, m.BlockMessage(chain_200()[2])))
+            (peer,) = peers(a)
+            stalls = []
+            for data, done_when in (
+                    (getdata, lambda: peer.bytes_sent_per_msg.get("block", 0) >= m.MAX_INV * block_frame_size),
+                    (pings, lambda: peer.bytes_recv_per_msg.get("ping", 0) >= 16000 * 32)):
+                done = asyncio.Event()
+                watch = asyncio.create_task(max_loop_stall(done))
+                await asyncio.sleep(0.05)
+                await asyncio.to_thread(attacker.sock.sendall, data)
+                await wait_until(done_when, timeout=15.0, what="attack served")
+                done.set()
+                stalls.append(await watch)
+            print(f"longest event loop stall: getdata {stalls[0]:.3f} s, ping burst {stalls[1]:.3f} s")
+            assert stalls[0] < 0.3 and stalls[1] < 0.1, stalls
+            attacker.sock.close()
     run(main())
 
 

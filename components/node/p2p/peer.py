@@ -12,6 +12,8 @@ on the socket. Requested data (getdata) is produced lazily by the writer, one bl
 time when the outbox is empty, so a getdata for 50000 blocks never sits in memory at once;
 and like Bitcoin the reader stops taking messages from a peer while it still owes that peer
 data or its outbox is over SEND_BUFFER_LIMIT, which bounds what one peer can make us queue.
+Reader and writer yield to the event loop after every message, so that no peer keeps the
+others (and RPC, on the same loop) waiting.
 What it asked for waits in an `InvQueue`, as the 36-byte wire entries (bitcoind's CInv): a
 max-size getdata from a peer that stops reading holds 1.8 MB, not 6.9 MB of Python objects.
 
@@ -263,6 +265,10 @@ class Peer:
                 await self.writer.drain()
                 self._outbox_bytes -= len(frame)
                 self._update_read_gate()
+                # drain() does not suspend while the kernel takes the bytes: without this, a
+                # peer reading fast could have 50000 blocks served in one go while every other
+                # peer, RPC and timer waits.
+                await asyncio.sleep(0)
             elif self.getdata_queue:
                 self.handler.serve_getdata(self)
                 self._update_read_gate()
@@ -294,6 +300,10 @@ class Peer:
             # In a call of its own so that the frame and the decoded message are freed before
             # the loop waits again (the wait can last as long as the peer does not read).
             await self._process_frame(*await self._read_frame())
+            # One message, then the others' turn (bitcoind's message handler serves peers in
+            # turn): buffered bytes are read without suspending, so a burst of thousands of
+            # small messages would otherwise hold the event loop until all are handled.
+            await asyncio.sleep(0)
 
     async def _process_frame(self, command: str, payload: bytes) -> None:
         if not self.handshake_done and command not in HANDSHAKE_COMMANDS:
