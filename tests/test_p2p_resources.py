@@ -240,7 +240,13 @@ def test_announcements_to_a_peer_that_does_not_read_are_bounded() -> None:
     async def main() -> None:
         async with Net() as net:
             a = await net.node()
-            attacker = await RawPeer.connect(a, "127.0.1.50")
+            # A small receive buffer, so that the kernel cannot take the whole attack.
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.bind(("127.0.1.50", 0))
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", a.port))
+            attacker = RawPeer(*await asyncio.open_connection(sock=sock), P.magic)
             await attacker.handshake()
             (peer,) = peers(a)
             for i, txid in enumerate(random_hashes(200_000, b"relay")):
@@ -252,7 +258,7 @@ def test_announcements_to_a_peer_that_does_not_read_are_bounded() -> None:
             assert peer.outbox_bytes <= p2p_peer.SEND_BUFFER_LIMIT + 1000, peer.outbox_bytes
             # A block is still announced to it.
             before = peer.outbox_bytes
-            a.announce_block(b"\x42" * 32)
+            a.announce_block(hashlib.sha256(b"a block").digest())
             assert peer.outbox_bytes > before
     run(main())
 
