@@ -123,6 +123,43 @@ def test_tx_requests_are_released_by_answers_notfound_and_disconnect() -> None:
     run(main())
 
 
+def test_a_peer_withholding_an_announced_transaction_only_delays_it() -> None:
+    """Attack: a peer announces the txid of a transaction it has heard of (first, so it is
+    asked), then never delivers it. Other peers' announcements of the same txid were
+    dropped ("already requested"), so when the request timed out no one was asked again:
+    the node never got the transaction (unless someone announced it afresh), and leaving
+    did not help either. Now, as bitcoind's TxRequestTracker, the other announcers are
+    remembered and the next is asked when the request times out (`tx_request_timeout`,
+    60 s by default, 1 s here), is answered notfound, or its peer leaves."""
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node(tx_request_timeout=1.0)
+            assert P2PNode.__init__.__kwdefaults__["tx_request_timeout"] == 60.0
+            for case in ("timeout", "disconnect"):
+                tx = make_tx(f"withheld {case}")
+                attacker = await RawPeer.connect(a, "127.0.1.70" if case == "timeout" else "127.0.1.71")
+                await attacker.handshake()
+                await attacker.send(m.Inv(m.inv_items(m.MSG_TX, [tx.txid])))
+                await attacker.recv_until(m.GetData)
+                honest = await RawPeer.connect(a, "127.0.1.72" if case == "timeout" else "127.0.1.73")
+                await honest.handshake()
+                await honest.send(m.Inv(m.inv_items(m.MSG_TX, [tx.txid])))
+                t0 = asyncio.get_running_loop().time()
+                if case == "disconnect":
+                    await asyncio.sleep(0.1)
+                    attacker.close()
+                gd = await honest.recv_until(m.GetData, timeout=4.0)
+                waited = asyncio.get_running_loop().time() - t0
+                assert gd.items == (m.InvItem(m.MSG_TX, tx.txid),)
+                assert waited < (0.8 if case == "disconnect" else 2.5), (case, waited)
+                await honest.send(m.TxMessage(tx))
+                await wait_until(lambda: tx.txid in a.mempool, what=f"{case}: tx accepted")
+                honest.close()
+                attacker.close()
+                await wait_until(lambda: not peers(a), what="peers gone")
+    run(main())
+
+
 # ================================================================================ getdata
 
 def test_non_reading_peer_with_max_getdata_holds_little() -> None:

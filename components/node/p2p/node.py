@@ -59,7 +59,10 @@ Relay
     wait in a queue of at most MAX_PEER_TX_ANNOUNCEMENTS (5000; more are dropped), and at most
     MAX_PEER_TX_REQUEST_IN_FLIGHT (100) are requested from it at a time; a slot frees when the
     transaction arrives, the peer answers notfound, the request times out (60 s) or the peer
-    leaves. Before, one global table capped at 100000 was shared by all peers, and a single
+    leaves. Every other peer that announced a transaction while it was requested is
+    remembered, and when the request fails (notfound, timeout, the peer left) the next is
+    asked: a peer that announces a transaction first and withholds it delays it by the
+    timeout at most, instead of keeping it from us. Before, one global table capped at 100000 was shared by all peers, and a single
     peer announcing 100000 made-up txids stopped every other peer's transactions from being
     requested for a minute at a time.
 
@@ -109,8 +112,9 @@ GETBLOCKS_LIMIT: int = 500
 BAN_THRESHOLD: int = 100
 #: Transactions we refused recently, not requested again until the tip moves.
 _RECENT_REJECTS_SIZE: int = 20_000
-#: A transaction requested from one peer is not requested elsewhere for this long.
-_TX_REQUEST_TIMEOUT: float = 60.0
+#: A transaction requested from one peer is not requested elsewhere for this long
+#: (bitcoind's GETDATA_TX_INTERVAL); then the next peer that announced it is asked.
+TX_REQUEST_TIMEOUT: float = 60.0
 #: Bytes of transactions one serve_getdata call may queue (blocks go one per call).
 _GETDATA_TX_BUDGET: int = 200_000
 #: Most blocks requested from one peer at a time (two getblocks answers' worth).
@@ -219,7 +223,8 @@ class P2PNode:
     `block_download_timeout`, `reconnect_interval`, `connect_timeout`; and
     `getblocks_limit`, the most hashes we put in one getblocks answer (500, as Bitcoin;
     tests lower it to exercise several batches); `max_misbehaviour_bans`, the most automatic
-    bans kept (MAX_MISBEHAVIOUR_BANS; tests lower it).
+    bans kept (MAX_MISBEHAVIOUR_BANS; tests lower it); `tx_request_timeout`, how long a
+    transaction request waits before the next announcer is asked (TX_REQUEST_TIMEOUT).
     """
 
     def __init__(self, chain: ChainAccess, mempool: MempoolAccess, *,
@@ -231,7 +236,8 @@ class P2PNode:
                  handshake_timeout: float = 60.0, block_download_timeout: float = 120.0,
                  reconnect_interval: float = 60.0, connect_timeout: float = 5.0,
                  getblocks_limit: int = GETBLOCKS_LIMIT,
-                 max_misbehaviour_bans: int = MAX_MISBEHAVIOUR_BANS) -> None:
+                 max_misbehaviour_bans: int = MAX_MISBEHAVIOUR_BANS,
+                 tx_request_timeout: float = TX_REQUEST_TIMEOUT) -> None:
         self.chain = chain
         self.mempool = mempool
         self.params = chain.params
@@ -256,6 +262,7 @@ class P2PNode:
         self.connect_timeout = connect_timeout
         self.getblocks_limit = max(1, getblocks_limit)
         self.max_misbehaviour_bans = max(1, max_misbehaviour_bans)
+        self.tx_request_timeout = tx_request_timeout
         # Validate the addresses now, so a bad -connect/-addnode fails at startup.
         for a in (*connect, *addnode):
             parse_host_port(a, self.params.default_port)
@@ -277,6 +284,9 @@ class P2PNode:
 
         self._blocks_requested: dict[bytes, int] = {}       # block hash -> peer id
         self._txs_requested: dict[bytes, tuple[int, float]] = {}   # txid -> (peer id, loop time)
+        #: txid -> ids of other peers that announced it while it was requested: asked in turn
+        #: if the request fails (bitcoind's TxRequestTracker keeps every announcer).
+        self._tx_alternates: dict[bytes, list[int]] = {}
         self._recent_rejects: OrderedDict[bytes, None] = OrderedDict()
         self._rejects_tip: bytes | None = None
         self._sync_peer: Peer | None = None
@@ -705,9 +715,12 @@ class P2PNode:
                 del self._blocks_requested[h]
         peer.blocks_in_flight.clear()
         peer.getdata_queue.clear()
-        # Its outstanding transaction requests are released: another announcer gets asked.
+        # Its outstanding transaction requests fail over to another announcer.
+        for txid in list(peer.tx_waiting):
+            self._drop_alternate(txid, peer.id)
+        peer.tx_waiting.clear()
         for txid in list(peer.txs_in_flight):
-            self._release_tx_request(txid)
+            self._release_tx_request(txid, failed=True)
         peer.tx_announced.clear()
         if self._sync_peer is peer:
             self._sync_peer = None
@@ -841,7 +854,7 @@ class P2PNode:
             elif item.type == MSG_TX:
                 if self._sync_peer is not None:
                     continue            # during a download transactions would only be orphans
-                if len(peer.tx_announced) < MAX_PEER_TX_ANNOUNCEMENTS:
+                if len(peer.tx_announced) + len(peer.tx_waiting) < MAX_PEER_TX_ANNOUNCEMENTS:
                     peer.tx_announced.append(item.hash)
         want.extend(self._take_tx_requests(peer, loop_now))
         if want:
@@ -860,18 +873,25 @@ class P2PNode:
 
     def _take_tx_requests(self, peer: Peer, loop_now: float) -> list[InvItem]:
         """Move `peer`'s announced transactions into requests while it has fewer than
-        MAX_PEER_TX_REQUEST_IN_FLIGHT outstanding; those we have, refused or requested
-        elsewhere are dropped. Each announcement is looked at once."""
+        MAX_PEER_TX_REQUEST_IN_FLIGHT outstanding; one requested from another peer makes this
+        peer an alternate for it; those we have or refused are dropped. Each announcement is
+        looked at once."""
         out: list[InvItem] = []
         if self._sync_peer is not None:
             return out
         while (peer.tx_announced and len(peer.txs_in_flight) < MAX_PEER_TX_REQUEST_IN_FLIGHT
                and len(self._txs_requested) < _MAX_TX_REQUESTS):
             txid = peer.tx_announced.popleft()
-            if self._tx_wanted(txid):
+            if not self._tx_needed(txid):
+                continue
+            req = self._txs_requested.get(txid)
+            if req is None:
                 self._txs_requested[txid] = (peer.id, loop_now)
                 peer.txs_in_flight.add(txid)
                 out.append(InvItem(MSG_TX, txid))
+            elif req[0] != peer.id and txid not in peer.tx_waiting:
+                self._tx_alternates.setdefault(txid, []).append(peer.id)
+                peer.tx_waiting.add(txid)
         return out
 
     def _request_txs(self, peer: Peer) -> None:
@@ -880,23 +900,50 @@ class P2PNode:
         if items:
             peer.send(GetData(tuple(items)))
 
-    def _release_tx_request(self, txid: bytes) -> None:
-        """Forget the request for `txid` (delivered, refused by notfound, timed out, or its
-        peer gone), freeing a slot of the peer it was asked from."""
+    def _release_tx_request(self, txid: bytes, *, failed: bool) -> None:
+        """Forget the request for `txid`, freeing a slot of the peer it was asked from. When
+        it `failed` (notfound, timed out, its peer gone) the next peer that announced it is
+        asked; otherwise (the transaction arrived) the other announcers are forgotten."""
         req = self._txs_requested.pop(txid, None)
         if req is not None:
             requester = self._peers.get(req[0])
             if requester is not None:
                 requester.txs_in_flight.discard(txid)
+        if not failed:
+            for peer_id in self._tx_alternates.pop(txid, ()):
+                alternate = self._peers.get(peer_id)
+                if alternate is not None:
+                    alternate.tx_waiting.discard(txid)
+            return
+        alternates = self._tx_alternates.get(txid)
+        while alternates:
+            alternate = self._peers.get(alternates.pop(0))
+            if alternate is None or alternate.closed:
+                continue
+            alternate.tx_waiting.discard(txid)
+            alternate.tx_announced.appendleft(txid)       # first in its queue
+            if not alternates:
+                del self._tx_alternates[txid]             # (before asking: it may fail again)
+            self._request_txs(alternate)
+            return
+        self._tx_alternates.pop(txid, None)
 
-    def _tx_wanted(self, txid: bytes) -> bool:
+    def _drop_alternate(self, txid: bytes, peer_id: int) -> None:
+        alternates = self._tx_alternates.get(txid)
+        if alternates is not None:
+            with contextlib.suppress(ValueError):
+                alternates.remove(peer_id)
+            if not alternates:
+                del self._tx_alternates[txid]
+
+    def _tx_needed(self, txid: bytes) -> bool:
+        """Not in the mempool and not recently refused."""
         tip = self.chain.tip.hash
         if tip != self._rejects_tip:
             # A new tip can make a rejected transaction valid (or its inputs known).
             self._recent_rejects.clear()
             self._rejects_tip = tip
-        return (txid not in self._recent_rejects and txid not in self._txs_requested
-                and txid not in self.mempool)
+        return txid not in self._recent_rejects and txid not in self.mempool
 
     def _reject_tx(self, txid: bytes) -> None:
         self._recent_rejects[txid] = None
@@ -908,7 +955,7 @@ class P2PNode:
             if item.type == MSG_BLOCK and peer.blocks_in_flight.pop(item.hash, None) is not None:
                 self._blocks_requested.pop(item.hash, None)
             elif item.type == MSG_TX and item.hash in peer.txs_in_flight:
-                self._release_tx_request(item.hash)
+                self._release_tx_request(item.hash, failed=True)
         if self._sync_peer is peer and not peer.blocks_in_flight:
             self._continue_sync(peer)
         self._request_txs(peer)
@@ -1120,7 +1167,7 @@ class P2PNode:
         tx = msg.tx
         txid = tx.txid
         peer.known_inventory.add(txid)
-        self._release_tx_request(txid)
+        self._release_tx_request(txid, failed=False)
         self._request_txs(peer)
         if txid in self.mempool:
             return
@@ -1153,7 +1200,8 @@ class P2PNode:
         """Once a second (or faster with short timeouts): handshake, ping and download
         timeouts, pings, expired bans and requests."""
         tick = max(0.05, min(1.0, self.ping_interval / 4, self.handshake_timeout / 4,
-                             self.ping_timeout / 4, self.block_download_timeout / 4))
+                             self.ping_timeout / 4, self.block_download_timeout / 4,
+                             self.tx_request_timeout / 4))
         loop = asyncio.get_running_loop()
         while self._running:
             await asyncio.sleep(tick)
@@ -1185,8 +1233,8 @@ class P2PNode:
         now = self.now()
         for key in [k for k, e in self._bans.items() if e.until <= now]:
             self._drop_ban(key)
-        for txid in [t for t, (_, at) in self._txs_requested.items() if loop_now - at > _TX_REQUEST_TIMEOUT]:
-            self._release_tx_request(txid)
+        for txid in [t for t, (_, at) in self._txs_requested.items() if loop_now - at > self.tx_request_timeout]:
+            self._release_tx_request(txid, failed=True)
         if self._sync_peer is None:
             for peer in list(self._peers.values()):
                 if peer.tx_announced and not peer.closed:

@@ -194,6 +194,9 @@ class Peer:
         self.tx_announced: deque[bytes] = deque()
         #: Transactions requested from this peer and not yet delivered or refused.
         self.txs_in_flight: set[bytes] = set()
+        #: Transactions it announced while they were requested from another peer: it is
+        #: asked if that request fails (counts against MAX_PEER_TX_ANNOUNCEMENTS).
+        self.tx_waiting: set[bytes] = set()
         #: Blocks requested from this peer: hash -> loop time of the request.
         self.blocks_in_flight: dict[bytes, float] = {}
         #: Loop time of the last progress on block download (request sent or block received).
