@@ -416,6 +416,38 @@ def test_messages_before_the_handshake_are_not_parsed() -> None:
     run(main())
 
 
+def test_unknown_commands_are_counted_under_one_key() -> None:
+    """Attack: after the handshake, 20000 empty messages, each with a different made-up
+    command (24 bytes each on the wire). getpeerinfo's per-message byte counts took every
+    command as a key of its own, for as long as the peer stayed, without limit (100000 of
+    them: 2.4 MB on the wire, 9.8 MB held). Now, as bitcoind, unknown commands are counted
+    under "*other*"."""
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node()
+            raw = await RawPeer.connect(a, "127.0.1.80")
+            await raw.handshake()
+            data = b"".join(frame(f"x{i:010d}".encode(), b"") for i in range(20_000))
+            (peer,) = peers(a)
+            gc.collect()
+            tracemalloc.start()
+            try:
+                base = tracemalloc.get_traced_memory()[0]
+                await raw.send_bytes(data)
+                del data
+                await wait_until(lambda: peer.bytes_recv >= 20_000 * 24, what="all read")
+                gc.collect()
+                held = tracemalloc.get_traced_memory()[0] - base
+            finally:
+                tracemalloc.stop()
+            print(f"20000 made-up commands: {held} bytes held")
+            assert held < 300_000, held
+            (info,) = a.peer_info()
+            assert info["bytesrecv_per_msg"]["*other*"] == 20_000 * 24
+            assert set(info["bytesrecv_per_msg"]) <= {*m.MESSAGE_TYPES, "*other*"}
+    run(main())
+
+
 # ================================================================================ bans
 
 def test_misbehaviour_bans_are_bounded() -> None:

@@ -49,6 +49,8 @@ KNOWN_INVENTORY_SIZE: int = 50_000
 #: Transactions a peer announced that we have not requested yet (bitcoind's
 #: MAX_PEER_TX_ANNOUNCEMENTS); announcements past it are dropped.
 MAX_PEER_TX_ANNOUNCEMENTS: int = 5000
+#: getpeerinfo's bytesrecv_per_msg key for every command we do not know.
+OTHER_COMMAND: str = "*other*"
 #: The only messages decoded before the handshake is complete.
 HANDSHAKE_COMMANDS: frozenset[str] = frozenset({"version", "verack"})
 
@@ -293,7 +295,10 @@ class Peer:
             raise ProtocolError("bad-checksum", header.command)
         size = HEADER_SIZE + header.length
         self.bytes_recv += size
-        self.bytes_recv_per_msg[header.command] = self.bytes_recv_per_msg.get(header.command, 0) + size
+        # Unknown commands share one key (bitcoind's NET_MESSAGE_TYPE_OTHER): a key per
+        # made-up command would let a peer grow this dict without limit.
+        key = header.command if header.command in MESSAGE_TYPES else OTHER_COMMAND
+        self.bytes_recv_per_msg[key] = self.bytes_recv_per_msg.get(key, 0) + size
         self.last_recv = int(self._now())
         return header.command, payload
 
