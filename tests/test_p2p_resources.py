@@ -160,6 +160,32 @@ def test_a_peer_withholding_an_announced_transaction_only_delays_it() -> None:
     run(main())
 
 
+def test_announcers_of_a_transaction_obtained_otherwise_are_forgotten() -> None:
+    """The fallback list cannot leak: a transaction that reaches the mempool another way (RPC)
+    while it is requested and announced by three peers leaves no alternates behind once the
+    request fails and the next announcer finds it no longer needed, and a departing
+    alternate is removed (each alternate's entry counts against its 5000 announcements)."""
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node(tx_request_timeout=0.5)
+            tx = make_tx("obtained otherwise")
+            raws = []
+            for i in range(4):
+                raw = await RawPeer.connect(a, f"127.0.1.{90 + i}")
+                await raw.handshake()
+                await raw.send(m.Inv(m.inv_items(m.MSG_TX, [tx.txid])))
+                raws.append(raw)
+            await raws[0].recv_until(m.GetData)
+            await wait_until(lambda: sum(len(p.tx_waiting) for p in peers(a)) == 3, what="3 alternates")
+            raws[3].close()                                    # an alternate leaves
+            await wait_until(lambda: len(peers(a)) == 3, what="alternate gone")
+            assert a._tx_alternates[tx.txid] == [p.id for p in peers(a)][1:]   # noqa: SLF001
+            a.mempool.accept(tx)                               # as sendrawtransaction would
+            await wait_until(lambda: not a._tx_alternates, timeout=3.0, what="alternates forgotten")  # noqa: SLF001
+            assert all(not p.tx_waiting and not p.txs_in_flight for p in peers(a))
+    run(main())
+
+
 # ================================================================================ getdata
 
 def test_non_reading_peer_with_max_getdata_holds_little() -> None:

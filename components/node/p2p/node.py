@@ -29,21 +29,21 @@ Handshake
     within `ping_timeout` ends the connection.
 
 Block download (blocks-first, simpler than headers-first)
-    One peer at a time is the *sync peer*: the first peer whose start height (or an
-    announced block we do not know) shows it is ahead, outbound peers first (bitcoind's
-    preferred download peers); an inbound sync peer hands over to an outbound peer that is
-    ahead, since an inbound connection is anyone's and its claimed height costs nothing. We send it `getblocks` with our
-    locator; it answers an `inv` of up to 500 hashes (always answered, possibly empty); we
-    `getdata` the unknown ones; when the last requested block has arrived we send the next
-    `getblocks` from the batch's last hash. An empty answer ends the sync with that peer, and
-    the next peer that is still ahead (if any) takes over. A block whose parent we do not
-    have ("prev-blk-not-found": a new tip announced after a gap) makes its sender the sync
-    peer, which is how catching up resumes after an outage. While a sync runs, inv batches
-    from other peers are not fetched (they would be orphans), but a single-block inv (a new
-    block relayed) is, and a tip it makes is announced: a silent sync peer (one claiming a
-    long chain and answering nothing) cannot hold up block relay until its timeout. A sync peer that delivers
-    nothing for `block_download_timeout` is disconnected. Progress (height, total from the
-    peers' heights, blocks/s) is logged on "cleancoin.net" at INFO.
+    One peer at a time is the *sync peer*: the first peer whose start height (or an announced
+    block we do not know) shows it is ahead, outbound peers first (bitcoind's preferred
+    download peers); an inbound sync peer hands over to an outbound peer that is ahead, since
+    an inbound connection is anyone's and its claimed height costs nothing. We send it
+    `getblocks` with our locator; it answers an `inv` of up to 500 hashes (always answered,
+    possibly empty); we `getdata` the unknown ones; when the last requested block has arrived
+    we send the next `getblocks` from the batch's last hash. An empty answer ends the sync
+    with that peer, and the next peer that is still ahead (if any) takes over. A block whose
+    parent we do not have ("prev-blk-not-found": a new tip announced after a gap) makes its
+    sender the sync peer, which is how catching up resumes after an outage. While a sync runs,
+    inv batches from other peers are not fetched (they would be orphans), but a single-block
+    inv (a new block relayed) is, and a tip it makes is announced: a silent sync peer (one
+    claiming a long chain and answering nothing) cannot hold up block relay until its timeout.
+    A sync peer that delivers nothing for `block_download_timeout` is disconnected. Progress
+    (height, total from the peers' heights, blocks/s) is logged on "cleancoin.net" at INFO.
 
 Relay
     A block that becomes our tip is announced by `inv` to every peer not known to have it,
@@ -62,9 +62,9 @@ Relay
     leaves. Every other peer that announced a transaction while it was requested is
     remembered, and when the request fails (notfound, timeout, the peer left) the next is
     asked: a peer that announces a transaction first and withholds it delays it by the
-    timeout at most, instead of keeping it from us. Before, one global table capped at 100000 was shared by all peers, and a single
-    peer announcing 100000 made-up txids stopped every other peer's transactions from being
-    requested for a minute at a time.
+    timeout at most, instead of keeping it from us. (Before, one global table capped at
+    100000 was shared by all peers: a single peer announcing 100000 made-up txids stopped
+    every other peer's transactions from being requested for a minute at a time.)
 
 Misbehaviour
     Each peer has a ban score; at 100 its IP address is banned for `ban_time` seconds and
@@ -721,6 +721,11 @@ class P2PNode:
         peer.tx_waiting.clear()
         for txid in list(peer.txs_in_flight):
             self._release_tx_request(txid, failed=True)
+        # A failed request handed to it and still queued here: on to the next announcer.
+        handed_over = [t for t in peer.tx_announced
+                       if t in self._tx_alternates and t not in self._txs_requested]
+        for txid in handed_over:
+            self._release_tx_request(txid, failed=True)
         peer.tx_announced.clear()
         if self._sync_peer is peer:
             self._sync_peer = None
@@ -883,6 +888,8 @@ class P2PNode:
                and len(self._txs_requested) < _MAX_TX_REQUESTS):
             txid = peer.tx_announced.popleft()
             if not self._tx_needed(txid):
+                if txid not in self._txs_requested:
+                    self._release_tx_request(txid, failed=False)   # forget its other announcers
                 continue
             req = self._txs_requested.get(txid)
             if req is None:
@@ -1233,7 +1240,8 @@ class P2PNode:
         now = self.now()
         for key in [k for k, e in self._bans.items() if e.until <= now]:
             self._drop_ban(key)
-        for txid in [t for t, (_, at) in self._txs_requested.items() if loop_now - at > self.tx_request_timeout]:
+        expired = [t for t, (_, at) in self._txs_requested.items() if loop_now - at > self.tx_request_timeout]
+        for txid in expired:
             self._release_tx_request(txid, failed=True)
         if self._sync_peer is None:
             for peer in list(self._peers.values()):
