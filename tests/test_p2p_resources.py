@@ -151,7 +151,7 @@ def test_a_peer_withholding_an_announced_transaction_only_delays_it() -> None:
                 gd = await honest.recv_until(m.GetData, timeout=4.0)
                 waited = asyncio.get_running_loop().time() - t0
                 assert gd.items == (m.InvItem(m.MSG_TX, tx.txid),)
-                assert waited < (0.8 if case == "disconnect" else 2.5), (case, waited)
+                assert waited < (1.5 if case == "disconnect" else 3.5), (case, waited)
                 await honest.send(m.TxMessage(tx))
                 await wait_until(lambda: tx.txid in a.mempool, what=f"{case}: tx accepted")
                 honest.close()
@@ -327,13 +327,14 @@ def test_announcements_to_a_peer_that_does_not_read_are_bounded() -> None:
 
 
 async def max_loop_stall(until: asyncio.Event) -> float:
-    """The longest the event loop went without running this task (polling every 5 ms)."""
-    loop = asyncio.get_running_loop()
-    worst, last = 0.0, loop.time()
+    """The most CPU time the event loop's thread spent between two turns of this task
+    (polling every 5 ms): how long one stretch of work kept every other task waiting.
+    Thread CPU time, not wall time, so that other processes on a busy machine do not count."""
+    worst, last = 0.0, time.thread_time()
     while not until.is_set():
         await asyncio.sleep(0.005)
-        now = loop.time()
-        worst, last = max(worst, now - last - 0.005), now
+        now = time.thread_time()
+        worst, last = max(worst, now - last), now
     return worst
 
 
@@ -368,11 +369,11 @@ def test_serving_a_big_getdata_or_a_burst_of_messages_does_not_stall_the_node() 
     socket and only yielded when the kernel stopped taking them, which a fast reader never
     lets happen, and the reader decoded message after message while bytes were buffered:
     every other peer, RPC and timer on the node's event loop waited meanwhile. Measured
-    before: the loop stalled 0.6 to 1.2 s for the getdata (all 50000 blocks), 0.23 s for the
-    pings; against a real node, with 12 such peers, an honest peer's handshake and ping took
-    4 s. Now each peer's reader and writer yield to the loop after every message, as
-    bitcoind's message handler serves peers in turn: what is left is decoding one message
-    (the 1.8 MB getdata, ~0.05 s)."""
+    before (CPU time of the loop's thread in one stretch): 0.43 to 0.57 s for the getdata
+    (all 50000 blocks), 0.14 s for the pings; against a real node, with 12 such peers, an
+    honest peer's handshake and ping took 4 s. Now each peer's reader and writer yield to
+    the loop after every message, as bitcoind's message handler serves peers in turn: what
+    is left is decoding one message (the 1.8 MB getdata, ~0.055 s; a ping, 0.005 s)."""
     async def main() -> None:
         async with Net() as net:
             a = await net.node(MemChain(list(chain_200()[:3])))
@@ -397,7 +398,7 @@ def test_serving_a_big_getdata_or_a_burst_of_messages_does_not_stall_the_node() 
                 done.set()
                 stalls.append(await watch)
             print(f"longest event loop stall: getdata {stalls[0]:.3f} s, ping burst {stalls[1]:.3f} s")
-            assert stalls[0] < 0.3 and stalls[1] < 0.1, stalls
+            assert stalls[0] < 0.3 and stalls[1] < 0.05, stalls
             attacker.sock.close()
     run(main())
 
