@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import logging
 import os
 import socket
 import struct
@@ -30,9 +31,10 @@ from cleancoin.components.node.p2p import messages as m
 from cleancoin.components.node.p2p import node as p2p_node
 from cleancoin.components.node.p2p import peer as p2p_peer
 from cleancoin.components.node.p2p.bloom import RollingBloomFilter
+from cleancoin.components.node.p2p.log_limit import LogRateLimit
 from cleancoin.components.node.p2p.peer import Peer
 
-from test_p2p import GENESIS, P, PKH, MemChain, Net, RawPeer, banned, chain_200, frame, make_tx, run, wait_until
+from test_p2p import GENESIS, P, PKH, MemChain, MemPool, Net, RawPeer, banned, chain_200, frame, make_tx, run, wait_until
 
 
 def peers(node: P2PNode) -> list[Peer]:
@@ -678,3 +680,98 @@ def test_connection_flood_resets_and_half_handshakes_leave_the_listener_serving(
             assert info["subver"] == "/raw/"
             assert not a.ban_list()
     run(main())
+
+
+# ================================================================================ log
+
+class LogBytes(logging.Handler):
+    """Counts the bytes of messages that reach it, and keeps the warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.bytes = 0
+        self.warnings: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.bytes += len(record.getMessage())
+        if record.levelno >= logging.WARNING:
+            self.warnings.append(record.getMessage())
+
+
+def test_misbehaving_connections_cannot_flood_the_log() -> None:
+    """Attack: 150 connections from as many addresses, each sending 8 bytes of garbage. Each
+    wrote a "misbehaving" (INFO) and a "banning" (WARNING) line to the log, which the node
+    writes at INFO to debug.log: ~200 bytes a connection, as fast as an attacker connects
+    (1000 connections a second: ~0.7 GB an hour, until the disk is full). Now, as bitcoind's
+    LogRateLimiter, each source location may log 1 MiB an hour (the default, checked here;
+    2 kB in this test), then one warning says it is suppressed."""
+    async def main() -> tuple[int, LogBytes]:
+        async with Net() as net:
+            a = await net.node()
+            for i in range(150):
+                raw = await RawPeer.connect(a, f"127.0.10.{i + 1}")
+                await raw.send_bytes(b"garbage!")
+                assert await raw.closed_by_peer()
+                raw.close()
+            RawPeer.opened.clear()
+            return len(a.ban_list()), counter
+
+    net_log = logging.getLogger("cleancoin.net")
+    installed = [f for f in net_log.filters if isinstance(f, LogRateLimit)]
+    counter = LogBytes()
+    level = net_log.level
+    net_log.setLevel(logging.INFO)
+    net_log.addHandler(counter)
+    small = LogRateLimit(budget=2000, window=3600.0)
+    for f in installed:
+        net_log.removeFilter(f)
+    net_log.addFilter(small)
+    try:
+        bans, counter = run(main())
+    finally:
+        net_log.removeFilter(small)
+        for f in installed:
+            net_log.addFilter(f)
+        net_log.removeHandler(counter)
+        net_log.setLevel(level)
+    print(f"log bytes from 150 misbehaving connections: {counter.bytes}")
+    assert bans == 150                                   # the bans themselves all happened
+    # Two sites (misbehaving, banning), 2000 bytes each, and their two notices.
+    assert counter.bytes < 2 * 2000 + 2 * 300, counter.bytes
+    assert sum("Excessive logging detected from node.py:" in w for w in counter.warnings) == 2
+    # A node installs the default limit on its logger (once, however many nodes).
+    P2PNode(MemChain(), MemPool())
+    P2PNode(MemChain(), MemPool())
+    (default,) = [f for f in net_log.filters if isinstance(f, LogRateLimit)]
+    assert (default.budget, default.window) == (1024 * 1024, 3600.0)
+
+
+def test_log_rate_limit_window_and_levels() -> None:
+    """Per call site; DEBUG never limited; the window's end logs how many were dropped."""
+    now = [0.0]
+    limit = LogRateLimit(budget=100, window=60.0, clock=lambda: now[0])
+    logger = logging.getLogger("cleancoin.net.test-limit")
+    counter = LogBytes()
+    logger.addHandler(counter)
+    logger.addFilter(limit)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    def site_x() -> None:
+        logger.info("x" * 30)
+
+    try:
+        for _ in range(10):
+            site_x()                               # 3 fit, 7 dropped, one notice
+        for _ in range(10):
+            logger.info("y" * 30)                  # another site: its own budget
+        for _ in range(10):
+            logger.debug("z" * 30)                 # not limited
+        assert counter.bytes == 3 * 30 + 3 * 30 + 10 * 30 + sum(len(w) for w in counter.warnings)
+        assert len(counter.warnings) == 2 and "suppressing" in counter.warnings[0]
+        now[0] = 61.0
+        site_x()
+        assert counter.warnings[-1].endswith("7 lines were suppressed")
+        assert counter.bytes == 4 * 30 + 3 * 30 + 10 * 30 + sum(len(w) for w in counter.warnings)
+    finally:
+        logger.removeHandler(counter)
+        logger.removeFilter(limit)

@@ -77,6 +77,10 @@ Misbehaviour
     nothing: a peer cannot know our policy or our pool. At most `max_misbehaviour_bans`
     (50000, the size of bitcoind's discouragement filter) automatic bans are kept; past it the
     oldest is forgotten. Manual bans (setban) are not counted and never dropped.
+
+Logging
+    Lines on "cleancoin.net" at INFO and above are capped per call site, 1 MiB an hour
+    (log_limit.py, bitcoind's LogRateLimiter): remote peers decide how often they are written.
 """
 
 from __future__ import annotations
@@ -100,6 +104,7 @@ from .messages import (
     TxMessage, Verack, Version,
 )
 from .eviction import Candidate, netgroup, select_peer_to_evict
+from .log_limit import install as install_log_limit
 from .peer import MAX_PEER_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip
 from .protocols import ChainAccess, MempoolAccess
 
@@ -241,6 +246,8 @@ class P2PNode:
         self.chain = chain
         self.mempool = mempool
         self.params = chain.params
+        # Peers decide how often most of our log lines are written: cap them per call site.
+        self._log_limit = install_log_limit(log)
         self.listen = (not connect) if listen is None else listen
         self.bind = bind
         self.requested_port = self.params.default_port if port is None else port
