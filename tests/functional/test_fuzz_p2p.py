@@ -206,7 +206,7 @@ fuzz_bytes = st.one_of(
     st.binary(max_size=300),
     st.builds(frame, commands, st.binary(max_size=200), good_checksum=st.booleans()),
     st.builds(frame, commands, st.binary(max_size=50),
-              length=st.sampled_from([0, 1, 1000, 4_000_000, 4_000_001, 2**32 - 1])),
+              length=st.sampled_from([0, 1, 1000, 2**21, 2**21 + 1, 4_000_000, 2**32 - 1])),
     mutated(), mutated(),
     valid_messages.map(lambda m: serialize_message(MAGIC, m)),
 )

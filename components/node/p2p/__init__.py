@@ -5,6 +5,9 @@
 - `node`: `P2PNode`, the listener, outbound connections, handshake, relay, blocks-first
   download, bans, and the getpeerinfo/addnode/disconnectnode/listbanned views.
 - `protocols`: what it needs from the chain manager and the mempool.
+- `eviction`: which inbound peer to drop when the inbound slots are full.
+- `bloom`: the rolling Bloom filter of inventory each peer is known to have.
+- `log_limit`: the per-call-site cap on what peers can make us log.
 """
 
 from .messages import ProtocolError

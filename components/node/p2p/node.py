@@ -29,16 +29,21 @@ Handshake
     within `ping_timeout` ends the connection.
 
 Block download (blocks-first, simpler than headers-first)
-    One peer at a time is the *sync peer*: the first peer whose start height (or an
-    announced block we do not know) shows it is ahead. We send it `getblocks` with our
-    locator; it answers an `inv` of up to 500 hashes (always answered, possibly empty); we
-    `getdata` the unknown ones; when the last requested block has arrived we send the next
-    `getblocks` from the batch's last hash. An empty answer ends the sync with that peer, and
-    the next peer that is still ahead (if any) takes over. A block whose parent we do not
-    have ("prev-blk-not-found": a new tip announced after a gap) makes its sender the sync
-    peer, which is how catching up resumes after an outage. A sync peer that delivers
-    nothing for `block_download_timeout` is disconnected. Progress (height, total from the
-    peers' heights, blocks/s) is logged on "cleancoin.net" at INFO.
+    One peer at a time is the *sync peer*: the first peer whose start height (or an announced
+    block we do not know) shows it is ahead, outbound peers first (bitcoind's preferred
+    download peers); an inbound sync peer hands over to an outbound peer that is ahead, since
+    an inbound connection is anyone's and its claimed height costs nothing. We send it
+    `getblocks` with our locator; it answers an `inv` of up to 500 hashes (always answered,
+    possibly empty); we `getdata` the unknown ones; when the last requested block has arrived
+    we send the next `getblocks` from the batch's last hash. An empty answer ends the sync
+    with that peer, and the next peer that is still ahead (if any) takes over. A block whose
+    parent we do not have ("prev-blk-not-found": a new tip announced after a gap) makes its
+    sender the sync peer, which is how catching up resumes after an outage. While a sync runs,
+    inv batches from other peers are not fetched (they would be orphans), but a single-block
+    inv (a new block relayed) is, and a tip it makes is announced: a silent sync peer (one
+    claiming a long chain and answering nothing) cannot hold up block relay until its timeout.
+    A sync peer that delivers nothing for `block_download_timeout` is disconnected. Progress
+    (height, total from the peers' heights, blocks/s) is logged on "cleancoin.net" at INFO.
 
 Relay
     A block that becomes our tip is announced by `inv` to every peer not known to have it,
@@ -50,14 +55,32 @@ Relay
     maintenance tick within a second. There is no orphan-transaction pool: a transaction
     whose inputs are unknown is dropped (and asked for again when announced again).
 
+    Transaction requests follow bitcoind's TxRequestTracker limits: a peer's announcements
+    wait in a queue of at most MAX_PEER_TX_ANNOUNCEMENTS (5000; more are dropped), and at most
+    MAX_PEER_TX_REQUEST_IN_FLIGHT (100) are requested from it at a time; a slot frees when the
+    transaction arrives, the peer answers notfound, the request times out (60 s) or the peer
+    leaves. Every other peer that announced a transaction while it was requested is
+    remembered, and when the request fails (notfound, timeout, the peer left) the next is
+    asked: a peer that announces a transaction first and withholds it delays it by the
+    timeout at most, instead of keeping it from us. (Before, one global table capped at
+    100000 was shared by all peers: a single peer announcing 100000 made-up txids stopped
+    every other peer's transactions from being requested for a minute at a time.)
+
 Misbehaviour
     Each peer has a ban score; at 100 its IP address is banned for `ban_time` seconds and
     every connection from it is dropped; banned addresses are refused on accept and are
     not dialled. Scores: any malformed frame or payload (bad magic, bad checksum, oversized,
     unparsable) 100; an invalid block 100 (also a *mutated* one: the hash is not marked
     invalid, but the sender sent garbage); a consensus-invalid transaction 10; a message
-    before the handshake or a repeated version/verack 1. Policy rejections (fee too low,
-    already spent, missing inputs) cost nothing: a peer cannot know our policy or our pool.
+    before the handshake or a repeated version/verack 1 (a message before the handshake is
+    not even decoded). Policy rejections (fee too low, already spent, missing inputs) cost
+    nothing: a peer cannot know our policy or our pool. At most `max_misbehaviour_bans`
+    (50000, the size of bitcoind's discouragement filter) automatic bans are kept; past it the
+    oldest is forgotten. Manual bans (setban) are not counted and never dropped.
+
+Logging
+    Lines on "cleancoin.net" at INFO and above are capped per call site, 1 MiB an hour
+    (log_limit.py, bitcoind's LogRateLimiter): remote peers decide how often they are written.
 """
 
 from __future__ import annotations
@@ -81,7 +104,8 @@ from .messages import (
     TxMessage, Verack, Version,
 )
 from .eviction import Candidate, netgroup, select_peer_to_evict
-from .peer import Peer, format_addr, normalize_ip
+from .log_limit import install as install_log_limit
+from .peer import MAX_PEER_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip
 from .protocols import ChainAccess, MempoolAccess
 
 log = logging.getLogger("cleancoin.net")
@@ -93,14 +117,22 @@ GETBLOCKS_LIMIT: int = 500
 BAN_THRESHOLD: int = 100
 #: Transactions we refused recently, not requested again until the tip moves.
 _RECENT_REJECTS_SIZE: int = 20_000
-#: A transaction requested from one peer is not requested elsewhere for this long.
-_TX_REQUEST_TIMEOUT: float = 60.0
+#: A transaction requested from one peer is not requested elsewhere for this long
+#: (bitcoind's GETDATA_TX_INTERVAL); then the next peer that announced it is asked.
+TX_REQUEST_TIMEOUT: float = 60.0
 #: Bytes of transactions one serve_getdata call may queue (blocks go one per call).
 _GETDATA_TX_BUDGET: int = 200_000
 #: Most blocks requested from one peer at a time (two getblocks answers' worth).
 MAX_BLOCKS_IN_FLIGHT: int = 1000
-#: Most transaction requests outstanding overall (bounds memory under an inv flood).
+#: Most transaction requests outstanding to one peer (bitcoind's MAX_PEER_TX_REQUEST_IN_FLIGHT):
+#: one peer's flood of made-up txids must not use up what the others need.
+MAX_PEER_TX_REQUEST_IN_FLIGHT: int = 100
+#: Most transaction requests outstanding overall (a safety net: the per-peer limit times
+#: -maxconnections stays below it).
 _MAX_TX_REQUESTS: int = 100_000
+#: Automatic (misbehaviour) bans kept at most, by default (bitcoind's discouragement filter
+#: holds 50000 addresses); past it the oldest is forgotten. Manual bans do not count.
+MAX_MISBEHAVIOUR_BANS: int = 50_000
 #: Seconds between IBD progress lines.
 _PROGRESS_INTERVAL: float = 5.0
 #: bitcoind's outbound slots, kept apart from inbound ones within -maxconnections.
@@ -133,6 +165,8 @@ class BanEntry:
     created: int
     until: int
     reason: str
+    #: Made by misbehaviour (subject to the max_misbehaviour_bans cap), not by setban.
+    automatic: bool = False
 
 
 def parse_host_port(addr: str, default_port: int) -> tuple[str, int]:
@@ -193,7 +227,9 @@ class P2PNode:
     tests shorten: `ping_interval`, `ping_timeout`, `handshake_timeout`,
     `block_download_timeout`, `reconnect_interval`, `connect_timeout`; and
     `getblocks_limit`, the most hashes we put in one getblocks answer (500, as Bitcoin;
-    tests lower it to exercise several batches).
+    tests lower it to exercise several batches); `max_misbehaviour_bans`, the most automatic
+    bans kept (MAX_MISBEHAVIOUR_BANS; tests lower it); `tx_request_timeout`, how long a
+    transaction request waits before the next announcer is asked (TX_REQUEST_TIMEOUT).
     """
 
     def __init__(self, chain: ChainAccess, mempool: MempoolAccess, *,
@@ -204,10 +240,14 @@ class P2PNode:
                  ping_interval: float = 120.0, ping_timeout: float = 1200.0,
                  handshake_timeout: float = 60.0, block_download_timeout: float = 120.0,
                  reconnect_interval: float = 60.0, connect_timeout: float = 5.0,
-                 getblocks_limit: int = GETBLOCKS_LIMIT) -> None:
+                 getblocks_limit: int = GETBLOCKS_LIMIT,
+                 max_misbehaviour_bans: int = MAX_MISBEHAVIOUR_BANS,
+                 tx_request_timeout: float = TX_REQUEST_TIMEOUT) -> None:
         self.chain = chain
         self.mempool = mempool
         self.params = chain.params
+        # Peers decide how often most of our log lines are written: cap them per call site.
+        self._log_limit = install_log_limit(log)
         self.listen = (not connect) if listen is None else listen
         self.bind = bind
         self.requested_port = self.params.default_port if port is None else port
@@ -228,6 +268,8 @@ class P2PNode:
         self.reconnect_interval = reconnect_interval
         self.connect_timeout = connect_timeout
         self.getblocks_limit = max(1, getblocks_limit)
+        self.max_misbehaviour_bans = max(1, max_misbehaviour_bans)
+        self.tx_request_timeout = tx_request_timeout
         # Validate the addresses now, so a bad -connect/-addnode fails at startup.
         for a in (*connect, *addnode):
             parse_host_port(a, self.params.default_port)
@@ -243,10 +285,15 @@ class P2PNode:
         self._keep_tasks: dict[str, asyncio.Task[None]] = {}
         self._pending_dials: set[str] = set()       # targets being dialled right now
         self._bans: dict[str, BanEntry] = {}
+        #: Keys of the automatic bans in _bans, oldest first (the cap drops from the front).
+        self._auto_bans: OrderedDict[str, None] = OrderedDict()
         self._running = False
 
         self._blocks_requested: dict[bytes, int] = {}       # block hash -> peer id
-        self._txs_requested: dict[bytes, float] = {}        # txid -> loop time
+        self._txs_requested: dict[bytes, tuple[int, float]] = {}   # txid -> (peer id, loop time)
+        #: txid -> ids of other peers that announced it while it was requested: asked in turn
+        #: if the request fails (bitcoind's TxRequestTracker keeps every announcer).
+        self._tx_alternates: dict[bytes, list[int]] = {}
         self._recent_rejects: OrderedDict[bytes, None] = OrderedDict()
         self._rejects_tip: bytes | None = None
         self._sync_peer: Peer | None = None
@@ -543,17 +590,35 @@ class P2PNode:
         if entry is None:
             return False
         if entry.until <= self.now():
-            del self._bans[key]
+            self._drop_ban(key)
             return False
         return True
 
-    def ban(self, address: str, ban_time: int | None = None, reason: str = "manually added") -> None:
+    def _drop_ban(self, key: str) -> BanEntry | None:
+        self._auto_bans.pop(key, None)
+        return self._bans.pop(key, None)
+
+    def ban(self, address: str, ban_time: int | None = None, reason: str = "manually added",
+            *, automatic: bool = False) -> None:
         """setban add: ban `address` for `ban_time` seconds (default: the node's) and drop its
-        connections."""
+        connections. `automatic` (a misbehaviour ban) never replaces a manual ban, and counts
+        against `max_misbehaviour_bans`: past it the oldest automatic ban is forgotten, so
+        misbehaving from ever new addresses (an IPv6 /64 has 2^64) cannot grow the table
+        without bound."""
         key = _ip_key(address)
         created = int(self.now())
         duration = self.ban_time if ban_time is None else ban_time
-        self._bans[key] = BanEntry(key, created, created + duration, reason)
+        existing = self._bans.get(key)
+        if automatic and existing is not None and not existing.automatic and existing.until > created:
+            pass                                    # a manual ban stands as it is
+        else:
+            self._drop_ban(key)
+            self._bans[key] = BanEntry(key, created, created + duration, reason, automatic)
+            if automatic:
+                self._auto_bans[key] = None
+                while len(self._auto_bans) > self.max_misbehaviour_bans:
+                    oldest, _ = self._auto_bans.popitem(last=False)
+                    self._bans.pop(oldest, None)
         for peer in list(self._peers.values()):
             if self._peer_ip(peer) == key:
                 peer.close(f"banned: {reason}")
@@ -568,7 +633,7 @@ class P2PNode:
 
     def unban(self, address: str) -> None:
         """setban remove; P2PError if it was not banned."""
-        if self._bans.pop(_ip_key(address), None) is None:
+        if self._drop_ban(_ip_key(address)) is None:
             raise P2PError(P2PError.CLIENT_INVALID_IP_OR_SUBNET,
                            "Error: Unban failed. Requested address/subnet was not previously "
                            "manually banned.")
@@ -576,6 +641,7 @@ class P2PNode:
     def clear_banned(self) -> None:
         """clearbanned."""
         self._bans.clear()
+        self._auto_bans.clear()
 
     def ban_list(self) -> list[dict[str, Any]]:
         """listbanned: address (as a /32 or /128 subnet, like bitcoind), times, reason."""
@@ -599,7 +665,7 @@ class P2PNode:
                  peer.id, peer.addr, score, peer.ban_score, reason)
         if peer.ban_score >= BAN_THRESHOLD:
             log.warning("banning %s for %d s: %s", peer.host, self.ban_time, reason)
-            self.ban(peer.host, self.ban_time, reason)
+            self.ban(peer.host, self.ban_time, reason, automatic=True)
 
     # ------------------------------------------------------------------ relay
 
@@ -620,7 +686,10 @@ class P2PNode:
         for peer in self._peers.values():
             if not peer.handshake_done or peer.closed or h in peer.known_inventory:
                 continue
-            if tx and not peer.relay:
+            if tx and (not peer.relay or peer.outbox_bytes > SEND_BUFFER_LIMIT):
+                # A peer with a full send queue is not reading: queueing every new
+                # transaction for it would grow the queue with the network's rate until its
+                # ping timeout. It learns them from others (blocks are still announced).
                 continue
             peer.known_inventory.add(h)
             peer.send(Inv((InvItem(type_, h),)))
@@ -634,6 +703,10 @@ class P2PNode:
         self.misbehaving(peer, BAN_THRESHOLD, f"protocol violation: {err}")
         if not peer.closed:           # e.g. the ban threshold was changed; never keep a desynced stream
             peer.close(str(err))
+
+    def before_handshake(self, peer: Peer, command: str) -> None:
+        """A message other than version/verack before the handshake: ignored undecoded, +1."""
+        self.misbehaving(peer, 1, f"{command} before handshake")
 
     def peer_closed(self, peer: Peer) -> None:
         """Forget a closed connection's state."""
@@ -649,6 +722,18 @@ class P2PNode:
                 del self._blocks_requested[h]
         peer.blocks_in_flight.clear()
         peer.getdata_queue.clear()
+        # Its outstanding transaction requests fail over to another announcer.
+        for txid in list(peer.tx_waiting):
+            self._drop_alternate(txid, peer.id)
+        peer.tx_waiting.clear()
+        for txid in list(peer.txs_in_flight):
+            self._release_tx_request(txid, failed=True)
+        # A failed request handed to it and still queued here: on to the next announcer.
+        handed_over = [t for t in peer.tx_announced
+                       if t in self._tx_alternates and t not in self._txs_requested]
+        for txid in handed_over:
+            self._release_tx_request(txid, failed=True)
+        peer.tx_announced.clear()
         if self._sync_peer is peer:
             self._sync_peer = None
             if self._running:
@@ -664,7 +749,7 @@ class P2PNode:
                 self._on_version(peer, msg)
             elif isinstance(msg, Verack):
                 self._on_verack(peer)
-            elif not peer.handshake_done:
+            elif not peer.handshake_done:        # (Peer drops these undecoded; kept as a guard)
                 self.misbehaving(peer, 1, f"{msg.command} before handshake")
             elif isinstance(msg, Ping):
                 peer.send(Pong(msg.nonce))
@@ -756,6 +841,7 @@ class P2PNode:
         if is_answer:
             peer.getblocks_sent_at = 0.0
         syncing_elsewhere = self._sync_peer is not None and self._sync_peer is not peer
+        relay_inv = not is_answer and len(block_hashes) == 1
         want: list[InvItem] = []
         for item in msg.items:
             peer.known_inventory.add(item.hash)
@@ -768,8 +854,10 @@ class P2PNode:
                 peer.best_announced = item.hash
                 peer.sync_exhausted = False
                 # While another peer feeds us the chain in order, blocks from elsewhere would
-                # only be orphans; once that sync ends this peer is asked if still ahead.
-                if (syncing_elsewhere or item.hash in self._blocks_requested
+                # only be orphans; once that sync ends this peer is asked if still ahead. A
+                # single new block (a relay inv) is fetched anyway: the sync peer may be a
+                # stranger stalling us, and a new tip must not wait for its timeout.
+                if ((syncing_elsewhere and not relay_inv) or item.hash in self._blocks_requested
                         or len(peer.blocks_in_flight) >= MAX_BLOCKS_IN_FLIGHT):
                     continue
                 want.append(item)
@@ -778,9 +866,9 @@ class P2PNode:
             elif item.type == MSG_TX:
                 if self._sync_peer is not None:
                     continue            # during a download transactions would only be orphans
-                if len(self._txs_requested) < _MAX_TX_REQUESTS and self._tx_wanted(item.hash):
-                    want.append(item)
-                    self._txs_requested[item.hash] = loop_now
+                if len(peer.tx_announced) + len(peer.tx_waiting) < MAX_PEER_TX_ANNOUNCEMENTS:
+                    peer.tx_announced.append(item.hash)
+        want.extend(self._take_tx_requests(peer, loop_now))
         if want:
             if any(it.type == MSG_BLOCK for it in want):
                 peer.last_block_progress = loop_now
@@ -795,14 +883,81 @@ class P2PNode:
                 if not peer.blocks_in_flight:
                     self._continue_sync(peer)
 
-    def _tx_wanted(self, txid: bytes) -> bool:
+    def _take_tx_requests(self, peer: Peer, loop_now: float) -> list[InvItem]:
+        """Move `peer`'s announced transactions into requests while it has fewer than
+        MAX_PEER_TX_REQUEST_IN_FLIGHT outstanding; one requested from another peer makes this
+        peer an alternate for it; those we have or refused are dropped. Each announcement is
+        looked at once."""
+        out: list[InvItem] = []
+        if self._sync_peer is not None:
+            return out
+        while (peer.tx_announced and len(peer.txs_in_flight) < MAX_PEER_TX_REQUEST_IN_FLIGHT
+               and len(self._txs_requested) < _MAX_TX_REQUESTS):
+            txid = peer.tx_announced.popleft()
+            if not self._tx_needed(txid):
+                if txid not in self._txs_requested:
+                    self._release_tx_request(txid, failed=False)   # forget its other announcers
+                continue
+            req = self._txs_requested.get(txid)
+            if req is None:
+                self._txs_requested[txid] = (peer.id, loop_now)
+                peer.txs_in_flight.add(txid)
+                out.append(InvItem(MSG_TX, txid))
+            elif req[0] != peer.id and txid not in peer.tx_waiting:
+                self._tx_alternates.setdefault(txid, []).append(peer.id)
+                peer.tx_waiting.add(txid)
+        return out
+
+    def _request_txs(self, peer: Peer) -> None:
+        """Send `peer` a getdata for announced transactions it now has room for."""
+        items = self._take_tx_requests(peer, asyncio.get_running_loop().time())
+        if items:
+            peer.send(GetData(tuple(items)))
+
+    def _release_tx_request(self, txid: bytes, *, failed: bool) -> None:
+        """Forget the request for `txid`, freeing a slot of the peer it was asked from. When
+        it `failed` (notfound, timed out, its peer gone) the next peer that announced it is
+        asked; otherwise (the transaction arrived) the other announcers are forgotten."""
+        req = self._txs_requested.pop(txid, None)
+        if req is not None:
+            requester = self._peers.get(req[0])
+            if requester is not None:
+                requester.txs_in_flight.discard(txid)
+        if not failed:
+            for peer_id in self._tx_alternates.pop(txid, ()):
+                alternate = self._peers.get(peer_id)
+                if alternate is not None:
+                    alternate.tx_waiting.discard(txid)
+            return
+        alternates = self._tx_alternates.get(txid)
+        while alternates:
+            alternate = self._peers.get(alternates.pop(0))
+            if alternate is None or alternate.closed:
+                continue
+            alternate.tx_waiting.discard(txid)
+            alternate.tx_announced.appendleft(txid)       # first in its queue
+            if not alternates:
+                del self._tx_alternates[txid]             # (before asking: it may fail again)
+            self._request_txs(alternate)
+            return
+        self._tx_alternates.pop(txid, None)
+
+    def _drop_alternate(self, txid: bytes, peer_id: int) -> None:
+        alternates = self._tx_alternates.get(txid)
+        if alternates is not None:
+            with contextlib.suppress(ValueError):
+                alternates.remove(peer_id)
+            if not alternates:
+                del self._tx_alternates[txid]
+
+    def _tx_needed(self, txid: bytes) -> bool:
+        """Not in the mempool and not recently refused."""
         tip = self.chain.tip.hash
         if tip != self._rejects_tip:
             # A new tip can make a rejected transaction valid (or its inputs known).
             self._recent_rejects.clear()
             self._rejects_tip = tip
-        return (txid not in self._recent_rejects and txid not in self._txs_requested
-                and txid not in self.mempool)
+        return txid not in self._recent_rejects and txid not in self.mempool
 
     def _reject_tx(self, txid: bytes) -> None:
         self._recent_rejects[txid] = None
@@ -813,10 +968,11 @@ class P2PNode:
         for item in msg.items:
             if item.type == MSG_BLOCK and peer.blocks_in_flight.pop(item.hash, None) is not None:
                 self._blocks_requested.pop(item.hash, None)
-            elif item.type == MSG_TX:
-                self._txs_requested.pop(item.hash, None)
+            elif item.type == MSG_TX and item.hash in peer.txs_in_flight:
+                self._release_tx_request(item.hash, failed=True)
         if self._sync_peer is peer and not peer.blocks_in_flight:
             self._continue_sync(peer)
+        self._request_txs(peer)
 
     def serve_getdata(self, peer: Peer) -> None:
         """Answer queued getdata items: one block, or transactions up to a byte budget, per
@@ -894,8 +1050,8 @@ class P2PNode:
         if not peer.blocks_in_flight:
             if self._sync_peer is peer:
                 self._continue_sync(peer)
-            if self._sync_peer is None:
-                self._announce_tip()
+            if self._sync_peer is not peer:
+                self._announce_tip()          # (a relayed block during someone else's sync too)
 
     def _announce_tip(self) -> None:
         """Tell peers about our tip if it changed since we last did (end of a batch)."""
@@ -924,14 +1080,22 @@ class P2PNode:
         return idx is not None and _has_data(idx)
 
     def _maybe_start_sync(self) -> None:
-        """Pick a sync peer if none is active and some peer is ahead of us."""
-        if self._sync_peer is not None:
+        """Pick a sync peer if none is active and some peer is ahead of us. Outbound peers
+        come first (bitcoind's preferred download peers): an inbound connection can be
+        anyone's, and its claimed height costs nothing; an inbound sync peer gives the
+        download up to an outbound peer that is ahead."""
+        current = self._sync_peer
+        if current is not None:
+            if current.inbound and any(not p.inbound and self._peer_ahead(p) for p in self._peers.values()):
+                log.info("Block download: outbound peer ahead, leaving inbound peer=%d", current.id)
+                self._finish_sync(current, exhausted=False)   # picks the outbound one
             return
         candidates = [p for p in self._peers.values() if self._peer_ahead(p)]
         if not candidates:
             self._announce_tip()
             return
-        peer = max(candidates, key=lambda p: (p.start_height, -p.id))
+        outbound = [p for p in candidates if not p.inbound]
+        peer = max(outbound or candidates, key=lambda p: (p.start_height, -p.id))
         self._start_sync(peer)
 
     def _start_sync(self, peer: Peer) -> None:
@@ -1017,7 +1181,8 @@ class P2PNode:
         tx = msg.tx
         txid = tx.txid
         peer.known_inventory.add(txid)
-        self._txs_requested.pop(txid, None)
+        self._release_tx_request(txid, failed=False)
+        self._request_txs(peer)
         if txid in self.mempool:
             return
         try:
@@ -1049,7 +1214,8 @@ class P2PNode:
         """Once a second (or faster with short timeouts): handshake, ping and download
         timeouts, pings, expired bans and requests."""
         tick = max(0.05, min(1.0, self.ping_interval / 4, self.handshake_timeout / 4,
-                             self.ping_timeout / 4, self.block_download_timeout / 4))
+                             self.ping_timeout / 4, self.block_download_timeout / 4,
+                             self.tx_request_timeout / 4))
         loop = asyncio.get_running_loop()
         while self._running:
             await asyncio.sleep(tick)
@@ -1080,8 +1246,13 @@ class P2PNode:
                 self._forget_peer(peer)
         now = self.now()
         for key in [k for k, e in self._bans.items() if e.until <= now]:
-            del self._bans[key]
-        for txid in [t for t, at in self._txs_requested.items() if loop_now - at > _TX_REQUEST_TIMEOUT]:
-            del self._txs_requested[txid]
+            self._drop_ban(key)
+        expired = [t for t, (_, at) in self._txs_requested.items() if loop_now - at > self.tx_request_timeout]
+        for txid in expired:
+            self._release_tx_request(txid, failed=True)
+        if self._sync_peer is None:
+            for peer in list(self._peers.values()):
+                if peer.tx_announced and not peer.closed:
+                    self._request_txs(peer)
         if self._sync_peer is None:
             self._maybe_start_sync()
