@@ -26,13 +26,13 @@ def _status(pid: int) -> dict[str, str]:
     return fields
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
+def _wait(predicate, timeout: float, what: str, detail=None) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out: {what}")
+    raise AssertionError(f"timed out: {what}" + (f"\n{detail()}" if detail else ""))
 
 
 def _children(pid: int) -> list[int]:
@@ -94,7 +94,8 @@ def test_cleancoin_gui_attaches_with_ipcconnect_and_survives_a_node_restart(data
         assert _status(gui.pid)["Seccomp"] == "2"
         node.send_signal(signal.SIGTERM)
         assert node.wait(60) == 0
-        _wait(lambda: "connection to the node ended" in _log(datadir), 30, "the GUI saw the node go")
+        _wait(lambda: "connection to the node ended" in _log(datadir), 30, "the GUI saw the node go",
+              detail=lambda: _log(datadir)[-3000:])
         assert gui.poll() is None
         node = subprocess.Popen(node_args)
         _wait(lambda: "reconnected to the node" in _log(datadir), 60, "the GUI reconnected")
@@ -129,12 +130,17 @@ def test_cleancoin_gui_runs_confined_on_an_x11_display(datadir: Path) -> None:
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         pytest.skip("Xvfb is not installed (apt-get install xvfb)")
-    display = next(n for n in range(90, 190) if not Path(f"/tmp/.X11-unix/X{n}").exists())
-    server = subprocess.Popen([xvfb, f":{display}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+    # Xvfb picks a free display itself and says which (-displayfd): sockets that killed
+    # servers left in /tmp/.X11-unix once used up every number this test tried.
+    read_end, write_end = os.pipe()
+    server = subprocess.Popen([xvfb, "-displayfd", str(write_end), "-screen", "0", "1024x768x24",
+                               "-nolisten", "tcp"], pass_fds=[write_end],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_end)
     gui = None
     try:
-        _wait(lambda: Path(f"/tmp/.X11-unix/X{display}").exists(), 10, "Xvfb")
+        with os.fdopen(read_end) as said:
+            display = int(said.readline())
         env = {**os.environ, "QT_QPA_PLATFORM": "xcb", "DISPLAY": f":{display}",
                "XDG_CONFIG_HOME": str(datadir / "config")}
         gui = subprocess.Popen([str(BIN / "CleanCoin-gui"), "-regtest", f"-datadir={datadir}", "-noipcconnect",
@@ -147,10 +153,11 @@ def test_cleancoin_gui_runs_confined_on_an_x11_display(datadir: Path) -> None:
         gui.send_signal(signal.SIGTERM)                  # as closing the window
         assert gui.wait(60) == 0, gui.communicate()[0].decode()[-2000:]
     finally:
-        for proc in (gui, server):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        if gui is not None and gui.poll() is None:
+            gui.kill()
+            gui.wait()
+        server.terminate()          # not SIGKILL: Xvfb removes its socket and lock file
+        server.wait(10)
 
 
 def test_a_log_that_is_a_link_stops_the_start_and_writes_nothing(datadir: Path) -> None:

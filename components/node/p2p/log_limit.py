@@ -25,6 +25,8 @@ LOG_WINDOW_SECONDS: float = 3600.0
 
 @dataclass
 class _Site:
+    """One call site's allowance in the current window: bytes used, lines dropped."""
+
     window_start: float
     used: int = 0
     dropped: int = 0
