@@ -528,10 +528,13 @@ def main(argv: list[str]) -> int:
     from . import report_registry
     report_registry.register(os.getpid(), {"kind": "zygote", "role": "starts components under their "
                                            "own policies; unconfined by design (it builds their sandboxes)"})
-    # Ctrl-C in the terminal reaches the whole process group: the parent shuts down and asks
-    # its components to close cleanly, which needs the zygote alive until then (it ends when
-    # the parent hangs up, or dies with it).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C in the terminal reaches the whole process group, and systemd (KillMode=
+    # control-group), `timeout` or `kill -TERM -PGID` send SIGTERM to every process at once:
+    # the parent shuts down and asks its components to close cleanly, which needs the zygote
+    # alive until then (it ends when the parent hangs up, or dies with it). A zygote killed by
+    # the SIGTERM made CleanCoin-node stop with status 1 ("the wallet launcher is gone").
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     requests = socket.socket(fileno=req_fd)
     events = socket.socket(fileno=ev_fd)
     preloaded = list(dict.fromkeys(argv[3:]))      # in the parent's order, each once

@@ -543,3 +543,26 @@ def test_ps_names_every_process_of_the_tree(node) -> None:
     assert any(t == "CleanCoin-wallet (sandboxed, policy wallet) (waiter)" for t in titles), titles
     assert any(t == "CleanCoin-wallet (sandboxed, policy wallet) (init)" for t in titles), titles
     assert lines[wpid] == f"CleanCoin-wallet (sandboxed, policy wallet) -datadir={n.netdatadir}", lines
+
+
+def test_a_sigterm_to_the_whole_process_group_stops_the_node_promptly(tmp_path: Path) -> None:
+    """systemd (KillMode=control-group, the default), `timeout` and `kill -TERM -PGID` signal
+    every process of the group at once: the node, its zygote and its wallet process. The
+    zygote died of it at once, so the wallet's exit never reached the node, which waited its
+    10 s shutdown timeout and then killed the wallet ("still running; killing it"). The
+    zygote now outlives such a signal: it ends when its parent hangs up, as a Ctrl-C's
+    SIGINT already did."""
+    n = TestNode(0, tmp_path, new_session=True)
+    try:
+        n.start()
+        n.rpc.createwallet("w")
+        started = time.monotonic()
+        os.killpg(n.process.pid, signal.SIGTERM)          # type: ignore[union-attr]
+        code = n.process.wait(30)                          # type: ignore[union-attr]
+        took = time.monotonic() - started
+        log = n.debug_log()
+        assert code == 0, log[-2000:]
+        assert "still running; killing it" not in log, log[-2000:]
+        assert took < 5, f"{took:.1f} s to stop"
+    finally:
+        n.cleanup()
