@@ -7,22 +7,24 @@ the screen or retitle the terminal) written out as `\\xNN`, each line prefixed w
 "CleanCoin-node: ", and a line without its end passed on in pieces of at most MAX_LINE.
 Before, the started node simply shared the window's descriptors 1 and 2.
 
-The relay runs in a small process of its own, forked before the window confines itself
-(a confined window may not fork, and `restrict_self` wants a single thread): so a node
-writing as fast as it can keeps that process busy, never the window, and a terminal that
-reads slowly makes the node wait (the pipe fills), never the window. It holds two pipes'
-read ends and descriptors 1 and 2, nothing else, and ends at end of file, that is once the
-node and everything it started are gone (or with the window: PDEATHSIG).
+The relay runs in a small program of its own (`sandbox/relay_main.py`, a fresh `python -I`
+interpreter, not a fork of the window: a fork held the window's memory, about 31 MiB of PSS,
+and whatever it had read), started before the window confines itself (a confined window may
+not start processes): so a node writing as fast as it can keeps that process busy, never the
+window, and a terminal that reads slowly makes the node wait (the pipe fills), never the
+window. It holds two pipes' read ends and descriptors 1 and 2, nothing else, and ends at end
+of file, that is once the node and everything it started are gone (or with the window:
+PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import time
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 
-from cleancoin.sandbox.stdio import Pipes, Relay
+from cleancoin.sandbox.stdio import Pipes
 
 PREFIX = b"CleanCoin-node: "
 
@@ -30,21 +32,29 @@ PREFIX = b"CleanCoin-node: "
 class NodeOutput:
     """The relay process and the pipes a started node writes into."""
 
-    def __init__(self, pipes: Pipes, pid: int) -> None:
+    def __init__(self, pipes: Pipes, process: subprocess.Popen[bytes]) -> None:
         self.pipes = pipes
-        self.pid = pid
+        self.process = process
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     @classmethod
     def start(cls) -> "NodeOutput":
-        """Make the pipes and fork the relay (before confinement, while single-threaded)."""
+        """Make the pipes and start the relay program (before confinement)."""
         pipes = Pipes.make()
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:        # the relay: never returns
-            _relay(pipes, parent)
-        os.close(pipes.stdout_r)
-        os.close(pipes.stderr_r)
-        return cls(pipes, pid)
+        argv = [sys.executable, "-I", "-m", "cleancoin.sandbox.relay_main", str(os.getpid()),
+                str(pipes.stdout_r), str(pipes.stderr_r), PREFIX.decode()]
+        # Only what the interpreter needs of the environment: nothing of the window's.
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
+        try:
+            process = subprocess.Popen(argv, pass_fds=(pipes.stdout_r, pipes.stderr_r),
+                                       stdin=subprocess.DEVNULL, env=env)
+        finally:
+            os.close(pipes.stdout_r)
+            os.close(pipes.stderr_r)
+        return cls(pipes, process)
 
     @property
     def child_fds(self) -> list[int]:
@@ -74,31 +84,8 @@ class NodeOutput:
     def finish(self, timeout: float = 5.0) -> bool:
         """Wait (up to `timeout`) until the relay has passed everything on; whether it did.
         A relay still running then dies with this process (a confined window may not kill)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                pid, _status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                return True
-            if pid:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-
-
-def _relay(pipes: Pipes, parent: int) -> None:
-    code = 1
-    try:
-        import prctl      # python-prctl, a dependency of the sandbox layer
-        prctl.set_pdeathsig(signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(0)
-        from cleancoin.sandbox.descriptors import keep_only
-        keep_only({1, 2, pipes.stdout_r, pipes.stderr_r})
-        relay = Relay(pipes, prefix=PREFIX)
-        relay.start()
-        relay.join(None)
-        code = 0
-    finally:
-        os._exit(code)
+        try:
+            self.process.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
