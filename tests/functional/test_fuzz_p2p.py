@@ -14,7 +14,6 @@ connection, so the node has processed every byte before the check. The property:
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import time
@@ -28,15 +27,15 @@ from hypothesis import strategies as st
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.hashes import sha256d
 from cleancoin.components.node.p2p.messages import (
-    HEADER_SIZE, MESSAGE_TYPES, MSG_BLOCK, MSG_TX, BlockMessage, GetBlocks, GetData, Inv, InvItem,
-    Message, Ping, Pong, TxMessage, Verack, Version, parse_header, parse_payload, serialize_message,
+    MESSAGE_TYPES, MSG_BLOCK, MSG_TX, BlockMessage, GetBlocks, GetData, Inv, InvItem,
+    Ping, Pong, TxMessage, Verack, Version, serialize_message,
 )
 from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
 from framework import TEST_ADDRESS, TestNode, is_multiprocess
+from raw_peer import READ_TIMEOUT, RawPeer
 
 EXAMPLES = settings.default.max_examples
 MAGIC = REGTEST.magic
-READ_TIMEOUT = 10.0
 
 
 def frame(command: bytes, payload: bytes, *, good_checksum: bool = True,
@@ -46,47 +45,11 @@ def frame(command: bytes, payload: bytes, *, good_checksum: bool = True,
             + struct.pack("<I", len(payload) if length is None else length) + csum + payload)
 
 
-def version_message(nonce: int) -> Version:
-    return Version(1, 1, int(time.time()), nonce, "/fuzz:0.1/", 0, True)
-
-
-class Peer:
-    """A raw P2P connection from a chosen loopback source address."""
+class Peer(RawPeer):
+    """A raw peer that can also half-close and wait for the node to close (raw_peer.py)."""
 
     def __init__(self, port: int, source: str) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.settimeout(READ_TIMEOUT)
-        self.sock.bind((source, 0))
-        self.sock.connect(("127.0.0.1", port))
-        self.buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def read_message(self) -> Message | None:
-        while len(self.buf) < HEADER_SIZE:
-            self._fill()
-        header = parse_header(self.buf[:HEADER_SIZE], MAGIC)
-        while len(self.buf) < HEADER_SIZE + header.length:
-            self._fill()
-        payload = self.buf[HEADER_SIZE:HEADER_SIZE + header.length]
-        self.buf = self.buf[HEADER_SIZE + header.length:]
-        return parse_payload(header.command, payload)
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed by the node")
-        self.buf += chunk
-
-    def handshake(self) -> None:
-        self.send(serialize_message(MAGIC, version_message(int.from_bytes(os.urandom(8), "little"))))
-        seen = set()
-        while not {"version", "verack"} <= seen:
-            msg = self.read_message()
-            if msg is not None:
-                seen.add(msg.command)
-        self.send(serialize_message(MAGIC, Verack()))
+        super().__init__(port, source, user_agent="/fuzz:0.1/")
 
     def until_closed(self) -> str:
         """Half-close and read until the node closes: every byte sent has been processed."""

@@ -10,9 +10,7 @@ loopback addresses (127.50.x.y): misbehaviour bans are per address.
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -21,12 +19,11 @@ from pathlib import Path
 import pytest
 
 from cleancoin.components.common.chainparams import REGTEST
-from cleancoin.components.common.hashes import sha256d
 from cleancoin.components.node.p2p.messages import (
-    HEADER_SIZE, MAX_INV, MSG_BLOCK, MSG_TX, GetData, Inv, InvItem, Ping, Pong, Verack, Version,
-    parse_header, parse_payload, serialize_message,
+    MAX_INV, MSG_BLOCK, MSG_TX, GetData, Inv, InvItem, Ping, Pong, serialize_message,
 )
 from framework import TEST_ADDRESS, TestNode, is_multiprocess
+from raw_peer import RawPeer
 
 MAGIC = REGTEST.magic
 
@@ -39,41 +36,8 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-class Peer:
-    """A raw P2P connection from a chosen loopback source address."""
-
-    def __init__(self, port: int, source: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
-        self.buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def read_message(self) -> object:
-        while len(self.buf) < HEADER_SIZE:
-            self._fill()
-        header = parse_header(self.buf[:HEADER_SIZE], MAGIC)
-        while len(self.buf) < HEADER_SIZE + header.length:
-            self._fill()
-        payload = self.buf[HEADER_SIZE:HEADER_SIZE + header.length]
-        self.buf = self.buf[HEADER_SIZE + header.length:]
-        return parse_payload(header.command, payload)
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(1 << 16)
-        if not chunk:
-            raise ConnectionError("closed by the node")
-        self.buf += chunk
-
-    def handshake(self) -> None:
-        nonce = int.from_bytes(os.urandom(8), "little")
-        self.send(serialize_message(MAGIC, Version(1, 1, int(time.time()), nonce, "/attack/", 0, True)))
-        seen: set[str] = set()
-        while not {"version", "verack"} <= seen:
-            msg = self.read_message()
-            if msg is not None:
-                seen.add(msg.command)         # type: ignore[attr-defined]
-        self.send(serialize_message(MAGIC, Verack()))
+class Peer(RawPeer):
+    """A raw peer that can also read and discard what the node sends (raw_peer.py)."""
 
     def drain(self, stop: threading.Event) -> None:
         """Read and discard until `stop` (an attacker that keeps its socket moving)."""
