@@ -107,14 +107,16 @@ class RemoteWallet:
             with contextlib.suppress(Exception):
                 self.wanted = await self.loader.loaded_wallets()
 
-    async def _close_wallets(self) -> None:
-        """Ask the wallet process to close our wallets (at shutdown)."""
+    async def _close_wallets(self) -> str | None:
+        """Ask the wallet process to close our wallets (at shutdown); None if it did, else why
+        not (the caller judges, once it knows how the process ended)."""
         if self.loader is None:
-            return
+            return None
         try:
             await asyncio.wait_for(self.loader.shutdown(), SHUTDOWN_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - hanging up (or a kill) follows
-            log.warning("the wallet process did not close its wallets cleanly: %s", exc)
+            return str(exc) or type(exc).__name__
+        return None
 
     async def _detach(self) -> None:
         """End the chain's registrations and hang up; safe to call twice."""
@@ -159,6 +161,7 @@ class WalletProcess(RemoteWallet):
         self._started_at = 0.0
         self._restart: asyncio.Task[None] | None = None
         self.exited = asyncio.Event()              # set each time the current process exits
+        self.last_returncode: int | None = None    # how the last one ended (Exited.returncode)
         self.restarts = 0
         self._prestarted = prestarted               # see prestart()
 
@@ -235,6 +238,7 @@ class WalletProcess(RemoteWallet):
 
     def _on_exit(self, event: Exited) -> None:
         self.pid = None
+        self.last_returncode = event.returncode
         self.exited.set()
         self._process_event("exited", WALLET_COMPONENT, event.pid, event.description, self.restarts)
         if self._stopping:
@@ -277,8 +281,7 @@ class WalletProcess(RemoteWallet):
         if self._restart is not None:
             self._restart.cancel()
         pid = self.pid
-        if pid is not None:
-            await self._close_wallets()    # a process that does not is killed below
+        failed = await self._close_wallets() if pid is not None else None  # else killed below
         await self._detach()
         if pid is not None:
             try:
@@ -287,6 +290,14 @@ class WalletProcess(RemoteWallet):
                 log.warning("%s (pid %d) still running; killing it", WALLET_COMPONENT, pid)
                 with contextlib.suppress(ZygoteError):
                     self._zygote.kill(pid)
+        if failed is not None:
+            # A SIGTERM that reached every process at once (systemd's KillMode=control-group)
+            # makes the wallet process close its wallets and exit by itself: the call then
+            # finds the connection gone, and status 0 says that all went well.
+            if self.last_returncode == 0:
+                log.info("the wallet process closed its wallets and exited by itself (status 0)")
+            else:
+                log.warning("the wallet process did not close its wallets cleanly: %s", failed)
         with contextlib.suppress(Exception):
             asyncio.get_running_loop().remove_reader(self._zygote.events.fileno())
 
@@ -357,7 +368,9 @@ class ConnectedWallet(RemoteWallet):
     async def stop(self) -> None:
         """Let the wallet process close our wallets (it keeps running), then hang up."""
         self._stopping = True
-        await self._close_wallets()        # hanging up closes them too
+        failed = await self._close_wallets()
+        if failed is not None:
+            log.warning("the wallet process did not close our wallets: %s (hanging up closes them)", failed)
         if self._watch is not None:
             self._watch.cancel()
         await self._detach()
