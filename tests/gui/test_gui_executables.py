@@ -96,7 +96,8 @@ def test_cleancoin_gui_attaches_with_ipcconnect_and_survives_a_node_restart(data
         assert node.wait(60) == 0
         _wait(lambda: "connection to the node ended" in _log(datadir), 30, "the GUI saw the node go",
               detail=lambda: _log(datadir)[-3000:] + "\n--- the node's debug.log:\n"
-              + (datadir / "regtest" / "debug.log").read_text()[-3000:])
+              + (datadir / "regtest" / "debug.log").read_text()[-3000:] + "\n--- sandbox.log:\n"
+              + (datadir / "regtest" / "sandbox.log").read_text()[-2000:])
         assert gui.poll() is None
         node = subprocess.Popen(node_args)
         _wait(lambda: "reconnected to the node" in _log(datadir), 60, "the GUI reconnected")
