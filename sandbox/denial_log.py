@@ -214,7 +214,8 @@ class Monitor:
 def open_log(config: Mapping[str, Any]) -> int:
     """The log of `plan.denials` (`config`), opened before Landlock, by the component's own
     set-up or, for a launched one, by its launcher before the view goes up. The path may be
-    one the component may have written (a node's <netdatadir>/debug.log): no link is followed
+    one the component could write before (a node's <netdatadir>/sandbox.log, read-only in its
+    view only while it runs): no link is followed
     on the way (one planted by an earlier run would point outside the grants) and only a
     regular file is taken (a FIFO would block the start)."""
     path = config["log"]

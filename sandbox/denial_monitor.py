@@ -173,6 +173,11 @@ def line(who: str, text: str) -> bytes:
     return f"{stamp}Z [sandbox:{who}] [cleancoin.sandbox] WARNING {text}\n".encode()
 
 
+def _who(config: Mapping[str, Any], target: int) -> str:
+    """How a line names the component: its label, or its pid."""
+    return config.get("label") or str(target)
+
+
 def log_line(config: Mapping[str, Any], limiter: Limiter, target: int, nr: int, args: tuple[int, ...],
              thread: int, code: int) -> bytes | None:
     """The log line for a notification answered with `code` (None: rate-limited away)."""
@@ -184,7 +189,7 @@ def log_line(config: Mapping[str, Any], limiter: Limiter, target: int, nr: int, 
     what = describe(config, nr, args, limiter.verbose)
     tail = f" ({seen} times)" if seen > FIRST and not limiter.verbose else ""
     who = f", thread {thread}" if limiter.verbose else ""
-    label = config.get("label") or str(target)
+    label = _who(config, target)
     left_out = limiter.summary()
     return ((line(label, left_out) if left_out else b"")
             + line(label, f"sandbox: refused {what} -> {errno_module.errorcode.get(code, code)}{who}{tail}"))
@@ -223,7 +228,7 @@ def serve(listener: int, out: int, config: Mapping[str, Any], target: int) -> No
             elif mask & (select.POLLHUP | select.POLLERR):
                 left_out = limiter.summary()
                 if left_out:
-                    os.write(out, line(config.get("label") or str(target), left_out))
+                    os.write(out, line(_who(config, target), left_out))
                 os._exit(0)
 
 
@@ -354,7 +359,7 @@ def main(argv: Sequence[str]) -> int:
         serve(listener, out, config, int(config["target"]))
     except BaseException as exc:  # noqa: BLE001 - the kernel answers ENOSYS without us: still refused
         try:
-            os.write(out, line(config.get("label") or str(config["target"]), f"sandbox: the denial monitor stopped "
+            os.write(out, line(_who(config, int(config["target"])), f"sandbox: the denial monitor stopped "
                                                       f"({type(exc).__name__}: {exc}); refusals now "
                                                       "answer ENOSYS, unlogged"))
         except OSError:

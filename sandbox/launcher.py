@@ -235,7 +235,7 @@ def _open_denial_log(plan: Plan | None) -> int:
     """A launched child's denial log file, opened here, in the launcher, before the child's
     filesystem view goes up: the file may then lie outside everything the component can
     reach, so that it cannot erase or rewrite the record of its refusals (CleanCoin-node's
-    wallet process logs them to the node's debug log). -1 when there is no file to open (no
+    wallet process logs them to the node's sandbox.log). -1 when there is no file to open (no
     denial log, or the component's stderr)."""
     if plan is None or not plan.denials:
         return -1

@@ -82,7 +82,7 @@ def restrict_self(policy: str | os.PathLike[str], variables: Mapping[str, str], 
     restricted and must exit.
     """
     plan = prepare_self(policy, variables, writable_roots, denials, learn_dir)
-    # Before the view: the log may lie outside it (a node's debug log moved out of its datadir).
+    # Before the view: the log may lie outside it (the GUI window's: the node's sandbox.log).
     from . import denial_log       # lazily, as steps.py does: not every caller logs refusals
     denial_fd = denial_log.open_for(plan)
     # Opened now: once Landlock is up this process could not create it (for `status`).

@@ -52,7 +52,7 @@ def launch_zygote() -> Zygote:
 def wallet_spec(netdatadir: str, *, sandbox: bool, verbose_denials: bool,
                 learn_dir: str | None, denial_log: str = "") -> ComponentSpec:
     """The wallet process under policies/wallet.toml (None with -sandbox=0): its wallets
-    directory; its refusals logged to `denial_log` (the node's debug log; "" for its stderr,
+    directory; its refusals logged to `denial_log` (the node's sandbox.log; "" for its stderr,
     which the zygote passes on to the node's), all of them when `verbose_denials`. Never to
     wallets/debug.log: the wallet may write that file, and so erase the record of what it
     tried. The zygote opens the log before the wallet's view goes up, outside of it."""

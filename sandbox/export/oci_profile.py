@@ -59,11 +59,6 @@ def _integer(value: object, where: str, low: int, high: int) -> int:
     return value
 
 
-def _optional(entry: Mapping[str, Any], key: str) -> object | None:
-    """A key's value, None where it is missing or null (the spec's omitempty)."""
-    return entry.get(key)
-
-
 def _conditions(raw: object, where: str) -> None:
     if raw is None:
         return
@@ -74,7 +69,7 @@ def _conditions(raw: object, where: str) -> None:
         cond = _object(item, here)
         _integer(cond.get("index"), f"{here}.index", 0, 5)
         _integer(cond.get("value", 0), f"{here}.value", 0, _UINT64_MAX)
-        if _optional(cond, "valueTwo") is not None:
+        if cond.get("valueTwo") is not None:
             _integer(cond["valueTwo"], f"{here}.valueTwo", 0, _UINT64_MAX)
         _string(cond.get("op"), f"{here}.op")
 
@@ -85,9 +80,9 @@ def _filters(raw: object, where: str) -> None:
         return
     table = _object(raw, where)
     for key in ("arches", "caps"):
-        if _optional(table, key) is not None:
+        if table.get(key) is not None:
             _strings(table[key], f"{where}.{key}")
-    if _optional(table, "minKernel") is not None:
+    if table.get("minKernel") is not None:
         _string(table["minKernel"], f"{where}.minKernel")
 
 
@@ -97,16 +92,16 @@ def check_profile(profile: object) -> None:
     if not isinstance(profile, Mapping) or "defaultAction" not in profile:
         raise FormatError("not an OCI seccomp profile: no defaultAction")
     _string(profile["defaultAction"], "defaultAction")
-    if _optional(profile, "defaultErrnoRet") is not None:
+    if profile.get("defaultErrnoRet") is not None:
         _integer(profile["defaultErrnoRet"], "defaultErrnoRet", 1, _MAX_ERRNO)
-    if _optional(profile, "architectures") is not None:
+    if profile.get("architectures") is not None:
         _strings(profile["architectures"], "architectures")
-    if _optional(profile, "archMap") is not None:
+    if profile.get("archMap") is not None:
         if not isinstance(profile["archMap"], list):
             raise _fail("archMap", "an array of objects", profile["archMap"])
         for i, item in enumerate(profile["archMap"]):
             _string(_object(item, f"archMap[{i}]").get("architecture"), f"archMap[{i}].architecture")
-    syscalls = _optional(profile, "syscalls")
+    syscalls = profile.get("syscalls")
     if syscalls is None:
         return
     if not isinstance(syscalls, list):
@@ -114,15 +109,15 @@ def check_profile(profile: object) -> None:
     for i, item in enumerate(syscalls):
         where = f"syscalls[{i}]"
         entry = _object(item, where)
-        if _optional(entry, "names") is not None:
+        if entry.get("names") is not None:
             _strings(entry["names"], f"{where}.names")
-        elif _optional(entry, "name") is not None:      # Docker's older spelling
+        elif entry.get("name") is not None:      # Docker's older spelling
             _string(entry["name"], f"{where}.name")
         else:
             raise FormatError(f"{where}: no names")
         _string(entry.get("action"), f"{where}.action")
-        if _optional(entry, "errnoRet") is not None:
+        if entry.get("errnoRet") is not None:
             _integer(entry["errnoRet"], f"{where}.errnoRet", 1, _MAX_ERRNO)
-        _conditions(_optional(entry, "args"), f"{where}.args")
-        _filters(_optional(entry, "includes"), f"{where}.includes")
-        _filters(_optional(entry, "excludes"), f"{where}.excludes")
+        _conditions(entry.get("args"), f"{where}.args")
+        _filters(entry.get("includes"), f"{where}.includes")
+        _filters(entry.get("excludes"), f"{where}.excludes")

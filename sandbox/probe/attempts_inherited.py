@@ -435,15 +435,7 @@ def _run_denial_log_flood(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
         verdict, note = _spawned_outcome(child, timeout)
         if verdict != "allowed":
             return verdict, note
-        # The monitor writes its last line as the child's filter loses its last process.
-        deadline = time.monotonic() + 5
-        lines = 0
-        while time.monotonic() < deadline:
-            with open(log, "rb") as handle:
-                lines = handle.read().count(b"\n")
-            if lines and not _monitor_busy(log):
-                break
-            time.sleep(0.1)
+        lines = _settled_lines(log)
         if lines > _DENIAL_FLOOD_LINES:
             return _ok(f"{note}: the denial log got {lines} lines")
         return "denied", f"{note}: the denial log got {lines} lines (kinds and lines a minute are bounded)"
@@ -452,11 +444,18 @@ def _run_denial_log_flood(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
             os.unlink(log)
 
 
-def _monitor_busy(log: str) -> bool:
-    """Whether the log still grows (its monitor is writing)."""
-    before = os.stat(log).st_size
-    time.sleep(0.2)
-    return os.stat(log).st_size != before
+def _settled_lines(log: str, timeout: float = 5.0) -> int:
+    """The log's lines once it stopped growing: the monitor writes its last line as the
+    child's filter loses its last process."""
+    deadline, size = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline:
+        now = os.stat(log).st_size
+        if now and now == size:
+            break
+        size = now
+        time.sleep(0.2)
+    with open(log, "rb") as handle:
+        return handle.read().count(b"\n")
 
 
 # expectations ------------------------------------------------------------------------------
