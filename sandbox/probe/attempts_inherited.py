@@ -396,6 +396,11 @@ def _run_denial_log_reach(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
         child = launcher.spawn(plan, target=_attempt_child(reach), relay=False)
     except launcher.SpawnError as exc:
         return "error", f"the sandbox did not start: {exc}"
+    return _outcome_then_remove(child, timeout, log)
+
+
+def _outcome_then_remove(child: launcher.SandboxedProcess, timeout: float, log: str) -> Outcome:
+    """The child's outcome; its denial log `log` removed once it is known."""
     try:
         return _spawned_outcome(child, timeout)
     finally:
@@ -490,12 +495,10 @@ def _run_denial_log_fails(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
         finally:
             resource.setrlimit(resource.RLIMIT_FSIZE, saved)
     except launcher.SpawnError as exc:
-        return "error", f"the sandbox did not start: {exc}"
-    try:
-        return _spawned_outcome(child, timeout)
-    finally:
         with contextlib.suppress(OSError):
             os.unlink(log)
+        return "error", f"the sandbox did not start: {exc}"
+    return _outcome_then_remove(child, timeout, log)
 
 
 def _settled_lines(log: str, timeout: float = 5.0) -> int:
