@@ -21,7 +21,7 @@ from cleancoin.components.ipc.dispatch import answer_in_turn
 from cleancoin.components.ipc.binding import SERVER_HANDLER_CODE
 from cleancoin.components.ipc.errors import IpcDisconnected
 from cleancoin.components.ipc.specs import spec
-from cleancoin.components.ipc.stream import MAX_UNREAD, _Framing, stream_on_socket
+from cleancoin.components.ipc.stream import MAX_UNREAD, _Framing, _gate, stream_on_socket
 
 
 def run(coro: Any, timeout: float = 60) -> Any:
@@ -46,6 +46,52 @@ def test_framing_finds_every_message_end_in_any_split() -> None:
             chunk = stream[pos:pos + rng.choice([0, 1, 3, 8, 13, 700, 70000])]
             pos += len(chunk)
             assert framing.feed(chunk) == (pos in ends), (seed, pos)
+
+
+def test_gate_writes_a_message_in_kjs_shape_without_an_end_of_turn_flush() -> None:
+    """pycapnp writes a message as its whole segment table, then its segments, in one loop:
+    the gate sends it in one write when the last piece comes and schedules nothing (an
+    end-of-turn flush, cancelled by that write, still cost the loop an empty turn per
+    message: issue #16). Pieces of another shape, or a pause in the middle of a message,
+    still leave by the end of the turn."""
+    message = schema.load("init").IpcPeer.new_message(name="gate", pid=7).to_bytes()
+    table_size = (4 + 4 * (struct.unpack_from("<I", message)[0] + 1) + 7) & ~7
+
+    async def scenario() -> list[Any]:
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.settimeout(5)
+        streams: list[Any] = []        # pycapnp's stream, kept: dropped, it closes the socket
+        _, gate = await asyncio.get_running_loop().create_unix_connection(lambda: _gate(streams.append), sock=a)
+        seen: list[Any] = []
+        # KJ's shape: nothing scheduled after the table, the whole message in one send.
+        gate.write(message[:table_size])
+        seen.append(gate._flush_handle)
+        gate.write(message[table_size:])
+        seen.append(b.recv(65536))
+        # Another shape (half a table): out by the end of the turn.
+        gate.write(message[:4])
+        seen.append(gate._flush_handle is not None)
+        await asyncio.sleep(0)
+        seen.append(b.recv(65536))
+        gate.write(message[4:])
+        seen.append(b.recv(65536))
+        # Paused after the table: what is held goes out by the end of the turn.
+        gate.write(message[:table_size])
+        gate.pause_writing()
+        seen.append(gate._flush_handle is not None)
+        await asyncio.sleep(0)
+        seen.append(b.recv(65536))
+        gate.resume_writing()
+        gate.write(message[table_size:])
+        seen.append(b.recv(65536))
+        a.close()
+        b.close()
+        return seen
+
+    seen = run(scenario())
+    assert seen == [None, message, True, message[:4], message[4:], True, message[:table_size],
+                    message[table_size:]], seen
 
 
 class Recorder:

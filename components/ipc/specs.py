@@ -13,10 +13,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from collections.abc import Callable
 from typing import Any
 
 from . import schema
-from .binding import PLAIN, Codec, InterfaceSpec, IpcMethod, capability_codec, struct_codec
+from .binding import (
+    PLAIN, Codec, InterfaceSpec, IpcMethod, StructListCodec, capability_codec, field_reader, fields_filler,
+    struct_codec,
+)
 from .errors import IpcError
 from ..interfaces.chain import (
     EVENT_KINDS, BlockInfo, BroadcastResult, ChainEvent, RpcMethodInfo, RpcRequest, RpcResponse,
@@ -53,18 +57,23 @@ def camel_struct_codec(cls: type) -> Codec:
     Python ones: prev_hash <-> prevHash. Data fields are copied to bytes on the way in."""
     names = [f.name for f in dataclasses.fields(cls)]
     wire = {n: camel(n) for n in names}
+    fields = tuple(wire.items())
 
     def decode(r: Any, _: Any) -> Any:
-        values = {n: getattr(r, wire[n]) for n in names}
+        get = field_reader(r)
+        values = {n: get(w) for n, w in fields}
         return cls(**{n: bytes(v) if isinstance(v, memoryview) else v for n, v in values.items()})
 
-    return Codec(lambda v, _: {wire[n]: getattr(v, n) for n in names}, decode)
+    return Codec(lambda v, _: {wire[n]: getattr(v, n) for n in names}, decode, fields_filler(fields))
 
 
 def list_codec(item: Codec) -> Codec:
     """A capnp List of what `item` carries."""
-    return Codec(lambda v, log: [item.encode(x, log) for x in v],
-                 lambda r, log: [item.decode(x, log) for x in r])
+    encode: Callable[[Any, Any], Any] = lambda v, log: [item.encode(x, log) for x in v]
+    decode: Callable[[Any, Any], Any] = lambda r, log: [item.decode(x, log) for x in r]
+    if item.fill is not None:
+        return StructListCodec(encode, decode, item_fill=item.fill)
+    return Codec(encode, decode)
 
 
 # Event kinds travel in the schema's camelCase spelling.
@@ -81,15 +90,38 @@ def _event_kind(wire: str) -> str:
     return kind
 
 
-_CHAIN_EVENT = Codec(
-    lambda e, _: {"kind": _EVENT_WIRE[e.kind], "data": e.data, "height": e.height, "reason": e.reason},
-    lambda r, _: ChainEvent(_event_kind(r.kind), bytes(r.data), r.height, r.reason))
-# uri_wallet may be None (a call to "/"): capnp Text cannot be null, hence hasUriWallet.
-_RPC_REQUEST = Codec(
-    lambda q, _: {"method": q.method, "params": q.params, "uriWallet": q.uri_wallet or "",
-                  "hasUriWallet": q.uri_wallet is not None, "user": q.user, "tipHash": q.tip},
-    lambda r, _: RpcRequest(r.method, r.params, r.uriWallet if r.hasUriWallet else None, r.user,
-                            bytes(r.tipHash)))
+def _decode_chain_event(get: Any) -> ChainEvent:
+    return ChainEvent(_event_kind(get("kind")), bytes(get("data")), get("height"), get("reason"))
+
+
+def _decode_rpc_request(get: Any) -> RpcRequest:
+    return RpcRequest(get("method"), get("params"), get("uriWallet") if get("hasUriWallet") else None,
+                      get("user"), bytes(get("tipHash")))
+
+
+def _chain_event_fields(e: ChainEvent) -> dict[str, Any]:
+    return {"kind": _EVENT_WIRE[e.kind], "data": e.data, "height": e.height, "reason": e.reason}
+
+
+def _rpc_request_fields(q: RpcRequest) -> dict[str, Any]:
+    # uri_wallet may be None (a call to "/"): capnp Text cannot be null, hence hasUriWallet.
+    return {"method": q.method, "params": q.params, "uriWallet": q.uri_wallet or "",
+            "hasUriWallet": q.uri_wallet is not None, "user": q.user, "tipHash": q.tip}
+
+
+def _dict_filler(fields: Callable[[Any], dict[str, Any]]) -> Callable[[Any, Any, Any], None]:
+    """`fill` (binding.Codec) from a function that lists a value's capnp fields."""
+    def fill(builder: Any, value: Any, _: Any) -> None:
+        put = builder._set  # noqa: SLF001 - what pycapnp's __setattr__ calls
+        for wire, item in fields(value).items():
+            put(wire, item)
+    return fill
+
+
+_CHAIN_EVENT = Codec(lambda e, _: _chain_event_fields(e), lambda r, _: _decode_chain_event(field_reader(r)),
+                     _dict_filler(_chain_event_fields))
+_RPC_REQUEST = Codec(lambda q, _: _rpc_request_fields(q), lambda r, _: _decode_rpc_request(field_reader(r)),
+                     _dict_filler(_rpc_request_fields))
 
 #: The Python side of each capnp struct that travels: the only thing a new struct needs here.
 STRUCTS: dict[str, Codec] = {

@@ -10,8 +10,9 @@ where 3 do (issue #16).
 offers publicly:
 
 - writes are collected until a whole Cap'n Proto message (or several) is there, then go out in
-  one `transport.write` (the framing is read from the segment table; a partial message left at
-  the end of a turn is written then, so nothing can stall);
+  one `transport.write` (the framing is read from the segment table; a message left partial,
+  because pycapnp was told to pause in the middle of it or wrote pieces of an unexpected shape,
+  is written at the end of the turn, so nothing can stall);
 - the socket is read whenever data comes, into a buffer of our own (64 KiB at a time), and
   handed to pycapnp when KJ asks for it, so the transport's reading is never toggled. Reading
   stops only while more than `MAX_UNREAD` bytes wait that KJ has not asked for (a peer cannot
@@ -44,6 +45,9 @@ class _Framing:
         self._table = bytearray()   # the segment table read so far
         self._table_size = 0        # its size once its first word is there (0: not yet)
         self._left = 0              # bytes of the current message's segments still to come
+        # The current message began with its whole segment table in one piece, as KJ writes
+        # it (table, then the segments, in one synchronous write loop of pycapnp's).
+        self.table_first = False
 
     def feed(self, data: bytes) -> bool:
         """Account for `data`; True when it ends exactly at a message boundary."""
@@ -57,7 +61,9 @@ class _Framing:
             size = (4 + 4 * count + 7) & ~7
             if n == size:
                 self._left = 8 * sum(struct.unpack_from(f"<{count}I", data, 4))
+                self.table_first = True
                 return self._left == 0
+        self.table_first = False
         return self._feed(data)
 
     def _feed(self, data: bytes) -> bool:
@@ -177,6 +183,10 @@ class _Gate(asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         self.inner.pause_writing()
+        # pycapnp stops writing a message's pieces when paused: what we hold of it goes out
+        # at the end of this turn (see write).
+        if self._out and self._flush_handle is None and self._real is not None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
 
     def resume_writing(self) -> None:
         self.inner.resume_writing()
@@ -238,19 +248,24 @@ class _Gate(asyncio.BufferedProtocol):
         self.held += len(data)
         if self._framing.feed(data):
             self.flush()
-        elif self._flush_handle is None and self._real is not None:
-            # A message split across turns (the transport asked pycapnp to wait): whatever
-            # is here goes out at the end of this turn.
+        elif self._flush_handle is None and self._real is not None and not self._framing.table_first:
+            # A message in pieces of another shape than KJ's: whatever is here goes out at
+            # the end of this turn at the latest, so that nothing can stall. KJ's shape (the
+            # whole segment table, then the segments) needs no such turn: pycapnp writes
+            # every piece of a message in one loop, stopping early only when told to pause,
+            # and only a flush (at a message's end) can make the real transport say so. An
+            # end-of-turn flush per message cost a loop turn on each side of every call
+            # (the handle, cancelled by the flush, still made the loop turn once more).
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._out and self._real is not None and not self._real.is_closing():
-            self._real.write(self._out[0] if len(self._out) == 1 else b"".join(self._out))
-        self._out.clear()
+        out, self._out = self._out, []      # emptied first: the write may pause us (see pause_writing)
         self.held = 0
+        if out and self._real is not None and not self._real.is_closing():
+            self._real.write(out[0] if len(out) == 1 else b"".join(out))
 
 
 def _gate(callback: Callable[[Any], Any]) -> _Gate:

@@ -233,8 +233,7 @@ class WalletRpcRouter:
             reg = slot.current if slot is not None else None
             if slot is None or reg is None or not reg.live or name not in reg.names or not slot.ready:
                 raise RpcError(RPC_IN_WARMUP, self.status)
-            request = RpcRequest(name, jsonfmt.dumps(jsonfmt.exact(params)), ctx.uri_wallet, ctx.user,
-                                 self._tip())
+            request = RpcRequest(name, _params_text(params), ctx.uri_wallet, ctx.user, self._tip())
             try:
                 response = await reg.handler.execute(request)
             except IpcError as exc:
@@ -253,6 +252,14 @@ class WalletRpcRouter:
             return result
 
         return forward
+
+
+def _params_text(params: Any) -> str:
+    """The JSON text of a call's parameters, numbers as they were received; the common
+    no-parameter call without the encoder."""
+    if type(params) is list and not params:
+        return "[]"
+    return jsonfmt.dumps(jsonfmt.exact(params))
 
 
 def printable(text: str, limit: int) -> str:

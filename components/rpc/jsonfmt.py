@@ -76,7 +76,11 @@ def loads_untrusted(text: str, *, max_bytes: int, max_depth: int) -> Any:
         raise UntrustedJsonError(f"nested more than {max_depth} levels deep") from None
     except ValueError as exc:      # JSONDecodeError: trailing data, syntax; too many digits
         raise UntrustedJsonError(f"not exactly one JSON value ({str(exc).splitlines()[0][:80]})") from None
-    _check_tree(value, max_depth)
+    # The walk below only looks for what the text itself can rule out (and most results do):
+    # nesting deeper than the number of brackets in it, or a lone surrogate, which only a
+    # \u escape can write (the text as a whole was UTF-8 above).
+    if text.count("[") + text.count("{") > max_depth or "\\u" in text:
+        _check_tree(value, max_depth)
     return value
 
 

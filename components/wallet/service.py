@@ -52,7 +52,7 @@ class WalletRpcHandler:
         if not tip:
             return
         for wallet in list(self._loader.wallets.values()):
-            if wallet.store.best_block[0] != tip:
+            if wallet.store.best_hash != tip:       # one query per call and wallet
                 await wallet.sync()
 
 

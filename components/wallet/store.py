@@ -461,6 +461,11 @@ class WalletStore:
         return int(self._meta("birth_height"))
 
     @property
+    def best_hash(self) -> bytes | None:
+        """The hash of the last block processed (best_block's first half, in one query)."""
+        return self._meta("best_hash")
+
+    @property
     def best_block(self) -> tuple[bytes | None, int]:
         """(hash, height) of the last block processed; (None, -1) before the first."""
         with self._lock:
