@@ -204,11 +204,12 @@ def _program() -> str:
 
 @dataclass
 class Monitor:
-    """The component's side of a monitor started early (`launch`): the channel, and the log
-    descriptor kept for a fallback fork."""
+    """The component's side of a monitor started before Landlock (`launch`, or `prelaunch`
+    and `configure`): the channel, and the log descriptor kept for a fallback fork (-1 until
+    a prelaunched monitor is configured)."""
 
     channel: socket.socket
-    out: int
+    out: int = -1
 
 
 def open_log(config: Mapping[str, Any]) -> int:
@@ -275,6 +276,42 @@ def launch(plan: Plan, out: int | None = None) -> Monitor:
     return Monitor(ours, out)
 
 
+def prelaunch() -> Monitor:
+    """Start the monitor's interpreter before the plan exists, for a process about to
+    restrict itself (CleanCoin-node, before its own imports): the same double fork as
+    `launch`, holding only its channel, with no_new_privs and no capability; it execs
+    `python -I -S denial_monitor.py CHANNEL` and waits for `configure`. Its start-up (about
+    20 ms, which the seccomp step waited for) overlaps the caller's. A caller that ends up
+    without a denial log closes the channel (`discard`): the monitor then ends, unconfined
+    but having taken nothing."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    _detached(lambda: _exec_monitor(ours, theirs, None))
+    theirs.close()
+    return Monitor(ours)
+
+
+def configure(plan: Plan, monitor: Monitor, out: int | None = None) -> Monitor:
+    """Hand a prelaunched monitor its configuration and the log (`out`, opened before any
+    step by `open_for`; else opened here), from the component's set-up code, before the first
+    sandbox step: the only input it takes before it confines itself. A monitor that could not
+    start has said why on the channel already: `start` reads that answer either way."""
+    if out is None:
+        out = open_log(plan.denials)
+    monitor.out = out
+    blob = marshal.dumps(monitor_config(plan, os.getpid()))
+    try:
+        socket.send_fds(monitor.channel, [len(blob).to_bytes(4, "little")], [out])
+        monitor.channel.sendall(blob)
+    except OSError:
+        pass    # the monitor ended (its answer, X or E, waits in the channel for `start`)
+    return monitor
+
+
+def discard(monitor: Monitor) -> None:
+    """A prelaunched monitor that will not be used: hang up (it ends; it took nothing)."""
+    monitor.channel.close()
+
+
 def _detached(grandchild: Callable[[], object]) -> None:
     """Run `grandchild` (which execs or exits, never returns) in a process that is nobody's
     child here: a double fork whose middle process ends at once and is reaped here, so the
@@ -290,21 +327,23 @@ def _detached(grandchild: Callable[[], object]) -> None:
     os.waitpid(middle, 0)
 
 
-def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int) -> None:
-    """In the grandchild: give up what the monitor must not have, then exec. Never returns."""
+def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None) -> None:
+    """In the grandchild: give up what the monitor must not have, then exec. Never returns.
+    `out` None: prelaunched, the log comes with the configuration (`configure`)."""
     import sys
     from . import capabilities, descriptors
     channel = theirs.fileno()
     kind = "E"          # a failure to give something up: the start fails
     try:
         ours.close()
-        descriptors.keep_only({channel, out})
+        descriptors.keep_only({channel} if out is None else {channel, out})
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
         # Securebits locked (no root on exec) and every set empty: exec hands nothing back.
         capabilities.drop(())
         kind = "X"      # the interpreter cannot be executed here: the fallback, reported
         program = _program()
-        os.execve(sys.executable, [sys.executable, "-I", "-S", program, str(channel), str(out)], {})
+        logs = [] if out is None else [str(out)]
+        os.execve(sys.executable, [sys.executable, "-I", "-S", program, str(channel), *logs], {})
     except BaseException as exc:  # noqa: BLE001 - the component decides (see start)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
         try:
