@@ -20,7 +20,11 @@ confines itself before it takes anything from the component but its configuratio
 every right and granting none (with signal and abstract unix scopes), and a seccomp filter of
 its own (compiled here, `monitor_filter`); it says it is ready, or why it is not, and the
 component's seccomp step waits for that: a monitor that cannot confine itself stops the start
-("denial monitor" step), fail closed. The seccomp step then hands it the listener over the
+("denial monitor" step), fail closed. A process that restricts itself may start the monitor
+before its plan exists (`prelaunch`: CleanCoin-node, before its own imports, so that the
+seccomp step no longer waits for the interpreter): it holds only its channel until
+`restrict_self` sends the configuration and the log (`configure`) before the first step, and
+then confines itself as above before it takes anything else. The seccomp step then hands it the listener over the
 channel: that needs sendmsg and close to be allowed, which every CleanCoin policy allows; a
 policy that does not gets no denial log (the report says so).
 
