@@ -78,17 +78,29 @@ def _resolved_log(plan: Plan, log: str) -> str:
         raise EnforcementError("denial monitor", f"denial log {log}: {exc}") from None
 
 
-def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
+def notifies(policy: Any) -> bool:
+    """Whether a denial log would load `policy`'s filter in its notifying form (seccomp on,
+    and sendmsg and close allowed: `plan_with_denials`)."""
+    return bool(policy.seccomp.enabled) and not _missing(policy)
+
+
+def _missing(policy: Any) -> list[str]:
+    return [n for n in ("sendmsg", "close") if n not in policy.allowed_syscalls]
+
+
+def plan_with_denials(plan: Plan, policy: Any, config: DenialLog, compiled_notifying: bool = False) -> Plan:
     """The plan with a notifying filter and the monitor's table; unchanged (with a note in the
     report) where a denial log cannot be set up. The log's path is resolved as grants are
-    (`_resolved_log`)."""
+    (`_resolved_log`). `compiled_notifying`: the plan's filter was compiled in the notifying
+    form already (`compile_plan(..., notify_errno=True)`, where `notifies(policy)`), and is
+    not compiled again."""
     from . import seccomp
     if config.log:
         config = dataclasses.replace(config, log=_resolved_log(plan, config.log))
     from .filter_spec import filter_spec
     if plan.learn or not plan.seccomp_bpf or not policy.seccomp.enabled:
         return plan
-    missing = [n for n in ("sendmsg", "close") if n not in policy.allowed_syscalls]
+    missing = _missing(policy)
     if missing:
         return _noted(plan, f"no denial log: the policy does not allow {', '.join(missing)}, which "
                             "hand the filter's listener to the monitor")
@@ -105,10 +117,14 @@ def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
         names[number] = rule.syscall
         conds = [[c.index, c.op, c.value, c.mask] for c in rule.args]
         rules.setdefault(number, []).append([code, conds])
-    compiled = seccomp.compile_filter(spec, notify_errno=True)
     notified = bool(rules) or default_errno is not None
     if not notified:
         return plan
+    if compiled_notifying:
+        bpf, sha256 = plan.seccomp_bpf, plan.seccomp_sha256
+    else:
+        compiled = seccomp.compile_filter(spec, notify_errno=True)
+        bpf, sha256 = compiled.bpf, compiled.sha256
     # The monitor has no libseccomp to ask, so it gets the names of what it may be asked
     # about: the rules' syscalls, and every syscall only where an errno default refuses any
     # (no shipped policy has one: their default kills).
@@ -121,8 +137,7 @@ def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
     denials["families"] = {str(k): v for k, v in BY_NUMBER.items()}
     import base64
     denials["monitor_bpf"] = base64.b64encode(monitor_filter()).decode()
-    return _noted(dataclasses.replace(plan, seccomp_bpf=compiled.bpf, seccomp_sha256=compiled.sha256,
-                                      denials=denials),
+    return _noted(dataclasses.replace(plan, seccomp_bpf=bpf, seccomp_sha256=sha256, denials=denials),
                   "refusals with an errno are answered by a monitor and logged"
                   + (f" to {config.log}" if config.log else " to stderr")
                   + (" (verbose)" if config.verbose else " (rate-limited)"))

@@ -168,10 +168,17 @@ def prepare(policy: "Policy", variables: Mapping[str, str], writable_roots: Sequ
     no stray variable can switch a sandbox off."""
     from . import kernel
     from .plan_compiler import compile_plan
-    plan = compile_plan(policy, variables, kernel.detect(), writable_roots=writable_roots)
+    notifying = False
+    if denials is not None:
+        from .denial_log import notifies
+        # Compiled once, in the form the denial log loads (libseccomp takes about 5 ms a
+        # filter; the plain form was compiled first and then again).
+        notifying = notifies(policy)
+    plan = compile_plan(policy, variables, kernel.detect(), writable_roots=writable_roots,
+                        notify_errno=notifying)
     if denials is not None:
         from .denial_log import plan_with_denials
-        plan = plan_with_denials(plan, policy, denials)
+        plan = plan_with_denials(plan, policy, denials, compiled_notifying=notifying)
     if learn_dir:
         # Learning (docs/audit.md): the plan records instead of refusing. Only for learning runs.
         from .learn_plan import learning_plan
