@@ -137,9 +137,10 @@ def _descendant_with_inner_pid(root: int, inner: int) -> int | None:
             return None
         pid = pending.pop(0)
         try:
-            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+            # ASCII, read as UTF-8: that codec is loaded already (the ascii one is not, on `run`).
+            with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as handle:
                 nspid = next((line.split()[1:] for line in handle if line.startswith("NSpid:")), [])
-            with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+            with open(f"/proc/{pid}/task/{pid}/children", encoding="utf-8") as handle:
                 pending += [int(c) for c in handle.read().split()]
         except OSError:
             continue
