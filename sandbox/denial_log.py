@@ -24,9 +24,10 @@ component's seccomp step waits for that: a monitor that cannot confine itself st
 before its plan exists (`prelaunch`: CleanCoin-node, before its own imports, so that the
 seccomp step no longer waits for the interpreter): it holds only its channel until
 `restrict_self` sends the configuration and the log (`configure`) before the first step, and
-then confines itself as above before it takes anything else. The seccomp step then hands it the listener over the
-channel: that needs sendmsg and close to be allowed, which every CleanCoin policy allows; a
-policy that does not gets no denial log (the report says so).
+then confines itself as above before it takes anything else (with the component's rlimits,
+which it has not inherited). The seccomp step then hands it the listener over the channel:
+that needs sendmsg and close to be allowed, which every CleanCoin policy allows; a policy
+that does not gets no denial log (the report says so).
 
 Where the interpreter cannot be executed (a view without it: `CleanCoin-sandbox run` of a
 program policy), the monitor is what it was before: a fork of the component at its seccomp
@@ -317,7 +318,10 @@ def configure(plan: Plan, monitor: Monitor, out: int | None = None) -> Monitor:
     if out is None:
         out = open_log(plan.denials)
     monitor.out = out
-    blob = marshal.dumps(monitor_config(plan, os.getpid()))
+    # The component's rlimits too: started before its rlimits step, the monitor has not
+    # inherited them (a monitor started at the "denial monitor" step has).
+    blob = marshal.dumps({**monitor_config(plan, os.getpid()),
+                          "rlimits": [list(r) for r in plan.rlimits]})
     try:
         socket.send_fds(monitor.channel, [len(blob).to_bytes(4, "little")], [out])
         monitor.channel.sendall(blob)

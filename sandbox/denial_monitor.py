@@ -20,6 +20,8 @@ Before it reads anything but the configuration the component's set-up code wrote
 CHANNEL (marshal: the answer table, and the BPF of the monitor's own filter; started early,
 with the log's descriptor), it confines itself, each step checked, in this order:
 
+0. started early (prelaunched): the component's resource limits, which one started at the
+   "denial monitor" step inherits (lowered only, `limit`);
 1. not dumpable (exec made it dumpable again), its name "denial-monitor";
 2. no_new_privs, and no capability in any set (capget must show none);
 3. Landlock: every filesystem and TCP right handled and none granted, abstract unix sockets
@@ -246,6 +248,33 @@ class ConfineError(Exception):
     """A confinement step failed: (step, reason)."""
 
 
+def _lowered(current: int, wanted: int | None, infinity: int) -> int:
+    if wanted is None:
+        return current
+    return wanted if current == infinity else min(current, wanted)
+
+
+def limit(rlimits: Sequence[Sequence[Any]]) -> None:
+    """The component's resource limits (the plan's `rlimits`: name, resource, soft, hard;
+    None is unlimited), for a monitor started before the component set its own (prelaunched;
+    one started at the "denial monitor" step inherits them): each limit lowered to at most the
+    component's, never raised, which needs no privilege."""
+    if not rlimits:
+        return
+    import resource
+    inf = resource.RLIM_INFINITY
+    for name, number, soft, hard in rlimits:
+        old_soft, old_hard = resource.getrlimit(int(number))
+        new_hard = _lowered(old_hard, hard, inf)
+        new_soft = _lowered(old_soft, soft, inf)
+        if new_hard != inf and (new_soft == inf or new_soft > new_hard):
+            new_soft = new_hard
+        try:
+            resource.setrlimit(int(number), (new_soft, new_hard))
+        except (ValueError, OSError) as exc:
+            raise ConfineError("rlimits", f"{name}: {exc}") from None
+
+
 def _libc() -> Any:
     import ctypes
     lib = ctypes.CDLL(None, use_errno=True)
@@ -380,6 +409,7 @@ def main(argv: Sequence[str]) -> int:
             config, out = read_config_and_log(sock)
         else:
             config = read_config(channel)
+        limit(config.get("rlimits", ()))
         notes = confine(bytes(config["bpf"]), bool(config.get("mdwe")), bool(config.get("landlock")))
     except ConfineError as exc:
         step, reason = exc.args

@@ -9,6 +9,7 @@ import ctypes
 import errno
 import json
 import os
+import resource
 import signal
 import socket
 import stat
@@ -388,8 +389,9 @@ def test_a_prelaunched_monitor_takes_its_log_only_with_its_configuration_and_con
     holds and the order in which it confines itself must be those of a monitor started at the
     "denial monitor" step: until it is configured it holds its channel only (none of the
     descriptors the process opened before or after it started), with no_new_privs and no
-    capability, and it waits, unconfined but having taken nothing; the log comes with the
-    configuration; it is confined (its filter loaded, not dumpable) before it answers."""
+    capability, and it waits, unconfined but having taken nothing; the log and the component's
+    rlimits (which it has not inherited) come with the configuration; it is confined (its
+    filter loaded, not dumpable) before it answers."""
     log = Path(sandbox_vars["datadir"]) / "denials.log"
     plan = launcher.prepare(load_policy(write_policy("")), sandbox_vars, denials=DenialLog(str(log)))
     before = _live_pids()
@@ -407,6 +409,9 @@ def test_a_prelaunched_monitor_takes_its_log_only_with_its_configuration_and_con
         assert (fields["NoNewPrivs"], int(fields["CapEff"], 16), int(fields["CapPrm"], 16),
                 int(fields["CapBnd"], 16), fields["Seccomp"]) == ("1", 0, 0, 0, "0"), fields
         assert not _readable(monitor.channel), "it answered before it had its configuration"
+        # Started before the component's rlimits step, it has not inherited those limits...
+        assert plan.rlimits and any(not _within(resource.prlimit(pid, number), soft, hard)
+                                    for _name, number, soft, hard in plan.rlimits), plan.rlimits
         denial_log.configure(plan, monitor, denial_log.open_for(plan))
         reply = denial_log._reply(monitor.channel)  # noqa: SLF001
         assert reply.startswith(b"R"), reply
@@ -416,6 +421,9 @@ def test_a_prelaunched_monitor_takes_its_log_only_with_its_configuration_and_con
         assert Path(f"/proc/{pid}/comm").read_text().strip() == denial_monitor_name()
         links = _fds(pid)
         assert len(links) == 2 and links[0] == str(log) and links[1].startswith("socket:"), links
+        # ...and has them now, as one started at the "denial monitor" step inherits them.
+        for name, number, soft, hard in plan.rlimits:
+            assert _within(resource.prlimit(pid, number), soft, hard), (name, resource.prlimit(pid, number))
     finally:
         if monitor.out >= 0:
             os.close(monitor.out)
@@ -425,6 +433,13 @@ def test_a_prelaunched_monitor_takes_its_log_only_with_its_configuration_and_con
     while os.path.exists(f"/proc/{pid}") and not proc_state(pid).startswith("Z"):
         assert time.monotonic() < deadline, "the monitor did not end when its component hung up"
         time.sleep(0.01)
+
+
+def _within(limits: tuple[int, int], soft: int | None, hard: int | None) -> bool:
+    """Whether (soft, hard) of a process are at most the plan's (None: unlimited)."""
+    def at_most(value: int, bound: int | None) -> bool:
+        return bound is None or (value != resource.RLIM_INFINITY and value <= bound)
+    return at_most(limits[0], soft) and at_most(limits[1], hard)
 
 
 def _readable(sock: socket.socket) -> bool:
