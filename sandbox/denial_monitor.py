@@ -205,6 +205,39 @@ def log_line(config: Mapping[str, Any], limiter: Limiter, target: int, nr: int, 
             + line(label, f"sandbox: refused {what} -> {errno_module.errorcode.get(code, code)}{who}{tail}"))
 
 
+class LogWriter:
+    """Appends lines to the log and survives a write that fails: a full disk (which a
+    component that may write to the same filesystem can cause at will) or a log that cannot
+    grow must not stop the monitor, after which the kernel would answer ENOSYS and nothing would
+    be logged again. Lines that could not be written whole are counted and said in the next
+    line that can be."""
+
+    def __init__(self, out: int, who: str) -> None:
+        self.out, self.who = out, who
+        self.lost, self.why = 0, ""
+        self._mid_line = False          # a short write left a line without its end
+
+    def write(self, text: bytes) -> None:
+        notice = (line(self.who, f"sandbox: {self.lost} lines of refusals could not be written to this "
+                                 f"log ({self.why})") if self.lost else b"")
+        data = (b"\n" if self._mid_line else b"") + notice + text
+        try:
+            written = os.write(self.out, data)
+        except OSError as exc:
+            self.lost += text.count(b"\n")
+            self.why = os.strerror(exc.errno) if exc.errno else str(exc)
+            return
+        if written < len(data):
+            self._mid_line = data[written - 1:written] != b"\n" if written else self._mid_line
+            self.why = "the log stopped growing"
+        else:
+            self._mid_line = False
+        if written < len(data) - len(text):       # the notice did not go out whole: it stands
+            self.lost += text.count(b"\n")
+        else:
+            self.lost = data[written:].count(b"\n")
+
+
 def serve(listener: int, out: int, config: Mapping[str, Any], target: int) -> None:
     """Answer and log notifications until the filter has no process left. Never returns."""
     recv = bytearray(_NOTIF.size)
@@ -212,6 +245,7 @@ def serve(listener: int, out: int, config: Mapping[str, Any], target: int) -> No
     # denial-log-flood catches without them; denial_log never sets them.
     limiter = Limiter(bool(config.get("verbose")), int(config.get("max_kinds", MAX_KINDS)),
                       int(config.get("lines_per_minute", LINES_PER_MINUTE)))
+    writer = LogWriter(out, _who(config, target))
     poller = select.poll()
     poller.register(listener, select.POLLIN)
     while True:
@@ -234,11 +268,11 @@ def serve(listener: int, out: int, config: Mapping[str, Any], target: int) -> No
                 # Described after the answer: the refused thread does not wait for its log line.
                 text = log_line(config, limiter, target, nr, tuple(args), thread, code)
                 if text is not None:
-                    os.write(out, text)
+                    writer.write(text)
             elif mask & (select.POLLHUP | select.POLLERR):
                 left_out = limiter.summary()
-                if left_out:
-                    os.write(out, line(_who(config, target), left_out))
+                if left_out or writer.lost:
+                    writer.write(line(writer.who, left_out) if left_out else b"")
                 os._exit(0)
 
 

@@ -344,6 +344,34 @@ def test_a_component_cannot_flood_the_denial_log_or_its_monitor(base_sandbox, sa
     assert any("not logged" in line for line in lines), lines[-5:]
 
 
+def test_a_monitor_whose_write_fails_counts_the_lost_lines_and_says_so_later(tmp_path):
+    """A full disk (which the component can cause when it writes to the log's filesystem) made
+    the monitor's os.write raise, and the monitor stopped: refusals were then answered ENOSYS
+    and never logged again. LogWriter keeps going: the lines it could not write are counted
+    and said in the next line that can be. Here the log's descriptor first refuses writes (a
+    read-only one), then, at the same number, takes them."""
+    from cleancoin.sandbox.denial_monitor import LogWriter, line
+    path = tmp_path / "denials.log"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        writer = LogWriter(fd, "CleanCoin-node")
+        writer.write(line("CleanCoin-node", "sandbox: refused first"))
+        writer.write(line("CleanCoin-node", "sandbox: refused second"))
+        assert writer.lost == 2 and path.read_bytes() == b""
+        writable = os.open(path, os.O_WRONLY | os.O_APPEND)
+        os.dup2(writable, fd)
+        os.close(writable)
+        writer.write(line("CleanCoin-node", "sandbox: refused third"))
+        assert writer.lost == 0
+    finally:
+        os.close(fd)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2, lines
+    assert "2 lines of refusals could not be written to this log (Bad file descriptor)" in lines[0], lines
+    assert lines[1].endswith("sandbox: refused third"), lines
+
+
 # ----------------------------------------------------------------- started early (prelaunch)
 
 def _prelaunched_monitor(before: set[int]) -> int:

@@ -96,3 +96,21 @@ def test_the_sandbox_log_is_created_private_and_never_taken_through_a_link(tmp_p
     path.mkdir()
     with pytest.raises(UnsafeFileError, match="not a regular file"):
         sandbox_log(str(netdir))
+
+
+def test_the_sandbox_log_keeps_space_of_its_own_beyond_its_end(tmp_path: Path) -> None:
+    """The confined node may fill the filesystem it shares with sandbox.log; the monitors'
+    appends then go into blocks the log already owns (fallocate, FALLOC_FL_KEEP_SIZE): its
+    size is unchanged (no zeros in the record), its allocation covers the reserve, and every
+    start tops the reserve up beyond what was written since."""
+    from cleancoin.components.common.private_files import SANDBOX_LOG_RESERVE
+    netdir = tmp_path / "regtest"
+    netdir.mkdir()
+    path = Path(sandbox_log(str(netdir)))
+    info = path.stat()
+    assert info.st_size == 0 and info.st_blocks * 512 >= SANDBOX_LOG_RESERVE, info
+    with open(path, "ab") as handle:
+        handle.write(b"x" * SANDBOX_LOG_RESERVE)
+    sandbox_log(str(netdir))
+    info = path.stat()
+    assert info.st_size == SANDBOX_LOG_RESERVE and info.st_blocks * 512 >= 2 * SANDBOX_LOG_RESERVE, info

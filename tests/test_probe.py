@@ -32,6 +32,8 @@ REQUIRED = {
     "output-flood", "denial-log-reach",
     # found 12-06: refusals that each look new flooded the denial log and its monitor
     "denial-log-flood",
+    # found 12-06 (third session): a log that cannot grow (a full disk) stopped the monitor
+    "denial-log-fails",
 }
 
 
@@ -224,7 +226,7 @@ def test_new_attempts_escape_under_a_deliberately_weak_sandbox(strict, write_pol
         assert "rlimit-fork-200" in escaped, result.to_text()
     # The mechanisms no policy can turn off still hold.
     for name in ("fd-inherited", "terminal-left-open", "memory-launcher-secret", "grant-symlink-swap",
-                 "output-flood", "denial-log-reach", "denial-log-flood"):
+                 "output-flood", "denial-log-reach", "denial-log-flood", "denial-log-fails"):
         assert name not in escaped, result.to_text()
 
 

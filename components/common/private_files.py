@@ -81,6 +81,24 @@ def _create_empty(path: str) -> None:
 #: The record of what the sandboxes of CleanCoin-node and its wallet process refused, in the
 #: network datadir (docs/audit.md, section 6).
 SANDBOX_LOG = "sandbox.log"
+#: Space kept allocated beyond sandbox.log's end: the confined node may fill the filesystem it
+#: shares with the log (its chain lives there), and the monitors' lines must still find room.
+#: 1 MiB is about 50 minutes of refusals at the monitors' top rate (120 lines a minute).
+SANDBOX_LOG_RESERVE = 1 << 20
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def _reserve_space(fd: int, offset: int, length: int) -> str | None:
+    """Allocate `length` bytes from `offset` without changing the file's size; None, or why not.
+    Appends then go into blocks the file already owns, whatever else fills the filesystem.
+    Through ctypes: os.posix_fallocate has no mode argument, and without FALLOC_FL_KEEP_SIZE
+    the reserve would be part of the log, as zeros."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return None
+    return os.strerror(ctypes.get_errno())
 
 
 def sandbox_log(netdatadir: str) -> str:
@@ -89,7 +107,11 @@ def sandbox_log(netdatadir: str) -> str:
     read-only in the node's view. Not debug.log: the node writes its own log and could erase
     the record of what it tried. Created here, before the node is confined, so that the node is
     never the one to create it; a link, anything but a regular file, or a file with a second
-    name (a hard link: the other name would not be protected) is an UnsafeFileError."""
+    name (a hard link: the other name would not be protected) is an UnsafeFileError.
+
+    SANDBOX_LOG_RESERVE bytes beyond its end are kept allocated for it (topped up at every
+    start); where the filesystem cannot do that, a warning says that a full disk would cost
+    refusal lines (the monitors count and report the lines they could not write)."""
     path = os.path.join(os.path.realpath(netdatadir), SANDBOX_LOG)
     _create_empty(path)
     info = os.lstat(path)
@@ -99,6 +121,22 @@ def sandbox_log(netdatadir: str) -> str:
     if info.st_nlink != 1:
         raise UnsafeFileError(f"{path} has {info.st_nlink} names (hard links): its other names "
                               "would not be protected from the confined node; remove it")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UnsafeFileError(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+            raise UnsafeFileError(f"{path} was replaced while it was being opened")
+        problem = _reserve_space(fd, opened.st_size, SANDBOX_LOG_RESERVE)
+    finally:
+        os.close(fd)
+    if problem is not None:
+        logging.getLogger("cleancoin.sandbox").warning(
+            "%s: no space could be kept for the record of refusals (%s): if its filesystem fills "
+            "up, refusals are still refused but their lines are lost (counted once there is room)",
+            path, problem)
     return path
 
 

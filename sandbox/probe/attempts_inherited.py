@@ -396,6 +396,11 @@ def _run_denial_log_reach(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
         child = launcher.spawn(plan, target=_attempt_child(reach), relay=False)
     except launcher.SpawnError as exc:
         return "error", f"the sandbox did not start: {exc}"
+    return _outcome_then_remove(child, timeout, log)
+
+
+def _outcome_then_remove(child: launcher.SandboxedProcess, timeout: float, log: str) -> Outcome:
+    """The child's outcome; its denial log `log` removed once it is known."""
     try:
         return _spawned_outcome(child, timeout)
     finally:
@@ -442,6 +447,58 @@ def _run_denial_log_flood(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
     finally:
         with contextlib.suppress(OSError):
             os.unlink(log)
+
+
+_LOG_LIMIT_FALLBACK = 1 << 20
+
+
+def _run_denial_log_fails(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """With a denial log that cannot grow, the child makes a refused call (whose line the
+    monitor cannot write), then another. The monitor inherits the component's file size limit
+    (the rlimit step comes first); the log here is a sparse file of exactly that size, so every
+    append fails with EFBIG, as one fails with ENOSPC on a full disk, which a component that
+    writes to the log's filesystem can cause at will. Escape: the second refusal is answered
+    ENOSYS, the kernel's answer once the monitor is gone: it stopped (SIGXFSZ, or an unhandled
+    error), and no refusal is logged again."""
+    import resource
+    from .. import denial_log
+    log = os.path.join(t.outside_dir, f".cleancoin-probe-{t.token}-full.log")
+    plan = denial_log.plan_with_denials(judge.plan, judge.policy, denial_log.DenialLog(log))
+    if not plan.denials or str(_NR["clone"]) not in plan.denials.get("rules", {}):
+        return "denied", "no refusal with an errno to make (no denial log, or clone is not refused " \
+                         "with one: the policy kills or allows it)"
+    fsize = [r for r in plan.rlimits if r[1] == resource.RLIMIT_FSIZE]     # type: ignore[attr-defined]
+    if fsize and fsize[0][2] is None:
+        return "denied", "not tried: the policy lets files grow without limit, so the monitor's log " \
+                         "cannot be made to refuse a write here"
+    limit = int(fsize[0][2]) if fsize else _LOG_LIMIT_FALLBACK
+
+    def refuse_twice(out: _Out) -> Outcome:
+        errors = []
+        for _ in range(2):
+            ret, err = _syscall("clone", syscalls.CLONE_NEWUSER, 0, 0, 0, 0)
+            errors.append(_errname(err) if ret == -1 else "none")
+            time.sleep(0.3)           # the monitor tries to write its line meanwhile
+        if errors[1] == "ENOSYS":
+            return _ok(f"refused clone answered {errors[0]}, then ENOSYS: the denial monitor stopped "
+                       "when its log could not grow")
+        return "denied", f"refused clone answered {errors[0]}, then {errors[1]}: the monitor went on"
+
+    with open(log, "wb") as handle:
+        handle.truncate(limit)       # sparse: no disk space used
+    saved = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        if not fsize:                # the child (and its monitor) keep the limit they inherit
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, saved[1]))
+        try:
+            child = launcher.spawn(plan, target=_attempt_child(refuse_twice), relay=False)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, saved)
+    except launcher.SpawnError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(log)
+        return "error", f"the sandbox did not start: {exc}"
+    return _outcome_then_remove(child, timeout, log)
 
 
 def _settled_lines(log: str, timeout: float = 5.0) -> int:
@@ -494,4 +551,5 @@ PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], flo
     "output-flood": _run_output_flood,
     "denial-log-reach": _run_denial_log_reach,
     "denial-log-flood": _run_denial_log_flood,
+    "denial-log-fails": _run_denial_log_fails,
 }

@@ -191,4 +191,8 @@ def _battery() -> list[_Spec]:
               "new (clone with other flag bits), to bury the log and grow its monitor",
               _exp_never("denial log: kinds remembered and lines a minute are bounded"),
               _parent("denial-log-flood"), parent_run=True),
+        _Spec("denial-log-fails", "with a denial log that cannot grow (as on a full disk), make a "
+              "refused call, then another, to stop the monitor so that no refusal is logged again",
+              _exp_never("denial log: a monitor whose write fails counts the lost lines and goes on"),
+              _parent("denial-log-fails"), parent_run=True),
     ]

@@ -376,6 +376,49 @@ except OSError as exc:
 report_descriptors_of("sandbox-log-descriptor", "sandbox.log")
 """
 
+# The confined node fills the filesystem its datadir is on (it may write there: blocks,
+# chainstate), makes a refused call while nothing can be written, then frees the space and
+# makes another. Neither refusal may go unrecorded: a monitor whose write failed must neither
+# lose the line (the sandbox log keeps space of its own) nor stop (after which the kernel
+# answers ENOSYS and nothing is logged again). Nothing is reported while the disk is full: the
+# results file could not be written either.
+NODE_FILL_DISK = r"""
+filler = os.path.join(ctx["netdir"], "filler")
+chunk = b"\0" * (1 << 20)
+fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+full = "not full"
+try:
+    while True:
+        try:
+            os.write(fd, chunk)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                full = exc.strerror
+                break
+            if len(chunk) == 1:
+                full = "full"
+                break
+            chunk = chunk[:len(chunk) // 2]      # down to the last byte
+finally:
+    os.close(fd)
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"#")
+    while_full = "TIOCSTI went through"
+except OSError as exc:
+    while_full = f"refused: {exc.strerror}"
+time.sleep(1.0)          # the monitor writes its line now, or fails to
+os.unlink(filler)
+report("fill-disk", False, f"{full}; {while_full}")
+time.sleep(0.3)
+attempt("refused-after")
+try:
+    fcntl.ioctl(2, termios.TIOCSTI, b"#")
+    report("refused-after", True, "TIOCSTI went through")
+except OSError as exc:
+    report("refused-after", False, f"refused: {exc.strerror}")
+time.sleep(0.5)
+"""
+
 # Attacker code in the confined node calls the wallet's registered handler itself, as a
 # compromised node would (no RPC client, no forwarding rules in the way): first a read-only
 # method, then sendtoaddress.

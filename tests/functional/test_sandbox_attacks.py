@@ -494,6 +494,35 @@ def test_the_confined_node_cannot_erase_the_record_of_its_refusals(home_base: Pa
     assert all(", thread " in line for line in refused), refused      # -debug=sandbox's form
 
 
+def test_a_full_disk_neither_loses_nor_stops_the_record_of_refusals(home_base: Path) -> None:
+    """The confined node fills the filesystem of its datadir (a 64 MiB tmpfs here), makes a
+    refused call while nothing can be written, frees the space and makes another. On the old
+    code the monitor's write failed with ENOSPC: the first line was lost, and the monitor
+    stopped, so the second refusal (answered ENOSYS by the kernel) went unrecorded too, as would
+    every later one. Now sandbox.log keeps space of its own, and a monitor that cannot write
+    counts what it lost and goes on."""
+    if os.geteuid() != 0:
+        pytest.skip("mounts a small tmpfs for the datadir (needs root)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "cleancoin-attack", str(home_base)],
+                   check=True)
+    try:
+        a = AttackedNode(home_base, node=attacks.NODE_FILL_DISK)
+        a.config["node_delay"] = 0.5
+        a.start()
+        results = a.result("node", timeout=90)
+        assert escapes(results) == {}, results
+        assert results["fill-disk"]["detail"].startswith("full; refused"), results
+        assert results["refused-after"]["detail"] == "refused: Operation not permitted", results
+        a.node.cleanup()
+        record = (a.node.netdatadir / "sandbox.log").read_text(errors="replace")
+        lines = [line for line in record.splitlines() if "refused ioctl(" in line and "0x5412" in line]
+        assert any("ioctl(fd=0," in line for line in lines), record[-3000:]      # made while full
+        assert any("ioctl(fd=2," in line for line in lines), record[-3000:]      # made after
+    finally:
+        _stop_nodes_under(home_base)
+        subprocess.run(["umount", "-l", str(home_base)], check=False)
+
+
 @pytest.mark.parametrize("mode", ["all", "read"])
 def test_a_compromised_node_cannot_spend_through_a_wallet_started_with_forwardrpc_read(home_base: Path,
                                                                                     mode: str) -> None:
