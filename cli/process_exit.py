@@ -15,7 +15,6 @@ closed, atexit handlers run, stdout and stderr are flushed.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -29,7 +28,9 @@ def run_and_exit(main: Callable[[], int | None]) -> NoReturn:
     status = main()
     code = 0 if status is None else int(status)
     atexit._run_exitfuncs()
-    logging.shutdown()
+    # Only where logging is in use: CleanCoin-sandbox does not import it (about 2 ms).
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -55,6 +56,16 @@ class ToolError(Exception):
 
 
 # ------------------------------------------------------------------------------ shared helpers
+
+def _resume_gc() -> None:
+    """Before a command launches: the objects of the imports and the plan frozen (never
+    scanned again, and a forked child's collector does not touch their pages), the cyclic
+    collector on again. Nothing if it was not paused (`script`; a test calling `main`)."""
+    if gc.isenabled():
+        return
+    gc.freeze()
+    gc.enable()
+
 
 def policy_path(name: str) -> str:
     """A path as given, or the name of a shipped policy (`strict`, `wallet`, `base/python`)."""
@@ -184,6 +195,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             from cleancoin.sandbox.denial_log import DenialLog
             denials = DenialLog("", verbose=args.denials == "verbose")
         plan = launcher.prepare(policy, _variables(args), denials=denials)
+        # Imported and planned: the collector is back on (and what exists frozen) for as
+        # long as the program runs (`script`).
+        _resume_gc()
         # The program's output passes through this process: as it is, unless it goes to a
         # terminal, where control characters are shown as text (stdio = "pipe").
         child = launcher.spawn(plan, command, raw_output=True)
@@ -209,6 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from cleancoin.sandbox import probe
     policy = load(args.policy)
+    _resume_gc()         # many launches ahead (`script`)
     with _launch_errors():
         result = probe.probe(policy, _variables(args), args.script)
     if args.junit:
@@ -323,6 +338,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     if not command and not args.records:
         raise ToolError("learn: give a program (... -- CMD [ARG...]) or --from DIR", code=EXIT_USAGE)
     policy = load(args.policy)
+    _resume_gc()         # a program to run and records to read (`script`)
     progress = None if args.quiet else (lambda text: print(f"learn: {text}", file=sys.stderr, flush=True))
     with _launch_errors():
         if command:
@@ -350,10 +366,43 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ the parser
 
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size gives it (COLUMNS, else the width of
+    standard output's terminal, else 80), without importing shutil (and with it bz2, lzma
+    and zlib) at every start: argparse asks for it each time it makes a help formatter,
+    which it does for every option it adds."""
+    with contextlib.suppress(KeyError, ValueError):
+        columns = int(os.environ["COLUMNS"])
+        if columns > 0:
+            return columns
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        if columns > 0:
+            return columns
+    return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, given the width (`_columns`)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, width or _columns())
+
+
+class _RawDescriptionFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
+    """The top level's: its description and epilog (the module docstring) as written."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, with usage errors as JSON when --json is given (exit 2 either way)."""
+    """argparse, with usage errors as JSON when --json is given (exit 2 either way), and
+    help formatted by `_Formatter`."""
 
     json_errors = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         if self.json_errors:
@@ -486,7 +535,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     (the others keep their name and help line): argparse builds a help formatter for every
     add_argument, a few milliseconds for all of them, and one invocation runs one command."""
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0].replace("\n", " "),
-                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=_RawDescriptionFormatter)
     # prog given: argparse would otherwise build a help formatter to work it out.
     sub = parser.add_subparsers(dest="command_name", required=True, parser_class=_Parser, prog=PROG)
     for name, help_line, add_arguments in COMMANDS:
@@ -538,5 +587,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGINT
 
 
+def script() -> NoReturn:
+    """The CleanCoin-sandbox console script: `main` with the cyclic collector off while the
+    tool imports and plans (as CleanCoin-node's start-up, components/common/startup_gc.py:
+    about 5 ms of CPU for `run`; the commands that launch turn it back on before they do,
+    `_resume_gc`), ending without the interpreter's teardown (cli/process_exit.py)."""
+    from cleancoin.cli.process_exit import run_and_exit
+    gc.disable()
+    run_and_exit(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    script()

@@ -20,9 +20,14 @@ confines itself before it takes anything from the component but its configuratio
 every right and granting none (with signal and abstract unix scopes), and a seccomp filter of
 its own (compiled here, `monitor_filter`); it says it is ready, or why it is not, and the
 component's seccomp step waits for that: a monitor that cannot confine itself stops the start
-("denial monitor" step), fail closed. The seccomp step then hands it the listener over the
-channel: that needs sendmsg and close to be allowed, which every CleanCoin policy allows; a
-policy that does not gets no denial log (the report says so).
+("denial monitor" step), fail closed. A process that restricts itself may start the monitor
+before its plan exists (`prelaunch`: CleanCoin-node, before its own imports, so that the
+seccomp step no longer waits for the interpreter): it holds only its channel until
+`restrict_self` sends the configuration and the log (`configure`) before the first step, and
+then confines itself as above before it takes anything else (with the component's rlimits,
+which it has not inherited). The seccomp step then hands it the listener over the channel:
+that needs sendmsg and close to be allowed, which every CleanCoin policy allows; a policy
+that does not gets no denial log (the report says so).
 
 Where the interpreter cannot be executed (a view without it: `CleanCoin-sandbox run` of a
 program policy), the monitor is what it was before: a fork of the component at its seccomp
@@ -74,17 +79,29 @@ def _resolved_log(plan: Plan, log: str) -> str:
         raise EnforcementError("denial monitor", f"denial log {log}: {exc}") from None
 
 
-def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
+def notifies(policy: Any) -> bool:
+    """Whether a denial log would load `policy`'s filter in its notifying form (seccomp on,
+    and sendmsg and close allowed: `plan_with_denials`)."""
+    return bool(policy.seccomp.enabled) and not _missing(policy)
+
+
+def _missing(policy: Any) -> list[str]:
+    return [n for n in ("sendmsg", "close") if n not in policy.allowed_syscalls]
+
+
+def plan_with_denials(plan: Plan, policy: Any, config: DenialLog, compiled_notifying: bool = False) -> Plan:
     """The plan with a notifying filter and the monitor's table; unchanged (with a note in the
     report) where a denial log cannot be set up. The log's path is resolved as grants are
-    (`_resolved_log`)."""
+    (`_resolved_log`). `compiled_notifying`: the plan's filter was compiled in the notifying
+    form already (`compile_plan(..., notify_errno=True)`, where `notifies(policy)`), and is
+    not compiled again."""
     from . import seccomp
     if config.log:
         config = dataclasses.replace(config, log=_resolved_log(plan, config.log))
     from .filter_spec import filter_spec
     if plan.learn or not plan.seccomp_bpf or not policy.seccomp.enabled:
         return plan
-    missing = [n for n in ("sendmsg", "close") if n not in policy.allowed_syscalls]
+    missing = _missing(policy)
     if missing:
         return _noted(plan, f"no denial log: the policy does not allow {', '.join(missing)}, which "
                             "hand the filter's listener to the monitor")
@@ -101,10 +118,14 @@ def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
         names[number] = rule.syscall
         conds = [[c.index, c.op, c.value, c.mask] for c in rule.args]
         rules.setdefault(number, []).append([code, conds])
-    compiled = seccomp.compile_filter(spec, notify_errno=True)
     notified = bool(rules) or default_errno is not None
     if not notified:
         return plan
+    if compiled_notifying:
+        bpf, sha256 = plan.seccomp_bpf, plan.seccomp_sha256
+    else:
+        compiled = seccomp.compile_filter(spec, notify_errno=True)
+        bpf, sha256 = compiled.bpf, compiled.sha256
     # The monitor has no libseccomp to ask, so it gets the names of what it may be asked
     # about: the rules' syscalls, and every syscall only where an errno default refuses any
     # (no shipped policy has one: their default kills).
@@ -117,8 +138,7 @@ def plan_with_denials(plan: Plan, policy: Any, config: DenialLog) -> Plan:
     denials["families"] = {str(k): v for k, v in BY_NUMBER.items()}
     import base64
     denials["monitor_bpf"] = base64.b64encode(monitor_filter()).decode()
-    return _noted(dataclasses.replace(plan, seccomp_bpf=compiled.bpf, seccomp_sha256=compiled.sha256,
-                                      denials=denials),
+    return _noted(dataclasses.replace(plan, seccomp_bpf=bpf, seccomp_sha256=sha256, denials=denials),
                   "refusals with an errno are answered by a monitor and logged"
                   + (f" to {config.log}" if config.log else " to stderr")
                   + (" (verbose)" if config.verbose else " (rate-limited)"))
@@ -204,11 +224,12 @@ def _program() -> str:
 
 @dataclass
 class Monitor:
-    """The component's side of a monitor started early (`launch`): the channel, and the log
-    descriptor kept for a fallback fork."""
+    """The component's side of a monitor started before Landlock (`launch`, or `prelaunch`
+    and `configure`): the channel, and the log descriptor kept for a fallback fork (-1 until
+    a prelaunched monitor is configured)."""
 
     channel: socket.socket
-    out: int
+    out: int = -1
 
 
 def open_log(config: Mapping[str, Any]) -> int:
@@ -275,6 +296,45 @@ def launch(plan: Plan, out: int | None = None) -> Monitor:
     return Monitor(ours, out)
 
 
+def prelaunch() -> Monitor:
+    """Start the monitor's interpreter before the plan exists, for a process about to
+    restrict itself (CleanCoin-node, before its own imports): the same double fork as
+    `launch`, holding only its channel, with no_new_privs and no capability; it execs
+    `python -I -S denial_monitor.py CHANNEL` and waits for `configure`. Its start-up (about
+    20 ms, which the seccomp step waited for) overlaps the caller's. A caller that ends up
+    without a denial log closes the channel (`discard`): the monitor then ends, unconfined
+    but having taken nothing."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    _detached(lambda: _exec_monitor(ours, theirs, None))
+    theirs.close()
+    return Monitor(ours)
+
+
+def configure(plan: Plan, monitor: Monitor, out: int | None = None) -> Monitor:
+    """Hand a prelaunched monitor its configuration and the log (`out`, opened before any
+    step by `open_for`; else opened here), from the component's set-up code, before the first
+    sandbox step: the only input it takes before it confines itself. A monitor that could not
+    start has said why on the channel already: `start` reads that answer either way."""
+    if out is None:
+        out = open_log(plan.denials)
+    monitor.out = out
+    # The component's rlimits too: started before its rlimits step, the monitor has not
+    # inherited them (a monitor started at the "denial monitor" step has).
+    blob = marshal.dumps({**monitor_config(plan, os.getpid()),
+                          "rlimits": [list(r) for r in plan.rlimits]})
+    try:
+        socket.send_fds(monitor.channel, [len(blob).to_bytes(4, "little")], [out])
+        monitor.channel.sendall(blob)
+    except OSError:
+        pass    # the monitor ended (its answer, X or E, waits in the channel for `start`)
+    return monitor
+
+
+def discard(monitor: Monitor) -> None:
+    """A prelaunched monitor that will not be used: hang up (it ends; it took nothing)."""
+    monitor.channel.close()
+
+
 def _detached(grandchild: Callable[[], object]) -> None:
     """Run `grandchild` (which execs or exits, never returns) in a process that is nobody's
     child here: a double fork whose middle process ends at once and is reaped here, so the
@@ -290,21 +350,23 @@ def _detached(grandchild: Callable[[], object]) -> None:
     os.waitpid(middle, 0)
 
 
-def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int) -> None:
-    """In the grandchild: give up what the monitor must not have, then exec. Never returns."""
+def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None) -> None:
+    """In the grandchild: give up what the monitor must not have, then exec. Never returns.
+    `out` None: prelaunched, the log comes with the configuration (`configure`)."""
     import sys
     from . import capabilities, descriptors
     channel = theirs.fileno()
     kind = "E"          # a failure to give something up: the start fails
     try:
         ours.close()
-        descriptors.keep_only({channel, out})
+        descriptors.keep_only({channel} if out is None else {channel, out})
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
         # Securebits locked (no root on exec) and every set empty: exec hands nothing back.
         capabilities.drop(())
         kind = "X"      # the interpreter cannot be executed here: the fallback, reported
         program = _program()
-        os.execve(sys.executable, [sys.executable, "-I", "-S", program, str(channel), str(out)], {})
+        logs = [] if out is None else [str(out)]
+        os.execve(sys.executable, [sys.executable, "-I", "-S", program, str(channel), *logs], {})
     except BaseException as exc:  # noqa: BLE001 - the component decides (see start)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
         try:

@@ -8,10 +8,20 @@ capability left. It imports only the standard library (no site, no cleancoin pac
 holds none of the component's heap: a fork of a big node kept a copy-on-write image of it,
 which grew as the node went on writing (10 MiB in a regtest node).
 
-Before it reads anything but the configuration the component wrote into CHANNEL before the
-fork (marshal: the answer table, and the BPF of the monitor's own filter), it confines itself,
-each step checked, in this order:
+A process that restricts itself (CleanCoin-node) starts it earlier, before its own imports
+and plan (`denial_log.prelaunch`), as `python -I -S denial_monitor.py CHANNEL`, from the same
+double fork: no descriptor but CHANNEL, no_new_privs, no capability. Its interpreter then
+starts while the component imports and plans; it waits for the configuration, which the
+component's set-up code sends once its plan is made and its log opened (before the first
+sandbox step), with the log's descriptor attached (SCM_RIGHTS): from then on it holds CHANNEL
+and LOG, as one started later does.
 
+Before it reads anything but the configuration the component's set-up code wrote into
+CHANNEL (marshal: the answer table, and the BPF of the monitor's own filter; started early,
+with the log's descriptor), it confines itself, each step checked, in this order:
+
+0. started early (prelaunched): the component's resource limits, which one started at the
+   "denial monitor" step inherits (lowered only, `limit`);
 1. not dumpable (exec made it dumpable again), its name "denial-monitor";
 2. no_new_privs, and no capability in any set (capget must show none);
 3. Landlock: every filesystem and TCP right handled and none granted, abstract unix sockets
@@ -272,6 +282,33 @@ class ConfineError(Exception):
     """A confinement step failed: (step, reason)."""
 
 
+def _lowered(current: int, wanted: int | None, infinity: int) -> int:
+    if wanted is None:
+        return current
+    return wanted if current == infinity else min(current, wanted)
+
+
+def limit(rlimits: Sequence[Sequence[Any]]) -> None:
+    """The component's resource limits (the plan's `rlimits`: name, resource, soft, hard;
+    None is unlimited), for a monitor started before the component set its own (prelaunched;
+    one started at the "denial monitor" step inherits them): each limit lowered to at most the
+    component's, never raised, which needs no privilege."""
+    if not rlimits:
+        return
+    import resource
+    inf = resource.RLIM_INFINITY
+    for name, number, soft, hard in rlimits:
+        old_soft, old_hard = resource.getrlimit(int(number))
+        new_hard = _lowered(old_hard, hard, inf)
+        new_soft = _lowered(old_soft, soft, inf)
+        if new_hard != inf and (new_soft == inf or new_soft > new_hard):
+            new_soft = new_hard
+        try:
+            resource.setrlimit(int(number), (new_soft, new_hard))
+        except (ValueError, OSError) as exc:
+            raise ConfineError("rlimits", f"{name}: {exc}") from None
+
+
 def _libc() -> Any:
     import ctypes
     lib = ctypes.CDLL(None, use_errno=True)
@@ -334,10 +371,10 @@ def confine(bpf: bytes, mdwe: bool, landlock_needed: bool) -> list[str]:
     return notes
 
 
-def read_config(channel: int) -> dict[str, Any]:
-    """The configuration the component wrote before the fork: length (4 bytes), then marshal."""
+def read_config(channel: int, data: bytes = b"") -> dict[str, Any]:
+    """The configuration the component wrote before the fork (or, started early, once its
+    plan was made): length (4 bytes), then marshal. `data`: what was read of it already."""
     import marshal
-    data = b""
     while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "little"):
         chunk = os.read(channel, 1 << 16)
         if not chunk:
@@ -361,10 +398,35 @@ def _receive_listener(sock: _socket.socket) -> int | None:
     return None
 
 
+def read_config_and_log(sock: _socket.socket) -> tuple[dict[str, Any], int]:
+    """A monitor started early (`denial_log.prelaunch`): the configuration as `read_config`
+    reads it, with the log's descriptor on its first bytes (SCM_RIGHTS). Exactly one
+    descriptor is taken; anything else that came along is closed."""
+    fds = struct.Struct("i")
+    try:
+        data, ancillary, _flags, _addr = sock.recvmsg(1 << 16, _socket.CMSG_SPACE(4 * fds.size))
+    except OSError as exc:
+        raise ConfineError("configuration", f"recvmsg: {exc.strerror}") from None
+    received = [fd for level, kind, raw in ancillary
+                if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+                for (fd,) in fds.iter_unpack(raw[:len(raw) - len(raw) % fds.size])]
+    for extra in received[1:]:
+        os.close(extra)
+    if not data:
+        raise ConfineError("configuration", "the component hung up")
+    if not received:
+        raise ConfineError("configuration", "no log descriptor came with it")
+    return read_config(sock.fileno(), data), received[0]
+
+
 def main(argv: Sequence[str]) -> int:
     """`denial_monitor.py CHANNEL LOG`: confine, say ready, serve. Exits 0 when the component
-    is gone, 1 on an error (the kernel answers ENOSYS without a monitor: still refused)."""
-    channel, out = int(argv[0]), int(argv[1])
+    is gone, 1 on an error (the kernel answers ENOSYS without a monitor: still refused).
+
+    `denial_monitor.py CHANNEL` (started early: `denial_log.prelaunch`): the configuration
+    and the log's descriptor come over CHANNEL, sent by the component's set-up code once its
+    plan is made; nothing else is taken before the monitor is confined."""
+    channel, out = int(argv[0]), (int(argv[1]) if len(argv) > 1 else -1)
     # A terminal's or a supervisor's signal to the component's process group is the
     # component's to handle: the monitor ends when the filter has no process left, so that
     # refusals during the component's shutdown are still answered with their errno.
@@ -374,7 +436,14 @@ def main(argv: Sequence[str]) -> int:
     try:
         # Everything that opens a file or asks about the socket happens before confinement.
         sock = _socket.socket(fileno=channel)
-        config = read_config(channel)
+        # Imported before the configuration is waited for: started early, the interpreter's
+        # imports overlap the component's set-up, and confine() then has nothing to load.
+        import ctypes  # noqa: F401
+        if out < 0:
+            config, out = read_config_and_log(sock)
+        else:
+            config = read_config(channel)
+        limit(config.get("rlimits", ()))
         notes = confine(bytes(config["bpf"]), bool(config.get("mdwe")), bool(config.get("landlock")))
     except ConfineError as exc:
         step, reason = exc.args

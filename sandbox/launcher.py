@@ -137,9 +137,10 @@ def _descendant_with_inner_pid(root: int, inner: int) -> int | None:
             return None
         pid = pending.pop(0)
         try:
-            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+            # ASCII, read as UTF-8: that codec is loaded already (the ascii one is not, on `run`).
+            with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as handle:
                 nspid = next((line.split()[1:] for line in handle if line.startswith("NSpid:")), [])
-            with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+            with open(f"/proc/{pid}/task/{pid}/children", encoding="utf-8") as handle:
                 pending += [int(c) for c in handle.read().split()]
         except OSError:
             continue
@@ -168,10 +169,17 @@ def prepare(policy: "Policy", variables: Mapping[str, str], writable_roots: Sequ
     no stray variable can switch a sandbox off."""
     from . import kernel
     from .plan_compiler import compile_plan
-    plan = compile_plan(policy, variables, kernel.detect(), writable_roots=writable_roots)
+    notifying = False
+    if denials is not None:
+        from .denial_log import notifies
+        # Compiled once, in the form the denial log loads (libseccomp takes about 5 ms a
+        # filter; the plain form was compiled first and then again).
+        notifying = notifies(policy)
+    plan = compile_plan(policy, variables, kernel.detect(), writable_roots=writable_roots,
+                        notify_errno=notifying)
     if denials is not None:
         from .denial_log import plan_with_denials
-        plan = plan_with_denials(plan, policy, denials)
+        plan = plan_with_denials(plan, policy, denials, compiled_notifying=notifying)
     if learn_dir:
         # Learning (docs/audit.md): the plan records instead of refusing. Only for learning runs.
         from .learn_plan import learning_plan

@@ -280,7 +280,8 @@ def _landlock(policy: Policy, values: Mapping[str, str], kernel: KernelFeatures,
     return rules, MechanismPlan(level.value, (detail,), tuple(missing))
 
 
-def _seccomp(policy: Policy, kernel: KernelFeatures) -> tuple[seccomp.CompiledFilter | None, MechanismPlan]:
+def _seccomp(policy: Policy, kernel: KernelFeatures,
+             notify_errno: bool = False) -> tuple[seccomp.CompiledFilter | None, MechanismPlan]:
     level = policy.compatibility.level("seccomp")
     sc = policy.seccomp
     if not sc.enabled:
@@ -291,7 +292,9 @@ def _seccomp(policy: Policy, kernel: KernelFeatures) -> tuple[seccomp.CompiledFi
                                               f"policy's level is {level.value}")
         return None, MechanismPlan(level.value, (), ("seccomp filter mode",))
     allowed = policy.allowed_syscalls
-    compiled = seccomp.compile_filter(filter_spec(policy))   # the one `export` writes out too
+    # The one `export` writes out too; with `notify_errno` the denial log's form (same rules,
+    # same counts: refusals with an errno go to the monitor, which answers that errno).
+    compiled = seccomp.compile_filter(filter_spec(policy), notify_errno=notify_errno)
     details = [f"default {sc.default_action}; {compiled.allowed} syscalls allowed, "
                f"{compiled.conditional} with argument rules; {compiled.instructions} BPF instructions",
                f"socket families: {', '.join(f.name + (' (raw)' if f.raw else '') for f in policy.network.socket_families) or 'none'}",
@@ -338,17 +341,19 @@ def _mdwe(policy: Policy, kernel: KernelFeatures) -> MechanismPlan:
 
 def compile_plan(policy: Policy, variables: Mapping[str, str], kernel: KernelFeatures,
                  parent_env: Mapping[str, str] | None = None,
-                 writable_roots: Iterable[str] = ()) -> Plan:
+                 writable_roots: Iterable[str] = (), notify_errno: bool = False) -> Plan:
     """Resolve variables and fit the policy to the kernel; refuse what cannot be applied.
 
     `writable_roots` are directories some other confined process can write (the node's
     datadir for its wallet): a symlink found there on the way to a grant is refused too.
+    `notify_errno`: the filter is compiled in the denial log's form (`seccomp.compile_filter`),
+    for `denial_log.plan_with_denials(..., compiled_notifying=True)`.
     """
     values = {**default_values(), **variables}
     require_values(policy, values)    # every missing variable in one error, before the first
     fs = _filesystem(policy, values, writable_roots)
     ll_rules, ll_plan = _landlock(policy, values, kernel, fs)
-    compiled, sc_plan = _seccomp(policy, kernel)
+    compiled, sc_plan = _seccomp(policy, kernel, notify_errno)
     ns_plan = _namespaces(policy, kernel, fs.mounts)
     proc = policy.process
     env = scrub(parent_env if parent_env is not None else os.environ, proc.environment,

@@ -388,7 +388,7 @@ NR_OPEN_CEILING: int = 2**31 - 64
 def nofile_maximum() -> int:
     """The largest nofile limit setrlimit accepts on this system (fs.nr_open)."""
     try:
-        with open("/proc/sys/fs/nr_open", encoding="ascii") as handle:
+        with open("/proc/sys/fs/nr_open", encoding="utf-8") as handle:   # ASCII
             return min(int(handle.read().strip()), NR_OPEN_CEILING)
     except (OSError, ValueError):
         return NR_OPEN_CEILING

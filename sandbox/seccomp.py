@@ -33,30 +33,42 @@ _UINT64_MAX = 2**64 - 1
 _SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
 
 
+def _loads(soname: str) -> bool:
+    try:
+        ctypes.CDLL(soname)
+        return True
+    except OSError:
+        return False
+
+
 def _lib() -> ModuleType:
     # Imported lazily: see the module docstring.
     import sys
     if "pyseccomp" in sys.modules:
         return sys.modules["pyseccomp"]
-    import ctypes
-    import ctypes.util
-    original = ctypes.util.find_library
-
-    def find_library(name: str) -> str | None:
-        soname = _SONAMES.get(name)
-        if soname is not None:
-            try:
-                ctypes.CDLL(soname)
-                return soname
-            except OSError:
-                pass
-        return original(name)
-
-    ctypes.util.find_library = find_library
+    found = {name: soname for name, soname in _SONAMES.items() if _loads(soname)}
+    if len(found) == len(_SONAMES) and "ctypes.util" not in sys.modules:
+        # pyseccomp imports ctypes.util only for find_library at its import, and ctypes.util
+        # imports subprocess, tempfile and random (about 2 ms of every start that compiles a
+        # filter). With every soname found, its import gets a stand-in that answers them, for
+        # the length of the import only: ctypes.util is then as it was (not imported).
+        stand_in = ModuleType("ctypes.util")
+        stand_in.find_library = found.get  # type: ignore[attr-defined]
+        sys.modules["ctypes.util"] = stand_in
+        ctypes.util = stand_in  # type: ignore[attr-defined]
+        try:
+            import pyseccomp
+        finally:
+            del sys.modules["ctypes.util"]
+            del ctypes.util  # type: ignore[attr-defined]
+        return pyseccomp
+    from ctypes import util
+    original = util.find_library
+    util.find_library = lambda name: found.get(name) or original(name)
     try:
         import pyseccomp
     finally:
-        ctypes.util.find_library = original
+        util.find_library = original
     return pyseccomp
 
 

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from . import report as reports, report_registry, steps
 from .errors import EnforcementError, PolicyError, PolicyErrors
 from .plan import Plan
 from .report import Report
+
+if TYPE_CHECKING:
+    from . import denial_log
 
 
 def _policy_path(policy: str | os.PathLike[str]) -> str:
@@ -70,7 +74,8 @@ def prepare_self(policy: str | os.PathLike[str], variables: Mapping[str, str],
 
 def restrict_self(policy: str | os.PathLike[str], variables: Mapping[str, str], *,
                   keep_fds: Iterable[int] = (), writable_roots: Iterable[str] = (),
-                  denials: object | None = None, learn_dir: str | None = None) -> Report:
+                  denials: object | None = None, learn_dir: str | None = None,
+                  monitor: denial_log.Monitor | None = None) -> Report:
     """Apply `policy` to the calling process, for good; returns the enforcement report.
 
     `policy` is a path or the name of a shipped policy ("node"); `variables` fills its
@@ -78,22 +83,41 @@ def restrict_self(policy: str | os.PathLike[str], variables: Mapping[str, str], 
     `keep_fds` are the descriptors the process still needs besides the policy's `fds`
     (0, 1, 2 by default); `denials` (a `denial_log.DenialLog`) logs the refusals that answer
     with an errno; `learn_dir` makes it a learning run that records instead of enforcing
-    (docs/audit.md). Raises `EnforcementError(step, reason)`; after one the process is partly
-    restricted and must exit.
+    (docs/audit.md); `monitor`, from `denial_log.prelaunch()` called earlier, is the denial
+    log's monitor, configured here before the first step (hung up on if the plan has no denial
+    log, or on a failure). Raises `EnforcementError(step, reason)`; after one the process is
+    partly restricted and must exit.
     """
-    plan = prepare_self(policy, variables, writable_roots, denials, learn_dir)
-    # Before the view: the log may lie outside it (the GUI window's: the node's sandbox.log).
     from . import denial_log       # lazily, as steps.py does: not every caller logs refusals
-    denial_fd = denial_log.open_for(plan)
+    try:
+        plan = prepare_self(policy, variables, writable_roots, denials, learn_dir)
+        # Before the view: the log may lie outside it (the GUI window's: the node's sandbox.log).
+        denial_fd = denial_log.open_for(plan)
+        if monitor is not None and not steps.wants_monitor(plan):
+            denial_log.discard(monitor)
+            monitor = None
+        elif monitor is not None:
+            # Before the first step, from this set-up code: the monitor confines itself while
+            # the steps run (denial_monitor.py); it takes nothing from the process after that
+            # but the listener, at the seccomp step.
+            denial_log.configure(plan, monitor, denial_fd if denial_fd >= 0 else None)
+    except BaseException:
+        if monitor is not None:
+            denial_log.discard(monitor)
+        raise
     # Opened now: once Landlock is up this process could not create it (for `status`).
     entry = report_registry.reserve(os.getpid())
     keep = set(keep_fds) | ({entry.fd} if entry else set()) | ({denial_fd} if denial_fd >= 0 else set())
-    ctx = steps.Context(plan, steps.Entry.SELF, keep, denial_fd=denial_fd)
+    if monitor is not None:
+        keep |= {monitor.channel.fileno(), monitor.out}
+    ctx = steps.Context(plan, steps.Entry.SELF, keep, denial_fd=denial_fd, monitor=monitor)
     try:
         steps.run(ctx)
     except BaseException:
         if entry is not None:
             entry.abandon()
+        if monitor is not None:
+            denial_log.discard(monitor)
         raise
     report = reports.build(plan, ctx.outcomes, os.getpid(), ctx.namespaces)
     if entry is not None:

@@ -198,14 +198,26 @@ def _environment(ctx: Context) -> Done:
 
 
 def _denial_monitor(ctx: Context) -> Done:
+    if ctx.monitor is not None:
+        # Prelaunched by a process that restricts itself (denial_log.prelaunch), configured
+        # before the first step (self_restrict): its interpreter started during the process's
+        # own set-up; what it holds and how it confines itself are the same.
+        return Done("started before the steps (its interpreter during this process's set-up), "
+                    "configured before the first: confines itself (no filesystem, its own seccomp "
+                    "filter) before the seccomp step hands it the listener")
     from . import denial_log
     ctx.monitor = denial_log.launch(ctx.plan, ctx.denial_fd if ctx.denial_fd >= 0 else None)
     return Done("started: confines itself (no filesystem, its own seccomp filter) before the "
                 "seccomp step hands it the listener")
 
 
+def wants_monitor(plan: Plan) -> bool:
+    """Whether entering `plan` starts a denial monitor (the "denial monitor" step applies)."""
+    return bool(plan.denials) and bool(plan.seccomp_bpf) and not plan.learn
+
+
 def _wants_monitor(ctx: Context) -> bool:
-    return bool(ctx.plan.denials) and bool(ctx.plan.seccomp_bpf) and not ctx.plan.learn
+    return wants_monitor(ctx.plan)
 
 
 def _dumpable(ctx: Context) -> Done:

@@ -9,8 +9,10 @@ import ctypes
 import errno
 import json
 import os
+import resource
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -368,3 +370,183 @@ def test_a_monitor_whose_write_fails_counts_the_lost_lines_and_says_so_later(tmp
     assert len(lines) == 2, lines
     assert "2 lines of refusals could not be written to this log (Bad file descriptor)" in lines[0], lines
     assert lines[1].endswith("sandbox: refused third"), lines
+
+
+# ----------------------------------------------------------------- started early (prelaunch)
+
+def _prelaunched_monitor(before: set[int]) -> int:
+    """The pid of the monitor that `denial_log.prelaunch` started: in this process group,
+    running the monitor's program with the channel as its only argument, new since `before`."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in before:
+                continue
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[:-1]
+                if (os.getpgid(int(entry)) == os.getpgrp() and len(argv) == 5 and b"denial_monitor" in argv[3]
+                        and not proc_state(int(entry)).startswith("Z")):
+                    found.append(int(entry))
+            except OSError:
+                continue
+        if found:
+            assert len(found) == 1, found
+            return found[0]
+        assert time.monotonic() < deadline, "no prelaunched monitor found"
+        time.sleep(0.01)
+
+
+def proc_state(pid: int) -> str:
+    return next(line.split(":", 1)[1].strip() for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("State:"))
+
+
+def _fds(pid: int) -> list[str]:
+    return sorted(os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+
+
+def _live_pids() -> set[int]:
+    return {int(e) for e in os.listdir("/proc") if e.isdigit()}
+
+
+def test_a_prelaunched_monitor_takes_its_log_only_with_its_configuration_and_confines_itself_first(
+        base_sandbox, sandbox_vars, write_policy, proc):
+    """CleanCoin-node starts its monitor's interpreter before its own imports and plan
+    (denial_log.prelaunch) and configures it before the first sandbox step. What the monitor
+    holds and the order in which it confines itself must be those of a monitor started at the
+    "denial monitor" step: until it is configured it holds its channel only (none of the
+    descriptors the process opened before or after it started), with no_new_privs and no
+    capability, and it waits, unconfined but having taken nothing; the log and the component's
+    rlimits (which it has not inherited) come with the configuration; it is confined (its
+    filter loaded, not dumpable) before it answers."""
+    log = Path(sandbox_vars["datadir"]) / "denials.log"
+    plan = launcher.prepare(load_policy(write_policy("")), sandbox_vars, denials=DenialLog(str(log)))
+    before = _live_pids()
+    monitor = denial_log.prelaunch()
+    try:
+        pid = _prelaunched_monitor(before)
+        # Waiting for its configuration: nothing but the channel, no privilege, no filter yet.
+        deadline = time.monotonic() + 10
+        while proc_state(pid)[0] != "S":
+            assert time.monotonic() < deadline, proc_state(pid)
+            time.sleep(0.01)
+        links = _fds(pid)
+        assert len(links) == 1 and links[0].startswith("socket:"), links
+        fields = proc.status(pid)
+        assert (fields["NoNewPrivs"], int(fields["CapEff"], 16), int(fields["CapPrm"], 16),
+                int(fields["CapBnd"], 16), fields["Seccomp"]) == ("1", 0, 0, 0, "0"), fields
+        assert not _readable(monitor.channel), "it answered before it had its configuration"
+        # Started before the component's rlimits step, it has not inherited those limits...
+        assert plan.rlimits and any(not _within(resource.prlimit(pid, number), soft, hard)
+                                    for _name, number, soft, hard in plan.rlimits), plan.rlimits
+        denial_log.configure(plan, monitor, denial_log.open_for(plan))
+        reply = denial_log._reply(monitor.channel)  # noqa: SLF001
+        assert reply.startswith(b"R"), reply
+        # Confined before it answered; it now holds its channel and the log, nothing else.
+        fields = proc.status(pid)
+        assert (fields["Seccomp"], fields["NoNewPrivs"], int(fields["CapEff"], 16)) == ("2", "1", 0), fields
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == denial_monitor_name()
+        links = _fds(pid)
+        assert len(links) == 2 and links[0] == str(log) and links[1].startswith("socket:"), links
+        # ...and has them now, as one started at the "denial monitor" step inherits them.
+        for name, number, soft, hard in plan.rlimits:
+            assert _within(resource.prlimit(pid, number), soft, hard), (name, resource.prlimit(pid, number))
+    finally:
+        if monitor.out >= 0:
+            os.close(monitor.out)
+        denial_log.discard(monitor)
+    # Hung up on, it ends.
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and not proc_state(pid).startswith("Z"):
+        assert time.monotonic() < deadline, "the monitor did not end when its component hung up"
+        time.sleep(0.01)
+
+
+def _within(limits: tuple[int, int], soft: int | None, hard: int | None) -> bool:
+    """Whether (soft, hard) of a process are at most the plan's (None: unlimited)."""
+    def at_most(value: int, bound: int | None) -> bool:
+        return bound is None or (value != resource.RLIM_INFINITY and value <= bound)
+    return at_most(limits[0], soft) and at_most(limits[1], hard)
+
+
+def _readable(sock: socket.socket) -> bool:
+    import select
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def denial_monitor_name() -> str:
+    from cleancoin.sandbox import denial_monitor
+    return denial_monitor.NAME
+
+
+def test_a_prelaunched_monitor_that_cannot_confine_itself_stops_the_start(base_sandbox, sandbox_vars,
+                                                                         write_policy):
+    """Fail closed, started early too: the seccomp step's wait raises, naming the step."""
+    import base64
+    import dataclasses
+    plan = launcher.prepare(load_policy(write_policy("")), sandbox_vars, denials=DenialLog(""))
+    broken = dataclasses.replace(plan, denials={**plan.denials, "monitor_bpf": base64.b64encode(b"1234567").decode()})
+    monitor = denial_log.configure(broken, denial_log.prelaunch())
+    with pytest.raises(EnforcementError) as caught:
+        denial_log.start(broken, monitor)
+    assert caught.value.step == "denial monitor"
+    assert "could not confine itself: seccomp: malformed BPF program of 7 bytes" in str(caught.value)
+
+
+def test_restrict_self_with_a_prelaunched_monitor_logs_refusals(base_sandbox, sandbox_vars, write_policy):
+    """The whole path CleanCoin-node takes: prelaunch, then restrict_self(monitor=...); a
+    refused call is answered with its errno and logged; the report says the monitor started
+    before the steps; the process holds neither the channel nor the log afterwards."""
+    from cleancoin.sandbox.self_restrict import restrict_self
+    log = Path(sandbox_vars["datadir"]) / "denials.log"
+    policy = write_policy("""
+        [namespaces]
+        pid = false
+
+        [filesystem]
+        write = ["${datadir}"]
+    """)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            monitor = denial_log.prelaunch()
+            report = restrict_self(policy, sandbox_vars, keep_fds=[write_end], denials=DenialLog(str(log)),
+                                   monitor=monitor)
+            libc = ctypes.CDLL(None, use_errno=True)
+            refused = libc.syscall(56, syscalls.CLONE_NEWUSER | signal.SIGCHLD, 0, 0, 0, 0) < 0
+            # Not dumpable: /proc/self/fd is closed to it; what it holds, by fstat.
+            held = []
+            for fd in range(256):
+                try:
+                    st = os.fstat(fd)
+                except OSError:
+                    continue
+                held.append([st.st_dev, st.st_ino, stat.S_ISSOCK(st.st_mode)])
+            os.write(write_end, json.dumps({"refused": refused and ctypes.get_errno() == errno.EPERM,
+                                            "report": report.to_text(), "held": held}).encode())
+        except BaseException:  # noqa: BLE001 - shown by the parent
+            import traceback
+            os.write(write_end, json.dumps({"exception": traceback.format_exc()}).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    data = b""
+    while chunk := os.read(read_end, 65536):
+        data += chunk
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    result = json.loads(data)
+    assert "exception" not in result, result.get("exception")
+    assert result["refused"], result
+    assert "denial monitor: started before the steps" in result["report"], result["report"]
+    assert "its own program, confined" in result["report"], result["report"]
+    logged = log.stat()
+    assert [logged.st_dev, logged.st_ino, False] not in result["held"], result["held"]
+    assert not any(sock for _dev, _ino, sock in result["held"]), result["held"]      # the channel is gone
+    deadline = time.monotonic() + 10
+    while "refused clone(flags=0x10000011) -> EPERM" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+        time.sleep(0.02)

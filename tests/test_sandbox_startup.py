@@ -27,7 +27,11 @@ NEVER = ("asyncio", "ssl", "_ssl", "capnp", "sqlite3", "cryptography", "aiohttp"
          "http", "urllib", "xml", "hashlib", "_hashlib", "platform", "landlock", "uuid",
          "cleancoin.components", "cleancoin.sandbox.zygote", "cleancoin.sandbox.explain",
          "cleancoin.sandbox.policy_diff", "cleancoin.sandbox.score", "cleancoin.sandbox.learn",
-         "cleancoin.sandbox.export", "cleancoin.sandbox.probe", "cleancoin.sandbox.status")
+         "cleancoin.sandbox.export", "cleancoin.sandbox.probe", "cleancoin.sandbox.status",
+         # argparse's help formatter asks shutil for the width (sandbox_main._columns does
+         # not); pyseccomp's import asks ctypes.util, which imports subprocess and tempfile
+         # (seccomp._lib gives it a stand-in); logging is for the node executables.
+         "shutil", "ctypes.util", "subprocess", "tempfile", "logging")
 #: Only `run` (and the other commands that launch) needs these.
 LAUNCH_ONLY = ("cleancoin.sandbox.launcher", "cleancoin.sandbox.steps", "cleancoin.sandbox.rootfs",
                "cleancoin.sandbox.stdio", "cleancoin.sandbox.pidns", "cleancoin.sandbox.report")
@@ -135,3 +139,37 @@ def test_a_stale_errno_does_not_hide_landlock() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=60, check=True)
     assert json.loads(result.stdout) == [abi, ""]
+
+
+def test_the_console_script_pauses_the_collector_and_ends_without_teardown(tmp_path: Path) -> None:
+    """`script` (the installed CleanCoin-sandbox): the collector is off while the tool
+    imports and plans, on again (what exists frozen) once `run` launches, and the status
+    passes through although the interpreter's teardown is skipped."""
+    policy = tmp_path / "run.toml"
+    policy.write_text(
+        f'extends = ["{GENERAL}"]\n[namespaces]\nnet = true\n'
+        '[filesystem]\nexecute = ["${base_prefix}", "${prefix}", "/usr/bin", "/usr/lib"]\n'
+        '[seccomp]\nallow = [{ syscall = "execve", reason = "run execs the program" }]\n')
+    probe = """
+import gc, sys
+from cleancoin.cli import sandbox_main
+from cleancoin.sandbox import launcher
+spawn = launcher.spawn
+def seen(*args, **kwargs):
+    print(f"AT-SPAWN enabled={gc.isenabled()} frozen={gc.get_freeze_count() > 0}", file=sys.stderr, flush=True)
+    return spawn(*args, **kwargs)
+launcher.spawn = seen
+print(f"AT-START enabled={gc.isenabled()}", file=sys.stderr, flush=True)
+sys.argv = ["CleanCoin-sandbox", *sys.argv[1:]]
+_main = sandbox_main.main
+def main(argv=None):
+    print(f"IN-MAIN enabled={gc.isenabled()}", file=sys.stderr, flush=True)
+    return _main(argv)
+sandbox_main.main = main
+sandbox_main.script()
+"""
+    result = subprocess.run([sys.executable, "-c", probe, "run", "--policy", str(policy), "--", "/bin/sh", "-c",
+                             "exit 7"], capture_output=True, text=True, timeout=120, cwd=tempfile.gettempdir())
+    assert result.returncode == 7, result.stderr
+    assert "IN-MAIN enabled=False" in result.stderr, result.stderr
+    assert "AT-SPAWN enabled=True frozen=True" in result.stderr, result.stderr

@@ -594,8 +594,9 @@ allow = [{{ syscall = "execve", reason = "run execs the program inside the sandb
 
 #: What CleanCoin-sandbox run cannot do without before its own code runs: options (argparse),
 #: the policy (tomllib), the models (dataclasses, which imports inspect), the launch (socket,
-#: threading for the output relay) and libseccomp (pyseccomp imports ctypes.util).
-STDLIB_FLOOR = "import argparse, json, dataclasses, tomllib, socket, threading, ctypes.util"
+#: threading for the output relay) and libseccomp (ctypes; pyseccomp's ctypes.util is given a
+#: stand-in, seccomp._lib).
+STDLIB_FLOOR = "import argparse, json, dataclasses, tomllib, socket, threading, ctypes"
 
 EXEC_ECHO = ("import os, sys\nfd = int(sys.argv[1])\n"
              "while data := os.read(fd, 65536):\n    os.write(fd, data)\n")
