@@ -247,16 +247,24 @@ def record_path(directory: str, policy: str, pid: int) -> str:
     return os.path.join(directory, f"{safe}.{pid}.{os.urandom(3).hex()}.jsonl")
 
 
-def start(plan: Plan, entry: str) -> str:
-    """Fork the recorder and load the learning filter (the seccomp step of a learning plan)."""
-    learn = plan.learn
-    path = record_path(str(learn["dir"]), plan.policy, os.getpid())
+def open_record(plan: Plan) -> tuple[int, str]:
+    """Create this process's record file; its descriptor and path. Called before the
+    namespaces and the view: the record directory is not in a learning component's view
+    (`learn_plan`), so this descriptor, handed to the recorder alone, is the only way to it."""
+    path = record_path(str(plan.learn["dir"]), plan.policy, os.getpid())
     try:
-        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_APPEND, 0o600)
+        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_APPEND
+                      | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
-        raise EnforcementError("seccomp", f"learning: cannot create {path}: {exc.strerror}") from None
+        raise EnforcementError("learning records", f"cannot create {path}: {exc.strerror}") from None
+    return out, path
+
+
+def start(plan: Plan, entry: str, out: int, path: str) -> str:
+    """Fork the recorder and load the learning filter (the seccomp step of a learning plan).
+    `out` is the record file (`open_record`); the recorder takes it and this process closes it."""
     header = {"t": "header", "policy": plan.policy, "files": list(plan.files), "entry": entry,
-              "pid": os.getpid(), "variables": learn.get("variables", {}), "started": time.time()}
+              "pid": os.getpid(), "variables": plan.learn.get("variables", {}), "started": time.time()}
     os.write(out, (json.dumps(header) + "\n").encode())
     try:
         # With Yama's ptrace_scope 1 only an ancestor may read our memory; the recorder is not one.
@@ -275,6 +283,10 @@ def start(plan: Plan, entry: str) -> str:
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
                 syscalls.set_name("learn-recorder")
+                # The component runs as the same user with no filter while it learns: were the
+                # recorder dumpable, the component could ptrace it, or take its record file
+                # through /proc/PID/fd or pidfd_getfd, and write what it likes as learned.
+                syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
                 _serve(target, out)
         finally:
             os._exit(0)

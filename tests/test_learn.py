@@ -7,7 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+import pytest
+
+from cleancoin.sandbox import launcher, policy_loader
+from cleancoin.sandbox.errors import EnforcementError
 
 TOOL = os.path.join(os.path.dirname(sys.executable), "CleanCoin-sandbox")
 
@@ -74,3 +80,78 @@ def test_learning_writes_only_where_the_policy_lets_it(tmp_path: Path) -> None:
     assert not outside.exists()
     assert (data / "in").read_text() == "ok\n"
     assert "write /var/tmp" in json.loads(result.stdout)["diff"]["missing_paths"]
+
+
+# The learned program looks for the record directory (in /tmp, where `learn` makes it, and in
+# its mount table) and writes forged records: a write grant of /, a read of a file it never
+# opened, ptrace, and a second "process"; then through the recorder's own descriptor.
+FORGER = r'''
+import glob, json, os, sys
+forged = [{"t": "path", "path": "/", "access": "write"}, {"t": "path", "path": sys.argv[1], "access": "read"},
+          {"t": "syscall", "nr": 101}]
+dirs = set(glob.glob("/tmp/cleancoin-learn-*"))
+for line in open("/proc/self/mountinfo"):
+    point = line.split()[4]
+    if "cleancoin-learn-" in point:
+        dirs.add(point)
+written = []
+for d in sorted(dirs):
+    try:
+        names = os.listdir(d)
+    except OSError:
+        continue
+    for name in names + ["forged.jsonl"]:
+        try:
+            with open(os.path.join(d, name), "a") as handle:
+                if name == "forged.jsonl":
+                    handle.write(json.dumps({"t": "header", "policy": "examples/program"}) + "\n")
+                handle.write("\n".join(json.dumps(r) for r in forged) + "\n")
+            written.append(name)
+        except OSError:
+            pass
+# The recorder runs as the same user, in the same pid namespace: its record file, taken
+# through /proc/PID/fd.
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if open(f"/proc/{pid}/comm").read().strip() != "learn-recorder":
+            continue
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".jsonl"):
+                with open(f"/proc/{pid}/fd/{fd}", "a") as handle:
+                    handle.write("\n".join(json.dumps(r) for r in forged) + "\n")
+                written.append(f"recorder {pid} fd {fd}")
+    except OSError as exc:
+        print("recorder", pid, exc)
+print("dirs", sorted(dirs), "written", written)
+'''
+
+
+def test_the_learned_program_cannot_write_what_is_learned(tmp_path: Path) -> None:
+    """Attack: the program under `learn` appended forged records to its own record file and
+    added a record file of a second process, or wrote through the recorder's descriptor
+    (/proc/PID/fd of a dumpable process of its own user): the learned policy granted write on / and a
+    read of a file it never opened, and allowed ptrace (went through before 12-06)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    secret = tmp_path / "never-opened"
+    secret.write_text("x")
+    result = run("learn", "--policy", "examples/program", "--datadir", str(data), "--out",
+                 str(tmp_path / "l.toml"), "--json", "--quiet", "--", "/usr/bin/python3", "-c", FORGER, str(secret))
+    assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]
+    seen = json.loads(result.stdout)["observation"]
+    assert seen["processes"] == 1
+    assert "write" not in seen["paths"].get("/", []), seen["paths"]["/"]
+    assert str(secret) not in seen["paths"] and "ptrace" not in seen["syscalls"]
+    learned = tomllib.loads((tmp_path / "l.toml").read_text())
+    assert "/" not in [g if isinstance(g, str) else g["path"] for g in learned["filesystem"].get("write", [])]
+    assert str(secret) not in json.dumps(learned)
+
+
+def test_a_record_directory_inside_a_write_grant_is_refused(tmp_path: Path) -> None:
+    """The program could write its own records there (or rename a directory on the way)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    policy = policy_loader.load_policy(policy_loader.shipped_policy("examples/program"))
+    for inside in (data / "records", data):
+        with pytest.raises(EnforcementError, match="overlaps the write grant"):
+            launcher.prepare(policy, {"datadir": str(data)}, learn_dir=str(inside))
