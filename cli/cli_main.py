@@ -402,6 +402,11 @@ def build_client(options: dict[str, str], stdin_lines: list[str]) -> tuple[RpcCl
         datadir = rpcconf.datadir_from_file(from_conf["datadir"][0], conf_path)
         if not os.path.isdir(datadir):
             raise UsageError(f'Error: Specified data directory "{datadir}" does not exist.')
+    try:
+        # Its conf file and cookie are believed: not when another user could have put them there.
+        rpcconf.refuse_others(datadir, "the data directory")
+    except rpcconf.ConfError as exc:
+        raise UsageError(f"Error: {exc}") from None
 
     def setting(name: str, default: str | None = None) -> str | None:
         if name in options:

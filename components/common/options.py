@@ -157,6 +157,10 @@ def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
     warnings = list(dict.fromkeys(f"Ignoring unknown configuration value {f'{section}.' if section else ''}{name}"
                                   for section, name, _ in entries if name not in known))
     from_file = {name: values for name, values in from_file.items() if name in known}
+    try:
+        conf.refuse_others(datadir, "the data directory")
+    except conf.ConfError as exc:
+        raise OptionError(str(exc)) from None
     # Used by its real path: a sandbox's view holds real paths only, so a datadir reached
     # through the operator's link (~/.cleancoin -> /mnt/disk/cleancoin) would not be found
     # by its linked path once a process is confined.

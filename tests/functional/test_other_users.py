@@ -1,0 +1,137 @@
+"""Functional: another local user against the operator's node and CleanCoin-cli (both node
+executables). The attacker is a real second uid (setpriv to nobody); the operator runs the
+real executables. A data directory that another user owns or may write is a directory whose
+files (CleanCoin.conf, the cookie) that user chooses: it is refused before anything in it is
+believed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cleancoin.components.rpc.client import RpcClient
+from framework import free_port, node_command
+
+NOBODY = 65534
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                                reason="needs root and setpriv to act as a second user")
+CLI = str(Path(sys.executable).parent / "CleanCoin-cli")
+
+
+def as_nobody(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command],
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A world-writable sticky directory outside /tmp (as /tmp and /var/tmp are)."""
+    path = Path(tempfile.mkdtemp(prefix=f"cleancoin-shared-{uuid.uuid4().hex[:6]}-", dir="/var/tmp"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def planted_datadir(shared: Path, conf: str) -> Path:
+    """The attacker makes the directory the operator will name, 0777, with a conf of theirs."""
+    datadir = shared / "cleancoin"
+    script = (f"import os; os.mkdir({str(datadir)!r}, 0o777); os.chmod({str(datadir)!r}, 0o777); "
+              f"open({str(datadir / 'CleanCoin.conf')!r}, 'w').write({conf!r})")
+    made = as_nobody(sys.executable, "-c", script)
+    assert made.returncode == 0, made.stderr
+    assert datadir.stat().st_uid == NOBODY
+    return datadir
+
+
+def test_a_datadir_another_user_planted_is_refused_by_the_node(shared: Path) -> None:
+    """Attack: the attacker creates the data directory before the operator's first start, with
+    a CleanCoin.conf that sets the RPC credentials. Before 12-06 the node started and the
+    attacker (uid nobody) called its RPC with them: 'stop' went through."""
+    rpc_port = free_port()
+    datadir = planted_datadir(shared, "rpcuser=attacker\nrpcpassword=attackerpw\n")
+    started = subprocess.Popen([*node_command("-regtest", f"-datadir={datadir}", f"-rpcport={rpc_port}",
+                                              f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = started.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        # It runs: the attacker's credentials are the node's.
+        call = ("from cleancoin.components.rpc.client import RpcClient; "
+                f"print(RpcClient('127.0.0.1', {rpc_port}, user='attacker', password='attackerpw').call('stop'))")
+        stolen = as_nobody(sys.executable, "-c", call)
+        started.kill()
+        started.communicate()
+        pytest.fail(f"the node started in a datadir owned by another user; the attacker's RPC call: "
+                    f"{stolen.stdout.strip() or stolen.stderr.strip()[-300:]}")
+    assert started.returncode == 1, err
+    assert "owned by uid 65534" in err and str(datadir) in err, err
+    assert not (datadir / "regtest").exists()        # nothing was written there
+
+
+def test_a_datadir_another_user_planted_is_refused_by_the_cli(shared: Path, tmp_path: Path) -> None:
+    """Attack: the conf the attacker planted sends the operator's CleanCoin-cli to the
+    attacker's port and names the operator's real cookie file as its cookie. Before 12-06 the
+    CLI read the cookie and sent it to the attacker's listener."""
+    cookie = tmp_path / "real.cookie"
+    cookie.write_text("__cookie__:" + "ab" * 32)
+    cookie.chmod(0o600)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(10)
+    port = listener.getsockname()[1]
+    heard: list[bytes] = []
+
+    def listen() -> None:
+        try:
+            conn, _ = listener.accept()
+            conn.settimeout(5)
+            heard.append(conn.recv(65536))
+            conn.close()
+        except OSError:
+            pass
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    datadir = planted_datadir(shared, f"[regtest]\nrpcport={port}\nrpccookiefile={cookie}\n")
+    result = subprocess.run([CLI, "-regtest", f"-datadir={datadir}", "-rpcclienttimeout=3", "getblockcount"],
+                            capture_output=True, text=True, timeout=30)
+    listener.close()
+    thread.join(5)
+    leaked = [h for h in heard if b"Authorization" in h]
+    assert not leaked, f"the CLI sent its credentials to the attacker's port: {leaked[0][:300]!r}"
+    assert result.returncode != 0 and "owned by uid 65534" in result.stderr, result.stderr
+
+
+def test_a_conf_file_others_may_write_is_refused(shared: Path, tmp_path: Path) -> None:
+    """A conf file that every user may write (or that lies in a directory they may write and
+    that is not sticky) is the attacker's: refused by both, with the reason."""
+    datadir = tmp_path / "data"
+    datadir.mkdir()
+    conf = tmp_path / "open.conf"
+    conf.write_text("")
+    conf.chmod(0o666)
+    ports = (f"-rpcport={free_port()}", f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0")
+    node = subprocess.run([*node_command("-regtest", f"-datadir={datadir}", f"-conf={conf}", *ports)],
+                          capture_output=True, text=True, timeout=30)
+    assert node.returncode == 1 and "writable by other users" in node.stderr, node.stderr
+    cli = subprocess.run([CLI, "-regtest", f"-datadir={datadir}", f"-conf={conf}", "getblockcount"],
+                         capture_output=True, text=True, timeout=30)
+    assert cli.returncode != 0 and "writable by other users" in cli.stderr, cli.stderr
+    open_dir = shared / "notsticky"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    (open_dir / "CleanCoin.conf").write_text("")
+    node = subprocess.run([*node_command("-regtest", f"-datadir={datadir}", f"-conf={open_dir / 'CleanCoin.conf'}",
+                                         *ports)], capture_output=True, text=True, timeout=30)
+    assert node.returncode == 1 and "writable by other users" in node.stderr, node.stderr
