@@ -371,6 +371,8 @@ def _port(text: str, what: str) -> int:
 
 def build_client(options: dict[str, str], stdin_lines: list[str]) -> tuple[RpcClient, str]:
     """The client the options describe, and the conf file path (for messages)."""
+    from cleancoin.components.common.options import hide_secrets_from_ps
+    hide_secrets_from_ps()
     datadir = options.get("datadir")
     if datadir is not None:
         if not os.path.isdir(datadir):
