@@ -185,3 +185,63 @@ def test_secrets_on_the_command_line_are_not_shown_to_other_users(tmp_path: Path
     finally:
         node.terminate()
         node.wait(30)
+
+
+SQUATTER = r'''
+import os, socket, sys, time
+path, out = sys.argv[1], sys.argv[2]
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+os.chmod(path, 0o777)
+server.listen(4)
+server.settimeout(15)
+got = b""
+try:
+    conn, _ = server.accept()
+    conn.settimeout(3)
+    try:
+        while len(got) < 65536:
+            data = conn.recv(65536)
+            if not data:
+                break
+            got += data
+    except OSError:
+        pass
+except OSError:
+    pass
+open(out, "w").write(str(len(got)))
+'''
+
+
+def test_a_unix_socket_another_user_listens_on_is_not_a_node(shared: Path, tmp_path: Path) -> None:
+    """Attack: another user listens first on the -ipcconnect=unix:PATH the operator uses in a
+    shared directory. Before 12-06 the operator's CleanCoin-wallet connected and spoke Cap'n
+    Proto to it: an impersonated node feeds the wallet its chain and takes its registrations
+    (a GUI would send it the passphrases typed into it). Now the client reads the listener's
+    uid (SO_PEERCRED) and refuses one that is not its own, before sending a byte."""
+    sock = shared / "node.sock"
+    out = shared / "heard"
+    squatter = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                                 sys.executable, "-c", SQUATTER, str(sock), str(out)])
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline and squatter.poll() is None
+            time.sleep(0.05)
+        datadir = tmp_path / "wallet"
+        datadir.mkdir()
+        wallet = subprocess.Popen([str(Path(sys.executable).parent / "CleanCoin-wallet"), "-regtest",
+                                   f"-datadir={datadir}", f"-ipcconnect=unix:{sock}"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = wallet.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            wallet.kill()
+            _, err = wallet.communicate()
+        squatter.wait(20)
+        heard = int(out.read_text())
+        assert heard == 0, f"the wallet spoke {heard} bytes to another user's listener"
+        assert wallet.returncode == 1 and "uid 65534" in err, err[-2000:]
+    finally:
+        if squatter.poll() is None:
+            squatter.kill()
