@@ -379,14 +379,18 @@ def learned_policy(policy: Policy, obs: Observation) -> tuple[str, LearnDiff]:
             elif not any(paths.beneath(target, t) for t in tmpfs):   # not a private tmpfs
                 new[cls].add(target)
     diff.looked_up = sorted(set(looked_up))
-    # Three or more new files of one directory: grant the directory.
+    # Three or more new files of one directory of the launch's own (beneath a path variable:
+    # ${datadir}/blocks): grant the directory. A host directory is never granted for files
+    # in it: four harmless reads in /etc granted /etc/shadow and the SSH host keys with them,
+    # and writes to /dev/null, /dev/tty and /dev/full all of /dev.
     for cls, found in new.items():
         by_dir: dict[str, list[str]] = {}
         for path in found:
             by_dir.setdefault(os.path.dirname(path), []).append(path)
         collapsed = set()
         for folder, items in by_dir.items():
-            collapsed |= {folder} if len(items) >= 3 and folder != "/" else set(items)
+            own = _with_variables(folder, values).startswith("${") and folder not in ("/", "/tmp")
+            collapsed |= {folder} if len(items) >= 3 and own else set(items)
         new[cls] = {p if p.startswith("${") else _with_variables(p, values) for p in collapsed}
     diff.missing_paths = sorted(f"{cls} {p}" for cls, found in new.items() for p in found)
     diff.unused_paths = sorted(f"{g.cls} {g.grant.value if g.grant else g.written}" for g in grants

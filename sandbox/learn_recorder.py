@@ -127,6 +127,10 @@ class _Recorder:
             elif access == "openat2":
                 how = notify.read_memory(tid, args[2], 8) if args[2] else b""
                 access = _open_access(struct.unpack("<Q", how)[0]) if len(how) == 8 else "read"
+            if access == "create" and nr in (2, 257, 437) and os.path.lexists(path):
+                # O_CREAT on a file that is there already (a shell's `> /dev/full`) writes
+                # that file: creating is a right on the directory, and /dev is not what it used.
+                access = "write"
             if access == "exec" and nr in (59, 322):
                 self._interpreter(path)
             self.once(("path", path, access), {"t": "path", "path": path, "access": access})

@@ -155,3 +155,23 @@ def test_a_record_directory_inside_a_write_grant_is_refused(tmp_path: Path) -> N
     for inside in (data / "records", data):
         with pytest.raises(EnforcementError, match="overlaps the write grant"):
             launcher.prepare(policy, {"datadir": str(data)}, learn_dir=str(inside))
+
+
+def test_files_of_a_host_directory_are_not_learned_as_the_directory(tmp_path: Path) -> None:
+    """Before 12-06 a program that read four harmless files of /etc was given a read grant of
+    /etc (shadow and the SSH host keys with it), and one that wrote three devices a write
+    grant of /dev. Files of the launch's own directories still collapse (${datadir})."""
+    data = tmp_path / "data"
+    data.mkdir()
+    out = tmp_path / "l.toml"
+    program = (f"cat /etc/hostname /etc/hosts /etc/resolv.conf /etc/issue > /dev/null 2>&1; "
+               f"echo x > /dev/full 2>/dev/null; echo y > /dev/zero; "
+               f"for f in a b c d; do echo $f > {data}/$f; cat {data}/$f > /dev/null; done; true")
+    result = run("learn", "--policy", "examples/program", "--datadir", str(data), "--out", str(out),
+                 "--json", "--quiet", "--", "sh", "-c", program)
+    assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]
+    learned = tomllib.loads(out.read_text())["filesystem"]
+    granted = {cls: [g if isinstance(g, str) else g["path"] for g in learned.get(cls, [])] for cls in ("read", "write")}
+    assert "/etc" not in granted["read"] and "/dev" not in granted["write"], granted
+    assert {"/etc/hostname", "/etc/hosts"} <= set(granted["read"]), granted
+    assert "${datadir}" in granted["write"], granted
