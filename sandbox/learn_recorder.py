@@ -59,6 +59,11 @@ _PATHS: dict[int, tuple[tuple[int | None, int, str], ...]] = {
     254: ((None, 1, "read"),),
 }
 _SOCKET, _SOCKETPAIR, _BIND, _CONNECT, _SENDTO = 41, 53, 49, 42, 44
+#: Distinct paths and addresses one recorder writes down (with their kind of access).
+#: Measured: CleanCoin-node 45 and its wallet 58 over create, mine 101, send, backup, unload
+#: and load; `python3 -c ...` about 120. A program that names a new path in every call makes
+#: about 30,000 a second.
+MAX_DISTINCT = 20_000
 
 
 def _open_access(flags: int) -> str:
@@ -78,6 +83,7 @@ class _Recorder:
         self.out = out
         self.target = target
         self.seen: set[tuple[object, ...]] = set()
+        self.full = False
         self.counts: dict[int, int] = {}
         self.last_counts = 0.0
 
@@ -87,9 +93,19 @@ class _Recorder:
             data = data[os.write(self.out, data):]
 
     def once(self, key: tuple[object, ...], record: dict[str, object]) -> None:
-        if key not in self.seen:
-            self.seen.add(key)
-            self.write(record)
+        if key in self.seen:
+            return
+        if len(self.seen) >= MAX_DISTINCT:
+            # The program chooses its paths: without a bound it fills the record directory
+            # (the host's /tmp for `learn`) and the recorder's memory, at about 30,000 new
+            # paths a second. Syscalls are still counted; the rest is said once.
+            if not self.full:
+                self.full = True
+                self.write({"t": "error", "error": f"more than {MAX_DISTINCT} distinct paths and addresses: "
+                                                   "the rest were not recorded"})
+            return
+        self.seen.add(key)
+        self.write(record)
 
     def flush_counts(self, force: bool = False) -> None:
         now = time.monotonic()

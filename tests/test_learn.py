@@ -175,3 +175,21 @@ def test_files_of_a_host_directory_are_not_learned_as_the_directory(tmp_path: Pa
     assert "/etc" not in granted["read"] and "/dev" not in granted["write"], granted
     assert {"/etc/hostname", "/etc/hosts"} <= set(granted["read"]), granted
     assert "${datadir}" in granted["write"], granted
+
+
+def test_a_program_cannot_make_the_recorder_write_without_end(tmp_path: Path) -> None:
+    """Attack: the learned program names a new path in every call (30,000 a second here):
+    before 12-06 each one became a line of the record file in the host's /tmp and an entry of
+    the recorder's memory, without bound. Now the recorder stops at MAX_DISTINCT and says so."""
+    from cleancoin.sandbox.learn_recorder import MAX_DISTINCT
+    data = tmp_path / "data"
+    data.mkdir()
+    many = MAX_DISTINCT + 5000
+    result = run("learn", "--policy", "examples/program", "--datadir", str(data), "--out", str(tmp_path / "l.toml"),
+                 "--json", "--quiet", "--", "/usr/bin/python3", "-c",
+                 f"import os\nfor i in range({many}):\n    try: os.stat('/nonexistent/%d' % i)\n    except OSError: pass")
+    assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]
+    seen = json.loads(result.stdout)["observation"]
+    assert len(seen["paths"]) <= MAX_DISTINCT
+    assert any(f"more than {MAX_DISTINCT} distinct paths" in e for e in seen["errors"]), seen["errors"]
+    assert seen["syscalls"]["newfstatat"] >= many       # still counted
