@@ -116,3 +116,22 @@ def test_the_toml_writer_escapes_what_toml_and_terminals_refuse() -> None:
     with pytest.raises(ValueError, match="not UTF-8"):
         toml_writer.literal("\udcff")
     assert visible("a\x1bb\u2028") == "a\\u001bb\\u2028"
+
+
+def test_a_grant_that_steps_up_with_dotdot_is_refused(tmp_path: Path) -> None:
+    """Attack: a policy change adds `write = ["${datadir}/.."]`. Before 12-06 `check` said ok,
+    `diff` against the base said "B grants nothing that A does not" (exit 0: a CI gate on
+    `diff` let it through, as "already granted by A's write ${datadir}"), and `run` wrote into
+    the datadir's parent."""
+    data = tmp_path / "data"
+    data.mkdir()
+    policy = tmp_path / "dots.toml"
+    policy.write_text('extends = ["examples/program"]\n[policy]\nname = "dots"\n'
+                      '[filesystem]\nwrite = ["${datadir}/.."]\n')
+    checked = run("check", str(policy))
+    assert checked.returncode == 1 and "has a '..' component" in checked.stderr, checked.stdout + checked.stderr
+    diffed = run("diff", "examples/program", str(policy))
+    assert diffed.returncode != 0 and "B grants nothing" not in diffed.stdout
+    ran = run("run", "--policy", str(policy), "--datadir", str(data), "--", "/bin/sh", "-c",
+              f"echo x > {tmp_path}/outside")
+    assert ran.returncode != 0 and not (tmp_path / "outside").exists()
