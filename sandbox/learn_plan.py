@@ -99,5 +99,8 @@ def learning_plan(plan: Plan, policy: Policy, directory: str, values: Mapping[st
         seccomp_sha256=hashlib.sha256(bpf).hexdigest(),
         exec_allowed=True,
         mechanisms=mechanisms,
-        learn={"dir": directory, "variables": dict(values), "policy_files": list(policy.files)},
+        learn={"dir": directory, "variables": dict(values), "policy_files": list(policy.files),
+               # Where the policy's own view would show a named unix socket: the recorder
+               # connects to those only (learn_recorder.connect_unix). No view: anywhere.
+               "sockets": [m.path for m in plan.mounts if m.kind == "bind"] if plan.mounts else ["/"]},
     )

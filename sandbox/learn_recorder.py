@@ -26,6 +26,7 @@ rules get in the way of; and why not SECCOMP_RET_LOG: it reaches the kernel's au
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -79,9 +80,11 @@ def _open_access(flags: int) -> str:
 class _Recorder:
     """The recorder process's state: what it has written, and the counts."""
 
-    def __init__(self, out: int, target: int) -> None:
+    def __init__(self, out: int, target: int, sockets: tuple[str, ...] = ("/",)) -> None:
         self.out = out
         self.target = target
+        # Where the policy's own view shows named unix sockets (its grants): connect_unix.
+        self.sockets = sockets
         self.seen: set[tuple[object, ...]] = set()
         self.full = False
         self.counts: dict[int, int] = {}
@@ -172,13 +175,14 @@ class _Recorder:
         except (OSError, struct.error, UnicodeDecodeError):
             return
 
-    def sockaddr(self, tid: int, kind: str, address: int, length: int) -> None:
+    def sockaddr(self, tid: int, kind: str, address: int, length: int) -> dict[str, object] | None:
+        """Record a socket address (bind, connect, sendto); the record, or None."""
         if not address or not 2 <= length <= 128:
-            return
+            return None
         try:
             raw = notify.read_memory(tid, address, length)
         except OSError:
-            return
+            return None
         family = struct.unpack_from("<H", raw)[0]
         record: dict[str, object] = {"t": kind, "family": family}
         if family in (socket.AF_INET, socket.AF_INET6) and len(raw) >= 4:
@@ -195,8 +199,50 @@ class _Recorder:
                 record["path"] = name.split(b"\0")[0].decode("utf-8", "surrogateescape")
         key = (kind, *(str(v) for v in record.values()))
         self.once(key, record)
+        return record
 
-    def handle(self, n: notify.Notification) -> None:
+    def connect_unix(self, tid: int, fd: int, path: str) -> tuple[int, int]:
+        """connect(2) to a named unix socket, made here on the program's own socket (a copy
+        of its descriptor) with the path read once: (return value, errno) for the answer.
+
+        Why not let it through: the view of a learning run is the host's whole tree, and
+        connect(2) needs no write access to the mount (a read-only bind does not stop it), so
+        the program reached every daemon's socket the host has (docker.sock, D-Bus) although
+        its policy shows none. Why not check and let through: a second thread could change
+        the path between our read and the kernel's. So the recorder connects itself, and only
+        where the policy's own view would show the socket (`learn_plan`: its grants)."""
+        if not path.startswith("/"):
+            try:
+                path = os.path.join(os.readlink(f"/proc/{tid}/cwd"), path)
+            except OSError:
+                return -1, errno.ENOENT
+        path = os.path.normpath(path)
+        if not any(path == top or path.startswith(top.rstrip("/") + "/") for top in self.sockets):
+            return -1, errno.ENOENT          # what the policy's view answers: not there
+        if len(path.encode()) > 107:
+            return -1, errno.ENAMETOOLONG
+        try:
+            with open(f"/proc/{tid}/status", encoding="ascii") as status:
+                tgid = next(int(line.split()[1]) for line in status if line.startswith("Tgid:"))
+            pidfd = os.pidfd_open(tgid)
+            try:
+                copy = notify.pidfd_getfd(pidfd, fd)
+            finally:
+                os.close(pidfd)
+        except (OSError, StopIteration):
+            return -1, errno.EBADF
+        sock = socket.socket(fileno=copy)
+        try:
+            sock.connect(path)
+            return 0, 0
+        except OSError as exc:
+            return -1, exc.errno or errno.EINVAL
+        finally:
+            sock.detach()
+            os.close(copy)
+
+    def handle(self, n: notify.Notification) -> tuple[int, int] | None:
+        """Record the syscall; None to let it run as it is, or (value, errno) to answer it."""
         self.counts[n.nr] = self.counts.get(n.nr, 0) + 1
         if self.counts[n.nr] == 1:
             self.write({"t": "syscall", "nr": n.nr})
@@ -206,12 +252,17 @@ class _Recorder:
             elif n.nr in (_SOCKET, _SOCKETPAIR):
                 self.once(("socket", n.args[0] & 0xFFFFFFFF, n.args[1] & 0xF),
                           {"t": "socket", "family": n.args[0] & 0xFFFFFFFF, "type": n.args[1] & 0xF})
-            elif n.nr in (_BIND, _CONNECT):
-                self.sockaddr(n.pid, "bind" if n.nr == _BIND else "connect", n.args[1], n.args[2])
+            elif n.nr == _BIND:
+                self.sockaddr(n.pid, "bind", n.args[1], n.args[2])
+            elif n.nr == _CONNECT:
+                record = self.sockaddr(n.pid, "connect", n.args[1], n.args[2])
+                if record is not None and record.get("family") == socket.AF_UNIX and record.get("path"):
+                    return self.connect_unix(n.pid, n.args[0] & 0xFFFFFFFF, str(record["path"]))
             elif n.nr == _SENDTO and n.args[4]:
                 self.sockaddr(n.pid, "sendto", n.args[4], n.args[5])
         except OSError:
             pass       # the thread is gone, or its memory cannot be read: the syscall is noted
+        return None
 
 
 def _find_listener(target: int, pidfd: int, deadline: float) -> int:
@@ -231,13 +282,13 @@ def _find_listener(target: int, pidfd: int, deadline: float) -> int:
     raise EnforcementError("seccomp", "no listener appeared in the component")
 
 
-def _serve(target: int, out: int) -> None:
+def _serve(target: int, out: int, sockets: tuple[str, ...]) -> None:
     """The recorder process: never returns."""
     code = 0
     try:
         pidfd = os.pidfd_open(target)
         listener = notify.Listener(_find_listener(target, pidfd, time.monotonic() + 30))
-        recorder = _Recorder(out, target)
+        recorder = _Recorder(out, target, sockets)
         poller = select.poll()
         poller.register(listener.fd, select.POLLIN)
         while True:
@@ -246,8 +297,13 @@ def _serve(target: int, out: int) -> None:
                 if mask & select.POLLIN:
                     n = listener.receive()
                     if n is not None:
-                        recorder.handle(n)
-                        listener.let_through(n.id)
+                        answer = recorder.handle(n)
+                        if answer is None:
+                            listener.let_through(n.id)
+                        elif answer[1]:
+                            listener.fail(n.id, answer[1])
+                        else:
+                            listener.answer(n.id, answer[0])
                 elif mask & (select.POLLHUP | select.POLLERR):
                     recorder.flush_counts(force=True)
                     recorder.write({"t": "end"})
@@ -307,7 +363,7 @@ def start(plan: Plan, entry: str, out: int, path: str) -> str:
                 # recorder dumpable, the component could ptrace it, or take its record file
                 # through /proc/PID/fd or pidfd_getfd, and write what it likes as learned.
                 syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-                _serve(target, out)
+                _serve(target, out, tuple(plan.learn.get("sockets", ("/",))))
         finally:
             os._exit(0)
     os.waitpid(middle, 0)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -193,3 +196,81 @@ def test_a_program_cannot_make_the_recorder_write_without_end(tmp_path: Path) ->
     assert len(seen["paths"]) <= MAX_DISTINCT
     assert any(f"more than {MAX_DISTINCT} distinct paths" in e for e in seen["errors"]), seen["errors"]
     assert seen["syscalls"]["newfstatat"] >= many       # still counted
+
+
+# The program connects to a host daemon's socket outside its policy's view: directly, then
+# with a second thread that swaps the address between an allowed socket and the daemon's while
+# the first connects (the race a check-then-let-through recorder would lose).
+SOCKETS = r'''
+import ctypes, os, socket, sys, threading
+host, data = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(host)
+    print("direct: connected")
+except OSError as exc:
+    print("direct:", exc.errno)
+inside = os.path.join(data, "in.sock")
+server = socket.socket(socket.AF_UNIX)
+server.bind(inside)
+server.listen(512)
+libc = ctypes.CDLL(None, use_errno=True)
+width = max(len(host), len(inside)) + 1
+buf = ctypes.create_string_buffer(2 + 108)
+ctypes.memmove(buf, b"\x01\x00", 2)
+paths = [p.encode().ljust(width, b"\0") for p in (inside, host)]
+stop = False
+def flip():
+    i = 0
+    while not stop:
+        ctypes.memmove(ctypes.addressof(buf) + 2, paths[i & 1], width)
+        i += 1
+threading.Thread(target=flip, daemon=True).start()
+for _ in range(400):
+    c = socket.socket(socket.AF_UNIX)
+    libc.connect(c.fileno(), buf, 2 + width)
+    c.close()
+    try:
+        server.setblocking(False)
+        while True:
+            server.accept()[0].close()
+    except BlockingIOError:
+        pass
+stop = True
+print("raced")
+'''
+
+
+def test_the_learned_program_reaches_no_host_socket_its_policy_does_not_show(tmp_path: Path) -> None:
+    """Attack: under `learn` (examples/program: a network namespace, a view of its grants)
+    the program connected to a listening socket of the host outside every grant (in the host's
+    tree, read-only, where connect(2) still works) and sent it bytes (went through before
+    12-06: docker.sock or D-Bus would have been as reachable). Now the recorder makes the
+    connect itself where the policy's view shows the socket, and answers ENOENT elsewhere;
+    a thread that swaps the address meanwhile reaches nothing either."""
+    outside = Path(tempfile.mkdtemp(prefix="cleancoin-host-", dir="/var/tmp"))
+    host = outside / "daemon.sock"
+    daemon = socket.socket(socket.AF_UNIX)
+    daemon.bind(str(host))
+    daemon.listen(512)
+    daemon.setblocking(False)
+    data = tmp_path / "data"
+    data.mkdir()
+    try:
+        result = run("learn", "--policy", "examples/program", "--datadir", str(data), "--out", str(tmp_path / "l.toml"),
+                     "--json", "--quiet", "--", "/usr/bin/python3", "-c", SOCKETS, str(host), str(data))
+        assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]
+        reached = 0
+        try:
+            while True:
+                daemon.accept()[0].close()
+                reached += 1
+        except BlockingIOError:
+            pass
+        assert reached == 0, f"the learned program reached the host's socket {reached} times"
+        seen = json.loads(result.stdout)["observation"]
+        # Recorded all the same: the learned policy lists what it tried.
+        assert {"family": "unix", "address": str(host)} in seen["connect"], seen["connect"]
+    finally:
+        daemon.close()
+        shutil.rmtree(outside, ignore_errors=True)
