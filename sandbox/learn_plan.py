@@ -101,6 +101,6 @@ def learning_plan(plan: Plan, policy: Policy, directory: str, values: Mapping[st
         mechanisms=mechanisms,
         learn={"dir": directory, "variables": dict(values), "policy_files": list(policy.files),
                # Where the policy's own view would show a named unix socket: the recorder
-               # connects to those only (learn_recorder.connect_unix). No view: anywhere.
+               # connects to those only (learn_recorder's connect). No view: anywhere.
                "sockets": [m.path for m in plan.mounts if m.kind == "bind"] if plan.mounts else ["/"]},
     )

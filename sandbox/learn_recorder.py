@@ -26,6 +26,7 @@ rules get in the way of; and why not SECCOMP_RET_LOG: it reaches the kernel's au
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
@@ -83,8 +84,9 @@ class _Recorder:
     def __init__(self, out: int, target: int, sockets: tuple[str, ...] = ("/",)) -> None:
         self.out = out
         self.target = target
-        # Where the policy's own view shows named unix sockets (its grants): connect_unix.
+        # Where the policy's own view shows named unix sockets (its grants): connect.
         self.sockets = sockets
+        self.libc = ctypes.CDLL(None, use_errno=True)
         self.seen: set[tuple[object, ...]] = set()
         self.full = False
         self.counts: dict[int, int] = {}
@@ -176,14 +178,18 @@ class _Recorder:
             return
 
     def sockaddr(self, tid: int, kind: str, address: int, length: int) -> dict[str, object] | None:
-        """Record a socket address (bind, connect, sendto); the record, or None."""
+        """Record a socket address (bind, sendto); the record, or None."""
         if not address or not 2 <= length <= 128:
             return None
         try:
             raw = notify.read_memory(tid, address, length)
         except OSError:
             return None
-        family = struct.unpack_from("<H", raw)[0]
+        return self.note_address(kind, raw)
+
+    def note_address(self, kind: str, raw: bytes) -> dict[str, object]:
+        """Record the socket address `raw` (its bytes as the program passed them)."""
+        family = struct.unpack_from("<H", raw)[0] if len(raw) >= 2 else -1
         record: dict[str, object] = {"t": kind, "family": family}
         if family in (socket.AF_INET, socket.AF_INET6) and len(raw) >= 4:
             record["port"] = struct.unpack_from(">H", raw, 2)[0]
@@ -201,44 +207,57 @@ class _Recorder:
         self.once(key, record)
         return record
 
-    def connect_unix(self, tid: int, fd: int, path: str) -> tuple[int, int]:
-        """connect(2) to a named unix socket, made here on the program's own socket (a copy
-        of its descriptor) with the path read once: (return value, errno) for the answer.
+    def connect(self, tid: int, args: tuple[int, ...]) -> tuple[int, int]:
+        """connect(2), made here on the program's own socket (a copy of its descriptor) with
+        the address read once: (return value, errno) for the answer.
 
         Why not let it through: the view of a learning run is the host's whole tree, and
         connect(2) needs no write access to the mount (a read-only bind does not stop it), so
         the program reached every daemon's socket the host has (docker.sock, D-Bus) although
         its policy shows none. Why not check and let through: a second thread could change
-        the path between our read and the kernel's. So the recorder connects itself, and only
-        where the policy's own view would show the socket (`learn_plan`: its grants)."""
-        if not path.startswith("/"):
-            try:
-                path = os.path.join(os.readlink(f"/proc/{tid}/cwd"), path)
-            except OSError:
-                return -1, errno.ENOENT
-        path = os.path.normpath(path)
-        if not any(path == top or path.startswith(top.rstrip("/") + "/") for top in self.sockets):
-            return -1, errno.ENOENT          # what the policy's view answers: not there
-        if len(path.encode()) > 107:
-            return -1, errno.ENAMETOOLONG
+        the address (an inet one when read, a unix path when the kernel reads it) or the
+        descriptor (dup2) in between. So every connect is made here, a named unix socket only
+        where the policy's own view would show it (`learn_plan`: its grants)."""
+        length = args[2] & 0xFFFFFFFF
+        if not 0 < length <= 128:
+            return -1, errno.EINVAL
+        try:
+            raw = notify.read_memory(tid, args[1], length)
+        except OSError:
+            return -1, errno.EFAULT
+        if len(raw) != length:
+            return -1, errno.EFAULT
+        record = self.note_address("connect", raw)
+        path = record.get("path")
+        if record.get("family") == socket.AF_UNIX and isinstance(path, str) and path:
+            if not path.startswith("/"):
+                try:
+                    path = os.path.join(os.readlink(f"/proc/{tid}/cwd"), path)
+                except OSError:
+                    return -1, errno.ENOENT
+            path = os.path.normpath(path)
+            if not any(path == top or path.startswith(top.rstrip("/") + "/") for top in self.sockets):
+                return -1, errno.ENOENT          # what the policy's view answers: not there
+            encoded = os.fsencode(path)
+            if len(encoded) > 107:
+                return -1, errno.ENAMETOOLONG
+            raw = struct.pack("<H", socket.AF_UNIX) + encoded + b"\0"
         try:
             with open(f"/proc/{tid}/status", encoding="ascii") as status:
                 tgid = next(int(line.split()[1]) for line in status if line.startswith("Tgid:"))
             pidfd = os.pidfd_open(tgid)
             try:
-                copy = notify.pidfd_getfd(pidfd, fd)
+                copy = notify.pidfd_getfd(pidfd, args[0] & 0xFFFFFFFF)
             finally:
                 os.close(pidfd)
         except (OSError, StopIteration):
             return -1, errno.EBADF
-        sock = socket.socket(fileno=copy)
         try:
-            sock.connect(path)
-            return 0, 0
-        except OSError as exc:
-            return -1, exc.errno or errno.EINVAL
+            buf = ctypes.create_string_buffer(raw, len(raw))
+            if self.libc.connect(copy, buf, len(raw)) == 0:
+                return 0, 0
+            return -1, ctypes.get_errno() or errno.EINVAL
         finally:
-            sock.detach()
             os.close(copy)
 
     def handle(self, n: notify.Notification) -> tuple[int, int] | None:
@@ -255,9 +274,10 @@ class _Recorder:
             elif n.nr == _BIND:
                 self.sockaddr(n.pid, "bind", n.args[1], n.args[2])
             elif n.nr == _CONNECT:
-                record = self.sockaddr(n.pid, "connect", n.args[1], n.args[2])
-                if record is not None and record.get("family") == socket.AF_UNIX and record.get("path"):
-                    return self.connect_unix(n.pid, n.args[0] & 0xFFFFFFFF, str(record["path"]))
+                try:
+                    return self.connect(n.pid, n.args)
+                except Exception:  # noqa: BLE001 - never let a connect through unmade
+                    return -1, errno.EINVAL
             elif n.nr == _SENDTO and n.args[4]:
                 self.sockaddr(n.pid, "sendto", n.args[4], n.args[5])
         except OSError:

@@ -139,19 +139,19 @@ def _deep_key(data: dict[str, Any]) -> str | None:
 def _unprintable(data: dict[str, Any]) -> tuple[str, str] | None:
     """The dotted key of a key or string that is not `printable` (a policy's strings reach
     the auditor's terminal and exported units: sandbox/printable.py), and that text; None when
-    there is none. Iterative, as _deep_key."""
+    there is none. A NUL is left to the value types, which name it. Iterative, as _deep_key."""
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:
         path, value = stack.pop()
         if isinstance(value, dict):
             for k, v in value.items():
                 dotted = f"{path}.{k}" if path else str(k)
-                if not printable(str(k)):
+                if not printable(str(k).replace("\0", "")):
                     return path, str(k)
                 stack.append((dotted, v))
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
-        elif isinstance(value, str) and not printable(value):
+        elif isinstance(value, str) and not printable(value.replace("\0", "")):
             return path, value
     return None
 

@@ -237,6 +237,22 @@ for _ in range(400):
     except BlockingIOError:
         pass
 stop = True
+# The family too: an inet address when the recorder reads it, the host's path when the kernel
+# does (on a unix socket).
+inet = (b"\x02\x00" + (9).to_bytes(2, "big") + bytes([127, 0, 0, 1])).ljust(width + 2, b"\0")
+outside = (b"\x01\x00" + host.encode()).ljust(width + 2, b"\0")
+stop = False
+def flip_family():
+    i = 0
+    while not stop:
+        ctypes.memmove(buf, (inet, outside)[i & 1], width + 2)
+        i += 1
+threading.Thread(target=flip_family, daemon=True).start()
+for _ in range(400):
+    c = socket.socket(socket.AF_UNIX)
+    libc.connect(c.fileno(), buf, 2 + width)
+    c.close()
+stop = True
 print("raced")
 '''
 
