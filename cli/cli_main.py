@@ -371,6 +371,8 @@ def _port(text: str, what: str) -> int:
 
 def build_client(options: dict[str, str], stdin_lines: list[str]) -> tuple[RpcClient, str]:
     """The client the options describe, and the conf file path (for messages)."""
+    from cleancoin.components.common.options import hide_secrets_from_ps
+    hide_secrets_from_ps()
     datadir = options.get("datadir")
     if datadir is not None:
         if not os.path.isdir(datadir):
@@ -402,6 +404,11 @@ def build_client(options: dict[str, str], stdin_lines: list[str]) -> tuple[RpcCl
         datadir = rpcconf.datadir_from_file(from_conf["datadir"][0], conf_path)
         if not os.path.isdir(datadir):
             raise UsageError(f'Error: Specified data directory "{datadir}" does not exist.')
+    try:
+        # Its conf file and cookie are believed: not when another user could have put them there.
+        rpcconf.refuse_others(datadir, "the data directory")
+    except rpcconf.ConfError as exc:
+        raise UsageError(f"Error: {exc}") from None
 
     def setting(name: str, default: str | None = None) -> str | None:
         if name in options:

@@ -568,6 +568,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     before = args_in[:args_in.index("--")] if "--" in args_in else args_in
     as_json = "--json" in before
     _Parser.json_errors = as_json
+    if not as_json:
+        # Policies, learned paths and probed children's answers are others' text (JSON output
+        # escapes them itself): no escape sequence of theirs reaches the terminal.
+        from cleancoin.sandbox.printable import VisibleWriter
+        sys.stdout, sys.stderr = VisibleWriter(sys.stdout), VisibleWriter(sys.stderr)  # type: ignore[assignment]
     # The command is the first word: the top level has no options but --help.
     command = next((arg for arg in before if not arg.startswith("-")), "")
     try:

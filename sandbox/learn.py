@@ -37,6 +37,7 @@ from . import dangerous, launcher, paths, seccomp, toml_writer
 from .families import BY_NUMBER
 from .model import Grant, Policy
 from .policy_dump import dump
+from .printable import printable, visible
 from .variables import default_values, substitute
 
 _CLASS = {"read": "read", "lookup": "lookup", "write": "write", "create": "write", "remove": "write",
@@ -114,6 +115,8 @@ def read_records(files: Iterable[str], policy: str | None = None) -> Observation
                 for nr, n in record["counts"].items():
                     counts[int(nr)] = max(counts.get(int(nr), 0), int(n))
             elif kind == "path":
+                if _unwritable(obs, str(record["path"])):
+                    continue
                 written = _with_variables(os.path.normpath(str(record["path"])), own)
                 obs.paths.setdefault(written, set()).add(str(record["access"]))
             elif kind == "socket":
@@ -122,6 +125,8 @@ def read_records(files: Iterable[str], policy: str | None = None) -> Observation
                 if "port" in record:
                     address = _port_text(str(record["port"]), own)
                 elif "path" in record:
+                    if _unwritable(obs, str(record["path"])):
+                        continue
                     address = _with_variables(str(record["path"]), own)
                 else:
                     address = "@" + str(record.get("abstract", ""))
@@ -132,6 +137,19 @@ def read_records(files: Iterable[str], policy: str | None = None) -> Observation
             name = seccomp.syscall_name(nr)
             obs.syscalls[name] = obs.syscalls.get(name, 0) + n
     return obs
+
+
+def _unwritable(obs: Observation, path: str) -> bool:
+    """A path the program chose that no policy may hold (control or format characters, not
+    UTF-8: sandbox/printable.py) is left out of what is learned, with a warning: written into
+    the learned file it made that file unloadable (or, before the loader refused them, an
+    escape sequence for the terminal of whoever reads it)."""
+    if printable(path):
+        return False
+    note = f"a path no policy can hold was used and is not granted: {visible(path)[:300]}"
+    if note not in obs.errors:
+        obs.errors.append(note)
+    return True
 
 
 def record_files(directory: str) -> list[str]:
@@ -361,14 +379,18 @@ def learned_policy(policy: Policy, obs: Observation) -> tuple[str, LearnDiff]:
             elif not any(paths.beneath(target, t) for t in tmpfs):   # not a private tmpfs
                 new[cls].add(target)
     diff.looked_up = sorted(set(looked_up))
-    # Three or more new files of one directory: grant the directory.
+    # Three or more new files of one directory of the launch's own (beneath a path variable:
+    # ${datadir}/blocks): grant the directory. A host directory is never granted for files
+    # in it: four harmless reads in /etc granted /etc/shadow and the SSH host keys with them,
+    # and writes to /dev/null, /dev/tty and /dev/full all of /dev.
     for cls, found in new.items():
         by_dir: dict[str, list[str]] = {}
         for path in found:
             by_dir.setdefault(os.path.dirname(path), []).append(path)
         collapsed = set()
         for folder, items in by_dir.items():
-            collapsed |= {folder} if len(items) >= 3 and folder != "/" else set(items)
+            own = _with_variables(folder, values).startswith("${") and folder not in ("/", "/tmp")
+            collapsed |= {folder} if len(items) >= 3 and own else set(items)
         new[cls] = {p if p.startswith("${") else _with_variables(p, values) for p in collapsed}
     diff.missing_paths = sorted(f"{cls} {p}" for cls, found in new.items() for p in found)
     diff.unused_paths = sorted(f"{g.cls} {g.grant.value if g.grant else g.written}" for g in grants

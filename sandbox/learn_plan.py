@@ -24,6 +24,7 @@ import os
 from collections.abc import Mapping
 
 from . import seccomp
+from .errors import EnforcementError
 from .model import Policy
 from .plan import MechanismPlan, Mount, Plan
 
@@ -41,21 +42,36 @@ def learning_filter() -> bytes:
     return seccomp._export(flt, "export_bpf")  # noqa: SLF001
 
 
+def _beneath(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
 def _view(plan: Plan, directory: str) -> tuple[Mount, ...]:
     if not plan.mounts:
         return ()
     # The host's tree, read-only (reads are what is learned; a write outside the policy's write
     # grants fails with EROFS, and is recorded all the same), the policy's private tmpfs
-    # mounts, its write grants and the record directory writable on top, a fresh /proc.
+    # mounts and its write grants writable on top, a fresh /proc.
     kept = [m for m in plan.mounts if m.kind == "tmpfs"]
     writable = [dataclasses.replace(m, executable=True) for m in plan.mounts if m.kind == "bind" and m.writable]
-    records = [Mount("bind", directory, writable=True)]
     # The root's clone is nodev: devices are bound one by one (the kernel's usual ones).
     bound = {m.path for m in writable}
     devices = [Mount("bind", d, writable=True) for d in _DEVICES if os.path.exists(d) and d not in bound]
-    records = [] if directory in bound else records
-    return (Mount("bind", "/", writable=False, executable=True), *kept, *writable, *records,
-            *devices, Mount("proc", "/proc"))
+    # The record directory is NOT in the view: what is learned there becomes the next policy, so
+    # the learning component (and any other component learning into the same directory) must
+    # not write or read it. Each record file is opened before the view is built and only its
+    # recorder keeps it (`learn_recorder.open_record`). Where the host's tree would show the
+    # directory, an empty read-only tmpfs covers it.
+    # Inside or around a write grant, the component could still reach it (rename a directory
+    # on the way, write beside the cover): refused.
+    clash = [m.path for m in writable if _beneath(m.path, directory) or _beneath(directory, m.path)]
+    if clash:
+        raise EnforcementError("learning", f"the record directory {directory} overlaps the write grant "
+                                           f"{clash[0]}: the component could write its own records; "
+                                           "pick a directory outside every write grant")
+    hidden = not any(_beneath(directory, m.path) for m in kept)
+    return (Mount("bind", "/", writable=False, executable=True), *kept, *writable, *devices,
+            *((Mount("hide", directory),) if hidden else ()), Mount("proc", "/proc"))
 
 
 def learning_plan(plan: Plan, policy: Policy, directory: str, values: Mapping[str, str]) -> Plan:
@@ -83,5 +99,8 @@ def learning_plan(plan: Plan, policy: Policy, directory: str, values: Mapping[st
         seccomp_sha256=hashlib.sha256(bpf).hexdigest(),
         exec_allowed=True,
         mechanisms=mechanisms,
-        learn={"dir": directory, "variables": dict(values), "policy_files": list(policy.files)},
+        learn={"dir": directory, "variables": dict(values), "policy_files": list(policy.files),
+               # Where the policy's own view would show a named unix socket: the recorder
+               # connects to those only (learn_recorder's connect). No view: anywhere.
+               "sockets": [m.path for m in plan.mounts if m.kind == "bind"] if plan.mounts else ["/"]},
     )

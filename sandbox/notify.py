@@ -98,6 +98,10 @@ class Listener:
         """Let the syscall run as if there were no filter (learning only: it is not a check)."""
         self._respond(nid, 0, 0, USER_NOTIF_FLAG_CONTINUE)
 
+    def answer(self, nid: int, value: int) -> None:
+        """The syscall does not run and returns `value` (the receiver did it on its behalf)."""
+        self._respond(nid, value, 0, 0)
+
     def fail(self, nid: int, errno: int) -> None:
         """The syscall does not run and returns -errno."""
         self._respond(nid, 0, -errno, 0)

@@ -19,6 +19,7 @@ from .errors import PolicyError, PolicyErrors, PolicyFileError, SourceRef
 from .model import (Compatibility, Filesystem, Grant, Level, Namespaces, Network, Policy, Process,
                     Rlimit, Scopes, Seccomp, SeccompRule, SocketFamily, MECHANISMS)
 from .policy_spec import SECTIONS, TOP_LEVEL, Key
+from .printable import printable, visible
 from .toml_locate import key_lines, line_for
 
 
@@ -135,6 +136,26 @@ def _deep_key(data: dict[str, Any]) -> str | None:
     return None
 
 
+def _unprintable(data: dict[str, Any]) -> tuple[str, str] | None:
+    """The dotted key of a key or string that is not `printable` (a policy's strings reach
+    the auditor's terminal and exported units: sandbox/printable.py), and that text; None when
+    there is none. A NUL is left to the value types, which name it. Iterative, as _deep_key."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                dotted = f"{path}.{k}" if path else str(k)
+                if not printable(str(k).replace("\0", "")):
+                    return path, str(k)
+                stack.append((dotted, v))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, str) and not printable(value.replace("\0", "")):
+            return path, value
+    return None
+
+
 def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
     raw = _read_bytes(path)
     where = SourceRef(path, 0, "")
@@ -174,6 +195,13 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
             (n for key, n in lines.items() if key.startswith(deep)), default=0)
         raise PolicyError(SourceRef(path, line, deep.split(".")[0]),
                           f"keys and tables nested more than {MAX_NESTING} deep")
+    if (bad := _unprintable(data)) is not None:
+        key, text = bad
+        shown = visible(text)
+        base = key.split("[")[0]
+        raise PolicyError(SourceRef(path, line_for(lines, base) if base else 0, visible(key)),
+                          f"a control or format character in '{shown[:200]}': no key or string "
+                          "of a policy may hold one (escape sequences, newlines, bidi overrides)")
     return data, lines
 
 

@@ -248,6 +248,17 @@ class GrantList(ValueType):
         return {"type": "array", "items": {"anyOf": [{"type": "string"}, item]}}
 
 
+def _check_path(text: str, ref: SourceRef) -> str:
+    """A path grant may not step up with `..`: `${datadir}/..` reads as a place in the datadir
+    to a reviewer and to `diff` (which compared it with `${datadir}` as text and called it
+    not wider), and is the datadir's parent where it is applied."""
+    if ".." in text.split("/"):
+        shown = text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+        raise PolicyError(ref, f"'{shown}' has a '..' component: it leaves the directory it names; "
+                               "write the directory meant")
+    return text
+
+
 def _check_port(text: str, ref: SourceRef) -> str:
     if not re.fullmatch(r"\$\{[a-z_]+\}|[0-9]{1,5}", text) or (text.isdigit() and int(text) > 65535):
         shown = text if len(text) <= 24 else f"{text[:12]}... ({len(text)} characters)"
@@ -533,14 +544,14 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "reason": Key(Text(), "why the policy enters no namespace at all (required then)"),
     },
     "filesystem": {
-        "read": Key(GrantList("path", optional_flag=True), "paths it may read (Landlock)", "append"),
-        "write": Key(GrantList("path", optional_flag=True),
+        "read": Key(GrantList("path", optional_flag=True, check=_check_path), "paths it may read (Landlock)", "append"),
+        "write": Key(GrantList("path", optional_flag=True, check=_check_path),
                      "paths it may read, write, create and remove in", "append"),
-        "execute": Key(GrantList("path", optional_flag=True), "paths it may read and execute", "append"),
-        "hide": Key(GrantList("path", optional_flag=True),
+        "execute": Key(GrantList("path", optional_flag=True, check=_check_path), "paths it may read and execute", "append"),
+        "hide": Key(GrantList("path", optional_flag=True, check=_check_path),
                     "paths covered by an empty read-only tmpfs, even beneath a granted directory "
                     "(needs namespaces.mount)", "append"),
-        "tmpfs": Key(GrantList("path"),
+        "tmpfs": Key(GrantList("path", check=_check_path),
                      "a fresh, empty, writable tmpfs at each path, seen by the sandbox only "
                      "(needs namespaces.mount)", "append"),
     },

@@ -78,6 +78,8 @@ class Context:
     title: str = ""                    # what `ps` shows (LAUNCH); the waiting processes add theirs
     monitor: denial_log.Monitor | None = None   # the denial log's monitor, started before Landlock
     denial_fd: int = -1                # the denial log's file, opened before the steps (open_for)
+    learn_fd: int = -1                 # a learning plan's record file, opened before the view
+    learn_record: str = ""
     outcomes: list[Outcome] = field(default_factory=list)
 
 
@@ -137,6 +139,13 @@ def _single_thread(ctx: Context) -> Done:
                                f"{len(threads)} threads are running; a thread started before the "
                                "sandbox would escape Landlock")
     return Done()
+
+
+def _learning_records(ctx: Context) -> Done:
+    from . import learn_recorder
+    ctx.learn_fd, ctx.learn_record = learn_recorder.open_record(ctx.plan)
+    ctx.keep_fds.add(ctx.learn_fd)
+    return Done(f"records go to {ctx.learn_record}, outside the view")
 
 
 def _namespaces(ctx: Context) -> Done:
@@ -256,7 +265,9 @@ def _seccomp(ctx: Context) -> Done:
     if ctx.plan.learn:
         # A learning plan (CleanCoin-sandbox learn): a recorder notes every syscall instead.
         from . import learn_recorder
-        return Done(learn_recorder.start(ctx.plan, ctx.entry.value))
+        fd, ctx.learn_fd = ctx.learn_fd, -1
+        ctx.keep_fds.discard(fd)
+        return Done(learn_recorder.start(ctx.plan, ctx.entry.value, fd, ctx.learn_record))
     if ctx.plan.denials:
         from . import denial_log
         assert ctx.monitor is not None        # the "denial monitor" step ran (same condition)
@@ -283,6 +294,9 @@ STEPS: tuple[Step, ...] = (
     # Before the namespaces, so that the waiting processes of a pid namespace hold no terminal.
     Step("stdio", PROCESS, _stdio),
     Step("single-thread check", PROCESS, _single_thread),
+    # A learning plan's record file, on the host before the namespaces and the view: the
+    # record directory is not in the view, so the component cannot forge what is learned.
+    Step("learning records", "seccomp", _learning_records, lambda ctx: bool(ctx.plan.learn)),
     # All at once: the kernel makes the user namespace first and the others belong to it.
     Step("namespaces", "namespaces", _namespaces, lambda ctx: bool(ctx.plan.namespaces)),
     Step("id maps", "namespaces", _id_maps, _has("user")),

@@ -13,7 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .printable import visible
+
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def key(name: str) -> str:
@@ -28,8 +31,12 @@ def literal(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
-        # JSON string escapes are TOML basic-string escapes (\" \\ \n \uXXXX).
-        return json.dumps(value, ensure_ascii=False)
+        # JSON string escapes are TOML basic-string escapes (\" \\ \n \uXXXX). JSON leaves DEL,
+        # C1 and format characters raw (TOML refuses DEL; the others would reach a reviewer's
+        # terminal): \uXXXX too. A lone surrogate (a name that is not UTF-8) has no TOML form.
+        if _SURROGATE.search(value):
+            raise ValueError(f"cannot write a string that is not UTF-8 as TOML: {visible(value)[:200]}")
+        return visible(json.dumps(value, ensure_ascii=False))
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(literal(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -62,7 +69,8 @@ class Section:
 
 
 def _comment_lines(comments: list[str]) -> list[str]:
-    return [("# " + c).rstrip() for text in comments for c in text.split("\n")]
+    # TOML allows no control character in a comment either; shown as \uXXXX, never raw.
+    return [("# " + visible(c)).rstrip() for text in comments for c in text.split("\n")]
 
 
 def _item(item: Item) -> list[str]:
@@ -71,7 +79,7 @@ def _item(item: Item) -> list[str]:
     if isinstance(value, (list, tuple)) and item.element_comments is not None:
         lines.append(f"{key(item.name)} = [")
         for element, note in zip(value, item.element_comments):
-            lines.append(f"    {literal(element)}," + (f"   # {note}" if note else ""))
+            lines.append(f"    {literal(element)}," + (f"   # {visible(note)}" if note else ""))
         lines.append("]")
     elif isinstance(value, (list, tuple)) and len(value) > 4:
         lines.append(f"{key(item.name)} = [")

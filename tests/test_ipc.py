@@ -303,8 +303,10 @@ async def _connect_and_echo(address, credentials=None, tls=None, text: str = "hi
         connection.close()
 
 
-def _connect_as(uid: int, path: str) -> str:
-    """In a forked child that dropped to `uid`: connect and hello; returns what happened."""
+def _connect_as(uid: int, path: str, raw: bool = False) -> str:
+    """In a forked child that dropped to `uid`: connect and hello; returns what happened.
+    `raw`: connect the socket by hand, past the client's own check of the listener's uid, so
+    that the listener's refusal is what is tested."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:   # pragma: no cover - child
@@ -319,7 +321,13 @@ def _connect_as(uid: int, path: str) -> str:
 
             async def attempt() -> str:
                 try:
-                    connection = await transport.connect(unix_address(path), IpcPeer("intruder", os.getpid()), False)
+                    sock = None
+                    if raw:
+                        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                        sock.connect(path)
+                        sock.setblocking(False)
+                    connection = await transport.connect(unix_address(path), IpcPeer("intruder", os.getpid()), False,
+                                                         sock=sock)
                 except BaseException as exc:   # noqa: BLE001 - reported to the parent
                     return f"{type(exc).__name__}: {exc}"
                 return f"connected to {connection.remote}"
@@ -351,8 +359,11 @@ def test_unix_peer_of_another_uid_is_refused(echo_process, vardir):
     os.chmod(vardir, 0o755)
     os.chmod(path, 0o666)
 
-    outcome = _connect_as(NOBODY, path)
+    outcome = _connect_as(NOBODY, path, raw=True)
     assert outcome.startswith("IpcDisconnected: Init.hello"), outcome
+    # The client's side of the rule: it sends nothing to a listener of another uid.
+    refused = _connect_as(NOBODY, path)
+    assert refused.startswith("AddressError: refused") and "served by uid 0" in refused, refused
     # Refused before it counted: the only slot (-ipcmaxconnections=1) is still free.
     assert run(_connect_and_echo(unix_address(path))) == "hi"
     assert server.alive()

@@ -410,9 +410,17 @@ def test_waiting_processes_give_up_their_privileges(base_sandbox, sandbox_vars):
             with open(f"/proc/{waiting[-1]}/task/{waiting[-1]}/children") as handle:
                 waiting.append(int(handle.read().split()[0]))
         assert len(waiting) == 3
+
+        def status_of(pid: int) -> dict[str, str]:
+            return dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines()
+                        if ":\t" in line)
         for pid in waiting:
-            status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines()
-                          if ":\t" in line)
+            # The init gives them up right after it forked the component, which may be running
+            # already when we look: a moment later, never.
+            deadline = time.monotonic() + 5
+            while int(status_of(pid)["CapEff"], 16) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            status = status_of(pid)
             assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, (pid, status["CapEff"])
             assert status["NoNewPrivs"].strip() == "1"
     finally:

@@ -17,6 +17,7 @@ the cookie through the conf file rely on).
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 
 CHAINS = ("main", "test", "regtest")
@@ -120,8 +121,50 @@ def datadir_from_file(value: str, conf_path: str) -> str:
     return os.path.abspath(path if os.path.isabs(path) else os.path.join(os.path.dirname(conf_path), path))
 
 
+def refuse_others(path: str, what: str) -> None:
+    """ConfError when a user other than us (and root) could have chosen what `path` holds: it,
+    or a directory on the way to it, belongs to another user, or others may write it. A
+    world-writable directory on the way is fine when it is sticky (/tmp): others cannot
+    rename or remove what we own in it; `path` itself may not be writable by others at all
+    (they could plant a file in it before we make ours). A path that does not exist yet is
+    checked from its nearest existing directory. The group is trusted (usergroups' umask 002
+    makes a user's directories group-writable for a group of one).
+
+    Why: a data directory another user made before the first start (in a shared, sticky
+    directory) holds the conf file they wrote (RPC credentials, rpcport for CleanCoin-cli
+    with the operator's cookie file as rpccookiefile) and whatever they plant later.
+    """
+    me = os.geteuid()
+    current = os.path.realpath(path)
+    own = True
+    while True:
+        try:
+            st = os.stat(current)
+        except FileNotFoundError:
+            parent = os.path.dirname(current)
+            if parent == current:
+                return
+            current, own = parent, True
+            continue
+        except OSError as exc:
+            raise ConfError(f"Cannot check {what} {path}: {current}: {exc.strerror}") from None
+        if st.st_uid not in (me, 0):
+            raise ConfError(f"{what.capitalize()} {path} is not safe: {current} is owned by uid {st.st_uid}, "
+                            "another user, who could choose what it holds; use a directory of your own")
+        if st.st_mode & stat.S_IWOTH and (own or not st.st_mode & stat.S_ISVTX):
+            raise ConfError(f"{what.capitalize()} {path} is not safe: {current} is writable by other users "
+                            f"(mode {stat.S_IMODE(st.st_mode):04o}); make it private (chmod o-w)")
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current, own = parent, False
+
+
 def read_conf(path: str, *, required: bool = False) -> list[tuple[str | None, str, str]]:
-    """The entries of a conf file; a missing file is empty unless `required` (given by -conf)."""
+    """The entries of a conf file; a missing file is empty unless `required` (given by -conf).
+    A conf file another user could have written is a ConfError (`refuse_others`)."""
+    if os.path.lexists(path):
+        refuse_others(path, "the configuration file")
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -124,6 +125,31 @@ def positive_seconds(settings: Settings, name: str, default: float) -> float:
     return seconds
 
 
+#: Options whose value is a secret. Every local user may read a process's command line
+#: (`ps`, /proc/PID/cmdline); once it is parsed, the title shows these values as ***.
+SECRET_OPTIONS = frozenset({"rpcpassword", "rpcauth", "ipcauth"})
+
+
+def hide_secrets_from_ps() -> None:
+    """Rewrite this process's command line (setproctitle overwrites the argv area the kernel
+    shows in /proc/PID/cmdline) with the value of each SECRET_OPTIONS argument as ***. Only
+    what is in the process's own argv is touched: a caller that parses another list changes
+    nothing. Before this runs (interpreter start and imports) the value is visible: a conf
+    file, rpcauth or -stdinrpcpass keep it off the command line altogether."""
+    shown = list(getattr(sys, "orig_argv", sys.argv))
+    masked = []
+    for arg in shown:
+        name, sep, _ = arg.lstrip("-").partition("=")
+        secret = arg.startswith("-") and sep and conf.interpret_negation(name, "")[0] in SECRET_OPTIONS
+        masked.append(f"{arg.split('=', 1)[0]}=***" if secret else arg)
+    if masked != shown:
+        try:
+            import setproctitle
+        except ImportError:
+            return
+        setproctitle.setproctitle(" ".join(masked))
+
+
 def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
     """Parse the command line, read the conf file, check every name against `table`.
 
@@ -131,6 +157,7 @@ def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
     line's datadir (or the default one). A `datadir=` in it selects the data directory when
     the command line gives none, as bitcoind's ReadConfigFiles does."""
     known = {o.name for o in table}
+    hide_secrets_from_ps()
     cmdline = parse_args(argv)
     _check_known(cmdline, known)
     datadir = os.path.abspath(os.path.expanduser(cmdline.get("datadir", [conf.default_datadir()])[-1]))
@@ -157,6 +184,10 @@ def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
     warnings = list(dict.fromkeys(f"Ignoring unknown configuration value {f'{section}.' if section else ''}{name}"
                                   for section, name, _ in entries if name not in known))
     from_file = {name: values for name, values in from_file.items() if name in known}
+    try:
+        conf.refuse_others(datadir, "the data directory")
+    except conf.ConfError as exc:
+        raise OptionError(str(exc)) from None
     # Used by its real path: a sandbox's view holds real paths only, so a datadir reached
     # through the operator's link (~/.cleancoin -> /mnt/disk/cleancoin) would not be found
     # by its linked path once a process is confined.

@@ -304,6 +304,13 @@ def open_socket(address: Address) -> socket.socket:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.connect(address.path)
+                # The listener's side of the same-user rule: a socket path in a shared
+                # directory may be another user's, who listened there first; nothing is sent
+                # to a server that is not us (it would play the node to a wallet or a GUI).
+                uid = peer_uid(sock)
+                if uid != os.getuid():
+                    raise AddressError(f"refused {address}: it is served by uid {uid}, not by this "
+                                       f"user (uid {os.getuid()}), who may have listened there first")
             except BaseException:
                 sock.close()
                 raise

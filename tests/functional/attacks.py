@@ -449,3 +449,42 @@ else:
     # Reaching sendtoaddress at all is the escape in read mode (funds or not).
     report("spend", spent["code"] != -32601, json.dumps(spent))
 """
+
+# A learning run (-sandboxlearn=DIR) is not a sandbox, but what it writes down becomes the next
+# policy. The node, which faces the network, forges the wallet's records so that the wallet's
+# learned policy would grant it an inet socket and connect(2): the wallet process holds the keys
+# and its shipped policy has no socket(2) at all. It also tries to add to its own record file.
+FORGE_RECORDS = r'''
+import glob, json
+records = ctx["records"]
+attempt("list-records")
+try:
+    names = os.listdir(records)
+    report("list-records", bool(names), f"saw {len(names)} entries: {names[:4]}")
+except OSError as exc:
+    names = []
+    report("list-records", False, exc.strerror)
+forged = [json.dumps(r) for r in (
+    {"t": "header", "policy": "wallet", "files": [], "entry": "launch", "pid": 1, "variables": {}},
+    {"t": "syscall", "nr": 41}, {"t": "syscall", "nr": 42},
+    {"t": "socket", "family": 2, "type": 1},
+    {"t": "connect", "family": 2, "port": 8333, "addr": "203.0.113.7"},
+    {"t": "path", "path": ctx["canary"], "access": "read"},
+)]
+attempt("forge-wallet-record")
+ok, detail = try_create(os.path.join(records, "wallet.1.forged.jsonl"))
+if ok:
+    with open(os.path.join(records, "wallet.1.forged.jsonl"), "w") as handle:
+        handle.write("\n".join(forged) + "\n")
+report("forge-wallet-record", ok, detail)
+attempt("append-own-record")
+appended = []
+for name in names:
+    try:
+        with open(os.path.join(records, name), "a") as handle:
+            handle.write(forged[-1] + "\n")
+        appended.append(name)
+    except OSError:
+        continue
+report("append-own-record", bool(appended), ", ".join(appended) or "no record file could be written")
+'''

@@ -567,3 +567,30 @@ def test_a_compromised_node_cannot_spend_through_a_wallet_started_with_forwardrp
         except subprocess.TimeoutExpired:
             wallet.kill()
             wallet.communicate()
+
+
+def test_a_learning_node_cannot_write_the_records_of_its_wallet(home_base: Path) -> None:
+    """Attack: during a learning run (-sandboxlearn=DIR, as the suite learns the shipped
+    policies) the node writes a record file of policy 'wallet' into DIR, claiming that the wallet
+    made an inet socket and connected to a host, and adds a line to its own record. `learn
+    --from DIR --policy wallet` then wrote a wallet policy with socket/connect and inet that the
+    wallet never used (went through before 12-06). The record directory is no longer in any
+    learning component's view: each record file is opened before the view is built, and only
+    its recorder holds it."""
+    records = home_base / "records"
+    a = AttackedNode(home_base, node=attacks.FORGE_RECORDS, extra=(f"-sandboxlearn={records}",),
+                     variables={"records": str(records)})
+    a.start()
+    results = a.result("node")
+    a.node.rpc.createwallet("w")
+    assert a.node.stop() == 0
+    assert escapes(results) == {}, results
+    learned = subprocess.run([str(Path(sys.executable).parent / "CleanCoin-sandbox"), "learn", "--policy", "wallet",
+                              "--from", str(records), "--json", "--quiet", "--out", str(home_base / "w.toml")],
+                             capture_output=True, text=True, timeout=60)
+    assert learned.returncode in (0, 1), learned.stdout + learned.stderr
+    seen = json.loads(learned.stdout)["observation"]
+    assert seen["processes"] >= 1                      # the real wallet's record is there
+    assert {s["family"] for s in seen["sockets"]} <= {"unix"}, seen["sockets"]
+    assert seen["connect"] == [] and "connect" not in seen["syscalls"], seen
+    assert not any("canary" in p for p in seen["paths"])

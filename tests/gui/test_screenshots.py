@@ -33,6 +33,15 @@ def _colours(path: Path) -> int:
     return len(set(memoryview(bytes(image.constBits())).cast("I")))
 
 
+
+def _written(path: Path) -> bool:
+    """Whether `path` holds a whole JSON document."""
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
 def test_every_screen_of_the_confined_window_renders(datadir: Path) -> None:
     with cleancoin_node(datadir / "node") as node:
         rpc = node.rpc
@@ -62,8 +71,9 @@ def test_every_screen_of_the_confined_window_renders(datadir: Path) -> None:
                                 "-ipcconnect=unix", *([f"-sandboxlearn={learn}"] if learn else [])],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            wait_until(lambda: (out / "done.json").exists() or gui.poll() is not None, 90, "the screenshots")
-            assert (out / "done.json").exists(), gui.communicate()[0].decode()[-3000:]
+            # The window writes done.json in place: it may exist before it holds its JSON.
+            wait_until(lambda: _written(out / "done.json") or gui.poll() is not None, 90, "the screenshots")
+            assert _written(out / "done.json"), gui.communicate()[0].decode()[-3000:]
             done = json.loads((out / "done.json").read_text())
             assert "error" not in done, done["error"]
             assert gui.wait(30) == 0

@@ -1,0 +1,247 @@
+"""Functional: another local user against the operator's node and CleanCoin-cli (both node
+executables). The attacker is a real second uid (setpriv to nobody); the operator runs the
+real executables. A data directory that another user owns or may write is a directory whose
+files (CleanCoin.conf, the cookie) that user chooses: it is refused before anything in it is
+believed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cleancoin.components.rpc.client import RpcClient
+from framework import free_port, node_command
+
+NOBODY = 65534
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                                reason="needs root and setpriv to act as a second user")
+CLI = str(Path(sys.executable).parent / "CleanCoin-cli")
+
+
+def as_nobody(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command],
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A world-writable sticky directory outside /tmp (as /tmp and /var/tmp are)."""
+    path = Path(tempfile.mkdtemp(prefix=f"cleancoin-shared-{uuid.uuid4().hex[:6]}-", dir="/var/tmp"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def planted_datadir(shared: Path, conf: str) -> Path:
+    """The attacker makes the directory the operator will name, 0777, with a conf of theirs."""
+    datadir = shared / "cleancoin"
+    script = (f"import os; os.mkdir({str(datadir)!r}, 0o777); os.chmod({str(datadir)!r}, 0o777); "
+              f"open({str(datadir / 'CleanCoin.conf')!r}, 'w').write({conf!r})")
+    made = as_nobody(sys.executable, "-c", script)
+    assert made.returncode == 0, made.stderr
+    assert datadir.stat().st_uid == NOBODY
+    return datadir
+
+
+def test_a_datadir_another_user_planted_is_refused_by_the_node(shared: Path) -> None:
+    """Attack: the attacker creates the data directory before the operator's first start, with
+    a CleanCoin.conf that sets the RPC credentials. Before 12-06 the node started and the
+    attacker (uid nobody) called its RPC with them: 'stop' went through."""
+    rpc_port = free_port()
+    datadir = planted_datadir(shared, "rpcuser=attacker\nrpcpassword=attackerpw\n")
+    started = subprocess.Popen([*node_command("-regtest", f"-datadir={datadir}", f"-rpcport={rpc_port}",
+                                              f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = started.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        # It runs: the attacker's credentials are the node's.
+        call = ("from cleancoin.components.rpc.client import RpcClient; "
+                f"print(RpcClient('127.0.0.1', {rpc_port}, user='attacker', password='attackerpw').call('stop'))")
+        stolen = as_nobody(sys.executable, "-c", call)
+        started.kill()
+        started.communicate()
+        pytest.fail(f"the node started in a datadir owned by another user; the attacker's RPC call: "
+                    f"{stolen.stdout.strip() or stolen.stderr.strip()[-300:]}")
+    assert started.returncode == 1, err
+    assert "owned by uid 65534" in err and str(datadir) in err, err
+    assert not (datadir / "regtest").exists()        # nothing was written there
+
+
+def test_a_datadir_another_user_planted_is_refused_by_the_cli(shared: Path, tmp_path: Path) -> None:
+    """Attack: the conf the attacker planted sends the operator's CleanCoin-cli to the
+    attacker's port and names the operator's real cookie file as its cookie. Before 12-06 the
+    CLI read the cookie and sent it to the attacker's listener."""
+    cookie = tmp_path / "real.cookie"
+    cookie.write_text("__cookie__:" + "ab" * 32)
+    cookie.chmod(0o600)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(10)
+    port = listener.getsockname()[1]
+    heard: list[bytes] = []
+
+    def listen() -> None:
+        try:
+            conn, _ = listener.accept()
+            conn.settimeout(5)
+            heard.append(conn.recv(65536))
+            conn.close()
+        except OSError:
+            pass
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    datadir = planted_datadir(shared, f"[regtest]\nrpcport={port}\nrpccookiefile={cookie}\n")
+    result = subprocess.run([CLI, "-regtest", f"-datadir={datadir}", "-rpcclienttimeout=3", "getblockcount"],
+                            capture_output=True, text=True, timeout=30)
+    listener.close()
+    thread.join(5)
+    leaked = [h for h in heard if b"Authorization" in h]
+    assert not leaked, f"the CLI sent its credentials to the attacker's port: {leaked[0][:300]!r}"
+    assert result.returncode != 0 and "owned by uid 65534" in result.stderr, result.stderr
+
+
+def test_a_conf_file_others_may_write_is_refused(shared: Path, tmp_path: Path) -> None:
+    """A conf file that every user may write (or that lies in a directory they may write and
+    that is not sticky) is the attacker's: refused by both, with the reason."""
+    datadir = tmp_path / "data"
+    datadir.mkdir()
+    conf = tmp_path / "open.conf"
+    conf.write_text("")
+    conf.chmod(0o666)
+    ports = (f"-rpcport={free_port()}", f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0")
+    node = subprocess.run([*node_command("-regtest", f"-datadir={datadir}", f"-conf={conf}", *ports)],
+                          capture_output=True, text=True, timeout=30)
+    assert node.returncode == 1 and "writable by other users" in node.stderr, node.stderr
+    cli = subprocess.run([CLI, "-regtest", f"-datadir={datadir}", f"-conf={conf}", "getblockcount"],
+                         capture_output=True, text=True, timeout=30)
+    assert cli.returncode != 0 and "writable by other users" in cli.stderr, cli.stderr
+    open_dir = shared / "notsticky"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    (open_dir / "CleanCoin.conf").write_text("")
+    node = subprocess.run([*node_command("-regtest", f"-datadir={datadir}", f"-conf={open_dir / 'CleanCoin.conf'}",
+                                         *ports)], capture_output=True, text=True, timeout=30)
+    assert node.returncode == 1 and "writable by other users" in node.stderr, node.stderr
+
+
+def _cmdline_as_nobody(pid: int) -> str:
+    read = as_nobody("cat", f"/proc/{pid}/cmdline")
+    assert read.returncode == 0, read.stderr
+    return read.stdout.replace("\0", " ")
+
+
+def test_secrets_on_the_command_line_are_not_shown_to_other_users(tmp_path: Path) -> None:
+    """Attack: another user reads the node's command line (ps, /proc/PID/cmdline; no hidepid
+    here, as on most hosts). Before 12-06 it showed -rpcpassword's value for as long as the
+    node ran, and with it the node's whole RPC (its wallets). Now the title shows ***, in the
+    node and in CleanCoin-cli. (Between exec and the parse of the options, the value is there:
+    docs/node.md says to keep it in the conf file.)"""
+    datadir = tmp_path / "data"
+    datadir.mkdir()
+    os.chmod(tmp_path, 0o755)          # nobody may look up the node's files; not read them
+    secret = "hunter2-" + uuid.uuid4().hex
+    rpc_port = free_port()
+    node = subprocess.Popen([*node_command("-regtest", f"-datadir={datadir}", f"-rpcport={rpc_port}",
+                                           f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0",
+                                           "-rpcuser=op", f"-rpcpassword={secret}")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        client = RpcClient("127.0.0.1", rpc_port, user="op", password=secret, timeout=10)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.call("getblockcount")
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                assert node.poll() is None and time.monotonic() < deadline, node.stderr.read()[-2000:] if node.stderr else ""
+                time.sleep(0.1)
+        seen = _cmdline_as_nobody(node.pid)
+        assert "-rpcpassword=***" in seen and secret not in seen, seen
+        # CleanCoin-cli with the password on its command line, while it waits (-rpcwait) for
+        # a server on a port where none listens.
+        cli = subprocess.Popen([CLI, "-regtest", f"-datadir={datadir}", f"-rpcport={free_port()}", "-rpcuser=op",
+                                f"-rpcpassword={secret}", "-rpcwait", "-rpcwaittimeout=10", "getblockcount"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.5)
+        assert cli.poll() is None, cli.communicate()
+        seen = _cmdline_as_nobody(cli.pid)
+        cli.kill()
+        cli.communicate()
+        assert secret not in seen and "-rpcpassword=***" in seen, seen
+    finally:
+        node.terminate()
+        node.wait(30)
+
+
+SQUATTER = r'''
+import os, socket, sys, time
+path, out = sys.argv[1], sys.argv[2]
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+os.chmod(path, 0o777)
+server.listen(4)
+server.settimeout(15)
+got = b""
+try:
+    conn, _ = server.accept()
+    conn.settimeout(3)
+    try:
+        while len(got) < 65536:
+            data = conn.recv(65536)
+            if not data:
+                break
+            got += data
+    except OSError:
+        pass
+except OSError:
+    pass
+open(out, "w").write(str(len(got)))
+'''
+
+
+def test_a_unix_socket_another_user_listens_on_is_not_a_node(shared: Path, tmp_path: Path) -> None:
+    """Attack: another user listens first on the -ipcconnect=unix:PATH the operator uses in a
+    shared directory. Before 12-06 the operator's CleanCoin-wallet connected and spoke Cap'n
+    Proto to it: an impersonated node feeds the wallet its chain and takes its registrations
+    (a GUI would send it the passphrases typed into it). Now the client reads the listener's
+    uid (SO_PEERCRED) and refuses one that is not its own, before sending a byte."""
+    sock = shared / "node.sock"
+    out = shared / "heard"
+    squatter = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                                 sys.executable, "-c", SQUATTER, str(sock), str(out)])
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline and squatter.poll() is None
+            time.sleep(0.05)
+        datadir = tmp_path / "wallet"
+        datadir.mkdir()
+        wallet = subprocess.Popen([str(Path(sys.executable).parent / "CleanCoin-wallet"), "-regtest",
+                                   f"-datadir={datadir}", f"-ipcconnect=unix:{sock}"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = wallet.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            wallet.kill()
+            _, err = wallet.communicate()
+        squatter.wait(20)
+        heard = int(out.read_text())
+        assert heard == 0, f"the wallet spoke {heard} bytes to another user's listener"
+        assert wallet.returncode == 1 and "uid 65534" in err, err[-2000:]
+    finally:
+        if squatter.poll() is None:
+            squatter.kill()
