@@ -3,7 +3,7 @@ against CleanCoind (one process), each measured against its baseline in the same
 
 1. Wallet catch-up over 5,000 blocks (chain_fixture.py, built once): (a) in process, the
    wallet service over the node's NodeChain; (b) over IPC, a wallet process started as
-   CleanCoin-node starts it (a zygote running the target cleancoin.components.init.cleancoin_wallet:serve_node,
+   CleanCoin-node starts it (a zygote running the target cleancoin.components.init.wallet_process:serve_node,
    tests/ipc_spawn.py) and served the same NodeChain; (c) the same under the shipped wallet
    sandbox; 5 interleaved rounds (MP_BENCH_ROUNDS), medians.
    blocks/s for each, ratio IPC / in-process (target <= 1.5x), and what crossed the
