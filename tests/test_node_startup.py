@@ -55,11 +55,12 @@ def test_launching_the_zygote_imports_no_enforcement_code() -> None:
 #: module here costs memory in the zygote's image and start-up CPU in every node (issue #16).
 #: The standalone executable's option table and RPC server (cleancoin_wallet.py), and
 #: `cryptography` (ChaCha20-Poly1305, imported at a wallet's first encryption or unlock: some
-#: 6 MiB mapped and 1.3 MiB of objects for the few wallets that are encrypted).
+#: 6 MiB mapped and 1.3 MiB of objects for the few wallets that are encrypted), and `shutil`
+#: (with bz2, lzma and zlib: 2.4 ms, for restorewallet only).
 NOT_IN_ZYGOTE = ("cleancoin.components.init.cleancoin_wallet", "cleancoin.components.common.options",
                  "cleancoin.components.common.conf", "cleancoin.components.rpc.server", "aiohttp",
                  "argparse", "cryptography", "cleancoin.components.node", "cleancoin.sandbox.policy_loader",
-                 "tomllib", "cleancoin.sandbox.learn")
+                 "tomllib", "cleancoin.sandbox.learn", "shutil")
 
 ZYGOTE = """
 import importlib, json, sys
