@@ -51,16 +51,42 @@ def test_launching_the_zygote_imports_no_enforcement_code() -> None:
     assert _loaded(modules, NEVER) == []
 
 
-def test_the_zygote_and_the_wallet_preload_do_not_import_importlib_resources() -> None:
-    """The zygote process's own imports and the wallet's preload (what every wallet process
-    starts from), schemas loaded."""
-    modules = _run("import json, sys\n"
-                   "import cleancoin.sandbox.zygote\n"
-                   "from cleancoin.components.init.cleancoin_wallet import import_everything\n"
-                   "import_everything()\n"
-                   "print('RESULT ' + json.dumps(sorted(sys.modules)))\n")
+#: What the zygote must not import: every wallet process of a node is a fork of it, so a
+#: module here costs memory in the zygote's image and start-up CPU in every node (issue #16).
+#: The standalone executable's option table and RPC server (cleancoin_wallet.py), and
+#: `cryptography` (ChaCha20-Poly1305, imported at a wallet's first encryption or unlock: some
+#: 6 MiB mapped and 1.3 MiB of objects for the few wallets that are encrypted), and `shutil`
+#: (with bz2, lzma and zlib: 2.4 ms, for restorewallet only).
+NOT_IN_ZYGOTE = ("cleancoin.components.init.cleancoin_wallet", "cleancoin.components.common.options",
+                 "cleancoin.components.common.conf", "cleancoin.components.rpc.server", "aiohttp",
+                 "argparse", "cryptography", "cleancoin.components.node", "cleancoin.sandbox.policy_loader",
+                 "tomllib", "cleancoin.sandbox.learn", "shutil")
+
+ZYGOTE = """
+import importlib, json, sys
+import cleancoin.sandbox.zygote
+from cleancoin.sandbox import launcher, report_registry
+from cleancoin.sandbox.plan import Plan
+from cleancoin.components.node.wallet_component import WALLET_PRELOAD, WALLET_TARGET
+before = set(sys.modules)   # the node's side module above is not the zygote's
+for spec in (WALLET_PRELOAD, WALLET_TARGET):
+    module, _, function = spec.partition(":")
+    getattr(importlib.import_module(module), function)
+importlib.import_module(WALLET_PRELOAD.partition(":")[0]).import_everything()
+print("RESULT " + json.dumps(sorted(m for m in sys.modules if m in (set(sys.modules) - before)
+                                    or not m.startswith("cleancoin.components.node"))))
+"""
+
+
+def test_the_zygote_and_the_wallet_preload_import_only_what_a_wallet_process_uses() -> None:
+    """The zygote process's own imports, the wallet's preload and target (what every wallet
+    process starts from), schemas loaded: no importlib.resources, nothing of the standalone
+    CleanCoin-wallet, no `cryptography` (on the previous code the preload imported both)."""
+    modules = _run(ZYGOTE)
     assert "capnp" in modules and "cleancoin.components.wallet.service" in modules
+    assert "cleancoin.components.init.wallet_process" in modules
     assert _loaded(modules, NEVER) == []
+    assert _loaded(modules, NOT_IN_ZYGOTE) == []
 
 
 #: Runs CleanCoin-node's main() until it fits the wallet's policy for its zygote, and notes
@@ -101,7 +127,7 @@ import cleancoin.cli.mp_node_main
 from cleancoin.components.init import cleancoin_node
 cleancoin_node._import_node_modules()
 from cleancoin.sandbox import launcher, self_restrict, policy_loader, plan_compiler, zygote
-from cleancoin.components.init.cleancoin_wallet import import_everything
+from cleancoin.components.init.wallet_process import import_everything
 import_everything()
 missing = []
 for name, module in list(sys.modules.items()):

@@ -4,7 +4,9 @@ Three ways in:
 
     serve_node(fd), started by CleanCoin-node's zygote in the wallet's sandbox, on a socket
         pair with the node: the node passes its network and datadir in Init.makeWalletLoader,
-        and its -debug=ipc in hello. Ends when the node closes the connection or dies.
+        and its -debug=ipc in hello. Ends when the node closes the connection or dies. It
+        lives in wallet_process.py (imported here), which the zygote imports without this
+        module's option table and RPC server.
 
     CleanCoin-wallet -regtest -datadir=DIR -ipcbind=unix [-wallet=NAME ...]
         Started on its own and waiting for nodes: listens on `<netdatadir>/wallet.sock`
@@ -35,7 +37,6 @@ import logging
 import os
 import signal
 import sys
-import time
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +47,8 @@ from cleancoin.components.common.options import (
     positive_seconds,
 )
 
-PROG = "CleanCoin-wallet"
+# The zygote's preload and target, and the logging both ways in share (wallet_process.py).
+from cleancoin.components.init.wallet_process import PROG, import_everything, serve_node, setup_logging  # noqa: F401
 MULTIPROCESS_HINT = ("CleanCoin's multiprocess executables need pycapnp, the package's "
                      "'multiprocess' extra: pip install 'cleancoin[multiprocess]'")
 
@@ -89,108 +91,6 @@ OPTIONS: list[Option] = [
     Option("rpccookiefile", "Auth cookie of this process's RPC server (relative to the network datadir)",
            "RPC server options", "<loc>", "wallets/.cookie"),
 ]
-
-
-def import_everything() -> None:
-    """Import, and load the schemas of, all this process will use: once the sandbox is up it
-    may read the Python installation still, but should not need to (and it is faster)."""
-    from cleancoin.components.ipc import specs
-    specs.all_specs()   # loads every schema file and builds the method tables
-    import cleancoin.components.wallet.service  # noqa: F401
-    import cleancoin.components.wallet.rpc  # noqa: F401
-    import cleancoin.components.ipc.connection  # noqa: F401
-    import cleancoin.components.ipc.transport  # noqa: F401
-    import sqlite3  # noqa: F401
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: F401
-    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # noqa: F401
-
-
-def _log_format() -> logging.Formatter:
-    fmt = logging.Formatter(f"%(asctime)s.%(msecs)03dZ [{PROG}:%(process)d] [%(name)s] %(levelname)s %(message)s",
-                            "%Y-%m-%dT%H:%M:%S")
-    fmt.converter = time.gmtime
-    return fmt
-
-
-def _setup_logging(netdatadir: str | None, console: bool, debug: Sequence[str]) -> None:
-    root = logging.getLogger("cleancoin")
-    root.setLevel(logging.INFO)
-    root.propagate = False
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        # In a child forked from the node its file descriptor may be closed already.
-        with contextlib.suppress(OSError, ValueError):
-            handler.close()
-    handlers: list[logging.Handler] = []
-    if netdatadir is not None:
-        path = os.path.join(netdatadir, "wallets", "debug.log")
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        # Never through a link: the directory is the confined wallet's (private_files).
-        from cleancoin.components.common.private_files import open_log
-        handlers.append(logging.StreamHandler(open_log(path)))
-    if console or netdatadir is None:
-        stream = logging.StreamHandler(sys.stderr)
-        if not console:
-            stream.setLevel(logging.WARNING)       # before the node says where to log
-        handlers.append(stream)
-    for h in handlers:
-        h.setFormatter(_log_format())
-        root.addHandler(h)
-    for category in debug:
-        if category in ("1", "all", "ipc"):
-            logging.getLogger("cleancoin.ipc").setLevel(logging.DEBUG)
-        if category in ("1", "all", "rpc"):
-            logging.getLogger("cleancoin.rpc").setLevel(logging.DEBUG)
-
-
-# ---------------------------------------------------------------------- started by a node
-
-def serve_node(fd: int) -> int:
-    """The zygote's target for CleanCoin-wallet: serve the node on the socket `fd`.
-
-    Runs in a child the zygote forked, after every sandbox step of policies/wallet.toml: the
-    zygote imported this module (and `import_everything`) once, at its own start, from a fresh
-    interpreter, so nothing of the node's memory is here. Returns the exit status.
-    """
-    import capnp
-    from cleancoin.sandbox import syscalls
-    syscalls.set_name("wallet")          # a fork keeps the zygote's name; ps should tell them apart
-    _setup_logging(None, False, ())
-    return asyncio.run(capnp.run(_serve_child(fd)))
-
-
-async def _serve_child(fd: int) -> int:
-    from cleancoin.components.ipc.connection import serve_init
-    from cleancoin.components.ipc.init_impl import ProcessInit
-    from cleancoin.components.interfaces.init import IpcPeer
-    from cleancoin.components.ipc.transport import stream_from_fd
-    from cleancoin.components.wallet.service import make_wallet_service
-
-    async def make_loader(chain, options):  # type: ignore[no-untyped-def]
-        from cleancoin.sandbox import syscalls
-        debug = ["ipc"] if logging.getLogger("cleancoin.ipc").isEnabledFor(logging.DEBUG) else []
-        _setup_logging(options.netdatadir, False, debug)
-        # The zygote titled this process "CleanCoin-wallet (sandboxed, policy wallet)"; `ps`
-        # tells the wallet processes of several nodes apart by their datadir.
-        syscalls.set_title(f"{syscalls.get_title() or PROG} -datadir={options.netdatadir}")
-        log = logging.getLogger("cleancoin.wallet")
-        log.info("%s (pid %d) serving the wallets of %s (%s)", PROG, os.getpid(), options.netdatadir,
-                 options.network)
-        return await make_wallet_service(chain, options)
-
-    # The node ends us by closing the connection; a stray SIGTERM (the operator's kill) ends
-    # the serve loop the same way, so the wallets close cleanly.
-    loop = asyncio.get_running_loop()
-    stream = await stream_from_fd(fd)
-    serving = asyncio.ensure_future(serve_init(
-        stream, functools.partial(ProcessInit, wallet_loader_factory=make_loader),
-        IpcPeer(PROG, os.getpid()), False, from_parent=True))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, serving.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await serving
-    logging.getLogger("cleancoin.wallet").info("%s (pid %d) exiting", PROG, os.getpid())
-    return 0
 
 
 # ---------------------------------------------------------------------- on its own
@@ -261,7 +161,7 @@ def _run_standalone(args: Sequence[str], open_all: Callable[[Settings], _Opened]
     apply_umask(settings)
     from cleancoin.components.common.private_files import UnsafeFileError
     try:
-        _setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
+        setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
     except UnsafeFileError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from cleancoin.sandbox.zygote import ComponentSpec
 
 WALLET_COMPONENT = "CleanCoin-wallet"
-#: What the zygote runs in the wallet's sandbox (components/init/cleancoin_wallet.py).
-WALLET_TARGET = "cleancoin.components.init.cleancoin_wallet:serve_node"
+#: What the zygote runs in the wallet's sandbox (components/init/wallet_process.py: not
+#: cleancoin_wallet.py, whose option table and RPC server a wallet process of a node never uses).
+WALLET_TARGET = "cleancoin.components.init.wallet_process:serve_node"
 #: What the zygote imports once, so that each wallet (re)start begins warm.
-WALLET_PRELOAD = "cleancoin.components.init.cleancoin_wallet:import_everything"
+WALLET_PRELOAD = "cleancoin.components.init.wallet_process:import_everything"
 #: Where a CleanCoin-wallet -ipcbind=unix waits for nodes (in the network datadir).
 WALLET_SOCKET = "wallet.sock"
 

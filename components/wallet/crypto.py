@@ -34,9 +34,6 @@ import os
 import struct
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
 __all__ = [
     "DEFAULT_SCRYPT_N", "DEFAULT_SCRYPT_P", "DEFAULT_SCRYPT_R", "EncryptedBlob", "SEED_PURPOSE",
     "SecretBytes", "WrongPassphrase", "decrypt", "encrypt",
@@ -57,6 +54,13 @@ _HEADER = struct.Struct(f">4sBII{SALT_SIZE}s{NONCE_SIZE}s")
 _MAX_LOG_N = 20
 _MAX_R = 64
 _MAX_P = 16
+
+
+# `cryptography` is imported in `encrypt` and `decrypt`, not with this module: most wallets
+# are never encrypted, and its Rust extension with OpenSSL's bindings (some 6 MiB mapped,
+# 1.3 MiB of objects) was in every process that imports the wallet, CleanCoin-node's zygote
+# and wallet process included (issue #16). The import after the sandbox is up reads the
+# Python installation, which every wallet policy grants read-only (policies/base/python.toml).
 
 
 class WrongPassphrase(Exception):
@@ -139,6 +143,7 @@ def encrypt(secret: bytes | bytearray | SecretBytes, passphrase: str | bytes, *,
     key = _derive_key(_passphrase_bytes(passphrase), salt, log_n, r, p)
     # Build the header first: it is part of the associated data.
     header = EncryptedBlob(log_n, r, p, salt, nonce, b"\x00" * 16).header
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # here: see above
     ciphertext = ChaCha20Poly1305(key).encrypt(nonce, plain, purpose + header)
     return EncryptedBlob(log_n, r, p, salt, nonce, ciphertext)
 
@@ -147,6 +152,9 @@ def decrypt(blob: EncryptedBlob, passphrase: str | bytes, *,
             purpose: bytes = SEED_PURPOSE) -> bytes:
     """The secret in `blob`; WrongPassphrase when the passphrase (or purpose) does not match."""
     key = _derive_key(_passphrase_bytes(passphrase), blob.salt, blob.log_n, blob.r, blob.p)
+    # Imported here, at the first encryption or unlock, not with the module (see above).
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
     try:
         return ChaCha20Poly1305(key).decrypt(blob.nonce, blob.ciphertext, purpose + blob.header)
     except InvalidTag:

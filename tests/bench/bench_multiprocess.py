@@ -3,7 +3,7 @@ against CleanCoind (one process), each measured against its baseline in the same
 
 1. Wallet catch-up over 5,000 blocks (chain_fixture.py, built once): (a) in process, the
    wallet service over the node's NodeChain; (b) over IPC, a wallet process started as
-   CleanCoin-node starts it (a zygote running the target cleancoin.components.init.cleancoin_wallet:serve_node,
+   CleanCoin-node starts it (a zygote running the target cleancoin.components.init.wallet_process:serve_node,
    tests/ipc_spawn.py) and served the same NodeChain; (c) the same under the shipped wallet
    sandbox; 5 interleaved rounds (MP_BENCH_ROUNDS), medians.
    blocks/s for each, ratio IPC / in-process (target <= 1.5x), and what crossed the
@@ -801,7 +801,10 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 def _tree_cpu_seconds(root: int) -> float:
     """CPU (user + system) of every live process of `root`'s tree and process group, with what
-    each has reaped (a denial monitor is nobody's child; a wallet process is in its own session)."""
+    each has reaped (a denial monitor is nobody's child; a wallet process is in its own session).
+    A live process counts its threads' schedstat (ns; /proc/PID/stat's 10 ms ticks truncate up
+    to 10 ms per process, and the tree has seven), or its ticks where those are more (threads
+    that ended); what it reaped is known in ticks only."""
     stats: dict[int, tuple[int, int, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -811,7 +814,8 @@ def _tree_cpu_seconds(root: int) -> float:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        stats[int(entry)] = (int(fields[1]), int(fields[2]), sum(int(x) for x in fields[11:15]) / _TICK)
+        own = max(cpu_seconds(int(entry)), (int(fields[11]) + int(fields[12])) / _TICK)
+        stats[int(entry)] = (int(fields[1]), int(fields[2]), own + (int(fields[13]) + int(fields[14])) / _TICK)
     members, grew = {root}, True
     while grew:
         grew = False

@@ -8,7 +8,7 @@ sandbox at all through the same kind of zygote, interleaved.
 1. Spawn overhead: spawn() to an echo target answering on its socket, strict policy vs no
    sandbox (issue #2's target: the sandbox adds at most 5 ms).
 2. The wallet: a zygote started for the real wallet target and policy
-   (cleancoin.components.init.cleancoin_wallet:serve_node under policies/wallet.toml), from Zygote.start to
+   (cleancoin.components.init.wallet_process:serve_node under policies/wallet.toml), from Zygote.start to
    the wallet answering hello over Cap'n Proto; then restarts (the wallet killed, a new one
    spawned by the same zygote, to hello), as CleanCoin-node does after a crash.
 """
@@ -31,8 +31,8 @@ from cleancoin.sandbox.zygote import ComponentSpec, Limits, Zygote
 TESTS = str(Path(__file__).resolve().parents[1])
 ECHO = "zygote_targets:echo"            # tests/zygote_targets.py: a raw echo of the IPC socket
 WALLET_COMPONENT = "CleanCoin-wallet"
-WALLET_TARGET = "cleancoin.components.init.cleancoin_wallet:serve_node"
-WALLET_PRELOAD = "cleancoin.components.init.cleancoin_wallet:import_everything"   # as the node has it
+WALLET_TARGET = "cleancoin.components.init.wallet_process:serve_node"
+WALLET_PRELOAD = "cleancoin.components.init.wallet_process:import_everything"   # as the node has it
 SPAWN_TARGET_MS = 5.0                   # issue #2
 RUNS = 60
 WALLET_ROUNDS = 6

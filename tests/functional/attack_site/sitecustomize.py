@@ -106,7 +106,7 @@ def _install(config):
             return report
         self_restrict.restrict_self = restrict_self
     if wallet_attack is not None:
-        from cleancoin.components.init import cleancoin_wallet as wallet_process
+        from cleancoin.components.init import wallet_process
         original_entry = wallet_process.serve_node
 
         def serve_node(*args, **kwargs):
