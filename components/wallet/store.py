@@ -73,6 +73,7 @@ from typing import Any
 
 from cleancoin.components.common.address import encode_address
 from cleancoin.components.common.chainparams import ChainParams, params_for
+from cleancoin.components.common.diskfail import WriteFailure, write_failure_cause
 from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.primitives import OutPoint, Transaction
 
@@ -129,6 +130,18 @@ _TABLES = ("meta", "secrets", "keys", "txs", "coins", "labels", "block_txs")
 class WalletError(Exception):
     """A wallet operation that cannot be done (exists already, not found, wrong network,
     locked, not encrypted ...). Messages never contain secrets."""
+
+
+class WalletWriteFailure(WriteFailure, WalletError):
+    """A wallet write the disk refused (full, failing): nothing of it was written, the wallet
+    is as before the call, and the caller gets RPC_WALLET_ERROR naming the cause and the
+    file. Not fatal to anyone: the node and the other wallets go on."""
+
+    rpc_code = -4                # RPC_WALLET_ERROR
+
+    @property
+    def rpc_message(self) -> str:
+        return f"Error: wallet write failed, {self}; nothing was changed"
 
 
 class WalletInUse(WalletError):
@@ -427,15 +440,26 @@ class WalletStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: all or nothing, also under kill -9."""
+        """One write transaction: all or nothing, also under kill -9. The disk's refusal
+        (full, I/O error) is WalletWriteFailure, after the rollback."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    # SQLITE_FULL and SQLITE_IOERR may have rolled back already; a ROLLBACK
+                    # that fails must not hide the error that matters.
+                    if self._conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            self._conn.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                cause = write_failure_cause(exc)
+                if cause is not None:
+                    raise WalletWriteFailure(cause, str(self.path), str(exc)) from exc
                 raise
-            self._conn.execute("COMMIT")
 
     def _meta(self, key: str) -> Any:
         with self._lock:

@@ -1,0 +1,187 @@
+"""A full disk, for real: the chain and a wallet store on a small tmpfs filled to the last
+byte (or below bitcoind's 50 MiB reserve), real SQLite.
+
+- A chain write the disk refuses is ChainWriteFailure naming the cause and the file, never a
+  ValidationError; the block is not marked invalid, memory stays on the last commit, the
+  chain latches the failure (nothing more is written, the owner hears it once), and after
+  the space is back the same block is accepted.
+- Below the reserve (bitcoind's CheckDiskSpace, MIN_DISK_SPACE) the block is refused before
+  anything is written: "Disk space is too low!".
+- A wallet write the disk refuses is WalletWriteFailure (RPC_WALLET_ERROR), rolled back
+  whole; after the space is back the same write succeeds and nothing was lost.
+
+Needs root (mount); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.diskfail import MIN_DISK_SPACE, free_bytes, write_failure_cause
+from cleancoin.components.common.errors import ValidationError
+from cleancoin.components.common.keys import PrivateKey
+from cleancoin.components.node.chain import BLOCK_FAILED_MASK, ChainManager, ChainWriteFailure
+from cleancoin.components.node.mining import mine_block
+from cleancoin.components.common.primitives import Block
+from cleancoin.components.wallet.store import WalletStore, WalletWriteFailure
+
+P = REGTEST
+NOW = 2_100_000_000
+PKH = PrivateKey(hashlib.sha256(b"disk full key").digest()).public_key.pkh
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs (needs root)")
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of its own."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "cleancoin-diskfull", str(mnt)],
+                   check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(fs: Path) -> Path:
+    """Write a filler file until the kernel says ENOSPC; returns it (delete it to free)."""
+    filler = fs / "filler"
+    chunk = b"\0" * 65536
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                os.write(fd, chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                chunk = chunk[:len(chunk) // 2]
+                if len(chunk) < 512:
+                    break
+    finally:
+        os.close(fd)
+    assert free_bytes(str(fs)) < 8192
+    return filler
+
+
+def next_block(cm: ChainManager) -> Block:
+    tip = cm.tip
+    return mine_block(tip.header, tip.height + 1, PKH, P, tip.header.time + 600, cm.next_bits(tip), (), 0)
+
+
+def test_a_chain_write_the_disk_refuses_is_a_write_failure_not_an_invalid_block(small_fs: Path) -> None:
+    db = small_fs / "chain.sqlite"
+    heard: list[ChainWriteFailure] = []
+    cm = ChainManager(P, str(db), now=lambda: NOW, min_free_space=None, on_fatal=heard.append)
+    for _ in range(3):
+        cm.accept_block(next_block(cm))
+    filler = fill(small_fs)
+    failed: Block | None = None
+    cause = ""
+    height_before = 0
+    for _ in range(300):            # the WAL grows within a few blocks
+        block = next_block(cm)
+        height_before = cm.height
+        try:
+            cm.accept_block(block)
+        except ChainWriteFailure as exc:
+            failed, cause = block, exc.cause
+            assert exc.cause in ("disk full", "I/O error"), exc
+            assert exc.path == str(db), exc
+            break
+    assert failed is not None, "the full tmpfs never refused a block"
+    # Memory is the last commit; the block is not known as invalid (nor known at all).
+    assert cm.height == height_before
+    idx = cm.get_index(failed.hash)
+    assert idx is None or not idx.status & BLOCK_FAILED_MASK
+    assert len(heard) == 1 and heard[0].cause == cause
+    # Latched: nothing more is attempted, the owner is not told twice.
+    with pytest.raises(ChainWriteFailure):
+        cm.accept_block(failed)
+    assert len(heard) == 1
+    cm.close()
+    filler.unlink()
+    cm = ChainManager(P, str(db), now=lambda: NOW, min_free_space=None)
+    try:
+        assert cm.height == height_before
+        result = cm.accept_block(failed)
+        assert result.new_tip and cm.tip.hash == failed.hash
+        assert cm._store.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        cm.close()
+
+
+def test_below_the_reserve_a_block_is_refused_before_any_write(small_fs: Path) -> None:
+    db = small_fs / "chain.sqlite"
+    heard: list[ChainWriteFailure] = []
+    # A 4 MiB filesystem is always below bitcoind's 50 MiB reserve: the node's default.
+    cm = ChainManager(P, str(db), now=lambda: NOW, on_fatal=heard.append)
+    try:
+        assert free_bytes(str(small_fs)) < MIN_DISK_SPACE
+        block = next_block(cm)
+        with pytest.raises(ChainWriteFailure) as info:
+            cm.accept_block(block)
+        assert info.value.cause == "Disk space is too low!"
+        assert info.value.path == str(small_fs)
+        assert not isinstance(info.value, ValidationError)
+        assert cm.get_index(block.hash) is None and cm.height == 0
+        assert [h.cause for h in heard] == ["Disk space is too low!"]
+    finally:
+        cm.close()
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("SELECT COUNT(*) FROM blocks").fetchone()[0] == 1      # genesis only
+    finally:
+        raw.close()
+
+
+def test_write_failure_cause_tells_the_disk_from_the_rest(tmp_path: Path) -> None:
+    assert write_failure_cause(OSError(errno.ENOSPC, "No space left on device")) == "disk full"
+    assert write_failure_cause(OSError(errno.EIO, "Input/output error")) == "I/O error"
+    assert write_failure_cause(OSError(errno.ENOENT, "No such file")) is None
+    conn = sqlite3.connect(tmp_path / "x.sqlite")
+    conn.execute("CREATE TABLE t (k PRIMARY KEY)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError) as info:
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert write_failure_cause(info.value) is None          # a constraint is not the disk
+    conn.close()
+
+
+def test_a_wallet_write_the_disk_refuses_is_a_wallet_error_and_loses_nothing(small_fs: Path) -> None:
+    netdir = small_fs / "regtest"
+    store = WalletStore.create(netdir, "w", "regtest")
+    keys_before = len(store.keys())
+    filler = fill(small_fs)
+    # Compressed-key shaped bytes: the store checks the shape only, deriving 2000 keys is slow.
+    pubkeys = [b"\x02" + hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(2000)]
+    first = store.next_index(False)
+    failure: WalletWriteFailure | None = None
+    try:
+        # Fresh pages for 2000 rows: more than a filled tmpfs can give.
+        store.add_keys(False, first, pubkeys)
+    except WalletWriteFailure as exc:
+        failure = exc
+    assert failure is not None, "the full tmpfs took 2000 keys"
+    assert failure.rpc_code == -4 and failure.cause in ("disk full", "I/O error")
+    assert str(failure.path).endswith("wallet.sqlite")
+    assert "nothing was changed" in failure.rpc_message
+    assert len(store.keys()) == keys_before and store.next_index(False) == first
+    filler.unlink()
+    with contextlib.closing(store):
+        added = store.add_keys(False, first, pubkeys)
+        assert len(added) == 2000 and store.next_index(False) == first + 2000
+    reopened = WalletStore.open(netdir, "w", "regtest")
+    with contextlib.closing(reopened):
+        assert len(reopened.keys()) == keys_before + 2000
