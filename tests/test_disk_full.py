@@ -185,3 +185,38 @@ def test_a_wallet_write_the_disk_refuses_is_a_wallet_error_and_loses_nothing(sma
     reopened = WalletStore.open(netdir, "w", "regtest")
     with contextlib.closing(reopened):
         assert len(reopened.keys()) == keys_before + 2000
+
+
+def test_encrypting_a_wallet_on_a_full_disk_changes_nothing(small_fs: Path) -> None:
+    """encryptwallet rewrites the database into a fresh file: on a full disk that file cannot
+    be made, the wallet error says so, and the wallet stays unencrypted and whole."""
+    netdir = small_fs / "regtest"
+    store = WalletStore.create(netdir, "w", "regtest")
+    with store.seed() as seed:
+        plain = bytes(seed.get())
+    filler = fill(small_fs)
+    with pytest.raises(WalletWriteFailure) as info:
+        store.encrypt_wallet("pass", scrypt_n=1 << 10)
+    assert info.value.cause in ("disk full", "I/O error"), info.value
+    assert not store.encrypted
+    with store.seed() as seed:
+        assert bytes(seed.get()) == plain
+    assert not list(netdir.glob("wallets/w/*.rewrite*"))
+    filler.unlink()
+    with contextlib.closing(store):
+        store.encrypt_wallet("pass", scrypt_n=1 << 10)
+        assert store.encrypted
+        with store.unlock("pass") as seed:
+            assert bytes(seed.get()) == plain
+
+
+def test_creating_a_wallet_on_a_full_disk_is_a_wallet_error_and_leaves_nothing(small_fs: Path) -> None:
+    netdir = small_fs / "regtest"
+    WalletStore.create(netdir, "first", "regtest").close()     # wallets/ exists
+    filler = fill(small_fs)
+    with pytest.raises(WalletWriteFailure) as info:
+        WalletStore.create(netdir, "w", "regtest")
+    assert info.value.cause in ("disk full", "I/O error"), info.value
+    assert not (netdir / "wallets" / "w" / "wallet.sqlite").exists()
+    filler.unlink()
+    WalletStore.create(netdir, "w", "regtest").close()          # the name is free, it works

@@ -168,6 +168,8 @@ class WalletRpc:
         self._check_load_on_startup(load_on_startup)
         try:
             await self.loader.create(wallet_name, passphrase or "")
+        except WriteFailure as exc:
+            raise _wallet_error(exc) from None
         except WalletInUse as exc:
             raise RpcError(RPC_WALLET_ERROR, str(exc)) from None
         except WalletError as exc:

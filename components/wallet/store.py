@@ -377,13 +377,16 @@ class WalletStore:
             renamed = True
             _fsync_dir(d)
             return cls(path, cls._connect(path), params, lock_fd)
-        except BaseException:
+        except BaseException as exc:
             _remove_scratch(path)
             if renamed:
                 for suffix in ("", "-wal", "-shm"):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(str(path) + suffix)
             _unlock_wallet(lock_fd)
+            cause = write_failure_cause(exc) if isinstance(exc, (sqlite3.Error, OSError)) else None
+            if cause is not None:       # the disk: no wallet made, nothing left behind
+                raise WalletWriteFailure(cause, str(path), str(exc)) from exc
             raise
 
     @classmethod
@@ -567,9 +570,14 @@ class WalletStore:
             try:
                 self._build_fresh(fresh_path, seed_blob)
                 self._checkpoint()
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(FileNotFoundError):
                     fresh_path.unlink()
+                # Before the swap nothing of the wallet changed: a full disk is the wallet's
+                # clear error, and the old file (old passphrase, or none) still holds.
+                cause = write_failure_cause(exc) if isinstance(exc, (sqlite3.Error, OSError)) else None
+                if cause is not None:
+                    raise WalletWriteFailure(cause, str(fresh_path), str(exc)) from exc
                 raise
             # From here on the old connection is closed; whatever happens, reopen one.
             self._conn.close()
