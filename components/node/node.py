@@ -250,7 +250,10 @@ class NodeContext:
         self._write_pid()
         if self.config.reindex:
             log.info("Reindexing the chain from stored blocks")
-            self.chain.reindex()
+            try:
+                self.chain.reindex()
+            except ChainWriteFailure as exc:      # already logged and reported (abort_node)
+                raise InitError(f"Reindex stopped: {exc}") from exc
         log.info("Chain ready in %.2f s: height %d, tip %s", time.monotonic() - t0,
                  self.chain.height, self.chain.tip.hash_hex)
         # bitcoind: "Script verification uses N additional threads".
