@@ -1,4 +1,4 @@
-"""A full disk, for real: the chain and a wallet store on a small tmpfs filled to the last
+"""A full disk, for real: the chain and a wallet store on a small tmpfs (16 MiB) filled to the last
 byte (or below bitcoind's 50 MiB reserve), real SQLite.
 
 - A chain write the disk refuses is ChainWriteFailure naming the cause and the file, never a
@@ -15,6 +15,7 @@ Needs root (mount); skipped otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
@@ -44,10 +45,11 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs of its own."""
+    """A 16 MiB tmpfs of its own (room for SQLite's WAL, up to 1000 pages of 4 KiB before a
+    checkpoint, once the filler is gone)."""
     mnt = tmp_path / "fs"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "cleancoin-diskfull", str(mnt)],
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "cleancoin-diskfull", str(mnt)],
                    check=True)
     try:
         yield mnt
@@ -125,7 +127,7 @@ def test_a_chain_write_the_disk_refuses_is_a_write_failure_not_an_invalid_block(
 def test_below_the_reserve_a_block_is_refused_before_any_write(small_fs: Path) -> None:
     db = small_fs / "chain.sqlite"
     heard: list[ChainWriteFailure] = []
-    # A 4 MiB filesystem is always below bitcoind's 50 MiB reserve: the node's default.
+    # A 16 MiB filesystem is always below bitcoind's 50 MiB reserve: the node's default.
     cm = ChainManager(P, str(db), now=lambda: NOW, on_fatal=heard.append)
     try:
         assert free_bytes(str(small_fs)) < MIN_DISK_SPACE
@@ -220,3 +222,67 @@ def test_creating_a_wallet_on_a_full_disk_is_a_wallet_error_and_leaves_nothing(s
     assert not (netdir / "wallets" / "w" / "wallet.sqlite").exists()
     filler.unlink()
     WalletStore.create(netdir, "w", "regtest").close()          # the name is free, it works
+
+
+def test_a_peer_whose_block_meets_a_full_disk_is_neither_dropped_nor_banned(small_fs: Path,
+                                                                            tmp_path: Path) -> None:
+    """Two real P2P nodes over TCP; the receiver's chain is on a full tmpfs and has no reserve
+    check, so the disk itself refuses a block (SQLITE_FULL). The old code disconnected the
+    sender ("internal error on block") and would do so with every peer. Now the sender stays
+    connected and unbanned, the chain latches the failure, and once the space is back the
+    same blocks arrive from the same peer and are accepted."""
+    from cleancoin.components.node.mempool import Mempool
+    from cleancoin.components.node.node import ChainViewAdapter
+    from cleancoin.components.node.p2p import P2PNode
+
+    fast = {"ping_interval": 30.0, "ping_timeout": 30.0, "handshake_timeout": 5.0,
+            "block_download_timeout": 5.0, "reconnect_interval": 0.2, "connect_timeout": 2.0}
+    src = ChainManager(P, str(tmp_path / "src.sqlite"), now=lambda: NOW)
+    for _ in range(150):
+        src.accept_block(next_block(src))
+
+    def p2p(chain: ChainManager, **kw: object) -> P2PNode:
+        return P2PNode(chain, Mempool(P, ChainViewAdapter(chain)), bind="127.0.0.1", **fast, **kw)  # type: ignore[arg-type]
+
+    async def until(pred: object, what: str, timeout: float = 15.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not pred():        # type: ignore[operator]
+            assert loop.time() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    async def main() -> None:
+        sender = p2p(src, listen=True, port=0)
+        await sender.start()
+        heard: list[ChainWriteFailure] = []
+        dst = ChainManager(P, str(small_fs / "dst.sqlite"), now=lambda: NOW, min_free_space=None,
+                           on_fatal=heard.append)
+        filler = fill(small_fs)
+        receiver = p2p(dst, listen=False, connect=[f"127.0.0.1:{sender.port}"])
+        await receiver.start()
+        try:
+            await until(lambda: heard, "the full disk to refuse a block")
+            await asyncio.sleep(0.5)           # time for a wrong disconnect or ban to happen
+            assert receiver.ban_list() == [] and sender.ban_list() == []
+            assert [p for p in receiver.peer_info() if p["version"]], "the sender was dropped"
+            assert dst.height < src.height
+            known = [dst.get_index(src.block_at_height(h).hash) for h in range(1, src.height + 1)]  # type: ignore[union-attr]
+            assert not [i for i in known if i is not None and i.status & BLOCK_FAILED_MASK]
+        finally:
+            await receiver.stop()
+            dst.close()
+        filler.unlink()
+        again = ChainManager(P, str(small_fs / "dst.sqlite"), now=lambda: NOW, min_free_space=None)
+        receiver = p2p(again, listen=False, connect=[f"127.0.0.1:{sender.port}"])
+        await receiver.start()
+        try:
+            await until(lambda: again.tip.hash == src.tip.hash, "the blocks to be accepted")
+        finally:
+            await receiver.stop()
+            await sender.stop()
+            again.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        src.close()
