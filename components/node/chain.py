@@ -210,8 +210,8 @@ class ChainManager:
 
     Disk failures (bitcoind's CheckDiskSpace and AbortNode): before a block or header is
     stored, the database's filesystem must keep `min_free_space` bytes (bitcoind's 50 MiB;
-    None: no check) plus the block's size free; a write the disk refuses (SQLITE_FULL, SQLITE_IOERR) rolls
-    back whole. Either raises ChainWriteFailure, never a ValidationError: the block is not
+    None: no check) plus the block's size free; a write the disk refuses (SQLITE_FULL,
+    SQLITE_IOERR) rolls back whole. Either raises ChainWriteFailure, never a ValidationError: the block is not
     marked invalid. The first one latches (`fatal`): `on_fatal` hears it once and every later
     change raises it again, so a node stops writing until it is restarted with space back.
     """
@@ -386,7 +386,7 @@ class ChainManager:
         if self.fatal is not None:
             return
         self.fatal = exc
-        log.error("*** Chain state write failed: %s", exc)
+        log.error("*** Chain state not written: %s", exc)
         if self._on_fatal is not None:
             try:
                 self._on_fatal(exc)

@@ -208,8 +208,8 @@ class NodeContext:
 
     def abort_node(self, failure: ChainWriteFailure) -> None:
         """bitcoind's AbortNode: a chain state write failed because of the disk, so the node
-        cannot go on. One error line naming the cause and the file (debug.log keeps
-        MIN_DISK_SPACE in reserve for it), the same on stderr, then a clean shutdown with exit
+        cannot go on. One error line naming the cause and the file (the reserve leaves
+        debug.log room for it, unless another process filled the disk), the same on stderr, then a clean shutdown with exit
         status 1. Safe from any thread (the chain may run on a worker thread)."""
         reason = f"A fatal internal error occurred: chain state write failed ({failure}); shutting down"
         if failure.cause == "Disk space is too low!":
