@@ -75,6 +75,8 @@ class SmallDisk:
 
 @pytest.fixture
 def disks() -> Iterator[Callable[[Path, int], SmallDisk]]:
+    """Small tmpfs mounts, unmounted at the end. Ask for it before `node`, so that the nodes
+    stop (teardown runs in reverse) while their datadirs are still mounted."""
     made: list[SmallDisk] = []
 
     def make(where: Path, size_mib: int) -> SmallDisk:
@@ -106,8 +108,8 @@ def stderr_of(node: TestNode) -> str:
     return (node.datadir / "stderr.txt").read_text(errors="replace")
 
 
-def test_below_the_reserve_the_node_stops_cleanly_and_says_why(node: Callable[..., TestNode],
-                                                                 disks: Callable[[Path, int], SmallDisk]) -> None:
+def test_below_the_reserve_the_node_stops_cleanly_and_says_why(disks: Callable[[Path, int], SmallDisk],
+                                                                 node: Callable[..., TestNode]) -> None:
     n = node()
     disk = disks(n.netdatadir, 80)        # the network datadir; stderr.txt stays outside
     n.start()
@@ -136,7 +138,7 @@ def test_below_the_reserve_the_node_stops_cleanly_and_says_why(node: Callable[..
 
 
 def test_a_block_from_a_peer_on_a_full_disk_is_not_held_against_the_peer(
-        node: Callable[..., TestNode], disks: Callable[[Path, int], SmallDisk]) -> None:
+        disks: Callable[[Path, int], SmallDisk], node: Callable[..., TestNode]) -> None:
     a, b = node(), node()
     disk = disks(b.netdatadir, 80)
     a.start()
@@ -162,7 +164,7 @@ def test_a_block_from_a_peer_on_a_full_disk_is_not_held_against_the_peer(
 
 
 def test_a_wallet_write_on_a_full_disk_is_a_wallet_error_and_loses_nothing(
-        node: Callable[..., TestNode], disks: Callable[[Path, int], SmallDisk]) -> None:
+        disks: Callable[[Path, int], SmallDisk], node: Callable[..., TestNode]) -> None:
     """wallets/ on a filesystem of its own (what docs/sandbox.md advises), filled: the chain
     goes on, the wallet answers a clear error, and nothing it had is lost."""
     n = node()
