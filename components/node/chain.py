@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,12 +63,13 @@ from ..common.pow import PrevBlock, block_proof, next_work_required
 from ..common.pow import median_time_past as _median
 from ..common.primitives import NULL_HASH, Block, BlockHeader, OutPoint, Transaction
 from ..common.sigcheck import SignatureCache, SignatureChecker
-from .storage import ChainStore, IndexRow, StorageError, decode_undo, undo_outpoints
+from ..common.diskfail import MIN_DISK_SPACE, check_disk_space
+from .storage import ChainStore, ChainWriteFailure, IndexRow, StorageError, decode_undo, undo_outpoints
 
 __all__ = [
     "AcceptResult", "BLOCK_FAILED", "BLOCK_FAILED_CHILD", "BLOCK_FAILED_MASK", "BLOCK_HAVE_DATA",
     "BLOCK_VALID_SCRIPTS", "BLOCK_VALID_TRANSACTIONS", "BlockIndex", "BlockNotFound",
-    "ChainManager", "StorageError",
+    "ChainManager", "ChainWriteFailure", "StorageError",
 ]
 
 log = logging.getLogger("cleancoin.chain")
@@ -205,6 +207,13 @@ class ChainManager:
     (see storage.py for the reasoning). `sig_threads` is how many threads verify a block's
     signatures, the calling one included (default: sigcheck.default_threads(); the node passes
     -par's count); `sig_cache` the signatures already verified (the node's mempool fills it).
+
+    Disk failures (bitcoind's CheckDiskSpace and AbortNode): before a block or header is
+    stored, the database's filesystem must keep `min_free_space` bytes (bitcoind's 50 MiB;
+    None: no check) plus the block's size free; a write the disk refuses (SQLITE_FULL,
+    SQLITE_IOERR) rolls back whole. Either raises ChainWriteFailure, never a ValidationError: the block is not
+    marked invalid. The first one latches (`fatal`): `on_fatal` hears it once and every later
+    change raises it again, so a node stops writing until it is restarted with space back.
     """
 
     def __init__(self, params: ChainParams, db_path: str, *,
@@ -212,9 +221,17 @@ class ChainManager:
                  on_progress: ProgressFn | None = None,
                  synchronous: str = "FULL",
                  sig_threads: int | None = None,
-                 sig_cache: SignatureCache | None = None) -> None:
+                 sig_cache: SignatureCache | None = None,
+                 min_free_space: int | None = MIN_DISK_SPACE,
+                 on_fatal: Callable[[ChainWriteFailure], None] | None = None) -> None:
         self.params = params
         self.db_path = db_path
+        self._db_dir = os.path.dirname(os.path.abspath(db_path))
+        self._min_free_space = min_free_space
+        self._on_fatal = on_fatal
+        #: The disk failure that stopped this chain (None while it works): every later change
+        #: is refused with it, so nothing more is written until the node restarts.
+        self.fatal: ChainWriteFailure | None = None
         self._now = now
         self._on_progress = on_progress
         self._lock = threading.RLock()
@@ -353,11 +370,42 @@ class ChainManager:
             self._check_open()
             if self._busy:
                 raise RuntimeError("the chain cannot be changed from inside a chain listener")
+            if self.fatal is not None:
+                raise ChainWriteFailure(self.fatal.cause, self.fatal.path, "the chain stopped on it")
             self._busy = True
             try:
                 yield
+            except ChainWriteFailure as exc:
+                self._stop_on(exc)
+                raise
             finally:
                 self._busy = False
+
+    def _stop_on(self, exc: ChainWriteFailure) -> None:
+        """Latch the first disk failure and tell the owner (once)."""
+        if self.fatal is not None:
+            return
+        self.fatal = exc
+        log.error("*** Chain state not written: %s", exc)
+        if self._on_fatal is not None:
+            try:
+                self._on_fatal(exc)
+            except Exception:       # the owner's bug must not hide the disk failure
+                log.exception("on_fatal callback failed")
+
+    def _check_space(self, additional: int) -> None:
+        """bitcoind's CheckDiskSpace before a write: ChainWriteFailure("Disk space is too
+        low!") when the reserve would not be left. None as the reserve: no check (tests that
+        want the disk itself to refuse)."""
+        if self._min_free_space is None:
+            return
+        try:
+            ok = check_disk_space(self._db_dir, additional, reserve=self._min_free_space)
+        except OSError as exc:
+            raise ChainWriteFailure("cannot read the free space", self._db_dir, str(exc)) from exc
+        if not ok:
+            raise ChainWriteFailure("Disk space is too low!", self._db_dir,
+                                    f"under {self._min_free_space >> 20} MiB free")
 
     @property
     def tip(self) -> BlockIndex:
@@ -591,6 +639,7 @@ class ChainManager:
                     raise self._known_failure(idx)
                 return idx
             idx = self._check_header(header, self._now())
+            self._check_space(len(header.serialized))
             self._store_header(idx)
             return self._index[idx.hash]
 
@@ -632,6 +681,8 @@ class ChainManager:
                     # transactions are not its own. Remember the header.
                     self._store_header(idx)
                 raise
+            # Only a block that passed every check costs disk space (and may stop the node).
+            self._check_space(len(block.serialized))
             stored = replace(idx, status=idx.status | BLOCK_HAVE_DATA | BLOCK_VALID_TRANSACTIONS)
             seq = self._next_seq
             self._next_seq += 1

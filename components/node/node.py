@@ -30,7 +30,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .chain import ChainManager
+from .chain import ChainManager, ChainWriteFailure
+from ..common.diskfail import MIN_DISK_SPACE, check_disk_space
 from ..common.chainparams import ChainParams, params_for
 from ..common.consensus import Coin
 from .mempool import Mempool
@@ -161,13 +162,16 @@ class NodeContext:
         self._stop: asyncio.Event | None = None     # created on the loop in run()
         self._exit_code = 0
         self._pid_written = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Free bytes the datadir's filesystem must keep (bitcoind's MIN_DISK_SPACE).
+        self.min_free_space = MIN_DISK_SPACE
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> int:
         """Start, serve until asked to stop, shut down. Returns the process exit status."""
         self._stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_shutdown)
@@ -202,16 +206,43 @@ class NodeContext:
         if self._stop is not None:
             self._stop.set()
 
+    def abort_node(self, failure: ChainWriteFailure) -> None:
+        """bitcoind's AbortNode: a chain state write failed because of the disk, so the node
+        cannot go on. One error line naming the cause and the file (the reserve leaves
+        debug.log room for it, unless another process filled the disk), the same on stderr, then a clean shutdown with exit
+        status 1. Safe from any thread (the chain may run on a worker thread)."""
+        reason = f"A fatal internal error occurred: chain state write failed ({failure}); shutting down"
+        if failure.cause == "Disk space is too low!":
+            reason = f"Disk space is too low! ({failure.path}); shutting down"
+        log.error("%s", reason)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.request_shutdown(1, reason)
+        else:
+            loop.call_soon_threadsafe(self.request_shutdown, 1, reason)
+
     async def start(self) -> None:
         """Open the chain (reindexing if asked), then the mempool, P2P and RPC."""
         os.makedirs(self.netdatadir, exist_ok=True)
+        # bitcoind's start-up CheckDiskSpace: refuse to start on a disk without the reserve
+        # rather than stop at the first block.
+        if not check_disk_space(self.netdatadir, reserve=self.min_free_space):
+            raise InitError(f"Disk space is low for {self.netdatadir!r}: under "
+                            f"{self.min_free_space >> 20} MiB free")
         db_path = os.path.join(self.netdatadir, CHAINSTATE_FILE)
         log.info("Opening chain database %s (%s)", db_path, self.params.name)
         t0 = time.monotonic()
         try:
             self.chain = ChainManager(self.params, db_path, synchronous=self.config.db_synchronous,
                                       now=lambda: int(self.now()), sig_threads=self.config.sig_threads,
-                                      sig_cache=SignatureCache(self.config.sig_cache_mib << 20))
+                                      sig_cache=SignatureCache(self.config.sig_cache_mib << 20),
+                                      min_free_space=self.min_free_space, on_fatal=self.abort_node)
         except Exception as exc:       # StorageError, sqlite3.Error: report, exit 1
             raise InitError(f"Error opening block database: {exc}") from exc
         # Only now: the database lock proves no other node uses this datadir, whose pid
@@ -219,7 +250,10 @@ class NodeContext:
         self._write_pid()
         if self.config.reindex:
             log.info("Reindexing the chain from stored blocks")
-            self.chain.reindex()
+            try:
+                self.chain.reindex()
+            except ChainWriteFailure as exc:      # already logged and reported (abort_node)
+                raise InitError(f"Reindex stopped: {exc}") from exc
         log.info("Chain ready in %.2f s: height %d, tip %s", time.monotonic() - t0,
                  self.chain.height, self.chain.tip.hash_hex)
         # bitcoind: "Script verification uses N additional threads".

@@ -44,6 +44,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..common.consensus import BlockConnection, Coin
+from ..common.diskfail import WriteFailure, write_failure_cause
 from ..common.errors import DeserializationError
 from ..common.hashes import hash_to_hex
 from ..common.primitives import Block, ByteReader, OutPoint, Transaction, compact_size
@@ -122,6 +123,17 @@ class StorageError(RuntimeError):
     """The database is not what it should be: another network's, a newer schema, or data that
     contradicts itself (corruption). Never raised for invalid blocks (those are
     ValidationErrors)."""
+
+
+class ChainWriteFailure(WriteFailure):
+    """A chain state write failed because of the disk (full, failing, read-only): fatal to
+    the node (bitcoind's AbortNode), never the fault of a block or a peer. Nothing of the
+    failed transaction was written."""
+
+    @property
+    def rpc_message(self) -> str:
+        """The RPC answer: cause, file, and that the node stops (the caller should not retry)."""
+        return f"Error: chain state not written, {self}; the node is shutting down (see debug.log)"
 
 
 # ------------------------------------------------------------------------------- encodings
@@ -321,21 +333,34 @@ class ChainStore:
         IMMEDIATE takes the write lock up front rather than halfway through a block. Not
         reentrant, on purpose: nesting would hide which writes belong to which chain step.
         A failing COMMIT (disk full, I/O error) rolls back too and raises: the caller then
-        leaves its memory untouched, as for any other failure.
+        leaves its memory untouched, as for any other failure. A failure of the disk
+        (SQLITE_FULL, SQLITE_IOERR, ENOSPC, EIO: diskfail.write_failure_cause) is raised as
+        ChainWriteFailure naming the cause and this file, whichever statement hit it.
         """
         if self._in_txn:
             raise RuntimeError("nested chain store transaction")
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            cause = write_failure_cause(exc)
+            if cause is not None:
+                raise ChainWriteFailure(cause, self.path, str(exc)) from exc
+            raise
         self._in_txn = True
         try:
             yield
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             # Some errors (SQLITE_FULL, SQLITE_IOERR) already rolled back: ROLLBACK would
-            # then fail and hide the real error.
+            # then fail and hide the real error. A ROLLBACK that fails on a failing disk
+            # must not hide it either.
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            cause = write_failure_cause(exc)
+            if cause is not None:
+                raise ChainWriteFailure(cause, self.path, str(exc)) from exc
             raise
         finally:
             self._in_txn = False

@@ -48,6 +48,7 @@ from .errors import (
     RPC_WALLET_NOT_SPECIFIED,
     RpcError,
 )
+from ..common.diskfail import WriteFailure
 from .jsonfmt import JsonFloat
 
 LOG = logging.getLogger("cleancoin.rpc")
@@ -447,6 +448,9 @@ class Registry:
                 result = await result
         except RpcError:
             raise
+        except WriteFailure as exc:   # the disk, not a bug: say so, with the file, no traceback
+            LOG.error("RPC method %s: %s", name, exc)
+            raise RpcError(exc.rpc_code, exc.rpc_message) from None
         except Exception as exc:  # noqa: BLE001 - a handler's bug must not reach the server
             LOG.error("RPC method %s raised %s", name, type(exc).__name__, exc_info=True)
             raise internal_error(exc) from None

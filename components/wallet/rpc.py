@@ -37,6 +37,7 @@ from .coins import AmountTooSmall, CoinSelectionError, InsufficientFunds
 from .crypto import WrongPassphrase
 from .hd import path_string
 from .store import WalletError, WalletInUse, WalletTx
+from ..common.diskfail import WriteFailure
 from .wallet import KeypoolRanOut, UnlockNeeded, Wallet, WalletFormatError, WalletManager, verify_message
 
 #: Longest walletpassphrase timeout (bitcoind caps it at 2^30 seconds).
@@ -45,6 +46,8 @@ MAX_UNLOCK_SECONDS: int = 1 << 30
 
 def _wallet_error(exc: Exception) -> RpcError:
     """A wallet exception -> its bitcoind error code."""
+    if isinstance(exc, WriteFailure):
+        return RpcError(exc.rpc_code, exc.rpc_message)
     if isinstance(exc, UnlockNeeded):
         return RpcError(RPC_WALLET_UNLOCK_NEEDED, str(exc))
     if isinstance(exc, WrongPassphrase):
@@ -165,6 +168,8 @@ class WalletRpc:
         self._check_load_on_startup(load_on_startup)
         try:
             await self.loader.create(wallet_name, passphrase or "")
+        except WriteFailure as exc:
+            raise _wallet_error(exc) from None
         except WalletInUse as exc:
             raise RpcError(RPC_WALLET_ERROR, str(exc)) from None
         except WalletError as exc:

@@ -73,6 +73,7 @@ from typing import Any
 
 from cleancoin.components.common.address import encode_address
 from cleancoin.components.common.chainparams import ChainParams, params_for
+from cleancoin.components.common.diskfail import WriteFailure, write_failure_cause
 from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.primitives import OutPoint, Transaction
 
@@ -129,6 +130,18 @@ _TABLES = ("meta", "secrets", "keys", "txs", "coins", "labels", "block_txs")
 class WalletError(Exception):
     """A wallet operation that cannot be done (exists already, not found, wrong network,
     locked, not encrypted ...). Messages never contain secrets."""
+
+
+class WalletWriteFailure(WriteFailure, WalletError):
+    """A wallet write the disk refused (full, failing): nothing of it was written, the wallet
+    is as before the call, and the caller gets RPC_WALLET_ERROR naming the cause and the
+    file. Not fatal to anyone: the node and the other wallets go on."""
+
+    rpc_code = -4                # RPC_WALLET_ERROR
+
+    @property
+    def rpc_message(self) -> str:
+        return f"Error: wallet write failed, {self}; nothing was changed"
 
 
 class WalletInUse(WalletError):
@@ -364,13 +377,16 @@ class WalletStore:
             renamed = True
             _fsync_dir(d)
             return cls(path, cls._connect(path), params, lock_fd)
-        except BaseException:
+        except BaseException as exc:
             _remove_scratch(path)
             if renamed:
                 for suffix in ("", "-wal", "-shm"):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(str(path) + suffix)
             _unlock_wallet(lock_fd)
+            cause = write_failure_cause(exc) if isinstance(exc, (sqlite3.Error, OSError)) else None
+            if cause is not None:       # the disk: no wallet made, nothing left behind
+                raise WalletWriteFailure(cause, str(path), str(exc)) from exc
             raise
 
     @classmethod
@@ -427,15 +443,26 @@ class WalletStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: all or nothing, also under kill -9."""
+        """One write transaction: all or nothing, also under kill -9. The disk's refusal
+        (full, I/O error) is WalletWriteFailure, after the rollback."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    # SQLITE_FULL and SQLITE_IOERR may have rolled back already; a ROLLBACK
+                    # that fails must not hide the error that matters.
+                    if self._conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            self._conn.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                cause = write_failure_cause(exc)
+                if cause is not None:
+                    raise WalletWriteFailure(cause, str(self.path), str(exc)) from exc
                 raise
-            self._conn.execute("COMMIT")
 
     def _meta(self, key: str) -> Any:
         with self._lock:
@@ -543,9 +570,14 @@ class WalletStore:
             try:
                 self._build_fresh(fresh_path, seed_blob)
                 self._checkpoint()
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(FileNotFoundError):
                     fresh_path.unlink()
+                # Before the swap nothing of the wallet changed: a full disk is the wallet's
+                # clear error, and the old file (old passphrase, or none) still holds.
+                cause = write_failure_cause(exc) if isinstance(exc, (sqlite3.Error, OSError)) else None
+                if cause is not None:
+                    raise WalletWriteFailure(cause, str(fresh_path), str(exc)) from exc
                 raise
             # From here on the old connection is closed; whatever happens, reopen one.
             self._conn.close()

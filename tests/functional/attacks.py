@@ -488,3 +488,34 @@ for name in names:
         continue
 report("append-own-record", bool(appended), ", ".join(appended) or "no record file could be written")
 '''
+
+
+# A compromised wallet process fills the filesystem it shares with the node (its wallets/
+# directory): files of up to 8 MiB each (a per-file limit, RLIMIT_FSIZE, would not stop it),
+# down to the last byte. The result file lives on that filesystem too, so the outcome is
+# reported before the last bytes go and judged from outside.
+WALLET_FILL_DISK = r"""
+attempt("fill-disk")
+written, files, reported = 0, 0, False
+chunk = b"\0" * (1 << 20)
+while chunk:
+    try:
+        fd = os.open(os.path.join(ctx["walletdir"], f"filler{files}"),
+                     os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        break
+    files += 1
+    size = 0
+    try:
+        while chunk and size < (8 << 20):
+            try:
+                size += os.write(fd, chunk)
+            except OSError as exc:
+                chunk = chunk[:len(chunk) // 2]
+                if len(chunk) < (64 << 10) and not reported:
+                    reported = True       # while a page or two is still free for the report
+                    report("fill-disk", False, f"{exc.strerror} after {written + size} bytes")
+    finally:
+        written += size
+        os.close(fd)
+"""

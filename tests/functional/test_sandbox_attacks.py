@@ -28,7 +28,8 @@ import pytest
 import attacks
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 
-from framework import TestNode, free_port, is_multiprocess, wait_until
+from cleancoin.components.rpc.errors import RpcError
+from framework import TEST_ADDRESS, TestNode, free_port, is_multiprocess, wait_until
 
 pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
 
@@ -594,3 +595,78 @@ def test_a_learning_node_cannot_write_the_records_of_its_wallet(home_base: Path)
     assert {s["family"] for s in seen["sockets"]} <= {"unix"}, seen["sockets"]
     assert seen["connect"] == [] and "connect" not in seen["syscalls"], seen
     assert not any("canary" in p for p in seen["paths"])
+
+
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def test_a_wallet_that_fills_the_shared_disk_stops_the_node_cleanly(home_base: Path) -> None:
+    """Attacker code in the confined wallet process fills the filesystem its wallets/ shares
+    with the node (an 80 MiB tmpfs as the network datadir). The wallet may write there, and
+    the kernel offers no quota per directory on tmpfs (nor on ext4 without project quotas set
+    up by the operator), so the sandbox cannot stop the filling. On the old code the node went
+    on with nothing written: generatetoaddress answered -32603 with sqlite3.OperationalError in
+    debug.log, blocks from peers cost them their connection. Now the next block meets
+    bitcoind's CheckDiskSpace: the RPC caller reads "Disk space is too low!", the node stops
+    cleanly with exit status 1 and says why on stderr; nothing is lost, and once the operator
+    removed the files it starts and goes on."""
+    if os.geteuid() != 0:
+        pytest.skip("mounts a small tmpfs for the datadir (needs root)")
+    a = AttackedNode(home_base, wallet=attacks.WALLET_FILL_DISK)
+    netdir = a.node.netdatadir
+    netdir.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m,mode=0700", "cleancoin-attack", str(netdir)],
+                   check=True)
+    try:
+        a.config["wallet_delay"] = 0.5
+        a.start()
+        wait_until(lambda: _free(netdir) < 8192, 60, what="the wallet process to fill the disk")
+        assert a.node.process is not None and a.node.process.poll() is None    # nothing written yet
+        try:
+            a.node.rpc.generatetoaddress(1, TEST_ADDRESS)
+            raise AssertionError("a block was stored on a full disk")
+        except RpcError as exc:
+            assert exc.code == -20 and "Disk space is too low!" in exc.message, exc
+            assert "Internal error" not in exc.message, exc
+        assert a.node.process.wait(30) == 1
+        a.node.process = None
+        stderr = (a.node.datadir / "stderr.txt").read_text(errors="replace")
+        assert "Error: Disk space is too low!" in stderr, stderr[-2000:]
+        assert not [line for line in stderr.splitlines() if "Traceback" in line], stderr[-2000:]
+        # The operator removes the files: the node starts (without the attacker) and goes on.
+        for filler in (netdir / "wallets").glob("filler*"):
+            filler.unlink()
+        a.node.start()
+        assert a.node.rpc.getblockcount() == 0
+        a.node.rpc.generatetoaddress(1, TEST_ADDRESS)
+        assert a.node.rpc.getblockcount() == 1
+    finally:
+        _stop_nodes_under(home_base)
+        subprocess.run(["umount", "-l", str(netdir)], check=False)
+
+
+def test_a_wallet_that_fills_wallets_on_its_own_filesystem_does_not_stop_the_node(home_base: Path) -> None:
+    """The remedy docs/sandbox.md gives: wallets/ on a filesystem of its own (a 16 MiB tmpfs
+    mounted there). The same attack fills it to the last byte; the node's chain is elsewhere,
+    so it goes on mining, and the wallet process, whose own writes now fail, stays up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounts a small tmpfs for wallets/ (needs root)")
+    a = AttackedNode(home_base, wallet=attacks.WALLET_FILL_DISK)
+    walletdir = a.node.netdatadir / "wallets"
+    walletdir.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "cleancoin-attack", str(walletdir)],
+                   check=True)
+    try:
+        a.config["wallet_delay"] = 0.5
+        a.start()
+        pid = wallet_pid(a.node)
+        wait_until(lambda: _free(walletdir) < 8192, 60, what="the wallet process to fill wallets/")
+        a.node.rpc.generatetoaddress(3, TEST_ADDRESS)
+        assert a.node.rpc.getblockcount() == 3
+        assert wallet_pid(a.node) == pid
+        assert a.node.stop() == 0
+    finally:
+        _stop_nodes_under(home_base)
+        subprocess.run(["umount", "-l", str(walletdir)], check=False)

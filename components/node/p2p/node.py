@@ -96,6 +96,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ...common.diskfail import WriteFailure
 from ...common.errors import Failure, ValidationError
 from ...common.hashes import hash_to_hex
 from .messages import (
@@ -741,7 +742,8 @@ class P2PNode:
 
     async def handle_message(self, peer: Peer, msg: Message) -> None:
         """Dispatch one message. Any unexpected exception from chain or mempool code is
-        logged and costs the peer its connection, never the node its life."""
+        logged and costs the peer its connection, never the node its life; a failure of our
+        own disk (WriteFailure) costs the peer nothing."""
         if peer.closed:
             return
         try:
@@ -770,6 +772,11 @@ class P2PNode:
                 self._on_tx(peer, msg)
         except ProtocolError:
             raise
+        except WriteFailure as exc:
+            # Our disk's failure, not the peer's: no misbehaviour, no disconnect, the block
+            # is not marked invalid (the chain stops itself and the node shuts down; after a
+            # restart with space back the block is fetched again).
+            log.error("peer=%d: %s not stored, our disk failed: %s", peer.id, msg.command, exc)
         except Exception:
             log.exception("peer=%d: error processing %s; disconnecting", peer.id, msg.command)
             peer.close(f"internal error on {msg.command}")
