@@ -27,7 +27,8 @@ def visible(text: str) -> str:
     return UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
 
 
-_IN_LINES = re.compile(UNPRINTABLE.pattern.replace(r"\x00-\x1f", r"\x00-\x08\x0b-\x1f"))
+#: The same, newlines and tabs excepted: text of several lines.
+UNPRINTABLE_IN_LINES = re.compile(UNPRINTABLE.pattern.replace(r"\x00-\x1f", r"\x00-\x08\x0b-\x1f"))
 
 
 class VisibleWriter:
@@ -40,7 +41,7 @@ class VisibleWriter:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(_IN_LINES.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text))
+        self._stream.write(UNPRINTABLE_IN_LINES.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text))
         return len(text)
 
     def __getattr__(self, name: str) -> object:

@@ -32,10 +32,18 @@ def sanitize(data: bytes) -> bytes:
 
 def visible(text: str, *, lines: bool = False) -> str:
     """A string another process chose (its name, an RPC answer), for a terminal: every
-    control character (C1's escape introducers included) shown as \\xNN; newlines and tabs too,
-    unless `lines` (text of several lines)."""
-    pattern = r"[\x00-\x08\x0b-\x1f\x7f-\x9f]" if lines else r"[\x00-\x1f\x7f-\x9f]"
-    return re.sub(pattern, lambda m: f"\\x{ord(m.group(0)):02x}", text)
+    character printable.py names (controls, C1's escape introducers, DEL, Unicode's format
+    characters such as bidi overrides) shown as \\xNN (\\uXXXX above U+00FF); newlines and
+    tabs too, unless `lines` (text of several lines). One definition of what may not be shown,
+    for the policy tools and these alike."""
+    from .printable import UNPRINTABLE, UNPRINTABLE_IN_LINES
+    pattern = UNPRINTABLE_IN_LINES if lines else UNPRINTABLE
+    return pattern.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,16 @@ def test_the_toml_writer_escapes_what_toml_and_terminals_refuse() -> None:
     assert visible("a\x1bb\u2028") == "a\\u001bb\\u2028"
 
 
+def test_status_and_the_cli_show_what_the_policy_tools_show() -> None:
+    """`status` (a process's name) and CleanCoin-cli (an RPC answer) show others' text through
+    stdio.visible, which knew only control characters: a bidi override or a zero-width
+    character in a name went to the terminal as it was (what the auditor reads would not be
+    what is there). It now escapes what printable.py names, as the policy tools do."""
+    from cleancoin.sandbox import stdio
+    assert stdio.visible("a\x1bb\u202ec\u200bd\x9b\n") == "a\\x1bb\\u202ec\\u200bd\\x9b\\x0a"
+    assert stdio.visible("one\ttwo\nthree\u2066", lines=True) == "one\ttwo\nthree\\u2066"
+
+
 def test_a_grant_that_steps_up_with_dotdot_is_refused(tmp_path: Path) -> None:
     """Attack: a policy change adds `write = ["${datadir}/.."]`. Before 12-06 `check` said ok,
     `diff` against the base said "B grants nothing that A does not" (exit 0: a CI gate on
