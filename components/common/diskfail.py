@@ -12,9 +12,11 @@ kernel.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
+from collections.abc import Iterator
 
 #: bitcoind's MIN_DISK_SPACE (src/util/fs_helpers.cpp CheckDiskSpace, 50 MiB): the free space
 #: kept in reserve, so that what must still be written after a refusal (the log's error line,
@@ -75,6 +77,37 @@ def write_failure_cause(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and exc.errno in _ERRNO_CAUSES:
         return _ERRNO_CAUSES[exc.errno]
     return None
+
+
+def as_write_failure(exc: BaseException, failure: type[WriteFailure], path: str) -> WriteFailure | None:
+    """`exc` as `failure(cause, path)` when it is the disk's failure (`write_failure_cause`),
+    else None: the caller re-raises what it caught."""
+    cause = write_failure_cause(exc)
+    return None if cause is None else failure(cause, path, str(exc))
+
+
+@contextlib.contextmanager
+def write_transaction(db: sqlite3.Connection, path: str, failure: type[WriteFailure]) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT on `db`, ROLLBACK on any exception, which is re-raised; the
+    disk's refusal (at BEGIN, a statement or COMMIT) as `failure` naming its cause and `path`.
+    IMMEDIATE takes the write lock up front. SQLITE_FULL and SQLITE_IOERR may have rolled back
+    already, and a ROLLBACK that fails on a failing disk must not hide the error that matters.
+    The chain store and the wallet store both write through this."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+    except BaseException as exc:
+        translated = as_write_failure(exc, failure, path)
+        if translated is not None:
+            raise translated from exc
+        raise
 
 
 def free_bytes(path: str) -> int:

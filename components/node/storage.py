@@ -44,7 +44,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..common.consensus import BlockConnection, Coin
-from ..common.diskfail import WriteFailure, write_failure_cause
+from ..common.diskfail import WriteFailure, write_transaction
 from ..common.errors import DeserializationError
 from ..common.hashes import hash_to_hex
 from ..common.primitives import Block, ByteReader, OutPoint, Transaction, compact_size
@@ -339,29 +339,10 @@ class ChainStore:
         """
         if self._in_txn:
             raise RuntimeError("nested chain store transaction")
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            cause = write_failure_cause(exc)
-            if cause is not None:
-                raise ChainWriteFailure(cause, self.path, str(exc)) from exc
-            raise
         self._in_txn = True
         try:
-            yield
-            db.execute("COMMIT")
-        except BaseException as exc:
-            # Some errors (SQLITE_FULL, SQLITE_IOERR) already rolled back: ROLLBACK would
-            # then fail and hide the real error. A ROLLBACK that fails on a failing disk
-            # must not hide it either.
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            cause = write_failure_cause(exc)
-            if cause is not None:
-                raise ChainWriteFailure(cause, self.path, str(exc)) from exc
-            raise
+            with write_transaction(self._db, self.path, ChainWriteFailure):
+                yield
         finally:
             self._in_txn = False
 

@@ -73,7 +73,7 @@ from typing import Any
 
 from cleancoin.components.common.address import encode_address
 from cleancoin.components.common.chainparams import ChainParams, params_for
-from cleancoin.components.common.diskfail import WriteFailure, write_failure_cause
+from cleancoin.components.common.diskfail import WriteFailure, as_write_failure, write_transaction
 from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.primitives import OutPoint, Transaction
 
@@ -384,9 +384,9 @@ class WalletStore:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(str(path) + suffix)
             _unlock_wallet(lock_fd)
-            cause = write_failure_cause(exc) if isinstance(exc, (sqlite3.Error, OSError)) else None
-            if cause is not None:       # the disk: no wallet made, nothing left behind
-                raise WalletWriteFailure(cause, str(path), str(exc)) from exc
+            failure = as_write_failure(exc, WalletWriteFailure, str(path))
+            if failure is not None:     # the disk: no wallet made, nothing left behind
+                raise failure from exc
             raise
 
     @classmethod
@@ -445,24 +445,8 @@ class WalletStore:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all or nothing, also under kill -9. The disk's refusal
         (full, I/O error) is WalletWriteFailure, after the rollback."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._conn
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    # SQLITE_FULL and SQLITE_IOERR may have rolled back already; a ROLLBACK
-                    # that fails must not hide the error that matters.
-                    if self._conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            self._conn.execute("ROLLBACK")
-                    raise
-            except (sqlite3.Error, OSError) as exc:
-                cause = write_failure_cause(exc)
-                if cause is not None:
-                    raise WalletWriteFailure(cause, str(self.path), str(exc)) from exc
-                raise
+        with self._lock, write_transaction(self._conn, str(self.path), WalletWriteFailure):
+            yield self._conn
 
     def _meta(self, key: str) -> Any:
         with self._lock:
@@ -575,9 +559,9 @@ class WalletStore:
                     fresh_path.unlink()
                 # Before the swap nothing of the wallet changed: a full disk is the wallet's
                 # clear error, and the old file (old passphrase, or none) still holds.
-                cause = write_failure_cause(exc) if isinstance(exc, (sqlite3.Error, OSError)) else None
-                if cause is not None:
-                    raise WalletWriteFailure(cause, str(fresh_path), str(exc)) from exc
+                failure = as_write_failure(exc, WalletWriteFailure, str(fresh_path))
+                if failure is not None:
+                    raise failure from exc
                 raise
             # From here on the old connection is closed; whatever happens, reopen one.
             self._conn.close()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from cleancoin.components.common.diskfail import free_bytes
 from cleancoin.components.rpc.errors import RpcError
 from framework import (
     OTHER_ADDRESS, TEST_ADDRESS, TestNode, connect_nodes, is_multiprocess, sync_blocks, wait_until,
@@ -47,8 +48,7 @@ class SmallDisk:
         self.filler = where / "filler"
 
     def free(self) -> int:
-        st = os.statvfs(self.where)
-        return st.f_bavail * st.f_frsize
+        return free_bytes(str(self.where))
 
     def fill(self, leave: int = 0) -> None:
         """Leave about `leave` bytes free (0: not one byte)."""

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 
 import attacks
+from cleancoin.components.common.diskfail import free_bytes
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 
 from cleancoin.components.rpc.errors import RpcError
@@ -597,11 +597,6 @@ def test_a_learning_node_cannot_write_the_records_of_its_wallet(home_base: Path)
     assert not any("canary" in p for p in seen["paths"])
 
 
-def _free(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
 def test_a_wallet_that_fills_the_shared_disk_stops_the_node_cleanly(home_base: Path) -> None:
     """Attacker code in the confined wallet process fills the filesystem its wallets/ shares
     with the node (an 80 MiB tmpfs as the network datadir). The wallet may write there, and
@@ -622,7 +617,7 @@ def test_a_wallet_that_fills_the_shared_disk_stops_the_node_cleanly(home_base: P
     try:
         a.config["wallet_delay"] = 0.5
         a.start()
-        wait_until(lambda: _free(netdir) < 8192, 60, what="the wallet process to fill the disk")
+        wait_until(lambda: free_bytes(str(netdir)) < 8192, 60, what="the wallet process to fill the disk")
         assert a.node.process is not None and a.node.process.poll() is None    # nothing written yet
         try:
             a.node.rpc.generatetoaddress(1, TEST_ADDRESS)
@@ -662,7 +657,7 @@ def test_a_wallet_that_fills_wallets_on_its_own_filesystem_does_not_stop_the_nod
         a.config["wallet_delay"] = 0.5
         a.start()
         pid = wallet_pid(a.node)
-        wait_until(lambda: _free(walletdir) < 8192, 60, what="the wallet process to fill wallets/")
+        wait_until(lambda: free_bytes(str(walletdir)) < 8192, 60, what="the wallet process to fill wallets/")
         a.node.rpc.generatetoaddress(3, TEST_ADDRESS)
         assert a.node.rpc.getblockcount() == 3
         assert wallet_pid(a.node) == pid
