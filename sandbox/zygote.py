@@ -173,16 +173,17 @@ class Zygote:
 
     @classmethod
     def start(cls, components: Mapping[str, ComponentSpec], *, limits: Limits = Limits(),
-              wait: bool = True, title: str = "zygote") -> "Zygote":
+              wait: bool = True, title: str = "zygote", name_kills: bool = True) -> "Zygote":
         """Start the zygote and fit every component's policy (`launch`, then `configure`).
         Raises on a bad policy.
 
         `wait=False` returns while the zygote's interpreter is still starting; call
         `wait_ready()` before the first spawn (the parent can do its own work meanwhile).
-        `title` is what `ps` shows for it ("CleanCoin-node zygote").
+        `title` is what `ps` shows for it ("CleanCoin-node zygote"). `name_kills`: see
+        `configure`.
         """
         zygote = cls.launch(sorted({spec.preload for spec in components.values() if spec.preload}))
-        zygote.configure(components, limits=limits, wait=wait, title=title)
+        zygote.configure(components, limits=limits, wait=wait, title=title, name_kills=name_kills)
         return zygote
 
     @classmethod
@@ -209,9 +210,15 @@ class Zygote:
         return cls(pid, req_parent, ev_parent)
 
     def configure(self, components: Mapping[str, ComponentSpec], *, limits: Limits = Limits(),
-                  wait: bool = True, title: str = "zygote") -> None:
+                  wait: bool = True, title: str = "zygote", name_kills: bool = True) -> None:
         """Fit every component's policy and hand the plans to a launched zygote; on a bad
-        policy the zygote is stopped and the error raised. Called once."""
+        policy the zygote is stopped and the error raised. Called once.
+
+        `name_kills`: an exit event of a component killed by its seccomp filter names the
+        syscall, from the kernel log (`kernel_log.seccomp_kill`). The kernel rate-limits those
+        records (about ten in five seconds), and a record it dropped is waited for 0.5 s with
+        every other event held back; the probe, which knows what each attempt called and
+        kills a dozen in a row, turns it off."""
         # What collect_spawn, read_event and reap use: imported now, before a parent that
         # restricts itself next (CleanCoin-node) is confined.
         from . import launcher, report  # noqa: F401
@@ -223,7 +230,7 @@ class Zygote:
             self.stop()
             raise
         try:
-            _send(self._requests, {"components": plans, "title": title,
+            _send(self._requests, {"components": plans, "title": title, "name_kills": name_kills,
                                    "limits": {"alive": limits.alive, "per_minute": limits.per_minute}})
         except OSError:
             self.wait_ready()       # the zygote is gone: raises what it said, if anything
@@ -349,9 +356,10 @@ class _Server:
     hangs up."""
 
     def __init__(self, components: dict[str, _Component], limits: Limits,
-                 requests: socket.socket, events: socket.socket) -> None:
+                 requests: socket.socket, events: socket.socket, name_kills: bool = True) -> None:
         self.components = components
         self.limits = limits
+        self.name_kills = name_kills
         self.requests = requests
         self.events = events
         self.children: dict[int, _Child] = {}          # pidfd -> child
@@ -456,7 +464,7 @@ class _Server:
         os.close(pidfd)
         code = child.process.wait()
         description = launcher.describe_status(child.process.status or 0)
-        if code == -signal.SIGSYS:
+        if code == -signal.SIGSYS and self.name_kills:
             from .kernel_log import seccomp_kill
             syscall = seccomp_kill(child.component)
             if syscall:
@@ -572,7 +580,7 @@ def main(argv: list[str]) -> int:
     gc.enable()
     try:
         _send(requests, {"ready": True})
-        _Server(components, limits, requests, events).serve()
+        _Server(components, limits, requests, events, first.get("name_kills") is not False).serve()
     except (BrokenPipeError, ConnectionResetError):
         pass        # the parent hung up mid-answer (it is exiting): so do we, quietly
     return 0

@@ -67,3 +67,10 @@ def collector(fd: int) -> int:
     with socket.socket(fileno=fd) as sock:
         sock.sendall(json.dumps({"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}).encode())
     return 0
+
+
+def killed_by_filter(fd: int) -> int:
+    """Make a syscall the strict policy's filter kills the process for (symlink)."""
+    with socket.socket(fileno=fd):
+        os.symlink("anywhere", "/tmp/link")
+    return 0

@@ -54,7 +54,7 @@ def probe_against(expected: Policy, enforced: Policy, variables: Mapping[str, st
     judge = _Judge(expected, expected_plan, _Host.detect())
     zygote = Zygote.start({"attempt": ComponentSpec("attempt", _ATTEMPT, None, plan=plan),
                            "script": ComponentSpec("script", _SCRIPT, None, plan=plan)},
-                          limits=Limits(alive=1, per_minute=100_000))
+                          limits=Limits(alive=1, per_minute=100_000), name_kills=False)
     try:
         with _outside_targets(judge, variables) as (targets, listeners):
             if source is not None:
