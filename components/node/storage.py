@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import sqlite3
@@ -47,6 +48,7 @@ from ..common.consensus import BlockConnection, Coin
 from ..common.diskfail import WriteFailure, write_transaction
 from ..common.errors import DeserializationError
 from ..common.hashes import hash_to_hex
+from ..common.sqlite_schema import ForeignSchema, Schema, harden
 from ..common.primitives import Block, ByteReader, OutPoint, Transaction, compact_size
 
 SCHEMA_VERSION: int = 1
@@ -92,6 +94,14 @@ CREATE TABLE IF NOT EXISTS meta (
     value BLOB NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+@functools.cache
+def _ours() -> Schema:
+    """The schema objects a chain database may hold (components/common/sqlite_schema.py)."""
+    return Schema.of(_SCHEMA)
+
+
 # Large blobs (blocks, undo) stay in rowid tables: SQLite advises WITHOUT ROWID only for rows
 # well under a page. The small, hot tables (utxo, tx_index, block_index) are WITHOUT ROWID so a
 # lookup is one b-tree descent instead of index + table.
@@ -287,6 +297,13 @@ class ChainStore:
 
     def _setup(self) -> None:
         db, path, synchronous = self._db, self.path, self.synchronous
+        # Before any statement reads or writes a table: the confined node wrote this file,
+        # and CleanCoind and CleanCoin-qt open it unconfined (components/common/sqlite_schema.py).
+        harden(db)
+        try:
+            _ours().check(db, path)
+        except ForeignSchema as exc:
+            raise StorageError(str(exc)) from None
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StorageError(f"{path}: cannot switch to WAL journal (got {mode})")

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -75,6 +76,7 @@ from cleancoin.components.common.address import encode_address
 from cleancoin.components.common.chainparams import ChainParams, params_for
 from cleancoin.components.common.diskfail import WriteFailure, as_write_failure, write_transaction
 from cleancoin.components.common.hashes import hash160
+from cleancoin.components.common.sqlite_schema import ForeignSchema, Schema, harden
 from cleancoin.components.common.primitives import OutPoint, Transaction
 
 from .crypto import (
@@ -125,6 +127,12 @@ CREATE TABLE IF NOT EXISTS block_txs (
 #: Added after version 1 wallets existed: created on open when missing (same schema version).
 _BLOCK_TXS = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS block_txs"):].rstrip().rstrip(";")
 _TABLES = ("meta", "secrets", "keys", "txs", "coins", "labels", "block_txs")
+
+
+@functools.cache
+def _ours() -> Schema:
+    """The schema objects a wallet file may hold (components/common/sqlite_schema.py)."""
+    return Schema.of(_SCHEMA)
 
 
 class WalletError(Exception):
@@ -314,6 +322,18 @@ class WalletStore:
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in _tx), never opened
         # implicitly by the sqlite3 module behind our back.
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Before any statement reads or writes a table: the confined wallet process wrote
+        # this file, and CleanCoind, CleanCoin-qt and the offline tool open it unconfined
+        # (components/common/sqlite_schema.py).
+        try:
+            harden(conn)
+            _ours().check(conn, str(path))
+        except ForeignSchema as exc:
+            conn.close()
+            raise WalletError(str(exc)) from None
+        except BaseException:
+            conn.close()
+            raise
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -577,7 +597,12 @@ class WalletStore:
 
         def fill(fresh: sqlite3.Connection) -> None:
             fresh.execute("PRAGMA foreign_keys=OFF")     # rows arrive table by table
+            harden(fresh)
             fresh.execute("ATTACH DATABASE ? AS old", (f"file:{self.path}?mode=ro",))
+            try:
+                _ours().check(fresh, str(self.path), "old")
+            except ForeignSchema as exc:
+                raise WalletError(str(exc)) from None
             fresh.execute("BEGIN")
             # Tables and their indexes only, of the known tables: a restored file could carry
             # triggers or views, which have no business in a wallet.

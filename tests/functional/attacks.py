@@ -519,3 +519,18 @@ while chunk:
         written += size
         os.close(fd)
 """
+
+# The wallet process plants SQL in a wallet file it may write (its own wallets/): a trigger
+# that runs in whichever program next writes a label to that wallet. CleanCoind, CleanCoin-qt
+# and the offline tool open the file unconfined. Writing its own file is allowed; what the
+# test judges is whether the next opener runs what was planted.
+PLANT_SQL = r'''
+import sqlite3
+path = os.path.join(ctx["walletdir"], ctx["wallet"], "wallet.sqlite")
+attempt("plant-trigger")
+conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+conn.execute("CREATE TRIGGER planted AFTER INSERT ON labels BEGIN "
+             "INSERT OR REPLACE INTO meta VALUES ('planted', 'ran in the next opener'); END")
+conn.close()
+report("plant-trigger", False, "planted in its own wallet file")
+'''

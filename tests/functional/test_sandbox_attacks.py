@@ -29,7 +29,7 @@ from cleancoin.components.common.diskfail import free_bytes
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 
 from cleancoin.components.rpc.errors import RpcError
-from framework import TEST_ADDRESS, TestNode, free_port, is_multiprocess, wait_until
+from framework import TEST_ADDRESS, TestNode, free_port, is_multiprocess, resolve_executable, wait_until
 
 pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
 
@@ -665,3 +665,42 @@ def test_a_wallet_that_fills_wallets_on_its_own_filesystem_does_not_stop_the_nod
     finally:
         _stop_nodes_under(home_base)
         subprocess.run(["umount", "-l", str(walletdir)], check=False)
+
+
+def test_sql_planted_by_the_wallet_process_never_runs_in_an_unconfined_cleancoind(home_base: Path) -> None:
+    """A database file carries SQL that SQLite runs in the program that opens it. The
+    confined wallet process plants a trigger in its own wallet.sqlite (it may write the
+    file); the operator then runs CleanCoind, the drop-in executable, unconfined, on the same
+    datadir. Before components/common/sqlite_schema.py, CleanCoind loaded the wallet and ran
+    the trigger on the first label it wrote: the wallet process's SQL executed outside its
+    sandbox. Now loadwallet refuses the file, naming the trigger, and CleanCoind goes on."""
+    a = AttackedNode(home_base, wallet=attacks.PLANT_SQL, variables={"wallet": "w"})
+    a.node.start()
+    a.node.rpc.createwallet("w")
+    assert a.node.stop() == 0
+    a.start()
+    assert a.result("wallet")["plant-trigger"]["detail"] == "planted in its own wallet file"
+    assert a.node.stop() == 0
+    classic = resolve_executable("CleanCoind")
+    args = [classic, *a.node.args()[1:]]
+    assert "-sandboxlearn" not in " ".join(args)
+    a.node.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                      stderr=open(a.node.datadir / "stderr.txt", "ab"))
+    try:
+        a.node.wait_for_rpc()
+        try:
+            a.node.rpc.loadwallet("w")
+            a.node.rpc.getnewaddress("operator label")
+            raise AssertionError("CleanCoind loaded the planted wallet and wrote to it")
+        except RpcError as exc:
+            assert "trigger 'planted'" in exc.message and "Not opened" in exc.message, exc
+        assert a.node.rpc.getblockcount() == 0        # CleanCoind goes on
+        assert a.node.stop() == 0
+    finally:
+        _stop_nodes_under(home_base)
+    import sqlite3
+    conn = sqlite3.connect(a.node.netdatadir / "wallets" / "w" / "wallet.sqlite")
+    try:
+        assert conn.execute("SELECT count(*) FROM meta WHERE key = 'planted'").fetchone()[0] == 0
+    finally:
+        conn.close()
