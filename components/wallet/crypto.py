@@ -162,17 +162,23 @@ def decrypt(blob: EncryptedBlob, passphrase: str | bytes, *,
 
 
 class SecretBytes:
-    """A secret in a mutable buffer that `wipe()` overwrites with zeros.
+    """A secret in memory of its own that `wipe()` overwrites with zeros and gives back.
 
-    Python cannot promise that no copy exists elsewhere (`bytes` objects handed to hashlib or
-    coincurve are immutable and freed, not cleared), but the long-lived copy, the one a locked
-    wallet must not keep, is this buffer, and that one is zeroed in place.
+    The memory is locked (never swapped), left out of core dumps and of a forked child's copy
+    (`locked_memory.LockedBuffer`), as Bitcoin Core keeps keys. Python cannot promise that no
+    copy exists elsewhere (`bytes` objects handed to hashlib or coincurve are immutable and
+    freed, not cleared), but the long-lived copy, the one an unlocked wallet keeps for the
+    passphrase's timeout and a locked wallet must not keep, is this one.
     """
 
-    __slots__ = ("_buf", "_wiped")
+    __slots__ = ("_memory", "_size", "_wiped")
 
     def __init__(self, data: bytes | bytearray) -> None:
-        self._buf = bytearray(data)
+        from .locked_memory import LockedBuffer
+        self._size = len(data)
+        self._memory = LockedBuffer(max(self._size, 1))
+        if self._size:
+            self._memory.write(data)
         self._wiped = False
         if isinstance(data, bytearray):
             # The caller's mutable copy is the same secret: clear it too.
@@ -182,12 +188,26 @@ class SecretBytes:
         """The secret (a short-lived copy); ValueError once wiped."""
         if self._wiped:
             raise ValueError("secret has been wiped")
-        return bytes(self._buf)
+        return self._memory.read()[: self._size]
 
     @property
-    def buffer(self) -> bytearray:
-        """The underlying buffer itself (for tests and in-place consumers)."""
-        return self._buf
+    def locked(self) -> bool:
+        """Whether the kernel locked the memory in RAM (`locked_memory`); if not, why is in
+        `lock_error`."""
+        return self._memory.locked
+
+    @property
+    def lock_error(self) -> str:
+        """Why the memory could not be locked ("" when it is)."""
+        return self._memory.lock_error
+
+    @property
+    def address(self) -> int:
+        """Where the secret's mapping starts (ValueError once wiped): for tests that read
+        /proc/PID/smaps."""
+        if self._wiped:
+            raise ValueError("secret has been wiped")
+        return self._memory.address
 
     @property
     def wiped(self) -> bool:
@@ -195,13 +215,12 @@ class SecretBytes:
         return self._wiped
 
     def wipe(self) -> None:
-        """Overwrite the buffer with zeros, in place (same memory, not a new object)."""
-        for i in range(len(self._buf)):
-            self._buf[i] = 0
+        """Overwrite the memory with zeros, in place, then unlock and unmap it."""
+        self._memory.release()
         self._wiped = True
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return self._size
 
     def __enter__(self) -> SecretBytes:
         return self
@@ -210,10 +229,11 @@ class SecretBytes:
         self.wipe()
 
     def __del__(self) -> None:
-        self.wipe()
+        if hasattr(self, "_memory"):       # not when __init__ failed before it
+            self.wipe()
 
     def __repr__(self) -> str:      # never print the secret
-        return f"SecretBytes(<{len(self._buf)} bytes{', wiped' if self._wiped else ''}>)"
+        return f"SecretBytes(<{self._size} bytes{', wiped' if self._wiped else ''}>)"
 
     def __reduce__(self) -> object:
         raise TypeError("SecretBytes cannot be pickled")

@@ -460,6 +460,10 @@ class Wallet:
         """Keep an already decrypted seed for `timeout` seconds (the RPC decrypts in a worker
         thread, since scrypt is slow on purpose, then hands the result here on the loop)."""
         self.lock()
+        if not secret.locked:
+            # Bitcoin Core says the same ("Failed to lock memory"): the seed may reach swap.
+            log.warning("wallet %s: the unlocked seed is not in locked memory (%s): it may be "
+                        "written to swap; raise the memlock limit (ulimit -l)", self.name, secret.lock_error)
         self._unlocked = secret
         self._unlocked_until = time.time() + timeout
         with contextlib.suppress(RuntimeError):     # no loop: no timer (tests without asyncio)
