@@ -170,7 +170,7 @@ OPTIONS: dict[str, bool] = {
     "conf": True, "datadir": True, "chain": True, "regtest": False, "testnet": False,
     "rpcconnect": True, "rpcport": True, "rpcuser": True, "rpcpassword": True, "rpccookiefile": True,
     "rpcwallet": True, "rpcclienttimeout": True, "rpcwait": False, "rpcwaittimeout": True,
-    "named": False, "stdin": False, "stdinrpcpass": False,
+    "named": False, "stdin": False, "stdinrpcpass": False, "stdinwalletpassphrase": False,
     "getinfo": False, "netinfo": False, "generate": False,
 }
 
@@ -257,6 +257,11 @@ Options:
        Read RPC password from standard input as a single line. When combined
        with -stdin, the first line from standard input is used for the RPC
        password. When there is no -rpcpassword, the cookie file is used.
+
+  -stdinwalletpassphrase
+       Read wallet passphrase from standard input as a single line. When
+       combined with -stdin, the first line from standard input is used for the
+       wallet passphrase.
 
   -version
        Print version and exit
@@ -606,16 +611,20 @@ def run(argv: Sequence[str], stdin: Any = None) -> tuple[int, str, str]:
     if not args and not _bool(options, "stdin") and not _bool(options, "stdinrpcpass"):
         return 1, USAGE.format(version=_version()), "Error: too few parameters\n"
     try:
-        stdin_lines: list[str] = []
-        if _bool(options, "stdin") or _bool(options, "stdinrpcpass"):
-            stream = stdin if stdin is not None else sys.stdin
-            if _bool(options, "stdin"):
-                stdin_lines = [line.rstrip("\n").rstrip("\r") for line in stream]
-            else:
-                first = stream.readline()
-                stdin_lines = [first.rstrip("\n").rstrip("\r")] if first else []
-        client, _ = build_client(options, stdin_lines)
-        args = list(args) + (stdin_lines if _bool(options, "stdin") else [])
+        # bitcoin-cli's order: the RPC password's line, then the wallet passphrase's, then
+        # -stdin's arguments. Secrets typed at a terminal are not echoed.
+        stream = stdin if stdin is not None else sys.stdin
+        password: list[str] = []
+        if _bool(options, "stdinrpcpass"):
+            password = [_secret_line(stream, "RPC password> ", "-stdinrpcpass")]
+        args = list(args)
+        if _bool(options, "stdinwalletpassphrase"):
+            if not args or not args[0].startswith("walletpassphrase"):
+                raise CliError("-stdinwalletpassphrase is only applicable for walletpassphrase(change)")
+            args.insert(1, _secret_line(stream, "Wallet passphrase> ", "-stdinwalletpassphrase"))
+        if _bool(options, "stdin"):
+            args += [line.rstrip("\n").rstrip("\r") for line in stream]
+        client, _ = build_client(options, password)
         if not args:
             raise CliError("too few parameters (need at least command)")
         method, method_args = args[0], args[1:]
@@ -637,6 +646,41 @@ def run(argv: Sequence[str], stdin: Any = None) -> tuple[int, str, str]:
         return 1, "", f"error: {jsonfmt.dumps(error)}\n"
     text = format_result(reply.get("result"))
     return 0, (text + "\n") if text else "", ""
+
+
+def _secret_line(stream: Any, prompt: str, option: str) -> str:
+    """One line of `stream`: at a terminal after `prompt` on stderr and without echo, as
+    bitcoin-cli reads -stdinrpcpass and -stdinwalletpassphrase (a passphrase given as an
+    argument is in the shell's history and, while the call runs, in every local user's
+    /proc/PID/cmdline). CliError at end of input."""
+    fd = _terminal_fd(stream)
+    if fd is None:
+        line = stream.readline()
+    else:
+        import termios
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        saved = termios.tcgetattr(fd)
+        quiet = list(saved)
+        quiet[3] &= ~termios.ECHO
+        termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+        try:
+            line = stream.readline()
+        finally:
+            termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+    if not line:
+        raise CliError(f"{option} specified but failed to read from standard input")
+    return str(line).rstrip("\n").rstrip("\r")
+
+
+def _terminal_fd(stream: Any) -> int | None:
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return fd if os.isatty(fd) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -65,6 +65,11 @@ def make_registry() -> Registry:
 
     reg.add("nothing", nothing, category="test")
 
+    async def walletpassphrase(ctx: CallContext, passphrase: str, timeout: int) -> list[Any]:
+        return [passphrase, timeout]       # what reached the server, to check
+
+    reg.add("walletpassphrase", walletpassphrase, [("passphrase", STR), ("timeout", INT)], category="wallet")
+
     async def getwalletinfo(ctx: CallContext) -> dict[str, Any]:
         return {"walletname": ctx.wallet}
 
@@ -157,6 +162,53 @@ def test_stdin_arguments_and_password(node) -> None:
     assert (out.returncode, out.stdout) == (0, "hash-at-2\n")
     out = cli(*base(node), "-rpcuser=alice", "-stdinrpcpass", "-stdin", "echo", stdin="s3cret\nsecret arg\n")
     assert out.stdout == '[\n  "secret arg"\n]\n'
+
+
+def test_a_wallet_passphrase_from_standard_input_as_bitcoin_cli_reads_it(node) -> None:
+    """-stdinwalletpassphrase: the passphrase is not an argument (shell history, and every
+    local user's /proc/PID/cmdline while the call runs) but the next line of standard input,
+    after -stdinrpcpass's and before -stdin's."""
+    out = cli(*base(node), "-stdinwalletpassphrase", "walletpassphrase", "60", stdin="pass phrase\n")
+    assert (out.returncode, out.stdout) == (0, '[\n  "pass phrase",\n  60\n]\n'), out.stderr
+    out = cli(*base(node), "-rpcuser=alice", "-stdinrpcpass", "-stdinwalletpassphrase", "-stdin",
+              "walletpassphrase", stdin="s3cret\npass phrase\n60\n")
+    assert (out.returncode, out.stdout) == (0, '[\n  "pass phrase",\n  60\n]\n'), out.stderr
+    out = cli(*base(node), "-stdinwalletpassphrase", "getblockhash", "1", stdin="x\n")
+    assert out.returncode == 1
+    assert out.stderr == "error: -stdinwalletpassphrase is only applicable for walletpassphrase(change)\n"
+    out = cli(*base(node), "-stdinwalletpassphrase", "walletpassphrase", "60", stdin="")
+    assert out.stderr == "error: -stdinwalletpassphrase specified but failed to read from standard input\n"
+
+
+def test_a_passphrase_typed_at_a_terminal_is_not_echoed(node) -> None:
+    """At a terminal, as bitcoin-cli: a prompt on stderr, echo off while the line is read (so
+    the passphrase is not on the screen, nor in a recording of the session), echo back on."""
+    import pty
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([CLI, *base(node), "-stdinwalletpassphrase", "walletpassphrase", "60"],
+                            stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True)
+    os.close(terminal)
+    seen = b""
+    deadline = time.monotonic() + 20
+    while b"Wallet passphrase> " not in seen and time.monotonic() < deadline:
+        seen += os.read(controller, 4096)
+    os.write(controller, b"typed secret\n")
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            seen += os.read(controller, 4096)
+        except OSError:
+            break
+    proc.wait(10)
+    try:
+        while chunk := os.read(controller, 4096):
+            seen += chunk
+    except OSError:
+        pass
+    os.close(controller)
+    text = seen.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "typed secret" in text.split("Wallet passphrase> ", 1)[1]   # the answer, echoed by the server
+    assert text.count("typed secret") == 1, text                       # not also by the terminal
 
 
 def test_rpcwallet_chooses_the_wallet_endpoint(node) -> None:
