@@ -629,3 +629,18 @@ def test_default_rpc_ports_match_the_chain_parameters() -> None:
     from cleancoin.components.common.conf import DEFAULT_RPC_PORTS
     for name, port in DEFAULT_RPC_PORTS.items():
         assert params_for(name).rpc_port == port, name
+
+
+def test_rpcwhitelist_reads_its_lines_as_bitcoind() -> None:
+    from cleancoin.components.rpc.whitelist import RpcWhitelist
+    w = RpcWhitelist.from_options(["mon:getblockcount,getbestblockhash", "mon:getbestblockhash getblockcount uptime",
+                                   "empty", "both:help"])
+    assert w.lists["mon"] == {"getblockcount", "getbestblockhash"}          # intersected
+    assert w.default and w.active                                            # on with any line
+    assert w.refused("mon", ["getblockcount", "getbestblockhash"]) is None
+    assert w.refused("mon", ["getblockcount", "stop"]) == "stop"
+    assert w.refused("empty", ["help"]) == "help"                            # an empty list
+    assert w.refused("someone", ["help"]) == ""                              # no list: nothing
+    assert RpcWhitelist.from_options(["mon:help"], default=False).refused("someone", ["stop"]) is None
+    assert RpcWhitelist.from_options([], default=True).refused("anyone", ["help"]) == ""
+    assert not RpcWhitelist.from_options([]).active

@@ -75,6 +75,8 @@ class NodeConfig:
     rpcuser: str = ""
     rpcpassword: str = ""
     rpcauth: list[str] = field(default_factory=list)
+    rpcwhitelist: list[str] = field(default_factory=list)   # USER:method,method (rpc/whitelist.py)
+    rpcwhitelistdefault: bool | None = None                 # None: on when any -rpcwhitelist is set
     rpccookiefile: str | None = None
     rpcservertimeout: float = 30.0
     rest: bool = False                 # -rest: the REST interface on the RPC port
@@ -301,6 +303,7 @@ class NodeContext:
 
     async def _start_rpc(self) -> None:
         from cleancoin.components.rpc.server import RpcAuth, RpcServer, bind_endpoints, parse_allow
+        from cleancoin.components.rpc.whitelist import RpcWhitelist
 
         cfg = self.config
         try:
@@ -318,7 +321,8 @@ class NodeContext:
             from .rest import RestInterface
             rest = RestInterface(self)
         self.rpc = RpcServer(self.registry, auth, allow, endpoints, server_timeout=cfg.rpcservertimeout,
-                             rest=rest)
+                             rest=rest, whitelist=RpcWhitelist.from_options(cfg.rpcwhitelist,
+                                                                           cfg.rpcwhitelistdefault))
         try:
             await self.rpc.start()
         except OSError as exc:

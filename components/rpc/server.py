@@ -77,6 +77,7 @@ from .errors import (
 )
 from .http_guard import ConnectionGuard, GuardedServer
 from .registry import Registry, internal_error
+from .whitelist import RpcWhitelist
 
 LOG = logging.getLogger("cleancoin.rpc")
 
@@ -358,9 +359,12 @@ class RpcServer:
                  auth_failure_delay: float = AUTH_FAILURE_DELAY,
                  server_timeout: float = DEFAULT_SERVER_TIMEOUT,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, max_batch: int = MAX_BATCH_SIZE,
-                 auth_failures: FailureLimiter | None = None, rest: Any = None) -> None:
+                 auth_failures: FailureLimiter | None = None, rest: Any = None,
+                 whitelist: RpcWhitelist | None = None) -> None:
         self.registry = registry
         self.auth = auth
+        # -rpcwhitelist: which methods each user may call (components/rpc/whitelist.py).
+        self.whitelist = whitelist or RpcWhitelist()
         if allow is None:
             self.allow: list[Network] = list(LOOPBACK_NETWORKS)
         else:
@@ -552,6 +556,10 @@ class RpcServer:
             value = jsonfmt.loads(body.decode("utf-8"))
         except ValueError:   # UnicodeDecodeError and JSONDecodeError are ValueErrors
             return HTTP_INTERNAL_SERVER_ERROR, _encode(_reply("1.0", None, RpcError(RPC_PARSE_ERROR, "Parse error"), None))
+        if self.whitelist.active:
+            refusal = self._refused_by_whitelist(value, context["user"])
+            if refusal is not None:
+                return refusal
         if isinstance(value, dict):
             try:
                 req = _parse_request(value)
@@ -591,6 +599,33 @@ class RpcServer:
             return HTTP_OK, "[" + ",".join(replies) + "]"
         error = RpcError(RPC_PARSE_ERROR, "Top-level object parse error")
         return HTTP_INTERNAL_SERVER_ERROR, _encode(_reply("1.0", None, error, None))
+
+    def _refused_by_whitelist(self, value: Any, user: str) -> tuple[int, str | None] | None:
+        """bitcoind's -rpcwhitelist check: HTTP 403 without a body for a call (or a batch
+        holding one) the user may not make; None when the request may go on."""
+        if isinstance(value, dict):
+            method = value.get("method")
+            methods = [method] if isinstance(method, str) else []
+        elif isinstance(value, list):
+            methods = []
+            for item in value:
+                if not isinstance(item, dict):
+                    error = RpcError(RPC_INVALID_REQUEST, "Invalid Request object")
+                    return legacy_http_status(error.code), _encode(_reply("1.0", None, error, None))
+                if not isinstance(item.get("method"), str):
+                    error = RpcError(RPC_PARSE_ERROR, "Method must be a string")
+                    return HTTP_INTERNAL_SERVER_ERROR, _encode(_reply("1.0", None, error, None))
+                methods.append(item["method"])
+        else:
+            methods = []
+        refused = self.whitelist.refused(user, methods)
+        if refused is None:
+            return None
+        if refused:
+            LOG.warning("RPC User %s not allowed to call method %s", _sanitize(user), _sanitize(refused))
+        else:
+            LOG.warning("RPC User %s not allowed to call any methods", _sanitize(user))
+        return HTTP_FORBIDDEN, None
 
     async def _run(self, req: _Request, context: dict[str, Any]) -> Any:
         LOG.debug("ThreadRPCServer method=%s user=%s", _sanitize(req.method), context["user"])

@@ -1,0 +1,72 @@
+"""Functional, both executables: -rpcwhitelist, as bitcoind. A monitoring user whose password
+leaks (from a script's config, a shell history) may call its methods and nothing else: not
+`stop`, not a wallet method (which CleanCoin-node forwards to its wallet process: the check
+comes first), not a batch that hides one refused call among allowed ones. What the operator
+sees: HTTP 403 and the log line bitcoind writes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from collections.abc import Callable
+
+from framework import TestNode, wait_until
+
+WATCHER, PASSWORD, SALT = "watcher", "watcher's password", "00112233445566778899aabbccddeeff"
+RPCAUTH = f"{WATCHER}:{SALT}${hmac.new(SALT.encode(), PASSWORD.encode(), hashlib.sha256).hexdigest()}"
+
+
+def _post(node: TestNode, body: object, user: str, password: str, wallet: str = "") -> tuple[int, bytes]:
+    """One raw JSON-RPC POST: (HTTP status, body)."""
+    url = f"http://127.0.0.1:{node.rpc_port}/" + (f"wallet/{wallet}" if wallet else "")
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def _call(method: str, *params: object) -> dict[str, object]:
+    return {"jsonrpc": "1.0", "id": 1, "method": method, "params": list(params)}
+
+
+def test_a_whitelisted_user_calls_its_methods_and_nothing_else(node: Callable[..., TestNode]) -> None:
+    n = node(f"-rpcauth={RPCAUTH}", f"-rpcwhitelist={WATCHER}:getblockcount,getbestblockhash",
+             f"-rpcwhitelist={WATCHER}:getblockcount getbestblockhash getnetworkinfo",   # intersected
+             "-rpcwhitelistdefault=0")                  # users without a list (the cookie's): all
+    n.start()
+    n.rpc.createwallet("w")
+    status, body = _post(n, _call("getblockcount"), WATCHER, PASSWORD)
+    assert (status, json.loads(body)["result"]) == (200, 0)
+    for refused in (_call("getnetworkinfo"),           # in one list only: not in the intersection
+                    _call("stop"), _call("getwalletinfo"), _call("sendtoaddress", "x", 1),
+                    [_call("getblockcount"), _call("stop")]):
+        assert _post(n, refused, WATCHER, PASSWORD, wallet="w") == (403, b""), refused
+    assert n.rpc.getblockcount() == 0                  # the node is up; the cookie user may call all
+    assert n.rpc.getwalletinfo()["walletname"] == "w"
+    wait_until(lambda: "RPC User watcher not allowed to call method stop" in n.debug_log(), 10,
+               what="the refusal in debug.log")
+    assert n.stop() == 0
+
+
+def test_with_a_whitelist_users_without_one_call_nothing_by_default(node: Callable[..., TestNode]) -> None:
+    n = node(f"-rpcauth={RPCAUTH}", f"-rpcwhitelist={WATCHER}:getblockcount")
+    n.start(wait=False)
+    cookie = n.cookie_path
+    wait_until(lambda: cookie.exists() and _post(n, _call("getblockcount"), WATCHER, PASSWORD)[0] == 200,
+               30, what="the node's RPC")
+    user, _, password = cookie.read_text().partition(":")
+    assert _post(n, _call("getblockcount"), user, password) == (403, b"")
+    assert _post(n, _call("stop"), WATCHER, PASSWORD) == (403, b"")
+    wait_until(lambda: "RPC User __cookie__ not allowed to call any methods" in n.debug_log(), 10,
+               what="the refusal in debug.log")
+    assert n.process is not None
+    n.process.terminate()                              # the RPC `stop` is locked out too
+    assert n.process.wait(30) == 0
+    n.process = None
