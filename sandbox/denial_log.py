@@ -32,7 +32,8 @@ that does not gets no denial log (the report says so).
 Where the interpreter cannot be executed (a view without it: `CleanCoin-sandbox run` of a
 program policy), the monitor is what it was before: a fork of the component at its seccomp
 step, after Landlock and the capability drop (confined like the component, without a filter of
-its own), and the report says so and why.
+its own until it has the listener, then the small monitor's own steps and filter), and the
+report says so and why.
 
 Lines are rate-limited: the first 10 of each syscall and errno, then every 1000th with its
 count. Verbose (-debug=sandbox) logs every refusal with its arguments, at most 100 a second.
@@ -399,7 +400,8 @@ def start(plan: Plan, monitor: Monitor) -> str:
         why = reply[1:].decode(errors="replace")
         _fork_monitor(plan, monitor.out)
         return (f"denial log: a monitor answers and logs refusals with an errno (a fork of the "
-                f"component, without a filter of its own: the small monitor could not start: {why})")
+                f"component, confined by the monitor's own filter: the small monitor could not "
+                f"start: {why})")
     monitor.channel.close()
     os.close(monitor.out)
     if reply.startswith(b"E"):
@@ -449,6 +451,11 @@ def _serve(ours: socket.socket, channel: socket.socket, out: int, config: Mappin
         channel.close()
         if not fds:
             os._exit(0)
+        # Before it reads a notification (what arrives is the component's): the program
+        # monitor's own steps, its filter included. This fork was confined like the component
+        # but without any filter: a monitor compromised through what it parses would have had
+        # every syscall the component's filter refuses.
+        denial_monitor.confine(bytes(config["bpf"]), bool(config.get("mdwe")), bool(config.get("landlock")))
         denial_monitor.serve(fds[0], out, config, int(config["target"]))
     except BaseException:  # noqa: BLE001 - the kernel answers ENOSYS without us: still refused
         os._exit(1)

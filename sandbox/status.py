@@ -21,7 +21,8 @@ from . import report_registry, stdio
 
 #: A component's helpers, known by the name they give themselves: the denial monitor (its own
 #: program with its own filter and Landlock domain, or, as a fallback, a fork at the seccomp
-#: step) and the learn recorder (a fork at the seccomp step, without a filter).
+#: step that applies the same once it holds the listener) and the learn recorder (a fork at
+#: the seccomp step, without a filter).
 _HELPERS = {"denial-monitor": "denial monitor", "learn-recorder": "learn recorder"}
 _NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup", "time")
 _LIMITS = {"Max core file size": "core", "Max open files": "nofile", "Max processes": "nproc",
@@ -222,8 +223,8 @@ def inspect(pid: int) -> ProcessStatus:
             status.role = "component"
             status.report = entry.get("report")  # type: ignore[assignment]
     elif status.no_new_privs and not status.capabilities["effective"] and status.name in _HELPERS:
-        # The denial monitor has a filter of its own; a learn recorder or a fallback monitor
-        # (a fork of its component) has none.
+        # The denial monitor has a filter of its own (a fallback fork too, once it holds its
+        # listener); a learn recorder has none.
         status.role = _HELPERS[status.name]
     elif (status.no_new_privs and status.seccomp_mode == "disabled" and not status.capabilities["effective"]
           and len(status.children) >= 1):

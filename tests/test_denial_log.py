@@ -64,7 +64,50 @@ def test_the_report_says_where_refusals_go(tmp_path: Path) -> None:
     assert "refusals with an errno are answered by a monitor and logged to stderr" in result.stderr
     # examples/program's view has no Python to run the monitor's own program: the monitor is a
     # fork of the component, and the report says so (never silently weaker).
-    assert "a fork of the component, without a filter of its own: the small monitor could not start" in result.stderr
+    assert "a fork of the component, confined by the monitor's own filter: the small monitor could not start" in result.stderr
+
+
+def test_the_fallback_monitor_has_a_filter_of_its_own(tmp_path: Path) -> None:
+    """The fork that monitors where the small program cannot run parses what the component
+    puts in its syscalls' arguments. It had no filter at all (confined like the component,
+    without the component's filter): a monitor compromised that way could make every call the
+    component's filter refuses. Now it applies the small monitor's own steps: read from
+    outside, /proc/PID/status says seccomp filter mode and no_new_privs."""
+    proc = subprocess.Popen([TOOL, "run", "--denials", "log", "--policy", "examples/program", "--datadir",
+                             str(tmp_path), "--", PYTHON, "-c", "import time; print('up', flush=True); time.sleep(30)"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+        monitors = [pid for pid in _descendants(proc.pid) if _status(pid).get("Name") == "denial-monitor"]
+        assert len(monitors) == 1, monitors
+        status = _status(monitors[0])
+        assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "1", status
+        assert int(status["Seccomp_filters"]) >= 1
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return {k: v.strip() for k, _, v in (line.partition(":") for line in handle)}
+    except OSError:
+        return {}
+
+
+def _descendants(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            ppid = _status(int(entry)).get("PPid")
+            if ppid:
+                parents[int(entry)] = int(ppid)
+    found, frontier = [], {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier}
+        found.extend(frontier)
+    return found
 
 
 @pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="the kernel log is not readable here")
