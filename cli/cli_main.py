@@ -658,16 +658,19 @@ def _secret_line(stream: Any, prompt: str, option: str) -> str:
         line = stream.readline()
     else:
         import termios
-        sys.stderr.write(prompt)
-        sys.stderr.flush()
+        # Echo off before the prompt: what is typed once the prompt shows is never echoed.
+        # TCSANOW, as bitcoin-cli: a flush would drop a line typed ahead (and race a caller
+        # that answers the prompt at once).
         saved = termios.tcgetattr(fd)
         quiet = list(saved)
         quiet[3] &= ~termios.ECHO
-        termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)
         try:
+            sys.stderr.write(prompt)
+            sys.stderr.flush()
             line = stream.readline()
         finally:
-            termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
             sys.stdout.write("\n")
             sys.stdout.flush()
     if not line:

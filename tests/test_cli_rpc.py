@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -184,27 +185,36 @@ def test_a_passphrase_typed_at_a_terminal_is_not_echoed(node) -> None:
     """At a terminal, as bitcoin-cli: a prompt on stderr, echo off while the line is read (so
     the passphrase is not on the screen, nor in a recording of the session), echo back on."""
     import pty
+    import select
     controller, terminal = pty.openpty()
     proc = subprocess.Popen([CLI, *base(node), "-stdinwalletpassphrase", "walletpassphrase", "60"],
                             stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True)
     os.close(terminal)
     seen = b""
-    deadline = time.monotonic() + 20
-    while b"Wallet passphrase> " not in seen and time.monotonic() < deadline:
-        seen += os.read(controller, 4096)
-    os.write(controller, b"typed secret\n")
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            seen += os.read(controller, 4096)
-        except OSError:
-            break
-    proc.wait(10)
+
+    def read_until(done: Callable[[], bool], seconds: float) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + seconds
+        while not done() and time.monotonic() < deadline:
+            if select.select([controller], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(controller, 4096)
+                except OSError:        # EIO: the other side is closed
+                    return
+                if not chunk:
+                    return
+                seen += chunk
+
     try:
-        while chunk := os.read(controller, 4096):
-            seen += chunk
-    except OSError:
-        pass
-    os.close(controller)
+        read_until(lambda: b"Wallet passphrase> " in seen, 20)
+        os.write(controller, b"typed secret\n")
+        read_until(lambda: proc.poll() is not None, 20)
+        read_until(lambda: False, 0.5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        os.close(controller)
     text = seen.decode(errors="replace")
     assert proc.returncode == 0, text
     assert "typed secret" in text.split("Wallet passphrase> ", 1)[1]   # the answer, echoed by the server
