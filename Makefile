@@ -30,6 +30,17 @@ system-deps:
 	  fi; \
 	fi
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "setup: Python 3.11 or newer is needed, found " + sys.version.split()[0])'
+	@# The GUI tests' display servers (tests/gui/displays.py): Xvfb, weston (its headless backend,
+	@# no GPU or seat) and libXtst for the X11 attack. Optional: the tests skip without them.
+	@if ! command -v Xvfb >/dev/null || ! command -v weston >/dev/null || ! ldconfig -p | grep -q 'libXtst\.so\.6'; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "setup: installing xvfb, weston and libxtst6 with apt-get (GUI tests on real displays)"; \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q xvfb weston libxtst6 >/dev/null \
+	      || echo "setup: could not install xvfb/weston; the GUI display tests will be skipped"; \
+	  else \
+	    echo "setup: the GUI display tests need: sudo apt-get install -y xvfb weston libxtst6 (skipped without)"; \
+	  fi; \
+	fi
 
 $(VENV)/.stamp-deps: pyproject.toml | system-deps
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)

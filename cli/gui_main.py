@@ -36,9 +36,12 @@ GUI_OPTIONS: list[Option] = [
     Option("min", "Start minimized", "UI Options"),
     Option("resetguisettings", "Reset all settings changed in the GUI", "UI Options"),
     Option("choosedatadir", "Choose data directory on startup", "UI Options", "", "0"),
+    Option("guiplatform", "Display server of the window: auto (Wayland when its socket is there, else "
+           "X11), wayland (must be there) or x11. CleanCoin-gui's confined window on Wayland cannot "
+           "reach X11 at all", "UI Options", "<auto|wayland|x11>", "auto"),
 ]
 #: Options of the GUI itself, never passed to a node it starts.
-GUI_ONLY = {"min", "resetguisettings", "choosedatadir", "ipcconnect", "printtoconsole"}
+GUI_ONLY = {"min", "resetguisettings", "choosedatadir", "ipcconnect", "printtoconsole", "guiplatform"}
 
 QT_OPTIONS: list[Option] = [*node_main.OPTIONS, *GUI_OPTIONS]
 GUI_PROCESS_OPTIONS: list[Option] = [
@@ -105,7 +108,8 @@ def _prepare(prog: str, summary: str, table: list[Option], argv: Sequence[str] |
 def _options(settings: Settings) -> "object":
     from cleancoin.components.init.cleancoin_qt import GuiOptions
     return GuiOptions(minimized=settings.get_bool("min", False),
-                      reset_settings=settings.get_bool("resetguisettings", False))
+                      reset_settings=settings.get_bool("resetguisettings", False),
+                      platform=settings.get("guiplatform", "auto") or "auto")
 
 
 def main_qt(argv: Sequence[str] | None = None) -> int:

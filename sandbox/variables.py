@@ -23,6 +23,7 @@ KNOWN: Mapping[str, str] = {
     "rpcport": "the JSON-RPC port",
     "ipcport": "the TCP port of an -ipcbind=tcp listener (the JSON-RPC port again when there is none)",
     "xauthority": "the X11 authority file of a GUI component ($XAUTHORITY, or ~/.Xauthority)",
+    "wayland_socket": "the Wayland compositor's socket of a GUI component ($XDG_RUNTIME_DIR/$WAYLAND_DISPLAY)",
 }
 
 # One pass over "$$" escapes and "${name}" references, so that "$${name}" is a literal.

@@ -10,7 +10,9 @@ Start-up order (docs/gui.md):
    after step 4.
 3. The GUI's code is imported (PySide6, the screens, the Cap'n Proto schemas), while a
    started node opens its chain and starts its wallet process.
-4. The GUI confines itself with policies/gui.toml (`restrict_self`): single-threaded still,
+4. The GUI confines itself (`restrict_self`) with the policy of its display
+   (gui/display.py: gui-wayland.toml, Wayland preferred; gui-x11.toml; gui.toml offscreen),
+   single-threaded still,
    so before Qt connects to the display (Qt's xcb and wayland platforms start threads
    there, and Landlock before ABI 8 restricts only the calling thread). After this: no exec,
    no new processes, no network but unix sockets, files: the Python installation and fonts
@@ -90,8 +92,18 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
     (docs/audit.md). Returns the exit status."""
     import capnp
 
+    from ..gui import display as displays
     from ..gui.connector import Connector
     from ..ipc.transport import open_socket
+
+    # The display first: an explicit choice that cannot be had stops the start before a node
+    # is started for nothing (fail closed: never X11 when Wayland was asked for).
+    try:
+        display = displays.choose(options.platform, os.environ)
+    except displays.DisplayError as exc:
+        return _fail(str(exc))
+    displays.apply(display, os.environ)
+    log.info("display: %s (Qt platform %s, policy %s)", display.kind, display.qt_platform, display.policy)
 
     default_socket = os.path.join(netdatadir, NODE_SOCKET)
     sock: socket.socket | None = None
@@ -147,7 +159,7 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
             return _fail(str(exc))
         verbose = logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG)
         try:
-            report = restrict_self(shipped_policy("gui"), gui_variables(writable), keep_fds=keep,
+            report = restrict_self(shipped_policy(display.policy), gui_variables(writable, display), keep_fds=keep,
                                    denials=DenialLog(refusals, verbose, label=PROG), learn_dir=learn_dir)
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if node_process is not None:
@@ -281,9 +293,14 @@ def _wait_node(process: Any, timeout: float = 30.0) -> int | None:
     return process.wait()
 
 
-def gui_variables(window_path: str) -> dict[str, str]:
-    """Values of gui.toml's variables."""
-    xauthority = os.environ.get("XAUTHORITY") or os.path.join(os.path.expanduser("~"), ".Xauthority")
-    return {"datadir": window_path, "xauthority": xauthority}
+def gui_variables(window_path: str, display: Any) -> dict[str, str]:
+    """Values of the variables of the display's policy (gui.toml, gui-x11.toml or
+    gui-wayland.toml): each gets only its own display's."""
+    values = {"datadir": window_path}
+    if display.kind == "x11":
+        values["xauthority"] = os.environ.get("XAUTHORITY") or os.path.join(os.path.expanduser("~"), ".Xauthority")
+    elif display.kind == "wayland":
+        values["wayland_socket"] = display.wayland_socket
+    return values
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class GuiOptions:
     minimized: bool = False          # -min
     reset_settings: bool = False     # -resetguisettings
     settings_dir: str | None = None  # where the GUI keeps its settings (default ~/.config/CleanCoin)
+    platform: str = "auto"           # -guiplatform: auto (Wayland when there), wayland or x11
 
 
 # What both GUI executables' option parsing (cli/gui_main.py) needs of the window's package,
@@ -96,11 +98,19 @@ async def start_node(config: NodeConfig) -> tuple[NodeContext, "asyncio.Task[int
 
 def run(config: NodeConfig, options: GuiOptions, argv: list[str]) -> int:
     """Start CleanCoin-qt (options parsed, logging set up); returns the exit status."""
+    from ..gui import display as displays
     from ..gui import loop as gui_loop
     from ..gui.app import GuiApp, Link, application, own_process
     from ..gui.settings import GuiSettings
     from ..node.node_binding import NodeService
 
+    # The same choice as CleanCoin-gui's (Wayland first), though nothing here is confined.
+    try:
+        displays.apply(displays.choose(options.platform, os.environ), os.environ)
+    except displays.DisplayError as exc:
+        log.error("Error: %s", exc)
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
     qt_app = application(argv)
     loop = gui_loop.install(qt_app)
     settings = GuiSettings.open(config.chain, options.settings_dir, confined_window=False)
