@@ -159,6 +159,14 @@ def _run_standalone(args: Sequence[str], open_all: Callable[[Settings], _Opened]
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     apply_umask(settings)
+    from cleancoin.components.common.conf import ConfError, make_dirs
+    try:
+        # Made and checked on descriptors before anything is opened in them (docs/wallet.md).
+        make_dirs(settings.netdatadir, "the data directory")
+        make_dirs(os.path.join(settings.netdatadir, "wallets"), "the wallet directory", 0o700)
+    except ConfError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
     from cleancoin.components.common.private_files import UnsafeFileError
     try:
         setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
