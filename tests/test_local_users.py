@@ -3,6 +3,8 @@ nobody, real sockets and directories; needs root to act as the second user).
 
 - The IPC listener's socket in a directory the other user may write: binding it must never
   change the mode of a file the other user points at (a link planted in place of the socket).
+- The group rule of `conf.refuse_others` and `conf.make_dirs` (the functional attacks with a
+  real group member are in tests/functional/test_other_users.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from cleancoin.components.common.conf import ConfError, make_dirs, refuse_others
 from cleancoin.components.ipc.address import Address, AddressError
 from cleancoin.components.ipc.transport import bind
 
@@ -85,3 +88,45 @@ def test_binding_a_unix_socket_never_changes_a_file_through_a_planted_link(open_
         swapper.wait(10)
     assert stat.S_IMODE(target.stat().st_mode) == 0o644, \
         f"binding chmod-ed the file the attacker's link named ({refused} binds refused on the way)"
+
+
+def test_a_group_writable_directory_passes_only_for_a_group_of_the_user_alone(tmp_path: Path) -> None:
+    """Root's group (root alone) may write: passes. A gid no entry names (no member the system
+    knows), or on the way without the sticky bit: refused with the path and chmod g-w. Sticky
+    on the way (others cannot rename what is ours in it): passes."""
+    team = tmp_path / "team"
+    team.mkdir()
+    os.chown(team, 0, 0)
+    team.chmod(0o775)
+    refuse_others(str(team / "data"), "the data directory")
+    os.chown(team, 0, 54321)
+    team.chmod(0o775)
+    with pytest.raises(ConfError, match=f"{team} is writable by group gid 54321.*chmod g-w {team}"):
+        refuse_others(str(team), "the data directory")
+    own = team / "own"
+    own.mkdir(mode=0o700)
+    with pytest.raises(ConfError, match="chmod g-w"):
+        refuse_others(str(own), "the data directory")      # on the way, not sticky
+    team.chmod(0o1775)
+    refuse_others(str(own), "the data directory")          # on the way, sticky
+
+
+def test_make_dirs_makes_what_is_missing_and_refuses_what_another_user_owns(tmp_path: Path) -> None:
+    """Missing levels are made (mode less the umask) and checked; an existing level of another
+    uid is refused before anything is made in it."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    old = os.umask(0o077)
+    try:
+        make_dirs(str(data / "regtest" / "wallets"), "the wallet directory", 0o700)
+    finally:
+        os.umask(old)
+    made = data / "regtest" / "wallets"
+    assert made.is_dir() and stat.S_IMODE(made.stat().st_mode) == 0o700
+    make_dirs(str(made), "the wallet directory", 0o700)     # existing and ours: fine
+    planted = data / "testnet"
+    planted.mkdir()
+    os.chown(planted, NOBODY, NOBODY)
+    with pytest.raises(ConfError, match=f"{planted} is owned by uid {NOBODY}"):
+        make_dirs(str(planted / "wallets"), "the wallet directory", 0o700)
+    assert os.listdir(planted) == []
