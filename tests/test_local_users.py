@@ -124,6 +124,12 @@ def test_make_dirs_makes_what_is_missing_and_refuses_what_another_user_owns(tmp_
     made = data / "regtest" / "wallets"
     assert made.is_dir() and stat.S_IMODE(made.stat().st_mode) == 0o700
     make_dirs(str(made), "the wallet directory", 0o700)     # existing and ours: fine
+    old = os.umask(0o002)                                   # -sysperms on a usergroups system
+    try:
+        make_dirs(str(data / "signet"), "the data directory")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((data / "signet").stat().st_mode) == 0o755   # never group-writable
     planted = data / "testnet"
     planted.mkdir()
     os.chown(planted, NOBODY, NOBODY)

@@ -142,7 +142,9 @@ def refuse_others(path: str, what: str) -> None:
 
 
 def make_dirs(path: str, what: str, mode: int = 0o777) -> None:
-    """Create `path` and its missing parents (`mode`, less the umask) and check them in one
+    """Create `path` and its missing parents (`mode`, less the umask, never writable by group or
+    others: under -sysperms with umask 002 a shared group could otherwise plant files in the
+    directory, and it would be refused at the next start) and check them in one
     walk on descriptors: the nearest existing directory is checked as `refuse_others` does,
     opened, and each missing directory is made in the directory opened before it (mkdirat),
     opened without following a link and checked on its descriptor (our own, not writable by
@@ -174,7 +176,7 @@ def make_dirs(path: str, what: str, mode: int = 0o777) -> None:
         for name in reversed(missing):
             current = os.path.join(current, name)
             try:
-                os.mkdir(name, mode, dir_fd=fd)
+                os.mkdir(name, mode & ~0o022, dir_fd=fd)
             except FileExistsError:
                 pass        # ours from a concurrent start, or not: the descriptor's owner says
             except OSError as exc:
