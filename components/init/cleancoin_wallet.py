@@ -24,8 +24,9 @@ Three ways in:
 
 Logs go to `<netdatadir>/wallets/debug.log` (the wallets directory is the only place a
 sandboxed wallet may write), and to the console with -printtoconsole. A wallet started on its
-own logs its sandbox's refusals to stderr, out of its own reach (CleanCoin-node's wallet
-process: to the node's sandbox.log).
+own logs its sandbox's refusals to stderr, out of its own reach: when stderr is a file, the
+confined wallet's own stderr is a pipe to a relay (`_stderr_relay`), and only the relay and the
+denial monitor hold the file (CleanCoin-node's wallet process: to the node's sandbox.log).
 """
 
 from __future__ import annotations
