@@ -122,13 +122,14 @@ def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> i
     except (OptionError, AddressError) as exc:
         return _fail(None, str(exc))
     netdatadir = settings.netdatadir
+    from cleancoin.components.common.conf import ConfError, make_dirs
     try:
-        os.makedirs(netdatadir, exist_ok=True)
+        make_dirs(netdatadir, "the data directory")
         # The wallet's directory: made here, so the wallet's policy has it to grant and the
         # node's has it to hide.
-        os.makedirs(os.path.join(netdatadir, "wallets"), mode=0o700, exist_ok=True)
-    except OSError as exc:
-        return _fail(None, f"Cannot create data directory {netdatadir}: {exc.strerror}")
+        make_dirs(os.path.join(netdatadir, "wallets"), "the wallet directory", 0o700)
+    except ConfError as exc:
+        return _fail(None, str(exc))
     from cleancoin.components.common.private_files import UnsafeFileError, conf_to_protect, sandbox_log
     try:
         node_main.setup_logging(settings, netdatadir)

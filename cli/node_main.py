@@ -298,10 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     apply_umask(settings)
     netdatadir = settings.netdatadir
+    from cleancoin.components.common.conf import ConfError, make_dirs
     try:
-        os.makedirs(netdatadir, exist_ok=True)
-    except OSError as exc:
-        print(f"Error: Cannot create data directory {netdatadir}: {exc.strerror}", file=sys.stderr)
+        make_dirs(netdatadir, "the data directory")
+    except ConfError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
         return 1
     from cleancoin.components.common.private_files import UnsafeFileError
     try:

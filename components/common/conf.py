@@ -124,39 +124,156 @@ def datadir_from_file(value: str, conf_path: str) -> str:
 def refuse_others(path: str, what: str) -> None:
     """ConfError when a user other than us (and root) could have chosen what `path` holds: it,
     or a directory on the way to it, belongs to another user, or others may write it. A
-    world-writable directory on the way is fine when it is sticky (/tmp): others cannot
+    directory on the way that others may write is fine when it is sticky (/tmp): they cannot
     rename or remove what we own in it; `path` itself may not be writable by others at all
     (they could plant a file in it before we make ours). A path that does not exist yet is
-    checked from its nearest existing directory. The group is trusted (usergroups' umask 002
-    makes a user's directories group-writable for a group of one).
+    checked from its nearest existing directory (`make_dirs` creates and checks it).
+
+    "Others" includes a group: a group-writable directory is refused unless every member of
+    its group is us or root (Debian's OpenSSH StrictModes rule: usergroups' umask 002 makes a
+    user's directories group-writable for a private group of one, which is fine; a group with
+    another member, or none that the system knows, is not).
 
     Why: a data directory another user made before the first start (in a shared, sticky
     directory) holds the conf file they wrote (RPC credentials, rpcport for CleanCoin-cli
     with the operator's cookie file as rpccookiefile) and whatever they plant later.
     """
-    me = os.geteuid()
+    _check_existing_path(path, what, _Groups())
+
+
+def make_dirs(path: str, what: str, mode: int = 0o777) -> None:
+    """Create `path` and its missing parents (`mode`, less the umask, never writable by group or
+    others: under -sysperms with umask 002 a shared group could otherwise plant files in the
+    directory, and it would be refused at the next start) and check them in one
+    walk on descriptors: the nearest existing directory is checked as `refuse_others` does,
+    opened, and each missing directory is made in the directory opened before it (mkdirat),
+    opened without following a link and checked on its descriptor (our own, not writable by
+    others). What was checked is what is used: no other user can have made a directory, or
+    a link, between a check and our mkdir. An existing `path` is checked whole (a network
+    datadir or wallets/ another user planted while they could write the directory around
+    it). ConfError names the directory and why."""
+    groups = _Groups()
+    absolute = os.path.abspath(path)
+    missing: list[str] = []
+    existing = absolute
+    while not os.path.lexists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        missing.append(os.path.basename(existing))
+        existing = parent
+    checked = _check_existing_path(existing, what, groups, shown=path)
+    try:
+        fd = os.open(os.path.realpath(existing), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfError(f"Cannot create {what} {path}: {existing}: {exc.strerror}") from None
+    try:
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (checked.st_dev, checked.st_ino):
+            raise ConfError(f"{what.capitalize()} {path} is not safe: {existing} was replaced while "
+                            "it was being checked")
+        current = existing
+        for name in reversed(missing):
+            current = os.path.join(current, name)
+            try:
+                os.mkdir(name, mode & ~0o022, dir_fd=fd)
+            except FileExistsError:
+                pass        # ours from a concurrent start, or not: the descriptor's owner says
+            except OSError as exc:
+                raise ConfError(f"Cannot create {what} {path}: {current}: {exc.strerror}") from None
+            try:
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                raise ConfError(f"{what.capitalize()} {path} is not safe: {current} is not a directory "
+                                f"of ours ({exc.strerror}): another user may have put it there") from None
+            os.close(fd)
+            fd = child
+            _check_stat(os.fstat(fd), current, path, what, groups, own=True)
+    finally:
+        os.close(fd)
+
+
+class _Groups:
+    """Whose a group is, looked up once per check (the user and group databases are read)."""
+
+    def __init__(self) -> None:
+        self._private: dict[int, bool] = {}
+
+    def private(self, gid: int) -> bool:
+        """Every member of group `gid` (by primary group or by the group's list) is us or root,
+        and it has one at least: a group with no member the system knows is a setgid
+        program's (games, mail), whose users are others."""
+        if gid not in self._private:
+            self._private[gid] = self._members_are_ours(gid)
+        return self._private[gid]
+
+    @staticmethod
+    def _members_are_ours(gid: int) -> bool:
+        import grp
+        import pwd
+        ours = {os.geteuid(), 0}
+        try:
+            group = grp.getgrgid(gid)
+        except KeyError:
+            return False
+        members: set[int] = {user.pw_uid for user in pwd.getpwall() if user.pw_gid == gid}
+        for name in group.gr_mem:
+            try:
+                members.add(pwd.getpwnam(name).pw_uid)
+            except KeyError:
+                return False
+        return bool(members) and members <= ours
+
+
+def _check_stat(st: os.stat_result, current: str, path: str, what: str, groups: _Groups, *, own: bool) -> None:
+    """ConfError unless `st` (of `current`, on the way to `path`) is safe: owned by us or root,
+    not writable by others or a group with another member (on the way: unless sticky)."""
+    title = what.capitalize()
+    if st.st_uid not in (os.geteuid(), 0):
+        raise ConfError(f"{title} {path} is not safe: {current} is owned by uid {st.st_uid}, "
+                        "another user, who could choose what it holds; use a directory of your own")
+    mode = stat.S_IMODE(st.st_mode)
+    open_to_all = own or not st.st_mode & stat.S_ISVTX
+    if st.st_mode & stat.S_IWOTH and open_to_all:
+        raise ConfError(f"{title} {path} is not safe: {current} is writable by other users "
+                        f"(mode {mode:04o}); make it private (chmod o-w {current})")
+    if st.st_mode & stat.S_IWGRP and open_to_all and not groups.private(st.st_gid):
+        raise ConfError(f"{title} {path} is not safe: {current} is writable by group {_group_name(st.st_gid)}, "
+                        f"which is not a group of you alone (another member, or none the system knows; "
+                        f"mode {mode:04o}); make it private (chmod g-w {current})")
+
+
+def _group_name(gid: int) -> str:
+    import grp
+    try:
+        return f"{grp.getgrgid(gid).gr_name} (gid {gid})"
+    except KeyError:
+        return f"gid {gid}"
+
+
+def _check_existing_path(path: str, what: str, groups: _Groups, shown: str | None = None) -> os.stat_result:
+    """`refuse_others`'s walk; the stat of the nearest existing directory (or of `path`)."""
+    shown = path if shown is None else shown
     current = os.path.realpath(path)
     own = True
+    first: os.stat_result | None = None
     while True:
         try:
             st = os.stat(current)
         except FileNotFoundError:
             parent = os.path.dirname(current)
             if parent == current:
-                return
+                return os.stat(current)
             current, own = parent, True
             continue
         except OSError as exc:
-            raise ConfError(f"Cannot check {what} {path}: {current}: {exc.strerror}") from None
-        if st.st_uid not in (me, 0):
-            raise ConfError(f"{what.capitalize()} {path} is not safe: {current} is owned by uid {st.st_uid}, "
-                            "another user, who could choose what it holds; use a directory of your own")
-        if st.st_mode & stat.S_IWOTH and (own or not st.st_mode & stat.S_ISVTX):
-            raise ConfError(f"{what.capitalize()} {path} is not safe: {current} is writable by other users "
-                            f"(mode {stat.S_IMODE(st.st_mode):04o}); make it private (chmod o-w)")
+            raise ConfError(f"Cannot check {what} {shown}: {current}: {exc.strerror}") from None
+        _check_stat(st, current, shown, what, groups, own=own)
+        if first is None:
+            first = st
         parent = os.path.dirname(current)
         if parent == current:
-            return
+            return first
         current, own = parent, False
 
 

@@ -24,8 +24,9 @@ Three ways in:
 
 Logs go to `<netdatadir>/wallets/debug.log` (the wallets directory is the only place a
 sandboxed wallet may write), and to the console with -printtoconsole. A wallet started on its
-own logs its sandbox's refusals to stderr, out of its own reach (CleanCoin-node's wallet
-process: to the node's sandbox.log).
+own logs its sandbox's refusals to stderr, out of its own reach: when stderr is a file, the
+confined wallet's own stderr is a pipe to a relay (`_stderr_relay`), and only the relay and the
+denial monitor hold the file (CleanCoin-node's wallet process: to the node's sandbox.log).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ import functools
 import logging
 import os
 import signal
-import sys
 import socket
+import stat
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +161,14 @@ def _run_standalone(args: Sequence[str], open_all: Callable[[Settings], _Opened]
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     apply_umask(settings)
+    from cleancoin.components.common.conf import ConfError, make_dirs
+    try:
+        # Made and checked on descriptors before anything is opened in them (docs/wallet.md).
+        make_dirs(settings.netdatadir, "the data directory")
+        make_dirs(os.path.join(settings.netdatadir, "wallets"), "the wallet directory", 0o700)
+    except ConfError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
     from cleancoin.components.common.private_files import UnsafeFileError
     try:
         setup_logging(settings.netdatadir, settings.get_bool("printtoconsole", False), settings.get_all("debug"))
@@ -200,6 +210,9 @@ def _confine(settings: Settings, opened: _Opened, log: logging.Logger) -> None:
     # wallets/debug.log: the wallet may rewrite everything in wallets/, and so could erase the
     # record of what it tried. -debug=sandbox logs every refusal, not the first of each kind.
     verbose = any(c in ("1", "all", "sandbox") for c in settings.get_all("debug"))
+    relay = _stderr_relay()
+    if relay is not None:
+        keep.add(relay)
     try:
         report = restrict_self("wallet-standalone", {"walletdir": walletdir}, keep_fds=keep,
                                writable_roots=(settings.netdatadir,),
@@ -207,7 +220,53 @@ def _confine(settings: Settings, opened: _Opened, log: logging.Logger) -> None:
     except EnforcementError as exc:
         raise _StartError(f"{exc} (this kernel or system cannot confine {PROG}; -sandbox=0 runs "
                           "it unconfined)") from None
+    finally:
+        if relay is not None:
+            # The denial monitor has its own copy of the file's descriptor by now (taken at
+            # its step); the wallet's stderr becomes the relay's pipe before the wallet reads
+            # a byte from anyone, so a compromised wallet holds no descriptor of that file.
+            sys.stderr.flush()
+            os.dup2(relay, 2)
+            os.close(relay)
     log.info("%s (pid %d) confined:\n%s", PROG, os.getpid(), report.to_text())
+
+
+def _stderr_relay() -> int | None:
+    """When stderr is a file (`2>wallet.err`, a service manager's log file): the write end of a
+    pipe to a relay (cat) that appends what comes through it to that file; None when stderr is
+    a terminal, a pipe, a socket (the journal) or closed. The denial monitor logs the wallet's
+    refusals to stderr through a descriptor of its own; if the wallet's stderr stayed the file,
+    the confined wallet could ftruncate or pwrite that file, the record of its own refusals
+    (O_APPEND would not stop ftruncate). The relay is started here, unconfined and outside the
+    wallet's process group (setsid: a Ctrl-C for the wallet's terminal does not end it before
+    the wallet), with only the pipe and the file; it ends when the wallet's end closes."""
+    try:
+        mode = os.fstat(2).st_mode
+    except OSError:
+        return None
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        return None
+    import shutil
+    cat = shutil.which("cat") or next((p for p in ("/usr/bin/cat", "/bin/cat") if os.access(p, os.X_OK)), None)
+    if cat is None:
+        raise _StartError("stderr is a file, which the confined wallet must not be able to rewrite, and no "
+                          "'cat' was found to relay to it; give a pipe or the journal as stderr, or -sandbox=0")
+    read_end, write_end = os.pipe()
+    sys.stderr.flush()
+    middle = os.fork()
+    if middle == 0:         # a double fork: the relay is nobody's child here (no zombie to reap)
+        try:
+            if os.fork() == 0:
+                os.setsid()
+                os.dup2(read_end, 0)
+                os.dup2(2, 1)
+                os.closerange(3, os.sysconf("SC_OPEN_MAX"))     # close_range(2): one call
+                os.execv(cat, [cat])
+        finally:
+            os._exit(0)
+    os.waitpid(middle, 0)
+    os.close(read_end)
+    return write_end
 
 
 def _open_rpc(settings: Settings, opened: _Opened) -> None:

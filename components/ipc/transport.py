@@ -106,12 +106,25 @@ def _bind_unix(address: Address) -> socket.socket:
         finally:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)   # the socket is 0600 from the moment it exists
+    # The socket is 0600 from the moment it exists, by the umask alone. No chmod afterwards:
+    # a chmod by path follows a link, and where others may write the directory they can
+    # replace the new socket with a link to any file of ours between bind and chmod (a socket
+    # inode cannot be reached through the socket's descriptor: fchmod on it changes nothing
+    # on the file system). What is there after bind is looked at, never followed.
+    old = os.umask(0o177)
     try:
         sock.bind(address.path)
     finally:
         os.umask(old)
-    os.chmod(address.path, 0o600)
+    try:
+        made = os.lstat(address.path)
+    except OSError:
+        made = None
+    if (made is None or not stat.S_ISSOCK(made.st_mode) or made.st_uid != os.geteuid()
+            or stat.S_IMODE(made.st_mode) & 0o077):
+        sock.close()
+        raise AddressError(f"{address}: the socket was replaced as soon as it was made: another user "
+                           "can write its directory; listen in a directory of your own (0700)")
     return sock
 
 

@@ -44,6 +44,142 @@ def shared() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+#: A group the attacker is in and the operator's directory belongs to (no entry in /etc/group:
+#: the kernel needs none, and CleanCoin must count such a group as not the operator's alone).
+TEAM_GID = 54321
+
+
+def as_team_member(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", f"--groups={TEAM_GID}", *command],
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def team(shared: Path) -> Path:
+    """The operator's directory, 0775, of a group the attacker is in (usergroups' umask 002 on
+    a shared project group)."""
+    path = shared / "team"
+    path.mkdir()
+    os.chown(path, 0, TEAM_GID)
+    path.chmod(0o775)
+    return path
+
+
+def plant_network_datadir(datadir: Path) -> Path:
+    """The attacker makes `<datadir>/regtest`, 0777, while they can write `datadir`."""
+    netdir = datadir / "regtest"
+    made = as_team_member(sys.executable, "-c", f"import os; os.mkdir({str(netdir)!r}); os.chmod({str(netdir)!r}, 0o777)")
+    assert made.returncode == 0, made.stderr
+    assert netdir.stat().st_uid == NOBODY
+    return netdir
+
+
+def start_or_report(datadir: Path, netdir: Path) -> subprocess.CompletedProcess[str]:
+    """The node's start in `datadir`; a node that runs in the attacker's `netdir` is a failure,
+    with what the attacker then did to its files."""
+    started = subprocess.Popen([*node_command("-regtest", f"-datadir={datadir}", f"-rpcport={free_port()}",
+                                              f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = started.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        # It runs, its files in a directory the attacker owns: they remove them.
+        script = (f"import os; names = sorted(os.listdir({str(netdir)!r})); "
+                  f"[os.rename(os.path.join({str(netdir)!r}, n), os.path.join({str(netdir)!r}, n + '.gone')) "
+                  "for n in names]; print(names)")
+        taken = as_team_member(sys.executable, "-c", script)
+        started.kill()
+        started.communicate()
+        pytest.fail(f"the node runs in a network datadir owned by uid {NOBODY}; the attacker renamed its files: "
+                    f"{taken.stdout.strip() or taken.stderr.strip()[-300:]}")
+    return subprocess.CompletedProcess(started.args, started.returncode, out, err)
+
+
+def test_a_datadir_a_group_with_another_member_may_write_is_refused(team: Path) -> None:
+    """Attack: the data directory is group-writable (0775) for a group the attacker is in; the
+    attacker makes its regtest/ directory before the operator's start. Before 12-06 the group
+    was trusted and the network datadir was not checked: the node kept its chain, wallets and
+    logs in the attacker's directory (the attacker renamed them all). Now a group-writable
+    directory is refused unless its group is the operator's alone (Debian's OpenSSH
+    StrictModes rule), naming the fix; CleanCoin-cli refuses it too."""
+    netdir = plant_network_datadir(team)
+    done = start_or_report(team, netdir)
+    assert done.returncode == 1, done.stderr
+    assert f"{team} is writable by group gid {TEAM_GID}" in done.stderr and f"chmod g-w {team}" in done.stderr, \
+        done.stderr
+    assert os.listdir(netdir) == []
+    cli = subprocess.run([CLI, "-regtest", f"-datadir={team}", "getblockcount"], capture_output=True, text=True,
+                         timeout=30)
+    assert cli.returncode != 0 and f"chmod g-w {team}" in cli.stderr, cli.stderr
+
+
+def test_a_network_datadir_another_user_planted_earlier_is_refused(team: Path) -> None:
+    """Attack: the attacker made regtest/ while the group could write the data directory; the
+    operator has since made it private (chmod g-w), which does not undo what is in it. Before
+    12-06 only the data directory was checked, and the node ran in the attacker's regtest/.
+    Now the directories CleanCoin makes in it (the network datadir, wallets/) are made and
+    checked on descriptors, and an existing one of another user is refused."""
+    netdir = plant_network_datadir(team)
+    team.chmod(0o755)
+    done = start_or_report(team, netdir)
+    assert done.returncode == 1, done.stderr
+    assert f"{netdir} is owned by uid {NOBODY}" in done.stderr, done.stderr
+    assert os.listdir(netdir) == []
+
+
+RACER = r'''
+import os, sys, time
+target, stop = sys.argv[1:3]
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline and not os.path.exists(stop):
+    try:
+        if os.stat(target).st_uid != os.getuid():      # the operator's first start made it
+            os.rename(target, target + ".operator")
+            os.mkdir(target, 0o777)
+            os.chmod(target, 0o777)
+            os.mkdir(os.path.join(target, "regtest"))
+            os.chmod(os.path.join(target, "regtest"), 0o777)
+            print("swapped", flush=True)
+            break
+    except OSError:
+        pass
+'''
+
+
+def test_the_first_start_does_not_race_another_user_for_the_default_datadir(team: Path) -> None:
+    """Attack: the operator's home (here `team`) is writable by a group the attacker is in,
+    and the default data directory ~/.cleancoin does not exist yet. It was checked from its
+    parent and then made by name: the attacker waits for it to appear and puts a directory of
+    their own in its place. Before 12-06 the node went on in the attacker's directory (its
+    network datadir and every file in it the attacker's to rename). Now the check and the
+    creation are one walk on descriptors from a directory no other user can write, and this
+    home is refused before anything is made in it."""
+    stop = team.parent / "stop-racer"
+    racer = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", f"--groups={TEAM_GID}",
+                              sys.executable, "-c", RACER, str(team / ".cleancoin"), str(stop)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)             # the racer's interpreter is up
+        node = subprocess.Popen([*node_command("-regtest", f"-rpcport={free_port()}", f"-port={free_port()}",
+                                               "-bind=127.0.0.1", "-printtoconsole=0")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "HOME": str(team)})
+        try:
+            _, err = node.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.communicate()
+            netdir = team / ".cleancoin" / "regtest"
+            owner = netdir.stat().st_uid if netdir.exists() else None
+            pytest.fail(f"the node started; its network datadir {netdir} is owned by uid {owner}, holding "
+                        f"{sorted(os.listdir(netdir)) if netdir.exists() else []}")
+        assert node.returncode == 1 and f"chmod g-w {team}" in err, err
+        assert not (team / ".cleancoin").exists()
+    finally:
+        stop.touch()
+        racer.wait(25)
+
+
 def planted_datadir(shared: Path, conf: str) -> Path:
     """The attacker makes the directory the operator will name, 0777, with a conf of theirs."""
     datadir = shared / "cleancoin"

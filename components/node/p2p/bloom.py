@@ -9,19 +9,26 @@ it then learns from another peer (bitcoind accepts 1 in a million for the same f
 
 "Rolling": two generations of `capacity / 2` items each; when the current one is full, the
 older is dropped and a fresh one begins, so the last `capacity / 2` to `capacity` items are
-remembered. The items are hashes (SHA-256d outputs, or whatever a peer makes up): their own
-bytes serve as the hash functions, so adding one is a few integer operations. A peer that
-chooses its hashes can only saturate its own filter, which costs it announcements.
+remembered. Each filter hashes items under a random key of its own (keyed BLAKE2b, as
+bitcoind's CRollingBloomFilter tweaks MurmurHash3 per filter): the item's own bytes as the bit
+positions (as before 12-06) let anyone who can get a few transactions relayed precompute ones
+whose hashes set the five bits of a chosen transaction in every peer's filter on every node,
+which then tells no peer about it. With a key per filter nobody can aim at a bit, and a false
+positive of one filter is not one of another.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
 
 #: Bits per item in a generation, and the number of bit positions per item (k). With 48 and
 #: 5 a full generation answers a false "present" with probability (1 - e^(-5/48))^5, 9.4e-6.
 _BITS_PER_ITEM = 48
 _WORDS = struct.Struct("<5I")
+#: Bytes of each filter's key (BLAKE2b takes up to 64).
+_KEY_BYTES = 16
 
 
 class RollingBloomFilter:
@@ -36,13 +43,20 @@ class RollingBloomFilter:
         self._current = bytearray()
         self._previous = bytearray()
         self._count = 0
+        # Keyed once: a copy of the keyed state per item costs less than keying again.
+        self._keyed = hashlib.blake2b(digest_size=_WORDS.size, key=os.urandom(_KEY_BYTES))
+
+    def _positions(self, item: bytes) -> tuple[int, ...]:
+        hasher = self._keyed.copy()
+        hasher.update(item)
+        return _WORDS.unpack(hasher.digest())
 
     def add(self, item: bytes) -> None:
-        """Remember `item` (at least 20 bytes; hashes are 32)."""
+        """Remember `item` (bytes; hashes are 32)."""
         m, f = self._bits, self._current
         if not f:
             f = self._current = bytearray(self._nbytes)
-        a, b, c, d, e = _WORDS.unpack_from(item)
+        a, b, c, d, e = self._positions(item)
         a %= m
         f[a >> 3] |= 1 << (a & 7)
         b %= m
@@ -59,10 +73,10 @@ class RollingBloomFilter:
             self._count = 0
 
     def __contains__(self, item: object) -> bool:
-        if not isinstance(item, (bytes, bytearray)) or len(item) < _WORDS.size:
+        if not isinstance(item, (bytes, bytearray)):
             return False
         m = self._bits
-        positions = [w % m for w in _WORDS.unpack_from(item)]
+        positions = [w % m for w in self._positions(item)]
         return _all_set(self._current, positions) or _all_set(self._previous, positions)
 
     @property
