@@ -83,8 +83,10 @@ def _create_empty(path: str) -> None:
 SANDBOX_LOG = "sandbox.log"
 #: Space kept allocated beyond sandbox.log's end: the confined node may fill the filesystem it
 #: shares with the log (its chain lives there), and the monitors' lines must still find room.
-#: 1 MiB is about 50 minutes of refusals at the monitors' top rate (120 lines a minute).
-SANDBOX_LOG_RESERVE = 1 << 20
+#: 8 MiB is about 6.7 hours of refusals at the monitors' top rate (120 lines a minute, about
+#: 175 bytes each), against the chain's gigabytes; 1 MiB (about 50 minutes) was too little for
+#: a node filled up overnight.
+SANDBOX_LOG_RESERVE = 8 << 20
 _FALLOC_FL_KEEP_SIZE = 1
 
 

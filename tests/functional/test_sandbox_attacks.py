@@ -496,7 +496,7 @@ def test_the_confined_node_cannot_erase_the_record_of_its_refusals(home_base: Pa
 
 
 def test_a_full_disk_neither_loses_nor_stops_the_record_of_refusals(home_base: Path) -> None:
-    """The confined node fills the filesystem of its datadir (a 64 MiB tmpfs here), makes a
+    """The confined node fills the filesystem of its datadir (an 80 MiB tmpfs here), makes a
     refused call while nothing can be written, frees the space and makes another. On the old
     code the monitor's write failed with ENOSPC: the first line was lost, and the monitor
     stopped, so the second refusal (answered ENOSYS by the kernel) went unrecorded too, as would
@@ -504,7 +504,7 @@ def test_a_full_disk_neither_loses_nor_stops_the_record_of_refusals(home_base: P
     counts what it lost and goes on."""
     if os.geteuid() != 0:
         pytest.skip("mounts a small tmpfs for the datadir (needs root)")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "cleancoin-attack", str(home_base)],
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m,mode=0700", "cleancoin-attack", str(home_base)],
                    check=True)
     try:
         a = AttackedNode(home_base, node=attacks.NODE_FILL_DISK)
