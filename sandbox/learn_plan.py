@@ -23,7 +23,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 
-from . import seccomp
+from . import landlock, seccomp
 from .errors import EnforcementError
 from .model import Policy
 from .plan import MechanismPlan, Mount, Plan
@@ -74,6 +74,11 @@ def _view(plan: Plan, directory: str) -> tuple[Mount, ...]:
             *((Mount("hide", directory),) if hidden else ()), Mount("proc", "/proc"))
 
 
+def _abstract_scoped(plan: Plan) -> bool:
+    scoped = plan.landlock is not None and bool(plan.landlock.scoped & landlock.SCOPE_ABSTRACT_UNIX_SOCKET)
+    return scoped and "net" not in plan.namespaces
+
+
 def learning_plan(plan: Plan, policy: Policy, directory: str, values: Mapping[str, str]) -> Plan:
     """The plan with recording in place of refusing (see the module docstring)."""
     directory = os.path.abspath(directory)
@@ -102,5 +107,9 @@ def learning_plan(plan: Plan, policy: Policy, directory: str, values: Mapping[st
         learn={"dir": directory, "variables": dict(values), "policy_files": list(policy.files),
                # Where the policy's own view would show a named unix socket: the recorder
                # connects to those only (learn_recorder's connect). No view: anywhere.
-               "sockets": [m.path for m in plan.mounts if m.kind == "bind"] if plan.mounts else ["/"]},
+               "sockets": [m.path for m in plan.mounts if m.kind == "bind"] if plan.mounts else ["/"],
+               # Where the enforced policy's Landlock scope refuses abstract unix sockets made
+               # outside the component (EPERM) and no network namespace of its own hides the
+               # host's: the recorder refuses them as the scope would.
+               "abstract_scoped": _abstract_scoped(plan)},
     )
