@@ -4,7 +4,9 @@
 component do what it tries and writes down what that was:
 
 - seccomp: a filter that sends every syscall (clone3 aside: it always answers ENOSYS) to a
-  recorder as a user notification, which notes it and lets it run (`learn_recorder`);
+  recorder as a user notification, which notes it and lets it run (`learn_recorder`), but
+  makes connects and address-carrying sends itself, to the sockets the view shows
+  (`learn_sockets`: the "sockets" grants, and "abstract_scoped");
 - Landlock: off, and the filesystem view is the host's whole tree, read-only, with the
   policy's private tmpfs mounts and its write grants (writable) on top: the paths a component
   opens are learned from the notifications of open, exec, mkdir, ..., and a write outside the

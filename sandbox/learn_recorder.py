@@ -13,8 +13,10 @@ The recorder finds the listener among the component's descriptors (/proc/PID/fd,
 is "anon_inode:seccomp notify"), takes a copy with pidfd_getfd, and answers every
 notification with FLAG_CONTINUE after noting the syscall, the paths it names (read through
 /proc/TID/mem: a learning plan keeps the component dumpable for that) and the socket
-addresses. Each new thing is one JSON line, written at once, so nothing is lost when the
-recorder is killed with the component's pid namespace; counts follow every second and at the
+addresses. Connects, sends that can carry an address (sendto with one, sendmsg, sendmmsg) are
+the exception: the recorder makes them itself, reaching only the sockets the policy's view
+would show (`learn_sockets`), and io_uring_setup is refused. Each new thing is one JSON line,
+written at once, so nothing is lost when the recorder is killed with the component's pid namespace; counts follow every second and at the
 end. The component's first syscall after the filter waits until the recorder has the listener:
 there is no window in which a syscall goes unseen.
 
@@ -66,8 +68,10 @@ _PATHS: dict[int, tuple[tuple[int | None, int, str], ...]] = {
 }
 _SOCKET, _SOCKETPAIR, _BIND, _CONNECT, _SENDTO = 41, 53, 49, 42, 44
 _SENDMSG, _SENDMMSG, _IO_URING_SETUP, _SYS_TGKILL = 46, 307, 425, 234
-#: Sends to full blocking sockets waiting at once (`Pending`); more answer EAGAIN.
-MAX_PENDING = 256
+#: Sends to full blocking sockets waiting at once (`Pending`); more answer EAGAIN. Each holds
+#: descriptors (its socket, its destination, up to 253 passed ones): few, so that a program
+#: cannot use up the recorder's descriptors with sends that never complete.
+MAX_PENDING = 8
 #: Distinct paths and addresses one recorder writes down (with their kind of access).
 #: Measured: CleanCoin-node 45 and its wallet 58 over create, mine 101, send, backup, unload
 #: and load; `python3 -c ...` about 120. A program that names a new path in every call makes
@@ -540,4 +544,5 @@ def start(plan: Plan, entry: str, out: int, path: str) -> str:
     listener = notify.load_with_listener(plan.seccomp_bpf)
     # The recorder takes its own copy; ours must not reach an exec'd program.
     os.set_inheritable(listener, False)
-    return f"learning: every syscall is recorded in {path} and let through"
+    return (f"learning: every syscall is recorded in {path} and let through, but connects and "
+            "sends with an address, made by the recorder to the sockets the policy's view shows")

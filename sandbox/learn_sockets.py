@@ -41,6 +41,7 @@ _MAX_CONTROL = 64 * 1024
 _MSGHDR = struct.Struct("<QI4xQQQQi4x")      # name, namelen, iov, iovlen, control, controllen, flags
 MSG_DONTWAIT, MSG_NOSIGNAL = 0x40, 0x4000
 _SCM_RIGHTS = 1
+_SCM_MAX_FD = 253
 
 
 class Refused(Exception):
@@ -228,6 +229,8 @@ def _copy_rights(tid: int, control: bytes, held: list[int]) -> bytes:
         if length < 16 or offset + length > len(control):
             break
         if level == socket.SOL_SOCKET and kind == _SCM_RIGHTS:
+            if (length - 16) // 4 + len(held) > _SCM_MAX_FD:
+                raise Refused(errno.EINVAL)      # as the kernel: at most SCM_MAX_FD a message
             for at in range(offset + 16, offset + length - 3, 4):
                 fd = struct.unpack_from("<i", control, at)[0]
                 copy = program_socket(tid, fd) if fd >= 0 else fd

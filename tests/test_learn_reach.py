@@ -128,6 +128,29 @@ socket.send_fds(a, [b"fd"], [w])
 msg, fds, _, _ = socket.recv_fds(b, 10, 1)
 os.write(fds[0], b"through")
 out["scm_rights"] = os.read(r, 10).decode()
+# A blocking send to a full socket beneath the grant waits (it does not fail with EAGAIN)
+# while another thread of the program drains it: the recorder must not block meanwhile.
+full = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+full.bind(data + "/full")
+sender.connect(data + "/full")
+sender.setblocking(False)
+try:
+    while True:
+        sender.sendto(b"f", data + "/full")
+except BlockingIOError:
+    pass
+sender.setblocking(True)
+def drain():
+    import time
+    time.sleep(0.2)
+    full.setblocking(False)
+    try:
+        while True:
+            full.recv(10)
+    except BlockingIOError:
+        pass
+threading.Thread(target=drain).start()
+attempt("blocking-full", lambda: sender.sendto(b"last", data + "/full"))
 # A directory beneath the grant swapped with a symlink to the host's directory meanwhile.
 os.mkdir(data + "/real")
 os.symlink(os.path.dirname(stream), data + "/fake")
@@ -171,7 +194,7 @@ def test_a_symlink_in_a_write_grant_reaches_no_host_socket(tmp_path: Path, host:
     assert host.reached() == {"stream": 0, "dgram": 0, "abstract": 0}, program
     for name in ("link", "link-dir", "link-dgram", "link-relative"):
         assert program[name] != "ok", (name, program)
-    for name in ("inside", "inside-relative", "inside-dgram", "inside-sendmsg"):
+    for name in ("inside", "inside-relative", "inside-dgram", "inside-sendmsg", "blocking-full"):
         assert program[name] == "ok", (name, program)
     assert program["link"] == program["link-dir"] == program["link-dgram"] == 2        # ENOENT
     assert program["received"] == ["hello", "hello2"]
