@@ -531,6 +531,13 @@ def start(plan: Plan, entry: str, out: int, path: str) -> str:
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
                 syscalls.set_name("learn-recorder")
+                # It shares the component's process group and session: a signal to the whole
+                # group (systemd's stop, `kill -TERM -PGID`, a Ctrl-C) killed it before the
+                # component, whose every syscall then failed (ENOSYS: no listener) while it
+                # shut down. It ends when the component's last descriptor of the listener
+                # closes (POLLHUP), or with the component's pid namespace.
+                for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+                    signal.signal(number, signal.SIG_IGN)
                 # The component runs as the same user with no filter while it learns: were the
                 # recorder dumpable, the component could ptrace it, or take its record file
                 # through /proc/PID/fd or pidfd_getfd, and write what it likes as learned.

@@ -335,3 +335,28 @@ def test_abstract_sockets_of_the_host_are_out_of_reach(tmp_path: Path, host: Hos
     netns = learn("examples/program", data, tmp_path / "l2.toml", ABSTRACT, host.abstract)
     assert host.reached()["abstract"] == 0
     assert netns["program"]["connect"] == 111 and netns["program"]["own"] == "ok", netns["program"]  # ECONNREFUSED
+
+
+GROUP_SIGNAL = r'''
+import json, os, signal
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+os.killpg(os.getpgrp(), signal.SIGTERM)
+import time
+time.sleep(0.3)
+out = {"listed": len(os.listdir("/usr/bin")) > 0}
+print("RESULT " + json.dumps(out), flush=True)
+'''
+
+
+def test_a_signal_to_the_process_group_does_not_end_the_recorder(tmp_path: Path) -> None:
+    """The recorder shares the component's process group: systemd's stop or `kill -TERM
+    -PGID` (here the program itself) killed it first, and the component's every syscall then
+    failed (ENOSYS: no listener), so a node under -sandboxlearn hung in its shutdown
+    (test_multiprocess's group-SIGTERM test timed out in a learning run before 12-06)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    got = learn("examples/program", data, tmp_path / "l.toml", GROUP_SIGNAL)
+    assert got["program"] == {"listed": True}
+    seen = got["report"]["observation"]            # type: ignore[index]
+    assert "kill" in seen["syscalls"] and "getdents64" in seen["syscalls"], seen["syscalls"]
+    assert not seen["errors"], seen["errors"]
