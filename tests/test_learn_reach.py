@@ -360,3 +360,32 @@ def test_a_signal_to_the_process_group_does_not_end_the_recorder(tmp_path: Path)
     seen = got["report"]["observation"]            # type: ignore[index]
     assert "kill" in seen["syscalls"] and "getdents64" in seen["syscalls"], seen["syscalls"]
     assert not seen["errors"], seen["errors"]
+
+
+KILL_RECORDER = r'''
+import os, signal, socket, sys, time
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if open(f"/proc/{pid}/comm").read().strip() == "learn-recorder":
+            os.kill(int(pid), signal.SIGKILL)
+    except OSError:
+        pass
+time.sleep(0.2)
+socket.socket(socket.AF_UNIX).connect(sys.argv[1])
+'''
+
+
+def test_killing_the_recorder_lets_nothing_through(tmp_path: Path, host: Host) -> None:
+    """The program runs as the recorder's user and may kill it (SIGKILL cannot be ignored).
+    A filter whose listener is gone answers every syscall ENOSYS: the program can do nothing
+    more (not even exit cleanly), and reaches no socket."""
+    data = tmp_path / "data"
+    data.mkdir()
+    result = subprocess.run([TOOL, "learn", "--policy", "examples/program", "--datadir", str(data), "--out",
+                             str(tmp_path / "l.toml"), "--json", "--quiet", "--", "/usr/bin/python3", "-c",
+                             KILL_RECORDER, host.stream_path], capture_output=True, text=True, timeout=60)
+    assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["observation"]["syscalls"].get("kill") == 1
+    assert report["program_status"] != 0
+    assert host.reached() == {"stream": 0, "dgram": 0, "abstract": 0}
