@@ -551,5 +551,5 @@ def start(plan: Plan, entry: str, out: int, path: str) -> str:
     listener = notify.load_with_listener(plan.seccomp_bpf)
     # The recorder takes its own copy; ours must not reach an exec'd program.
     os.set_inheritable(listener, False)
-    return (f"learning: every syscall is recorded in {path} and let through, but connects and "
-            "sends with an address, made by the recorder to the sockets the policy's view shows")
+    return (f"learning: every syscall is recorded in {path} and let through; connects and sends "
+            "that can carry an address are made by the recorder, to the sockets the policy's view shows")

@@ -85,8 +85,9 @@ class Reach:
         if not name:
             return raw, None                   # autobind / unnamed: nothing to reach
         if name[:1] == b"\0":
-            if self.abstract_scoped:
-                raise Refused(errno.EPERM)     # Landlock's abstract-unix scope
+            refusal = _abstract_refusal(name[1:]) if self.abstract_scoped else None
+            if refusal is not None:
+                raise Refused(refusal)
             return raw, None
         text = os.fsdecode(name.split(b"\0")[0])
         if not text:
@@ -122,6 +123,42 @@ class Reach:
             os.close(fd)
             raise
         return struct.pack("<H", socket.AF_UNIX) + f"/proc/self/fd/{fd}".encode() + b"\0", fd
+
+
+def _abstract_refusal(name: bytes) -> int | None:
+    """How Landlock's abstract-unix scope would answer a connect or send to the abstract
+    socket `name` (without its leading NUL); None to let it be made. The scope lets the
+    component reach its own sockets only: every socket of the network namespace named so must
+    be held by a process of the component's user namespace (the recorder's). Read from
+    /proc/net/unix, which prints a NUL in a name as "@" and prints every other byte as it is:
+    a name with "@", a NUL, a space or a byte that is not printable ASCII could be mistaken
+    for another, and is not the component's here (refused)."""
+    if not name or any(b <= 0x20 or b >= 0x7F or b == 0x40 for b in name):
+        return errno.EPERM
+    printed = "@" + name.decode("ascii")
+    try:
+        with open("/proc/net/unix", encoding="ascii", errors="replace") as table:
+            # Accepted connections carry their listener's name too: all must be the component's.
+            wanted = {f"socket:[{f[6]}]" for f in (line.split() for line in table) if len(f) == 8 and f[7] == printed}
+        own = os.readlink("/proc/self/ns/user")
+    except OSError:
+        return errno.EPERM
+    if not wanted:
+        return errno.ECONNREFUSED               # no such socket: the kernel's answer
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/user") != own:
+                continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    wanted.discard(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                except OSError:
+                    continue
+        except OSError:
+            continue                            # another user's process, or gone
+        if not wanted:
+            return None
+    return errno.EPERM
 
 
 def family(raw: bytes) -> int:
