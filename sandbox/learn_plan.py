@@ -107,9 +107,12 @@ def learning_plan(plan: Plan, policy: Policy, directory: str, values: Mapping[st
         exec_allowed=True,
         mechanisms=mechanisms,
         learn={"dir": directory, "variables": dict(values), "policy_files": list(policy.files),
-               # Where the policy's own view would show a named unix socket: the recorder
-               # connects to those only (learn_recorder's connect). No view: anywhere.
-               "sockets": [m.path for m in plan.mounts if m.kind == "bind"] if plan.mounts else ["/"],
+               # Where the policy's own view would show a named unix socket (its grants and its
+               # private tmpfs mounts, kept in the learning view): the recorder connects and
+               # sends to those only (learn_sockets). No view: anywhere.
+               "sockets": [m.path for m in plan.mounts if m.kind in ("bind", "tmpfs")] if plan.mounts else ["/"],
+               # ... and where it hides part of a grant (an empty cover in its view).
+               "hidden": [m.path for m in plan.mounts if m.kind == "hide"],
                # Where the enforced policy's Landlock scope refuses abstract unix sockets made
                # outside the component (EPERM) and no network namespace of its own hides the
                # host's: the recorder refuses them as the scope would.

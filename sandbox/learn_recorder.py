@@ -543,7 +543,8 @@ def start(plan: Plan, entry: str, out: int, path: str) -> str:
                 # through /proc/PID/fd or pidfd_getfd, and write what it likes as learned.
                 syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
                 _serve(target, out, learn_sockets.Reach(tuple(plan.learn.get("sockets", ("/",))),
-                                                        bool(plan.learn.get("abstract_scoped", False))))
+                                                        bool(plan.learn.get("abstract_scoped", False)),
+                                                        tuple(plan.learn.get("hidden", ()))))
         finally:
             os._exit(0)
     os.waitpid(middle, 0)

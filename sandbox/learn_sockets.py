@@ -58,6 +58,7 @@ class Reach:
 
     tops: tuple[str, ...]
     abstract_scoped: bool = False
+    hidden: tuple[str, ...] = ()
     grants: list[tuple[str, int]] = field(default_factory=list)
 
     def open(self) -> None:
@@ -117,6 +118,12 @@ class Reach:
             raise Refused(exc.errno if exc.errno in (errno.EACCES, errno.ENOTDIR, errno.ENAMETOOLONG)
                           else errno.ENOENT) from None
         try:
+            if self.hidden:
+                # Where it really is (beneath the grant, but a relative symlink inside it may
+                # lead into a part the policy's view covers, such as node.toml's wallets/).
+                real = os.readlink(f"/proc/self/fd/{fd}")
+                if any(real == top or real.startswith(top.rstrip("/") + "/") for top in self.hidden):
+                    raise Refused(errno.ENOENT)
             if not stat.S_ISSOCK(os.fstat(fd).st_mode):
                 raise Refused(errno.ECONNREFUSED)          # what connect(2) answers for a file
         except BaseException:

@@ -175,6 +175,20 @@ for _ in range(300):
     except OSError:
         pass
 stop = True
+# Its private tmpfs (${tmpdir}) is in its view: a socket there works. A part of the grant
+# the view hides (filesystem.hide) is not, directly or through a relative link inside.
+own = socket.socket(socket.AF_UNIX)
+own.bind(os.environ["TMPDIR"] + "/own.sock")
+own.listen(4)
+attempt("tmpfs", lambda: socket.socket(socket.AF_UNIX).connect(os.environ["TMPDIR"] + "/own.sock"))
+hidden = socket.socket(socket.AF_UNIX)
+hidden.bind(data + "/covered/h.sock")
+hidden.listen(4)
+os.symlink("covered/h.sock", data + "/to-covered")
+attempt("hidden", lambda: socket.socket(socket.AF_UNIX).connect(data + "/covered/h.sock"))
+attempt("hidden-link", lambda: socket.socket(socket.AF_UNIX).connect(data + "/to-covered"))
+os.symlink("in.sock", data + "/to-in")
+attempt("inside-link", lambda: socket.socket(socket.AF_UNIX).connect(data + "/to-in"))
 print("RESULT " + json.dumps(out), flush=True)
 '''
 
@@ -188,13 +202,18 @@ def test_a_symlink_in_a_write_grant_reaches_no_host_socket(tmp_path: Path, host:
     O_PATH descriptor, and a way out answers ENOENT as the policy's view would not show it.
     Sockets beneath the grant still work (stream, datagram, relative, SCM_RIGHTS)."""
     data = tmp_path / "data"
-    data.mkdir()
-    got = learn("examples/program", data, tmp_path / "l.toml", LINKS, host.stream_path, host.dgram_path, str(data))
+    (data / "covered").mkdir(parents=True)
+    policy = tmp_path / "hides.toml"
+    policy.write_text(PROGRAM_POLICY.read_text().replace("#:schema ../policy.schema.json\n", "")
+                      .replace('name = "examples/program"', 'name = "hides"')
+                      .replace('tmpfs = ["${tmpdir}"]', 'tmpfs = ["${tmpdir}"]\nhide = ["${datadir}/covered"]'))
+    got = learn(str(policy), data, tmp_path / "l.toml", LINKS, host.stream_path, host.dgram_path, str(data))
     program = got["program"]
     assert host.reached() == {"stream": 0, "dgram": 0, "abstract": 0}, program
-    for name in ("link", "link-dir", "link-dgram", "link-relative"):
+    for name in ("link", "link-dir", "link-dgram", "link-relative", "hidden", "hidden-link"):
         assert program[name] != "ok", (name, program)
-    for name in ("inside", "inside-relative", "inside-dgram", "inside-sendmsg", "blocking-full"):
+    for name in ("inside", "inside-relative", "inside-dgram", "inside-sendmsg", "blocking-full", "tmpfs",
+                 "inside-link"):
         assert program[name] == "ok", (name, program)
     assert program["link"] == program["link-dir"] == program["link-dgram"] == 2        # ENOENT
     assert program["received"] == ["hello", "hello2"]
