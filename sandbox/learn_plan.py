@@ -4,7 +4,9 @@
 component do what it tries and writes down what that was:
 
 - seccomp: a filter that sends every syscall (clone3 aside: it always answers ENOSYS) to a
-  recorder as a user notification, which notes it and lets it run (`learn_recorder`);
+  recorder as a user notification, which notes it and lets it run (`learn_recorder`), but
+  makes connects and address-carrying sends itself, to the sockets the view shows
+  (`learn_sockets`: the "sockets" grants, and "abstract_scoped");
 - Landlock: off, and the filesystem view is the host's whole tree, read-only, with the
   policy's private tmpfs mounts and its write grants (writable) on top: the paths a component
   opens are learned from the notifications of open, exec, mkdir, ..., and a write outside the
@@ -23,7 +25,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 
-from . import seccomp
+from . import landlock, seccomp
 from .errors import EnforcementError
 from .model import Policy
 from .plan import MechanismPlan, Mount, Plan
@@ -74,6 +76,11 @@ def _view(plan: Plan, directory: str) -> tuple[Mount, ...]:
             *((Mount("hide", directory),) if hidden else ()), Mount("proc", "/proc"))
 
 
+def _abstract_scoped(plan: Plan) -> bool:
+    scoped = plan.landlock is not None and bool(plan.landlock.scoped & landlock.SCOPE_ABSTRACT_UNIX_SOCKET)
+    return scoped and "net" not in plan.namespaces
+
+
 def learning_plan(plan: Plan, policy: Policy, directory: str, values: Mapping[str, str]) -> Plan:
     """The plan with recording in place of refusing (see the module docstring)."""
     directory = os.path.abspath(directory)
@@ -100,7 +107,14 @@ def learning_plan(plan: Plan, policy: Policy, directory: str, values: Mapping[st
         exec_allowed=True,
         mechanisms=mechanisms,
         learn={"dir": directory, "variables": dict(values), "policy_files": list(policy.files),
-               # Where the policy's own view would show a named unix socket: the recorder
-               # connects to those only (learn_recorder's connect). No view: anywhere.
-               "sockets": [m.path for m in plan.mounts if m.kind == "bind"] if plan.mounts else ["/"]},
+               # Where the policy's own view would show a named unix socket (its grants and its
+               # private tmpfs mounts, kept in the learning view): the recorder connects and
+               # sends to those only (learn_sockets). No view: anywhere.
+               "sockets": [m.path for m in plan.mounts if m.kind in ("bind", "tmpfs")] if plan.mounts else ["/"],
+               # ... and where it hides part of a grant (an empty cover in its view).
+               "hidden": [m.path for m in plan.mounts if m.kind == "hide"],
+               # Where the enforced policy's Landlock scope refuses abstract unix sockets made
+               # outside the component (EPERM) and no network namespace of its own hides the
+               # host's: the recorder refuses them as the scope would.
+               "abstract_scoped": _abstract_scoped(plan)},
     )

@@ -13,8 +13,10 @@ The recorder finds the listener among the component's descriptors (/proc/PID/fd,
 is "anon_inode:seccomp notify"), takes a copy with pidfd_getfd, and answers every
 notification with FLAG_CONTINUE after noting the syscall, the paths it names (read through
 /proc/TID/mem: a learning plan keeps the component dumpable for that) and the socket
-addresses. Each new thing is one JSON line, written at once, so nothing is lost when the
-recorder is killed with the component's pid namespace; counts follow every second and at the
+addresses. Connects, sends that can carry an address (sendto with one, sendmsg, sendmmsg) are
+the exception: the recorder makes them itself, reaching only the sockets the policy's view
+would show (`learn_sockets`), and io_uring_setup is refused. Each new thing is one JSON line,
+written at once, so nothing is lost when the recorder is killed with the component's pid namespace; counts follow every second and at the
 end. The component's first syscall after the filter waits until the recorder has the listener:
 there is no window in which a syscall goes unseen.
 
@@ -28,13 +30,17 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import select
+import signal
 import socket
 import struct
 import time
-from . import notify, syscalls
+from dataclasses import dataclass
+
+from . import learn_sockets, notify, syscalls
 from .errors import EnforcementError
 from .plan import Plan
 
@@ -61,6 +67,11 @@ _PATHS: dict[int, tuple[tuple[int | None, int, str], ...]] = {
     254: ((None, 1, "read"),),
 }
 _SOCKET, _SOCKETPAIR, _BIND, _CONNECT, _SENDTO = 41, 53, 49, 42, 44
+_SENDMSG, _SENDMMSG, _IO_URING_SETUP, _SYS_TGKILL = 46, 307, 425, 234
+#: Sends to full blocking sockets waiting at once (`Pending`); more answer EAGAIN. Each holds
+#: descriptors (its socket, its destination, up to 253 passed ones): few, so that a program
+#: cannot use up the recorder's descriptors with sends that never complete.
+MAX_PENDING = 8
 #: Distinct paths and addresses one recorder writes down (with their kind of access).
 #: Measured: CleanCoin-node 45 and its wallet 58 over create, mine 101, send, backup, unload
 #: and load; `python3 -c ...` about 120. A program that names a new path in every call makes
@@ -78,14 +89,49 @@ def _open_access(flags: int) -> str:
     return "read"
 
 
+@dataclass
+class Pending:
+    """A send to a blocking socket that was full: answered when the socket can take it.
+    The recorder never blocks (it answers every thread's syscalls, one at a time: a blocking
+    send whose reader is another thread of the program would wait for ever)."""
+
+    n_id: int
+    tid: int
+    copy: int
+    message: learn_sockets.Message
+    address: bytes | None
+    held: int | None
+
+    def attempt(self, libc: ctypes.CDLL) -> tuple[int, int] | None:
+        """Send; the answer, or None when the socket is full."""
+        result, code = learn_sockets.send(libc, self.copy, self.message, self.address)
+        if code in (errno.EAGAIN, errno.EWOULDBLOCK):
+            return None
+        if code == errno.EPIPE and not self.message.flags & learn_sockets.MSG_NOSIGNAL:
+            # The kernel would have sent the program SIGPIPE: the recorder sends with
+            # MSG_NOSIGNAL (the signal would be its own), so it sends the signal instead.
+            try:
+                libc.syscall(_SYS_TGKILL, learn_sockets.thread_group(self.tid), self.tid, signal.SIGPIPE)
+            except (OSError, StopIteration):
+                pass
+        return result, code
+
+    def close(self) -> None:
+        self.message.close()
+        for fd in (self.copy, self.held):
+            if fd is not None:
+                os.close(fd)
+
+
 class _Recorder:
     """The recorder process's state: what it has written, and the counts."""
 
-    def __init__(self, out: int, target: int, sockets: tuple[str, ...] = ("/",)) -> None:
+    def __init__(self, out: int, target: int, reach: learn_sockets.Reach) -> None:
         self.out = out
         self.target = target
-        # Where the policy's own view shows named unix sockets (its grants): connect.
-        self.sockets = sockets
+        # Where the policy's own view shows unix sockets (its grants, opened already).
+        self.reach = reach
+        self.pending: dict[int, Pending] = {}
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.seen: set[tuple[object, ...]] = set()
         self.full = False
@@ -216,52 +262,132 @@ class _Recorder:
         the program reached every daemon's socket the host has (docker.sock, D-Bus) although
         its policy shows none. Why not check and let through: a second thread could change
         the address (an inet one when read, a unix path when the kernel reads it) or the
-        descriptor (dup2) in between. So every connect is made here, a named unix socket only
-        where the policy's own view would show it (`learn_plan`: its grants)."""
+        descriptor (dup2) in between. So every connect is made here, a unix socket only
+        where the policy's own view would show it (`learn_sockets.Reach`)."""
         length = args[2] & 0xFFFFFFFF
         if not 0 < length <= 128:
             return -1, errno.EINVAL
+        raw = learn_sockets.read_exact(tid, args[1], length)
+        self.note_address("connect", raw)
+        address, held = self._destination(tid, raw)
         try:
-            raw = notify.read_memory(tid, args[1], length)
-        except OSError:
-            return -1, errno.EFAULT
-        if len(raw) != length:
-            return -1, errno.EFAULT
-        record = self.note_address("connect", raw)
-        path = record.get("path")
-        if record.get("family") == socket.AF_UNIX and isinstance(path, str) and path:
-            if not path.startswith("/"):
-                try:
-                    path = os.path.join(os.readlink(f"/proc/{tid}/cwd"), path)
-                except OSError:
-                    return -1, errno.ENOENT
-            path = os.path.normpath(path)
-            if not any(path == top or path.startswith(top.rstrip("/") + "/") for top in self.sockets):
-                return -1, errno.ENOENT          # what the policy's view answers: not there
-            encoded = os.fsencode(path)
-            if len(encoded) > 107:
-                return -1, errno.ENAMETOOLONG
-            raw = struct.pack("<H", socket.AF_UNIX) + encoded + b"\0"
-        try:
-            with open(f"/proc/{tid}/status", encoding="ascii") as status:
-                tgid = next(int(line.split()[1]) for line in status if line.startswith("Tgid:"))
-            pidfd = os.pidfd_open(tgid)
+            copy = learn_sockets.program_socket(tid, args[0] & 0xFFFFFFFF)
             try:
-                copy = notify.pidfd_getfd(pidfd, args[0] & 0xFFFFFFFF)
+                buf = ctypes.create_string_buffer(address, len(address))
+                if self.libc.connect(copy, buf, len(address)) == 0:
+                    return 0, 0
+                return -1, ctypes.get_errno() or errno.EINVAL
             finally:
-                os.close(pidfd)
-        except (OSError, StopIteration):
-            return -1, errno.EBADF
-        try:
-            buf = ctypes.create_string_buffer(raw, len(raw))
-            if self.libc.connect(copy, buf, len(raw)) == 0:
-                return 0, 0
-            return -1, ctypes.get_errno() or errno.EINVAL
+                os.close(copy)
         finally:
-            os.close(copy)
+            if held is not None:
+                os.close(held)
 
-    def handle(self, n: notify.Notification) -> tuple[int, int] | None:
-        """Record the syscall; None to let it run as it is, or (value, errno) to answer it."""
+    def _destination(self, tid: int, raw: bytes) -> tuple[bytes, int | None]:
+        """The address to use for `raw` (a unix one as the policy's view would resolve it)."""
+        if learn_sockets.family(raw) != socket.AF_UNIX:
+            return raw, None
+        try:
+            cwd: str | None = os.readlink(f"/proc/{tid}/cwd")
+        except OSError:
+            cwd = None
+        return self.reach.unix_address(raw, cwd)
+
+    # ---------------------------------------------------------------- sends with an address
+
+    def sendto(self, tid: int, args: tuple[int, ...]) -> tuple[int, int] | Pending:
+        """sendto(2) with an address: made here, as connect is (the address and the bytes
+        read once). One without an address is let through: the register says so, and no
+        other thread can change it."""
+        length = args[5] & 0xFFFFFFFF
+        if not 0 < length <= 128:
+            return -1, errno.EINVAL
+        raw = learn_sockets.read_exact(tid, args[4], length)
+        self.note_address("sendto", raw)
+        size = args[2]
+        data = learn_sockets.read_exact(tid, args[1], min(size, learn_sockets.MAX_SEND))
+        message = learn_sockets.Message(raw, data, b"", args[3] & 0xFFFFFFFF,
+                                        truncated=size > learn_sockets.MAX_SEND)
+        return self._send(tid, args[0] & 0xFFFFFFFF, message)
+
+    def sendmsg(self, tid: int, args: tuple[int, ...]) -> tuple[int, int] | Pending:
+        """sendmsg(2), every one made here: whether it carries an address is in the program's
+        memory, which another thread may change after it is read (FLAG_CONTINUE would then
+        send to what the kernel reads)."""
+        message = learn_sockets.read_msghdr(tid, args[1], args[2] & 0xFFFFFFFF, learn_sockets.MAX_SEND)
+        if message.name is not None:
+            self.note_address("sendto", message.name)
+        return self._send(tid, args[0] & 0xFFFFFFFF, message)
+
+    def sendmmsg(self, tid: int, args: tuple[int, ...]) -> tuple[int, int]:
+        """sendmmsg(2), message by message as sendmsg; never waits (a full socket ends it)."""
+        vector, count, flags = args[1], min(args[2] & 0xFFFFFFFF, 1024), args[3] & 0xFFFFFFFF
+        budget, sent = learn_sockets.MAX_SEND, 0
+        for i in range(count):
+            try:
+                message = learn_sockets.read_msghdr(tid, vector + 64 * i, flags, budget)
+                if message.name is not None:
+                    self.note_address("sendto", message.name)
+                answer = self._send(tid, args[0] & 0xFFFFFFFF, message, wait=False)
+            except learn_sockets.Refused as refused:
+                answer = (-1, refused.code)
+            assert not isinstance(answer, Pending)
+            if answer[1]:
+                return (sent, 0) if sent else answer
+            learn_sockets.write_memory(tid, vector + 64 * i + 56, struct.pack("<I", answer[0]))
+            budget -= answer[0]
+            sent += 1
+            if budget <= 0:
+                break
+        return sent, 0
+
+    def _send(self, tid: int, fd: int, message: learn_sockets.Message,
+              wait: bool = True) -> tuple[int, int] | Pending:
+        held: int | None = None
+        try:
+            address = None
+            if message.name is not None:
+                address, held = self._destination(tid, message.name)
+            copy = learn_sockets.program_socket(tid, fd)
+        except BaseException:
+            message.close()
+            if held is not None:
+                os.close(held)
+            raise
+        pending = Pending(n_id=0, tid=tid, copy=copy, message=message, address=address, held=held)
+        if message.truncated and self._kind(copy) != socket.SOCK_STREAM:
+            pending.close()
+            return -1, errno.EMSGSIZE            # a datagram larger than MAX_SEND: not cut
+        answer = pending.attempt(self.libc)
+        if answer is None:
+            blocking = not (fcntl.fcntl(copy, fcntl.F_GETFL) & os.O_NONBLOCK
+                            or message.flags & learn_sockets.MSG_DONTWAIT)
+            if wait and blocking and len(self.pending) < MAX_PENDING:
+                return pending               # answered when the socket can take it (`_serve`)
+            pending.close()
+            return -1, errno.EAGAIN
+        pending.close()
+        return answer
+
+    @staticmethod
+    def _kind(fd: int) -> int:
+        try:
+            probe = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            return -1
+        try:
+            return probe.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+        finally:
+            probe.close()
+
+    def _sendto_or_continue(self, tid: int, args: tuple[int, ...]) -> tuple[int, int] | Pending | None:
+        return self.sendto(tid, args) if args[4] else None
+
+    _MADE_HERE = {_CONNECT: connect, _SENDTO: _sendto_or_continue, _SENDMSG: sendmsg, _SENDMMSG: sendmmsg}
+
+    def handle(self, n: notify.Notification) -> tuple[int, int] | Pending | None:
+        """Record the syscall; None to let it run as it is, (value, errno) to answer it, or
+        a Pending send to answer later."""
         self.counts[n.nr] = self.counts.get(n.nr, 0) + 1
         if self.counts[n.nr] == 1:
             self.write({"t": "syscall", "nr": n.nr})
@@ -273,13 +399,19 @@ class _Recorder:
                           {"t": "socket", "family": n.args[0] & 0xFFFFFFFF, "type": n.args[1] & 0xF})
             elif n.nr == _BIND:
                 self.sockaddr(n.pid, "bind", n.args[1], n.args[2])
-            elif n.nr == _CONNECT:
+            elif n.nr in self._MADE_HERE:
                 try:
-                    return self.connect(n.pid, n.args)
-                except Exception:  # noqa: BLE001 - never let a connect through unmade
+                    answer = self._MADE_HERE[n.nr](self, n.pid, n.args)
+                except learn_sockets.Refused as refused:
+                    return -1, refused.code
+                except Exception:  # noqa: BLE001 - never let a connect or send through unmade
                     return -1, errno.EINVAL
-            elif n.nr == _SENDTO and n.args[4]:
-                self.sockaddr(n.pid, "sendto", n.args[4], n.args[5])
+                if isinstance(answer, Pending):
+                    answer.n_id = n.id
+                return answer
+            elif n.nr == _IO_URING_SETUP:
+                # Its rings connect and send with no syscall the recorder would see.
+                return -1, errno.ENOSYS
         except OSError:
             pass       # the thread is gone, or its memory cannot be read: the syscall is noted
         return None
@@ -302,28 +434,48 @@ def _find_listener(target: int, pidfd: int, deadline: float) -> int:
     raise EnforcementError("seccomp", "no listener appeared in the component")
 
 
-def _serve(target: int, out: int, sockets: tuple[str, ...]) -> None:
+def _serve(target: int, out: int, reach: learn_sockets.Reach) -> None:
     """The recorder process: never returns."""
     code = 0
     try:
+        # The grants are opened before the program runs (its first syscall waits for us).
+        reach.open()
         pidfd = os.pidfd_open(target)
         listener = notify.Listener(_find_listener(target, pidfd, time.monotonic() + 30))
-        recorder = _Recorder(out, target, sockets)
+        recorder = _Recorder(out, target, reach)
         poller = select.poll()
         poller.register(listener.fd, select.POLLIN)
+
+        def answer(nid: int, result: tuple[int, int]) -> None:
+            if result[1]:
+                listener.fail(nid, result[1])
+            else:
+                listener.answer(nid, result[0])
+
         while True:
             events = poller.poll(1000)
-            for _fd, mask in events:
-                if mask & select.POLLIN:
+            for fd, mask in events:
+                waiting = recorder.pending.get(fd)
+                if waiting is not None:
+                    # A full socket can take more (or failed): send again, if still asked.
+                    result = waiting.attempt(recorder.libc) if listener.still_valid(waiting.n_id) else (-1, 0)
+                    if result is not None:
+                        poller.unregister(fd)
+                        del recorder.pending[fd]
+                        waiting.close()
+                        if result != (-1, 0):
+                            answer(waiting.n_id, result)
+                elif mask & select.POLLIN:
                     n = listener.receive()
                     if n is not None:
-                        answer = recorder.handle(n)
-                        if answer is None:
+                        result = recorder.handle(n)
+                        if result is None:
                             listener.let_through(n.id)
-                        elif answer[1]:
-                            listener.fail(n.id, answer[1])
+                        elif isinstance(result, Pending):
+                            recorder.pending[result.copy] = result
+                            poller.register(result.copy, select.POLLOUT)
                         else:
-                            listener.answer(n.id, answer[0])
+                            answer(n.id, result)
                 elif mask & (select.POLLHUP | select.POLLERR):
                     recorder.flush_counts(force=True)
                     recorder.write({"t": "end"})
@@ -379,11 +531,20 @@ def start(plan: Plan, entry: str, out: int, path: str) -> str:
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
                 syscalls.set_name("learn-recorder")
+                # It shares the component's process group and session: a signal to the whole
+                # group (systemd's stop, `kill -TERM -PGID`, a Ctrl-C) killed it before the
+                # component, whose every syscall then failed (ENOSYS: no listener) while it
+                # shut down. It ends when the component's last descriptor of the listener
+                # closes (POLLHUP), or with the component's pid namespace.
+                for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+                    signal.signal(number, signal.SIG_IGN)
                 # The component runs as the same user with no filter while it learns: were the
                 # recorder dumpable, the component could ptrace it, or take its record file
                 # through /proc/PID/fd or pidfd_getfd, and write what it likes as learned.
                 syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-                _serve(target, out, tuple(plan.learn.get("sockets", ("/",))))
+                _serve(target, out, learn_sockets.Reach(tuple(plan.learn.get("sockets", ("/",))),
+                                                        bool(plan.learn.get("abstract_scoped", False)),
+                                                        tuple(plan.learn.get("hidden", ()))))
         finally:
             os._exit(0)
     os.waitpid(middle, 0)
@@ -391,4 +552,5 @@ def start(plan: Plan, entry: str, out: int, path: str) -> str:
     listener = notify.load_with_listener(plan.seccomp_bpf)
     # The recorder takes its own copy; ours must not reach an exec'd program.
     os.set_inheritable(listener, False)
-    return f"learning: every syscall is recorded in {path} and let through"
+    return (f"learning: every syscall is recorded in {path} and let through; connects and sends "
+            "that can carry an address are made by the recorder, to the sockets the policy's view shows")
