@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -661,3 +662,42 @@ def test_undo_encoding() -> None:
     for broken in (data[:-1], data + b"\x00", b"\x05" + data[1:]):
         with pytest.raises(StorageError):
             decode_undo(broken)
+
+
+# ----------------------------------------------------------- side branches far behind the tip
+
+def _junk(n: int) -> list[Transaction]:
+    """Transactions that pass every context-free block check and spend nothing that exists:
+    what fills a side block's megabyte, since a block that is not connected is not checked
+    against the coins."""
+    return [Transaction(1, (TxIn(OutPoint(hashlib.sha256(b"junk%d" % i).digest(), 0)),),
+                        (TxOut(1, PKH_B),)) for i in range(n)]
+
+
+def test_a_branch_far_behind_the_tip_is_not_stored_one_within_reach_is(tmp_path: Path) -> None:
+    """Any peer could make the node store blocks of a branch forked deep in the past, where
+    difficulty was low, up to a megabyte each; a full disk stops the node. On the old code all
+    of the branch below was stored (a header and its junk block each). Now a branch lagging
+    more than max_side_branch_lag blocks' work behind the tip is refused ("too-little-chainwork",
+    not invalid, nothing stored); a recent fork still is stored and can still win."""
+    cm = open_chain(tmp_path, max_side_branch_lag=5)
+    try:
+        extend(cm, 20)
+        deep = branch(cm, cm.block_at_height(2), 3, first_txs=_junk(200))
+        size = os.path.getsize(cm.db_path) + os.path.getsize(cm.db_path + "-wal")
+        for i, b in enumerate(deep):
+            with pytest.raises(ValidationError) as refused:
+                cm.accept_block(b)
+            # The first is too far behind; the others then have no parent here.
+            assert refused.value.reason == ("too-little-chainwork" if i == 0 else "prev-blk-not-found")
+            assert i > 0 or not refused.value.marks_block_invalid
+            assert cm.get_index(b.hash) is None                  # not even its header
+        assert os.path.getsize(cm.db_path) + os.path.getsize(cm.db_path + "-wal") == size
+        # Within reach: stored, and a branch that overtakes the tip becomes it.
+        near = branch(cm, cm.block_at_height(16), 5)
+        for b in near[:-2]:
+            assert not cm.accept_block(b).new_tip
+        assert cm.accept_block(near[-2]).new_tip is False       # equal work: the first seen stays
+        assert cm.accept_block(near[-1]).new_tip and cm.tip.hash == near[-1].hash
+    finally:
+        cm.close()

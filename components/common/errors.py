@@ -29,6 +29,7 @@ class Failure(enum.Enum):
     TIME_FUTURE = "time-future"        # too far in the future for now; may become valid
     MISSING_INPUTS = "missing-inputs"  # an input is unknown or already spent
     PREMATURE_SPEND = "premature-spend"  # immature coinbase (or, later, a timelock)
+    TOO_LITTLE_WORK = "too-little-work"  # not invalid: a side branch too far behind to store
 
 
 class ValidationError(Exception):
@@ -51,4 +52,4 @@ class ValidationError(Exception):
     @property
     def marks_block_invalid(self) -> bool:
         """Whether a block failing with this error may have its hash remembered as invalid."""
-        return self.failure not in (Failure.MUTATED, Failure.TIME_FUTURE)
+        return self.failure not in (Failure.MUTATED, Failure.TIME_FUTURE, Failure.TOO_LITTLE_WORK)

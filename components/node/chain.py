@@ -88,6 +88,16 @@ BLOCK_FAILED_MASK: int = BLOCK_FAILED | BLOCK_FAILED_CHILD
 
 #: Seconds between two progress reports of a long activation (startup, reindex).
 PROGRESS_INTERVAL: float = 1.0
+#: How far, in blocks' worth of the tip's proof of work, a side branch may lag behind the
+#: active tip and still have its blocks stored (accept_block). Downloading blocks first, a
+#: branch that will overtake the tip arrives block by block, each with less work than the tip
+#: until the last: so a lagging branch must be stored, or no reorganisation could happen. But
+#: a block forking deep in the past costs an attacker only that era's (low) difficulty, and
+#: it held up to a megabyte of disk each: any peer could fill the disk, and since a full disk
+#: stops the node (storage: AbortNode), stop it. 288 blocks (two days; bitcoind keeps at
+#: least this many when pruning) is far deeper than any reorganisation Bitcoin has seen (53
+#: blocks, 2010); a deeper one needs `invalidateblock` on our side of the fork first.
+MAX_SIDE_BRANCH_LAG: int = 288
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -223,8 +233,10 @@ class ChainManager:
                  sig_threads: int | None = None,
                  sig_cache: SignatureCache | None = None,
                  min_free_space: int | None = MIN_DISK_SPACE,
-                 on_fatal: Callable[[ChainWriteFailure], None] | None = None) -> None:
+                 on_fatal: Callable[[ChainWriteFailure], None] | None = None,
+                 max_side_branch_lag: int = MAX_SIDE_BRANCH_LAG) -> None:
         self.params = params
+        self._max_side_branch_lag = max_side_branch_lag
         self.db_path = db_path
         self._db_dir = os.path.dirname(os.path.abspath(db_path))
         self._min_free_space = min_free_space
@@ -666,6 +678,7 @@ class ChainManager:
             if idx is None:
                 idx = self._check_header(block.header, now)
             parent = self._index[idx.prev]
+            self._check_lag(idx)
             try:
                 # Proof of work was checked with the header (here or in accept_header).
                 check_block(block, self.params, now, check_pow=False)
@@ -701,6 +714,23 @@ class ChainManager:
             if err is not None:
                 raise err
             return AcceptResult(self._index[h], self._chain[-1] != old_tip, False)
+
+    def _check_lag(self, idx: BlockIndex) -> None:
+        """Refuse to store a block whose branch lags more than MAX_SIDE_BRANCH_LAG blocks' worth
+        of work behind the active tip (see there): "too-little-chainwork", not invalid, and
+        nothing of it stored, as bitcoind's AcceptBlock keeps no less-work block it did not
+        ask for (its headers-first download asks only for blocks of a branch with more work)."""
+        tip = self._index[self._chain[-1]]
+        lag = tip.chainwork - idx.chainwork
+        if lag <= 0:
+            return
+        allowed = self._max_side_branch_lag * max(block_proof(tip.header.bits), 1)
+        if lag > allowed:
+            raise ValidationError(
+                Failure.TOO_LITTLE_WORK, "too-little-chainwork",
+                f"its branch lags {lag // max(block_proof(tip.header.bits), 1)} blocks' work behind the tip "
+                f"at height {tip.height} (at most {self._max_side_branch_lag} are stored); a deeper "
+                "reorganisation needs invalidateblock on this side of the fork")
 
     def _store_and_connect(self, stored: BlockIndex, block: Block, seq: int) -> ValidationError | None:
         """Store a new block that extends the tip and connect it, in one transaction. If it

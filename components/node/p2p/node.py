@@ -1043,6 +1043,10 @@ class P2PNode:
                 self._on_orphan(peer)
             elif e.failure is Failure.TIME_FUTURE:
                 log.info("peer=%d: block %s too far in the future: %s", peer.id, block.hash_hex, e)
+            elif e.failure is Failure.TOO_LITTLE_WORK:
+                # Not invalid, and not stored: an honest peer on a long-lost branch sends these
+                # too. Its sync session then moves nothing and ends (_finish_sync).
+                log.debug("peer=%d: block %s not stored: %s", peer.id, block.hash_hex, e)
             else:
                 self.misbehaving(peer, BAN_THRESHOLD, f"invalid block {block.hash_hex}: {e.reason}")
                 return
