@@ -34,7 +34,13 @@ _SPACE = re.compile(r"\s+")
 
 
 class ForeignSchema(Exception):
-    """The database holds a schema object this program does not create."""
+    """The database holds a schema object this program does not create. `recognised`: some
+    object of the file is one of ours by kind and name (a file of ours that was changed), as
+    against a database of some other program altogether."""
+
+    def __init__(self, message: str, recognised: bool) -> None:
+        super().__init__(message)
+        self.recognised = recognised
 
 
 def _normal(sql: str | None) -> str | None:
@@ -66,7 +72,9 @@ class Schema:
         statement on that database."""
         names = {(kind, name) for kind, name, _, _ in self.objects}
         foreign = []
+        recognised = False
         for kind, name, table, sql in sorted(_objects(conn, database), key=lambda o: (o[1], o[0])):
+            recognised = recognised or (kind, name) in names
             if (kind, name, table, sql) in self.objects:
                 continue
             shown = "virtual table" if (sql or "").upper().startswith("CREATE VIRTUAL") else kind
@@ -77,7 +85,7 @@ class Schema:
                 f"{path}: holds SQL this program did not put there: {listed}. A database file "
                 "carries SQL that SQLite runs in the program that opens it, and another program "
                 "changed this one (a compromised component that wrote it?). Not opened: restore "
-                "it from a backup, or move it away")
+                "it from a backup, or move it away", recognised)
 
 
 def harden(conn: sqlite3.Connection) -> None:

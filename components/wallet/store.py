@@ -330,6 +330,10 @@ class WalletStore:
             _ours().check(conn, str(path))
         except ForeignSchema as exc:
             conn.close()
+            if not exc.recognised:
+                # Another program's database, not a changed wallet: the caller's "not a
+                # wallet database" (bitcoind's FAILED_BAD_FORMAT, RPC -18).
+                raise sqlite3.DatabaseError(f"{path}: none of a wallet's tables") from None
             raise WalletError(str(exc)) from None
         except BaseException:
             conn.close()
