@@ -381,3 +381,37 @@ def test_a_unix_socket_another_user_listens_on_is_not_a_node(shared: Path, tmp_p
     finally:
         if squatter.poll() is None:
             squatter.kill()
+
+
+GUIS = [str(Path(sys.executable).parent / name) for name in ("CleanCoin-gui", "CleanCoin-qt")]
+
+
+def _gui_or_report(gui: str, datadir: Path, netdir: Path) -> subprocess.CompletedProcess[str]:
+    """The GUI's start in `datadir`, on no display (none is needed to refuse a datadir): what it
+    said, or a failure naming what it wrote into the attacker's `netdir`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["XDG_CONFIG_HOME"] = str(datadir.parent / "gui-settings")     # not the operator's own settings
+    attach = ["-noipcconnect"] if gui.endswith("-gui") else []
+    done = subprocess.run([gui, "-regtest", f"-datadir={datadir}", *attach, "-printtoconsole=0",
+                           f"-rpcport={free_port()}", f"-port={free_port()}", "-bind=127.0.0.1"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    written = sorted(os.listdir(netdir))
+    assert not written, f"{Path(gui).name} wrote {written} into the network datadir uid {NOBODY} owns: {done.stderr[-1500:]}"
+    return done
+
+
+@pytest.mark.parametrize("gui", GUIS, ids=lambda g: Path(g).name)
+def test_the_gui_refuses_a_datadir_another_user_may_write_or_planted(team: Path, gui: str) -> None:
+    """Attack: as for the node above, the attacker (in the group that may write the data
+    directory) makes its regtest/ before the operator's CleanCoin-gui or CleanCoin-qt starts.
+    Before 12-06 (h28) the GUIs made the network datadir with os.makedirs and checked nothing:
+    CleanCoin-qt wrote its log (debug.log) into the attacker's directory (CleanCoin-gui's node
+    refused it, after the window had begun). Now both make and check it as CleanCoind does
+    (conf.make_dirs): the group-writable datadir is refused, and so is the planted regtest/
+    once the datadir is private again."""
+    netdir = plant_network_datadir(team)
+    done = _gui_or_report(gui, team, netdir)
+    assert done.returncode == 1 and f"chmod g-w {team}" in done.stderr, done.stderr[-1500:]
+    team.chmod(0o755)
+    done = _gui_or_report(gui, team, netdir)
+    assert done.returncode == 1 and f"{netdir} is owned by uid {NOBODY}" in done.stderr, done.stderr[-1500:]
