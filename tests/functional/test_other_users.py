@@ -415,3 +415,65 @@ def test_the_gui_refuses_a_datadir_another_user_may_write_or_planted(team: Path,
     team.chmod(0o755)
     done = _gui_or_report(gui, team, netdir)
     assert done.returncode == 1 and f"{netdir} is owned by uid {NOBODY}" in done.stderr, done.stderr[-1500:]
+
+
+def _listen_once(port_holder: list[int], heard: list[bytes]) -> tuple[socket.socket, threading.Thread]:
+    """A listener (the attacker's, on the port the operator's conf names while its node is
+    down) that keeps the first request it is sent."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(10)
+    port_holder.append(listener.getsockname()[1])
+
+    def listen() -> None:
+        try:
+            conn, _ = listener.accept()
+            conn.settimeout(5)
+            heard.append(conn.recv(65536))
+            conn.close()
+        except OSError:
+            pass
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_the_cli_refuses_a_network_datadir_another_user_planted(team: Path, tmp_path: Path) -> None:
+    """Attack: while the group could write the operator's data directory, the attacker made its
+    regtest/ a symbolic link to the network datadir of the operator's other node (here the
+    mainnet one, with its cookie). The operator has since made the datadir private (chmod g-w),
+    so the datadir check passes. The operator's CleanCoin-cli -regtest reads its cookie from
+    <datadir>/regtest/.cookie and sends it to the regtest port, where no regtest node runs and
+    the attacker listens. Before 12-06 (h28) the CLI checked the datadir only: it sent the other
+    node's cookie (the whole RPC of that node, its wallets) to the attacker's port. Now the
+    network datadir, and a link to it, is checked as the datadir is, and the cookie file in it."""
+    other = tmp_path / "mainnet"
+    other.mkdir(mode=0o700)
+    secret = "__cookie__:" + uuid.uuid4().hex * 2
+    (other / ".cookie").write_text(secret)
+    (other / ".cookie").chmod(0o600)
+    netdir = team / "regtest"
+    made = as_team_member(sys.executable, "-c", f"import os; os.symlink({str(other)!r}, {str(netdir)!r})")
+    assert made.returncode == 0, made.stderr
+    team.chmod(0o755)
+    ports: list[int] = []
+    heard: list[bytes] = []
+    listener, thread = _listen_once(ports, heard)
+    result = subprocess.run([CLI, "-regtest", f"-datadir={team}", f"-rpcport={ports[0]}", "-rpcclienttimeout=3",
+                             "getblockcount"], capture_output=True, text=True, timeout=30)
+    listener.close()
+    thread.join(5)
+    import base64
+    stolen = [h for h in heard if base64.b64encode(secret.encode()) in h]
+    assert not stolen, f"the CLI sent another node's cookie to the attacker's port: {stolen[0][:300]!r}"
+    assert result.returncode != 0 and f"{netdir} is owned by uid {NOBODY}" in result.stderr, result.stderr
+    # A real directory the attacker made (with a cookie of theirs in it): refused the same way.
+    netdir.unlink()
+    team.chmod(0o775)
+    planted = plant_network_datadir(team)
+    (planted / ".cookie").write_text("__cookie__:" + "ee" * 32)
+    team.chmod(0o755)
+    result = subprocess.run([CLI, "-regtest", f"-datadir={team}", f"-rpcport={free_port()}", "-rpcclienttimeout=3",
+                             "getblockcount"], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and f"{planted} is owned by uid {NOBODY}" in result.stderr, result.stderr
