@@ -209,7 +209,12 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
             try:
                 link = await first_link()
             except Exception as exc:  # noqa: BLE001 - the node did not come up
-                return _fail(f"the node did not answer: {exc}")
+                if connector is None:
+                    return _fail(f"the node did not answer: {exc}")
+                # Attached: the node went away between our connect and the first call. Wait
+                # for it as for a node that goes away later (the window says so).
+                log.warning("the node did not answer (%s); the window waits for it", exc)
+                link = Link.waiting(transport, str(exc) or type(exc).__name__)
             own = own_process(PROG, report, "the window: no keys, no chain, no network; reaches the "
                                             "node over IPC only")
             gui = GuiApp(PROG, network, link, own=own, settings=settings,
