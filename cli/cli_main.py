@@ -15,6 +15,7 @@ modulo 256), as bitcoin-cli's; anything else that fails prints "error: ..." and 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -440,11 +441,47 @@ def build_client(options: dict[str, str], stdin_lines: list[str]) -> tuple[RpcCl
     except ValueError:
         raise CliError(f"Invalid -rpcclienttimeout: {timeout_text}") from None
     cookie = rpcconf.cookie_path(datadir, chain, setting("rpccookiefile"))
+    try:
+        _refuse_planted_cookie(datadir, rpcconf.net_datadir(datadir, chain), cookie)
+    except rpcconf.ConfError as exc:
+        raise UsageError(f"Error: {exc}") from None
     wallet = setting("rpcwallet")      # set, even to "", means the /wallet/<name> endpoint
     client = RpcClient(host, port, user=setting("rpcuser", "") or "", password=password or None,
                        cookie_path=cookie, wallet=wallet, timeout=timeout)
     client.conf_path_hint = conf_path
     return client, conf_path
+
+
+def _refuse_planted_cookie(datadir: str, netdatadir: str, cookie: str) -> None:
+    """ConfError when another user could have chosen the cookie the CLI sends: the network
+    datadir (or a directory or link on the way from the datadir to a cookie in it) is theirs or
+    writable by others, or so is the cookie file. Why: the port comes from the datadir's conf
+    and the cookie from the network datadir; an attacker who planted `<datadir>/regtest` (a
+    link to another node's directory, or a directory of theirs) while they could write the
+    datadir has the CLI send that cookie to a port where they listen. A cookie outside the
+    network datadir (-rpccookiefile=/abs/path) is the operator's choice and not checked (a
+    node of another user may share it with a group, -rpccookieperms)."""
+    rpcconf.refuse_others(netdatadir, "the network data directory")
+    base = os.path.abspath(datadir)
+    inside = os.path.abspath(cookie)
+    if os.path.commonpath([base, inside]) != base:
+        return
+    current = base
+    for name in os.path.relpath(inside, base).split(os.sep):
+        current = os.path.join(current, name)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            break
+        except OSError as exc:
+            raise rpcconf.ConfError(f"Cannot check the cookie file {cookie}: {current}: {exc.strerror}") from None
+        # refuse_others follows links to check where they lead: who made the link matters too.
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (os.geteuid(), 0):
+            raise rpcconf.ConfError(f"The cookie file {cookie} is not safe: {current} is owned by uid "
+                                    f"{st.st_uid}, another user, who could choose what it holds; use a "
+                                    "directory of your own")
+    if os.path.lexists(inside):
+        rpcconf.refuse_others(inside, "the cookie file")
 
 
 def _split(text: str) -> tuple[str, int | None]:

@@ -85,6 +85,7 @@ def _prepare(prog: str, summary: str, table: list[Option], argv: Sequence[str] |
         import PySide6  # noqa: F401 - is the gui extra installed?
     except ImportError:
         return _fail(f"{prog} needs PySide6, the package's 'gui' extra: pip install 'cleancoin[gui]'")
+    from cleancoin.components.common.conf import ConfError, make_dirs
     from cleancoin.components.init.cleancoin_qt import check_qt
     broken = check_qt()
     if broken is not None:
@@ -95,13 +96,15 @@ def _prepare(prog: str, summary: str, table: list[Option], argv: Sequence[str] |
             forget_datadir()
         args = _datadir_args(args)
         settings = load_settings(args, table)
-    except OptionError as exc:
+    except (OptionError, ConfError) as exc:
         return _fail(str(exc))
     apply_umask(settings)
     try:
-        os.makedirs(settings.netdatadir, exist_ok=True)
-    except OSError as exc:
-        return _fail(f"Cannot create data directory {settings.netdatadir}: {exc.strerror}")
+        # As CleanCoind: made and checked on descriptors, never a directory another user
+        # made or may write (its conf, cookie, node.sock and wallets would be theirs).
+        make_dirs(settings.netdatadir, "the data directory")
+    except ConfError as exc:
+        return _fail(str(exc))
     return settings
 
 

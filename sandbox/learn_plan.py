@@ -8,7 +8,8 @@ component do what it tries and writes down what that was:
   makes connects and address-carrying sends itself, to the sockets the view shows
   (`learn_sockets`: the "sockets" grants, and "abstract_scoped");
 - Landlock: off, and the filesystem view is the host's whole tree, read-only, with the
-  policy's private tmpfs mounts and its write grants (writable) on top: the paths a component
+  policy's private tmpfs mounts, its read grants beneath them (read-only) and its write grants
+  (writable) on top: the paths a component
   opens are learned from the notifications of open, exec, mkdir, ..., and a write outside the
   write grants fails (EROFS) after it is recorded, so that learning never changes the host
   beyond what the policy lets the component change;
@@ -55,6 +56,12 @@ def _view(plan: Plan, directory: str) -> tuple[Mount, ...]:
     # grants fails with EROFS, and is recorded all the same), the policy's private tmpfs
     # mounts and its write grants writable on top, a fresh /proc.
     kept = [m for m in plan.mounts if m.kind == "tmpfs"]
+    # A read grant beneath a private tmpfs (the X11 socket in /tmp/.X11-unix, a Wayland socket
+    # in a runtime directory under /tmp) is bound again on top, read-only, as the policy's view
+    # shows it: the host's tree under the tmpfs is covered, and without it the window's display
+    # socket was not there at all (ENOENT: Qt could not load its platform plugin).
+    covered = [dataclasses.replace(m, executable=True) for m in plan.mounts if m.kind == "bind" and not m.writable
+               and any(_beneath(m.path, t.path) for t in kept)]
     writable = [dataclasses.replace(m, executable=True) for m in plan.mounts if m.kind == "bind" and m.writable]
     # The root's clone is nodev: devices are bound one by one (the kernel's usual ones).
     bound = {m.path for m in writable}
@@ -71,8 +78,8 @@ def _view(plan: Plan, directory: str) -> tuple[Mount, ...]:
         raise EnforcementError("learning", f"the record directory {directory} overlaps the write grant "
                                            f"{clash[0]}: the component could write its own records; "
                                            "pick a directory outside every write grant")
-    hidden = not any(_beneath(directory, m.path) for m in kept)
-    return (Mount("bind", "/", writable=False, executable=True), *kept, *writable, *devices,
+    hidden = not any(_beneath(directory, m.path) for m in kept) or any(_beneath(directory, m.path) for m in covered)
+    return (Mount("bind", "/", writable=False, executable=True), *kept, *covered, *writable, *devices,
             *((Mount("hide", directory),) if hidden else ()), Mount("proc", "/proc"))
 
 

@@ -41,6 +41,31 @@ class Link:
     transport: str
     closed: Callable[[], Awaitable[None]] | None = None
     close: Callable[[], None] | None = None
+    #: Why there is no node yet (an attached GUI whose node went away before its first
+    #: call): the window opens waiting for it, as for a node that goes away later.
+    absent: str | None = None
+
+    @classmethod
+    def waiting(cls, transport: str, reason: str) -> "Link":
+        """A link with no node behind it yet; GuiApp.run reconnects first."""
+        return cls(AbsentNode(reason), transport, absent=reason)
+
+
+class AbsentNode:
+    """The Node of a `Link.waiting`: every call fails as one to a node that went away does
+    (the window's widgets may call before the first reconnect)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def execute_rpc(self, request: Any) -> Any:
+        raise ConnectionError(f"no node yet: {self.reason}")
+
+    async def shutdown(self) -> None:
+        raise ConnectionError(f"no node yet: {self.reason}")
+
+    async def handle_notifications(self, notifications: Any) -> Any:
+        raise ConnectionError(f"no node yet: {self.reason}")
 
 
 Connector = Callable[[], Awaitable[Link]]
@@ -94,8 +119,15 @@ class GuiApp:
 
     async def run(self) -> None:
         """Subscribe, then follow the connection until the window closes. A node that goes
-        away while the window subscribes is lost like one that goes later (reconnect or end)."""
-        subscribed = await self._first_of(self.subscribe())
+        away while the window subscribes is lost like one that goes later (reconnect or end);
+        with no node at the start (`Link.waiting`), the window says it waits and reconnects."""
+        if self.link.absent is not None and self.reconnect is not None:
+            log.warning("no node to talk to yet (%s): waiting for it at %s", self.link.absent, self.link.transport)
+            self.events.connection.emit(False, f"waiting for the node at {self.link.transport}…")
+            await self._reconnect()
+            subscribed = True
+        else:
+            subscribed = await self._first_of(self.subscribe())
         while not self.closed.is_set():
             if self.link.closed is None:
                 await self.closed.wait()

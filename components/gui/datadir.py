@@ -32,7 +32,8 @@ def forget_datadir(directory: str | None) -> None:
 
 
 def choose_datadir(directory: str | None) -> str | None:
-    """Ask (in a child process), create and remember the directory; None when cancelled."""
+    """Ask (in a child process), create and remember the directory; None when cancelled.
+    ConfError (nothing remembered) when another user made the directory or may write it."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -60,7 +61,10 @@ def choose_datadir(directory: str | None) -> str | None:
     if not chosen:
         return None
     path = os.path.abspath(os.path.expanduser(chosen.decode()))
-    os.makedirs(path, exist_ok=True)
+    # As the node makes its datadir: ConfError for a directory another user made or may write,
+    # before it is remembered.
+    from ..common.conf import make_dirs
+    make_dirs(path, "the data directory")
     q = _settings(directory)
     q.setValue(KEY, path)   # type: ignore[attr-defined]
     q.sync()                # type: ignore[attr-defined]

@@ -143,6 +143,7 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
         writable = window_dir(options.settings_dir)
         os.makedirs(writable, mode=0o700, exist_ok=True)
         from cleancoin.sandbox.denial_log import DenialLog
+        from ..common.conf import ConfError, make_dirs
         from ..common.private_files import UnsafeFileError, sandbox_log
         keep = {sock.fileno(), *log_descriptors()}
         if connector is not None:
@@ -151,9 +152,9 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
             # The window's refusals go where its node's go, <netdatadir>/sandbox.log, out of
             # the window's view (its own log it may rewrite); to stderr where no node runs here.
             if node_process is not None:
-                os.makedirs(netdatadir, exist_ok=True)      # the node it started may not have yet
+                make_dirs(netdatadir, "the data directory")     # the node it started may not have yet
             refusals = sandbox_log(netdatadir) if os.path.isdir(netdatadir) else ""
-        except UnsafeFileError as exc:
+        except (UnsafeFileError, ConfError) as exc:
             if node_process is not None:
                 node_process.kill()
             return _fail(str(exc))
@@ -208,7 +209,12 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
             try:
                 link = await first_link()
             except Exception as exc:  # noqa: BLE001 - the node did not come up
-                return _fail(f"the node did not answer: {exc}")
+                if connector is None:
+                    return _fail(f"the node did not answer: {exc}")
+                # Attached: the node went away between our connect and the first call. Wait
+                # for it as for a node that goes away later (the window says so).
+                log.warning("the node did not answer (%s); the window waits for it", exc)
+                link = Link.waiting(transport, str(exc) or type(exc).__name__)
             own = own_process(PROG, report, "the window: no keys, no chain, no network; reaches the "
                                             "node over IPC only")
             gui = GuiApp(PROG, network, link, own=own, settings=settings,

@@ -92,6 +92,18 @@ OPTIONS: list[Option] = [
     Option("rpcauth", "USER:SALT$HASH credentials for JSON-RPC", "RPC server options", "<userpw>"),
     Option("rpccookiefile", "Auth cookie of this process's RPC server (relative to the network datadir)",
            "RPC server options", "<loc>", "wallets/.cookie"),
+    # As CleanCoind's (cli/node_main.py): a conf file shared with the node restricts this
+    # server too; ignored, a user whitelisted to read-only methods could spend here.
+    Option("rpcwhitelist", "Set a whitelist to filter incoming RPC calls for a specific user. The field "
+           "<whitelist> comes in the format: <USERNAME>:<rpc 1>,<rpc 2>,...,<rpc n>. If multiple "
+           "whitelists are set for a given user, they are set-intersected. See -rpcwhitelistdefault "
+           "documentation for information on default whitelist behavior.", "RPC server options",
+           "<whitelist>"),
+    Option("rpcwhitelistdefault", "Sets default behavior for rpc whitelisting. Unless rpcwhitelistdefault "
+           "is set to 0, if any -rpcwhitelist is set, the rpc server acts as if all rpc users are subject "
+           "to empty-unless-otherwise-specified whitelists. If rpcwhitelistdefault is set to 1 and no "
+           "-rpcwhitelist is set, rpc server acts as if all rpc users are subject to empty whitelists.",
+           "RPC server options"),
 ]
 
 
@@ -275,6 +287,7 @@ def _open_rpc(settings: Settings, opened: _Opened) -> None:
         return
     from cleancoin.components.rpc.registry import Registry
     from cleancoin.components.rpc.server import RpcAuth, RpcServer, bind_endpoints, parse_allow
+    from cleancoin.components.rpc.whitelist import RpcWhitelist
     port_text = settings.get("rpcport")
     if port_text is None or not port_text.isdigit():
         raise _StartError("-server needs -rpcport=PORT (the node's RPC port is the node's)")
@@ -289,7 +302,10 @@ def _open_rpc(settings: Settings, opened: _Opened) -> None:
     endpoints, warnings = bind_endpoints(settings.get_all("rpcbind"), settings.get_all("rpcallowip"), int(port_text))
     for w in warnings:
         logging.getLogger("cleancoin.rpc").warning("%s", w)
-    server = RpcServer(Registry(), auth, allow, endpoints, server_timeout=timeout)
+    whitelist = RpcWhitelist.from_options(settings.get_all("rpcwhitelist"),
+                                          None if settings.get("rpcwhitelistdefault") is None
+                                          else settings.get_bool("rpcwhitelistdefault", False))
+    server = RpcServer(Registry(), auth, allow, endpoints, server_timeout=timeout, whitelist=whitelist)
     try:
         server.bind()
     except OSError as exc:

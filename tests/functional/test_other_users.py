@@ -381,3 +381,99 @@ def test_a_unix_socket_another_user_listens_on_is_not_a_node(shared: Path, tmp_p
     finally:
         if squatter.poll() is None:
             squatter.kill()
+
+
+GUIS = [str(Path(sys.executable).parent / name) for name in ("CleanCoin-gui", "CleanCoin-qt")]
+
+
+def _gui_or_report(gui: str, datadir: Path, netdir: Path) -> subprocess.CompletedProcess[str]:
+    """The GUI's start in `datadir`, on no display (none is needed to refuse a datadir): what it
+    said, or a failure naming what it wrote into the attacker's `netdir`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["XDG_CONFIG_HOME"] = str(datadir.parent / "gui-settings")     # not the operator's own settings
+    attach = ["-noipcconnect"] if gui.endswith("-gui") else []
+    done = subprocess.run([gui, "-regtest", f"-datadir={datadir}", *attach, "-printtoconsole=0",
+                           f"-rpcport={free_port()}", f"-port={free_port()}", "-bind=127.0.0.1"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    written = sorted(os.listdir(netdir))
+    assert not written, f"{Path(gui).name} wrote {written} into the network datadir uid {NOBODY} owns: {done.stderr[-1500:]}"
+    return done
+
+
+@pytest.mark.parametrize("gui", GUIS, ids=lambda g: Path(g).name)
+def test_the_gui_refuses_a_datadir_another_user_may_write_or_planted(team: Path, gui: str) -> None:
+    """Attack: as for the node above, the attacker (in the group that may write the data
+    directory) makes its regtest/ before the operator's CleanCoin-gui or CleanCoin-qt starts.
+    Before 12-06 (h28) the GUIs made the network datadir with os.makedirs and checked nothing:
+    CleanCoin-qt wrote its log (debug.log) into the attacker's directory (CleanCoin-gui's node
+    refused it, after the window had begun). Now both make and check it as CleanCoind does
+    (conf.make_dirs): the group-writable datadir is refused, and so is the planted regtest/
+    once the datadir is private again."""
+    netdir = plant_network_datadir(team)
+    done = _gui_or_report(gui, team, netdir)
+    assert done.returncode == 1 and f"chmod g-w {team}" in done.stderr, done.stderr[-1500:]
+    team.chmod(0o755)
+    done = _gui_or_report(gui, team, netdir)
+    assert done.returncode == 1 and f"{netdir} is owned by uid {NOBODY}" in done.stderr, done.stderr[-1500:]
+
+
+def _listen_once(port_holder: list[int], heard: list[bytes]) -> tuple[socket.socket, threading.Thread]:
+    """A listener (the attacker's, on the port the operator's conf names while its node is
+    down) that keeps the first request it is sent."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(10)
+    port_holder.append(listener.getsockname()[1])
+
+    def listen() -> None:
+        try:
+            conn, _ = listener.accept()
+            conn.settimeout(5)
+            heard.append(conn.recv(65536))
+            conn.close()
+        except OSError:
+            pass
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_the_cli_refuses_a_network_datadir_another_user_planted(team: Path, tmp_path: Path) -> None:
+    """Attack: while the group could write the operator's data directory, the attacker made its
+    regtest/ a symbolic link to the network datadir of the operator's other node (here the
+    mainnet one, with its cookie). The operator has since made the datadir private (chmod g-w),
+    so the datadir check passes. The operator's CleanCoin-cli -regtest reads its cookie from
+    <datadir>/regtest/.cookie and sends it to the regtest port, where no regtest node runs and
+    the attacker listens. Before 12-06 (h28) the CLI checked the datadir only: it sent the other
+    node's cookie (the whole RPC of that node, its wallets) to the attacker's port. Now the
+    network datadir, and a link to it, is checked as the datadir is, and the cookie file in it."""
+    other = tmp_path / "mainnet"
+    other.mkdir(mode=0o700)
+    secret = "__cookie__:" + uuid.uuid4().hex * 2
+    (other / ".cookie").write_text(secret)
+    (other / ".cookie").chmod(0o600)
+    netdir = team / "regtest"
+    made = as_team_member(sys.executable, "-c", f"import os; os.symlink({str(other)!r}, {str(netdir)!r})")
+    assert made.returncode == 0, made.stderr
+    team.chmod(0o755)
+    ports: list[int] = []
+    heard: list[bytes] = []
+    listener, thread = _listen_once(ports, heard)
+    result = subprocess.run([CLI, "-regtest", f"-datadir={team}", f"-rpcport={ports[0]}", "-rpcclienttimeout=3",
+                             "getblockcount"], capture_output=True, text=True, timeout=30)
+    listener.close()
+    thread.join(5)
+    import base64
+    stolen = [h for h in heard if base64.b64encode(secret.encode()) in h]
+    assert not stolen, f"the CLI sent another node's cookie to the attacker's port: {stolen[0][:300]!r}"
+    assert result.returncode != 0 and f"{netdir} is owned by uid {NOBODY}" in result.stderr, result.stderr
+    # A real directory the attacker made (with a cookie of theirs in it): refused the same way.
+    netdir.unlink()
+    team.chmod(0o775)
+    planted = plant_network_datadir(team)
+    (planted / ".cookie").write_text("__cookie__:" + "ee" * 32)
+    team.chmod(0o755)
+    result = subprocess.run([CLI, "-regtest", f"-datadir={team}", f"-rpcport={free_port()}", "-rpcclienttimeout=3",
+                             "getblockcount"], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and f"{planted} is owned by uid {NOBODY}" in result.stderr, result.stderr

@@ -118,6 +118,62 @@ def test_cleancoin_gui_attaches_with_ipcconnect_and_survives_a_node_restart(data
                     proc.kill()
 
 
+def test_an_attached_gui_whose_node_goes_before_the_first_call_waits_for_it(datadir: Path) -> None:
+    """The node at node.sock goes away after the GUI connected and before its first call (here a
+    listener that hangs up on every connection stands for it). The GUI used to exit: "the node
+    did not answer". Now its window opens saying it waits, and it attaches to the node that
+    comes up there later, as it does for a node that goes away once the window runs."""
+    import socket
+    import threading
+    netdir = datadir / "regtest"
+    netdir.mkdir(mode=0o700)
+    sock = netdir / "node.sock"
+    hangup = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    hangup.bind(str(sock))
+    hangup.listen()
+    stop = threading.Event()
+
+    def hang_up() -> None:
+        hangup.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                hangup.accept()[0].close()
+            except OSError:
+                pass
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    gui = node = None
+    try:
+        gui = _gui(datadir, "-ipcconnect=unix")
+        _wait(lambda: "the window waits for it" in _log(datadir) or gui.poll() is not None, 30,
+              "the GUI saw no node", detail=lambda: _log(datadir)[-3000:])
+        _wait(lambda: "waiting for it at" in _log(datadir) or gui.poll() is not None, 30, "the window waits",
+              detail=lambda: _log(datadir)[-3000:])
+        assert gui.poll() is None, gui.communicate()[0].decode()[-2000:]
+        stop.set()
+        thread.join(5)
+        hangup.close()
+        sock.unlink()
+        node = subprocess.Popen([str(BIN / "CleanCoin-node"), "-regtest", f"-datadir={datadir}",
+                                 f"-port={free_port()}", f"-rpcport={free_port()}", "-ipcbind=unix",
+                                 "-printtoconsole=0", "-disablewallet"])
+        _wait(lambda: "reconnected to the node" in _log(datadir) or gui.poll() is not None, 60,
+              "the GUI attached to the node that came", detail=lambda: _log(datadir)[-3000:])
+        assert gui.poll() is None, gui.communicate()[0].decode()[-2000:]
+        assert "window ready" in _log(datadir)
+        gui.send_signal(signal.SIGTERM)
+        assert gui.wait(60) == 0
+    finally:
+        stop.set()
+        for proc in (gui, node):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
 def test_probe_finds_no_escape_from_the_gui_policies(datadir: Path) -> None:
     import socket
     compositor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)    # gui-wayland's one grant

@@ -156,6 +156,31 @@ def test_a_node_gone_before_the_window_subscribes_is_a_lost_connection(
             process.wait()
 
 
+def test_a_window_with_no_node_yet_says_it_waits_and_keeps_trying(
+        qtbot: Any, qapp: Any, aloop: Any, datadir: Path, settings_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attached GUI whose node went before the first call (Link.waiting) opens its window
+    saying it waits, and keeps asking its connector until the window closes."""
+    from cleancoin.components.gui import app as app_module
+    from cleancoin.components.gui.app import Link
+    app = _gui_app("CleanCoin-gui", Link.waiting("unix:/nowhere/node.sock", "connection to peer lost"),
+                   datadir, settings_dir)
+    tries: list[float] = []
+
+    async def reconnect() -> Link:
+        tries.append(asyncio.get_running_loop().time())
+        raise ConnectionError("not there")      # as Connector.connect when nothing listens
+    app.reconnect = reconnect
+    monkeypatch.setattr(app_module, "RECONNECT_SECONDS", 0.1)
+    runner = asyncio.ensure_future(app.run())
+    wait_for(qtbot, lambda: len(tries) >= 2, 10, "two tries to reconnect")
+    assert "waiting for the node at unix:/nowhere/node.sock" in app.window.connection.text()
+    assert not runner.done()
+    app.window.close()
+    run(qapp, asyncio.wait_for(runner, 10))
+    run(qapp, app.close(stop_node=False))
+
+
 @pytest.mark.parametrize("line, expected", [
     ('getblockhash 0', ("getblockhash", [0])),
     ('sendtoaddress abc 1.5 "" "for bob"', ("sendtoaddress", ["abc", 1.5, "", "for bob"])),
