@@ -120,4 +120,16 @@ def test_after_walletpassphrase_no_copy_of_the_seed_or_its_master_key_is_left_in
     # The scan does find the seed, in its page.
     assert _outside_locked_pages(pid, needles, skip_locked=False) == ["seed"]
     assert _outside_locked_pages(pid, needles) == []
+    # Keys derived as blocks pay the wallet (keypool), a payment signed, the passphrase
+    # changed, a message signed: each derives from the master key. On main the master key's
+    # secret stayed in the heap after the first (coincurve.PrivateKey's x-only keypair and
+    # the freed digests and concatenations of the derivation).
+    n.rpc.generatetoaddress(101, n.client.call("getnewaddress", wallet="w"))
+    assert _outside_locked_pages(pid, needles) == [], "after deriving keys"
+    n.client.call("sendtoaddress", n.client.call("getnewaddress", wallet="w"), 1, wallet="w")
+    assert _outside_locked_pages(pid, needles) == [], "after signing a payment"
+    n.client.call("walletpassphrasechange", PASSPHRASE, PASSPHRASE + "2", wallet="w")
+    n.client.call("walletpassphrase", PASSPHRASE + "2", 600, wallet="w")
+    n.client.call("signmessage", n.client.call("getnewaddress", "", "legacy", wallet="w"), "m", wallet="w")
+    assert _outside_locked_pages(pid, needles) == [], "after a passphrase change and signmessage"
     assert n.stop() == 0
