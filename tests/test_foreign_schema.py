@@ -101,3 +101,57 @@ def test_a_database_of_ours_passes_and_the_check_names_only_what_differs() -> No
     conn.execute("CREATE TABLE extra (x)")
     with pytest.raises(ForeignSchema, match="did not put there: table 'extra'. "):
         ours.check(conn, "mem")
+
+
+def test_a_trigger_planted_while_the_wallet_is_open_never_runs_in_its_connection(tmp_path) -> None:
+    """A writer still alive after the check (a compromised wallet process that dropped its
+    advisory flock: SQLite's locks bind nobody who writes the file) plants a trigger while
+    the unconfined program has the file open. SQLite re-reads a changed schema before the
+    next statement, without our check. On the old code the trigger ran in the opener's
+    connection; now every statement that would run SQL of the file's schema is refused."""
+    path = _wallet(tmp_path)
+    store = WalletStore.open(tmp_path, "w", "regtest")
+    try:
+        _plant(path, TRIGGER)
+        with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+            store.set_label("bcrt1qplanted", "x")
+        view = ("ALTER TABLE meta RENAME TO meta_real", "CREATE VIEW meta AS SELECT * FROM meta_real")
+        _plant(path, "DROP TRIGGER planted", *view)
+        with pytest.raises(sqlite3.DatabaseError, match="prohibited"):
+            store.network()
+    finally:
+        store.close()
+    assert not _planted_ran(path)
+
+
+def test_sql_that_differs_only_in_what_python_calls_whitespace_is_refused(tmp_path) -> None:
+    """U+00A0 is whitespace to Python's regular expressions, not to SQLite (an identifier
+    character there): 'PRIMARY<NBSP>KEY' compared equal to 'PRIMARY KEY', while SQLite reads a
+    column type and no key, so labels took duplicate addresses (old code)."""
+    path = _wallet(tmp_path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA writable_schema=ON")
+        conn.execute("UPDATE sqlite_schema SET sql = replace(sql, 'PRIMARY KEY', 'PRIMARY' || "
+                     "char(160) || 'KEY') WHERE name = 'labels'")
+        conn.execute("DELETE FROM sqlite_schema WHERE name = 'sqlite_autoindex_labels_1'")
+    finally:
+        conn.close()
+    with pytest.raises(WalletError, match="table 'labels' \\(changed\\)"):
+        WalletStore.open(tmp_path, "w", "regtest").close()
+
+
+def test_two_objects_on_one_b_tree_are_refused(tmp_path) -> None:
+    """rootpage is not SQL but says where an object's rows are: labels pointed at the
+    secrets table's b-tree passed the check (old code) and the wallet read the seed row as
+    a label."""
+    path = _wallet(tmp_path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA writable_schema=ON")
+        conn.execute("UPDATE sqlite_schema SET rootpage = (SELECT rootpage FROM sqlite_schema "
+                     "WHERE name = 'secrets') WHERE name = 'labels'")
+    finally:
+        conn.close()
+    with pytest.raises(WalletError, match="share"):
+        WalletStore.open(tmp_path, "w", "regtest").close()

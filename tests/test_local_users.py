@@ -136,3 +136,51 @@ def test_make_dirs_makes_what_is_missing_and_refuses_what_another_user_owns(tmp_
     with pytest.raises(ConfError, match=f"{planted} is owned by uid {NOBODY}"):
         make_dirs(str(planted / "wallets"), "the wallet directory", 0o700)
     assert os.listdir(planted) == []
+
+
+def _grant_acl(path: Path, *, user: int | None = None, group: int | None = None) -> None:
+    """A POSIX access ACL (what `setfacl -m u:USER:rwx` writes; setfacl is not installed
+    everywhere): owner rwx, the named user or group rwx, mask rwx, others nothing."""
+    import struct
+    none = 0xFFFFFFFF
+    entries = [(0x01, 7, none)]
+    if user is not None:
+        entries.append((0x02, 7, user))
+    entries.append((0x04, 0, none))
+    if group is not None:
+        entries.append((0x08, 7, group))
+    entries += [(0x10, 7, none), (0x20, 0, none)]
+    os.setxattr(path, "system.posix_acl_access",
+                struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries))
+
+
+def test_a_directory_another_user_may_write_through_an_acl_is_refused() -> None:
+    """An ACL entry for another user (setfacl -m u:mallory:rwx ~/.cleancoin) shows in the mode
+    only as the group bits (the ACL mask), and the owner's group was a group of the user
+    alone: the check passed (old code) while nobody planted a conf file in it."""
+    base = Path(tempfile.mkdtemp(prefix="cleancoin-acl-", dir="/var/tmp"))
+    try:
+        base.chmod(0o755)
+        data = base / "data"
+        data.mkdir(mode=0o700)
+        os.chown(data, 0, 0)
+        _grant_acl(data, user=NOBODY)
+        assert subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                               "touch", str(data / "CleanCoin.conf")]).returncode == 0
+        with pytest.raises(ConfError, match=f"{data} is writable by uid {NOBODY} through its ACL"):
+            refuse_others(str(data), "the data directory")
+        with pytest.raises(ConfError, match="ACL"):
+            make_dirs(str(data / "regtest"), "the data directory")
+        # On the way, as for the mode: refused unless sticky.
+        own = data / "own"
+        own.mkdir(mode=0o700)
+        with pytest.raises(ConfError, match="ACL"):
+            refuse_others(str(own), "the data directory")
+        _grant_acl(data, group=54321)      # a group the system does not know
+        with pytest.raises(ConfError, match="through its ACL"):
+            refuse_others(str(data), "the data directory")
+        _grant_acl(data)                   # no named entry: the mode says it all
+        data.chmod(0o700)
+        refuse_others(str(own), "the data directory")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

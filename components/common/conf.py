@@ -188,7 +188,7 @@ def make_dirs(path: str, what: str, mode: int = 0o777) -> None:
                                 f"of ours ({exc.strerror}): another user may have put it there") from None
             os.close(fd)
             fd = child
-            _check_stat(os.fstat(fd), current, path, what, groups, own=True)
+            _check_stat(os.fstat(fd), current, path, what, groups, own=True, where=fd)
     finally:
         os.close(fd)
 
@@ -225,9 +225,12 @@ class _Groups:
         return bool(members) and members <= ours
 
 
-def _check_stat(st: os.stat_result, current: str, path: str, what: str, groups: _Groups, *, own: bool) -> None:
+def _check_stat(st: os.stat_result, current: str, path: str, what: str, groups: _Groups, *, own: bool,
+                where: str | int | None = None) -> None:
     """ConfError unless `st` (of `current`, on the way to `path`) is safe: owned by us or root,
-    not writable by others or a group with another member (on the way: unless sticky)."""
+    not writable by others or a group with another member (on the way: unless sticky), nor
+    by another user or such a group through an ACL entry of `where` (the path or descriptor
+    `st` is of; `current` when None)."""
     title = what.capitalize()
     if st.st_uid not in (os.geteuid(), 0):
         raise ConfError(f"{title} {path} is not safe: {current} is owned by uid {st.st_uid}, "
@@ -241,6 +244,33 @@ def _check_stat(st: os.stat_result, current: str, path: str, what: str, groups: 
         raise ConfError(f"{title} {path} is not safe: {current} is writable by group {_group_name(st.st_gid)}, "
                         f"which is not a group of you alone (another member, or none the system knows; "
                         f"mode {mode:04o}); make it private (chmod g-w {current})")
+    if open_to_all and st.st_mode & stat.S_IWGRP:
+        # With an ACL the group bits are its mask: a named entry under a mask with w writes.
+        other = _acl_writer(current if where is None else where, groups)
+        if other:
+            raise ConfError(f"{title} {path} is not safe: {current} is writable by {other} through its "
+                            f"ACL (getfacl {current}); remove the entry (setfacl -x) or chmod g-w {current}")
+
+
+def _acl_writer(where: str | int, groups: _Groups) -> str:
+    """Who else may write `where` (a path or a descriptor) through a named entry of its POSIX
+    access ACL: "uid N" or "group G", "" when no one. The mode cannot show them: a named
+    user's or group's entry counts only through the mask, which the group bits display."""
+    import struct
+    try:
+        acl = os.getxattr(where, "system.posix_acl_access")
+    except OSError:
+        return ""       # no ACL (ENODATA) or a file system without them (ENOTSUP)
+    ours = {os.geteuid(), 0}
+    for offset in range(4, len(acl) - 7, 8):
+        tag, perm, ident = struct.unpack_from("<HHI", acl, offset)
+        if not perm & 2:
+            continue
+        if tag == 0x02 and ident not in ours:              # ACL_USER
+            return f"uid {ident}"
+        if tag == 0x08 and not groups.private(ident):       # ACL_GROUP
+            return f"group {_group_name(ident)}"
+    return ""
 
 
 def _group_name(gid: int) -> str:

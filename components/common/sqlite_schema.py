@@ -18,7 +18,19 @@ all, reached from inside the sandbox. SQLite's own advice for files from an untr
 - and, stricter than its advice, every object in the file must be one this program creates,
   with the very SQL it creates it with (`Schema.check`), before any statement reads or writes
   a table. An object that is missing is fine (a new file, a table added by a later version);
-  any other is refused with its kind and name.
+  any other is refused with its kind and name. Whitespace is compared as SQLite reads it
+  (space, tab, CR, LF, FF only: U+00A0 is whitespace to Python but an identifier character to
+  SQLite, so 'PRIMARY<NBSP>KEY' is a column type, not a key), and no two objects may share a
+  b-tree (`rootpage`: a table pointed at another's rows reads them as its own);
+- and, for as long as the connection is open, an authorizer (`harden`) refuses every
+  statement that would run SQL of a trigger or a view. The check runs once, at open; a writer
+  still alive afterwards (SQLite's locks are advisory: a compromised process that wrote the
+  file can write it again while another program has it open) can change the schema, and
+  SQLite re-reads a changed schema before the next statement without asking us. Our programs
+  create neither triggers nor views, so any that appear are refused at that statement
+  ("not authorized"), before they run. What the authorizer cannot tell apart, a table
+  replaced by an innocuous virtual table of the same name or a changed table definition
+  after the check, still runs only innocuous functions (`trusted_schema=OFF`).
 
 Data in ordinary tables is still the writer's to choose; the readers treat it as such (the
 chain is checked against its headers and rules, the wallet's rows against its own keys).
@@ -30,7 +42,8 @@ import re
 import sqlite3
 from dataclasses import dataclass
 
-_SPACE = re.compile(r"\s+")
+# SQLite's whitespace (tokenize.c), not Python's \s, which also matches U+00A0, U+2000...
+_SPACE = re.compile(r"[ \t\n\f\r]+")
 
 
 class ForeignSchema(Exception):
@@ -79,6 +92,7 @@ class Schema:
                 continue
             shown = "virtual table" if (sql or "").upper().startswith("CREATE VIRTUAL") else kind
             foreign.append(f"{shown} {name!r}" + (" (changed)" if (kind, name) in names else ""))
+        foreign.extend(_shared_b_trees(conn, database))
         if foreign:
             listed = ", ".join(foreign[:6]) + (f" and {len(foreign) - 6} more" if len(foreign) > 6 else "")
             raise ForeignSchema(
@@ -89,9 +103,37 @@ class Schema:
 
 
 def harden(conn: sqlite3.Connection) -> None:
-    """SQLite's settings for a file from a less trusted writer (module docstring)."""
+    """SQLite's settings for a file from a less trusted writer, and the authorizer that
+    refuses SQL of a trigger or view for the connection's lifetime (module docstring)."""
     conn.execute("PRAGMA trusted_schema=OFF")
     conn.execute("PRAGMA cell_size_check=ON")
+    conn.set_authorizer(_no_schema_code)
+
+
+def _no_schema_code(action: int, arg1: str | None, arg2: str | None, database: str | None,
+                    source: str | None) -> int:
+    """sqlite3 authorizer: `source` names the trigger or view (or common table expression)
+    whose code an action belongs to. Our statements have no trigger or view; a CTE of ours
+    (storage's `WITH k AS (VALUES ...)`) shows as one SQLITE_SELECT with its name. So the bare
+    SELECT step passes whatever its source, and every other action of a trigger or view, a
+    read of a table, a write, a function call, is a planted object's and refused."""
+    if source is None or action == sqlite3.SQLITE_SELECT:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+def _shared_b_trees(conn: sqlite3.Connection, database: str) -> list[str]:
+    """Objects whose rootpage is another object's (or page 1, sqlite_schema's own)."""
+    rows = conn.execute(f'SELECT type, name, rootpage FROM "{database}".sqlite_schema '
+                        "WHERE rootpage IS NOT NULL AND rootpage != 0").fetchall()
+    owner: dict[object, str] = {1: "sqlite_schema"}
+    shared = []
+    for kind, name, root in sorted(rows, key=lambda r: (str(r[1]), str(r[0]))):
+        if root in owner:
+            shared.append(f"{kind} {name!r} (shares its b-tree with {owner[root]!r})")
+        else:
+            owner[root] = str(name)
+    return shared
 
 
 def _objects(conn: sqlite3.Connection, database: str) -> set[tuple[str, str, str, str | None]]:

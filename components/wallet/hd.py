@@ -33,6 +33,7 @@ import coincurve
 from cleancoin.components.common.address import base58check_decode, base58check_encode
 from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.keys import CURVE_ORDER, PrivateKey
+from cleancoin.components.wallet.locked_memory import scrub
 
 __all__ = [
     "BIP32_SEED_KEY", "ExtendedKey", "HARDENED", "InvalidKeyError", "SEED_KEY", "XPRV_VERSION",
@@ -79,7 +80,9 @@ class ExtendedKey:
     @property
     def public_key(self) -> bytes:
         """The compressed public key (33 bytes)."""
-        return coincurve.PrivateKey(self.secret).public_key.format(compressed=True)
+        # Not coincurve.PrivateKey: it also makes an x-only keypair, a C struct holding the
+        # secret that is freed uncleared (the master key stayed in the heap that way).
+        return coincurve.PublicKey.from_valid_secret(self.secret).format(compressed=True)
 
     @property
     def fingerprint(self) -> bytes:
@@ -97,18 +100,31 @@ class ExtendedKey:
         if self.depth == 255:
             raise ValueError("maximum depth reached")
         if index >= HARDENED:
-            data = b"\x00" + self.secret + _U32BE.pack(index)
+            # One allocation: `b"\x00" + secret` would leave a freed copy of the secret behind.
+            data = b"".join((b"\x00", self.secret, _U32BE.pack(index)))
         else:
             data = self.public_key + _U32BE.pack(index)
         digest = hmac.digest(self.chain_code, data, hashlib.sha512)
-        il = int.from_bytes(digest[:32], "big")
-        if il >= CURVE_ORDER:
-            raise InvalidKeyError("derived IL >= n")
-        k = (il + int.from_bytes(self.secret, "big")) % CURVE_ORDER
-        if k == 0:
-            raise InvalidKeyError("derived key is zero")
-        return ExtendedKey(k.to_bytes(32, "big"), digest[32:], self.depth + 1, self.fingerprint,
-                           index)
+        try:
+            il = int.from_bytes(digest[:32], "big")
+            if il >= CURVE_ORDER:
+                raise InvalidKeyError("derived IL >= n")
+            k = (il + int.from_bytes(self.secret, "big")) % CURVE_ORDER
+            if k == 0:
+                raise InvalidKeyError("derived key is zero")
+            return ExtendedKey(k.to_bytes(32, "big"), digest[32:], self.depth + 1, self.fingerprint,
+                               index)
+        finally:
+            # The digest holds the child's chain code, `data` the parent's secret (hardened).
+            scrub(digest)
+            if index >= HARDENED:
+                scrub(data)
+
+    def wipe(self) -> None:
+        """Zero this key's secret and chain code in place (locked_memory.scrub): for a key
+        derived for one operation, once nothing uses it (no PrivateKey made from it)."""
+        scrub(self.secret)
+        scrub(self.chain_code)
 
     def serialize(self, version: int = XPRV_VERSION) -> str:
         """BIP32 serialization (base58check of 78 bytes), e.g. "xprv..." with the default."""
@@ -134,7 +150,10 @@ def master_key(seed: bytes | bytearray, key: bytes = SEED_KEY) -> ExtendedKey:
     if not 16 <= len(seed) <= 64:
         raise ValueError("seed must be 16 to 64 bytes")
     digest = hmac.digest(key, bytes(seed), hashlib.sha512)
-    return ExtendedKey(digest[:32], digest[32:])
+    try:
+        return ExtendedKey(digest[:32], digest[32:])
+    finally:
+        scrub(digest)       # secret and chain code, side by side
 
 
 def parse_path(path: str) -> list[int]:
@@ -156,7 +175,9 @@ def derive_path(root: ExtendedKey, path: str | Sequence[int]) -> ExtendedKey:
     """The key at `path` (a string for parse_path, or child numbers) below `root`."""
     key = root
     for index in parse_path(path) if isinstance(path, str) else path:
-        key = key.child(index)
+        parent, key = key, key.child(index)
+        if parent is not root:
+            parent.wipe()       # an intermediate (an account's chain key) nobody else holds
     return key
 
 

@@ -25,6 +25,8 @@ import mmap
 import os
 
 _PAGE = mmap.PAGESIZE
+# Where a bytes object's contents start (CPython: the header, then ob_sval).
+_BYTES_HEADER = bytes.__basicsize__ - 1
 _LIBC = ctypes.CDLL(None, use_errno=True)
 # Not in Python 3.11's mmap module on every build; the Linux value (asm-generic/mman-common.h).
 _MADV_WIPEONFORK = getattr(mmap, "MADV_WIPEONFORK", 18)
@@ -94,3 +96,15 @@ class LockedBuffer:
             _LIBC.munlock(ctypes.c_void_p(self._address()), ctypes.c_size_t(len(self._map)))
         self._map.close()
         self._map = None
+
+
+def scrub(data: bytes) -> None:
+    """Overwrite the contents of a `bytes` object with zeros, in place (CPython's layout).
+
+    For a short-lived copy of a secret (a seed read out of its LockedBuffer, an HMAC digest
+    holding a derived key) that nothing uses any more: freed, it would keep its bytes in the
+    heap until the allocator reuses the block, for as long as the wallet runs. Never for an
+    object anything else still holds (a dict key, an interned or cached object): it would
+    change under its holder. Objects of fewer than 2 bytes (CPython's shared ones) are left."""
+    if type(data) is bytes and len(data) > 1:
+        ctypes.memset(id(data) + _BYTES_HEADER, 0, len(data))

@@ -47,6 +47,7 @@ from .coins import SpendableCoin, build_transaction
 from .events import WalletEventFeed
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
+from .locked_memory import scrub
 from .store import DB_FILENAME, NEW_SUFFIX, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
 
 __all__ = ["Balances", "KEYPOOL_SIZE", "KeypoolRanOut", "SETTINGS_FILENAME", "StartupWalletError",
@@ -449,6 +450,22 @@ class Wallet:
             raise UnlockNeeded()
         yield self._unlocked
 
+    @contextlib.contextmanager
+    def _master(self) -> Any:
+        """The master key for one operation (UnlockNeeded while locked); its secret and chain
+        code, and the seed's copy it was made from, are zeroed afterwards (locked_memory.scrub):
+        freed, they stayed in the heap for as long as the process ran."""
+        with self._seed() as seed:
+            plain = seed.get()
+            try:
+                master = master_key(plain)
+            finally:
+                scrub(plain)
+            try:
+                yield master
+            finally:
+                master.wipe()
+
     def unlock(self, passphrase: str, timeout: int) -> None:
         """walletpassphrase: keep the seed for `timeout` seconds (WrongPassphrase)."""
         if not self.store.encrypted:
@@ -508,8 +525,7 @@ class Wallet:
         need = [(internal, size - self.store.unused_keys(internal)) for internal in (False, True)]
         if all(n <= 0 for _, n in need):
             return 0
-        with self._seed() as seed:
-            master = master_key(seed.get())
+        with self._master() as master:
             for internal, n in need:
                 if n <= 0:
                     continue
@@ -565,8 +581,7 @@ class Wallet:
         records = [self.store.key_by_pkh(pkh) if pkh is not None else None for pkh in prev_pkhs]
         if not any(records):
             return tx, [False] * len(records)
-        with self._seed() as seed:
-            master = master_key(seed.get())
+        with self._master() as master:
             keys = [self._private_key(master, rec) if rec is not None else None for rec in records]
         return sign_transaction(tx, keys), [rec is not None for rec in records]
 
@@ -575,8 +590,8 @@ class Wallet:
         rec = self.store.key_by_pkh(pkh)
         if rec is None:
             raise WalletError("Private key not available")
-        with self._seed() as seed:
-            key = self._private_key(master_key(seed.get()), rec)
+        with self._master() as master:
+            key = self._private_key(master, rec)
             sig = coincurve.PrivateKey(key.secret).sign_recoverable(message_hash(message),
                                                                     hasher=None)
         header = 27 + sig[64] + 4          # +4: compressed public key, as bitcoind
@@ -684,8 +699,7 @@ class Wallet:
         if self.locked:
             raise UnlockNeeded()
         rate = fee_rate if fee_rate is not None else await self.fee_rate()
-        with self._seed() as seed:
-            master = master_key(seed.get())
+        with self._master() as master:
             spendable = []
             for coin in self.spendable_coins():
                 rec = self.store.key_by_pkh(coin.pkh)

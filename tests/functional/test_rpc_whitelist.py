@@ -70,3 +70,43 @@ def test_with_a_whitelist_users_without_one_call_nothing_by_default(node: Callab
     n.process.terminate()                              # the RPC `stop` is locked out too
     assert n.process.wait(30) == 0
     n.process = None
+
+
+def _post_raw(node: TestNode, body: bytes, user: str, password: str, path: str = "/") -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{node.rpc_port}{path}", data=body, method="POST", headers={
+        "Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_no_request_form_reaches_a_refused_method(node: Callable[..., TestNode]) -> None:
+    """Red team 12-06, held: the forms where a checker and a dispatcher could read a request
+    differently. A duplicate "method" key (the checker and the dispatcher read the same parsed
+    object: the last one, stop, refused), JSON-RPC 2.0 notifications alone and in a batch,
+    a non-string method, another spelling, help naming stop, a wallet URI: each is refused
+    or fails, and the node is still up."""
+    n = node(f"-rpcauth={RPCAUTH}", f"-rpcwhitelist={WATCHER}:getblockcount", "-rpcwhitelistdefault=0")
+    n.start()
+    n.rpc.createwallet("w")
+    refused = [
+        b'{"id":1,"method":"getblockcount","method":"stop"}',
+        b'{"jsonrpc":"2.0","method":"stop"}',
+        b'[{"jsonrpc":"2.0","method":"getblockcount"},{"jsonrpc":"2.0","method":"stop"}]',
+        b'[{"jsonrpc":"2.0","id":1,"method":"getblockcount"},{"jsonrpc":"2.0","method":"stop","id":null}]',
+        b'{"id":1,"method":"STOP"}', b'{"id":1,"method":"stop "}', b'{"id":1,"method":"help","params":["stop"]}',
+    ]
+    for body in refused:
+        assert _post_raw(n, body, WATCHER, PASSWORD) == (403, b""), body
+        assert _post_raw(n, body, WATCHER, PASSWORD, "/wallet/w")[0] in (403, 500), body
+    for body in (b'{"id":1,"method":["stop"]}', b'{"id":1,"method":null,"params":["stop"]}',
+                 b'{"id":1,"method":{"stop":1}}', b'[[{"method":"stop"}]]', b'[{"method":["stop"]}]'):
+        assert _post_raw(n, body, WATCHER, PASSWORD)[0] in (400, 403, 500), body    # malformed
+    assert _post_raw(n, b'{"id":1,"method":"getbalance"}', WATCHER, PASSWORD, "/wallet/w") == (403, b"")
+    # The last duplicate wins for both: getblockcount, allowed.
+    status, answer = _post_raw(n, b'{"id":1,"method":"stop","method":"getblockcount"}', WATCHER, PASSWORD)
+    assert (status, json.loads(answer)["result"]) == (200, 0)
+    assert n.rpc.getblockcount() == 0                  # still up: no form reached stop
+    assert n.stop() == 0

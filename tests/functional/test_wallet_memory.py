@@ -63,3 +63,73 @@ def test_an_unlocked_seed_is_in_locked_memory_and_gone_after_walletlock(node: Ca
     n.client.call("walletlock", wallet="w")
     assert not _locked_pages(pid), "the seed's page outlived walletlock"
     assert n.stop() == 0
+
+
+def _outside_locked_pages(pid: int, needles: dict[str, bytes], *, skip_locked: bool = True) -> list[str]:
+    """The names of `needles` found in `pid`'s readable memory outside its locked one-page
+    mappings (the seed's own page is where the seed belongs), or anywhere."""
+    locked = set(_locked_pages(pid)) if skip_locked else set()
+    found: set[str] = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if fields[0] in locked or "r" not in fields[1] or end - start > 1 << 30:
+                continue
+            try:
+                mem.seek(start)
+                chunk = mem.read(end - start)
+            except OSError:
+                continue
+            found.update(name for name, needle in needles.items() if needle in chunk)
+    return sorted(found)
+
+
+def test_after_walletpassphrase_no_copy_of_the_seed_or_its_master_key_is_left_in_ordinary_memory(
+        node: Callable[..., TestNode]) -> None:
+    """Read from outside: walletpassphrase decrypts the seed and derives the keypool from it;
+    the seed and the master key derived from it must then be only in the locked page, not in
+    freed heap blocks the kernel may swap out."""
+    if os.geteuid() != 0:
+        pytest.skip("reads the memory of the wallet process (needs root)")
+    import sqlite3
+
+    from cleancoin.components.wallet.hd import master_key
+    n = node()
+    n.start()
+    n.rpc.createwallet("w")
+    path = n.netdatadir / "wallets" / "w" / "wallet.sqlite"
+    n.client.call("encryptwallet", PASSPHRASE, wallet="w")
+    assert n.stop() == 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (blob,) = conn.execute("SELECT encrypted FROM secrets WHERE name = 'seed'").fetchone()
+    finally:
+        conn.close()
+    from cleancoin.components.wallet.crypto import SEED_PURPOSE, EncryptedBlob, decrypt
+    seed = decrypt(EncryptedBlob.from_bytes(blob), PASSPHRASE, purpose=SEED_PURPOSE)
+    master = master_key(seed)
+    needles = {"seed": seed, "master key": master.secret, "master chain code": master.chain_code}
+    n.start()
+    n.rpc.loadwallet("w")
+    pid = _holder(n)
+    assert _outside_locked_pages(pid, needles) == []
+    n.client.call("walletpassphrase", PASSPHRASE, 600, wallet="w")
+    n.client.call("getnewaddress", wallet="w")
+    assert len(_locked_pages(pid)) == 1
+    # The scan does find the seed, in its page.
+    assert _outside_locked_pages(pid, needles, skip_locked=False) == ["seed"]
+    assert _outside_locked_pages(pid, needles) == []
+    # Keys derived as blocks pay the wallet (keypool), a payment signed, the passphrase
+    # changed, a message signed: each derives from the master key. On main the master key's
+    # secret stayed in the heap after the first (coincurve.PrivateKey's x-only keypair and
+    # the freed digests and concatenations of the derivation).
+    n.rpc.generatetoaddress(101, n.client.call("getnewaddress", wallet="w"))
+    assert _outside_locked_pages(pid, needles) == [], "after deriving keys"
+    n.client.call("sendtoaddress", n.client.call("getnewaddress", wallet="w"), 1, wallet="w")
+    assert _outside_locked_pages(pid, needles) == [], "after signing a payment"
+    n.client.call("walletpassphrasechange", PASSPHRASE, PASSPHRASE + "2", wallet="w")
+    n.client.call("walletpassphrase", PASSPHRASE + "2", 600, wallet="w")
+    n.client.call("signmessage", n.client.call("getnewaddress", "", "legacy", wallet="w"), "m", wallet="w")
+    assert _outside_locked_pages(pid, needles) == [], "after a passphrase change and signmessage"
+    assert n.stop() == 0
