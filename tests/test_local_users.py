@@ -184,3 +184,34 @@ def test_a_directory_another_user_may_write_through_an_acl_is_refused() -> None:
         refuse_others(str(own), "the data directory")
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_datadir_reached_through_another_users_link_is_refused() -> None:
+    """Another user planted `<datadir>/regtest` as a link into the operator's own mainnet
+    datadir while they could write the datadir; the operator then made it private. Every
+    directory of the resolved path is the operator's, so the check passed and a regtest node
+    ran in the mainnet datadir (h28's finding). A link on the way is now checked too: another
+    user's is refused, the operator's own is followed."""
+    # Where nobody can reach the datadir (pytest's own tmp_path is root's alone).
+    tmp_path = Path(tempfile.mkdtemp(prefix="cleancoin-link-", dir="/var/tmp"))
+    os.chmod(tmp_path, 0o755)
+    datadir = tmp_path / "cc"
+    mainnet = tmp_path / "mainnet"
+    datadir.mkdir(mode=0o700)
+    mainnet.mkdir(mode=0o700)
+    os.chmod(datadir, 0o777)                     # for a while, anyone could write it
+    link = datadir / "regtest"
+    done = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                           sys.executable, "-c", f"import os; os.symlink({str(mainnet)!r}, {str(link)!r})"])
+    assert done.returncode == 0 and os.lstat(link).st_uid == NOBODY
+    os.chmod(datadir, 0o700)                     # the operator makes it private again
+    with pytest.raises(ConfError, match="is a symbolic link owned by uid 65534"):
+        make_dirs(str(link), "the network data directory")
+    with pytest.raises(ConfError, match="is a symbolic link owned by uid 65534"):
+        refuse_others(str(link / "CleanCoin.conf"), "the configuration file")
+    # The operator's own link is followed, and its target checked as before.
+    os.unlink(link)
+    os.symlink(mainnet, link)
+    make_dirs(str(link), "the network data directory")
+    refuse_others(str(link), "the network data directory")
+    shutil.rmtree(tmp_path)
