@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 
 from cleancoin.cli.process_exit import run_and_exit
+from cleancoin.components.rpc import whitelist
 from cleancoin.components.common.options import (
     SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text, load_settings,
     log_settings_warnings, positive_seconds, version_text, wants,
@@ -93,16 +94,7 @@ OPTIONS: list[Option] = [
     Option("rpcpassword", "Password for JSON-RPC connections", "RPC server options", "<pw>"),
     Option("rpcauth", "Username and HMAC-SHA-256 hashed password for JSON-RPC connections (USER:SALT$HASH)",
            "RPC server options", "<userpw>"),
-    Option("rpcwhitelist", "Set a whitelist to filter incoming RPC calls for a specific user. The field "
-           "<whitelist> comes in the format: <USERNAME>:<rpc 1>,<rpc 2>,...,<rpc n>. If multiple "
-           "whitelists are set for a given user, they are set-intersected. See -rpcwhitelistdefault "
-           "documentation for information on default whitelist behavior.", "RPC server options",
-           "<whitelist>"),
-    Option("rpcwhitelistdefault", "Sets default behavior for rpc whitelisting. Unless rpcwhitelistdefault "
-           "is set to 0, if any -rpcwhitelist is set, the rpc server acts as if all rpc users are subject "
-           "to empty-unless-otherwise-specified whitelists. If rpcwhitelistdefault is set to 1 and no "
-           "-rpcwhitelist is set, rpc server acts as if all rpc users are subject to empty whitelists.",
-           "RPC server options"),
+    *whitelist.OPTIONS,
     Option("wallet", "Specify wallet name to load at startup. Can be used multiple times to load "
            "multiple wallets (<netdatadir>/wallets/<name>).", "Wallet options", "<name>"),
     Option("disablewallet", "Do not load the wallet and disable wallet RPC calls", "Wallet options"),
@@ -267,8 +259,7 @@ def build_config(settings: Settings) -> "NodeConfig":
         rpcpassword=settings.get("rpcpassword", "") or "",
         rpcauth=settings.get_all("rpcauth"),
         rpcwhitelist=settings.get_all("rpcwhitelist"),
-        rpcwhitelistdefault=(None if settings.get("rpcwhitelistdefault") is None
-                             else settings.get_bool("rpcwhitelistdefault", False)),
+        rpcwhitelistdefault=whitelist.default_setting(settings),
         rpccookiefile=settings.get("rpccookiefile"),
         rpcservertimeout=positive_seconds(settings, "rpcservertimeout", 30.0),
         rest=settings.get_bool("rest", False),

@@ -50,6 +50,7 @@ from cleancoin.components.common.options import (
 )
 
 # The zygote's preload and target, and the logging both ways in share (wallet_process.py).
+from cleancoin.components.rpc import whitelist
 from cleancoin.components.init.wallet_process import PROG, import_everything, serve_node, setup_logging  # noqa: F401
 MULTIPROCESS_HINT = ("CleanCoin's multiprocess executables need pycapnp, the package's "
                      "'multiprocess' extra: pip install 'cleancoin[multiprocess]'")
@@ -94,16 +95,7 @@ OPTIONS: list[Option] = [
            "RPC server options", "<loc>", "wallets/.cookie"),
     # As CleanCoind's (cli/node_main.py): a conf file shared with the node restricts this
     # server too; ignored, a user whitelisted to read-only methods could spend here.
-    Option("rpcwhitelist", "Set a whitelist to filter incoming RPC calls for a specific user. The field "
-           "<whitelist> comes in the format: <USERNAME>:<rpc 1>,<rpc 2>,...,<rpc n>. If multiple "
-           "whitelists are set for a given user, they are set-intersected. See -rpcwhitelistdefault "
-           "documentation for information on default whitelist behavior.", "RPC server options",
-           "<whitelist>"),
-    Option("rpcwhitelistdefault", "Sets default behavior for rpc whitelisting. Unless rpcwhitelistdefault "
-           "is set to 0, if any -rpcwhitelist is set, the rpc server acts as if all rpc users are subject "
-           "to empty-unless-otherwise-specified whitelists. If rpcwhitelistdefault is set to 1 and no "
-           "-rpcwhitelist is set, rpc server acts as if all rpc users are subject to empty whitelists.",
-           "RPC server options"),
+    *whitelist.OPTIONS,
 ]
 
 
@@ -287,7 +279,6 @@ def _open_rpc(settings: Settings, opened: _Opened) -> None:
         return
     from cleancoin.components.rpc.registry import Registry
     from cleancoin.components.rpc.server import RpcAuth, RpcServer, bind_endpoints, parse_allow
-    from cleancoin.components.rpc.whitelist import RpcWhitelist
     port_text = settings.get("rpcport")
     if port_text is None or not port_text.isdigit():
         raise _StartError("-server needs -rpcport=PORT (the node's RPC port is the node's)")
@@ -302,10 +293,8 @@ def _open_rpc(settings: Settings, opened: _Opened) -> None:
     endpoints, warnings = bind_endpoints(settings.get_all("rpcbind"), settings.get_all("rpcallowip"), int(port_text))
     for w in warnings:
         logging.getLogger("cleancoin.rpc").warning("%s", w)
-    whitelist = RpcWhitelist.from_options(settings.get_all("rpcwhitelist"),
-                                          None if settings.get("rpcwhitelistdefault") is None
-                                          else settings.get_bool("rpcwhitelistdefault", False))
-    server = RpcServer(Registry(), auth, allow, endpoints, server_timeout=timeout, whitelist=whitelist)
+    server = RpcServer(Registry(), auth, allow, endpoints, server_timeout=timeout,
+                       whitelist=whitelist.from_settings(settings))
     try:
         server.bind()
     except OSError as exc:
