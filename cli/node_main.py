@@ -19,10 +19,9 @@ import time
 from collections.abc import Sequence
 
 from cleancoin.cli.process_exit import run_and_exit
-from cleancoin.components.rpc import whitelist
 from cleancoin.components.common.options import (
-    SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text, load_settings,
-    log_settings_warnings, positive_seconds, version_text, wants,
+    RPC_WHITELIST_OPTIONS, SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text, load_settings,
+    log_settings_warnings, positive_seconds, version_text, wants, whitelist_default,
 )
 
 PROG = "CleanCoind"
@@ -94,7 +93,7 @@ OPTIONS: list[Option] = [
     Option("rpcpassword", "Password for JSON-RPC connections", "RPC server options", "<pw>"),
     Option("rpcauth", "Username and HMAC-SHA-256 hashed password for JSON-RPC connections (USER:SALT$HASH)",
            "RPC server options", "<userpw>"),
-    *whitelist.OPTIONS,
+    *RPC_WHITELIST_OPTIONS,
     Option("wallet", "Specify wallet name to load at startup. Can be used multiple times to load "
            "multiple wallets (<netdatadir>/wallets/<name>).", "Wallet options", "<name>"),
     Option("disablewallet", "Do not load the wallet and disable wallet RPC calls", "Wallet options"),
@@ -259,7 +258,7 @@ def build_config(settings: Settings) -> "NodeConfig":
         rpcpassword=settings.get("rpcpassword", "") or "",
         rpcauth=settings.get_all("rpcauth"),
         rpcwhitelist=settings.get_all("rpcwhitelist"),
-        rpcwhitelistdefault=whitelist.default_setting(settings),
+        rpcwhitelistdefault=whitelist_default(settings),
         rpccookiefile=settings.get("rpccookiefile"),
         rpcservertimeout=positive_seconds(settings, "rpcservertimeout", 30.0),
         rest=settings.get_bool("rest", False),

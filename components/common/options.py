@@ -103,6 +103,28 @@ SYSPERMS_OPTION = Option(
     "cookies and sockets stay private either way)", "Options")
 
 
+#: -rpcwhitelist and -rpcwhitelistdefault in bitcoind's words, for every executable with a
+#: JSON-RPC server (CleanCoind, CleanCoin-node, the standalone CleanCoin-wallet's -server);
+#: here, not beside RpcWhitelist, so that parsing options imports nothing of the RPC server.
+RPC_WHITELIST_OPTIONS: tuple[Option, ...] = (
+    Option("rpcwhitelist", "Set a whitelist to filter incoming RPC calls for a specific user. The field "
+           "<whitelist> comes in the format: <USERNAME>:<rpc 1>,<rpc 2>,...,<rpc n>. If multiple "
+           "whitelists are set for a given user, they are set-intersected. See -rpcwhitelistdefault "
+           "documentation for information on default whitelist behavior.", "RPC server options",
+           "<whitelist>"),
+    Option("rpcwhitelistdefault", "Sets default behavior for rpc whitelisting. Unless rpcwhitelistdefault "
+           "is set to 0, if any -rpcwhitelist is set, the rpc server acts as if all rpc users are subject "
+           "to empty-unless-otherwise-specified whitelists. If rpcwhitelistdefault is set to 1 and no "
+           "-rpcwhitelist is set, rpc server acts as if all rpc users are subject to empty whitelists.",
+           "RPC server options"),
+)
+
+
+def whitelist_default(settings: Settings) -> bool | None:
+    """-rpcwhitelistdefault as given (None when it is not: on with any -rpcwhitelist)."""
+    return None if settings.get("rpcwhitelistdefault") is None else settings.get_bool("rpcwhitelistdefault", False)
+
+
 def apply_umask(settings: Settings) -> None:
     """bitcoind's rule: whatever this process creates (logs, databases, pid file, directories)
     is private to its user (umask 077), unless -sysperms. Called before anything is created;

@@ -45,12 +45,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cleancoin.components.common.options import (
-    SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, load_settings, log_settings_warnings,
+    RPC_WHITELIST_OPTIONS, SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, load_settings, log_settings_warnings,
     positive_seconds,
 )
 
 # The zygote's preload and target, and the logging both ways in share (wallet_process.py).
-from cleancoin.components.rpc import whitelist
 from cleancoin.components.init.wallet_process import PROG, import_everything, serve_node, setup_logging  # noqa: F401
 MULTIPROCESS_HINT = ("CleanCoin's multiprocess executables need pycapnp, the package's "
                      "'multiprocess' extra: pip install 'cleancoin[multiprocess]'")
@@ -95,7 +94,7 @@ OPTIONS: list[Option] = [
            "RPC server options", "<loc>", "wallets/.cookie"),
     # As CleanCoind's (cli/node_main.py): a conf file shared with the node restricts this
     # server too; ignored, a user whitelisted to read-only methods could spend here.
-    *whitelist.OPTIONS,
+    *RPC_WHITELIST_OPTIONS,
 ]
 
 
@@ -279,6 +278,7 @@ def _open_rpc(settings: Settings, opened: _Opened) -> None:
         return
     from cleancoin.components.rpc.registry import Registry
     from cleancoin.components.rpc.server import RpcAuth, RpcServer, bind_endpoints, parse_allow
+    from cleancoin.components.rpc.whitelist import from_settings
     port_text = settings.get("rpcport")
     if port_text is None or not port_text.isdigit():
         raise _StartError("-server needs -rpcport=PORT (the node's RPC port is the node's)")
@@ -294,7 +294,7 @@ def _open_rpc(settings: Settings, opened: _Opened) -> None:
     for w in warnings:
         logging.getLogger("cleancoin.rpc").warning("%s", w)
     server = RpcServer(Registry(), auth, allow, endpoints, server_timeout=timeout,
-                       whitelist=whitelist.from_settings(settings))
+                       whitelist=from_settings(settings))
     try:
         server.bind()
     except OSError as exc:

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..common.options import Option, Settings
+from ..common.options import Settings, whitelist_default
 
 _SEPARATORS = re.compile(r"[, ]")
 
@@ -63,27 +63,6 @@ class RpcWhitelist:
         return None
 
 
-#: The two options, in bitcoind's words, for every executable with a JSON-RPC server
-#: (CleanCoind, CleanCoin-node, the standalone CleanCoin-wallet's -server).
-OPTIONS: tuple[Option, ...] = (
-    Option("rpcwhitelist", "Set a whitelist to filter incoming RPC calls for a specific user. The field "
-           "<whitelist> comes in the format: <USERNAME>:<rpc 1>,<rpc 2>,...,<rpc n>. If multiple "
-           "whitelists are set for a given user, they are set-intersected. See -rpcwhitelistdefault "
-           "documentation for information on default whitelist behavior.", "RPC server options",
-           "<whitelist>"),
-    Option("rpcwhitelistdefault", "Sets default behavior for rpc whitelisting. Unless rpcwhitelistdefault "
-           "is set to 0, if any -rpcwhitelist is set, the rpc server acts as if all rpc users are subject "
-           "to empty-unless-otherwise-specified whitelists. If rpcwhitelistdefault is set to 1 and no "
-           "-rpcwhitelist is set, rpc server acts as if all rpc users are subject to empty whitelists.",
-           "RPC server options"),
-)
-
-
-def default_setting(settings: Settings) -> bool | None:
-    """-rpcwhitelistdefault as given (None when it is not: on with any -rpcwhitelist)."""
-    return None if settings.get("rpcwhitelistdefault") is None else settings.get_bool("rpcwhitelistdefault", False)
-
-
 def from_settings(settings: Settings) -> RpcWhitelist:
     """The whitelist the options of `settings` describe."""
-    return RpcWhitelist.from_options(settings.get_all("rpcwhitelist"), default_setting(settings))
+    return RpcWhitelist.from_options(settings.get_all("rpcwhitelist"), whitelist_default(settings))
