@@ -21,6 +21,7 @@ shared tests stay shared, and a test that only makes sense for one kind skips wi
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import shutil
 import signal
@@ -298,3 +299,30 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
             return True
         return state == "Z"
     wait_until(gone, timeout, what=f"process {pid} to end")
+
+
+#: A second RPC user for the -rpcwhitelist tests: its rpcauth line and password.
+WATCHER, WATCHER_PASSWORD = "watcher", "watcher's password"
+_WATCHER_SALT = "00112233445566778899aabbccddeeff"
+WATCHER_RPCAUTH = (f"{WATCHER}:{_WATCHER_SALT}$"
+                   + hmac.new(_WATCHER_SALT.encode(), WATCHER_PASSWORD.encode(), hashlib.sha256).hexdigest())
+
+
+def post_json_rpc(port: int, body: object, user: str, password: str, wallet: str = "",
+                  path: str | None = None) -> tuple[int, bytes]:
+    """One raw JSON-RPC POST to 127.0.0.1:`port` as `user`: (HTTP status, body), whatever the
+    status (RpcClient raises on the ones the whitelist tests look at). `body` is sent as JSON,
+    or as it is when it is bytes; `path` replaces the "/" or "/wallet/NAME" the call goes to."""
+    import json
+    import urllib.error
+    import urllib.request
+    from base64 import b64encode
+    url = f"http://127.0.0.1:{port}" + (path or "/" + (f"wallet/{wallet}" if wallet else ""))
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST", headers={
+        "Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()

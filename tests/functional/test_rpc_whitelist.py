@@ -6,30 +6,14 @@ sees: HTTP 403 and the log line bitcoind writes."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import urllib.error
-import urllib.request
-from base64 import b64encode
 from collections.abc import Callable
 
-from framework import TestNode, wait_until
-
-WATCHER, PASSWORD, SALT = "watcher", "watcher's password", "00112233445566778899aabbccddeeff"
-RPCAUTH = f"{WATCHER}:{SALT}${hmac.new(SALT.encode(), PASSWORD.encode(), hashlib.sha256).hexdigest()}"
+from framework import WATCHER, WATCHER_PASSWORD as PASSWORD, WATCHER_RPCAUTH as RPCAUTH, TestNode, post_json_rpc, wait_until
 
 
 def _post(node: TestNode, body: object, user: str, password: str, wallet: str = "") -> tuple[int, bytes]:
-    """One raw JSON-RPC POST: (HTTP status, body)."""
-    url = f"http://127.0.0.1:{node.rpc_port}/" + (f"wallet/{wallet}" if wallet else "")
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    return post_json_rpc(node.rpc_port, body, user, password, wallet)
 
 
 def _call(method: str, *params: object) -> dict[str, object]:
@@ -73,13 +57,7 @@ def test_with_a_whitelist_users_without_one_call_nothing_by_default(node: Callab
 
 
 def _post_raw(node: TestNode, body: bytes, user: str, password: str, path: str = "/") -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{node.rpc_port}{path}", data=body, method="POST", headers={
-        "Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    return post_json_rpc(node.rpc_port, body, user, password, path=path)
 
 
 def test_no_request_form_reaches_a_refused_method(node: Callable[..., TestNode]) -> None:

@@ -11,38 +11,24 @@ bitcoind's log line, and the whitelisted method still answers.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
-from base64 import b64encode
 from pathlib import Path
 
 import pytest
 
 from cleancoin.components.rpc.client import RpcError
-from framework import TestNode, free_port, is_multiprocess, wait_until
+from framework import (
+    WATCHER, WATCHER_PASSWORD as PASSWORD, WATCHER_RPCAUTH as RPCAUTH, TestNode, free_port, is_multiprocess,
+    post_json_rpc, wait_until,
+)
 
 pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
 
-WATCHER, PASSWORD, SALT = "watcher", "watcher's password", "00112233445566778899aabbccddeeff"
-RPCAUTH = f"{WATCHER}:{SALT}${hmac.new(SALT.encode(), PASSWORD.encode(), hashlib.sha256).hexdigest()}"
-
 
 def _post(port: int, method: str, user: str, password: str, wallet: str = "") -> tuple[int, bytes]:
-    url = f"http://127.0.0.1:{port}/" + (f"wallet/{wallet}" if wallet else "")
-    body = json.dumps({"jsonrpc": "1.0", "id": 1, "method": method, "params": []}).encode()
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    return post_json_rpc(port, {"jsonrpc": "1.0", "id": 1, "method": method, "params": []}, user, password, wallet)
 
 
 def test_the_wallets_own_server_keeps_the_whitelist_of_its_conf(node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
