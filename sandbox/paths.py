@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from . import syscalls
 
@@ -42,15 +42,12 @@ def beneath(path: str, root: str) -> bool:
     return root == "/" or path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def resolve(path: str, untrusted: Iterable[str] = (),
-            on_link: Callable[[str, os.stat_result, str], None] | None = None) -> str:
+def resolve(path: str, untrusted: Iterable[str] = ()) -> str:
     """The real path of `path`, following only symlinks outside the `untrusted` roots.
 
     Like os.path.realpath, a missing component ends the walk: the rest is appended as
     written (the caller decides whether a missing path is an error). Raises SymlinkRefused,
-    or OSError(ELOOP) after too many links. `on_link(link, its lstat, target)` is called for
-    each link before it is followed, and may raise to refuse it (components/common/conf.py:
-    a link another user owns).
+    or OSError(ELOOP) after too many links.
     """
     roots = [os.path.normpath(r) for r in untrusted]
     pending = [c for c in path.split("/") if c]
@@ -74,8 +71,6 @@ def resolve(path: str, untrusted: Iterable[str] = (),
             current = candidate
             continue
         target = os.readlink(candidate)
-        if on_link is not None:
-            on_link(candidate, info, target)
         for root in roots:
             if beneath(current, root):
                 raise SymlinkRefused(path, candidate, target, root)

@@ -308,23 +308,46 @@ def _check_existing_path(path: str, what: str, groups: _Groups, shown: str | Non
         current, own = parent, False
 
 
+#: Links followed while resolving one path before giving up (the kernel's own limit).
+_MAX_LINKS = 40
+
+
 def _check_links(path: str, what: str, shown: str) -> None:
     """ConfError when a symbolic link met on the way to `path` (in it, or in a link's target,
-    followed as the kernel follows them: sandbox/paths.resolve) belongs to another user: they
-    chose where it leads. The walk after this one checks the directories of the resolved
-    path, which may all be ours: a `regtest` link another user planted while they could write
-    the datadir, leading into the operator's mainnet datadir, passed."""
-    from cleancoin.sandbox.paths import resolve
-
-    def ours(link: str, info: os.stat_result, _target: str) -> None:
-        if info.st_uid not in (os.geteuid(), 0):
-            raise ConfError(f"{what.capitalize()} {shown} is not safe: {link} is a symbolic link "
-                            f"owned by uid {info.st_uid}, another user, who chose where it leads; "
+    followed as the kernel follows them) belongs to another user: they chose where it leads.
+    The walk after this one checks the directories of the resolved path, which may all be
+    ours: a `regtest` link another user planted while they could write the datadir, leading
+    into the operator's mainnet datadir, passed. The same walk as sandbox/paths.resolve's, not
+    that function: components.common imports nothing of the sandbox (tests/test_layout.py)."""
+    pending = [part for part in os.path.abspath(path).split("/") if part]
+    current = "/"
+    followed = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        candidate = os.path.join(current, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            return                      # what does not exist yet: make_dirs makes it
+        except OSError as exc:
+            raise ConfError(f"Cannot check {what} {shown}: {candidate}: {exc.strerror}") from None
+        if not stat.S_ISLNK(st.st_mode):
+            current = candidate
+            continue
+        if st.st_uid not in (os.geteuid(), 0):
+            raise ConfError(f"{what.capitalize()} {shown} is not safe: {candidate} is a symbolic link "
+                            f"owned by uid {st.st_uid}, another user, who chose where it leads; "
                             "use a directory of your own")
-    try:
-        resolve(os.path.abspath(path), on_link=ours)
-    except OSError as exc:
-        raise ConfError(f"Cannot check {what} {shown}: {exc.strerror or exc}") from None
+        followed += 1
+        if followed > _MAX_LINKS:
+            raise ConfError(f"Cannot check {what} {shown}: too many levels of symbolic links")
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            current = "/"
+        pending = [p for p in target.split("/") if p and p != "."] + pending
 
 
 def read_conf(path: str, *, required: bool = False) -> list[tuple[str | None, str, str]]:
