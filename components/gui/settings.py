@@ -21,6 +21,25 @@ def settings_dir() -> str:
     return os.path.join(base, "CleanCoin")
 
 
+def check_settings_dir(directory: str | None = None) -> str:
+    """Make (if missing) and check the settings directory as the node's datadir is checked
+    (`conf.make_dirs`: ours, not writable by another user or by a group with another member,
+    no link of another user's on the way), and every entry in it ours or root's; its path.
+    What lies here is read by the next, unconfined start: CleanCoin-Qt.ini chooses the data
+    directory, CleanCoin-qt's own settings are parsed by Qt, the window's log is appended to.
+    ConfError names what is wrong and how to fix it."""
+    from ..common.conf import ConfError, make_dirs
+    path = directory or settings_dir()
+    make_dirs(path, "the GUI settings directory", 0o700)
+    with os.scandir(path) as entries:
+        for entry in entries:
+            owner = entry.stat(follow_symlinks=False).st_uid
+            if owner not in (os.geteuid(), 0):
+                raise ConfError(f"The GUI settings directory {path} is not safe: {entry.path} is owned by "
+                                f"uid {owner}, another user, who chose what it holds; remove it")
+    return path
+
+
 def window_dir(directory: str | None = None) -> str:
     """The one directory the confined window may write: `<settings directory>/window`."""
     return os.path.join(directory or settings_dir(), "window")

@@ -479,3 +479,37 @@ def test_the_cli_refuses_a_network_datadir_another_user_planted(team: Path, tmp_
     result = subprocess.run([CLI, "-regtest", f"-datadir={team}", f"-rpcport={free_port()}", "-rpcclienttimeout=3",
                              "getblockcount"], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and f"{planted} is owned by uid {NOBODY}" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("gui", GUIS, ids=lambda g: Path(g).name)
+def test_the_gui_refuses_a_settings_directory_another_user_planted(shared: Path, team: Path, gui: str) -> None:
+    """Attack: the GUIs keep CleanCoin-Qt.ini in $XDG_CONFIG_HOME/CleanCoin, and the datadir it
+    remembers (-choosedatadir) decides the conf file, and so whether the node is confined. The
+    attacker, in the group that may write the operator's config home, makes CleanCoin/ there
+    with a CleanCoin-Qt.ini naming a directory of the attacker's choosing (here one of the
+    operator's own, as their other node's). The operator then makes the config home private.
+    Before 12-06 the GUIs read the file and started there; now they refuse the settings
+    directory, naming what another user owns in it (components/gui/settings.py)."""
+    chosen = shared / "operators-other-node"
+    chosen.mkdir(mode=0o755)
+    planted = team / "CleanCoin"
+    made = as_team_member(sys.executable, "-c",
+                          f"import os; os.mkdir({str(planted)!r}, 0o755); "
+                          f"open({str(planted / 'CleanCoin-Qt.ini')!r}, 'w').write('[General]\\ndatadir={chosen}\\n')")
+    assert made.returncode == 0, made.stderr
+    team.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["XDG_CONFIG_HOME"] = str(team)
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    attach = ["-noipcconnect"] if gui.endswith("-gui") else []
+    proc = subprocess.Popen([gui, "-regtest", *attach, "-printtoconsole=0", f"-rpcport={free_port()}",
+                             f"-port={free_port()}", "-bind=127.0.0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    started_there = (chosen / "regtest").exists()
+    assert not started_there, f"{Path(gui).name} started in the datadir another user's settings chose"
+    assert proc.returncode == 1 and f"{planted} is owned by uid {NOBODY}" in err, err[-1500:]
