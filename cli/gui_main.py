@@ -93,7 +93,7 @@ def _prepare(prog: str, summary: str, table: list[Option], argv: Sequence[str] |
     try:
         # Before anything reads it: what lies there chooses the data directory (and so the
         # conf file, and whether the node is confined), and CleanCoin-qt reads it unconfined.
-        from cleancoin.components.gui.settings import check_settings_dir
+        from cleancoin.components.init.cleancoin_qt import check_settings_dir
         check_settings_dir()
         if any(a.lstrip("-").startswith("resetguisettings") for a in args):
             from cleancoin.components.init.cleancoin_qt import forget_datadir

@@ -45,6 +45,13 @@ def check_qt() -> str | None:
     return check_qt_bindings()
 
 
+def check_settings_dir() -> str:
+    """Make and check the GUI settings directory before anything in it is read (ConfError
+    naming what is wrong; gui/settings.py); its path."""
+    from ..gui.settings import check_settings_dir as check
+    return check(None)
+
+
 def remembered_datadir() -> str | None:
     """The data directory a -choosedatadir run remembered, if any."""
     from ..gui.datadir import remembered_datadir as remembered
