@@ -30,12 +30,12 @@ def check_settings_dir(directory: str | None = None) -> str:
     ConfError names what is wrong and how to fix it."""
     from ..common.conf import ConfError, make_dirs
     path = directory or settings_dir()
-    make_dirs(path, "the GUI settings directory", 0o700)
+    make_dirs(path, "the settings directory", 0o700)
     with os.scandir(path) as entries:
         for entry in entries:
             owner = entry.stat(follow_symlinks=False).st_uid
             if owner not in (os.geteuid(), 0):
-                raise ConfError(f"The GUI settings directory {path} is not safe: {entry.path} is owned by "
+                raise ConfError(f"The settings directory {path} is not safe: {entry.path} is owned by "
                                 f"uid {owner}, another user, who chose what it holds; remove it")
     return path
 

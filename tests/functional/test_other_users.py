@@ -390,7 +390,11 @@ def _gui_or_report(gui: str, datadir: Path, netdir: Path) -> subprocess.Complete
     """The GUI's start in `datadir`, on no display (none is needed to refuse a datadir): what it
     said, or a failure naming what it wrote into the attacker's `netdir`."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    env["XDG_CONFIG_HOME"] = str(datadir.parent / "gui-settings")     # not the operator's own settings
+    # Not the operator's own settings; made first (private) since the shared directory around
+    # it is world-writable, where the GUIs would refuse to make their settings directory.
+    config_home = datadir.parent / "gui-settings"
+    config_home.mkdir(mode=0o700, exist_ok=True)
+    env["XDG_CONFIG_HOME"] = str(config_home)
     attach = ["-noipcconnect"] if gui.endswith("-gui") else []
     done = subprocess.run([gui, "-regtest", f"-datadir={datadir}", *attach, "-printtoconsole=0",
                            f"-rpcport={free_port()}", f"-port={free_port()}", "-bind=127.0.0.1"],
