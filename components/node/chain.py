@@ -724,11 +724,11 @@ class ChainManager:
         lag = tip.chainwork - idx.chainwork
         if lag <= 0:
             return
-        allowed = self._max_side_branch_lag * max(block_proof(tip.header.bits), 1)
-        if lag > allowed:
+        proof = max(block_proof(tip.header.bits), 1)
+        if lag > self._max_side_branch_lag * proof:
             raise ValidationError(
                 Failure.TOO_LITTLE_WORK, "too-little-chainwork",
-                f"its branch lags {lag // max(block_proof(tip.header.bits), 1)} blocks' work behind the tip "
+                f"its branch lags {lag // proof} blocks' work behind the tip "
                 f"at height {tip.height} (at most {self._max_side_branch_lag} are stored); a deeper "
                 "reorganisation needs invalidateblock on this side of the fork")
 

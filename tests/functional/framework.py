@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +326,24 @@ def post_json_rpc(port: int, body: object, user: str, password: str, wallet: str
             return answer.status, answer.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def memory_holds(pid: int, needles: Sequence[bytes], skip: Iterable[str] = ()) -> list[bytes]:
+    """Which of `needles` lie in `pid`'s readable memory (/proc/PID/mem; root for a process
+    that is not dumpable), leaving out the mappings whose address range ("start-end", as
+    /proc/PID/maps prints it) is in `skip`."""
+    skipped = set(skip)
+    found: set[bytes] = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if fields[0] in skipped or "r" not in fields[1] or end - start > 1 << 30:
+                continue
+            try:
+                mem.seek(start)
+                chunk = mem.read(end - start)
+            except OSError:
+                continue
+            found.update(n for n in needles if n in chunk)
+    return sorted(found)

@@ -223,23 +223,10 @@ def test_a_datadir_another_user_planted_is_refused_by_the_cli(shared: Path, tmp_
     cookie = tmp_path / "real.cookie"
     cookie.write_text("__cookie__:" + "ab" * 32)
     cookie.chmod(0o600)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    listener.settimeout(10)
-    port = listener.getsockname()[1]
+    ports: list[int] = []
     heard: list[bytes] = []
-
-    def listen() -> None:
-        try:
-            conn, _ = listener.accept()
-            conn.settimeout(5)
-            heard.append(conn.recv(65536))
-            conn.close()
-        except OSError:
-            pass
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
+    listener, thread = _listen_once(ports, heard)
+    port = ports[0]
     datadir = planted_datadir(shared, f"[regtest]\nrpcport={port}\nrpccookiefile={cookie}\n")
     result = subprocess.run([CLI, "-regtest", f"-datadir={datadir}", "-rpcclienttimeout=3", "getblockcount"],
                             capture_output=True, text=True, timeout=30)

@@ -29,7 +29,7 @@ from cleancoin.components.common.diskfail import free_bytes
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 
 from cleancoin.components.rpc.errors import RpcError
-from framework import TEST_ADDRESS, TestNode, free_port, is_multiprocess, resolve_executable, wait_until
+from framework import TEST_ADDRESS, TestNode, free_port, is_multiprocess, memory_holds, resolve_executable, wait_until
 
 pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
 
@@ -219,23 +219,6 @@ def test_named_unix_sockets_outside_the_grants_are_out_of_reach(home_base: Path)
         listener.sock.close()
 
 
-def _memory_holds(pid: int, secrets: list[bytes]) -> list[bytes]:
-    found: set[bytes] = set()
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
-            fields = line.split()
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            if "r" not in fields[1] or end - start > 1 << 30:
-                continue
-            try:
-                mem.seek(start)
-                chunk = mem.read(end - start)
-            except OSError:
-                continue
-            found.update(s for s in secrets if s in chunk)
-    return sorted(found)
-
-
 def test_the_wallet_gets_no_terminal_and_none_of_the_nodes_secrets(home_base: Path) -> None:
     """Item 4: the node runs on a terminal with secrets in its conf file and on its command
     line. The wallet must not read keystrokes, change the terminal or write to it, and its
@@ -259,7 +242,7 @@ def test_the_wallet_gets_no_terminal_and_none_of_the_nodes_secrets(home_base: Pa
         wait_until(lambda: _answers(a.node), what="RPC with the conf file's password")
         results = a.result("wallet")
         wpid = wallet_pid(a.node)
-        held = _memory_holds(wpid, [rpc_secret.encode(), ipc_secret.encode()])
+        held = memory_holds(wpid, [rpc_secret.encode(), ipc_secret.encode()])
     finally:
         os.close(slave)
         seen = b""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from framework import TestNode, is_multiprocess, wait_until
+from framework import TestNode, is_multiprocess, memory_holds, wait_until
 
 PASSPHRASE = "locked memory test"
 
@@ -68,21 +68,9 @@ def test_an_unlocked_seed_is_in_locked_memory_and_gone_after_walletlock(node: Ca
 def _outside_locked_pages(pid: int, needles: dict[str, bytes], *, skip_locked: bool = True) -> list[str]:
     """The names of `needles` found in `pid`'s readable memory outside its locked one-page
     mappings (the seed's own page is where the seed belongs), or anywhere."""
-    locked = set(_locked_pages(pid)) if skip_locked else set()
-    found: set[str] = set()
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
-            fields = line.split()
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            if fields[0] in locked or "r" not in fields[1] or end - start > 1 << 30:
-                continue
-            try:
-                mem.seek(start)
-                chunk = mem.read(end - start)
-            except OSError:
-                continue
-            found.update(name for name, needle in needles.items() if needle in chunk)
-    return sorted(found)
+    names = {needle: name for name, needle in needles.items()}
+    held = memory_holds(pid, list(needles.values()), _locked_pages(pid) if skip_locked else ())
+    return sorted(names[needle] for needle in held)
 
 
 def test_after_walletpassphrase_no_copy_of_the_seed_or_its_master_key_is_left_in_ordinary_memory(
