@@ -79,6 +79,7 @@ from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.sqlite_schema import ForeignSchema, Schema, harden
 from cleancoin.components.common.primitives import OutPoint, Transaction
 
+from .locked_memory import scrub
 from .crypto import (
     DEFAULT_SCRYPT_N, SEED_PURPOSE, EncryptedBlob, SecretBytes, WrongPassphrase, decrypt, encrypt,
 )
@@ -133,6 +134,17 @@ _TABLES = ("meta", "secrets", "keys", "txs", "coins", "labels", "block_txs")
 def _ours() -> Schema:
     """The schema objects a wallet file may hold (components/common/sqlite_schema.py)."""
     return Schema.of(_SCHEMA)
+
+
+def _owned_secret(plain: bytes) -> SecretBytes:
+    """The seed in its locked buffer, and the fresh `bytes` it came in (a database row, the
+    decryption's output: objects nothing else holds) zeroed: freed as they were, a copy of the
+    seed stayed in the heap until its block was reused, and a scan of the wallet process's
+    memory found it there now and then (test_wallet_memory)."""
+    try:
+        return SecretBytes(plain)
+    finally:
+        scrub(plain)
 
 
 class WalletError(Exception):
@@ -524,7 +536,7 @@ class WalletStore:
                 "SELECT plaintext, encrypted FROM secrets WHERE name = 'seed'").fetchone()
         if plain is None:
             raise WalletError("Wallet is encrypted: unlock it with the passphrase")
-        return SecretBytes(plain)
+        return _owned_secret(plain)
 
     def unlock(self, passphrase: str | bytes) -> SecretBytes:
         """The seed of an encrypted wallet; WrongPassphrase, or WalletError when unencrypted."""
@@ -534,8 +546,7 @@ class WalletStore:
         if blob is None:
             raise WalletError("Error: running with an unencrypted wallet, but walletpassphrase "
                               "was called.")
-        return SecretBytes(decrypt(EncryptedBlob.from_bytes(blob), passphrase,
-                                   purpose=SEED_PURPOSE))
+        return _owned_secret(decrypt(EncryptedBlob.from_bytes(blob), passphrase, purpose=SEED_PURPOSE))
 
     def encrypt_wallet(self, passphrase: str | bytes, *, scrypt_n: int = DEFAULT_SCRYPT_N) -> None:
         """Encrypt the seed. The database is rewritten into a fresh file (see the module
@@ -546,7 +557,7 @@ class WalletStore:
             if plain is None or self._meta("encrypted"):
                 raise WalletError("Error: running with an encrypted wallet, but encryptwallet "
                                   "was called.")
-            with SecretBytes(plain) as secret:
+            with _owned_secret(plain) as secret:
                 blob = encrypt(secret, passphrase, purpose=SEED_PURPOSE, n=scrypt_n)
             del plain
             self._rewrite(seed_blob=blob.to_bytes())
