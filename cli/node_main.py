@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 from cleancoin.cli.process_exit import run_and_exit
 from cleancoin.components.common.options import (
-    RPC_WHITELIST_OPTIONS, SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text, load_settings,
-    log_settings_warnings, positive_seconds, version_text, wants, whitelist_default,
+    MAX_TX_FEE_OPTION, RPC_WHITELIST_OPTIONS, SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text,
+    load_settings, log_settings_warnings, max_tx_fee, positive_seconds, version_text, wants, whitelist_default,
 )
 
 PROG = "CleanCoind"
@@ -97,6 +97,7 @@ OPTIONS: list[Option] = [
     Option("wallet", "Specify wallet name to load at startup. Can be used multiple times to load "
            "multiple wallets (<netdatadir>/wallets/<name>).", "Wallet options", "<name>"),
     Option("disablewallet", "Do not load the wallet and disable wallet RPC calls", "Wallet options"),
+    MAX_TX_FEE_OPTION,
     Option("rpccookiefile", "Location of the auth cookie. Relative paths are prefixed by the network datadir.",
            "RPC server options", "<loc>", ".cookie"),
 ]
@@ -268,6 +269,7 @@ def build_config(settings: Settings) -> "NodeConfig":
         ignore_startup_wallets=settings.negated_on_cmdline("wallet"),
         sig_threads=signature_threads(settings),
         sig_cache_mib=signature_cache_mib(settings),
+        max_tx_fee=max_tx_fee(settings),
     )
 
 

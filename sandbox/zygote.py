@@ -92,6 +92,10 @@ class ComponentSpec:
     denials: object | None = None
     # A learning run (docs/audit.md): the component records here instead of being confined.
     learn_dir: str | None = None
+    # Keyword arguments of `target` (after the IPC descriptor), fixed here, by a parent that
+    # is not confined yet: settings a component must not take from that parent later, over
+    # IPC, once the parent may be compromised (the wallet's -maxtxfee).
+    arguments: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,7 @@ class Zygote:
         from . import launcher, report  # noqa: F401
         try:
             plans = {name: {"target": spec.target, "preload": spec.preload,
-                            "plan": plan.to_json() if plan else None}
+                            "plan": plan.to_json() if plan else None, "arguments": dict(spec.arguments)}
                      for name, spec in components.items() for plan in [_plan(spec)]}
         except BaseException:
             self.stop()
@@ -330,15 +334,16 @@ class Zygote:
 
 # ---------------------------------------------------------------------- the zygote process
 
-Target = Callable[[int], int]
+Target = Callable[..., int]     # target(ipc_fd, **arguments) -> exit status
 
 
 @dataclass
 class _Component:
-    """In the zygote: a component it may start, its function and plan."""
+    """In the zygote: a component it may start, its function, plan and arguments."""
 
     target: Target
     plan: Plan | None
+    arguments: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -442,7 +447,7 @@ class _Server:
         title = (f"{name} (sandboxed, policy {component.plan.policy})" if component.plan
                  else f"{name} (not sandboxed)")
         try:
-            child = launcher.spawn(component.plan, target=lambda control: _run(component.target, control, ipc_fd),
+            child = launcher.spawn(component.plan, target=lambda control: _run(component, control, ipc_fd),
                                    pass_fds=[ipc_fd], relay=False, title=title)
         except launcher.SpawnError as exc:
             raise ZygoteError(str(exc), exc.step) from None
@@ -479,10 +484,11 @@ class _Server:
             del self.relays[fd]
 
 
-def _run(target: Target, control: int, ipc_fd: int) -> int:
-    """In the sandboxed child: the component needs nothing from the zygote but its socket."""
+def _run(component: _Component, control: int, ipc_fd: int) -> int:
+    """In the sandboxed child: the component needs nothing from the zygote but its socket
+    and the arguments its parent fixed at `configure`."""
     os.close(control)
-    return target(ipc_fd)
+    return component.target(ipc_fd, **component.arguments)
 
 
 def _check_ipc_socket(fd: int) -> None:
@@ -509,6 +515,14 @@ def _say(requests: socket.socket, message: object) -> None:
         _send(requests, message)
     except (BrokenPipeError, ConnectionResetError):
         pass
+
+
+def _arguments(value: object) -> dict[str, str]:
+    """A component's arguments as `configure` sent them: names to strings, nothing else."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k.isidentifier() and isinstance(v, str)
+                                              for k, v in value.items()):
+        raise ZygoteError("a component's arguments must map names to strings")
+    return dict(value)
 
 
 def _import_target(spec: str) -> Target:
@@ -564,7 +578,8 @@ def main(argv: list[str]) -> int:
             _say(requests, {"error": "expected the components first"})
             return 1
         components = {name: _Component(_import_target(c["target"]),
-                                       Plan.from_json(c["plan"]) if c["plan"] else None)
+                                       Plan.from_json(c["plan"]) if c["plan"] else None,
+                                       _arguments(c.get("arguments", {})))
                       for name, c in first["components"].items()}
         for c in first["components"].values():
             if c.get("preload") and c["preload"] not in preloaded:

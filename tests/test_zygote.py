@@ -213,6 +213,23 @@ def test_components_get_the_policy_environment_and_none_of_the_parents(
     assert "CLEANCOIN_PARENT_SECRET" not in seen["plain"] and seen["plain"]["PYTHONPATH"] == TESTS
 
 
+def test_a_component_gets_the_arguments_fixed_at_configure(base_sandbox, sandbox_vars) -> None:
+    """What a parent fixes before it confines itself (the wallet's -maxtxfee) reaches the
+    sandboxed component as keyword arguments; a parent cannot change them later (see the
+    malformed requests below)."""
+    z = Zygote.start({"c": ComponentSpec("c", "zygote_targets:arguments", shipped_policy("strict"), sandbox_vars,
+                                         arguments={"max_tx_fee": "10000000"})})
+    try:
+        ours, theirs = socket.socketpair()
+        z.spawn("c", theirs.fileno())
+        theirs.close()
+        ours.settimeout(10)
+        assert json.loads(ours.recv(65536)) == {"max_tx_fee": "10000000"}
+        ours.close()
+    finally:
+        z.stop()
+
+
 def test_component_output_comes_through_the_zygote_made_harmless(base_sandbox, sandbox_vars, tmp_path) -> None:
     """stdout and stderr of a component are pipes to the zygote, which passes the lines on
     with the component's name and pid, escape sequences shown as text."""
@@ -304,6 +321,9 @@ def test_malformed_requests_are_answered_and_serving_goes_on(zygote: Zygote, tmp
         (b'{"spawn": "strict"}', [theirs.fileno(), theirs.fileno()], "exactly one IPC descriptor"),
         (b'{"spawn": ["strict"]}', [theirs.fileno()], "unknown component"),
         (b'{"bogus": 1}', [], "unknown request"),
+        # The components and their arguments are fixed once, before a parent confines itself.
+        (b'{"components": {"strict": {"target": "zygote_targets:arguments", "plan": null, '
+         b'"arguments": {"max_tx_fee": "999"}}}}', [], "unknown request"),
         (b"\xff\xfe\x00", [], "malformed request"),
     ]
     try:

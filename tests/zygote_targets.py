@@ -74,3 +74,11 @@ def killed_by_filter(fd: int) -> int:
     with socket.socket(fileno=fd):
         os.symlink("anywhere", "/tmp/link")
     return 0
+
+
+def arguments(fd: int, **named: str) -> int:
+    """Send back the arguments the zygote called this component with."""
+    import json
+    with socket.socket(fileno=fd) as sock:
+        sock.sendall(json.dumps(named).encode())
+    return 0

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from . import conf
+from .amount import parse_amount
+from .fee_cap import DEFAULT_MAX_TX_FEE, MIN_RELAY_FEE_RATE, fee_rate_text
 
 
 class OptionError(ValueError):
@@ -118,6 +120,28 @@ RPC_WHITELIST_OPTIONS: tuple[Option, ...] = (
            "-rpcwhitelist is set, rpc server acts as if all rpc users are subject to empty whitelists.",
            "RPC server options"),
 )
+
+
+MAX_TX_FEE_OPTION = Option(
+    "maxtxfee", "Maximum total fees (in coins) to use in a single wallet transaction; setting this too low "
+    "may abort large transactions. A wallet process of CleanCoin-node takes it from the node's options "
+    "as the node starts, never later from the node.", "Wallet options", "<amt>", "0.10")
+
+
+def max_tx_fee(settings: Settings) -> int:
+    """-maxtxfee in units (default fee_cap.DEFAULT_MAX_TX_FEE); OptionError with bitcoind's
+    messages for a value that is not an amount or is below the minimum relay fee rate."""
+    value = settings.get("maxtxfee")
+    if value is None:
+        return DEFAULT_MAX_TX_FEE
+    try:
+        units = parse_amount(value)
+    except ValueError:
+        raise OptionError(f"Invalid amount for -maxtxfee=<amount>: '{value}'") from None
+    if units < MIN_RELAY_FEE_RATE:
+        raise OptionError(f"Invalid amount for -maxtxfee=<amount>: '{value}' (must be at least the minrelay "
+                          f"fee of {fee_rate_text(MIN_RELAY_FEE_RATE)} to prevent stuck transactions)")
+    return units
 
 
 def whitelist_default(settings: Settings) -> bool | None:

@@ -38,6 +38,7 @@ from .mempool import Mempool
 from .notifications import NotificationHub
 from .p2p import USER_AGENT, P2PNode
 from ..common.primitives import Block, OutPoint
+from ..common.fee_cap import DEFAULT_MAX_TX_FEE
 from ..common.sigcheck import DEFAULT_CACHE_MIB, SignatureCache
 
 log = logging.getLogger("cleancoin.node")
@@ -90,6 +91,7 @@ class NodeConfig:
     disable_wallet: bool = False
     wallets: list[str] = field(default_factory=list)   # -wallet=<name>: loaded at startup
     ignore_startup_wallets: bool = False   # -nowallet: not even wallets/settings.json's list
+    max_tx_fee: int = DEFAULT_MAX_TX_FEE   # -maxtxfee: no wallet transaction pays more (units)
 
 
 class ChainViewAdapter:

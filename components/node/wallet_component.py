@@ -51,12 +51,14 @@ def launch_zygote() -> Zygote:
 
 
 def wallet_spec(netdatadir: str, *, sandbox: bool, verbose_denials: bool,
-                learn_dir: str | None, denial_log: str = "") -> ComponentSpec:
+                learn_dir: str | None, max_tx_fee: int, denial_log: str = "") -> ComponentSpec:
     """The wallet process under policies/wallet.toml (None with -sandbox=0): its wallets
     directory; its refusals logged to `denial_log` (the node's sandbox.log; "" for its stderr,
     which the zygote passes on to the node's), all of them when `verbose_denials`. Never to
     wallets/debug.log: the wallet may write that file, and so erase the record of what it
-    tried. The zygote opens the log before the wallet's view goes up, outside of it."""
+    tried. The zygote opens the log before the wallet's view goes up, outside of it.
+    `max_tx_fee` (-maxtxfee, units) goes with the spec, not over IPC:
+    the node is not confined yet, and cannot raise the cap later (components/common/fee_cap.py)."""
     from cleancoin.sandbox.denial_log import DenialLog
     from cleancoin.sandbox.policy_loader import shipped_policy
     from cleancoin.sandbox.zygote import ComponentSpec
@@ -64,11 +66,12 @@ def wallet_spec(netdatadir: str, *, sandbox: bool, verbose_denials: bool,
                          {"walletdir": os.path.join(netdatadir, "wallets")},
                          writable_roots=(netdatadir,), preload=WALLET_PRELOAD,
                          denials=DenialLog(denial_log, verbose_denials, label=WALLET_COMPONENT),
-                         learn_dir=learn_dir)
+                         learn_dir=learn_dir,
+                         arguments={"max_tx_fee": str(max_tx_fee)})
 
 
 def start_wallet(zygote: Zygote, netdatadir: str, *, sandbox: bool, verbose_denials: bool,
-                 learn_dir: str | None, denial_log: str, title: str) -> socket.socket:
+                 learn_dir: str | None, denial_log: str, title: str, max_tx_fee: int) -> socket.socket:
     """Fit the wallet's policy (`wallet_spec`), hand it to a launched `zygote` and ask for the
     wallet process at once (`prestart`); returns our end of its socket. CleanCoin-node calls
     this as soon as its log is open, before it imports the rest of the node: the zygote builds
@@ -76,7 +79,8 @@ def start_wallet(zygote: Zygote, netdatadir: str, *, sandbox: bool, verbose_deni
     (issue #16). Raises ZygoteError for a policy that cannot be fitted (the zygote is stopped)
     and OSError when the zygote cannot be reached."""
     zygote.configure({WALLET_COMPONENT: wallet_spec(netdatadir, sandbox=sandbox, verbose_denials=verbose_denials,
-                                                    learn_dir=learn_dir, denial_log=denial_log)},
+                                                    learn_dir=learn_dir, denial_log=denial_log,
+                                                    max_tx_fee=max_tx_fee)},
                      wait=False, title=title)
     return prestart(zygote)
 

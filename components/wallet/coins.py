@@ -31,7 +31,7 @@ from cleancoin.components.common.primitives import (
 )
 
 __all__ = [
-    "AmountTooSmall", "CoinSelectionError", "DUST_RELAY_FEE", "DUST_THRESHOLD",
+    "AmountTooSmall", "CoinSelectionError", "FeeExceedsMaximum", "DUST_RELAY_FEE", "DUST_THRESHOLD",
     "InsufficientFunds", "MAX_INPUT_SIZE", "SpendableCoin", "TransactionTooLarge",
     "build_transaction", "estimate_size",
 ]
@@ -59,6 +59,10 @@ class InsufficientFunds(CoinSelectionError):
 
 class AmountTooSmall(CoinSelectionError):
     """An output is dust, or would be after the fee is subtracted from it."""
+
+
+class FeeExceedsMaximum(CoinSelectionError):
+    """The fee would be above the wallet's cap (-maxtxfee, common/fee_cap.py)."""
 
 
 class TransactionTooLarge(CoinSelectionError):

@@ -33,8 +33,9 @@ from cleancoin.components.rpc.registry import (
     AMOUNT, ARR, BOOL, INT, OBJ, STR, CallContext, Param, Registry, loaded_wallets_resolver,
 )
 
-from .coins import AmountTooSmall, CoinSelectionError, InsufficientFunds
+from .coins import AmountTooSmall, CoinSelectionError, FeeExceedsMaximum, InsufficientFunds
 from .crypto import WrongPassphrase
+from cleancoin.components.common.fee_cap import fee_rate_text
 from .hd import path_string
 from .store import WalletError, WalletInUse, WalletTx
 from ..common.diskfail import WriteFailure
@@ -57,6 +58,8 @@ def _wallet_error(exc: Exception) -> RpcError:
         return RpcError(RPC_WALLET_KEYPOOL_RAN_OUT, str(exc))
     if isinstance(exc, InsufficientFunds):
         return RpcError(RPC_WALLET_INSUFFICIENT_FUNDS, "Insufficient funds")
+    if isinstance(exc, FeeExceedsMaximum):      # bitcoind's SendMoney: -6 with the error's text
+        return RpcError(RPC_WALLET_INSUFFICIENT_FUNDS, str(exc))
     if isinstance(exc, AmountTooSmall):
         return RpcError(RPC_TYPE_ERROR, str(exc))
     if isinstance(exc, CoinSelectionError):
@@ -538,9 +541,13 @@ class WalletRpc:
     def settxfee(self, ctx: CallContext, amount: Any) -> bool:
         w = self._w(ctx)
         try:
-            w.pay_tx_fee = parse_amount(amount)
+            rate = parse_amount(amount)
         except ValueError:
             raise RpcError(RPC_TYPE_ERROR, "Amount out of range") from None
+        if rate > w.max_tx_fee:     # bitcoind compares the rate with the cap read as a rate
+            raise RpcError(RPC_INVALID_PARAMETER,
+                           f"txfee cannot be more than wallet max tx fee ({fee_rate_text(w.max_tx_fee)})")
+        w.pay_tx_fee = rate
         return True
 
     async def encryptwallet(self, ctx: CallContext, passphrase: str) -> str:

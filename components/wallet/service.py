@@ -24,6 +24,7 @@ from cleancoin.components.rpc.registry import Registry
 from cleancoin.components.interfaces.wallet import WalletNotifications, WalletOptions
 
 from .events import WalletNotificationsRelay
+from cleancoin.components.common.fee_cap import DEFAULT_MAX_TX_FEE
 from .rpc import register_wallet_methods
 from .wallet import StartupWalletError, WalletManager
 
@@ -131,11 +132,14 @@ class WalletService:
 
 
 async def make_wallet_service(chain: Chain, options: WalletOptions, *, register: bool = True,
-                              node_methods: frozenset[str] | None = None) -> WalletService:
+                              node_methods: frozenset[str] | None = None,
+                              max_tx_fee: int = DEFAULT_MAX_TX_FEE) -> WalletService:
     """The wallets of `options.netdatadir` over `chain`, their RPC methods registered with
     the node (unless `register` is false: call `register` later, e.g. once the wallets are
-    loaded): all of them, or only `node_methods` (-forwardrpc=read: rpc.READ_METHODS)."""
-    loader = WalletManager(options.netdatadir, chain, options.network)
+    loaded): all of them, or only `node_methods` (-forwardrpc=read: rpc.READ_METHODS).
+    `max_tx_fee` (-maxtxfee) is the caller's own setting, never one of `options`, which the
+    node sends (components/common/fee_cap.py)."""
+    loader = WalletManager(options.netdatadir, chain, options.network, max_tx_fee)
     registry = Registry()
     register_wallet_methods(registry, loader)
     service = WalletService(loader, registry, None, node_methods)

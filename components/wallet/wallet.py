@@ -43,8 +43,9 @@ from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.keys import PrivateKey, sign_transaction
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, compact_size
 
-from .coins import SpendableCoin, build_transaction
+from .coins import FeeExceedsMaximum, SpendableCoin, build_transaction
 from .events import WalletEventFeed
+from cleancoin.components.common.fee_cap import DEFAULT_MAX_TX_FEE, MAX_FEE_EXCEEDED, high_fee_warning
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
 from .locked_memory import scrub
@@ -199,12 +200,16 @@ class _Notifications:
 class Wallet:
     """One loaded wallet over its store and a `Chain`."""
 
-    def __init__(self, name: str, store: WalletStore, chain: Chain) -> None:
+    def __init__(self, name: str, store: WalletStore, chain: Chain,
+                 max_tx_fee: int = DEFAULT_MAX_TX_FEE) -> None:
         self.name = name
         self.store = store
         self.chain = chain
         self.params: ChainParams = store.params
         self.pay_tx_fee: int = 0           # settxfee, units per 1000 bytes; 0: relay minimum
+        # -maxtxfee: no transaction of this wallet pays more, whatever rate the node names
+        # (fee_cap.py says why that is the point under CleanCoin-node).
+        self.max_tx_fee = max_tx_fee
         self._handler: Handler | None = None
         self._sync_lock = asyncio.Lock()
         self._unlocked: SecretBytes | None = None
@@ -708,10 +713,17 @@ class Wallet:
                                                self._private_key(master, rec)))
             change = self.new_key(internal=True)
             tx, fee = build_transaction(spendable, outputs, rate, change.pkh, subtract_fee_from)
+        if fee > self.max_tx_fee:
+            # Signed but never stored nor sent: nothing of it leaves this function.
+            log.warning("wallet %s: refused to send a transaction paying a fee of %d units at %d units "
+                        "per 1000 bytes (cap -maxtxfee: %d)", self.name, fee, rate, self.max_tx_fee)
+            raise FeeExceedsMaximum(MAX_FEE_EXCEEDED)
         # Recorded before the broadcast: should we die in between, the wallet knows the spend
         # (and can rebroadcast or abandon it) rather than forgetting coins it gave away.
         self.store.add_transaction(tx, int(time.time()))
-        result = await self.chain.broadcast_transaction(tx.to_bytes(), 0)
+        # The cap goes with it, as bitcoind's wallet passes m_default_max_tx_fee: an honest
+        # node checks it again against the fee it computes from its own coins.
+        result = await self.chain.broadcast_transaction(tx.to_bytes(), self.max_tx_fee)
         if not result.ok:
             # The node refused it: it will never confirm from here, give the coins back.
             self.store.abandon_transaction(tx.txid)
@@ -739,10 +751,15 @@ class Wallet:
 class WalletManager:
     """The wallets of one node: `<netdatadir>/wallets/<name>/`, several loaded at once."""
 
-    def __init__(self, netdatadir: str | os.PathLike[str], chain: Chain, network: str) -> None:
+    def __init__(self, netdatadir: str | os.PathLike[str], chain: Chain, network: str,
+                 max_tx_fee: int = DEFAULT_MAX_TX_FEE) -> None:
         self.netdatadir = Path(netdatadir)
         self.chain = chain
         self.network = network
+        self.max_tx_fee = max_tx_fee          # -maxtxfee, for every wallet loaded here
+        warning = high_fee_warning(max_tx_fee)
+        if warning:
+            log.warning("Warning: %s", warning)
         self.params = params_for(network)
         self.wallets: dict[str, Wallet] = {}
         self._lock = asyncio.Lock()
@@ -870,7 +887,7 @@ class WalletManager:
         return sorted(d.name for d in root.iterdir() if (d / DB_FILENAME).is_file())
 
     async def _start(self, name: str, store: WalletStore) -> Wallet:
-        wallet = Wallet(name, store, self.chain)
+        wallet = Wallet(name, store, self.chain, self.max_tx_fee)
         try:
             await wallet.load()
         except BaseException:

@@ -534,3 +534,17 @@ conn.execute("CREATE TRIGGER planted AFTER INSERT ON labels BEGIN "
 conn.close()
 report("plant-trigger", False, "planted in its own wallet file")
 '''
+
+# The confined node, compromised, lies to its wallet process about the minimum relay fee rate
+# (Chain.relayMinFee), the rate a wallet without settxfee pays: 200 coins per 1000 bytes. The
+# wallet signs what it builds; the node (or a miner it works for) collects the fee. Changing
+# its own answers is what any compromised node can do; what the test judges is whether the
+# wallet signs a transaction whose fee is above its cap.
+NODE_INFLATES_FEE = r'''
+import cleancoin.components.node.chain_binding as binding
+attempt("inflate-relay-fee")
+async def relay_min_fee(self):
+    return 200 * 100_000_000
+binding.NodeChain.relay_min_fee = relay_min_fee
+report("inflate-relay-fee", False, "the node now answers 200 coins per 1000 bytes")
+'''

@@ -1,0 +1,105 @@
+"""Functional: a wallet never signs a transaction whose fee is above -maxtxfee, as bitcoind's
+wallet; and under CleanCoin-node the cap is the operator's, out of the confined node's reach.
+
+The attack: the confined node, compromised, tells its wallet process that the minimum relay
+fee rate is 200 coins per 1000 bytes (attacks.NODE_INFLATES_FEE, run inside the real confined
+node). The wallet pays that rate when no settxfee is set, so an ordinary `sendtoaddress` of one
+coin gave 42 coins of a 50-coin input to the miners. It matters where the operator has kept
+the node from spending (-forwardrpc=read): with the default, a compromised node can call
+sendtoaddress itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import attacks
+from cleancoin.components.rpc.client import RpcClient
+from cleancoin.components.rpc.errors import RpcError
+from framework import TestNode, free_port, is_multiprocess, wait_until
+from test_node_wallet import funded_wallet, nodes, rpc_error  # noqa: F401 - a fixture
+from test_sandbox_attacks import AttackedNode, home_base  # noqa: F401 - a fixture
+
+MAX_FEE_MESSAGE = "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)"
+
+
+@pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
+def test_a_compromised_node_cannot_make_a_forwardrpc_read_wallet_pay_a_huge_fee(home_base: Path) -> None:
+    """The operator keeps the node from spending (a CleanCoin-wallet of its own with
+    -forwardrpc=read, docs/multiprocess.md) and sends on the wallet's own RPC port. The node,
+    compromised, still names the fee rate: before the cap, that send paid 42 of its 50 coins
+    in fees. Now the wallet refuses (-6, bitcoind's text) and spends nothing; an explicit
+    rate under the cap, and the cap the wallet's own -maxtxfee sets, still work."""
+    a = AttackedNode(home_base, node=attacks.NODE_INFLATES_FEE,
+                     extra=("-ipcbind=unix", "-disablewallet", "-ipcallowwallet=1"))
+    a.config["node_delay"] = 0.5
+    datadir = a.node.datadir
+    wallet_bin = Path(sys.executable).parent / "CleanCoin-wallet"
+    subprocess.run([str(wallet_bin), "-regtest", f"-datadir={datadir}", "-wallet=w", "create"],
+                   check=True, capture_output=True, timeout=60)
+    a.start()
+    results = a.result("node", timeout=60)
+    assert results["inflate-relay-fee"]["escaped"] is False, results     # the lie is in place
+    rpc_port = free_port()
+    wallet = subprocess.Popen([str(wallet_bin), "-regtest", f"-datadir={datadir}", "-ipcconnect=unix",
+                               "-wallet=w", "-forwardrpc=read", "-server", f"-rpcport={rpc_port}",
+                               "-maxtxfee=0.5"], stderr=subprocess.PIPE)
+    node = a.node
+    try:
+        wait_until(lambda: _answers(node), 60, what="the wallet through the node")
+        address = node.rpc.getnewaddress()
+        node.rpc.generatetoaddress(101, address)
+        wait_until(lambda: node.rpc.getbalance() == 50, what="a mature coinbase")
+        own = RpcClient("127.0.0.1", rpc_port, cookie_path=str(node.netdatadir / "wallets" / ".cookie"))
+        with pytest.raises(RpcError) as refused:
+            own.call("sendtoaddress", address, 1)
+        assert (refused.value.code, refused.value.message) == (-6, MAX_FEE_MESSAGE), refused.value
+        assert node.rpc.getbalance() == 50                  # nothing signed, nothing spent
+        assert node.rpc.getmempoolinfo()["size"] == 0
+        # The wallet's own cap: 0.5 coin, not the default 0.1. A rate the operator names
+        # (units per byte) still sends: 0.21 coin of fee passes, 0.63 does not.
+        txid = own.call("sendtoaddress", address, 1, "", "", False, None, None, None, None, 100_000)
+        assert -Decimal("0.5") < node.rpc.gettransaction(txid)["fee"] < -Decimal("0.1")
+        with pytest.raises(RpcError, match="Fee exceeds maximum"):
+            own.call("sendtoaddress", address, 1, "", "", False, None, None, None, None, 300_000)
+    finally:
+        wallet.terminate()
+        try:
+            wallet.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            wallet.kill()
+            wallet.communicate()
+        node.stop()
+
+
+def _answers(node: TestNode) -> bool:
+    try:
+        return node.rpc.listwallets() == ["w"]
+    except RpcError:
+        return False
+
+
+def test_the_fee_cap_is_the_operators(nodes) -> None:  # noqa: F811 - a fixture
+    """-maxtxfee, as bitcoind: the total fee a wallet transaction may pay, whoever asked for
+    the rate (settxfee, fee_rate); the default is 0.10 coin."""
+    node = nodes(1)[0]
+    destination = funded_wallet(node, args=("-maxtxfee=0.001",))
+    error = rpc_error(node.rpc.sendtoaddress, destination, 1, "", "", False, None, None, None, None, 1000)
+    assert (error.code, error.message) == (-6, MAX_FEE_MESSAGE)
+    error = rpc_error(node.rpc.settxfee, Decimal("0.1"))
+    assert error.code == -8 and "txfee cannot be more than wallet max tx fee" in error.message, error.message
+    assert node.rpc.settxfee(Decimal("0.0001")) is True
+    txid = node.rpc.sendtoaddress(destination, 1)
+    assert -Decimal("0.001") < node.rpc.gettransaction(txid)["fee"] < 0
+    node.stop()
+    for bad, says in (("-maxtxfee=x", "Invalid amount for -maxtxfee=<amount>: 'x'"),
+                      ("-maxtxfee=0.000001", "must be at least the minrelay fee")):
+        node.start([bad], wait=False)
+        assert node.process is not None and node.process.wait(60) == 1
+        node.process = None
+        assert says in (node.datadir / "stderr.txt").read_text(), bad
