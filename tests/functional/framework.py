@@ -267,6 +267,17 @@ def spend_coinbase(node: TestNode, height: int, to_address_pkh: bytes, fee: int 
     return sign_transaction(tx, [key])
 
 
+def end_process(proc: "subprocess.Popen[bytes]", timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if `proc` (a wallet process a test started on its own) is still
+    there after `timeout`; its pipes are drained either way."""
+    proc.terminate()
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

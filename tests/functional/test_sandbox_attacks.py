@@ -29,7 +29,7 @@ from cleancoin.components.common.diskfail import free_bytes
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 
 from cleancoin.components.rpc.errors import RpcError
-from framework import TEST_ADDRESS, TestNode, free_port, is_multiprocess, memory_holds, resolve_executable, wait_until
+from framework import TEST_ADDRESS, TestNode, end_process, free_port, is_multiprocess, memory_holds, resolve_executable, wait_until
 
 pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
 
@@ -545,12 +545,7 @@ def test_a_compromised_node_cannot_spend_through_a_wallet_started_with_forwardrp
             with pytest.raises(Exception, match="Insufficient funds"):
                 own.call("sendtoaddress", address, 1)
     finally:
-        wallet.terminate()
-        try:
-            wallet.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            wallet.kill()
-            wallet.communicate()
+        end_process(wallet)
 
 
 def test_a_learning_node_cannot_write_the_records_of_its_wallet(home_base: Path) -> None:

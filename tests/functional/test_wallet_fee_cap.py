@@ -21,7 +21,7 @@ import pytest
 import attacks
 from cleancoin.components.rpc.client import RpcClient
 from cleancoin.components.rpc.errors import RpcError
-from framework import TestNode, free_port, is_multiprocess, wait_until
+from framework import TestNode, end_process, free_port, is_multiprocess, wait_until
 from test_node_wallet import funded_wallet, nodes, rpc_error  # noqa: F401 - a fixture
 from test_sandbox_attacks import AttackedNode, home_base  # noqa: F401 - a fixture
 
@@ -68,12 +68,7 @@ def test_a_compromised_node_cannot_make_a_forwardrpc_read_wallet_pay_a_huge_fee(
         with pytest.raises(RpcError, match="Fee exceeds maximum"):
             own.call("sendtoaddress", address, 1, "", "", False, None, None, None, None, 300_000)
     finally:
-        wallet.terminate()
-        try:
-            wallet.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            wallet.kill()
-            wallet.communicate()
+        end_process(wallet)
         node.stop()
 
 

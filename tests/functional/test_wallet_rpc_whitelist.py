@@ -20,7 +20,7 @@ import pytest
 
 from cleancoin.components.rpc.client import RpcError
 from framework import (
-    WATCHER, WATCHER_PASSWORD as PASSWORD, WATCHER_RPCAUTH as RPCAUTH, TestNode, free_port, is_multiprocess,
+    WATCHER, WATCHER_PASSWORD as PASSWORD, WATCHER_RPCAUTH as RPCAUTH, TestNode, end_process, free_port, is_multiprocess,
     post_json_rpc, wait_until,
 )
 
@@ -87,5 +87,4 @@ def test_rpcwhitelistdefault_locks_out_every_user_of_the_wallets_own_server(node
         user, _, password = cookie.read_text().strip().partition(":")
         assert _post(port, "listwallets", user, password)[0] == 403
     finally:
-        wallet.terminate()
-        wallet.communicate(timeout=20)
+        end_process(wallet)
