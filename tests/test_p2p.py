@@ -357,6 +357,7 @@ def _all_messages() -> list[m.Message]:
         m.Inv((m.InvItem(m.MSG_BLOCK, blk.hash), m.InvItem(m.MSG_TX, tx.txid))),
         m.GetData((m.InvItem(m.MSG_TX, tx.txid),)), m.NotFound(()),
         m.GetBlocks((blk.hash, GENESIS.hash), None), m.GetBlocks((GENESIS.hash,), blk.hash),
+        m.GetHeaders((blk.hash, GENESIS.hash), None), m.Headers((GENESIS.header, blk.header)), m.Headers(()),
         m.BlockMessage(blk), m.TxMessage(tx),
     ]
 
@@ -403,6 +404,11 @@ def test_messages_round_trip() -> None:
      "malformed-payload"),
     ("truncated tx", frame(b"tx", make_tx("t").to_bytes()[:20]), "malformed-payload"),
     ("header only", frame(b"block", b"\x00" * 80), "malformed-payload"),
+    ("headers over 2000", frame(b"headers", b"\xfd" + (2001).to_bytes(2, "little")
+                                + (GENESIS.header.serialized + b"\x00") * 2001), "malformed-payload"),
+    ("a header with transactions", frame(b"headers", b"\x01" + GENESIS.header.serialized + b"\x01"),
+     "malformed-payload"),
+    ("truncated header", frame(b"headers", b"\x01" + GENESIS.header.serialized[:79]), "malformed-payload"),
 ])
 def test_malformed_frames_raise_protocol_error(label: str, data: bytes, reason: str) -> None:
     with pytest.raises(ProtocolError) as info:

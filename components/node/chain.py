@@ -96,7 +96,10 @@ PROGRESS_INTERVAL: float = 1.0
 #: it held up to a megabyte of disk each: any peer could fill the disk, and since a full disk
 #: stops the node (storage: AbortNode), stop it. 288 blocks (two days; bitcoind keeps at
 #: least this many when pruning) is far deeper than any reorganisation Bitcoin has seen (53
-#: blocks, 2010); a deeper one needs `invalidateblock` on our side of the fork first.
+#: blocks, 2010). A deeper branch is stored when headers we hold already show that it leads
+#: to more work than the tip (the P2P layer asks a peer for them when it sends a block of a
+#: branch this far behind): without that, a cheap chain that reached a syncing node first
+#: kept it from the real one for good.
 MAX_SIDE_BRANCH_LAG: int = 288
 
 ProgressFn = Callable[[str, int, int], None]
@@ -274,6 +277,9 @@ class ChainManager:
         self._candidates: set[bytes] = set()
         self._chain: list[bytes] = []          # active chain, by height
         self._best_header: bytes | None = None     # hash: entries are replaced on change
+        # The best header's own branch, above its fork from the active chain: (best header,
+        # fork point, hashes). Only _check_lag reads it, for blocks of a branch that lags.
+        self._best_branch: tuple[bytes, BlockIndex, frozenset[bytes]] | None = None
         try:
             self._open()
         except BaseException:
@@ -719,18 +725,43 @@ class ChainManager:
         """Refuse to store a block whose branch lags more than MAX_SIDE_BRANCH_LAG blocks' worth
         of work behind the active tip (see there): "too-little-chainwork", not invalid, and
         nothing of it stored, as bitcoind's AcceptBlock keeps no less-work block it did not
-        ask for (its headers-first download asks only for blocks of a branch with more work)."""
+        ask for (its headers-first download asks only for blocks of a branch with more work).
+        Unless its headers, known already, lead to more work than the tip has: then it is
+        stored as any block (`_on_best_header_branch`)."""
         tip = self._index[self._chain[-1]]
         lag = tip.chainwork - idx.chainwork
         if lag <= 0:
             return
         proof = max(block_proof(tip.header.bits), 1)
-        if lag > self._max_side_branch_lag * proof:
+        if lag > self._max_side_branch_lag * proof and not self._on_best_header_branch(idx, tip):
             raise ValidationError(
                 Failure.TOO_LITTLE_WORK, "too-little-chainwork",
                 f"its branch lags {lag // proof} blocks' work behind the tip "
                 f"at height {tip.height} (at most {self._max_side_branch_lag} are stored); a deeper "
                 "reorganisation needs invalidateblock on this side of the fork")
+
+    def _on_best_header_branch(self, idx: BlockIndex, tip: BlockIndex) -> bool:
+        """Whether `idx` lies on the branch of a header with more work than the tip: a block
+        asked for because its headers showed that work (p2p/node.py, "Block download"), as
+        bitcoind stores the blocks of its best header chain however far they lag. A lagging
+        branch without such headers is still refused (the disk-fill attack above)."""
+        if self._best_header is None:
+            return False
+        best = self._index[self._best_header]
+        if best.chainwork <= tip.chainwork:
+            return False
+        cached = self._best_branch
+        if (cached is None or cached[0] != best.hash
+                or not (cached[1].height < len(self._chain) and self._chain[cached[1].height] == cached[1].hash)):
+            # Walked once per best header (and again only if its fork point left the active
+            # chain): a long branch costs one pass, not one per block of it.
+            branch: set[bytes] = set()
+            entry = best
+            while not (entry.height < len(self._chain) and self._chain[entry.height] == entry.hash):
+                branch.add(entry.hash)
+                entry = self._index[entry.prev]
+            cached = self._best_branch = (best.hash, entry, frozenset(branch))
+        return idx.hash in cached[2]
 
     def _store_and_connect(self, stored: BlockIndex, block: Block, seq: int) -> ValidationError | None:
         """Store a new block that extends the tip and connect it, in one transaction. If it

@@ -9,7 +9,9 @@ full or failing disk"). On the old code every such block was stored: the branch 
 getchaintips and the database grew by its size. Now a branch more than 288 blocks' work behind
 the tip is not stored at all (bitcoind's AcceptBlock keeps no less-work block it did not ask
 for), the peer is not punished (an honest node on a long-lost branch sends the same), and a
-recent fork is still stored.
+recent fork is still stored. The node asks such a sender for the branch's headers, and stores
+its blocks only once they show more work than the tip: so the real chain still overtakes a
+cheap one that reached a syncing node first (the last two tests).
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ import os
 import time
 from collections.abc import Callable
 
-from framework import TEST_ADDRESS, TestNode, wait_until
+from framework import TEST_ADDRESS, TestNode, connect_nodes, wait_until
 from raw_peer import MAGIC, RawPeer
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.primitives import BlockHeader, OutPoint, Transaction, TxIn, TxOut
 from cleancoin.components.node.mining import mine_block
-from cleancoin.components.node.p2p.messages import BlockMessage, Ping, serialize_message
+from cleancoin.components.node.p2p.messages import BlockMessage, Headers, Ping, serialize_message
 
 JUNK_PKH = hashlib.sha256(b"attacker").digest()[:20]
 
@@ -34,12 +36,12 @@ def _junk(n: int, tag: bytes) -> list[Transaction]:
                         (TxOut(1, JUNK_PKH),)) for i in range(n)]
 
 
-def _branch(parent: BlockHeader, height: int, n: int, tag: bytes) -> list:
+def _branch(parent: BlockHeader, height: int, n: int, tag: bytes, txs: int = 2000) -> list:
     blocks, header = [], parent
     for i in range(n):
         height += 1
         block = mine_block(header, height, JUNK_PKH, REGTEST, header.time + 600, header.bits,
-                           _junk(2000, tag + b"%d" % i))
+                           _junk(txs, tag + b"%d" % i))
         blocks.append(block)
         header = block.header
     return blocks
@@ -85,3 +87,99 @@ def test_a_branch_forked_deep_in_the_past_is_not_stored(node: Callable[..., Test
     grown = _db_bytes(n) - before
     assert grown < 200_000, grown                            # the recent block, not the deep ones
     assert n.stop() == 0
+
+
+def test_a_cheap_chain_fed_first_cannot_keep_a_syncing_node_from_the_real_one(node: Callable[..., TestNode]) -> None:
+    """Attack on a node that is still syncing: the first peer it meets feeds it a cheap chain
+    of its own, forked at genesis, longer than what the node has (on main, a million hashes a
+    block before the first retarget), so that this chain becomes its tip. Every block of the
+    real chain then starts a branch that lags more than 288 blocks behind that tip, and was not
+    stored: the node stayed on the attacker's chain for good, however long the real one. Now
+    the node learns the real chain's headers first and stores the blocks of a branch whose
+    headers show more work than its tip, as bitcoind's headers-first download does; junk pushed
+    without headers of more work is still not stored."""
+    honest, victim = node(), node()
+    honest.start()
+    honest.rpc.generatetoaddress(600, TEST_ADDRESS)
+    victim.start()
+    peer = RawPeer(victim.p2p_port, "127.0.0.9")
+    try:
+        peer.handshake()
+        cheap = _branch(REGTEST.genesis_block.header, 0, 300, b"cheap", txs=0)
+        for block in cheap:
+            peer.send(serialize_message(MAGIC, BlockMessage(block)))
+        wait_until(lambda: victim.rpc.getbestblockhash() == cheap[-1].hash_hex, 60,
+                   what="the attacker's chain as the victim's tip")
+    finally:
+        peer.close()
+    connect_nodes(victim, honest)
+    wait_until(lambda: victim.rpc.getbestblockhash() == honest.rpc.getbestblockhash(), 60,
+               what="the victim on the real chain")
+    assert victim.rpc.getblockcount() == 600
+    assert victim.stop() == 0
+
+
+def _wait_for(peer: RawPeer, command: str) -> object:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        msg = peer.read_message()
+        if msg is not None and msg.command == command:
+            return msg
+    raise AssertionError(f"no {command} from the node")
+
+
+def test_the_headers_a_lagging_branch_shows_are_checked_and_cost_its_blocks_nothing(
+        node: Callable[..., TestNode]) -> None:
+    """The other side of the fix above: the node now asks the sender of a block that lags too
+    far for its branch's headers. An attacker answering with the headers of its own cheap
+    branch (less work than the tip) gets them kept (80 bytes each, each with its proof of
+    work) and still none of its blocks stored; a header of bad proof of work in an answer
+    costs the connection, as an invalid block does."""
+    n = node()
+    n.start()
+    n.rpc.generatetoaddress(300, TEST_ADDRESS)
+    tip = n.rpc.getbestblockhash()
+    before = _db_bytes(n)
+    peer = RawPeer(n.p2p_port, "127.0.0.9")
+    try:
+        peer.handshake()
+        deep = _branch(REGTEST.genesis_block.header, 0, 3, b"deep")
+        peer.send(serialize_message(MAGIC, BlockMessage(deep[0])))
+        asked = _wait_for(peer, "getheaders")
+        assert asked.locator[0] == REGTEST.genesis_block.hash      # from the block's parent
+        peer.send(serialize_message(MAGIC, Headers(tuple(b.header for b in deep))))
+        for block in deep[1:]:
+            peer.send(serialize_message(MAGIC, BlockMessage(block)))
+        _wait_for(peer, "getheaders")                               # asked again: answered once
+        last = deep[2].header
+        bad_child = BlockHeader(last.version, last.hash, last.merkle_root, last.time + 1, last.bits, 0)
+        while int.from_bytes(bad_child.hash, "little") <= (1 << 255):  # above regtest's target
+            bad_child = BlockHeader(bad_child.version, bad_child.prev_hash, bad_child.merkle_root,
+                                    bad_child.time, bad_child.bits, bad_child.nonce + 1)
+        peer.send(serialize_message(MAGIC, Headers((bad_child,))))
+        wait_until(lambda: _closed(peer), 20, what="the node dropping the peer")
+    finally:
+        peer.close()
+    assert n.rpc.getbestblockhash() == tip
+    for block in deep:
+        assert n.rpc.getblockheader(block.hash_hex)["height"] >= 1          # the header is kept
+        assert not _block_stored(n, block.hash_hex), "a block of the cheap branch was stored"
+    assert _db_bytes(n) - before < 100_000
+    assert any(b["address"].startswith("127.0.0.9") for b in n.rpc.listbanned())
+    assert n.stop() == 0
+
+
+def _closed(peer: RawPeer) -> bool:
+    try:
+        peer.read_message()
+    except (ConnectionError, OSError):
+        return True
+    return False
+
+
+def _block_stored(n: TestNode, block_hash: str) -> bool:
+    try:
+        n.rpc.getblock(block_hash)
+    except Exception:  # noqa: BLE001 - the node's "Block not available" / "not found"
+        return False
+    return True

@@ -22,15 +22,20 @@ Payloads (little-endian integers, compact-size varints as in primitives.py):
     ping, pong  nonce:u64
     inv, getdata, notfound   vec<type:u32 hash[32]>         (at most 50000 entries)
     getblocks   version:u32 vec<hash[32]> (locator, at most 101) stop[32] (zero: no stop)
+    getheaders  the same layout as getblocks
+    headers     vec<header[80] tx_count:varint (always 0)>      (at most 2000 entries)
     block       a Block (primitives.Block)
     tx          a Transaction (primitives.Transaction)
 
 Differences from Bitcoin, and why:
 - `version` has no addr_recv/addr_from: this node does no address relay (there is no `addr`
   message), so the fields would carry nothing anyone reads.
-- No `reject`, `addr`, `getaddr`, `sendheaders`, `headers`, `getheaders`, `mempool`,
-  `feefilter`, compact blocks: block download is blocks-first (getblocks -> inv -> getdata ->
-  block), which needs none of them and is far simpler than headers-first.
+- No `reject`, `addr`, `getaddr`, `sendheaders`, `mempool`, `feefilter`, compact blocks:
+  block download is blocks-first (getblocks -> inv -> getdata -> block), far simpler than
+  headers-first. `getheaders`/`headers` serve one case: a branch that lags too far behind our
+  tip to be stored block by block (chain.MAX_SIDE_BRANCH_LAG) shows its work in headers
+  first, so that an honest chain can overtake a cheap one that reached us first (node.py,
+  "Block download"). A `getheaders` is always answered, even with no headers.
 - A `getblocks` is always answered with an `inv`, even an empty one, so the requester knows
   for certain when a peer has nothing more to give (Bitcoin stays silent).
 
@@ -49,13 +54,14 @@ from typing import ClassVar, NamedTuple
 
 from ...common.errors import DeserializationError
 from ...common.hashes import sha256d
-from ...common.primitives import Block, ByteReader, Transaction, compact_size
+from ...common.primitives import HEADER_SIZE as HEADER_BYTES
+from ...common.primitives import Block, BlockHeader, ByteReader, Transaction, compact_size
 
 __all__ = [
     "HEADER_SIZE", "MAX_PAYLOAD", "MAX_INV", "MAX_LOCATOR", "MAX_USER_AGENT", "MSG_TX",
     "MSG_BLOCK", "NODE_NETWORK", "PROTOCOL_VERSION", "MIN_PEER_PROTO_VERSION", "ProtocolError",
     "InvItem", "Message", "Version", "Verack", "Ping", "Pong", "Inv", "GetData", "NotFound",
-    "GetBlocks", "BlockMessage", "TxMessage", "MessageHeader", "MESSAGE_TYPES", "checksum",
+    "GetBlocks", "GetHeaders", "Headers", "MAX_HEADERS", "BlockMessage", "TxMessage", "MessageHeader", "MESSAGE_TYPES", "checksum",
     "encode_command", "serialize_message", "parse_header", "parse_payload", "decode_message",
     "inv_items",
 ]
@@ -77,6 +83,8 @@ MAX_PAYLOAD: int = 2 * 1024 * 1024
 MAX_INV: int = 50_000
 #: Most hashes in a getblocks locator (Bitcoin's MAX_LOCATOR_SZ).
 MAX_LOCATOR: int = 101
+#: Most headers in one headers message (Bitcoin's MAX_HEADERS_RESULTS).
+MAX_HEADERS: int = 2000
 #: Longest user agent (Bitcoin's MAX_SUBVERSION_LENGTH).
 MAX_USER_AGENT: int = 256
 
@@ -304,6 +312,43 @@ class GetBlocks(Message):
 
 
 @dataclass(frozen=True)
+class GetHeaders(GetBlocks):
+    """Asks for the headers following the first locator hash that the peer has on its best
+    chain, up to `stop` or MAX_HEADERS of them."""
+
+    command: ClassVar[str] = "getheaders"
+
+
+@dataclass(frozen=True)
+class Headers(Message):
+    """Block headers, each followed by a transaction count of 0 (Bitcoin's layout)."""
+
+    command: ClassVar[str] = "headers"
+    headers: tuple[BlockHeader, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, tuple):
+            object.__setattr__(self, "headers", tuple(self.headers))
+        if len(self.headers) > MAX_HEADERS:
+            raise ValueError(f"more than {MAX_HEADERS} headers")
+
+    def serialize(self) -> bytes:
+        return compact_size(len(self.headers)) + b"".join(h.serialized + b"\x00" for h in self.headers)
+
+    @classmethod
+    def parse(cls, r: ByteReader) -> Headers:
+        n = r.read_count(HEADER_BYTES + 1)
+        if n > MAX_HEADERS:
+            raise ProtocolError("malformed-payload", f"headers with {n} entries")
+        headers = []
+        for _ in range(n):
+            headers.append(BlockHeader.parse(r))
+            if r.read_compact_size() != 0:
+                raise ProtocolError("malformed-payload", "a header with a transaction count")
+        return cls(tuple(headers))
+
+
+@dataclass(frozen=True)
 class BlockMessage(Message):
     """A full block."""
 
@@ -335,7 +380,8 @@ class TxMessage(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.command: cls
-    for cls in (Version, Verack, Ping, Pong, Inv, GetData, NotFound, GetBlocks, BlockMessage, TxMessage)
+    for cls in (Version, Verack, Ping, Pong, Inv, GetData, NotFound, GetBlocks, GetHeaders, Headers,
+                BlockMessage, TxMessage)
 }
 
 

@@ -45,6 +45,14 @@ Block download (blocks-first, simpler than headers-first)
     A sync peer that delivers nothing for `block_download_timeout` is disconnected. Progress
     (height, total from the peers' heights, blocks/s) is logged on "cleancoin.net" at INFO.
 
+    A block of a branch that lags too far behind our tip is not stored
+    (chain.MAX_SIDE_BRANCH_LAG: otherwise any peer could fill the disk with a branch forked
+    deep in the past). Its sender is then asked for that branch's headers (`getheaders` from
+    the block's parent): once they lead to more work than our tip, the branch's blocks are
+    downloaded from it and stored however far they lag, so that the real chain still
+    overtakes a cheap one that reached a syncing node first. Headers cost their sender proof
+    of work each; only answers to our own getheaders are read.
+
 Relay
     A block that becomes our tip is announced by `inv` to every peer not known to have it,
     once a batch is complete (so a 500-block download ends in one inv, not 500). A
@@ -101,8 +109,8 @@ from ...common.errors import Failure, ValidationError
 from ...common.hashes import hash_to_hex
 from .messages import (
     MAX_INV, MAX_USER_AGENT, MIN_PEER_PROTO_VERSION, MSG_BLOCK, MSG_TX, NODE_NETWORK, PROTOCOL_VERSION,
-    BlockMessage, GetBlocks, GetData, Inv, InvItem, Message, NotFound, Ping, Pong, ProtocolError,
-    TxMessage, Verack, Version,
+    MAX_HEADERS, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message, NotFound,
+    Ping, Pong, ProtocolError, TxMessage, Verack, Version,
 )
 from .eviction import Candidate, netgroup, select_peer_to_evict
 from .log_limit import install as install_log_limit
@@ -116,6 +124,8 @@ USER_AGENT: str = "/CleanCoin:0.1.0/"
 GETBLOCKS_LIMIT: int = 500
 #: Ban score at which a peer is banned.
 BAN_THRESHOLD: int = 100
+#: Seconds after which an unanswered getheaders no longer stops us asking that peer again.
+HEADERS_TIMEOUT: float = 60.0
 #: Transactions we refused recently, not requested again until the tip moves.
 _RECENT_REJECTS_SIZE: int = 20_000
 #: A transaction requested from one peer is not requested elsewhere for this long
@@ -764,8 +774,12 @@ class P2PNode:
                 peer.wake_writer()
             elif isinstance(msg, NotFound):
                 self._on_notfound(peer, msg)
+            elif isinstance(msg, GetHeaders):        # (a GetBlocks too: asked first)
+                self._on_getheaders(peer, msg)
             elif isinstance(msg, GetBlocks):
                 self._on_getblocks(peer, msg)
+            elif isinstance(msg, Headers):
+                self._on_headers(peer, msg)
             elif isinstance(msg, BlockMessage):
                 self._on_block(peer, msg)
             elif isinstance(msg, TxMessage):
@@ -1022,6 +1036,64 @@ class P2PNode:
         # Always answered, even empty: the requester then knows we have nothing more.
         peer.send(Inv(tuple(InvItem(MSG_BLOCK, h) for h in hashes)))
 
+    # ------------------------------------------------------------------ headers
+
+    def _on_getheaders(self, peer: Peer, msg: GetHeaders) -> None:
+        try:
+            hashes = self.chain.hashes_after(list(msg.locator), msg.stop, MAX_HEADERS)
+        except Exception:
+            log.exception("hashes_after failed")
+            hashes = []
+        headers = [idx.header for idx in map(self.chain.get_index, hashes[:MAX_HEADERS]) if idx is not None]
+        # Always answered, even empty, as getblocks is.
+        peer.send(Headers(tuple(headers)))
+
+    def _ask_headers(self, peer: Peer, start: bytes) -> None:
+        """Ask `peer` for the headers of its best chain after `start` (a block we have), one
+        request at a time."""
+        now = asyncio.get_running_loop().time()
+        if peer.headers_sent_at and now - peer.headers_sent_at < HEADERS_TIMEOUT:
+            return
+        peer.headers_sent_at = now
+        peer.send(GetHeaders(tuple([start, *self.chain.locator()][:101])))
+
+    def _on_headers(self, peer: Peer, msg: Headers) -> None:
+        """The answer to our getheaders (anything else is ignored: this node asks for headers
+        only for a branch that lags, and announces blocks by inv). Each header is checked
+        and stored as the chain's `accept_header` does (proof of work, the difficulty its
+        parent demands, time): a header costs its sender real work, and its block only
+        disk once its branch shows more work than our tip. Then the blocks are downloaded
+        from this peer as any sync does."""
+        if not peer.headers_sent_at:
+            return
+        peer.headers_sent_at = 0.0
+        last = None
+        for header in msg.headers:
+            try:
+                last = self.chain.accept_header(header)
+            except ValidationError as e:
+                if e.reason == "prev-blk-not-found" or e.failure is Failure.TIME_FUTURE:
+                    # Not necessarily invalid: not connected to what we know, or early.
+                    log.debug("peer=%d: header %s not stored: %s", peer.id, header.hash_hex, e)
+                    break
+                self.misbehaving(peer, BAN_THRESHOLD, f"invalid header {header.hash_hex}: {e.reason}")
+                return
+        if last is None:
+            return
+        best, tip = self.chain.best_header, self.chain.tip
+        if best.chainwork <= tip.chainwork:
+            if len(msg.headers) == MAX_HEADERS and last.hash == msg.headers[-1].hash:
+                self._ask_headers(peer, last.hash)          # more may follow
+            return
+        log.info("peer=%d: headers lead to more work than our tip (height %d, header %d): "
+                 "downloading that branch", peer.id, tip.height, best.height)
+        peer.best_announced = best.hash
+        peer.sync_exhausted = False
+        if self._sync_peer is None:
+            self._start_sync(peer)
+        elif self._sync_peer is peer and not peer.getblocks_sent_at and not peer.blocks_in_flight:
+            self._send_getblocks(peer, self.chain.locator())
+
     # ------------------------------------------------------------------ blocks
 
     def _on_block(self, peer: Peer, msg: BlockMessage) -> None:
@@ -1045,8 +1117,11 @@ class P2PNode:
                 log.info("peer=%d: block %s too far in the future: %s", peer.id, block.hash_hex, e)
             elif e.failure is Failure.TOO_LITTLE_WORK:
                 # Not invalid, and not stored: an honest peer on a long-lost branch sends these
-                # too. Its sync session then moves nothing and ends (_finish_sync).
+                # too, and so does the real chain when a cheap one reached us first. Its
+                # headers tell which: once they show more work than our tip, the branch's
+                # blocks are stored (_on_headers).
                 log.debug("peer=%d: block %s not stored: %s", peer.id, block.hash_hex, e)
+                self._ask_headers(peer, block.header.prev_hash)
             else:
                 self.misbehaving(peer, BAN_THRESHOLD, f"invalid block {block.hash_hex}: {e.reason}")
                 return

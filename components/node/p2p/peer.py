@@ -214,6 +214,8 @@ class Peer:
         self.sync_continue_from: bytes | None = None
         #: This peer told us it has nothing more (answered getblocks with an empty inv).
         self.sync_exhausted: bool = False
+        #: A getheaders is outstanding (loop time sent; 0: none): only its answer is read.
+        self.headers_sent_at: float = 0.0
         #: Loop time of the last block / transaction it sent that was new to us (0: none):
         #: eviction protects peers that are useful.
         self.last_block_time: float = 0.0

@@ -42,6 +42,16 @@ class ChainAccess(Protocol):
         """
         ...
 
+    def accept_header(self, header: Any) -> Any:
+        """Check and store a header without its block; returns its entry (with `.hash` and
+        `.chainwork`); raises ValidationError as accept_block does."""
+        ...
+
+    @property
+    def best_header(self) -> Any:
+        """The known, not-failed header with the most work (`.hash`, `.height`, `.chainwork`)."""
+        ...
+
     def locator(self) -> list[bytes]:
         """Block locator of the best chain: tip first, then exponentially sparser, genesis last."""
         ...
