@@ -5,6 +5,7 @@ side branch, encryption with the relock timer, signed messages, the WalletManage
 from __future__ import annotations
 
 import asyncio
+import os
 import hashlib
 import logging
 from collections.abc import Iterator
@@ -270,6 +271,36 @@ def test_load_on_startup_list_in_the_wallets_directory(env: Env, caplog) -> None
         assert info.value.name == "b"
 
     asyncio.run(scenario())
+
+
+def test_the_settings_file_is_read_and_written_without_following_what_lies_there(env: Env, tmp_path: Path) -> None:
+    """wallets/ is the confined wallet process's to write, and CleanCoind reads and rewrites
+    settings.json there unconfined: no link is followed either way (a link at the temporary
+    name is removed, the file it named untouched), a FIFO does not hang the reader, a file over
+    1 MiB is not read, and each of those is the named error of a corrupt file."""
+    import json
+
+    from cleancoin.components.wallet.store import WalletError
+    from cleancoin.components.wallet.wallet import MAX_SETTINGS_BYTES
+
+    loader = WalletManager(env.path, env.chain, P.name)
+    settings = loader.settings_path
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    victim = tmp_path / "victim"
+    victim.write_text("the user's own file")
+    settings.with_name("settings.json.tmp").symlink_to(victim)
+    assert loader.update_startup("a", True) == []
+    assert victim.read_text() == "the user's own file"
+    assert json.loads(settings.read_text()) == {"wallet": ["a"]}
+    settings.unlink()
+    for plant, says in ((lambda: settings.symlink_to(victim), "symbolic link"),
+                        (lambda: os.mkfifo(settings), "not a regular file"),
+                        (lambda: settings.write_bytes(b" " * (MAX_SETTINGS_BYTES + 1)), "larger than"),
+                        (lambda: settings.write_text("[" * 100_000), "recursion")):
+        plant()
+        with pytest.raises(WalletError, match=says):
+            loader.startup_wallets()
+        settings.unlink()
 
 
 def test_restored_backup_finds_coins_paid_to_keys_handed_out_after_it(env: Env,

@@ -23,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,6 +75,8 @@ MESSAGE_MAGIC: bytes = b"CleanCoin Signed Message:\n"
 #: list, but in `<netdatadir>/wallets/`: the one directory a sandboxed wallet process may write
 #: (and one the node of CleanCoin-node cannot even see). See WalletManager.
 SETTINGS_FILENAME: str = "settings.json"
+#: Largest settings file read: it holds a short list of wallet names.
+MAX_SETTINGS_BYTES: int = 1 << 20
 
 
 class UnlockNeeded(WalletError):
@@ -773,16 +777,34 @@ class WalletManager:
         return self.netdatadir / "wallets" / SETTINGS_FILENAME
 
     def _read_settings(self) -> dict[str, Any]:
+        """The settings file's object ({} when there is none). It lies in wallets/, which
+        CleanCoin-node's confined wallet process writes, and CleanCoind and CleanCoin-qt read
+        it unconfined on the same datadir: a link is not followed (it could lead the reader to
+        any file of the user's), nor is anything but a regular file of at most
+        MAX_SETTINGS_BYTES read, and JSON nested too deep for the parser is refused like any
+        that does not parse, as bitcoind refuses a corrupt settings.json: named, not a crash."""
+        path = self.settings_path
         try:
-            text = self.settings_path.read_text(encoding="utf-8")
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            why = "it is a symbolic link, which is not followed" if exc.errno == errno.ELOOP else exc.strerror
+            raise WalletError(f"Unable to parse settings file {path}: {why}") from None
         try:
-            data = json.loads(text)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise WalletError(f"Unable to parse settings file {path}: not a regular file")
+            raw = os.read(fd, MAX_SETTINGS_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(raw) > MAX_SETTINGS_BYTES:
+            raise WalletError(f"Unable to parse settings file {path}: larger than {MAX_SETTINGS_BYTES} bytes")
+        try:
+            data = json.loads(raw.decode("utf-8"))
             if not isinstance(data, dict):
                 raise ValueError("not an object")
-        except ValueError as exc:
-            raise WalletError(f"Unable to parse settings file {self.settings_path}: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise WalletError(f"Unable to parse settings file {path}: {exc}") from None
         return data
 
     def startup_wallets(self) -> list[str]:
@@ -798,7 +820,11 @@ class WalletManager:
         path = self.settings_path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        # Whatever lies at the temporary name (a leftover, or a link the confined wallet
+        # process planted for the next unconfined writer to follow) is removed, never opened.
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(json.dumps(data, indent=4) + "\n")

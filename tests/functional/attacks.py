@@ -548,3 +548,13 @@ async def relay_min_fee(self):
 binding.NodeChain.relay_min_fee = relay_min_fee
 report("inflate-relay-fee", False, "the node now answers 200 coins per 1000 bytes")
 '''
+
+# The wallet process writes wallets/settings.json (the wallets loaded at start), which its
+# own next start reads, and so do CleanCoind and CleanCoin-qt on the same datadir, unconfined:
+# a file nested deeper than a JSON parser recurses.
+PLANT_SETTINGS = r'''
+attempt("plant-settings")
+with open(os.path.join(ctx["walletdir"], "settings.json"), "w") as f:
+    f.write('{"wallet": ' + "[" * 200000 + "]" * 200000 + "}")
+report("plant-settings", False, "wrote a settings file nested 200000 deep")
+'''

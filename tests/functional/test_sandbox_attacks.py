@@ -682,3 +682,36 @@ def test_sql_planted_by_the_wallet_process_never_runs_in_an_unconfined_cleancoin
         assert conn.execute("SELECT count(*) FROM meta WHERE key = 'planted'").fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def _classic_on(a: AttackedNode) -> None:
+    """Start CleanCoind, unconfined, on the attacked node's datadir (as an operator may)."""
+    classic = resolve_executable("CleanCoind")
+    args = [classic, *a.node.args()[1:]]
+    assert "-sandboxlearn" not in " ".join(args)
+    a.node.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                      stderr=open(a.node.datadir / "stderr.txt", "ab"))
+    a.node.wait_for_rpc()
+
+
+def test_a_settings_file_the_wallet_process_planted_stops_no_start(home_base: Path) -> None:
+    """wallets/settings.json (the wallets loaded at start) lies where the confined wallet
+    process writes; its own next start reads it, and so do CleanCoind and CleanCoin-qt,
+    unconfined, on the same datadir. On the old code a file nested 200000 deep made the
+    wallet process fail to load (RecursionError: CleanCoin-node then stopped, "did not come
+    up") and CleanCoind's start fail the same way. Now it is refused as a corrupt settings
+    file is (logged; no wallet loaded from it), and both start."""
+    a = AttackedNode(home_base, wallet=attacks.PLANT_SETTINGS)
+    a.start()
+    assert a.result("wallet", timeout=60)["plant-settings"]["escaped"] is False
+    assert a.node.rpc.listwallets() == []
+    wallet_log = a.node.netdatadir / "wallets" / "debug.log"
+    assert "Unable to parse settings file" in wallet_log.read_text()
+    assert a.node.stop() == 0
+    try:
+        _classic_on(a)
+        assert a.node.rpc.getblockcount() == 0
+        assert "Unable to parse settings file" in a.node.debug_log()
+        assert a.node.stop() == 0
+    finally:
+        _stop_nodes_under(home_base)
