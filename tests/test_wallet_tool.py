@@ -4,6 +4,7 @@ regtest datadir, no node anywhere."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import subprocess
 import sys
@@ -118,6 +119,15 @@ def test_createfromdump_refusals(created: Path) -> None:
     # A missing dump file.
     r = run(created, "-wallet=carol", f"-dumpfile={created / 'nope'}", "createfromdump")
     assert r.returncode == 1 and "does not exist" in r.stderr
+    # A record nested deeper than the JSON parser recurses, with a checksum that matches (a
+    # dump is a file from elsewhere): an error, not a traceback.
+    lines[i] = "keys=" + "[" * 100_000 + "\n"
+    body = "".join(lines[:-1])
+    deep = created / "deep.dump"
+    deep.write_text(body + f"checksum={hashlib.sha256(body.encode()).hexdigest()}\n")
+    r = run(created, "-wallet=carol", f"-dumpfile={deep}", "createfromdump")
+    assert r.returncode == 1 and r.stderr.startswith("Error: Malformed record"), r.stderr[-300:]
+    assert "Traceback" not in r.stderr
 
 
 def test_errors(datadir: Path) -> None:

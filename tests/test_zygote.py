@@ -325,6 +325,7 @@ def test_malformed_requests_are_answered_and_serving_goes_on(zygote: Zygote, tmp
         (b'{"components": {"strict": {"target": "zygote_targets:arguments", "plan": null, '
          b'"arguments": {"max_tx_fee": "999"}}}}', [], "unknown request"),
         (b"\xff\xfe\x00", [], "malformed request"),
+        (b"[" * 100_000, [], "malformed request"),      # deeper than the parser recurses
     ]
     try:
         for payload, fds, expected in cases:

@@ -1084,7 +1084,7 @@ def create_from_dump(netdatadir: str | os.PathLike[str], name: str,
             if table not in _TABLES:
                 raise WalletError(f"Unknown record type {table!r} in dump file")
             rows.append((table, {k: _dec_value(v) for k, v in json.loads(data).items()}))
-    except (ValueError, AttributeError) as e:
+    except (ValueError, AttributeError, RecursionError) as e:
         raise WalletError(f"Malformed record in dump file: {type(e).__name__}") from None
     try:
         store = WalletStore.create(netdatadir, name, network, rows=rows)
