@@ -34,6 +34,8 @@ REQUIRED = {
     "denial-log-flood",
     # found 12-06 (third session): a log that cannot grow (a full disk) stopped the monitor
     "denial-log-fails",
+    # found 12-06 (h32): decoy refusals spent the log's budget and hid a TIOCSTI after them
+    "denial-log-bury",
 }
 
 
@@ -226,7 +228,8 @@ def test_new_attempts_escape_under_a_deliberately_weak_sandbox(strict, write_pol
         assert "rlimit-fork-200" in escaped, result.to_text()
     # The mechanisms no policy can turn off still hold.
     for name in ("fd-inherited", "terminal-left-open", "memory-launcher-secret", "grant-symlink-swap",
-                 "output-flood", "denial-log-reach", "denial-log-flood", "denial-log-fails"):
+                 "output-flood", "denial-log-reach", "denial-log-flood", "denial-log-fails",
+                 "denial-log-bury"):
         assert name not in escaped, result.to_text()
 
 

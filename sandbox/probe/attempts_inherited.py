@@ -449,6 +449,52 @@ def _run_denial_log_flood(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
             os.unlink(log)
 
 
+#: Decoy refusals the burying child makes first: more than the 120 lines a minute the log takes.
+_DENIAL_BURY_DECOYS = 150
+_TIOCSTI_REQUEST = 0x5412
+
+
+def _run_denial_log_bury(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """With a denial log, the child spends its budget of lines on 150 decoy refusals (clone
+    with CLONE_NEWUSER, each with other flag bits: a new kind each time), then makes the call
+    it wants nobody to read about: TIOCSTI. Escape: the log does not name the TIOCSTI (only
+    "N more lines of refusals not logged"), so a confined process that first makes noise can
+    hide what it really tried."""
+    from .. import denial_log
+    log = os.path.join(t.outside_dir, f".cleancoin-probe-{t.token}-bury.log")
+    plan = denial_log.plan_with_denials(judge.plan, judge.policy, denial_log.DenialLog(log))
+    rules = plan.denials.get("rules", {}) if plan.denials else {}
+    if str(_NR["clone"]) not in rules or str(_NR["ioctl"]) not in rules:
+        return "denied", "no two refusals with an errno to bury one under the other (no denial " \
+                         "log, or clone or TIOCSTI is not refused with one)"
+
+    def bury(out: _Out) -> Outcome:
+        for i in range(_DENIAL_BURY_DECOYS):
+            _syscall("clone", syscalls.CLONE_NEWUSER | ((i + 1) << 32), 0, 0, 0, 0)
+        ret, err = _syscall("ioctl", 0, _TIOCSTI_REQUEST, 0)
+        return "allowed", (f"{_DENIAL_BURY_DECOYS} decoy clone refusals, then TIOCSTI "
+                           f"({'refused: ' + os.strerror(err) if ret == -1 else 'not refused'})")
+
+    try:
+        child = launcher.spawn(plan, target=_attempt_child(bury), relay=False)
+    except launcher.SpawnError as exc:
+        return "error", f"the sandbox did not start: {exc}"
+    try:
+        verdict, note = _spawned_outcome(child, timeout)
+        if verdict != "allowed":
+            return verdict, note
+        _settled_lines(log)
+        with open(log, "rb") as handle:
+            record = handle.read().decode(errors="replace")
+        if f"request={_TIOCSTI_REQUEST:#x}" not in record:
+            return _ok(f"{note}: the denial log does not name the TIOCSTI")
+        return "denied", f"{note}: the denial log names the TIOCSTI (each decision's first " \
+                         "refusal is written past the budget)"
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(log)
+
+
 _LOG_LIMIT_FALLBACK = 1 << 20
 
 
@@ -552,4 +598,5 @@ PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], flo
     "denial-log-reach": _run_denial_log_reach,
     "denial-log-flood": _run_denial_log_flood,
     "denial-log-fails": _run_denial_log_fails,
+    "denial-log-bury": _run_denial_log_bury,
 }

@@ -191,6 +191,11 @@ def _battery() -> list[_Spec]:
               "new (clone with other flag bits), to bury the log and grow its monitor",
               _exp_never("denial log: kinds remembered and lines a minute are bounded"),
               _parent("denial-log-flood"), parent_run=True),
+        _Spec("denial-log-bury", "with a denial log, spend its lines a minute on 150 decoy "
+              "refusals (clone with other flag bits), then make a TIOCSTI that must still be named",
+              _exp_never("denial log: the first refusal by each of the policy's decisions is "
+                         "written past every budget"),
+              _parent("denial-log-bury"), parent_run=True),
         _Spec("denial-log-fails", "with a denial log that cannot grow (as on a full disk), make a "
               "refused call, then another, to stop the monitor so that no refusal is logged again",
               _exp_never("denial log: a monitor whose write fails counts the lost lines and goes on"),

@@ -460,6 +460,29 @@ def test_the_wallet_cannot_erase_the_record_of_its_refusals(home_base: Path) -> 
     assert refused, record[-3000:]
 
 
+def test_the_wallet_cannot_bury_its_refusals_under_decoys(home_base: Path) -> None:
+    """Attacker code in the wallet spends the denial log's budget (120 lines a minute) on 150
+    decoy refusals, each a new kind (clone with namespace flags and other high bits), then
+    pushes input into a terminal (TIOCSTI) and turns dumpable back on. Both are refused; the
+    record must still say so. On the old code the log held the 120 decoys and "32 more lines of
+    refusals not logged": neither the TIOCSTI nor the prctl was named. Now the first refusal by
+    each of the policy's decisions (its rule, or its default for that syscall) is written
+    whatever the budget, and the decoys beyond it are still only counted."""
+    a = AttackedNode(home_base, wallet=attacks.BURY_DENIALS, variables={"decoys": 150})
+    a.config["wallet_delay"] = 0.5
+    a.start()
+    results = a.result("wallet", timeout=60)
+    assert escapes(results) == {}, results
+    a.node.cleanup()                      # the monitor says what it left out as it ends
+    lines = [line for line in (a.node.netdatadir / "sandbox.log").read_text().splitlines()
+             if "[sandbox:CleanCoin-wallet]" in line]
+    decoys = [line for line in lines if "refused clone(" in line]
+    assert 0 < len(decoys) <= 120, (len(decoys), lines[-3:])          # the budget still holds
+    assert any("refused ioctl(" in line and "0x5412" in line for line in lines), lines[-5:]
+    assert any("refused prctl(option=4," in line for line in lines), lines[-5:]
+    assert any("not logged" in line for line in lines), lines[-5:]
+
+
 def test_the_confined_node_cannot_erase_the_record_of_its_refusals(home_base: Path) -> None:
     """Attacker code in the confined node makes a refused call, then erases its debug.log
     (its own, which it may rewrite) and tries to change, replace or remove its sandbox log.
