@@ -342,6 +342,57 @@ for name, path, escapes in (("erase-wallet-log", os.path.join(ctx["walletdir"], 
 report_descriptors_of("sandbox-log-descriptor", "sandbox.log")
 '''
 
+# A set-user-ID program planted on the host: the wallet writes a program into its directory and
+# gives it the set-user-ID bit, three ways (chmod, fchmod, created so by open). The view mounts
+# the grant nosuid, but only in the sandbox: on the host the file is a set-user-ID program of
+# the node's user (root, as CI and many containers run it), which anyone who can reach it runs
+# with that user's rights. ctx["program"] is the program's bytes (hex); the test runs what is
+# left as another user. open() with the bit creates an empty file (a write would clear the bit
+# again). A plain chmod must still work.
+PLANT_SUID = r"""
+program = bytes.fromhex(ctx["program"])
+S_ISUID, S_ISGID = 0o4000, 0o2000
+
+def planted(name, how):
+    path = os.path.join(ctx["walletdir"], name)
+    attempt(name)
+    try:
+        how(path)
+    except OSError as exc:
+        report(name, False, f"refused: {exc.strerror}")
+        return
+    mode = os.stat(path).st_mode
+    report(name, bool(mode & (S_ISUID | S_ISGID)), f"mode {mode:o}")
+
+def write(path, mode=0o755):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    os.write(fd, program)
+    return fd
+
+def by_chmod(path):
+    os.close(write(path))
+    os.chmod(path, 0o4755)
+
+def by_fchmod(path):
+    fd = write(path)
+    try:
+        os.fchmod(fd, 0o6755)
+    finally:
+        os.close(fd)
+
+def by_open(path):
+    # Empty: a write by a process without CAP_FSETID clears the bit again (so would ftruncate).
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o4755))
+
+planted("suid-by-chmod", by_chmod)
+planted("suid-by-fchmod", by_fchmod)
+planted("suid-by-open", by_open)
+plain = os.path.join(ctx["walletdir"], "plain-chmod")
+os.close(write(plain, 0o600))
+os.chmod(plain, 0o640)
+report("plain-chmod", False, f"mode {os.stat(plain).st_mode & 0o7777:o}")
+"""
+
 # The record of what the wallet tried, buried instead of erased: the monitor writes at most 120
 # lines a minute, and a refusal past that budget is only counted. So the wallet first spends
 # the budget on refusals nobody cares about (clone with namespace flags, each with other high
