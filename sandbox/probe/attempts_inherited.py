@@ -230,6 +230,60 @@ def _run_fd_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object], tim
     return _interpret(data, child.wait(), False, timeout)
 
 
+def _run_terminal_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """A running process on a terminal (1 and 2 the one description a shell opened for
+    reading and writing) restricts itself with the policy, then reads what the user typed
+    through stdout and stderr: restrict_self keeps them, as nobody relays its output."""
+    plan = judge.plan
+    master, slave = os.openpty()
+    read_end, write_end = os.pipe()
+
+    def self_target(control_fd: int) -> int:
+        out = _Out(write_end)
+        try:
+            os.dup2(slave, 1)
+            os.dup2(slave, 2)
+            steps.run(steps.Context(plan, steps.Entry.SELF, {write_end}))
+            typed: list[str] = []
+            for fd in (1, 2):
+                try:
+                    os.set_blocking(fd, False)
+                    data = os.read(fd, 100)
+                except OSError as exc:
+                    out.note(f"read fd {fd}: {_errname(exc.errno or 0)}")
+                    continue
+                if data:
+                    typed.append(f"read {data!r} through fd {fd}")
+            out.result(*(_ok("; ".join(typed)) if typed else
+                         ("denied", "stdout and stderr on the terminal are write-only")))
+        except BaseException as exc:  # noqa: BLE001
+            out.result("error", f"{type(exc).__name__}: {exc}")
+        return 0
+
+    try:
+        os.write(master, b"typed by the user\n")
+        child = launcher.spawn(None, target=self_target, pass_fds=[write_end, slave])
+    finally:
+        os.close(write_end)
+        os.close(slave)
+    import select
+    data = b""
+    try:
+        while True:
+            ready, _, _ = select.select([read_end], [], [], timeout)
+            if not ready:
+                child.kill()
+                return _interpret(data, child.wait(), True, timeout)
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            data += chunk
+        return _interpret(data, child.wait(), False, timeout)
+    finally:
+        os.close(read_end)
+        os.close(master)
+
+
 def _run_terminal_left_open(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
     """A launcher with a terminal open (not CLOEXEC) when it starts the sandbox."""
     master, slave = os.openpty()
@@ -584,6 +638,11 @@ def _exp_terminal(j: _Judge, t: _Targets) -> _Why:
     return j.sc(w, "ioctl", {1: syscalls.TCSETS})
 
 
+def _exp_terminal_self(j: _Judge, t: _Targets) -> _Why:
+    return _Why().need(j.plan.stdio == "inherit", "stdio: restrict_self opens a terminal on 1 "
+                                                  "or 2 again write-only")
+
+
 def _exp_fd_self(j: _Judge, t: _Targets) -> _Why:
     return _Why().need(False, "descriptors: those not on the list point at /dev/null after "
                               "restrict_self")
@@ -592,6 +651,7 @@ def _exp_fd_self(j: _Judge, t: _Targets) -> _Why:
 PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], float], Outcome]] = {
     "fd-inherited": _run_fd_inherited,
     "fd-before-self-restriction": _run_fd_self,
+    "terminal-self-restriction": _run_terminal_self,
     "terminal-left-open": _run_terminal_left_open,
     "grant-symlink-swap": _run_symlink_swap,
     "output-flood": _run_output_flood,

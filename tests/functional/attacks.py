@@ -168,6 +168,23 @@ except OSError as exc:
     report("write-escape-to-fd1", False, exc.strerror)
 '''
 
+# The confined node keeps its stdout and stderr (nobody relays a running process's output):
+# on a terminal, descriptors the shell opened for reading and writing. It reads what the
+# operator types at that terminal through them (stdin is /dev/null, but 1 and 2 are the same
+# terminal), then writes a line (allowed: the operator sees the node's output).
+NODE_TERMINAL = r"""
+for fd in (0, 1, 2):
+    attempt(f"read-fd{fd}")
+    try:
+        os.set_blocking(fd, False)
+        typed = os.read(fd, 100)
+        report(f"read-fd{fd}", bool(typed), repr(typed[:40]))
+    except OSError as exc:
+        report(f"read-fd{fd}", False, exc.strerror)
+os.write(2, ctx["marker"].encode() + b"\n")
+report("write-fd2", False, f"isatty {os.isatty(2)}")
+"""
+
 # The smaller holes (item 5).
 SMALL_HOLES = r'''
 CLONE_NEWUSER, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x40000000, 17

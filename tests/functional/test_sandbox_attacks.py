@@ -262,6 +262,43 @@ def test_the_wallet_gets_no_terminal_and_none_of_the_nodes_secrets(home_base: Pa
     assert b"\x1b]0;" + marker.encode() not in seen
 
 
+def test_the_confined_node_cannot_read_the_terminal_it_writes_to(home_base: Path) -> None:
+    """CleanCoin-node started on a terminal keeps its stdout and stderr there (a running
+    process has no relay), and a shell opens that terminal for reading and writing. Attacker
+    code in the confined node reads through them what the operator types. On the old code it
+    read 'typed-by-the-operator' through fd 1 (and the terminal's buffer was empty after).
+    Now restrict_self reopens an output descriptor on a terminal write-only: the node's output
+    still reaches the terminal, its reads fail with EBADF."""
+    marker = "node-output-" + uuid.uuid4().hex[:8]
+    a = AttackedNode(home_base, node=attacks.NODE_TERMINAL, variables={"marker": marker})
+    master, slave = pty.openpty()
+    os.write(master, b"typed-by-the-operator\n")
+    try:
+        a.arm()
+        a.node.process = subprocess.Popen(a.node.args(), stdin=slave, stdout=slave, stderr=slave,
+                                          env=a.env(), start_new_session=True)
+        results = a.result("node", timeout=60)
+    finally:
+        os.close(slave)
+        seen = b""
+        os.set_blocking(master, False)
+        try:
+            while marker.encode() not in seen:
+                chunk = os.read(master, 65536)
+                if not chunk:
+                    break
+                seen += chunk
+        except OSError:
+            pass
+        a.node.cleanup()
+        os.close(master)
+    assert results["write-fd2"]["detail"] == "isatty True", results
+    assert marker.encode() in seen                      # its output still reaches the terminal
+    assert escapes(results) == {}, results
+    for fd in (1, 2):
+        assert results[f"read-fd{fd}"]["detail"] == "Bad file descriptor", results
+
+
 def _answers(node: TestNode) -> bool:
     assert node.process is not None and node.process.poll() is None, "the node exited"
     try:
