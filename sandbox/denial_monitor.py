@@ -105,13 +105,22 @@ def _holds(cond: Sequence[Any], args: tuple[int, ...]) -> bool:
             "gt": arg > value, "ge": arg >= value, "masked_eq": arg & mask == value}[op]
 
 
+def decide(config: Mapping[str, Any], nr: int, args: tuple[int, ...]) -> tuple[int, tuple[int, int]]:
+    """The errno the policy's filter gives this syscall (the rule that matches, else the
+    default), and which of the policy's decisions gave it: (syscall, index of its rule), the
+    index -1 for the default. The policy, not the component, bounds the decisions: a number
+    the monitor has no name for counts as one syscall, -1."""
+    for index, (code, conds) in enumerate(config["rules"].get(str(nr), [])):
+        if all(_holds(c, args) for c in conds):
+            return int(code), (nr, index)
+    default = config.get("default")
+    return (int(default) if default is not None else errno_module.EPERM,
+            (nr if str(nr) in config["names"] else -1, -1))
+
+
 def answer(config: Mapping[str, Any], nr: int, args: tuple[int, ...]) -> int:
     """The errno the policy's filter gives this syscall (the rule that matches, else the default)."""
-    for code, conds in config["rules"].get(str(nr), []):
-        if all(_holds(c, args) for c in conds):
-            return int(code)
-    default = config.get("default")
-    return int(default) if default is not None else errno_module.EPERM
+    return decide(config, nr, args)[0]
 
 
 def describe(config: Mapping[str, Any], nr: int, args: tuple[int, ...], verbose: bool) -> str:
@@ -132,7 +141,12 @@ def describe(config: Mapping[str, Any], nr: int, args: tuple[int, ...], verbose:
 class Limiter:
     """What is logged: the first ones of each kind, then every 1000th, at most
     LINES_PER_MINUTE lines a minute (verbose: all, at most VERBOSE_PER_SECOND a second); at
-    most MAX_KINDS kinds are remembered. The lines a budget left out are counted."""
+    most MAX_KINDS kinds are remembered. The lines a budget left out are counted.
+
+    Past every budget, the first refusal by each of the policy's decisions (`decide`) is still
+    written: the component chooses what spends the budget, and a budget spent on decoys (clone
+    with ever new flag bits) hid the TIOCSTI that followed. There are as many such lines as the
+    policy has rules and syscalls, however the component varies its arguments."""
 
     def __init__(self, verbose: bool, max_kinds: int = MAX_KINDS,
                  lines_per_minute: int = LINES_PER_MINUTE) -> None:
@@ -141,6 +155,7 @@ class Limiter:
         self.counts: dict[tuple[int, int, str], int] = {}
         self.window = self.in_window = 0
         self.left_out = 0
+        self.decisions: set[tuple[int, int]] = set()
 
     def count(self, key: tuple[int, int, str]) -> int:
         if key not in self.counts and len(self.counts) >= self.max_kinds:
@@ -148,15 +163,19 @@ class Limiter:
         self.counts[key] = self.counts.get(key, 0) + 1
         return self.counts[key]
 
-    def allows(self, n: int) -> bool:
-        if not self.verbose and not (n <= FIRST or n % EVERY == 0):
+    def allows(self, n: int, decision: tuple[int, int] | None = None) -> bool:
+        first = False
+        if decision is not None and decision not in self.decisions:
+            self.decisions.add(decision)
+            first = True
+        if not first and not self.verbose and not (n <= FIRST or n % EVERY == 0):
             return False
         # The budget: per second under verbose, per minute otherwise.
         span, budget = (1, VERBOSE_PER_SECOND) if self.verbose else (60, self.lines_per_minute)
         window = int(time.monotonic() // span)
         if window != self.window:
             self.window, self.in_window = window, 0
-        if self.in_window >= budget:
+        if self.in_window >= budget and not first:
             self.left_out += 1
             return False
         self.in_window += 1
@@ -189,12 +208,13 @@ def _who(config: Mapping[str, Any], target: int) -> str:
 
 
 def log_line(config: Mapping[str, Any], limiter: Limiter, target: int, nr: int, args: tuple[int, ...],
-             thread: int, code: int) -> bytes | None:
-    """The log line for a notification answered with `code` (None: rate-limited away)."""
+             thread: int, code: int, decision: tuple[int, int] | None = None) -> bytes | None:
+    """The log line for a notification answered with `code` (None: rate-limited away);
+    `decision` is `decide`'s, whose first refusal no budget leaves out."""
     # Counted per syscall, errno and deciding argument (the family, the request).
     short = describe(config, nr, args, False)
     seen = limiter.count((nr, code, short))
-    if not limiter.allows(seen):
+    if not limiter.allows(seen, decision):
         return None
     what = describe(config, nr, args, limiter.verbose)
     tail = f" ({seen} times)" if seen > FIRST and not limiter.verbose else ""
@@ -259,14 +279,14 @@ def serve(listener: int, out: int, config: Mapping[str, Any], target: int) -> No
                         continue               # withdrawn: the thread got a signal, or died
                     raise
                 nid, thread, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(recv)
-                code = answer(config, nr, tuple(args))
+                code, decision = decide(config, nr, tuple(args))
                 try:
                     fcntl.ioctl(listener, IOCTL_NOTIF_SEND, _RESP.pack(nid, 0, -code, 0))
                 except OSError as exc:
                     if exc.errno != errno_module.ENOENT:   # withdrawn meanwhile
                         raise
                 # Described after the answer: the refused thread does not wait for its log line.
-                text = log_line(config, limiter, target, nr, tuple(args), thread, code)
+                text = log_line(config, limiter, target, nr, tuple(args), thread, code, decision)
                 if text is not None:
                     writer.write(text)
             elif mask & (select.POLLHUP | select.POLLERR):

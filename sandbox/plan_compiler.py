@@ -303,6 +303,8 @@ def _seccomp(policy: Policy, kernel: KernelFeatures,
         details.append("clone with namespace flags answers EPERM (as unshare is denied)")
     if not policy.process.dumpable:
         details.append("prctl(PR_SET_DUMPABLE, non-zero) answers EPERM")
+    details.append("set-user-ID and set-group-ID bits in a mode answer EPERM (chmod, fchmod, open "
+                   "with O_CREAT, ...)")
     if compiled.unresolved:
         details.append(f"{len(compiled.unresolved)} group members unknown to libseccomp "
                        f"{seccomp.libseccomp_version()} stay denied")

@@ -180,6 +180,9 @@ class FilterSpec:
     deny_namespace_clone: bool = True
     # A policy that wants the process not dumpable: prctl(PR_SET_DUMPABLE, 1) must not undo it.
     deny_dumpable: bool = True
+    # No set-user-ID or set-group-ID file of the confined side's making (systemd's
+    # RestrictSUIDSGID): the view mounts grants nosuid, the host does not.
+    deny_suid_sgid: bool = True
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,9 @@ def rule_table(spec: FilterSpec) -> RuleTable:
     list answer EAFNOSUPPORT, as systemd's RestrictAddressFamilies does. Derived from the
     policy: clone with a CLONE_NEW* flag answers EPERM unless unshare is allowed, and
     prctl(PR_SET_DUMPABLE, non-zero) answers EPERM unless the policy makes the process dumpable.
+    Always: a call that would give a file the set-user-ID or set-group-ID bit (chmod, fchmod,
+    fchmodat(2), creat, mknod(at), open and openat with O_CREAT or O_TMPFILE) answers EPERM, and
+    openat2, whose mode the filter cannot read, answers ENOSYS (glibc then uses openat).
     """
     from .model import ArgCondition
     default_action, allowed, rules, families, where = (
@@ -268,6 +274,8 @@ def rule_table(spec: FilterSpec) -> RuleTable:
         else:
             conditional.setdefault("prctl", []).append(
                 ("errno:EPERM", [ArgCondition(0, "eq", PR_SET_DUMPABLE), ArgCondition(1, "ne", 0)], where, True))
+    if spec.deny_suid_sgid:
+        _suid_sgid_rules(allowed, plain, conditional, unconditional, errno_default, where)
 
     table: list[TableRule] = []
 
@@ -300,6 +308,44 @@ def rule_table(spec: FilterSpec) -> RuleTable:
 
     return RuleTable(default_action, tuple(table), len(plain - conditional.keys()),
                      len(conditional), unresolved)
+
+
+def _suid_sgid_rules(allowed: frozenset[str], plain: set[str],
+                     conditional: dict[str, list[tuple[str, list["ArgCondition"], SourceRef, bool]]],
+                     unconditional: dict[str, tuple[str, SourceRef, bool]], errno_default: bool,
+                     where: SourceRef) -> None:
+    """The derived rules that keep the set-user-ID and set-group-ID bits out of every mode the
+    confined side sets. The grants are mounted nosuid in the view, but the files stay on the
+    host's filesystem: a program the component wrote and gave the bit there runs with the
+    rights of the component's user (root, for a node run as root) for anyone who reaches it.
+    Found 12-06: the wallet process planted a set-user-ID root program in wallets/."""
+    from .model import ArgCondition
+    from .syscalls import MODE_SETTING_SYSCALLS, O_CREAT, O_TMPFILE_BIT, S_ISGID, S_ISUID
+    bits = (S_ISUID, S_ISGID)
+    for name, (mode_index, flags_index) in MODE_SETTING_SYSCALLS.items():
+        if name not in allowed or name in unconditional:
+            continue
+        creating = [None] if flags_index is None else [O_CREAT, O_TMPFILE_BIT]
+        entries = conditional.setdefault(name, [])
+        if errno_default:
+            # Allowed only where no bit is asked for (or nothing is created); the rest falls to
+            # the default, the same EPERM.
+            entries.append(("allow", [ArgCondition(mode_index, "masked_eq", 0, S_ISUID | S_ISGID)], where, True))
+            if flags_index is not None:
+                entries.append(("allow", [ArgCondition(flags_index, "masked_eq", 0, O_CREAT | O_TMPFILE_BIT)],
+                                where, True))
+            plain.discard(name)
+            continue
+        for flag in creating:
+            for bit in bits:
+                conds = [ArgCondition(mode_index, "masked_eq", bit, bit)]
+                if flag is not None and flags_index is not None:
+                    conds.insert(0, ArgCondition(flags_index, "masked_eq", flag, flag))
+                entries.append(("errno:EPERM", conds, where, True))
+    if "openat2" in allowed and "openat2" not in unconditional:
+        plain.discard("openat2")
+        conditional.pop("openat2", None)
+        unconditional["openat2"] = ("errno:ENOSYS", where, True)
 
 
 def _notified(action: str, syscall: str) -> bool:

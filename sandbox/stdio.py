@@ -7,11 +7,14 @@ two pipes as stdout and stderr; the launcher reads them and passes the text on, 
 characters made visible when it goes to a terminal (or always, for components). "null" gives
 /dev/null on all three; "inherit" keeps the launcher's (a dangerous choice: needs a reason).
 A process that restricts itself has nobody to relay its output: it keeps fds 1 and 2 and
-gives up stdin.
+gives up stdin. Where 1 or 2 is a terminal it can read (a shell opens the terminal for
+reading and writing and puts that one description on 0, 1 and 2), it gets the same terminal
+opened again write-only: otherwise the confined process read what the operator typed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import threading
@@ -76,7 +79,10 @@ def apply(mode: str, devnull: int, pipes: Pipes | None, launched: bool) -> str:
         return "stdio inherited from the launcher"
     os.dup2(devnull, 0)
     if not launched:
-        return "stdin is /dev/null; stdout and stderr kept (a running process has no relay)"
+        reopened = [fd for fd in (1, 2) if _write_only_terminal(fd)]
+        return ("stdin is /dev/null; stdout and stderr kept (a running process has no relay)"
+                + (f"; {' and '.join(map(str, reopened))} reopened write-only on the terminal"
+                   if reopened else ""))
     if mode == "pipe" and pipes is not None:
         os.dup2(pipes.stdout_w, 1)
         os.dup2(pipes.stderr_w, 2)
@@ -84,6 +90,38 @@ def apply(mode: str, devnull: int, pipes: Pipes | None, launched: bool) -> str:
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     return "stdin, stdout and stderr are /dev/null"
+
+
+def _write_only_terminal(fd: int) -> bool:
+    """Put the terminal on `fd`, if it is one this process can read, there again opened
+    write-only (the same device, so output goes where it went; not our controlling terminal
+    by this open). True if it did. A terminal that cannot be opened again stops the step:
+    the process would go on reading the operator's keystrokes."""
+    try:
+        if not os.isatty(fd):
+            return False
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError:
+        return False                     # not open: nothing to read through
+    if flags & os.O_ACCMODE == os.O_WRONLY:
+        return False
+    wanted = os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC | (flags & os.O_NONBLOCK)
+    try:
+        # The descriptor's own link: the very device, whatever name it has in /dev.
+        reopened = os.open(f"/proc/self/fd/{fd}", wanted)
+    except OSError:
+        try:
+            reopened = os.open(os.ttyname(fd), wanted)
+        except OSError as exc:
+            raise OSError(exc.errno, f"fd {fd} is a terminal this process could read, and it "
+                                     f"cannot be opened again write-only: {exc.strerror}") from None
+    try:
+        if os.fstat(reopened).st_rdev != os.fstat(fd).st_rdev:
+            raise OSError(0, f"fd {fd}: the terminal opened again is another device")
+        os.dup2(reopened, fd)
+    finally:
+        os.close(reopened)
+    return True
 
 
 class Relay:

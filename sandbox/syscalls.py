@@ -42,6 +42,21 @@ CLONE_NEWNET = 0x40000000
 CLONE_THREAD = 0x00010000
 #: The flags clone(2) creates namespaces with (CLONE_NEWTIME shares its bit with the exit
 #: signal in clone(2), so only unshare(2) and clone3(2) can ask for it).
+#: The mode bits that make a program run with its owner's or group's rights (stat.S_ISUID,
+#: S_ISGID), and the open(2) flags that create a file with the mode argument (O_CREAT, and
+#: __O_TMPFILE: O_TMPFILE is it plus O_DIRECTORY).
+S_ISUID, S_ISGID = 0o4000, 0o2000
+O_CREAT, O_TMPFILE_BIT = 0o100, 0o20000000
+#: The syscalls that set a file's mode from an argument: name -> (index of the mode, index of
+#: the open flags or None where the call always sets the mode). mkdir and mkdirat are not
+#: here: the kernel keeps neither bit of their mode (a new directory may inherit set-group-ID
+#: from its parent, which the confined side could only have set through one of these).
+MODE_SETTING_SYSCALLS = {
+    "chmod": (1, None), "fchmod": (1, None), "fchmodat": (2, None), "fchmodat2": (2, None),
+    "creat": (1, None), "mknod": (1, None), "mknodat": (2, None),
+    "open": (2, 1), "openat": (3, 2),
+}
+
 CLONE_NAMESPACE_FLAGS = (CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC,
                          CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET)
 

@@ -304,6 +304,55 @@ def test_seccomp_errno_default_action_answers_eperm(base_sandbox, write_policy, 
     assert "default errno:EPERM" in report.mechanisms["seccomp"].details[0]
 
 
+def _mode_bits(directory: str):
+    def fn():
+        path = os.path.join(directory, "mode-bits")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        created = os.path.join(directory, "created")
+
+        def create(mode):
+            os.close(os.open(created, os.O_WRONLY | os.O_CREAT, mode))
+        result = {"chmod-suid": errno_of(os.chmod, path, 0o4755), "fchmod-sgid": errno_of(os.fchmod, fd, 0o2750),
+                  "chmod-plain": errno_of(os.chmod, path, 0o750), "open-suid": errno_of(create, 0o4700),
+                  "open-plain": errno_of(create, 0o600),
+                  # Without O_CREAT the mode argument means nothing: allowed.
+                  "open-existing": errno_of(lambda: os.close(os.open(path, os.O_RDONLY, 0o4755))),
+                  "mode": os.stat(path).st_mode & 0o7777}
+        os.close(fd)
+        return result
+    return fn
+
+
+def test_seccomp_refuses_set_user_id_and_set_group_id_bits(base_sandbox, write_policy, run_in_sandbox,
+                                                           sandbox_vars, outside_dir):
+    """Derived for every policy, under a kill default and under an errno default (where the
+    rule is written as allows under the complementary conditions). Found 12-06 (h32): the
+    wallet planted a set-user-ID program in wallets/, nosuid in its view only."""
+    expected = {"chmod-suid": errno.EPERM, "fchmod-sgid": errno.EPERM, "chmod-plain": 0,
+                "open-suid": errno.EPERM, "open-plain": 0, "open-existing": 0, "mode": 0o750}
+    grant = f"""
+        [filesystem]
+        write = ["{outside_dir}"]
+    """
+    killing = write_policy(grant)
+    result, code, report = run_in_sandbox(killing, sandbox_vars, _mode_bits(outside_dir))
+    assert (code, result) == (0, expected)
+    assert any("set-user-ID" in d for d in report.mechanisms["seccomp"].details)
+    errno_default = write_policy(f"""
+        [policy]
+        name = "errno-default"
+
+        [seccomp]
+        default_action = "errno:EPERM"
+        allow = ["@system-service"]
+        deny = {BASE_DENY}
+    """ + grant, extends=False)
+    for name in ("mode-bits", "created"):
+        os.unlink(os.path.join(outside_dir, name))
+    result, code, _ = run_in_sandbox(errno_default, sandbox_vars, _mode_bits(outside_dir))
+    assert (code, result) == (0, expected)
+
+
 def test_seccomp_socket_families(base_sandbox, run_in_sandbox, sandbox_vars):
     def fn():
         def make(family, kind=socket.SOCK_STREAM):

@@ -34,6 +34,9 @@ REQUIRED = {
     "denial-log-flood",
     # found 12-06 (third session): a log that cannot grow (a full disk) stopped the monitor
     "denial-log-fails",
+    # found 12-06 (h32): decoy refusals spent the log's budget and hid a TIOCSTI after them;
+    # a set-user-ID program planted in a writable grant (nosuid holds in the view only)
+    "denial-log-bury", "fs-setuid",
 }
 
 
@@ -91,6 +94,7 @@ def test_strict_battery_has_no_escapes(strict_result: probe.ProbeResult) -> None
     for name in ("arch-i386-int80", "arch-x32", "exec-bin-true", "mount-tmpfs"):
         assert attempts[name].detail == "killed by SIGSYS (seccomp)", attempts[name]
     assert "EAFNOSUPPORT" in attempts["net-tcp-connect"].detail
+    assert attempts["fs-setuid"].expected == "denied" and "EPERM" in attempts["fs-setuid"].detail
     assert text.splitlines()[-1] == f"{len(result.attempts)} attempts, 0 escapes"
     assert result.report.policy == "strict" and result.report.fully_enforced()
     assert result.script_status is None
@@ -160,6 +164,13 @@ def test_expected_seccomp_actions_come_from_the_policy(strict, sandbox_vars) -> 
     assert judge.seccomp_action("socket", {0: 2, 1: 1}) == "errno:EAFNOSUPPORT"  # AF_INET
     assert judge.seccomp_action("socket", {0: 1, 1: 1}) == "allow"              # AF_UNIX
     assert judge.seccomp_action("clone3") == "errno:ENOSYS"
+    # Derived for every policy: no set-user-ID or set-group-ID bit in a mode (h32, 12-06).
+    assert judge.seccomp_action("chmod", {1: 0o4755}) == "errno:EPERM"
+    assert judge.seccomp_action("fchmod", {1: 0o2755}) == "errno:EPERM"
+    assert judge.seccomp_action("chmod", {1: 0o755}) == "allow"
+    assert judge.seccomp_action("openat", {2: os.O_CREAT | os.O_WRONLY, 3: 0o4700}) == "errno:EPERM"
+    assert judge.seccomp_action("openat", {2: os.O_RDONLY, 3: 0o4700}) == "allow"
+    assert judge.seccomp_action("openat", {2: os.O_CREAT | os.O_WRONLY, 3: 0o600}) == "allow"
     assert not judge.ll_allows("/etc/passwd", probe._READ_FILE)
     assert judge.ll_allows(os.path.join(sandbox_vars["datadir"], "f"), probe._MAKE_REG | probe._WRITE_FILE)
 
@@ -226,7 +237,8 @@ def test_new_attempts_escape_under_a_deliberately_weak_sandbox(strict, write_pol
         assert "rlimit-fork-200" in escaped, result.to_text()
     # The mechanisms no policy can turn off still hold.
     for name in ("fd-inherited", "terminal-left-open", "memory-launcher-secret", "grant-symlink-swap",
-                 "output-flood", "denial-log-reach", "denial-log-flood", "denial-log-fails"):
+                 "output-flood", "denial-log-reach", "denial-log-flood", "denial-log-fails",
+                 "denial-log-bury"):
         assert name not in escaped, result.to_text()
 
 

@@ -57,6 +57,8 @@ def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:
     assert attempts["net-tcp-bind"]["outcome"] == "denied"
     assert attempts["exec-bin-true"]["outcome"] == "denied"
     assert attempts["proc-ptrace-parent"]["outcome"] == "denied"
+    # CleanCoin-node restricts itself and keeps its output: on a terminal, write-only (h32).
+    assert attempts["terminal-self-restriction"]["outcome"] == "denied", attempts["terminal-self-restriction"]
     assert not os.listdir(netdir / "wallets")   # the planted canary was removed
 
 

@@ -126,6 +126,44 @@ def _run_mknod(ctx: _Ctx, out: _Out) -> Outcome:
     return _ok("created a character device (1:3) in the writable directory")
 
 
+def _run_setuid(ctx: _Ctx, out: _Out) -> Outcome:
+    """Give a file in the writable directory the set-user-ID bit: chmod, fchmod, and open with
+    the bit in the mode. The view mounts the grant nosuid; the host does not, so such a file
+    is a set-user-ID program of the sandbox's user for anyone who reaches it."""
+    path = ctx.targets.probe_file("setuid")
+    created = ctx.targets.probe_file("setuid-created")
+    gained: list[str] = []
+    refusals: list[OSError] = []
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
+    except OSError as exc:
+        return ctx.denied(exc, EACCES="landlock: no make_reg right")
+    try:
+        for how, call in (("chmod", lambda: os.chmod(path, 0o4755)), ("fchmod", lambda: os.fchmod(fd, 0o2755)),
+                          ("open", lambda: os.close(os.open(created, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                                            0o4700)))):
+            try:
+                call()
+            except OSError as exc:
+                refusals.append(exc)
+                continue
+            target = created if how == "open" else path
+            mode = os.stat(target).st_mode
+            if mode & (stat.S_ISUID | stat.S_ISGID):
+                gained.append(f"{how} made mode {mode & 0o7777:o}")
+    finally:
+        os.close(fd)
+        for name in (path, created):
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+    if gained:
+        return _ok("; ".join(gained))
+    return ctx.denied(refusals[0], EPERM="seccomp: set-user-ID and set-group-ID bits refused") \
+        if refusals else ("denied", "the bits did not stay")
+
+
 def _run_read_hidden(ctx: _Ctx, out: _Out) -> Outcome:
     path = ctx.targets.hidden_file
     assert path is not None
@@ -208,6 +246,13 @@ def _exp_hardlink(j: _Judge, t: _Targets) -> _Why:
     w.need(bool(dst & _MAKE_REG), "landlock: no make_reg right in the writable directory")
     w.need((dst & ~src & handled & landlock.FILE_RIGHTS) == 0,
            "landlock: the link would gain rights the canary does not have")
+    return w
+
+
+def _exp_setuid(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.ll(w, t.probe_file("setuid"), _MAKE_REG, "make_reg")
+    j.sc(w, "chmod", {1: 0o4755})
     return w
 
 

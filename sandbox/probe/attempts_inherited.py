@@ -230,6 +230,60 @@ def _run_fd_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object], tim
     return _interpret(data, child.wait(), False, timeout)
 
 
+def _run_terminal_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """A running process on a terminal (1 and 2 the one description a shell opened for
+    reading and writing) restricts itself with the policy, then reads what the user typed
+    through stdout and stderr: restrict_self keeps them, as nobody relays its output."""
+    plan = judge.plan
+    master, slave = os.openpty()
+    read_end, write_end = os.pipe()
+
+    def self_target(control_fd: int) -> int:
+        out = _Out(write_end)
+        try:
+            os.dup2(slave, 1)
+            os.dup2(slave, 2)
+            steps.run(steps.Context(plan, steps.Entry.SELF, {write_end}))
+            typed: list[str] = []
+            for fd in (1, 2):
+                try:
+                    os.set_blocking(fd, False)
+                    data = os.read(fd, 100)
+                except OSError as exc:
+                    out.note(f"read fd {fd}: {_errname(exc.errno or 0)}")
+                    continue
+                if data:
+                    typed.append(f"read {data!r} through fd {fd}")
+            out.result(*(_ok("; ".join(typed)) if typed else
+                         ("denied", "stdout and stderr on the terminal are write-only")))
+        except BaseException as exc:  # noqa: BLE001
+            out.result("error", f"{type(exc).__name__}: {exc}")
+        return 0
+
+    try:
+        os.write(master, b"typed by the user\n")
+        child = launcher.spawn(None, target=self_target, pass_fds=[write_end, slave])
+    finally:
+        os.close(write_end)
+        os.close(slave)
+    import select
+    data = b""
+    try:
+        while True:
+            ready, _, _ = select.select([read_end], [], [], timeout)
+            if not ready:
+                child.kill()
+                return _interpret(data, child.wait(), True, timeout)
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            data += chunk
+        return _interpret(data, child.wait(), False, timeout)
+    finally:
+        os.close(read_end)
+        os.close(master)
+
+
 def _run_terminal_left_open(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
     """A launcher with a terminal open (not CLOEXEC) when it starts the sandbox."""
     master, slave = os.openpty()
@@ -449,6 +503,52 @@ def _run_denial_log_flood(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
             os.unlink(log)
 
 
+#: Decoy refusals the burying child makes first: more than the 120 lines a minute the log takes.
+_DENIAL_BURY_DECOYS = 150
+_TIOCSTI_REQUEST = 0x5412
+
+
+def _run_denial_log_bury(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """With a denial log, the child spends its budget of lines on 150 decoy refusals (clone
+    with CLONE_NEWUSER, each with other flag bits: a new kind each time), then makes the call
+    it wants nobody to read about: TIOCSTI. Escape: the log does not name the TIOCSTI (only
+    "N more lines of refusals not logged"), so a confined process that first makes noise can
+    hide what it really tried."""
+    from .. import denial_log
+    log = os.path.join(t.outside_dir, f".cleancoin-probe-{t.token}-bury.log")
+    plan = denial_log.plan_with_denials(judge.plan, judge.policy, denial_log.DenialLog(log))
+    rules = plan.denials.get("rules", {}) if plan.denials else {}
+    if str(_NR["clone"]) not in rules or str(_NR["ioctl"]) not in rules:
+        return "denied", "no two refusals with an errno to bury one under the other (no denial " \
+                         "log, or clone or TIOCSTI is not refused with one)"
+
+    def bury(out: _Out) -> Outcome:
+        for i in range(_DENIAL_BURY_DECOYS):
+            _syscall("clone", syscalls.CLONE_NEWUSER | ((i + 1) << 32), 0, 0, 0, 0)
+        ret, err = _syscall("ioctl", 0, _TIOCSTI_REQUEST, 0)
+        return "allowed", (f"{_DENIAL_BURY_DECOYS} decoy clone refusals, then TIOCSTI "
+                           f"({'refused: ' + os.strerror(err) if ret == -1 else 'not refused'})")
+
+    try:
+        child = launcher.spawn(plan, target=_attempt_child(bury), relay=False)
+    except launcher.SpawnError as exc:
+        return "error", f"the sandbox did not start: {exc}"
+    try:
+        verdict, note = _spawned_outcome(child, timeout)
+        if verdict != "allowed":
+            return verdict, note
+        _settled_lines(log)
+        with open(log, "rb") as handle:
+            record = handle.read().decode(errors="replace")
+        if f"request={_TIOCSTI_REQUEST:#x}" not in record:
+            return _ok(f"{note}: the denial log does not name the TIOCSTI")
+        return "denied", f"{note}: the denial log names the TIOCSTI (each decision's first " \
+                         "refusal is written past the budget)"
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(log)
+
+
 _LOG_LIMIT_FALLBACK = 1 << 20
 
 
@@ -538,6 +638,11 @@ def _exp_terminal(j: _Judge, t: _Targets) -> _Why:
     return j.sc(w, "ioctl", {1: syscalls.TCSETS})
 
 
+def _exp_terminal_self(j: _Judge, t: _Targets) -> _Why:
+    return _Why().need(j.plan.stdio == "inherit", "stdio: restrict_self opens a terminal on 1 "
+                                                  "or 2 again write-only")
+
+
 def _exp_fd_self(j: _Judge, t: _Targets) -> _Why:
     return _Why().need(False, "descriptors: those not on the list point at /dev/null after "
                               "restrict_self")
@@ -546,10 +651,12 @@ def _exp_fd_self(j: _Judge, t: _Targets) -> _Why:
 PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], float], Outcome]] = {
     "fd-inherited": _run_fd_inherited,
     "fd-before-self-restriction": _run_fd_self,
+    "terminal-self-restriction": _run_terminal_self,
     "terminal-left-open": _run_terminal_left_open,
     "grant-symlink-swap": _run_symlink_swap,
     "output-flood": _run_output_flood,
     "denial-log-reach": _run_denial_log_reach,
     "denial-log-flood": _run_denial_log_flood,
     "denial-log-fails": _run_denial_log_fails,
+    "denial-log-bury": _run_denial_log_bury,
 }

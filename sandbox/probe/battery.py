@@ -6,12 +6,12 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .attempts_files import (_exp_create, _exp_hidden, _exp_protected, _run_modify_protected, _run_read_hidden, _exp_hardlink, _exp_list_root, _exp_mknod,
+from .attempts_files import (_exp_create, _exp_hidden, _exp_protected, _run_modify_protected, _run_read_hidden, _exp_hardlink, _exp_list_root, _exp_mknod, _exp_setuid, _run_setuid,
                              _exp_modify_canary, _exp_read, _exp_symlink, _run_hardlink,
                              _run_list_root, _run_mknod, _run_modify_canary, _run_read_outside,
                              _run_read_passwd, _run_symlink, _run_write_granted,
                              _run_write_outside)
-from .attempts_inherited import (_exp_fd_self, _exp_named_socket, _exp_never, _exp_terminal,
+from .attempts_inherited import (_exp_fd_self, _exp_named_socket, _exp_never, _exp_terminal, _exp_terminal_self,
                                  _run_launcher_memory, _run_named_socket)
 from .attempts_kernel import (_exp_clone_newuser, _exp_dumpable, _exp_wx_memory, _run_clone_newuser,
                               _run_dumpable, _run_wx_memory)
@@ -86,6 +86,9 @@ def _battery() -> list[_Spec]:
               _exp_hardlink, _run_hardlink, needs_writable=True),
         _Spec("fs-mknod", "create a character device (/dev/null's 1:3) in the writable directory",
               _exp_mknod, _run_mknod, needs_writable=True),
+        _Spec("fs-setuid", "give a file in the writable directory the set-user-ID bit (chmod, "
+              "fchmod, open): nosuid holds in the view only, the file stays on the host",
+              _exp_setuid, _run_setuid, needs_writable=True),
         _Spec("exec-bin-true", "execve /bin/true", _exp_execve, _run_execve),
         _Spec("net-tcp-connect", "TCP connect to the parent's listening 127.0.0.1 port",
               _exp_tcp_connect, _run_tcp_connect),
@@ -172,6 +175,9 @@ def _battery() -> list[_Spec]:
         _Spec("fd-before-self-restriction", "walk out through descriptors to / and outside opened "
               "before restrict_self", _exp_fd_self, _parent("fd-before-self-restriction"),
               parent_run=True, needs_self=True),
+        _Spec("terminal-self-restriction", "read what the user types through stdout and stderr "
+              "on a terminal, kept by restrict_self", _exp_terminal_self,
+              _parent("terminal-self-restriction"), parent_run=True, needs_self=True),
         _Spec("terminal-left-open", "use a terminal the launcher left open: read it, TCSETS, "
               "TIOCSTI", _exp_terminal, _parent("terminal-left-open"), parent_run=True),
         _Spec("grant-symlink-swap", "swap a writable grant for a symlink to /, then be launched "
@@ -191,6 +197,11 @@ def _battery() -> list[_Spec]:
               "new (clone with other flag bits), to bury the log and grow its monitor",
               _exp_never("denial log: kinds remembered and lines a minute are bounded"),
               _parent("denial-log-flood"), parent_run=True),
+        _Spec("denial-log-bury", "with a denial log, spend its lines a minute on 150 decoy "
+              "refusals (clone with other flag bits), then make a TIOCSTI that must still be named",
+              _exp_never("denial log: the first refusal by each of the policy's decisions is "
+                         "written past every budget"),
+              _parent("denial-log-bury"), parent_run=True),
         _Spec("denial-log-fails", "with a denial log that cannot grow (as on a full disk), make a "
               "refused call, then another, to stop the monitor so that no refusal is logged again",
               _exp_never("denial log: a monitor whose write fails counts the lost lines and goes on"),

@@ -12,6 +12,7 @@ from .. import landlock
 from ..model import Policy
 from ..plan import Plan
 from ..policy_spec import SOCKET_FAMILIES
+from ..syscalls import MODE_SETTING_SYSCALLS, O_CREAT, O_TMPFILE_BIT, S_ISGID, S_ISUID
 from .kernel_abi import _ALL_CAPS, _CAP_SETPCAP, _CAP_SYS_PTRACE
 
 
@@ -145,6 +146,15 @@ class _Judge:
         for rule in rules:
             if not rule.args:
                 return rule.action
+        # Derived for every policy: no set-user-ID or set-group-ID bit in a mode; openat2,
+        # whose mode the filter cannot read, answers ENOSYS.
+        if name == "openat2" and allowed_plain:
+            return "errno:ENOSYS"
+        if name in MODE_SETTING_SYSCALLS and allowed_plain:
+            mode_index, flags_index = MODE_SETTING_SYSCALLS[name]
+            creating = flags_index is None or args.get(flags_index, 0) & (O_CREAT | O_TMPFILE_BIT)
+            if creating and args.get(mode_index, 0) & (S_ISUID | S_ISGID):
+                return "errno:EPERM"
         allowed = name in self.policy.allowed_syscalls
         if name in ("socket", "socketpair") and allowed:
             family, kind = args.get(0, 0), args.get(1, 0)

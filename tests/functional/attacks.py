@@ -168,6 +168,23 @@ except OSError as exc:
     report("write-escape-to-fd1", False, exc.strerror)
 '''
 
+# The confined node keeps its stdout and stderr (nobody relays a running process's output):
+# on a terminal, descriptors the shell opened for reading and writing. It reads what the
+# operator types at that terminal through them (stdin is /dev/null, but 1 and 2 are the same
+# terminal), then writes a line (allowed: the operator sees the node's output).
+NODE_TERMINAL = r"""
+for fd in (0, 1, 2):
+    attempt(f"read-fd{fd}")
+    try:
+        os.set_blocking(fd, False)
+        typed = os.read(fd, 100)
+        report(f"read-fd{fd}", bool(typed), repr(typed[:40]))
+    except OSError as exc:
+        report(f"read-fd{fd}", False, exc.strerror)
+os.write(2, ctx["marker"].encode() + b"\n")
+report("write-fd2", False, f"isatty {os.isatty(2)}")
+"""
+
 # The smaller holes (item 5).
 SMALL_HOLES = r'''
 CLONE_NEWUSER, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x40000000, 17
@@ -341,6 +358,77 @@ for name, path, escapes in (("erase-wallet-log", os.path.join(ctx["walletdir"], 
         report(name, False, f"{path}: {exc.strerror}")
 report_descriptors_of("sandbox-log-descriptor", "sandbox.log")
 '''
+
+# A set-user-ID program planted on the host: the wallet writes a program into its directory and
+# gives it the set-user-ID bit, three ways (chmod, fchmod, created so by open). The view mounts
+# the grant nosuid, but only in the sandbox: on the host the file is a set-user-ID program of
+# the node's user (root, as CI and many containers run it), which anyone who can reach it runs
+# with that user's rights. ctx["program"] is the program's bytes (hex); the test runs what is
+# left as another user. open() with the bit creates an empty file (a write would clear the bit
+# again). A plain chmod must still work.
+PLANT_SUID = r"""
+program = bytes.fromhex(ctx["program"])
+S_ISUID, S_ISGID = 0o4000, 0o2000
+
+def planted(name, how):
+    path = os.path.join(ctx["walletdir"], name)
+    attempt(name)
+    try:
+        how(path)
+    except OSError as exc:
+        report(name, False, f"refused: {exc.strerror}")
+        return
+    mode = os.stat(path).st_mode
+    report(name, bool(mode & (S_ISUID | S_ISGID)), f"mode {mode:o}")
+
+def write(path, mode=0o755):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    os.write(fd, program)
+    return fd
+
+def by_chmod(path):
+    os.close(write(path))
+    os.chmod(path, 0o4755)
+
+def by_fchmod(path):
+    fd = write(path)
+    try:
+        os.fchmod(fd, 0o6755)
+    finally:
+        os.close(fd)
+
+def by_open(path):
+    # Empty: a write by a process without CAP_FSETID clears the bit again (so would ftruncate).
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o4755))
+
+planted("suid-by-chmod", by_chmod)
+planted("suid-by-fchmod", by_fchmod)
+planted("suid-by-open", by_open)
+plain = os.path.join(ctx["walletdir"], "plain-chmod")
+os.close(write(plain, 0o600))
+os.chmod(plain, 0o640)
+report("plain-chmod", False, f"mode {os.stat(plain).st_mode & 0o7777:o}")
+"""
+
+# The record of what the wallet tried, buried instead of erased: the monitor writes at most 120
+# lines a minute, and a refusal past that budget is only counted. So the wallet first spends
+# the budget on refusals nobody cares about (clone with namespace flags, each with other high
+# bits: a new kind each time), then makes the calls it wants nobody to read about: TIOCSTI
+# (input pushed into a terminal) and PR_SET_DUMPABLE (its memory opened to the same user).
+# Before 12-06 the log then said only "2 more lines of refusals not logged".
+BURY_DENIALS = r"""
+decoys = ctx["decoys"]
+refused = 0
+for i in range(decoys):
+    flags = 0x10000000 | ((i + 1) << 32)          # CLONE_NEWUSER, and bits that make it new
+    if libc.syscall(ctypes.c_long(56), ctypes.c_ulong(flags), 0, 0, 0, 0) == -1 and ctypes.get_errno() == errno.EPERM:
+        refused += 1
+report("decoys", refused != decoys, f"{refused} of {decoys} decoy clone calls refused")
+refused_call()                                     # TIOCSTI on fd 0
+attempt("dumpable-on")
+libc.prctl(4, 1, 0, 0, 0)                          # PR_SET_DUMPABLE 1
+report("dumpable-on", libc.prctl(3, 0, 0, 0, 0) == 1, "dumpable is " + str(libc.prctl(3, 0, 0, 0, 0)))
+"""
 
 # The confined node makes a refused call, then tries to erase the record of it. It may rewrite
 # its own debug.log (it writes it), so the record must be somewhere it cannot change: its

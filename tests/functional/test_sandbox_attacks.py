@@ -262,6 +262,43 @@ def test_the_wallet_gets_no_terminal_and_none_of_the_nodes_secrets(home_base: Pa
     assert b"\x1b]0;" + marker.encode() not in seen
 
 
+def test_the_confined_node_cannot_read_the_terminal_it_writes_to(home_base: Path) -> None:
+    """CleanCoin-node started on a terminal keeps its stdout and stderr there (a running
+    process has no relay), and a shell opens that terminal for reading and writing. Attacker
+    code in the confined node reads through them what the operator types. On the old code it
+    read 'typed-by-the-operator' through fd 1 (and the terminal's buffer was empty after).
+    Now restrict_self reopens an output descriptor on a terminal write-only: the node's output
+    still reaches the terminal, its reads fail with EBADF."""
+    marker = "node-output-" + uuid.uuid4().hex[:8]
+    a = AttackedNode(home_base, node=attacks.NODE_TERMINAL, variables={"marker": marker})
+    master, slave = pty.openpty()
+    os.write(master, b"typed-by-the-operator\n")
+    try:
+        a.arm()
+        a.node.process = subprocess.Popen(a.node.args(), stdin=slave, stdout=slave, stderr=slave,
+                                          env=a.env(), start_new_session=True)
+        results = a.result("node", timeout=60)
+    finally:
+        os.close(slave)
+        seen = b""
+        os.set_blocking(master, False)
+        try:
+            while marker.encode() not in seen:
+                chunk = os.read(master, 65536)
+                if not chunk:
+                    break
+                seen += chunk
+        except OSError:
+            pass
+        a.node.cleanup()
+        os.close(master)
+    assert results["write-fd2"]["detail"] == "isatty True", results
+    assert marker.encode() in seen                      # its output still reaches the terminal
+    assert escapes(results) == {}, results
+    for fd in (1, 2):
+        assert results[f"read-fd{fd}"]["detail"] == "Bad file descriptor", results
+
+
 def _answers(node: TestNode) -> bool:
     assert node.process is not None and node.process.poll() is None, "the node exited"
     try:
@@ -458,6 +495,78 @@ def test_the_wallet_cannot_erase_the_record_of_its_refusals(home_base: Path) -> 
     refused = [line for line in record.splitlines()
                if "[sandbox:CleanCoin-wallet]" in line and "refused ioctl(" in line and "0x5412" in line]
     assert refused, record[-3000:]
+
+
+def _geteuid_program() -> bytes:
+    """A static x86_64 program of 136 bytes that exits with its effective uid (& 0xFF)."""
+    import struct
+    code = bytes.fromhex("b86b0000000f05" "89c7" "b83c0000000f05")     # geteuid; exit(euid)
+    base, size = 0x400000, 64 + 56 + len(code)
+    header = struct.pack("<4sBBBBB7sHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, bytes(7), 2, 0x3E, 1,
+                         base + 64 + 56, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+    segment = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
+    return header + segment + code
+
+
+def _run_as_nobody(path: Path) -> int:
+    """Run `path` as uid and gid 65534 through a descriptor (the datadir's own permissions
+    are not what is tested): its exit status, the effective uid it got."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               f"/proc/self/fd/{fd}"], pass_fds=[fd], timeout=30).returncode
+    finally:
+        os.close(fd)
+
+
+def test_the_wallet_cannot_plant_a_set_user_id_program_on_the_host(home_base: Path) -> None:
+    """Attacker code in the wallet writes a program into wallets/ and sets its set-user-ID bit
+    (chmod, fchmod, or open with the bit in the mode). The grant is mounted nosuid in the
+    sandbox, not on the host: there the file is a set-user-ID program of the node's user. On the
+    old code all three were set, and the program, run by uid 65534, got effective uid 0 (the
+    node runs as root here): a local root for anyone who reaches the datadir (-sysperms, a
+    shared group). Now the filter refuses the set-user-ID and set-group-ID bits in every call
+    that sets a mode (systemd's RestrictSUIDSGID), and a plain chmod still works."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("runs the planted program as another user (needs root and setpriv)")
+    a = AttackedNode(home_base, wallet=attacks.PLANT_SUID, variables={"program": _geteuid_program().hex()})
+    a.config["wallet_delay"] = 0.5
+    a.start()
+    results = a.result("wallet", timeout=60)
+    assert results["plain-chmod"]["detail"] == "mode 640", results
+    walletdir = a.node.netdatadir / "wallets"
+    for name in ("suid-by-chmod", "suid-by-fchmod", "suid-by-open"):
+        assert results[name]["detail"] == "refused: Operation not permitted", results
+        path = walletdir / name
+        assert not path.exists() or path.stat().st_mode & 0o6000 == 0, (name, oct(path.stat().st_mode))
+    for name in ("suid-by-chmod", "suid-by-fchmod"):        # the two with the program in them
+        path = walletdir / name
+        path.chmod(0o755)
+        assert _run_as_nobody(path) == 65534 & 0xFF        # control: it runs, as nobody
+    assert escapes(results) == {}, results
+
+
+def test_the_wallet_cannot_bury_its_refusals_under_decoys(home_base: Path) -> None:
+    """Attacker code in the wallet spends the denial log's budget (120 lines a minute) on 150
+    decoy refusals, each a new kind (clone with namespace flags and other high bits), then
+    pushes input into a terminal (TIOCSTI) and turns dumpable back on. Both are refused; the
+    record must still say so. On the old code the log held the 120 decoys and "32 more lines of
+    refusals not logged": neither the TIOCSTI nor the prctl was named. Now the first refusal by
+    each of the policy's decisions (its rule, or its default for that syscall) is written
+    whatever the budget, and the decoys beyond it are still only counted."""
+    a = AttackedNode(home_base, wallet=attacks.BURY_DENIALS, variables={"decoys": 150})
+    a.config["wallet_delay"] = 0.5
+    a.start()
+    results = a.result("wallet", timeout=60)
+    assert escapes(results) == {}, results
+    a.node.cleanup()                      # the monitor says what it left out as it ends
+    lines = [line for line in (a.node.netdatadir / "sandbox.log").read_text().splitlines()
+             if "[sandbox:CleanCoin-wallet]" in line]
+    decoys = [line for line in lines if "refused clone(" in line]
+    assert 0 < len(decoys) <= 120, (len(decoys), lines[-3:])          # the budget still holds
+    assert any("refused ioctl(" in line and "0x5412" in line for line in lines), lines[-5:]
+    assert any("refused prctl(option=4," in line for line in lines), lines[-5:]
+    assert any("not logged" in line for line in lines), lines[-5:]
 
 
 def test_the_confined_node_cannot_erase_the_record_of_its_refusals(home_base: Path) -> None:
