@@ -126,8 +126,10 @@ def setup_logging(settings: Settings, netdatadir: str) -> None:
     root = logging.getLogger("cleancoin")
     root.setLevel(logging.INFO)
     root.propagate = False
-    fmt = logging.Formatter("%(asctime)s.%(msecs)03dZ [%(name)s] %(levelname)s %(message)s",
-                            "%Y-%m-%dT%H:%M:%S")
+    # Records carry text others chose (peers, a wallet process): escaped, one record a line.
+    from cleancoin.sandbox.printable import LogFormatter
+    fmt = LogFormatter("%(asctime)s.%(msecs)03dZ [%(name)s] %(levelname)s %(message)s",
+                       "%Y-%m-%dT%H:%M:%S")
     fmt.converter = time.gmtime
     handlers: list[logging.Handler] = [logging.StreamHandler(stream)] if stream else []
     if settings.get_bool("printtoconsole", True):

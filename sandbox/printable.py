@@ -10,6 +10,7 @@ not UTF-8: no policy file can hold it). Tab is refused too: no path or name need
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TextIO
 
@@ -29,6 +30,35 @@ def visible(text: str) -> str:
 
 #: The same, newlines and tabs excepted: text of several lines.
 UNPRINTABLE_IN_LINES = re.compile(UNPRINTABLE.pattern.replace(r"\x00-\x1f", r"\x00-\x08\x0b-\x1f"))
+
+
+def escaped(text: str, *, lines: bool = False) -> str:
+    """`text` with each of those characters shown as \\xNN (as bitcoind's log escapes a byte),
+    \\uXXXX above U+00FF; newlines and tabs too, unless `lines` (text of several lines)."""
+    return (UNPRINTABLE_IN_LINES if lines else UNPRINTABLE).sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+#: What a continuation line of a record starts with in a log (`LogFormatter`).
+CONTINUATION = "  "
+
+
+class LogFormatter(logging.Formatter):
+    """A log record as a log file or console may hold it, whatever its message carries: the
+    debug logs hold text others chose (a node's RPC errors and wallet names in the window's
+    log, a wallet process's answers in the node's). Every character above is escaped, as
+    bitcoind's LogEscapeMessage does (escape sequences would rewrite the screen of whoever
+    reads the log in a terminal, or write their clipboard: OSC 52), and every line after a
+    record's first (a line break in a message, a traceback) starts with CONTINUATION: a line
+    that starts at its first column is a record the process wrote, never one a string it
+    logged forged (nor a carriage return that hides the rest). Nothing is dropped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escaped(super().format(record), lines=True).replace("\n", "\n" + CONTINUATION)
 
 
 class VisibleWriter:

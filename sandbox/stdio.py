@@ -35,15 +35,9 @@ def visible(text: str, *, lines: bool = False) -> str:
     character printable.py names (controls, C1's escape introducers, DEL, Unicode's format
     characters such as bidi overrides) shown as \\xNN (\\uXXXX above U+00FF); newlines and
     tabs too, unless `lines` (text of several lines). One definition of what may not be shown,
-    for the policy tools and these alike."""
-    from .printable import UNPRINTABLE, UNPRINTABLE_IN_LINES
-    pattern = UNPRINTABLE_IN_LINES if lines else UNPRINTABLE
-    return pattern.sub(_escaped, text)
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group(0))
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for the policy tools, the logs (printable.LogFormatter) and these alike."""
+    from .printable import escaped
+    return escaped(text, lines=lines)
 
 
 @dataclass(frozen=True)
