@@ -127,7 +127,7 @@ def setup_logging(settings: Settings, netdatadir: str) -> None:
     root.setLevel(logging.INFO)
     root.propagate = False
     # Records carry text others chose (peers, a wallet process): escaped, one record a line.
-    from cleancoin.sandbox.printable import LogFormatter
+    from cleancoin.sandbox.log_format import LogFormatter
     fmt = LogFormatter("%(asctime)s.%(msecs)03dZ [%(name)s] %(levelname)s %(message)s",
                        "%Y-%m-%dT%H:%M:%S")
     fmt.converter = time.gmtime

@@ -10,7 +10,6 @@ not UTF-8: no policy file can hold it). Tab is refused too: no path or name need
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import TextIO
 
@@ -41,38 +40,3 @@ def escaped(text: str, *, lines: bool = False) -> str:
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group(0))
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-#: What a continuation line of a record starts with in a log (`LogFormatter`).
-CONTINUATION = "  "
-
-
-class LogFormatter(logging.Formatter):
-    """A log record as a log file or console may hold it, whatever its message carries: the
-    debug logs hold text others chose (a node's RPC errors and wallet names in the window's
-    log, a wallet process's answers in the node's). Every character above is escaped, as
-    bitcoind's LogEscapeMessage does (escape sequences would rewrite the screen of whoever
-    reads the log in a terminal, or write their clipboard: OSC 52), and every line after a
-    record's first (a line break in a message, a traceback) starts with CONTINUATION: a line
-    that starts at its first column is a record the process wrote, never one a string it
-    logged forged (nor a carriage return that hides the rest). Nothing is dropped."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return escaped(super().format(record), lines=True).replace("\n", "\n" + CONTINUATION)
-
-
-class VisibleWriter:
-    """A text stream (sys.stdout, sys.stderr) that shows every character above as \\uXXXX,
-    newlines and tabs kept: a tool's text output carries strings that others chose (policy
-    files, a learned program's paths, a probed child's answers), and must not reach the
-    terminal as escape sequences. The rest is the wrapped stream's."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        self._stream.write(UNPRINTABLE_IN_LINES.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text))
-        return len(text)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._stream, name)

@@ -35,7 +35,7 @@ def visible(text: str, *, lines: bool = False) -> str:
     character printable.py names (controls, C1's escape introducers, DEL, Unicode's format
     characters such as bidi overrides) shown as \\xNN (\\uXXXX above U+00FF); newlines and
     tabs too, unless `lines` (text of several lines). One definition of what may not be shown,
-    for the policy tools, the logs (printable.LogFormatter) and these alike."""
+    for the policy tools, the logs (log_format.LogFormatter) and these alike."""
     from .printable import escaped
     return escaped(text, lines=lines)
 

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cleancoin.sandbox.printable import LogFormatter
+from cleancoin.sandbox.log_format import LogFormatter
 from ..common.private_files import open_log
 
 

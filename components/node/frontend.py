@@ -135,7 +135,7 @@ class LogTap(logging.Handler):
     def __init__(self, hub: "FrontendHub") -> None:
         super().__init__(logging.INFO)
         self._hub = hub
-        from cleancoin.sandbox.printable import LogFormatter
+        from cleancoin.sandbox.log_format import LogFormatter
         self.setFormatter(LogFormatter("%(levelname)s %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
