@@ -26,20 +26,3 @@ class LogFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return escaped(super().format(record), lines=True).replace("\n", "\n" + CONTINUATION)
-
-
-class VisibleWriter:
-    """A text stream (sys.stdout, sys.stderr) that shows every character above as \\uXXXX,
-    newlines and tabs kept: a tool's text output carries strings that others chose (policy
-    files, a learned program's paths, a probed child's answers), and must not reach the
-    terminal as escape sequences. The rest is the wrapped stream's."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        self._stream.write(UNPRINTABLE_IN_LINES.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text))
-        return len(text)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._stream, name)

@@ -31,6 +31,23 @@ def visible(text: str) -> str:
 UNPRINTABLE_IN_LINES = re.compile(UNPRINTABLE.pattern.replace(r"\x00-\x1f", r"\x00-\x08\x0b-\x1f"))
 
 
+class VisibleWriter:
+    """A text stream (sys.stdout, sys.stderr) that shows every character above as \\uXXXX,
+    newlines and tabs kept: a tool's text output carries strings that others chose (policy
+    files, a learned program's paths, a probed child's answers), and must not reach the
+    terminal as escape sequences. The rest is the wrapped stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(UNPRINTABLE_IN_LINES.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 def escaped(text: str, *, lines: bool = False) -> str:
     """`text` with each of those characters shown as \\xNN (as bitcoind's log escapes a byte),
     \\uXXXX above U+00FF; newlines and tabs too, unless `lines` (text of several lines)."""
