@@ -122,6 +122,9 @@ def _options(settings: Settings) -> "object":
 def main_qt(argv: Sequence[str] | None = None) -> int:
     """Entry point of CleanCoin-qt."""
     started = time.monotonic()
+    if argv is None:
+        from cleancoin.cli.terminal import show_others_text_escaped
+        show_others_text_escaped()      # refusals name others' files; the console logs others' text
     settings = _prepare("CleanCoin-qt", "CleanCoin's graphical wallet: node, wallet and window in one "
                         "process.", QT_OPTIONS, argv)
     if isinstance(settings, int):
@@ -146,6 +149,9 @@ def main_qt(argv: Sequence[str] | None = None) -> int:
 
 def main_gui(argv: Sequence[str] | None = None) -> int:
     """Entry point of CleanCoin-gui."""
+    if argv is None:
+        from cleancoin.cli.terminal import show_others_text_escaped
+        show_others_text_escaped()      # refusals name others' files; the console logs others' text
     args = list(sys.argv[1:] if argv is None else argv)
     settings = _prepare("CleanCoin-gui", "CleanCoin's graphical wallet, multiprocess: the window in a "
                         "sandboxed process of its own, the node in CleanCoin-node.", GUI_PROCESS_OPTIONS, args)

@@ -179,6 +179,8 @@ def script() -> NoReturn:
     imported (components/common/startup_gc.py)."""
     from cleancoin.components.common import startup_gc
     startup_gc.pause()
+    from cleancoin.cli.terminal import show_others_text_escaped
+    show_others_text_escaped()          # refusals name others' files; the console logs others' text
     run_and_exit(main)
 
 

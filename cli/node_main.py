@@ -127,8 +127,10 @@ def setup_logging(settings: Settings, netdatadir: str) -> None:
     root = logging.getLogger("cleancoin")
     root.setLevel(logging.INFO)
     root.propagate = False
-    fmt = logging.Formatter("%(asctime)s.%(msecs)03dZ [%(name)s] %(levelname)s %(message)s",
-                            "%Y-%m-%dT%H:%M:%S")
+    # Records carry text others chose (peers, a wallet process): escaped, one record a line.
+    from cleancoin.sandbox.log_format import LogFormatter
+    fmt = LogFormatter("%(asctime)s.%(msecs)03dZ [%(name)s] %(levelname)s %(message)s",
+                       "%Y-%m-%dT%H:%M:%S")
     fmt.converter = time.gmtime
     handlers: list[logging.Handler] = [logging.StreamHandler(stream)] if stream else []
     if settings.get_bool("printtoconsole", True):
@@ -316,6 +318,8 @@ def script() -> NoReturn:
     imported (components/common/startup_gc.py)."""
     from cleancoin.components.common import startup_gc
     startup_gc.pause()
+    from cleancoin.cli.terminal import show_others_text_escaped
+    show_others_text_escaped()          # refusals name others' files; the console logs others' text
     run_and_exit(main)
 
 

@@ -218,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Not the offline tool: a wallet process for a node (components/init/cleancoin_wallet.py).
         from cleancoin.components.init import cleancoin_wallet
         return cleancoin_wallet.main(args)
+    # A dump file's lines reach the messages: another party's text (cli/terminal.py).
+    from cleancoin.cli.terminal import show_others_text_escaped
+    show_others_text_escaped()
     options, words = _split(args)
     if wants(options, "help", "?", "h") or not args:
         print(_help())

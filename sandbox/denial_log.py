@@ -49,11 +49,11 @@ import marshal
 import os
 import socket
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import denial_monitor, notify, syscalls
+from . import denial_monitor, helpers, notify, syscalls
 from .errors import EnforcementError
 from .plan import Plan
 
@@ -227,10 +227,12 @@ def _program() -> str:
 class Monitor:
     """The component's side of a monitor started before Landlock (`launch`, or `prelaunch`
     and `configure`): the channel, and the log descriptor kept for a fallback fork (-1 until
-    a prelaunched monitor is configured)."""
+    a prelaunched monitor is configured), and the monitor's process."""
 
     channel: socket.socket
     out: int = -1
+    #: The monitor process, for the report (`status` knows the sandbox's helpers from it).
+    helper: helpers.Helper | None = None
 
 
 def open_log(config: Mapping[str, Any]) -> int:
@@ -292,9 +294,9 @@ def launch(plan: Plan, out: int | None = None) -> Monitor:
     # takes before it is confined.
     blob = marshal.dumps(monitor_config(plan, os.getpid()))
     ours.sendall(len(blob).to_bytes(4, "little") + blob)
-    _detached(lambda: _exec_monitor(ours, theirs, out))
+    pid = helpers.detached(lambda: _exec_monitor(ours, theirs, out))
     theirs.close()
-    return Monitor(ours, out)
+    return Monitor(ours, out, helpers.started(helpers.DENIAL_MONITOR, pid))
 
 
 def prelaunch() -> Monitor:
@@ -306,9 +308,9 @@ def prelaunch() -> Monitor:
     without a denial log closes the channel (`discard`): the monitor then ends, unconfined
     but having taken nothing."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    _detached(lambda: _exec_monitor(ours, theirs, None))
+    pid = helpers.detached(lambda: _exec_monitor(ours, theirs, None))
     theirs.close()
-    return Monitor(ours)
+    return Monitor(ours, helper=helpers.started(helpers.DENIAL_MONITOR, pid))
 
 
 def configure(plan: Plan, monitor: Monitor, out: int | None = None) -> Monitor:
@@ -334,21 +336,6 @@ def configure(plan: Plan, monitor: Monitor, out: int | None = None) -> Monitor:
 def discard(monitor: Monitor) -> None:
     """A prelaunched monitor that will not be used: hang up (it ends; it took nothing)."""
     monitor.channel.close()
-
-
-def _detached(grandchild: Callable[[], object]) -> None:
-    """Run `grandchild` (which execs or exits, never returns) in a process that is nobody's
-    child here: a double fork whose middle process ends at once and is reaped here, so the
-    monitor is neither the component's child (a zombie it would have to reap, a pid its own
-    waits could take) nor left behind as one. A grandchild that returns or raises ends."""
-    middle = os.fork()
-    if middle == 0:
-        try:
-            if os.fork() == 0:
-                grandchild()
-        finally:
-            os._exit(0)
-    os.waitpid(middle, 0)
 
 
 def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None) -> None:
@@ -398,7 +385,7 @@ def start(plan: Plan, monitor: Monitor) -> str:
     if reply.startswith(b"X"):
         monitor.channel.close()
         why = reply[1:].decode(errors="replace")
-        _fork_monitor(plan, monitor.out)
+        monitor.helper = _fork_monitor(plan, monitor.out)
         return (f"denial log: a monitor answers and logs refusals with an errno (a fork of the "
                 f"component, confined by the monitor's own filter: the small monitor could not "
                 f"start: {why})")
@@ -429,15 +416,17 @@ def _hand_over(plan: Plan, channel: socket.socket) -> None:
     channel.close()
 
 
-def _fork_monitor(plan: Plan, out: int) -> None:
+def _fork_monitor(plan: Plan, out: int) -> helpers.Helper:
     """The fallback: the monitor is a fork of the component at its seccomp step (after its
     Landlock and capability drop: confined like the component)."""
     config = monitor_config(plan, os.getpid())
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    _detached(lambda: _serve(ours, theirs, out, config))
+    pid = helpers.detached(lambda: _serve(ours, theirs, out, config))
     theirs.close()
     os.close(out)
+    helper = helpers.started(helpers.DENIAL_MONITOR, pid)     # before the filter: /proc may be readable
     _hand_over(plan, ours)
+    return helper
 
 
 def _serve(ours: socket.socket, channel: socket.socket, out: int, config: Mapping[str, Any]) -> None:

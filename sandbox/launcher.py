@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import control, descriptors, report as reports, report_registry, steps, syscalls
+from . import control, descriptors, helpers, report as reports, report_registry, steps, syscalls
 from .control import EXIT_SETUP_FAILED
 from .errors import EnforcementError
 from .plan import Plan
@@ -234,7 +234,8 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
     if child.report is not None:
         # For `CleanCoin-sandbox status`: the kernel does not show a process's policy.
         pid = child.component_pid()
-        if report_registry.register(pid, {"kind": "launch", "report": child.report.to_dict()}):
+        report = helpers.completed(child.report.to_dict(), pid)
+        if report_registry.register(pid, {"kind": "launch", "report": report}):
             child.registered, child.registered_start = pid, report_registry.start_time(pid) or 0
     return child
 

@@ -40,7 +40,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from . import learn_sockets, notify, syscalls
+from . import helpers, learn_sockets, notify, syscalls
 from .errors import EnforcementError
 from .plan import Plan
 
@@ -508,9 +508,10 @@ def open_record(plan: Plan) -> tuple[int, str]:
     return out, path
 
 
-def start(plan: Plan, entry: str, out: int, path: str) -> str:
+def start(plan: Plan, entry: str, out: int, path: str) -> tuple[str, helpers.Helper]:
     """Fork the recorder and load the learning filter (the seccomp step of a learning plan).
-    `out` is the record file (`open_record`); the recorder takes it and this process closes it."""
+    `out` is the record file (`open_record`); the recorder takes it and this process closes it.
+    Returns the note for the report and the recorder's process."""
     header = {"t": "header", "policy": plan.policy, "files": list(plan.files), "entry": entry,
               "pid": os.getpid(), "variables": plan.learn.get("variables", {}), "started": time.time()}
     os.write(out, (json.dumps(header) + "\n").encode())
@@ -520,37 +521,35 @@ def start(plan: Plan, entry: str, out: int, path: str) -> str:
     except OSError:
         pass       # no Yama: same-user access is enough
     target = os.getpid()
-    middle = os.fork()
-    if middle == 0:
-        try:
-            if os.fork() == 0:
-                from . import descriptors
-                # Nothing of the component's: its sockets and pipes must close when it does.
-                descriptors.keep_only({out})
-                null = os.open("/dev/null", os.O_RDWR)
-                for fd in (0, 1, 2):
-                    os.dup2(null, fd)
-                syscalls.set_name("learn-recorder")
-                # It shares the component's process group and session: a signal to the whole
-                # group (systemd's stop, `kill -TERM -PGID`, a Ctrl-C) killed it before the
-                # component, whose every syscall then failed (ENOSYS: no listener) while it
-                # shut down. It ends when the component's last descriptor of the listener
-                # closes (POLLHUP), or with the component's pid namespace.
-                for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-                    signal.signal(number, signal.SIG_IGN)
-                # The component runs as the same user with no filter while it learns: were the
-                # recorder dumpable, the component could ptrace it, or take its record file
-                # through /proc/PID/fd or pidfd_getfd, and write what it likes as learned.
-                syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-                _serve(target, out, learn_sockets.Reach(tuple(plan.learn.get("sockets", ("/",))),
-                                                        bool(plan.learn.get("abstract_scoped", False)),
-                                                        tuple(plan.learn.get("hidden", ()))))
-        finally:
-            os._exit(0)
-    os.waitpid(middle, 0)
+
+    def recorder() -> None:
+        from . import descriptors
+        # Nothing of the component's: its sockets and pipes must close when it does.
+        descriptors.keep_only({out})
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        syscalls.set_name("learn-recorder")
+        # It shares the component's process group and session: a signal to the whole
+        # group (systemd's stop, `kill -TERM -PGID`, a Ctrl-C) killed it before the
+        # component, whose every syscall then failed (ENOSYS: no listener) while it
+        # shut down. It ends when the component's last descriptor of the listener
+        # closes (POLLHUP), or with the component's pid namespace.
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(number, signal.SIG_IGN)
+        # The component runs as the same user with no filter while it learns: were the
+        # recorder dumpable, the component could ptrace it, or take its record file
+        # through /proc/PID/fd or pidfd_getfd, and write what it likes as learned.
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+        _serve(target, out, learn_sockets.Reach(tuple(plan.learn.get("sockets", ("/",))),
+                                                bool(plan.learn.get("abstract_scoped", False)),
+                                                tuple(plan.learn.get("hidden", ()))))
+
+    # Twice, so that the recorder is nobody's child the component waits for (helpers.detached).
+    helper = helpers.started(helpers.LEARN_RECORDER, helpers.detached(recorder))
     os.close(out)
     listener = notify.load_with_listener(plan.seccomp_bpf)
     # The recorder takes its own copy; ours must not reach an exec'd program.
     os.set_inheritable(listener, False)
     return (f"learning: every syscall is recorded in {path} and let through; connects and sends "
-            "that can carry an address are made by the recorder, to the sockets the policy's view shows")
+            "that can carry an address are made by the recorder, to the sockets the policy's view shows"), helper

@@ -46,3 +46,14 @@ class VisibleWriter:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._stream, name)
+
+
+def escaped(text: str, *, lines: bool = False) -> str:
+    """`text` with each of those characters shown as \\xNN (as bitcoind's log escapes a byte),
+    \\uXXXX above U+00FF; newlines and tabs too, unless `lines` (text of several lines)."""
+    return (UNPRINTABLE_IN_LINES if lines else UNPRINTABLE).sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -42,6 +42,9 @@ class Report:
     mechanisms: dict[str, MechanismReport]
     timings_us: dict[str, int] = field(default_factory=dict)
     steps: list[dict[str, object]] = field(default_factory=list)   # each step's outcome
+    #: The sandbox's helper processes (denial monitor, learn recorder) as the set-up recorded
+    #: them: pid as the component sees it, start time (sandbox/helpers.py).
+    helpers: list[dict[str, object]] = field(default_factory=list)
 
     def fully_enforced(self) -> bool:
         """True when every mechanism the policy uses is fully in force."""
@@ -113,4 +116,5 @@ def build(plan: "Plan", outcomes: Sequence["Outcome"], pid: int, entered: Sequen
         mechanisms=mechanisms,
         timings_us={o.step: o.duration_us for o in outcomes if o.status != "skipped"},
         steps=[asdict(o) for o in outcomes],
+        helpers=[h for o in outcomes for h in o.helpers],
     )

@@ -182,3 +182,21 @@ def lookup(pid: int) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None         # none, or one still being written
     return entry if isinstance(entry, dict) else None
+
+
+def entries() -> list[dict[str, object]]:
+    """The entries of every running process in the registry (`lookup` of each)."""
+    folder = _own_directory(create=False)
+    if folder is None:
+        return []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        stem, _, ext = name.partition(".")
+        pid, _, _started = stem.partition("-")
+        if ext == "json" and pid.isdigit() and (entry := lookup(int(pid))) is not None:
+            found.append(entry)
+    return found

@@ -17,13 +17,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import report_registry, stdio
+from . import helpers, report_registry, stdio
 
-#: A component's helpers, known by the name they give themselves: the denial monitor (its own
-#: program with its own filter and Landlock domain, or, as a fallback, a fork at the seccomp
-#: step that applies the same once it holds the listener) and the learn recorder (a fork at
-#: the seccomp step, without a filter).
-_HELPERS = {"denial-monitor": "denial monitor", "learn-recorder": "learn recorder"}
+#: A component's helpers: the denial monitor (its own program with its own filter and Landlock
+#: domain, or, as a fallback, a fork at the seccomp step that applies the same once it holds
+#: the listener) and the learn recorder (a fork at the seccomp step, without a filter). Known
+#: from their component's report, never by the name they give themselves (helpers.py).
+_HELPERS = (helpers.DENIAL_MONITOR, helpers.LEARN_RECORDER)
 _NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup", "time")
 _LIMITS = {"Max core file size": "core", "Max open files": "nofile", "Max processes": "nproc",
            "Max file size": "fsize", "Max address space": "as", "Max stack size": "stack",
@@ -53,7 +53,7 @@ class ProcessStatus:
     def sandboxed(self) -> bool:
         """Filtered and unable to gain privileges, or a helper the sandbox runs unconfined by
         design (the zygote, the waiting processes of a pid namespace)."""
-        if self.role in ("zygote", "pid namespace waiter", *_HELPERS.values()):
+        if self.role in ("zygote", "pid namespace waiter", *_HELPERS):
             return not self.findings
         return self.seccomp_mode == "filter" and self.no_new_privs and not self.findings
 
@@ -196,8 +196,9 @@ def _cross_check(status: ProcessStatus) -> None:
                                "shows this shell's")
 
 
-def inspect(pid: int) -> ProcessStatus:
-    """Everything `status` shows about one process."""
+def inspect(pid: int, registered: list[dict[str, object]] | None = None) -> ProcessStatus:
+    """Everything `status` shows about one process. `registered`: the registry's entries
+    (`report_registry.entries`), read once for a whole tree; read here when None."""
     status = ProcessStatus(pid)
     try:
         fields = _status_fields(pid)
@@ -222,10 +223,12 @@ def inspect(pid: int) -> ProcessStatus:
         else:
             status.role = "component"
             status.report = entry.get("report")  # type: ignore[assignment]
-    elif status.no_new_privs and not status.capabilities["effective"] and status.name in _HELPERS:
+    elif (status.no_new_privs and not status.capabilities["effective"]
+          and (role := helpers.role_of(pid, report_registry.entries() if registered is None else registered))):
         # The denial monitor has a filter of its own (a fallback fork too, once it holds its
-        # listener); a learn recorder has none.
-        status.role = _HELPERS[status.name]
+        # listener); a learn recorder has none. Which process is one, its component's report
+        # says (its name is anybody's to take).
+        status.role = role
     elif (status.no_new_privs and status.seccomp_mode == "disabled" and not status.capabilities["effective"]
           and len(status.children) >= 1):
         status.role = "pid namespace waiter"
@@ -239,9 +242,10 @@ def inspect_tree(pid: int) -> list[ProcessStatus]:
     """The process and all its descendants, parents first."""
     out: list[ProcessStatus] = []
     pending = [pid]
+    registered = report_registry.entries()
     while pending:
         current = pending.pop(0)
-        status = inspect(current)
+        status = inspect(current, registered)
         out.append(status)
         pending.extend(status.children)
     return out

@@ -24,13 +24,37 @@ from dataclasses import dataclass
 #: 48K); a longer one is passed on in pieces of this size, each with the prefix.
 MAX_LINE = 16 * 1024
 
-# Compiled on first use (re keeps it), not at import: most launches never show output on a terminal.
-_CONTROL = rb"[\x00-\x08\x0b-\x1f\x7f]"
-
-
 def sanitize(data: bytes) -> bytes:
-    """Control characters (escape sequences above all) shown as \\xNN; newlines and tabs kept."""
-    return re.sub(_CONTROL, lambda m: b"\\x%02x" % m.group(0)[0], data)
+    """A program's output for a terminal: every character printable.py names (C0 and C1
+    controls, DEL, Unicode's format characters such as bidi overrides) shown as \\xNN
+    (\\uXXXX above U+00FF), newlines and tabs kept; a byte that is not part of UTF-8 shown as
+    \\xNN too (0x9b alone is CSI to a terminal in an 8-bit locale). The rest passes as it was
+    written. Until 12-06 only C0 controls and DEL were shown: U+009B-U+009D (CSI, OSC and ST
+    without an ESC) and U+202E reached the terminal."""
+    from .printable import UNPRINTABLE_IN_LINES, escaped
+    text = data.decode("utf-8", "surrogateescape")
+    if UNPRINTABLE_IN_LINES.search(text) is None:
+        return data
+    return escaped(re.sub(_RAW_BYTE, _raw_byte, text), lines=True).encode("utf-8", "surrogateescape")
+
+
+# Compiled on first use (re keeps it), not at import: most launches never show output on a terminal.
+_RAW_BYTE = r"[\udc80-\udcff]"     # a byte that is not UTF-8, as surrogateescape decodes it
+
+
+def _raw_byte(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group(0)) - 0xDC00:02x}"
+
+
+def complete(data: bytes) -> tuple[bytes, bytes]:
+    """`data` split before an unfinished UTF-8 character at its end (at most 3 bytes, kept
+    for the next read, so that a character two reads cut is not shown as its bytes)."""
+    for back in range(1, min(3, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80 or byte >= 0xC0:      # ASCII or a lead byte: where the character starts
+            needed = 2 if 0xC0 <= byte < 0xE0 else 3 if 0xE0 <= byte < 0xF0 else 4 if 0xF0 <= byte < 0xF8 else 1
+            return (data[:-back], data[-back:]) if needed > back else (data, b"")
+    return data, b""
 
 
 def visible(text: str, *, lines: bool = False) -> str:
@@ -38,15 +62,9 @@ def visible(text: str, *, lines: bool = False) -> str:
     character printable.py names (controls, C1's escape introducers, DEL, Unicode's format
     characters such as bidi overrides) shown as \\xNN (\\uXXXX above U+00FF); newlines and
     tabs too, unless `lines` (text of several lines). One definition of what may not be shown,
-    for the policy tools and these alike."""
-    from .printable import UNPRINTABLE, UNPRINTABLE_IN_LINES
-    pattern = UNPRINTABLE_IN_LINES if lines else UNPRINTABLE
-    return pattern.sub(_escaped, text)
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group(0))
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for the policy tools, the logs (log_format.LogFormatter) and these alike."""
+    from .printable import escaped
+    return escaped(text, lines=lines)
 
 
 @dataclass(frozen=True)
@@ -159,23 +177,31 @@ class Relay:
         if not data:
             rest = self._partial.pop(fd, b"")
             if rest:
-                self._write(target, rest + b"\n")
+                self._write(target, rest + b"\n" if self.prefix else rest)
             os.close(fd)
             return False
         if self.prefix:
             data = self._partial.pop(fd, b"") + data
-            complete, newline, rest = data.rpartition(b"\n")
-            lines = complete.split(b"\n") if newline else []
+            ended, newline, rest = data.rpartition(b"\n")
+            lines = ended.split(b"\n") if newline else []
             # A line longer than MAX_LINE goes on in pieces: a child that never writes a
             # newline must not make the relay (a zygote, unconfined) hold all it writes.
             while len(rest) > MAX_LINE:
-                lines.append(rest[:MAX_LINE])
-                rest = rest[MAX_LINE:]
+                piece = complete(rest[:MAX_LINE])[0] or rest[:MAX_LINE]
+                lines.append(piece)
+                rest = rest[len(piece):]
             if rest:
                 self._partial[fd] = rest
             if not lines:
                 return True
             data = b"".join(self.prefix + line + b"\n" for line in lines)
+        else:
+            # A character a read cut in two waits for its end (shown whole, not as bytes).
+            data, rest = complete(self._partial.pop(fd, b"") + data)
+            if rest:
+                self._partial[fd] = rest
+            if not data:
+                return True
         self._write(target, data)
         return True
 

@@ -48,6 +48,7 @@ class Outcome:
     detail: str = ""
     missing: list[str] = field(default_factory=list)
     duration_us: int = 0
+    helpers: list[dict[str, object]] = field(default_factory=list)   # processes it started (helpers.py)
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Done:
     detail: str = ""
     missing: list[str] = field(default_factory=list)
     applied_nothing: bool = False
+    #: The sandbox's helper processes it started (helpers.Helper.to_dict): how `status` knows them.
+    helpers: list[dict[str, object]] = field(default_factory=list)
 
 
 class Lacking(Exception):
@@ -267,11 +270,13 @@ def _seccomp(ctx: Context) -> Done:
         from . import learn_recorder
         fd, ctx.learn_fd = ctx.learn_fd, -1
         ctx.keep_fds.discard(fd)
-        return Done(learn_recorder.start(ctx.plan, ctx.entry.value, fd, ctx.learn_record))
+        note, recorder = learn_recorder.start(ctx.plan, ctx.entry.value, fd, ctx.learn_record)
+        return Done(note, helpers=[recorder.to_dict()])
     if ctx.plan.denials:
         from . import denial_log
         assert ctx.monitor is not None        # the "denial monitor" step ran (same condition)
-        return Done(denial_log.start(ctx.plan, ctx.monitor))
+        note = denial_log.start(ctx.plan, ctx.monitor)
+        return Done(note, helpers=[ctx.monitor.helper.to_dict()] if ctx.monitor.helper else [])
     seccomp.load_filter(ctx.plan.seccomp_bpf)
     return Done()
 
@@ -343,7 +348,8 @@ def run(ctx: Context) -> list[Outcome]:
             status = "partial" if done.missing else "applied"
             if done.applied_nothing:
                 status = "lacking"
-            outcome = Outcome(step.name, step.mechanism, status, done.detail, list(done.missing))
+            outcome = Outcome(step.name, step.mechanism, status, done.detail, list(done.missing),
+                              helpers=list(done.helpers))
         except Lacking as exc:
             outcome = Outcome(step.name, step.mechanism, "lacking", "", [str(exc)])
         except EnforcementError:

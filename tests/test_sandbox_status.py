@@ -79,3 +79,84 @@ def test_a_confined_process_cannot_write_to_the_auditors_terminal_through_its_na
     finally:
         tool.kill()
         tool.wait()
+
+
+def _named(root: int, name: str) -> list[int]:
+    found = []
+    for pid in _descendants(root):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def _parent(pid: int) -> int:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["PPid"])
+
+
+def _roles(root: int) -> dict[int, str]:
+    data = subprocess.run([TOOL, "status", "--tree", "--json", str(root)], capture_output=True, text=True,
+                          timeout=30)
+    return {p["pid"]: p["role"] for p in json.loads(data.stdout)["processes"]}
+
+
+FAKE_HELPERS = ("import ctypes, os, sys, time\n"
+                "for name in sys.argv[1:]:\n"
+                "    if os.fork() == 0:\n"
+                "        ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0); time.sleep(30); os._exit(0)\n"
+                "time.sleep(0.3); print('forked', flush=True); time.sleep(30)\n")
+
+
+def test_a_confined_process_cannot_pass_for_one_of_the_sandboxs_helpers(tmp_path: Path) -> None:
+    """`status` labels the sandbox's own helpers (the denial monitor, the learn recorder), which
+    it judges by what they are rather than by a component's report. Before 12-06 it knew them by
+    the name they give themselves: a confined program's children that called themselves
+    "denial-monitor" and "learn-recorder" (prctl(PR_SET_NAME)) were shown as those helpers
+    (seen on the old code: role 'denial monitor' for the fake). Now a helper is one its
+    component's report names (pid, start time, pid namespace), which the component recorded
+    while it was still setting up; the name plays no part. The real denial monitor, beside
+    the fakes, is still known as one."""
+    tool = subprocess.Popen([TOOL, "run", "--policy", "examples/program", "--datadir", str(tmp_path),
+                             "--denials", "log", "--", "/usr/bin/python3", "-c", FAKE_HELPERS,
+                             "denial-monitor", "learn-recorder"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert tool.stdout is not None and b"forked" in tool.stdout.readline()
+        monitors = _named(tool.pid, "denial-monitor")
+        [program] = {_parent(p) for p in _named(tool.pid, "learn-recorder")}
+        fakes = [p for p in monitors + _named(tool.pid, "learn-recorder") if _parent(p) == program]
+        [real] = [p for p in monitors if _parent(p) != program]
+        roles = _roles(tool.pid)
+        assert [roles[pid] for pid in fakes] == ["", ""], roles
+        assert roles[real] == "denial monitor", roles
+        text = subprocess.run([TOOL, "status", "--tree", str(tool.pid)], capture_output=True, text=True, timeout=30)
+        assert text.stdout.count("[denial monitor]") == 1 and "[learn recorder]" not in text.stdout, text.stdout
+        # One process asked about on its own is judged the same way.
+        alone = subprocess.run([TOOL, "status", "--json", str(fakes[0])], capture_output=True, text=True, timeout=30)
+        assert json.loads(alone.stdout)["processes"][0]["role"] == "", alone.stdout
+    finally:
+        tool.kill()
+        tool.wait()
+
+
+def test_the_learn_recorder_is_known_and_a_fake_one_is_not(tmp_path: Path) -> None:
+    """The same under `learn`: the real recorder (a fork with no filter, by design) is labelled
+    from its component's report; a child of the learned program that calls itself
+    "learn-recorder" is not."""
+    tool = subprocess.Popen([TOOL, "learn", "--policy", "examples/program", "--datadir", str(tmp_path),
+                             "--out", str(tmp_path / "learned.toml"), "--", "/usr/bin/python3", "-c", FAKE_HELPERS,
+                             "learn-recorder"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert tool.stdout is not None and b"forked" in tool.stdout.readline()
+        recorders = _named(tool.pid, "learn-recorder")
+        program = next(_parent(p) for p in recorders if Path(f"/proc/{_parent(p)}/comm").read_text().strip()
+                       == "python3")
+        [fake] = [p for p in recorders if _parent(p) == program]
+        [real] = [p for p in recorders if _parent(p) != program]
+        roles = _roles(tool.pid)
+        assert roles[fake] == "" and roles[real] == "learn recorder", roles
+    finally:
+        tool.kill()
+        tool.wait()

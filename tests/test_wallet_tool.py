@@ -205,3 +205,20 @@ def test_dump_of_an_encrypted_wallet_needs_no_passphrase(created: Path) -> None:
     assert info_fields(r.stdout)["Encrypted"] == "yes"
     with WalletStore.open(created / "regtest", "bob", "regtest") as store:
         assert bytes(store.unlock("correct horse").get()).hex() == seed_hex
+
+
+def test_a_dump_files_text_reaches_the_terminal_escaped(datadir: Path) -> None:
+    """createfromdump names the network a dump is for when it is not this one. A dump is
+    another party's file; before 12-06 an escape sequence in its network line reached the
+    terminal raw (OSC 52 writes the clipboard, CSI 2J clears the screen; seen on the old
+    code). Now every message of the tool shows it as \\uXXXX, as CleanCoin-sandbox shows
+    others' text, and the tool's own output is unchanged."""
+    payload = "\x1b]52;c;cGF5IHRvIGV2aWw=\x07\x1b[2J\u202e"
+    dump = datadir / "network.dump"
+    dump.write_text(f"CLEANCOIN_WALLET_DUMP=1\nnetwork=main{payload}\n")
+    result = run(datadir, "-wallet=evil", f"-dumpfile={dump}", "createfromdump")
+    assert result.returncode == 1 and "Dump file is for network" in result.stderr, result.stderr
+    assert not [c for c in result.stderr if c in "\x1b\x07\u202e"], repr(result.stderr)
+    assert "'main\\u001b]52;c;cGF5IHRvIGV2aWw=\\u0007\\u001b[2J\\u202e', not 'regtest'" in result.stderr, result.stderr
+    honest = run(datadir, "-wallet=w", "create")
+    assert honest.returncode == 0 and "Topping up keypool...\nWallet info\n===========\nName: w\n" in honest.stdout

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from cleancoin.sandbox.log_format import LogFormatter
 from ..common.private_files import open_log
 
 
@@ -20,7 +21,9 @@ def setup_gui_logging(directory: str, network: str, console: bool, debug: Sequen
     root = logging.getLogger("cleancoin")
     root.setLevel(logging.INFO)
     root.propagate = False
-    fmt = logging.Formatter("%(asctime)s.%(msecs)03dZ [%(name)s] %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+    # The node's text (its errors, its wallets' names) is logged here: escaped, and kept on
+    # the line of the record that carries it (a confined node must not write this record).
+    fmt = LogFormatter("%(asctime)s.%(msecs)03dZ [%(name)s] %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
     fmt.converter = time.gmtime
     # Opened before confinement, by a process the window's earlier run could have planted a
     # link for: never through a link (private_files), as the node opens its debug.log.

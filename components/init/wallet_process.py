@@ -41,8 +41,9 @@ def import_everything() -> None:
 
 
 def log_format() -> logging.Formatter:
-    fmt = logging.Formatter(f"%(asctime)s.%(msecs)03dZ [{PROG}:%(process)d] [%(name)s] %(levelname)s %(message)s",
-                            "%Y-%m-%dT%H:%M:%S")
+    from cleancoin.sandbox.log_format import LogFormatter   # the node's and its callers' text, escaped
+    fmt = LogFormatter(f"%(asctime)s.%(msecs)03dZ [{PROG}:%(process)d] [%(name)s] %(levelname)s %(message)s",
+                       "%Y-%m-%dT%H:%M:%S")
     fmt.converter = time.gmtime
     return fmt
 

@@ -135,7 +135,8 @@ class LogTap(logging.Handler):
     def __init__(self, hub: "FrontendHub") -> None:
         super().__init__(logging.INFO)
         self._hub = hub
-        self.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        from cleancoin.sandbox.log_format import LogFormatter
+        self.setFormatter(LogFormatter("%(levelname)s %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno < logging.WARNING and not _about_processes(record):

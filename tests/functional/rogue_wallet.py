@@ -10,6 +10,9 @@ listens on the unix socket SOCKET with CleanCoin's own IPC runtime and serves an
   result text (JSON that closes its own `result` and forges a reply for another id, two
   values, deep nesting, NaN, a huge string) or a hostile error message (escape sequences);
   `listunspent` answers honestly, with exact decimals.
+- `forge`: registers one honest method, then refuses the node's subscription to its wallet
+  events with an error whose text holds a line break, a whole line in debug.log's format and
+  escape sequences (FORGED_LOG_LINE): what the node logs of it must stay in its own record.
 - `names`: tries registrations a node must refuse (bad names, node methods, escape
   sequences in help, thousands of methods, oversized help), records each outcome, then
   registers one honest method so that the node can start.
@@ -37,6 +40,8 @@ from cleancoin.components.ipc.transport import ListenOptions, listen
 #: Closes the `result` of its own reply and forges one for id 2 (a node method in a batch).
 FORGED_RESULT = '1.00000000,"error":null,"id":1},{"result":"FORGED","error":null,"id":2},{"result":null'
 ESCAPES = "\x1b[2J\x1b]0;pwned\x07"
+#: `forge` mode: a line as CleanCoin-node's debug.log writes its own.
+FORGED_LOG_LINE = "2026-01-01T00:00:00.000Z [cleancoin.node] INFO wallet process verified: all wallets closed cleanly"
 
 #: method -> (ok, result text or error message) the inject mode answers with.
 INJECT: dict[str, tuple[bool, str]] = {
@@ -97,10 +102,17 @@ class RogueLoader:
         return None
 
 
+class ForgingLoader(RogueLoader):
+    async def handle_notifications(self, receiver: Any) -> Any:
+        raise ValueError("no events\n" + FORGED_LOG_LINE + "\r" + ESCAPES + "\u202e")
+
+
 async def make_loader(mode: str, results_path: str, chain: Any, options: Any) -> RogueLoader:
     results: dict[str, str] = {}
     if mode == "inject":
         await chain.register_rpc([info(name) for name in INJECT], RogueHandler())
+    elif mode == "forge":
+        await chain.register_rpc([info("getbalance")], RogueHandler())
     else:
         for label, methods in refused_attempts().items():
             try:
@@ -113,7 +125,7 @@ async def make_loader(mode: str, results_path: str, chain: Any, options: Any) ->
         await chain.register_rpc([info("getbalance")], RogueHandler())
     with open(results_path, "w", encoding="utf-8") as out:
         json.dump(results, out)
-    return RogueLoader()
+    return ForgingLoader() if mode == "forge" else RogueLoader()
 
 
 async def main(path: str, results_path: str, mode: str) -> None:

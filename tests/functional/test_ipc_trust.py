@@ -373,3 +373,29 @@ def test_a_restarting_wallet_answers_28_until_its_wallets_are_loaded(node) -> No
             p.join(20)
     assert errors, "the polls never saw the wallet process gone"
     assert {code for code, _ in errors} == {-28}, sorted(set(errors))[:5]
+
+
+def test_a_wallet_cannot_forge_or_hide_lines_in_the_nodes_debug_log(node, rogue) -> None:
+    """The node logs why its wallet process sends no wallet events, with the process's own
+    error text: a compromised wallet process (rogue_wallet.py `forge`) puts a line break, a
+    line in debug.log's format, a carriage return, escape sequences and U+202E in it. The IPC
+    runtime keeps the last line of a remote error only, so the forged line does not come
+    through; on the old code the escape sequences and U+202E did, raw, into the node's
+    debug.log (the file the confined wallet cannot write; CSI 2J and OSC 0 run in the terminal
+    of whoever follows the log). Now they are escaped inside the node's record."""
+    from rogue_wallet import FORGED_LOG_LINE
+    n = node("-ipcconnect=unix")
+    rogue(n, "forge")
+    n.start()
+    assert n.rpc.getblockcount() == 0
+    wait_until(lambda: "sends no wallet events" in n.debug_log(), 20)
+    log = n.debug_log()
+    starts = [line for line in log.split("\n") if line[:1].isdigit()]
+    # Allowed: the node's own record is there, with what the wallet process said (the IPC
+    # runtime passes on the last line of a remote error's text).
+    [record] = [line for line in starts if "sends no wallet events" in line]
+    assert "handleNotifications failed in rogue-wallet" in record, record
+    # Refused: the wallet's line as a record of its own, and raw control characters.
+    assert not [line for line in starts if line.startswith(FORGED_LOG_LINE)], log[-2000:]
+    assert not [c for c in log if c in "\r\x1b\x07\u202e"], repr(log[-2000:])
+    assert "\\x1b[2J\\x1b]0;pwned\\x07\\u202e" in log, log[-2000:]

@@ -504,3 +504,32 @@ def test_the_gui_refuses_a_settings_directory_another_user_planted(shared: Path,
     started_there = (chosen / "regtest").exists()
     assert not started_there, f"{Path(gui).name} started in the datadir another user's settings chose"
     assert proc.returncode == 1 and f"{planted} is owned by uid {NOBODY}" in err, err[-1500:]
+
+
+@pytest.mark.parametrize("gui", GUIS, ids=lambda g: Path(g).name)
+def test_a_planted_file_name_reaches_the_operators_terminal_escaped(team: Path, gui: str) -> None:
+    """The GUIs refuse a settings directory holding another user's entry, naming it, on the
+    operator's terminal. The name is the other user's choice: while the group could write the
+    directory, they made a file called ESC ] 52 ; c ; ... BEL ESC [ 2 J U+202E. Before 12-06
+    the refusal wrote it raw (OSC 52 sets the operator's clipboard to what the attacker chose,
+    CSI 2J clears the screen); now the executables' stdout and stderr show others' text
+    escaped (cli/terminal.py), and the refusal still names the file."""
+    settings = team / "CleanCoin"
+    settings.mkdir()
+    os.chown(settings, 0, TEAM_GID)
+    settings.chmod(0o775)
+    name = "x\x1b]52;c;cGF5IHRvIGV2aWw=\x07\x1b[2J\u202e"
+    made = as_team_member(sys.executable, "-c", f"open({str(settings / name)!r}, 'w').close()")
+    assert made.returncode == 0, made.stderr
+    settings.chmod(0o700)
+    team.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["XDG_CONFIG_HOME"] = str(team)
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    attach = ["-noipcconnect"] if gui.endswith("-gui") else []
+    result = subprocess.run([gui, "-regtest", *attach, "-printtoconsole=0", f"-rpcport={free_port()}",
+                             f"-port={free_port()}", "-bind=127.0.0.1"], capture_output=True, text=True,
+                            env=env, timeout=30)
+    assert result.returncode == 1 and f"is owned by uid {NOBODY}" in result.stderr, result.stderr[-1500:]
+    assert not [c for c in result.stderr + result.stdout if c in "\x1b\x07\u202e"], repr(result.stderr[-1500:])
+    assert "x\\u001b]52;c;cGF5IHRvIGV2aWw=\\u0007\\u001b[2J\\u202e" in result.stderr, result.stderr[-1500:]

@@ -24,6 +24,20 @@ def sandbox(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=60)
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return -1
+
+
 def test_status_reads_the_node_tree_from_the_kernel(node) -> None:
     n = node()
     n.start()
@@ -48,6 +62,17 @@ def test_status_reads_the_node_tree_from_the_kernel(node) -> None:
     assert {"pid", "net", "user", "mnt"} <= set(wallet[0]["namespaces_own"])
     assert wallet[0]["capabilities"]["effective"] == "0x0"
     assert len(by_role["pid namespace waiter"]) == 2
+    # The wallet's denial monitor (started at its "denial monitor" step, in its pid namespace)
+    # and the node's (prelaunched before it restricted itself; a double fork, so outside the
+    # tree) are known from their components' reports, not by their names (helpers.py).
+    monitors = [p for p in processes if p["name"] == "denial-monitor"]
+    assert [p["role"] for p in monitors] == ["denial monitor"], [(p["pid"], p["role"]) for p in monitors]
+    group = os.getpgid(n.process.pid)
+    outside = [int(d) for d in os.listdir("/proc") if d.isdigit() and int(d) not in {p["pid"] for p in processes}
+               and _comm(int(d)) == "denial-monitor" and _pgid(int(d)) == group]
+    assert len(outside) == 1, outside
+    alone = json.loads(sandbox("status", "--json", str(outside[0])).stdout)["processes"][0]
+    assert alone["role"] == "denial monitor", alone
     text = sandbox("status", str(wallet[0]["pid"]))
     assert text.returncode == 0 and "policy 'wallet'" in text.stdout and "verdict        sandboxed" in text.stdout
 

@@ -13,6 +13,8 @@ serves, `makeNode` included), prints `ready`, and runs until killed. MODE:
   negative progress, heights and balances, a thousand wallets.
 - `flood`: once subscribed, pushes notifications without waiting for the window (log lines,
   tips, wallet events, process events), as fast as it can, for FLOOD_SECONDS.
+- `forge`: a wallet name and an RPC error that carry a line break, a line of the window's log
+  format and escape sequences (the window's log must keep them on their own record line).
 - `mute`: subscribes honestly, then never answers an RPC call (the call stays open).
 - `deaf`: never answers the subscription (handleNotifications stays open).
 """
@@ -51,6 +53,16 @@ MARKUP = {
              "synced_blocks": 5, "pingtime": 0.01, "bytessent": 1, "bytesrecv": 2},
     "log": "<font color=red size=7>" + LINK + "</font>",
     "process": ProcessEvent("exited", "<h1>CleanCoin-wallet</h1>", 42, LINK, 1),
+}
+
+#: `forge` mode: text that, written raw into the window's log, would add a line of its own
+#: (a new line that starts as the log's own lines do) and reach a terminal that shows the log
+#: as escape sequences (OSC 52 writes the clipboard; CSI 2J clears the screen; U+202E turns
+#: what follows around).
+FORGED_LINE = "2026-01-01T00:00:00.000Z [cleancoin.gui] INFO wallet backup verified: all coins safe"
+FORGE = {
+    "wallet": "savings\n" + FORGED_LINE + "\r\x1b[2K",
+    "error": "Insufficient funds\n" + FORGED_LINE + "\x1b]52;c;cGF5IHRvIGV2aWw=\x07\x1b[2J\u202eevil",
 }
 
 
@@ -93,6 +105,10 @@ class RogueNode:
             await n.wallet_events([loaded(f"wallet-{i}") for i in range(1000)])
             await n.process_event(ProcessEvent("<b>" + "k" * 100_000, BIG, -1, BIG, 2**32 - 1))
             await n.log_lines([BIG, "x" * 100_000] + ["short"] * 10_000)
+            return Handler(None)
+        if self.mode == "forge":
+            await n.tip_changed(tip())
+            await n.wallet_events([loaded(FORGE["wallet"], 100_000_000)])
             return Handler(None)
         if self.mode == "flood":
             await n.tip_changed(tip())
@@ -146,6 +162,10 @@ class RogueNode:
                                              {"name": "<i>wallet</i>", "pid": 2, "wallets": [LINK]}]},
             "help": "== <b>Wallet</b> ==\n" + LINK,
         }.get(method, None)
+
+    def forge_answer(self, method: str, params: str) -> Any:
+        return {"getwalletinfo": {"paytxfee": 0},
+                "sendtoaddress": ValueError(FORGE["error"])}.get(method, None)
 
     def flood_answer(self, method: str, params: str) -> Any:
         return None
