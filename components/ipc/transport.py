@@ -7,8 +7,9 @@ be checked before Cap'n Proto sees a byte: a unix peer of another uid is refused
 Limits before authentication (docs/ipc.md, "Limits"): each listener counts its own clients
 (-ipcmaxconnections per listener, so TCP clients cannot take node.sock's places); a client
 that has not logged in (TCP, TLS included) or made a first call (unix) within the handshake
-deadline (-ipchandshaketimeout) is closed; wrong logins are limited by auth.LoginLimits.
-Every refusal is logged.
+deadline (-ipchandshaketimeout) is closed; a TCP client may send PRELOGIN_BYTES in all
+before its login succeeds, and is closed past that; wrong logins are limited by
+auth.LoginLimits. Every refusal is logged.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ LOG = logging.getLogger("cleancoin.ipc")
 DEFAULT_MAX_CONNECTIONS = 16
 #: Seconds a client has to log in (TCP, TLS handshake included) or make its first call (unix).
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Bytes a TCP client may send before it has logged in: a login (bootstrap, the call, its
+#: finish) is a few hundred. Without this bound KJ read a whole message of up to the
+#: traversal limit (64 MiB) from a client that had proven nothing: 16 such clients made a
+#: listening process hold 1 GiB.
+PRELOGIN_BYTES = 64 * 1024
 #: Seconds between deciding to close a client and closing it: its last answer goes out first.
 _CLOSE_AFTER = 0.1
 #: Seconds a closing connection may take to flush its last answer before it is cut.
@@ -212,6 +218,7 @@ class _Session:
     accepted_at: float
     slot: asyncio.Future[None]           # resolved: the listener's place is free again
     transport: asyncio.BaseTransport | None = None
+    gate: Any = None                     # the stream's _Gate (its pre-login allowance)
     ready: bool = False
     _deadline: asyncio.TimerHandle | None = None
 
@@ -226,6 +233,14 @@ class _Session:
             self.ready = True
             if self._deadline is not None:
                 self._deadline.cancel()
+            if self.gate is not None:
+                self.gate.lift_allowance()
+
+    def too_much_before_login(self) -> None:
+        """The client sent more than PRELOGIN_BYTES without logging in (its gate aborted it)."""
+        LOG.warning("ipc: closing the client from %s on %s: more than %d bytes before a login",
+                    self.source, self.address, PRELOGIN_BYTES)
+        self.ended()        # (the gate has aborted the connection)
 
     def _expire(self) -> None:
         if self.ready or self.transport is None or self.transport.is_closing():
@@ -298,13 +313,18 @@ async def _serve_accepted(conn: socket.socket, session: _Session, make_init: Ini
         finally:
             session.ended()
 
+    def protocol() -> asyncio.BaseProtocol:
+        if address.kind != "tcp":
+            return accepted_protocol(run)
+        session.gate = accepted_protocol(run, allowance=PRELOGIN_BYTES, on_exceeded=session.too_much_before_login)
+        return session.gate
+
     conn.setblocking(False)
     loop = asyncio.get_running_loop()
     tls = options.tls if address.kind == "tcp" else None
     remaining = max(0.001, session.accepted_at + session.handshake_timeout - loop.time())
     transport, _ = await loop.connect_accepted_socket(
-        lambda: accepted_protocol(run), conn, ssl=tls,
-        ssl_handshake_timeout=remaining if tls else None)
+        protocol, conn, ssl=tls, ssl_handshake_timeout=remaining if tls else None)
     session.transport = transport
     session.start_deadline()
 
