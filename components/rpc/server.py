@@ -12,7 +12,9 @@ empty body); the path, "/" or "/wallet/<url-encoded name>" (404; 400 with a JSON
 when the name is not percent-encoded UTF-8); POST only (405); HTTP Basic auth (401 with
 `WWW-Authenticate: Basic realm="jsonrpc"`, after a 250 ms pause when the credentials are
 wrong; 429 with Retry-After, unchecked, while the failure limiter holds the client's address
-or the whole server back); the body size limit (413) and deadline; then JSON-RPC:
+or the whole server back); the body size limit (413) and deadline, and what the user's
+requests in flight may hold together (503 with Retry-After past `max_user_bytes`); then
+JSON-RPC:
 
 - JSON-RPC 1.0 (no "jsonrpc" field, or "1.0"): the reply has "result", "error" and "id"; an error
   sets the HTTP status as bitcoind does: 400 for RPC_INVALID_REQUEST, 404 for
@@ -70,6 +72,7 @@ from .errors import (
     HTTP_NOT_FOUND,
     HTTP_OK,
     HTTP_REQUEST_TIMEOUT,
+    HTTP_SERVICE_UNAVAILABLE,
     HTTP_TOO_MANY_REQUESTS,
     HTTP_UNAUTHORIZED,
     RPC_INVALID_REQUEST,
@@ -103,6 +106,13 @@ MAX_BATCH_SIZE = 1000
 #: (a non-integer 0.7 us of CPU): a 30 MiB body of 8 million `1.5` took 5.9 s and 1 GiB.
 #: A full batch of 1000 calls of a few parameters holds some 10000 values.
 MAX_REQUEST_VALUES = 200_000
+#: What one user's requests in flight may hold together: their bodies as they arrive, then
+#: PARSED_VALUE_BYTES for each value a body may hold. A user's slow bodies were held whole
+#: until the body deadline: 12 connections sending 24 MiB each, 290 MiB (256: 8 GiB).
+MAX_USER_BYTES_IN_FLIGHT = 64 * 1024 * 1024
+#: What a parsed JSON value is charged (a float that keeps its text ~90 bytes, an empty
+#: object ~70, a small int in a list 8).
+PARSED_VALUE_BYTES = 64
 JSON_CONTENT_TYPE = "application/json"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -366,7 +376,7 @@ class RpcServer:
                  auth_failure_delay: float = AUTH_FAILURE_DELAY,
                  server_timeout: float = DEFAULT_SERVER_TIMEOUT,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, max_batch: int = MAX_BATCH_SIZE,
-                 max_values: int = MAX_REQUEST_VALUES,
+                 max_values: int = MAX_REQUEST_VALUES, max_user_bytes: int = MAX_USER_BYTES_IN_FLIGHT,
                  auth_failures: FailureLimiter | None = None, rest: Any = None,
                  whitelist: RpcWhitelist | None = None) -> None:
         self.registry = registry
@@ -384,6 +394,9 @@ class RpcServer:
         self.server_timeout = server_timeout
         self.max_batch = max_batch
         self.max_values = max_values
+        self.max_user_bytes = max_user_bytes
+        # user -> bytes its requests in flight hold (bodies, estimated parsed values).
+        self._user_bytes: dict[str, int] = {}
         self.auth_failures = auth_failures or FailureLimiter(AUTH_FAILURES_PER_SOURCE, AUTH_FAILURES_OVERALL)
         self.guard = ConnectionGuard(server_timeout, max_connections)
         # -rest: an object with `async handle(request) -> web.Response` for paths under /rest/
@@ -542,21 +555,48 @@ class RpcServer:
             LOG.warning("ThreadRPCServer incorrect password attempt from %s", _peer_text(ip, peer_port))
             await asyncio.sleep(self.auth_failure_delay)
             return web.Response(status=HTTP_UNAUTHORIZED, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+        charge = _Charge(self._user_bytes, user, self.max_user_bytes)
         try:
-            body = await asyncio.wait_for(request.read(), self.server_timeout)
-        except web.HTTPRequestEntityTooLarge:
-            return web.Response(status=HTTP_CONTENT_TOO_LARGE)
-        except asyncio.TimeoutError:
-            LOG.info("RPC: closing the connection from %s: request body not received within "
-                     "-rpcservertimeout (%g s)", _peer_text(ip, peer_port), self.server_timeout)
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=HTTP_REQUEST_TIMEOUT)
-        context = {"uri_wallet": uri_wallet, "user": user, "peer": _peer_text(ip, peer_port), "server": self}
-        status, text = await self._process(body, context)
-        if text is None:
-            return web.Response(status=status)
-        return _json_response(status, text)
+            try:
+                body = await asyncio.wait_for(self._read_body(request, charge), self.server_timeout)
+                charge.add(PARSED_VALUE_BYTES * min(jsonfmt.value_bound(body), self.max_values + 1))
+            except web.HTTPRequestEntityTooLarge:
+                return web.Response(status=HTTP_CONTENT_TOO_LARGE)
+            except asyncio.TimeoutError:
+                LOG.info("RPC: closing the connection from %s: request body not received within "
+                         "-rpcservertimeout (%g s)", _peer_text(ip, peer_port), self.server_timeout)
+                if request.transport is not None:
+                    request.transport.abort()
+                return web.Response(status=HTTP_REQUEST_TIMEOUT)
+            except _OverBudget:
+                LOG.warning("RPC: refused a request from %s: user %s's bodies in flight would hold more than "
+                            "%d bytes", _peer_text(ip, peer_port), _sanitize(user), self.max_user_bytes)
+                return web.Response(status=HTTP_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"},
+                                    text="Too much of this user's request data in flight; retry shortly")
+            context = {"uri_wallet": uri_wallet, "user": user, "peer": _peer_text(ip, peer_port), "server": self}
+            status, text = await self._process(body, context)
+            if text is None:
+                return web.Response(status=status)
+            return _json_response(status, text)
+        finally:
+            charge.release()
+
+    async def _read_body(self, request: web.BaseRequest, charge: "_Charge") -> bytes:
+        """The whole body, each piece charged to its user as it arrives (_OverBudget when the
+        user's requests in flight would hold too much), at most max_request_size bytes."""
+        declared = request.content_length
+        if declared is not None and declared > self.max_request_size:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.max_request_size, actual_size=declared)
+        body = bytearray()
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                return bytes(body)
+            if len(body) + len(chunk) > self.max_request_size:
+                raise web.HTTPRequestEntityTooLarge(max_size=self.max_request_size,
+                                                    actual_size=len(body) + len(chunk))
+            charge.add(len(chunk))
+            body += chunk
 
     # -- JSON-RPC --------------------------------------------------------------------------
 
@@ -654,6 +694,38 @@ class RpcServer:
         except RpcError as err:
             return _encode(_reply(req.version, None, err, req.id))
         return _encode(_reply(req.version, result, None, req.id))
+
+
+class _OverBudget(Exception):
+    """A user's requests in flight would hold more than the server allows one user."""
+
+
+class _Charge:
+    """What one request holds, charged to its user in `ledger` (user -> bytes) while it runs."""
+
+    def __init__(self, ledger: dict[str, int], user: str, limit: int) -> None:
+        self._ledger = ledger
+        self._user = user
+        self._limit = limit
+        self._held = 0
+
+    def add(self, size: int) -> None:
+        """Charge `size` more bytes; _OverBudget (nothing charged) past the user's limit."""
+        total = self._ledger.get(self._user, 0) + size
+        if total > self._limit:
+            raise _OverBudget
+        self._ledger[self._user] = total
+        self._held += size
+
+    def release(self) -> None:
+        """The request is done: its bytes are the user's again."""
+        if self._held:
+            left = self._ledger.get(self._user, 0) - self._held
+            if left > 0:
+                self._ledger[self._user] = left
+            else:
+                self._ledger.pop(self._user, None)
+            self._held = 0
 
 
 def _wallet_name(encoded: str) -> str | None:

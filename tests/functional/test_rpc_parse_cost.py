@@ -7,13 +7,15 @@ RPC client share.
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from framework import WATCHER, WATCHER_PASSWORD as PASSWORD, WATCHER_RPCAUTH as RPCAUTH, TestNode, post_json_rpc
+from framework import WATCHER, WATCHER_PASSWORD as PASSWORD, WATCHER_RPCAUTH as RPCAUTH, TestNode, post_json_rpc, wait_until
 
 MIB = 1 << 20
 
@@ -73,4 +75,65 @@ def test_a_request_of_many_small_values_is_refused_before_it_is_parsed(node: Cal
     # An ordinary call of the same user, numbers included, is served.
     status, reply = post_json_rpc(n.rpc_port, {"id": 2, "method": "getblockcount", "params": []}, WATCHER, PASSWORD)
     assert (status, json.loads(reply)["result"]) == (200, 0)
+    assert n.stop() == 0
+
+
+def _rss(pid: int) -> int:
+    return _status(pid, "VmRSS")
+
+
+def _hold_a_big_body(port: int, auth: str, send: int, declared: int) -> socket.socket:
+    """A POST whose Content-Length is `declared`, of which `send` bytes are sent; then the
+    sender waits (until the server's body deadline)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Basic {auth}\r\nContent-Length: {declared}\r\n\r\n")
+    s.sendall(head.encode())
+    try:
+        s.sendall(b" " * send)
+    except OSError:            # the server answered and closed: nothing more to hold
+        pass
+    return s
+
+
+def test_one_users_unfinished_bodies_are_bounded(node: Callable[..., TestNode]) -> None:
+    """The restricted user opens 12 connections and sends 24 MiB of a 32 MiB body on each, as
+    fast as loopback allows, then waits (the body deadline is 30 s). Measured on the code
+    before: the node held every byte, RSS +290 MiB (the 256 connections the server allows:
+    8 GiB) until the deadline. Now a user's bodies in flight (and the estimated size of their
+    parsed values) may take 64 MiB together; past that its requests are answered 503 and
+    their bodies are read and dropped. Another user is served meanwhile, and the restricted
+    user's next ordinary call works once its connections are gone."""
+    n = node(f"-rpcauth={RPCAUTH}", f"-rpcwhitelist={WATCHER}:getblockcount", "-rpcwhitelistdefault=0")
+    n.start()
+    assert n.process is not None
+    pid = n.process.pid
+    auth = base64.b64encode(f"{WATCHER}:{PASSWORD}".encode()).decode()
+    base = _rss(pid)
+    held: list[socket.socket] = []
+    try:
+        for _ in range(12):
+            held.append(_hold_a_big_body(n.rpc_port, auth, 24 * MIB, 32 * MIB - 16))
+        time.sleep(1.0)
+        grown = _rss(pid) - base
+        t0 = time.monotonic()
+        assert n.rpc.getblockcount() == 0                      # the cookie's user, meanwhile
+        other = time.monotonic() - t0
+        answers = []
+        for s in held:
+            s.settimeout(0.2)
+            try:
+                answers.append(s.recv(200).split(b"\r\n", 1)[0])
+            except (TimeoutError, OSError):
+                answers.append(b"")
+    finally:
+        for s in held:
+            s.close()
+    print(f"RSS growth {grown / MIB:.0f} MiB; other user {other:.3f} s; answers {answers}")
+    assert grown < 150 * MIB, f"the node holds {grown / MIB:.0f} MiB of one user's unfinished bodies"
+    assert sum(a.startswith(b"HTTP/1.1 503") for a in answers) >= 9, answers
+    assert other < 2.0
+    wait_until(lambda: post_json_rpc(n.rpc_port, {"id": 2, "method": "getblockcount"}, WATCHER, PASSWORD)[0] == 200,
+               20, what="the restricted user's next call")
+    assert "bodies in flight" in n.debug_log()
     assert n.stop() == 0
