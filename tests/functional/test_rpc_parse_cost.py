@@ -137,3 +137,23 @@ def test_one_users_unfinished_bodies_are_bounded(node: Callable[..., TestNode]) 
                20, what="the restricted user's next call")
     assert "bodies in flight" in n.debug_log()
     assert n.stop() == 0
+
+
+def test_an_amount_beyond_decimals_range_is_a_type_error_not_an_internal_error(node: Callable[..., TestNode]) -> None:
+    """`1E+1000000` as an amount: measured on the code before, abs() of it overflowed the
+    decimal context and the call failed with -32603 "Internal error", a traceback written to
+    debug.log for every such call (any user allowed a method with an amount parameter decides
+    how often). Now -3 "Invalid amount", as for any other amount out of range, and no
+    traceback; an ordinary amount still reaches the method."""
+    n = node()
+    n.start()
+    user, _, password = n.cookie_path.read_text().partition(":")
+    for amount in (b"1E+1000000", b"-1e999999999", b'"1e999999999"'):
+        body = b'{"id":1,"method":"sendrawtransaction","params":["00",' + amount + b"]}"
+        status, reply = post_json_rpc(n.rpc_port, body, user, password)
+        assert json.loads(reply)["error"] == {"code": -3, "message": "Invalid amount"}, (amount, reply)
+    status, reply = post_json_rpc(n.rpc_port, b'{"id":1,"method":"sendrawtransaction","params":["00",0.1]}',
+                                  user, password)
+    assert json.loads(reply)["error"]["code"] == -22, reply           # the amount passed: a decode error
+    assert "Traceback" not in n.debug_log() and "Overflow" not in n.debug_log()
+    assert n.stop() == 0
