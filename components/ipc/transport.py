@@ -83,7 +83,8 @@ class Listener:
     address: Address
     sock: socket.socket
     task: asyncio.Task[None] | None = None
-    active: set[asyncio.Future[None]] = field(default_factory=set)
+    #: The clients it serves now, by the future that resolves when each one's place is free.
+    active: dict[asyncio.Future[None], "_Session"] = field(default_factory=dict)
 
     def close(self) -> None:
         if self.task is not None:
@@ -191,20 +192,39 @@ async def _accept_loop(listener: Listener, make_init: InitFactory, local: IpcPee
         else:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             source = str(peer[0])
-        if len(listener.active) >= options.max_connections:
+        if len(listener.active) >= options.max_connections and not _make_room(listener, options, source):
             LOG.warning("ipc: refused a client on %s: -ipcmaxconnections=%d reached (client %s)",
                         listener.address, options.max_connections, source)
             conn.close()
             continue
         done: asyncio.Future[None] = loop.create_future()
-        listener.active.add(done)
-        done.add_done_callback(listener.active.discard)
         session = _Session(listener.address, source, options.handshake_timeout, loop.time(), done)
+        listener.active[done] = session
+        done.add_done_callback(lambda fut: listener.active.pop(fut, None))
         # Set-up (a TLS handshake) runs apart from the accept loop: a client that connects
         # and says nothing must not hold up the others.
         setup = loop.create_task(_set_up(conn, session, make_init, local, options))
+        session.setup = setup
+        session.conn = conn
         setups.add(setup)
         setup.add_done_callback(setups.discard)
+
+
+def _make_room(listener: Listener, options: ListenOptions, newcomer: str) -> bool:
+    """A full listener closes the client that has waited longest without getting through
+    the handshake (an honest client logs in, or calls, within milliseconds of connecting;
+    one that has not is the likeliest to be holding a place); False when every client is
+    through it."""
+    waiting = [s for s in listener.active.values() if not s.ready]
+    if not waiting:
+        return False
+    oldest = min(waiting, key=lambda s: s.accepted_at)
+    LOG.warning("ipc: -ipcmaxconnections=%d reached on %s: closing the client from %s, which has not %s "
+                "after %.1f s, for one from %s", options.max_connections, listener.address, oldest.source,
+                "logged in" if listener.address.kind == "tcp" else "made a call",
+                asyncio.get_running_loop().time() - oldest.accepted_at, newcomer)
+    oldest.evict()
+    return True
 
 
 @dataclass
@@ -219,6 +239,8 @@ class _Session:
     slot: asyncio.Future[None]           # resolved: the listener's place is free again
     transport: asyncio.BaseTransport | None = None
     gate: Any = None                     # the stream's _Gate (its pre-login allowance)
+    setup: asyncio.Task[None] | None = None     # the set-up (TLS handshake) until it is done
+    conn: socket.socket | None = None            # the accepted socket
     ready: bool = False
     _deadline: asyncio.TimerHandle | None = None
 
@@ -249,6 +271,19 @@ class _Session:
         LOG.warning("ipc: closing the client from %s on %s: no %s within the handshake deadline (%g s)",
                     self.source, self.address, what, self.handshake_timeout)
         self.transport.abort()
+        self.ended()
+
+    def evict(self) -> None:
+        """Close now, to free the place (also in the middle of a TLS handshake)."""
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            # Still being set up, or not even started: the set-up is cancelled, and the socket
+            # closed once the cancellation has run (a set-up never started never closes it).
+            if self.setup is not None and not self.setup.done():
+                self.setup.cancel()
+            if self.conn is not None:
+                asyncio.get_running_loop().call_soon(self.conn.close)
         self.ended()
 
     def close_soon(self) -> None:

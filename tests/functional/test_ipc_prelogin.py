@@ -12,6 +12,8 @@ import asyncio
 import os
 import socket
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from framework import TestNode, free_port, is_multiprocess, wait_until
 pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
 
 MIB = 1 << 20
+HERE = Path(__file__).resolve().parent
 
 
 def rss_bytes(pid: int) -> int:
@@ -100,4 +103,53 @@ def test_a_client_that_has_not_logged_in_cannot_make_the_node_hold_its_messages(
     assert grown < 24 * MIB, f"the node grew by {grown / MIB:.0f} MiB for clients that never logged in"
     assert all(t < 8 * MIB for t in taken), taken      # cut off early, not read to the end
     wait_until(lambda: "bytes before a login" in n.debug_log(), 10, what="the refusal in debug.log")
+    assert n.stop() == 0
+
+
+def test_a_flood_of_wrong_logins_does_not_lock_the_cookie_out(node) -> None:
+    """Clients without credentials try wrong logins on the TCP listener from 12 loopback
+    addresses at once, over and over (the whole process's allowance, 5 a second, stays used
+    up). Measured on the code before: a client with the right cookie was refused unchecked
+    ("too many failed logins"), or found every place taken (-ipcmaxconnections, by clients
+    that had not logged in), 10 times out of 10. Now the cookie (64 random hex digits, found
+    at no rate of guessing) is still checked, and a full listener closes the client that has
+    waited longest without logging in to make room; an -ipcauth password, which someone
+    chose, stays behind the limit."""
+    import capnp
+
+    from cleancoin.components.interfaces.init import IpcPeer
+    from cleancoin.components.ipc.address import parse
+    from cleancoin.components.ipc.auth import Credentials, read_cookie
+    from cleancoin.components.ipc.errors import IpcError
+    from cleancoin.components.ipc.transport import connect
+
+    port = free_port()
+    n = node(f"-ipcbind=tcp:127.0.0.1:{port}", "-ipcauth=gui:front-end-pw")
+    n.start()
+    address = parse(f"tcp:127.0.0.1:{port}", "")
+    cookie = read_cookie(str(n.netdatadir))
+
+    async def login(credentials: Credentials) -> bool:
+        try:
+            connection = await asyncio.wait_for(connect(address, IpcPeer("test", os.getpid()), False, credentials), 10)
+        except (IpcError, asyncio.TimeoutError):
+            return False
+        connection.close()
+        return True
+
+    guessers = [subprocess.Popen([sys.executable, str(HERE / "ipc_guesser.py"), str(port), f"127.61.0.{i}", "6"],
+                                 stdout=subprocess.PIPE) for i in range(1, 13)]
+    try:
+        time.sleep(2.5)
+        honest, chosen = [], []
+        for _ in range(10):
+            honest.append(asyncio.run(capnp.run(login(cookie))))
+            chosen.append(asyncio.run(capnp.run(login(Credentials("gui", "front-end-pw")))))
+            time.sleep(0.1)
+    finally:
+        tries = [int(g.communicate(timeout=30)[0] or 0) for g in guessers]
+    print(f"cookie logins {honest}; -ipcauth logins {chosen}; guesses {sum(tries)}")
+    assert honest == [True] * 10, honest
+    assert chosen.count(False) >= 7, chosen               # the bound on guessing a chosen password
+    assert "too many failed logins" in n.debug_log()
     assert n.stop() == 0
