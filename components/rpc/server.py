@@ -13,8 +13,8 @@ when the name is not percent-encoded UTF-8); POST only (405); HTTP Basic auth (4
 `WWW-Authenticate: Basic realm="jsonrpc"`, after a 250 ms pause when the credentials are
 wrong; 429 with Retry-After, unchecked, while the failure limiter holds the client's address
 or the whole server back); the body size limit (413) and deadline, and what the user's
-requests in flight may hold together (503 with Retry-After past `max_user_bytes`); then
-JSON-RPC:
+requests in flight may hold together (503 with Retry-After past `max_user_bytes`) and how
+many there are (503 past `max_user_requests`, half the connections); then JSON-RPC:
 
 - JSON-RPC 1.0 (no "jsonrpc" field, or "1.0"): the reply has "result", "error" and "id"; an error
   sets the HTTP status as bitcoind does: 400 for RPC_INVALID_REQUEST, 404 for
@@ -110,6 +110,11 @@ MAX_REQUEST_VALUES = 200_000
 #: PARSED_VALUE_BYTES for each value a body may hold. A user's slow bodies were held whole
 #: until the body deadline: 12 connections sending 24 MiB each, 290 MiB (256: 8 GiB).
 MAX_USER_BYTES_IN_FLIGHT = 64 * 1024 * 1024
+#: Requests one user may have in flight at once, as a share of the connections: the rest stay
+#: for others. A request is in flight from its headers on, and a connection in a request is
+#: never closed to make room, so one user holding every connection (a byte of a body on each)
+#: locked everyone else out until the body deadline.
+USER_SHARE_OF_CONNECTIONS = 0.5
 #: What a parsed JSON value is charged (a float that keeps its text ~90 bytes, an empty
 #: object ~70, a small int in a list 8).
 PARSED_VALUE_BYTES = 64
@@ -398,6 +403,9 @@ class RpcServer:
         self.max_batch = max_batch
         self.max_values = max_values
         self.max_user_bytes = max_user_bytes
+        self.max_user_requests = max(1, int(max_connections * USER_SHARE_OF_CONNECTIONS))
+        # user -> requests in flight.
+        self._user_requests: dict[str, int] = {}
         # user -> bytes its requests in flight hold (bodies, estimated parsed values).
         self._user_bytes: dict[str, int] = {}
         self.auth_failures = auth_failures or FailureLimiter(AUTH_FAILURES_PER_SOURCE, AUTH_FAILURES_OVERALL)
@@ -564,6 +572,13 @@ class RpcServer:
             LOG.warning("ThreadRPCServer incorrect password attempt from %s", _peer_text(ip, peer_port))
             await asyncio.sleep(self.auth_failure_delay)
             return web.Response(status=HTTP_UNAUTHORIZED, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+        in_flight = self._user_requests.get(user, 0)
+        if in_flight >= self.max_user_requests:
+            LOG.warning("RPC: refused a request from %s: user %s has %d requests in flight (the limit is %d)",
+                        _peer_text(ip, peer_port), _sanitize(user), in_flight, self.max_user_requests)
+            return web.Response(status=HTTP_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"},
+                                text="Too many requests of this user in flight; retry shortly")
+        self._user_requests[user] = in_flight + 1
         charge = _Charge(self._user_bytes, user, self.max_user_bytes)
         try:
             try:
@@ -589,6 +604,11 @@ class RpcServer:
             return _json_response(status, text)
         finally:
             charge.release()
+            left = self._user_requests.get(user, 1) - 1
+            if left > 0:
+                self._user_requests[user] = left
+            else:
+                self._user_requests.pop(user, None)
 
     async def _read_body(self, request: web.BaseRequest, charge: "_Charge") -> bytes:
         """The whole body, each piece charged to its user as it arrives (_OverBudget when the

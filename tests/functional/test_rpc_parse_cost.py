@@ -157,3 +157,33 @@ def test_an_amount_beyond_decimals_range_is_a_type_error_not_an_internal_error(n
     assert json.loads(reply)["error"]["code"] == -22, reply           # the amount passed: a decode error
     assert "Traceback" not in n.debug_log() and "Overflow" not in n.debug_log()
     assert n.stop() == 0
+
+
+def test_one_user_cannot_take_every_connection(node: Callable[..., TestNode]) -> None:
+    """The restricted user opens 256 connections (the server's cap) and on each sends a
+    request's headers and one byte of its body, then waits: every connection is in the middle
+    of a request, none waiting for one. Measured on the code before: the server closed every
+    new connection ("all busy") until the body deadline, so the cookie's user, CleanCoin-cli,
+    was locked out for as long as the user went on. Now one user may have at most half the
+    connections in requests at once (the rest are answered 503 at once); the cookie's user is
+    served, and the restricted user's next call once its connections are gone."""
+    n = node(f"-rpcauth={RPCAUTH}", f"-rpcwhitelist={WATCHER}:getblockcount", "-rpcwhitelistdefault=0")
+    n.start()
+    auth = base64.b64encode(f"{WATCHER}:{PASSWORD}".encode()).decode()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(256):
+            held.append(_hold_a_big_body(n.rpc_port, auth, 1, 100))
+        time.sleep(0.5)
+        try:
+            answer = n.rpc.getblockcount()
+        except Exception as exc:  # noqa: BLE001 - the attack's success, shown as what it was
+            answer = repr(exc)
+    finally:
+        for s in held:
+            s.close()
+    assert answer == 0, answer
+    wait_until(lambda: post_json_rpc(n.rpc_port, {"id": 2, "method": "getblockcount"}, WATCHER, PASSWORD)[0] == 200,
+               20, what="the restricted user's next call")
+    assert "requests in flight" in n.debug_log()
+    assert n.stop() == 0
