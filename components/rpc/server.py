@@ -385,6 +385,7 @@ class RpcServer:
                  server_timeout: float = DEFAULT_SERVER_TIMEOUT,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, max_batch: int = MAX_BATCH_SIZE,
                  max_values: int = MAX_REQUEST_VALUES, max_user_bytes: int = MAX_USER_BYTES_IN_FLIGHT,
+                 max_user_requests: int | None = None,
                  auth_failures: FailureLimiter | None = None, rest: Any = None,
                  whitelist: RpcWhitelist | None = None) -> None:
         self.registry = registry
@@ -403,7 +404,8 @@ class RpcServer:
         self.max_batch = max_batch
         self.max_values = max_values
         self.max_user_bytes = max_user_bytes
-        self.max_user_requests = max(1, int(max_connections * USER_SHARE_OF_CONNECTIONS))
+        self.max_user_requests = (max_user_requests if max_user_requests is not None
+                                  else max(1, int(max_connections * USER_SHARE_OF_CONNECTIONS)))
         # user -> requests in flight.
         self._user_requests: dict[str, int] = {}
         # user -> bytes its requests in flight hold (bodies, estimated parsed values).
