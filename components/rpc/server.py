@@ -11,10 +11,11 @@ A request goes through, in bitcoind's order: the client address against the allo
 empty body); the path, "/" or "/wallet/<url-encoded name>" (404; 400 with a JSON-RPC error
 when the name is not percent-encoded UTF-8); POST only (405); HTTP Basic auth (401 with
 `WWW-Authenticate: Basic realm="jsonrpc"`, after a 250 ms pause when the credentials are
-wrong; 429 with Retry-After, unchecked, while the failure limiter holds the client's address
-or the whole server back); the body size limit (413) and deadline, and what the user's
-requests in flight may hold together (503 with Retry-After past `max_user_bytes`) and how
-many there are (503 past `max_user_requests`, half the connections); then JSON-RPC:
+wrong; 429 with Retry-After, unchecked but for the cookie, while the failure limiter holds
+the client's address or the whole server back); no Content-Encoding (415: bodies are never
+inflated); the body size limit (413) and deadline, and what the user's requests in flight
+may hold together (503 with Retry-After past `max_user_bytes`) and how many there are (503
+past `max_user_requests`, half the connections); then JSON-RPC:
 
 - JSON-RPC 1.0 (no "jsonrpc" field, or "1.0"): the reply has "result", "error" and "id"; an error
   sets the HTTP status as bitcoind does: 400 for RPC_INVALID_REQUEST, 404 for
@@ -75,6 +76,7 @@ from .errors import (
     HTTP_SERVICE_UNAVAILABLE,
     HTTP_TOO_MANY_REQUESTS,
     HTTP_UNAUTHORIZED,
+    HTTP_UNSUPPORTED_MEDIA_TYPE,
     RPC_INVALID_REQUEST,
     RPC_PARSE_ERROR,
     RpcError,
@@ -441,9 +443,12 @@ class RpcServer:
             return web.BaseRequest(message, payload, protocol, writer, task, loop,
                                    client_max_size=self.max_request_size)
 
-        # aiohttp's own idle timer as a backstop of the guard's (same deadline).
+        # aiohttp's own idle timer as a backstop of the guard's (same deadline). Bodies are
+        # never inflated (auto_decompress): aiohttp inflated a `Content-Encoding: deflate` body
+        # as it read it, also the rest of one it had answered 401 to, so a client without
+        # credentials made the node inflate 1 GiB (0.8 s of CPU) per MiB it sent.
         server = GuardedServer(self._handle, guard=self.guard, request_factory=make_request,
-                               access_log=None, keepalive_timeout=self.server_timeout)
+                               access_log=None, keepalive_timeout=self.server_timeout, auto_decompress=False)
         runner = web.ServerRunner(server, shutdown_timeout=self.shutdown_timeout, handle_signals=False)
         await runner.setup()
         self._runner = runner
@@ -574,6 +579,10 @@ class RpcServer:
             LOG.warning("ThreadRPCServer incorrect password attempt from %s", _peer_text(ip, peer_port))
             await asyncio.sleep(self.auth_failure_delay)
             return web.Response(status=HTTP_UNAUTHORIZED, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+        if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+            # Not inflated (see start); JSON-RPC clients send plain JSON, as bitcoind takes it.
+            return web.Response(status=HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                text="Content-Encoding is not supported: send the JSON as it is")
         in_flight = self._user_requests.get(user, 0)
         if in_flight >= self.max_user_requests:
             LOG.warning("RPC: refused a request from %s: user %s has %d requests in flight (the limit is %d)",
