@@ -101,6 +101,12 @@ AUTH_FAILURES_OVERALL = Rate(burst=50, per_second=5.0)
 DEFAULT_SERVER_TIMEOUT = 30.0          # bitcoind's DEFAULT_HTTP_SERVER_TIMEOUT
 #: Connections kept at once; past it the one waiting longest for a request is closed.
 DEFAULT_MAX_CONNECTIONS = 256
+#: Header lines of a request, and bytes in one (the request line may take aiohttp's 8190: a
+#: wallet's name is in it). aiohttp's defaults, 128 of 8190 bytes, let a client without
+#: credentials make the node hold ~1 MB for each connection whose headers it does not end
+#: (285 MiB for 200); bitcoind allows 8192 bytes of headers in all.
+MAX_HEADERS = 24
+MAX_HEADER_FIELD_SIZE = 4096
 #: Requests in one batch (bitcoind has no bound; geth's default is the same 1000).
 MAX_BATCH_SIZE = 1000
 #: JSON values in one request body, as jsonfmt.value_bound counts them before the parse.
@@ -448,7 +454,8 @@ class RpcServer:
         # as it read it, also the rest of one it had answered 401 to, so a client without
         # credentials made the node inflate 1 GiB (0.8 s of CPU) per MiB it sent.
         server = GuardedServer(self._handle, guard=self.guard, request_factory=make_request,
-                               access_log=None, keepalive_timeout=self.server_timeout, auto_decompress=False)
+                               access_log=None, keepalive_timeout=self.server_timeout, auto_decompress=False,
+                               max_headers=MAX_HEADERS, max_field_size=MAX_HEADER_FIELD_SIZE)
         runner = web.ServerRunner(server, shutdown_timeout=self.shutdown_timeout, handle_signals=False)
         await runner.setup()
         self._runner = runner
