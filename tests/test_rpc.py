@@ -306,7 +306,7 @@ def test_connection_cap_closes_the_connection_waiting_longest(tmp_path, calls, c
 
     auth = RpcAuth(user="alice", password="s3cret")
     with caplog.at_level("INFO", logger="cleancoin.rpc"), \
-            ThreadedRpcServer(make_registry(calls), auth, max_connections=4) as srv:
+            ThreadedRpcServer(make_registry(calls), auth, max_connections=4, max_user_requests=4) as srv:
         waiting = []
         for _ in range(4):
             s = socket.create_connection(("127.0.0.1", srv.port))

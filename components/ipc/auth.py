@@ -6,7 +6,8 @@ process's Init is handed out only for the right credentials. Comparisons are con
 Guessing is limited (`LoginLimits`): the logins of one connection are answered one at a
 time, a wrong one after a pause, and after `max_failures` wrong ones the connection is
 closed; failures are also charged to the client's address and to the whole process
-(`FailureLimiter`), and while either has no allowance left a login is refused unchecked.
+(`FailureLimiter`), and while either has no allowance left a login is refused unchecked,
+unless it is the cookie's (256 random bits: no rate of guessing finds it).
 """
 
 from __future__ import annotations
@@ -128,16 +129,21 @@ class Authenticator:
                 # The connection is being closed: no answer (the close ends this call).
                 await asyncio.sleep(_UNANSWERED)
                 raise IpcAuthError("login refused: too many failed logins on this connection")
-            if not self._limits.failures.allowed(self._source):
+            limited = not self._limits.failures.allowed(self._source)
+            # While guessing is limited only the cookie is checked: a password someone chose
+            # could be found by guessing on, the cookie (256 random bits) at no rate, and
+            # checking it keeps a flood of wrong logins from locking its users out.
+            accepted = [c for c in self._accepted if c.user == COOKIE_USER] if limited else self._accepted
+            if any(c.matches(user, password) for c in accepted):
+                if self._on_login is not None:
+                    self._on_login()
+                return self._make_init(self._log)   # type: ignore[operator]
+            if limited:
                 LOG.warning("ipc: refused a login from %s on %s unchecked: too many failed logins "
                             "(retry in %.0f s)", self._source, self._where,
                             self._limits.failures.retry_after(self._source))
                 self._end()
                 raise IpcAuthError("login refused: too many failed logins, try again later")
-            if any(c.matches(user, password) for c in self._accepted):
-                if self._on_login is not None:
-                    self._on_login()
-                return self._make_init(self._log)   # type: ignore[operator]
             self._failures += 1
             self._limits.failures.failed(self._source)
             LOG.warning("ipc: refused a login for user %s from %s on %s (%d of %d on this connection)",

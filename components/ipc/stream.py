@@ -17,6 +17,11 @@ offers publicly:
   handed to pycapnp when KJ asks for it, so the transport's reading is never toggled. Reading
   stops only while more than `MAX_UNREAD` bytes wait that KJ has not asked for (a peer cannot
   make us buffer more), and resumes when KJ has taken them.
+- optionally, an *allowance*: the bytes the peer may send in all until it is lifted (a TCP
+  listener's client before it has logged in). Past it the connection is ended before KJ sees
+  the bytes: KJ reads a whole message into memory, however large its segment table says it
+  is (up to the traversal limit, 64 MiB), and queues every call it is sent, so a client that
+  has proven nothing could otherwise make the process hold 64 MiB per connection.
 
 pycapnp's protocol object is made by `capnp.AsyncIoStream._connect(callback)`, as listeners
 already did (transport.py); nothing of pycapnp is patched or replaced.
@@ -154,10 +159,17 @@ class _GateTransport(asyncio.Transport):
 
 
 class _Gate(asyncio.BufferedProtocol):
-    """The protocol asyncio drives; pycapnp's protocol (`inner`) behind it."""
+    """The protocol asyncio drives; pycapnp's protocol (`inner`) behind it.
 
-    def __init__(self, inner: Any) -> None:
+    `allowance`: bytes the peer may send until `lift_allowance()` (None: no bound); past it,
+    the connection is aborted, `on_exceeded()` is called, and nothing more is handed to KJ."""
+
+    def __init__(self, inner: Any, *, allowance: int | None = None,
+                 on_exceeded: Callable[[], None] | None = None) -> None:
         self.inner = inner
+        self._allowance = allowance
+        self._on_exceeded = on_exceeded
+        self._exceeded = False
         self.kj_reading = False
         self.held = 0
         self._real: asyncio.Transport | None = None
@@ -199,7 +211,25 @@ class _Gate(asyncio.BufferedProtocol):
         """Bytes read from the socket that KJ has not taken yet."""
         return len(self._unread) - self._taken
 
+    def lift_allowance(self) -> None:
+        """No bound from now on (the peer has authenticated)."""
+        self._allowance = None
+
     def buffer_updated(self, nbytes: int) -> None:
+        if self._exceeded:
+            return
+        if self._allowance is not None:
+            self._allowance -= nbytes
+            if self._allowance < 0:
+                # Checked before KJ sees any of it: not one byte past the allowance is parsed.
+                self._exceeded = True
+                self._unread.clear()
+                self._taken = 0
+                if self._real is not None:
+                    self._real.abort()
+                if self._on_exceeded is not None:
+                    self._on_exceeded()
+                return
         if self._taken and self._taken * 2 >= len(self._unread):
             del self._unread[:self._taken]     # what KJ took: once it is half (amortised)
             self._taken = 0
@@ -268,9 +298,11 @@ class _Gate(asyncio.BufferedProtocol):
             self._real.write(out[0] if len(out) == 1 else b"".join(out))
 
 
-def _gate(callback: Callable[[Any], Any]) -> _Gate:
+def _gate(callback: Callable[[Any], Any], *, allowance: int | None = None,
+          on_exceeded: Callable[[], None] | None = None) -> _Gate:
     import capnp
-    return _Gate(capnp.AsyncIoStream._connect(callback))  # noqa: SLF001 - pycapnp's stream factory
+    return _Gate(capnp.AsyncIoStream._connect(callback),  # noqa: SLF001 - pycapnp's stream factory
+                 allowance=allowance, on_exceeded=on_exceeded)
 
 
 async def _open(make: Callable[[Callable[[], _Gate]], Any]) -> Any:
@@ -295,8 +327,9 @@ async def stream_on_socket(sock: socket.socket, *, tls: ssl.SSLContext | None = 
         factory, sock=sock, ssl=tls, server_hostname=server_hostname))
 
 
-def accepted_protocol(callback: Callable[[Any], Any]) -> asyncio.BufferedProtocol:
+def accepted_protocol(callback: Callable[[Any], Any], *, allowance: int | None = None,
+                      on_exceeded: Callable[[], None] | None = None) -> _Gate:
     """The protocol for an accepted connection: `callback(stream)` runs (a coroutine as a
     task, whose end closes the connection) once it is connected, as with pycapnp's own
-    `AsyncIoStream.create_server`."""
-    return _gate(callback)
+    `AsyncIoStream.create_server`. `allowance`, `on_exceeded`: see `_Gate`."""
+    return _gate(callback, allowance=allowance, on_exceeded=on_exceeded)

@@ -7,8 +7,9 @@ be checked before Cap'n Proto sees a byte: a unix peer of another uid is refused
 Limits before authentication (docs/ipc.md, "Limits"): each listener counts its own clients
 (-ipcmaxconnections per listener, so TCP clients cannot take node.sock's places); a client
 that has not logged in (TCP, TLS included) or made a first call (unix) within the handshake
-deadline (-ipchandshaketimeout) is closed; wrong logins are limited by auth.LoginLimits.
-Every refusal is logged.
+deadline (-ipchandshaketimeout) is closed; a TCP client may send PRELOGIN_BYTES in all
+before its login succeeds, and is closed past that; wrong logins are limited by
+auth.LoginLimits. Every refusal is logged.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ LOG = logging.getLogger("cleancoin.ipc")
 DEFAULT_MAX_CONNECTIONS = 16
 #: Seconds a client has to log in (TCP, TLS handshake included) or make its first call (unix).
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Bytes a TCP client may send before it has logged in: a login (bootstrap, the call, its
+#: finish) is a few hundred. Without this bound KJ read a whole message of up to the
+#: traversal limit (64 MiB) from a client that had proven nothing: 16 such clients made a
+#: listening process hold 1 GiB.
+PRELOGIN_BYTES = 64 * 1024
 #: Seconds between deciding to close a client and closing it: its last answer goes out first.
 _CLOSE_AFTER = 0.1
 #: Seconds a closing connection may take to flush its last answer before it is cut.
@@ -77,7 +83,8 @@ class Listener:
     address: Address
     sock: socket.socket
     task: asyncio.Task[None] | None = None
-    active: set[asyncio.Future[None]] = field(default_factory=set)
+    #: The clients it serves now, by the future that resolves when each one's place is free.
+    active: dict[asyncio.Future[None], "_Session"] = field(default_factory=dict)
 
     def close(self) -> None:
         if self.task is not None:
@@ -185,20 +192,39 @@ async def _accept_loop(listener: Listener, make_init: InitFactory, local: IpcPee
         else:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             source = str(peer[0])
-        if len(listener.active) >= options.max_connections:
+        if len(listener.active) >= options.max_connections and not _make_room(listener, options, source):
             LOG.warning("ipc: refused a client on %s: -ipcmaxconnections=%d reached (client %s)",
                         listener.address, options.max_connections, source)
             conn.close()
             continue
         done: asyncio.Future[None] = loop.create_future()
-        listener.active.add(done)
-        done.add_done_callback(listener.active.discard)
         session = _Session(listener.address, source, options.handshake_timeout, loop.time(), done)
+        listener.active[done] = session
+        done.add_done_callback(lambda fut: listener.active.pop(fut, None))
         # Set-up (a TLS handshake) runs apart from the accept loop: a client that connects
         # and says nothing must not hold up the others.
         setup = loop.create_task(_set_up(conn, session, make_init, local, options))
+        session.setup = setup
+        session.conn = conn
         setups.add(setup)
         setup.add_done_callback(setups.discard)
+
+
+def _make_room(listener: Listener, options: ListenOptions, newcomer: str) -> bool:
+    """A full listener closes the client that has waited longest without getting through
+    the handshake (an honest client logs in, or calls, within milliseconds of connecting;
+    one that has not is the likeliest to be holding a place); False when every client is
+    through it."""
+    waiting = [s for s in listener.active.values() if not s.ready]
+    if not waiting:
+        return False
+    oldest = min(waiting, key=lambda s: s.accepted_at)
+    LOG.warning("ipc: -ipcmaxconnections=%d reached on %s: closing the client from %s, which has not %s "
+                "after %.1f s, for one from %s", options.max_connections, listener.address, oldest.source,
+                "logged in" if listener.address.kind == "tcp" else "made a call",
+                asyncio.get_running_loop().time() - oldest.accepted_at, newcomer)
+    oldest.evict()
+    return True
 
 
 @dataclass
@@ -212,6 +238,9 @@ class _Session:
     accepted_at: float
     slot: asyncio.Future[None]           # resolved: the listener's place is free again
     transport: asyncio.BaseTransport | None = None
+    gate: Any = None                     # the stream's _Gate (its pre-login allowance)
+    setup: asyncio.Task[None] | None = None     # the set-up (TLS handshake) until it is done
+    conn: socket.socket | None = None            # the accepted socket
     ready: bool = False
     _deadline: asyncio.TimerHandle | None = None
 
@@ -226,6 +255,14 @@ class _Session:
             self.ready = True
             if self._deadline is not None:
                 self._deadline.cancel()
+            if self.gate is not None:
+                self.gate.lift_allowance()
+
+    def too_much_before_login(self) -> None:
+        """The client sent more than PRELOGIN_BYTES without logging in (its gate aborted it)."""
+        LOG.warning("ipc: closing the client from %s on %s: more than %d bytes before a login",
+                    self.source, self.address, PRELOGIN_BYTES)
+        self.ended()        # (the gate has aborted the connection)
 
     def _expire(self) -> None:
         if self.ready or self.transport is None or self.transport.is_closing():
@@ -234,6 +271,19 @@ class _Session:
         LOG.warning("ipc: closing the client from %s on %s: no %s within the handshake deadline (%g s)",
                     self.source, self.address, what, self.handshake_timeout)
         self.transport.abort()
+        self.ended()
+
+    def evict(self) -> None:
+        """Close now, to free the place (also in the middle of a TLS handshake)."""
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            # Still being set up, or not even started: the set-up is cancelled, and the socket
+            # closed once the cancellation has run (a set-up never started never closes it).
+            if self.setup is not None and not self.setup.done():
+                self.setup.cancel()
+            if self.conn is not None:
+                asyncio.get_running_loop().call_soon(self.conn.close)
         self.ended()
 
     def close_soon(self) -> None:
@@ -298,13 +348,18 @@ async def _serve_accepted(conn: socket.socket, session: _Session, make_init: Ini
         finally:
             session.ended()
 
+    def protocol() -> asyncio.BaseProtocol:
+        if address.kind != "tcp":
+            return accepted_protocol(run)
+        session.gate = accepted_protocol(run, allowance=PRELOGIN_BYTES, on_exceeded=session.too_much_before_login)
+        return session.gate
+
     conn.setblocking(False)
     loop = asyncio.get_running_loop()
     tls = options.tls if address.kind == "tcp" else None
     remaining = max(0.001, session.accepted_at + session.handshake_timeout - loop.time())
     transport, _ = await loop.connect_accepted_socket(
-        lambda: accepted_protocol(run), conn, ssl=tls,
-        ssl_handshake_timeout=remaining if tls else None)
+        protocol, conn, ssl=tls, ssl_handshake_timeout=remaining if tls else None)
     session.transport = transport
     session.start_deadline()
 

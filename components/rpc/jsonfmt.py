@@ -11,6 +11,9 @@ such as `50.00000000` keeps its eight decimals. Python's `json` turns numbers in
   exactly one value, `Decimal` for non-integers, bounded in size and depth, every string
   valid Unicode. Its value is serialised again by `dumps`: no text from another process is
   ever spliced into a reply.
+- `value_bound` counts, without parsing, how many values a text can hold at most: what the
+  server checks before it parses a request (a value costs 50 to 100 bytes once parsed, and a
+  non-integer some 0.7 us of Python).
 - `dumps` writes `Decimal` as a bare number in fixed notation (`Decimal("50.00000000")` ->
   `50.00000000`); compact like bitcoind's replies, or indented like bitcoin-cli's output.
 """
@@ -44,6 +47,13 @@ def loads(text: str | bytes) -> Any:
         return json.loads(text, parse_float=JsonFloat, parse_constant=_refuse_constant)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
+
+
+def value_bound(data: bytes) -> int:
+    """At least the number of JSON values in `data`, counted without parsing it: every value
+    but the first follows a `,`, `:`, `[` or `{` (the same bytes inside strings are counted
+    too, so this may count more, never fewer). Four byte counts, about 5 ms for 32 MiB."""
+    return 1 + data.count(b",") + data.count(b":") + data.count(b"[") + data.count(b"{")
 
 
 def loads_decimal(text: str | bytes) -> Any:

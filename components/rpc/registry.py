@@ -127,7 +127,8 @@ def parse_amount(value: Any, decimals: int = AMOUNT_DECIMALS) -> Decimal:
         amount = Decimal(text)
     except InvalidOperation:
         raise RpcError(RPC_TYPE_ERROR, "Invalid amount") from None
-    if not amount.is_finite() or abs(amount) >= Decimal(10) ** 18:
+    # copy_abs, not abs(): abs() rounds to the context and raises Overflow for 1E+1000000.
+    if not amount.is_finite() or amount.copy_abs() >= Decimal(10) ** 18:
         raise RpcError(RPC_TYPE_ERROR, "Invalid amount")
     if amount != amount.quantize(Decimal(1).scaleb(-decimals)):
         raise RpcError(RPC_TYPE_ERROR, "Invalid amount")

@@ -11,8 +11,11 @@ A request goes through, in bitcoind's order: the client address against the allo
 empty body); the path, "/" or "/wallet/<url-encoded name>" (404; 400 with a JSON-RPC error
 when the name is not percent-encoded UTF-8); POST only (405); HTTP Basic auth (401 with
 `WWW-Authenticate: Basic realm="jsonrpc"`, after a 250 ms pause when the credentials are
-wrong; 429 with Retry-After, unchecked, while the failure limiter holds the client's address
-or the whole server back); the body size limit (413) and deadline; then JSON-RPC:
+wrong; 429 with Retry-After, unchecked but for the cookie, while the failure limiter holds
+the client's address or the whole server back); no Content-Encoding (415: bodies are never
+inflated); the body size limit (413) and deadline, and what the user's requests in flight
+may hold together (503 with Retry-After past `max_user_bytes`) and how many there are (503
+past `max_user_requests`, half the connections); then JSON-RPC:
 
 - JSON-RPC 1.0 (no "jsonrpc" field, or "1.0"): the reply has "result", "error" and "id"; an error
   sets the HTTP status as bitcoind does: 400 for RPC_INVALID_REQUEST, 404 for
@@ -23,6 +26,8 @@ or the whole server back); the body size limit (413) and deadline; then JSON-RPC
 - A batch (a JSON array) is always HTTP 200, one reply per non-notification in order; 204 when
   every member was a notification; "[]" for an empty batch. A batch of more than `max_batch`
   (1000) requests is refused as a whole: one RPC_INVALID_REQUEST error object, HTTP 400.
+- A body that may hold more than `max_values` (200000) JSON values is refused unparsed the
+  same way (jsonfmt.value_bound counts its separators).
 - Malformed JSON: RPC_PARSE_ERROR "Parse error", HTTP 500, id null; a top-level value that is
   neither object nor array: RPC_PARSE_ERROR "Top-level object parse error".
 
@@ -68,8 +73,10 @@ from .errors import (
     HTTP_NOT_FOUND,
     HTTP_OK,
     HTTP_REQUEST_TIMEOUT,
+    HTTP_SERVICE_UNAVAILABLE,
     HTTP_TOO_MANY_REQUESTS,
     HTTP_UNAUTHORIZED,
+    HTTP_UNSUPPORTED_MEDIA_TYPE,
     RPC_INVALID_REQUEST,
     RPC_PARSE_ERROR,
     RpcError,
@@ -94,8 +101,31 @@ AUTH_FAILURES_OVERALL = Rate(burst=50, per_second=5.0)
 DEFAULT_SERVER_TIMEOUT = 30.0          # bitcoind's DEFAULT_HTTP_SERVER_TIMEOUT
 #: Connections kept at once; past it the one waiting longest for a request is closed.
 DEFAULT_MAX_CONNECTIONS = 256
+#: Header lines of a request, and bytes in one (the request line may take aiohttp's 8190: a
+#: wallet's name is in it). aiohttp's defaults, 128 of 8190 bytes, let a client without
+#: credentials make the node hold ~1 MB for each connection whose headers it does not end
+#: (285 MiB for 200); bitcoind allows 8192 bytes of headers in all.
+MAX_HEADERS = 24
+MAX_HEADER_FIELD_SIZE = 4096
 #: Requests in one batch (bitcoind has no bound; geth's default is the same 1000).
 MAX_BATCH_SIZE = 1000
+#: JSON values in one request body, as jsonfmt.value_bound counts them before the parse.
+#: The parse runs on the event loop P2P shares, and a value costs 50 to 100 bytes once parsed
+#: (a non-integer 0.7 us of CPU): a 30 MiB body of 8 million `1.5` took 5.9 s and 1 GiB.
+#: A full batch of 1000 calls of a few parameters holds some 10000 values.
+MAX_REQUEST_VALUES = 200_000
+#: What one user's requests in flight may hold together: their bodies as they arrive, then
+#: PARSED_VALUE_BYTES for each value a body may hold. A user's slow bodies were held whole
+#: until the body deadline: 12 connections sending 24 MiB each, 290 MiB (256: 8 GiB).
+MAX_USER_BYTES_IN_FLIGHT = 64 * 1024 * 1024
+#: Requests one user may have in flight at once, as a share of the connections: the rest stay
+#: for others. A request is in flight from its headers on, and a connection in a request is
+#: never closed to make room, so one user holding every connection (a byte of a body on each)
+#: locked everyone else out until the body deadline.
+USER_SHARE_OF_CONNECTIONS = 0.5
+#: What a parsed JSON value is charged (a float that keeps its text ~90 bytes, an empty
+#: object ~70, a small int in a list 8).
+PARSED_VALUE_BYTES = 64
 JSON_CONTENT_TYPE = "application/json"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -172,8 +202,9 @@ class RpcAuth:
             self._entries = [e for e in self._entries if e[0] != COOKIE_USER]
             self.cookie_password = None
 
-    def check(self, header: str | None) -> str | None:
-        """The user name for a valid `Authorization` header, else None."""
+    def check(self, header: str | None, *, cookie_only: bool = False) -> str | None:
+        """The user name for a valid `Authorization` header, else None. `cookie_only`: only
+        the cookie's credentials are compared (while guessing is limited: see RpcServer)."""
         if not header or not header.startswith("Basic "):
             return None
         try:
@@ -187,6 +218,8 @@ class RpcAuth:
         password = password_b.decode("utf-8", "surrogateescape")
         ok = False
         for entry_user, salt, digest in self._entries:
+            if cookie_only and entry_user != COOKIE_USER:
+                continue
             same_user = hmac.compare_digest(entry_user.encode(), user_b)
             same_pass = hmac.compare_digest(_hmac_hex(salt, password), digest)
             ok |= same_user and same_pass
@@ -359,6 +392,8 @@ class RpcServer:
                  auth_failure_delay: float = AUTH_FAILURE_DELAY,
                  server_timeout: float = DEFAULT_SERVER_TIMEOUT,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, max_batch: int = MAX_BATCH_SIZE,
+                 max_values: int = MAX_REQUEST_VALUES, max_user_bytes: int = MAX_USER_BYTES_IN_FLIGHT,
+                 max_user_requests: int | None = None,
                  auth_failures: FailureLimiter | None = None, rest: Any = None,
                  whitelist: RpcWhitelist | None = None) -> None:
         self.registry = registry
@@ -375,6 +410,14 @@ class RpcServer:
         self.auth_failure_delay = auth_failure_delay
         self.server_timeout = server_timeout
         self.max_batch = max_batch
+        self.max_values = max_values
+        self.max_user_bytes = max_user_bytes
+        self.max_user_requests = (max_user_requests if max_user_requests is not None
+                                  else max(1, int(max_connections * USER_SHARE_OF_CONNECTIONS)))
+        # user -> requests in flight.
+        self._user_requests: dict[str, int] = {}
+        # user -> bytes its requests in flight hold (bodies, estimated parsed values).
+        self._user_bytes: dict[str, int] = {}
         self.auth_failures = auth_failures or FailureLimiter(AUTH_FAILURES_PER_SOURCE, AUTH_FAILURES_OVERALL)
         self.guard = ConnectionGuard(server_timeout, max_connections)
         # -rest: an object with `async handle(request) -> web.Response` for paths under /rest/
@@ -406,9 +449,13 @@ class RpcServer:
             return web.BaseRequest(message, payload, protocol, writer, task, loop,
                                    client_max_size=self.max_request_size)
 
-        # aiohttp's own idle timer as a backstop of the guard's (same deadline).
+        # aiohttp's own idle timer as a backstop of the guard's (same deadline). Bodies are
+        # never inflated (auto_decompress): aiohttp inflated a `Content-Encoding: deflate` body
+        # as it read it, also the rest of one it had answered 401 to, so a client without
+        # credentials made the node inflate 1 GiB (0.8 s of CPU) per MiB it sent.
         server = GuardedServer(self._handle, guard=self.guard, request_factory=make_request,
-                               access_log=None, keepalive_timeout=self.server_timeout)
+                               access_log=None, keepalive_timeout=self.server_timeout, auto_decompress=False,
+                               max_headers=MAX_HEADERS, max_field_size=MAX_HEADER_FIELD_SIZE)
         runner = web.ServerRunner(server, shutdown_timeout=self.shutdown_timeout, handle_signals=False)
         await runner.setup()
         self._runner = runner
@@ -521,37 +568,93 @@ class RpcServer:
         if header is None:
             return web.Response(status=HTTP_UNAUTHORIZED, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
         if not self.auth_failures.allowed(ip):
-            # Unchecked: a check that could succeed would let the guessing go on.
-            wait = max(1, math.ceil(self.auth_failures.retry_after(ip)))
-            LOG.warning("ThreadRPCServer refused a request from %s unchecked: too many failed authentication "
-                        "attempts (retry in %d s)", _peer_text(ip, peer_port), wait)
-            return web.Response(status=HTTP_TOO_MANY_REQUESTS, headers={"Retry-After": str(wait)},
-                                text=f"Too many failed authentication attempts; retry in {wait} s")
-        user = self.auth.check(header)
+            # Only the cookie is checked: a check of a password someone chose could succeed
+            # and let the guessing go on, but the cookie (256 random bits) is found at no
+            # rate, and checking it keeps a flood of wrong passwords from locking
+            # CleanCoin-cli out for as long as it lasts.
+            user = self.auth.check(header, cookie_only=True)
+            if user is None:
+                wait = max(1, math.ceil(self.auth_failures.retry_after(ip)))
+                LOG.warning("ThreadRPCServer refused a request from %s unchecked: too many failed "
+                            "authentication attempts (retry in %d s)", _peer_text(ip, peer_port), wait)
+                return web.Response(status=HTTP_TOO_MANY_REQUESTS, headers={"Retry-After": str(wait)},
+                                    text=f"Too many failed authentication attempts; retry in {wait} s")
+        else:
+            user = self.auth.check(header)
         if user is None:
             self.auth_failures.failed(ip)
             LOG.warning("ThreadRPCServer incorrect password attempt from %s", _peer_text(ip, peer_port))
             await asyncio.sleep(self.auth_failure_delay)
             return web.Response(status=HTTP_UNAUTHORIZED, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+        if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+            # Not inflated (see start); JSON-RPC clients send plain JSON, as bitcoind takes it.
+            return web.Response(status=HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                text="Content-Encoding is not supported: send the JSON as it is")
+        in_flight = self._user_requests.get(user, 0)
+        if in_flight >= self.max_user_requests:
+            LOG.warning("RPC: refused a request from %s: user %s has %d requests in flight (the limit is %d)",
+                        _peer_text(ip, peer_port), _sanitize(user), in_flight, self.max_user_requests)
+            return web.Response(status=HTTP_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"},
+                                text="Too many requests of this user in flight; retry shortly")
+        self._user_requests[user] = in_flight + 1
+        charge = _Charge(self._user_bytes, user, self.max_user_bytes)
         try:
-            body = await asyncio.wait_for(request.read(), self.server_timeout)
-        except web.HTTPRequestEntityTooLarge:
-            return web.Response(status=HTTP_CONTENT_TOO_LARGE)
-        except asyncio.TimeoutError:
-            LOG.info("RPC: closing the connection from %s: request body not received within "
-                     "-rpcservertimeout (%g s)", _peer_text(ip, peer_port), self.server_timeout)
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=HTTP_REQUEST_TIMEOUT)
-        context = {"uri_wallet": uri_wallet, "user": user, "peer": _peer_text(ip, peer_port), "server": self}
-        status, text = await self._process(body, context)
-        if text is None:
-            return web.Response(status=status)
-        return _json_response(status, text)
+            try:
+                body = await asyncio.wait_for(self._read_body(request, charge), self.server_timeout)
+                charge.add(PARSED_VALUE_BYTES * min(jsonfmt.value_bound(body), self.max_values + 1))
+            except web.HTTPRequestEntityTooLarge:
+                return web.Response(status=HTTP_CONTENT_TOO_LARGE)
+            except asyncio.TimeoutError:
+                LOG.info("RPC: closing the connection from %s: request body not received within "
+                         "-rpcservertimeout (%g s)", _peer_text(ip, peer_port), self.server_timeout)
+                if request.transport is not None:
+                    request.transport.abort()
+                return web.Response(status=HTTP_REQUEST_TIMEOUT)
+            except _OverBudget:
+                LOG.warning("RPC: refused a request from %s: user %s's bodies in flight would hold more than "
+                            "%d bytes", _peer_text(ip, peer_port), _sanitize(user), self.max_user_bytes)
+                return web.Response(status=HTTP_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"},
+                                    text="Too much of this user's request data in flight; retry shortly")
+            context = {"uri_wallet": uri_wallet, "user": user, "peer": _peer_text(ip, peer_port), "server": self}
+            status, text = await self._process(body, context)
+            if text is None:
+                return web.Response(status=status)
+            return _json_response(status, text)
+        finally:
+            charge.release()
+            left = self._user_requests.get(user, 1) - 1
+            if left > 0:
+                self._user_requests[user] = left
+            else:
+                self._user_requests.pop(user, None)
+
+    async def _read_body(self, request: web.BaseRequest, charge: "_Charge") -> bytes:
+        """The whole body, each piece charged to its user as it arrives (_OverBudget when the
+        user's requests in flight would hold too much), at most max_request_size bytes."""
+        declared = request.content_length
+        if declared is not None and declared > self.max_request_size:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.max_request_size, actual_size=declared)
+        body = bytearray()
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                return bytes(body)
+            if len(body) + len(chunk) > self.max_request_size:
+                raise web.HTTPRequestEntityTooLarge(max_size=self.max_request_size,
+                                                    actual_size=len(body) + len(chunk))
+            charge.add(len(chunk))
+            body += chunk
 
     # -- JSON-RPC --------------------------------------------------------------------------
 
     async def _process(self, body: bytes, context: dict[str, Any]) -> tuple[int, str | None]:
+        values = jsonfmt.value_bound(body)
+        if values > self.max_values:
+            LOG.info("RPC: refused a request of %d bytes from %s unparsed: up to %d JSON values (the limit is %d)",
+                     len(body), context["peer"], values, self.max_values)
+            error = RpcError(RPC_INVALID_REQUEST, f"Request too complex: up to {values} JSON values, the limit "
+                                                  f"is {self.max_values} (split it)")
+            return legacy_http_status(error.code), _encode(_reply("1.0", None, error, None))
         try:
             value = jsonfmt.loads(body.decode("utf-8"))
         except ValueError:   # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -638,6 +741,38 @@ class RpcServer:
         except RpcError as err:
             return _encode(_reply(req.version, None, err, req.id))
         return _encode(_reply(req.version, result, None, req.id))
+
+
+class _OverBudget(Exception):
+    """A user's requests in flight would hold more than the server allows one user."""
+
+
+class _Charge:
+    """What one request holds, charged to its user in `ledger` (user -> bytes) while it runs."""
+
+    def __init__(self, ledger: dict[str, int], user: str, limit: int) -> None:
+        self._ledger = ledger
+        self._user = user
+        self._limit = limit
+        self._held = 0
+
+    def add(self, size: int) -> None:
+        """Charge `size` more bytes; _OverBudget (nothing charged) past the user's limit."""
+        total = self._ledger.get(self._user, 0) + size
+        if total > self._limit:
+            raise _OverBudget
+        self._ledger[self._user] = total
+        self._held += size
+
+    def release(self) -> None:
+        """The request is done: its bytes are the user's again."""
+        if self._held:
+            left = self._ledger.get(self._user, 0) - self._held
+            if left > 0:
+                self._ledger[self._user] = left
+            else:
+                self._ledger.pop(self._user, None)
+            self._held = 0
 
 
 def _wallet_name(encoded: str) -> str | None:
