@@ -76,3 +76,45 @@ def test_the_wallet_unit_says_what_it_maps_and_what_it_cannot(tmp_path: Path) ->
     assert f"InaccessiblePaths={data / 'wallets'}" in node
     whole = _export(tmp_path, "wallet", "--exec-start", "/usr/bin/CleanCoin-wallet -ipcconnect=unix")
     assert whole.startswith("# Generated") and "[Install]" in whole and "ExecStart=/usr/bin/CleanCoin-wallet" in whole
+
+
+def _condition(expression: str) -> subprocess.CompletedProcess[str]:
+    """systemd's own reading of a path word: specifiers expanded as in a unit file."""
+    return subprocess.run([ANALYZE, "condition", expression], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="needs systemd-analyze (make setup installs systemd)")
+def test_a_third_party_policy_cannot_inject_into_the_unit(tmp_path: Path) -> None:
+    """A policy's strings reach the unit: a '%' specifier in a path became another path (/%E is
+    /etc to systemd, a missing directory to `explain` and the launch, so no reason was asked
+    for a write to /etc), a '"' in an environment value started a second assignment, and a ':'
+    in a path became a bind destination. Each is read back by systemd itself."""
+    policy = tmp_path / "third-party.toml"
+    policy.write_text('extends = ["strict"]\n[policy]\ndescription = "reads %E"\n'
+                      '[filesystem]\nwrite = [{ path = "/%E", optional = true }]\n'
+                      "[process.set_environment]\nA = 'x\" \"B'\n")
+    unit = _export(tmp_path, str(policy), "--exec-start", "/usr/bin/true")
+    binds = next(line for line in unit.splitlines() if line.startswith("BindPaths=")).split("=", 1)[1].split()
+    datadir, grant = binds[0], binds[-1].removeprefix("-")
+    assert datadir == str(tmp_path / "data")
+    # The datadir bind is the directory it names; the "/%E" grant is the missing "/%E", not /etc.
+    assert _condition(f"ConditionPathIsDirectory={datadir}").returncode == 0
+    seen = _condition(f"ConditionPathIsDirectory={grant}")
+    assert seen.returncode != 0 and "=/%E failed" in seen.stdout + seen.stderr, seen.stdout + seen.stderr
+    assert "Description=reads %%E" in unit.splitlines()
+    # systemd parses the unit without dropping or adding an environment assignment.
+    service = tmp_path / "third-party.service"
+    service.write_text(unit)
+    verify = subprocess.run([ANALYZE, "verify", "--man=no", str(service)], capture_output=True,
+                            text=True, timeout=60)
+    assert "Invalid environment assignment" not in verify.stdout + verify.stderr, verify.stderr
+    assert 'Environment="A=x\\" \\"B"' in unit.splitlines()
+
+    # A ':' (or a quote, a backslash) in a path has no exact spelling: refused, naming the grant.
+    policy.write_text('extends = ["strict"]\n[filesystem]\n'
+                      'write = [{ path = "/opt/h30:relative", optional = true }]\n')
+    data = tmp_path / "data"
+    refused = subprocess.run([TOOL, "export", "--format", "systemd", str(policy), "--datadir", str(data)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and not refused.stdout
+    assert f"{policy}:3: filesystem.write[0]: '/opt/h30:relative' holds ':'" in refused.stderr

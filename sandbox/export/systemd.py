@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .. import seccomp, syscall_groups
-from ..errors import SourceRef
+from ..errors import PolicyError, SourceRef
 from ..filter_spec import filter_spec
 from ..model import Grant, Policy
 from ..plan_compiler import _substituted  # noqa: PLC2701 - the same substitution as a launch
@@ -73,13 +73,45 @@ class Unit:
     notes: list[str] = field(default_factory=list)
 
 
+#: Characters a unit file reads as syntax in a path list: quotes and backslashes are unquoted
+#: and unescaped, and ':' separates a bind's source from its destination (BindPaths=) or a
+#: path from its mount options (TemporaryFileSystem=). The path could be written escaped, but
+#: each directive unescapes differently; the export refuses rather than guess.
+_PATH_SYNTAX = frozenset("\\\"':")
+
+
 def _paths(grants: tuple[Grant, ...], values: Mapping[str, str]) -> list[str]:
-    return [_substituted(g, values) for g in grants]
+    """The grants' paths after variables, each one systemd can be given exactly."""
+    out = []
+    for grant in grants:
+        path = _substituted(grant, values)
+        if bad := sorted(set(path) & _PATH_SYNTAX):
+            raise PolicyError(grant.where, f"'{path}' holds {' '.join(repr(c) for c in bad)}: a "
+                                           "systemd unit reads it as syntax (quoting, escapes, "
+                                           "':' starts a bind destination or mount options), so "
+                                           "the unit would grant another path; rename the path")
+        out.append(path)
+    return out
+
+
+def _specifiers(text: str) -> str:
+    """`text` with systemd's '%' specifiers escaped: a unit expands %E to /etc, %h to a home
+    directory, in paths, Environment= and Description= alike."""
+    return text.replace("%", "%%")
 
 
 def _quote(path: str) -> str:
-    # systemd splits on whitespace; a path with spaces must be quoted.
+    """A path as one word of a unit's path list: specifiers escaped, quoted if it has spaces
+    (systemd splits on whitespace). `_paths` has refused the characters quoting would change."""
+    path = _specifiers(path)
     return f'"{path}"' if any(c.isspace() for c in path) else path
+
+
+def _environment(name: str, value: str) -> str:
+    """One Environment= assignment: systemd unquotes, C-unescapes and expands specifiers in
+    it, so a '"' in the value would end the word and start another assignment."""
+    escaped = _specifiers(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'Environment="{name}={escaped}"'
 
 
 def _under(path: str, roots: tuple[str, ...]) -> bool:
@@ -253,7 +285,7 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
         put(f"Limit{_RLIMITS[limit.name]}={soft if soft == hard else soft + ':' + hard}")
     for name, value in proc.set_environment:
         filled = substitute(value, values, SourceRef(policy.files[-1], 0, f"process.set_environment.{name}"))
-        put(f'Environment="{name}={filled}"')
+        put(_environment(name, filled))
     if proc.stdio != "inherit":
         put("StandardInput=null")
     if proc.dumpable:
@@ -269,7 +301,7 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
     if exec_start is None:
         body = head + ["[Service]"] + lines + tail
     else:
-        body = head + ["[Unit]", f"Description={policy.description or policy.name}", "",
+        body = head + ["[Unit]", f"Description={_specifiers(policy.description or policy.name)}", "",
                        "[Service]", "Type=simple", f"ExecStart={exec_start}"] + lines + tail \
             + ["", "[Install]", "WantedBy=multi-user.target"]
     return Unit("\n".join(body) + "\n", notes)
