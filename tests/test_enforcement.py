@@ -304,6 +304,40 @@ def test_seccomp_errno_default_action_answers_eperm(base_sandbox, write_policy, 
     assert "default errno:EPERM" in report.mechanisms["seccomp"].details[0]
 
 
+SYS_PRCTL, PR_GET_DUMPABLE, PR_SET_DUMPABLE = 157, 3, 4
+
+
+def _dumpable_attempts():
+    """prctl(PR_SET_DUMPABLE, 1) as written and with a high bit of the option set (the kernel
+    reads the option as an int), then whether the process is dumpable; setting it to 0 is
+    allowed (what the launcher's own step does)."""
+    def prctl_raw(option: int, value: int) -> int:
+        return raw_syscall(SYS_PRCTL, ctypes.c_ulong(option), ctypes.c_ulong(value),
+                           ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+
+    return {"plain": prctl_raw(PR_SET_DUMPABLE, 1), "high_bit": prctl_raw((1 << 32) | PR_SET_DUMPABLE, 1),
+            "zero": prctl_raw(PR_SET_DUMPABLE, 0),
+            "dumpable": libc.syscall(ctypes.c_long(SYS_PRCTL), ctypes.c_long(PR_GET_DUMPABLE), 0, 0, 0, 0)}
+
+
+def test_dumpable_cannot_be_turned_on_with_a_high_bit_of_the_option(base_sandbox, write_policy,
+                                                                      run_in_sandbox, sandbox_vars):
+    """The filter refused prctl(PR_SET_DUMPABLE, 1) comparing all 64 bits of the option: with
+    bit 32 set it saw another option and allowed the call, and the kernel (which reads an int)
+    made the process dumpable. Under both forms of the rule: a kill default (an EPERM rule)
+    and an errno:EPERM default (allow rules for every other option)."""
+    errno_default = write_policy(f"""
+        [seccomp]
+        default_action = "errno:EPERM"
+        allow = ["@system-service"]
+        deny = {BASE_DENY}
+    """, extends=False)
+    for policy in (write_policy(""), errno_default):
+        result, code, _ = run_in_sandbox(policy, sandbox_vars, _dumpable_attempts)
+        assert code == 0
+        assert result == {"plain": errno.EPERM, "high_bit": errno.EPERM, "zero": 0, "dumpable": 0}, policy
+
+
 def test_seccomp_socket_families(base_sandbox, run_in_sandbox, sandbox_vars):
     def fn():
         def make(family, kind=socket.SOCK_STREAM):
