@@ -26,7 +26,8 @@ import uuid
 import prctl
 import pytest
 
-from cleancoin.sandbox.policy_loader import shipped_policy
+from cleancoin.sandbox.errors import PolicyErrors
+from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
 
 BASE_POLICY = shipped_policy("base/python")
 STRICT_POLICY = shipped_policy("strict")
@@ -336,6 +337,38 @@ def test_dumpable_cannot_be_turned_on_with_a_high_bit_of_the_option(base_sandbox
         result, code, _ = run_in_sandbox(policy, sandbox_vars, _dumpable_attempts)
         assert code == 0
         assert result == {"plain": errno.EPERM, "high_bit": errno.EPERM, "zero": 0, "dumpable": 0}, policy
+
+
+SYS_FCNTL, F_GETFD = 72, 1
+
+
+def _fcntl_getfd_attempts():
+    """fcntl(0, F_GETFD) as written, with bit 32 of the command set (the kernel reads an
+    unsigned int: still F_GETFD), and another command that no rule refuses."""
+    def fcntl_raw(cmd: int) -> int:
+        return raw_syscall(SYS_FCNTL, ctypes.c_ulong(0), ctypes.c_ulong(cmd), ctypes.c_ulong(0))
+
+    return {"plain": fcntl_raw(F_GETFD), "high_bit": fcntl_raw((1 << 32) | F_GETFD),
+            "other": fcntl_raw(3)}                       # F_GETFL
+
+
+def test_a_rule_on_a_32_bit_argument_cannot_be_passed_with_a_high_bit(base_sandbox, write_policy,
+                                                                       run_in_sandbox, sandbox_vars):
+    """A refusing rule with `eq` on a 32-bit argument was checked and explained as refusing
+    F_GETFD, and fcntl(0, F_GETFD | 1 << 32) ran F_GETFD. The loader refuses such a condition,
+    naming it; written on the low 32 bits (masked_eq) the rule refuses both forms."""
+    rule = ('[[seccomp.rules]]\nsyscall = "fcntl"\naction = "errno:EPERM"\n'
+            'args = [{{ index = 1, op = "{op}", value = 1{mask} }}]\n')
+    eq = write_policy(rule.format(op="eq", mask=""))
+    with pytest.raises(PolicyErrors) as refused:
+        load_policy(eq)
+    [error] = refused.value.errors
+    assert (error.where.file, error.where.key) == (eq, "seccomp.rules[0].args[0]") and error.where.line > 0
+    assert "argument 1 of fcntl is 32 bits wide" in error.message and "masked_eq" in error.message
+    masked = write_policy(rule.format(op="masked_eq", mask=", mask = 0xFFFFFFFF"))
+    result, code, _ = run_in_sandbox(masked, sandbox_vars, _fcntl_getfd_attempts)
+    assert code == 0
+    assert result == {"plain": errno.EPERM, "high_bit": errno.EPERM, "other": 0}
 
 
 def test_seccomp_socket_families(base_sandbox, run_in_sandbox, sandbox_vars):
