@@ -232,7 +232,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     emit(args, result.to_dict(), result.to_text())
     if args.script and result.script_status is not None:
         return _exit_code(result.script_status)   # the script's own status, as `run` does
-    return EXIT_FINDING if result.escapes else EXIT_OK
+    if result.errors and not args.json:
+        print(f"{PROG}: {len(result.errors)} attempts could not be made, so nothing is known of "
+              f"them: {', '.join(a.name for a in result.errors)}", file=sys.stderr)
+    if result.escapes:
+        return EXIT_FINDING
+    # An attempt that could not be made proves nothing: a policy that kills every child
+    # at start (process.rlimits.cpu = 0) must not read as "no escape" in CI.
+    return EXIT_TOOL_FAILED if result.errors else EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -562,6 +569,16 @@ def _report_error(exc: ToolError, as_json: bool) -> None:
         print(f"{PROG}: {exc}", file=sys.stderr)
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe or socket whose reader has gone (POLLERR/POLLHUP)."""
+    import select
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno(), 0)
+        return any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(0))
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of CleanCoin-sandbox."""
     args_in = _normalise(list(sys.argv[1:] if argv is None else argv))
@@ -581,7 +598,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ToolError as exc:
         _report_error(exc, as_json)
         return exc.code
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_gone():
+            # Another pipe or socket broke (a sandboxed child that died before reading its
+            # request): the tool failed, and says so, rather than pass for `... | head`.
+            _report_error(ToolError(f"a pipe to another process broke: {exc.strerror}"), as_json)
+            return EXIT_TOOL_FAILED
         # `explain --pfc | head`: the reader is gone. Say nothing, as a program killed by
         # SIGPIPE says nothing, and keep Python from complaining when it flushes at exit.
         with contextlib.suppress(OSError):
