@@ -118,3 +118,27 @@ def test_a_third_party_policy_cannot_inject_into_the_unit(tmp_path: Path) -> Non
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and not refused.stdout
     assert f"{policy}:3: filesystem.write[0]: '/opt/h30:relative' holds ':'" in refused.stderr
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="needs systemd-analyze (make setup installs systemd)")
+def test_a_policy_without_a_mount_namespace_still_limits_what_the_unit_reads(tmp_path: Path) -> None:
+    """Landlock alone (namespaces.mount = false) lets the component read /usr/lib and its
+    datadir only. The unit had no filesystem view then: ProtectSystem=strict makes the host
+    read-only, not unreadable, so the service read everything its user may, and no note said
+    so. The view is written whatever namespaces.mount says."""
+    policy = tmp_path / "landlock-only.toml"
+    policy.write_text('[policy]\nname = "landlock-only"\n[namespaces]\nmount = false\n'
+                      '[filesystem]\nread = ["/usr/lib"]\nwrite = ["${datadir}"]\n'
+                      '[seccomp]\nallow = ["read", "write", "exit_group"]\n')
+    unit = _export(tmp_path, str(policy), "--exec-start", "/usr/bin/true")
+    lines = unit.splitlines()
+    data = tmp_path / "data"
+    for line in ("TemporaryFileSystem=/:ro", "BindReadOnlyPaths=/usr/lib", f"BindPaths={data}",
+                 f"ReadWritePaths={data}"):
+        assert line in lines, (line, unit)
+    assert "PrivateMounts=yes" not in lines          # the mount namespace itself stays the policy's
+    service = tmp_path / "landlock-only.service"
+    service.write_text(unit)
+    verify = subprocess.run([ANALYZE, "verify", "--man=no", str(service)], capture_output=True,
+                            text=True, timeout=60)
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr

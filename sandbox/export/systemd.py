@@ -36,7 +36,8 @@ MAPPING: dict[str, tuple[str, str]] = {
     "PrivateMounts=": ("same", "namespaces.mount"),
     "ProtectProc=invisible, ProcSubset=pid": ("near", "namespaces.pid: other processes unseen"),
     "TemporaryFileSystem=/:ro, BindReadOnlyPaths=, BindPaths=": (
-        "same", "the filesystem view: an empty root with the read, execute and write grants"),
+        "same", "the filesystem view: an empty root with the read, execute and write grants "
+                "(Landlock's grants: written with or without namespaces.mount)"),
     "ProtectSystem=strict, ReadWritePaths=": ("same", "filesystem.write (only these are writable)"),
     "ProtectHome=": ("stricter", "home directories hidden unless a grant is there (then tmpfs + binds)"),
     "InaccessiblePaths=": ("same", "filesystem.hide"),
@@ -176,16 +177,18 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
     def binds(paths: list[str]) -> str:
         return " ".join(_quote(("-" if p in optional else "") + p) for p in dict.fromkeys(paths))
 
-    if ns.mount:
-        lines.append("# The filesystem view: an empty read-only root holding only the grants.")
-        put("TemporaryFileSystem=/:ro")
-        put("MountAPIVFS=yes")
-        ro = [p for p in reads + executes if p not in writes and p not in _DEVICES and p not in tmpfs]
-        if ro:
-            put(f"BindReadOnlyPaths={binds(ro)}")
-        rw = [p for p in writes if p not in _DEVICES and p not in tmpfs]
-        if rw:
-            put(f"BindPaths={binds(rw)}")
+    # The view stands for Landlock's grants as much as for the mount namespace: without it a
+    # policy with namespaces.mount = false (Landlock alone) became a unit that reads the
+    # whole host read-only, and said nothing.
+    lines.append("# The filesystem view: an empty read-only root holding only the grants.")
+    put("TemporaryFileSystem=/:ro")
+    put("MountAPIVFS=yes")
+    ro = [p for p in reads + executes if p not in writes and p not in _DEVICES and p not in tmpfs]
+    if ro:
+        put(f"BindReadOnlyPaths={binds(ro)}")
+    rw = [p for p in writes if p not in _DEVICES and p not in tmpfs]
+    if rw:
+        put(f"BindPaths={binds(rw)}")
     put("ProtectSystem=strict")
     rw_paths = [p for p in writes if p not in _DEVICES and p not in tmpfs]
     if rw_paths:
