@@ -142,3 +142,17 @@ def test_a_policy_without_a_mount_namespace_still_limits_what_the_unit_reads(tmp
     verify = subprocess.run([ANALYZE, "verify", "--man=no", str(service)], capture_output=True,
                             text=True, timeout=60)
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+
+
+def test_what_the_unit_cannot_restrict_is_always_written_down(tmp_path: Path) -> None:
+    """`connect_tcp = []` (no TCP connect at all) with inet sockets, and the signal scope
+    without a pid namespace, were dropped without a note: the unit allowed both silently."""
+    policy = tmp_path / "server.toml"
+    policy.write_text('extends = ["examples/program"]\n[namespaces]\nnet = false\npid = false\n'
+                      '[network]\nsocket_families = ["unix", "inet"]\nbind_tcp = [8333]\n'
+                      'connect_tcp = []\n')
+    unit = _export(tmp_path, str(policy))
+    notes = [line for line in unit.splitlines() if line.startswith("#  - ")]
+    assert any("network.connect_tcp ports (none)" in n for n in notes), notes
+    assert any(n.startswith("#  - scopes.signal:") for n in notes), notes
+    assert "SocketBindAllow=tcp:8333" in unit.splitlines()       # what systemd can say, it says

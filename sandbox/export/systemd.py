@@ -165,6 +165,9 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
         notes.append("namespaces.pid: systemd 252 has no pid namespace for a service; other "
                      "processes are hidden in /proc (ProtectProc=invisible) but can still be signalled "
                      "by the same user (the policy's Landlock signal scope has no systemd form)")
+    elif policy.scopes.signal:
+        notes.append("scopes.signal: processes outside the service can be signalled by the same "
+                     "user (the policy's Landlock signal scope has no systemd form)")
 
     # Filesystem
     reads = _paths(fs.read, values)
@@ -231,9 +234,11 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
         for grant in net.bind_tcp:
             put(f"SocketBindAllow=tcp:{substitute(grant.value, values, grant.where)}")
         put("SocketBindDeny=any")
-    if net.connect_tcp is not None and net.connect_tcp and inet:
-        notes.append("network.connect_tcp ports: systemd restricts addresses (IPAddressAllow=), not "
-                     "ports; TCP connect is not limited to the policy's ports")
+    if net.connect_tcp is not None and inet and not ns.net:
+        # An empty list too: "no TCP connect at all" is the policy's word, not the unit's.
+        ports = ", ".join(g.value for g in net.connect_tcp) or "none"
+        notes.append(f"network.connect_tcp ports ({ports}): systemd restricts addresses "
+                     "(IPAddressAllow=), not ports; TCP connect is not limited to the policy's ports")
     if not ns.net and policy.scopes.abstract_unix_socket:
         notes.append("scopes.abstract_unix_socket: without PrivateNetwork= the host's abstract unix "
                      "sockets stay reachable (no systemd setting scopes them)")
