@@ -68,8 +68,14 @@ def to_yaml(value: Any, indent: int = 0) -> list[str]:
 
 
 def _volume_name(path: str) -> str:
-    name = re.sub(r"[^a-z0-9-]+", "-", path.lower()).strip("-")
-    return (name or "root")[-63:].lstrip("-")
+    """A volume (and claim) name for a write grant, one per path: the path as a DNS label,
+    then 8 hex digits of its SHA-256. Without them the mapping lost case and punctuation,
+    so `/data-wallets` in one policy named the claim `/data/wallets` has in another (the
+    wallet's keys mounted into the node), and two grants of one policy could share a claim."""
+    import hashlib
+    label = re.sub(r"[^a-z0-9-]+", "-", path.lower()).strip("-") or "root"
+    digest = hashlib.sha256(path.encode()).hexdigest()[:8]
+    return f"{label[-54:].lstrip('-') or 'root'}-{digest}"
 
 
 def export_container(policy: Policy, variables: Mapping[str, str], profile_name: str | None = None,
