@@ -43,6 +43,8 @@ def test_node_has_no_network_policy_and_a_missing_variable_is_named(tmp_path: Pa
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "NetworkPolicy" not in result.stdout and "mountPath: /data" in result.stdout
+    # The node's policy hides the wallets beneath its datadir: Kubernetes cannot, and says so.
+    assert "note: filesystem.hide (/data/wallets): no Kubernetes form" in result.stderr
 
 
 def test_the_remote_wallet_of_deploy_md(tmp_path: Path) -> None:

@@ -135,6 +135,11 @@ def export_container(policy: Policy, variables: Mapping[str, str], profile_name:
         "rlimits: Kubernetes sets none per container (resources.limits bounds memory and CPU; "
         "nofile comes from the runtime's default)",
     ]
+    hidden = [_substituted(g, values) for g in fs.hide]
+    if hidden:
+        # A volume mounted at a write grant shows everything beneath it: nothing covers these.
+        notes.append(f"filesystem.hide ({', '.join(hidden)}): no Kubernetes form; a volume "
+                     "mounted above them shows them to the container, so keep them off its volumes")
     if policy.process.dumpable is False:
         notes.append("not dumpable: no securityContext setting; a component that restricts itself "
                      "turns it off itself")
