@@ -111,8 +111,13 @@ def _default_action(policy: Policy) -> float:
 def _processes(policy: Policy) -> float:
     if _allows(policy, frozenset({"fork", "vfork"})):
         return 1.0
-    clone_rule = any(r.syscall == "clone" and r.action not in ("allow", "log")
-                     and any(c.op == "masked_eq" and c.mask & 0x10000 and not c.value & 0x10000 for c in r.args)
+    # Only a rule that refuses *every* clone without CLONE_THREAD (0x10000) keeps processes
+    # out: one condition, on the flags, testing no bit but CLONE_THREAD. A mask of 0x10001
+    # refused only clones with an even exit signal, and fork (SIGCHLD, 17) went through
+    # while the score said "no processes".
+    clone_rule = any(r.syscall == "clone" and r.action not in ("allow", "log") and len(r.args) == 1
+                     and all(c.index == 0 and c.op == "masked_eq" and c.value == 0
+                             and not c.mask & ~0x10000 for c in r.args)
                      for r in policy.seccomp.rules)
     return 0.0 if clone_rule or not _allows(policy, frozenset({"clone"})) else 0.5
 

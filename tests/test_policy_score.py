@@ -48,3 +48,32 @@ def test_a_threshold_fails_ci_and_the_text_lists_the_checks() -> None:
     lines = [line for line in result.stdout.splitlines() if line.startswith(("✗", "~"))]
     assert any("TCP ports it may connect to" in line for line in lines[:5])
     assert run("score", "wallet", "--threshold", "2.0").returncode == 0
+
+
+def _processes_check(policy: str) -> float:
+    result = run("score", "--json", policy)
+    assert result.returncode == 0, result.stderr
+    [scored] = json.loads(result.stdout)["policies"]
+    return next(c for c in scored["checks"] if c["id"] == "processes")["exposed"]
+
+
+def test_a_clone_rule_that_lets_fork_through_is_not_scored_as_no_processes(tmp_path) -> None:
+    """The score took any refusing clone rule whose mask has CLONE_THREAD for "no processes".
+    With mask 0x10001 it refuses only clones with an even exit signal: fork (clone with
+    SIGCHLD, 17) runs, as the script below shows, and the score said 0.0 for processes."""
+    rule = ('extends = ["base/python"]\n[namespaces]\nnet = true\n[filesystem]\nwrite = ["${{datadir}}"]\n'
+            '[seccomp]\nallow = ["clone"]\n[[seccomp.rules]]\nsyscall = "clone"\naction = "errno:EPERM"\n'
+            'args = [{{ index = 0, op = "masked_eq", mask = {mask:#x}, value = 0 }}]\n')
+    partial, whole = tmp_path / "partial.toml", tmp_path / "whole.toml"
+    partial.write_text(rule.format(mask=0x10001))
+    whole.write_text(rule.format(mask=0x10000))
+    script = tmp_path / "fork.py"
+    script.write_text("import os\nif os.fork() == 0:\n    os._exit(0)\nprint('forked')\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    forked = run("probe", "--policy", str(partial), "--datadir", str(data), "--script", str(script))
+    assert forked.returncode == 0 and "forked" in forked.stdout, forked.stdout + forked.stderr
+    refused = run("probe", "--policy", str(whole), "--datadir", str(data), "--script", str(script))
+    assert refused.returncode != 0 and "Operation not permitted" in refused.stdout + refused.stderr
+    assert _processes_check(str(partial)) > 0.0
+    assert _processes_check(str(whole)) == 0.0
