@@ -520,6 +520,12 @@ class RuleList(ValueType):
                 if op != "masked_eq" and "mask" in cond:
                     raise PolicyError(where, f"mask is for masked_eq only, not {op}")
                 mask = Integer(0, 2**64 - 1).parse(cond.get("mask", 0), f"{here}.args[{j}]", ref)
+                if op == "masked_eq" and val & ~mask:
+                    # (argument & mask) never has a bit the mask clears: the rule would read
+                    # as a test and never hold.
+                    raise PolicyError(where, f"value {val:#x} has bits outside mask {mask:#x} "
+                                             f"({val & ~mask:#x}): (argument & mask) can never equal "
+                                             "it, so the rule never applies")
                 if any(c.index == index for c in conditions):
                     raise PolicyError(where, f"argument {index} is tested twice in one rule; "
                                              "write two rules instead")
