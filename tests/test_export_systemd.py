@@ -156,3 +156,33 @@ def test_what_the_unit_cannot_restrict_is_always_written_down(tmp_path: Path) ->
     assert any("network.connect_tcp ports (none)" in n for n in notes), notes
     assert any(n.startswith("#  - scopes.signal:") for n in notes), notes
     assert "SocketBindAllow=tcp:8333" in unit.splitlines()       # what systemd can say, it says
+
+
+def test_a_symlink_planted_in_a_writable_grant_is_refused_as_run_refuses_it(tmp_path: Path) -> None:
+    """A service writes its datadir; a link it left there (`state -> /`) is what systemd
+    binds and makes writable at the next start. `run` refuses such a link at every launch;
+    the export wrote `ReadWritePaths=DATADIR/state` and systemd would follow it."""
+    data = tmp_path / "data"
+    (data / "wallets").mkdir(parents=True)
+    host = tmp_path / "host-etc"          # stands for / or /etc: somewhere the policy never grants
+    host.mkdir()
+    (data / "state").symlink_to(host)
+    policy = tmp_path / "stateful.toml"
+    policy.write_text('extends = ["strict"]\n[filesystem]\nwrite = ["${datadir}/state"]\n')
+    export = subprocess.run([TOOL, "export", "--format", "systemd", str(policy), "--datadir", str(data)],
+                            capture_output=True, text=True, timeout=60)
+    script = tmp_path / "true.py"
+    script.write_text("")
+    launch = subprocess.run([TOOL, "probe", "--policy", str(policy), "--datadir", str(data),
+                             "--script", str(script)], capture_output=True, text=True, timeout=60)
+    for refused in (export, launch):
+        assert refused.returncode == 125 and f"{policy}:3: filesystem.write[0]" in refused.stderr, refused.stderr
+        assert f"'{data / 'state'}' is a symlink (to '{host}')" in refused.stderr
+    assert "ReadWritePaths" not in export.stdout
+    # Without the link the unit is written, and says where a link could be planted later.
+    (data / "state").unlink()
+    (data / "state").mkdir()
+    unit = _export(tmp_path, str(policy))
+    assert f"ReadWritePaths={data} {data / 'state'}" in unit.splitlines()
+    assert any("grants inside a directory the service can write" in line and str(data / "state") in line
+               for line in unit.splitlines())

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .. import seccomp, syscall_groups
+from .. import paths, seccomp, syscall_groups
 from ..errors import PolicyError, SourceRef
 from ..filter_spec import filter_spec
 from ..model import Grant, Policy
@@ -93,6 +93,35 @@ def _paths(grants: tuple[Grant, ...], values: Mapping[str, str]) -> list[str]:
                                            "the unit would grant another path; rename the path")
         out.append(path)
     return out
+
+
+def _planted_links(policy: Policy, values: Mapping[str, str], writes: list[str],
+                   tmpfs: list[str]) -> list[str]:
+    """Refuse a grant that runs through a symlink in a directory the service can write, as
+    `run` does (paths.resolve), and note the grants where one could be planted later.
+
+    systemd follows symlinks when it sets the service up, at every start: a link the service
+    planted in its datadir (`state -> /`) would be bound and made writable. One there now is
+    refused with run's message; one planted after the export cannot be refused by a unit."""
+    roots = [w for w in writes if w not in tmpfs]
+    fs = policy.filesystem
+    nested = []
+    for grant in (*fs.write, *fs.read, *fs.execute, *fs.hide):
+        path = _substituted(grant, values)
+        try:
+            paths.resolve(path, roots)
+        except paths.SymlinkRefused as exc:
+            raise PolicyError(grant.where, str(exc)) from None
+        except OSError:
+            pass                       # a loop or an unreadable directory: the launch says so
+        if any(path != root and paths.beneath(path, root) for root in roots) and path not in tmpfs:
+            nested.append(path)
+    if not nested:
+        return []
+    return [f"grants inside a directory the service can write ({', '.join(dict.fromkeys(nested))}): "
+            "systemd follows symlinks when it starts the service, so one the service plants there "
+            "between two starts is followed (run refuses it at every launch); keep such grants out "
+            "of writable directories where you can"]
 
 
 def _specifiers(text: str) -> str:
@@ -175,6 +204,7 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
     executes = _paths(fs.execute, values)
     hides = _paths(fs.hide, values)
     tmpfs = _paths(fs.tmpfs, values) + (["/tmp"] if ns.private_tmp else [])
+    notes.extend(_planted_links(policy, values, writes, tmpfs))
     optional = {_substituted(g, values) for g in (*fs.read, *fs.write, *fs.execute, *fs.hide) if g.optional}
 
     def binds(paths: list[str]) -> str:
