@@ -197,6 +197,12 @@ def _environment(policy: Policy) -> float:
     return min(1.0, 0.05 * len(patterns))
 
 
+def _fds(policy: Policy) -> float:
+    """Descriptors kept beyond 0, 1 and 2: whatever the launcher had open at those numbers (a
+    CI job's token file, a socket) is the component's, past every path rule."""
+    return min(1.0, 0.5 * sum(1 for fd in policy.process.fds if fd > 2))
+
+
 def _rlimit_unset(name: str) -> Callable[[Policy], float]:
     def check(policy: Policy) -> float:
         limit = {r.name: r for r in policy.process.rlimits}.get(name)
@@ -256,6 +262,7 @@ CHECKS: tuple[Check, ...] = (
           _flag(lambda p: not p.process.new_session)),
     Check("die-with-parent", "outlives its parent", 50, _flag(lambda p: not p.process.die_with_parent)),
     Check("environment", "variables kept from the parent's environment", 300, _environment),
+    Check("fds", "descriptors kept from the launcher beyond 0, 1, 2", 300, _fds),
     Check("rlimit-core", "may write core files", 200, _core),
     Check("rlimit-nofile", "no limit on open files", 50, _rlimit_unset("nofile")),
     Check("rlimit-nproc", "no limit on processes and threads", 100, _rlimit_unset("nproc")),
