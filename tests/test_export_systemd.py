@@ -179,6 +179,12 @@ def test_a_symlink_planted_in_a_writable_grant_is_refused_as_run_refuses_it(tmp_
         assert refused.returncode == 125 and f"{policy}:3: filesystem.write[0]" in refused.stderr, refused.stderr
         assert f"'{data / 'state'}' is a symlink (to '{host}')" in refused.stderr
     assert "ReadWritePaths" not in export.stdout
+    # The same through an operator's link to the datadir (~/.cleancoin -> /data/cc).
+    alias = tmp_path / "alias"
+    alias.symlink_to(data)
+    aliased = subprocess.run([TOOL, "export", "--format", "systemd", str(policy), "--datadir", str(alias)],
+                             capture_output=True, text=True, timeout=60)
+    assert aliased.returncode == 125 and "is a symlink (to" in aliased.stderr, aliased.stderr
     # Without the link the unit is written, and says where a link could be planted later.
     (data / "state").unlink()
     (data / "state").mkdir()

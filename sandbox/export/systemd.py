@@ -12,6 +12,7 @@ same `--var` and `--datadir` as `run`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -104,12 +105,15 @@ def _planted_links(policy: Policy, values: Mapping[str, str], writes: list[str],
     planted in its datadir (`state -> /`) would be bound and made writable. One there now is
     refused with run's message; one planted after the export cannot be refused by a unit."""
     roots = [w for w in writes if w not in tmpfs]
+    # Real paths, as the plan holds them: a datadir reached through an operator's link
+    # (~/.cleancoin -> /data/cc) is still the directory the service writes.
+    real_roots = [os.path.realpath(r) for r in roots]
     fs = policy.filesystem
     nested = []
     for grant in (*fs.write, *fs.read, *fs.execute, *fs.hide):
         path = _substituted(grant, values)
         try:
-            paths.resolve(path, roots)
+            paths.resolve(path, real_roots)
         except paths.SymlinkRefused as exc:
             raise PolicyError(grant.where, str(exc)) from None
         except OSError:
