@@ -195,6 +195,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             from cleancoin.sandbox.denial_log import DenialLog
             denials = DenialLog("", verbose=args.denials == "verbose")
         plan = launcher.prepare(policy, _variables(args), denials=denials)
+        from cleancoin.sandbox.kernel_log import position
+        # Only kernel log records written from here on can be this launch's (pids are reused).
+        mark = position()
         # Imported and planned: the collector is back on (and what exists frozen) for as
         # long as the program runs (`script`).
         _resume_gc()
@@ -212,11 +215,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         message = f"{command[0]} {launcher.describe_status(child.status or 0)}"
         if code == -signal.SIGSYS:
             from cleancoin.sandbox.kernel_log import seccomp_kill
-            syscall = seccomp_kill(component)
+            syscall = seccomp_kill(component, after=mark)
             if syscall:
                 message += f": {syscall}, says the kernel log"
         print(json.dumps({"program": command[0], "signal": -code, "message": message}) if args.json
               else f"{PROG}: {message}", file=sys.stderr)
+    if mark is not None:
+        os.close(mark)
     return _exit_code(code)
 
 
