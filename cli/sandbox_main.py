@@ -195,6 +195,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             from cleancoin.sandbox.denial_log import DenialLog
             denials = DenialLog("", verbose=args.denials == "verbose")
         plan = launcher.prepare(policy, _variables(args), denials=denials)
+        from cleancoin.sandbox.kernel_log import position
+        # Only kernel log records written from here on can be this launch's (pids are reused).
+        mark = position()
         # Imported and planned: the collector is back on (and what exists frozen) for as
         # long as the program runs (`script`).
         _resume_gc()
@@ -212,11 +215,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         message = f"{command[0]} {launcher.describe_status(child.status or 0)}"
         if code == -signal.SIGSYS:
             from cleancoin.sandbox.kernel_log import seccomp_kill
-            syscall = seccomp_kill(component)
+            syscall = seccomp_kill(component, after=mark)
             if syscall:
                 message += f": {syscall}, says the kernel log"
         print(json.dumps({"program": command[0], "signal": -code, "message": message}) if args.json
               else f"{PROG}: {message}", file=sys.stderr)
+    if mark is not None:
+        os.close(mark)
     return _exit_code(code)
 
 
@@ -232,7 +237,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     emit(args, result.to_dict(), result.to_text())
     if args.script and result.script_status is not None:
         return _exit_code(result.script_status)   # the script's own status, as `run` does
-    return EXIT_FINDING if result.escapes else EXIT_OK
+    if result.errors and not args.json:
+        print(f"{PROG}: {len(result.errors)} attempts could not be made, so nothing is known of "
+              f"them: {', '.join(a.name for a in result.errors)}", file=sys.stderr)
+    if result.escapes:
+        return EXIT_FINDING
+    # An attempt that could not be made proves nothing: a policy that kills every child
+    # at start (process.rlimits.cpu = 0) must not read as "no escape" in CI.
+    return EXIT_TOOL_FAILED if result.errors else EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -562,6 +574,16 @@ def _report_error(exc: ToolError, as_json: bool) -> None:
         print(f"{PROG}: {exc}", file=sys.stderr)
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe or socket whose reader has gone (POLLERR/POLLHUP)."""
+    import select
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno(), 0)
+        return any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(0))
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of CleanCoin-sandbox."""
     args_in = _normalise(list(sys.argv[1:] if argv is None else argv))
@@ -581,7 +603,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ToolError as exc:
         _report_error(exc, as_json)
         return exc.code
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_gone():
+            # Another pipe or socket broke (a sandboxed child that died before reading its
+            # request): the tool failed, and says so, rather than pass for `... | head`.
+            _report_error(ToolError(f"a pipe to another process broke: {exc.strerror}"), as_json)
+            return EXIT_TOOL_FAILED
         # `explain --pfc | head`: the reader is gone. Say nothing, as a program killed by
         # SIGPIPE says nothing, and keep Python from complaining when it flushes at exit.
         with contextlib.suppress(OSError):

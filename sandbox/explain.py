@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import dangerous, syscall_groups
+import os
+
+from . import dangerous, paths, syscall_groups
 from .model import Grant, Policy
 
 
@@ -31,23 +33,33 @@ class Explanation:
         return "\n".join(out)
 
 
-def _grants(grants: tuple[Grant, ...]) -> str:
-    return ", ".join(g.value + (" (if present)" if g.optional else "")
+def _grants(grants: tuple[Grant, ...], resolve: bool = False) -> str:
+    return ", ".join(g.value + _points_to(g.value, resolve) + (" (if present)" if g.optional else "")
                      + (f" [reason: {g.reason}]" if g.reason else "") for g in grants)
+
+
+def _points_to(path: str, resolve: bool) -> str:
+    """Where a path grant points on this machine when a symlink takes it elsewhere: a launch
+    grants the target (`paths.real_grant`), and /usr/lib/ssl/private reads as a place in
+    /usr/lib but is /etc/ssl/private."""
+    if not resolve:
+        return ""
+    real = paths.real_grant(path)
+    return f" (is {real})" if real != os.path.normpath(path) else ""
 
 
 def _files(policy: Policy) -> list[str]:
     fs = policy.filesystem
     lines = []
     if fs.read:
-        lines.append(f"may read: {_grants(fs.read)}")
+        lines.append(f"may read: {_grants(fs.read, resolve=True)}")
     if fs.write:
-        lines.append(f"may read, write, create and delete in: {_grants(fs.write)}")
+        lines.append(f"may read, write, create and delete in: {_grants(fs.write, resolve=True)}")
     if fs.execute:
-        lines.append(f"may execute: {_grants(fs.execute)}")
+        lines.append(f"may execute: {_grants(fs.execute, resolve=True)}")
     lines.append("may not open anything else (Landlock); files opened before the sandbox stay open")
     if fs.hide:
-        lines.append(f"cannot see or touch anything beneath: {_grants(fs.hide)} "
+        lines.append(f"cannot see or touch anything beneath: {_grants(fs.hide, resolve=True)} "
                      "(each covered by an empty read-only tmpfs, whatever Landlock grants above it)")
     if policy.namespaces.private_tmp:
         lines.append("sees an empty private /tmp (granted paths under /tmp are bound back in)")

@@ -16,14 +16,36 @@ import time
 _RECORD = re.compile(rb"type=1326 .*?\bpid=(\d+)\b.*?\bsig=31\b.*?\bsyscall=(\d+)\b")
 
 
-def seccomp_kill(pid: int, wait: float = 0.5) -> str | None:
+def position() -> int | None:
+    """A descriptor of /dev/kmsg past its last record, to hand `seccomp_kill` as `after`
+    (None where the log cannot be read). The caller closes it."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        os.lseek(fd, 0, os.SEEK_END)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def seccomp_kill(pid: int, wait: float = 0.5, after: int | None = None) -> str | None:
     """"NAME (number N)" of the syscall that got `pid` killed by its filter ("#N (number N)"
     for a number libseccomp cannot name), if the kernel log says so and may be read; None
     otherwise. The kernel's audit thread writes the record
-    a moment after the kill: it is looked for up to `wait` seconds."""
+    a moment after the kill: it is looked for up to `wait` seconds.
+
+    `after` (from `position()` before the process started) reads only the records written
+    since: pids are reused, and the whole log still holds the kill of an earlier process with
+    the same pid, which was named instead when this one's record was not written yet (or
+    was suppressed). The kernel log's clock is not time.monotonic's, so no timestamp will do."""
     deadline = time.monotonic() + wait
+    found = None
     while True:
-        found = _search(pid)
+        hit = _search(pid, after)
+        found = hit if hit is not None else found
         if found is not None or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
@@ -33,11 +55,15 @@ def seccomp_kill(pid: int, wait: float = 0.5) -> str | None:
     return f"{syscall_name(found)} (number {found})"
 
 
-def _search(pid: int) -> int | None:
-    try:
-        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
+def _search(pid: int, after: int | None = None) -> int | None:
+    """The newest kill of `pid` in the log, or among the records `after` has not read yet."""
+    if after is not None:
+        fd = os.dup(after)     # shares the file position: the next search goes on from here
+    else:
+        try:
+            fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
     found = None
     try:
         while True:

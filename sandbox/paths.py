@@ -92,3 +92,28 @@ def open_no_symlinks(path: str) -> int:
     """
     return syscalls.openat2(syscalls.AT_FDCWD, path, os.O_PATH | os.O_CLOEXEC,
                             syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS)
+
+
+def real_grant(text: str) -> str:
+    """Where a grant as written (variables kept) points on this machine, for the tools that
+    judge a policy without launching it (`diff`, `explain`).
+
+    A launch grants the real path (`resolve`): a grant of `/usr/lib/ssl/private` is Landlock
+    on `/etc/ssl/private` (a Debian symlink), not a place inside `/usr/lib`. So the literal
+    head of the path, up to the directory holding its first `${variable}`, is resolved here,
+    following every symlink (the most a launch could follow; it refuses some), and the rest is
+    kept as written. A path that cannot be resolved is returned as written.
+    """
+    if not text.startswith("/"):
+        return text
+    cut = text.find("${")
+    if cut < 0:
+        head, tail = text, ""
+    else:
+        slash = text.rfind("/", 0, cut)
+        head, tail = text[:slash] or "/", text[slash:]
+    try:
+        real = resolve(head)
+    except (SymlinkRefused, OSError):
+        return text
+    return real + tail if real != "/" or not tail else tail

@@ -111,22 +111,34 @@ def _covered(path: str, cls: str, grants: dict[str, list[str]]) -> str | None:
     return None
 
 
+def _shown(written: str, real: str) -> str:
+    return written if written == real else f"{written} (is {real})"
+
+
 def _filesystem(out: _Collector, a: Policy, b: Policy) -> None:
-    ga = {c: [_norm(g.value) for g in getattr(a.filesystem, c)] for c in _CLASSES}
-    gb = {c: [_norm(g.value) for g in getattr(b.filesystem, c)] for c in _CLASSES}
+    # Judged on the paths a launch grants (symlinks followed), shown as written: a grant of
+    # /usr/lib/ssl/private is /etc/ssl/private, not a place inside A's /usr/lib.
+    wa = {c: {_norm(g.value): paths.real_grant(_norm(g.value)) for g in getattr(a.filesystem, c)}
+          for c in _CLASSES}
+    wb = {c: {_norm(g.value): paths.real_grant(_norm(g.value)) for g in getattr(b.filesystem, c)}
+          for c in _CLASSES}
+    ga = {c: list(dict.fromkeys(wa[c].values())) for c in _CLASSES}
+    gb = {c: list(dict.fromkeys(wb[c].values())) for c in _CLASSES}
     for cls in _CLASSES:
         key = f"filesystem.{cls}"
-        for path in sorted(set(gb[cls])):
-            if path in ga[cls]:
+        for path, real in sorted(wb[cls].items()):
+            if real in ga[cls]:
                 continue
-            cover = _covered(path, cls, ga)
+            cover = _covered(real, cls, ga)
             if cover is None:
-                out.add(key, "widen", path)
+                out.add(key, "widen", _shown(path, real))
             else:
-                out.add(key, "change", path, f"already granted by A's {cover}")
-        for path in sorted(set(ga[cls]) - set(gb[cls])):
-            cover = _covered(path, cls, gb)
-            out.add(key, "narrow" if cover is None else "change", path,
+                out.add(key, "change", _shown(path, real), f"already granted by A's {cover}")
+        for path, real in sorted(wa[cls].items()):
+            if real in gb[cls]:
+                continue
+            cover = _covered(real, cls, gb)
+            out.add(key, "narrow" if cover is None else "change", _shown(path, real),
                     "" if cover is None else f"still granted by B's {cover}")
     hide_a = {_norm(g.value) for g in a.filesystem.hide}
     hide_b = {_norm(g.value) for g in b.filesystem.hide}

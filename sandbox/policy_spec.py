@@ -458,6 +458,37 @@ class RlimitMap(ValueType):
 
 
 ARG_OPS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
+_UINT64_MAX = 2**64 - 1
+
+
+def narrow_argument(syscall: str, action: str, cond: ArgCondition) -> str | None:
+    """Why a condition on an argument the kernel reads narrower than 64 bits does not mean
+    what it says, or None. The filter compares the whole register; the kernel casts it to the
+    argument's type (an int: the low 32 bits). So a refusing rule that must match (`eq`, `lt`,
+    `le`) is passed by setting a high bit, and an allowing rule that must match `ne`, `gt`,
+    `ge` is met by one, while the kernel reads the value the author meant to keep out."""
+    from .syscall_args import ARG_BITS
+    widths = ARG_BITS.get(syscall, ())
+    if cond.index >= len(widths) or widths[cond.index] >= 64:
+        return None
+    bits = widths[cond.index]
+    top = (1 << bits) - 1
+    what = (f"argument {cond.index} of {syscall} is {bits} bits wide (the kernel ignores the "
+            "rest of the register)")
+    masked = f'{{ index = {cond.index}, op = "masked_eq", mask = {top:#x}, value = ... }}'
+    if cond.op in ("eq", "ne", "masked_eq") and (cond.value > top or cond.mask > top):
+        return f"{what}: {max(cond.value, cond.mask):#x} does not fit in it; write {masked}"
+    permits = action in ("allow", "log")
+    if (not permits and cond.op in ("eq", "lt", "le") and not (cond.op == "le" and cond.value == _UINT64_MAX)) \
+            or (permits and cond.op in ("ne", "gt", "ge")):
+        hint = (f"write {masked}" if cond.op == "eq" else
+                "test the low bits with masked_eq (one rule per value), or refuse what must not "
+                "pass and allow the rest" if permits else
+                "allow what may pass instead (allow rules compare no high bits in the caller's favour)")
+        return (f"{what}: '{cond.op}' compares all 64 bits, so a caller that sets a high bit "
+                f"{'meets' if permits else 'passes'} this rule while the kernel reads the value "
+                f"it {'keeps out' if permits else 'refuses'}; {hint}")
+    return None
 
 
 @_value_type
@@ -489,10 +520,19 @@ class RuleList(ValueType):
                 if op != "masked_eq" and "mask" in cond:
                     raise PolicyError(where, f"mask is for masked_eq only, not {op}")
                 mask = Integer(0, 2**64 - 1).parse(cond.get("mask", 0), f"{here}.args[{j}]", ref)
+                if op == "masked_eq" and val & ~mask:
+                    # (argument & mask) never has a bit the mask clears: the rule would read
+                    # as a test and never hold.
+                    raise PolicyError(where, f"value {val:#x} has bits outside mask {mask:#x} "
+                                             f"({val & ~mask:#x}): (argument & mask) can never equal "
+                                             "it, so the rule never applies")
                 if any(c.index == index for c in conditions):
                     raise PolicyError(where, f"argument {index} is tested twice in one rule; "
                                              "write two rules instead")
-                conditions.append(ArgCondition(index, op, val, mask))
+                condition = ArgCondition(index, op, val, mask)
+                if (narrow := narrow_argument(syscall, action, condition)) is not None:
+                    raise PolicyError(where, narrow)
+                conditions.append(condition)
             logged = Bool().parse(table.get("log", True), f"{here}.log", ref)
             if not logged and not action.startswith("errno:"):
                 raise PolicyError(ref(f"{here}.log"), f"log = false is for errno:NAME rules (the "

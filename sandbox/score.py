@@ -111,8 +111,13 @@ def _default_action(policy: Policy) -> float:
 def _processes(policy: Policy) -> float:
     if _allows(policy, frozenset({"fork", "vfork"})):
         return 1.0
-    clone_rule = any(r.syscall == "clone" and r.action not in ("allow", "log")
-                     and any(c.op == "masked_eq" and c.mask & 0x10000 and not c.value & 0x10000 for c in r.args)
+    # Only a rule that refuses *every* clone without CLONE_THREAD (0x10000) keeps processes
+    # out: one condition, on the flags, testing no bit but CLONE_THREAD. A mask of 0x10001
+    # refused only clones with an even exit signal, and fork (SIGCHLD, 17) went through
+    # while the score said "no processes".
+    clone_rule = any(r.syscall == "clone" and r.action not in ("allow", "log") and len(r.args) == 1
+                     and all(c.index == 0 and c.op == "masked_eq" and c.value == 0
+                             and not c.mask & ~0x10000 for c in r.args)
                      for r in policy.seccomp.rules)
     return 0.0 if clone_rule or not _allows(policy, frozenset({"clone"})) else 0.5
 
@@ -192,6 +197,12 @@ def _environment(policy: Policy) -> float:
     return min(1.0, 0.05 * len(patterns))
 
 
+def _fds(policy: Policy) -> float:
+    """Descriptors kept beyond 0, 1 and 2: whatever the launcher had open at those numbers (a
+    CI job's token file, a socket) is the component's, past every path rule."""
+    return min(1.0, 0.5 * sum(1 for fd in policy.process.fds if fd > 2))
+
+
 def _rlimit_unset(name: str) -> Callable[[Policy], float]:
     def check(policy: Policy) -> float:
         limit = {r.name: r for r in policy.process.rlimits}.get(name)
@@ -251,6 +262,7 @@ CHECKS: tuple[Check, ...] = (
           _flag(lambda p: not p.process.new_session)),
     Check("die-with-parent", "outlives its parent", 50, _flag(lambda p: not p.process.die_with_parent)),
     Check("environment", "variables kept from the parent's environment", 300, _environment),
+    Check("fds", "descriptors kept from the launcher beyond 0, 1, 2", 300, _fds),
     Check("rlimit-core", "may write core files", 200, _core),
     Check("rlimit-nofile", "no limit on open files", 50, _rlimit_unset("nofile")),
     Check("rlimit-nproc", "no limit on processes and threads", 100, _rlimit_unset("nproc")),

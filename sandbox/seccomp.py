@@ -24,6 +24,8 @@ if TYPE_CHECKING:   # the child only loads BPF and must not pay for the policy m
     import hashlib
     from .model import ArgCondition, SeccompRule, SocketFamily
 
+#: The bits of a 32-bit syscall argument (an int): the kernel ignores the rest of the register.
+_LOW32 = 0xFFFFFFFF
 _UINT64_MAX = 2**64 - 1
 
 
@@ -266,14 +268,21 @@ def rule_table(spec: FilterSpec) -> RuleTable:
                     ("errno:EPERM", [ArgCondition(0, "masked_eq", flag, flag)], where, True))
     if spec.deny_dumpable and "prctl" in allowed and "prctl" not in unconditional:
         from .syscalls import PR_SET_DUMPABLE
+        # prctl's option is an int: the kernel reads the low 32 bits of the register, so the
+        # option is tested on those (`eq` saw 0x100000004 as another option, and let
+        # PR_SET_DUMPABLE through). The second argument is an unsigned long: all 64 bits.
+        option = ArgCondition(0, "masked_eq", PR_SET_DUMPABLE, _LOW32)
         if errno_default:
-            conditional.setdefault("prctl", []).extend([
-                ("allow", [ArgCondition(0, "ne", PR_SET_DUMPABLE)], where, True),
-                ("allow", [ArgCondition(0, "eq", PR_SET_DUMPABLE), ArgCondition(1, "eq", 0)], where, True)])
+            # "Any other option" on the low 32 bits: some bit of them differs from
+            # PR_SET_DUMPABLE's (libseccomp has no masked not-equal), one rule per bit.
+            conditional.setdefault("prctl", []).extend(
+                [("allow", [ArgCondition(0, "masked_eq", (1 << bit) & ~PR_SET_DUMPABLE, 1 << bit)],
+                  where, True) for bit in range(32)]
+                + [("allow", [option, ArgCondition(1, "eq", 0)], where, True)])
             plain.discard("prctl")
         else:
             conditional.setdefault("prctl", []).append(
-                ("errno:EPERM", [ArgCondition(0, "eq", PR_SET_DUMPABLE), ArgCondition(1, "ne", 0)], where, True))
+                ("errno:EPERM", [option, ArgCondition(1, "ne", 0)], where, True))
     if spec.deny_suid_sgid:
         _suid_sgid_rules(allowed, plain, conditional, unconditional, errno_default, where)
 

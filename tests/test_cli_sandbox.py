@@ -125,6 +125,25 @@ def test_probe_under_strict_finds_no_escape(tmp_path, as_json: bool) -> None:
         assert all(c.find("system-out") is not None for c in cases)
 
 
+@pytest.mark.parametrize("limit", ["as = 5000000", "cpu = 0"])
+def test_a_policy_that_keeps_the_attempts_from_running_does_not_pass(tmp_path, limit: str) -> None:
+    """A pull request's policy whose rlimits kill the attempt children at start: before 12-06
+    `as` made probe end with 141 and no output (a broken pipe to a dead child read as "the
+    reader went away"), and `cpu = 0` with "0 escapes, 25 errors" and status 0, which CI
+    reads as a pass. Now every such attempt is an error and the probe fails (125)."""
+    policy = tmp_path / "starved.toml"
+    policy.write_text(f'extends = ["strict"]\n[process.rlimits]\n{limit}\n')
+    for as_json in (False, True):
+        result = run("probe", "--policy", str(policy), "--datadir", str(tmp_path),
+                     *(["--json"] if as_json else []))
+        assert result.returncode == 125, (result.returncode, result.stdout[-2000:], result.stderr)
+        if as_json:
+            data = json.loads(result.stdout)
+            assert data.get("errors") or data.get("ok") is False, data
+        else:
+            assert "could not be made" in result.stderr or "failed" in result.stderr, result.stderr
+
+
 def test_probe_passes_a_scripts_exit_status_through(tmp_path) -> None:
     # (That an escape makes probe exit 1 is shown in test_probe with probe_against.)
     script = tmp_path / "s.py"

@@ -26,7 +26,8 @@ import uuid
 import prctl
 import pytest
 
-from cleancoin.sandbox.policy_loader import shipped_policy
+from cleancoin.sandbox.errors import PolicyErrors
+from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
 
 BASE_POLICY = shipped_policy("base/python")
 STRICT_POLICY = shipped_policy("strict")
@@ -351,6 +352,72 @@ def test_seccomp_refuses_set_user_id_and_set_group_id_bits(base_sandbox, write_p
         os.unlink(os.path.join(outside_dir, name))
     result, code, _ = run_in_sandbox(errno_default, sandbox_vars, _mode_bits(outside_dir))
     assert (code, result) == (0, expected)
+
+
+SYS_PRCTL, PR_GET_DUMPABLE, PR_SET_DUMPABLE = 157, 3, 4
+
+
+def _dumpable_attempts():
+    """prctl(PR_SET_DUMPABLE, 1) as written and with a high bit of the option set (the kernel
+    reads the option as an int), then whether the process is dumpable; setting it to 0 is
+    allowed (what the launcher's own step does)."""
+    def prctl_raw(option: int, value: int) -> int:
+        return raw_syscall(SYS_PRCTL, ctypes.c_ulong(option), ctypes.c_ulong(value),
+                           ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+
+    return {"plain": prctl_raw(PR_SET_DUMPABLE, 1), "high_bit": prctl_raw((1 << 32) | PR_SET_DUMPABLE, 1),
+            "zero": prctl_raw(PR_SET_DUMPABLE, 0),
+            "dumpable": libc.syscall(ctypes.c_long(SYS_PRCTL), ctypes.c_long(PR_GET_DUMPABLE), 0, 0, 0, 0)}
+
+
+def test_dumpable_cannot_be_turned_on_with_a_high_bit_of_the_option(base_sandbox, write_policy,
+                                                                      run_in_sandbox, sandbox_vars):
+    """The filter refused prctl(PR_SET_DUMPABLE, 1) comparing all 64 bits of the option: with
+    bit 32 set it saw another option and allowed the call, and the kernel (which reads an int)
+    made the process dumpable. Under both forms of the rule: a kill default (an EPERM rule)
+    and an errno:EPERM default (allow rules for every other option)."""
+    errno_default = write_policy(f"""
+        [seccomp]
+        default_action = "errno:EPERM"
+        allow = ["@system-service"]
+        deny = {BASE_DENY}
+    """, extends=False)
+    for policy in (write_policy(""), errno_default):
+        result, code, _ = run_in_sandbox(policy, sandbox_vars, _dumpable_attempts)
+        assert code == 0
+        assert result == {"plain": errno.EPERM, "high_bit": errno.EPERM, "zero": 0, "dumpable": 0}, policy
+
+
+SYS_FCNTL, F_GETFD = 72, 1
+
+
+def _fcntl_getfd_attempts():
+    """fcntl(0, F_GETFD) as written, with bit 32 of the command set (the kernel reads an
+    unsigned int: still F_GETFD), and another command that no rule refuses."""
+    def fcntl_raw(cmd: int) -> int:
+        return raw_syscall(SYS_FCNTL, ctypes.c_ulong(0), ctypes.c_ulong(cmd), ctypes.c_ulong(0))
+
+    return {"plain": fcntl_raw(F_GETFD), "high_bit": fcntl_raw((1 << 32) | F_GETFD),
+            "other": fcntl_raw(3)}                       # F_GETFL
+
+
+def test_a_rule_on_a_32_bit_argument_cannot_be_passed_with_a_high_bit(base_sandbox, write_policy,
+                                                                       run_in_sandbox, sandbox_vars):
+    """A refusing rule with `eq` on a 32-bit argument was checked and explained as refusing
+    F_GETFD, and fcntl(0, F_GETFD | 1 << 32) ran F_GETFD. The loader refuses such a condition,
+    naming it; written on the low 32 bits (masked_eq) the rule refuses both forms."""
+    rule = ('[[seccomp.rules]]\nsyscall = "fcntl"\naction = "errno:EPERM"\n'
+            'args = [{{ index = 1, op = "{op}", value = 1{mask} }}]\n')
+    eq = write_policy(rule.format(op="eq", mask=""))
+    with pytest.raises(PolicyErrors) as refused:
+        load_policy(eq)
+    [error] = refused.value.errors
+    assert (error.where.file, error.where.key) == (eq, "seccomp.rules[0].args[0]") and error.where.line > 0
+    assert "argument 1 of fcntl is 32 bits wide" in error.message and "masked_eq" in error.message
+    masked = write_policy(rule.format(op="masked_eq", mask=", mask = 0xFFFFFFFF"))
+    result, code, _ = run_in_sandbox(masked, sandbox_vars, _fcntl_getfd_attempts)
+    assert code == 0
+    assert result == {"plain": errno.EPERM, "high_bit": errno.EPERM, "other": 0}
 
 
 def test_seccomp_socket_families(base_sandbox, run_in_sandbox, sandbox_vars):

@@ -4,6 +4,7 @@ and the volume mounts of its write grants (docs/deploy.md uses them)."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -42,6 +43,8 @@ def test_node_has_no_network_policy_and_a_missing_variable_is_named(tmp_path: Pa
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "NetworkPolicy" not in result.stdout and "mountPath: /data" in result.stdout
+    # The node's policy hides the wallets beneath its datadir: Kubernetes cannot, and says so.
+    assert "note: filesystem.hide (/data/wallets): no Kubernetes form" in result.stderr
 
 
 def test_the_remote_wallet_of_deploy_md(tmp_path: Path) -> None:
@@ -62,3 +65,26 @@ def test_the_remote_wallet_of_deploy_md(tmp_path: Path) -> None:
     assert "mountPath: /data/main/wallets" in result.stdout and "NetworkPolicy" not in result.stdout
     names = {n for e in json.loads(profile.read_text())["syscalls"] for n in e["names"]}
     assert "connect" in names and "bind" not in names and "listen" not in names
+
+
+def _claims(policy: str, *variables: str) -> set[str]:
+    result = subprocess.run([TOOL, "export", "--format", "kubernetes", policy, *variables],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return set(re.findall(r"claimName: (\S+)", result.stdout))
+
+
+def test_a_write_grant_cannot_name_another_components_volume(tmp_path: Path) -> None:
+    """Volume and claim names came from the path with case and punctuation folded: a node
+    policy's write grant of /data-wallets (an odd scratch directory to a reviewer) was the
+    claim `data-wallets`, the very claim the wallet's /data/wallets got, so deploying both as
+    exported mounted the wallet's keys into the node. Two grants of one policy could share
+    one the same way. Each path now has a claim of its own."""
+    wallet = _claims("wallet", "--var", "walletdir=/data/wallets")
+    node_pr = tmp_path / "node-pr.toml"
+    node_pr.write_text('extends = ["node"]\n[filesystem]\nwrite = ["/data-wallets", "/srv/a-b", "/srv/A/b"]\n')
+    node = _claims(str(node_pr), "--var", "datadir=/data", "--var", "port=8333", "--var", "rpcport=8332",
+                   "--var", "ipcport=8444")
+    assert len(wallet) == 1 and len(node) == 4, (wallet, node)
+    assert not wallet & node, (wallet, node)
+    assert all(re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", name) for name in wallet | node)

@@ -76,3 +76,119 @@ def test_the_wallet_unit_says_what_it_maps_and_what_it_cannot(tmp_path: Path) ->
     assert f"InaccessiblePaths={data / 'wallets'}" in node
     whole = _export(tmp_path, "wallet", "--exec-start", "/usr/bin/CleanCoin-wallet -ipcconnect=unix")
     assert whole.startswith("# Generated") and "[Install]" in whole and "ExecStart=/usr/bin/CleanCoin-wallet" in whole
+
+
+def _condition(expression: str) -> subprocess.CompletedProcess[str]:
+    """systemd's own reading of a path word: specifiers expanded as in a unit file."""
+    return subprocess.run([ANALYZE, "condition", expression], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="needs systemd-analyze (make setup installs systemd)")
+def test_a_third_party_policy_cannot_inject_into_the_unit(tmp_path: Path) -> None:
+    """A policy's strings reach the unit: a '%' specifier in a path became another path (/%E is
+    /etc to systemd, a missing directory to `explain` and the launch, so no reason was asked
+    for a write to /etc), a '"' in an environment value started a second assignment, and a ':'
+    in a path became a bind destination. Each is read back by systemd itself."""
+    policy = tmp_path / "third-party.toml"
+    policy.write_text('extends = ["strict"]\n[policy]\ndescription = "reads %E"\n'
+                      '[filesystem]\nwrite = [{ path = "/%E", optional = true }]\n'
+                      "[process.set_environment]\nA = 'x\" \"B'\n")
+    unit = _export(tmp_path, str(policy), "--exec-start", "/usr/bin/true")
+    binds = next(line for line in unit.splitlines() if line.startswith("BindPaths=")).split("=", 1)[1].split()
+    datadir, grant = binds[0], binds[-1].removeprefix("-")
+    assert datadir == str(tmp_path / "data")
+    # The datadir bind is the directory it names; the "/%E" grant is the missing "/%E", not /etc.
+    assert _condition(f"ConditionPathIsDirectory={datadir}").returncode == 0
+    seen = _condition(f"ConditionPathIsDirectory={grant}")
+    assert seen.returncode != 0 and "=/%E failed" in seen.stdout + seen.stderr, seen.stdout + seen.stderr
+    assert "Description=reads %%E" in unit.splitlines()
+    # systemd parses the unit without dropping or adding an environment assignment.
+    service = tmp_path / "third-party.service"
+    service.write_text(unit)
+    verify = subprocess.run([ANALYZE, "verify", "--man=no", str(service)], capture_output=True,
+                            text=True, timeout=60)
+    assert "Invalid environment assignment" not in verify.stdout + verify.stderr, verify.stderr
+    assert 'Environment="A=x\\" \\"B"' in unit.splitlines()
+
+    # A ':' (or a quote, a backslash) in a path has no exact spelling: refused, naming the grant.
+    policy.write_text('extends = ["strict"]\n[filesystem]\n'
+                      'write = [{ path = "/opt/h30:relative", optional = true }]\n')
+    data = tmp_path / "data"
+    refused = subprocess.run([TOOL, "export", "--format", "systemd", str(policy), "--datadir", str(data)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and not refused.stdout
+    assert f"{policy}:3: filesystem.write[0]: '/opt/h30:relative' holds ':'" in refused.stderr
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="needs systemd-analyze (make setup installs systemd)")
+def test_a_policy_without_a_mount_namespace_still_limits_what_the_unit_reads(tmp_path: Path) -> None:
+    """Landlock alone (namespaces.mount = false) lets the component read /usr/lib and its
+    datadir only. The unit had no filesystem view then: ProtectSystem=strict makes the host
+    read-only, not unreadable, so the service read everything its user may, and no note said
+    so. The view is written whatever namespaces.mount says."""
+    policy = tmp_path / "landlock-only.toml"
+    policy.write_text('[policy]\nname = "landlock-only"\n[namespaces]\nmount = false\n'
+                      '[filesystem]\nread = ["/usr/lib"]\nwrite = ["${datadir}"]\n'
+                      '[seccomp]\nallow = ["read", "write", "exit_group"]\n')
+    unit = _export(tmp_path, str(policy), "--exec-start", "/usr/bin/true")
+    lines = unit.splitlines()
+    data = tmp_path / "data"
+    for line in ("TemporaryFileSystem=/:ro", "BindReadOnlyPaths=/usr/lib", f"BindPaths={data}",
+                 f"ReadWritePaths={data}"):
+        assert line in lines, (line, unit)
+    assert "PrivateMounts=yes" not in lines          # the mount namespace itself stays the policy's
+    service = tmp_path / "landlock-only.service"
+    service.write_text(unit)
+    verify = subprocess.run([ANALYZE, "verify", "--man=no", str(service)], capture_output=True,
+                            text=True, timeout=60)
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+
+
+def test_what_the_unit_cannot_restrict_is_always_written_down(tmp_path: Path) -> None:
+    """`connect_tcp = []` (no TCP connect at all) with inet sockets, and the signal scope
+    without a pid namespace, were dropped without a note: the unit allowed both silently."""
+    policy = tmp_path / "server.toml"
+    policy.write_text('extends = ["examples/program"]\n[namespaces]\nnet = false\npid = false\n'
+                      '[network]\nsocket_families = ["unix", "inet"]\nbind_tcp = [8333]\n'
+                      'connect_tcp = []\n')
+    unit = _export(tmp_path, str(policy))
+    notes = [line for line in unit.splitlines() if line.startswith("#  - ")]
+    assert any("network.connect_tcp ports (none)" in n for n in notes), notes
+    assert any(n.startswith("#  - scopes.signal:") for n in notes), notes
+    assert "SocketBindAllow=tcp:8333" in unit.splitlines()       # what systemd can say, it says
+
+
+def test_a_symlink_planted_in_a_writable_grant_is_refused_as_run_refuses_it(tmp_path: Path) -> None:
+    """A service writes its datadir; a link it left there (`state -> /`) is what systemd
+    binds and makes writable at the next start. `run` refuses such a link at every launch;
+    the export wrote `ReadWritePaths=DATADIR/state` and systemd would follow it."""
+    data = tmp_path / "data"
+    (data / "wallets").mkdir(parents=True)
+    host = tmp_path / "host-etc"          # stands for / or /etc: somewhere the policy never grants
+    host.mkdir()
+    (data / "state").symlink_to(host)
+    policy = tmp_path / "stateful.toml"
+    policy.write_text('extends = ["strict"]\n[filesystem]\nwrite = ["${datadir}/state"]\n')
+    export = subprocess.run([TOOL, "export", "--format", "systemd", str(policy), "--datadir", str(data)],
+                            capture_output=True, text=True, timeout=60)
+    script = tmp_path / "true.py"
+    script.write_text("")
+    launch = subprocess.run([TOOL, "probe", "--policy", str(policy), "--datadir", str(data),
+                             "--script", str(script)], capture_output=True, text=True, timeout=60)
+    for refused in (export, launch):
+        assert refused.returncode == 125 and f"{policy}:3: filesystem.write[0]" in refused.stderr, refused.stderr
+        assert f"'{data / 'state'}' is a symlink (to '{host}')" in refused.stderr
+    assert "ReadWritePaths" not in export.stdout
+    # The same through an operator's link to the datadir (~/.cleancoin -> /data/cc).
+    alias = tmp_path / "alias"
+    alias.symlink_to(data)
+    aliased = subprocess.run([TOOL, "export", "--format", "systemd", str(policy), "--datadir", str(alias)],
+                             capture_output=True, text=True, timeout=60)
+    assert aliased.returncode == 125 and "is a symlink (to" in aliased.stderr, aliased.stderr
+    # Without the link the unit is written, and says where a link could be planted later.
+    (data / "state").unlink()
+    (data / "state").mkdir()
+    unit = _export(tmp_path, str(policy))
+    assert f"ReadWritePaths={data} {data / 'state'}" in unit.splitlines()
+    assert any("grants inside a directory the service can write" in line and str(data / "state") in line
+               for line in unit.splitlines())

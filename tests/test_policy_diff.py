@@ -102,3 +102,46 @@ def test_a_rule_taken_out_of_the_denial_log_is_shown(tmp_path) -> None:
         ("seccomp.rules", "change", "no longer in the denial log")], changes
     back = json.loads(run("diff", str(quiet), str(logged), "--json").stdout)["changes"]
     assert [c["detail"] for c in back] == ["now in the denial log"]
+
+
+def test_a_grant_through_a_symlink_is_judged_where_it_points(tmp_path) -> None:
+    """A read grant of a symlink inside A's grant is the link's target at launch (Debian's
+    /usr/lib/ssl/private -> /etc/ssl/private: the TLS keys). `diff` called it "already granted
+    by A's execute /usr/lib" and passed; it is a widening, shown with where it points."""
+    system = tmp_path / "system"       # stands for /usr/lib: not writable by the sandbox
+    (system / "ssl").mkdir(parents=True)
+    (system / "ssl" / "openssl.cnf").write_text("[ ca ]\n")
+    keys = tmp_path / "etc-ssl-private"
+    keys.mkdir()
+    (keys / "server.key").write_text("PRIVATE KEY\n")
+    (system / "ssl" / "private").symlink_to(keys)
+    data = tmp_path / "data"
+    data.mkdir()
+    a = tmp_path / "a.toml"
+    a.write_text(f'extends = ["examples/program"]\n[filesystem]\nread = ["{system}"]\n')
+    b = tmp_path / "b.toml"
+    b.write_text(f'extends = ["{a}"]\n[filesystem]\nread = ["{system}/ssl/private"]\n')
+
+    def cat(policy, path: str) -> subprocess.CompletedProcess[str]:
+        return run("run", "--policy", str(policy), "--datadir", str(data), "--", "cat", path)
+
+    # What each policy really lets a program read.
+    assert cat(a, f"{system}/ssl/openssl.cnf").stdout == "[ ca ]\n"
+    assert cat(a, f"{system}/ssl/private/server.key").returncode != 0
+    assert cat(b, f"{system}/ssl/private/server.key").stdout == "PRIVATE KEY\n"
+    result = run("diff", str(a), str(b), "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ("filesystem.read", "widen", f"{system}/ssl/private (is {keys})") in _changes(result)
+    assert f"{system}/ssl/private (is {keys})" in run("explain", str(b)).stdout
+    # The other way round it narrows; a grant that stays inside A's is still no wider.
+    assert run("diff", str(b), str(a)).returncode == 0
+    c = tmp_path / "c.toml"
+    c.write_text(f'extends = ["{a}"]\n[filesystem]\nread = ["{system}/ssl"]\n')
+    same = run("diff", str(a), str(c), "--json")
+    assert same.returncode == 0 and ("filesystem.read", "change", f"{system}/ssl") in _changes(same)
+    if os.path.islink("/usr/lib/ssl/private"):         # the real one, where openssl is installed
+        real = tmp_path / "real.toml"
+        real.write_text('extends = ["examples/program"]\n[filesystem]\nread = ["/usr/lib/ssl/private"]\n')
+        found = run("diff", "examples/program", str(real), "--json")
+        assert found.returncode == 1 and ("filesystem.read", "widen", "/usr/lib/ssl/private (is "
+                                          f"{os.path.realpath('/usr/lib/ssl/private')})") in _changes(found)

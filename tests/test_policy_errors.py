@@ -217,6 +217,27 @@ CASES: list[Any] = [
         """, "mask is for masked_eq only, not eq", 4, "seccomp.rules[0].args[0]"), id="mask-on-eq"),
     pytest.param(Case("""
         [[seccomp.rules]]
+        syscall = "clone"
+        action = "errno:EPERM"
+        args = [{ index = 0, op = "masked_eq", mask = 0x10000, value = 0x10001 }]
+        """, "value 0x10001 has bits outside mask 0x10000 (0x1)", 4, "seccomp.rules[0].args[0]"),
+        id="masked-eq-value-outside-mask"),
+    pytest.param(Case("""
+        [[seccomp.rules]]
+        syscall = "ioctl"
+        action = "errno:EPERM"
+        args = [{ index = 1, op = "eq", value = 0x5412 }]
+        """, "argument 1 of ioctl is 32 bits wide", 4, "seccomp.rules[0].args[0]"),
+        id="eq-on-a-32-bit-argument"),
+    pytest.param(Case("""
+        [[seccomp.rules]]
+        syscall = "fchmod"
+        action = "allow"
+        args = [{ index = 1, op = "gt", value = 0o600 }]
+        """, "argument 1 of fchmod is 16 bits wide", 4, "seccomp.rules[0].args[0]"),
+        id="gt-allow-on-a-16-bit-argument"),
+    pytest.param(Case("""
+        [[seccomp.rules]]
         syscall = "ioctl"
         action = "errno:EPERM"
         args = [{ index = 6, op = "eq", value = 1 }]

@@ -32,6 +32,7 @@ def test_shipped_policies_score_low_and_an_open_policy_high(tmp_path) -> None:
         '[scopes]\nabstract_unix_socket = false\nsignal = false\n'
         '[process]\ndumpable = true\nmemory_deny_write_execute = false\nstdio = "inherit"\n'
         'reason = "none"\ncapabilities = [{ name = "sys_admin", reason = "all" }]\n'
+        'fds = [0, 1, 2, 3, 4]\n'
         '[seccomp]\nenabled = false\nreason = "none"\n')
     scores = _exposure("wallet", "strict", "node", str(open_policy))
     assert scores["wallet"] < 1.0 and scores["strict"] < 1.0
@@ -48,3 +49,59 @@ def test_a_threshold_fails_ci_and_the_text_lists_the_checks() -> None:
     lines = [line for line in result.stdout.splitlines() if line.startswith(("✗", "~"))]
     assert any("TCP ports it may connect to" in line for line in lines[:5])
     assert run("score", "wallet", "--threshold", "2.0").returncode == 0
+
+
+def _check(policy: str, check: str) -> float:
+    result = run("score", "--json", policy)
+    assert result.returncode == 0, result.stderr
+    [scored] = json.loads(result.stdout)["policies"]
+    return next(c for c in scored["checks"] if c["id"] == check)["exposed"]
+
+
+def _processes_check(policy: str) -> float:
+    return _check(policy, "processes")
+
+
+def test_a_clone_rule_that_lets_fork_through_is_not_scored_as_no_processes(tmp_path) -> None:
+    """The score took any refusing clone rule whose mask has CLONE_THREAD for "no processes".
+    With mask 0x10001 it refuses only clones with an even exit signal: fork (clone with
+    SIGCHLD, 17) runs, as the script below shows, and the score said 0.0 for processes."""
+    rule = ('extends = ["base/python"]\n[namespaces]\nnet = true\n[filesystem]\nwrite = ["${{datadir}}"]\n'
+            '[seccomp]\nallow = ["clone"]\n[[seccomp.rules]]\nsyscall = "clone"\naction = "errno:EPERM"\n'
+            'args = [{{ index = 0, op = "masked_eq", mask = {mask:#x}, value = 0 }}]\n')
+    partial, whole = tmp_path / "partial.toml", tmp_path / "whole.toml"
+    partial.write_text(rule.format(mask=0x10001))
+    whole.write_text(rule.format(mask=0x10000))
+    script = tmp_path / "fork.py"
+    script.write_text("import os\nif os.fork() == 0:\n    os._exit(0)\nprint('forked')\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    forked = run("probe", "--policy", str(partial), "--datadir", str(data), "--script", str(script))
+    assert forked.returncode == 0 and "forked" in forked.stdout, forked.stdout + forked.stderr
+    refused = run("probe", "--policy", str(whole), "--datadir", str(data), "--script", str(script))
+    assert refused.returncode != 0 and "Operation not permitted" in refused.stdout + refused.stderr
+    assert _processes_check(str(partial)) > 0.0
+    assert _processes_check(str(whole)) == 0.0
+
+
+def test_descriptors_kept_from_the_launcher_count(tmp_path) -> None:
+    """`process.fds = [0, 1, 2, 3]` hands the program whatever the launcher had open as fd 3,
+    past every path rule (below: a secret outside the grants, read through it). The score
+    did not look at `fds`: the policy scored the same as without it."""
+    secret = tmp_path / "ci-token"
+    secret.write_text("TOKEN-1234\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    plain, keeps = tmp_path / "plain.toml", tmp_path / "keeps.toml"
+    plain.write_text('extends = ["examples/program"]\n')
+    keeps.write_text('extends = ["examples/program"]\n[process]\nfds = [0, 1, 2, 3]\n')
+
+    def cat_fd3(policy) -> subprocess.CompletedProcess[str]:
+        # The launcher holds the secret open as fd 3 (a shell redirection, as a CI step might).
+        return subprocess.run(["sh", "-c", 'exec 3<"$1"; exec "$2" run --policy "$3" --datadir "$4" '
+                               '-- sh -c "cat <&3"', "sh", str(secret), TOOL, str(policy), str(data)],
+                              capture_output=True, text=True, timeout=60)
+
+    assert cat_fd3(keeps).stdout == "TOKEN-1234\n"            # the grant the score must see
+    assert "TOKEN" not in cat_fd3(plain).stdout
+    assert _check(str(keeps), "fds") > 0.0 and _check(str(plain), "fds") == 0.0

@@ -68,8 +68,14 @@ def to_yaml(value: Any, indent: int = 0) -> list[str]:
 
 
 def _volume_name(path: str) -> str:
-    name = re.sub(r"[^a-z0-9-]+", "-", path.lower()).strip("-")
-    return (name or "root")[-63:].lstrip("-")
+    """A volume (and claim) name for a write grant, one per path: the path as a DNS label,
+    then 8 hex digits of its SHA-256. Without them the mapping lost case and punctuation,
+    so `/data-wallets` in one policy named the claim `/data/wallets` has in another (the
+    wallet's keys mounted into the node), and two grants of one policy could share a claim."""
+    import hashlib
+    label = re.sub(r"[^a-z0-9-]+", "-", path.lower()).strip("-") or "root"
+    digest = hashlib.sha256(path.encode()).hexdigest()[:8]
+    return f"{label[-54:].lstrip('-') or 'root'}-{digest}"
 
 
 def export_container(policy: Policy, variables: Mapping[str, str], profile_name: str | None = None,
@@ -129,6 +135,11 @@ def export_container(policy: Policy, variables: Mapping[str, str], profile_name:
         "rlimits: Kubernetes sets none per container (resources.limits bounds memory and CPU; "
         "nofile comes from the runtime's default)",
     ]
+    hidden = [_substituted(g, values) for g in fs.hide]
+    if hidden:
+        # A volume mounted at a write grant shows everything beneath it: nothing covers these.
+        notes.append(f"filesystem.hide ({', '.join(hidden)}): no Kubernetes form; a volume "
+                     "mounted above them shows them to the container, so keep them off its volumes")
     if policy.process.dumpable is False:
         notes.append("not dumpable: no securityContext setting; a component that restricts itself "
                      "turns it off itself")

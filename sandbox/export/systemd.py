@@ -12,11 +12,12 @@ same `--var` and `--datadir` as `run`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .. import seccomp, syscall_groups
-from ..errors import SourceRef
+from .. import paths, seccomp, syscall_groups
+from ..errors import PolicyError, SourceRef
 from ..filter_spec import filter_spec
 from ..model import Grant, Policy
 from ..plan_compiler import _substituted  # noqa: PLC2701 - the same substitution as a launch
@@ -36,7 +37,8 @@ MAPPING: dict[str, tuple[str, str]] = {
     "PrivateMounts=": ("same", "namespaces.mount"),
     "ProtectProc=invisible, ProcSubset=pid": ("near", "namespaces.pid: other processes unseen"),
     "TemporaryFileSystem=/:ro, BindReadOnlyPaths=, BindPaths=": (
-        "same", "the filesystem view: an empty root with the read, execute and write grants"),
+        "same", "the filesystem view: an empty root with the read, execute and write grants "
+                "(Landlock's grants: written with or without namespaces.mount)"),
     "ProtectSystem=strict, ReadWritePaths=": ("same", "filesystem.write (only these are writable)"),
     "ProtectHome=": ("stricter", "home directories hidden unless a grant is there (then tmpfs + binds)"),
     "InaccessiblePaths=": ("same", "filesystem.hide"),
@@ -52,7 +54,8 @@ MAPPING: dict[str, tuple[str, str]] = {
     "RestrictNamespaces=yes": ("same", "unshare and setns denied, clone with namespace flags refused"),
     "LockPersonality=": ("same", "personality denied"),
     "MemoryDenyWriteExecute=": ("same", "process.memory_deny_write_execute"),
-    "RestrictRealtime=, RestrictSUIDSGID=": ("stricter", "not in the policy; no component needs either"),
+    "RestrictSUIDSGID=": ("same", "every filter refuses the set-user-ID and set-group-ID bits"),
+    "RestrictRealtime=": ("stricter", "not in the policy; no component needs it"),
     "KeyringMode=private, UMask=0077, RemoveIPC=": ("stricter", "keyrings denied; files private"),
     "Limit*=": ("same", "process.rlimits"),
     "Environment=": ("same", "process.set_environment (systemd starts with a clean environment)"),
@@ -73,13 +76,77 @@ class Unit:
     notes: list[str] = field(default_factory=list)
 
 
+#: Characters a unit file reads as syntax in a path list: quotes and backslashes are unquoted
+#: and unescaped, and ':' separates a bind's source from its destination (BindPaths=) or a
+#: path from its mount options (TemporaryFileSystem=). The path could be written escaped, but
+#: each directive unescapes differently; the export refuses rather than guess.
+_PATH_SYNTAX = frozenset("\\\"':")
+
+
 def _paths(grants: tuple[Grant, ...], values: Mapping[str, str]) -> list[str]:
-    return [_substituted(g, values) for g in grants]
+    """The grants' paths after variables, each one systemd can be given exactly."""
+    out = []
+    for grant in grants:
+        path = _substituted(grant, values)
+        if bad := sorted(set(path) & _PATH_SYNTAX):
+            raise PolicyError(grant.where, f"'{path}' holds {' '.join(repr(c) for c in bad)}: a "
+                                           "systemd unit reads it as syntax (quoting, escapes, "
+                                           "':' starts a bind destination or mount options), so "
+                                           "the unit would grant another path; rename the path")
+        out.append(path)
+    return out
+
+
+def _planted_links(policy: Policy, values: Mapping[str, str], writes: list[str],
+                   tmpfs: list[str]) -> list[str]:
+    """Refuse a grant that runs through a symlink in a directory the service can write, as
+    `run` does (paths.resolve), and note the grants where one could be planted later.
+
+    systemd follows symlinks when it sets the service up, at every start: a link the service
+    planted in its datadir (`state -> /`) would be bound and made writable. One there now is
+    refused with run's message; one planted after the export cannot be refused by a unit."""
+    roots = [w for w in writes if w not in tmpfs]
+    # Real paths, as the plan holds them: a datadir reached through an operator's link
+    # (~/.cleancoin -> /data/cc) is still the directory the service writes.
+    real_roots = [os.path.realpath(r) for r in roots]
+    fs = policy.filesystem
+    nested = []
+    for grant in (*fs.write, *fs.read, *fs.execute, *fs.hide):
+        path = _substituted(grant, values)
+        try:
+            paths.resolve(path, real_roots)
+        except paths.SymlinkRefused as exc:
+            raise PolicyError(grant.where, str(exc)) from None
+        except OSError:
+            pass                       # a loop or an unreadable directory: the launch says so
+        if any(path != root and paths.beneath(path, root) for root in roots) and path not in tmpfs:
+            nested.append(path)
+    if not nested:
+        return []
+    return [f"grants inside a directory the service can write ({', '.join(dict.fromkeys(nested))}): "
+            "systemd follows symlinks when it starts the service, so one the service plants there "
+            "between two starts is followed (run refuses it at every launch); keep such grants out "
+            "of writable directories where you can"]
+
+
+def _specifiers(text: str) -> str:
+    """`text` with systemd's '%' specifiers escaped: a unit expands %E to /etc, %h to a home
+    directory, in paths, Environment= and Description= alike."""
+    return text.replace("%", "%%")
 
 
 def _quote(path: str) -> str:
-    # systemd splits on whitespace; a path with spaces must be quoted.
+    """A path as one word of a unit's path list: specifiers escaped, quoted if it has spaces
+    (systemd splits on whitespace). `_paths` has refused the characters quoting would change."""
+    path = _specifiers(path)
     return f'"{path}"' if any(c.isspace() for c in path) else path
+
+
+def _environment(name: str, value: str) -> str:
+    """One Environment= assignment: systemd unquotes, C-unescapes and expands specifiers in
+    it, so a '"' in the value would end the word and start another assignment."""
+    escaped = _specifiers(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'Environment="{name}={escaped}"'
 
 
 def _under(path: str, roots: tuple[str, ...]) -> bool:
@@ -132,6 +199,9 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
         notes.append("namespaces.pid: systemd 252 has no pid namespace for a service; other "
                      "processes are hidden in /proc (ProtectProc=invisible) but can still be signalled "
                      "by the same user (the policy's Landlock signal scope has no systemd form)")
+    elif policy.scopes.signal:
+        notes.append("scopes.signal: processes outside the service can be signalled by the same "
+                     "user (the policy's Landlock signal scope has no systemd form)")
 
     # Filesystem
     reads = _paths(fs.read, values)
@@ -139,21 +209,24 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
     executes = _paths(fs.execute, values)
     hides = _paths(fs.hide, values)
     tmpfs = _paths(fs.tmpfs, values) + (["/tmp"] if ns.private_tmp else [])
+    notes.extend(_planted_links(policy, values, writes, tmpfs))
     optional = {_substituted(g, values) for g in (*fs.read, *fs.write, *fs.execute, *fs.hide) if g.optional}
 
     def binds(paths: list[str]) -> str:
         return " ".join(_quote(("-" if p in optional else "") + p) for p in dict.fromkeys(paths))
 
-    if ns.mount:
-        lines.append("# The filesystem view: an empty read-only root holding only the grants.")
-        put("TemporaryFileSystem=/:ro")
-        put("MountAPIVFS=yes")
-        ro = [p for p in reads + executes if p not in writes and p not in _DEVICES and p not in tmpfs]
-        if ro:
-            put(f"BindReadOnlyPaths={binds(ro)}")
-        rw = [p for p in writes if p not in _DEVICES and p not in tmpfs]
-        if rw:
-            put(f"BindPaths={binds(rw)}")
+    # The view stands for Landlock's grants as much as for the mount namespace: without it a
+    # policy with namespaces.mount = false (Landlock alone) became a unit that reads the
+    # whole host read-only, and said nothing.
+    lines.append("# The filesystem view: an empty read-only root holding only the grants.")
+    put("TemporaryFileSystem=/:ro")
+    put("MountAPIVFS=yes")
+    ro = [p for p in reads + executes if p not in writes and p not in _DEVICES and p not in tmpfs]
+    if ro:
+        put(f"BindReadOnlyPaths={binds(ro)}")
+    rw = [p for p in writes if p not in _DEVICES and p not in tmpfs]
+    if rw:
+        put(f"BindPaths={binds(rw)}")
     put("ProtectSystem=strict")
     rw_paths = [p for p in writes if p not in _DEVICES and p not in tmpfs]
     if rw_paths:
@@ -196,9 +269,11 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
         for grant in net.bind_tcp:
             put(f"SocketBindAllow=tcp:{substitute(grant.value, values, grant.where)}")
         put("SocketBindDeny=any")
-    if net.connect_tcp is not None and net.connect_tcp and inet:
-        notes.append("network.connect_tcp ports: systemd restricts addresses (IPAddressAllow=), not "
-                     "ports; TCP connect is not limited to the policy's ports")
+    if net.connect_tcp is not None and inet and not ns.net:
+        # An empty list too: "no TCP connect at all" is the policy's word, not the unit's.
+        ports = ", ".join(g.value for g in net.connect_tcp) or "none"
+        notes.append(f"network.connect_tcp ports ({ports}): systemd restricts addresses "
+                     "(IPAddressAllow=), not ports; TCP connect is not limited to the policy's ports")
     if not ns.net and policy.scopes.abstract_unix_socket:
         notes.append("scopes.abstract_unix_socket: without PrivateNetwork= the host's abstract unix "
                      "sockets stay reachable (no systemd setting scopes them)")
@@ -253,7 +328,7 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
         put(f"Limit{_RLIMITS[limit.name]}={soft if soft == hard else soft + ':' + hard}")
     for name, value in proc.set_environment:
         filled = substitute(value, values, SourceRef(policy.files[-1], 0, f"process.set_environment.{name}"))
-        put(f'Environment="{name}={filled}"')
+        put(_environment(name, filled))
     if proc.stdio != "inherit":
         put("StandardInput=null")
     if proc.dumpable:
@@ -269,7 +344,7 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
     if exec_start is None:
         body = head + ["[Service]"] + lines + tail
     else:
-        body = head + ["[Unit]", f"Description={policy.description or policy.name}", "",
+        body = head + ["[Unit]", f"Description={_specifiers(policy.description or policy.name)}", "",
                        "[Service]", "Type=simple", f"ExecStart={exec_start}"] + lines + tail \
             + ["", "[Install]", "WantedBy=multi-user.target"]
     return Unit("\n".join(body) + "\n", notes)

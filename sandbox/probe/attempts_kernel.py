@@ -324,6 +324,20 @@ def _run_dumpable(ctx: _Ctx, out: _Out) -> Outcome:
     return "denied", f"prctl answered {ret}, but the process is still not dumpable"
 
 
+def _run_dumpable_high_bits(ctx: _Ctx, out: _Out) -> Outcome:
+    """prctl's option is an int: the kernel reads the low 32 bits of the register, a filter
+    that compares all 64 sees another option when a high bit is set."""
+    option = (1 << 32) | 4                        # PR_SET_DUMPABLE, with bit 32 set
+    ret, err = _syscall(157, option, 1, 0, 0, 0)
+    now, _ = _syscall(157, 3, 0, 0, 0, 0)         # prctl(PR_GET_DUMPABLE)
+    if now == 1:
+        return _ok(f"prctl({option:#x}, 1): the kernel read PR_SET_DUMPABLE, and the process is "
+                   "dumpable again")
+    if ret < 0:
+        return ctx.denied(err, EPERM="seccomp: PR_SET_DUMPABLE refused on the low 32 bits")
+    return "denied", f"prctl answered {ret}, but the process is still not dumpable"
+
+
 def _run_wx_memory(ctx: _Ctx, out: _Out) -> Outcome:
     try:
         area = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)

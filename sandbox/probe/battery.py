@@ -14,7 +14,7 @@ from .attempts_files import (_exp_create, _exp_hidden, _exp_protected, _run_modi
 from .attempts_inherited import (_exp_fd_self, _exp_named_socket, _exp_never, _exp_terminal, _exp_terminal_self,
                                  _run_launcher_memory, _run_named_socket)
 from .attempts_kernel import (_exp_clone_newuser, _exp_dumpable, _exp_wx_memory, _run_clone_newuser,
-                              _run_dumpable, _run_wx_memory)
+                              _run_dumpable, _run_dumpable_high_bits, _run_wx_memory)
 from .attempts_privileges import (_exp_fds_many, _exp_file_size, _exp_fork_many, _run_fds_many,
                                   _run_file_size, _run_fork_many)
 from .attempts_kernel import (_bpf_extra, _exp_clone3, _exp_foreign_arch, _exp_mount, _exp_setns,
@@ -158,6 +158,9 @@ def _battery() -> list[_Spec]:
               _exp_clone_newuser, _run_clone_newuser),
         _Spec("prctl-dumpable", "prctl(PR_SET_DUMPABLE, 1): undo 'not dumpable'", _exp_dumpable,
               _run_dumpable),
+        # The same call as the kernel reads it: the option is 32 bits wide (an int).
+        _Spec("prctl-dumpable-high-bits", "prctl(PR_SET_DUMPABLE | 1 << 32, 1): the same, with "
+              "a high bit the kernel drops", _exp_dumpable, _run_dumpable_high_bits),
         _Spec("memory-wx", "map memory both writable and executable", _exp_wx_memory, _run_wx_memory),
         _Spec("rlimit-fork-200", "start 200 processes at once", _exp_fork_many, _run_fork_many),
         _Spec("rlimit-fds-8192", "hold 8192 descriptors at once", _exp_fds_many, _run_fds_many),

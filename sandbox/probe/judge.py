@@ -140,7 +140,7 @@ class _Judge:
                 and args.get(0, 0) & _CLONE_NAMESPACES:
             return "errno:EPERM" if sc.default_action != "errno:EPERM" else sc.default_action
         if name == "prctl" and allowed_plain and not self.policy.process.dumpable \
-                and args.get(0) == 4 and args.get(1, 0) != 0:
+                and args.get(0, 0) & 0xFFFFFFFF == 4 and args.get(1, 0) != 0:   # option: an int
             return "errno:EPERM"
         rules = [r for r in sc.rules if r.syscall == name]
         for rule in rules:

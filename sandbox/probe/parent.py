@@ -145,10 +145,15 @@ def _run_attempt(zygote: Zygote, spec: _Spec, targets: _Targets, seccomp: str | 
         try:
             socket.send_fds(ours, [json.dumps({"attempt": spec.name, "targets": targets.to_json(),
                                                "seccomp": seccomp, "fd_names": names}).encode()], fds)
+            sent = True
+        except OSError:
+            # The child ended before it read what to do (a policy's rlimits can kill it at
+            # start): how it ended is this attempt's outcome, an error, not the probe's end.
+            sent = False
         finally:
             for fd in fds:
                 os.close(fd)
-        data, timed_out = _read_until_eof(ours, timeout)
+        data, timed_out = _read_until_eof(ours, timeout) if sent else (b"", False)
         if timed_out:
             try:
                 zygote.kill(spawned.pid)

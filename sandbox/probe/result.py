@@ -48,10 +48,16 @@ class ProbeResult:
     def escapes(self) -> list[Attempt]:
         return [a for a in self.attempts if a.escaped]
 
+    @property
+    def errors(self) -> list[Attempt]:
+        """Attempts that could not be made: nothing is known of what they try."""
+        return [a for a in self.attempts if a.outcome == "error"]
+
     def to_dict(self) -> dict[str, object]:
         return {"report": self.report.to_dict(),
                 "attempts": [a.to_dict() for a in self.attempts],
                 "escapes": [a.name for a in self.escapes],
+                "errors": [a.name for a in self.errors],
                 "script_status": self.script_status,
                 "script_output": self.script_output}
 
