@@ -130,7 +130,9 @@ def test_one_users_unfinished_bodies_are_bounded(node: Callable[..., TestNode]) 
         for s in held:
             s.close()
     print(f"RSS growth {grown / MIB:.0f} MiB; other user {other:.3f} s; answers {answers}")
-    assert grown < 150 * MIB, f"the node holds {grown / MIB:.0f} MiB of one user's unfinished bodies"
+    # 83 MiB on a quiet machine, up to 167 MiB seen with both cores busy (RSS keeps what the
+    # allocator has not given back of the bodies read and dropped); the code before held 290.
+    assert grown < 220 * MIB, f"the node holds {grown / MIB:.0f} MiB of one user's unfinished bodies"
     assert sum(a.startswith(b"HTTP/1.1 503") for a in answers) >= 9, answers
     assert other < 2.0
     wait_until(lambda: post_json_rpc(n.rpc_port, {"id": 2, "method": "getblockcount"}, WATCHER, PASSWORD)[0] == 200,
