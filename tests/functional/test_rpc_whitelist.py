@@ -43,8 +43,8 @@ def test_with_a_whitelist_users_without_one_call_nothing_by_default(node: Callab
     n = node(f"-rpcauth={RPCAUTH}", f"-rpcwhitelist={WATCHER}:getblockcount")
     n.start(wait=False)
     cookie = n.cookie_path
-    wait_until(lambda: cookie.exists() and _post(n, _call("getblockcount"), WATCHER, PASSWORD)[0] == 200,
-               30, what="the node's RPC")
+    # The cookie is written a moment before the RPC port is bound: refused until then.
+    wait_until(lambda: cookie.exists() and _status_or_none(n, WATCHER, PASSWORD) == 200, 30, what="the node's RPC")
     user, _, password = cookie.read_text().partition(":")
     assert _post(n, _call("getblockcount"), user, password) == (403, b"")
     assert _post(n, _call("stop"), WATCHER, PASSWORD) == (403, b"")
@@ -54,6 +54,14 @@ def test_with_a_whitelist_users_without_one_call_nothing_by_default(node: Callab
     n.process.terminate()                              # the RPC `stop` is locked out too
     assert n.process.wait(30) == 0
     n.process = None
+
+
+def _status_or_none(node: TestNode, user: str, password: str) -> int | None:
+    """getblockcount's HTTP status as `user`, or None while the port refuses connections."""
+    try:
+        return _post(node, _call("getblockcount"), user, password)[0]
+    except OSError:           # urllib's URLError is one: connection refused
+        return None
 
 
 def _post_raw(node: TestNode, body: bytes, user: str, password: str, path: str = "/") -> tuple[int, bytes]:
