@@ -91,8 +91,8 @@ def read_records(files: Iterable[str], policy: str | None = None) -> Observation
         for line in lines:
             try:
                 records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue       # a line cut short when the recorder was killed
+            except (json.JSONDecodeError, RecursionError):
+                continue       # a line cut short when the recorder was killed (or nested too deep)
         if not records or records[0].get("t") != "header":
             continue
         header = records[0]

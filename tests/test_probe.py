@@ -183,6 +183,10 @@ def test_a_seccomp_kill_is_a_denial_and_a_hang_an_error() -> None:
     assert outcome == "error" and "no answer within 0.3 s" in detail
     result = json.dumps({"result": ["allowed", "succeeded: x"]}).encode() + b"\n"
     assert probe._interpret(note + result, 0, False, 5) == ("allowed", "step one worked; succeeded: x")
+    # What the confined side writes is parsed by the (unconfined) probe: a line nested deeper
+    # than the JSON parser recurses is skipped like any other non-message, not a traceback.
+    assert probe._interpret(b"[" * 100_000 + b"\n" + note + result, 0, False, 5) == (
+        "allowed", "step one worked; succeeded: x")
 
 
 def test_script_runs_inside_instead_of_the_battery(strict, tmp_path: Path, sandbox_vars) -> None:  # noqa: ANN001

@@ -118,7 +118,7 @@ def _interpret(data: bytes, returncode: int | None, timed_out: bool, timeout: fl
     for line in data.decode(errors="replace").splitlines():
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):    # a line nested too deep is no message either
             continue
         if not isinstance(message, dict):
             continue
