@@ -97,7 +97,7 @@ def completed(report: dict[str, object], component: int) -> dict[str, object]:
             by_pid[_nspids(_status_fields(current))[depth - 1]] = current
         except (OSError, ValueError, IndexError):
             continue
-        pending += _children(current)
+        pending += children(current)
     for helper in wanted:
         host = by_pid.get(int(helper.get("pid", 0)))
         if host is not None:
@@ -105,7 +105,8 @@ def completed(report: dict[str, object], component: int) -> dict[str, object]:
     return report
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The process's children (every thread's), from /proc (empty when it is gone)."""
     found: list[int] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")

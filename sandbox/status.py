@@ -130,22 +130,6 @@ def _limits(pid: int) -> dict[str, tuple[str, str]]:
     return out
 
 
-def children(pid: int) -> list[int]:
-    """The process's children (every thread's), from /proc."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
-                found.extend(int(c) for c in handle.read().split())
-        except OSError:
-            continue
-    return found
-
-
 def _namespaces(status: ProcessStatus) -> None:
     for ns in _NAMESPACES:
         try:
@@ -215,7 +199,7 @@ def inspect(pid: int, registered: list[dict[str, object]] | None = None) -> Proc
                             ("bounding", "CapBnd"), ("ambient", "CapAmb"))}
     _namespaces(status)
     status.rlimits = _limits(pid)
-    status.children = children(pid)
+    status.children = helpers.children(pid)
     entry = report_registry.lookup(pid)
     if entry is not None:
         if entry.get("kind") == "zygote":
