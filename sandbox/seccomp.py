@@ -330,11 +330,10 @@ def _suid_sgid_rules(allowed: frozenset[str], plain: set[str],
     Found 12-06: the wallet process planted a set-user-ID root program in wallets/."""
     from .model import ArgCondition
     from .syscalls import MODE_SETTING_SYSCALLS, O_CREAT, O_TMPFILE_BIT, S_ISGID, S_ISUID
-    bits = (S_ISUID, S_ISGID)
+    refusals = suid_sgid_refusals()
     for name, (mode_index, flags_index) in MODE_SETTING_SYSCALLS.items():
         if name not in allowed or name in unconditional:
             continue
-        creating = [None] if flags_index is None else [O_CREAT, O_TMPFILE_BIT]
         entries = conditional.setdefault(name, [])
         if errno_default:
             # Allowed only where no bit is asked for (or nothing is created); the rest falls to
@@ -345,16 +344,32 @@ def _suid_sgid_rules(allowed: frozenset[str], plain: set[str],
                                 where, True))
             plain.discard(name)
             continue
-        for flag in creating:
-            for bit in bits:
-                conds = [ArgCondition(mode_index, "masked_eq", bit, bit)]
-                if flag is not None and flags_index is not None:
-                    conds.insert(0, ArgCondition(flags_index, "masked_eq", flag, flag))
-                entries.append(("errno:EPERM", conds, where, True))
+        entries.extend(("errno:EPERM", conds, where, True) for conds in refusals[name])
     if "openat2" in allowed and "openat2" not in unconditional:
         plain.discard("openat2")
         conditional.pop("openat2", None)
         unconditional["openat2"] = ("errno:ENOSYS", where, True)
+
+
+def suid_sgid_refusals() -> dict[str, list[list["ArgCondition"]]]:
+    """For each call that sets a mode, the conditions (one list per rule, any of them) under
+    which it would give a file the set-user-ID or set-group-ID bit: the mode has either bit,
+    and for open and openat the flags create a file (O_CREAT or O_TMPFILE). The policy's
+    filter answers them EPERM (`_suid_sgid_rules`), and so does a learning run's
+    (learn_plan.learning_filter), which lets everything else go on."""
+    from .model import ArgCondition
+    from .syscalls import MODE_SETTING_SYSCALLS, O_CREAT, O_TMPFILE_BIT, S_ISGID, S_ISUID
+    refusals: dict[str, list[list[ArgCondition]]] = {}
+    for name, (mode_index, flags_index) in MODE_SETTING_SYSCALLS.items():
+        creating = [None] if flags_index is None else [O_CREAT, O_TMPFILE_BIT]
+        rules = refusals.setdefault(name, [])
+        for flag in creating:
+            for bit in (S_ISUID, S_ISGID):
+                conds = [ArgCondition(mode_index, "masked_eq", bit, bit)]
+                if flag is not None and flags_index is not None:
+                    conds.insert(0, ArgCondition(flags_index, "masked_eq", flag, flag))
+                rules.append(conds)
+    return refusals
 
 
 def _notified(action: str, syscall: str) -> bool:
