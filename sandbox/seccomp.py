@@ -284,7 +284,7 @@ def rule_table(spec: FilterSpec) -> RuleTable:
             conditional.setdefault("prctl", []).append(
                 ("errno:EPERM", [option, ArgCondition(1, "ne", 0)], where, True))
     if spec.deny_suid_sgid:
-        _suid_sgid_rules(allowed, plain, conditional, unconditional, errno_default, where)
+        _suid_sgid_rules(allowed, plain, conditional, unconditional, default_action, where)
 
     table: list[TableRule] = []
 
@@ -321,34 +321,69 @@ def rule_table(spec: FilterSpec) -> RuleTable:
 
 def _suid_sgid_rules(allowed: frozenset[str], plain: set[str],
                      conditional: dict[str, list[tuple[str, list["ArgCondition"], SourceRef, bool]]],
-                     unconditional: dict[str, tuple[str, SourceRef, bool]], errno_default: bool,
+                     unconditional: dict[str, tuple[str, SourceRef, bool]], default_action: str,
                      where: SourceRef) -> None:
     """The derived rules that keep the set-user-ID and set-group-ID bits out of every mode the
     confined side sets. The grants are mounted nosuid in the view, but the files stay on the
     host's filesystem: a program the component wrote and gave the bit there runs with the
     rights of the component's user (root, for a node run as root) for anyone who reaches it.
-    Found 12-06: the wallet process planted a set-user-ID root program in wallets/."""
+    Found 12-06: the wallet process planted a set-user-ID root program in wallets/.
+
+    Wherever the call may run at all: on the allow list, under a rule of its own that lets it
+    run (`allow` or `log` without conditions, which would otherwise make libseccomp drop the
+    conditional refusals), or not listed under a `log` default. Until 12-06 (h33) only the
+    first, and the other two let the bits through."""
     from .model import ArgCondition
     from .syscalls import MODE_SETTING_SYSCALLS, O_CREAT, O_TMPFILE_BIT, S_ISGID, S_ISUID
+    errno_default = default_action == "errno:EPERM"
     refusals = suid_sgid_refusals()
+
+    def runs(name: str) -> tuple[str, SourceRef, bool] | None:
+        """How the call runs when no bit is asked for: (action, source, logged), or None if
+        it never runs (refused or killed whatever its arguments)."""
+        if name in unconditional:
+            action, ref, logged = unconditional[name]
+            return (action, ref, logged) if action in _PERMITTING else None
+        if name in allowed:
+            return ("allow", where, True)
+        if default_action in _PERMITTING:
+            return (default_action, where, True)
+        return None
+
     for name, (mode_index, flags_index) in MODE_SETTING_SYSCALLS.items():
-        if name not in allowed or name in unconditional:
+        how = runs(name)
+        if how is None:
             continue
+        action, ref, logged = how
+        if name in unconditional:
+            # An unconditional rule would make libseccomp drop the conditional ones beside it:
+            # its action becomes the fallback (below).
+            del unconditional[name]
+            conditional[name] = []
+            plain.discard(name)
         entries = conditional.setdefault(name, [])
         if errno_default:
-            # Allowed only where no bit is asked for (or nothing is created); the rest falls to
+            # Runs only where no bit is asked for (or nothing is created); the rest falls to
             # the default, the same EPERM.
-            entries.append(("allow", [ArgCondition(mode_index, "masked_eq", 0, S_ISUID | S_ISGID)], where, True))
+            entries.append((action, [ArgCondition(mode_index, "masked_eq", 0, S_ISUID | S_ISGID)], ref, logged))
             if flags_index is not None:
-                entries.append(("allow", [ArgCondition(flags_index, "masked_eq", 0, O_CREAT | O_TMPFILE_BIT)],
-                                where, True))
+                entries.append((action, [ArgCondition(flags_index, "masked_eq", 0, O_CREAT | O_TMPFILE_BIT)],
+                                ref, logged))
             plain.discard(name)
             continue
         entries.extend(("errno:EPERM", conds, where, True) for conds in refusals[name])
-    if "openat2" in allowed and "openat2" not in unconditional:
+        if action == "allow":
+            plain.add(name)              # allowed under the always-true condition (rule_table)
+        elif action != default_action:   # a `log` rule under another default
+            entries.append((action, [ArgCondition(0, "le", _UINT64_MAX)], ref, logged))
+    if runs("openat2") is not None:
         plain.discard("openat2")
         conditional.pop("openat2", None)
         unconditional["openat2"] = ("errno:ENOSYS", where, True)
+
+
+#: Actions under which a syscall runs.
+_PERMITTING = ("allow", "log")
 
 
 def suid_sgid_refusals() -> dict[str, list[list["ArgCondition"]]]:

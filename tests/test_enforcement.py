@@ -354,6 +354,48 @@ def test_seccomp_refuses_set_user_id_and_set_group_id_bits(base_sandbox, write_p
     assert (code, result) == (0, expected)
 
 
+def test_set_user_id_bits_are_refused_where_the_policy_lets_the_call_run_otherwise(
+        base_sandbox, write_policy, run_in_sandbox, sandbox_vars, outside_dir):
+    """The rule is for every filter, but it was derived only for calls on the allow list
+    without a rule of their own: a `log` default (everything not allowed runs, logged) and a
+    rule `{ syscall = "fchmod", action = "log" }` or `{ syscall = "openat", action = "allow" }`
+    (unconditional: libseccomp drops conditional rules beside it) let the bits through. Before this test the sandboxed child set them:
+    chmod-suid 0, fchmod-sgid 0, open-suid 0 under the log default, and fchmod-sgid 0 and
+    open-suid 0 under the rules. Now EPERM in all, the plain calls run (logged where the policy
+    says so)."""
+    expected = {"chmod-suid": errno.EPERM, "fchmod-sgid": errno.EPERM, "chmod-plain": 0,
+                "open-suid": errno.EPERM, "open-plain": 0, "open-existing": 0, "mode": 0o750}
+    grant = f"""
+        [filesystem]
+        write = ["{outside_dir}"]
+    """
+    logging_default = write_policy(f"""
+        [policy]
+        name = "log-default"
+
+        [seccomp]
+        default_action = "log"
+        allow = ["@system-service"]
+        deny = {BASE_DENY[:-1] + '"chmod", "fchmod", "fchmodat", "openat", "open"]'}
+    """ + grant, extends=False)
+    result, code, _ = run_in_sandbox(logging_default, sandbox_vars, _mode_bits(outside_dir))
+    assert (code, result) == (0, expected)
+    logged_rule = write_policy(grant + """
+        [[seccomp.rules]]
+        syscall = "fchmod"
+        action = "log"
+
+        [[seccomp.rules]]
+        syscall = "openat"
+        action = "allow"
+        reason = "a policy that allows openat outright"
+    """)
+    for name in ("mode-bits", "created"):
+        os.unlink(os.path.join(outside_dir, name))
+    result, code, _ = run_in_sandbox(logged_rule, sandbox_vars, _mode_bits(outside_dir))
+    assert (code, result) == (0, expected)
+
+
 SYS_PRCTL, PR_GET_DUMPABLE, PR_SET_DUMPABLE = 157, 3, 4
 
 

@@ -127,6 +127,23 @@ def test_expectations_follow_the_policy(base_sandbox, tmp_path: Path, sandbox_va
     assert abstract.outcome == "denied" and abstract.detail.startswith("EPERM"), abstract
 
 
+def test_set_user_id_bits_are_refused_under_a_logging_default(strict, tmp_path: Path,
+                                                               sandbox_vars) -> None:  # noqa: ANN001
+    """The derived rule holds wherever a mode-setting call may run, a `log` default included
+    (everything not listed runs, logged). Before 12-06 (h33) the filter and the judge both left
+    it out there: the battery passed while fs-setuid made modes 4755, 2755 and 4700 on the host
+    (with this judge and the old filter: 'ESCAPE succeeded: chmod made mode 4755; ...')."""
+    path = tmp_path / "log-default.toml"
+    path.write_text(f'extends = ["{shipped_policy("strict")}"]\n[policy]\nname = "log-default"\n'
+                    '[seccomp]\ndefault_action = "log"\n'
+                    'deny = ["chmod", "fchmod", "fchmodat", "open", "openat", "creat"]\n')
+    result = probe.probe(load_policy(str(path)), sandbox_vars)
+    setuid = _by_name(result)["fs-setuid"]
+    assert (setuid.expected, setuid.outcome) == ("denied", "denied"), setuid
+    assert "EPERM" in setuid.detail
+    assert "fs-setuid" not in [a.name for a in result.escapes]
+
+
 def test_an_escape_is_reported(strict, tmp_path: Path, sandbox_vars) -> None:  # noqa: ANN001
     # Judge by strict, enforce the weak policy: whatever strict forbids and the weak sandbox
     # lets through must come out as an escape, the condition for the CLI's exit status 1.

@@ -143,18 +143,23 @@ class _Judge:
                 and args.get(0, 0) & 0xFFFFFFFF == 4 and args.get(1, 0) != 0:   # option: an int
             return "errno:EPERM"
         rules = [r for r in sc.rules if r.syscall == name]
-        for rule in rules:
-            if not rule.args:
-                return rule.action
+        unconditional = next((r.action for r in rules if not r.args), None)
         # Derived for every policy: no set-user-ID or set-group-ID bit in a mode; openat2,
-        # whose mode the filter cannot read, answers ENOSYS.
-        if name == "openat2" and allowed_plain:
+        # whose mode the filter cannot read, answers ENOSYS. Wherever the call may run: on the
+        # allow list, under an unconditional allow or log rule, or not listed under a log default.
+        runs = unconditional in ("allow", "log") if unconditional is not None else (
+            allowed_plain or sc.default_action == "log")
+        if name == "openat2" and runs:
             return "errno:ENOSYS"
-        if name in MODE_SETTING_SYSCALLS and allowed_plain:
+        if unconditional is not None and not (runs and name in MODE_SETTING_SYSCALLS):
+            return unconditional
+        if name in MODE_SETTING_SYSCALLS and runs:
             mode_index, flags_index = MODE_SETTING_SYSCALLS[name]
             creating = flags_index is None or args.get(flags_index, 0) & (O_CREAT | O_TMPFILE_BIT)
             if creating and args.get(mode_index, 0) & (S_ISUID | S_ISGID):
                 return "errno:EPERM"
+        if unconditional is not None:
+            return unconditional
         allowed = name in self.policy.allowed_syscalls
         if name in ("socket", "socketpair") and allowed:
             family, kind = args.get(0, 0), args.get(1, 0)
