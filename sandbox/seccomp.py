@@ -158,10 +158,15 @@ def _family_rules(families: Iterable["SocketFamily"]) -> list[tuple[str, list["A
         number = SOCKET_FAMILIES[fam.name]
         if fam.name in ("inet", "inet6") and not fam.raw:
             # SOCK_STREAM and SOCK_DGRAM only; the low bits of the type hold the kind, the
-            # high bits SOCK_NONBLOCK and SOCK_CLOEXEC.
-            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                rules.append(("socket", [ArgCondition(0, "eq", number),
-                                         ArgCondition(1, "masked_eq", kind, 0xF)]))
+            # high bits SOCK_NONBLOCK and SOCK_CLOEXEC. And TCP and UDP only (the protocol, an
+            # int, on its low 32 bits): Landlock's TCP port rules hold for IPPROTO_TCP sockets
+            # alone, and a stream socket of MPTCP (which falls back to TCP), SMC or SCTP bound
+            # and connected to any port (found 12-06, h33).
+            for kind, protocol in ((socket.SOCK_STREAM, socket.IPPROTO_TCP), (socket.SOCK_DGRAM, socket.IPPROTO_UDP)):
+                for proto in (0, protocol):
+                    rules.append(("socket", [ArgCondition(0, "eq", number),
+                                             ArgCondition(1, "masked_eq", kind, 0xF),
+                                             ArgCondition(2, "masked_eq", proto, _LOW32)]))
         else:
             rules.append(("socket", [ArgCondition(0, "eq", number)]))
         if fam.name == "unix":

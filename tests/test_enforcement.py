@@ -224,6 +224,62 @@ def test_landlock_tcp_bind_and_connect(base_sandbox, require, write_policy, run_
     assert f"TCP bind [{bind_ok}]" in report.mechanisms["landlock"].details[0]
 
 
+IPPROTO_SMC, IPPROTO_MPTCP = 256, 262
+
+
+def test_stream_protocols_other_than_tcp_do_not_pass_the_tcp_port_rules(
+        base_sandbox, require, write_policy, run_in_sandbox, sandbox_vars):
+    """Landlock's TCP port rules hold for IPPROTO_TCP sockets only (the kernel's own fix of
+    6.11, sk_is_tcp): an inet stream socket of another protocol (MPTCP, which falls back to
+    plain TCP when the peer does not speak it; SMC over inet; SCTP where its module loads)
+    binds and connects where Landlock refuses TCP. Before this test, a sandboxed child under
+    bind_tcp = [A] and connect_tcp = [B] bound port C and connected to a host listener on port D
+    with socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP): both 0, the connection arrived. Now the
+    filter lets an inet stream socket have protocol 0 or IPPROTO_TCP only (datagrams 0 or
+    IPPROTO_UDP): another answers EAFNOSUPPORT, as a family not granted; TCP still works."""
+    require(base_sandbox.landlock_abi >= 4, "Landlock ABI 4 (TCP port rules)")
+    bind_ok, bind_denied = free_tcp_port(), free_tcp_port()
+    while bind_denied == bind_ok:
+        bind_denied = free_tcp_port()
+    with listener() as granted, listener() as refused:
+        connect_ok, connect_denied = granted.getsockname()[1], refused.getsockname()[1]
+        policy = write_policy(f"""
+            [network]
+            socket_families = ["inet"]
+            bind_tcp = [{bind_ok}]
+            connect_tcp = [{connect_ok}]
+        """)
+
+        def fn():
+            def attempt(proto, op, port):
+                try:
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+                except OSError as exc:
+                    return exc.errno
+                with sock:
+                    return errno_of(getattr(sock, op), ("127.0.0.1", port))
+
+            out = {f"{name}-{op}": attempt(proto, op, port)
+                   for name, proto in (("mptcp", IPPROTO_MPTCP), ("smc", IPPROTO_SMC))
+                   for op, port in (("bind", bind_denied), ("connect", connect_denied))}
+            out["tcp-connect-granted"] = attempt(socket.IPPROTO_TCP, "connect", connect_ok)
+            out["tcp-bind-other"] = attempt(0, "bind", bind_denied)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP):
+                out["udp"] = 0
+            return out
+
+        result, code, _ = run_in_sandbox(policy, sandbox_vars, fn)
+        assert code == 0
+        assert result == {"mptcp-bind": errno.EAFNOSUPPORT, "mptcp-connect": errno.EAFNOSUPPORT,
+                          "smc-bind": errno.EAFNOSUPPORT, "smc-connect": errno.EAFNOSUPPORT,
+                          "tcp-connect-granted": 0, "tcp-bind-other": errno.EACCES, "udp": 0}, result
+        refused.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            refused.accept()
+        granted.settimeout(5)
+        granted.accept()[0].close()
+
+
 def test_landlock_scopes_abstract_unix_socket_and_signal(base_sandbox, require, write_policy,
                                                          run_in_sandbox, sandbox_vars):
     require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (scopes)")

@@ -37,6 +37,8 @@ REQUIRED = {
     # found 12-06 (h32): decoy refusals spent the log's budget and hid a TIOCSTI after them;
     # a set-user-ID program planted in a writable grant (nosuid holds in the view only)
     "denial-log-bury", "fs-setuid",
+    # found 12-06 (h33): Landlock's TCP port rules do not hold for an MPTCP socket
+    "net-mptcp-bind", "net-mptcp-connect",
 }
 
 

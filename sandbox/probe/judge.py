@@ -169,7 +169,9 @@ class _Judge:
                 if name == "socketpair" and fam.name != "unix":
                     continue
                 if fam.name in ("inet", "inet6") and not fam.raw:
-                    if kind & 0xF in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    protocol = {socket.SOCK_STREAM: socket.IPPROTO_TCP,
+                                socket.SOCK_DGRAM: socket.IPPROTO_UDP}.get(kind & 0xF)
+                    if protocol is not None and args.get(2, 0) & 0xFFFFFFFF in (0, protocol):
                         return "allow"
                     continue
                 return "allow"
