@@ -258,36 +258,28 @@ def rule_table(spec: FilterSpec) -> RuleTable:
     # Derived rules. Where the default action is the same errno, a denial cannot be written
     # as a rule (libseccomp refuses it): the syscall is then allowed only under the
     # complementary condition, and everything else falls to the default.
-    errno_default = default_action == "errno:EPERM"
-    if spec.deny_namespace_clone and "clone" in allowed and "clone" not in unconditional:
+    def derive(name: str, refusals: list[list[ArgCondition]], complements: list[list[ArgCondition]]) -> None:
+        _derive(name, refusals, complements, allowed, plain, conditional, unconditional, default_action, where)
+
+    if spec.deny_namespace_clone:
         from .syscalls import CLONE_NAMESPACE_FLAGS
-        if errno_default:
-            mask = 0
-            for flag in CLONE_NAMESPACE_FLAGS:
-                mask |= flag
-            conditional.setdefault("clone", []).append(("allow", [ArgCondition(0, "masked_eq", 0, mask)], where, True))
-            plain.discard("clone")
-        else:
-            for flag in CLONE_NAMESPACE_FLAGS:
-                conditional.setdefault("clone", []).append(
-                    ("errno:EPERM", [ArgCondition(0, "masked_eq", flag, flag)], where, True))
-    if spec.deny_dumpable and "prctl" in allowed and "prctl" not in unconditional:
+        mask = 0
+        for flag in CLONE_NAMESPACE_FLAGS:
+            mask |= flag
+        derive("clone", [[ArgCondition(0, "masked_eq", flag, flag)] for flag in CLONE_NAMESPACE_FLAGS],
+               [[ArgCondition(0, "masked_eq", 0, mask)]])
+    if spec.deny_dumpable:
         from .syscalls import PR_SET_DUMPABLE
         # prctl's option is an int: the kernel reads the low 32 bits of the register, so the
         # option is tested on those (`eq` saw 0x100000004 as another option, and let
         # PR_SET_DUMPABLE through). The second argument is an unsigned long: all 64 bits.
         option = ArgCondition(0, "masked_eq", PR_SET_DUMPABLE, _LOW32)
-        if errno_default:
-            # "Any other option" on the low 32 bits: some bit of them differs from
-            # PR_SET_DUMPABLE's (libseccomp has no masked not-equal), one rule per bit.
-            conditional.setdefault("prctl", []).extend(
-                [("allow", [ArgCondition(0, "masked_eq", (1 << bit) & ~PR_SET_DUMPABLE, 1 << bit)],
-                  where, True) for bit in range(32)]
-                + [("allow", [option, ArgCondition(1, "eq", 0)], where, True)])
-            plain.discard("prctl")
-        else:
-            conditional.setdefault("prctl", []).append(
-                ("errno:EPERM", [option, ArgCondition(1, "ne", 0)], where, True))
+        # Under an errno:EPERM default, "any other option" on the low 32 bits: some bit of
+        # them differs from PR_SET_DUMPABLE's (libseccomp has no masked not-equal), one rule
+        # per bit.
+        derive("prctl", [[option, ArgCondition(1, "ne", 0)]],
+               [[ArgCondition(0, "masked_eq", (1 << bit) & ~PR_SET_DUMPABLE, 1 << bit)] for bit in range(32)]
+               + [[option, ArgCondition(1, "eq", 0)]])
     if spec.deny_suid_sgid:
         _suid_sgid_rules(allowed, plain, conditional, unconditional, default_action, where)
 
@@ -332,59 +324,71 @@ def _suid_sgid_rules(allowed: frozenset[str], plain: set[str],
     confined side sets. The grants are mounted nosuid in the view, but the files stay on the
     host's filesystem: a program the component wrote and gave the bit there runs with the
     rights of the component's user (root, for a node run as root) for anyone who reaches it.
-    Found 12-06: the wallet process planted a set-user-ID root program in wallets/.
-
-    Wherever the call may run at all: on the allow list, under a rule of its own that lets it
-    run (`allow` or `log` without conditions, which would otherwise make libseccomp drop the
-    conditional refusals), or not listed under a `log` default. Until 12-06 (h33) only the
-    first, and the other two let the bits through."""
+    Found 12-06: the wallet process planted a set-user-ID root program in wallets/."""
     from .model import ArgCondition
     from .syscalls import MODE_SETTING_SYSCALLS, O_CREAT, O_TMPFILE_BIT, S_ISGID, S_ISUID
-    errno_default = default_action == "errno:EPERM"
     refusals = suid_sgid_refusals()
-
-    def runs(name: str) -> tuple[str, SourceRef, bool] | None:
-        """How the call runs when no bit is asked for: (action, source, logged), or None if
-        it never runs (refused or killed whatever its arguments)."""
-        if name in unconditional:
-            action, ref, logged = unconditional[name]
-            return (action, ref, logged) if action in _PERMITTING else None
-        if name in allowed:
-            return ("allow", where, True)
-        if default_action in _PERMITTING:
-            return (default_action, where, True)
-        return None
-
     for name, (mode_index, flags_index) in MODE_SETTING_SYSCALLS.items():
-        how = runs(name)
-        if how is None:
-            continue
-        action, ref, logged = how
-        if name in unconditional:
-            # An unconditional rule would make libseccomp drop the conditional ones beside it:
-            # its action becomes the fallback (below).
-            del unconditional[name]
-            conditional[name] = []
-            plain.discard(name)
-        entries = conditional.setdefault(name, [])
-        if errno_default:
-            # Runs only where no bit is asked for (or nothing is created); the rest falls to
-            # the default, the same EPERM.
-            entries.append((action, [ArgCondition(mode_index, "masked_eq", 0, S_ISUID | S_ISGID)], ref, logged))
-            if flags_index is not None:
-                entries.append((action, [ArgCondition(flags_index, "masked_eq", 0, O_CREAT | O_TMPFILE_BIT)],
-                                ref, logged))
-            plain.discard(name)
-            continue
-        entries.extend(("errno:EPERM", conds, where, True) for conds in refusals[name])
-        if action == "allow":
-            plain.add(name)              # allowed under the always-true condition (rule_table)
-        elif action != default_action:   # a `log` rule under another default
-            entries.append((action, [ArgCondition(0, "le", _UINT64_MAX)], ref, logged))
-    if runs("openat2") is not None:
+        # Under an errno:EPERM default: runs only where no bit is asked for (or nothing is
+        # created); the rest falls to the default, the same EPERM.
+        complements = [[ArgCondition(mode_index, "masked_eq", 0, S_ISUID | S_ISGID)]]
+        if flags_index is not None:
+            complements.append([ArgCondition(flags_index, "masked_eq", 0, O_CREAT | O_TMPFILE_BIT)])
+        _derive(name, refusals[name], complements, allowed, plain, conditional, unconditional,
+                default_action, where)
+    if _runs("openat2", allowed, unconditional, default_action, where) is not None:
         plain.discard("openat2")
         conditional.pop("openat2", None)
         unconditional["openat2"] = ("errno:ENOSYS", where, True)
+
+
+def _runs(name: str, allowed: frozenset[str], unconditional: dict[str, tuple[str, SourceRef, bool]],
+          default_action: str, where: SourceRef) -> tuple[str, SourceRef, bool] | None:
+    """How a call runs where no derived rule refuses it: (action, source, logged), or None if
+    it never runs (refused or killed whatever its arguments). On the allow list; under a rule
+    of its own without conditions that lets it run (`allow`, `log`); not listed under a `log`
+    default."""
+    if name in unconditional:
+        action, ref, logged = unconditional[name]
+        return (action, ref, logged) if action in _PERMITTING else None
+    if name in allowed:
+        return ("allow", where, True)
+    if default_action in _PERMITTING:
+        return (default_action, where, True)
+    return None
+
+
+def _derive(name: str, refusals: list[list["ArgCondition"]], complements: list[list["ArgCondition"]],
+            allowed: frozenset[str], plain: set[str],
+            conditional: dict[str, list[tuple[str, list["ArgCondition"], SourceRef, bool]]],
+            unconditional: dict[str, tuple[str, SourceRef, bool]], default_action: str,
+            where: SourceRef) -> None:
+    """A derived rule for `name` wherever the call may run (`_runs`): EPERM under each of
+    `refusals`; under an errno:EPERM default (libseccomp refuses a rule with the default's
+    action) the call's own action under each of `complements` instead, the rest falling to
+    the default. A rule of the policy's own without conditions would make libseccomp drop the
+    conditional rules beside it: its action becomes the fallback under an always-true
+    condition. Until 12-06 (h33) derived rules were written for calls on the allow list only,
+    and `{ syscall = "prctl", action = "log" }` let prctl(PR_SET_DUMPABLE, 1) through."""
+    from .model import ArgCondition
+    how = _runs(name, allowed, unconditional, default_action, where)
+    if how is None:
+        return
+    action, ref, logged = how
+    if name in unconditional:
+        del unconditional[name]
+        conditional[name] = []
+        plain.discard(name)
+    entries = conditional.setdefault(name, [])
+    if default_action == "errno:EPERM":
+        entries.extend((action, conds, ref, logged) for conds in complements)
+        plain.discard(name)
+        return
+    entries.extend(("errno:EPERM", conds, where, True) for conds in refusals)
+    if action == "allow":
+        plain.add(name)              # allowed under the always-true condition (rule_table)
+    elif action != default_action:   # a `log` rule under another default
+        entries.append((action, [ArgCondition(0, "le", _UINT64_MAX)], ref, logged))
 
 
 #: Actions under which a syscall runs.

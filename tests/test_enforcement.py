@@ -486,6 +486,59 @@ def test_dumpable_cannot_be_turned_on_with_a_high_bit_of_the_option(base_sandbox
         assert result == {"plain": errno.EPERM, "high_bit": errno.EPERM, "zero": 0, "dumpable": 0}, policy
 
 
+def _derived_rule_attempts():
+    """What two derived rules refuse: prctl(PR_SET_DUMPABLE, 1) (and whether the process is
+    dumpable after it), clone(CLONE_NEWUSER); and what they let through (PR_SET_DUMPABLE 0).
+    A socket of a family the policy does not list (netlink) and a unix socket: the loader
+    refuses a rule for socket, so the family rule cannot be dropped this way."""
+    import socket as sockets
+    out = {"dumpable-on": errno_of(libc_prctl, PR_SET_DUMPABLE, 1),
+           "dumpable": libc.syscall(ctypes.c_long(SYS_PRCTL), ctypes.c_long(PR_GET_DUMPABLE), 0, 0, 0, 0),
+           "dumpable-off": errno_of(libc_prctl, PR_SET_DUMPABLE, 0)}
+    out["netlink"] = errno_of(lambda: sockets.socket(sockets.AF_NETLINK, sockets.SOCK_RAW, 0).close())
+    out["unix"] = errno_of(lambda: sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM).close())
+    pid = libc.syscall(ctypes.c_long(SYS_CLONE), ctypes.c_ulong(CLONE_NEWUSER | signal.SIGCHLD),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    if pid == 0:
+        os._exit(0)
+    out["clone-newuser"] = ctypes.get_errno() if pid < 0 else os.waitpid(pid, 0) and 0
+    return out
+
+
+def libc_prctl(option: int, value: int) -> None:
+    if libc.prctl(ctypes.c_int(option), ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0)) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+SYS_CLONE, CLONE_NEWUSER = 56, 0x10000000
+
+
+def test_derived_rules_hold_beside_a_rule_that_lets_the_call_run(base_sandbox, write_policy,
+                                                                 run_in_sandbox, sandbox_vars):
+    """A rule without conditions for prctl or clone (`log`: audit every call) made the
+    compiler skip the derived rule (libseccomp drops conditional rules beside an
+    unconditional one): before this test, under such rules, the sandboxed child turned
+    dumpable back on (0, and PR_GET_DUMPABLE said 1) and cloned into a new user namespace
+    (0). Now the rule's action is what the call gets where no derived rule refuses it."""
+    policy = write_policy("""
+        [seccomp]
+        allow = ["clone", "fork"]
+
+        [[seccomp.rules]]
+        syscall = "prctl"
+        action = "log"
+
+        [[seccomp.rules]]
+        syscall = "clone"
+        action = "log"
+    """)
+    result, code, _ = run_in_sandbox(policy, sandbox_vars, _derived_rule_attempts)
+    assert code == 0
+    assert result == {"dumpable-on": errno.EPERM, "dumpable-off": 0, "netlink": errno.EAFNOSUPPORT,
+                      "unix": 0, "clone-newuser": errno.EPERM, "dumpable": 0}, result
+
+
 SYS_FCNTL, F_GETFD = 72, 1
 
 

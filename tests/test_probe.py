@@ -146,6 +146,22 @@ def test_set_user_id_bits_are_refused_under_a_logging_default(strict, tmp_path: 
     assert "fs-setuid" not in [a.name for a in result.escapes]
 
 
+def test_derived_rules_hold_beside_a_logging_rule(strict, tmp_path: Path, sandbox_vars) -> None:  # noqa: ANN001
+    """A rule without conditions that lets prctl and clone run (logged) made the compiler
+    skip their derived rules; with this judge and the old filter the probe said 'clone-newuser
+    denied allowed ESCAPE' and 'prctl-dumpable denied allowed ESCAPE'."""
+    path = tmp_path / "logged-rules.toml"
+    path.write_text(f'extends = ["{shipped_policy("strict")}"]\n[policy]\nname = "logged-rules"\n'
+                    '[[seccomp.rules]]\nsyscall = "prctl"\naction = "log"\n'
+                    '[[seccomp.rules]]\nsyscall = "clone"\naction = "log"\n')
+    result = probe.probe(load_policy(str(path)), sandbox_vars)
+    attempts = _by_name(result)
+    for name in ("clone-newuser", "prctl-dumpable"):
+        assert (attempts[name].expected, attempts[name].outcome) == ("denied", "denied"), attempts[name]
+        assert "EPERM" in attempts[name].detail, attempts[name]
+    assert attempts["thread-start"].outcome == "allowed"
+
+
 def test_an_escape_is_reported(strict, tmp_path: Path, sandbox_vars) -> None:  # noqa: ANN001
     # Judge by strict, enforce the weak policy: whatever strict forbids and the weak sandbox
     # lets through must come out as an escape, the condition for the CLI's exit status 1.

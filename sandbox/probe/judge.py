@@ -135,20 +135,21 @@ class _Judge:
         if name == "clone3":
             return "errno:ENOSYS"
         allowed_plain = name in self.policy.allowed_syscalls
-        # The rules the compiler derives from the policy (seccomp._build's docstring).
-        if name == "clone" and allowed_plain and "unshare" not in self.policy.allowed_syscalls \
-                and args.get(0, 0) & _CLONE_NAMESPACES:
-            return "errno:EPERM" if sc.default_action != "errno:EPERM" else sc.default_action
-        if name == "prctl" and allowed_plain and not self.policy.process.dumpable \
-                and args.get(0, 0) & 0xFFFFFFFF == 4 and args.get(1, 0) != 0:   # option: an int
-            return "errno:EPERM"
         rules = [r for r in sc.rules if r.syscall == name]
         unconditional = next((r.action for r in rules if not r.args), None)
-        # Derived for every policy: no set-user-ID or set-group-ID bit in a mode; openat2,
-        # whose mode the filter cannot read, answers ENOSYS. Wherever the call may run: on the
-        # allow list, under an unconditional allow or log rule, or not listed under a log default.
+        # The rules the compiler derives from the policy (seccomp.rule_table's docstring),
+        # wherever the call may run: on the allow list, under an unconditional allow or log
+        # rule, or not listed under a log default (seccomp._runs).
         runs = unconditional in ("allow", "log") if unconditional is not None else (
             allowed_plain or sc.default_action == "log")
+        if name == "clone" and runs and "unshare" not in self.policy.allowed_syscalls \
+                and args.get(0, 0) & _CLONE_NAMESPACES:
+            return "errno:EPERM"
+        if name == "prctl" and runs and not self.policy.process.dumpable \
+                and args.get(0, 0) & 0xFFFFFFFF == 4 and args.get(1, 0) != 0:   # option: an int
+            return "errno:EPERM"
+        # Derived for every policy: no set-user-ID or set-group-ID bit in a mode; openat2,
+        # whose mode the filter cannot read, answers ENOSYS.
         if name == "openat2" and runs:
             return "errno:ENOSYS"
         if unconditional is not None and not (runs and name in MODE_SETTING_SYSCALLS):
