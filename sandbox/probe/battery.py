@@ -11,7 +11,8 @@ from .attempts_files import (_exp_create, _exp_hidden, _exp_protected, _run_modi
                              _run_list_root, _run_mknod, _run_modify_canary, _run_read_outside,
                              _run_read_passwd, _run_symlink, _run_write_granted,
                              _run_write_outside)
-from .attempts_inherited import (_exp_fd_self, _exp_named_socket, _exp_never, _exp_terminal, _exp_terminal_self,
+from .attempts_inherited import (_exp_fd_self, _exp_named_socket, _exp_never, _exp_terminal,
+                                 _exp_terminal_modes_self, _exp_terminal_self,
                                  _run_launcher_memory, _run_named_socket)
 from .attempts_kernel import (_exp_clone_newuser, _exp_dumpable, _exp_wx_memory, _run_clone_newuser,
                               _run_dumpable, _run_dumpable_high_bits, _run_wx_memory)
@@ -187,6 +188,10 @@ def _battery() -> list[_Spec]:
         _Spec("terminal-self-restriction", "read what the user types through stdout and stderr "
               "on a terminal, kept by restrict_self", _exp_terminal_self,
               _parent("terminal-self-restriction"), parent_run=True, needs_self=True),
+        _Spec("terminal-modes-self-restriction", "set the modes of the terminal kept by "
+              "restrict_self (echo off): TCSETS, the old termio and termios2 requests, TIOCSETD",
+              _exp_terminal_modes_self, _parent("terminal-modes-self-restriction"), parent_run=True,
+              needs_self=True),
         _Spec("terminal-left-open", "use a terminal the launcher left open: read it, TCSETS, "
               "TIOCSTI", _exp_terminal, _parent("terminal-left-open"), parent_run=True),
         _Spec("grant-symlink-swap", "swap a writable grant for a symlink to /, then be launched "
