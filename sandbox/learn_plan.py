@@ -36,12 +36,19 @@ _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"
 
 
 def learning_filter() -> bytes:
-    """Every syscall to the listener; clone3 ENOSYS; other architectures killed."""
+    """Every syscall to the listener; clone3 ENOSYS; other architectures killed; and, as in
+    every policy's filter, a mode with the set-user-ID or set-group-ID bit EPERM (openat2,
+    whose mode a filter cannot read, ENOSYS): the write grants are the host's directories, and
+    until 12-06 a learned program (as root) left set-user-ID root programs in them."""
     lib = seccomp._lib()  # noqa: SLF001
     flt = lib.SyscallFilter(lib.NOTIFY)
     flt.set_attr(lib.Attr.ACT_BADARCH, lib.KILL_PROCESS)
     flt.set_attr(lib.Attr.CTL_NNP, 0)
     flt.add_rule(lib.ERRNO(errno.ENOSYS), "clone3")
+    flt.add_rule(lib.ERRNO(errno.ENOSYS), "openat2")
+    for name, rules in seccomp.suid_sgid_refusals().items():
+        for conds in rules:
+            flt.add_rule(lib.ERRNO(errno.EPERM), name, *[seccomp._arg(c) for c in conds])  # noqa: SLF001
     return seccomp._export(flt, "export_bpf")  # noqa: SLF001
 
 

@@ -13,8 +13,18 @@ from __future__ import annotations
 import re
 from typing import TextIO
 
-UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
-                         r"\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]")
+# Every format character (category Cf) of Unicode 15, not only the bidi and zero-width ones:
+# until 12-06 (h33) the tag characters U+E0020-U+E007F (an invisible copy of ASCII), the
+# invisible musical and shorthand controls, and the signs drawn over the digits that follow
+# (U+0600-U+0605, U+08E2) passed. Besides them, characters that are not Cf but show nothing
+# and carry text: the Hangul fillers and the variation selectors U+E0100-U+E01EF (after any
+# character; U+FE00-U+FE0F stay, emoji use them). tests/test_printable.py checks the Cf list
+# against the running Python's Unicode database.
+UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
+                         r"\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufeff\uffa0"
+                         r"\ufff9-\ufffb\ud800-\udfff\U000110bd\U000110cd\U00013430-\U0001343f"
+                         r"\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+                         r"\U000e0100-\U000e01ef]")
 
 
 def printable(text: str) -> bool:
@@ -24,7 +34,7 @@ def printable(text: str) -> bool:
 
 def visible(text: str) -> str:
     """`text` with each of those characters shown as \\uXXXX."""
-    return UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+    return UNPRINTABLE.sub(lambda m: _code(ord(m.group(0))), text)
 
 
 #: The same, newlines and tabs excepted: text of several lines.
@@ -41,7 +51,7 @@ class VisibleWriter:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(UNPRINTABLE_IN_LINES.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text))
+        self._stream.write(UNPRINTABLE_IN_LINES.sub(lambda m: _code(ord(m.group(0))), text))
         return len(text)
 
     def __getattr__(self, name: str) -> object:
@@ -56,4 +66,10 @@ def escaped(text: str, *, lines: bool = False) -> str:
 
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group(0))
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return f"\\x{code:02x}" if code < 0x100 else _code(code)
+
+
+def _code(code: int) -> str:
+    # \UXXXXXXXX above the BMP, as Python writes it: \u with five digits reads as another
+    # character followed by a digit.
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"

@@ -158,10 +158,15 @@ def _family_rules(families: Iterable["SocketFamily"]) -> list[tuple[str, list["A
         number = SOCKET_FAMILIES[fam.name]
         if fam.name in ("inet", "inet6") and not fam.raw:
             # SOCK_STREAM and SOCK_DGRAM only; the low bits of the type hold the kind, the
-            # high bits SOCK_NONBLOCK and SOCK_CLOEXEC.
-            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                rules.append(("socket", [ArgCondition(0, "eq", number),
-                                         ArgCondition(1, "masked_eq", kind, 0xF)]))
+            # high bits SOCK_NONBLOCK and SOCK_CLOEXEC. And TCP and UDP only (the protocol, an
+            # int, on its low 32 bits): Landlock's TCP port rules hold for IPPROTO_TCP sockets
+            # alone, and a stream socket of MPTCP (which falls back to TCP), SMC or SCTP bound
+            # and connected to any port (found 12-06, h33).
+            for kind, protocol in ((socket.SOCK_STREAM, socket.IPPROTO_TCP), (socket.SOCK_DGRAM, socket.IPPROTO_UDP)):
+                for proto in (0, protocol):
+                    rules.append(("socket", [ArgCondition(0, "eq", number),
+                                             ArgCondition(1, "masked_eq", kind, 0xF),
+                                             ArgCondition(2, "masked_eq", proto, _LOW32)]))
         else:
             rules.append(("socket", [ArgCondition(0, "eq", number)]))
         if fam.name == "unix":
@@ -253,38 +258,30 @@ def rule_table(spec: FilterSpec) -> RuleTable:
     # Derived rules. Where the default action is the same errno, a denial cannot be written
     # as a rule (libseccomp refuses it): the syscall is then allowed only under the
     # complementary condition, and everything else falls to the default.
-    errno_default = default_action == "errno:EPERM"
-    if spec.deny_namespace_clone and "clone" in allowed and "clone" not in unconditional:
+    def derive(name: str, refusals: list[list[ArgCondition]], complements: list[list[ArgCondition]]) -> None:
+        _derive(name, refusals, complements, allowed, plain, conditional, unconditional, default_action, where)
+
+    if spec.deny_namespace_clone:
         from .syscalls import CLONE_NAMESPACE_FLAGS
-        if errno_default:
-            mask = 0
-            for flag in CLONE_NAMESPACE_FLAGS:
-                mask |= flag
-            conditional.setdefault("clone", []).append(("allow", [ArgCondition(0, "masked_eq", 0, mask)], where, True))
-            plain.discard("clone")
-        else:
-            for flag in CLONE_NAMESPACE_FLAGS:
-                conditional.setdefault("clone", []).append(
-                    ("errno:EPERM", [ArgCondition(0, "masked_eq", flag, flag)], where, True))
-    if spec.deny_dumpable and "prctl" in allowed and "prctl" not in unconditional:
+        mask = 0
+        for flag in CLONE_NAMESPACE_FLAGS:
+            mask |= flag
+        derive("clone", [[ArgCondition(0, "masked_eq", flag, flag)] for flag in CLONE_NAMESPACE_FLAGS],
+               [[ArgCondition(0, "masked_eq", 0, mask)]])
+    if spec.deny_dumpable:
         from .syscalls import PR_SET_DUMPABLE
         # prctl's option is an int: the kernel reads the low 32 bits of the register, so the
         # option is tested on those (`eq` saw 0x100000004 as another option, and let
         # PR_SET_DUMPABLE through). The second argument is an unsigned long: all 64 bits.
         option = ArgCondition(0, "masked_eq", PR_SET_DUMPABLE, _LOW32)
-        if errno_default:
-            # "Any other option" on the low 32 bits: some bit of them differs from
-            # PR_SET_DUMPABLE's (libseccomp has no masked not-equal), one rule per bit.
-            conditional.setdefault("prctl", []).extend(
-                [("allow", [ArgCondition(0, "masked_eq", (1 << bit) & ~PR_SET_DUMPABLE, 1 << bit)],
-                  where, True) for bit in range(32)]
-                + [("allow", [option, ArgCondition(1, "eq", 0)], where, True)])
-            plain.discard("prctl")
-        else:
-            conditional.setdefault("prctl", []).append(
-                ("errno:EPERM", [option, ArgCondition(1, "ne", 0)], where, True))
+        # Under an errno:EPERM default, "any other option" on the low 32 bits: some bit of
+        # them differs from PR_SET_DUMPABLE's (libseccomp has no masked not-equal), one rule
+        # per bit.
+        derive("prctl", [[option, ArgCondition(1, "ne", 0)]],
+               [[ArgCondition(0, "masked_eq", (1 << bit) & ~PR_SET_DUMPABLE, 1 << bit)] for bit in range(32)]
+               + [[option, ArgCondition(1, "eq", 0)]])
     if spec.deny_suid_sgid:
-        _suid_sgid_rules(allowed, plain, conditional, unconditional, errno_default, where)
+        _suid_sgid_rules(allowed, plain, conditional, unconditional, default_action, where)
 
     table: list[TableRule] = []
 
@@ -321,7 +318,7 @@ def rule_table(spec: FilterSpec) -> RuleTable:
 
 def _suid_sgid_rules(allowed: frozenset[str], plain: set[str],
                      conditional: dict[str, list[tuple[str, list["ArgCondition"], SourceRef, bool]]],
-                     unconditional: dict[str, tuple[str, SourceRef, bool]], errno_default: bool,
+                     unconditional: dict[str, tuple[str, SourceRef, bool]], default_action: str,
                      where: SourceRef) -> None:
     """The derived rules that keep the set-user-ID and set-group-ID bits out of every mode the
     confined side sets. The grants are mounted nosuid in the view, but the files stay on the
@@ -330,31 +327,93 @@ def _suid_sgid_rules(allowed: frozenset[str], plain: set[str],
     Found 12-06: the wallet process planted a set-user-ID root program in wallets/."""
     from .model import ArgCondition
     from .syscalls import MODE_SETTING_SYSCALLS, O_CREAT, O_TMPFILE_BIT, S_ISGID, S_ISUID
-    bits = (S_ISUID, S_ISGID)
+    refusals = suid_sgid_refusals()
     for name, (mode_index, flags_index) in MODE_SETTING_SYSCALLS.items():
-        if name not in allowed or name in unconditional:
-            continue
-        creating = [None] if flags_index is None else [O_CREAT, O_TMPFILE_BIT]
-        entries = conditional.setdefault(name, [])
-        if errno_default:
-            # Allowed only where no bit is asked for (or nothing is created); the rest falls to
-            # the default, the same EPERM.
-            entries.append(("allow", [ArgCondition(mode_index, "masked_eq", 0, S_ISUID | S_ISGID)], where, True))
-            if flags_index is not None:
-                entries.append(("allow", [ArgCondition(flags_index, "masked_eq", 0, O_CREAT | O_TMPFILE_BIT)],
-                                where, True))
-            plain.discard(name)
-            continue
-        for flag in creating:
-            for bit in bits:
-                conds = [ArgCondition(mode_index, "masked_eq", bit, bit)]
-                if flag is not None and flags_index is not None:
-                    conds.insert(0, ArgCondition(flags_index, "masked_eq", flag, flag))
-                entries.append(("errno:EPERM", conds, where, True))
-    if "openat2" in allowed and "openat2" not in unconditional:
+        # Under an errno:EPERM default: runs only where no bit is asked for (or nothing is
+        # created); the rest falls to the default, the same EPERM.
+        complements = [[ArgCondition(mode_index, "masked_eq", 0, S_ISUID | S_ISGID)]]
+        if flags_index is not None:
+            complements.append([ArgCondition(flags_index, "masked_eq", 0, O_CREAT | O_TMPFILE_BIT)])
+        _derive(name, refusals[name], complements, allowed, plain, conditional, unconditional,
+                default_action, where)
+    if _runs("openat2", allowed, unconditional, default_action, where) is not None:
         plain.discard("openat2")
         conditional.pop("openat2", None)
         unconditional["openat2"] = ("errno:ENOSYS", where, True)
+
+
+def _runs(name: str, allowed: frozenset[str], unconditional: dict[str, tuple[str, SourceRef, bool]],
+          default_action: str, where: SourceRef) -> tuple[str, SourceRef, bool] | None:
+    """How a call runs where no derived rule refuses it: (action, source, logged), or None if
+    it never runs (refused or killed whatever its arguments). On the allow list; under a rule
+    of its own without conditions that lets it run (`allow`, `log`); not listed under a `log`
+    default."""
+    if name in unconditional:
+        action, ref, logged = unconditional[name]
+        return (action, ref, logged) if action in _PERMITTING else None
+    if name in allowed:
+        return ("allow", where, True)
+    if default_action in _PERMITTING:
+        return (default_action, where, True)
+    return None
+
+
+def _derive(name: str, refusals: list[list["ArgCondition"]], complements: list[list["ArgCondition"]],
+            allowed: frozenset[str], plain: set[str],
+            conditional: dict[str, list[tuple[str, list["ArgCondition"], SourceRef, bool]]],
+            unconditional: dict[str, tuple[str, SourceRef, bool]], default_action: str,
+            where: SourceRef) -> None:
+    """A derived rule for `name` wherever the call may run (`_runs`): EPERM under each of
+    `refusals`; under an errno:EPERM default (libseccomp refuses a rule with the default's
+    action) the call's own action under each of `complements` instead, the rest falling to
+    the default. A rule of the policy's own without conditions would make libseccomp drop the
+    conditional rules beside it: its action becomes the fallback under an always-true
+    condition. Until 12-06 (h33) derived rules were written for calls on the allow list only,
+    and `{ syscall = "prctl", action = "log" }` let prctl(PR_SET_DUMPABLE, 1) through."""
+    from .model import ArgCondition
+    how = _runs(name, allowed, unconditional, default_action, where)
+    if how is None:
+        return
+    action, ref, logged = how
+    if name in unconditional:
+        del unconditional[name]
+        conditional[name] = []
+        plain.discard(name)
+    entries = conditional.setdefault(name, [])
+    if default_action == "errno:EPERM":
+        entries.extend((action, conds, ref, logged) for conds in complements)
+        plain.discard(name)
+        return
+    entries.extend(("errno:EPERM", conds, where, True) for conds in refusals)
+    if action == "allow":
+        plain.add(name)              # allowed under the always-true condition (rule_table)
+    elif action != default_action:   # a `log` rule under another default
+        entries.append((action, [ArgCondition(0, "le", _UINT64_MAX)], ref, logged))
+
+
+#: Actions under which a syscall runs.
+_PERMITTING = ("allow", "log")
+
+
+def suid_sgid_refusals() -> dict[str, list[list["ArgCondition"]]]:
+    """For each call that sets a mode, the conditions (one list per rule, any of them) under
+    which it would give a file the set-user-ID or set-group-ID bit: the mode has either bit,
+    and for open and openat the flags create a file (O_CREAT or O_TMPFILE). The policy's
+    filter answers them EPERM (`_suid_sgid_rules`), and so does a learning run's
+    (learn_plan.learning_filter), which lets everything else go on."""
+    from .model import ArgCondition
+    from .syscalls import MODE_SETTING_SYSCALLS, O_CREAT, O_TMPFILE_BIT, S_ISGID, S_ISUID
+    refusals: dict[str, list[list[ArgCondition]]] = {}
+    for name, (mode_index, flags_index) in MODE_SETTING_SYSCALLS.items():
+        creating = [None] if flags_index is None else [O_CREAT, O_TMPFILE_BIT]
+        rules = refusals.setdefault(name, [])
+        for flag in creating:
+            for bit in (S_ISUID, S_ISGID):
+                conds = [ArgCondition(mode_index, "masked_eq", bit, bit)]
+                if flag is not None and flags_index is not None:
+                    conds.insert(0, ArgCondition(flags_index, "masked_eq", flag, flag))
+                rules.append(conds)
+    return refusals
 
 
 def _notified(action: str, syscall: str) -> bool:

@@ -224,6 +224,62 @@ def test_landlock_tcp_bind_and_connect(base_sandbox, require, write_policy, run_
     assert f"TCP bind [{bind_ok}]" in report.mechanisms["landlock"].details[0]
 
 
+IPPROTO_SMC, IPPROTO_MPTCP = 256, 262
+
+
+def test_stream_protocols_other_than_tcp_do_not_pass_the_tcp_port_rules(
+        base_sandbox, require, write_policy, run_in_sandbox, sandbox_vars):
+    """Landlock's TCP port rules hold for IPPROTO_TCP sockets only (the kernel's own fix of
+    6.11, sk_is_tcp): an inet stream socket of another protocol (MPTCP, which falls back to
+    plain TCP when the peer does not speak it; SMC over inet; SCTP where its module loads)
+    binds and connects where Landlock refuses TCP. Before this test, a sandboxed child under
+    bind_tcp = [A] and connect_tcp = [B] bound port C and connected to a host listener on port D
+    with socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP): both 0, the connection arrived. Now the
+    filter lets an inet stream socket have protocol 0 or IPPROTO_TCP only (datagrams 0 or
+    IPPROTO_UDP): another answers EAFNOSUPPORT, as a family not granted; TCP still works."""
+    require(base_sandbox.landlock_abi >= 4, "Landlock ABI 4 (TCP port rules)")
+    bind_ok, bind_denied = free_tcp_port(), free_tcp_port()
+    while bind_denied == bind_ok:
+        bind_denied = free_tcp_port()
+    with listener() as granted, listener() as refused:
+        connect_ok, connect_denied = granted.getsockname()[1], refused.getsockname()[1]
+        policy = write_policy(f"""
+            [network]
+            socket_families = ["inet"]
+            bind_tcp = [{bind_ok}]
+            connect_tcp = [{connect_ok}]
+        """)
+
+        def fn():
+            def attempt(proto, op, port):
+                try:
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+                except OSError as exc:
+                    return exc.errno
+                with sock:
+                    return errno_of(getattr(sock, op), ("127.0.0.1", port))
+
+            out = {f"{name}-{op}": attempt(proto, op, port)
+                   for name, proto in (("mptcp", IPPROTO_MPTCP), ("smc", IPPROTO_SMC))
+                   for op, port in (("bind", bind_denied), ("connect", connect_denied))}
+            out["tcp-connect-granted"] = attempt(socket.IPPROTO_TCP, "connect", connect_ok)
+            out["tcp-bind-other"] = attempt(0, "bind", bind_denied)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP):
+                out["udp"] = 0
+            return out
+
+        result, code, _ = run_in_sandbox(policy, sandbox_vars, fn)
+        assert code == 0
+        assert result == {"mptcp-bind": errno.EAFNOSUPPORT, "mptcp-connect": errno.EAFNOSUPPORT,
+                          "smc-bind": errno.EAFNOSUPPORT, "smc-connect": errno.EAFNOSUPPORT,
+                          "tcp-connect-granted": 0, "tcp-bind-other": errno.EACCES, "udp": 0}, result
+        refused.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            refused.accept()
+        granted.settimeout(5)
+        granted.accept()[0].close()
+
+
 def test_landlock_scopes_abstract_unix_socket_and_signal(base_sandbox, require, write_policy,
                                                          run_in_sandbox, sandbox_vars):
     require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (scopes)")
@@ -354,6 +410,48 @@ def test_seccomp_refuses_set_user_id_and_set_group_id_bits(base_sandbox, write_p
     assert (code, result) == (0, expected)
 
 
+def test_set_user_id_bits_are_refused_where_the_policy_lets_the_call_run_otherwise(
+        base_sandbox, write_policy, run_in_sandbox, sandbox_vars, outside_dir):
+    """The rule is for every filter, but it was derived only for calls on the allow list
+    without a rule of their own: a `log` default (everything not allowed runs, logged) and a
+    rule `{ syscall = "fchmod", action = "log" }` or `{ syscall = "openat", action = "allow" }`
+    (unconditional: libseccomp drops conditional rules beside it) let the bits through. Before this test the sandboxed child set them:
+    chmod-suid 0, fchmod-sgid 0, open-suid 0 under the log default, and fchmod-sgid 0 and
+    open-suid 0 under the rules. Now EPERM in all, the plain calls run (logged where the policy
+    says so)."""
+    expected = {"chmod-suid": errno.EPERM, "fchmod-sgid": errno.EPERM, "chmod-plain": 0,
+                "open-suid": errno.EPERM, "open-plain": 0, "open-existing": 0, "mode": 0o750}
+    grant = f"""
+        [filesystem]
+        write = ["{outside_dir}"]
+    """
+    logging_default = write_policy(f"""
+        [policy]
+        name = "log-default"
+
+        [seccomp]
+        default_action = "log"
+        allow = ["@system-service"]
+        deny = {BASE_DENY[:-1] + '"chmod", "fchmod", "fchmodat", "openat", "open"]'}
+    """ + grant, extends=False)
+    result, code, _ = run_in_sandbox(logging_default, sandbox_vars, _mode_bits(outside_dir))
+    assert (code, result) == (0, expected)
+    logged_rule = write_policy(grant + """
+        [[seccomp.rules]]
+        syscall = "fchmod"
+        action = "log"
+
+        [[seccomp.rules]]
+        syscall = "openat"
+        action = "allow"
+        reason = "a policy that allows openat outright"
+    """)
+    for name in ("mode-bits", "created"):
+        os.unlink(os.path.join(outside_dir, name))
+    result, code, _ = run_in_sandbox(logged_rule, sandbox_vars, _mode_bits(outside_dir))
+    assert (code, result) == (0, expected)
+
+
 SYS_PRCTL, PR_GET_DUMPABLE, PR_SET_DUMPABLE = 157, 3, 4
 
 
@@ -386,6 +484,59 @@ def test_dumpable_cannot_be_turned_on_with_a_high_bit_of_the_option(base_sandbox
         result, code, _ = run_in_sandbox(policy, sandbox_vars, _dumpable_attempts)
         assert code == 0
         assert result == {"plain": errno.EPERM, "high_bit": errno.EPERM, "zero": 0, "dumpable": 0}, policy
+
+
+def _derived_rule_attempts():
+    """What two derived rules refuse: prctl(PR_SET_DUMPABLE, 1) (and whether the process is
+    dumpable after it), clone(CLONE_NEWUSER); and what they let through (PR_SET_DUMPABLE 0).
+    A socket of a family the policy does not list (netlink) and a unix socket: the loader
+    refuses a rule for socket, so the family rule cannot be dropped this way."""
+    import socket as sockets
+    out = {"dumpable-on": errno_of(libc_prctl, PR_SET_DUMPABLE, 1),
+           "dumpable": libc.syscall(ctypes.c_long(SYS_PRCTL), ctypes.c_long(PR_GET_DUMPABLE), 0, 0, 0, 0),
+           "dumpable-off": errno_of(libc_prctl, PR_SET_DUMPABLE, 0)}
+    out["netlink"] = errno_of(lambda: sockets.socket(sockets.AF_NETLINK, sockets.SOCK_RAW, 0).close())
+    out["unix"] = errno_of(lambda: sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM).close())
+    pid = libc.syscall(ctypes.c_long(SYS_CLONE), ctypes.c_ulong(CLONE_NEWUSER | signal.SIGCHLD),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    if pid == 0:
+        os._exit(0)
+    out["clone-newuser"] = ctypes.get_errno() if pid < 0 else os.waitpid(pid, 0) and 0
+    return out
+
+
+def libc_prctl(option: int, value: int) -> None:
+    if libc.prctl(ctypes.c_int(option), ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0)) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+SYS_CLONE, CLONE_NEWUSER = 56, 0x10000000
+
+
+def test_derived_rules_hold_beside_a_rule_that_lets_the_call_run(base_sandbox, write_policy,
+                                                                 run_in_sandbox, sandbox_vars):
+    """A rule without conditions for prctl or clone (`log`: audit every call) made the
+    compiler skip the derived rule (libseccomp drops conditional rules beside an
+    unconditional one): before this test, under such rules, the sandboxed child turned
+    dumpable back on (0, and PR_GET_DUMPABLE said 1) and cloned into a new user namespace
+    (0). Now the rule's action is what the call gets where no derived rule refuses it."""
+    policy = write_policy("""
+        [seccomp]
+        allow = ["clone", "fork"]
+
+        [[seccomp.rules]]
+        syscall = "prctl"
+        action = "log"
+
+        [[seccomp.rules]]
+        syscall = "clone"
+        action = "log"
+    """)
+    result, code, _ = run_in_sandbox(policy, sandbox_vars, _derived_rule_attempts)
+    assert code == 0
+    assert result == {"dumpable-on": errno.EPERM, "dumpable-off": 0, "netlink": errno.EAFNOSUPPORT,
+                      "unix": 0, "clone-newuser": errno.EPERM, "dumpable": 0}, result
 
 
 SYS_FCNTL, F_GETFD = 72, 1

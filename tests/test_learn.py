@@ -290,3 +290,43 @@ def test_the_learned_program_reaches_no_host_socket_its_policy_does_not_show(tmp
     finally:
         daemon.close()
         shutil.rmtree(outside, ignore_errors=True)
+
+
+# The learned program copies a program into its data directory (a write grant, on the host)
+# and gives it the set-user-ID bit three ways, then a plain mode to a fourth copy.
+SET_USER_ID = r'''
+import os, shutil, sys
+data = sys.argv[1]
+def attempt(name, call):
+    try:
+        call()
+        print(name, "made")
+    except OSError as exc:
+        print(name, exc.errno)
+for name in ("by-chmod", "by-fchmodat", "plain"):
+    shutil.copy("/bin/true", os.path.join(data, name))
+attempt("chmod", lambda: os.chmod(os.path.join(data, "by-chmod"), 0o4755))
+attempt("fchmodat", lambda: os.chmod("by-fchmodat", 0o2755, dir_fd=os.open(data, os.O_RDONLY)))
+attempt("open", lambda: os.close(os.open(os.path.join(data, "by-open"), os.O_CREAT | os.O_WRONLY, 0o6755)))
+attempt("plain", lambda: os.chmod(os.path.join(data, "plain"), 0o750))
+'''
+
+
+def test_the_learned_program_cannot_plant_a_set_user_id_file_on_the_host(tmp_path: Path) -> None:
+    """Attack: every filter refuses the set-user-ID and set-group-ID bits (12-06), but a
+    learning run lets every syscall go on after recording it, and its write grants are the
+    host's directories: before this test, the program under `learn` (as root) left
+    data/by-chmod 0o4755, data/by-fchmodat 0o2755 and data/by-open 0o6755 on the host, owned by
+    root. Now the learning filter refuses them as every policy's filter does (EPERM); the plain
+    chmod still works, and what the program did is still learned."""
+    data = tmp_path / "data"
+    data.mkdir()
+    result = run("learn", "--policy", "examples/program", "--datadir", str(data), "--out",
+                 str(tmp_path / "l.toml"), "--json", "--quiet", "--",
+                 "/usr/bin/python3", "-c", SET_USER_ID, str(data))
+    assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]
+    modes = {p.name: p.stat().st_mode & 0o7777 for p in data.iterdir()}
+    assert modes["plain"] == 0o750, modes
+    assert not any(mode & 0o6000 for mode in modes.values()), modes
+    seen = json.loads(result.stdout)["observation"]
+    assert "openat" in seen["syscalls"] and {"chmod", "fchmodat"} & set(seen["syscalls"]), seen["syscalls"]

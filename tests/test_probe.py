@@ -37,6 +37,8 @@ REQUIRED = {
     # found 12-06 (h32): decoy refusals spent the log's budget and hid a TIOCSTI after them;
     # a set-user-ID program planted in a writable grant (nosuid holds in the view only)
     "denial-log-bury", "fs-setuid",
+    # found 12-06 (h33): Landlock's TCP port rules do not hold for an MPTCP socket
+    "net-mptcp-bind", "net-mptcp-connect",
 }
 
 
@@ -125,6 +127,39 @@ def test_expectations_follow_the_policy(base_sandbox, tmp_path: Path, sandbox_va
     # Abstract sockets: no network namespace any more, the Landlock scope still stops it.
     abstract = attempts["net-abstract-unix"]
     assert abstract.outcome == "denied" and abstract.detail.startswith("EPERM"), abstract
+
+
+def test_set_user_id_bits_are_refused_under_a_logging_default(strict, tmp_path: Path,
+                                                               sandbox_vars) -> None:  # noqa: ANN001
+    """The derived rule holds wherever a mode-setting call may run, a `log` default included
+    (everything not listed runs, logged). Before 12-06 (h33) the filter and the judge both left
+    it out there: the battery passed while fs-setuid made modes 4755, 2755 and 4700 on the host
+    (with this judge and the old filter: 'ESCAPE succeeded: chmod made mode 4755; ...')."""
+    path = tmp_path / "log-default.toml"
+    path.write_text(f'extends = ["{shipped_policy("strict")}"]\n[policy]\nname = "log-default"\n'
+                    '[seccomp]\ndefault_action = "log"\n'
+                    'deny = ["chmod", "fchmod", "fchmodat", "open", "openat", "creat"]\n')
+    result = probe.probe(load_policy(str(path)), sandbox_vars)
+    setuid = _by_name(result)["fs-setuid"]
+    assert (setuid.expected, setuid.outcome) == ("denied", "denied"), setuid
+    assert "EPERM" in setuid.detail
+    assert "fs-setuid" not in [a.name for a in result.escapes]
+
+
+def test_derived_rules_hold_beside_a_logging_rule(strict, tmp_path: Path, sandbox_vars) -> None:  # noqa: ANN001
+    """A rule without conditions that lets prctl and clone run (logged) made the compiler
+    skip their derived rules; with this judge and the old filter the probe said 'clone-newuser
+    denied allowed ESCAPE' and 'prctl-dumpable denied allowed ESCAPE'."""
+    path = tmp_path / "logged-rules.toml"
+    path.write_text(f'extends = ["{shipped_policy("strict")}"]\n[policy]\nname = "logged-rules"\n'
+                    '[[seccomp.rules]]\nsyscall = "prctl"\naction = "log"\n'
+                    '[[seccomp.rules]]\nsyscall = "clone"\naction = "log"\n')
+    result = probe.probe(load_policy(str(path)), sandbox_vars)
+    attempts = _by_name(result)
+    for name in ("clone-newuser", "prctl-dumpable"):
+        assert (attempts[name].expected, attempts[name].outcome) == ("denied", "denied"), attempts[name]
+        assert "EPERM" in attempts[name].detail, attempts[name]
+    assert attempts["thread-start"].outcome == "allowed"
 
 
 def test_an_escape_is_reported(strict, tmp_path: Path, sandbox_vars) -> None:  # noqa: ANN001

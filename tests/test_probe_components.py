@@ -59,6 +59,9 @@ def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:
     assert attempts["proc-ptrace-parent"]["outcome"] == "denied"
     # CleanCoin-node restricts itself and keeps its output: on a terminal, write-only (h32).
     assert attempts["terminal-self-restriction"]["outcome"] == "denied", attempts["terminal-self-restriction"]
+    # ... and it cannot set that terminal's modes by any request (h33: TCSETA, TCSETS2 and kin did).
+    modes = attempts["terminal-modes-self-restriction"]
+    assert modes["expected"] == modes["outcome"] == "denied", modes
     assert not os.listdir(netdir / "wallets")   # the planted canary was removed
 
 

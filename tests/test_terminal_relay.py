@@ -15,6 +15,7 @@ import select
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 TOOL = os.path.join(os.path.dirname(sys.executable), "CleanCoin-sandbox")
@@ -76,3 +77,28 @@ def test_a_character_cut_by_a_read_is_not_mangled(tmp_path: Path) -> None:
     data = b"a" * 65535 + "é✓".encode() * 3 + b"\n"
     seen = _through_a_terminal(tmp_path, data)
     assert seen == data, seen[65530:]
+
+
+def test_invisible_format_characters_do_not_hide_text_on_the_terminal(tmp_path: Path) -> None:
+    """Unicode's format characters (category Cf) beyond the few printable.py named: the tag
+    characters U+E0020-U+E007F are an invisible copy of ASCII (a terminal shows nothing for
+    them: 'ASCII smuggling'), U+1D173-U+1D17A and U+1BCA0-U+1BCA3 are invisible too, U+0600-U+0605
+    and U+08E2 are signs drawn over the digits that follow, and the variation selectors
+    U+E0100-U+E01EF (after any character) and the Hangul fillers carry text the reader does
+    not see. Before this test the confined program's hidden 'pay evil' in tags, the
+    musical and shorthand controls, U+0600 before an amount and the selectors reached the
+    terminal raw. Now each is shown as \\uXXXX or \\UXXXXXXXX; honest text passes unchanged."""
+    hidden = "".join(chr(0xE0000 + ord(c)) for c in "pay evil")
+    attack = (f"amount 100{hidden}\n"
+              f"beam\U0001D173\U0001D17A \U0001BCA0x\n"
+              f"sign \u0600100 \u08e2\n"
+              f"sel A\U000E0100\U000E01EF \u3164\uffa0\n").encode()
+    honest = "ok é ✓ ě 👍🏽 ✔️ 日本\n".encode()
+    seen = _through_a_terminal(tmp_path, honest + attack)
+    assert seen.startswith(honest), seen
+    text = seen.decode("utf-8", "surrogateescape")
+    invisible = [c for c in text if unicodedata.category(c) == "Cf" or 0xE0100 <= ord(c) <= 0xE01EF
+                 or c in "\u3164\uffa0"]
+    assert invisible == [], [hex(ord(c)) for c in invisible]
+    assert "amount 100\\U000e0070\\U000e0061\\U000e0079" in text, text
+    assert "sign \\u0600100 \\u08e2" in text and "\\U0001d173" in text and "\\U000e0100" in text, text

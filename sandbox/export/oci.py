@@ -303,14 +303,9 @@ def import_profile(profile: Mapping[str, Any], name: str, source: str, caps: Ite
         rules.append(section)
     # A policy's filter narrows socketpair to unix and refuses clone with namespace flags and
     # prctl(PR_SET_DUMPABLE, 1) unless told otherwise; say so where the profile allows them.
-    if "prctl" in allow:
-        allow.remove("prctl")
-        section = toml_writer.Section("seccomp.rules", array=True,
-                                      comments=["An unconditional rule: the profile allows every prctl, "
-                                                "PR_SET_DUMPABLE included."])
-        section.add("syscall", "prctl")
-        section.add("action", "allow")
-        rules.insert(0, section)
+    # The policy's own key for it, not an unconditional rule beside the filter's derived one
+    # (which holds beside such a rule since 12-06, h33).
+    dumpable = "prctl" in allow
     if "socketpair" in allow and any(f != 1 for f in families):
         notes.append("socketpair is allowed for unix only (the kernel supports it for unix, and for "
                      "tipc where that module is loaded); the profile allows every family")
@@ -337,12 +332,17 @@ def import_profile(profile: Mapping[str, Any], name: str, source: str, caps: Ite
     sc = toml_writer.Section("seccomp")
     sc.add("default_action", eff.default_action)
     sc.add("allow", allow_values, element_comments=[""] * len(allow_values))
+    process = toml_writer.Section("process", comments=[
+        "The profile allows every prctl, PR_SET_DUMPABLE included: a policy's filter refuses",
+        "prctl(PR_SET_DUMPABLE, 1) unless the process is dumpable."])
+    process.add("dumpable", True)
+    process.add("reason", f"{reason}: every prctl, PR_SET_DUMPABLE included")
     header = [f"Imported from {source} by `CleanCoin-sandbox import --format oci`.",
               "Only the syscall filter comes from the profile. Everything else is this format's",
               "default: namespaces on, no filesystem access at all, no TCP. Add [filesystem] grants",
               "(or extend a policy that has them) before you run anything under it.",
               *[f"note: {n}" for n in notes]]
-    text = toml_writer.document([], [policy, network, sc, *rules], header)
+    text = toml_writer.document([], [policy, network, *([process] if dumpable else []), sc, *rules], header)
     _check_loads(text, name)
     return Import(text, notes)
 

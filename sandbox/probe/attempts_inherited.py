@@ -230,7 +230,39 @@ def _run_fd_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object], tim
     return _interpret(data, child.wait(), False, timeout)
 
 
-def _run_terminal_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+#: Every request that sets a terminal's modes (echo, canonical input, ...): termios, the old
+#: termio, termios2; and the line discipline. (name, request, get request, struct size).
+TERMINAL_MODE_SETTERS = (
+    ("TCSETS", syscalls.TCSETS, 0x5401, 60), ("TCSETSW", syscalls.TCSETSW, 0x5401, 60),
+    ("TCSETSF", syscalls.TCSETSF, 0x5401, 60), ("TCSETA", syscalls.TCSETA, 0x5405, 18),
+    ("TCSETAW", syscalls.TCSETAW, 0x5405, 18), ("TCSETAF", syscalls.TCSETAF, 0x5405, 18),
+    ("TCSETS2", 0x402C542B, 0x802C542A, 44), ("TCSETSW2", 0x402C542C, 0x802C542A, 44),
+    ("TCSETSF2", 0x402C542D, 0x802C542A, 44), ("TIOCSETD", 0x5423, 0x5424, 4),
+)
+
+
+def _set_modes(fd: int) -> list[str]:
+    """Each request of TERMINAL_MODE_SETTERS with the terminal's own current value (nothing
+    changes if it is allowed): the names of those the kernel took."""
+    taken = []
+    for name, request, get, size in TERMINAL_MODE_SETTERS:
+        try:
+            current = fcntl.ioctl(fd, get, bytes(size))
+            fcntl.ioctl(fd, request, current)
+        except OSError:
+            continue
+        taken.append(name)
+    return taken
+
+
+def _run_terminal_modes_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """As terminal-self-restriction, then set the terminal's modes through fd 1 (write-only
+    since restrict_self reopens it, which stops reads, not ioctls)."""
+    return _run_terminal_self(judge, t, plan_of, timeout, modes=True)
+
+
+def _run_terminal_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float,
+                       modes: bool = False) -> Outcome:
     """A running process on a terminal (1 and 2 the one description a shell opened for
     reading and writing) restricts itself with the policy, then reads what the user typed
     through stdout and stderr: restrict_self keeps them, as nobody relays its output."""
@@ -244,6 +276,11 @@ def _run_terminal_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object
             os.dup2(slave, 1)
             os.dup2(slave, 2)
             steps.run(steps.Context(plan, steps.Entry.SELF, {write_end}))
+            if modes:
+                taken = _set_modes(1)
+                out.result(*(_ok(f"set the terminal's modes through fd 1: {', '.join(taken)}") if taken else
+                             ("denied", "every request that sets a terminal's modes refused")))
+                return 0
             typed: list[str] = []
             for fd in (1, 2):
                 try:
@@ -638,6 +675,15 @@ def _exp_terminal(j: _Judge, t: _Targets) -> _Why:
     return j.sc(w, "ioctl", {1: syscalls.TCSETS})
 
 
+def _exp_terminal_modes_self(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    for name, request, _, _ in TERMINAL_MODE_SETTERS:
+        action = j.seccomp_action("ioctl", {1: request})
+        if action in ("allow", "log"):
+            return w.need(True, f"seccomp: ioctl {name} -> {action}")
+    return w.need(False, "seccomp: every request that sets a terminal's modes answers EPERM")
+
+
 def _exp_terminal_self(j: _Judge, t: _Targets) -> _Why:
     return _Why().need(j.plan.stdio == "inherit", "stdio: restrict_self opens a terminal on 1 "
                                                   "or 2 again write-only")
@@ -652,6 +698,7 @@ PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], flo
     "fd-inherited": _run_fd_inherited,
     "fd-before-self-restriction": _run_fd_self,
     "terminal-self-restriction": _run_terminal_self,
+    "terminal-modes-self-restriction": _run_terminal_modes_self,
     "terminal-left-open": _run_terminal_left_open,
     "grant-symlink-swap": _run_symlink_swap,
     "output-flood": _run_output_flood,

@@ -21,13 +21,19 @@ def _socket(family: int, kind: int, proto: int, ctx: _Ctx) -> tuple[socket.socke
                                 EACCES="kernel: no CAP_NET_RAW")
 
 
-def _run_tcp_connect(ctx: _Ctx, out: _Out) -> Outcome:
-    sock, fail = _socket(socket.AF_INET, socket.SOCK_STREAM, 0, ctx)
+#: A stream protocol other than TCP that the kernel gives an inet socket: Landlock's TCP port
+#: rules do not hold for it (IPPROTO_TCP sockets only), and it falls back to plain TCP.
+IPPROTO_MPTCP = 262
+
+
+def _run_tcp_connect(ctx: _Ctx, out: _Out, proto: int = 0) -> Outcome:
+    port = ctx.targets.mptcp_port if proto == IPPROTO_MPTCP else ctx.targets.tcp_port
+    sock, fail = _socket(socket.AF_INET, socket.SOCK_STREAM, proto, ctx)
     if sock is None:
         return fail  # type: ignore[return-value]
     sock.settimeout(3)
     try:
-        sock.connect(("127.0.0.1", ctx.targets.tcp_port))
+        sock.connect(("127.0.0.1", port))
     except OSError as exc:
         if isinstance(exc, TimeoutError) or exc.errno is None:
             return "denied", "connect timed out"
@@ -36,11 +42,11 @@ def _run_tcp_connect(ctx: _Ctx, out: _Out) -> Outcome:
                           ECONNREFUSED="network namespace: the parent's port is not there")
     finally:
         sock.close()
-    return _ok(f"connected to the parent's 127.0.0.1:{ctx.targets.tcp_port}")
+    return _ok(f"connected to the parent's 127.0.0.1:{port}")
 
 
-def _run_tcp_bind(ctx: _Ctx, out: _Out) -> Outcome:
-    sock, fail = _socket(socket.AF_INET, socket.SOCK_STREAM, 0, ctx)
+def _run_tcp_bind(ctx: _Ctx, out: _Out, proto: int = 0) -> Outcome:
+    sock, fail = _socket(socket.AF_INET, socket.SOCK_STREAM, proto, ctx)
     if sock is None:
         return fail  # type: ignore[return-value]
     try:
@@ -52,6 +58,14 @@ def _run_tcp_bind(ctx: _Ctx, out: _Out) -> Outcome:
     finally:
         sock.close()
     return _ok(f"bound and listened on 0.0.0.0:{ctx.targets.bind_port}")
+
+
+def _run_mptcp_connect(ctx: _Ctx, out: _Out) -> Outcome:
+    return _run_tcp_connect(ctx, out, IPPROTO_MPTCP)
+
+
+def _run_mptcp_bind(ctx: _Ctx, out: _Out) -> Outcome:
+    return _run_tcp_bind(ctx, out, IPPROTO_MPTCP)
 
 
 def _run_udp_send(ctx: _Ctx, out: _Out) -> Outcome:
@@ -94,25 +108,36 @@ def _run_abstract_connect(ctx: _Ctx, out: _Out) -> Outcome:
 
 # expectations ------------------------------------------------------------------------------
 
-def _inet_socket(j: _Judge, w: _Why, kind: int) -> _Why:
-    return j.sc(w, "socket", {0: socket.AF_INET, 1: kind})
+def _inet_socket(j: _Judge, w: _Why, kind: int, proto: int = 0) -> _Why:
+    return j.sc(w, "socket", {0: socket.AF_INET, 1: kind, 2: proto})
 
 
-def _exp_tcp_connect(j: _Judge, t: _Targets) -> _Why:
+def _exp_tcp_connect(j: _Judge, t: _Targets, proto: int = 0) -> _Why:
+    port = t.mptcp_port if proto == IPPROTO_MPTCP else t.tcp_port
     w = _Why()
-    _inet_socket(j, w, socket.SOCK_STREAM)
+    _inet_socket(j, w, socket.SOCK_STREAM, proto)
     j.sc(w, "connect")
-    w.need(j.ll_port(t.tcp_port, landlock.ACCESS_NET_CONNECT_TCP),
-           f"landlock: TCP connect to port {t.tcp_port} not granted")
+    w.need(j.ll_port(port, landlock.ACCESS_NET_CONNECT_TCP),
+           f"landlock: TCP connect to port {port} not granted")
     return w.need("net" not in j.ns, "network namespace: the host's loopback is not there")
 
 
-def _exp_tcp_bind(j: _Judge, t: _Targets) -> _Why:
+def _exp_tcp_bind(j: _Judge, t: _Targets, proto: int = 0) -> _Why:
     w = _Why()
-    _inet_socket(j, w, socket.SOCK_STREAM)
+    _inet_socket(j, w, socket.SOCK_STREAM, proto)
     j.sc(w, "bind")
     return w.need(j.ll_port(t.bind_port, landlock.ACCESS_NET_BIND_TCP),
                   f"landlock: TCP bind to port {t.bind_port} not granted")
+
+
+# The policy's TCP port rules are its promise for every stream socket: the filter keeps inet
+# stream sockets to TCP, since Landlock's rules do not reach MPTCP (found 12-06, h33).
+def _exp_mptcp_connect(j: _Judge, t: _Targets) -> _Why:
+    return _exp_tcp_connect(j, t, IPPROTO_MPTCP)
+
+
+def _exp_mptcp_bind(j: _Judge, t: _Targets) -> _Why:
+    return _exp_tcp_bind(j, t, IPPROTO_MPTCP)
 
 
 def _exp_udp(j: _Judge, t: _Targets) -> _Why:

@@ -11,7 +11,8 @@ from .attempts_files import (_exp_create, _exp_hidden, _exp_protected, _run_modi
                              _run_list_root, _run_mknod, _run_modify_canary, _run_read_outside,
                              _run_read_passwd, _run_symlink, _run_write_granted,
                              _run_write_outside)
-from .attempts_inherited import (_exp_fd_self, _exp_named_socket, _exp_never, _exp_terminal, _exp_terminal_self,
+from .attempts_inherited import (_exp_fd_self, _exp_named_socket, _exp_never, _exp_terminal,
+                                 _exp_terminal_modes_self, _exp_terminal_self,
                                  _run_launcher_memory, _run_named_socket)
 from .attempts_kernel import (_exp_clone_newuser, _exp_dumpable, _exp_wx_memory, _run_clone_newuser,
                               _run_dumpable, _run_dumpable_high_bits, _run_wx_memory)
@@ -23,8 +24,9 @@ from .attempts_kernel import (_bpf_extra, _exp_clone3, _exp_foreign_arch, _exp_m
                               _perf_extra, _run_bpf, _run_chroot, _run_clone3, _run_int80,
                               _run_io_uring, _run_keyctl, _run_mount, _run_perf, _run_personality,
                               _run_setns, _run_thread, _run_tiocsti, _run_userfaultfd, _run_x32)
-from .attempts_network import (_exp_abstract, _exp_socket, _exp_tcp_bind, _exp_tcp_connect,
-                               _exp_udp, _make_socket_runner, _run_abstract_connect,
+from .attempts_network import (_exp_abstract, _exp_mptcp_bind, _exp_mptcp_connect, _exp_socket,
+                               _exp_tcp_bind, _exp_tcp_connect, _exp_udp, _make_socket_runner,
+                               _run_abstract_connect, _run_mptcp_bind, _run_mptcp_connect,
                                _run_tcp_bind, _run_tcp_connect, _run_udp_send)
 from .attempts_privileges import (_exp_ambient, _exp_capset, _exp_rlimit, _exp_securebits,
                                   _run_ambient, _run_capset, _run_iopl, _run_rlimit,
@@ -93,6 +95,11 @@ def _battery() -> list[_Spec]:
         _Spec("net-tcp-connect", "TCP connect to the parent's listening 127.0.0.1 port",
               _exp_tcp_connect, _run_tcp_connect),
         _Spec("net-tcp-bind", "bind and listen on a TCP port", _exp_tcp_bind, _run_tcp_bind),
+        _Spec("net-mptcp-connect", "connect to the parent's 127.0.0.1 port with an MPTCP socket "
+              "(Landlock's TCP rules hold for IPPROTO_TCP only; MPTCP falls back to TCP)",
+              _exp_mptcp_connect, _run_mptcp_connect),
+        _Spec("net-mptcp-bind", "bind and listen on a TCP port with an MPTCP socket",
+              _exp_mptcp_bind, _run_mptcp_bind),
         _Spec("net-udp-send", "send a UDP datagram to the parent's 127.0.0.1 port",
               _exp_udp, _run_udp_send),
         _Spec("net-raw-socket", "open a raw socket (AF_INET, SOCK_RAW)",
@@ -181,6 +188,10 @@ def _battery() -> list[_Spec]:
         _Spec("terminal-self-restriction", "read what the user types through stdout and stderr "
               "on a terminal, kept by restrict_self", _exp_terminal_self,
               _parent("terminal-self-restriction"), parent_run=True, needs_self=True),
+        _Spec("terminal-modes-self-restriction", "set the modes of the terminal kept by "
+              "restrict_self (echo off): TCSETS, the old termio and termios2 requests, TIOCSETD",
+              _exp_terminal_modes_self, _parent("terminal-modes-self-restriction"), parent_run=True,
+              needs_self=True),
         _Spec("terminal-left-open", "use a terminal the launcher left open: read it, TCSETS, "
               "TIOCSTI", _exp_terminal, _parent("terminal-left-open"), parent_run=True),
         _Spec("grant-symlink-swap", "swap a writable grant for a symlink to /, then be launched "

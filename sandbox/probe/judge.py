@@ -135,26 +135,32 @@ class _Judge:
         if name == "clone3":
             return "errno:ENOSYS"
         allowed_plain = name in self.policy.allowed_syscalls
-        # The rules the compiler derives from the policy (seccomp._build's docstring).
-        if name == "clone" and allowed_plain and "unshare" not in self.policy.allowed_syscalls \
+        rules = [r for r in sc.rules if r.syscall == name]
+        unconditional = next((r.action for r in rules if not r.args), None)
+        # The rules the compiler derives from the policy (seccomp.rule_table's docstring),
+        # wherever the call may run: on the allow list, under an unconditional allow or log
+        # rule, or not listed under a log default (seccomp._runs).
+        runs = unconditional in ("allow", "log") if unconditional is not None else (
+            allowed_plain or sc.default_action == "log")
+        if name == "clone" and runs and "unshare" not in self.policy.allowed_syscalls \
                 and args.get(0, 0) & _CLONE_NAMESPACES:
-            return "errno:EPERM" if sc.default_action != "errno:EPERM" else sc.default_action
-        if name == "prctl" and allowed_plain and not self.policy.process.dumpable \
+            return "errno:EPERM"
+        if name == "prctl" and runs and not self.policy.process.dumpable \
                 and args.get(0, 0) & 0xFFFFFFFF == 4 and args.get(1, 0) != 0:   # option: an int
             return "errno:EPERM"
-        rules = [r for r in sc.rules if r.syscall == name]
-        for rule in rules:
-            if not rule.args:
-                return rule.action
         # Derived for every policy: no set-user-ID or set-group-ID bit in a mode; openat2,
         # whose mode the filter cannot read, answers ENOSYS.
-        if name == "openat2" and allowed_plain:
+        if name == "openat2" and runs:
             return "errno:ENOSYS"
-        if name in MODE_SETTING_SYSCALLS and allowed_plain:
+        if unconditional is not None and not (runs and name in MODE_SETTING_SYSCALLS):
+            return unconditional
+        if name in MODE_SETTING_SYSCALLS and runs:
             mode_index, flags_index = MODE_SETTING_SYSCALLS[name]
             creating = flags_index is None or args.get(flags_index, 0) & (O_CREAT | O_TMPFILE_BIT)
             if creating and args.get(mode_index, 0) & (S_ISUID | S_ISGID):
                 return "errno:EPERM"
+        if unconditional is not None:
+            return unconditional
         allowed = name in self.policy.allowed_syscalls
         if name in ("socket", "socketpair") and allowed:
             family, kind = args.get(0, 0), args.get(1, 0)
@@ -164,7 +170,9 @@ class _Judge:
                 if name == "socketpair" and fam.name != "unix":
                     continue
                 if fam.name in ("inet", "inet6") and not fam.raw:
-                    if kind & 0xF in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    protocol = {socket.SOCK_STREAM: socket.IPPROTO_TCP,
+                                socket.SOCK_DGRAM: socket.IPPROTO_UDP}.get(kind & 0xF)
+                    if protocol is not None and args.get(2, 0) & 0xFFFFFFFF in (0, protocol):
                         return "allow"
                     continue
                 return "allow"

@@ -224,7 +224,7 @@ def _verify_from_outside(results: dict[str, Outcome], targets: _Targets,
         if outcome != "allowed" and name in results:
             results[name] = ("allowed", f"{how} (the child reported: {detail or 'nothing'})")
 
-    for key, name in (("tcp", "net-tcp-connect"), ("abstract", "net-abstract-unix"),
+    for key, name in (("tcp", "net-tcp-connect"), ("mptcp", "net-mptcp-connect"), ("abstract", "net-abstract-unix"),
                       ("named", "unix-named-socket")):
         sock = listeners[key]
         sock.setblocking(False)

@@ -41,6 +41,8 @@ class _Targets:
     # sandbox.log in the datadir): what the next, unconfined start reads, and the record of
     # refusals, which the component must not change. Each one is tried.
     protected_files: tuple[str, ...] = ()
+    # A second TCP listener, for the MPTCP attempt: the parent tells the two connections apart.
+    mptcp_port: int = 0
 
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
@@ -118,6 +120,10 @@ def _outside_targets(judge: _Judge, variables: Mapping[str, str]) -> Iterator[tu
         listeners["tcp"] = tcp
         tcp.bind(("127.0.0.1", 0))
         tcp.listen(8)
+        mptcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listeners["mptcp"] = mptcp
+        mptcp.bind(("127.0.0.1", 0))
+        mptcp.listen(8)
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         listeners["udp"] = udp
         udp.bind(("127.0.0.1", 0))
@@ -140,7 +146,7 @@ def _outside_targets(judge: _Judge, variables: Mapping[str, str]) -> Iterator[tu
                            hidden_file=_plant_hidden(judge, token, secret), unix_socket=named_path,
                            memory_addr=ctypes.addressof(memory_buf),
                            memory_hash=hashlib.sha256(memory_secret).hexdigest(),
-                           protected_files=_protected_files(judge))
+                           protected_files=_protected_files(judge), mptcp_port=mptcp.getsockname()[1])
         yield targets, listeners
     finally:
         for sock in listeners.values():

@@ -185,6 +185,32 @@ os.write(2, ctx["marker"].encode() + b"\n")
 report("write-fd2", False, f"isatty {os.isatty(2)}")
 """
 
+# The confined node's stdout and stderr are a terminal, reopened write-only (it cannot read
+# it), and TCSETS, TCSETSW and TCSETSF are refused: it changes the terminal's modes with the
+# other requests that set them, the old termio ones (TCSETA, TCSETAW, TCSETAF) and termios2's
+# (TCSETS2 and kin), turning echo off (the operator's next password shows nothing on the screen,
+# and the node's own canonical mode goes too); then the plain TCSETS as the control.
+NODE_TERMIOS = r"""
+import fcntl, struct, termios
+TCSETA, TCSETAW, TCSETAF, TCGETA = 0x5406, 0x5407, 0x5408, 0x5405
+TCGETS2, TCSETS2, TCSETSW2, TCSETSF2 = 0x802C542A, 0x402C542B, 0x402C542C, 0x402C542D
+ECHO = 0o10
+for name, get, put, size, lflag_at in (("TCSETA", TCGETA, TCSETA, 18, 6), ("TCSETAW", TCGETA, TCSETAW, 18, 6),
+                                       ("TCSETAF", TCGETA, TCSETAF, 18, 6), ("TCSETS2", TCGETS2, TCSETS2, 44, 12),
+                                       ("TCSETSW2", TCGETS2, TCSETSW2, 44, 12), ("TCSETSF2", TCGETS2, TCSETSF2, 44, 12),
+                                       ("TCSETS", termios.TCGETS, termios.TCSETS, 60, 12)):
+    attempt(name)
+    try:
+        buf = bytearray(fcntl.ioctl(2, get, bytes(size)))
+        fmt = "<H" if size == 18 else "<I"
+        (lflag,) = struct.unpack_from(fmt, buf, lflag_at)
+        struct.pack_into(fmt, buf, lflag_at, lflag & ~ECHO)
+        fcntl.ioctl(2, put, bytes(buf))
+        report(name, True, "echo turned off")
+    except OSError as exc:
+        report(name, False, exc.strerror)
+"""
+
 # The smaller holes (item 5).
 SMALL_HOLES = r'''
 CLONE_NEWUSER, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x40000000, 17

@@ -299,6 +299,33 @@ def test_the_confined_node_cannot_read_the_terminal_it_writes_to(home_base: Path
         assert results[f"read-fd{fd}"]["detail"] == "Bad file descriptor", results
 
 
+def test_the_confined_node_cannot_change_the_terminals_modes(home_base: Path) -> None:
+    """The filter refuses TCSETS, TCSETSW and TCSETSF (base/python.toml: a terminal inherited
+    by mistake must not be put into raw mode or have its echo turned off), but the kernel sets
+    the modes through six other requests: TCSETA, TCSETAW, TCSETAF (struct termio) and TCSETS2,
+    TCSETSW2, TCSETSF2 (struct termios2). Attacker code in a real CleanCoin-node after
+    restrict_self, stdout and stderr on a pty (write-only since d74c6a3, which does not stop
+    ioctls): on the old code each of the six turned the operator's echo off (the pty's ECHO
+    flag read 0 afterwards). Now all seven answer EPERM, and echo stays on."""
+    a = AttackedNode(home_base, node=attacks.NODE_TERMIOS)
+    master, slave = pty.openpty()
+    try:
+        a.arm()
+        a.node.process = subprocess.Popen(a.node.args(), stdin=slave, stdout=slave, stderr=slave,
+                                          env=a.env(), start_new_session=True)
+        results = a.result("node", timeout=60)
+        import termios
+        echo = bool(termios.tcgetattr(master)[3] & termios.ECHO)
+    finally:
+        os.close(slave)
+        a.node.cleanup()
+        os.close(master)
+    assert escapes(results) == {}, results
+    for name in ("TCSETA", "TCSETAW", "TCSETAF", "TCSETS2", "TCSETSW2", "TCSETSF2", "TCSETS"):
+        assert results[name]["detail"] == "Operation not permitted", results
+    assert echo
+
+
 def _answers(node: TestNode) -> bool:
     assert node.process is not None and node.process.poll() is None, "the node exited"
     try:
