@@ -1102,7 +1102,7 @@ class P2PNode:
                 # Blocks of this branch it sent before the headers came were refused (they
                 # lagged); the session's next round asks from the fork again.
                 peer.refetch_from_fork = True
-        elif self.chain.ancestor(best, tip.height).hash != tip.hash:
+        elif best.height < tip.height or self.chain.ancestor(best, tip.height).hash != tip.hash:
             # Our tip is not on the branch these headers show more work on: the sync peer
             # is feeding us a chain that loses. One that kept its session alive with a block
             # now and then (a cheap chain costs little) kept us from the real chain for as
