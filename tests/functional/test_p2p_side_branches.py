@@ -18,15 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable
+
+import pytest
 
 from framework import TEST_ADDRESS, TestNode, connect_nodes, wait_until
 from raw_peer import MAGIC, RawPeer
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.primitives import BlockHeader, OutPoint, Transaction, TxIn, TxOut
 from cleancoin.components.node.mining import mine_block
-from cleancoin.components.node.p2p.messages import BlockMessage, Headers, Ping, serialize_message
+from cleancoin.components.node.p2p.messages import (
+    MSG_BLOCK, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Ping, Pong, Verack, Version, serialize_message,
+)
 
 JUNK_PKH = hashlib.sha256(b"attacker").digest()[:20]
 
@@ -116,6 +121,97 @@ def test_a_cheap_chain_fed_first_cannot_keep_a_syncing_node_from_the_real_one(no
     wait_until(lambda: victim.rpc.getbestblockhash() == honest.rpc.getbestblockhash(), 60,
                what="the victim on the real chain")
     assert victim.rpc.getblockcount() == 600
+    assert victim.stop() == 0
+
+
+class _DrippingSyncPeer:
+    """An attacker that becomes a syncing node's block-download peer (it claims a far higher
+    chain) and keeps that role by answering each getblocks, a few seconds later, with one more
+    block of its own cheap chain (on main, a million hashes each): the node's tip moves, so
+    the session never stalls nor ends."""
+
+    def __init__(self, port: int, cheap: list, delay: float) -> None:
+        self.peer = RawPeer(port, "127.0.0.9")
+        self.blocks = {b.hash: b for b in cheap}
+        self.last = cheap[-1]
+        self.height = len(cheap)
+        self.delay = delay
+        self.stop = threading.Event()
+        nonce = int.from_bytes(os.urandom(8), "little")
+        self.peer.send(serialize_message(MAGIC, Version(1, 1, int(time.time()), nonce, "/drip/", 1_000_000, True)))
+        seen: set[str] = set()
+        while not {"version", "verack"} <= seen:
+            msg = self.peer.read_message()
+            if msg is not None:
+                seen.add(msg.command)
+        self.peer.send(serialize_message(MAGIC, Verack()))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        first = True
+        while not self.stop.is_set():
+            try:
+                msg = self.peer.read_message()
+            except (ConnectionError, OSError):
+                return
+            if isinstance(msg, Ping):
+                self.peer.send(serialize_message(MAGIC, Pong(msg.nonce)))
+            elif isinstance(msg, GetHeaders):
+                continue         # (a GetBlocks too) it shows no headers: they would show little work
+            elif isinstance(msg, GetBlocks):
+                if first:        # the whole cheap chain at once, then one block at a time
+                    hashes, first = list(self.blocks), False
+                else:
+                    if self.stop.wait(self.delay):
+                        return
+                    self.height += 1
+                    block = mine_block(self.last.header, self.height, JUNK_PKH, REGTEST,
+                                       self.last.header.time + 600, self.last.header.bits)
+                    self.blocks[block.hash], self.last = block, block
+                    hashes = [block.hash]
+                self.peer.send(serialize_message(MAGIC, Inv(tuple(InvItem(MSG_BLOCK, h) for h in hashes))))
+            elif isinstance(msg, GetData):
+                for item in msg.items:
+                    if item.hash in self.blocks:
+                        self.peer.send(serialize_message(MAGIC, BlockMessage(self.blocks[item.hash])))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.peer.close()
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize("honest_dials", [False, True], ids=["honest-outbound", "honest-inbound"])
+def test_a_sync_peer_feeding_a_cheap_chain_slowly_cannot_keep_the_node_from_the_real_one(
+        node: Callable[..., TestNode], honest_dials: bool) -> None:
+    """The test above, with the attacker keeping the node's block download for itself: it
+    claims a far higher chain, so a fresh node syncs from it, and it answers every getblocks
+    with one more block of its cheap chain, well within the stall timeout. The node's tip
+    kept moving, so the session never ended, and on the old code a block the real chain's
+    node announced was fetched, found an orphan, and nothing more: the node was still on the
+    attacker's chain 30 s later, and would be for as long as the attacker went on. Now an
+    orphan from a peer other than the sync peer makes the node ask that peer for headers;
+    they show more work than the tip, and the node takes its download from that peer."""
+    honest, victim = node(), node()
+    honest.start()
+    honest.rpc.generatetoaddress(600, TEST_ADDRESS)
+    victim.start()
+    cheap = _branch(REGTEST.genesis_block.header, 0, 300, b"cheap", txs=0)
+    attacker = _DrippingSyncPeer(victim.p2p_port, cheap, delay=3.0)
+    try:
+        # The cheap chain is the tip, and the attacker keeps feeding it: the session lives on.
+        wait_until(lambda: victim.rpc.getblockcount() > 300, 60, what="the attacker's chain as the victim's tip")
+        if honest_dials:
+            connect_nodes(honest, victim)        # inbound: it does not take the download over
+        else:
+            connect_nodes(victim, honest)        # outbound: preferred, it takes the download
+        honest.rpc.generatetoaddress(1, TEST_ADDRESS)            # a relay inv: an orphan here
+        wait_until(lambda: victim.rpc.getbestblockhash() == honest.rpc.getbestblockhash(), 30,
+                   what="the victim on the real chain")
+    finally:
+        attacker.close()
+    assert victim.rpc.getblockcount() == 601
     assert victim.stop() == 0
 
 

@@ -51,7 +51,11 @@ Block download (blocks-first, simpler than headers-first)
     the block's parent): once they lead to more work than our tip, the branch's blocks are
     downloaded from it and stored however far they lag, so that the real chain still
     overtakes a cheap one that reached a syncing node first. Headers cost their sender proof
-    of work each; only answers to our own getheaders are read.
+    of work each; only answers to our own getheaders are read. The download follows them:
+    an orphan from a peer other than the sync peer makes us ask that peer for headers, and
+    headers of more work on a branch our tip is not on move the download to their sender
+    (a sync peer that fed a cheap chain one block now and then never let its session end);
+    blocks of the branch refused before its headers came are asked again from the fork.
 
 Relay
     A block that becomes our tip is announced by `inv` to every peer not known to have it,
@@ -1091,8 +1095,24 @@ class P2PNode:
         peer.sync_exhausted = False
         if self._sync_peer is None:
             self._start_sync(peer)
-        elif self._sync_peer is peer and not peer.getblocks_sent_at and not peer.blocks_in_flight:
-            self._send_getblocks(peer, self.chain.locator())
+        elif self._sync_peer is peer:
+            if not peer.getblocks_sent_at and not peer.blocks_in_flight:
+                self._send_getblocks(peer, self.chain.locator())
+            else:
+                # Blocks of this branch it sent before the headers came were refused (they
+                # lagged); the session's next round asks from the fork again.
+                peer.refetch_from_fork = True
+        elif best.height < tip.height or self.chain.ancestor(best, tip.height).hash != tip.hash:
+            # Our tip is not on the branch these headers show more work on: the sync peer
+            # is feeding us a chain that loses. One that kept its session alive with a block
+            # now and then (a cheap chain costs little) kept us from the real chain for as
+            # long as it went on; the download goes to the peer that showed the work.
+            old = self._sync_peer
+            log.info("peer=%d: headers lead to more work than the chain peer=%d is feeding us: "
+                     "block download moves to peer=%d", peer.id, old.id, peer.id)
+            old.sync_exhausted = True
+            self._sync_peer = None
+            self._start_sync(peer)
 
     # ------------------------------------------------------------------ blocks
 
@@ -1199,8 +1219,15 @@ class P2PNode:
         if self._sync_peer is None:
             peer.sync_exhausted = False
             self._start_sync(peer)
-        elif self._sync_peer is peer and not peer.getblocks_sent_at and not peer.blocks_in_flight:
-            self._send_getblocks(peer, self.chain.locator())
+        elif self._sync_peer is peer:
+            if not peer.getblocks_sent_at and not peer.blocks_in_flight:
+                self._send_getblocks(peer, self.chain.locator())
+        else:
+            # A block we cannot place, from a peer other than the one feeding us: its chain
+            # may have more work than the one we are being fed. Its headers tell (_on_headers
+            # moves the download to it if they do); otherwise a sync peer that never lets its
+            # session end would keep us from that chain for good.
+            self._ask_headers(peer, self.chain.tip.hash)
 
     def _send_getblocks(self, peer: Peer, locator: list[bytes]) -> None:
         loop_now = asyncio.get_running_loop().time()
@@ -1216,6 +1243,10 @@ class P2PNode:
             return                        # a request is already out
         start = peer.sync_continue_from
         peer.sync_continue_from = None
+        if peer.refetch_from_fork:
+            peer.refetch_from_fork = False
+            self._send_getblocks(peer, self.chain.locator())
+            return
         if start is not None and self._have_block(start):
             # Continue from the batch's last block, which is on the peer's best chain even
             # when it is not (yet) on ours, then our own locator as a fallback.

@@ -216,6 +216,9 @@ class Peer:
         self.sync_exhausted: bool = False
         #: A getheaders is outstanding (loop time sent; 0: none): only its answer is read.
         self.headers_sent_at: float = 0.0
+        # Its headers showed more work while its session was under way: the session's next
+        # round starts again from our locator, so blocks refused before (lagging) are asked again.
+        self.refetch_from_fork: bool = False
         #: Loop time of the last block / transaction it sent that was new to us (0: none):
         #: eviction protects peers that are useful.
         self.last_block_time: float = 0.0
