@@ -52,6 +52,10 @@ class ChainAccess(Protocol):
         """The known, not-failed header with the most work (`.hash`, `.height`, `.chainwork`)."""
         ...
 
+    def ancestor(self, index: Any, height: int) -> Any:
+        """The entry at `height` on the branch that leads to `index` (ValueError above it)."""
+        ...
+
     def locator(self) -> list[bytes]:
         """Block locator of the best chain: tip first, then exponentially sparser, genesis last."""
         ...
