@@ -23,6 +23,9 @@ from dataclasses import dataclass
 #: The longest line a prefixing relay keeps back waiting for its end (journald's LineMax is
 #: 48K); a longer one is passed on in pieces of this size, each with the prefix.
 MAX_LINE = 16 * 1024
+# Compiled on first use (re keeps it), not at import: most launches never show output on a terminal.
+_RAW_BYTE = r"[\udc80-\udcff]"     # a byte that is not UTF-8, as surrogateescape decodes it
+
 
 def sanitize(data: bytes) -> bytes:
     """A program's output for a terminal: every character printable.py names (C0 and C1
@@ -36,10 +39,6 @@ def sanitize(data: bytes) -> bytes:
     if UNPRINTABLE_IN_LINES.search(text) is None:
         return data
     return escaped(re.sub(_RAW_BYTE, _raw_byte, text), lines=True).encode("utf-8", "surrogateescape")
-
-
-# Compiled on first use (re keeps it), not at import: most launches never show output on a terminal.
-_RAW_BYTE = r"[\udc80-\udcff]"     # a byte that is not UTF-8, as surrogateescape decodes it
 
 
 def _raw_byte(match: re.Match[str]) -> str:
