@@ -22,12 +22,16 @@ import stat
 import termios
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from .. import launcher, stdio, steps, syscalls
 from .judge import _Judge, _Why
 from .kernel_abi import _NR, _errname, _libc, _syscall
 from .runner import Outcome, _Ctx, _interpret, _ok, _Out
 from .targets import _Targets
+
+if TYPE_CHECKING:
+    from ..plan import Plan
 
 _MAX_FD = 4096
 
@@ -523,21 +527,13 @@ def _run_denial_log_flood(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
             refused += ret == -1
         return "allowed", f"{refused} refused clone calls, each with other flag bits"
 
-    try:
-        child = launcher.spawn(plan, target=_attempt_child(flood), relay=False)
-    except launcher.SpawnError as exc:
-        return "error", f"the sandbox did not start: {exc}"
-    try:
-        verdict, note = _spawned_outcome(child, timeout)
-        if verdict != "allowed":
-            return verdict, note
-        lines = _settled_lines(log)
-        if lines > _DENIAL_FLOOD_LINES:
-            return _ok(f"{note}: the denial log got {lines} lines")
-        return "denied", f"{note}: the denial log got {lines} lines (kinds and lines a minute are bounded)"
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(log)
+    verdict, note, record = _run_with_denial_log(plan, flood, log, timeout)
+    if verdict != "allowed":
+        return verdict, note
+    lines = record.count(b"\n")
+    if lines > _DENIAL_FLOOD_LINES:
+        return _ok(f"{note}: the denial log got {lines} lines")
+    return "denied", f"{note}: the denial log got {lines} lines (kinds and lines a minute are bounded)"
 
 
 #: Decoy refusals the burying child makes first: more than the 120 lines a minute the log takes.
@@ -566,24 +562,13 @@ def _run_denial_log_bury(judge: _Judge, t: _Targets, plan_of: Callable[..., obje
         return "allowed", (f"{_DENIAL_BURY_DECOYS} decoy clone refusals, then TIOCSTI "
                            f"({'refused: ' + os.strerror(err) if ret == -1 else 'not refused'})")
 
-    try:
-        child = launcher.spawn(plan, target=_attempt_child(bury), relay=False)
-    except launcher.SpawnError as exc:
-        return "error", f"the sandbox did not start: {exc}"
-    try:
-        verdict, note = _spawned_outcome(child, timeout)
-        if verdict != "allowed":
-            return verdict, note
-        _settled_lines(log)
-        with open(log, "rb") as handle:
-            record = handle.read().decode(errors="replace")
-        if f"request={_TIOCSTI_REQUEST:#x}" not in record:
-            return _ok(f"{note}: the denial log does not name the TIOCSTI")
-        return "denied", f"{note}: the denial log names the TIOCSTI (each decision's first " \
-                         "refusal is written past the budget)"
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(log)
+    verdict, note, record = _run_with_denial_log(plan, bury, log, timeout)
+    if verdict != "allowed":
+        return verdict, note
+    if f"request={_TIOCSTI_REQUEST:#x}".encode() not in record:
+        return _ok(f"{note}: the denial log does not name the TIOCSTI")
+    return "denied", f"{note}: the denial log names the TIOCSTI (each decision's first " \
+                     "refusal is written past the budget)"
 
 
 _LOG_LIMIT_FALLBACK = 1 << 20
@@ -636,6 +621,27 @@ def _run_denial_log_fails(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
             os.unlink(log)
         return "error", f"the sandbox did not start: {exc}"
     return _outcome_then_remove(child, timeout, log)
+
+
+def _run_with_denial_log(plan: Plan, fn: Callable[[_Out], Outcome], log: str,
+                         timeout: float) -> tuple[str, str, bytes]:
+    """Run `fn` in a child under `plan`, whose refusals go to `log`: its verdict and note,
+    and the log once it stopped growing (empty unless the child's verdict is "allowed").
+    The log is removed afterwards."""
+    try:
+        child = launcher.spawn(plan, target=_attempt_child(fn), relay=False)
+    except launcher.SpawnError as exc:
+        return "error", f"the sandbox did not start: {exc}", b""
+    try:
+        verdict, note = _spawned_outcome(child, timeout)
+        if verdict != "allowed":
+            return verdict, note, b""
+        _settled_lines(log)
+        with open(log, "rb") as handle:
+            return verdict, note, handle.read()
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(log)
 
 
 def _settled_lines(log: str, timeout: float = 5.0) -> int:

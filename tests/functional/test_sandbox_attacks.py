@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import termios
 import threading
 import uuid
 from collections.abc import Iterator
@@ -219,6 +220,32 @@ def test_named_unix_sockets_outside_the_grants_are_out_of_reach(home_base: Path)
         listener.sock.close()
 
 
+def _start_on_a_terminal(a: AttackedNode) -> tuple[int, int]:
+    """Start the attacked node with a fresh pty on stdin, stdout and stderr, as a shell would,
+    the operator having typed a line already; returns (master, slave)."""
+    master, slave = pty.openpty()
+    os.write(master, b"typed-by-the-operator\n")
+    a.arm()
+    a.node.process = subprocess.Popen(a.node.args(), stdin=slave, stdout=slave, stderr=slave,
+                                      env=a.env(), start_new_session=True)
+    return master, slave
+
+
+def _read_terminal(master: int, until: bytes | None = None) -> bytes:
+    """What reached the terminal, read without blocking: all of it, or up to `until`."""
+    seen = b""
+    os.set_blocking(master, False)
+    try:
+        while until is None or until not in seen:
+            chunk = os.read(master, 65536)
+            if not chunk:
+                break
+            seen += chunk
+    except OSError:
+        pass
+    return seen
+
+
 def test_the_wallet_gets_no_terminal_and_none_of_the_nodes_secrets(home_base: Path) -> None:
     """Item 4: the node runs on a terminal with secrets in its conf file and on its command
     line. The wallet must not read keystrokes, change the terminal or write to it, and its
@@ -233,28 +260,15 @@ def test_the_wallet_gets_no_terminal_and_none_of_the_nodes_secrets(home_base: Pa
     (a.node.datadir / "CleanCoin.conf").write_text(f"rpcuser=op\nrpcpassword={rpc_secret}\n")
     a.node.client = RpcClient("127.0.0.1", a.node.rpc_port, user="op", password=rpc_secret, timeout=60)
     a.node.rpc = type(a.node.rpc)(a.node.client)
-    master, slave = pty.openpty()
-    os.write(master, b"typed-by-the-operator\n")
+    master, slave = _start_on_a_terminal(a)
     try:
-        a.arm()
-        a.node.process = subprocess.Popen(a.node.args(), stdin=slave, stdout=slave, stderr=slave,
-                                          env=a.env(), start_new_session=True)
         wait_until(lambda: _answers(a.node), what="RPC with the conf file's password")
         results = a.result("wallet")
         wpid = wallet_pid(a.node)
         held = memory_holds(wpid, [rpc_secret.encode(), ipc_secret.encode()])
     finally:
         os.close(slave)
-        seen = b""
-        os.set_blocking(master, False)
-        try:
-            while True:
-                chunk = os.read(master, 65536)
-                if not chunk:
-                    break
-                seen += chunk
-        except OSError:
-            pass
+        seen = _read_terminal(master)
         a.node.cleanup()
         os.close(master)
     assert escapes(results) == {}, results
@@ -271,25 +285,12 @@ def test_the_confined_node_cannot_read_the_terminal_it_writes_to(home_base: Path
     still reaches the terminal, its reads fail with EBADF."""
     marker = "node-output-" + uuid.uuid4().hex[:8]
     a = AttackedNode(home_base, node=attacks.NODE_TERMINAL, variables={"marker": marker})
-    master, slave = pty.openpty()
-    os.write(master, b"typed-by-the-operator\n")
+    master, slave = _start_on_a_terminal(a)
     try:
-        a.arm()
-        a.node.process = subprocess.Popen(a.node.args(), stdin=slave, stdout=slave, stderr=slave,
-                                          env=a.env(), start_new_session=True)
         results = a.result("node", timeout=60)
     finally:
         os.close(slave)
-        seen = b""
-        os.set_blocking(master, False)
-        try:
-            while marker.encode() not in seen:
-                chunk = os.read(master, 65536)
-                if not chunk:
-                    break
-                seen += chunk
-        except OSError:
-            pass
+        seen = _read_terminal(master, until=marker.encode())
         a.node.cleanup()
         os.close(master)
     assert results["write-fd2"]["detail"] == "isatty True", results
@@ -308,13 +309,9 @@ def test_the_confined_node_cannot_change_the_terminals_modes(home_base: Path) ->
     ioctls): on the old code each of the six turned the operator's echo off (the pty's ECHO
     flag read 0 afterwards). Now all seven answer EPERM, and echo stays on."""
     a = AttackedNode(home_base, node=attacks.NODE_TERMIOS)
-    master, slave = pty.openpty()
+    master, slave = _start_on_a_terminal(a)
     try:
-        a.arm()
-        a.node.process = subprocess.Popen(a.node.args(), stdin=slave, stdout=slave, stderr=slave,
-                                          env=a.env(), start_new_session=True)
         results = a.result("node", timeout=60)
-        import termios
         echo = bool(termios.tcgetattr(master)[3] & termios.ECHO)
     finally:
         os.close(slave)
