@@ -737,8 +737,8 @@ class ChainManager:
             raise ValidationError(
                 Failure.TOO_LITTLE_WORK, "too-little-chainwork",
                 f"its branch lags {lag // proof} blocks' work behind the tip "
-                f"at height {tip.height} (at most {self._max_side_branch_lag} are stored); a deeper "
-                "reorganisation needs invalidateblock on this side of the fork")
+                f"at height {tip.height} (at most {self._max_side_branch_lag} are stored unless the branch's "
+                "headers show more work than the tip)")
 
     def _on_best_header_branch(self, idx: BlockIndex, tip: BlockIndex) -> bool:
         """Whether `idx` lies on the branch of a header with more work than the tip: a block
