@@ -13,6 +13,7 @@ modules imported here, and they return plain data.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -183,23 +184,32 @@ def test_landlock_filesystem_read_and_write(base_sandbox, write_policy, run_in_s
                       "write_file_in_read_only_dir": errno.EROFS}
 
 
-def test_landlock_tcp_bind_and_connect(base_sandbox, require, write_policy, run_in_sandbox,
-                                       sandbox_vars):
-    require(base_sandbox.landlock_abi >= 4, "Landlock ABI 4 (TCP port rules)")
-    bind_ok = free_tcp_port()
-    bind_denied = free_tcp_port()
+@contextlib.contextmanager
+def _tcp_grants(write_policy):  # noqa: ANN001, ANN202 - the fixture's function
+    """A policy granting bind on one free port and connect to one listener, with a second
+    free port and a second listener it does not grant: (policy, bind_ok, bind_denied,
+    connect_ok, connect_denied, granted listener, refused listener). No network namespace
+    (the base enters none), inet sockets allowed by seccomp: only Landlock's port rules stand
+    between the child and these ports."""
+    bind_ok, bind_denied = free_tcp_port(), free_tcp_port()
     while bind_denied == bind_ok:
         bind_denied = free_tcp_port()
     with listener() as granted, listener() as refused:
         connect_ok, connect_denied = granted.getsockname()[1], refused.getsockname()[1]
-        # No network namespace (the base enters none), inet sockets allowed by seccomp: only
-        # Landlock's port rules stand between the child and these ports.
         policy = write_policy(f"""
             [network]
             socket_families = ["inet"]
             bind_tcp = [{bind_ok}]
             connect_tcp = [{connect_ok}]
         """)
+        yield policy, bind_ok, bind_denied, connect_ok, connect_denied, granted, refused
+
+
+def test_landlock_tcp_bind_and_connect(base_sandbox, require, write_policy, run_in_sandbox,
+                                       sandbox_vars):
+    require(base_sandbox.landlock_abi >= 4, "Landlock ABI 4 (TCP port rules)")
+    with _tcp_grants(write_policy) as (policy, bind_ok, bind_denied, connect_ok, connect_denied,
+                                       granted, refused):
 
         def fn():
             def attempt(op, port):
@@ -238,17 +248,8 @@ def test_stream_protocols_other_than_tcp_do_not_pass_the_tcp_port_rules(
     filter lets an inet stream socket have protocol 0 or IPPROTO_TCP only (datagrams 0 or
     IPPROTO_UDP): another answers EAFNOSUPPORT, as a family not granted; TCP still works."""
     require(base_sandbox.landlock_abi >= 4, "Landlock ABI 4 (TCP port rules)")
-    bind_ok, bind_denied = free_tcp_port(), free_tcp_port()
-    while bind_denied == bind_ok:
-        bind_denied = free_tcp_port()
-    with listener() as granted, listener() as refused:
-        connect_ok, connect_denied = granted.getsockname()[1], refused.getsockname()[1]
-        policy = write_policy(f"""
-            [network]
-            socket_families = ["inet"]
-            bind_tcp = [{bind_ok}]
-            connect_tcp = [{connect_ok}]
-        """)
+    with _tcp_grants(write_policy) as (policy, bind_ok, bind_denied, connect_ok, connect_denied,
+                                       granted, refused):
 
         def fn():
             def attempt(proto, op, port):
