@@ -237,8 +237,11 @@ class ChainManager:
                  sig_cache: SignatureCache | None = None,
                  min_free_space: int | None = MIN_DISK_SPACE,
                  on_fatal: Callable[[ChainWriteFailure], None] | None = None,
-                 max_side_branch_lag: int = MAX_SIDE_BRANCH_LAG) -> None:
+                 max_side_branch_lag: int = MAX_SIDE_BRANCH_LAG,
+                 for_reindex: bool = False) -> None:
         self.params = params
+        # -reindex follows: an active chain that fails the load checks is rebuilt, not refused.
+        self._for_reindex = for_reindex
         self._max_side_branch_lag = max_side_branch_lag
         self.db_path = db_path
         self._db_dir = os.path.dirname(os.path.abspath(db_path))
@@ -298,20 +301,35 @@ class ChainManager:
         elif network.decode() != self.params.name or store.get_meta("genesis") != genesis.hash:
             raise StorageError(f"{self.db_path} belongs to network {network.decode()!r} "
                                f"(or another genesis), not {self.params.name!r}")
-        self._load_index()
+        failed = self._load_index()
         tip_hash = store.get_meta("tip")
-        if tip_hash is None or tip_hash not in self._index:
-            raise StorageError(f"{self.db_path}: tip missing from the block index")
         chain: list[bytes] = []
-        h = tip_hash
-        while h != NULL_HASH:
-            chain.append(h)
-            h = self._index[h].prev
-        chain.reverse()
-        if chain[0] != genesis.hash:
-            raise StorageError("active chain does not start at genesis")
+        if tip_hash is None or tip_hash not in self._index:
+            if not self._for_reindex:
+                raise StorageError(f"{self.db_path}: tip missing from the block index; "
+                                   "restart with -reindex to rebuild the chain state")
+        else:
+            h = tip_hash
+            while h != NULL_HASH:
+                chain.append(h)
+                h = self._index[h].prev
+            chain.reverse()
+        tampered = [h for h in chain if h in failed]
+        if tampered and not self._for_reindex:
+            # The chain state (coins, undo data) is what connecting that block did: it cannot
+            # be trusted, and disconnecting would trust the block's own undo data.
+            raise StorageError(
+                f"{self.db_path}: the active chain holds block {hash_to_hex(tampered[0])}, which "
+                f"fails its header checks ({failed[tampered[0]]}): the database was changed by "
+                "something other than this node. Restart with -reindex to rebuild the chain "
+                "state from the blocks that pass")
+        if tampered or not chain:
+            chain = [genesis.hash]      # reindex() rebuilds from here
         self._chain = chain
         self._rebuild_candidates()
+        if self._for_reindex:
+            log.info("chain index loaded for -reindex: %d entries", len(self._index))
+            return
         # Finish what a crash interrupted: a block stored but not yet connected, a
         # reorganisation halfway, an invalidateblock that had not disconnected everything.
         err = self._activate_best_chain({}, progress=("activate", self._on_progress))
@@ -334,21 +352,99 @@ class ChainManager:
             store.set_meta("genesis", genesis.hash)
             store.set_meta("tip", genesis.hash)
 
-    def _load_index(self) -> None:
-        for row in self._store.load_index():
-            header = BlockHeader.from_bytes(row.header)
-            if header.hash != row.hash:
-                raise StorageError(f"block index row {hash_to_hex(row.hash)} holds another header")
-            if row.height > 0 and row.prev not in self._index:
-                raise StorageError(f"block index row {hash_to_hex(row.hash)} has no parent")
-            idx = BlockIndex(row.hash, row.prev, row.height, header, row.chainwork, row.status)
-            self._index[row.hash] = idx
-            self._seq[row.hash] = row.seq
-            self._next_seq = max(self._next_seq, row.seq + 1)
-            if row.height > 0:
-                self._children.setdefault(row.prev, []).append(row.hash)
-            self._consider_best_header(idx)
+    def _load_index(self) -> dict[bytes, str]:
+        """Load the block index, checking every entry as if its header had just arrived.
+
+        Under CleanCoin-node the confined node writes this file, and what a compromised node
+        planted here the next start (CleanCoind's too) would otherwise believe: a header
+        without proof of work connected as the tip, a branch with a made-up chain work
+        chosen over the real chain. So, as bitcoind's LoadBlockIndex checks each entry's
+        proof of work and adds up the chain work again, every entry is checked against its
+        parent (proof of work, the difficulty the rules demand, the median time past) and its
+        height and chain work are computed, never read: entries are walked from genesis
+        through their parents.
+
+        An entry that fails is marked failed (its descendants failed-child), stored so, and
+        logged once; returns those newly marked, with why. Rows that hold no parsable header
+        of their own hash, or do not lead back to genesis, are ignored with a warning (no
+        header the node stored can be either).
+        """
+        params = self.params
+        rows = {row.hash: row for row in self._store.load_index()}
+        genesis = rows.get(params.genesis_hash)
+        if genesis is None:
+            raise StorageError(f"{self.db_path}: the genesis block is missing from the block index")
+        children: dict[bytes, list[IndexRow]] = {}
+        for row in rows.values():
+            if row.hash != params.genesis_hash:
+                children.setdefault(row.prev, []).append(row)
+        header = params.genesis_block.header
+        self._add_loaded(BlockIndex(genesis.hash, NULL_HASH, 0, header, block_proof(header.bits),
+                                    genesis.status), genesis.seq)
+        failed: dict[bytes, str] = {}
+        changes: list[tuple[bytes, int]] = []
+        recomputed = 0
+        stack = [genesis.hash]
+        while stack:
+            parent = self._index[stack.pop()]
+            for row in children.pop(parent.hash, ()):
+                try:
+                    header = BlockHeader.from_bytes(row.header)
+                except ValueError:
+                    continue
+                if header.hash != row.hash:
+                    continue
+                status = row.status
+                reason = self._loaded_header_failure(header, parent)
+                if reason is not None and not status & BLOCK_FAILED:
+                    status |= BLOCK_FAILED
+                    failed[row.hash] = reason
+                    log.warning("block index entry %s fails its header checks (%s): marked invalid; "
+                                "the chain database was changed by something other than this node",
+                                hash_to_hex(row.hash), reason)
+                elif parent.status & BLOCK_FAILED_MASK and not status & BLOCK_FAILED_MASK:
+                    status |= BLOCK_FAILED_CHILD
+                if status != row.status:
+                    changes.append((row.hash, status))
+                idx = BlockIndex(row.hash, parent.hash, parent.height + 1, header,
+                                 parent.chainwork + block_proof(header.bits), status)
+                if (idx.height, idx.chainwork) != (row.height, row.chainwork):
+                    recomputed += 1
+                self._add_loaded(idx, row.seq)
+                stack.append(row.hash)
+        ignored = len(rows) - len(self._index)
+        if ignored:
+            log.warning("%d block index rows do not hold their own header or do not lead back to "
+                        "the genesis block: ignored", ignored)
+        if recomputed:
+            log.warning("%d block index entries stored a height or chain work their headers do "
+                        "not give: computed again", recomputed)
+        if changes:
+            with self._store.transaction():
+                self._store.set_statuses(changes)
         self._recompute_linked()
+        return failed
+
+    def _add_loaded(self, idx: BlockIndex, seq: int) -> None:
+        self._index[idx.hash] = idx
+        self._seq[idx.hash] = seq
+        self._next_seq = max(self._next_seq, seq + 1)
+        if idx.height > 0:
+            self._children.setdefault(idx.prev, []).append(idx.hash)
+        self._consider_best_header(idx)
+
+    def _loaded_header_failure(self, header: BlockHeader, parent: BlockIndex) -> str | None:
+        """Why a stored header breaks a header rule on top of `parent`, or None. The clock is
+        left out: a header that was not too far ahead when it came stays valid."""
+        try:
+            check_block_header(header, self.params)
+            contextual_check_block_header(
+                header, PrevBlock(parent.height, parent.header.bits, parent.header.time), self.params,
+                median_time_past=self._mtp(parent),
+                ancestor_time=lambda h: self._ancestor(parent, h).header.time)
+        except ValidationError as e:
+            return str(e)
+        return None
 
     def _recompute_linked(self) -> None:
         linked: set[bytes] = set()
@@ -895,10 +991,10 @@ class ChainManager:
                 path.append(x)
                 x = self._index[x.prev]
             for idx in reversed(path):
-                block = cache.pop(idx.hash, None) or self._read_block(idx.hash)
-                if block is None:
-                    raise StorageError(f"block {idx.hash_hex} is marked stored but missing")
                 try:
+                    block = cache.pop(idx.hash, None) or self._read_stored_block(idx)
+                    if block is None:
+                        break       # its bytes were dropped: the best chain left is tried
                     self._connect_tip(idx, block)
                 except ValidationError as e:
                     log.warning("block %s at height %d failed to connect: %s",
@@ -920,6 +1016,34 @@ class ChainManager:
             reporter.report(self._index[self._chain[-1]].height, final=True)
         self._prune_candidates()
         return first_err
+
+    def _read_stored_block(self, idx: BlockIndex) -> Block | None:
+        """A stored block about to be connected, checked again as bitcoind's ConnectBlock checks
+        a block read from disk (CheckBlock): here the file's writer is not trusted. Bytes that
+        are not the block of this header (transactions swapped under a valid header: the
+        merkle root does not match) are dropped and the entry loses its data, so the block is
+        downloaded again; None then. Any other rule a block of this header breaks raises, and
+        marks it invalid as for a block from a peer."""
+        block = self._read_block(idx.hash)
+        if block is None:
+            raise StorageError(f"block {idx.hash_hex} is marked stored but missing")
+        try:
+            check_block(block, self.params, check_pow=False)
+        except ValidationError as e:
+            if e.failure is not Failure.MUTATED:
+                raise
+            log.warning("stored block %s at height %d is not the block of its header (%s): dropped, "
+                        "to be downloaded again; the chain database was changed by something other "
+                        "than this node", idx.hash_hex, idx.height, e)
+            status = idx.status & ~(BLOCK_HAVE_DATA | BLOCK_VALID_TRANSACTIONS | BLOCK_VALID_SCRIPTS)
+            with self._store.transaction():
+                self._store.drop_block(idx.hash)
+                self._store.set_statuses([(idx.hash, status)])
+            self._index[idx.hash] = replace(idx, status=status)
+            self._recompute_linked()
+            self._rebuild_candidates()
+            return None
+        return block
 
     def _connect_tip(self, idx: BlockIndex, block: Block) -> None:
         """Connect `block` (child of the tip) in one transaction; ValidationError leaves

@@ -246,7 +246,8 @@ class NodeContext:
             self.chain = ChainManager(self.params, db_path, synchronous=self.config.db_synchronous,
                                       now=lambda: int(self.now()), sig_threads=self.config.sig_threads,
                                       sig_cache=SignatureCache(self.config.sig_cache_mib << 20),
-                                      min_free_space=self.min_free_space, on_fatal=self.abort_node)
+                                      min_free_space=self.min_free_space, on_fatal=self.abort_node,
+                                      for_reindex=self.config.reindex)
         except Exception as exc:       # StorageError, sqlite3.Error: report, exit 1
             raise InitError(f"Error opening block database: {exc}") from exc
         # Only now: the database lock proves no other node uses this datadir, whose pid

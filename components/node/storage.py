@@ -404,6 +404,10 @@ class ChainStore:
         """Store a block's bytes (inside a transaction)."""
         self._db.execute("INSERT OR REPLACE INTO blocks (hash, data) VALUES (?, ?)", (block_hash, raw))
 
+    def drop_block(self, block_hash: bytes) -> None:
+        """Forget a block's bytes (inside a transaction): they were not that block's."""
+        self._db.execute("DELETE FROM blocks WHERE hash = ?", (block_hash,))
+
     def get_block_raw(self, block_hash: bytes) -> bytes | None:
         """A stored block's bytes, or None."""
         row = self._db.execute("SELECT data FROM blocks WHERE hash = ?", (block_hash,)).fetchone()

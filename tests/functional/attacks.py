@@ -672,3 +672,45 @@ with open(os.path.join(ctx["walletdir"], "settings.json"), "w") as f:
     f.write('{"wallet": ' + "[" * 200000 + "]" * 200000 + "}")
 report("plant-settings", False, "wrote a settings file nested 200000 deep")
 '''
+
+# The confined node, compromised, writes its own chain database (it must: it stores blocks),
+# so that whatever opens the file next believes a chain that never had the work: a block on
+# the tip without proof of work, and a valid block forking five below the tip stored with a
+# chain work of 2**200. Both are stored as received, not connected: the next start chooses.
+# It waits until the test has mined (the file `plant.now` in the datadir) and goes through
+# the node's own connection, under the manager's lock, as code in the node would.
+NODE_PLANTS_BLOCKS = r'''
+import gc
+from dataclasses import replace
+from cleancoin.components.common.pow import block_proof, check_proof_of_work
+from cleancoin.components.node.chain import BLOCK_HAVE_DATA, BLOCK_VALID_TRANSACTIONS, ChainManager
+from cleancoin.components.node.mining import mine_block
+from cleancoin.components.node.storage import IndexRow
+attempt("plant-blocks")
+trigger = os.path.join(ctx["netdir"], "plant.now")
+for _ in range(1200):
+    if os.path.exists(trigger):
+        break
+    time.sleep(0.1)
+cm = next(o for o in gc.get_objects() if isinstance(o, ChainManager))
+pkh = bytes(20)
+with cm._lock:
+    tip = cm.tip
+    nopow = mine_block(tip.header, tip.height + 1, pkh, cm.params, tip.header.time + 1, tip.header.bits)
+    header = nopow.header
+    while check_proof_of_work(header.hash, header.bits, cm.params):
+        header = replace(header, nonce=header.nonce + 1)
+    nopow = replace(nopow, header=header)
+    fork = cm.block_at_height(tip.height - 5)
+    side = mine_block(fork.header, fork.height + 1, pkh, cm.params, fork.header.time + 7, fork.header.bits)
+    store = cm._store
+    seq = max(cm._seq.values()) + 1
+    with store.transaction():
+        for block, height, work in ((nopow, tip.height + 1, tip.chainwork + block_proof(header.bits)),
+                                    (side, fork.height + 1, 2 ** 200)):
+            store.put_index(IndexRow(block.hash, block.header.prev_hash, height, block.header.serialized,
+                                     work, BLOCK_HAVE_DATA | BLOCK_VALID_TRANSACTIONS, seq))
+            store.put_block(block.hash, block.serialized)
+            seq += 1
+report("plant-blocks", False, f"{nopow.header.hash[::-1].hex()} {side.header.hash[::-1].hex()}")
+'''

@@ -848,3 +848,35 @@ def test_a_settings_file_the_wallet_process_planted_stops_no_start(home_base: Pa
         assert a.node.stop() == 0
     finally:
         _stop_nodes_under(home_base)
+
+
+def test_blocks_the_confined_node_plants_in_its_chain_database_are_not_believed_at_the_next_start(
+        home_base: Path) -> None:
+    """Attack: the confined node, compromised, stores two blocks in its chain database
+    (attacks.NODE_PLANTS_BLOCKS): one on the tip without proof of work, one forking five below
+    the tip with a made-up chain work of 2**200. Before 12-06 the next start believed the
+    stored chain work and reorganised to the planted branch (the tip fell from height 10 to
+    6), and would have connected the block without proof of work on top of it. CleanCoind
+    loads the same file the same way (tests/test_chain_tampered.py). Now every entry is
+    checked against its parent at load, and its work computed: the real tip stays, the block
+    without proof of work is marked invalid and said so in debug.log."""
+    a = AttackedNode(home_base, node=attacks.NODE_PLANTS_BLOCKS)
+    a.config["node_delay"] = 0.5
+    a.start()
+    node = a.node
+    node.rpc.generatetoaddress(10, TEST_ADDRESS)
+    tip = node.rpc.getbestblockhash()
+    (node.netdatadir / "plant.now").touch()
+    results = a.result("node", timeout=60)
+    nopow, side = results["plant-blocks"]["detail"].split()
+    assert node.stop() == 0
+    node.start()
+    try:
+        assert (node.rpc.getblockcount(), node.rpc.getbestblockhash()) == (10, tip)
+        tips = {t["hash"]: t["status"] for t in node.rpc.getchaintips()}
+        assert tips[nopow] == "invalid" and tips[side] in ("valid-headers", "valid-fork"), tips
+        log = (node.netdatadir / "debug.log").read_text()
+        assert f"block index entry {nopow} fails its header checks (high-hash" in log
+        assert "block index entries stored a height or chain work their headers do not give" in log
+    finally:
+        node.stop()

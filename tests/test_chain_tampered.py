@@ -1,0 +1,236 @@
+"""A chain database changed by something other than the chain manager: what the next start
+believes.
+
+Under CleanCoin-node the confined node writes chainstate.sqlite, and a compromised node can
+write any row there. Whatever opens the file next (the node's next start, or CleanCoind,
+unconfined, with its wallet in the same process) loaded the block index as stored: a header
+without proof of work, or a branch whose stored chain work was made up, became the tip at
+start. bitcoind checks every index entry's proof of work when it loads its index and computes
+the chain work again (LoadBlockIndex); this manager now does the same, and the header rules
+that need the parent (the difficulty a block must carry, its time) too, because here the
+writer is not trusted.
+
+Each test plants rows with plain SQL into a real database the manager wrote, as the attacker
+would, then opens it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cleancoin.components.common.pow import block_proof, check_proof_of_work
+from cleancoin.components.common.primitives import Block
+from cleancoin.components.node.chain import (
+    BLOCK_FAILED, BLOCK_FAILED_CHILD, BLOCK_HAVE_DATA, BLOCK_VALID_SCRIPTS, BLOCK_VALID_TRANSACTIONS,
+    ChainManager,
+)
+from cleancoin.components.node.mining import create_coinbase, solve
+from cleancoin.components.node.storage import StorageError, chainwork_to_bytes
+
+from test_chain import NOW, P, PKH_B, branch, extend, make_block, open_chain
+
+STORED = BLOCK_HAVE_DATA | BLOCK_VALID_TRANSACTIONS
+
+
+def plant(path: Path, block: Block, height: int, chainwork: int, status: int = STORED,
+          tip: bool = False) -> None:
+    """Write `block` into the database as the chain manager stores one, with the height,
+    chain work and status the attacker chooses, in one transaction."""
+    db = sqlite3.connect(path / "chain.sqlite", isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM block_index").fetchone()[0]
+        db.execute("INSERT INTO block_index (hash, prev, height, header, chainwork, status, seq) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (block.hash, block.header.prev_hash, height, block.header.serialized,
+                    chainwork_to_bytes(chainwork), status, seq))
+        db.execute("INSERT INTO blocks (hash, data) VALUES (?, ?)", (block.hash, block.serialized))
+        if tip:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'tip'", (block.hash,))
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+def without_proof_of_work(block: Block) -> Block:
+    """`block` with the first nonce whose hash misses its target (on regtest about every
+    second one does)."""
+    header = block.header
+    for nonce in range(1, 1000):
+        candidate = replace(header, nonce=header.nonce + nonce)
+        if not check_proof_of_work(candidate.hash, candidate.bits, P):
+            return replace(block, header=candidate)
+    raise AssertionError("every nonce met the target")
+
+
+def test_a_planted_block_without_proof_of_work_is_not_connected_at_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A block extending the tip, stored with honest chain work and valid transactions but
+    no proof of work: before, the next start connected it as the new tip."""
+    cm = open_chain(tmp_path)
+    extend(cm, 5)
+    tip = cm.tip
+    fake = without_proof_of_work(make_block(cm))
+    cm.close()
+    plant(tmp_path, fake, tip.height + 1, tip.chainwork + block_proof(fake.header.bits))
+    with caplog.at_level(logging.WARNING), open_chain(tmp_path) as again:
+        assert again.tip == tip
+        entry = again.get_index(fake.hash)
+        assert entry is not None and entry.status & BLOCK_FAILED
+        # An honest block on the same parent is still accepted and becomes the tip.
+        assert again.accept_block(make_block(again)).new_tip
+    assert f"{fake.hash_hex} fails its header checks (high-hash" in caplog.text
+    with open_chain(tmp_path) as third:            # the mark was stored: no second warning
+        entry = third.get_index(fake.hash)
+        assert entry is not None and entry.status & BLOCK_FAILED
+
+
+def test_stored_chain_work_is_computed_again_not_believed(tmp_path: Path) -> None:
+    """One valid block forking five below the tip, stored with a made-up chain work of 2**200:
+    before, the next start reorganised to it (the tip fell from height 8 to 4)."""
+    cm = open_chain(tmp_path)
+    extend(cm, 8)
+    tip = cm.tip
+    fork = cm.block_at_height(3)
+    assert fork is not None
+    (side,) = branch(cm, fork, 1)
+    cm.close()
+    plant(tmp_path, side, fork.height + 1, 2 ** 200)
+    with open_chain(tmp_path) as again:
+        assert again.tip == tip
+        entry = again.get_index(side.hash)
+        assert entry is not None and not entry.status & (BLOCK_FAILED | BLOCK_FAILED_CHILD)
+        assert entry.chainwork == fork.chainwork + block_proof(side.header.bits)
+        assert entry.height == fork.height + 1
+
+
+def test_a_stored_height_is_computed_again(tmp_path: Path) -> None:
+    """A valid side block stored at a made-up height is placed where its parent says."""
+    cm = open_chain(tmp_path)
+    extend(cm, 4)
+    fork = cm.block_at_height(2)
+    assert fork is not None
+    (side,) = branch(cm, fork, 1)
+    cm.close()
+    plant(tmp_path, side, 1000, fork.chainwork + block_proof(side.header.bits))
+    with open_chain(tmp_path) as again:
+        entry = again.get_index(side.hash)
+        assert entry is not None and entry.height == 3
+        assert again.height == 4
+
+
+def test_difficulty_bits_the_rules_do_not_ask_for_are_refused(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A header that meets the target of bits it chose itself. Regtest never retargets, so a
+    block must carry its parent's bits; this one claims a 128 times harder target (and 128
+    times the work), which a few hundred hashes meet. On main, the same check refuses the
+    easier bits that would make a fake chain cheap."""
+    cm = open_chain(tmp_path)
+    extend(cm, 3)
+    tip = cm.tip
+    harder = make_block(cm)
+    harder = solve(replace(harder, header=replace(harder.header, bits=0x2000FFFF, nonce=0)), P)
+    assert harder is not None and check_proof_of_work(harder.hash, harder.header.bits, P)
+    cm.close()
+    plant(tmp_path, harder, tip.height + 1, tip.chainwork + block_proof(harder.header.bits))
+    with caplog.at_level(logging.WARNING), open_chain(tmp_path) as again:
+        assert again.tip == tip
+        entry = again.get_index(harder.hash)
+        assert entry is not None and entry.status & BLOCK_FAILED
+    assert "bad-diffbits" in caplog.text
+
+
+def test_an_active_chain_that_fails_the_checks_needs_a_reindex(tmp_path: Path) -> None:
+    """The planted block made the stored tip (as if connected): the chain state now holds what
+    that block did, so it cannot be trusted. The start stops and names the block and the
+    remedy; with -reindex the chain state is rebuilt from the blocks that pass."""
+    cm = open_chain(tmp_path)
+    extend(cm, 5)
+    tip, stats = cm.tip, cm.utxo_stats()
+    fake = without_proof_of_work(make_block(cm))
+    cm.close()
+    plant(tmp_path, fake, tip.height + 1, tip.chainwork + block_proof(fake.header.bits),
+          status=STORED | BLOCK_VALID_SCRIPTS, tip=True)
+    with pytest.raises(StorageError) as refused:
+        open_chain(tmp_path)
+    text = str(refused.value)
+    assert fake.hash_hex in text and "high-hash" in text and "-reindex" in text, text
+    again = open_chain(tmp_path, for_reindex=True)
+    try:
+        again.reindex()
+        assert again.tip == tip
+        assert again.utxo_stats() == stats
+    finally:
+        again.close()
+    with open_chain(tmp_path) as third:
+        assert third.tip == tip
+
+
+def test_an_honest_database_loads_without_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The checks pass on what the manager itself wrote, side branches and failed blocks
+    included (nothing is marked, nothing is logged above INFO)."""
+    cm = open_chain(tmp_path)
+    extend(cm, 6)
+    fork = cm.block_at_height(4)
+    assert fork is not None
+    for b in branch(cm, fork, 1):
+        cm.accept_block(b)
+    tip, tips = cm.tip, cm.chain_tips()
+    cm.close()
+    with caplog.at_level(logging.WARNING), ChainManager(P, str(tmp_path / "chain.sqlite"), now=lambda: NOW) as again:
+        assert again.tip == tip and again.chain_tips() == tips
+    assert caplog.text == ""
+
+
+def swap_transactions(block: Block, height: int, payee: bytes) -> Block:
+    """The same header over other valid transactions: a coinbase paying `payee`."""
+    return Block(block.header, (create_coinbase(height, payee, block.txs[0].vout[0].value),))
+
+
+def test_a_stored_block_whose_transactions_were_swapped_is_dropped_not_connected(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The header of a real block over transactions of the attacker's choosing (its block hash
+    is the header's, so reading it back matched): before, the next start connected it, and the
+    wallet of CleanCoind saw what those transactions paid. Now the merkle root is checked
+    again before a stored block is connected: the bytes are dropped and the real block, when
+    it comes, is stored and connected."""
+    cm = open_chain(tmp_path)
+    extend(cm, 5)
+    tip = cm.tip
+    real = make_block(cm)
+    cm.close()
+    swapped = swap_transactions(real, tip.height + 1, PKH_B)
+    assert swapped.hash == real.hash and swapped.serialized != real.serialized
+    plant(tmp_path, swapped, tip.height + 1, tip.chainwork + block_proof(real.header.bits))
+    with caplog.at_level(logging.WARNING), open_chain(tmp_path) as again:
+        assert again.tip == tip
+        entry = again.get_index(real.hash)
+        assert entry is not None and not entry.status & (BLOCK_HAVE_DATA | BLOCK_FAILED)
+        assert again.get_block(real.hash) is None
+        assert again.accept_block(real).new_tip
+        assert again.get_block(real.hash) == real
+    assert f"stored block {real.hash_hex} at height 6 is not the block of its header (bad-txnmrklroot" in caplog.text
+
+
+def test_reindex_drops_a_connected_block_whose_transactions_were_swapped(tmp_path: Path) -> None:
+    """Swapped after it was connected: -reindex reads every block again and stops the chain
+    below the one whose bytes are not its header's, instead of connecting the swap."""
+    cm = open_chain(tmp_path)
+    blocks = extend(cm, 6)
+    cm.close()
+    swapped = swap_transactions(blocks[-1], 6, PKH_B)
+    db = sqlite3.connect(tmp_path / "chain.sqlite", isolation_level=None)
+    db.execute("UPDATE blocks SET data = ? WHERE hash = ?", (swapped.serialized, swapped.hash))
+    db.close()
+    again = open_chain(tmp_path, for_reindex=True)
+    try:
+        again.reindex()
+        assert again.height == 5
+        assert again.accept_block(blocks[-1]).new_tip and again.height == 6
+    finally:
+        again.close()
