@@ -47,6 +47,10 @@ OPTIONS: list[Option] = [
     Option("pid", "Specify pid file. Relative paths are prefixed by the network datadir.", "Options",
            "<file>", "CleanCoind.pid"),
     Option("reindex", "Rebuild chain state and indexes from the stored blocks.", "Options"),
+    Option("checkblocks", "How many blocks to check at startup (0 = all)", "Options", "<n>", "6"),
+    Option("checklevel", "How thorough the block verification of -checkblocks is: 0 reads the blocks, "
+           "1 checks their rules, 2 their undo data, 3 the coins they left in the UTXO set, 4 connects "
+           "them again with every signature (0-4)", "Options", "<n>", "3"),
     Option("par", "Set the number of signature verification threads, this one included (0 = one per "
            "CPU this process may use, within a container's CPU quota; <0 = leave that many CPUs free; "
            "at most 8)", "Options", "<n>", "0"),
@@ -231,6 +235,18 @@ def signature_cache_mib(settings: Settings) -> int:
     return mib
 
 
+def check_blocks_level(settings: Settings) -> tuple[int, int]:
+    """-checkblocks (0 or less: all) and -checklevel (0-4), as bitcoind's."""
+    from cleancoin.components.node.verify_chain import (
+        DEFAULT_CHECK_BLOCKS, DEFAULT_CHECK_LEVEL, MAX_CHECK_LEVEL,
+    )
+
+    level = settings.get_int("checklevel", DEFAULT_CHECK_LEVEL)
+    if not 0 <= level <= MAX_CHECK_LEVEL:
+        raise OptionError(f"Invalid value for -checklevel: '{level}' (0 to {MAX_CHECK_LEVEL})")
+    return settings.get_int("checkblocks", DEFAULT_CHECK_BLOCKS), level
+
+
 def build_config(settings: Settings) -> "NodeConfig":
     """Settings -> NodeConfig (OptionError for bad values)."""
     from cleancoin.components.node.node import NodeConfig
@@ -242,6 +258,7 @@ def build_config(settings: Settings) -> "NodeConfig":
     for name, value in (("port", port), ("rpcport", rpcport)):
         if value is not None and (not value.isdigit() or int(value) > 65535):
             raise OptionError(f"Invalid port specified in -{name}: '{value}'")
+    check_blocks, check_level = check_blocks_level(settings)
     return NodeConfig(
         chain=settings.chain,
         netdatadir=settings.netdatadir,
@@ -271,6 +288,8 @@ def build_config(settings: Settings) -> "NodeConfig":
         ignore_startup_wallets=settings.negated_on_cmdline("wallet"),
         sig_threads=signature_threads(settings),
         sig_cache_mib=signature_cache_mib(settings),
+        check_blocks=check_blocks,
+        check_level=check_level,
         max_tx_fee=max_tx_fee(settings),
     )
 

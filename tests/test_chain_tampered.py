@@ -23,16 +23,17 @@ from pathlib import Path
 
 import pytest
 
+from cleancoin.components.common.amount import COIN
 from cleancoin.components.common.pow import block_proof, check_proof_of_work
-from cleancoin.components.common.primitives import Block
+from cleancoin.components.common.primitives import Block, Transaction
 from cleancoin.components.node.chain import (
     BLOCK_FAILED, BLOCK_FAILED_CHILD, BLOCK_HAVE_DATA, BLOCK_VALID_SCRIPTS, BLOCK_VALID_TRANSACTIONS,
     ChainManager,
 )
 from cleancoin.components.node.mining import create_coinbase, solve
-from cleancoin.components.node.storage import StorageError, chainwork_to_bytes
+from cleancoin.components.node.storage import StorageError, chainwork_to_bytes, encode_undo
 
-from test_chain import NOW, P, PKH_B, branch, extend, make_block, open_chain
+from test_chain import KEY_A, NOW, P, PKH_A, PKH_B, branch, cb_out, extend, make_block, open_chain, spend
 
 STORED = BLOCK_HAVE_DATA | BLOCK_VALID_TRANSACTIONS
 
@@ -234,3 +235,100 @@ def test_reindex_drops_a_connected_block_whose_transactions_were_swapped(tmp_pat
         assert again.accept_block(blocks[-1]).new_tip and again.height == 6
     finally:
         again.close()
+
+
+# ------------------------------------------------------------------------------- verifychain
+
+def spent_chain(path: Path) -> tuple[ChainManager, Transaction]:
+    """101 blocks, then one spending the first coinbase (the spend pays PKH_B and change to
+    PKH_A), then three more: the last six blocks hold a spend with its undo data."""
+    cm = open_chain(path)
+    blocks = extend(cm, 101)
+    pay = spend([cb_out(blocks[0])], [(20 * COIN, PKH_B), (29 * COIN, PKH_A)], [KEY_A])
+    assert cm.accept_block(make_block(cm, txs=[pay], fees=COIN)).new_tip
+    extend(cm, 3)
+    return cm, pay
+
+
+def sql(path: Path, statement: str, *params: object) -> None:
+    db = sqlite3.connect(path / "chain.sqlite", isolation_level=None)
+    try:
+        assert db.execute(statement, params).rowcount == 1
+    finally:
+        db.close()
+
+
+def test_verifychain_passes_an_honest_chain_at_every_level(tmp_path: Path) -> None:
+    cm, _ = spent_chain(tmp_path)
+    try:
+        for level in range(5):
+            for nblocks in (6, 0):
+                result = cm.verify_chain(level, nblocks)
+                assert result.ok, (level, nblocks, result.problem)
+                assert result.checked == (6 if nblocks else cm.height)
+        assert cm.verify_chain(9, 2).level == 4          # clamped, as bitcoind clamps it
+    finally:
+        cm.close()
+
+
+@pytest.mark.parametrize(("change", "fails_at", "says"), [
+    # A coin the spend created, gone from the UTXO set.
+    ("DELETE FROM utxo WHERE txid = ? AND n = 1", 3, "lacks output"),
+    # The same coin, worth more.
+    ("UPDATE utxo SET value = value * 2 WHERE txid = ? AND n = 1", 3, "holds another coin"),
+    # The spend's undo data, gone.
+    ("DELETE FROM undo WHERE hash = (SELECT block FROM tx_index WHERE txid = ?)", 2, "undo data is missing"),
+])
+def test_verifychain_finds_what_was_changed_under_the_chain(tmp_path: Path, change: str, fails_at: int,
+                                                            says: str) -> None:
+    """Each change fails at its level and not below: the levels are what they say."""
+    cm, pay = spent_chain(tmp_path)
+    cm.close()
+    sql(tmp_path, change, pay.txid)
+    with open_chain(tmp_path) as again:
+        assert again.verify_chain(fails_at - 1, 6).ok
+        result = again.verify_chain(fails_at, 6)
+        assert not result.ok and says in (result.problem or ""), result
+        assert again.verify_chain(fails_at, 2).ok           # the spend lies deeper than two blocks
+
+
+def test_verifychain_finds_a_spent_coin_put_back_and_swapped_bytes(tmp_path: Path) -> None:
+    cm, pay = spent_chain(tmp_path)
+    spent_coin = cm.get_undo(cm.block_at_height(102).hash)    # type: ignore[union-attr]
+    tip = cm.tip
+    tip_block = cm.get_block(tip.hash)
+    cm.close()
+    assert spent_coin is not None and tip_block is not None
+    (outpoint, coin), = spent_coin
+    db = sqlite3.connect(tmp_path / "chain.sqlite", isolation_level=None)
+    db.execute("INSERT INTO utxo VALUES (?, ?, ?, ?, ?, ?)",
+               (outpoint.txid, outpoint.n, coin.value, coin.pkh, coin.height, int(coin.is_coinbase)))
+    db.close()
+    with open_chain(tmp_path) as again:
+        # The coinbase of block 1 is below six blocks; all of them reach it.
+        assert again.verify_chain(3, 6).ok
+        result = again.verify_chain(3, 0)
+        assert not result.ok and "still holds" in (result.problem or ""), result
+    sql(tmp_path, "UPDATE blocks SET data = ? WHERE hash = ?",
+        swap_transactions(tip_block, tip.height, PKH_B).serialized, tip.hash)
+    with open_chain(tmp_path) as again:
+        assert again.verify_chain(0, 1).ok
+        result = again.verify_chain(1, 1)
+        assert not result.ok and "bad-txnmrklroot" in (result.problem or ""), result
+
+
+def test_verifychain_level_4_connects_the_blocks_again(tmp_path: Path) -> None:
+    """Undo data naming another payee for the coin the spend took: the coins in the UTXO set
+    are right (level 3 passes), but connected again on the rewound state the spend's signature
+    does not match that payee."""
+    cm, pay = spent_chain(tmp_path)
+    spend_block = cm.block_at_height(102)
+    assert spend_block is not None
+    (outpoint, coin), = cm.get_undo(spend_block.hash) or ()
+    cm.close()
+    forged = encode_undo([(outpoint, replace(coin, pkh=PKH_B))])
+    sql(tmp_path, "UPDATE undo SET data = ? WHERE hash = ?", forged, spend_block.hash)
+    with open_chain(tmp_path) as again:
+        assert again.verify_chain(3, 6).ok
+        result = again.verify_chain(4, 6)
+        assert not result.ok and "does not connect again" in (result.problem or ""), result

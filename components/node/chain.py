@@ -64,6 +64,7 @@ from ..common.pow import median_time_past as _median
 from ..common.primitives import NULL_HASH, Block, BlockHeader, OutPoint, Transaction
 from ..common.sigcheck import SignatureCache, SignatureChecker
 from ..common.diskfail import MIN_DISK_SPACE, check_disk_space
+from . import verify_chain
 from .storage import ChainStore, ChainWriteFailure, IndexRow, StorageError, decode_undo, undo_outpoints
 
 __all__ = [
@@ -1214,6 +1215,16 @@ class ChainManager:
             return out
 
     # ------------------------------------------------------------------ reindex
+
+    def verify_chain(self, level: int = verify_chain.DEFAULT_CHECK_LEVEL,
+                     nblocks: int = verify_chain.DEFAULT_CHECK_BLOCKS,
+                     progress: Callable[[int, int], None] | None = None) -> verify_chain.VerifyResult:
+        """verifychain and the start-up check (-checkblocks, -checklevel): the last `nblocks`
+        blocks against their undo data and the UTXO set (verify_chain.verify), with the chain
+        held still meanwhile, as bitcoind holds cs_main."""
+        with self._lock:
+            self._check_open()
+            return verify_chain.verify(self, level, nblocks, progress)
 
     def reindex(self, on_progress: ProgressFn | None = None) -> None:
         """-reindex: rebuild the UTXO set, tx index, undo data and tip by reconnecting the

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .chain import ChainManager, ChainWriteFailure
+from .verify_chain import DEFAULT_CHECK_BLOCKS, DEFAULT_CHECK_LEVEL
 from ..common.diskfail import MIN_DISK_SPACE, check_disk_space
 from ..common.chainparams import ChainParams, params_for
 from ..common.consensus import Coin
@@ -87,6 +88,8 @@ class NodeConfig:
     # Validation
     sig_threads: int | None = None     # -par: signature threads (None: sigcheck.default_threads)
     sig_cache_mib: int = DEFAULT_CACHE_MIB   # -maxsigcachesize: verified signatures kept, in MiB
+    check_blocks: int = DEFAULT_CHECK_BLOCKS   # -checkblocks: blocks verified at start (0: all)
+    check_level: int = DEFAULT_CHECK_LEVEL     # -checklevel: how thoroughly (0-4, verify_chain.py)
     # Wallet
     disable_wallet: bool = False
     wallets: list[str] = field(default_factory=list)   # -wallet=<name>: loaded at startup
@@ -259,6 +262,7 @@ class NodeContext:
                 self.chain.reindex()
             except ChainWriteFailure as exc:      # already logged and reported (abort_node)
                 raise InitError(f"Reindex stopped: {exc}") from exc
+        self._verify_last_blocks()
         log.info("Chain ready in %.2f s: height %d, tip %s", time.monotonic() - t0,
                  self.chain.height, self.chain.tip.hash_hex)
         # bitcoind: "Script verification uses N additional threads".
@@ -365,6 +369,29 @@ class NodeContext:
     def pid_path(self) -> str:
         name = self.config.pid_file or PID_FILE
         return name if os.path.isabs(name) else os.path.join(self.netdatadir, name)
+
+    def _verify_last_blocks(self) -> None:
+        """bitcoind's start-up VerifyDB: the last -checkblocks blocks at -checklevel against
+        their undo data and the UTXO set; a problem stops the start (InitError)."""
+        cfg = self.config
+        chain = self.chain
+        assert chain is not None
+        count = min(cfg.check_blocks, chain.height) if cfg.check_blocks > 0 else chain.height
+        log.info("Verifying last %d blocks at level %d", count, cfg.check_level)
+        shown = [0]
+
+        def progress(done: int, total: int) -> None:
+            percent = done * 100 // max(total, 1)
+            if total >= 100 and percent >= shown[0] + 10:
+                shown[0] = percent - percent % 10
+                log.info("Verification progress: %d%%", shown[0])
+
+        result = chain.verify_chain(cfg.check_level, cfg.check_blocks, progress)
+        if not result.ok:
+            raise InitError(f"Corrupted block database detected: {result.problem}. "
+                            "Please restart with -reindex to recover.")
+        log.info("Verification: no coin database inconsistencies in last %d blocks (%d transactions)",
+                 result.checked, result.transactions)
 
     def _write_pid(self) -> None:
         try:

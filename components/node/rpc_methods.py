@@ -9,6 +9,7 @@ Amounts are Decimal coins (the RPC encoder prints them as JSON numbers, exactly)
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from .mempool import MempoolReject, fee_rate
 from .mining import assemble_block, create_coinbase, solve
 from .p2p import P2PError
 from .p2p.messages import NODE_NETWORK, PROTOCOL_VERSION
+from .verify_chain import DEFAULT_CHECK_BLOCKS, DEFAULT_CHECK_LEVEL
 from ..common.pow import difficulty
 from ..common import descriptors
 from ..common.primitives import Block, BlockHeader, OutPoint, Transaction, TxIn, TxOut
@@ -43,6 +45,8 @@ DEFAULT_MAX_FEE_RATE = Decimal("0.10")
 #: Seconds behind now after which the tip counts as old (bitcoind's -maxtipage default).
 MAX_TIP_AGE: int = 24 * 60 * 60
 CLIENT_VERSION: int = 1000     # 0.1.0 in bitcoind's encoding
+
+log = logging.getLogger("cleancoin.chain")
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -273,6 +277,13 @@ class NodeRpc:
         except ValidationError as exc:
             raise RpcError(RPC_DATABASE_ERROR, str(exc)) from None
         self._announce_block(self.chain.tip.hash)
+
+    def verifychain(self, ctx: Any, checklevel: int, nblocks: int) -> bool:
+        # bitcoind: false, with the reason in the log only.
+        result = self.chain.verify_chain(checklevel, nblocks)
+        if not result.ok:
+            log.warning("verifychain: %s", result.problem)
+        return result.ok
 
     def reconsiderblock(self, ctx: Any, blockhash: str) -> None:
         idx = self._index(blockhash)
@@ -727,6 +738,7 @@ RESULTS: dict[str, str] = {
     "gettxoutsetinfo": '{ "height" : n, "bestblock" : "hex", "transactions" : n, "txouts" : n, "bogosize" : n,\n'
                        '  "hash_serialized" : "hex", "disk_size" : n, "total_amount" : n }    (json object)',
     "invalidateblock": "null    (json null)",
+    "verifychain": "true|false    (boolean) Verified or not",
     "reconsiderblock": "null    (json null)",
     "getrawtransaction": '"str"    (string) for verbose = 0: the serialized transaction, hex-encoded\n'
                          '{ "txid" : "hex", ..., "hex" : "hex", "blockhash" : "hex", "confirmations" : n,\n'
@@ -819,6 +831,12 @@ def register_node_methods(registry: Registry, node: NodeContext) -> NodeRpc:
         category="blockchain", help="Scans the unspent transaction output set for entries that match certain output descriptors.")
     add("invalidateblock", r.invalidateblock, [bh], category="blockchain",
         help="Permanently marks a block as invalid, as if it violated a consensus rule.")
+    add("verifychain", r.verifychain, [Param("checklevel", INT, DEFAULT_CHECK_LEVEL,
+                                             "How thorough the block verification is: 0 reads the blocks, 1 checks "
+                                             "their rules, 2 their undo data, 3 the coins they left in the UTXO set, "
+                                             "4 connects them again (0-4)"),
+                                       Param("nblocks", INT, DEFAULT_CHECK_BLOCKS, "The number of blocks to check (0 = all)")],
+        category="blockchain", help="Verifies blockchain database.")
     add("reconsiderblock", r.reconsiderblock, [bh], category="blockchain",
         help="Removes invalidity status of a block, its ancestors and its descendants, reconsider them for activation.")
     add("syncwithvalidationinterfacequeue", r.syncwithvalidationinterfacequeue, category="hidden", hidden=True,

@@ -6,6 +6,7 @@ tests run in file order and each leaves the chain as the next expects it.
 
 from __future__ import annotations
 
+import sqlite3
 from decimal import Decimal
 from typing import Any
 
@@ -176,3 +177,35 @@ def test_restart_keeps_the_chain(node: TestNode) -> None:
     assert node.rpc.getbestblockhash() == tip
     assert node.rpc.gettxoutsetinfo()["height"] == height
     assert "reindex" in node.debug_log()
+
+
+def test_verifychain_and_the_start_up_check(node: TestNode) -> None:
+    """bitcoind's verifychain and its start-up check of the last -checkblocks blocks. A coin
+    taken out of the UTXO set under a stopped node (as a compromised CleanCoin-node can write
+    its chain database) stops the next start with bitcoind's message; -reindex rebuilds."""
+    assert node.rpc.verifychain() is True
+    assert node.rpc.verifychain(4, 0) is True
+    assert "Verification: no coin database inconsistencies in last 6 blocks" in node.debug_log()
+    tip = node.rpc.getbestblockhash()
+    coinbase = node.rpc.getblock(tip)["tx"][0]
+    assert node.stop() == 0
+    db = sqlite3.connect(node.netdatadir / "chainstate.sqlite", isolation_level=None)
+    assert db.execute("DELETE FROM utxo WHERE txid = ?", (bytes.fromhex(coinbase)[::-1],)).rowcount == 1
+    db.close()
+    node.start(wait=False)
+    assert node.process is not None and node.process.wait(60) == 1
+    node.process = None
+    stderr = (node.datadir / "stderr.txt").read_text()
+    assert "Corrupted block database detected: block " + tip in stderr
+    assert f"lacks output {coinbase}:0 it created. Please restart with -reindex to recover." in stderr
+    node.start(["-checkblocks=1", "-checklevel=2"])       # not thorough enough to see it
+    assert node.stop() == 0
+    node.start(["-reindex"])
+    assert node.rpc.getbestblockhash() == tip and node.rpc.gettxout(coinbase, 0) is not None
+    assert node.rpc.verifychain(3, 0) is True
+    assert node.stop() == 0
+    node.start(["-checklevel=5"], wait=False)
+    assert node.process is not None and node.process.wait(60) == 1
+    node.process = None
+    assert "Invalid value for -checklevel: '5' (0 to 4)" in (node.datadir / "stderr.txt").read_text()
+    node.start()
