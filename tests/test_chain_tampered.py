@@ -25,7 +25,7 @@ import pytest
 
 from cleancoin.components.common.amount import COIN
 from cleancoin.components.common.pow import block_proof, check_proof_of_work
-from cleancoin.components.common.primitives import Block, Transaction
+from cleancoin.components.common.primitives import Block, OutPoint, Transaction
 from cleancoin.components.node.chain import (
     BLOCK_FAILED, BLOCK_FAILED_CHILD, BLOCK_HAVE_DATA, BLOCK_VALID_SCRIPTS, BLOCK_VALID_TRANSACTIONS,
     ChainManager,
@@ -33,7 +33,7 @@ from cleancoin.components.node.chain import (
 from cleancoin.components.node.mining import create_coinbase, solve
 from cleancoin.components.node.storage import StorageError, chainwork_to_bytes, encode_undo
 
-from test_chain import KEY_A, NOW, P, PKH_A, PKH_B, branch, cb_out, extend, make_block, open_chain, spend
+from test_chain import KEY_A, KEY_B, NOW, P, PKH_A, PKH_B, branch, cb_out, extend, make_block, open_chain, spend
 
 STORED = BLOCK_HAVE_DATA | BLOCK_VALID_TRANSACTIONS
 
@@ -241,11 +241,13 @@ def test_reindex_drops_a_connected_block_whose_transactions_were_swapped(tmp_pat
 
 def spent_chain(path: Path) -> tuple[ChainManager, Transaction]:
     """101 blocks, then one spending the first coinbase (the spend pays PKH_B and change to
-    PKH_A), then three more: the last six blocks hold a spend with its undo data."""
+    PKH_A) and, in the same block, PKH_B's output again; then three more: the last six blocks
+    hold spends with their undo data, one of them of a coin that never reached the set."""
     cm = open_chain(path)
     blocks = extend(cm, 101)
     pay = spend([cb_out(blocks[0])], [(20 * COIN, PKH_B), (29 * COIN, PKH_A)], [KEY_A])
-    assert cm.accept_block(make_block(cm, txs=[pay], fees=COIN)).new_tip
+    again = spend([OutPoint(pay.txid, 0)], [(19 * COIN, PKH_A)], [KEY_B])
+    assert cm.accept_block(make_block(cm, txs=[pay, again], fees=2 * COIN)).new_tip
     extend(cm, 3)
     return cm, pay
 
@@ -332,3 +334,16 @@ def test_verifychain_level_4_connects_the_blocks_again(tmp_path: Path) -> None:
         assert again.verify_chain(3, 6).ok
         result = again.verify_chain(4, 6)
         assert not result.ok and "does not connect again" in (result.problem or ""), result
+
+
+def test_verifychain_of_every_block_finds_a_coin_no_block_created(tmp_path: Path) -> None:
+    """A coin written straight into the UTXO set, paying the attacker: no block's check sees
+    it, but over the whole chain the set must hold what the blocks leave, no more."""
+    cm, _ = spent_chain(tmp_path)
+    cm.close()
+    sql(tmp_path, "INSERT INTO utxo VALUES (?, 0, ?, ?, 50, 0)", bytes(range(32)), 1000 * COIN, PKH_B)
+    with open_chain(tmp_path) as again:
+        assert again.verify_chain(4, 6).ok
+        assert again.verify_chain(2, 0).ok
+        result = again.verify_chain(3, 0)
+        assert not result.ok and "coins no block created" in (result.problem or ""), result

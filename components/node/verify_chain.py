@@ -20,8 +20,9 @@ Levels, as bitcoind's -checklevel (each includes those below):
    their undo data, with every rule and signature; each must spend exactly the coins its undo
    data recorded.
 
-A UTXO entry that no block created (a coin written straight into the table) is not seen by
-any level; only -reindex rebuilds the table from the blocks.
+A UTXO entry that no block created (a coin written straight into the table) is seen only
+when every block is checked (nblocks 0) at level 3 or more: the set's count and value must be
+what the whole chain leaves. -reindex rebuilds the table from the blocks.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def verify(chain: ChainManager, level: int = DEFAULT_CHECK_LEVEL, nblocks: int =
     checked: list[tuple[BlockIndex, Block, tuple[tuple[OutPoint, Coin], ...]]] = []
     spent_above: set[OutPoint] = set()
     transactions = 0
+    # Level 3 over every block: the coins and value the whole chain leaves, against the set.
+    left_coins = left_value = 0
 
     def result(problem: str | None = None) -> VerifyResult:
         return VerifyResult(level, len(checked), transactions, problem)
@@ -131,15 +134,32 @@ def verify(chain: ChainManager, level: int = DEFAULT_CHECK_LEVEL, nblocks: int =
             if problem is not None:
                 return result(f"{where}: {problem}")
             spent_above.update(op for op, _ in undo)
+            coins, value = _left_by(block, undo)
+            left_coins += coins
+            left_value += value
         checked.append((idx, block, undo))
         transactions += len(block.txs)
         if progress is not None:
             progress(len(checked), nblocks)
+    if level >= 3 and nblocks == tip.height:
+        stats = chain.utxo_stats()
+        if (stats["txouts"], stats["total_amount"]) != (left_coins, left_value):
+            return result(f"the UTXO set holds {stats['txouts']} coins worth {stats['total_amount']} units, "
+                          f"the blocks leave {left_coins} worth {left_value}: coins no block created "
+                          "were written into it, or some were taken out")
     if level >= 4 and checked:
         problem = _reconnect(chain, checked)
         if problem is not None:
             return result(problem)
     return result()
+
+
+def _left_by(block: Block, undo: tuple[tuple[OutPoint, Coin], ...]) -> tuple[int, int]:
+    """How many coins, and how much value, connecting `block` adds to the UTXO set: its
+    outputs not spent inside it, less the coins it spent from before."""
+    inside = {txin.prevout for tx in block.txs[1:] for txin in tx.vin}
+    kept = [coin.value for outpoint, coin in _outputs(block) if outpoint not in inside]
+    return len(kept) - len(undo), sum(kept) - sum(coin.value for _, coin in undo)
 
 
 def _check_coins(chain: ChainManager, block: Block, height: int, spent_above: set[OutPoint]) -> str | None:
