@@ -25,6 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..common.local_listener import ForeignListener, check_server
 from .address import Address, AddressError
 from .auth import Authenticator, Credentials, LoginLimits
 from .connection import Connection, InitFactory, connect_init, serve, serve_init
@@ -384,6 +385,13 @@ def open_socket(address: Address) -> socket.socket:
                 raise
         else:
             sock = socket.create_connection((address.host, address.port), timeout=10)
+            try:
+                # The same rule for a port on this host: the login (a password, the cookie)
+                # goes only to a listener of this user or root (common/local_listener.py).
+                check_server(sock, str(address))
+            except ForeignListener as exc:
+                sock.close()
+                raise AddressError(str(exc)) from None
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as exc:
         raise AddressError(f"cannot connect to {address}: {exc.strerror or exc}") from None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import http.client
 import itertools
 import os
 import re
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+from ..common.local_listener import ForeignListener, check_server
 from . import jsonfmt
 from .errors import RpcError
 
@@ -69,6 +71,11 @@ def read_cookie(path: str) -> str:
     """The cookie's `user:password`, or OSError. The file lies in a directory the confined node
     writes: it is never read through a link, and anything but a cookie is not sent (it could
     be a secret of this user's that the node would then receive as a password)."""
+    return _read_cookie(path)[0]
+
+
+def _read_cookie(path: str) -> tuple[str, int]:
+    """read_cookie, and the uid that owns the file: the node's, which may listen for it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
@@ -76,7 +83,8 @@ def read_cookie(path: str) -> str:
             raise OSError(errno.ELOOP, "it is a symbolic link, which is not followed") from None
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
         data = os.read(fd, _COOKIE_MAX + 1)
     finally:
@@ -84,7 +92,35 @@ def read_cookie(path: str) -> str:
     text = data.decode("ascii", "replace").split("\n", 1)[0].rstrip("\r")
     if len(data) > _COOKIE_MAX or not _COOKIE.fullmatch(text):
         raise OSError(errno.EINVAL, "it does not hold a cookie (__cookie__:<hex>), so it is not sent")
-    return text
+    return text, info.st_uid
+
+
+class _CheckedConnection(http.client.HTTPConnection):
+    """An HTTP connection that looks at who accepted it before the request, credentials
+    included, goes out (local_listener.py): on this host, only this user, root or the owner of
+    the cookie being sent."""
+
+    def __init__(self, *args: Any, trusted: tuple[int, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._trusted = trusted
+
+    def connect(self) -> None:
+        super().connect()
+        try:
+            check_server(self.sock, f"{self.host}:{self.port}", self._trusted)
+        except ForeignListener:
+            self.sock.close()
+            self.sock = None
+            raise
+
+
+class _CheckedHandler(urllib.request.HTTPHandler):
+    def __init__(self, trusted: tuple[int, ...]) -> None:
+        super().__init__()
+        self._trusted = trusted
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_CheckedConnection, req, trusted=self._trusted)
 
 
 class RpcClient:
@@ -100,23 +136,24 @@ class RpcClient:
         self.wallet = wallet
         self.timeout = timeout
         self._ids = itertools.count(1)
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     # -- credentials -----------------------------------------------------------------------
 
-    def _credentials(self) -> tuple[str, bool]:
-        """("user:password" or "", whether the cookie was wanted and not found)."""
+    def _credentials(self) -> tuple[str, bool, tuple[int, ...]]:
+        """("user:password" or "", whether the cookie was wanted and not found, the uids
+        besides this user and root that may listen for them: the cookie file's owner)."""
         if self.password:
-            return f"{self.user}:{self.password}", False
+            return f"{self.user}:{self.password}", False, ()
         if self.cookie_path:
             try:
-                return read_cookie(self.cookie_path), False
+                cookie, owner = _read_cookie(self.cookie_path)
+                return cookie, False, (owner,)
             except FileNotFoundError:
-                return "", True
+                return "", True, ()
             except OSError as exc:
                 raise RpcAuthError(f"Cannot use the authentication cookie {self.cookie_path}: "
                                    f"{exc.strerror or exc}") from None
-        return "", False
+        return "", False, ()
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -171,16 +208,19 @@ class RpcClient:
         return f"http://{host}:{self.port}{path}"
 
     def _post(self, body: Any, wallet: str | None) -> Any:
-        credentials, cookie_missing = self._credentials()
+        credentials, cookie_missing, trusted = self._credentials()
         headers = {"Content-Type": "application/json", "Host": f"{self.host}:{self.port}"}
         if credentials:
             headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
         req = urllib.request.Request(self._url(wallet), data=jsonfmt.dumps(body).encode(),
                                      headers=headers, method="POST")
         timeout = self.timeout if self.timeout and self.timeout > 0 else None
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _CheckedHandler(trusted))
         try:
-            with self._opener.open(req, timeout=timeout) as response:
+            with opener.open(req, timeout=timeout) as response:
                 status, text = response.status, response.read()
+        except ForeignListener as exc:
+            raise RpcTransportError(str(exc)) from None
         except urllib.error.HTTPError as exc:
             status, text = exc.code, exc.read()
             exc.close()

@@ -533,3 +533,80 @@ def test_a_planted_file_name_reaches_the_operators_terminal_escaped(team: Path, 
     assert result.returncode == 1 and f"is owned by uid {NOBODY}" in result.stderr, result.stderr[-1500:]
     assert not [c for c in result.stderr + result.stdout if c in "\x1b\x07\u202e"], repr(result.stderr[-1500:])
     assert "x\\u001b]52;c;cGF5IHRvIGV2aWw=\\u0007\\u001b[2J\\u202e" in result.stderr, result.stderr[-1500:]
+
+
+TCP_SQUATTER = r'''
+import socket, sys
+portfile, out = sys.argv[1], sys.argv[2]
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(4)
+server.settimeout(15)
+open(portfile + ".tmp", "w").write(str(server.getsockname()[1]))
+import os; os.rename(portfile + ".tmp", portfile)
+got = b""
+try:
+    conn, _ = server.accept()
+    conn.settimeout(3)
+    try:
+        while len(got) < 65536:
+            data = conn.recv(65536)
+            if not data:
+                break
+            got += data
+    except OSError:
+        pass
+except OSError:
+    pass
+open(out, "wb").write(got)
+'''
+
+
+def _tcp_squatter(where: Path, as_other_user: bool) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """A listener on a free loopback port that keeps what it is sent: the attacker's, as nobody,
+    on the port of a node that is down; or (as_other_user=False) the operator's own."""
+    portfile, out = where / "port", where / "heard"
+    prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] if as_other_user else []
+    squatter = subprocess.Popen([*prefix, sys.executable, "-c", TCP_SQUATTER, str(portfile), str(out)])
+    deadline = time.monotonic() + 10
+    while not portfile.exists():
+        assert time.monotonic() < deadline and squatter.poll() is None
+        time.sleep(0.05)
+    return squatter, int(portfile.read_text()), out
+
+
+@pytest.mark.parametrize("client", ["CleanCoin-cli", "CleanCoin-wallet"])
+def test_a_tcp_port_another_user_listens_on_gets_no_credentials(shared: Path, tmp_path: Path, client: str) -> None:
+    """Attack: while the node is down, another user listens on its RPC port (or its TCP IPC
+    port) on 127.0.0.1. Before 12-06 the operator's CleanCoin-cli sent it the rpcpassword of
+    its conf file (here on the command line) in the first request, and CleanCoin-wallet
+    -ipcconnect=tcp:... its -ipcauth password in the login: good against the real node once
+    it runs. Now a client reads who owns the socket that accepted it (the kernel's socket
+    table) and sends nothing to a listener of another user; to one of its own it still sends."""
+    secret = "pw" + uuid.uuid4().hex
+    datadir = tmp_path / "data"
+    datadir.mkdir(mode=0o700)
+    for as_other_user in (True, False):
+        where = shared / ("other" if as_other_user else "own")
+        where.mkdir()
+        where.chmod(0o777)
+        squatter, port, out = _tcp_squatter(where, as_other_user)
+        try:
+            if client == "CleanCoin-cli":
+                command = [CLI, "-regtest", f"-datadir={datadir}", f"-rpcport={port}", "-rpcuser=op",
+                           f"-rpcpassword={secret}", "-rpcclienttimeout=3", "getblockcount"]
+            else:
+                command = [str(Path(sys.executable).parent / "CleanCoin-wallet"), "-regtest", f"-datadir={datadir}",
+                           f"-ipcconnect=tcp:127.0.0.1:{port}", f"-ipcauth=op:{secret}"]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+            squatter.wait(20)
+        finally:
+            if squatter.poll() is None:
+                squatter.kill()
+        heard = out.read_bytes()
+        if as_other_user:
+            assert heard == b"", f"{client} sent {len(heard)} bytes to another user's listener: {heard[:200]!r}"
+            assert result.returncode != 0 and f"belongs to uid {NOBODY}" in result.stderr, result.stderr[-2000:]
+        else:       # the same client, the operator's own listener: the credentials go out
+            import base64
+            assert secret.encode() in heard or base64.b64encode(f"op:{secret}".encode()) in heard, heard[:300]

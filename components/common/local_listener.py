@@ -1,0 +1,90 @@
+"""Who is listening at the other end of a TCP connection on this host.
+
+A client that sends credentials (CleanCoin-cli's rpcpassword or cookie, an IPC login) to a
+port on this host trusts whoever listens there. While the node is down, any local user may
+listen on its RPC or IPC port first and collect what the next client sends (an rpcpassword
+is good for as long as the conf file holds it). For unix sockets the listener's uid comes from
+SO_PEERCRED (ipc/transport.py); TCP has no such option, but the kernel's socket table
+(/proc/net/tcp, tcp6) shows, for the server's end of our own connection, the uid of the socket
+that accepted it. A connection whose other end is not in this network namespace's table went
+to another host, which nothing here can check.
+
+Hand-written: no library reads these tables (psutil lists connections with pids, not the uid
+of the socket's owner, and not for other users' sockets without root).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+
+
+class ForeignListener(Exception):
+    """The other end of a local connection belongs to a user the client does not trust."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An address and port, IPv4 as IPv4-mapped IPv6 so that both tables compare alike."""
+
+    address: ipaddress.IPv6Address
+    port: int
+
+    @classmethod
+    def of(cls, sockaddr: tuple) -> Endpoint:        # type: ignore[type-arg]
+        """From a socket's getsockname()/getpeername()."""
+        address = ipaddress.ip_address(sockaddr[0].split("%")[0])
+        if isinstance(address, ipaddress.IPv4Address):
+            address = ipaddress.IPv6Address("::ffff:" + str(address))
+        return cls(address, int(sockaddr[1]))
+
+
+def _decode(field: str) -> Endpoint:
+    """An address:port field of the table: each 32-bit word printed as a host-order number."""
+    hex_address, hex_port = field.split(":")
+    raw = b"".join(int(hex_address[i:i + 8], 16).to_bytes(4, "little") for i in range(0, len(hex_address), 8))
+    address = (ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + raw) if len(raw) == 4
+               else ipaddress.IPv6Address(raw))
+    return Endpoint(address, int(hex_port, 16))
+
+
+def _rows(tables: Iterable[str]) -> Iterable[tuple[Endpoint, Endpoint, int]]:
+    for table in tables:
+        try:
+            with open(table, encoding="ascii") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 7:
+                yield _decode(fields[1]), _decode(fields[2]), int(fields[7])
+
+
+def server_uid(sock: socket.socket, tables: Iterable[str] = _TABLES) -> int | None:
+    """The uid owning the server's end of connected TCP socket `sock`, or None when that end
+    is not on this host (not in this network namespace's table)."""
+    ours, theirs = Endpoint.of(sock.getsockname()), Endpoint.of(sock.getpeername())
+    for local, remote, uid in _rows(tables):
+        if local == theirs and remote == ours:
+            return uid
+    return None
+
+
+def check_server(sock: socket.socket, what: str, also: Iterable[int] = (),
+                 tables: Iterable[str] = _TABLES) -> None:
+    """Raise ForeignListener when the other end of `sock` is on this host and belongs to
+    neither this user, nor root, nor a uid in `also` (the owner of the cookie read for it).
+    Call it after connect and before the first byte with a secret is sent."""
+    uid = server_uid(sock, tables)
+    mine = os.geteuid()
+    if uid is None or uid in (mine, 0, *also):
+        return
+    raise ForeignListener(f"refused {what}: the listener there belongs to uid {uid}, not to this "
+                          f"user (uid {mine}) or root; another user may have taken the port while "
+                          "the node was down. Nothing was sent")
