@@ -311,11 +311,17 @@ def test_secrets_on_the_command_line_are_not_shown_to_other_users(tmp_path: Path
 
 
 SQUATTER = r'''
-import os, socket, sys, time
-path, out = sys.argv[1], sys.argv[2]
-server = socket.socket(socket.AF_UNIX)
-server.bind(path)
-os.chmod(path, 0o777)
+import os, socket, sys
+kind, where, out = sys.argv[1:4]
+if kind == "unix":          # listen at the path `where`, for everyone
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(where)
+    os.chmod(where, 0o777)
+else:                       # listen on a free loopback port, written to the file `where`
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    open(where + ".tmp", "w").write(str(server.getsockname()[1]))
+    os.rename(where + ".tmp", where)
 server.listen(4)
 server.settimeout(15)
 got = b""
@@ -332,7 +338,7 @@ try:
         pass
 except OSError:
     pass
-open(out, "w").write(str(len(got)))
+open(out, "wb").write(got)
 '''
 
 
@@ -345,7 +351,7 @@ def test_a_unix_socket_another_user_listens_on_is_not_a_node(shared: Path, tmp_p
     sock = shared / "node.sock"
     out = shared / "heard"
     squatter = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                                 sys.executable, "-c", SQUATTER, str(sock), str(out)])
+                                 sys.executable, "-c", SQUATTER, "unix", str(sock), str(out)])
     try:
         deadline = time.monotonic() + 10
         while not sock.exists():
@@ -362,7 +368,7 @@ def test_a_unix_socket_another_user_listens_on_is_not_a_node(shared: Path, tmp_p
             wallet.kill()
             _, err = wallet.communicate()
         squatter.wait(20)
-        heard = int(out.read_text())
+        heard = len(out.read_bytes())
         assert heard == 0, f"the wallet spoke {heard} bytes to another user's listener"
         assert wallet.returncode == 1 and "uid 65534" in err, err[-2000:]
     finally:
@@ -535,39 +541,12 @@ def test_a_planted_file_name_reaches_the_operators_terminal_escaped(team: Path, 
     assert "x\\u001b]52;c;cGF5IHRvIGV2aWw=\\u0007\\u001b[2J\\u202e" in result.stderr, result.stderr[-1500:]
 
 
-TCP_SQUATTER = r'''
-import socket, sys
-portfile, out = sys.argv[1], sys.argv[2]
-server = socket.socket()
-server.bind(("127.0.0.1", 0))
-server.listen(4)
-server.settimeout(15)
-open(portfile + ".tmp", "w").write(str(server.getsockname()[1]))
-import os; os.rename(portfile + ".tmp", portfile)
-got = b""
-try:
-    conn, _ = server.accept()
-    conn.settimeout(3)
-    try:
-        while len(got) < 65536:
-            data = conn.recv(65536)
-            if not data:
-                break
-            got += data
-    except OSError:
-        pass
-except OSError:
-    pass
-open(out, "wb").write(got)
-'''
-
-
 def _tcp_squatter(where: Path, as_other_user: bool) -> tuple[subprocess.Popen[bytes], int, Path]:
     """A listener on a free loopback port that keeps what it is sent: the attacker's, as nobody,
     on the port of a node that is down; or (as_other_user=False) the operator's own."""
     portfile, out = where / "port", where / "heard"
     prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] if as_other_user else []
-    squatter = subprocess.Popen([*prefix, sys.executable, "-c", TCP_SQUATTER, str(portfile), str(out)])
+    squatter = subprocess.Popen([*prefix, sys.executable, "-c", SQUATTER, "tcp", str(portfile), str(out)])
     deadline = time.monotonic() + 10
     while not portfile.exists():
         assert time.monotonic() < deadline and squatter.poll() is None
