@@ -1,6 +1,6 @@
 """common/local_listener.py on real sockets: the server's end of a loopback connection is found
 in the kernel's table with its owner's uid, for IPv4, IPv6 and IPv4 through a dual-stack
-listener; a connection whose server end is not in the table is not judged. The other user's
+listener; a loopback connection whose server end is not in the table is refused. The other user's
 listener is tests/functional/test_other_users.py::test_a_tcp_port_another_user_listens_on_gets_no_credentials."""
 
 from __future__ import annotations
@@ -43,11 +43,17 @@ def test_the_server_end_of_a_local_connection_is_found_with_its_uid(family: sock
         check_server(client, "test")             # this user's listener: no refusal
 
 
-def test_a_server_end_not_in_the_table_is_another_host_and_not_judged(tmp_path: Path) -> None:
+def test_a_loopback_server_end_missing_from_the_table_is_refused(tmp_path: Path) -> None:
+    """Not in the table: another host, not judged; but a loopback connection's other end is
+    always there, so a table that lacks it (or cannot be read) fails closed."""
     table = tmp_path / "tcp"
     table.write_text("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n")
     with connected(socket.AF_INET, "127.0.0.1", "127.0.0.1") as client:
         assert server_uid(client, tables=[str(table)]) is None
+        with pytest.raises(ForeignListener, match="cannot tell who listens there"):
+            check_server(client, "127.0.0.1:1", tables=[str(table)])
+        with pytest.raises(ForeignListener, match="cannot tell who listens there"):
+            check_server(client, "127.0.0.1:1", tables=[str(tmp_path / "missing")])
 
 
 def test_a_listener_of_another_uid_is_refused_unless_trusted(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ is good for as long as the conf file holds it). For unix sockets the listener's 
 SO_PEERCRED (ipc/transport.py); TCP has no such option, but the kernel's socket table
 (/proc/net/tcp, tcp6) shows, for the server's end of our own connection, the uid of the socket
 that accepted it. A connection whose other end is not in this network namespace's table went
-to another host, which nothing here can check.
+to another host, which nothing here can check; but a loopback connection's other end is always
+there, so for one the table cannot show, the answer is no (fail closed).
 
 Hand-written: no library reads these tables (psutil lists connections with pids, not the uid
 of the socket's owner, and not for other users' sockets without root).
@@ -83,7 +84,15 @@ def check_server(sock: socket.socket, what: str, also: Iterable[int] = (),
     Call it after connect and before the first byte with a secret is sent."""
     uid = server_uid(sock, tables)
     mine = os.geteuid()
-    if uid is None or uid in (mine, 0, *also):
+    if uid is None:
+        peer = Endpoint.of(sock.getpeername()).address
+        if not (peer.is_loopback or (peer.ipv4_mapped is not None and peer.ipv4_mapped.is_loopback)):
+            return      # another host: nothing here can tell who listens there
+        # A loopback connection's other end is always in this namespace's table: a table that
+        # cannot be read, or lacks it, leaves the question open, and the answer is no.
+        raise ForeignListener(f"refused {what}: cannot tell who listens there (its socket is not "
+                              "in /proc/net/tcp or tcp6). Nothing was sent")
+    if uid in (mine, 0, *also):
         return
     raise ForeignListener(f"refused {what}: the listener there belongs to uid {uid}, not to this "
                           f"user (uid {mine}) or root; another user may have taken the port while "
