@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable
 
-from framework import TEST_ADDRESS, TestNode
+from framework import TEST_ADDRESS, TestNode, connect_nodes, wait_until
 from raw_peer import MAGIC, RawPeer
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.hashes import hash_to_hex
@@ -207,3 +207,39 @@ def test_a_long_branch_is_counted_then_asked_again_and_stored_only_as_counted(
     finally:
         peer.close()
     assert n.stop() == 0
+
+
+def test_a_branch_whose_headers_had_to_be_counted_first_is_downloaded(
+        node: Callable[..., TestNode]) -> None:
+    """Between two real nodes: the victim's own chain (2100 blocks) and the other node's
+    (2200, forked at genesis, mined an hour later: other blocks). The other node's first
+    headers answer (2000) has less work than the victim's tip, so it is counted, not stored;
+    the rest shows more work, the headers are asked for again and stored, and the victim
+    downloads and stores that branch's blocks, which lag far behind its tip until the last
+    (the reorganisation that follows is the one test_p2p_side_branches's cheap-chain test
+    waits for; 2100 blocks deep it takes 15-40 s here, too long for CI)."""
+    victim, honest = node(), node()
+    victim.start()
+    honest.start()
+    victim.rpc.generatetoaddress(2100, TEST_ADDRESS)
+    honest.rpc.setmocktime(int(time.time()) + 3600)
+    honest.rpc.generatetoaddress(2200, TEST_ADDRESS)
+    honest.rpc.setmocktime(0)
+    far = honest.rpc.getblockhash(300)
+    assert victim.rpc.getblockhash(1) != honest.rpc.getblockhash(1)
+    connect_nodes(victim, honest)
+    wait_until(lambda: _known(victim, BlockHeader.from_bytes(bytes.fromhex(
+        honest.rpc.getblockheader(honest.rpc.getbestblockhash(), False)))), 30,
+               what="the other chain's headers on the victim")
+    log = victim.debug_log()
+    assert "asking for them again to store them" in log, "the branch was not counted first"
+    wait_until(lambda: _has_block(victim, far), 60, what="a block 1800 behind the victim's tip stored")
+    assert victim.stop() == 0
+
+
+def _has_block(n: TestNode, block_hash: str) -> bool:
+    try:
+        n.rpc.getblock(block_hash)
+    except Exception:  # noqa: BLE001 - "Block not available" / "Block not found"
+        return False
+    return True

@@ -1164,15 +1164,15 @@ class P2PNode:
         # A new session, from the last header of the answer we already know.
         peer.header_sync = None
         known: Any = None
-        rest = list(headers)
-        while rest:
-            idx = self.chain.get_index(rest[0].hash)
+        skip = 0
+        for header in headers:
+            idx = self.chain.get_index(header.hash)
             if idx is None:
                 break
             if getattr(idx, "failed", False):
-                self.chain.accept_headers(rest[:1])         # raises: known invalid
-            known = idx
-            rest.pop(0)
+                self.chain.accept_headers((header,))        # raises: known invalid
+            known, skip = idx, skip + 1
+        rest = headers[skip:]
         if not rest:
             return known
         link = self.chain.header_link(rest[0].prev_hash)
