@@ -48,7 +48,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -69,7 +69,7 @@ from .storage import ChainStore, ChainWriteFailure, IndexRow, StorageError, deco
 
 __all__ = [
     "AcceptResult", "BLOCK_FAILED", "BLOCK_FAILED_CHILD", "BLOCK_FAILED_MASK", "BLOCK_HAVE_DATA",
-    "BLOCK_VALID_SCRIPTS", "BLOCK_VALID_TRANSACTIONS", "BlockIndex", "BlockNotFound",
+    "BLOCK_VALID_SCRIPTS", "BLOCK_VALID_TRANSACTIONS", "BlockIndex", "BlockNotFound", "HeaderLink",
     "ChainManager", "ChainWriteFailure", "StorageError",
 ]
 
@@ -160,6 +160,25 @@ class AcceptResult:
     index: BlockIndex
     new_tip: bool
     already_have: bool
+
+
+@dataclass(frozen=True)
+class HeaderLink:
+    """A header checked against its parent, stored or not: what checking its child needs
+    (headers pre-sync keeps one per peer instead of the headers themselves)."""
+
+    hash: bytes
+    height: int
+    chainwork: int
+    bits: int
+    time: int
+    #: Its time and up to ten ancestors', oldest first: the child's median time past.
+    recent_times: tuple[int, ...]
+    #: (height, time) of the first block of its retarget period when that block is in the
+    #: run above `base` (else None: the index has it).
+    period_start: tuple[int, int] | None
+    #: The index entry the run of (unstored) headers leaves from.
+    base: bytes
 
 
 class BlockNotFound(KeyError):
@@ -762,6 +781,107 @@ class ChainManager:
         with self._store.transaction():
             self._store.put_index(self._row(idx, 0))
         self._note_stored(idx, 0)
+
+    # ------------------------------------------------------------------ headers pre-sync
+
+    def header_link(self, block_hash: bytes) -> HeaderLink | None:
+        """The link of a known, not-failed index entry, from which a run of unstored headers
+        may be checked (check_header_link); None if unknown or failed."""
+        with self._lock:
+            idx = self._index.get(block_hash)
+            if idx is None or idx.status & BLOCK_FAILED_MASK:
+                return None
+            times: list[int] = []
+            x = idx
+            while True:
+                times.append(x.header.time)
+                if len(times) == 11 or x.height == 0:
+                    break
+                x = self._index[x.prev]
+            return HeaderLink(idx.hash, idx.height, idx.chainwork, idx.header.bits, idx.header.time,
+                              tuple(reversed(times)), None, idx.hash)
+
+    def check_header_link(self, header: BlockHeader, prev: HeaderLink) -> HeaderLink:
+        """Check `header` as accept_header would (proof of work, time, the difficulty and
+        median time past its parent demands) against `prev`, a header that need not be
+        stored, and return its link: nothing is written (bitcoind's headers pre-sync, which
+        counts a branch's work before storing any of it). Raises ValidationError."""
+        if header.prev_hash != prev.hash:
+            raise ValueError("the header does not follow the link")
+        with self._lock:
+            check_block_header(header, self.params, self._now())
+            base = self._index.get(prev.base)
+            if base is None:
+                raise ValueError("the link's base is not in the index")
+            if base.status & BLOCK_FAILED_MASK:
+                raise ValidationError(Failure.CONSENSUS, "bad-prevblk", "previous block is invalid")
+
+            def ancestor_time(height: int) -> int:
+                # Retargeting reads the first block of the period: recorded in the run when it
+                # lies above the base, in the index below it.
+                if height > base.height:
+                    if prev.period_start is None or prev.period_start[0] != height:
+                        raise ValueError(f"no time recorded for height {height}")
+                    return prev.period_start[1]
+                return self._ancestor(base, height).header.time
+
+            contextual_check_block_header(
+                header, PrevBlock(prev.height, prev.bits, prev.time), self.params,
+                median_time_past=_median(prev.recent_times), ancestor_time=ancestor_time,
+                now=self._now())
+        height = prev.height + 1
+        period_start = prev.period_start
+        if height % self.params.retarget_interval == 0:
+            period_start = (height, header.time)
+        return HeaderLink(header.hash, height, prev.chainwork + block_proof(header.bits), header.bits,
+                          header.time, (*prev.recent_times, header.time)[-11:], period_start, prev.base)
+
+    def accept_headers(self, headers: Sequence[BlockHeader], *, min_work_checked: bool = False) -> BlockIndex:
+        """Check and store a continuous run of headers (the first one's parent known) in one
+        transaction; returns the last one's entry. Headers already known are skipped.
+
+        Unless `min_work_checked` (the caller counted, by headers pre-sync, that the branch
+        these headers start goes on to more work than the tip: p2p/presync.py), the run must
+        itself end with more work than the tip, or nothing is stored ("too-little-chainwork",
+        not invalid): a header that leads nowhere costs its sender only its era's proof of
+        work, and stored it held disk and memory for good. Raises ValidationError as
+        accept_header does (nothing of the run stored)."""
+        if not headers:
+            raise ValueError("no headers")
+        with self._mutating():
+            link: HeaderLink | None = None
+            new: list[BlockIndex] = []
+            for header in headers:
+                known = self._index.get(header.hash)
+                if known is not None and not new:
+                    if known.status & BLOCK_FAILED_MASK:
+                        raise self._known_failure(known)
+                    link = None
+                    continue
+                if link is None:
+                    link = self.header_link(header.prev_hash)
+                    if link is None:
+                        parent = self._index.get(header.prev_hash)
+                        if parent is None:
+                            raise ValidationError(Failure.MISSING_INPUTS, "prev-blk-not-found",
+                                                  f"previous block {hash_to_hex(header.prev_hash)} is unknown")
+                        raise ValidationError(Failure.CONSENSUS, "bad-prevblk", "previous block is invalid")
+                link = self.check_header_link(header, link)
+                new.append(BlockIndex(header.hash, header.prev_hash, link.height, header, link.chainwork, 0))
+            if not new:
+                return self._index[headers[-1].hash]
+            tip = self._index[self._chain[-1]]
+            if not min_work_checked and new[-1].chainwork <= tip.chainwork:
+                raise ValidationError(
+                    Failure.TOO_LITTLE_WORK, "too-little-chainwork",
+                    f"headers up to height {new[-1].height} have less work than the tip at height {tip.height}")
+            self._check_space(len(new) * 80)
+            with self._store.transaction():
+                for idx in new:
+                    self._store.put_index(self._row(idx, 0))
+            for idx in new:
+                self._note_stored(idx, 0)
+            return self._index[new[-1].hash]
 
     def accept_block(self, block: Block) -> AcceptResult:
         """Validate, store and (if its chain is now the best) connect `block`; see the module

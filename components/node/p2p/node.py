@@ -51,7 +51,10 @@ Block download (blocks-first, simpler than headers-first)
     the block's parent): once they lead to more work than our tip, the branch's blocks are
     downloaded from it and stored however far they lag, so that the real chain still
     overtakes a cheap one that reached a syncing node first. Headers cost their sender proof
-    of work each; only answers to our own getheaders are read. The download follows them:
+    of work each; only answers to our own getheaders are read, and a branch's headers are
+    stored only once they lead to more work than our tip: until then they are counted per
+    peer and not kept, then asked for again and stored as counted (presync.py, bitcoind's
+    headers pre-sync). The download follows them:
     an orphan from a peer other than the sync peer makes us ask that peer for headers, and
     headers of more work on a branch our tip is not on move the download to their sender
     (a sync peer that fed a cheap chain one block now and then never let its session end);
@@ -111,6 +114,8 @@ from typing import Any
 from ...common.diskfail import WriteFailure
 from ...common.errors import Failure, ValidationError
 from ...common.hashes import hash_to_hex
+from ...common.pow import check_proof_of_work
+from ...common.primitives import BlockHeader
 from .messages import (
     MAX_INV, MAX_USER_AGENT, MIN_PEER_PROTO_VERSION, MSG_BLOCK, MSG_TX, NODE_NETWORK, PROTOCOL_VERSION,
     MAX_HEADERS, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message, NotFound,
@@ -118,6 +123,7 @@ from .messages import (
 )
 from .eviction import Candidate, netgroup, select_peer_to_evict
 from .log_limit import install as install_log_limit
+from .presync import HeaderSync, PresyncAbort
 from .peer import MAX_PEER_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip
 from .protocols import ChainAccess, MempoolAccess
 
@@ -749,6 +755,7 @@ class P2PNode:
         for txid in handed_over:
             self._release_tx_request(txid, failed=True)
         peer.tx_announced.clear()
+        peer.header_sync = None             # its header session's state goes with it
         if self._sync_peer is peer:
             self._sync_peer = None
             if self._running:
@@ -1063,30 +1070,50 @@ class P2PNode:
 
     def _on_headers(self, peer: Peer, msg: Headers) -> None:
         """The answer to our getheaders (anything else is ignored: this node asks for headers
-        only for a branch that lags, and announces blocks by inv). Each header is checked
-        and stored as the chain's `accept_header` does (proof of work, the difficulty its
-        parent demands, time): a header costs its sender real work, and its block only
-        disk once its branch shows more work than our tip. Then the blocks are downloaded
-        from this peer as any sync does."""
+        only for a branch that lags, and announces blocks by inv). The headers must form one
+        chain. Each is checked as the chain's `accept_header` does (proof of work, the
+        difficulty its parent demands, time), but a branch's headers are stored only once
+        they lead to more work than our tip (headers pre-sync, presync.py): until then they
+        are counted, per peer, without keeping them. Then the blocks are downloaded from this
+        peer as any sync does."""
         if not peer.headers_sent_at:
             return
         peer.headers_sent_at = 0.0
-        last = None
-        for header in msg.headers:
-            try:
-                last = self.chain.accept_header(header)
-            except ValidationError as e:
-                if e.reason == "prev-blk-not-found" or e.failure is Failure.TIME_FUTURE:
-                    # Not necessarily invalid: not connected to what we know, or early.
-                    log.debug("peer=%d: header %s not stored: %s", peer.id, header.hash_hex, e)
-                    break
-                self.misbehaving(peer, BAN_THRESHOLD, f"invalid header {header.hash_hex}: {e.reason}")
-                return
-        if last is None:
+        headers = msg.headers
+        if not headers:
+            peer.header_sync = None                 # it has nothing more: the session ends
             return
+        bad_pow = next((h for h in headers if not check_proof_of_work(h.hash, h.bits, self.params)), None)
+        if bad_pow is not None:
+            # Checked first, connected or not (bitcoind's CheckHeadersPoW): without proof of
+            # work a header costs nothing to make.
+            peer.header_sync = None
+            self.misbehaving(peer, BAN_THRESHOLD, f"header {hash_to_hex(bad_pow.hash)} with invalid proof of work")
+            return
+        if any(b.prev_hash != a.hash for a, b in zip(headers, headers[1:])):
+            peer.header_sync = None
+            self.misbehaving(peer, 20, "non-continuous headers sequence")   # bitcoind's score
+            return
+        try:
+            last = self._process_headers(peer, headers)
+        except ValidationError as e:
+            peer.header_sync = None
+            if e.reason == "prev-blk-not-found" or e.failure in (Failure.TIME_FUTURE, Failure.TOO_LITTLE_WORK):
+                # Not necessarily invalid: not connected to what we know, early, or (a
+                # redownload's tail) overtaken by our tip meanwhile.
+                log.debug("peer=%d: headers not stored: %s", peer.id, e)
+                return
+            self.misbehaving(peer, BAN_THRESHOLD, f"invalid header: {e.reason}")
+            return
+        except PresyncAbort as e:
+            peer.header_sync = None
+            log.info("peer=%d: header sync dropped: %s", peer.id, e)
+            return
+        if last is None:
+            return                                  # still counting, or asked again
         best, tip = self.chain.best_header, self.chain.tip
         if best.chainwork <= tip.chainwork:
-            if len(msg.headers) == MAX_HEADERS and last.hash == msg.headers[-1].hash:
+            if len(headers) == MAX_HEADERS and last.hash == headers[-1].hash:
                 self._ask_headers(peer, last.hash)          # more may follow
             return
         log.info("peer=%d: headers lead to more work than our tip (height %d, header %d): "
@@ -1113,6 +1140,69 @@ class P2PNode:
             old.sync_exhausted = True
             self._sync_peer = None
             self._start_sync(peer)
+
+    def _process_headers(self, peer: Peer, headers: Sequence[BlockHeader]) -> Any:
+        """Count or store a continuous answer (see _on_headers); returns the entry of the
+        last header stored or known, or None while the branch is still being counted or
+        asked for again. Raises ValidationError, PresyncAbort."""
+        full = len(headers) == MAX_HEADERS
+        tip_work = self.chain.tip.chainwork
+        sync = peer.header_sync
+        if sync is not None and sync.expects(headers[0]):
+            if sync.redownloading:
+                batch = sync.redownload(headers)
+                last = self.chain.accept_headers(batch.verified, min_work_checked=True)
+                if not batch.done:
+                    self._ask_headers(peer, sync.stored_hash)
+                    return None
+                peer.header_sync = None
+                log.info("peer=%d: stored the %d headers counted above height %d",
+                         peer.id, sync.final.height - sync.base_height, sync.base_height)
+                return self.chain.accept_headers(batch.beyond) if batch.beyond else last
+            sync.presync(self.chain, headers, tip_work)
+            return self._after_presync(peer, sync, full, tip_work)
+        # A new session, from the last header of the answer we already know.
+        peer.header_sync = None
+        known: Any = None
+        skip = 0
+        for header in headers:
+            idx = self.chain.get_index(header.hash)
+            if idx is None:
+                break
+            if getattr(idx, "failed", False):
+                self.chain.accept_headers((header,))        # raises: known invalid
+            known, skip = idx, skip + 1
+        rest = headers[skip:]
+        if not rest:
+            return known
+        link = self.chain.header_link(rest[0].prev_hash)
+        if link is None:
+            self.chain.accept_headers(rest)         # raises: unknown or invalid parent
+            raise RuntimeError("accept_headers stored headers with an unusable parent")
+        sync = HeaderSync.start(link)
+        sync.presync(self.chain, rest, tip_work)
+        if sync.last.chainwork > tip_work:
+            # The whole branch is in this answer: stored now, no second round.
+            return self.chain.accept_headers(rest)
+        peer.header_sync = sync
+        return self._after_presync(peer, sync, full, tip_work)
+
+    def _after_presync(self, peer: Peer, sync: HeaderSync, full: bool, tip_work: int) -> None:
+        """After counting an answer: ask for the branch again when it has more work than our
+        tip, for more when the answer was full, or end the session (less work: nothing
+        stored, nothing kept)."""
+        if sync.last.chainwork > tip_work:
+            log.info("peer=%d: %d headers above height %d lead to more work than our tip: "
+                     "asking for them again to store them", peer.id, sync.counted, sync.base_height)
+            sync.start_redownload()
+            self._ask_headers(peer, sync.base_hash)
+        elif full:
+            self._ask_headers(peer, sync.last.hash)         # more may follow
+        else:
+            log.debug("peer=%d: %d headers above height %d have less work than our tip: not stored",
+                      peer.id, sync.counted, sync.base_height)
+            peer.header_sync = None
+        return None
 
     # ------------------------------------------------------------------ blocks
 

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .bloom import RollingBloomFilter
+from .presync import HeaderSync
 from .messages import (
     HEADER_SIZE, MESSAGE_TYPES, InvItem, Message, ProtocolError, checksum, parse_header, parse_payload,
     serialize_message,
@@ -216,6 +217,9 @@ class Peer:
         self.sync_exhausted: bool = False
         #: A getheaders is outstanding (loop time sent; 0: none): only its answer is read.
         self.headers_sent_at: float = 0.0
+        #: The branch its headers are showing, counted but not stored until it leads to more
+        #: work than our tip (presync.HeaderSync); None when no header session is on.
+        self.header_sync: HeaderSync | None = None
         # Its headers showed more work while its session was under way: the session's next
         # round starts again from our locator, so blocks refused before (lagging) are asked again.
         self.refetch_from_fork: bool = False

@@ -47,6 +47,21 @@ class ChainAccess(Protocol):
         `.chainwork`); raises ValidationError as accept_block does."""
         ...
 
+    def header_link(self, h: bytes) -> Any | None:
+        """The link (chain.HeaderLink) of a known, not-failed entry, or None."""
+        ...
+
+    def check_header_link(self, header: Any, prev: Any) -> Any:
+        """Check `header` against the link of its parent (stored or not) without storing
+        it; returns its link (`.hash`, `.height`, `.chainwork`). Raises ValidationError."""
+        ...
+
+    def accept_headers(self, headers: Any, *, min_work_checked: bool = False) -> Any:
+        """Check and store a continuous run of headers in one go; unless `min_work_checked`
+        it must end with more work than the tip ("too-little-chainwork"). Returns the last
+        one's entry; raises ValidationError."""
+        ...
+
     @property
     def best_header(self) -> Any:
         """The known, not-failed header with the most work (`.hash`, `.height`, `.chainwork`)."""
