@@ -672,3 +672,80 @@ with open(os.path.join(ctx["walletdir"], "settings.json"), "w") as f:
     f.write('{"wallet": ' + "[" * 200000 + "]" * 200000 + "}")
 report("plant-settings", False, "wrote a settings file nested 200000 deep")
 '''
+
+# The wallet believed its node's chain without proof of work: the confined node, compromised,
+# shows its wallet process a block on top of the real tip that pays one of the wallet's
+# addresses 1000 coins from an input that never existed. The block is well formed (merkle root,
+# coinbase, linked to the tip); only its proof of work is missing: `high-hash` (the hash is
+# above the target its bits name) or `bad-diffbits` (a hash that meets its own bits, but bits
+# other than the ones the difficulty rule demands). The test names mode and payee in
+# <netdir>/attack_payee.txt; each fake made is reported as fake-<mode> with its txid.
+NODE_FAKES_PAYMENT = r'''
+import cleancoin.components.node.chain_binding as binding
+from cleancoin.components.common.address import decode_address
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.pow import check_proof_of_work
+from cleancoin.components.common.primitives import (
+    Block, BlockHeader, OutPoint, Transaction, TxIn, TxOut, coinbase_height_prefix, merkle_root)
+from cleancoin.components.interfaces.chain import BlockInfo
+attempt("fake-chain")
+payee_file = os.path.join(ctx["netdir"], "attack_payee.txt")
+real = {name: getattr(binding.NodeChain, name)
+        for name in ("get_height", "get_blocks", "get_block_hash", "get_block_header_info")}
+made = {}        # (tip hash, mode, address) -> (block, height)
+by_hash = {}     # every fake's hash -> (block, height)
+
+def fake(self):
+    try:
+        with open(payee_file) as f:
+            mode, address = f.read().split()
+    except (OSError, ValueError):
+        return None
+    tip = self._chain.tip
+    key = (tip.hash, mode, address)
+    if key not in made:
+        height = tip.height + 1
+        coinbase = Transaction(1, (TxIn(OutPoint.null(), coinbase_height_prefix(height) + b"fake"),),
+                               (TxOut(50 * 10**8, bytes(20)),), 0)
+        payment = Transaction(1, (TxIn(OutPoint(os.urandom(32), 0), b"\x00" * 100),),
+                              (TxOut(1000 * 10**8, decode_address(address, REGTEST)),), 0)
+        root, _ = merkle_root([coinbase.txid, payment.txid])
+        bits = tip.header.bits if mode == "high-hash" else 0x1F7FFFFF
+        for nonce in range(1 << 20):
+            header = BlockHeader(1, tip.hash, root, tip.header.time + 1, bits, nonce)
+            meets = check_proof_of_work(header.hash, bits, REGTEST)
+            if meets == (mode != "high-hash"):
+                break
+        block = Block(header, (coinbase, payment))
+        made[key] = by_hash[block.hash] = (block, height)
+        report(f"fake-{mode}", False, payment.txid_hex)
+    return made[key]
+
+async def get_height(self):
+    f = fake(self)
+    return f[1] if f else await real["get_height"](self)
+
+async def get_blocks(self, start_height, count):
+    out = await real["get_blocks"](self, start_height, count)
+    f = fake(self)
+    if f and len(out) < count and start_height + len(out) == f[1]:
+        out.append(f[0].to_bytes())
+    return out
+
+async def get_block_hash(self, height):
+    f = fake(self)
+    return f[0].hash if f and height == f[1] else await real["get_block_hash"](self, height)
+
+async def get_block_header_info(self, block_hash):
+    if block_hash in by_hash:
+        block, height = by_hash[block_hash]
+        f = fake(self)
+        return BlockInfo(block.hash, height, block.header.time, block.header.prev_hash,
+                         bool(f) and f[0].hash == block_hash)
+    return await real["get_block_header_info"](self, block_hash)
+
+for name, fn in (("get_height", get_height), ("get_blocks", get_blocks),
+                 ("get_block_hash", get_block_hash), ("get_block_header_info", get_block_header_info)):
+    setattr(binding.NodeChain, name, fn)
+report("fake-chain", False, "the node now shows a block of its own making on top of its tip")
+'''

@@ -1,0 +1,70 @@
+"""Functional: a compromised node cannot show its wallet process a payment in a block without
+proof of work (CleanCoin-node only: the wallet is a separate, sandboxed process there; in
+CleanCoind the node and the wallet are one process, with nothing to defend between them).
+
+The attack runs inside the real confined node (attacks.NODE_FAKES_PAYMENT): it shows the
+wallet a well-formed block on top of its real tip paying one of the wallet's addresses 1000
+coins out of nothing, either with a hash above its target (`high-hash`) or with a hash that
+meets bits other than those the difficulty rule demands (`bad-diffbits`). Before the wallet
+checked headers it counted that payment (getbalance, listtransactions, gettransaction).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import attacks
+from cleancoin.components.rpc.errors import RpcError
+from framework import TEST_ADDRESS, TestNode, is_multiprocess, wait_until
+from test_sandbox_attacks import AttackedNode, home_base  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
+
+
+def _wallet_height(node: TestNode) -> int:
+    return int(node.rpc.getwalletinfo()["lastprocessedblock"]["height"])
+
+
+def test_a_compromised_node_cannot_show_a_payment_without_proof_of_work(home_base: Path) -> None:
+    a = AttackedNode(home_base, node=attacks.NODE_FAKES_PAYMENT)
+    a.start()
+    assert a.result("node", timeout=60)["fake-chain"]["escaped"] is False    # the fake is armed
+    node = a.node
+    try:
+        node.rpc.createwallet("w")
+        address = node.rpc.getnewaddress()
+        node.rpc.generatetoaddress(101, address)            # honest: one mature coinbase
+        wait_until(lambda: _wallet_height(node) == node.rpc.getblockcount(), what="wallet sync")
+        assert node.rpc.getbalance() == 50
+        wallet_log = node.netdatadir / "wallets" / "debug.log"
+        for mode in ("high-hash", "bad-diffbits"):
+            (node.netdatadir / "attack_payee.txt").write_text(f"{mode} {address}\n")
+            # An honest block to the wallet too: its notification makes the wallet read the
+            # chain, where the node now shows its fake block right after it.
+            honest = node.rpc.generatetoaddress(1, address)[0]
+            real_height = node.rpc.getblockcount()
+            wait_until(lambda: f"fake-{mode}" in a.result("node"), what="the fake block")
+            fake_txid = a.result("node")[f"fake-{mode}"]["detail"]
+            wait_until(lambda m=mode: f"refused block {real_height + 1}" in wallet_log.read_text()
+                       and m in wallet_log.read_text(), what=f"the wallet's refusal ({mode})")
+            # The fake payment is nowhere; the honest block is there, and the wallet is alive.
+            assert _wallet_height(node) == real_height
+            txids = {t["txid"] for t in node.rpc.listtransactions("*", 1000)}
+            assert fake_txid not in txids
+            with pytest.raises(RpcError) as unknown:
+                node.rpc.gettransaction(fake_txid)
+            assert unknown.value.code == -5
+            assert node.rpc.getbalance() < 1000
+            coinbase = node.rpc.getblock(honest)["tx"][0]
+            assert coinbase in txids
+            assert node.rpc.gettransaction(coinbase)["blockhash"] == honest
+        # Once the node stops lying the wallet follows the chain again.
+        (node.netdatadir / "attack_payee.txt").unlink()
+        node.rpc.generatetoaddress(1, TEST_ADDRESS)
+        wait_until(lambda: _wallet_height(node) == node.rpc.getblockcount(), what="wallet sync")
+        assert node.rpc.getbalance() == Decimal(50 * 4)     # 104 blocks: four mature coinbases
+    finally:
+        node.stop()
