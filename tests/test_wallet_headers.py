@@ -31,7 +31,11 @@ from cleancoin.components.node.chain_binding import NodeChain
 from cleancoin.components.node.mining import mine_block, solve
 from cleancoin.components.wallet.headers import BlockRefused, HeaderChain
 from cleancoin.components.wallet.store import DB_FILENAME, SCHEMA_VERSION, WalletStore, wallet_dir
-from cleancoin.components.wallet.wallet import Wallet, WalletError
+from cleancoin.components.interfaces.chain import RpcRequest
+from cleancoin.components.rpc.carried import execute_request
+from cleancoin.components.rpc.registry import Registry
+from cleancoin.components.wallet.rpc import register_wallet_methods
+from cleancoin.components.wallet.wallet import Wallet, WalletError, WalletManager
 from test_wallet import OTHER, SUBSIDY, Env, _over_ipc, env  # noqa: F401 - a fixture
 
 P = REGTEST
@@ -335,6 +339,16 @@ def test_a_rescan_below_the_anchor_follows_hashes_and_refuses_another_chain(env:
         swapping.swap = True
         with pytest.raises(WalletError, match="Rescan stopped at height 10"):
             await w.rescan(0)
+        assert w.store.get_transaction(other.txs[0].txid) is None
+        # Through RPC: a clear error, no traceback, nothing recorded.
+        loader = WalletManager(env.path, swapping, P.name)
+        loader.wallets["w"] = w
+        registry = Registry()
+        register_wallet_methods(registry, loader)
+        response = await execute_request(registry, RpcRequest("rescanblockchain", "[0]", "w"))
+        assert (response.ok, response.error_code) == (False, -1), response
+        assert response.error_message == ("Rescan stopped at height 10: the node's block there was "
+                                          "refused (bad-prevblk)")
         assert w.store.get_transaction(other.txs[0].txid) is None
         swapping.swap = False
         assert await w.rescan(0) == (0, 30)
