@@ -175,7 +175,8 @@ def test_a_reorganisation_to_less_work_is_refused_also_after_a_restart(env: Env,
     """The node says the wallet's two newest blocks left the active chain for a one-block
     branch paying the wallet 1000 coins, with valid proof of work (free on regtest): less
     work than the wallet's branch, refused (before the headers, the wallet unwound and took
-    it). After a restart the stored headers still say so; an honest longer branch is taken."""
+    it). After a restart the stored headers still say so; an honest longer branch is taken,
+    and so is a rewind (invalidateblock)."""
     lying = LyingChain(env)
 
     async def use(init: Any) -> None:
@@ -206,6 +207,12 @@ def test_a_reorganisation_to_less_work_is_refused_also_after_a_restart(env: Env,
         await w.sync()
         assert w.store.best_block == (env.cm.tip.hash, 4)
         assert sorted(w.store.headers(0, 10)) == [0, 1, 2, 3, 4]
+        # A rewind (invalidateblock: the node's chain ends below the wallet's best block) is
+        # followed: it takes confirmations away and adds none, like withheld blocks.
+        # (Block 1 is below both branches: the node's chain ends at genesis.)
+        env.cm.invalidate_block(fork.hash)
+        await w.sync()
+        assert w.store.best_block == (P.genesis_hash, 0) and sorted(w.store.headers(0, 10)) == [0]
         assert w.store.check() == []
         await w.close()
 

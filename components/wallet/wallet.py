@@ -359,7 +359,14 @@ class Wallet:
         except Exception:  # noqa: BLE001 - the node does not know our block at all
             info = None
         fork = await self.chain.find_fork(await self._locator())
-        if self.store.header_count():
+        if self.store.header_count() and await self.chain.get_height() == fork:
+            # A rewind (invalidateblock): the node's chain ends at the fork. Followed: it
+            # takes confirmations away and adds none, as withheld blocks would; the blocks
+            # that come after it are checked one by one, so a branch shown this way costs
+            # the work of the blocks it shows, as blocks on top of the tip do.
+            log.info("wallet %s: the node's chain ends at %d, below the wallet's best block %d "
+                     "(a rewind, e.g. invalidateblock)", self.name, fork, best_height)
+        elif self.store.header_count():
             try:
                 await self._check_more_work(fork, best_height)
             except BlockRefused as refused:
