@@ -42,7 +42,8 @@ from cleancoin.components.interfaces.chain import Chain, ChainEvent, Handler
 from cleancoin.components.interfaces.wallet import WalletEvent
 from cleancoin.components.common.chainparams import ChainParams, params_for
 from cleancoin.components.common.hashes import hash160
-from cleancoin.components.common.keys import PrivateKey, sign_transaction
+from cleancoin.components.common.errors import ValidationError
+from cleancoin.components.common.keys import PrivateKey, sign_transaction, verify_input
 from cleancoin.components.common.pow import block_proof
 from cleancoin.components.common.primitives import Block, BlockHeader, OutPoint, Transaction, compact_size
 
@@ -713,13 +714,46 @@ class Wallet:
 
     def add_mempool_transaction(self, tx: Transaction, time_: int) -> bool:
         """A transaction from the mempool: record it if it concerns us, extending the
-        lookahead (see _extend_lookahead) when it pays one of our later keys."""
+        lookahead (see _extend_lookahead) when it pays one of our later keys. One that spends
+        a coin of ours without our key's valid signature is refused (`_forged_spend`)."""
+        forged = self._forged_spend(tx)
+        if forged:
+            log.warning("wallet %s: refused transaction %s from the node: %s", self.name,
+                        tx.txid_hex, forged)
+            return False
         mine = self.store.add_transaction(tx, time_)
         if mine:
             self._in_mempool.add(tx.txid)
             self._extend_lookahead(lambda: self.store.add_transaction(tx, time_))
             self._changed("transaction", tx.txid)
         return mine
+
+    def _forged_spend(self, tx: Transaction) -> str:
+        """Why the wallet must not take `tx` from the node ("" when it may): an unconfirmed
+        transaction that spends our coins counts as our own (its change is trusted, as in
+        bitcoind), so each input spending a coin of ours must carry our key's valid signature
+        (SIGHASH_ALL: it commits to every output), and one spending only our coins may pay
+        out no more than they hold. bitcoind relies on its node's validation here; under
+        CleanCoin-node the node is the less trusted side. Confirmed transactions are the
+        header chain's business (headers.py)."""
+        ours = 0
+        foreign = False
+        for i, txin in enumerate(tx.vin):
+            parent = self.store.get_transaction(txin.prevout.txid)
+            out = (parent.tx.vout[txin.prevout.n]
+                   if parent is not None and txin.prevout.n < len(parent.tx.vout) else None)
+            if out is None or self.store.key_by_pkh(out.pkh) is None:
+                foreign = True
+                continue
+            try:
+                verify_input(tx, i, out.pkh)
+            except ValidationError as exc:
+                return (f"input {i} spends the wallet's coin {txin.prevout} without its key's "
+                        f"valid signature ({exc.debug or exc.reason})")
+            ours += out.value
+        if ours and not foreign and sum(o.value for o in tx.vout) > ours:
+            return "it pays out more than the wallet's coins it spends hold"
+        return ""
 
     def new_key(self, internal: bool) -> KeyRecord:
         """getnewaddress / getrawchangeaddress: the next key from the pool, topping it up

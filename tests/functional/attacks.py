@@ -749,3 +749,49 @@ for name, fn in (("get_height", get_height), ("get_blocks", get_blocks),
     setattr(binding.NodeChain, name, fn)
 report("fake-chain", False, "the node now shows a block of its own making on top of its tip")
 '''
+
+# The wallet trusted an unconfirmed transaction that spends one of its coins as its own (its
+# outputs count in the trusted balance, as bitcoind counts its change), without checking that
+# its key signed it. The confined node, compromised, hands the wallet through the mempool
+# notifications (never through its mempool, which would refuse it) a transaction spending the
+# wallet's first coinbase with a made-up signature and paying the wallet 1000 coins: on the
+# next chain read after <netdir>/attack_payee.txt names the payee. Reported as
+# fake-own-spend with its txid.
+NODE_FAKES_OWN_SPEND = r'''
+import cleancoin.components.node.chain_binding as binding
+from cleancoin.components.common.address import decode_address
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
+attempt("armed")
+payee_file = os.path.join(ctx["netdir"], "attack_payee.txt")
+real_get_height = binding.NodeChain.get_height
+sent = set()
+
+def first_coin_of(chain, pkh):
+    for height in range(1, chain.height + 1):
+        coinbase = chain.get_block(chain.block_at_height(height).hash).txs[0]
+        for n, out in enumerate(coinbase.vout):
+            if out.pkh == pkh:
+                return OutPoint(coinbase.txid, n)
+    return None
+
+async def get_height(self):
+    try:
+        with open(payee_file) as f:
+            address = f.read().split()[-1]
+    except (OSError, IndexError):
+        address = None
+    if address and address not in sent and self._hub is not None:
+        sent.add(address)
+        pkh = decode_address(address, REGTEST)
+        coin = first_coin_of(self._chain, pkh)
+        signature = b"\x30\x44\x02\x20" + b"\x11" * 32 + b"\x02\x20" + b"\x22" * 32 + b"\x01"
+        script = bytes([len(signature)]) + signature + bytes([33]) + b"\x02" + b"\x33" * 32
+        fake = Transaction(1, (TxIn(coin, script),), (TxOut(1000 * 10**8, pkh),), 0)
+        self._hub.transaction_added(fake)
+        report("fake-own-spend", False, fake.txid_hex)
+    return await real_get_height(self)
+
+binding.NodeChain.get_height = get_height
+report("armed", False, "the node will announce a spend of the wallet's coin it never signed")
+'''

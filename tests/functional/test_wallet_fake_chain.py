@@ -68,3 +68,40 @@ def test_a_compromised_node_cannot_show_a_payment_without_proof_of_work(home_bas
         assert node.rpc.getbalance() == Decimal(50 * 4)     # 104 blocks: four mature coinbases
     finally:
         node.stop()
+
+
+def test_a_compromised_node_cannot_pass_off_a_spend_the_wallet_never_signed(home_base: Path) -> None:
+    """The node announces, as a mempool transaction, a spend of the wallet's first coinbase
+    with a made-up signature that pays the wallet 1000 coins (attacks.NODE_FAKES_OWN_SPEND).
+    The wallet took it for its own, so its output counted as trusted: getbalance showed the
+    1000 coins at once, without any block. Now the wallet refuses a transaction spending its
+    coins that its key did not sign (logged); its own sends still count their change."""
+    a = AttackedNode(home_base, node=attacks.NODE_FAKES_OWN_SPEND)
+    a.start()
+    assert a.result("node", timeout=60)["armed"]["escaped"] is False
+    node = a.node
+    try:
+        node.rpc.createwallet("w")
+        address = node.rpc.getnewaddress()
+        node.rpc.generatetoaddress(101, address)
+        wait_until(lambda: _wallet_height(node) == node.rpc.getblockcount(), what="wallet sync")
+        (node.netdatadir / "attack_payee.txt").write_text(f"spend {address}\n")
+        node.rpc.generatetoaddress(1, TEST_ADDRESS)        # the wallet reads the chain: the fake comes
+        wait_until(lambda: "fake-own-spend" in a.result("node"), what="the fake spend")
+        fake_txid = a.result("node")["fake-own-spend"]["detail"]
+        wallet_log = node.netdatadir / "wallets" / "debug.log"
+        wait_until(lambda: f"refused transaction {fake_txid}" in wallet_log.read_text(),
+                   what="the wallet's refusal")
+        wait_until(lambda: _wallet_height(node) == node.rpc.getblockcount(), what="wallet sync")
+        assert node.rpc.getbalance() == 100                 # coinbases 1 and 2, neither spent
+        assert node.rpc.getbalances()["mine"]["untrusted_pending"] == 0
+        assert fake_txid not in {t["txid"] for t in node.rpc.listtransactions("*", 1000)}
+        with pytest.raises(RpcError) as unknown:
+            node.rpc.gettransaction(fake_txid)
+        assert unknown.value.code == -5
+        # The wallet's own send: signed by its key, its change trusted at once.
+        txid = node.rpc.sendtoaddress(TEST_ADDRESS, 1)
+        wait_until(lambda: txid in {t["txid"] for t in node.rpc.listtransactions("*", 1000)}, what="the send")
+        assert 98 < node.rpc.getbalance() < 99
+    finally:
+        node.stop()
