@@ -360,6 +360,39 @@ def test_a_rescan_below_the_anchor_follows_hashes_and_refuses_another_chain(env:
         swapping.swap = False
         assert await w.rescan(0) == (0, 30)
         assert w.store.linked_from() == 0 and len(w.store.headers(0, 30)) == 31
+        assert w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_fork_below_the_wallets_headers_is_refused(env: Env, caplog) -> None:
+    """A wallet born at 30 holds headers from 19 on. A node that says its best block left
+    the active chain for a branch forking at 10, below them (valid regtest proof of work, more
+    blocks than the wallet's above 10), is refused: the wallet cannot weigh its own blocks
+    there."""
+    env.mine(32)
+    store = WalletStore.create(env.path, "w", P.name, birth_height=30)
+    lying = LyingChain(env)
+
+    async def scenario() -> None:
+        w = Wallet("w", store, lying)
+        pkh = w.new_key(False).pkh
+        await w.load()
+        assert w.store.best_block[1] == 32
+        parent = env.cm.block_at_height(10)
+        assert parent is not None
+        branch = []
+        prev = parent.header
+        for height in range(11, 11 + 25):
+            block = mine_block(prev, height, pkh, P, prev.time + 1, prev.bits)
+            branch.append(block)
+            prev = block.header
+        lying.fork, lying.branch = 10, branch
+        with caplog.at_level(logging.WARNING, logger="cleancoin.wallet"):
+            assert await w.sync() == 0
+        assert w.store.best_block[1] == 32
+        assert any("fork-below-header-chain" in r.getMessage() for r in caplog.records)
         await w.close()
 
     asyncio.run(scenario())

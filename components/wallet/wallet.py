@@ -396,8 +396,9 @@ class Wallet:
         ours = self.header_chain.work(fork + 1, best_height) if 0 <= fork < best_height else None
         if ours is None or not self.store.headers(fork, fork):
             raise BlockRefused(max(fork, 0), bytes(32), "fork-below-header-chain",
-                               f"the node names a fork at {fork}, where the wallet holds no "
-                               f"header of its blocks {fork}..{best_height}")
+                               f"the node names a fork at {fork}; the wallet cannot weigh its "
+                               f"blocks {fork + 1}..{best_height} against the node's branch "
+                               f"without its own headers {fork}..{best_height}")
         branch = Branch(fork)
         theirs = 0
         height = fork + 1
