@@ -795,3 +795,80 @@ async def get_height(self):
 binding.NodeChain.get_height = get_height
 report("armed", False, "the node will announce a spend of the wallet's coin it never signed")
 '''
+
+# A reorganisation to a branch with less work: once <netdir>/attack_payee.txt names a payee,
+# the node says the wallet's newest block left the active chain for a branch of one block
+# forking two below the node's real tip at that moment (valid proof of work, the bits the
+# rule demands: only its work is short), paying the wallet 1000 coins out of nothing.
+# Reported as fake-branch with the fake payment's txid.
+NODE_REORGS_TO_LESS_WORK = r'''
+import cleancoin.components.node.chain_binding as binding
+from cleancoin.components.common.address import decode_address
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.interfaces.chain import BlockInfo, ChainError
+from cleancoin.components.node.mining import mine_block
+attempt("armed")
+payee_file = os.path.join(ctx["netdir"], "attack_payee.txt")
+real = {name: getattr(binding.NodeChain, name) for name in
+        ("get_height", "get_blocks", "get_block_hash", "get_block_header_info", "find_fork")}
+state = {}
+
+def branch(self):
+    if "fork" not in state:
+        try:
+            with open(payee_file) as f:
+                address = f.read().split()[-1]
+        except (OSError, IndexError):
+            return None
+        pkh = decode_address(address, REGTEST)
+        fork = self._chain.block_at_height(self._chain.height - 2)
+        payment = Transaction(1, (TxIn(OutPoint(os.urandom(32), 0), b"\x00" * 100),),
+                              (TxOut(1000 * 10**8, pkh),), 0)
+        fake = mine_block(fork.header, fork.height + 1, pkh, REGTEST, fork.header.time + 1,
+                          fork.header.bits, (payment,))
+        state.update(fork=fork.height, fake=fake)
+        report("fake-branch", False, payment.txid_hex)
+    return state
+
+async def get_height(self):
+    b = branch(self)
+    return b["fork"] + 1 if b else await real["get_height"](self)
+
+async def get_blocks(self, start_height, count):
+    b = branch(self)
+    if not b:
+        return await real["get_blocks"](self, start_height, count)
+    if start_height == b["fork"] + 1 and count:
+        return [b["fake"].to_bytes()]
+    if start_height > b["fork"]:
+        return []
+    return await real["get_blocks"](self, start_height, min(count, b["fork"] + 1 - start_height))
+
+async def get_block_hash(self, height):
+    b = branch(self)
+    if b and height == b["fork"] + 1:
+        return b["fake"].hash
+    if b and height > b["fork"] + 1:
+        raise ChainError(f"height {height} is out of range")
+    return await real["get_block_hash"](self, height)
+
+async def get_block_header_info(self, block_hash):
+    b = branch(self)
+    if b and block_hash == b["fake"].hash:
+        h = b["fake"].header
+        return BlockInfo(block_hash, b["fork"] + 1, h.time, h.prev_hash, True)
+    info = await real["get_block_header_info"](self, block_hash)
+    if b and info.height > b["fork"]:
+        return BlockInfo(info.hash, info.height, info.time, info.prev_hash, False)
+    return info
+
+async def find_fork(self, locator):
+    b = branch(self)
+    return b["fork"] if b else await real["find_fork"](self, locator)
+
+for name, fn in (("get_height", get_height), ("get_blocks", get_blocks), ("get_block_hash", get_block_hash),
+                 ("get_block_header_info", get_block_header_info), ("find_fork", find_fork)):
+    setattr(binding.NodeChain, name, fn)
+report("armed", False, "the node will report a reorganisation to a branch of less work")
+'''

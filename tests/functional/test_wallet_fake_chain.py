@@ -105,3 +105,32 @@ def test_a_compromised_node_cannot_pass_off_a_spend_the_wallet_never_signed(home
         assert 98 < node.rpc.getbalance() < 99
     finally:
         node.stop()
+
+
+def test_a_compromised_node_cannot_reorganise_the_wallet_to_less_work(home_base: Path) -> None:
+    """The node says the wallet's newest block left the active chain for a one-block branch
+    (valid proof of work, right bits: free on regtest) paying the wallet 1000 coins
+    (attacks.NODE_REORGS_TO_LESS_WORK): no more work than the block it replaces. The wallet
+    undid its block and showed the payment; now it refuses (logged) and stays."""
+    a = AttackedNode(home_base, node=attacks.NODE_REORGS_TO_LESS_WORK)
+    a.start()
+    assert a.result("node", timeout=60)["armed"]["escaped"] is False
+    node = a.node
+    try:
+        node.rpc.createwallet("w")
+        address = node.rpc.getnewaddress()
+        node.rpc.generatetoaddress(102, address)
+        wait_until(lambda: _wallet_height(node) == 102, what="wallet sync")
+        best = node.rpc.getwalletinfo()["lastprocessedblock"]["hash"]
+        (node.netdatadir / "attack_payee.txt").write_text(f"reorg {address}\n")
+        node.rpc.generatetoaddress(1, TEST_ADDRESS)          # the wallet reads the chain again
+        wait_until(lambda: "fake-branch" in a.result("node"), what="the fake branch")
+        fake_txid = a.result("node")["fake-branch"]["detail"]
+        wallet_log = node.netdatadir / "wallets" / "debug.log"
+        wait_until(lambda: "less-work" in wallet_log.read_text(), what="the wallet's refusal")
+        info = node.rpc.getwalletinfo()["lastprocessedblock"]
+        assert (info["height"], info["hash"]) == (102, best)
+        assert fake_txid not in {t["txid"] for t in node.rpc.listtransactions("*", 1000)}
+        assert node.rpc.getbalance() == 100
+    finally:
+        node.stop()
