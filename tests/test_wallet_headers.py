@@ -37,53 +37,10 @@ from cleancoin.components.rpc.registry import Registry
 from cleancoin.components.wallet.rpc import register_wallet_methods
 from cleancoin.components.wallet.wallet import Wallet, WalletError, WalletManager
 from test_wallet import OTHER, SUBSIDY, Env, _over_ipc, env  # noqa: F401 - a fixture
+from wallet_v1 import make_v1_wallet
 
 P = REGTEST
 COIN = 100_000_000
-
-#: The wallet schema of version 1 (main before the header chain), as it defined it: a file
-#: made with it must still open.
-V1_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE secrets (name TEXT PRIMARY KEY, plaintext BLOB, encrypted BLOB);
-CREATE TABLE keys (
-    internal INTEGER NOT NULL, idx INTEGER NOT NULL, pubkey BLOB NOT NULL,
-    pkh BLOB NOT NULL UNIQUE, address TEXT NOT NULL, used INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (internal, idx));
-CREATE TABLE txs (
-    txid BLOB PRIMARY KEY, raw BLOB NOT NULL, block_hash BLOB, block_height INTEGER,
-    block_pos INTEGER, time INTEGER NOT NULL, abandoned INTEGER NOT NULL DEFAULT 0,
-    conflicted INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX txs_height ON txs (block_height);
-CREATE TABLE coins (
-    txid BLOB NOT NULL REFERENCES txs (txid), n INTEGER NOT NULL, value INTEGER NOT NULL,
-    pkh BLOB NOT NULL, is_coinbase INTEGER NOT NULL, spent_by BLOB REFERENCES txs (txid),
-    locked INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (txid, n));
-CREATE INDEX coins_spent_by ON coins (spent_by);
-CREATE TABLE labels (address TEXT PRIMARY KEY, label TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS block_txs (
-    block_hash BLOB NOT NULL, txid BLOB NOT NULL, height INTEGER NOT NULL,
-    pos INTEGER NOT NULL, PRIMARY KEY (block_hash, txid)) WITHOUT ROWID;
-"""
-
-
-def _v1_wallet(netdir: Path, name: str, best: tuple[bytes, int] | None) -> Path:
-    """A version 1 wallet file, as version 1 code created it (plus the best block it had
-    reached, `best`)."""
-    d = wallet_dir(netdir, name)
-    d.mkdir(parents=True, mode=0o700)
-    path = d / DB_FILENAME
-    conn = sqlite3.connect(path)
-    conn.executescript(V1_SCHEMA)
-    meta = {"version": 1, "network": P.name, "birth_height": 0,
-            "best_hash": best[0] if best else None, "best_height": best[1] if best else -1,
-            "encrypted": 0, "next_index_0": 0, "next_index_1": 0, "scrub_pending": 0}
-    conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-    conn.execute("INSERT INTO secrets VALUES ('seed', ?, NULL)", (os.urandom(32),))
-    conn.commit()
-    conn.close()
-    return path
-
 
 def _fake_payment(pkh: bytes) -> Transaction:
     """1000 coins to `pkh` from an output that never existed (no node would take it)."""
@@ -96,7 +53,7 @@ def test_a_version_1_wallet_opens_is_upgraded_and_anchors_once(env: Env, caplog)
     best block becomes the anchor (taken from the node once); a restart reads the stored
     headers and takes nothing on trust again."""
     blocks = env.mine(5)
-    path = _v1_wallet(env.path, "old", (blocks[2].hash, 3))
+    path = make_v1_wallet(env.path, "old", P.name, (blocks[2].hash, 3))
 
     async def scenario() -> None:
         with caplog.at_level(logging.INFO, logger="cleancoin.wallet"):
