@@ -353,3 +353,44 @@ def test_a_fork_below_the_wallets_headers_is_refused(env: Env, caplog) -> None:
         await w.close()
 
     asyncio.run(scenario())
+
+
+class GarblingChain(NodeChain):
+    """The node's Chain, with bytes that are no block at all one above its tip."""
+
+    def __init__(self, env: Env) -> None:
+        super().__init__(env.cm, env.mempool)
+        self.garble = False
+
+    async def get_height(self) -> int:
+        return await super().get_height() + int(self.garble)
+
+    async def get_blocks(self, start_height: int, count: int) -> list[bytes]:
+        out = await super().get_blocks(start_height, count)
+        if self.garble and len(out) < count:
+            out.append(b"\x01\x00\x00\x00" + b"\xff" * 100)
+        return out
+
+
+def test_bytes_that_are_no_block_are_refused_and_the_wallet_goes_on(env: Env, caplog) -> None:
+    """A block that does not even parse is refused like any other (logged, not counted), and
+    raises nothing into the notification that brought it; the next good block is taken."""
+    garbling = GarblingChain(env)
+
+    async def scenario() -> None:
+        w = Wallet("w", WalletStore.create(env.path, "w", P.name), garbling)
+        env.mine(2)
+        await w.load()
+        garbling.garble = True
+        with caplog.at_level(logging.WARNING, logger="cleancoin.wallet"):
+            assert await w.sync() == 0
+        assert w.store.best_block[1] == 2
+        assert any("refused block 3" in r.getMessage() and "bad-block-encoding" in r.getMessage()
+                   for r in caplog.records)
+        garbling.garble = False
+        env.mine(1)
+        await w.sync()
+        assert w.store.best_block[1] == 3
+        await w.close()
+
+    asyncio.run(scenario())
