@@ -2,7 +2,7 @@
 proof of work (CleanCoin-node only: the wallet is a separate, sandboxed process there; in
 CleanCoind the node and the wallet are one process, with nothing to defend between them).
 
-The attack runs inside the real confined node (attacks.NODE_FAKES_PAYMENT): it shows the
+The attack runs inside the real confined node (chain_attacks.NODE_FAKES_PAYMENT): it shows the
 wallet a well-formed block on top of its real tip paying one of the wallet's addresses 1000
 coins out of nothing, either with a hash above its target (`high-hash`) or with a hash that
 meets bits other than those the difficulty rule demands (`bad-diffbits`). Before the wallet
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import attacks
+import chain_attacks
 from cleancoin.components.rpc.errors import RpcError
 from framework import TEST_ADDRESS, TestNode, is_multiprocess, wait_until
 from test_sandbox_attacks import AttackedNode, home_base  # noqa: F401 - a fixture
@@ -29,7 +29,7 @@ def _wallet_height(node: TestNode) -> int:
 
 
 def test_a_compromised_node_cannot_show_a_payment_without_proof_of_work(home_base: Path) -> None:
-    a = AttackedNode(home_base, node=attacks.NODE_FAKES_PAYMENT)
+    a = AttackedNode(home_base, node=chain_attacks.NODE_FAKES_PAYMENT)
     a.start()
     assert a.result("node", timeout=60)["fake-chain"]["escaped"] is False    # the fake is armed
     node = a.node
@@ -72,11 +72,11 @@ def test_a_compromised_node_cannot_show_a_payment_without_proof_of_work(home_bas
 
 def test_a_compromised_node_cannot_pass_off_a_spend_the_wallet_never_signed(home_base: Path) -> None:
     """The node announces, as a mempool transaction, a spend of the wallet's first coinbase
-    with a made-up signature that pays the wallet 1000 coins (attacks.NODE_FAKES_OWN_SPEND).
+    with a made-up signature that pays the wallet 1000 coins (chain_attacks.NODE_FAKES_OWN_SPEND).
     The wallet took it for its own, so its output counted as trusted: getbalance showed the
     1000 coins at once, without any block. Now the wallet refuses a transaction spending its
     coins that its key did not sign (logged); its own sends still count their change."""
-    a = AttackedNode(home_base, node=attacks.NODE_FAKES_OWN_SPEND)
+    a = AttackedNode(home_base, node=chain_attacks.NODE_FAKES_OWN_SPEND)
     a.start()
     assert a.result("node", timeout=60)["armed"]["escaped"] is False
     node = a.node
@@ -110,9 +110,9 @@ def test_a_compromised_node_cannot_pass_off_a_spend_the_wallet_never_signed(home
 def test_a_compromised_node_cannot_reorganise_the_wallet_to_less_work(home_base: Path) -> None:
     """The node says the wallet's newest block left the active chain for a one-block branch
     (valid proof of work, right bits: free on regtest) paying the wallet 1000 coins
-    (attacks.NODE_REORGS_TO_LESS_WORK): no more work than the block it replaces. The wallet
+    (chain_attacks.NODE_REORGS_TO_LESS_WORK): no more work than the block it replaces. The wallet
     undid its block and showed the payment; now it refuses (logged) and stays."""
-    a = AttackedNode(home_base, node=attacks.NODE_REORGS_TO_LESS_WORK)
+    a = AttackedNode(home_base, node=chain_attacks.NODE_REORGS_TO_LESS_WORK)
     a.start()
     assert a.result("node", timeout=60)["armed"]["escaped"] is False
     node = a.node
