@@ -24,7 +24,7 @@ from cleancoin.components.common.errors import DeserializationError, ValidationE
 from cleancoin.components.common.keys import verify_input
 from cleancoin.components.common.primitives import OutPoint, Transaction
 from cleancoin.components.rpc.errors import (
-    RPC_DESERIALIZATION_ERROR, RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER, RPC_TYPE_ERROR, RPC_WALLET_ALREADY_LOADED,
+    RPC_DESERIALIZATION_ERROR, RPC_INVALID_ADDRESS_OR_KEY, RPC_MISC_ERROR, RPC_INVALID_PARAMETER, RPC_TYPE_ERROR, RPC_WALLET_ALREADY_LOADED,
     RPC_WALLET_ERROR, RPC_WALLET_INSUFFICIENT_FUNDS, RPC_WALLET_KEYPOOL_RAN_OUT,
     RPC_WALLET_NOT_FOUND, RPC_WALLET_PASSPHRASE_INCORRECT, RPC_WALLET_UNLOCK_NEEDED,
     RPC_WALLET_WRONG_ENC_STATE, RpcError,
@@ -628,7 +628,10 @@ class WalletRpc:
             raise RpcError(RPC_INVALID_PARAMETER, "Invalid start_height")
         if stop_height is not None and (stop_height < 0 or stop_height > tip or stop_height < start_height):
             raise RpcError(RPC_INVALID_PARAMETER, "Invalid stop_height")
-        start, stop = await w.rescan(start_height, stop_height)
+        try:
+            start, stop = await w.rescan(start_height, stop_height)
+        except WalletError as exc:      # a block of the node's refused (headers.py)
+            raise RpcError(RPC_MISC_ERROR, str(exc)) from None
         return {"start_height": start, "stop_height": stop}
 
     async def abandontransaction(self, ctx: CallContext, txid: str) -> None:

@@ -17,6 +17,14 @@ twice. The tables:
              recorded in, kept after a reorg disconnects the block (txs forgets it), so that
              listsinceblock can report the transactions of blocks that left the active chain
              (`removed`); one row per wallet transaction and block, so it stays small
+    headers  height -> hash, the 80 header bytes, trusted: the wallet's own header chain
+             (schema version 2), one row per block of the wallet's branch, written in the
+             same transaction as the block's effects (headers.py says what is checked);
+             `trusted` marks the rows taken from the node on first use without a check (the
+             anchor and what the difficulty rule needs from before it)
+
+Versions: 1 had no `headers`; `open` upgrades a version 1 file in one transaction (the table,
+then version 2), and a version 2 file is refused by version 1 code ("unsupported version").
 
 Keys: `next_index_<chain>` counts the keys derived on a chain; rows exist for exactly
 0..next-1 (the keypool: derived ahead, handed out in order by `take_key`). Both change in the
@@ -89,7 +97,8 @@ __all__ = [
     "WalletError", "WalletInUse", "WalletStore", "WalletTx", "create_from_dump", "dump_wallet", "wallet_dir",
 ]
 
-SCHEMA_VERSION: int = 1
+SCHEMA_VERSION: int = 2
+#: Versions `open` upgrades to SCHEMA_VERSION (`_MIGRATIONS`).
 DB_FILENAME: str = "wallet.sqlite"
 #: The fresh copy `_rewrite` builds beside the database before renaming it over the old one.
 REWRITE_SUFFIX: str = ".rewrite"
@@ -124,10 +133,18 @@ CREATE TABLE labels (address TEXT PRIMARY KEY, label TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS block_txs (
     block_hash BLOB NOT NULL, txid BLOB NOT NULL, height INTEGER NOT NULL,
     pos INTEGER NOT NULL, PRIMARY KEY (block_hash, txid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS headers (
+    height INTEGER PRIMARY KEY, hash BLOB NOT NULL, header BLOB NOT NULL,
+    trusted INTEGER NOT NULL);
 """
 #: Added after version 1 wallets existed: created on open when missing (same schema version).
-_BLOCK_TXS = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS block_txs"):].rstrip().rstrip(";")
-_TABLES = ("meta", "secrets", "keys", "txs", "coins", "labels", "block_txs")
+_BLOCK_TXS = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS block_txs"):
+                     _SCHEMA.index("CREATE TABLE IF NOT EXISTS headers")].rstrip().rstrip(";")
+_HEADERS = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS headers"):].rstrip().rstrip(";")
+#: Schema migrations: version -> the statements that turn a file of that version into the
+#: next one, run in one transaction with the version bump.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: (_HEADERS,)}
+_TABLES = ("meta", "secrets", "keys", "txs", "coins", "labels", "block_txs", "headers")
 
 
 @functools.cache
@@ -442,12 +459,13 @@ class WalletStore:
         store = cls(path, conn, params_for(network), lock_fd)
         try:
             version, net = store._meta("version"), store._meta("network")
-            if version != SCHEMA_VERSION:
+            if version != SCHEMA_VERSION and version not in _MIGRATIONS:
                 raise WalletError(f"Wallet {name!r} has unsupported version {version}")
             if net != network:
                 raise WalletError(f"Wallet {name!r} is for network {net!r}, not {network!r}")
             with store._tx() as c:
                 c.execute(_BLOCK_TXS)
+            store._migrate()
             if store._meta("scrub_pending"):
                 store._rewrite()    # an older version was killed between its commit and scrub
             else:
@@ -457,6 +475,15 @@ class WalletStore:
             _unlock_wallet(lock_fd)
             raise
         return store
+
+    def _migrate(self) -> None:
+        """Upgrade an older file to SCHEMA_VERSION, one version per transaction, each with
+        its version bump: a kill in between leaves a file of one version or the next."""
+        while (version := int(self._meta("version"))) != SCHEMA_VERSION:
+            with self._tx() as c:
+                for statement in _MIGRATIONS[version]:
+                    c.execute(statement)
+                self._set_meta(c, "version", version + 1)
 
     def close(self) -> None:
         """Checkpoint and close (the WAL is folded back into the database file), then release
@@ -815,12 +842,13 @@ class WalletStore:
             return self._add_tx(c, tx, time, None)
 
     def apply_block(self, block_hash: bytes, height: int, txs: Iterable[Transaction],
-                    time: int) -> list[bytes]:
+                    time: int, header: bytes | None = None) -> list[bytes]:
         """Process a connected block: record its transactions that concern us and move the
         best block to it, all in one transaction. Returns the txids recorded.
 
         `txs` may be the whole block or only the relevant ones; positions are the order given,
-        so pass the whole block when block_pos matters.
+        so pass the whole block when block_pos matters. `header` (80 bytes, checked by the
+        caller) joins the header chain in the same transaction.
         """
         if len(block_hash) != 32:
             raise ValueError("block hash must be 32 bytes")
@@ -832,6 +860,8 @@ class WalletStore:
             for pos, tx in enumerate(txs):
                 if self._add_tx(c, tx, time, (block_hash, height, pos)):
                     recorded.append(tx.txid)
+            if header is not None:
+                c.execute("INSERT OR REPLACE INTO headers VALUES (?, ?, ?, 0)", (height, block_hash, header))
             self._set_meta(c, "best_hash", block_hash)
             self._set_meta(c, "best_height", height)
         return recorded
@@ -849,8 +879,40 @@ class WalletStore:
                           "block_pos = NULL WHERE txid = ?", (txid,))
                 if Transaction.from_bytes(raw).is_coinbase:
                     c.execute("UPDATE txs SET conflicted = 1 WHERE txid = ?", (txid,))
+            c.execute("DELETE FROM headers WHERE height >= ?", (height,))
             self._set_meta(c, "best_hash", prev_hash)
             self._set_meta(c, "best_height", height - 1)
+
+    # ------------------------------------------------------------------------ headers
+
+    def headers(self, low: int, high: int) -> dict[int, tuple[bytes, bytes, bool]]:
+        """The header chain's rows at heights low..high: height -> (hash, header, trusted)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT height, hash, header, trusted FROM headers WHERE "
+                                      "height BETWEEN ? AND ?", (low, high)).fetchall()
+        return {h: (bytes(hh), bytes(raw), bool(t)) for h, hh, raw, t in rows}
+
+    def header_count(self) -> int:
+        """Rows in the header chain (0: nothing checked yet, the next block anchors it)."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM headers").fetchone()[0])
+
+    def linked_from(self) -> int | None:
+        """The lowest height from which the rows run without a gap to the highest (None when
+        there are none): below it the wallet knows at most the retarget period's first
+        header, taken on trust."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT MAX(a.height) FROM headers AS a WHERE NOT EXISTS "
+                "(SELECT 1 FROM headers AS b WHERE b.height = a.height - 1)").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def add_headers(self, rows: Iterable[tuple[int, bytes, bytes, bool]]) -> None:
+        """Record (height, hash, header, trusted) rows the caller checked (or takes on trust:
+        `trusted`), replacing any at the same heights; one transaction."""
+        with self._tx() as c:
+            c.executemany("INSERT OR REPLACE INTO headers VALUES (?, ?, ?, ?)",
+                          [(h, hh, raw, int(t)) for h, hh, raw, t in rows])
 
     def rescan_block(self, block_hash: bytes, height: int, txs: Iterable[Transaction],
                      time: int) -> list[bytes]:
@@ -995,6 +1057,15 @@ class WalletStore:
                 problems.append(f"tx confirmed at {top} above the best height {best}")
             if (self._meta("best_hash") is None) != (best < 0):
                 problems.append("best block hash and height disagree")
+            # Checked headers come with their block, so none lies above the best block, and
+            # the one at its height is the best block's (anchor rows may lie just above a
+            # new wallet's best height of -1).
+            (top,) = c.execute("SELECT MAX(height) FROM headers WHERE trusted = 0").fetchone()
+            if top is not None and top > best:
+                problems.append(f"checked header at {top} above the best block {best}")
+            at_best = c.execute("SELECT hash FROM headers WHERE height = ?", (best,)).fetchone()
+            if at_best is not None and at_best[0] != self._meta("best_hash"):
+                problems.append(f"the header at {best} is not the best block's")
             (plain, enc), = c.execute("SELECT plaintext, encrypted FROM secrets "
                                       "WHERE name = 'seed'").fetchall()
             if (plain is None) == (enc is None) or bool(enc) != bool(self._meta("encrypted")):

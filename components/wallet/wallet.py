@@ -42,11 +42,14 @@ from cleancoin.components.interfaces.chain import Chain, ChainEvent, Handler
 from cleancoin.components.interfaces.wallet import WalletEvent
 from cleancoin.components.common.chainparams import ChainParams, params_for
 from cleancoin.components.common.hashes import hash160
-from cleancoin.components.common.keys import PrivateKey, sign_transaction
-from cleancoin.components.common.primitives import Block, OutPoint, Transaction, compact_size
+from cleancoin.components.common.errors import ValidationError
+from cleancoin.components.common.keys import PrivateKey, sign_transaction, verify_input
+from cleancoin.components.common.pow import block_proof
+from cleancoin.components.common.primitives import Block, BlockHeader, OutPoint, Transaction, compact_size
 
 from .coins import FeeExceedsMaximum, SpendableCoin, build_transaction
 from .events import WalletEventFeed
+from .headers import MTP_SPAN, BlockRefused, Branch, HeaderChain
 from cleancoin.components.common.fee_cap import DEFAULT_MAX_TX_FEE, MAX_FEE_EXCEEDED, high_fee_warning
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
@@ -216,6 +219,11 @@ class Wallet:
         self.max_tx_fee = max_tx_fee
         self._handler: Handler | None = None
         self._sync_lock = asyncio.Lock()
+        # Every block from the node is checked against the wallet's own header chain first
+        # (headers.py): a compromised node must not be able to show a payment that never
+        # happened.
+        self.header_chain = HeaderChain(store, self.params)
+        self._last_refusal: tuple[bytes, str] | None = None
         self._unlocked: SecretBytes | None = None
         self._unlocked_until: float = 0.0
         self._relock: asyncio.TimerHandle | None = None
@@ -337,18 +345,38 @@ class Wallet:
             h = info.prev_hash if info.height > 0 else None
         return out
 
-    async def _unwind_to_active_chain(self) -> None:
-        """Undo the wallet's blocks that are no longer in the active chain."""
+    async def _unwind_to_active_chain(self) -> bool:
+        """Undo the wallet's blocks that are no longer in the active chain, if the node's
+        branch from the fork on is valid and has more work than the wallet's (checked
+        before anything is undone). False when that reorganisation is refused: the wallet
+        stays where it is."""
         best_hash, best_height = self.store.best_block
         if best_hash is None:
-            return
+            return True
         try:
             info = await self.chain.get_block_header_info(best_hash)
             if info.in_active_chain:
-                return
+                return True
         except Exception:  # noqa: BLE001 - the node does not know our block at all
             info = None
         fork = await self.chain.find_fork(await self._locator())
+        if self.store.header_count() and await self.chain.get_height() == fork:
+            # A rewind (invalidateblock): the node's chain ends at the fork. Followed: it
+            # takes confirmations away and adds none, as withheld blocks would; the blocks
+            # that come after it are checked one by one, so a branch shown this way costs
+            # the work of the blocks it shows, as blocks on top of the tip do.
+            log.info("wallet %s: the node's chain ends at %d, below the wallet's best block %d "
+                     "(a rewind, e.g. invalidateblock)", self.name, fork, best_height)
+        elif self.store.header_count():
+            try:
+                await self._check_more_work(fork, best_height)
+            except BlockRefused as refused:
+                self._refused(refused)
+                return False
+        else:
+            # A wallet from before the header chain: nothing to compare with (first use).
+            log.info("wallet %s: no header chain yet; following the node's reorganisation",
+                     self.name)
         log.info("wallet %s: best block %d left the active chain; back to the fork at %d",
                  self.name, best_height, fork)
         while True:
@@ -358,6 +386,71 @@ class Wallet:
             info = await self.chain.get_block_header_info(best_hash)
             self.store.disconnect_block(best_hash, best_height,
                                         info.prev_hash if best_height > 0 else None)
+        return True
+
+    async def _check_more_work(self, fork: int, best_height: int) -> None:
+        """BlockRefused unless the node's active chain above `fork` is a valid branch off
+        the wallet's header at `fork` with more work than the wallet's blocks above it.
+        Reads the branch only until its work exceeds ours: the catch-up that follows checks
+        every block again as it applies it."""
+        ours = self.header_chain.work(fork + 1, best_height) if 0 <= fork < best_height else None
+        if ours is None or not self.store.headers(fork, fork):
+            raise BlockRefused(max(fork, 0), bytes(32), "fork-below-header-chain",
+                               f"the node names a fork at {fork}; the wallet cannot weigh its "
+                               f"blocks {fork + 1}..{best_height} against the node's branch "
+                               f"without its own headers {fork}..{best_height}")
+        branch = Branch(fork)
+        theirs = 0
+        height = fork + 1
+        while True:
+            raws = await self.chain.get_blocks(height, SYNC_BATCH)
+            if not raws:
+                break
+            for raw in raws:
+                block = self.header_chain.parse(raw, height)
+                self.header_chain.check(block, height, branch)
+                branch.headers[height] = block.header
+                theirs += block_proof(block.header.bits)
+                if theirs > ours:
+                    return
+                height += 1
+        raise BlockRefused(height - 1, bytes(32), "less-work",
+                           f"the node's branch from the fork at {fork} has work {theirs}, the "
+                           f"wallet's {ours} (blocks {fork + 1}..{best_height})")
+
+    def _refused(self, refused: BlockRefused) -> None:
+        """Log a refused block (once while the node keeps offering the same one)."""
+        key = (refused.block_hash, refused.reason)
+        if key == self._last_refusal:
+            return
+        self._last_refusal = key
+        log.warning("wallet %s: refused block %d (%s) from the node: %s%s; the wallet stays at "
+                    "height %d", self.name, refused.height, refused.block_hash[::-1].hex(),
+                    refused.reason, f" ({refused.detail})" if refused.detail else "",
+                    self.store.best_block[1])
+
+    async def _anchor(self, parent: int) -> None:
+        """Take the anchor (headers.py) for a first block at `parent` + 1: the node's blocks
+        from ten below `parent` up to it, and on retargeting networks the current period's
+        first, stored as taken on trust. BlockRefused when they do not hang together."""
+        low = max(0, parent - MTP_SPAN + 1)
+        blocks: list[Block] = []
+        while low + len(blocks) <= parent:
+            raws = await self.chain.get_blocks(low + len(blocks), parent + 1 - low - len(blocks))
+            if not raws:
+                raise BlockRefused(parent, bytes(32), "bad-anchor", f"the node has no block at {parent}")
+            blocks.extend(self.header_chain.parse(raw, low + len(blocks)) for raw in raws)
+        rows = self.header_chain.anchor_rows(blocks[:parent + 1 - low], low, self.store.best_hash)
+        first = self.header_chain.period_start(parent)
+        if first is not None and first < low:
+            raws = await self.chain.get_blocks(first, 1)
+            if not raws:
+                raise BlockRefused(first, bytes(32), "bad-anchor", f"the node has no block at {first}")
+            block = self.header_chain.parse(raws[0], first)
+            rows.append((first, block.hash, block.header.serialized, True))
+        self.store.add_headers(rows)
+        log.info("wallet %s: header chain anchored at block %d (%s), taken from the node on "
+                 "first use", self.name, parent, blocks[parent - low].hash[::-1].hex())
 
     async def sync(self) -> int:
         """Bring the wallet to the chain's tip (see the module docstring); returns the number
@@ -386,10 +479,17 @@ class Wallet:
 
     async def _sync_round(self, t0: float, done_before: int) -> tuple[int, bool]:
         """One unwind + forward pass; (blocks applied, False if the chain moved under us)."""
-        await self._unwind_to_active_chain()
+        if not await self._unwind_to_active_chain():
+            return 0, True
         best_hash, best = self.store.best_block
         start = best + 1 if best >= 0 else max(0, self.store.birth_height)
         tip = await self.chain.get_height()
+        if start <= tip and not self.header_chain.has_parent(start):
+            try:
+                await self._anchor(start - 1)
+            except BlockRefused as refused:
+                self._refused(refused)
+                return 0, True
         total = tip - start + 1
         done = 0
         last_log = t0
@@ -398,10 +498,16 @@ class Wallet:
             if not raws:
                 break
             for raw in raws:
-                block = Block.from_bytes(raw)
-                if best_hash is not None and block.header.prev_hash != best_hash:
-                    return done, False
-                if self.store.apply_block(block.hash, start, block.txs, block.header.time):
+                try:
+                    block = self.header_chain.parse(raw, start)
+                    if best_hash is not None and block.header.prev_hash != best_hash:
+                        return done, False
+                    self.header_chain.check(block, start)
+                except BlockRefused as refused:
+                    self._refused(refused)
+                    return done, True
+                if self.store.apply_block(block.hash, start, block.txs, block.header.time,
+                                          block.header.serialized):
                     self._extend_lookahead(lambda b=block, h=start: self.store.rescan_block(
                         b.hash, h, b.txs, b.header.time))
                 best_hash = block.hash
@@ -417,23 +523,70 @@ class Wallet:
 
     async def rescan(self, start_height: int = 0, stop_height: int | None = None) -> tuple[int, int]:
         """rescanblockchain: re-read blocks start..stop (default: the tip) and record what
-        concerns us. Returns (start, stop)."""
+        concerns us. Returns (start, stop). Only blocks of the wallet's header chain count:
+        below its lowest header the chain is first extended down by hash from the node's
+        blocks (`_extend_down`), and the wallet's best block bounds the stop (a block above
+        it was refused or is not caught up yet). WalletError when the node's blocks do not
+        match the wallet's headers."""
         async with self._sync_lock:
             tip = await self.chain.get_height()
             stop = tip if stop_height is None else min(stop_height, tip)
+            stop = min(stop, self.store.best_block[1])
             h = start_height
-            while h <= stop:
-                raws = await self.chain.get_blocks(h, min(SYNC_BATCH, stop - h + 1))
-                if not raws:
-                    break
-                for raw in raws:
-                    block = Block.from_bytes(raw)
-                    if self.store.rescan_block(block.hash, h, block.txs, block.header.time):
-                        self._extend_lookahead(lambda b=block, hh=h: self.store.rescan_block(
-                            b.hash, hh, b.txs, b.header.time))
-                    h += 1
-                await asyncio.sleep(0)
+            try:
+                if h <= stop:
+                    await self._extend_down(h)
+                while h <= stop:
+                    raws = await self.chain.get_blocks(h, min(SYNC_BATCH, stop - h + 1))
+                    if not raws:
+                        break
+                    known = self.store.headers(h, h + len(raws) - 1)
+                    for raw in raws:
+                        block = self.header_chain.parse(raw, h)
+                        self.header_chain.check_known(block, h, known.get(h))
+                        if self.store.rescan_block(block.hash, h, block.txs, block.header.time):
+                            self._extend_lookahead(lambda b=block, hh=h: self.store.rescan_block(
+                                b.hash, hh, b.txs, b.header.time))
+                        h += 1
+                    await asyncio.sleep(0)
+            except BlockRefused as refused:
+                self._refused(refused)
+                raise WalletError(f"Rescan stopped at height {refused.height}: the node's block "
+                                  f"there was refused ({refused.reason})") from None
             return start_height, stop
+
+    async def _extend_down(self, low: int) -> None:
+        """Extend the header chain down to `low` with the node's blocks, each one the parent
+        the row above it names (so they are as good as the anchor they hang from; stored as
+        taken on trust, since the difficulty rule was not checked for them)."""
+        linked = self.store.linked_from()
+        if linked is None or low >= linked:
+            return
+        hi = linked
+        expect = self.store.headers(hi, hi)[hi][1]
+        parent_hash = BlockHeader.from_bytes(expect).prev_hash
+        while hi > low:
+            lo = max(low, hi - SYNC_BATCH)
+            blocks: list[Block] = []
+            while lo + len(blocks) < hi:
+                raws = await self.chain.get_blocks(lo + len(blocks), hi - lo - len(blocks))
+                if not raws:
+                    raise BlockRefused(lo + len(blocks), bytes(32), "bad-prevblk",
+                                       "the node has fewer blocks than the wallet's headers")
+                blocks.extend(self.header_chain.parse(raw, lo + len(blocks)) for raw in raws)
+            blocks = blocks[:hi - lo]
+            rows = []
+            for i in range(len(blocks) - 1, -1, -1):
+                block, height = blocks[i], lo + i
+                if block.hash != parent_hash:
+                    raise BlockRefused(height, block.hash, "bad-prevblk",
+                                       f"not the parent of the wallet's header at {height + 1}")
+                if height == 0 and block.hash != self.params.genesis_hash:
+                    raise BlockRefused(0, block.hash, "bad-genesis", "not this network's genesis block")
+                rows.append((height, block.hash, block.header.serialized, True))
+                parent_hash = block.header.prev_hash
+            self.store.add_headers(rows)
+            hi = lo
 
     # ------------------------------------------------------------------ secrets
 
@@ -562,13 +715,46 @@ class Wallet:
 
     def add_mempool_transaction(self, tx: Transaction, time_: int) -> bool:
         """A transaction from the mempool: record it if it concerns us, extending the
-        lookahead (see _extend_lookahead) when it pays one of our later keys."""
+        lookahead (see _extend_lookahead) when it pays one of our later keys. One that spends
+        a coin of ours without our key's valid signature is refused (`_forged_spend`)."""
+        forged = self._forged_spend(tx)
+        if forged:
+            log.warning("wallet %s: refused transaction %s from the node: %s", self.name,
+                        tx.txid_hex, forged)
+            return False
         mine = self.store.add_transaction(tx, time_)
         if mine:
             self._in_mempool.add(tx.txid)
             self._extend_lookahead(lambda: self.store.add_transaction(tx, time_))
             self._changed("transaction", tx.txid)
         return mine
+
+    def _forged_spend(self, tx: Transaction) -> str:
+        """Why the wallet must not take `tx` from the node ("" when it may): an unconfirmed
+        transaction that spends our coins counts as our own (its change is trusted, as in
+        bitcoind), so each input spending a coin of ours must carry our key's valid signature
+        (SIGHASH_ALL: it commits to every output), and one spending only our coins may pay
+        out no more than they hold. bitcoind relies on its node's validation here; under
+        CleanCoin-node the node is the less trusted side. Confirmed transactions are the
+        header chain's business (headers.py)."""
+        ours = 0
+        foreign = False
+        for i, txin in enumerate(tx.vin):
+            parent = self.store.get_transaction(txin.prevout.txid)
+            out = (parent.tx.vout[txin.prevout.n]
+                   if parent is not None and txin.prevout.n < len(parent.tx.vout) else None)
+            if out is None or self.store.key_by_pkh(out.pkh) is None:
+                foreign = True
+                continue
+            try:
+                verify_input(tx, i, out.pkh)
+            except ValidationError as exc:
+                return (f"input {i} spends the wallet's coin {txin.prevout} without its key's "
+                        f"valid signature ({exc.debug or exc.reason})")
+            ours += out.value
+        if ours and not foreign and sum(o.value for o in tx.vout) > ours:
+            return "it pays out more than the wallet's coins it spends hold"
+        return ""
 
     def new_key(self, internal: bool) -> KeyRecord:
         """getnewaddress / getrawchangeaddress: the next key from the pool, topping it up

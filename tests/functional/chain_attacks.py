@@ -1,0 +1,207 @@
+"""Attacker code of a compromised CleanCoin-node against its wallet process's view of the chain,
+for tests/functional/test_wallet_fake_chain.py. Like attacks.py (whose PRELUDE AttackedNode
+prepends): each constant is the body of a function the attack_site harness runs inside the
+real confined node, with `ctx` and `report(name, escaped, detail)`; these patch the node's
+NodeChain (the Chain the wallet process is served) or use its NotificationHub, as code of a
+compromised node could.
+"""
+
+# The wallet believed its node's chain without proof of work: the confined node, compromised,
+# shows its wallet process a block on top of the real tip that pays one of the wallet's
+# addresses 1000 coins from an input that never existed. The block is well formed (merkle root,
+# coinbase, linked to the tip); only its proof of work is missing: `high-hash` (the hash is
+# above the target its bits name) or `bad-diffbits` (a hash that meets its own bits, but bits
+# other than the ones the difficulty rule demands). The test names mode and payee in
+# <netdir>/attack_payee.txt; each fake made is reported as fake-<mode> with its txid.
+NODE_FAKES_PAYMENT = r'''
+import cleancoin.components.node.chain_binding as binding
+from cleancoin.components.common.address import decode_address
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.pow import check_proof_of_work
+from cleancoin.components.common.primitives import (
+    Block, BlockHeader, OutPoint, Transaction, TxIn, TxOut, coinbase_height_prefix, merkle_root)
+from cleancoin.components.interfaces.chain import BlockInfo
+attempt("fake-chain")
+payee_file = os.path.join(ctx["netdir"], "attack_payee.txt")
+real = {name: getattr(binding.NodeChain, name)
+        for name in ("get_height", "get_blocks", "get_block_hash", "get_block_header_info")}
+made = {}        # (tip hash, mode, address) -> (block, height)
+by_hash = {}     # every fake's hash -> (block, height)
+
+def fake(self):
+    try:
+        with open(payee_file) as f:
+            mode, address = f.read().split()
+    except (OSError, ValueError):
+        return None
+    tip = self._chain.tip
+    key = (tip.hash, mode, address)
+    if key not in made:
+        height = tip.height + 1
+        coinbase = Transaction(1, (TxIn(OutPoint.null(), coinbase_height_prefix(height) + b"fake"),),
+                               (TxOut(50 * 10**8, bytes(20)),), 0)
+        payment = Transaction(1, (TxIn(OutPoint(os.urandom(32), 0), b"\x00" * 100),),
+                              (TxOut(1000 * 10**8, decode_address(address, REGTEST)),), 0)
+        root, _ = merkle_root([coinbase.txid, payment.txid])
+        bits = tip.header.bits if mode == "high-hash" else 0x1F7FFFFF
+        for nonce in range(1 << 20):
+            header = BlockHeader(1, tip.hash, root, tip.header.time + 1, bits, nonce)
+            meets = check_proof_of_work(header.hash, bits, REGTEST)
+            if meets == (mode != "high-hash"):
+                break
+        block = Block(header, (coinbase, payment))
+        made[key] = by_hash[block.hash] = (block, height)
+        report(f"fake-{mode}", False, payment.txid_hex)
+    return made[key]
+
+async def get_height(self):
+    f = fake(self)
+    return f[1] if f else await real["get_height"](self)
+
+async def get_blocks(self, start_height, count):
+    out = await real["get_blocks"](self, start_height, count)
+    f = fake(self)
+    if f and len(out) < count and start_height + len(out) == f[1]:
+        out.append(f[0].to_bytes())
+    return out
+
+async def get_block_hash(self, height):
+    f = fake(self)
+    return f[0].hash if f and height == f[1] else await real["get_block_hash"](self, height)
+
+async def get_block_header_info(self, block_hash):
+    if block_hash in by_hash:
+        block, height = by_hash[block_hash]
+        f = fake(self)
+        return BlockInfo(block.hash, height, block.header.time, block.header.prev_hash,
+                         bool(f) and f[0].hash == block_hash)
+    return await real["get_block_header_info"](self, block_hash)
+
+for name, fn in (("get_height", get_height), ("get_blocks", get_blocks),
+                 ("get_block_hash", get_block_hash), ("get_block_header_info", get_block_header_info)):
+    setattr(binding.NodeChain, name, fn)
+report("fake-chain", False, "the node now shows a block of its own making on top of its tip")
+'''
+
+# The wallet trusted an unconfirmed transaction that spends one of its coins as its own (its
+# outputs count in the trusted balance, as bitcoind counts its change), without checking that
+# its key signed it. The confined node, compromised, hands the wallet through the mempool
+# notifications (never through its mempool, which would refuse it) a transaction spending the
+# wallet's first coinbase with a made-up signature and paying the wallet 1000 coins: on the
+# next chain read after <netdir>/attack_payee.txt names the payee. Reported as
+# fake-own-spend with its txid.
+NODE_FAKES_OWN_SPEND = r'''
+import cleancoin.components.node.chain_binding as binding
+from cleancoin.components.common.address import decode_address
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
+attempt("armed")
+payee_file = os.path.join(ctx["netdir"], "attack_payee.txt")
+real_get_height = binding.NodeChain.get_height
+sent = set()
+
+def first_coin_of(chain, pkh):
+    for height in range(1, chain.height + 1):
+        coinbase = chain.get_block(chain.block_at_height(height).hash).txs[0]
+        for n, out in enumerate(coinbase.vout):
+            if out.pkh == pkh:
+                return OutPoint(coinbase.txid, n)
+    return None
+
+async def get_height(self):
+    try:
+        with open(payee_file) as f:
+            address = f.read().split()[-1]
+    except (OSError, IndexError):
+        address = None
+    if address and address not in sent and self._hub is not None:
+        sent.add(address)
+        pkh = decode_address(address, REGTEST)
+        coin = first_coin_of(self._chain, pkh)
+        signature = b"\x30\x44\x02\x20" + b"\x11" * 32 + b"\x02\x20" + b"\x22" * 32 + b"\x01"
+        script = bytes([len(signature)]) + signature + bytes([33]) + b"\x02" + b"\x33" * 32
+        fake = Transaction(1, (TxIn(coin, script),), (TxOut(1000 * 10**8, pkh),), 0)
+        self._hub.transaction_added(fake)
+        report("fake-own-spend", False, fake.txid_hex)
+    return await real_get_height(self)
+
+binding.NodeChain.get_height = get_height
+report("armed", False, "the node will announce a spend of the wallet's coin it never signed")
+'''
+
+# A reorganisation to a branch with less work: once <netdir>/attack_payee.txt names a payee,
+# the node says the wallet's newest block left the active chain for a branch of one block
+# forking two below the node's real tip at that moment (valid proof of work, the bits the
+# rule demands: only its work is short), paying the wallet 1000 coins out of nothing.
+# Reported as fake-branch with the fake payment's txid.
+NODE_REORGS_TO_LESS_WORK = r'''
+import cleancoin.components.node.chain_binding as binding
+from cleancoin.components.common.address import decode_address
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.interfaces.chain import BlockInfo, ChainError
+from cleancoin.components.node.mining import mine_block
+attempt("armed")
+payee_file = os.path.join(ctx["netdir"], "attack_payee.txt")
+real = {name: getattr(binding.NodeChain, name) for name in
+        ("get_height", "get_blocks", "get_block_hash", "get_block_header_info", "find_fork")}
+state = {}
+
+def branch(self):
+    if "fork" not in state:
+        try:
+            with open(payee_file) as f:
+                address = f.read().split()[-1]
+        except (OSError, IndexError):
+            return None
+        pkh = decode_address(address, REGTEST)
+        fork = self._chain.block_at_height(self._chain.height - 2)
+        payment = Transaction(1, (TxIn(OutPoint(os.urandom(32), 0), b"\x00" * 100),),
+                              (TxOut(1000 * 10**8, pkh),), 0)
+        fake = mine_block(fork.header, fork.height + 1, pkh, REGTEST, fork.header.time + 1,
+                          fork.header.bits, (payment,))
+        state.update(fork=fork.height, fake=fake)
+        report("fake-branch", False, payment.txid_hex)
+    return state
+
+async def get_height(self):
+    b = branch(self)
+    return b["fork"] + 1 if b else await real["get_height"](self)
+
+async def get_blocks(self, start_height, count):
+    b = branch(self)
+    if not b:
+        return await real["get_blocks"](self, start_height, count)
+    if start_height == b["fork"] + 1 and count:
+        return [b["fake"].to_bytes()]
+    if start_height > b["fork"]:
+        return []
+    return await real["get_blocks"](self, start_height, min(count, b["fork"] + 1 - start_height))
+
+async def get_block_hash(self, height):
+    b = branch(self)
+    if b and height == b["fork"] + 1:
+        return b["fake"].hash
+    if b and height > b["fork"] + 1:
+        raise ChainError(f"height {height} is out of range")
+    return await real["get_block_hash"](self, height)
+
+async def get_block_header_info(self, block_hash):
+    b = branch(self)
+    if b and block_hash == b["fake"].hash:
+        h = b["fake"].header
+        return BlockInfo(block_hash, b["fork"] + 1, h.time, h.prev_hash, True)
+    info = await real["get_block_header_info"](self, block_hash)
+    if b and info.height > b["fork"]:
+        return BlockInfo(info.hash, info.height, info.time, info.prev_hash, False)
+    return info
+
+async def find_fork(self, locator):
+    b = branch(self)
+    return b["fork"] if b else await real["find_fork"](self, locator)
+
+for name, fn in (("get_height", get_height), ("get_blocks", get_blocks), ("get_block_hash", get_block_hash),
+                 ("get_block_header_info", get_block_header_info), ("find_fork", find_fork)):
+    setattr(binding.NodeChain, name, fn)
+report("armed", False, "the node will report a reorganisation to a branch of less work")
+'''
