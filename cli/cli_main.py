@@ -312,7 +312,8 @@ def parse_options(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
         if key not in OPTIONS and key.startswith("no") and key[2:] in OPTIONS:
             key, negated = key[2:], True
         if key not in OPTIONS:
-            raise UsageError(f"Error parsing command line arguments: Invalid parameter {raw}")
+            # The name only, as bitcoin-cli: the value of a mistyped -rpcpassword is a password.
+            raise UsageError(f"Error parsing command line arguments: Invalid parameter {raw.partition('=')[0]}")
         if negated:
             value = "0" if rpcconf.interpret_bool(value) else "1"
         elif not sep and OPTIONS[key]:
