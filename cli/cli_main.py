@@ -716,6 +716,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     escape sequence in a string result or an error message would otherwise reach the
     operator's terminal (retitle it, clear it, rewrite what was printed before)."""
     from cleancoin.sandbox.stdio import visible
+    if argv is None:
+        # The RPC password and a -stdinwalletpassphrase line are in this process's memory.
+        from cleancoin.components.common.private_memory import keep_memory_private
+        keep_memory_private()
     status, out, err = run(sys.argv[1:] if argv is None else argv)
     if out:
         sys.stdout.write(visible(out, lines=True))
