@@ -718,7 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cleancoin.sandbox.stdio import visible
     if argv is None:
         # The RPC password and a -stdinwalletpassphrase line are in this process's memory.
-        from cleancoin.components.common.private_memory import keep_memory_private
+        from cleancoin.cli.private_memory import keep_memory_private
         keep_memory_private()
     status, out, err = run(sys.argv[1:] if argv is None else argv)
     if out:

@@ -124,7 +124,7 @@ def main_qt(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     if argv is None:
         # Node, wallets and window unconfined in one process: passphrases and keys.
-        from cleancoin.components.common.private_memory import keep_memory_private
+        from cleancoin.cli.private_memory import keep_memory_private
         keep_memory_private()
         from cleancoin.cli.terminal import show_others_text_escaped
         show_others_text_escaped()      # refusals name others' files; the console logs others' text
