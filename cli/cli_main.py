@@ -312,7 +312,8 @@ def parse_options(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
         if key not in OPTIONS and key.startswith("no") and key[2:] in OPTIONS:
             key, negated = key[2:], True
         if key not in OPTIONS:
-            raise UsageError(f"Error parsing command line arguments: Invalid parameter {raw}")
+            # The name only, as bitcoin-cli: the value of a mistyped -rpcpassword is a password.
+            raise UsageError(f"Error parsing command line arguments: Invalid parameter {raw.partition('=')[0]}")
         if negated:
             value = "0" if rpcconf.interpret_bool(value) else "1"
         elif not sep and OPTIONS[key]:
@@ -715,6 +716,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     escape sequence in a string result or an error message would otherwise reach the
     operator's terminal (retitle it, clear it, rewrite what was printed before)."""
     from cleancoin.sandbox.stdio import visible
+    if argv is None:
+        # The RPC password and a -stdinwalletpassphrase line are in this process's memory.
+        from cleancoin.cli.private_memory import keep_memory_private
+        keep_memory_private()
     status, out, err = run(sys.argv[1:] if argv is None else argv)
     if out:
         sys.stdout.write(visible(out, lines=True))

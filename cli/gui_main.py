@@ -123,6 +123,9 @@ def main_qt(argv: Sequence[str] | None = None) -> int:
     """Entry point of CleanCoin-qt."""
     started = time.monotonic()
     if argv is None:
+        # Node, wallets and window unconfined in one process: passphrases and keys.
+        from cleancoin.cli.private_memory import keep_memory_private
+        keep_memory_private()
         from cleancoin.cli.terminal import show_others_text_escaped
         show_others_text_escaped()      # refusals name others' files; the console logs others' text
     settings = _prepare("CleanCoin-qt", "CleanCoin's graphical wallet: node, wallet and window in one "

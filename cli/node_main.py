@@ -337,6 +337,9 @@ def script() -> NoReturn:
     imported (components/common/startup_gc.py)."""
     from cleancoin.components.common import startup_gc
     startup_gc.pause()
+    # Unconfined, and its memory holds the wallets' passphrases and keys: before anything is read.
+    from cleancoin.cli.private_memory import keep_memory_private
+    keep_memory_private()
     from cleancoin.cli.terminal import show_others_text_escaped
     show_others_text_escaped()          # refusals name others' files; the console logs others' text
     run_and_exit(main)

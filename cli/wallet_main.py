@@ -218,6 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Not the offline tool: a wallet process for a node (components/init/cleancoin_wallet.py).
         from cleancoin.components.init import cleancoin_wallet
         return cleancoin_wallet.main(args)
+    if argv is None:
+        # The offline tool holds every key of the wallet it creates, dumps or loads from a dump.
+        from cleancoin.cli.private_memory import keep_memory_private
+        keep_memory_private()
     # A dump file's lines reach the messages: another party's text (cli/terminal.py).
     from cleancoin.cli.terminal import show_others_text_escaped
     show_others_text_escaped()

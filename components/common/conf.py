@@ -79,6 +79,21 @@ def cookie_path(datadir: str, chain: str, rpccookiefile: str | None = None) -> s
     return os.path.join(net_datadir(datadir, chain), rpccookiefile or COOKIE_FILE)
 
 
+def without_value(line: str) -> str:
+    """A conf or command-line setting as an error may show it: its name, never its value.
+
+    The lines that fail to parse are the ones whose value nobody can place, and a value may
+    be a password (`rpcpassword secret`, `-rpcpassword=secret`, `rpcauth=user:password`);
+    parse errors go to stderr and the log, which operators paste into bug reports. bitcoind
+    repeats the line; here "-rpcpassword=secret" is shown as "-rpcpassword=…" and
+    "rpcpassword secret" as "rpcpassword …"."""
+    name, sep, _ = line.partition("=")
+    words = name.split(None, 1)
+    if len(words) > 1 or (words and words[0] != name.strip(_SPACE)):
+        return f"{words[0]} …"
+    return f"{name}=…" if sep else name
+
+
 def parse_conf(text: str, path: str = CONF_FILENAME) -> list[tuple[str | None, str, str]]:
     """(section or None, name, value) for every setting, in file order."""
     entries: list[tuple[str | None, str, str]] = []
@@ -95,13 +110,13 @@ def parse_conf(text: str, path: str = CONF_FILENAME) -> list[tuple[str | None, s
             section = line[1:-1].strip(_SPACE)
             continue
         if line.startswith("-"):
-            raise ConfError(f"{path}: parse error on line {number}: {line}, options in configuration "
-                            "file must be specified without leading -")
+            raise ConfError(f"{path}: parse error on line {number}: {without_value(line)}, options in "
+                            "configuration file must be specified without leading -")
         name, sep, value = line.partition("=")
         if not sep:
             hint = (f", if you intended to specify a negated option, use {line}=1 instead"
-                    if line.startswith("no") else "")
-            raise ConfError(f"{path}: parse error on line {number}: {line}{hint}")
+                    if line.startswith("no") and without_value(line) == line else "")
+            raise ConfError(f"{path}: parse error on line {number}: {without_value(line)}{hint}")
         name, value = name.strip(_SPACE), value.strip(_SPACE)
         if has_hash and "rpcpassword" in name:
             raise ConfError(f"{path}: parse error on line {number}, using # in rpcpassword can be "

@@ -13,6 +13,7 @@ from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import QCompleter, QLineEdit, QPlainTextEdit, QVBoxLayout, QWidget
 
 from cleancoin.components.rpc import jsonfmt
+from cleancoin.components.rpc.sensitive import command_method, is_sensitive
 
 from .client import RpcCallError
 from .context import GuiContext
@@ -24,9 +25,6 @@ HISTORY = 100
 #: megabytes: laying it out would hold the window).
 OUTPUT_LINES = 10_000
 MAX_ANSWER = 1024 * 1024
-#: Commands never kept in the history.
-SECRET_COMMANDS = ("walletpassphrase", "walletpassphrasechange", "encryptwallet", "createwallet",
-                   "signmessagewithprivkey", "importprivkey", "dumpprivkey")
 
 
 def parse_command(line: str) -> tuple[str, list[Any]]:
@@ -98,15 +96,20 @@ class ConsolePage(QWidget):
 
     def execute(self) -> None:
         line = self.input.text().strip()
-        self.input.clear()
+        # setText, not clear(): QLineEdit's clear() is an edit Ctrl+Z (or the context menu's
+        # Undo) takes back, and the line would return with its passphrase; setText also
+        # drops the undo and redo history.
+        self.input.setText("")
         if not line:
             return
         try:
             method, params = parse_command(line)
         except ValueError as exc:
-            self.output.appendPlainText(f"> {line}\nParse error: {exc}")
+            # Not even a line that does not parse: an unbalanced quote in a passphrase.
+            named = command_method(line)
+            self.output.appendPlainText(f"> {f'{named} (…)' if is_sensitive(named) else line}\nParse error: {exc}")
             return
-        secret = method in SECRET_COMMANDS
+        secret = is_sensitive(method)
         shown = f"{method} (…)" if secret else line
         if not secret:
             self.history.append(line)

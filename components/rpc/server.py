@@ -135,6 +135,12 @@ LOOPBACK_NETWORKS: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), i
 # -- authentication --------------------------------------------------------------------------
 
 
+def _ordinal(number: int) -> str:
+    """1 -> "1st", 2 -> "2nd", 11 -> "11th"."""
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
 class RpcAuth:
     """HTTP Basic credentials: the cookie file, -rpcuser/-rpcpassword and -rpcauth lines.
 
@@ -151,11 +157,16 @@ class RpcAuth:
         self.cookie_password: str | None = None
         if password:
             self._add_plain(user or "", password)
-        for line in rpcauth:
+        for number, line in enumerate(rpcauth, 1):
             user_part, sep, salted = line.partition(":")
             salt, dollar, digest = salted.partition("$")
             if not sep or not dollar or not user_part or not salt or not digest:
-                raise ValueError(f"Invalid -rpcauth argument: {line!r} (expected USER:SALT$HASH)")
+                # Never the value: the usual mistake is a plaintext password where the
+                # salted hash belongs, and this text goes to stderr and debug.log (bitcoind
+                # says only "Invalid -rpcauth argument."). Which one and the shape are enough.
+                raise ValueError(f"Invalid -rpcauth argument (the {_ordinal(number)}): expected USER:SALT$HASH "
+                                 "with SALT$HASH the HMAC-SHA256 of the password (the value is not shown: it "
+                                 "may be a password)")
             self._entries.append((user_part, salt, digest.lower()))
 
     @classmethod
