@@ -24,6 +24,7 @@ longer than 16 KiB in pieces (a component must not make it hold what it writes).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import json
@@ -209,6 +210,11 @@ class Zygote:
                 os.dup2(devnull, 0)
                 descriptors.keep_only({0, 1, 2, req_child.fileno(), ev_child.fileno()})
                 os.execve(sys.executable, argv, env)
+            except OSError as exc:
+                # The answer the parent waits for, so that its error says why (an interpreter
+                # this user may not execute: one under another user's 0700 home).
+                with contextlib.suppress(OSError):
+                    _send(req_child, {"error": f"cannot execute {sys.executable}: {exc.strerror or exc}"})
             finally:
                 os._exit(127)
         req_child.close()
@@ -254,7 +260,8 @@ class Zygote:
             answer = f"bad answer: {exc}"
         if answer != {"ready": True}:
             self.stop()
-            detail = answer.get("error") if isinstance(answer, dict) else answer
+            detail = (answer.get("error") if isinstance(answer, dict)
+                      else "it ended without an answer" if answer is None else answer)
             raise ZygoteError(f"the zygote did not start: {detail}")
         self._ready = True
 

@@ -437,3 +437,13 @@ def test_without_kill_names_a_seccomp_death_is_reported_at_once(base_sandbox, sa
         assert max(delays) < 0.4, [round(d, 3) for d in delays]
     finally:
         z.stop()
+
+
+def test_an_interpreter_that_cannot_be_executed_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zygote is the interpreter run again (sys.executable). Where this user may not
+    execute it (one under another user's 0700 home) the start said only 'did not start: None'."""
+    monkeypatch.setattr(sys, "executable", "/nonexistent/cleancoin-python")
+    with pytest.raises(ZygoteError, match="the zygote did not start: cannot execute "
+                                          "/nonexistent/cleancoin-python: No such file or directory"):
+        Zygote.start({"x": ComponentSpec("x", ECHO, None)})
+    assert _zygotes_of_this_process() == []
