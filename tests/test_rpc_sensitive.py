@@ -34,3 +34,17 @@ def test_a_line_that_does_not_parse_still_names_its_method() -> None:
     assert command_method("  'encryptwallet' x") == "encryptwallet"
     assert command_method("") == ""
     assert is_sensitive(command_method('"walletpassphrasechange" a b'))
+
+
+def test_the_settings_that_hold_passwords_do_not_print_them() -> None:
+    """A dataclass's repr prints every field, and reprs reach logs and tracebacks: the IPC
+    login and the node's RPC credentials keep theirs out."""
+    from cleancoin.components.ipc.auth import Credentials
+    from cleancoin.components.node.node import NodeConfig
+
+    config = NodeConfig(chain="regtest", netdatadir="/x", rpcuser="alice", rpcpassword="hunter2-rpc",
+                        rpcauth=["bob:hunter2-auth"])
+    login = Credentials("carol", "hunter2-ipc")
+    text = repr(config) + repr(login)
+    assert "hunter2" not in text, text
+    assert "alice" in text and "carol" in text          # the rest is still shown

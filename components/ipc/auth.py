@@ -46,7 +46,8 @@ class Credentials:
     """A login a TCP IPC listener accepts (-ipcauth or the .ipccookie)."""
 
     user: str
-    password: str
+    # Not in the repr: a dataclass prints every field, and a repr ends up in logs and tracebacks.
+    password: str = field(repr=False)
 
     def matches(self, user: str, password: str) -> bool:
         ok_user = hmac.compare_digest(user.encode(), self.user.encode())

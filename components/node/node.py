@@ -75,8 +75,10 @@ class NodeConfig:
     rpcbind: list[str] = field(default_factory=list)
     rpcallowip: list[str] = field(default_factory=list)
     rpcuser: str = ""
-    rpcpassword: str = ""
-    rpcauth: list[str] = field(default_factory=list)
+    # Not in the repr (a repr ends up in logs and tracebacks): -rpcauth may hold a plain
+    # password by mistake.
+    rpcpassword: str = field(default="", repr=False)
+    rpcauth: list[str] = field(default_factory=list, repr=False)
     rpcwhitelist: list[str] = field(default_factory=list)   # USER:method,method (rpc/whitelist.py)
     rpcwhitelistdefault: bool | None = None                 # None: on when any -rpcwhitelist is set
     rpccookiefile: str | None = None
