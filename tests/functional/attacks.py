@@ -672,3 +672,39 @@ with open(os.path.join(ctx["walletdir"], "settings.json"), "w") as f:
     f.write('{"wallet": ' + "[" * 200000 + "]" * 200000 + "}")
 report("plant-settings", False, "wrote a settings file nested 200000 deep")
 '''
+
+# The confined node, compromised, reaches for the services on the host's own loopback (a
+# Redis, a PostgreSQL without a password): TCP to 127.0.0.1, ::1, 0.0.0.0 (which the kernel
+# takes as this host) and the IPv4-mapped form of 127.0.0.1, and a UDP datagram to a local
+# service. The test serves a secret on each TCP listener and counts the datagrams.
+LOOPBACK = r'''
+def tcp(family, address):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(3)
+    try:
+        s.connect(address)
+        return s.recv(200), "connected and read"
+    except OSError as exc:
+        return None, exc.strerror or type(exc).__name__
+    finally:
+        s.close()
+
+secret = ctx["secret"].encode()
+p4, p6 = ctx["tcp4_port"], ctx["tcp6_port"]
+for name, family, address in (("tcp-127.0.0.1", socket.AF_INET, ("127.0.0.1", p4)),
+                              ("tcp-::1", socket.AF_INET6, ("::1", p6, 0, 0)),
+                              ("tcp-0.0.0.0", socket.AF_INET, ("0.0.0.0", p4)),
+                              ("tcp-::ffff:127.0.0.1", socket.AF_INET6, ("::ffff:127.0.0.1", p4, 0, 0))):
+    attempt(name)
+    data, how = tcp(family, address)
+    report(name, data is not None and secret in data, f"{how}: {data!r}" if data else how)
+
+attempt("udp-127.0.0.1")
+try:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.sendto(b"datagram " + secret, ("127.0.0.1", ctx["udp_port"]))
+    u.close()
+    report("udp-127.0.0.1", True, "sent (the test counts what arrived)")
+except OSError as exc:
+    report("udp-127.0.0.1", False, exc.strerror or type(exc).__name__)
+'''
