@@ -904,12 +904,41 @@ def test_the_confined_node_cannot_reach_services_on_the_hosts_loopback(home_base
     operator named as a peer; every attempt is refused and the service sees nothing."""
     secret = "redis-secret-" + uuid.uuid4().hex[:8]
     service = _SecretService(secret.encode())
+    # A local peer the operator named (in the range the framework passes as -allowlocalpeer).
+    allowed = socket.socket()
+    allowed.bind(("127.0.0.1", free_port()))
+    allowed.listen(4)
+    served_allowed: list[int] = []
+
+    def serve_allowed() -> None:
+        while True:
+            try:
+                conn, _ = allowed.accept()
+            except OSError:
+                return
+            served_allowed.append(1)
+            with conn:
+                conn.sendall(b"allowed-peer-hello")
+    threading.Thread(target=serve_allowed, daemon=True).start()
     try:
-        a = AttackedNode(home_base, node=attacks.LOOPBACK, variables={"secret": secret, **service.ports()})
+        a = AttackedNode(home_base, node=attacks.LOOPBACK,
+                         variables={"secret": secret, "allowed_port": allowed.getsockname()[1], **service.ports()})
+        a.config["node_delay"] = 0.5      # once it serves: its zygote has answered the wallet's start
         a.start()
         results = a.result("node")
         assert escapes(results) == {}, results
         assert service.served == 0
         assert service.datagrams == []
+        # The broker answered each with the rule's refusal, and a malformed request with an
+        # error; and it still connects the node to the endpoint the operator named.
+        assert "broker-channel" not in results, results      # found, and asked
+        assert "refused by the connect rule" in results["broker-127.0.0.1"]["detail"], results
+        assert "refused by the connect rule" in results["broker-::ffff:127.0.0.1"]["detail"], results
+        assert results["broker-malformed"]["detail"] == "codes [1, 1, 1, 1]", results
+        assert "read b'allowed-peer-hello'" in results["broker-named-endpoint"]["detail"], results
+        assert served_allowed == [1]        # through the broker; the direct try was refused
+        # The node still serves, with its broker.
+        assert a.node.rpc.getblockcount() == 0
     finally:
         service.close()
+        allowed.close()
