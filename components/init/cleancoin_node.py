@@ -159,8 +159,11 @@ class NodeProcesses:
         from cleancoin.components.rpc.registry import CallContext
 
         def info(ctx: CallContext) -> dict[str, Any]:
-            node_entry = {"name": self.local.name, "pid": os.getpid(),
-                          "sandbox": self.report.to_dict() if self.report else None}
+            node_entry: dict[str, Any] = {"name": self.local.name, "pid": os.getpid(),
+                                          "sandbox": self.report.to_dict() if self.report else None}
+            if self.connector is not None:
+                # Its helper, not an entry of its own: clients take processes[1] as the wallet.
+                node_entry["connect_broker"] = {"pid": self.connector.pid, "status": self.connector.status}
             processes = [node_entry]
             if isinstance(self.wallet, WalletProcess):
                 report = self.wallet.report

@@ -29,6 +29,7 @@ when the node's end closes (the node ended).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import struct
@@ -38,6 +39,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .connect_rule import ConnectRefused, ConnectRule, connect_checked
+
+log = logging.getLogger("cleancoin.net")
 
 MAX_REQUEST = 6 + 255
 MAX_MESSAGE = 400
@@ -285,9 +288,8 @@ class BrokerConnector:
         if ident == 0:
             self.status = "ready" if code == OK else f"failed: {message}"
             if code != OK:
-                import logging
-                logging.getLogger("cleancoin.p2p").error("the connect broker did not start (%s): this node "
-                                                         "makes no outgoing connections", message)
+                log.error("the connect broker did not start (%s): this node makes no outgoing connections",
+                          message)
         if future is None or future.done() or code != OK or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
@@ -297,6 +299,8 @@ class BrokerConnector:
         future.set_result(fds[0])
 
     def _lost(self, reason: str) -> None:
+        if self._gone is None:
+            log.error("%s: this node makes no outgoing connections until it is restarted", reason)
         self._gone = reason
         if self._reading is not None:
             self._reading.remove_reader(self.channel.fileno())
