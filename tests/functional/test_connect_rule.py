@@ -87,7 +87,10 @@ def test_a_node_whose_connect_broker_died_goes_on_without_outgoing_connections(n
     wait_until(lambda: a.rpc.getconnectioncount() == 0, what="the disconnection")
     os.kill(entry["pid"], signal.SIGKILL)
     a.rpc.addnode(b.p2p_addr, "onetry")
-    wait_until(lambda: "the connect broker has ended" in a.debug_log(), what="the failure in debug.log")
+    try:
+        wait_until(lambda: "the connect broker has ended" in a.debug_log(), what="the failure in debug.log")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {a.debug_log()[-3000:]}") from None
     assert a.rpc.getconnectioncount() == 0
     assert a.rpc.getblockcount() == 0                # still serving
     assert a.process is not None and a.process.poll() is None

@@ -272,7 +272,7 @@ class BrokerConnector:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                self._lost(f"the connect broker's channel failed: {exc}")
+                self._lost(f"the connect broker has ended (its channel failed: {exc.strerror or exc})")
                 return
             if not data and not fds:
                 self._lost("the connect broker has ended")
