@@ -163,7 +163,7 @@ if TYPE_CHECKING:
 def local_peer_endpoints(settings: Settings) -> list[str]:
     """-allowlocalpeer values (host:port or host:low-high), checked now: a bad one is an init
     error. Empty values are skipped."""
-    from cleancoin.components.node.p2p.connect_rule import split_endpoint
+    from cleancoin.components.node.connect_rule import split_endpoint
 
     out = []
     for raw in settings.get_all("allowlocalpeer"):

@@ -1,4 +1,4 @@
-"""The connect rule (components/node/p2p/connect_rule.py) and the connect broker
+"""The connect rule (components/node/connect_rule.py) and the connect broker
 (connect_broker.py): the rule's address classes, the request parser under random and hostile
 input, and a real broker process (confined by policies/connect-broker.toml) answering real
 requests over its socket pair, with real listeners on the loopback.
@@ -17,8 +17,8 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cleancoin.components.node.p2p import connect_broker as cb
-from cleancoin.components.node.p2p.connect_rule import (ConnectRefused, ConnectRule, connect_checked, own_addresses,
+from cleancoin.components.node import connect_broker as cb
+from cleancoin.components.node.connect_rule import (ConnectRefused, ConnectRule, connect_checked, own_addresses,
                                                         split_endpoint)
 from cleancoin.components.node.p2p.connector import DirectConnector
 

@@ -125,7 +125,7 @@ RPC_WHITELIST_OPTIONS: tuple[Option, ...] = (
 #: -allowlocalpeer: a peer endpoint on this host that the node may connect to. Outgoing P2P
 #: connections to this host's own addresses (loopback, 0.0.0.0, link-local, its interfaces')
 #: are refused unless named at start by -connect, -addnode or this option
-#: (components/node/p2p/connect_rule.py, docs/node.md).
+#: (components/node/connect_rule.py, docs/node.md).
 ALLOW_LOCAL_PEER_OPTION = Option(
     "allowlocalpeer", "Allow outgoing P2P connections to <host:port> on this host (loopback, link-local or "
     "an address of this host), for local nodes added later with the addnode RPC; a port range "

@@ -297,11 +297,11 @@ class NodeContext:
 
     def _connector(self) -> Any:
         """What opens outgoing P2P connections: the extension's (CleanCoin-node's connect
-        broker), else this process, with the same connect rule (p2p/connect_rule.py)."""
+        broker), else this process, with the same connect rule (connect_rule.py)."""
         own = getattr(self.extension, "connector", None)
         if own is not None:
             return own
-        from .p2p.connect_rule import ConnectRule
+        from .connect_rule import ConnectRule
         from .p2p.connector import DirectConnector, named_endpoints
         cfg = self.config
         try:

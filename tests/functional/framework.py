@@ -135,7 +135,7 @@ class _Rpc:
 def local_peers_arg() -> str:
     """-allowlocalpeer for the ports this test process's nodes listen on (free_port's range):
     the nodes connect to each other on 127.0.0.1 with addnode at run time, which the connect
-    rule refuses for endpoints not named at start (components/node/p2p/connect_rule.py).
+    rule refuses for endpoints not named at start (components/node/connect_rule.py).
     Kernel-chosen ports (the attack tests' stand-in services) lie outside that range."""
     low, high = port_range()
     return f"-allowlocalpeer=127.0.0.1:{low}-{high}"

@@ -1,4 +1,4 @@
-"""Functional, both executables: the connect rule (components/node/p2p/connect_rule.py) on
+"""Functional, both executables: the connect rule (components/node/connect_rule.py) on
 the node's real P2P connect path. An `addnode` at run time to an endpoint on this host that
 was not named at start is refused with a clear line in debug.log, and the service there sees
 nothing; a named one (-allowlocalpeer, or the framework's port range) connects. CleanCoind

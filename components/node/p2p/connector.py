@@ -17,7 +17,7 @@ import socket
 from collections.abc import Iterable
 from typing import Protocol
 
-from .connect_rule import ConnectRefused, ConnectRule, connect_checked
+from ..connect_rule import ConnectRefused, ConnectRule, connect_checked
 
 __all__ = ["Connector", "DirectConnector", "ConnectRefused", "UNRESTRICTED"]
 

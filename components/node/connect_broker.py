@@ -4,7 +4,7 @@ The confined node may not connect TCP at all (policies/node.toml: connect_tcp ho
 port); Landlock (ABI <= 7) could only restrict ports, not addresses, so "any" let attacker
 code in the node reach every service on the host's loopback. Instead, as Chrome's network
 service does for its renderers, CleanCoin-node starts this broker before it confines itself
-(`launch`): a fresh interpreter (`python -I -m cleancoin.components.node.p2p.connect_broker`,
+(`launch`): a fresh interpreter (`python -I -m cleancoin.components.node.connect_broker`,
 not a fork: the node has read its conf file's passwords by then) that holds one end of a
 SOCK_SEQPACKET socketpair and nothing else. Its connect rule (connect_rule.py) comes from its
 command line, fixed before the node confines itself: nothing the node sends later changes it.
@@ -217,6 +217,12 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
+#: The broker's whole environment: nothing of the node's. LC_ALL fixes the resolver's and
+#: strerror's language, and gives setproctitle an environment to move (it leaves the title
+#: alone in an empty one).
+_ENVIRONMENT = {"LC_ALL": "C"}
+
+
 def launch(endpoints: Sequence[str], timeout: float) -> tuple[socket.socket, int]:
     """Start a broker with these allowed local endpoints (host:port or host:low-high) and
     connect timeout; returns the node's end of its channel and its pid. Called by
@@ -234,7 +240,7 @@ def launch(endpoints: Sequence[str], timeout: float) -> tuple[socket.socket, int
             descriptors.keep_only({0, 1, 2, fd})
             os.set_inheritable(fd, True)
             os.execve(sys.executable, [sys.executable, "-I", "-m", __name__, str(fd), repr(float(timeout)),
-                                       *endpoints], {})
+                                       *endpoints], _ENVIRONMENT)
         finally:
             os._exit(127)
     pid = helpers.detached(grandchild)
