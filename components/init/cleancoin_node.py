@@ -80,6 +80,8 @@ class NodeProcesses:
         self.router = WalletRpcRouter(node.registry, after_call=self._after_wallet_call,
                                       tip=lambda: node.chain.tip.hash if node.chain is not None else b"")
         self._add_process_info(node)
+        if self.connector is not None:
+            self.connector.attach()
         own_wallet = self.connect_wallet or self.zygote is not None
         if self.allow_wallet_clients and own_wallet:
             log.warning("-ipcallowwallet has no effect: this node serves its own wallet process "

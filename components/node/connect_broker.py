@@ -265,6 +265,11 @@ class BrokerConnector:
         self._reading: asyncio.AbstractEventLoop | None = None
         self._gone: str | None = None
 
+    def attach(self) -> None:
+        """Start hearing the broker on the running loop (its start-up word: `status`); open()
+        does it too."""
+        self._ensure_reader()
+
     def _ensure_reader(self) -> None:
         loop = asyncio.get_running_loop()
         if self._reading is not loop and self._gone is None:
@@ -307,6 +312,7 @@ class BrokerConnector:
     def _lost(self, reason: str) -> None:
         if self._gone is None:
             log.error("%s: this node makes no outgoing connections until it is restarted", reason)
+            self.status = f"gone: {reason}"
         self._gone = reason
         if self._reading is not None:
             self._reading.remove_reader(self.channel.fileno())

@@ -79,7 +79,10 @@ def test_a_node_whose_connect_broker_died_goes_on_without_outgoing_connections(n
     a, b = node(), node()
     a.start()
     b.start()
-    entry = a.rpc.getprocessinfo()["processes"][0]["connect_broker"]
+    def broker() -> dict:
+        return a.rpc.getprocessinfo()["processes"][0]["connect_broker"]
+    wait_until(lambda: broker()["status"] == "ready", what="the broker's start-up word")
+    entry = broker()
     assert entry["pid"] > 0
     a.rpc.addnode(b.p2p_addr, "onetry")           # works while it lives
     wait_until(lambda: a.rpc.getconnectioncount() == 1, what="a's connection to b")
@@ -92,5 +95,6 @@ def test_a_node_whose_connect_broker_died_goes_on_without_outgoing_connections(n
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {a.debug_log()[-3000:]}") from None
     assert a.rpc.getconnectioncount() == 0
+    assert broker()["status"].startswith("gone: the connect broker has ended")
     assert a.rpc.getblockcount() == 0                # still serving
     assert a.process is not None and a.process.poll() is None
