@@ -279,7 +279,14 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         # Before this process confines itself: from then on it cannot connect TCP at all, and
         # the broker's rule (named at start, on its command line) is fixed before the node
         # runs anything untrusted (connect_broker.py).
-        broker = _launch_connect_broker(config)
+        try:
+            broker = _launch_connect_broker(config)
+        except OSError as exc:       # no descriptor or process to be had: fail closed, clearly
+            if zygote is not None:
+                zygote.stop()
+            if monitor is not None:
+                monitor.channel.close()
+            return _fail(log, f"cannot start the connect broker: {exc}")
     report = None
     if sandbox and learn_dir:
         log.warning("-sandboxlearn=%s: a LEARNING run, %s and its wallet process record what they "

@@ -708,30 +708,37 @@ report("tcp-direct-to-a-named-endpoint", data is not None, f"{how}: {data!r}" if
 # The connect broker's channel is in this process: ask it directly, with its own protocol.
 broker = None
 seen = []
+candidates = {}
 for fd in range(3, 1024):
     try:
         s = socket.socket(fileno=os.dup(fd))
     except OSError:
         continue
     if s.family == socket.AF_UNIX and s.type == socket.SOCK_SEQPACKET:
-        # The zygote's channels are SOCK_SEQPACKET too (and SO_PEERCRED names this process
-        # for every socketpair end it made): the broker is the one that answers its protocol
-        # (a malformed request; the zygote answers JSON, or nothing on its events channel).
-        s.settimeout(2)
-        answer = b""
-        try:
-            s.send(struct.pack(">IH", 0x51, 0) + b"x")
-            for _ in range(3):          # the broker's start-up word (id 0) may come first
-                answer = s.recv(1024)
-                if answer[:4] != bytes(4):
-                    break
-        except OSError:
-            pass
-        seen.append(f"fd {fd}: {answer[:20]!r}")
-        if answer[:4] == struct.pack(">I", 0x51):
+        candidates[fd] = s
+    else:
+        s.close()
+# The zygote's channels are SOCK_SEQPACKET too (and SO_PEERCRED names this process for every
+# socketpair end it made). The broker's says "ready" (id 0) first: wait for that word on each,
+# peeking only, so that nothing meant for the node is taken from it. This runs before the
+# node's event loop, whose reader on the broker's channel would take the broker's answers.
+import select
+deadline = time.monotonic() + 15
+while broker is None and time.monotonic() < deadline:
+    poller = select.poll()
+    for s in candidates.values():
+        poller.register(s, select.POLLIN)
+    ready = {fd for fd, _ in poller.poll(1000)}
+    for s in [c for c in candidates.values() if c.fileno() in ready]:
+        head = s.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        if len(seen) < 10:
+            seen.append(f"{s.fileno()}: {head[:12]!r}")
+        if head[:5] == bytes(5) and head[5:] == b"ready":
             broker = s
             break
-    s.close()
+    else:
+        continue
+    break
 if broker is None:
     # Only an escape where the node could connect by itself (the checks above say).
     report("broker-channel", False, f"no broker channel in this process: {seen}")

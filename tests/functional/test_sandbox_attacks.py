@@ -923,7 +923,6 @@ def test_the_confined_node_cannot_reach_services_on_the_hosts_loopback(home_base
     try:
         a = AttackedNode(home_base, node=attacks.LOOPBACK,
                          variables={"secret": secret, "allowed_port": allowed.getsockname()[1], **service.ports()})
-        a.config["node_delay"] = 0.5      # once it serves: its zygote has answered the wallet's start
         a.start()
         results = a.result("node")
         assert escapes(results) == {}, results
