@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from cleancoin.cli.process_exit import run_and_exit
 from cleancoin.components.common.options import (
-    MAX_TX_FEE_OPTION, RPC_WHITELIST_OPTIONS, SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text,
+    ALLOW_LOCAL_PEER_OPTION, MAX_TX_FEE_OPTION, RPC_WHITELIST_OPTIONS, SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text,
     load_settings, log_settings_warnings, max_tx_fee, positive_seconds, version_text, wants, whitelist_default,
 )
 
@@ -67,6 +67,7 @@ OPTIONS: list[Option] = [
            "Connection options", "<ip:port>"),
     Option("addnode", "Add a node to connect to and attempt to keep the connection open", "Connection options",
            "<ip:port>"),
+    ALLOW_LOCAL_PEER_OPTION,
     Option("maxconnections", "Maintain at most <n> connections to peers", "Connection options", "<n>", "125"),
     Option("uacomment", "Append comment to the user agent string (repeatable)", "Connection options", "<cmt>"),
     Option("debug", "Output debug logging: net, rpc, mempool, validation, ipc, sandbox; 1 or all for every category. "
@@ -161,6 +162,23 @@ def setup_logging(settings: Settings, netdatadir: str) -> None:
 
 if TYPE_CHECKING:
     from cleancoin.components.node.node import NodeConfig
+
+
+def local_peer_endpoints(settings: Settings) -> list[str]:
+    """-allowlocalpeer values (host:port or host:low-high), checked now: a bad one is an init
+    error. Empty values are skipped."""
+    from cleancoin.components.node.connect_rule import split_endpoint
+
+    out = []
+    for raw in settings.get_all("allowlocalpeer"):
+        if not raw.strip():
+            continue
+        try:
+            split_endpoint(raw)
+        except ValueError as exc:
+            raise OptionError(f"Invalid -allowlocalpeer: {exc}") from None
+        out.append(raw.strip())
+    return out
 
 
 def peer_addresses(settings: Settings, name: str) -> list[str]:
@@ -268,6 +286,7 @@ def build_config(settings: Settings) -> "NodeConfig":
         port=None if port is None else int(port),
         connect=connect,
         addnode=peer_addresses(settings, "addnode"),
+        allow_local_peers=local_peer_endpoints(settings),
         max_connections=settings.get_int("maxconnections", 125),
         uacomment=uacomments(settings),
         server=settings.get_bool("server", True),

@@ -73,7 +73,7 @@ def _network(policy: Policy) -> list[str]:
     lines = []
     if ns.net:
         lines.append("has an empty network namespace: no interface but a loopback that is down")
-    families = [f.name + (" including raw sockets" if f.raw else "")
+    families = [f.name + (" including raw sockets" if f.raw else "") + ("" if f.datagram else " (stream only, no UDP)")
                 + (f" [reason: {f.reason}]" if f.reason else "") for f in net.socket_families]
     lines.append(f"may create sockets of: {', '.join(families) or 'no family at all'}; "
                  "any other family gets EAFNOSUPPORT")

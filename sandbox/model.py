@@ -82,6 +82,7 @@ class SocketFamily:
     where: SourceRef
     raw: bool = False    # inet/inet6: SOCK_RAW too
     reason: str | None = None
+    datagram: bool = True  # inet/inet6: SOCK_DGRAM (UDP) too; false: stream (TCP) only
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,13 @@ def _network(out: _Collector, a: Policy, b: Policy) -> None:
         if fa[name] != fb[name]:
             out.add("network.socket_families", "widen" if fb[name] else "narrow",
                     f"{name} raw {_bool(fa[name])} -> {_bool(fb[name])}")
+    # Datagram sockets: allowed when any entry of the family allows them.
+    da = {f.name for f in a.network.socket_families if f.datagram}
+    db = {f.name for f in b.network.socket_families if f.datagram}
+    for name in sorted(fa.keys() & fb.keys()):
+        if (name in da) != (name in db):
+            out.add("network.socket_families", "widen" if name in db else "narrow",
+                    f"{name} datagram {_bool(name in da)} -> {_bool(name in db)}")
     for scope in ("abstract_unix_socket", "signal"):
         out.flag(f"scopes.{scope}", getattr(a.scopes, scope), getattr(b.scopes, scope), False)
 

@@ -49,7 +49,8 @@ def dump(policy: Policy) -> dict[str, Any]:
         "network": {
             "bind_tcp": _ports(net.bind_tcp),
             "connect_tcp": _ports(net.connect_tcp),
-            "socket_families": [{"family": f.name, "raw": f.raw, **({"reason": f.reason} if f.reason else {})}
+            "socket_families": [{"family": f.name, "raw": f.raw, **({"datagram": False} if not f.datagram else {}),
+                                 **({"reason": f.reason} if f.reason else {})}
                                 for f in net.socket_families],
         },
         "scopes": {"abstract_unix_socket": policy.scopes.abstract_unix_socket,

@@ -262,9 +262,12 @@ def _collect(path: str, stack: tuple[str, ...], seen: set[str], order: list[_Fra
         return   # a diamond: the shared base is merged once, where it first appears
     if not os.path.isfile(path) and included_at is not None:
         shown = path if len(path) <= 80 else f"{path[:60]}... ({len(path)} characters)"
+        # The shipped names help with a mistyped name; a value that cannot be one (brackets,
+        # spaces, a long string) is not followed by a list that grows with every policy.
+        named = re.fullmatch(r"[A-Za-z0-9_./-]{1,80}", os.path.basename(path)) is not None
         raise PolicyError(included_at, f"extended policy {shown} does not exist or is not a file, "
-                                       "and no shipped policy has that name (shipped: "
-                                       f"{', '.join(shipped_names())})")
+                                       "and no shipped policy has that name"
+                                       + (f" (shipped: {', '.join(shipped_names())})" if named else ""))
     frag, extends = _parse_file(path, errors)
     for name, where in extends:
         _collect(_extended_path(name, path), (*stack, real), seen, order, errors, where)

@@ -305,27 +305,32 @@ class FamilyList(ValueType):
         for i, item in enumerate(value):
             where = ref(f"{path}[{i}]")
             if isinstance(item, dict):
-                table = _table(item, where, {"family": True, "raw": False, "reason": False},
+                table = _table(item, where, {"family": True, "raw": False, "reason": False, "datagram": False},
                                "a table with family")
                 name = _string(table["family"], where)
                 raw = table.get("raw", False)
                 _expect(raw, bool, where, "true or false for raw")
+                datagram = table.get("datagram", True)
+                _expect(datagram, bool, where, "true or false for datagram")
                 reason = _reason(table, where)
             else:
-                name, raw, reason = _string(item, where, "a family name or a table"), False, None
+                name, raw, reason, datagram = _string(item, where, "a family name or a table"), False, None, True
             if name not in SOCKET_FAMILIES:
                 raise PolicyError(where, f"unknown socket family '{name}' "
                                          f"(one of {', '.join(SOCKET_FAMILIES)})")
             if raw and name not in ("inet", "inet6"):
                 raise PolicyError(where, "raw applies to the inet and inet6 families only")
-            families.append(SocketFamily(name, where, bool(raw), reason))
+            if not datagram and (raw or name not in ("inet", "inet6")):
+                raise PolicyError(where, "datagram = false applies to the inet and inet6 families without raw only "
+                                         "(stream sockets only: TCP, no UDP)")
+            families.append(SocketFamily(name, where, bool(raw), reason, bool(datagram)))
         return tuple(families)
 
     def schema(self) -> dict[str, Any]:
         names = list(SOCKET_FAMILIES)
         return {"type": "array", "items": {"anyOf": [{"enum": names}, {
             "type": "object", "additionalProperties": False, "required": ["family"],
-            "properties": {"family": {"enum": names}, "raw": {"type": "boolean"},
+            "properties": {"family": {"enum": names}, "raw": {"type": "boolean"}, "datagram": {"type": "boolean"},
                            "reason": {"type": "string", "minLength": 1}}}]}}
 
 

@@ -162,7 +162,10 @@ def _family_rules(families: Iterable["SocketFamily"]) -> list[tuple[str, list["A
             # int, on its low 32 bits): Landlock's TCP port rules hold for IPPROTO_TCP sockets
             # alone, and a stream socket of MPTCP (which falls back to TCP), SMC or SCTP bound
             # and connected to any port (found 12-06, h33).
-            for kind, protocol in ((socket.SOCK_STREAM, socket.IPPROTO_TCP), (socket.SOCK_DGRAM, socket.IPPROTO_UDP)):
+            # `datagram = false`: stream (TCP) only, no UDP socket at all.
+            kinds = ((socket.SOCK_STREAM, socket.IPPROTO_TCP),) + (
+                ((socket.SOCK_DGRAM, socket.IPPROTO_UDP),) if fam.datagram else ())
+            for kind, protocol in kinds:
                 for proto in (0, protocol):
                     rules.append(("socket", [ArgCondition(0, "eq", number),
                                              ArgCondition(1, "masked_eq", kind, 0xF),

@@ -22,6 +22,8 @@ KNOWN: Mapping[str, str] = {
     "port": "the P2P port",
     "rpcport": "the JSON-RPC port",
     "ipcport": "the TCP port of an -ipcbind=tcp listener (the JSON-RPC port again when there is none)",
+    "ipcconnectport": "the TCP port of a -ipcconnect=tcp wallet process; 0 (no connection can be made "
+                      "to port 0) when there is none, the default",
     "xauthority": "the X11 authority file of a GUI component ($XAUTHORITY, or ~/.Xauthority)",
     "wayland_socket": "the Wayland compositor's socket of a GUI component ($XDG_RUNTIME_DIR/$WAYLAND_DISPLAY)",
 }
@@ -47,8 +49,9 @@ def check_references(text: str, where: SourceRef) -> None:
 
 
 def default_values() -> dict[str, str]:
-    """Values every launch has without being told: the Python installation, and /tmp."""
-    return {"prefix": sys.prefix, "base_prefix": sys.base_prefix, "tmpdir": "/tmp"}
+    """Values every launch has without being told: the Python installation, /tmp, and no
+    -ipcconnect=tcp port (0)."""
+    return {"prefix": sys.prefix, "base_prefix": sys.base_prefix, "tmpdir": "/tmp", "ipcconnectport": "0"}
 
 
 def substitute(text: str, values: Mapping[str, str], where: SourceRef) -> str:

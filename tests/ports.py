@@ -39,6 +39,11 @@ def slice_of(slot: int, slots: int) -> str:
 _PORTS = _ports()
 
 
+def port_range() -> tuple[int, int]:
+    """The lowest and highest port free_port() may hand out in this process."""
+    return _PORTS.start, _PORTS.stop - 1
+
+
 def free_port() -> int:
     """A TCP port that is free right now on 127.0.0.1, below the ephemeral range, and that
     this process has not handed out before (nor another runner slot: see PORTS_ENV)."""

@@ -52,8 +52,10 @@ def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:
     assert attempts["fs-modify-protected"]["outcome"] == "denied", attempts["fs-modify-protected"]
     assert (netdir / "CleanCoin.conf").read_text() == "server=1\n"
     assert (netdir / "sandbox.log").read_text() == "a refusal\n"
-    # The node may connect anywhere (peers) but bind only its two ports.
-    assert attempts["net-tcp-connect"]["expected"] == attempts["net-tcp-connect"]["outcome"] == "allowed"
+    # The node connects to no peer by itself (its connect broker does: 12-06, h35), by no
+    # spelling of the loopback, sends no UDP, and binds only its two ports.
+    for name in ("net-tcp-connect", "net-connect-loopback", "net-udp-send"):
+        assert attempts[name]["expected"] == attempts[name]["outcome"] == "denied", attempts[name]
     assert attempts["net-tcp-bind"]["outcome"] == "denied"
     assert attempts["exec-bin-true"]["outcome"] == "denied"
     assert attempts["proc-ptrace-parent"]["outcome"] == "denied"

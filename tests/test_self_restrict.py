@@ -299,11 +299,23 @@ def test_node_policy_restricts_the_node_itself(base_sandbox, node_vars, outside_
     peer.bind(("127.0.0.1", 0))
     peer.listen(1)
     address = peer.getsockname()    # the child's copy of `peer` points at /dev/null once confined
+    # The node connects to no peer by itself (its connect broker does, 12-06 h35): only to a
+    # -ipcconnect=tcp wallet process's port. `peer` stands for that one, `other_peer` for a peer.
+    other_peer = socket.socket()
+    other_peer.bind(("127.0.0.1", 0))
+    other_peer.listen(1)
+    other_address = other_peer.getsockname()
+    node_vars = {**node_vars, "ipcconnectport": str(address[1])}
+
+    def _connect(target: tuple[str, int]) -> str:
+        with socket.create_connection(target, timeout=5):
+            return "ok"
     try:
         def inside() -> dict[str, object]:
-            with socket.create_connection(address, timeout=5):
-                connected = "ok"
+            connected = _errno_of(lambda: _connect(address))
             return {
+                "connect other peer": _errno_of(lambda: _connect(other_address)),
+                "udp socket": _errno_of(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()),
                 **_sqlite_wal_and_thread(f"{data}/chainstate.sqlite"),
                 "debug.log": _errno_of(lambda: Path(data, "debug.log").write_text("started\n")),
                 "wallets": os.listdir(f"{data}/wallets"),
@@ -317,8 +329,10 @@ def test_node_policy_restricts_the_node_itself(base_sandbox, node_vars, outside_
         message = self_restricted("node", node_vars, inside)
     finally:
         peer.close()
+        other_peer.close()
     assert "result" in message, message
     r = message["result"]
+    assert r["connect other peer"] == "EACCES" and r["udp socket"] == "EAFNOSUPPORT", r
     assert (r["journal"], r["rows"]) == ("wal", 1)
     assert r["debug.log"] == "ok"
     assert r["wallets"] == [] and r["wallet file"] == "ENOENT"

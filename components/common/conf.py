@@ -27,7 +27,7 @@ NETDIRS = {"main": "", "test": "testnet", "regtest": "regtest"}
 DEFAULT_RPC_PORTS = {"main": 27490, "test": 27590, "regtest": 27690}
 CONF_FILENAME = "CleanCoin.conf"
 COOKIE_FILE = ".cookie"
-NETWORK_ONLY = frozenset({"addnode", "connect", "port", "bind", "rpcport", "rpcbind", "wallet"})
+NETWORK_ONLY = frozenset({"addnode", "allowlocalpeer", "connect", "port", "bind", "rpcport", "rpcbind", "wallet"})
 _SPACE = " \f\n\r\t\v"
 
 

@@ -122,6 +122,18 @@ RPC_WHITELIST_OPTIONS: tuple[Option, ...] = (
 )
 
 
+#: -allowlocalpeer: a peer endpoint on this host that the node may connect to. Outgoing P2P
+#: connections to this host's own addresses (loopback, 0.0.0.0, link-local, its interfaces')
+#: are refused unless named at start by -connect, -addnode or this option
+#: (components/node/connect_rule.py, docs/node.md).
+ALLOW_LOCAL_PEER_OPTION = Option(
+    "allowlocalpeer", "Allow outgoing P2P connections to <host:port> on this host (loopback, link-local or "
+    "an address of this host), for local nodes added later with the addnode RPC; a port range "
+    "host:<low>-<high> names several. -connect and -addnode endpoints are allowed already; every other "
+    "address of this host is refused by the connect rule. Repeatable; fixed at start.",
+    "Connection options", "<host:port>")
+
+
 MAX_TX_FEE_OPTION = Option(
     "maxtxfee", "Maximum total fees (in coins) to use in a single wallet transaction; setting this too low "
     "may abort large transactions. A wallet process of CleanCoin-node takes it from the node's options "

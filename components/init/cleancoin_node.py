@@ -69,6 +69,9 @@ class NodeProcesses:
     wallet: WalletProcess | ConnectedWallet | None = None
     listeners: list[Listener] = field(default_factory=list)
     _node: Any = None
+    #: What opens outgoing P2P connections (node.p2p.connector): the connect broker's client
+    #: when this process is confined; None: the node's own, with the same rule.
+    connector: Any = None
     _client_slot: WalletSlot | None = None     # -ipcallowwallet: the listener clients' slot
     _frontend_task: asyncio.Task[None] | None = None
 
@@ -77,6 +80,8 @@ class NodeProcesses:
         self.router = WalletRpcRouter(node.registry, after_call=self._after_wallet_call,
                                       tip=lambda: node.chain.tip.hash if node.chain is not None else b"")
         self._add_process_info(node)
+        if self.connector is not None:
+            self.connector.attach()
         own_wallet = self.connect_wallet or self.zygote is not None
         if self.allow_wallet_clients and own_wallet:
             log.warning("-ipcallowwallet has no effect: this node serves its own wallet process "
@@ -156,8 +161,11 @@ class NodeProcesses:
         from cleancoin.components.rpc.registry import CallContext
 
         def info(ctx: CallContext) -> dict[str, Any]:
-            node_entry = {"name": self.local.name, "pid": os.getpid(),
-                          "sandbox": self.report.to_dict() if self.report else None}
+            node_entry: dict[str, Any] = {"name": self.local.name, "pid": os.getpid(),
+                                          "sandbox": self.report.to_dict() if self.report else None}
+            if self.connector is not None:
+                # Its helper, not an entry of its own: clients take processes[1] as the wallet.
+                node_entry["connect_broker"] = {"pid": self.connector.pid, "status": self.connector.status}
             processes = [node_entry]
             if isinstance(self.wallet, WalletProcess):
                 report = self.wallet.report
@@ -189,6 +197,8 @@ class NodeProcesses:
     async def stop(self) -> None:
         if self.wallet is not None:
             await self.wallet.stop()
+        if self.connector is not None:
+            self.connector.close()       # the broker ends when its channel closes
         for listener in self.listeners:
             listener.close()
         self.listeners.clear()
@@ -264,6 +274,19 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             if monitor is not None:
                 monitor.channel.close()
             return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
+    broker = None
+    if sandbox and not learn_dir:
+        # Before this process confines itself: from then on it cannot connect TCP at all, and
+        # the broker's rule (named at start, on its command line) is fixed before the node
+        # runs anything untrusted (connect_broker.py).
+        try:
+            broker = _launch_connect_broker(config)
+        except OSError as exc:       # no descriptor or process to be had: fail closed, clearly
+            if zygote is not None:
+                zygote.stop()
+            if monitor is not None:
+                monitor.channel.close()
+            return _fail(log, f"cannot start the connect broker: {exc}")
     report = None
     if sandbox and learn_dir:
         log.warning("-sandboxlearn=%s: a LEARNING run, %s and its wallet process record what they "
@@ -274,14 +297,18 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         keep = _open_descriptors_to_keep(zygote, prestarted)
         if frontend_fd is not None:
             keep.add(frontend_fd)
+        if broker is not None:
+            keep.add(broker.channel.fileno())
         try:
-            report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds),
+            report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds, ipc.connect),
                                    keep_fds=keep,
                                    denials=DenialLog(sandbox_log or "", verbose),
                                    learn_dir=learn_dir, monitor=monitor)
         except (EnforcementError, PolicyError, PolicyErrors) as exc:
             if zygote is not None:
                 zygote.stop()
+            if broker is not None:
+                broker.close()
             return _fail(log, f"{exc} (this kernel or system cannot confine {PROG}; -sandbox=0 "
                               "runs it unconfined)")
         log.info("%s (pid %d) confined:\n%s", PROG, os.getpid(), report.to_text())
@@ -290,6 +317,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     extension = NodeProcesses(zygote, ipc, IpcPeer(PROG, os.getpid()), list(config.wallets),
                               report, prestarted, connect_wallet, allow_wallet)
     extension.frontend_fd = frontend_fd
+    extension.connector = broker
     node = NodeContext(config, extension)
     startup_gc.resume()     # the node's code is imported (_import_node_modules) and confined
     try:
@@ -303,16 +331,37 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             zygote.stop()
 
 
-def _node_variables(config: Any, netdatadir: str, ipc_binds: Sequence[str]) -> dict[str, str]:
+def _launch_connect_broker(config: Any) -> Any:
+    """The connect broker (node/connect_broker.py) with the endpoints the operator named
+    (-connect, -addnode, -allowlocalpeer), and its client."""
+    from ..common.chainparams import params_for
+    from ..node.connect_broker import BrokerConnector, launch
+    from ..node.p2p.connector import named_endpoints
+    endpoints = named_endpoints(config.connect, config.addnode, config.allow_local_peers,
+                                params_for(config.chain).default_port)
+    channel, pid = launch(endpoints, CONNECT_TIMEOUT)
+    log.info("connect broker started (pid %d): outgoing P2P connections go through it", pid)
+    return BrokerConnector(channel, pid)
+
+
+#: The P2P connect timeout (P2PNode's default), the broker's for each connection.
+CONNECT_TIMEOUT = 5.0
+
+
+def _node_variables(config: Any, netdatadir: str, ipc_binds: Sequence[str],
+                    ipc_connect: str | None = None) -> dict[str, str]:
     """Values of node.toml's variables: the datadir and the ports it may bind (P2P, RPC, and
-    the first -ipcbind=tcp listener's, or the RPC port again)."""
+    the first -ipcbind=tcp listener's, or the RPC port again), and the one TCP port it may
+    connect to: a -ipcconnect=tcp wallet's, else 0 (no connection can be made to port 0)."""
     from ..common.chainparams import params_for
     params = params_for(config.chain)
     port = config.port if config.port is not None else params.default_port
     rpcport = config.rpcport if config.rpcport is not None else params.rpc_port
     tcp = [parse(b, "") for b in ipc_binds if b.startswith("tcp:")]
     ipcport = tcp[0].port if tcp else rpcport
-    return {"datadir": netdatadir, "port": str(port), "rpcport": str(rpcport), "ipcport": str(ipcport)}
+    connect = parse(ipc_connect, "") if ipc_connect and ipc_connect.startswith("tcp:") else None
+    return {"datadir": netdatadir, "port": str(port), "rpcport": str(rpcport), "ipcport": str(ipcport),
+            "ipcconnectport": str(connect.port) if connect is not None else "0"}
 
 
 def _open_descriptors_to_keep(zygote: Zygote | None, prestarted: socket.socket | None) -> set[int]:

@@ -67,6 +67,7 @@ class NodeConfig:
     port: int | None = None
     connect: list[str] = field(default_factory=list)
     addnode: list[str] = field(default_factory=list)
+    allow_local_peers: list[str] = field(default_factory=list)   # -allowlocalpeer (connect_rule.py)
     max_connections: int = 125
     uacomment: list[str] = field(default_factory=list)   # -uacomment: in the P2P user agent
     # RPC
@@ -282,7 +283,8 @@ class NodeContext:
         self.p2p = P2PNode(self.chain, self.mempool, listen=cfg.listen, bind=cfg.bind,
                            port=cfg.port, connect=cfg.connect, addnode=cfg.addnode,
                            max_connections=cfg.max_connections, reconnect_interval=reconnect,
-                           user_agent=user_agent(cfg.uacomment), now=self.now)
+                           user_agent=user_agent(cfg.uacomment), now=self.now,
+                           connector=self._connector())
         try:
             await self.p2p.start()
         except OSError as exc:
@@ -299,6 +301,21 @@ class NodeContext:
         if cfg.server:
             await self._start_rpc()
         log.info("Node started")
+
+    def _connector(self) -> Any:
+        """What opens outgoing P2P connections: the extension's (CleanCoin-node's connect
+        broker), else this process, with the same connect rule (connect_rule.py)."""
+        own = getattr(self.extension, "connector", None)
+        if own is not None:
+            return own
+        from .connect_rule import ConnectRule
+        from .p2p.connector import DirectConnector, named_endpoints
+        cfg = self.config
+        try:
+            return DirectConnector(ConnectRule.build(named_endpoints(cfg.connect, cfg.addnode, cfg.allow_local_peers,
+                                                                     self.params.default_port)))
+        except ValueError as exc:
+            raise InitError(f"-allowlocalpeer: {exc}") from exc
 
     def _make_registry(self) -> None:
         """The RPC method table: the node's methods now, the wallet's when it starts."""

@@ -45,6 +45,35 @@ def _run_tcp_connect(ctx: _Ctx, out: _Out, proto: int = 0) -> Outcome:
     return _ok(f"connected to the parent's 127.0.0.1:{port}")
 
 
+def _run_connect_loopback(ctx: _Ctx, out: _Out) -> Outcome:
+    """The parent's 127.0.0.1 port by the host's other spellings of itself: 0.0.0.0 (which
+    the kernel takes as this host) and the IPv4-mapped ::ffff:127.0.0.1 over an inet6 socket.
+    A policy that keeps TCP connect from the loopback must hold for every form (CleanCoin-node
+    connects through its connect broker, and not at all by itself: found 12-06, h35)."""
+    port = ctx.targets.tcp_port
+    refusals: list[Outcome] = []
+    for family, address in ((socket.AF_INET, ("0.0.0.0", port)), (socket.AF_INET6, ("::ffff:127.0.0.1", port, 0, 0))):
+        sock, fail = _socket(family, socket.SOCK_STREAM, 0, ctx)
+        if sock is None:
+            refusals.append(fail)  # type: ignore[arg-type]
+            continue
+        sock.settimeout(3)
+        try:
+            sock.connect(address)
+        except OSError as exc:
+            if isinstance(exc, TimeoutError) or exc.errno is None:
+                refusals.append(("denied", "connect timed out"))
+            else:
+                refusals.append(ctx.denied(exc, EACCES="landlock: TCP port not granted",
+                                           ENETUNREACH="network namespace: no route to the host's loopback",
+                                           ECONNREFUSED="network namespace: the parent's port is not there"))
+            continue
+        finally:
+            sock.close()
+        return _ok(f"connected to the parent's port {port} as {address[0]}")
+    return refusals[0]
+
+
 def _run_tcp_bind(ctx: _Ctx, out: _Out, proto: int = 0) -> Outcome:
     sock, fail = _socket(socket.AF_INET, socket.SOCK_STREAM, proto, ctx)
     if sock is None:

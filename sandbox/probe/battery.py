@@ -27,7 +27,7 @@ from .attempts_kernel import (_bpf_extra, _exp_clone3, _exp_foreign_arch, _exp_m
 from .attempts_network import (_exp_abstract, _exp_mptcp_bind, _exp_mptcp_connect, _exp_socket,
                                _exp_tcp_bind, _exp_tcp_connect, _exp_udp, _make_socket_runner,
                                _run_abstract_connect, _run_mptcp_bind, _run_mptcp_connect,
-                               _run_tcp_bind, _run_tcp_connect, _run_udp_send)
+                               _run_connect_loopback, _run_tcp_bind, _run_tcp_connect, _run_udp_send)
 from .attempts_privileges import (_exp_ambient, _exp_capset, _exp_rlimit, _exp_securebits,
                                   _run_ambient, _run_capset, _run_iopl, _run_rlimit,
                                   _run_securebits)
@@ -94,6 +94,8 @@ def _battery() -> list[_Spec]:
         _Spec("exec-bin-true", "execve /bin/true", _exp_execve, _run_execve),
         _Spec("net-tcp-connect", "TCP connect to the parent's listening 127.0.0.1 port",
               _exp_tcp_connect, _run_tcp_connect),
+        _Spec("net-connect-loopback", "TCP connect to the parent's port as 0.0.0.0 and ::ffff:127.0.0.1 "
+              "(the host's other spellings of its loopback)", _exp_tcp_connect, _run_connect_loopback),
         _Spec("net-tcp-bind", "bind and listen on a TCP port", _exp_tcp_bind, _run_tcp_bind),
         _Spec("net-mptcp-connect", "connect to the parent's 127.0.0.1 port with an MPTCP socket "
               "(Landlock's TCP rules hold for IPPROTO_TCP only; MPTCP falls back to TCP)",

@@ -171,7 +171,7 @@ class _Judge:
                     continue
                 if fam.name in ("inet", "inet6") and not fam.raw:
                     protocol = {socket.SOCK_STREAM: socket.IPPROTO_TCP,
-                                socket.SOCK_DGRAM: socket.IPPROTO_UDP}.get(kind & 0xF)
+                                **({socket.SOCK_DGRAM: socket.IPPROTO_UDP} if fam.datagram else {})}.get(kind & 0xF)
                     if protocol is not None and args.get(2, 0) & 0xFFFFFFFF in (0, protocol):
                         return "allow"
                     continue

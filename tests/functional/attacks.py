@@ -714,3 +714,132 @@ with cm._lock:
             seq += 1
 report("plant-blocks", False, f"{nopow.header.hash[::-1].hex()} {side.header.hash[::-1].hex()}")
 '''
+
+# The confined node, compromised, reaches for the services on the host's own loopback (a
+# Redis, a PostgreSQL without a password): TCP to 127.0.0.1, ::1, 0.0.0.0 (which the kernel
+# takes as this host) and the IPv4-mapped form of 127.0.0.1, and a UDP datagram to a local
+# service. The test serves a secret on each TCP listener and counts the datagrams.
+LOOPBACK = r'''
+def tcp(family, address):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(3)
+    try:
+        s.connect(address)
+        return s.recv(200), "connected and read"
+    except OSError as exc:
+        return None, exc.strerror or type(exc).__name__
+    finally:
+        s.close()
+
+secret = ctx["secret"].encode()
+p4, p6 = ctx["tcp4_port"], ctx["tcp6_port"]
+for name, family, address in (("tcp-127.0.0.1", socket.AF_INET, ("127.0.0.1", p4)),
+                              ("tcp-::1", socket.AF_INET6, ("::1", p6, 0, 0)),
+                              ("tcp-0.0.0.0", socket.AF_INET, ("0.0.0.0", p4)),
+                              ("tcp-::ffff:127.0.0.1", socket.AF_INET6, ("::ffff:127.0.0.1", p4, 0, 0))):
+    attempt(name)
+    data, how = tcp(family, address)
+    report(name, data is not None and secret in data, f"{how}: {data!r}" if data else how)
+
+# The node cannot connect by itself even where the rule would allow it: to a port the
+# operator named (the test's allowed service, in the range the framework names).
+attempt("tcp-direct-to-a-named-endpoint")
+data, how = tcp(socket.AF_INET, ("127.0.0.1", ctx["allowed_port"]))
+report("tcp-direct-to-a-named-endpoint", data is not None, f"{how}: {data!r}" if data else how)
+
+# The connect broker's channel is in this process: ask it directly, with its own protocol.
+broker = None
+seen = []
+candidates = {}
+for fd in range(3, 1024):
+    try:
+        s = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        continue
+    if s.family == socket.AF_UNIX and s.type == socket.SOCK_SEQPACKET:
+        candidates[fd] = s
+    else:
+        s.close()
+# The zygote's channels are SOCK_SEQPACKET too (and SO_PEERCRED names this process for every
+# socketpair end it made). The broker's says "ready" (id 0) first: wait for that word on each,
+# peeking only, so that nothing meant for the node is taken from it. This runs before the
+# node's event loop, whose reader on the broker's channel would take the broker's answers.
+import select
+deadline = time.monotonic() + 15
+while broker is None and time.monotonic() < deadline:
+    poller = select.poll()
+    for s in candidates.values():
+        poller.register(s, select.POLLIN)
+    ready = {fd for fd, _ in poller.poll(1000)}
+    for s in [c for c in candidates.values() if c.fileno() in ready]:
+        head = s.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        if len(seen) < 10:
+            seen.append(f"{s.fileno()}: {head[:12]!r}")
+        if head[:5] == bytes(5) and head[5:] == b"ready":
+            broker = s
+            break
+    else:
+        continue
+    break
+if broker is None:
+    # Only an escape where the node could connect by itself (the checks above say).
+    report("broker-channel", False, f"no broker channel in this process: {seen}")
+else:
+    broker.settimeout(10)
+
+    def ask(ident, payload):
+        broker.send(payload)
+        while True:
+            data, fds, _, _ = socket.recv_fds(broker, 1024, 1)
+            if not data and not fds:
+                return -1, "the broker's channel closed", []
+            if len(data) >= 5 and struct.unpack(">I", data[:4])[0] == ident:
+                return data[4], data[5:].decode(errors="replace"), fds
+            for f in fds:
+                os.close(f)        # the broker's start-up word (id 0)
+
+    def via_broker(ident, host, port):
+        code, message, fds = ask(ident, struct.pack(">IH", ident, port) + host.encode())
+        got = None
+        if fds:
+            c = socket.socket(fileno=fds[0])
+            c.setblocking(True)
+            c.settimeout(3)
+            try:
+                got = c.recv(200)
+            except OSError as exc:
+                got = None
+            c.close()
+        return code, message, got
+
+    for ident, (name, host, port) in enumerate((("broker-127.0.0.1", "127.0.0.1", p4),
+                                                 ("broker-::1", "::1", p6),
+                                                 ("broker-0.0.0.0", "0.0.0.0", p4),
+                                                 ("broker-localhost", "localhost", p4),
+                                                 ("broker-::ffff:127.0.0.1", "::ffff:127.0.0.1", p4),
+                                                 ("broker-::127.0.0.1", "::127.0.0.1", p4)), 1):
+        attempt(name)
+        code, message, got = via_broker(ident, host, port)
+        report(name, bool(got and secret in got), f"code {code}: {message[:300]}")
+    attempt("broker-malformed")
+    answers = []
+    for ident, payload in ((0x31, struct.pack(">IH", 0x31, 80)),                 # no host
+                           (0x32, struct.pack(">IH", 0x32, 80) + b"a" * 3000),   # too long
+                           (0x33, struct.pack(">IH", 0x33, 0) + b"127.0.0.1"),   # port 0
+                           (0x34, struct.pack(">IH", 0x34, 80) + b"h\x00st/../x")):
+        answers.append(ask(ident, payload)[0])
+    report("broker-malformed", any(a == 0 for a in answers), f"codes {answers}")
+    # The allowed operation, after all that: the endpoint the operator named still works.
+    attempt("broker-named-endpoint")
+    code, message, got = via_broker(0x40, "127.0.0.1", ctx["allowed_port"])
+    report("broker-named-endpoint", False, f"code {code}: {message[:100]}: read {got!r}")
+
+attempt("udp-127.0.0.1")
+try:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.sendto(b"datagram " + secret, ("127.0.0.1", ctx["udp_port"]))
+    u.close()
+    report("udp-127.0.0.1", True, "sent (the test counts what arrived)")
+except OSError as exc:
+    report("udp-127.0.0.1", False, exc.strerror or type(exc).__name__)
+'''

@@ -41,7 +41,7 @@ from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 # tests/ holds the helpers the unit tests share (ports.py); crash_campaign.py runs this
 # module outside pytest, so the directory is put on the path here.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ports import free_port  # noqa: E402,F401 - re-exported: the functional tests import it from here
+from ports import free_port, port_range  # noqa: E402,F401 - re-exported: the functional tests import it from here
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
@@ -132,6 +132,15 @@ class _Rpc:
         return call
 
 
+def local_peers_arg() -> str:
+    """-allowlocalpeer for the ports this test process's nodes listen on (free_port's range):
+    the nodes connect to each other on 127.0.0.1 with addnode at run time, which the connect
+    rule refuses for endpoints not named at start (components/node/connect_rule.py).
+    Kernel-chosen ports (the attack tests' stand-in services) lie outside that range."""
+    low, high = port_range()
+    return f"-allowlocalpeer=127.0.0.1:{low}-{high}"
+
+
 class TestNode:
     """One node process (NODE_EXECUTABLE) with its own datadir under `base`."""
 
@@ -168,7 +177,7 @@ class TestNode:
     def args(self, extra: Sequence[str] = ()) -> list[str]:
         return node_command("-regtest", f"-datadir={self.datadir}", f"-port={self.p2p_port}",
                             f"-rpcport={self.rpc_port}", "-bind=127.0.0.1", "-printtoconsole=0",
-                            *self.extra_args, *extra)
+                            local_peers_arg(), *self.extra_args, *extra)
 
     def start(self, extra: Sequence[str] = (), wait: bool = True,
               env: dict[str, str] | None = None) -> None:

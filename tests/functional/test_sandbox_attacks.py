@@ -880,3 +880,96 @@ def test_blocks_the_confined_node_plants_in_its_chain_database_are_not_believed_
         assert "block index entries stored a height or chain work their headers do not give" in log
     finally:
         node.stop()
+
+
+class _SecretService:
+    """A stand-in for an unauthenticated local service (Redis): it serves `secret` to every
+    TCP client on 127.0.0.1 and ::1, and counts the UDP datagrams that reach it on 127.0.0.1.
+    Kernel-chosen ports: outside the range the framework names to the node (-allowlocalpeer)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self.served = 0
+        self.datagrams: list[bytes] = []
+        self.tcp4 = self._listen(socket.AF_INET, "127.0.0.1")
+        self.tcp6 = self._listen(socket.AF_INET6, "::1")
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        threading.Thread(target=self._receive, daemon=True).start()
+
+    def _listen(self, family: int, host: str) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.bind((host, 0))
+        sock.listen(8)
+        threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+        return sock
+
+    def _serve(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            self.served += 1
+            with conn:
+                conn.sendall(self.secret)
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                self.datagrams.append(self.udp.recv(512))
+            except OSError:
+                return
+
+    def ports(self) -> dict[str, int]:
+        return {"tcp4_port": self.tcp4.getsockname()[1], "tcp6_port": self.tcp6.getsockname()[1],
+                "udp_port": self.udp.getsockname()[1]}
+
+    def close(self) -> None:
+        for sock in (self.tcp4, self.tcp6, self.udp):
+            sock.close()
+
+
+def test_the_confined_node_cannot_reach_services_on_the_hosts_loopback(home_base: Path) -> None:
+    """Attacker code in the confined node connects to TCP services on 127.0.0.1, ::1,
+    0.0.0.0 and ::ffff:127.0.0.1, and sends a UDP datagram to 127.0.0.1, none of which the
+    operator named as a peer; every attempt is refused and the service sees nothing."""
+    secret = "redis-secret-" + uuid.uuid4().hex[:8]
+    service = _SecretService(secret.encode())
+    # A local peer the operator named (in the range the framework passes as -allowlocalpeer).
+    allowed = socket.socket()
+    allowed.bind(("127.0.0.1", free_port()))
+    allowed.listen(4)
+    served_allowed: list[int] = []
+
+    def serve_allowed() -> None:
+        while True:
+            try:
+                conn, _ = allowed.accept()
+            except OSError:
+                return
+            served_allowed.append(1)
+            with conn:
+                conn.sendall(b"allowed-peer-hello")
+    threading.Thread(target=serve_allowed, daemon=True).start()
+    try:
+        a = AttackedNode(home_base, node=attacks.LOOPBACK,
+                         variables={"secret": secret, "allowed_port": allowed.getsockname()[1], **service.ports()})
+        a.start()
+        results = a.result("node")
+        assert escapes(results) == {}, results
+        assert service.served == 0
+        assert service.datagrams == []
+        # The broker answered each with the rule's refusal, and a malformed request with an
+        # error; and it still connects the node to the endpoint the operator named.
+        assert "broker-channel" not in results, results      # found, and asked
+        assert "refused by the connect rule" in results["broker-127.0.0.1"]["detail"], results
+        assert "refused by the connect rule" in results["broker-::ffff:127.0.0.1"]["detail"], results
+        assert results["broker-malformed"]["detail"] == "codes [1, 1, 1, 1]", results
+        assert "read b'allowed-peer-hello'" in results["broker-named-endpoint"]["detail"], results
+        assert served_allowed == [1]        # through the broker; the direct try was refused
+        # The node still serves, with its broker.
+        assert a.node.rpc.getblockcount() == 0
+    finally:
+        service.close()
+        allowed.close()

@@ -126,6 +126,7 @@ from .log_limit import install as install_log_limit
 from .presync import HeaderSync, PresyncAbort
 from .peer import MAX_PEER_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip
 from .protocols import ChainAccess, MempoolAccess
+from .connector import UNRESTRICTED, ConnectRefused, Connector
 
 log = logging.getLogger("cleancoin.net")
 
@@ -251,6 +252,8 @@ class P2PNode:
     tests lower it to exercise several batches); `max_misbehaviour_bans`, the most automatic
     bans kept (MAX_MISBEHAVIOUR_BANS; tests lower it); `tx_request_timeout`, how long a
     transaction request waits before the next announcer is asked (TX_REQUEST_TIMEOUT).
+    `connector` opens every outgoing connection (connector.py): the daemons pass one that
+    applies the connect rule (connect_rule.py); the default applies none (tests).
     """
 
     def __init__(self, chain: ChainAccess, mempool: MempoolAccess, *,
@@ -263,8 +266,10 @@ class P2PNode:
                  reconnect_interval: float = 60.0, connect_timeout: float = 5.0,
                  getblocks_limit: int = GETBLOCKS_LIMIT,
                  max_misbehaviour_bans: int = MAX_MISBEHAVIOUR_BANS,
-                 tx_request_timeout: float = TX_REQUEST_TIMEOUT) -> None:
+                 tx_request_timeout: float = TX_REQUEST_TIMEOUT,
+                 connector: Connector = UNRESTRICTED) -> None:
         self.chain = chain
+        self.connector = connector
         self.mempool = mempool
         self.params = chain.params
         # Peers decide how often most of our log lines are written: cap them per call site.
@@ -464,8 +469,12 @@ class P2PNode:
         self._pending_dials.add(target)
         try:
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
-                                                        self.connect_timeout)
+                reader, writer = await asyncio.wait_for(self.connector.open(host, port, self.connect_timeout),
+                                                        self.connect_timeout + 2.0)
+            except ConnectRefused as e:
+                # The operator's word, not a peer's failure: said at the default level.
+                log.info("not connecting to %s: %s", target, e)
+                return None
             except (OSError, TimeoutError) as e:
                 log.debug("connection to %s failed: %s", target, e or type(e).__name__)
                 return None

@@ -1,0 +1,371 @@
+"""The connect broker: the only process that opens TCP connections for a confined CleanCoin-node.
+
+The confined node may not connect TCP at all (policies/node.toml: connect_tcp holds no peer
+port); Landlock (ABI <= 7) could only restrict ports, not addresses, so "any" let attacker
+code in the node reach every service on the host's loopback. Instead, as Chrome's network
+service does for its renderers, CleanCoin-node starts this broker before it confines itself
+(`launch`): a fresh interpreter (`python -I -m cleancoin.components.node.connect_broker`,
+not a fork: the node has read its conf file's passwords by then) that holds one end of a
+SOCK_SEQPACKET socketpair and nothing else. Its connect rule (connect_rule.py) comes from its
+command line, fixed before the node confines itself: nothing the node sends later changes it.
+It builds the rule (names resolved, this host's addresses read), confines itself with
+policies/connect-broker.toml (no filesystem beyond the base's read-only Python and the
+resolver's files, no exec, no process, inet stream and datagram sockets and its socketpair),
+says it is ready, and serves.
+
+Protocol, one datagram per message (SOCK_SEQPACKET keeps the boundaries and the descriptor
+with its message):
+- request (node -> broker): id (u32, big-endian, not 0), port (u16), host (1-255 bytes of
+  letters, digits and ".-:_"); anything else, or longer than MAX_REQUEST, is malformed;
+- reply (broker -> node): id (u32), code (u8), a message (UTF-8, at most MAX_MESSAGE bytes);
+  code OK carries the connected socket (SCM_RIGHTS). Id 0 is the broker's start-up word:
+  OK "ready", or START_FAILED and why.
+The broker resolves the host, checks every address (connect_rule.connect_checked), connects
+with its timeout (the node's connect timeout), each request in a thread of its own, at most
+MAX_ACTIVE at once (more: BUSY). A malformed request gets MALFORMED, never a crash. It ends
+when the node's end closes (the node ended).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .connect_rule import ConnectRefused, ConnectRule, connect_checked
+
+log = logging.getLogger("cleancoin.net")
+
+MAX_REQUEST = 6 + 255
+MAX_MESSAGE = 400
+#: Connections being made at once; the node dials at most its outbound slots (10) and the
+#: manual peers at a time, so more is a node that is not itself.
+MAX_ACTIVE = 16
+_REQUEST = struct.Struct(">IH")
+_REPLY = struct.Struct(">IB")
+_HOST_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:_")
+
+OK, MALFORMED, REFUSED, FAILED, TIMEOUT, BUSY, START_FAILED = range(7)
+CODES = {OK: "ok", MALFORMED: "malformed request", REFUSED: "refused", FAILED: "connect failed",
+         TIMEOUT: "timed out", BUSY: "busy", START_FAILED: "broker did not start"}
+POLICY = "connect-broker"
+
+
+class MalformedRequest(ValueError):
+    """A request the broker cannot read; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    host: str
+    port: int
+
+
+def encode_request(request: Request) -> bytes:
+    return _REQUEST.pack(request.id, request.port) + request.host.encode("ascii")
+
+
+def parse_request(data: bytes) -> Request:
+    """A request from its bytes (module docstring); raises MalformedRequest."""
+    if len(data) > MAX_REQUEST:
+        raise MalformedRequest(f"request longer than {MAX_REQUEST} bytes")
+    if len(data) < _REQUEST.size + 1:
+        raise MalformedRequest("request shorter than its header and a host")
+    ident, port = _REQUEST.unpack_from(data)
+    host = data[_REQUEST.size:]
+    if ident == 0:
+        raise MalformedRequest("request id 0")
+    if port == 0:
+        raise MalformedRequest("port 0")
+    if not set(host) <= _HOST_CHARS:
+        raise MalformedRequest("host holds a character that is not a letter, digit or .-:_")
+    return Request(ident, host.decode("ascii"), port)
+
+
+def request_id(data: bytes) -> int:
+    """The id of a request, even of a malformed one (0 if it has none), for its reply."""
+    return _REQUEST.unpack_from(data)[0] if len(data) >= 4 else 0
+
+
+def encode_reply(ident: int, code: int, message: str) -> bytes:
+    return _REPLY.pack(ident, code) + message.encode("utf-8", "replace")[:MAX_MESSAGE]
+
+
+def parse_reply(data: bytes) -> tuple[int, int, str]:
+    """(id, code, message); raises ValueError for a reply too short to hold its header."""
+    if len(data) < _REPLY.size:
+        raise ValueError("reply shorter than its header")
+    ident, code = _REPLY.unpack_from(data)
+    return ident, code, data[_REPLY.size:_REPLY.size + MAX_MESSAGE].decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------- the broker
+
+class Broker:
+    """The serving side on `channel` (blocking), with `rule` and the connect `timeout`."""
+
+    def __init__(self, channel: socket.socket, rule: ConnectRule, timeout: float) -> None:
+        self.channel, self.rule, self.timeout = channel, rule, timeout
+        self._active = threading.BoundedSemaphore(MAX_ACTIVE)
+        self._send_lock = threading.Lock()
+
+    def reply(self, ident: int, code: int, message: str, fd: int | None = None) -> None:
+        data = encode_reply(ident, code, message)
+        try:
+            with self._send_lock:
+                if fd is None:
+                    self.channel.send(data)
+                else:
+                    socket.send_fds(self.channel, [data], [fd])
+        except OSError:
+            pass        # the node went away; serve() ends at the next receive
+
+    def serve(self) -> None:
+        """Answer requests until the node's end closes."""
+        while True:
+            try:
+                data, fds, flags, _ = socket.recv_fds(self.channel, MAX_REQUEST + 1, 1, socket.MSG_CMSG_CLOEXEC)
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            for fd in fds:
+                os.close(fd)            # the node sends no descriptors
+            if not data and not fds:
+                return                  # the node's end closed
+            self.handle(data, truncated=bool(flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)) or bool(fds))
+
+    def handle(self, data: bytes, truncated: bool = False) -> None:
+        """One request's datagram: answered now (malformed, busy) or in a thread."""
+        ident = request_id(data)
+        try:
+            if truncated:
+                raise MalformedRequest(f"request longer than {MAX_REQUEST} bytes, or with descriptors")
+            request = parse_request(data)
+        except MalformedRequest as exc:
+            self.reply(ident, MALFORMED, str(exc))
+            return
+        if not self._active.acquire(blocking=False):
+            self.reply(ident, BUSY, f"more than {MAX_ACTIVE} connections being made")
+            return
+        try:
+            threading.Thread(target=self._connect, args=(request,), daemon=True).start()
+        except RuntimeError as exc:       # no thread to be had (nproc)
+            self._active.release()
+            self.reply(ident, BUSY, str(exc))
+
+    def _connect(self, request: Request) -> None:
+        try:
+            code, message, sock = OK, "connected", None
+            try:
+                sock = connect_checked(self.rule, request.host, request.port, self.timeout)
+            except ConnectRefused as exc:
+                code, message = REFUSED, str(exc)
+            except TimeoutError as exc:
+                code, message = TIMEOUT, str(exc) or "timed out"
+            except OSError as exc:
+                code, message = FAILED, exc.strerror or str(exc) or type(exc).__name__
+            except Exception as exc:  # noqa: BLE001 - an answer, never a dead thread and a waiting node
+                code, message = FAILED, f"{type(exc).__name__}: {exc}"
+            self.reply(request.id, code, message, sock.fileno() if sock is not None else None)
+            if sock is not None:
+                sock.close()
+        finally:
+            self._active.release()
+
+
+def _name_self() -> None:
+    try:
+        import setproctitle
+        setproctitle.setproctitle("CleanCoin-node connect-broker")
+    except ImportError:
+        pass
+
+
+def main(argv: Sequence[str]) -> int:
+    """`connect_broker CHANNEL TIMEOUT [ENDPOINT ...]`: build the rule, confine, serve."""
+    channel = socket.socket(fileno=int(argv[0]))
+    def fail(message: str) -> int:
+        try:
+            channel.send(encode_reply(0, START_FAILED, message))
+        except OSError:
+            pass
+        return 1
+    try:
+        timeout = float(argv[1])
+        rule = ConnectRule.build(argv[2:])
+    except (ValueError, IndexError) as exc:
+        return fail(f"bad configuration: {exc}")
+    _name_self()
+    # Everything the serving code uses is imported and set up before the sandbox goes up.
+    socket.getaddrinfo("127.0.0.1", 1, type=socket.SOCK_STREAM)
+    "".encode("idna")
+    from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self, shipped_policy
+    try:
+        restrict_self(shipped_policy(POLICY), {}, keep_fds={channel.fileno()})
+    except (EnforcementError, PolicyError, PolicyErrors) as exc:
+        return fail(f"cannot confine itself: {exc}")
+    channel.send(encode_reply(0, OK, "ready"))
+    Broker(channel, rule, timeout).serve()
+    return 0
+
+
+#: The broker's whole environment: nothing of the node's. LC_ALL fixes the resolver's and
+#: strerror's language, and gives setproctitle an environment to move (it leaves the title
+#: alone in an empty one).
+_ENVIRONMENT = {"LC_ALL": "C"}
+
+
+def launch(endpoints: Sequence[str], timeout: float) -> tuple[socket.socket, int]:
+    """Start a broker with these allowed local endpoints (host:port or host:low-high) and
+    connect timeout; returns the node's end of its channel and its pid. Called by
+    CleanCoin-node before it confines itself; the broker is nobody's child here
+    (helpers.detached) and ends when this end closes."""
+    from cleancoin.sandbox import descriptors, helpers
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+
+    def grandchild() -> None:
+        try:
+            fd = theirs.fileno()
+            null = os.open("/dev/null", os.O_RDWR)
+            for std in (0, 1, 2):
+                os.dup2(null, std)
+            descriptors.keep_only({0, 1, 2, fd})
+            os.set_inheritable(fd, True)
+            os.execve(sys.executable, [sys.executable, "-I", "-m", __name__, str(fd), repr(float(timeout)),
+                                       *endpoints], _ENVIRONMENT)
+        finally:
+            os._exit(127)
+    pid = helpers.detached(grandchild)
+    theirs.close()
+    return ours, pid
+
+
+# ---------------------------------------------------------------------- the node's side
+
+class BrokerConnector:
+    """The node's side (connector.Connector): each open() is one request; replies come back
+    in any order and are matched by id. When the broker is gone every open() fails with
+    ConnectionError, and the node goes on without outgoing connections."""
+
+    def __init__(self, channel: socket.socket, pid: int = 0) -> None:
+        self.channel = channel
+        self.pid = pid
+        self.channel.setblocking(False)
+        self.status = "starting"
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._next = 0
+        self._reading: asyncio.AbstractEventLoop | None = None
+        self._gone: str | None = None
+
+    def attach(self) -> None:
+        """Start hearing the broker on the running loop (its start-up word: `status`); open()
+        does it too."""
+        self._ensure_reader()
+
+    def _ensure_reader(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._reading is not loop and self._gone is None:
+            loop.add_reader(self.channel.fileno(), self._readable)
+            self._reading = loop
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.channel, _REPLY.size + MAX_MESSAGE + 1, 1, socket.MSG_CMSG_CLOEXEC)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._lost(f"the connect broker has ended (its channel failed: {exc.strerror or exc})")
+                return
+            if not data and not fds:
+                self._lost("the connect broker has ended")
+                return
+            self._dispatch(data, fds)
+
+    def _dispatch(self, data: bytes, fds: list[int]) -> None:
+        try:
+            ident, code, message = parse_reply(data)
+        except ValueError:
+            ident, code, message = -1, FAILED, "unreadable reply"
+        future = self._pending.pop(ident, None)
+        if ident == 0:
+            self.status = "ready" if code == OK else f"failed: {message}"
+            if code != OK:
+                log.error("the connect broker did not start (%s): this node makes no outgoing connections",
+                          message)
+        if future is None or future.done() or code != OK or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            if future is not None and not future.done():
+                future.set_exception(_error(code, message if fds or code != OK else "no socket in the reply"))
+            return
+        future.set_result(fds[0])
+
+    def _lost(self, reason: str) -> None:
+        if self._gone is None:
+            log.error("%s: this node makes no outgoing connections until it is restarted", reason)
+            self.status = f"gone: {reason}"
+        self._gone = reason
+        if self._reading is not None:
+            self._reading.remove_reader(self.channel.fileno())
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError(reason))
+        self._pending.clear()
+
+    async def open(self, host: str, port: int, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._gone is not None:
+            raise ConnectionError(self._gone)
+        self._ensure_reader()
+        self._next = self._next % 0xFFFFFFFF + 1
+        ident = self._next
+        request = encode_request(Request(ident, host, port))
+        if len(request) > MAX_REQUEST:
+            raise OSError(f"host name longer than {MAX_REQUEST - _REQUEST.size} bytes")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = future
+        try:
+            self.channel.send(request)
+        except BlockingIOError:
+            self._pending.pop(ident, None)
+            raise ConnectionError("the connect broker is not keeping up") from None
+        except OSError as exc:
+            self._pending.pop(ident, None)
+            self._lost(f"the connect broker has ended ({exc.strerror or exc})")
+            raise ConnectionError(self._gone) from None
+        try:
+            # The broker times out on its own after `timeout`; a little longer here.
+            fd = await asyncio.wait_for(asyncio.shield(future), timeout + 1.0)
+        except BaseException:
+            self._pending.pop(ident, None)
+            future.add_done_callback(lambda f: os.close(f.result()) if not f.cancelled() and f.exception() is None else None)
+            raise
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        return await asyncio.open_connection(sock=sock)
+
+    def close(self) -> None:
+        if self._reading is not None and self._gone is None:
+            self._reading.remove_reader(self.channel.fileno())
+        self._gone = self._gone or "closed"
+        self.channel.close()
+
+
+def _error(code: int, message: str) -> OSError:
+    if code == REFUSED:
+        return ConnectRefused(message)
+    if code == TIMEOUT:
+        return TimeoutError(message)
+    return OSError(f"{CODES.get(code, f'code {code}')}: {message}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,218 @@
+"""The connect rule (components/node/connect_rule.py) and the connect broker
+(connect_broker.py): the rule's address classes, the request parser under random and hostile
+input, and a real broker process (confined by policies/connect-broker.toml) answering real
+requests over its socket pair, with real listeners on the loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import signal
+import socket
+import struct
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from cleancoin.components.node import connect_broker as cb
+from cleancoin.components.node.connect_rule import (ConnectRefused, ConnectRule, connect_checked, own_addresses,
+                                                        split_endpoint)
+from cleancoin.components.node.p2p.connector import DirectConnector
+
+
+# ---------------------------------------------------------------------- the rule
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.1.2.3", "::1", "0.0.0.0", "::", "::ffff:127.0.0.1",
+                                     "::127.0.0.1", "169.254.1.1", "fe80::1", "fe80::1%lo", "::ffff:0.0.0.0",
+                                     "::ffff:169.254.3.4"])
+def test_the_hosts_own_address_classes_are_refused_unless_named(address: str) -> None:
+    rule = ConnectRule.build([], own=frozenset())
+    reason = rule.check(address, 18444)
+    assert reason is not None and "not an endpoint named at start" in reason
+
+
+def test_other_addresses_are_peers() -> None:
+    rule = ConnectRule.build([], own=frozenset())
+    for address in ("8.8.8.8", "10.0.0.5", "2001:db8::1", "::ffff:8.8.8.8", "192.168.1.1"):
+        assert rule.check(address, 8333) is None
+
+
+def test_named_endpoints_allow_exactly_their_address_and_ports() -> None:
+    rule = ConnectRule.build(["127.0.0.1:18444", "[::1]:20000-20010", "localhost:19000"], own=frozenset())
+    assert rule.check("127.0.0.1", 18444) is None
+    assert rule.check("::ffff:127.0.0.1", 18444) is None          # the same address, mapped
+    assert rule.check("127.0.0.1", 18445) is not None
+    assert rule.check("127.0.0.2", 18444) is not None
+    assert rule.check("::1", 20005) is None and rule.check("::1", 20011) is not None
+    assert rule.check("127.0.0.1", 19000) is None                  # localhost, resolved at build
+
+
+def test_the_hosts_interface_addresses_are_its_own() -> None:
+    own = own_addresses()
+    assert ipaddress.ip_address("127.0.0.1") in own                # fib_trie's LOCAL entries are read
+    external = [a for a in own if not a.is_loopback]
+    rule = ConnectRule.build([], own=own)
+    for address in external:
+        assert rule.check(address, 8333) is not None, address
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "127.0.0.1:", ":80", "127.0.0.1:0", "127.0.0.1:70000",
+                                  "127.0.0.1:20-10", "127.0.0.1:a", "[::1]80", "127.0.0.1:1-"])
+def test_bad_allowlocalpeer_values_are_errors(text: str) -> None:
+    with pytest.raises(ValueError):
+        split_endpoint(text)
+
+
+def test_a_name_resolving_to_the_loopback_is_refused_before_any_connect() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        with pytest.raises(ConnectRefused, match="refused by the connect rule"):
+            connect_checked(ConnectRule.build([], own=frozenset()), "localhost", port, 2.0)
+        sock = connect_checked(ConnectRule.build([f"127.0.0.1:{port}"], own=frozenset()), "localhost", port, 2.0)
+        sock.close()
+    finally:
+        listener.close()
+
+
+# ---------------------------------------------------------------------- the parser
+
+def test_well_formed_requests_round_trip() -> None:
+    for host in ("127.0.0.1", "::1", "seed.example.org", "a" * 255, "fe80::1"):
+        request = cb.Request(7, host, 18444)
+        assert cb.parse_request(cb.encode_request(request)) == request
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00\x00\x00\x01", b"\x00\x00\x00\x01\x00\x50",
+                                  b"\x00\x00\x00\x00\x00\x50host", b"\x00\x00\x00\x01\x00\x00host",
+                                  b"\x00\x00\x00\x01\x00\x50h\x00st", b"\x00\x00\x00\x01\x00\x50h/st",
+                                  b"\x00\x00\x00\x01\x00\x50h\xc3\xa9st", b"\x00\x00\x00\x01\x00\x50" + b"a" * 256])
+def test_malformed_requests_are_refused_with_a_reason(data: bytes) -> None:
+    with pytest.raises(cb.MalformedRequest):
+        cb.parse_request(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=cb.MAX_REQUEST + 40))
+def test_the_parser_never_fails_otherwise(data: bytes) -> None:
+    """Any bytes: a request within the rules, or MalformedRequest; nothing else escapes."""
+    try:
+        request = cb.parse_request(data)
+    except cb.MalformedRequest:
+        return
+    assert 1 <= len(request.host) <= 255 and request.port > 0 and request.id > 0
+    assert cb.encode_request(request) == data
+
+
+# ---------------------------------------------------------------------- a real broker
+
+def _recv(sock: socket.socket, ident: int) -> tuple[int, str, list[int]]:
+    while True:
+        data, fds, _, _ = socket.recv_fds(sock, 1024, 1)
+        assert data, "the broker ended"
+        got, code, message = cb.parse_reply(data)
+        if got == ident:
+            return code, message, fds
+        assert got == 0 and code == cb.OK, (got, code, message)        # its start-up word
+
+
+@pytest.fixture
+def served() -> tuple[socket.socket, int]:
+    """A loopback listener that greets each client."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    yield listener, listener.getsockname()[1]
+    listener.close()
+
+
+def test_a_real_broker_connects_what_the_rule_allows_and_survives_garbage(served: tuple[socket.socket, int]) -> None:
+    listener, port = served
+    channel, pid = cb.launch([f"127.0.0.1:{port}"], 2.0)
+    channel.settimeout(20)
+    try:
+        # Garbage first: each answered with MALFORMED, the broker goes on.
+        for ident, payload in ((9, struct.pack(">IH", 9, 80)), (10, struct.pack(">IH", 10, 80) + b"x" * 4000),
+                               (11, struct.pack(">IH", 11, 0) + b"127.0.0.1"), (12, struct.pack(">IH", 12, 1) + b"a b")):
+            channel.send(payload)
+            code, message, fds = _recv(channel, ident)
+            assert code == cb.MALFORMED and not fds, message
+        channel.send(cb.encode_request(cb.Request(1, "127.0.0.1", port + 1 if port < 65535 else port - 1)))
+        code, message, fds = _recv(channel, 1)
+        assert code == cb.REFUSED and "refused by the connect rule" in message and not fds
+        channel.send(cb.encode_request(cb.Request(2, "127.0.0.1", port)))
+        code, message, fds = _recv(channel, 2)
+        assert code == cb.OK and len(fds) == 1, message
+        conn, _ = listener.accept()
+        conn.sendall(b"hello")
+        with socket.socket(fileno=fds[0]) as passed:
+            passed.setblocking(True)
+            assert passed.recv(5) == b"hello"
+        conn.close()
+    finally:
+        channel.close()
+    _wait_gone(pid)         # it ends when the node's end closes
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the broker (pid {pid}) did not end")
+
+
+def test_the_broker_is_confined_by_its_policy(served: tuple[socket.socket, int]) -> None:
+    """Its filter has no execve and its Landlock domain no filesystem write: /proc shows
+    Seccomp 2 and NoNewPrivs 1 for it, and it is not dumpable."""
+    _, port = served
+    channel, pid = cb.launch([], 2.0)
+    channel.settimeout(20)
+    try:
+        channel.send(cb.encode_request(cb.Request(1, "127.0.0.1", port)))
+        code, _, _ = _recv(channel, 1)        # answered: confined by then (ready came first)
+        assert code == cb.REFUSED
+        status = open(f"/proc/{pid}/status").read()
+        assert "\nSeccomp:\t2\n" in status and "\nNoNewPrivs:\t1\n" in status, status
+        assert "\nCapEff:\t0000000000000000\n" in status
+    finally:
+        channel.close()
+    _wait_gone(pid)
+
+
+def test_a_node_whose_broker_is_gone_fails_to_connect_cleanly(served: tuple[socket.socket, int]) -> None:
+    """The broker killed: every open() fails with ConnectionError at once, nothing hangs or
+    crashes; a pending request fails too."""
+    _, port = served
+    channel, pid = cb.launch([f"127.0.0.1:{port}"], 2.0)
+
+    async def run() -> None:
+        connector = cb.BrokerConnector(channel, pid)
+        reader, writer = await connector.open("127.0.0.1", port, 5.0)        # works first
+        writer.close()
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(3):
+            with pytest.raises(ConnectionError, match="connect broker"):
+                await asyncio.wait_for(connector.open("127.0.0.1", port, 5.0), 10)
+        connector.close()
+    asyncio.run(run())
+    _wait_gone(pid)
+
+
+def test_the_direct_connector_applies_the_same_rule(served: tuple[socket.socket, int]) -> None:
+    """CleanCoind's path: the same refusal, the same message."""
+    _, port = served
+
+    async def run() -> None:
+        refused = DirectConnector(ConnectRule.build([], own=frozenset()))
+        with pytest.raises(ConnectRefused, match=r"refused by the connect rule: 127\.0\.0\.1:\d+ is a loopback"):
+            await refused.open("127.0.0.1", port, 2.0)
+        allowed = DirectConnector(ConnectRule.build([f"127.0.0.1:{port}"], own=frozenset()))
+        _, writer = await allowed.open("127.0.0.1", port, 2.0)
+        writer.close()
+    asyncio.run(run())
