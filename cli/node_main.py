@@ -137,9 +137,11 @@ def setup_logging(settings: Settings, netdatadir: str) -> None:
     fmt = LogFormatter("%(asctime)s.%(msecs)03dZ [%(name)s] %(levelname)s %(message)s",
                        "%Y-%m-%dT%H:%M:%S")
     fmt.converter = time.gmtime
-    handlers: list[logging.Handler] = [logging.StreamHandler(stream)] if stream else []
+    # A full disk must not turn every later log line into a traceback on stderr (log_stream.py).
+    from cleancoin.components.common.log_stream import LogStreamHandler
+    handlers: list[logging.Handler] = [LogStreamHandler(stream, path)] if stream and path else []
     if settings.get_bool("printtoconsole", True):
-        handlers.append(logging.StreamHandler(sys.stdout))
+        handlers.append(LogStreamHandler(sys.stdout, "the console"))
     for h in handlers:
         h.setFormatter(fmt)
         root.addHandler(h)

@@ -62,8 +62,9 @@ def setup_logging(netdatadir: str | None, console: bool, debug: Sequence[str]) -
         path = os.path.join(netdatadir, "wallets", "debug.log")
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         # Never through a link: the directory is the confined wallet's (private_files).
+        from cleancoin.components.common.log_stream import LogStreamHandler
         from cleancoin.components.common.private_files import open_log
-        handlers.append(logging.StreamHandler(open_log(path)))
+        handlers.append(LogStreamHandler(open_log(path), path))
     if console or netdatadir is None:
         stream = logging.StreamHandler(sys.stderr)
         if not console:
