@@ -598,9 +598,15 @@ class RpcServer:
                                 text="Too many requests of this user in flight; retry shortly")
         self._user_requests[user] = in_flight + 1
         charge = _Charge(self._user_bytes, user, self.max_user_bytes)
+        # The body's storage, emptied in `finally` whatever still refers to the object: a
+        # refused or timed-out read ends in an exception whose traceback keeps _read_body's
+        # frame, and the finished task and wait_for's frame make a cycle of it, which only the
+        # cyclic collector frees (seen: 15 MiB bodies of refused requests held on after
+        # their 503, several at once).
+        body = bytearray()
         try:
             try:
-                body = await asyncio.wait_for(self._read_body(request, charge), self.server_timeout)
+                await asyncio.wait_for(self._read_body(request, charge, body), self.server_timeout)
                 charge.add(PARSED_VALUE_BYTES * min(jsonfmt.value_bound(body), self.max_values + 1))
             except web.HTTPRequestEntityTooLarge:
                 return web.Response(status=HTTP_CONTENT_TOO_LARGE)
@@ -621,6 +627,7 @@ class RpcServer:
                 return web.Response(status=status)
             return _json_response(status, text)
         finally:
+            body.clear()
             charge.release()
             left = self._user_requests.get(user, 1) - 1
             if left > 0:
@@ -628,17 +635,18 @@ class RpcServer:
             else:
                 self._user_requests.pop(user, None)
 
-    async def _read_body(self, request: web.BaseRequest, charge: "_Charge") -> bytes:
-        """The whole body, each piece charged to its user as it arrives (_OverBudget when the
-        user's requests in flight would hold too much), at most max_request_size bytes."""
+    async def _read_body(self, request: web.BaseRequest, charge: "_Charge", body: bytearray) -> None:
+        """The whole body into `body`, each piece charged to its user as it arrives
+        (_OverBudget when the user's requests in flight would hold too much), at most
+        max_request_size bytes. The caller owns `body` and empties it when done; it is used
+        as it is, not copied to bytes (a second copy of up to 32 MiB)."""
         declared = request.content_length
         if declared is not None and declared > self.max_request_size:
             raise web.HTTPRequestEntityTooLarge(max_size=self.max_request_size, actual_size=declared)
-        body = bytearray()
         while True:
             chunk = await request.content.readany()
             if not chunk:
-                return bytes(body)
+                return
             if len(body) + len(chunk) > self.max_request_size:
                 raise web.HTTPRequestEntityTooLarge(max_size=self.max_request_size,
                                                     actual_size=len(body) + len(chunk))
@@ -647,7 +655,7 @@ class RpcServer:
 
     # -- JSON-RPC --------------------------------------------------------------------------
 
-    async def _process(self, body: bytes, context: dict[str, Any]) -> tuple[int, str | None]:
+    async def _process(self, body: bytes | bytearray, context: dict[str, Any]) -> tuple[int, str | None]:
         values = jsonfmt.value_bound(body)
         if values > self.max_values:
             LOG.info("RPC: refused a request of %d bytes from %s unparsed: up to %d JSON values (the limit is %d)",
