@@ -769,7 +769,7 @@ class RpcServer:
                     text = await self._execute(req, context)
                     if req.is_notification:
                         continue
-                    text, fits = self._charged(text, req, charge, context, quiet=not fits)
+                    text, fits = self._charged(text, req, charge, context)
                 else:
                     text = _encode(_reply(req.version, None, _reply_too_large(self.max_user_bytes), req.id))
                 out += (b"," if members else b"") + text.encode()
@@ -782,17 +782,17 @@ class RpcServer:
         error = RpcError(RPC_PARSE_ERROR, "Top-level object parse error")
         return HTTP_INTERNAL_SERVER_ERROR, _encode(_reply("1.0", None, error, None))
 
-    def _charged(self, text: str, req: _Request, charge: "_Charge", context: dict[str, Any], *,
-                 quiet: bool = False) -> tuple[str, bool]:
+    def _charged(self, text: str, req: _Request, charge: "_Charge",
+                 context: dict[str, Any]) -> tuple[str, bool]:
         """(`text`, True) when the reply fits the user's budget, which it is then charged to;
-        else (the RPC_OUT_OF_MEMORY error for `req`, False), logged unless `quiet`."""
+        else (the RPC_OUT_OF_MEMORY error for `req`, logged, False). A batch's later calls are
+        refused without this (and without a line each)."""
         try:
             charge.add(len(text))
         except _OverBudget:
-            if not quiet:
-                LOG.warning("RPC: refused a reply of %d bytes to %s (%s): user %s's requests and replies in "
-                            "flight would hold more than %d bytes", len(text), context["peer"],
-                            _sanitize(req.method), _sanitize(context["user"]), self.max_user_bytes)
+            LOG.warning("RPC: refused a reply of %d bytes to %s (%s): user %s's requests and replies in "
+                        "flight would hold more than %d bytes", len(text), context["peer"],
+                        _sanitize(req.method), _sanitize(context["user"]), self.max_user_bytes)
             return _encode(_reply(req.version, None, _reply_too_large(self.max_user_bytes), req.id)), False
         return text, True
 
