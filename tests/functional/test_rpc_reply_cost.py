@@ -80,7 +80,7 @@ def test_a_batch_of_big_replies_is_charged_to_its_user(node: Callable[..., TestN
     are, and stay charged until the transport has taken them: 49 calls are answered with the
     block, the ones after them RPC_OUT_OF_MEMORY (-7) "Reply too large ..." without being run;
     peak +67 to +70 MiB (for 200 as for 100). The bound: the budget and as much again (128
-    MiB); the code before grows past it from 100 calls on. A smaller batch is answered whole."""
+    MiB); the code before: +384 MiB for 100 calls. A smaller batch is answered whole."""
     n = node(f"-rpcauth={RPCAUTH}", f"-rpcwhitelist={WATCHER}:getblock", "-rpcwhitelistdefault=0",
              f"-rpcservertimeout={TIMEOUT:g}")
     n.start()
