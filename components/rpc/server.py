@@ -670,17 +670,25 @@ class RpcServer:
         node had built for as long as the connection lasted, uncharged); within
         -rpcservertimeout, or the connection is closed."""
         reply += b"\n"
-        response = web.StreamResponse(status=status)
-        response.content_type = JSON_CONTENT_TYPE
-        response.content_length = len(reply)
+        response: web.StreamResponse
+        if len(reply) <= REPLY_SLICE:
+            # Headers and body in one send, as before (a StreamResponse sends its headers at
+            # once: a client saw a reply cut after them when the node was killed in between).
+            response = web.Response(status=status, body=reply, content_type=JSON_CONTENT_TYPE)
+        else:
+            response = web.StreamResponse(status=status)
+            response.content_type = JSON_CONTENT_TYPE
+            response.content_length = len(reply)
 
         async def write() -> None:
-            # In slices: the transport copies what the socket does not take at once, and
-            # aiohttp joined headers and a whole body first (a 64 MiB batch reply: two copies).
             await response.prepare(request)
-            with memoryview(reply) as view:
-                for start in range(0, len(view), REPLY_SLICE):
-                    await response.write(view[start:start + REPLY_SLICE])
+            if not isinstance(response, web.Response):
+                # In slices: the transport copies what the socket does not take at once, and
+                # aiohttp joined headers and a whole body first (a 64 MiB batch reply: two
+                # more copies).
+                with memoryview(reply) as view:
+                    for start in range(0, len(view), REPLY_SLICE):
+                        await response.write(view[start:start + REPLY_SLICE])
             await response.write_eof()
 
         try:
