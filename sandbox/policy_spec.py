@@ -462,7 +462,9 @@ class RlimitMap(ValueType):
                     "properties": {"soft": limit, "hard": limit}}]}}
 
 
-ARG_OPS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
+ARG_OPS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq", "masked_ne")
+#: Ops with a mask: the rule holds when (argument & mask) == value, or != value.
+_MASKED_OPS = ("masked_eq", "masked_ne")
 _UINT64_MAX = 2**64 - 1
 
 
@@ -512,7 +514,11 @@ class RuleList(ValueType):
             action = Action().parse(table.get("action", "allow"), f"{here}.action", ref)
             raw_args = table.get("args", [])
             _expect(raw_args, list, ref(f"{here}.args"), "an array of argument conditions")
-            conditions = []
+            conditions: list[ArgCondition] = []
+            # A masked_ne condition: (position, index, value, mask). libseccomp compares
+            # (argument & mask) == value only, so the rule is written as one rule per bit of
+            # the mask, each holding when that bit differs from value's: the same filter.
+            differs: tuple[int, int, int, int] | None = None
             for j, arg in enumerate(raw_args):
                 where = ref(f"{here}.args[{j}]")
                 cond = _table(arg, where, {"index": True, "op": True, "value": True, "mask": False},
@@ -520,20 +526,32 @@ class RuleList(ValueType):
                 index = Integer(0, 5).parse(cond["index"], f"{here}.args[{j}]", ref)
                 op = Choice(ARG_OPS).parse(cond["op"], f"{here}.args[{j}]", ref)
                 val = Integer(0, 2**64 - 1).parse(cond["value"], f"{here}.args[{j}]", ref)
-                if op == "masked_eq" and "mask" not in cond:
-                    raise PolicyError(where, "masked_eq needs a mask")
-                if op != "masked_eq" and "mask" in cond:
-                    raise PolicyError(where, f"mask is for masked_eq only, not {op}")
+                if op in _MASKED_OPS and "mask" not in cond:
+                    raise PolicyError(where, f"{op} needs a mask")
+                if op not in _MASKED_OPS and "mask" in cond:
+                    raise PolicyError(where, f"mask is for masked_eq and masked_ne only, not {op}")
                 mask = Integer(0, 2**64 - 1).parse(cond.get("mask", 0), f"{here}.args[{j}]", ref)
-                if op == "masked_eq" and val & ~mask:
+                if op == "masked_ne" and not mask:
+                    raise PolicyError(where, "masked_ne with mask 0: (argument & 0) is always 0, so the "
+                                             "rule holds for no value 0 and for every other one; write "
+                                             "the rule without it")
+                if op in _MASKED_OPS and val & ~mask:
                     # (argument & mask) never has a bit the mask clears: the rule would read
                     # as a test and never hold.
                     raise PolicyError(where, f"value {val:#x} has bits outside mask {mask:#x} "
                                              f"({val & ~mask:#x}): (argument & mask) can never equal "
                                              "it, so the rule never applies")
-                if any(c.index == index for c in conditions):
+                if any(c.index == index for c in conditions) or (differs is not None and differs[1] == index):
                     raise PolicyError(where, f"argument {index} is tested twice in one rule; "
                                              "write two rules instead")
+                if op == "masked_ne":
+                    if differs is not None:
+                        raise PolicyError(where, "one masked_ne condition per rule (each is written as "
+                                                 "one rule per bit of its mask); write two rules instead")
+                    if (narrow := narrow_argument(syscall, action, ArgCondition(index, "masked_eq", val, mask))):
+                        raise PolicyError(where, narrow)
+                    differs = (len(conditions), index, val, mask)
+                    continue
                 condition = ArgCondition(index, op, val, mask)
                 if (narrow := narrow_argument(syscall, action, condition)) is not None:
                     raise PolicyError(where, narrow)
@@ -542,8 +560,15 @@ class RuleList(ValueType):
             if not logged and not action.startswith("errno:"):
                 raise PolicyError(ref(f"{here}.log"), f"log = false is for errno:NAME rules (the "
                                                       f"denial log records only those), not {action}")
-            rules.append(SeccompRule(syscall, action, tuple(conditions), ref(f"{here}.syscall"),
-                                     _reason(table, ref(here)), logged))
+            variants = [conditions]
+            if differs is not None:
+                at, index, val, mask = differs
+                bits = [1 << b for b in range(64) if mask >> b & 1]
+                variants = [conditions[:at] + [ArgCondition(index, "masked_eq", (val & bit) ^ bit, bit)]
+                            + conditions[at:] for bit in bits]
+            for variant in variants:
+                rules.append(SeccompRule(syscall, action, tuple(variant), ref(f"{here}.syscall"),
+                                         _reason(table, ref(here)), logged))
         return tuple(rules)
 
     def schema(self) -> dict[str, Any]:

@@ -214,7 +214,33 @@ CASES: list[Any] = [
         syscall = "ioctl"
         action = "errno:EPERM"
         args = [{ index = 1, op = "eq", value = 0x5412, mask = 0xFFFF }]
-        """, "mask is for masked_eq only, not eq", 4, "seccomp.rules[0].args[0]"), id="mask-on-eq"),
+        """, "mask is for masked_eq and masked_ne only, not eq", 4, "seccomp.rules[0].args[0]"), id="mask-on-eq"),
+    pytest.param(Case("""
+        [[seccomp.rules]]
+        syscall = "chmod"
+        action = "errno:EPERM"
+        args = [{ index = 1, op = "masked_ne", mask = 0, value = 0 }]
+        """, "masked_ne with mask 0", 4, "seccomp.rules[0].args[0]"), id="masked-ne-mask-zero"),
+    pytest.param(Case("""
+        [[seccomp.rules]]
+        syscall = "fchmodat"
+        action = "errno:EPERM"
+        args = [{ index = 1, op = "masked_ne", mask = 0o7, value = 0 },
+                { index = 2, op = "masked_ne", mask = 0o77, value = 0 }]
+        """, "one masked_ne condition per rule", 5, "seccomp.rules[0].args[1]"), id="masked-ne-twice"),
+    pytest.param(Case("""
+        [[seccomp.rules]]
+        syscall = "chmod"
+        action = "errno:EPERM"
+        args = [{ index = 1, op = "masked_ne", mask = 0o77, value = 0o100 }]
+        """, "value 0x40 has bits outside mask 0x3f (0x40)", 4, "seccomp.rules[0].args[0]"),
+        id="masked-ne-value-outside-mask"),
+    pytest.param(Case("""
+        [[seccomp.rules]]
+        syscall = "chmod"
+        action = "errno:EPERM"
+        args = [{ index = 1, op = "masked_ne", mask = 0x1FFFF, value = 0 }]
+        """, "does not fit in it", 4, "seccomp.rules[0].args[0]"), id="masked-ne-mask-too-wide"),
     pytest.param(Case("""
         [[seccomp.rules]]
         syscall = "clone"
@@ -651,3 +677,27 @@ def test_an_error_in_the_shipped_base_would_name_it(tmp_path: Path) -> None:
     errors = load_errors(str(path))
     find(errors, "expected true or false, found a string \"true\"", number, "namespaces.pid",
          "python.toml")
+
+
+def test_masked_ne_is_one_rule_per_bit_of_its_mask(tmp_path: Path) -> None:
+    """`(argument & mask) != value` is not a libseccomp comparison: it is loaded as one
+    masked_eq rule per bit of the mask, each holding when that bit differs from value's, the
+    other conditions kept in place. Their OR is the same test (policies/wallet.toml's chmod)."""
+    path = tmp_path / "p.toml"
+    path.write_text(toml("""
+        extends = ["base/python.toml"]
+        [[seccomp.rules]]
+        syscall = "fchmodat"
+        action = "errno:EPERM"
+        args = [{ index = 0, op = "masked_eq", mask = 0xFFFFFFFF, value = 3 },
+                { index = 2, op = "masked_ne", mask = 0o5, value = 0o4 }]
+        """).replace("base/python.toml", shipped_policy("base/python")))
+    rules = [r for r in load_policy(str(path)).seccomp.rules if r.syscall == "fchmodat"]
+    assert [[(c.index, c.op, c.value, c.mask) for c in r.args] for r in rules] == [
+        [(0, "masked_eq", 3, 0xFFFFFFFF), (2, "masked_eq", 0o1, 0o1)],         # bit 0 set where value's is clear
+        [(0, "masked_eq", 3, 0xFFFFFFFF), (2, "masked_eq", 0o0, 0o4)],         # bit 2 clear where value's is set
+    ]
+
+    def holds(mode: int) -> bool:
+        return any(all(mode & c.mask == c.value for c in r.args[1:]) for r in rules)
+    assert [m for m in range(8) if holds(m)] == [m for m in range(8) if m & 0o5 != 0o4]

@@ -39,6 +39,8 @@ REQUIRED = {
     "denial-log-bury", "fs-setuid",
     # found 12-06 (h33): Landlock's TCP port rules do not hold for an MPTCP socket
     "net-mptcp-bind", "net-mptcp-connect",
+    # found 12-06 (h39): the wallet gave its files and wallets/ group and other bits
+    "fs-loosen-mode",
 }
 
 
@@ -202,7 +204,11 @@ def test_expected_seccomp_actions_come_from_the_policy(strict, sandbox_vars) -> 
     # Derived for every policy: no set-user-ID or set-group-ID bit in a mode (h32, 12-06).
     assert judge.seccomp_action("chmod", {1: 0o4755}) == "errno:EPERM"
     assert judge.seccomp_action("fchmod", {1: 0o2755}) == "errno:EPERM"
-    assert judge.seccomp_action("chmod", {1: 0o755}) == "allow"
+    assert judge.seccomp_action("chmod", {1: 0o700}) == "allow"
+    # strict.toml's own rules (h39): no group or other bit by chmod or fchmod.
+    assert judge.seccomp_action("chmod", {1: 0o755}) == "errno:EPERM"
+    assert judge.seccomp_action("fchmod", {1: 0o604}) == "errno:EPERM"
+    assert judge.seccomp_action("fchmod", {1: 0o600}) == "allow"
     assert judge.seccomp_action("openat", {2: os.O_CREAT | os.O_WRONLY, 3: 0o4700}) == "errno:EPERM"
     assert judge.seccomp_action("openat", {2: os.O_RDONLY, 3: 0o4700}) == "allow"
     assert judge.seccomp_action("openat", {2: os.O_CREAT | os.O_WRONLY, 3: 0o600}) == "allow"

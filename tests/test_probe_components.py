@@ -64,6 +64,8 @@ def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:
     # ... and it cannot set that terminal's modes by any request (h33: TCSETA, TCSETS2 and kin did).
     modes = attempts["terminal-modes-self-restriction"]
     assert modes["expected"] == modes["outcome"] == "denied", modes
+    # The node's policy leaves modes to the node (its umask): chmod 0644 goes through.
+    assert attempts["fs-loosen-mode"]["expected"] == attempts["fs-loosen-mode"]["outcome"] == "allowed"
     assert not os.listdir(netdir / "wallets")   # the planted canary was removed
 
 
@@ -80,6 +82,9 @@ def test_probe_wallet_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> Non
         assert attempts[name]["outcome"] == "denied", attempts[name]
     # The wallet makes no socket at all: the filter kills it at socket(2), before any family.
     assert "SIGSYS" in str(attempts["net-tcp-connect"]["detail"])
+    # Its files keep their owner's modes (h39): chmod 0644 and fchmod 0606 refused.
+    loosen = attempts["fs-loosen-mode"]
+    assert loosen["expected"] == loosen["outcome"] == "denied" and "EPERM" in str(loosen["detail"]), loosen
 
 
 def test_probe_catches_a_directory_that_is_not_hidden(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001
@@ -97,6 +102,21 @@ def test_probe_catches_a_directory_that_is_not_hidden(base_sandbox, tmp_path: Pa
     result = probe.probe_against(load_policy(shipped_policy("node")), load_policy(str(unhidden)),
                                  variables)
     assert [a.name for a in result.escapes] == ["fs-read-hidden"], result.to_text()
+
+
+def test_probe_catches_a_wallet_that_may_loosen_its_modes(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001
+    """Judged by wallet.toml, enforced without its chmod and fchmod rules: group and other
+    bits given to a file of wallets/ are an escape (h39's attack, as CI would catch it)."""
+    walletdir = tmp_path / "regtest" / "wallets"
+    walletdir.mkdir(parents=True)
+    text = Path(shipped_policy("wallet")).read_text().replace(
+        'extends = ["base/python.toml"]', f'extends = ["{shipped_policy("base/python")}"]')
+    loose = tmp_path / "loose.toml"
+    loose.write_text(text.replace('op = "masked_ne", mask = 0o077, value = 0', 'op = "masked_eq", mask = 0o7000, value = 0o7000'))
+    assert loose.read_text() != text
+    variables = {"walletdir": str(walletdir), "tmpdir": str(tmp_path)}
+    result = probe.probe_against(load_policy(shipped_policy("wallet")), load_policy(str(loose)), variables)
+    assert [a.name for a in result.escapes] == ["fs-loosen-mode"], result.to_text()
 
 
 def test_check_accepts_the_component_policies() -> None:

@@ -49,7 +49,7 @@ def loads(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deeply") from exc
 
 
-def value_bound(data: bytes) -> int:
+def value_bound(data: bytes | bytearray) -> int:
     """At least the number of JSON values in `data`, counted without parsing it: every value
     but the first follows a `,`, `:`, `[` or `{` (the same bytes inside strings are counted
     too, so this may count more, never fewer). Four byte counts, about 5 ms for 32 MiB."""

@@ -15,7 +15,9 @@ wrong; 429 with Retry-After, unchecked but for the cookie, while the failure lim
 the client's address or the whole server back); no Content-Encoding (415: bodies are never
 inflated); the body size limit (413) and deadline, and what the user's requests in flight
 may hold together (503 with Retry-After past `max_user_bytes`) and how many there are (503
-past `max_user_requests`, half the connections); then JSON-RPC:
+past `max_user_requests`, half the connections); then JSON-RPC. Replies are charged to the
+same budget as they are built (RPC_OUT_OF_MEMORY past it) and written, under the deadline,
+before the request leaves the user's count:
 
 - JSON-RPC 1.0 (no "jsonrpc" field, or "1.0"): the reply has "result", "error" and "id"; an error
   sets the HTTP status as bitcoind does: 400 for RPC_INVALID_REQUEST, 404 for
@@ -78,6 +80,7 @@ from .errors import (
     HTTP_UNAUTHORIZED,
     HTTP_UNSUPPORTED_MEDIA_TYPE,
     RPC_INVALID_REQUEST,
+    RPC_OUT_OF_MEMORY,
     RPC_PARSE_ERROR,
     RpcError,
     legacy_http_status,
@@ -127,6 +130,8 @@ USER_SHARE_OF_CONNECTIONS = 0.5
 #: object ~70, a small int in a list 8).
 PARSED_VALUE_BYTES = 64
 JSON_CONTENT_TYPE = "application/json"
+#: Bytes of a reply handed to the transport at a time (it waits for the socket past 64 KiB).
+REPLY_SLICE = 256 * 1024
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_NETWORKS: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -609,9 +614,16 @@ class RpcServer:
                                 text="Too many requests of this user in flight; retry shortly")
         self._user_requests[user] = in_flight + 1
         charge = _Charge(self._user_bytes, user, self.max_user_bytes)
+        # The body's storage, emptied in `finally` whatever still refers to the object: a
+        # refused or timed-out read ends in an exception whose traceback keeps _read_body's
+        # frame, and the finished task and wait_for's frame make a cycle of it, which only the
+        # cyclic collector frees (seen: 15 MiB bodies of refused requests held on after
+        # their 503, several at once).
+        body = bytearray()
+        reply: bytearray | None = None
         try:
             try:
-                body = await asyncio.wait_for(self._read_body(request, charge), self.server_timeout)
+                await asyncio.wait_for(self._read_body(request, charge, body), self.server_timeout)
                 charge.add(PARSED_VALUE_BYTES * min(jsonfmt.value_bound(body), self.max_values + 1))
             except web.HTTPRequestEntityTooLarge:
                 return web.Response(status=HTTP_CONTENT_TOO_LARGE)
@@ -627,11 +639,17 @@ class RpcServer:
                 return web.Response(status=HTTP_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"},
                                     text="Too much of this user's request data in flight; retry shortly")
             context = {"uri_wallet": uri_wallet, "user": user, "peer": _peer_text(ip, peer_port), "server": self}
-            status, text = await self._process(body, context)
-            if text is None:
+            status, reply = await self._process(body, context, charge)
+            body.clear()
+            if reply is None:
                 return web.Response(status=status)
-            return _json_response(status, text)
+            return await self._send(request, status, reply, _peer_text(ip, peer_port))
         finally:
+            body.clear()
+            if reply is not None:
+                # Its storage, as the body's: aiohttp's response object outlives the request.
+                with contextlib.suppress(BufferError):      # a view of it still exported
+                    reply.clear()
             charge.release()
             left = self._user_requests.get(user, 1) - 1
             if left > 0:
@@ -639,26 +657,75 @@ class RpcServer:
             else:
                 self._user_requests.pop(user, None)
 
-    async def _read_body(self, request: web.BaseRequest, charge: "_Charge") -> bytes:
-        """The whole body, each piece charged to its user as it arrives (_OverBudget when the
-        user's requests in flight would hold too much), at most max_request_size bytes."""
+    async def _read_body(self, request: web.BaseRequest, charge: "_Charge", body: bytearray) -> None:
+        """The whole body into `body`, each piece charged to its user as it arrives
+        (_OverBudget when the user's requests in flight would hold too much), at most
+        max_request_size bytes. The caller owns `body` and empties it when done; it is used
+        as it is, not copied to bytes (a second copy of up to 32 MiB)."""
         declared = request.content_length
         if declared is not None and declared > self.max_request_size:
             raise web.HTTPRequestEntityTooLarge(max_size=self.max_request_size, actual_size=declared)
-        body = bytearray()
         while True:
             chunk = await request.content.readany()
             if not chunk:
-                return bytes(body)
+                return
             if len(body) + len(chunk) > self.max_request_size:
                 raise web.HTTPRequestEntityTooLarge(max_size=self.max_request_size,
                                                     actual_size=len(body) + len(chunk))
             charge.add(len(chunk))
             body += chunk
 
+    async def _send(self, request: web.BaseRequest, status: int, reply: bytearray, peer: str) -> web.StreamResponse:
+        """Write the reply here, not after the handler returns, so that it stays charged to its
+        user until the transport has taken it (a client that does not read kept a reply the
+        node had built for as long as the connection lasted, uncharged); within
+        -rpcservertimeout, or the connection is closed."""
+        reply += b"\n"
+        response: web.StreamResponse
+        if len(reply) <= REPLY_SLICE:
+            # Headers and body in one send, as before (a StreamResponse sends its headers at
+            # once: a client saw a reply cut after them when the node was killed in between).
+            response = web.Response(status=status, body=reply, content_type=JSON_CONTENT_TYPE)
+        else:
+            response = web.StreamResponse(status=status)
+            response.content_type = JSON_CONTENT_TYPE
+            response.content_length = len(reply)
+
+        async def write() -> None:
+            await response.prepare(request)
+            if not isinstance(response, web.Response):
+                # In slices: the transport copies what the socket does not take at once, and
+                # aiohttp joined headers and a whole body first (a 64 MiB batch reply: two
+                # more copies).
+                with memoryview(reply) as view:
+                    for start in range(0, len(view), REPLY_SLICE):
+                        await response.write(view[start:start + REPLY_SLICE])
+            await response.write_eof()
+
+        try:
+            await asyncio.wait_for(write(), self.server_timeout)
+        except asyncio.TimeoutError:
+            LOG.info("RPC: closing the connection from %s: reply of %d bytes not read within "
+                     "-rpcservertimeout (%g s)", peer, len(reply), self.server_timeout)
+            if request.transport is not None:
+                request.transport.abort()
+        return response
+
     # -- JSON-RPC --------------------------------------------------------------------------
 
-    async def _process(self, body: bytes, context: dict[str, Any]) -> tuple[int, str | None]:
+    async def _process(self, body: bytes | bytearray, context: dict[str, Any],
+                       charge: "_Charge") -> tuple[int, bytearray | None]:
+        """The HTTP status and reply (None: no body) for a request body. Every reply a method
+        builds is charged to the user's budget as it is built, as bodies are: a reply that
+        would pass it is answered RPC_OUT_OF_MEMORY instead, and a batch's calls after it are
+        not run (their replies would be refused too)."""
+        status, reply = await self._answer(body, context, charge)
+        if reply is None or isinstance(reply, bytearray):
+            return status, reply
+        return status, bytearray(reply, "utf-8")
+
+    async def _answer(self, body: bytes | bytearray, context: dict[str, Any],
+                      charge: "_Charge") -> tuple[int, str | bytearray | None]:
         values = jsonfmt.value_bound(body)
         if values > self.max_values:
             LOG.info("RPC: refused a request of %d bytes from %s unparsed: up to %d JSON values (the limit is %d)",
@@ -681,12 +748,17 @@ class RpcServer:
                 return legacy_http_status(bad.error.code), _encode(_reply(bad.version, None, bad.error, bad.id))
             if req.version == "2.0":
                 text = await self._execute(req, context)
-                return (HTTP_NO_CONTENT, None) if req.is_notification else (HTTP_OK, text)
+                if req.is_notification:
+                    return HTTP_NO_CONTENT, None
+                text, _ = self._charged(text, req, charge, context)
+                return HTTP_OK, text
             try:
                 result = await self._run(req, context)
             except RpcError as err:
                 return legacy_http_status(err.code), _encode(_reply(req.version, None, err, req.id))
-            return HTTP_OK, _encode(_reply(req.version, result, None, req.id))
+            text, fits = self._charged(_encode(_reply(req.version, result, None, req.id)), req, charge, context)
+            del result
+            return (HTTP_OK if fits else legacy_http_status(RPC_OUT_OF_MEMORY)), text
         if isinstance(value, list):
             if len(value) > self.max_batch:
                 LOG.info("RPC: refused a batch of %d requests from %s (the limit is %d)", len(value),
@@ -694,7 +766,12 @@ class RpcServer:
                 error = RpcError(RPC_INVALID_REQUEST,
                                  f"Batch too large: {len(value)} requests, the limit is {self.max_batch}")
                 return legacy_http_status(error.code), _encode(_reply("1.0", None, error, None))
-            replies: list[str] = []
+            # The replies go into one buffer as they are made (the list of them and its join
+            # were two more copies of the whole); `fits` turns false at the first that would
+            # pass the user's budget.
+            out = bytearray(b"[")
+            members = 0
+            fits = True
             for index, item in enumerate(value):
                 if index:
                     await asyncio.sleep(0)     # other clients get a turn between the calls
@@ -703,16 +780,40 @@ class RpcServer:
                     req = _parse_request(item)
                 except _InvalidRequest as bad:
                     if not (bad.version == "2.0" and bad.id is _NO_ID):
-                        replies.append(_encode(_reply(bad.version, None, bad.error, bad.id)))
+                        text = _encode(_reply(bad.version, None, bad.error, bad.id))
+                        out += (b"," if members else b"") + text.encode()
+                        members += 1
                     continue
-                text = await self._execute(req, context)
-                if not req.is_notification:
-                    replies.append(text)
-            if not replies and value:
+                if fits or req.is_notification:
+                    text = await self._execute(req, context)
+                    if req.is_notification:
+                        continue
+                    text, fits = self._charged(text, req, charge, context)
+                else:
+                    text = _encode(_reply(req.version, None, _reply_too_large(self.max_user_bytes), req.id))
+                out += (b"," if members else b"") + text.encode()
+                members += 1
+                del text
+            if not members and value:
                 return HTTP_NO_CONTENT, None
-            return HTTP_OK, "[" + ",".join(replies) + "]"
+            out += b"]"
+            return HTTP_OK, out
         error = RpcError(RPC_PARSE_ERROR, "Top-level object parse error")
         return HTTP_INTERNAL_SERVER_ERROR, _encode(_reply("1.0", None, error, None))
+
+    def _charged(self, text: str, req: _Request, charge: "_Charge",
+                 context: dict[str, Any]) -> tuple[str, bool]:
+        """(`text`, True) when the reply fits the user's budget, which it is then charged to;
+        else (the RPC_OUT_OF_MEMORY error for `req`, logged, False). A batch's later calls are
+        refused without this (and without a line each)."""
+        try:
+            charge.add(len(text))
+        except _OverBudget:
+            LOG.warning("RPC: refused a reply of %d bytes to %s (%s): user %s's requests and replies in "
+                        "flight would hold more than %d bytes", len(text), context["peer"],
+                        _sanitize(req.method), _sanitize(context["user"]), self.max_user_bytes)
+            return _encode(_reply(req.version, None, _reply_too_large(self.max_user_bytes), req.id)), False
+        return text, True
 
     def _refused_by_whitelist(self, value: Any, user: str) -> tuple[int, str | None] | None:
         """bitcoind's -rpcwhitelist check: HTTP 403 without a body for a call (or a batch
@@ -752,6 +853,12 @@ class RpcServer:
         except RpcError as err:
             return _encode(_reply(req.version, None, err, req.id))
         return _encode(_reply(req.version, result, None, req.id))
+
+
+def _reply_too_large(limit: int) -> RpcError:
+    return RpcError(RPC_OUT_OF_MEMORY, f"Reply too large: this user's requests and replies in flight would hold more "
+                                       f"than {limit} bytes; ask for less in one request, or retry once others "
+                                       f"are answered")
 
 
 class _OverBudget(Exception):

@@ -164,6 +164,40 @@ def _run_setuid(ctx: _Ctx, out: _Out) -> Outcome:
         if refusals else ("denied", "the bits did not stay")
 
 
+def _run_loosen_mode(ctx: _Ctx, out: _Out) -> Outcome:
+    """Give a file of the writable directory group and other bits (chmod 0644, fchmod 0606).
+    Where the datadir is reachable by others (bitcoind's -sysperms, a shared group), a
+    component's modes are what keeps its files private; a policy that refuses the bits says
+    so with a masked_ne rule on the mode (policies/wallet.toml)."""
+    path = ctx.targets.probe_file("loosen")
+    gained: list[str] = []
+    refusals: list[OSError] = []
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return ctx.denied(exc, EACCES="landlock: no make_reg right")
+    try:
+        for how, call in (("chmod", lambda: os.chmod(path, 0o644)), ("fchmod", lambda: os.fchmod(fd, 0o606))):
+            try:
+                call()
+            except OSError as exc:
+                refusals.append(exc)
+                continue
+            mode = os.stat(path).st_mode & 0o7777
+            if mode & 0o077:
+                gained.append(f"{how} made mode {mode:o}")
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    if gained:
+        return _ok("; ".join(gained))
+    return ctx.denied(refusals[0], EPERM="seccomp: group and other bits refused") \
+        if refusals else ("denied", "the bits did not stay")
+
+
 def _run_read_hidden(ctx: _Ctx, out: _Out) -> Outcome:
     path = ctx.targets.hidden_file
     assert path is not None
@@ -253,6 +287,13 @@ def _exp_setuid(j: _Judge, t: _Targets) -> _Why:
     w = _Why()
     j.ll(w, t.probe_file("setuid"), _MAKE_REG, "make_reg")
     j.sc(w, "chmod", {1: 0o4755})
+    return w
+
+
+def _exp_loosen_mode(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.ll(w, t.probe_file("loosen"), _MAKE_REG, "make_reg")
+    j.sc(w, "chmod", {1: 0o644})
     return w
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .attempts_files import (_exp_create, _exp_hidden, _exp_protected, _run_modify_protected, _run_read_hidden, _exp_hardlink, _exp_list_root, _exp_mknod, _exp_setuid, _run_setuid,
+                             _exp_loosen_mode, _run_loosen_mode,
                              _exp_modify_canary, _exp_read, _exp_symlink, _run_hardlink,
                              _run_list_root, _run_mknod, _run_modify_canary, _run_read_outside,
                              _run_read_passwd, _run_symlink, _run_write_granted,
@@ -91,6 +92,9 @@ def _battery() -> list[_Spec]:
         _Spec("fs-setuid", "give a file in the writable directory the set-user-ID bit (chmod, "
               "fchmod, open): nosuid holds in the view only, the file stays on the host",
               _exp_setuid, _run_setuid, needs_writable=True),
+        _Spec("fs-loosen-mode", "give a file in the writable directory group and other bits "
+              "(chmod 0644, fchmod 0606): with the datadir reachable by others (-sysperms), modes "
+              "keep a component's files private", _exp_loosen_mode, _run_loosen_mode, needs_writable=True),
         _Spec("exec-bin-true", "execve /bin/true", _exp_execve, _run_execve),
         _Spec("net-tcp-connect", "TCP connect to the parent's listening 127.0.0.1 port",
               _exp_tcp_connect, _run_tcp_connect),

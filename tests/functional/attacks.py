@@ -432,7 +432,7 @@ planted("suid-by-fchmod", by_fchmod)
 planted("suid-by-open", by_open)
 plain = os.path.join(ctx["walletdir"], "plain-chmod")
 os.close(write(plain, 0o600))
-os.chmod(plain, 0o640)
+os.chmod(plain, 0o700)          # among the owner's bits: group and other are refused (LOOSEN_MODES)
 report("plain-chmod", False, f"mode {os.stat(plain).st_mode & 0o7777:o}")
 """
 
@@ -843,3 +843,40 @@ try:
 except OSError as exc:
     report("udp-127.0.0.1", False, exc.strerror or type(exc).__name__)
 '''
+
+
+# The wallet loosens its own files' modes: a wallet database, the wallets directory, a file
+# made for it. Under -sysperms (or a shared group) the datadir is reachable by others, and
+# wallets/ and its files are then what keeps the keys private: group and other bits given with
+# chmod or fchmod open them. The control: a mode change among the owner's own bits.
+LOOSEN_MODES = r"""
+walletdir = ctx["walletdir"]
+
+def loosened(name, path, how, mode):
+    attempt(name)
+    try:
+        how(path, mode)
+    except OSError as exc:
+        report(name, False, f"refused: {exc.strerror}")
+        return
+    now = os.stat(path).st_mode & 0o7777
+    report(name, bool(now & 0o077), f"mode {now:o}")
+
+def by_fchmod(path, mode):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+victim = os.path.join(walletdir, "loosen-me")
+os.close(os.open(victim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+loosened("file-by-chmod", victim, os.chmod, 0o644)
+loosened("file-by-fchmod", victim, by_fchmod, 0o606)
+loosened("dir-by-chmod", walletdir, os.chmod, 0o755)
+loosened("dir-by-fchmod", walletdir, by_fchmod, 0o711)
+loosened("database-by-chmod", ctx["database"], os.chmod, 0o640)
+os.chmod(victim, 0o400)
+os.chmod(victim, 0o600)
+report("owner-chmod", False, f"mode {os.stat(victim).st_mode & 0o7777:o}")
+"""

@@ -557,7 +557,7 @@ def test_the_wallet_cannot_plant_a_set_user_id_program_on_the_host(home_base: Pa
     a.config["wallet_delay"] = 0.5
     a.start()
     results = a.result("wallet", timeout=60)
-    assert results["plain-chmod"]["detail"] == "mode 640", results
+    assert results["plain-chmod"]["detail"] == "mode 700", results
     walletdir = a.node.netdatadir / "wallets"
     for name in ("suid-by-chmod", "suid-by-fchmod", "suid-by-open"):
         assert results[name]["detail"] == "refused: Operation not permitted", results
@@ -568,6 +568,33 @@ def test_the_wallet_cannot_plant_a_set_user_id_program_on_the_host(home_base: Pa
         path.chmod(0o755)
         assert _run_as_nobody(path) == 65534 & 0xFF        # control: it runs, as nobody
     assert escapes(results) == {}, results
+
+
+def test_the_wallet_cannot_loosen_its_files_modes(home_base: Path) -> None:
+    """Attacker code in the wallet, on a node run with -sysperms (the datadir shared with a
+    group, or others): it gives group and other bits to a file it made, to the wallets
+    directory and to a wallet's database, with chmod and fchmod. On the old code all five went
+    through (wallets/ 0755 and 0711, the database 0640, the file 0644 and 0606): the keys
+    readable by whoever reaches the datadir. Now the wallet's filter refuses a mode with any
+    group or other bit (policies/wallet.toml, `masked_ne`), and a change among the owner's
+    bits still works. (umask is not on the wallet's allow list at all.)"""
+    plain = TestNode(0, home_base, ("-sysperms",))
+    plain.start()
+    plain.rpc.createwallet("w")
+    plain.stop()
+    database = plain.netdatadir / "wallets" / "w" / "wallet.sqlite"
+    before = {path: path.stat().st_mode & 0o7777 for path in (database, database.parent.parent)}
+    a = AttackedNode(home_base, wallet=attacks.LOOSEN_MODES, extra=("-sysperms",),
+                     variables={"database": str(database)})
+    a.config["wallet_delay"] = 0.5
+    a.start()
+    results = a.result("wallet", timeout=60)
+    assert results["owner-chmod"]["detail"] == "mode 600", results
+    for name in ("file-by-chmod", "file-by-fchmod", "dir-by-chmod", "dir-by-fchmod", "database-by-chmod"):
+        assert results[name]["detail"] == "refused: Operation not permitted", results
+    assert escapes(results) == {}, results
+    assert {path: path.stat().st_mode & 0o7777 for path in before} == before
+    assert a.node.rpc.getblockcount() == 0
 
 
 def test_the_wallet_cannot_bury_its_refusals_under_decoys(home_base: Path) -> None:

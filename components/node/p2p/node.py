@@ -137,7 +137,8 @@ GETBLOCKS_LIMIT: int = 500
 BAN_THRESHOLD: int = 100
 #: Seconds after which an unanswered getheaders no longer stops us asking that peer again.
 HEADERS_TIMEOUT: float = 60.0
-#: Transactions we refused recently, not requested again until the tip moves.
+#: Transactions we refused recently: not requested again, nor validated again when sent
+#: unsolicited, until the tip moves.
 _RECENT_REJECTS_SIZE: int = 20_000
 #: A transaction requested from one peer is not requested elsewhere for this long
 #: (bitcoind's GETDATA_TX_INTERVAL); then the next peer that announced it is asked.
@@ -993,12 +994,16 @@ class P2PNode:
 
     def _tx_needed(self, txid: bytes) -> bool:
         """Not in the mempool and not recently refused."""
+        return not self._recently_rejected(txid) and txid not in self.mempool
+
+    def _recently_rejected(self, txid: bytes) -> bool:
+        """Refused since the tip last moved (bitcoind's recentRejects, reset the same way)."""
         tip = self.chain.tip.hash
         if tip != self._rejects_tip:
             # A new tip can make a rejected transaction valid (or its inputs known).
             self._recent_rejects.clear()
             self._rejects_tip = tip
-        return txid not in self._recent_rejects and txid not in self.mempool
+        return txid in self._recent_rejects
 
     def _reject_tx(self, txid: bytes) -> None:
         self._recent_rejects[txid] = None
@@ -1401,23 +1406,33 @@ class P2PNode:
         self._request_txs(peer)
         if txid in self.mempool:
             return
+        if self._recently_rejected(txid):
+            # Sent unsolicited again (a `tx` needs no `inv` first): validating it again would
+            # cost the same and end the same. Not charged again either: the peer may relay
+            # what another sent first (bitcoind ignores it the same way).
+            log.debug("peer=%d: tx %s refused before, not validated again", peer.id, tx.txid_hex)
+            return
         try:
             self.mempool.accept(tx)
-        except ValidationError as e:
-            if e.failure in (Failure.MISSING_INPUTS, Failure.PREMATURE_SPEND, Failure.TIME_FUTURE):
-                # Possibly valid later (we keep no orphan pool): not the peer's fault.
-                log.debug("peer=%d: tx %s not accepted yet: %s", peer.id, tx.txid_hex, e.reason)
-            else:
-                self._reject_tx(txid)
-                self.misbehaving(peer, 10, f"invalid transaction {tx.txid_hex}: {e.reason}")
-            return
         except Exception as e:
-            if not hasattr(e, "reason"):
-                # Not a policy rejection: a bug in the mempool. Log it; do not blame the peer.
+            # The mempool raises MempoolReject, whose `failure` (as a ValidationError's) is the
+            # consensus rule that failed, None for a policy rule.
+            reason = getattr(e, "reason", None)
+            if reason is None:
+                # Not a rejection: a bug in the mempool. Log it; do not blame the peer.
                 log.exception("mempool.accept failed for %s", tx.txid_hex)
             else:
-                log.debug("peer=%d: tx %s rejected by policy: %s",
-                          peer.id, tx.txid_hex, getattr(e, "reason", ""))
+                failure = getattr(e, "failure", None)
+                text = getattr(e, "message", reason)
+                if failure in (Failure.MISSING_INPUTS, Failure.PREMATURE_SPEND, Failure.TIME_FUTURE):
+                    # Possibly valid later (we keep no orphan pool): not the peer's fault. It is
+                    # refused until the tip moves all the same, or a peer could have it
+                    # validated as often as it likes.
+                    log.debug("peer=%d: tx %s not accepted yet: %s", peer.id, tx.txid_hex, text)
+                elif failure is not None:
+                    self.misbehaving(peer, 10, f"invalid transaction {tx.txid_hex}: {text}")
+                else:
+                    log.debug("peer=%d: tx %s rejected by policy: %s", peer.id, tx.txid_hex, text)
             self._reject_tx(txid)
             return
         log.debug("peer=%d: accepted tx %s", peer.id, tx.txid_hex)
