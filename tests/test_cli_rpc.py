@@ -317,3 +317,32 @@ def test_a_servers_escape_sequences_never_reach_the_terminal(node) -> None:
     assert err.returncode == 5
     assert "\x1b" not in err.stderr and "\x07" not in err.stderr and "\r" not in err.stderr, repr(err.stderr)
     assert "\\x1b]0;pwn\\x07" in err.stderr
+
+
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"result\": ",
+    b"SSH-2.0-OpenSSH_9.2\r\n",
+], ids=["cut-short", "not-http"])
+def test_a_reply_that_is_cut_short_or_not_http_is_a_transport_error(reply: bytes) -> None:
+    """A node killed while it writes a reply (the crash campaign's case), or a port where no
+    HTTP server answers: before, http.client's IncompleteRead or BadStatusLine escaped the
+    client as a traceback."""
+    from cleancoin.components.rpc.client import RpcClient, RpcTransportError
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(reply)
+        conn.close()
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(RpcTransportError, match="No complete reply from the server 127.0.0.1"):
+            RpcClient("127.0.0.1", server.getsockname()[1], user="u", password="p", timeout=10).call("getblockcount")
+    finally:
+        thread.join(5)
+        server.close()

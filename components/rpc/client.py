@@ -228,6 +228,11 @@ class RpcClient:
             raise self._connection_error(exc.reason) from None
         except (OSError, socket.timeout) as exc:
             raise self._connection_error(exc) from None
+        except http.client.HTTPException as exc:
+            # A reply cut short (the server killed while it wrote, IncompleteRead) or not
+            # HTTP at all: no answer, said as one, never a traceback.
+            raise RpcTransportError(f"No complete reply from the server {self.host}:{self.port} "
+                                    f"({type(exc).__name__})") from None
         return self._reply(status, text, cookie_missing)
 
     def _connection_error(self, reason: Any) -> RpcConnectionError:
