@@ -6,6 +6,7 @@ the cli is a separate process that finds the cookie in <datadir>/regtest/.cookie
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -335,8 +336,15 @@ def test_a_reply_that_is_cut_short_or_not_http_is_a_transport_error(reply: bytes
 
     def answer() -> None:
         conn, _ = server.accept()
+        conn.settimeout(10)
         conn.recv(65536)
         conn.sendall(reply)
+        # End the reply there, then read what the client still sends until it closes: a close
+        # with its request body unread would be a reset, another error than the one tested.
+        conn.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):
+            while conn.recv(65536):
+                pass
         conn.close()
     thread = threading.Thread(target=answer, daemon=True)
     thread.start()
