@@ -28,8 +28,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -346,6 +348,39 @@ def post_json_rpc(port: int, body: object, user: str, password: str, wallet: str
             return answer.status, answer.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def rss(pid: int) -> int:
+    """The process's resident set size in bytes (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@contextmanager
+def peak_rss_growth(pid: int) -> Iterator[list[int]]:
+    """Samples the process's RSS every 2 ms; yields [the largest growth seen so far] (a peak
+    between two calls of a test would go unseen by reading RSS after them)."""
+    base = rss(pid)
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                peak[0] = max(peak[0], rss(pid) - base)
+            except (OSError, AssertionError):      # the process is gone: the caller's checks fail
+                return
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join(5)
 
 
 def memory_holds(pid: int, needles: Sequence[bytes], skip: Iterable[str] = ()) -> list[bytes]:

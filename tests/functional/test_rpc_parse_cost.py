@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from framework import WATCHER, WATCHER_PASSWORD as PASSWORD, WATCHER_RPCAUTH as RPCAUTH, TestNode, post_json_rpc, wait_until
+from framework import (WATCHER, WATCHER_PASSWORD as PASSWORD, WATCHER_RPCAUTH as RPCAUTH, TestNode, peak_rss_growth,
+                       post_json_rpc, rss, wait_until)
 
 MIB = 1 << 20
 
@@ -78,10 +79,6 @@ def test_a_request_of_many_small_values_is_refused_before_it_is_parsed(node: Cal
     assert n.stop() == 0
 
 
-def _rss(pid: int) -> int:
-    return _status(pid, "VmRSS")
-
-
 def _hold_a_big_body(port: int, auth: str, send: int, declared: int) -> socket.socket:
     """A POST whose Content-Length is `declared`, of which `send` bytes are sent; then the
     sender waits (until the server's body deadline)."""
@@ -109,13 +106,13 @@ def test_one_users_unfinished_bodies_are_bounded(node: Callable[..., TestNode]) 
     assert n.process is not None
     pid = n.process.pid
     auth = base64.b64encode(f"{WATCHER}:{PASSWORD}".encode()).decode()
-    base = _rss(pid)
+    base = rss(pid)
     held: list[socket.socket] = []
     try:
         for _ in range(12):
             held.append(_hold_a_big_body(n.rpc_port, auth, 24 * MIB, 32 * MIB - 16))
         time.sleep(1.0)
-        grown = _rss(pid) - base
+        grown = rss(pid) - base
         t0 = time.monotonic()
         assert n.rpc.getblockcount() == 0                      # the cookie's user, meanwhile
         other = time.monotonic() - t0
@@ -210,34 +207,20 @@ def test_refused_bodies_are_freed_at_once_for_many_connections(node: Callable[..
     assert n.process is not None
     pid = n.process.pid
     auth = base64.b64encode(f"{WATCHER}:{PASSWORD}".encode()).decode()
-    base = _rss(pid)
-    peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            try:
-                peak[0] = max(peak[0], _rss(pid) - base)
-            except (OSError, AssertionError):      # the node gone: the test fails below
-                return
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    base = rss(pid)
     held: list[socket.socket] = []
-    try:
-        for _ in range(64):
-            held.append(_hold_a_big_body(n.rpc_port, auth, 24 * MIB, 32 * MIB - 16))
+    with peak_rss_growth(pid) as peak:
+        try:
+            for _ in range(64):
+                held.append(_hold_a_big_body(n.rpc_port, auth, 24 * MIB, 32 * MIB - 16))
+            time.sleep(0.5)
+        finally:
+            for s in held:
+                s.close()
+        wait_until(lambda: post_json_rpc(n.rpc_port, {"id": 2, "method": "getblockcount"}, WATCHER, PASSWORD)[0] == 200,
+                   20, what="the restricted user's next call")
         time.sleep(0.5)
-    finally:
-        for s in held:
-            s.close()
-    wait_until(lambda: post_json_rpc(n.rpc_port, {"id": 2, "method": "getblockcount"}, WATCHER, PASSWORD)[0] == 200,
-               20, what="the restricted user's next call")
-    time.sleep(0.5)
-    done.set()
-    sampler.join(5)
-    after = _rss(pid) - base
+    after = rss(pid) - base
     print(f"peak RSS growth {peak[0] / MIB:.0f} MiB; after the connections closed {after / MIB:.0f} MiB")
     assert "bodies in flight" in n.debug_log()             # the budget refused (the attack ran)
     assert peak[0] < 128 * MIB, f"peak RSS +{peak[0] / MIB:.0f} MiB for one user's 64 connections"

@@ -8,14 +8,11 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 
 from framework import (TEST_ADDRESS, TEST_KEY, WATCHER, WATCHER_PASSWORD as PASSWORD,
-                       WATCHER_RPCAUTH as RPCAUTH, TestNode, post_json_rpc, wait_until)
+                       WATCHER_RPCAUTH as RPCAUTH, TestNode, peak_rss_growth, post_json_rpc, wait_until)
 
 from cleancoin.components.common.keys import sign_transaction
 from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
@@ -27,37 +24,6 @@ OUTPUTS = 24_000
 BATCH = 100
 #: -rpcservertimeout for the test's node (seconds): how long an unread reply is kept.
 TIMEOUT = 2.0
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-@contextmanager
-def _peak_rss_growth(pid: int) -> Iterator[list[int]]:
-    """Samples the process's RSS every 2 ms; yields [the largest growth seen so far]."""
-    base = _rss(pid)
-    peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            try:
-                peak[0] = max(peak[0], _rss(pid) - base)
-            except (OSError, AssertionError):      # the process is gone: the caller's checks fail
-                return
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield peak
-    finally:
-        done.set()
-        sampler.join(5)
 
 
 def _big_block(n: TestNode) -> str:
@@ -88,7 +54,7 @@ def test_a_batch_of_big_replies_is_charged_to_its_user(node: Callable[..., TestN
     block = _big_block(n)
     batch = [{"jsonrpc": "2.0", "id": i, "method": "getblock", "params": [block, 0]} for i in range(BATCH)]
     t0 = time.monotonic()
-    with _peak_rss_growth(n.process.pid) as peak:
+    with peak_rss_growth(n.process.pid) as peak:
         status, reply = post_json_rpc(n.rpc_port, batch, WATCHER, PASSWORD)
     spent = time.monotonic() - t0
     answers = json.loads(reply) if status == 200 else []
