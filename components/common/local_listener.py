@@ -54,7 +54,10 @@ def _decode(field: str) -> Endpoint:
     return Endpoint(address, int(hex_port, 16))
 
 
-def _rows(tables: Iterable[str]) -> Iterable[tuple[Endpoint, Endpoint, int]]:
+def _rows(tables: Iterable[str], port: int) -> Iterable[tuple[Endpoint, Endpoint, int]]:
+    """The rows whose local port is `port` (the others are not decoded: a busy node's table
+    has a row per peer, and the cli reads it before every request)."""
+    suffix = f":{port:04X}"
     for table in tables:
         try:
             with open(table, encoding="ascii") as f:
@@ -63,7 +66,7 @@ def _rows(tables: Iterable[str]) -> Iterable[tuple[Endpoint, Endpoint, int]]:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) > 7:
+            if len(fields) > 7 and fields[1].endswith(suffix):
                 yield _decode(fields[1]), _decode(fields[2]), int(fields[7])
 
 
@@ -71,7 +74,7 @@ def server_uid(sock: socket.socket, tables: Iterable[str] = _TABLES) -> int | No
     """The uid owning the server's end of connected TCP socket `sock`, or None when that end
     is not on this host (not in this network namespace's table)."""
     ours, theirs = Endpoint.of(sock.getsockname()), Endpoint.of(sock.getpeername())
-    for local, remote, uid in _rows(tables):
+    for local, remote, uid in _rows(tables, theirs.port):
         if local == theirs and remote == ours:
             return uid
     return None

@@ -458,10 +458,7 @@ class ChainManager:
         left out: a header that was not too far ahead when it came stays valid."""
         try:
             check_block_header(header, self.params)
-            contextual_check_block_header(
-                header, PrevBlock(parent.height, parent.header.bits, parent.header.time), self.params,
-                median_time_past=self._mtp(parent),
-                ancestor_time=lambda h: self._ancestor(parent, h).header.time)
+            self._check_contextual_header(header, parent, None)
         except ValidationError as e:
             return str(e)
         return None
@@ -678,6 +675,12 @@ class ChainManager:
         """consensus.UtxoView: same as utxo()."""
         return self.utxo(outpoint)
 
+    def utxos(self, outpoints: list[OutPoint]) -> dict[tuple[bytes, int], Coin]:
+        """The unspent coins among `outpoints`, keyed by (txid, n), in a few queries."""
+        with self._lock:
+            self._check_open()
+            return self._store.get_coins(outpoints)
+
     def utxo_stats(self) -> dict[str, Any]:
         """gettxoutsetinfo: height, bestblock (display hex), transactions (with unspent
         outputs), txouts, total_amount (units) and hash_serialized (SHA-256d over the sorted
@@ -750,12 +753,17 @@ class ChainManager:
                                   f"previous block {hash_to_hex(header.prev_hash)} is unknown")
         if parent.status & BLOCK_FAILED_MASK:
             raise ValidationError(Failure.CONSENSUS, "bad-prevblk", "previous block is invalid")
+        self._check_contextual_header(header, parent, now)
+        return BlockIndex(header.hash, parent.hash, parent.height + 1, header,
+                          parent.chainwork + block_proof(header.bits), 0)
+
+    def _check_contextual_header(self, header: BlockHeader, parent: BlockIndex, now: int | None) -> None:
+        """The header rules that need its (stored) parent: difficulty bits, median time past,
+        time (`now` None: not the clock). Raises ValidationError."""
         contextual_check_block_header(
             header, PrevBlock(parent.height, parent.header.bits, parent.header.time), self.params,
             median_time_past=self._mtp(parent),
             ancestor_time=lambda h: self._ancestor(parent, h).header.time, now=now)
-        return BlockIndex(header.hash, parent.hash, parent.height + 1, header,
-                          parent.chainwork + block_proof(header.bits), 0)
 
     @staticmethod
     def _known_failure(idx: BlockIndex) -> ValidationError:

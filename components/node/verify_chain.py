@@ -130,13 +130,16 @@ def verify(chain: ChainManager, level: int = DEFAULT_CHECK_LEVEL, nblocks: int =
                 return result(f"{where}: its undo data is missing")
             undo = found
         if level >= 3:
-            problem = _check_coins(chain, block, height, spent_above)
+            inside = {txin.prevout for tx in block.txs[1:] for txin in tx.vin}
+            problem = _check_coins(chain, block, height, spent_above, inside)
             if problem is not None:
                 return result(f"{where}: {problem}")
             spent_above.update(op for op, _ in undo)
-            coins, value = _left_by(block, undo)
-            left_coins += coins
-            left_value += value
+            kept = [coin.value for outpoint, coin in _outputs(block) if outpoint not in inside]
+            # What connecting the block added to the set: its outputs not spent inside it,
+            # less the coins it spent from before.
+            left_coins += len(kept) - len(undo)
+            left_value += sum(kept) - sum(coin.value for _, coin in undo)
         checked.append((idx, block, undo))
         transactions += len(block.txs)
         if progress is not None:
@@ -154,21 +157,15 @@ def verify(chain: ChainManager, level: int = DEFAULT_CHECK_LEVEL, nblocks: int =
     return result()
 
 
-def _left_by(block: Block, undo: tuple[tuple[OutPoint, Coin], ...]) -> tuple[int, int]:
-    """How many coins, and how much value, connecting `block` adds to the UTXO set: its
-    outputs not spent inside it, less the coins it spent from before."""
-    inside = {txin.prevout for tx in block.txs[1:] for txin in tx.vin}
-    kept = [coin.value for outpoint, coin in _outputs(block) if outpoint not in inside]
-    return len(kept) - len(undo), sum(kept) - sum(coin.value for _, coin in undo)
-
-
-def _check_coins(chain: ChainManager, block: Block, height: int, spent_above: set[OutPoint]) -> str | None:
-    """Level 3 for one block: its outputs in the UTXO set as created, unless a checked block
-    above spent them (then absent). Outputs spent inside the block itself are absent too."""
-    spent_inside = {txin.prevout for tx in block.txs[1:] for txin in tx.vin}
-    for outpoint, made in _outputs(block):
-        coin = chain.utxo(outpoint)
-        if outpoint in spent_above or outpoint in spent_inside:
+def _check_coins(chain: ChainManager, block: Block, height: int, spent_above: set[OutPoint],
+                 inside: set[OutPoint]) -> str | None:
+    """Level 3 for one block: its outputs in the UTXO set as created, unless spent (by a
+    checked block above, or inside the block itself: then absent). One lookup for them all."""
+    outputs = list(_outputs(block))
+    found = chain.utxos([outpoint for outpoint, _ in outputs])
+    for outpoint, made in outputs:
+        coin = found.get((outpoint.txid, outpoint.n))
+        if outpoint in spent_above or outpoint in inside:
             if coin is not None:
                 return f"the UTXO set still holds {outpoint.txid[::-1].hex()}:{outpoint.n}, which a later block spent"
             continue
