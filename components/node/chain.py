@@ -621,13 +621,16 @@ class ChainManager:
             raise StorageError(f"stored block {hash_to_hex(block_hash)} hashes to {block.hash_hex}")
         return block
 
-    def get_undo(self, block_hash: bytes) -> tuple[tuple[OutPoint, Coin], ...] | None:
+    def get_undo(self, block_hash: bytes, block: Block | None = None) -> tuple[tuple[OutPoint, Coin], ...] | None:
         """The coins the block spent when it was (last) connected, with their outpoints, in
-        spend order (the same shape as BlockConnection.spent); None if never connected."""
+        spend order (the same shape as BlockConnection.spent); None if never connected.
+        `block`: the block of that hash, when the caller has read it already (verifychain
+        reads each block once, not twice)."""
         with self._lock:
             self._check_open()
             raw = self._store.get_undo_raw(block_hash)
-            block = self._read_block(block_hash)
+            if block is None:
+                block = self._read_block(block_hash)
             if raw is None or block is None:
                 return None
             return self._undo_pairs(block, raw)

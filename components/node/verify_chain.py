@@ -123,7 +123,7 @@ def verify(chain: ChainManager, level: int = DEFAULT_CHECK_LEVEL, nblocks: int =
         undo: tuple[tuple[OutPoint, Coin], ...] = ()
         if level >= 2:
             try:
-                found = chain.get_undo(idx.hash)
+                found = chain.get_undo(idx.hash, block)
             except (StorageError, ValueError) as e:
                 return result(f"{where}: its undo data does not parse: {e}")
             if found is None:

@@ -145,3 +145,42 @@ def test_block_connect_and_tx_validation_against_bare_verify() -> None:
           f"({100 * relayed_s * TXS / floor:.0f} % of the floor: the signature cache, {relayed_s / blocks_s:.2f}x)")
     print(f"  tx validation (checks + sig)    {tx_s:9.0f} tx/s      ({100 * tx_s / floor:.0f} % of the floor)")
     assert floor > 0 and blocks_s > 0 and one_s > 0 and relayed_s > 0 and tx_s > 0
+
+
+def _verify_seconds(directory: str, base: list[Block], blocks: list[Block], level: int, nblocks: int) -> float:
+    """Seconds `verify_chain(level, nblocks)` takes on a chain of `base` + `blocks` (each of
+    TXS transactions), reopened first, as at start (the index load is not timed)."""
+    path = os.path.join(directory, "verify.sqlite")
+    if not os.path.exists(path):
+        chain = ChainManager(PARAMS, path, now=lambda: NOW)
+        for block in base + [Block.from_bytes(b.to_bytes()) for b in blocks]:
+            chain.accept_block(block)
+        chain.close()
+    chain = ChainManager(PARAMS, path, now=lambda: NOW)
+    try:
+        start = time.perf_counter()
+        result = chain.verify_chain(level, nblocks)
+        took = time.perf_counter() - start
+    finally:
+        chain.close()
+    assert result.ok, result.problem
+    return took
+
+
+def test_start_up_check_of_full_blocks() -> None:
+    """The start-up check (-checkblocks=6 -checklevel=3 by default, verify_chain.py) on blocks
+    of TXS transactions, per level, against connecting the same six blocks: what every start
+    of a node whose tip holds full blocks pays before it serves."""
+    directory = tempfile.mkdtemp(dir="/var/tmp")
+    base, blocks, _ = _build(directory)
+    connect = statistics.median(1 / _connect_rate(directory, base, blocks, run) for run in range(3))
+    print()
+    print(f"START-UP CHECK (the last 6 of {BLOCKS} blocks of {TXS} transactions, median of 3)")
+    print(f"  connect one block                {1000 * connect:8.1f} ms")
+    for level in range(5):
+        took = statistics.median(_verify_seconds(directory, base, blocks, level, 6) for _ in range(3))
+        print(f"  -checklevel={level} -checkblocks=6    {1000 * took:8.1f} ms at start "
+              f"({took / 6 / connect:.2f}x a block's connect per block)")
+    every = statistics.median(_verify_seconds(directory, base, blocks, 3, 0) for _ in range(3))
+    print(f"  verifychain 3 0 (all {len(base) + len(blocks)} blocks) {1000 * every:8.1f} ms")
+    assert connect > 0 and every > 0

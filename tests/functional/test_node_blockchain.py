@@ -183,6 +183,9 @@ def test_verifychain_and_the_start_up_check(node: TestNode) -> None:
     """bitcoind's verifychain and its start-up check of the last -checkblocks blocks. A coin
     taken out of the UTXO set under a stopped node (as a compromised CleanCoin-node can write
     its chain database) stops the next start with bitcoind's message; -reindex rebuilds."""
+    # A start of its own: the module's node began on an empty chain, and the check runs at start.
+    assert node.stop() == 0
+    node.start()
     assert node.rpc.verifychain() is True
     assert node.rpc.verifychain(4, 0) is True
     assert "Verification: no coin database inconsistencies in last 6 blocks" in node.debug_log()
