@@ -20,8 +20,9 @@ twice. The tables:
     headers  height -> hash, the 80 header bytes, trusted: the wallet's own header chain
              (schema version 2), one row per block of the wallet's branch, written in the
              same transaction as the block's effects (headers.py says what is checked);
-             `trusted` marks the rows taken from the node on first use without a check (the
-             anchor and what the difficulty rule needs from before it)
+             `trusted` marks the rows stored without their block (the anchor and what the
+             difficulty rule needs from before it): taken from the node on trust before h40,
+             since h40 from a header chain the wallet checked from genesis (headers.py)
 
 Versions: 1 had no `headers`; `open` upgrades a version 1 file in one transaction (the table,
 then version 2), and a version 2 file is refused by version 1 code ("unsupported version").

@@ -38,7 +38,7 @@ from typing import Any
 
 import coincurve
 
-from cleancoin.components.interfaces.chain import Chain, ChainEvent, Handler
+from cleancoin.components.interfaces.chain import MAX_GET_HEADERS, Chain, ChainEvent, Handler
 from cleancoin.components.interfaces.wallet import WalletEvent
 from cleancoin.components.common.chainparams import ChainParams, params_for
 from cleancoin.components.common.hashes import hash160
@@ -49,7 +49,7 @@ from cleancoin.components.common.primitives import Block, BlockHeader, OutPoint,
 
 from .coins import FeeExceedsMaximum, SpendableCoin, build_transaction
 from .events import WalletEventFeed
-from .headers import MTP_SPAN, BlockRefused, Branch, HeaderChain
+from .headers import HEADER_SIZE, BlockRefused, Branch, GenesisCheck, HeaderChain
 from cleancoin.components.common.fee_cap import DEFAULT_MAX_TX_FEE, MAX_FEE_EXCEEDED, high_fee_warning
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
@@ -208,7 +208,7 @@ class Wallet:
     """One loaded wallet over its store and a `Chain`."""
 
     def __init__(self, name: str, store: WalletStore, chain: Chain,
-                 max_tx_fee: int = DEFAULT_MAX_TX_FEE) -> None:
+                 max_tx_fee: int = DEFAULT_MAX_TX_FEE, minimum_chain_work: int | None = None) -> None:
         self.name = name
         self.store = store
         self.chain = chain
@@ -222,8 +222,12 @@ class Wallet:
         # Every block from the node is checked against the wallet's own header chain first
         # (headers.py): a compromised node must not be able to show a payment that never
         # happened.
-        self.header_chain = HeaderChain(store, self.params)
+        self.header_chain = HeaderChain(store, self.params, minimum_chain_work=minimum_chain_work)
         self._last_refusal: tuple[bytes, str] | None = None
+        # The anchor's check from genesis while it waits (headers.py): resumed, not redone.
+        self._genesis_check: GenesisCheck | None = None
+        #: Why the wallet has no anchor yet (getwalletinfo's `anchor`), None once it has one.
+        self.anchor_wait: BlockRefused | None = None
         self._unlocked: SecretBytes | None = None
         self._unlocked_until: float = 0.0
         self._relock: asyncio.TimerHandle | None = None
@@ -429,28 +433,75 @@ class Wallet:
                     refused.reason, f" ({refused.detail})" if refused.detail else "",
                     self.store.best_block[1])
 
+    def _anchor_refused(self, refused: BlockRefused) -> None:
+        """Log why the wallet takes no anchor yet (once per reason while it waits): it takes
+        no block until it has one, and says so in getwalletinfo's `anchor`."""
+        key = (bytes(32), "anchor:" + refused.reason)
+        if key == self._last_refusal:
+            return
+        self._last_refusal = key
+        log.warning("wallet %s: no anchor taken from the node's chain: %s%s; the wallet waits "
+                    "and takes no block until the node's chain passes the check", self.name,
+                    refused.reason, f" ({refused.detail})" if refused.detail else "")
+
     async def _anchor(self, parent: int) -> None:
-        """Take the anchor (headers.py) for a first block at `parent` + 1: the node's blocks
-        from ten below `parent` up to it, and on retargeting networks the current period's
-        first, stored as taken on trust. BlockRefused when they do not hang together."""
-        low = max(0, parent - MTP_SPAN + 1)
-        blocks: list[Block] = []
-        while low + len(blocks) <= parent:
-            raws = await self.chain.get_blocks(low + len(blocks), parent + 1 - low - len(blocks))
-            if not raws:
-                raise BlockRefused(parent, bytes(32), "bad-anchor", f"the node has no block at {parent}")
-            blocks.extend(self.header_chain.parse(raw, low + len(blocks)) for raw in raws)
-        rows = self.header_chain.anchor_rows(blocks[:parent + 1 - low], low, self.store.best_hash)
-        first = self.header_chain.period_start(parent)
-        if first is not None and first < low:
-            raws = await self.chain.get_blocks(first, 1)
-            if not raws:
-                raise BlockRefused(first, bytes(32), "bad-anchor", f"the node has no block at {first}")
-            block = self.header_chain.parse(raws[0], first)
-            rows.append((first, block.hash, block.header.serialized, True))
+        """Take the anchor (headers.py) for a first block at `parent` + 1 from the node's
+        header chain, checked here from genesis (`_read_headers`), once it has the minimum
+        chain work. BlockRefused when it does not (the wallet waits: `anchor_wait`)."""
+        keep = self.header_chain.anchor_keep(parent)
+        check = self._genesis_check
+        if check is None or check.keep != keep:
+            check = self._genesis_check = GenesisCheck(self.params, keep)
+        try:
+            await self._read_headers(check)
+            rows = self.header_chain.anchor_rows(check, parent, self.store.best_hash)
+        except BlockRefused as refused:
+            self.anchor_wait = refused
+            raise
         self.store.add_headers(rows)
-        log.info("wallet %s: header chain anchored at block %d (%s), taken from the node on "
-                 "first use", self.name, parent, blocks[parent - low].hash[::-1].hex())
+        self._genesis_check = None
+        self.anchor_wait = None
+        log.info("wallet %s: header chain anchored at block %d (%s): the node's chain checked "
+                 "from genesis to its tip at %d, work %#x (minimum chain work %#x)", self.name,
+                 parent, check.kept[parent].hash[::-1].hex(), check.height, check.work,
+                 self.header_chain.minimum_chain_work)
+
+    def anchor_info(self) -> dict[str, Any]:
+        """getwalletinfo's `anchor`: whether the wallet has its anchor (headers.py), or why it
+        waits for one ("below-minimum-chain-work", ...), and the minimum chain work it uses."""
+        info: dict[str, Any] = {"minimumchainwork": f"{self.header_chain.minimum_chain_work:064x}"}
+        if self.anchor_wait is not None:
+            info.update(status="waiting", reason=self.anchor_wait.reason, message=str(self.anchor_wait))
+        else:
+            info["status"] = "anchored" if self.store.header_count() else "none"
+        return info
+
+    async def _read_headers(self, check: GenesisCheck) -> None:
+        """Feed `check` the node's headers from where it stands to the node's tip. A node
+        whose chain changed below that point (its next header does not follow the last one
+        checked) is read again from genesis, once per call."""
+        restarted = False
+        while True:
+            start = check.next_height
+            try:
+                raw = await self.chain.get_headers(start, MAX_GET_HEADERS)
+            except Exception as exc:  # noqa: BLE001 - an older node (unimplemented) or an error
+                raise BlockRefused(start, bytes(32), "no-headers",
+                                   f"the node did not serve its headers: {str(exc)[:200]}") from None
+            if not isinstance(raw, bytes) or len(raw) > MAX_GET_HEADERS * HEADER_SIZE:
+                raise BlockRefused(start, bytes(32), "bad-headers", "the node's answer to get_headers is malformed")
+            if not raw:
+                return
+            if check.last is not None and raw[:HEADER_SIZE] and \
+                    BlockHeader.from_bytes(raw[:HEADER_SIZE]).prev_hash != check.last.hash:
+                if restarted:
+                    raise BlockRefused(start, bytes(32), "headers-changed",
+                                       "the node's header chain keeps changing under the check")
+                restarted = True
+                check = self._genesis_check = GenesisCheck(self.params, check.keep)
+                continue
+            check.feed(raw)
+            await asyncio.sleep(0)      # a long chain: let the process serve others meanwhile
 
     async def sync(self) -> int:
         """Bring the wallet to the chain's tip (see the module docstring); returns the number
@@ -488,7 +539,7 @@ class Wallet:
             try:
                 await self._anchor(start - 1)
             except BlockRefused as refused:
-                self._refused(refused)
+                self._anchor_refused(refused)
                 return 0, True
         total = tip - start + 1
         done = 0
@@ -942,11 +993,14 @@ class WalletManager:
     """The wallets of one node: `<netdatadir>/wallets/<name>/`, several loaded at once."""
 
     def __init__(self, netdatadir: str | os.PathLike[str], chain: Chain, network: str,
-                 max_tx_fee: int = DEFAULT_MAX_TX_FEE) -> None:
+                 max_tx_fee: int = DEFAULT_MAX_TX_FEE, minimum_chain_work: int | None = None) -> None:
         self.netdatadir = Path(netdatadir)
         self.chain = chain
         self.network = network
         self.max_tx_fee = max_tx_fee          # -maxtxfee, for every wallet loaded here
+        # -minimumchainwork (None: the network's): no wallet loaded here takes its anchor
+        # from a chain with less work (headers.py). The caller's own setting, as -maxtxfee.
+        self.minimum_chain_work = minimum_chain_work
         warning = high_fee_warning(max_tx_fee)
         if warning:
             log.warning("Warning: %s", warning)
@@ -1099,7 +1153,7 @@ class WalletManager:
         return sorted(d.name for d in root.iterdir() if (d / DB_FILENAME).is_file())
 
     async def _start(self, name: str, store: WalletStore) -> Wallet:
-        wallet = Wallet(name, store, self.chain, self.max_tx_fee)
+        wallet = Wallet(name, store, self.chain, self.max_tx_fee, self.minimum_chain_work)
         try:
             await wallet.load()
         except BaseException:
