@@ -21,6 +21,7 @@ from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.primitives import BlockHeader
 from cleancoin.components.interfaces.chain import MAX_GET_HEADERS
 from cleancoin.components.node.chain_binding import NodeChain
+from cleancoin.components.node.mining import mine_block
 from cleancoin.components.wallet.headers import GenesisCheck
 from cleancoin.components.wallet.store import WalletStore
 from cleancoin.components.wallet.wallet import Wallet
@@ -64,6 +65,77 @@ def test_an_anchor_below_the_minimum_chain_work_waits_and_is_taken_once_the_work
         messages = [r.getMessage() for r in caplog.records]
         assert sum("no anchor taken from the node's chain: below-minimum-chain-work" in m for m in messages) == 1
         assert any("anchored at block 9 " in m and "work 0x34" in m for m in messages)
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_wallet_born_at_genesis_also_waits_for_the_minimum_chain_work(env: Env) -> None:
+    """A wallet born at genesis needs no anchor below its first block, and so checked no
+    chain work at all: its first blocks could be any branch the node liked. Now it checks
+    the node's chain from genesis first too, and stores it: the blocks it takes must be that
+    chain's."""
+    env.mine(10)
+
+    async def scenario() -> None:
+        w = _wallet(env, env.chain, "g", 40, birth=0)
+        await w.load()
+        assert w.store.best_block[1] == -1 and w.anchor_info()["reason"] == "below-minimum-chain-work"
+        env.mine(15)
+        await w.sync()
+        assert w.store.best_block[1] == 25 and w.anchor_info()["status"] == "anchored"
+        assert not any(t for _, _, t in w.store.headers(0, 30).values())     # all checked with their blocks
+        assert w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+class BlocksOffTheHeaders(NodeChain):
+    """The node's Chain whose blocks above `fork` are a branch of the attacker's (`branch`),
+    while its headers and the rest are the real chain's."""
+
+    def __init__(self, env: Env, fork: int) -> None:
+        super().__init__(env.cm, env.mempool)
+        self.fork = fork
+        self.branch: list[Any] = []
+
+    async def get_height(self) -> int:
+        return self.fork + len(self.branch) if self.branch else await super().get_height()
+
+    async def get_blocks(self, start_height: int, count: int) -> list[bytes]:
+        if not self.branch or start_height <= self.fork:
+            return await super().get_blocks(start_height, min(count, self.fork + 1 - start_height)
+                                            if self.branch else count)
+        return [b.to_bytes() for b in self.branch[start_height - self.fork - 1:][:count]]
+
+
+@pytest.mark.parametrize("length, taken", [(5, False), (13, True)])
+def test_blocks_above_the_anchor_must_be_the_checked_chain_or_show_more_work(
+        env: Env, length: int, taken: bool) -> None:
+    """The node's headers are the real chain to 20; its blocks above 9 (the wallet is born
+    at 10) a branch of its own. 5 blocks (less work than the checked 10..20): refused, the
+    wallet takes nothing, and the real blocks later; 13 blocks (more work): followed, as a
+    reorganisation would be."""
+    real = env.mine(20)
+    chain = BlocksOffTheHeaders(env, 9)
+    prev = real[8].header
+    for i in range(length):
+        block = mine_block(prev, 10 + i, b"\x22" * 20, P, prev.time + 1, prev.bits)
+        chain.branch.append(block)
+        prev = block.header
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 0, birth=10)
+        await w.load()
+        if taken:
+            assert w.store.best_block == (chain.branch[-1].hash, 9 + length)
+        else:
+            assert w.store.best_block[1] == -1
+            assert sorted(w.store.headers(0, 30)) == list(range(0, 21))          # checked, kept
+            chain.branch = []
+            await w.sync()
+            assert w.store.best_block == (real[-1].hash, 20)
         await w.close()
 
     asyncio.run(scenario())

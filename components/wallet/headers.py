@@ -24,7 +24,13 @@ for with `Chain.get_headers`; every header's proof of work, difficulty, median t
 link, as above), and only when that chain's work reaches the minimum chain work
 (chainparams.py, -minimumchainwork, bitcoind's nMinimumChainWork): a chain with less is
 refused ("below-minimum-chain-work"), the wallet takes no block and says it is waiting
-(getwalletinfo's `anchor`, its log) until the node's chain has the work. Before h40 the
+(getwalletinfo's `anchor`, its log) until the node's chain has the work. The checked headers
+above the anchor are stored too (as rows without their block): a block the node then hands
+the wallet at one of those heights must be that header's, or the node's branch from there must
+show more work than those rows (`Wallet._overtaken`, as a reorganisation must), since the node
+names the wallet's birth height itself: a block just above it is valid at the difficulty of
+that height's era, which may be the minimum. A wallet born at genesis checks the chain the
+same way before its first block. Before h40 the
 anchor was the node's word, taken on trust (bitcoind's wallet trusts its node's chain the
 same way): a node already compromised when a wallet was created could anchor it on a cheap
 branch forked anywhere and pay it there (tests/functional/test_wallet_min_chain_work.py).
@@ -129,6 +135,14 @@ class HeaderChain:
             if block.hash != self.params.genesis_hash:
                 raise BlockRefused(height, block.hash, "bad-genesis", "not this network's genesis block")
             return
+        if branch is None:
+            # A row stored without its block (the chain checked at the anchor) names the
+            # block that belongs here: another one must first show more work than those rows
+            # (Wallet._sync_round).
+            row = self.store.headers(height, height).get(height)
+            if row is not None and row[2] and row[0] != block.hash:
+                raise BlockRefused(height, block.hash, "not-in-header-chain",
+                                   f"not the block of the wallet's checked header chain at {height}")
         window = self._lookup(max(0, height - MTP_SPAN), height - 1, branch)
         prev = window.get(height - 1)
         if prev is None:
@@ -172,10 +186,12 @@ class HeaderChain:
         return sum(block_proof(BlockHeader.from_bytes(raw).bits) for _, raw, _ in rows.values())
 
     def anchor_keep(self, parent: int) -> frozenset[int]:
-        """The heights of the anchor for a first block at `parent` + 1: the parent and the
-        ten below it, and on retargeting networks the current period's first header."""
+        """The heights of the anchor for a first block at `parent` + 1 that are not above
+        it: the parent and the ten below it, and on retargeting networks the current
+        period's first header (every header above the parent is kept too: GenesisCheck's
+        keep_from)."""
         heights = set(range(max(0, parent - MTP_SPAN + 1), parent + 1))
-        first = self.period_start(parent)
+        first = self.period_start(parent) if parent >= 0 else None
         if first is not None:
             heights.add(first)
         return frozenset(heights)
@@ -185,21 +201,22 @@ class HeaderChain:
         """The anchor (module docstring) for a first block at `parent` + 1, from `checked`,
         the node's chain checked from genesis to its tip: that chain must have the minimum
         chain work, reach `parent`, and hold there `expect` (the wallet's best block, when
-        it has one). The rows to store; `trusted` (stored without their block) set, except
-        genesis."""
+        it has one). The rows to store: the anchor and every checked header above it (the
+        blocks the wallet takes there must be these, `check`), `trusted` (stored without
+        their block) set, except a genesis row at or below the parent."""
         tip_hash = checked.last.hash if checked.last is not None else bytes(32)
         if checked.work < self.minimum_chain_work:
             raise BlockRefused(checked.height, tip_hash, "below-minimum-chain-work",
                                f"the node's chain (height {checked.height}) has work {checked.work:#x}, "
                                f"less than the minimum chain work {self.minimum_chain_work:#x}")
-        if checked.height < parent or parent not in checked.kept:
+        if checked.height < parent or (parent >= 0 and parent not in checked.kept):
             raise BlockRefused(max(parent, 0), tip_hash, "bad-anchor",
                                f"the node's header chain ends at {checked.height}, below the "
                                f"wallet's anchor at {parent}")
         if expect is not None and checked.kept[parent].hash != expect:
             raise BlockRefused(parent, checked.kept[parent].hash, "bad-anchor",
                                "the node's block there is not the wallet's best block")
-        return [(h, hdr.hash, hdr.serialized, h != 0) for h, hdr in sorted(checked.kept.items())]
+        return [(h, hdr.hash, hdr.serialized, h != 0 or h > parent) for h, hdr in sorted(checked.kept.items())]
 
     def period_start(self, parent_height: int) -> int | None:
         """The height of the header the difficulty rule will ask for at the next retarget
@@ -214,13 +231,15 @@ class HeaderChain:
 @dataclass
 class GenesisCheck:
     """The node's active header chain checked from genesis (module docstring, the anchor),
-    one answer of `Chain.get_headers` at a time, keeping nothing but the last header's link
-    and the headers at the heights in `keep`. Resumable: a later `feed` goes on from the
+    one answer of `Chain.get_headers` at a time, keeping nothing but the last header's link,
+    the headers at the heights in `keep` and every one from `keep_from` on. Resumable: a later `feed` goes on from the
     last header checked, so a wallet waiting for the minimum chain work does not read the
     chain again on every block. BlockRefused for a header that breaks a rule."""
 
     params: ChainParams
     keep: frozenset[int]
+    #: Every header from this height on is kept too (the checked chain above the anchor).
+    keep_from: int = 1 << 62
     clock: Callable[[], float] = time.time
     height: int = -1
     last: BlockHeader | None = None
@@ -275,5 +294,5 @@ class GenesisCheck:
         self.times = (self.times + [header.time])[-MTP_SPAN:]
         self.work += block_proof(header.bits)
         self.height, self.last = height, header
-        if height in self.keep:
+        if height in self.keep or height >= self.keep_from:
             self.kept[height] = header

@@ -22,7 +22,10 @@ twice. The tables:
              same transaction as the block's effects (headers.py says what is checked);
              `trusted` marks the rows stored without their block (the anchor and what the
              difficulty rule needs from before it): taken from the node on trust before h40,
-             since h40 from a header chain the wallet checked from genesis (headers.py)
+             since h40 from a header chain the wallet checked from genesis (headers.py), with
+             that chain's headers above the anchor, which the blocks taken there must match;
+             a disconnected block takes its own row and the checked rows above it, not those
+             stored without their block
 
 Versions: 1 had no `headers`; `open` upgrades a version 1 file in one transaction (the table,
 then version 2), and a version 2 file is refused by version 1 code ("unsupported version").
@@ -880,7 +883,10 @@ class WalletStore:
                           "block_pos = NULL WHERE txid = ?", (txid,))
                 if Transaction.from_bytes(raw).is_coinbase:
                     c.execute("UPDATE txs SET conflicted = 1 WHERE txid = ?", (txid,))
-            c.execute("DELETE FROM headers WHERE height >= ?", (height,))
+            # The block's own row and every checked one above it go; rows stored without
+            # their block above it (the header chain checked at the anchor, headers.py) stay:
+            # the node's next blocks must match them or show more work.
+            c.execute("DELETE FROM headers WHERE height >= ? AND (height = ? OR trusted = 0)", (height, height))
             self._set_meta(c, "best_hash", prev_hash)
             self._set_meta(c, "best_height", height - 1)
 
@@ -892,6 +898,18 @@ class WalletStore:
             rows = self._conn.execute("SELECT height, hash, header, trusted FROM headers WHERE "
                                       "height BETWEEN ? AND ?", (low, high)).fetchall()
         return {h: (bytes(hh), bytes(raw), bool(t)) for h, hh, raw, t in rows}
+
+    def top_header(self) -> int:
+        """The highest height with a header row (-1 when none)."""
+        with self._lock:
+            (top,) = self._conn.execute("SELECT MAX(height) FROM headers").fetchone()
+        return -1 if top is None else int(top)
+
+    def drop_headers_above(self, height: int) -> None:
+        """Forget the rows above `height` (the node showed a branch with more work than
+        them; headers.py). One transaction."""
+        with self._tx() as c:
+            c.execute("DELETE FROM headers WHERE height > ?", (height,))
 
     def header_count(self) -> int:
         """Rows in the header chain (0: nothing checked yet, the next block anchors it)."""

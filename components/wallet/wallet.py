@@ -392,11 +392,29 @@ class Wallet:
                                         info.prev_hash if best_height > 0 else None)
         return True
 
+    async def _overtaken(self, fork: int) -> bool:
+        """The node's block above `fork` (the wallet's best block) is not the one of the
+        wallet's checked header chain there: True (those rows dropped) if the node's branch
+        from `fork` has more work than the rows above it, as a reorganisation must; else
+        False (logged by the caller: the wallet stays)."""
+        top = self.store.top_header()
+        try:
+            await self._check_more_work(fork, top)
+        except BlockRefused as refused:
+            self._refused(refused)
+            return False
+        log.info("wallet %s: the node's branch above %d has more work than the header chain the "
+                 "wallet checked up to %d: following it", self.name, fork, top)
+        self.store.drop_headers_above(fork)
+        return True
+
     async def _check_more_work(self, fork: int, best_height: int) -> None:
         """BlockRefused unless the node's active chain above `fork` is a valid branch off
-        the wallet's header at `fork` with more work than the wallet's blocks above it.
-        Reads the branch only until its work exceeds ours: the catch-up that follows checks
-        every block again as it applies it."""
+        the wallet's header at `fork` with more work than the wallet's headers above it (its
+        blocks, and the checked header chain stored beyond them). Reads the branch only until
+        its work exceeds ours: the catch-up that follows checks every block again as it
+        applies it."""
+        best_height = max(best_height, self.store.top_header())
         ours = self.header_chain.work(fork + 1, best_height) if 0 <= fork < best_height else None
         if ours is None or not self.store.headers(fork, fork):
             raise BlockRefused(max(fork, 0), bytes(32), "fork-below-header-chain",
@@ -450,8 +468,8 @@ class Wallet:
         chain work. BlockRefused when it does not (the wallet waits: `anchor_wait`)."""
         keep = self.header_chain.anchor_keep(parent)
         check = self._genesis_check
-        if check is None or check.keep != keep:
-            check = self._genesis_check = GenesisCheck(self.params, keep)
+        if check is None or check.keep != keep or check.keep_from != parent + 1:
+            check = self._genesis_check = GenesisCheck(self.params, keep, parent + 1)
         try:
             await self._read_headers(check)
             rows = self.header_chain.anchor_rows(check, parent, self.store.best_hash)
@@ -463,8 +481,8 @@ class Wallet:
         self.anchor_wait = None
         log.info("wallet %s: header chain anchored at block %d (%s): the node's chain checked "
                  "from genesis to its tip at %d, work %#x (minimum chain work %#x)", self.name,
-                 parent, check.kept[parent].hash[::-1].hex(), check.height, check.work,
-                 self.header_chain.minimum_chain_work)
+                 parent, check.kept[parent].hash[::-1].hex() if parent >= 0 else "-", check.height,
+                 check.work, self.header_chain.minimum_chain_work)
 
     def anchor_info(self) -> dict[str, Any]:
         """getwalletinfo's `anchor`: whether the wallet has its anchor (headers.py), or why it
@@ -498,7 +516,7 @@ class Wallet:
                     raise BlockRefused(start, bytes(32), "headers-changed",
                                        "the node's header chain keeps changing under the check")
                 restarted = True
-                check = self._genesis_check = GenesisCheck(self.params, check.keep)
+                check = self._genesis_check = GenesisCheck(self.params, check.keep, check.keep_from)
                 continue
             check.feed(raw)
             await asyncio.sleep(0)      # a long chain: let the process serve others meanwhile
@@ -535,7 +553,9 @@ class Wallet:
         best_hash, best = self.store.best_block
         start = best + 1 if best >= 0 else max(0, self.store.birth_height)
         tip = await self.chain.get_height()
-        if start <= tip and not self.header_chain.has_parent(start):
+        # The anchor, checked from genesis (headers.py): for a wallet without headers even at
+        # genesis, whose first blocks would otherwise be any branch the node likes.
+        if start <= tip and (not self.header_chain.has_parent(start) or not self.store.header_count()):
             try:
                 await self._anchor(start - 1)
             except BlockRefused as refused:
@@ -555,6 +575,8 @@ class Wallet:
                         return done, False
                     self.header_chain.check(block, start)
                 except BlockRefused as refused:
+                    if refused.reason == "not-in-header-chain" and await self._overtaken(start - 1):
+                        return done, False      # the rows gave way to more work: start over
                     self._refused(refused)
                     return done, True
                 if self.store.apply_block(block.hash, start, block.txs, block.header.time,

@@ -214,7 +214,9 @@ report("armed", False, "the node will report a reorganisation to a branch of les
 # get_headers). The wallet created meanwhile is born at the branch's tip and takes its anchor
 # from it; once the file names an address ("pay <address>") the branch gets one more block
 # paying that address 1000 coins out of nothing. Reported as fake-branch (armed) and
-# fake-payment with the payment's txid.
+# fake-payment with the payment's txid. ctx may set fork_height and fake_length, and
+# honest_headers (get_headers left alone: the node shows the real header chain, whose work is
+# enough, and its cheap branch only in blocks, forked just below the birth it names).
 NODE_ANCHORS_ON_A_CHEAP_BRANCH = r'''
 import cleancoin.components.node.chain_binding as binding
 from cleancoin.components.common.address import decode_address
@@ -223,7 +225,8 @@ from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, 
 from cleancoin.components.interfaces.chain import BlockInfo, ChainError
 from cleancoin.components.node.mining import mine_block
 attempt("fake-branch")
-FORK_HEIGHT, FAKE_LENGTH = 10, 30
+FORK_HEIGHT, FAKE_LENGTH = ctx.get("fork_height", 10), ctx.get("fake_length", 30)
+HONEST_HEADERS = ctx.get("honest_headers", False)
 payee_file = os.path.join(ctx["netdir"], "attack_payee.txt")
 real = {name: getattr(binding.NodeChain, name) for name in
         ("get_height", "get_blocks", "get_block_hash", "get_block_header_info", "find_fork", "get_headers")
@@ -319,6 +322,8 @@ async def find_fork(self, locator):
 
 patched = {"get_height": get_height, "get_blocks": get_blocks, "get_block_hash": get_block_hash,
            "get_block_header_info": get_block_header_info, "find_fork": find_fork, "get_headers": get_headers}
+if HONEST_HEADERS:
+    del patched["get_headers"]
 for name, fn in patched.items():
     if name in real:
         setattr(binding.NodeChain, name, fn)

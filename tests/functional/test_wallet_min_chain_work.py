@@ -100,6 +100,51 @@ def test_a_compromised_node_cannot_anchor_a_new_wallet_on_a_cheap_branch(home_ba
         node.stop()
 
 
+@pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node): "
+                    "the attacker is the node process, the wallet another process")
+def test_a_compromised_node_cannot_fork_cheaply_below_the_birth_it_names(home_base: Path) -> None:
+    """The same node, smarter: it shows the real header chain (work 602, above the minimum:
+    the anchor's check passes) but names height 40 as its tip when the wallet is created, and
+    serves blocks of its own from there: block 40 on the real block 39, then one paying the
+    wallet 1000 coins (fork_height 39, honest_headers). Each block was valid on its own (free
+    on regtest; on main, at the difficulty of height 40's era: the minimum, a second of a CPU),
+    and the wallet checked blocks above its anchor one by one only: it showed the payment.
+    Now the anchor stores the checked header chain above it, and a block there must be that
+    chain's, or its branch must show more work than the rest of that chain (refused:
+    `less-work`). When the node serves the real blocks, the wallet follows them."""
+    a = AttackedNode(home_base, node=chain_attacks.NODE_ANCHORS_ON_A_CHEAP_BRANCH,
+                     extra=(f"-minimumchainwork={MIN_WORK:x}",),
+                     variables={"fork_height": 39, "fake_length": 1, "honest_headers": True})
+    a.start()
+    assert a.result("node", timeout=60)["armed"]["escaped"] is False
+    node = a.node
+    payee = node.netdatadir / "attack_payee.txt"
+    try:
+        node.rpc.generatetoaddress(300, TEST_ADDRESS)
+        payee.write_text("fork\n")
+        node.rpc.createwallet("w")
+        address = node.rpc.getnewaddress()
+        payee.write_text(f"pay {address}\n")
+        wait_until(lambda: node.rpc.getwalletinfo() and "fake-payment" in a.result("node"),
+                   what="the fake payment")
+        fake_txid = a.result("node")["fake-payment"]["detail"]
+        wallet_log = node.netdatadir / "wallets" / "debug.log"
+        wait_until(lambda: _wallet_height(node) == 41 or "less-work" in wallet_log.read_text(),
+                   what="the wallet's answer to the cheap blocks")
+        assert node.rpc.getbalance() == 0, "the wallet shows the payment on the cheap blocks"
+        assert _wallet_height(node) == -1
+        assert _anchor(node)["status"] == "anchored"
+        assert fake_txid not in {t["txid"] for t in node.rpc.listtransactions("*", 1000)}
+        assert "not-in-header-chain" in wallet_log.read_text() or "less-work" in wallet_log.read_text()
+        payee.unlink()
+        node.rpc.generatetoaddress(1, address)
+        wait_until(lambda: _wallet_height(node) == node.rpc.getblockcount() == 301, what="wallet sync")
+        assert node.rpc.getwalletinfo()["lastprocessedblock"]["hash"] == node.rpc.getbestblockhash()
+        assert node.rpc.getbalances()["mine"]["immature"] == Decimal("12.5")
+    finally:
+        node.stop()
+
+
 def _cheap_chain(n: int) -> list[Any]:
     """`n` blocks on genesis with recent times (a tip younger than a day, so that only the
     minimum chain work can say the node is still syncing)."""
