@@ -10,6 +10,7 @@ compromised node, the wallet over real Cap'n Proto where that matters
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -18,8 +19,8 @@ import capnp
 import pytest
 
 from cleancoin.components.common.chainparams import REGTEST
-from cleancoin.components.common.primitives import BlockHeader
-from cleancoin.components.interfaces.chain import MAX_GET_HEADERS
+from cleancoin.components.common.primitives import BlockHeader, OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.interfaces.chain import MAX_GET_HEADERS, BlockInfo
 from cleancoin.components.node.chain_binding import NodeChain
 from cleancoin.components.node.mining import mine_block
 from cleancoin.components.wallet.headers import GenesisCheck
@@ -243,3 +244,92 @@ def test_ten_thousand_headers_are_checked_from_genesis_over_ipc(env: Env, capsys
         print(f"\n10,000 headers from genesis: {timings['total']:.3f} s over IPC "
               f"({timings['check']:.3f} s of it the checks), 800,000 bytes in 5 answers")
     assert timings["total"] < 10.0
+
+
+class Rewinder(NodeChain):
+    """The real chain until `stage` says otherwise: "rewind", the node's chain ends at `fork`
+    (an invalidateblock, as far as the wallet can tell); "branch", `branch` follows `fork`
+    in everything the wallet reads (blocks, headers, hashes, infos)."""
+
+    def __init__(self, env: Env, fork: int) -> None:
+        super().__init__(env.cm, env.mempool)
+        self.fork = fork
+        self.stage = ""
+        self.branch: list[Any] = []
+
+    def _above(self) -> list[Any] | None:
+        return {"rewind": [], "branch": self.branch}.get(self.stage)
+
+    async def get_height(self) -> int:
+        above = self._above()
+        return self.fork + len(above) if above is not None else await super().get_height()
+
+    async def get_blocks(self, start_height: int, count: int) -> list[bytes]:
+        above = self._above()
+        if above is None:
+            return await super().get_blocks(start_height, count)
+        out = await super().get_blocks(start_height, max(0, min(count, self.fork + 1 - start_height)))
+        h = start_height + len(out)
+        out += [b.to_bytes() for b in above[h - self.fork - 1:][:count - len(out)]]
+        return out
+
+    async def get_headers(self, start_height: int, count: int) -> bytes:
+        above = self._above()
+        if above is None:
+            return await super().get_headers(start_height, count)
+        out = await super().get_headers(start_height, max(0, min(count, self.fork + 1 - start_height)))
+        h = start_height + len(out) // 80
+        return out + b"".join(b.header.serialized for b in above[h - self.fork - 1:][:count - len(out) // 80])
+
+    async def get_block_header_info(self, block_hash: bytes) -> Any:
+        above = self._above()
+        for i, b in enumerate(above or ()):
+            if b.hash == block_hash:
+                return BlockInfo(b.hash, self.fork + 1 + i, b.header.time, b.header.prev_hash, True)
+        info = await super().get_block_header_info(block_hash)
+        if above is not None and info.height > self.fork:
+            return dataclasses.replace(info, in_active_chain=False)
+        return info
+
+    async def find_fork(self, locator: list[bytes]) -> int:
+        above = self._above()
+        fork = await super().find_fork(locator)
+        return min(fork, self.fork) if above is not None else fork
+
+
+def test_after_a_rewind_the_chain_is_checked_again_before_the_next_block(env: Env) -> None:
+    """The wallet at 20 (minimum chain work 42: the real chain's). The node says its chain
+    ends at 10 (a rewind: followed, the wallet shows less), then shows 3 blocks of its own on
+    10 paying the wallet 1000 coins, with headers to match: valid one by one, at the
+    difficulty of height 10's era. Before, the wallet took them (nothing but the blocks' own
+    checks after a rewind); now it checks the node's chain from genesis again before the next
+    block: work 28, refused (below-minimum-chain-work). The real chain is taken again."""
+    real = env.mine(20)
+    chain = Rewinder(env, 10)
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 42, birth=10)
+        pkh = w.new_key(False).pkh
+        await w.load()
+        assert w.store.best_block == (real[-1].hash, 20)
+        chain.stage = "rewind"
+        await w.sync()
+        assert w.store.best_block == (real[9].hash, 10) and w.store.chain_recheck
+        prev = real[9].header
+        payment = Transaction(1, (TxIn(OutPoint(b"\x33" * 32, 0), b"\x00" * 100),), (TxOut(1000 * 10**8, pkh),), 0)
+        for i in range(3):
+            block = mine_block(prev, 11 + i, b"\x22" * 20, P, prev.time + 1, prev.bits, (payment,) if i == 2 else ())
+            chain.branch.append(block)
+            prev = block.header
+        chain.stage = "branch"
+        await w.sync()
+        assert w.store.best_block[1] == 10 and w.store.get_transaction(payment.txid) is None
+        assert w.anchor_info()["reason"] == "below-minimum-chain-work"
+        chain.stage = ""
+        await w.sync()
+        assert w.anchor_info()["status"] == "anchored", w.anchor_info()
+        assert w.store.best_block == (real[-1].hash, 20) and not w.store.chain_recheck
+        assert w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())

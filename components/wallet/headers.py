@@ -30,7 +30,9 @@ the wallet at one of those heights must be that header's, or the node's branch f
 show more work than those rows (`Wallet._overtaken`, as a reorganisation must), since the node
 names the wallet's birth height itself: a block just above it is valid at the difficulty of
 that height's era, which may be the minimum. A wallet born at genesis checks the chain the
-same way before its first block. Before h40 the
+same way before its first block, and every wallet again after a block is disconnected
+(store.py's `chain_recheck`): blocks above a fork likewise need only their era's difficulty.
+Before h40 the
 anchor was the node's word, taken on trust (bitcoind's wallet trusts its node's chain the
 same way): a node already compromised when a wallet was created could anchor it on a cheap
 branch forked anywhere and pay it there (tests/functional/test_wallet_min_chain_work.py).

@@ -6,7 +6,9 @@ a kill -9 at any moment leaves either the old or the new state: no key lost, no 
 twice. The tables:
 
     meta     key -> value: version, network, birth_height, best_hash, best_height,
-             encrypted, next_index_0 / next_index_1 (keys derived per chain), scrub_pending
+             encrypted, next_index_0 / next_index_1 (keys derived per chain), scrub_pending,
+             chain_recheck (h40, absent in older files: a block was disconnected since the
+             node's chain was last checked from genesis; headers.py)
     secrets  name -> plaintext | encrypted (the HD seed; plaintext only until encrypt_wallet)
     keys     (internal, idx) -> pubkey, pkh, address, used: public data only
     txs      txid -> raw, block hash/height/position (NULL while unconfirmed), time,
@@ -887,6 +889,9 @@ class WalletStore:
             # their block above it (the header chain checked at the anchor, headers.py) stay:
             # the node's next blocks must match them or show more work.
             c.execute("DELETE FROM headers WHERE height >= ? AND (height = ? OR trusted = 0)", (height, height))
+            # The next block comes only after the node's chain is checked from genesis again
+            # (headers.py): the blocks after a fork need only their era's difficulty.
+            self._set_meta(c, "chain_recheck", 1)
             self._set_meta(c, "best_hash", prev_hash)
             self._set_meta(c, "best_height", height - 1)
 
@@ -926,12 +931,24 @@ class WalletStore:
                 "(SELECT 1 FROM headers AS b WHERE b.height = a.height - 1)").fetchone()
         return None if row[0] is None else int(row[0])
 
-    def add_headers(self, rows: Iterable[tuple[int, bytes, bytes, bool]]) -> None:
+    def add_headers(self, rows: Iterable[tuple[int, bytes, bytes, bool]], *, checked_chain: bool = False) -> None:
         """Record (height, hash, header, trusted) rows the caller checked (or takes on trust:
-        `trusted`), replacing any at the same heights; one transaction."""
+        `trusted`), replacing any at the same heights; one transaction. `checked_chain`: they
+        come from the node's chain checked from genesis (headers.py), which clears
+        `chain_recheck` in the same transaction."""
         with self._tx() as c:
             c.executemany("INSERT OR REPLACE INTO headers VALUES (?, ?, ?, ?)",
                           [(h, hh, raw, int(t)) for h, hh, raw, t in rows])
+            if checked_chain:
+                self._set_meta(c, "chain_recheck", 0)
+
+    @property
+    def chain_recheck(self) -> bool:
+        """A block was disconnected since the node's chain was last checked from genesis
+        (meta `chain_recheck`; absent in older files: no)."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'chain_recheck'").fetchone()
+        return bool(row and row[0])
 
     def rescan_block(self, block_hash: bytes, height: int, txs: Iterable[Transaction],
                      time: int) -> list[bytes]:

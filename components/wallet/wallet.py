@@ -471,12 +471,15 @@ class Wallet:
         if check is None or check.keep != keep or check.keep_from != parent + 1:
             check = self._genesis_check = GenesisCheck(self.params, keep, parent + 1)
         try:
-            await self._read_headers(check)
+            check = await self._read_headers(check)
             rows = self.header_chain.anchor_rows(check, parent, self.store.best_hash)
         except BlockRefused as refused:
             self.anchor_wait = refused
             raise
-        self.store.add_headers(rows)
+        # Rows the wallet holds at or below the parent (its own blocks', after a disconnect)
+        # stay as they are; above it, the checked chain's.
+        held = self.store.headers(min((h for h, *_ in rows), default=0), parent) if parent >= 0 else {}
+        self.store.add_headers([r for r in rows if r[0] > parent or r[0] not in held], checked_chain=True)
         self._genesis_check = None
         self.anchor_wait = None
         log.info("wallet %s: header chain anchored at block %d (%s): the node's chain checked "
@@ -494,13 +497,15 @@ class Wallet:
             info["status"] = "anchored" if self.store.header_count() else "none"
         return info
 
-    async def _read_headers(self, check: GenesisCheck) -> None:
-        """Feed `check` the node's headers from where it stands to the node's tip. A node
-        whose chain changed below that point (its next header does not follow the last one
-        checked) is read again from genesis, once per call."""
+    async def _read_headers(self, check: GenesisCheck) -> GenesisCheck:
+        """Feed `check` the node's headers from where it stands to the node's tip; returns
+        the check that got there. Each answer is asked from the last header checked, which
+        must come first again: a node whose chain changed below that point (or got shorter)
+        is read again from genesis, in a new check, once per call."""
         restarted = False
         while True:
-            start = check.next_height
+            resume = check.last is not None
+            start = check.height if resume else 0
             try:
                 raw = await self.chain.get_headers(start, MAX_GET_HEADERS)
             except Exception as exc:  # noqa: BLE001 - an older node (unimplemented) or an error
@@ -508,16 +513,18 @@ class Wallet:
                                    f"the node did not serve its headers: {str(exc)[:200]}") from None
             if not isinstance(raw, bytes) or len(raw) > MAX_GET_HEADERS * HEADER_SIZE:
                 raise BlockRefused(start, bytes(32), "bad-headers", "the node's answer to get_headers is malformed")
+            if resume:
+                assert check.last is not None
+                if raw[:HEADER_SIZE] != check.last.serialized:
+                    if restarted:
+                        raise BlockRefused(start, bytes(32), "headers-changed",
+                                           "the node's header chain keeps changing under the check")
+                    restarted = True
+                    check = self._genesis_check = GenesisCheck(self.params, check.keep, check.keep_from)
+                    continue
+                raw = raw[HEADER_SIZE:]
             if not raw:
-                return
-            if check.last is not None and raw[:HEADER_SIZE] and \
-                    BlockHeader.from_bytes(raw[:HEADER_SIZE]).prev_hash != check.last.hash:
-                if restarted:
-                    raise BlockRefused(start, bytes(32), "headers-changed",
-                                       "the node's header chain keeps changing under the check")
-                restarted = True
-                check = self._genesis_check = GenesisCheck(self.params, check.keep, check.keep_from)
-                continue
+                return check
             check.feed(raw)
             await asyncio.sleep(0)      # a long chain: let the process serve others meanwhile
 
@@ -555,7 +562,10 @@ class Wallet:
         tip = await self.chain.get_height()
         # The anchor, checked from genesis (headers.py): for a wallet without headers even at
         # genesis, whose first blocks would otherwise be any branch the node likes.
-        if start <= tip and (not self.header_chain.has_parent(start) or not self.store.header_count()):
+        # After a disconnect (reorganisation, rewind) the chain is checked again before the
+        # next block: blocks above a fork need only the difficulty of the fork's era.
+        if start <= tip and (not self.header_chain.has_parent(start) or not self.store.header_count()
+                             or self.store.chain_recheck):
             try:
                 await self._anchor(start - 1)
             except BlockRefused as refused:
