@@ -333,3 +333,32 @@ def test_after_a_rewind_the_chain_is_checked_again_before_the_next_block(env: En
         await w.close()
 
     asyncio.run(scenario())
+
+
+def test_a_wallet_anchored_on_trust_before_h40_is_checked_before_its_next_block(env: Env) -> None:
+    """A wallet file from before h40 (its header rows, no `chain_recheck` in meta) took its
+    anchor from the node on trust. Loaded with a minimum chain work of 40 while the node's
+    chain has 32: it took the node's next blocks as they came; now it checks the chain from
+    genesis first and waits below the minimum, and follows once the work is there."""
+    env.mine(10)
+
+    async def scenario() -> None:
+        w = _wallet(env, env.chain, "old", 0, birth=5)
+        await w.load()
+        assert w.store.best_block[1] == 10
+        await w.close()
+        store = WalletStore.open(env.path, "old", P.name)
+        with store._lock, store._conn:                     # as a file from before h40
+            store._conn.execute("DELETE FROM meta WHERE key = 'chain_recheck'")
+        assert store.chain_recheck
+        env.mine(5)
+        w = Wallet("old", store, env.chain, minimum_chain_work=40)
+        await w.load()
+        assert w.store.best_block[1] == 10 and w.anchor_info()["reason"] == "below-minimum-chain-work"
+        env.mine(10)
+        await w.sync()
+        assert w.store.best_block[1] == 25 and not w.store.chain_recheck
+        assert w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())

@@ -45,8 +45,9 @@ What this does not do: on regtest proof of work is free (every other nonce) and 
 chain work 0, so there it only checks the bookkeeping unless -minimumchainwork is given; on
 main and test the minimum is the genesis block's work until a release pins a real block
 (chainparams.py); above the minimum, a fake branch costs real work, as it would to fool a
-node; a node can still withhold blocks (the wallet then shows less, never more); and a wallet
-anchored before this check keeps the anchor it took on trust.
+node; a node can still withhold blocks (the wallet then shows less, never more); and what a
+wallet anchored before this check took on trust stays (it checks the chain once before its
+next block: store.py's `chain_recheck`, absent in its file).
 """
 
 from __future__ import annotations

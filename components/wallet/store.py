@@ -7,8 +7,9 @@ twice. The tables:
 
     meta     key -> value: version, network, birth_height, best_hash, best_height,
              encrypted, next_index_0 / next_index_1 (keys derived per chain), scrub_pending,
-             chain_recheck (h40, absent in older files: a block was disconnected since the
-             node's chain was last checked from genesis; headers.py)
+             chain_recheck (h40: a block was disconnected since the node's chain was last
+             checked from genesis; absent in older files, where it counts as set once the
+             file holds headers: their anchor was taken on trust; headers.py)
     secrets  name -> plaintext | encrypted (the HD seed; plaintext only until encrypt_wallet)
     keys     (internal, idx) -> pubkey, pkh, address, used: public data only
     txs      txid -> raw, block hash/height/position (NULL while unconfirmed), time,
@@ -417,7 +418,7 @@ class WalletStore:
                 meta = {
                     "version": SCHEMA_VERSION, "network": network, "birth_height": birth_height,
                     "best_hash": None, "best_height": -1, "encrypted": int(seed_blob is not None),
-                    "next_index_0": 0, "next_index_1": 0, "scrub_pending": 0,
+                    "next_index_0": 0, "next_index_1": 0, "scrub_pending": 0, "chain_recheck": 0,
                 }
                 c.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
                 if seed_blob is not None:
@@ -945,10 +946,14 @@ class WalletStore:
     @property
     def chain_recheck(self) -> bool:
         """A block was disconnected since the node's chain was last checked from genesis
-        (meta `chain_recheck`; absent in older files: no)."""
+        (meta `chain_recheck`). Absent (a file from before h40): yes when it holds headers,
+        whose anchor was then taken from the node on trust; its next block comes only after
+        one check (headers.py)."""
         with self._lock:
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'chain_recheck'").fetchone()
-        return bool(row and row[0])
+            if row is None:
+                return bool(self._conn.execute("SELECT 1 FROM headers LIMIT 1").fetchone())
+        return bool(row[0])
 
     def rescan_block(self, block_hash: bytes, height: int, txs: Iterable[Transaction],
                      time: int) -> list[bytes]:
