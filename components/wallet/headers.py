@@ -219,7 +219,8 @@ class HeaderChain:
         if expect is not None and checked.kept[parent].hash != expect:
             raise BlockRefused(parent, checked.kept[parent].hash, "bad-anchor",
                                "the node's block there is not the wallet's best block")
-        return [(h, hdr.hash, hdr.serialized, h != 0 or h > parent) for h, hdr in sorted(checked.kept.items())]
+        rows = [(h, hdr.hash, hdr.serialized, h != 0) for h, hdr in sorted(checked.kept.items()) if h <= parent]
+        return rows + [(h, hdr.hash, hdr.serialized, True) for h, hdr in checked.kept_above()]
 
     def period_start(self, parent_height: int) -> int | None:
         """The height of the header the difficulty rule will ask for at the next retarget
@@ -250,6 +251,14 @@ class GenesisCheck:
     times: list[int] = field(default_factory=list)
     period_start: tuple[int, int] | None = None
     kept: dict[int, BlockHeader] = field(default_factory=dict)
+    #: The headers from keep_from on, 80 bytes each (a BlockHeader object costs 550 bytes:
+    #: a wallet born far below the tip keeps the whole chain above it for a while).
+    above: bytearray = field(default_factory=bytearray)
+
+    def kept_above(self) -> list[tuple[int, BlockHeader]]:
+        """The headers from keep_from on, with their heights."""
+        return [(self.keep_from + i // HEADER_SIZE, BlockHeader.from_bytes(bytes(self.above[i:i + HEADER_SIZE])))
+                for i in range(0, len(self.above), HEADER_SIZE)]
 
     @property
     def next_height(self) -> int:
@@ -297,5 +306,7 @@ class GenesisCheck:
         self.times = (self.times + [header.time])[-MTP_SPAN:]
         self.work += block_proof(header.bits)
         self.height, self.last = height, header
-        if height in self.keep or height >= self.keep_from:
+        if height in self.keep:
             self.kept[height] = header
+        if height >= self.keep_from:
+            self.above += header.serialized
