@@ -161,7 +161,8 @@ def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> i
             prestarted = start_wallet(zygote, netdatadir, sandbox=sandbox, learn_dir=learn_dir,
                                       verbose_denials=logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG),
                                       denial_log=refusals or "", title=f"{PROG} zygote",
-                                      max_tx_fee=config.max_tx_fee)
+                                      max_tx_fee=config.max_tx_fee,
+                                      minimum_chain_work=config.minimum_chain_work)
         except (ZygoteError, OSError) as exc:
             zygote.stop()
             return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 from cleancoin.cli.process_exit import run_and_exit
 from cleancoin.components.common.options import (
-    ALLOW_LOCAL_PEER_OPTION, MAX_TX_FEE_OPTION, RPC_WHITELIST_OPTIONS, SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text,
-    load_settings, log_settings_warnings, max_tx_fee, positive_seconds, version_text, wants, whitelist_default,
+    ALLOW_LOCAL_PEER_OPTION, MAX_TX_FEE_OPTION, MINIMUM_CHAIN_WORK_OPTION, RPC_WHITELIST_OPTIONS, SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, help_text,
+    load_settings, log_settings_warnings, max_tx_fee, minimum_chain_work, positive_seconds, version_text, wants, whitelist_default,
 )
 
 PROG = "CleanCoind"
@@ -103,6 +103,7 @@ OPTIONS: list[Option] = [
            "multiple wallets (<netdatadir>/wallets/<name>).", "Wallet options", "<name>"),
     Option("disablewallet", "Do not load the wallet and disable wallet RPC calls", "Wallet options"),
     MAX_TX_FEE_OPTION,
+    MINIMUM_CHAIN_WORK_OPTION,
     Option("rpccookiefile", "Location of the auth cookie. Relative paths are prefixed by the network datadir.",
            "RPC server options", "<loc>", ".cookie"),
 ]
@@ -312,6 +313,7 @@ def build_config(settings: Settings) -> "NodeConfig":
         check_blocks=check_blocks,
         check_level=check_level,
         max_tx_fee=max_tx_fee(settings),
+        minimum_chain_work=minimum_chain_work(settings),
     )
 
 

@@ -16,6 +16,14 @@ can never mistake one network's data for another's. Choices, and why:
   same spacing but retargets every 144 blocks (a day), because a test network's hash rate
   comes and goes with a few CPU miners, and waiting two weeks at a wrong difficulty is no use.
   Both enforce BIP94's time-warp rule. Regtest never retargets.
+- minimum_chain_work (bitcoind's nMinimumChainWork, -minimumchainwork overrides it): the work
+  a chain must have before the node leaves initial block download, before presync stores a
+  branch's headers, and before a wallet takes its anchor from it (wallet/headers.py). Bitcoind
+  sets it at each release to the chain work of a block a few weeks old. This project's main
+  and test networks have no chain beyond their genesis block yet (no release has pinned a
+  block), so their value is the genesis block's own work (block_proof of 0x1e0fffff, 2**20 + 1):
+  a bar every chain of the network clears, i.e. no protection until a release sets it from a
+  real block (`getblockchaininfo`'s `chainwork` of that block). Regtest: 0, as bitcoind's.
 - The genesis coinbase pays 50 coins to the all-zero pubkey hash, whose key nobody knows;
   moreover, as in Bitcoin, its outputs are never added to the UTXO set (storage's job), so
   they are unspendable twice over.
@@ -30,7 +38,7 @@ from .primitives import (
     NULL_HASH, Block, BlockHeader, OutPoint, Transaction, TxIn, TxOut,
     coinbase_height_prefix, merkle_root, push_data,
 )
-from .pow import target_to_compact
+from .pow import block_proof, target_to_compact
 
 GENESIS_MESSAGE: bytes = b"CleanCoin 25/Nov/2026 real coins, every part in its own sandbox"
 #: The genesis coinbase pays here; nobody has a key hashing to twenty zero bytes.
@@ -77,6 +85,8 @@ class ChainParams:
     genesis_nonce: int
     genesis_hash_hex: str
     max_future_block_time: int = 2 * 60 * 60   # a block may be this far ahead of our clock
+    #: Work a chain must have before it is believed (module docstring; -minimumchainwork).
+    minimum_chain_work: int = 0
     genesis_block: Block = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +98,8 @@ class ChainParams:
             raise RuntimeError(f"{self.name} genesis hash mismatch: built {block.hash_hex}, "
                                f"expected {self.genesis_hash_hex}")
         object.__setattr__(self, "genesis_block", block)
+        if self.minimum_chain_work < 0:
+            raise ValueError("minimum_chain_work must not be negative")
 
     @property
     def genesis_hash(self) -> bytes:
@@ -115,6 +127,10 @@ class ChainParams:
         return MAX_MONEY
 
 
+#: Main's and test's minimum chain work until a release pins a block (module docstring): the
+#: work of their genesis block alone.
+GENESIS_WORK: int = block_proof(0x1E0FFFFF)
+
 # Genesis nonces were found offline (a plain nonce search from 0 with mining.solve's hashing);
 # main and test needed 60292 and 2390821 tries at 0x1e0fffff, regtest's nonce 0 already works.
 
@@ -139,6 +155,7 @@ MAIN = ChainParams(
     genesis_bits=0x1E0FFFFF,
     genesis_nonce=60292,
     genesis_hash_hex="00000088e86b51daac37de564d4be51a1afb22ba2162cccc2d1b9c1f420fbb17",
+    minimum_chain_work=GENESIS_WORK,
 )
 
 TESTNET = ChainParams(
@@ -162,6 +179,7 @@ TESTNET = ChainParams(
     genesis_bits=0x1E0FFFFF,
     genesis_nonce=2390821,
     genesis_hash_hex="00000bff611eec18030efe79ac273c29ce9b136e34a8826b62dcc66763c2581c",
+    minimum_chain_work=GENESIS_WORK,
 )
 
 REGTEST = ChainParams(
@@ -185,9 +203,20 @@ REGTEST = ChainParams(
     genesis_bits=0x207FFFFF,
     genesis_nonce=0,
     genesis_hash_hex="74e6584a2f26afd1a15e9851fc3649f10384065db369511915056fce9ecf5f25",
+    minimum_chain_work=0,
 )
 
 _BY_NAME: dict[str, ChainParams] = {p.name: p for p in (MAIN, TESTNET, REGTEST)}
+
+
+def parse_minimum_chain_work(value: str) -> int:
+    """-minimumchainwork=<hex>, as bitcoind reads it (hex digits, an optional 0x, at most 64
+    of them); ValueError with bitcoind's message otherwise."""
+    text = value.strip()
+    digits = text[2:] if text[:2].lower() == "0x" else text
+    if not digits or len(digits) > 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise ValueError(f"Invalid non-hex ({value}) minimum chain work value specified")
+    return int(digits, 16)
 
 
 def params_for(name: str) -> ChainParams:

@@ -156,6 +156,27 @@ def max_tx_fee(settings: Settings) -> int:
     return units
 
 
+MINIMUM_CHAIN_WORK_OPTION = Option(
+    "minimumchainwork", "Minimum work assumed to exist on a valid chain in hex: below it the node is in "
+    "initial block download and stores no branch's headers, and a wallet takes no anchor from the "
+    "chain (default: the network's, 0 on regtest; docs/node.md). A wallet process of CleanCoin-node "
+    "takes it from the node's options as the node starts, never later from the node.",
+    "Debugging/Testing options", "<hex>")
+
+
+def minimum_chain_work(settings: Settings) -> int | None:
+    """-minimumchainwork as a number (None when not given: the network's value); OptionError
+    with bitcoind's message for a value that is not hex."""
+    from .chainparams import parse_minimum_chain_work
+    value = settings.get("minimumchainwork")
+    if value is None:
+        return None
+    try:
+        return parse_minimum_chain_work(value)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+
+
 def whitelist_default(settings: Settings) -> bool | None:
     """-rpcwhitelistdefault as given (None when it is not: on with any -rpcwhitelist)."""
     return None if settings.get("rpcwhitelistdefault") is None else settings.get_bool("rpcwhitelistdefault", False)

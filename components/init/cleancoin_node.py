@@ -267,7 +267,8 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             zygote = zygote or launch_zygote()
             prestarted = start_wallet(zygote, netdatadir, sandbox=sandbox, verbose_denials=verbose,
                                       learn_dir=learn_dir, denial_log=sandbox_log or "",
-                                      title=f"{PROG} zygote", max_tx_fee=config.max_tx_fee)
+                                      title=f"{PROG} zygote", max_tx_fee=config.max_tx_fee,
+                                      minimum_chain_work=config.minimum_chain_work)
         except (ZygoteError, OSError) as exc:
             if zygote is not None:
                 zygote.stop()

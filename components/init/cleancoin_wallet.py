@@ -46,8 +46,8 @@ from typing import Any
 
 from cleancoin.components.common.fee_cap import DEFAULT_MAX_TX_FEE
 from cleancoin.components.common.options import (
-    MAX_TX_FEE_OPTION, RPC_WHITELIST_OPTIONS, SYSPERMS_OPTION, Option, OptionError, Settings, apply_umask, load_settings,
-    log_settings_warnings, max_tx_fee, positive_seconds,
+    MAX_TX_FEE_OPTION, MINIMUM_CHAIN_WORK_OPTION, RPC_WHITELIST_OPTIONS, SYSPERMS_OPTION, Option, OptionError,
+    Settings, apply_umask, load_settings, log_settings_warnings, max_tx_fee, minimum_chain_work, positive_seconds,
 )
 
 # The zygote's preload and target, and the logging both ways in share (wallet_process.py).
@@ -60,6 +60,7 @@ OPTIONS: list[Option] = [
     Option("datadir", "Specify data directory", "Options", "<dir>", "~/.cleancoin"),
     Option("wallet", "Load this wallet at startup (repeatable)", "Options", "<name>"),
     MAX_TX_FEE_OPTION,
+    MINIMUM_CHAIN_WORK_OPTION,
     SYSPERMS_OPTION,
     Option("sandbox", "Confine this process by policies/wallet-standalone.toml once its sockets are "
            "open (0: run unconfined, with a warning)", "Sandbox options", "", "1"),
@@ -133,6 +134,7 @@ class _Opened:
     node: tuple[Any, socket.socket] | None = None                                # -ipcconnect
     node_methods: frozenset[str] | None = None                                   # -forwardrpc=read
     max_tx_fee: int = DEFAULT_MAX_TX_FEE                                         # -maxtxfee
+    minimum_chain_work: int | None = None                                        # -minimumchainwork
     credentials: Any = None
     tls: Any = None
     rpc: Any = None                                                              # an RpcServer, bound
@@ -164,6 +166,7 @@ def _run_standalone(args: Sequence[str], open_all: Callable[[Settings], _Opened]
     try:
         settings = load_settings(args, OPTIONS)
         fee_cap = max_tx_fee(settings)
+        min_work = minimum_chain_work(settings)
     except OptionError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
@@ -191,6 +194,7 @@ def _run_standalone(args: Sequence[str], open_all: Callable[[Settings], _Opened]
         opened = open_all(settings)
         opened.node_methods = node_methods
         opened.max_tx_fee = fee_cap
+        opened.minimum_chain_work = min_work
         _confine(settings, opened, log)
         return asyncio.run(capnp.run(serve(settings, opened)))
     except _StartError as exc:
@@ -346,7 +350,8 @@ async def _listening(settings: Settings, opened: _Opened) -> int:
         if options.network != settings.chain:
             raise IpcError(f"this wallet process serves {settings.chain}, the node runs {options.network}")
         service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir),
-                                            node_methods=opened.node_methods, max_tx_fee=opened.max_tx_fee)
+                                            node_methods=opened.node_methods, max_tx_fee=opened.max_tx_fee,
+                                            minimum_chain_work=opened.minimum_chain_work)
         await service.load_wallets(own_wallets)
         log.info("a node connected: serving the wallets of %s", netdatadir)
         return service
@@ -431,7 +436,8 @@ async def _connected(settings: Settings, opened: _Opened) -> int:
     try:
         chain = await connection.init.make_chain()
         service = await make_wallet_service(chain, WalletOptions(settings.chain, netdatadir), register=False,
-                                            node_methods=opened.node_methods, max_tx_fee=opened.max_tx_fee)
+                                            node_methods=opened.node_methods, max_tx_fee=opened.max_tx_fee,
+                                            minimum_chain_work=opened.minimum_chain_work)
         # Loaded first, registered then: the node forwards nothing before the wallets are
         # here, so its clients see -28 until then, never "wallet does not exist".
         await service.load_wallets([w for w in settings.get_all("wallet") if w])

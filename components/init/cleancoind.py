@@ -31,7 +31,8 @@ class InProcessWallets:
         from ..wallet.rpc import register_wallet_methods
         from ..wallet.wallet import StartupWalletError, WalletManager
 
-        self.loader = WalletManager(node.netdatadir, make_chain(node), node.params.name, node.config.max_tx_fee)
+        self.loader = WalletManager(node.netdatadir, make_chain(node), node.params.name, node.config.max_tx_fee,
+                                    node.config.minimum_chain_work)
         register_wallet_methods(node.registry, self.loader)
         if node.frontend is not None:       # wallet events for front ends (CleanCoin-qt)
             self.loader.events.add_listener(node.frontend.wallet_events)

@@ -82,12 +82,13 @@ def setup_logging(netdatadir: str | None, console: bool, debug: Sequence[str]) -
 
 # ---------------------------------------------------------------------- started by a node
 
-def serve_node(fd: int, max_tx_fee: str = "") -> int:
+def serve_node(fd: int, max_tx_fee: str = "", minimum_chain_work: str = "") -> int:
     """The zygote's target for CleanCoin-wallet: serve the node on the socket `fd`.
 
     `max_tx_fee` (-maxtxfee, in units) is the one the node fixed in the zygote's configuration
     before it confined itself (wallet_component.wallet_spec); nothing the node sends over IPC
-    changes it. Empty: the default.
+    changes it. Empty: the default. `minimum_chain_work` (-minimumchainwork, hex) likewise:
+    the anchor's bar (wallet/headers.py) is never the node's word.
 
     Runs in a child the zygote forked, after every sandbox step of policies/wallet.toml: the
     zygote imported this module (and ran `import_everything`) once, at its own start, from a fresh
@@ -98,10 +99,11 @@ def serve_node(fd: int, max_tx_fee: str = "") -> int:
     syscalls.set_name("wallet")          # a fork keeps the zygote's name; ps should tell them apart
     setup_logging(None, False, ())
     from cleancoin.components.common.fee_cap import DEFAULT_MAX_TX_FEE
-    return asyncio.run(capnp.run(_serve_child(fd, int(max_tx_fee) if max_tx_fee else DEFAULT_MAX_TX_FEE)))
+    return asyncio.run(capnp.run(_serve_child(fd, int(max_tx_fee) if max_tx_fee else DEFAULT_MAX_TX_FEE,
+                                              int(minimum_chain_work, 16) if minimum_chain_work else None)))
 
 
-async def _serve_child(fd: int, max_tx_fee: int) -> int:
+async def _serve_child(fd: int, max_tx_fee: int, minimum_chain_work: int | None) -> int:
     from cleancoin.components.ipc.connection import serve_init
     from cleancoin.components.ipc.init_impl import ProcessInit
     from cleancoin.components.interfaces.init import IpcPeer
@@ -118,7 +120,8 @@ async def _serve_child(fd: int, max_tx_fee: int) -> int:
         log = logging.getLogger("cleancoin.wallet")
         log.info("%s (pid %d) serving the wallets of %s (%s)", PROG, os.getpid(), options.netdatadir,
                  options.network)
-        return await make_wallet_service(chain, options, max_tx_fee=max_tx_fee)
+        return await make_wallet_service(chain, options, max_tx_fee=max_tx_fee,
+                                         minimum_chain_work=minimum_chain_work)
 
     # The node ends us by closing the connection; a stray SIGTERM (the operator's kill) ends
     # the serve loop the same way, so the wallets close cleanly.

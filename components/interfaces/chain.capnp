@@ -92,4 +92,9 @@ interface Chain {
   # Serve these JSON-RPC methods on the node by forwarding their calls to `handler`, until
   # the registration is disconnected or the connection is lost. Only the node's own wallet
   # process may (docs/multiprocess.md, "Who may serve wallet methods"); others fail.
+  getHeaders @10 (startHeight :Int32, count :UInt32) -> (headers :Data);
+  # Added after the above (a node without it answers "unimplemented"): up to `count` (at
+  # most 2000) active-chain headers from startHeight on, 80 bytes each, concatenated; fewer
+  # past the tip, empty at or past it. The wallet checks them from genesis before it takes
+  # an anchor (wallet/headers.py).
 }

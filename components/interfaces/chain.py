@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
+#: Most headers one get_headers call returns (bitcoind's MAX_HEADERS_RESULTS): 160 KB.
+MAX_GET_HEADERS: int = 2000
+
+
 class ChainError(Exception):
     """A request the chain cannot answer (unknown block, height out of range)."""
 
@@ -227,6 +231,14 @@ class Chain(Protocol):
 
     async def is_in_mempool(self, txid: bytes) -> bool:
         """Whether the transaction `txid` is in the mempool."""
+        ...
+
+    async def get_headers(self, start_height: int, count: int) -> bytes:
+        """Up to `count` (at most MAX_GET_HEADERS) headers of the active chain from
+        `start_height` on, 80 bytes each, concatenated: fewer past the tip, b"" at or past
+        it. What a wallet checks from genesis before it takes its anchor (wallet/headers.py):
+        80 bytes a block, so a long chain costs a few round trips. Added after the other
+        methods: a node from before answers with an error (over IPC, "unimplemented")."""
         ...
 
     async def handle_notifications(self, notifications: ChainNotifications) -> Handler:

@@ -102,6 +102,9 @@ PROGRESS_INTERVAL: float = 1.0
 #: branch this far behind): without that, a cheap chain that reached a syncing node first
 #: kept it from the real one for good.
 MAX_SIDE_BRANCH_LAG: int = 288
+#: A tip older than this (seconds) means the node is still catching up (bitcoind's
+#: DEFAULT_MAX_TIP_AGE): initial_block_download.
+MAX_TIP_AGE: int = 24 * 60 * 60
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -258,8 +261,13 @@ class ChainManager:
                  min_free_space: int | None = MIN_DISK_SPACE,
                  on_fatal: Callable[[ChainWriteFailure], None] | None = None,
                  max_side_branch_lag: int = MAX_SIDE_BRANCH_LAG,
-                 for_reindex: bool = False) -> None:
+                 for_reindex: bool = False,
+                 minimum_chain_work: int | None = None) -> None:
         self.params = params
+        #: bitcoind's nMinimumChainWork (-minimumchainwork; None: the network's): below it the
+        #: node is in initial block download, and presync stores no branch below it.
+        self.minimum_chain_work: int = (params.minimum_chain_work if minimum_chain_work is None
+                                        else minimum_chain_work)
         # -reindex follows: an active chain that fails the load checks is rebuilt, not refused.
         self._for_reindex = for_reindex
         self._max_side_branch_lag = max_side_branch_lag
@@ -557,6 +565,15 @@ class ChainManager:
         with self._lock:
             assert self._best_header is not None
             return self._index[self._best_header]
+
+    def initial_block_download(self, now: float) -> bool:
+        """bitcoind's IsInitialBlockDownload (without its latch): the tip has less work than
+        the minimum chain work, lies below the best header, or is older than MAX_TIP_AGE."""
+        with self._lock:
+            tip = self._index[self._chain[-1]]
+            best = self._index[self._best_header] if self._best_header is not None else tip
+            return (tip.chainwork < self.minimum_chain_work or tip.height < best.height
+                    or tip.time < now - MAX_TIP_AGE)
 
     def get_index(self, block_hash: bytes) -> BlockIndex | None:
         """The index entry of a known block (header), or None."""

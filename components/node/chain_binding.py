@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..interfaces.chain import (
-    BlockInfo, BroadcastResult, ChainError, ChainNotifications, Handler, RpcHandler, RpcMethodInfo,
+    MAX_GET_HEADERS, BlockInfo, BroadcastResult, ChainError, ChainNotifications, Handler, RpcHandler, RpcMethodInfo,
 )
 from .chain import ChainManager
 from .mempool import Mempool, MempoolReject
@@ -100,6 +100,18 @@ class NodeChain:
             out.append(raw)
             total += len(raw)
         return out
+
+    async def get_headers(self, start_height: int, count: int) -> bytes:
+        if start_height < 0 or count < 0:
+            raise ChainError(f"get_headers({start_height}, {count}): negative argument")
+        # One consistent slice of the active chain, as get_blocks (no await in between).
+        out = bytearray()
+        for height in range(start_height, start_height + min(count, MAX_GET_HEADERS)):
+            idx = self._chain.block_at_height(height)
+            if idx is None:
+                break
+            out += idx.header.serialized
+        return bytes(out)
 
     async def find_fork(self, locator: list[bytes]) -> int:
         return self._chain.find_fork(list(locator)).height

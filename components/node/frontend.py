@@ -32,8 +32,6 @@ MAX_LOG_LINES = 200
 MAX_PROCESS_EVENTS = 100
 #: Characters of one forwarded log line.
 MAX_LINE = 1000
-#: Seconds a tip is old enough to call the node "catching up" (rpc_methods.MAX_TIP_AGE).
-MAX_TIP_AGE = 24 * 60 * 60
 
 
 class FrontendSubscription:
@@ -190,7 +188,7 @@ class FrontendHub:
         tip = chain.tip
         headers = max(chain.best_header.height, tip.height)
         progress = 1.0 if tip.height >= headers else tip.height / max(headers, 1)
-        ibd = tip.height < headers or tip.time < self._node.now() - MAX_TIP_AGE
+        ibd = chain.initial_block_download(self._node.now())
         mempool = self._node.mempool
         return TipInfo(tip.height, tip.hash, tip.time, headers, progress, ibd,
                        len(mempool) if mempool is not None else 0)

@@ -98,6 +98,9 @@ class NodeConfig:
     wallets: list[str] = field(default_factory=list)   # -wallet=<name>: loaded at startup
     ignore_startup_wallets: bool = False   # -nowallet: not even wallets/settings.json's list
     max_tx_fee: int = DEFAULT_MAX_TX_FEE   # -maxtxfee: no wallet transaction pays more (units)
+    # -minimumchainwork (None: the network's, chainparams.py): the node's IBD and presync,
+    # and the wallet's anchor (wallet/headers.py)
+    minimum_chain_work: int | None = None
 
 
 class ChainViewAdapter:
@@ -253,7 +256,8 @@ class NodeContext:
                                       now=lambda: int(self.now()), sig_threads=self.config.sig_threads,
                                       sig_cache=SignatureCache(self.config.sig_cache_mib << 20),
                                       min_free_space=self.min_free_space, on_fatal=self.abort_node,
-                                      for_reindex=self.config.reindex)
+                                      for_reindex=self.config.reindex,
+                                      minimum_chain_work=self.config.minimum_chain_work)
         except Exception as exc:       # StorageError, sqlite3.Error: report, exit 1
             raise InitError(f"Error opening block database: {exc}") from exc
         # Only now: the database lock proves no other node uses this datadir, whose pid

@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 #: bitcoind's DEFAULT_MAX_RAW_TX_FEE_RATE: 0.10 coins per 1000 bytes.
 DEFAULT_MAX_FEE_RATE = Decimal("0.10")
-#: Seconds behind now after which the tip counts as old (bitcoind's -maxtipage default).
-MAX_TIP_AGE: int = 24 * 60 * 60
 CLIENT_VERSION: int = 1000     # 0.1.0 in bitcoind's encoding
 
 log = logging.getLogger("cleancoin.chain")
@@ -218,8 +216,7 @@ class NodeRpc:
         }
 
     def _in_ibd(self) -> bool:
-        tip = self.chain.tip
-        return tip.height < self.chain.best_header.height or tip.time < self.node.now() - MAX_TIP_AGE
+        return self.chain.initial_block_download(self.node.now())
 
     def getchaintips(self, ctx: Any) -> list[dict[str, Any]]:
         return self.chain.chain_tips()

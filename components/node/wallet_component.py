@@ -51,14 +51,16 @@ def launch_zygote() -> Zygote:
 
 
 def wallet_spec(netdatadir: str, *, sandbox: bool, verbose_denials: bool,
-                learn_dir: str | None, max_tx_fee: int, denial_log: str = "") -> ComponentSpec:
+                learn_dir: str | None, max_tx_fee: int, denial_log: str = "",
+                minimum_chain_work: int | None = None) -> ComponentSpec:
     """The wallet process under policies/wallet.toml (None with -sandbox=0): its wallets
     directory; its refusals logged to `denial_log` (the node's sandbox.log; "" for its stderr,
     which the zygote passes on to the node's), all of them when `verbose_denials`. Never to
     wallets/debug.log: the wallet may write that file, and so erase the record of what it
     tried. The zygote opens the log before the wallet's view goes up, outside of it.
     `max_tx_fee` (-maxtxfee, units) goes with the spec, not over IPC:
-    the node is not confined yet, and cannot raise the cap later (components/common/fee_cap.py)."""
+    the node is not confined yet, and cannot raise the cap later (components/common/fee_cap.py);
+    so does `minimum_chain_work` (-minimumchainwork; None: the network's, wallet/headers.py)."""
     from cleancoin.sandbox.denial_log import DenialLog
     from cleancoin.sandbox.policy_loader import shipped_policy
     from cleancoin.sandbox.zygote import ComponentSpec
@@ -67,11 +69,14 @@ def wallet_spec(netdatadir: str, *, sandbox: bool, verbose_denials: bool,
                          writable_roots=(netdatadir,), preload=WALLET_PRELOAD,
                          denials=DenialLog(denial_log, verbose_denials, label=WALLET_COMPONENT),
                          learn_dir=learn_dir,
-                         arguments={"max_tx_fee": str(max_tx_fee)})
+                         arguments={"max_tx_fee": str(max_tx_fee),
+                                    "minimum_chain_work": "" if minimum_chain_work is None
+                                    else f"{minimum_chain_work:x}"})
 
 
 def start_wallet(zygote: Zygote, netdatadir: str, *, sandbox: bool, verbose_denials: bool,
-                 learn_dir: str | None, denial_log: str, title: str, max_tx_fee: int) -> socket.socket:
+                 learn_dir: str | None, denial_log: str, title: str, max_tx_fee: int,
+                 minimum_chain_work: int | None = None) -> socket.socket:
     """Fit the wallet's policy (`wallet_spec`), hand it to a launched `zygote` and ask for the
     wallet process at once (`prestart`); returns our end of its socket. CleanCoin-node calls
     this as soon as its log is open, before it imports the rest of the node: the zygote builds
@@ -80,7 +85,8 @@ def start_wallet(zygote: Zygote, netdatadir: str, *, sandbox: bool, verbose_deni
     and OSError when the zygote cannot be reached."""
     zygote.configure({WALLET_COMPONENT: wallet_spec(netdatadir, sandbox=sandbox, verbose_denials=verbose_denials,
                                                     learn_dir=learn_dir, denial_log=denial_log,
-                                                    max_tx_fee=max_tx_fee)},
+                                                    max_tx_fee=max_tx_fee,
+                                                    minimum_chain_work=minimum_chain_work)},
                      wait=False, title=title)
     return prestart(zygote)
 

@@ -15,18 +15,39 @@ common/pow.py; nothing copied):
 - and the block extends the wallet's chain: its parent is the header the wallet holds at
   the height below.
 
-Trust on first use: the wallet holds no header before its first block, so the first time it
-needs one it takes from the node the block below its first block (its birth, or the best block
-of a wallet from before this check) and the ten before it (for the median time), linked by
-hash, and, on networks that retarget, the first header of the current difficulty period: the
-anchor. Genesis needs no trust (its hash is in chainparams). Every header checked is stored
-in the wallet file (store.py, `headers`) in the same transaction as the block's effects, so a
-restart does not re-trust. A reorganisation the node reports must lead to a branch with more
-work than the wallet's own from the fork on (`Wallet._unwind_to_active_chain`).
+The anchor: the wallet holds no header before its first block, so the first time it needs
+one it takes the block below its first block (its birth, or the best block of a wallet from
+before this check), the ten before it (for the median time) and, on networks that retarget,
+the first header of the current difficulty period. Those come from a header chain the wallet
+checks itself from genesis (`GenesisCheck`: the node's active headers, 80 bytes each, asked
+for with `Chain.get_headers`; every header's proof of work, difficulty, median time and
+link, as above), and only when that chain's work reaches the minimum chain work
+(chainparams.py, -minimumchainwork, bitcoind's nMinimumChainWork): a chain with less is
+refused ("below-minimum-chain-work"), the wallet takes no block and says it is waiting
+(getwalletinfo's `anchor`, its log) until the node's chain has the work. The checked headers
+above the anchor are stored too (as rows without their block): a block the node then hands
+the wallet at one of those heights must be that header's, or the node's branch from there must
+show more work than those rows (`Wallet._overtaken`, as a reorganisation must), since the node
+names the wallet's birth height itself: a block just above it is valid at the difficulty of
+that height's era, which may be the minimum. A wallet born at genesis checks the chain the
+same way before its first block, and every wallet again after a block is disconnected
+(store.py's `chain_recheck`): blocks above a fork likewise need only their era's difficulty.
+Before h40 the
+anchor was the node's word, taken on trust (bitcoind's wallet trusts its node's chain the
+same way): a node already compromised when a wallet was created could anchor it on a cheap
+branch forked anywhere and pay it there (tests/functional/test_wallet_min_chain_work.py).
+Genesis needs no trust (its hash is in chainparams). Every header checked is stored in the
+wallet file (store.py, `headers`) in the same transaction as the block's effects, so a
+restart does not check again. A reorganisation the node reports must lead to a branch with
+more work than the wallet's own from the fork on (`Wallet._unwind_to_active_chain`).
 
-What this does not do: on regtest proof of work is free (every other nonce), so there it only
-checks the bookkeeping; a node can still withhold blocks (the wallet then shows less, never
-more); and a fake branch at the real difficulty costs real work, as it would to fool a node.
+What this does not do: on regtest proof of work is free (every other nonce) and the minimum
+chain work 0, so there it only checks the bookkeeping unless -minimumchainwork is given; on
+main and test the minimum is the genesis block's work until a release pins a real block
+(chainparams.py); above the minimum, a fake branch costs real work, as it would to fool a
+node; a node can still withhold blocks (the wallet then shows less, never more); and what a
+wallet anchored before this check took on trust stays (it checks the chain once before its
+next block: store.py's `chain_recheck`, absent in its file).
 """
 
 from __future__ import annotations
@@ -36,17 +57,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cleancoin.components.common.chainparams import ChainParams
-from cleancoin.components.common.consensus import check_block, contextual_check_block_header
+from cleancoin.components.common.consensus import (
+    check_block, check_block_header, contextual_check_block_header,
+)
 from cleancoin.components.common.errors import ValidationError
 from cleancoin.components.common.pow import PrevBlock, block_proof, median_time_past
 from cleancoin.components.common.primitives import Block, BlockHeader
 
 from .store import WalletStore
 
-__all__ = ["MTP_SPAN", "BlockRefused", "Branch", "HeaderChain"]
+__all__ = ["MTP_SPAN", "BlockRefused", "Branch", "GenesisCheck", "HeaderChain"]
 
 #: Headers before a block that the median-time-past rule reads.
 MTP_SPAN: int = 11
+#: Serialized size of a block header.
+HEADER_SIZE: int = 80
 
 
 class BlockRefused(Exception):
@@ -76,10 +101,12 @@ class HeaderChain:
     """The checks of the module docstring over a wallet's stored header chain."""
 
     def __init__(self, store: WalletStore, params: ChainParams,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, minimum_chain_work: int | None = None) -> None:
         self.store = store
         self.params = params
         self._clock = clock
+        #: -minimumchainwork, the wallet's own (None: the network's); never the node's word.
+        self.minimum_chain_work = params.minimum_chain_work if minimum_chain_work is None else minimum_chain_work
 
     def _lookup(self, low: int, high: int, branch: Branch | None) -> dict[int, BlockHeader]:
         rows = {h: BlockHeader.from_bytes(raw) for h, (_, raw, _) in self.store.headers(low, high).items()
@@ -111,6 +138,14 @@ class HeaderChain:
             if block.hash != self.params.genesis_hash:
                 raise BlockRefused(height, block.hash, "bad-genesis", "not this network's genesis block")
             return
+        if branch is None:
+            # A row stored without its block (the chain checked at the anchor) names the
+            # block that belongs here: another one must first show more work than those rows
+            # (Wallet._sync_round).
+            row = self.store.headers(height, height).get(height)
+            if row is not None and row[2] and row[0] != block.hash:
+                raise BlockRefused(height, block.hash, "not-in-header-chain",
+                                   f"not the block of the wallet's checked header chain at {height}")
         window = self._lookup(max(0, height - MTP_SPAN), height - 1, branch)
         prev = window.get(height - 1)
         if prev is None:
@@ -153,22 +188,39 @@ class HeaderChain:
             return None
         return sum(block_proof(BlockHeader.from_bytes(raw).bits) for _, raw, _ in rows.values())
 
-    def anchor_rows(self, blocks: list[Block], low: int, expect: bytes | None) -> list[tuple[int, bytes, bytes, bool]]:
-        """The anchor (module docstring): `blocks` are the node's blocks low.., the last one
-        the parent of the wallet's first block (`expect`, the wallet's best block, when it
-        has one). They must link by hash, start at genesis when low is 0, and end at
-        `expect`; then they are the rows to store, taken on trust."""
-        top = low + len(blocks) - 1
-        for i, block in enumerate(blocks):
-            height = low + i
-            if height == 0 and block.hash != self.params.genesis_hash:
-                raise BlockRefused(0, block.hash, "bad-genesis", "not this network's genesis block")
-            if i and block.header.prev_hash != blocks[i - 1].hash:
-                raise BlockRefused(height, block.hash, "bad-prevblk", "the anchor's headers do not link")
-        if expect is not None and (not blocks or blocks[-1].hash != expect):
-            raise BlockRefused(top, blocks[-1].hash if blocks else bytes(32), "bad-anchor",
+    def anchor_keep(self, parent: int) -> frozenset[int]:
+        """The heights of the anchor for a first block at `parent` + 1 that are not above
+        it: the parent and the ten below it, and on retargeting networks the current
+        period's first header (every header above the parent is kept too: GenesisCheck's
+        keep_from)."""
+        heights = set(range(max(0, parent - MTP_SPAN + 1), parent + 1))
+        first = self.period_start(parent) if parent >= 0 else None
+        if first is not None:
+            heights.add(first)
+        return frozenset(heights)
+
+    def anchor_rows(self, checked: GenesisCheck, parent: int,
+                    expect: bytes | None) -> list[tuple[int, bytes, bytes, bool]]:
+        """The anchor (module docstring) for a first block at `parent` + 1, from `checked`,
+        the node's chain checked from genesis to its tip: that chain must have the minimum
+        chain work, reach `parent`, and hold there `expect` (the wallet's best block, when
+        it has one). The rows to store: the anchor and every checked header above it (the
+        blocks the wallet takes there must be these, `check`), `trusted` (stored without
+        their block) set, except a genesis row at or below the parent."""
+        tip_hash = checked.last.hash if checked.last is not None else bytes(32)
+        if checked.work < self.minimum_chain_work:
+            raise BlockRefused(checked.height, tip_hash, "below-minimum-chain-work",
+                               f"the node's chain (height {checked.height}) has work {checked.work:#x}, "
+                               f"less than the minimum chain work {self.minimum_chain_work:#x}")
+        if checked.height < parent or (parent >= 0 and parent not in checked.kept):
+            raise BlockRefused(max(parent, 0), tip_hash, "bad-anchor",
+                               f"the node's header chain ends at {checked.height}, below the "
+                               f"wallet's anchor at {parent}")
+        if expect is not None and checked.kept[parent].hash != expect:
+            raise BlockRefused(parent, checked.kept[parent].hash, "bad-anchor",
                                "the node's block there is not the wallet's best block")
-        return [(low + i, b.hash, b.header.serialized, low + i != 0) for i, b in enumerate(blocks)]
+        rows = [(h, hdr.hash, hdr.serialized, h != 0) for h, hdr in sorted(checked.kept.items()) if h <= parent]
+        return rows + [(h, hdr.hash, hdr.serialized, True) for h, hdr in checked.kept_above()]
 
     def period_start(self, parent_height: int) -> int | None:
         """The height of the header the difficulty rule will ask for at the next retarget
@@ -178,3 +230,83 @@ class HeaderChain:
         interval = self.params.retarget_interval
         next_retarget = (parent_height // interval + 1) * interval
         return next_retarget - interval
+
+
+@dataclass
+class GenesisCheck:
+    """The node's active header chain checked from genesis (module docstring, the anchor),
+    one answer of `Chain.get_headers` at a time, keeping nothing but the last header's link,
+    the headers at the heights in `keep` and every one from `keep_from` on. Resumable: a later `feed` goes on from the
+    last header checked, so a wallet waiting for the minimum chain work does not read the
+    chain again on every block. BlockRefused for a header that breaks a rule."""
+
+    params: ChainParams
+    keep: frozenset[int]
+    #: Every header from this height on is kept too (the checked chain above the anchor).
+    keep_from: int = 1 << 62
+    clock: Callable[[], float] = time.time
+    height: int = -1
+    last: BlockHeader | None = None
+    work: int = 0
+    times: list[int] = field(default_factory=list)
+    period_start: tuple[int, int] | None = None
+    kept: dict[int, BlockHeader] = field(default_factory=dict)
+    #: The headers from keep_from on, 80 bytes each (a BlockHeader object costs 550 bytes:
+    #: a wallet born far below the tip keeps the whole chain above it for a while).
+    above: bytearray = field(default_factory=bytearray)
+
+    def kept_above(self) -> list[tuple[int, BlockHeader]]:
+        """The headers from keep_from on, with their heights."""
+        return [(self.keep_from + i // HEADER_SIZE, BlockHeader.from_bytes(bytes(self.above[i:i + HEADER_SIZE])))
+                for i in range(0, len(self.above), HEADER_SIZE)]
+
+    @property
+    def next_height(self) -> int:
+        """The height the next answer must start at."""
+        return self.height + 1
+
+    def feed(self, raw: bytes) -> int:
+        """Check one answer (headers from `next_height` on, concatenated); returns how many."""
+        if len(raw) % HEADER_SIZE:
+            raise BlockRefused(self.next_height, bytes(32), "bad-headers",
+                               f"an answer of {len(raw)} bytes is not a run of 80-byte headers")
+        now = int(self.clock())
+        for offset in range(0, len(raw), HEADER_SIZE):
+            self._check(BlockHeader.from_bytes(raw[offset:offset + HEADER_SIZE]), now)
+        return len(raw) // HEADER_SIZE
+
+    def _check(self, header: BlockHeader, now: int) -> None:
+        height = self.height + 1
+        if height == 0:
+            if header.hash != self.params.genesis_hash:
+                raise BlockRefused(0, header.hash, "bad-genesis", "not this network's genesis block")
+        else:
+            prev = self.last
+            assert prev is not None
+            if header.prev_hash != prev.hash:
+                raise BlockRefused(height, header.hash, "bad-prevblk",
+                                   f"the node's header {height} does not build on its header {height - 1}")
+            period = self.period_start
+
+            def ancestor_time(h: int) -> int:
+                if period is None or period[0] != h:
+                    raise BlockRefused(height, header.hash, "no-ancestor-header",
+                                       f"the difficulty rule needs the header at {h}")
+                return period[1]
+
+            try:
+                check_block_header(header, self.params, now)
+                contextual_check_block_header(header, PrevBlock(height - 1, prev.bits, prev.time),
+                                              self.params, median_time_past=median_time_past(self.times),
+                                              ancestor_time=ancestor_time, now=now)
+            except ValidationError as exc:
+                raise BlockRefused(height, header.hash, exc.reason, exc.debug) from None
+        if height % self.params.retarget_interval == 0:
+            self.period_start = (height, header.time)
+        self.times = (self.times + [header.time])[-MTP_SPAN:]
+        self.work += block_proof(header.bits)
+        self.height, self.last = height, header
+        if height in self.keep:
+            self.kept[height] = header
+        if height >= self.keep_from:
+            self.above += header.serialized

@@ -256,6 +256,7 @@ class WalletRpc:
             "scanning": False,
             "lastprocessedblock": {"hash": hash_to_hex(best_hash) if best_hash else None,
                                    "height": best_height},
+            "anchor": w.anchor_info(),
         }
         if w.store.encrypted:
             info["unlocked_until"] = w.unlocked_until
@@ -754,7 +755,9 @@ RESULTS: dict[str, str] = {
     "getwalletinfo": '{ "walletname" : "str", "walletversion" : n, "format" : "sqlite", "balance" : n,\n'
                      '  "unconfirmed_balance" : n, "immature_balance" : n, "txcount" : n, "keypoolsize" : n,\n'
                      '  "keypoolsize_hd_internal" : n, "unlocked_until" : xxx, "paytxfee" : n,\n'
-                     '  "private_keys_enabled" : true, "lastprocessedblock" : { "hash" : "hex", "height" : n }, ... }    (json object)',
+                     '  "private_keys_enabled" : true, "lastprocessedblock" : { "hash" : "hex", "height" : n },\n'
+                     '  "anchor" : { "status" : "anchored"|"waiting"|"none", "minimumchainwork" : "hex",\n'
+                     '               "reason" : "str", "message" : "str" }, ... }    (json object)',
     "getnewaddress": '"str"    (string) The new address',
     "getrawchangeaddress": '"str"    (string) The address',
     "getaddressinfo": '{ "address" : "str", "scriptPubKey" : "hex", "ismine" : true|false, "solvable" : true|false,\n'

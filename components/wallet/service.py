@@ -133,13 +133,15 @@ class WalletService:
 
 async def make_wallet_service(chain: Chain, options: WalletOptions, *, register: bool = True,
                               node_methods: frozenset[str] | None = None,
-                              max_tx_fee: int = DEFAULT_MAX_TX_FEE) -> WalletService:
+                              max_tx_fee: int = DEFAULT_MAX_TX_FEE,
+                              minimum_chain_work: int | None = None) -> WalletService:
     """The wallets of `options.netdatadir` over `chain`, their RPC methods registered with
     the node (unless `register` is false: call `register` later, e.g. once the wallets are
     loaded): all of them, or only `node_methods` (-forwardrpc=read: rpc.READ_METHODS).
     `max_tx_fee` (-maxtxfee) is the caller's own setting, never one of `options`, which the
-    node sends (components/common/fee_cap.py)."""
-    loader = WalletManager(options.netdatadir, chain, options.network, max_tx_fee)
+    node sends (components/common/fee_cap.py); so is `minimum_chain_work` (-minimumchainwork,
+    None: the network's; headers.py)."""
+    loader = WalletManager(options.netdatadir, chain, options.network, max_tx_fee, minimum_chain_work)
     registry = Registry()
     register_wallet_methods(registry, loader)
     service = WalletService(loader, registry, None, node_methods)

@@ -6,7 +6,10 @@ a kill -9 at any moment leaves either the old or the new state: no key lost, no 
 twice. The tables:
 
     meta     key -> value: version, network, birth_height, best_hash, best_height,
-             encrypted, next_index_0 / next_index_1 (keys derived per chain), scrub_pending
+             encrypted, next_index_0 / next_index_1 (keys derived per chain), scrub_pending,
+             chain_recheck (h40: a block was disconnected since the node's chain was last
+             checked from genesis; absent in older files, where it counts as set once the
+             file holds headers: their anchor was taken on trust; headers.py)
     secrets  name -> plaintext | encrypted (the HD seed; plaintext only until encrypt_wallet)
     keys     (internal, idx) -> pubkey, pkh, address, used: public data only
     txs      txid -> raw, block hash/height/position (NULL while unconfirmed), time,
@@ -20,8 +23,12 @@ twice. The tables:
     headers  height -> hash, the 80 header bytes, trusted: the wallet's own header chain
              (schema version 2), one row per block of the wallet's branch, written in the
              same transaction as the block's effects (headers.py says what is checked);
-             `trusted` marks the rows taken from the node on first use without a check (the
-             anchor and what the difficulty rule needs from before it)
+             `trusted` marks the rows stored without their block (the anchor and what the
+             difficulty rule needs from before it): taken from the node on trust before h40,
+             since h40 from a header chain the wallet checked from genesis (headers.py), with
+             that chain's headers above the anchor, which the blocks taken there must match;
+             a disconnected block takes its own row and the checked rows above it, not those
+             stored without their block
 
 Versions: 1 had no `headers`; `open` upgrades a version 1 file in one transaction (the table,
 then version 2), and a version 2 file is refused by version 1 code ("unsupported version").
@@ -411,7 +418,7 @@ class WalletStore:
                 meta = {
                     "version": SCHEMA_VERSION, "network": network, "birth_height": birth_height,
                     "best_hash": None, "best_height": -1, "encrypted": int(seed_blob is not None),
-                    "next_index_0": 0, "next_index_1": 0, "scrub_pending": 0,
+                    "next_index_0": 0, "next_index_1": 0, "scrub_pending": 0, "chain_recheck": 0,
                 }
                 c.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
                 if seed_blob is not None:
@@ -879,7 +886,13 @@ class WalletStore:
                           "block_pos = NULL WHERE txid = ?", (txid,))
                 if Transaction.from_bytes(raw).is_coinbase:
                     c.execute("UPDATE txs SET conflicted = 1 WHERE txid = ?", (txid,))
-            c.execute("DELETE FROM headers WHERE height >= ?", (height,))
+            # The block's own row and every checked one above it go; rows stored without
+            # their block above it (the header chain checked at the anchor, headers.py) stay:
+            # the node's next blocks must match them or show more work.
+            c.execute("DELETE FROM headers WHERE height >= ? AND (height = ? OR trusted = 0)", (height, height))
+            # The next block comes only after the node's chain is checked from genesis again
+            # (headers.py): the blocks after a fork need only their era's difficulty.
+            self._set_meta(c, "chain_recheck", 1)
             self._set_meta(c, "best_hash", prev_hash)
             self._set_meta(c, "best_height", height - 1)
 
@@ -891,6 +904,18 @@ class WalletStore:
             rows = self._conn.execute("SELECT height, hash, header, trusted FROM headers WHERE "
                                       "height BETWEEN ? AND ?", (low, high)).fetchall()
         return {h: (bytes(hh), bytes(raw), bool(t)) for h, hh, raw, t in rows}
+
+    def top_header(self) -> int:
+        """The highest height with a header row (-1 when none)."""
+        with self._lock:
+            (top,) = self._conn.execute("SELECT MAX(height) FROM headers").fetchone()
+        return -1 if top is None else int(top)
+
+    def drop_headers_above(self, height: int) -> None:
+        """Forget the rows above `height` (the node showed a branch with more work than
+        them; headers.py). One transaction."""
+        with self._tx() as c:
+            c.execute("DELETE FROM headers WHERE height > ?", (height,))
 
     def header_count(self) -> int:
         """Rows in the header chain (0: nothing checked yet, the next block anchors it)."""
@@ -907,12 +932,28 @@ class WalletStore:
                 "(SELECT 1 FROM headers AS b WHERE b.height = a.height - 1)").fetchone()
         return None if row[0] is None else int(row[0])
 
-    def add_headers(self, rows: Iterable[tuple[int, bytes, bytes, bool]]) -> None:
+    def add_headers(self, rows: Iterable[tuple[int, bytes, bytes, bool]], *, checked_chain: bool = False) -> None:
         """Record (height, hash, header, trusted) rows the caller checked (or takes on trust:
-        `trusted`), replacing any at the same heights; one transaction."""
+        `trusted`), replacing any at the same heights; one transaction. `checked_chain`: they
+        come from the node's chain checked from genesis (headers.py), which clears
+        `chain_recheck` in the same transaction."""
         with self._tx() as c:
             c.executemany("INSERT OR REPLACE INTO headers VALUES (?, ?, ?, ?)",
                           [(h, hh, raw, int(t)) for h, hh, raw, t in rows])
+            if checked_chain:
+                self._set_meta(c, "chain_recheck", 0)
+
+    @property
+    def chain_recheck(self) -> bool:
+        """A block was disconnected since the node's chain was last checked from genesis
+        (meta `chain_recheck`). Absent (a file from before h40): yes when it holds headers,
+        whose anchor was then taken from the node on trust; its next block comes only after
+        one check (headers.py)."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'chain_recheck'").fetchone()
+            if row is None:
+                return bool(self._conn.execute("SELECT 1 FROM headers LIMIT 1").fetchone())
+        return bool(row[0])
 
     def rescan_block(self, block_hash: bytes, height: int, txs: Iterable[Transaction],
                      time: int) -> list[bytes]:

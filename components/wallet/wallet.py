@@ -38,7 +38,7 @@ from typing import Any
 
 import coincurve
 
-from cleancoin.components.interfaces.chain import Chain, ChainEvent, Handler
+from cleancoin.components.interfaces.chain import MAX_GET_HEADERS, Chain, ChainEvent, Handler
 from cleancoin.components.interfaces.wallet import WalletEvent
 from cleancoin.components.common.chainparams import ChainParams, params_for
 from cleancoin.components.common.hashes import hash160
@@ -49,7 +49,7 @@ from cleancoin.components.common.primitives import Block, BlockHeader, OutPoint,
 
 from .coins import FeeExceedsMaximum, SpendableCoin, build_transaction
 from .events import WalletEventFeed
-from .headers import MTP_SPAN, BlockRefused, Branch, HeaderChain
+from .headers import HEADER_SIZE, BlockRefused, Branch, GenesisCheck, HeaderChain
 from cleancoin.components.common.fee_cap import DEFAULT_MAX_TX_FEE, MAX_FEE_EXCEEDED, high_fee_warning
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
@@ -208,7 +208,7 @@ class Wallet:
     """One loaded wallet over its store and a `Chain`."""
 
     def __init__(self, name: str, store: WalletStore, chain: Chain,
-                 max_tx_fee: int = DEFAULT_MAX_TX_FEE) -> None:
+                 max_tx_fee: int = DEFAULT_MAX_TX_FEE, minimum_chain_work: int | None = None) -> None:
         self.name = name
         self.store = store
         self.chain = chain
@@ -222,8 +222,12 @@ class Wallet:
         # Every block from the node is checked against the wallet's own header chain first
         # (headers.py): a compromised node must not be able to show a payment that never
         # happened.
-        self.header_chain = HeaderChain(store, self.params)
+        self.header_chain = HeaderChain(store, self.params, minimum_chain_work=minimum_chain_work)
         self._last_refusal: tuple[bytes, str] | None = None
+        # The anchor's check from genesis while it waits (headers.py): resumed, not redone.
+        self._genesis_check: GenesisCheck | None = None
+        #: Why the wallet has no anchor yet (getwalletinfo's `anchor`), None once it has one.
+        self.anchor_wait: BlockRefused | None = None
         self._unlocked: SecretBytes | None = None
         self._unlocked_until: float = 0.0
         self._relock: asyncio.TimerHandle | None = None
@@ -388,11 +392,29 @@ class Wallet:
                                         info.prev_hash if best_height > 0 else None)
         return True
 
+    async def _overtaken(self, fork: int) -> bool:
+        """The node's block above `fork` (the wallet's best block) is not the one of the
+        wallet's checked header chain there: True (those rows dropped) if the node's branch
+        from `fork` has more work than the rows above it, as a reorganisation must; else
+        False (logged by the caller: the wallet stays)."""
+        top = self.store.top_header()
+        try:
+            await self._check_more_work(fork, top)
+        except BlockRefused as refused:
+            self._refused(refused)
+            return False
+        log.info("wallet %s: the node's branch above %d has more work than the header chain the "
+                 "wallet checked up to %d: following it", self.name, fork, top)
+        self.store.drop_headers_above(fork)
+        return True
+
     async def _check_more_work(self, fork: int, best_height: int) -> None:
         """BlockRefused unless the node's active chain above `fork` is a valid branch off
-        the wallet's header at `fork` with more work than the wallet's blocks above it.
-        Reads the branch only until its work exceeds ours: the catch-up that follows checks
-        every block again as it applies it."""
+        the wallet's header at `fork` with more work than the wallet's headers above it (its
+        blocks, and the checked header chain stored beyond them). Reads the branch only until
+        its work exceeds ours: the catch-up that follows checks every block again as it
+        applies it."""
+        best_height = max(best_height, self.store.top_header())
         ours = self.header_chain.work(fork + 1, best_height) if 0 <= fork < best_height else None
         if ours is None or not self.store.headers(fork, fork):
             raise BlockRefused(max(fork, 0), bytes(32), "fork-below-header-chain",
@@ -429,28 +451,82 @@ class Wallet:
                     refused.reason, f" ({refused.detail})" if refused.detail else "",
                     self.store.best_block[1])
 
+    def _anchor_refused(self, refused: BlockRefused) -> None:
+        """Log why the wallet takes no anchor yet (once per reason while it waits): it takes
+        no block until it has one, and says so in getwalletinfo's `anchor`."""
+        key = (bytes(32), "anchor:" + refused.reason)
+        if key == self._last_refusal:
+            return
+        self._last_refusal = key
+        log.warning("wallet %s: no anchor taken from the node's chain: %s%s; the wallet waits "
+                    "and takes no block until the node's chain passes the check", self.name,
+                    refused.reason, f" ({refused.detail})" if refused.detail else "")
+
     async def _anchor(self, parent: int) -> None:
-        """Take the anchor (headers.py) for a first block at `parent` + 1: the node's blocks
-        from ten below `parent` up to it, and on retargeting networks the current period's
-        first, stored as taken on trust. BlockRefused when they do not hang together."""
-        low = max(0, parent - MTP_SPAN + 1)
-        blocks: list[Block] = []
-        while low + len(blocks) <= parent:
-            raws = await self.chain.get_blocks(low + len(blocks), parent + 1 - low - len(blocks))
-            if not raws:
-                raise BlockRefused(parent, bytes(32), "bad-anchor", f"the node has no block at {parent}")
-            blocks.extend(self.header_chain.parse(raw, low + len(blocks)) for raw in raws)
-        rows = self.header_chain.anchor_rows(blocks[:parent + 1 - low], low, self.store.best_hash)
-        first = self.header_chain.period_start(parent)
-        if first is not None and first < low:
-            raws = await self.chain.get_blocks(first, 1)
-            if not raws:
-                raise BlockRefused(first, bytes(32), "bad-anchor", f"the node has no block at {first}")
-            block = self.header_chain.parse(raws[0], first)
-            rows.append((first, block.hash, block.header.serialized, True))
-        self.store.add_headers(rows)
-        log.info("wallet %s: header chain anchored at block %d (%s), taken from the node on "
-                 "first use", self.name, parent, blocks[parent - low].hash[::-1].hex())
+        """Take the anchor (headers.py) for a first block at `parent` + 1 from the node's
+        header chain, checked here from genesis (`_read_headers`), once it has the minimum
+        chain work. BlockRefused when it does not (the wallet waits: `anchor_wait`)."""
+        keep = self.header_chain.anchor_keep(parent)
+        check = self._genesis_check
+        if check is None or check.keep != keep or check.keep_from != parent + 1:
+            check = self._genesis_check = GenesisCheck(self.params, keep, parent + 1)
+        try:
+            check = await self._read_headers(check)
+            rows = self.header_chain.anchor_rows(check, parent, self.store.best_hash)
+        except BlockRefused as refused:
+            self.anchor_wait = refused
+            raise
+        # Rows the wallet holds at or below the parent (its own blocks', after a disconnect)
+        # stay as they are; above it, the checked chain's.
+        held = self.store.headers(min((h for h, *_ in rows), default=0), parent) if parent >= 0 else {}
+        self.store.add_headers([r for r in rows if r[0] > parent or r[0] not in held], checked_chain=True)
+        self._genesis_check = None
+        self.anchor_wait = None
+        log.info("wallet %s: header chain anchored at block %d (%s): the node's chain checked "
+                 "from genesis to its tip at %d, work %#x (minimum chain work %#x)", self.name,
+                 parent, check.kept[parent].hash[::-1].hex() if parent >= 0 else "-", check.height,
+                 check.work, self.header_chain.minimum_chain_work)
+
+    def anchor_info(self) -> dict[str, Any]:
+        """getwalletinfo's `anchor`: whether the wallet has its anchor (headers.py), or why it
+        waits for one ("below-minimum-chain-work", ...), and the minimum chain work it uses."""
+        info: dict[str, Any] = {"minimumchainwork": f"{self.header_chain.minimum_chain_work:064x}"}
+        if self.anchor_wait is not None:
+            info.update(status="waiting", reason=self.anchor_wait.reason, message=str(self.anchor_wait))
+        else:
+            info["status"] = "anchored" if self.store.header_count() else "none"
+        return info
+
+    async def _read_headers(self, check: GenesisCheck) -> GenesisCheck:
+        """Feed `check` the node's headers from where it stands to the node's tip; returns
+        the check that got there. Each answer is asked from the last header checked, which
+        must come first again: a node whose chain changed below that point (or got shorter)
+        is read again from genesis, in a new check, once per call."""
+        restarted = False
+        while True:
+            resume = check.last is not None
+            start = check.height if resume else 0
+            try:
+                raw = await self.chain.get_headers(start, MAX_GET_HEADERS)
+            except Exception as exc:  # noqa: BLE001 - an older node (unimplemented) or an error
+                raise BlockRefused(start, bytes(32), "no-headers",
+                                   f"the node did not serve its headers: {str(exc)[:200]}") from None
+            if not isinstance(raw, bytes) or len(raw) > MAX_GET_HEADERS * HEADER_SIZE:
+                raise BlockRefused(start, bytes(32), "bad-headers", "the node's answer to get_headers is malformed")
+            if resume:
+                assert check.last is not None
+                if raw[:HEADER_SIZE] != check.last.serialized:
+                    if restarted:
+                        raise BlockRefused(start, bytes(32), "headers-changed",
+                                           "the node's header chain keeps changing under the check")
+                    restarted = True
+                    check = self._genesis_check = GenesisCheck(self.params, check.keep, check.keep_from)
+                    continue
+                raw = raw[HEADER_SIZE:]
+            if not raw:
+                return check
+            check.feed(raw)
+            await asyncio.sleep(0)      # a long chain: let the process serve others meanwhile
 
     async def sync(self) -> int:
         """Bring the wallet to the chain's tip (see the module docstring); returns the number
@@ -484,11 +560,16 @@ class Wallet:
         best_hash, best = self.store.best_block
         start = best + 1 if best >= 0 else max(0, self.store.birth_height)
         tip = await self.chain.get_height()
-        if start <= tip and not self.header_chain.has_parent(start):
+        # The anchor, checked from genesis (headers.py): for a wallet without headers even at
+        # genesis, whose first blocks would otherwise be any branch the node likes.
+        # After a disconnect (reorganisation, rewind) the chain is checked again before the
+        # next block: blocks above a fork need only the difficulty of the fork's era.
+        if start <= tip and (not self.header_chain.has_parent(start) or not self.store.header_count()
+                             or self.store.chain_recheck):
             try:
                 await self._anchor(start - 1)
             except BlockRefused as refused:
-                self._refused(refused)
+                self._anchor_refused(refused)
                 return 0, True
         total = tip - start + 1
         done = 0
@@ -504,6 +585,8 @@ class Wallet:
                         return done, False
                     self.header_chain.check(block, start)
                 except BlockRefused as refused:
+                    if refused.reason == "not-in-header-chain" and await self._overtaken(start - 1):
+                        return done, False      # the rows gave way to more work: start over
                     self._refused(refused)
                     return done, True
                 if self.store.apply_block(block.hash, start, block.txs, block.header.time,
@@ -942,11 +1025,14 @@ class WalletManager:
     """The wallets of one node: `<netdatadir>/wallets/<name>/`, several loaded at once."""
 
     def __init__(self, netdatadir: str | os.PathLike[str], chain: Chain, network: str,
-                 max_tx_fee: int = DEFAULT_MAX_TX_FEE) -> None:
+                 max_tx_fee: int = DEFAULT_MAX_TX_FEE, minimum_chain_work: int | None = None) -> None:
         self.netdatadir = Path(netdatadir)
         self.chain = chain
         self.network = network
         self.max_tx_fee = max_tx_fee          # -maxtxfee, for every wallet loaded here
+        # -minimumchainwork (None: the network's): no wallet loaded here takes its anchor
+        # from a chain with less work (headers.py). The caller's own setting, as -maxtxfee.
+        self.minimum_chain_work = minimum_chain_work
         warning = high_fee_warning(max_tx_fee)
         if warning:
             log.warning("Warning: %s", warning)
@@ -1099,7 +1185,7 @@ class WalletManager:
         return sorted(d.name for d in root.iterdir() if (d / DB_FILENAME).is_file())
 
     async def _start(self, name: str, store: WalletStore) -> Wallet:
-        wallet = Wallet(name, store, self.chain, self.max_tx_fee)
+        wallet = Wallet(name, store, self.chain, self.max_tx_fee, self.minimum_chain_work)
         try:
             await wallet.load()
         except BaseException:

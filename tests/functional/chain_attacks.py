@@ -205,3 +205,127 @@ for name, fn in (("get_height", get_height), ("get_blocks", get_blocks), ("get_b
     setattr(binding.NodeChain, name, fn)
 report("armed", False, "the node will report a reorganisation to a branch of less work")
 '''
+
+# The anchor on a cheap branch (h40): a node already compromised when a wallet is created shows
+# it, while <netdir>/attack_payee.txt exists, a branch of its own: FAKE_LENGTH blocks forked at
+# FORK_HEIGHT of the real chain (valid proof of work and bits: free on regtest; its work only is
+# short), consistently through every Chain method the wallet reads the chain with (get_height,
+# get_blocks, get_block_hash, get_block_header_info, find_fork and, where the node has it,
+# get_headers). The wallet created meanwhile is born at the branch's tip and takes its anchor
+# from it; once the file names an address ("pay <address>") the branch gets one more block
+# paying that address 1000 coins out of nothing. Reported as fake-branch (armed) and
+# fake-payment with the payment's txid. ctx may set fork_height and fake_length, and
+# honest_headers (get_headers left alone: the node shows the real header chain, whose work is
+# enough, and its cheap branch only in blocks, forked just below the birth it names).
+NODE_ANCHORS_ON_A_CHEAP_BRANCH = r'''
+import cleancoin.components.node.chain_binding as binding
+from cleancoin.components.common.address import decode_address
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.interfaces.chain import BlockInfo, ChainError
+from cleancoin.components.node.mining import mine_block
+attempt("fake-branch")
+FORK_HEIGHT, FAKE_LENGTH = ctx.get("fork_height", 10), ctx.get("fake_length", 30)
+HONEST_HEADERS = ctx.get("honest_headers", False)
+payee_file = os.path.join(ctx["netdir"], "attack_payee.txt")
+real = {name: getattr(binding.NodeChain, name) for name in
+        ("get_height", "get_blocks", "get_block_hash", "get_block_header_info", "find_fork", "get_headers")
+        if hasattr(binding.NodeChain, name)}
+state = {"blocks": [], "paid": None}
+
+def branch(self):
+    try:
+        with open(payee_file) as f:
+            words = f.read().split()
+    except OSError:
+        return None
+    blocks = state["blocks"]
+    if not blocks:
+        prev = self._chain.block_at_height(FORK_HEIGHT).header
+        for i in range(FAKE_LENGTH):
+            block = mine_block(prev, FORK_HEIGHT + 1 + i, bytes(20), REGTEST, prev.time + 1, prev.bits)
+            blocks.append(block)
+            prev = block.header
+        report("fake-branch", False, f"{FAKE_LENGTH} blocks above {FORK_HEIGHT}")
+    if len(words) == 2 and words[0] == "pay" and state["paid"] is None:
+        payment = Transaction(1, (TxIn(OutPoint(os.urandom(32), 0), b"\x00" * 100),),
+                              (TxOut(1000 * 10**8, decode_address(words[1], REGTEST)),), 0)
+        prev = blocks[-1].header
+        blocks.append(mine_block(prev, FORK_HEIGHT + 1 + len(blocks), bytes(20), REGTEST, prev.time + 1,
+                                 prev.bits, (payment,)))
+        state["paid"] = payment.txid_hex
+        report("fake-payment", False, payment.txid_hex)
+    return blocks
+
+def at(blocks, height):
+    i = height - FORK_HEIGHT - 1
+    return blocks[i] if 0 <= i < len(blocks) else None
+
+async def get_height(self):
+    b = branch(self)
+    return FORK_HEIGHT + len(b) if b else await real["get_height"](self)
+
+async def get_blocks(self, start_height, count):
+    b = branch(self)
+    if not b:
+        return await real["get_blocks"](self, start_height, count)
+    out = []
+    if start_height <= FORK_HEIGHT:
+        out = await real["get_blocks"](self, start_height, min(count, FORK_HEIGHT + 1 - start_height))
+    h = start_height + len(out)
+    while len(out) < count and at(b, h) is not None:
+        out.append(at(b, h).to_bytes())
+        h += 1
+    return out
+
+async def get_headers(self, start_height, count):
+    b = branch(self)
+    if not b:
+        return await real["get_headers"](self, start_height, count)
+    out = b""
+    if start_height <= FORK_HEIGHT:
+        out = await real["get_headers"](self, start_height, min(count, FORK_HEIGHT + 1 - start_height))
+    h = start_height + len(out) // 80
+    while len(out) // 80 < count and at(b, h) is not None:
+        out += at(b, h).header.serialized
+        h += 1
+    return out
+
+async def get_block_hash(self, height):
+    b = branch(self)
+    if b and height > FORK_HEIGHT:
+        if at(b, height) is None:
+            raise ChainError(f"height {height} is out of range")
+        return at(b, height).hash
+    return await real["get_block_hash"](self, height)
+
+async def get_block_header_info(self, block_hash):
+    b = branch(self)
+    for i, block in enumerate(b or ()):
+        if block.hash == block_hash:
+            h = block.header
+            return BlockInfo(block_hash, FORK_HEIGHT + 1 + i, h.time, h.prev_hash, True)
+    info = await real["get_block_header_info"](self, block_hash)
+    if b and info.height > FORK_HEIGHT:
+        return BlockInfo(info.hash, info.height, info.time, info.prev_hash, False)
+    return info
+
+async def find_fork(self, locator):
+    b = branch(self)
+    if b:
+        for h in locator:
+            for i, block in enumerate(b):
+                if block.hash == h:
+                    return FORK_HEIGHT + 1 + i
+    fork = await real["find_fork"](self, locator)
+    return min(fork, FORK_HEIGHT) if b else fork
+
+patched = {"get_height": get_height, "get_blocks": get_blocks, "get_block_hash": get_block_hash,
+           "get_block_header_info": get_block_header_info, "find_fork": find_fork, "get_headers": get_headers}
+if HONEST_HEADERS:
+    del patched["get_headers"]
+for name, fn in patched.items():
+    if name in real:
+        setattr(binding.NodeChain, name, fn)
+report("armed", False, "the node will show a cheap branch of its own while attack_payee.txt exists")
+'''

@@ -123,7 +123,7 @@ from .messages import (
 )
 from .eviction import Candidate, netgroup, select_peer_to_evict
 from .log_limit import install as install_log_limit
-from .presync import HeaderSync, PresyncAbort
+from .presync import HeaderSync, PresyncAbort, work_threshold
 from .peer import MAX_PEER_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip
 from .protocols import ChainAccess, MempoolAccess
 from .connector import UNRESTRICTED, ConnectRefused, Connector
@@ -1160,7 +1160,9 @@ class P2PNode:
         last header stored or known, or None while the branch is still being counted or
         asked for again. Raises ValidationError, PresyncAbort."""
         full = len(headers) == MAX_HEADERS
-        tip_work = self.chain.tip.chainwork
+        # What a branch must exceed to be stored: our tip's work, or the minimum chain work
+        # when that is more (presync.work_threshold).
+        tip_work = work_threshold(self.chain.tip.chainwork, getattr(self.chain, "minimum_chain_work", 0))
         sync = peer.header_sync
         if sync is not None and sync.expects(headers[0]):
             if sync.redownloading:

@@ -1,4 +1,5 @@
-"""Headers pre-sync: a branch's headers are stored only once they lead to more work than our tip.
+"""Headers pre-sync: a branch's headers are stored only once they lead to more work than our tip
+(and than the minimum chain work).
 
 bitcoind 24's remedy (HeadersSyncState), sized to this code base. A header costs its sender
 only proof of work at its era's difficulty (on main here, about a million hashes; on regtest,
@@ -34,6 +35,15 @@ past its bound, or whose redownload does not match what was counted, is dropped;
 not punished for either (an honest peer's chain may change between two answers; bitcoind
 does not punish these either). A header that breaks a rule costs the peer its connection as
 an invalid block does; that is the caller's (node.py).
+
+The threshold: "our tip's work" above is `work_threshold`, the larger of the tip's work and
+the minimum chain work (chainparams.py, -minimumchainwork), as bitcoind's
+GetAntiDoSWorkThreshold (which also lowers the tip's part by 144 blocks' work, so that a
+branch forking near the tip is stored before it overtakes; blocks-first download makes that
+unnecessary here: such a branch's blocks come as blocks). A node whose tip is below the
+minimum chain work (a fresh node in initial block download) therefore stores no branch of
+headers that does not reach it: a peer cannot make it believe a cheap header chain, forked
+anywhere, before the real one arrives.
 """
 
 from __future__ import annotations
@@ -56,6 +66,11 @@ WORK_BOUND_MARGIN: int = 2
 class PresyncAbort(Exception):
     """The session is dropped (bound exceeded, redownload mismatch): not the peer's fault
     for sure, so not punished."""
+
+
+def work_threshold(tip_work: int, minimum_chain_work: int) -> int:
+    """The work a branch's headers must exceed before they are stored (module docstring)."""
+    return max(tip_work, minimum_chain_work)
 
 
 def min_header_work(pow_limit: int) -> int:

@@ -18,6 +18,8 @@ class ChainAccess(Protocol):
     """The block chain: lookups, the locator, and block acceptance."""
 
     params: ChainParams
+    #: Optional (read with a default of 0): -minimumchainwork (presync.work_threshold).
+    minimum_chain_work: int
 
     @property
     def tip(self) -> Any:

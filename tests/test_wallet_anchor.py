@@ -1,0 +1,364 @@
+"""The wallet's anchor (components/wallet/headers.py, h40): taken only from a header chain the
+wallet checked itself from genesis (Chain.get_headers) and whose work reaches the minimum
+chain work; the wallet waits otherwise, and no answer of the node's crashes it.
+
+A real ChainManager and NodeChain, the node's answers replaced where the test plays the
+compromised node, the wallet over real Cap'n Proto where that matters
+(tests/functional/test_wallet_min_chain_work.py runs the attack inside a confined node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import capnp
+import pytest
+
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.primitives import BlockHeader, OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.interfaces.chain import MAX_GET_HEADERS, BlockInfo
+from cleancoin.components.node.chain_binding import NodeChain
+from cleancoin.components.node.mining import mine_block
+from cleancoin.components.wallet.headers import GenesisCheck
+from cleancoin.components.wallet.store import WalletStore
+from cleancoin.components.wallet.wallet import Wallet
+from test_wallet import Env, _over_ipc, env  # noqa: F401 - a fixture
+
+P = REGTEST
+
+
+def _wallet(env: Env, chain: Any, name: str, minimum_chain_work: int, birth: int) -> Wallet:
+    return Wallet(name, WalletStore.create(env.path, name, P.name, birth_height=birth), chain,
+                  minimum_chain_work=minimum_chain_work)
+
+
+def test_an_anchor_below_the_minimum_chain_work_waits_and_is_taken_once_the_work_is_there(
+        env: Env, caplog) -> None:
+    """Minimum chain work 40 (height 19 on regtest). The chain at height 10 (work 22): a new
+    wallet takes no anchor and no block, says why in `anchor_info` and its log (once); at
+    height 25 (work 52) it anchors from the headers it checked (resumed, not read again) and
+    catches up."""
+    env.mine(10)
+
+    async def scenario() -> None:
+        w = _wallet(env, env.chain, "w", 40, birth=10)
+        with caplog.at_level(logging.INFO, logger="cleancoin.wallet"):
+            await w.load()
+            assert w.store.best_block[1] == -1 and w.store.header_count() == 0
+            info = w.anchor_info()
+            assert info["status"] == "waiting" and info["reason"] == "below-minimum-chain-work", info
+            assert info["minimumchainwork"] == f"{40:064x}"
+            await w.sync()
+            assert w._genesis_check is not None and w._genesis_check.height == 10
+            env.mine(15)
+            await w.sync()
+        assert w.store.best_block[1] == 25
+        assert w.anchor_info()["status"] == "anchored"
+        rows = w.store.headers(0, 30)
+        assert sorted(rows) == list(range(0, 26))
+        # genesis needs no trust; 1..9 stored without their blocks; 10.. checked with them
+        assert not rows[0][2] and all(rows[h][2] for h in range(1, 10))
+        assert not any(rows[h][2] for h in range(10, 26))
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("no anchor taken from the node's chain: below-minimum-chain-work" in m for m in messages) == 1
+        assert any("anchored at block 9 " in m and "work 0x34" in m for m in messages)
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_wallet_born_at_genesis_also_waits_for_the_minimum_chain_work(env: Env) -> None:
+    """A wallet born at genesis needs no anchor below its first block, and so checked no
+    chain work at all: its first blocks could be any branch the node liked. Now it checks
+    the node's chain from genesis first too, and stores it: the blocks it takes must be that
+    chain's."""
+    env.mine(10)
+
+    async def scenario() -> None:
+        w = _wallet(env, env.chain, "g", 40, birth=0)
+        await w.load()
+        assert w.store.best_block[1] == -1 and w.anchor_info()["reason"] == "below-minimum-chain-work"
+        env.mine(15)
+        await w.sync()
+        assert w.store.best_block[1] == 25 and w.anchor_info()["status"] == "anchored"
+        assert not any(t for _, _, t in w.store.headers(0, 30).values())     # all checked with their blocks
+        assert w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+class BlocksOffTheHeaders(NodeChain):
+    """The node's Chain whose blocks above `fork` are a branch of the attacker's (`branch`),
+    while its headers and the rest are the real chain's."""
+
+    def __init__(self, env: Env, fork: int) -> None:
+        super().__init__(env.cm, env.mempool)
+        self.fork = fork
+        self.branch: list[Any] = []
+
+    async def get_height(self) -> int:
+        return self.fork + len(self.branch) if self.branch else await super().get_height()
+
+    async def get_blocks(self, start_height: int, count: int) -> list[bytes]:
+        if not self.branch or start_height <= self.fork:
+            return await super().get_blocks(start_height, min(count, self.fork + 1 - start_height)
+                                            if self.branch else count)
+        return [b.to_bytes() for b in self.branch[start_height - self.fork - 1:][:count]]
+
+
+@pytest.mark.parametrize("length, taken", [(5, False), (13, True)])
+def test_blocks_above_the_anchor_must_be_the_checked_chain_or_show_more_work(
+        env: Env, length: int, taken: bool) -> None:
+    """The node's headers are the real chain to 20; its blocks above 9 (the wallet is born
+    at 10) a branch of its own. 5 blocks (less work than the checked 10..20): refused, the
+    wallet takes nothing, and the real blocks later; 13 blocks (more work): followed, as a
+    reorganisation would be."""
+    real = env.mine(20)
+    chain = BlocksOffTheHeaders(env, 9)
+    prev = real[8].header
+    for i in range(length):
+        block = mine_block(prev, 10 + i, b"\x22" * 20, P, prev.time + 1, prev.bits)
+        chain.branch.append(block)
+        prev = block.header
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 0, birth=10)
+        await w.load()
+        if taken:
+            assert w.store.best_block == (chain.branch[-1].hash, 9 + length)
+        else:
+            assert w.store.best_block[1] == -1
+            assert sorted(w.store.headers(0, 30)) == list(range(0, 21))          # checked, kept
+            chain.branch = []
+            await w.sync()
+            assert w.store.best_block == (real[-1].hash, 20)
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+class BadHeaders(NodeChain):
+    """The node's Chain whose get_headers answer is replaced by `mode`'s."""
+
+    def __init__(self, env: Env, mode: str) -> None:
+        super().__init__(env.cm, env.mempool)
+        self.mode = mode
+
+    async def get_headers(self, start_height: int, count: int) -> bytes:
+        real = await super().get_headers(start_height, count)
+        if self.mode == "unimplemented":
+            raise NotImplementedError("Method not implemented: Chain.getHeaders")
+        if self.mode == "ragged":
+            return real + b"\x00" * 7
+        if self.mode == "too-many":
+            return real * (MAX_GET_HEADERS // max(1, len(real) // 80) + 2)
+        if self.mode in ("unlinked", "high-hash") and start_height <= 3 < start_height + len(real) // 80:
+            at = 80 * (3 - start_height)
+            h = BlockHeader.from_bytes(real[at:at + 80])
+            if self.mode == "unlinked":
+                bad = BlockHeader(h.version, bytes(32), h.merkle_root, h.time, h.bits, h.nonce)
+            else:
+                bad = next(x for n in range(1000) if int.from_bytes((x := BlockHeader(
+                    h.version, h.prev_hash, h.merkle_root, h.time, h.bits, n)).hash, "little") > P.pow_limit)
+            return real[:at] + bad.serialized + real[at + 80:]
+        if self.mode == "not-genesis" and start_height == 0:
+            return real[80:]
+        return real
+
+
+@pytest.mark.parametrize("mode, reason", [
+    ("unimplemented", "no-headers"), ("ragged", "bad-headers"), ("too-many", "bad-headers"),
+    ("unlinked", "bad-prevblk"), ("high-hash", "high-hash"), ("not-genesis", "bad-genesis"),
+])
+def test_a_bad_headers_answer_is_refused_without_harm(env: Env, mode: str, reason: str) -> None:
+    """A node from before get_headers, or one answering with a malformed or invalid header
+    chain: the wallet takes no anchor, says why, stays alive (over real Cap'n Proto: the
+    error crosses as an IpcError), and takes its anchor once the node answers right."""
+    env.mine(12)
+    lying = BadHeaders(env, mode)
+
+    async def use(init: Any) -> None:
+        chain = await init.make_chain()
+        w = _wallet(env, chain, "w", 0, birth=12)
+        await w.load()
+        assert w.store.best_block[1] == -1
+        info = w.anchor_info()
+        assert info["status"] == "waiting" and info["reason"] == reason, info
+        lying.mode = ""
+        await w.sync()
+        assert w.store.best_block[1] == 12 and w.anchor_info()["status"] == "anchored"
+        await w.close()
+
+    env.chain = lying
+    asyncio.run(capnp.run(asyncio.wait_for(_over_ipc(env, use), 60)))
+
+
+def test_ten_thousand_headers_are_checked_from_genesis_over_ipc(env: Env, capsys) -> None:
+    """The cost of the check (docs/wallet.md): 10,000 regtest headers, served by a NodeChain
+    over real Cap'n Proto (5 answers of 2000), checked from genesis. Measured, printed, and
+    bounded loosely (a shared 2-core machine)."""
+    headers = [P.genesis_block.header]
+    for i in range(1, 10_000):
+        prev = headers[-1]
+        nonce = 0
+        while True:
+            h = BlockHeader(1, prev.hash, bytes(32), prev.time + 30, prev.bits, nonce)
+            if int.from_bytes(h.hash, "little") <= P.pow_limit:
+                break
+            nonce += 1
+        headers.append(h)
+    raw = b"".join(h.serialized for h in headers)
+
+    class Served(NodeChain):
+        calls = 0
+
+        async def get_headers(self, start_height: int, count: int) -> bytes:
+            Served.calls += 1
+            return raw[80 * start_height:80 * (start_height + min(count, MAX_GET_HEADERS))]
+
+    env.chain = Served(env.cm, env.mempool)
+    timings: dict[str, float] = {}
+
+    async def use(init: Any) -> None:
+        chain = await init.make_chain()
+        check = GenesisCheck(P, frozenset({9_999}))
+        t0 = time.perf_counter()
+        while piece := await chain.get_headers(check.next_height, MAX_GET_HEADERS):
+            check.feed(piece)
+        timings["total"] = time.perf_counter() - t0
+        assert check.height == 9_999 and check.work == 2 * 10_000
+        assert check.kept[9_999].hash == headers[-1].hash
+        t0 = time.perf_counter()
+        local = GenesisCheck(P, frozenset())
+        local.feed(raw)
+        timings["check"] = time.perf_counter() - t0
+
+    asyncio.run(capnp.run(asyncio.wait_for(_over_ipc(env, use), 60)))
+    assert Served.calls == 6                     # five full answers, one empty
+    with capsys.disabled():
+        print(f"\n10,000 headers from genesis: {timings['total']:.3f} s over IPC "
+              f"({timings['check']:.3f} s of it the checks), 800,000 bytes in 5 answers")
+    assert timings["total"] < 10.0
+
+
+class Rewinder(NodeChain):
+    """The real chain until `stage` says otherwise: "rewind", the node's chain ends at `fork`
+    (an invalidateblock, as far as the wallet can tell); "branch", `branch` follows `fork`
+    in everything the wallet reads (blocks, headers, hashes, infos)."""
+
+    def __init__(self, env: Env, fork: int) -> None:
+        super().__init__(env.cm, env.mempool)
+        self.fork = fork
+        self.stage = ""
+        self.branch: list[Any] = []
+
+    def _above(self) -> list[Any] | None:
+        return {"rewind": [], "branch": self.branch}.get(self.stage)
+
+    async def get_height(self) -> int:
+        above = self._above()
+        return self.fork + len(above) if above is not None else await super().get_height()
+
+    async def get_blocks(self, start_height: int, count: int) -> list[bytes]:
+        above = self._above()
+        if above is None:
+            return await super().get_blocks(start_height, count)
+        out = await super().get_blocks(start_height, max(0, min(count, self.fork + 1 - start_height)))
+        h = start_height + len(out)
+        out += [b.to_bytes() for b in above[h - self.fork - 1:][:count - len(out)]]
+        return out
+
+    async def get_headers(self, start_height: int, count: int) -> bytes:
+        above = self._above()
+        if above is None:
+            return await super().get_headers(start_height, count)
+        out = await super().get_headers(start_height, max(0, min(count, self.fork + 1 - start_height)))
+        h = start_height + len(out) // 80
+        return out + b"".join(b.header.serialized for b in above[h - self.fork - 1:][:count - len(out) // 80])
+
+    async def get_block_header_info(self, block_hash: bytes) -> Any:
+        above = self._above()
+        for i, b in enumerate(above or ()):
+            if b.hash == block_hash:
+                return BlockInfo(b.hash, self.fork + 1 + i, b.header.time, b.header.prev_hash, True)
+        info = await super().get_block_header_info(block_hash)
+        if above is not None and info.height > self.fork:
+            return dataclasses.replace(info, in_active_chain=False)
+        return info
+
+    async def find_fork(self, locator: list[bytes]) -> int:
+        above = self._above()
+        fork = await super().find_fork(locator)
+        return min(fork, self.fork) if above is not None else fork
+
+
+def test_after_a_rewind_the_chain_is_checked_again_before_the_next_block(env: Env) -> None:
+    """The wallet at 20 (minimum chain work 42: the real chain's). The node says its chain
+    ends at 10 (a rewind: followed, the wallet shows less), then shows 3 blocks of its own on
+    10 paying the wallet 1000 coins, with headers to match: valid one by one, at the
+    difficulty of height 10's era. Before, the wallet took them (nothing but the blocks' own
+    checks after a rewind); now it checks the node's chain from genesis again before the next
+    block: work 28, refused (below-minimum-chain-work). The real chain is taken again."""
+    real = env.mine(20)
+    chain = Rewinder(env, 10)
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 42, birth=10)
+        pkh = w.new_key(False).pkh
+        await w.load()
+        assert w.store.best_block == (real[-1].hash, 20)
+        chain.stage = "rewind"
+        await w.sync()
+        assert w.store.best_block == (real[9].hash, 10) and w.store.chain_recheck
+        prev = real[9].header
+        payment = Transaction(1, (TxIn(OutPoint(b"\x33" * 32, 0), b"\x00" * 100),), (TxOut(1000 * 10**8, pkh),), 0)
+        for i in range(3):
+            block = mine_block(prev, 11 + i, b"\x22" * 20, P, prev.time + 1, prev.bits, (payment,) if i == 2 else ())
+            chain.branch.append(block)
+            prev = block.header
+        chain.stage = "branch"
+        await w.sync()
+        assert w.store.best_block[1] == 10 and w.store.get_transaction(payment.txid) is None
+        assert w.anchor_info()["reason"] == "below-minimum-chain-work"
+        chain.stage = ""
+        await w.sync()
+        assert w.anchor_info()["status"] == "anchored", w.anchor_info()
+        assert w.store.best_block == (real[-1].hash, 20) and not w.store.chain_recheck
+        assert w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_wallet_anchored_on_trust_before_h40_is_checked_before_its_next_block(env: Env) -> None:
+    """A wallet file from before h40 (its header rows, no `chain_recheck` in meta) took its
+    anchor from the node on trust. Loaded with a minimum chain work of 40 while the node's
+    chain has 32: it took the node's next blocks as they came; now it checks the chain from
+    genesis first and waits below the minimum, and follows once the work is there."""
+    env.mine(10)
+
+    async def scenario() -> None:
+        w = _wallet(env, env.chain, "old", 0, birth=5)
+        await w.load()
+        assert w.store.best_block[1] == 10
+        await w.close()
+        store = WalletStore.open(env.path, "old", P.name)
+        with store._lock, store._conn:                     # as a file from before h40
+            store._conn.execute("DELETE FROM meta WHERE key = 'chain_recheck'")
+        assert store.chain_recheck
+        env.mine(5)
+        w = Wallet("old", store, env.chain, minimum_chain_work=40)
+        await w.load()
+        assert w.store.best_block[1] == 10 and w.anchor_info()["reason"] == "below-minimum-chain-work"
+        env.mine(10)
+        await w.sync()
+        assert w.store.best_block[1] == 25 and not w.store.chain_recheck
+        assert w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
