@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from cleancoin.components.node import connect_broker as cb
-from cleancoin.components.node.connect_rule import (ConnectRefused, ConnectRule, connect_checked, own_addresses,
+from cleancoin.components.node.connect_rule import (ConnectRefused, ConnectRule, Resolver, connect_checked,
+                                                        own_addresses,
                                                         split_endpoint)
 from cleancoin.components.node.p2p.connector import DirectConnector
 
@@ -71,8 +72,9 @@ def test_a_name_resolving_to_the_loopback_is_refused_before_any_connect() -> Non
     port = listener.getsockname()[1]
     try:
         with pytest.raises(ConnectRefused, match="refused by the connect rule"):
-            connect_checked(ConnectRule.build([], own=frozenset()), "localhost", port, 2.0)
-        sock = connect_checked(ConnectRule.build([f"127.0.0.1:{port}"], own=frozenset()), "localhost", port, 2.0)
+            connect_checked(ConnectRule.build([], own=frozenset()), "localhost", port, 2.0, Resolver())
+        sock = connect_checked(ConnectRule.build([f"127.0.0.1:{port}"], own=frozenset()), "localhost", port, 2.0,
+                               Resolver())
         sock.close()
     finally:
         listener.close()

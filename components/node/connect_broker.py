@@ -20,9 +20,12 @@ with its message):
 - reply (broker -> node): id (u32), code (u8), a message (UTF-8, at most MAX_MESSAGE bytes);
   code OK carries the connected socket (SCM_RIGHTS). Id 0 is the broker's start-up word:
   OK "ready", or START_FAILED and why.
-The broker resolves the host, checks every address (connect_rule.connect_checked), connects
-with its timeout (the node's connect timeout), each request in a thread of its own, at most
-MAX_ACTIVE at once (more: BUSY). A malformed request gets MALFORMED, never a crash. It ends
+The broker resolves the host, checks every address (connect_rule.connect_checked), connects,
+all of it within its timeout (the node's connect timeout), each request in a thread of its
+own, at most MAX_ACTIVE at once (more: BUSY). A name's lookup has the same deadline and runs
+in a thread of the broker's Resolver (at most connect_rule.MAX_LOOKUPS, those given up on
+included): names whose DNS server never answers hold no slot past the deadline, and never
+the slots of numeric requests, which are not looked up. A malformed request gets MALFORMED, never a crash. It ends
 when the node's end closes (the node ended).
 """
 
@@ -38,7 +41,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .connect_rule import ConnectRefused, ConnectRule, connect_checked
+from .connect_rule import ConnectRefused, ConnectRule, Resolver, connect_checked
 
 log = logging.getLogger("cleancoin.net")
 
@@ -114,6 +117,7 @@ class Broker:
     def __init__(self, channel: socket.socket, rule: ConnectRule, timeout: float) -> None:
         self.channel, self.rule, self.timeout = channel, rule, timeout
         self._active = threading.BoundedSemaphore(MAX_ACTIVE)
+        self._resolver = Resolver()
         self._send_lock = threading.Lock()
 
     def reply(self, ident: int, code: int, message: str, fd: int | None = None) -> None:
@@ -165,7 +169,7 @@ class Broker:
         try:
             code, message, sock = OK, "connected", None
             try:
-                sock = connect_checked(self.rule, request.host, request.port, self.timeout)
+                sock = connect_checked(self.rule, request.host, request.port, self.timeout, self._resolver)
             except ConnectRefused as exc:
                 code, message = REFUSED, str(exc)
             except TimeoutError as exc:
@@ -200,7 +204,7 @@ def main(argv: Sequence[str]) -> int:
         return 1
     try:
         timeout = float(argv[1])
-        rule = ConnectRule.build(argv[2:])
+        rule = ConnectRule.build(argv[2:], apart=True)      # no lookup thread left to confine
     except (ValueError, IndexError) as exc:
         return fail(f"bad configuration: {exc}")
     _name_self()
