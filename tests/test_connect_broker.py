@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -218,3 +221,62 @@ def test_the_direct_connector_applies_the_same_rule(served: tuple[socket.socket,
         _, writer = await allowed.open("127.0.0.1", port, 2.0)
         writer.close()
     asyncio.run(run())
+
+
+# ---------------------------------------------------------------------- addresses added later
+
+_LATE_ADDRESS_SCRIPT = r'''
+import asyncio, json, socket, subprocess, sys
+from cleancoin.components.node import connect_broker as cb
+from cleancoin.components.node.connect_rule import ConnectRefused, ConnectRule
+from cleancoin.components.node.p2p.connector import DirectConnector
+
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+service, named = socket.create_server(("0.0.0.0", 0)), socket.create_server(("0.0.0.0", 0))
+port, named_port = service.getsockname()[1], named.getsockname()[1]
+endpoint = f"10.77.0.1:{named_port}"
+channel, pid = cb.launch([endpoint], 2.0)              # the broker: rule built, confined, ready
+channel.settimeout(20)
+direct = DirectConnector(ConnectRule.build([endpoint]))   # CleanCoind's rule, built now too
+def ask(ident, p):
+    channel.send(cb.encode_request(cb.Request(ident, "10.77.0.1", p)))
+    while True:
+        data, fds, _, _ = socket.recv_fds(channel, 1024, 1)
+        got, code, message = cb.parse_reply(data)
+        if got == ident:
+            for fd in fds:
+                socket.socket(fileno=fd).close()
+            return cb.CODES[code], message
+ask(100, port)                                          # answered: the broker is serving
+# Only now does the host get the address (DHCP renewing, a new interface ...).
+subprocess.run(["ip", "addr", "add", "10.77.0.1/32", "dev", "lo"], check=True)
+out = {"broker": ask(1, port), "broker_named": ask(2, named_port)}
+async def direct_open(p):
+    try:
+        _, writer = await direct.open("10.77.0.1", p, 2.0)
+        writer.close()
+        return "ok"
+    except ConnectRefused as exc:
+        return f"refused: {exc}"
+out["direct"], out["direct_named"] = asyncio.run(direct_open(port)), asyncio.run(direct_open(named_port))
+channel.close()
+print(json.dumps(out))
+'''
+
+
+def test_an_address_the_host_gets_after_start_is_its_own(tmp_path) -> None:
+    """In a network namespace of the test's own: the broker (and CleanCoind's rule) built,
+    then `ip addr add 10.77.0.1/32 dev lo`, a service listening on it. A connect to it is
+    refused as "an address of this host"; the endpoint named at start on it connects."""
+    if os.geteuid() != 0:
+        pytest.skip("a network namespace and ip addr need root")
+    script = tmp_path / "late.py"
+    script.write_text(_LATE_ADDRESS_SCRIPT)
+    done = subprocess.run(["unshare", "-n", sys.executable, "-I", str(script)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["broker"][0] == "refused" and "an address of this host" in out["broker"][1], out
+    assert out["broker_named"][0] == "ok", out
+    assert out["direct"].startswith("refused: ") and "an address of this host" in out["direct"], out
+    assert out["direct_named"] == "ok", out

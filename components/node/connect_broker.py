@@ -213,7 +213,9 @@ def main(argv: Sequence[str]) -> int:
     "".encode("idna")
     from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self, shipped_policy
     try:
-        restrict_self(shipped_policy(POLICY), {}, keep_fds={channel.fileno()})
+        # The rule's /proc/net descriptors: its view of the host's addresses at each check.
+        live = rule.live.fds if rule.live is not None else set()
+        restrict_self(shipped_policy(POLICY), {}, keep_fds={channel.fileno(), *live})
     except (EnforcementError, PolicyError, PolicyErrors) as exc:
         return fail(f"cannot confine itself: {exc}")
     channel.send(encode_reply(0, OK, "ready"))

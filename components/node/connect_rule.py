@@ -11,8 +11,9 @@ start; `addnode` at run time to a local endpoint not named then is refused.
 
 Both executables apply this rule to every outgoing P2P connection: CleanCoind in its own
 process (connector.DirectConnector), CleanCoin-node in its connect broker (connect_broker.py),
-the only process that can open a TCP connection for it. The interface addresses are read once,
-when the rule is built: an address added to the host later is not known to it.
+the only process that can open a TCP connection for it. The interface addresses are read
+again for each connection (InterfaceAddresses): an address the host gets after start is its
+own from then on.
 
 Name resolution has a deadline (`Resolver`): getaddrinfo cannot be interrupted, and a DNS
 server that never answers (an attacker's, for a name the operator configured) holds it for
@@ -84,29 +85,77 @@ def parse_address(text: str) -> IPAddress:
     return normalize(ipaddress.ip_address(text.partition("%")[0]))
 
 
+_FIB_TRIE, _IF_INET6 = "/proc/self/net/fib_trie", "/proc/self/net/if_inet6"
+
+
 def own_addresses() -> frozenset[IPAddress]:
-    """The addresses of this host's interfaces, from /proc (IPv4: the LOCAL entries of
-    fib_trie, every alias included; IPv6: if_inet6). Empty where /proc cannot be read."""
-    found: set[IPAddress] = set()
-    try:
-        with open("/proc/net/fib_trie", encoding="ascii") as handle:
-            previous = ""
-            for line in handle:
-                text = line.strip()
-                if text.startswith("/32 host LOCAL") and previous.startswith("|-- "):
+    """The addresses of this host's interfaces now (see InterfaceAddresses)."""
+    with InterfaceAddresses() as live:
+        return live.read()
+
+
+class InterfaceAddresses:
+    """The addresses of this host's interfaces, read afresh on every read() (an address the
+    host gets after start, a new interface or a DHCP renewal, is its own at once): IPv4 the
+    LOCAL entries of fib_trie, every alias included, IPv6 if_inet6. The two /proc files are
+    opened once and read again from offset 0 (the kernel regenerates them), so a confined
+    process (the connect broker, which has no /proc in its view) keeps them as descriptors:
+    `fds`. They show the network namespace of the opener. Empty where they cannot be read."""
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+        for path in (_FIB_TRIE, _IF_INET6):
+            try:
+                self._fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                self._fds.append(-1)
+
+    @property
+    def fds(self) -> set[int]:
+        return {fd for fd in self._fds if fd >= 0}
+
+    def _text(self, fd: int) -> str:
+        if fd < 0:
+            return ""
+        chunks = []
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        except OSError:
+            return ""
+        return b"".join(chunks).decode("ascii", "replace")
+
+    def read(self) -> frozenset[IPAddress]:
+        found: set[IPAddress] = set()
+        previous = ""
+        for line in self._text(self._fds[0]).splitlines():
+            text = line.strip()
+            if text.startswith("/32 host LOCAL") and previous.startswith("|-- "):
+                try:
                     found.add(ipaddress.IPv4Address(previous[4:]))
-                previous = text
-    except (OSError, ValueError):
-        pass
-    try:
-        with open("/proc/net/if_inet6", encoding="ascii") as handle:
-            for line in handle:
-                hexa = line.split()[0] if line.strip() else ""
-                if len(hexa) == 32:
+                except ValueError:
+                    pass
+            previous = text
+        for line in self._text(self._fds[1]).splitlines():
+            hexa = line.split()[0] if line.strip() else ""
+            if len(hexa) == 32:
+                try:
                     found.add(normalize(ipaddress.IPv6Address(bytes.fromhex(hexa))))
-    except (OSError, ValueError):
-        pass
-    return frozenset(found)
+                except ValueError:
+                    pass
+        return frozenset(found)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self._fds = [-1, -1]
+
+    def __enter__(self) -> "InterfaceAddresses":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def local_reason(address: IPAddress, own: frozenset[IPAddress] = frozenset()) -> str | None:
@@ -282,17 +331,19 @@ def _numeric(host: str) -> bool:
 @dataclass(frozen=True)
 class ConnectRule:
     """The rule (module docstring): the endpoints the operator named, and this host's own
-    addresses as they were when it was built."""
+    addresses: `live`, read afresh for each check, or a fixed set `own` (tests)."""
 
     allowed: tuple[Endpoint, ...] = ()
     own: frozenset[IPAddress] = field(default_factory=frozenset)
+    live: InterfaceAddresses | None = field(default=None, compare=False)
 
     @classmethod
     def build(cls, endpoints: Iterable[str], own: frozenset[IPAddress] | None = None,
               apart: bool = False) -> "ConnectRule":
         """From the operator's endpoints (host:port or host:low-high; names resolved now,
         within START_RESOLVE_TIMEOUT: one that does not resolve by then allows nothing; in a
-        child process if `apart`, see resolve_all_apart); `own` defaults to this host's interface addresses. Raises ValueError."""
+        child process if `apart`, see resolve_all_apart); this host's interface addresses
+        are read at each check, unless `own` fixes them. Raises ValueError."""
         split = [split_endpoint(text) for text in endpoints]
         if len(split) > MAX_ENDPOINTS:
             raise ValueError(f"more than {MAX_ENDPOINTS} local peer endpoints")
@@ -302,12 +353,19 @@ class ConnectRule:
             allowed += [Endpoint(a, low, high) for a in addresses[host]]
             if len(allowed) > MAX_ENDPOINTS:
                 raise ValueError(f"more than {MAX_ENDPOINTS} local peer endpoints")
-        return cls(tuple(dict.fromkeys(allowed)), own_addresses() if own is None else own)
+        if own is not None:
+            return cls(tuple(dict.fromkeys(allowed)), own)
+        return cls(tuple(dict.fromkeys(allowed)), live=InterfaceAddresses())
 
-    def check(self, address: IPAddress | str, port: int) -> str | None:
-        """None if a connection to address:port may be made, else why not."""
+    def own_now(self) -> frozenset[IPAddress]:
+        """This host's addresses as they are now (or the fixed set)."""
+        return self.own | self.live.read() if self.live is not None else self.own
+
+    def check(self, address: IPAddress | str, port: int, own: frozenset[IPAddress] | None = None) -> str | None:
+        """None if a connection to address:port may be made, else why not. `own`: this
+        host's addresses if the caller read them already (own_now), for several checks."""
         addr = parse_address(address) if isinstance(address, str) else normalize(address)
-        reason = local_reason(addr, self.own)
+        reason = local_reason(addr, self.own_now() if own is None else own)
         if reason is None or any(e.holds(addr, port) for e in self.allowed):
             return None
         where = f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
@@ -326,12 +384,13 @@ def checked_addresses(rule: ConnectRule, host: str, port: int, resolver: Resolve
     allows, in the resolver's order. Raises ConnectRefused when it resolves to addresses and
     the rule refuses them all, TimeoutError or OSError when it does not resolve."""
     infos = resolver.getaddrinfo(host, port, deadline)
+    own = rule.own_now()            # after the lookup: as the host is when it connects
     allowed: list[tuple[int, tuple[object, ...]]] = []
     refusals: list[str] = []
     for family, _, _, _, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
-        reason = rule.check(str(sockaddr[0]), port)
+        reason = rule.check(str(sockaddr[0]), port, own)
         if reason is None:
             allowed.append((family, sockaddr))
         elif reason not in refusals:
