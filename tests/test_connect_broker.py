@@ -24,7 +24,7 @@ from cleancoin.components.node import connect_broker as cb
 from cleancoin.components.node.connect_rule import (ConnectRefused, ConnectRule, Resolver, connect_checked,
                                                         own_addresses,
                                                         split_endpoint)
-from cleancoin.components.node.p2p.connector import DirectConnector
+from cleancoin.components.node.p2p.connector import BrokerConnector, DirectConnector
 
 
 # ---------------------------------------------------------------------- the rule
@@ -197,7 +197,7 @@ def test_a_node_whose_broker_is_gone_fails_to_connect_cleanly(served: tuple[sock
     channel, pid = cb.launch([f"127.0.0.1:{port}"], 2.0)
 
     async def run() -> None:
-        connector = cb.BrokerConnector(channel, pid)
+        connector = BrokerConnector(channel, pid)
         reader, writer = await connector.open("127.0.0.1", port, 5.0)        # works first
         writer.close()
         os.kill(pid, signal.SIGKILL)
@@ -280,3 +280,23 @@ def test_an_address_the_host_gets_after_start_is_its_own(tmp_path) -> None:
     assert out["broker_named"][0] == "ok", out
     assert out["direct"].startswith("refused: ") and "an address of this host" in out["direct"], out
     assert out["direct_named"] == "ok", out
+
+
+@pytest.mark.parametrize("first", [b"Eno Landlock here", b"P{}", b"P" + b"x" * 100, b"hello"])
+def test_a_broker_without_a_sound_plan_does_not_serve(first: bytes, monkeypatch) -> None:
+    """Fail closed: the plan the node sends first (its sandbox, compiled by the node) missing,
+    unreadable or an error: the broker says START_FAILED and why, serves nothing, and ends."""
+    monkeypatch.setattr(cb, "_plan_message", lambda: first)
+    channel, pid = cb.launch([], 2.0)
+    channel.settimeout(20)
+    try:
+        ident, code, message = cb.parse_reply(channel.recv(1024))
+        assert (ident, code) == (0, cb.START_FAILED) and "cannot confine itself" in message, message
+        with pytest.raises(OSError):            # it has ended, or ends: no answer, no socket
+            channel.send(cb.encode_request(cb.Request(1, "192.0.2.1", 8333)))
+            reply = channel.recv(1024)
+            if not reply:
+                raise ConnectionError("ended")
+    finally:
+        channel.close()
+    _wait_gone(pid)
