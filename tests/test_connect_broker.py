@@ -300,3 +300,16 @@ def test_a_broker_without_a_sound_plan_does_not_serve(first: bytes, monkeypatch)
     finally:
         channel.close()
     _wait_gone(pid)
+
+
+def test_a_numeric_host_never_waits_for_a_lookup_slot() -> None:
+    """The Resolver's slots all taken (here: none at all): a name fails at once with a clear
+    error, a numeric address (v4, v6, mapped) is answered without a lookup."""
+    full = Resolver(limit=0)
+    deadline = time.monotonic() + 5
+    started = time.monotonic()
+    with pytest.raises(OSError, match="names are being resolved already"):
+        full.getaddrinfo("localhost", 80, deadline)
+    assert time.monotonic() - started < 1
+    for host in ("127.0.0.1", "::1", "::ffff:10.1.2.3"):
+        assert full.getaddrinfo(host, 80, deadline)[0][4][0] == host
