@@ -68,6 +68,8 @@ class MalformedRequest(ValueError):
 
 @dataclass(frozen=True)
 class Request:
+    """One request of the node: connect to host:port; `id` matches its reply."""
+
     id: int
     host: str
     port: int
