@@ -105,6 +105,27 @@ def restrict_self(policy: str | os.PathLike[str], variables: Mapping[str, str], 
         if monitor is not None:
             denial_log.discard(monitor)
         raise
+    return _apply(plan, keep_fds, denial_fd, monitor)
+
+
+def apply_plan(plan: Plan, *, keep_fds: Iterable[int] = ()) -> Report:
+    """Apply a plan that prepare_self made, maybe in another process (Plan.to_json and
+    from_json: CleanCoin-node makes its connect broker's), to the calling process, for good;
+    as restrict_self does after its preparation. So a small program confines itself without
+    loading the policy loader, TOML or libseccomp (the connect broker: 1.7 MiB less). Plans
+    with a denial log are restrict_self's only. Raises `EnforcementError(step, reason)`."""
+    if plan.denials:
+        raise EnforcementError("policy", f"policy '{plan.policy}': a plan with a denial log is applied "
+                                         "by restrict_self only")
+    if "pid" in plan.namespaces:
+        raise EnforcementError("namespaces", f"policy '{plan.policy}' asks for a pid namespace, which a "
+                                             "process cannot move itself into")
+    return _apply(plan, keep_fds, -1, None)
+
+
+def _apply(plan: Plan, keep_fds: Iterable[int], denial_fd: int, monitor: "denial_log.Monitor | None") -> Report:
+    if monitor is not None:
+        from . import denial_log
     # Opened now: once Landlock is up this process could not create it (for `status`).
     entry = report_registry.reserve(os.getpid())
     keep = set(keep_fds) | ({entry.fd} if entry else set()) | ({denial_fd} if denial_fd >= 0 else set())

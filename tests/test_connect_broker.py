@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from cleancoin.components.node import connect_broker as cb
-from cleancoin.components.node.connect_rule import (ConnectRefused, ConnectRule, connect_checked, own_addresses,
+from cleancoin.components.node.connect_rule import (ConnectRefused, ConnectRule, Resolver, connect_checked,
+                                                        own_addresses,
                                                         split_endpoint)
-from cleancoin.components.node.p2p.connector import DirectConnector
+from cleancoin.components.node.p2p.connector import BrokerConnector, DirectConnector
 
 
 # ---------------------------------------------------------------------- the rule
@@ -71,8 +75,9 @@ def test_a_name_resolving_to_the_loopback_is_refused_before_any_connect() -> Non
     port = listener.getsockname()[1]
     try:
         with pytest.raises(ConnectRefused, match="refused by the connect rule"):
-            connect_checked(ConnectRule.build([], own=frozenset()), "localhost", port, 2.0)
-        sock = connect_checked(ConnectRule.build([f"127.0.0.1:{port}"], own=frozenset()), "localhost", port, 2.0)
+            connect_checked(ConnectRule.build([], own=frozenset()), "localhost", port, 2.0, Resolver())
+        sock = connect_checked(ConnectRule.build([f"127.0.0.1:{port}"], own=frozenset()), "localhost", port, 2.0,
+                               Resolver())
         sock.close()
     finally:
         listener.close()
@@ -192,7 +197,7 @@ def test_a_node_whose_broker_is_gone_fails_to_connect_cleanly(served: tuple[sock
     channel, pid = cb.launch([f"127.0.0.1:{port}"], 2.0)
 
     async def run() -> None:
-        connector = cb.BrokerConnector(channel, pid)
+        connector = BrokerConnector(channel, pid)
         reader, writer = await connector.open("127.0.0.1", port, 5.0)        # works first
         writer.close()
         os.kill(pid, signal.SIGKILL)
@@ -216,3 +221,95 @@ def test_the_direct_connector_applies_the_same_rule(served: tuple[socket.socket,
         _, writer = await allowed.open("127.0.0.1", port, 2.0)
         writer.close()
     asyncio.run(run())
+
+
+# ---------------------------------------------------------------------- addresses added later
+
+_LATE_ADDRESS_SCRIPT = r'''
+import asyncio, json, socket, subprocess, sys
+from cleancoin.components.node import connect_broker as cb
+from cleancoin.components.node.connect_rule import ConnectRefused, ConnectRule
+from cleancoin.components.node.p2p.connector import DirectConnector
+
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+service, named = socket.create_server(("0.0.0.0", 0)), socket.create_server(("0.0.0.0", 0))
+port, named_port = service.getsockname()[1], named.getsockname()[1]
+endpoint = f"10.77.0.1:{named_port}"
+channel, pid = cb.launch([endpoint], 2.0)              # the broker: rule built, confined, ready
+channel.settimeout(20)
+direct = DirectConnector(ConnectRule.build([endpoint]))   # CleanCoind's rule, built now too
+def ask(ident, p):
+    channel.send(cb.encode_request(cb.Request(ident, "10.77.0.1", p)))
+    while True:
+        data, fds, _, _ = socket.recv_fds(channel, 1024, 1)
+        got, code, message = cb.parse_reply(data)
+        if got == ident:
+            for fd in fds:
+                socket.socket(fileno=fd).close()
+            return cb.CODES[code], message
+ask(100, port)                                          # answered: the broker is serving
+# Only now does the host get the address (DHCP renewing, a new interface ...).
+subprocess.run(["ip", "addr", "add", "10.77.0.1/32", "dev", "lo"], check=True)
+out = {"broker": ask(1, port), "broker_named": ask(2, named_port)}
+async def direct_open(p):
+    try:
+        _, writer = await direct.open("10.77.0.1", p, 2.0)
+        writer.close()
+        return "ok"
+    except ConnectRefused as exc:
+        return f"refused: {exc}"
+out["direct"], out["direct_named"] = asyncio.run(direct_open(port)), asyncio.run(direct_open(named_port))
+channel.close()
+print(json.dumps(out))
+'''
+
+
+def test_an_address_the_host_gets_after_start_is_its_own(tmp_path) -> None:
+    """In a network namespace of the test's own: the broker (and CleanCoind's rule) built,
+    then `ip addr add 10.77.0.1/32 dev lo`, a service listening on it. A connect to it is
+    refused as "an address of this host"; the endpoint named at start on it connects."""
+    if os.geteuid() != 0:
+        pytest.skip("a network namespace and ip addr need root")
+    script = tmp_path / "late.py"
+    script.write_text(_LATE_ADDRESS_SCRIPT)
+    done = subprocess.run(["unshare", "-n", sys.executable, "-I", str(script)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["broker"][0] == "refused" and "an address of this host" in out["broker"][1], out
+    assert out["broker_named"][0] == "ok", out
+    assert out["direct"].startswith("refused: ") and "an address of this host" in out["direct"], out
+    assert out["direct_named"] == "ok", out
+
+
+@pytest.mark.parametrize("first", [b"Eno Landlock here", b"P{}", b"P" + b"x" * 100, b"hello"])
+def test_a_broker_without_a_sound_plan_does_not_serve(first: bytes, monkeypatch) -> None:
+    """Fail closed: the plan the node sends first (its sandbox, compiled by the node) missing,
+    unreadable or an error: the broker says START_FAILED and why, serves nothing, and ends."""
+    monkeypatch.setattr(cb, "_plan_message", lambda: first)
+    channel, pid = cb.launch([], 2.0)
+    channel.settimeout(20)
+    try:
+        ident, code, message = cb.parse_reply(channel.recv(1024))
+        assert (ident, code) == (0, cb.START_FAILED) and "cannot confine itself" in message, message
+        with pytest.raises(OSError):            # it has ended, or ends: no answer, no socket
+            channel.send(cb.encode_request(cb.Request(1, "192.0.2.1", 8333)))
+            reply = channel.recv(1024)
+            if not reply:
+                raise ConnectionError("ended")
+    finally:
+        channel.close()
+    _wait_gone(pid)
+
+
+def test_a_numeric_host_never_waits_for_a_lookup_slot() -> None:
+    """The Resolver's slots all taken (here: none at all): a name fails at once with a clear
+    error, a numeric address (v4, v6, mapped) is answered without a lookup."""
+    full = Resolver(limit=0)
+    deadline = time.monotonic() + 5
+    started = time.monotonic()
+    with pytest.raises(OSError, match="names are being resolved already"):
+        full.getaddrinfo("localhost", 80, deadline)
+    assert time.monotonic() - started < 1
+    for host in ("127.0.0.1", "::1", "::ffff:10.1.2.3"):
+        assert full.getaddrinfo(host, 80, deadline)[0][4][0] == host

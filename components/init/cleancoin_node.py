@@ -336,8 +336,8 @@ def _launch_connect_broker(config: Any) -> Any:
     """The connect broker (node/connect_broker.py) with the endpoints the operator named
     (-connect, -addnode, -allowlocalpeer), and its client."""
     from ..common.chainparams import params_for
-    from ..node.connect_broker import BrokerConnector, launch
-    from ..node.p2p.connector import named_endpoints
+    from ..node.connect_broker import launch
+    from ..node.p2p.connector import BrokerConnector, named_endpoints
     endpoints = named_endpoints(config.connect, config.addnode, config.allow_local_peers,
                                 params_for(config.chain).default_port)
     channel, pid = launch(endpoints, CONNECT_TIMEOUT)

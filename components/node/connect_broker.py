@@ -9,7 +9,9 @@ not a fork: the node has read its conf file's passwords by then) that holds one 
 SOCK_SEQPACKET socketpair and nothing else. Its connect rule (connect_rule.py) comes from its
 command line, fixed before the node confines itself: nothing the node sends later changes it.
 It builds the rule (names resolved, this host's addresses read), confines itself with
-policies/connect-broker.toml (no filesystem beyond the base's read-only Python and the
+policies/connect-broker.toml, a plan the node compiled from it before it confined itself and
+sent as the channel's first message (sandbox.self_restrict.apply_plan; the same steps as
+restrict_self, without loading the policy loader, TOML and libseccomp here) (no filesystem beyond the base's read-only Python and the
 resolver's files, no exec, no process, inet stream and datagram sockets and its socketpair),
 says it is ready, and serves.
 
@@ -20,16 +22,17 @@ with its message):
 - reply (broker -> node): id (u32), code (u8), a message (UTF-8, at most MAX_MESSAGE bytes);
   code OK carries the connected socket (SCM_RIGHTS). Id 0 is the broker's start-up word:
   OK "ready", or START_FAILED and why.
-The broker resolves the host, checks every address (connect_rule.connect_checked), connects
-with its timeout (the node's connect timeout), each request in a thread of its own, at most
-MAX_ACTIVE at once (more: BUSY). A malformed request gets MALFORMED, never a crash. It ends
+The broker resolves the host, checks every address (connect_rule.connect_checked), connects,
+all of it within its timeout (the node's connect timeout), each request in a thread of its
+own, at most MAX_ACTIVE at once (more: BUSY). A name's lookup has the same deadline and runs
+in a thread of the broker's Resolver (at most connect_rule.MAX_LOOKUPS, those given up on
+included): names whose DNS server never answers hold no slot past the deadline, and never
+the slots of numeric requests, which are not looked up. A malformed request gets MALFORMED, never a crash. It ends
 when the node's end closes (the node ended).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import socket
 import struct
@@ -38,9 +41,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .connect_rule import ConnectRefused, ConnectRule, connect_checked
-
-log = logging.getLogger("cleancoin.net")
+# What this program imports is memory in its process for the node's whole life: the
+# standard library's socket and threading, the rule, and the sandbox's restrict_self; not
+# asyncio or logging (the node's side, p2p/connector.BrokerConnector, has those).
+from .connect_rule import ConnectRefused, ConnectRule, Resolver, connect_checked
 
 MAX_REQUEST = 6 + 255
 MAX_MESSAGE = 400
@@ -49,6 +53,7 @@ MAX_MESSAGE = 400
 MAX_ACTIVE = 16
 _REQUEST = struct.Struct(">IH")
 _REPLY = struct.Struct(">IB")
+REQUEST_SIZE, REPLY_SIZE = _REQUEST.size, _REPLY.size     # their headers
 _HOST_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:_")
 
 OK, MALFORMED, REFUSED, FAILED, TIMEOUT, BUSY, START_FAILED = range(7)
@@ -63,6 +68,8 @@ class MalformedRequest(ValueError):
 
 @dataclass(frozen=True)
 class Request:
+    """One request of the node: connect to host:port; `id` matches its reply."""
+
     id: int
     host: str
     port: int
@@ -114,6 +121,7 @@ class Broker:
     def __init__(self, channel: socket.socket, rule: ConnectRule, timeout: float) -> None:
         self.channel, self.rule, self.timeout = channel, rule, timeout
         self._active = threading.BoundedSemaphore(MAX_ACTIVE)
+        self._resolver = Resolver()
         self._send_lock = threading.Lock()
 
     def reply(self, ident: int, code: int, message: str, fd: int | None = None) -> None:
@@ -165,7 +173,7 @@ class Broker:
         try:
             code, message, sock = OK, "connected", None
             try:
-                sock = connect_checked(self.rule, request.host, request.port, self.timeout)
+                sock = connect_checked(self.rule, request.host, request.port, self.timeout, self._resolver)
             except ConnectRefused as exc:
                 code, message = REFUSED, str(exc)
             except TimeoutError as exc:
@@ -189,8 +197,31 @@ def _name_self() -> None:
         pass
 
 
+#: The first message on the channel: the broker's sandbox plan, b"P" and Plan.to_json as
+#: JSON, or b"E" and why the node could not make it. Bounded (the plan is about 8 KiB).
+MAX_PLAN = 1 << 18
+
+
+def _read_plan(channel: socket.socket) -> object:
+    """The plan the node made from policies/connect-broker.toml before it confined itself
+    (launch sends it before it returns, so it is the first message, ahead of anything code
+    that took over the node could send); raises ValueError."""
+    import json
+    data = channel.recv(MAX_PLAN)
+    if data[:1] == b"E":
+        raise ValueError(data[1:].decode("utf-8", "replace"))
+    if data[:1] != b"P":
+        raise ValueError("no sandbox plan came first")
+    from cleancoin.sandbox.plan import Plan
+    try:
+        return Plan.from_json(json.loads(data[1:]))
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"unreadable sandbox plan: {exc}") from None
+
+
 def main(argv: Sequence[str]) -> int:
-    """`connect_broker CHANNEL TIMEOUT [ENDPOINT ...]`: build the rule, confine, serve."""
+    """`connect_broker CHANNEL TIMEOUT [ENDPOINT ...]`: build the rule, confine with the plan
+    the node sent, serve."""
     channel = socket.socket(fileno=int(argv[0]))
     def fail(message: str) -> int:
         try:
@@ -200,21 +231,38 @@ def main(argv: Sequence[str]) -> int:
         return 1
     try:
         timeout = float(argv[1])
-        rule = ConnectRule.build(argv[2:])
+        rule = ConnectRule.build(argv[2:], apart=True)      # no lookup thread left to confine
     except (ValueError, IndexError) as exc:
         return fail(f"bad configuration: {exc}")
     _name_self()
     # Everything the serving code uses is imported and set up before the sandbox goes up.
     socket.getaddrinfo("127.0.0.1", 1, type=socket.SOCK_STREAM)
     "".encode("idna")
-    from cleancoin.sandbox import EnforcementError, PolicyError, PolicyErrors, restrict_self, shipped_policy
+    from cleancoin.sandbox.errors import EnforcementError
+    from cleancoin.sandbox.self_restrict import apply_plan
     try:
-        restrict_self(shipped_policy(POLICY), {}, keep_fds={channel.fileno()})
-    except (EnforcementError, PolicyError, PolicyErrors) as exc:
+        plan = _read_plan(channel)
+        # The rule's /proc/net descriptors: its view of the host's addresses at each check.
+        live = rule.live.fds if rule.live is not None else set()
+        apply_plan(plan, keep_fds={channel.fileno(), *live})           # type: ignore[arg-type]
+    except (EnforcementError, ValueError, OSError) as exc:
         return fail(f"cannot confine itself: {exc}")
     channel.send(encode_reply(0, OK, "ready"))
     Broker(channel, rule, timeout).serve()
     return 0
+
+
+def _plan_message() -> bytes:
+    """The first message for a broker (_read_plan): its plan made here, in the node, which
+    has the sandbox's policy loader and compiler loaded already, so the broker need not."""
+    import json
+    from cleancoin.sandbox.errors import EnforcementError
+    from cleancoin.sandbox.self_restrict import prepare_self
+    try:
+        plan = prepare_self(POLICY, {})
+    except EnforcementError as exc:      # the broker says so at start: START_FAILED, fail closed
+        return b"E" + str(exc).encode("utf-8", "replace")[:MAX_MESSAGE]
+    return b"P" + json.dumps(plan.to_json()).encode()
 
 
 #: The broker's whole environment: nothing of the node's. LC_ALL fixes the resolver's and
@@ -243,128 +291,14 @@ def launch(endpoints: Sequence[str], timeout: float) -> tuple[socket.socket, int
                                        *endpoints], _ENVIRONMENT)
         finally:
             os._exit(127)
+    plan = _plan_message()
     pid = helpers.detached(grandchild)
     theirs.close()
+    try:
+        ours.send(plan)
+    except OSError:
+        pass            # the broker is gone already: the node learns it from the channel
     return ours, pid
-
-
-# ---------------------------------------------------------------------- the node's side
-
-class BrokerConnector:
-    """The node's side (connector.Connector): each open() is one request; replies come back
-    in any order and are matched by id. When the broker is gone every open() fails with
-    ConnectionError, and the node goes on without outgoing connections."""
-
-    def __init__(self, channel: socket.socket, pid: int = 0) -> None:
-        self.channel = channel
-        self.pid = pid
-        self.channel.setblocking(False)
-        self.status = "starting"
-        self._pending: dict[int, asyncio.Future[int]] = {}
-        self._next = 0
-        self._reading: asyncio.AbstractEventLoop | None = None
-        self._gone: str | None = None
-
-    def attach(self) -> None:
-        """Start hearing the broker on the running loop (its start-up word: `status`); open()
-        does it too."""
-        self._ensure_reader()
-
-    def _ensure_reader(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._reading is not loop and self._gone is None:
-            loop.add_reader(self.channel.fileno(), self._readable)
-            self._reading = loop
-
-    def _readable(self) -> None:
-        while True:
-            try:
-                data, fds, _, _ = socket.recv_fds(self.channel, _REPLY.size + MAX_MESSAGE + 1, 1, socket.MSG_CMSG_CLOEXEC)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._lost(f"the connect broker has ended (its channel failed: {exc.strerror or exc})")
-                return
-            if not data and not fds:
-                self._lost("the connect broker has ended")
-                return
-            self._dispatch(data, fds)
-
-    def _dispatch(self, data: bytes, fds: list[int]) -> None:
-        try:
-            ident, code, message = parse_reply(data)
-        except ValueError:
-            ident, code, message = -1, FAILED, "unreadable reply"
-        future = self._pending.pop(ident, None)
-        if ident == 0:
-            self.status = "ready" if code == OK else f"failed: {message}"
-            if code != OK:
-                log.error("the connect broker did not start (%s): this node makes no outgoing connections",
-                          message)
-        if future is None or future.done() or code != OK or len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
-            if future is not None and not future.done():
-                future.set_exception(_error(code, message if fds or code != OK else "no socket in the reply"))
-            return
-        future.set_result(fds[0])
-
-    def _lost(self, reason: str) -> None:
-        if self._gone is None:
-            log.error("%s: this node makes no outgoing connections until it is restarted", reason)
-            self.status = f"gone: {reason}"
-        self._gone = reason
-        if self._reading is not None:
-            self._reading.remove_reader(self.channel.fileno())
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ConnectionError(reason))
-        self._pending.clear()
-
-    async def open(self, host: str, port: int, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._gone is not None:
-            raise ConnectionError(self._gone)
-        self._ensure_reader()
-        self._next = self._next % 0xFFFFFFFF + 1
-        ident = self._next
-        request = encode_request(Request(ident, host, port))
-        if len(request) > MAX_REQUEST:
-            raise OSError(f"host name longer than {MAX_REQUEST - _REQUEST.size} bytes")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending[ident] = future
-        try:
-            self.channel.send(request)
-        except BlockingIOError:
-            self._pending.pop(ident, None)
-            raise ConnectionError("the connect broker is not keeping up") from None
-        except OSError as exc:
-            self._pending.pop(ident, None)
-            self._lost(f"the connect broker has ended ({exc.strerror or exc})")
-            raise ConnectionError(self._gone) from None
-        try:
-            # The broker times out on its own after `timeout`; a little longer here.
-            fd = await asyncio.wait_for(asyncio.shield(future), timeout + 1.0)
-        except BaseException:
-            self._pending.pop(ident, None)
-            future.add_done_callback(lambda f: os.close(f.result()) if not f.cancelled() and f.exception() is None else None)
-            raise
-        sock = socket.socket(fileno=fd)
-        sock.setblocking(False)
-        return await asyncio.open_connection(sock=sock)
-
-    def close(self) -> None:
-        if self._reading is not None and self._gone is None:
-            self._reading.remove_reader(self.channel.fileno())
-        self._gone = self._gone or "closed"
-        self.channel.close()
-
-
-def _error(code: int, message: str) -> OSError:
-    if code == REFUSED:
-        return ConnectRefused(message)
-    if code == TIMEOUT:
-        return TimeoutError(message)
-    return OSError(f"{CODES.get(code, f'code {code}')}: {message}")
 
 
 if __name__ == "__main__":

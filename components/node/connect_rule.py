@@ -11,14 +11,30 @@ start; `addnode` at run time to a local endpoint not named then is refused.
 
 Both executables apply this rule to every outgoing P2P connection: CleanCoind in its own
 process (connector.DirectConnector), CleanCoin-node in its connect broker (connect_broker.py),
-the only process that can open a TCP connection for it. The interface addresses are read once,
-when the rule is built: an address added to the host later is not known to it.
+the only process that can open a TCP connection for it. The interface addresses are read
+again for each connection (InterfaceAddresses): an address the host gets after start is its
+own from then on.
+
+Name resolution has a deadline (`Resolver`): getaddrinfo cannot be interrupted, and a DNS
+server that never answers (an attacker's, for a name the operator configured) holds it for
+as long as glibc retries (resolv.conf's timeout x attempts x servers: up to minutes). Each
+lookup runs in a daemon thread of its own; its caller waits at most until its deadline and
+fails with a clear TimeoutError; a lookup given up on keeps only its thread (at most
+MAX_LOOKUPS at once: more names fail at once, "being resolved already"). A numeric host is
+never looked up, so a numeric connect never waits for, nor on a slot of, a name's lookup; and
+nothing waits for a lookup's thread to end (a stop neither).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import select
+import signal
 import socket
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -27,6 +43,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: How many endpoints one rule holds (the operator's options, each resolved): a bound on
 #: start-up work and on the broker's command line.
 MAX_ENDPOINTS = 256
+#: Names looked up at once, those whose caller gave up waiting included: a bound on the
+#: threads and descriptors that unanswered DNS queries hold (see the module docstring).
+MAX_LOOKUPS = 4
+#: How long the names the operator named are looked up at start, all of them together.
+START_RESOLVE_TIMEOUT = 5.0
+
+AddrInfo = tuple[int, int, int, str, tuple[object, ...]]
 
 
 class ConnectRefused(OSError):
@@ -62,29 +85,77 @@ def parse_address(text: str) -> IPAddress:
     return normalize(ipaddress.ip_address(text.partition("%")[0]))
 
 
+_FIB_TRIE, _IF_INET6 = "/proc/self/net/fib_trie", "/proc/self/net/if_inet6"
+
+
 def own_addresses() -> frozenset[IPAddress]:
-    """The addresses of this host's interfaces, from /proc (IPv4: the LOCAL entries of
-    fib_trie, every alias included; IPv6: if_inet6). Empty where /proc cannot be read."""
-    found: set[IPAddress] = set()
-    try:
-        with open("/proc/net/fib_trie", encoding="ascii") as handle:
-            previous = ""
-            for line in handle:
-                text = line.strip()
-                if text.startswith("/32 host LOCAL") and previous.startswith("|-- "):
+    """The addresses of this host's interfaces now (see InterfaceAddresses)."""
+    with InterfaceAddresses() as live:
+        return live.read()
+
+
+class InterfaceAddresses:
+    """The addresses of this host's interfaces, read afresh on every read() (an address the
+    host gets after start, a new interface or a DHCP renewal, is its own at once): IPv4 the
+    LOCAL entries of fib_trie, every alias included, IPv6 if_inet6. The two /proc files are
+    opened once and read again from offset 0 (the kernel regenerates them), so a confined
+    process (the connect broker, which has no /proc in its view) keeps them as descriptors:
+    `fds`. They show the network namespace of the opener. Empty where they cannot be read."""
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+        for path in (_FIB_TRIE, _IF_INET6):
+            try:
+                self._fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                self._fds.append(-1)
+
+    @property
+    def fds(self) -> set[int]:
+        return {fd for fd in self._fds if fd >= 0}
+
+    def _text(self, fd: int) -> str:
+        if fd < 0:
+            return ""
+        chunks = []
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        except OSError:
+            return ""
+        return b"".join(chunks).decode("ascii", "replace")
+
+    def read(self) -> frozenset[IPAddress]:
+        found: set[IPAddress] = set()
+        previous = ""
+        for line in self._text(self._fds[0]).splitlines():
+            text = line.strip()
+            if text.startswith("/32 host LOCAL") and previous.startswith("|-- "):
+                try:
                     found.add(ipaddress.IPv4Address(previous[4:]))
-                previous = text
-    except (OSError, ValueError):
-        pass
-    try:
-        with open("/proc/net/if_inet6", encoding="ascii") as handle:
-            for line in handle:
-                hexa = line.split()[0] if line.strip() else ""
-                if len(hexa) == 32:
+                except ValueError:
+                    pass
+            previous = text
+        for line in self._text(self._fds[1]).splitlines():
+            hexa = line.split()[0] if line.strip() else ""
+            if len(hexa) == 32:
+                try:
                     found.add(normalize(ipaddress.IPv6Address(bytes.fromhex(hexa))))
-    except (OSError, ValueError):
-        pass
-    return frozenset(found)
+                except ValueError:
+                    pass
+        return frozenset(found)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self._fds = [-1, -1]
+
+    def __enter__(self) -> "InterfaceAddresses":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def local_reason(address: IPAddress, own: frozenset[IPAddress] = frozenset()) -> str | None:
@@ -119,43 +190,182 @@ def split_endpoint(text: str) -> tuple[str, int, int]:
     return host, low, high
 
 
-def resolve(host: str) -> list[IPAddress]:
-    """Every address `host` names (numeric, /etc/hosts or DNS), normalized; [] if none."""
+class Resolver:
+    """getaddrinfo with a deadline (module docstring): at most `limit` lookups at once, each
+    in a daemon thread that its caller stops waiting for at the deadline."""
+
+    def __init__(self, limit: int = MAX_LOOKUPS) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def getaddrinfo(self, host: str, port: int | None, deadline: float, wait: bool = False) -> list[AddrInfo]:
+        """TCP address infos of host:port by time.monotonic() `deadline`. A numeric host
+        is answered here without a lookup. Raises TimeoutError when the lookup is not done by
+        then, OSError when it fails or (unless `wait`: then until the deadline) when `limit`
+        lookups are running already."""
+        hints = {"type": socket.SOCK_STREAM, "proto": socket.IPPROTO_TCP}
+        try:
+            return socket.getaddrinfo(host, port, flags=socket.AI_NUMERICHOST, **hints)
+        except (OSError, UnicodeError):
+            pass                            # a name: looked up below
+        if wait:
+            got = self._slots.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        else:
+            got = self._slots.acquire(blocking=False)
+        if not got:
+            raise OSError(f"cannot resolve {host}: {self.limit} names are being resolved already")
+        done = threading.Event()
+        outcome: list[list[AddrInfo] | BaseException] = []
+
+        def lookup() -> None:
+            try:
+                outcome.append(socket.getaddrinfo(host, port, **hints))
+            except (OSError, UnicodeError) as exc:
+                outcome.append(exc)
+            finally:
+                self._slots.release()
+                done.set()
+        try:
+            threading.Thread(target=lookup, name="getaddrinfo", daemon=True).start()
+        except RuntimeError as exc:         # no thread to be had (nproc)
+            self._slots.release()
+            raise OSError(f"cannot resolve {host}: {exc}") from None
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(f"resolving {host} took longer than its deadline")
+        result = outcome[0]
+        if isinstance(result, UnicodeError):
+            raise OSError(f"cannot resolve {host!r}: {result}")
+        if isinstance(result, BaseException):
+            raise OSError(f"cannot resolve {host}: {getattr(result, 'strerror', None) or result}")
+        return result
+
+
+def resolve_all(hosts: Iterable[str], timeout: float = START_RESOLVE_TIMEOUT) -> dict[str, list[IPAddress]]:
+    """Every address each host names (numeric, /etc/hosts or DNS), normalized; [] for one
+    that does not resolve, or not within `timeout` (all of them together, looked up in
+    parallel, MAX_LOOKUPS at a time)."""
+    resolver = Resolver()
+    deadline = time.monotonic() + timeout
+    found: dict[str, list[IPAddress]] = {}
+    results: dict[str, list[AddrInfo]] = {}
+
+    def one(host: str) -> None:
+        try:
+            results[host] = resolver.getaddrinfo(host, None, deadline, wait=True)
+        except OSError:
+            pass
+    threads = []
+    for host in dict.fromkeys(hosts):
+        try:
+            found[host] = [parse_address(host)]
+            continue
+        except ValueError:
+            pass
+        found[host] = []
+        thread = threading.Thread(target=one, args=(host,), name="resolve", daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    for host, infos in list(results.items()):
+        found[host] = list(dict.fromkeys(parse_address(str(info[4][0])) for info in infos))
+    return found
+
+
+def resolve_all_apart(hosts: Iterable[str], timeout: float = START_RESOLVE_TIMEOUT) -> dict[str, list[IPAddress]]:
+    """resolve_all in a forked child, killed at the deadline: for a process that must be
+    single-threaded next (the connect broker confines itself right after, and restrict_self
+    refuses a second thread, which would stay unconfined): a lookup given up on leaves no
+    thread behind here. Call it while this process has no other thread."""
+    names = list(dict.fromkeys(hosts))
+    found: dict[str, list[IPAddress]] = {h: [] for h in names}
+    if all(_numeric(h) for h in names):
+        return resolve_all(names, timeout)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # the child: look up, write, end
+        try:
+            os.close(read_end)
+            result = {h: [str(a) for a in addrs] for h, addrs in resolve_all(names, timeout).items()}
+            data = json.dumps(result).encode()
+            while data:
+                data = data[os.write(write_end, data):]
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    deadline = time.monotonic() + timeout + 1.0
+    chunks = []
     try:
-        return [parse_address(host)]
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_end], [], [], left)[0]:
+                break                               # past the deadline: what came so far
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+    try:
+        result = json.loads(b"".join(chunks) or b"{}")
+        for host in names:
+            found[host] = [parse_address(a) for a in result.get(host, [])]
+    except (ValueError, TypeError, AttributeError):
+        pass                                        # cut short: nothing resolved
+    return found
+
+
+def _numeric(host: str) -> bool:
+    try:
+        parse_address(host)
     except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return []
-    return list(dict.fromkeys(parse_address(str(info[4][0])) for info in infos))
+        return False
+    return True
 
 
 @dataclass(frozen=True)
 class ConnectRule:
     """The rule (module docstring): the endpoints the operator named, and this host's own
-    addresses as they were when it was built."""
+    addresses: `live`, read afresh for each check, or a fixed set `own` (tests)."""
 
     allowed: tuple[Endpoint, ...] = ()
     own: frozenset[IPAddress] = field(default_factory=frozenset)
+    live: InterfaceAddresses | None = field(default=None, compare=False)
 
     @classmethod
-    def build(cls, endpoints: Iterable[str], own: frozenset[IPAddress] | None = None) -> "ConnectRule":
-        """From the operator's endpoints (host:port or host:low-high; names resolved now);
-        `own` defaults to this host's interface addresses. Raises ValueError."""
+    def build(cls, endpoints: Iterable[str], own: frozenset[IPAddress] | None = None,
+              apart: bool = False) -> "ConnectRule":
+        """From the operator's endpoints (host:port or host:low-high; names resolved now,
+        within START_RESOLVE_TIMEOUT: one that does not resolve by then allows nothing; in a
+        child process if `apart`, see resolve_all_apart); this host's interface addresses
+        are read at each check, unless `own` fixes them. Raises ValueError."""
+        split = [split_endpoint(text) for text in endpoints]
+        if len(split) > MAX_ENDPOINTS:
+            raise ValueError(f"more than {MAX_ENDPOINTS} local peer endpoints")
+        addresses = (resolve_all_apart if apart else resolve_all)(host for host, _, _ in split)
         allowed: list[Endpoint] = []
-        for text in endpoints:
-            host, low, high = split_endpoint(text)
-            allowed += [Endpoint(a, low, high) for a in resolve(host)]
+        for host, low, high in split:
+            allowed += [Endpoint(a, low, high) for a in addresses[host]]
             if len(allowed) > MAX_ENDPOINTS:
                 raise ValueError(f"more than {MAX_ENDPOINTS} local peer endpoints")
-        return cls(tuple(dict.fromkeys(allowed)), own_addresses() if own is None else own)
+        if own is not None:
+            return cls(tuple(dict.fromkeys(allowed)), own)
+        return cls(tuple(dict.fromkeys(allowed)), live=InterfaceAddresses())
 
-    def check(self, address: IPAddress | str, port: int) -> str | None:
-        """None if a connection to address:port may be made, else why not."""
+    def own_now(self) -> frozenset[IPAddress]:
+        """This host's addresses as they are now (or the fixed set)."""
+        return self.own | self.live.read() if self.live is not None else self.own
+
+    def check(self, address: IPAddress | str, port: int, own: frozenset[IPAddress] | None = None) -> str | None:
+        """None if a connection to address:port may be made, else why not. `own`: this
+        host's addresses if the caller read them already (own_now), for several checks."""
         addr = parse_address(address) if isinstance(address, str) else normalize(address)
-        reason = local_reason(addr, self.own)
+        reason = local_reason(addr, self.own_now() if own is None else own)
         if reason is None or any(e.holds(addr, port) for e in self.allowed):
             return None
         where = f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
@@ -168,20 +378,19 @@ class ConnectRule:
                 for e in self.allowed]
 
 
-def checked_addresses(rule: ConnectRule, host: str, port: int) -> list[tuple[int, tuple[object, ...]]]:
-    """(family, sockaddr) of every address `host` resolves to that the rule allows, in the
-    resolver's order. Raises ConnectRefused when it resolves to addresses and the rule refuses
-    them all, OSError when it does not resolve."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    except UnicodeError as exc:
-        raise OSError(f"cannot resolve {host!r}: {exc}") from None
+def checked_addresses(rule: ConnectRule, host: str, port: int, resolver: Resolver,
+                      deadline: float) -> list[tuple[int, tuple[object, ...]]]:
+    """(family, sockaddr) of every address `host` resolves to (by `deadline`) that the rule
+    allows, in the resolver's order. Raises ConnectRefused when it resolves to addresses and
+    the rule refuses them all, TimeoutError or OSError when it does not resolve."""
+    infos = resolver.getaddrinfo(host, port, deadline)
+    own = rule.own_now()            # after the lookup: as the host is when it connects
     allowed: list[tuple[int, tuple[object, ...]]] = []
     refusals: list[str] = []
     for family, _, _, _, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
-        reason = rule.check(str(sockaddr[0]), port)
+        reason = rule.check(str(sockaddr[0]), port, own)
         if reason is None:
             allowed.append((family, sockaddr))
         elif reason not in refusals:
@@ -191,20 +400,31 @@ def checked_addresses(rule: ConnectRule, host: str, port: int) -> list[tuple[int
     return allowed
 
 
-def connect_checked(rule: ConnectRule, host: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to host:port, to an address the rule allows (blocking, each attempt
-    bounded by `timeout`; the first that connects wins). Raises ConnectRefused or OSError."""
+def connect_checked(rule: ConnectRule, host: str, port: int, timeout: float, resolver: Resolver) -> socket.socket:
+    """A TCP connection to host:port, to an address the rule allows (blocking; the first
+    that connects wins). The whole of it, the name's lookup and every attempt, ends within
+    `timeout`: an unanswered lookup or a name with many blackholed addresses cannot hold the
+    caller longer. Raises ConnectRefused, TimeoutError or OSError."""
+    deadline = time.monotonic() + timeout
+    try:
+        addresses = checked_addresses(rule, host, port, resolver, deadline)
+    except TimeoutError:
+        raise TimeoutError(f"resolving {host} took longer than {timeout:g} s") from None
     last: OSError | None = None
-    for family, sockaddr in checked_addresses(rule, host, port):
+    for family, sockaddr in addresses:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
         sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC, socket.IPPROTO_TCP)
-        sock.settimeout(timeout)
+        sock.settimeout(left)
         try:
             sock.connect(sockaddr)
         except OSError as exc:
             sock.close()
-            last = exc if not isinstance(exc, TimeoutError) else TimeoutError(f"connect timed out after {timeout:g} s")
+            last = exc if not isinstance(exc, TimeoutError) else None
             continue
         sock.setblocking(False)
         return sock
-    assert last is not None
+    if last is None:
+        raise TimeoutError(f"connect timed out after {timeout:g} s")
     raise last

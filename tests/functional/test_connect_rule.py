@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -98,3 +99,104 @@ def test_a_node_whose_connect_broker_died_goes_on_without_outgoing_connections(n
     assert broker()["status"].startswith("gone: the connect broker has ended")
     assert a.rpc.getblockcount() == 0                # still serving
     assert a.process is not None and a.process.poll() is None
+
+
+# ---------------------------------------------------------------------- slow name resolution
+
+class _SilentDns:
+    """A DNS server that never answers: a UDP socket bound to port 53 of a 127.x address of
+    its own (resolv.conf takes no port), and a resolv.conf naming only it, with glibc's
+    longest wait per query (timeout:30, attempts:2: a minute per lookup). It stands in for the
+    server of a name the operator configured that an attacker controls. It counts the queries."""
+
+    def __init__(self, directory) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(50):
+            address = f"127.{os.getpid() % 200 + 20}.{int.from_bytes(os.urandom(1), 'big')}.53"
+            try:
+                self.sock.bind((address, 53))
+                break
+            except OSError:
+                continue
+        self.address = address
+        self.queries = 0
+        self.conf = directory / "resolv.conf"
+        self.conf.write_text(f"nameserver {address}\noptions timeout:30 attempts:2\n")
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.sock.recv(4096)
+            except OSError:
+                return
+            self.queries += 1
+
+    def wrap(self, node) -> None:
+        """Run `node` in a mount namespace of its own whose /etc/resolv.conf is ours (the
+        real node, its broker and wallet inherit it; nothing else on the host sees it)."""
+        plain = node.args
+        node.args = lambda extra=(): ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                                      'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(self.conf),
+                                      *plain(extra)]
+
+
+@pytest.fixture
+def silent_dns(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("a mount namespace and port 53 need root")
+    dns = _SilentDns(tmp_path)
+    yield dns
+    dns.sock.close()
+
+
+def test_names_that_never_resolve_hold_no_numeric_connect_and_no_stop(node, silent_dns: _SilentDns) -> None:
+    """An attacker's DNS server that never answers, for names given to addnode (each the
+    network's name of a peer, as an operator's script adds them): every lookup fails within
+    the connect timeout with a clear line, the lookups still pending hold none of the slots
+    of a numeric connect, and the node stops at once. Both executables (the broker resolves
+    for CleanCoin-node, CleanCoind's own threads for it)."""
+    a, b = node("-debug=net"), node()
+    silent_dns.wrap(a)
+    a.start()
+    b.start()
+    # Two rounds of ten names (the node dials at most its 10 outbound slots at once, and
+    # gives each up after its connect timeout, 5 s): on the old code, twenty lookups pending
+    # at the server, each holding a slot of the broker (16) or a worker of CleanCoind's
+    # executor (6), and the numeric connect failed ("busy", or timed out waiting for one).
+    for round_ in range(2):
+        for i in range(10):
+            a.rpc.addnode(f"peer{round_}x{i}.dns-attack.test:18444", "onetry")
+        wait_until(lambda: silent_dns.queries >= 1, what="the queries at the silent server")
+        time.sleep(7.5)
+    started = time.monotonic()
+    a.rpc.addnode(b.p2p_addr, "onetry")
+    try:
+        wait_until(lambda: a.rpc.getconnectioncount() == 1, timeout=15, what="a's numeric connection to b")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {a.debug_log()[-3000:]}") from None
+    assert time.monotonic() - started < 10
+    wait_until(lambda: "resolving peer0x0.dns-attack.test took longer than" in a.debug_log()
+               or "names are being resolved" in a.debug_log(), timeout=15, what="the lookups' failure")
+    started = time.monotonic()
+    assert a.stop(timeout=60) == 0
+    assert time.monotonic() - started < 15, "the stop waited on DNS"
+
+
+def test_a_name_named_at_start_that_never_resolves_holds_up_neither_start_nor_connects(node, silent_dns: _SilentDns) -> None:
+    """-addnode with a name whose DNS server never answers: the rule is built without it
+    within START_RESOLVE_TIMEOUT (5 s; it then allows nothing for that name), the node's RPC
+    is up and a numeric connect made (on the old code CleanCoind's start, and CleanCoin-node's
+    broker's, waited on glibc for a minute)."""
+    a, b = node("-addnode=peer.dns-attack.test:18444", "-debug=net"), node()
+    silent_dns.wrap(a)
+    b.start()
+    started = time.monotonic()
+    a.start()
+    a.rpc.addnode(b.p2p_addr, "onetry")
+    try:
+        wait_until(lambda: a.rpc.getconnectioncount() >= 1, timeout=15, what="a's numeric connection to b")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {a.debug_log()[-3000:]}") from None
+    assert time.monotonic() - started < 20
+    assert silent_dns.queries >= 1               # it was looked up at the silent server
