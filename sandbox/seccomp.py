@@ -472,9 +472,24 @@ def _sha256(data: bytes) -> "hashlib._Hash":
     return sha256(data)
 
 
-def compile_filter(spec: FilterSpec, notify_errno: bool = False) -> CompiledFilter:
+def compile_filter(spec: FilterSpec, notify_errno: bool = False, cached: bool = True) -> CompiledFilter:
     """Compile a filter to BPF, with its hash and counts for the report (`notify_errno`: the
-    denial log's form, see `_build`)."""
+    denial log's form, see `_build`). With `cached`, a checked entry of the package's filter
+    cache is taken instead when there is one, and a fresh compile is stored there
+    (filter_cache.py: who may write it, what is checked)."""
+    if not cached:
+        return _compile(spec, notify_errno)
+    from . import filter_cache
+    name = filter_cache.key(spec, notify_errno)
+    if name is not None and (hit := filter_cache.load(name)) is not None:
+        return hit
+    compiled = _compile(spec, notify_errno)
+    if name is not None:
+        filter_cache.store(name, compiled)
+    return compiled
+
+
+def _compile(spec: FilterSpec, notify_errno: bool) -> CompiledFilter:
     flt, allowed, conditional, unresolved = _build(spec, notify_errno)
     bpf = _export(flt, "export_bpf")
     return CompiledFilter(bpf, _sha256(bpf).hexdigest(), len(bpf) // 8,
