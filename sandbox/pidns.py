@@ -121,14 +121,23 @@ def _grace_for_the_rest() -> None:
     killed after the grace, as before, only later."""
     for sig in _FORWARDED:
         signal.signal(sig, signal.SIG_IGN)      # nothing left to forward them to
+    # A child's end is waited for, not polled: with SIGCHLD blocked the kernel keeps it
+    # pending (a blocked signal is never discarded), and sigtimedwait returns as it comes.
+    # Polling every 5 ms made each stop of a component with a denial monitor (CleanCoin-node's
+    # wallet process) wait up to 5 ms for a monitor that ends at once.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     deadline = time.monotonic() + GRACE_SECONDS
-    while time.monotonic() < deadline:
+    while True:
         try:
             pid, _status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return                              # nothing left (a denial monitor ends at once)
-        if pid == 0:
-            time.sleep(0.005)
+        if pid:
+            continue                            # one reaped: look for the next at once
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        signal.sigtimedwait({signal.SIGCHLD}, left)
 
 
 def exit_like(status: int) -> None:

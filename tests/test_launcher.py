@@ -459,3 +459,35 @@ def test_helpers_left_in_the_pid_namespace_get_a_short_grace_and_no_more(base_sa
     assert os.read(read_fd, 16) == b""                        # and the stray is gone too
     assert took < 5, took                                     # it did not wait for the stray
     os.close(read_fd)
+
+
+def _leave_a_short_helper(write_fd: int) -> Callable[[int], int]:
+    """A target whose helper (nobody's child: PID 1 adopts it) ends 0.05 s after it."""
+    def target(_control: int) -> int:
+        if os.fork() == 0:
+            if os.fork() == 0:
+                time.sleep(0.05)
+                os.write(write_fd, b"done")
+                os._exit(0)
+            os._exit(0)
+        return 3
+    return target
+
+
+def test_the_grace_ends_when_the_last_helper_does(base_sandbox, sandbox_vars):
+    """PID 1 waits for the helpers left behind by being woken by their end (SIGCHLD, blocked
+    and taken with sigtimedwait), not by polling: the launch ends right after the helper,
+    well before GRACE_SECONDS. If the end were not noticed, it would take the whole grace."""
+    from cleancoin.sandbox import pidns
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    read_fd, write_fd = os.pipe()
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        child = launcher.spawn(plan, target=_leave_a_short_helper(write_fd), pass_fds=[write_fd])
+        assert child.wait() == 3
+        took.append(time.monotonic() - started)
+        assert os.read(read_fd, 16) == b"done"
+    os.close(write_fd)
+    os.close(read_fd)
+    assert min(took) < 0.05 + pidns.GRACE_SECONDS / 2, took
