@@ -51,9 +51,9 @@ def package_dir() -> str:
     return _HERE
 
 
-def cache_dir() -> str:
+def cache_dir(dirname: str = DIRNAME) -> str:
     """Where the entries live: a directory of the installed package (module docstring)."""
-    return os.path.join(package_dir(), DIRNAME)
+    return os.path.join(package_dir(), dirname)
 
 
 def _sha256(data: bytes) -> str:
@@ -67,20 +67,10 @@ def _sha256(data: bytes) -> str:
 
 def _libseccomp() -> tuple[str, int] | None:
     """(version, API level) of the libseccomp the filter would be built with; None if it
-    cannot be asked (no cache then). The API level is what libseccomp found the kernel to
-    support (actions such as kill-process and notify), so a kernel change changes the key."""
-    import ctypes
-    from .seccomp import _SONAMES
-    try:
-        lib = ctypes.CDLL(_SONAMES["seccomp"])
-        version = lib.seccomp_version
-        version.restype = ctypes.POINTER(ctypes.c_uint * 3)
-        major, minor, micro = version().contents
-        api = lib.seccomp_api_get
-        api.restype = ctypes.c_uint
-        return f"{major}.{minor}.{micro}", int(api())
-    except (OSError, AttributeError, ValueError):
-        return None
+    cannot be asked (no cache then). The API level reflects the kernel's actions, so a kernel
+    change changes the key."""
+    from .seccomp import libseccomp_info
+    return libseccomp_info()
 
 
 def _code_digest() -> str | None:
@@ -140,13 +130,13 @@ def _package_owner() -> int | None:
     return st.st_uid if not st.st_mode & 0o022 else None
 
 
-def _open_dir(create: bool) -> tuple[int, int] | None:
+def _open_dir(create: bool, dirname: str = DIRNAME) -> tuple[int, int] | None:
     """The cache directory's descriptor and the owner it must have, or None if it is not to
     be trusted (or, with `create`, cannot be made)."""
     owner = _package_owner()
     if owner is None:
         return None
-    path = cache_dir()
+    path = cache_dir(dirname)
     if create and owner == os.geteuid():
         try:
             os.mkdir(path, 0o700)
@@ -167,9 +157,10 @@ def _open_dir(create: bool) -> tuple[int, int] | None:
     return None
 
 
-def load(name: str) -> CompiledFilter | None:
-    """The checked entry `name` (module docstring), or None: a miss, whatever the reason."""
-    opened = _open_dir(create=False)
+def read_entry(name: str, dirname: str = DIRNAME) -> bytes | None:
+    """The bytes of entry `name` of cache `dirname` if the directory and the file may be
+    trusted (module docstring: owner, mode, no symlink, size), else None."""
+    opened = _open_dir(False, dirname)
     if opened is None:
         return None
     dirfd, owner = opened
@@ -182,13 +173,18 @@ def load(name: str) -> CompiledFilter | None:
         st = os.fstat(fd)
         if not _trusted(st, owner, stat.S_IFREG) or st.st_size > MAX_ENTRY_BYTES:
             return None
-        data = os.read(fd, MAX_ENTRY_BYTES + 1)
+        return os.read(fd, MAX_ENTRY_BYTES + 1)
     except OSError:
         return None
     finally:
         os.close(fd)
         os.close(dirfd)
-    return _parse(name, data)
+
+
+def load(name: str) -> CompiledFilter | None:
+    """The checked entry `name` (module docstring), or None: a miss, whatever the reason."""
+    data = read_entry(name)
+    return None if data is None else _parse(name, data)
 
 
 def _parse(name: str, data: bytes) -> CompiledFilter | None:
@@ -214,18 +210,24 @@ def _parse(name: str, data: bytes) -> CompiledFilter | None:
 
 
 def store(name: str, compiled: CompiledFilter) -> bool:
-    """Write entry `name` (atomically: a temporary file renamed over it); False when the
-    cache is not there to be written (not the package's owner, a read-only install, ...)."""
-    opened = _open_dir(create=True)
+    """Write entry `name`; False when the cache is not there to be written (`write_entry`)."""
+    header = json.dumps({"key": name, "sha256": compiled.sha256, "instructions": compiled.instructions,
+                         "allowed": compiled.allowed, "conditional": compiled.conditional,
+                         "unresolved": list(compiled.unresolved)}, separators=(",", ":"))
+    return write_entry(name, MAGIC + header.encode() + b"\n" + compiled.bpf)
+
+
+def write_entry(name: str, data: bytes, dirname: str = DIRNAME) -> bool:
+    """Write entry `name` of cache `dirname` atomically (a temporary file renamed over it);
+    False when the cache is not there to be written (not the package's owner, a read-only
+    install, ...)."""
+    opened = _open_dir(True, dirname)
     if opened is None:
         return False
     dirfd, owner = opened
     if owner != os.geteuid():
         os.close(dirfd)
         return False
-    header = json.dumps({"key": name, "sha256": compiled.sha256, "instructions": compiled.instructions,
-                         "allowed": compiled.allowed, "conditional": compiled.conditional,
-                         "unresolved": list(compiled.unresolved)}, separators=(",", ":"))
     tmp = f".{name}.{os.getpid()}.tmp"
     try:
         _prune(dirfd)
@@ -233,7 +235,7 @@ def store(name: str, compiled: CompiledFilter) -> bool:
                      dir_fd=dirfd)
         try:
             with open(fd, "wb", closefd=True) as handle:
-                handle.write(MAGIC + header.encode() + b"\n" + compiled.bpf)
+                handle.write(data)
             os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
         except OSError:
             try:

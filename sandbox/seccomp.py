@@ -98,16 +98,28 @@ def syscall_name(nr: int) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def libseccomp_version() -> str:
-    """The version of the loaded libseccomp, for messages that depend on its syscall table."""
-    lib = _lib()
+def libseccomp_info() -> tuple[str, int] | None:
+    """(version, API level) of libseccomp, asked through ctypes without loading pyseccomp
+    (the library pyseccomp loaded, once it is loaded); None if it cannot be asked. The API
+    level is what libseccomp found the kernel to support (kill-process, notify, ...)."""
+    import sys
     try:
-        ver = ctypes.CDLL(lib._libseccomp_path).seccomp_version  # noqa: SLF001
-        ver.restype = ctypes.POINTER(ctypes.c_uint * 3)
-        major, minor, micro = ver().contents
-        return f"{major}.{minor}.{micro}"
-    except (AttributeError, OSError):
-        return "unknown"
+        path = sys.modules["pyseccomp"]._libseccomp_path if "pyseccomp" in sys.modules else _SONAMES["seccomp"]
+        lib = ctypes.CDLL(path)
+        version = lib.seccomp_version
+        version.restype = ctypes.POINTER(ctypes.c_uint * 3)
+        major, minor, micro = version().contents
+        api = lib.seccomp_api_get
+        api.restype = ctypes.c_uint
+        return f"{major}.{minor}.{micro}", int(api())
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def libseccomp_version() -> str:
+    """The version of libseccomp, for messages that depend on its syscall table."""
+    info = libseccomp_info()
+    return info[0] if info is not None else "unknown"
 
 
 def action_value(action: str) -> int:
