@@ -42,7 +42,7 @@ MAX_ENTRY_BYTES = 256 * 1024
 #: Entries kept; beyond that the oldest go when one is written (fuzz tests compile thousands).
 MAX_ENTRIES = 256
 #: The code whose behaviour the BPF depends on: a change in any of them changes every key.
-_CODE = ("seccomp.py", "syscalls.py", "policy_spec.py", "filter_cache.py")
+_CODE = ("seccomp.py", "syscalls.py", "families.py", "filter_cache.py")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -163,8 +163,8 @@ def _always() -> object:
 def _family_rules(families: Iterable["SocketFamily"]) -> list[tuple[str, list["ArgCondition"]]]:
     """Conditions under which socket() and socketpair() may run, per allowed family."""
     import socket
+    from .families import FAMILIES as SOCKET_FAMILIES   # policy_spec's table, without the format
     from .model import ArgCondition
-    from .policy_spec import SOCKET_FAMILIES
     rules: list[tuple[str, list[ArgCondition]]] = []
     for fam in families:
         number = SOCKET_FAMILIES[fam.name]
