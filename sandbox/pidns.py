@@ -40,6 +40,11 @@ def split(title: str = "") -> None:
     """Fork PID 1 and the component; returns only in the component. `title` names the
     component for `ps`; the waiting processes show it with "(waiter)" and "(init)"."""
     status_in, status_out = os.pipe()
+    # The waiting processes learn of their children's ends by SIGCHLD at its default: a
+    # launcher that ignores it (SIG_IGN, or a toolkit's handler with SA_NOCLDWAIT) would have
+    # them reaped by the kernel, and the component's status lost. The component gets the
+    # launcher's disposition back.
+    inherited = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     init = os.fork()
     if init:
         os.close(status_out)
@@ -57,6 +62,8 @@ def split(title: str = "") -> None:
         _wait_forwarding(component, status_out=status_out)
     os.close(status_out)
     _die_with_parent_quietly()
+    if inherited is not None:          # None: a handler not set from Python; the default stays
+        signal.signal(signal.SIGCHLD, inherited)
 
 
 def _retire(keep: set[int]) -> None:
