@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from cleancoin.sandbox import variables
 from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors, PolicyFileError, SourceRef
-from cleancoin.sandbox.policy_loader import load_policy, shipped_names, shipped_policy
+from cleancoin.sandbox.policy_files import shipped_names, shipped_policy
 
 if TYPE_CHECKING:
     from cleancoin.sandbox.model import Policy
@@ -75,10 +75,16 @@ def policy_path(name: str) -> str:
     return shipped if os.path.exists(shipped) else name
 
 
-def _load_policy(path: str) -> Policy:
+def _load_policy(path: str, cached: bool = False) -> Policy:
     """load_policy, with any failure as PolicyErrors: a loader bug (an exception that is not
-    a PolicyError) must still give the user one clean line naming the file, not a traceback."""
+    a PolicyError) must still give the user one clean line naming the file, not a traceback.
+    `cached`: from the policy cache when a checked entry is there (sandbox/policy_cache.py),
+    which spares `run` the loader's imports; `check` and the others always load in full."""
     try:
+        if cached:
+            from cleancoin.sandbox.policy_cache import load_policy as load_checked
+            return load_checked(path)
+        from cleancoin.sandbox.policy_loader import load_policy
         return load_policy(path)
     except PolicyErrors:
         raise
@@ -88,14 +94,14 @@ def _load_policy(path: str) -> Policy:
                                             f"({type(exc).__name__}); please report it")]) from None
 
 
-def load(name: str) -> Policy:
+def load(name: str, cached: bool = False) -> Policy:
     """Load a policy for a command that needs it; a broken one is a ToolError (exit 125)."""
     path = policy_path(name)
     if not os.path.exists(path):
         raise ToolError(f"no policy file '{name}' and no shipped policy of that name "
                         f"(shipped: {', '.join(shipped_names())})")
     try:
-        return _load_policy(path)
+        return _load_policy(path, cached)
     except PolicyErrors as errors:
         raise ToolError(str(errors), [e.as_dict() for e in errors.errors]) from None
 
@@ -188,7 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not command:
         raise ToolError("run: no command given (... -- CMD [ARG...])", code=EXIT_USAGE)
     from cleancoin.sandbox import launcher
-    policy = load(args.policy)
+    policy = load(args.policy, cached=True)
     with _launch_errors():
         denials = None
         if args.denials:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 #: cleancoin.sandbox` costs nothing (a sandboxed child imports only what it runs).
 _PUBLIC = {
     # policies
-    "load_policy": "policy_loader", "shipped_policy": "policy_loader", "Policy": "model",
+    "load_policy": "policy_loader", "shipped_policy": "policy_files", "Policy": "model",
     "PolicyError": "errors", "PolicyErrors": "errors", "EnforcementError": "errors",
     # plans and entering a sandbox
     "Plan": "plan", "prepare": "launcher", "spawn": "launcher", "SandboxedProcess": "launcher",
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from .launcher import SandboxedProcess, SpawnError, prepare, spawn
     from .model import Policy
     from .plan import Plan
-    from .policy_loader import load_policy, shipped_policy
+    from .policy_files import shipped_policy
+    from .policy_loader import load_policy
     from .report import Report
     from .self_restrict import restrict_self
     from .zygote import ComponentSpec, Exited, Limits, Spawned, Zygote, ZygoteError

@@ -23,7 +23,7 @@ from .model import Grant, Level, Policy
 from .plan import MechanismPlan, Mount, Plan
 from .filter_spec import filter_spec
 from .policy_refs import require_values
-from .policy_spec import RLIMITS
+from .rlimits import RLIMITS
 from .variables import default_values, substitute
 
 

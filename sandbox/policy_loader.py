@@ -18,6 +18,7 @@ from . import dangerous, seccomp, syscall_groups
 from .errors import PolicyError, PolicyErrors, PolicyFileError, SourceRef
 from .model import (Compatibility, Filesystem, Grant, Level, Namespaces, Network, Policy, Process,
                     Rlimit, Scopes, Seccomp, SeccompRule, SocketFamily, MECHANISMS)
+from .policy_files import extended_path, shipped_names, shipped_policy  # noqa: F401 - where they were
 from .policy_spec import SECTIONS, TOP_LEVEL, Key
 from .printable import printable, visible
 from .toml_locate import key_lines, line_for
@@ -250,7 +251,8 @@ def _parse_file(path: str, errors: list[PolicyError]) -> tuple[_Fragment, list[t
 
 
 def _collect(path: str, stack: tuple[str, ...], seen: set[str], order: list[_Fragment],
-             errors: list[PolicyError], included_at: SourceRef | None) -> None:
+             errors: list[PolicyError], included_at: SourceRef | None,
+             edges: list[tuple[str, str, str]] | None = None) -> None:
     real = os.path.realpath(path)
     if real in stack:
         chain = " -> ".join(os.path.basename(p) for p in (*stack, real))
@@ -270,22 +272,12 @@ def _collect(path: str, stack: tuple[str, ...], seen: set[str], order: list[_Fra
                                        + (f" (shipped: {', '.join(shipped_names())})" if named else ""))
     frag, extends = _parse_file(path, errors)
     for name, where in extends:
-        _collect(_extended_path(name, path), (*stack, real), seen, order, errors, where)
+        target = extended_path(name, path)
+        if edges is not None:
+            edges.append((name, path, target))
+        _collect(target, (*stack, real), seen, order, errors, where, edges)
     seen.add(real)
     order.append(frag)
-
-
-def _extended_path(name: str, including: str) -> str:
-    """Where an `extends` entry points: an absolute path as written; a relative one beside the
-    file that names it; failing that, a shipped policy of that name ("base/python" or
-    "base/python.toml"), so that a policy anywhere can build on the shipped ones by name."""
-    if os.path.isabs(name):
-        return name
-    beside = os.path.join(os.path.dirname(including), name)
-    if os.path.exists(beside):
-        return beside
-    shipped = shipped_policy(name.removesuffix(".toml"))
-    return shipped if os.path.isfile(shipped) else beside
 
 
 def _merge(fragments: list[_Fragment]) -> tuple[dict[str, Any], dict[str, SourceRef]]:
@@ -499,13 +491,15 @@ def _unique_families(families: tuple[SocketFamily, ...]) -> tuple[SocketFamily, 
     return tuple({f.name: f for f in families}.values())
 
 
-def load_policy(path: str) -> Policy:
-    """Load, merge and validate a policy file; raises PolicyErrors listing every problem."""
+def load_policy(path: str, edges: list[tuple[str, str, str]] | None = None) -> Policy:
+    """Load, merge and validate a policy file; raises PolicyErrors listing every problem.
+    `edges`, if given, receives each `extends` entry followed: (as written, the file that
+    names it, the path it led to), for policy_cache to check the same resolution later."""
     errors: list[PolicyError] = []
     order: list[_Fragment] = []
     try:
         _collect(os.path.abspath(path) if not os.path.isabs(path) else path, (), set(), order,
-                 errors, None)
+                 errors, None, edges)
     except PolicyError as exc:
         raise PolicyErrors([*errors, exc]) from None
     if errors:
@@ -515,24 +509,3 @@ def load_policy(path: str) -> Policy:
     if errors:
         raise PolicyErrors(errors)
     return policy
-
-
-def shipped_policy(name: str) -> str:
-    """Path of a policy shipped with CleanCoin, e.g. `wallet` or `base/python`."""
-    # The package's folder, not importlib.resources: that import (with pathlib and zipfile)
-    # was about a tenth of `CleanCoin-sandbox run`'s start-up; the package is a plain folder
-    # (a regular install), as the base policy's grant of site-packages assumes anyway.
-    from cleancoin import policies
-    return os.path.join(os.path.dirname(policies.__file__), f"{name}.toml")
-
-
-def shipped_names() -> list[str]:
-    """The names of the shipped policies (`strict`, `base/python`, `examples/program`, ...)."""
-    root = os.path.dirname(shipped_policy("strict"))
-    names = []
-    for folder, _dirs, files in os.walk(root):
-        for file in files:
-            if file.endswith(".toml"):
-                rel = os.path.relpath(os.path.join(folder, file), root)
-                names.append(rel.removesuffix(".toml"))
-    return sorted(names)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import json
 import re
-import resource
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from .errors import PolicyError, SourceRef
 from .families import FAMILIES
 from .model import MECHANISMS, ArgCondition, Grant, Level, Rlimit, SeccompRule, SocketFamily
+from .rlimits import RLIMITS as _RLIMITS
 from .variables import check_references
 
 #: The value types below are immutable and never compared or hashed (identity is all they
@@ -387,10 +387,7 @@ class EnvMap(ValueType):
                 "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}}
 
 
-RLIMITS: Mapping[str, int] = {
-    name[len("RLIMIT_"):].lower(): getattr(resource, name)
-    for name in dir(resource) if name.startswith("RLIMIT_")
-}
+RLIMITS: Mapping[str, int] = _RLIMITS
 
 
 #: The largest finite rlimit: setrlimit(2) takes a 64-bit rlim_t whose top value means

@@ -6,6 +6,14 @@ import resource
 
 from .errors import EnforcementError
 
+#: Every resource limit by the policy's name for it ("nofile" -> RLIMIT_NOFILE): here, not in
+#: the policy format (policy_spec re-exports it), so that fitting a plan from a cached policy
+#: does not import the format (sandbox/policy_cache.py).
+RLIMITS: dict[str, int] = {
+    name[len("RLIMIT_"):].lower(): getattr(resource, name)
+    for name in dir(resource) if name.startswith("RLIMIT_")
+}
+
 
 def apply(limits: tuple[tuple[str, int, int | None, int | None], ...]) -> None:
     """Set each (name, resource number, soft, hard); None means unlimited."""

@@ -98,16 +98,28 @@ def syscall_name(nr: int) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def libseccomp_version() -> str:
-    """The version of the loaded libseccomp, for messages that depend on its syscall table."""
-    lib = _lib()
+def libseccomp_info() -> tuple[str, int] | None:
+    """(version, API level) of libseccomp, asked through ctypes without loading pyseccomp
+    (the library pyseccomp loaded, once it is loaded); None if it cannot be asked. The API
+    level is what libseccomp found the kernel to support (kill-process, notify, ...)."""
+    import sys
     try:
-        ver = ctypes.CDLL(lib._libseccomp_path).seccomp_version  # noqa: SLF001
-        ver.restype = ctypes.POINTER(ctypes.c_uint * 3)
-        major, minor, micro = ver().contents
-        return f"{major}.{minor}.{micro}"
-    except (AttributeError, OSError):
-        return "unknown"
+        path = sys.modules["pyseccomp"]._libseccomp_path if "pyseccomp" in sys.modules else _SONAMES["seccomp"]
+        lib = ctypes.CDLL(path)
+        version = lib.seccomp_version
+        version.restype = ctypes.POINTER(ctypes.c_uint * 3)
+        major, minor, micro = version().contents
+        api = lib.seccomp_api_get
+        api.restype = ctypes.c_uint
+        return f"{major}.{minor}.{micro}", int(api())
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def libseccomp_version() -> str:
+    """The version of libseccomp, for messages that depend on its syscall table."""
+    info = libseccomp_info()
+    return info[0] if info is not None else "unknown"
 
 
 def action_value(action: str) -> int:
@@ -151,8 +163,8 @@ def _always() -> object:
 def _family_rules(families: Iterable["SocketFamily"]) -> list[tuple[str, list["ArgCondition"]]]:
     """Conditions under which socket() and socketpair() may run, per allowed family."""
     import socket
+    from .families import FAMILIES as SOCKET_FAMILIES   # policy_spec's table, without the format
     from .model import ArgCondition
-    from .policy_spec import SOCKET_FAMILIES
     rules: list[tuple[str, list[ArgCondition]]] = []
     for fam in families:
         number = SOCKET_FAMILIES[fam.name]
@@ -472,9 +484,24 @@ def _sha256(data: bytes) -> "hashlib._Hash":
     return sha256(data)
 
 
-def compile_filter(spec: FilterSpec, notify_errno: bool = False) -> CompiledFilter:
+def compile_filter(spec: FilterSpec, notify_errno: bool = False, cached: bool = True) -> CompiledFilter:
     """Compile a filter to BPF, with its hash and counts for the report (`notify_errno`: the
-    denial log's form, see `_build`)."""
+    denial log's form, see `_build`). With `cached`, a checked entry of the package's filter
+    cache is taken instead when there is one, and a fresh compile is stored there
+    (filter_cache.py: who may write it, what is checked)."""
+    if not cached:
+        return _compile(spec, notify_errno)
+    from . import filter_cache
+    name = filter_cache.key(spec, notify_errno)
+    if name is not None and (hit := filter_cache.load(name)) is not None:
+        return hit
+    compiled = _compile(spec, notify_errno)
+    if name is not None:
+        filter_cache.store(name, compiled)
+    return compiled
+
+
+def _compile(spec: FilterSpec, notify_errno: bool) -> CompiledFilter:
     flt, allowed, conditional, unresolved = _build(spec, notify_errno)
     bpf = _export(flt, "export_bpf")
     return CompiledFilter(bpf, _sha256(bpf).hexdigest(), len(bpf) // 8,

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 def _policy_path(policy: str | os.PathLike[str]) -> str:
     """A path as given, or a shipped policy's name ("node", "base/python")."""
-    from .policy_loader import shipped_policy
+    from .policy_files import shipped_policy
     text = os.fspath(policy)
     if text.endswith(".toml") or os.path.isfile(text):
         return text
@@ -51,7 +51,7 @@ def prepare_self(policy: str | os.PathLike[str], variables: Mapping[str, str],
     Has no effect on the process: a failure here leaves it as it was.
     """
     from . import launcher
-    from .policy_loader import load_policy
+    from .policy_cache import load_policy    # checked against the files, else loaded in full
     path = _policy_path(policy)
     try:
         model = load_policy(path)

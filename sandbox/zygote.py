@@ -155,7 +155,7 @@ def _plan(spec: ComponentSpec) -> Plan | None:
         return None
     from . import launcher
     from .errors import EnforcementError, PolicyError, PolicyErrors
-    from .policy_loader import load_policy
+    from .policy_cache import load_policy    # checked against the files, else loaded in full
     try:
         return launcher.prepare(load_policy(spec.policy), spec.variables, spec.writable_roots,
                                 spec.denials, spec.learn_dir)  # type: ignore[arg-type]

@@ -459,3 +459,65 @@ def test_helpers_left_in_the_pid_namespace_get_a_short_grace_and_no_more(base_sa
     assert os.read(read_fd, 16) == b""                        # and the stray is gone too
     assert took < 5, took                                     # it did not wait for the stray
     os.close(read_fd)
+
+
+def _leave_a_short_helper(write_fd: int) -> Callable[[int], int]:
+    """A target whose helper (nobody's child: PID 1 adopts it) ends 0.05 s after it."""
+    def target(_control: int) -> int:
+        if os.fork() == 0:
+            if os.fork() == 0:
+                time.sleep(0.05)
+                os.write(write_fd, b"done")
+                os._exit(0)
+            os._exit(0)
+        return 3
+    return target
+
+
+def _after_the_helper(plan, write_fd: int, read_fd: int) -> tuple[int, float]:
+    """Launch `_leave_a_short_helper`; (the component's status, seconds from the helper's
+    last word to the launch's end). Timed from the helper's end, not the launch's start, so
+    that a slow fork on a loaded machine does not count."""
+    child = launcher.spawn(plan, target=_leave_a_short_helper(write_fd), pass_fds=[write_fd])
+    assert os.read(read_fd, 16) == b"done"
+    done = time.monotonic()
+    code = child.wait()
+    return code, time.monotonic() - done
+
+
+def test_the_grace_ends_when_the_last_helper_does(base_sandbox, sandbox_vars):
+    """PID 1 waits for the helpers left behind by being woken by their end (SIGCHLD, blocked
+    and taken with sigtimedwait), not by polling: the launch ends right after the helper, not
+    at the grace's deadline (about 0.2 s after the helper's end)."""
+    from cleancoin.sandbox import pidns
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    read_fd, write_fd = os.pipe()
+    runs = [_after_the_helper(plan, write_fd, read_fd) for _ in range(3)]
+    os.close(write_fd)
+    os.close(read_fd)
+    assert [code for code, _ in runs] == [3, 3, 3]
+    assert min(after for _, after in runs) < pidns.GRACE_SECONDS / 2, runs
+
+
+def test_a_launcher_that_ignores_sigchld_still_gets_the_status_and_a_short_grace(base_sandbox, sandbox_vars):
+    """A launcher with SIGCHLD ignored (SIG_IGN is inherited across fork): its waiting
+    processes set it back to the default, so that PID 1 still receives the component's status
+    (the kernel would reap it unasked: the status was lost, and a launch said 0 for 3) and is
+    woken by the helper's end."""
+    from cleancoin.sandbox import pidns
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    read_fd, write_fd = os.pipe()
+    runs = []
+    for _ in range(3):
+        previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        try:
+            child = launcher.spawn(plan, target=_leave_a_short_helper(write_fd), pass_fds=[write_fd])
+        finally:
+            signal.signal(signal.SIGCHLD, previous)
+        assert os.read(read_fd, 16) == b"done"
+        done = time.monotonic()
+        runs.append((child.wait(), time.monotonic() - done))
+    os.close(write_fd)
+    os.close(read_fd)
+    assert [code for code, _ in runs] == [3, 3, 3]
+    assert min(after for _, after in runs) < pidns.GRACE_SECONDS / 2, runs

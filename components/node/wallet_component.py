@@ -62,7 +62,7 @@ def wallet_spec(netdatadir: str, *, sandbox: bool, verbose_denials: bool,
     the node is not confined yet, and cannot raise the cap later (components/common/fee_cap.py);
     so does `minimum_chain_work` (-minimumchainwork; None: the network's, wallet/headers.py)."""
     from cleancoin.sandbox.denial_log import DenialLog
-    from cleancoin.sandbox.policy_loader import shipped_policy
+    from cleancoin.sandbox.policy_files import shipped_policy
     from cleancoin.sandbox.zygote import ComponentSpec
     return ComponentSpec(WALLET_COMPONENT, WALLET_TARGET, shipped_policy("wallet") if sandbox else None,
                          {"walletdir": os.path.join(netdatadir, "wallets")},

@@ -30,6 +30,11 @@ against CleanCoind (one process), each measured against its baseline in the same
    of their processes (what every functional test pays per node; issue #16). Alone:
    `pytest -s tests/bench/bench_multiprocess.py -k start_and_stop`.
 
+5. Where a start goes (START_TIMELINE_ROUNDS, default 5): debug.log's milestones in ms after
+   exec for both executables side by side, and the CPU of each kind of process (node, zygote,
+   wallet, broker, denial monitors, the pid namespace's waiting processes) at the first RPC
+   answer. START_BENCH_BASELINE=DIR adds another install's executables to 4 and 5.
+
 Misses print MISS and do not fail the run; a broken measurement fails it.
 """
 
@@ -914,3 +919,154 @@ def test_start_and_stop() -> None:
             f"{m[3] / d[3]:15.2f}x")
     out("  (ratio: CleanCoin-node / CleanCoind; CPU at ready: the node's processes alive then; "
         "start+stop: the node and what it reaped)")
+
+
+# ============================================================ 5. where a start's time goes
+
+#: The milestones of a start in debug.log (INFO lines, both executables where they apply), in order.
+MILESTONES = (
+    ("starting", re.compile(r"\] INFO (CleanCoind|CleanCoin-node) starting")),
+    ("connect broker up", re.compile(r"INFO connect broker started")),
+    ("confined (restrict_self done)", re.compile(r"INFO CleanCoin-node \(pid \d+\) confined")),
+    ("chain database opening", re.compile(r"INFO Opening chain database")),
+    ("chain ready", re.compile(r"INFO Chain ready")),
+    ("P2P bound", re.compile(r"INFO Bound to")),
+    ("wallet process reported", re.compile(r"INFO CleanCoin-wallet \(pid \d+\) started")),
+    ("wallet methods registered", re.compile(r"wallet process registered \d+ wallet RPC methods")),
+    ("RPC cookie written", re.compile(r"INFO Generated RPC authentication cookie")),
+    ("node started (log)", re.compile(r"INFO Node started")),
+)
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z ")
+TIMELINE_ROUNDS = int(os.environ.get("START_TIMELINE_ROUNDS", "5"))
+
+
+def _role(pid: int) -> str:
+    """What a process of a node's tree is, from its command line or title."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            text = handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "gone"
+    for key, role in (("zygote", "zygote"), ("connect_broker", "connect broker"),
+                      ("connect-broker", "connect broker"), ("denial_monitor", "denial monitors"),
+                      ("(waiter)", "pid-namespace waiters"), ("(init)", "pid-namespace waiters"),
+                      ("CleanCoin-wallet", "wallet process")):
+        if key in text:
+            return role
+    return "node process"
+
+
+def _cpu_by_role(root: int) -> dict[str, float]:
+    """CPU seconds (own and reaped) of every live process of `root`'s tree, its process group
+    and the wallet's session, summed by role (`_role`)."""
+    stats: dict[int, tuple[int, int, int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        own = max(cpu_seconds(int(entry)), (int(fields[11]) + int(fields[12])) / _TICK)
+        stats[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[3]),
+                             own + (int(fields[13]) + int(fields[14])) / _TICK)
+    members, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, (ppid, pgid, _sid, _) in stats.items():
+            if pid not in members and (ppid in members or pgid == root):
+                members.add(pid)
+                grew = True
+    roles: dict[str, float] = collections.defaultdict(float)
+    for pid in members:
+        if pid in stats:
+            roles[_role(pid)] += stats[pid][3]
+    return dict(roles)
+
+
+def _timeline(executable: str, base: str, bindir: Path) -> tuple[dict[str, float], dict[str, float], float]:
+    """One fresh regtest start: each milestone's ms after exec (from debug.log's millisecond
+    stamps), CPU ms by role at the first RPC answer, and that answer's ms."""
+    import datetime
+    from cleancoin.components.rpc.client import RpcClient, RpcTransportError
+    datadir = tempfile.mkdtemp(dir=base)
+    rpc_port, p2p_port = _two_free_ports()
+    args = [str(bindir / executable), "-regtest", f"-datadir={datadir}", f"-port={p2p_port}",
+            f"-rpcport={rpc_port}", "-bind=127.0.0.1", "-printtoconsole=0"]
+    started = time.time()
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    client = RpcClient("127.0.0.1", rpc_port, timeout=30, cookie_path=os.path.join(datadir, "regtest", ".cookie"))
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if process.poll() is not None:
+                broken(f"{executable} exited with {process.returncode} before it answered")
+            try:
+                if client.call("getblockcount") == 0:
+                    break
+            except (RpcTransportError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                broken(f"{executable}: RPC not up after 60 s")
+            time.sleep(0.002)
+        ready = (time.time() - started) * 1000
+        cpu = {role: seconds * 1000 for role, seconds in _cpu_by_role(process.pid).items()}
+        client.call("stop")
+        process.wait(30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            process.wait(10)
+    seen: dict[str, float] = {}
+    with open(os.path.join(datadir, "regtest", "debug.log"), encoding="utf-8", errors="replace") as log:
+        for line in log:
+            stamp = _STAMP.match(line)
+            if stamp is None:
+                continue
+            for name, pattern in MILESTONES:
+                if name not in seen and pattern.search(line):
+                    when = datetime.datetime.strptime(stamp.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(
+                        tzinfo=datetime.timezone.utc).timestamp()
+                    seen[name] = (when - started) * 1000
+    return seen, cpu, ready
+
+
+def test_start_timeline() -> None:
+    """Where the start of each executable goes: the milestones of debug.log in ms after exec,
+    and the CPU of each kind of process at the first RPC answer (medians of START_TIMELINE_ROUNDS
+    interleaved rounds, default 5). START_BENCH_BASELINE=DIR adds another install's two
+    executables, as in test_start_and_stop. The log's stamps have millisecond resolution."""
+    executables = ["CleanCoind", "CleanCoin-node"]
+    bindirs = {e: BIN for e in executables}
+    baseline = os.environ.get("START_BENCH_BASELINE")
+    if baseline:
+        for e in ("CleanCoind", "CleanCoin-node"):
+            executables.append(f"{e} (baseline)")
+            bindirs[executables[-1]] = Path(baseline)
+    runs: dict[str, list[tuple[dict[str, float], dict[str, float], float]]] = {e: [] for e in executables}
+    with tempfile.TemporaryDirectory() as base:
+        for label in executables:
+            _timeline(label.split()[0], base, bindirs[label])      # warm-up
+        for i in range(TIMELINE_ROUNDS):
+            for label in (executables if i % 2 == 0 else executables[::-1]):
+                runs[label].append(_timeline(label.split()[0], base, bindirs[label]))
+    width = max(len(e) for e in executables) + 2
+    out("")
+    out(f"START TIMELINE (ms after exec, medians of {TIMELINE_ROUNDS} interleaved rounds; the log's "
+        "stamps are whole ms)")
+    out("  " + " " * 32 + "".join(f"{e:>{width}}" for e in executables))
+    for name, _pattern in MILESTONES:
+        cells = []
+        for label in executables:
+            values = [r[0][name] for r in runs[label] if name in r[0]]
+            cells.append(f"{median(values):{width}.0f}" if values else f"{'-':>{width}}")
+        out(f"  {name:<32}" + "".join(cells))
+    out(f"  {'first RPC answer':<32}" + "".join(f"{median([r[2] for r in runs[e]]):{width}.0f}" for e in executables))
+    out("  CPU at the first answer, ms, by process:")
+    roles = sorted({role for e in executables for r in runs[e] for role in r[1]})
+    for role in roles:
+        out(f"    {role:<30}" + "".join(f"{median([r[1].get(role, 0.0) for r in runs[e]]):{width}.0f}"
+                                       for e in executables))
+    out(f"    {'all':<30}" + "".join(f"{median([sum(r[1].values()) for r in runs[e]]):{width}.0f}"
+                                  for e in executables))

@@ -593,10 +593,11 @@ allow = [{{ syscall = "execve", reason = "run execs the program inside the sandb
 """
 
 #: What CleanCoin-sandbox run cannot do without before its own code runs: options (argparse),
-#: the policy (tomllib), the models (dataclasses, which imports inspect), the launch (socket,
-#: threading for the output relay) and libseccomp (ctypes; pyseccomp's ctypes.util is given a
-#: stand-in, seccomp._lib).
-STDLIB_FLOOR = "import argparse, json, dataclasses, tomllib, socket, threading, ctypes"
+#: the policy (pickle, from the policy cache; tomllib only when the cache misses:
+#: sandbox/policy_cache.py), the models (dataclasses, which imports inspect), the launch
+#: (socket, threading for the output relay) and libseccomp (ctypes; pyseccomp's ctypes.util is
+#: given a stand-in, seccomp._lib).
+STDLIB_FLOOR = "import argparse, json, dataclasses, pickle, socket, threading, ctypes"
 
 EXEC_ECHO = ("import os, sys\nfd = int(sys.argv[1])\n"
              "while data := os.read(fd, 65536):\n    os.write(fd, data)\n")
@@ -693,7 +694,7 @@ def test_exec_path(variables, workdir) -> None:
         f"{(added + base) / base:.1f}x), {py_added:+.2f} ms to python -c pass; "
         f"the tool's own start and policy load: {start:.1f} ms of it")
     floor = median(cli["python importing the stdlib the tool needs (its floor)"]) - base
-    out(f"    a Python tool that parses options, reads TOML, defines dataclasses and loads libseccomp "
+    out(f"    a Python tool that parses options, reads a cached policy (pickle), defines dataclasses and loads libseccomp "
         f"adds {floor:.1f} ms before it does anything (docs/audit.md, \"Start-up time\")")
     out(f"  target (issue #16): CleanCoin-sandbox run adds <= {RUN_TARGET_MS:.0f} ms to a plain start: "
         f"{added:+.2f} ms -> {verdict(added <= RUN_TARGET_MS)}")

@@ -1,0 +1,163 @@
+"""Validated policies kept beside the code, as compiled filters are (filter_cache.py).
+
+Loading a policy (TOML parsing, the line of every key for messages, validation against the
+format and libseccomp's syscall names) takes 3 to 5 ms, and importing the loader (tomllib with
+the `string` and `datetime` it pulls in, the policy format, pyseccomp) about 12 ms more, at
+every `CleanCoin-sandbox run` and for each of the two policies CleanCoin-node fits at start.
+A loaded `Policy` depends only on the bytes of its files, on how each `extends` entry was
+resolved, on the code and on libseccomp: with all of them checked, it can be taken from disk.
+
+Trust is the filter cache's, for the same reason (its docstring): the entries live in the
+installed package (`sandbox/__policy_cache__/`), and are read only if the directory and the
+file belong to the package directory's owner, no one else may write them and they are not
+symlinks. On top of that each entry is checked against the world as it is now, and any
+difference is a miss (the policy is loaded and validated in full, and the entry rewritten):
+
+- its key: the policy's path as given (made absolute), the installed code of the sandbox
+  package (name, size and modification time of every module, as `__pycache__` checks a
+  module), libseccomp's version and API level, and the Python version;
+- the SHA-256 of its payload;
+- every file of the policy, read again: same real path, same SHA-256 of its bytes;
+- every `extends` entry resolved again from the file that names it (a file that has appeared
+  beside it takes precedence over a shipped policy of that name): same target.
+
+The payload is a pickle read by an unpickler that knows only the policy model's classes, so
+that even an entry that passed every check cannot name any other callable. A policy with
+errors is never stored: its errors come from the loader every time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from . import filter_cache
+
+if TYPE_CHECKING:
+    from .model import Policy
+
+DIRNAME = "__policy_cache__"
+FORMAT = "cleancoin-policy/1"
+MAGIC = b"CCPOL1\n"
+#: What the payload may name: the model's classes and the built-in containers it uses.
+_ALLOWED = {
+    "cleancoin.sandbox.model": None,        # any class of the model module
+    "cleancoin.sandbox.errors": {"SourceRef"},
+    "cleancoin.sandbox.mechanisms": None,
+    "builtins": {"frozenset", "set", "tuple", "list", "dict"},
+}
+
+
+def _code_state() -> list[list[object]] | None:
+    """Name, size and modification time of every module of the sandbox package."""
+    try:
+        with os.scandir(os.path.dirname(os.path.abspath(__file__))) as entries:
+            state = [[e.name, st.st_size, st.st_mtime_ns] for e in entries
+                     if e.name.endswith(".py") for st in [e.stat(follow_symlinks=False)]]
+    except OSError:
+        return None
+    return sorted(state)
+
+
+def key(path: str) -> str | None:
+    """The entry name for the policy at `path` (a SHA-256, hex), or None if none can be made."""
+    lib = filter_cache._libseccomp()    # noqa: SLF001 - the same question, asked once here too
+    code = _code_state()
+    if lib is None or code is None:
+        return None
+    text = json.dumps([FORMAT, os.path.abspath(path), list(lib), list(sys.version_info[:2]), code],
+                      separators=(",", ":"))
+    return filter_cache._sha256(text.encode())   # noqa: SLF001
+
+
+def _file_sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return filter_cache._sha256(handle.read())   # noqa: SLF001
+    except OSError:
+        return None
+
+
+def _unpickle(payload: bytes) -> object:
+    import pickle
+
+    class ModelOnly(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> object:
+            allowed = _ALLOWED.get(module, set())
+            if module not in _ALLOWED or (allowed is not None and name not in allowed):
+                raise pickle.UnpicklingError(f"{module}.{name} is not part of the policy model")
+            found = super().find_class(module, name)
+            if not isinstance(found, type):      # classes only: no function to be called
+                raise pickle.UnpicklingError(f"{module}.{name} is not a class")
+            return found
+
+    return ModelOnly(io.BytesIO(payload)).load()
+
+
+def load(path: str) -> Policy | None:
+    """The policy at `path` from a checked entry (module docstring), or None: a miss."""
+    name = key(path)
+    if name is None:
+        return None
+    data = filter_cache.read_entry(name, DIRNAME)
+    if data is None or not data.startswith(MAGIC):
+        return None
+    header, sep, payload = data[len(MAGIC):].partition(b"\n")
+    if not sep:
+        return None
+    try:
+        meta = json.loads(header)
+        if (not isinstance(meta, dict) or meta.get("key") != name
+                or meta.get("sha256") != filter_cache._sha256(payload)):   # noqa: SLF001
+            return None
+        files, edges = meta["files"], meta["edges"]
+        for file, real, digest in files:
+            if os.path.realpath(file) != real or _file_sha256(file) != digest:
+                return None
+        from .policy_files import extended_path
+        for written, including, target in edges:
+            if extended_path(written, including) != target:
+                return None
+        policy = _unpickle(payload)
+    except Exception:  # noqa: BLE001 - whatever is wrong with an entry, it is a miss
+        return None
+    from .model import Policy
+    if not isinstance(policy, Policy) or list(policy.files) != [f[0] for f in files]:
+        return None
+    return policy
+
+
+def store(path: str, policy: Policy, edges: list[tuple[str, str, str]]) -> bool:
+    """Write the entry of a policy just loaded in full from `path`; False if not written."""
+    name = key(path)
+    if name is None:
+        return False
+    files = []
+    for file in policy.files:
+        digest = _file_sha256(file)
+        if digest is None:
+            return False
+        files.append([file, os.path.realpath(file), digest])
+    import pickle
+    payload = pickle.dumps(policy, protocol=pickle.HIGHEST_PROTOCOL)
+    header = json.dumps({"key": name, "sha256": filter_cache._sha256(payload),   # noqa: SLF001
+                         "files": files, "edges": [list(e) for e in edges]}, separators=(",", ":"))
+    if len(header) + len(payload) + 64 > filter_cache.MAX_ENTRY_BYTES:
+        return False
+    return filter_cache.write_entry(name, MAGIC + header.encode() + b"\n" + payload, DIRNAME)
+
+
+def load_policy(path: str) -> Policy:
+    """`policy_loader.load_policy`, from the cache when a checked entry is there; otherwise
+    loaded and validated in full (raising its PolicyErrors) and stored."""
+    cached = load(path)
+    if cached is not None:
+        return cached
+    from .policy_loader import load_policy as load_in_full
+    edges: list[tuple[str, str, str]] = []
+    policy = load_in_full(path, edges)
+    store(path, policy, edges)
+    return policy
