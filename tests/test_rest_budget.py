@@ -37,6 +37,8 @@ class _Node:
 
         def getblock(ctx: CallContext, blockhash: str, verbosity: int = 1) -> Any:
             self.built += 1
+            if verbosity:                 # .json: a reply larger than the whole budget
+                return {"tx": ["00" * (BUDGET // 2)]}
             return "00" * (REPLY // 2)
 
         self.registry.add("getblock", getblock, [Param("blockhash", STR), Param("verbosity", INT, 1)])
@@ -92,5 +94,14 @@ def test_rest_replies_are_charged_refused_unbuilt_while_the_budget_is_full_and_f
         with urllib.request.urlopen(url, timeout=10) as r:
             assert r.status == 200 and len(r.read().strip()) == REPLY
         assert node.built == 4
+        # A reply larger than the whole budget is refused, and holds nothing up after it.
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{running.port}/rest/block/{HASH}.json", timeout=10)
+            raise AssertionError("a reply larger than the budget was served")
+        except urllib.error.HTTPError as e:
+            assert e.code == 503 and b"Reply too large" in e.read()
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.status == 200 and len(r.read().strip()) == REPLY
+        assert node.built == 6
         for s in stalled:
             s.close()

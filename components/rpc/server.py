@@ -734,7 +734,9 @@ class RpcServer:
                 try:
                     charge.add(len(reply.body))
                 except _OverBudget:
-                    self._rest_full_at = held
+                    # A reply too large for the whole budget says nothing about the next
+                    # ones: only replies held by others make later requests wait.
+                    self._rest_full_at = held if held > 0 else None
                     LOG.info("RPC: refused a REST reply of %d bytes to %s: REST replies in flight would hold more "
                              "than %d bytes; refusing REST requests until some are read", len(reply.body), peer,
                              self.max_user_bytes)
