@@ -37,6 +37,12 @@ Replies are `application/json` (exactly, with no charset, which some clients ins
 with a newline, like bitcoind's. An unexpected exception is logged with its traceback and
 answered with a fixed RPC_INTERNAL_ERROR message, never with its text.
 
+With -rest, requests under /rest/ (components/node/rest.py) skip authentication, as
+bitcoind's, but not the limits: they are counted and their replies charged as those of one
+more user, REST_USER (at most MAX_REST_REQUESTS in flight, 503 "Work queue depth exceeded"
+past it), built one at a time with the event loop given as long again in between, and
+written under the same deadline (`_handle_rest`).
+
 Connections are watched by http_guard.ConnectionGuard: -rpcservertimeout for the headers of
 each request (and an idle keep-alive connection) and for its body, and a cap on connections.
 docs/node.md ("RPC server limits") gives the limits, their defaults and why.
@@ -694,17 +700,22 @@ class RpcServer:
 
     async def _handle_rest(self, request: web.BaseRequest, peer: str) -> web.StreamResponse:
         """A request under /rest/: counted and charged as REST_USER's, as a user's JSON-RPC
-        requests are. At most max_rest_requests in flight (503 "Work queue depth exceeded",
-        bitcoind's answer, past it); replies built one at a time, each after the other tasks
-        on the loop had a turn (a block's JSON takes the loop for 0.7 s: forty at once held
-        every RPC and P2P message up for 28 s); a reply that would pass the budget is refused
-        503, and so is every REST request after it, before it is built, until REST_USER's
-        ledger holds less (a reply was taken, or dropped at the deadline); the reply is
-        written under -rpcservertimeout while it stays charged. After a build the next one
-        waits as long as it took: REST takes at most half of the loop while anything else
-        waits (each await of an RPC call let one more block's JSON be built before it
-        resumed: 3 to 5 s for getblockcount). Refusals are logged at debug level: the
-        clients are anonymous and choose how often."""
+        requests are.
+
+        - At most max_rest_requests in flight: past it 503 "Work queue depth exceeded"
+          (bitcoind's answer when its work queue is full).
+        - Replies are built one at a time, and the next waits as long as the last took, so
+          REST has at most half of the event loop while anything else waits: a block's JSON
+          takes the loop for 0.7 s, and forty at once held every RPC call and P2P message
+          up for 28 s (taking turns without the pause, each await of an RPC call still let
+          one more be built: 3 to 5 s for getblockcount). A client gone while it waited is
+          not built for.
+        - A reply that would pass the budget (max_user_bytes) is answered 503, and so is
+          every REST request after it, before it is built, until REST_USER's ledger holds
+          less than when that happened (a reply was taken, or dropped at the deadline).
+        - The reply is written under -rpcservertimeout while it stays charged (_send).
+
+        Refusals are logged at debug level: the clients are anonymous and choose how often."""
         in_flight = self._user_requests.get(REST_USER, 0)
         if in_flight >= self.max_rest_requests:
             LOG.debug("RPC: refused a REST request from %s: %d in flight (the limit is %d)", peer, in_flight,
