@@ -739,7 +739,7 @@ class RpcServer:
                 self._rest_full_at = None
                 started = loop.time()
                 try:
-                    reply = await self.rest.handle(request)
+                    reply = await self.rest.handle(request, room=self.max_user_bytes - held)
                 finally:
                     self._rest_next_at = 2 * loop.time() - started
                 try:
