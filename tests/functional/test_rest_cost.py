@@ -120,7 +120,9 @@ def test_rest_replies_are_charged_and_their_building_takes_turns(node: Callable[
           f"RPC max {max(latencies, default=-1):.2f} s over {len(latencies)} calls")
     assert refused == CLIENTS - IN_FLIGHT and served >= SERVED, statuses
     assert peak[0] < 160 * MIB, f"{CLIENTS} GETs made the node grow by {peak[0] / MIB:.0f} MiB"
-    assert latencies and max(latencies) < 3.0, latencies
+    # One build (0.5 to 0.7 s idle, 2 to 3 s on a loaded machine) and its pause come between
+    # two replies: an RPC call waits about one build, not all of them (the old code: 40).
+    assert latencies and max(latencies) < max(3.0, 1.5 * spent / served), (spent, served, latencies)
     # The clients are gone, and so are their replies (the ones still waiting to be built
     # are not built): a client that reads gets the whole block, and the small endpoints
     # answer as ever.
