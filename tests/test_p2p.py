@@ -95,6 +95,10 @@ class MemChain:
     def get_block(self, h: bytes) -> Block | None:
         return self.blocks.get(h)
 
+    def get_block_raw(self, h: bytes) -> bytes | None:
+        block = self.blocks.get(h)
+        return None if block is None else block.to_bytes()
+
     def accept_block(self, block: Block) -> AcceptResult:
         self.accept_calls += 1
         h = block.hash

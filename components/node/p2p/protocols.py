@@ -32,8 +32,8 @@ class ChainAccess(Protocol):
         stored: it is still downloaded) and `.failed` (known invalid: never requested)."""
         ...
 
-    def get_block(self, h: bytes) -> Block | None:
-        """The stored block with hash `h`, or None."""
+    def get_block_raw(self, h: bytes) -> bytes | None:
+        """The stored block with hash `h`, serialized (served to peers as it is), or None."""
         ...
 
     def accept_block(self, block: Block) -> Any:
