@@ -1,0 +1,360 @@
+"""Functional: the node run by an ordinary user (both node executables), and attacks on it.
+
+CI runs as root; operators do not. Here the operator is a real unprivileged uid (no
+capabilities, no supplementary groups) with a home directory of its own outside /tmp, who
+runs the real executables of this checkout, reached through a private mount namespace that
+makes only the interpreter's directories searchable (tests/functional/as_user.py: nothing on
+the host changes, wherever the checkout lies). With CleanCoin-node the whole tree (node,
+zygote, sandboxed wallet process, denial monitors, connect broker) runs as that user, so its
+user namespaces are made unprivileged and Landlock and seccomp go up without CAP_SYS_ADMIN.
+
+One node start is shared by the module's tests (about 3 s), which run in file order: it serves
+and is confined at full strength; attacker code inside the confined node goes for the wallet
+process and the operator's other processes (CleanCoin-node); another local user goes for the
+operator's files, sockets and processes; the operator stops it and nothing is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import attacks
+from as_user import Account, skip_reason
+from framework import NODE_EXECUTABLE, free_port, is_multiprocess, node_command, wait_until
+
+pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+
+BIN = Path(sys.executable).parent
+HARNESS = Path(__file__).parent / "attack_site" / "sitecustomize.py"
+#: uids no account on a test machine has; two runs of this module at once get different ones.
+FIRST_UID = 3_100_000 + (os.getpid() % 100_000) * 2
+IPC_SECRET = "ipcpw-" + uuid.uuid4().hex
+
+
+def processes_of(uid: int) -> list[int]:
+    """Every process whose real uid is `uid` (from /proc; zombies included)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            for line in Path(f"/proc/{entry}/status").read_text().splitlines():
+                if line.startswith("Uid:"):
+                    if int(line.split()[1]) == uid:
+                        found.append(int(entry))
+                    break
+        except OSError:
+            continue
+    return found
+
+
+def kill_all_of(uid: int) -> None:
+    for pid in processes_of(uid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class People:
+    base: Path
+    operator: Account
+    attacker: Account
+
+
+@pytest.fixture(scope="module")
+def people() -> Iterator[People]:
+    """The operator (home 0755, as Debian before 12 and Ubuntu make them: others may look
+    in) and another local user, below a directory outside /tmp."""
+    base = Path(tempfile.mkdtemp(prefix="cleancoin-users-", dir="/var/tmp"))
+    base.chmod(0o755)
+    operator = Account(FIRST_UID, str(base), "operator", 0o755)
+    attacker = Account(FIRST_UID + 1, str(base), "attacker", 0o700)
+    try:
+        yield People(base, operator, attacker)
+    finally:
+        kill_all_of(operator.uid)
+        kill_all_of(attacker.uid)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class OperatorNode:
+    """NODE_EXECUTABLE run by `operator` in its default datadir (~/.cleancoin), with the attack
+    harness on its PYTHONPATH (CleanCoin-node: attacker code in the confined node)."""
+
+    def __init__(self, people: People, *extra: str, node_attack: str = "") -> None:
+        self.operator = people.operator
+        self.datadir = Path(self.operator.home) / ".cleancoin"
+        self.netdir = self.datadir / "regtest"
+        self.rpc_port = free_port()
+        self.site = people.base / f"site-{uuid.uuid4().hex[:6]}"
+        self.site.mkdir(mode=0o755)
+        shutil.copy(HARNESS, self.site / "sitecustomize.py")
+        self.result_path = self.netdir / "result_node.json"
+        config = {"node": attacks.PRELUDE + node_attack if node_attack else "", "wallet": "", "standalone": "",
+                  "node_delay": 0.5, "results": {"node": str(self.result_path), "wallet": "", "standalone": ""},
+                  "vars": {"netdir": str(self.netdir), "walletdir": str(self.netdir / "wallets")}}
+        (self.site / "attack.json").write_text(json.dumps(config))
+        for path in self.site.iterdir():
+            path.chmod(0o644)
+        self.args = [*node_command("-regtest", f"-port={free_port()}", f"-rpcport={self.rpc_port}",
+                                   "-bind=127.0.0.1", "-printtoconsole=0"), *extra]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.stderr = self.operator.home + f"/node-stderr-{uuid.uuid4().hex[:6]}.txt"
+        with open(self.stderr, "wb") as err:
+            self.process = subprocess.Popen(self.operator.command(*self.args, expose=(str(self.site),)),
+                                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                            env=self.operator.env(PYTHONPATH=str(self.site)))
+        wait_until(self._answers, 40, interval=0.1, what="the operator's node")
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the node exited with {self.process.returncode}: "
+                                 f"{Path(self.stderr).read_text()[-3000:]}")
+        done = self.cli("getblockcount", check=False)
+        return done.returncode == 0
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """CleanCoin-cli, run by the operator (its cookie)."""
+        done = subprocess.run(self.operator.command(str(BIN / "CleanCoin-cli"), "-regtest", f"-rpcport={self.rpc_port}",
+                                                    "-rpcclienttimeout=60", *args),
+                              capture_output=True, text=True, timeout=90, env=self.operator.env())
+        if check:
+            assert done.returncode == 0, (args, done.stderr[-2000:])
+        return done
+
+    def call(self, *args: str) -> Any:
+        out = self.cli(*args).stdout.strip()
+        try:
+            return json.loads(out)
+        except ValueError:
+            return out
+
+    def tree(self) -> dict[str, int]:
+        """The operator's processes of this node by role (CleanCoin-node: node, zygote, wallet,
+        connect broker; CleanCoind: node)."""
+        assert self.process is not None
+        roles: dict[str, int] = {}
+        for pid in processes_of(self.operator.uid):
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "zygote" in title:
+                roles["zygote"] = pid
+            elif "connect-broker" in title:
+                roles["broker"] = pid
+            elif title.startswith("CleanCoin-wallet") and "-datadir=" in title:
+                roles["wallet"] = pid
+            elif "denial_monitor" in title:
+                roles.setdefault("monitor", pid)
+            elif Path(NODE_EXECUTABLE).name in title and "as_user" not in title:
+                roles["node"] = pid
+        return roles
+
+    def node_attack_results(self) -> dict[str, dict[str, Any]]:
+        def ready() -> dict[str, dict[str, Any]] | None:
+            if not self.result_path.exists():
+                return None
+            data: dict[str, dict[str, Any]] = json.loads(self.result_path.read_text())
+            return data if "_end" in data or "_error" in data else None
+        data = wait_until(ready, 60, what="the node attack's results")
+        assert "_error" not in data, data["_error"]["detail"]
+        data.pop("_end")
+        return data
+
+
+@pytest.fixture(scope="module")
+def running(people: People) -> Iterator[OperatorNode]:
+    extra = ("-ipcbind=unix", f"-ipcauth=op:{IPC_SECRET}") if is_multiprocess() else ()
+    node = OperatorNode(people, *extra, node_attack=attacks.NODE_VS_WALLET if is_multiprocess() else "")
+    node.start()
+    yield node
+    if node.process is not None and node.process.poll() is None:
+        node.process.kill()
+        node.process.wait(10)
+
+
+def test_the_operators_node_serves_its_wallet_and_is_confined_at_full_strength(running: OperatorNode) -> None:
+    """The operator's own allowed operations, and (CleanCoin-node) both processes confined by
+    every mechanism at the policy's level: nothing dropped for want of privilege."""
+    uid = running.operator.uid
+    tree = running.tree()
+    assert tree["node"] and all(pid in processes_of(uid) for pid in tree.values()), tree
+    running.call("createwallet", "w")
+    address = running.call("-rpcwallet=w", "getnewaddress")
+    running.call("generatetoaddress", "101", address)
+    assert running.call("-rpcwallet=w", "getbalance") == 50
+    # Its files are the operator's and private to it, in a home others may look into.
+    for path in (running.datadir, running.netdir, running.netdir / "wallets", running.netdir / "wallets" / "w"):
+        info = path.stat()
+        assert info.st_uid == uid and info.st_mode & 0o077 == 0, (path, oct(info.st_mode))
+    for name in (".cookie", "debug.log", "chainstate.sqlite"):
+        info = (running.netdir / name).stat()
+        assert info.st_uid == uid and info.st_mode & 0o077 == 0, (name, oct(info.st_mode))
+    if not is_multiprocess():
+        return
+    info = running.call("getprocessinfo")
+    by_name = {p["name"]: p for p in info["processes"]}
+    node_report, wallet = by_name["CleanCoin-node"]["sandbox"], by_name["CleanCoin-wallet"]
+    assert wallet["pid"] == tree["wallet"], (wallet, tree)
+    for report in (node_report, wallet["sandbox"]):
+        statuses = {name: m["status"] for name, m in report["mechanisms"].items()}
+        assert set(statuses.values()) == {"fully enforced"}, statuses
+        assert {"namespaces", "landlock", "seccomp", "capabilities"} <= set(statuses), statuses
+    for role in ("node", "wallet"):
+        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{tree[role]}/status").read_text().splitlines()
+                      if ":\t" in line)
+        assert fields["Seccomp"] == "2" and fields["NoNewPrivs"] == "1" and int(fields["CapEff"], 16) == 0, fields
+        assert fields["Uid"].split()[0] == str(uid)
+    assert os.readlink(f"/proc/{tree['wallet']}/ns/user") != os.readlink("/proc/self/ns/user")
+    assert "WITHOUT a sandbox" not in (running.netdir / "debug.log").read_text()
+
+
+@pytest.mark.skipif(not is_multiprocess(), reason="attacker code in the confined node: CleanCoin-node")
+def test_the_confined_node_of_a_non_root_operator_cannot_reach_the_other_processes_of_its_uid(
+        running: OperatorNode) -> None:
+    """Attack, from inside the confined node: all its targets run as the same uid, which as
+    root would not matter (root's node may not either, for other reasons), and the wallet's
+    user namespace was made by that uid: the memory, environment and descriptors of the wallet
+    process, the zygote, the connect broker and another process of the operator (a `sleep`
+    with a secret in its environment), signals to them, and the wallets' files through the
+    node's own view and through the wallet's /proc/PID/root. Every attempt is refused; the
+    control is the same reads on the node's own /proc/self."""
+    secret = "bystander-" + uuid.uuid4().hex
+    bystander = subprocess.Popen(running.operator.command("/bin/sleep", "120"),
+                                 env=running.operator.env(SECRET=secret), start_new_session=True)
+    try:
+        wait_until(lambda: Path(f"/proc/{bystander.pid}/comm").read_text().strip() == "sleep", 20,
+                   what="the operator's sleep")
+        tree = running.tree()
+        targets = {"wallet": tree["wallet"], "zygote": tree["zygote"], "broker": tree["broker"],
+                   "bystander": bystander.pid}
+        (running.netdir / "targets.json").write_text(json.dumps(targets))
+        results = running.node_attack_results()
+        # The controls: the attacker code sees the wallet process (its /proc entry), and
+        # another process of the operator's, unconfined, reads the sleep's environment.
+        assert results.pop("control-wallet-in-view")["detail"] == f"uid {running.operator.uid}", results
+        seen = subprocess.run(running.operator.python("import sys; print(open(sys.argv[1], 'rb').read())",
+                                                      f"/proc/{bystander.pid}/environ"),
+                              capture_output=True, text=True, timeout=60, env=running.operator.env())
+        assert secret in seen.stdout, seen.stderr[-2000:]
+    finally:
+        bystander.kill()
+        bystander.wait(10)
+    attempted = {f"{role}-{what}" for role in targets for what in ("mem", "environ", "fd", "signal")}
+    assert attempted <= set(results), sorted(results)
+    escaped = {name: r["detail"] for name, r in results.items() if r["escaped"]}
+    assert escaped == {}, escaped
+    # The node serves on, and its wallet process is the one it had.
+    assert running.call("-rpcwallet=w", "getbalance") == 50
+    assert running.tree()["wallet"] == targets["wallet"]
+
+
+#: Run by the other user: what of the operator's node they reach. Prints a JSON object of
+#: attempt -> [went through, detail].
+OTHER_USER = r"""
+import ctypes, json, os, socket, sys
+args = json.loads(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+def attempt(name, action):
+    try:
+        out[name] = [True, str(action())[:200]]
+    except OSError as exc:
+        out[name] = [False, exc.strerror or str(exc)]
+netdir = args["netdir"]
+for name in (".cookie", "debug.log", "sandbox.log", "chainstate.sqlite", "wallets/w/wallet.sqlite",
+             "wallets/debug.log"):
+    attempt(f"read {name}", lambda: len(open(os.path.join(netdir, name), "rb").read()))
+for name in ("debug.log", "sandbox.log", "wallets/debug.log"):
+    attempt(f"append {name}", lambda: open(os.path.join(netdir, name), "ab").write(b"forged line\n"))
+attempt("list datadir", lambda: os.listdir(netdir))
+if args.get("sock"):
+    def connect():
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(3)
+        s.connect(args["sock"])
+        s.close()
+        return "connected"
+    attempt("connect node.sock", connect)
+def rpc():
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", args["rpc_port"], timeout=10)
+    c.request("POST", "/", body=b'{"method":"getbalance","params":[]}', headers={"Authorization": "Basic X19jb29raWVfXzp4"})
+    status = c.getresponse().status
+    if status != 200:
+        raise OSError(0, f"HTTP {status}")
+    return status
+attempt("rpc with a guessed cookie", rpc)
+PTRACE_SEIZE = 0x4206
+for role, pid in args["pids"].items():
+    for what in ("mem", "environ"):
+        attempt(f"{role} {what}", lambda: len(open(f"/proc/{pid}/{what}", "rb").read(4096)))
+    attempt(f"{role} fd", lambda: os.listdir(f"/proc/{pid}/fd"))
+    def seize():
+        if libc.ptrace(PTRACE_SEIZE, pid, None, None) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+        return "attached"
+    attempt(f"{role} ptrace", seize)
+    attempt(f"{role} signal", lambda: os.kill(pid, 18))         # SIGCONT: harmless if delivered
+    attempt(f"{role} cmdline secret", lambda: (_ for _ in ()).throw(OSError(0, "not shown"))
+            if args["secret"] not in open(f"/proc/{pid}/cmdline").read() else "shown")
+print(json.dumps(out))
+"""
+
+
+def test_another_local_user_gets_nothing_of_a_non_root_operators_node(running: OperatorNode, people: People) -> None:
+    """Attack: another ordinary user of the host (no group in common) goes for the running
+    node of a non-root operator whose home they may enter: its datadir files (the cookie, the
+    wallets, the logs), appending forged lines to debug.log and sandbox.log, node.sock
+    (CleanCoin-node -ipcbind=unix), RPC without the cookie, and each process of the tree: its
+    memory, environment, descriptors, ptrace, a signal, and -ipcauth's password on its command
+    line. Everything is refused; the same reads by the operator (the control) work."""
+    tree = running.tree()
+    args = {"netdir": str(running.netdir), "rpc_port": running.rpc_port, "pids": tree, "secret": IPC_SECRET,
+            "sock": str(running.netdir / "node.sock") if is_multiprocess() else ""}
+    log_size = (running.netdir / "debug.log").stat().st_size
+    done = subprocess.run(people.attacker.python(OTHER_USER, json.dumps(args)), capture_output=True, text=True,
+                          timeout=60, env=people.attacker.env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout)
+    assert len(results) == 11 + bool(args["sock"]) + 6 * len(tree), sorted(results)
+    through = {name: detail for name, (ok, detail) in results.items() if ok}
+    assert through == {}, through
+    assert b"forged line" not in (running.netdir / "debug.log").read_bytes()[log_size:]
+    # The control: the operator's own process reads the same.
+    mine = subprocess.run(running.operator.python(
+        "import sys; print(len(open(sys.argv[1], 'rb').read()) > 0, open(f'/proc/{sys.argv[2]}/cmdline').read())",
+        str(running.netdir / ".cookie"), str(tree["node"])), capture_output=True, text=True, timeout=60,
+        env=running.operator.env())
+    assert mine.returncode == 0 and mine.stdout.startswith("True"), mine.stderr[-2000:]
+    if is_multiprocess():
+        assert "-ipcauth=***" in mine.stdout and IPC_SECRET not in mine.stdout, mine.stdout
+
+
+def test_the_operator_stops_the_node_and_nothing_is_left(running: OperatorNode) -> None:
+    """`stop` by the operator's CleanCoin-cli: exit status 0, and no process of the operator
+    remains (zygote, wallet process, denial monitors, connect broker)."""
+    assert running.process is not None
+    running.cli("stop")
+    assert running.process.wait(30) == 0, Path(running.stderr).read_text()[-2000:]
+    wait_until(lambda: processes_of(running.operator.uid) == [], 15, what="the operator's processes to end")
