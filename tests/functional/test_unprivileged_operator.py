@@ -351,6 +351,66 @@ def test_another_local_user_gets_nothing_of_a_non_root_operators_node(running: O
         assert "-ipcauth=***" in mine.stdout and IPC_SECRET not in mine.stdout, mine.stdout
 
 
+#: Run as the operator: for each pid, whether /proc/PID/mem opens and how often the needle is
+#: in the readable memory.
+MEMORY_READER = r"""
+import json, sys
+needle, found = sys.argv[1].encode(), {}
+for pid in sys.argv[2:]:
+    try:
+        mem = open(f"/proc/{pid}/mem", "rb")
+    except OSError as exc:
+        found[pid] = exc.strerror
+        continue
+    count = 0
+    for line in open(f"/proc/{pid}/maps"):
+        span, perms = line.split()[:2]
+        if perms.startswith("r"):
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(start)
+                count += mem.read(end - start).count(needle)
+            except (OSError, OverflowError, ValueError):
+                pass
+    found[pid] = count
+print(json.dumps(found))
+"""
+
+
+def unlock_and_read(node: OperatorNode, wallet: str, passphrase: str) -> dict[str, Any]:
+    """An encrypted wallet of `node` unlocked, then another process of the operator reads the
+    memory of every process of the tree and of a `sleep` of the operator's (the control):
+    {role: the count of the passphrase, or the error of the open}."""
+    node.call("createwallet", wallet)
+    node.call(f"-rpcwallet={wallet}", "encryptwallet", passphrase)
+    node.call(f"-rpcwallet={wallet}", "walletpassphrase", passphrase, "600")
+    sleeper = subprocess.Popen(node.operator.command("/bin/sleep", "60"), env=node.operator.env())
+    try:
+        wait_until(lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep", 20, what="sleep")
+        tree = {**node.tree(), "control": sleeper.pid}
+        done = subprocess.run(node.operator.python(MEMORY_READER, passphrase, *map(str, tree.values())),
+                              capture_output=True, text=True, timeout=120, env=node.operator.env())
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout)
+    return {role: found[str(pid)] for role, pid in tree.items()}
+
+
+def test_no_process_of_the_tree_lets_the_same_user_read_its_memory(running: OperatorNode) -> None:
+    """Attack: another process of the operator's own uid (what h38 keeps CleanCoind's memory
+    from: a compromised program of the same user) opens /proc/PID/mem of every process of the
+    confined node's tree while a wallet is unlocked. The node and its wallet process are not
+    dumpable by their policies; before 12-06 the zygote was: the launcher of every wallet
+    process, unconfined, its memory readable and writable by the same user (code written into
+    it runs in the next wallet process it starts, before that one's sandbox is up)."""
+    found = unlock_and_read(running, "enc", "PassOfTheTree" + uuid.uuid4().hex[:8])
+    assert isinstance(found.pop("control"), int), found
+    opened = {role: result for role, result in found.items() if result != "Permission denied"}
+    assert opened == {}, opened
+
+
 def test_the_operator_stops_the_node_and_nothing_is_left(running: OperatorNode) -> None:
     """`stop` by the operator's CleanCoin-cli: exit status 0, and no process of the operator
     remains (zygote, wallet process, denial monitors, connect broker)."""
@@ -358,3 +418,34 @@ def test_the_operator_stops_the_node_and_nothing_is_left(running: OperatorNode) 
     running.cli("stop")
     assert running.process.wait(30) == 0, Path(running.stderr).read_text()[-2000:]
     wait_until(lambda: processes_of(running.operator.uid) == [], 15, what="the operator's processes to end")
+
+
+def test_without_the_sandbox_the_same_user_cannot_read_the_unlocked_wallet(people: People,
+                                                                          running: OperatorNode) -> None:
+    """Attack: CleanCoin-node -sandbox=0 (CleanCoind: as it always runs) by a non-root operator,
+    an encrypted wallet unlocked; another process of the operator's uid reads the memory of
+    every process of the tree. Before 12-06 CleanCoin-node, its zygote and its wallet process
+    were dumpable without the sandbox: the reader found the passphrase in the node (the
+    JSON-RPC bodies) and in the wallet process. Now the node executable keeps its memory
+    private as CleanCoind does, before the zygote is forked, and the processes it starts
+    inherit that; the reader still reads a `sleep` of the operator's (the control)."""
+    if running.process is not None and running.process.poll() is None:     # run on its own: the datadir's lock
+        running.cli("stop")
+        running.process.wait(30)
+    plain = OperatorNode(people, *(("-sandbox=0",) if is_multiprocess() else ()))
+    plain.start()
+    try:
+        passphrase = "PassWithoutSandbox" + uuid.uuid4().hex[:8]
+        found = unlock_and_read(plain, "plain", passphrase)
+        assert isinstance(found.pop("control"), int), found
+        if is_multiprocess():
+            assert {"node", "zygote", "wallet"} <= set(found), found
+        opened = {role: result for role, result in found.items() if result != "Permission denied"}
+        assert opened == {}, f"the same user opened the memory of {opened} (passphrase copies found)"
+        plain.cli("stop")
+        assert plain.process is not None and plain.process.wait(30) == 0
+    finally:
+        if plain.process is not None and plain.process.poll() is None:
+            plain.process.kill()
+            plain.process.wait(10)
+    wait_until(lambda: processes_of(people.operator.uid) == [], 15, what="the operator's processes to end")
