@@ -449,3 +449,32 @@ def test_without_the_sandbox_the_same_user_cannot_read_the_unlocked_wallet(peopl
             plain.process.kill()
             plain.process.wait(10)
     wait_until(lambda: processes_of(people.operator.uid) == [], 15, what="the operator's processes to end")
+
+
+@pytest.mark.parametrize("policy", ["node", "wallet"])
+def test_the_escape_battery_finds_nothing_as_a_non_root_user(people: People, policy: str) -> None:
+    """`CleanCoin-sandbox probe` of the shipped component policies, run by the non-root
+    operator (CI runs it as root in tests/test_probe_components.py): zero escapes, no attempt
+    that could not be judged, every mechanism at full strength with the user namespace made
+    unprivileged: what root's run cannot tell (a step only root gets through, a right the
+    kernel gives root alone) shows here."""
+    datadir = Path(people.operator.home) / f"probe-{policy}"
+    (datadir / "wallets").mkdir(parents=True)
+    for path in (datadir, datadir / "wallets"):
+        os.chown(path, people.operator.uid, people.operator.gid)
+        path.chmod(0o700)
+    variables = ([f"--var=datadir={datadir}", f"--var=port={free_port()}", f"--var=rpcport={free_port()}",
+                  f"--var=ipcport={free_port()}"] if policy == "node" else [f"--var=walletdir={datadir / 'wallets'}"])
+    done = subprocess.run(people.operator.command(str(BIN / "CleanCoin-sandbox"), "probe", "--json", "--policy", policy,
+                                                  *variables),
+                          capture_output=True, text=True, timeout=120, env=people.operator.env())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    data = json.loads(done.stdout)
+    assert data["escapes"] == [] and data["errors"] == [], (data["escapes"], data["errors"])
+    unjudged = [a["name"] for a in data["attempts"] if a["outcome"] == "error"]
+    assert unjudged == [], unjudged
+    statuses = {name: m["status"] for name, m in data["report"]["mechanisms"].items()}
+    assert set(statuses.values()) == {"fully enforced"}, statuses
+    steps = {s["step"]: s["detail"] for s in data["report"]["steps"]}
+    ids = people.operator.uid
+    assert steps["id maps"] == f"uid {ids} and gid {ids} mapped to themselves", steps
