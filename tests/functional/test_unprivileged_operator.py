@@ -411,6 +411,36 @@ def test_no_process_of_the_tree_lets_the_same_user_read_its_memory(running: Oper
     assert opened == {}, opened
 
 
+@pytest.mark.skipif(not is_multiprocess(), reason="the tree of CleanCoin-node")
+def test_sandbox_status_run_by_the_operator_tells_what_is_dumpable(running: OperatorNode) -> None:
+    """`CleanCoin-sandbox status --tree` run by the operator on their node. The kernel shows
+    another process's dumpable flag only through the owner of its /proc/PID files (root's when
+    it is not dumpable). Before 12-06 status read the owner of the /proc/PID directory, which
+    the kernel always gives the process's uid: every process of a non-root operator's tree was
+    "dumpable on" (node, zygote and wallet were not), so a real regression could not have shown
+    either; as root it answers from the reports, which is all CI saw. Now it reads a file's
+    owner, says off for them and on for a `sleep` of the operator (the control), and a process
+    whose report says not dumpable while the kernel says it is, is a finding."""
+    sleeper = subprocess.Popen(running.operator.command("/bin/sleep", "60"), env=running.operator.env())
+    try:
+        wait_until(lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep", 20, what="sleep")
+        tree = running.tree()
+        status = [str(BIN / "CleanCoin-sandbox"), "status", "--json"]
+        done = subprocess.run(running.operator.command(*status, "--tree", str(tree["node"])), capture_output=True,
+                              text=True, timeout=60, env=running.operator.env())
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        shown = {p["pid"]: p for p in json.loads(done.stdout)["processes"]}
+        control = subprocess.run(running.operator.command(*status, str(sleeper.pid)), capture_output=True,
+                                 text=True, timeout=60, env=running.operator.env())
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)
+    dumpable = {role: shown[tree[role]]["dumpable"] for role in ("node", "zygote", "wallet")}
+    assert dumpable == {"node": "off", "zygote": "off", "wallet": "off"}, dumpable
+    assert all(p["sandboxed"] and not p["findings"] for p in shown.values()), shown
+    assert json.loads(control.stdout)["processes"][0]["dumpable"] == "on", control.stdout[-2000:]
+
+
 def test_the_operator_stops_the_node_and_nothing_is_left(running: OperatorNode) -> None:
     """`stop` by the operator's CleanCoin-cli: exit status 0, and no process of the operator
     remains (zygote, wallet process, denial monitors, connect broker)."""
