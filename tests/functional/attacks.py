@@ -923,4 +923,5 @@ for where in (walletdir, f"/proc/{targets['wallet']}/root{walletdir}"):
         report(f"list {where}", False, exc.strerror)
     data, how = try_read(os.path.join(where, "w", "wallet.sqlite"))
     report(f"read {where}/w", data is not None, how)
+refused_call()                          # its record: the node's denial monitor, as this uid
 '''

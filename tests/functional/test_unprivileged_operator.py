@@ -33,7 +33,7 @@ import pytest
 
 import attacks
 from as_user import Account, skip_reason
-from framework import NODE_EXECUTABLE, free_port, is_multiprocess, node_command, wait_until
+from framework import NODE_EXECUTABLE, TestNode, free_port, is_multiprocess, node_command, wait_until
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
@@ -114,6 +114,7 @@ class OperatorNode:
         self.args = [*node_command("-regtest", f"-port={free_port()}", f"-rpcport={self.rpc_port}",
                                    "-bind=127.0.0.1", "-printtoconsole=0"), *extra]
         self.process: subprocess.Popen[bytes] | None = None
+        self.peer_port = 0
 
     def start(self) -> None:
         self.stderr = self.operator.home + f"/node-stderr-{uuid.uuid4().hex[:6]}.txt"
@@ -183,8 +184,11 @@ class OperatorNode:
 
 @pytest.fixture(scope="module")
 def running(people: People) -> Iterator[OperatorNode]:
-    extra = ("-ipcbind=unix", f"-ipcauth=op:{IPC_SECRET}") if is_multiprocess() else ()
+    peer = free_port()      # test_..._connects_to_a_peer: a node of root's listens there
+    extra = (f"-allowlocalpeer=127.0.0.1:{peer}",
+             *(("-ipcbind=unix", f"-ipcauth=op:{IPC_SECRET}") if is_multiprocess() else ()))
     node = OperatorNode(people, *extra, node_attack=attacks.NODE_VS_WALLET if is_multiprocess() else "")
+    node.peer_port = peer
     node.start()
     yield node
     if node.process is not None and node.process.poll() is None:
@@ -263,9 +267,29 @@ def test_the_confined_node_of_a_non_root_operator_cannot_reach_the_other_process
     assert attempted <= set(results), sorted(results)
     escaped = {name: r["detail"] for name, r in results.items() if r["escaped"]}
     assert escaped == {}, escaped
+    # Its refusal with an errno is on record: the denial monitor works for this uid too.
+    wait_until(lambda: any("refused ioctl(" in line and "0x5412" in line
+                           for line in (running.netdir / "sandbox.log").read_text().splitlines()),
+               what="the node's refusal in sandbox.log")
     # The node serves on, and its wallet process is the one it had.
     assert running.call("-rpcwallet=w", "getbalance") == 50
     assert running.tree()["wallet"] == targets["wallet"]
+
+
+def test_the_operators_node_reaches_a_peer_through_its_connect_broker(running: OperatorNode, tmp_path: Path) -> None:
+    """The confined node of a non-root operator dials out (CleanCoin-node: through its connect
+    broker, started as that uid; CleanCoind: itself) to a peer named by -allowlocalpeer, a
+    node of another user (root's), which then holds the operator's chain."""
+    peer = TestNode(0, tmp_path)
+    peer.p2p_port = running.peer_port
+    peer.start()
+    try:
+        running.call("addnode", f"127.0.0.1:{peer.p2p_port}", "onetry")
+        height = running.call("getblockcount")
+        wait_until(lambda: peer.rpc.getblockcount() == height, 30, what="the peer to sync the operator's chain")
+        assert running.call("getconnectioncount") >= 1
+    finally:
+        peer.cleanup()
 
 
 #: Run by the other user: what of the operator's node they reach. Prints a JSON object of
@@ -481,6 +505,7 @@ def test_without_the_sandbox_the_same_user_cannot_read_the_unlocked_wallet(peopl
     wait_until(lambda: processes_of(people.operator.uid) == [], 15, what="the operator's processes to end")
 
 
+@pytest.mark.skipif(not is_multiprocess(), reason="starts no node: run once, in the CleanCoin-node pass")
 @pytest.mark.parametrize("policy", ["node", "wallet"])
 def test_the_escape_battery_finds_nothing_as_a_non_root_user(people: People, policy: str) -> None:
     """`CleanCoin-sandbox probe` of the shipped component policies, run by the non-root
