@@ -401,17 +401,23 @@ print(json.dumps(found))
 """
 
 
-def unlock_and_read(node: OperatorNode, wallet: str, passphrase: str) -> dict[str, Any]:
+def unlock_and_read(node: OperatorNode, wallet: str, passphrase: str,
+                    pids: dict[str, int] | None = None) -> dict[str, Any]:
     """An encrypted wallet of `node` unlocked, then another process of the operator reads the
-    memory of every process of the tree and of a `sleep` of the operator's (the control):
-    {role: the count of the passphrase, or the error of the open}."""
+    memory of `pids` (default: every process of the operator, by role where it has one) and of
+    a `sleep` of the operator's (the control): {role: the count of the passphrase, or the
+    error of the open}."""
     node.call("createwallet", wallet)
     node.call(f"-rpcwallet={wallet}", "encryptwallet", passphrase)
     node.call(f"-rpcwallet={wallet}", "walletpassphrase", passphrase, "600")
     sleeper = subprocess.Popen(node.operator.command("/bin/sleep", "60"), env=node.operator.env())
     try:
         wait_until(lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep", 20, what="sleep")
-        tree = {**node.tree(), "control": sleeper.pid}
+        if pids is None:
+            pids = node.tree()
+            pids.update({f"pid {pid}": pid for pid in processes_of(node.operator.uid)
+                         if pid not in pids.values() and pid != sleeper.pid})
+        tree = {**pids, "control": sleeper.pid}
         done = subprocess.run(node.operator.python(MEMORY_READER, passphrase, *map(str, tree.values())),
                               capture_output=True, text=True, timeout=120, env=node.operator.env())
     finally:
@@ -533,3 +539,35 @@ def test_the_escape_battery_finds_nothing_as_a_non_root_user(people: People, pol
     steps = {s["step"]: s["detail"] for s in data["report"]["steps"]}
     ids = people.operator.uid
     assert steps["id maps"] == f"uid {ids} and gid {ids} mapped to themselves", steps
+
+
+@pytest.mark.skipif(not is_multiprocess(), reason="a wallet process joins CleanCoin-node (-ipcallowwallet)")
+def test_a_wallet_process_started_on_its_own_keeps_its_memory_from_the_same_user(people: People) -> None:
+    """Attack: `CleanCoin-wallet -ipcconnect=unix -sandbox=0` started on its own by the non-root
+    operator, an encrypted wallet unlocked through the node, and another process of the
+    operator's uid reads its memory. Before 12-06 it was dumpable: the reader found the
+    passphrase 5 times (CleanCoin-wallet kept its memory private as the offline tool only).
+    Now it does so first thing in every mode (a confined one also until it confines itself;
+    that a process which is not dumpable still confines itself as this uid, the node shows)."""
+    node = OperatorNode(people, "-ipcbind=unix", "-disablewallet", "-ipcallowwallet=1")
+    node.start()
+    try:
+        wallet = subprocess.Popen(people.operator.command(str(BIN / "CleanCoin-wallet"), "-regtest", "-ipcconnect=unix",
+                                                          "-sandbox=0"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=people.operator.env())
+        try:
+            wait_until(lambda: node.cli("listwallets", check=False).returncode == 0, 30,
+                       what="the wallet process's registration")
+            found = unlock_and_read(node, "standalone", "PassStandalone" + uuid.uuid4().hex[:8], {"wallet": wallet.pid})
+            assert isinstance(found.pop("control"), int), found
+            assert found == {"wallet": "Permission denied"}, found
+        finally:
+            wallet.terminate()
+            wallet.communicate(timeout=30)
+        node.cli("stop")
+        assert node.process is not None and node.process.wait(30) == 0
+    finally:
+        if node.process is not None and node.process.poll() is None:
+            node.process.kill()
+            node.process.wait(10)
+    wait_until(lambda: processes_of(people.operator.uid) == [], 15, what="the operator's processes to end")
