@@ -571,3 +571,48 @@ def test_a_wallet_process_started_on_its_own_keeps_its_memory_from_the_same_user
             node.process.kill()
             node.process.wait(10)
     wait_until(lambda: processes_of(people.operator.uid) == [], 15, what="the operator's processes to end")
+
+
+@pytest.mark.skipif(not is_multiprocess(), reason="CleanCoin-gui runs CleanCoin-node: in that pass")
+def test_the_gui_window_without_the_sandbox_keeps_its_memory_from_the_same_user(people: People) -> None:
+    """Attack: CleanCoin-gui -sandbox=0 (its window unconfined, as its node and wallet process)
+    run by the non-root operator with -rpcpassword; another process of the operator's uid
+    reads the window's memory, where the password (and any passphrase typed into a dialog)
+    lies. Before 12-06 the window process was dumpable: the reader found the password 4 times
+    (CleanCoin-qt kept its memory private, CleanCoin-gui did not; confined, its window was
+    readable until it confined itself). Now it is private first thing."""
+    pytest.importorskip("PySide6")
+    secret = "GuiPw" + uuid.uuid4().hex
+    rpc_port = free_port()
+    env = people.operator.env(QT_QPA_PLATFORM="offscreen")
+    gui = subprocess.Popen(people.operator.command(str(BIN / "CleanCoin-gui"), "-regtest", "-sandbox=0", "-noipcconnect",
+                                                   "-rpcuser=op", f"-rpcpassword={secret}", f"-rpcport={rpc_port}",
+                                                   f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    cli = people.operator.command(str(BIN / "CleanCoin-cli"), "-regtest", f"-rpcport={rpc_port}", "-rpcuser=op",
+                                  f"-rpcpassword={secret}", "getblockcount")
+    try:
+        def answers() -> bool:
+            assert gui.poll() is None, gui.communicate()[1][-2000:]
+            return subprocess.run(cli, capture_output=True, timeout=60, env=people.operator.env()).returncode == 0
+        wait_until(answers, 60, interval=0.2, what="the GUI's node")
+        sleeper = subprocess.Popen(people.operator.command("/bin/sleep", "60"), env=people.operator.env())
+        try:
+            wait_until(lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep", 20, what="sleep")
+            done = subprocess.run(people.operator.python(MEMORY_READER, secret, str(gui.pid), str(sleeper.pid)),
+                                  capture_output=True, text=True, timeout=120, env=people.operator.env())
+        finally:
+            sleeper.kill()
+            sleeper.wait(10)
+        assert done.returncode == 0, done.stderr[-2000:]
+        found = json.loads(done.stdout)
+        assert isinstance(found[str(sleeper.pid)], int), found          # the control
+        assert found[str(gui.pid)] == "Permission denied", found
+    finally:
+        gui.terminate()
+        try:
+            gui.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            gui.kill()
+            gui.communicate()
+    wait_until(lambda: processes_of(people.operator.uid) == [], 20, what="the operator's processes to end")
