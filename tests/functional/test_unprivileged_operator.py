@@ -8,10 +8,13 @@ the host changes, wherever the checkout lies). With CleanCoin-node the whole tre
 zygote, sandboxed wallet process, denial monitors, connect broker) runs as that user, so its
 user namespaces are made unprivileged and Landlock and seccomp go up without CAP_SYS_ADMIN.
 
-One node start is shared by the module's tests (about 3 s), which run in file order: it serves
+One node start is shared by the first tests (about 3 s), which run in file order: it serves
 and is confined at full strength; attacker code inside the confined node goes for the wallet
-process and the operator's other processes (CleanCoin-node); another local user goes for the
-operator's files, sockets and processes; the operator stops it and nothing is left.
+process and the operator's other processes (CleanCoin-node); it reaches a peer; another local
+user goes for the operator's files, sockets and processes; another process of the operator's
+own uid for every process's memory; `CleanCoin-sandbox status` tells what is dumpable; the
+operator stops it and nothing is left. Then, each with a start of its own: -sandbox=0, the
+escape battery as this user, a wallet process started on its own, CleanCoin-gui -sandbox=0.
 """
 
 from __future__ import annotations
