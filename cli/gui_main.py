@@ -153,6 +153,10 @@ def main_qt(argv: Sequence[str] | None = None) -> int:
 def main_gui(argv: Sequence[str] | None = None) -> int:
     """Entry point of CleanCoin-gui."""
     if argv is None:
+        # The window holds what is typed into it (passphrases) and the node's options
+        # (-rpcpassword): unconfined under -sandbox=0, and until it confines itself otherwise.
+        from cleancoin.cli.private_memory import keep_memory_private
+        keep_memory_private()
         from cleancoin.cli.terminal import show_others_text_escaped
         show_others_text_escaped()      # refusals name others' files; the console logs others' text
     args = list(sys.argv[1:] if argv is None else argv)

@@ -180,6 +180,10 @@ def script() -> NoReturn:
     imported (components/common/startup_gc.py)."""
     from cleancoin.components.common import startup_gc
     startup_gc.pause()
+    # Before the zygote is forked: it, and every process it starts, inherit this (a confined
+    # one's policy says so again; under -sandbox=0 nothing else would).
+    from cleancoin.cli.private_memory import keep_memory_private
+    keep_memory_private()
     from cleancoin.cli.terminal import show_others_text_escaped
     show_others_text_escaped()          # refusals name others' files; the console logs others' text
     run_and_exit(main)

@@ -214,14 +214,16 @@ def _check_dump_network(path: str, chain: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the CleanCoin-wallet script; returns (and exits with) the status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        # The offline tool holds every key of the wallet it creates, dumps or loads from a dump;
+        # a wallet process for a node (-ipcconnect, -ipcbind) the keys and passphrases of the
+        # wallets it serves, unconfined under -sandbox=0 and until it confines itself otherwise.
+        from cleancoin.cli.private_memory import keep_memory_private
+        keep_memory_private()
     if any(a.startswith(("-ipcconnect", "-ipcbind")) for a in args):
         # Not the offline tool: a wallet process for a node (components/init/cleancoin_wallet.py).
         from cleancoin.components.init import cleancoin_wallet
         return cleancoin_wallet.main(args)
-    if argv is None:
-        # The offline tool holds every key of the wallet it creates, dumps or loads from a dump.
-        from cleancoin.cli.private_memory import keep_memory_private
-        keep_memory_private()
     # A dump file's lines reach the messages: another party's text (cli/terminal.py).
     from cleancoin.cli.terminal import show_others_text_escaped
     show_others_text_escaped()

@@ -57,17 +57,29 @@ def write_id_maps(uid: int, gid: int) -> None:
 
     Keeping the numbers means files the component creates in its datadir belong to the user
     who launched it. setgroups is denied first, as the kernel requires of an unprivileged map.
+
+    A process that is not dumpable (CleanCoin-node keeps its memory private from the start,
+    and its zygote and the zygote's children inherit that) finds its /proc/self files owned
+    by root: a non-root caller may not open its own maps then, while root may (so only a
+    non-root run shows it). For the three writes it is made dumpable again, and then not.
     """
-    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1\n"),
-                       ("/proc/self/gid_map", f"{gid} {gid} 1\n")):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    hidden = os.geteuid() != 0 and syscalls.prctl(syscalls.PR_GET_DUMPABLE) == 0
+    if hidden:
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
+    try:
+        for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1\n"),
+                           ("/proc/self/gid_map", f"{gid} {gid} 1\n")):
             try:
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise EnforcementError("id maps", f"writing {path}: {exc.strerror}") from None
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(fd, text.encode())
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise EnforcementError("id maps", f"writing {path}: {exc.strerror}") from None
+    finally:
+        if hidden:
+            syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
 
 
 def make_mounts_private() -> None:

@@ -3,7 +3,8 @@
 From /proc/PID: the seccomp mode and how many filters are stacked, no_new_privs, the five
 capability sets, which namespaces differ from the caller's, the resource limits. The kernel
 does not show a Landlock domain or another process's dumpable flag (only through the
-ownership of /proc/PID files, which says nothing for a root process), nor which policy the
+ownership of the files in /proc/PID, not of the directory, which says nothing for a root
+process), nor which policy the
 process runs under: those come from the process's own enforcement report, which every sandbox
 entry registers (`report_registry`). Where the report and the kernel disagree, that is said.
 
@@ -146,9 +147,10 @@ def _namespaces(status: ProcessStatus) -> None:
 
 def _dumpable(status: ProcessStatus, uid: int) -> None:
     # A process that is not dumpable has its /proc/PID files owned by root: visible only when
-    # the process itself does not run as root.
+    # the process itself does not run as root. Its files, not the /proc/PID directory, which
+    # the kernel gives the process's uid whatever the flag (a world-readable directory).
     try:
-        owner = os.stat(f"/proc/{status.pid}").st_uid
+        owner = os.stat(f"/proc/{status.pid}/stat").st_uid
     except OSError:
         return
     if uid != 0:
@@ -172,6 +174,10 @@ def _cross_check(status: ProcessStatus) -> None:
         held = [k for k in ("effective", "permitted", "ambient") if status.capabilities.get(k)]
         if held:
             status.findings.append(f"the report says no capability is kept, the kernel shows {', '.join(held)}")
+    said = " ".join(mech.get("process", {}).get("details", []))
+    if "dumpable off" in said and status.dumpable == "on":
+        status.findings.append("the report says not dumpable, the kernel says dumpable (same-user ptrace, "
+                               "/proc/PID/mem)")
     namespaces = set((status.report or {}).get("namespaces", []))
     renamed = {"mount": "mnt"}
     missing = [n for n in namespaces if renamed.get(n, n) in status.namespaces_shared]

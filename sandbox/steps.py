@@ -237,6 +237,13 @@ def _dumpable(ctx: Context) -> Done:
     return Done("not dumpable: no ptrace attach, no /proc/<pid>/mem, no core file")
 
 
+def _dumpable_on(ctx: Context) -> Done:
+    # A zygote's fork (and CleanCoin-node itself) starts out not dumpable; a policy that wants
+    # the process dumpable (a learning run: its recorder reads the syscalls' arguments) says so.
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
+    return Done("dumpable, as the policy asks: same-user ptrace and core files are possible")
+
+
 def _no_new_privs(ctx: Context) -> Done:
     # Before Landlock: it refuses to restrict a process without CAP_SYS_ADMIN unless
     # no_new_privs is set (every unprivileged user).
@@ -325,6 +332,7 @@ STEPS: tuple[Step, ...] = (
     Step("denial monitor", "seccomp", _denial_monitor, _wants_monitor),
     # From here on the process gives up rights for good.
     Step("dumpable", PROCESS, _dumpable, lambda ctx: not ctx.plan.dumpable),
+    Step("dumpable on", PROCESS, _dumpable_on, lambda ctx: ctx.plan.dumpable),
     Step("no_new_privs", PROCESS, _no_new_privs),
     Step("mdwe", "mdwe", _mdwe, lambda ctx: ctx.plan.memory_deny_write_execute),
     Step("landlock", "landlock", _landlock, lambda ctx: ctx.plan.landlock is not None),

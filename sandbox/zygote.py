@@ -549,6 +549,11 @@ def main(argv: list[str]) -> int:
     # long as the process), and those objects are frozen before any fork: a component's own
     # collections never walk (and so never copy-on-write) the pages it shares with the zygote.
     gc.disable()
+    # Not dumpable: exec made it so again. Unconfined and the start of every component, its
+    # memory must not be the same user's to read or write (code written into it would run in
+    # the next component before that one's sandbox is up); the components it forks inherit
+    # this (without a sandbox nothing else would make them so). Core size 0 came with exec.
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
     from . import launcher  # noqa: F401 - every spawn runs it (see the note at the imports)
     from .plan import Plan
     parent, req_fd, ev_fd = (int(a) for a in argv[:3])

@@ -160,3 +160,15 @@ def test_the_learn_recorder_is_known_and_a_fake_one_is_not(tmp_path: Path) -> No
     finally:
         tool.kill()
         tool.wait()
+
+
+def test_a_report_that_says_not_dumpable_against_a_kernel_that_says_dumpable_is_a_finding() -> None:
+    """The cross-check (sandbox/status.py) of what `status` read from the kernel against the
+    report: before 12-06 (h41) a dumpable process whose report said "dumpable off" passed."""
+    from cleancoin.sandbox.status import ProcessStatus, _cross_check
+    report = {"mechanisms": {"process": {"status": "fully enforced",
+                                         "details": ["stdio pipe; no_new_privs; dumpable off; new session yes"]}}}
+    for kernel, findings in (("on", 1), ("off", 0)):
+        status = ProcessStatus(1, no_new_privs=True, seccomp_mode="filter", dumpable=kernel, report=report)
+        _cross_check(status)
+        assert len([f for f in status.findings if "dumpable" in f]) == findings, status.findings

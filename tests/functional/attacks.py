@@ -880,3 +880,48 @@ os.chmod(victim, 0o400)
 os.chmod(victim, 0o600)
 report("owner-chmod", False, f"mode {os.stat(victim).st_mode & 0o7777:o}")
 """
+
+# The confined node of a non-root operator (test_unprivileged_operator.py) against the other
+# processes of the same uid: its wallet process, its zygote and connect broker, and another
+# process of the operator's (a `sleep` holding a secret in its environment). The test writes
+# their pids into targets.json; ptrace and process_vm_readv are left out (the node's filter
+# kills on them, whoever runs it), signals are SIGCONT (harmless if delivered).
+NODE_VS_WALLET = r'''
+import json, signal
+path = os.path.join(ctx["netdir"], "targets.json")
+deadline = time.time() + 60
+while not os.path.exists(path) and time.time() < deadline:
+    time.sleep(0.05)
+targets = json.load(open(path))
+wallet_pid = targets["wallet"]
+try:                                    # the control: the wallet process is in view
+    report("control-wallet-in-view", False, f"uid {os.stat(f'/proc/{wallet_pid}').st_uid}")
+except OSError as exc:
+    report("control-wallet-in-view", False, exc.strerror)
+for role, pid in sorted(targets.items()):
+    for what in ("mem", "environ", "fd"):
+        if what == "fd":
+            try:
+                names = os.listdir(f"/proc/{pid}/fd")
+                report(f"{role}-fd", True, f"listed {len(names)} descriptors")
+            except OSError as exc:
+                report(f"{role}-fd", False, exc.strerror)
+            continue
+        data, how = try_read(f"/proc/{pid}/{what}")
+        report(f"{role}-{what}", data is not None, how)
+    try:
+        os.kill(pid, signal.SIGCONT)
+        report(f"{role}-signal", True, f"SIGCONT delivered to {pid}")
+    except OSError as exc:
+        report(f"{role}-signal", False, exc.strerror)
+walletdir = ctx["walletdir"]
+for where in (walletdir, f"/proc/{targets['wallet']}/root{walletdir}"):
+    try:
+        names = os.listdir(where)
+        report(f"list {where}", bool(names), f"{names}")
+    except OSError as exc:
+        report(f"list {where}", False, exc.strerror)
+    data, how = try_read(os.path.join(where, "w", "wallet.sqlite"))
+    report(f"read {where}/w", data is not None, how)
+refused_call()                          # its record: the node's denial monitor, as this uid
+'''
