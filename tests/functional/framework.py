@@ -358,6 +358,18 @@ def rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def mine_big_block(n: "TestNode", outputs: int) -> str:
+    """Mines 101 blocks, then a block holding one transaction of `outputs` outputs (24,000:
+    a 672 KB block) spending the first coinbase; its hash. The cost tests' large reply."""
+    n.rpc.generatetoaddress(101, TEST_ADDRESS)
+    coinbase = n.rpc.getblock(n.rpc.getblockhash(1), 2)["tx"][0]
+    value = int(coinbase["vout"][0]["value"] * 100_000_000)
+    pkh = TEST_KEY.public_key.pkh
+    tx = Transaction(2, (TxIn(OutPoint(bytes.fromhex(coinbase["txid"])[::-1], 0)),),
+                     tuple(TxOut((value - 100_000) // outputs, pkh) for _ in range(outputs)), 0)
+    return str(n.rpc.generateblock(TEST_ADDRESS, [sign_transaction(tx, [TEST_KEY]).serialized.hex()])["hash"])
+
+
 @contextmanager
 def peak_rss_growth(pid: int) -> Iterator[list[int]]:
     """Samples the process's RSS every 2 ms; yields [the largest growth seen so far] (a peak

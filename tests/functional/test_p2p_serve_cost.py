@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from framework import TEST_ADDRESS, TEST_KEY, TestNode, is_multiprocess
+from framework import TestNode, is_multiprocess, mine_big_block
 from raw_peer import MAGIC, RawPeer
 
-from cleancoin.components.common.keys import sign_transaction
-from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.primitives import Block
 from cleancoin.components.node.p2p.messages import (
     HEADER_SIZE, MSG_BLOCK, GetData, InvItem, NotFound, parse_header, serialize_message,
 )
@@ -22,16 +21,6 @@ OUTPUTS = 24_000
 #: Times the peer asks for it in one getdata.
 REQUESTS = 40
 
-
-def _big_block(n: TestNode) -> str:
-    """Mines a block holding one transaction of OUTPUTS outputs; its hash."""
-    n.rpc.generatetoaddress(101, TEST_ADDRESS)
-    coinbase = n.rpc.getblock(n.rpc.getblockhash(1), 2)["tx"][0]
-    value = int(coinbase["vout"][0]["value"] * 100_000_000)
-    pkh = TEST_KEY.public_key.pkh
-    tx = Transaction(2, (TxIn(OutPoint(bytes.fromhex(coinbase["txid"])[::-1], 0)),),
-                     tuple(TxOut((value - 100_000) // OUTPUTS, pkh) for _ in range(OUTPUTS)), 0)
-    return str(n.rpc.generateblock(TEST_ADDRESS, [sign_transaction(tx, [TEST_KEY]).serialized.hex()])["hash"])
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -65,7 +54,7 @@ def test_serving_a_block_costs_its_bytes_not_a_parse_and_a_serialization(node: C
     assert n.process is not None
     if is_multiprocess():
         n.rpc.createwallet("w")
-    block_hash = _big_block(n)
+    block_hash = mine_big_block(n, OUTPUTS)
     raw = bytes.fromhex(n.rpc.getblock(block_hash, 0))
     want = InvItem(MSG_BLOCK, bytes.fromhex(block_hash)[::-1])
     peer = RawPeer(n.p2p_port, "127.62.0.1")

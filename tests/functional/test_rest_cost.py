@@ -15,10 +15,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from framework import TEST_ADDRESS, TEST_KEY, TestNode, is_multiprocess, peak_rss_growth, wait_until
-
-from cleancoin.components.common.keys import sign_transaction
-from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
+from framework import TestNode, is_multiprocess, mine_big_block, peak_rss_growth, wait_until
 
 MIB = 1 << 20
 #: Outputs of the big block's transaction: /rest/block/<hash>.json is ~11 MB (0.5 to 0.7 s to build).
@@ -32,16 +29,6 @@ IN_FLIGHT = 16
 #: Replies the test waits for before its clients give up.
 SERVED = 3
 
-
-def _big_block(n: TestNode) -> str:
-    """Mines a block holding one transaction of OUTPUTS outputs; its hash."""
-    n.rpc.generatetoaddress(101, TEST_ADDRESS)
-    coinbase = n.rpc.getblock(n.rpc.getblockhash(1), 2)["tx"][0]
-    value = int(coinbase["vout"][0]["value"] * 100_000_000)
-    pkh = TEST_KEY.public_key.pkh
-    tx = Transaction(2, (TxIn(OutPoint(bytes.fromhex(coinbase["txid"])[::-1], 0)),),
-                     tuple(TxOut((value - 100_000) // OUTPUTS, pkh) for _ in range(OUTPUTS)), 0)
-    return str(n.rpc.generateblock(TEST_ADDRESS, [sign_transaction(tx, [TEST_KEY]).serialized.hex()])["hash"])
 
 
 def _stalled_get(port: int, path: str) -> socket.socket:
@@ -89,7 +76,7 @@ def test_rest_replies_are_charged_and_their_building_takes_turns(node: Callable[
     assert n.process is not None
     if is_multiprocess():
         n.rpc.createwallet("w")
-    block = _big_block(n)
+    block = mine_big_block(n, OUTPUTS)
     path = f"/rest/block/{block}.json"
     latencies: list[float] = []
     stop = threading.Event()

@@ -11,11 +11,8 @@ import socket
 import time
 from collections.abc import Callable
 
-from framework import (TEST_ADDRESS, TEST_KEY, WATCHER, WATCHER_PASSWORD as PASSWORD,
-                       WATCHER_RPCAUTH as RPCAUTH, TestNode, peak_rss_growth, post_json_rpc, wait_until)
-
-from cleancoin.components.common.keys import sign_transaction
-from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
+from framework import (TestNode, WATCHER, WATCHER_PASSWORD as PASSWORD, WATCHER_RPCAUTH as RPCAUTH,
+                       mine_big_block, peak_rss_growth, post_json_rpc, wait_until)
 
 MIB = 1 << 20
 #: Outputs of the big block's transaction: 672 KB serialized, getblock verbosity 0 a 1.3 MB reply.
@@ -25,16 +22,6 @@ BATCH = 100
 #: -rpcservertimeout for the test's node (seconds): how long an unread reply is kept.
 TIMEOUT = 2.0
 
-
-def _big_block(n: TestNode) -> str:
-    """Mines a block holding one transaction of OUTPUTS outputs; its hash."""
-    n.rpc.generatetoaddress(101, TEST_ADDRESS)
-    coinbase = n.rpc.getblock(n.rpc.getblockhash(1), 2)["tx"][0]
-    value = int(coinbase["vout"][0]["value"] * 100_000_000)
-    pkh = TEST_KEY.public_key.pkh
-    tx = Transaction(2, (TxIn(OutPoint(bytes.fromhex(coinbase["txid"])[::-1], 0)),),
-                     tuple(TxOut((value - 100_000) // OUTPUTS, pkh) for _ in range(OUTPUTS)), 0)
-    return str(n.rpc.generateblock(TEST_ADDRESS, [sign_transaction(tx, [TEST_KEY]).serialized.hex()])["hash"])
 
 
 def test_a_batch_of_big_replies_is_charged_to_its_user(node: Callable[..., TestNode]) -> None:
@@ -51,7 +38,7 @@ def test_a_batch_of_big_replies_is_charged_to_its_user(node: Callable[..., TestN
              f"-rpcservertimeout={TIMEOUT:g}")
     n.start()
     assert n.process is not None
-    block = _big_block(n)
+    block = mine_big_block(n, OUTPUTS)
     batch = [{"jsonrpc": "2.0", "id": i, "method": "getblock", "params": [block, 0]} for i in range(BATCH)]
     t0 = time.monotonic()
     with peak_rss_growth(n.process.pid) as peak:
