@@ -843,10 +843,27 @@ def _tree_cpu_seconds(root: int) -> float:
     return sum(stats[pid][2] for pid in members if pid in stats)
 
 
+def _wait_for_first_answer(executable: str, process: subprocess.Popen, client: "RpcClient") -> None:
+    """Until a fresh node answers getblockcount (polled every 2 ms, at most 60 s)."""
+    from cleancoin.components.rpc.client import RpcTransportError
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            broken(f"{executable} exited with {process.returncode} before it answered")
+        try:
+            if client.call("getblockcount") == 0:
+                return
+        except (RpcTransportError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            broken(f"{executable}: RPC not up after 60 s")
+        time.sleep(0.002)
+
+
 def _start_and_stop(executable: str, base: str, bindir: Path = BIN) -> tuple[float, float, float, float]:
     """One fresh regtest node: exec to its first RPC answer, the CPU its processes used by then,
     `stop` to its exit, and the CPU of the whole run (its own and its reaped children's)."""
-    from cleancoin.components.rpc.client import RpcClient, RpcTransportError
+    from cleancoin.components.rpc.client import RpcClient
     datadir = tempfile.mkdtemp(dir=base)
     rpc_port, p2p_port = _two_free_ports()
     args = [str(bindir / executable), "-regtest", f"-datadir={datadir}", f"-port={p2p_port}",
@@ -856,19 +873,8 @@ def _start_and_stop(executable: str, base: str, bindir: Path = BIN) -> tuple[flo
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     client = RpcClient("127.0.0.1", rpc_port, timeout=30,
                        cookie_path=os.path.join(datadir, "regtest", ".cookie"))
-    deadline = time.monotonic() + 60
     try:
-        while True:
-            if process.poll() is not None:
-                broken(f"{executable} exited with {process.returncode} before it answered")
-            try:
-                if client.call("getblockcount") == 0:
-                    break
-            except (RpcTransportError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                broken(f"{executable}: RPC not up after 60 s")
-            time.sleep(0.002)
+        _wait_for_first_answer(executable, process, client)
         ready = time.perf_counter() - started
         cpu_ready = _tree_cpu_seconds(process.pid)
         t0 = time.perf_counter()
@@ -989,7 +995,7 @@ def _timeline(executable: str, base: str, bindir: Path) -> tuple[dict[str, float
     """One fresh regtest start: each milestone's ms after exec (from debug.log's millisecond
     stamps), CPU ms by role at the first RPC answer, and that answer's ms."""
     import datetime
-    from cleancoin.components.rpc.client import RpcClient, RpcTransportError
+    from cleancoin.components.rpc.client import RpcClient
     datadir = tempfile.mkdtemp(dir=base)
     rpc_port, p2p_port = _two_free_ports()
     args = [str(bindir / executable), "-regtest", f"-datadir={datadir}", f"-port={p2p_port}",
@@ -997,19 +1003,8 @@ def _timeline(executable: str, base: str, bindir: Path) -> tuple[dict[str, float
     started = time.time()
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     client = RpcClient("127.0.0.1", rpc_port, timeout=30, cookie_path=os.path.join(datadir, "regtest", ".cookie"))
-    deadline = time.monotonic() + 60
     try:
-        while True:
-            if process.poll() is not None:
-                broken(f"{executable} exited with {process.returncode} before it answered")
-            try:
-                if client.call("getblockcount") == 0:
-                    break
-            except (RpcTransportError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                broken(f"{executable}: RPC not up after 60 s")
-            time.sleep(0.002)
+        _wait_for_first_answer(executable, process, client)
         ready = (time.time() - started) * 1000
         cpu = {role: seconds * 1000 for role, seconds in _cpu_by_role(process.pid).items()}
         client.call("stop")
