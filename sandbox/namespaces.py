@@ -62,8 +62,12 @@ def write_id_maps(uid: int, gid: int) -> None:
     and its zygote and the zygote's children inherit that) finds its /proc/self files owned
     by root: a non-root caller may not open its own maps then, while root may (so only a
     non-root run shows it). For the three writes it is made dumpable again, and then not.
+    A process of the same user that attaches with ptrace in that window would stay attached
+    after it (the kernel checks dumpable only at attach) and could later read what the
+    component holds: a tracer that was not there before the window stops the launch.
     """
     hidden = os.geteuid() != 0 and syscalls.prctl(syscalls.PR_GET_DUMPABLE) == 0
+    tracer = _tracer() if hidden else 0
     if hidden:
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
     try:
@@ -80,6 +84,22 @@ def write_id_maps(uid: int, gid: int) -> None:
     finally:
         if hidden:
             syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+    if hidden and _tracer() != tracer:
+        raise EnforcementError("id maps", "a process attached with ptrace while this one was dumpable "
+                                          "to write its id maps: not going on under a new tracer")
+
+
+def _tracer() -> int:
+    """The pid tracing this process (0: none), from /proc/self/status. EnforcementError if it
+    cannot be read: a tracer that cannot be ruled out is not let through."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"TracerPid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    raise EnforcementError("id maps", "cannot read this process's tracer from /proc/self/status")
 
 
 def make_mounts_private() -> None:
