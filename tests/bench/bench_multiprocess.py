@@ -816,12 +816,12 @@ START_ROUNDS = int(os.environ.get("START_BENCH_ROUNDS", "8"))
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _tree_cpu_seconds(root: int) -> float:
-    """CPU (user + system) of every live process of `root`'s tree and process group, with what
-    each has reaped (a denial monitor is nobody's child; a wallet process is in its own session).
-    A live process counts its threads' schedstat (ns; /proc/PID/stat's 10 ms ticks truncate up
-    to 10 ms per process, and the tree has seven), or its ticks where those are more (threads
-    that ended); what it reaped is known in ticks only."""
+def _tree_cpu(root: int) -> dict[int, float]:
+    """CPU seconds (user + system) of every live process of `root`'s tree and process group,
+    by pid, with what each has reaped (a denial monitor is nobody's child; a wallet process
+    is in its own session). A live process counts its threads' schedstat (ns; /proc/PID/stat's
+    10 ms ticks truncate up to 10 ms per process, and the tree has seven), or its ticks where
+    those are more (threads that ended); what it reaped is known in ticks only."""
     stats: dict[int, tuple[int, int, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -840,7 +840,12 @@ def _tree_cpu_seconds(root: int) -> float:
             if pid not in members and (ppid in members or pgid == root):
                 members.add(pid)
                 grew = True
-    return sum(stats[pid][2] for pid in members if pid in stats)
+    return {pid: stats[pid][2] for pid in members if pid in stats}
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of `root`'s whole tree (`_tree_cpu`)."""
+    return sum(_tree_cpu(root).values())
 
 
 def _wait_for_first_answer(executable: str, process: subprocess.Popen, client: "RpcClient") -> None:
@@ -963,31 +968,10 @@ def _role(pid: int) -> str:
 
 
 def _cpu_by_role(root: int) -> dict[str, float]:
-    """CPU seconds (own and reaped) of every live process of `root`'s tree, its process group
-    and the wallet's session, summed by role (`_role`)."""
-    stats: dict[int, tuple[int, int, int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        own = max(cpu_seconds(int(entry)), (int(fields[11]) + int(fields[12])) / _TICK)
-        stats[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[3]),
-                             own + (int(fields[13]) + int(fields[14])) / _TICK)
-    members, grew = {root}, True
-    while grew:
-        grew = False
-        for pid, (ppid, pgid, _sid, _) in stats.items():
-            if pid not in members and (ppid in members or pgid == root):
-                members.add(pid)
-                grew = True
+    """CPU seconds of `root`'s tree (`_tree_cpu`), summed by role (`_role`)."""
     roles: dict[str, float] = collections.defaultdict(float)
-    for pid in members:
-        if pid in stats:
-            roles[_role(pid)] += stats[pid][3]
+    for pid, seconds in _tree_cpu(root).items():
+        roles[_role(pid)] += seconds
     return dict(roles)
 
 
