@@ -358,6 +358,29 @@ def rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+class CountingListener:
+    """A listening socket that accepts, counts and closes every client in a thread of its
+    own: the stand-in for a local service an attack must not reach (`accepted` stays 0)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.accepted = 0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+
 def mine_big_block(n: "TestNode", outputs: int) -> str:
     """Mines 101 blocks, then a block holding one transaction of `outputs` outputs (24,000:
     a 672 KB block) spending the first coinbase; its hash. The cost tests' large reply."""

@@ -16,37 +16,23 @@ import time
 
 import pytest
 
-from framework import TestNode, is_multiprocess, wait_until
+from framework import CountingListener, is_multiprocess, wait_until
 
 
-class _Service:
+def _service() -> CountingListener:
     """A TCP listener on a kernel-chosen 127.0.0.1 port (outside the framework's range), that
     counts its clients: a stand-in for a local service."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.close()
+    return CountingListener(socket.create_server(("127.0.0.1", 0)))
 
 
 @pytest.fixture
 def service():
-    s = _Service()
+    s = _service()
     yield s
     s.sock.close()
 
 
-def test_addnode_to_a_local_endpoint_not_named_at_start_is_refused(node, service: _Service) -> None:
+def test_addnode_to_a_local_endpoint_not_named_at_start_is_refused(node, service: CountingListener) -> None:
     a = node()
     named = node(f"-allowlocalpeer=127.0.0.1:{service.port}")
     b = node()

@@ -30,7 +30,7 @@ from cleancoin.components.common.diskfail import free_bytes
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 
 from cleancoin.components.rpc.errors import RpcError
-from framework import TEST_ADDRESS, TestNode, end_process, free_port, is_multiprocess, memory_holds, resolve_executable, wait_until
+from framework import TEST_ADDRESS, CountingListener, TestNode, end_process, free_port, is_multiprocess, memory_holds, resolve_executable, wait_until
 
 pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
 
@@ -175,31 +175,19 @@ def test_descriptors_opened_before_restriction_do_not_reach_the_wallets(home_bas
     assert not any(p.name.startswith("pwned") for p in (a.node.netdatadir / "wallets").iterdir())
 
 
-class _Listener:
+def _listener(path: Path) -> CountingListener:
     """A named unix socket outside every grant, in a directory outside /tmp."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(8)
-        self.accepted = 0
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(8)
+    return CountingListener(sock)
 
 
 def test_named_unix_sockets_outside_the_grants_are_out_of_reach(home_base: Path) -> None:
     """Item 3: the wallet tries the node's node.sock and a host socket; the node tries the
     host socket. Neither may connect (the wallet has no business with sockets at all)."""
     outside_sock = home_base / "outside.sock"
-    listener = _Listener(outside_sock)
+    listener = _listener(outside_sock)
     try:
         a = AttackedNode(home_base, node=attacks.UNIX_SOCKETS, wallet=attacks.UNIX_SOCKETS,
                          extra=("-ipcbind=unix",),
@@ -347,7 +335,7 @@ def test_a_wallet_started_on_its_own_is_confined(home_base: Path) -> None:
     refusals are logged to its stderr, which it cannot erase (before 12-06 they were not
     logged at all)."""
     outside_sock = home_base / "outside.sock"
-    listener = _Listener(outside_sock)
+    listener = _listener(outside_sock)
     a = AttackedNode(home_base, standalone=attacks.STANDALONE,
                      extra=("-ipcbind=unix", "-disablewallet", "-ipcallowwallet=1"),
                      variables={"outside_sock": str(outside_sock)})
