@@ -48,6 +48,31 @@ def _wallet_height(node: TestNode) -> int:
     return int(node.rpc.getwalletinfo()["lastprocessedblock"]["height"])
 
 
+def _new_wallet_under_attack(home_base: Path, variables: dict[str, Any]) -> tuple[TestNode, Path, str, str]:
+    """A CleanCoin-node compromised by chain_attacks.NODE_ANCHORS_ON_A_CHEAP_BRANCH (with
+    `variables`), 300 real blocks, a wallet created while the node shows its branch, and the
+    branch's payment to the wallet's first address made: the node, the attack's control file,
+    that address and the fake payment's txid. The caller stops the node."""
+    a = AttackedNode(home_base, node=chain_attacks.NODE_ANCHORS_ON_A_CHEAP_BRANCH,
+                     extra=(f"-minimumchainwork={MIN_WORK:x}",), variables=variables)
+    a.start()
+    node = a.node
+    try:
+        assert a.result("node", timeout=60)["armed"]["escaped"] is False
+        payee = node.netdatadir / "attack_payee.txt"
+        node.rpc.generatetoaddress(300, TEST_ADDRESS)
+        payee.write_text("fork\n")
+        node.rpc.createwallet("w")
+        address = node.rpc.getnewaddress()
+        payee.write_text(f"pay {address}\n")
+        wait_until(lambda: node.rpc.getwalletinfo() and "fake-payment" in a.result("node"),
+                   what="the fake payment")
+        return node, payee, address, str(a.result("node")["fake-payment"]["detail"])
+    except BaseException:
+        node.stop()
+        raise
+
+
 @pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node): "
                     "the attacker is the node process, the wallet another process")
 def test_a_compromised_node_cannot_anchor_a_new_wallet_on_a_cheap_branch(home_base: Path) -> None:
@@ -58,21 +83,8 @@ def test_a_compromised_node_cannot_anchor_a_new_wallet_on_a_cheap_branch(home_ba
     branch and showed the payment (getbalance 1000). Now its check of the node's headers from
     genesis finds the work short: no anchor, no block, `anchor` says it waits. When the node
     shows the real chain (above the minimum), the wallet anchors on it and follows."""
-    a = AttackedNode(home_base, node=chain_attacks.NODE_ANCHORS_ON_A_CHEAP_BRANCH,
-                     extra=(f"-minimumchainwork={MIN_WORK:x}",))
-    a.start()
-    assert a.result("node", timeout=60)["armed"]["escaped"] is False
-    node = a.node
-    payee = node.netdatadir / "attack_payee.txt"
+    node, payee, address, fake_txid = _new_wallet_under_attack(home_base, {})
     try:
-        node.rpc.generatetoaddress(300, TEST_ADDRESS)
-        payee.write_text("fork\n")
-        node.rpc.createwallet("w")
-        address = node.rpc.getnewaddress()
-        payee.write_text(f"pay {address}\n")
-        wait_until(lambda: node.rpc.getwalletinfo() and "fake-payment" in a.result("node"),
-                   what="the fake payment")
-        fake_txid = a.result("node")["fake-payment"]["detail"]
         # The wallet either took the fake block (41: the branch's tip) or waits.
         wait_until(lambda: _wallet_height(node) == 41 or _anchor(node).get("status") == "waiting",
                    what="the wallet's answer to the cheap branch")
@@ -112,22 +124,9 @@ def test_a_compromised_node_cannot_fork_cheaply_below_the_birth_it_names(home_ba
     Now the anchor stores the checked header chain above it, and a block there must be that
     chain's, or its branch must show more work than the rest of that chain (refused:
     `less-work`). When the node serves the real blocks, the wallet follows them."""
-    a = AttackedNode(home_base, node=chain_attacks.NODE_ANCHORS_ON_A_CHEAP_BRANCH,
-                     extra=(f"-minimumchainwork={MIN_WORK:x}",),
-                     variables={"fork_height": 39, "fake_length": 1, "honest_headers": True})
-    a.start()
-    assert a.result("node", timeout=60)["armed"]["escaped"] is False
-    node = a.node
-    payee = node.netdatadir / "attack_payee.txt"
+    node, payee, address, fake_txid = _new_wallet_under_attack(
+        home_base, {"fork_height": 39, "fake_length": 1, "honest_headers": True})
     try:
-        node.rpc.generatetoaddress(300, TEST_ADDRESS)
-        payee.write_text("fork\n")
-        node.rpc.createwallet("w")
-        address = node.rpc.getnewaddress()
-        payee.write_text(f"pay {address}\n")
-        wait_until(lambda: node.rpc.getwalletinfo() and "fake-payment" in a.result("node"),
-                   what="the fake payment")
-        fake_txid = a.result("node")["fake-payment"]["detail"]
         wallet_log = node.netdatadir / "wallets" / "debug.log"
         wait_until(lambda: _wallet_height(node) == 41 or "less-work" in wallet_log.read_text(),
                    what="the wallet's answer to the cheap blocks")
