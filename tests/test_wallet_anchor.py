@@ -27,6 +27,7 @@ from cleancoin.components.wallet.headers import GenesisCheck
 from cleancoin.components.wallet.store import WalletStore
 from cleancoin.components.wallet.wallet import Wallet
 from test_wallet import Env, _over_ipc, env  # noqa: F401 - a fixture
+from test_wallet_headers import BranchBlocks
 
 P = REGTEST
 
@@ -92,23 +93,9 @@ def test_a_wallet_born_at_genesis_also_waits_for_the_minimum_chain_work(env: Env
     asyncio.run(scenario())
 
 
-class BlocksOffTheHeaders(NodeChain):
+class BlocksOffTheHeaders(BranchBlocks):
     """The node's Chain whose blocks above `fork` are a branch of the attacker's (`branch`),
     while its headers and the rest are the real chain's."""
-
-    def __init__(self, env: Env, fork: int) -> None:
-        super().__init__(env.cm, env.mempool)
-        self.fork = fork
-        self.branch: list[Any] = []
-
-    async def get_height(self) -> int:
-        return self.fork + len(self.branch) if self.branch else await super().get_height()
-
-    async def get_blocks(self, start_height: int, count: int) -> list[bytes]:
-        if not self.branch or start_height <= self.fork:
-            return await super().get_blocks(start_height, min(count, self.fork + 1 - start_height)
-                                            if self.branch else count)
-        return [b.to_bytes() for b in self.branch[start_height - self.fork - 1:][:count]]
 
 
 @pytest.mark.parametrize("length, taken", [(5, False), (13, True)])

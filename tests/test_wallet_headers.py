@@ -36,7 +36,7 @@ from cleancoin.components.rpc.carried import execute_request
 from cleancoin.components.rpc.registry import Registry
 from cleancoin.components.wallet.rpc import register_wallet_methods
 from cleancoin.components.wallet.wallet import Wallet, WalletError, WalletManager
-from test_wallet import OTHER, SUBSIDY, Env, _over_ipc, env  # noqa: F401 - a fixture
+from test_wallet import OTHER, Env, _over_ipc, env  # noqa: F401 - a fixture
 from wallet_v1 import make_v1_wallet
 
 P = REGTEST
@@ -99,24 +99,15 @@ def test_the_schema_check_knows_the_headers_table(tmp_path: Path, planted: str) 
         WalletStore.open(tmp_path, "w", P.name)
 
 
-class LyingChain(NodeChain):
-    """The node's Chain with a short branch of the attacker's: when `branch` is set (a list
-    of blocks on top of the active block at `fork`), the wallet's best block is said to have
-    left the active chain and the branch is served as the active chain above `fork`."""
+class BranchBlocks(NodeChain):
+    """The node's Chain serving, when `branch` is set (a list of blocks on top of the active
+    block at `fork`), that branch's blocks as the active chain's above `fork`; the rest is the
+    real chain's (test_wallet_anchor's attacks build on it too)."""
 
-    def __init__(self, env: Env) -> None:
+    def __init__(self, env: Env, fork: int = 0) -> None:
         super().__init__(env.cm, env.mempool)
-        self.fork = 0
+        self.fork = fork
         self.branch: list[Block] = []
-
-    async def get_block_header_info(self, block_hash: bytes) -> BlockInfo:
-        info = await super().get_block_header_info(block_hash)
-        if self.branch and info.height > self.fork:
-            return dataclasses.replace(info, in_active_chain=False)
-        return info
-
-    async def find_fork(self, locator: list[bytes]) -> int:
-        return self.fork if self.branch else await super().find_fork(locator)
 
     async def get_height(self) -> int:
         return self.fork + len(self.branch) if self.branch else await super().get_height()
@@ -126,6 +117,20 @@ class LyingChain(NodeChain):
             return await super().get_blocks(start_height, min(count, self.fork + 1 - start_height)
                                             if self.branch else count)
         return [b.to_bytes() for b in self.branch[start_height - self.fork - 1:][:count]]
+
+
+class LyingChain(BranchBlocks):
+    """A short branch of the attacker's (BranchBlocks) told as the active chain: when `branch`
+    is set, the wallet's best block is said to have left the active chain."""
+
+    async def get_block_header_info(self, block_hash: bytes) -> BlockInfo:
+        info = await super().get_block_header_info(block_hash)
+        if self.branch and info.height > self.fork:
+            return dataclasses.replace(info, in_active_chain=False)
+        return info
+
+    async def find_fork(self, locator: list[bytes]) -> int:
+        return self.fork if self.branch else await super().find_fork(locator)
 
 
 def test_a_reorganisation_to_less_work_is_refused_also_after_a_restart(env: Env, caplog) -> None:
