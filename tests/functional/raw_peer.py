@@ -31,8 +31,8 @@ class RawPeer:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def read_message(self) -> Message | None:
-        """The next message (None for a command the node may send that this parser skips)."""
+    def read_frame(self) -> tuple[str, bytes]:
+        """The next message's command and its payload as it came (not parsed)."""
         while len(self.buf) < HEADER_SIZE:
             self._fill()
         header = parse_header(self.buf[:HEADER_SIZE], MAGIC)
@@ -40,7 +40,11 @@ class RawPeer:
             self._fill()
         payload = self.buf[HEADER_SIZE:HEADER_SIZE + header.length]
         self.buf = self.buf[HEADER_SIZE + header.length:]
-        return parse_payload(header.command, payload)
+        return header.command, payload
+
+    def read_message(self) -> Message | None:
+        """The next message (None for a command the node may send that this parser skips)."""
+        return parse_payload(*self.read_frame())
 
     def _fill(self) -> None:
         chunk = self.sock.recv(1 << 16)

@@ -13,7 +13,7 @@ from raw_peer import MAGIC, RawPeer
 
 from cleancoin.components.common.primitives import Block
 from cleancoin.components.node.p2p.messages import (
-    HEADER_SIZE, MSG_BLOCK, GetData, InvItem, NotFound, parse_header, serialize_message,
+    MSG_BLOCK, GetData, InvItem, NotFound, serialize_message,
 )
 
 #: Outputs of the big block's transaction: the block is 672 KB.
@@ -27,18 +27,6 @@ def _cpu_seconds(pid: int) -> float:
     """User and system CPU time of every thread of `pid` so far."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _read_frame(peer: RawPeer) -> tuple[str, bytes]:
-    """The next frame's command and payload (the payload as it came)."""
-    while len(peer.buf) < HEADER_SIZE:
-        peer._fill()
-    header = parse_header(peer.buf[:HEADER_SIZE], MAGIC)
-    while len(peer.buf) < HEADER_SIZE + header.length:
-        peer._fill()
-    payload = peer.buf[HEADER_SIZE:HEADER_SIZE + header.length]
-    peer.buf = peer.buf[HEADER_SIZE + header.length:]
-    return header.command, payload
 
 
 def test_serving_a_block_costs_its_bytes_not_a_parse_and_a_serialization(node: Callable[..., TestNode]) -> None:
@@ -65,7 +53,7 @@ def test_serving_a_block_costs_its_bytes_not_a_parse_and_a_serialization(node: C
         peer.send(serialize_message(MAGIC, GetData((want,) * REQUESTS)))
         served = 0
         while served < REQUESTS:
-            command, payload = _read_frame(peer)
+            command, payload = peer.read_frame()
             if command == "block":
                 assert payload == raw
                 served += 1
