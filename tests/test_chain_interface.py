@@ -20,7 +20,7 @@ import capnp
 from ipc_pair import use_over_socketpair
 import pytest
 
-from cleancoin.components.interfaces.chain import Chain, ChainError
+from cleancoin.components.interfaces.chain import MAX_GET_HEADERS, Chain, ChainError
 from cleancoin.components.ipc.errors import IpcError
 from cleancoin.components.interfaces.init import IpcPeer
 from cleancoin.components.common.amount import COIN
@@ -278,3 +278,33 @@ def test_chain_schema_text_in_doc_is_the_installed_schema() -> None:
     blocks = re.findall(r'^```capnp title="chain\.capnp"\n(.*?)^```[ \t]*$', doc, re.MULTILINE | re.DOTALL)
     assert len(blocks) == 1
     assert blocks[0].rstrip() == Path(SCHEMA_DIR, "chain.capnp").read_text().rstrip()
+
+
+def test_get_headers_asked_by_a_hostile_wallet_is_bounded(make_env: Callable[[str], Env]) -> None:
+    """Attack from the wallet's side of getHeaders (a compromised wallet process holds this
+    proxy): a negative start, the largest count the schema can carry, a start at the largest
+    height. The node refuses the first, answers at most MAX_GET_HEADERS headers and nothing
+    past its tip, and answers the honest call that follows on the same connection."""
+    env = make_env("ipc")
+    while env.cm.tip.height < MAX_GET_HEADERS + 100:      # more than one answer can hold
+        env.mine()
+
+    async def use(init: Any) -> dict[str, Any]:
+        chain = await init.make_chain()
+        seen: dict[str, Any] = {}
+        try:
+            await chain.get_headers(-1, 5)
+            seen["negative"] = None
+        except (ChainError, IpcError) as exc:
+            seen["negative"] = str(exc)
+        seen["largest_count"] = len(await chain.get_headers(0, 2**32 - 1))
+        seen["largest_start"] = await chain.get_headers(2**31 - 1, 2**32 - 1)
+        seen["honest"] = await chain.get_headers(100, 5)
+        return seen
+
+    seen = run(over_ipc(env, use, env.chain))
+    assert seen["negative"] is not None and "negative argument" in seen["negative"], seen["negative"]
+    assert seen["largest_count"] == MAX_GET_HEADERS * 80
+    assert seen["largest_start"] == b""
+    expected = b"".join(env.cm.block_at_height(h).header.serialized for h in range(100, 105))  # type: ignore[union-attr]
+    assert seen["honest"] == expected
