@@ -32,7 +32,7 @@ names the wallet's birth height itself: a block just above it is valid at the di
 that height's era, which may be the minimum. A wallet born at genesis checks the chain the
 same way before its first block, and every wallet again after a block is disconnected
 (store.py's `chain_recheck`): blocks above a fork likewise need only their era's difficulty.
-Before h40 the
+Before 12-06 the
 anchor was the node's word, taken on trust (bitcoind's wallet trusts its node's chain the
 same way): a node already compromised when a wallet was created could anchor it on a cheap
 branch forked anywhere and pay it there (tests/functional/test_wallet_min_chain_work.py).

@@ -7,7 +7,7 @@ twice. The tables:
 
     meta     key -> value: version, network, birth_height, best_hash, best_height,
              encrypted, next_index_0 / next_index_1 (keys derived per chain), scrub_pending,
-             chain_recheck (h40: a block was disconnected since the node's chain was last
+             chain_recheck (a block was disconnected since the node's chain was last
              checked from genesis; absent in older files, where it counts as set once the
              file holds headers: their anchor was taken on trust; headers.py)
     secrets  name -> plaintext | encrypted (the HD seed; plaintext only until encrypt_wallet)
@@ -24,8 +24,8 @@ twice. The tables:
              (schema version 2), one row per block of the wallet's branch, written in the
              same transaction as the block's effects (headers.py says what is checked);
              `trusted` marks the rows stored without their block (the anchor and what the
-             difficulty rule needs from before it): taken from the node on trust before h40,
-             since h40 from a header chain the wallet checked from genesis (headers.py), with
+             difficulty rule needs from before it): taken from the node on trust before 12-06,
+             since then from a header chain the wallet checked from genesis (headers.py), with
              that chain's headers above the anchor, which the blocks taken there must match;
              a disconnected block takes its own row and the checked rows above it, not those
              stored without their block
@@ -946,7 +946,7 @@ class WalletStore:
     @property
     def chain_recheck(self) -> bool:
         """A block was disconnected since the node's chain was last checked from genesis
-        (meta `chain_recheck`). Absent (a file from before h40): yes when it holds headers,
+        (meta `chain_recheck`). Absent (a file from before 12-06): yes when it holds headers,
         whose anchor was then taken from the node on trust; its next block comes only after
         one check (headers.py)."""
         with self._lock:
