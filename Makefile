@@ -31,14 +31,18 @@ system-deps:
 	fi
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "setup: Python 3.11 or newer is needed, found " + sys.version.split()[0])'
 	@# The GUI tests' display servers (tests/gui/displays.py): Xvfb, weston (its headless backend,
-	@# no GPU or seat) and libXtst for the X11 attack. Optional: the tests skip without them.
-	@if ! command -v Xvfb >/dev/null || ! command -v weston >/dev/null || ! ldconfig -p | grep -q 'libXtst\.so\.6'; then \
+	@# no GPU or seat) and libXtst for the X11 attack; and the libraries Qt's xcb platform plugin
+	@# loads (a machine with Xvfb but without them fails the X11 tests: "could not load the Qt
+	@# platform plugin xcb"). Optional: the tests skip without a display server.
+	@if ! command -v Xvfb >/dev/null || ! command -v weston >/dev/null || ! ldconfig -p | grep -q 'libXtst\.so\.6' \
+	    || ! ldconfig -p | grep -q 'libxcb-icccm\.so\.4' || ! ldconfig -p | grep -q 'libxcb-keysyms\.so\.1' \
+	    || ! ldconfig -p | grep -q 'libxcb-cursor\.so\.0'; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "setup: installing xvfb, weston and libxtst6 with apt-get (GUI tests on real displays)"; \
-	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q xvfb weston libxtst6 >/dev/null \
+	    echo "setup: installing xvfb, weston, libxtst6 and the Qt xcb plugin's libraries with apt-get (GUI tests on real displays)"; \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q xvfb weston libxtst6 libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 >/dev/null \
 	      || echo "setup: could not install xvfb/weston; the GUI display tests will be skipped"; \
 	  else \
-	    echo "setup: the GUI display tests need: sudo apt-get install -y xvfb weston libxtst6 (skipped without)"; \
+	    echo "setup: the GUI display tests need: sudo apt-get install -y xvfb weston libxtst6 libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 (skipped without)"; \
 	  fi; \
 	fi
 
