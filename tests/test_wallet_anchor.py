@@ -312,6 +312,7 @@ def test_after_a_rewind_the_chain_is_checked_again_before_the_next_block(env: En
         await w.sync()
         assert w.store.best_block[1] == 10 and w.store.get_transaction(payment.txid) is None
         assert w.anchor_info()["reason"] == "below-minimum-chain-work"
+        assert w._genesis_check is not None and w._genesis_check.begin == 10    # resumed at the fork
         chain.stage = ""
         await w.sync()
         assert w.anchor_info()["status"] == "anchored", w.anchor_info()
@@ -345,6 +346,62 @@ def test_a_wallet_anchored_on_trust_before_h40_is_checked_before_its_next_block(
         env.mine(10)
         await w.sync()
         assert w.store.best_block[1] == 25 and not w.store.chain_recheck
+        assert w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+class ForkLiar(Rewinder):
+    """A Rewinder whose branch forks at `fork` while it names `claimed` (above it) as the
+    fork: the wallet's blocks up to `claimed` are said to be in its active chain."""
+
+    def __init__(self, env: Env, fork: int, claimed: int) -> None:
+        super().__init__(env, fork)
+        self.claimed = claimed
+
+    async def get_block_header_info(self, block_hash: bytes) -> Any:
+        info = await super().get_block_header_info(block_hash)
+        if self.stage == "branch" and info.height <= self.claimed:
+            return dataclasses.replace(info, in_active_chain=True)
+        return info
+
+    async def find_fork(self, locator: list[bytes]) -> int:
+        return self.claimed if self.stage == "branch" else await super().find_fork(locator)
+
+
+def test_a_node_that_lies_about_where_the_fork_is_gets_no_block_taken(env: Env) -> None:
+    """Since 12-07 the check after a disconnect resumes at the wallet's best block instead
+    of genesis. The node rewinds the wallet from 20 to 13 (an honest-looking rewind: its
+    chain ends at 13), then shows a branch of its own forked at 10 (11..16, the last paying
+    the wallet 1000 coins) while it says the wallet's 13 is still in its chain. The resumed
+    check finds the node's header at 13 is not the wallet's, reads the chain from genesis
+    and refuses it there (bad-anchor: not the wallet's best block); the payment is not
+    taken. The real chain is taken again."""
+    real = env.mine(20)
+    chain = ForkLiar(env, 10, 13)
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 0, birth=5)
+        pkh = w.new_key(False).pkh
+        await w.load()
+        chain.fork, chain.stage = 13, "rewind"
+        await w.sync()
+        assert w.store.best_block == (real[12].hash, 13) and w.store.chain_recheck
+        chain.fork = 10
+        prev = real[9].header
+        payment = Transaction(1, (TxIn(OutPoint(b"\x33" * 32, 0), b"\x00" * 100),), (TxOut(1000 * 10**8, pkh),), 0)
+        for i in range(6):
+            block = mine_block(prev, 11 + i, b"\x22" * 20, P, prev.time + 1, prev.bits, (payment,) if i == 5 else ())
+            chain.branch.append(block)
+            prev = block.header
+        chain.stage = "branch"
+        await w.sync()
+        assert w.store.best_block == (real[12].hash, 13) and w.store.get_transaction(payment.txid) is None
+        assert w.anchor_info()["reason"] == "bad-anchor", w.anchor_info()
+        chain.stage = ""
+        await w.sync()
+        assert w.store.best_block == (real[-1].hash, 20) and not w.store.chain_recheck
         assert w.store.check() == []
         await w.close()
 

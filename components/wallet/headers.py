@@ -32,6 +32,10 @@ names the wallet's birth height itself: a block just above it is valid at the di
 that height's era, which may be the minimum. A wallet born at genesis checks the chain the
 same way before its first block, and every wallet again after a block is disconnected
 (store.py's `chain_recheck`): blocks above a fork likewise need only their era's difficulty.
+Since 12-07 that check resumes at the fork (`HeaderChain.resumed_check`): the node's header
+at the wallet's best block must be the wallet's (by hash, which names the chain below it),
+the chain's work up to there is the store's `checked_work`, and only the branch above is read
+and checked; a node whose header there is another is read from genesis.
 Before 12-06 the
 anchor was the node's word, taken on trust (bitcoind's wallet trusts its node's chain the
 same way): a node already compromised when a wallet was created could anchor it on a cheap
@@ -222,6 +226,34 @@ class HeaderChain:
         rows = [(h, hdr.hash, hdr.serialized, h != 0) for h, hdr in sorted(checked.kept.items()) if h <= parent]
         return rows + [(h, hdr.hash, hdr.serialized, True) for h, hdr in checked.kept_above()]
 
+    def resumed_check(self, parent: int, keep: frozenset[int]) -> GenesisCheck | None:
+        """The check from genesis for an anchor at `parent` (the wallet's best block, after a
+        disconnect), resumed at `parent` from the wallet's own rows instead of read again
+        from genesis: the chain up to there is the one the wallet checked (its header at
+        `parent` names it by hash), the chain's work up to there is the store's
+        `checked_work`, and the rows give the median-time window and the difficulty period's
+        first header. None when the wallet lacks any of that (the check starts at genesis)."""
+        work = self.store.checked_work
+        if parent < 0 or work is None or work[0] != parent or self.store.best_block != (work[1], parent):
+            return None
+        # The period's first header, as the check from genesis holds it (the last height
+        # divisible by the retarget interval it passed); needed where the network retargets.
+        period = parent // self.params.retarget_interval * self.params.retarget_interval
+        window = range(max(0, parent - MTP_SPAN + 1), parent + 1)
+        need = set(window) | {h for h in keep if h <= parent}
+        if not self.params.pow_no_retargeting:
+            need.add(period)
+        rows = self.store.headers(window.start, parent) | self.store.headers(period, period)
+        if not need <= rows.keys() or rows[parent][0] != work[1]:
+            return None
+        headers = {h: BlockHeader.from_bytes(rows[h][1]) for h in need | ({period} & rows.keys())}
+        check = GenesisCheck(self.params, keep, parent + 1, height=parent, last=headers[parent], begin=parent,
+                             work=work[2], work_below=work[2], times=[headers[h].time for h in window],
+                             kept={h: headers[h] for h in keep if h <= parent})
+        if period in headers:
+            check.period_start = (period, headers[period].time)
+        return check
+
     def period_start(self, parent_height: int) -> int | None:
         """The height of the header the difficulty rule will ask for at the next retarget
         after `parent_height` (None on a network that never retargets)."""
@@ -251,6 +283,10 @@ class GenesisCheck:
     times: list[int] = field(default_factory=list)
     period_start: tuple[int, int] | None = None
     kept: dict[int, BlockHeader] = field(default_factory=dict)
+    #: The chain's work up to keep_from - 1 (the anchor's parent), once checked that far.
+    work_below: int = 0
+    #: The height the check started at: 0, or where it resumed (HeaderChain.resumed_check).
+    begin: int = 0
     #: The headers from keep_from on, 80 bytes each (a BlockHeader object costs 550 bytes:
     #: a wallet born far below the tip keeps the whole chain above it for a while).
     above: bytearray = field(default_factory=bytearray)
@@ -306,6 +342,8 @@ class GenesisCheck:
         self.times = (self.times + [header.time])[-MTP_SPAN:]
         self.work += block_proof(header.bits)
         self.height, self.last = height, header
+        if height == self.keep_from - 1:
+            self.work_below = self.work
         if height in self.keep:
             self.kept[height] = header
         if height >= self.keep_from:

@@ -469,7 +469,11 @@ class Wallet:
         keep = self.header_chain.anchor_keep(parent)
         check = self._genesis_check
         if check is None or check.keep != keep or check.keep_from != parent + 1:
-            check = self._genesis_check = GenesisCheck(self.params, keep, parent + 1)
+            # After a disconnect the check resumes at the fork, from the wallet's own checked
+            # rows (the node's header there must be the wallet's best block, by hash): it
+            # costs the new branch, not the whole chain again.
+            check = self._genesis_check = (self.header_chain.resumed_check(parent, keep)
+                                           or GenesisCheck(self.params, keep, parent + 1))
         try:
             check = await self._read_headers(check)
             rows = self.header_chain.anchor_rows(check, parent, self.store.best_hash)
@@ -479,12 +483,15 @@ class Wallet:
         # Rows the wallet holds at or below the parent (its own blocks', after a disconnect)
         # stay as they are; above it, the checked chain's.
         held = self.store.headers(min((h for h, *_ in rows), default=0), parent) if parent >= 0 else {}
-        self.store.add_headers([r for r in rows if r[0] > parent or r[0] not in held], checked_chain=True)
+        self.store.add_headers([r for r in rows if r[0] > parent or r[0] not in held], checked_chain=True,
+                               checked_work=(parent, check.kept[parent].hash if parent >= 0 else bytes(32),
+                                             check.work_below))
         self._genesis_check = None
         self.anchor_wait = None
         log.info("wallet %s: header chain anchored at block %d (%s): the node's chain checked "
-                 "from genesis to its tip at %d, work %#x (minimum chain work %#x)", self.name,
-                 parent, check.kept[parent].hash[::-1].hex() if parent >= 0 else "-", check.height,
+                 "from %s to its tip at %d, work %#x (minimum chain work %#x)", self.name,
+                 parent, check.kept[parent].hash[::-1].hex() if parent >= 0 else "-",
+                 f"its block {check.begin} (the wallet's)" if check.begin else "genesis", check.height,
                  check.work, self.header_chain.minimum_chain_work)
 
     def anchor_info(self) -> dict[str, Any]:
