@@ -969,7 +969,7 @@ class WalletStore:
         None: unknown)."""
         with self._tx() as c:
             c.executemany("INSERT OR REPLACE INTO headers VALUES (?, ?, ?, ?)",
-                          [(h, hh, raw, int(t)) for h, hh, raw, t in rows])
+                          ((h, hh, raw, int(t)) for h, hh, raw, t in rows))
             if checked_chain:
                 self._set_meta(c, "chain_recheck", 0)
                 if checked_work is None:

@@ -482,8 +482,8 @@ class Wallet:
             raise
         # Rows the wallet holds at or below the parent (its own blocks', after a disconnect)
         # stay as they are; above it, the checked chain's.
-        held = self.store.headers(min((h for h, *_ in rows), default=0), parent) if parent >= 0 else {}
-        self.store.add_headers([r for r in rows if r[0] > parent or r[0] not in held], checked_chain=True,
+        held = self.store.headers(min(check.kept, default=0), parent) if parent >= 0 else {}
+        self.store.add_headers((r for r in rows if r[0] > parent or r[0] not in held), checked_chain=True,
                                checked_work=(parent, check.kept[parent].hash if parent >= 0 else bytes(32),
                                              check.work_below))
         self._genesis_check = None
