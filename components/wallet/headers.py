@@ -25,7 +25,9 @@ link, as above), and only when that chain's work reaches the minimum chain work
 (chainparams.py, -minimumchainwork, bitcoind's nMinimumChainWork): a chain with less is
 refused ("below-minimum-chain-work"), the wallet takes no block and says it is waiting
 (getwalletinfo's `anchor`, its log) until the node's chain has the work. The checked headers
-above the anchor are stored too (as rows without their block): a block the node then hands
+above the anchor are stored too (as rows without their block; since 12-07 read again from the
+node for that, one answer at a time from the tip down, and proven by hash to be the ones
+checked, `prove_down`, so the check holds none of them): a block the node then hands
 the wallet at one of those heights must be that header's, or the node's branch from there must
 show more work than those rows (`Wallet._overtaken`, as a reorganisation must), since the node
 names the wallet's birth height itself: a block just above it is valid at the difficulty of
@@ -56,9 +58,8 @@ next block: store.py's `chain_recheck`, absent in its file).
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cleancoin.components.common.chainparams import ChainParams
@@ -72,7 +73,7 @@ from cleancoin.components.common.primitives import Block, BlockHeader
 
 from .store import WalletStore
 
-__all__ = ["MTP_SPAN", "BlockRefused", "Branch", "GenesisCheck", "HeaderChain"]
+__all__ = ["MTP_SPAN", "BlockRefused", "Branch", "GenesisCheck", "HeaderChain", "prove_down"]
 
 #: Headers before a block that the median-time-past rule reads.
 MTP_SPAN: int = 11
@@ -206,15 +207,14 @@ class HeaderChain:
         return frozenset(heights)
 
     def anchor_rows(self, checked: GenesisCheck, parent: int,
-                    expect: bytes | None) -> Iterator[tuple[int, bytes, bytes, bool]]:
+                    expect: bytes | None) -> list[tuple[int, bytes, bytes, bool]]:
         """The anchor (module docstring) for a first block at `parent` + 1, from `checked`,
         the node's chain checked from genesis to its tip: that chain must have the minimum
         chain work, reach `parent`, and hold there `expect` (the wallet's best block, when
-        it has one). The rows to store: the anchor and every checked header above it (the
-        blocks the wallet takes there must be these, `check`), `trusted` (stored without
-        their block) set, except a genesis row at or below the parent. The checks are made
-        at the call; the rows above come one at a time from the check's 80-byte records (a
-        list of them held 835 bytes a header at the end of the check, 84 MB for 100,000)."""
+        it has one). The rows to store at or below the parent, `trusted` (stored without
+        their block) set except for genesis; every checked header above it is stored too
+        (the blocks the wallet takes there must be these, `check`), read again from the node
+        and proven against the checked tip (`prove_down`)."""
         tip_hash = checked.last.hash if checked.last is not None else bytes(32)
         if checked.work < self.minimum_chain_work:
             raise BlockRefused(checked.height, tip_hash, "below-minimum-chain-work",
@@ -227,8 +227,7 @@ class HeaderChain:
         if expect is not None and checked.kept[parent].hash != expect:
             raise BlockRefused(parent, checked.kept[parent].hash, "bad-anchor",
                                "the node's block there is not the wallet's best block")
-        rows = [(h, hdr.hash, hdr.serialized, h != 0) for h, hdr in sorted(checked.kept.items()) if h <= parent]
-        return itertools.chain(rows, ((h, block_hash, raw, True) for h, block_hash, raw in checked.kept_above()))
+        return [(h, hdr.hash, hdr.serialized, h != 0) for h, hdr in sorted(checked.kept.items()) if h <= parent]
 
     def resumed_check(self, parent: int, keep: frozenset[int]) -> GenesisCheck | None:
         """The check from genesis for an anchor at `parent` (the wallet's best block, after a
@@ -268,17 +267,40 @@ class HeaderChain:
         return next_retarget - interval
 
 
+def prove_down(raw: bytes, low: int, need: bytes) -> tuple[list[tuple[int, bytes, bytes, bool]], bytes]:
+    """The node's headers at `low`.. (`raw`, concatenated), read again to be stored above an
+    anchor, proven to be the ones checked: the last must hash to `need` (the checked tip's
+    hash, or the parent hash named by the lowest header proven before) and each one's
+    parent hash names the one below it, so by the hash function they are that chain's. The
+    rows (trusted) and the hash the header below `low` must have; BlockRefused
+    ("headers-changed") when the node's chain is another one now."""
+    if not raw or len(raw) % HEADER_SIZE:
+        raise BlockRefused(low, need, "headers-changed", "the node's header chain got shorter under the check")
+    rows = []
+    for offset in range(len(raw) - HEADER_SIZE, -1, -HEADER_SIZE):
+        header = raw[offset:offset + HEADER_SIZE]
+        block_hash = sha256d(header)
+        if block_hash != need:
+            raise BlockRefused(low + offset // HEADER_SIZE, block_hash, "headers-changed",
+                               "the node's header chain changed under the check")
+        rows.append((low + offset // HEADER_SIZE, block_hash, header, True))
+        need = header[4:36]
+    return rows, need
+
+
 @dataclass
 class GenesisCheck:
     """The node's active header chain checked from genesis (module docstring, the anchor),
     one answer of `Chain.get_headers` at a time, keeping nothing but the last header's link,
-    the headers at the heights in `keep` and every one from `keep_from` on. Resumable: a later `feed` goes on from the
+    the headers at the heights in `keep` and the work up to `keep_from` - 1 (since 12-07 not
+    the headers from `keep_from` on: 80 bytes each, unbounded for a node's fake chain; they
+    are read again when the anchor is stored, `prove_down`). Resumable: a later `feed` goes on from the
     last header checked, so a wallet waiting for the minimum chain work does not read the
     chain again on every block. BlockRefused for a header that breaks a rule."""
 
     params: ChainParams
     keep: frozenset[int]
-    #: Every header from this height on is kept too (the checked chain above the anchor).
+    #: The height above the anchor's parent (its work is recorded: work_below).
     keep_from: int = 1 << 62
     clock: Callable[[], float] = time.time
     height: int = -1
@@ -291,15 +313,6 @@ class GenesisCheck:
     work_below: int = 0
     #: The height the check started at: 0, or where it resumed (HeaderChain.resumed_check).
     begin: int = 0
-    #: The headers from keep_from on, 80 bytes each (a BlockHeader object costs 550 bytes:
-    #: a wallet born far below the tip keeps the whole chain above it for a while).
-    above: bytearray = field(default_factory=bytearray)
-
-    def kept_above(self) -> Iterator[tuple[int, bytes, bytes]]:
-        """The headers from keep_from on: (height, hash, 80 bytes), one at a time."""
-        for i in range(0, len(self.above), HEADER_SIZE):
-            raw = bytes(self.above[i:i + HEADER_SIZE])
-            yield self.keep_from + i // HEADER_SIZE, sha256d(raw), raw
 
     @property
     def next_height(self) -> int:
@@ -351,5 +364,3 @@ class GenesisCheck:
             self.work_below = self.work
         if height in self.keep:
             self.kept[height] = header
-        if height >= self.keep_from:
-            self.above += header.serialized

@@ -960,16 +960,19 @@ class WalletStore:
         return None if row[0] is None else int(row[0])
 
     def add_headers(self, rows: Iterable[tuple[int, bytes, bytes, bool]], *, checked_chain: bool = False,
-                    checked_work: tuple[int, bytes, int] | None = None) -> None:
+                    checked_work: tuple[int, bytes, int] | None = None, pending_chain: bool = False) -> None:
         """Record (height, hash, header, trusted) rows the caller checked (or takes on trust:
         `trusted`), replacing any at the same heights; one transaction. `checked_chain`: they
         come from the node's chain checked from genesis (headers.py), which clears
         `chain_recheck` in the same transaction and records `checked_work` (height, hash,
         work of that chain up to there: the wallet's best block, or the one below its first;
-        None: unknown)."""
+        None: unknown). `pending_chain`: rows of such a chain stored ahead of its anchor, which
+        sets `chain_recheck` (a kill before the anchor's transaction: checked again)."""
         with self._tx() as c:
             c.executemany("INSERT OR REPLACE INTO headers VALUES (?, ?, ?, ?)",
                           ((h, hh, raw, int(t)) for h, hh, raw, t in rows))
+            if pending_chain:
+                self._set_meta(c, "chain_recheck", 1)
             if checked_chain:
                 self._set_meta(c, "chain_recheck", 0)
                 if checked_work is None:
