@@ -37,7 +37,7 @@ same way before its first block, and every wallet again after a block is disconn
 Since 12-07 that check resumes at the fork (`HeaderChain.resumed_check`): the node's header
 at the wallet's best block must be the wallet's (by hash, which names the chain below it),
 the chain's work up to there is the store's `checked_work`, and only the branch above is read
-and checked; a node whose header there is another is read from genesis.
+and checked; a node whose header there is another is refused at once (bad-anchor).
 Before 12-06 the
 anchor was the node's word, taken on trust (bitcoind's wallet trusts its node's chain the
 same way): a node already compromised when a wallet was created could anchor it on a cheap

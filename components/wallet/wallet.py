@@ -537,7 +537,11 @@ class Wallet:
         """Feed `check` the node's headers from where it stands to the node's tip; returns
         the check that got there. Each answer is asked from the last header checked, which
         must come first again: a node whose chain changed below that point (or got shorter)
-        is read again from genesis, in a new check, once per call."""
+        is read again in a new check, once per call: from the fork for a check resumed there
+        (`HeaderChain.resumed_check`), else from genesis. A resumed check whose first header,
+        the fork's, is not the wallet's best block is refused at once (`bad-anchor`): a check
+        from genesis would refuse that chain for the same reason, and a lying node had the
+        wallet read its whole chain for it at every round."""
         restarted = False
         while True:
             resume = check.last is not None
@@ -552,11 +556,16 @@ class Wallet:
             if resume:
                 assert check.last is not None
                 if raw[:HEADER_SIZE] != check.last.serialized:
+                    if check.begin and check.height == check.begin:
+                        raise BlockRefused(check.begin, check.last.hash, "bad-anchor",
+                                           "the node's header at the fork is not the wallet's best block")
                     if restarted:
                         raise BlockRefused(start, bytes(32), "headers-changed",
                                            "the node's header chain keeps changing under the check")
                     restarted = True
-                    check = self._genesis_check = GenesisCheck(self.params, check.keep, check.keep_from)
+                    check = self._genesis_check = (
+                        (self.header_chain.resumed_check(check.begin, check.keep) if check.begin else None)
+                        or GenesisCheck(self.params, check.keep, check.keep_from))
                     continue
                 raw = raw[HEADER_SIZE:]
             if not raw:
