@@ -347,3 +347,39 @@ def test_verifychain_of_every_block_finds_a_coin_no_block_created(tmp_path: Path
         assert again.verify_chain(2, 0).ok
         result = again.verify_chain(3, 0)
         assert not result.ok and "coins no block created" in (result.problem or ""), result
+
+
+def test_a_stored_block_whose_bytes_changed_is_not_served(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """What a peer's getdata is served (get_block_raw, the stored bytes as they are): since
+    12-07 checked against the CRC-32 stored with them. Block 1's body changed under its intact
+    header (one byte of its coinbase): None, logged once, where before it went out as it was
+    and every peer that asked banned us. Blocks 2 and 3 stored before 12-07 (no CRC-32):
+    checked once by their merkle root, block 2's intact bytes served and their CRC-32 stored,
+    block 3's changed ones refused. Block 4 is served as it is."""
+    cm = open_chain(tmp_path)
+    blocks = extend(cm, 4)
+    cm.close()
+    for b in blocks[:3:2]:
+        changed = bytearray(b.serialized)
+        changed[-10] ^= 1
+        sql(tmp_path, "UPDATE blocks SET data = ? WHERE hash = ?", bytes(changed), b.hash)
+    for b in blocks[1:3]:
+        sql(tmp_path, "DELETE FROM block_sums WHERE hash = ?", b.hash)
+    cm = open_chain(tmp_path)
+    try:
+        with caplog.at_level(logging.ERROR, logger="cleancoin"):
+            assert cm.get_block_raw(blocks[0].hash) is None
+            assert cm.get_block_raw(blocks[0].hash) is None
+            assert cm.get_block_raw(blocks[1].hash) == blocks[1].serialized
+            assert cm.get_block_raw(blocks[2].hash) is None
+            assert cm.get_block_raw(blocks[3].hash) == blocks[3].serialized
+        corrupt = [r.getMessage() for r in caplog.records if "is corrupt" in r.getMessage()]
+        assert len(corrupt) == 2 and "CRC-32" in corrupt[0] and "merkle root" in corrupt[1], corrupt
+    finally:
+        cm.close()
+    db = sqlite3.connect(tmp_path / "chain.sqlite")
+    try:
+        assert db.execute("SELECT COUNT(*) FROM block_sums WHERE hash IN (?, ?)",
+                          (blocks[1].hash, blocks[2].hash)).fetchone() == (1,)
+    finally:
+        db.close()

@@ -29,7 +29,7 @@ from cleancoin.components.common.primitives import (
 from cleancoin.components.interfaces.chain import BlockInfo
 from cleancoin.components.node.chain_binding import NodeChain
 from cleancoin.components.node.mining import mine_block, solve
-from cleancoin.components.wallet.headers import BlockRefused, HeaderChain
+from cleancoin.components.wallet.headers import BlockRefused, GenesisCheck, HeaderChain
 from cleancoin.components.wallet.store import DB_FILENAME, SCHEMA_VERSION, WalletStore, wallet_dir
 from cleancoin.components.interfaces.chain import RpcRequest
 from cleancoin.components.rpc.carried import execute_request
@@ -270,6 +270,48 @@ def test_each_forgery_is_refused_with_its_reason(tmp_path: Path) -> None:
     with pytest.raises(BlockRefused, match="time-timewarp-attack"):
         hc.check(warped, 12)
     hc.check(mine_block(prev, 12, OTHER, params, prev.time - 600, bits), 12)
+    store.close()
+
+
+def test_a_check_resumed_at_the_best_block_is_the_check_from_genesis(tmp_path: Path) -> None:
+    """Since 12-07 the check after a disconnect resumes at the wallet's best block, from its
+    rows and its `checked_work` (kept by each block connected and disconnected). On a network
+    that retargets every 4 blocks: a check resumed at 9 holds what a check from genesis holds
+    there (work, median-time window, period), takes the next honest headers across a retarget
+    to the same work, and refuses the easier bits at 12 with the same reason. A disconnect
+    with the node's word for the parent not the header's own leaves the work unknown (the
+    next check starts at genesis)."""
+    params = _retargeting()
+    store = WalletStore.create(tmp_path, "w", P.name)
+    store.add_headers([], checked_chain=True, checked_work=(-1, bytes(32), 0))
+    blocks = _grow(store, params, 10, 1)
+    store.disconnect_block(blocks[10].hash, 10, blocks[9].hash)
+    hc = HeaderChain(store, params)
+    resumed = hc.resumed_check(9, hc.anchor_keep(9))
+    full = GenesisCheck(params, hc.anchor_keep(9), 10)
+    full.feed(b"".join(b.header.serialized for b in blocks[:10]))
+    assert resumed is not None and resumed.begin == 9
+    for name in ("height", "last", "work", "work_below", "times", "period_start", "kept"):
+        assert getattr(resumed, name) == getattr(full, name), name
+    more = blocks[:10]
+    for height in (10, 11, 12, 13):
+        prev = more[-1].header
+        bits = next_work_required(PrevBlock(height - 1, prev.bits, prev.time), params, lambda h: more[h].header.time)
+        more.append(mine_block(prev, height, OTHER, params, prev.time + 1, bits))
+    assert more[12].header.bits != more[11].header.bits           # the rule moved at 12
+    for check in (resumed, full):
+        check.feed(b"".join(b.header.serialized for b in more[10:]))
+    assert resumed.work == full.work and resumed.last == full.last == more[13].header
+    easier = _resolve(dataclasses.replace(more[12].header, bits=more[11].header.bits), more[12], params)
+    for check in (hc.resumed_check(9, hc.anchor_keep(9)), GenesisCheck(params, frozenset(), 10)):
+        assert check is not None
+        if check.height < 9:
+            check.feed(b"".join(b.header.serialized for b in blocks[:10]))
+        check.feed(b"".join(b.header.serialized for b in more[10:12]))
+        with pytest.raises(BlockRefused, match="bad-diffbits"):
+            check.feed(easier.header.serialized)
+    store.disconnect_block(blocks[9].hash, 9, os.urandom(32))
+    assert store.checked_work is None and hc.resumed_check(8, hc.anchor_keep(8)) is None
     store.close()
 
 

@@ -22,6 +22,11 @@ Layout (hashes and txids are 32 raw bytes in internal byte order):
 
     block_index(hash PK, prev, height, header[80], chainwork[32 big-endian], status, seq)
     blocks(hash PK, data)                 raw serialized block
+    block_sums(hash PK, crc32)            CRC-32 of a block's stored bytes, written with them
+                                          (since 12-07; blocks stored before have none until
+                                          their first serve checks them): a block whose bytes
+                                          a disk fault changed under an intact header is not
+                                          served to peers (ChainManager.get_block_raw)
     undo(hash PK, data)                   spent coins of a connected block, see encode_undo
     utxo(txid, n PK, value, pkh, height, coinbase)
     tx_index(txid PK, block, pos, len)    where the tx's bytes sit inside its block's bytes
@@ -41,6 +46,7 @@ import functools
 import hashlib
 import os
 import sqlite3
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -70,6 +76,11 @@ CREATE TABLE IF NOT EXISTS blocks (
     hash BLOB PRIMARY KEY,
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS block_sums (
+    hash  BLOB PRIMARY KEY,
+    crc32 INTEGER NOT NULL
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS undo (
     hash BLOB PRIMARY KEY,
     data BLOB NOT NULL
@@ -403,15 +414,28 @@ class ChainStore:
     def put_block(self, block_hash: bytes, raw: bytes) -> None:
         """Store a block's bytes (inside a transaction)."""
         self._db.execute("INSERT OR REPLACE INTO blocks (hash, data) VALUES (?, ?)", (block_hash, raw))
+        self.put_block_sum(block_hash, zlib.crc32(raw))
+
+    def put_block_sum(self, block_hash: bytes, crc32: int) -> None:
+        """Record the CRC-32 of a block's stored bytes (inside a transaction)."""
+        self._db.execute("INSERT OR REPLACE INTO block_sums (hash, crc32) VALUES (?, ?)", (block_hash, crc32))
 
     def drop_block(self, block_hash: bytes) -> None:
         """Forget a block's bytes (inside a transaction): they were not that block's."""
         self._db.execute("DELETE FROM blocks WHERE hash = ?", (block_hash,))
+        self._db.execute("DELETE FROM block_sums WHERE hash = ?", (block_hash,))
 
     def get_block_raw(self, block_hash: bytes) -> bytes | None:
         """A stored block's bytes, or None."""
         row = self._db.execute("SELECT data FROM blocks WHERE hash = ?", (block_hash,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def get_block_raw_and_sum(self, block_hash: bytes) -> tuple[bytes, int | None] | None:
+        """A stored block's bytes and their recorded CRC-32 (None: stored before 12-07), or
+        None; one query."""
+        row = self._db.execute("SELECT b.data, s.crc32 FROM blocks AS b LEFT JOIN block_sums AS s "
+                               "ON s.hash = b.hash WHERE b.hash = ?", (block_hash,)).fetchone()
+        return None if row is None else (bytes(row[0]), None if row[1] is None else int(row[1]))
 
     def iter_block_hashes(self) -> Iterator[bytes]:
         """Hashes of all stored raw blocks."""

@@ -25,13 +25,19 @@ link, as above), and only when that chain's work reaches the minimum chain work
 (chainparams.py, -minimumchainwork, bitcoind's nMinimumChainWork): a chain with less is
 refused ("below-minimum-chain-work"), the wallet takes no block and says it is waiting
 (getwalletinfo's `anchor`, its log) until the node's chain has the work. The checked headers
-above the anchor are stored too (as rows without their block): a block the node then hands
+above the anchor are stored too (as rows without their block; since 12-07 read again from the
+node for that, one answer at a time from the tip down, and proven by hash to be the ones
+checked, `prove_down`, so the check holds none of them): a block the node then hands
 the wallet at one of those heights must be that header's, or the node's branch from there must
 show more work than those rows (`Wallet._overtaken`, as a reorganisation must), since the node
 names the wallet's birth height itself: a block just above it is valid at the difficulty of
 that height's era, which may be the minimum. A wallet born at genesis checks the chain the
 same way before its first block, and every wallet again after a block is disconnected
 (store.py's `chain_recheck`): blocks above a fork likewise need only their era's difficulty.
+Since 12-07 that check resumes at the fork (`HeaderChain.resumed_check`): the node's header
+at the wallet's best block must be the wallet's (by hash, which names the chain below it),
+the chain's work up to there is the store's `checked_work`, and only the branch above is read
+and checked; a node whose header there is another is refused at once (bad-anchor).
 Before 12-06 the
 anchor was the node's word, taken on trust (bitcoind's wallet trusts its node's chain the
 same way): a node already compromised when a wallet was created could anchor it on a cheap
@@ -61,12 +67,13 @@ from cleancoin.components.common.consensus import (
     check_block, check_block_header, contextual_check_block_header,
 )
 from cleancoin.components.common.errors import ValidationError
+from cleancoin.components.common.hashes import sha256d
 from cleancoin.components.common.pow import PrevBlock, block_proof, median_time_past
 from cleancoin.components.common.primitives import Block, BlockHeader
 
 from .store import WalletStore
 
-__all__ = ["MTP_SPAN", "BlockRefused", "Branch", "GenesisCheck", "HeaderChain"]
+__all__ = ["MTP_SPAN", "BlockRefused", "Branch", "GenesisCheck", "HeaderChain", "prove_down"]
 
 #: Headers before a block that the median-time-past rule reads.
 MTP_SPAN: int = 11
@@ -204,9 +211,10 @@ class HeaderChain:
         """The anchor (module docstring) for a first block at `parent` + 1, from `checked`,
         the node's chain checked from genesis to its tip: that chain must have the minimum
         chain work, reach `parent`, and hold there `expect` (the wallet's best block, when
-        it has one). The rows to store: the anchor and every checked header above it (the
-        blocks the wallet takes there must be these, `check`), `trusted` (stored without
-        their block) set, except a genesis row at or below the parent."""
+        it has one). The rows to store at or below the parent, `trusted` (stored without
+        their block) set except for genesis; every checked header above it is stored too
+        (the blocks the wallet takes there must be these, `check`), read again from the node
+        and proven against the checked tip (`prove_down`)."""
         tip_hash = checked.last.hash if checked.last is not None else bytes(32)
         if checked.work < self.minimum_chain_work:
             raise BlockRefused(checked.height, tip_hash, "below-minimum-chain-work",
@@ -219,8 +227,35 @@ class HeaderChain:
         if expect is not None and checked.kept[parent].hash != expect:
             raise BlockRefused(parent, checked.kept[parent].hash, "bad-anchor",
                                "the node's block there is not the wallet's best block")
-        rows = [(h, hdr.hash, hdr.serialized, h != 0) for h, hdr in sorted(checked.kept.items()) if h <= parent]
-        return rows + [(h, hdr.hash, hdr.serialized, True) for h, hdr in checked.kept_above()]
+        return [(h, hdr.hash, hdr.serialized, h != 0) for h, hdr in sorted(checked.kept.items()) if h <= parent]
+
+    def resumed_check(self, parent: int, keep: frozenset[int]) -> GenesisCheck | None:
+        """The check from genesis for an anchor at `parent` (the wallet's best block, after a
+        disconnect), resumed at `parent` from the wallet's own rows instead of read again
+        from genesis: the chain up to there is the one the wallet checked (its header at
+        `parent` names it by hash), the chain's work up to there is the store's
+        `checked_work`, and the rows give the median-time window and the difficulty period's
+        first header. None when the wallet lacks any of that (the check starts at genesis)."""
+        work = self.store.checked_work
+        if parent < 0 or work is None or work[0] != parent or self.store.best_block != (work[1], parent):
+            return None
+        # The period's first header, as the check from genesis holds it (the last height
+        # divisible by the retarget interval it passed); needed where the network retargets.
+        period = parent // self.params.retarget_interval * self.params.retarget_interval
+        window = range(max(0, parent - MTP_SPAN + 1), parent + 1)
+        need = set(window) | {h for h in keep if h <= parent}
+        if not self.params.pow_no_retargeting:
+            need.add(period)
+        rows = self.store.headers(window.start, parent) | self.store.headers(period, period)
+        if not need <= rows.keys() or rows[parent][0] != work[1]:
+            return None
+        headers = {h: BlockHeader.from_bytes(rows[h][1]) for h in need | ({period} & rows.keys())}
+        check = GenesisCheck(self.params, keep, parent + 1, height=parent, last=headers[parent], begin=parent,
+                             work=work[2], work_below=work[2], times=[headers[h].time for h in window],
+                             kept={h: headers[h] for h in keep if h <= parent})
+        if period in headers:
+            check.period_start = (period, headers[period].time)
+        return check
 
     def period_start(self, parent_height: int) -> int | None:
         """The height of the header the difficulty rule will ask for at the next retarget
@@ -232,17 +267,40 @@ class HeaderChain:
         return next_retarget - interval
 
 
+def prove_down(raw: bytes, low: int, need: bytes) -> tuple[list[tuple[int, bytes, bytes, bool]], bytes]:
+    """The node's headers at `low`.. (`raw`, concatenated), read again to be stored above an
+    anchor, proven to be the ones checked: the last must hash to `need` (the checked tip's
+    hash, or the parent hash named by the lowest header proven before) and each one's
+    parent hash names the one below it, so by the hash function they are that chain's. The
+    rows (trusted) and the hash the header below `low` must have; BlockRefused
+    ("headers-changed") when the node's chain is another one now."""
+    if not raw or len(raw) % HEADER_SIZE:
+        raise BlockRefused(low, need, "headers-changed", "the node's header chain got shorter under the check")
+    rows = []
+    for offset in range(len(raw) - HEADER_SIZE, -1, -HEADER_SIZE):
+        header = raw[offset:offset + HEADER_SIZE]
+        block_hash = sha256d(header)
+        if block_hash != need:
+            raise BlockRefused(low + offset // HEADER_SIZE, block_hash, "headers-changed",
+                               "the node's header chain changed under the check")
+        rows.append((low + offset // HEADER_SIZE, block_hash, header, True))
+        need = header[4:36]
+    return rows, need
+
+
 @dataclass
 class GenesisCheck:
     """The node's active header chain checked from genesis (module docstring, the anchor),
     one answer of `Chain.get_headers` at a time, keeping nothing but the last header's link,
-    the headers at the heights in `keep` and every one from `keep_from` on. Resumable: a later `feed` goes on from the
+    the headers at the heights in `keep` and the work up to `keep_from` - 1 (since 12-07 not
+    the headers from `keep_from` on: 80 bytes each, unbounded for a node's fake chain; they
+    are read again when the anchor is stored, `prove_down`). Resumable: a later `feed` goes on from the
     last header checked, so a wallet waiting for the minimum chain work does not read the
     chain again on every block. BlockRefused for a header that breaks a rule."""
 
     params: ChainParams
     keep: frozenset[int]
-    #: Every header from this height on is kept too (the checked chain above the anchor).
+    #: The height above the anchor's parent (its work is recorded: work_below).
     keep_from: int = 1 << 62
     clock: Callable[[], float] = time.time
     height: int = -1
@@ -251,14 +309,10 @@ class GenesisCheck:
     times: list[int] = field(default_factory=list)
     period_start: tuple[int, int] | None = None
     kept: dict[int, BlockHeader] = field(default_factory=dict)
-    #: The headers from keep_from on, 80 bytes each (a BlockHeader object costs 550 bytes:
-    #: a wallet born far below the tip keeps the whole chain above it for a while).
-    above: bytearray = field(default_factory=bytearray)
-
-    def kept_above(self) -> list[tuple[int, BlockHeader]]:
-        """The headers from keep_from on, with their heights."""
-        return [(self.keep_from + i // HEADER_SIZE, BlockHeader.from_bytes(bytes(self.above[i:i + HEADER_SIZE])))
-                for i in range(0, len(self.above), HEADER_SIZE)]
+    #: The chain's work up to keep_from - 1 (the anchor's parent), once checked that far.
+    work_below: int = 0
+    #: The height the check started at: 0, or where it resumed (HeaderChain.resumed_check).
+    begin: int = 0
 
     @property
     def next_height(self) -> int:
@@ -306,7 +360,7 @@ class GenesisCheck:
         self.times = (self.times + [header.time])[-MTP_SPAN:]
         self.work += block_proof(header.bits)
         self.height, self.last = height, header
+        if height == self.keep_from - 1:
+            self.work_below = self.work
         if height in self.keep:
             self.kept[height] = header
-        if height >= self.keep_from:
-            self.above += header.serialized

@@ -9,7 +9,12 @@ twice. The tables:
              encrypted, next_index_0 / next_index_1 (keys derived per chain), scrub_pending,
              chain_recheck (a block was disconnected since the node's chain was last
              checked from genesis; absent in older files, where it counts as set once the
-             file holds headers: their anchor was taken on trust; headers.py)
+             file holds headers: their anchor was taken on trust; headers.py),
+             checked_work ("HEIGHT HASH WORK", since 12-07: the work of the header chain
+             the wallet checked, from genesis up to its best block, named by height and hash;
+             kept in the transaction of each block connected or disconnected, so a check after
+             a disconnect resumes at the fork; absent or naming another block: unknown, the
+             next check starts from genesis; headers.py)
     secrets  name -> plaintext | encrypted (the HD seed; plaintext only until encrypt_wallet)
     keys     (internal, idx) -> pubkey, pkh, address, used: public data only
     txs      txid -> raw, block hash/height/position (NULL while unconfirmed), time,
@@ -92,6 +97,7 @@ from cleancoin.components.common.chainparams import ChainParams, params_for
 from cleancoin.components.common.diskfail import WriteFailure, as_write_failure, write_transaction
 from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.sqlite_schema import ForeignSchema, Schema, harden
+from cleancoin.components.common.pow import block_proof
 from cleancoin.components.common.primitives import OutPoint, Transaction
 
 from .locked_memory import scrub
@@ -334,6 +340,11 @@ def _makedirs_private(path: Path) -> None:
         with contextlib.suppress(FileExistsError):
             d.mkdir(mode=0o700)
         os.chmod(d, 0o700)
+
+
+def _header_proof(header: bytes) -> int:
+    """The work of an 80-byte header (its bits at bytes 72..76)."""
+    return block_proof(int.from_bytes(header[72:76], "little"))
 
 
 class WalletStore:
@@ -869,6 +880,13 @@ class WalletStore:
                     recorded.append(tx.txid)
             if header is not None:
                 c.execute("INSERT OR REPLACE INTO headers VALUES (?, ?, ?, 0)", (height, block_hash, header))
+            # The checked chain's work goes up by the block's if the block builds on the one
+            # it names (its parent's hash in the header bytes); else it is unknown from here.
+            work = self._checked_work(c)
+            if work is not None and header is not None and work[0] == height - 1 and header[4:36] == work[1]:
+                self._set_checked_work(c, height, block_hash, work[2] + _header_proof(header))
+            else:
+                c.execute("DELETE FROM meta WHERE key = 'checked_work'")
             self._set_meta(c, "best_hash", block_hash)
             self._set_meta(c, "best_height", height)
         return recorded
@@ -889,7 +907,16 @@ class WalletStore:
             # The block's own row and every checked one above it go; rows stored without
             # their block above it (the header chain checked at the anchor, headers.py) stay:
             # the node's next blocks must match them or show more work.
+            own = c.execute("SELECT header FROM headers WHERE height = ? AND hash = ?", (height, block_hash)).fetchone()
+            work = self._checked_work(c)
             c.execute("DELETE FROM headers WHERE height >= ? AND (height = ? OR trusted = 0)", (height, height))
+            # The checked chain's work goes down by the block's, to its parent as its own
+            # header names it (not the caller's word).
+            if work is not None and own is not None and work[:2] == (height, block_hash) \
+                    and prev_hash == bytes(own[0])[4:36]:
+                self._set_checked_work(c, height - 1, prev_hash, work[2] - _header_proof(bytes(own[0])))
+            else:
+                c.execute("DELETE FROM meta WHERE key = 'checked_work'")
             # The next block comes only after the node's chain is checked from genesis again
             # (headers.py): the blocks after a fork need only their era's difficulty.
             self._set_meta(c, "chain_recheck", 1)
@@ -932,16 +959,46 @@ class WalletStore:
                 "(SELECT 1 FROM headers AS b WHERE b.height = a.height - 1)").fetchone()
         return None if row[0] is None else int(row[0])
 
-    def add_headers(self, rows: Iterable[tuple[int, bytes, bytes, bool]], *, checked_chain: bool = False) -> None:
+    def add_headers(self, rows: Iterable[tuple[int, bytes, bytes, bool]], *, checked_chain: bool = False,
+                    checked_work: tuple[int, bytes, int] | None = None, pending_chain: bool = False) -> None:
         """Record (height, hash, header, trusted) rows the caller checked (or takes on trust:
         `trusted`), replacing any at the same heights; one transaction. `checked_chain`: they
         come from the node's chain checked from genesis (headers.py), which clears
-        `chain_recheck` in the same transaction."""
+        `chain_recheck` in the same transaction and records `checked_work` (height, hash,
+        work of that chain up to there: the wallet's best block, or the one below its first;
+        None: unknown). `pending_chain`: rows of such a chain stored ahead of its anchor, which
+        sets `chain_recheck` (a kill before the anchor's transaction: checked again)."""
         with self._tx() as c:
             c.executemany("INSERT OR REPLACE INTO headers VALUES (?, ?, ?, ?)",
-                          [(h, hh, raw, int(t)) for h, hh, raw, t in rows])
+                          ((h, hh, raw, int(t)) for h, hh, raw, t in rows))
+            if pending_chain:
+                self._set_meta(c, "chain_recheck", 1)
             if checked_chain:
                 self._set_meta(c, "chain_recheck", 0)
+                if checked_work is None:
+                    c.execute("DELETE FROM meta WHERE key = 'checked_work'")
+                else:
+                    self._set_checked_work(c, *checked_work)
+
+    @property
+    def checked_work(self) -> tuple[int, bytes, int] | None:
+        """(height, hash, work): the work of the header chain the wallet checked, from
+        genesis up to that block (meta `checked_work`; None when unknown)."""
+        with self._lock:
+            return self._checked_work(self._conn)
+
+    @staticmethod
+    def _checked_work(c: sqlite3.Connection) -> tuple[int, bytes, int] | None:
+        row = c.execute("SELECT value FROM meta WHERE key = 'checked_work'").fetchone()
+        try:
+            height, block_hash, work = str(row[0]).split()
+            return int(height), bytes.fromhex(block_hash), int(work, 16)
+        except (TypeError, ValueError):     # absent, or not ours: unknown
+            return None
+
+    @classmethod
+    def _set_checked_work(cls, c: sqlite3.Connection, height: int, block_hash: bytes, work: int) -> None:
+        cls._set_meta(c, "checked_work", f"{height} {block_hash.hex()} {work:x}")
 
     @property
     def chain_recheck(self) -> bool:

@@ -49,7 +49,7 @@ from cleancoin.components.common.primitives import Block, BlockHeader, OutPoint,
 
 from .coins import FeeExceedsMaximum, SpendableCoin, build_transaction
 from .events import WalletEventFeed
-from .headers import HEADER_SIZE, BlockRefused, Branch, GenesisCheck, HeaderChain
+from .headers import HEADER_SIZE, BlockRefused, Branch, GenesisCheck, HeaderChain, prove_down
 from cleancoin.components.common.fee_cap import DEFAULT_MAX_TX_FEE, MAX_FEE_EXCEEDED, high_fee_warning
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
@@ -469,23 +469,59 @@ class Wallet:
         keep = self.header_chain.anchor_keep(parent)
         check = self._genesis_check
         if check is None or check.keep != keep or check.keep_from != parent + 1:
-            check = self._genesis_check = GenesisCheck(self.params, keep, parent + 1)
+            # After a disconnect the check resumes at the fork, from the wallet's own checked
+            # rows (the node's header there must be the wallet's best block, by hash): it
+            # costs the new branch, not the whole chain again.
+            check = self._genesis_check = (self.header_chain.resumed_check(parent, keep)
+                                           or GenesisCheck(self.params, keep, parent + 1))
         try:
             check = await self._read_headers(check)
             rows = self.header_chain.anchor_rows(check, parent, self.store.best_hash)
+            await self._store_above(check, parent)
         except BlockRefused as refused:
             self.anchor_wait = refused
             raise
         # Rows the wallet holds at or below the parent (its own blocks', after a disconnect)
         # stay as they are; above it, the checked chain's.
-        held = self.store.headers(min((h for h, *_ in rows), default=0), parent) if parent >= 0 else {}
-        self.store.add_headers([r for r in rows if r[0] > parent or r[0] not in held], checked_chain=True)
+        held = self.store.headers(min(check.kept, default=0), parent) if parent >= 0 else {}
+        self.store.add_headers([r for r in rows if r[0] not in held], checked_chain=True,
+                               checked_work=(parent, check.kept[parent].hash if parent >= 0 else bytes(32),
+                                             check.work_below))
         self._genesis_check = None
         self.anchor_wait = None
         log.info("wallet %s: header chain anchored at block %d (%s): the node's chain checked "
-                 "from genesis to its tip at %d, work %#x (minimum chain work %#x)", self.name,
-                 parent, check.kept[parent].hash[::-1].hex() if parent >= 0 else "-", check.height,
+                 "from %s to its tip at %d, work %#x (minimum chain work %#x)", self.name,
+                 parent, check.kept[parent].hash[::-1].hex() if parent >= 0 else "-",
+                 f"its block {check.begin} (the wallet's)" if check.begin else "genesis", check.height,
                  check.work, self.header_chain.minimum_chain_work)
+
+    async def _store_above(self, check: GenesisCheck, parent: int) -> None:
+        """Store the checked chain's headers above `parent` (the anchor's), read again from the
+        node one answer at a time from the tip down and proven to be the ones checked
+        (headers.prove_down): the check keeps only its tip, so the wallet never holds more
+        than one answer of them. Each answer is its own transaction, which also marks the
+        chain to be checked again (meta chain_recheck) until the anchor's transaction
+        clears it: rows stored before a kill are the checked chain's, and the next start
+        takes its anchor again. BlockRefused ("headers-changed") when the node's chain
+        changed since the check: the next round checks it again."""
+        if check.last is None:
+            return
+        top, need = check.height, check.last.hash
+        while top > parent:
+            low = max(parent + 1, top - MAX_GET_HEADERS + 1)
+            try:
+                raw = await self.chain.get_headers(low, top - low + 1)
+            except Exception as exc:  # noqa: BLE001 - an error of the node's
+                raise BlockRefused(low, bytes(32), "no-headers",
+                                   f"the node did not serve its headers: {str(exc)[:200]}") from None
+            if not isinstance(raw, bytes) or len(raw) != (top - low + 1) * HEADER_SIZE:
+                raise BlockRefused(low, need, "headers-changed", "the node's header chain got shorter under the check")
+            rows, need = prove_down(raw, low, need)
+            self.store.add_headers(rows, pending_chain=True)
+            top = low - 1
+            await asyncio.sleep(0)
+        if parent >= 0 and need != check.kept[parent].hash:
+            raise BlockRefused(parent, need, "headers-changed", "the node's header chain changed under the check")
 
     def anchor_info(self) -> dict[str, Any]:
         """getwalletinfo's `anchor`: whether the wallet has its anchor (headers.py), or why it
@@ -501,7 +537,11 @@ class Wallet:
         """Feed `check` the node's headers from where it stands to the node's tip; returns
         the check that got there. Each answer is asked from the last header checked, which
         must come first again: a node whose chain changed below that point (or got shorter)
-        is read again from genesis, in a new check, once per call."""
+        is read again in a new check, once per call: from the fork for a check resumed there
+        (`HeaderChain.resumed_check`), else from genesis. A resumed check whose first header,
+        the fork's, is not the wallet's best block is refused at once (`bad-anchor`): a check
+        from genesis would refuse that chain for the same reason, and a lying node had the
+        wallet read its whole chain for it at every round."""
         restarted = False
         while True:
             resume = check.last is not None
@@ -516,11 +556,16 @@ class Wallet:
             if resume:
                 assert check.last is not None
                 if raw[:HEADER_SIZE] != check.last.serialized:
+                    if check.begin and check.height == check.begin:
+                        raise BlockRefused(check.begin, check.last.hash, "bad-anchor",
+                                           "the node's header at the fork is not the wallet's best block")
                     if restarted:
                         raise BlockRefused(start, bytes(32), "headers-changed",
                                            "the node's header chain keeps changing under the check")
                     restarted = True
-                    check = self._genesis_check = GenesisCheck(self.params, check.keep, check.keep_from)
+                    check = self._genesis_check = (
+                        (self.header_chain.resumed_check(check.begin, check.keep) if check.begin else None)
+                        or GenesisCheck(self.params, check.keep, check.keep_from))
                     continue
                 raw = raw[HEADER_SIZE:]
             if not raw:
