@@ -925,3 +925,21 @@ for where in (walletdir, f"/proc/{targets['wallet']}/root{walletdir}"):
     report(f"read {where}/w", data is not None, how)
 refused_call()                          # its record: the node's denial monitor, as this uid
 '''
+
+# The confined node (-ipcbind=tcp) swaps the .ipccookie it wrote for a file of ctx["size"]
+# bytes, sparse (no disk used), that still starts like a cookie; the real one is kept aside
+# for the test's control. A wallet started on its own with -ipcconnect=tcp reads that file
+# before it confines itself, as the node's user, outside every rlimit of the node's.
+IPC_COOKIE_BLOAT = r'''
+cookie = os.path.join(ctx["netdir"], ".ipccookie")
+deadline = time.time() + 60
+while not os.path.exists(cookie) and time.time() < deadline:
+    time.sleep(0.05)
+os.rename(cookie, cookie + ".orig")
+fd = os.open(cookie + ".new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(fd, b"__cookie__:")
+os.pwrite(fd, b"0", ctx["size"] - 1)
+os.close(fd)
+os.rename(cookie + ".new", cookie)
+report("plant-huge-ipccookie", False, f"{os.stat(cookie).st_size} bytes, {os.stat(cookie).st_blocks * 512} on disk")
+'''

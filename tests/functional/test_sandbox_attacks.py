@@ -379,6 +379,59 @@ def test_a_wallet_started_on_its_own_is_confined(home_base: Path) -> None:
         clean.wait(20)
 
 
+def _wallet_run(args: list[str], out: Path, timeout: float = 60.0) -> tuple[int, int, str]:
+    """Run CleanCoin-wallet with `args` to its end: (exit status, its peak RSS in bytes,
+    its stderr). The peak comes from wait4's rusage, so nothing is sampled and missed."""
+    wallet_bin = Path(sys.executable).parent / "CleanCoin-wallet"
+    with open(out, "wb") as err:
+        proc = subprocess.Popen([str(wallet_bin), *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss * 1024, out.read_text(errors="replace")
+
+
+def test_an_ipc_cookie_the_confined_node_bloats_is_not_read_whole_by_a_wallet_started_on_its_own(
+        home_base: Path) -> None:
+    """Attack: the confined node (-ipcbind=tcp) swaps the .ipccookie it wrote for a sparse
+    file of 256 MiB (no disk used; its fsize limit allows 64 GiB). CleanCoin-wallet
+    -ipcconnect=tcp reads the node's cookie before it confines itself, as the operator, under
+    none of the node's rlimits. Before 12-06 it read the whole file (open().read()): a peak of
+    about twice its size, and with 64 GiB the host's memory. Now the cookie is read as
+    CleanCoin-cli reads .cookie (components/common/private_files.read_small_file: no link, a
+    regular file, at most 1 KiB, a cookie's form): refused at once, naming the file. The
+    control: with the node's real cookie put back, the same command registers its wallet."""
+    port = free_port()
+    size = 256 << 20
+    a = AttackedNode(home_base, node=attacks.IPC_COOKIE_BLOAT, variables={"size": size},
+                     extra=(f"-ipcbind=tcp:127.0.0.1:{port}", "-disablewallet", "-ipcallowwallet=1"))
+    a.config["node_delay"] = 0.01          # in a thread: the cookie is written after restrict_self
+    a.start()
+    planted = a.result("node", timeout=60)["plant-huge-ipccookie"]
+    assert planted["detail"].startswith(f"{size} bytes"), planted
+    cookie = a.node.netdatadir / ".ipccookie"
+    args = ["-regtest", f"-datadir={a.node.datadir}", f"-ipcconnect=tcp:127.0.0.1:{port}"]
+    code, peak, stderr = _wallet_run(args, home_base / "wallet-attacked.err")
+    assert peak < size // 2, f"the wallet peaked at {peak >> 20} MiB reading a {size >> 20} MiB cookie"
+    assert code == 1 and f"{cookie}" in stderr and "larger than" in stderr, (code, stderr[-2000:])
+    assert not _lists_wallets(a.node)
+    # The control: the node's own cookie back in place, the same command joins the node.
+    os.replace(cookie.with_name(".ipccookie.orig"), cookie)
+    wallet_bin = Path(sys.executable).parent / "CleanCoin-wallet"
+    honest = subprocess.Popen([str(wallet_bin), *args], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _lists_wallets(a.node), what="the wallet's registration")
+    finally:
+        end_process(honest)
+    assert a.node.stop() == 0
+
+
 def _lists_wallets(node: TestNode) -> bool:
     try:
         node.rpc.listwallets()
