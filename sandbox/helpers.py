@@ -31,13 +31,16 @@ from . import report_registry
 
 DENIAL_MONITOR = "denial monitor"
 LEARN_RECORDER = "learn recorder"
+#: The relay of a self-restricting process's output to its terminal (stdio.py): unconfined
+#: but for no_new_privs and no capabilities; it only copies bytes, control characters shown.
+OUTPUT_RELAY = "output relay"
 
 
 @dataclass(frozen=True)
 class Helper:
     """A helper as its component's report names it."""
 
-    role: str                       # DENIAL_MONITOR or LEARN_RECORDER
+    role: str                       # DENIAL_MONITOR, LEARN_RECORDER or OUTPUT_RELAY
     pid: int                        # as the component sees it (its pid namespace)
     start_time: int | None = None   # clock ticks since boot; None: /proc unreadable there
 

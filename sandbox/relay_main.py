@@ -2,7 +2,9 @@
 PREFIX` copies the pipes OUT and ERR to its stdout and stderr, each line prefixed and its
 control characters made visible (stdio.Relay), until both reach end of file.
 
-CleanCoin-gui passes a started node's output on through it (components/gui/node_output.py).
+CleanCoin-gui passes a started node's output on through it (components/gui/node_output.py),
+and a process that restricts itself on a terminal its own (stdio.apply: PARENT 0, no parent
+to die with, since the output it wrote just before it ended must still be shown).
 A fresh interpreter, not a fork of the caller: a fork carried the whole GUI process's memory
 (about 31 MiB of PSS in bench_gui, and whatever secrets it had read) into an unconfined helper
 whose only job is to copy bytes. It dies with PARENT (PR_SET_PDEATHSIG) and holds nothing but
@@ -23,9 +25,16 @@ def main(argv: list[str]) -> int:
         return 2
     parent, out_fd, err_fd = (int(a) for a in argv[:3])
     from . import syscalls
-    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        return 0
+    if parent:
+        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            return 0
+    else:
+        # A helper of a self-restricting process (helpers.OUTPUT_RELAY): nothing to gain by
+        # exec, no capability (a node run as root), as `status` expects of a helper.
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+        from .capabilities import drop
+        drop(())
     # The caller's terminal or supervisor may signal the whole group; the relay ends at end
     # of file, once the node has written its last line.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -24,7 +24,7 @@ from . import helpers, report_registry, stdio
 #: domain, or, as a fallback, a fork at the seccomp step that applies the same once it holds
 #: the listener) and the learn recorder (a fork at the seccomp step, without a filter). Known
 #: from their component's report, never by the name they give themselves (helpers.py).
-_HELPERS = (helpers.DENIAL_MONITOR, helpers.LEARN_RECORDER)
+_HELPERS = (helpers.DENIAL_MONITOR, helpers.LEARN_RECORDER, helpers.OUTPUT_RELAY)
 _NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup", "time")
 _LIMITS = {"Max core file size": "core", "Max open files": "nofile", "Max processes": "nproc",
            "Max file size": "fsize", "Max address space": "as", "Max stack size": "stack",
@@ -103,7 +103,10 @@ class ProcessStatus:
                          "could not write one)")
         lines.extend(f"  FINDING        {f}" for f in self.findings)
         lines.append(f"  verdict        {'sandboxed' if self.sandboxed else 'NOT SANDBOXED'}"
-                     + (" (unconfined by design: it builds the sandboxes)" if self.role == "zygote" else ""))
+                     + (" (unconfined by design: it builds the sandboxes)" if self.role == "zygote" else "")
+                     + (" (no filter by design: no capability, no_new_privs; it copies its component's "
+                        "output to the terminal, control characters shown)"
+                        if self.role == helpers.OUTPUT_RELAY else ""))
         return "\n".join(lines)
 
 

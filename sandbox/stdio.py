@@ -6,15 +6,18 @@ works). So by default (`process.stdio = "pipe"`) a launched child gets /dev/null
 two pipes as stdout and stderr; the launcher reads them and passes the text on, with control
 characters made visible when it goes to a terminal (or always, for components). "null" gives
 /dev/null on all three; "inherit" keeps the launcher's (a dangerous choice: needs a reason).
-A process that restricts itself has nobody to relay its output: it keeps fds 1 and 2 and
-gives up stdin. Where 1 or 2 is a terminal it can read (a shell opens the terminal for
-reading and writing and puts that one description on 0, 1 and 2), it gets the same terminal
-opened again write-only: otherwise the confined process read what the operator typed.
+A process that restricts itself (CleanCoin-node, the GUI's window, a wallet started on its
+own) gives up stdin and keeps fds 1 and 2, except where either is a terminal: then both
+become pipes to a relay program started at this step (`relay_main`, a fresh interpreter,
+outside the namespaces and the Landlock domain that follow), which passes the output on to
+the terminal with control characters made visible, and the process holds no descriptor of
+the terminal at all. Until 12-06 it kept the terminal, reopened write-only (it had read what
+the operator typed through the read-write description a shell puts on 0, 1 and 2), and
+wrote escape sequences to it raw: OSC 52 (the desktop's clipboard), CSI 2J (the screen).
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import threading
@@ -90,55 +93,77 @@ class Pipes:
         os.close(self.stderr_r)
 
 
-def apply(mode: str, devnull: int, pipes: Pipes | None, launched: bool) -> str:
-    """Put the policy's descriptors on 0, 1 and 2; returns a note for the report."""
+def apply(mode: str, devnull: int, pipes: Pipes | None, launched: bool) -> tuple[str, int]:
+    """Put the policy's descriptors on 0, 1 and 2; returns a note for the report and the pid
+    of the relay it started (a process restricting itself on a terminal), else 0."""
     if mode == "inherit":
-        return "stdio inherited from the launcher"
+        return "stdio inherited from the launcher", 0
     os.dup2(devnull, 0)
     if not launched:
-        reopened = [fd for fd in (1, 2) if _write_only_terminal(fd)]
-        return ("stdin is /dev/null; stdout and stderr kept (a running process has no relay)"
-                + (f"; {' and '.join(map(str, reopened))} reopened write-only on the terminal"
-                   if reopened else ""))
+        if not any(_is_terminal(fd) for fd in (1, 2)):
+            return "stdin is /dev/null; stdout and stderr kept (no terminal on either)", 0
+        pid = _relay_to_terminal(devnull)
+        return (f"stdin is /dev/null; stdout and stderr go through pipes to a relay (pid {pid}) that "
+                "passes them on to the terminal with control characters made visible", pid)
     if mode == "pipe" and pipes is not None:
         os.dup2(pipes.stdout_w, 1)
         os.dup2(pipes.stderr_w, 2)
-        return "stdin is /dev/null; stdout and stderr go through pipes to the launcher"
+        return "stdin is /dev/null; stdout and stderr go through pipes to the launcher", 0
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    return "stdin, stdout and stderr are /dev/null"
+    return "stdin, stdout and stderr are /dev/null", 0
 
 
-def _write_only_terminal(fd: int) -> bool:
-    """Put the terminal on `fd`, if it is one this process can read, there again opened
-    write-only (the same device, so output goes where it went; not our controlling terminal
-    by this open). True if it did. A terminal that cannot be opened again stops the step:
-    the process would go on reading the operator's keystrokes."""
+def _is_terminal(fd: int) -> bool:
     try:
-        if not os.isatty(fd):
-            return False
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        return os.isatty(fd)
     except OSError:
-        return False                     # not open: nothing to read through
-    if flags & os.O_ACCMODE == os.O_WRONLY:
         return False
-    wanted = os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC | (flags & os.O_NONBLOCK)
+
+
+def _relay_to_terminal(devnull: int) -> int:
+    """Put pipes on 1 and 2 and start `relay_main` to pass what comes through them on to the
+    descriptors 1 and 2 had (the terminal); its pid. The relay is nobody's child here
+    (helpers.detached: no zombie for this process, no pid its waits could take), holds the two
+    read ends and the terminal and nothing of this process's memory (a fresh `python -I`, not
+    a fork), gives up capabilities and sets no_new_privs, and ends at end of file: once this
+    process and whatever inherited the pipes are gone, so that the last lines written before
+    an exit still show. A relay that cannot be started stops the step (OSError): the process
+    would go on holding the terminal."""
+    import sys
+    from . import helpers
+    pipes = Pipes.make()
+    argv = [sys.executable, "-I", "-m", "cleancoin.sandbox.relay_main", "0", "3", "4", ""]
+    # An empty environment: the relay copies bytes (its own escaping, whatever the locale),
+    # and nothing of the process's environment (a secret in it) should follow it.
+    env: dict[str, str] = {}
+
+    def relay() -> None:
+        # Only 0 (/dev/null), 1 and 2 (the terminal) and the read ends, as 3 and 4, survive exec
+        # (moved above 4 first: either may be 3 or 4 already).
+        import fcntl
+        out, err = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (pipes.stdout_r, pipes.stderr_r))
+        os.dup2(devnull, 0)
+        os.dup2(out, 3)
+        os.dup2(err, 4)
+        os.closerange(5, os.sysconf("SC_OPEN_MAX"))
+        os.execve(sys.executable, argv, env)
+
     try:
-        # The descriptor's own link: the very device, whatever name it has in /dev.
-        reopened = os.open(f"/proc/self/fd/{fd}", wanted)
-    except OSError:
         try:
-            reopened = os.open(os.ttyname(fd), wanted)
-        except OSError as exc:
-            raise OSError(exc.errno, f"fd {fd} is a terminal this process could read, and it "
-                                     f"cannot be opened again write-only: {exc.strerror}") from None
-    try:
-        if os.fstat(reopened).st_rdev != os.fstat(fd).st_rdev:
-            raise OSError(0, f"fd {fd}: the terminal opened again is another device")
-        os.dup2(reopened, fd)
+            pid = helpers.detached(relay)
+        finally:
+            pipes.close_parent_ends()
+        if not pid:
+            raise OSError(0, "no pid came back")
+        os.dup2(pipes.stdout_w, 1)
+        os.dup2(pipes.stderr_w, 2)
+    except OSError as exc:
+        raise OSError(exc.errno, f"fd 1 or 2 is a terminal, and the relay that shows this process's "
+                                 f"output there could not be started: {exc.strerror}") from None
     finally:
-        os.close(reopened)
-    return True
+        pipes.close_child_ends()
+    return pid
 
 
 class Relay:

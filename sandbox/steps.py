@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import capabilities, descriptors, landlock, namespaces, pidns, rlimits, rootfs, seccomp, stdio, syscalls
+from . import (capabilities, descriptors, helpers, landlock, namespaces, pidns, rlimits, rootfs, seccomp, stdio,
+               syscalls)
 from .errors import EnforcementError
 from .mechanisms import PROCESS
 from .plan import Plan
@@ -127,7 +128,9 @@ def _new_session(ctx: Context) -> Done:
 
 def _stdio(ctx: Context) -> Done:
     ctx.devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-    return Done(stdio.apply(ctx.plan.stdio, ctx.devnull, ctx.pipes, _launched(ctx)))
+    note, relay = stdio.apply(ctx.plan.stdio, ctx.devnull, ctx.pipes, _launched(ctx))
+    # The relay to a terminal is a helper `status` must know by the report, as the monitor.
+    return Done(note, helpers=[helpers.started(helpers.OUTPUT_RELAY, relay).to_dict()] if relay else [])
 
 
 def _single_thread(ctx: Context) -> Done:

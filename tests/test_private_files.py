@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cleancoin.components.common.private_files import UnsafeFileError, conf_to_protect, open_log, sandbox_log
+from cleancoin.components.common.private_files import (RefusedFile, UnsafeFileError, conf_to_protect, open_log,
+                                                        read_small_file, sandbox_log)
+from cleancoin.components.ipc import auth
 from cleancoin.components.rpc.client import read_cookie
 
 
@@ -70,6 +72,64 @@ def test_only_a_cookie_is_ever_sent_and_never_through_a_link(tmp_path: Path) -> 
     cookie.write_text(secret.read_text())          # a copy the node wrote there: still not a cookie
     with pytest.raises(OSError, match="does not hold a cookie"):
         read_cookie(str(cookie))
+
+
+def test_a_small_file_is_read_only_as_a_regular_file_of_its_size(tmp_path: Path) -> None:
+    """What a confined process can put where a small file is expected: a FIFO (the reader
+    must not wait for a writer), a directory, a link, a sparse file of any size (read: at
+    most the limit and one byte more). The regular file next to them is read."""
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 16)
+    data, info = read_small_file(str(small), 16)
+    assert data == b"x" * 16 and info.st_uid == os.geteuid()
+    with pytest.raises(RefusedFile, match="larger than 15 bytes"):
+        read_small_file(str(small), 15)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(RefusedFile, match="not a regular file"):
+        read_small_file(str(fifo), 16)           # returns at once: opened non-blocking
+    with pytest.raises(RefusedFile, match="not a regular file"):
+        read_small_file(str(tmp_path), 16)
+    link = tmp_path / "link"
+    link.symlink_to(small)
+    with pytest.raises(RefusedFile, match="symbolic link") as refused:
+        read_small_file(str(link), 16)
+    assert str(refused.value) == f"{link}: it is a symbolic link, which is not followed"
+    sparse = tmp_path / "sparse"
+    with open(sparse, "wb") as handle:
+        handle.truncate(64 << 30)                # 64 GiB, the node's fsize limit; no disk used
+    with pytest.raises(RefusedFile, match="larger than 1024 bytes"):
+        read_small_file(str(sparse), 1024)
+    with pytest.raises(FileNotFoundError):
+        read_small_file(str(tmp_path / "missing"), 16)
+
+
+def test_the_ipc_cookie_is_read_as_the_rpc_cookie_and_written_past_a_planted_name(tmp_path: Path) -> None:
+    """.ipccookie: only a cookie is used (read_cookie), never a file of 64 GiB or a link to a
+    secret; writing it never opens what lies at its temporary name (a link there had the
+    writer truncate and overwrite the link's target)."""
+    written = auth.write_cookie(str(tmp_path))
+    assert auth.read_cookie(str(tmp_path)) == written
+    cookie = tmp_path / auth.COOKIE_NAME
+    assert (cookie.stat().st_mode & 0o777) == 0o600
+    with open(cookie, "r+b") as handle:
+        handle.truncate(64 << 30)
+    with pytest.raises(RefusedFile, match="larger than 1024 bytes"):
+        auth.read_cookie(str(tmp_path))
+    secret = tmp_path / "pgpass"
+    secret.write_text("db:5432:*:operator:hunter2\n")
+    cookie.unlink()
+    cookie.symlink_to(secret)
+    with pytest.raises(RefusedFile, match="symbolic link"):
+        auth.read_cookie(str(tmp_path))
+    cookie.unlink()
+    cookie.write_text(secret.read_text())
+    with pytest.raises(RefusedFile, match="does not hold a cookie"):
+        auth.read_cookie(str(tmp_path))
+    (tmp_path / (auth.COOKIE_NAME + ".tmp")).symlink_to(secret)
+    fresh = auth.write_cookie(str(tmp_path))
+    assert secret.read_text() == "db:5432:*:operator:hunter2\n"
+    assert not cookie.is_symlink() and auth.read_cookie(str(tmp_path)) == fresh
 
 
 def test_the_sandbox_log_is_created_private_and_never_taken_through_a_link(tmp_path: Path) -> None:

@@ -59,8 +59,11 @@ def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:
     assert attempts["net-tcp-bind"]["outcome"] == "denied"
     assert attempts["exec-bin-true"]["outcome"] == "denied"
     assert attempts["proc-ptrace-parent"]["outcome"] == "denied"
-    # CleanCoin-node restricts itself and keeps its output: on a terminal, write-only (h32).
+    # CleanCoin-node restricts itself and keeps its output: on a terminal, write-only (h32),
+    # since 12-06 pipes to a relay that shows escape sequences as text (OSC 52 reached it raw).
     assert attempts["terminal-self-restriction"]["outcome"] == "denied", attempts["terminal-self-restriction"]
+    escape = attempts["terminal-escape-self-restriction"]
+    assert escape["expected"] == escape["outcome"] == "denied", escape
     # ... and it cannot set that terminal's modes by any request (h33: TCSETA, TCSETS2 and kin did).
     modes = attempts["terminal-modes-self-restriction"]
     assert modes["expected"] == modes["outcome"] == "denied", modes

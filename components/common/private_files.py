@@ -4,22 +4,77 @@ CleanCoin-node's network datadir is written by the confined node (its chain, its
 cookie); on mainnet that is the datadir itself, where CleanCoin.conf lives. What the next,
 unconfined start-up opens there by name must not be something the confined node arranged:
 a log that is a link (log lines appended to a file of its choosing, as the node's user,
-before the sandbox is up), or a conf file it rewrote (sandbox=0 at the next start).
+before the sandbox is up), or a conf file it rewrote (sandbox=0 at the next start). What
+another process reads there (a cookie) is read with read_small_file: never through a link,
+only a regular file, and only as much as the file may hold.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import re
 import stat
 from typing import TextIO
-
-from .conf import CONF_FILENAME
 
 
 class UnsafeFileError(Exception):
     """A file that must not be opened as it is; the message names it and says why."""
+
+
+class RefusedFile(OSError):
+    """A file read_small_file would not read: the errno, the reason (strerror) and the path
+    (filename); shown as "path: reason", without Python's "[Errno N]"."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}" if self.filename else str(self.strerror)
+
+
+def read_small_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
+    """The content of the regular file `path` (at most `limit` bytes) and its status (owner,
+    mode), for a process that reads a file in a directory a confined one writes (a cookie in
+    the network datadir). The confined side chooses what lies there, so the file is never
+    opened through a link (its last component; the directories on the way are the caller's to
+    check), a FIFO or device never blocks or is read (opened non-blocking, then refused: only a
+    regular file is read), and no more than `limit` + 1 bytes are read, whatever its size (a
+    sparse file of 64 GiB costs the confined node no disk). RefusedFile says why; a missing
+    file is FileNotFoundError, other failures of open(2) as they are."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RefusedFile(errno.ELOOP, "it is a symbolic link, which is not followed", path) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RefusedFile(errno.EINVAL, "not a regular file", path)
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise RefusedFile(errno.EFBIG, f"larger than {limit} bytes, so it is not read", path)
+    return data, info
+
+
+#: What a cookie file holds: bitcoind's and CleanCoin's (.cookie for RPC, .ipccookie for TCP
+#: IPC) are `__cookie__:` and 64 hex digits, on one line.
+_COOKIE = re.compile(r"__cookie__:[0-9a-f]{1,256}")
+COOKIE_MAX = 1024
+
+
+def read_cookie(path: str) -> tuple[str, int]:
+    """The cookie in `path` (`__cookie__:<hex>`) and the uid that owns the file (the node's,
+    which may listen for it), read with read_small_file. A file that holds anything else is
+    refused rather than sent as a password: it could be a secret of the reader's, or a
+    megabyte the node wants the reader to send back."""
+    data, info = read_small_file(path, COOKIE_MAX)
+    text = data.decode("ascii", "replace").split("\n", 1)[0].rstrip("\r")
+    if not _COOKIE.fullmatch(text):
+        raise RefusedFile(errno.EINVAL, "it does not hold a cookie (__cookie__:<hex>), so it is not sent", path)
+    return text, info.st_uid
 
 
 def open_log(path: str) -> TextIO:
@@ -52,6 +107,9 @@ def conf_to_protect(conf_path: str, netdatadir: str) -> str | None:
     """
     if not conf_path:
         return None
+    # Here, not at import: ipc/auth reads cookies with this module, and the zygote, which
+    # imports ipc, must not import the conf parser (tests/test_node_startup.py).
+    from .conf import CONF_FILENAME
     real, root = os.path.realpath(conf_path), os.path.realpath(netdatadir)
     if os.path.commonpath([real, root]) != root:
         return None

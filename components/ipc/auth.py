@@ -13,6 +13,7 @@ unless it is the cookie's (256 random bits: no rate of guessing finds it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
@@ -20,6 +21,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..common import private_files
 from ..common.ratelimit import FailureLimiter, Rate
 from .debug_log import CallLog
 from .errors import IpcAuthError
@@ -64,11 +66,15 @@ def parse_ipcauth(text: str) -> Credentials:
 
 
 def write_cookie(directory: str) -> Credentials:
-    """A fresh random cookie in `directory`, mode 0600 from creation on (no window)."""
+    """A fresh random cookie in `directory`, mode 0600 from creation on (no window). Whatever
+    lies at the temporary name is removed, never opened: the directory may be one a confined
+    process writes (a wallet started on its own writes its cookie into the node's)."""
     path = os.path.join(directory, COOKIE_NAME)
     password = secrets.token_hex(32)
     tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, f"{COOKIE_USER}:{password}".encode())
         os.fsync(fd)
@@ -79,9 +85,12 @@ def write_cookie(directory: str) -> Credentials:
 
 
 def read_cookie(directory: str) -> Credentials:
-    """The cookie a client uses to log in to a process with this datadir."""
-    with open(os.path.join(directory, COOKIE_NAME)) as handle:
-        return parse_ipcauth(handle.read().strip())
+    """The cookie a client uses to log in to a process with this datadir. The confined node
+    writes that directory and chooses what lies there: read as CleanCoin-cli reads `.cookie`
+    (private_files.read_cookie: no link, a regular file, at most 1 KiB, a cookie's form), else
+    OSError (RefusedFile: "path: why"). Before 12-06 the whole file was read, whatever its size."""
+    text, _owner = private_files.read_cookie(os.path.join(directory, COOKIE_NAME))
+    return parse_ipcauth(text)
 
 
 @dataclass

@@ -18,19 +18,17 @@ so a restarted server's new cookie is picked up. Proxies from the environment ar
 from __future__ import annotations
 
 import base64
-import errno
 import http.client
 import itertools
 import os
-import re
 import socket
-import stat
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+from ..common import private_files
 from ..common.local_listener import ForeignListener, check_server
 from . import jsonfmt
 from .errors import RpcError
@@ -62,11 +60,6 @@ class RpcHttpError(RpcTransportError):
         self.status = status
 
 
-#: What a cookie holds: bitcoind's and CleanCoin's are `__cookie__:` and 64 hex digits.
-_COOKIE = re.compile(r"__cookie__:[0-9a-f]{1,256}")
-_COOKIE_MAX = 1024
-
-
 def read_cookie(path: str) -> str:
     """The cookie's `user:password`, or OSError. The file lies in a directory the confined node
     writes: it is never read through a link, and anything but a cookie is not sent (it could
@@ -76,23 +69,7 @@ def read_cookie(path: str) -> str:
 
 def _read_cookie(path: str) -> tuple[str, int]:
     """read_cookie, and the uid that owns the file: the node's, which may listen for it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise OSError(errno.ELOOP, "it is a symbolic link, which is not followed") from None
-        raise
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        data = os.read(fd, _COOKIE_MAX + 1)
-    finally:
-        os.close(fd)
-    text = data.decode("ascii", "replace").split("\n", 1)[0].rstrip("\r")
-    if len(data) > _COOKIE_MAX or not _COOKIE.fullmatch(text):
-        raise OSError(errno.EINVAL, "it does not hold a cookie (__cookie__:<hex>), so it is not sent")
-    return text, info.st_uid
+    return private_files.read_cookie(path)
 
 
 class _CheckedConnection(http.client.HTTPConnection):

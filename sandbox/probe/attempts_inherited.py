@@ -260,16 +260,30 @@ def _set_modes(fd: int) -> list[str]:
 
 
 def _run_terminal_modes_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
-    """As terminal-self-restriction, then set the terminal's modes through fd 1 (write-only
-    since restrict_self reopens it, which stops reads, not ioctls)."""
+    """As terminal-self-restriction, then set the terminal's modes through fd 1 (a pipe to
+    the relay since 12-06; before, the terminal reopened write-only, which stops reads, not
+    ioctls)."""
     return _run_terminal_self(judge, t, plan_of, timeout, modes=True)
 
 
+#: What terminal-escape-self-restriction writes: OSC 52 (set the desktop's clipboard), then a
+#: marker that ends the parent's wait for it.
+_CLIPBOARD = b"\x1b]52;c;cHJvYmU=\x07"
+_ESCAPE_MARKER = b"end-of-probe-output"
+
+
+def _run_terminal_escape_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """As terminal-self-restriction, then write an escape sequence to stdout and stderr; the
+    parent reads the terminal: the sequence arriving raw is the way out."""
+    return _run_terminal_self(judge, t, plan_of, timeout, escape=True)
+
+
 def _run_terminal_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float,
-                       modes: bool = False) -> Outcome:
+                       modes: bool = False, escape: bool = False) -> Outcome:
     """A running process on a terminal (1 and 2 the one description a shell opened for
     reading and writing) restricts itself with the policy, then reads what the user typed
-    through stdout and stderr: restrict_self keeps them, as nobody relays its output."""
+    through stdout and stderr (restrict_self keeps them, or relays them since 12-06), sets
+    the terminal's modes (`modes`) or writes an escape sequence to it (`escape`)."""
     plan = judge.plan
     master, slave = os.openpty()
     read_end, write_end = os.pipe()
@@ -280,6 +294,11 @@ def _run_terminal_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object
             os.dup2(slave, 1)
             os.dup2(slave, 2)
             steps.run(steps.Context(plan, steps.Entry.SELF, {write_end}))
+            if escape:
+                for fd in (1, 2):
+                    os.write(fd, _CLIPBOARD + _ESCAPE_MARKER + b"\n")
+                out.result("denied", "wrote OSC 52 to stdout and stderr (judged by what reached the terminal)")
+                return 0
             if modes:
                 taken = _set_modes(1)
                 out.result(*(_ok(f"set the terminal's modes through fd 1: {', '.join(taken)}") if taken else
@@ -296,7 +315,7 @@ def _run_terminal_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object
                 if data:
                     typed.append(f"read {data!r} through fd {fd}")
             out.result(*(_ok("; ".join(typed)) if typed else
-                         ("denied", "stdout and stderr on the terminal are write-only")))
+                         ("denied", "stdout and stderr are no terminal this process can read")))
         except BaseException as exc:  # noqa: BLE001
             out.result("error", f"{type(exc).__name__}: {exc}")
         return 0
@@ -319,10 +338,40 @@ def _run_terminal_self(judge: _Judge, t: _Targets, plan_of: Callable[..., object
             if not chunk:
                 break
             data += chunk
-        return _interpret(data, child.wait(), False, timeout)
+        outcome = _interpret(data, child.wait(), False, timeout)
+        if escape and outcome[0] == "denied":
+            shown = _terminal_output(master, _ESCAPE_MARKER, timeout)
+            if _CLIPBOARD in shown:
+                return _ok("OSC 52 reached the terminal raw: " + repr(shown[:80]))
+            if _ESCAPE_MARKER not in shown:
+                return "error", f"the output never reached the terminal: {shown[:200]!r}"
+            return "denied", "the escape sequence reached the terminal as text: " + repr(shown[:80])
+        return outcome
     finally:
         os.close(read_end)
         os.close(master)
+
+
+def _terminal_output(master: int, marker: bytes, timeout: float) -> bytes:
+    """What reached the terminal, until `marker` arrived twice (stdout's and stderr's line:
+    a relay passes them on after the writer is gone) or `timeout`."""
+    import select
+    import time
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while seen.count(marker) < 2:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([master], [], [], max(left, 0))
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:         # EIO: every writer of the terminal is gone
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen
 
 
 def _run_terminal_left_open(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
@@ -691,8 +740,13 @@ def _exp_terminal_modes_self(j: _Judge, t: _Targets) -> _Why:
 
 
 def _exp_terminal_self(j: _Judge, t: _Targets) -> _Why:
-    return _Why().need(j.plan.stdio == "inherit", "stdio: restrict_self opens a terminal on 1 "
-                                                  "or 2 again write-only")
+    return _Why().need(j.plan.stdio == "inherit", "stdio: restrict_self puts pipes to a relay on 1 "
+                                                  "and 2 when either is a terminal")
+
+
+def _exp_terminal_escape_self(j: _Judge, t: _Targets) -> _Why:
+    return _Why().need(j.plan.stdio == "inherit", "stdio: restrict_self relays 1 and 2 to a "
+                                                  "terminal with control characters made visible")
 
 
 def _exp_fd_self(j: _Judge, t: _Targets) -> _Why:
@@ -705,6 +759,7 @@ PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], flo
     "fd-before-self-restriction": _run_fd_self,
     "terminal-self-restriction": _run_terminal_self,
     "terminal-modes-self-restriction": _run_terminal_modes_self,
+    "terminal-escape-self-restriction": _run_terminal_escape_self,
     "terminal-left-open": _run_terminal_left_open,
     "grant-symlink-swap": _run_symlink_swap,
     "output-flood": _run_output_flood,

