@@ -1521,8 +1521,12 @@ class P2PNode:
             return
         if peer.headers_sent_at or peer.header_sync is not None:
             return                                  # its headers are still coming
-        log.info("Block download from peer=%d: its chain shows less than the minimum chain work; "
-                 "nothing downloaded", peer.id)
+        if target is None:
+            log.info("Block download from peer=%d: its headers show less than the minimum chain work; "
+                     "no block asked for", peer.id)
+        else:
+            log.info("Block download from peer=%d: the blocks of its headers up to height %d did not "
+                     "come (asked twice); session ended", peer.id, target.height)
         self._finish_sync(peer, exhausted=True)
 
     def _request_blocks(self, peer: Peer, hashes: Sequence[bytes]) -> None:
