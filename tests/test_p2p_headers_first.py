@@ -95,3 +95,78 @@ def test_a_peer_that_withholds_the_blocks_of_its_headers_is_asked_once_more(
             assert victim.chain.best_header.height == 150
     run(main())
     assert "Block download from peer=1: the blocks of its headers up to height 150 did not come" in caplog.text
+
+
+def _headers_after(parent: object, n: int, tag: bytes) -> list[object]:
+    """`n` solved regtest headers on `parent` (two hashes each), new to anyone."""
+    import hashlib
+
+    from cleancoin.components.common.primitives import BlockHeader
+
+    out, prev = [], parent
+    for i in range(n):
+        root, nonce = hashlib.sha256(tag + b"/%d" % i).digest(), 0
+        while True:
+            h = BlockHeader(prev.version, prev.hash, root, prev.time + 60, prev.bits, nonce)
+            if int.from_bytes(h.hash, "little") <= P.pow_limit:
+                break
+            nonce += 1
+        out.append(h)
+        prev = h
+    return out
+
+
+def test_a_sync_peer_that_presyncs_forever_loses_the_download_after_the_headers_timeout(
+        chain_at: Callable[..., ChainManager]) -> None:
+    """The attack: a fresh node whose minimum chain work is far above what any header
+    answer shows (0x100000: 524,288 regtest headers) takes an inbound peer claiming height
+    1,000,000 as its sync peer; the peer answers each getheaders at once with 2000 more
+    headers of a cheap chain of its own, so it never stalls and its session stays within the
+    pre-sync bound for 262 answers. An honest peer that connects meanwhile (inbound too, so
+    it does not take the download over) was never asked for headers: the cheap chain held
+    the download for as long as its sender went on (on main, with a minimum pinned by a
+    release, for the length of the whole chain). Now the headers sync has a deadline, as
+    bitcoind's (HEADERS_DOWNLOAD_TIMEOUT_BASE, 15 min, plus 1 ms per header the tip's age
+    implies; here shortened to 2 s): a sync peer whose headers show no chain of the minimum
+    work by then is disconnected when another peer is ahead, and that peer is asked."""
+    import asyncio
+
+    blocks = chain_200()[:150]
+
+    async def main() -> None:
+        async with Net() as net:
+            victim = await net.node(chain_at((), 0x100000), headers_sync_timeout=2.0)
+            attacker = await RawPeer.connect(victim, "127.0.0.8")
+            await attacker.handshake(start_height=1_000_000)
+            answered = 0
+            last = P.genesis_block.header
+
+            async def feed() -> None:
+                nonlocal answered, last
+                while True:
+                    msg = await attacker.recv(30.0)
+                    if isinstance(msg, m.Ping):
+                        await attacker.send(m.Pong(msg.nonce))
+                    elif isinstance(msg, m.GetHeaders):
+                        headers = _headers_after(last, 2000, b"forever-%d" % answered)
+                        await attacker.send(m.Headers(tuple(headers)))
+                        last, answered = headers[-1], answered + 1
+
+            feeding = asyncio.ensure_future(feed())
+            await wait_until(lambda: answered >= 1, what="the attacker's first answer")
+            honest = await net.node(chain_at(blocks), connect=[f"127.0.0.1:{victim.port}"])
+            started = asyncio.get_running_loop().time()
+
+            def honest_asked() -> bool:
+                info = honest.peer_info()
+                return bool(info) and "getheaders" in info[0]["bytesrecv_per_msg"]
+
+            try:
+                await wait_until(honest_asked, timeout=8.0, what="a getheaders to the honest peer")
+            finally:
+                held = asyncio.get_running_loop().time() - started
+                feeding.cancel()
+                print(f"the attacker answered {answered} getheaders ({answered * 2000} headers counted); "
+                      f"honest peer asked for headers after {held:.1f} s: {honest_asked()}")
+            assert attacker.writer.is_closing() or await attacker.closed_by_peer(2.0)
+    run(main())

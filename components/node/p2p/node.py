@@ -68,7 +68,10 @@ Block download (blocks-first, simpler than headers-first; headers-first below th
     order, `getblocks_limit` per getdata (header_download.py); when they are in and our tip
     has the minimum work the session goes on blocks-first. Headers that end below the
     minimum end the session (nothing downloaded); headers of that work from another peer move
-    the download to it when the sync peer's do not show it. Meanwhile an inv of a block we
+    the download to it when the sync peer's do not show it. A sync peer whose headers show no
+    chain of the minimum work by HEADERS_SYNC_TIMEOUT (plus 1 ms per header the tip's age
+    implies) is disconnected when another peer is ahead (bitcoind's headers sync timeout): one
+    answering every getheaders with more cheap headers never stalls. Meanwhile an inv of a block we
     do not know is answered with getheaders, and a block nobody asked for is dropped when its
     chain would be below the minimum (bitcoind's AcceptBlock): before 12-07 a node below the
     minimum stored, validated and connected whatever chain the first peer offered or pushed.
@@ -174,6 +177,12 @@ _MAX_TX_REQUESTS: int = 100_000
 MAX_MISBEHAVIOUR_BANS: int = 50_000
 #: Seconds between IBD progress lines.
 _PROGRESS_INTERVAL: float = 5.0
+#: A headers-first sync peer must show a header chain of the minimum chain work within this
+#: many seconds, plus HEADERS_SYNC_TIMEOUT_PER_HEADER for each header our tip's age implies
+#: (bitcoind's HEADERS_DOWNLOAD_TIMEOUT_BASE and _PER_HEADER), or it is disconnected when
+#: another peer is ahead.
+HEADERS_SYNC_TIMEOUT: float = 15 * 60.0
+HEADERS_SYNC_TIMEOUT_PER_HEADER: float = 0.001
 #: bitcoind's outbound slots, kept apart from inbound ones within -maxconnections.
 MAX_OUTBOUND_FULL_RELAY: int = 8
 MAX_BLOCK_RELAY_ONLY: int = 2
@@ -268,7 +277,9 @@ class P2PNode:
     `getblocks_limit`, the most hashes we put in one getblocks answer (500, as Bitcoin;
     tests lower it to exercise several batches); `max_misbehaviour_bans`, the most automatic
     bans kept (MAX_MISBEHAVIOUR_BANS; tests lower it); `tx_request_timeout`, how long a
-    transaction request waits before the next announcer is asked (TX_REQUEST_TIMEOUT).
+    transaction request waits before the next announcer is asked (TX_REQUEST_TIMEOUT);
+    `headers_sync_timeout`, the base of a headers-first sync peer's deadline
+    (HEADERS_SYNC_TIMEOUT).
     `connector` opens every outgoing connection (connector.py): the daemons pass one that
     applies the connect rule (connect_rule.py); the default applies none (tests).
     """
@@ -284,6 +295,7 @@ class P2PNode:
                  getblocks_limit: int = GETBLOCKS_LIMIT,
                  max_misbehaviour_bans: int = MAX_MISBEHAVIOUR_BANS,
                  tx_request_timeout: float = TX_REQUEST_TIMEOUT,
+                 headers_sync_timeout: float = HEADERS_SYNC_TIMEOUT,
                  connector: Connector = UNRESTRICTED) -> None:
         self.chain = chain
         self.connector = connector
@@ -313,6 +325,7 @@ class P2PNode:
         self.getblocks_limit = max(1, getblocks_limit)
         self.max_misbehaviour_bans = max(1, max_misbehaviour_bans)
         self.tx_request_timeout = tx_request_timeout
+        self.headers_sync_timeout = headers_sync_timeout
         # Validate the addresses now, so a bad -connect/-addnode fails at startup.
         for a in (*connect, *addnode):
             parse_host_port(a, self.params.default_port)
@@ -345,6 +358,8 @@ class P2PNode:
         self._sync_headers_first = False
         self._header_download: HeaderDownload | None = None
         self._header_log_at = 0.0            # loop time of the last header progress line
+        #: Loop time by which a headers-first sync peer must show a chain of the minimum work.
+        self._headers_sync_deadline = 0.0
         self._announced_tip: bytes | None = None
         # IBD progress reporting.
         self._sync_started_at = 0.0
@@ -1442,6 +1457,9 @@ class P2PNode:
         if self._below_minimum():
             self._sync_headers_first = True
             peer.last_block_progress = self._sync_started_at
+            behind = max(0.0, self.now() - tip.time) / max(self.params.target_spacing, 1)
+            self._headers_sync_deadline = (self._sync_started_at + self.headers_sync_timeout
+                                           + HEADERS_SYNC_TIMEOUT_PER_HEADER * behind)
             log.info("Block download from peer=%d %s: height %d, peer reports %d; below the minimum "
                      "chain work: headers-first", peer.id, peer.addr, tip.height, peer.start_height)
             if self._download_target(peer) is None:
@@ -1528,6 +1546,23 @@ class P2PNode:
             log.info("Block download from peer=%d: the blocks of its headers up to height %d did not "
                      "come (asked twice); session ended", peer.id, target.height)
         self._finish_sync(peer, exhausted=True)
+
+    def _check_headers_sync_deadline(self, loop_now: float) -> None:
+        """A headers-first sync peer whose headers show no chain of the minimum chain work by
+        the session's deadline is disconnected when another peer is ahead (bitcoind's
+        headers sync timeout): one that answers every getheaders at once with more headers
+        of a cheap chain never stalls, and held the download for as long as it went on, with
+        no other peer asked for headers (a test's figure: 254,000 headers in 8 s, honest peer
+        never asked)."""
+        sync = self._sync_peer
+        if (sync is None or not self._sync_headers_first or loop_now <= self._headers_sync_deadline
+                or self._download_target(sync) is not None
+                or not any(p is not sync and self._peer_ahead(p) for p in self._peers.values())):
+            return
+        log.info("peer=%d %s: headers sync timed out (no chain of the minimum chain work shown in "
+                 "%.0f s), disconnecting", sync.id, sync.addr, loop_now - self._sync_started_at)
+        sync.close("headers sync timeout")
+        self._forget_peer(sync)
 
     def _request_blocks(self, peer: Peer, hashes: Sequence[bytes]) -> None:
         loop_now = asyncio.get_running_loop().time()
@@ -1721,5 +1756,6 @@ class P2PNode:
             for peer in list(self._peers.values()):
                 if peer.tx_announced and not peer.closed:
                     self._request_txs(peer)
+        self._check_headers_sync_deadline(loop_now)
         if self._sync_peer is None:
             self._maybe_start_sync()
