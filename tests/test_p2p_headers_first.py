@@ -8,6 +8,8 @@ remote peer against both executables: tests/functional/test_p2p_min_chain_work_d
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +20,13 @@ from cleancoin.components.common.primitives import Block
 from cleancoin.components.node.chain import ChainManager
 from cleancoin.components.node.p2p import messages as m
 
-from test_p2p import P, Net, RawPeer, chain_200, run, wait_until
+from test_p2p import P, Net, RawPeer, chain_200, mine_chain, run, wait_until
 
 NOW = 2_100_000_000
 #: The victims' minimum chain work: regtest blocks carry work 2, so height 130 (work 262).
 MIN_WORK = 2 * 131
+#: The attacker's coinbase key: its blocks are other blocks than the honest chain_200's.
+CHEAP_PKH = hashlib.sha256(b"cheap headers").digest()[:20]
 
 
 @pytest.fixture
@@ -97,25 +101,6 @@ def test_a_peer_that_withholds_the_blocks_of_its_headers_is_asked_once_more(
     assert "Block download from peer=1: the blocks of its headers up to height 150 did not come" in caplog.text
 
 
-def _headers_after(parent: object, n: int, tag: bytes) -> list[object]:
-    """`n` solved regtest headers on `parent` (two hashes each), new to anyone."""
-    import hashlib
-
-    from cleancoin.components.common.primitives import BlockHeader
-
-    out, prev = [], parent
-    for i in range(n):
-        root, nonce = hashlib.sha256(tag + b"/%d" % i).digest(), 0
-        while True:
-            h = BlockHeader(prev.version, prev.hash, root, prev.time + 60, prev.bits, nonce)
-            if int.from_bytes(h.hash, "little") <= P.pow_limit:
-                break
-            nonce += 1
-        out.append(h)
-        prev = h
-    return out
-
-
 def test_a_sync_peer_that_presyncs_forever_loses_the_download_after_the_headers_timeout(
         chain_at: Callable[..., ChainManager]) -> None:
     """The attack: a fresh node whose minimum chain work is far above what any header
@@ -129,8 +114,6 @@ def test_a_sync_peer_that_presyncs_forever_loses_the_download_after_the_headers_
     bitcoind's (HEADERS_DOWNLOAD_TIMEOUT_BASE, 15 min, plus 1 ms per header the tip's age
     implies; here shortened to 2 s): a sync peer whose headers show no chain of the minimum
     work by then is disconnected when another peer is ahead, and that peer is asked."""
-    import asyncio
-
     blocks = chain_200()[:150]
 
     async def main() -> None:
@@ -139,7 +122,7 @@ def test_a_sync_peer_that_presyncs_forever_loses_the_download_after_the_headers_
             attacker = await RawPeer.connect(victim, "127.0.0.8")
             await attacker.handshake(start_height=1_000_000)
             answered = 0
-            last = P.genesis_block.header
+            last = P.genesis_block
 
             async def feed() -> None:
                 nonlocal answered, last
@@ -148,9 +131,9 @@ def test_a_sync_peer_that_presyncs_forever_loses_the_download_after_the_headers_
                     if isinstance(msg, m.Ping):
                         await attacker.send(m.Pong(msg.nonce))
                     elif isinstance(msg, m.GetHeaders):
-                        headers = _headers_after(last, 2000, b"forever-%d" % answered)
-                        await attacker.send(m.Headers(tuple(headers)))
-                        last, answered = headers[-1], answered + 1
+                        cheap = mine_chain(2000, last, answered * 2000, pkh=CHEAP_PKH)
+                        await attacker.send(m.Headers(tuple(b.header for b in cheap)))
+                        last, answered = cheap[-1], answered + 1
 
             feeding = asyncio.ensure_future(feed())
             await wait_until(lambda: answered >= 1, what="the attacker's first answer")
