@@ -18,7 +18,8 @@ can never mistake one network's data for another's. Choices, and why:
   Both enforce BIP94's time-warp rule. Regtest never retargets.
 - minimum_chain_work (bitcoind's nMinimumChainWork, -minimumchainwork overrides it): the work
   a chain must have before the node leaves initial block download, before presync stores a
-  branch's headers, and before a wallet takes its anchor from it (wallet/headers.py). Bitcoind
+  branch's headers, before the node downloads any of its blocks (p2p/node.py, "Block
+  download"), and before a wallet takes its anchor from it (wallet/headers.py). Bitcoind
   sets it at each release to the chain work of a block a few weeks old. This project's main
   and test networks have no chain beyond their genesis block yet (no release has pinned a
   block), so their value is the genesis block's own work (block_proof of 0x1e0fffff, 2**20 + 1):

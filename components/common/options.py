@@ -158,7 +158,8 @@ def max_tx_fee(settings: Settings) -> int:
 
 MINIMUM_CHAIN_WORK_OPTION = Option(
     "minimumchainwork", "Minimum work assumed to exist on a valid chain in hex: below it the node is in "
-    "initial block download and stores no branch's headers, and a wallet takes no anchor from the "
+    "initial block download, stores no branch's headers and downloads no block of a chain below it "
+    "(headers first), and a wallet takes no anchor from the "
     "chain (default: the network's, 0 on regtest; docs/node.md). A wallet process of CleanCoin-node "
     "takes it from the node's options as the node starts, never later from the node.",
     "Debugging/Testing options", "<hex>")

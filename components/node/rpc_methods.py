@@ -751,7 +751,7 @@ RESULTS: dict[str, str] = {
                    '    "relaytxes" : true|false, "lastsend" : xxx, "lastrecv" : xxx, "bytessent" : n, "bytesrecv" : n,\n'
                    '    "conntime" : xxx, "pingtime" : n, "version" : n, "subver" : "str", "inbound" : true|false,\n'
                    '    "permissions" : [ "str", ... ], "connection_type" : "str", "startingheight" : n,\n'
-                   '    "synced_blocks" : n, ... }, ... ]    (json array)',
+                   '    "presynced_headers" : n, "synced_blocks" : n, ... }, ... ]    (json array)',
     "getnetworkinfo": '{ "version" : n, "subversion" : "str", "protocolversion" : n, "localservices" : "hex",\n'
                       '  "connections" : n, "connections_in" : n, "connections_out" : n, "relayfee" : n,\n'
                       '  "incrementalfee" : n, "warnings" : [ "str", ... ], ... }    (json object)',

@@ -358,6 +358,12 @@ def rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")      # utime, stime
+
+
 class CountingListener:
     """A listening socket that accepts, counts and closes every client in a thread of its
     own: the stand-in for a local service an attack must not reach (`accepted` stays 0)."""

@@ -1,16 +1,22 @@
 """A raw P2P connection to a node under test, from a chosen loopback source address: the
 wire format by hand, as a remote attacker speaks it. Shared by the P2P fuzz and resource
-tests (not a test module)."""
+tests (not a test module). `ChainPeer` is such a connection that serves a chain of blocks of
+its own (getblocks, getheaders, getdata) from a thread and counts what the node asked."""
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+from collections import Counter
+from collections.abc import Sequence
 
 from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.primitives import Block
 from cleancoin.components.node.p2p.messages import (
-    HEADER_SIZE, Message, Verack, Version, parse_header, parse_payload, serialize_message,
+    HEADER_SIZE, MAX_HEADERS, MSG_BLOCK, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message, Ping,
+    Pong, Verack, Version, parse_header, parse_payload, serialize_message,
 )
 
 MAGIC = REGTEST.magic
@@ -52,10 +58,11 @@ class RawPeer:
             raise ConnectionError("closed by the node")
         self.buf += chunk
 
-    def handshake(self) -> None:
-        """version out, the node's version and verack in, verack out."""
+    def handshake(self, start_height: int = 0) -> None:
+        """version out (claiming `start_height`), the node's version and verack in, verack out."""
         nonce = int.from_bytes(os.urandom(8), "little")
-        self.send(serialize_message(MAGIC, Version(1, 1, int(time.time()), nonce, self.user_agent, 0, True)))
+        self.send(serialize_message(MAGIC, Version(1, 1, int(time.time()), nonce, self.user_agent,
+                                                   start_height, True)))
         seen: set[str] = set()
         while not {"version", "verack"} <= seen:
             msg = self.read_message()
@@ -65,3 +72,115 @@ class RawPeer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class ChainPeer:
+    """A peer with a chain of its own, `blocks` (block i at height i + 1, forked at genesis):
+    after the handshake (claiming `start_height`, by default the chain's height) a thread answers getblocks with an inv
+    of up to 500 of its hashes, getheaders with up to MAX_HEADERS headers (`headers`, when
+    given, replaces the chain's for that answer: a header chain of its own), getdata with its
+    blocks, and pings. `asked` counts the node's requests by command, `blocks_asked` the
+    blocks named in its getdata. `push` sends anything unasked."""
+
+    def __init__(self, port: int, source: str, blocks: Sequence[Block],
+                 headers: Sequence[object] | None = None, user_agent: str = "/chain/",
+                 start_height: int | None = None) -> None:
+        self.peer = RawPeer(port, source, user_agent)
+        self.blocks = list(blocks)
+        self.headers = None if headers is None else list(headers)
+        self._height = {REGTEST.genesis_block.hash: 0}
+        self._height.update((b.hash, i + 1) for i, b in enumerate(self.blocks))
+        self._by_hash = {b.hash: b for b in self.blocks}
+        self.asked: Counter[str] = Counter()
+        self.blocks_asked = 0
+        self._pongs: set[int] = set()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self.closed = False
+        self.peer.handshake(len(self.blocks) if start_height is None else start_height)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def push(self, msg: Message) -> None:
+        with self._lock:
+            self.peer.send(serialize_message(MAGIC, msg))
+
+    def _after(self, locator: Sequence[bytes]) -> int:
+        """Height of the first locator hash on our chain (genesis if none)."""
+        return next((self._height[h] for h in locator if h in self._height), 0)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                msg = self.peer.read_message()
+            except (ConnectionError, OSError):
+                with self._lock:
+                    self.closed = True
+                    self._changed.notify_all()
+                return
+            if msg is None:
+                continue
+            with self._lock:
+                self.asked[msg.command] += 1
+                if isinstance(msg, Pong):
+                    self._pongs.add(msg.nonce)
+                    self._changed.notify_all()
+                    continue
+                out: list[Message] = []
+                if isinstance(msg, Ping):
+                    out.append(Pong(msg.nonce))
+                elif isinstance(msg, GetHeaders):          # (a GetBlocks too: asked first)
+                    if self.headers is not None:
+                        known = {h.hash: i + 1 for i, h in enumerate(self.headers)}
+                        start = next((known[h] for h in msg.locator if h in known), 0)
+                        out.append(Headers(tuple(self.headers[start:start + MAX_HEADERS])))
+                    else:
+                        start = self._after(msg.locator)
+                        out.append(Headers(tuple(b.header for b in self.blocks[start:start + MAX_HEADERS])))
+                elif isinstance(msg, GetBlocks):
+                    start = self._after(msg.locator)
+                    out.append(Inv(tuple(InvItem(MSG_BLOCK, b.hash) for b in self.blocks[start:start + 500])))
+                elif isinstance(msg, GetData):
+                    for item in msg.items:
+                        if item.type == MSG_BLOCK:
+                            self.blocks_asked += 1
+                            if item.hash in self._by_hash:
+                                out.append(BlockMessage(self._by_hash[item.hash]))
+                self._changed.notify_all()
+                try:
+                    for m in out:
+                        self.peer.send(serialize_message(MAGIC, m))
+                except OSError:
+                    self.closed = True
+                    return
+
+    def requests(self) -> int:
+        """How many requests the node has sent so far (its pings and pongs not counted)."""
+        with self._lock:
+            return sum(n for c, n in self.asked.items() if c not in ("ping", "pong"))
+
+    def settle(self, quiet: float = 1.0, timeout: float = 120.0) -> None:
+        """Wait until the node has handled everything sent to it and asks for nothing more:
+        a ping's pong (a node handles one peer's messages in order) after `quiet` seconds in
+        which no request came. AssertionError if the node drops the connection or never
+        settles within `timeout`."""
+        deadline = time.monotonic() + timeout
+        nonce = 1
+        while time.monotonic() < deadline:
+            before = self.requests()
+            time.sleep(quiet)
+            nonce += 1
+            self.push(Ping(nonce))
+            with self._lock:
+                while nonce not in self._pongs:
+                    if self.closed:
+                        raise AssertionError("the node closed the connection")
+                    if not self._changed.wait(max(deadline - time.monotonic(), 0.01)):
+                        raise AssertionError("no pong")
+            if self.requests() == before:
+                return
+        raise AssertionError(f"the node kept asking for {timeout} s")
+
+    def close(self) -> None:
+        self.peer.close()
+        self._thread.join(10)

@@ -29,7 +29,7 @@ import chain_attacks
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.hashes import hash_to_hex
 from cleancoin.components.node.mining import mine_block
-from cleancoin.components.node.p2p.messages import BlockMessage, Headers, serialize_message
+from cleancoin.components.node.p2p.messages import MSG_BLOCK, BlockMessage, Headers, Inv, InvItem, serialize_message
 from cleancoin.components.rpc.errors import RpcError
 from framework import TEST_ADDRESS, TestNode, connect_nodes, is_multiprocess, wait_until
 from raw_peer import MAGIC, RawPeer
@@ -164,9 +164,11 @@ def test_a_node_fed_a_cheap_chain_stays_in_ibd_and_its_new_wallet_waits(
     synced (initialblockdownload false: its tip is recent and it knows no better header), a
     wallet created then anchored on those blocks, and once the real chain came (a reorg from
     genesis) the wallet refused to follow it ("fork-below-header-chain": it holds no header
-    below its anchor) and stayed on the cheap chain for good. Now the node is in initial
-    block download until its tip has the minimum chain work, and the wallet waits for it;
-    then both follow the real chain, and the wallet sees a payment on it."""
+    below its anchor) and stayed on the cheap chain for good. Since 12-06 the node is in
+    initial block download until its tip has the minimum chain work, and the wallet waits
+    for it; since 12-07 the node does not even store blocks nobody asked for whose chain is
+    below the minimum (test_p2p_min_chain_work_download.py): it stays at genesis. Then both
+    follow the real chain, and the wallet sees a payment on it."""
     honest = node()
     honest.start()
     fresh = node(f"-minimumchainwork={MIN_WORK:x}")
@@ -181,9 +183,9 @@ def test_a_node_fed_a_cheap_chain_stays_in_ibd_and_its_new_wallet_waits(
         _ping(peer, 0)
     finally:
         peer.close()
-    assert fresh.rpc.getblockcount() == 30
+    assert fresh.rpc.getblockcount() == 0, "blocks pushed unasked below the minimum chain work were stored"
     info = fresh.rpc.getblockchaininfo()
-    assert int(info["chainwork"], 16) == 62
+    assert int(info["chainwork"], 16) == 2
     assert info["initialblockdownload"] is True, "the node believes a chain below the minimum chain work"
     fresh.rpc.createwallet("w")
     address = fresh.rpc.getnewaddress()
@@ -204,11 +206,12 @@ def test_a_node_fed_a_cheap_chain_stays_in_ibd_and_its_new_wallet_waits(
 
 def test_headers_below_the_minimum_chain_work_are_not_stored(node: Callable[..., TestNode]) -> None:
     """Both executables. The node at height 300 (work 602) with a minimum chain work of 1024
-    (height 511). A peer answers the node's getheaders (after a block forked at genesis that
-    lags too far to be stored) with 350 headers from genesis: work 702, more than the tip but
-    below the minimum. Before h40 the presync threshold was the tip's work alone: the branch
-    was stored (a headers-only tip with more work than ours: the node went on to download
-    it). Now it is counted and dropped; a branch of 520 headers (work 1042) is stored."""
+    (height 511). A peer answers the node's getheaders (after an inv of a block it does not
+    know: below the minimum the node asks for headers, since 12-07) with 350 headers from
+    genesis: work 702, more than the tip but below the minimum. Before h40 the presync
+    threshold was the tip's work alone: the branch was stored (a headers-only tip with more
+    work than ours: the node went on to download it). Now it is counted and dropped; a branch
+    of 520 headers (work 1042) is stored."""
     n = node("-minimumchainwork=400")
     n.start()
     n.rpc.generatetoaddress(300, TEST_ADDRESS)
@@ -220,14 +223,14 @@ def test_headers_below_the_minimum_chain_work_are_not_stored(node: Callable[...,
     peer = RawPeer(n.p2p_port, "127.0.0.9")
     try:
         peer.handshake()
-        peer.send(serialize_message(MAGIC, BlockMessage(trigger)))
+        peer.send(serialize_message(MAGIC, Inv((InvItem(MSG_BLOCK, trigger.hash),))))
         _wait_for(peer, "getheaders")
         peer.send(serialize_message(MAGIC, Headers(tuple(below))))
         _ping(peer, 1)
         assert not _known(n, below[-1]), "a header branch below the minimum chain work was stored"
         assert not [t for t in n.rpc.getchaintips() if t["status"] == "headers-only"]
         # Allowed: a branch above the minimum chain work.
-        peer.send(serialize_message(MAGIC, BlockMessage(trigger)))
+        peer.send(serialize_message(MAGIC, Inv((InvItem(MSG_BLOCK, trigger.hash),))))
         _wait_for(peer, "getheaders")
         peer.send(serialize_message(MAGIC, Headers(tuple(above))))
         _ping(peer, 2)

@@ -32,11 +32,14 @@ Differences from Bitcoin, and why:
   message), so the fields would carry nothing anyone reads.
 - No `reject`, `addr`, `getaddr`, `sendheaders`, `mempool`, `feefilter`, compact blocks:
   block download is blocks-first (getblocks -> inv -> getdata -> block), far simpler than
-  headers-first. `getheaders`/`headers` serve one purpose: a branch our tip is not on (a
-  block that lags too far to be stored, chain.MAX_SIDE_BRANCH_LAG, or an orphan from a peer
-  other than the one feeding us) shows its work in headers first, so that an honest chain
-  can overtake a cheap one that reached us first (node.py, "Block download"). A `getheaders`
-  is always answered, even with no headers.
+  headers-first, once our tip has the minimum chain work. Below it (a node catching up,
+  -minimumchainwork) it is headers-first (getheaders -> headers, counted before any is
+  stored -> getdata -> block), so that no block of a chain without that work is asked for.
+  `getheaders`/`headers` serve that, and a branch our tip is not on (a block that lags too
+  far to be stored, chain.MAX_SIDE_BRANCH_LAG, or an orphan from a peer other than the one
+  feeding us) shows its work in headers first, so that an honest chain can overtake a cheap
+  one that reached us first (node.py, "Block download"). A `getheaders` is always answered,
+  even with no headers.
 - A `getblocks` is always answered with an `inv`, even an empty one, so the requester knows
   for certain when a peer has nothing more to give (Bitcoin stays silent).
 

@@ -28,7 +28,7 @@ Handshake
     connection. A ping goes out right after the handshake and every `ping_interval`; no pong
     within `ping_timeout` ends the connection.
 
-Block download (blocks-first, simpler than headers-first)
+Block download (blocks-first, simpler than headers-first; headers-first below the minimum chain work)
     One peer at a time is the *sync peer*: the first peer whose start height (or an announced
     block we do not know) shows it is ahead, outbound peers first (bitcoind's preferred
     download peers); an inbound sync peer hands over to an outbound peer that is ahead, since
@@ -59,6 +59,24 @@ Block download (blocks-first, simpler than headers-first)
     headers of more work on a branch our tip is not on move the download to their sender
     (a sync peer that fed a cheap chain one block now and then never let its session end);
     blocks of the branch refused before its headers came are asked again from the fork.
+
+    Below the minimum chain work (our tip has less than -minimumchainwork; never on regtest's
+    default, 0) a session is headers-first, as bitcoind's download always is: the sync peer
+    is asked for headers, which presync counts with the minimum as the bar (nothing stored
+    until a chain shows that work); the stored header chain of at least that work becomes
+    the peer's target (Peer.best_header) and its blocks are asked for by hash, in height
+    order, `getblocks_limit` per getdata (header_download.py); when they are in and our tip
+    has the minimum work the session goes on blocks-first. Headers that end below the
+    minimum end the session (nothing downloaded); headers of that work from another peer move
+    the download to it when the sync peer's do not show it. A sync peer whose headers show no
+    chain of the minimum work by HEADERS_SYNC_TIMEOUT (plus 1 ms per header the tip's age
+    implies) is disconnected when another peer is ahead (bitcoind's headers sync timeout): one
+    answering every getheaders with more cheap headers never stalls. Meanwhile an inv of a block we
+    do not know is answered with getheaders, and a block nobody asked for is dropped when its
+    chain would be below the minimum (bitcoind's AcceptBlock): before 12-07 a node below the
+    minimum stored, validated and connected whatever chain the first peer offered or pushed.
+    The log says "Pre-synchronizing blockheaders" while headers are counted, getpeerinfo's
+    presynced_headers the height counted per peer.
 
 Relay
     A block that becomes our tip is announced by `inv` to every peer not known to have it,
@@ -114,7 +132,7 @@ from typing import Any
 from ...common.diskfail import WriteFailure
 from ...common.errors import Failure, ValidationError
 from ...common.hashes import hash_to_hex
-from ...common.pow import check_proof_of_work
+from ...common.pow import block_proof, check_proof_of_work
 from ...common.primitives import BlockHeader
 from .messages import (
     MAX_INV, MAX_USER_AGENT, MIN_PEER_PROTO_VERSION, MSG_BLOCK, MSG_TX, NODE_NETWORK, PROTOCOL_VERSION,
@@ -123,6 +141,7 @@ from .messages import (
 )
 from .eviction import Candidate, netgroup, select_peer_to_evict
 from .log_limit import install as install_log_limit
+from .header_download import HeaderDownload
 from .presync import HeaderSync, PresyncAbort, work_threshold
 from .peer import MAX_PEER_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip
 from .protocols import ChainAccess, MempoolAccess
@@ -158,6 +177,12 @@ _MAX_TX_REQUESTS: int = 100_000
 MAX_MISBEHAVIOUR_BANS: int = 50_000
 #: Seconds between IBD progress lines.
 _PROGRESS_INTERVAL: float = 5.0
+#: A headers-first sync peer must show a header chain of the minimum chain work within this
+#: many seconds, plus HEADERS_SYNC_TIMEOUT_PER_HEADER for each header our tip's age implies
+#: (bitcoind's HEADERS_DOWNLOAD_TIMEOUT_BASE and _PER_HEADER), or it is disconnected when
+#: another peer is ahead.
+HEADERS_SYNC_TIMEOUT: float = 15 * 60.0
+HEADERS_SYNC_TIMEOUT_PER_HEADER: float = 0.001
 #: bitcoind's outbound slots, kept apart from inbound ones within -maxconnections.
 MAX_OUTBOUND_FULL_RELAY: int = 8
 MAX_BLOCK_RELAY_ONLY: int = 2
@@ -252,7 +277,9 @@ class P2PNode:
     `getblocks_limit`, the most hashes we put in one getblocks answer (500, as Bitcoin;
     tests lower it to exercise several batches); `max_misbehaviour_bans`, the most automatic
     bans kept (MAX_MISBEHAVIOUR_BANS; tests lower it); `tx_request_timeout`, how long a
-    transaction request waits before the next announcer is asked (TX_REQUEST_TIMEOUT).
+    transaction request waits before the next announcer is asked (TX_REQUEST_TIMEOUT);
+    `headers_sync_timeout`, the base of a headers-first sync peer's deadline
+    (HEADERS_SYNC_TIMEOUT).
     `connector` opens every outgoing connection (connector.py): the daemons pass one that
     applies the connect rule (connect_rule.py); the default applies none (tests).
     """
@@ -268,6 +295,7 @@ class P2PNode:
                  getblocks_limit: int = GETBLOCKS_LIMIT,
                  max_misbehaviour_bans: int = MAX_MISBEHAVIOUR_BANS,
                  tx_request_timeout: float = TX_REQUEST_TIMEOUT,
+                 headers_sync_timeout: float = HEADERS_SYNC_TIMEOUT,
                  connector: Connector = UNRESTRICTED) -> None:
         self.chain = chain
         self.connector = connector
@@ -297,6 +325,7 @@ class P2PNode:
         self.getblocks_limit = max(1, getblocks_limit)
         self.max_misbehaviour_bans = max(1, max_misbehaviour_bans)
         self.tx_request_timeout = tx_request_timeout
+        self.headers_sync_timeout = headers_sync_timeout
         # Validate the addresses now, so a bad -connect/-addnode fails at startup.
         for a in (*connect, *addnode):
             parse_host_port(a, self.params.default_port)
@@ -324,6 +353,13 @@ class P2PNode:
         self._recent_rejects: OrderedDict[bytes, None] = OrderedDict()
         self._rejects_tip: bytes | None = None
         self._sync_peer: Peer | None = None
+        #: The sync session runs headers-first (our tip was below the minimum chain work when
+        #: it started), and which blocks of the sync peer's header chain it asks for next.
+        self._sync_headers_first = False
+        self._header_download: HeaderDownload | None = None
+        self._header_log_at = 0.0            # loop time of the last header progress line
+        #: Loop time by which a headers-first sync peer must show a chain of the minimum work.
+        self._headers_sync_deadline = 0.0
         self._announced_tip: bytes | None = None
         # IBD progress reporting.
         self._sync_started_at = 0.0
@@ -596,6 +632,9 @@ class P2PNode:
                 "startingheight": p.start_height,
                 "synced_blocks": p.synced_blocks,
                 "inflight": len(p.blocks_in_flight),
+                # bitcoind's: the height its headers pre-sync has counted to, -1 when none
+                # is under way (presync.py: counted, not stored).
+                "presynced_headers": p.header_sync.last.height if p.header_sync is not None else -1,
                 "banscore": p.ban_score,
                 "bytessent_per_msg": dict(p.bytes_sent_per_msg),
                 "bytesrecv_per_msg": dict(p.bytes_recv_per_msg),
@@ -766,8 +805,10 @@ class P2PNode:
             self._release_tx_request(txid, failed=True)
         peer.tx_announced.clear()
         peer.header_sync = None             # its header session's state goes with it
+        peer.best_header = None
         if self._sync_peer is peer:
             self._sync_peer = None
+            self._end_headers_first()
             if self._running:
                 self._maybe_start_sync()
 
@@ -884,6 +925,8 @@ class P2PNode:
             peer.getblocks_sent_at = 0.0
         syncing_elsewhere = self._sync_peer is not None and self._sync_peer is not peer
         relay_inv = not is_answer and len(block_hashes) == 1
+        minimum = self._minimum_chain_work() if self._below_minimum() else 0
+        unknown_below_minimum = False
         want: list[InvItem] = []
         for item in msg.items:
             peer.known_inventory.add(item.hash)
@@ -895,6 +938,11 @@ class P2PNode:
                     continue
                 peer.best_announced = item.hash
                 peer.sync_exhausted = False
+                if minimum and (idx is None or idx.chainwork < minimum):
+                    # Below the minimum chain work, no block is asked for that a header chain
+                    # of that work does not lead to: its sender is asked for headers instead.
+                    unknown_below_minimum = True
+                    continue
                 # While another peer feeds us the chain in order, blocks from elsewhere would
                 # only be orphans; once that sync ends this peer is asked if still ahead. A
                 # single new block (a relay inv) is fetched anyway: the sync peer may be a
@@ -915,6 +963,11 @@ class P2PNode:
             if any(it.type == MSG_BLOCK for it in want):
                 peer.last_block_progress = loop_now
             peer.send(GetData(tuple(want)))
+        if unknown_below_minimum:
+            if self._sync_peer is None:
+                self._maybe_start_sync()
+            else:
+                self._ask_headers(peer, self._header_start(peer))
         if is_answer and self._sync_peer is peer:
             if not block_hashes:
                 self._finish_sync(peer, exhausted=True)
@@ -1091,42 +1144,88 @@ class P2PNode:
         difficulty its parent demands, time), but a branch's headers are stored only once
         they lead to more work than our tip (headers pre-sync, presync.py): until then they
         are counted, per peer, without keeping them. Then the blocks are downloaded from this
-        peer as any sync does."""
+        peer as any sync does; below the minimum chain work, headers-first
+        (_after_headers_below_minimum)."""
         if not peer.headers_sent_at:
             return
         peer.headers_sent_at = 0.0
-        headers = msg.headers
+        headers_first = self._sync_peer is peer and self._sync_headers_first
+        if headers_first:
+            peer.last_block_progress = asyncio.get_running_loop().time()     # it answered
+        last = self._take_headers(peer, msg.headers)
+        if peer.closed:
+            return
+        if headers_first or self._below_minimum():
+            self._after_headers_below_minimum(peer, msg.headers, last)
+        elif last is not None:
+            self._after_headers(peer, msg.headers, last)
+
+    def _take_headers(self, peer: Peer, headers: Sequence[BlockHeader]) -> Any:
+        """Check, count or store an answer (_on_headers); the entry of the last header stored
+        or known, or None (still counting, asked again, or refused)."""
         if not headers:
             peer.header_sync = None                 # it has nothing more: the session ends
-            return
+            return None
         bad_pow = next((h for h in headers if not check_proof_of_work(h.hash, h.bits, self.params)), None)
         if bad_pow is not None:
             # Checked first, connected or not (bitcoind's CheckHeadersPoW): without proof of
             # work a header costs nothing to make.
             peer.header_sync = None
             self.misbehaving(peer, BAN_THRESHOLD, f"header {hash_to_hex(bad_pow.hash)} with invalid proof of work")
-            return
+            return None
         if any(b.prev_hash != a.hash for a, b in zip(headers, headers[1:])):
             peer.header_sync = None
             self.misbehaving(peer, 20, "non-continuous headers sequence")   # bitcoind's score
-            return
+            return None
         try:
-            last = self._process_headers(peer, headers)
+            return self._process_headers(peer, headers)
         except ValidationError as e:
             peer.header_sync = None
             if e.reason == "prev-blk-not-found" or e.failure in (Failure.TIME_FUTURE, Failure.TOO_LITTLE_WORK):
                 # Not necessarily invalid: not connected to what we know, early, or (a
                 # redownload's tail) overtaken by our tip meanwhile.
                 log.debug("peer=%d: headers not stored: %s", peer.id, e)
-                return
+                return None
             self.misbehaving(peer, BAN_THRESHOLD, f"invalid header: {e.reason}")
-            return
+            return None
         except PresyncAbort as e:
             peer.header_sync = None
             log.info("peer=%d: header sync dropped: %s", peer.id, e)
-            return
-        if last is None:
-            return                                  # still counting, or asked again
+            return None
+
+    def _after_headers_below_minimum(self, peer: Peer, headers: Sequence[BlockHeader], last: Any) -> None:
+        """Headers-first (our tip below the minimum chain work, or a session that started
+        so): a stored header chain with at least the minimum work becomes the peer's
+        download target (Peer.best_header), and more is asked for after a full answer; the
+        download starts from it, or moves to it from a sync peer whose headers show no such
+        chain; a sync peer whose header chain ended below the minimum ends its session."""
+        if last is not None:
+            if last.chainwork >= self._minimum_chain_work() and (
+                    peer.best_header is None or last.chainwork > peer.best_header.chainwork):
+                first, peer.best_header = peer.best_header is None, last
+                self._log_header_progress(first, "Synchronizing blockheaders from peer=%d, height: %d "
+                                          "(stored: the minimum chain work is reached)", peer.id, last.height)
+            if len(headers) == MAX_HEADERS and last.hash == headers[-1].hash:
+                self._ask_headers(peer, last.hash)          # more may follow
+        sync = self._sync_peer
+        if self._download_target(peer) is not None:
+            peer.best_announced = peer.best_header.hash
+            peer.sync_exhausted = False
+            if sync is None:
+                self._start_sync(peer)
+                return
+            if sync is not peer and (not self._sync_headers_first or self._download_target(sync) is None):
+                log.info("peer=%d: its headers show the minimum chain work, peer=%d's do not: "
+                         "block download moves to peer=%d", peer.id, sync.id, peer.id)
+                self._sync_peer = None
+                self._start_sync(peer)
+                return
+        if sync is peer and self._sync_headers_first and not peer.blocks_in_flight:
+            self._continue_sync(peer)
+
+    def _after_headers(self, peer: Peer, headers: Sequence[BlockHeader], last: Any) -> None:
+        """Above the minimum chain work: headers of a branch with more work than our tip move
+        the block download to it (blocks-first, from the fork)."""
         best, tip = self.chain.best_header, self.chain.tip
         if best.chainwork <= tip.chainwork:
             if len(headers) == MAX_HEADERS and last.hash == headers[-1].hash:
@@ -1171,6 +1270,10 @@ class P2PNode:
                 batch = sync.redownload(headers)
                 last = self.chain.accept_headers(batch.verified, min_work_checked=True)
                 if not batch.done:
+                    if self._below_minimum():
+                        self._log_header_progress(False, "Synchronizing blockheaders from peer=%d, height: %d "
+                                                  "(storing the %d counted)", peer.id, last.height,
+                                                  sync.final.height)
                     self._ask_headers(peer, sync.stored_hash)
                     return None
                 peer.header_sync = None
@@ -1201,6 +1304,10 @@ class P2PNode:
         sync.presync(self.chain, rest, tip_work)
         if sync.last.chainwork > tip_work:
             # The whole branch is in this answer: stored now, no second round.
+            if self._below_minimum():
+                self._log_header_progress(True, "Pre-synchronizing blockheaders from peer=%d, height: %d "
+                                          "(the minimum chain work is reached in one answer)",
+                                          peer.id, sync.last.height)
             return self.chain.accept_headers(rest)
         peer.header_sync = sync
         return self._after_presync(peer, sync, full, tip_work)
@@ -1209,6 +1316,11 @@ class P2PNode:
         """After counting an answer: ask for the branch again when it has more work than our
         tip, for more when the answer was full, or end the session (less work: nothing
         stored, nothing kept)."""
+        if self._below_minimum():
+            self._log_header_progress(sync.counted <= MAX_HEADERS,
+                                      "Pre-synchronizing blockheaders from peer=%d, height: %d (~%.1f%% of "
+                                      "the minimum chain work; counted, not stored)", peer.id, sync.last.height,
+                                      min(100.0, 100.0 * sync.last.chainwork / self._minimum_chain_work()))
         if sync.last.chainwork > tip_work:
             log.info("peer=%d: %d headers above height %d lead to more work than our tip: "
                      "asking for them again to store them", peer.id, sync.counted, sync.base_height)
@@ -1229,10 +1341,13 @@ class P2PNode:
         h = block.hash
         peer.known_inventory.add(h)
         loop_now = asyncio.get_running_loop().time()
-        if peer.blocks_in_flight.pop(h, None) is not None:
+        requested = peer.blocks_in_flight.pop(h, None) is not None
+        if requested:
             peer.last_block_progress = loop_now
         if self._blocks_requested.get(h) == peer.id:
             del self._blocks_requested[h]
+        if not requested and self._below_minimum() and not self._unrequested_block_may_count(peer, block):
+            return
         old_tip = self.chain.tip.hash
         try:
             result = self.chain.accept_block(block)
@@ -1266,6 +1381,25 @@ class P2PNode:
                 self._continue_sync(peer)
             if self._sync_peer is not peer:
                 self._announce_tip()          # (a relayed block during someone else's sync too)
+
+    def _unrequested_block_may_count(self, peer: Peer, block: Any) -> bool:
+        """Below the minimum chain work: whether a block nobody asked for is looked at. Not
+        when its chain would have less work than the minimum (bitcoind's AcceptBlock returns
+        early for such a block): a peer could otherwise have any chain it likes stored,
+        validated and connected by a node that is still catching up. Its proof of work is
+        not checked here: claimed work that is not there fails accept_block's check. An
+        unknown parent makes its sender a source of headers (_on_orphan)."""
+        parent = self.chain.get_index(block.header.prev_hash)
+        if parent is None:
+            log.debug("peer=%d: unrequested block %s with an unknown parent, below the minimum chain "
+                      "work: not read; asking for headers", peer.id, block.hash_hex)
+            self._on_orphan(peer)
+            return False
+        if parent.chainwork + block_proof(block.header.bits) < self._minimum_chain_work():
+            log.debug("peer=%d: unrequested block %s below the minimum chain work: not stored",
+                      peer.id, block.hash_hex)
+            return False
+        return True
 
     def _announce_tip(self) -> None:
         """Tell peers about our tip if it changed since we last did (end of a batch)."""
@@ -1319,16 +1453,142 @@ class P2PNode:
         self._sync_start_height = self._progress_height = tip.height
         self._sync_start_tip = tip.hash
         self._progress_final = False
+        self._end_headers_first()
+        if self._below_minimum():
+            self._sync_headers_first = True
+            peer.last_block_progress = self._sync_started_at
+            behind = max(0.0, self.now() - tip.time) / max(self.params.target_spacing, 1)
+            self._headers_sync_deadline = (self._sync_started_at + self.headers_sync_timeout
+                                           + HEADERS_SYNC_TIMEOUT_PER_HEADER * behind)
+            log.info("Block download from peer=%d %s: height %d, peer reports %d; below the minimum "
+                     "chain work: headers-first", peer.id, peer.addr, tip.height, peer.start_height)
+            if self._download_target(peer) is None:
+                self._ask_headers(peer, self._header_start(peer))
+            else:
+                self._continue_sync(peer)
+            return
         log.info("Block download from peer=%d %s: height %d, peer reports %d",
                  peer.id, peer.addr, tip.height, peer.start_height)
         self._send_getblocks(peer, self.chain.locator())
+
+    # ------------------------------------------------------------------ below the minimum chain work
+
+    def _minimum_chain_work(self) -> int:
+        return int(getattr(self.chain, "minimum_chain_work", 0))
+
+    def _below_minimum(self) -> bool:
+        """Whether our tip has less work than the minimum chain work (-minimumchainwork): then
+        blocks are downloaded headers-first ("Block download")."""
+        minimum = self._minimum_chain_work()
+        return minimum > 0 and self.chain.tip.chainwork < minimum
+
+    def _download_target(self, peer: Peer) -> Any | None:
+        """The stored header up to which `peer`'s blocks may be downloaded headers-first: the
+        best header it showed, when its chain has at least the minimum chain work and more
+        work than our tip; else None."""
+        if peer.best_header is None:
+            return None
+        best = self.chain.get_index(peer.best_header.hash)      # (its status may have changed)
+        if (best is None or getattr(best, "failed", False) or best.chainwork < self._minimum_chain_work()
+                or best.chainwork <= self.chain.tip.chainwork):
+            return None
+        return best
+
+    def _header_start(self, peer: Peer) -> bytes:
+        """Where to ask `peer`'s headers from: the best stored header it showed, or our tip."""
+        best = peer.best_header
+        return best.hash if best is not None and self.chain.get_index(best.hash) is not None else self.chain.tip.hash
+
+    def _end_headers_first(self) -> None:
+        self._sync_headers_first = False
+        self._header_download = None
+
+    def _continue_headers_first(self, peer: Peer) -> None:
+        """Headers-first session, the sync peer's last batch in: ask for the next blocks of
+        its header chain (HeaderDownload), a batch of `getblocks_limit` at a time. With none
+        left: at or above the minimum chain work the session goes on blocks-first, as any
+        session above it; below it, once no header of that peer's is on its way, its chain
+        has shown too little work (or its blocks did not come): the session ends."""
+        if peer.blocks_in_flight:
+            return
+        target = self._download_target(peer)
+        if target is not None:
+            plan = self._header_download
+            if plan is None:
+                plan = self._header_download = HeaderDownload.start(self.chain, target)
+            else:
+                plan.retarget(self.chain, target)
+            hashes = plan.next_blocks(self.chain, self.getblocks_limit)
+            if not hashes and plan.rounds == 1:
+                # All handed out, yet the target is not reached (a notfound, or blocks a sync
+                # peer handed over still owed): walk the branch from the fork once more.
+                rounds = plan.rounds + 1
+                plan = self._header_download = HeaderDownload.start(self.chain, target)
+                plan.rounds = rounds
+                hashes = plan.next_blocks(self.chain, self.getblocks_limit)
+            if hashes:
+                # (Also blocks asked from a sync peer before this one: who delivers first
+                # counts, and a stalled one is disconnected.)
+                self._request_blocks(peer, hashes)
+                return
+        if not self._below_minimum():
+            log.info("Block download from peer=%d: the minimum chain work is reached at height %d, "
+                     "going on blocks-first", peer.id, self.chain.tip.height)
+            self._end_headers_first()
+            self._send_getblocks(peer, self.chain.locator())
+            return
+        if peer.headers_sent_at or peer.header_sync is not None:
+            return                                  # its headers are still coming
+        if target is None:
+            log.info("Block download from peer=%d: its headers show less than the minimum chain work; "
+                     "no block asked for", peer.id)
+        else:
+            log.info("Block download from peer=%d: the blocks of its headers up to height %d did not "
+                     "come (asked twice); session ended", peer.id, target.height)
+        self._finish_sync(peer, exhausted=True)
+
+    def _check_headers_sync_deadline(self, loop_now: float) -> None:
+        """A headers-first sync peer whose headers show no chain of the minimum chain work by
+        the session's deadline is disconnected when another peer is ahead (bitcoind's
+        headers sync timeout): one that answers every getheaders at once with more headers
+        of a cheap chain never stalls, and held the download for as long as it went on, with
+        no other peer asked for headers (tests/test_p2p_headers_first.py: 30,000 headers
+        counted in 8 s, the honest peer never asked)."""
+        sync = self._sync_peer
+        if (sync is None or not self._sync_headers_first or loop_now <= self._headers_sync_deadline
+                or self._download_target(sync) is not None
+                or not any(p is not sync and self._peer_ahead(p) for p in self._peers.values())):
+            return
+        log.info("peer=%d %s: headers sync timed out (no chain of the minimum chain work shown in "
+                 "%.0f s), disconnecting", sync.id, sync.addr, loop_now - self._sync_started_at)
+        sync.close("headers sync timeout")
+        self._forget_peer(sync)
+
+    def _request_blocks(self, peer: Peer, hashes: Sequence[bytes]) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        for h in hashes:
+            self._blocks_requested[h] = peer.id
+            peer.blocks_in_flight[h] = loop_now
+        peer.last_block_progress = loop_now
+        for i in range(0, len(hashes), MAX_INV):
+            peer.send(GetData(tuple(InvItem(MSG_BLOCK, h) for h in hashes[i:i + MAX_INV])))
+
+    def _log_header_progress(self, force: bool, text: str, *args: Any) -> None:
+        """A header sync progress line (bitcoind's "Pre-synchronizing blockheaders"): when
+        `force`, else at most every _PROGRESS_INTERVAL seconds."""
+        loop_now = asyncio.get_running_loop().time()
+        if force or loop_now - self._header_log_at >= _PROGRESS_INTERVAL:
+            self._header_log_at = loop_now
+            log.info(text, *args)
 
     def _on_orphan(self, peer: Peer) -> None:
         if self._sync_peer is None:
             peer.sync_exhausted = False
             self._start_sync(peer)
         elif self._sync_peer is peer:
-            if not peer.getblocks_sent_at and not peer.blocks_in_flight:
+            if self._sync_headers_first:
+                self._ask_headers(peer, self._header_start(peer))
+            elif not peer.getblocks_sent_at and not peer.blocks_in_flight:
                 self._send_getblocks(peer, self.chain.locator())
         else:
             # A block we cannot place, from a peer other than the one feeding us: its chain
@@ -1347,6 +1607,9 @@ class P2PNode:
 
     def _continue_sync(self, peer: Peer) -> None:
         """The sync peer's batch is in: ask for the next one, or end the sync with it."""
+        if self._sync_headers_first:
+            self._continue_headers_first(peer)
+            return
         if peer.getblocks_sent_at:
             return                        # a request is already out
         start = peer.sync_continue_from
@@ -1374,6 +1637,7 @@ class P2PNode:
         peer.sync_exhausted = (exhausted or peer.sync_exhausted
                                or self.chain.tip.hash == self._sync_start_tip)
         self._sync_peer = None
+        self._end_headers_first()
         tip = self.chain.tip
         elapsed = max(asyncio.get_running_loop().time() - self._sync_started_at, 1e-9)
         got = tip.height - self._sync_start_height
@@ -1474,7 +1738,10 @@ class P2PNode:
                 continue
             if not peer.ping_sent_at and loop_now - peer.last_ping_at >= self.ping_interval:
                 self._send_ping(peer)
-            waiting = peer.blocks_in_flight or peer.getblocks_sent_at
+            # (A headers-first sync peer waits for headers too: one that never answers
+            # them must not keep the download for itself.)
+            waiting = (peer.blocks_in_flight or peer.getblocks_sent_at
+                       or (peer is self._sync_peer and self._sync_headers_first and peer.headers_sent_at))
             if waiting and loop_now - peer.last_block_progress > self.block_download_timeout:
                 log.info("peer=%d %s: block download stalled, disconnecting", peer.id, peer.addr)
                 peer.close("block download stalled")
@@ -1489,5 +1756,6 @@ class P2PNode:
             for peer in list(self._peers.values()):
                 if peer.tx_announced and not peer.closed:
                     self._request_txs(peer)
+        self._check_headers_sync_deadline(loop_now)
         if self._sync_peer is None:
             self._maybe_start_sync()

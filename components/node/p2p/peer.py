@@ -31,7 +31,7 @@ import secrets
 import struct
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from .bloom import RollingBloomFilter
 from .presync import HeaderSync
@@ -223,6 +223,10 @@ class Peer:
         # Its headers showed more work while its session was under way: the session's next
         # round starts again from our locator, so blocks refused before (lagging) are asked again.
         self.refetch_from_fork: bool = False
+        #: The stored header of the most work it showed us whose chain has at least the
+        #: minimum chain work (an index entry; None: none): below that work, blocks are
+        #: downloaded from a peer only up to this header (node.py, "Block download").
+        self.best_header: Any = None
         #: Loop time of the last block / transaction it sent that was new to us (0: none):
         #: eviction protects peers that are useful.
         self.last_block_time: float = 0.0

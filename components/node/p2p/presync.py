@@ -43,7 +43,8 @@ branch forking near the tip is stored before it overtakes; blocks-first download
 unnecessary here: such a branch's blocks come as blocks). A node whose tip is below the
 minimum chain work (a fresh node in initial block download) therefore stores no branch of
 headers that does not reach it: a peer cannot make it believe a cheap header chain, forked
-anywhere, before the real one arrives.
+anywhere, before the real one arrives. Such a node downloads blocks headers-first (node.py,
+"Block download"), so it asks for no block until a header chain stored here leads to it.
 """
 
 from __future__ import annotations
