@@ -77,6 +77,7 @@ class Context:
     pipes: stdio.Pipes | None = None   # LAUNCH with stdio "pipe"
     devnull: int = -1
     namespaces: list[str] = field(default_factory=list)     # entered
+    ids_mapped: bool = False           # the user namespace was joined with its maps written
     env: dict[str, str] = field(default_factory=dict)       # LAUNCH: for exec or the target
     title: str = ""                    # what `ps` shows (LAUNCH); the waiting processes add theirs
     monitor: denial_log.Monitor | None = None   # the denial log's monitor, started before Landlock
@@ -153,14 +154,19 @@ def _learning_records(ctx: Context) -> Done:
 
 def _namespaces(ctx: Context) -> Done:
     wanted = [n for n in namespaces.FLAGS if n in ctx.plan.namespaces]
-    entered, first_error = namespaces.enter(wanted, ctx.plan.level("namespaces"))
+    entered, first_error, ctx.ids_mapped = namespaces.enter(wanted, ctx.plan.level("namespaces"),
+                                                             ctx.plan.uid, ctx.plan.gid)
     ctx.namespaces = entered
     missing = [f"{n} namespace ({first_error})" for n in wanted if n not in entered]
-    return Done(f"entered: {', '.join(entered) or 'none'}", missing, applied_nothing=not entered)
+    how = "; user joined from a holder process, its ids mapped from outside" if ctx.ids_mapped else ""
+    return Done(f"entered: {', '.join(entered) or 'none'}{how}", missing, applied_nothing=not entered)
 
 
 def _id_maps(ctx: Context) -> Done:
-    namespaces.write_id_maps(ctx.plan.uid, ctx.plan.gid)
+    # Already mapped (and checked after setns) when the process keeps its memory private: it
+    # could write its own maps only by being dumpable for a moment (namespaces.enter).
+    if not ctx.ids_mapped:
+        namespaces.write_id_maps(ctx.plan.uid, ctx.plan.gid)
     return Done(f"uid {ctx.plan.uid} and gid {ctx.plan.gid} mapped to themselves")
 
 
