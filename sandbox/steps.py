@@ -81,6 +81,7 @@ class Context:
     env: dict[str, str] = field(default_factory=dict)       # LAUNCH: for exec or the target
     title: str = ""                    # what `ps` shows (LAUNCH); the waiting processes add theirs
     monitor: denial_log.Monitor | None = None   # the denial log's monitor, started before Landlock
+    monitor_out: int = -1              # the log of a monitor to be forked at the seccomp step
     denial_fd: int = -1                # the denial log's file, opened before the steps (open_for)
     learn_fd: int = -1                 # a learning plan's record file, opened before the view
     learn_record: str = ""
@@ -224,6 +225,17 @@ def _denial_monitor(ctx: Context) -> Done:
                     "configured before the first: confines itself (no filesystem, its own seccomp "
                     "filter) before the seccomp step hands it the listener")
     from . import denial_log
+    if ctx.ids_mapped:
+        # A program exec'd in a user namespace is tied to it for life (the kernel's mm->user_ns),
+        # and the uid that owns the namespace has CAP_SYS_PTRACE there: any process of this
+        # uid could attach to such a monitor, not dumpable or not, and answer the component's
+        # refused syscalls in its place (let them through, put descriptors into it). A fork
+        # stays tied to the namespace its program started in, where this uid has no such
+        # right: the monitor is forked at the seccomp step instead (denial_log.start_forked).
+        ctx.monitor_out = ctx.denial_fd if ctx.denial_fd >= 0 else denial_log.open_log(ctx.plan.denials)
+        ctx.keep_fds.add(ctx.monitor_out)
+        return Done("not exec'd in this user namespace (any process of this uid could trace a "
+                    "program started there): a fork of this process, at the seccomp step")
     ctx.monitor = denial_log.launch(ctx.plan, ctx.denial_fd if ctx.denial_fd >= 0 else None)
     return Done("started: confines itself (no filesystem, its own seccomp filter) before the "
                 "seccomp step hands it the listener")
@@ -287,6 +299,10 @@ def _seccomp(ctx: Context) -> Done:
         return Done(note, helpers=[recorder.to_dict()])
     if ctx.plan.denials:
         from . import denial_log
+        if ctx.monitor_out >= 0:              # the "denial monitor" step chose a fork
+            note, helper = denial_log.start_forked(ctx.plan, ctx.monitor_out)
+            ctx.monitor_out = -1
+            return Done(note, helpers=[helper.to_dict()])
         assert ctx.monitor is not None        # the "denial monitor" step ran (same condition)
         note = denial_log.start(ctx.plan, ctx.monitor)
         return Done(note, helpers=[ctx.monitor.helper.to_dict()] if ctx.monitor.helper else [])
