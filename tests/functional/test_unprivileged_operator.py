@@ -666,10 +666,11 @@ def same_user_reach(account: Account, pids: dict[str, int]) -> dict[str, list[st
     return {role: found[str(pid)] for role, pid in tree.items()}
 
 
-def status_of(account: Account, pid: int) -> list[dict[str, Any]]:
-    """`CleanCoin-sandbox status --json --tree PID` run by `account`: every process below."""
+def status_of(account: Account, pid: int, **env: str) -> list[dict[str, Any]]:
+    """`CleanCoin-sandbox status --json --tree PID` run by `account` (with `env` added to its
+    environment): every process below."""
     done = subprocess.run(account.command(str(BIN / "CleanCoin-sandbox"), "status", "--json", "--tree", str(pid)),
-                          capture_output=True, text=True, timeout=60, env=account.env())
+                          capture_output=True, text=True, timeout=60, env=account.env(**env))
     assert done.stdout, done.stderr[-2000:]
     processes: list[dict[str, Any]] = json.loads(done.stdout)["processes"]
     return processes
@@ -753,7 +754,13 @@ def test_the_confined_gui_is_confined_in_full_and_private(people: People) -> Non
     pytest.importorskip("PySide6")
     secret = "GuiPw" + uuid.uuid4().hex
     rpc_port = free_port()
-    env = people.operator.env(QT_QPA_PLATFORM="offscreen")
+    # A login session's runtime directory: the reports go there, the zygote's launches' too
+    # (before 12-07 the zygote, which keeps no XDG_RUNTIME_DIR, wrote the wallet process's to
+    # /tmp, where status did not look).
+    runtime = Path(people.operator.home) / "run"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    os.chown(runtime, people.operator.uid, people.operator.gid)
+    env = people.operator.env(QT_QPA_PLATFORM="offscreen", XDG_RUNTIME_DIR=str(runtime))
     gui = subprocess.Popen(people.operator.command(str(BIN / "CleanCoin-gui"), "-regtest", "-noipcconnect",
                                                    "-rpcuser=op", f"-rpcpassword={secret}", f"-rpcport={rpc_port}",
                                                    f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0"),
@@ -765,12 +772,13 @@ def test_the_confined_gui_is_confined_in_full_and_private(people: People) -> Non
             assert gui.poll() is None, gui.communicate()[1][-2000:]
             return subprocess.run(cli, capture_output=True, timeout=60, env=people.operator.env()).returncode == 0
         wait_until(answers, 60, interval=0.2, what="the GUI's node")
-        tree = status_of(people.operator, gui.pid)
+        tree = status_of(people.operator, gui.pid, XDG_RUNTIME_DIR=str(runtime))
         by_role: dict[str, list[dict[str, Any]]] = {}
         for shown in tree:
             by_role.setdefault(shown["role"] or shown["name"], []).append(shown)
         components = by_role.get("component", [])
         assert len(components) == 3, by_role           # the window, the node, its wallet process
+        assert os.listdir(runtime / "cleancoin-sandbox"), "no report in the runtime directory"
         for shown in components:
             assert_confined_in_full(shown)
         # Every process of the operator's: the tree, and what left it (the node's own denial
