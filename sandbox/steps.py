@@ -225,13 +225,15 @@ def _denial_monitor(ctx: Context) -> Done:
                     "configured before the first: confines itself (no filesystem, its own seccomp "
                     "filter) before the seccomp step hands it the listener")
     from . import denial_log
-    if ctx.ids_mapped:
+    if ctx.ids_mapped and _launched(ctx):
         # A program exec'd in a user namespace is tied to it for life (the kernel's mm->user_ns),
         # and the uid that owns the namespace has CAP_SYS_PTRACE there: any process of this
         # uid could attach to such a monitor, not dumpable or not, and answer the component's
         # refused syscalls in its place (let them through, put descriptors into it). A fork
         # stays tied to the namespace its program started in, where this uid has no such
-        # right: the monitor is forked at the seccomp step instead (denial_log.start_forked).
+        # right: the monitor is forked at the seccomp step instead (denial_log.start_forked);
+        # what it copies is a zygote's fork, which holds no secret yet. (A process that
+        # restricts itself starts its monitor before the steps instead: self_restrict.)
         ctx.monitor_out = ctx.denial_fd if ctx.denial_fd >= 0 else denial_log.open_log(ctx.plan.denials)
         ctx.keep_fds.add(ctx.monitor_out)
         return Done("not exec'd in this user namespace (any process of this uid could trace a "

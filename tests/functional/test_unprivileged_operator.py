@@ -723,9 +723,16 @@ def test_a_confined_wallet_process_started_on_its_own_is_confined_in_full_and_pr
         [shown] = [p for p in status_of(people.operator, wallet.pid) if p["pid"] == wallet.pid]
         assert_confined_in_full(shown)
         node.call("createwallet", f"own{joined}")          # it serves, and holds keys now
-        reach = same_user_reach(people.operator, {"wallet": wallet.pid})
-        assert reach["control"] == ["opened", "attached"], reach
-        assert reach["wallet"] == ["Permission denied", "Operation not permitted"], reach
+        # The wallet process and every other process of the operator's (its denial monitor,
+        # the node's tree): before 12-07 the wallet's monitor, exec'd inside its user
+        # namespace, was attached to.
+        everyone = {f"{Path(f'/proc/{pid}/comm').read_text().strip()} {pid}": pid
+                    for pid in processes_of(people.operator.uid)}
+        reach = same_user_reach(people.operator, everyone)
+        assert reach.pop("control") == ["opened", "attached"], reach
+        assert any(pid == wallet.pid for pid in everyone.values()), everyone
+        through = {who: got for who, got in reach.items() if got != ["Permission denied", "Operation not permitted"]}
+        assert through == {}, through
         node.cli("stop")
         assert node.process is not None and node.process.wait(30) == 0
     finally:
