@@ -34,13 +34,15 @@ EnforcementError("namespaces", ...) naming the step of this sequence that failed
 
 from __future__ import annotations
 
-import fcntl
 import os
-import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from . import syscalls
 from .errors import EnforcementError
+
+if TYPE_CHECKING:
+    import subprocess
 
 #: ioctl(2) on a namespace file: a descriptor of its parent namespace (ioctl_ns(2)).
 NS_GET_PARENT = 0xB702
@@ -71,6 +73,9 @@ def _fail(what: str, reason: str) -> EnforcementError:
 def join(uid: int, gid: int) -> None:
     """Enter a new user namespace in which `uid` and `gid` map to themselves, never dumpable
     on the way (see the module's docstring). Raises EnforcementError naming what failed."""
+    # Here, not at the top: a launch that needs no holder (root, a dumpable caller) does not
+    # pay for the import (tests/test_sandbox_startup.py).
+    import subprocess
     own = os.stat("/proc/self/ns/user")
     try:
         holder = subprocess.Popen([sys.executable, "-I", "-S", "-c", _HOLDER], stdin=subprocess.PIPE,
@@ -122,6 +127,7 @@ def _enter(holder: subprocess.Popen[bytes], own: os.stat_result, uid: int, gid: 
 
 
 def _check_parent(ns_fd: int, own: os.stat_result) -> None:
+    import fcntl
     try:
         parent_fd = fcntl.ioctl(ns_fd, NS_GET_PARENT)
     except OSError as exc:
