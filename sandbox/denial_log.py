@@ -416,6 +416,16 @@ def _hand_over(plan: Plan, channel: socket.socket) -> None:
     channel.close()
 
 
+def start_forked(plan: Plan, out: int) -> tuple[str, helpers.Helper]:
+    """The seccomp step with a denial log, for a process whose user namespace was joined from
+    a holder (a non-root one that keeps its memory private, steps._denial_monitor says why):
+    fork the monitor, load the filter, hand it the listener. Returns the note and the helper."""
+    helper = _fork_monitor(plan, out)
+    return ("denial log: a monitor answers and logs refusals with an errno (a fork of the "
+            "component, confined by the monitor's own filter: a program exec'd in this user "
+            "namespace could be traced by any process of this uid)"), helper
+
+
 def _fork_monitor(plan: Plan, out: int) -> helpers.Helper:
     """The fallback: the monitor is a fork of the component at its seccomp step (after its
     Landlock and capability drop: confined like the component)."""

@@ -1,7 +1,9 @@
 """The namespace steps: enter user, mount, pid, net, ipc and uts namespaces, and map the ids.
 
 The order is bubblewrap's: unshare everything at once (the kernel makes the user namespace
-first, so the others belong to it), write the id maps, make mounts private. The filesystem
+first, so the others belong to it), write the id maps, make mounts private. A non-root
+process that keeps its memory private joins a user namespace whose maps were written from
+outside (userns_holder) and then unshares the others. The filesystem
 view is `rootfs`, the pid namespace's processes are `pidns`.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from . import syscalls
+from . import syscalls, userns_holder
 from .errors import EnforcementError
 
 FLAGS = {"user": syscalls.CLONE_NEWUSER, "mount": syscalls.CLONE_NEWNS, "pid": syscalls.CLONE_NEWPID,
@@ -29,19 +31,41 @@ def unshare(names: list[str]) -> None:
         raise EnforcementError("namespaces", f"unshare({'|'.join(names)}): {exc.strerror}") from None
 
 
-def enter(wanted: list[str], level: str) -> tuple[list[str], str | None]:
+def enter(wanted: list[str], level: str, uid: int, gid: int) -> tuple[list[str], str | None, bool]:
     """Unshare `wanted` at once; below compatibility level hard, when that fails, one by one
-    as far as the kernel allows. Returns (entered, the first failure's reason or None).
+    as far as the kernel allows. Returns (entered, the first failure's reason or None, whether
+    the ids are mapped already).
 
-    Level hard re-raises the failure; what a lower level accepts is the runner's judgement.
+    A process that keeps its memory private (`memory_private`) joins a user namespace made by
+    a holder process instead, its ids mapped from outside (userns_holder), and then unshares
+    the others: it is never made dumpable to write its own maps. Level hard re-raises the
+    failure; what a lower level accepts is the runner's judgement.
     """
+    if "user" not in wanted or not memory_private():
+        entered, first_error = _unshare_all(wanted, level)
+        return entered, first_error, False
+    others = [name for name in wanted if name != "user"]
+    try:
+        userns_holder.join(uid, gid)
+    except EnforcementError as exc:
+        if level == "hard":
+            raise
+        return _one_by_one(others), exc.reason, False
+    entered, first_error = _unshare_all(others, level)
+    return ["user", *entered], first_error, True
+
+
+def _unshare_all(wanted: list[str], level: str) -> tuple[list[str], str | None]:
     try:
         unshare(wanted)
         return list(wanted), None
     except EnforcementError as exc:
         if level == "hard":
             raise
-        first_error = exc.reason
+        return _one_by_one(wanted), exc.reason
+
+
+def _one_by_one(wanted: list[str]) -> list[str]:
     entered = []
     for name in wanted:   # "user" first: the others may need its capabilities
         try:
@@ -49,57 +73,36 @@ def enter(wanted: list[str], level: str) -> tuple[list[str], str | None]:
             entered.append(name)
         except EnforcementError:
             pass
-    return entered, first_error
+    return entered
+
+
+def memory_private() -> bool:
+    """Whether this process keeps its memory from the other processes of its uid: not root
+    (root's are root's anyway), and not dumpable. Its /proc/self files are root's then."""
+    return os.geteuid() != 0 and syscalls.prctl(syscalls.PR_GET_DUMPABLE) == 0
 
 
 def write_id_maps(uid: int, gid: int) -> None:
-    """Map our own uid and gid into the new user namespace, as the same numbers.
+    """Map our own uid and gid into the user namespace just unshared, as the same numbers.
 
     Keeping the numbers means files the component creates in its datadir belong to the user
     who launched it. setgroups is denied first, as the kernel requires of an unprivileged map.
 
-    A process that is not dumpable (CleanCoin-node keeps its memory private from the start,
-    and its zygote and the zygote's children inherit that) finds its /proc/self files owned
-    by root: a non-root caller may not open its own maps then, while root may (so only a
-    non-root run shows it). For the three writes it is made dumpable again, and then not.
-    A process of the same user that attaches with ptrace in that window would stay attached
-    after it (the kernel checks dumpable only at attach) and could later read what the
-    component holds: a tracer that was not there before the window stops the launch.
+    For root and for a dumpable caller only: a non-root process that is not dumpable cannot
+    open its own /proc/self files (root's), and is never made dumpable for them (before 12-07
+    it was, and a process of the same user could take it over in those microseconds): it
+    enters its user namespace with `enter`, which maps its ids from outside.
     """
-    hidden = os.geteuid() != 0 and syscalls.prctl(syscalls.PR_GET_DUMPABLE) == 0
-    tracer = _tracer() if hidden else 0
-    if hidden:
-        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
-    try:
-        for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1\n"),
-                           ("/proc/self/gid_map", f"{gid} {gid} 1\n")):
+    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1\n"),
+                       ("/proc/self/gid_map", f"{gid} {gid} 1\n")):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-                try:
-                    os.write(fd, text.encode())
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                raise EnforcementError("id maps", f"writing {path}: {exc.strerror}") from None
-    finally:
-        if hidden:
-            syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-    if hidden and _tracer() != tracer:
-        raise EnforcementError("id maps", "a process attached with ptrace while this one was dumpable "
-                                          "to write its id maps: not going on under a new tracer")
-
-
-def _tracer() -> int:
-    """The pid tracing this process (0: none), from /proc/self/status. EnforcementError if it
-    cannot be read: a tracer that cannot be ruled out is not let through."""
-    try:
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"TracerPid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    raise EnforcementError("id maps", "cannot read this process's tracer from /proc/self/status")
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise EnforcementError("id maps", f"writing {path}: {exc.strerror}") from None
 
 
 def make_mounts_private() -> None:

@@ -8,7 +8,8 @@ to die with, since the output it wrote just before it ended must still be shown)
 A fresh interpreter, not a fork of the caller: a fork carried the whole GUI process's memory
 (about 31 MiB of PSS in bench_gui, and whatever secrets it had read) into an unconfined helper
 whose only job is to copy bytes. It dies with PARENT (PR_SET_PDEATHSIG) and holds nothing but
-the two pipes and its stdout and stderr.
+the two pipes and its stdout and stderr; like every process of the window's tree it keeps its
+memory from the same user's other processes (not dumpable, no core file).
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ def main(argv: list[str]) -> int:
         print("usage: relay_main PARENT OUT_FD ERR_FD PREFIX", file=sys.stderr)
         return 2
     parent, out_fd, err_fd = (int(a) for a in argv[:3])
+    import resource
     from . import syscalls
+    # Before the first byte it relays: what a node writes to its stdout and stderr (a log
+    # line, a traceback with a value in it) is the node's, not for the same user's other
+    # processes to read from this one's memory, nor to be written into (since 12-07; it was
+    # dumpable). No core file either (children of the window inherit its core size 0 anyway).
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
     if parent:
         syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:

@@ -14,8 +14,13 @@ restricts itself registers:
   would refuse the open afterwards) and writes the report into it when the steps are done.
 
 The directory is $CLEANCOIN_SANDBOX_REPORTS, else $XDG_RUNTIME_DIR/cleancoin-sandbox, else
-/tmp/cleancoin-sandbox-UID; it must be the user's own, mode 0700, not a symlink, or nothing is
-written (a report is for reading; no enforcement depends on it).
+a directory named for the host in $XDG_STATE_HOME/cleancoin-sandbox (XDG_STATE_HOME defaults
+to ~/.local/state; the host's name keeps hosts that share a home from pruning each other's
+entries). It must be the
+user's own, mode 0700, not a symlink, or nothing is written (a report is for reading; no
+enforcement depends on it). Before 12-07 the last fallback was /tmp/cleancoin-sandbox-UID,
+which another local user could create first: no report was written then. A home directory
+is the user's alone; the zygote gets the directory its parent chose (it keeps no HOME).
 """
 
 from __future__ import annotations
@@ -28,20 +33,31 @@ from dataclasses import dataclass
 ENV = "CLEANCOIN_SANDBOX_REPORTS"
 
 
-def directory() -> str:
-    """The registry directory for this user (see the module docstring)."""
+def directory() -> str | None:
+    """The registry directory for this user (see the module docstring); None when there is
+    none to be had (no runtime directory and no home)."""
     if os.environ.get(ENV):
         return os.environ[ENV]
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
         return os.path.join(runtime, "cleancoin-sandbox")
-    return f"/tmp/cleancoin-sandbox-{os.getuid()}"
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):     # the spec: a relative path is to be ignored
+        home = os.environ.get("HOME", "")
+        if not os.path.isabs(home):
+            return None
+        state = os.path.join(home, ".local", "state")
+    return os.path.join(state, "cleancoin-sandbox", os.uname().nodename or "localhost")
 
 
 def _own_directory(create: bool) -> str | None:
     path = directory()
+    if path is None:
+        return None
     if create:
         try:
+            # Its parents (~/.local/state ...) as XDG tools make them, private.
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             os.mkdir(path, 0o700)
         except FileExistsError:
             pass
@@ -51,8 +67,8 @@ def _own_directory(create: bool) -> str | None:
         info = os.lstat(path)
     except OSError:
         return None
-    # Another user's directory, a link, or one others may write: not ours to trust.
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+    # Another user's directory, a link, or one others may read or write: not ours to trust.
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) != 0o700:
         return None
     return path
 

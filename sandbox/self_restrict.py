@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from . import report as reports, report_registry, steps
+from . import namespaces, report as reports, report_registry, steps
 from .errors import EnforcementError, PolicyError, PolicyErrors
 from .plan import Plan
 from .report import Report
@@ -101,6 +101,13 @@ def restrict_self(policy: str | os.PathLike[str], variables: Mapping[str, str], 
             # the steps run (denial_monitor.py); it takes nothing from the process after that
             # but the listener, at the seccomp step.
             denial_log.configure(plan, monitor, denial_fd if denial_fd >= 0 else None)
+        elif steps.wants_monitor(plan) and "user" in plan.namespaces and namespaces.memory_private():
+            # The "denial monitor" step would exec it inside this process's new user namespace,
+            # which its uid owns: a program started there stays tied to it (mm->user_ns), and
+            # any process of that uid could trace it, not dumpable or not, and answer this
+            # process's refused syscalls in its place (since 12-07). Started now, in the
+            # namespace this process started in, as CleanCoin-node starts its own.
+            monitor = denial_log.configure(plan, denial_log.prelaunch(), denial_fd if denial_fd >= 0 else None)
     except BaseException:
         if monitor is not None:
             denial_log.discard(monitor)

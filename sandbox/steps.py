@@ -78,9 +78,11 @@ class Context:
     pipes: stdio.Pipes | None = None   # LAUNCH with stdio "pipe"
     devnull: int = -1
     namespaces: list[str] = field(default_factory=list)     # entered
+    ids_mapped: bool = False           # the user namespace was joined with its maps written
     env: dict[str, str] = field(default_factory=dict)       # LAUNCH: for exec or the target
     title: str = ""                    # what `ps` shows (LAUNCH); the waiting processes add theirs
     monitor: denial_log.Monitor | None = None   # the denial log's monitor, started before Landlock
+    monitor_out: int = -1              # the log of a monitor to be forked at the seccomp step
     denial_fd: int = -1                # the denial log's file, opened before the steps (open_for)
     learn_fd: int = -1                 # a learning plan's record file, opened before the view
     learn_record: str = ""
@@ -156,14 +158,19 @@ def _learning_records(ctx: Context) -> Done:
 
 def _namespaces(ctx: Context) -> Done:
     wanted = [n for n in namespaces.FLAGS if n in ctx.plan.namespaces]
-    entered, first_error = namespaces.enter(wanted, ctx.plan.level("namespaces"))
+    entered, first_error, ctx.ids_mapped = namespaces.enter(wanted, ctx.plan.level("namespaces"),
+                                                             ctx.plan.uid, ctx.plan.gid)
     ctx.namespaces = entered
     missing = [f"{n} namespace ({first_error})" for n in wanted if n not in entered]
-    return Done(f"entered: {', '.join(entered) or 'none'}", missing, applied_nothing=not entered)
+    how = "; user joined from a holder process, its ids mapped from outside" if ctx.ids_mapped else ""
+    return Done(f"entered: {', '.join(entered) or 'none'}{how}", missing, applied_nothing=not entered)
 
 
 def _id_maps(ctx: Context) -> Done:
-    namespaces.write_id_maps(ctx.plan.uid, ctx.plan.gid)
+    # Already mapped (and checked after setns) when the process keeps its memory private: it
+    # could write its own maps only by being dumpable for a moment (namespaces.enter).
+    if not ctx.ids_mapped:
+        namespaces.write_id_maps(ctx.plan.uid, ctx.plan.gid)
     return Done(f"uid {ctx.plan.uid} and gid {ctx.plan.gid} mapped to themselves")
 
 
@@ -221,6 +228,19 @@ def _denial_monitor(ctx: Context) -> Done:
                     "configured before the first: confines itself (no filesystem, its own seccomp "
                     "filter) before the seccomp step hands it the listener")
     from . import denial_log
+    if ctx.ids_mapped and _launched(ctx):
+        # A program exec'd in a user namespace is tied to it for life (the kernel's mm->user_ns),
+        # and the uid that owns the namespace has CAP_SYS_PTRACE there: any process of this
+        # uid could attach to such a monitor, not dumpable or not, and answer the component's
+        # refused syscalls in its place (let them through, put descriptors into it). A fork
+        # stays tied to the namespace its program started in, where this uid has no such
+        # right: the monitor is forked at the seccomp step instead (denial_log.start_forked);
+        # what it copies is a zygote's fork, which holds no secret yet. (A process that
+        # restricts itself starts its monitor before the steps instead: self_restrict.)
+        ctx.monitor_out = ctx.denial_fd if ctx.denial_fd >= 0 else denial_log.open_log(ctx.plan.denials)
+        ctx.keep_fds.add(ctx.monitor_out)
+        return Done("not exec'd in this user namespace (any process of this uid could trace a "
+                    "program started there): a fork of this process, at the seccomp step")
     ctx.monitor = denial_log.launch(ctx.plan, ctx.denial_fd if ctx.denial_fd >= 0 else None)
     return Done("started: confines itself (no filesystem, its own seccomp filter) before the "
                 "seccomp step hands it the listener")
@@ -284,6 +304,10 @@ def _seccomp(ctx: Context) -> Done:
         return Done(note, helpers=[recorder.to_dict()])
     if ctx.plan.denials:
         from . import denial_log
+        if ctx.monitor_out >= 0:              # the "denial monitor" step chose a fork
+            note, helper = denial_log.start_forked(ctx.plan, ctx.monitor_out)
+            ctx.monitor_out = -1
+            return Done(note, helpers=[helper.to_dict()])
         assert ctx.monitor is not None        # the "denial monitor" step ran (same condition)
         note = denial_log.start(ctx.plan, ctx.monitor)
         return Done(note, helpers=[ctx.monitor.helper.to_dict()] if ctx.monitor.helper else [])

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import descriptors, syscalls
+from . import descriptors, report_registry, syscalls
 
 if TYPE_CHECKING:
     from . import launcher
@@ -201,6 +201,11 @@ class Zygote:
         req_parent, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         ev_parent, ev_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         env = {k: v for k, v in os.environ.items() if k in _ENVIRONMENT or k.startswith("LC_")}
+        # Where its launches' reports go: the parent's choice (it may come from HOME or
+        # XDG_RUNTIME_DIR, which the zygote does not keep), so that `status` finds them.
+        registry = report_registry.directory()
+        if registry:
+            env[report_registry.ENV] = registry
         argv = [sys.executable, "-m", "cleancoin.sandbox.zygote", str(os.getpid()),
                 str(req_child.fileno()), str(ev_child.fileno()), *preloads]
         pid = os.fork()
@@ -561,7 +566,6 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent:
         return 1
     syscalls.set_name("zygote")     # the title comes with the components
-    from . import report_registry
     report_registry.register(os.getpid(), {"kind": "zygote", "role": "starts components under their "
                                            "own policies; unconfined by design (it builds their sandboxes)"})
     # Ctrl-C in the terminal reaches the whole process group, and systemd (KillMode=

@@ -6,8 +6,9 @@ Most run inside like every other attempt. Some need the parent to set the scene 
 careless launcher would, or to watch the launcher's side, so they run in the parent
 (`PARENT_RUNS`): descriptors left open across the launch and across a self-restriction, a
 terminal left open, a grant swapped by one launch before the next, output without newlines
-that a line-by-line relay (the zygote's) could be made to hold, and a denial log the
-component could reach to erase the record of its refusals.
+that a line-by-line relay (the zygote's) could be made to hold, a denial log the
+component could reach to erase the record of its refusals, and another process of the same
+uid tracing the processes of a sandbox.
 """
 
 from __future__ import annotations
@@ -707,6 +708,102 @@ def _settled_lines(log: str, timeout: float = 5.0) -> int:
         return handle.read().count(b"\n")
 
 
+def _run_same_user_trace(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """Launched as a zygote launches (by a process that keeps its memory private), under the
+    policy with a denial log, the component and every process of its sandbox (its pid
+    namespace's waiters, its denial monitor) are attached to with ptrace by another process
+    of the same uid once the sandbox is up. Escape: one attach went through (until 12-07 the
+    denial monitor, a program exec'd in the component's user namespace, which that uid owns).
+    Root's CAP_SYS_PTRACE traces anything: as root there is nothing to judge."""
+    if os.geteuid() == 0:
+        return "denied", "not judged as root (CAP_SYS_PTRACE traces any process): it is the same " \
+                         "user's reach, judged when the probe runs as that user"
+    from .. import denial_log
+    log = os.path.join(t.outside_dir, f".cleancoin-probe-{t.token}-trace.log")
+    plan = denial_log.plan_with_denials(judge.plan, judge.policy, denial_log.DenialLog(log))
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()          # its end of file ends the component and the launcher
+    launcher_pid = os.fork()
+    if launcher_pid == 0:
+        try:
+            os.close(ready_r)
+            os.close(hold_w)
+            syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)          # as CleanCoin-node's zygote
+            child = launcher.spawn(plan, target=lambda _control: len(os.read(hold_r, 1)), pass_fds=[hold_r],
+                                   relay=False)
+            os.write(ready_w, b"r")
+            os.read(hold_r, 1)
+            child.kill()
+            child.wait()
+        except BaseException as exc:  # noqa: BLE001 - said to the parent
+            with contextlib.suppress(OSError):
+                os.write(ready_w, f"e{type(exc).__name__}: {exc}".encode())
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        import select
+        ready, _, _ = select.select([ready_r], [], [], timeout)
+        answer = os.read(ready_r, 4096) if ready else b""
+        if answer != b"r":
+            return "error", f"the sandbox did not start: {answer[1:].decode(errors='replace') or 'no answer'}"
+        sandbox, pending = [], list(_children_of(launcher_pid))
+        while pending:
+            pid = pending.pop()
+            sandbox.append(pid)
+            pending += _children_of(pid)
+        names = {pid: _comm(pid) for pid in sandbox}
+        sandbox = [pid for pid in sandbox if names[pid] != "gone"]     # a double fork's middle
+        attached = _traced_by_the_same_user(sandbox)
+    finally:
+        os.close(hold_w)
+        os.close(ready_r)
+        os.waitpid(launcher_pid, 0)
+        with contextlib.suppress(OSError):
+            os.unlink(log)
+    if attached:
+        return _ok("attached with ptrace to " + ", ".join(f"{names[p]} ({p})" for p in attached))
+    return "denied", (f"ptrace refused for all {len(sandbox)} processes of the sandbox ("
+                      + ", ".join(sorted({names[pid] for pid in sandbox})) + ")")
+
+
+def _children_of(pid: int) -> list[int]:
+    from .. import helpers
+    return helpers.children(pid)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
+            return handle.read().strip()
+    except OSError:
+        return "gone"
+
+
+def _traced_by_the_same_user(pids: list[int]) -> list[int]:
+    """The pids a fork of this process (the same uid, not root) attached to with
+    PTRACE_SEIZE; it ends at once, which detaches it."""
+    read_end, write_end = os.pipe()
+    tracer = os.fork()
+    if tracer == 0:
+        try:
+            os.close(read_end)
+            got = [pid for pid in pids if _syscall("ptrace", 0x4206, pid, 0, 0, 0)[0] == 0]
+            os.write(write_end, " ".join(map(str, got)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        data = b""
+        while chunk := os.read(read_end, 65536):
+            data += chunk
+    finally:
+        os.close(read_end)
+        os.waitpid(tracer, 0)
+    return [int(p) for p in data.split()]
+
+
 # expectations ------------------------------------------------------------------------------
 
 def _exp_never(reason: str) -> Callable[[_Judge, _Targets], _Why]:
@@ -767,4 +864,5 @@ PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], flo
     "denial-log-flood": _run_denial_log_flood,
     "denial-log-fails": _run_denial_log_fails,
     "denial-log-bury": _run_denial_log_bury,
+    "same-user-trace": _run_same_user_trace,
 }

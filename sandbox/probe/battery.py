@@ -230,4 +230,10 @@ def _battery() -> list[_Spec]:
               "refused call, then another, to stop the monitor so that no refusal is logged again",
               _exp_never("denial log: a monitor whose write fails counts the lost lines and goes on"),
               _parent("denial-log-fails"), parent_run=True),
+        _Spec("same-user-trace", "as another process of the same (non-root) uid, attach with ptrace "
+              "to the component and every process of its sandbox (pid namespace waiters, denial "
+              "monitor), launched as a zygote launches",
+              _exp_never("dumpable off, and nothing exec'd in a user namespace this uid owns (the "
+                         "denial monitor is forked there)"),
+              _parent("same-user-trace"), parent_run=True),
     ]

@@ -96,6 +96,22 @@ def expose(blocking: str, needed: list[str]) -> None:
         os.close(fd)
 
 
+def enter_view(paths: list[str], uid: int, gid: int) -> str | None:
+    """Enter a private mount namespace in which `uid` can reach every one of `paths` (still
+    as root: drop to the uid after). Returns what went wrong, or None."""
+    needed = [os.path.realpath(p) for p in paths]
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    for _ in range(16):
+        blocking = blocked_at(needed, uid, gid)
+        if blocking is None:
+            return None
+        if blocking in needed:
+            return f"uid {uid} cannot search {blocking}, which it needs"
+        expose(blocking, needed)
+    return f"still blocked at {blocking}"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uid", type=int, required=True)
@@ -108,19 +124,9 @@ def main(argv: list[str]) -> int:
     if not command or os.geteuid() != 0:
         print("as_user: needs root and a command", file=sys.stderr)
         return 125
-    needed = [os.path.realpath(p) for p in args.expose + [args.home]]
-    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    for _ in range(16):
-        blocking = blocked_at(needed, args.uid, args.gid)
-        if blocking is None:
-            break
-        if blocking in needed:
-            print(f"as_user: uid {args.uid} cannot search {blocking}, which it needs", file=sys.stderr)
-            return 125
-        expose(blocking, needed)
-    else:
-        print(f"as_user: still blocked at {blocking}", file=sys.stderr)
+    problem = enter_view([*args.expose, args.home], args.uid, args.gid)
+    if problem:
+        print(f"as_user: {problem}", file=sys.stderr)
         return 125
     os.setgroups([])
     os.setresgid(args.gid, args.gid, args.gid)
@@ -137,7 +143,7 @@ if __name__ == "__main__":
 
 # --- The tests' side: who to run as, and the command line that does it. ---------------------
 
-def _interpreter_paths() -> list[str]:
+def interpreter_paths() -> list[str]:
     """What a process of another uid needs to reach to run this venv's executables: the venv,
     the interpreter it links to (every link on the way resolved), the base installation."""
     import sysconfig
@@ -183,7 +189,7 @@ class Account:
 
     def command(self, *argv: str, expose: tuple[str, ...] = ()) -> list[str]:
         """`argv` run as this user, the interpreter (and `expose`) reachable."""
-        exposed = [f"--expose={p}" for p in (*_interpreter_paths(), *expose)]
+        exposed = [f"--expose={p}" for p in (*interpreter_paths(), *expose)]
         return [sys.executable, "-I", os.path.abspath(__file__), f"--uid={self.uid}", f"--gid={self.gid}",
                 f"--home={self.home}", *exposed, "--", *argv]
 

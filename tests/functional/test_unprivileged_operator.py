@@ -442,6 +442,15 @@ def test_no_process_of_the_tree_lets_the_same_user_read_its_memory(running: Oper
     assert isinstance(found.pop("control"), int), found
     opened = {role: result for role, result in found.items() if result != "Permission denied"}
     assert opened == {}, opened
+    # ptrace, which the kernel judges apart from /proc/PID/mem's file mode: before 12-07 it
+    # attached to the wallet process's denial monitor, a program exec'd in the wallet's user
+    # namespace (which the operator's uid owns), though it was not dumpable.
+    everyone = {f"{Path(f'/proc/{pid}/comm').read_text().strip()} {pid}": pid
+                for pid in processes_of(running.operator.uid)}
+    reach = same_user_reach(running.operator, everyone)
+    assert reach.pop("control") == ["opened", "attached"], reach
+    attached = {who: got for who, got in reach.items() if got[1] != "Operation not permitted"}
+    assert attached == {}, attached
 
 
 @pytest.mark.skipif(not is_multiprocess(), reason="the tree of CleanCoin-node")
@@ -611,6 +620,183 @@ def test_the_gui_window_without_the_sandbox_keeps_its_memory_from_the_same_user(
         found = json.loads(done.stdout)
         assert isinstance(found[str(sleeper.pid)], int), found          # the control
         assert found[str(gui.pid)] == "Permission denied", found
+    finally:
+        gui.terminate()
+        try:
+            gui.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            gui.kill()
+            gui.communicate()
+    wait_until(lambda: processes_of(people.operator.uid) == [], 20, what="the operator's processes to end")
+
+
+#: Run as the operator: for each pid, whether /proc/PID/mem opens and whether ptrace attaches
+#: ({pid: [mem, ptrace]}): the two ways of the same user into a process's memory.
+SAME_USER_REACH = r"""
+import ctypes, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+out = {}
+for pid in sys.argv[1:]:
+    try:
+        open(f"/proc/{pid}/mem", "rb").close()
+        mem = "opened"
+    except OSError as exc:
+        mem = exc.strerror
+    attached = libc.ptrace(0x4206, int(pid), None, None) == 0       # PTRACE_SEIZE, no stop
+    out[pid] = [mem, "attached" if attached else os.strerror(ctypes.get_errno())]
+print(json.dumps(out))
+"""
+
+
+def same_user_reach(account: Account, pids: dict[str, int]) -> dict[str, list[str]]:
+    """SAME_USER_REACH run by `account` on `pids` and on a `sleep` of its own, "control"
+    ([mem, ptrace] by role); the tracer ends at once, which detaches it."""
+    sleeper = subprocess.Popen(account.command("/bin/sleep", "60"), env=account.env())
+    try:
+        wait_until(lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep", 20, what="sleep")
+        tree = {**pids, "control": sleeper.pid}
+        done = subprocess.run(account.python(SAME_USER_REACH, *map(str, tree.values())), capture_output=True,
+                              text=True, timeout=60, env=account.env())
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout)
+    return {role: found[str(pid)] for role, pid in tree.items()}
+
+
+def status_of(account: Account, pid: int, **env: str) -> list[dict[str, Any]]:
+    """`CleanCoin-sandbox status --json --tree PID` run by `account` (with `env` added to its
+    environment): every process below."""
+    done = subprocess.run(account.command(str(BIN / "CleanCoin-sandbox"), "status", "--json", "--tree", str(pid)),
+                          capture_output=True, text=True, timeout=60, env=account.env(**env))
+    assert done.stdout, done.stderr[-2000:]
+    processes: list[dict[str, Any]] = json.loads(done.stdout)["processes"]
+    return processes
+
+
+def assert_confined_in_full(shown: dict[str, Any]) -> None:
+    """A component whose report is found and says every mechanism is fully enforced, which
+    the kernel confirms (no finding), not dumpable."""
+    assert shown["role"] == "component" and shown["report"], shown
+    statuses = {name: m["status"] for name, m in shown["report"]["mechanisms"].items()}
+    assert set(statuses.values()) == {"fully enforced"}, (shown["name"], statuses)
+    assert {"namespaces", "landlock", "seccomp", "capabilities"} <= set(statuses), statuses
+    assert shown["seccomp_mode"] == "filter" and shown["no_new_privs"] and shown["dumpable"] == "off", shown
+    # (Its namespaces the operator cannot see: /proc/PID/ns of a process that is not
+    # dumpable is root's to read. The report's "namespaces" is checked above.)
+    assert shown["findings"] == [], shown
+
+
+@pytest.mark.skipif(not is_multiprocess(), reason="a wallet process joins CleanCoin-node (-ipcallowwallet)")
+@pytest.mark.parametrize("joined", ["-ipcconnect", "-ipcbind"])
+def test_a_confined_wallet_process_started_on_its_own_is_confined_in_full_and_private(people: People,
+                                                                                     joined: str) -> None:
+    """`CleanCoin-wallet` confined (its default), started on its own by the non-root operator
+    and joined to CleanCoin-node (-ipcconnect=unix to the node's node.sock, or -ipcbind=unix
+    with the node's -ipcconnect=auto): every mechanism fully enforced as this uid, and, with a
+    wallet created through the node, another process of the operator's uid can neither open
+    its memory nor attach with ptrace (the control: a sleep of the operator's)."""
+    wallet_args = ["-ipcconnect=unix"] if joined == "-ipcconnect" else ["-ipcbind=unix"]
+    node_args = (("-ipcbind=unix", "-disablewallet", "-ipcallowwallet=1") if joined == "-ipcconnect"
+                 else ("-ipcconnect=auto",))
+    datadir = Path(people.operator.home) / ".cleancoin"
+    wallet = None
+    node = OperatorNode(people, *node_args)
+    try:
+        if joined == "-ipcconnect":       # the node first: the wallet connects to its socket
+            node.start()
+        else:                             # the wallet first: the node connects to its socket
+            (datadir / "regtest").mkdir(parents=True, exist_ok=True)
+            for path in (datadir, datadir / "regtest"):
+                os.chown(path, people.operator.uid, people.operator.gid)
+                path.chmod(0o700)
+        wallet = subprocess.Popen(people.operator.command(str(BIN / "CleanCoin-wallet"), "-regtest", *wallet_args),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=people.operator.env())
+        if joined == "-ipcbind":
+            wait_until(lambda: (datadir / "regtest" / "wallet.sock").exists() or wallet.poll() is not None, 30,
+                       what="the wallet's socket")
+            node.start()
+        wait_until(lambda: node.cli("listwallets", check=False).returncode == 0, 30,
+                   what="the wallet process's registration")
+        [shown] = [p for p in status_of(people.operator, wallet.pid) if p["pid"] == wallet.pid]
+        assert_confined_in_full(shown)
+        node.call("createwallet", f"own{joined}")          # it serves, and holds keys now
+        # The wallet process and every other process of the operator's (its denial monitor,
+        # the node's tree): before 12-07 the wallet's monitor, exec'd inside its user
+        # namespace, was attached to.
+        everyone = {f"{Path(f'/proc/{pid}/comm').read_text().strip()} {pid}": pid
+                    for pid in processes_of(people.operator.uid)}
+        reach = same_user_reach(people.operator, everyone)
+        assert reach.pop("control") == ["opened", "attached"], reach
+        assert any(pid == wallet.pid for pid in everyone.values()), everyone
+        through = {who: got for who, got in reach.items() if got != ["Permission denied", "Operation not permitted"]}
+        assert through == {}, through
+        node.cli("stop")
+        assert node.process is not None and node.process.wait(30) == 0
+    finally:
+        if wallet is not None:
+            wallet.terminate()
+            try:
+                wallet.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                wallet.kill()
+                wallet.communicate()
+        if node.process is not None and node.process.poll() is None:
+            node.process.kill()
+            node.process.wait(10)
+    wait_until(lambda: processes_of(people.operator.uid) == [], 15, what="the operator's processes to end")
+
+
+@pytest.mark.skipif(not is_multiprocess(), reason="CleanCoin-gui runs CleanCoin-node: in that pass")
+def test_the_confined_gui_is_confined_in_full_and_private(people: People) -> None:
+    """CleanCoin-gui confined (its default; offscreen platform), run by the non-root operator
+    with -rpcpassword: its window, its node and the node's wallet process each confined with
+    every mechanism fully enforced as this uid, and no process of its tree lets another process
+    of the operator's uid open its memory or attach with ptrace (the control: a sleep of the
+    operator's). Before 12-07 two did: the window's output relay (dumpable: memory opened,
+    ptrace attached) and the wallet process's denial monitor (not dumpable, yet attached: a
+    program exec'd in the wallet's user namespace, which the operator's uid owns)."""
+    pytest.importorskip("PySide6")
+    secret = "GuiPw" + uuid.uuid4().hex
+    rpc_port = free_port()
+    # A login session's runtime directory: the reports go there, the zygote's launches' too
+    # (before 12-07 the zygote, which keeps no XDG_RUNTIME_DIR, wrote the wallet process's to
+    # /tmp, where status did not look).
+    runtime = Path(people.operator.home) / "run"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    os.chown(runtime, people.operator.uid, people.operator.gid)
+    env = people.operator.env(QT_QPA_PLATFORM="offscreen", XDG_RUNTIME_DIR=str(runtime))
+    gui = subprocess.Popen(people.operator.command(str(BIN / "CleanCoin-gui"), "-regtest", "-noipcconnect",
+                                                   "-rpcuser=op", f"-rpcpassword={secret}", f"-rpcport={rpc_port}",
+                                                   f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    cli = people.operator.command(str(BIN / "CleanCoin-cli"), "-regtest", f"-rpcport={rpc_port}", "-rpcuser=op",
+                                  f"-rpcpassword={secret}", "getblockcount")
+    try:
+        def answers() -> bool:
+            assert gui.poll() is None, gui.communicate()[1][-2000:]
+            return subprocess.run(cli, capture_output=True, timeout=60, env=people.operator.env()).returncode == 0
+        wait_until(answers, 60, interval=0.2, what="the GUI's node")
+        tree = status_of(people.operator, gui.pid, XDG_RUNTIME_DIR=str(runtime))
+        by_role: dict[str, list[dict[str, Any]]] = {}
+        for shown in tree:
+            by_role.setdefault(shown["role"] or shown["name"], []).append(shown)
+        components = by_role.get("component", [])
+        assert len(components) == 3, by_role           # the window, the node, its wallet process
+        assert os.listdir(runtime / "cleancoin-sandbox"), "no report in the runtime directory"
+        for shown in components:
+            assert_confined_in_full(shown)
+        # Every process of the operator's: the tree, and what left it (the node's own denial
+        # monitor and its connect broker, double forks).
+        everyone = {f"{Path(f'/proc/{pid}/comm').read_text().strip()} {pid}": pid
+                    for pid in processes_of(people.operator.uid)}
+        reach = same_user_reach(people.operator, everyone)
+        assert reach.pop("control") == ["opened", "attached"], reach
+        assert any(who.startswith("python") for who in reach), reach       # the output relay
+        through = {who: got for who, got in reach.items() if got != ["Permission denied", "Operation not permitted"]}
+        assert through == {}, through
     finally:
         gui.terminate()
         try:
