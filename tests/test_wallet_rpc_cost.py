@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from cleancoin.components.common.amount import format_amount
 from cleancoin.components.rpc.registry import CallContext
 from cleancoin.components.wallet.rpc import WalletRpc
 from cleancoin.components.wallet.wallet import Wallet, WalletManager
@@ -66,6 +67,34 @@ def test_wallet_listings_grow_linearly_with_the_wallet(env: Env) -> None:
         # Twice the transactions, about twice the work (it was four times: each transaction
         # read every coin again).
         assert big["listtransactions"][1] <= 2.5 * small["listtransactions"][1], sizes
+        await loader.close_all()
+
+    asyncio.run(scenario())
+
+
+def test_what_the_spenders_spend_is_summed_by_sqlite_as_it_was_by_hand(env: Env) -> None:
+    """spent_values (one aggregate query, no coin objects) against the sums over every coin
+    ever spent, after two sends of a wallet, mined; and the fee
+    listtransactions shows for each send is what it spent less what it paid out."""
+    async def scenario() -> None:
+        loader = WalletManager(env.path, env.chain, P.name)
+        w = await loader.create("w")
+        rpc = WalletRpc(loader)
+        ctx = CallContext("x", None, wallet="w")    # type: ignore[arg-type]
+        env.mine(3, w.new_key(False).pkh)
+        env.mine(101)
+        await settle(w)
+        sent = [await w.send([(OTHER, 60 * 100_000_000)]), await w.send([(OTHER, 10 * 100_000_000)])]
+        env.mine(1)
+        await settle(w)
+        by_hand: dict[bytes, int] = {}
+        for c in w.store.coins(include_spent=True):
+            if c.spent_by:
+                by_hand[c.spent_by] = by_hand.get(c.spent_by, 0) + c.value
+        assert w.store.spent_values() == by_hand and set(by_hand) == {tx.txid for tx, _ in sent}
+        fees = {e["txid"]: -e["fee"] for e in rpc.listtransactions(ctx, None, 100, 0, None)
+                if e["category"] == "send"}
+        assert fees == {tx.txid_hex: format_amount(fee) for tx, fee in sent}
         await loader.close_all()
 
     asyncio.run(scenario())

@@ -71,9 +71,10 @@ def _wallet_error(exc: Exception) -> RpcError:
 @dataclass(frozen=True)
 class _Coins:
     """What the listing methods ask about each transaction, read once per call (one query
-    for the coins, one for the best block) instead of once or twice per transaction and
-    coin: listtransactions read every coin of the wallet again for each transaction,
-    quadratic in its size (issue #16). A handler reads it where it does not await again."""
+    for what each spender spends of our coins, one for the best block) instead of once or
+    twice per transaction and coin: listtransactions read every coin of the wallet again
+    for each transaction, quadratic in its size (issue #16). A handler reads it where it
+    does not await again."""
 
     best: int                       # the wallet's best block's height
     spenders: set[bytes]            # txids of transactions that spend coins of ours
@@ -81,10 +82,7 @@ class _Coins:
 
     @classmethod
     def read(cls, w: Wallet) -> "_Coins":
-        spent: dict[bytes, int] = {}
-        for c in w.store.coins(include_spent=True):
-            if c.spent_by:
-                spent[c.spent_by] = spent.get(c.spent_by, 0) + c.value
+        spent = w.store.spent_values()
         _, best = w.store.best_block
         return cls(best, set(spent), spent)
 
