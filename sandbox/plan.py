@@ -11,9 +11,13 @@ steps' outcomes (`steps`, `report`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from . import landlock
+
+TYPE_CHECKING = False     # not typing's: the connect broker imports this and never typing
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass(frozen=True)

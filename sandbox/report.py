@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 from .mechanisms import MECHANISMS, PROCESS, Status
+
+TYPE_CHECKING = False     # not typing's: the connect broker imports this and never typing
 
 if TYPE_CHECKING:
     from .plan import Plan

@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 from .errors import EnforcementError, PolicyError, SourceRef
+
+TYPE_CHECKING = False     # not typing's: the connect broker imports this and never typing
 
 if TYPE_CHECKING:   # the child only loads BPF and must not pay for the policy model
     import hashlib

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 from . import namespaces, report as reports, report_registry, steps
 from .errors import EnforcementError, PolicyError, PolicyErrors
 from .plan import Plan
 from .report import Report
+
+TYPE_CHECKING = False     # not typing's: the connect broker imports this and never typing
 
 if TYPE_CHECKING:
     from . import denial_log

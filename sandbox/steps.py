@@ -22,13 +22,14 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from . import (capabilities, descriptors, helpers, landlock, namespaces, pidns, rlimits, rootfs, seccomp, stdio,
                syscalls)
 from .errors import EnforcementError
 from .mechanisms import PROCESS
 from .plan import Plan
+
+TYPE_CHECKING = False     # not typing's: the connect broker imports this and never typing
 
 if TYPE_CHECKING:
     from . import denial_log

@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from . import syscalls
 from .errors import EnforcementError
+
+TYPE_CHECKING = False     # not typing's: the connect broker imports this and never typing
 
 if TYPE_CHECKING:
     import subprocess

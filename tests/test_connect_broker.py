@@ -313,3 +313,49 @@ def test_a_numeric_host_never_waits_for_a_lookup_slot() -> None:
     assert time.monotonic() - started < 1
     for host in ("127.0.0.1", "::1", "::ffff:10.1.2.3"):
         assert full.getaddrinfo(host, 80, deadline)[0][4][0] == host
+
+
+# ---------------------------------------------------------------------- its memory
+
+#: Modules the broker does not use and must not load: each is memory it would hold for the
+#: node's whole life (issue #16). site (and the .pth files it runs), typing (the sandbox's
+#: modules define their own TYPE_CHECKING), the idna codec and what it pulls in (its names
+#: go to getaddrinfo as bytes), the policy loader, TOML and libseccomp (the node compiles
+#: its plan), asyncio and logging (the node's side has them), setproctitle (which imports
+#: logging; the broker sets its short name with prctl).
+_NOT_IN_THE_BROKER = ("site", "_distutils_hack", "typing", "encodings.idna", "stringprep", "unicodedata",
+                      "cleancoin.sandbox.policy_loader", "tomllib", "seccomp", "pyseccomp", "asyncio",
+                      "logging", "setproctitle")
+
+
+def test_the_broker_imports_only_what_it_uses(served: tuple[socket.socket, int]) -> None:
+    """The broker's own command line (`command`) run with `-X importtime`, which names every
+    module as it is imported, on stderr: through its start, confinement and the requests it
+    serves (a name looked up, a numeric address refused, one connected), it imports the rule
+    and the sandbox's steps, and none of _NOT_IN_THE_BROKER."""
+    _, port = served
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    argv = cb.command(theirs.fileno(), 2.0, [f"127.0.0.1:{port}"])
+    assert argv[1:3] == ["-I", "-S"]
+    process = subprocess.Popen([argv[0], "-X", "importtime", *argv[1:]], pass_fds=[theirs.fileno()],
+                               env=cb._ENVIRONMENT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    theirs.close()
+    ours.settimeout(20)
+    try:
+        ours.send(cb._plan_message())
+        other = port + 1 if port < 65535 else port - 1
+        for ident, host, to, want in ((1, "localhost", other, cb.REFUSED), (2, "127.0.0.1", other, cb.REFUSED),
+                                      (3, "127.0.0.1", port, cb.OK)):
+            ours.send(cb.encode_request(cb.Request(ident, host, to)))
+            code, message, fds = _recv(ours, ident)
+            assert code == want, message
+            for fd in fds:
+                os.close(fd)
+    finally:
+        ours.close()
+    _, err = process.communicate(timeout=20)
+    imported = {line.rsplit("|", 1)[1].strip() for line in err.decode().splitlines()
+                if line.startswith("import time:") and line.count("|") == 2}
+    assert {"cleancoin.sandbox.steps", "cleancoin.components.node.connect_rule", "ipaddress"} <= imported, err[-2000:]
+    assert not imported & set(_NOT_IN_THE_BROKER), sorted(imported & set(_NOT_IN_THE_BROKER))

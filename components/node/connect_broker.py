@@ -4,8 +4,8 @@ The confined node may not connect TCP at all (policies/node.toml: connect_tcp ho
 port); Landlock (ABI <= 7) could only restrict ports, not addresses, so "any" let attacker
 code in the node reach every service on the host's loopback. Instead, as Chrome's network
 service does for its renderers, CleanCoin-node starts this broker before it confines itself
-(`launch`): a fresh interpreter (`python -I -m cleancoin.components.node.connect_broker`,
-not a fork: the node has read its conf file's passwords by then) that holds one end of a
+(`launch`): a fresh interpreter (`python -I -S`, `command`; not a fork: the node has read
+its conf file's passwords by then) that holds one end of a
 SOCK_SEQPACKET socketpair and nothing else. Its connect rule (connect_rule.py) comes from its
 command line, fixed before the node confines itself: nothing the node sends later changes it.
 It builds the rule (names resolved, this host's addresses read), confines itself with
@@ -42,8 +42,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 # What this program imports is memory in its process for the node's whole life: the
-# standard library's socket and threading, the rule, and the sandbox's restrict_self; not
-# asyncio or logging (the node's side, p2p/connector.BrokerConnector, has those).
+# standard library's socket and threading, the rule, and the sandbox's apply_plan; not
+# asyncio or logging (the node's side, p2p/connector.BrokerConnector, has those), not typing
+# (the sandbox's modules define their own TYPE_CHECKING), not the idna codec (its names go
+# to getaddrinfo as bytes, connect_rule.Resolver), and not site (`command`).
+# tests/test_connect_broker.py::test_the_broker_imports_only_what_it_uses fails when one
+# comes back.
 from .connect_rule import ConnectRefused, ConnectRule, Resolver, connect_checked
 
 MAX_REQUEST = 6 + 255
@@ -190,11 +194,17 @@ class Broker:
 
 
 def _name_self() -> None:
+    """Its short name (/proc/PID/comm, `ps -e`, `top`); `ps -f` shows its command line, which
+    names it too (_BOOTSTRAP). Not setproctitle, which imports logging (0.5 MiB here)."""
+    from cleancoin.sandbox.syscalls import set_name
     try:
-        import setproctitle
-        setproctitle.setproctitle("CleanCoin-node connect-broker")
-    except ImportError:
-        pass
+        set_name(NAME)
+    except OSError:
+        pass                # a name only
+
+
+#: The broker's short name.
+NAME = "connect-broker"
 
 
 #: The first message on the channel: the broker's sandbox plan, b"P" and Plan.to_json as
@@ -235,9 +245,9 @@ def main(argv: Sequence[str]) -> int:
     except (ValueError, IndexError) as exc:
         return fail(f"bad configuration: {exc}")
     _name_self()
-    # Everything the serving code uses is imported and set up before the sandbox goes up.
-    socket.getaddrinfo("127.0.0.1", 1, type=socket.SOCK_STREAM)
-    "".encode("idna")
+    # Everything the serving code uses is imported and set up before the sandbox goes up
+    # (a host as bytes, as the Resolver passes it: a str would load the idna codec).
+    socket.getaddrinfo(b"127.0.0.1", 1, type=socket.SOCK_STREAM)
     from cleancoin.sandbox.errors import EnforcementError
     from cleancoin.sandbox.self_restrict import apply_plan
     try:
@@ -266,9 +276,44 @@ def _plan_message() -> bytes:
 
 
 #: The broker's whole environment: nothing of the node's. LC_ALL fixes the resolver's and
-#: strerror's language, and gives setproctitle an environment to move (it leaves the title
-#: alone in an empty one).
+#: strerror's language.
 _ENVIRONMENT = {"LC_ALL": "C"}
+
+
+#: The broker's first lines, for `python -I -S -c`: without site (no .pth file runs, no
+#: sitecustomize, 0.3 MiB less) its import path is the standard library's, to which it adds
+#: the directories `command` names first on its command line (where cleancoin and the
+#: packages it uses are installed), after the standard library as site would. Its first
+#: line is what `ps -f` shows first.
+_BOOTSTRAP = ("# CleanCoin-node connect-broker\n"
+              "import sys; n = int(sys.argv[1]); sys.path += sys.argv[2:2 + n]\n"
+              "from cleancoin.components.node.connect_broker import main\n"
+              "sys.exit(main(sys.argv[2 + n:]))\n")
+
+
+def _import_dirs() -> list[str]:
+    """The directories holding the packages the broker imports beyond the standard library:
+    cleancoin itself and python-prctl (the capabilities step), each where this interpreter
+    finds it; usually both in one site-packages."""
+    import importlib.util
+    dirs: list[str] = []
+    for name in ("cleancoin", "prctl", "_prctl"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue            # without prctl the broker's capabilities step fails: START_FAILED
+        where = os.path.dirname(spec.origin)
+        if spec.submodule_search_locations is not None:     # a package: its parent directory
+            where = os.path.dirname(where)
+        if where not in dirs:
+            dirs.append(where)
+    return dirs
+
+
+def command(channel: int, timeout: float, endpoints: Sequence[str]) -> list[str]:
+    """The broker's command line: this interpreter, isolated and without site, on `channel`."""
+    dirs = _import_dirs()
+    return [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, str(len(dirs)), *dirs,
+            str(channel), repr(float(timeout)), *endpoints]
 
 
 def launch(endpoints: Sequence[str], timeout: float) -> tuple[socket.socket, int]:
@@ -278,6 +323,7 @@ def launch(endpoints: Sequence[str], timeout: float) -> tuple[socket.socket, int
     (helpers.detached) and ends when this end closes."""
     from cleancoin.sandbox import descriptors, helpers
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    argv = command(theirs.fileno(), timeout, endpoints)      # here: the fork only execs
 
     def grandchild() -> None:
         try:
@@ -287,8 +333,7 @@ def launch(endpoints: Sequence[str], timeout: float) -> tuple[socket.socket, int
                 os.dup2(null, std)
             descriptors.keep_only({0, 1, 2, fd})
             os.set_inheritable(fd, True)
-            os.execve(sys.executable, [sys.executable, "-I", "-m", __name__, str(fd), repr(float(timeout)),
-                                       *endpoints], _ENVIRONMENT)
+            os.execve(sys.executable, argv, _ENVIRONMENT)
         finally:
             os._exit(127)
     plan = _plan_message()

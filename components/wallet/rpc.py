@@ -14,6 +14,7 @@ build their errors from fixed texts only.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -67,6 +68,25 @@ def _wallet_error(exc: Exception) -> RpcError:
     return RpcError(RPC_WALLET_ERROR, str(exc))
 
 
+@dataclass(frozen=True)
+class _Coins:
+    """What the listing methods ask about each transaction, read once per call (one query
+    for what each spender spends of our coins, one for the best block) instead of once or
+    twice per transaction and coin: listtransactions read every coin of the wallet again
+    for each transaction, quadratic in its size (issue #16). A handler reads it where it
+    does not await again."""
+
+    best: int                       # the wallet's best block's height
+    spenders: set[bytes]            # txids of transactions that spend coins of ours
+    spent: dict[bytes, int]         # the value of our coins each of those spends
+
+    @classmethod
+    def read(cls, w: Wallet) -> "_Coins":
+        spent = w.store.spent_values()
+        _, best = w.store.best_block
+        return cls(best, set(spent), spent)
+
+
 class WalletRpc:
     """The handlers, bound to one loader."""
 
@@ -108,21 +128,21 @@ class WalletRpc:
             raise RpcError(RPC_INVALID_PARAMETER, f"txid must be of length 64 (not {len(value)}, "
                                                   f"for '{value}')") from None
 
-    def _tx_entries(self, w: Wallet, wtx: WalletTx) -> list[dict[str, Any]]:
+    def _tx_entries(self, w: Wallet, wtx: WalletTx, coins: _Coins) -> list[dict[str, Any]]:
         """listtransactions-style entries of one transaction: a "receive" per output paying
         us (not change of our own send), a "send" per output paying others when we spent."""
         tx = wtx.tx
         txid = tx.txid
-        from_me = w._from_me(txid)
-        conf = w.confirmations(wtx.block_height)
+        from_me = txid in coins.spenders
+        conf = w.confirmations(wtx.block_height, coins.best)
         if wtx.conflicted or wtx.abandoned:
             conf = -1 if wtx.conflicted else 0
-        base = self._tx_state(w, wtx, conf)
+        base = self._tx_state(w, wtx, conf, coins.spenders)
         if wtx.abandoned:
             base["abandoned"] = True
         fee = None
         if from_me:
-            spent = sum(c.value for c in w.store.coins(include_spent=True) if c.spent_by == txid)
+            spent = coins.spent.get(txid, 0)
             fee = spent - tx.value_out if spent >= tx.value_out else None
         out: list[dict[str, Any]] = []
         for n, o in enumerate(tx.vout):
@@ -130,7 +150,7 @@ class WalletRpc:
             address = encode_address(o.pkh, self.params)
             if rec is not None and not (from_me and rec.internal):
                 if tx.is_coinbase:
-                    coin_conf = w.confirmations(wtx.block_height)
+                    coin_conf = w.confirmations(wtx.block_height, coins.best)
                     category = ("orphan" if wtx.conflicted else
                                 "generate" if coin_conf > self.params.coinbase_maturity else "immature")
                 else:
@@ -146,7 +166,7 @@ class WalletRpc:
         return out
 
     @staticmethod
-    def _tx_state(w: Wallet, wtx: WalletTx, conf: int) -> dict[str, Any]:
+    def _tx_state(w: Wallet, wtx: WalletTx, conf: int, spenders: set[bytes]) -> dict[str, Any]:
         """bitcoind's WalletTxToJSON fields, in its order: where the transaction is confirmed,
         or, while it is not, whether it is `trusted` (CachedTxIsTrusted: ours, in the mempool,
         spending only trusted outputs of ours; its balance counts then)."""
@@ -157,7 +177,7 @@ class WalletRpc:
             state.update(blockhash=hash_to_hex(wtx.block_hash), blockheight=wtx.block_height,
                          blockindex=wtx.block_pos)
         else:
-            state["trusted"] = w.tx_trusted(wtx.tx.txid, w._spenders())
+            state["trusted"] = w.tx_trusted(wtx.tx.txid, spenders)
         state.update(txid=hash_to_hex(wtx.tx.txid), time=wtx.time, timereceived=wtx.time)
         return state
 
@@ -298,8 +318,9 @@ class WalletRpc:
             raise RpcError(-32, 'dummy first argument must be excluded or set to "*".')
         # bitcoind counts locked coins in the balance: locking only keeps them out of selection.
         spenders = w._spenders()
-        total = sum(c.value for c in w.store.coins() if w.is_mature(c)
-                    and w.is_trusted(c, spenders) and w.confirmations(c.height) >= minconf)
+        _, best = w.store.best_block        # once, not twice per coin (issue #16)
+        total = sum(c.value for c in w.store.coins() if w.is_mature(c, best)
+                    and w.is_trusted(c, spenders) and w.confirmations(c.height, best) >= minconf)
         return format_amount(total)
 
     def getbalances(self, ctx: CallContext) -> dict[str, Any]:
@@ -318,9 +339,10 @@ class WalletRpc:
         wanted = None if not addresses else {self._pkh(a) for a in addresses}
         out = []
         spenders = w._spenders()
+        _, best = w.store.best_block        # once, not twice per coin (issue #16)
         for c in w.store.coins():
-            conf = w.confirmations(c.height)
-            if not minconf <= conf <= maxconf or not w.is_mature(c):
+            conf = w.confirmations(c.height, best)
+            if not minconf <= conf <= maxconf or not w.is_mature(c, best):
                 continue
             if wanted is not None and c.pkh not in wanted:
                 continue
@@ -389,7 +411,8 @@ class WalletRpc:
             raise RpcError(RPC_INVALID_PARAMETER, "Negative count")
         if skip < 0:
             raise RpcError(RPC_INVALID_PARAMETER, "Negative from")
-        entries = [e for wtx in w.store.transactions() for e in self._tx_entries(w, wtx)]
+        coins = _Coins.read(w)
+        entries = [e for wtx in w.store.transactions() for e in self._tx_entries(w, wtx, coins)]
         if label not in (None, "*"):
             entries = [e for e in entries if w.store.label(e["address"]) == label]
         # Newest last, as bitcoind: take `count` from the end after skipping `skip`.
@@ -402,11 +425,12 @@ class WalletRpc:
         wtx = w.store.get_transaction(self._txid(txid))
         if wtx is None:
             raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Invalid or non-wallet transaction id")
-        details = self._tx_entries(w, wtx)
+        coins = _Coins.read(w)
+        details = self._tx_entries(w, wtx, coins)
         tx = wtx.tx
-        mine_in = sum(c.value for c in w.store.coins(include_spent=True) if c.spent_by == tx.txid)
+        mine_in = coins.spent.get(tx.txid, 0)
         mine_out = sum(o.value for o in tx.vout if w.store.key_by_pkh(o.pkh) is not None)
-        conf = -1 if wtx.conflicted else w.confirmations(wtx.block_height)
+        conf = -1 if wtx.conflicted else w.confirmations(wtx.block_height, coins.best)
         r: dict[str, Any] = {}
         net = mine_out - mine_in
         fee = None
@@ -416,7 +440,7 @@ class WalletRpc:
         r["amount"] = format_amount(net) if net >= 0 else -format_amount(-net)
         if fee is not None:
             r["fee"] = -format_amount(fee)
-        r.update(self._tx_state(w, wtx, conf))
+        r.update(self._tx_state(w, wtx, conf, coins.spenders))
         keep = ("address", "category", "amount", "vout", "fee", "abandoned")
         r["details"] = [{k: v for k, v in d.items() if k in keep} for d in details]
         r["hex"] = tx.to_bytes().hex()
@@ -469,18 +493,19 @@ class WalletRpc:
                 raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found") from None
             # The common ancestor with the wallet's last block (bitcoind's findCommonAncestor).
             depth = best + 1 - min(info.height, best)
+        coins = _Coins.read(w)             # after the awaits above: as the wallet is now
         txs = []
         for wtx in w.store.transactions():
-            conf = -1 if wtx.conflicted else w.confirmations(wtx.block_height)
+            conf = -1 if wtx.conflicted else w.confirmations(wtx.block_height, coins.best)
             if depth == -1 or abs(conf) < depth:
-                txs.extend(self._tx_entries(w, wtx))
+                txs.extend(self._tx_entries(w, wtx, coins))
         removed = []
         if removed_wanted:
             for block_hash in stale:
                 for txid in w.store.block_txids(block_hash):
                     wtx = w.store.get_transaction(txid)
                     if wtx is not None:
-                        removed.extend(self._tx_entries(w, wtx))
+                        removed.extend(self._tx_entries(w, wtx, coins))
         lastblock = ""
         if best_hash is not None:
             target = min(target_confirmations, best + 1)

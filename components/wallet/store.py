@@ -1106,6 +1106,15 @@ class WalletStore:
         return [WalletCoin(OutPoint(r[0], r[1]), r[2], r[3], bool(r[4]), r[5], r[6], bool(r[7]))
                 for r in rows]
 
+    def spent_values(self) -> dict[bytes, int]:
+        """For each transaction that spends coins of live transactions, the value it spends
+        of them: one aggregate query, which builds no coin object (coins(include_spent=True)
+        built one for every coin the wallet ever spent, on every balance call)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT spent_by, SUM(value) " + self._LIVE
+                                      + " AND spent_by IS NOT NULL GROUP BY spent_by").fetchall()
+        return {r[0]: int(r[1]) for r in rows if r[0]}
+
     def balance(self, *, min_conf: int = 0, include_immature: bool = False) -> int:
         """Sum of unspent live coins with at least `min_conf` confirmations; coinbase coins
         only once mature unless `include_immature`."""

@@ -939,7 +939,7 @@ class Wallet:
     def _spenders(self) -> set[bytes]:
         """Txids of transactions that spend our coins: ours (their change is trusted). One
         query, so balance and selection stay linear in the number of coins."""
-        return {c.spent_by for c in self.store.coins(include_spent=True) if c.spent_by}
+        return set(self.store.spent_values())
 
     def _from_me(self, txid: bytes) -> bool:
         """Whether the transaction spends one of our coins (its change is then trusted)."""
@@ -984,13 +984,10 @@ class Wallet:
         not trusted, and in the mempool: a transaction evicted or expired from it counts
         nowhere); immature."""
         trusted = pending = immature = 0
-        # One query for both: the spent coins name our spenders, the unspent ones are counted.
-        every = self.store.coins(include_spent=True)
-        spenders = {c.spent_by for c in every if c.spent_by}
+        # The spenders from an aggregate query: no object for each coin spent long ago.
+        spenders = self._spenders()
         _, best = self.store.best_block       # once, not twice per coin
-        for coin in every:
-            if coin.spent_by is not None:
-                continue
+        for coin in self.store.coins():
             if coin.is_coinbase and not self.is_mature(coin, best):
                 immature += coin.value
             elif self.is_trusted(coin, spenders):

@@ -21,7 +21,8 @@ against CleanCoind (one process), each measured against its baseline in the same
    waiter/init/component, the two denial monitors: small programs of their own, found by
    their name) against the one CleanCoind process (issue #16's target: PSS <= 1.5x); each
    one's start and stop time; and
-   the wallet RPC latency of each (getwalletinfo, interleaved; issue #16's target: <= 1.25x),
+   the wallet RPC latency of each (getwalletinfo, issue #16's target: <= 1.25x; getbalance;
+   interleaved),
    with the CPU a call costs each node's processes together and, for CleanCoin-node's
    forwarded call, each process apart (a latency gap that is CPU shows there).
 
@@ -702,10 +703,11 @@ class KeepAliveRpc:
 
 
 def _wallet_rpc_latency(nodes: list["NodeUnderTest"]) -> None:
-    """getwalletinfo (a wallet RPC: CleanCoin-node forwards it to its wallet process) and
-    getblockcount (answered by the node itself) against both nodes, interleaved by round."""
+    """getwalletinfo and getbalance (wallet RPCs: CleanCoin-node forwards them to its wallet
+    process) and getblockcount (answered by the node itself) against both nodes, interleaved
+    by round."""
     clients = {node.executable: KeepAliveRpc(node) for node in nodes}
-    calls = (("getwalletinfo", "/wallet/w"), ("getblockcount", "/"))
+    calls = (("getwalletinfo", "/wallet/w"), ("getbalance", "/wallet/w"), ("getblockcount", "/"))
     times: dict[tuple[str, str], list[float]] = {(e, m): [] for e in clients for m, _ in calls}
     # CPU of each node's whole process tree (node, zygote, wallet process, helpers, monitors)
     # during its own batches of a method: where a forwarded call's cost goes, beside its latency.
@@ -737,8 +739,9 @@ def _wallet_rpc_latency(nodes: list["NodeUnderTest"]) -> None:
     for method, _ in calls:
         d, m = median(times[("CleanCoind", method)]), median(times[("CleanCoin-node", method)])
         tag = (f"  target (issue #16) <= {RPC_TARGET:.2f}x -> {verdict(m / d <= RPC_TARGET)}"
-               if method == "getwalletinfo" else "  (the node answers itself: the baseline)")
-        label = method + (" (wallet, forwarded)" if method == "getwalletinfo" else "")
+               if method == "getwalletinfo" else "" if method != "getblockcount"
+               else "  (the node answers itself: the baseline)")
+        label = method + (" (wallet, forwarded)" if method != "getblockcount" else "")
         out(f"    {label:34}{d:11.3f}{m:15.3f}{m / d:7.2f}x{tag}")
     per_call = 1e6 / (RPC_ROUNDS * RPC_CALLS)
     out("    CPU per call, all the node's processes together (us, mean; from each thread's schedstat)")
@@ -746,10 +749,11 @@ def _wallet_rpc_latency(nodes: list["NodeUnderTest"]) -> None:
         d, m = (sum(cpu[(e, method, pid)] for pid, _, _ in trees[e]) * per_call
                 for e in ("CleanCoind", "CleanCoin-node"))
         out(f"    {method:34}{d:11.0f}{m:15.0f}{m / d if d else float('nan'):7.2f}x")
-    split = ", ".join(f"{role.split(' (')[0]} {cpu[('CleanCoin-node', 'getwalletinfo', pid)] * per_call:.0f}"
-                      for pid, _, role in trees["CleanCoin-node"]
-                      if cpu[("CleanCoin-node", "getwalletinfo", pid)] * per_call >= 1)
-    out(f"      CleanCoin-node's getwalletinfo by process: {split}")
+    for method in ("getwalletinfo", "getbalance"):
+        split = ", ".join(f"{role.split(' (')[0]} {cpu[('CleanCoin-node', method, pid)] * per_call:.0f}"
+                          for pid, _, role in trees["CleanCoin-node"]
+                          if cpu[("CleanCoin-node", method, pid)] * per_call >= 1)
+        out(f"      CleanCoin-node's {method} by process: {split}")
 
 
 def test_resident_memory_and_wallet_rpc_latency() -> None:
