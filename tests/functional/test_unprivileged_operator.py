@@ -19,6 +19,7 @@ escape battery as this user, a wallet process started on its own, CleanCoin-gui 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -585,19 +586,13 @@ def test_a_wallet_process_started_on_its_own_keeps_its_memory_from_the_same_user
     wait_until(lambda: processes_of(people.operator.uid) == [], 15, what="the operator's processes to end")
 
 
-@pytest.mark.skipif(not is_multiprocess(), reason="CleanCoin-gui runs CleanCoin-node: in that pass")
-def test_the_gui_window_without_the_sandbox_keeps_its_memory_from_the_same_user(people: People) -> None:
-    """Attack: CleanCoin-gui -sandbox=0 (its window unconfined, as its node and wallet process)
-    run by the non-root operator with -rpcpassword; another process of the operator's uid
-    reads the window's memory, where the password (and any passphrase typed into a dialog)
-    lies. Before 12-06 the window process was dumpable: the reader found the password 4 times
-    (CleanCoin-qt kept its memory private, CleanCoin-gui did not; confined, its window was
-    readable until it confined itself). Now it is private first thing."""
-    pytest.importorskip("PySide6")
-    secret = "GuiPw" + uuid.uuid4().hex
+@contextlib.contextmanager
+def operators_gui(people: People, secret: str, env: dict[str, str], *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """CleanCoin-gui started by the operator (`extra` options) with `secret` as its RPC
+    password, once its node answers the operator's cli; stopped after, with every process
+    of the operator's gone."""
     rpc_port = free_port()
-    env = people.operator.env(QT_QPA_PLATFORM="offscreen")
-    gui = subprocess.Popen(people.operator.command(str(BIN / "CleanCoin-gui"), "-regtest", "-sandbox=0", "-noipcconnect",
+    gui = subprocess.Popen(people.operator.command(str(BIN / "CleanCoin-gui"), "-regtest", *extra, "-noipcconnect",
                                                    "-rpcuser=op", f"-rpcpassword={secret}", f"-rpcport={rpc_port}",
                                                    f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0"),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
@@ -608,6 +603,29 @@ def test_the_gui_window_without_the_sandbox_keeps_its_memory_from_the_same_user(
             assert gui.poll() is None, gui.communicate()[1][-2000:]
             return subprocess.run(cli, capture_output=True, timeout=60, env=people.operator.env()).returncode == 0
         wait_until(answers, 60, interval=0.2, what="the GUI's node")
+        yield gui
+    finally:
+        gui.terminate()
+        try:
+            gui.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            gui.kill()
+            gui.communicate()
+    wait_until(lambda: processes_of(people.operator.uid) == [], 20, what="the operator's processes to end")
+
+
+@pytest.mark.skipif(not is_multiprocess(), reason="CleanCoin-gui runs CleanCoin-node: in that pass")
+def test_the_gui_window_without_the_sandbox_keeps_its_memory_from_the_same_user(people: People) -> None:
+    """Attack: CleanCoin-gui -sandbox=0 (its window unconfined, as its node and wallet process)
+    run by the non-root operator with -rpcpassword; another process of the operator's uid
+    reads the window's memory, where the password (and any passphrase typed into a dialog)
+    lies. Before 12-06 the window process was dumpable: the reader found the password 4 times
+    (CleanCoin-qt kept its memory private, CleanCoin-gui did not; confined, its window was
+    readable until it confined itself). Now it is private first thing."""
+    pytest.importorskip("PySide6")
+    secret = "GuiPw" + uuid.uuid4().hex
+    env = people.operator.env(QT_QPA_PLATFORM="offscreen")
+    with operators_gui(people, secret, env, "-sandbox=0") as gui:
         sleeper = subprocess.Popen(people.operator.command("/bin/sleep", "60"), env=people.operator.env())
         try:
             wait_until(lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep", 20, what="sleep")
@@ -620,14 +638,6 @@ def test_the_gui_window_without_the_sandbox_keeps_its_memory_from_the_same_user(
         found = json.loads(done.stdout)
         assert isinstance(found[str(sleeper.pid)], int), found          # the control
         assert found[str(gui.pid)] == "Permission denied", found
-    finally:
-        gui.terminate()
-        try:
-            gui.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            gui.kill()
-            gui.communicate()
-    wait_until(lambda: processes_of(people.operator.uid) == [], 20, what="the operator's processes to end")
 
 
 #: Run as the operator: for each pid, whether /proc/PID/mem opens and whether ptrace attaches
@@ -760,7 +770,6 @@ def test_the_confined_gui_is_confined_in_full_and_private(people: People) -> Non
     program exec'd in the wallet's user namespace, which the operator's uid owns)."""
     pytest.importorskip("PySide6")
     secret = "GuiPw" + uuid.uuid4().hex
-    rpc_port = free_port()
     # A login session's runtime directory: the reports go there, the zygote's launches' too
     # (before 12-07 the zygote, which keeps no XDG_RUNTIME_DIR, wrote the wallet process's to
     # /tmp, where status did not look).
@@ -768,17 +777,7 @@ def test_the_confined_gui_is_confined_in_full_and_private(people: People) -> Non
     runtime.mkdir(mode=0o700, exist_ok=True)
     os.chown(runtime, people.operator.uid, people.operator.gid)
     env = people.operator.env(QT_QPA_PLATFORM="offscreen", XDG_RUNTIME_DIR=str(runtime))
-    gui = subprocess.Popen(people.operator.command(str(BIN / "CleanCoin-gui"), "-regtest", "-noipcconnect",
-                                                   "-rpcuser=op", f"-rpcpassword={secret}", f"-rpcport={rpc_port}",
-                                                   f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0"),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
-    cli = people.operator.command(str(BIN / "CleanCoin-cli"), "-regtest", f"-rpcport={rpc_port}", "-rpcuser=op",
-                                  f"-rpcpassword={secret}", "getblockcount")
-    try:
-        def answers() -> bool:
-            assert gui.poll() is None, gui.communicate()[1][-2000:]
-            return subprocess.run(cli, capture_output=True, timeout=60, env=people.operator.env()).returncode == 0
-        wait_until(answers, 60, interval=0.2, what="the GUI's node")
+    with operators_gui(people, secret, env) as gui:
         tree = status_of(people.operator, gui.pid, XDG_RUNTIME_DIR=str(runtime))
         by_role: dict[str, list[dict[str, Any]]] = {}
         for shown in tree:
@@ -797,11 +796,3 @@ def test_the_confined_gui_is_confined_in_full_and_private(people: People) -> Non
         assert any(who.startswith("python") for who in reach), reach       # the output relay
         through = {who: got for who, got in reach.items() if got != ["Permission denied", "Operation not permitted"]}
         assert through == {}, through
-    finally:
-        gui.terminate()
-        try:
-            gui.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            gui.kill()
-            gui.communicate()
-    wait_until(lambda: processes_of(people.operator.uid) == [], 20, what="the operator's processes to end")
