@@ -5,10 +5,9 @@ for the same one 50000 times in one message (bitcoind serves them all as well).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
-from framework import TestNode, is_multiprocess, mine_big_block
+from framework import TestNode, cpu_seconds, is_multiprocess, mine_big_block
 from raw_peer import MAGIC, RawPeer
 
 from cleancoin.components.common.primitives import Block
@@ -20,13 +19,6 @@ from cleancoin.components.node.p2p.messages import (
 OUTPUTS = 24_000
 #: Times the peer asks for it in one getdata.
 REQUESTS = 40
-
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time of every thread of `pid` so far."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_serving_a_block_costs_its_bytes_not_a_parse_and_a_serialization(node: Callable[..., TestNode]) -> None:
@@ -49,7 +41,7 @@ def test_serving_a_block_costs_its_bytes_not_a_parse_and_a_serialization(node: C
     try:
         peer.handshake()
         peer.sock.settimeout(60)
-        before = _cpu_seconds(n.process.pid)
+        before = cpu_seconds(n.process.pid)
         peer.send(serialize_message(MAGIC, GetData((want,) * REQUESTS)))
         served = 0
         while served < REQUESTS:
@@ -57,7 +49,7 @@ def test_serving_a_block_costs_its_bytes_not_a_parse_and_a_serialization(node: C
             if command == "block":
                 assert payload == raw
                 served += 1
-        per_block = (_cpu_seconds(n.process.pid) - before) / REQUESTS
+        per_block = (cpu_seconds(n.process.pid) - before) / REQUESTS
         print(f"{REQUESTS} copies of a {len(raw)}-byte block: {per_block * 1e3:.1f} ms of CPU each")
         assert per_block < 0.008, f"{per_block * 1e3:.1f} ms of CPU per block served"
         unknown = InvItem(MSG_BLOCK, b"\x01" * 32)

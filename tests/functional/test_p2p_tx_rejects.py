@@ -7,9 +7,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
-from framework import TEST_ADDRESS, TEST_KEY, TestNode, wait_until
+from framework import TEST_ADDRESS, TEST_KEY, TestNode, cpu_seconds, wait_until
 from raw_peer import MAGIC, RawPeer
 
 from cleancoin.components.common.keys import sign_transaction
@@ -24,11 +23,6 @@ SENDS = 200
 #: CPU seconds a repeat may cost the node on average: 1.4 ms measured now (decoding the
 #: message), 8.4 ms when it was validated again.
 PER_REPEAT = 0.005
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0      # utime, stime (clock ticks)
 
 
 def _spend_many(n: TestNode) -> tuple[Transaction, Transaction]:
@@ -88,12 +82,12 @@ def test_an_invalid_tx_sent_again_is_not_validated_again(node: Callable[..., Tes
     peer = RawPeer(n.p2p_port, "127.0.0.9")
     try:
         peer.handshake()
-        cpu = _cpu_seconds(n.process.pid)
+        cpu = cpu_seconds(n.process.pid)
         _send_and_sync(peer, [message], 1)
-        first = _cpu_seconds(n.process.pid) - cpu
-        cpu = _cpu_seconds(n.process.pid)
+        first = cpu_seconds(n.process.pid) - cpu
+        cpu = cpu_seconds(n.process.pid)
         _send_and_sync(peer, [message] * (SENDS - 1), 2)
-        repeats = _cpu_seconds(n.process.pid) - cpu
+        repeats = cpu_seconds(n.process.pid) - cpu
         validated = _validations(n, bad)
         print(f"first send: {first:.2f} s of CPU; {SENDS - 1} repeats: {repeats:.2f} s; validated {validated} times")
         assert validated == 1, f"the same invalid tx was validated {validated} times"

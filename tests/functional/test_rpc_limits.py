@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from framework import WATCHER, WATCHER_PASSWORD, WATCHER_RPCAUTH, TestNode
+from framework import TestNode, WATCHER, WATCHER_PASSWORD, WATCHER_RPCAUTH, cpu_seconds
 
 
 @pytest.fixture
@@ -229,11 +229,6 @@ def test_guessing_from_many_addresses_does_not_lock_the_cookie_out(node) -> None
     assert "too many failed authentication attempts" in log and "incorrect password attempt" in log
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0      # utime, stime (clock ticks)
-
-
 def test_a_compressed_body_costs_its_size_not_what_it_inflates_to(node) -> None:
     """A client without credentials sends three POSTs of a 1 MiB deflate-compressed body
     (`Content-Encoding: deflate`) that inflates to 1 GiB of zeros. Measured on the code before:
@@ -253,7 +248,7 @@ def test_a_compressed_body_costs_its_size_not_what_it_inflates_to(node) -> None:
     segment = packer.compress(b"\0" * (1 << 20)) + packer.flush(zlib.Z_FULL_FLUSH)
     bomb = first + segment * 1023 + packer.flush()
     assert len(bomb) < 1_100_000 and len(zlib.decompressobj().decompress(bomb[:200_000])) > 100 * (1 << 20)
-    spent = _cpu_seconds(pid)
+    spent = cpu_seconds(pid)
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", n.rpc_port), timeout=20) as s:
             s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Encoding: deflate\r\nContent-Length: %d\r\n\r\n"
@@ -261,7 +256,7 @@ def test_a_compressed_body_costs_its_size_not_what_it_inflates_to(node) -> None:
             assert s.recv(100).startswith(b"HTTP/1.1 401")
             time.sleep(0.2)
     time.sleep(0.5)
-    spent = _cpu_seconds(pid) - spent
+    spent = cpu_seconds(pid) - spent
     status, _, reply = http_post(n.rpc_port, zlib.compress(b'{"method":"getblockcount","id":1}'), cookie(n),
                                  headers=("Content-Encoding: deflate",))
     print(f"node CPU for 3 x 1 MiB of deflate: {spent:.2f} s; a compressed call: {status}")

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from framework import (WATCHER, WATCHER_PASSWORD as PASSWORD, WATCHER_RPCAUTH as RPCAUTH, TestNode, peak_rss_growth,
-                       post_json_rpc, rss, wait_until)
+from framework import (WATCHER, WATCHER_PASSWORD as PASSWORD, WATCHER_RPCAUTH as RPCAUTH, TestNode, cpu_seconds,
+                       peak_rss_growth, post_json_rpc, rss, wait_until)
 
 MIB = 1 << 20
 
@@ -26,12 +26,6 @@ def _status(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no {key}")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0      # utime, stime (clock ticks)
 
 
 def test_a_request_of_many_small_values_is_refused_before_it_is_parsed(node: Callable[..., TestNode]) -> None:
@@ -47,7 +41,7 @@ def test_a_request_of_many_small_values_is_refused_before_it_is_parsed(node: Cal
     pid = n.process.pid
     body = ('{"id":1,"method":"getblockcount","params":[' + ",".join(["1.5"] * 8_000_000) + "]}").encode()
     assert len(body) < 32 * MIB
-    peak, cpu = _status(pid, "VmHWM"), _cpu_seconds(pid)
+    peak, cpu = _status(pid, "VmHWM"), cpu_seconds(pid)
     latencies: list[float] = []
     done = threading.Event()
 
@@ -65,7 +59,7 @@ def test_a_request_of_many_small_values_is_refused_before_it_is_parsed(node: Cal
     finally:
         done.set()
         watcher.join(30)
-    spent, grown = _cpu_seconds(pid) - cpu, _status(pid, "VmHWM") - peak
+    spent, grown = cpu_seconds(pid) - cpu, _status(pid, "VmHWM") - peak
     print(f"status {status}; node CPU {spent:.2f} s; peak RSS +{grown / MIB:.0f} MiB; "
           f"honest max latency {max(latencies):.3f} s")
     assert status == 400 and json.loads(reply)["error"]["code"] == -32600, (status, reply[:200])

@@ -11,7 +11,6 @@ own checked headers: it costs the reorganisation's depth.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 
@@ -21,17 +20,12 @@ from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.primitives import BlockHeader
 from cleancoin.components.node.mining import mine_block
 from cleancoin.components.node.p2p.messages import BlockMessage, serialize_message
-from framework import TEST_ADDRESS, TestNode, is_multiprocess, wait_until
+from framework import TEST_ADDRESS, TestNode, cpu_seconds, is_multiprocess, wait_until
 from raw_peer import MAGIC, RawPeer
 from test_p2p_header_presync import JUNK_PKH, _ping
 
 #: Heights at which the peer reorganises the node by one block.
 LOW, HIGH = 200, 3000
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wallet_height(n: TestNode) -> int:
@@ -49,7 +43,7 @@ def _reorg_by_one(n: TestNode, wallet_pid: int, tag: int) -> float:
         branch.append(block)
         parent = block.header
     wait_until(lambda: _wallet_height(n) == tip, what="the wallet at the tip")
-    cpu = _cpu_seconds(wallet_pid)
+    cpu = cpu_seconds(wallet_pid)
     peer = RawPeer(n.p2p_port, "127.63.0.1")
     try:
         peer.handshake()
@@ -60,7 +54,7 @@ def _reorg_by_one(n: TestNode, wallet_pid: int, tag: int) -> float:
         peer.close()
     wait_until(lambda: n.rpc.getwalletinfo()["lastprocessedblock"]["hash"] == branch[-1].hash_hex,
                what="the wallet on the peer's branch")
-    return _cpu_seconds(wallet_pid) - cpu
+    return cpu_seconds(wallet_pid) - cpu
 
 
 @pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node): "
