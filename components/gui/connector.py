@@ -6,6 +6,12 @@ GUI attached with -ipcconnect forks this small helper: it can do exactly one thi
 to the one address it was given, and hand the connected socket back (SCM_RIGHTS). That is
 how an attached GUI keeps working when its node goes away and comes back. The helper dies
 with the GUI and holds nothing but the address.
+
+Over TCP without -ipcauth the login is the node's cookie (`.ipccookie` in the data
+directory), which a node writes anew at each start and which the confined window cannot see:
+the helper reads it too, as CleanCoin-cli reads `.cookie` (ipc/auth.read_cookie: no link, a
+regular file, at most 1 KiB, a cookie's form), and sends it with the socket. Before 12-07 the
+window read it itself after confining itself, and an attached GUI over TCP never logged in.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import signal
 import socket
 
 from cleancoin.components.ipc.address import Address, AddressError
+from cleancoin.components.ipc.auth import COOKIE_NAME
 from cleancoin.components.ipc.transport import open_socket
 
 
@@ -31,14 +38,16 @@ class Connector:
         self.pid = pid
 
     @classmethod
-    def start(cls, address: Address) -> "Connector":
-        """Fork the helper (call before the process confines itself, while single-threaded)."""
+    def start(cls, address: Address, cookie_dir: str | None = None) -> "Connector":
+        """Fork the helper (call before the process confines itself, while single-threaded).
+        `cookie_dir`: the directory whose node cookie goes with each socket (TCP without
+        -ipcauth), else None."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:       # the helper: never returns
             ours.close()
-            _serve(theirs, address, parent)
+            _serve(theirs, address, parent, cookie_dir)
         theirs.close()
         ours.setblocking(False)
         return cls(ours, pid)
@@ -46,8 +55,10 @@ class Connector:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    async def connect(self) -> socket.socket:
-        """A new socket connected to the address, or ConnectorError."""
+    async def connect(self) -> tuple[socket.socket, str | None]:
+        """A new socket connected to the address, with the node's cookie as the helper read
+        it just before (None: not asked for); ConnectorError when it cannot connect or read
+        the cookie."""
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(self._sock, b"c")
         done: asyncio.Future[None] = loop.create_future()
@@ -63,7 +74,8 @@ class Connector:
             raise ConnectorError(message.decode(errors="replace"))
         sock = socket.socket(fileno=fds[0])
         sock.setblocking(False)
-        return sock
+        cookie = message[len(_OK):].decode("ascii", errors="replace") if message.startswith(_OK) else ""
+        return sock, cookie or None
 
     def stop(self) -> None:
         # End of file on its socket ends the helper (a confined GUI may not signal it).
@@ -74,8 +86,13 @@ class Connector:
             pass
 
 
-def _serve(sock: socket.socket, address: Address, parent: int) -> None:
+#: The helper's answer with a socket: _OK, then the cookie's text when it was asked to read one.
+_OK = b"ok"
+
+
+def _serve(sock: socket.socket, address: Address, parent: int, cookie_dir: str | None) -> None:
     import prctl      # python-prctl, a dependency of the sandbox layer
+    from cleancoin.components.common.private_files import read_cookie
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         if os.getppid() != parent:
@@ -84,11 +101,12 @@ def _serve(sock: socket.socket, address: Address, parent: int) -> None:
         os.closerange(sock.fileno() + 1, 65536)
         while sock.recv(16):
             try:
+                cookie = read_cookie(os.path.join(cookie_dir, COOKIE_NAME))[0] if cookie_dir else ""
                 conn = open_socket(address)
-            except AddressError as exc:
+            except (AddressError, OSError) as exc:
                 sock.send(str(exc).encode()[:4000])
                 continue
-            socket.send_fds(sock, [b"ok"], [conn.fileno()])
+            socket.send_fds(sock, [_OK + cookie.encode("ascii", errors="replace")], [conn.fileno()])
             conn.close()
     finally:
         os._exit(0)

@@ -75,12 +75,37 @@ def setup_logging(network: str, console: bool, debug: list[str]) -> str:
     return setup_gui_logging(settings_dir(), network, console, debug)
 
 
-def _credentials(ipc: IpcSettings, netdatadir: str, address: Any) -> tuple[Any, Any]:
-    from ..ipc.auth import read_cookie
+def _uses_cookie(ipc: IpcSettings, address: Any) -> bool:
+    """Whether the login to `address` is the node's cookie: TCP without -ipcauth."""
+    return address is not None and address.kind == "tcp" and not ipc.auth
+
+
+def _read_cookie(netdatadir: str) -> str | OSError:
+    """The node's `.ipccookie` as CleanCoin-cli reads `.cookie` (ipc/auth.read_cookie), or why
+    not (said when the first call needs it: the window then waits for its node)."""
+    from ..common.private_files import read_cookie
+    from ..ipc.auth import COOKIE_NAME
+    try:
+        return read_cookie(os.path.join(netdatadir, COOKIE_NAME))[0]
+    except OSError as exc:
+        return exc
+
+
+def _credentials(ipc: IpcSettings, address: Any, cookie: str | OSError | None) -> tuple[Any, Any]:
+    """The login and TLS settings for `address`; `cookie` is the node's, read before this
+    process confined itself or by the connector (the window's view has no data directory)."""
+    from ..ipc.auth import parse_ipcauth
     from ..ipc.transport import client_tls
     if address.kind != "tcp":
         return None, None
-    creds = ipc.auth[0] if ipc.auth else read_cookie(netdatadir)
+    if isinstance(cookie, OSError):
+        raise cookie
+    if ipc.auth:
+        creds = ipc.auth[0]
+    elif cookie is None:
+        raise OSError(0, "no cookie of the node's came with the connection")
+    else:
+        creds = parse_ipcauth(cookie)
     return creds, client_tls(ipc.cert) if ipc.cert else None
 
 
@@ -130,8 +155,11 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
     else:
         assert address is not None
         transport = f"{address} (attached)"
-        connector = Connector.start(address)
+        connector = Connector.start(address, netdatadir if _uses_cookie(ipc, address) else None)
         log.info("attached to the node at %s", address)
+    # Read while the data directory is in view: the window's is not (the connector reads
+    # the cookie of a restarted node).
+    first_cookie = _read_cookie(netdatadir) if _uses_cookie(ipc, address) else None
     # After the node is on its way (its start overlaps these imports) and the connector is
     # forked (it need not carry Qt), before confinement (which hides the Python installation
     # from nothing, but a late import failure would come far from its cause).
@@ -193,14 +221,14 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
         if node_process is not None:
             return await link_spawned(sock, local, ipc.debug, transport)
         else:
-            creds, tls = _credentials(ipc, netdatadir, address)
+            creds, tls = _credentials(ipc, address, first_cookie)
             connection = await connect(address, local, ipc.debug, creds, tls, sock)
         return link_of(connection, await connection.init.make_node(), transport)
 
     async def reconnect() -> Link:
         assert connector is not None and address is not None
-        new = await connector.connect()
-        creds, tls = _credentials(ipc, netdatadir, address)
+        new, cookie = await connector.connect()
+        creds, tls = _credentials(ipc, address, cookie)
         connection = await connect(address, local, ipc.debug, creds, tls, new)
         return link_of(connection, await connection.init.make_node(), transport)
 

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import free_port
 
 BIN = Path(sys.executable).parent
@@ -77,17 +79,23 @@ def test_cleancoin_gui_is_confined_and_stops_the_node_it_started(datadir: Path) 
             gui.wait()
 
 
-def test_cleancoin_gui_attaches_with_ipcconnect_and_survives_a_node_restart(datadir: Path) -> None:
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_cleancoin_gui_attaches_with_ipcconnect_and_survives_a_node_restart(datadir: Path, transport: str) -> None:
+    """Attached over node.sock, or over TCP with the node's cookie as the login (no -ipcauth):
+    the node writes a new cookie at each start, which the confined window cannot see; its
+    connector reads it. Before 12-07 the window read it itself after confining itself, and an
+    attached GUI over TCP never logged in ("the node did not answer: ... .ipccookie")."""
     port, rpcport = free_port(), free_port()
+    where = "unix" if transport == "unix" else f"tcp:127.0.0.1:{free_port()}"
     node_args = [str(BIN / "CleanCoin-node"), "-regtest", f"-datadir={datadir}", f"-port={port}",
-                 f"-rpcport={rpcport}", "-ipcbind=unix", "-printtoconsole=0", "-disablewallet"]
+                 f"-rpcport={rpcport}", f"-ipcbind={where}", "-printtoconsole=0", "-disablewallet"]
     node = subprocess.Popen(node_args)
-    sock = datadir / "regtest" / "node.sock"
+    sock = datadir / "regtest" / ("node.sock" if transport == "unix" else ".ipccookie")
     gui = None
     try:
-        _wait(lambda: sock.exists(), 60, "node.sock")
-        gui = _gui(datadir, "-ipcconnect=unix")
-        _wait(lambda: "connected: unix:" in _log(datadir) or "attached" in _log(datadir) or gui.poll() is not None,
+        _wait(lambda: sock.exists(), 60, sock.name)
+        gui = _gui(datadir, f"-ipcconnect={where}")
+        _wait(lambda: "connected: " in _log(datadir) or "attached" in _log(datadir) or gui.poll() is not None,
               30, "the GUI attached")
         # "window ready", not "confined": the window's first call to the node comes after its
         # confinement, and a node stopped before that call ended the GUI's start instead (the
