@@ -70,8 +70,31 @@ class RawPeer:
                 seen.add(msg.command)
         self.send(serialize_message(MAGIC, Verack()))
 
+    def sync(self, nonce: int) -> None:
+        """Ping and wait for its pong: every message sent before it has been handled."""
+        self.send(serialize_message(MAGIC, Ping(nonce)))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            msg = self.read_message()
+            if msg is not None and msg.command == "pong" and msg.nonce == nonce:
+                return
+        raise AssertionError("no pong: the peer was dropped")
+
     def close(self) -> None:
         self.sock.close()
+
+
+def push_blocks(port: int, source: str, blocks: Sequence[Block]) -> None:
+    """Connect from `source`, send `blocks` unasked as `block` messages, and return once the
+    node has handled them (RawPeer.sync)."""
+    peer = RawPeer(port, source)
+    try:
+        peer.handshake()
+        for block in blocks:
+            peer.send(serialize_message(MAGIC, BlockMessage(block)))
+        peer.sync(0)
+    finally:
+        peer.close()
 
 
 class ChainPeer:

@@ -24,7 +24,7 @@ from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.hashes import hash_to_hex
 from cleancoin.components.common.primitives import BlockHeader
 from cleancoin.components.node.mining import mine_block
-from cleancoin.components.node.p2p.messages import BlockMessage, GetHeaders, Headers, Ping, serialize_message
+from cleancoin.components.node.p2p.messages import BlockMessage, GetHeaders, Headers, serialize_message
 
 JUNK_PKH = hashlib.sha256(b"attacker").digest()[:20]
 #: Rounds of the attack in CI (each: one lagging block, one getheaders, one answer).
@@ -76,17 +76,6 @@ def _wait_for(peer: RawPeer, command: str, timeout: float = 20.0) -> object:
     raise AssertionError(f"no {command} from the node")
 
 
-def _ping(peer: RawPeer, nonce: int) -> None:
-    """Ping and wait for its pong: every message sent before it has been handled."""
-    peer.send(serialize_message(MAGIC, Ping(nonce)))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        msg = peer.read_message()
-        if msg is not None and msg.command == "pong" and msg.nonce == nonce:
-            return
-    raise AssertionError("no pong: the peer was dropped")
-
-
 def _known(n: TestNode, header: BlockHeader) -> bool:
     try:
         n.rpc.getblockheader(hash_to_hex(header.hash))
@@ -117,7 +106,7 @@ def test_headers_of_a_branch_with_less_work_than_the_tip_are_not_stored(
         peer.handshake()
         # Unsolicited (no getheaders outstanding): read by nobody, even with more work.
         peer.send(serialize_message(MAGIC, Headers(tuple(better))))
-        _ping(peer, 0)
+        peer.sync(0)
         assert not _known(n, better[0]) and not _known(n, better[-1])
         for r in range(ROUNDS):
             chain = _header_chain(genesis, PER_ROUND, b"low-work-%d" % r)
@@ -126,7 +115,7 @@ def test_headers_of_a_branch_with_less_work_than_the_tip_are_not_stored(
             assert isinstance(asked, GetHeaders)
             peer.send(serialize_message(MAGIC, Headers(tuple(chain))))
             sent.extend(chain)
-        _ping(peer, 1)
+        peer.sync(1)
         db_grown, rss_grown = _db_bytes(n) - db_before, _rss_kib(n) - rss_before
         print(f"after {len(sent)} low-work headers: database +{db_grown} bytes, RSS +{rss_grown} KiB")
         stored = [h for h in sent[PER_ROUND - 1::PER_ROUND] if _known(n, h)]   # each branch's last
@@ -140,7 +129,7 @@ def test_headers_of_a_branch_with_less_work_than_the_tip_are_not_stored(
         peer.send(serialize_message(MAGIC, BlockMessage(trigger)))
         _wait_for(peer, "getheaders")
         peer.send(serialize_message(MAGIC, Headers(tuple(better))))
-        _ping(peer, 2)
+        peer.sync(2)
         assert _known(n, better[-1]) and _known(n, better[0])
         assert any(t["hash"] == hash_to_hex(better[-1].hash) and t["status"] == "headers-only"
                    for t in n.rpc.getchaintips())
@@ -191,7 +180,7 @@ def test_a_long_branch_is_counted_then_asked_again_and_stored_only_as_counted(
             assert not _known(n, branch[0]) and not _known(n, branch[-1])
             if liar:
                 peer.send(serialize_message(MAGIC, Headers(tuple(decoy))))
-                _ping(peer, 3)
+                peer.sync(3)
                 assert not _known(n, decoy[0]) and not _known(n, decoy[-1]) and not _known(n, branch[0])
                 continue
             peer.send(serialize_message(MAGIC, Headers(tuple(branch[:2000]))))

@@ -13,10 +13,9 @@ from collections.abc import Callable
 
 from framework import TEST_ADDRESS, TestNode
 from raw_peer import MAGIC, RawPeer
-from test_p2p_header_presync import _ping
 
 from cleancoin.components.node.p2p.messages import (
-    MSG_BLOCK, GetData, InvItem, NotFound, serialize_message,
+    MSG_BLOCK, GetData, InvItem, serialize_message,
 )
 
 
@@ -59,7 +58,7 @@ def test_a_block_corrupted_on_disk_is_not_served(node: Callable[..., TestNode]) 
         assert served is None, f"the corrupt block was served ({served == good[0] and 'intact' or 'changed'})"
         assert _fetch(peer, hashes[0]) is None
         assert _fetch(peer, hashes[1]) == good[1]
-        _ping(peer, 7)
+        peer.sync(7)
     finally:
         peer.close()
     log = n.debug_log()

@@ -65,6 +65,11 @@ def processes_of(uid: int) -> list[int]:
     return found
 
 
+def wait_all_gone(account: Account, timeout: float = 15) -> None:
+    """Wait until no process of `account`'s uid is left."""
+    wait_until(lambda: processes_of(account.uid) == [], timeout, what="the operator's processes to end")
+
+
 def kill_all_of(uid: int) -> None:
     for pid in processes_of(uid):
         try:
@@ -145,6 +150,17 @@ class OperatorNode:
             assert done.returncode == 0, (args, done.stderr[-2000:])
         return done
 
+    def stop(self) -> None:
+        """`stop` by the operator's CleanCoin-cli: the node exits with status 0."""
+        self.cli("stop")
+        assert self.process is not None and self.process.wait(30) == 0, Path(self.stderr).read_text()[-2000:]
+
+    def kill(self) -> None:
+        """End what a test left running (its clean-up after a failure)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
     def call(self, *args: str) -> Any:
         out = self.cli(*args).stdout.strip()
         try:
@@ -195,9 +211,7 @@ def running(people: People) -> Iterator[OperatorNode]:
     node.peer_port = peer
     node.start()
     yield node
-    if node.process is not None and node.process.poll() is None:
-        node.process.kill()
-        node.process.wait(10)
+    node.kill()
 
 
 def test_the_operators_node_serves_its_wallet_and_is_confined_at_full_strength(running: OperatorNode) -> None:
@@ -487,10 +501,8 @@ def test_sandbox_status_run_by_the_operator_tells_what_is_dumpable(running: Oper
 def test_the_operator_stops_the_node_and_nothing_is_left(running: OperatorNode) -> None:
     """`stop` by the operator's CleanCoin-cli: exit status 0, and no process of the operator
     remains (zygote, wallet process, denial monitors, connect broker)."""
-    assert running.process is not None
-    running.cli("stop")
-    assert running.process.wait(30) == 0, Path(running.stderr).read_text()[-2000:]
-    wait_until(lambda: processes_of(running.operator.uid) == [], 15, what="the operator's processes to end")
+    running.stop()
+    wait_all_gone(running.operator)
 
 
 def test_without_the_sandbox_the_same_user_cannot_read_the_unlocked_wallet(people: People,
@@ -515,13 +527,10 @@ def test_without_the_sandbox_the_same_user_cannot_read_the_unlocked_wallet(peopl
             assert {"node", "zygote", "wallet"} <= set(found), found
         opened = {role: result for role, result in found.items() if result != "Permission denied"}
         assert opened == {}, f"the same user opened the memory of {opened} (passphrase copies found)"
-        plain.cli("stop")
-        assert plain.process is not None and plain.process.wait(30) == 0
+        plain.stop()
     finally:
-        if plain.process is not None and plain.process.poll() is None:
-            plain.process.kill()
-            plain.process.wait(10)
-    wait_until(lambda: processes_of(people.operator.uid) == [], 15, what="the operator's processes to end")
+        plain.kill()
+    wait_all_gone(people.operator)
 
 
 @pytest.mark.skipif(not is_multiprocess(), reason="starts no node: run once, in the CleanCoin-node pass")
@@ -577,13 +586,10 @@ def test_a_wallet_process_started_on_its_own_keeps_its_memory_from_the_same_user
         finally:
             wallet.terminate()
             wallet.communicate(timeout=30)
-        node.cli("stop")
-        assert node.process is not None and node.process.wait(30) == 0
+        node.stop()
     finally:
-        if node.process is not None and node.process.poll() is None:
-            node.process.kill()
-            node.process.wait(10)
-    wait_until(lambda: processes_of(people.operator.uid) == [], 15, what="the operator's processes to end")
+        node.kill()
+    wait_all_gone(people.operator)
 
 
 @contextlib.contextmanager
@@ -611,7 +617,7 @@ def operators_gui(people: People, secret: str, env: dict[str, str], *extra: str)
         except subprocess.TimeoutExpired:
             gui.kill()
             gui.communicate()
-    wait_until(lambda: processes_of(people.operator.uid) == [], 20, what="the operator's processes to end")
+    wait_all_gone(people.operator, 20)
 
 
 @pytest.mark.skipif(not is_multiprocess(), reason="CleanCoin-gui runs CleanCoin-node: in that pass")
@@ -743,8 +749,7 @@ def test_a_confined_wallet_process_started_on_its_own_is_confined_in_full_and_pr
         assert any(pid == wallet.pid for pid in everyone.values()), everyone
         through = {who: got for who, got in reach.items() if got != ["Permission denied", "Operation not permitted"]}
         assert through == {}, through
-        node.cli("stop")
-        assert node.process is not None and node.process.wait(30) == 0
+        node.stop()
     finally:
         if wallet is not None:
             wallet.terminate()
@@ -753,10 +758,8 @@ def test_a_confined_wallet_process_started_on_its_own_is_confined_in_full_and_pr
             except subprocess.TimeoutExpired:
                 wallet.kill()
                 wallet.communicate()
-        if node.process is not None and node.process.poll() is None:
-            node.process.kill()
-            node.process.wait(10)
-    wait_until(lambda: processes_of(people.operator.uid) == [], 15, what="the operator's processes to end")
+        node.kill()
+    wait_all_gone(people.operator)
 
 
 @pytest.mark.skipif(not is_multiprocess(), reason="CleanCoin-gui runs CleanCoin-node: in that pass")

@@ -29,11 +29,11 @@ import chain_attacks
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.hashes import hash_to_hex
 from cleancoin.components.node.mining import mine_block
-from cleancoin.components.node.p2p.messages import MSG_BLOCK, BlockMessage, Headers, Inv, InvItem, serialize_message
+from cleancoin.components.node.p2p.messages import MSG_BLOCK, Headers, Inv, InvItem, serialize_message
 from cleancoin.components.rpc.errors import RpcError
 from framework import TEST_ADDRESS, TestNode, connect_nodes, is_multiprocess, wait_until
-from raw_peer import MAGIC, RawPeer
-from test_p2p_header_presync import JUNK_PKH, _header_chain, _known, _ping, _wait_for
+from raw_peer import MAGIC, RawPeer, push_blocks
+from test_p2p_header_presync import JUNK_PKH, _header_chain, _known, _wait_for
 from test_sandbox_attacks import AttackedNode, home_base  # noqa: F401 - a fixture
 
 #: Work of the regtest chain up to height 199.
@@ -175,14 +175,7 @@ def test_a_node_fed_a_cheap_chain_stays_in_ibd_and_its_new_wallet_waits(
     fresh.start()
     honest.rpc.generatetoaddress(300, TEST_ADDRESS)
     cheap = _cheap_chain(30)
-    peer = RawPeer(fresh.p2p_port, "127.0.0.9")
-    try:
-        peer.handshake()
-        for block in cheap:
-            peer.send(serialize_message(MAGIC, BlockMessage(block)))
-        _ping(peer, 0)
-    finally:
-        peer.close()
+    push_blocks(fresh.p2p_port, "127.0.0.9", cheap)
     assert fresh.rpc.getblockcount() == 0, "blocks pushed unasked below the minimum chain work were stored"
     info = fresh.rpc.getblockchaininfo()
     assert int(info["chainwork"], 16) == 2
@@ -226,14 +219,14 @@ def test_headers_below_the_minimum_chain_work_are_not_stored(node: Callable[...,
         peer.send(serialize_message(MAGIC, Inv((InvItem(MSG_BLOCK, trigger.hash),))))
         _wait_for(peer, "getheaders")
         peer.send(serialize_message(MAGIC, Headers(tuple(below))))
-        _ping(peer, 1)
+        peer.sync(1)
         assert not _known(n, below[-1]), "a header branch below the minimum chain work was stored"
         assert not [t for t in n.rpc.getchaintips() if t["status"] == "headers-only"]
         # Allowed: a branch above the minimum chain work.
         peer.send(serialize_message(MAGIC, Inv((InvItem(MSG_BLOCK, trigger.hash),))))
         _wait_for(peer, "getheaders")
         peer.send(serialize_message(MAGIC, Headers(tuple(above))))
-        _ping(peer, 2)
+        peer.sync(2)
         assert _known(n, above[-1])
         assert any(t["hash"] == hash_to_hex(above[-1].hash) and t["status"] == "headers-only"
                    for t in n.rpc.getchaintips())

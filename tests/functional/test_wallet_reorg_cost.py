@@ -19,10 +19,9 @@ import pytest
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.primitives import BlockHeader
 from cleancoin.components.node.mining import mine_block
-from cleancoin.components.node.p2p.messages import BlockMessage, serialize_message
 from framework import TEST_ADDRESS, TestNode, cpu_seconds, is_multiprocess, wait_until
-from raw_peer import MAGIC, RawPeer
-from test_p2p_header_presync import JUNK_PKH, _ping
+from raw_peer import push_blocks
+from test_p2p_header_presync import JUNK_PKH
 
 #: Heights at which the peer reorganises the node by one block.
 LOW, HIGH = 200, 3000
@@ -44,14 +43,7 @@ def _reorg_by_one(n: TestNode, wallet_pid: int, tag: int) -> float:
         parent = block.header
     wait_until(lambda: _wallet_height(n) == tip, what="the wallet at the tip")
     cpu = cpu_seconds(wallet_pid)
-    peer = RawPeer(n.p2p_port, "127.63.0.1")
-    try:
-        peer.handshake()
-        for block in branch:
-            peer.send(serialize_message(MAGIC, BlockMessage(block)))
-        _ping(peer, 0)
-    finally:
-        peer.close()
+    push_blocks(n.p2p_port, "127.63.0.1", branch)
     wait_until(lambda: n.rpc.getwalletinfo()["lastprocessedblock"]["hash"] == branch[-1].hash_hex,
                what="the wallet on the peer's branch")
     return cpu_seconds(wallet_pid) - cpu
