@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -428,22 +428,14 @@ def unlock_and_read(node: OperatorNode, wallet: str, passphrase: str,
     node.call("createwallet", wallet)
     node.call(f"-rpcwallet={wallet}", "encryptwallet", passphrase)
     node.call(f"-rpcwallet={wallet}", "walletpassphrase", passphrase, "600")
-    sleeper = subprocess.Popen(node.operator.command("/bin/sleep", "60"), env=node.operator.env())
-    try:
-        wait_until(lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep", 20, what="sleep")
-        if pids is None:
-            pids = node.tree()
-            pids.update({f"pid {pid}": pid for pid in processes_of(node.operator.uid)
-                         if pid not in pids.values() and pid != sleeper.pid})
-        tree = {**pids, "control": sleeper.pid}
-        done = subprocess.run(node.operator.python(MEMORY_READER, passphrase, *map(str, tree.values())),
-                              capture_output=True, text=True, timeout=120, env=node.operator.env())
-    finally:
-        sleeper.kill()
-        sleeper.wait(10)
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = json.loads(done.stdout)
-    return {role: found[str(pid)] for role, pid in tree.items()}
+
+    def every_process(control: int) -> dict[str, int]:
+        found = node.tree()
+        found.update({f"pid {pid}": pid for pid in processes_of(node.operator.uid)
+                      if pid not in found.values() and pid != control})
+        return found
+    return beside_a_control(node.operator, MEMORY_READER, pids if pids is not None else every_process, passphrase,
+                            timeout=120)
 
 
 def test_no_process_of_the_tree_lets_the_same_user_read_its_memory(running: OperatorNode) -> None:
@@ -632,18 +624,9 @@ def test_the_gui_window_without_the_sandbox_keeps_its_memory_from_the_same_user(
     secret = "GuiPw" + uuid.uuid4().hex
     env = people.operator.env(QT_QPA_PLATFORM="offscreen")
     with operators_gui(people, secret, env, "-sandbox=0") as gui:
-        sleeper = subprocess.Popen(people.operator.command("/bin/sleep", "60"), env=people.operator.env())
-        try:
-            wait_until(lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep", 20, what="sleep")
-            done = subprocess.run(people.operator.python(MEMORY_READER, secret, str(gui.pid), str(sleeper.pid)),
-                                  capture_output=True, text=True, timeout=120, env=people.operator.env())
-        finally:
-            sleeper.kill()
-            sleeper.wait(10)
-        assert done.returncode == 0, done.stderr[-2000:]
-        found = json.loads(done.stdout)
-        assert isinstance(found[str(sleeper.pid)], int), found          # the control
-        assert found[str(gui.pid)] == "Permission denied", found
+        found = beside_a_control(people.operator, MEMORY_READER, {"window": gui.pid}, secret, timeout=120)
+        assert isinstance(found["control"], int), found          # the control
+        assert found["window"] == "Permission denied", found
 
 
 #: Run as the operator: for each pid, whether /proc/PID/mem opens and whether ptrace attaches
@@ -665,21 +648,28 @@ print(json.dumps(out))
 """
 
 
-def same_user_reach(account: Account, pids: dict[str, int]) -> dict[str, list[str]]:
-    """SAME_USER_REACH run by `account` on `pids` and on a `sleep` of its own, "control"
-    ([mem, ptrace] by role); the tracer ends at once, which detaches it."""
+def beside_a_control(account: Account, script: str, pids: dict[str, int] | Callable[[int], dict[str, int]],
+                     *args: str, timeout: float = 60) -> dict[str, Any]:
+    """`script` run by `account` with `args`, then the pids of `pids` (or of `pids(control)`)
+    and of a `sleep` of its own, "control": its JSON answer, by role."""
     sleeper = subprocess.Popen(account.command("/bin/sleep", "60"), env=account.env())
     try:
         wait_until(lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep", 20, what="sleep")
-        tree = {**pids, "control": sleeper.pid}
-        done = subprocess.run(account.python(SAME_USER_REACH, *map(str, tree.values())), capture_output=True,
-                              text=True, timeout=60, env=account.env())
+        tree = {**(pids(sleeper.pid) if callable(pids) else pids), "control": sleeper.pid}
+        done = subprocess.run(account.python(script, *args, *map(str, tree.values())), capture_output=True,
+                              text=True, timeout=timeout, env=account.env())
     finally:
         sleeper.kill()
         sleeper.wait(10)
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout)
     return {role: found[str(pid)] for role, pid in tree.items()}
+
+
+def same_user_reach(account: Account, pids: dict[str, int]) -> dict[str, list[str]]:
+    """SAME_USER_REACH run by `account` on `pids` and on a `sleep` of its own, "control"
+    ([mem, ptrace] by role); the tracer ends at once, which detaches it."""
+    return beside_a_control(account, SAME_USER_REACH, pids)
 
 
 def status_of(account: Account, pid: int, **env: str) -> list[dict[str, Any]]:
