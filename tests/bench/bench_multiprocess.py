@@ -571,7 +571,7 @@ def _tree(root: int, zygote_expected: bool) -> list[tuple[int, int, str]]:
         except OSError:
             continue
         if cmdline.startswith(b"CleanCoin-node connect-broker") or b"cleancoin.components.node.connect_broker" in cmdline:
-            rows.append((pid, 1, "connect broker (own program, python -I)"))
+            rows.append((pid, 1, "connect broker (own program, python -I -S)"))
     return rows
 
 
