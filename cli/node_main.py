@@ -26,6 +26,11 @@ from cleancoin.components.common.options import (
 
 PROG = "CleanCoind"
 
+#: bitcoind's defaults: -timeout (an outgoing P2P connect, ms), -peertimeout (a peer's
+#: version handshake, s).
+DEFAULT_CONNECT_TIMEOUT_MS = 5000
+DEFAULT_PEER_TIMEOUT = 60
+
 #: -debug categories -> logger names under "cleancoin". "validation" covers the chain.
 DEBUG_CATEGORIES: dict[str, tuple[str, ...]] = {
     "net": ("cleancoin.net",),
@@ -69,6 +74,12 @@ OPTIONS: list[Option] = [
            "<ip:port>"),
     ALLOW_LOCAL_PEER_OPTION,
     Option("maxconnections", "Maintain at most <n> connections to peers", "Connection options", "<n>", "125"),
+    Option("timeout", "Specify socket connection timeout in milliseconds. If an initial attempt to connect "
+           "is unsuccessful after this amount of time, drop it (minimum: 1)", "Connection options", "<n>",
+           str(DEFAULT_CONNECT_TIMEOUT_MS)),
+    Option("peertimeout", "Specify a p2p connection timeout delay in seconds. After connecting to a peer, "
+           "wait this amount of time for its version handshake before disconnecting it (minimum: 1)",
+           "Connection options", "<n>", str(DEFAULT_PEER_TIMEOUT)),
     Option("uacomment", "Append comment to the user agent string (repeatable)", "Connection options", "<cmt>"),
     Option("debug", "Output debug logging: net, rpc, mempool, validation, ipc, sandbox; 1 or all for every category. "
            "Repeatable.", "Debugging/Testing options", "<category>"),
@@ -268,6 +279,20 @@ def check_blocks_level(settings: Settings) -> tuple[int, int]:
     return settings.get_int("checkblocks", DEFAULT_CHECK_BLOCKS), level
 
 
+def connect_timeout(settings: Settings) -> float:
+    """-timeout=<ms> in seconds. As bitcoind, a value of 0 or less means the default."""
+    ms = settings.get_int("timeout", DEFAULT_CONNECT_TIMEOUT_MS)
+    return (ms if ms > 0 else DEFAULT_CONNECT_TIMEOUT_MS) / 1000.0
+
+
+def peer_timeout(settings: Settings) -> float:
+    """-peertimeout=<seconds> (bitcoind's wording for a value below 1)."""
+    seconds = settings.get_int("peertimeout", DEFAULT_PEER_TIMEOUT)
+    if seconds <= 0:
+        raise OptionError("peertimeout must be a positive integer.")
+    return float(seconds)
+
+
 def build_config(settings: Settings) -> "NodeConfig":
     """Settings -> NodeConfig (OptionError for bad values)."""
     from cleancoin.components.node.node import NodeConfig
@@ -291,6 +316,8 @@ def build_config(settings: Settings) -> "NodeConfig":
         addnode=peer_addresses(settings, "addnode"),
         allow_local_peers=local_peer_endpoints(settings),
         max_connections=settings.get_int("maxconnections", 125),
+        connect_timeout=connect_timeout(settings),
+        peer_timeout=peer_timeout(settings),
         uacomment=uacomments(settings),
         server=settings.get_bool("server", True),
         rpcport=None if rpcport is None else int(rpcport),

@@ -340,13 +340,9 @@ def _launch_connect_broker(config: Any) -> Any:
     from ..node.p2p.connector import BrokerConnector, named_endpoints
     endpoints = named_endpoints(config.connect, config.addnode, config.allow_local_peers,
                                 params_for(config.chain).default_port)
-    channel, pid = launch(endpoints, CONNECT_TIMEOUT)
+    channel, pid = launch(endpoints, config.connect_timeout)
     log.info("connect broker started (pid %d): outgoing P2P connections go through it", pid)
     return BrokerConnector(channel, pid)
-
-
-#: The P2P connect timeout (P2PNode's default), the broker's for each connection.
-CONNECT_TIMEOUT = 5.0
 
 
 def _node_variables(config: Any, netdatadir: str, ipc_binds: Sequence[str],

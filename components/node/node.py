@@ -69,6 +69,8 @@ class NodeConfig:
     addnode: list[str] = field(default_factory=list)
     allow_local_peers: list[str] = field(default_factory=list)   # -allowlocalpeer (connect_rule.py)
     max_connections: int = 125
+    connect_timeout: float = 5.0       # -timeout, in seconds: an outgoing connect, DNS included
+    peer_timeout: float = 60.0         # -peertimeout: a connected peer's version handshake
     uacomment: list[str] = field(default_factory=list)   # -uacomment: in the P2P user agent
     # RPC
     server: bool = True
@@ -287,6 +289,7 @@ class NodeContext:
         self.p2p = P2PNode(self.chain, self.mempool, listen=cfg.listen, bind=cfg.bind,
                            port=cfg.port, connect=cfg.connect, addnode=cfg.addnode,
                            max_connections=cfg.max_connections, reconnect_interval=reconnect,
+                           connect_timeout=cfg.connect_timeout, handshake_timeout=cfg.peer_timeout,
                            user_agent=user_agent(cfg.uacomment), now=self.now,
                            connector=self._connector())
         try:
