@@ -14,7 +14,6 @@ import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from . import control, descriptors, helpers, report as reports, report_registry, steps, syscalls
 from .control import EXIT_SETUP_FAILED
@@ -22,6 +21,8 @@ from .errors import EnforcementError
 from .plan import Plan
 from .report import Report
 from .stdio import Pipes, Relay
+
+TYPE_CHECKING = False     # not typing's: `CleanCoin-sandbox run` imports this and never typing
 
 if TYPE_CHECKING:   # the zygote spawns from finished plans and never loads a policy
     from .denial_log import DenialLog
