@@ -15,10 +15,12 @@ What dataclasses offers besides (`fields`, `replace`, `asdict`, pickling) is unc
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from operator import attrgetter
 
 TYPE_CHECKING = False     # not typing's: the connect broker imports this and never typing
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import TypeVar
     T = TypeVar("T")
 
@@ -29,19 +31,19 @@ class Record:
     tuple of its hashed fields, shown as `Name(field=value, ...)`."""
 
     __slots__ = ()
-    #: Set by `record` for each class: the names of the fields compared, hashed and shown.
-    _compared: tuple[str, ...] = ()
-    _hashed: tuple[str, ...] = ()
+    #: Set by `record` for each class: the tuple of the fields compared, and of those hashed
+    #: (`_values`), and the names of the fields shown.
+    _compared: Callable[[object], tuple[object, ...]]
+    _hashed: Callable[[object], tuple[object, ...]]
     _shown: tuple[str, ...] = ()
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is self.__class__:
-            names = self._compared
-            return tuple([getattr(self, n) for n in names]) == tuple([getattr(other, n) for n in names])
+            return self._compared(self) == self._compared(other)
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(tuple([getattr(self, n) for n in self._hashed]))
+        return hash(self._hashed(self))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._shown)
@@ -57,7 +59,18 @@ def record(cls: type[T]) -> type[T]:
             raise TypeError(f"{cls.__qualname__} defines {own}: make it a plain dataclass")
     made = dataclass(frozen=True, eq=False, repr=False)(cls)
     every = fields(made)
-    made._compared = tuple(f.name for f in every if f.compare)
-    made._hashed = tuple(f.name for f in every if (f.compare if f.hash is None else f.hash))
+    made._compared = _values(tuple(f.name for f in every if f.compare))
+    made._hashed = _values(tuple(f.name for f in every if (f.compare if f.hash is None else f.hash)))
     made._shown = tuple(f.name for f in every if f.repr)
     return made
+
+
+def _values(names: tuple[str, ...]) -> attrgetter | staticmethod:
+    """A function giving the tuple of these attributes (the tuple a dataclass compares and
+    hashes): operator.attrgetter, which builds it in C, for two names or more."""
+    if len(names) >= 2:
+        return attrgetter(*names)          # not a function: no staticmethod needed
+    if names:
+        one = attrgetter(names[0])
+        return staticmethod(lambda value: (one(value),))
+    return staticmethod(lambda value: ())

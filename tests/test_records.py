@@ -96,6 +96,26 @@ def test_fields_left_out_of_comparison_hash_and_repr_stay_out() -> None:
         assert hash(Sample(*one)) == hash(twin(*one)) and repr(Sample(*one)) == repr(twin(*one))
 
 
+def test_records_of_one_field_and_of_none_compared() -> None:
+    @record
+    class One(Record):
+        """One field."""
+
+        a: str
+
+    @record
+    class Uncompared(Record):
+        """No field compared."""
+
+        a: int = dataclasses.field(default=0, compare=False)
+
+    for cls, one, two in ((One, ("x",), ("y",)), (Uncompared, (1,), (2,))):
+        twin = _twin(cls)
+        assert (cls(*one) == cls(*two)) == (twin(*one) == twin(*two))
+        assert cls(*one) == cls(*one) and hash(cls(*one)) == hash(twin(*one))
+        assert repr(cls(*one)) == repr(twin(*one))
+
+
 def test_a_record_must_derive_from_record_and_keep_its_methods() -> None:
     with pytest.raises(TypeError, match="derives from Record"):
         record(type("Loose", (), {"__annotations__": {"a": int}}))
