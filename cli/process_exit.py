@@ -18,7 +18,11 @@ import atexit
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+
+TYPE_CHECKING = False     # not typing's: CleanCoin-sandbox imports this and never typing
+
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def run_and_exit(main: Callable[[], int | None]) -> NoReturn:

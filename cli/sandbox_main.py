@@ -20,7 +20,6 @@ With --json every result and every error is one JSON document on standard output
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import json
@@ -28,13 +27,17 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from cleancoin.sandbox import variables
 from cleancoin.sandbox.errors import EnforcementError, PolicyError, PolicyErrors, PolicyFileError, SourceRef
 from cleancoin.sandbox.policy_files import shipped_names, shipped_policy
 
+TYPE_CHECKING = False     # not typing's: `run` imports neither typing nor argparse
+
 if TYPE_CHECKING:
+    import argparse
+    from typing import NoReturn
+
     from cleancoin.sandbox.model import Policy
 
 # The launcher (and with it every enforcement step, landlock, seccomp, ...) is imported by
@@ -384,51 +387,6 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ the parser
 
-def _columns() -> int:
-    """The terminal's width as shutil.get_terminal_size gives it (COLUMNS, else the width of
-    standard output's terminal, else 80), without importing shutil (and with it bz2, lzma
-    and zlib) at every start: argparse asks for it each time it makes a help formatter,
-    which it does for every option it adds."""
-    with contextlib.suppress(KeyError, ValueError):
-        columns = int(os.environ["COLUMNS"])
-        if columns > 0:
-            return columns
-    with contextlib.suppress(AttributeError, ValueError, OSError):
-        columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        if columns > 0:
-            return columns
-    return 80
-
-
-class _Formatter(argparse.HelpFormatter):
-    """argparse's help formatter, given the width (`_columns`)."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        super().__init__(prog, indent_increment, max_help_position, width or _columns())
-
-
-class _RawDescriptionFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
-    """The top level's: its description and epilog (the module docstring) as written."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with usage errors as JSON when --json is given (exit 2 either way), and
-    help formatted by `_Formatter`."""
-
-    json_errors = False
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        if self.json_errors:
-            print(json.dumps({"ok": False, "exit": EXIT_USAGE, "error": f"{self.prog}: {message}"}))
-            raise SystemExit(EXIT_USAGE)
-        super().error(message)
-
-
 def _policy_vars(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--datadir", help="value of ${datadir}")
     cmd.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
@@ -453,13 +411,14 @@ def _args_explain(cmd: argparse.ArgumentParser) -> None:
 
 
 def _args_run(cmd: argparse.ArgumentParser) -> None:
+    from argparse import REMAINDER      # loaded already: this runs while the parser is built
     cmd.add_argument("--policy", required=True)
     _policy_vars(cmd)
     cmd.add_argument("--report", action="store_true", help="print the enforcement report on stderr")
     cmd.add_argument("--denials", choices=("log", "verbose"),
                      help="log the syscalls the policy refuses with an errno on stderr (verbose: every one)")
     cmd.add_argument("--json", action="store_true", help="the tool's own messages as JSON on stderr")
-    cmd.add_argument("command", nargs=argparse.REMAINDER)
+    cmd.add_argument("command", nargs=REMAINDER)
     cmd.set_defaults(func=cmd_run)
 
 
@@ -473,6 +432,7 @@ def _args_probe(cmd: argparse.ArgumentParser) -> None:
 
 
 def _args_learn(cmd: argparse.ArgumentParser) -> None:
+    from argparse import REMAINDER      # loaded already: this runs while the parser is built
     cmd.add_argument("--policy", required=True, help="the current policy: namespaces and process "
                                                      "settings, and what the result is compared with")
     _policy_vars(cmd)
@@ -481,7 +441,7 @@ def _args_learn(cmd: argparse.ArgumentParser) -> None:
                      help="learn from the records components wrote with CleanCoin-node -sandboxlearn=DIR")
     cmd.add_argument("--quiet", action="store_true", help="no progress on stderr")
     _json(cmd)
-    cmd.add_argument("command", nargs=argparse.REMAINDER)
+    cmd.add_argument("command", nargs=REMAINDER)
     cmd.set_defaults(func=cmd_learn)
 
 
@@ -552,10 +512,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command line parser. With `command`, only that subcommand is given its arguments
     (the others keep their name and help line): argparse builds a help formatter for every
     add_argument, a few milliseconds for all of them, and one invocation runs one command."""
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0].replace("\n", " "),
-                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=_RawDescriptionFormatter)
+    from cleancoin.cli.sandbox_parser import Parser, RawDescriptionFormatter
+    parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0].replace("\n", " "),
+                    epilog=__doc__.split("\n\n", 1)[1], formatter_class=RawDescriptionFormatter)
     # prog given: argparse would otherwise build a help formatter to work it out.
-    sub = parser.add_subparsers(dest="command_name", required=True, parser_class=_Parser, prog=PROG)
+    sub = parser.add_subparsers(dest="command_name", required=True, parser_class=Parser, prog=PROG)
     for name, help_line, add_arguments in COMMANDS:
         cmd = sub.add_parser(name, help=help_line)
         if command is None or command == name:
@@ -595,7 +556,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = _normalise(list(sys.argv[1:] if argv is None else argv))
     before = args_in[:args_in.index("--")] if "--" in args_in else args_in
     as_json = "--json" in before
-    _Parser.json_errors = as_json
     if not as_json:
         # Policies, learned paths and probed children's answers are others' text (JSON output
         # escapes them itself): no escape sequence of theirs reaches the terminal.
@@ -604,8 +564,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The command is the first word: the top level has no options but --help.
     command = next((arg for arg in before if not arg.startswith("-")), "")
     try:
-        args = build_parser(command).parse_args(args_in)
-        return int(args.func(args))
+        from cleancoin.cli import run_args
+        # `run`, plainly spelled, is read without argparse (cli/run_args.py); anything else,
+        # every usage error included, is argparse's.
+        args = run_args.parse(args_in)
+        if args is None:
+            from cleancoin.cli.sandbox_parser import Parser
+            Parser.json_errors = as_json
+            args = build_parser(command).parse_args(args_in)
+            return int(args.func(args))
+        return int(cmd_run(args))
     except ToolError as exc:
         _report_error(exc, as_json)
         return exc.code

@@ -51,11 +51,15 @@ import socket
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from . import denial_monitor, helpers, notify, syscalls
 from .errors import EnforcementError
 from .plan import Plan
+
+TYPE_CHECKING = False     # not typing's: `CleanCoin-sandbox run --denials` imports this
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass(frozen=True)

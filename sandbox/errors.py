@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .records import Record, record
 
 
-@dataclass(frozen=True)
-class SourceRef:
+@record
+class SourceRef(Record):
     """Where a value was written: file, line (0 when the parser gives none) and dotted key."""
 
     file: str

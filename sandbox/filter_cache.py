@@ -28,7 +28,8 @@ import json
 import os
 import stat
 import sys
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False     # not typing's: `CleanCoin-sandbox run` imports this and never typing
 
 if TYPE_CHECKING:
     from .seccomp import CompiledFilter, FilterSpec

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from . import report_registry
+from .records import Record, record
 
 DENIAL_MONITOR = "denial monitor"
 LEARN_RECORDER = "learn recorder"
@@ -36,8 +37,8 @@ LEARN_RECORDER = "learn recorder"
 OUTPUT_RELAY = "output relay"
 
 
-@dataclass(frozen=True)
-class Helper:
+@record
+class Helper(Record):
     """A helper as its component's report names it."""
 
     role: str                       # DENIAL_MONITOR, LEARN_RECORDER or OUTPUT_RELAY

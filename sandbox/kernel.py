@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
+
+from .records import Record, record
 
 
-@dataclass(frozen=True)
-class KernelFeatures:
+@record
+class KernelFeatures(Record):
     """Facts about the running kernel that decide how much of a policy can be enforced."""
 
     release: str

@@ -14,10 +14,10 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
-from dataclasses import dataclass
 
 from . import paths, syscalls
 from .errors import EnforcementError
+from .records import Record, record
 
 _RULE_PATH_BENEATH = 1
 _RULE_NET_PORT = 2
@@ -93,8 +93,8 @@ def right_names(mask: int) -> list[str]:
     return [name for name, flag in FS_ACCESS.items() if mask & flag]
 
 
-@dataclass(frozen=True)
-class LandlockRules:
+@record
+class LandlockRules(Record):
     """A finished Landlock ruleset, already cut down to this kernel's ABI."""
 
     abi: int

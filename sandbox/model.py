@@ -8,10 +8,11 @@ at the line that asked for it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .errors import SourceRef
 from .mechanisms import MECHANISMS, Status  # noqa: F401 - part of the model's vocabulary
+from .records import Record, record
 
 
 class Level(enum.Enum):
@@ -28,8 +29,8 @@ class Level(enum.Enum):
 NAMESPACES = ("user", "mount", "pid", "net", "ipc", "uts")
 
 
-@dataclass(frozen=True)
-class Grant:
+@record
+class Grant(Record):
     """One allowed thing (a path, port, family, capability or syscall) and why."""
 
     value: str
@@ -38,8 +39,8 @@ class Grant:
     optional: bool = False
 
 
-@dataclass(frozen=True)
-class Namespaces:
+@record
+class Namespaces(Record):
     """The namespaces the component enters, and its hostname."""
 
     # On unless a policy turns them off (all off needs a reason): bubblewrap's --unshare-all
@@ -59,8 +60,8 @@ class Namespaces:
         return tuple(n for n in NAMESPACES if getattr(self, n))
 
 
-@dataclass(frozen=True)
-class Filesystem:
+@record
+class Filesystem(Record):
     """The paths it may read, write and execute, and the parts of its view hidden or fresh."""
 
     read: tuple[Grant, ...] = ()
@@ -74,8 +75,8 @@ class Filesystem:
     tmpfs: tuple[Grant, ...] = ()
 
 
-@dataclass(frozen=True)
-class SocketFamily:
+@record
+class SocketFamily(Record):
     """An address family it may create sockets of, and why."""
 
     name: str            # "unix", "inet", ...
@@ -85,8 +86,8 @@ class SocketFamily:
     datagram: bool = True  # inet/inet6: SOCK_DGRAM (UDP) too; false: stream (TCP) only
 
 
-@dataclass(frozen=True)
-class Network:
+@record
+class Network(Record):
     """TCP ports it may bind and connect to, and its socket families."""
 
     # None means TCP is not restricted by Landlock at all ("any").
@@ -95,16 +96,16 @@ class Network:
     socket_families: tuple[SocketFamily, ...] = ()
 
 
-@dataclass(frozen=True)
-class Scopes:
+@record
+class Scopes(Record):
     """What outside the sandbox is out of reach (Landlock scopes)."""
 
     abstract_unix_socket: bool = True
     signal: bool = True
 
 
-@dataclass(frozen=True)
-class Rlimit:
+@record
+class Rlimit(Record):
     """One resource limit: soft and hard (None: unlimited)."""
 
     name: str
@@ -113,8 +114,8 @@ class Rlimit:
     where: SourceRef
 
 
-@dataclass(frozen=True)
-class Process:
+@record
+class Process(Record):
     """Capabilities, environment, descriptors, rlimits and the other process settings."""
 
     capabilities: tuple[Grant, ...] = ()
@@ -133,8 +134,8 @@ class Process:
     reason: str | None = None     # why it is dumpable, may map W+X memory or inherits stdio
 
 
-@dataclass(frozen=True)
-class ArgCondition:
+@record
+class ArgCondition(Record):
     """A condition on one syscall argument: `value` compared by `op` (masked_eq: under `mask`)."""
 
     index: int
@@ -143,8 +144,8 @@ class ArgCondition:
     mask: int = 0        # masked_eq only
 
 
-@dataclass(frozen=True)
-class SeccompRule:
+@record
+class SeccompRule(Record):
     """A seccomp rule: one syscall, its action, and the argument conditions it needs."""
 
     syscall: str
@@ -157,8 +158,8 @@ class SeccompRule:
     logged: bool = True
 
 
-@dataclass(frozen=True)
-class Seccomp:
+@record
+class Seccomp(Record):
     """The syscall filter: default action, allowed and denied names, rules."""
 
     default_action: str = "kill_process"
@@ -169,8 +170,8 @@ class Seccomp:
     reason: str | None = None     # why the filter is off
 
 
-@dataclass(frozen=True)
-class Compatibility:
+@record
+class Compatibility(Record):
     """How much of each mechanism must be in force for the component to start."""
 
     levels: tuple[tuple[str, Level], ...] = tuple((m, Level.HARD) for m in MECHANISMS)
@@ -181,8 +182,8 @@ class Compatibility:
         return dict(self.levels).get(mechanism, Level.HARD)
 
 
-@dataclass(frozen=True)
-class Policy:
+@record
+class Policy(Record):
     """A whole, validated policy: the file and everything it extends, merged."""
 
     name: str

@@ -10,9 +10,10 @@ steps' outcomes (`steps`, `report`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 
 from . import landlock
+from .records import Record, record
 
 TYPE_CHECKING = False     # not typing's: the connect broker imports this and never typing
 
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-@dataclass(frozen=True)
-class Mount:
+@record
+class Mount(Record):
     """One entry of the component's filesystem view, in the order it is made.
 
     kind: "bind" (a grant, cloned from the host with its submounts), "tmpfs" (fresh and
@@ -37,8 +38,8 @@ class Mount:
     target: str = ""
 
 
-@dataclass(frozen=True)
-class MechanismPlan:
+@record
+class MechanismPlan(Record):
     """What planning found out about one mechanism: its level, a description of what will be
     applied, and what this kernel lacks (dropped at level soft or best_effort)."""
 
@@ -48,8 +49,8 @@ class MechanismPlan:
     disabled: str = ""          # the policy turned it off, and why
 
 
-@dataclass(frozen=True)
-class Plan:
+@record
+class Plan(Record):
     """The resolved, kernel-fitted form of a policy for one entry into a sandbox."""
 
     policy: str

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from . import dangerous, landlock, paths, seccomp
 from .capabilities import capability_number
@@ -23,12 +22,13 @@ from .model import Grant, Level, Policy
 from .plan import MechanismPlan, Mount, Plan
 from .filter_spec import filter_spec
 from .policy_refs import require_values
+from .records import Record, record
 from .rlimits import RLIMITS
 from .variables import default_values, substitute
 
 
-@dataclass(frozen=True)
-class _Path:
+@record
+class _Path(Record):
     """A grant path after variables and resolution."""
 
     path: str            # real path (or, for a path on a tmpfs of the view, as written)
@@ -96,8 +96,8 @@ def _ports(grants: tuple[Grant, ...] | None, values: Mapping[str, str]) -> list[
     return ports
 
 
-@dataclass(frozen=True)
-class _Filesystem:
+@record
+class _Filesystem(Record):
     """The resolved filesystem grants: Landlock rights per path, and the mount view."""
 
     rights: dict[str, int]

@@ -32,9 +32,10 @@ import io
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from . import filter_cache
+
+TYPE_CHECKING = False     # not typing's: `CleanCoin-sandbox run` imports this and never typing
 
 if TYPE_CHECKING:
     from .model import Policy

@@ -11,7 +11,11 @@ not UTF-8: no policy file can hold it). Tab is refused too: no path or name need
 from __future__ import annotations
 
 import re
-from typing import TextIO
+
+TYPE_CHECKING = False     # not typing's: `CleanCoin-sandbox run` imports this and never typing
+
+if TYPE_CHECKING:
+    from typing import TextIO
 
 # Every format character (category Cf) of Unicode 15, not only the bidi and zero-width ones:
 # until 12-06 (h33) the tag characters U+E0020-U+E007F (an invisible copy of ASCII), the
@@ -20,25 +24,45 @@ from typing import TextIO
 # and carry text: the Hangul fillers and the variation selectors U+E0100-U+E01EF (after any
 # character; U+FE00-U+FE0F stay, emoji use them). tests/test_printable.py checks the Cf list
 # against the running Python's Unicode database.
-UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
-                         r"\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufeff\uffa0"
-                         r"\ufff9-\ufffb\ud800-\udfff\U000110bd\U000110cd\U00013430-\U0001343f"
-                         r"\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
-                         r"\U000e0100-\U000e01ef]")
+PATTERN = (r"[\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
+           r"\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufeff\uffa0"
+           r"\ufff9-\ufffb\ud800-\udfff\U000110bd\U000110cd\U00013430-\U0001343f"
+           r"\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+           r"\U000e0100-\U000e01ef]")
+
+
+#: The same, newlines and tabs excepted: text of several lines.
+PATTERN_IN_LINES = PATTERN.replace(r"\x00-\x1f", r"\x00-\x08\x0b-\x1f")
+
+
+def _unprintable() -> re.Pattern[str]:
+    # Compiled at first use, not at import (about 1 ms each for these classes on the 2-core
+    # test machine, paid by every CleanCoin-sandbox start, which mostly never writes text
+    # of others); afterwards re's own cache answers.
+    return re.compile(PATTERN)
+
+
+def _unprintable_in_lines() -> re.Pattern[str]:
+    return re.compile(PATTERN_IN_LINES)
+
+
+def __getattr__(name: str) -> re.Pattern[str]:
+    """UNPRINTABLE and UNPRINTABLE_IN_LINES, the compiled patterns, compiled when asked for."""
+    if name == "UNPRINTABLE":
+        return _unprintable()
+    if name == "UNPRINTABLE_IN_LINES":
+        return _unprintable_in_lines()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def printable(text: str) -> bool:
     """Whether `text` holds none of the characters above."""
-    return UNPRINTABLE.search(text) is None
+    return _unprintable().search(text) is None
 
 
 def visible(text: str) -> str:
     """`text` with each of those characters shown as \\uXXXX."""
-    return UNPRINTABLE.sub(lambda m: _code(ord(m.group(0))), text)
-
-
-#: The same, newlines and tabs excepted: text of several lines.
-UNPRINTABLE_IN_LINES = re.compile(UNPRINTABLE.pattern.replace(r"\x00-\x1f", r"\x00-\x08\x0b-\x1f"))
+    return _unprintable().sub(lambda m: _code(ord(m.group(0))), text)
 
 
 class VisibleWriter:
@@ -51,7 +75,7 @@ class VisibleWriter:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(UNPRINTABLE_IN_LINES.sub(lambda m: _code(ord(m.group(0))), text))
+        self._stream.write(_unprintable_in_lines().sub(lambda m: _code(ord(m.group(0))), text))
         return len(text)
 
     def __getattr__(self, name: str) -> object:
@@ -61,7 +85,7 @@ class VisibleWriter:
 def escaped(text: str, *, lines: bool = False) -> str:
     """`text` with each of those characters shown as \\xNN (as bitcoind's log escapes a byte),
     \\uXXXX above U+00FF; newlines and tabs too, unless `lines` (text of several lines)."""
-    return (UNPRINTABLE_IN_LINES if lines else UNPRINTABLE).sub(_escape, text)
+    return (_unprintable_in_lines() if lines else _unprintable()).sub(_escape, text)
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -13,11 +13,12 @@ import ctypes
 import errno
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import lru_cache
 from types import ModuleType
 
 from .errors import EnforcementError, PolicyError, SourceRef
+from .records import Record, record
 
 TYPE_CHECKING = False     # not typing's: the connect broker imports this and never typing
 
@@ -131,8 +132,8 @@ def action_value(action: str) -> int:
     return {"allow": lib.ALLOW, "kill_process": lib.KILL_PROCESS, "log": lib.LOG}[action]
 
 
-@dataclass(frozen=True)
-class CompiledFilter:
+@record
+class CompiledFilter(Record):
     """A finished BPF program and what a report needs to know about it."""
 
     bpf: bytes
@@ -190,8 +191,8 @@ def _family_rules(families: Iterable["SocketFamily"]) -> list[tuple[str, list["A
     return rules
 
 
-@dataclass(frozen=True)
-class FilterSpec:
+@record
+class FilterSpec(Record):
     """What a filter is built from: the policy's seccomp section, resolved."""
 
     default_action: str
@@ -208,8 +209,8 @@ class FilterSpec:
     deny_suid_sgid: bool = True
 
 
-@dataclass(frozen=True)
-class TableRule:
+@record
+class TableRule(Record):
     """One rule of a finished filter, in the order it is added: what libseccomp compiles, and
     what `CleanCoin-sandbox export` writes out, so that an exported profile is the same rules."""
 
@@ -221,8 +222,8 @@ class TableRule:
     logged: bool = True                  # an errno the denial log records (a rule's `log`)
 
 
-@dataclass(frozen=True)
-class RuleTable:
+@record
+class RuleTable(Record):
     """A filter's rules in order, with the counts a report gives."""
 
     default_action: str

@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import re
 import threading
-from dataclasses import dataclass
+
+from .records import Record, record
 
 #: The longest line a prefixing relay keeps back waiting for its end (journald's LineMax is
 #: 48K); a longer one is passed on in pieces of this size, each with the prefix.
@@ -69,8 +70,8 @@ def visible(text: str, *, lines: bool = False) -> str:
     return escaped(text, lines=lines)
 
 
-@dataclass(frozen=True)
-class Pipes:
+@record
+class Pipes(Record):
     """The two output pipes of a child: read ends for the launcher, write ends for the child."""
 
     stdout_r: int

@@ -28,6 +28,7 @@ from . import (capabilities, descriptors, helpers, landlock, namespaces, pidns, 
 from .errors import EnforcementError
 from .mechanisms import PROCESS
 from .plan import Plan
+from .records import Record, record
 
 TYPE_CHECKING = False     # not typing's: the connect broker imports this and never typing
 
@@ -90,8 +91,8 @@ class Context:
     outcomes: list[Outcome] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Step:
+@record
+class Step(Record):
     """One step of entering a sandbox: what it does, and when it applies."""
 
     name: str

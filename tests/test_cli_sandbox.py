@@ -291,3 +291,76 @@ def test_no_new_sandbox_code_reads_the_environment() -> None:
         if count:
             found[path.name] = count
     assert found == _ENVIRONMENT_READERS
+
+
+# ------------------------------------------------------------------ `run` without argparse
+
+#: Command lines of `run`, as main() hands them on (help spellings normalised), that
+#: cli/run_args.py reads itself ...
+RUN_PLAIN = [
+    ["run", "--policy", "p.toml", "--", "/bin/true"],
+    ["run", "--policy", "p.toml", "/bin/true", "-x", "--report"],
+    ["run", "--policy=p.toml", "--datadir=/d", "--var", "a=b", "--var=c=d=e", "--report", "--json",
+     "--denials", "verbose", "--", "prog", "--", "arg"],
+    ["run", "--report", "--policy", "p", "--policy", "q", "--denials=log", "prog"],
+    ["run", "--policy", "", "--datadir", "", "--"],
+    ["run", "--policy", "p"],
+    ["run", "--json", "--policy", "p", "--", "--policy", "x"],
+    ["run", "--policy", "p", "prog", "--help"],
+]
+#: ... and those it leaves to argparse: usage errors, help, abbreviations, values that look
+#: like options, other commands.
+RUN_LEFT = [
+    ["run", "--policy"],
+    ["run", "--datadir", "d", "--", "prog"],
+    ["run", "--pol", "p", "--", "prog"],
+    ["run", "--policy", "p", "--denials", "all", "--", "prog"],
+    ["run", "--policy", "-1", "--", "prog"],
+    ["run", "--policy", "p", "--report=yes", "--", "prog"],
+    ["run", "--policy", "p", "--bogus", "--", "prog"],
+    ["run", "--help"],
+    ["run", "--policy", "p", "-", "prog"],
+    ["run", "--", "--policy", "p"],
+    ["check", "p"],
+    ["--help", "run"],
+]
+
+
+@pytest.mark.parametrize("argv", RUN_PLAIN + RUN_LEFT, ids=[" ".join(a) for a in RUN_PLAIN + RUN_LEFT])
+def test_run_reads_its_arguments_as_argparse_does(argv: list[str], capsys) -> None:
+    """What run_args.parse reads is exactly what argparse reads from the same line; what it
+    leaves (None) goes to argparse, so every usage error and help text stay argparse's."""
+    from cleancoin.cli import run_args, sandbox_main
+    fast = run_args.parse(list(argv))
+    if argv in RUN_LEFT:
+        assert fast is None
+        return
+    slow = vars(sandbox_main.build_parser(argv[0]).parse_args(list(argv)))
+    capsys.readouterr()
+    slow.pop("func")
+    assert vars(fast) == slow
+
+
+def test_run_imports_neither_argparse_nor_typing(tmp_path: Path) -> None:
+    """The plainly spelled `run` that CI calls imports no argparse (with its gettext and
+    locale) and no typing once its policy is in the policy cache (the first run stores it;
+    an install the user cannot write loads it every time, and the loader uses typing), and
+    a usage error of run still gets argparse's message."""
+    policy = tmp_path / "run.toml"
+    policy.write_text(f'extends = ["{Path(__file__).parent / "policies" / "general.toml"}"]\n'
+                      '[filesystem]\nexecute = ["${base_prefix}", "${prefix}", "/usr/bin", "/usr/lib"]\n'
+                      '[seccomp]\nallow = [{ syscall = "execve", reason = "run execs the program" }]\n')
+    probe = ("import sys\nfrom cleancoin.cli.sandbox_main import main\nrc = main(sys.argv[1:])\n"
+             "print(sorted(m for m in ('argparse', 'gettext', 'locale', 'typing', 'tomllib') "
+             "if m in sys.modules), rc)\n")
+    argv = [sys.executable, "-c", probe, "run", "--policy", str(policy), "--", "/bin/sh", "-c", "exit 4"]
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert "['argparse'" not in first.stdout and first.stdout.endswith(" 4\n"), first.stdout + first.stderr
+    from cleancoin.sandbox import policy_cache
+    if not os.access(os.path.dirname(policy_cache.__file__), os.W_OK):
+        pytest.skip("the installed package is not writable here: no policy cache, the loader runs each time")
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert second.stdout.split("\n")[-2] == "[] 4", second.stdout + second.stderr
+    usage = run("run", "--policy", str(policy), "--denials", "all", "--", "/bin/true")
+    assert usage.returncode == 2
+    assert "argument --denials: invalid choice: 'all' (choose from 'log', 'verbose')" in usage.stderr

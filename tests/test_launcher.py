@@ -6,6 +6,7 @@ set beside one that goes through.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import fnmatch
@@ -328,6 +329,12 @@ def test_strict_report_fully_enforced_and_seccomp_hash_stable(base_sandbox, requ
         assert report.namespaces == ["user", "mount", "pid", "net", "ipc", "uts"]
     assert reports[0].seccomp_sha256 == reports[1].seccomp_sha256 == plan.seccomp_sha256
     assert plan.seccomp_sha256 == hashlib.sha256(plan.seccomp_bpf).hexdigest()
+    # to_dict (what the child sends, the registry keeps) is asdict's answer, and a copy.
+    data = reports[0].to_dict()
+    assert data == dataclasses.asdict(reports[0]) and data["steps"] and data["mechanisms"]
+    data["mechanisms"]["seccomp"]["details"].append("changed")        # type: ignore[index]
+    data["steps"][0]["step"] = "changed"                              # type: ignore[index]
+    assert reports[0].to_dict() == dataclasses.asdict(reports[0]) != data
     # The hash identifies the filter: one more socket family is another program.
     wider = write_policy(f'extends = ["{STRICT_POLICY}"]\n[network]\nsocket_families = ["inet"]\n',
                          extends=False)

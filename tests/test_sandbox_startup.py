@@ -36,8 +36,8 @@ NEVER = ("asyncio", "ssl", "_ssl", "capnp", "sqlite3", "cryptography", "aiohttp"
 LAUNCH_ONLY = ("cleancoin.sandbox.launcher", "cleancoin.sandbox.steps", "cleancoin.sandbox.rootfs",
                "cleancoin.sandbox.stdio", "cleancoin.sandbox.pidns", "cleancoin.sandbox.report")
 #: The whole of `from cleancoin.cli.sandbox_main import main`, as -X importtime counts it, is
-#: about 60 ms on the 2-core test machine (90 ms before issue #16's work); far above that
-#: means something heavy came back.
+#: about 35 ms on the 2-core test machine (60 ms before 12-07, 90 ms before issue #16's
+#: work); far above that means something heavy came back.
 IMPORT_BOUND_MS = 250.0
 
 GENERAL = Path(__file__).resolve().parent / "policies" / "general.toml"
