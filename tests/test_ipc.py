@@ -808,6 +808,9 @@ def test_a_client_pins_ipccert_alone_and_the_files_are_read_with_the_options(ech
         _open_peer({"ipcconnect": where}, "", vardir)
     settings = parse_settings({"ipcbind": where, "ipccert": [cert], "ipckey": [key]})
     assert isinstance(settings.server_context, ssl.SSLContext) and settings.client_context is not None
+    # No TCP listener here (CleanCoin-gui, which passes both on to the node it starts): the
+    # private key is not loaded into this process.
+    assert parse_settings({"ipcconnect": where, "ipccert": [cert], "ipckey": [key]}).server_context is None
     with pytest.raises(AddressError, match="go together for a TCP listener"):
         parse_settings({"ipcbind": where, "ipccert": [cert]})        # it would listen in clear
     with pytest.raises(AddressError, match="-ipckey needs -ipccert"):

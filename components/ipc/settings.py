@@ -86,7 +86,9 @@ def parse_settings(options: Mapping[str, Sequence[str]]) -> IpcSettings:
     server_context = client_context = None
     if cert:
         try:
-            server_context = server_tls(cert, key) if key else None
+            # The key only where this process listens on TCP: CleanCoin-gui passes -ipckey on
+            # to the node it starts, and its window is not to hold the node's private key.
+            server_context = server_tls(cert, key) if key and any(b.startswith("tcp") for b in binds) else None
             client_context = client_tls(cert)
         except (OSError, ssl.SSLError) as exc:
             what = f"-ipccert={cert}" + (f", -ipckey={key}" if key else "")
