@@ -51,7 +51,8 @@ OPTIONS: list[Option] = [
            "(connect when wallet.sock answers, else start one)", "IPC options", "<address>"),
     Option("ipcauth", "Credentials USER:PASSWORD for TCP IPC clients (besides the .ipccookie)",
            "IPC options", "<userpw>"),
-    Option("ipccert", "TLS certificate for TCP IPC listeners", "IPC options", "<file>"),
+    Option("ipccert", "TLS certificate: served by TCP IPC listeners (with -ipckey), pinned by a client "
+           "(CleanCoin-gui -ipcconnect=tcp:...)", "IPC options", "<file>"),
     Option("ipckey", "TLS key for TCP IPC listeners", "IPC options", "<file>"),
     Option("ipcmaxconnections", "Serve at most <n> IPC clients at once on each -ipcbind listener",
            "IPC options", "<n>", "16"),

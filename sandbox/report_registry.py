@@ -13,9 +13,12 @@ restricts itself registers:
 - a process that restricts itself: it opens its file before the sandbox goes up (Landlock
   would refuse the open afterwards) and writes the report into it when the steps are done.
 
-The directory is $CLEANCOIN_SANDBOX_REPORTS, else $XDG_RUNTIME_DIR/cleancoin-sandbox, else
-a directory named for the host in $XDG_STATE_HOME/cleancoin-sandbox (XDG_STATE_HOME defaults
-to ~/.local/state; the host's name keeps hosts that share a home from pruning each other's
+The directory is $CLEANCOIN_SANDBOX_REPORTS, else $XDG_RUNTIME_DIR/cleancoin-sandbox when
+that runtime directory is the user's own and 0700 (as the XDG spec requires of it; since
+12-07: one set to /tmp, as some containers and scripts do, put every user's reports at the
+one name /tmp/cleancoin-sandbox, which another user could create first), else a directory
+named for the host in $XDG_STATE_HOME/cleancoin-sandbox (XDG_STATE_HOME defaults to
+~/.local/state; the host's name keeps hosts that share a home from pruning each other's
 entries). It must be the
 user's own, mode 0700, not a symlink, or nothing is written (a report is for reading; no
 enforcement depends on it). Before 12-07 the last fallback was /tmp/cleancoin-sandbox-UID,
@@ -39,7 +42,7 @@ def directory() -> str | None:
     if os.environ.get(ENV):
         return os.environ[ENV]
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+    if runtime and os.path.isabs(runtime) and _private_directory(runtime):
         return os.path.join(runtime, "cleancoin-sandbox")
     state = os.environ.get("XDG_STATE_HOME", "")
     if not os.path.isabs(state):     # the spec: a relative path is to be ignored
@@ -48,6 +51,15 @@ def directory() -> str | None:
             return None
         state = os.path.join(home, ".local", "state")
     return os.path.join(state, "cleancoin-sandbox", os.uname().nodename or "localhost")
+
+
+def _private_directory(path: str) -> bool:
+    """Whether `path` is a directory of this user's alone: its own, mode 0700, not a link."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
 
 
 def _own_directory(create: bool) -> str | None:
@@ -63,14 +75,8 @@ def _own_directory(create: bool) -> str | None:
             pass
         except OSError:
             return None
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return None
     # Another user's directory, a link, or one others may read or write: not ours to trust.
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) != 0o700:
-        return None
-    return path
+    return path if _private_directory(path) else None
 
 
 def start_time(pid: int) -> int | None:

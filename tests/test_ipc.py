@@ -38,6 +38,7 @@ from ipc_spawn import ECHO_TARGET, Child, spawn
 from cleancoin.sandbox import launcher
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
 from ports import free_port
+from tls_certs import NoCertificateTool, make_self_signed
 
 ECHO_MODULE = "cleancoin.components.ipc.echo_process"   # the listening program
 ECHO_NAME = "CleanCoin-echo"
@@ -477,43 +478,12 @@ def tls_cert() -> Iterator[tuple[str, str]]:
     cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
     try:
         try:
-            _make_cert_cryptography(cert, key)
-        except ImportError:
-            if shutil.which("openssl") is None:
-                pytest.skip("neither the cryptography package nor openssl is available")
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-                            "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1", "-keyout", key, "-out", cert],
-                           check=True, capture_output=True, timeout=30)
+            make_self_signed(cert, key)
+        except NoCertificateTool as exc:
+            pytest.skip(str(exc))
         yield cert, key
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _make_cert_cryptography(cert: str, key: str) -> None:
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(private.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                  critical=False)
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .sign(private, hashes.SHA256()))
-    with open(key, "wb") as handle:
-        handle.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    with open(cert, "wb") as handle:
-        handle.write(certificate.public_bytes(serialization.Encoding.PEM))
 
 
 def test_tcp_tls(echo_process, vardir, tls_cert):
@@ -820,6 +790,34 @@ def test_ipcconnect_auto_connects_when_a_socket_answers_else_spawns(echo_process
     echo_process(f"-ipcbind=unix:{path}", f"-datadir={vardir}")
     assert _open_peer({"ipcconnect": ["auto"]}, path, vardir) == ("via open_peer", False)   # it answers
     assert _open_peer({}, path, vardir) == ("via open_peer", True)                          # no option: spawn
+
+
+def test_a_client_pins_ipccert_alone_and_the_files_are_read_with_the_options(echo_process, vardir, tls_cert):
+    """A client is given the listener's certificate alone (docs/ipc.md: never its key); a TCP
+    listener needs both. The files are loaded when the options are parsed, before a process
+    confines itself (whose view has neither): until 12-07 a client with -ipccert alone was
+    refused ("-ipccert and -ipckey go together") and CleanCoin-node read them confined, at its
+    first listen, and did not start."""
+    from cleancoin.components.ipc.settings import parse_settings
+    cert, key = tls_cert
+    port = free_port()
+    echo_process(f"-ipcbind=tcp:127.0.0.1:{port}", f"-datadir={vardir}", f"-ipccert={cert}", f"-ipckey={key}")
+    where = [f"tcp:127.0.0.1:{port}"]
+    assert _open_peer({"ipcconnect": where, "ipccert": [cert]}, "", vardir) == ("via open_peer", False)
+    with pytest.raises(IpcDisconnected):            # in clear to a TLS listener: dropped
+        _open_peer({"ipcconnect": where}, "", vardir)
+    settings = parse_settings({"ipcbind": where, "ipccert": [cert], "ipckey": [key]})
+    assert isinstance(settings.server_context, ssl.SSLContext) and settings.client_context is not None
+    # No TCP listener here (CleanCoin-gui, which passes both on to the node it starts): the
+    # private key is not loaded into this process.
+    assert parse_settings({"ipcconnect": where, "ipccert": [cert], "ipckey": [key]}).server_context is None
+    with pytest.raises(AddressError, match="go together for a TCP listener"):
+        parse_settings({"ipcbind": where, "ipccert": [cert]})        # it would listen in clear
+    with pytest.raises(AddressError, match="-ipckey needs -ipccert"):
+        parse_settings({"ipcconnect": where, "ipckey": [key]})
+    missing = os.path.join(vardir, "nothing.pem")
+    with pytest.raises(AddressError, match=f"-ipccert={re.escape(missing)}: cannot be loaded"):
+        parse_settings({"ipcconnect": where, "ipccert": [missing]})
 
 
 def test_ipcconnect_tcp_logs_in_with_the_cookie(echo_process, vardir):

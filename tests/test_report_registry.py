@@ -62,3 +62,18 @@ def test_a_directory_that_is_not_the_users_private_one_gets_nothing(state: Path,
     state.chmod(0o700)
     os.chown(state, os.getuid(), os.getgid())
     assert report_registry.register(os.getpid(), {"kind": "zygote"})
+
+
+def test_a_runtime_directory_counts_only_when_it_is_the_users_alone(state: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """XDG_RUNTIME_DIR set to a shared directory (/tmp, 1777) gave every user the one name
+    <it>/cleancoin-sandbox, which another user could create first (tests/functional/
+    test_report_squat.py); now only the user's own 0700 runtime directory is used."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert report_registry.directory() == str(runtime / "cleancoin-sandbox")
+    runtime.chmod(0o1777)
+    assert report_registry.directory() == str(state)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/tmp")
+    assert report_registry.directory() == str(state)

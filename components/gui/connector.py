@@ -12,6 +12,13 @@ directory), which a node writes anew at each start and which the confined window
 the helper reads it too, as CleanCoin-cli reads `.cookie` (ipc/auth.read_cookie: no link, a
 regular file, at most 1 KiB, a cookie's form), and sends it with the socket. Before 12-07 the
 window read it itself after confining itself, and an attached GUI over TCP never logged in.
+
+The window asks only when its link is gone, so the helper ends the connection it handed out
+before when it makes the next one (shutdown(2) on its own copy ends it for the window too) and
+makes at most one every MIN_INTERVAL seconds. Before 12-07 it connected on every request and
+kept nothing: a compromised window held as many connections to the node as it asked for (6 in
+a few milliseconds in tests/gui/test_gui_attacks.py; over TCP each with the cookie to log in),
+and the node's listener serves 16 at once, its other clients none beyond that.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 
 from cleancoin.components.ipc.address import Address, AddressError
 from cleancoin.components.ipc.auth import COOKIE_NAME
@@ -88,6 +96,9 @@ class Connector:
 
 #: The helper's answer with a socket: _OK, then the cookie's text when it was asked to read one.
 _OK = b"ok"
+#: The least time between two connections the helper makes: below the window's own pace
+#: (gui/app.RECONNECT_SECONDS, 2 s), so a window that reconnects never waits for it.
+MIN_INTERVAL = 0.5
 
 
 def _serve(sock: socket.socket, address: Address, parent: int, cookie_dir: str | None) -> None:
@@ -99,14 +110,34 @@ def _serve(sock: socket.socket, address: Address, parent: int, cookie_dir: str |
             os._exit(0)
         os.closerange(3, sock.fileno())
         os.closerange(sock.fileno() + 1, 65536)
+        handed: socket.socket | None = None       # our copy of the last connection handed out
+        last = float("-inf")
         while sock.recv(16):
+            if handed is not None:
+                _end(handed)
+                handed = None
+            time.sleep(max(0.0, last + MIN_INTERVAL - time.monotonic()))
+            last = time.monotonic()
             try:
                 cookie = read_cookie(os.path.join(cookie_dir, COOKIE_NAME))[0] if cookie_dir else ""
                 conn = open_socket(address)
             except (AddressError, OSError) as exc:
                 sock.send(str(exc).encode()[:4000])
                 continue
-            socket.send_fds(sock, [_OK + cookie.encode("ascii", errors="replace")], [conn.fileno()])
-            conn.close()
+            try:
+                socket.send_fds(sock, [_OK + cookie.encode("ascii", errors="replace")], [conn.fileno()])
+            except OSError:
+                conn.close()
+                raise
+            handed = conn
     finally:
         os._exit(0)
+
+
+def _end(conn: socket.socket) -> None:
+    """End a connection handed out before, for every holder of it (the window's copy too)."""
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass            # ended already (the node hung up)
+    conn.close()

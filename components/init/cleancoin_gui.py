@@ -95,7 +95,6 @@ def _credentials(ipc: IpcSettings, address: Any, cookie: str | OSError | None) -
     """The login and TLS settings for `address`; `cookie` is the node's, read before this
     process confined itself or by the connector (the window's view has no data directory)."""
     from ..ipc.auth import parse_ipcauth
-    from ..ipc.transport import client_tls
     if address.kind != "tcp":
         return None, None
     if isinstance(cookie, OSError):
@@ -106,7 +105,8 @@ def _credentials(ipc: IpcSettings, address: Any, cookie: str | OSError | None) -
         raise OSError(0, "no cookie of the node's came with the connection")
     else:
         creds = parse_ipcauth(cookie)
-    return creds, client_tls(ipc.cert) if ipc.cert else None
+    # Loaded with the options (ipc/settings.py): the window's view has no -ipccert file.
+    return creds, ipc.client_context
 
 
 def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, options: GuiOptions,

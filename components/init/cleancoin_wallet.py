@@ -384,7 +384,7 @@ def _open_connected(settings: Settings) -> _Opened:
     from cleancoin.components.ipc.address import AddressError, parse
     from cleancoin.components.ipc.auth import read_cookie
     from cleancoin.components.ipc.settings import parse_settings
-    from cleancoin.components.ipc.transport import client_tls, open_socket
+    from cleancoin.components.ipc.transport import open_socket
     netdatadir = settings.netdatadir
     options = {name: list(settings.get_all(name)) for name in
                ("ipcconnect", "ipcauth", "ipccert", "ipckey", "ipcmaxconnections", "debug")}
@@ -399,7 +399,7 @@ def _open_connected(settings: Settings) -> _Opened:
         address = parse(ipc_connect, os.path.join(netdatadir, "node.sock"))
         if address.kind == "tcp":
             opened.credentials = ipc.auth[0] if ipc.auth else read_cookie(netdatadir)
-            opened.tls = client_tls(ipc.cert) if ipc.cert else None
+            opened.tls = ipc.client_context
         opened.node = (address, open_socket(address))
     except AddressError as exc:
         if "cannot connect" in str(exc) and "unix" in str(exc):

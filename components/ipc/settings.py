@@ -4,7 +4,7 @@
     -ipcconnect=ADDR         use a running process instead of spawning one: unix[:PATH] |
                              tcp:HOST:PORT | auto (connect when a socket answers, else spawn)
     -ipcauth=USER:PASSWORD   TCP credentials (besides the cookie)
-    -ipccert=FILE -ipckey=FILE   TLS for TCP (a client pins -ipccert)
+    -ipccert=FILE -ipckey=FILE   TLS for TCP listeners; a client pins -ipccert alone
     -ipcmaxconnections=N     clients served at once by each listener (default 16)
     -ipchandshaketimeout=S   seconds a client has to log in (TCP) or make a first call (unix)
     -debug=ipc               log every request and response
@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .address import Address, AddressError, parse
 from .auth import Credentials, parse_ipcauth, read_cookie
@@ -38,12 +38,19 @@ class IpcSettings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     debug: bool = False
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    #: -ipccert and -ipckey loaded (parse_settings), for the listeners: read when the options
+    #: are, before the process confines itself, whose view has neither file (until 12-07 they
+    #: were read when the node began to listen, and CleanCoin-node with -ipccert never started:
+    #: "Error: [Errno 2] No such file or directory").
+    server_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    #: -ipccert loaded as the one certificate a client trusts (pinned), for the same reason
+    #: (CleanCoin-gui's window connects, and reconnects, confined).
+    client_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     def listen_options(self, cookie: Credentials | None) -> ListenOptions:
         """Options for this process's listeners; `cookie` is added to the accepted logins."""
         creds = [*self.auth, *([cookie] if cookie else [])]
-        tls = server_tls(self.cert, self.key) if self.cert and self.key else None
-        return ListenOptions(self.debug, self.max_connections, creds, tls, self.handshake_timeout)
+        return ListenOptions(self.debug, self.max_connections, creds, self.server_context, self.handshake_timeout)
 
 
 def parse_settings(options: Mapping[str, Sequence[str]]) -> IpcSettings:
@@ -64,14 +71,30 @@ def parse_settings(options: Mapping[str, Sequence[str]]) -> IpcSettings:
         raise AddressError("-ipchandshaketimeout expects a number of seconds") from None
     if not 0 < handshake <= 3600:
         raise AddressError("-ipchandshaketimeout must be more than 0 and at most 3600 seconds")
-    if bool(one("ipccert")) != bool(one("ipckey")):
-        raise AddressError("-ipccert and -ipckey go together")
+    binds = tuple(options.get("ipcbind", ()))
+    cert, key = one("ipccert"), one("ipckey")
+    # A client gets -ipccert alone (docs/ipc.md: copy cert.pem, never key.pem, to it); a
+    # TCP listener needs both (with the certificate alone it would listen in clear).
+    if key and not cert:
+        raise AddressError("-ipckey needs -ipccert")
+    if cert and not key and any(b.startswith("tcp") for b in binds):
+        raise AddressError("-ipccert and -ipckey go together for a TCP listener (-ipcbind=tcp:...)")
     try:
         auth = tuple(parse_ipcauth(v) for v in options.get("ipcauth", ()))
     except ValueError as exc:
         raise AddressError(str(exc)) from None
-    return IpcSettings(tuple(options.get("ipcbind", ())), one("ipcconnect"), auth, one("ipccert"),
-                       one("ipckey"), max_conn, _debug_ipc(options), handshake)
+    server_context = client_context = None
+    if cert:
+        try:
+            # The key only where this process listens on TCP: CleanCoin-gui passes -ipckey on
+            # to the node it starts, and its window is not to hold the node's private key.
+            server_context = server_tls(cert, key) if key and any(b.startswith("tcp") for b in binds) else None
+            client_context = client_tls(cert)
+        except (OSError, ssl.SSLError) as exc:
+            what = f"-ipccert={cert}" + (f", -ipckey={key}" if key else "")
+            raise AddressError(f"{what}: cannot be loaded: {getattr(exc, 'strerror', None) or exc}") from None
+    return IpcSettings(binds, one("ipcconnect"), auth, cert, key, max_conn, _debug_ipc(options), handshake,
+                       server_context, client_context)
 
 
 def _debug_ipc(options: Mapping[str, Sequence[str]]) -> bool:
@@ -106,5 +129,5 @@ async def open_peer(settings: IpcSettings, default_path: str, local: IpcPeer, co
     tls: ssl.SSLContext | None = None
     if address.kind == "tcp":
         credentials = settings.auth[0] if settings.auth else read_cookie(cookie_dir)
-        tls = client_tls(settings.cert) if settings.cert else None
+        tls = settings.client_context
     return await connect(address, local, settings.debug, credentials, tls, sock)

@@ -18,11 +18,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cleancoin.components.rpc.client import RpcClient
-from framework import free_port, node_command
+from framework import free_port, is_multiprocess, node_command
 
 NOBODY = 65534
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
@@ -317,6 +318,10 @@ if kind == "unix":          # listen at the path `where`, for everyone
     server = socket.socket(socket.AF_UNIX)
     server.bind(where)
     os.chmod(where, 0o777)
+elif kind == "tcpport":     # listen on the loopback port `where` (a node's, while it is down)
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", int(where)))
 else:                       # listen on a free loopback port, written to the file `where`
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -327,6 +332,7 @@ server.settimeout(15)
 got = b""
 try:
     conn, _ = server.accept()
+    open(out + ".accepted", "w").close()
     conn.settimeout(3)
     try:
         while len(got) < 65536:
@@ -589,3 +595,62 @@ def test_a_tcp_port_another_user_listens_on_gets_no_credentials(shared: Path, tm
         else:       # the same client, the operator's own listener: the credentials go out
             import base64
             assert secret.encode() in heard or base64.b64encode(f"op:{secret}".encode()) in heard, heard[:300]
+
+
+@pytest.mark.skipif(not is_multiprocess(), reason="attaches CleanCoin-gui to a CleanCoin-node: in that pass")
+def test_an_attached_guis_connector_gives_another_users_listener_nothing(shared: Path) -> None:
+    """Attack: CleanCoin-gui is attached to its node over TCP without -ipcauth (the login is
+    the node's cookie, which the window's connector helper reads anew for each connection and
+    sends with the socket). The node stops; another user listens on its port first. The
+    connector checks who listens (common/local_listener.py), as CleanCoin-cli and the TCP IPC
+    clients do: it hands the window no socket, so nothing (no cookie) reaches that listener,
+    and the window logs in to the node once it is back on that port."""
+    pytest.importorskip("PySide6")
+    base = Path.home() / ".cache" / "cleancoin-gui-tests" / uuid.uuid4().hex[:12]     # outside /tmp
+    datadir, config = base / "data", base / "config"
+    datadir.mkdir(parents=True, mode=0o700)
+    port = free_port()
+    node_args = [*node_command("-regtest", f"-datadir={datadir}", f"-port={free_port()}", f"-rpcport={free_port()}",
+                               f"-ipcbind=tcp:127.0.0.1:{port}", "-printtoconsole=0", "-disablewallet")]
+    gui_log = config / "CleanCoin" / "CleanCoin-gui-regtest.log"
+
+    def logged(text: str) -> bool:
+        return gui_log.exists() and text in gui_log.read_text()
+
+    def wait(predicate: Any, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out: {what}\n" + (gui_log.read_text()[-3000:] if gui_log.exists() else "")
+            time.sleep(0.1)
+    node = subprocess.Popen(node_args)
+    gui = squatter = None
+    try:
+        wait(lambda: (datadir / "regtest" / ".ipccookie").exists(), "the node's cookie")
+        gui = subprocess.Popen([str(Path(sys.executable).parent / "CleanCoin-gui"), "-regtest", f"-datadir={datadir}",
+                                f"-ipcconnect=tcp:127.0.0.1:{port}"],
+                               env={**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(config)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait(lambda: logged("window ready") or gui.poll() is not None, "the window ready")
+        assert gui.poll() is None
+        node.terminate()
+        assert node.wait(60) == 0
+        out = shared / "heard"
+        squatter = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                                     sys.executable, "-c", SQUATTER, "tcpport", str(port), str(out)])
+        # The squatter keeps what its first client sends within 3 s, then ends (15 s with none).
+        squatter.wait(30)
+        assert Path(f"{out}.accepted").exists(), "the GUI's connector never reached the squatter"
+        heard = out.read_bytes()
+        assert heard == b"", f"the GUI sent {len(heard)} bytes to another user's listener: {heard[:200]!r}"
+        assert gui.poll() is None and not logged("reconnected to the node")
+        node = subprocess.Popen(node_args)
+        wait(lambda: logged("reconnected to the node"), "the GUI reconnected to its node")
+    finally:
+        for proc in (squatter, gui, node):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Functional: another local user against where a non-root user's enforcement reports go
 (sandbox/report_registry.py), with XDG_RUNTIME_DIR unset (a login over su, cron, a service
-without a session). Real uids (tests/functional/as_user.py), real `CleanCoin-sandbox run` and
+without a session) or set to a directory that is not the user's alone (/tmp, as some
+containers and scripts set it). Real uids (tests/functional/as_user.py), real `CleanCoin-sandbox run` and
 `status`; no node, so it runs once, in the CleanCoin-node pass.
 """
 
@@ -33,12 +34,14 @@ def people() -> Iterator[tuple[Account, Account]]:
     """The operator (home 0700) and another local user, below a directory outside /tmp."""
     base = tempfile.mkdtemp(prefix="cleancoin-users-", dir="/var/tmp")
     os.chmod(base, 0o755)
-    squat = f"/tmp/cleancoin-sandbox-{FIRST_UID}"
+    squats = [f"/tmp/cleancoin-sandbox-{FIRST_UID}", "/tmp/cleancoin-sandbox"]
     try:
         yield Account(FIRST_UID, base, "operator", 0o700), Account(FIRST_UID + 1, base, "attacker", 0o700)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-        shutil.rmtree(squat, ignore_errors=True)
+        for squat in squats:
+            if os.path.isdir(squat) and os.stat(squat).st_uid == FIRST_UID + 1:
+                shutil.rmtree(squat, ignore_errors=True)
 
 
 def _sleeper_below(pid: int) -> int | None:
@@ -59,16 +62,25 @@ def _sleeper_below(pid: int) -> int | None:
     return None
 
 
-def test_another_user_cannot_keep_the_operators_reports_from_being_written(people: tuple[Account, Account]) -> None:
-    """Attack: another local user creates /tmp/cleancoin-sandbox-UID for the operator's uid
+@pytest.mark.parametrize("runtime", ["unset", "/tmp"])
+def test_another_user_cannot_keep_the_operators_reports_from_being_written(people: tuple[Account, Account],
+                                                                           runtime: str) -> None:
+    """Attack: another local user creates the directory the operator's reports would go to
     before the operator's first sandbox (its own directory, 0700: the operator can neither
-    use nor remove it). Before 12-07 that was where the operator's reports went without
-    XDG_RUNTIME_DIR: none was written, and `CleanCoin-sandbox status` of the operator's
-    confined program found no report ("not sandboxed" for every process of a confined tree).
-    Now the fallback lies in the operator's own home ($XDG_STATE_HOME, else ~/.local/state),
-    where no other user can create anything: status finds the report there."""
+    use nor remove it): /tmp/cleancoin-sandbox-UID for the operator's uid, or, where the
+    operator's XDG_RUNTIME_DIR is /tmp, /tmp/cleancoin-sandbox. Before 12-07 the first was
+    where the reports went without XDG_RUNTIME_DIR; until 12-07 the second was taken as the
+    runtime directory's (any existing directory was): none was written, and
+    `CleanCoin-sandbox status` of the operator's confined program found no report ("not
+    sandboxed" for every process of a confined tree). Now a runtime directory counts only
+    when it is the user's own, 0700 (as the XDG spec requires of it), and the fallback lies
+    in the operator's own home ($XDG_STATE_HOME, else ~/.local/state), where no other user
+    can create anything: status finds the report there."""
     operator, attacker = people
-    squat = f"/tmp/cleancoin-sandbox-{operator.uid}"
+    squat = f"/tmp/cleancoin-sandbox-{operator.uid}" if runtime == "unset" else "/tmp/cleancoin-sandbox"
+    if runtime != "unset" and os.path.lexists(squat):
+        pytest.skip(f"{squat} exists already (another run's or user's)")
+    extra = {} if runtime == "unset" else {"XDG_RUNTIME_DIR": runtime}
     made = subprocess.run(attacker.python("import os, sys; os.mkdir(sys.argv[1], 0o700)", squat),
                           capture_output=True, text=True, timeout=60, env=attacker.env())
     assert made.returncode == 0 and os.stat(squat).st_uid == attacker.uid, made.stderr[-2000:]
@@ -77,7 +89,7 @@ def test_another_user_cannot_keep_the_operators_reports_from_being_written(peopl
     os.chown(datadir, operator.uid, operator.gid)
     tool = subprocess.Popen(operator.command(TOOL, "run", "--policy", "examples/program", "--datadir", str(datadir),
                                              "--", "/bin/sleep", "30"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=operator.env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=operator.env(**extra),
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 30
@@ -87,7 +99,7 @@ def test_another_user_cannot_keep_the_operators_reports_from_being_written(peopl
             time.sleep(0.05)
         assert sleeper is not None, tool.communicate(timeout=10)[1][-2000:]
         done = subprocess.run(operator.command(TOOL, "status", "--json", str(sleeper)), capture_output=True,
-                              text=True, timeout=60, env=operator.env())
+                              text=True, timeout=60, env=operator.env(**extra))
     finally:
         tool.kill()
         tool.wait(10)

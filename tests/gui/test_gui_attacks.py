@@ -10,6 +10,9 @@ the attacks are real and the test can fail), then confined by policies/gui.toml,
 does. Attempts that seccomp answers by killing the process (kill, ptrace, execve) run in
 forked children where the window may fork (unconfined); the confined window may not, so each
 of them runs last in a launch of its own, and the process killed in it is the refusal.
+
+An attached window (-ipcconnect) has one more way out, its connector helper, which connects
+for it: the window asking it again and again gets one connection at a time.
 """
 
 from __future__ import annotations
@@ -164,7 +167,10 @@ def _qt_settings_path(settings_dir: Path) -> str:
     return GuiSettings.open("regtest", str(settings_dir), confined_window=False).path
 
 
-def _run_attacked_gui(base: Path, *extra: str, fatal: str = "") -> dict[str, dict[str, Any]]:
+def _run_attacked_gui(base: Path, *extra: str, fatal: str = "", source: str = ATTACK, attach: str = "",
+                      variables: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Run `source` in a CleanCoin-gui's window (see the module docstring) and return what it
+    reported: the window starts its own node unless `attach` names one (-ipcconnect)."""
     datadir = base / "data"
     netdir = datadir / "regtest"
     (netdir / "wallets" / "victim").mkdir(parents=True)
@@ -176,16 +182,17 @@ def _run_attacked_gui(base: Path, *extra: str, fatal: str = "") -> dict[str, dic
     results = config_home / "CleanCoin" / "window" / "attack_results.json"
     rpcport = free_port()
     (site / "attack.json").write_text(json.dumps({
-        "source": ATTACK, "results": str(results),
+        "source": source, "results": str(results),
         "vars": {"netdir": str(netdir), "cookie": str(netdir / ".cookie"),
                  "wallet_file": str(netdir / "wallets" / "victim" / "wallet.dat"),
                  "node_sock": str(netdir / "node.sock"), "rpcport": rpcport, "fatal": fatal,
                  "start_settings": str(config_home / "CleanCoin" / "CleanCoin-Qt.ini"),
                  "qt_settings": _qt_settings_path(config_home / "CleanCoin"),
-                 "evil_datadir": str(base / "evil")}}))
+                 "evil_datadir": str(base / "evil"), **(variables or {})}}))
     env = {**os.environ, "PYTHONPATH": str(site), "QT_QPA_PLATFORM": "offscreen",
            "XDG_CONFIG_HOME": str(config_home)}
-    gui = subprocess.Popen([str(BIN / "CleanCoin-gui"), "-regtest", f"-datadir={datadir}", "-noipcconnect",
+    gui = subprocess.Popen([str(BIN / "CleanCoin-gui"), "-regtest", f"-datadir={datadir}",
+                            f"-ipcconnect={attach}" if attach else "-noipcconnect",
                             "-ipcbind=unix", "-disablewallet", f"-port={free_port()}", f"-rpcport={rpcport}",
                             *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -243,3 +250,99 @@ def test_a_compromised_window_reaches_nothing_of_the_node(datadir: Path) -> None
         # The next start still reads the operator's choice (none here), not the attacker's.
         from cleancoin.components.gui.datadir import remembered_datadir
         assert remembered_datadir(str(datadir / f"confined-{fatal}" / "config" / "CleanCoin")) == ""
+
+
+CONNECTOR_FLOOD = r'''
+import os, socket, time
+helper = None
+for fd in range(3, 256):
+    try:
+        candidate = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        continue
+    if candidate.family == socket.AF_UNIX and candidate.type == socket.SOCK_SEQPACKET:
+        helper = candidate
+        break
+    candidate.close()
+held = []
+started = time.monotonic()
+if helper is not None:
+    helper.setblocking(True)
+    helper.settimeout(10)
+    for _ in range(ctx["asks"]):
+        helper.send(b"c")
+        try:
+            _message, fds, _flags, _address = socket.recv_fds(helper, 4096, 1)
+        except OSError:
+            break
+        held.extend(fds)
+report("connector-sockets", len(held) == ctx["asks"],
+       f"{len(held)} connected sockets from the connector in {time.monotonic() - started:.2f} s")
+'''
+
+
+def test_a_compromised_window_gets_one_connection_at_a_time_from_its_connector(datadir: Path) -> None:
+    """Attack: an attached window (-ipcconnect) reaches its node through the connector helper,
+    which connects for it on request (gui/connector.py). Attacker code in the confined window
+    finds the helper's socket among its descriptors and asks it again and again, holding every
+    socket it gets: each is a connection to the node's listener (over TCP each came with the
+    node's cookie, for a login), and the listener serves 16 at once (-ipcmaxconnections), so
+    the window could take every place from the node's other clients. Before 12-07 it got one
+    connection per request, as fast as it asked (6 in a few milliseconds, all 6 open at the
+    listener). Now the helper ends the connection it handed out before when it makes the next
+    (the window asks again only when its link is gone) and makes at most one every
+    connector.MIN_INTERVAL seconds: one of them open at a time."""
+    import socket
+    import threading
+
+    from cleancoin.components.gui.connector import MIN_INTERVAL
+    netdir = datadir / "node" / "regtest"
+    netdir.mkdir(parents=True, mode=0o700)
+    path = netdir / "node.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    peak = [0]
+    stop = threading.Event()
+
+    def is_open(conn: socket.socket) -> bool:
+        try:
+            return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    def accept() -> None:
+        # The window's first connection is hung up on (its window opens, waiting for a node);
+        # every later one, the connector's, is held open, and the most open at once counted.
+        while not stop.is_set():
+            try:
+                conn = listener.accept()[0]
+            except OSError:
+                continue
+            first = not accepted
+            accepted.append(conn)
+            if first:
+                conn.close()
+            else:
+                peak[0] = max(peak[0], sum(is_open(c) for c in accepted[1:]))
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    asks = 6
+    try:
+        found = _run_attacked_gui(datadir / "attacked", source=CONNECTOR_FLOOD, attach=f"unix:{path}",
+                                  variables={"asks": asks})
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    detail = found["connector-sockets"]["detail"]
+    assert len(accepted) - 1 >= asks, (len(accepted), detail)     # it did connect for each request
+    assert peak[0] == 1, f"{peak[0]} of the window's connections open at once ({detail})"
+    seconds = float(detail.split(" in ")[1].split()[0])
+    assert seconds >= (asks - 1) * MIN_INTERVAL * 0.9, detail

@@ -126,6 +126,76 @@ def test_cleancoin_gui_attaches_with_ipcconnect_and_survives_a_node_restart(data
                     proc.kill()
 
 
+def test_cleancoin_gui_attaches_over_tls_and_refuses_a_listener_with_another_certificate(datadir: Path) -> None:
+    """Attached over TCP with TLS: the node listens with -ipccert/-ipckey, the GUI is given
+    the certificate alone (docs/ipc.md: cert.pem, never key.pem, goes to a client) and logs
+    in with the node's cookie; when the node comes back with another certificate (same user,
+    same port) the window does not log in there, and it does once the node with its own
+    certificate is back. Before 12-07 none of it ran: CleanCoin-node loaded its certificate
+    after confining itself and never started ("Error: [Errno 2] No such file or directory"),
+    a client given -ipccert alone was refused ("-ipccert and -ipckey go together"), and the
+    window loaded the certificate confined, at its first call."""
+    from tls_certs import NoCertificateTool, make_self_signed
+    certs = datadir / "certs"
+    certs.mkdir()
+    try:
+        for name in ("ours", "other"):
+            make_self_signed(str(certs / f"{name}.pem"), str(certs / f"{name}.key"))
+    except NoCertificateTool as exc:
+        pytest.skip(str(exc))
+    where = f"tcp:127.0.0.1:{free_port()}"
+
+    def start_node(cert: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([str(BIN / "CleanCoin-node"), "-regtest", f"-datadir={datadir}", f"-port={port}",
+                                 f"-rpcport={rpcport}", f"-ipcbind={where}", f"-ipccert={certs / cert}.pem",
+                                 f"-ipckey={certs / cert}.key", "-printtoconsole=0", "-disablewallet",
+                                 "-debug=ipc"])
+
+    def node_log() -> str:
+        path = datadir / "regtest" / "debug.log"
+        return path.read_text() if path.exists() else ""
+
+    port, rpcport = free_port(), free_port()
+    node = start_node("ours")
+    gui = None
+    try:
+        _wait(lambda: "IPC: listening on tcp" in node_log() or node.poll() is not None, 60, "the node listening",
+              detail=lambda: node_log()[-3000:])
+        assert node.poll() is None, node_log()[-3000:]
+        gui = _gui(datadir, f"-ipcconnect={where}", f"-ipccert={certs / 'ours.pem'}")
+        _wait(lambda: "window ready" in _log(datadir) or gui.poll() is not None, 60, "the window ready",
+              detail=lambda: _log(datadir)[-3000:])
+        assert gui.poll() is None, gui.communicate()[0].decode()[-2000:]
+        assert "confined" in _log(datadir) and _status(gui.pid)["Seccomp"] == "2"
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(60) == 0
+        _wait(lambda: "connection to the node ended" in _log(datadir), 30, "the GUI saw the node go")
+        logged = len(node_log())
+        node = start_node("other")
+        # The window reconnects every second or so: each attempt ends in the TLS handshake,
+        # which the node sees as a client that dropped during set-up.
+        _wait(lambda: node_log()[logged:].count("dropped during set-up") >= 2 or node.poll() is not None, 60,
+              "the window tried the node with another certificate", detail=lambda: node_log()[-3000:])
+        assert node.poll() is None, node_log()[-3000:]
+        assert "reconnected to the node" not in _log(datadir), _log(datadir)[-3000:]
+        assert "Auth.login" not in node_log()[logged:], node_log()[-3000:]
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(60) == 0
+        node = start_node("ours")
+        _wait(lambda: "reconnected to the node" in _log(datadir), 60, "the GUI reconnected",
+              detail=lambda: _log(datadir)[-3000:])
+        gui.send_signal(signal.SIGTERM)
+        assert gui.wait(60) == 0
+    finally:
+        for proc in (gui, node):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
 def test_an_attached_gui_whose_node_goes_before_the_first_call_waits_for_it(datadir: Path) -> None:
     """The node at node.sock goes away after the GUI connected and before its first call (here a
     listener that hangs up on every connection stands for it). The GUI used to exit: "the node
