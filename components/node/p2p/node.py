@@ -503,6 +503,7 @@ class P2PNode:
             log.info("not connecting to %s: outbound slots full (%d)", target, self.max_outbound)
             return None
         host, port = parse_host_port(target, self.params.default_port)
+        log.debug("connecting to %s (-timeout %g s)", target, self.connect_timeout)
         self._pending_dials.add(target)
         try:
             try:
