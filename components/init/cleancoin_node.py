@@ -211,11 +211,11 @@ class NodeProcesses:
     async def finish(self) -> None:
         """After the chain closed: the wallet process's end (its exit, reported by the
         zygote; killed if it takes longer than remote_wallet.SHUTDOWN_TIMEOUT), then the
-        zygote's."""
+        zygote is hung up on; it exits while the node finishes, and run() reaps it."""
         if isinstance(self.wallet, WalletProcess):
             await self.wallet.wait_gone()
         if self.zygote is not None:
-            self.zygote.stop()
+            self.zygote.hang_up()
 
 
 # ---------------------------------------------------------------------- start-up
