@@ -173,6 +173,7 @@ class Zygote:
         self._requests = requests
         self.events = events          # watch for readability, then call `read_event()`
         self._ready = False
+        self._reaped = False
 
     def descriptors(self) -> tuple[int, int]:
         """The parent's ends of the two socket pairs (to keep open across restrict_self)."""
@@ -328,7 +329,19 @@ class Zygote:
         return returncode(status) if pid else None
 
     def stop(self) -> None:
-        """End the zygote; its components die with it. Safe to call twice."""
+        """End the zygote and reap it; its components die with it. Safe to call twice, and
+        after `hang_up`."""
+        self.hang_up()
+        if not self._reaped:
+            self._reaped = True
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+
+    def hang_up(self) -> None:
+        """End the zygote without waiting for it to exit (CleanCoin-node's shutdown: it exits
+        while the node finishes; `stop` reaps it). Safe to call twice."""
         if self._requests.fileno() < 0:
             return
         # Hanging up is enough: the zygote's loop ends when its parent does. The kill is for a
@@ -339,10 +352,6 @@ class Zygote:
         try:
             os.kill(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
             pass
 
 

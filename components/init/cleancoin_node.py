@@ -195,15 +195,27 @@ class NodeProcesses:
                                  '  "wallet_rpc" : "str" }    (json object)')
 
     async def stop(self) -> None:
-        if self.wallet is not None:
+        """Before P2P and the chain close: the wallet process closes its wallets and is hung
+        up on, the connect broker and the listeners are closed. The wallet process then exits
+        by itself while the node closes P2P and its chain; `finish` waits for it."""
+        if isinstance(self.wallet, WalletProcess):
+            await self.wallet.hang_up()
+        elif self.wallet is not None:
             await self.wallet.stop()
         if self.connector is not None:
             self.connector.close()       # the broker ends when its channel closes
         for listener in self.listeners:
             listener.close()
         self.listeners.clear()
+
+    async def finish(self) -> None:
+        """After the chain closed: the wallet process's end (its exit, reported by the
+        zygote; killed if it takes longer than remote_wallet.SHUTDOWN_TIMEOUT), then the
+        zygote is hung up on; it exits while the node finishes, and run() reaps it."""
+        if isinstance(self.wallet, WalletProcess):
+            await self.wallet.wait_gone()
         if self.zygote is not None:
-            self.zygote.stop()
+            self.zygote.hang_up()
 
 
 # ---------------------------------------------------------------------- start-up

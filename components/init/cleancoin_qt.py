@@ -87,6 +87,10 @@ class _Started:
         if self.wallets is not None:
             await self.wallets.stop()
 
+    async def finish(self) -> None:
+        if self.wallets is not None:
+            await self.wallets.finish()
+
 
 async def start_node(config: NodeConfig) -> tuple[NodeContext, "asyncio.Task[int]"]:
     """Start the node in this loop; returns it once started, and the task that runs it

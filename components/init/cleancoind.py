@@ -49,6 +49,9 @@ class InProcessWallets:
             await self.loader.close_all()
             self.loader = None
 
+    async def finish(self) -> None:
+        """Nothing left to wait for: the wallets closed in `stop`."""
+
 
 def run(config: NodeConfig) -> int:
     """Start CleanCoind in this process (options parsed, logging set up); returns the exit

@@ -155,6 +155,12 @@ class NodeExtension(Protocol):
         """Called at shutdown after the RPC server stopped, before P2P and the chain close."""
         ...
 
+    async def finish(self) -> None:
+        """Called at shutdown after the chain closed, before the pid file goes: wait for
+        what `stop` set going to end (CleanCoin-node: its wallet process's exit, which
+        overlaps with the closing of P2P and the chain)."""
+        ...
+
 
 class NodeContext:
     """A running CleanCoin node; see the module docstring. (Named as Bitcoin Core's
@@ -386,6 +392,9 @@ class NodeContext:
         if self.chain is not None:
             self.chain.close()
             self.chain = None
+        if self.extension is not None:
+            with contextlib.suppress(Exception):
+                await self.extension.finish()
         self._remove_pid()
         log.info("Shutdown: done")
 

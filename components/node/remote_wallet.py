@@ -164,6 +164,11 @@ class WalletProcess(RemoteWallet):
         self.last_returncode: int | None = None    # how the last one ended (Exited.returncode)
         self.restarts = 0
         self._prestarted = prestarted               # see prestart()
+        # Set by hang_up for wait_gone: the process hung up on, why its wallets did not
+        # close (None: they did), and when it is killed if it has not ended by itself.
+        self._stopped_pid: int | None = None
+        self._stop_failure: str | None = None
+        self._stop_deadline = 0.0
 
     # ------------------------------------------------------------------ start
 
@@ -277,15 +282,29 @@ class WalletProcess(RemoteWallet):
 
     async def stop(self) -> None:
         """Let the wallet close its wallets, then make sure the process is gone."""
+        await self.hang_up()
+        await self.wait_gone()
+
+    async def hang_up(self) -> None:
+        """The first half of `stop`: the wallet closes its wallets (it uses the node's chain
+        no more) and the connection is closed, upon which the process exits by itself.
+        CleanCoin-node's shutdown closes P2P and the chain meanwhile, then calls `wait_gone`."""
         self._stopping = True
         if self._restart is not None:
             self._restart.cancel()
-        pid = self.pid
-        failed = await self._close_wallets() if pid is not None else None  # else killed below
+        self._stopped_pid = self.pid
+        # Else killed in wait_gone.
+        self._stop_failure = await self._close_wallets() if self.pid is not None else None
         await self._detach()
+        self._stop_deadline = loop_time() + SHUTDOWN_TIMEOUT
+
+    async def wait_gone(self) -> None:
+        """The second half of `stop`: wait for the process to end (SHUTDOWN_TIMEOUT after
+        `hang_up`, then kill it) and say how it went."""
+        pid, failed = self._stopped_pid, self._stop_failure
         if pid is not None:
             try:
-                await asyncio.wait_for(self.exited.wait(), SHUTDOWN_TIMEOUT)
+                await asyncio.wait_for(self.exited.wait(), max(0.0, self._stop_deadline - loop_time()))
             except asyncio.TimeoutError:
                 log.warning("%s (pid %d) still running; killing it", WALLET_COMPONENT, pid)
                 with contextlib.suppress(ZygoteError):
