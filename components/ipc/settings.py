@@ -13,9 +13,12 @@
 from __future__ import annotations
 
 import socket
-import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl      # not at run time: see transport.py's note on TLS
 
 from .address import Address, AddressError, parse
 from .auth import Credentials, parse_ipcauth, read_cookie
