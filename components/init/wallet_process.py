@@ -4,13 +4,12 @@ Kept apart from cleancoin_wallet.py (the CleanCoin-wallet executable started on 
 its option table and its RPC server) because the zygote imports this module once and every
 wallet process it forks shares that image: what it imports and the wallet does not use costs
 memory and start-up time in each node (issue #16). Only what serving a node needs is
-imported here: asyncio, logging and, in `import_everything`, Cap'n Proto, the schemas, the
-IPC runtime, SQLite and the wallet.
+imported here: logging and, in `import_everything`, asyncio, Cap'n Proto, the schemas, the
+IPC runtime, SQLite and the wallet; not `ssl` (`zygote_preload`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -21,6 +20,22 @@ import time
 from collections.abc import Sequence
 
 PROG = "CleanCoin-wallet"
+
+
+def zygote_preload() -> None:
+    """The zygote's preload: `import_everything` without `ssl`, which asyncio imports if it can.
+
+    A wallet process of CleanCoin-node talks to its node over a unix socket pair only (the
+    zygote accepts nothing else as its IPC descriptor) and never makes a TLS context, so the
+    module, its enums and OpenSSL's libssl are left out of the zygote's image, which every
+    wallet process, waiter and pid-namespace init shares: 0.85 MiB of private pages in the
+    zygote (measured in a fresh interpreter, issue #16). None in sys.modules is the import
+    system's own way to say a module is not there; asyncio then runs without TLS, as on a
+    Python built without OpenSSL. The standalone CleanCoin-wallet (TCP IPC with TLS) calls
+    `import_everything`, not this. This module imports asyncio in its functions for the same
+    reason: the zygote imports it before it calls this."""
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+    import_everything()
 
 
 def import_everything() -> None:
@@ -91,9 +106,11 @@ def serve_node(fd: int, max_tx_fee: str = "", minimum_chain_work: str = "") -> i
     the anchor's bar (wallet/headers.py) is never the node's word.
 
     Runs in a child the zygote forked, after every sandbox step of policies/wallet.toml: the
-    zygote imported this module (and ran `import_everything`) once, at its own start, from a fresh
+    zygote imported this module (and ran `zygote_preload`) once, at its own start, from a fresh
     interpreter, so nothing of the node's memory is here. Returns the exit status.
     """
+    import asyncio
+
     import capnp
     from cleancoin.sandbox import syscalls
     syscalls.set_name("wallet")          # a fork keeps the zygote's name; ps should tell them apart
@@ -104,6 +121,7 @@ def serve_node(fd: int, max_tx_fee: str = "", minimum_chain_work: str = "") -> i
 
 
 async def _serve_child(fd: int, max_tx_fee: int, minimum_chain_work: int | None) -> int:
+    import asyncio
     from cleancoin.components.ipc.connection import serve_init
     from cleancoin.components.ipc.init_impl import ProcessInit
     from cleancoin.components.interfaces.init import IpcPeer

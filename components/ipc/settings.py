@@ -13,9 +13,12 @@
 from __future__ import annotations
 
 import socket
-import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl      # not at run time: see transport.py's note on TLS
 
 from .address import Address, AddressError, parse
 from .auth import Credentials, parse_ipcauth, read_cookie
@@ -90,7 +93,7 @@ def parse_settings(options: Mapping[str, Sequence[str]]) -> IpcSettings:
             # to the node it starts, and its window is not to hold the node's private key.
             server_context = server_tls(cert, key) if key and any(b.startswith("tcp") for b in binds) else None
             client_context = client_tls(cert)
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:         # ssl.SSLError is one; ssl is not imported here (above)
             what = f"-ipccert={cert}" + (f", -ipckey={key}" if key else "")
             raise AddressError(f"{what}: cannot be loaded: {getattr(exc, 'strerror', None) or exc}") from None
     return IpcSettings(binds, one("ipcconnect"), auth, cert, key, max_conn, _debug_ipc(options), handshake,

@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ssl      # not at run time: see transport.py's note on TLS
 
 #: Bytes read ahead of what KJ asked for, at most, before the socket is no longer read.
 MAX_UNREAD = 1 << 20

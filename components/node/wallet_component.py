@@ -23,7 +23,7 @@ WALLET_COMPONENT = "CleanCoin-wallet"
 #: cleancoin_wallet.py, whose option table and RPC server a wallet process of a node never uses).
 WALLET_TARGET = "cleancoin.components.init.wallet_process:serve_node"
 #: What the zygote imports once, so that each wallet (re)start begins warm.
-WALLET_PRELOAD = "cleancoin.components.init.wallet_process:import_everything"
+WALLET_PRELOAD = "cleancoin.components.init.wallet_process:zygote_preload"
 #: Where a CleanCoin-wallet -ipcbind=unix waits for nodes (in the network datadir).
 WALLET_SOCKET = "wallet.sock"
 

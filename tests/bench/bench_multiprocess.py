@@ -57,7 +57,7 @@ from typing import Any
 import pytest
 from chain_fixture import BLOCKS, PARAMS, build_chain, mine
 from figures import broken, median, out, verdict
-from proc_tree import cpu_seconds, group_members
+from proc_tree import KINDS, cpu_seconds, group_members, private_by_kind
 
 from cleancoin.components.node.chain_binding import NodeChain
 from cleancoin.components.wallet.store import WalletStore
@@ -799,6 +799,15 @@ def test_resident_memory_and_wallet_rpc_latency() -> None:
                   "PSS divides them among the sharers)")
             if d_pss and m_pss:
                 out(f"  target (issue #16): PSS <= {PSS_TARGET:.1f}x -> {verdict(m_pss / d_pss <= PSS_TARGET)}")
+            out("  USS by kind of mapping (MiB; anonymous: Python's object arenas, large allocations, "
+                "copies of a parent's pages; python: the interpreter's written data)")
+            out(f"    {'process':40}" + "".join(f"{k:>11}" for k in KINDS))
+            for node in nodes:
+                for pid, depth, role in _tree(node.process.pid, node.executable == "CleanCoin-node"):
+                    kinds = private_by_kind(pid)
+                    if kinds:
+                        label = (node.executable if depth == 0 else "  " * depth + role.split(" (")[0])[:40]
+                        out(f"    {label:40}" + "".join(f"{kinds[k] / 1024:11.1f}" for k in KINDS))
             for node in nodes:
                 if node.lag_height < 101:
                     out(f"  note: {node.executable}'s getbalances right after generatetoaddress 101 "

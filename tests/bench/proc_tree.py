@@ -37,3 +37,44 @@ def cpu_seconds(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             pass        # the thread ended meanwhile
     return total / 1e9
+
+
+#: How `private_by_kind` names a mapping: malloc's heap, anonymous memory (Python's object
+#: arenas, large allocations, thread stacks), the interpreter (python binary or libpython:
+#: its relocated and written data), extension modules and other shared libraries.
+KINDS = ("heap", "anonymous", "python", "extensions", "libraries", "other")
+
+
+def _kind(name: str) -> str:
+    if name == "[heap]":
+        return "heap"
+    if not name or name == "[stack]":
+        return "anonymous"
+    if name.startswith("["):
+        return "other"
+    base = os.path.basename(name)
+    if base.startswith(("python3", "libpython3")):
+        return "python"
+    if ".cpython-" in base or ".abi3." in base:
+        return "extensions"
+    return "libraries" if ".so" in base else "other"
+
+
+def private_by_kind(pid: int) -> dict[str, int]:
+    """Pages only `pid` maps (USS, in kB) by the kind of mapping they lie in (KINDS), from
+    /proc/PID/smaps; empty once it is gone. Where a fork's private pages come from: the
+    anonymous ones it wrote of its parent's image (copy-on-write) or made, the heap's."""
+    kinds = dict.fromkeys(KINDS, 0)
+    kind = "other"
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split(None, 1)[0]
+                if not head.endswith(":"):          # a mapping's first line: range perms ... name
+                    parts = line.split(None, 5)
+                    kind = _kind(parts[5].strip() if len(parts) > 5 else "")
+                elif head in ("Private_Clean:", "Private_Dirty:"):
+                    kinds[kind] += int(line.split()[1])
+    except OSError:
+        return {}
+    return kinds
