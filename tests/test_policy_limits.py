@@ -125,10 +125,10 @@ def test_a_file_of_many_key_lines_is_checked_in_linear_time(tmp_path: Path) -> N
     path = tmp_path / "policy.toml"
     path.write_text('[policy]\nname = "long"\ndescription = """\n' + "k=[1]\n" * 170_000
                     + '"""\n')
-    t0 = time.monotonic()
+    t0 = time.process_time()         # CPU: a loaded machine's wall clock failed it (8.7 s)
     with pytest.raises(PolicyErrors, match="control or format character"):
         load_policy(str(path))
-    assert time.monotonic() - t0 < 5
+    assert time.process_time() - t0 < 5
 
 
 def test_bounds_are_the_kernels() -> None:
