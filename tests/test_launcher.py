@@ -499,7 +499,7 @@ def test_the_grace_ends_when_the_last_helper_does(base_sandbox, sandbox_vars):
     from cleancoin.sandbox import pidns
     plan = prepare(BASE_POLICY, sandbox_vars)
     read_fd, write_fd = os.pipe()
-    runs = [_after_the_helper(plan, write_fd, read_fd) for _ in range(3)]
+    runs = [_after_the_helper(plan, write_fd, read_fd) for _ in range(5)]
     os.close(write_fd)
     os.close(read_fd)
     assert [code for code, _ in runs] == [3] * 5
@@ -528,5 +528,5 @@ def test_a_launcher_that_ignores_sigchld_still_gets_the_status_and_a_short_grace
         runs.append((child.wait(), time.monotonic() - done))
     os.close(write_fd)
     os.close(read_fd)
-    assert [code for code, _ in runs] == [3, 3, 3]
-    assert min(after for _, after in runs) < pidns.GRACE_SECONDS / 2, runs
+    assert [code for code, _ in runs] == [3] * 5
+    assert min(after for _, after in runs) < pidns.GRACE_SECONDS * 0.8, runs     # (as above)
