@@ -25,9 +25,10 @@ zygote or the whole group. Then the invariants:
   names its best block with the node's chainwork there;
 - secrets: no file anywhere in the datadir holds the seed (raw, hex), master key or first
   derived keys of a wallet whose files say it is encrypted;
-- nothing committed is lost: every block hash `generatetoaddress` returned is stored and in
-  the active chain, unless the workload's own invalidateblock may have moved it off (and then
-  the node may take any side branch forked below it); every txid `sendtoaddress` returned is
+- nothing committed is lost: every block hash `generatetoaddress` returned is stored, and in
+  the active chain unless the node's tip has at least its work (a reconsiderblock revives
+  what an earlier, killed invalidation left) or the workload's own invalidateblock may have
+  moved it off (the node then takes the best branch, which may fork below); every txid `sendtoaddress` returned is
   still in alice's wallet and, unless a reorganisation began since, in the mempool or a
   block; every wallet whose encryption returned is encrypted and opens with its passphrase,
   and a wallet asked to be created with a passphrase is absent or encrypted; every backup
@@ -619,12 +620,23 @@ class Campaign:
         phase("verifychain")
         # Batched: a call each costs some 25 ms on a busy machine, and there are hundreds.
         blocks = list(ledger.blocks)
+        tip_work = int(node.rpc.getblockheader(node.rpc.getbestblockhash())["chainwork"], 16)
         for block, header in zip(blocks, node.client.batch([("getblockheader", [b]) for b in blocks]),
                                  strict=True):
             if isinstance(header, RpcError):
                 raise InvariantBroken(f"block {block} lost: {header}")
-            if header["confirmations"] < 1 and block not in ledger.displaced:
-                raise InvariantBroken(f"block {block} left the active chain")
+            if header["confirmations"] >= 1:
+                continue
+            # Off the active chain: still stored, and either moved off by the workload's own
+            # invalidateblock or outweighed (a reconsiderblock may revive a heavier branch an
+            # earlier, killed operation had invalidated).
+            try:
+                node.rpc.getblock(block, 0)
+            except RpcError as exc:
+                raise InvariantBroken(f"block {block} off the active chain and lost: {exc}") from None
+            if block not in ledger.displaced and int(header["chainwork"], 16) > tip_work:
+                raise InvariantBroken(f"block {block} left the active chain for one with less "
+                                      f"work ({header['chainwork']} > {tip_work:#x})")
         phase("blocks")
         txs = node.client.batch([("gettransaction", [t]) for t, _ in ledger.sends], wallet="alice")
         for (txid, epoch), tx in zip(ledger.sends, txs, strict=True):
