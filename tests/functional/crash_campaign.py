@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import os
 import random
@@ -73,16 +74,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from crash_invariants import chain_files, make_fresh, read_wallet, synced_wallet, wallet_headers  # noqa: E402
 from framework import (  # noqa: E402
-    NODE_EXECUTABLE, TestNode, child_pids, is_multiprocess, wait_gone, wait_until,
+    NODE_EXECUTABLE, TEST_ADDRESS, TestNode, child_pids, is_multiprocess, wait_gone, wait_until,
 )
 from wallet_secrets import committed_state, files_holding, read_seed, secrets_of  # noqa: E402
 
+from cleancoin.components.common.chainparams import REGTEST  # noqa: E402
+from cleancoin.components.common.keys import PrivateKey  # noqa: E402
 from cleancoin.components.rpc.client import RpcTransportError  # noqa: E402
 from cleancoin.components.rpc.errors import RpcError  # noqa: E402
 from cleancoin.components.wallet.store import WalletStore  # noqa: E402
 
 PASSPHRASE = "crash campaign passphrase"
 MAX_LIFE_SECONDS = 1.5          # kill at a random moment of the first this-many seconds
+SOURCE_INDEX = 999              # the sync source's datadir (node999)
+SOURCE_HEIGHT = 400             # its chain before the first sync datadir
+SYNC_MIN_WORK = 2 * 301         # a regtest block is 2 units of work: the chain to height 300
+SYNC_LIVES = 3                  # kills per sync datadir
+SYNC_LIFE_SECONDS = 3.0
+SYNC_TIMEOUT = 120.0
 RESTART_TIMEOUT = 30.0
 TARGETS_MONO = ("node", "group")
 TARGETS_MULTI = ("node", "wallet", "zygote", "group")
@@ -294,10 +303,13 @@ class Campaign:
 
     def __init__(self, base: Path, kills: int, per_datadir: int, seed: int, deadline: float,
                  quiet: bool = False, targets: tuple[str, ...] | None = None,
-                 fresh_rescan: bool = True, keep_going: bool = False) -> None:
+                 fresh_rescan: bool = True, keep_going: bool = False, sync_every: int = 0) -> None:
         self.base = base
         self.fresh_rescan = fresh_rescan
         self.keep_going = keep_going
+        #: Every this-many datadirs one is a headers-first sync instead (0: none).
+        self.sync_every = sync_every
+        self.source_node: TestNode | None = None
         self.failures: list[str] = []
         self.kill_point = "before the first kill"
         self.last_phases: dict[str, float] = {}
@@ -326,7 +338,10 @@ class Campaign:
         index = 0
         while len(self.records) < self.kills and time.monotonic() < self.deadline:
             try:
-                self.datadir(index)
+                if self.sync_every and index % self.sync_every == self.sync_every - 1:
+                    self.sync_datadir(index)
+                else:
+                    self.datadir(index)
             except (InvariantBroken, AssertionError) as exc:
                 failure = f"datadir {index}, {self.kill_point}: {exc}"
                 if not self.keep_going:
@@ -336,6 +351,85 @@ class Campaign:
                 self.say(f"[{len(self.records)}/{self.kills}] FAILED: {failure}")
             index += 1
         return self.records
+
+    # ------------------------------------------------------------------ a headers-first sync
+
+    def close(self) -> None:
+        """Stop the source node, if one was started."""
+        if self.source_node is not None:
+            self.source_node.cleanup()
+            self.source_node = None
+
+    def source(self) -> TestNode:
+        """The campaign's source node (started once, never killed): SOURCE_HEIGHT blocks to
+        sync from, and a side branch of its own (invalidateblock, a longer branch, then
+        reconsiderblock) that it does not serve as its chain."""
+        if self.source_node is None:
+            node = self.source_node = TestNode(SOURCE_INDEX, self.base)
+            node.start()
+            node.rpc.generatetoaddress(SOURCE_HEIGHT - 3, TEST_ADDRESS)
+            side = node.rpc.generatetoaddress(2, TEST_ADDRESS)
+            node.rpc.invalidateblock(side[0])
+            # Another address: the same coinbase in the same second would be the invalid
+            # block again (duplicate-invalid).
+            other = PrivateKey(hashlib.sha256(b"crash campaign side").digest()).public_key.address(REGTEST)
+            node.rpc.generatetoaddress(3, other)
+            node.rpc.reconsiderblock(side[0])
+        return self.source_node
+
+    def sync_datadir(self, index: int) -> None:
+        """A node that starts empty with -minimumchainwork below the source's chain and
+        downloads it headers-first (presync, then the headers, then the blocks) while its
+        wallets (created empty) wait for the minimum chain work, then anchor and catch up.
+        SYNC_LIVES kills land anywhere in that; after each the tip must have at least the
+        height it had when the kill came (each connected block is committed), after the last
+        the node reaches the source's tip and every check of `header_checks` holds."""
+        source = self.source()
+        source.rpc.generatetoaddress(self.rng.randint(3, 15), TEST_ADDRESS)   # new tips each time
+        node = TestNode(index, self.base, [f"-minimumchainwork={SYNC_MIN_WORK:x}"], new_session=True)
+        ledger = Ledger()
+        self.kill_point = "before the first kill"
+        try:
+            node.start()
+            node.rpc.createwallet("alice")
+            node.rpc.createwallet("bob")
+            for life in range(SYNC_LIVES):
+                if len(self.records) >= self.kills or time.monotonic() >= self.deadline:
+                    break
+                target = self.rng.choice(self.targets)
+                pids = self.tree(node)
+                node.rpc.addnode(source.p2p_addr, "onetry")
+                delay = self.rng.uniform(0.05, SYNC_LIFE_SECONDS)
+                time.sleep(delay)
+                height = node.rpc.getblockcount()
+                phase = node.client.call("getwalletinfo", wallet="alice")["anchor"]["status"]
+                self.kill_point = (f"sync life {life}: killed {target} after {delay:.2f} s at "
+                                   f"height {height}, alice's anchor {phase}")
+                self.kill(node, target, pids)
+                t0 = time.monotonic()
+                recovery = self.recover(node, ledger, target, pids, None)
+                if node.rpc.getblockcount() < height:
+                    raise InvariantBroken(f"the tip fell from {height} to {node.rpc.getblockcount()}")
+                self.records.append(KillRecord(index, life, target, delay, f"sync {phase}",
+                                               time.monotonic() - t0, recovery))
+                self.say(f"[{len(self.records)}/{self.kills}] {self.kind} sync datadir {index} life "
+                         f"{life}: killed {target} after {delay:.2f} s at height {height} (alice's "
+                         f"anchor {phase}); back in {recovery:.2f} s")
+            node.rpc.addnode(source.p2p_addr, "onetry")
+            tip = source.rpc.getbestblockhash()
+            wait_until(lambda: node.rpc.getbestblockhash() == tip, SYNC_TIMEOUT,
+                       what="the node to sync from the source")
+            self.wait_synced(node)
+            if node.rpc.verifychain() is not True:
+                raise InvariantBroken("verifychain failed (the node's debug.log says why)")
+            self.header_checks(node, ledger)
+            self.say(f"  sync datadir {index}: at the source's tip {node.rpc.getblockcount()}, "
+                     f"every invariant holds")
+            code = node.stop()
+            if code != 0:
+                raise InvariantBroken(f"sync datadir {index}: stop exited with {code}")
+        finally:
+            node.cleanup()
 
     def datadir(self, index: int) -> None:
         node = TestNode(index, self.base, new_session=True)
@@ -477,41 +571,7 @@ class Campaign:
                            f"(operations done: {dict(work.done)})")
         self.kill(node, target, pids)
         t0 = time.monotonic()
-        recovery: float | None = None
-        if target == "wallet":
-            # CleanCoin-node restarts its wallet process; the node itself stays up. Its
-            # files can be scanned for secrets at once (a concurrent restart cannot add one).
-            wait_gone(pids["wallet"], RESTART_TIMEOUT)
-            self.secrets_check(node, ledger)
-            work.stop.set()
-            work.thread.join(RESTART_TIMEOUT)
-            wait_until(lambda: self.wallet_back(node, pids["wallet"], ledger.reloading), RESTART_TIMEOUT,
-                       what="the wallet process to come back")
-            recovery = time.monotonic() - t0
-            if ledger.reloading is not None and ledger.reloading not in node.rpc.listwallets():
-                node.rpc.loadwallet(ledger.reloading)      # the kill cut its unload/load
-        else:
-            if node.process is not None:
-                # The zygote died: the node ends itself with status 1 and says why (so that a
-                # supervisor restarts it; docs/multiprocess.md), whether or not a stop races it.
-                work.stop.set()
-                try:
-                    node.rpc.stop()
-                except (RpcTransportError, RpcError, OSError):
-                    pass
-                code = node.process.wait(RESTART_TIMEOUT)
-                node.process = None
-                gone = "the wallet launcher (zygote" in node.debug_log()
-                if code not in (0, 1) or (code == 1 and not gone):
-                    raise InvariantBroken(f"stop after a dead {target} exited with {code}"
-                                          + ("" if gone else " without saying the zygote is gone"))
-            for pid in pids.values():
-                wait_gone(pid, RESTART_TIMEOUT)
-            work.stop.set()
-            work.thread.join(RESTART_TIMEOUT)
-            self.offline_checks(node, ledger)
-            node.start(["-wallet=alice", "-wallet=bob"], wait=True)
-            recovery = time.monotonic() - t0
+        recovery = self.recover(node, ledger, target, pids, work)
         ledger.reloading = None
         if work.error is not None:
             raise InvariantBroken(f"the workload failed: {work.error!r}")
@@ -524,6 +584,52 @@ class Campaign:
                  f"done) during {during}; back in "
                  f"{recovery:.2f} s; invariants hold ({checks:.1f} s: "
                  + ", ".join(f"{k} {v:.1f}" for k, v in self.last_phases.items()) + ")")
+
+    def recover(self, node: TestNode, ledger: Ledger, target: str, pids: dict[str, int],
+                work: Workload | None) -> float:
+        """After the kill of `target`: the offline checks (all processes gone) and a restart,
+        or (a killed wallet process) its restart by the node; seconds until it serves. The
+        workload, if any, is stopped on the way."""
+        t0 = time.monotonic()
+        stop = work.stop if work is not None else threading.Event()
+        thread = work.thread if work is not None else None
+        if target == "wallet":
+            # CleanCoin-node restarts its wallet process; the node itself stays up. Its
+            # files can be scanned for secrets at once (a concurrent restart cannot add one).
+            wait_gone(pids["wallet"], RESTART_TIMEOUT)
+            self.secrets_check(node, ledger)
+            stop.set()
+            if thread is not None:
+                thread.join(RESTART_TIMEOUT)
+            wait_until(lambda: self.wallet_back(node, pids["wallet"], ledger.reloading), RESTART_TIMEOUT,
+                       what="the wallet process to come back")
+            recovery = time.monotonic() - t0
+            if ledger.reloading is not None and ledger.reloading not in node.rpc.listwallets():
+                node.rpc.loadwallet(ledger.reloading)      # the kill cut its unload/load
+        else:
+            if node.process is not None:
+                # The zygote died: the node ends itself with status 1 and says why (so that a
+                # supervisor restarts it; docs/multiprocess.md), whether or not a stop races it.
+                stop.set()
+                try:
+                    node.rpc.stop()
+                except (RpcTransportError, RpcError, OSError):
+                    pass
+                code = node.process.wait(RESTART_TIMEOUT)
+                node.process = None
+                gone = "the wallet launcher (zygote" in node.debug_log()
+                if code not in (0, 1) or (code == 1 and not gone):
+                    raise InvariantBroken(f"stop after a dead {target} exited with {code}"
+                                          + ("" if gone else " without saying the zygote is gone"))
+            for pid in pids.values():
+                wait_gone(pid, RESTART_TIMEOUT)
+            stop.set()
+            if thread is not None:
+                thread.join(RESTART_TIMEOUT)
+            self.offline_checks(node, ledger)
+            node.start(["-wallet=alice", "-wallet=bob"], wait=True)
+            recovery = time.monotonic() - t0
+        return recovery
 
     def tree(self, node: TestNode) -> dict[str, int]:
         assert node.process is not None
@@ -700,6 +806,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="processes to kill, of node,wallet,zygote,group (those the "
                              "executable has; default all)")
     parser.add_argument("--keep", action="store_true", help="keep the datadirs")
+    parser.add_argument("--sync-every", type=int, default=3,
+                        help="every this-many datadirs one syncs headers-first from a source "
+                             "node below -minimumchainwork instead (0: none; default 3)")
     parser.add_argument("--keep-going", action="store_true",
                         help="after a broken invariant go on in a new datadir (all are kept); "
                              "exit status 1 at the end")
@@ -708,15 +817,18 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="cleancoin-crash-"))
     t0 = time.monotonic()
     campaign = Campaign(base, args.kills, args.per_datadir, seed, t0 + args.max_seconds,
-                        targets=tuple(args.targets.split(",")), keep_going=args.keep_going)
+                        targets=tuple(args.targets.split(",")), keep_going=args.keep_going,
+                        sync_every=args.sync_every)
     print(f"crash campaign: {campaign.kind}, up to {args.kills} kills, {args.per_datadir} per "
           f"datadir, seed {seed}, datadirs in {base}", flush=True)
     try:
         campaign.run()
     except (InvariantBroken, AssertionError) as exc:
+        campaign.close()
         print(f"FAILED after {len(campaign.records)} kills (seed {seed}; datadirs kept in "
               f"{base}): {exc}", flush=True)
         return 1
+    campaign.close()
     if campaign.failures:
         print(f"FAILED: {len(campaign.failures)} broken invariants in {len(campaign.records)} kills "
               f"(seed {seed}; datadirs kept in {base}):", flush=True)
