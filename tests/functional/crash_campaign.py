@@ -303,9 +303,10 @@ class Campaign:
 
     def __init__(self, base: Path, kills: int, per_datadir: int, seed: int, deadline: float,
                  quiet: bool = False, targets: tuple[str, ...] | None = None,
-                 fresh_rescan: bool = True, keep_going: bool = False, sync_every: int = 0) -> None:
+                 fresh_every: int = 1, keep_going: bool = False, sync_every: int = 0) -> None:
         self.base = base
-        self.fresh_rescan = fresh_rescan
+        #: The fresh rescan (the dearest check) after every this-many kills (0: never).
+        self.fresh_every = fresh_every
         self.keep_going = keep_going
         #: Every this-many datadirs one is a headers-first sync instead (0: none).
         self.sync_every = sync_every
@@ -495,9 +496,14 @@ class Campaign:
                  f"{theirs:#x}): mined past it")
         return True
 
-    def header_checks(self, node: TestNode, ledger: Ledger) -> None:
+    def header_checks(self, node: TestNode, ledger: Ledger, retried: bool = False) -> None:
         """After catch-up: each wallet's header chain is the node's active chain, and a
-        fresh rescan of alice's keys finds what alice holds (crash_invariants.py)."""
+        fresh rescan of alice's keys finds what alice holds (crash_invariants.py).
+
+        Rows above the node's tip are the checked headers of a branch the node gave up (its
+        invalidateblock while the wallet lagged): by design the node's next blocks must show
+        more work than them (docs/wallet.md). Once, that many blocks and one more are mined,
+        and then the wallet must have followed and dropped the rows."""
         scratch = self.base / "scratch"
         tip_height = node.rpc.getblockcount()
         tip_work = int(node.rpc.getblockheader(node.rpc.getbestblockhash())["chainwork"], 16)
@@ -514,10 +520,19 @@ class Campaign:
             node.client.call("backupwallet", str(copy), wallet=name)
             read[name] = read_wallet(copy, scratch)
             problems = synced_wallet(name, read[name], tip_height, block_hash, tip_work)
+            above = [h for h in read[name]["rows"] if h > tip_height]       # type: ignore[attr-defined]
+            if problems and above and not retried:
+                copy.unlink()
+                self.say(f"  {name} holds {len(above)} header rows above the node's tip {tip_height} "
+                         f"(a branch the node gave up): mining past them")
+                node.rpc.generatetoaddress(len(above) + 1, node.client.call("getnewaddress", wallet="alice"))
+                self.wait_synced(node)
+                self.header_checks(node, ledger, retried=True)
+                return
             if problems:
                 copy.unlink()
                 raise InvariantBroken("; ".join(problems))
-            if name == "alice" and self.fresh_rescan:
+            if name == "alice" and self.fresh_every and len(self.records) % self.fresh_every == self.fresh_every - 1:
                 self.fresh_check(node, ledger, copy, read[name])
             copy.unlink()
 

@@ -1,7 +1,8 @@
 """The crash campaign's invariants of the chain and the wallets' header chains (since 12-07).
 
 Read from copies of the files as a kill -9 left them (`chain_files`, `wallet_headers`), and
-after recovery against the running node (`synced_wallet`, `fresh_rescan_differs`):
+after recovery against the running node (`synced_wallet`; `make_fresh` builds the wallet of
+the fresh rescan the campaign compares with):
 
 - block_sums: every stored block has its CRC-32 row and it matches the stored bytes; no sum
   without its block; every index entry that says it has data has its block; the tip has its
