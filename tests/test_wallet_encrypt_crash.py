@@ -28,6 +28,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -100,9 +101,15 @@ class Stepper:
 
     @classmethod
     def start(cls, netdatadir: Path, passphrase: str, mode: str) -> Stepper:
+        return cls.spawn(_child, str(netdatadir), passphrase, mode)
+
+    @classmethod
+    def spawn(cls, target: Callable[..., None], *args: object) -> Stepper:
+        """Fork `target(control, *args)`, a child that says "ready", waits for "go", then
+        says "step ..." and waits before each step, and "done" at the end (as `_child`;
+        tests/test_wallet_reorg_crash.py has another)."""
         ours, theirs = multiprocessing.Pipe()
-        proc = multiprocessing.get_context("fork").Process(
-            target=_child, args=(theirs, str(netdatadir), passphrase, mode), daemon=True)
+        proc = multiprocessing.get_context("fork").Process(target=target, args=(theirs, *args), daemon=True)
         proc.start()
         theirs.close()
         stepper = cls(proc, ours)
