@@ -402,8 +402,10 @@ class Campaign:
                 node.rpc.addnode(source.p2p_addr, "onetry")
                 delay = self.rng.uniform(0.05, SYNC_LIFE_SECONDS)
                 time.sleep(delay)
-                height = node.rpc.getblockcount()
+                # The anchor first: a wallet catching up answers late, and a height read
+                # before would look like an anchor below the minimum chain work.
                 phase = node.client.call("getwalletinfo", wallet="alice")["anchor"]["status"]
+                height = node.rpc.getblockcount()
                 self.kill_point = (f"sync life {life}: killed {target} after {delay:.2f} s at "
                                    f"height {height}, alice's anchor {phase}")
                 self.kill(node, target, pids)
