@@ -72,7 +72,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from crash_invariants import chain_files, make_fresh, read_wallet, synced_wallet, wallet_headers  # noqa: E402
+from crash_invariants import chain_files, copy_db, make_fresh, read_wallet, synced_wallet, wallet_headers  # noqa: E402
 from framework import (  # noqa: E402
     NODE_EXECUTABLE, TEST_ADDRESS, TestNode, child_pids, is_multiprocess, wait_gone, wait_until,
 )
@@ -282,13 +282,7 @@ WEIGHTS = (10, 6, 1, 3, 3, 2, 2, 2, 2)
 def integrity_ok(db: Path, scratch: Path) -> None:
     """`PRAGMA integrity_check` on a copy of `db` with its -wal (the original stays as the
     kill left it)."""
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    for suffix in ("", "-wal"):
-        src = Path(str(db) + suffix)
-        if src.exists():
-            shutil.copyfile(src, scratch / (db.name + suffix))
-    conn = sqlite3.connect(scratch / db.name)
+    conn = sqlite3.connect(copy_db(db, scratch))
     try:
         result = conn.execute("PRAGMA integrity_check").fetchall()
     finally:

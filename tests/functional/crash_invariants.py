@@ -34,7 +34,7 @@ from cleancoin.components.common.hashes import sha256d
 BLOCK_HAVE_DATA = 1         # components/node/chain.py's status flag (read from the file here)
 
 
-def _copy_db(db: Path, scratch: Path) -> Path:
+def copy_db(db: Path, scratch: Path) -> Path:
     """A copy of `db` with its -wal in `scratch` (a reader's WAL recovery must not change the
     original the kill left)."""
     shutil.rmtree(scratch, ignore_errors=True)
@@ -50,7 +50,7 @@ def chain_files(db: Path, scratch: Path) -> tuple[list[str], dict[bytes, int]]:
     """Problems of the chain database's blocks, sums and index, and every index entry's
     chainwork (hash -> work) for the wallet checks."""
     problems: list[str] = []
-    conn = sqlite3.connect(_copy_db(db, scratch))
+    conn = sqlite3.connect(copy_db(db, scratch))
     try:
         sums = {bytes(h): int(c) for h, c in conn.execute("SELECT hash, crc32 FROM block_sums")}
         index = {bytes(h): (int(s), int.from_bytes(bytes(w), "big"))
@@ -89,7 +89,7 @@ def read_wallet(db: Path, scratch: Path) -> dict[str, object]:
     """What the header invariants read from a wallet file (a copy of it): meta, header rows
     (height -> (hash, header, trusted)), confirmed transactions (txid -> block hash) and
     unconfirmed ones that still count (neither abandoned nor conflicted)."""
-    conn = sqlite3.connect(_copy_db(db, scratch))
+    conn = sqlite3.connect(copy_db(db, scratch))
     try:
         meta = {k: v for k, v in conn.execute("SELECT key, value FROM meta")}
         rows = {int(h): (bytes(hh), bytes(raw), bool(t))

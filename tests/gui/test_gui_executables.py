@@ -50,6 +50,17 @@ def _gui(datadir: Path, *args: str) -> subprocess.Popen[bytes]:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def _end(*procs: subprocess.Popen[bytes] | None) -> None:
+    """Teardown: SIGTERM what still runs, SIGKILL what does not end within 30 s."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def _log(datadir: Path) -> str:
     path = datadir / "config" / "CleanCoin" / "CleanCoin-gui-regtest.log"
     return path.read_text() if path.exists() else ""
@@ -117,13 +128,7 @@ def test_cleancoin_gui_attaches_with_ipcconnect_and_survives_a_node_restart(data
         time.sleep(0.5)
         assert node.poll() is None, "closing an attached GUI must not stop the node"
     finally:
-        for proc in (gui, node):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        _end(gui, node)
 
 
 def test_cleancoin_gui_attaches_over_tls_and_refuses_a_listener_with_another_certificate(datadir: Path) -> None:
@@ -187,13 +192,7 @@ def test_cleancoin_gui_attaches_over_tls_and_refuses_a_listener_with_another_cer
         gui.send_signal(signal.SIGTERM)
         assert gui.wait(60) == 0
     finally:
-        for proc in (gui, node):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        _end(gui, node)
 
 
 def test_an_attached_gui_whose_node_goes_before_the_first_call_waits_for_it(datadir: Path) -> None:
@@ -243,13 +242,7 @@ def test_an_attached_gui_whose_node_goes_before_the_first_call_waits_for_it(data
         assert gui.wait(60) == 0
     finally:
         stop.set()
-        for proc in (gui, node):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        _end(gui, node)
 
 
 def test_probe_finds_no_escape_from_the_gui_policies(datadir: Path) -> None:
