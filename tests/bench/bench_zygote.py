@@ -25,14 +25,12 @@ from pathlib import Path
 import pytest
 from figures import broken, median, out, p90, verdict
 
+from cleancoin.components.node.wallet_component import WALLET_COMPONENT, WALLET_PRELOAD, WALLET_TARGET
 from cleancoin.sandbox.policy_loader import shipped_policy
 from cleancoin.sandbox.zygote import ComponentSpec, Limits, Zygote
 
 TESTS = str(Path(__file__).resolve().parents[1])
 ECHO = "zygote_targets:echo"            # tests/zygote_targets.py: a raw echo of the IPC socket
-WALLET_COMPONENT = "CleanCoin-wallet"
-WALLET_TARGET = "cleancoin.components.init.wallet_process:serve_node"
-WALLET_PRELOAD = "cleancoin.components.init.wallet_process:zygote_preload"   # as the node has it
 SPAWN_TARGET_MS = 5.0                   # issue #2
 RUNS = 60
 WALLET_ROUNDS = 6
