@@ -280,6 +280,17 @@ for fd, how in found.items():
             report(f"{name}-via-{how}", True, "went through")
         except (OSError, termios.error) as exc:
             report(f"{name}-via-{how}", False, str(exc))
+# The same requests on fd 2 (a pipe to the relay): the filter answers EPERM before the kernel
+# looks at the descriptor; ENOTTY means it let the request through (until 12-07 for all but
+# TIOCSTI: only the missing descriptor stopped them).
+for name, request in (("TIOCSCTTY", 0x540E), ("TIOCSPGRP", TIOCSPGRP), ("TIOCSWINSZ", TIOCSWINSZ),
+                      ("TIOCCONS", TIOCCONS), ("TIOCNOTTY", TIOCNOTTY), ("TIOCVHANGUP", TIOCVHANGUP),
+                      ("TCFLSH", 0x540B), ("TCXONC", 0x540A), ("TIOCSTI", termios.TIOCSTI)):
+    try:
+        fcntl.ioctl(2, request, bytes(8))
+        report(f"filter-{name}", False, "no error")
+    except OSError as exc:
+        report(f"filter-{name}", False, exc.strerror)
 os.write(1, ctx["marker"].encode() + b"-allowed-output\n")
 for name, pid in (("kill-session-leaders-group", -ctx["shell"]), ("kill-session-leader", ctx["shell"])):
     attempt(name)

@@ -398,6 +398,10 @@ def test_a_process_started_from_a_shell_cannot_reach_its_controlling_terminal(ho
     assert escapes(results) == {}, results
     assert results["inherited-terminal"]["detail"] == "no descriptor is a terminal", results
     assert results["open-terminal"]["detail"] == "no path opened a terminal", results
+    # The filter refuses every request that steers a terminal, whatever the descriptor is.
+    for name in ("TIOCSCTTY", "TIOCSPGRP", "TIOCSWINSZ", "TIOCCONS", "TIOCNOTTY", "TIOCVHANGUP",
+                 "TCFLSH", "TCXONC", "TIOCSTI"):
+        assert results[f"filter-{name}"]["detail"] == "Operation not permitted", {k: v["detail"] for k, v in results.items()}
     # The node's allowed output reaches the terminal (through its relay).
     assert f"{marker}-allowed-output".encode() in seen, seen[-2000:]
     # The node has kill(2) (for its zygote), and the signal scope refuses it outside; the
