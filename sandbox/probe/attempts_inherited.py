@@ -120,6 +120,18 @@ def _terminal_ops(fd: int) -> list[str]:
         done.append(f"pushed input into fd {fd}'s terminal (TIOCSTI)")
     except OSError:
         pass
+    # Since 12-07 also requests that steer it without changing its modes, each with what the
+    # terminal already has (its own size; output on), so that nothing changes if one passes.
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, fcntl.ioctl(fd, termios.TIOCGWINSZ, bytes(8)))
+        done.append(f"resized fd {fd}'s terminal (TIOCSWINSZ)")
+    except OSError:
+        pass
+    try:
+        termios.tcflow(fd, termios.TCOON)
+        done.append(f"restarted fd {fd}'s terminal's output (TCXONC)")
+    except (OSError, termios.error):
+        pass
     try:
         os.set_blocking(fd, False)
         if os.read(fd, 64):
@@ -819,11 +831,21 @@ def _exp_named_socket(j: _Judge, t: _Targets) -> _Why:
                                             "filesystem view")
 
 
+#: What terminal-left-open tries besides reading: set the modes, resize, restart the output.
+TERMINAL_LEFT_OPEN_REQUESTS = (("TCSETS", syscalls.TCSETS), ("TIOCSWINSZ", syscalls.TIOCSWINSZ),
+                               ("TCXONC", syscalls.TCXONC))
+
+
 def _exp_terminal(j: _Judge, t: _Targets) -> _Why:
     w = _Why()
     inherited = j.plan.stdio == "inherit" and bool(j.host.ttys)
     w.need(inherited, "descriptors and stdio: no terminal reaches the sandbox (only the "
                       "allowlist survives, stdio is /dev/null and pipes)")
+    for name, request in TERMINAL_LEFT_OPEN_REQUESTS:
+        action = j.seccomp_action("ioctl", {1: request})
+        if action in ("allow", "log"):
+            w.seccomp = action
+            return w
     return j.sc(w, "ioctl", {1: syscalls.TCSETS})
 
 

@@ -221,6 +221,90 @@ for name, get, put, size, lflag_at in (("TCSETA", TCGETA, TCSETA, 18, 6), ("TCSE
         report(name, False, exc.strerror)
 """
 
+# The confined process (CleanCoin-node, or CleanCoin-wallet on its own) was started from an
+# operator's interactive shell (operator_shell.py): the pty is its controlling terminal, its
+# process group has the foreground, the shell is its session leader. It looks for any descriptor of that terminal (inherited ones, /dev/tty, the
+# pty by name, other processes' descriptors through /proc), and with each it finds pushes
+# input (TIOCSTI), turns echo off (TCSETS), resizes it (TIOCSWINSZ), takes the foreground
+# (TIOCSPGRP), gives it up (TIOCNOTTY), redirects the console (TIOCCONS) and hangs it up
+# (TIOCVHANGUP); then it writes a line of its own (allowed: the operator sees it), sends
+# SIGKILL to the operator's shell (its session leader) and to the shell's process group, and
+# tries vhangup(2) last (a filter may kill the process for a call not on its list: then the
+# attempts after it do not run). ctx: pty (the slave's path), marker.
+CONTROLLING_TERMINAL = r"""
+import fcntl, signal, struct, termios
+ctx["shell"] = os.getppid()     # the shell, session leader (getsid(2) may kill: not on the list)
+TIOCSPGRP, TIOCNOTTY, TIOCCONS, TIOCVHANGUP, TIOCSWINSZ = 0x5410, 0x5422, 0x541D, 0x5437, 0x5414
+found = {}
+for fd in range(0, 1024):
+    try:
+        if os.isatty(fd):
+            found[fd] = f"inherited fd {fd}"
+    except OSError:
+        pass
+report("inherited-terminal", bool(found), ", ".join(found.values()) or "no descriptor is a terminal")
+paths = ["/dev/tty", ctx["pty"], "/dev/ptmx", "/dev/console", "/dev/tty0"]
+try:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            paths += [f"/proc/{pid}/fd/{n}" for n in (0, 1, 2, 255)]
+except OSError:
+    pass
+opened = []
+for path in paths:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        if path in ("/dev/tty", ctx["pty"]):
+            report(f"open-{path}", False, exc.strerror)
+        continue
+    if os.isatty(fd):
+        found[fd] = f"opened {path}"
+        opened.append(path)
+    else:
+        os.close(fd)
+report("open-terminal", bool(opened), ", ".join(opened[:6]) or "no path opened a terminal")
+for fd, how in found.items():
+    for name, call in (
+            ("TIOCSTI", lambda: fcntl.ioctl(fd, termios.TIOCSTI, b"#")),
+            ("TCSETS-echo-off", lambda: termios.tcsetattr(fd, termios.TCSANOW, (lambda a: a[:3] + [a[3] & ~termios.ECHO] + a[4:])(termios.tcgetattr(fd)))),
+            ("TIOCSWINSZ", lambda: fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", 3, 7, 0, 0))),
+            ("TIOCSPGRP", lambda: fcntl.ioctl(fd, TIOCSPGRP, struct.pack("i", os.getpid()))),
+            ("TIOCCONS", lambda: fcntl.ioctl(fd, TIOCCONS, 0)),
+            ("TIOCNOTTY", lambda: fcntl.ioctl(fd, TIOCNOTTY, 0)),
+            ("read", lambda: os.read(fd, 100)),
+            ("TIOCVHANGUP", lambda: fcntl.ioctl(fd, TIOCVHANGUP, 0))):
+        attempt(f"{name}-via-{how}")
+        try:
+            call()
+            report(f"{name}-via-{how}", True, "went through")
+        except (OSError, termios.error) as exc:
+            report(f"{name}-via-{how}", False, str(exc))
+# The same requests on fd 2 (a pipe to the relay): the filter answers EPERM before the kernel
+# looks at the descriptor; ENOTTY means it let the request through (until 12-07 for all but
+# TIOCSTI: only the missing descriptor stopped them).
+for name, request in (("TIOCSCTTY", 0x540E), ("TIOCSPGRP", TIOCSPGRP), ("TIOCSWINSZ", TIOCSWINSZ),
+                      ("TIOCCONS", TIOCCONS), ("TIOCNOTTY", TIOCNOTTY), ("TIOCVHANGUP", TIOCVHANGUP),
+                      ("TCFLSH", 0x540B), ("TCXONC", 0x540A), ("TIOCSTI", termios.TIOCSTI)):
+    try:
+        fcntl.ioctl(2, request, bytes(8))
+        report(f"filter-{name}", False, "no error")
+    except OSError as exc:
+        report(f"filter-{name}", False, exc.strerror)
+os.write(1, ctx["marker"].encode() + b"-allowed-output\n")
+for name, pid in (("kill-session-leaders-group", -ctx["shell"]), ("kill-session-leader", ctx["shell"])):
+    attempt(name)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        report(name, True, f"SIGKILL sent to {pid}")
+    except OSError as exc:
+        report(name, False, exc.strerror)
+time.sleep(0.5)
+attempt("vhangup")
+rc = libc.syscall(153)
+report("vhangup", rc == 0, f"vhangup returned {rc}, errno {ctypes.get_errno()}")
+"""
+
 # The smaller holes (item 5).
 SMALL_HOLES = r'''
 CLONE_NEWUSER, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x40000000, 17

@@ -8,6 +8,7 @@ and checks from outside that every attempt was refused: issue #10's escapes, one
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
@@ -338,6 +339,83 @@ def test_the_confined_node_cannot_change_the_terminals_modes(home_base: Path) ->
     for name in ("TCSETA", "TCSETAW", "TCSETAF", "TCSETS2", "TCSETSW2", "TCSETSF2", "TCSETS"):
         assert results[name]["detail"] == "Operation not permitted", results
     assert echo
+
+
+@pytest.mark.parametrize("role", ["node", "standalone"])
+def test_a_process_started_from_a_shell_cannot_reach_its_controlling_terminal(home_base: Path, role: str) -> None:
+    """CleanCoin-node, or CleanCoin-wallet on its own, typed at an interactive shell's prompt
+    (operator_shell.py): the pty is its controlling terminal, its job has the foreground, the
+    shell is its session leader (the other terminal tests start their processes in a new
+    session, without one). Attacker code in the confined process looks for the terminal
+    through every descriptor, by /dev/tty, by the pty's name and through other processes'
+    /proc/PID/fd, would push input, turn echo off, resize it, take the foreground, give it up,
+    take the console and hang it up with what it found, writes a line (allowed: it reaches
+    the terminal), sends SIGKILL to the shell and to its group, and calls vhangup(2). On the
+    code of 12-07 every attempt was refused: no terminal in the mount namespace nor in
+    Landlock's grants, no descriptor of it (the output relay), EPERM for the signals (the
+    Landlock signal scope), and the filter kills the process for vhangup (or for kill, which
+    the standalone wallet's list lacks). Afterwards the shell is alive, the job had the
+    foreground to its end, and the terminal's modes and size are what they were."""
+    marker = "ctty-" + uuid.uuid4().hex[:8]
+    master, slave = pty.openpty()
+    variables = {"marker": marker, "pty": os.ttyname(slave)}
+    if role == "node":
+        a = AttackedNode(home_base, node=attacks.CONTROLLING_TERMINAL, variables=variables)
+        command = a.node.args()
+        a.arm()
+    else:
+        a = AttackedNode(home_base, standalone=attacks.CONTROLLING_TERMINAL, variables=variables,
+                         extra=("-ipcbind=unix", "-disablewallet", "-ipcallowwallet=1"))
+        a.start()
+        command = [str(Path(sys.executable).parent / "CleanCoin-wallet"), "-regtest",
+                   f"-datadir={a.node.datadir}", "-ipcconnect=unix", "-server", f"-rpcport={free_port()}"]
+    os.write(master, b"typed-by-the-operator\n")
+    modes = termios.tcgetattr(master)
+    size = fcntl.ioctl(master, termios.TIOCGWINSZ, bytes(8))
+    status = home_base / "job-status.json"
+    shell = subprocess.Popen([sys.executable, str(Path(__file__).parent / "operator_shell.py"),
+                              os.ttyname(slave), str(status), "--", *command], env=a.env(),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if role == "node":
+        a.node.process = shell
+    try:
+        seen = _read_terminal(master, until=f"{marker}-allowed-output".encode(), timeout=60)
+        # The filter kills the process in its last attempts (SIGSYS): the job ends, the shell
+        # takes the foreground back and says so.
+        wait_until(status.exists, 60, what="the job's end")
+        shell_code = shell.wait(10)
+        results = a.result(role, to_the_end=False)
+    finally:
+        os.close(slave)
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait(10)
+        a.node.cleanup()
+        modes_after = termios.tcgetattr(master)
+        size_after = fcntl.ioctl(master, termios.TIOCGWINSZ, bytes(8))
+        os.close(master)
+    job = json.loads(status.read_text())
+    assert escapes(results) == {}, results
+    assert results["inherited-terminal"]["detail"] == "no descriptor is a terminal", results
+    assert results["open-terminal"]["detail"] == "no path opened a terminal", results
+    # The filter refuses every request that steers a terminal, whatever the descriptor is.
+    for name in ("TIOCSCTTY", "TIOCSPGRP", "TIOCSWINSZ", "TIOCCONS", "TIOCNOTTY", "TIOCVHANGUP",
+                 "TCFLSH", "TCXONC", "TIOCSTI"):
+        assert results[f"filter-{name}"]["detail"] == "Operation not permitted", {k: v["detail"] for k, v in results.items()}
+    # The node's allowed output reaches the terminal (through its relay).
+    assert f"{marker}-allowed-output".encode() in seen, seen[-2000:]
+    # The node has kill(2) (for its zygote), and the signal scope refuses it outside; the
+    # standalone wallet has none. The first call not on the list kills the process.
+    if role == "node":
+        for name in ("kill-session-leaders-group", "kill-session-leader"):
+            assert results[name]["detail"] == "Operation not permitted", results
+        assert killed_during(results) == ["vhangup"], results
+    else:
+        assert killed_during(results) == ["kill-session-leaders-group"], results
+    assert job["status"] == -signal.SIGSYS, (job, results)
+    # The shell lived to take its terminal back; the job had the foreground to its end.
+    assert shell_code == 0 and job["foreground"] == job["job"], job
+    assert modes_after == modes and size_after == size
 
 
 def _answers(node: TestNode) -> bool:
