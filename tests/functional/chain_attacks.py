@@ -133,7 +133,11 @@ report("armed", False, "the node will announce a spend of the wallet's coin it n
 # the node says the wallet's newest block left the active chain for a branch of one block
 # forking two below the node's real tip at that moment (valid proof of work, the bits the
 # rule demands: only its work is short), paying the wallet 1000 coins out of nothing.
-# Reported as fake-branch with the fake payment's txid.
+# Reported as fake-branch with the fake payment's txid. get_headers (where the node has it)
+# shows the same branch (ctx depth: the fork that far below the tip, 2 unless set).
+# With ctx rewind_first the node first says its chain ends at the fork
+# (a rewind, as invalidateblock makes: get_height is the fork's once, right after find_fork),
+# and shows the one-block branch from then on.
 NODE_REORGS_TO_LESS_WORK = r'''
 import cleancoin.components.node.chain_binding as binding
 from cleancoin.components.common.address import decode_address
@@ -144,8 +148,10 @@ from cleancoin.components.node.mining import mine_block
 attempt("armed")
 payee_file = os.path.join(ctx["netdir"], "attack_payee.txt")
 real = {name: getattr(binding.NodeChain, name) for name in
-        ("get_height", "get_blocks", "get_block_hash", "get_block_header_info", "find_fork")}
-state = {}
+        ("get_height", "get_blocks", "get_block_hash", "get_block_header_info", "find_fork", "get_headers")
+        if hasattr(binding.NodeChain, name)}
+REWIND_FIRST = ctx.get("rewind_first", False)
+state = {"forked": False, "rewound": not REWIND_FIRST}
 
 def branch(self):
     if "fork" not in state:
@@ -155,7 +161,7 @@ def branch(self):
         except (OSError, IndexError):
             return None
         pkh = decode_address(address, REGTEST)
-        fork = self._chain.block_at_height(self._chain.height - 2)
+        fork = self._chain.block_at_height(self._chain.height - ctx.get("depth", 2))
         payment = Transaction(1, (TxIn(OutPoint(os.urandom(32), 0), b"\x00" * 100),),
                               (TxOut(1000 * 10**8, pkh),), 0)
         fake = mine_block(fork.header, fork.height + 1, pkh, REGTEST, fork.header.time + 1,
@@ -166,13 +172,16 @@ def branch(self):
 
 async def get_height(self):
     b = branch(self)
+    if b and not state["rewound"]:
+        state["rewound"] = state["forked"]       # (once, right after find_fork: a rewind)
+        return b["fork"]
     return b["fork"] + 1 if b else await real["get_height"](self)
 
 async def get_blocks(self, start_height, count):
     b = branch(self)
     if not b:
         return await real["get_blocks"](self, start_height, count)
-    if start_height == b["fork"] + 1 and count:
+    if start_height == b["fork"] + 1 and count and b["rewound"]:
         return [b["fake"].to_bytes()]
     if start_height > b["fork"]:
         return []
@@ -180,7 +189,7 @@ async def get_blocks(self, start_height, count):
 
 async def get_block_hash(self, height):
     b = branch(self)
-    if b and height == b["fork"] + 1:
+    if b and height == b["fork"] + 1 and b["rewound"]:
         return b["fake"].hash
     if b and height > b["fork"] + 1:
         raise ChainError(f"height {height} is out of range")
@@ -198,11 +207,26 @@ async def get_block_header_info(self, block_hash):
 
 async def find_fork(self, locator):
     b = branch(self)
+    if b:
+        b["forked"] = True
     return b["fork"] if b else await real["find_fork"](self, locator)
 
-for name, fn in (("get_height", get_height), ("get_blocks", get_blocks), ("get_block_hash", get_block_hash),
-                 ("get_block_header_info", get_block_header_info), ("find_fork", find_fork)):
-    setattr(binding.NodeChain, name, fn)
+async def get_headers(self, start_height, count):
+    b = branch(self)
+    if not b:
+        return await real["get_headers"](self, start_height, count)
+    out = b""
+    if start_height <= b["fork"]:
+        out = await real["get_headers"](self, start_height, min(count, b["fork"] + 1 - start_height))
+    if b["rewound"] and count > len(out) // 80 and start_height + len(out) // 80 == b["fork"] + 1:
+        out += b["fake"].header.serialized
+    return out
+
+patched = {"get_height": get_height, "get_blocks": get_blocks, "get_block_hash": get_block_hash,
+           "get_block_header_info": get_block_header_info, "find_fork": find_fork, "get_headers": get_headers}
+for name, fn in patched.items():
+    if name in real:
+        setattr(binding.NodeChain, name, fn)
 report("armed", False, "the node will report a reorganisation to a branch of less work")
 '''
 

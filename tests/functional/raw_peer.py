@@ -5,6 +5,7 @@ its own (getblocks, getheaders, getdata) from a thread and counts what the node 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -81,6 +82,8 @@ class RawPeer:
         raise AssertionError("no pong: the peer was dropped")
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)     # (wakes a thread blocked reading it)
         self.sock.close()
 
 
@@ -102,13 +105,16 @@ class ChainPeer:
     after the handshake (claiming `start_height`, by default the chain's height) a thread answers getblocks with an inv
     of up to 500 of its hashes, getheaders with up to MAX_HEADERS headers (`headers`, when
     given, replaces the chain's for that answer: a header chain of its own), getdata with its
-    blocks, and pings. `asked` counts the node's requests by command, `blocks_asked` the
-    blocks named in its getdata. `push` sends anything unasked."""
+    blocks (with `drip` seconds, one block every `drip` seconds from a second thread: a peer
+    that serves slowly but never stalls), and pings. `asked` counts the node's requests by
+    command, `blocks_asked` the blocks named in its getdata. `push` sends anything unasked."""
 
     def __init__(self, port: int, source: str, blocks: Sequence[Block],
                  headers: Sequence[object] | None = None, user_agent: str = "/chain/",
-                 start_height: int | None = None) -> None:
+                 start_height: int | None = None, drip: float = 0.0) -> None:
         self.peer = RawPeer(port, source, user_agent)
+        self.drip = drip
+        self._dripping: list[Block] = []
         self.blocks = list(blocks)
         self.headers = None if headers is None else list(headers)
         self._height = {REGTEST.genesis_block.hash: 0}
@@ -123,6 +129,19 @@ class ChainPeer:
         self.peer.handshake(len(self.blocks) if start_height is None else start_height)
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
+        if drip:
+            threading.Thread(target=self._drip, daemon=True).start()
+
+    def _drip(self) -> None:
+        """Send the blocks asked for one every `drip` seconds (see the class docstring)."""
+        while not self.closed:
+            time.sleep(self.drip)
+            with self._lock:
+                if self._dripping:
+                    try:
+                        self.peer.send(serialize_message(MAGIC, BlockMessage(self._dripping.pop(0))))
+                    except OSError:
+                        self.closed = True
 
     def push(self, msg: Message) -> None:
         with self._lock:
@@ -136,6 +155,8 @@ class ChainPeer:
         while True:
             try:
                 msg = self.peer.read_message()
+            except TimeoutError:
+                continue                # (a node that is only waiting for us: keep serving)
             except (ConnectionError, OSError):
                 with self._lock:
                     self.closed = True
@@ -168,7 +189,10 @@ class ChainPeer:
                         if item.type == MSG_BLOCK:
                             self.blocks_asked += 1
                             if item.hash in self._by_hash:
-                                out.append(BlockMessage(self._by_hash[item.hash]))
+                                if self.drip:
+                                    self._dripping.append(self._by_hash[item.hash])
+                                else:
+                                    out.append(BlockMessage(self._by_hash[item.hash]))
                 self._changed.notify_all()
                 try:
                     for m in out:

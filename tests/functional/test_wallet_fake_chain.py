@@ -24,6 +24,10 @@ from test_sandbox_attacks import AttackedNode, home_base  # noqa: F401 - a fixtu
 pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
 
 
+#: How far below the tip the rewind's fork lies (test_a_rewind_then_a_branch_of_less_work).
+DEPTH = 50
+
+
 def _wallet_height(node: TestNode) -> int:
     return int(node.rpc.getwalletinfo()["lastprocessedblock"]["height"])
 
@@ -132,5 +136,51 @@ def test_a_compromised_node_cannot_reorganise_the_wallet_to_less_work(home_base:
         assert (info["height"], info["hash"]) == (102, best)
         assert fake_txid not in {t["txid"] for t in node.rpc.listtransactions("*", 1000)}
         assert node.rpc.getbalance() == 100
+    finally:
+        node.stop()
+
+
+class RewindFollowed(Exception):
+    """The expected failure of test_a_rewind_then_a_branch_of_less_work (only this one)."""
+
+
+@pytest.mark.xfail(strict=True, raises=RewindFollowed,
+                   reason="a rewind is followed without a bar: the next branch needs only its own work")
+def test_a_rewind_then_a_branch_of_less_work(home_base: Path) -> None:
+    """The branch of the test above, 50 blocks deep, shown after a rewind
+    (chain_attacks.NODE_REORGS_TO_LESS_WORK with rewind_first): the node first says its chain
+    ends at the fork (as invalidateblock would: followed, docs/wallet.md), then shows the
+    one-block branch paying the wallet 1000 coins. Measured 12-07, both executables: the wallet
+    undid its 50 blocks without a check, then anchored the branch (the check resumed at the
+    fork, work up to the fork + one block) and shows the fake payment: balance 1000 coins above
+    the real one, on a chain of work 2 * 55 against the 2 * 103 it had checked. The same
+    reorganisation without the rewind is refused (the test above). NOT FIXED (see the report
+    of 12-07): expected failure until a rewind keeps the wallet's checked work as the bar."""
+    a = AttackedNode(home_base, node=chain_attacks.NODE_REORGS_TO_LESS_WORK,
+                     variables={"rewind_first": True, "depth": DEPTH})
+    a.start()
+    assert a.result("node", timeout=60)["armed"]["escaped"] is False
+    node = a.node
+    try:
+        node.rpc.createwallet("w")
+        address = node.rpc.getnewaddress()
+        node.rpc.generatetoaddress(102, address)
+        wait_until(lambda: _wallet_height(node) == 102, what="wallet sync")
+        real_balance = node.rpc.getbalance()
+        (node.netdatadir / "attack_payee.txt").write_text(f"reorg {address}\n")
+        node.rpc.generatetoaddress(1, TEST_ADDRESS)          # the wallet reads the chain again
+        wait_until(lambda: "fake-branch" in a.result("node"), what="the fake branch")
+        fake_txid = a.result("node")["fake-branch"]["detail"]
+        wallet_log = node.netdatadir / "wallets" / "debug.log"
+        wait_until(lambda: "less-work" in wallet_log.read_text() or "checked from its block" in wallet_log.read_text(),
+                   what="the wallet's refusal or its new anchor")
+        wait_until(lambda: "less-work" in wallet_log.read_text() or fake_txid in {
+            t["txid"] for t in node.rpc.listtransactions("*", 1000)}, what="the wallet's decision")
+        info = node.rpc.getwalletinfo()["lastprocessedblock"]
+        seen = fake_txid in {t["txid"] for t in node.rpc.listtransactions("*", 1000)}
+        print(f"wallet at height {info['height']}; fake payment seen: {seen}; balance "
+              f"{node.rpc.getbalance()} (real {real_balance})")
+        if seen:
+            raise RewindFollowed(f"fake payment {fake_txid} shown at height {info['height']}")
     finally:
         node.stop()

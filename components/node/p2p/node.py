@@ -73,7 +73,8 @@ Block download (blocks-first, simpler than headers-first; headers-first below th
     implies) is disconnected when another peer is ahead (bitcoind's headers sync timeout): one
     answering every getheaders with more cheap headers never stalls. Meanwhile an inv of a block we
     do not know is answered with getheaders, and a block nobody asked for is dropped when its
-    chain would be below the minimum (bitcoind's AcceptBlock): before 12-07 a node below the
+    chain would be below the minimum or it lies more than MAX_UNREQUESTED_AHEAD heights above
+    our tip (bitcoind's AcceptBlock): before 12-07 a node below the
     minimum stored, validated and connected whatever chain the first peer offered or pushed.
     The log says "Pre-synchronizing blockheaders" while headers are counted, getpeerinfo's
     presynced_headers the height counted per peer.
@@ -183,6 +184,9 @@ _PROGRESS_INTERVAL: float = 5.0
 #: another peer is ahead.
 HEADERS_SYNC_TIMEOUT: float = 15 * 60.0
 HEADERS_SYNC_TIMEOUT_PER_HEADER: float = 0.001
+#: Below the minimum chain work, a block nobody asked for more than this many heights above
+#: our tip is not stored (bitcoind's MIN_BLOCKS_TO_KEEP, its AcceptBlock's fTooFarAhead).
+MAX_UNREQUESTED_AHEAD: int = 288
 #: bitcoind's outbound slots, kept apart from inbound ones within -maxconnections.
 MAX_OUTBOUND_FULL_RELAY: int = 8
 MAX_BLOCK_RELAY_ONLY: int = 2
@@ -1387,7 +1391,8 @@ class P2PNode:
         """Below the minimum chain work: whether a block nobody asked for is looked at. Not
         when its chain would have less work than the minimum (bitcoind's AcceptBlock returns
         early for such a block): a peer could otherwise have any chain it likes stored,
-        validated and connected by a node that is still catching up. Its proof of work is
+        validated and connected by a node that is still catching up; nor when it lies more
+        than MAX_UNREQUESTED_AHEAD heights above our tip (fTooFarAhead there). Its proof of work is
         not checked here: claimed work that is not there fails accept_block's check. An
         unknown parent makes its sender a source of headers (_on_orphan)."""
         parent = self.chain.get_index(block.header.prev_hash)
@@ -1399,6 +1404,14 @@ class P2PNode:
         if parent.chainwork + block_proof(block.header.bits) < self._minimum_chain_work():
             log.debug("peer=%d: unrequested block %s below the minimum chain work: not stored",
                       peer.id, block.hash_hex)
+            return False
+        if parent.height + 1 > self.chain.tip.height + MAX_UNREQUESTED_AHEAD:
+            # bitcoind's fTooFarAhead. Before 12-07 a header chain of the minimum work (anyone's:
+            # the real chain's, relayed) let a peer have any number of blocks forking from its
+            # top stored unasked, however far above our tip (20 of 0.73 MB at height 2051 over
+            # a tip at 0: +16.7 MB of database). The download asks for its blocks itself.
+            log.debug("peer=%d: unrequested block %s at height %d, too far above our tip (%d): not stored",
+                      peer.id, block.hash_hex, parent.height + 1, self.chain.tip.height)
             return False
         return True
 
