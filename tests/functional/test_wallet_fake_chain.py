@@ -111,6 +111,24 @@ def test_a_compromised_node_cannot_pass_off_a_spend_the_wallet_never_signed(home
         node.stop()
 
 
+def _synced_wallet(node: TestNode) -> str:
+    """Wallet "w" paid by 102 blocks and caught up with them; its address."""
+    node.rpc.createwallet("w")
+    address = node.rpc.getnewaddress()
+    node.rpc.generatetoaddress(102, address)
+    wait_until(lambda: _wallet_height(node) == 102, what="wallet sync")
+    (node.netdatadir / "attack_payee.txt").write_text(f"reorg {address}\n")
+    return str(address)
+
+
+def _fake_branch_shown(a: AttackedNode, node: TestNode) -> str:
+    """Arm NODE_REORGS_TO_LESS_WORK (attack_payee.txt, written by _synced_wallet) by a new
+    block, which makes the wallet read the chain again; the fake payment's txid."""
+    node.rpc.generatetoaddress(1, TEST_ADDRESS)
+    wait_until(lambda: "fake-branch" in a.result("node"), what="the fake branch")
+    return str(a.result("node")["fake-branch"]["detail"])
+
+
 def test_a_compromised_node_cannot_reorganise_the_wallet_to_less_work(home_base: Path) -> None:
     """The node says the wallet's newest block left the active chain for a one-block branch
     (valid proof of work, right bits: free on regtest) paying the wallet 1000 coins
@@ -121,15 +139,9 @@ def test_a_compromised_node_cannot_reorganise_the_wallet_to_less_work(home_base:
     assert a.result("node", timeout=60)["armed"]["escaped"] is False
     node = a.node
     try:
-        node.rpc.createwallet("w")
-        address = node.rpc.getnewaddress()
-        node.rpc.generatetoaddress(102, address)
-        wait_until(lambda: _wallet_height(node) == 102, what="wallet sync")
+        _synced_wallet(node)
         best = node.rpc.getwalletinfo()["lastprocessedblock"]["hash"]
-        (node.netdatadir / "attack_payee.txt").write_text(f"reorg {address}\n")
-        node.rpc.generatetoaddress(1, TEST_ADDRESS)          # the wallet reads the chain again
-        wait_until(lambda: "fake-branch" in a.result("node"), what="the fake branch")
-        fake_txid = a.result("node")["fake-branch"]["detail"]
+        fake_txid = _fake_branch_shown(a, node)
         wallet_log = node.netdatadir / "wallets" / "debug.log"
         wait_until(lambda: "less-work" in wallet_log.read_text(), what="the wallet's refusal")
         info = node.rpc.getwalletinfo()["lastprocessedblock"]
@@ -162,15 +174,9 @@ def test_a_rewind_then_a_branch_of_less_work(home_base: Path) -> None:
     assert a.result("node", timeout=60)["armed"]["escaped"] is False
     node = a.node
     try:
-        node.rpc.createwallet("w")
-        address = node.rpc.getnewaddress()
-        node.rpc.generatetoaddress(102, address)
-        wait_until(lambda: _wallet_height(node) == 102, what="wallet sync")
+        _synced_wallet(node)
         real_balance = node.rpc.getbalance()
-        (node.netdatadir / "attack_payee.txt").write_text(f"reorg {address}\n")
-        node.rpc.generatetoaddress(1, TEST_ADDRESS)          # the wallet reads the chain again
-        wait_until(lambda: "fake-branch" in a.result("node"), what="the fake branch")
-        fake_txid = a.result("node")["fake-branch"]["detail"]
+        fake_txid = _fake_branch_shown(a, node)
         wallet_log = node.netdatadir / "wallets" / "debug.log"
         wait_until(lambda: "less-work" in wallet_log.read_text() or "checked from its block" in wallet_log.read_text(),
                    what="the wallet's refusal or its new anchor")
