@@ -231,16 +231,13 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
         child.output = Relay(pipes, raw=raw_output)
         if relay:
             child.output.start()
-    received = _await_ready(child, plan, expect_exec=target is None)
-    if received is not None:
+    _await_ready(child, plan, expect_exec=target is None)
+    if child.report is not None:
         # For `CleanCoin-sandbox status`: the kernel does not show a process's policy. The
-        # report as it arrived (what Report.to_dict would give again, at about 1 ms of
-        # dataclasses.asdict); its helpers copied, as `completed` fills in their start times.
+        # validated report again as plain data (Report.to_dict copies every container, so
+        # `completed` may fill in its helpers).
         pid = child.component_pid()
-        helper_list = received.get("helpers")
-        if isinstance(helper_list, list):
-            received = {**received, "helpers": [dict(h) if isinstance(h, dict) else h for h in helper_list]}
-        report = helpers.completed(received, pid)
+        report = helpers.completed(child.report.to_dict(), pid)
         if report_registry.register(pid, {"kind": "launch", "report": report}):
             child.registered, child.registered_start = pid, report_registry.start_time(pid) or 0
     return child
@@ -316,21 +313,18 @@ def _fail(control_fd: int, exc: BaseException) -> None:
         os._exit(EXIT_SETUP_FAILED)
 
 
-def _await_ready(child: SandboxedProcess, plan: Plan | None, expect_exec: bool) -> dict[str, object] | None:
-    """Wait for the child's report (or its failure, raised as SpawnError) and, for an exec,
-    for the exec itself; the report as it was received (None without a sandbox)."""
+def _await_ready(child: SandboxedProcess, plan: Plan | None, expect_exec: bool) -> None:
     if plan is None:
-        return None
+        return
     fd = child.control.fileno()
-    received: dict[str, object] | None = None
     while True:
         try:
             message = control.recv(fd)
         except (ValueError, OSError) as exc:
             message = {"error": {"step": "control", "reason": f"bad message from child: {exc}"}}
         if message is None:
-            if received is not None:
-                return received   # exec: end of file after the report means the program started
+            if child.report is not None:
+                return   # exec: end of file after the report means the program started
             status = child.wait()
             raise SpawnError("startup", f"the child ended before reporting: "
                                         f"{describe_status(child.status or 0)}", status)
@@ -340,8 +334,7 @@ def _await_ready(child: SandboxedProcess, plan: Plan | None, expect_exec: bool) 
             raise SpawnError(str(err.get("step")), str(err.get("reason")), status)
         if isinstance(message, dict) and "report" in message:
             child.report = Report.from_dict(message["report"])
-            received = message["report"]
             if not expect_exec:
-                return received
+                return
             continue
         raise SpawnError("control", f"unexpected message from child: {str(message)[:200]}")

@@ -31,20 +31,20 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from framework import TestNode, wait_until
 from raw_peer import MAGIC, ChainPeer, RawPeer
+# The victim (a module-scoped node whose -minimumchainwork is MIN_WORK, the work of the
+# regtest chain up to height 2047) is the download tests' own.
+from test_p2p_min_chain_work_download import victim  # noqa: F401 - a fixture
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.keys import PrivateKey
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 from cleancoin.components.node.mining import mine_block
 from cleancoin.components.node.p2p.messages import BlockMessage, serialize_message
 
-#: The victim's -minimumchainwork: the work of the regtest chain up to height 2047.
-MIN_WORK = 0x1000
 HEIGHT = 2050
 #: Seconds between two blocks of the slow peer (far below the 120 s block download timeout).
 DRIP = 2.0
@@ -64,16 +64,6 @@ def _chain(n: int) -> list[Block]:
         blocks.append(mine_block(header, i + 1, pkh, REGTEST, header.time + 60, header.bits, [], 0))
         header = blocks[-1].header
     return blocks
-
-
-@pytest.fixture(scope="module")
-def victim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNode]:
-    n = TestNode(0, tmp_path_factory.mktemp("victim"), [f"-minimumchainwork={MIN_WORK:x}"])
-    n.start()
-    try:
-        yield n
-    finally:
-        n.cleanup()
 
 
 class DownloadHeld(Exception):
