@@ -21,7 +21,7 @@ import pytest
 
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.primitives import BlockHeader, OutPoint, Transaction, TxIn, TxOut
-from cleancoin.components.interfaces.chain import MAX_GET_HEADERS, BlockInfo
+from cleancoin.components.interfaces.chain import MAX_GET_HEADERS, BlockInfo, ChainError
 from cleancoin.components.node.chain_binding import NodeChain
 from cleancoin.components.node.mining import mine_block
 from cleancoin.components.wallet.headers import GenesisCheck
@@ -335,6 +335,70 @@ def test_after_a_rewind_the_chain_is_checked_again_before_the_next_block(env: En
     asyncio.run(scenario())
 
 
+def _branch(parent: BlockHeader, height: int, n: int, paid: bytes | None = None) -> list[Any]:
+    """n blocks of the attacker's on `parent` (at `height` - 1), one a second after the other
+    at its bits (valid proof of work: free on regtest); the last pays `paid` 1000 coins out of
+    nothing when given."""
+    out = []
+    for i in range(n):
+        txs = ()
+        if paid is not None and i == n - 1:
+            txs = (Transaction(1, (TxIn(OutPoint(b"\x44" * 32, 0), b"\x00" * 100),), (TxOut(1000 * 10**8, paid),), 0),)
+        out.append(mine_block(parent, height + i, b"\x22" * 20, P, parent.time + 1, parent.bits, txs))
+        parent = out[-1].header
+    return out
+
+
+class CutShort(Rewinder):
+    """A Rewinder that fails one `get_block_header_info` once `cut` says so: a node that
+    breaks off the wallet's unwind after its first disconnect."""
+
+    def __init__(self, env: Env, fork: int) -> None:
+        super().__init__(env, fork)
+        self.cut: Any = lambda: False
+
+    async def get_block_header_info(self, block_hash: bytes) -> Any:
+        if self.cut():
+            self.cut = lambda: False
+            raise ChainError("the node breaks off the unwind")
+        return await super().get_block_header_info(block_hash)
+
+
+def test_a_reorganisation_cut_short_does_not_lower_the_bar(env: Env) -> None:
+    """The wallet at 20. The node shows a branch from 10 with more work (12 blocks), which
+    the wallet weighs and starts to follow, then breaks off the unwind after the first
+    disconnect (an error where the wallet asks for the next block's parent); then it shows a
+    branch of 10 blocks from 10 paying the wallet 1000 coins: the work of the wallet's own
+    blocks 11..20. Before 12-07 the disconnect took block 20's row, so the wallet, now at 19,
+    weighed that branch against 11..19 only and took it (the payment shown); now the row
+    stays without its block and the branch is refused (`less-work`). The real chain again:
+    followed back to 20."""
+    real = env.mine(20)
+    chain = CutShort(env, 10)
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 0, birth=10)
+        pkh = w.new_key(False).pkh
+        await w.load()
+        assert w.store.best_block == (real[-1].hash, 20)
+        chain.branch, chain.stage = _branch(real[9].header, 11, 12), "branch"
+        chain.cut = lambda: w.store.best_block[1] == 19
+        with pytest.raises(Exception, match="breaks off"):
+            await w.sync()
+        assert w.store.best_block == (real[18].hash, 19) and w.store.headers(20, 20)[20][2]
+        fake = _branch(real[9].header, 11, 10, paid=pkh)
+        chain.branch = fake
+        await w.sync()
+        assert w.store.get_transaction(fake[-1].txs[1].txid) is None
+        assert w.store.best_block == (real[18].hash, 19)      # weighed first, nothing undone
+        chain.stage = ""
+        await w.sync()
+        assert w.store.best_block == (real[-1].hash, 20) and w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_wallet_anchored_on_trust_before_h40_is_checked_before_its_next_block(env: Env) -> None:
     """A wallet file from before h40 (its header rows, no `chain_recheck` in meta) took its
     anchor from the node on trust. Loaded with a minimum chain work of 40 while the node's
@@ -479,20 +543,25 @@ class Swapping(Served):
             self.raw = honest
 
 
-def test_headers_read_again_for_the_store_must_be_the_ones_checked(env: Env) -> None:
+def test_headers_read_again_for_the_store_must_be_the_ones_checked(env: Env, caplog) -> None:
     """The node serves 5000 honest headers to the check (4 answers), then, read again for the
     rows above the anchor (from the tip down, 2000 at a time), another header at 2500 (valid
     on its own). Refused (`headers-changed`): no anchor, no block; the answer proven before
     the swap (3000..4999) is stored with chain_recheck set, so a kill here means a new check,
-    not blocks taken against half the rows. Honest again: the
-    wallet anchors with the real header at 2500."""
+    not blocks taken against half the rows. The load's second round checks again from
+    genesis (the wallet's top row moved, which the check keeps since 12-07) and meets the
+    swapped header inside the chain (`bad-prevblk`). Honest again: the wallet anchors with the
+    real header at 2500."""
     headers = _regtest_headers(5000)
     chain = env.chain = Swapping(env, headers, after=5, height=2500)
 
     async def scenario() -> None:
         w = _wallet(env, chain, "g", 0, birth=0)
-        await w.load()
-        assert w.anchor_info()["reason"] == "headers-changed", w.anchor_info()
+        with caplog.at_level(logging.WARNING, logger="cleancoin.wallet"):
+            await w.load()
+        reasons = [r.getMessage().split(": ")[2].split(" ")[0] for r in caplog.records
+                   if "no anchor taken" in r.getMessage()]
+        assert reasons == ["headers-changed", "bad-prevblk"], reasons
         assert w.store.best_block[1] == -1 and w.store.chain_recheck
         assert w.store.header_count() == 2000 and min(w.store.headers(0, 5000)) == 3000
         chain.after = 0

@@ -170,11 +170,25 @@ def test_a_reorganisation_to_less_work_is_refused_also_after_a_restart(env: Env,
         assert w.store.best_block == (env.cm.tip.hash, 4)
         assert sorted(w.store.headers(0, 10)) == [0, 1, 2, 3, 4]
         # A rewind (invalidateblock: the node's chain ends below the wallet's best block) is
-        # followed: it takes confirmations away and adds none, like withheld blocks.
+        # followed: it takes confirmations away and adds none, like withheld blocks; the
+        # undone blocks' rows stay, without their block, as the bar for what comes next.
         # (Block 1 is below both branches: the node's chain ends at genesis.)
         env.cm.invalidate_block(fork.hash)
         await w.sync()
-        assert w.store.best_block == (P.genesis_hash, 0) and sorted(w.store.headers(0, 10)) == [0]
+        rows = w.store.headers(0, 10)
+        assert w.store.best_block == (P.genesis_hash, 0) and sorted(rows) == [0, 1, 2, 3, 4]
+        assert all(rows[h][2] for h in (1, 2, 3, 4))
+        assert w.store.check() == []
+        # A branch of less work than those rows (3 blocks against 4) is not taken: the
+        # wallet waits; one more block outweighs them and is followed.
+        env.mine(3, OTHER, parent=env.cm.get_index(P.genesis_hash))
+        await w.sync()
+        assert w.store.best_block == (P.genesis_hash, 0) and w.anchor_info()["reason"] == "less-work"
+        env.mine(2, OTHER)
+        await w.sync()
+        assert w.store.best_block == (env.cm.tip.hash, 5) and w.anchor_info()["status"] == "anchored"
+        rows = w.store.headers(0, 10)
+        assert sorted(rows) == [0, 1, 2, 3, 4, 5] and not any(rows[h][2] for h in range(1, 6))
         assert w.store.check() == []
         await w.close()
 

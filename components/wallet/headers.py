@@ -45,7 +45,10 @@ branch forked anywhere and pay it there (tests/functional/test_wallet_min_chain_
 Genesis needs no trust (its hash is in chainparams). Every header checked is stored in the
 wallet file (store.py, `headers`) in the same transaction as the block's effects, so a
 restart does not check again. A reorganisation the node reports must lead to a branch with
-more work than the wallet's own from the fork on (`Wallet._unwind_to_active_chain`).
+more work than the wallet's own from the fork on (`Wallet._unwind_to_active_chain`); a
+rewind (the node's chain ends below the wallet's best block) is followed, and since 12-07
+keeps the undone blocks' rows, without their blocks, as the bar the node's next chain must be
+or outweigh (`HeaderChain.replaces_rows`).
 
 What this does not do: on regtest proof of work is free (every other nonce) and the minimum
 chain work 0, so there it only checks the bookkeeping unless -minimumchainwork is given; on
@@ -196,14 +199,19 @@ class HeaderChain:
         return sum(block_proof(BlockHeader.from_bytes(raw).bits) for _, raw, _ in rows.values())
 
     def anchor_keep(self, parent: int) -> frozenset[int]:
-        """The heights of the anchor for a first block at `parent` + 1 that are not above
-        it: the parent and the ten below it, and on retargeting networks the current
-        period's first header (every header above the parent is kept too: GenesisCheck's
-        keep_from)."""
+        """The heights of the check's headers to keep for an anchor at `parent` (a first
+        block at `parent` + 1): the parent and the ten below it, on retargeting networks the
+        current period's first header, and the wallet's top row when it lies above the
+        parent (`replaces_rows` compares there). The headers above the parent are stored too,
+        read again (`prove_down`)."""
         heights = set(range(max(0, parent - MTP_SPAN + 1), parent + 1))
         first = self.period_start(parent) if parent >= 0 else None
         if first is not None:
             heights.add(first)
+        # The top row above the parent, which replaces_rows compares the node's chain with.
+        top = self.store.top_header()
+        if top > parent:
+            heights.add(top)
         return frozenset(heights)
 
     def anchor_rows(self, checked: GenesisCheck, parent: int,
@@ -228,6 +236,35 @@ class HeaderChain:
             raise BlockRefused(parent, checked.kept[parent].hash, "bad-anchor",
                                "the node's block there is not the wallet's best block")
         return [(h, hdr.hash, hdr.serialized, h != 0) for h, hdr in sorted(checked.kept.items()) if h <= parent]
+
+    def replaces_rows(self, checked: GenesisCheck, parent: int) -> bool:
+        """Whether the node's chain, `checked` up to its tip (it agrees with the wallet's
+        rows up to `parent`: anchor_rows), replaces the wallet's rows above `parent` (the
+        checked chain stored at an anchor, or kept by a rewind). False when it agrees with
+        them (it is them, a prefix of them, or extends them: compared at the highest height
+        both have, whose hash names the chain below it); True when it differs and has more
+        work than them, as a reorganisation must; BlockRefused ("less-work") when it differs
+        with no more. Before 12-07 the node's chain simply replaced them: a node that first
+        rewound the wallet could then show any branch that cost its own blocks' work."""
+        top = self.store.top_header()
+        at = min(top, checked.height)
+        if at <= parent:
+            return False
+        theirs = checked.last if at == checked.height else checked.kept.get(at)
+        row = self.store.headers(at, at).get(at)
+        if theirs is not None and row is not None and row[0] == theirs.hash:
+            return False
+        # The rows present, from the parent up (a gap, which no path leaves, would only
+        # lower the bar, never wedge the wallet).
+        ours = checked.work_below + sum(block_proof(BlockHeader.from_bytes(raw).bits)
+                                        for _, raw, _ in self.store.headers(parent + 1, top).values())
+        if checked.work > ours:
+            return True
+        tip_hash = checked.last.hash if checked.last is not None else bytes(32)
+        raise BlockRefused(checked.height, tip_hash, "less-work",
+                           f"the node's chain (height {checked.height}, work {checked.work:#x}) differs "
+                           f"from the header chain the wallet checked above {parent} (up to {top}, work "
+                           f"{ours:#x}) and has no more work")
 
     def resumed_check(self, parent: int, keep: frozenset[int]) -> GenesisCheck | None:
         """The check from genesis for an anchor at `parent` (the wallet's best block, after a

@@ -32,8 +32,9 @@ twice. The tables:
              difficulty rule needs from before it): taken from the node on trust before 12-06,
              since then from a header chain the wallet checked from genesis (headers.py), with
              that chain's headers above the anchor, which the blocks taken there must match;
-             a disconnected block takes its own row and the checked rows above it, not those
-             stored without their block
+             since 12-07 a disconnected block (reorganisation or rewind) keeps its row as one
+             without its block, so the chain the wallet checked stays the bar the node's next
+             chain must be or outweigh (before, it took its row and the checked rows above it)
 
 Versions: 1 had no `headers`; `open` upgrades a version 1 file in one transaction (the table,
 then version 2), and a version 2 file is refused by version 1 code ("unsupported version").
@@ -892,8 +893,12 @@ class WalletStore:
         return recorded
 
     def disconnect_block(self, block_hash: bytes, height: int, prev_hash: bytes | None) -> None:
-        """Undo a block (reorg): its transactions become unconfirmed; its coinbases can never
-        confirm again and turn conflicted (their coins stop counting). One transaction."""
+        """Undo a block (reorg, rewind): its transactions become unconfirmed; its coinbases
+        can never confirm again and turn conflicted (their coins stop counting). Its header
+        row stays, as a row without its block (trusted): the chain the wallet checked stays
+        the bar the node's next chain must be or outweigh (headers.py, `replaces_rows`), so
+        neither a rewind (nothing weighed) nor a reorganisation cut short between two
+        disconnects lowers it. One transaction."""
         with self._tx() as c:
             best_hash, best_height = self._meta("best_hash"), int(self._meta("best_height"))
             if best_hash != block_hash or best_height != height:
@@ -904,12 +909,11 @@ class WalletStore:
                           "block_pos = NULL WHERE txid = ?", (txid,))
                 if Transaction.from_bytes(raw).is_coinbase:
                     c.execute("UPDATE txs SET conflicted = 1 WHERE txid = ?", (txid,))
-            # The block's own row and every checked one above it go; rows stored without
-            # their block above it (the header chain checked at the anchor, headers.py) stay:
-            # the node's next blocks must match them or show more work.
             own = c.execute("SELECT header FROM headers WHERE height = ? AND hash = ?", (height, block_hash)).fetchone()
             work = self._checked_work(c)
-            c.execute("DELETE FROM headers WHERE height >= ? AND (height = ? OR trusted = 0)", (height, height))
+            c.execute("UPDATE headers SET trusted = 1 WHERE height = ? AND hash = ?", (height, block_hash))
+            # A row with its block above the best block would be a bug's; none may stay.
+            c.execute("DELETE FROM headers WHERE height >= ? AND trusted = 0", (height,))
             # The checked chain's work goes down by the block's, to its parent as its own
             # header names it (not the caller's word).
             if work is not None and own is not None and work[:2] == (height, block_hash) \
@@ -960,15 +964,20 @@ class WalletStore:
         return None if row[0] is None else int(row[0])
 
     def add_headers(self, rows: Iterable[tuple[int, bytes, bytes, bool]], *, checked_chain: bool = False,
-                    checked_work: tuple[int, bytes, int] | None = None, pending_chain: bool = False) -> None:
+                    checked_work: tuple[int, bytes, int] | None = None, pending_chain: bool = False,
+                    drop_above: int | None = None) -> None:
         """Record (height, hash, header, trusted) rows the caller checked (or takes on trust:
         `trusted`), replacing any at the same heights; one transaction. `checked_chain`: they
         come from the node's chain checked from genesis (headers.py), which clears
         `chain_recheck` in the same transaction and records `checked_work` (height, hash,
         work of that chain up to there: the wallet's best block, or the one below its first;
         None: unknown). `pending_chain`: rows of such a chain stored ahead of its anchor, which
-        sets `chain_recheck` (a kill before the anchor's transaction: checked again)."""
+        sets `chain_recheck` (a kill before the anchor's transaction: checked again).
+        `drop_above`: the rows above that height go in the same transaction (a chain that
+        outweighed them replaces them)."""
         with self._tx() as c:
+            if drop_above is not None:
+                c.execute("DELETE FROM headers WHERE height > ?", (drop_above,))
             c.executemany("INSERT OR REPLACE INTO headers VALUES (?, ?, ?, ?)",
                           ((h, hh, raw, int(t)) for h, hh, raw, t in rows))
             if pending_chain:

@@ -366,9 +366,11 @@ class Wallet:
         fork = await self.chain.find_fork(await self._locator())
         if self.store.header_count() and await self.chain.get_height() == fork:
             # A rewind (invalidateblock): the node's chain ends at the fork. Followed: it
-            # takes confirmations away and adds none, as withheld blocks would; the blocks
-            # that come after it are checked one by one, so a branch shown this way costs
-            # the work of the blocks it shows, as blocks on top of the tip do.
+            # takes confirmations away and adds none, as withheld blocks would. The undone
+            # blocks' rows stay as rows without their block (disconnect_block): the node's
+            # next chain must be those or outweigh them, as a reorganisation must (before
+            # 12-07 they went, and the next branch cost only its own blocks' work: a rewind
+            # 50 blocks deep, then one block paying 1000 coins, was believed).
             log.info("wallet %s: the node's chain ends at %d, below the wallet's best block %d "
                      "(a rewind, e.g. invalidateblock)", self.name, fork, best_height)
         elif self.store.header_count():
@@ -477,7 +479,9 @@ class Wallet:
         try:
             check = await self._read_headers(check)
             rows = self.header_chain.anchor_rows(check, parent, self.store.best_hash)
-            await self._store_above(check, parent)
+            # The rows above the parent (a former anchor's checked chain, or what a rewind
+            # kept) give way only to a chain that is them or outweighs them.
+            await self._store_above(check, parent, replace=self.header_chain.replaces_rows(check, parent))
         except BlockRefused as refused:
             self.anchor_wait = refused
             raise
@@ -495,7 +499,7 @@ class Wallet:
                  f"its block {check.begin} (the wallet's)" if check.begin else "genesis", check.height,
                  check.work, self.header_chain.minimum_chain_work)
 
-    async def _store_above(self, check: GenesisCheck, parent: int) -> None:
+    async def _store_above(self, check: GenesisCheck, parent: int, replace: bool = False) -> None:
         """Store the checked chain's headers above `parent` (the anchor's), read again from the
         node one answer at a time from the tip down and proven to be the ones checked
         (headers.prove_down): the check keeps only its tip, so the wallet never holds more
@@ -503,10 +507,14 @@ class Wallet:
         chain to be checked again (meta chain_recheck) until the anchor's transaction
         clears it: rows stored before a kill are the checked chain's, and the next start
         takes its anchor again. BlockRefused ("headers-changed") when the node's chain
-        changed since the check: the next round checks it again."""
+        changed since the check: the next round checks it again. `replace`: the rows above
+        the checked chain's tip go too, in the first answer's transaction (the chain
+        outweighed them: `HeaderChain.replaces_rows`; a kill after it leaves the new chain's
+        top, which the next check then agrees with)."""
         if check.last is None:
             return
         top, need = check.height, check.last.hash
+        drop_above = check.height if replace else None
         while top > parent:
             low = max(parent + 1, top - MAX_GET_HEADERS + 1)
             try:
@@ -517,7 +525,8 @@ class Wallet:
             if not isinstance(raw, bytes) or len(raw) != (top - low + 1) * HEADER_SIZE:
                 raise BlockRefused(low, need, "headers-changed", "the node's header chain got shorter under the check")
             rows, need = prove_down(raw, low, need)
-            self.store.add_headers(rows, pending_chain=True)
+            self.store.add_headers(rows, pending_chain=True, drop_above=drop_above)
+            drop_above = None
             top = low - 1
             await asyncio.sleep(0)
         if parent >= 0 and need != check.kept[parent].hash:

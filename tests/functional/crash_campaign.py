@@ -471,16 +471,20 @@ class Campaign:
 
     def outworked(self, node: TestNode, wallet: str) -> bool:
         """The wallet stays on a branch the node left (invalidateblock, then a kill before
-        the new branch outgrew it) whose work the node's chain does not exceed: by design it
-        waits for more work (docs/wallet.md, a reorganisation). Mines past it once and says
-        so (True); False when the wallet lags for another reason."""
+        the new branch outgrew it), or waits at the fork of a rewind whose branch the node
+        then left for one of equal work (since 12-07 a rewind keeps the undone blocks' rows as
+        the bar), and the node's chain does not exceed that branch's work: by design it
+        waits for more work (docs/wallet.md, a reorganisation). Mines past every branch the
+        node knows once and says so (True); False when the wallet lags for another reason."""
         best = node.client.call("getwalletinfo", wallet=wallet)["lastprocessedblock"]["hash"]
         if best is None or best in self.outworked_once:
             return False
         try:
-            ours = int(node.rpc.getblockheader(best)["chainwork"], 16)
+            works = [int(node.rpc.getblockheader(h)["chainwork"], 16)
+                     for h in [best] + [t["hash"] for t in node.rpc.getchaintips() if t["status"] != "active"]]
         except RpcError:
             return False
+        ours = max(works)
         theirs = int(node.rpc.getblockheader(node.rpc.getbestblockhash())["chainwork"], 16)
         if theirs > ours:
             return False

@@ -261,6 +261,35 @@ def test_reorg_undoes_a_confirmation(nodes) -> None:
     assert n.rpc.gettransaction(txid)["blockhash"] == tip
 
 
+def test_after_a_rewind_the_wallet_waits_for_a_branch_that_outweighs_its_blocks(nodes) -> None:
+    """invalidateblock two blocks below the tip: the wallet follows the rewind (its send
+    unconfirmed again), and keeps the two blocks' headers as the bar (since 12-07; before,
+    a compromised node could rewind the wallet and then show any cheaper branch,
+    test_wallet_fake_chain.py). A new branch of two blocks has no more work than them: the
+    wallet waits (getwalletinfo's anchor says why) and shows nothing of it; a third block
+    outweighs them and is followed. bitcoind's wallet follows its node's chain at once; this
+    one waits as it would for a reorganisation to a branch without more work."""
+    (n,) = nodes(1)
+    funded_wallet(n)
+    txid = n.rpc.sendtoaddress(n.rpc.getnewaddress(), 2)
+    mine(n, 2)
+    wait_synced(n)
+    fork = n.rpc.getblockcount() - 2
+    n.rpc.invalidateblock(n.rpc.getblockhash(fork + 1))
+    wait_synced(n)
+    assert n.rpc.gettransaction(txid)["confirmations"] == 0
+    branch = [n.rpc.generateblock(TEST_ADDRESS, [])["hash"] for _ in range(2)]
+    wait_until(lambda: n.rpc.getwalletinfo()["anchor"].get("reason") == "less-work", what="the wallet waiting")
+    info = n.rpc.getwalletinfo()
+    assert info["lastprocessedblock"]["height"] == fork and info["anchor"]["status"] == "waiting"
+    mine(n, 1)                                  # with the send, back from the mempool
+    wait_synced(n)
+    info = n.rpc.getwalletinfo()
+    assert info["lastprocessedblock"]["hash"] == n.rpc.getbestblockhash() and info["anchor"]["status"] == "anchored"
+    assert n.rpc.getblockheader(n.rpc.getbestblockhash())["previousblockhash"] == branch[-1]
+    assert n.rpc.gettransaction(txid)["confirmations"] == 1
+
+
 def test_backup_and_restore(nodes) -> None:
     (n,) = nodes(1)
     addr = funded_wallet(n)
