@@ -688,7 +688,7 @@ class Wallet:
                             self._extend_lookahead(lambda b=block, hh=h: self.store.rescan_block(
                                 b.hash, hh, b.txs, b.header.time))
                         h += 1
-                    await asyncio.sleep(0)
+                        await asyncio.sleep(0)      # other calls between blocks, as the catch-up
             except BlockRefused as refused:
                 self._refused(refused)
                 raise WalletError(f"Rescan stopped at height {refused.height}: the node's block "
