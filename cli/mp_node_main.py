@@ -150,29 +150,35 @@ def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> i
         return _fail(log, f"-ipcfd expects a descriptor number, not '{frontend_fd}'")
     learn_dir = os.path.abspath(settings.get("sandboxlearn")) if settings.get("sandboxlearn") else None
     sandbox = settings.get_bool("sandbox", True)
-    prestarted = None
+    prestarted = broker_channel = None
     if zygote is not None and not config.disable_wallet:
         # The wallet's policy is fitted and its process asked for now, before this process
         # imports the rest of the node (cleancoin_node, the RPC server): the zygote builds the
         # wallet's sandbox on the other core meanwhile, and the wallet is up by the time the
         # node wants it (docs/multiprocess.md, start-up order).
+        # The connect broker is forked by the zygote at the same time (its rule fixed from
+        # these options now: connect_broker.forked_broker), sharing the zygote's image.
+        from cleancoin.components.node.connect_broker import forked_broker
         from cleancoin.components.node.wallet_component import start_wallet
         from cleancoin.sandbox.zygote import ZygoteError
         try:
+            broker_channel, detached = forked_broker(config, sandbox and not learn_dir)
             prestarted = start_wallet(zygote, netdatadir, sandbox=sandbox, learn_dir=learn_dir,
                                       verbose_denials=logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG),
                                       denial_log=refusals or "", title=f"{PROG} zygote",
                                       max_tx_fee=config.max_tx_fee,
-                                      minimum_chain_work=config.minimum_chain_work)
+                                      minimum_chain_work=config.minimum_chain_work, detached=detached)
         except (ZygoteError, OSError) as exc:
             zygote.stop()
+            if broker_channel is not None:
+                broker_channel.close()
             return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
     from cleancoin.components.init import cleancoin_node
     return cleancoin_node.run(config, ipc, netdatadir, sandbox=sandbox,
                               allow_wallet=settings.get_bool("ipcallowwallet", False),
                               frontend_fd=None if frontend_fd is None else int(frontend_fd),
                               learn_dir=learn_dir, zygote=zygote, connect_wallet=connect_wallet,
-                              sandbox_log=refusals, prestarted=prestarted)
+                              sandbox_log=refusals, prestarted=prestarted, broker_channel=broker_channel)
 
 
 def script() -> NoReturn:

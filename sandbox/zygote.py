@@ -4,7 +4,11 @@ Seccomp filters and Landlock domains are inherited and only ever get stricter, s
 process cannot start a child that needs rights it lacks itself (a node cannot grant a wallet
 its wallet directory, which the node must not see). The zygote is started before its parent
 restricts itself; it keeps the rights to launch, and offers its parent exactly two things:
-start component NAME with this IPC socket, and signal a component it started.
+start component NAME with this IPC socket, and signal a component it started. Besides, with
+the message that configures it (once, before the parent restricts itself), it forks the
+parent's `Detached` processes, once each and never again on any request: processes that
+confine themselves (CleanCoin-node's connect broker), forked instead of started as
+interpreters of their own so that they share the zygote's image.
 
 It is a fresh interpreter (`python -m cleancoin.sandbox.zygote`) with a scrubbed environment,
 never a fork of its parent: a fork would carry the parent's memory (its conf file's RPC
@@ -100,6 +104,20 @@ class ComponentSpec:
 
 
 @dataclass(frozen=True)
+class Detached:
+    """A process the zygote forks once, when it is configured, and never again: nobody's
+    child (a double fork), holding `fd` (a unix SOCK_SEQPACKET socket, its channel to the
+    parent) and nothing else of the zygote's, which runs `target(fd, *arguments)` and
+    confines itself (CleanCoin-node's connect broker). Its code and arguments are fixed by a
+    parent that is not confined yet; no later request names, starts or signals it."""
+
+    name: str
+    target: str                 # "package.module:function", imported by the zygote first
+    arguments: tuple[str, ...]
+    fd: int                     # the parent's end is its own business; this one is passed
+
+
+@dataclass(frozen=True)
 class Spawned:
     """A component the zygote started: its pid and enforcement report."""
 
@@ -174,6 +192,8 @@ class Zygote:
         self.events = events          # watch for readability, then call `read_event()`
         self._ready = False
         self._reaped = False
+        #: The pid of each `Detached` process it forked, once it is ready (`wait_ready`).
+        self.detached_pids: dict[str, int] = {}
 
     def descriptors(self) -> tuple[int, int]:
         """The parent's ends of the two socket pairs (to keep open across restrict_self)."""
@@ -228,9 +248,12 @@ class Zygote:
         return cls(pid, req_parent, ev_parent)
 
     def configure(self, components: Mapping[str, ComponentSpec], *, limits: Limits = Limits(),
-                  wait: bool = True, title: str = "zygote", name_kills: bool = True) -> None:
+                  wait: bool = True, title: str = "zygote", name_kills: bool = True,
+                  detached: Sequence[Detached] = ()) -> None:
         """Fit every component's policy and hand the plans to a launched zygote; on a bad
-        policy the zygote is stopped and the error raised. Called once.
+        policy the zygote is stopped and the error raised. Called once. `detached`: the
+        processes it forks now, once (`Detached`); their pids come with its ready answer
+        (`detached_pids`).
 
         `name_kills`: an exit event of a component killed by its seccomp filter names the
         syscall, from the kernel log (`kernel_log.seccomp_kill`). The kernel rate-limits those
@@ -249,7 +272,10 @@ class Zygote:
             raise
         try:
             _send(self._requests, {"components": plans, "title": title, "name_kills": name_kills,
-                                   "limits": {"alive": limits.alive, "per_minute": limits.per_minute}})
+                                   "limits": {"alive": limits.alive, "per_minute": limits.per_minute},
+                                   "detached": [{"name": d.name, "target": d.target, "arguments": list(d.arguments)}
+                                                for d in detached]},
+                  [d.fd for d in detached])
         except OSError:
             self.wait_ready()       # the zygote is gone: raises what it said, if anything
             raise
@@ -264,11 +290,14 @@ class Zygote:
             answer, _ = _recv(self._requests)
         except (ValueError, OSError) as exc:
             answer = f"bad answer: {exc}"
-        if answer != {"ready": True}:
+        pids = answer.get("detached", {}) if isinstance(answer, dict) else None
+        if not (isinstance(answer, dict) and answer.get("ready") is True and set(answer) <= {"ready", "detached"}
+                and isinstance(pids, dict) and all(isinstance(p, int) for p in pids.values())):
             self.stop()
             detail = (answer.get("error") if isinstance(answer, dict)
                       else "it ended without an answer" if answer is None else answer)
             raise ZygoteError(f"the zygote did not start: {detail}")
+        self.detached_pids = {str(name): int(pid) for name, pid in pids.items()}
         self._ready = True
 
     def spawn(self, name: str, ipc_fd: int) -> Spawned:
@@ -517,19 +546,102 @@ def _run(component: _Component, control: int, ipc_fd: int) -> int:
 def _check_ipc_socket(fd: int) -> None:
     """A component's IPC descriptor must be a connected unix stream socket, nothing else (a
     directory or file descriptor handed to a sandbox walks around its mounts)."""
+    _check_socket(fd, socket.SOCK_STREAM, "the IPC descriptor")
+
+
+def _check_socket(fd: int, kind: int, what: str) -> None:
+    """`fd` must be a connected unix socket of type `kind`; raises ZygoteError naming `what`."""
     try:
         info = os.fstat(fd)
         if not stat.S_ISSOCK(info.st_mode):
-            raise ZygoteError("the IPC descriptor is not a socket")
+            raise ZygoteError(f"{what} is not a socket")
         sock = socket.socket(fileno=os.dup(fd))
         try:
-            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
-                raise ZygoteError("the IPC descriptor is not a unix stream socket")
+            if sock.family != socket.AF_UNIX or sock.type != kind:
+                raise ZygoteError(f"{what} is not a unix {'stream' if kind == socket.SOCK_STREAM else 'seqpacket'} socket")
             sock.getpeername()        # ENOTCONN for a socket that is not connected
         finally:
             sock.close()
     except OSError as exc:
-        raise ZygoteError(f"the IPC descriptor is not a connected socket: {exc.strerror}") from None
+        raise ZygoteError(f"{what} is not a connected socket: {exc.strerror}") from None
+
+
+#: Processes a zygote forks at `configure` (`Detached`): CleanCoin-node has one, its broker.
+_MAX_DETACHED = 4
+_DETACHED_NAME = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+@dataclass
+class _DetachedStart:
+    """In the zygote: a `Detached` process to fork, its function imported, its socket held."""
+
+    name: str
+    target: Callable[..., int]
+    arguments: list[str]
+    fd: int
+
+
+def _detached(value: object, fds: list[int]) -> list[_DetachedStart]:
+    """The `detached` entries of the configure message, checked, each with its descriptor (a
+    unix SOCK_SEQPACKET socket, in the message's order); raises ZygoteError and closes the
+    descriptors on anything else."""
+    try:
+        if not isinstance(value, list) or len(value) != len(fds):
+            raise ZygoteError("each detached process needs exactly one descriptor")
+        starts = []
+        for entry, fd in zip(value, fds):
+            if (not isinstance(entry, dict) or set(entry) != {"name", "target", "arguments"}
+                    or not isinstance(entry["name"], str) or not 0 < len(entry["name"]) <= 64
+                    or not set(entry["name"]) <= _DETACHED_NAME or not isinstance(entry["target"], str)
+                    or not isinstance(entry["arguments"], list)
+                    or not all(isinstance(a, str) for a in entry["arguments"])):
+                raise ZygoteError("a detached process is {name, target, arguments: [str]}")
+            _check_socket(fd, socket.SOCK_SEQPACKET, "a detached process's channel")
+            if any(start.name == entry["name"] for start in starts):
+                raise ZygoteError(f"two detached processes named {entry['name']}")
+            starts.append(_DetachedStart(entry["name"], _import_target(entry["target"]), entry["arguments"], fd))
+        return starts
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _start_detached(starts: list[_DetachedStart]) -> dict[str, int]:
+    """Fork each, nobody's child (helpers.detached); returns name -> pid. Their sockets are
+    closed here either way: the zygote keeps nothing of theirs."""
+    from .helpers import detached
+    pids: dict[str, int] = {}
+    try:
+        for start in starts:
+            try:
+                pid = detached(lambda start=start: _run_detached(start))     # type: ignore[misc]
+            except OSError as exc:
+                raise ZygoteError(f"cannot start {start.name}: {exc.strerror or exc}") from None
+            if not pid:
+                raise ZygoteError(f"cannot start {start.name}: its fork did not say its pid")
+            pids[start.name] = pid
+    finally:
+        for start in starts:
+            os.close(start.fd)
+    return pids
+
+
+def _run_detached(start: _DetachedStart) -> None:
+    """In the forked process: the signals the zygote ignores back to their defaults, stdio on
+    /dev/null, every descriptor but its socket closed; then its function, whose return value
+    is its exit status. Never returns."""
+    status = 1
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        null = os.open("/dev/null", os.O_RDWR)
+        for std in (0, 1, 2):
+            os.dup2(null, std)
+        descriptors.keep_only({0, 1, 2, start.fd})
+        status = start.target(start.fd, *start.arguments)
+    finally:
+        os._exit(status if isinstance(status, int) else 1)
 
 
 def _say(requests: socket.socket, message: object) -> None:
@@ -596,7 +708,7 @@ def main(argv: list[str]) -> int:
     try:
         # The answer to the components (also when a preload failed: a zygote that ended
         # before reading them would reset the connection, and its reason would be lost).
-        first, _ = _recv(requests)
+        first, first_fds = _recv(requests, max_fds=_MAX_DETACHED)
         if first is None:
             return 0        # the parent hung up before configuring us (an option error): quietly
         if failed is not None:
@@ -604,6 +716,7 @@ def main(argv: list[str]) -> int:
         if not isinstance(first, dict) or "components" not in first:
             _say(requests, {"error": "expected the components first"})
             return 1
+        detached = _detached(first.get("detached", []), first_fds)
         components = {name: _Component(_import_target(c["target"]),
                                        Plan.from_json(c["plan"]) if c["plan"] else None,
                                        _arguments(c.get("arguments", {})))
@@ -621,7 +734,14 @@ def main(argv: list[str]) -> int:
     gc.freeze()
     gc.enable()
     try:
-        _send(requests, {"ready": True})
+        # After the freeze (their collections never walk the zygote's objects) and before the
+        # first component: a fork now holds nothing of a component's (its relayed output).
+        pids = _start_detached(detached)
+    except ZygoteError as exc:
+        _say(requests, {"error": str(exc)})
+        return 1
+    try:
+        _send(requests, {"ready": True, "detached": pids})
         _Server(components, limits, requests, events, first.get("name_kills") is not False).serve()
     except (BrokenPipeError, ConnectionResetError):
         pass        # the parent hung up mid-answer (it is exiting): so do we, quietly

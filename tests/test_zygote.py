@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cleancoin.sandbox.policy_loader import shipped_policy
-from cleancoin.sandbox.zygote import ComponentSpec, Limits, Zygote, ZygoteError
+from cleancoin.sandbox.zygote import ComponentSpec, Detached, Limits, Zygote, ZygoteError
 
 TESTS = str(Path(__file__).parent)
 ECHO = "zygote_targets:echo"
@@ -447,3 +447,92 @@ def test_an_interpreter_that_cannot_be_executed_is_named(monkeypatch: pytest.Mon
                                           "/nonexistent/cleancoin-python: No such file or directory"):
         Zygote.start({"x": ComponentSpec("x", ECHO, None)})
     assert _zygotes_of_this_process() == []
+
+
+# ---------------------------------------------------------------------- detached processes
+
+DETACHED = "zygote_targets:detached_report"
+
+
+def _gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_detached_process_is_forked_once_nobodys_child_holding_only_its_socket(base_sandbox, sandbox_vars) -> None:
+    """What CleanCoin-node's connect broker is: forked by the zygote at `configure`, once,
+    with the arguments fixed then; not the parent's child nor the zygote's; stdio on
+    /dev/null and no descriptor of the zygote's; the signals the zygote ignores back to
+    their defaults. Afterwards no request of the parent (the side a compromised node holds)
+    starts another, starts it as a component, or signals it; the component next to it still
+    starts."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    z = Zygote.launch()
+    try:
+        z.configure({"strict": ComponentSpec("strict", ECHO, shipped_policy("strict"), sandbox_vars)},
+                    detached=[Detached("helper", DETACHED, ("5.0", "127.0.0.1:8333"), theirs.fileno())])
+        theirs.close()
+        ours.settimeout(20)
+        seen = json.loads(ours.recv(1 << 16))
+        assert z.detached_pids == {"helper": seen["pid"]}
+        assert seen["arguments"] == ["5.0", "127.0.0.1:8333"]
+        assert seen["ppid"] not in (z.pid, os.getpid()), seen           # nobody's child here
+        assert seen["sigterm"] == 0, seen                               # SIG_DFL, not the zygote's SIG_IGN
+        kept = {int(fd): target for fd, target in seen["fds"].items()}
+        assert {fd: kept[fd] for fd in (0, 1, 2)} == {0: "/dev/null", 1: "/dev/null", 2: "/dev/null"}, kept
+        assert set(kept) == {0, 1, 2, seen["fd"]} and kept[seen["fd"]].startswith("socket:"), kept
+        assert "PYTHONPATH" in seen["env"]          # the zygote's environment; the target scrubs its own
+
+        # The parent's requests after configure: none reaches it.
+        again, again_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        stream, stream_theirs = socket.socketpair()
+        second = json.dumps({"components": {}, "detached": [{"name": "helper", "target": DETACHED,
+                                                              "arguments": ["5.0", "0.0.0.0/0:1-65535"]}]}).encode()
+        for payload, fds, expected in (
+                (second, [again_theirs.fileno()], "unknown request"),
+                (b'{"spawn": "helper"}', [again_theirs.fileno()], "unknown component"),
+                (b'{"spawn": "helper"}', [stream_theirs.fileno()], "unknown component"),
+                (b'{"spawn": "strict", "detached": "helper"}', [stream_theirs.fileno()], "unknown request"),
+                (json.dumps({"kill": seen["pid"], "signal": 9}).encode(), [], "not a component")):
+            answer = _request(z, payload, fds)
+            assert isinstance(answer, dict) and expected in str(answer.get("error")), (payload, answer)
+        again_theirs.close()
+        again.settimeout(10)
+        assert again.recv(1 << 16) == b""           # end of file: no second helper holds it
+        os.kill(seen["pid"], 0)                     # the helper lives on
+        pid, report = _echo(z, "strict")            # the component still starts, confined
+        assert report is not None and report.fully_enforced()
+    finally:
+        z.stop()
+    ours.close()
+    assert _gone(seen["pid"])                       # it ends with its socket, not with the zygote
+
+
+@pytest.mark.parametrize("kind", ["stream", "none", "unconnected"])
+def test_a_detached_process_without_a_sound_socket_stops_the_zygote(kind: str) -> None:
+    """Fail closed: a detached entry whose descriptor is missing or not a connected unix
+    seqpacket socket stops the zygote with an error that says so; nothing is forked."""
+    stream, theirs = socket.socketpair()
+    unconnected = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fd = {"stream": theirs.fileno(), "unconnected": unconnected.fileno()}.get(kind)
+    z = Zygote.launch()
+    try:
+        if fd is None:        # the entry without its descriptor, as a raw message
+            socket.send_fds(z._requests, [json.dumps({"components": {}, "detached": [   # noqa: SLF001
+                {"name": "helper", "target": DETACHED, "arguments": []}]}).encode()], [])
+        else:
+            z.configure({}, detached=[Detached("helper", DETACHED, (), fd)], wait=False)
+        with pytest.raises(ZygoteError, match="did not start: .*(not a unix seqpacket socket|exactly one "
+                                              "descriptor|not a connected socket)"):
+            z.wait_ready()
+    finally:
+        z.stop()
+    theirs.close()
+    stream.settimeout(10)
+    assert stream.recv(16) == b""                   # nothing was forked to hold it

@@ -41,6 +41,7 @@ from ..interfaces.init import IpcPeer
 from ..ipc.settings import IpcSettings
 from ..ipc.transport import Listener, listen
 from ..node.chain_binding import RpcRegistrar, make_chain
+from ..node.connect_broker import NAME as BROKER_NAME
 from ..node.node_binding import NodeService
 from ..node.remote_wallet import ConnectedWallet, WalletProcess
 from ..node.wallet_component import WALLET_COMPONENT, WALLET_SOCKET
@@ -165,7 +166,8 @@ class NodeProcesses:
                                           "sandbox": self.report.to_dict() if self.report else None}
             if self.connector is not None:
                 # Its helper, not an entry of its own: clients take processes[1] as the wallet.
-                node_entry["connect_broker"] = {"pid": self.connector.pid, "status": self.connector.status}
+                pid = self.connector.pid or (self.zygote.detached_pids.get(BROKER_NAME, 0) if self.zygote else 0)
+                node_entry["connect_broker"] = {"pid": pid, "status": self.connector.status}
             processes = [node_entry]
             if isinstance(self.wallet, WalletProcess):
                 report = self.wallet.report
@@ -232,7 +234,8 @@ def _fail(log: logging.Logger, message: str) -> int:
 def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         allow_wallet: bool = False, frontend_fd: int | None = None,
         learn_dir: str | None = None, zygote: Zygote | None = None, connect_wallet: bool = False,
-        sandbox_log: str | None = None, prestarted: socket.socket | None = None) -> int:
+        sandbox_log: str | None = None, prestarted: socket.socket | None = None,
+        broker_channel: socket.socket | None = None) -> int:
     """Start CleanCoin-node in this process (options parsed, logging set up); returns the
     exit status. `config` is the node's NodeConfig (cli/node_main.build_config); `learn_dir`
     (-sandboxlearn) makes both processes record instead of being confined. `connect_wallet`
@@ -241,6 +244,9 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     by the caller (`wallet_component.launch_zygote`), is configured here (or launched, if the
     early launch failed), and stopped in the end; `prestarted` is given when the caller has
     configured it already and asked for the wallet process (`wallet_component.start_wallet`).
+    `broker_channel`: the node's end of its connect broker's channel when the caller had
+    `zygote` fork the broker (connect_broker.forked, with `prestarted`); else the broker is
+    forked here, with the wallet's start, or (no zygote) launched as its own interpreter.
     `sandbox_log` (private_files.sandbox_log, read-only in the node's view) is where the
     refusals of the node and of its wallet process are logged, opened before either's view
     goes up: neither can erase the record of what it tried (stderr if None)."""
@@ -248,6 +254,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     from cleancoin.sandbox import ZygoteError
 
     from ..node.node import InitError, NodeContext
+    from ..node.connect_broker import forked_broker
     from ..node.wallet_component import launch_zygote, start_wallet
 
     log = logging.getLogger("cleancoin.node")
@@ -268,6 +275,9 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         if prestarted is not None:
             prestarted.close()
             prestarted = None
+        if broker_channel is not None:
+            broker_channel.close()      # its broker ends with it; launched below instead
+            broker_channel = None
         if zygote is not None:
             zygote.stop()
             zygote = None
@@ -277,13 +287,16 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             # command line (RPC and IPC passwords); the wallet must not hold a copy of them.
             # It starts while this process restricts itself and opens its chain.
             zygote = zygote or launch_zygote()
+            broker_channel, detached = forked_broker(config, sandbox and not learn_dir)
             prestarted = start_wallet(zygote, netdatadir, sandbox=sandbox, verbose_denials=verbose,
                                       learn_dir=learn_dir, denial_log=sandbox_log or "",
                                       title=f"{PROG} zygote", max_tx_fee=config.max_tx_fee,
-                                      minimum_chain_work=config.minimum_chain_work)
+                                      minimum_chain_work=config.minimum_chain_work, detached=detached)
         except (ZygoteError, OSError) as exc:
             if zygote is not None:
                 zygote.stop()
+            if broker_channel is not None:
+                broker_channel.close()
             if monitor is not None:
                 monitor.channel.close()
             return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
@@ -293,7 +306,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         # the broker's rule (named at start, on its command line) is fixed before the node
         # runs anything untrusted (connect_broker.py).
         try:
-            broker = _launch_connect_broker(config)
+            broker = _connect_broker(config, broker_channel)
         except OSError as exc:       # no descriptor or process to be had: fail closed, clearly
             if zygote is not None:
                 zygote.stop()
@@ -344,15 +357,18 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             zygote.stop()
 
 
-def _launch_connect_broker(config: Any) -> Any:
-    """The connect broker (node/connect_broker.py) with the endpoints the operator named
-    (-connect, -addnode, -allowlocalpeer), and its client."""
-    from ..common.chainparams import params_for
-    from ..node.connect_broker import launch
-    from ..node.p2p.connector import BrokerConnector, named_endpoints
-    endpoints = named_endpoints(config.connect, config.addnode, config.allow_local_peers,
-                                params_for(config.chain).default_port)
-    channel, pid = launch(endpoints, config.connect_timeout)
+def _connect_broker(config: Any, channel: socket.socket | None) -> Any:
+    """The connect broker's client: on `channel` when the zygote forked it (its plan sent
+    now, before this process confines itself), else a broker launched now as an interpreter
+    of its own (no zygote: -disablewallet, -ipcconnect) with the endpoints the operator named
+    (-connect, -addnode, -allowlocalpeer)."""
+    from ..node.connect_broker import launch, send_plan
+    from ..node.p2p.connector import BrokerConnector, broker_endpoints
+    if channel is not None:
+        send_plan(channel)
+        log.info("connect broker started (a fork of the zygote): outgoing P2P connections go through it")
+        return BrokerConnector(channel, 0)      # its pid: the zygote's ready answer
+    channel, pid = launch(broker_endpoints(config), config.connect_timeout)
     log.info("connect broker started (pid %d): outgoing P2P connections go through it", pid)
     return BrokerConnector(channel, pid)
 

@@ -6,7 +6,10 @@ code in the node reach every service on the host's loopback. Instead, as Chrome'
 service does for its renderers, CleanCoin-node starts this broker before it confines itself
 (`launch`): a fresh interpreter (`python -I -S`, `command`; not a fork: the node has read
 its conf file's passwords by then) that holds one end of a
-SOCK_SEQPACKET socketpair and nothing else. Its connect rule (connect_rule.py) comes from its
+SOCK_SEQPACKET socketpair and nothing else. Since 12-07 a node with a zygote has the zygote
+fork it instead (`forked`, `serve_forked`; a fresh interpreter that never read those
+passwords, forked before it starts any wallet): it shares the zygote's image (2.6 MiB less
+of its own) and confines itself the same way. Its connect rule (connect_rule.py) comes from its
 command line, fixed before the node confines itself: nothing the node sends later changes it.
 It builds the rule (names resolved, this host's addresses read), confines itself with
 policies/connect-broker.toml, a plan the node compiled from it before it confined itself and
@@ -40,6 +43,10 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+TYPE_CHECKING = False     # not typing's: this program never imports typing
+if TYPE_CHECKING:
+    from cleancoin.sandbox.zygote import Detached
 
 # What this program imports is memory in its process for the node's whole life: the
 # standard library's socket and threading, the rule, and the sandbox's apply_plan; not
@@ -232,7 +239,29 @@ def _read_plan(channel: socket.socket) -> object:
 def main(argv: Sequence[str]) -> int:
     """`connect_broker CHANNEL TIMEOUT [ENDPOINT ...]`: build the rule, confine with the plan
     the node sent, serve."""
-    channel = socket.socket(fileno=int(argv[0]))
+    _name_self()
+    return _serve(int(argv[0]), argv[1:])
+
+
+def serve_forked(channel: int, *argv: str) -> int:
+    """The broker as a fork of CleanCoin-node's zygote (`forked`; sandbox.zygote.Detached),
+    with `TIMEOUT [ENDPOINT ...]`: the zygote closed everything but `channel` and stdio (on
+    /dev/null); its environment becomes the fresh broker's, its title says what it is. Then
+    exactly as `main`."""
+    from cleancoin.sandbox.syscalls import set_title
+    os.environ.clear()
+    os.environ.update(_ENVIRONMENT)
+    try:
+        set_title(f"{FORKED_TITLE} {' '.join(argv)}"[:512], NAME)
+    except OSError:
+        pass                # a name only
+    return _serve(channel, argv)
+
+
+def _serve(channel_fd: int, argv: Sequence[str]) -> int:
+    """`TIMEOUT [ENDPOINT ...]` on `channel_fd`: build the rule, confine with the plan the
+    node sent, serve."""
+    channel = socket.socket(fileno=channel_fd)
     def fail(message: str) -> int:
         try:
             channel.send(encode_reply(0, START_FAILED, message))
@@ -240,11 +269,10 @@ def main(argv: Sequence[str]) -> int:
             pass
         return 1
     try:
-        timeout = float(argv[1])
-        rule = ConnectRule.build(argv[2:], apart=True)      # no lookup thread left to confine
+        timeout = float(argv[0])
+        rule = ConnectRule.build(argv[1:], apart=True)      # no lookup thread left to confine
     except (ValueError, IndexError) as exc:
         return fail(f"bad configuration: {exc}")
-    _name_self()
     # Everything the serving code uses is imported and set up before the sandbox goes up
     # (a host as bytes, as the Resolver passes it: a str would load the idna codec).
     socket.getaddrinfo(b"127.0.0.1", 1, type=socket.SOCK_STREAM)
@@ -314,6 +342,45 @@ def command(channel: int, timeout: float, endpoints: Sequence[str]) -> list[str]
     dirs = _import_dirs()
     return [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, str(len(dirs)), *dirs,
             str(channel), repr(float(timeout)), *endpoints]
+
+
+#: What `ps -f` shows for a broker forked from the zygote (the bench finds it by this; not
+#: "zygote", by which tools and tests tell the zygote).
+FORKED_TITLE = "CleanCoin-node connect-broker (forked)"
+#: What the zygote runs in the fork (`forked`).
+FORKED_TARGET = "cleancoin.components.node.connect_broker:serve_forked"
+
+
+def forked(endpoints: Sequence[str], timeout: float) -> tuple[socket.socket, "Detached"]:
+    """A broker for the zygote to fork when it is configured (CleanCoin-node's zygote, before
+    the node confines itself): the node's end of its channel, and what the zygote is told
+    (`Zygote.configure(detached=...)`; its end of the channel, which the caller closes once
+    the zygote has it). The node then sends the plan (`send_plan`), as for `launch`. A fork
+    of the zygote, a fresh interpreter that never read the node's conf file, holds none of
+    its passwords; it shares the zygote's image (docs/multiprocess.md, "Memory")."""
+    from cleancoin.sandbox.zygote import Detached
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    return ours, Detached(NAME, FORKED_TARGET, (repr(float(timeout)), *endpoints), theirs.detach())
+
+
+def forked_broker(config: object, wanted: bool) -> tuple[socket.socket | None, list[Detached]]:
+    """`forked` for a node's configuration (cli/node_main.NodeConfig: its -connect, -addnode,
+    -allowlocalpeer and -timeout), when `wanted` (a node that confines itself): the node's end
+    of the channel and the zygote's entry; else (None, [])."""
+    if not wanted:
+        return None, []
+    from .p2p.connector import broker_endpoints       # the node's side (asyncio): not the broker's
+    channel, spec = forked(broker_endpoints(config), config.connect_timeout)     # type: ignore[attr-defined]
+    return channel, [spec]
+
+
+def send_plan(channel: socket.socket) -> None:
+    """The broker's first message (its sandbox plan, `_read_plan`), made and sent now, before
+    this process confines itself."""
+    try:
+        channel.send(_plan_message())
+    except OSError:
+        pass            # the broker is gone already: the node learns it from the channel
 
 
 def launch(endpoints: Sequence[str], timeout: float) -> tuple[socket.socket, int]:

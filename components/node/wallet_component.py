@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 from cleancoin.sandbox.zygote import Zygote
 
 if TYPE_CHECKING:
-    from cleancoin.sandbox.zygote import ComponentSpec
+    from collections.abc import Sequence
+
+    from cleancoin.sandbox.zygote import ComponentSpec, Detached
 
 WALLET_COMPONENT = "CleanCoin-wallet"
 #: What the zygote runs in the wallet's sandbox (components/init/wallet_process.py: not
@@ -76,18 +78,24 @@ def wallet_spec(netdatadir: str, *, sandbox: bool, verbose_denials: bool,
 
 def start_wallet(zygote: Zygote, netdatadir: str, *, sandbox: bool, verbose_denials: bool,
                  learn_dir: str | None, denial_log: str, title: str, max_tx_fee: int,
-                 minimum_chain_work: int | None = None) -> socket.socket:
+                 minimum_chain_work: int | None = None, detached: Sequence[Detached] = ()) -> socket.socket:
     """Fit the wallet's policy (`wallet_spec`), hand it to a launched `zygote` and ask for the
     wallet process at once (`prestart`); returns our end of its socket. CleanCoin-node calls
     this as soon as its log is open, before it imports the rest of the node: the zygote builds
     the wallet's sandbox on the other core meanwhile, instead of after the node's imports
     (issue #16). Raises ZygoteError for a policy that cannot be fitted (the zygote is stopped)
-    and OSError when the zygote cannot be reached."""
-    zygote.configure({WALLET_COMPONENT: wallet_spec(netdatadir, sandbox=sandbox, verbose_denials=verbose_denials,
-                                                    learn_dir=learn_dir, denial_log=denial_log,
-                                                    max_tx_fee=max_tx_fee,
-                                                    minimum_chain_work=minimum_chain_work)},
-                     wait=False, title=title)
+    and OSError when the zygote cannot be reached. `detached`: what the zygote forks once, now
+    (the node's connect broker, connect_broker.forked); their descriptors are closed here,
+    the zygote has its own."""
+    try:
+        zygote.configure({WALLET_COMPONENT: wallet_spec(netdatadir, sandbox=sandbox, verbose_denials=verbose_denials,
+                                                        learn_dir=learn_dir, denial_log=denial_log,
+                                                        max_tx_fee=max_tx_fee,
+                                                        minimum_chain_work=minimum_chain_work)},
+                         wait=False, title=title, detached=detached)
+    finally:
+        for process in detached:
+            os.close(process.fd)
     return prestart(zygote)
 
 

@@ -570,7 +570,9 @@ def _tree(root: int, zygote_expected: bool) -> list[tuple[int, int, str]]:
                 cmdline = f.read()
         except OSError:
             continue
-        if cmdline.startswith(b"CleanCoin-node connect-broker") or b"cleancoin.components.node.connect_broker" in cmdline:
+        if cmdline.startswith(b"CleanCoin-node connect-broker (forked)"):
+            rows.append((pid, 1, "connect broker (a fork of the zygote)"))
+        elif cmdline.startswith(b"CleanCoin-node connect-broker") or b"cleancoin.components.node.connect_broker" in cmdline:
             rows.append((pid, 1, "connect broker (own program, python -I -S)"))
     return rows
 

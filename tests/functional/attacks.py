@@ -1037,3 +1037,95 @@ os.close(fd)
 os.rename(cookie + ".new", cookie)
 report("plant-huge-ipccookie", False, f"{os.stat(cookie).st_size} bytes, {os.stat(cookie).st_blocks * 512} on disk")
 '''
+
+
+# The confined node against its zygote, which since 12-07 also forks the node's connect broker
+# (once, at its configure, before the node confined itself). The node holds the zygote's request
+# socket: can it get a second broker, one with a wider rule, a wallet under the broker's code or
+# policy, or have the broker signalled? The test writes the broker's pid into targets.json. A
+# broker forked for the attacker would hold the other end of the socket the attacker passed and
+# wait there for its plan: no end of file on it is an escape; end of file (the zygote closed its
+# copy, nobody else has one) is the refusal.
+ZYGOTE_BROKER = r'''
+import json, select
+
+def readable(s, seconds):       # poll: the node's filter has no select
+    poller = select.poll()
+    poller.register(s, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))
+
+path = os.path.join(ctx["netdir"], "targets.json")
+deadline = time.time() + 60
+while not os.path.exists(path) and time.time() < deadline:
+    time.sleep(0.05)
+broker_pid = json.load(open(path))["broker"]
+BROKER = "cleancoin.components.node.connect_broker:serve_forked"
+
+zygote, seen = None, []
+for fd in range(3, 1024):
+    try:
+        s = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        continue
+    if s.family != socket.AF_UNIX or s.type != socket.SOCK_SEQPACKET:
+        s.close()
+        continue
+    # The zygote's request socket answers a kill of a pid it never started; the broker's
+    # channel answers the node's reader, the events socket nobody.
+    try:
+        s.send(b'{"kill": 1, "signal": 15}', socket.MSG_DONTWAIT)
+        if readable(s, 3):
+            data = s.recv(1 << 16, socket.MSG_DONTWAIT)
+            seen.append(f"{fd}: {data[:60]!r}")
+            if b"not a component" in data:
+                zygote = s
+                break
+    except OSError as exc:
+        seen.append(f"{fd}: {exc}")
+report("control-zygote-answers", False, f"the zygote's socket: {zygote is not None}; {seen}")
+
+def ask(payload, fds=()):
+    socket.send_fds(zygote, [json.dumps(payload).encode()], list(fds))
+    if not readable(zygote, 15):
+        return {"error": "no answer"}
+    return json.loads(zygote.recv(1 << 20))
+
+def someone_holds(mine):
+    """Whether a process other than the zygote holds the peer of `mine` (a broker waits for
+    its plan: no end of file): the zygote closes its copy after every request."""
+    mine.settimeout(5)
+    try:
+        data = mine.recv(1024)
+    except socket.timeout:
+        return True, "no end of file: the peer is held"
+    except OSError as exc:
+        return False, f"hung up: {exc.strerror or exc}"
+    return bool(data), f"answered {data[:60]!r}" if data else "end of file"
+
+def attempt_with(name, payload, kind):
+    attempt(name)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, kind)
+    answer = ask(payload, [theirs.fileno()])
+    theirs.close()
+    held, how = someone_holds(mine)
+    mine.close()
+    report(name, held or "pid" in answer or "ready" in answer, f"{str(answer)[:200]}; {how}")
+
+if zygote is not None:
+    wide = ["5.0", "127.0.0.1:1-65535", "[::1]:1-65535"]
+    attempt_with("second-configure-with-a-wider-broker",
+                 {"components": {}, "detached": [{"name": "connect-broker", "target": BROKER, "arguments": wide}]},
+                 socket.SOCK_SEQPACKET)
+    attempt_with("spawn-the-broker", {"spawn": "connect-broker"}, socket.SOCK_SEQPACKET)
+    attempt_with("spawn-the-broker-on-a-stream", {"spawn": "connect-broker"}, socket.SOCK_STREAM)
+    attempt_with("spawn-a-wallet-with-the-brokers-code",
+                 {"spawn": "CleanCoin-wallet", "target": BROKER}, socket.SOCK_STREAM)
+    attempt_with("spawn-a-wallet-with-the-brokers-policy",
+                 {"spawn": "CleanCoin-wallet", "policy": "connect-broker"}, socket.SOCK_STREAM)
+    attempt_with("spawn-a-wallet-as-detached",
+                 {"spawn": "CleanCoin-wallet", "detached": [{"name": "connect-broker", "target": BROKER,
+                                                            "arguments": wide}]}, socket.SOCK_STREAM)
+    attempt("kill-the-broker-through-the-zygote")
+    answer = ask({"kill": broker_pid, "signal": 9})
+    report("kill-the-broker-through-the-zygote", "ok" in answer, str(answer)[:200])
+'''

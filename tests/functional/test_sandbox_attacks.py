@@ -1148,3 +1148,53 @@ def test_the_confined_node_cannot_reach_services_on_the_hosts_loopback(home_base
     finally:
         service.close()
         allowed.close()
+
+
+def test_the_confined_node_gets_no_other_broker_from_its_zygote(home_base: Path) -> None:
+    """Since 12-07 the zygote also forks the node's connect broker, once, when the node
+    configures it before it confines itself. Attacker code in the confined node, on the
+    zygote's request socket it holds, asks for a second broker with a wider rule (a second
+    configure), for the broker by name, for a wallet with the broker's code or policy, and
+    for the broker to be killed: each refused, no process takes the socket it passed, and the
+    one broker lives on, nobody's child (not the node's, as a fork would be, nor the zygote's),
+    confined. On main the zygote started no broker at all (the same requests were refused as
+    unknown there too)."""
+    a = AttackedNode(home_base, node=attacks.ZYGOTE_BROKER)
+    a.config["node_delay"] = 0.5
+    a.start()
+    info = a.node.rpc.getprocessinfo()["processes"]
+    node_pid, broker = info[0]["pid"], info[0]["connect_broker"]
+    zygote = [p["pid"] for p in info if "zygote" in p["name"]]
+    wait_until(lambda: a.node.rpc.getprocessinfo()["processes"][0]["connect_broker"]["status"] == "ready",
+               what="the broker's start-up word")
+    (a.node.netdatadir / "targets.json").write_text(json.dumps({"broker": broker["pid"]}))
+    results = a.result("node", timeout=90)
+    assert escapes(results) == {}, results
+    assert "the zygote's socket: True" in results["control-zygote-answers"]["detail"], results
+    for name in ("second-configure-with-a-wider-broker", "spawn-the-broker", "spawn-the-broker-on-a-stream",
+                 "spawn-a-wallet-with-the-brokers-code", "spawn-a-wallet-with-the-brokers-policy",
+                 "spawn-a-wallet-as-detached"):
+        assert results[name]["detail"].endswith("end of file"), results[name]
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{broker['pid']}/status").read_text().splitlines()
+                  if ":\t" in line)
+    assert int(status["PPid"]) not in (node_pid, *zygote), (status["PPid"], node_pid, zygote)
+    assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1", status
+    session = Path(f"/proc/{node_pid}/stat").read_text().rsplit(")", 1)[1].split()[3]
+    brokers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _comm(int(pid)) == "connect-broker"
+               and _session(int(pid)) == session]
+    assert brokers == [str(broker["pid"])], brokers
+    assert a.node.rpc.getprocessinfo()["processes"][0]["connect_broker"] == {**broker, "status": "ready"}
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _session(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3]
+    except OSError:
+        return ""

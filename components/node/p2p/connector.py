@@ -216,5 +216,13 @@ def named_endpoints(connect: Iterable[str], addnode: Iterable[str], allow_local_
     return [*out, *allow_local_peers]
 
 
+def broker_endpoints(config: Any) -> list[str]:
+    """`named_endpoints` of a node's configuration (cli/node_main.NodeConfig): its connect
+    broker's rule, fixed from the options before the node confines itself."""
+    from ...common.chainparams import params_for
+    return named_endpoints(config.connect, config.addnode, config.allow_local_peers,
+                           params_for(config.chain).default_port)
+
+
 #: P2PNode's default connector (see DirectConnector).
 UNRESTRICTED = DirectConnector(None)
