@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import os
 
 from . import dangerous, paths, syscall_groups
-from .model import Grant, Policy
+from .model import Grant, Policy, Process
 
 
 @dataclass
@@ -102,6 +102,7 @@ def _processes(policy: Policy) -> list[str]:
         lines.append("may not trace or read the memory of other processes")
     lines.append("is not dumpable: no core dumps, no ptrace attach by the same user"
                  if not proc.dumpable else "IS dumpable: core dumps and same-user ptrace are possible")
+    lines.extend(_terminal(proc))
     if policy.scopes.signal:
         lines.append("may not signal processes outside the sandbox")
     if policy.namespaces.pid:
@@ -115,6 +116,31 @@ def _processes(policy: Policy) -> list[str]:
     lines.append(f"file descriptors kept: {', '.join(map(str, proc.fds))} and its IPC socket")
     if proc.die_with_parent:
         lines.append("dies with its parent")
+    return lines
+
+
+#: What a launched process gets on descriptors 0-2, by process.stdio.
+_STDIO = {
+    "pipe": "descriptors 0-2: stdin /dev/null, stdout and stderr through the launcher "
+            "(control characters shown as text)",
+    "null": "descriptors 0-2: /dev/null",
+    "inherit": "descriptors 0-2 ARE the launcher's: a terminal there is its terminal too "
+               "(it can read what is typed, set the modes, resize it)",
+}
+
+
+def _terminal(proc: Process) -> list[str]:
+    """The session and descriptors 0-2 of a launched process, and the reason a policy gives
+    for the risky ones (a process that restricts itself keeps its own session and stdout)."""
+    lines = [_STDIO.get(proc.stdio, f"descriptors 0-2: {proc.stdio}")]
+    if proc.new_session:
+        lines.append("launched in a session of its own (setsid): no controlling terminal")
+    else:
+        lines.append("STAYS in the launcher's session: the launcher's controlling terminal is its "
+                     "own, and it can take the foreground from the operator's shell (job control)")
+    if proc.reason and (proc.dumpable or not proc.memory_deny_write_execute or proc.stdio == "inherit"
+                        or not proc.new_session):
+        lines.append(f"reason given for the process's risky settings: {proc.reason}")
     return lines
 
 

@@ -364,3 +364,87 @@ def test_run_imports_neither_argparse_nor_typing(tmp_path: Path) -> None:
     usage = run("run", "--policy", str(policy), "--denials", "all", "--", "/bin/true")
     assert usage.returncode == 2
     assert "argument --denials: invalid choice: 'all' (choose from 'log', 'verbose')" in usage.stderr
+
+
+#: A program that steers the terminal it was given: it resizes it, then takes the foreground
+#: for a process group of its own (job control), as a compromised tool would before it reads
+#: what the operator types next.
+_STEER_TERMINAL = """
+import fcntl, os, signal, struct, termios
+done = []
+try:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 5, 7, 0, 0))
+    done.append("resized")
+except OSError as exc:
+    done.append(f"resize:{exc.errno}")
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+try:
+    os.setpgid(0, 0)
+    os.tcsetpgrp(0, os.getpgrp())
+    done.append("foreground")
+except OSError as exc:
+    done.append(f"foreground:{exc.errno}")
+open(os.environ["HOME"] + "/steered", "w").write(" ".join(done))
+"""
+
+
+def _run_at_a_shell_prompt(tmp_path: Path, policy: Path) -> tuple[str, dict[str, int]]:
+    """`CleanCoin-sandbox run --policy POLICY -- python3 -c _STEER_TERMINAL` typed at an
+    interactive shell (tests/functional/operator_shell.py: the pty is the shell's controlling
+    terminal, the job has the foreground). What the program did, and the job's record."""
+    import pty
+    data = tmp_path / "data"
+    data.mkdir()
+    status = tmp_path / "job.json"
+    master, slave = pty.openpty()
+    try:
+        shell = subprocess.run([sys.executable, str(Path(__file__).parent / "functional" / "operator_shell.py"),
+                                os.ttyname(slave), str(status), "--", TOOL, "run", "--policy", str(policy),
+                                "--datadir", str(data), "--", "python3", "-c", _STEER_TERMINAL],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=60)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert shell.returncode == 0
+    return (data / "steered").read_text(), json.loads(status.read_text())
+
+
+@pytest.mark.skipif(shutil.which("python3", path="/usr/bin") is None, reason="needs /usr/bin/python3")
+def test_a_program_keeps_the_operators_terminal_only_when_the_policy_keeps_the_session(tmp_path: Path) -> None:
+    """A policy that inherits stdio hands the program the operator's terminal: it can resize
+    it (the reason stdio = "inherit" needs). One that also keeps the session
+    (new_session = false) leaves it the controlling terminal: the program took the foreground
+    from the operator's shell (job control) and still held it when it ended. In a new session
+    (the default) the same request answers ENOTTY and the job keeps the foreground."""
+    results = {}
+    for keep in (False, True):
+        (tmp_path / str(keep)).mkdir()
+        policy = tmp_path / f"keep-{keep}.toml"
+        policy.write_text('extends = ["examples/program"]\n[process]\nstdio = "inherit"\n'
+                          f'new_session = {str(not keep).lower()}\n'
+                          'reason = "an interactive tool on the operator\'s terminal"\n')
+        results[keep] = _run_at_a_shell_prompt(tmp_path / str(keep), policy)
+    (steered, job), (kept, kept_job) = results[False], results[True]
+    assert steered == "resized foreground:25" and job["foreground"] == job["job"], (steered, job)
+    assert kept == "resized foreground" and kept_job["foreground"] != kept_job["job"], (kept, kept_job)
+
+
+def test_keeping_the_launchers_session_needs_a_reason_and_explain_says_so(tmp_path: Path) -> None:
+    """new_session = false is a risky choice like stdio = "inherit" (the test above shows what
+    it hands a program): until 12-07 `check` accepted it without a word and `explain` did not
+    mention the session at all."""
+    policy = tmp_path / "keep.toml"
+    policy.write_text('extends = ["examples/program"]\n[process]\nnew_session = false\n')
+    bad = run("check", str(policy))
+    assert bad.returncode == 1
+    assert f"{policy}:3: process.new_session: a process left in the launcher's session keeps its " \
+           "controlling terminal" in bad.stderr and "needs process.reason" in bad.stderr, bad.stderr
+    policy.write_text(policy.read_text() + 'reason = "an interactive shell for the operator"\n')
+    assert run("check", str(policy)).returncode == 0
+    shown = json.loads(run("explain", str(policy), "--json").stdout)["sections"]["Processes"]
+    assert any(line.startswith("STAYS in the launcher's session") for line in shown), shown
+    assert "reason given for the process's risky settings: an interactive shell for the operator" in shown
+    default = json.loads(run("explain", "examples/program", "--json").stdout)["sections"]["Processes"]
+    assert "launched in a session of its own (setsid): no controlling terminal" in default, default
+    assert not any("reason given" in line for line in default), default
