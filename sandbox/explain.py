@@ -86,7 +86,27 @@ def _network(policy: Policy) -> list[str]:
             lines.append(f"may not {what} any TCP port")
     if policy.scopes.abstract_unix_socket:
         lines.append("may not connect to abstract unix sockets created outside the sandbox")
+    lines.append(_named_unix_sockets(policy))
     return lines
+
+
+def _named_unix_sockets(policy: Policy) -> str:
+    """Whether it can connect to a named unix socket: Landlock (ABI <= 7) has no right for
+    that, so any listening socket its view shows is reachable, in a read-only or execute
+    grant too, unless the filter refuses socket(AF_UNIX) or connect(2)."""
+    reachable = policy.reachable_syscalls
+    whole_family_refused = any(
+        r.syscall == "socket" and r.action not in ("allow", "log") and len(r.args) == 1
+        and r.args[0].index == 0 and r.args[0].value == 1
+        and (r.args[0].op == "eq" or (r.args[0].op == "masked_eq" and r.args[0].mask & 0xFFFFFFFF == 0xFFFFFFFF))
+        for r in policy.seccomp.rules)
+    if not policy.seccomp.enabled or (
+            "socket" in reachable and "connect" in reachable and not whole_family_refused
+            and any(f.name == "unix" for f in policy.network.socket_families)):
+        return ("MAY connect to any named unix socket its view shows, in read-only and execute "
+                "grants too (a D-Bus, ssh-agent or display socket there): Landlock has no right "
+                "for connect(2) to a named socket")
+    return "may not connect to a named unix socket (the filter refuses socket(AF_UNIX) or connect)"
 
 
 def _processes(policy: Policy) -> list[str]:
