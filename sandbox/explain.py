@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import os
 
 from . import dangerous, paths, syscall_groups
-from .model import Grant, Policy
+from .model import Grant, Policy, Process
 
 
 @dataclass
@@ -86,7 +86,27 @@ def _network(policy: Policy) -> list[str]:
             lines.append(f"may not {what} any TCP port")
     if policy.scopes.abstract_unix_socket:
         lines.append("may not connect to abstract unix sockets created outside the sandbox")
+    lines.append(_named_unix_sockets(policy))
     return lines
+
+
+def _named_unix_sockets(policy: Policy) -> str:
+    """Whether it can connect to a named unix socket: Landlock (ABI <= 7) has no right for
+    that, so any listening socket its view shows is reachable, in a read-only or execute
+    grant too, unless the filter refuses socket(AF_UNIX) or connect(2)."""
+    reachable = policy.reachable_syscalls
+    whole_family_refused = any(
+        r.syscall == "socket" and r.action not in ("allow", "log") and len(r.args) == 1
+        and r.args[0].index == 0 and r.args[0].value == 1
+        and (r.args[0].op == "eq" or (r.args[0].op == "masked_eq" and r.args[0].mask & 0xFFFFFFFF == 0xFFFFFFFF))
+        for r in policy.seccomp.rules)
+    if not policy.seccomp.enabled or (
+            "socket" in reachable and "connect" in reachable and not whole_family_refused
+            and any(f.name == "unix" for f in policy.network.socket_families)):
+        return ("MAY connect to any named unix socket its view shows, in read-only and execute "
+                "grants too (a D-Bus, ssh-agent or display socket there): Landlock has no right "
+                "for connect(2) to a named socket")
+    return "may not connect to a named unix socket (the filter refuses socket(AF_UNIX) or connect)"
 
 
 def _processes(policy: Policy) -> list[str]:
@@ -102,6 +122,7 @@ def _processes(policy: Policy) -> list[str]:
         lines.append("may not trace or read the memory of other processes")
     lines.append("is not dumpable: no core dumps, no ptrace attach by the same user"
                  if not proc.dumpable else "IS dumpable: core dumps and same-user ptrace are possible")
+    lines.extend(_terminal(proc))
     if policy.scopes.signal:
         lines.append("may not signal processes outside the sandbox")
     if policy.namespaces.pid:
@@ -115,6 +136,31 @@ def _processes(policy: Policy) -> list[str]:
     lines.append(f"file descriptors kept: {', '.join(map(str, proc.fds))} and its IPC socket")
     if proc.die_with_parent:
         lines.append("dies with its parent")
+    return lines
+
+
+#: What a launched process gets on descriptors 0-2, by process.stdio.
+_STDIO = {
+    "pipe": "descriptors 0-2: stdin /dev/null, stdout and stderr through the launcher "
+            "(control characters shown as text)",
+    "null": "descriptors 0-2: /dev/null",
+    "inherit": "descriptors 0-2 ARE the launcher's: a terminal there is its terminal too "
+               "(it can read what is typed, set the modes, resize it)",
+}
+
+
+def _terminal(proc: Process) -> list[str]:
+    """The session and descriptors 0-2 of a launched process, and the reason a policy gives
+    for the risky ones (a process that restricts itself keeps its own session and stdout)."""
+    lines = [_STDIO.get(proc.stdio, f"descriptors 0-2: {proc.stdio}")]
+    if proc.new_session:
+        lines.append("launched in a session of its own (setsid): no controlling terminal")
+    else:
+        lines.append("STAYS in the launcher's session: the launcher's controlling terminal is its "
+                     "own, and it can take the foreground from the operator's shell (job control)")
+    if proc.reason and (proc.dumpable or not proc.memory_deny_write_execute or proc.stdio == "inherit"
+                        or not proc.new_session):
+        lines.append(f"reason given for the process's risky settings: {proc.reason}")
     return lines
 
 

@@ -389,7 +389,11 @@ def _check_switched_off(policy: Policy, refs: dict[str, SourceRef], errors: list
                            ("process.memory_deny_write_execute", not proc.memory_deny_write_execute,
                             "W+X memory lets injected code run"),
                            ("process.stdio", proc.stdio == "inherit",
-                            "inherited descriptors may be the user's terminal")):
+                            "inherited descriptors may be the user's terminal"),
+                           ("process.new_session", not proc.new_session,
+                            "a process left in the launcher's session keeps its controlling "
+                            "terminal: it can take the foreground from the operator's shell (job "
+                            "control) and read what is typed next")):
         if off and not proc.reason:
             errors.append(PolicyError(where(key), f"{what}: a dangerous choice that needs "
                                                   "process.reason"))

@@ -191,6 +191,19 @@ def _family_rules(families: Iterable["SocketFamily"]) -> list[tuple[str, list["A
     return rules
 
 
+def _refused_families(entries: Iterable[tuple[str, list["ArgCondition"], SourceRef, bool]]) -> set[int]:
+    """The families that a policy's rules (action, conditions, ...) refuse outright: one
+    condition, on argument 0, all 32 bits of it (the family is an int)."""
+    refused = set()
+    for action, conds, _, _ in entries:
+        if action == "allow" or action == "log" or len(conds) != 1:
+            continue
+        cond = conds[0]
+        if cond.index == 0 and (cond.op == "eq" or (cond.op == "masked_eq" and cond.mask & _LOW32 == _LOW32)):
+            refused.add(cond.value & _LOW32)
+    return refused
+
+
 @record
 class FilterSpec(Record):
     """What a filter is built from: the policy's seccomp section, resolved."""
@@ -265,8 +278,12 @@ def rule_table(spec: FilterSpec) -> RuleTable:
         if name in plain:
             plain.discard(name)
             conditional.setdefault(name, [])
+            # A policy rule that refuses the call for a whole family takes that family's place
+            # (connect-broker.toml: no socket(AF_UNIX), socketpair(AF_UNIX) still): both
+            # rules would hold at once, and libseccomp's choice between them is not ours.
+            refused = _refused_families(conditional[name])
             for syscall, conds in _family_rules(families):
-                if syscall == name:
+                if syscall == name and conds[0].value not in refused:
                     conditional[name].append(("allow", conds, where, True))
             conditional[name].append(("errno:EAFNOSUPPORT", [ArgCondition(0, "le", _UINT64_MAX)], where, True))
     plain.discard("clone3")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -364,3 +366,180 @@ def test_run_imports_neither_argparse_nor_typing(tmp_path: Path) -> None:
     usage = run("run", "--policy", str(policy), "--denials", "all", "--", "/bin/true")
     assert usage.returncode == 2
     assert "argument --denials: invalid choice: 'all' (choose from 'log', 'verbose')" in usage.stderr
+
+
+#: A program that steers the terminal it was given: it resizes it, then takes the foreground
+#: for a process group of its own (job control), as a compromised tool would before it reads
+#: what the operator types next.
+_STEER_TERMINAL = """
+import fcntl, os, signal, struct, termios
+done = []
+try:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 5, 7, 0, 0))
+    done.append("resized")
+except OSError as exc:
+    done.append(f"resize:{exc.errno}")
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+try:
+    os.setpgid(0, 0)
+    os.tcsetpgrp(0, os.getpgrp())
+    done.append("foreground")
+except OSError as exc:
+    done.append(f"foreground:{exc.errno}")
+open(os.environ["HOME"] + "/steered", "w").write(" ".join(done))
+"""
+
+
+def _run_at_a_shell_prompt(tmp_path: Path, policy: Path) -> tuple[str, dict[str, int]]:
+    """`CleanCoin-sandbox run --policy POLICY -- python3 -c _STEER_TERMINAL` typed at an
+    interactive shell (tests/functional/operator_shell.py: the pty is the shell's controlling
+    terminal, the job has the foreground). What the program did, and the job's record."""
+    import pty
+    data = tmp_path / "data"
+    data.mkdir()
+    status = tmp_path / "job.json"
+    master, slave = pty.openpty()
+    try:
+        shell = subprocess.run([sys.executable, str(Path(__file__).parent / "functional" / "operator_shell.py"),
+                                os.ttyname(slave), str(status), "--", TOOL, "run", "--policy", str(policy),
+                                "--datadir", str(data), "--", "python3", "-c", _STEER_TERMINAL],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=60)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert shell.returncode == 0
+    return (data / "steered").read_text(), json.loads(status.read_text())
+
+
+@pytest.mark.skipif(shutil.which("python3", path="/usr/bin") is None, reason="needs /usr/bin/python3")
+def test_a_program_keeps_the_operators_terminal_only_when_the_policy_keeps_the_session(tmp_path: Path) -> None:
+    """A policy that inherits stdio hands the program the operator's terminal: it can resize
+    it (the reason stdio = "inherit" needs). One that also keeps the session
+    (new_session = false) leaves it the controlling terminal: the program took the foreground
+    from the operator's shell (job control) and still held it when it ended. In a new session
+    (the default) the same request answers ENOTTY and the job keeps the foreground."""
+    results = {}
+    for keep in (False, True):
+        (tmp_path / str(keep)).mkdir()
+        policy = tmp_path / f"keep-{keep}.toml"
+        policy.write_text('extends = ["examples/program"]\n[process]\nstdio = "inherit"\n'
+                          f'new_session = {str(not keep).lower()}\n'
+                          'reason = "an interactive tool on the operator\'s terminal"\n')
+        results[keep] = _run_at_a_shell_prompt(tmp_path / str(keep), policy)
+    (steered, job), (kept, kept_job) = results[False], results[True]
+    assert steered == "resized foreground:25" and job["foreground"] == job["job"], (steered, job)
+    assert kept == "resized foreground" and kept_job["foreground"] != kept_job["job"], (kept, kept_job)
+
+
+def test_keeping_the_launchers_session_needs_a_reason_and_explain_says_so(tmp_path: Path) -> None:
+    """new_session = false is a risky choice like stdio = "inherit" (the test above shows what
+    it hands a program): until 12-07 `check` accepted it without a word and `explain` did not
+    mention the session at all."""
+    policy = tmp_path / "keep.toml"
+    policy.write_text('extends = ["examples/program"]\n[process]\nnew_session = false\n')
+    bad = run("check", str(policy))
+    assert bad.returncode == 1
+    assert f"{policy}:3: process.new_session: a process left in the launcher's session keeps its " \
+           "controlling terminal" in bad.stderr and "needs process.reason" in bad.stderr, bad.stderr
+    policy.write_text(policy.read_text() + 'reason = "an interactive shell for the operator"\n')
+    assert run("check", str(policy)).returncode == 0
+    shown = json.loads(run("explain", str(policy), "--json").stdout)["sections"]["Processes"]
+    assert any(line.startswith("STAYS in the launcher's session") for line in shown), shown
+    assert "reason given for the process's risky settings: an interactive shell for the operator" in shown
+    default = json.loads(run("explain", "examples/program", "--json").stdout)["sections"]["Processes"]
+    assert "launched in a session of its own (setsid): no controlling terminal" in default, default
+    assert not any("reason given" in line for line in default), default
+
+
+#: What the confined program tries on each socket it is given: connect and say who it is.
+_REACH_SOCKETS = """
+import os, socket, sys
+for path in sys.argv[1:]:
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(b"AUTH EXTERNAL from the sandbox\\n")
+        s.close()
+        print(path, "reached")
+    except OSError as exc:
+        print(path, os.strerror(exc.errno))
+"""
+
+
+def _session_sockets(where: Path) -> tuple[list[socket.socket], list[bytes]]:
+    """A fake D-Bus session bus and ssh-agent in `where` (as in $XDG_RUNTIME_DIR), each
+    keeping the first line a client sends."""
+    import threading
+    heard: list[bytes] = []
+    servers = []
+    for name in ("bus", "ssh-agent.sock"):
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(where / name))
+        server.listen(4)
+        server.settimeout(20)
+
+        def serve(server: socket.socket = server) -> None:
+            try:
+                conn, _ = server.accept()
+                with conn:
+                    heard.append(conn.recv(100))
+            except OSError:
+                pass
+        threading.Thread(target=serve, daemon=True).start()
+        servers.append(server)
+    return servers, heard
+
+
+@pytest.mark.skipif(shutil.which("python3", path="/usr/bin") is None, reason="needs /usr/bin/python3")
+def test_a_read_only_grant_does_not_keep_a_program_from_the_sockets_in_it(tmp_path: Path) -> None:
+    """A policy that grants a runtime directory read-only (for a config file in it, say)
+    hands the program every socket listening there: Landlock (ABI <= 7) has no right for
+    connect(2) to a named socket. Under examples/program the program reached the fake
+    session bus and ssh-agent and wrote to both; a socket beside the grant is not in its view
+    (ENOENT). A policy that refuses socket(AF_UNIX) (as connect-broker.toml does since 12-07)
+    reaches neither, and `explain` says which of the two a policy is."""
+    runtime = tmp_path / "run-user"
+    runtime.mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
+    beside = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    beside.bind(str(outside / "other.sock"))
+    beside.listen(1)
+    grant = f'extends = ["examples/program"]\n[filesystem]\nread = ["{runtime}"]\n'
+    refusing = grant + ('[[seccomp.rules]]\nsyscall = "socket"\naction = "errno:EAFNOSUPPORT"\n'
+                        'args = [{ index = 0, op = "masked_eq", mask = 0xFFFFFFFF, value = 1 }]\n')
+    seen = {}
+    for name, text in (("grant", grant), ("refusing", refusing)):
+        policy = tmp_path / f"{name}.toml"
+        policy.write_text(text)
+        servers, heard = _session_sockets(runtime)
+        try:
+            result = run("run", "--policy", str(policy), "--datadir", str(data), "--", "python3", "-c",
+                         _REACH_SOCKETS, str(runtime / "bus"), str(runtime / "ssh-agent.sock"),
+                         str(outside / "other.sock"))
+            # The listeners' threads take what was written in their own time.
+            deadline = time.monotonic() + 10
+            while len(heard) < result.stdout.count(" reached") and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            for server in servers:
+                os.unlink(server.getsockname())
+                server.close()
+        assert result.returncode == 0, result.stderr
+        explained = json.loads(run("explain", str(policy), "--json").stdout)["sections"]["Network"]
+        seen[name] = (result.stdout.split("\n"), sorted(heard), explained)
+    beside.close()
+    lines, heard, explained = seen["grant"]
+    assert lines[:3] == [f"{runtime}/bus reached", f"{runtime}/ssh-agent.sock reached",
+                         f"{outside}/other.sock No such file or directory"], lines
+    assert heard == [b"AUTH EXTERNAL from the sandbox\n"] * 2
+    assert any(line.startswith("MAY connect to any named unix socket") for line in explained), explained
+    lines, heard, explained = seen["refusing"]
+    assert lines[:3] == [f"{runtime}/bus Address family not supported by protocol",
+                         f"{runtime}/ssh-agent.sock Address family not supported by protocol",
+                         f"{outside}/other.sock Address family not supported by protocol"], lines
+    assert heard == []
+    assert "may not connect to a named unix socket (the filter refuses socket(AF_UNIX) or connect)" in explained

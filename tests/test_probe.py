@@ -44,6 +44,9 @@ REQUIRED = {
     # found 12-07: the same uid traced a launched component's denial monitor (not dumpable,
     # but exec'd in a user namespace that uid owns)
     "same-user-trace",
+    # 12-07: a listening unix socket inside a read-only grant (Landlock has no right for
+    # connect(2) to a named socket)
+    "unix-socket-in-read-grant",
 }
 
 

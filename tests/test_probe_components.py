@@ -29,6 +29,13 @@ def _probe(*args: str) -> dict[str, object]:
     return json.loads(result.stdout)
 
 
+def _probe_any(*args: str) -> dict[str, object]:
+    """As _probe, whatever the exit status (an escape the test does not judge)."""
+    result = subprocess.run([TOOL, "probe", "--json", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr
+    return json.loads(result.stdout)
+
+
 def _attempts(data: dict[str, object]) -> dict[str, dict[str, object]]:
     return {a["name"]: a for a in data["attempts"]}  # type: ignore[union-attr, index]
 
@@ -58,6 +65,10 @@ def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:
         assert attempts[name]["expected"] == attempts[name]["outcome"] == "denied", attempts[name]
     assert attempts["net-tcp-bind"]["outcome"] == "denied"
     assert attempts["exec-bin-true"]["outcome"] == "denied"
+    # It listens on node.sock and may connect to a wallet's unix socket, so a socket in a
+    # read-only grant is reachable (no shipped grant of its holds one: docs/sandbox.md).
+    reach = attempts["unix-socket-in-read-grant"]
+    assert reach["expected"] == reach["outcome"] == "allowed", reach
     assert attempts["proc-ptrace-parent"]["outcome"] == "denied"
     # CleanCoin-node restricts itself and keeps its output: on a terminal, write-only (h32),
     # since 12-06 pipes to a relay that shows escape sequences as text (OSC 52 reached it raw).
@@ -88,6 +99,20 @@ def test_probe_wallet_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> Non
     # Its files keep their owner's modes (h39): chmod 0644 and fchmod 0606 refused.
     loosen = attempts["fs-loosen-mode"]
     assert loosen["expected"] == loosen["outcome"] == "denied" and "EPERM" in str(loosen["detail"]), loosen
+    reach = attempts["unix-socket-in-read-grant"]
+    assert reach["expected"] == reach["outcome"] == "denied" and "SIGSYS" in str(reach["detail"]), reach
+
+
+def test_the_connect_broker_makes_no_unix_socket(base_sandbox) -> None:  # noqa: ANN001
+    """Until 12-07 the broker's filter let it make a unix socket, and the probe's fake
+    ssh-agent in a directory granted read-only was reached ('connected to a listener in a
+    read-only grant'); now socket(AF_UNIX) answers EAFNOSUPPORT, and inet sockets and the
+    socketpair (its channel, the probe's own) still work."""
+    attempts = _attempts(_probe_any("--policy", shipped_policy("connect-broker")))
+    reach = attempts["unix-socket-in-read-grant"]
+    assert reach["expected"] == reach["outcome"] == "denied", reach
+    assert reach["detail"] == "EAFNOSUPPORT (seccomp)", reach
+    assert attempts["net-tcp-connect"]["outcome"] == "allowed", attempts["net-tcp-connect"]
 
 
 def test_probe_catches_a_directory_that_is_not_hidden(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001

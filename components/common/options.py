@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from . import conf
+from . import command_line_secrets, conf
 from .amount import parse_amount
 from .fee_cap import DEFAULT_MAX_TX_FEE, MIN_RELAY_FEE_RATE, fee_rate_text
 
@@ -205,29 +204,15 @@ def positive_seconds(settings: Settings, name: str, default: float) -> float:
     return seconds
 
 
-#: Options whose value is a secret. Every local user may read a process's command line
-#: (`ps`, /proc/PID/cmdline); once it is parsed, the title shows these values as ***.
-SECRET_OPTIONS = frozenset({"rpcpassword", "rpcauth", "ipcauth"})
+#: Options whose value is a secret (command_line_secrets.py hides them from ps).
+SECRET_OPTIONS = command_line_secrets.SECRET_OPTIONS
 
 
 def hide_secrets_from_ps() -> None:
-    """Rewrite this process's command line (setproctitle overwrites the argv area the kernel
-    shows in /proc/PID/cmdline) with the value of each SECRET_OPTIONS argument as ***. Only
-    what is in the process's own argv is touched: a caller that parses another list changes
-    nothing. Before this runs (interpreter start and imports) the value is visible: a conf
-    file, rpcauth or -stdinrpcpass keep it off the command line altogether."""
-    shown = list(getattr(sys, "orig_argv", sys.argv))
-    masked = []
-    for arg in shown:
-        name, sep, _ = arg.lstrip("-").partition("=")
-        secret = arg.startswith("-") and sep and conf.interpret_negation(name, "")[0] in SECRET_OPTIONS
-        masked.append(f"{arg.split('=', 1)[0]}=***" if secret else arg)
-    if masked != shown:
-        try:
-            import setproctitle
-        except ImportError:
-            return
-        setproctitle.setproctitle(" ".join(masked))
+    """Rewrite this process's command line with each secret as *** (command_line_secrets.masked:
+    SECRET_OPTIONS' values, a wallet passphrase method's parameters). The executables' entry points (cli/entry.py) have done so before their first import;
+    this covers the other ways in (`python -m`, a test calling `main`)."""
+    command_line_secrets.hide_from_ps()
 
 
 def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:

@@ -1,7 +1,9 @@
 """The RPC methods whose command line holds a secret, for anything that shows or keeps
 command lines (the GUI's RPC console: its history, its output, its input line's undo).
 
-One list, owned by the RPC layer, as Bitcoin Core keeps one (RPCConsole's history filter).
+One list, as Bitcoin Core keeps one (RPCConsole's history filter); it is kept in
+components/common/command_line_secrets.py, which also hides these methods' parameters from
+other users' `ps`.
 The node's logs need none: -debug=rpc logs the method and the user of a call and never its
 parameters, and the IPC call log shows no parameter or result of a forwarded call whatever
 the method (components/interfaces/chain.py, RpcRequest.__repr__).
@@ -9,21 +11,12 @@ the method (components/interfaces/chain.py, RpcRequest.__repr__).
 
 from __future__ import annotations
 
+from cleancoin.components.common.command_line_secrets import SECRET_METHODS
+
 #: Methods with a passphrase, a private key or a seed among their parameters (or a private
-#: key as their result), here or in Bitcoin Core: a command that is not served here yet
-#: stays hidden when it is typed (the typed line holds the secret all the same).
-SENSITIVE_METHODS = frozenset({
-    "createwallet",             # passphrase
-    "dumpprivkey",              # the result is a private key
-    "encryptwallet",
-    "importmulti",
-    "importprivkey",
-    "sethdseed",
-    "signmessagewithprivkey",
-    "signrawtransactionwithkey",
-    "walletpassphrase",
-    "walletpassphrasechange",
-})
+#: key as their result). The list lives with the command-line hiding in components.common
+#: (which may import nothing of the RPC layer), and is the same object.
+SENSITIVE_METHODS = SECRET_METHODS
 
 
 def is_sensitive(method: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -69,7 +70,10 @@ def _run_fd_walk(ctx: _Ctx, out: _Out) -> Outcome:
 
 
 def _run_named_socket(ctx: _Ctx, out: _Out) -> Outcome:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError as exc:        # a filter that refuses the family with an errno
+        return ctx.denied(exc)
     sock.settimeout(3)
     try:
         sock.connect(ctx.targets.unix_socket)
@@ -401,6 +405,42 @@ def _run_terminal_left_open(judge: _Judge, t: _Targets, plan_of: Callable[..., o
     finally:
         os.close(slave)
         os.close(master)
+
+
+def _run_socket_in_read_grant(judge: _Judge, t: _Targets, plan_of: Callable[..., object],
+                              timeout: float) -> Outcome:
+    """A fake ssh-agent listens in a directory outside the view; a launch with that directory
+    added as a read-only grant connects to it. Landlock (ABI <= 7) has no right for connect(2)
+    to a named socket, and the view shows what is granted: only the filter can refuse it."""
+    where = os.path.join(t.outside_dir, "agent")
+    os.mkdir(where, 0o755)
+    path = os.path.join(where, "agent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(path)
+        server.listen(1)
+        server.setblocking(False)
+        try:
+            plan = plan_of(where, "read")
+        except Exception as exc:  # noqa: BLE001
+            return "error", f"cannot plan the extra grant {where}: {exc}"
+        ctx = _Ctx(dataclasses.replace(t, unix_socket=path),
+                   seccomp=judge.seccomp_action("socket", {0: socket.AF_UNIX, 1: socket.SOCK_STREAM}))
+        child = launcher.spawn(plan, target=_attempt_child(lambda out: _run_named_socket(ctx, out)), relay=False)
+        outcome = _spawned_outcome(child, timeout)
+        if outcome[0] == "allowed":
+            try:
+                server.accept()[0].close()
+            except BlockingIOError:
+                return "error", f"the child says it connected to {path}; the listener saw nobody"
+            return _ok(f"connected to a listener in a read-only grant ({path})")
+        return outcome
+    finally:
+        server.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(where)
 
 
 def _run_symlink_swap(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
@@ -836,6 +876,14 @@ TERMINAL_LEFT_OPEN_REQUESTS = (("TCSETS", syscalls.TCSETS), ("TIOCSWINSZ", sysca
                                ("TCXONC", syscalls.TCXONC))
 
 
+def _exp_socket_in_read_grant(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "socket", {0: socket.AF_UNIX, 1: socket.SOCK_STREAM})
+    # Landlock (ABI <= 7) has no right for connect(2) to a named socket, and the grant puts
+    # the socket in the view: a read-only grant does not stop it; the filter alone can.
+    return j.sc(w, "connect")
+
+
 def _exp_terminal(j: _Judge, t: _Targets) -> _Why:
     w = _Why()
     inherited = j.plan.stdio == "inherit" and bool(j.host.ttys)
@@ -881,6 +929,7 @@ PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], flo
     "terminal-escape-self-restriction": _run_terminal_escape_self,
     "terminal-left-open": _run_terminal_left_open,
     "grant-symlink-swap": _run_symlink_swap,
+    "unix-socket-in-read-grant": _run_socket_in_read_grant,
     "output-flood": _run_output_flood,
     "denial-log-reach": _run_denial_log_reach,
     "denial-log-flood": _run_denial_log_flood,

@@ -12,8 +12,8 @@ from .attempts_files import (_exp_create, _exp_hidden, _exp_protected, _run_modi
                              _run_list_root, _run_mknod, _run_modify_canary, _run_read_outside,
                              _run_read_passwd, _run_symlink, _run_write_granted,
                              _run_write_outside)
-from .attempts_inherited import (_exp_fd_self, _exp_named_socket, _exp_never, _exp_terminal,
-                                 _exp_terminal_escape_self, _exp_terminal_modes_self, _exp_terminal_self,
+from .attempts_inherited import (_exp_fd_self, _exp_named_socket, _exp_never, _exp_socket_in_read_grant,
+                                 _exp_terminal, _exp_terminal_escape_self, _exp_terminal_modes_self, _exp_terminal_self,
                                  _run_launcher_memory, _run_named_socket)
 from .attempts_kernel import (_exp_clone_newuser, _exp_dumpable, _exp_wx_memory, _run_clone_newuser,
                               _run_dumpable, _run_dumpable_high_bits, _run_wx_memory)
@@ -181,6 +181,9 @@ def _battery() -> list[_Spec]:
               _exp_file_size, _run_file_size, needs_writable=True),
         _Spec("unix-named-socket", "connect to a named unix socket listening outside every grant",
               _exp_named_socket, _run_named_socket),
+        _Spec("unix-socket-in-read-grant", "connect to a listening unix socket (a fake ssh-agent) "
+              "in a directory the policy grants read-only", _exp_socket_in_read_grant,
+              _parent("unix-socket-in-read-grant"), parent_run=True),
         _Spec("memory-launcher-secret", "find a secret of the launcher at its address in this "
               "process's memory", _exp_never("zygote: components start from a fresh interpreter, "
                                              "never as a copy of the launcher's memory"),

@@ -163,6 +163,14 @@ class _Judge:
             return unconditional
         allowed = name in self.policy.allowed_syscalls
         if name in ("socket", "socketpair") and allowed:
+            # A policy rule refusing a whole family takes that family's place (seccomp.py).
+            for rule in rules:
+                if rule.action in ("allow", "log") or len(rule.args) != 1:
+                    continue
+                cond = rule.args[0]
+                whole = cond.op == "eq" or (cond.op == "masked_eq" and cond.mask & 0xFFFFFFFF == 0xFFFFFFFF)
+                if cond.index == 0 and whole and self._matches(cond.op, args.get(0, 0), cond.value, cond.mask):
+                    return rule.action
             family, kind = args.get(0, 0), args.get(1, 0)
             for fam in self.policy.network.socket_families:
                 if SOCKET_FAMILIES[fam.name] != family:

@@ -101,13 +101,14 @@ def _report_of(plan: Plan) -> Report:
     return child.report
 
 
-def _extra_grant_planner(policy: Policy, variables: Mapping[str, str]) -> Callable[[str], Plan]:
-    """For grant-symlink-swap: the policy plus a write grant of one more directory."""
-    def plan_of(path: str) -> Plan:
+def _extra_grant_planner(policy: Policy, variables: Mapping[str, str]) -> Callable[..., Plan]:
+    """The policy plus a grant of one more directory: write (grant-symlink-swap) or read
+    (unix-socket-in-read-grant)."""
+    def plan_of(path: str, access: str = "write") -> Plan:
         from ..policy_loader import load_policy
         with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as handle:
             handle.write(f'extends = [{json.dumps(policy.files[-1])}]\n'
-                         f'[filesystem]\nwrite = [{json.dumps(path)}]\n')
+                         f'[filesystem]\n{access} = [{json.dumps(path)}]\n')
         try:
             return launcher.prepare(load_policy(handle.name), variables)
         finally:

@@ -101,6 +101,13 @@ if ctx.get("node_sock"):
     attempt("connect-node-sock")
     ok, how = try_connect_unix(ctx["node_sock"])
     report("connect-node-sock", ok, how)
+if ctx.get("abstract_name"):
+    # The host's abstract sockets (X11's @/tmp/.X11-unix/X0, systemd's notify socket, a
+    # session bus): the node shares the host's network namespace, so only Landlock's scope
+    # (ABI 6) keeps them out of reach.
+    attempt("connect-host-abstract-socket")
+    ok, how = try_connect_unix("\0" + ctx["abstract_name"])
+    report("connect-host-abstract-socket", ok, how)
 '''
 
 # The wallet swaps its own temporary directory for a symlink to / and dies; the node restarts

@@ -311,6 +311,89 @@ def test_secrets_on_the_command_line_are_not_shown_to_other_users(tmp_path: Path
         node.wait(30)
 
 
+#: Another user who watches one process's command line from its exec on (pid on stdin):
+#: prints how many reads showed the secret (argv[1]) and the process's resident memory (KiB,
+#: /proc/PID/status, which every user may read) at the last read that still showed it.
+#: Memory, not time: it grows with what the process has imported, whatever the machine's load.
+WATCHER = r'''
+import sys, time
+secret = sys.argv[1].encode()
+print("ready", flush=True)
+pid = int(sys.stdin.readline())
+seen, rss, hidden = 0, 0, False
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read()
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read()
+    except OSError:
+        break
+    if secret in command:
+        seen += 1
+        rss = int(status.split(b"VmRSS:")[1].split()[0]) if b"VmRSS:" in status else 0
+    elif seen and command:
+        hidden = True
+        break
+print(seen, rss, int(hidden))
+'''
+
+
+#: The watcher's interpreter: one every user may run (the tests' own may lie below /root).
+SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3"
+
+
+def _watched(command: list[str], secret: str) -> tuple[int, int, bool]:
+    """Start `command` under another user's watch (WATCHER, as nobody, started first): the
+    reads that showed `secret`, the resident KiB at the last of them, and whether the command
+    line then showed it no more."""
+    watcher = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                                SYSTEM_PYTHON, "-c", WATCHER, secret],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert watcher.stdin is not None and watcher.stdout is not None
+    assert watcher.stdout.readline() == "ready\n"      # watching before the exec, as an attacker would
+    target = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        watcher.stdin.write(f"{target.pid}\n")
+        watcher.stdin.flush()
+        out = watcher.communicate(timeout=60)[0]
+    finally:
+        target.kill()
+        target.wait(30)
+    seen, rss, hidden = out.split()
+    return int(seen), int(rss), hidden == "1"
+
+
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="needs a system python3 for the other user")
+def test_the_secret_window_on_the_command_line_is_the_interpreters_start(tmp_path: Path) -> None:
+    """Attack: another user reads the command line of a process started with a secret on it,
+    in a loop from its exec on. Until 12-07 the executables hid -rpcpassword once their
+    modules were imported: the node's value was still there with 13.5-14.2 MiB resident, 4.3
+    to 5 MiB more than a bare interpreter that hides it at its first line (9.1-9.3 MiB; 42-63
+    ms of CPU after exec against 20-26), CleanCoin-cli's with 23.3-23.9 MiB (73-110 ms), and a
+    wallet passphrase given to CleanCoin-cli as a parameter (walletpassphrase PASS 60) was
+    never hidden. Now each entry point hides them before its first import (cli/entry.py): at
+    most 1.5 MiB more than the bare interpreter (the console script's own `import re`, the
+    package lookup); the bound allows 2.5."""
+    datadir = tmp_path / "data"
+    datadir.mkdir()
+    os.chmod(tmp_path, 0o755)
+    secret = "hunter2-" + uuid.uuid4().hex
+    bare = [sys.executable, "-c", "from cleancoin.components.common.command_line_secrets import hide_from_ps\n"
+            "hide_from_ps()\nimport time\ntime.sleep(30)", f"-rpcpassword={secret}"]
+    node = node_command("-regtest", f"-datadir={datadir}", f"-rpcport={free_port()}", f"-port={free_port()}",
+                        "-bind=127.0.0.1", "-printtoconsole=0", "-rpcuser=op", f"-rpcpassword={secret}")
+    cli = [CLI, "-regtest", f"-datadir={datadir}", f"-rpcport={free_port()}", "-rpcwait", "-rpcwaittimeout=20",
+           "walletpassphrase", secret, "60"]
+    seen, floor, hidden = _watched(bare, secret)
+    assert seen and hidden, (seen, floor)
+    for name, command in (("node", node), ("cli", cli)):
+        seen, rss, hidden = _watched(command, secret)
+        assert seen and hidden, (name, seen, rss)
+        assert rss <= floor + 2560, (name, rss, floor)
+
+
 SQUATTER = r'''
 import os, socket, sys
 kind, where, out = sys.argv[1:4]

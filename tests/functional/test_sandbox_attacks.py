@@ -187,13 +187,20 @@ def _listener(path: Path) -> CountingListener:
 
 def test_named_unix_sockets_outside_the_grants_are_out_of_reach(home_base: Path) -> None:
     """Item 3: the wallet tries the node's node.sock and a host socket; the node tries the
-    host socket. Neither may connect (the wallet has no business with sockets at all)."""
+    host socket, and (since 12-07) an abstract socket of the host's, as X11's and systemd's
+    are: the node is in the host's network namespace, so Landlock's abstract-socket scope is
+    what refuses it (EPERM). Neither may connect (the wallet has no business with sockets)."""
     outside_sock = home_base / "outside.sock"
     listener = _listener(outside_sock)
+    abstract_name = f"cleancoin-test-x11-{uuid.uuid4().hex[:8]}"
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    abstract.bind("\0" + abstract_name)
+    abstract.listen(8)
+    abstract_listener = CountingListener(abstract)
     try:
         a = AttackedNode(home_base, node=attacks.UNIX_SOCKETS, wallet=attacks.UNIX_SOCKETS,
                          extra=("-ipcbind=unix",),
-                         variables={"outside_sock": str(outside_sock)})
+                         variables={"outside_sock": str(outside_sock), "abstract_name": abstract_name})
         a.config["vars"]["node_sock"] = str(a.node.netdatadir / "node.sock")
         a.config["wallet_delay"] = 1.0          # once the node is up and node.sock exists
         a.start()
@@ -204,10 +211,12 @@ def test_named_unix_sockets_outside_the_grants_are_out_of_reach(home_base: Path)
         wallet_results = a.result("wallet", to_the_end=False)
         assert escapes(wallet_results) == {}, wallet_results
         assert escapes(node_results) == {}, node_results
-        assert listener.accepted == 0
+        assert listener.accepted == 0 and abstract_listener.accepted == 0
+        assert node_results["connect-host-abstract-socket"]["detail"] == "Operation not permitted", node_results
         assert killed_during(wallet_results) == ["connect-outside-socket"], wallet_results
     finally:
         listener.sock.close()
+        abstract.close()
 
 
 def _start_on_a_terminal(a: AttackedNode) -> tuple[int, int]:
