@@ -389,7 +389,12 @@ def _check_switched_off(policy: Policy, refs: dict[str, SourceRef], errors: list
                            ("process.memory_deny_write_execute", not proc.memory_deny_write_execute,
                             "W+X memory lets injected code run"),
                            ("process.stdio", proc.stdio == "inherit",
-                            "inherited descriptors may be the user's terminal")):
+                            "inherited descriptors may be the user's terminal"),
+                           # Since 12-07: in the launcher's session the operator's terminal is
+                           # the process's controlling terminal; with it on its descriptors
+                           # the process took the foreground from its launcher (TIOCSPGRP).
+                           ("process.new_session", not proc.new_session,
+                            "a process in the launcher's session shares its controlling terminal")):
         if off and not proc.reason:
             errors.append(PolicyError(where(key), f"{what}: a dangerous choice that needs "
                                                   "process.reason"))
