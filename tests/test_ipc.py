@@ -820,6 +820,35 @@ def test_a_client_pins_ipccert_alone_and_the_files_are_read_with_the_options(ech
         parse_settings({"ipcconnect": where, "ipccert": [missing]})
 
 
+def test_a_key_file_others_may_read_or_replace_is_refused(vardir, tls_cert):
+    """-ipckey's file must belong to this user (or root) and be closed to others (a group may
+    read it). Attack on the code before 12-07: a key of mode 0644 (as this module's own
+    certificate helper wrote it) or one another user owns was loaded without a word; another
+    local user who read it could serve the node's certificate on its port while the node
+    restarted, and a remote client's pinning passed (the certificate and its key are all the
+    client checks; the listener's uid is judged on this host only)."""
+    from cleancoin.components.ipc.settings import parse_settings
+    cert, key = tls_cert
+    where = ["tcp:127.0.0.1:1"]
+    options = {"ipcbind": where, "ipccert": [cert], "ipckey": [key]}
+    assert parse_settings(options).server_context is not None          # 0600, this user's
+    os.chmod(key, 0o640)
+    assert parse_settings(options).server_context is not None          # a group may read it
+    for mode, why in ((0o644, "others may read or write it"), (0o660, "its group may write it")):
+        os.chmod(key, mode)
+        with pytest.raises(AddressError, match=f"cannot be loaded: {re.escape(key)} has mode 0{mode:o}: {why}"):
+            parse_settings(options)
+    os.chmod(key, 0o600)
+    link = os.path.join(vardir, "key-link.pem")
+    os.symlink(key, link)                   # a link to a sound key (certbot's live/) is its target
+    assert parse_settings({**options, "ipckey": [link]}).server_context is not None
+    if os.geteuid() == 0:
+        os.chown(key, 65534, -1)
+        with pytest.raises(AddressError, match="belongs to uid 65534, not to this user"):
+            parse_settings(options)
+        os.chown(key, 0, -1)
+
+
 def test_ipcconnect_tcp_logs_in_with_the_cookie(echo_process, vardir):
     port = free_port()
     echo_process(f"-ipcbind=tcp:127.0.0.1:{port}", f"-datadir={vardir}")

@@ -3,6 +3,7 @@ executables'): one for 127.0.0.1, made with the cryptography package, else with 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -44,7 +45,8 @@ def _with_cryptography(cert: str, key: str) -> None:
                                   critical=False)
                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
                    .sign(private, hashes.SHA256()))
-    with open(key, "wb") as handle:
+    # 0600, as openssl writes it: the listener refuses a key others may read (since 12-07).
+    with open(os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
         handle.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     with open(cert, "wb") as handle:
