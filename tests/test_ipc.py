@@ -516,6 +516,28 @@ def test_tcp_tls(echo_process, vardir, tls_cert):
     assert "dropped during set-up" in err          # the plain client, seen by the server
 
 
+def test_a_client_pins_the_listeners_certificate_not_the_ca_in_its_chain_file(echo_process, vardir):
+    """-ipccert as a CA issues it (the certificate, then the CA's: fullchain.pem): the client
+    trusts that one certificate. Attack on the code before 12-07: the client took every
+    certificate of the file as a trust anchor, the CA's among them, so a listener showing
+    another certificate the same CA signed for the same address (anyone the CA serves, on the
+    port while the node restarts) completed the handshake and got the login (the echo
+    answered); now the handshake fails. The node's own chain still connects."""
+    from tls_certs import make_ca_signed
+    pytest.importorskip("cryptography")
+    (ours, _), (theirs, their_key) = make_ca_signed(str(vardir))
+    port = free_port()
+    where = [f"tcp:127.0.0.1:{port}"]
+    impostor = echo_process(f"-ipcbind={where[0]}", f"-datadir={vardir}", f"-ipccert={theirs}",
+                            f"-ipckey={their_key}")
+    with pytest.raises(AddressError, match="CERTIFICATE_VERIFY_FAILED"):
+        _open_peer({"ipcconnect": where, "ipccert": [ours]}, "", vardir)
+    impostor.stop()
+    # The control: the listener of the pinned certificate, with its chain.
+    echo_process(f"-ipcbind={where[0]}", f"-datadir={vardir}", f"-ipccert={theirs}", f"-ipckey={their_key}")
+    assert _open_peer({"ipcconnect": where, "ipccert": [theirs]}, "", vardir) == ("via open_peer", False)
+
+
 def _unrelated_ca_pem() -> str:
     """Any CA certificate that did not sign the test certificate: the system bundle's first."""
     paths = ssl.get_default_verify_paths()

@@ -459,8 +459,20 @@ def server_tls(cert: str, key: str) -> ssl.SSLContext:
 
 
 def client_tls(cert: str) -> ssl.SSLContext:
-    """TLS for a TCP client that trusts exactly the server certificate `cert` (pinned)."""
+    """TLS for a TCP client that trusts exactly the server certificate `cert` (pinned): the
+    first certificate of the file, the listener's own, is the one trust anchor (a partial
+    chain ends there), and the rest of a chain file (a CA's fullchain.pem) is not trusted. Until
+    12-07 every certificate of the file was an anchor: with a CA's in it, any certificate that
+    CA signed for the address passed."""
     import ssl
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cert)
+    with open(cert, "rb") as handle:
+        text = handle.read(1 << 20).decode("ascii", errors="replace")
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    start = text.find(begin)
+    stop = text.find(end, start)
+    if start < 0 or stop < 0:
+        raise ssl.SSLError(f"{cert} holds no PEM certificate")
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=text[start:stop + len(end)] + "\n")
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
