@@ -131,7 +131,7 @@ class Process(Record):
     # three /dev/null; "inherit": the launcher's own (a terminal there is the child's too).
     stdio: str = "pipe"
     memory_deny_write_execute: bool = True      # PR_SET_MDWE: no W+X memory
-    reason: str | None = None     # why it is dumpable, may map W+X memory or inherits stdio
+    reason: str | None = None     # why it is dumpable, may map W+X memory, inherits stdio, keeps the session
 
 
 @record

@@ -635,7 +635,7 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
         "capabilities": Key(GrantList("name"), "capabilities to keep; each needs a reason", "append"),
         "dumpable": Key(Bool(), "allow core dumps and ptrace by the same user (default false)"),
         "no_new_privs": Key(Bool(), "always true; false is rejected"),
-        "new_session": Key(Bool(), "setsid(): no controlling terminal (default true)"),
+        "new_session": Key(Bool(), "setsid(): no controlling terminal (default true; false needs a reason)"),
         "die_with_parent": Key(Bool(), "PR_SET_PDEATHSIG: killed when the parent dies (default true)"),
         "environment": Key(StrList(r"^[A-Za-z_*?][A-Za-z0-9_*?]*$"),
                            "names (or globs) of variables kept from the parent's environment", "append"),
@@ -647,8 +647,8 @@ SECTIONS: Mapping[str, Mapping[str, Key]] = {
                      'launcher reads), "null", or "inherit" the launcher\'s (needs a reason)'),
         "memory_deny_write_execute": Key(Bool(), "PR_SET_MDWE: no memory both writable and "
                                                  "executable, ever (default true)"),
-        "reason": Key(Text(), "why the process is dumpable, may map W+X memory or inherits stdio "
-                              "(required then)"),
+        "reason": Key(Text(), "why the process is dumpable, may map W+X memory, inherits stdio or "
+                              "stays in its launcher's session (required then)"),
     },
     "seccomp": {
         "enabled": Key(Bool(), "false turns the syscall filter off (needs a reason)"),
