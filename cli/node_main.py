@@ -30,6 +30,11 @@ PROG = "CleanCoind"
 #: version handshake, s).
 DEFAULT_CONNECT_TIMEOUT_MS = 5000
 DEFAULT_PEER_TIMEOUT = 60
+# The largest -timeout (ms) and -peertimeout (s): bitcoind keeps both in an int. Above it the
+# value does not fit a socket's timeout (time_t in ns): until 12-07 -timeout=10000000000000
+# made every dial fail with OverflowError (CleanCoind's task keeping a -connect peer died at its
+# first), and a value past a float's range stopped the start with a traceback.
+MAX_TIMEOUT = 2**31 - 1
 
 #: -debug categories -> logger names under "cleancoin". "validation" covers the chain.
 DEBUG_CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -282,6 +287,8 @@ def check_blocks_level(settings: Settings) -> tuple[int, int]:
 def connect_timeout(settings: Settings) -> float:
     """-timeout=<ms> in seconds. As bitcoind, a value of 0 or less means the default."""
     ms = settings.get_int("timeout", DEFAULT_CONNECT_TIMEOUT_MS)
+    if ms > MAX_TIMEOUT:
+        raise OptionError(f"Invalid value for -timeout: '{ms}' (at most {MAX_TIMEOUT} milliseconds)")
     return (ms if ms > 0 else DEFAULT_CONNECT_TIMEOUT_MS) / 1000.0
 
 
@@ -290,6 +297,8 @@ def peer_timeout(settings: Settings) -> float:
     seconds = settings.get_int("peertimeout", DEFAULT_PEER_TIMEOUT)
     if seconds <= 0:
         raise OptionError("peertimeout must be a positive integer.")
+    if seconds > MAX_TIMEOUT:
+        raise OptionError(f"Invalid value for -peertimeout: '{seconds}' (at most {MAX_TIMEOUT} seconds)")
     return float(seconds)
 
 

@@ -14,7 +14,9 @@ restricts itself registers:
   would refuse the open afterwards) and writes the report into it when the steps are done.
 
 The directory is $CLEANCOIN_SANDBOX_REPORTS, else $XDG_RUNTIME_DIR/cleancoin-sandbox when
-that runtime directory is the user's own and 0700 (as the XDG spec requires of it; since
+that runtime directory is the user's own and 0700, and no other user can swap it or a
+directory above it (since 12-07, later: a runtime directory of the user's inside another
+user's directory was used), as the XDG spec requires of it (since
 12-07: one set to /tmp, as some containers and scripts do, put every user's reports at the
 one name /tmp/cleancoin-sandbox, which another user could create first), else a directory
 named for the host in $XDG_STATE_HOME/cleancoin-sandbox (XDG_STATE_HOME defaults to
@@ -54,12 +56,43 @@ def directory() -> str | None:
 
 
 def _private_directory(path: str) -> bool:
-    """Whether `path` is a directory of this user's alone: its own, mode 0700, not a link."""
+    """Whether `path` is a directory of this user's alone: its own, mode 0700, not a link,
+    and no other user can swap it or a directory above it (`_fixed_above`)."""
     try:
         info = os.lstat(path)
     except OSError:
         return False
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
+    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
+            and _fixed_above(path))
+
+
+def _fixed_above(path: str) -> bool:
+    """Whether no other user can rename `path` or a directory above it, or put a link in its
+    place: every directory above it, as written and as resolved, belongs to root or this user
+    and, where others (or a group not the user's own) may write it, has the sticky bit (then
+    only an entry's owner renames it: /tmp); a link on the way belongs to root or this user. Until 12-07 only the last
+    directory was looked at: the user's own 0700 directory inside another user's (a runtime
+    directory made in their /tmp/x) passed, and that user could rename it between the check
+    and the write, and put a link to a directory of theirs there."""
+    me = os.getuid()
+    for chain in (os.path.abspath(path), os.path.realpath(path)):
+        parent = os.path.dirname(chain)
+        while True:
+            try:
+                info = os.lstat(parent)
+            except OSError:
+                return False
+            if info.st_uid not in (me, 0):
+                return False
+            # A group that may write: the user's own group (a home of mode 0775 under user
+            # private groups) is taken as the user's.
+            others = stat.S_IWOTH | (stat.S_IWGRP if info.st_gid != os.getgid() else 0)
+            if stat.S_ISDIR(info.st_mode) and info.st_mode & others and not info.st_mode & stat.S_ISVTX:
+                return False
+            if parent == "/":
+                break
+            parent = os.path.dirname(parent)
+    return True
 
 
 def _own_directory(create: bool) -> str | None:

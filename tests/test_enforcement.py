@@ -651,6 +651,112 @@ def test_seccomp_ioctl_tiocsti_denied_other_ioctls_pass(base_sandbox, run_in_san
                       "FIONREAD_value": 3}
 
 
+#: Requests of types 'T' (terminals), 'K' (the console) and 'V' (virtual terminals) that the
+#: base filter let reach the kernel until 12-07 (ENOTTY on a socket; a few take effect on a
+#: pty: see below), and the 'T' requests it keeps allowing (the components' own).
+TERMINAL_REQUESTS_REFUSED = {
+    "TIOCEXCL": 0x540C, "TIOCNXCL": 0x540D, "TIOCGETD": 0x5424, "TIOCSBRK": 0x5427, "TCSBRK": 0x5409,
+    "TCSBRKP": 0x5425, "TIOCMSET": 0x5418, "TIOCMBIS": 0x5416, "TIOCSSERIAL": 0x541F,
+    "TIOCSSOFTCAR": 0x541A, "TIOCSIG": 0x40045436, "TIOCGSID": 0x5429, "TIOCGPGRP": 0x540F,
+    "FIOASYNC": 0x5452, "KDSETMODE": 0x4B3A, "KDSKBMODE": 0x4B45, "KDSKBSENT": 0x4B49,
+    "KDFONTOP": 0x4B72, "VT_ACTIVATE": 0x5606, "VT_SETMODE": 0x5602, "VT_LOCKSWITCH": 0x560B,
+}
+TERMINAL_REQUESTS_ALLOWED = {"TCGETS": 0x5401, "TIOCOUTQ": 0x5411, "TIOCGWINSZ": 0x5413, "FIONREAD": 0x541B,
+                             "FIONBIO": 0x5421, "FIONCLEX": 0x5450, "FIOCLEX": 0x5451}
+TIOCEXCL, TIOCGEXCL, TIOCSETD, N_NULL = 0x540C, 0x80045440, 0x5423, 27
+
+
+def _terminal_requests(pty_fd: int) -> dict[str, int]:
+    """Each request on a socket (EPERM is the filter's, the kernel answers ENOTTY or does it),
+    then exclusive mode and the N_NULL line discipline on the operator's pty (`pty_fd`),
+    the second undone at once if it passes."""
+    one, two = socket.socketpair()
+    buf = ctypes.create_string_buffer(128)
+    out = {name: ioctl_errno(one.fileno(), request, buf)
+           for name, request in {**TERMINAL_REQUESTS_REFUSED, **TERMINAL_REQUESTS_ALLOWED}.items()}
+    out["pty-TIOCEXCL"] = ioctl_errno(pty_fd, TIOCEXCL, ctypes.c_void_p(0))
+    null, tty = ctypes.c_int(N_NULL), ctypes.c_int(0)
+    out["pty-TIOCSETD-N_NULL"] = ioctl_errno(pty_fd, TIOCSETD, ctypes.byref(null))
+    if out["pty-TIOCSETD-N_NULL"] == 0:
+        ioctl_errno(pty_fd, TIOCSETD, ctypes.byref(tty))
+    one.close()
+    two.close()
+    return out
+
+
+def _pty_exclusive(fd: int) -> bool:
+    value = ctypes.c_int(-1)
+    assert ioctl_errno(fd, TIOCGEXCL, ctypes.byref(value)) == 0
+    return value.value == 1
+
+
+def test_seccomp_terminal_requests_are_an_allow_list(base_sandbox, run_in_sandbox, sandbox_vars):
+    """The base filter lets through only the terminal requests the components use (TCGETS,
+    TIOCGWINSZ) and the socket and descriptor requests of type 'T'; every other request of
+    types 'T', 'K' and 'V' answers EPERM (since 12-07). Attack, with the operator's pty passed
+    in (a terminal that reached the sandbox by mistake): until 12-07 the deny-list let the
+    requests above reach the kernel, TIOCEXCL left the pty exclusive after the process ended
+    (another open of it failed with EBUSY) and TIOCSETD put the N_NULL line discipline on it
+    (every key typed discarded)."""
+    master, slave = os.openpty()
+    try:
+        result, code, _ = run_in_sandbox(BASE_POLICY, sandbox_vars, lambda: _terminal_requests(slave),
+                                         pass_fds=(slave,))
+        exclusive = _pty_exclusive(slave)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert code == 0
+    assert {name: result[name] for name in TERMINAL_REQUESTS_REFUSED} == \
+        {name: errno.EPERM for name in TERMINAL_REQUESTS_REFUSED}, result
+    assert result["pty-TIOCEXCL"] == errno.EPERM and result["pty-TIOCSETD-N_NULL"] == errno.EPERM, result
+    assert not exclusive
+    # The kernel's answers on a socket: the allowed requests reach it.
+    assert {name: result[name] for name in TERMINAL_REQUESTS_ALLOWED} == {
+        "TCGETS": errno.ENOTTY, "TIOCOUTQ": 0, "TIOCGWINSZ": errno.ENOTTY, "FIONREAD": 0, "FIONBIO": 0,
+        "FIONCLEX": 0, "FIOCLEX": 0}, result
+
+
+def test_an_interactive_program_keeps_its_terminal_modes_but_not_what_outlives_it(
+        base_sandbox, run_in_sandbox, write_policy, sandbox_vars):
+    """examples/program with the operator's terminal on its descriptors (stdio = "inherit",
+    with a reason): it may set the terminal's modes (line editing does), not make the
+    terminal exclusive, change its line discipline or reach the console (since 12-07).
+    Attack on the code before: TIOCEXCL left the operator's pty exclusive after the program
+    ended (another open: EBUSY) and TIOCSETD put N_NULL on it."""
+    policy = write_policy(f"""
+        extends = ["{shipped_policy('examples/program')}"]
+        [policy]
+        name = "interactive"
+        [process]
+        stdio = "inherit"
+        reason = "an interactive program: the operator's terminal"
+        """, extends=False)
+    master, slave = os.openpty()
+
+    def fn() -> dict[str, int]:
+        out = _terminal_requests(slave)
+        out["pty-TCSETS"] = 0
+        try:
+            termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(slave))
+        except termios.error as exc:
+            out["pty-TCSETS"] = exc.args[0]
+        return out
+
+    try:
+        result, code, _ = run_in_sandbox(policy, sandbox_vars, fn, pass_fds=(slave,))
+        exclusive = _pty_exclusive(slave)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert code == 0
+    assert result["pty-TCSETS"] == 0, result
+    assert result["pty-TIOCEXCL"] == errno.EPERM and result["pty-TIOCSETD-N_NULL"] == errno.EPERM, result
+    assert not exclusive
+    for name in ("KDSETMODE", "KDSKBMODE", "KDSKBSENT", "KDFONTOP", "VT_ACTIVATE", "VT_SETMODE", "VT_LOCKSWITCH"):
+        assert result[name] == errno.EPERM, (name, result)
+
+
 # --- namespaces ----------------------------------------------------------------------------------
 
 NAMESPACE_LINKS = ("user", "mnt", "pid", "net", "ipc", "uts")

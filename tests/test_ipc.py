@@ -516,6 +516,28 @@ def test_tcp_tls(echo_process, vardir, tls_cert):
     assert "dropped during set-up" in err          # the plain client, seen by the server
 
 
+def test_a_client_pins_the_listeners_certificate_not_the_ca_in_its_chain_file(echo_process, vardir):
+    """-ipccert as a CA issues it (the certificate, then the CA's: fullchain.pem): the client
+    trusts that one certificate. Attack on the code before 12-07: the client took every
+    certificate of the file as a trust anchor, the CA's among them, so a listener showing
+    another certificate the same CA signed for the same address (anyone the CA serves, on the
+    port while the node restarts) completed the handshake and got the login (the echo
+    answered); now the handshake fails. The node's own chain still connects."""
+    from tls_certs import make_ca_signed
+    pytest.importorskip("cryptography")
+    (ours, _), (theirs, their_key) = make_ca_signed(str(vardir))
+    port = free_port()
+    where = [f"tcp:127.0.0.1:{port}"]
+    impostor = echo_process(f"-ipcbind={where[0]}", f"-datadir={vardir}", f"-ipccert={theirs}",
+                            f"-ipckey={their_key}")
+    with pytest.raises(AddressError, match="CERTIFICATE_VERIFY_FAILED"):
+        _open_peer({"ipcconnect": where, "ipccert": [ours]}, "", vardir)
+    impostor.stop()
+    # The control: the listener of the pinned certificate, with its chain.
+    echo_process(f"-ipcbind={where[0]}", f"-datadir={vardir}", f"-ipccert={theirs}", f"-ipckey={their_key}")
+    assert _open_peer({"ipcconnect": where, "ipccert": [theirs]}, "", vardir) == ("via open_peer", False)
+
+
 def _unrelated_ca_pem() -> str:
     """Any CA certificate that did not sign the test certificate: the system bundle's first."""
     paths = ssl.get_default_verify_paths()
@@ -818,6 +840,35 @@ def test_a_client_pins_ipccert_alone_and_the_files_are_read_with_the_options(ech
     missing = os.path.join(vardir, "nothing.pem")
     with pytest.raises(AddressError, match=f"-ipccert={re.escape(missing)}: cannot be loaded"):
         parse_settings({"ipcconnect": where, "ipccert": [missing]})
+
+
+def test_a_key_file_others_may_read_or_replace_is_refused(vardir, tls_cert):
+    """-ipckey's file must belong to this user (or root) and be closed to others (a group may
+    read it). Attack on the code before 12-07: a key of mode 0644 (as this module's own
+    certificate helper wrote it) or one another user owns was loaded without a word; another
+    local user who read it could serve the node's certificate on its port while the node
+    restarted, and a remote client's pinning passed (the certificate and its key are all the
+    client checks; the listener's uid is judged on this host only)."""
+    from cleancoin.components.ipc.settings import parse_settings
+    cert, key = tls_cert
+    where = ["tcp:127.0.0.1:1"]
+    options = {"ipcbind": where, "ipccert": [cert], "ipckey": [key]}
+    assert parse_settings(options).server_context is not None          # 0600, this user's
+    os.chmod(key, 0o640)
+    assert parse_settings(options).server_context is not None          # a group may read it
+    for mode, why in ((0o644, "others may read or write it"), (0o660, "its group may write it")):
+        os.chmod(key, mode)
+        with pytest.raises(AddressError, match=f"cannot be loaded: {re.escape(key)} has mode 0{mode:o}: {why}"):
+            parse_settings(options)
+    os.chmod(key, 0o600)
+    link = os.path.join(vardir, "key-link.pem")
+    os.symlink(key, link)                   # a link to a sound key (certbot's live/) is its target
+    assert parse_settings({**options, "ipckey": [link]}).server_context is not None
+    if os.geteuid() == 0:
+        os.chown(key, 65534, -1)
+        with pytest.raises(AddressError, match="belongs to uid 65534, not to this user"):
+            parse_settings(options)
+        os.chown(key, 0, -1)
 
 
 def test_ipcconnect_tcp_logs_in_with_the_cookie(echo_process, vardir):

@@ -347,7 +347,8 @@ def test_the_descriptor_and_terminal_attempts_find_what_a_careless_launcher_leav
         os.close(master)
         os.close(slave)
     assert walk[0] == "allowed" and f"fd {leaked} leads to the canary" in walk[1], walk
-    assert tty[0] == "allowed" and all(name in tty[1] for name in ("TCSETS", "TIOCSWINSZ", "TCXONC")), tty
+    assert tty[0] == "allowed" and all(name in tty[1] for name in ("TCSETS", "TIOCSWINSZ", "TCXONC", "TIOCEXCL)",
+                                                                   "TIOCSETD", "TIOCSBRK")), tty
 
 
 def test_a_swapped_grant_is_followed_only_without_the_symlink_rule(tmp_path: Path) -> None:

@@ -77,3 +77,33 @@ def test_a_runtime_directory_counts_only_when_it_is_the_users_alone(state: Path,
     assert report_registry.directory() == str(state)
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/tmp")
     assert report_registry.directory() == str(state)
+
+
+def test_a_runtime_directory_inside_another_users_directory_is_not_used(state: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's own 0700 runtime directory, inside a directory another user owns (or one
+    others may write without the sticky bit): that user can rename it between the check and
+    the write and put a link to a directory of theirs in its place. Until 12-07 (later) only
+    the runtime directory itself was looked at, and it was used."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a directory to another user")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    runtime = theirs / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert report_registry.directory() == str(runtime / "cleancoin-sandbox")      # the control
+    os.chown(theirs, 65534, 65534)
+    assert report_registry.directory() == str(state)
+    os.chown(theirs, 0, 0)
+    theirs.chmod(0o777)                                   # anyone may rename what is in it
+    assert report_registry.directory() == str(state)
+    theirs.chmod(0o1777)                                  # sticky, as /tmp: only the owner may
+    assert report_registry.directory() == str(runtime / "cleancoin-sandbox")
+    theirs.chmod(0o755)
+    # Reached through another user's link: refused too.
+    link = tmp_path / "link"
+    link.symlink_to(theirs)
+    os.lchown(link, 65534, 65534)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(link / "run"))
+    assert report_registry.directory() == str(state)

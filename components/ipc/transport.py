@@ -419,18 +419,60 @@ async def connect(address: Address, local: IpcPeer, debug: bool, credentials: Cr
     return await connect_init(stream, local, debug, credentials if address.kind == "tcp" else None)
 
 
+class KeyFileUnsafe(OSError):
+    """-ipckey's file is one that others may read or replace."""
+
+
+def check_key_file(fd: int, path: str) -> None:
+    """KeyFileUnsafe unless the open file `fd` (-ipckey's, `path`) belongs to this user or root
+    and neither others nor its group may write it, nor others read it (ssh's rule for a private
+    key, a group that reads it allowed: a service's group). Until 12-07 any key loaded silently:
+    with a world-readable one another local user could serve the node's certificate on its port
+    while the node restarted, and a remote client's pinning would pass."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise KeyFileUnsafe(f"{path} is not a regular file")
+    if info.st_uid not in (os.geteuid(), 0):
+        raise KeyFileUnsafe(f"{path} belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()}) "
+                            "or root: its owner can replace the key")
+    loose = info.st_mode & (stat.S_IRWXO | stat.S_IWGRP)
+    if loose:
+        raise KeyFileUnsafe(f"{path} has mode {stat.S_IMODE(info.st_mode):04o}: "
+                            f"{'others may read or write it' if info.st_mode & stat.S_IRWXO else 'its group may write it'}"
+                            f"; chmod 600 {path}")
+
+
 def server_tls(cert: str, key: str) -> ssl.SSLContext:
-    """TLS for a TCP listener (-ipccert, -ipckey)."""
+    """TLS for a TCP listener (-ipccert, -ipckey). The key file is checked (check_key_file) on
+    the descriptor OpenSSL then reads, through /proc/self/fd: a file swapped after the check
+    is not the one loaded."""
     import ssl
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
+    fd = os.open(key, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        check_key_file(fd, key)
+        ctx.load_cert_chain(cert, f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
     return ctx
 
 
 def client_tls(cert: str) -> ssl.SSLContext:
-    """TLS for a TCP client that trusts exactly the server certificate `cert` (pinned)."""
+    """TLS for a TCP client that trusts exactly the server certificate `cert` (pinned): the
+    first certificate of the file, the listener's own, is the one trust anchor (a partial
+    chain ends there), and the rest of a chain file (a CA's fullchain.pem) is not trusted. Until
+    12-07 every certificate of the file was an anchor: with a CA's in it, any certificate that
+    CA signed for the address passed."""
     import ssl
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cert)
+    with open(cert, "rb") as handle:
+        text = handle.read(1 << 20).decode("ascii", errors="replace")
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    start = text.find(begin)
+    stop = text.find(end, start)
+    if start < 0 or stop < 0:
+        raise ssl.SSLError(f"{cert} holds no PEM certificate")
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=text[start:stop + len(end)] + "\n")
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx

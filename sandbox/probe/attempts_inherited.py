@@ -21,6 +21,7 @@ import hashlib
 import os
 import socket
 import stat
+import struct
 import termios
 import time
 from collections.abc import Callable, Mapping
@@ -135,6 +136,27 @@ def _terminal_ops(fd: int) -> list[str]:
         termios.tcflow(fd, termios.TCOON)
         done.append(f"restarted fd {fd}'s terminal's output (TCXONC)")
     except (OSError, termios.error):
+        pass
+    # Since 12-07 the rest of what the base filter's allow-list keeps out, again with the
+    # terminal's own state: exclusive mode (undone at once: while it holds, a later open of the
+    # terminal fails with EBUSY), its own line discipline, the break line on and off.
+    try:
+        fcntl.ioctl(fd, syscalls.TIOCEXCL, 0)
+        exclusive = struct.unpack("i", fcntl.ioctl(fd, syscalls.TIOCGEXCL, bytes(4)))[0]
+        fcntl.ioctl(fd, syscalls.TIOCNXCL, 0)
+        done.append(f"made fd {fd}'s terminal exclusive (TIOCEXCL{'' if exclusive else ', not kept'})")
+    except OSError:
+        pass
+    try:
+        fcntl.ioctl(fd, syscalls.TIOCSETD, fcntl.ioctl(fd, syscalls.TIOCGETD, bytes(4)))
+        done.append(f"set fd {fd}'s terminal's line discipline (TIOCSETD)")
+    except OSError:
+        pass
+    try:
+        fcntl.ioctl(fd, syscalls.TIOCSBRK, 0)
+        fcntl.ioctl(fd, syscalls.TIOCCBRK, 0)
+        done.append(f"set fd {fd}'s terminal's break line (TIOCSBRK)")
+    except OSError:
         pass
     try:
         os.set_blocking(fd, False)
@@ -871,9 +893,11 @@ def _exp_named_socket(j: _Judge, t: _Targets) -> _Why:
                                             "filesystem view")
 
 
-#: What terminal-left-open tries besides reading: set the modes, resize, restart the output.
+#: What terminal-left-open tries besides reading: set the modes, resize, restart the output,
+#: make it exclusive, set its line discipline and its break line.
 TERMINAL_LEFT_OPEN_REQUESTS = (("TCSETS", syscalls.TCSETS), ("TIOCSWINSZ", syscalls.TIOCSWINSZ),
-                               ("TCXONC", syscalls.TCXONC))
+                               ("TCXONC", syscalls.TCXONC), ("TIOCEXCL", syscalls.TIOCEXCL),
+                               ("TIOCSETD", syscalls.TIOCSETD), ("TIOCSBRK", syscalls.TIOCSBRK))
 
 
 def _exp_socket_in_read_grant(j: _Judge, t: _Targets) -> _Why:

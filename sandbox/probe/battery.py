@@ -206,7 +206,7 @@ def _battery() -> list[_Spec]:
               _exp_terminal_escape_self, _parent("terminal-escape-self-restriction"), parent_run=True,
               needs_self=True),
         _Spec("terminal-left-open", "use a terminal the launcher left open: read it, TCSETS, "
-              "TIOCSTI, TIOCSWINSZ, TCXONC", _exp_terminal, _parent("terminal-left-open"), parent_run=True),
+              "TIOCSTI, TIOCSWINSZ, TCXONC, TIOCEXCL, TIOCSETD, TIOCSBRK", _exp_terminal, _parent("terminal-left-open"), parent_run=True),
         _Spec("grant-symlink-swap", "swap a writable grant for a symlink to /, then be launched "
               "again (old plan and new plan) and read the canary through it",
               _exp_never("paths: grants resolve without symlinks the sandbox could have planted"),

@@ -418,6 +418,38 @@ def test_authenticated_tcp_ipc_under_the_sandbox(node) -> None:
     assert json.loads(count) == 0
 
 
+def test_the_ipc_private_key_is_only_in_the_listening_node(node, tmp_path: Path) -> None:
+    """-ipckey is loaded by the one process that listens on TCP (since 12-07): the node. Held
+    when tried 12-07: as root, /proc/PID/mem of the zygote, the wallet process (its waiter and
+    init too) and the connect broker holds neither the key's scalar (either byte order) nor
+    a line of its PEM, while the node's does (the control: the search finds it there)."""
+    from cryptography.hazmat.primitives import serialization
+    from tls_certs import make_self_signed
+
+    from framework import child_pids, memory_holds
+    if os.geteuid() != 0:
+        pytest.skip("needs root to read the memory of processes that are not dumpable")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    make_self_signed(cert, key)
+    with open(key, "rb") as handle:
+        pem = handle.read()
+    private = serialization.load_pem_private_key(pem, None)
+    scalar = private.private_numbers().private_value.to_bytes(32, "big")
+    needles = [scalar, scalar[::-1], pem.splitlines()[1]]
+    n = node(f"-ipcbind=tcp:127.0.0.1:{free_port()}", f"-ipccert={cert}", f"-ipckey={key}")
+    n.start()
+    wallet_pid(n)                               # the wallet process is up
+    tree, todo = [], child_pids(n.process.pid)
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += child_pids(pid)
+    assert len(tree) >= 4, tree                 # zygote, waiter, init, wallet (and the broker)
+    assert memory_holds(n.process.pid, needles)
+    holding = {pid: memory_holds(pid, needles) for pid in tree}
+    assert not any(holding.values()), holding
+
+
 def test_idle_tcp_ipc_clients_do_not_lock_out_node_sock_or_a_real_tcp_client(node) -> None:
     """The attack (issue 11, item 5): 20 TCP connections to the node's IPC port that never log
     in, more than -ipcmaxconnections. A node.sock client is served at once (each listener has

@@ -110,3 +110,29 @@ def test_peertimeout_below_one_stops_the_start(tmp_path: Path, value: str) -> No
     expected = "is not a number" if value == "x" else "Error: peertimeout must be a positive integer."
     assert expected in out.stderr, out.stderr
     assert not (tmp_path / "regtest" / "chainstate.sqlite").exists()
+
+
+@pytest.mark.parametrize("option", ["-timeout=10000000000000", "-timeout=1" + "0" * 400,
+                                    "-peertimeout=2147483648", "-peertimeout=1" + "0" * 400])
+def test_a_timeout_beyond_an_int_stops_the_start(tmp_path: Path, option: str) -> None:
+    """Attack (an option value): until 12-07 -timeout=10000000000000 (1e10 s) started a node
+    whose every dial failed with OverflowError (a socket's timeout is a time_t of ns; under
+    CleanCoind the task keeping the -connect peer died at its first dial and never redialled),
+    and a value past a float's range stopped the start with a traceback. Now both options
+    stop at bitcoind's int bound with a message naming the option."""
+    out = subprocess.run(node_command(f"-datadir={tmp_path}", "-regtest", option),
+                         capture_output=True, text=True, timeout=30)
+    name = option.split("=")[0]
+    assert out.returncode == 1 and f"Invalid value for {name}:" in out.stderr, out.stderr
+    assert "at most 2147483647" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_the_largest_timeout_still_connects(node: Callable[..., TestNode]) -> None:
+    """-timeout at its bound (2147483647 ms, about 25 days) is a timeout a socket takes: the
+    node reaches a listener that accepts."""
+    service = CountingListener(socket.create_server(("127.0.0.1", 0)))
+    n = node("-timeout=2147483647", "-peertimeout=2147483647", f"-connect=127.0.0.1:{service.port}")
+    n.start()
+    wait_until(lambda: service.accepted >= 1, timeout=20, what="the connect")
+    service.sock.close()
+    assert "OverflowError" not in n.debug_log()
