@@ -42,7 +42,9 @@ Block download (blocks-first, simpler than headers-first; headers-first below th
     inv batches from other peers are not fetched (they would be orphans), but a single-block
     inv (a new block relayed) is, and a tip it makes is announced: a silent sync peer (one
     claiming a long chain and answering nothing) cannot hold up block relay until its timeout.
-    A sync peer that delivers nothing for `block_download_timeout` is disconnected. Progress
+    A sync peer that delivers nothing for `block_download_timeout` is disconnected, and so
+    is one whose oldest requested block has been awaited for the stalling timeout while
+    another peer is ahead and idle (_check_sync_peer_stall; since 12-07). Progress
     (height, total from the peers' heights, blocks/s) is logged on "cleancoin.net" at INFO.
 
     A block of a branch that lags too far behind our tip is not stored
@@ -972,6 +974,8 @@ class P2PNode:
                     continue
                 want.append(item)
                 self._blocks_requested[item.hash] = peer.id
+                if not peer.blocks_in_flight:
+                    peer.downloading_since = loop_now
                 peer.blocks_in_flight[item.hash] = loop_now
             elif item.type == MSG_TX:
                 if self._sync_peer is not None:
@@ -1413,8 +1417,13 @@ class P2PNode:
                 self._report_progress()
                 self._stall_timeout.after_blocks(self.chain.tip.height - old_height)
         if self._sync_headers_first and self._sync_peer is not None:
-            # Parallel download: every block frees a place (block_window.py).
-            self._continue_headers_first(self._sync_peer)
+            # Parallel download (block_window.py): refilled once half of the peer's places
+            # are free (per block: a getdata a block, and 20 % more CPU for a 2050-block sync).
+            # A peer left idle by a full window is refilled as soon as the tip moves.
+            if (len(peer.blocks_in_flight) <= MAX_BLOCKS_IN_TRANSIT_PER_PEER // 2
+                    or (self.chain.tip.hash != old_tip
+                        and any(p.best_header is not None and not p.blocks_in_flight for p in self._peers.values()))):
+                self._continue_headers_first(self._sync_peer)
             if not peer.blocks_in_flight and self._sync_peer is not peer:
                 self._announce_tip()
         elif not peer.blocks_in_flight:
@@ -1621,7 +1630,7 @@ class P2PNode:
         for p in list(self._peers.values()):
             if p.closed or not p.handshake_done:
                 continue
-            height = serve_height(self.chain, plan, p.best_header, self.chain.ancestor)
+            height = self._serve_height(p, plan)
             if height < 0:
                 if (p.asked_headers_for != plan.target.hash and not p.headers_sent_at
                         and p.header_sync is None and self._peer_ahead(p)):
@@ -1641,6 +1650,16 @@ class P2PNode:
                     holder.stalling_since, holder.stalling_block = loop_now, stall.block
                     log.debug("peer=%d stalls the block download window at height %d (peer=%d waits)",
                               holder.id, stall.height, p.id)
+
+    def _serve_height(self, peer: Peer, plan: HeaderDownload) -> int:
+        """block_window.serve_height for `peer`, walked once per best header and target."""
+        if peer.best_header is None:
+            return -1
+        key = (peer.best_header.hash, plan.target.hash)
+        if peer.serve_key != key:
+            peer.serve_key = key
+            peer.serve_up_to = serve_height(self.chain, plan, peer.best_header, self.chain.ancestor)
+        return peer.serve_up_to
 
     def _check_block_stalls(self, loop_now: float) -> None:
         """Headers-first: disconnect a peer that has stalled the download window for the
@@ -1666,6 +1685,27 @@ class P2PNode:
                          hash_to_hex(next(iter(p.blocks_in_flight))), loop_now - p.downloading_since)
                 p.close("block download timeout")
                 self._forget_peer(p)
+
+    def _check_sync_peer_stall(self, loop_now: float) -> None:
+        """Blocks-first (one sync peer, above the minimum chain work): the sync peer holds
+        the next block our tip waits for, and no other peer can be asked while it has the
+        session. When its oldest requested block has been awaited for the stalling timeout
+        while another peer is ahead and idle, it stalls the download as a peer holding the
+        window's first block does headers-first (block_window.py), and is disconnected the
+        same way (the timeout doubled for the next). Before 12-07 only the 120 s without any
+        block applied: one block every 3 s held the download for as long as it went on."""
+        sync = self._sync_peer
+        if (sync is None or sync.closed or not sync.blocks_in_flight
+                or loop_now - sync.downloading_since <= self._stall_timeout.seconds
+                or not any(p is not sync and not p.blocks_in_flight and self._peer_ahead(p)
+                           for p in self._peers.values())):
+            return
+        log.info("peer=%d %s is stalling block download (block %s held %.1f s, the stalling timeout "
+                 "%.0f s), disconnecting", sync.id, sync.addr, hash_to_hex(next(iter(sync.blocks_in_flight))),
+                 loop_now - sync.downloading_since, self._stall_timeout.seconds)
+        self._stall_timeout.after_stall()
+        sync.close("stalling block download")
+        self._forget_peer(sync)
 
     def _request_blocks(self, peer: Peer, hashes: Sequence[bytes]) -> None:
         loop_now = asyncio.get_running_loop().time()
@@ -1866,5 +1906,7 @@ class P2PNode:
         if self._sync_headers_first:
             self._check_block_stalls(loop_now)
             self._fill_download()
+        else:
+            self._check_sync_peer_stall(loop_now)
         if self._sync_peer is None:
             self._maybe_start_sync()

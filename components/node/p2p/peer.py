@@ -214,6 +214,10 @@ class Peer:
         self.blocks_refused: dict[bytes, int] = {}
         #: Headers were asked of it for the download's target (that target's hash).
         self.asked_headers_for: bytes | None = None
+        #: How far up the download's branch it can serve (block_window.serve_height), for
+        #: (its best header's hash, the target's hash): a walk, done once per pair.
+        self.serve_key: tuple[bytes, bytes] | None = None
+        self.serve_up_to: int = -1
         #: Height of the best block we know the peer has (getpeerinfo's synced_blocks).
         self.synced_blocks: int = -1
         #: Last block hash it announced that we did not know (may tell us it is ahead).
