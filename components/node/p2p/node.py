@@ -1418,7 +1418,7 @@ class P2PNode:
                 self._stall_timeout.after_blocks(self.chain.tip.height - old_height)
         if self._sync_headers_first and self._sync_peer is not None:
             # Parallel download (block_window.py): refilled once half of the peer's places
-            # are free (per block: a getdata a block, and 20 % more CPU for a 2050-block sync).
+            # are free (per block: a getdata a block, and 25 % more CPU for a 2050-block sync).
             # A peer left idle by a full window is refilled as soon as the tip moves.
             if (len(peer.blocks_in_flight) <= MAX_BLOCKS_IN_TRANSIT_PER_PEER // 2
                     or (self.chain.tip.hash != old_tip
