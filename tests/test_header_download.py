@@ -47,57 +47,48 @@ def cm(tmp_path: Path, branch: list[Block]) -> Iterator[ChainManager]:
 MAX_BATCH_HEADERS = 2000
 
 
-def test_batches_come_in_height_order_from_the_fork_to_the_target(cm: ChainManager, branch: list[Block]) -> None:
-    """One walk records a hash every MARK_INTERVAL heights (and the target's); the batches
-    then hand out every block of the branch once, lowest first, and end at the target."""
+def _branch_hashes(plan: HeaderDownload, cm: ChainManager, lo: int, hi: int) -> list[bytes | None]:
+    return [plan.hash_at(cm, h) for h in range(lo, hi + 1)]
+
+
+def test_the_branch_by_height_from_marks(cm: ChainManager, branch: list[Block]) -> None:
+    """One walk records a hash every MARK_INTERVAL heights (and the target's); `hash_at`
+    then gives every height's hash of the branch, nothing above the target, and keeps only
+    the four stretches asked for last."""
     target = cm.get_index(branch[-1].hash)
     plan = HeaderDownload.start(cm, target)
-    assert plan.next_height == 1
+    assert plan.low == 1
     assert sorted(plan.marks) == [MARK_INTERVAL, 2 * MARK_INTERVAL, len(branch)]
-    got: list[bytes] = []
-    while not plan.done:
-        batch = plan.next_blocks(cm, 500)
-        assert 0 < len(batch) <= 500
-        got.extend(batch)
-    assert got == [b.hash for b in branch]
-    assert plan.next_blocks(cm, 500) == []
+    assert _branch_hashes(plan, cm, 1, len(branch)) == [b.hash for b in branch]
+    assert plan.hash_at(cm, len(branch) + 1) is None and plan.hash_at(cm, 0) is None
+    assert len(plan._stretches) == 3
+    assert plan.hash_at(cm, 1500) == branch[1499].hash
 
 
-def test_stored_blocks_are_passed_over(cm: ChainManager, branch: list[Block]) -> None:
-    """Blocks already stored (connected, or stored above a gap) are not handed out; a plan
-    started after the tip moved starts above it."""
+def test_a_plan_started_above_stored_blocks_starts_above_them(cm: ChainManager, branch: list[Block]) -> None:
+    """Blocks already connected lie below the plan's `low`; a stretch reaching below the
+    fork gives the active chain's hashes there (stored: the download passes them over)."""
     for b in branch[:10]:
         cm.accept_block(b)                              # connected: the tip is at 10
-    for b in branch[100:600]:
-        cm.accept_block(b)                              # stored above the gap, not connected
-    assert cm.tip.height == 10
     plan = HeaderDownload.start(cm, cm.get_index(branch[-1].hash))
-    assert plan.next_height == 11
-    first = plan.next_blocks(cm, 100)
-    assert first == [b.hash for b in branch[10:100]]               # heights 11..100
-    second = plan.next_blocks(cm, 100)                 # 101..600 stored: passed over
-    assert second == [b.hash for b in branch[600:610]]             # the rest of 511..610
-    assert plan.next_blocks(cm, 100) == [b.hash for b in branch[610:710]]
+    assert plan.low == 11
+    assert plan.hash_at(cm, 5) == branch[4].hash
 
 
 def test_a_longer_target_extends_the_plan_another_branch_restarts_it(
         cm: ChainManager, branch: list[Block]) -> None:
-    """Headers stored later that extend the target add to the plan without handing out
-    again what was handed out; a target on another branch starts the plan over from its
-    own fork."""
+    """Headers stored later that extend the target add to the plan; a target on another
+    branch starts the plan over from its own fork."""
     short = cm.get_index(branch[1199].hash)
     plan = HeaderDownload.start(cm, short)
-    while not plan.done:
-        plan.next_blocks(cm, 500)
+    assert plan.hash_at(cm, 1200) == branch[1199].hash and plan.hash_at(cm, 1201) is None
+    plan.low = 1201                                     # (as if all below were stored)
     plan.retarget(cm, cm.get_index(branch[-1].hash))
-    assert not plan.done and plan.next_height == 1201
-    rest: list[bytes] = []
-    while not plan.done:
-        rest.extend(plan.next_blocks(cm, 500))
-    assert rest == [b.hash for b in branch[1200:]]
+    assert plan.low == 1201
+    assert _branch_hashes(plan, cm, 1190, len(branch)) == [b.hash for b in branch[1189:]]
     other = _blocks(branch[49].header, 50, len(branch), 9)       # forks at 50, more work
     cm.accept_headers([b.header for b in other[:MAX_BATCH_HEADERS]])
     cm.accept_headers([b.header for b in other[MAX_BATCH_HEADERS:]])
     plan.retarget(cm, cm.get_index(other[-1].hash))
-    assert plan.next_height == 1                      # nothing of either branch is stored
-    assert plan.next_blocks(cm, 60) == [b.hash for b in branch[:50]] + [b.hash for b in other[:10]]
+    assert plan.low == 1                              # nothing of either branch is stored
+    assert _branch_hashes(plan, cm, 45, 60) == [b.hash for b in branch[44:50]] + [b.hash for b in other[:10]]

@@ -3,7 +3,7 @@ work that is not its own (the real chain's, relayed) while the node is below tha
 
 1. It serves the chain's blocks slowly (one every few seconds, never stalling for the block
    download timeout): it must not hold the download while another peer that has the blocks
-   is ahead. NOT FIXED (below).
+   is there. Fixed 12-07 (below).
 2. It pushes blocks nobody asked for that fork from the top of that header chain, far above
    the node's tip: before 12-07 every one was stored (8 blocks of 0.56 MB at height 2051 over
    a tip at 7: +7.4 MB of database; 20 of 0.73 MB: +16.7 MB in 3.3 s; any number of them); now
@@ -14,23 +14,36 @@ Test 1:
 
 The attacker relays the honest chain (its headers show the minimum chain work: they cost it
 nothing, they are the network's) and claims a higher start height than anyone, so the node
-picks it as the sync peer; it then answers the node's getdata one block at a time.
+picks it as the sync peer; it then answers the node's getdata one block at a time, one every
+DRIP seconds.
 
-Measured on 12-07 (both executables): in 15 s the node reached height 7 of 2050 (0.5
-blocks/s, the attacker's pace) while an honest peer with all 2050 blocks, connected from the
-start of that window, was asked for no block and no header. The block download timeout
-(120 s) counts from the last block delivered, so a peer sending one block every 119 s holds
-the download for 2050 * 119 s (68 hours) here. The same holds blocks-first above the minimum
-(one sync peer at a time; node.py "Block download"). NOT FIXED: the test is an expected
-failure (strict) until the download can move away from a slow sync peer while another is
-ahead (bitcoind: parallel download from several peers, and a peer that blocks the download
-window for BLOCK_STALLING_TIMEOUT, 2 s doubling up to 64 s, is disconnected).
+Measured before 12-07 (both executables): in 15 s the node reached height 7 of 2050 (the
+attacker's pace) while an honest peer with all 2050 blocks, connected from the start of that
+window, was asked for no block and no header. The block download timeout (120 s) counted from
+the last block delivered, so a peer sending one block every 119 s held the download for
+2050 * 119 s (68 hours) here. Since 12-07 the blocks of the header chain are asked for from
+every peer whose headers lead along it (a peer that is ahead and showed none is asked for
+them), at most 16 in flight a peer, inside a window of 1024 heights above the first missing
+block (p2p/block_window.py, bitcoind's FindNextBlocksToDownload); a peer holding the window's
+first missing block while another could fetch only from a larger window is disconnected after
+the stalling timeout (2 s, doubled for the next one up to 64 s, shrinking again as blocks
+come). The three variants: the honest peer comes as soon as the headers are stored; it comes
+when the slow peer, alone, has been downloading from for a while; two slow peers each hold a
+part of the window. Each time the victim reaches the tip and only the slow peers are
+disconnected as stallers. Above the minimum (regtest's default, 0) the download is
+blocks-first, one sync peer at a time (node.py, "Block download"): since 12-07 a sync peer
+that holds the block our tip waits for longer than the stalling timeout while another peer
+is ahead and idle is disconnected the same way (variant 4; before, 0.33 blocks/s for as
+long as it went on).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -38,7 +51,7 @@ from framework import TestNode, wait_until
 from raw_peer import MAGIC, ChainPeer, RawPeer
 # The victim (a module-scoped node whose -minimumchainwork is MIN_WORK, the work of the
 # regtest chain up to height 2047) is the download tests' own.
-from test_p2p_min_chain_work_download import victim  # noqa: F401 - a fixture
+from test_p2p_min_chain_work_download import MIN_WORK, victim  # noqa: F401 - a fixture
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.keys import PrivateKey
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
@@ -46,8 +59,11 @@ from cleancoin.components.node.mining import mine_block
 from cleancoin.components.node.p2p.messages import BlockMessage, serialize_message
 
 HEIGHT = 2050
-#: Seconds between two blocks of the slow peer (far below the 120 s block download timeout).
-DRIP = 2.0
+#: Seconds between two blocks of a slow peer (far below the 120 s block download timeout).
+DRIP = 3.0
+#: Seconds the victim has to reach the tip once the honest peer is there: about 5 s here on
+#: an idle machine; the bound is for a machine under a load of 10.
+TIP_BOUND = 120.0
 
 
 @pytest.fixture(scope="module")
@@ -66,32 +82,115 @@ def _chain(n: int) -> list[Block]:
     return blocks
 
 
-class DownloadHeld(Exception):
-    """The expected failure (only this one: a broken set-up fails the test for real)."""
+def _fresh(base: Path, args: list[str]) -> Iterator[TestNode]:
+    n = TestNode(0, base, [*args, "-debug=net"])
+    n.start()
+    try:
+        yield n
+    finally:
+        n.cleanup()
 
 
-@pytest.mark.xfail(strict=True, raises=DownloadHeld,
-                   reason="a slow sync peer holds the download (module docstring; not fixed)")
-def test_a_slow_sync_peer_does_not_hold_the_download(victim: TestNode, chain: list[Block]) -> None:
-    slow = ChainPeer(victim.p2p_port, "127.0.0.20", chain, start_height=1_000_000, drip=DRIP)
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[TestNode]:
+    """A fresh victim below the minimum chain work for one download (headers-first; the
+    module's `victim` is used by test 2)."""
+    yield from _fresh(tmp_path, [f"-minimumchainwork={MIN_WORK:x}"])
+
+
+@pytest.fixture
+def fresh_blocks_first(tmp_path: Path) -> Iterator[TestNode]:
+    """A fresh victim with regtest's minimum chain work (0): it downloads blocks-first."""
+    yield from _fresh(tmp_path, [])
+
+
+def _stallers(n: TestNode) -> list[str]:
+    """The addresses the victim disconnected as stalling the block download."""
+    return re.findall(r"peer=\d+ ([\d.]+):\d+ is stalling block download", n.debug_log())
+
+
+def _reach_tip(n: TestNode, honest: ChainPeer, honest_ip: str, slow: list[ChainPeer]) -> None:
+    """Wait for the victim at the tip (TIP_BOUND), print what it took, and check that the
+    slow peers, not the honest one, were disconnected as stallers."""
+    t0 = time.monotonic()
+    wait_until(lambda: n.rpc.getblockcount() == HEIGHT, TIP_BOUND, interval=0.2, what="the victim at the tip")
+    took = time.monotonic() - t0
+    print(f"victim at the tip {took:.1f} s after the honest peer came; slow peers asked for "
+          f"{[s.blocks_asked for s in slow]} blocks, honest for {honest.blocks_asked}; stallers: {_stallers(n)}")
+    assert not honest.closed
+    assert honest_ip in [p["addr"].rsplit(":", 1)[0] for p in n.rpc.getpeerinfo()]
+    assert honest_ip not in _stallers(n)
+
+
+def test_a_slow_sync_peer_does_not_hold_the_download(fresh: TestNode, chain: list[Block]) -> None:
+    """Variant 1: the honest peer comes as soon as the slow peer's headers are stored."""
+    slow = ChainPeer(fresh.p2p_port, "127.0.0.20", chain, start_height=1_000_000, drip=DRIP)
     honest = None
     try:
-        wait_until(lambda: victim.rpc.getblockchaininfo()["headers"] == HEIGHT, 60,
+        wait_until(lambda: fresh.rpc.getblockchaininfo()["headers"] == HEIGHT, 60,
                    what="the chain's headers stored from the slow peer")
-        honest = ChainPeer(victim.p2p_port, "127.0.0.21", chain)
-        t0 = time.monotonic()
-        try:
-            wait_until(lambda: victim.rpc.getblockcount() == HEIGHT, 15, what="the victim at the tip")
-        except Exception:  # noqa: BLE001 - the figures below say what happened
-            pass
-        took = time.monotonic() - t0
-        height = victim.rpc.getblockcount()
-        print(f"after {took:.1f} s: victim at height {height} of {HEIGHT}; slow peer asked for "
-              f"{slow.blocks_asked} blocks, honest peer for {honest.blocks_asked} "
-              f"(honest asked: {dict(honest.asked)})")
-        assert not slow.closed, "the slow peer's connection ended: the attack did not run"
-        if height < HEIGHT:
-            raise DownloadHeld(f"height {height} of {HEIGHT}; honest peer asked for {honest.blocks_asked} blocks")
+        honest = ChainPeer(fresh.p2p_port, "127.0.0.21", chain)
+        _reach_tip(fresh, honest, "127.0.0.21", [slow])
+        assert _stallers(fresh) == ["127.0.0.20"]
+    finally:
+        slow.close()
+        if honest is not None:
+            honest.close()
+
+
+def test_a_later_honest_peer_takes_the_blocks_a_lone_slow_peer_was_holding(fresh: TestNode,
+                                                                            chain: list[Block]) -> None:
+    """Variant 2: the slow peer alone announced the chain and has been the only source for
+    a while (blocks asked of it, one delivered); then the honest peer connects."""
+    slow = ChainPeer(fresh.p2p_port, "127.0.0.24", chain, start_height=1_000_000, drip=DRIP)
+    honest = None
+    try:
+        wait_until(lambda: fresh.rpc.getblockcount() >= 1, 60, what="a first block from the slow peer")
+        assert slow.blocks_asked >= 1
+        honest = ChainPeer(fresh.p2p_port, "127.0.0.25", chain)
+        _reach_tip(fresh, honest, "127.0.0.25", [slow])
+        assert _stallers(fresh) == ["127.0.0.24"]
+    finally:
+        slow.close()
+        if honest is not None:
+            honest.close()
+
+
+def test_two_slow_peers_holding_parts_of_the_window_are_both_dropped(fresh: TestNode,
+                                                                     chain: list[Block]) -> None:
+    """Variant 3: two slow peers, each asked for 16 blocks of the window, then the honest
+    peer: the first holds the window until it is dropped, then the second (the stalling
+    timeout doubled to 4 s for it, shrinking back as the honest blocks connect)."""
+    slow = [ChainPeer(fresh.p2p_port, "127.0.0.26", chain, start_height=1_000_000, drip=DRIP)]
+    honest = None
+    try:
+        wait_until(lambda: fresh.rpc.getblockchaininfo()["headers"] == HEIGHT, 60, what="the headers stored")
+        slow.append(ChainPeer(fresh.p2p_port, "127.0.0.27", chain, start_height=1_000_000, drip=DRIP))
+        wait_until(lambda: slow[1].blocks_asked >= 1, 60, what="blocks asked of the second slow peer")
+        honest = ChainPeer(fresh.p2p_port, "127.0.0.28", chain)
+        _reach_tip(fresh, honest, "127.0.0.28", slow)
+        assert sorted(_stallers(fresh)) == ["127.0.0.26", "127.0.0.27"]
+    finally:
+        for s in slow:
+            s.close()
+        if honest is not None:
+            honest.close()
+
+
+def test_a_slow_sync_peer_does_not_hold_the_blocks_first_download(fresh_blocks_first: TestNode,
+                                                                  chain: list[Block]) -> None:
+    """Variant 4, above the minimum chain work: one sync peer at a time is asked (getblocks,
+    then its 500 blocks); holding the block our tip waits for longer than the stalling
+    timeout while the honest peer is ahead and idle loses it the download and the
+    connection."""
+    n = fresh_blocks_first
+    slow = ChainPeer(n.p2p_port, "127.0.0.29", chain, start_height=1_000_000, drip=DRIP)
+    honest = None
+    try:
+        wait_until(lambda: slow.blocks_asked >= 1, 60, what="blocks asked of the slow peer")
+        honest = ChainPeer(n.p2p_port, "127.0.0.31", chain)
+        _reach_tip(n, honest, "127.0.0.31", [slow])
+        assert _stallers(n) == ["127.0.0.29"]
     finally:
         slow.close()
         if honest is not None:

@@ -1,16 +1,18 @@
-"""Headers-first block download: which blocks of a stored header chain to ask for next.
+"""Headers-first block download: the blocks of a stored header chain, by height.
 
 Below the minimum chain work the node asks for no block that a header chain of that much work
 does not lead to (node.py, "Block download"): the header chain comes first (presync.py), and
-its blocks are then asked for by hash, in height order, a batch at a time. The blocks to ask
-for lie between the branch's fork from our active chain and its last stored header, the
-*target*; a walk down `prev` links finds them, since the index keeps no list of a branch.
+its blocks are then asked for by hash, in height order, from every peer that has them
+(block_window.py). The blocks to ask for lie between the branch's fork from our active chain
+and its last stored header, the *target*; a walk down `prev` links finds them, since the
+index keeps no list of a branch.
 
-Walking from the target down to the next batch each time would cost the branch's length per
-batch (quadratic in it); keeping every hash of the branch would cost 32 bytes (far more as
-Python objects) per block. So one walk, when the target is set, records the hash at every
-MARK_INTERVAL-th height (and the target's): a batch then starts from the first mark above it
-and walks at most MARK_INTERVAL plus the batch. A million-block branch costs 1000 marks.
+Walking from the target down to the download window each time would cost the branch's length
+per request (quadratic in it); keeping every hash of the branch would cost 32 bytes (far more
+as Python objects) per block. So one walk, when the target is set, records the hash at every
+MARK_INTERVAL-th height (and the target's): the hashes of a MARK_INTERVAL stretch are then
+found by one walk from the mark at its top, and the few stretches the window spans are kept.
+A million-block branch costs 1000 marks.
 """
 
 from __future__ import annotations
@@ -22,10 +24,6 @@ from typing import Any
 MARK_INTERVAL: int = 1000
 
 
-def _has_data(idx: Any) -> bool:
-    return bool(getattr(idx, "have_data", True))
-
-
 def on_active_chain(chain: Any, idx: Any) -> bool:
     """Whether the index entry `idx` is on the chain's active chain."""
     tip = chain.tip
@@ -34,22 +32,22 @@ def on_active_chain(chain: Any, idx: Any) -> bool:
 
 @dataclass
 class HeaderDownload:
-    """The blocks of one stored header chain, from its fork to `target` (an index entry),
-    handed out a batch at a time (`next_blocks`); `next_height` is the lowest height not
-    handed out yet."""
+    """The blocks of one stored header chain, from its fork to `target` (an index entry):
+    `hash_at` gives the branch's hash at a height, `low` is the lowest height whose block is
+    not stored yet as far as block_window.advance_low has looked."""
 
     target: Any
-    next_height: int
+    low: int
     marks: dict[int, bytes] = field(default_factory=dict)
-    #: Times the plan was walked from the fork (the caller starts it again, once, when its
-    #: blocks did not all come).
-    rounds: int = 1
+    #: The branch's hashes of the stretches walked last (stretch number -> hashes, lowest
+    #: first; stretch n covers heights (n - 1) * MARK_INTERVAL + 1 .. n * MARK_INTERVAL).
+    _stretches: dict[int, list[bytes]] = field(default_factory=dict)
 
     @classmethod
     def start(cls, chain: Any, target: Any) -> HeaderDownload:
         """A download of `target`'s branch (one walk down to its fork from the active chain)."""
         plan = cls(target, 0)
-        plan.next_height = plan._mark_down_from(chain, target, stop_height=-1)
+        plan.low = plan._mark_down_from(chain, target, stop_height=-1)
         return plan
 
     def _mark_down_from(self, chain: Any, idx: Any, stop_height: int) -> int:
@@ -68,40 +66,44 @@ class HeaderDownload:
         return lowest
 
     def retarget(self, chain: Any, target: Any) -> None:
-        """Follow a new target: one that extends the current one adds the new part's marks
-        (what was handed out stays handed out); any other starts the plan again (its branch
-        forks elsewhere)."""
+        """Follow a new target: one that extends the current one adds the new part's marks;
+        any other starts the plan again (its branch forks elsewhere)."""
         old = self.target
         if target.hash == old.hash:
             return
         if target.height > old.height and chain.ancestor(target, old.height).hash == old.hash:
             self.target = target
             self._mark_down_from(chain, target, stop_height=old.height)
+            self._stretches.clear()             # (the top stretch's walk ended at the old target)
             return
         fresh = HeaderDownload.start(chain, target)
-        self.target, self.next_height, self.marks = fresh.target, fresh.next_height, fresh.marks
+        self.target, self.low, self.marks, self._stretches = fresh.target, fresh.low, fresh.marks, {}
 
-    @property
-    def done(self) -> bool:
-        """Every block up to the target has been handed out."""
-        return self.next_height > self.target.height
-
-    def next_blocks(self, chain: Any, limit: int) -> list[bytes]:
-        """The hashes of the branch's blocks not stored yet in the next `limit` heights from
-        `next_height` that hold any, lowest first; advances `next_height` past those heights.
-        Stored stretches are passed over; empty only when the plan is done."""
-        out: list[bytes] = []
-        while not out and not self.done:
-            end = min(self.target.height, self.next_height + limit - 1)
-            mark = min(h for h in self.marks if h >= end)
-            idx = chain.get_index(self.marks[mark])
-            while idx is not None and idx.height > end:
+    def hash_at(self, chain: Any, height: int) -> bytes | None:
+        """The branch's hash at `height` (below its fork: the active chain's there), or None
+        above the target and in a stretch wholly below the fork (no mark there). Each
+        MARK_INTERVAL stretch is walked once, from the mark at its top, and kept while it is
+        among the four highest asked for: the download window (1024 heights) spans at
+        most three."""
+        if height > self.target.height or height < 1:
+            return None
+        number = (height + MARK_INTERVAL - 1) // MARK_INTERVAL
+        stretch = self._stretches.get(number)
+        if stretch is None:
+            top = min(number * MARK_INTERVAL, self.target.height)
+            bottom = (number - 1) * MARK_INTERVAL + 1
+            mark = self.marks.get(top)
+            if mark is None:
+                return None                     # (below the fork: no mark was recorded there)
+            walked: list[bytes] = []
+            idx = chain.get_index(mark)
+            while idx is not None and idx.height >= bottom:
+                walked.append(idx.hash)
                 idx = chain.get_index(idx.prev)
-            stretch: list[Any] = []
-            while idx is not None and idx.height >= self.next_height:
-                stretch.append(idx)
-                idx = chain.get_index(idx.prev)
-            self.next_height = end + 1
-            out = [e.hash for e in reversed(stretch)
-                   if not _has_data(e) and not getattr(e, "failed", False)]
-        return out
+            stretch = walked[::-1]
+            stretch = [b""] * (top - bottom + 1 - len(stretch)) + stretch   # (a walk cut short)
+            self._stretches[number] = stretch
+            while len(self._stretches) > 4:
+                del self._stretches[min(self._stretches)]
+        found = stretch[height - (number - 1) * MARK_INTERVAL - 1]
+        return found or None

@@ -42,7 +42,9 @@ Block download (blocks-first, simpler than headers-first; headers-first below th
     inv batches from other peers are not fetched (they would be orphans), but a single-block
     inv (a new block relayed) is, and a tip it makes is announced: a silent sync peer (one
     claiming a long chain and answering nothing) cannot hold up block relay until its timeout.
-    A sync peer that delivers nothing for `block_download_timeout` is disconnected. Progress
+    A sync peer that delivers nothing for `block_download_timeout` is disconnected, and so
+    is one whose oldest requested block has been awaited for the stalling timeout while
+    another peer is ahead and idle (_check_sync_peer_stall; since 12-07). Progress
     (height, total from the peers' heights, blocks/s) is logged on "cleancoin.net" at INFO.
 
     A block of a branch that lags too far behind our tip is not stored
@@ -65,8 +67,11 @@ Block download (blocks-first, simpler than headers-first; headers-first below th
     is asked for headers, which presync counts with the minimum as the bar (nothing stored
     until a chain shows that work); the stored header chain of at least that work becomes
     the peer's target (Peer.best_header) and its blocks are asked for by hash, in height
-    order, `getblocks_limit` per getdata (header_download.py); when they are in and our tip
-    has the minimum work the session goes on blocks-first. Headers that end below the
+    order, from every peer whose headers lead along it, 16 in flight a peer inside a window
+    of 1024 heights, and a peer that stalls the window is disconnected (block_window.py,
+    header_download.py; since 12-07, before which the sync peer alone was asked, 500 a
+    getdata, and one block every 119 s from it held the download for days); when they are
+    in and our tip has the minimum work the session goes on blocks-first. Headers that end below the
     minimum end the session (nothing downloaded); headers of that work from another peer move
     the download to it when the sync peer's do not show it. A sync peer whose headers show no
     chain of the minimum work by HEADERS_SYNC_TIMEOUT (plus 1 ms per header the tip's age
@@ -143,6 +148,9 @@ from .messages import (
 from .eviction import Candidate, netgroup, select_peer_to_evict
 from .log_limit import install as install_log_limit
 from .header_download import HeaderDownload
+from .block_window import (
+    MAX_BLOCKS_IN_TRANSIT_PER_PEER, StallTimeout, download_timeout, next_blocks, serve_height,
+)
 from .presync import HeaderSync, PresyncAbort, work_threshold
 from .peer import MAX_PEER_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip
 from .protocols import ChainAccess, MempoolAccess
@@ -187,6 +195,9 @@ HEADERS_SYNC_TIMEOUT_PER_HEADER: float = 0.001
 #: Below the minimum chain work, a block nobody asked for more than this many heights above
 #: our tip is not stored (bitcoind's MIN_BLOCKS_TO_KEEP, its AcceptBlock's fTooFarAhead).
 MAX_UNREQUESTED_AHEAD: int = 288
+#: Blocks a peer answered notfound for that are remembered (each is asked of it twice at
+#: most while the download goes on).
+_MAX_BLOCKS_REFUSED: int = 4096
 #: bitcoind's outbound slots, kept apart from inbound ones within -maxconnections.
 MAX_OUTBOUND_FULL_RELAY: int = 8
 MAX_BLOCK_RELAY_ONLY: int = 2
@@ -361,6 +372,8 @@ class P2PNode:
         #: it started), and which blocks of the sync peer's header chain it asks for next.
         self._sync_headers_first = False
         self._header_download: HeaderDownload | None = None
+        #: How long a peer may stall the download window (block_window.py).
+        self._stall_timeout = StallTimeout()
         self._header_log_at = 0.0            # loop time of the last header progress line
         #: Loop time by which a headers-first sync peer must show a chain of the minimum work.
         self._headers_sync_deadline = 0.0
@@ -816,6 +829,8 @@ class P2PNode:
             self._end_headers_first()
             if self._running:
                 self._maybe_start_sync()
+        elif self._running and self._sync_headers_first:
+            self._fill_download()          # (its blocks to the others)
 
     async def handle_message(self, peer: Peer, msg: Message) -> None:
         """Dispatch one message. Any unexpected exception from chain or mempool code is
@@ -903,6 +918,8 @@ class P2PNode:
                  peer.id, peer.subver, peer.addr)
         self._send_ping(peer)
         self._maybe_start_sync()
+        if self._sync_headers_first:
+            self._fill_download()              # (a new peer may have the branch: asked for headers)
 
     def _send_ping(self, peer: Peer) -> None:
         loop_now = asyncio.get_running_loop().time()
@@ -957,6 +974,8 @@ class P2PNode:
                     continue
                 want.append(item)
                 self._blocks_requested[item.hash] = peer.id
+                if not peer.blocks_in_flight:
+                    peer.downloading_since = loop_now
                 peer.blocks_in_flight[item.hash] = loop_now
             elif item.type == MSG_TX:
                 if self._sync_peer is not None:
@@ -1072,9 +1091,13 @@ class P2PNode:
         for item in msg.items:
             if item.type == MSG_BLOCK and peer.blocks_in_flight.pop(item.hash, None) is not None:
                 self._blocks_requested.pop(item.hash, None)
+                if len(peer.blocks_refused) < _MAX_BLOCKS_REFUSED:
+                    peer.blocks_refused[item.hash] = peer.blocks_refused.get(item.hash, 0) + 1
             elif item.type == MSG_TX and item.hash in peer.txs_in_flight:
                 self._release_tx_request(item.hash, failed=True)
-        if self._sync_peer is peer and not peer.blocks_in_flight:
+        if self._sync_headers_first and self._sync_peer is not None:
+            self._continue_headers_first(self._sync_peer)
+        elif self._sync_peer is peer and not peer.blocks_in_flight:
             self._continue_sync(peer)
         self._request_txs(peer)
 
@@ -1225,8 +1248,10 @@ class P2PNode:
                 self._sync_peer = None
                 self._start_sync(peer)
                 return
-        if sync is peer and self._sync_headers_first and not peer.blocks_in_flight:
+        if sync is peer and self._sync_headers_first:
             self._continue_sync(peer)
+        elif self._sync_headers_first:
+            self._fill_download()          # (it may serve the download now)
 
     def _after_headers(self, peer: Peer, headers: Sequence[BlockHeader], last: Any) -> None:
         """Above the minimum chain work: headers of a branch with more work than our tip move
@@ -1346,14 +1371,23 @@ class P2PNode:
         h = block.hash
         peer.known_inventory.add(h)
         loop_now = asyncio.get_running_loop().time()
+        first = next(iter(peer.blocks_in_flight), None)
         requested = peer.blocks_in_flight.pop(h, None) is not None
         if requested:
             peer.last_block_progress = loop_now
+            if h == peer.stalling_block:
+                # The block the window waits for. (bitcoind ends a stall on any block from
+                # the staller: a peer sending its other blocks first, one every 3 s, against
+                # a timeout doubled to 4 s, held the window's first block for 90 s here.)
+                peer.stalling_since, peer.stalling_block = 0.0, None
+            if h == first:
+                # Its oldest request is in: the next one's wait counts from now.
+                peer.downloading_since = max(peer.downloading_since, loop_now)
         if self._blocks_requested.get(h) == peer.id:
             del self._blocks_requested[h]
         if not requested and self._below_minimum() and not self._unrequested_block_may_count(peer, block):
             return
-        old_tip = self.chain.tip.hash
+        old_tip, old_height = self.chain.tip.hash, self.chain.tip.height
         try:
             result = self.chain.accept_block(block)
         except ValidationError as e:
@@ -1381,7 +1415,18 @@ class P2PNode:
                 peer.synced_blocks = max(peer.synced_blocks, idx.height)
             if self.chain.tip.hash != old_tip:
                 self._report_progress()
-        if not peer.blocks_in_flight:
+                self._stall_timeout.after_blocks(self.chain.tip.height - old_height)
+        if self._sync_headers_first and self._sync_peer is not None:
+            # Parallel download (block_window.py): refilled once half of the peer's places
+            # are free (per block: a getdata a block, and 25 % more CPU for a 2050-block sync).
+            # A peer left idle by a full window is refilled as soon as the tip moves.
+            if (len(peer.blocks_in_flight) <= MAX_BLOCKS_IN_TRANSIT_PER_PEER // 2
+                    or (self.chain.tip.hash != old_tip
+                        and any(p.best_header is not None and not p.blocks_in_flight for p in self._peers.values()))):
+                self._continue_headers_first(self._sync_peer)
+            if not peer.blocks_in_flight and self._sync_peer is not peer:
+                self._announce_tip()
+        elif not peer.blocks_in_flight:
             if self._sync_peer is peer:
                 self._continue_sync(peer)
             if self._sync_peer is not peer:
@@ -1518,32 +1563,22 @@ class P2PNode:
         self._header_download = None
 
     def _continue_headers_first(self, peer: Peer) -> None:
-        """Headers-first session, the sync peer's last batch in: ask for the next blocks of
-        its header chain (HeaderDownload), a batch of `getblocks_limit` at a time. With none
-        left: at or above the minimum chain work the session goes on blocks-first, as any
-        session above it; below it, once no header of that peer's is on its way, its chain
-        has shown too little work (or its blocks did not come): the session ends."""
-        if peer.blocks_in_flight:
-            return
+        """Headers-first session (`peer` is the sync peer): follow its header chain
+        (HeaderDownload) and ask every peer that has it for the window's next blocks
+        (_fill_download). Once no block is in flight from anyone and none can be asked for:
+        at or above the minimum chain work the session goes on blocks-first, as any session
+        above it; below it, once no header of that peer's is on its way, its chain has shown
+        too little work (or its blocks did not come, each refused twice): the session ends."""
         target = self._download_target(peer)
+        plan = self._header_download
         if target is not None:
-            plan = self._header_download
             if plan is None:
                 plan = self._header_download = HeaderDownload.start(self.chain, target)
             else:
                 plan.retarget(self.chain, target)
-            hashes = plan.next_blocks(self.chain, self.getblocks_limit)
-            if not hashes and plan.rounds == 1:
-                # All handed out, yet the target is not reached (a notfound, or blocks a sync
-                # peer handed over still owed): walk the branch from the fork once more.
-                rounds = plan.rounds + 1
-                plan = self._header_download = HeaderDownload.start(self.chain, target)
-                plan.rounds = rounds
-                hashes = plan.next_blocks(self.chain, self.getblocks_limit)
-            if hashes:
-                # (Also blocks asked from a sync peer before this one: who delivers first
-                # counts, and a stalled one is disconnected.)
-                self._request_blocks(peer, hashes)
+        if plan is not None:
+            self._fill_download()
+            if any(p.blocks_in_flight for p in self._peers.values()) or self._sync_peer is not peer:
                 return
         if not self._below_minimum():
             log.info("Block download from peer=%d: the minimum chain work is reached at height %d, "
@@ -1578,8 +1613,104 @@ class P2PNode:
         sync.close("headers sync timeout")
         self._forget_peer(sync)
 
+    def _fill_download(self) -> None:
+        """Headers-first, with a plan: ask each peer whose headers lead along the plan's
+        branch for the download window's next blocks, up to MAX_BLOCKS_IN_TRANSIT_PER_PEER in
+        flight (block_window.next_blocks); a peer that finds nothing only because another
+        holds the window's first missing block marks that one as stalling (disconnected in
+        _check_block_stalls). A peer that is ahead but has shown no headers of the branch is
+        asked for them once per target, from the target's parent: its answer (one header,
+        or more) says whether it has the branch. Before 12-07 only the sync peer was asked
+        for blocks, 500 at a time: one block every 119 s from it held the download for days
+        while a peer with every block was connected (test_p2p_min_chain_work_stall.py)."""
+        plan = self._header_download
+        if plan is None:
+            return
+        loop_now = asyncio.get_running_loop().time()
+        for p in list(self._peers.values()):
+            if p.closed or not p.handshake_done:
+                continue
+            height = self._serve_height(p, plan)
+            if height < 0:
+                if (p.asked_headers_for != plan.target.hash and not p.headers_sent_at
+                        and p.header_sync is None and self._peer_ahead(p)):
+                    p.asked_headers_for = plan.target.hash
+                    self._ask_headers(p, plan.target.prev)
+                continue
+            free = MAX_BLOCKS_IN_TRANSIT_PER_PEER - len(p.blocks_in_flight)
+            if free <= 0:
+                continue
+            hashes, stall = next_blocks(self.chain, plan, peer_id=p.id, serve_height=height, count=free,
+                                          requested=self._blocks_requested, refused=p.blocks_refused)
+            if hashes:
+                self._request_blocks(p, hashes)
+            elif stall is not None and not p.blocks_in_flight:
+                holder = self._peers.get(stall.peer_id)
+                if holder is not None and not holder.stalling_since:
+                    holder.stalling_since, holder.stalling_block = loop_now, stall.block
+                    log.debug("peer=%d stalls the block download window at height %d (peer=%d waits)",
+                              holder.id, stall.height, p.id)
+
+    def _serve_height(self, peer: Peer, plan: HeaderDownload) -> int:
+        """block_window.serve_height for `peer`, walked once per best header and target."""
+        if peer.best_header is None:
+            return -1
+        key = (peer.best_header.hash, plan.target.hash)
+        if peer.serve_key != key:
+            peer.serve_key = key
+            peer.serve_up_to = serve_height(self.chain, plan, peer.best_header, self.chain.ancestor)
+        return peer.serve_up_to
+
+    def _check_block_stalls(self, loop_now: float) -> None:
+        """Headers-first: disconnect a peer that has stalled the download window for the
+        stalling timeout (then doubled for the next), and one whose oldest requested block
+        is overdue (bitcoind's block download timeout: the base, plus half of it for each
+        other peer we download from)."""
+        downloading = sum(1 for p in self._peers.values() if p.blocks_in_flight)
+        for p in list(self._peers.values()):
+            if p.closed:
+                continue
+            if p.stalling_block not in p.blocks_in_flight:
+                p.stalling_since, p.stalling_block = 0.0, None      # (no longer holds it)
+            if p.stalling_since and loop_now - p.stalling_since > self._stall_timeout.seconds:
+                log.info("peer=%d %s is stalling block download (block %s held %.1f s, the stalling "
+                         "timeout %.0f s), disconnecting", p.id, p.addr, hash_to_hex(p.stalling_block or b""),
+                         loop_now - p.stalling_since, self._stall_timeout.seconds)
+                self._stall_timeout.after_stall()
+                p.close("stalling block download")
+                self._forget_peer(p)
+            elif (p.blocks_in_flight and loop_now - p.downloading_since
+                    > download_timeout(self.block_download_timeout, downloading - 1)):
+                log.info("peer=%d %s: timeout downloading block %s (%.0f s), disconnecting", p.id, p.addr,
+                         hash_to_hex(next(iter(p.blocks_in_flight))), loop_now - p.downloading_since)
+                p.close("block download timeout")
+                self._forget_peer(p)
+
+    def _check_sync_peer_stall(self, loop_now: float) -> None:
+        """Blocks-first (one sync peer, above the minimum chain work): the sync peer holds
+        the next block our tip waits for, and no other peer can be asked while it has the
+        session. When its oldest requested block has been awaited for the stalling timeout
+        while another peer is ahead and idle, it stalls the download as a peer holding the
+        window's first block does headers-first (block_window.py), and is disconnected the
+        same way (the timeout doubled for the next). Before 12-07 only the 120 s without any
+        block applied: one block every 3 s held the download for as long as it went on."""
+        sync = self._sync_peer
+        if (sync is None or sync.closed or not sync.blocks_in_flight
+                or loop_now - sync.downloading_since <= self._stall_timeout.seconds
+                or not any(p is not sync and not p.blocks_in_flight and self._peer_ahead(p)
+                           for p in self._peers.values())):
+            return
+        log.info("peer=%d %s is stalling block download (block %s held %.1f s, the stalling timeout "
+                 "%.0f s), disconnecting", sync.id, sync.addr, hash_to_hex(next(iter(sync.blocks_in_flight))),
+                 loop_now - sync.downloading_since, self._stall_timeout.seconds)
+        self._stall_timeout.after_stall()
+        sync.close("stalling block download")
+        self._forget_peer(sync)
+
     def _request_blocks(self, peer: Peer, hashes: Sequence[bytes]) -> None:
         loop_now = asyncio.get_running_loop().time()
+        if not peer.blocks_in_flight:
+            peer.downloading_since = loop_now
         for h in hashes:
             self._blocks_requested[h] = peer.id
             peer.blocks_in_flight[h] = loop_now
@@ -1754,7 +1885,8 @@ class P2PNode:
                 self._send_ping(peer)
             # (A headers-first sync peer waits for headers too: one that never answers
             # them must not keep the download for itself.)
-            waiting = (peer.blocks_in_flight or peer.getblocks_sent_at
+            # (A headers-first download's blocks have their own timeouts: _check_block_stalls.)
+            waiting = ((peer.blocks_in_flight and not self._sync_headers_first) or peer.getblocks_sent_at
                        or (peer is self._sync_peer and self._sync_headers_first and peer.headers_sent_at))
             if waiting and loop_now - peer.last_block_progress > self.block_download_timeout:
                 log.info("peer=%d %s: block download stalled, disconnecting", peer.id, peer.addr)
@@ -1771,5 +1903,10 @@ class P2PNode:
                 if peer.tx_announced and not peer.closed:
                     self._request_txs(peer)
         self._check_headers_sync_deadline(loop_now)
+        if self._sync_headers_first:
+            self._check_block_stalls(loop_now)
+            self._fill_download()
+        else:
+            self._check_sync_peer_stall(loop_now)
         if self._sync_peer is None:
             self._maybe_start_sync()

@@ -204,6 +204,20 @@ class Peer:
         self.blocks_in_flight: dict[bytes, float] = {}
         #: Loop time of the last progress on block download (request sent or block received).
         self.last_block_progress: float = 0.0
+        #: Parallel download (block_window.py): since when its oldest requested block is
+        #: awaited (bitcoind's m_downloading_since), since when it stalls the download
+        #: window (0: not) by holding which block, and blocks it answered notfound for
+        #: (hash -> times).
+        self.downloading_since: float = 0.0
+        self.stalling_since: float = 0.0
+        self.stalling_block: bytes | None = None
+        self.blocks_refused: dict[bytes, int] = {}
+        #: Headers were asked of it for the download's target (that target's hash).
+        self.asked_headers_for: bytes | None = None
+        #: How far up the download's branch it can serve (block_window.serve_height), for
+        #: (its best header's hash, the target's hash): a walk, done once per pair.
+        self.serve_key: tuple[bytes, bytes] | None = None
+        self.serve_up_to: int = -1
         #: Height of the best block we know the peer has (getpeerinfo's synced_blocks).
         self.synced_blocks: int = -1
         #: Last block hash it announced that we did not know (may tell us it is ahead).
