@@ -112,58 +112,53 @@ def _run_launcher_memory(ctx: _Ctx, out: _Out) -> Outcome:
     return "denied", "the address holds something else (not a copy of the launcher's memory)"
 
 
+def _exclusive(fd: int) -> str:
+    # Undone at once: while it holds, a later open of the terminal fails with EBUSY.
+    fcntl.ioctl(fd, syscalls.TIOCEXCL, 0)
+    kept = struct.unpack("i", fcntl.ioctl(fd, syscalls.TIOCGEXCL, bytes(4)))[0]
+    fcntl.ioctl(fd, syscalls.TIOCNXCL, 0)
+    return "" if kept else ", not kept"
+
+
+def _break_line(fd: int) -> None:
+    fcntl.ioctl(fd, syscalls.TIOCSBRK, 0)
+    fcntl.ioctl(fd, syscalls.TIOCCBRK, 0)
+
+
+def _read_typed(fd: int) -> bool:
+    os.set_blocking(fd, False)
+    return bool(os.read(fd, 64))
+
+
+#: What a process could do to a terminal on its descriptors, each with the terminal's own
+#: state (its modes, size, line discipline; output on), so that nothing changes if it passes:
+#: (what it did, the request; a result of False means it did nothing, a string is added).
+#: Since 12-07 also the requests that steer a terminal without changing its modes, and the
+#: rest of what the base filter's allow-list keeps out.
+_TERMINAL_REQUESTS: tuple[tuple[str, Callable[[int], object]], ...] = (
+    ("changed fd {fd}'s terminal modes (TCSETS)",
+     lambda fd: termios.tcsetattr(fd, termios.TCSANOW, termios.tcgetattr(fd))),
+    ("pushed input into fd {fd}'s terminal (TIOCSTI)", lambda fd: fcntl.ioctl(fd, termios.TIOCSTI, b"#")),
+    ("resized fd {fd}'s terminal (TIOCSWINSZ)",
+     lambda fd: fcntl.ioctl(fd, termios.TIOCSWINSZ, fcntl.ioctl(fd, termios.TIOCGWINSZ, bytes(8)))),
+    ("restarted fd {fd}'s terminal's output (TCXONC)", lambda fd: termios.tcflow(fd, termios.TCOON)),
+    ("made fd {fd}'s terminal exclusive (TIOCEXCL{})", _exclusive),
+    ("set fd {fd}'s terminal's line discipline (TIOCSETD)",
+     lambda fd: fcntl.ioctl(fd, syscalls.TIOCSETD, fcntl.ioctl(fd, syscalls.TIOCGETD, bytes(4)))),
+    ("set fd {fd}'s terminal's break line (TIOCSBRK)", _break_line),
+    ("read what was typed on fd {fd}'s terminal", _read_typed),
+)
+
+
 def _terminal_ops(fd: int) -> list[str]:
     done = []
-    try:
-        attrs = termios.tcgetattr(fd)
-        termios.tcsetattr(fd, termios.TCSANOW, attrs)
-        done.append(f"changed fd {fd}'s terminal modes (TCSETS)")
-    except (OSError, termios.error):
-        pass
-    try:
-        fcntl.ioctl(fd, termios.TIOCSTI, b"#")
-        done.append(f"pushed input into fd {fd}'s terminal (TIOCSTI)")
-    except OSError:
-        pass
-    # Since 12-07 also requests that steer it without changing its modes, each with what the
-    # terminal already has (its own size; output on), so that nothing changes if one passes.
-    try:
-        fcntl.ioctl(fd, termios.TIOCSWINSZ, fcntl.ioctl(fd, termios.TIOCGWINSZ, bytes(8)))
-        done.append(f"resized fd {fd}'s terminal (TIOCSWINSZ)")
-    except OSError:
-        pass
-    try:
-        termios.tcflow(fd, termios.TCOON)
-        done.append(f"restarted fd {fd}'s terminal's output (TCXONC)")
-    except (OSError, termios.error):
-        pass
-    # Since 12-07 the rest of what the base filter's allow-list keeps out, again with the
-    # terminal's own state: exclusive mode (undone at once: while it holds, a later open of the
-    # terminal fails with EBUSY), its own line discipline, the break line on and off.
-    try:
-        fcntl.ioctl(fd, syscalls.TIOCEXCL, 0)
-        exclusive = struct.unpack("i", fcntl.ioctl(fd, syscalls.TIOCGEXCL, bytes(4)))[0]
-        fcntl.ioctl(fd, syscalls.TIOCNXCL, 0)
-        done.append(f"made fd {fd}'s terminal exclusive (TIOCEXCL{'' if exclusive else ', not kept'})")
-    except OSError:
-        pass
-    try:
-        fcntl.ioctl(fd, syscalls.TIOCSETD, fcntl.ioctl(fd, syscalls.TIOCGETD, bytes(4)))
-        done.append(f"set fd {fd}'s terminal's line discipline (TIOCSETD)")
-    except OSError:
-        pass
-    try:
-        fcntl.ioctl(fd, syscalls.TIOCSBRK, 0)
-        fcntl.ioctl(fd, syscalls.TIOCCBRK, 0)
-        done.append(f"set fd {fd}'s terminal's break line (TIOCSBRK)")
-    except OSError:
-        pass
-    try:
-        os.set_blocking(fd, False)
-        if os.read(fd, 64):
-            done.append(f"read what was typed on fd {fd}'s terminal")
-    except OSError:
-        pass
+    for what, request in _TERMINAL_REQUESTS:
+        try:
+            result = request(fd)
+        except (OSError, termios.error):
+            continue
+        if result is not False:
+            done.append(what.format(result if isinstance(result, str) else "", fd=fd))
     return done
 
 
