@@ -70,8 +70,8 @@ def _fixed_above(path: str) -> bool:
     """Whether no other user can rename `path` or a directory above it, or put a link in its
     place: every directory above it, as written and as resolved, belongs to root or this user
     and, where others (or a group not the user's own) may write it, has the sticky bit (then
-    only an entry's owner renames it: /tmp); a link on the way belongs to root or this user. Until 12-07 only the last
-    directory was looked at: the user's own 0700 directory inside another user's (a runtime
+    only an entry's owner renames it: /tmp); a link on the way belongs to root or this user.
+    Until 12-07 only the last directory was looked at: the user's own 0700 directory inside another user's (a runtime
     directory made in their /tmp/x) passed, and that user could rename it between the check
     and the write, and put a link to a directory of theirs there."""
     me = os.getuid()

@@ -322,11 +322,9 @@ class NodeContext:
         if own is not None:
             return own
         from .connect_rule import ConnectRule
-        from .p2p.connector import DirectConnector, named_endpoints
-        cfg = self.config
+        from .p2p.connector import DirectConnector, broker_endpoints
         try:
-            return DirectConnector(ConnectRule.build(named_endpoints(cfg.connect, cfg.addnode, cfg.allow_local_peers,
-                                                                     self.params.default_port)))
+            return DirectConnector(ConnectRule.build(broker_endpoints(self.config)))
         except ValueError as exc:
             raise InitError(f"-allowlocalpeer: {exc}") from exc
 

@@ -163,7 +163,9 @@ class _Judge:
             return unconditional
         allowed = name in self.policy.allowed_syscalls
         if name in ("socket", "socketpair") and allowed:
-            # A policy rule refusing a whole family takes that family's place (seccomp.py).
+            # A policy rule refusing a whole family takes that family's place (seccomp.py's
+            # _refused_families: the same rule read from the policy, not the compiler's code,
+            # so that a compiler that got it wrong shows as a wrong prediction).
             for rule in rules:
                 if rule.action in ("allow", "log") or len(rule.args) != 1:
                     continue

@@ -217,8 +217,9 @@ def named_endpoints(connect: Iterable[str], addnode: Iterable[str], allow_local_
 
 
 def broker_endpoints(config: Any) -> list[str]:
-    """`named_endpoints` of a node's configuration (cli/node_main.NodeConfig): its connect
-    broker's rule, fixed from the options before the node confines itself."""
+    """`named_endpoints` of a node's configuration (cli/node_main.NodeConfig): the endpoints
+    of its connect rule, the broker's under CleanCoin-node (fixed from the options before the
+    node confines itself) or CleanCoind's own DirectConnector's."""
     from ...common.chainparams import params_for
     return named_endpoints(config.connect, config.addnode, config.allow_local_peers,
                            params_for(config.chain).default_port)

@@ -1673,12 +1673,7 @@ class P2PNode:
             if p.stalling_block not in p.blocks_in_flight:
                 p.stalling_since, p.stalling_block = 0.0, None      # (no longer holds it)
             if p.stalling_since and loop_now - p.stalling_since > self._stall_timeout.seconds:
-                log.info("peer=%d %s is stalling block download (block %s held %.1f s, the stalling "
-                         "timeout %.0f s), disconnecting", p.id, p.addr, hash_to_hex(p.stalling_block or b""),
-                         loop_now - p.stalling_since, self._stall_timeout.seconds)
-                self._stall_timeout.after_stall()
-                p.close("stalling block download")
-                self._forget_peer(p)
+                self._drop_staller(p, p.stalling_block or b"", loop_now - p.stalling_since)
             elif (p.blocks_in_flight and loop_now - p.downloading_since
                     > download_timeout(self.block_download_timeout, downloading - 1)):
                 log.info("peer=%d %s: timeout downloading block %s (%.0f s), disconnecting", p.id, p.addr,
@@ -1700,12 +1695,16 @@ class P2PNode:
                 or not any(p is not sync and not p.blocks_in_flight and self._peer_ahead(p)
                            for p in self._peers.values())):
             return
+        self._drop_staller(sync, next(iter(sync.blocks_in_flight)), loop_now - sync.downloading_since)
+
+    def _drop_staller(self, peer: Peer, block: bytes, held: float) -> None:
+        """Disconnect `peer` for stalling the download (it held `block` for `held` seconds);
+        the next staller gets twice the time (StallTimeout.after_stall)."""
         log.info("peer=%d %s is stalling block download (block %s held %.1f s, the stalling timeout "
-                 "%.0f s), disconnecting", sync.id, sync.addr, hash_to_hex(next(iter(sync.blocks_in_flight))),
-                 loop_now - sync.downloading_since, self._stall_timeout.seconds)
+                 "%.0f s), disconnecting", peer.id, peer.addr, hash_to_hex(block), held, self._stall_timeout.seconds)
         self._stall_timeout.after_stall()
-        sync.close("stalling block download")
-        self._forget_peer(sync)
+        peer.close("stalling block download")
+        self._forget_peer(peer)
 
     def _request_blocks(self, peer: Peer, hashes: Sequence[bytes]) -> None:
         loop_now = asyncio.get_running_loop().time()
