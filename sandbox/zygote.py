@@ -149,7 +149,14 @@ def _send(sock: socket.socket, message: object, fds: list[int] | None = None) ->
 
 def _recv(sock: socket.socket, max_fds: int = 0) -> tuple[object | None, list[int]]:
     """One message: (None, fds) at end of file; raises ValueError on a malformed one."""
-    data, fds, flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, max_fds)
+    try:
+        data, fds, flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, max_fds)
+    except ConnectionResetError:
+        # A peer that ended with a message of ours unread (a zygote whose exec failed, as the
+        # parent's configure arrived) makes Linux report ECONNRESET once, ahead of the
+        # messages it sent before that are still queued here: read again for them (or for end
+        # of file). It cannot block: the peer is gone.
+        data, fds, flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, max_fds)
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         for fd in fds:
             os.close(fd)
