@@ -22,7 +22,7 @@ import capnp
 import pytest
 
 from cleancoin.components.common.chainparams import REGTEST
-from cleancoin.components.common.pow import PrevBlock, next_work_required
+from cleancoin.components.common.pow import PrevBlock, block_proof, next_work_required
 from cleancoin.components.common.primitives import (
     Block, BlockHeader, OutPoint, Transaction, TxIn, TxOut,
 )
@@ -293,8 +293,9 @@ def test_a_check_resumed_at_the_best_block_is_the_check_from_genesis(tmp_path: P
     that retargets every 4 blocks: a check resumed at 9 holds what a check from genesis holds
     there (work, median-time window, period), takes the next honest headers across a retarget
     to the same work, and refuses the easier bits at 12 with the same reason. A disconnect
-    with the node's word for the parent not the header's own leaves the work unknown (the
-    next check starts at genesis)."""
+    with the node's word for the parent not the header's own goes to the header's own parent
+    (since 12-08: before, the node's word, and the work was then unknown), so the work and
+    the resumed check stay."""
     params = _retargeting()
     store = WalletStore.create(tmp_path, "w", P.name)
     store.add_headers([], checked_chain=True, checked_work=(-1, bytes(32), 0))
@@ -325,7 +326,9 @@ def test_a_check_resumed_at_the_best_block_is_the_check_from_genesis(tmp_path: P
         with pytest.raises(BlockRefused, match="bad-diffbits"):
             check.feed(easier.header.serialized)
     store.disconnect_block(blocks[9].hash, 9, os.urandom(32))
-    assert store.checked_work is None and hc.resumed_check(8, hc.anchor_keep(8)) is None
+    assert store.best_block == (blocks[8].hash, 8)
+    assert store.checked_work == (8, blocks[8].hash, full.work_below - block_proof(blocks[9].header.bits))
+    assert hc.resumed_check(8, hc.anchor_keep(8)) is not None
     store.close()
 
 

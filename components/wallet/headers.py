@@ -28,8 +28,10 @@ refused ("below-minimum-chain-work"), the wallet takes no block and says it is w
 above the anchor are stored too (as rows without their block; since 12-07 read again from the
 node for that, one answer at a time from the tip down, and proven by hash to be the ones
 checked, `prove_down`, so the check holds none of them): a block the node then hands
-the wallet at one of those heights must be that header's, or the node's branch from there must
-show more work than those rows (`Wallet._overtaken`, as a reorganisation must), since the node
+the wallet at one of those heights must be that header's, or the node's header chain, checked
+again from there, must show more work than those rows and then replaces them (since 12-08:
+`Wallet._overtaken`, as a reorganisation must; before, its blocks were weighed and the rows
+dropped, and the blocks served next taken unchecked against any), since the node
 names the wallet's birth height itself: a block just above it is valid at the difficulty of
 that height's era, which may be the minimum. A wallet born at genesis checks the chain the
 same way before its first block, and every wallet again after a block is disconnected

@@ -898,8 +898,17 @@ class WalletStore:
         row stays, as a row without its block (trusted): the chain the wallet checked stays
         the bar the node's next chain must be or outweigh (headers.py, `replaces_rows`), so
         neither a rewind (nothing weighed) nor a reorganisation cut short between two
-        disconnects lowers it. One transaction."""
+        disconnects lowers it. The new best block is the parent the block's own header row
+        names; `prev_hash` (the node's word) only for a block without one (a file from before
+        the header chain). One transaction."""
         with self._tx() as c:
+            own = c.execute("SELECT header FROM headers WHERE height = ? AND hash = ?",
+                            (height, block_hash)).fetchone()
+            if own is not None:
+                # Before 12-08 the node's word: a compromised node named a parent of its own
+                # making and the wallet's best block became a hash that is no block (wedged
+                # for good, its file disagreeing with itself).
+                prev_hash = bytes(own[0])[4:36] if height > 0 else None
             best_hash, best_height = self._meta("best_hash"), int(self._meta("best_height"))
             if best_hash != block_hash or best_height != height:
                 raise WalletError("can only disconnect the last processed block")
@@ -909,15 +918,13 @@ class WalletStore:
                           "block_pos = NULL WHERE txid = ?", (txid,))
                 if Transaction.from_bytes(raw).is_coinbase:
                     c.execute("UPDATE txs SET conflicted = 1 WHERE txid = ?", (txid,))
-            own = c.execute("SELECT header FROM headers WHERE height = ? AND hash = ?", (height, block_hash)).fetchone()
             work = self._checked_work(c)
             c.execute("UPDATE headers SET trusted = 1 WHERE height = ? AND hash = ?", (height, block_hash))
             # A row with its block above the best block would be a bug's; none may stay.
             c.execute("DELETE FROM headers WHERE height >= ? AND trusted = 0", (height,))
             # The checked chain's work goes down by the block's, to its parent as its own
-            # header names it (not the caller's word).
-            if work is not None and own is not None and work[:2] == (height, block_hash) \
-                    and prev_hash == bytes(own[0])[4:36]:
+            # header names it.
+            if work is not None and own is not None and work[:2] == (height, block_hash):
                 self._set_checked_work(c, height - 1, prev_hash, work[2] - _header_proof(bytes(own[0])))
             else:
                 c.execute("DELETE FROM meta WHERE key = 'checked_work'")
@@ -941,12 +948,6 @@ class WalletStore:
         with self._lock:
             (top,) = self._conn.execute("SELECT MAX(height) FROM headers").fetchone()
         return -1 if top is None else int(top)
-
-    def drop_headers_above(self, height: int) -> None:
-        """Forget the rows above `height` (the node showed a branch with more work than
-        them; headers.py). One transaction."""
-        with self._tx() as c:
-            c.execute("DELETE FROM headers WHERE height > ?", (height,))
 
     def header_count(self) -> int:
         """Rows in the header chain (0: nothing checked yet, the next block anchors it)."""

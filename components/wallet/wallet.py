@@ -389,25 +389,36 @@ class Wallet:
             best_hash, best_height = self.store.best_block
             if best_hash is None or best_height <= fork:
                 break
-            info = await self.chain.get_block_header_info(best_hash)
-            self.store.disconnect_block(best_hash, best_height,
-                                        info.prev_hash if best_height > 0 else None)
+            # The parent is the one the block's own header row names (disconnect_block); the
+            # node is asked only for a block without a row (a file from before the headers).
+            prev_hash = None
+            if best_height > 0 and not self.store.headers(best_height, best_height):
+                prev_hash = (await self.chain.get_block_header_info(best_hash)).prev_hash
+            self.store.disconnect_block(best_hash, best_height, prev_hash)
         return True
 
     async def _overtaken(self, fork: int) -> bool:
-        """The node's block above `fork` (the wallet's best block) is not the one of the
-        wallet's checked header chain there: True (those rows dropped) if the node's branch
-        from `fork` has more work than the rows above it, as a reorganisation must; else
-        False (logged by the caller: the wallet stays)."""
-        top = self.store.top_header()
+        """The node's block above `fork` (the wallet's best block, or the anchor's parent) is
+        not the one of the wallet's checked header chain there: the node's header chain is
+        checked again from the fork (`_anchor`), and replaces the rows above it only if it
+        differs from them and has more work (`HeaderChain.replaces_rows`); True when it did
+        (the next round's blocks must be its own), False when the rows stay (the node's own
+        header chain is them, or outweighs them not: the caller logs the refusal). Before
+        12-08 the node's branch was weighed by its blocks and the rows simply dropped: a node
+        that showed the real, longer chain's blocks for the weighing and its own block in the
+        catch-up after it had a payment taken at the fork era's difficulty."""
+        before = self.store.headers(fork + 1, fork + 1).get(fork + 1)
         try:
-            await self._check_more_work(fork, top)
+            await self._anchor(fork)
         except BlockRefused as refused:
+            # getwalletinfo's anchor says why the wallet waits (`_anchor`), until it takes a
+            # block again.
             self._refused(refused)
             return False
-        log.info("wallet %s: the node's branch above %d has more work than the header chain the "
-                 "wallet checked up to %d: following it", self.name, fork, top)
-        self.store.drop_headers_above(fork)
+        if self.store.headers(fork + 1, fork + 1).get(fork + 1) == before:
+            return False
+        log.info("wallet %s: the node's header chain above %d has more work than the one the "
+                 "wallet checked up to there: following it", self.name, fork)
         return True
 
     async def _check_more_work(self, fork: int, best_height: int) -> None:
@@ -648,6 +659,7 @@ class Wallet:
                     self._extend_lookahead(lambda b=block, h=start: self.store.rescan_block(
                         b.hash, h, b.txs, b.header.time))
                 best_hash = block.hash
+                self.anchor_wait = None         # taking blocks again: waiting for nothing
                 start += 1
                 done += 1
                 # Between two blocks (each its own transaction, the store consistent) the
