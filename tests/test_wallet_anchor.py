@@ -27,6 +27,7 @@ from cleancoin.components.node.chain_binding import NodeChain
 from cleancoin.components.node.mining import mine_block
 from cleancoin.components.wallet.headers import GenesisCheck
 from cleancoin.components.wallet.store import WalletStore
+from cleancoin.components.wallet import wallet as wallet_mod
 from cleancoin.components.wallet.wallet import Wallet
 from test_wallet import Env, _over_ipc, env  # noqa: F401 - a fixture
 from test_wallet_headers import BranchBlocks
@@ -693,6 +694,54 @@ def test_a_rewind_takes_the_parent_from_the_wallets_own_header(env: Env) -> None
               f"check {w.store.check()}")
         assert not state[1] and state[2] == []
         assert w.store.best_block == (env.cm.tip.hash, 21) and w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+class CutInTheStore(Rewinder):
+    """A Rewinder whose header answer starting at `cut` is garbage: the node changes its chain
+    while the wallet stores it from the tip down."""
+
+    cut = -1
+
+    async def get_headers(self, start_height: int, count: int) -> bytes:
+        if start_height == self.cut:
+            return b"\x00" * 80 * count
+        return await super().get_headers(start_height, count)
+
+
+def test_a_rescan_below_the_best_block_ignores_rows_above_it(env: Env, monkeypatch) -> None:
+    """The wallet at 20 (born at genesis) is rewound to 10, then shown a branch of 15 blocks
+    from 10 (more work than its rows 11..20), which it stores from the tip down, 4 headers an
+    answer here: 22..25 first, in the transaction that drops the rows above 25; then the node
+    changes the answer below (`headers-changed`). The rows have a gap at 21 between the old
+    chain's 11..20 and the branch's 22..25. The node honest again, before 12-08 a rescan of
+    the wallet's blocks (0..10) extended the rows down from the lowest row of the top run
+    (22), matching the node's blocks below it against the branch's row there: `Rescan stopped
+    at height 21: ... refused (bad-prevblk)`, for good while the gap stayed; now the rows
+    above the best block play no part in a rescan."""
+    monkeypatch.setattr(wallet_mod, "MAX_GET_HEADERS", 4)
+    real = env.mine(20)
+    chain = CutInTheStore(env, 10)
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 0, birth=0)
+        await w.load()
+        assert w.store.best_block == (real[-1].hash, 20)
+        chain.stage = "rewind"
+        await w.sync()
+        assert w.store.best_block == (real[9].hash, 10)
+        chain.branch = _branch(real[9].header, 11, 15)
+        chain.stage, chain.cut = "branch", 18
+        await w.sync()
+        assert w.anchor_info()["reason"] == "headers-changed", w.anchor_info()
+        rows = w.store.headers(0, 40)
+        assert sorted(rows) == list(range(0, 21)) + list(range(22, 26))
+        chain.stage = ""
+        result = await w.rescan(0)
+        assert result == (0, 10), result
+        assert w.store.check() == []
         await w.close()
 
     asyncio.run(scenario())

@@ -256,8 +256,11 @@ class HeaderChain:
         row = self.store.headers(at, at).get(at)
         if theirs is not None and row is not None and row[0] == theirs.hash:
             return False
-        # The rows present, from the parent up (a gap, which no path leaves, would only
-        # lower the bar, never wedge the wallet).
+        # The rows present, from the parent up. A gap lowers the bar, never wedges the
+        # wallet: a chain stored from the tip down and cut short (`headers-changed`) leaves
+        # one, between the rows it replaced and those it did not, after that chain showed
+        # more work than the rows it replaces (so the lowered bar is still more than the
+        # node proved it has).
         ours = checked.work_below + sum(block_proof(BlockHeader.from_bytes(raw).bits)
                                         for _, raw, _ in self.store.headers(parent + 1, top).values())
         if checked.work > ours:

@@ -484,7 +484,7 @@ class WalletRpc:
             # chain holds where the wallet has no rows (above its best block: not caught up
             # yet; below its rows). Before 12-08 the node's word decided: one that named a
             # wallet block 15 as its block 20 made the payments at 16..20 go unlisted.
-            low = w.store.linked_from()
+            low = w.store.linked_from(best)
             try:
                 info = await w.chain.get_block_header_info(h)
                 at = w.store.chain_height(h, info.height)

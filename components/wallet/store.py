@@ -973,14 +973,17 @@ class WalletStore:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM headers").fetchone()[0])
 
-    def linked_from(self) -> int | None:
-        """The lowest height from which the rows run without a gap to the highest (None when
-        there are none): below it the wallet knows at most the retarget period's first
-        header, taken on trust."""
+    def linked_from(self, up_to: int | None = None) -> int | None:
+        """The lowest height from which the rows run without a gap to the highest at or below
+        `up_to` (default: the highest of all; None when there are none): below it the wallet
+        knows at most the retarget period's first header, taken on trust. The wallet's own
+        blocks pass `up_to` = its best block: rows above it (a checked chain stored from the
+        tip down, cut short) may have a gap, which says nothing about the blocks below."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT MAX(a.height) FROM headers AS a WHERE NOT EXISTS "
-                "(SELECT 1 FROM headers AS b WHERE b.height = a.height - 1)").fetchone()
+                "SELECT MAX(a.height) FROM headers AS a WHERE a.height <= ? AND NOT EXISTS "
+                "(SELECT 1 FROM headers AS b WHERE b.height = a.height - 1)",
+                (1 << 62 if up_to is None else up_to,)).fetchone()
         return None if row[0] is None else int(row[0])
 
     def add_headers(self, rows: Iterable[tuple[int, bytes, bytes, bool]], *, checked_chain: bool = False,

@@ -711,7 +711,8 @@ class Wallet:
         """Extend the header chain down to `low` with the node's blocks, each one the parent
         the row above it names (so they are as good as the anchor they hang from; stored as
         taken on trust, since the difficulty rule was not checked for them)."""
-        linked = self.store.linked_from()
+        # From the wallet's best block down (the rescan stops there): rows above it take no part.
+        linked = self.store.linked_from(self.store.best_block[1])
         if linked is None or low >= linked:
             return
         hi = linked
