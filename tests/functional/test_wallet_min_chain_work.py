@@ -122,13 +122,15 @@ def test_a_compromised_node_cannot_fork_cheaply_below_the_birth_it_names(home_ba
     on regtest; on main, at the difficulty of height 40's era: the minimum, a second of a CPU),
     and the wallet checked blocks above its anchor one by one only: it showed the payment.
     Now the anchor stores the checked header chain above it, and a block there must be that
-    chain's, or its branch must show more work than the rest of that chain (refused:
-    `less-work`). When the node serves the real blocks, the wallet follows them."""
+    chain's, or the node's header chain must show more work than the rest of that chain
+    (refused: `less-work`; since 12-08 `not-in-header-chain`, since the node's header chain
+    is the checked one). When the node serves the real blocks, the wallet follows them."""
     node, payee, address, fake_txid = _new_wallet_under_attack(
         home_base, {"fork_height": 39, "fake_length": 1, "honest_headers": True})
     try:
         wallet_log = node.netdatadir / "wallets" / "debug.log"
-        wait_until(lambda: _wallet_height(node) == 41 or "less-work" in wallet_log.read_text(),
+        wait_until(lambda: _wallet_height(node) == 41 or "less-work" in wallet_log.read_text()
+                   or "not-in-header-chain" in wallet_log.read_text(),
                    what="the wallet's answer to the cheap blocks")
         assert node.rpc.getbalance() == 0, "the wallet shows the payment on the cheap blocks"
         assert _wallet_height(node) == -1
