@@ -536,6 +536,10 @@ class Wallet:
             if not isinstance(raw, bytes) or len(raw) != (top - low + 1) * HEADER_SIZE:
                 raise BlockRefused(low, need, "headers-changed", "the node's header chain got shorter under the check")
             rows, need = prove_down(raw, low, need)
+            # Rows the wallet holds already are not written again (a node whose blocks are
+            # not its header chain's has the chain checked again at every round: _overtaken).
+            held = self.store.headers(low, top)
+            rows = [r for r in rows if held.get(r[0], (None,))[0] != r[1]]
             self.store.add_headers(rows, pending_chain=True, drop_above=drop_above)
             drop_above = None
             top = low - 1
