@@ -720,7 +720,9 @@ def test_a_rescan_below_the_best_block_ignores_rows_above_it(env: Env, monkeypat
     the wallet's blocks (0..10) extended the rows down from the lowest row of the top run
     (22), matching the node's blocks below it against the branch's row there: `Rescan stopped
     at height 21: ... refused (bad-prevblk)`, for good while the gap stayed; now the rows
-    above the best block play no part in a rescan."""
+    above the best block play no part in a rescan. And a reorganisation below the best block
+    is weighed against the rows present: before 12-08 it needed every row up to the highest,
+    and the gap refused it for good (`fork-below-header-chain`)."""
     monkeypatch.setattr(wallet_mod, "MAX_GET_HEADERS", 4)
     real = env.mine(20)
     chain = CutInTheStore(env, 10)
@@ -742,6 +744,12 @@ def test_a_rescan_below_the_best_block_ignores_rows_above_it(env: Env, monkeypat
         result = await w.rescan(0)
         assert result == (0, 10), result
         assert w.store.check() == []
+        # A reorganisation below the best block: a branch from 8 of 22 blocks, weighed against
+        # the wallet's blocks 9..10 and the rows present above them (14).
+        chain.fork, chain.branch, chain.stage, chain.cut = 8, _branch(real[7].header, 9, 22), "branch", -1
+        await w.sync()
+        assert w.store.best_block == (chain.branch[-1].hash, 30), w.store.best_block
+        assert sorted(w.store.headers(0, 40)) == list(range(0, 31)) and w.store.check() == []
         await w.close()
 
     asyncio.run(scenario())

@@ -427,13 +427,18 @@ class Wallet:
         blocks, and the checked header chain stored beyond them). Reads the branch only until
         its work exceeds ours: the catch-up that follows checks every block again as it
         applies it."""
-        best_height = max(best_height, self.store.top_header())
         ours = self.header_chain.work(fork + 1, best_height) if 0 <= fork < best_height else None
         if ours is None or not self.store.headers(fork, fork):
             raise BlockRefused(max(fork, 0), bytes(32), "fork-below-header-chain",
                                f"the node names a fork at {fork}; the wallet cannot weigh its "
                                f"blocks {fork + 1}..{best_height} against the node's branch "
                                f"without its own headers {fork}..{best_height}")
+        # And the rows above its best block that are there (a checked chain stored from the
+        # tip down and cut short leaves a gap: before 12-08 that refused every reorganisation,
+        # fork-below-header-chain, until the node showed that chain again).
+        above = self.store.headers(best_height + 1, self.store.top_header())
+        ours += sum(block_proof(BlockHeader.from_bytes(raw).bits) for _, raw, _ in above.values())
+        best_height = max(best_height, self.store.top_header())
         branch = Branch(fork)
         theirs = 0
         height = fork + 1
