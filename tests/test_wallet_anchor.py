@@ -753,3 +753,42 @@ def test_a_rescan_below_the_best_block_ignores_rows_above_it(env: Env, monkeypat
         await w.close()
 
     asyncio.run(scenario())
+
+
+class CountedOffTheHeaders(BlocksOffTheHeaders):
+    """BlocksOffTheHeaders that records where each of its header answers starts."""
+
+    def __init__(self, env: Env, fork: int) -> None:
+        super().__init__(env, fork)
+        self.starts: list[int] = []
+
+    async def get_headers(self, start_height: int, count: int) -> bytes:
+        self.starts.append(start_height)
+        return await super().get_headers(start_height, count)
+
+
+def test_a_block_off_the_rows_of_a_new_wallet_has_the_chain_read_from_its_anchor(env: Env) -> None:
+    """A new wallet (born at 10, no block yet) whose node serves a block of its own at 10:
+    refused every round, and every round the node's header chain is checked again
+    (`_overtaken`). It resumes at the anchor (the wallet's row at 9, by hash, and the work
+    checked up to there), not at genesis: on a main-sized chain that would be the whole chain
+    read at every block the node announced."""
+    real = env.mine(300)
+    chain = CountedOffTheHeaders(env, 9)
+    chain.branch = _branch(real[8].header, 10, 1)
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 0, birth=10)
+        await w.load()
+        assert w.store.best_block[1] == -1
+        chain.starts.clear()
+        for _ in range(3):
+            await w.sync()
+        print(f"header answers of three refused rounds start at {sorted(set(chain.starts))}")
+        assert w.store.best_block[1] == -1 and chain.starts and min(chain.starts) >= 9, chain.starts
+        chain.branch = []
+        await w.sync()
+        assert w.store.best_block == (real[-1].hash, 300) and w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())

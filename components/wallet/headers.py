@@ -277,9 +277,15 @@ class HeaderChain:
         from genesis: the chain up to there is the one the wallet checked (its header at
         `parent` names it by hash), the chain's work up to there is the store's
         `checked_work`, and the rows give the median-time window and the difficulty period's
-        first header. None when the wallet lacks any of that (the check starts at genesis)."""
+        first header. None when the wallet lacks any of that (the check starts at genesis).
+        `parent` is the wallet's best block, or the anchor's parent of a wallet that has no
+        block yet (its row there, checked from genesis, names the chain the same way: since
+        12-08, else a node whose block there is refused, `Wallet._overtaken`, had the whole
+        chain read again at every round)."""
         work = self.store.checked_work
-        if parent < 0 or work is None or work[0] != parent or self.store.best_block != (work[1], parent):
+        best_hash, best = self.store.best_block
+        if parent < 0 or work is None or work[0] != parent or best not in (parent, -1) \
+                or (best == parent and best_hash != work[1]):
             return None
         # The period's first header, as the check from genesis holds it (the last height
         # divisible by the retarget interval it passed); needed where the network retargets.
