@@ -786,6 +786,7 @@ def test_a_block_off_the_rows_of_a_new_wallet_has_the_chain_read_from_its_anchor
             await w.sync()
         print(f"header answers of three refused rounds start at {sorted(set(chain.starts))}")
         assert w.store.best_block[1] == -1 and chain.starts and min(chain.starts) >= 9, chain.starts
+        assert (w.anchor_info()["status"], w.anchor_info()["reason"]) == ("waiting", "not-in-header-chain")
         chain.branch = []
         await w.sync()
         assert w.store.best_block == (real[-1].hash, 300) and w.store.check() == []

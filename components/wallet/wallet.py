@@ -659,8 +659,13 @@ class Wallet:
                         return done, False
                     self.header_chain.check(block, start)
                 except BlockRefused as refused:
-                    if refused.reason == "not-in-header-chain" and await self._overtaken(start - 1):
-                        return done, False      # the rows gave way to more work: start over
+                    if refused.reason == "not-in-header-chain":
+                        if await self._overtaken(start - 1):
+                            return done, False      # the rows gave way to more work: start over
+                        # The wallet waits for the node's blocks to be its header chain's (or
+                        # for a chain that outweighs the rows): getwalletinfo's anchor says
+                        # why (the re-check's own reason when it refused, e.g. less-work).
+                        self.anchor_wait = self.anchor_wait or refused
                     self._refused(refused)
                     return done, True
                 if self.store.apply_block(block.hash, start, block.txs, block.header.time,

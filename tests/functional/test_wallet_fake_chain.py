@@ -229,6 +229,7 @@ def test_a_branch_weighed_by_the_real_blocks_then_switched(home_base: Path) -> N
               f"{a.result('node').get('weighed', {}).get('detail', 0)}")
         assert not seen
         assert "not-in-header-chain" in wallet_log.read_text()
+        assert (info["anchor"]["status"], info["anchor"]["reason"]) == ("waiting", "not-in-header-chain")
         assert info["lastprocessedblock"]["height"] == 103 - DEPTH
         assert node.rpc.getbalance() < real_balance
         with pytest.raises(RpcError) as unknown:
