@@ -87,7 +87,7 @@ class _Withholding(NodeChain):
         return await super().get_blocks(start_height, max(0, min(count, self.limit + 1 - start_height)))
 
 
-def _template(path: Path, scenario: str) -> None:
+def _template(path: Path, scenario: str = "reorganisation") -> None:
     """A wallet synced to block 6 (paid at 2 and 5), closed; then the node's chain
     reorganises to a longer branch from block 3 (paying the wallet at 5' and 7').
     "overtaken": the wallet took blocks up to 3 only (the node withheld 4..6) and holds the
