@@ -6,6 +6,8 @@ real NodeChain with `get_block_header_info` replaced by the attacker's for unkno
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from cleancoin.components.rpc.carried import execute_request
 from cleancoin.components.interfaces.chain import RpcRequest
 from cleancoin.components.wallet.rpc import MAX_STALE_WALK, register_wallet_methods
 from cleancoin.components.wallet.wallet import WalletManager
+from test_wallet import Env
 
 
 class RogueChain(NodeChain):
@@ -72,3 +75,67 @@ def test_listsinceblock_does_not_follow_a_branch_that_never_ends(tmp_path: Path,
     assert result == {"ok": False, "code": -5, "message": "Block not found"}, result
     # Flat: the second header's height did not fall. Falling: the walk's bound.
     assert rogue.asked <= (MAX_STALE_WALK + 1 if falling else 2), rogue.asked
+
+
+class HeightLiar(NodeChain):
+    """An honest chain, except that it names `lie` (a block of the wallet's) as the block at
+    `height` in its active chain (or, `stale`, as a block there off it), and a made-up hash
+    as its block at 15."""
+
+    lie: bytes = b""
+    height: int = 0
+    stale: bool = False
+
+    async def get_block_header_info(self, block_hash: bytes) -> BlockInfo:
+        info = await super().get_block_header_info(block_hash)
+        if block_hash != self.lie:
+            return info
+        if self.stale:      # off the active chain, its parent the block below `height`
+            below = self._chain.block_at_height(self.height - 1)
+            return BlockInfo(block_hash, self.height, info.time, below.hash, False)
+        return dataclasses.replace(info, height=self.height)
+
+    async def get_block_hash(self, height: int) -> bytes:
+        return b"\x77" * 32 if self.lie and height == 15 else await super().get_block_hash(height)
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["said-higher", "said-stale"])
+def test_listsinceblock_counts_from_the_wallets_own_block(tmp_path: Path, stale: bool) -> None:
+    """A client polls listsinceblock with the `lastblock` it got at height 15; blocks 16..20
+    then paid the wallet. The node says that block is at height 20 (or that it left the
+    active chain, its branch forking at 19). Before 12-07 the wallet took the node's word:
+    depth 1 (or 2), and the five payments confirmed since (or three) were not listed: the
+    client never saw them. Now a block of the wallet's own chain is found in its header rows
+    by hash, at its own height: all five listed, none `removed`; and `lastblock` is the
+    wallet's own block, not the node's at that depth."""
+    env = Env(tmp_path)
+    liar = HeightLiar(env.cm, env.mempool)
+
+    async def scenario() -> dict[str, Any]:
+        loader = WalletManager(str(tmp_path / "net"), liar, REGTEST.name)
+        registry = Registry()
+        register_wallet_methods(registry, loader)
+        assert (await execute_request(registry, RpcRequest("createwallet", '["w"]', None))).ok
+        w = loader.get("w")
+        pkh = w.new_key(False).pkh
+        env.mine(15)
+        await w.sync()
+        last = json.loads((await execute_request(registry, RpcRequest("listsinceblock", "[]", "w"))).result)["lastblock"]
+        paid = {b.txs[0].txid_hex for b in env.mine(5, pkh)}
+        await w.sync()
+        liar.lie, liar.height, liar.stale = bytes.fromhex(last)[::-1], 20, stale
+        response = await execute_request(registry, RpcRequest("listsinceblock", f'["{last}", 6]', "w"))
+        assert response.ok, response.error_message
+        result = json.loads(response.result)
+        listed = {t["txid"] for t in result["transactions"]}
+        print(f"listsinceblock from the block at 15, the node lying ({'stale' if stale else 'higher'}): "
+              f"{len(listed & paid)} of the 5 payments listed, {len(result['removed'])} removed")
+        await loader.close_all()
+        return {"missing": sorted(paid - listed), "removed": result["removed"], "lastblock": result["lastblock"],
+                "own": last}
+
+    os.makedirs(tmp_path / "net" / "wallets")
+    result = asyncio.run(scenario())
+    env.cm.close()
+    assert result["missing"] == [] and result["removed"] == []
+    assert result["lastblock"] == result["own"]

@@ -10,6 +10,7 @@ compromised node, the wallet over real Cap'n Proto where that matters
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -26,6 +27,7 @@ from cleancoin.components.node.chain_binding import NodeChain
 from cleancoin.components.node.mining import mine_block
 from cleancoin.components.wallet.headers import GenesisCheck
 from cleancoin.components.wallet.store import WalletStore
+from cleancoin.components.wallet import wallet as wallet_mod
 from cleancoin.components.wallet.wallet import Wallet
 from test_wallet import Env, _over_ipc, env  # noqa: F401 - a fixture
 from test_wallet_headers import BranchBlocks
@@ -96,16 +98,28 @@ def test_a_wallet_born_at_genesis_also_waits_for_the_minimum_chain_work(env: Env
 
 class BlocksOffTheHeaders(BranchBlocks):
     """The node's Chain whose blocks above `fork` are a branch of the attacker's (`branch`),
-    while its headers and the rest are the real chain's."""
+    while its headers (unless `headers_too`) and the rest are the real chain's."""
+
+    headers_too = False
+
+    async def get_headers(self, start_height: int, count: int) -> bytes:
+        if not (self.headers_too and self.branch):
+            return await super().get_headers(start_height, count)
+        out = await super().get_headers(start_height, max(0, min(count, self.fork + 1 - start_height)))
+        h = start_height + len(out) // 80
+        return out + b"".join(b.header.serialized for b in self.branch[h - self.fork - 1:][:count - len(out) // 80])
 
 
 @pytest.mark.parametrize("length, taken", [(5, False), (13, True)])
 def test_blocks_above_the_anchor_must_be_the_checked_chain_or_show_more_work(
         env: Env, length: int, taken: bool) -> None:
     """The node's headers are the real chain to 20; its blocks above 9 (the wallet is born
-    at 10) a branch of its own. 5 blocks (less work than the checked 10..20): refused, the
-    wallet takes nothing, and the real blocks later; 13 blocks (more work): followed, as a
-    reorganisation would be."""
+    at 10) a branch of its own: refused, 5 blocks or 13, the wallet takes nothing (since
+    12-07 even 13 blocks, more work than the checked 10..20, are not followed while the
+    node's own header chain is another: test_a_branch_shown_to_outweigh_the_checked_rows_is_the_one_taken).
+    Then its headers show the 13 blocks too (more work): followed, as a reorganisation
+    would be; 5 blocks (less work) never: the real blocks are taken once the node serves
+    them."""
     real = env.mine(20)
     chain = BlocksOffTheHeaders(env, 9)
     prev = real[8].header
@@ -117,14 +131,20 @@ def test_blocks_above_the_anchor_must_be_the_checked_chain_or_show_more_work(
     async def scenario() -> None:
         w = _wallet(env, chain, "w", 0, birth=10)
         await w.load()
+        assert w.store.best_block[1] == -1
+        assert sorted(w.store.headers(0, 30)) == list(range(0, 21))          # checked, kept
+        assert w.store.headers(10, 10)[10][0] == real[9].hash
+        chain.headers_too = True
+        await w.sync()
         if taken:
             assert w.store.best_block == (chain.branch[-1].hash, 9 + length)
+            assert sorted(w.store.headers(0, 30)) == list(range(0, 10 + length))
         else:
-            assert w.store.best_block[1] == -1
-            assert sorted(w.store.headers(0, 30)) == list(range(0, 21))          # checked, kept
+            assert w.store.best_block[1] == -1 and w.anchor_info()["reason"] == "less-work"
             chain.branch = []
             await w.sync()
             assert w.store.best_block == (real[-1].hash, 20)
+        assert w.store.check() == []
         await w.close()
 
     asyncio.run(scenario())
@@ -349,32 +369,19 @@ def _branch(parent: BlockHeader, height: int, n: int, paid: bytes | None = None)
     return out
 
 
-class CutShort(Rewinder):
-    """A Rewinder that fails one `get_block_header_info` once `cut` says so: a node that
-    breaks off the wallet's unwind after its first disconnect."""
-
-    def __init__(self, env: Env, fork: int) -> None:
-        super().__init__(env, fork)
-        self.cut: Any = lambda: False
-
-    async def get_block_header_info(self, block_hash: bytes) -> Any:
-        if self.cut():
-            self.cut = lambda: False
-            raise ChainError("the node breaks off the unwind")
-        return await super().get_block_header_info(block_hash)
-
-
 def test_a_reorganisation_cut_short_does_not_lower_the_bar(env: Env) -> None:
     """The wallet at 20. The node shows a branch from 10 with more work (12 blocks), which
-    the wallet weighs and starts to follow, then breaks off the unwind after the first
-    disconnect (an error where the wallet asks for the next block's parent); then it shows a
+    the wallet weighs and starts to follow; the unwind breaks off after the first disconnect
+    (an error of the store's here: a kill -9 there, test_wallet_reorg_crash; before 12-07
+    the node could break it off too, by failing the question about the next block's parent,
+    which the wallet now reads from its own header row); then the node shows a
     branch of 10 blocks from 10 paying the wallet 1000 coins: the work of the wallet's own
     blocks 11..20. Before 12-07 the disconnect took block 20's row, so the wallet, now at 19,
     weighed that branch against 11..19 only and took it (the payment shown); now the row
     stays without its block and the branch is refused (`less-work`). The real chain again:
     followed back to 20."""
     real = env.mine(20)
-    chain = CutShort(env, 10)
+    chain = Rewinder(env, 10)
 
     async def scenario() -> None:
         w = _wallet(env, chain, "w", 0, birth=10)
@@ -382,9 +389,17 @@ def test_a_reorganisation_cut_short_does_not_lower_the_bar(env: Env) -> None:
         await w.load()
         assert w.store.best_block == (real[-1].hash, 20)
         chain.branch, chain.stage = _branch(real[9].header, 11, 12), "branch"
-        chain.cut = lambda: w.store.best_block[1] == 19
+        disconnect = w.store.disconnect_block
+
+        def cut_short(block_hash: bytes, height: int, prev_hash: bytes | None) -> None:
+            if w.store.best_block[1] == 19:
+                raise ChainError("the unwind breaks off")
+            disconnect(block_hash, height, prev_hash)
+
+        w.store.disconnect_block = cut_short          # type: ignore[method-assign]
         with pytest.raises(Exception, match="breaks off"):
             await w.sync()
+        w.store.disconnect_block = disconnect         # type: ignore[method-assign]
         assert w.store.best_block == (real[18].hash, 19) and w.store.headers(20, 20)[20][2]
         fake = _branch(real[9].header, 11, 10, paid=pkh)
         chain.branch = fake
@@ -569,6 +584,212 @@ def test_headers_read_again_for_the_store_must_be_the_ones_checked(env: Env, cap
         assert w.anchor_info()["status"] == "anchored" and not w.store.chain_recheck
         assert w.store.headers(2500, 2500)[2500][0] == headers[2500].hash
         assert w.store.header_count() == 5000 and w.store.best_block[1] == 0
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+class BaitAndSwitch(NodeChain):
+    """The real chain and its headers, but at `fork` + 1 the node's blocks are its own block
+    `fake` (on the real block at `fork`), except when the wallet asks for them again right
+    after the fake, before it asks for the chain's height: that is the wallet weighing the
+    node's branch against its rows (before 12-07), and gets the real blocks."""
+
+    def __init__(self, env: Env, fork: int, fake: Any) -> None:
+        super().__init__(env.cm, env.mempool)
+        self.fork, self.fake = fork, fake
+        self.fake_served = False
+        self.weighed = 0
+
+    async def get_height(self) -> int:
+        self.fake_served = False
+        return await super().get_height()
+
+    async def get_blocks(self, start_height: int, count: int) -> list[bytes]:
+        if start_height == self.fork + 1 and self.fake is not None:
+            if not self.fake_served:
+                self.fake_served = True
+                return [self.fake.to_bytes()]
+            self.weighed += 1
+        return await super().get_blocks(start_height, count)
+
+    async def get_block_header_info(self, block_hash: bytes) -> BlockInfo:
+        if self.fake is not None and block_hash == self.fake.hash:
+            return BlockInfo(block_hash, self.fork + 1, self.fake.header.time, self.fake.header.prev_hash, True)
+        return await super().get_block_header_info(block_hash)
+
+
+def test_a_branch_shown_to_outweigh_the_checked_rows_is_the_one_taken(env: Env) -> None:
+    """The wallet is born at 10 and anchored on the real chain to 20 (rows 10..20 stored
+    without their blocks). The real chain grows to 30. The node then offers its own block 10
+    paying the wallet 1000 coins (refused: not the checked header there), shows the real
+    blocks 10..30 when the wallet weighs the node's branch against its rows (more work: the
+    rows give way), and its own block 10 again in the catch-up that follows. Before 12-07 the
+    wallet took it: one block of work at height 10's difficulty bought a 1000-coin payment
+    past a checked chain of 11 blocks. Now the rows give way only to the node's header chain,
+    checked in full and stored in their place, and the catch-up's blocks must be its own."""
+    real = env.mine(20)
+    chain = BaitAndSwitch(env, 9, None)
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 0, birth=10)
+        pkh = w.new_key(False).pkh
+        payment = Transaction(1, (TxIn(OutPoint(b"\x44" * 32, 0), b"\x00" * 100),), (TxOut(1000 * 10**8, pkh),), 0)
+        prev = real[8].header
+        chain.fake = mine_block(prev, 10, b"\x22" * 20, P, prev.time + 1, prev.bits, (payment,))
+        await w.load()
+        # The fake refused; the real blocks 10..20 no more work than the rows: nothing taken.
+        assert w.store.best_block[1] == -1 and sorted(w.store.headers(10, 40)) == list(range(10, 21))
+        env.mine(10)
+        await w.sync()
+        taken = w.store.get_transaction(payment.txid) is not None
+        print(f"after the bait and switch: wallet at {w.store.best_block[1]}, fake payment taken: {taken}, "
+              f"balance {w.balances().trusted}, real blocks shown for the weighing {chain.weighed} times")
+        assert not taken
+        assert w.store.best_block[1] in (-1, 30)
+        chain.fake = None
+        await w.sync()
+        assert w.store.best_block == (env.cm.tip.hash, 30) and w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+class ParentLiar(Rewinder):
+    """A Rewinder whose answer about the wallet's best block names `parent` as its parent
+    while `lie` is set."""
+
+    lie: bytes | None = None
+
+    async def get_block_header_info(self, block_hash: bytes) -> Any:
+        info = await super().get_block_header_info(block_hash)
+        return dataclasses.replace(info, prev_hash=self.lie) if self.lie and info.height > self.fork else info
+
+
+def test_a_rewind_takes_the_parent_from_the_wallets_own_header(env: Env) -> None:
+    """The node rewinds the wallet (its chain ends at 10) and names, for each block the
+    wallet undoes, a parent of its own making. Before 12-07 the wallet took that hash as its
+    best block: its file disagreed with itself (`check`: the header at 19 is not the best
+    block's), and it was wedged for good: no block builds on a hash that is no block, and
+    the honest node, asked about it, knew no such block. Now the parent is the one the
+    undone block's own header names; the wallet follows the node back."""
+    real = env.mine(20)
+    chain = ParentLiar(env, 10)
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 0, birth=10)
+        await w.load()
+        assert w.store.best_block == (real[-1].hash, 20)
+        chain.stage, chain.lie = "rewind", b"\x66" * 32
+        with contextlib.suppress(Exception):
+            await w.sync()
+        state = (w.store.best_block[1], w.store.best_block[0] == b"\x66" * 32, w.store.check())
+        chain.stage, chain.lie = "", None
+        env.mine(1)                     # (the notification's sync may fail too: suppressed below)
+        for _ in range(2):
+            with contextlib.suppress(Exception):
+                await w.sync()
+        print(f"after the rewind with made-up parents: wallet at {state[0]}, best hash the node's made-up one: "
+              f"{state[1]}, check {state[2]}; the node honest again: wallet at {w.store.best_block[1]}, "
+              f"check {w.store.check()}")
+        assert not state[1] and state[2] == []
+        assert w.store.best_block == (env.cm.tip.hash, 21) and w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+class CutInTheStore(Rewinder):
+    """A Rewinder whose header answer starting at `cut` is garbage: the node changes its chain
+    while the wallet stores it from the tip down."""
+
+    cut = -1
+
+    async def get_headers(self, start_height: int, count: int) -> bytes:
+        if start_height == self.cut:
+            return b"\x00" * 80 * count
+        return await super().get_headers(start_height, count)
+
+
+def test_a_rescan_below_the_best_block_ignores_rows_above_it(env: Env, monkeypatch) -> None:
+    """The wallet at 20 (born at genesis) is rewound to 10, then shown a branch of 15 blocks
+    from 10 (more work than its rows 11..20), which it stores from the tip down, 4 headers an
+    answer here: 22..25 first, in the transaction that drops the rows above 25; then the node
+    changes the answer below (`headers-changed`). The rows have a gap at 21 between the old
+    chain's 11..20 and the branch's 22..25. The node honest again, before 12-07 a rescan of
+    the wallet's blocks (0..10) extended the rows down from the lowest row of the top run
+    (22), matching the node's blocks below it against the branch's row there: `Rescan stopped
+    at height 21: ... refused (bad-prevblk)`, for good while the gap stayed; now the rows
+    above the best block play no part in a rescan. And a reorganisation below the best block
+    is weighed against the rows present: before 12-07 it needed every row up to the highest,
+    and the gap refused it for good (`fork-below-header-chain`)."""
+    monkeypatch.setattr(wallet_mod, "MAX_GET_HEADERS", 4)
+    real = env.mine(20)
+    chain = CutInTheStore(env, 10)
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 0, birth=0)
+        await w.load()
+        assert w.store.best_block == (real[-1].hash, 20)
+        chain.stage = "rewind"
+        await w.sync()
+        assert w.store.best_block == (real[9].hash, 10)
+        chain.branch = _branch(real[9].header, 11, 15)
+        chain.stage, chain.cut = "branch", 18
+        await w.sync()
+        assert w.anchor_info()["reason"] == "headers-changed", w.anchor_info()
+        rows = w.store.headers(0, 40)
+        assert sorted(rows) == list(range(0, 21)) + list(range(22, 26))
+        chain.stage = ""
+        result = await w.rescan(0)
+        assert result == (0, 10), result
+        assert w.store.check() == []
+        # A reorganisation below the best block: a branch from 8 of 22 blocks, weighed against
+        # the wallet's blocks 9..10 and the rows present above them (14).
+        chain.fork, chain.branch, chain.stage, chain.cut = 8, _branch(real[7].header, 9, 22), "branch", -1
+        await w.sync()
+        assert w.store.best_block == (chain.branch[-1].hash, 30), w.store.best_block
+        assert sorted(w.store.headers(0, 40)) == list(range(0, 31)) and w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())
+
+
+class CountedOffTheHeaders(BlocksOffTheHeaders):
+    """BlocksOffTheHeaders that records where each of its header answers starts."""
+
+    def __init__(self, env: Env, fork: int) -> None:
+        super().__init__(env, fork)
+        self.starts: list[int] = []
+
+    async def get_headers(self, start_height: int, count: int) -> bytes:
+        self.starts.append(start_height)
+        return await super().get_headers(start_height, count)
+
+
+def test_a_block_off_the_rows_of_a_new_wallet_has_the_chain_read_from_its_anchor(env: Env) -> None:
+    """A new wallet (born at 10, no block yet) whose node serves a block of its own at 10:
+    refused every round, and every round the node's header chain is checked again
+    (`_overtaken`). It resumes at the anchor (the wallet's row at 9, by hash, and the work
+    checked up to there), not at genesis: on a main-sized chain that would be the whole chain
+    read at every block the node announced."""
+    real = env.mine(300)
+    chain = CountedOffTheHeaders(env, 9)
+    chain.branch = _branch(real[8].header, 10, 1)
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 0, birth=10)
+        await w.load()
+        assert w.store.best_block[1] == -1
+        chain.starts.clear()
+        for _ in range(3):
+            await w.sync()
+        print(f"header answers of three refused rounds start at {sorted(set(chain.starts))}")
+        assert w.store.best_block[1] == -1 and chain.starts and min(chain.starts) >= 9, chain.starts
+        assert (w.anchor_info()["status"], w.anchor_info()["reason"]) == ("waiting", "not-in-header-chain")
+        chain.branch = []
+        await w.sync()
+        assert w.store.best_block == (real[-1].hash, 300) and w.store.check() == []
         await w.close()
 
     asyncio.run(scenario())

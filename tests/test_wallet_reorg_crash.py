@@ -14,6 +14,12 @@ wallet that found it clear would take the next block above the fork unchecked), 
 a restart the wallet reaches the node's tip with the state of an uninterrupted run: the same
 header chain and checked work, the same confirmed transactions and balances.
 
+Since 12-07 also the rows of a checked chain the wallet holds above its best block (blocks
+withheld) replaced by a branch with more work (`overtaken`: Wallet._overtaken checks the
+node's header chain again and stores it, the first answer dropping the rows above its tip in
+the same transaction): rows of the branch stored and the anchor not committed leave
+`chain_recheck` set, and the restarted wallet ends as an uninterrupted run.
+
 How: a child forked from the test (the stepper of test_wallet_encrypt_crash.py) opens a real
 chain and wallet on copies of a template and syncs; SQLite's statement trace stops it before
 every COMMIT of the wallet's connection (a kill anywhere inside a transaction leaves the
@@ -70,17 +76,38 @@ def _mine(cm: ChainManager, parent: BlockIndex, n: int, pays: dict[int, bytes],
     return parent
 
 
-def _template(path: Path) -> None:
+class _Withholding(NodeChain):
+    """The node's Chain serving no block above `limit` (its headers all)."""
+
+    def __init__(self, cm: ChainManager, mempool: Mempool, limit: int) -> None:
+        super().__init__(cm, mempool)
+        self.limit = limit
+
+    async def get_blocks(self, start_height: int, count: int) -> list[bytes]:
+        return await super().get_blocks(start_height, max(0, min(count, self.limit + 1 - start_height)))
+
+
+def _template(path: Path, scenario: str = "reorganisation") -> None:
     """A wallet synced to block 6 (paid at 2 and 5), closed; then the node's chain
-    reorganises to a longer branch from block 3 (paying the wallet at 5' and 7')."""
+    reorganises to a longer branch from block 3 (paying the wallet at 5' and 7').
+    "overtaken": the wallet took blocks up to 3 only (the node withheld 4..6) and holds the
+    node's checked header chain 4..6 as rows without their blocks, no check pending; the
+    branch replaces those rows, the node's header chain checked again from 3 when its block
+    4' is not the row there (Wallet._overtaken)."""
     cm, chain = _open_chain(path)
 
     async def first() -> None:
-        w = Wallet("w", WalletStore.create(path, "w", P.name), chain)
+        w = Wallet("w", WalletStore.create(path, "w", P.name),
+                   _Withholding(cm, chain._mempool, FORK) if scenario == "overtaken" else chain)
         pkh = w.new_key(False).pkh
         _mine(cm, cm.tip, OLD_TIP, {2: pkh, 5: pkh})
         await w.sync()
-        assert w.store.best_block[1] == OLD_TIP and w.store.checked_work is not None
+        if scenario == "overtaken":
+            assert w.store.best_block[1] == FORK and not w.store.chain_recheck
+            assert sorted(w.store.headers(0, 100)) == list(range(0, OLD_TIP + 1))
+        else:
+            assert w.store.best_block[1] == OLD_TIP
+        assert w.store.checked_work is not None
         await w.close()
         fork = cm.block_at_height(FORK)
         assert fork is not None
@@ -184,16 +211,21 @@ def _restarted(path: Path, caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
         cm.close()
 
 
-def test_kill_9_at_every_commit_of_a_reorganisation_skips_no_check(tmp_path: Path, caplog) -> None:
+@pytest.mark.parametrize("scenario", ["reorganisation", "overtaken"])
+def test_kill_9_at_every_commit_of_a_reorganisation_skips_no_check(tmp_path: Path, caplog, scenario: str) -> None:
     template = tmp_path / "template"
-    _template(template)
+    _template(template, scenario)
     reference_dir = tmp_path / "reference"
     shutil.copytree(template, reference_dir)
     steps, marks, finished = _run_to(reference_dir, 1 << 30)
-    assert finished and marks.count("disconnected") == OLD_TIP - FORK and marks[-1] != "disconnected", marks
+    undone = OLD_TIP - FORK if scenario == "reorganisation" else 0
+    assert finished and marks.count("disconnected") == undone and marks[-1] != "disconnected", marks
+    assert "anchored" in marks, marks
+    print(f"\n{scenario}: a kill before each of {len(steps)} commits (marks of the whole run: {marks})")
     reference = _restarted(reference_dir, caplog)
     assert reference["best"] == reference["tip"] and reference["tip"][1] == NEW_TIP
     assert not reference["anchored"] and len(reference["confirmed"]) == 3, reference   # 2, 5', 7'
+    active = reference["active"]
     failures = []
     for k in range(len(steps)):
         run = tmp_path / f"kill{k}"
@@ -204,8 +236,12 @@ def test_kill_9_at_every_commit_of_a_reorganisation_skips_no_check(tmp_path: Pat
         _, chainwork = chain_files(run / "chain.sqlite", tmp_path / "scratch")
         files = read_wallet(run / "wallets" / "w" / "wallet.sqlite", tmp_path / "scratch")
         # From the files, not from the marks: a block left (only a disconnect lowers the best
-        # block) and the check after it did not commit.
-        unchecked = int(files["meta"]["best_height"]) < OLD_TIP and "anchored" not in marks  # type: ignore[index]
+        # block), or rows of the branch were stored (overtaken: the rows it replaces are the
+        # bar), and the check after it did not commit.
+        rows = files["rows"]                                                  # type: ignore[index]
+        branch_rows = any(h in rows and rows[h][0] == cm_hash for h, cm_hash in active.items() if h > FORK)
+        left = int(files["meta"]["best_height"]) < OLD_TIP if scenario == "reorganisation" else branch_rows  # type: ignore[index]
+        unchecked = left and "anchored" not in marks
         failures += [f"{where}: {p}" for p in wallet_headers("w", files, chainwork)]
         if unchecked and not int(files["meta"].get("chain_recheck", 0)):   # type: ignore[attr-defined]
             failures.append(f"{where}: a block was disconnected and the check after it did not "
@@ -219,5 +255,5 @@ def test_kill_9_at_every_commit_of_a_reorganisation_skips_no_check(tmp_path: Pat
         if state["rows"] != state["active"] or state["checked_work"] != state["tip_work"]:
             failures.append(f"{where}: the header chain or checked work is not the node's")
         shutil.rmtree(run)
-    assert len(steps) >= NEW_TIP - FORK + OLD_TIP - FORK + 1, steps     # blocks, disconnects, anchor
+    assert len(steps) >= NEW_TIP - FORK + undone + 1, steps     # blocks, disconnects, anchor
     assert not failures, "\n".join(failures)

@@ -553,3 +553,36 @@ def test_block_history_survives_a_disconnect_and_is_added_to_older_wallets(tmp_p
         assert store.block_txids(b"\x02" * 32) == [] and store.check() == []
         store.apply_block(b"\x03" * 32, 1, [tx], time=300)
         assert store.block_txids(b"\x03" * 32) == [tx.txid]
+
+
+def test_undoing_a_block_reads_its_own_transactions_not_the_wallets_all(tmp_path: Path) -> None:
+    """A deep reorganisation undoes one block at a time. Each undo looked the block's
+    transactions up by hash, which no index covers: every transaction of the wallet was read
+    for each block (3.3 ms a block at 30,000 transactions, a 300-block rewind 1.0 s of CPU;
+    now 0.4 ms, 0.11 s). Counted in SQLite's virtual-machine steps (a progress handler every
+    100), so the bound does not depend on the machine's speed: the undo of a block of one
+    transaction costs the same in a wallet of 100 transactions and of 3,000."""
+    store = WalletStore.create(tmp_path, "w", "regtest", seed=SEED)
+    _top_up(store, hd.master_key(store.seed().get()), False, 1)
+    pkh = store.keys(False)[0].pkh
+    steps = {}
+    for height in range(3000):
+        tx = Transaction(1, (TxIn(OutPoint(hashlib.sha256(b"%d" % height).digest(), 0), b"\x00" * 10),),
+                         (TxOut(1000, pkh),), 0)
+        store.apply_block(hashlib.sha256(b"block %d" % height).digest(), height, [tx], time=height)
+        if height + 1 in (100, 3000):
+            counted = [0]
+
+            def step(counted: list[int] = counted) -> int:
+                counted[0] += 1
+                return 0
+
+            store._conn.set_progress_handler(step, 100)
+            block_hash = hashlib.sha256(b"block %d" % height).digest()
+            store.disconnect_block(block_hash, height, hashlib.sha256(b"block %d" % (height - 1)).digest())
+            store._conn.set_progress_handler(None, 100)
+            store.apply_block(block_hash, height, [tx], time=height)
+            steps[height + 1] = counted[0]
+    print(f"VM steps (in hundreds) of one undo: {steps}")
+    assert steps[3000] <= steps[100] + 2, steps
+    store.close()

@@ -28,8 +28,10 @@ refused ("below-minimum-chain-work"), the wallet takes no block and says it is w
 above the anchor are stored too (as rows without their block; since 12-07 read again from the
 node for that, one answer at a time from the tip down, and proven by hash to be the ones
 checked, `prove_down`, so the check holds none of them): a block the node then hands
-the wallet at one of those heights must be that header's, or the node's branch from there must
-show more work than those rows (`Wallet._overtaken`, as a reorganisation must), since the node
+the wallet at one of those heights must be that header's, or the node's header chain, checked
+again from there, must show more work than those rows and then replaces them (since 12-07:
+`Wallet._overtaken`, as a reorganisation must; before, its blocks were weighed and the rows
+dropped, and the blocks served next taken unchecked against any), since the node
 names the wallet's birth height itself: a block just above it is valid at the difficulty of
 that height's era, which may be the minimum. A wallet born at genesis checks the chain the
 same way before its first block, and every wallet again after a block is disconnected
@@ -254,8 +256,11 @@ class HeaderChain:
         row = self.store.headers(at, at).get(at)
         if theirs is not None and row is not None and row[0] == theirs.hash:
             return False
-        # The rows present, from the parent up (a gap, which no path leaves, would only
-        # lower the bar, never wedge the wallet).
+        # The rows present, from the parent up. A gap lowers the bar, never wedges the
+        # wallet: a chain stored from the tip down and cut short (`headers-changed`) leaves
+        # one, between the rows it replaced and those it did not, after that chain showed
+        # more work than the rows it replaces (so the lowered bar is still more than the
+        # node proved it has).
         ours = checked.work_below + sum(block_proof(BlockHeader.from_bytes(raw).bits)
                                         for _, raw, _ in self.store.headers(parent + 1, top).values())
         if checked.work > ours:
@@ -272,9 +277,15 @@ class HeaderChain:
         from genesis: the chain up to there is the one the wallet checked (its header at
         `parent` names it by hash), the chain's work up to there is the store's
         `checked_work`, and the rows give the median-time window and the difficulty period's
-        first header. None when the wallet lacks any of that (the check starts at genesis)."""
+        first header. None when the wallet lacks any of that (the check starts at genesis).
+        `parent` is the wallet's best block, or the anchor's parent of a wallet that has no
+        block yet (its row there, checked from genesis, names the chain the same way: since
+        12-07, else a node whose block there is refused, `Wallet._overtaken`, had the whole
+        chain read again at every round)."""
         work = self.store.checked_work
-        if parent < 0 or work is None or work[0] != parent or self.store.best_block != (work[1], parent):
+        best_hash, best = self.store.best_block
+        if parent < 0 or work is None or work[0] != parent or best not in (parent, -1) \
+                or (best == parent and best_hash != work[1]):
             return None
         # The period's first header, as the check from genesis holds it (the last height
         # divisible by the retarget interval it passed); needed where the network retargets.

@@ -477,9 +477,19 @@ class WalletRpc:
             except ValueError:
                 raise RpcError(RPC_INVALID_PARAMETER, "blockhash must be hexadecimal string "
                                                       f"(not '{blockhash}')") from None
+            # The common ancestor with the wallet's own chain (bitcoind's findCommonAncestor
+            # with the wallet's last block): a block of it is found in the wallet's header
+            # rows, by hash, at its own height; only a block off it is walked down through
+            # the node's headers to the first that is the wallet's, or that the node's active
+            # chain holds where the wallet has no rows (above its best block: not caught up
+            # yet; below its rows). Before 12-07 the node's word decided: one that named a
+            # wallet block 15 as its block 20 made the payments at 16..20 go unlisted.
+            low = w.store.linked_from(best)
             try:
                 info = await w.chain.get_block_header_info(h)
-                while not info.in_active_chain:
+                at = w.store.chain_height(h, info.height)
+                while at is None and not (info.in_active_chain and (
+                        low is None or info.height > best or info.height < low)):
                     stale.append(info.hash)
                     parent = await w.chain.get_block_header_info(info.prev_hash)
                     # Down one height a step, at most MAX_STALE_WALK steps: the node may be
@@ -489,10 +499,12 @@ class WalletRpc:
                     if parent.height != info.height - 1 or len(stale) >= MAX_STALE_WALK:
                         raise ValueError("not a branch of the chain")
                     info = parent
+                    # At the height the node names (no search by hash each step: the walk
+                    # is the node's word anyway, and up to MAX_STALE_WALK steps long).
+                    at = w.store.chain_height(info.hash, info.height, search=False)
             except Exception:  # noqa: BLE001 - the node does not know the block (or its parent)
                 raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found") from None
-            # The common ancestor with the wallet's last block (bitcoind's findCommonAncestor).
-            depth = best + 1 - min(info.height, best)
+            depth = best + 1 - min(info.height if at is None else at, best)
         coins = _Coins.read(w)             # after the awaits above: as the wallet is now
         txs = []
         for wtx in w.store.transactions():
@@ -508,8 +520,10 @@ class WalletRpc:
                         removed.extend(self._tx_entries(w, wtx, coins))
         lastblock = ""
         if best_hash is not None:
+            # The wallet's own block at that depth (its header row), not the node's word.
             target = min(target_confirmations, best + 1)
-            lastblock = hash_to_hex(best_hash if target == 1 else
+            row = w.store.headers(best + 1 - target, best + 1 - target).get(best + 1 - target)
+            lastblock = hash_to_hex(best_hash if target == 1 else row[0] if row is not None else
                                     await w.chain.get_block_hash(best + 1 - target))
         return {"transactions": txs, "removed": removed, "lastblock": lastblock}
 

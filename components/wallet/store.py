@@ -898,26 +898,35 @@ class WalletStore:
         row stays, as a row without its block (trusted): the chain the wallet checked stays
         the bar the node's next chain must be or outweigh (headers.py, `replaces_rows`), so
         neither a rewind (nothing weighed) nor a reorganisation cut short between two
-        disconnects lowers it. One transaction."""
+        disconnects lowers it. The new best block is the parent the block's own header row
+        names; `prev_hash` (the node's word) only for a block without one (a file from before
+        the header chain). One transaction."""
         with self._tx() as c:
+            own = c.execute("SELECT header FROM headers WHERE height = ? AND hash = ?",
+                            (height, block_hash)).fetchone()
+            if own is not None:
+                # Before 12-07 the node's word: a compromised node named a parent of its own
+                # making and the wallet's best block became a hash that is no block (wedged
+                # for good, its file disagreeing with itself).
+                prev_hash = bytes(own[0])[4:36] if height > 0 else None
             best_hash, best_height = self._meta("best_hash"), int(self._meta("best_height"))
             if best_hash != block_hash or best_height != height:
                 raise WalletError("can only disconnect the last processed block")
-            for (txid, raw) in c.execute("SELECT txid, raw FROM txs WHERE block_hash = ?",
-                                         (block_hash,)).fetchall():
+            # By height first (the txs_height index): by hash alone it read every transaction
+            # of the wallet for each block undone (3.3 ms a block at 30,000 transactions).
+            for (txid, raw) in c.execute("SELECT txid, raw FROM txs WHERE block_height = ? AND block_hash = ?",
+                                         (height, block_hash)).fetchall():
                 c.execute("UPDATE txs SET block_hash = NULL, block_height = NULL, "
                           "block_pos = NULL WHERE txid = ?", (txid,))
                 if Transaction.from_bytes(raw).is_coinbase:
                     c.execute("UPDATE txs SET conflicted = 1 WHERE txid = ?", (txid,))
-            own = c.execute("SELECT header FROM headers WHERE height = ? AND hash = ?", (height, block_hash)).fetchone()
             work = self._checked_work(c)
             c.execute("UPDATE headers SET trusted = 1 WHERE height = ? AND hash = ?", (height, block_hash))
             # A row with its block above the best block would be a bug's; none may stay.
             c.execute("DELETE FROM headers WHERE height >= ? AND trusted = 0", (height,))
             # The checked chain's work goes down by the block's, to its parent as its own
-            # header names it (not the caller's word).
-            if work is not None and own is not None and work[:2] == (height, block_hash) \
-                    and prev_hash == bytes(own[0])[4:36]:
+            # header names it.
+            if work is not None and own is not None and work[:2] == (height, block_hash):
                 self._set_checked_work(c, height - 1, prev_hash, work[2] - _header_proof(bytes(own[0])))
             else:
                 c.execute("DELETE FROM meta WHERE key = 'checked_work'")
@@ -942,25 +951,39 @@ class WalletStore:
             (top,) = self._conn.execute("SELECT MAX(height) FROM headers").fetchone()
         return -1 if top is None else int(top)
 
-    def drop_headers_above(self, height: int) -> None:
-        """Forget the rows above `height` (the node showed a branch with more work than
-        them; headers.py). One transaction."""
-        with self._tx() as c:
-            c.execute("DELETE FROM headers WHERE height > ?", (height,))
+    def chain_height(self, block_hash: bytes, hint: int | None = None, search: bool = True) -> int | None:
+        """The height of `block_hash` in the wallet's own chain (a header row at or below its
+        best block), None when it is not there. `hint` (the node's word for the height) is
+        tried first, so the usual case costs one row; then, if `search`, the rows are
+        searched by hash (no index: a scan, 9 ms of CPU for 100,000 rows)."""
+        with self._lock:
+            best = int(self._meta("best_height"))
+            if hint is not None and 0 <= hint <= best:
+                row = self._conn.execute("SELECT hash FROM headers WHERE height = ?", (hint,)).fetchone()
+                if row is not None and bytes(row[0]) == block_hash:
+                    return hint
+            if not search:
+                return None
+            row = self._conn.execute("SELECT height FROM headers WHERE hash = ? AND height <= ?",
+                                     (block_hash, best)).fetchone()
+        return None if row is None else int(row[0])
 
     def header_count(self) -> int:
         """Rows in the header chain (0: nothing checked yet, the next block anchors it)."""
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM headers").fetchone()[0])
 
-    def linked_from(self) -> int | None:
-        """The lowest height from which the rows run without a gap to the highest (None when
-        there are none): below it the wallet knows at most the retarget period's first
-        header, taken on trust."""
+    def linked_from(self, up_to: int | None = None) -> int | None:
+        """The lowest height from which the rows run without a gap to the highest at or below
+        `up_to` (default: the highest of all; None when there are none): below it the wallet
+        knows at most the retarget period's first header, taken on trust. The wallet's own
+        blocks pass `up_to` = its best block: rows above it (a checked chain stored from the
+        tip down, cut short) may have a gap, which says nothing about the blocks below."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT MAX(a.height) FROM headers AS a WHERE NOT EXISTS "
-                "(SELECT 1 FROM headers AS b WHERE b.height = a.height - 1)").fetchone()
+                "SELECT MAX(a.height) FROM headers AS a WHERE a.height <= ? AND NOT EXISTS "
+                "(SELECT 1 FROM headers AS b WHERE b.height = a.height - 1)",
+                (1 << 62 if up_to is None else up_to,)).fetchone()
         return None if row[0] is None else int(row[0])
 
     def add_headers(self, rows: Iterable[tuple[int, bytes, bytes, bool]], *, checked_chain: bool = False,

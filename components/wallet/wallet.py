@@ -389,25 +389,36 @@ class Wallet:
             best_hash, best_height = self.store.best_block
             if best_hash is None or best_height <= fork:
                 break
-            info = await self.chain.get_block_header_info(best_hash)
-            self.store.disconnect_block(best_hash, best_height,
-                                        info.prev_hash if best_height > 0 else None)
+            # The parent is the one the block's own header row names (disconnect_block); the
+            # node is asked only for a block without a row (a file from before the headers).
+            prev_hash = None
+            if best_height > 0 and not self.store.headers(best_height, best_height):
+                prev_hash = (await self.chain.get_block_header_info(best_hash)).prev_hash
+            self.store.disconnect_block(best_hash, best_height, prev_hash)
         return True
 
     async def _overtaken(self, fork: int) -> bool:
-        """The node's block above `fork` (the wallet's best block) is not the one of the
-        wallet's checked header chain there: True (those rows dropped) if the node's branch
-        from `fork` has more work than the rows above it, as a reorganisation must; else
-        False (logged by the caller: the wallet stays)."""
-        top = self.store.top_header()
+        """The node's block above `fork` (the wallet's best block, or the anchor's parent) is
+        not the one of the wallet's checked header chain there: the node's header chain is
+        checked again from the fork (`_anchor`), and replaces the rows above it only if it
+        differs from them and has more work (`HeaderChain.replaces_rows`); True when it did
+        (the next round's blocks must be its own), False when the rows stay (the node's own
+        header chain is them, or outweighs them not: the caller logs the refusal). Before
+        12-07 the node's branch was weighed by its blocks and the rows simply dropped: a node
+        that showed the real, longer chain's blocks for the weighing and its own block in the
+        catch-up after it had a payment taken at the fork era's difficulty."""
+        before = self.store.headers(fork + 1, fork + 1).get(fork + 1)
         try:
-            await self._check_more_work(fork, top)
+            await self._anchor(fork)
         except BlockRefused as refused:
+            # getwalletinfo's anchor says why the wallet waits (`_anchor`), until it takes a
+            # block again.
             self._refused(refused)
             return False
-        log.info("wallet %s: the node's branch above %d has more work than the header chain the "
-                 "wallet checked up to %d: following it", self.name, fork, top)
-        self.store.drop_headers_above(fork)
+        if self.store.headers(fork + 1, fork + 1).get(fork + 1) == before:
+            return False
+        log.info("wallet %s: the node's header chain above %d has more work than the one the "
+                 "wallet checked up to there: following it", self.name, fork)
         return True
 
     async def _check_more_work(self, fork: int, best_height: int) -> None:
@@ -416,13 +427,18 @@ class Wallet:
         blocks, and the checked header chain stored beyond them). Reads the branch only until
         its work exceeds ours: the catch-up that follows checks every block again as it
         applies it."""
-        best_height = max(best_height, self.store.top_header())
         ours = self.header_chain.work(fork + 1, best_height) if 0 <= fork < best_height else None
         if ours is None or not self.store.headers(fork, fork):
             raise BlockRefused(max(fork, 0), bytes(32), "fork-below-header-chain",
                                f"the node names a fork at {fork}; the wallet cannot weigh its "
                                f"blocks {fork + 1}..{best_height} against the node's branch "
                                f"without its own headers {fork}..{best_height}")
+        # And the rows above its best block that are there (a checked chain stored from the
+        # tip down and cut short leaves a gap: before 12-07 that refused every reorganisation,
+        # fork-below-header-chain, until the node showed that chain again).
+        above = self.store.headers(best_height + 1, self.store.top_header())
+        ours += sum(block_proof(BlockHeader.from_bytes(raw).bits) for _, raw, _ in above.values())
+        best_height = max(best_height, self.store.top_header())
         branch = Branch(fork)
         theirs = 0
         height = fork + 1
@@ -525,6 +541,10 @@ class Wallet:
             if not isinstance(raw, bytes) or len(raw) != (top - low + 1) * HEADER_SIZE:
                 raise BlockRefused(low, need, "headers-changed", "the node's header chain got shorter under the check")
             rows, need = prove_down(raw, low, need)
+            # Rows the wallet holds already are not written again (a node whose blocks are
+            # not its header chain's has the chain checked again at every round: _overtaken).
+            held = self.store.headers(low, top)
+            rows = [r for r in rows if held.get(r[0], (None,))[0] != r[1]]
             self.store.add_headers(rows, pending_chain=True, drop_above=drop_above)
             drop_above = None
             top = low - 1
@@ -639,8 +659,13 @@ class Wallet:
                         return done, False
                     self.header_chain.check(block, start)
                 except BlockRefused as refused:
-                    if refused.reason == "not-in-header-chain" and await self._overtaken(start - 1):
-                        return done, False      # the rows gave way to more work: start over
+                    if refused.reason == "not-in-header-chain":
+                        if await self._overtaken(start - 1):
+                            return done, False      # the rows gave way to more work: start over
+                        # The wallet waits for the node's blocks to be its header chain's (or
+                        # for a chain that outweighs the rows): getwalletinfo's anchor says
+                        # why (the re-check's own reason when it refused, e.g. less-work).
+                        self.anchor_wait = self.anchor_wait or refused
                     self._refused(refused)
                     return done, True
                 if self.store.apply_block(block.hash, start, block.txs, block.header.time,
@@ -648,6 +673,7 @@ class Wallet:
                     self._extend_lookahead(lambda b=block, h=start: self.store.rescan_block(
                         b.hash, h, b.txs, b.header.time))
                 best_hash = block.hash
+                self.anchor_wait = None         # taking blocks again: waiting for nothing
                 start += 1
                 done += 1
                 # Between two blocks (each its own transaction, the store consistent) the
@@ -699,7 +725,8 @@ class Wallet:
         """Extend the header chain down to `low` with the node's blocks, each one the parent
         the row above it names (so they are as good as the anchor they hang from; stored as
         taken on trust, since the difficulty rule was not checked for them)."""
-        linked = self.store.linked_from()
+        # From the wallet's best block down (the rescan stops there): rows above it take no part.
+        linked = self.store.linked_from(self.store.best_block[1])
         if linked is None or low >= linked:
             return
         hi = linked

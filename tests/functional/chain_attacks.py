@@ -230,6 +230,103 @@ for name, fn in patched.items():
 report("armed", False, "the node will report a reorganisation to a branch of less work")
 '''
 
+# The bait and switch (12-07): while <netdir>/attack_payee.txt names an address ("bait
+# <address>"), the node first rewinds the wallet DEPTH blocks (its chain said to end there, as
+# invalidateblock would: followed, the undone blocks' header rows kept as the bar), then shows
+# its real header chain, one block short of its tip, and at the fork's next height its own
+# block paying the address 1000 coins (on the real block at the fork: at that era's
+# difficulty). When the wallet asks for that height again right after the fake, before it asks
+# for the chain's height (the wallet weighing the node's branch against its rows, before
+# 12-07), the node shows its real blocks, one more than the rows: more work, and the rows gave
+# way; from then on, the fake and nothing above it. Reported: armed, fake-branch (the payment's
+# txid), weighed (each time the real blocks were shown for the weighing).
+NODE_BAIT_AND_SWITCH = r'''
+import cleancoin.components.node.chain_binding as binding
+from cleancoin.components.common.address import decode_address
+from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.interfaces.chain import BlockInfo
+from cleancoin.components.node.mining import mine_block
+attempt("armed")
+payee_file = os.path.join(ctx["netdir"], "attack_payee.txt")
+real = {name: getattr(binding.NodeChain, name) for name in
+        ("get_height", "get_blocks", "get_block_header_info", "find_fork", "get_headers")}
+state = {"phase": "", "fake_served": False, "weighed": 0}
+
+def plan(self):
+    if not state["phase"]:
+        try:
+            with open(payee_file) as f:
+                words = f.read().split()
+        except OSError:
+            return None
+        if len(words) != 2 or words[0] != "bait":
+            return None
+        fork = self._chain.block_at_height(self._chain.height - ctx.get("depth", 50))
+        payment = Transaction(1, (TxIn(OutPoint(os.urandom(32), 0), b"\x00" * 100),),
+                              (TxOut(1000 * 10**8, decode_address(words[1], REGTEST)),), 0)
+        fake = mine_block(fork.header, fork.height + 1, bytes(20), REGTEST, fork.header.time + 1,
+                          fork.header.bits, (payment,))
+        state.update(phase="rewind", fork=fork.height, fake=fake, top=self._chain.height)
+        report("fake-branch", False, payment.txid_hex)
+    return state
+
+async def get_height(self):
+    p = plan(self)
+    state["fake_served"] = False
+    if p and p["phase"] == "rewind":
+        if p.get("asked_fork"):
+            p["phase"] = "bait"         # the wallet saw the rewind: from now on the bait
+        return p["fork"]
+    return p["top"] if p else await real["get_height"](self)
+
+async def find_fork(self, locator):
+    p = plan(self)
+    if p and p["phase"] == "rewind":
+        p["asked_fork"] = True
+        return p["fork"]
+    return await real["find_fork"](self, locator)
+
+async def get_block_header_info(self, block_hash):
+    p = plan(self)
+    if p and block_hash == p["fake"].hash:
+        h = p["fake"].header
+        return BlockInfo(block_hash, p["fork"] + 1, h.time, h.prev_hash, True)
+    info = await real["get_block_header_info"](self, block_hash)
+    if p and p["phase"] == "rewind" and info.height > p["fork"]:
+        return BlockInfo(info.hash, info.height, info.time, info.prev_hash, False)
+    return info
+
+async def get_headers(self, start_height, count):
+    p = plan(self)
+    if not p:
+        return await real["get_headers"](self, start_height, count)
+    end = p["fork"] if p["phase"] == "rewind" else p["top"] - 1     # one short of the tip
+    return await real["get_headers"](self, start_height, max(0, min(count, end + 1 - start_height)))
+
+async def get_blocks(self, start_height, count):
+    p = plan(self)
+    if not p or p["phase"] != "bait":
+        if p and start_height > p["fork"]:
+            return []
+        return await real["get_blocks"](self, start_height, count)
+    if start_height == p["fork"] + 1:
+        if not state["fake_served"]:
+            state["fake_served"] = True
+            return [p["fake"].to_bytes()]
+        state["weighed"] += 1
+        report("weighed", False, str(state["weighed"]))
+        return await real["get_blocks"](self, start_height, min(count, p["top"] - p["fork"]))
+    if start_height > p["fork"] + 1:
+        return []
+    return await real["get_blocks"](self, start_height, count)
+
+for name, fn in {"get_height": get_height, "find_fork": find_fork, "get_block_header_info": get_block_header_info,
+                 "get_headers": get_headers, "get_blocks": get_blocks}.items():
+    setattr(binding.NodeChain, name, fn)
+report("armed", False, "the node will rewind the wallet, then bait and switch its blocks")
+'''
+
 # The anchor on a cheap branch (h40): a node already compromised when a wallet is created shows
 # it, while <netdir>/attack_payee.txt exists, a branch of its own: FAKE_LENGTH blocks forked at
 # FORK_HEIGHT of the real chain (valid proof of work and bits: free on regtest; its work only is

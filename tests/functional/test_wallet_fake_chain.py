@@ -190,3 +190,50 @@ def test_a_rewind_then_a_branch_of_less_work(home_base: Path) -> None:
         assert unknown.value.code == -5
     finally:
         node.stop()
+
+
+def test_a_branch_weighed_by_the_real_blocks_then_switched(home_base: Path) -> None:
+    """The bait and switch (chain_attacks.NODE_BAIT_AND_SWITCH), inside the real confined
+    node: it rewinds the wallet DEPTH blocks (followed; the undone blocks' rows kept as the
+    bar), shows its real header chain, and at the fork's next height its own block paying the
+    wallet 1000 coins. The wallet refuses it (not the checked header there) and, before 12-07,
+    weighed the node's blocks from the fork against its rows: the node showed the real ones,
+    one more than the rows, the rows were dropped, and the catch-up after it took the fake:
+    the 1000 coins confirmed, for one block at the fork's era difficulty, past a checked chain
+    of DEPTH blocks. Now the rows give way only to the node's header chain, which is them: the
+    fake is refused again and the wallet waits at the fork."""
+    a = AttackedNode(home_base, node=chain_attacks.NODE_BAIT_AND_SWITCH, variables={"depth": DEPTH})
+    a.start()
+    assert a.result("node", timeout=60)["armed"]["escaped"] is False
+    node = a.node
+    try:
+        node.rpc.createwallet("w")
+        address = node.rpc.getnewaddress()
+        node.rpc.generatetoaddress(102, address)
+        wait_until(lambda: _wallet_height(node) == 102, what="wallet sync")
+        real_balance = node.rpc.getbalance()
+        (node.netdatadir / "attack_payee.txt").write_text(f"bait {address}\n")
+        node.rpc.generatetoaddress(1, TEST_ADDRESS)         # the wallet reads the chain: the attack
+        wait_until(lambda: "fake-branch" in a.result("node"), what="the fake branch")
+        fake_txid = a.result("node")["fake-branch"]["detail"]
+        wallet_log = node.netdatadir / "wallets" / "debug.log"
+        # Decided: the fake taken (before), or the node's header chain checked again after
+        # the fake was refused, a second anchor at the fork (the first came after the rewind).
+        anchored = f"header chain anchored at block {103 - DEPTH} "
+        wait_until(lambda: fake_txid in {t["txid"] for t in node.rpc.listtransactions("*", 1000)}
+                   or wallet_log.read_text().count(anchored) >= 2, what="the wallet's decision")
+        seen = fake_txid in {t["txid"] for t in node.rpc.listtransactions("*", 1000)}
+        info = node.rpc.getwalletinfo()
+        print(f"wallet at height {info['lastprocessedblock']['height']}; fake payment seen: {seen}; "
+              f"balance {node.rpc.getbalance()} (real {real_balance}); real blocks shown for the weighing: "
+              f"{a.result('node').get('weighed', {}).get('detail', 0)}")
+        assert not seen
+        assert "not-in-header-chain" in wallet_log.read_text()
+        assert (info["anchor"]["status"], info["anchor"]["reason"]) == ("waiting", "not-in-header-chain")
+        assert info["lastprocessedblock"]["height"] == 103 - DEPTH
+        assert node.rpc.getbalance() < real_balance
+        with pytest.raises(RpcError) as unknown:
+            node.rpc.gettransaction(fake_txid)
+        assert unknown.value.code == -5
+    finally:
+        node.stop()
