@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.primitives import Block
 from cleancoin.components.node.p2p.messages import (
-    HEADER_SIZE, MAX_HEADERS, MSG_BLOCK, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message, Ping,
-    Pong, Verack, Version, parse_header, parse_payload, serialize_message,
+    HEADER_SIZE, MAX_HEADERS, MSG_BLOCK, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message,
+    NotFound, Ping, Pong, Verack, Version, parse_header, parse_payload, serialize_message,
 )
 
 MAGIC = REGTEST.magic
@@ -106,14 +106,16 @@ class ChainPeer:
     of up to 500 of its hashes, getheaders with up to MAX_HEADERS headers (`headers`, when
     given, replaces the chain's for that answer: a header chain of its own), getdata with its
     blocks (with `drip` seconds, one block every `drip` seconds from a second thread: a peer
-    that serves slowly but never stalls), and pings. `asked` counts the node's requests by
+    that serves slowly but never stalls; with `withhold`, a notfound for every block: a peer
+    that shows the headers and has none of the blocks), and pings. `asked` counts the node's requests by
     command, `blocks_asked` the blocks named in its getdata. `push` sends anything unasked."""
 
     def __init__(self, port: int, source: str, blocks: Sequence[Block],
                  headers: Sequence[object] | None = None, user_agent: str = "/chain/",
-                 start_height: int | None = None, drip: float = 0.0) -> None:
+                 start_height: int | None = None, drip: float = 0.0, withhold: bool = False) -> None:
         self.peer = RawPeer(port, source, user_agent)
         self.drip = drip
+        self.withhold = withhold
         self._dripping: list[Block] = []
         self.blocks = list(blocks)
         self.headers = None if headers is None else list(headers)
@@ -184,6 +186,9 @@ class ChainPeer:
                 elif isinstance(msg, GetBlocks):
                     start = self._after(msg.locator)
                     out.append(Inv(tuple(InvItem(MSG_BLOCK, b.hash) for b in self.blocks[start:start + 500])))
+                elif isinstance(msg, GetData) and self.withhold:
+                    self.blocks_asked += sum(1 for item in msg.items if item.type == MSG_BLOCK)
+                    out.append(NotFound(msg.items))
                 elif isinstance(msg, GetData):
                     for item in msg.items:
                         if item.type == MSG_BLOCK:

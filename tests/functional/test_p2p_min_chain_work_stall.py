@@ -34,7 +34,11 @@ disconnected as stallers. Above the minimum (regtest's default, 0) the download 
 blocks-first, one sync peer at a time (node.py, "Block download"): since 12-07 a sync peer
 that holds the block our tip waits for longer than the stalling timeout while another peer
 is ahead and idle is disconnected the same way (variant 4; before, 0.33 blocks/s for as
-long as it went on).
+long as it went on), once the idle peer, asked for that block too, has delivered it first.
+
+Variant 5 turns the stall rule against an honest peer that is slow: an idle peer claiming a
+higher chain (blocks-first) had the honest peer disconnected as a staller before 12-07
+(evening), leaving the victim with no peer that delivers.
 """
 
 from __future__ import annotations
@@ -195,6 +199,43 @@ def test_a_slow_sync_peer_does_not_hold_the_blocks_first_download(fresh_blocks_f
         slow.close()
         if honest is not None:
             honest.close()
+
+
+#: Seconds the idle claimant of variant 5 is watched: several stalling timeouts (2 s, doubled
+#: by each disconnect) and several of the slow honest peer's blocks.
+IDLE_WATCH = 12.0
+
+
+def test_an_idle_peer_claiming_a_higher_chain_does_not_get_a_slow_sync_peer_dropped(
+        fresh_blocks_first: TestNode, chain: list[Block]) -> None:
+    """Variant 5, blocks-first: the sync peer is honest but slow (a block every DRIP seconds,
+    as variant 4's), and an attacker connects claiming a far higher chain and then answers
+    nothing. "Another peer is ahead and idle" costs the attacker a number in its version
+    message: before 12-07 (evening) the honest peer was disconnected as a staller 2 to 3 s
+    later, the attacker (the only peer left ahead) became the sync peer, and the victim's tip
+    stood still until the attacker's block download timeout (120 s). Now the idle peer is
+    asked for the block the tip waits for; it does not deliver it, so the sync peer keeps
+    the download (variant 4: a peer that delivers it first takes the download over)."""
+    n = fresh_blocks_first
+    honest = ChainPeer(n.p2p_port, "127.0.0.32", chain, drip=DRIP)
+    idle = None
+    try:
+        wait_until(lambda: n.rpc.getblockcount() >= 1, 60, what="a first block from the honest peer")
+        idle = RawPeer(n.p2p_port, "127.0.0.33")
+        idle.handshake(start_height=1_000_000)
+        h0 = n.rpc.getblockcount()
+        time.sleep(IDLE_WATCH)
+        h1 = n.rpc.getblockcount()
+        sync_peers = re.findall(r"Block download from peer=\d+ ([\d.]+):", n.debug_log())
+        print(f"in {IDLE_WATCH:.0f} s with the idle claimant: height {h0} -> {h1}; stallers: {_stallers(n)}; "
+              f"honest peer closed: {honest.closed}; sync peers in turn: {sync_peers}")
+        assert "127.0.0.32" not in _stallers(n)
+        assert not honest.closed
+        assert h1 > h0
+    finally:
+        if idle is not None:
+            idle.close()
+        honest.close()
 
 
 def _db_bytes(n: TestNode) -> int:

@@ -44,7 +44,8 @@ Block download (blocks-first, simpler than headers-first; headers-first below th
     claiming a long chain and answering nothing) cannot hold up block relay until its timeout.
     A sync peer that delivers nothing for `block_download_timeout` is disconnected, and so
     is one whose oldest requested block has been awaited for the stalling timeout while
-    another peer is ahead and idle (_check_sync_peer_stall; since 12-07). Progress
+    another peer is ahead and idle, once that other peer, asked for the block too, has
+    delivered it first (_check_sync_peer_stall; since 12-07). Progress
     (height, total from the peers' heights, blocks/s) is logged on "cleancoin.net" at INFO.
 
     A block of a branch that lags too far behind our tip is not stored
@@ -1090,7 +1091,8 @@ class P2PNode:
     def _on_notfound(self, peer: Peer, msg: NotFound) -> None:
         for item in msg.items:
             if item.type == MSG_BLOCK and peer.blocks_in_flight.pop(item.hash, None) is not None:
-                self._blocks_requested.pop(item.hash, None)
+                if self._blocks_requested.get(item.hash) == peer.id:   # (not a stall race's second ask)
+                    del self._blocks_requested[item.hash]
                 if len(peer.blocks_refused) < _MAX_BLOCKS_REFUSED:
                     peer.blocks_refused[item.hash] = peer.blocks_refused.get(item.hash, 0) + 1
             elif item.type == MSG_TX and item.hash in peer.txs_in_flight:
@@ -1383,6 +1385,9 @@ class P2PNode:
             if h == first:
                 # Its oldest request is in: the next one's wait counts from now.
                 peer.downloading_since = max(peer.downloading_since, loop_now)
+        # Asked of it because the sync peer held it too long (_check_sync_peer_stall)?
+        raced = (requested and not self._sync_headers_first and self._sync_peer is not None
+                 and self._sync_peer is not peer and h in self._sync_peer.blocks_in_flight)
         if self._blocks_requested.get(h) == peer.id:
             del self._blocks_requested[h]
         if not requested and self._below_minimum() and not self._unrequested_block_may_count(peer, block):
@@ -1416,6 +1421,8 @@ class P2PNode:
             if self.chain.tip.hash != old_tip:
                 self._report_progress()
                 self._stall_timeout.after_blocks(self.chain.tip.height - old_height)
+            if raced:
+                self._won_stall_race(peer, h, loop_now)
         if self._sync_headers_first and self._sync_peer is not None:
             # Parallel download (block_window.py): refilled once half of the peer's places
             # are free (per block: a getdata a block, and 25 % more CPU for a 2050-block sync).
@@ -1685,17 +1692,48 @@ class P2PNode:
         """Blocks-first (one sync peer, above the minimum chain work): the sync peer holds
         the next block our tip waits for, and no other peer can be asked while it has the
         session. When its oldest requested block has been awaited for the stalling timeout
-        while another peer is ahead and idle, it stalls the download as a peer holding the
+        while another peer is ahead and idle, that block is asked of the idle peer too (one
+        at a time, outbound peers first): whichever delivers it first wins, and when that is
+        the other peer the sync peer has stalled the download, as a peer holding the
         window's first block does headers-first (block_window.py), and is disconnected the
-        same way (the timeout doubled for the next). Before 12-07 only the 120 s without any
-        block applied: one block every 3 s held the download for as long as it went on."""
+        same way (_on_block; the timeout doubled for the next). Before 12-07 only the 120 s
+        without any block applied: one block every 3 s held the download for as long as it
+        went on. Until 12-07 (evening) the sync peer was disconnected at once: "ahead and
+        idle" is a number in a version message, so an attacker claiming a high chain and
+        answering nothing had every sync peer slower than the timeout disconnected, then
+        held the download itself until its block download timeout (120 s)."""
         sync = self._sync_peer
         if (sync is None or sync.closed or not sync.blocks_in_flight
-                or loop_now - sync.downloading_since <= self._stall_timeout.seconds
-                or not any(p is not sync and not p.blocks_in_flight and self._peer_ahead(p)
-                           for p in self._peers.values())):
+                or loop_now - sync.downloading_since <= self._stall_timeout.seconds):
             return
-        self._drop_staller(sync, next(iter(sync.blocks_in_flight)), loop_now - sync.downloading_since)
+        block = next(iter(sync.blocks_in_flight))
+        others = [p for p in self._peers.values() if p is not sync and not p.closed]
+        if any(block in p.blocks_in_flight for p in others):
+            return                                  # (asked of another already: the race is on)
+        idle = [p for p in others if not p.blocks_in_flight and not p.blocks_refused.get(block)
+                and self._peer_ahead(p)]
+        if not idle:
+            return
+        racer = max(idle, key=lambda p: (not p.inbound, p.start_height, -p.id))
+        log.debug("peer=%d has held block %s for %.1f s: asking peer=%d for it too", sync.id,
+                  hash_to_hex(block), loop_now - sync.downloading_since, racer.id)
+        racer.downloading_since = racer.last_block_progress = loop_now
+        racer.blocks_in_flight[block] = loop_now
+        racer.send(GetData((InvItem(MSG_BLOCK, block),)))
+
+    def _won_stall_race(self, peer: Peer, block: bytes, loop_now: float) -> None:
+        """Blocks-first: `peer` delivered `block`, asked of it because the sync peer had held
+        it for the stalling timeout (_check_sync_peer_stall), before the sync peer did: the
+        sync peer stalled the download and is disconnected; `peer` takes the session over."""
+        sync = self._sync_peer
+        if sync is None or sync is peer or block not in sync.blocks_in_flight:
+            return
+        self._sync_peer = None                      # (so that dropping it starts no other session)
+        self._drop_staller(sync, block, loop_now - sync.downloading_since)
+        if self._sync_peer is None and self._peer_ahead(peer):
+            self._start_sync(peer)
+        else:
+            self._maybe_start_sync()
 
     def _drop_staller(self, peer: Peer, block: bytes, held: float) -> None:
         """Disconnect `peer` for stalling the download (it held `block` for `held` seconds);
