@@ -36,8 +36,9 @@ that holds the block our tip waits for longer than the stalling timeout while an
 is ahead and idle is disconnected the same way (variant 4; before, 0.33 blocks/s for as
 long as it went on), once the idle peer, asked for that block too, has delivered it first.
 
-Variant 5 turns the stall rule against an honest peer that is slow: an idle peer claiming a
-higher chain (blocks-first) had the honest peer disconnected as a staller before 12-07
+Variants 5 and 6 turn the stall rules against an honest peer that is slow: an idle peer
+claiming a higher chain (blocks-first), and a peer that relays the headers and refuses every
+block (headers-first), each had the honest peer disconnected as a staller before 12-07
 (evening), leaving the victim with no peer that delivers.
 """
 
@@ -60,6 +61,7 @@ from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.keys import PrivateKey
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 from cleancoin.components.node.mining import mine_block
+from cleancoin.components.node.p2p.block_window import BLOCK_DOWNLOAD_WINDOW
 from cleancoin.components.node.p2p.messages import BlockMessage, serialize_message
 
 HEIGHT = 2050
@@ -235,6 +237,36 @@ def test_an_idle_peer_claiming_a_higher_chain_does_not_get_a_slow_sync_peer_drop
     finally:
         if idle is not None:
             idle.close()
+        honest.close()
+
+
+def test_a_peer_that_refuses_every_block_does_not_get_a_slow_honest_peer_dropped(
+        fresh: TestNode, chain: list[Block]) -> None:
+    """Variant 6, headers-first: the only peer with the blocks is slow (a block every DRIP
+    seconds), and an attacker relays the chain's headers and answers every getdata with
+    notfound. A block refused twice is not asked of that peer again, and before 12-07
+    (evening) it was skipped as if in flight: once the attacker had refused the window's
+    blocks (128 getdata of 16 in well under a second) it "could fetch only from a larger
+    window" and the honest peer, holding the first block, was disconnected as a staller
+    2 s later, leaving the victim with no peer that has a block. The window is not full
+    while a block in it is neither stored nor in flight (bitcoind's condition): no stall."""
+    honest = ChainPeer(fresh.p2p_port, "127.0.0.34", chain, drip=DRIP)
+    refuser = None
+    try:
+        wait_until(lambda: honest.blocks_asked >= 1, 60, what="blocks asked of the honest peer")
+        refuser = ChainPeer(fresh.p2p_port, "127.0.0.35", chain, withhold=True)
+        h0 = fresh.rpc.getblockcount()
+        time.sleep(IDLE_WATCH)
+        h1 = fresh.rpc.getblockcount()
+        print(f"in {IDLE_WATCH:.0f} s with the refuser (asked for {refuser.blocks_asked} blocks): height "
+              f"{h0} -> {h1}; stallers: {_stallers(fresh)}; honest peer closed: {honest.closed}")
+        assert refuser.blocks_asked >= BLOCK_DOWNLOAD_WINDOW        # (it was asked, and refused)
+        assert "127.0.0.34" not in _stallers(fresh)
+        assert not honest.closed
+        assert h1 > h0
+    finally:
+        if refuser is not None:
+            refuser.close()
         honest.close()
 
 
