@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.primitives import Block
@@ -27,13 +27,27 @@ READ_TIMEOUT = 10.0
 class RawPeer:
     """One connection: send bytes, read whole messages, shake hands."""
 
-    def __init__(self, port: int, source: str, user_agent: str = "/attack/") -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    def __init__(self, port: int, source: str, user_agent: str = "/attack/",
+                 sock: socket.socket | None = None) -> None:
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((source, 0))
+            sock.connect(("127.0.0.1", port))
+        self.sock = sock
         self.sock.settimeout(READ_TIMEOUT)
-        self.sock.bind((source, 0))
-        self.sock.connect(("127.0.0.1", port))
         self.buf = b""
         self.user_agent = user_agent
+
+    @classmethod
+    def dialled(cls, port: int, dial: Callable[[str], object], user_agent: str = "/attack/") -> RawPeer:
+        """The connection a node makes to 127.0.0.1:`port` (a port its connect rule allows)
+        when `dial` asks it to, e.g. its `addnode ADDR onetry`: one of its outbound peers.
+        The handshake is the same from either side (RawPeer.handshake)."""
+        with socket.create_server(("127.0.0.1", port)) as server:
+            server.settimeout(READ_TIMEOUT)
+            dial(f"127.0.0.1:{port}")
+            sock, _ = server.accept()
+        return cls(port, "127.0.0.1", user_agent, sock=sock)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -108,12 +122,15 @@ class ChainPeer:
     blocks (with `drip` seconds, one block every `drip` seconds from a second thread: a peer
     that serves slowly but never stalls; with `withhold`, a notfound for every block: a peer
     that shows the headers and has none of the blocks), and pings. `asked` counts the node's requests by
-    command, `blocks_asked` the blocks named in its getdata. `push` sends anything unasked."""
+    command, `blocks_asked` the blocks named in its getdata. `push` sends anything unasked.
+    `raw`, when given, is the connection to serve (RawPeer.dialled: the node dialled us);
+    `port` and `source` are then unused."""
 
     def __init__(self, port: int, source: str, blocks: Sequence[Block],
                  headers: Sequence[object] | None = None, user_agent: str = "/chain/",
-                 start_height: int | None = None, drip: float = 0.0, withhold: bool = False) -> None:
-        self.peer = RawPeer(port, source, user_agent)
+                 start_height: int | None = None, drip: float = 0.0, withhold: bool = False,
+                 raw: RawPeer | None = None) -> None:
+        self.peer = raw if raw is not None else RawPeer(port, source, user_agent)
         self.drip = drip
         self.withhold = withhold
         self._dripping: list[Block] = []

@@ -39,7 +39,11 @@ long as it went on), once the idle peer, asked for that block too, has delivered
 Variants 5 and 6 turn the stall rules against an honest peer that is slow: an idle peer
 claiming a higher chain (blocks-first), and a peer that relays the headers and refuses every
 block (headers-first), each had the honest peer disconnected as a staller before 12-07
-(evening), leaving the victim with no peer that delivers.
+(evening), leaving the victim with no peer that delivers. Variant 7: inbound peers that take
+blocks and never send them stopped the tip of a node downloading from its outbound peer;
+since 12-07 (evening) inbound peers are asked for blocks only while no outbound peer serves
+the chain well (bitcoind's preferred download peers), and variant 8 checks that a slow
+outbound peer still lets an inbound one in and is found the staller.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from pathlib import Path
 
 import pytest
 
-from framework import TestNode, wait_until
+from framework import TestNode, free_port, wait_until
 from raw_peer import MAGIC, ChainPeer, RawPeer
 # The victim (a module-scoped node whose -minimumchainwork is MIN_WORK, the work of the
 # regtest chain up to height 2047) is the download tests' own.
@@ -268,6 +272,74 @@ def test_a_peer_that_refuses_every_block_does_not_get_a_slow_honest_peer_dropped
         if refuser is not None:
             refuser.close()
         honest.close()
+
+
+#: Variant 7: the outbound peer's pace (blocks a second: never a staller), the inbound
+#: attackers, and how long the victim's tip is watched once they are in.
+OUTBOUND_PACE = 4.0
+INBOUND_ATTACKERS = 8
+WATCH = 10.0
+
+
+def test_inbound_peers_get_no_block_asked_while_an_outbound_peer_serves_the_chain(
+        fresh: TestNode, chain: list[Block]) -> None:
+    """Variant 7, headers-first: the victim downloads from a peer it dialled (addnode), which
+    sends OUTBOUND_PACE blocks a second; then INBOUND_ATTACKERS inbound peers relay the
+    chain's headers and take whatever blocks they are asked for without ever sending one.
+    Before 12-07 (evening) each was asked for 16 blocks of the window, just above the
+    outbound peer's: the tip stopped below the first of them until the outbound peer alone
+    had filled the 1024-height window (minutes at this pace) and then moved one stalling
+    timeout per attacker, and an attacker reconnecting is asked again. bitcoind asks only
+    its preferred download peers (outbound) for blocks during the initial download when it
+    has any (net_processing's fFetch): inbound connections cost an attacker nothing. Now
+    too: no block is asked of an inbound peer while an outbound peer serves the chain."""
+    n = fresh
+    honest = ChainPeer(0, "", chain, drip=1.0 / OUTBOUND_PACE,
+                       raw=RawPeer.dialled(free_port(), lambda addr: n.rpc.addnode(addr, "onetry")))
+    attackers: list[ChainPeer] = []
+    try:
+        wait_until(lambda: n.rpc.getblockcount() >= 2, 60, what="the first blocks from the outbound peer")
+        for i in range(INBOUND_ATTACKERS):
+            attackers.append(ChainPeer(n.p2p_port, f"127.0.0.{40 + i}", chain, drip=3600))
+        wait_until(lambda: all(a.asked["getheaders"] for a in attackers), 60,
+                   what="the inbound peers asked for headers (they have the chain)")
+        heights = [n.rpc.getblockcount()]
+        for _ in range(5):
+            time.sleep(WATCH / 5)
+            heights.append(n.rpc.getblockcount())
+        h0, h1 = heights[0], heights[-1]
+        asked = [a.blocks_asked for a in attackers]
+        print(f"in {WATCH:.0f} s with {len(attackers)} inbound withholders (blocks asked of them: {asked}): "
+              f"heights {heights}; the outbound peer was asked for {honest.blocks_asked}")
+        assert sum(asked) == 0
+        assert h1 - h0 >= WATCH * OUTBOUND_PACE / 4        # (a quarter of its pace: a load of 10)
+        assert heights[-1] > heights[len(heights) // 2]     # (before: stuck from 4 s on)
+        assert not honest.closed
+    finally:
+        for a in attackers:
+            a.close()
+        honest.close()
+
+
+def test_a_slow_outbound_peer_lets_inbound_peers_fetch_and_is_the_staller(
+        fresh: TestNode, chain: list[Block]) -> None:
+    """Variant 8, headers-first: as variant 1, with the slow peer (a block every DRIP
+    seconds) one the victim dialled: an outbound peer that holds its oldest requested block
+    longer than the stalling timeout does not keep the inbound peers out (variant 7), so the
+    honest inbound peer fetches the window and the slow one is disconnected as a staller."""
+    slow = ChainPeer(0, "", chain, drip=DRIP,
+                     raw=RawPeer.dialled(free_port(), lambda addr: fresh.rpc.addnode(addr, "onetry")))
+    honest = None
+    try:
+        wait_until(lambda: fresh.rpc.getblockchaininfo()["headers"] == HEIGHT, 60,
+                   what="the chain's headers stored from the slow outbound peer")
+        honest = ChainPeer(fresh.p2p_port, "127.0.0.36", chain)
+        _reach_tip(fresh, honest, "127.0.0.36", [slow])
+        assert _stallers(fresh) == ["127.0.0.1"]
+    finally:
+        slow.close()
+        if honest is not None:
+            honest.close()
 
 
 def _db_bytes(n: TestNode) -> int:

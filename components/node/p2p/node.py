@@ -68,7 +68,8 @@ Block download (blocks-first, simpler than headers-first; headers-first below th
     is asked for headers, which presync counts with the minimum as the bar (nothing stored
     until a chain shows that work); the stored header chain of at least that work becomes
     the peer's target (Peer.best_header) and its blocks are asked for by hash, in height
-    order, from every peer whose headers lead along it, 16 in flight a peer inside a window
+    order, from every peer whose headers lead along it (outbound ones only while they serve
+    it without delay: bitcoind's preferred download peers), 16 in flight a peer inside a window
     of 1024 heights, and a peer that stalls the window is disconnected (block_window.py,
     header_download.py; since 12-07, before which the sync peer alone was asked, 500 a
     getdata, and one block every 119 s from it held the download for days); when they are
@@ -1625,18 +1626,20 @@ class P2PNode:
         branch for the download window's next blocks, up to MAX_BLOCKS_IN_TRANSIT_PER_PEER in
         flight (block_window.next_blocks); a peer that finds nothing only because another
         holds the window's first missing block marks that one as stalling (disconnected in
-        _check_block_stalls). A peer that is ahead but has shown no headers of the branch is
-        asked for them once per target, from the target's parent: its answer (one header,
-        or more) says whether it has the branch. Before 12-07 only the sync peer was asked
-        for blocks, 500 at a time: one block every 119 s from it held the download for days
-        while a peer with every block was connected (test_p2p_min_chain_work_stall.py)."""
+        _check_block_stalls). Inbound peers are asked only while no outbound peer serves the
+        branch or one that does is overdue (_outbound_downloads_well). A peer that is ahead
+        but has shown no headers of the branch is asked for them once per target, from the
+        target's parent: its answer (one header, or more) says whether it has the branch.
+        Before 12-07 only the sync peer was asked for blocks, 500 at a time: one block every
+        119 s from it held the download for days while a peer with every block was connected
+        (test_p2p_min_chain_work_stall.py)."""
         plan = self._header_download
         if plan is None:
             return
         loop_now = asyncio.get_running_loop().time()
-        for p in list(self._peers.values()):
-            if p.closed or not p.handshake_done:
-                continue
+        peers = [p for p in self._peers.values() if not p.closed and p.handshake_done]
+        outbound_only = self._outbound_downloads_well(plan, peers, loop_now)
+        for p in peers:
             height = self._serve_height(p, plan)
             if height < 0:
                 if (p.asked_headers_for != plan.target.hash and not p.headers_sent_at
@@ -1649,6 +1652,12 @@ class P2PNode:
                 continue
             hashes, stall = next_blocks(self.chain, plan, peer_id=p.id, serve_height=height, count=free,
                                           requested=self._blocks_requested, refused=p.blocks_refused)
+            if p.inbound and outbound_only and not p.blocks_in_flight:
+                # Not asked (one let in while an outbound peer was overdue, still downloading,
+                # is refilled); but one that finds the window full still names its staller:
+                # it would wait for the stalling timeout to let it in first, and a slow
+                # outbound peer delivering just within twice that would never be found.
+                hashes = []
             if hashes:
                 self._request_blocks(p, hashes)
             elif stall is not None and not p.blocks_in_flight:
@@ -1657,6 +1666,23 @@ class P2PNode:
                     holder.stalling_since, holder.stalling_block = loop_now, stall.block
                     log.debug("peer=%d stalls the block download window at height %d (peer=%d waits)",
                               holder.id, stall.height, p.id)
+
+    def _outbound_downloads_well(self, plan: HeaderDownload, peers: Sequence[Peer], loop_now: float) -> bool:
+        """Whether the download's blocks are asked of outbound peers only: some outbound peer
+        serves the plan's branch and none that does has awaited its oldest requested block
+        for longer than the stalling timeout. bitcoind's fFetch asks only its preferred
+        download peers (outbound: we chose them; an inbound connection is anyone's) during
+        the initial download when it has any. Before 12-07 (evening) every inbound peer that
+        relayed the headers was asked for 16 blocks of the window: eight that never sent one
+        stopped the tip for minutes (until the outbound peer alone had filled the window),
+        then cost a stalling timeout each, and again each time they reconnected
+        (test_p2p_min_chain_work_stall.py, variant 7). An outbound peer that is slow itself
+        lets the inbound ones in, so that they can fetch the window and find it the staller
+        (variant 8)."""
+        serving = [p for p in peers if not p.inbound and self._serve_height(p, plan) >= 0]
+        return bool(serving) and all(not p.blocks_in_flight
+                                     or loop_now - p.downloading_since <= self._stall_timeout.seconds
+                                     for p in serving)
 
     def _serve_height(self, peer: Peer, plan: HeaderDownload) -> int:
         """block_window.serve_height for `peer`, walked once per best header and target."""
