@@ -120,7 +120,8 @@ class ChainPeer:
     of up to 500 of its hashes, getheaders with up to MAX_HEADERS headers (`headers`, when
     given, replaces the chain's for that answer: a header chain of its own), getdata with its
     blocks (with `drip` seconds, one block every `drip` seconds from a second thread: a peer
-    that serves slowly but never stalls; with `withhold`, a notfound for every block: a peer
+    that serves slowly but never stalls; a notfound for a block not its own, as a node
+    answers; with `withhold`, a notfound for every block: a peer
     that shows the headers and has none of the blocks), and pings. `asked` counts the node's requests by
     command, `blocks_asked` the blocks named in its getdata. `push` sends anything unasked.
     `raw`, when given, is the connection to serve (RawPeer.dialled: the node dialled us);
@@ -207,14 +208,18 @@ class ChainPeer:
                     self.blocks_asked += sum(1 for item in msg.items if item.type == MSG_BLOCK)
                     out.append(NotFound(msg.items))
                 elif isinstance(msg, GetData):
+                    missing: list[InvItem] = []
                     for item in msg.items:
                         if item.type == MSG_BLOCK:
                             self.blocks_asked += 1
-                            if item.hash in self._by_hash:
-                                if self.drip:
-                                    self._dripping.append(self._by_hash[item.hash])
-                                else:
-                                    out.append(BlockMessage(self._by_hash[item.hash]))
+                            if item.hash not in self._by_hash:
+                                missing.append(item)          # (as a node answers)
+                            elif self.drip:
+                                self._dripping.append(self._by_hash[item.hash])
+                            else:
+                                out.append(BlockMessage(self._by_hash[item.hash]))
+                    if missing:
+                        out.append(NotFound(tuple(missing)))
                 self._changed.notify_all()
                 try:
                     for m in out:

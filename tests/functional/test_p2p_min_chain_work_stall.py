@@ -43,7 +43,10 @@ block (headers-first), each had the honest peer disconnected as a staller before
 blocks and never send them stopped the tip of a node downloading from its outbound peer;
 since 12-07 (evening) inbound peers are asked for blocks only while no outbound peer serves
 the chain well (bitcoind's preferred download peers), and variant 8 checks that a slow
-outbound peer still lets an inbound one in and is found the staller.
+outbound peer still lets an inbound one in and is found the staller. Variant 9: a
+blocks-first sync peer that leaves getblocks unanswered held the download for its block
+download timeout (120 s) before 12-07 (evening); variant 10, one that answers with made-up
+hashes, is what the race of variant 5 must not let hold it either.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from cleancoin.components.common.keys import PrivateKey
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 from cleancoin.components.node.mining import mine_block
 from cleancoin.components.node.p2p.block_window import BLOCK_DOWNLOAD_WINDOW
-from cleancoin.components.node.p2p.messages import BlockMessage, serialize_message
+from cleancoin.components.node.p2p.messages import MSG_BLOCK, BlockMessage, Inv, InvItem, serialize_message
 
 HEIGHT = 2050
 #: Seconds between two blocks of a slow peer (far below the 120 s block download timeout).
@@ -212,8 +215,9 @@ def test_a_slow_sync_peer_does_not_hold_the_blocks_first_download(fresh_blocks_f
 IDLE_WATCH = 12.0
 
 
+@pytest.mark.parametrize("refuses", [False, True], ids=["silent", "notfound"])
 def test_an_idle_peer_claiming_a_higher_chain_does_not_get_a_slow_sync_peer_dropped(
-        fresh_blocks_first: TestNode, chain: list[Block]) -> None:
+        fresh_blocks_first: TestNode, chain: list[Block], refuses: bool) -> None:
     """Variant 5, blocks-first: the sync peer is honest but slow (a block every DRIP seconds,
     as variant 4's), and an attacker connects claiming a far higher chain and then answers
     nothing. "Another peer is ahead and idle" costs the attacker a number in its version
@@ -221,19 +225,26 @@ def test_an_idle_peer_claiming_a_higher_chain_does_not_get_a_slow_sync_peer_drop
     later, the attacker (the only peer left ahead) became the sync peer, and the victim's tip
     stood still until the attacker's block download timeout (120 s). Now the idle peer is
     asked for the block the tip waits for; it does not deliver it, so the sync peer keeps
-    the download (variant 4: a peer that delivers it first takes the download over)."""
+    the download (variant 4: a peer that delivers it first takes the download over). With
+    `refuses`, the attacker serves the chain's hashes and answers every getdata with
+    notfound: each such answer takes the session for it (variant 10), its getblocks answer
+    then loses the next race to the honest peer, which so keeps delivering."""
     n = fresh_blocks_first
     honest = ChainPeer(n.p2p_port, "127.0.0.32", chain, drip=DRIP)
-    idle = None
+    idle: RawPeer | ChainPeer | None = None
     try:
         wait_until(lambda: n.rpc.getblockcount() >= 1, 60, what="a first block from the honest peer")
-        idle = RawPeer(n.p2p_port, "127.0.0.33")
-        idle.handshake(start_height=1_000_000)
+        if refuses:
+            idle = ChainPeer(n.p2p_port, "127.0.0.33", chain, start_height=1_000_000, withhold=True)
+        else:
+            idle = RawPeer(n.p2p_port, "127.0.0.33")
+            idle.handshake(start_height=1_000_000)
         h0 = n.rpc.getblockcount()
         time.sleep(IDLE_WATCH)
         h1 = n.rpc.getblockcount()
         sync_peers = re.findall(r"Block download from peer=\d+ ([\d.]+):", n.debug_log())
-        print(f"in {IDLE_WATCH:.0f} s with the idle claimant: height {h0} -> {h1}; stallers: {_stallers(n)}; "
+        print(f"in {IDLE_WATCH:.0f} s with the {'refusing' if refuses else 'idle'} claimant: height {h0} -> {h1}; "
+              f"stallers: {_stallers(n)}; "
               f"honest peer closed: {honest.closed}; sync peers in turn: {sync_peers}")
         assert "127.0.0.32" not in _stallers(n)
         assert not honest.closed
@@ -338,6 +349,72 @@ def test_a_slow_outbound_peer_lets_inbound_peers_fetch_and_is_the_staller(
         assert _stallers(fresh) == ["127.0.0.1"]
     finally:
         slow.close()
+        if honest is not None:
+            honest.close()
+
+
+def test_a_sync_peer_that_leaves_getblocks_unanswered_does_not_hold_the_download(
+        fresh_blocks_first: TestNode, chain: list[Block]) -> None:
+    """Variant 9, blocks-first: an attacker connects first claiming a far higher chain, so it
+    is the sync peer, and never answers the node's getblocks; two more connections of its
+    claim as much and answer nothing either; then an honest peer with the chain connects.
+    Before 12-07 (evening) no stall rule covered a getblocks: the honest peer waited for the
+    attacker's block download timeout (120 s; the victim not at the tip 60 s later), and
+    the attacker, reconnecting, could be the first again. Now the getblocks is sent to an
+    idle peer that is ahead too once the stalling timeout has passed (the next such peer
+    when that one does not answer within it either), and the first to answer has the
+    session."""
+    n = fresh_blocks_first
+    attackers = [RawPeer(n.p2p_port, f"127.0.0.{37 + i}") for i in range(3)]
+    honest = None
+    try:
+        for attacker in attackers:
+            attacker.handshake(start_height=1_000_000)
+        while (msg := attackers[0].read_message()) is None or msg.command != "getblocks":
+            pass
+        honest = ChainPeer(n.p2p_port, "127.0.0.36", chain)
+        t0 = time.monotonic()
+        # (Half the attacker's block download timeout: a sync of 2050 blocks from the honest
+        # peer takes about 5 s here, the bound allows for a load of 10.)
+        wait_until(lambda: n.rpc.getblockcount() == HEIGHT, 60, interval=0.2, what="the victim at the tip")
+        print(f"the victim at the tip {time.monotonic() - t0:.1f} s after the honest peer came "
+              f"(the attacker holding an unanswered getblocks)")
+        assert not honest.closed
+    finally:
+        for attacker in attackers:
+            attacker.close()
+        if honest is not None:
+            honest.close()
+
+
+def test_a_sync_peer_that_answers_with_blocks_nobody_has_does_not_hold_the_download(
+        fresh_blocks_first: TestNode, chain: list[Block]) -> None:
+    """Variant 10, blocks-first: the attacker is the sync peer (it connected first, claiming
+    a far higher chain) and answers getblocks at once with made-up hashes, which it never
+    delivers; then the honest peer connects. The block the tip waits for is asked of the
+    honest peer too (variant 5), which has no such block (notfound): the honest peer, ahead,
+    takes the session over (the attacker keeps its connection). Without that, the race of
+    variant 5 would have let the attacker hold the download for its block download timeout
+    (120 s; before that race, the stall rule disconnected it)."""
+    n = fresh_blocks_first
+    attacker = RawPeer(n.p2p_port, "127.0.0.48")
+    honest = None
+    try:
+        attacker.handshake(start_height=1_000_000)
+        while (msg := attacker.read_message()) is None or msg.command != "getblocks":
+            pass
+        made_up = tuple(InvItem(MSG_BLOCK, hashlib.sha256(b"nobody's %d" % i).digest()) for i in range(500))
+        attacker.send(serialize_message(MAGIC, Inv(made_up)))
+        while (msg := attacker.read_message()) is None or msg.command != "getdata":
+            pass
+        honest = ChainPeer(n.p2p_port, "127.0.0.49", chain)
+        t0 = time.monotonic()
+        wait_until(lambda: n.rpc.getblockcount() == HEIGHT, 60, interval=0.2, what="the victim at the tip")
+        print(f"the victim at the tip {time.monotonic() - t0:.1f} s after the honest peer came "
+              f"(the attacker holding 500 made-up blocks)")
+        assert not honest.closed
+    finally:
+        attacker.close()
         if honest is not None:
             honest.close()
 

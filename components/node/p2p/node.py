@@ -45,7 +45,9 @@ Block download (blocks-first, simpler than headers-first; headers-first below th
     A sync peer that delivers nothing for `block_download_timeout` is disconnected, and so
     is one whose oldest requested block has been awaited for the stalling timeout while
     another peer is ahead and idle, once that other peer, asked for the block too, has
-    delivered it first (_check_sync_peer_stall; since 12-07). Progress
+    delivered it first (_check_sync_peer_stall; since 12-07); a getblocks it leaves
+    unanswered that long is sent to such a peer too, and the first answer has the session.
+    Progress
     (height, total from the peers' heights, blocks/s) is logged on "cleancoin.net" at INFO.
 
     A block of a branch that lags too far behind our tip is not stored
@@ -947,6 +949,18 @@ class P2PNode:
         is_answer = bool(peer.getblocks_sent_at) and len(block_hashes) == len(msg.items)
         if is_answer:
             peer.getblocks_sent_at = 0.0
+            sync = self._sync_peer
+            if sync is not None and sync is not peer and not self._sync_headers_first:
+                if not block_hashes:
+                    peer.sync_exhausted = True          # (nothing after our locator: not ahead)
+                elif sync.getblocks_sent_at and not sync.blocks_in_flight:
+                    # It answered a getblocks the sync peer had left unanswered for the
+                    # stalling timeout (_race_getblocks) first: the session is its now.
+                    log.info("peer=%d answered getblocks first (peer=%d left it unanswered %.1f s): "
+                             "block download moves", peer.id, sync.id, loop_now - sync.getblocks_sent_at)
+                    sync.getblocks_sent_at = 0.0
+                    self._sync_peer = None
+                    self._start_sync(peer, answered=True)
         syncing_elsewhere = self._sync_peer is not None and self._sync_peer is not peer
         relay_inv = not is_answer and len(block_hashes) == 1
         minimum = self._minimum_chain_work() if self._below_minimum() else 0
@@ -1090,7 +1104,11 @@ class P2PNode:
             self._recent_rejects.popitem(last=False)
 
     def _on_notfound(self, peer: Peer, msg: NotFound) -> None:
+        sync = self._sync_peer
         for item in msg.items:
+            if (item.type == MSG_BLOCK and item.hash in peer.blocks_in_flight and not self._sync_headers_first
+                    and sync is not None and sync is not peer and item.hash in sync.blocks_in_flight):
+                self._lost_stall_race(peer)
             if item.type == MSG_BLOCK and peer.blocks_in_flight.pop(item.hash, None) is not None:
                 if self._blocks_requested.get(item.hash) == peer.id:   # (not a stall race's second ask)
                     del self._blocks_requested[item.hash]
@@ -1513,7 +1531,9 @@ class P2PNode:
         peer = max(outbound or candidates, key=lambda p: (p.start_height, -p.id))
         self._start_sync(peer)
 
-    def _start_sync(self, peer: Peer) -> None:
+    def _start_sync(self, peer: Peer, *, answered: bool = False) -> None:
+        """Make `peer` the sync peer and ask it for blocks (`answered`: blocks-first, its
+        answer to a getblocks is already in)."""
         self._sync_peer = peer
         tip = self.chain.tip
         self._sync_started_at = self._progress_at = asyncio.get_running_loop().time()
@@ -1536,7 +1556,8 @@ class P2PNode:
             return
         log.info("Block download from peer=%d %s: height %d, peer reports %d",
                  peer.id, peer.addr, tip.height, peer.start_height)
-        self._send_getblocks(peer, self.chain.locator())
+        if not answered:
+            self._send_getblocks(peer, self.chain.locator())
 
     # ------------------------------------------------------------------ below the minimum chain work
 
@@ -1719,7 +1740,8 @@ class P2PNode:
         the next block our tip waits for, and no other peer can be asked while it has the
         session. When its oldest requested block has been awaited for the stalling timeout
         while another peer is ahead and idle, that block is asked of the idle peer too (one
-        at a time, outbound peers first): whichever delivers it first wins, and when that is
+        at a time, outbound peers first, the next one when that one has not delivered it
+        within the stalling timeout either): whichever delivers it first wins, and when that is
         the other peer the sync peer has stalled the download, as a peer holding the
         window's first block does headers-first (block_window.py), and is disconnected the
         same way (_on_block; the timeout doubled for the next). Before 12-07 only the 120 s
@@ -1729,13 +1751,18 @@ class P2PNode:
         answering nothing had every sync peer slower than the timeout disconnected, then
         held the download itself until its block download timeout (120 s)."""
         sync = self._sync_peer
-        if (sync is None or sync.closed or not sync.blocks_in_flight
-                or loop_now - sync.downloading_since <= self._stall_timeout.seconds):
+        if sync is None or sync.closed:
+            return
+        if sync.getblocks_sent_at and not sync.blocks_in_flight:
+            self._race_getblocks(sync, loop_now)
+            return
+        if not sync.blocks_in_flight or loop_now - sync.downloading_since <= self._stall_timeout.seconds:
             return
         block = next(iter(sync.blocks_in_flight))
+        timeout = self._stall_timeout.seconds
         others = [p for p in self._peers.values() if p is not sync and not p.closed]
-        if any(block in p.blocks_in_flight for p in others):
-            return                                  # (asked of another already: the race is on)
+        if any(block in p.blocks_in_flight and loop_now - p.blocks_in_flight[block] <= timeout for p in others):
+            return                      # (asked of another already; one that is slow too: the next)
         idle = [p for p in others if not p.blocks_in_flight and not p.blocks_refused.get(block)
                 and self._peer_ahead(p)]
         if not idle:
@@ -1746,6 +1773,48 @@ class P2PNode:
         racer.downloading_since = racer.last_block_progress = loop_now
         racer.blocks_in_flight[block] = loop_now
         racer.send(GetData((InvItem(MSG_BLOCK, block),)))
+
+    def _race_getblocks(self, sync: Peer, loop_now: float) -> None:
+        """Blocks-first: the sync peer has left our getblocks unanswered for the stalling
+        timeout: send it to an idle peer that is ahead too (one at a time, outbound first,
+        the next when that one has not answered within the stalling timeout either); the
+        first to answer has the session (_on_inv). Before 12-07 (evening) only the block
+        download timeout (120 s) applied: an attacker that connected first claiming a higher
+        chain than anyone's and answered nothing held the download that long while an honest
+        peer with every block waited, and again after each reconnection."""
+        if loop_now - sync.getblocks_sent_at <= self._stall_timeout.seconds:
+            return
+        timeout = self._stall_timeout.seconds
+        others = [p for p in self._peers.values() if p is not sync and not p.closed]
+        if any(p.getblocks_sent_at and loop_now - p.getblocks_sent_at <= timeout for p in others):
+            return                                  # (the race is on; one that is slow too: the next)
+        idle = [p for p in others if not p.blocks_in_flight and not p.getblocks_sent_at and self._peer_ahead(p)]
+        if not idle:
+            return
+        racer = max(idle, key=lambda p: (not p.inbound, p.start_height, -p.id))
+        log.debug("peer=%d has left getblocks unanswered for %.1f s: asking peer=%d too", sync.id,
+                  loop_now - sync.getblocks_sent_at, racer.id)
+        self._send_getblocks(racer, self.chain.locator())
+
+    def _lost_stall_race(self, peer: Peer) -> None:
+        """Blocks-first: `peer`, ahead of us, was asked for the block the sync peer has held
+        for the stalling timeout (_check_sync_peer_stall) and says it has no such block: the
+        sync peer feeds a chain the other does not have. The session moves to `peer` (the
+        sync peer keeps its connection, and the blocks it still holds are asked of whoever
+        has them): otherwise a sync peer answering getblocks with made-up hashes it never
+        delivers held the download for its block download timeout (120 s)."""
+        sync = self._sync_peer
+        if sync is None or not self._peer_ahead(peer):
+            return
+        log.info("peer=%d has no block peer=%d has held past the stalling timeout: block download moves",
+                 peer.id, sync.id)
+        for h in sync.blocks_in_flight:
+            if self._blocks_requested.get(h) == sync.id:
+                del self._blocks_requested[h]
+        sync.blocks_in_flight.clear()
+        sync.getblocks_sent_at = 0.0
+        self._sync_peer = None
+        self._start_sync(peer)
 
     def _won_stall_race(self, peer: Peer, block: bytes, loop_now: float) -> None:
         """Blocks-first: `peer` delivered `block`, asked of it because the sync peer had held
