@@ -267,6 +267,12 @@ def _has_data(idx: Any) -> bool:
     return bool(getattr(idx, "have_data", True))
 
 
+def _first_to_race(idle: Sequence[Peer]) -> Peer:
+    """Of the idle peers that are ahead, the one a blocks-first stall race asks first:
+    outbound (we chose it), then the highest claimed start height, then the oldest."""
+    return max(idle, key=lambda p: (not p.inbound, p.start_height, -p.id))
+
+
 def _sanitize(s: str) -> str:
     """A user agent fit for display (Bitcoin's SanitizeString): printable ASCII only."""
     return "".join(c for c in s if " " <= c <= "~")
@@ -1767,7 +1773,7 @@ class P2PNode:
                 and self._peer_ahead(p)]
         if not idle:
             return
-        racer = max(idle, key=lambda p: (not p.inbound, p.start_height, -p.id))
+        racer = _first_to_race(idle)
         log.debug("peer=%d has held block %s for %.1f s: asking peer=%d for it too", sync.id,
                   hash_to_hex(block), loop_now - sync.downloading_since, racer.id)
         racer.downloading_since = racer.last_block_progress = loop_now
@@ -1791,7 +1797,7 @@ class P2PNode:
         idle = [p for p in others if not p.blocks_in_flight and not p.getblocks_sent_at and self._peer_ahead(p)]
         if not idle:
             return
-        racer = max(idle, key=lambda p: (not p.inbound, p.start_height, -p.id))
+        racer = _first_to_race(idle)
         log.debug("peer=%d has left getblocks unanswered for %.1f s: asking peer=%d too", sync.id,
                   loop_now - sync.getblocks_sent_at, racer.id)
         self._send_getblocks(racer, self.chain.locator())
