@@ -65,6 +65,25 @@ def test_the_holder_of_the_first_block_stalls_the_window_and_refusals_count(
     assert got == [x.hash for x in branch[1:N]]
 
 
+def test_a_peer_that_refused_blocks_of_the_window_finds_no_staller(cm: ChainManager, branch: list[Block]) -> None:
+    """Peer 1 holds heights 1-16; peer 2 refused (notfound, twice) every other block of the
+    window, which is neither stored nor in flight: the window is not full, so peer 2 finds
+    nothing to fetch and no staller (peer 1 could fetch those blocks). Once one of them is
+    in flight (or stored) instead, the window is full and peer 1 stalls it."""
+    plan = HeaderDownload.start(cm, cm.get_index(branch[-1].hash))
+    requested: dict[bytes, int] = {}
+    _ask(cm, plan, 1, requested)
+    refused = {x.hash: 2 for x in branch[N:BLOCK_DOWNLOAD_WINDOW]}
+    assert _ask(cm, plan, 2, requested, refused) == ([], None)
+    for block in branch[N + 1:BLOCK_DOWNLOAD_WINDOW]:
+        cm.accept_block(block)
+    refused = {branch[N].hash: 2}
+    assert _ask(cm, plan, 2, requested, refused) == ([], None)        # (height 17: refused, not in flight)
+    requested[branch[N].hash] = 3
+    got, stall = _ask(cm, plan, 2, requested, refused)
+    assert got == [] and stall == Stall(1, branch[0].hash, 1)
+
+
 def test_a_peer_off_the_branch_serves_nothing(cm: ChainManager, branch: list[Block]) -> None:
     """serve_height: a peer's best header on the branch lets it serve up to it; one that
     extends the target, up to the target; none, or one elsewhere, nothing."""

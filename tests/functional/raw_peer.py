@@ -11,13 +11,13 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.primitives import Block
 from cleancoin.components.node.p2p.messages import (
-    HEADER_SIZE, MAX_HEADERS, MSG_BLOCK, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message, Ping,
-    Pong, Verack, Version, parse_header, parse_payload, serialize_message,
+    HEADER_SIZE, MAX_HEADERS, MSG_BLOCK, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message,
+    NotFound, Ping, Pong, Verack, Version, parse_header, parse_payload, serialize_message,
 )
 
 MAGIC = REGTEST.magic
@@ -27,13 +27,27 @@ READ_TIMEOUT = 10.0
 class RawPeer:
     """One connection: send bytes, read whole messages, shake hands."""
 
-    def __init__(self, port: int, source: str, user_agent: str = "/attack/") -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    def __init__(self, port: int, source: str, user_agent: str = "/attack/",
+                 sock: socket.socket | None = None) -> None:
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((source, 0))
+            sock.connect(("127.0.0.1", port))
+        self.sock = sock
         self.sock.settimeout(READ_TIMEOUT)
-        self.sock.bind((source, 0))
-        self.sock.connect(("127.0.0.1", port))
         self.buf = b""
         self.user_agent = user_agent
+
+    @classmethod
+    def dialled(cls, port: int, dial: Callable[[str], object], user_agent: str = "/attack/") -> RawPeer:
+        """The connection a node makes to 127.0.0.1:`port` (a port its connect rule allows)
+        when `dial` asks it to, e.g. its `addnode ADDR onetry`: one of its outbound peers.
+        The handshake is the same from either side (RawPeer.handshake)."""
+        with socket.create_server(("127.0.0.1", port)) as server:
+            server.settimeout(READ_TIMEOUT)
+            dial(f"127.0.0.1:{port}")
+            sock, _ = server.accept()
+        return cls(port, "127.0.0.1", user_agent, sock=sock)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -106,14 +120,20 @@ class ChainPeer:
     of up to 500 of its hashes, getheaders with up to MAX_HEADERS headers (`headers`, when
     given, replaces the chain's for that answer: a header chain of its own), getdata with its
     blocks (with `drip` seconds, one block every `drip` seconds from a second thread: a peer
-    that serves slowly but never stalls), and pings. `asked` counts the node's requests by
-    command, `blocks_asked` the blocks named in its getdata. `push` sends anything unasked."""
+    that serves slowly but never stalls; a notfound for a block not its own, as a node
+    answers; with `withhold`, a notfound for every block: a peer
+    that shows the headers and has none of the blocks), and pings. `asked` counts the node's requests by
+    command, `blocks_asked` the blocks named in its getdata. `push` sends anything unasked.
+    `raw`, when given, is the connection to serve (RawPeer.dialled: the node dialled us);
+    `port` and `source` are then unused."""
 
     def __init__(self, port: int, source: str, blocks: Sequence[Block],
                  headers: Sequence[object] | None = None, user_agent: str = "/chain/",
-                 start_height: int | None = None, drip: float = 0.0) -> None:
-        self.peer = RawPeer(port, source, user_agent)
+                 start_height: int | None = None, drip: float = 0.0, withhold: bool = False,
+                 raw: RawPeer | None = None) -> None:
+        self.peer = raw if raw is not None else RawPeer(port, source, user_agent)
         self.drip = drip
+        self.withhold = withhold
         self._dripping: list[Block] = []
         self.blocks = list(blocks)
         self.headers = None if headers is None else list(headers)
@@ -184,15 +204,22 @@ class ChainPeer:
                 elif isinstance(msg, GetBlocks):
                     start = self._after(msg.locator)
                     out.append(Inv(tuple(InvItem(MSG_BLOCK, b.hash) for b in self.blocks[start:start + 500])))
+                elif isinstance(msg, GetData) and self.withhold:
+                    self.blocks_asked += sum(1 for item in msg.items if item.type == MSG_BLOCK)
+                    out.append(NotFound(msg.items))
                 elif isinstance(msg, GetData):
+                    missing: list[InvItem] = []
                     for item in msg.items:
                         if item.type == MSG_BLOCK:
                             self.blocks_asked += 1
-                            if item.hash in self._by_hash:
-                                if self.drip:
-                                    self._dripping.append(self._by_hash[item.hash])
-                                else:
-                                    out.append(BlockMessage(self._by_hash[item.hash]))
+                            if item.hash not in self._by_hash:
+                                missing.append(item)          # (as a node answers)
+                            elif self.drip:
+                                self._dripping.append(self._by_hash[item.hash])
+                            else:
+                                out.append(BlockMessage(self._by_hash[item.hash]))
+                    if missing:
+                        out.append(NotFound(tuple(missing)))
                 self._changed.notify_all()
                 try:
                     for m in out:

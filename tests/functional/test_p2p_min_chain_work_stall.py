@@ -34,7 +34,19 @@ disconnected as stallers. Above the minimum (regtest's default, 0) the download 
 blocks-first, one sync peer at a time (node.py, "Block download"): since 12-07 a sync peer
 that holds the block our tip waits for longer than the stalling timeout while another peer
 is ahead and idle is disconnected the same way (variant 4; before, 0.33 blocks/s for as
-long as it went on).
+long as it went on), once the idle peer, asked for that block too, has delivered it first.
+
+Variants 5 and 6 turn the stall rules against an honest peer that is slow: an idle peer
+claiming a higher chain (blocks-first), and a peer that relays the headers and refuses every
+block (headers-first), each had the honest peer disconnected as a staller before 12-07
+(evening), leaving the victim with no peer that delivers. Variant 7: inbound peers that take
+blocks and never send them stopped the tip of a node downloading from its outbound peer;
+since 12-07 (later that day) inbound peers are asked for blocks only while no outbound peer serves
+the chain well (bitcoind's preferred download peers), and variant 8 checks that a slow
+outbound peer still lets an inbound one in and is found the staller. Variant 9: a
+blocks-first sync peer that leaves getblocks unanswered held the download for its block
+download timeout (120 s) before 12-07 (later that day); variant 10, one that answers with made-up
+hashes, is what the race of variant 5 must not let hold it either.
 """
 
 from __future__ import annotations
@@ -47,7 +59,7 @@ from pathlib import Path
 
 import pytest
 
-from framework import TestNode, wait_until
+from framework import TestNode, free_port, wait_until
 from raw_peer import MAGIC, ChainPeer, RawPeer
 # The victim (a module-scoped node whose -minimumchainwork is MIN_WORK, the work of the
 # regtest chain up to height 2047) is the download tests' own.
@@ -56,7 +68,8 @@ from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.keys import PrivateKey
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 from cleancoin.components.node.mining import mine_block
-from cleancoin.components.node.p2p.messages import BlockMessage, serialize_message
+from cleancoin.components.node.p2p.block_window import BLOCK_DOWNLOAD_WINDOW
+from cleancoin.components.node.p2p.messages import MSG_BLOCK, BlockMessage, Inv, InvItem, serialize_message
 
 HEIGHT = 2050
 #: Seconds between two blocks of a slow peer (far below the 120 s block download timeout).
@@ -193,6 +206,215 @@ def test_a_slow_sync_peer_does_not_hold_the_blocks_first_download(fresh_blocks_f
         assert _stallers(n) == ["127.0.0.29"]
     finally:
         slow.close()
+        if honest is not None:
+            honest.close()
+
+
+#: Seconds the idle claimant of variant 5 is watched: several stalling timeouts (2 s, doubled
+#: by each disconnect) and several of the slow honest peer's blocks.
+IDLE_WATCH = 12.0
+
+
+@pytest.mark.parametrize("refuses", [False, True], ids=["silent", "notfound"])
+def test_an_idle_peer_claiming_a_higher_chain_does_not_get_a_slow_sync_peer_dropped(
+        fresh_blocks_first: TestNode, chain: list[Block], refuses: bool) -> None:
+    """Variant 5, blocks-first: the sync peer is honest but slow (a block every DRIP seconds,
+    as variant 4's), and an attacker connects claiming a far higher chain and then answers
+    nothing. "Another peer is ahead and idle" costs the attacker a number in its version
+    message: before 12-07 (later that day) the honest peer was disconnected as a staller 2 to 3 s
+    later, the attacker (the only peer left ahead) became the sync peer, and the victim's tip
+    stood still until the attacker's block download timeout (120 s). Now the idle peer is
+    asked for the block the tip waits for; it does not deliver it, so the sync peer keeps
+    the download (variant 4: a peer that delivers it first takes the download over). With
+    `refuses`, the attacker serves the chain's hashes and answers every getdata with
+    notfound: each such answer takes the session for it (variant 10), its getblocks answer
+    then loses the next race to the honest peer, which so keeps delivering."""
+    n = fresh_blocks_first
+    honest = ChainPeer(n.p2p_port, "127.0.0.32", chain, drip=DRIP)
+    idle: RawPeer | ChainPeer | None = None
+    try:
+        wait_until(lambda: n.rpc.getblockcount() >= 1, 60, what="a first block from the honest peer")
+        if refuses:
+            idle = ChainPeer(n.p2p_port, "127.0.0.33", chain, start_height=1_000_000, withhold=True)
+        else:
+            idle = RawPeer(n.p2p_port, "127.0.0.33")
+            idle.handshake(start_height=1_000_000)
+        h0 = n.rpc.getblockcount()
+        time.sleep(IDLE_WATCH)
+        h1 = n.rpc.getblockcount()
+        sync_peers = re.findall(r"Block download from peer=\d+ ([\d.]+):", n.debug_log())
+        print(f"in {IDLE_WATCH:.0f} s with the {'refusing' if refuses else 'idle'} claimant: height {h0} -> {h1}; "
+              f"stallers: {_stallers(n)}; "
+              f"honest peer closed: {honest.closed}; sync peers in turn: {sync_peers}")
+        assert "127.0.0.32" not in _stallers(n)
+        assert not honest.closed
+        assert h1 > h0
+    finally:
+        if idle is not None:
+            idle.close()
+        honest.close()
+
+
+def test_a_peer_that_refuses_every_block_does_not_get_a_slow_honest_peer_dropped(
+        fresh: TestNode, chain: list[Block]) -> None:
+    """Variant 6, headers-first: the only peer with the blocks is slow (a block every DRIP
+    seconds), and an attacker relays the chain's headers and answers every getdata with
+    notfound. A block refused twice is not asked of that peer again, and before 12-07
+    (evening) it was skipped as if in flight: once the attacker had refused the window's
+    blocks (128 getdata of 16 in well under a second) it "could fetch only from a larger
+    window" and the honest peer, holding the first block, was disconnected as a staller
+    2 s later, leaving the victim with no peer that has a block. The window is not full
+    while a block in it is neither stored nor in flight (bitcoind's condition): no stall."""
+    honest = ChainPeer(fresh.p2p_port, "127.0.0.34", chain, drip=DRIP)
+    refuser = None
+    try:
+        wait_until(lambda: honest.blocks_asked >= 1, 60, what="blocks asked of the honest peer")
+        refuser = ChainPeer(fresh.p2p_port, "127.0.0.35", chain, withhold=True)
+        h0 = fresh.rpc.getblockcount()
+        time.sleep(IDLE_WATCH)
+        h1 = fresh.rpc.getblockcount()
+        print(f"in {IDLE_WATCH:.0f} s with the refuser (asked for {refuser.blocks_asked} blocks): height "
+              f"{h0} -> {h1}; stallers: {_stallers(fresh)}; honest peer closed: {honest.closed}")
+        assert refuser.blocks_asked >= BLOCK_DOWNLOAD_WINDOW        # (it was asked, and refused)
+        assert "127.0.0.34" not in _stallers(fresh)
+        assert not honest.closed
+        assert h1 > h0
+    finally:
+        if refuser is not None:
+            refuser.close()
+        honest.close()
+
+
+#: Variant 7: the outbound peer's pace (blocks a second: never a staller), the inbound
+#: attackers, and how long the victim's tip is watched once they are in.
+OUTBOUND_PACE = 4.0
+INBOUND_ATTACKERS = 8
+WATCH = 10.0
+
+
+def test_inbound_peers_get_no_block_asked_while_an_outbound_peer_serves_the_chain(
+        fresh: TestNode, chain: list[Block]) -> None:
+    """Variant 7, headers-first: the victim downloads from a peer it dialled (addnode), which
+    sends OUTBOUND_PACE blocks a second; then INBOUND_ATTACKERS inbound peers relay the
+    chain's headers and take whatever blocks they are asked for without ever sending one.
+    Before 12-07 (later that day) each was asked for 16 blocks of the window, just above the
+    outbound peer's: the tip stopped below the first of them until the outbound peer alone
+    had filled the 1024-height window (minutes at this pace) and then moved one stalling
+    timeout per attacker, and an attacker reconnecting is asked again. bitcoind asks only
+    its preferred download peers (outbound) for blocks during the initial download when it
+    has any (net_processing's fFetch): inbound connections cost an attacker nothing. Now
+    too: no block is asked of an inbound peer while an outbound peer serves the chain."""
+    n = fresh
+    honest = ChainPeer(0, "", chain, drip=1.0 / OUTBOUND_PACE,
+                       raw=RawPeer.dialled(free_port(), lambda addr: n.rpc.addnode(addr, "onetry")))
+    attackers: list[ChainPeer] = []
+    try:
+        wait_until(lambda: n.rpc.getblockcount() >= 2, 60, what="the first blocks from the outbound peer")
+        for i in range(INBOUND_ATTACKERS):
+            attackers.append(ChainPeer(n.p2p_port, f"127.0.0.{40 + i}", chain, drip=3600))
+        wait_until(lambda: all(a.asked["getheaders"] for a in attackers), 60,
+                   what="the inbound peers asked for headers (they have the chain)")
+        heights = [n.rpc.getblockcount()]
+        for _ in range(5):
+            time.sleep(WATCH / 5)
+            heights.append(n.rpc.getblockcount())
+        h0, h1 = heights[0], heights[-1]
+        asked = [a.blocks_asked for a in attackers]
+        print(f"in {WATCH:.0f} s with {len(attackers)} inbound withholders (blocks asked of them: {asked}): "
+              f"heights {heights}; the outbound peer was asked for {honest.blocks_asked}")
+        assert sum(asked) == 0
+        assert h1 - h0 >= WATCH * OUTBOUND_PACE / 4        # (a quarter of its pace: a load of 10)
+        assert heights[-1] > heights[len(heights) // 2]     # (before: stuck from 4 s on)
+        assert not honest.closed
+    finally:
+        for a in attackers:
+            a.close()
+        honest.close()
+
+
+def test_a_slow_outbound_peer_lets_inbound_peers_fetch_and_is_the_staller(
+        fresh: TestNode, chain: list[Block]) -> None:
+    """Variant 8, headers-first: as variant 1, with the slow peer (a block every DRIP
+    seconds) one the victim dialled: an outbound peer that holds its oldest requested block
+    longer than the stalling timeout does not keep the inbound peers out (variant 7), so the
+    honest inbound peer fetches the window and the slow one is disconnected as a staller."""
+    slow = ChainPeer(0, "", chain, drip=DRIP,
+                     raw=RawPeer.dialled(free_port(), lambda addr: fresh.rpc.addnode(addr, "onetry")))
+    honest = None
+    try:
+        wait_until(lambda: fresh.rpc.getblockchaininfo()["headers"] == HEIGHT, 60,
+                   what="the chain's headers stored from the slow outbound peer")
+        honest = ChainPeer(fresh.p2p_port, "127.0.0.36", chain)
+        _reach_tip(fresh, honest, "127.0.0.36", [slow])
+        assert _stallers(fresh) == ["127.0.0.1"]
+    finally:
+        slow.close()
+        if honest is not None:
+            honest.close()
+
+
+def test_a_sync_peer_that_leaves_getblocks_unanswered_does_not_hold_the_download(
+        fresh_blocks_first: TestNode, chain: list[Block]) -> None:
+    """Variant 9, blocks-first: an attacker connects first claiming a far higher chain, so it
+    is the sync peer, and never answers the node's getblocks; two more connections of its
+    claim as much and answer nothing either; then an honest peer with the chain connects.
+    Before 12-07 (later that day) no stall rule covered a getblocks: the honest peer waited for the
+    attacker's block download timeout (120 s; the victim not at the tip 60 s later), and
+    the attacker, reconnecting, could be the first again. Now the getblocks is sent to an
+    idle peer that is ahead too once the stalling timeout has passed (the next such peer
+    when that one does not answer within it either), and the first to answer has the
+    session."""
+    n = fresh_blocks_first
+    attackers = [RawPeer(n.p2p_port, f"127.0.0.{37 + i}") for i in range(3)]
+    honest = None
+    try:
+        for attacker in attackers:
+            attacker.handshake(start_height=1_000_000)
+        while (msg := attackers[0].read_message()) is None or msg.command != "getblocks":
+            pass
+        honest = ChainPeer(n.p2p_port, "127.0.0.36", chain)
+        t0 = time.monotonic()
+        # (Half the attacker's block download timeout: a sync of 2050 blocks from the honest
+        # peer takes about 5 s here, the bound allows for a load of 10.)
+        wait_until(lambda: n.rpc.getblockcount() == HEIGHT, 60, interval=0.2, what="the victim at the tip")
+        print(f"the victim at the tip {time.monotonic() - t0:.1f} s after the honest peer came "
+              f"(the attacker holding an unanswered getblocks)")
+        assert not honest.closed
+    finally:
+        for attacker in attackers:
+            attacker.close()
+        if honest is not None:
+            honest.close()
+
+
+def test_a_sync_peer_that_answers_with_blocks_nobody_has_does_not_hold_the_download(
+        fresh_blocks_first: TestNode, chain: list[Block]) -> None:
+    """Variant 10, blocks-first: the attacker is the sync peer (it connected first, claiming
+    a far higher chain) and answers getblocks at once with made-up hashes, which it never
+    delivers; then the honest peer connects. The block the tip waits for is asked of the
+    honest peer too (variant 5), which has no such block (notfound): the honest peer, ahead,
+    takes the session over (the attacker keeps its connection). Without that, the race of
+    variant 5 would have let the attacker hold the download for its block download timeout
+    (120 s; before that race, the stall rule disconnected it)."""
+    n = fresh_blocks_first
+    attacker = RawPeer(n.p2p_port, "127.0.0.48")
+    honest = None
+    try:
+        attacker.handshake(start_height=1_000_000)
+        while (msg := attacker.read_message()) is None or msg.command != "getblocks":
+            pass
+        made_up = tuple(InvItem(MSG_BLOCK, hashlib.sha256(b"nobody's %d" % i).digest()) for i in range(500))
+        attacker.send(serialize_message(MAGIC, Inv(made_up)))
+        while (msg := attacker.read_message()) is None or msg.command != "getdata":
+            pass
+        honest = ChainPeer(n.p2p_port, "127.0.0.49", chain)
+        t0 = time.monotonic()
+        wait_until(lambda: n.rpc.getblockcount() == HEIGHT, 60, interval=0.2, what="the victim at the tip")
+        print(f"the victim at the tip {time.monotonic() - t0:.1f} s after the honest peer came "
+              f"(the attacker holding 500 made-up blocks)")
+        assert not honest.closed
+    finally:
+        attacker.close()
         if honest is not None:
             honest.close()
 

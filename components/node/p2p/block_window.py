@@ -94,13 +94,19 @@ def next_blocks(chain: Any, plan: HeaderDownload, *, peer_id: int, serve_height:
     headers lead along the plan up to `serve_height`) may be asked for: inside the window,
     not stored, not in flight from anyone (`requested`: hash -> peer id), not refused by it
     MAX_REFUSALS times before (`refused`: hash -> notfound answers). Second: the stall, when
-    this peer would get a block only from a larger window and another peer holds the first
-    block in flight of the window (None otherwise)."""
+    this peer would get a block only from a larger window, every block of the window being
+    stored or in flight, and another peer holds the first block in flight of the window
+    (None otherwise). A block this peer refused leaves the window not full (bitcoind's
+    condition): another peer may fetch it. Before 12-07 (later that day) refused blocks counted as
+    taken, so a peer that showed the headers and answered notfound for every block made
+    the only peer with the blocks a "staller" once it had refused the window's, and it was
+    disconnected (test_p2p_min_chain_work_stall.py, variant 6)."""
     advance_low(chain, plan)
     window_end = plan.low + BLOCK_DOWNLOAD_WINDOW - 1
     top = min(serve_height, plan.target.height, window_end + 1)
     out: list[bytes] = []
     waiting_for: Stall | None = None
+    window_full = True
     for height in range(plan.low, top + 1):
         h = plan.hash_at(chain, height)
         if h is None:
@@ -116,9 +122,10 @@ def next_blocks(chain: Any, plan: HeaderDownload, *, peer_id: int, serve_height:
                 waiting_for = Stall(holder, h, height)
             continue
         if refused.get(h, 0) >= MAX_REFUSALS:
+            window_full = window_full and height > window_end
             continue
         if height > window_end:
-            if not out and waiting_for is not None and waiting_for.peer_id != peer_id:
+            if not out and window_full and waiting_for is not None and waiting_for.peer_id != peer_id:
                 return out, waiting_for
             break
         out.append(h)

@@ -44,7 +44,10 @@ Block download (blocks-first, simpler than headers-first; headers-first below th
     claiming a long chain and answering nothing) cannot hold up block relay until its timeout.
     A sync peer that delivers nothing for `block_download_timeout` is disconnected, and so
     is one whose oldest requested block has been awaited for the stalling timeout while
-    another peer is ahead and idle (_check_sync_peer_stall; since 12-07). Progress
+    another peer is ahead and idle, once that other peer, asked for the block too, has
+    delivered it first (_check_sync_peer_stall; since 12-07); a getblocks it leaves
+    unanswered that long is sent to such a peer too, and the first answer has the session.
+    Progress
     (height, total from the peers' heights, blocks/s) is logged on "cleancoin.net" at INFO.
 
     A block of a branch that lags too far behind our tip is not stored
@@ -67,7 +70,8 @@ Block download (blocks-first, simpler than headers-first; headers-first below th
     is asked for headers, which presync counts with the minimum as the bar (nothing stored
     until a chain shows that work); the stored header chain of at least that work becomes
     the peer's target (Peer.best_header) and its blocks are asked for by hash, in height
-    order, from every peer whose headers lead along it, 16 in flight a peer inside a window
+    order, from every peer whose headers lead along it (outbound ones only while they serve
+    it without delay: bitcoind's preferred download peers), 16 in flight a peer inside a window
     of 1024 heights, and a peer that stalls the window is disconnected (block_window.py,
     header_download.py; since 12-07, before which the sync peer alone was asked, 500 a
     getdata, and one block every 119 s from it held the download for days); when they are
@@ -261,6 +265,12 @@ def _has_data(idx: Any) -> bool:
     must still be downloaded, or one bad copy would blind us to the real one. Entries without
     a `have_data` attribute are taken as stored."""
     return bool(getattr(idx, "have_data", True))
+
+
+def _first_to_race(idle: Sequence[Peer]) -> Peer:
+    """Of the idle peers that are ahead, the one a blocks-first stall race asks first:
+    outbound (we chose it), then the highest claimed start height, then the oldest."""
+    return max(idle, key=lambda p: (not p.inbound, p.start_height, -p.id))
 
 
 def _sanitize(s: str) -> str:
@@ -945,6 +955,18 @@ class P2PNode:
         is_answer = bool(peer.getblocks_sent_at) and len(block_hashes) == len(msg.items)
         if is_answer:
             peer.getblocks_sent_at = 0.0
+            sync = self._sync_peer
+            if sync is not None and sync is not peer and not self._sync_headers_first:
+                if not block_hashes:
+                    peer.sync_exhausted = True          # (nothing after our locator: not ahead)
+                elif sync.getblocks_sent_at and not sync.blocks_in_flight:
+                    # It answered a getblocks the sync peer had left unanswered for the
+                    # stalling timeout (_race_getblocks) first: the session is its now.
+                    log.info("peer=%d answered getblocks first (peer=%d left it unanswered %.1f s): "
+                             "block download moves", peer.id, sync.id, loop_now - sync.getblocks_sent_at)
+                    sync.getblocks_sent_at = 0.0
+                    self._sync_peer = None
+                    self._start_sync(peer, answered=True)
         syncing_elsewhere = self._sync_peer is not None and self._sync_peer is not peer
         relay_inv = not is_answer and len(block_hashes) == 1
         minimum = self._minimum_chain_work() if self._below_minimum() else 0
@@ -1088,9 +1110,14 @@ class P2PNode:
             self._recent_rejects.popitem(last=False)
 
     def _on_notfound(self, peer: Peer, msg: NotFound) -> None:
+        sync = self._sync_peer
         for item in msg.items:
+            if (item.type == MSG_BLOCK and item.hash in peer.blocks_in_flight and not self._sync_headers_first
+                    and sync is not None and sync is not peer and item.hash in sync.blocks_in_flight):
+                self._lost_stall_race(peer)
             if item.type == MSG_BLOCK and peer.blocks_in_flight.pop(item.hash, None) is not None:
-                self._blocks_requested.pop(item.hash, None)
+                if self._blocks_requested.get(item.hash) == peer.id:   # (not a stall race's second ask)
+                    del self._blocks_requested[item.hash]
                 if len(peer.blocks_refused) < _MAX_BLOCKS_REFUSED:
                     peer.blocks_refused[item.hash] = peer.blocks_refused.get(item.hash, 0) + 1
             elif item.type == MSG_TX and item.hash in peer.txs_in_flight:
@@ -1383,6 +1410,9 @@ class P2PNode:
             if h == first:
                 # Its oldest request is in: the next one's wait counts from now.
                 peer.downloading_since = max(peer.downloading_since, loop_now)
+        # Asked of it because the sync peer held it too long (_check_sync_peer_stall)?
+        raced = (requested and not self._sync_headers_first and self._sync_peer is not None
+                 and self._sync_peer is not peer and h in self._sync_peer.blocks_in_flight)
         if self._blocks_requested.get(h) == peer.id:
             del self._blocks_requested[h]
         if not requested and self._below_minimum() and not self._unrequested_block_may_count(peer, block):
@@ -1416,6 +1446,8 @@ class P2PNode:
             if self.chain.tip.hash != old_tip:
                 self._report_progress()
                 self._stall_timeout.after_blocks(self.chain.tip.height - old_height)
+            if raced:
+                self._won_stall_race(peer, h, loop_now)
         if self._sync_headers_first and self._sync_peer is not None:
             # Parallel download (block_window.py): refilled once half of the peer's places
             # are free (per block: a getdata a block, and 25 % more CPU for a 2050-block sync).
@@ -1505,7 +1537,9 @@ class P2PNode:
         peer = max(outbound or candidates, key=lambda p: (p.start_height, -p.id))
         self._start_sync(peer)
 
-    def _start_sync(self, peer: Peer) -> None:
+    def _start_sync(self, peer: Peer, *, answered: bool = False) -> None:
+        """Make `peer` the sync peer and ask it for blocks (`answered`: blocks-first, its
+        answer to a getblocks is already in)."""
         self._sync_peer = peer
         tip = self.chain.tip
         self._sync_started_at = self._progress_at = asyncio.get_running_loop().time()
@@ -1528,7 +1562,8 @@ class P2PNode:
             return
         log.info("Block download from peer=%d %s: height %d, peer reports %d",
                  peer.id, peer.addr, tip.height, peer.start_height)
-        self._send_getblocks(peer, self.chain.locator())
+        if not answered:
+            self._send_getblocks(peer, self.chain.locator())
 
     # ------------------------------------------------------------------ below the minimum chain work
 
@@ -1618,18 +1653,20 @@ class P2PNode:
         branch for the download window's next blocks, up to MAX_BLOCKS_IN_TRANSIT_PER_PEER in
         flight (block_window.next_blocks); a peer that finds nothing only because another
         holds the window's first missing block marks that one as stalling (disconnected in
-        _check_block_stalls). A peer that is ahead but has shown no headers of the branch is
-        asked for them once per target, from the target's parent: its answer (one header,
-        or more) says whether it has the branch. Before 12-07 only the sync peer was asked
-        for blocks, 500 at a time: one block every 119 s from it held the download for days
-        while a peer with every block was connected (test_p2p_min_chain_work_stall.py)."""
+        _check_block_stalls). Inbound peers are asked only while no outbound peer serves the
+        branch or one that does is overdue (_outbound_downloads_well). A peer that is ahead
+        but has shown no headers of the branch is asked for them once per target, from the
+        target's parent: its answer (one header, or more) says whether it has the branch.
+        Before 12-07 only the sync peer was asked for blocks, 500 at a time: one block every
+        119 s from it held the download for days while a peer with every block was connected
+        (test_p2p_min_chain_work_stall.py)."""
         plan = self._header_download
         if plan is None:
             return
         loop_now = asyncio.get_running_loop().time()
-        for p in list(self._peers.values()):
-            if p.closed or not p.handshake_done:
-                continue
+        peers = [p for p in self._peers.values() if not p.closed and p.handshake_done]
+        outbound_only = self._outbound_downloads_well(plan, peers, loop_now)
+        for p in peers:
             height = self._serve_height(p, plan)
             if height < 0:
                 if (p.asked_headers_for != plan.target.hash and not p.headers_sent_at
@@ -1642,6 +1679,12 @@ class P2PNode:
                 continue
             hashes, stall = next_blocks(self.chain, plan, peer_id=p.id, serve_height=height, count=free,
                                           requested=self._blocks_requested, refused=p.blocks_refused)
+            if p.inbound and outbound_only and not p.blocks_in_flight:
+                # Not asked (one let in while an outbound peer was overdue, still downloading,
+                # is refilled); but one that finds the window full still names its staller:
+                # it would wait for the stalling timeout to let it in first, and a slow
+                # outbound peer delivering just within twice that would never be found.
+                hashes = []
             if hashes:
                 self._request_blocks(p, hashes)
             elif stall is not None and not p.blocks_in_flight:
@@ -1650,6 +1693,23 @@ class P2PNode:
                     holder.stalling_since, holder.stalling_block = loop_now, stall.block
                     log.debug("peer=%d stalls the block download window at height %d (peer=%d waits)",
                               holder.id, stall.height, p.id)
+
+    def _outbound_downloads_well(self, plan: HeaderDownload, peers: Sequence[Peer], loop_now: float) -> bool:
+        """Whether the download's blocks are asked of outbound peers only: some outbound peer
+        serves the plan's branch and none that does has awaited its oldest requested block
+        for longer than the stalling timeout. bitcoind's fFetch asks only its preferred
+        download peers (outbound: we chose them; an inbound connection is anyone's) during
+        the initial download when it has any. Before 12-07 (later that day) every inbound peer that
+        relayed the headers was asked for 16 blocks of the window: eight that never sent one
+        stopped the tip for minutes (until the outbound peer alone had filled the window),
+        then cost a stalling timeout each, and again each time they reconnected
+        (test_p2p_min_chain_work_stall.py, variant 7). An outbound peer that is slow itself
+        lets the inbound ones in, so that they can fetch the window and find it the staller
+        (variant 8)."""
+        serving = [p for p in peers if not p.inbound and self._serve_height(p, plan) >= 0]
+        return bool(serving) and all(not p.blocks_in_flight
+                                     or loop_now - p.downloading_since <= self._stall_timeout.seconds
+                                     for p in serving)
 
     def _serve_height(self, peer: Peer, plan: HeaderDownload) -> int:
         """block_window.serve_height for `peer`, walked once per best header and target."""
@@ -1685,17 +1745,96 @@ class P2PNode:
         """Blocks-first (one sync peer, above the minimum chain work): the sync peer holds
         the next block our tip waits for, and no other peer can be asked while it has the
         session. When its oldest requested block has been awaited for the stalling timeout
-        while another peer is ahead and idle, it stalls the download as a peer holding the
+        while another peer is ahead and idle, that block is asked of the idle peer too (one
+        at a time, outbound peers first, the next one when that one has not delivered it
+        within the stalling timeout either): whichever delivers it first wins, and when that is
+        the other peer the sync peer has stalled the download, as a peer holding the
         window's first block does headers-first (block_window.py), and is disconnected the
-        same way (the timeout doubled for the next). Before 12-07 only the 120 s without any
-        block applied: one block every 3 s held the download for as long as it went on."""
+        same way (_on_block; the timeout doubled for the next). Before 12-07 only the 120 s
+        without any block applied: one block every 3 s held the download for as long as it
+        went on. Until 12-07 (later that day) the sync peer was disconnected at once: "ahead and
+        idle" is a number in a version message, so an attacker claiming a high chain and
+        answering nothing had every sync peer slower than the timeout disconnected, then
+        held the download itself until its block download timeout (120 s)."""
         sync = self._sync_peer
-        if (sync is None or sync.closed or not sync.blocks_in_flight
-                or loop_now - sync.downloading_since <= self._stall_timeout.seconds
-                or not any(p is not sync and not p.blocks_in_flight and self._peer_ahead(p)
-                           for p in self._peers.values())):
+        if sync is None or sync.closed:
             return
-        self._drop_staller(sync, next(iter(sync.blocks_in_flight)), loop_now - sync.downloading_since)
+        if sync.getblocks_sent_at and not sync.blocks_in_flight:
+            self._race_getblocks(sync, loop_now)
+            return
+        if not sync.blocks_in_flight or loop_now - sync.downloading_since <= self._stall_timeout.seconds:
+            return
+        block = next(iter(sync.blocks_in_flight))
+        timeout = self._stall_timeout.seconds
+        others = [p for p in self._peers.values() if p is not sync and not p.closed]
+        if any(block in p.blocks_in_flight and loop_now - p.blocks_in_flight[block] <= timeout for p in others):
+            return                      # (asked of another already; one that is slow too: the next)
+        idle = [p for p in others if not p.blocks_in_flight and not p.blocks_refused.get(block)
+                and self._peer_ahead(p)]
+        if not idle:
+            return
+        racer = _first_to_race(idle)
+        log.debug("peer=%d has held block %s for %.1f s: asking peer=%d for it too", sync.id,
+                  hash_to_hex(block), loop_now - sync.downloading_since, racer.id)
+        racer.downloading_since = racer.last_block_progress = loop_now
+        racer.blocks_in_flight[block] = loop_now
+        racer.send(GetData((InvItem(MSG_BLOCK, block),)))
+
+    def _race_getblocks(self, sync: Peer, loop_now: float) -> None:
+        """Blocks-first: the sync peer has left our getblocks unanswered for the stalling
+        timeout: send it to an idle peer that is ahead too (one at a time, outbound first,
+        the next when that one has not answered within the stalling timeout either); the
+        first to answer has the session (_on_inv). Before 12-07 (later that day) only the block
+        download timeout (120 s) applied: an attacker that connected first claiming a higher
+        chain than anyone's and answered nothing held the download that long while an honest
+        peer with every block waited, and again after each reconnection."""
+        if loop_now - sync.getblocks_sent_at <= self._stall_timeout.seconds:
+            return
+        timeout = self._stall_timeout.seconds
+        others = [p for p in self._peers.values() if p is not sync and not p.closed]
+        if any(p.getblocks_sent_at and loop_now - p.getblocks_sent_at <= timeout for p in others):
+            return                                  # (the race is on; one that is slow too: the next)
+        idle = [p for p in others if not p.blocks_in_flight and not p.getblocks_sent_at and self._peer_ahead(p)]
+        if not idle:
+            return
+        racer = _first_to_race(idle)
+        log.debug("peer=%d has left getblocks unanswered for %.1f s: asking peer=%d too", sync.id,
+                  loop_now - sync.getblocks_sent_at, racer.id)
+        self._send_getblocks(racer, self.chain.locator())
+
+    def _lost_stall_race(self, peer: Peer) -> None:
+        """Blocks-first: `peer`, ahead of us, was asked for the block the sync peer has held
+        for the stalling timeout (_check_sync_peer_stall) and says it has no such block: the
+        sync peer feeds a chain the other does not have. The session moves to `peer` (the
+        sync peer keeps its connection, and the blocks it still holds are asked of whoever
+        has them): otherwise a sync peer answering getblocks with made-up hashes it never
+        delivers held the download for its block download timeout (120 s)."""
+        sync = self._sync_peer
+        if sync is None or not self._peer_ahead(peer):
+            return
+        log.info("peer=%d has no block peer=%d has held past the stalling timeout: block download moves",
+                 peer.id, sync.id)
+        for h in sync.blocks_in_flight:
+            if self._blocks_requested.get(h) == sync.id:
+                del self._blocks_requested[h]
+        sync.blocks_in_flight.clear()
+        sync.getblocks_sent_at = 0.0
+        self._sync_peer = None
+        self._start_sync(peer)
+
+    def _won_stall_race(self, peer: Peer, block: bytes, loop_now: float) -> None:
+        """Blocks-first: `peer` delivered `block`, asked of it because the sync peer had held
+        it for the stalling timeout (_check_sync_peer_stall), before the sync peer did: the
+        sync peer stalled the download and is disconnected; `peer` takes the session over."""
+        sync = self._sync_peer
+        if sync is None or sync is peer or block not in sync.blocks_in_flight:
+            return
+        self._sync_peer = None                      # (so that dropping it starts no other session)
+        self._drop_staller(sync, block, loop_now - sync.downloading_since)
+        if self._sync_peer is None and self._peer_ahead(peer):
+            self._start_sync(peer)
+        else:
+            self._maybe_start_sync()
 
     def _drop_staller(self, peer: Peer, block: bytes, held: float) -> None:
         """Disconnect `peer` for stalling the download (it held `block` for `held` seconds);
