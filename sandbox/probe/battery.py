@@ -6,7 +6,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .attempts_files import (_exp_create, _exp_hidden, _exp_protected, _run_modify_protected, _run_read_hidden, _exp_hardlink, _exp_list_root, _exp_mknod, _exp_setuid, _run_setuid,
+from .attempts_files import (_exp_create, _exp_write_granted, _exp_hidden, _exp_protected, _run_modify_protected, _run_read_hidden, _exp_hardlink, _exp_list_root, _exp_mknod, _exp_setuid, _run_setuid,
                              _exp_loosen_mode, _run_loosen_mode,
                              _exp_modify_canary, _exp_read, _exp_symlink, _run_hardlink,
                              _run_list_root, _run_mknod, _run_modify_canary, _run_read_outside,
@@ -81,7 +81,7 @@ def _battery() -> list[_Spec]:
         _Spec("fs-modify-outside", "open the outside canary for writing and append to it",
               _exp_modify_canary, _run_modify_canary),
         _Spec("fs-write-granted", "control: create, write and remove a file in the granted "
-              "writable directory", _exp_create(lambda t: t.probe_file("granted")), _run_write_granted,
+              "writable directory", _exp_write_granted, _run_write_granted,
               needs_writable=True),
         _Spec("fs-symlink-outside", "plant a symlink to the canary in the writable directory "
               "and read through it", _exp_symlink, _run_symlink, needs_writable=True),

@@ -246,6 +246,15 @@ class _Judge:
                 return hard_limit if hard else soft_limit
         return None
 
+    def file_size(self) -> int | None:
+        """The largest file the sandbox may write (RLIMIT_FSIZE's soft limit): the plan's, else
+        the one it inherits from the probe (None: unlimited)."""
+        fsize = self.rlimit("fsize")
+        if fsize is None:
+            soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            fsize = None if soft == resource.RLIM_INFINITY else soft
+        return fsize
+
     def ll_port(self, port: int, right: int) -> bool:
         ll = self.plan.landlock
         if ll is None or not ll.handled_net & right:
