@@ -161,6 +161,68 @@ def test_a_real_broker_connects_what_the_rule_allows_and_survives_garbage(served
     _wait_gone(pid)         # it ends when the node's end closes
 
 
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_a_broker_held_by_hanging_connects_says_busy_and_recovers(served: tuple[socket.socket, int]) -> None:
+    """Attack on the broker's resources, as code in the node would make it: 40 requests at
+    once to an endpoint whose listener never accepts (its backlog full: each connect hangs
+    until the broker's timeout), a request with descriptors attached, and an empty datagram
+    (SOCK_SEQPACKET delivers it as a message of 0 bytes, which reads like the end of the
+    channel). MAX_ACTIVE of the 40 are tried and time out, the rest are answered BUSY at once,
+    the descriptors are refused and closed, the empty message is malformed; and afterwards
+    the broker, back to its one thread, connects a named endpoint. Until 12-07 the empty
+    message ended the broker: the node made no outgoing connection again."""
+    listener, port = served
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen(0)
+    held = socket.create_connection(stuck.getsockname())        # the backlog is full now
+    channel, pid = cb.launch([f"127.0.0.1:{port}", f"127.0.0.1:{stuck.getsockname()[1]}"], 1.0)
+    channel.settimeout(20)
+    try:
+        assert cb.parse_reply(channel.recv(1024)) == (0, cb.OK, "ready")
+        descriptors = sorted(os.listdir(f"/proc/{pid}/fd"))
+        channel.send(b"")
+        for ident in range(1, 41):
+            channel.send(cb.encode_request(cb.Request(ident, "127.0.0.1", stuck.getsockname()[1])))
+        codes: dict[int, int] = {}
+        empty_answered = False
+        while len(codes) < 40 or not empty_answered:
+            data, fds, _, _ = socket.recv_fds(channel, 1024, 1)
+            assert data, "the broker ended"
+            got, code, message = cb.parse_reply(data)
+            assert not fds
+            if got:
+                codes[got] = code
+            else:
+                assert code == cb.MALFORMED and "empty" in message, message
+                empty_answered = True
+        assert empty_answered
+        assert sorted(codes.values()).count(cb.BUSY) == 40 - cb.MAX_ACTIVE, codes
+        assert sorted(codes.values()).count(cb.TIMEOUT) == cb.MAX_ACTIVE, codes
+        with socket.socket() as extra:
+            socket.send_fds(channel, [cb.encode_request(cb.Request(50, "127.0.0.1", port))], [extra.fileno()] * 3)
+        code, message, fds = _recv(channel, 50)
+        assert code == cb.MALFORMED and not fds, message
+        deadline = time.monotonic() + 10
+        while _threads(pid) != 1:
+            assert time.monotonic() < deadline, f"{_threads(pid)} threads left"
+            time.sleep(0.05)
+        assert sorted(os.listdir(f"/proc/{pid}/fd")) == descriptors       # none kept of the 3
+        channel.send(cb.encode_request(cb.Request(51, "127.0.0.1", port)))
+        code, message, fds = _recv(channel, 51)
+        assert code == cb.OK and len(fds) == 1, message
+        os.close(fds[0])
+        listener.accept()[0].close()
+    finally:
+        channel.close()
+        held.close()
+        stuck.close()
+    _wait_gone(pid)
+
+
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
