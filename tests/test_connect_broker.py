@@ -63,6 +63,38 @@ def test_the_hosts_interface_addresses_are_its_own() -> None:
         assert rule.check(address, 8333) is not None, address
 
 
+def test_the_rule_fails_closed_when_it_cannot_read_the_hosts_addresses() -> None:
+    """Attack: the rule's descriptor of the kernel's IPv4 table replaced by /dev/null, as the
+    descriptor step does to every descriptor not on a process's keep list (the broker keeps
+    them: connect_broker._serve). Until 12-07 an empty or failed read was "no address of this
+    host", and a connection to the host's own non-loopback address went through, to a
+    service bound to 0.0.0.0; now every check fails with an OSError that says why, and
+    nothing connects. The control: the same rule refuses that address with the table."""
+    own = [a for a in own_addresses() if a.version == 4 and not a.is_loopback and not a.is_link_local]
+    if not own:
+        pytest.skip("this host has no IPv4 address but the loopback")
+    service = socket.create_server(("0.0.0.0", 0))
+    service.settimeout(0.5)
+    port = service.getsockname()[1]
+    rule = ConnectRule.build([])
+    assert rule.live is not None
+    try:
+        assert "an address of this host" in (rule.check(own[0], port) or "")
+        table = rule.live._fds[0]  # noqa: SLF001 - the descriptor the attack replaces
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, table)
+        os.close(null)
+        with pytest.raises(OSError, match="cannot read this host's addresses"):
+            rule.check(own[0], port)
+        with pytest.raises(OSError, match="cannot read this host's addresses"):
+            connect_checked(rule, str(own[0]), port, 2.0, Resolver())
+        with pytest.raises(TimeoutError):
+            service.accept()
+    finally:
+        rule.live.close()
+        service.close()
+
+
 @pytest.mark.parametrize("text", ["127.0.0.1", "127.0.0.1:", ":80", "127.0.0.1:0", "127.0.0.1:70000",
                                   "127.0.0.1:20-10", "127.0.0.1:a", "[::1]80", "127.0.0.1:1-"])
 def test_bad_allowlocalpeer_values_are_errors(text: str) -> None:

@@ -100,36 +100,52 @@ class InterfaceAddresses:
     LOCAL entries of fib_trie, every alias included, IPv6 if_inet6. The two /proc files are
     opened once and read again from offset 0 (the kernel regenerates them), so a confined
     process (the connect broker, which has no /proc in its view) keeps them as descriptors:
-    `fds`. They show the network namespace of the opener. Empty where they cannot be read."""
+    `fds`. They show the network namespace of the opener. An IPv6 file that does not exist
+    is a host without IPv6; the IPv4 table that cannot be read, or reads empty, is an
+    OSError at read(): the check fails closed. Until 12-07 it read as "no address of this
+    host" and the host's own non-loopback addresses were anyone's (a descriptor replaced by
+    /dev/null, as a careless keep list would do, let a service bound to 0.0.0.0 be reached
+    on the host's LAN address)."""
 
     def __init__(self) -> None:
         self._fds: list[int] = []
+        self._errors: list[str] = []
         for path in (_FIB_TRIE, _IF_INET6):
             try:
                 self._fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-            except OSError:
+                self._errors.append("")
+            except OSError as exc:
                 self._fds.append(-1)
+                self._errors.append(exc.strerror or str(exc))
 
     @property
     def fds(self) -> set[int]:
         return {fd for fd in self._fds if fd >= 0}
 
-    def _text(self, fd: int) -> str:
+    def _text(self, which: int) -> str:
+        fd, path = self._fds[which], (_FIB_TRIE, _IF_INET6)[which]
         if fd < 0:
-            return ""
+            if which == 1 and not os.path.exists(_IF_INET6):
+                return ""                   # no IPv6 on this host: no IPv6 address of its own
+            raise OSError(f"cannot read this host's addresses: {path}: {self._errors[which]}")
         chunks = []
         try:
             os.lseek(fd, 0, os.SEEK_SET)
             while chunk := os.read(fd, 65536):
                 chunks.append(chunk)
-        except OSError:
-            return ""
-        return b"".join(chunks).decode("ascii", "replace")
+        except OSError as exc:
+            raise OSError(f"cannot read this host's addresses: {path}: {exc.strerror or exc}") from None
+        text = b"".join(chunks).decode("ascii", "replace")
+        if which == 0 and not text.strip():
+            # The kernel's table always names itself ("Main:", "Local:"): nothing is no table.
+            raise OSError(f"cannot read this host's addresses: {path} read empty")
+        return text
 
     def read(self) -> frozenset[IPAddress]:
+        """The addresses now; raises OSError when the IPv4 table cannot be read."""
         found: set[IPAddress] = set()
         previous = ""
-        for line in self._text(self._fds[0]).splitlines():
+        for line in self._text(0).splitlines():
             text = line.strip()
             if text.startswith("/32 host LOCAL") and previous.startswith("|-- "):
                 try:
@@ -137,7 +153,7 @@ class InterfaceAddresses:
                 except ValueError:
                     pass
             previous = text
-        for line in self._text(self._fds[1]).splitlines():
+        for line in self._text(1).splitlines():
             hexa = line.split()[0] if line.strip() else ""
             if len(hexa) == 32:
                 try:
