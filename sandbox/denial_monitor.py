@@ -315,10 +315,13 @@ def _lowered(current: int, wanted: int | None, infinity: int) -> int:
 
 
 #: The monitor's own resource limits (name, resource, soft, hard): no core file of what it
-#: holds (the component's syscall arguments), and a few descriptors (its channel, the log, the
-#: listener; its filter lets it open nothing). Not the component's: their file size limit is
-#: for the component's files (the connect broker's is 0), not for the log the monitor writes.
-OWN_RLIMITS = (("core", 4, 0, 0), ("nofile", 7, 16, 16))      # RLIMIT_CORE, RLIMIT_NOFILE
+#: holds (the component's syscall arguments), a few descriptors (its channel, the log, the
+#: listener; its filter lets it open nothing), and 1 GiB of address space (the program maps
+#: 13 MiB; a fork of a zygote's component, where it is not exec'd, about 40 MiB). Not the
+#: component's: their file size limit is for the component's files (the connect broker's is
+#: 0), not for the log the monitor writes.
+OWN_RLIMITS = (("core", 4, 0, 0), ("nofile", 7, 16, 16),            # RLIMIT_CORE, RLIMIT_NOFILE
+               ("as", 9, 1 << 30, 1 << 30))                          # RLIMIT_AS
 
 
 def limit(rlimits: Sequence[Sequence[Any]]) -> None:
