@@ -47,6 +47,9 @@ REQUIRED = {
     # 12-07: a listening unix socket inside a read-only grant (Landlock has no right for
     # connect(2) to a named socket)
     "unix-socket-in-read-grant",
+    # 12-07: a denial monitor that is a fork was made inside the component's Landlock
+    # domain, and a component whose policy allows kill killed it
+    "denial-monitor-kill",
 }
 
 
@@ -450,6 +453,28 @@ def _wallet_judge(base_sandbox, require, tmp_path: Path):  # noqa: ANN001, ANN20
     walletdir = tmp_path / "wallets"
     walletdir.mkdir()
     return probe._Judge(wallet, launcher.prepare(wallet, {"walletdir": str(walletdir)}), probe._Host.detect()), walletdir
+
+
+def test_denial_monitor_kill_catches_a_monitor_in_the_components_reach(base_sandbox, require, tmp_path: Path,
+                                                                      outside_dir) -> None:  # noqa: ANN001
+    """What denial-monitor-kill catches: under examples/program (kill allowed, signal scope on)
+    no process of the sandbox takes the component's signal, its monitor (out of the
+    component's Landlock domain) answers the refused call; with the same plan without the
+    signal scope the monitor is killed and the refused call answers ENOSYS, unlogged."""
+    import dataclasses
+    from cleancoin.sandbox import landlock, launcher
+    from cleancoin.sandbox.probe.attempts_inherited import _run_denial_monitor_kill
+    require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (signal scope)")
+    program = load_policy(shipped_policy("examples/program"))
+    variables = {"datadir": str(tmp_path), "tmpdir": str(tmp_path)}
+    plan = launcher.prepare(program, variables)
+    held, detail = _run_denial_monitor_kill(probe._Judge(program, plan, probe._Host.detect()), _targets(outside_dir), None, 30)
+    assert held == "denied" and "answered EPERM" in detail, detail
+    assert plan.landlock is not None
+    unscoped = dataclasses.replace(plan, landlock=dataclasses.replace(
+        plan.landlock, scoped=plan.landlock.scoped & ~landlock.SCOPE_SIGNAL))
+    killed, detail = _run_denial_monitor_kill(probe._Judge(program, unscoped, probe._Host.detect()), _targets(outside_dir), None, 30)
+    assert killed == "allowed" and "answered ENOSYS" in detail, detail
 
 
 def test_denial_log_reach_catches_a_log_the_component_may_write(base_sandbox, require, tmp_path: Path,

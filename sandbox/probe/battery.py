@@ -32,7 +32,7 @@ from .attempts_network import (_exp_abstract, _exp_mptcp_bind, _exp_mptcp_connec
 from .attempts_privileges import (_exp_ambient, _exp_capset, _exp_rlimit, _exp_securebits,
                                   _run_ambient, _run_capset, _run_iopl, _run_rlimit,
                                   _run_securebits)
-from .attempts_processes import (_exp_execve, _exp_kill_init, _exp_kill_parent, _exp_pidfd_getfd,
+from .attempts_processes import (_exp_execve, _exp_kill_init, _exp_kill_monitor, _exp_kill_parent, _exp_pidfd_getfd,
                                  _exp_pidfd_signal, _exp_proc, _exp_process_vm_readv, _exp_ptrace,
                                  _make_proc_runner, _run_execve, _run_kill_init, _run_kill_parent,
                                  _run_pidfd_getfd, _run_pidfd_signal, _run_process_vm_readv,
@@ -233,6 +233,10 @@ def _battery() -> list[_Spec]:
               "refused call, then another, to stop the monitor so that no refusal is logged again",
               _exp_never("denial log: a monitor whose write fails counts the lost lines and goes on"),
               _parent("denial-log-fails"), parent_run=True),
+        _Spec("denial-monitor-kill", "with a denial log, launched as a zygote launches, SIGKILL every "
+              "other process of the sandbox's pid namespace (its denial monitor), then make a "
+              "refused call, so that no refusal is logged again", _exp_kill_monitor,
+              _parent("denial-monitor-kill"), parent_run=True),
         _Spec("same-user-trace", "as another process of the same (non-root) uid, attach with ptrace "
               "to the component and every process of its sandbox (pid namespace waiters, denial "
               "monitor), launched as a zygote launches",

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import socket
@@ -1202,6 +1203,20 @@ def test_the_confined_node_gets_no_other_broker_from_its_zygote(home_base: Path)
                   if ":\t" in line)
     assert int(status["PPid"]) not in (node_pid, *zygote), (status["PPid"], node_pid, zygote)
     assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1", status
+    # What it inherits of the zygote (a fork of it): no capability in any set, not even the
+    # bounding one; no descriptor but its channel, its view of the host's addresses and stdio
+    # on /dev/null (not the zygote's request socket, its schema files or the node's output);
+    # none of the zygote's environment, and limits of its own policy.
+    assert {k: int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")} == dict.fromkeys(
+        ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"), 0), status
+    fds = {fd: os.readlink(f"/proc/{broker['pid']}/fd/{fd}") for fd in os.listdir(f"/proc/{broker['pid']}/fd")}
+    assert sorted(t for t in fds.values() if not t.startswith("socket:")) == sorted(
+        ["/dev/null"] * 3 + [f"/proc/{broker['pid']}/net/fib_trie", f"/proc/{broker['pid']}/net/if_inet6"]), fds
+    assert len([t for t in fds.values() if t.startswith("socket:")]) == 1, fds
+    environ = Path(f"/proc/{broker['pid']}/environ").read_bytes()
+    assert b"=" not in environ, environ[:300]      # no NAME=value left (the title may lie there)
+    limits = Path(f"/proc/{broker['pid']}/limits").read_text()
+    assert re.search(r"Max file size\s+0\s+0", limits) and re.search(r"Max open files\s+64\s+64", limits), limits
     session = Path(f"/proc/{node_pid}/stat").read_text().rsplit(")", 1)[1].split()[3]
     # Live ones only: an earlier test's broker that ended stays a zombie of the same session
     # where PID 1 does not reap (containers).
