@@ -9,6 +9,7 @@ and checks from outside that every attempt was refused: issue #10's escapes, one
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import json
 import os
 import pty
@@ -1129,7 +1130,8 @@ def test_the_confined_node_cannot_reach_services_on_the_hosts_loopback(home_base
     the rule (they were on the code before too: no escape found)."""
     secret = "redis-secret-" + uuid.uuid4().hex[:8]
     service = _SecretService(secret.encode())
-    own = sorted(str(a) for a in own_addresses() if a.version == 4 and not a.is_loopback and not a.is_link_local)
+    own = sorted(str(a) for a in own_addresses()
+                 if isinstance(a, ipaddress.IPv4Address) and not a.is_loopback and not a.is_link_local)
     # A local peer the operator named (in the range the framework passes as -allowlocalpeer).
     allowed = socket.socket()
     allowed.bind(("127.0.0.1", free_port()))
@@ -1211,7 +1213,7 @@ def test_the_confined_node_gets_no_other_broker_from_its_zygote(home_base: Path)
         ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"), 0), status
     fds = {fd: os.readlink(f"/proc/{broker['pid']}/fd/{fd}") for fd in os.listdir(f"/proc/{broker['pid']}/fd")}
     assert sorted(t for t in fds.values() if not t.startswith("socket:")) == sorted(
-        ["/dev/null"] * 3 + [f"/proc/{broker['pid']}/net/fib_trie", f"/proc/{broker['pid']}/net/if_inet6"]), fds
+        ["/dev/null"] * 3 + [f"/proc/{broker['pid']}/net/{name}" for name in ("fib_trie", "if_inet6", "ipv6_route")]), fds
     assert len([t for t in fds.values() if t.startswith("socket:")]) == 1, fds
     environ = Path(f"/proc/{broker['pid']}/environ").read_bytes()
     assert b"=" not in environ, environ[:300]      # no NAME=value left (the title may lie there)
