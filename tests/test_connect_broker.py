@@ -280,11 +280,13 @@ def test_a_broker_held_by_hanging_connects_says_busy_and_recovers(served: tuple[
                 assert code == cb.MALFORMED and "empty" in message, message
                 empty_answered = True
         assert empty_answered
-        # MAX_ACTIVE are tried and time out; the others, sent long before the first of those
-        # ends, are answered at once (under a heavy load a slot may come free in between).
+        # MAX_ACTIVE are tried (they time out; under a heavy load the kernel may refuse one
+        # to the full backlog instead, and its slot comes free early); the others, sent long
+        # before the first of those ends, are answered BUSY at once.
         answers = list(codes.values())
-        assert answers.count(cb.TIMEOUT) >= cb.MAX_ACTIVE and answers.count(cb.BUSY) >= 1, codes
-        assert answers.count(cb.TIMEOUT) + answers.count(cb.BUSY) == 40, codes
+        tried = answers.count(cb.TIMEOUT) + answers.count(cb.FAILED)
+        assert tried + answers.count(cb.BUSY) == 40 and tried >= cb.MAX_ACTIVE, codes
+        assert answers.count(cb.BUSY) >= 1 or answers.count(cb.FAILED) >= 1, codes
         with socket.socket() as extra:
             socket.send_fds(channel, [cb.encode_request(cb.Request(50, "127.0.0.1", port))], [extra.fileno()] * 3)
         code, message, fds = _recv(channel, 50)
