@@ -13,7 +13,8 @@ launcher reports the SIGSYS, with the syscall where the kernel's audit log is re
 The monitor is a small program of its own (denial_monitor.py, `python -I -S`, standard library
 only), not a fork of the component: a fork kept a copy-on-write image of the component's heap,
 which grew private as the component went on writing (10 MiB for a regtest node). It is started
-by the "denial monitor" step, before Landlock (exec needs the interpreter's execute right),
+by the "denial monitor" step, before Landlock (exec needs the interpreter's execute right)
+and before the rlimits (it keeps limits of its own, never the component's: since 12-07),
 after the namespaces, the view and the descriptor step: a double fork that keeps only its
 channel and the log, sets no_new_privs, drops every capability and execs. The program then
 confines itself before it takes anything from the component but its configuration: not dumpable, Landlock handling
@@ -24,16 +25,15 @@ component's seccomp step waits for that: a monitor that cannot confine itself st
 before its plan exists (`prelaunch`: CleanCoin-node, before its own imports, so that the
 seccomp step no longer waits for the interpreter): it holds only its channel until
 `restrict_self` sends the configuration and the log (`configure`) before the first step, and
-then confines itself as above before it takes anything else (with the component's rlimits,
-which it has not inherited). The seccomp step then hands it the listener over the channel:
+then confines itself as above before it takes anything else. The seccomp step then hands it the listener over the channel:
 that needs sendmsg and close to be allowed, which every CleanCoin policy allows; a policy
 that does not gets no denial log (the report says so).
 
 Where the interpreter cannot be executed (a view without it: `CleanCoin-sandbox run` of a
-program policy), the monitor is what it was before: a fork of the component at its seccomp
-step, after Landlock and the capability drop (confined like the component, without a filter of
-its own until it has the listener, then the small monitor's own steps and filter), and the
-report says so and why.
+program policy), or must not be (a user namespace its uid owns: steps._denial_monitor), the
+same double fork does not exec: it runs the program's `main` itself, confined by the same
+steps and filter before it takes anything but its configuration, and the report says so and
+why. (Until 12-07 that fork was made at the seccomp step, after the rlimits.)
 
 Lines are rate-limited: the first 10 of each syscall and errno, then every 1000th with its
 count. Verbose (-debug=sandbox) logs every refusal with its arguments, at most 100 a second.
@@ -230,8 +230,8 @@ def _program() -> str:
 @dataclass
 class Monitor:
     """The component's side of a monitor started before Landlock (`launch`, or `prelaunch`
-    and `configure`): the channel, and the log descriptor kept for a fallback fork (-1 until
-    a prelaunched monitor is configured), and the monitor's process."""
+    and `configure`): the channel, our copy of the log's descriptor until the seccomp step
+    (-1 until a prelaunched monitor is configured), and the monitor's process."""
 
     channel: socket.socket
     out: int = -1
@@ -284,12 +284,15 @@ def monitor_config(plan: Plan, target: int) -> dict[str, Any]:
     return config
 
 
-def launch(plan: Plan, out: int | None = None) -> Monitor:
+def launch(plan: Plan, out: int | None = None, fork_only: str = "") -> Monitor:
     """Start the monitor as a small program of its own, before the Landlock step (exec needs
-    the interpreter's execute right): a double fork that execs `python -I -S
-    denial_monitor.py`, holding only its channel and the log, with no_new_privs and no
-    capability. It confines itself further before it says it is ready (`start` waits).
-    `out`: the log, opened by the launcher (`open_log`); else it is opened here."""
+    the interpreter's execute right) and before the rlimits step (it must not inherit the
+    component's limits: `fsize = 0` left it unable to write a line): a double fork that execs
+    `python -I -S denial_monitor.py`, holding only its channel and the log, with no_new_privs
+    and no capability. It confines itself further before it says it is ready (`start` waits).
+    `out`: the log, opened by the launcher (`open_log`); else it is opened here. `fork_only`:
+    why the program must not be exec'd here (steps._denial_monitor); the fork then runs the
+    same program's `main` itself, as it does where the interpreter cannot be executed."""
     config = plan.denials
     if out is None:
         out = open_log(config)
@@ -298,7 +301,7 @@ def launch(plan: Plan, out: int | None = None) -> Monitor:
     # takes before it is confined.
     blob = marshal.dumps(monitor_config(plan, os.getpid()))
     ours.sendall(len(blob).to_bytes(4, "little") + blob)
-    pid = helpers.detached(lambda: _exec_monitor(ours, theirs, out))
+    pid = helpers.detached(lambda: _exec_monitor(ours, theirs, out, fork_only))
     theirs.close()
     return Monitor(ours, out, helpers.started(helpers.DENIAL_MONITOR, pid))
 
@@ -325,10 +328,8 @@ def configure(plan: Plan, monitor: Monitor, out: int | None = None) -> Monitor:
     if out is None:
         out = open_log(plan.denials)
     monitor.out = out
-    # The component's rlimits too: started before its rlimits step, the monitor has not
-    # inherited them (a monitor started at the "denial monitor" step has).
-    blob = marshal.dumps({**monitor_config(plan, os.getpid()),
-                          "rlimits": [list(r) for r in plan.rlimits]})
+    # Not the component's rlimits: the monitor keeps its own (denial_monitor.OWN_RLIMITS).
+    blob = marshal.dumps(monitor_config(plan, os.getpid()))
     try:
         socket.send_fds(monitor.channel, [len(blob).to_bytes(4, "little")], [out])
         monitor.channel.sendall(blob)
@@ -342,9 +343,12 @@ def discard(monitor: Monitor) -> None:
     monitor.channel.close()
 
 
-def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None) -> None:
+def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None, fork_only: str = "") -> None:
     """In the grandchild: give up what the monitor must not have, then exec. Never returns.
-    `out` None: prelaunched, the log comes with the configuration (`configure`)."""
+    `out` None: prelaunched, the log comes with the configuration (`configure`). `fork_only`
+    (or an interpreter that cannot be executed here): no exec, this fork runs the program's
+    `main` itself; it confines itself the same way before it takes anything but its
+    configuration, and says why it is a fork (`start` reports it)."""
     import sys
     from . import capabilities, descriptors
     channel = theirs.fileno()
@@ -355,12 +359,19 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None) -
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
         # Securebits locked (no root on exec) and every set empty: exec hands nothing back.
         capabilities.drop(())
-        kind = "X"      # the interpreter cannot be executed here: the fallback, reported
-        program = _program()
+        kind = "X"
         logs = [] if out is None else [str(out)]
-        os.execve(sys.executable, [sys.executable, "-I", "-S", program, str(channel), *logs], {})
+        if fork_only:
+            os._exit(denial_monitor.main([str(channel), *logs], forked=fork_only))
+        os.execve(sys.executable, [sys.executable, "-I", "-S", _program(), str(channel), *logs], {})
     except BaseException as exc:  # noqa: BLE001 - the component decides (see start)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+        if kind == "X" and not fork_only:
+            # The interpreter cannot be executed here (a view without it): this fork is the
+            # monitor, confined by the program's own steps (its filter, Landlock granting
+            # nothing), and the report says so.
+            os._exit(denial_monitor.main([str(channel), *logs],
+                                         forked=f"the small monitor could not start: {reason}"))
         try:
             # Unread data at close would reset the connection instead of delivering the answer.
             os.set_blocking(channel, False)
@@ -369,32 +380,31 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None) -
                     pass
             except BlockingIOError:
                 pass
-            os.write(channel, f"{kind}{'before exec: ' if kind == 'E' else ''}{reason}".encode())
+            os.write(channel, f"E{'before exec: ' if kind == 'E' else ''}{reason}".encode())
         finally:
             os._exit(127)
 
 
 def start(plan: Plan, monitor: Monitor) -> str:
     """The seccomp step with a denial log: wait for the confined monitor (started by the
-    "denial monitor" step, which runs whenever this one does), load the filter, hand it the
-    listener. Where the interpreter could not be executed, the monitor is a fork of the
-    component instead, and the report says so."""
+    "denial monitor" step, which runs whenever this one does, or prelaunched), load the
+    filter, hand it the listener. A monitor that is a fork of the component (`launch`'s
+    `fork_only`, or an interpreter that cannot be executed) says so, and the report does."""
     reply = _reply(monitor.channel)
-    if reply.startswith(b"R"):
-        os.close(monitor.out)
+    if monitor.out >= 0:
+        os.close(monitor.out)       # the monitor holds its own copy
+        monitor.out = -1
+    if reply[:1] in (b"R", b"F"):
         _hand_over(plan, monitor.channel)
-        lacking = reply[1:].decode(errors="replace")
+        text = reply[1:].decode(errors="replace")
+        why, _, lacking = text.partition("\n") if reply[:1] == b"F" else ("", "", text)
+        lacking = f"; {lacking}" if lacking else ""
+        if reply[:1] == b"F":
+            return ("denial log: a monitor answers and logs refusals with an errno (a fork of the "
+                    f"component, confined by the monitor's own filter: {why}{lacking})")
         return ("denial log: a monitor answers and logs refusals with an errno (its own program, "
-                "confined: no filesystem, its own seccomp filter" + (f"; {lacking}" if lacking else "") + ")")
-    if reply.startswith(b"X"):
-        monitor.channel.close()
-        why = reply[1:].decode(errors="replace")
-        monitor.helper = _fork_monitor(plan, monitor.out)
-        return (f"denial log: a monitor answers and logs refusals with an errno (a fork of the "
-                f"component, confined by the monitor's own filter: the small monitor could not "
-                f"start: {why})")
+                f"confined: no filesystem, its own seccomp filter{lacking})")
     monitor.channel.close()
-    os.close(monitor.out)
     if reply.startswith(b"E"):
         raise EnforcementError("denial monitor", "the monitor could not confine itself: "
                                                  + reply[1:].decode(errors="replace"))
@@ -418,47 +428,3 @@ def _hand_over(plan: Plan, channel: socket.socket) -> None:
     socket.send_fds(channel, [b"L"], [listener])
     os.close(listener)
     channel.close()
-
-
-def start_forked(plan: Plan, out: int) -> tuple[str, helpers.Helper]:
-    """The seccomp step with a denial log, for a process whose user namespace was joined from
-    a holder (a non-root one that keeps its memory private, steps._denial_monitor says why):
-    fork the monitor, load the filter, hand it the listener. Returns the note and the helper."""
-    helper = _fork_monitor(plan, out)
-    return ("denial log: a monitor answers and logs refusals with an errno (a fork of the "
-            "component, confined by the monitor's own filter: a program exec'd in this user "
-            "namespace could be traced by any process of this uid)"), helper
-
-
-def _fork_monitor(plan: Plan, out: int) -> helpers.Helper:
-    """The fallback: the monitor is a fork of the component at its seccomp step (after its
-    Landlock and capability drop: confined like the component)."""
-    config = monitor_config(plan, os.getpid())
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    pid = helpers.detached(lambda: _serve(ours, theirs, out, config))
-    theirs.close()
-    os.close(out)
-    helper = helpers.started(helpers.DENIAL_MONITOR, pid)     # before the filter: /proc may be readable
-    _hand_over(plan, ours)
-    return helper
-
-
-def _serve(ours: socket.socket, channel: socket.socket, out: int, config: Mapping[str, Any]) -> None:
-    """The forked monitor: never returns."""
-    from . import descriptors
-    ours.close()
-    descriptors.keep_only({out, channel.fileno()})
-    syscalls.set_name(denial_monitor.NAME)
-    try:
-        _msg, fds, _flags, _addr = socket.recv_fds(channel, 16, 1)
-        channel.close()
-        if not fds:
-            os._exit(0)
-        # Before it reads a notification (what arrives is the component's): the program
-        # monitor's own steps, its filter included. This fork was confined like the component
-        # but without any filter: a monitor compromised through what it parses would have had
-        # every syscall the component's filter refuses.
-        denial_monitor.confine(bytes(config["bpf"]), bool(config.get("mdwe")), bool(config.get("landlock")))
-        denial_monitor.serve(fds[0], out, config, int(config["target"]))
-    except BaseException:  # noqa: BLE001 - the kernel answers ENOSYS without us: still refused
-        os._exit(1)

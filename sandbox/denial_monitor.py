@@ -20,8 +20,11 @@ Before it reads anything but the configuration the component's set-up code wrote
 CHANNEL (marshal: the answer table, and the BPF of the monitor's own filter; started early,
 with the log's descriptor), it confines itself, each step checked, in this order:
 
-0. started early (prelaunched): the component's resource limits, which one started at the
-   "denial monitor" step inherits (lowered only, `limit`);
+0. its own resource limits (`OWN_RLIMITS`, lowered only: `limit`), never the component's:
+   it is started before the component's rlimits step (or prelaunched before any step), so it
+   inherits none of them; until 12-07 it did (started after that step, or given them when
+   prelaunched), and a policy's `fsize = 0` (the connect broker's) left it unable to write a
+   single line of the log;
 1. not dumpable (exec made it dumpable again), its name "denial-monitor";
 2. no_new_privs, and no capability in any set (capget must show none);
 3. Landlock: every filesystem and TCP right handled and none granted, abstract unix sockets
@@ -29,14 +32,17 @@ with the log's descriptor), it confines itself, each step checked, in this order
 4. its own seccomp filter: read, write, close, recvmsg, poll, the SECCOMP_IOCTL_NOTIF_RECV
    and _SEND ioctls, memory without PROT_EXEC, signals' return, exit; everything else EPERM.
 
-It then says b"R" on CHANNEL (with what the kernel lacked, for the report) and waits for the
-listener. A step that fails says b"E" and why,
+It then says b"R" on CHANNEL (with what the kernel lacked, for the report), or, run by a
+fork of the component without exec (`main`'s `forked`), b"F", why, a newline and the same;
+and waits for the listener. A step that fails says b"E" and why,
 and the component's start fails naming the step (fail closed). The component cannot ptrace
 the monitor or read its memory (it is not dumpable), nor, from Landlock ABI 6 on, signal it:
 it is in a Landlock domain of its own, outside the component's, whose signal scope applies.
 
-The functions that answer and describe a refusal live here too, so that the monitor and the
-fallback (a fork of the component, where the interpreter cannot be executed) share them.
+The same `main` runs in a fork of the component that is not exec'd (denial_log.launch's
+`fork_only`: a user namespace this uid owns, where an exec'd program could be traced; or an
+interpreter that cannot be executed in the view): forked at the same step, it confines itself
+the same way before it takes anything but its configuration.
 """
 
 from __future__ import annotations
@@ -308,11 +314,19 @@ def _lowered(current: int, wanted: int | None, infinity: int) -> int:
     return wanted if current == infinity else min(current, wanted)
 
 
+#: The monitor's own resource limits (name, resource, soft, hard): no core file of what it
+#: holds (the component's syscall arguments), a few descriptors (its channel, the log, the
+#: listener; its filter lets it open nothing), and 1 GiB of address space (the program maps
+#: 13 MiB; a fork of a zygote's component, where it is not exec'd, about 40 MiB). Not the
+#: component's: their file size limit is for the component's files (the connect broker's is
+#: 0), not for the log the monitor writes.
+OWN_RLIMITS = (("core", 4, 0, 0), ("nofile", 7, 16, 16),            # RLIMIT_CORE, RLIMIT_NOFILE
+               ("as", 9, 1 << 30, 1 << 30))                          # RLIMIT_AS
+
+
 def limit(rlimits: Sequence[Sequence[Any]]) -> None:
-    """The component's resource limits (the plan's `rlimits`: name, resource, soft, hard;
-    None is unlimited), for a monitor started before the component set its own (prelaunched;
-    one started at the "denial monitor" step inherits them): each limit lowered to at most the
-    component's, never raised, which needs no privilege."""
+    """Resource limits (name, resource, soft, hard; None is unlimited: OWN_RLIMITS), each
+    lowered to at most the given one, never raised, which needs no privilege."""
     if not rlimits:
         return
     import resource
@@ -439,9 +453,10 @@ def read_config_and_log(sock: _socket.socket) -> tuple[dict[str, Any], int]:
     return read_config(sock.fileno(), data), received[0]
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str], forked: str = "") -> int:
     """`denial_monitor.py CHANNEL LOG`: confine, say ready, serve. Exits 0 when the component
     is gone, 1 on an error (the kernel answers ENOSYS without a monitor: still refused).
+    `forked`: run by a fork of the component, not exec'd, and why (said with the answer).
 
     `denial_monitor.py CHANNEL` (started early: `denial_log.prelaunch`): the configuration
     and the log's descriptor come over CHANNEL, sent by the component's set-up code once its
@@ -463,7 +478,7 @@ def main(argv: Sequence[str]) -> int:
             config, out = read_config_and_log(sock)
         else:
             config = read_config(channel)
-        limit(config.get("rlimits", ()))
+        limit(OWN_RLIMITS)
         notes = confine(bytes(config["bpf"]), bool(config.get("mdwe")), bool(config.get("landlock")))
     except ConfineError as exc:
         step, reason = exc.args
@@ -473,7 +488,8 @@ def main(argv: Sequence[str]) -> int:
         os.write(channel, f"Esetup: {type(exc).__name__}: {exc}".encode())
         return 1
     # Confined: from here on, what arrives is the component's and is only parsed as numbers.
-    os.write(channel, b"R" + "; ".join(notes).encode())
+    answer = f"F{forked}\n" if forked else "R"
+    os.write(channel, (answer + "; ".join(notes)).encode())
     listener = _receive_listener(sock)
     sock.close()
     if listener is None:

@@ -21,8 +21,8 @@ from typing import Any
 from . import helpers, report_registry, stdio
 
 #: A component's helpers: the denial monitor (its own program with its own filter and Landlock
-#: domain, or, as a fallback, a fork at the seccomp step that applies the same once it holds
-#: the listener) and the learn recorder (a fork at the seccomp step, without a filter). Known
+#: domain, or a fork of the component not exec'd that applies the same before it takes the
+#: listener) and the learn recorder (a fork at the seccomp step, without a filter). Known
 #: from their component's report, never by the name they give themselves (helpers.py).
 _HELPERS = (helpers.DENIAL_MONITOR, helpers.LEARN_RECORDER, helpers.OUTPUT_RELAY)
 _NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup", "time")
@@ -218,8 +218,8 @@ def inspect(pid: int, registered: list[dict[str, object]] | None = None) -> Proc
             status.report = entry.get("report")  # type: ignore[assignment]
     elif (status.no_new_privs and not status.capabilities["effective"]
           and (role := helpers.role_of(pid, report_registry.entries() if registered is None else registered))):
-        # The denial monitor has a filter of its own (a fallback fork too, once it holds its
-        # listener); a learn recorder has none. Which process is one, its component's report
+        # The denial monitor has a filter of its own (a fork not exec'd too); a learn recorder
+        # has none. Which process is one, its component's report
         # says (its name is anybody's to take).
         status.role = role
     elif (status.no_new_privs and status.seccomp_mode == "disabled" and not status.capabilities["effective"]

@@ -83,8 +83,7 @@ class Context:
     ids_mapped: bool = False           # the user namespace was joined with its maps written
     env: dict[str, str] = field(default_factory=dict)       # LAUNCH: for exec or the target
     title: str = ""                    # what `ps` shows (LAUNCH); the waiting processes add theirs
-    monitor: denial_log.Monitor | None = None   # the denial log's monitor, started before Landlock
-    monitor_out: int = -1              # the log of a monitor to be forked at the seccomp step
+    monitor: denial_log.Monitor | None = None   # the denial log's monitor, started before rlimits
     denial_fd: int = -1                # the denial log's file, opened before the steps (open_for)
     learn_fd: int = -1                 # a learning plan's record file, opened before the view
     learn_record: str = ""
@@ -230,20 +229,22 @@ def _denial_monitor(ctx: Context) -> Done:
                     "configured before the first: confines itself (no filesystem, its own seccomp "
                     "filter) before the seccomp step hands it the listener")
     from . import denial_log
+    fork_only = ""
     if ctx.ids_mapped and _launched(ctx):
         # A program exec'd in a user namespace is tied to it for life (the kernel's mm->user_ns),
         # and the uid that owns the namespace has CAP_SYS_PTRACE there: any process of this
         # uid could attach to such a monitor, not dumpable or not, and answer the component's
         # refused syscalls in its place (let them through, put descriptors into it). A fork
         # stays tied to the namespace its program started in, where this uid has no such
-        # right: the monitor is forked at the seccomp step instead (denial_log.start_forked);
-        # what it copies is a zygote's fork, which holds no secret yet. (A process that
-        # restricts itself starts its monitor before the steps instead: self_restrict.)
-        ctx.monitor_out = ctx.denial_fd if ctx.denial_fd >= 0 else denial_log.open_log(ctx.plan.denials)
-        ctx.keep_fds.add(ctx.monitor_out)
-        return Done("not exec'd in this user namespace (any process of this uid could trace a "
-                    "program started there): a fork of this process, at the seccomp step")
-    ctx.monitor = denial_log.launch(ctx.plan, ctx.denial_fd if ctx.denial_fd >= 0 else None)
+        # right: the monitor is this process's fork, not exec'd; what it copies is a zygote's
+        # fork, which holds no secret yet. (A process that restricts itself starts its monitor
+        # before the steps instead: self_restrict.)
+        fork_only = "a program exec'd in this user namespace could be traced by any process of this uid"
+    ctx.monitor = denial_log.launch(ctx.plan, ctx.denial_fd if ctx.denial_fd >= 0 else None, fork_only)
+    if fork_only:
+        return Done("a fork of this process, not exec'd (any process of this uid could trace a program "
+                    "exec'd in this user namespace): confines itself (no filesystem, its own seccomp "
+                    "filter) before the seccomp step hands it the listener")
     return Done("started: confines itself (no filesystem, its own seccomp filter) before the "
                 "seccomp step hands it the listener")
 
@@ -306,10 +307,6 @@ def _seccomp(ctx: Context) -> Done:
         return Done(note, helpers=[recorder.to_dict()])
     if ctx.plan.denials:
         from . import denial_log
-        if ctx.monitor_out >= 0:              # the "denial monitor" step chose a fork
-            note, helper = denial_log.start_forked(ctx.plan, ctx.monitor_out)
-            ctx.monitor_out = -1
-            return Done(note, helpers=[helper.to_dict()])
         assert ctx.monitor is not None        # the "denial monitor" step ran (same condition)
         note = denial_log.start(ctx.plan, ctx.monitor)
         return Done(note, helpers=[ctx.monitor.helper.to_dict()] if ctx.monitor.helper else [])
@@ -350,7 +347,6 @@ STEPS: tuple[Step, ...] = (
     Step("filesystem view", "namespaces", _filesystem_view,
          lambda ctx: "mount" in ctx.namespaces and bool(ctx.plan.mounts)),
     Step("hostname", "namespaces", _hostname, _has("uts")),
-    Step("rlimits", "rlimits", _rlimits, lambda ctx: bool(ctx.plan.rlimits)),
     # Every descriptor opened before restriction keeps the rights of the namespace and
     # domain it was opened in: none may survive but those on the list.
     Step("descriptors", PROCESS, _descriptors),
@@ -359,6 +355,10 @@ STEPS: tuple[Step, ...] = (
     # exec needs the interpreter's execute right, so before Landlock; after the namespaces, the
     # view and the descriptor step, so that it starts from what the component is left with.
     Step("denial monitor", "seccomp", _denial_monitor, _wants_monitor),
+    # After the monitor, which must not inherit the component's limits (a file size limit of
+    # 0 left it unable to write a line of the log: until 12-07 this step came before it); before
+    # anything of the component's runs. The monitor keeps limits of its own (denial_monitor.py).
+    Step("rlimits", "rlimits", _rlimits, lambda ctx: bool(ctx.plan.rlimits)),
     # From here on the process gives up rights for good.
     Step("dumpable", PROCESS, _dumpable, lambda ctx: not ctx.plan.dumpable),
     Step("dumpable on", PROCESS, _dumpable_on, lambda ctx: ctx.plan.dumpable),

@@ -10,6 +10,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -61,6 +62,85 @@ def test_the_hosts_interface_addresses_are_its_own() -> None:
     rule = ConnectRule.build([], own=own)
     for address in external:
         assert rule.check(address, 8333) is not None, address
+
+
+def test_the_rule_fails_closed_when_it_cannot_read_the_hosts_addresses() -> None:
+    """Attack: the rule's descriptor of the kernel's IPv4 table replaced by /dev/null, as the
+    descriptor step does to every descriptor not on a process's keep list (the broker keeps
+    them: connect_broker._serve). Until 12-07 an empty or failed read was "no address of this
+    host", and a connection to the host's own non-loopback address went through, to a
+    service bound to 0.0.0.0; now every check fails with an OSError that says why, and
+    nothing connects. The control: the same rule refuses that address with the table."""
+    own = [a for a in own_addresses() if a.version == 4 and not a.is_loopback and not a.is_link_local]
+    if not own:
+        pytest.skip("this host has no IPv4 address but the loopback")
+    service = socket.create_server(("0.0.0.0", 0))
+    service.settimeout(0.5)
+    port = service.getsockname()[1]
+    rule = ConnectRule.build([])
+    assert rule.live is not None
+    try:
+        assert "an address of this host" in (rule.check(own[0], port) or "")
+        table = rule.live._fds[0]  # noqa: SLF001 - the descriptor the attack replaces
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, table)
+        os.close(null)
+        with pytest.raises(OSError, match="cannot read this host's addresses"):
+            rule.check(own[0], port)
+        with pytest.raises(OSError, match="cannot read this host's addresses"):
+            connect_checked(rule, str(own[0]), port, 2.0, Resolver())
+        with pytest.raises(TimeoutError):
+            service.accept()
+    finally:
+        rule.live.close()
+        service.close()
+
+
+#: Run in a network namespace of its own (`unshare -n`): prefixes routed to this host as a
+#: whole (AnyIP), a service bound to 0.0.0.0, and the rule asked about an address in them.
+_LOCAL_PREFIXES = """
+import json, socket, subprocess
+for command in (["ip", "link", "set", "lo", "up"],
+                ["ip", "route", "add", "local", "10.9.0.0/24", "dev", "lo", "table", "local"],
+                ["ip", "-6", "route", "add", "local", "2001:db8:9::/64", "dev", "lo", "table", "local"]):
+    subprocess.run(command, check=True)
+from cleancoin.components.node.connect_rule import ConnectRule, ConnectRefused, Resolver, connect_checked
+service = socket.create_server(("0.0.0.0", 0))
+service.settimeout(0.5)
+port = service.getsockname()[1]
+rule = ConnectRule.build([])
+out = {address: rule.check(address, port) for address in ("10.9.0.5", "2001:db8:9::5", "192.0.2.77")}
+try:
+    connect_checked(rule, "10.9.0.5", port, 2.0, Resolver())
+    out["connect"] = "connected"
+except ConnectRefused as exc:
+    out["connect"] = "refused: " + str(exc)
+try:
+    service.accept()
+    out["served"] = True
+except TimeoutError:
+    out["served"] = False
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
+                    reason="needs root, unshare and ip to route a prefix to the host in a network namespace")
+def test_an_address_in_a_prefix_routed_to_this_host_is_its_own() -> None:
+    """Attack: the host routes a whole prefix to itself (`ip route add local 10.9.0.0/24 dev
+    lo`, AnyIP), so a service bound to 0.0.0.0 answers on every address in it. Until 12-07
+    the rule took only fib_trie's single addresses (/32) as the host's own: 10.9.0.5 was
+    allowed, and connect_checked reached the service. Now an address in such a prefix
+    (IPv4, and IPv6 from ipv6_route's local routes) is refused, and nothing connects; an
+    address elsewhere (192.0.2.77) is still allowed. In a network namespace of its own."""
+    done = subprocess.run(["unshare", "-n", sys.executable, "-I", "-c", _LOCAL_PREFIXES],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert "an address of this host" in (out["10.9.0.5"] or ""), out
+    assert "an address of this host" in (out["2001:db8:9::5"] or ""), out
+    assert out["192.0.2.77"] is None, out
+    assert out["connect"].startswith("refused: ") and out["served"] is False, out
 
 
 @pytest.mark.parametrize("text", ["127.0.0.1", "127.0.0.1:", ":80", "127.0.0.1:0", "127.0.0.1:70000",
@@ -159,6 +239,73 @@ def test_a_real_broker_connects_what_the_rule_allows_and_survives_garbage(served
     finally:
         channel.close()
     _wait_gone(pid)         # it ends when the node's end closes
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_a_broker_held_by_hanging_connects_says_busy_and_recovers(served: tuple[socket.socket, int]) -> None:
+    """Attack on the broker's resources, as code in the node would make it: 40 requests at
+    once to an endpoint whose listener never accepts (its backlog full: each connect hangs
+    until the broker's timeout), a request with descriptors attached, and an empty datagram
+    (SOCK_SEQPACKET delivers it as a message of 0 bytes, which reads like the end of the
+    channel). MAX_ACTIVE of the 40 are tried and time out (after 2 s), the rest are answered BUSY at once,
+    the descriptors are refused and closed, the empty message is malformed; and afterwards
+    the broker, back to its one thread, connects a named endpoint. Until 12-07 the empty
+    message ended the broker: the node made no outgoing connection again."""
+    listener, port = served
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen(0)
+    held = socket.create_connection(stuck.getsockname())        # the backlog is full now
+    channel, pid = cb.launch([f"127.0.0.1:{port}", f"127.0.0.1:{stuck.getsockname()[1]}"], 2.0)
+    channel.settimeout(20)
+    try:
+        assert cb.parse_reply(channel.recv(1024)) == (0, cb.OK, "ready")
+        descriptors = sorted(os.listdir(f"/proc/{pid}/fd"))
+        channel.send(b"")
+        for ident in range(1, 41):
+            channel.send(cb.encode_request(cb.Request(ident, "127.0.0.1", stuck.getsockname()[1])))
+        codes: dict[int, int] = {}
+        empty_answered = False
+        while len(codes) < 40 or not empty_answered:
+            data, fds, _, _ = socket.recv_fds(channel, 1024, 1)
+            assert data, "the broker ended"
+            got, code, message = cb.parse_reply(data)
+            assert not fds
+            if got:
+                codes[got] = code
+            else:
+                assert code == cb.MALFORMED and "empty" in message, message
+                empty_answered = True
+        assert empty_answered
+        # MAX_ACTIVE are tried (they time out; under a heavy load the kernel may refuse one
+        # to the full backlog instead, and its slot comes free early); the others, sent long
+        # before the first of those ends, are answered BUSY at once.
+        answers = list(codes.values())
+        tried = answers.count(cb.TIMEOUT) + answers.count(cb.FAILED)
+        assert tried + answers.count(cb.BUSY) == 40 and tried >= cb.MAX_ACTIVE, codes
+        assert answers.count(cb.BUSY) >= 1 or answers.count(cb.FAILED) >= 1, codes
+        with socket.socket() as extra:
+            socket.send_fds(channel, [cb.encode_request(cb.Request(50, "127.0.0.1", port))], [extra.fileno()] * 3)
+        code, message, fds = _recv(channel, 50)
+        assert code == cb.MALFORMED and not fds, message
+        deadline = time.monotonic() + 10
+        while _threads(pid) != 1:
+            assert time.monotonic() < deadline, f"{_threads(pid)} threads left"
+            time.sleep(0.05)
+        assert sorted(os.listdir(f"/proc/{pid}/fd")) == descriptors       # none kept of the 3
+        channel.send(cb.encode_request(cb.Request(51, "127.0.0.1", port)))
+        code, message, fds = _recv(channel, 51)
+        assert code == cb.OK and len(fds) == 1, message
+        os.close(fds[0])
+        listener.accept()[0].close()
+    finally:
+        channel.close()
+        held.close()
+        stuck.close()
+    _wait_gone(pid)
 
 
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:

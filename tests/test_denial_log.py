@@ -89,6 +89,44 @@ def test_the_fallback_monitor_has_a_filter_of_its_own(tmp_path: Path) -> None:
         proc.wait(10)
 
 
+#: Attacker code in the component: signal every other process of its pid namespace (its
+#: monitor is one), SIGKILL each that takes a signal, then make a refused call.
+_KILL_THE_MONITOR = """
+import os, signal, socket, time
+me, parent = os.getpid(), os.getppid()
+for pid in range(1, 64):
+    if pid in (me, parent):
+        continue
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        continue
+    os.kill(pid, signal.SIGKILL)
+    print("killed", pid)
+time.sleep(0.3)
+try:
+    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)
+except OSError as exc:
+    print("refused:", exc.errno)
+"""
+
+
+def test_the_fallback_monitor_is_out_of_the_components_reach(require, base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001
+    """Attack: a program under examples/program (whose @system-service allows kill) kills its
+    denial monitor, then makes a refused call. Until 12-07 the monitor that is a fork of the
+    component (here: the view holds no interpreter to exec) was forked at the seccomp step,
+    inside the component's Landlock domain: the kill went through, and the refused call
+    answered ENOSYS and went unlogged. Now it is forked at the "denial monitor" step, before
+    the component's Landlock step, and confines itself in a domain of its own: the signal
+    scope refuses the kill (EPERM), the call is answered EAFNOSUPPORT and logged."""
+    require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (signal scope)")
+    result = _run(tmp_path, "--denials", "log", code=_KILL_THE_MONITOR)
+    assert result.returncode == 0, result.stderr
+    assert "killed" not in result.stdout, result.stdout
+    assert result.stdout.splitlines()[-1] == "refused: 97", result.stdout
+    assert any("socket(family=netlink, type=3) -> EAFNOSUPPORT" in line for line in _refused(result.stderr)), result.stderr
+
+
 def _status(pid: int) -> dict[str, str]:
     try:
         with open(f"/proc/{pid}/status") as handle:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cleancoin.sandbox import capabilities, denial_log, launcher, syscalls
+from cleancoin.sandbox import capabilities, denial_log, denial_monitor, launcher, syscalls
 from cleancoin.sandbox.denial_log import DenialLog
 from cleancoin.sandbox.errors import EnforcementError
 from cleancoin.sandbox.policy_loader import load_policy
@@ -417,11 +417,14 @@ def test_a_prelaunched_monitor_takes_its_log_only_with_its_configuration_and_con
     holds and the order in which it confines itself must be those of a monitor started at the
     "denial monitor" step: until it is configured it holds its channel only (none of the
     descriptors the process opened before or after it started), with no_new_privs and no
-    capability, and it waits, unconfined but having taken nothing; the log and the component's
-    rlimits (which it has not inherited) come with the configuration; it is confined (its
-    filter loaded, not dumpable) before it answers."""
+    capability, and it waits, unconfined but having taken nothing; the log comes with the
+    configuration; it is confined (its filter loaded, not dumpable) before it answers, under
+    its own resource limits, never the component's (until 12-07 it took those: a file size
+    limit of 0 left it unable to write a line)."""
     log = Path(sandbox_vars["datadir"]) / "denials.log"
-    plan = launcher.prepare(load_policy(write_policy("")), sandbox_vars, denials=DenialLog(str(log)))
+    # The connect broker's file size limit: the component writes no file, its monitor a log.
+    plan = launcher.prepare(load_policy(write_policy("[process.rlimits]\nfsize = 0\n")), sandbox_vars,
+                            denials=DenialLog(str(log)))
     before = _live_pids()
     monitor = denial_log.prelaunch()
     try:
@@ -449,9 +452,11 @@ def test_a_prelaunched_monitor_takes_its_log_only_with_its_configuration_and_con
         assert Path(f"/proc/{pid}/comm").read_text().strip() == denial_monitor_name()
         links = _fds(pid)
         assert len(links) == 2 and links[0] == str(log) and links[1].startswith("socket:"), links
-        # ...and has them now, as one started at the "denial monitor" step inherits them.
-        for name, number, soft, hard in plan.rlimits:
+        # ...nor taken them with its configuration: its own limits only (the file size limit
+        # is the component's, for the component's files, not for the log).
+        for name, number, soft, hard in denial_monitor.OWN_RLIMITS:
             assert _within(resource.prlimit(pid, number), soft, hard), (name, resource.prlimit(pid, number))
+        assert resource.prlimit(pid, resource.RLIMIT_FSIZE)[0] != 0, resource.prlimit(pid, resource.RLIMIT_FSIZE)
     finally:
         if monitor.out >= 0:
             os.close(monitor.out)

@@ -47,6 +47,9 @@ REQUIRED = {
     # 12-07: a listening unix socket inside a read-only grant (Landlock has no right for
     # connect(2) to a named socket)
     "unix-socket-in-read-grant",
+    # 12-07: a denial monitor that is a fork was made inside the component's Landlock
+    # domain, and a component whose policy allows kill killed it
+    "denial-monitor-kill",
 }
 
 
@@ -222,6 +225,64 @@ def test_expected_seccomp_actions_come_from_the_policy(strict, sandbox_vars) -> 
     assert judge.ll_allows(os.path.join(sandbox_vars["datadir"], "f"), probe._MAKE_REG | probe._WRITE_FILE)
 
 
+#: TIOCGPGRP and TIOCSPGRP: two requests of the type 'T' that base/python refuses as a whole.
+_TIOCGPGRP, _TIOCSPGRP = 0x540F, 0x5410
+#: The same request allowed three ways: the full 32 bits of the request (the form
+#: docs/policies.md gives), a narrower mask, and `eq` on all 64 bits of the argument.
+_EXACT_FORMS = {"exact": "op = \"masked_eq\", mask = 0xFFFFFFFF", "16 bits": "op = \"masked_eq\", mask = 0xFFFF",
+                "eq": "op = \"eq\""}
+
+
+def _one_more_ioctl(tmp_path: Path, form: str) -> str:
+    path = tmp_path / f"ioctl-{form.replace(' ', '-')}.toml"
+    path.write_text(f'extends = ["{shipped_policy("base/python")}"]\n[policy]\nname = "one-more-ioctl"\n'
+                    f'[[seccomp.rules]]\nsyscall = "ioctl"\naction = "allow"\n'
+                    f'args = [{{ index = 1, {_EXACT_FORMS[form]}, value = {_TIOCGPGRP} }}]\n')
+    return str(path)
+
+
+@pytest.mark.parametrize("form", sorted(_EXACT_FORMS))
+def test_the_judge_takes_the_rule_the_kernel_takes(base_sandbox, tmp_path: Path, form: str) -> None:  # noqa: ANN001
+    """A policy that extends base/python and allows one more request of a type base refuses
+    as a whole: the judge took the policy's first matching rule (base's refusal of the type,
+    EPERM) where libseccomp orders a syscall's rules by value (the exact request first,
+    wherever it stands), so the kernel ran the request and a probe of such a policy saw an
+    allowed call it had judged denied, a false escape. Now the judge agrees with the filter
+    on every request of the type, in each way of writing the rule (`eq` on all 64 bits loses
+    to base's type rule in libseccomp's order: the kernel refuses it, and so does the judge)."""
+    from cleancoin.sandbox import bpf_sim, seccomp
+    from cleancoin.sandbox.probe.judge import _action_name
+    policy = load_policy(_one_more_ioctl(tmp_path, form))
+    plan = launcher.prepare(policy, {})
+    judge = probe._Judge(policy, plan, probe._Host.detect())
+    number = seccomp.syscall_number("ioctl")
+    differ = {hex(request): (judge.seccomp_action("ioctl", {1: request}), filtered)
+              for request in [*range(0x5400, 0x5500), 1 << 32 | _TIOCGPGRP]
+              if judge.seccomp_action("ioctl", {1: request}) != (
+                  filtered := _action_name(bpf_sim.run(plan.seccomp_bpf, number, [3, request])))}
+    assert differ == {}
+    expected = "errno:EPERM" if form == "eq" else "allow"
+    assert judge.seccomp_action("ioctl", {1: _TIOCGPGRP}) == expected
+    assert judge.seccomp_action("ioctl", {1: _TIOCSPGRP}) == "errno:EPERM"
+
+
+def test_an_exact_ioctl_beside_its_refused_type_runs_in_the_kernel(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001
+    """The same, by the kernel: inside the sandbox TIOCGPGRP on a pipe reaches the driver
+    (ENOTTY: the filter let it through), TIOCSPGRP beside it is refused by the filter (EPERM),
+    as the judge says."""
+    script = tmp_path / "ioctls.py"
+    script.write_text("import errno, fcntl, os\nr, w = os.pipe()\n"
+                      f"for request in ({_TIOCGPGRP}, {_TIOCSPGRP}):\n"
+                      "    try:\n        fcntl.ioctl(r, request, bytes(4))\n    except OSError as exc:\n"
+                      "        print(hex(request), errno.errorcode[exc.errno])\n")
+    policy = load_policy(_one_more_ioctl(tmp_path, "exact"))
+    result = probe.probe(policy, {}, str(script))
+    assert result.script_status == 0, result.script_output
+    assert result.script_output.splitlines() == [f"{_TIOCGPGRP:#x} ENOTTY", f"{_TIOCSPGRP:#x} EPERM"]
+    judge = probe._Judge(policy, launcher.prepare(policy, {}), probe._Host.detect())
+    assert [judge.seccomp_action("ioctl", {1: r}) for r in (_TIOCGPGRP, _TIOCSPGRP)] == ["allow", "errno:EPERM"]
+
+
 def test_a_seccomp_kill_is_a_denial_and_a_hang_an_error() -> None:
     note = json.dumps({"note": "step one worked"}).encode() + b"\n"
     assert probe._interpret(note, -signal.SIGSYS, False, 5) == (
@@ -392,6 +453,28 @@ def _wallet_judge(base_sandbox, require, tmp_path: Path):  # noqa: ANN001, ANN20
     walletdir = tmp_path / "wallets"
     walletdir.mkdir()
     return probe._Judge(wallet, launcher.prepare(wallet, {"walletdir": str(walletdir)}), probe._Host.detect()), walletdir
+
+
+def test_denial_monitor_kill_catches_a_monitor_in_the_components_reach(base_sandbox, require, tmp_path: Path,
+                                                                      outside_dir) -> None:  # noqa: ANN001
+    """What denial-monitor-kill catches: under examples/program (kill allowed, signal scope on)
+    no process of the sandbox takes the component's signal, its monitor (out of the
+    component's Landlock domain) answers the refused call; with the same plan without the
+    signal scope the monitor is killed and the refused call answers ENOSYS, unlogged."""
+    import dataclasses
+    from cleancoin.sandbox import landlock, launcher
+    from cleancoin.sandbox.probe.attempts_inherited import _run_denial_monitor_kill
+    require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (signal scope)")
+    program = load_policy(shipped_policy("examples/program"))
+    variables = {"datadir": str(tmp_path), "tmpdir": str(tmp_path)}
+    plan = launcher.prepare(program, variables)
+    held, detail = _run_denial_monitor_kill(probe._Judge(program, plan, probe._Host.detect()), _targets(outside_dir), None, 30)
+    assert held == "denied" and "answered EPERM" in detail, detail
+    assert plan.landlock is not None
+    unscoped = dataclasses.replace(plan, landlock=dataclasses.replace(
+        plan.landlock, scoped=plan.landlock.scoped & ~landlock.SCOPE_SIGNAL))
+    killed, detail = _run_denial_monitor_kill(probe._Judge(program, unscoped, probe._Host.detect()), _targets(outside_dir), None, 30)
+    assert killed == "allowed" and "answered ENOSYS" in detail, detail
 
 
 def test_denial_log_reach_catches_a_log_the_component_may_write(base_sandbox, require, tmp_path: Path,

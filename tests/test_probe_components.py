@@ -10,12 +10,15 @@ import os
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from cleancoin.sandbox import probe
+from cleancoin.sandbox.policy_files import shipped_names
 from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
+from cleancoin.sandbox.variables import referenced
 from ports import free_port as _free_port
 
 TOOL = os.path.join(os.path.dirname(sys.executable), "CleanCoin-sandbox")
@@ -113,6 +116,49 @@ def test_the_connect_broker_makes_no_unix_socket(base_sandbox) -> None:  # noqa:
     assert reach["expected"] == reach["outcome"] == "denied", reach
     assert reach["detail"] == "EAFNOSUPPORT (seccomp)", reach
     assert attempts["net-tcp-connect"]["outcome"] == "allowed", attempts["net-tcp-connect"]
+
+
+def _variables_of(path: str) -> set[str]:
+    """The variables a policy file and the files it extends name."""
+    text = Path(path).read_text()
+    found = set(referenced(text))
+    for base in tomllib.loads(text).get("extends", []):
+        found |= _variables_of(os.path.join(os.path.dirname(path), base if base.endswith(".toml") else f"{base}.toml"))
+    return found
+
+
+def test_the_probe_finds_no_escape_in_any_shipped_policy(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001
+    """Every policy CleanCoin ships, probed as CI would (all at once: each probe mostly waits
+    on its attempts' children): no escape and no attempt that could not be made. Until 12-07
+    connect-broker's had both: its `fsize = 0` was applied before the denial monitor started,
+    which inherited it and could not write a line (`denial-log-bury` escaped), and the
+    fs-write-granted control, judged allowed, failed with EFBIG."""
+    netdir = tmp_path / "regtest"
+    (netdir / "wallets").mkdir(parents=True)
+    (tmp_path / "Xauthority").write_text("")
+    display = socket.socket(socket.AF_UNIX)      # gui-wayland's compositor socket must exist
+    display.bind(str(tmp_path / "wayland-0"))
+    display.close()
+    values = {"datadir": netdir, "walletdir": netdir / "wallets", "tmpdir": tmp_path,
+              "xauthority": tmp_path / "Xauthority", "wayland_socket": tmp_path / "wayland-0",
+              "port": _free_port(), "rpcport": _free_port(), "ipcport": _free_port(),
+              "ipcconnectport": _free_port()}
+    names = shipped_names()
+    assert {"connect-broker", "node", "wallet", "gui", "strict"} <= set(names), names
+    # Each policy gets the variables it names, no more: the probe writes into ${datadir} when
+    # it has one, a directory base/python does not grant.
+    runs = {name: subprocess.Popen([TOOL, "probe", "--json", "--policy", name,
+                                    *(f"--var={var}={values[var]}" for var in _variables_of(shipped_policy(name))
+                                      if var in values)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for name in names}
+    found = {}
+    for name, run in runs.items():
+        out, err = run.communicate(timeout=300)
+        assert run.returncode in (0, 1), (name, out[-2000:], err[-2000:])
+        data = json.loads(out)
+        found[name] = (data["escapes"], data["errors"])
+    assert {name: result for name, result in found.items() if result != ([], [])} == {}
 
 
 def test_probe_catches_a_directory_that_is_not_hidden(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001

@@ -30,8 +30,9 @@ all of it within its timeout (the node's connect timeout), each request in a thr
 own, at most MAX_ACTIVE at once (more: BUSY). A name's lookup has the same deadline and runs
 in a thread of the broker's Resolver (at most connect_rule.MAX_LOOKUPS, those given up on
 included): names whose DNS server never answers hold no slot past the deadline, and never
-the slots of numeric requests, which are not looked up. A malformed request gets MALFORMED, never a crash. It ends
-when the node's end closes (the node ended).
+the slots of numeric requests, which are not looked up. A malformed request gets MALFORMED, never a crash (an
+empty datagram too: it is a message, not the end of the channel). It ends when the node's end
+closes (the node ended: a read of nothing on a channel that is hung up).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def parse_request(data: bytes) -> Request:
     """A request from its bytes (module docstring); raises MalformedRequest."""
     if len(data) > MAX_REQUEST:
         raise MalformedRequest(f"request longer than {MAX_REQUEST} bytes")
+    if not data:
+        raise MalformedRequest("an empty request")
     if len(data) < _REQUEST.size + 1:
         raise MalformedRequest("request shorter than its header and a host")
     ident, port = _REQUEST.unpack_from(data)
@@ -157,8 +160,10 @@ class Broker:
                 return
             for fd in fds:
                 os.close(fd)            # the node sends no descriptors
-            if not data and not fds:
+            if not data and not fds and _hung_up(self.channel):
                 return                  # the node's end closed
+            # An empty datagram is a message of SOCK_SEQPACKET too, not the end: until 12-07
+            # one ended the broker. handle() answers it MALFORMED.
             self.handle(data, truncated=bool(flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)) or bool(fds))
 
     def handle(self, data: bytes, truncated: bool = False) -> None:
@@ -198,6 +203,15 @@ class Broker:
                 sock.close()
         finally:
             self._active.release()
+
+
+def _hung_up(channel: socket.socket) -> bool:
+    """Whether the node's end of the channel is closed (a read of 0 bytes is that, or an
+    empty message)."""
+    import select
+    poller = select.poll()
+    poller.register(channel, select.POLLIN)
+    return any(mask & (select.POLLHUP | select.POLLERR) for _fd, mask in poller.poll(0))
 
 
 def _name_self() -> None:

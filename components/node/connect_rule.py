@@ -85,71 +85,115 @@ def parse_address(text: str) -> IPAddress:
     return normalize(ipaddress.ip_address(text.partition("%")[0]))
 
 
-_FIB_TRIE, _IF_INET6 = "/proc/self/net/fib_trie", "/proc/self/net/if_inet6"
+_FIB_TRIE, _IF_INET6, _IPV6_ROUTE = "/proc/self/net/fib_trie", "/proc/self/net/if_inet6", "/proc/self/net/ipv6_route"
+_PATHS = (_FIB_TRIE, _IF_INET6, _IPV6_ROUTE)
+#: ipv6_route's flags of a route to this host (include/uapi/linux/ipv6_route.h).
+_RTF_LOCAL, _RTF_ANYCAST = 0x80000000, 0x00100000
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: What is this host's own: single addresses, and the prefixes routed to it as a whole.
+Own = frozenset[IPAddress | IPNetwork]
 
 
-def own_addresses() -> frozenset[IPAddress]:
-    """The addresses of this host's interfaces now (see InterfaceAddresses)."""
+def own_addresses() -> Own:
+    """This host's addresses now, and the prefixes routed to it (see InterfaceAddresses)."""
     with InterfaceAddresses() as live:
         return live.read()
 
 
+def _is_own(address: IPAddress, own: Own) -> bool:
+    return address in own or any(address in n for n in own if isinstance(n, (ipaddress.IPv4Network,
+                                                                              ipaddress.IPv6Network)))
+
+
 class InterfaceAddresses:
-    """The addresses of this host's interfaces, read afresh on every read() (an address the
-    host gets after start, a new interface or a DHCP renewal, is its own at once): IPv4 the
-    LOCAL entries of fib_trie, every alias included, IPv6 if_inet6. The two /proc files are
-    opened once and read again from offset 0 (the kernel regenerates them), so a confined
-    process (the connect broker, which has no /proc in its view) keeps them as descriptors:
-    `fds`. They show the network namespace of the opener. Empty where they cannot be read."""
+    """This host's own addresses, read afresh on every read() (an address the host gets
+    after start, a new interface or a DHCP renewal, is its own at once): IPv4 the LOCAL
+    entries of fib_trie, every alias included, and a prefix routed to this host as a whole
+    (`ip route add local 10.9.0.0/24 dev lo`, "AnyIP": every address in it answers here);
+    IPv6 if_inet6, and the local and anycast routes of ipv6_route. The /proc files are opened
+    once and read again from offset 0 (the kernel regenerates them), so a confined process
+    (the connect broker, which has no /proc in its view) keeps them as descriptors: `fds`.
+    They show the network namespace of the opener. An IPv6 file that does not exist is a
+    host without IPv6; the IPv4 table that cannot be read, or reads empty, is an OSError at
+    read(): the check fails closed. Until 12-07 it read as "no address of this host" and the
+    host's own non-loopback addresses were anyone's (a descriptor replaced by /dev/null, as a
+    careless keep list would do, let a service bound to 0.0.0.0 be reached on the host's LAN
+    address), and only single addresses (/32) counted: an address in a local prefix reached
+    the same service."""
 
     def __init__(self) -> None:
         self._fds: list[int] = []
-        for path in (_FIB_TRIE, _IF_INET6):
+        self._errors: list[str] = []
+        for path in _PATHS:
             try:
                 self._fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-            except OSError:
+                self._errors.append("")
+            except OSError as exc:
                 self._fds.append(-1)
+                self._errors.append(exc.strerror or str(exc))
 
     @property
     def fds(self) -> set[int]:
         return {fd for fd in self._fds if fd >= 0}
 
-    def _text(self, fd: int) -> str:
+    def _text(self, which: int) -> str:
+        fd, path = self._fds[which], _PATHS[which]
         if fd < 0:
-            return ""
+            if which > 0 and not os.path.exists(path):
+                return ""                   # no IPv6 on this host: no IPv6 address of its own
+            raise OSError(f"cannot read this host's addresses: {path}: {self._errors[which]}")
         chunks = []
         try:
             os.lseek(fd, 0, os.SEEK_SET)
             while chunk := os.read(fd, 65536):
                 chunks.append(chunk)
-        except OSError:
-            return ""
-        return b"".join(chunks).decode("ascii", "replace")
+        except OSError as exc:
+            raise OSError(f"cannot read this host's addresses: {path}: {exc.strerror or exc}") from None
+        text = b"".join(chunks).decode("ascii", "replace")
+        if which == 0 and not text.strip():
+            # The kernel's table always names itself ("Main:", "Local:"): nothing is no table.
+            raise OSError(f"cannot read this host's addresses: {path} read empty")
+        return text
 
-    def read(self) -> frozenset[IPAddress]:
-        found: set[IPAddress] = set()
-        previous = ""
-        for line in self._text(self._fds[0]).splitlines():
+    def read(self) -> Own:
+        """The addresses and local prefixes now; raises OSError when the IPv4 table cannot be
+        read."""
+        found: set[IPAddress | IPNetwork] = set()
+        key = ""
+        for line in self._text(0).splitlines():
             text = line.strip()
-            if text.startswith("/32 host LOCAL") and previous.startswith("|-- "):
+            if text.startswith("|-- "):
+                key = text[4:]              # the entries below are this key's
+            elif key and text.startswith("/") and text.endswith(" LOCAL"):
+                # "/PREFIXLEN SCOPE LOCAL" (not re: memory in the broker for one pattern)
                 try:
-                    found.add(ipaddress.IPv4Address(previous[4:]))
+                    found.add(_own(ipaddress.IPv4Network(f"{key}/{text[1:].split()[0]}", strict=False)))
                 except ValueError:
                     pass
-            previous = text
-        for line in self._text(self._fds[1]).splitlines():
+            elif text.startswith("+-- "):
+                key = ""
+        for line in self._text(1).splitlines():
             hexa = line.split()[0] if line.strip() else ""
             if len(hexa) == 32:
                 try:
                     found.add(normalize(ipaddress.IPv6Address(bytes.fromhex(hexa))))
                 except ValueError:
                     pass
+        for line in self._text(2).splitlines():
+            fields = line.split()           # dest, its prefix length, ..., flags (the 9th)
+            try:
+                if len(fields) >= 9 and int(fields[8], 16) & (_RTF_LOCAL | _RTF_ANYCAST):
+                    network = ipaddress.IPv6Network((bytes.fromhex(fields[0]), int(fields[1], 16)), strict=False)
+                    found.add(_own(network))
+            except ValueError:
+                pass
         return frozenset(found)
 
     def close(self) -> None:
         for fd in self.fds:
             os.close(fd)
-        self._fds = [-1, -1]
+        self._fds = [-1] * len(_PATHS)
 
     def __enter__(self) -> "InterfaceAddresses":
         return self
@@ -158,7 +202,14 @@ class InterfaceAddresses:
         self.close()
 
 
-def local_reason(address: IPAddress, own: frozenset[IPAddress] = frozenset()) -> str | None:
+def _own(network: IPNetwork) -> IPAddress | IPNetwork:
+    """A single address as itself (normalized), a prefix as a network."""
+    if network.prefixlen == network.max_prefixlen:
+        return normalize(network.network_address)
+    return network
+
+
+def local_reason(address: IPAddress, own: Own = frozenset()) -> str | None:
     """Why `address` (normalized) is this host's own, or None for an address elsewhere."""
     if address.is_loopback:
         return "a loopback address"
@@ -166,7 +217,7 @@ def local_reason(address: IPAddress, own: frozenset[IPAddress] = frozenset()) ->
         return "the unspecified address (this host)"
     if address.is_link_local:
         return "a link-local address"
-    if address in own:
+    if _is_own(address, own):
         return "an address of this host"
     return None
 
@@ -338,11 +389,11 @@ class ConnectRule:
     addresses: `live`, read afresh for each check, or a fixed set `own` (tests)."""
 
     allowed: tuple[Endpoint, ...] = ()
-    own: frozenset[IPAddress] = field(default_factory=frozenset)
+    own: Own = field(default_factory=frozenset)
     live: InterfaceAddresses | None = field(default=None, compare=False)
 
     @classmethod
-    def build(cls, endpoints: Iterable[str], own: frozenset[IPAddress] | None = None,
+    def build(cls, endpoints: Iterable[str], own: Own | None = None,
               apart: bool = False) -> "ConnectRule":
         """From the operator's endpoints (host:port or host:low-high; names resolved now,
         within START_RESOLVE_TIMEOUT: one that does not resolve by then allows nothing; in a
@@ -361,11 +412,11 @@ class ConnectRule:
             return cls(tuple(dict.fromkeys(allowed)), own)
         return cls(tuple(dict.fromkeys(allowed)), live=InterfaceAddresses())
 
-    def own_now(self) -> frozenset[IPAddress]:
+    def own_now(self) -> Own:
         """This host's addresses as they are now (or the fixed set)."""
         return self.own | self.live.read() if self.live is not None else self.own
 
-    def check(self, address: IPAddress | str, port: int, own: frozenset[IPAddress] | None = None) -> str | None:
+    def check(self, address: IPAddress | str, port: int, own: Own | None = None) -> str | None:
         """None if a connection to address:port may be made, else why not. `own`: this
         host's addresses if the caller read them already (own_now), for several checks."""
         addr = parse_address(address) if isinstance(address, str) else normalize(address)

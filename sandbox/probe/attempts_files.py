@@ -62,6 +62,10 @@ def _run_modify_canary(ctx: _Ctx, out: _Out) -> Outcome:
     return _ok(f"appended to {ctx.targets.canary}")
 
 
+#: What fs-write-granted writes and reads back.
+_WRITTEN = b"probe"
+
+
 def _run_write_granted(ctx: _Ctx, out: _Out) -> Outcome:
     path = ctx.targets.probe_file("granted")
     try:
@@ -69,12 +73,14 @@ def _run_write_granted(ctx: _Ctx, out: _Out) -> Outcome:
     except OSError as exc:
         return ctx.denied(exc, EACCES="landlock")
     try:
-        os.write(fd, b"probe")
+        os.write(fd, _WRITTEN)
         os.lseek(fd, 0, os.SEEK_SET)
         back = os.read(fd, 16)
+    except OSError as exc:      # a file size limit below what it writes (connect-broker's 0)
+        return ctx.denied(exc, EFBIG="rlimits: the fsize limit")
     finally:
         os.close(fd)
-    os.unlink(path)
+        os.unlink(path)
     if back != b"probe":
         return "error", f"wrote 'probe' to {path} and read back {back!r}"
     return _ok(f"created, wrote, read back and removed {path}")
@@ -253,6 +259,14 @@ def _exp_create(path_of: Callable[[_Targets], str]) -> Callable[[_Judge, _Target
         j.sc(w, "openat")
         return j.ll(w, path_of(t), _MAKE_REG | _WRITE_FILE, "make_reg/write_file")
     return expect
+
+
+def _exp_write_granted(j: _Judge, t: _Targets) -> _Why:
+    """Created as any file is (`_exp_create`), and written: a policy whose file size limit is
+    below what is written (connect-broker's `fsize = 0`) refuses the control's write."""
+    w = _exp_create(lambda t: t.probe_file("granted"))(j, t)
+    fsize = j.file_size()
+    return w.need(fsize is None or fsize >= len(_WRITTEN), f"rlimits: fsize {fsize}")
 
 
 def _exp_modify_canary(j: _Judge, t: _Targets) -> _Why:

@@ -690,17 +690,21 @@ def _run_denial_log_bury(judge: _Judge, t: _Targets, plan_of: Callable[..., obje
                      "refusal is written past the budget)"
 
 
-_LOG_LIMIT_FALLBACK = 1 << 20
+#: The size of the log that cannot grow (a sparse file), and the file size limit its monitor
+#: starts with.
+_LOG_LIMIT = 1 << 20
 
 
 def _run_denial_log_fails(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
     """With a denial log that cannot grow, the child makes a refused call (whose line the
-    monitor cannot write), then another. The monitor inherits the component's file size limit
-    (the rlimit step comes first); the log here is a sparse file of exactly that size, so every
-    append fails with EFBIG, as one fails with ENOSPC on a full disk, which a component that
-    writes to the log's filesystem can cause at will. Escape: the second refusal is answered
-    ENOSYS, the kernel's answer once the monitor is gone: it stopped (SIGXFSZ, or an unhandled
-    error), and no refusal is logged again."""
+    monitor cannot write), then another. The monitor starts before the component's rlimits
+    step with its launcher's limits (never the component's: until 12-07 it inherited those,
+    and a policy's fsize = 0 left it unable to write at all), so the launcher's own file size
+    limit is set to the log's size for the spawn: every append fails with EFBIG, as one fails
+    with ENOSPC on a full disk, which a component that writes to the log's filesystem can
+    cause at will. Escape: the second refusal is answered ENOSYS, the kernel's answer once
+    the monitor is gone: it stopped (SIGXFSZ, or an unhandled error), and no refusal is
+    logged again."""
     import resource
     from .. import denial_log
     log = os.path.join(t.outside_dir, f".cleancoin-probe-{t.token}-full.log")
@@ -708,11 +712,6 @@ def _run_denial_log_fails(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
     if not plan.denials or str(_NR["clone"]) not in plan.denials.get("rules", {}):
         return "denied", "no refusal with an errno to make (no denial log, or clone is not refused " \
                          "with one: the policy kills or allows it)"
-    fsize = [r for r in plan.rlimits if r[1] == resource.RLIMIT_FSIZE]     # type: ignore[attr-defined]
-    if fsize and fsize[0][2] is None:
-        return "denied", "not tried: the policy lets files grow without limit, so the monitor's log " \
-                         "cannot be made to refuse a write here"
-    limit = int(fsize[0][2]) if fsize else _LOG_LIMIT_FALLBACK
 
     def refuse_twice(out: _Out) -> Outcome:
         errors = []
@@ -726,11 +725,11 @@ def _run_denial_log_fails(judge: _Judge, t: _Targets, plan_of: Callable[..., obj
         return "denied", f"refused clone answered {errors[0]}, then {errors[1]}: the monitor went on"
 
     with open(log, "wb") as handle:
-        handle.truncate(limit)       # sparse: no disk space used
+        handle.truncate(_LOG_LIMIT)  # sparse: no disk space used
     saved = resource.getrlimit(resource.RLIMIT_FSIZE)
     try:
-        if not fsize:                # the child (and its monitor) keep the limit they inherit
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, saved[1]))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (min(_LOG_LIMIT, saved[1]) if saved[1] != resource.RLIM_INFINITY
+                                                   else _LOG_LIMIT, saved[1]))
         try:
             child = launcher.spawn(plan, target=_attempt_child(refuse_twice), relay=False)
         finally:
@@ -835,6 +834,73 @@ def _run_same_user_trace(judge: _Judge, t: _Targets, plan_of: Callable[..., obje
         return _ok("attached with ptrace to " + ", ".join(f"{names[p]} ({p})" for p in attached))
     return "denied", (f"ptrace refused for all {len(sandbox)} processes of the sandbox ("
                       + ", ".join(sorted({names[pid] for pid in sandbox})) + ")")
+
+
+def _run_denial_monitor_kill(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
+    """Launched as a zygote launches (by a process that keeps its memory private: as a
+    non-root user its denial monitor is then a fork, not exec'd), under the policy with a
+    denial log, the child sends SIGKILL to every other process of its pid namespace that
+    takes a signal (its monitor is one; PID 1 and its parent are left alone), then makes a
+    refused call. Escape: a kill went through, and refusals are answered ENOSYS and go
+    unlogged from then on (until 12-07 a monitor that is a fork was made at the seccomp
+    step, inside the component's Landlock domain, whose signal scope let the component reach
+    it). Only inside a pid namespace: outside it the pids are the host's."""
+    if "pid" not in judge.ns:
+        return "denied", "not tried: no pid namespace (every pid is the host's)"
+    from .. import denial_log
+    log = os.path.join(t.outside_dir, f".cleancoin-probe-{t.token}-kill.log")
+    plan = denial_log.plan_with_denials(judge.plan, judge.policy, denial_log.DenialLog(log))
+    if not plan.denials:
+        return "denied", "no denial log for this policy: no monitor to kill"
+
+    def kill_the_others(out: _Out) -> Outcome:
+        import signal
+        me, parent = os.getpid(), os.getppid()
+        killed = []
+        for pid in range(2, 64):
+            if pid in (me, parent):
+                continue
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                continue
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        time.sleep(0.3)
+        ret, err = _syscall("clone", syscalls.CLONE_NEWUSER, 0, 0, 0, 0)
+        answer = _errname(err) if ret == -1 else "none"
+        if killed:
+            return _ok(f"killed pid {', '.join(map(str, killed))} of the sandbox; a refused clone then answered {answer}")
+        return "denied", f"no other process of the sandbox took a signal; a refused clone answered {answer}"
+
+    result_r, result_w = os.pipe()
+    launcher_pid = os.fork()
+    if launcher_pid == 0:
+        try:
+            os.close(result_r)
+            syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)          # as CleanCoin-node's zygote
+            try:
+                child = launcher.spawn(plan, target=_attempt_child(kill_the_others), relay=False)
+                verdict, note = _spawned_outcome(child, timeout)
+            except launcher.SpawnError as exc:
+                verdict, note = "error", f"the sandbox did not start: {exc}"
+            os.write(result_w, f"{verdict}\n{note}".encode()[:4000])
+        finally:
+            os._exit(0)
+    os.close(result_w)
+    try:
+        import select
+        ready, _, _ = select.select([result_r], [], [], timeout + 5)
+        answer = os.read(result_r, 4096).decode(errors="replace") if ready else ""
+    finally:
+        os.close(result_r)
+        os.waitpid(launcher_pid, 0)
+        with contextlib.suppress(OSError):
+            os.unlink(log)
+    verdict, _, note = answer.partition("\n")
+    if verdict not in ("allowed", "denied", "error"):
+        return "error", f"no outcome from the launching process: {answer[:200]!r}"
+    return verdict, note
 
 
 def _children_of(pid: int) -> list[int]:
@@ -955,4 +1021,5 @@ PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], flo
     "denial-log-fails": _run_denial_log_fails,
     "denial-log-bury": _run_denial_log_bury,
     "same-user-trace": _run_same_user_trace,
+    "denial-monitor-kill": _run_denial_monitor_kill,
 }

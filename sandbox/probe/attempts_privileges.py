@@ -185,9 +185,5 @@ def _exp_fds_many(j: _Judge, t: _Targets) -> _Why:
 
 
 def _exp_file_size(j: _Judge, t: _Targets) -> _Why:
-    w = _Why()
-    fsize = j.rlimit("fsize")
-    if fsize is None:
-        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        fsize = None if soft == resource.RLIM_INFINITY else soft
-    return w.need(fsize is None or fsize > _BIG_OFFSET, f"rlimits: fsize {fsize}")
+    fsize = j.file_size()
+    return _Why().need(fsize is None or fsize > _BIG_OFFSET, f"rlimits: fsize {fsize}")

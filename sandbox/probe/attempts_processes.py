@@ -168,6 +168,19 @@ def _exp_kill_init(j: _Judge, t: _Targets) -> _Why:
     return w.need(not j.scoped(landlock.SCOPE_SIGNAL), "landlock: signal scope")
 
 
+def _exp_kill_monitor(j: _Judge, t: _Targets) -> _Why:
+    """The component signals its denial monitor: only where the policy allows kill and the
+    monitor is in reach (no signal scope: the monitor confines itself in a Landlock domain of
+    its own, outside the component's), and there is a monitor in its pid namespace."""
+    from .. import denial_log
+    w = _Why()
+    w.need("pid" in j.ns, "not tried without a pid namespace")
+    w.need(denial_log.notifies(j.policy) and not j.plan.learn, "no denial log for this policy: no monitor")
+    j.sc(w, "kill")
+    return w.need(not j.scoped(landlock.SCOPE_SIGNAL), "landlock: signal scope (the monitor's domain is "
+                                                        "not the component's)")
+
+
 def _exp_pidfd_signal(j: _Judge, t: _Targets) -> _Why:
     w = _Why()
     j.sc(w, "pidfd_send_signal")

@@ -6,7 +6,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .attempts_files import (_exp_create, _exp_hidden, _exp_protected, _run_modify_protected, _run_read_hidden, _exp_hardlink, _exp_list_root, _exp_mknod, _exp_setuid, _run_setuid,
+from .attempts_files import (_exp_create, _exp_write_granted, _exp_hidden, _exp_protected, _run_modify_protected, _run_read_hidden, _exp_hardlink, _exp_list_root, _exp_mknod, _exp_setuid, _run_setuid,
                              _exp_loosen_mode, _run_loosen_mode,
                              _exp_modify_canary, _exp_read, _exp_symlink, _run_hardlink,
                              _run_list_root, _run_mknod, _run_modify_canary, _run_read_outside,
@@ -32,7 +32,7 @@ from .attempts_network import (_exp_abstract, _exp_mptcp_bind, _exp_mptcp_connec
 from .attempts_privileges import (_exp_ambient, _exp_capset, _exp_rlimit, _exp_securebits,
                                   _run_ambient, _run_capset, _run_iopl, _run_rlimit,
                                   _run_securebits)
-from .attempts_processes import (_exp_execve, _exp_kill_init, _exp_kill_parent, _exp_pidfd_getfd,
+from .attempts_processes import (_exp_execve, _exp_kill_init, _exp_kill_monitor, _exp_kill_parent, _exp_pidfd_getfd,
                                  _exp_pidfd_signal, _exp_proc, _exp_process_vm_readv, _exp_ptrace,
                                  _make_proc_runner, _run_execve, _run_kill_init, _run_kill_parent,
                                  _run_pidfd_getfd, _run_pidfd_signal, _run_process_vm_readv,
@@ -81,7 +81,7 @@ def _battery() -> list[_Spec]:
         _Spec("fs-modify-outside", "open the outside canary for writing and append to it",
               _exp_modify_canary, _run_modify_canary),
         _Spec("fs-write-granted", "control: create, write and remove a file in the granted "
-              "writable directory", _exp_create(lambda t: t.probe_file("granted")), _run_write_granted,
+              "writable directory", _exp_write_granted, _run_write_granted,
               needs_writable=True),
         _Spec("fs-symlink-outside", "plant a symlink to the canary in the writable directory "
               "and read through it", _exp_symlink, _run_symlink, needs_writable=True),
@@ -233,6 +233,10 @@ def _battery() -> list[_Spec]:
               "refused call, then another, to stop the monitor so that no refusal is logged again",
               _exp_never("denial log: a monitor whose write fails counts the lost lines and goes on"),
               _parent("denial-log-fails"), parent_run=True),
+        _Spec("denial-monitor-kill", "with a denial log, launched as a zygote launches, SIGKILL every "
+              "other process of the sandbox's pid namespace (its denial monitor), then make a "
+              "refused call, so that no refusal is logged again", _exp_kill_monitor,
+              _parent("denial-monitor-kill"), parent_run=True),
         _Spec("same-user-trace", "as another process of the same (non-root) uid, attach with ptrace "
               "to the component and every process of its sandbox (pid namespace waiters, denial "
               "monitor), launched as a zygote launches",

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .. import landlock
-from ..model import Policy
+from .. import bpf_sim, landlock, seccomp
+from ..model import Policy, SeccompRule
 from ..plan import Plan
 from ..policy_spec import SOCKET_FAMILIES
 from ..syscalls import MODE_SETTING_SYSCALLS, O_CREAT, O_TMPFILE_BIT, S_ISGID, S_ISUID
@@ -61,6 +62,27 @@ def resource_hard_core() -> int | None:
     return None if hard == resource.RLIM_INFINITY else hard
 
 
+def _rules_filter(name: str, rules: list[SeccompRule]) -> bytes:
+    """A filter of `rules` (all for syscall `name`, in the policy's order) and nothing else,
+    compiled by libseccomp; a call none of them holds for gets SECCOMP_RET_TRAP, an action no
+    policy rule has."""
+    lib = seccomp._lib()  # noqa: SLF001
+    flt = lib.SyscallFilter(lib.TRAP)
+    flt.set_attr(lib.Attr.CTL_NNP, 0)
+    for rule in rules:
+        flt.add_rule(seccomp.action_value(rule.action), name, *(seccomp._arg(c) for c in rule.args))  # noqa: SLF001
+    return seccomp._export(flt, "export_bpf")  # noqa: SLF001
+
+
+def _action_name(value: int) -> str:
+    """A filter's return value as a policy action string."""
+    kind = value & 0xFFFF0000
+    if kind == bpf_sim.RET_ERRNO:
+        return f"errno:{errno.errorcode.get(value & 0xFFFF, value & 0xFFFF)}"
+    return {bpf_sim.RET_ALLOW: "allow", bpf_sim.RET_LOG: "log",
+            bpf_sim.RET_KILL_PROCESS: "kill_process"}.get(kind, hex(value))
+
+
 class _Why:
     """The mechanisms that should stop an attempt; none means the policy allows it."""
 
@@ -96,6 +118,8 @@ class _Judge:
     Deriving expectations from the compiled filter would make a compiler bug invisible; here
     they come from the policy model (allowed syscalls, rules, families) and the plan (paths,
     ports, scopes, namespaces, capabilities, rlimits), as the documentation describes them.
+    Which of several matching argument rules counts is libseccomp's order, asked of
+    libseccomp with those rules alone (`_ruled`).
     """
 
     def __init__(self, policy: Policy, plan: Plan, host: _Host,
@@ -109,6 +133,7 @@ class _Judge:
         self.hidden = [m.path for m in plan.mounts if m.kind == "hide"] if "mount" in self.ns else []
         self.mount_proc = "mount" in self.ns and "pid" in self.ns
         self.rules: list[tuple[str, int]] = []
+        self._rule_filters: dict[str, bytes] = {}      # _ruled's, by syscall
         ll = plan.landlock
         if ll is not None:
             for path, rights, _optional in ll.paths:
@@ -187,10 +212,30 @@ class _Judge:
                     continue
                 return "allow"
             return "errno:EAFNOSUPPORT"
-        for rule in rules:
-            if all(self._matches(c.op, args.get(c.index, 0), c.value, c.mask) for c in rule.args):
-                return rule.action
-        return "allow" if allowed else sc.default_action
+        otherwise = "allow" if allowed else sc.default_action
+        conditional = [rule for rule in rules if rule.args]
+        if not any(all(self._matches(c.op, args.get(c.index, 0), c.value, c.mask) for c in rule.args)
+                   for rule in conditional):
+            return otherwise
+        return self._ruled(name, conditional, otherwise, args)
+
+    def _ruled(self, name: str, rules: list[SeccompRule], otherwise: str, args: Mapping[int, int]) -> str:
+        """Which of the policy's argument rules for `name` holds, where one or more match.
+
+        Not the first in the policy's order: libseccomp merges the rules of a syscall into a
+        tree whose every level it orders by argument, operator and value (the larger value
+        first: an exact ioctl request ahead of the type it belongs to, wherever each rule
+        stands), and what the kernel does is what the policy means (docs/policies.md). So the
+        judge asks libseccomp: these rules alone, straight from the policy model (not the
+        compiler's rule table, whose mistakes the probe is there to show), as a filter of their
+        own that it runs in the BPF simulator."""
+        bpf = self._rule_filters.get(name)
+        if bpf is None:
+            bpf = self._rule_filters[name] = _rules_filter(name, rules)
+        number = seccomp.syscall_number(name)
+        assert number is not None
+        value = bpf_sim.run(bpf, number, [args.get(i, 0) for i in range(6)])
+        return otherwise if value & 0xFFFF0000 == bpf_sim.RET_TRAP else _action_name(value)
 
     @staticmethod
     def _matches(op: str, arg: int, value: int, mask: int) -> bool:
@@ -245,6 +290,15 @@ class _Judge:
             if rname == name:
                 return hard_limit if hard else soft_limit
         return None
+
+    def file_size(self) -> int | None:
+        """The largest file the sandbox may write (RLIMIT_FSIZE's soft limit): the plan's, else
+        the one it inherits from the probe (None: unlimited)."""
+        fsize = self.rlimit("fsize")
+        if fsize is None:
+            soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            fsize = None if soft == resource.RLIM_INFINITY else soft
+        return fsize
 
     def ll_port(self, port: int, right: int) -> bool:
         ll = self.plan.landlock

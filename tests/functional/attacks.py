@@ -922,6 +922,19 @@ else:
         attempt(name)
         code, message, got = via_broker(ident, host, port)
         report(name, bool(got and secret in got), f"code {code}: {message[:300]}")
+    # The loopback as libc's inet_aton reads numbers (getaddrinfo takes them as numeric
+    # hosts), a trailing dot, the metadata service of clouds (link-local), and the host's
+    # own addresses, where a service bound to 0.0.0.0 listens too.
+    tries = [("broker-127.1", "127.1", p4), ("broker-2130706433", "2130706433", p4),
+             ("broker-0x7f.0.0.1", "0x7f.0.0.1", p4), ("broker-0177.0.0.1", "0177.0.0.1", p4),
+             ("broker-127.0.0.1.", "127.0.0.1.", p4), ("broker-localhost.", "localhost.", p4),
+             ("broker-169.254.169.254", "169.254.169.254", 80)]
+    for own in ctx["own"]:
+        tries += [(f"broker-own-{own}", own, ctx["any_port"]), (f"broker-own-::ffff:{own}", f"::ffff:{own}", ctx["any_port"])]
+    for ident, (name, host, port) in enumerate(tries, 0x50):
+        attempt(name)
+        code, message, got = via_broker(ident, host, port)
+        report(name, bool(got and secret in got), f"code {code}: {message[:300]}")
     attempt("broker-malformed")
     answers = []
     for ident, payload in ((0x31, struct.pack(">IH", 0x31, 80)),                 # no host

@@ -39,7 +39,7 @@ long as it went on), once the idle peer, asked for that block too, has delivered
 Variants 5 and 6 turn the stall rules against an honest peer that is slow: an idle peer
 claiming a higher chain (blocks-first), and a peer that relays the headers and refuses every
 block (headers-first), each had the honest peer disconnected as a staller before 12-07
-(evening), leaving the victim with no peer that delivers. Variant 7: inbound peers that take
+(later that day), leaving the victim with no peer that delivers. Variant 7: inbound peers that take
 blocks and never send them stopped the tip of a node downloading from its outbound peer;
 since 12-07 (later that day) inbound peers are asked for blocks only while no outbound peer serves
 the chain well (bitcoind's preferred download peers), and variant 8 checks that a slow
@@ -260,7 +260,7 @@ def test_a_peer_that_refuses_every_block_does_not_get_a_slow_honest_peer_dropped
     """Variant 6, headers-first: the only peer with the blocks is slow (a block every DRIP
     seconds), and an attacker relays the chain's headers and answers every getdata with
     notfound. A block refused twice is not asked of that peer again, and before 12-07
-    (evening) it was skipped as if in flight: once the attacker had refused the window's
+    (later that day) it was skipped as if in flight: once the attacker had refused the window's
     blocks (128 getdata of 16 in well under a second) it "could fetch only from a larger
     window" and the honest peer, holding the first block, was disconnected as a staller
     2 s later, leaving the victim with no peer that has a block. The window is not full

@@ -9,9 +9,11 @@ and checks from outside that every attempt was refused: issue #10's escapes, one
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import socket
@@ -29,6 +31,7 @@ import pytest
 
 import attacks
 from cleancoin.components.common.diskfail import free_bytes
+from cleancoin.components.node.connect_rule import own_addresses
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 
 from cleancoin.components.rpc.errors import RpcError
@@ -1077,6 +1080,8 @@ class _SecretService:
         self.datagrams: list[bytes] = []
         self.tcp4 = self._listen(socket.AF_INET, "127.0.0.1")
         self.tcp6 = self._listen(socket.AF_INET6, "::1")
+        # As a Redis bound to every address: reachable on each of the host's own addresses.
+        self.tcp_any = self._listen(socket.AF_INET, "0.0.0.0")
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", 0))
         threading.Thread(target=self._receive, daemon=True).start()
@@ -1107,19 +1112,26 @@ class _SecretService:
 
     def ports(self) -> dict[str, int]:
         return {"tcp4_port": self.tcp4.getsockname()[1], "tcp6_port": self.tcp6.getsockname()[1],
-                "udp_port": self.udp.getsockname()[1]}
+                "udp_port": self.udp.getsockname()[1], "any_port": self.tcp_any.getsockname()[1]}
 
     def close(self) -> None:
-        for sock in (self.tcp4, self.tcp6, self.udp):
+        for sock in (self.tcp4, self.tcp6, self.tcp_any, self.udp):
             sock.close()
 
 
 def test_the_confined_node_cannot_reach_services_on_the_hosts_loopback(home_base: Path) -> None:
     """Attacker code in the confined node connects to TCP services on 127.0.0.1, ::1,
     0.0.0.0 and ::ffff:127.0.0.1, and sends a UDP datagram to 127.0.0.1, none of which the
-    operator named as a peer; every attempt is refused and the service sees nothing."""
+    operator named as a peer; every attempt is refused and the service sees nothing. Since
+    12-07 it also asks its broker for the loopback in the spellings libc takes as numbers
+    (127.1, 2130706433, 0x7f.0.0.1, 0177.0.0.1; with a trailing dot it is a name that does
+    not resolve), for the host's own non-loopback IPv4 addresses (a service bound to 0.0.0.0)
+    plainly and IPv4-mapped, and for the link-local cloud metadata address: each refused by
+    the rule (they were on the code before too: no escape found)."""
     secret = "redis-secret-" + uuid.uuid4().hex[:8]
     service = _SecretService(secret.encode())
+    own = sorted(str(a) for a in own_addresses()
+                 if isinstance(a, ipaddress.IPv4Address) and not a.is_loopback and not a.is_link_local)
     # A local peer the operator named (in the range the framework passes as -allowlocalpeer).
     allowed = socket.socket()
     allowed.bind(("127.0.0.1", free_port()))
@@ -1138,7 +1150,8 @@ def test_the_confined_node_cannot_reach_services_on_the_hosts_loopback(home_base
     threading.Thread(target=serve_allowed, daemon=True).start()
     try:
         a = AttackedNode(home_base, node=attacks.LOOPBACK,
-                         variables={"secret": secret, "allowed_port": allowed.getsockname()[1], **service.ports()})
+                         variables={"secret": secret, "allowed_port": allowed.getsockname()[1], "own": own,
+                                    **service.ports()})
         a.start()
         results = a.result("node")
         assert escapes(results) == {}, results
@@ -1149,6 +1162,10 @@ def test_the_confined_node_cannot_reach_services_on_the_hosts_loopback(home_base
         assert "broker-channel" not in results, results      # found, and asked
         assert "refused by the connect rule" in results["broker-127.0.0.1"]["detail"], results
         assert "refused by the connect rule" in results["broker-::ffff:127.0.0.1"]["detail"], results
+        for name in ("broker-127.1", "broker-2130706433", "broker-0x7f.0.0.1", "broker-0177.0.0.1",
+                     "broker-169.254.169.254", *(f"broker-own-{a}" for a in own),
+                     *(f"broker-own-::ffff:{a}" for a in own)):
+            assert "refused by the connect rule" in results[name]["detail"], (name, results)
         assert results["broker-malformed"]["detail"] == "codes [1, 1, 1, 1]", results
         assert "read b'allowed-peer-hello'" in results["broker-named-endpoint"]["detail"], results
         assert served_allowed == [1]        # through the broker; the direct try was refused
@@ -1188,6 +1205,20 @@ def test_the_confined_node_gets_no_other_broker_from_its_zygote(home_base: Path)
                   if ":\t" in line)
     assert int(status["PPid"]) not in (node_pid, *zygote), (status["PPid"], node_pid, zygote)
     assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1", status
+    # What it inherits of the zygote (a fork of it): no capability in any set, not even the
+    # bounding one; no descriptor but its channel, its view of the host's addresses and stdio
+    # on /dev/null (not the zygote's request socket, its schema files or the node's output);
+    # none of the zygote's environment, and limits of its own policy.
+    assert {k: int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")} == dict.fromkeys(
+        ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"), 0), status
+    fds = {fd: os.readlink(f"/proc/{broker['pid']}/fd/{fd}") for fd in os.listdir(f"/proc/{broker['pid']}/fd")}
+    assert sorted(t for t in fds.values() if not t.startswith("socket:")) == sorted(
+        ["/dev/null"] * 3 + [f"/proc/{broker['pid']}/net/{name}" for name in ("fib_trie", "if_inet6", "ipv6_route")]), fds
+    assert len([t for t in fds.values() if t.startswith("socket:")]) == 1, fds
+    environ = Path(f"/proc/{broker['pid']}/environ").read_bytes()
+    assert b"=" not in environ, environ[:300]      # no NAME=value left (the title may lie there)
+    limits = Path(f"/proc/{broker['pid']}/limits").read_text()
+    assert re.search(r"Max file size\s+0\s+0", limits) and re.search(r"Max open files\s+64\s+64", limits), limits
     session = Path(f"/proc/{node_pid}/stat").read_text().rsplit(")", 1)[1].split()[3]
     # Live ones only: an earlier test's broker that ended stays a zombie of the same session
     # where PID 1 does not reap (containers).
