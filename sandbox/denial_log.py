@@ -317,18 +317,20 @@ def prelaunch() -> Monitor:
     return Monitor(ours, helper=helpers.started(helpers.DENIAL_MONITOR, pid))
 
 
-def configure(plan: Plan, monitor: Monitor, out: int | None = None) -> Monitor:
+def configure(plan: Plan, monitor: Monitor, out: int | None = None, *, limits: bool = True) -> Monitor:
     """Hand a prelaunched monitor its configuration and the log (`out`, opened before any
     step by `open_for`; else opened here), from the component's set-up code, before the first
     sandbox step: the only input it takes before it confines itself. A monitor that could not
-    start has said why on the channel already: `start` reads that answer either way."""
+    start has said why on the channel already: `start` reads that answer either way.
+    `limits`: the monitor lowers its resource limits to the component's (a zygote's fork,
+    `serve_forked`, is configured without them: it keeps the zygote's)."""
     if out is None:
         out = open_log(plan.denials)
     monitor.out = out
     # The component's rlimits too: started before its rlimits step, the monitor has not
     # inherited them (a monitor started at the "denial monitor" step has).
     blob = marshal.dumps({**monitor_config(plan, os.getpid()),
-                          "rlimits": [list(r) for r in plan.rlimits]})
+                          "rlimits": [list(r) for r in plan.rlimits] if limits else []})
     try:
         socket.send_fds(monitor.channel, [len(blob).to_bytes(4, "little")], [out])
         monitor.channel.sendall(blob)
@@ -360,18 +362,55 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None) -
         logs = [] if out is None else [str(out)]
         os.execve(sys.executable, [sys.executable, "-I", "-S", program, str(channel), *logs], {})
     except BaseException as exc:  # noqa: BLE001 - the component decides (see start)
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
         try:
-            # Unread data at close would reset the connection instead of delivering the answer.
-            os.set_blocking(channel, False)
-            try:
-                while os.read(channel, 1 << 16):
-                    pass
-            except BlockingIOError:
-                pass
-            os.write(channel, f"{kind}{'before exec: ' if kind == 'E' else ''}{reason}".encode())
+            _say_failed(channel, kind, "before exec: " if kind == "E" else "", exc)
         finally:
             os._exit(127)
+
+
+def _say_failed(channel: int, kind: str, where: str, exc: BaseException) -> None:
+    """A monitor that could not start says so on its channel (`start` reads it): "E" fails
+    the component's start, "X" takes the fallback."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+    # Unread data at close would reset the connection instead of delivering the answer.
+    os.set_blocking(channel, False)
+    try:
+        while os.read(channel, 1 << 16):
+            pass
+    except BlockingIOError:
+        pass
+    os.write(channel, f"{kind}{where}{reason}".encode())
+
+
+#: What `ps -f` shows for a monitor forked by a zygote (`serve_forked`), after the name of the
+#: component it serves, which the zygote gives; its short name is denial_monitor.NAME, as for
+#: the others.
+FORKED_TITLE = "denial-monitor (forked)"
+
+
+def serve_forked(channel: int, component: str) -> int:
+    """The monitor as a fork of a zygote (zygote.py, `_denial_monitor`: one per launch of a
+    component whose plan logs refusals), with nothing of the zygote's but `channel` and stdio
+    on /dev/null: no_new_privs and no capability, as `_exec_monitor` gives up before its
+    exec, and its title names `component`; then the program's own `main`, prelaunched: it
+    waits for `configure` (which the
+    component's "denial monitor" step sends, without the component's rlimits) and confines
+    itself before it takes anything else. Not exec'd: it shares the zygote's image (no
+    interpreter of its own, issue #16), is not dumpable from the start (the zygote is not),
+    and stays in the zygote's namespaces, where the component cannot name it. Returns its
+    exit status."""
+    from . import capabilities
+    try:
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+        capabilities.drop(())
+        try:
+            syscalls.set_title(f"{component} {FORKED_TITLE}", denial_monitor.NAME)
+        except OSError:
+            pass            # a name only
+    except BaseException as exc:  # noqa: BLE001 - the component's start fails, naming why
+        _say_failed(channel, "E", "before serving: ", exc)
+        return 127
+    return denial_monitor.main([str(channel)])
 
 
 def start(plan: Plan, monitor: Monitor) -> str:
