@@ -29,6 +29,12 @@ which it has not inherited). The seccomp step then hands it the listener over th
 that needs sendmsg and close to be allowed, which every CleanCoin policy allows; a policy
 that does not gets no denial log (the report says so).
 
+A component launched by a zygote (CleanCoin-node's wallet process) gets, since 12-07, a
+monitor the zygote forked for that launch (`serve_forked`, zygote._denial_monitor): no
+interpreter of its own, outside the component's namespaces; its "denial monitor" step only
+configures it (`configure`, without the component's rlimits) and it confines itself as
+above.
+
 Where the interpreter cannot be executed (a view without it: `CleanCoin-sandbox run` of a
 program policy), the monitor is what it was before: a fork of the component at its seccomp
 step, after Landlock and the capability drop (confined like the component, without a filter of
