@@ -29,6 +29,11 @@ then confines itself as above before it takes anything else. The seccomp step th
 that needs sendmsg and close to be allowed, which every CleanCoin policy allows; a policy
 that does not gets no denial log (the report says so).
 
+A component launched by a zygote (CleanCoin-node's wallet process) gets, since 12-07, a
+monitor the zygote forked for that launch (`serve_forked`, zygote._denial_monitor): no
+interpreter of its own, outside the component's namespaces; its "denial monitor" step only
+configures it (`configure`) and it confines itself as above.
+
 Where the interpreter cannot be executed (a view without it: `CleanCoin-sandbox run` of a
 program policy), or must not be (a user namespace its uid owns: steps._denial_monitor), the
 same double fork does not exec: it runs the program's `main` itself, confined by the same
@@ -373,16 +378,54 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None, f
             os._exit(denial_monitor.main([str(channel), *logs],
                                          forked=f"the small monitor could not start: {reason}"))
         try:
-            # Unread data at close would reset the connection instead of delivering the answer.
-            os.set_blocking(channel, False)
-            try:
-                while os.read(channel, 1 << 16):
-                    pass
-            except BlockingIOError:
-                pass
-            os.write(channel, f"E{'before exec: ' if kind == 'E' else ''}{reason}".encode())
+            _say_failed(channel, "before exec: " if kind == "E" else "", exc)
         finally:
             os._exit(127)
+
+
+def _say_failed(channel: int, where: str, exc: BaseException) -> None:
+    """A monitor that could not start says so on its channel: `start` reads the "E" and
+    fails the component's start, naming `where` and why."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+    # Unread data at close would reset the connection instead of delivering the answer.
+    os.set_blocking(channel, False)
+    try:
+        while os.read(channel, 1 << 16):
+            pass
+    except BlockingIOError:
+        pass
+    os.write(channel, f"E{where}{reason}".encode())
+
+
+#: What `ps -f` shows for a monitor forked by a zygote (`serve_forked`), after the name of the
+#: component it serves, which the zygote gives; its short name is denial_monitor.NAME, as for
+#: the others.
+FORKED_TITLE = "denial-monitor (forked)"
+
+
+def serve_forked(channel: int, component: str) -> int:
+    """The monitor as a fork of a zygote (zygote.py, `_denial_monitor`: one per launch of a
+    component whose plan logs refusals), with nothing of the zygote's but `channel` and stdio
+    on /dev/null: no_new_privs and no capability, as `_exec_monitor` gives up before its
+    exec, and its title names `component`; then the program's own `main`, prelaunched: it
+    waits for `configure` (which the
+    component's "denial monitor" step sends, without the component's rlimits) and confines
+    itself before it takes anything else. Not exec'd: it shares the zygote's image (no
+    interpreter of its own, issue #16), is not dumpable from the start (the zygote is not),
+    and stays in the zygote's namespaces, where the component cannot name it. Returns its
+    exit status."""
+    from . import capabilities
+    try:
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+        capabilities.drop(())
+        try:
+            syscalls.set_title(f"{component} {FORKED_TITLE}", denial_monitor.NAME)
+        except OSError:
+            pass            # a name only
+    except BaseException as exc:  # noqa: BLE001 - the component's start fails, naming why
+        _say_failed(channel, "before serving: ", exc)
+        return 127
+    return denial_monitor.main([str(channel)])
 
 
 def start(plan: Plan, monitor: Monitor) -> str:

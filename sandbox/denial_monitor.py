@@ -16,6 +16,11 @@ component's set-up code sends once its plan is made and its log opened (before t
 sandbox step), with the log's descriptor attached (SCM_RIGHTS): from then on it holds CHANNEL
 and LOG, as one started later does.
 
+A component launched by a zygote (CleanCoin-node's wallet process) gets a monitor forked by
+the zygote instead (denial_log.serve_forked, since 12-07): it runs `main` prelaunched in that
+fork, with no_new_privs and no capability, and is configured by the component's "denial
+monitor" step, without the component's rlimits; everything below applies to it too.
+
 Before it reads anything but the configuration the component's set-up code wrote into
 CHANNEL (marshal: the answer table, and the BPF of the monitor's own filter; started early,
 with the log's descriptor), it confines itself, each step checked, in this order:

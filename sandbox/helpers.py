@@ -42,8 +42,12 @@ class Helper(Record):
     """A helper as its component's report names it."""
 
     role: str                       # DENIAL_MONITOR, LEARN_RECORDER or OUTPUT_RELAY
-    pid: int                        # as the component sees it (its pid namespace)
+    pid: int                        # as the component sees it (its pid namespace), or `outside`
     start_time: int | None = None   # clock ticks since boot; None: /proc unreadable there
+    #: Started by the component's launcher, not by the component (a zygote's forked denial
+    #: monitor, since 12-07): `pid` and `start_time` are as the launcher sees them, in the pid
+    #: namespace its reports are registered in (report_registry), outside the component's.
+    outside: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -85,7 +89,8 @@ def completed(report: dict[str, object], component: int) -> dict[str, object]:
     """`report` (a launched component's, as a dict) with each helper's start time that its
     set-up could not read filled in from this side (the host's /proc), for the helper with
     that pid in `component`'s pid namespace."""
-    wanted = [h for h in report.get("helpers", []) or [] if isinstance(h, dict) and h.get("start_time") is None]
+    wanted = [h for h in report.get("helpers", []) or []
+              if isinstance(h, dict) and h.get("start_time") is None and not h.get("outside")]
     home = namespace_init(component) if wanted else None
     if home is None:
         return report
@@ -177,7 +182,15 @@ def role_of(pid: int, entries: Iterable[Mapping[str, object]]) -> str:
         if not isinstance(report, Mapping) or not isinstance(component, int):
             continue
         for helper in report.get("helpers", []) or []:
-            if not isinstance(helper, Mapping) or helper.get("pid") != ids[-1]:
+            if not isinstance(helper, Mapping):
+                continue
+            if helper.get("outside"):
+                # Numbered as the registry numbers its components (`Helper.outside`), with the
+                # start time its launcher read: both must match, or it is another process.
+                if helper.get("pid") == pid and started_at is not None and helper.get("start_time") == started_at:
+                    return str(helper.get("role", ""))
+                continue
+            if helper.get("pid") != ids[-1]:
                 continue
             if helper.get("start_time") is not None and helper.get("start_time") != started_at:
                 continue

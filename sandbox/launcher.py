@@ -25,6 +25,7 @@ from .stdio import Pipes, Relay
 TYPE_CHECKING = False     # not typing's: `CleanCoin-sandbox run` imports this and never typing
 
 if TYPE_CHECKING:   # the zygote spawns from finished plans and never loads a policy
+    from . import denial_log
     from .denial_log import DenialLog
     from .model import Policy
 
@@ -191,7 +192,8 @@ def prepare(policy: "Policy", variables: Mapping[str, str], writable_roots: Sequ
 
 def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int] = (),
           target: Callable[[int], int] | None = None, env: Mapping[str, str] | None = None,
-          relay: bool = True, raw_output: bool = False, title: str = "") -> SandboxedProcess:
+          relay: bool = True, raw_output: bool = False, title: str = "",
+          monitor: "denial_log.Monitor | None" = None) -> SandboxedProcess:
     """Fork a child under `plan` (None: no sandbox at all) and wait until it reports.
 
     With `argv` the child execs it once every step is in force (the policy must allow
@@ -201,6 +203,9 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
     and stderr by a thread (`relay`; control characters shown escaped unless `raw_output`
     and not a terminal), or left to the caller in `SandboxedProcess.output`. `title` is what
     `ps` shows for the child (its waiting processes say "(waiter)" and "(init)" after it).
+    `monitor`: the plan's denial monitor, started already by the caller (a zygote's fork,
+    denial_log.serve_forked) and configured by the child's "denial monitor" step instead of
+    one started there; the caller closes its end of the channel once this returns.
     """
     if target is None and not argv:
         raise ValueError("spawn needs argv or a target")
@@ -221,7 +226,7 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
         if pipes is not None:
             pipes.close_parent_ends()
         _child(plan, full_argv, target, parent_env, set(pass_fds), theirs.fileno(), parent, pipes, title,
-               denial_fd)
+               denial_fd, monitor)
     theirs.close()
     if denial_fd >= 0:
         os.close(denial_fd)
@@ -260,7 +265,8 @@ def _open_denial_log(plan: Plan | None) -> int:
 
 def _child(plan: Plan | None, argv: list[str], target: Callable[[int], int] | None,
            parent_env: dict[str, str], pass_fds: set[int], control_fd: int, parent: int,
-           pipes: Pipes | None, title: str, denial_fd: int = -1) -> None:
+           pipes: Pipes | None, title: str, denial_fd: int = -1,
+           monitor: "denial_log.Monitor | None" = None) -> None:
     """The forked child: every step, the report, then exec or the target. Never returns."""
     try:
         if title:
@@ -268,9 +274,10 @@ def _child(plan: Plan | None, argv: list[str], target: Callable[[int], int] | No
         if plan is None:
             env = _unconfined(parent, pass_fds | {0, 1, 2, control_fd})
         else:
-            keep = pass_fds | {control_fd} | ({denial_fd} if denial_fd >= 0 else set())
+            keep = (pass_fds | {control_fd} | ({denial_fd} if denial_fd >= 0 else set())
+                    | ({monitor.channel.fileno()} if monitor is not None else set()))
             ctx = steps.Context(plan, steps.Entry.LAUNCH, keep, parent_pid=parent, pipes=pipes,
-                                title=title, denial_fd=denial_fd)
+                                title=title, denial_fd=denial_fd, monitor=monitor)
             steps.run(ctx)
             env = ctx.env
             report = reports.build(plan, ctx.outcomes, os.getpid(), ctx.namespaces)

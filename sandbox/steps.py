@@ -221,6 +221,15 @@ def _environment(ctx: Context) -> Done:
 
 
 def _denial_monitor(ctx: Context) -> Done:
+    if ctx.monitor is not None and _launched(ctx):
+        # Forked by the zygote that launches this component (zygote._denial_monitor): outside
+        # this sandbox's namespaces, nothing of the zygote's but its channel. Configured now,
+        # by this set-up code; it keeps limits of its own, never this component's.
+        from . import denial_log
+        denial_log.configure(ctx.plan, ctx.monitor, ctx.denial_fd if ctx.denial_fd >= 0 else None)
+        return Done("a fork of the zygote, outside this sandbox's namespaces (not exec'd: no interpreter "
+                    "of its own), configured now: confines itself (no filesystem, its own seccomp "
+                    "filter) before the seccomp step hands it the listener")
     if ctx.monitor is not None:
         # Prelaunched by a process that restricts itself (denial_log.prelaunch), configured
         # before the first step (self_restrict): its interpreter started during the process's

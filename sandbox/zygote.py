@@ -8,7 +8,10 @@ start component NAME with this IPC socket, and signal a component it started. Be
 the message that configures it (once, before the parent restricts itself), it forks the
 parent's `Detached` processes, once each and never again on any request: processes that
 confine themselves (CleanCoin-node's connect broker), forked instead of started as
-interpreters of their own so that they share the zygote's image.
+interpreters of their own so that they share the zygote's image. In the same way it forks,
+for each launch of a component whose plan logs refusals, that component's denial monitor
+(`_denial_monitor`; since 12-07), which the component's own set-up configures and which
+confines itself (denial_log.serve_forked).
 
 It is a fresh interpreter (`python -m cleancoin.sandbox.zygote`) with a scrubbed environment,
 never a fork of its parent: a fork would carry the parent's memory (its conf file's RPC
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING
 from . import descriptors, report_registry, syscalls
 
 if TYPE_CHECKING:
-    from . import launcher
+    from . import denial_log, launcher
     from .plan import Plan
     from .report import Report
 
@@ -500,16 +503,21 @@ class _Server:
             raise ZygoteError(f"{len(self.starts)} components started in the last minute "
                               f"(at most {self.limits.per_minute})")
         self.starts.append(now)
-        from . import launcher
+        from . import launcher, steps
         component = self.components[name]
         ipc_fd = fds[0]
         title = (f"{name} (sandboxed, policy {component.plan.policy})" if component.plan
                  else f"{name} (not sandboxed)")
+        monitor = (_denial_monitor(name) if component.plan is not None and steps.wants_monitor(component.plan)
+                   else None)
         try:
             child = launcher.spawn(component.plan, target=lambda control: _run(component, control, ipc_fd),
-                                   pass_fds=[ipc_fd], relay=False, title=title)
+                                   pass_fds=[ipc_fd], relay=False, title=title, monitor=monitor)
         except launcher.SpawnError as exc:
             raise ZygoteError(str(exc), exc.step) from None
+        finally:
+            if monitor is not None:
+                monitor.channel.close()     # the component's now (or, if it did not start, nobody's)
         pid = child.component_pid()
         pidfd = os.pidfd_open(child.pid)
         self.children[pidfd] = _Child(name, child, pidfd, pid)
@@ -651,6 +659,27 @@ def _run_detached(start: _DetachedStart) -> None:
         os._exit(status if isinstance(status, int) else 1)
 
 
+def _denial_monitor(component: str) -> denial_log.Monitor:
+    """A component's denial monitor, forked here as the `Detached` processes are (nobody's
+    child, nothing of the zygote's but its channel), for one launch (`launcher.spawn(...,
+    monitor=)`): the launched child's "denial monitor" step configures it, and it confines
+    itself (denial_log.serve_forked). A fork of the zygote instead of an interpreter of its own
+    (`denial_log.launch`, about 3 MiB of its own): it holds the zygote's image, which is no
+    secret (a fresh interpreter, its environment scrubbed), and runs outside the component's
+    namespaces, where the component cannot name it. Raises ZygoteError."""
+    from . import denial_log, helpers, report_registry
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        pids = _start_detached([_DetachedStart(denial_log.FORKED_TITLE, denial_log.serve_forked, [component],
+                                               theirs.detach())])
+    except BaseException:
+        ours.close()
+        raise
+    pid = pids[denial_log.FORKED_TITLE]
+    return denial_log.Monitor(ours, helper=helpers.Helper(helpers.DENIAL_MONITOR, pid,
+                                                          report_registry.start_time(pid), outside=True))
+
+
 def _say(requests: socket.socket, message: object) -> None:
     """An answer the parent may no longer be there to read (it is exiting): then none."""
     try:
@@ -732,6 +761,11 @@ def main(argv: list[str]) -> int:
             if c.get("preload") and c["preload"] not in preloaded:
                 _import_target(c["preload"])()
         limits = Limits(**first.get("limits", {}))
+        from . import steps
+        if any(c.plan is not None and steps.wants_monitor(c.plan) for c in components.values()):
+            # What the forked denial monitors run (_denial_monitor), imported before the freeze:
+            # shared with every one of them instead of imported in each.
+            from . import denial_log  # noqa: F401
         syscalls.set_title(str(first.get("title", "zygote")), "zygote")
     except ConnectionResetError:
         return 0

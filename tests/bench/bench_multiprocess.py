@@ -18,8 +18,8 @@ against CleanCoind (one process), each measured against its baseline in the same
    #16's target: <= 1.10x on the same files). About two minutes in all here.
 3. Resident memory after createwallet + 101 blocks: VmRSS, PSS and USS (pages no other
    process maps) of every process of a regtest CleanCoin-node (node, zygote, the wallet's
-   waiter/init/component, the two denial monitors: small programs of their own, found by
-   their name) against the one CleanCoind process (issue #16's target: PSS <= 1.5x); each
+   waiter/init/component, the two denial monitors: the node's a small program of its own,
+   the wallet's a fork of the zygote, both found by their name) against the one CleanCoind process (issue #16's target: PSS <= 1.5x); each
    one's start and stop time; and
    the wallet RPC latency of each (getwalletinfo, issue #16's target: <= 1.25x; getbalance;
    interleaved),
@@ -581,15 +581,19 @@ MONITOR = "denial-monitor"
 
 
 def _monitor_role(pid: int) -> str:
-    """The denial monitor is its own small program (exec'd before Landlock), or a fork of its
-    component where that program could not start."""
+    """The denial monitor is its own small program (exec'd before Landlock), a fork of the
+    zygote (the wallet's, since 12-07: its title says "(forked)"), or a fork of its component
+    where that program could not start."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            exec_d = b"denial_monitor." in f.read()
+            cmdline = f.read()
     except OSError:
-        exec_d = False
-    return ("denial monitor (own program, python -I -S)" if exec_d
-            else "denial monitor (a fork at the seccomp step)")
+        cmdline = b""
+    if b"denial_monitor." in cmdline:
+        return "denial monitor (own program, python -I -S)"
+    if b"denial-monitor (forked)" in cmdline:
+        return "denial monitor (a fork of the zygote)"
+    return "denial monitor (a fork at the seccomp step)"
 
 
 def _comm(pid: int) -> str:

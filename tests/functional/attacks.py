@@ -457,6 +457,11 @@ except OSError as exc:
     report("kill-monitor", False, exc.strerror)
 '''
 
+# One refusal with an errno, for its record (the denial monitor's line).
+REFUSED = r'''
+refused_call()
+'''
+
 # Output the zygote relays, without a newline: the zygote (unconfined) must not hold it.
 OUTPUT_FLOOD = r'''
 attempt("stderr-without-newline")

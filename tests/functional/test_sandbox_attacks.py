@@ -602,31 +602,34 @@ def test_what_the_confined_node_plants_is_not_trusted_at_the_next_start(home_bas
     assert refused.returncode == 1 and "which the confined node can write" in refused.stderr, refused.stderr
 
 
-def _monitor_of(proc: Any, log: Path, inner: bool) -> int:
-    """The live denial monitor that writes `log` (the node's debug.log) for the node, or
-    (`inner`) for the wallet process, in whose pid namespace it is: as the attacked process
-    numbers it."""
+def _monitor_of(proc: Any, log: Path, wallet: bool) -> int:
+    """The live denial monitor that writes `log` (the node's sandbox.log): the node's own, or
+    (`wallet`) its wallet process's, a fork of the zygote whose title names the wallet (since
+    12-07). Its pid as the host numbers it."""
     found = [pid for pid in proc.monitors(writing=str(log))
-             if (len(proc.status(pid)["NSpid"].split()) > 1) == inner]
-    assert found, f"no denial monitor of the {'wallet' if inner else 'node'} writes {log}"
-    nspid = proc.status(found[0])["NSpid"].split()
-    return int(nspid[-1] if inner else nspid[0])
+             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"CleanCoin-wallet denial-monitor") == wallet]
+    assert found, f"no denial monitor of the {'wallet' if wallet else 'node'} writes {log}"
+    return found[0]
 
 
 def test_the_confined_node_and_wallet_cannot_reach_their_denial_monitors(home_base: Path, proc: Any) -> None:
     """The monitor is a program of its own in a Landlock domain of its own: the process it
     serves can neither signal it nor read its memory or descriptors. On the old code (a fork
-    at the seccomp step, in the node's Landlock domain) the node's kill-monitor escaped."""
+    at the seccomp step, in the node's Landlock domain) the node's kill-monitor escaped. The
+    wallet's monitor is a fork of the zygote (since 12-07), outside the wallet's pid namespace:
+    the wallet cannot even name it, and is given its host pid to try."""
     a = AttackedNode(home_base, node=attacks.MONITOR, wallet=attacks.MONITOR)
     # In a thread each: the node and its wallet finish starting meanwhile.
     a.config["node_delay"] = a.config["wallet_delay"] = 0.5
     a.start()
-    node_monitor = _monitor_of(proc, a.node.netdatadir / "sandbox.log", inner=False)
+    node_monitor = _monitor_of(proc, a.node.netdatadir / "sandbox.log", wallet=False)
     (a.node.netdatadir / "monitor_pid").write_text(str(node_monitor))
     node_results = a.result("node", timeout=60)
     assert escapes(node_results) == {}, node_results
-    (a.node.netdatadir / "wallets" / "monitor_pid").write_text(
-        str(_monitor_of(proc, a.node.netdatadir / "sandbox.log", inner=True)))
+    wallet_monitor = _monitor_of(proc, a.node.netdatadir / "sandbox.log", wallet=True)
+    wpid = wallet_pid(a.node)
+    assert os.readlink(f"/proc/{wallet_monitor}/ns/pid") != os.readlink(f"/proc/{wpid}/ns/pid")
+    (a.node.netdatadir / "wallets" / "monitor_pid").write_text(str(wallet_monitor))
     # The wallet's filter does not even let it call kill(2): it dies trying (and is restarted).
     wait_until(lambda: "killed by SIGSYS" in a.node.debug_log(), what="the node's log of the kill")
     wallet_results = a.result("wallet", to_the_end=False)
@@ -634,6 +637,41 @@ def test_the_confined_node_and_wallet_cannot_reach_their_denial_monitors(home_ba
     assert killed_during(wallet_results) == ["kill-monitor"], wallet_results
     assert Path(f"/proc/{node_monitor}").exists()
     assert a.node.rpc.getblockcount() == 0
+
+
+def _fd_targets(pid: int) -> list[str]:
+    return sorted(os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_the_wallets_denial_monitor_is_a_fork_of_the_zygote_that_holds_nothing_of_the_wallets(
+        home_base: Path, proc: Any) -> None:
+    """Since 12-07 the wallet's monitor is forked by the zygote (issue #16: no interpreter of
+    its own) instead of exec'd by the wallet at its "denial monitor" step. It must still be
+    confined by its own steps and keep none of the wallet's: its filter, no_new_privs and no
+    capability (the zygote, run as root here, holds them all), not the wallet's resource
+    limits, no descriptor but stdio on /dev/null, the log and the filter's listener (so no
+    socket the wallet could write to), outside the wallet's pid and user namespaces; and a
+    refusal in the real wallet is still logged, by it."""
+    a = AttackedNode(home_base, wallet=attacks.REFUSED)
+    a.config["wallet_delay"] = 0.5
+    a.start()
+    results = a.result("wallet", timeout=60)
+    assert escapes(results) == {}, results
+    log = a.node.netdatadir / "sandbox.log"
+    monitor, wpid = _monitor_of(proc, log, wallet=True), wallet_pid(a.node)
+    status = proc.status(monitor)
+    assert (status["Seccomp"], status["NoNewPrivs"], status["CapEff"], status["CapPrm"]) == \
+        ("2", "1", "0000000000000000", "0000000000000000"), status
+    assert len(status["NSpid"].split()) == 1 and status["Name"] == "denial-monitor", status
+    for ns in ("pid", "user", "mnt", "net"):
+        assert os.readlink(f"/proc/{monitor}/ns/{ns}") != os.readlink(f"/proc/{wpid}/ns/{ns}"), ns
+    limits = {pid: [line for line in Path(f"/proc/{pid}/limits").read_text().splitlines()
+                    if line.startswith("Max file size")] for pid in (monitor, wpid)}
+    assert "4294967296" in limits[wpid][0] and "4294967296" not in limits[monitor][0], limits
+    targets = _fd_targets(monitor)
+    assert targets == sorted(["/dev/null"] * 3 + [str(log), "anon_inode:seccomp notify"]), targets
+    wait_until(lambda: any("[sandbox:CleanCoin-wallet]" in line and "refused ioctl(" in line and "0x5412" in line
+                           for line in log.read_text().splitlines()), what="the wallet's TIOCSTI in sandbox.log")
 
 
 def test_the_wallets_output_cannot_make_the_zygote_hold_it(home_base: Path) -> None:
