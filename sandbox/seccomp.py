@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import field
 from functools import lru_cache
 from types import ModuleType
@@ -501,6 +501,19 @@ def _sha256(data: bytes) -> "hashlib._Hash":
     except ImportError:
         from hashlib import sha256
     return sha256(data)
+
+
+def rules_only_filter(name: str, rules: Sequence["SeccompRule"]) -> bytes:
+    """A filter of `rules` (all for syscall `name`, in the policy's order) and nothing else,
+    compiled by libseccomp: a call none of them holds for gets SECCOMP_RET_TRAP, an action no
+    policy rule has. For the probe's judge, which asks libseccomp which of several matching
+    argument rules the kernel would take (libseccomp orders them by value, not as written)."""
+    lib = _lib()
+    flt = lib.SyscallFilter(lib.TRAP)
+    flt.set_attr(lib.Attr.CTL_NNP, 0)
+    for rule in rules:
+        flt.add_rule(action_value(rule.action), name, *(_arg(c) for c in rule.args))
+    return _export(flt, "export_bpf")
 
 
 def compile_filter(spec: FilterSpec, notify_errno: bool = False, cached: bool = True) -> CompiledFilter:

@@ -62,18 +62,6 @@ def resource_hard_core() -> int | None:
     return None if hard == resource.RLIM_INFINITY else hard
 
 
-def _rules_filter(name: str, rules: list[SeccompRule]) -> bytes:
-    """A filter of `rules` (all for syscall `name`, in the policy's order) and nothing else,
-    compiled by libseccomp; a call none of them holds for gets SECCOMP_RET_TRAP, an action no
-    policy rule has."""
-    lib = seccomp._lib()  # noqa: SLF001
-    flt = lib.SyscallFilter(lib.TRAP)
-    flt.set_attr(lib.Attr.CTL_NNP, 0)
-    for rule in rules:
-        flt.add_rule(seccomp.action_value(rule.action), name, *(seccomp._arg(c) for c in rule.args))  # noqa: SLF001
-    return seccomp._export(flt, "export_bpf")  # noqa: SLF001
-
-
 def _action_name(value: int) -> str:
     """A filter's return value as a policy action string."""
     kind = value & 0xFFFF0000
@@ -231,7 +219,7 @@ class _Judge:
         own that it runs in the BPF simulator."""
         bpf = self._rule_filters.get(name)
         if bpf is None:
-            bpf = self._rule_filters[name] = _rules_filter(name, rules)
+            bpf = self._rule_filters[name] = seccomp.rules_only_filter(name, rules)
         number = seccomp.syscall_number(name)
         assert number is not None
         value = bpf_sim.run(bpf, number, [args.get(i, 0) for i in range(6)])
