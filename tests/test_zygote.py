@@ -580,6 +580,19 @@ def test_a_parent_restarting_components_leaves_no_zombie_of_their_denial_monitor
     assert seen["events"] == [[pid, -9] for pid in seen["spawned"][:-1]] + [[seen["spawned"][-1], 0]], seen
 
 
+def test_an_orphan_of_a_component_without_a_pid_namespace_is_reaped_by_the_zygote() -> None:
+    """A component without a pid namespace of its own that double-forks leaves its orphan to
+    the zygote now (its nearest subreaper), not to PID 1: the zygote reaps it too (by pid,
+    among its children that are no component), and the component's own status still comes
+    as its exit event. Under an init that does not reap, as in the test above."""
+    found = subprocess.run([sys.executable, str(Path(TESTS) / "zygote_targets.py"), "orphan"],
+                           capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr[-3000:]
+    seen = json.loads(found.stdout.splitlines()[-1])
+    assert seen["state"] == "", seen                # gone, not a zombie (Z)
+    assert seen["event"] == [seen["spawned"], 0], seen
+
+
 def test_the_zygotes_parent_cannot_trace_the_detached_processes_it_is_now_an_ancestor_of() -> None:
     """With the zygote as their subreaper, its detached processes stay below its parent (a
     compromised node) instead of going to PID 1: under Yama's ptrace_scope 1 a descendant may

@@ -207,9 +207,61 @@ def trace_a_detached_process() -> dict:
         ours.close()
 
 
+def orphan_maker(fd: int) -> int:
+    """A component that double-forks a process which ends at once (an orphan for whoever
+    reaps below its subreaper), sends its pid, then echoes."""
+    from cleancoin.sandbox.helpers import detached
+    pid = detached(lambda: os._exit(0))
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        sock.sendall(f"{pid}\n".encode())
+    return echo(fd)
+
+
+def orphan_under_an_init_that_does_not_reap() -> dict:
+    """As `restarts_under_an_init_that_does_not_reap`, for an orphan of a component without a
+    pid namespace (not sandboxed here): it goes to the zygote, its nearest subreaper. Returns
+    the orphan's state a while later and the component's exit event."""
+    import select
+    import time
+
+    from cleancoin.sandbox import syscalls
+    from cleancoin.sandbox.zygote import ComponentSpec, Zygote
+
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    z = Zygote.start({"c": ComponentSpec("c", "zygote_targets:orphan_maker", None)})
+    try:
+        ours, theirs = socket.socketpair()
+        started = z.spawn("c", theirs.fileno())
+        theirs.close()
+        ours.settimeout(20)
+        orphan = int(ours.recv(64))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _state(orphan):
+            time.sleep(0.05)
+        state = _state(orphan)
+        ours.close()            # echo ends at end of file: status 0
+        assert select.select([z.events], [], [], 20)[0], "no exit event"
+        e = z.read_event()
+        return {"orphan": orphan, "state": state, "event": [e.pid, e.returncode] if e else [],
+                "spawned": started.pid}
+    finally:
+        z.stop()
+
+
+def _state(pid: int) -> str:
+    """The process's state letter ("Z": a zombie), or "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
 if __name__ == "__main__":
     import json
     if sys.argv[1] == "trace":
         print(json.dumps(trace_a_detached_process()))
+    elif sys.argv[1] == "orphan":
+        print(json.dumps(orphan_under_an_init_that_does_not_reap()))
     else:
         print(json.dumps(restarts_under_an_init_that_does_not_reap(sys.argv[1], sys.argv[2], int(sys.argv[3]))))
