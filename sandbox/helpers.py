@@ -63,7 +63,12 @@ def detached(grandchild: Callable[[], object]) -> int:
     child here: a double fork whose middle process ends at once and is reaped here, so the
     helper is neither the component's child (a zombie it would have to reap, a pid its own
     waits could take) nor left behind as one. A grandchild that returns or raises ends.
-    Returns the grandchild's pid (as this process sees it), which the middle one passes on."""
+    Returns the grandchild's pid (as this process sees it), which the middle one passes on.
+
+    The grandchild goes to the nearest subreaper above, else to PID 1 (of the pid namespace),
+    which must reap it: a zygote is the subreaper of its forks and reaps them (since 12-07);
+    where PID 1 does not reap (a container without an init) one made elsewhere stays a
+    zombie once it ends (docs/sandbox.md, "Known limits")."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     middle = os.fork()
     if middle == 0:

@@ -11,7 +11,8 @@ confine themselves (CleanCoin-node's connect broker), forked instead of started 
 interpreters of their own so that they share the zygote's image. In the same way it forks,
 for each launch of a component whose plan logs refusals, that component's denial monitor
 (`_denial_monitor`; since 12-07), which the component's own set-up configures and which
-confines itself (denial_log.serve_forked).
+confines itself (denial_log.serve_forked). It is the subreaper of all of these (since 12-07)
+and reaps them as they end, and never takes a component's status but as its exit event.
 
 It is a fresh interpreter (`python -m cleancoin.sandbox.zygote`) with a scrubbed environment,
 never a fork of its parent: a fork would carry the parent's memory (its conf file's RPC
@@ -108,10 +109,11 @@ class ComponentSpec:
 
 @dataclass(frozen=True)
 class Detached:
-    """A process the zygote forks once, when it is configured, and never again: nobody's
-    child (a double fork), holding `fd` (a unix SOCK_SEQPACKET socket, its channel to the
-    parent) and nothing else of the zygote's, which runs `target(fd, *arguments)` and
-    confines itself (CleanCoin-node's connect broker). Its code and arguments are fixed by a
+    """A process the zygote forks once, when it is configured, and never again: never the
+    parent's child (a double fork; the zygote's as its subreaper, which reaps it), holding
+    `fd` (a unix SOCK_SEQPACKET socket, its channel to the parent) and nothing else of the
+    zygote's, which runs `target(fd, *arguments)` and confines itself (CleanCoin-node's
+    connect broker). Its code and arguments are fixed by a
     parent that is not confined yet; no later request names, starts or signals it."""
 
     name: str
@@ -418,12 +420,18 @@ class _Child:
     component: int
 
 
+#: How often (seconds) the zygote looks for orphans that came to it from elsewhere than its
+#: detached processes (`_Server._sweep`), when nothing else woke it.
+_SWEEP_SECONDS = 2.0
+
+
 class _Server:
-    """The zygote's loop: spawn on request, report exits, relay output; ends when the parent
-    hangs up."""
+    """The zygote's loop: spawn on request, report exits, relay output, reap its orphans; ends
+    when the parent hangs up."""
 
     def __init__(self, components: dict[str, _Component], limits: Limits,
-                 requests: socket.socket, events: socket.socket, name_kills: bool = True) -> None:
+                 requests: socket.socket, events: socket.socket, name_kills: bool = True,
+                 detached: Sequence[int] = ()) -> None:
         self.components = components
         self.limits = limits
         self.name_kills = name_kills
@@ -433,18 +441,58 @@ class _Server:
         self.relays: dict[int, launcher.SandboxedProcess] = {}   # output fd -> child
         self.starts: list[float] = []
         self.sel = selectors.DefaultSelector()
+        self.orphans: dict[int, int] = {}               # pidfd -> pid of a detached process
+        for pid in detached:
+            self._adopt(pid)
 
     def serve(self) -> None:
         self.sel.register(self.requests, selectors.EVENT_READ, "request")
         while True:
-            for key, _ in self.sel.select():
+            for key, _ in self.sel.select(_SWEEP_SECONDS):
                 if key.data == "request":
                     if not self._request():
                         return
                 elif key.data == "exit":
                     self._exited(key.fd)
+                elif key.data == "orphan":
+                    self._reap_orphan(key.fd)
                 else:
                     self._output(key.fd)
+            self._sweep()
+
+    # The zygote is the subreaper of what it starts (main: PR_SET_CHILD_SUBREAPER), so the
+    # processes it double-forks (`Detached`, `_denial_monitor`) become its children when their
+    # middle process ends, and so does an orphan of a component that has no pid namespace of
+    # its own. It reaps those, and never a component: a component's status is `_exited`'s to
+    # take (it becomes the exit event), so nothing here waits for "any child".
+
+    def _adopt(self, pid: int) -> None:
+        """Watch detached process `pid` (the zygote's child since its middle process ended;
+        its pid is not reused before the zygote reaps it) and reap it when it ends."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            _reap(pid)          # it cannot be watched: reaped if it ended already, else by _sweep
+            return
+        self.orphans[pidfd] = pid
+        self.sel.register(pidfd, selectors.EVENT_READ, "orphan")
+
+    def _reap_orphan(self, pidfd: int) -> None:
+        pid = self.orphans.pop(pidfd)
+        self.sel.unregister(pidfd)
+        os.close(pidfd)
+        _reap(pid)
+
+    def _sweep(self) -> None:
+        """Reap every child that ended and is neither a component nor a watched detached
+        process: orphans reparented here from below (a component's own double fork, where it
+        has no pid namespace that would take them), which PID 1 reaped before the zygote was
+        their subreaper. By pid, each one found among this process's children (/proc)."""
+        from .helpers import children
+        keep = {child.process.pid for child in self.children.values()} | set(self.orphans.values())
+        for pid in children(os.getpid()):
+            if pid not in keep:
+                _reap(pid)
 
     def _request(self) -> bool:
         try:
@@ -518,6 +566,8 @@ class _Server:
         finally:
             if monitor is not None:
                 monitor.channel.close()     # the component's now (or, if it did not start, nobody's)
+                if monitor.helper is not None:
+                    self._adopt(monitor.helper.pid)
         pid = child.component_pid()
         pidfd = os.pidfd_open(child.pid)
         self.children[pidfd] = _Child(name, child, pidfd, pid)
@@ -549,6 +599,14 @@ class _Server:
         if not child.output.pump(fd):
             self.sel.unregister(fd)
             del self.relays[fd]
+
+
+def _reap(pid: int) -> None:
+    """Reap child `pid` of the zygote if it has ended (not a component: see `_Server._adopt`)."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        pass                # not ours (any more)
 
 
 def _run(component: _Component, control: int, ipc_fd: int) -> int:
@@ -623,8 +681,9 @@ def _detached(value: object, fds: list[int]) -> list[_DetachedStart]:
 
 
 def _start_detached(starts: list[_DetachedStart]) -> dict[str, int]:
-    """Fork each, nobody's child (helpers.detached); returns name -> pid. Their sockets are
-    closed here either way: the zygote keeps nothing of theirs."""
+    """Fork each (helpers.detached; the zygote's child as its subreaper, `_Server._adopt`
+    reaps it); returns name -> pid. Their sockets are closed here either way: the zygote
+    keeps nothing of theirs."""
     from .helpers import detached
     pids: dict[str, int] = {}
     try:
@@ -660,10 +719,10 @@ def _run_detached(start: _DetachedStart) -> None:
 
 
 def _denial_monitor(component: str) -> denial_log.Monitor:
-    """A component's denial monitor, forked here as the `Detached` processes are (nobody's
-    child, nothing of the zygote's but its channel), for one launch (`launcher.spawn(...,
-    monitor=)`): the launched child's "denial monitor" step configures it, and it confines
-    itself (denial_log.serve_forked). A fork of the zygote instead of an interpreter of its own
+    """A component's denial monitor, forked here as the `Detached` processes are (a double
+    fork, reaped by the zygote as its subreaper; nothing of the zygote's but its channel), for
+    one launch (`launcher.spawn(..., monitor=)`): the launched child's "denial monitor" step
+    configures it, and it confines itself (denial_log.serve_forked). A fork of the zygote instead of an interpreter of its own
     (`denial_log.launch`, about 3 MiB of its own): it holds the zygote's image, which is no
     secret (a fresh interpreter, its environment scrubbed), and runs outside the component's
     namespaces, where the component cannot name it. Raises ZygoteError."""
@@ -702,6 +761,21 @@ def _import_target(spec: str) -> Target:
     if not callable(target):
         raise TypeError(f"{spec} is not callable")
     return target  # type: ignore[no-any-return]
+
+
+def _become_subreaper() -> None:
+    """Make the zygote the subreaper of every process below it (since 12-07): its double
+    forks' grandchildren (`Detached`, the denial monitors) were PID 1's when their middle
+    process ended, and where PID 1 does not reap (a container without an init) each one that
+    ended stayed a zombie, one per component start, which a compromised parent could repeat
+    until no pid was left. The zygote reaps them (`_Server`). They stay out of the parent's
+    reach as before: not its children (no wait, no SIGCHLD of theirs there), outside its
+    Landlock domain (no signal, no ptrace: scoped), not dumpable. Raises ZygoteError."""
+    try:
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    except OSError as exc:
+        raise ZygoteError("cannot become the subreaper of its detached processes "
+                          f"(prctl PR_SET_CHILD_SUBREAPER): {exc.strerror or exc}") from None
 
 
 def main(argv: list[str]) -> int:
@@ -775,6 +849,7 @@ def main(argv: list[str]) -> int:
     gc.freeze()
     gc.enable()
     try:
+        _become_subreaper()
         # After the freeze (their collections never walk the zygote's objects) and before the
         # first component: a fork now holds nothing of a component's (its relayed output).
         pids = _start_detached(detached)
@@ -783,7 +858,8 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         _send(requests, {"ready": True, "detached": pids})
-        _Server(components, limits, requests, events, first.get("name_kills") is not False).serve()
+        _Server(components, limits, requests, events, first.get("name_kills") is not False,
+                list(pids.values())).serve()
     except (BrokenPipeError, ConnectionResetError):
         pass        # the parent hung up mid-answer (it is exiting): so do we, quietly
     return 0

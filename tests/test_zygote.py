@@ -479,9 +479,10 @@ def _gone(pid: int, timeout: float = 10) -> bool:
     return False
 
 
-def test_a_detached_process_is_forked_once_nobodys_child_holding_only_its_socket(base_sandbox, sandbox_vars) -> None:
+def test_a_detached_process_is_forked_once_never_the_parents_child_holding_only_its_socket(base_sandbox, sandbox_vars) -> None:
     """What CleanCoin-node's connect broker is: forked by the zygote at `configure`, once,
-    with the arguments fixed then; not the parent's child nor the zygote's; stdio on
+    with the arguments fixed then; not the parent's child (the zygote's, which reaps it, since
+    12-07; nobody's before, which left a zombie where PID 1 does not reap); stdio on
     /dev/null and no descriptor of the zygote's; the signals the zygote ignores back to
     their defaults. Afterwards no request of the parent (the side a compromised node holds)
     starts another, starts it as a component, or signals it; the component next to it still
@@ -496,7 +497,9 @@ def test_a_detached_process_is_forked_once_nobodys_child_holding_only_its_socket
         seen = json.loads(ours.recv(1 << 16))
         assert z.detached_pids == {"helper": seen["pid"]}
         assert seen["arguments"] == ["5.0", "127.0.0.1:8333"]
-        assert seen["ppid"] not in (z.pid, os.getpid()), seen           # nobody's child here
+        assert seen["ppid"] != os.getpid(), seen                        # never the parent's child
+        # The zygote's, its subreaper, once the middle process ended (before the ready answer).
+        assert _status(seen["pid"])["PPid"] == str(z.pid), _status(seen["pid"])
         assert seen["sigterm"] == 0, seen                               # SIG_DFL, not the zygote's SIG_IGN
         kept = {int(fd): target for fd, target in seen["fds"].items()}
         assert {fd: kept[fd] for fd in (0, 1, 2)} == {0: "/dev/null", 1: "/dev/null", 2: "/dev/null"}, kept
@@ -550,3 +553,57 @@ def test_a_detached_process_without_a_sound_socket_stops_the_zygote(kind: str) -
     theirs.close()
     stream.settimeout(10)
     assert stream.recv(16) == b""                   # nothing was forked to hold it
+
+
+# ------------------------------------------------------------ the detached processes' end
+
+
+def test_a_parent_restarting_components_leaves_no_zombie_of_their_denial_monitors(base_sandbox, sandbox_vars,
+                                                                                  write_policy) -> None:
+    """Each launch of a component that logs refusals forks its denial monitor (since 12-07),
+    and CleanCoin-node's zygote forks the connect broker: double forks, whose grandchild
+    became PID 1's when the middle process ended. Where PID 1 does not reap (a container
+    without an init, Docker without --init) every monitor that ended stayed a zombie: a
+    compromised node, with nothing but the zygote's request socket (kill, spawn), piled up
+    one per restart (30 a minute, the rate limit) until the user's process limit or pid_max,
+    and so did every wallet restart. The zygote is their subreaper now and reaps them, and
+    only them: the exit of each component still comes as its event."""
+    restarts = 6
+    found = subprocess.run([sys.executable, str(Path(TESTS) / "zygote_targets.py"), write_policy(""),
+                            json.dumps(sandbox_vars), str(restarts)], capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr[-3000:]
+    seen = json.loads(found.stdout.splitlines()[-1])
+    assert len(seen["monitors"]) == restarts, seen
+    zombies = {pid: state for pid, state in seen["monitors"].items() if state}
+    assert zombies == {}, f"{len(zombies)} of {restarts} monitors left behind (Z: zombie): {zombies}"
+    # Reaping them took no component's status: each exit came as its event, the last one's 0.
+    assert seen["events"] == [[pid, -9] for pid in seen["spawned"][:-1]] + [[seen["spawned"][-1], 0]], seen
+
+
+def test_an_orphan_of_a_component_without_a_pid_namespace_is_reaped_by_the_zygote() -> None:
+    """A component without a pid namespace of its own that double-forks leaves its orphan to
+    the zygote now (its nearest subreaper), not to PID 1: the zygote reaps it too (by pid,
+    among its children that are no component), and the component's own status still comes
+    as its exit event. Under an init that does not reap, as in the test above."""
+    found = subprocess.run([sys.executable, str(Path(TESTS) / "zygote_targets.py"), "orphan"],
+                           capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr[-3000:]
+    seen = json.loads(found.stdout.splitlines()[-1])
+    assert seen["state"] == "", seen                # gone, not a zombie (Z)
+    assert seen["event"] == [seen["spawned"], 0], seen
+
+
+def test_the_zygotes_parent_cannot_trace_the_detached_processes_it_is_now_an_ancestor_of() -> None:
+    """With the zygote as their subreaper, its detached processes stay below its parent (a
+    compromised node) instead of going to PID 1: under Yama's ptrace_scope 1 a descendant may
+    be traced. They are not dumpable (the zygote's setting, from their first instruction), so
+    a process of the same uid without CAP_SYS_PTRACE is refused, next to a dumpable child of
+    its own that it attaches to. (The node itself cannot even try: its filter kills on ptrace;
+    and their signals are scoped away by Landlock, test_sandbox_attacks.py.)"""
+    found = subprocess.run([sys.executable, str(Path(TESTS) / "zygote_targets.py"), "trace"],
+                           capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr[-3000:]
+    seen = json.loads(found.stdout.splitlines()[-1])
+    assert seen["ppid"] == seen["zygote"] != seen["us"], seen      # below it, never its child
+    assert seen["control"] == "attached", seen
+    assert seen["detached"] == "Operation not permitted", seen

@@ -1153,4 +1153,16 @@ if zygote is not None:
     attempt("kill-the-broker-through-the-zygote")
     answer = ask({"kill": broker_pid, "signal": 9})
     report("kill-the-broker-through-the-zygote", "ok" in answer, str(answer)[:200])
+# Since 12-07 the broker is the zygote's child (its subreaper), so a descendant of the node's:
+# still no signal of the node's reaches it (outside the node's Landlock domain); SIGCONT, harmless
+# if delivered. The control: the node signals itself.
+import signal
+os.kill(os.getpid(), signal.SIGCONT)
+report("control-signal-self", False, "SIGCONT to itself delivered")
+attempt("signal-the-broker")
+try:
+    os.kill(broker_pid, signal.SIGCONT)
+    report("signal-the-broker", True, f"SIGCONT delivered to {broker_pid}")
+except OSError as exc:
+    report("signal-the-broker", False, exc.strerror)
 '''
