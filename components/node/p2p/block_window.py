@@ -12,7 +12,9 @@ stored or in flight) while another peer holds the window's first missing block, 
 peer is *stalling* the download; it is disconnected when it has delivered nothing for the
 stalling timeout (BLOCK_STALLING_TIMEOUT_DEFAULT, doubled after each such disconnect up to
 BLOCK_STALLING_TIMEOUT_MAX, so that our own slow link does not cost us one peer after
-another, and shrunk by 15 % for each block that moves our tip). Before 12-07 one sync peer
+another, and shrunk by 15 % for each block that moves our tip; while it is above the default, a
+block held past the default is asked of the idle peers too, node.py's _race_stalled_block, so
+that connections taking turns at stalling cannot drive it up). Before 12-07 one sync peer
 at a time was asked for every block (node.py, "Block download"): one block every 119 s from
 it held a node below the minimum chain work for days while a peer with every block waited.
 """
