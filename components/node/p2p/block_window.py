@@ -133,6 +133,15 @@ def next_blocks(chain: Any, plan: HeaderDownload, *, peer_id: int, serve_height:
         out.append(h)
         if len(out) >= count:
             break
+    else:
+        # Every block up to the end of the chain is stored or in flight: the window is not
+        # the limit, but the peer is left idle just the same. bitcoind names no staller
+        # here, leaving the block download timeout (minutes): before 12-07 (evening) neither
+        # did we, and connections that each kept a block of the chain's last 1024 heights,
+        # reconnecting when dropped, held the download that long (variant 12 of
+        # test_p2p_min_chain_work_stall.py).
+        if not out and window_full and waiting_for is not None and waiting_for.peer_id != peer_id:
+            return out, waiting_for
     return out, None
 
 
