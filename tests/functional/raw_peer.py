@@ -121,19 +121,23 @@ class ChainPeer:
     given, replaces the chain's for that answer: a header chain of its own), getdata with its
     blocks (with `drip` seconds, one block every `drip` seconds from a second thread: a peer
     that serves slowly but never stalls; a notfound for a block not its own, as a node
-    answers; with `withhold`, a notfound for every block: a peer
-    that shows the headers and has none of the blocks), and pings. `asked` counts the node's requests by
-    command, `blocks_asked` the blocks named in its getdata. `push` sends anything unasked.
+    answers; with `withhold`, a notfound for every block: a peer that shows the headers and
+    has none of the blocks; with `withhold_first`, it keeps (does not send) the lowest block
+    asked of it so far and sends the one it kept before: a peer that serves promptly but
+    holds one block, the window's first when it can), and pings. `asked` counts the node's
+    requests by command, `blocks_asked` the blocks named in its getdata. `push` sends anything unasked.
     `raw`, when given, is the connection to serve (RawPeer.dialled: the node dialled us);
     `port` and `source` are then unused."""
 
     def __init__(self, port: int, source: str, blocks: Sequence[Block],
                  headers: Sequence[object] | None = None, user_agent: str = "/chain/",
                  start_height: int | None = None, drip: float = 0.0, withhold: bool = False,
-                 raw: RawPeer | None = None) -> None:
+                 raw: RawPeer | None = None, withhold_first: bool = False) -> None:
         self.peer = raw if raw is not None else RawPeer(port, source, user_agent)
         self.drip = drip
         self.withhold = withhold
+        self.withhold_first = withhold_first
+        self.kept: Block | None = None
         self._dripping: list[Block] = []
         self.blocks = list(blocks)
         self.headers = None if headers is None else list(headers)
@@ -212,6 +216,12 @@ class ChainPeer:
                     for item in msg.items:
                         if item.type == MSG_BLOCK:
                             self.blocks_asked += 1
+                            if (self.withhold_first and item.hash in self._by_hash and
+                                    (self.kept is None or self._height[item.hash] < self._height[self.kept.hash])):
+                                if self.kept is not None:
+                                    out.append(BlockMessage(self.kept))
+                                self.kept = self._by_hash[item.hash]
+                                continue
                             if item.hash not in self._by_hash:
                                 missing.append(item)          # (as a node answers)
                             elif self.drip:

@@ -46,13 +46,18 @@ the chain well (bitcoind's preferred download peers), and variant 8 checks that 
 outbound peer still lets an inbound one in and is found the staller. Variant 9: a
 blocks-first sync peer that leaves getblocks unanswered held the download for its block
 download timeout (120 s) before 12-07 (later that day); variant 10, one that answers with made-up
-hashes, is what the race of variant 5 must not let hold it either.
+hashes, is what the race of variant 5 must not let hold it either. Variant 11: connections of one
+attacker that each keep the window's first block drove the stalling timeout up by taking
+turns at it (2, 4, 8, 16, 32 s, the tip at 0 all along) before 12-07 (later that day); now a block held
+past 2 s while the timeout in force is longer is raced. Variant 12: such connections that
+reconnect held the chain's last 1024 heights, where no staller was named (same day).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,7 +73,7 @@ from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.keys import PrivateKey
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
 from cleancoin.components.node.mining import mine_block
-from cleancoin.components.node.p2p.block_window import BLOCK_DOWNLOAD_WINDOW
+from cleancoin.components.node.p2p.block_window import BLOCK_DOWNLOAD_WINDOW, BLOCK_STALLING_TIMEOUT_DEFAULT
 from cleancoin.components.node.p2p.messages import MSG_BLOCK, BlockMessage, Inv, InvItem, serialize_message
 
 HEIGHT = 2050
@@ -463,3 +468,111 @@ def _stored(n: TestNode, block: Block) -> bool:
     except Exception:  # noqa: BLE001 - "Block not found"
         return False
     return True
+
+
+#: Variant 11: connections of one attacker taking turns at stalling, and the seconds the
+#: victim has to reach the tip once the honest peer is there (the doubling alone would give
+#: them 2 + 4 + 8 + 16 + 32 + 64 s; the honest sync takes 5 s here, 26 s at a load of 10).
+TURN_TAKERS = 6
+TURNS_BOUND = 60.0
+
+
+def _stall_timeouts(n: TestNode) -> list[float]:
+    """The stalling timeout in force at each staller's disconnection (the log's)."""
+    return [float(t) for t in re.findall(r"is stalling block download \(.*?the stalling timeout (\d+) s\)",
+                                         n.debug_log())]
+
+
+def test_stallers_taking_turns_do_not_drive_the_stalling_timeout_up(fresh: TestNode, chain: list[Block]) -> None:
+    """Variant 11, headers-first: TURN_TAKERS connections of one attacker relay the chain
+    and serve every block asked of them at once but the first of each getdata, which they
+    keep; they connect before the honest peer, so each in turn is first to be asked for
+    the blocks a dropped staller held. Each disconnection doubles the stalling timeout and
+    the tip, stuck at the withheld block, never moves to shrink it again: the next
+    connection holds the window twice as long as the last."""
+    n = fresh
+    attackers = [ChainPeer(n.p2p_port, f"127.0.0.{50 + i}", chain, withhold_first=True) for i in range(TURN_TAKERS)]
+    honest = None
+    try:
+        wait_until(lambda: n.rpc.getblockchaininfo()["headers"] == HEIGHT, 60, what="the headers stored")
+        honest = ChainPeer(n.p2p_port, "127.0.0.59", chain)
+        t0 = time.monotonic()
+        heights: list[int] = []
+
+        def at_tip() -> bool:
+            heights.append(n.rpc.getblockcount())
+            return heights[-1] == HEIGHT
+
+        try:
+            wait_until(at_tip, TURNS_BOUND, interval=1.0, what="the victim at the tip")
+        finally:
+            print(f"{time.monotonic() - t0:.1f} s after the honest peer came: heights {heights[::5]}; "
+                  f"stalling timeouts at the disconnections {_stall_timeouts(n)}; stallers {_stallers(n)}")
+        assert not honest.closed
+        assert "127.0.0.59" not in _stallers(n)
+        assert max(_stall_timeouts(n)) <= 2 * BLOCK_STALLING_TIMEOUT_DEFAULT
+    finally:
+        for a in attackers:
+            a.close()
+        if honest is not None:
+            honest.close()
+
+
+#: Variant 12: connections of one attacker that reconnect as soon as they are dropped.
+RECONNECTORS = 3
+
+
+def test_stallers_that_reconnect_do_not_hold_the_end_of_the_chain(fresh: TestNode, chain: list[Block]) -> None:
+    """Variant 12, headers-first: RECONNECTORS connections of one attacker keep the lowest
+    block asked of them (as variant 11's) and connect again whenever they are dropped; the
+    honest peer comes once they are in. Reconnected, they are asked for blocks of the
+    chain's last 1024 heights, where the window reaches the chain's end and no peer "could
+    fetch only from a larger window": before 12-07 (later that day) no staller was named there, and
+    the victim stood still below the tip until the block download timeout (120 s, plus 60 s
+    for every other peer downloading): at 1040 and at 1178 of 2050 for 90 s in two runs
+    (CleanCoind); a third (CleanCoin-node) reached the tip in 12 s, no reconnected
+    connection having been asked for a block that high in time, so this test does not fail
+    on every run of the old code."""
+    n = fresh
+    stop = threading.Event()
+    made: list[ChainPeer] = []
+
+    def attack(source: str) -> None:
+        while not stop.is_set():
+            try:
+                made.append(ChainPeer(n.p2p_port, source, chain, withhold_first=True))
+            except OSError:                 # (refused while the node is busy: again)
+                stop.wait(0.2)
+                continue
+            while not made[-1].closed and not stop.is_set():
+                stop.wait(0.05)
+
+    threads = [threading.Thread(target=attack, args=(f"127.0.0.{60 + i}",), daemon=True) for i in range(RECONNECTORS)]
+    for t in threads:
+        t.start()
+    honest = None
+    try:
+        wait_until(lambda: n.rpc.getblockchaininfo()["headers"] == HEIGHT, 60, what="the headers stored")
+        honest = ChainPeer(n.p2p_port, "127.0.0.69", chain)
+        t0 = time.monotonic()
+        heights: list[int] = []
+
+        def at_tip() -> bool:
+            heights.append(n.rpc.getblockcount())
+            return heights[-1] == HEIGHT
+
+        try:
+            wait_until(at_tip, TURNS_BOUND, interval=1.0, what="the victim at the tip")
+        finally:
+            print(f"{time.monotonic() - t0:.1f} s after the honest peer came: heights {heights[::5]}; "
+                  f"{len(made)} attacker connections; stallers {_stallers(n)}")
+        assert not honest.closed
+        assert "127.0.0.69" not in _stallers(n)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+        for a in made:
+            a.close()
+        if honest is not None:
+            honest.close()

@@ -12,7 +12,9 @@ stored or in flight) while another peer holds the window's first missing block, 
 peer is *stalling* the download; it is disconnected when it has delivered nothing for the
 stalling timeout (BLOCK_STALLING_TIMEOUT_DEFAULT, doubled after each such disconnect up to
 BLOCK_STALLING_TIMEOUT_MAX, so that our own slow link does not cost us one peer after
-another, and shrunk by 15 % for each block that moves our tip). Before 12-07 one sync peer
+another, and shrunk by 15 % for each block that moves our tip; while it is above the default, a
+block held past the default is asked of the idle peers too, node.py's _race_stalled_block, so
+that connections taking turns at stalling cannot drive it up). Before 12-07 one sync peer
 at a time was asked for every block (node.py, "Block download"): one block every 119 s from
 it held a node below the minimum chain work for days while a peer with every block waited.
 """
@@ -131,6 +133,15 @@ def next_blocks(chain: Any, plan: HeaderDownload, *, peer_id: int, serve_height:
         out.append(h)
         if len(out) >= count:
             break
+    else:
+        # Every block up to the end of the chain is stored or in flight: the window is not
+        # the limit, but the peer is left idle just the same. bitcoind names no staller
+        # here, leaving the block download timeout (minutes): before 12-07 (later that day) neither
+        # did we, and connections that each kept a block of the chain's last 1024 heights,
+        # reconnecting when dropped, held the download that long (variant 12 of
+        # test_p2p_min_chain_work_stall.py).
+        if not out and window_full and waiting_for is not None and waiting_for.peer_id != peer_id:
+            return out, waiting_for
     return out, None
 
 

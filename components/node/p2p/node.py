@@ -153,7 +153,8 @@ from .eviction import Candidate, netgroup, select_peer_to_evict
 from .log_limit import install as install_log_limit
 from .header_download import HeaderDownload
 from .block_window import (
-    MAX_BLOCKS_IN_TRANSIT_PER_PEER, StallTimeout, download_timeout, next_blocks, serve_height,
+    BLOCK_STALLING_TIMEOUT_DEFAULT, MAX_BLOCKS_IN_TRANSIT_PER_PEER, MAX_REFUSALS, StallTimeout, download_timeout,
+    next_blocks, serve_height,
 )
 from .presync import HeaderSync, PresyncAbort, work_threshold
 from .peer import MAX_PEER_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip
@@ -384,6 +385,9 @@ class P2PNode:
         self._header_download: HeaderDownload | None = None
         #: How long a peer may stall the download window (block_window.py).
         self._stall_timeout = StallTimeout()
+        #: Headers-first: blocks a staller has held past the default stalling timeout, asked
+        #: of the idle peers too (_race_stalled_block), and the staller's peer id.
+        self._stall_races: dict[bytes, int] = {}
         self._header_log_at = 0.0            # loop time of the last header progress line
         #: Loop time by which a headers-first sync peer must show a chain of the minimum work.
         self._headers_sync_deadline = 0.0
@@ -1415,6 +1419,7 @@ class P2PNode:
                  and self._sync_peer is not peer and h in self._sync_peer.blocks_in_flight)
         if self._blocks_requested.get(h) == peer.id:
             del self._blocks_requested[h]
+        race_holder = self._stall_races.get(h) if requested else None
         if not requested and self._below_minimum() and not self._unrequested_block_may_count(peer, block):
             return
         old_tip, old_height = self.chain.tip.hash, self.chain.tip.height
@@ -1448,6 +1453,8 @@ class P2PNode:
                 self._stall_timeout.after_blocks(self.chain.tip.height - old_height)
             if raced:
                 self._won_stall_race(peer, h, loop_now)
+            if race_holder is not None:
+                self._end_stall_race(peer, h, race_holder, loop_now)
         if self._sync_headers_first and self._sync_peer is not None:
             # Parallel download (block_window.py): refilled once half of the peer's places
             # are free (per block: a getdata a block, and 25 % more CPU for a 2050-block sync).
@@ -1596,6 +1603,7 @@ class P2PNode:
     def _end_headers_first(self) -> None:
         self._sync_headers_first = False
         self._header_download = None
+        self._stall_races.clear()
 
     def _continue_headers_first(self, peer: Peer) -> None:
         """Headers-first session (`peer` is the sync peer): follow its header chain
@@ -1732,6 +1740,10 @@ class P2PNode:
                 continue
             if p.stalling_block not in p.blocks_in_flight:
                 p.stalling_since, p.stalling_block = 0.0, None      # (no longer holds it)
+            if (p.stalling_since and self._stall_timeout.seconds > BLOCK_STALLING_TIMEOUT_DEFAULT
+                    and p.stalling_block not in self._stall_races
+                    and loop_now - p.stalling_since > BLOCK_STALLING_TIMEOUT_DEFAULT):
+                self._race_stalled_block(p, loop_now)
             if p.stalling_since and loop_now - p.stalling_since > self._stall_timeout.seconds:
                 self._drop_staller(p, p.stalling_block or b"", loop_now - p.stalling_since)
             elif (p.blocks_in_flight and loop_now - p.downloading_since
@@ -1740,6 +1752,49 @@ class P2PNode:
                          hash_to_hex(next(iter(p.blocks_in_flight))), loop_now - p.downloading_since)
                 p.close("block download timeout")
                 self._forget_peer(p)
+
+    def _race_stalled_block(self, holder: Peer, loop_now: float) -> None:
+        """Headers-first: `holder` has stalled the window for the default stalling timeout
+        (2 s) while the doubling has made the timeout in force longer: its block is asked of
+        every peer that serves it and has nothing in flight, and the first to deliver it ends
+        the stall (_end_stall_race; a deliverer other than `holder` gets it disconnected as
+        the staller). Before 12-07 (later that day) only the timeout in force applied, doubled by
+        each staller's disconnection and shrunk only by blocks that move the tip: connections
+        of one attacker, each serving its blocks but the window's first, were asked in turn
+        for the block the last one had held and held it twice as long (2, 4, 8, 16, 32 s:
+        the tip at 0 for over a minute while an honest peer with every block waited;
+        test_p2p_min_chain_work_stall.py, variant 11)."""
+        plan = self._header_download
+        block = holder.stalling_block
+        idx = self.chain.get_index(block) if plan is not None and block is not None else None
+        if idx is None:
+            return
+        racers = [q for q in self._peers.values()
+                  if q is not holder and not q.closed and q.handshake_done and not q.blocks_in_flight
+                  and q.blocks_refused.get(block, 0) < MAX_REFUSALS and self._serve_height(q, plan) >= idx.height]
+        if not racers:
+            return                          # (the next pass looks again)
+        self._stall_races[block] = holder.id
+        log.debug("peer=%d has held block %s for %.1f s: asking peer=%s for it too", holder.id, hash_to_hex(block),
+                  loop_now - holder.stalling_since, ",".join(str(q.id) for q in racers))
+        for q in racers:
+            q.blocks_in_flight[block] = loop_now
+            q.downloading_since = q.last_block_progress = loop_now
+            q.send(GetData((InvItem(MSG_BLOCK, block),)))
+
+    def _end_stall_race(self, peer: Peer, block: bytes, holder_id: int, loop_now: float) -> None:
+        """Headers-first: `peer` delivered `block`, stored now, for which a stall race was
+        on (_race_stalled_block): nobody else is waited for it; when `peer` is not the
+        staller, the staller is disconnected (the timeout doubled for the next one, after
+        the decay the stored block brought)."""
+        del self._stall_races[block]
+        self._blocks_requested.pop(block, None)
+        for q in self._peers.values():
+            if q is not peer:
+                q.blocks_in_flight.pop(block, None)
+        holder = self._peers.get(holder_id)
+        if holder is not None and holder is not peer and not holder.closed:
+            self._drop_staller(holder, block, loop_now - holder.stalling_since if holder.stalling_since else 0.0)
 
     def _check_sync_peer_stall(self, loop_now: float) -> None:
         """Blocks-first (one sync peer, above the minimum chain work): the sync peer holds
