@@ -59,7 +59,7 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -483,6 +483,22 @@ def _stall_timeouts(n: TestNode) -> list[float]:
                                          n.debug_log())]
 
 
+def _watch_to_tip(n: TestNode, more: Callable[[], str]) -> None:
+    """Wait (up to TURNS_BOUND) for the victim at the tip, then print how long it took from
+    now, its heights every 5 s and `more()`, reached or not."""
+    t0 = time.monotonic()
+    heights: list[int] = []
+
+    def at_tip() -> bool:
+        heights.append(n.rpc.getblockcount())
+        return heights[-1] == HEIGHT
+
+    try:
+        wait_until(at_tip, TURNS_BOUND, interval=1.0, what="the victim at the tip")
+    finally:
+        print(f"{time.monotonic() - t0:.1f} s after the honest peer came: heights {heights[::5]}; {more()}")
+
+
 def test_stallers_taking_turns_do_not_drive_the_stalling_timeout_up(fresh: TestNode, chain: list[Block]) -> None:
     """Variant 11, headers-first: TURN_TAKERS connections of one attacker relay the chain
     and serve every block asked of them at once but the first of each getdata, which they
@@ -496,18 +512,8 @@ def test_stallers_taking_turns_do_not_drive_the_stalling_timeout_up(fresh: TestN
     try:
         wait_until(lambda: n.rpc.getblockchaininfo()["headers"] == HEIGHT, 60, what="the headers stored")
         honest = ChainPeer(n.p2p_port, "127.0.0.59", chain)
-        t0 = time.monotonic()
-        heights: list[int] = []
-
-        def at_tip() -> bool:
-            heights.append(n.rpc.getblockcount())
-            return heights[-1] == HEIGHT
-
-        try:
-            wait_until(at_tip, TURNS_BOUND, interval=1.0, what="the victim at the tip")
-        finally:
-            print(f"{time.monotonic() - t0:.1f} s after the honest peer came: heights {heights[::5]}; "
-                  f"stalling timeouts at the disconnections {_stall_timeouts(n)}; stallers {_stallers(n)}")
+        _watch_to_tip(n, lambda: f"stalling timeouts at the disconnections {_stall_timeouts(n)}; "
+                                 f"stallers {_stallers(n)}")
         assert not honest.closed
         assert "127.0.0.59" not in _stallers(n)
         assert max(_stall_timeouts(n)) <= 2 * BLOCK_STALLING_TIMEOUT_DEFAULT
@@ -554,18 +560,7 @@ def test_stallers_that_reconnect_do_not_hold_the_end_of_the_chain(fresh: TestNod
     try:
         wait_until(lambda: n.rpc.getblockchaininfo()["headers"] == HEIGHT, 60, what="the headers stored")
         honest = ChainPeer(n.p2p_port, "127.0.0.69", chain)
-        t0 = time.monotonic()
-        heights: list[int] = []
-
-        def at_tip() -> bool:
-            heights.append(n.rpc.getblockcount())
-            return heights[-1] == HEIGHT
-
-        try:
-            wait_until(at_tip, TURNS_BOUND, interval=1.0, what="the victim at the tip")
-        finally:
-            print(f"{time.monotonic() - t0:.1f} s after the honest peer came: heights {heights[::5]}; "
-                  f"{len(made)} attacker connections; stallers {_stallers(n)}")
+        _watch_to_tip(n, lambda: f"{len(made)} attacker connections; stallers {_stallers(n)}")
         assert not honest.closed
         assert "127.0.0.69" not in _stallers(n)
     finally:
