@@ -510,3 +510,17 @@ def test_denial_log_flood_catches_a_monitor_without_bounds(base_sandbox, require
     monkeypatch.setattr(denial_log, "plan_with_denials", unbounded)
     flooded, detail = _run_denial_log_flood(judge, _targets(outside_dir), None, 60)
     assert flooded == "allowed" and "got 20000 lines" in detail, detail
+
+
+def test_the_base_policy_is_judged_as_the_kernel_treats_it(base_sandbox) -> None:  # noqa: ANN001
+    """base/python sets no nproc and no nofile limit: 200 processes and 8192 descriptors at
+    once are allowed, and the probe must see them so. Until 12-07 (thirteenth session) the two
+    attempts cleaned up with kill and wait4 and read the nofile limit with prlimit64, which
+    base refuses by killing: SIGSYS after the forks had started, and the probe reported two
+    calls "denied although the policy allows them". An attempt may use only the calls its
+    question needs, or the judge must count the others."""
+    result = probe.probe(load_policy(shipped_policy("base/python")), {})
+    attempts = _by_name(result)
+    assert [a.name for a in result.attempts if a.differs or a.outcome == "error"] == [], result.to_text()
+    for name in ("rlimit-fork-200", "rlimit-fds-8192"):
+        assert (attempts[name].expected, attempts[name].outcome) == ("allowed", "allowed"), attempts[name]
