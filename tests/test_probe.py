@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
-import time
 from pathlib import Path
 
 import pytest

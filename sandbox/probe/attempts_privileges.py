@@ -13,7 +13,6 @@ from .judge import _Judge, _Why
 from .kernel_abi import (_CAP_SETPCAP, _CAP_SYS_ADMIN, _CAP_SYS_RESOURCE,
                          _LINUX_CAPABILITY_VERSION_3, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE,
                          _PR_SET_SECUREBITS, _RLIMIT_CORE, _errname, _libc, _syscall)
-from .kernel_abi import _errname
 from .runner import Outcome, _Ctx, _ok, _Out
 from .targets import _Targets
 
