@@ -19,6 +19,13 @@ while a fresh `python -I -S` starts with 2.6 MiB of its own (libpython's relocat
 start-up heap) before it does anything; the zygote's pages they share cost nothing extra, since
 the zygote and the component keep them mapped anyway. Measured with
 tests/bench/bench_multiprocess.py (its USS column).
+
+Nor do they exec a small compiled program (issue #16, 12-07): one exec'd here, inside the
+component's user namespace, would belong to that namespace, which the launching uid owns, so
+any process of that uid could attach to it and open its namespace files; these forks' memory
+belongs to the namespace their program started in, where it cannot
+(tests/test_pidns_same_user.py). docs/sandbox.md ("The waiting processes") has the figures
+and the way a compiled waiter could keep that guarantee.
 """
 
 from __future__ import annotations

@@ -546,13 +546,7 @@ def _tree(root: int, zygote_expected: bool) -> list[tuple[int, int, str]]:
                         broken(f"the node's child {kid} is not the zygote: {cmdline[:200]!r}")
                     rows.append((kid, 1, "child: " + cmdline.replace(b"\0", b" ").decode()[:40]))
                     continue
-            # By position: the wallet's processes are forks of the zygote (a fresh interpreter,
-            # `python -m cleancoin.sandbox.zygote`), so command lines do not tell them apart.
-            kid_role = {0: "zygote (a fresh interpreter, not a fork of the node)",
-                        1: "wallet sandbox waiter (outside the pid namespace)",
-                        2: "wallet pid-namespace init",
-                        3: "wallet component"}.get(depth, f"child of pid {pid}")
-            walk(kid, depth + 1, kid_role)
+            walk(kid, depth + 1, _forked_role(kid, depth))
 
     walk(root, 0, "node")
     # A process that restricts itself starts its denial monitor by a double fork (nobody's child):
@@ -578,6 +572,28 @@ def _tree(root: int, zygote_expected: bool) -> list[tuple[int, int, str]]:
 
 
 MONITOR = "denial-monitor"
+
+
+def _forked_role(pid: int, depth: int) -> str:
+    """The role of a process below the node: the zygote and what it forks (the wallet's waiter,
+    init and component, the connect broker) are forks of one interpreter, told apart by the
+    titles they set. Until 12-07 this went by depth, and called the connect broker (the
+    zygote's child as its subreaper) a "wallet sandbox waiter"."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ")
+    except OSError:
+        cmdline = b""
+    if depth == 0:
+        return "zygote (a fresh interpreter, not a fork of the node)"
+    for key, role in ((b"connect-broker (forked)", "connect broker (a fork of the zygote)"),
+                      (b"(waiter)", "wallet sandbox waiter (outside the pid namespace)"),
+                      (b"(init)", "wallet pid-namespace init")):
+        if key in cmdline:
+            return role
+    if b"(sandboxed" in cmdline or b"(not sandboxed" in cmdline:
+        return "wallet component"
+    return f"child: {cmdline.decode(errors='replace')[:40]}"
 
 
 def _monitor_role(pid: int) -> str:
