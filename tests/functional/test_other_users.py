@@ -7,6 +7,7 @@ believed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -737,3 +738,76 @@ def test_an_attached_guis_connector_gives_another_users_listener_nothing(shared:
                 except subprocess.TimeoutExpired:
                     proc.kill()
         shutil.rmtree(base, ignore_errors=True)
+
+
+#: Another user who watches every process's command line (ps, /proc/*/cmdline) until a line
+#: comes on stdin: prints, per pid whose command line showed the secret (argv[1]), how many
+#: reads did and the first words of that command line (JSON).
+SCANNER = r'''
+import json, os, select, sys
+secret = sys.argv[1].encode()
+print("ready", flush=True)
+found = {}
+while not select.select([sys.stdin], [], [], 0)[0]:
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                command = f.read()
+        except OSError:
+            continue
+        if secret in command:
+            count, _ = found.get(name, (0, ""))
+            found[name] = (count + 1, command.replace(b"\0", b" ")[:160].decode(errors="replace"))
+print(json.dumps(found), flush=True)
+'''
+
+
+@pytest.mark.skipif(not is_multiprocess(), reason="CleanCoin-gui starts CleanCoin-node: in that pass")
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="needs a system python3 for the other user")
+def test_the_node_the_gui_starts_shows_no_secret_on_its_command_line() -> None:
+    """Attack: another user reads every process's command line while the operator's
+    CleanCoin-gui, given -rpcpassword (and -ipcauth), starts its CleanCoin-node. Before 12-07
+    the GUI passed them on in the node's argv: readable in /proc/PID/cmdline from the node's
+    exec until its options were parsed (its imports: the attacker read it there in about 40
+    scans of every process). The GUI's own command line is the operator's (hidden at its
+    entry point's first line, the known window); the node's must never show them: now the GUI
+    hands them over through an inherited pipe (-optionsfd, docs/gui.md)."""
+    pytest.importorskip("PySide6")
+    base = Path.home() / ".cache" / "cleancoin-gui-tests" / uuid.uuid4().hex[:12]     # outside /tmp
+    datadir, config = base / "data", base / "config"
+    datadir.mkdir(parents=True, mode=0o700)
+    secret = "hunter2-" + uuid.uuid4().hex
+    scanner = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                                SYSTEM_PYTHON, "-c", SCANNER, secret],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert scanner.stdin is not None and scanner.stdout is not None
+    assert scanner.stdout.readline() == "ready\n"
+    gui = subprocess.Popen([str(Path(sys.executable).parent / "CleanCoin-gui"), "-regtest", f"-datadir={datadir}",
+                            "-noipcconnect", f"-port={free_port()}", f"-rpcport={free_port()}", "-bind=127.0.0.1",
+                            "-rpcuser=op", f"-rpcpassword={secret}", f"-ipcauth=ipcop:{secret}"],
+                           env={**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(config)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    debug_log = datadir / "regtest" / "debug.log"
+    try:
+        deadline = time.monotonic() + 90
+        while not (debug_log.exists() and "Node started" in debug_log.read_text()):
+            assert gui.poll() is None and time.monotonic() < deadline, gui.communicate()[1][-2000:]
+            time.sleep(0.1)
+        # The node took the secrets: the operator's RPC password logs in.
+        port = next(a.split("=")[1] for a in gui.args if a.startswith("-rpcport="))   # type: ignore[union-attr]
+        assert RpcClient("127.0.0.1", int(port), user="op", password=secret, timeout=10).call("getblockcount") == 0
+        out = scanner.communicate("stop\n", timeout=30)[0]
+    finally:
+        if scanner.poll() is None:
+            scanner.kill()
+        gui.terminate()
+        try:
+            gui.wait(60)
+        except subprocess.TimeoutExpired:
+            gui.kill()
+        shutil.rmtree(base, ignore_errors=True)
+    seen = json.loads(out.strip().splitlines()[-1])
+    others = {pid: what for pid, what in seen.items() if int(pid) not in (gui.pid, scanner.pid)}
+    assert not others, f"another user read the secret on these command lines: {others}"
