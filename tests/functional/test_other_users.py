@@ -773,7 +773,7 @@ def test_the_node_the_gui_starts_shows_no_secret_on_its_command_line() -> None:
     exec until its options were parsed (its imports: the attacker read it there in about 40
     scans of every process). The GUI's own command line is the operator's (hidden at its
     entry point's first line, the known window); the node's must never show them: now the GUI
-    hands them over through an inherited pipe (-optionsfd, docs/gui.md)."""
+    hands them over through an inherited pipe (-optionsfd, docs/node.md)."""
     pytest.importorskip("PySide6")
     base = Path.home() / ".cache" / "cleancoin-gui-tests" / uuid.uuid4().hex[:12]     # outside /tmp
     datadir, config = base / "data", base / "config"
