@@ -123,13 +123,14 @@ RPC_WHITELIST_OPTIONS: tuple[Option, ...] = (
 
 #: -allowlocalpeer: a peer endpoint on this host that the node may connect to. Outgoing P2P
 #: connections to this host's own addresses (loopback, 0.0.0.0, link-local, its interfaces')
-#: are refused unless named at start by -connect, -addnode or this option
-#: (components/node/connect_rule.py, docs/node.md).
+#: are refused unless named at start by -connect, -addnode or this option, and so (since
+#: 12-07) are cloud providers' metadata services (components/node/connect_rule.py, docs/node.md).
 ALLOW_LOCAL_PEER_OPTION = Option(
     "allowlocalpeer", "Allow outgoing P2P connections to <host:port> on this host (loopback, link-local or "
-    "an address of this host), for local nodes added later with the addnode RPC; a port range "
+    "an address of this host) or at a cloud provider's metadata service address (fd00:ec2::254, "
+    "100.100.100.200, 168.63.129.16, ...), for nodes added later with the addnode RPC; a port range "
     "host:<low>-<high> names several. -connect and -addnode endpoints are allowed already; every other "
-    "address of this host is refused by the connect rule. Repeatable; fixed at start.",
+    "such address is refused by the connect rule. Repeatable; fixed at start.",
     "Connection options", "<host:port>")
 
 
