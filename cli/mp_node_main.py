@@ -60,9 +60,6 @@ OPTIONS: list[Option] = [
            "(unix) within <n> seconds", "IPC options", "<n>", "10"),
     Option("ipcfd", "Serve the front end that started this node (CleanCoin-gui) on this inherited "
            "socket descriptor; the node stops when that connection ends", "IPC options", "<n>"),
-    Option("optionsfd", "Read more options from this inherited descriptor to its end (each followed by "
-           "a NUL byte), as if given on the command line: how CleanCoin-gui hands the node it starts "
-           "the secret ones (-rpcpassword, -rpcauth, -ipcauth), off its command line", "IPC options", "<n>"),
     Option("ipcallowwallet", "Let an IPC client of the -ipcbind listeners (a CleanCoin-wallet "
            "-ipcconnect) serve the wallet RPC methods; only with -disablewallet", "IPC options", "", "0"),
 ]
@@ -85,10 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if wants(args, "version"):
         print(version_text("CleanCoin multiprocess node"), end="")
         return 0
-    from cleancoin.components.common.command_line_secrets import read_options_fd
     try:
-        settings = load_settings(read_options_fd(args), OPTIONS)
-    except ValueError as exc:       # OptionError, and -optionsfd's errors
+        settings = load_settings(args, OPTIONS)     # -optionsfd's options read there
+    except OptionError as exc:
         return _fail(None, str(exc))
     apply_umask(settings)          # before any file, and before the zygote and wallet are started
     from cleancoin.components.node.wallet_component import launch_zygote, uses_running_wallet

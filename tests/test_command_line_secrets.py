@@ -22,6 +22,9 @@ def test_the_secret_options_are_split_off_in_order() -> None:
     public, secret = split_secret(argv)
     assert public == ["-regtest", "-rpcuser=op"]
     assert secret == ["-rpcpassword=a", "-rpcauth=x:y$z", "-norpcpassword=1", "-ipcauth=u:p"]
+    # After a method's name come its parameters (CleanCoin-cli), whatever they look like.
+    public, secret = split_secret(["-rpcpassword=a", "echo", "-rpcpassword=b"])
+    assert public == ["echo", "-rpcpassword=b"] and secret == ["-rpcpassword=a"]
 
 
 def test_options_go_through_a_pipe_and_take_the_descriptors_place() -> None:

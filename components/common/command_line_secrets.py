@@ -50,9 +50,12 @@ def _secret_option(arg: str) -> bool:
 
 
 def split_secret(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """`argv` without its SECRET_OPTIONS arguments, and those arguments, each list in order."""
-    public = [arg for arg in argv if not _secret_option(arg)]
-    return public, [arg for arg in argv if _secret_option(arg)]
+    """`argv` without its SECRET_OPTIONS options, and those options, each list in order. Only
+    the options before the first argument that is not one count: after it come a method's
+    parameters (CleanCoin-cli), which are not options whatever they look like."""
+    first = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
+    secret = [arg for arg in argv[:first] if _secret_option(arg)]
+    return [arg for arg in argv[:first] if not _secret_option(arg)] + list(argv[first:]), secret
 
 
 #: The option naming an inherited descriptor with more options on it (CleanCoin-node's).

@@ -219,11 +219,17 @@ def hide_secrets_from_ps() -> None:
 def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
     """Parse the command line, read the conf file, check every name against `table`.
 
-    The conf file is `-conf` (default CleanCoin.conf), a relative path taken in the command
+    An -optionsfd=N among `argv` is replaced by the options read from descriptor N
+    (command_line_secrets.read_options_fd: how the GUI and the `CleanCoin` wrapper hand over
+    the secret ones). The conf file is `-conf` (default CleanCoin.conf), a relative path taken in the command
     line's datadir (or the default one). A `datadir=` in it selects the data directory when
     the command line gives none, as bitcoind's ReadConfigFiles does."""
     known = {o.name for o in table}
     hide_secrets_from_ps()
+    try:
+        argv = command_line_secrets.read_options_fd(argv)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
     cmdline = parse_args(argv)
     _check_known(cmdline, known)
     datadir = os.path.abspath(os.path.expanduser(cmdline.get("datadir", [conf.default_datadir()])[-1]))

@@ -395,6 +395,93 @@ def test_the_secret_window_on_the_command_line_is_the_interpreters_start(tmp_pat
         assert rss <= floor + 2560, (name, rss, floor)
 
 
+#: Another user who watches one process's command line (pid on stdin) until it ends, or for
+#: 20 s: prints how many reads showed it without the secret (argv[1]), and how many times the
+#: secret appeared again after such a read.
+REAPPEARANCES = r'''
+import sys, time
+secret = sys.argv[1].encode()
+print("ready", flush=True)
+pid = int(sys.stdin.readline())
+hidden, again, shown = 0, 0, True
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read()
+    except OSError:
+        break
+    if not command:
+        break               # a zombie: it ended
+    now = secret in command
+    hidden += not now
+    again += now and not shown and hidden > 0
+    shown = now
+print(hidden, again)
+'''
+
+
+def _reappearances(command: list[str], secret: str) -> tuple[subprocess.Popen[bytes], subprocess.Popen[str]]:
+    """Start `command` under another user's watch (REAPPEARANCES, started first); returns the
+    process and the watcher (read its answer with `_answer`)."""
+    watcher = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                                SYSTEM_PYTHON, "-c", REAPPEARANCES, secret],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert watcher.stdin is not None and watcher.stdout is not None
+    assert watcher.stdout.readline() == "ready\n"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watcher.stdin.write(f"{process.pid}\n")
+    watcher.stdin.flush()
+    return process, watcher
+
+
+def _answer(watcher: subprocess.Popen[str]) -> tuple[int, int]:
+    hidden, again = watcher.communicate(timeout=30)[0].split()
+    return int(hidden), int(again)
+
+
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="needs a system python3 for the other user")
+def test_the_wrapper_shows_the_secret_no_second_time(tmp_path: Path) -> None:
+    """Attack: another user reads the command line of `CleanCoin node -rpcpassword=...` (and
+    `CleanCoin rpc -rpcpassword=...`) in a loop. The wrapper hides it at its first line, then
+    execs the executable; until 12-07 it passed the option on in that exec's argv, so the
+    secret appeared a second time, until the executable's entry point hid it again (seen on
+    2 appearances in each of three runs). Now the wrapper hands the secret options over in a
+    pipe (-optionsfd): the operator's own typing is the one appearance, and the executable
+    still gets them (the node takes the password, CleanCoin-cli logs in with it)."""
+    datadir = tmp_path / "data"
+    datadir.mkdir()
+    os.chmod(tmp_path, 0o755)
+    secret = "hunter2-" + uuid.uuid4().hex
+    wrapper = str(Path(sys.executable).parent / "CleanCoin")
+    rpc_port = free_port()
+    node, watcher = _reappearances([wrapper, "node", "-regtest", f"-datadir={datadir}", f"-rpcport={rpc_port}",
+                                          f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0", "-rpcuser=op",
+                                          f"-rpcpassword={secret}"], secret)
+    try:
+        rpc = [wrapper, "rpc", "-regtest", f"-datadir={datadir}", f"-rpcport={rpc_port}", "-rpcuser=op",
+               f"-rpcpassword={secret}", "-rpcwait", "-rpcwaittimeout=30", "getblockcount"]
+        done = subprocess.run(rpc, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr[-2000:]
+        node.terminate()
+        node.wait(30)
+        hidden, again = _answer(watcher)
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait(30)
+        if watcher.poll() is None:
+            watcher.kill()
+    assert hidden and again == 0, f"node: {hidden} reads without the secret, then it appeared {again} times again"
+    # CleanCoin-cli through the wrapper, waiting (-rpcwait) where no server listens.
+    cli, watcher = _reappearances([wrapper, "rpc", "-regtest", f"-datadir={datadir}", f"-rpcport={free_port()}",
+                                         "-rpcuser=op", f"-rpcpassword={secret}", "-rpcwait", "-rpcwaittimeout=3",
+                                         "getblockcount"], secret)
+    cli.wait(60)
+    hidden, again = _answer(watcher)
+    assert hidden and again == 0, f"cli: {hidden} reads without the secret, then it appeared {again} times again"
+
+
 SQUATTER = r'''
 import os, socket, sys
 kind, where, out = sys.argv[1:4]
