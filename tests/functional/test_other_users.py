@@ -886,6 +886,7 @@ def test_the_node_the_gui_starts_shows_no_secret_on_its_command_line() -> None:
         port = next(a.split("=")[1] for a in gui.args if a.startswith("-rpcport="))   # type: ignore[union-attr]
         assert RpcClient("127.0.0.1", int(port), user="op", password=secret, timeout=10).call("getblockcount") == 0
         out = scanner.communicate("stop\n", timeout=30)[0]
+        assert secret not in debug_log.read_text()
     finally:
         if scanner.poll() is None:
             scanner.kill()
