@@ -289,9 +289,10 @@ def spawn_node(node_args: list[str], output: Any = None) -> tuple[Any, socket.so
 
     from ..common.command_line_secrets import OPTIONS_FD, options_pipe, split_secret
     public, secret = split_secret(node_args)
-    options_fd = options_pipe(secret) if secret else -1
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    options_fd = -1
     try:
+        options_fd = options_pipe(secret) if secret else -1
         argv = [sys.executable, "-m", "cleancoin.cli.mp_node_main", *public, f"-ipcfd={theirs.fileno()}"]
         fds = [theirs.fileno()]
         if options_fd >= 0:

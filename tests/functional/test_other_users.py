@@ -395,8 +395,8 @@ def test_the_secret_window_on_the_command_line_is_the_interpreters_start(tmp_pat
         assert rss <= floor + 2560, (name, rss, floor)
 
 
-#: Another user who watches one process's command line (pid on stdin) until it ends, or for
-#: 20 s: prints how many reads showed it without the secret (argv[1]), and how many times the
+#: Another user who watches one process's command line (pid on stdin) until it is reaped, or
+#: for 20 s: prints how many reads showed it without the secret (argv[1]), and how many times the
 #: secret appeared again after such a read.
 REAPPEARANCES = r'''
 import sys, time
@@ -410,9 +410,9 @@ while time.monotonic() < deadline:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             command = f.read()
     except OSError:
-        break
+        break               # reaped
     if not command:
-        break               # a zombie: it ended
+        continue            # between an exec's old and new memory, or a zombie
     now = secret in command
     hidden += not now
     again += now and not shown and hidden > 0
