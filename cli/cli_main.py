@@ -614,6 +614,12 @@ def run_helper(options: dict[str, str], client: RpcClient, args: Sequence[str]) 
 
 def run(argv: Sequence[str], stdin: Any = None) -> tuple[int, str, str]:
     """The whole command: (exit status, stdout text, stderr text)."""
+    from cleancoin.components.common.command_line_secrets import read_options_fd
+    try:
+        # -optionsfd=N: the `CleanCoin` wrapper's secret options, off the command line.
+        argv = read_options_fd(argv)
+    except ValueError as exc:
+        return 1, "", f"Error: {exc}\n"
     try:
         options, args = parse_options(argv)
     except UsageError as exc:

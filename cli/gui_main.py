@@ -159,7 +159,12 @@ def main_gui(argv: Sequence[str] | None = None) -> int:
         keep_memory_private()
         from cleancoin.cli.terminal import show_others_text_escaped
         show_others_text_escaped()      # refusals name others' files; the console logs others' text
-    args = list(sys.argv[1:] if argv is None else argv)
+    from cleancoin.components.common.command_line_secrets import read_options_fd
+    try:
+        # Read once, here: the node it starts gets them in a pipe of its own (spawn_node).
+        args = read_options_fd(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        return _fail(str(exc))
     settings = _prepare("CleanCoin-gui", "CleanCoin's graphical wallet, multiprocess: the window in a "
                         "sandboxed process of its own, the node in CleanCoin-node.", GUI_PROCESS_OPTIONS, args)
     if isinstance(settings, int):

@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(version_text("CleanCoin multiprocess node"), end="")
         return 0
     try:
-        settings = load_settings(args, OPTIONS)
+        settings = load_settings(args, OPTIONS)     # -optionsfd's options read there
     except OptionError as exc:
         return _fail(None, str(exc))
     apply_umask(settings)          # before any file, and before the zygote and wallet are started

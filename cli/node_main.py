@@ -54,6 +54,10 @@ OPTIONS: list[Option] = [
     Option("conf", "Specify path to read-only configuration file. Relative paths are prefixed by datadir location.",
            "Options", "<file>", "CleanCoin.conf"),
     Option("datadir", "Specify data directory", "Options", "<dir>", "~/.cleancoin"),
+    Option("optionsfd", "Read more options from this inherited descriptor to its end (each followed by "
+           "a NUL byte), as if given on the command line here: how CleanCoin-gui and the CleanCoin "
+           "wrapper hand the secret ones (-rpcpassword, -rpcauth, -ipcauth) to the executable they "
+           "start, off its command line", "Options", "<n>"),
     Option("pid", "Specify pid file. Relative paths are prefixed by the network datadir.", "Options",
            "<file>", "CleanCoind.pid"),
     Option("reindex", "Rebuild chain state and indexes from the stored blocks.", "Options"),

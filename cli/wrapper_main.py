@@ -148,6 +148,23 @@ def find_executable(name: str, wrapper_argv0: str) -> str | None:
     return None
 
 
+def _hand_over_secrets(args: list[str]) -> list[str]:
+    """`args` for the executable, its secret options (-rpcpassword, -rpcauth, -ipcauth) in an
+    inherited pipe (-optionsfd, first) instead: the exec would show them on the command line
+    again, to every local user, until the executable's entry point hides them (since 12-07;
+    this process hid them already, docs/node.md)."""
+    from cleancoin.components.common.command_line_secrets import OPTIONS_FD, options_pipe, split_secret
+    public, secret = split_secret(args)
+    if not secret:
+        return args
+    try:
+        fd = options_pipe(secret)
+    except OSError as exc:
+        raise WrapperError(f"cannot hand the secret options over: {exc}") from None
+    os.set_inheritable(fd, True)
+    return [f"-{OPTIONS_FD}={fd}", *public]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the CleanCoin script: replaces itself with the executable, or returns
     the status of what it printed instead (help, version, an error)."""
@@ -174,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise WrapperError(f"{command[0]} not found next to {exe}")
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execv(path, [path, *command[1:], *cmd.args])
+        os.execv(path, [path, *command[1:], *_hand_over_secrets(cmd.args)])
     except WrapperError as exc:
         print(f"Error: {exc}\nTry '{exe} --help' for more information.", file=sys.stderr)
         return 1

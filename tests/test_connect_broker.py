@@ -39,10 +39,25 @@ def test_the_hosts_own_address_classes_are_refused_unless_named(address: str) ->
     assert reason is not None and "not an endpoint named at start" in reason
 
 
+@pytest.mark.parametrize("address, provider", [
+    ("fd00:ec2::254", "AWS"), ("fd00:ec2::23", "AWS"), ("fd20:ce::254", "Google Cloud"),
+    ("100.100.100.200", "Alibaba Cloud"), ("::ffff:100.100.100.200", "Alibaba Cloud"),
+    ("168.63.129.16", "Azure"), ("192.0.0.192", "Oracle Cloud")])
+def test_cloud_providers_services_are_refused_unless_named(address: str, provider: str) -> None:
+    reason = ConnectRule.build([], own=frozenset()).check(address, 80)
+    assert reason is not None and f"a cloud provider's service ({provider}" in reason, reason
+    assert "-allowlocalpeer" in reason
+    named = ConnectRule.build([f"[{address}]:80" if ":" in address else f"{address}:80"], own=frozenset())
+    assert named.check(address, 80) is None and named.check(address, 81) is not None
+
+
 def test_other_addresses_are_peers() -> None:
     rule = ConnectRule.build([], own=frozenset())
-    for address in ("8.8.8.8", "10.0.0.5", "2001:db8::1", "::ffff:8.8.8.8", "192.168.1.1"):
-        assert rule.check(address, 8333) is None
+    # 100.64/10 (carrier-grade NAT: Tailscale, carriers) around Alibaba's address; the ULA
+    # prefixes next to AWS's and Google's.
+    for address in ("8.8.8.8", "10.0.0.5", "2001:db8::1", "::ffff:8.8.8.8", "192.168.1.1", "100.64.0.1",
+                    "100.100.100.201", "168.63.129.17", "fd00:ec2:0:1::254", "fd20:ce::253"):
+        assert rule.check(address, 8333) is None, address
 
 
 def test_named_endpoints_allow_exactly_their_address_and_ports() -> None:

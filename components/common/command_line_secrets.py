@@ -6,10 +6,17 @@ as a parameter is there from exec on; setproctitle overwrites the argv area the 
 after which the value reads `***`. The time in between is the window: this module imports
 nothing but the standard library so that the executables' entry points (cli/entry.py) can
 call it before they import anything else. bitcoind and bitcoin-cli never hide them at all.
+
+A program of ours that starts another with such options (CleanCoin-gui its CleanCoin-node)
+has no window to accept: it keeps them off the child's command line altogether and hands them
+over through an inherited pipe instead (`options_pipe`, read by the child's -optionsfd:
+`read_options_fd`). A pipe's descriptor is reachable only by the processes that hold it and by
+the same user's (/proc/PID/fd needs ptrace rights); a command line is every user's.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -40,6 +47,80 @@ def _secret_option(arg: str) -> bool:
     if name.startswith("no") and len(name) > 2:        # -norpcpassword=...: the same option
         name = name[2:]
     return bool(sep) and name in SECRET_OPTIONS
+
+
+def split_secret(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`argv` without its SECRET_OPTIONS options, and those options, each list in order. Only
+    the options before the first argument that is not one count: after it come a method's
+    parameters (CleanCoin-cli), which are not options whatever they look like."""
+    first = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
+    secret = [arg for arg in argv[:first] if _secret_option(arg)]
+    return [arg for arg in argv[:first] if not _secret_option(arg)] + list(argv[first:]), secret
+
+
+#: The option naming an inherited descriptor with more options on it (CleanCoin-node's).
+OPTIONS_FD = "optionsfd"
+#: Bytes a pipe holds without a reader (Linux's default): options_pipe writes them all at once.
+PIPE_CAPACITY = 65536
+
+
+def options_pipe(args: Sequence[str]) -> int:
+    """The read end of a pipe holding `args` (each followed by a NUL; its write end closed), for
+    a child's -optionsfd; not inheritable (the caller passes it on explicitly). Raises OSError
+    when they do not fit into the pipe (the writer never waits for a reader that may not come)."""
+    data = b"".join(arg.encode() + b"\0" for arg in args)
+    read_end, write_end = os.pipe()
+    try:
+        if len(data) > PIPE_CAPACITY:
+            raise OSError(f"the options to hand over take {len(data)} bytes, more than a pipe's {PIPE_CAPACITY}")
+        os.set_blocking(write_end, False)
+        if os.write(write_end, data) != len(data):
+            raise OSError("the options to hand over did not fit into the pipe")
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def read_options_fd(argv: Sequence[str]) -> list[str]:
+    """`argv` with each -optionsfd=N replaced by the options read from descriptor N to its end
+    (NUL-separated, as options_pipe writes them; the descriptor is closed then). Raises
+    ValueError naming the option and the reason: a descriptor that cannot be read, an entry
+    that is not an option, or an -optionsfd among them."""
+    out: list[str] = []
+    for arg in argv:
+        name, sep, value = arg.lstrip("-").partition("=")
+        if not arg.startswith("-") or name != OPTIONS_FD:
+            out.append(arg)
+            continue
+        if not sep or not value.isdigit():
+            raise ValueError(f"-{OPTIONS_FD}: '{value}' is not a descriptor number")
+        fd = int(value)
+        chunks = []
+        try:
+            while chunk := os.read(fd, PIPE_CAPACITY):
+                chunks.append(chunk)
+        except OSError as exc:
+            raise ValueError(f"-{OPTIONS_FD}={fd}: cannot read it: {exc.strerror or exc}") from None
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            text = b"".join(chunks).decode()
+        except UnicodeDecodeError:
+            raise ValueError(f"-{OPTIONS_FD}={fd}: not UTF-8 text") from None
+        if text and not text.endswith("\0"):
+            raise ValueError(f"-{OPTIONS_FD}={fd}: the last option is not terminated (cut short?)")
+        for number, option in enumerate(text.split("\0")[:-1], 1):
+            # Not echoed: it may be a secret.
+            if not option.startswith("-") or option.lstrip("-").partition("=")[0] == OPTIONS_FD:
+                raise ValueError(f"-{OPTIONS_FD}={fd}: its entry {number} is not an option it may hold")
+            out.append(option)
+    return out
 
 
 def masked(argv: Sequence[str]) -> list[str]:

@@ -123,13 +123,14 @@ RPC_WHITELIST_OPTIONS: tuple[Option, ...] = (
 
 #: -allowlocalpeer: a peer endpoint on this host that the node may connect to. Outgoing P2P
 #: connections to this host's own addresses (loopback, 0.0.0.0, link-local, its interfaces')
-#: are refused unless named at start by -connect, -addnode or this option
-#: (components/node/connect_rule.py, docs/node.md).
+#: are refused unless named at start by -connect, -addnode or this option, and so (since
+#: 12-07) are cloud providers' metadata services (components/node/connect_rule.py, docs/node.md).
 ALLOW_LOCAL_PEER_OPTION = Option(
     "allowlocalpeer", "Allow outgoing P2P connections to <host:port> on this host (loopback, link-local or "
-    "an address of this host), for local nodes added later with the addnode RPC; a port range "
+    "an address of this host) or at a cloud provider's metadata service address (fd00:ec2::254, "
+    "100.100.100.200, 168.63.129.16, ...), for nodes added later with the addnode RPC; a port range "
     "host:<low>-<high> names several. -connect and -addnode endpoints are allowed already; every other "
-    "address of this host is refused by the connect rule. Repeatable; fixed at start.",
+    "such address is refused by the connect rule. Repeatable; fixed at start.",
     "Connection options", "<host:port>")
 
 
@@ -218,11 +219,17 @@ def hide_secrets_from_ps() -> None:
 def load_settings(argv: Sequence[str], table: Iterable[Option]) -> Settings:
     """Parse the command line, read the conf file, check every name against `table`.
 
-    The conf file is `-conf` (default CleanCoin.conf), a relative path taken in the command
+    An -optionsfd=N among `argv` is replaced by the options read from descriptor N
+    (command_line_secrets.read_options_fd: how the GUI and the `CleanCoin` wrapper hand over
+    the secret ones). The conf file is `-conf` (default CleanCoin.conf), a relative path taken in the command
     line's datadir (or the default one). A `datadir=` in it selects the data directory when
     the command line gives none, as bitcoind's ReadConfigFiles does."""
     known = {o.name for o in table}
     hide_secrets_from_ps()
+    try:
+        argv = command_line_secrets.read_options_fd(argv)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
     cmdline = parse_args(argv)
     _check_known(cmdline, known)
     datadir = os.path.abspath(os.path.expanduser(cmdline.get("datadir", [conf.default_datadir()])[-1]))

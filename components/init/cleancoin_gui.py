@@ -282,21 +282,34 @@ def spawn_node(node_args: list[str], output: Any = None) -> tuple[Any, socket.so
     """Start CleanCoin-node through the sandbox launcher (no policy: the node confines itself)
     with one end of a socket pair as its -ipcfd; returns the process and our end. With
     `output` (gui/node_output.NodeOutput) the node writes into its relay's pipes, otherwise
-    onto this process's descriptors."""
+    onto this process's descriptors. The secret options (-rpcpassword, -rpcauth, -ipcauth) go
+    through a pipe (-optionsfd), never onto the node's command line, which every local user
+    may read (until 12-07 they were there from the node's exec until its options were parsed)."""
     from cleancoin.sandbox import spawn
+
+    from ..common.command_line_secrets import OPTIONS_FD, options_pipe, split_secret
+    public, secret = split_secret(node_args)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    options_fd = -1
     try:
-        argv = [sys.executable, "-m", "cleancoin.cli.mp_node_main", *node_args, f"-ipcfd={theirs.fileno()}"]
+        options_fd = options_pipe(secret) if secret else -1
+        argv = [sys.executable, "-m", "cleancoin.cli.mp_node_main", *public, f"-ipcfd={theirs.fileno()}"]
+        fds = [theirs.fileno()]
+        if options_fd >= 0:
+            argv.append(f"-{OPTIONS_FD}={options_fd}")
+            fds.append(options_fd)
         if output is None:
-            process = spawn(None, argv, pass_fds=[theirs.fileno()], title="CleanCoin-node")
+            process = spawn(None, argv, pass_fds=fds, title="CleanCoin-node")
         else:
             process = spawn(None, target=output.exec_with_output(argv),
-                            pass_fds=[theirs.fileno(), *output.child_fds], title="CleanCoin-node")
+                            pass_fds=[*fds, *output.child_fds], title="CleanCoin-node")
     except BaseException:
         ours.close()
         raise
     finally:
         theirs.close()
+        if options_fd >= 0:
+            os.close(options_fd)
         if output is not None:
             output.started()
     log.info("started CleanCoin-node (pid %d)", process.pid)

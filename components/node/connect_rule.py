@@ -7,7 +7,11 @@ interfaces) is where the host's own services listen: a Redis or PostgreSQL witho
 password, a local admin API. Attacker code in the node must not use the P2P connect path to
 reach them, so such an address is refused, unless the operator named that endpoint when the
 node started: -connect, -addnode and -allowlocalpeer (docs/node.md). The list is fixed at
-start; `addnode` at run time to a local endpoint not named then is refused.
+start; `addnode` at run time to a local endpoint not named then is refused. Since 12-07 the
+same holds for the addresses of cloud providers' metadata and platform services
+(PROVIDER_SERVICES: fd00:ec2::254, 100.100.100.200, 168.63.129.16, ...), where a VM's
+credentials are anyone's who asks from inside it; before, only the link-local ones were
+refused.
 
 Both executables apply this rule to every outgoing P2P connection: CleanCoind in its own
 process (connector.DirectConnector), CleanCoin-node in its connect broker (connect_broker.py),
@@ -209,8 +213,31 @@ def _own(network: IPNetwork) -> IPAddress | IPNetwork:
     return network
 
 
+#: Cloud providers' metadata and platform services, where a VM's instance credentials, user
+#: data and host agent answer whoever asks from inside it: no P2P peer is there, and attacker
+#: code in the node must not reach them through the connect path (the link-local ones,
+#: 169.254.169.254 of AWS, GCP, Azure, OCI and others, are refused as link-local already).
+#: Each is refused unless named at start, as an address of this host is (`check`). The
+#: carrier-grade NAT range 100.64.0.0/10 around Alibaba's address is not refused as a whole:
+#: Tailscale and carriers' networks put peers there, and Bitcoin Core, whose IsRoutable
+#: keeps such addresses out of address gossip, still connects to them when named.
+PROVIDER_SERVICES: tuple[tuple[IPNetwork, str], ...] = tuple((ipaddress.ip_network(n), what) for n, what in (
+    ("fd00:ec2::/64", "AWS's IPv6 instance services: metadata fd00:ec2::254, DNS, time"),
+    ("fd20:ce::254/128", "Google Cloud's IPv6 metadata server"),
+    ("100.100.100.200/32", "Alibaba Cloud's metadata service"),
+    ("168.63.129.16/32", "Azure's WireServer: VM agent, DNS, health probes"),
+    ("192.0.0.192/32", "Oracle Cloud's classic metadata service"),
+))
+
+
+def provider_service(address: IPAddress) -> str | None:
+    """Which cloud provider service `address` (normalized) is, or None."""
+    return next((what for network, what in PROVIDER_SERVICES if address in network), None)
+
+
 def local_reason(address: IPAddress, own: Own = frozenset()) -> str | None:
-    """Why `address` (normalized) is this host's own, or None for an address elsewhere."""
+    """Why `address` (normalized) is refused unless named: this host's own, or a cloud
+    provider's service (PROVIDER_SERVICES); None for an address elsewhere."""
     if address.is_loopback:
         return "a loopback address"
     if address.is_unspecified:
@@ -219,6 +246,8 @@ def local_reason(address: IPAddress, own: Own = frozenset()) -> str | None:
         return "a link-local address"
     if _is_own(address, own):
         return "an address of this host"
+    if (service := provider_service(address)) is not None:
+        return f"a cloud provider's service ({service})"
     return None
 
 

@@ -821,11 +821,63 @@ with cm._lock:
 report("plant-blocks", False, f"{nopow.header.hash[::-1].hex()} {side.header.hash[::-1].hex()}")
 '''
 
+# Attacker code in the confined CleanCoin-node finds its connect broker's channel among its
+# descriptors and asks the broker directly, with the broker's own protocol (LOOPBACK, METADATA).
+BROKER_CHANNEL = r'''
+def find_broker():
+    """The broker's channel (timeout 10 s) and what the candidates said first; None if none."""
+    import select
+    seen = []
+    candidates = {}
+    for fd in range(3, 1024):
+        try:
+            s = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        if s.family == socket.AF_UNIX and s.type == socket.SOCK_SEQPACKET:
+            candidates[fd] = s
+        else:
+            s.close()
+    # The zygote's channels are SOCK_SEQPACKET too (and SO_PEERCRED names this process for
+    # every socketpair end it made). The broker's says "ready" (id 0) first: wait for that
+    # word on each, peeking only, so that nothing meant for the node is taken from it. This
+    # runs before the node's event loop, whose reader on the broker's channel would take the
+    # broker's answers.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        poller = select.poll()
+        for s in candidates.values():
+            poller.register(s, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(1000)}
+        for s in [c for c in candidates.values() if c.fileno() in ready]:
+            head = s.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            if len(seen) < 10:
+                seen.append(f"{s.fileno()}: {head[:12]!r}")
+            if head[:5] == bytes(5) and head[5:] == b"ready":
+                s.settimeout(10)
+                return s, seen
+    return None, seen
+
+
+def broker_ask(broker, ident, payload):
+    """Send a request; the answer to it: (code, message, descriptors)."""
+    broker.send(payload)
+    while True:
+        data, fds, _, _ = socket.recv_fds(broker, 1024, 1)
+        if not data and not fds:
+            return -1, "the broker's channel closed", []
+        if len(data) >= 5 and struct.unpack(">I", data[:4])[0] == ident:
+            return data[4], data[5:].decode(errors="replace"), fds
+        for f in fds:
+            os.close(f)        # the broker's start-up word (id 0)
+'''
+
+
 # The confined node, compromised, reaches for the services on the host's own loopback (a
 # Redis, a PostgreSQL without a password): TCP to 127.0.0.1, ::1, 0.0.0.0 (which the kernel
 # takes as this host) and the IPv4-mapped form of 127.0.0.1, and a UDP datagram to a local
 # service. The test serves a secret on each TCP listener and counts the datagrams.
-LOOPBACK = r'''
+LOOPBACK = BROKER_CHANNEL + r'''
 def tcp(family, address):
     s = socket.socket(family, socket.SOCK_STREAM)
     s.settimeout(3)
@@ -854,55 +906,13 @@ data, how = tcp(socket.AF_INET, ("127.0.0.1", ctx["allowed_port"]))
 report("tcp-direct-to-a-named-endpoint", data is not None, f"{how}: {data!r}" if data else how)
 
 # The connect broker's channel is in this process: ask it directly, with its own protocol.
-broker = None
-seen = []
-candidates = {}
-for fd in range(3, 1024):
-    try:
-        s = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        continue
-    if s.family == socket.AF_UNIX and s.type == socket.SOCK_SEQPACKET:
-        candidates[fd] = s
-    else:
-        s.close()
-# The zygote's channels are SOCK_SEQPACKET too (and SO_PEERCRED names this process for every
-# socketpair end it made). The broker's says "ready" (id 0) first: wait for that word on each,
-# peeking only, so that nothing meant for the node is taken from it. This runs before the
-# node's event loop, whose reader on the broker's channel would take the broker's answers.
-import select
-deadline = time.monotonic() + 15
-while broker is None and time.monotonic() < deadline:
-    poller = select.poll()
-    for s in candidates.values():
-        poller.register(s, select.POLLIN)
-    ready = {fd for fd, _ in poller.poll(1000)}
-    for s in [c for c in candidates.values() if c.fileno() in ready]:
-        head = s.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        if len(seen) < 10:
-            seen.append(f"{s.fileno()}: {head[:12]!r}")
-        if head[:5] == bytes(5) and head[5:] == b"ready":
-            broker = s
-            break
-    else:
-        continue
-    break
+broker, seen = find_broker()
 if broker is None:
     # Only an escape where the node could connect by itself (the checks above say).
     report("broker-channel", False, f"no broker channel in this process: {seen}")
 else:
-    broker.settimeout(10)
-
     def ask(ident, payload):
-        broker.send(payload)
-        while True:
-            data, fds, _, _ = socket.recv_fds(broker, 1024, 1)
-            if not data and not fds:
-                return -1, "the broker's channel closed", []
-            if len(data) >= 5 and struct.unpack(">I", data[:4])[0] == ident:
-                return data[4], data[5:].decode(errors="replace"), fds
-            for f in fds:
-                os.close(f)        # the broker's start-up word (id 0)
+        return broker_ask(broker, ident, payload)
 
     def via_broker(ident, host, port):
         code, message, fds = ask(ident, struct.pack(">IH", ident, port) + host.encode())
@@ -961,6 +971,39 @@ try:
     report("udp-127.0.0.1", True, "sent (the test counts what arrived)")
 except OSError as exc:
     report("udp-127.0.0.1", False, exc.strerror or type(exc).__name__)
+'''
+
+
+# The confined node, compromised, on a cloud VM: it asks its connect broker for a connection
+# to each metadata service of ctx["services"] (name -> address, port 80) and to an ordinary
+# remote peer (ctx["peer"]), sends an HTTP request for the instance's credentials and reads the
+# answer (cloud_services.py serves ctx["secret"] in it).
+METADATA = BROKER_CHANNEL + r'''
+broker, seen = find_broker()
+attempt("broker-channel")
+report("broker-channel", False, f"found: {broker is not None}: {seen}")
+request = b"GET /latest/meta-data/iam/security-credentials/node HTTP/1.0\r\nHost: metadata\r\n\r\n"
+for ident, (name, host) in enumerate([*ctx["services"].items(), ("peer", ctx["peer"])], 0x60):
+    attempt(f"metadata-{name}")
+    if broker is None:
+        report(f"metadata-{name}", False, "no broker")
+        continue
+    code, message, fds = broker_ask(broker, ident, struct.pack(">IH", ident, 80) + host.encode())
+    got = b""
+    if fds:
+        c = socket.socket(fileno=fds[0])
+        c.setblocking(True)
+        c.settimeout(5)
+        try:
+            c.sendall(request)
+            while chunk := c.recv(4096):
+                got += chunk
+        except OSError:
+            pass
+        c.close()
+    # The control (an ordinary peer) is no escape; a metadata service's credentials are.
+    report(f"metadata-{name}", name != "peer" and ctx["secret"].encode() in got,
+           f"code {code}: {message[:300]}: read {got[-160:]!r}")
 '''
 
 

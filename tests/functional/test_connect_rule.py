@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+import cloud_services
+from cloud_services import PEER, SERVICES, CloudServices
 from framework import CountingListener, is_multiprocess, wait_until
 
 
@@ -85,6 +87,50 @@ def test_a_node_whose_connect_broker_died_goes_on_without_outgoing_connections(n
     assert broker()["status"].startswith("gone: the connect broker has ended")
     assert a.rpc.getblockcount() == 0                # still serving
     assert a.process is not None and a.process.poll() is None
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    reason = cloud_services.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    services = CloudServices(tmp_path)
+    yield services
+    services.close()
+
+
+def _endpoint(address: str, port: int = cloud_services.PORT) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def test_cloud_metadata_services_are_refused_unless_named(node, cloud: CloudServices) -> None:
+    """Attack: the node runs on a cloud VM, where the provider's metadata service hands the
+    instance's credentials to whoever asks from inside it (stand-ins in a network namespace
+    behind a veth, cloud_services.py). `addnode` to each service's address (the P2P connect
+    path a compromised node, or a peer's gossip, steers). Before 12-07 only the link-local
+    169.254.169.254 was refused: the node connected to AWS's fd00:ec2::254, Alibaba's
+    100.100.100.200, Azure's 168.63.129.16, Google's fd20:ce::254 and Oracle's 192.0.0.192
+    (each server accepted the connection and answered with the credentials). Now each is
+    refused by the connect rule, naming the provider and -allowlocalpeer; an ordinary remote
+    address in the same namespace is reached, and a service named at start is too."""
+    a = node()
+    named = node(f"-allowlocalpeer={_endpoint(SERVICES['alibaba-metadata'])}")
+    a.start()
+    for address in SERVICES.values():
+        a.rpc.addnode(_endpoint(address), "onetry")
+    a.rpc.addnode(_endpoint(PEER), "onetry")
+    assert cloud.wait_connections(PEER, 1), cloud.connections()         # the control
+    wait_until(lambda: a.debug_log().count("refused by the connect rule") >= len(SERVICES),
+               what=f"the refusals in debug.log (connections: {cloud.connections()})")
+    log = a.debug_log()
+    assert (f"refused by the connect rule: {_endpoint(SERVICES['alibaba-metadata'])} is a cloud provider's "
+            "service (Alibaba Cloud's metadata service), and not an endpoint named at start (-connect, -addnode "
+            "or -allowlocalpeer)") in log, log[-3000:]
+    reached = {address: n for address, n in cloud.connections().items() if n and address != PEER}
+    assert reached == {}, f"the node reached {reached}"
+    named.start()
+    named.rpc.addnode(_endpoint(SERVICES["alibaba-metadata"]), "onetry")
+    assert cloud.wait_connections(SERVICES["alibaba-metadata"], 1), named.debug_log()[-3000:]
 
 
 # ---------------------------------------------------------------------- slow name resolution

@@ -7,6 +7,7 @@ believed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -394,6 +395,93 @@ def test_the_secret_window_on_the_command_line_is_the_interpreters_start(tmp_pat
         assert rss <= floor + 2560, (name, rss, floor)
 
 
+#: Another user who watches one process's command line (pid on stdin) until it is reaped, or
+#: for 20 s: prints how many reads showed it without the secret (argv[1]), and how many times the
+#: secret appeared again after such a read.
+REAPPEARANCES = r'''
+import sys, time
+secret = sys.argv[1].encode()
+print("ready", flush=True)
+pid = int(sys.stdin.readline())
+hidden, again, shown = 0, 0, True
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read()
+    except OSError:
+        break               # reaped
+    if not command:
+        continue            # between an exec's old and new memory, or a zombie
+    now = secret in command
+    hidden += not now
+    again += now and not shown and hidden > 0
+    shown = now
+print(hidden, again)
+'''
+
+
+def _reappearances(command: list[str], secret: str) -> tuple[subprocess.Popen[bytes], subprocess.Popen[str]]:
+    """Start `command` under another user's watch (REAPPEARANCES, started first); returns the
+    process and the watcher (read its answer with `_answer`)."""
+    watcher = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                                SYSTEM_PYTHON, "-c", REAPPEARANCES, secret],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert watcher.stdin is not None and watcher.stdout is not None
+    assert watcher.stdout.readline() == "ready\n"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watcher.stdin.write(f"{process.pid}\n")
+    watcher.stdin.flush()
+    return process, watcher
+
+
+def _answer(watcher: subprocess.Popen[str]) -> tuple[int, int]:
+    hidden, again = watcher.communicate(timeout=30)[0].split()
+    return int(hidden), int(again)
+
+
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="needs a system python3 for the other user")
+def test_the_wrapper_shows_the_secret_no_second_time(tmp_path: Path) -> None:
+    """Attack: another user reads the command line of `CleanCoin node -rpcpassword=...` (and
+    `CleanCoin rpc -rpcpassword=...`) in a loop. The wrapper hides it at its first line, then
+    execs the executable; until 12-07 it passed the option on in that exec's argv, so the
+    secret appeared a second time, until the executable's entry point hid it again (seen on
+    2 appearances in each of three runs). Now the wrapper hands the secret options over in a
+    pipe (-optionsfd): the operator's own typing is the one appearance, and the executable
+    still gets them (the node takes the password, CleanCoin-cli logs in with it)."""
+    datadir = tmp_path / "data"
+    datadir.mkdir()
+    os.chmod(tmp_path, 0o755)
+    secret = "hunter2-" + uuid.uuid4().hex
+    wrapper = str(Path(sys.executable).parent / "CleanCoin")
+    rpc_port = free_port()
+    node, watcher = _reappearances([wrapper, "node", "-regtest", f"-datadir={datadir}", f"-rpcport={rpc_port}",
+                                          f"-port={free_port()}", "-bind=127.0.0.1", "-printtoconsole=0", "-rpcuser=op",
+                                          f"-rpcpassword={secret}"], secret)
+    try:
+        rpc = [wrapper, "rpc", "-regtest", f"-datadir={datadir}", f"-rpcport={rpc_port}", "-rpcuser=op",
+               f"-rpcpassword={secret}", "-rpcwait", "-rpcwaittimeout=30", "getblockcount"]
+        done = subprocess.run(rpc, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr[-2000:]
+        node.terminate()
+        node.wait(30)
+        hidden, again = _answer(watcher)
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait(30)
+        if watcher.poll() is None:
+            watcher.kill()
+    assert hidden and again == 0, f"node: {hidden} reads without the secret, then it appeared {again} times again"
+    # CleanCoin-cli through the wrapper, waiting (-rpcwait) where no server listens.
+    cli, watcher = _reappearances([wrapper, "rpc", "-regtest", f"-datadir={datadir}", f"-rpcport={free_port()}",
+                                         "-rpcuser=op", f"-rpcpassword={secret}", "-rpcwait", "-rpcwaittimeout=3",
+                                         "getblockcount"], secret)
+    cli.wait(60)
+    hidden, again = _answer(watcher)
+    assert hidden and again == 0, f"cli: {hidden} reads without the secret, then it appeared {again} times again"
+
+
 SQUATTER = r'''
 import os, socket, sys
 kind, where, out = sys.argv[1:4]
@@ -737,3 +825,77 @@ def test_an_attached_guis_connector_gives_another_users_listener_nothing(shared:
                 except subprocess.TimeoutExpired:
                     proc.kill()
         shutil.rmtree(base, ignore_errors=True)
+
+
+#: Another user who watches every process's command line (ps, /proc/*/cmdline) until a line
+#: comes on stdin: prints, per pid whose command line showed the secret (argv[1]), how many
+#: reads did and the first words of that command line (JSON).
+SCANNER = r'''
+import json, os, select, sys
+secret = sys.argv[1].encode()
+print("ready", flush=True)
+found = {}
+while not select.select([sys.stdin], [], [], 0)[0]:
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                command = f.read()
+        except OSError:
+            continue
+        if secret in command:
+            count, _ = found.get(name, (0, ""))
+            found[name] = (count + 1, command.replace(b"\0", b" ")[:160].decode(errors="replace"))
+print(json.dumps(found), flush=True)
+'''
+
+
+@pytest.mark.skipif(not is_multiprocess(), reason="CleanCoin-gui starts CleanCoin-node: in that pass")
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="needs a system python3 for the other user")
+def test_the_node_the_gui_starts_shows_no_secret_on_its_command_line() -> None:
+    """Attack: another user reads every process's command line while the operator's
+    CleanCoin-gui, given -rpcpassword (and -ipcauth), starts its CleanCoin-node. Before 12-07
+    the GUI passed them on in the node's argv: readable in /proc/PID/cmdline from the node's
+    exec until its options were parsed (its imports: the attacker read it there in about 40
+    scans of every process). The GUI's own command line is the operator's (hidden at its
+    entry point's first line, the known window); the node's must never show them: now the GUI
+    hands them over through an inherited pipe (-optionsfd, docs/node.md)."""
+    pytest.importorskip("PySide6")
+    base = Path.home() / ".cache" / "cleancoin-gui-tests" / uuid.uuid4().hex[:12]     # outside /tmp
+    datadir, config = base / "data", base / "config"
+    datadir.mkdir(parents=True, mode=0o700)
+    secret = "hunter2-" + uuid.uuid4().hex
+    scanner = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                                SYSTEM_PYTHON, "-c", SCANNER, secret],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert scanner.stdin is not None and scanner.stdout is not None
+    assert scanner.stdout.readline() == "ready\n"
+    gui = subprocess.Popen([str(Path(sys.executable).parent / "CleanCoin-gui"), "-regtest", f"-datadir={datadir}",
+                            "-noipcconnect", f"-port={free_port()}", f"-rpcport={free_port()}", "-bind=127.0.0.1",
+                            "-rpcuser=op", f"-rpcpassword={secret}", f"-ipcauth=ipcop:{secret}"],
+                           env={**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(config)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    debug_log = datadir / "regtest" / "debug.log"
+    try:
+        deadline = time.monotonic() + 90
+        while not (debug_log.exists() and "Node started" in debug_log.read_text()):
+            assert gui.poll() is None and time.monotonic() < deadline, gui.communicate()[1][-2000:]
+            time.sleep(0.1)
+        # The node took the secrets: the operator's RPC password logs in.
+        port = next(a.split("=")[1] for a in gui.args if a.startswith("-rpcport="))   # type: ignore[union-attr]
+        assert RpcClient("127.0.0.1", int(port), user="op", password=secret, timeout=10).call("getblockcount") == 0
+        out = scanner.communicate("stop\n", timeout=30)[0]
+        assert secret not in debug_log.read_text()
+    finally:
+        if scanner.poll() is None:
+            scanner.kill()
+        gui.terminate()
+        try:
+            gui.wait(60)
+        except subprocess.TimeoutExpired:
+            gui.kill()
+        shutil.rmtree(base, ignore_errors=True)
+    seen = json.loads(out.strip().splitlines()[-1])
+    others = {pid: what for pid, what in seen.items() if int(pid) not in (gui.pid, scanner.pid)}
+    assert not others, f"another user read the secret on these command lines: {others}"

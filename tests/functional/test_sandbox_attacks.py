@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 import attacks
+import cloud_services
 from cleancoin.components.common.diskfail import free_bytes
 from cleancoin.components.node.connect_rule import own_addresses
 from cleancoin.components.rpc.client import RpcClient, RpcTransportError
@@ -1212,6 +1213,35 @@ def test_the_confined_node_cannot_reach_services_on_the_hosts_loopback(home_base
     finally:
         service.close()
         allowed.close()
+
+
+def test_the_confined_node_cannot_read_cloud_metadata_through_its_broker(home_base: Path, tmp_path: Path) -> None:
+    """Attacker code in the confined node on a cloud VM (stand-ins: cloud_services.py) asks
+    its connect broker for AWS's IPv6 metadata service fd00:ec2::254, Alibaba's
+    100.100.100.200, Azure's WireServer 168.63.129.16, Google's fd20:ce::254, Oracle's
+    192.0.0.192 and 169.254.169.254, and sends each an HTTP request for the instance's
+    credentials. Before 12-07 the broker connected all but the link-local one, and the node
+    read the credentials (five escapes). Now each is refused by the connect rule; the
+    ordinary remote peer beside them is connected and answers."""
+    reason = cloud_services.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    cloud = cloud_services.CloudServices(tmp_path)
+    try:
+        a = AttackedNode(home_base, node=attacks.METADATA,
+                         variables={"secret": cloud.secret, "services": cloud_services.SERVICES,
+                                    "peer": cloud_services.PEER})
+        a.start()
+        results = a.result("node", timeout=60)
+        assert "found: True" in results["broker-channel"]["detail"], results
+        escaped = {name: detail[-90:] for name, detail in escapes(results).items()}
+        assert escaped == {}, f"read the credentials at: {escaped}"
+        for name in cloud_services.SERVICES:
+            assert "refused by the connect rule" in results[f"metadata-{name}"]["detail"], (name, results)
+        assert cloud.secret in results["metadata-peer"]["detail"], results      # the control
+        assert {a: n for a, n in cloud.connections().items() if n} == {cloud_services.PEER: 1}
+    finally:
+        cloud.close()
 
 
 def test_the_confined_node_gets_no_other_broker_from_its_zygote(home_base: Path) -> None:
