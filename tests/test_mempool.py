@@ -63,6 +63,9 @@ class DictChainView:
     def utxo(self, outpoint: OutPoint) -> Coin | None:
         return self.coins.get(outpoint)
 
+    def has_coins_of(self, txid: bytes) -> bool:
+        return any(op.txid == txid for op in self.coins)
+
     def get(self, outpoint: OutPoint) -> Coin | None:
         """consensus.UtxoView, for connect_block_checks."""
         return self.coins.get(outpoint)

@@ -129,6 +129,11 @@ class ChainView(Protocol):
         """The confirmed unspent coin at `outpoint` as of the tip, or None."""
         ...
 
+    def has_coins_of(self, txid: bytes) -> bool:
+        """Whether any output of transaction `txid` is unspent as of the tip: one lookup,
+        however many outputs the transaction names."""
+        ...
+
     def median_time_past_tip(self) -> int:
         """Median time of the tip and its ten predecessors: the locktime cutoff (BIP113) for a
         block built on the tip."""
@@ -512,9 +517,11 @@ class Mempool:
         try:
             fee = check_tx_inputs(tx, view, tip + 1, self.params, verify_signatures=False)
         except ValidationError as e:
-            if e.failure is Failure.MISSING_INPUTS and any(
-                    self._chain.utxo(OutPoint(txid, n)) is not None for n in range(len(tx.vout))):
-                # Its inputs are gone because it spent them itself: it is confirmed.
+            if e.failure is Failure.MISSING_INPUTS and self._chain.has_coins_of(txid):
+                # Its inputs are gone because it spent them itself: it is confirmed. One
+                # lookup: asking for each output (as bitcoind does, from its cache) made a
+                # 2,900-output tx with a made-up input cost the node 24 ms of CPU (3 times its
+                # decoding), unpunished, any number of times (the txid is new each time).
                 raise MempoolReject("txn-already-known", RPC_VERIFY_ALREADY_IN_CHAIN,
                                     "outputs already in the UTXO set") from None
             raise MempoolReject.from_validation(e) from None
