@@ -1,0 +1,120 @@
+"""Orphan transactions: ones a peer sent before their parents (bitcoind's TxOrphanage).
+
+A transaction whose inputs are unknown may be valid once a parent arrives. Refusing it until
+the tip moves (as the node did before 12-07) let any peer that saw a child before us keep it
+out of our pool: the honest relay of the same child came after and was not even asked for.
+Kept here instead, it is tried again when a transaction it spends enters the pool.
+
+Bounded as bitcoind's (DEFAULT_MAX_ORPHAN_TRANSACTIONS, 100; ORPHAN_TX_EXPIRE_TIME, 20
+minutes), and also by serialized bytes (MAX_ORPHAN_BYTES): in Python a 100 KB transaction of
+thousands of outputs takes five times its size in memory, so 100 of the largest would be some
+50 MB. A full pool drops a random orphan, so that a peer flooding orphans cannot aim at a
+given one (bitcoind's LimitOrphans before v29). Not thread-safe: the P2P event loop owns it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ...common.primitives import Transaction
+
+__all__ = ["MAX_ORPHANS", "MAX_ORPHAN_BYTES", "ORPHAN_EXPIRE_SECONDS", "OrphanPool"]
+
+#: Orphans kept at most (bitcoind's DEFAULT_MAX_ORPHAN_TRANSACTIONS).
+MAX_ORPHANS: int = 100
+#: Serialized bytes of all orphans at most: ten standard-size (100 KB) transactions.
+MAX_ORPHAN_BYTES: int = 1_000_000
+#: An orphan whose parent did not come within this is dropped (ORPHAN_TX_EXPIRE_TIME).
+ORPHAN_EXPIRE_SECONDS: float = 20 * 60
+
+
+@dataclass(slots=True)
+class _Orphan:
+    tx: Transaction
+    peer_id: int        # who sent it: charged if it turns out invalid
+    expires: float      # loop time
+    seq: int            # arrival order
+
+
+class OrphanPool:
+    """Transactions waiting for a parent, with who sent them; see the module docstring."""
+
+    def __init__(self, max_count: int = MAX_ORPHANS, max_bytes: int = MAX_ORPHAN_BYTES,
+                 expire_seconds: float = ORPHAN_EXPIRE_SECONDS) -> None:
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self.expire_seconds = expire_seconds
+        self._orphans: dict[bytes, _Orphan] = {}
+        self._by_parent: dict[bytes, set[bytes]] = {}     # spent txid -> orphans spending it
+        self._bytes = 0
+        self._seq = 0
+        # Not seeded from anything a peer sends: which orphan a full pool drops is unpredictable.
+        self._random = random.SystemRandom()
+
+    def __contains__(self, txid: object) -> bool:
+        return txid in self._orphans
+
+    def __len__(self) -> int:
+        return len(self._orphans)
+
+    @property
+    def bytes(self) -> int:
+        """Serialized size of all orphans."""
+        return self._bytes
+
+    def add(self, tx: Transaction, peer_id: int, now: float) -> list[bytes]:
+        """Keep `tx` (sent by `peer_id`) until a parent arrives; the txids dropped to make
+        room (possibly `tx` itself, if it alone is over the byte bound). Adding one already
+        kept changes nothing."""
+        txid = tx.txid
+        if txid in self._orphans:
+            return []
+        if tx.size > self.max_bytes:
+            return [txid]
+        self._orphans[txid] = _Orphan(tx, peer_id, now + self.expire_seconds, self._seq)
+        self._seq += 1
+        self._bytes += tx.size
+        for parent in {txin.prevout.txid for txin in tx.vin}:
+            self._by_parent.setdefault(parent, set()).add(txid)
+        dropped: list[bytes] = []
+        while len(self._orphans) > self.max_count or self._bytes > self.max_bytes:
+            victim = self._random.choice([t for t in self._orphans if t != txid])
+            self.remove(victim)
+            dropped.append(victim)
+        return dropped
+
+    def remove(self, txid: bytes) -> tuple[Transaction, int] | None:
+        """Forget `txid`; its transaction and sender, or None if it was not kept."""
+        orphan = self._orphans.pop(txid, None)
+        if orphan is None:
+            return None
+        self._bytes -= orphan.tx.size
+        for parent in {txin.prevout.txid for txin in orphan.tx.vin}:
+            children = self._by_parent.get(parent)
+            if children is not None:
+                children.discard(txid)
+                if not children:
+                    del self._by_parent[parent]
+        return orphan.tx, orphan.peer_id
+
+    def take_children(self, parent: bytes) -> list[tuple[Transaction, int]]:
+        """Remove and return (transaction, sender) of every orphan spending an output of
+        `parent` (a transaction that just entered the pool), oldest first."""
+        return [taken for t in sorted(self._by_parent.get(parent, ()), key=lambda c: self._orphans[c].seq)
+                if (taken := self.remove(t)) is not None]
+
+    def remove_for_peer(self, peer_id: int) -> int:
+        """Drop the orphans `peer_id` sent (it disconnected); how many."""
+        return self._remove_all(t for t, o in self._orphans.items() if o.peer_id == peer_id)
+
+    def expire(self, now: float) -> int:
+        """Drop the orphans older than the expiry; how many."""
+        return self._remove_all(t for t, o in self._orphans.items() if o.expires <= now)
+
+    def _remove_all(self, txids: Iterable[bytes]) -> int:
+        doomed = list(txids)
+        for t in doomed:
+            self.remove(t)
+        return len(doomed)

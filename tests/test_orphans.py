@@ -1,0 +1,62 @@
+"""The orphan pool's bounds and indexes (components/node/p2p/orphans.py)."""
+
+from __future__ import annotations
+
+import os
+
+from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.node.p2p.orphans import MAX_ORPHANS, OrphanPool
+
+PKH = bytes(20)
+
+
+def _orphan(parent: bytes | None = None, outputs: int = 1) -> Transaction:
+    """A transaction spending output 0 of `parent` (default: a made-up txid)."""
+    return Transaction(2, (TxIn(OutPoint(parent or os.urandom(32), 0)),),
+                       tuple(TxOut(1000, PKH) for _ in range(outputs)), 0)
+
+
+def test_a_flood_keeps_at_most_the_count_and_drops_others_than_the_newcomer() -> None:
+    pool = OrphanPool()
+    dropped: list[bytes] = []
+    for _ in range(3 * MAX_ORPHANS):
+        tx = _orphan()
+        out = pool.add(tx, peer_id=1, now=0.0)
+        assert tx.txid not in out and tx.txid in pool
+        dropped += out
+    assert len(pool) == MAX_ORPHANS and len(dropped) == 2 * MAX_ORPHANS
+    assert not set(dropped) & {t for t in dropped if t in pool}
+
+
+def test_the_byte_bound_holds_and_a_transaction_over_it_is_not_kept() -> None:
+    pool = OrphanPool(max_bytes=50_000)
+    for _ in range(20):
+        pool.add(_orphan(outputs=400), peer_id=1, now=0.0)         # 11.2 KB each
+        assert pool.bytes <= 50_000
+    assert len(pool) == 4
+    huge = _orphan(outputs=1900)               # 53 KB
+    assert pool.add(huge, peer_id=1, now=0.0) == [huge.txid] and huge.txid not in pool
+    assert len(pool) == 4
+
+
+def test_children_are_taken_once_in_arrival_order_with_their_sender() -> None:
+    pool = OrphanPool()
+    parent = os.urandom(32)
+    first, second, other = _orphan(parent), _orphan(parent, outputs=2), _orphan()
+    for peer, tx in ((7, first), (8, second), (9, other)):
+        pool.add(tx, peer, now=0.0)
+    assert pool.take_children(parent) == [(first, 7), (second, 8)]
+    assert pool.take_children(parent) == [] and len(pool) == 1
+    assert pool.bytes == other.size
+
+
+def test_a_peers_orphans_go_with_it_and_old_ones_expire() -> None:
+    pool = OrphanPool(expire_seconds=60)
+    mine, theirs, later = _orphan(), _orphan(), _orphan()
+    pool.add(mine, 1, now=0.0)
+    pool.add(theirs, 2, now=0.0)
+    pool.add(later, 2, now=30.0)
+    assert pool.remove_for_peer(1) == 1 and mine.txid not in pool
+    assert pool.expire(59.0) == 0
+    assert pool.expire(60.0) == 1 and theirs.txid not in pool and later.txid in pool
+    assert pool.expire(90.0) == 1 and len(pool) == 0 and pool.bytes == 0
