@@ -513,6 +513,15 @@ class Mempool:
                 raise MempoolReject("txn-mempool-conflict",
                                     debug=f"{txin.prevout} already spent by {hash_to_hex(other)}")
 
+        # Counted before the inputs are read (bitcoind reads them first, in C++): a tx of
+        # 2,300 inputs spending the outputs of 25 pool txs, refused for its ancestors in the
+        # end, cost the node 1.6 times its decoding, one spending 2,400 pool txs 2.5 times;
+        # unpunished (a policy rule), without a coin of the sender's (no signature is read).
+        parents = {txin.prevout.txid for txin in tx.vin if txin.prevout.txid in self._entries}
+        if len(parents) + 1 > self.ancestor_limit:
+            raise MempoolReject("too-long-mempool-chain",
+                                debug=f"too many unconfirmed parents [limit: {self.ancestor_limit}]")
+
         view = _OverlayView(self)
         try:
             fee = check_tx_inputs(tx, view, tip + 1, self.params, verify_signatures=False)
@@ -536,7 +545,6 @@ class Mempool:
             if fee < relay_fee:
                 raise MempoolReject("min relay fee not met", debug=f"{fee} < {relay_fee}")
 
-        parents = {txin.prevout.txid for txin in tx.vin if txin.prevout.txid in self._entries}
         ancestors = self._ancestors_of(parents)
         self._check_chain_limits(size, ancestors)
 
