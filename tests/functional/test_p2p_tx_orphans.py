@@ -63,9 +63,9 @@ def test_an_orphan_sent_first_by_an_attacker_does_not_keep_the_honest_child_out(
     out of our miner's block, until the next block. Now an orphan is kept apart (at most 100,
     as bitcoind's orphanage) and validated again once a parent enters the pool: here the
     attacker's own copy enters as soon as the honest parent does, and a second orphan of
-    its, with a broken signature, costs it 10 points of ban score then (bitcoind charges an
-    orphan's sender). The parent is not asked of the orphan's sender (it would hold the
-    request for a minute), but of the honest peer."""
+    its, with a broken signature, gets it banned then (bitcoind charges an orphan's sender).
+    The parent is not asked of the orphan's sender (it would hold the request for a
+    minute), but of the honest peer."""
     n = node()
     n.start()
     parent, child, bad = _family(n)
@@ -86,8 +86,8 @@ def test_an_orphan_sent_first_by_an_attacker_does_not_keep_the_honest_child_out(
         honest.send(serialize_message(MAGIC, TxMessage(child)))     # unsolicited too
         honest.sync(2)
         wait_until(lambda: child.txid_hex in n.rpc.getrawmempool(), 10, what="the honest child in the mempool")
-        # The broken orphan was validated when its parent came, and its sender charged for it.
-        assert f"misbehaving (+10 -> 10): invalid transaction {bad.txid_hex}" in n.debug_log()
+        # The broken orphan was validated when its parent came, and its sender banned for it.
+        assert f"misbehaving (+100 -> 100): invalid transaction {bad.txid_hex}" in n.debug_log()
         assert bad.txid_hex not in n.rpc.getrawmempool()
         block = n.rpc.generatetoaddress(1, TEST_ADDRESS)[0]
         assert {parent.txid_hex, child.txid_hex} <= set(n.rpc.getblock(block)["tx"])
