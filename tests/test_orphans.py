@@ -60,3 +60,18 @@ def test_a_peers_orphans_go_with_it_and_old_ones_expire() -> None:
     assert pool.expire(59.0) == 0
     assert pool.expire(60.0) == 1 and theirs.txid not in pool and later.txid in pool
     assert pool.expire(90.0) == 1 and len(pool) == 0 and pool.bytes == 0
+
+
+def test_an_orphan_stays_while_anyone_that_announced_it_is_connected() -> None:
+    pool = OrphanPool()
+    parent = os.urandom(32)
+    tx = _orphan(parent)
+    pool.add(tx, 1, now=0.0)
+    pool.add_announcer(tx.txid, 2)
+    pool.add_announcer(tx.txid, 2)                      # twice: one entry
+    pool.add_announcer(os.urandom(32), 3)               # not an orphan: nothing
+    assert pool.remove_for_peer(1) == 0 and tx.txid in pool
+    assert pool.take_children(parent) == [(tx, 2)]      # the announcer left is charged
+    pool.add(tx, 1, now=0.0)
+    pool.add_announcer(tx.txid, 2)
+    assert pool.remove_for_peer(2) == 0 and pool.remove_for_peer(1) == 1 and len(pool) == 0

@@ -95,3 +95,33 @@ def test_an_orphan_sent_first_by_an_attacker_does_not_keep_the_honest_child_out(
         attacker.close()
         honest.close()
     assert n.stop() == 0
+
+
+def test_the_sender_of_an_orphan_cannot_take_it_back_from_an_honest_announcer(
+        node: Callable[..., TestNode]) -> None:
+    """The attacker sends the child first, waits for an honest peer to announce it (not
+    asked for: the node has it, as an orphan), then disconnects, which used to drop its
+    orphans, the honest peer's child with them: when the honest parent came, the child was
+    nowhere (measured on the code of the commit before: not in the pool 10 s after the parent). Now an orphan
+    stays while anyone that sent or announced it is connected."""
+    n = node()
+    n.start()
+    parent, child, _ = _family(n)
+    attacker = RawPeer(n.p2p_port, "127.0.0.9")
+    honest = RawPeer(n.p2p_port, "127.0.0.10")
+    try:
+        attacker.handshake()
+        honest.handshake()
+        attacker.send(serialize_message(MAGIC, TxMessage(child)))
+        attacker.sync(1)
+        honest.send(serialize_message(MAGIC, Inv((InvItem(MSG_TX, child.txid),))))
+        honest.sync(2)
+        attacker.close()
+        wait_until(lambda: len(n.rpc.getpeerinfo()) == 1, 10, what="the attacker gone")
+        honest.send(serialize_message(MAGIC, Inv((InvItem(MSG_TX, parent.txid),))))
+        assert _serve_when_asked(honest, {parent.txid: parent}, parent.txid, 20), "parent never asked for"
+        wait_until(lambda: child.txid_hex in n.rpc.getrawmempool(), 10, what="the child in the mempool")
+    finally:
+        attacker.close()
+        honest.close()
+    assert n.stop() == 0

@@ -1049,6 +1049,7 @@ class P2PNode:
                and len(self._txs_requested) < _MAX_TX_REQUESTS):
             txid = peer.tx_announced.popleft()
             if not self._tx_needed(txid):
+                self._orphans.add_announcer(txid, peer.id)      # (if it is an orphan)
                 if txid not in self._txs_requested:
                     self._release_tx_request(txid, failed=False)   # forget its other announcers
                 continue
@@ -2021,6 +2022,7 @@ class P2PNode:
         self._request_txs(peer)
         if txid in self.mempool:
             return
+        self._orphans.add_announcer(txid, peer.id)      # (if it is an orphan)
         if self._recently_rejected(txid) or txid in self._orphans:
             # Sent unsolicited again (a `tx` needs no `inv` first): validating it again would
             # cost the same and end the same. Not charged again either: the peer may relay

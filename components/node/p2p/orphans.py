@@ -5,8 +5,9 @@ the tip moves (as the node did before 12-07) let any peer that saw a child befor
 out of our pool: the honest relay of the same child came after and was not even asked for.
 Kept here instead, it is tried again when a transaction it spends enters the pool.
 
-Bounded as bitcoind's (DEFAULT_MAX_ORPHAN_TRANSACTIONS, 100; ORPHAN_TX_EXPIRE_TIME, 20
-minutes), and also by serialized bytes (MAX_ORPHAN_BYTES): in Python a 100 KB transaction of
+An orphan is kept while a peer that sent or announced it is connected (bitcoind v29's
+announcer set). Bounded as bitcoind's (DEFAULT_MAX_ORPHAN_TRANSACTIONS, 100;
+ORPHAN_TX_EXPIRE_TIME, 20 minutes), and also by serialized bytes (MAX_ORPHAN_BYTES): in Python a 100 KB transaction of
 thousands of outputs takes five times its size in memory, so 100 of the largest would be some
 50 MB. A full pool drops a random orphan, so that a peer flooding orphans cannot aim at a
 given one (bitcoind's LimitOrphans before v29). Not thread-safe: the P2P event loop owns it.
@@ -33,7 +34,7 @@ ORPHAN_EXPIRE_SECONDS: float = 20 * 60
 @dataclass(slots=True)
 class _Orphan:
     tx: Transaction
-    peer_id: int        # who sent it: charged if it turns out invalid
+    peers: list[int]    # who sent or announced it, first the one charged if it is invalid
     expires: float      # loop time
     seq: int            # arrival order
 
@@ -73,7 +74,7 @@ class OrphanPool:
             return []
         if tx.size > self.max_bytes:
             return [txid]
-        self._orphans[txid] = _Orphan(tx, peer_id, now + self.expire_seconds, self._seq)
+        self._orphans[txid] = _Orphan(tx, [peer_id], now + self.expire_seconds, self._seq)
         self._seq += 1
         self._bytes += tx.size
         for parent in {txin.prevout.txid for txin in tx.vin}:
@@ -85,8 +86,18 @@ class OrphanPool:
             dropped.append(victim)
         return dropped
 
+    def add_announcer(self, txid: bytes, peer_id: int) -> None:
+        """`peer_id` sent or announced `txid`, which is kept: the orphan stays while any of
+        its announcers is connected (bitcoind v29's orphanage keeps announcers too). A txid
+        names the exact bytes (there is no witness), so an announcer vouches for them as
+        much as the sender did."""
+        orphan = self._orphans.get(txid)
+        if orphan is not None and peer_id not in orphan.peers:
+            orphan.peers.append(peer_id)
+
     def remove(self, txid: bytes) -> tuple[Transaction, int] | None:
-        """Forget `txid`; its transaction and sender, or None if it was not kept."""
+        """Forget `txid`; its transaction and the first of its announcers still there (the
+        one to charge if it is invalid), or None if it was not kept."""
         orphan = self._orphans.pop(txid, None)
         if orphan is None:
             return None
@@ -97,7 +108,7 @@ class OrphanPool:
                 children.discard(txid)
                 if not children:
                     del self._by_parent[parent]
-        return orphan.tx, orphan.peer_id
+        return orphan.tx, orphan.peers[0]
 
     def take_children(self, parent: bytes) -> list[tuple[Transaction, int]]:
         """Remove and return (transaction, sender) of every orphan spending an output of
@@ -106,8 +117,16 @@ class OrphanPool:
                 if (taken := self.remove(t)) is not None]
 
     def remove_for_peer(self, peer_id: int) -> int:
-        """Drop the orphans `peer_id` sent (it disconnected); how many."""
-        return self._remove_all(t for t, o in self._orphans.items() if o.peer_id == peer_id)
+        """`peer_id` disconnected: drop the orphans nobody else announced; how many. (Only
+        its sender's would let that sender take back a child an honest peer announced after
+        it: the announcement was not followed, since the orphan was there.)"""
+        doomed = []
+        for t, o in self._orphans.items():
+            if o.peers == [peer_id]:
+                doomed.append(t)
+            elif peer_id in o.peers:
+                o.peers.remove(peer_id)
+        return self._remove_all(doomed)
 
     def expire(self, now: float) -> int:
         """Drop the orphans older than the expiry; how many."""
