@@ -2036,9 +2036,9 @@ class P2PNode:
 
     def _try_tx(self, peer: Peer, tx: Transaction, *, orphan: bool = False) -> bool:
         """Offer `tx`, sent by `peer`, to the mempool: announced if accepted; kept as an
-        orphan if an input is unknown (its parents are asked of `peer`); otherwise refused
-        until the tip moves, and `peer` charged if it broke a consensus rule. Whether it
-        was accepted. `orphan`: it was kept as one and its parent just came (logged so)."""
+        orphan if an input is unknown; otherwise refused until the tip moves, and `peer`
+        banned if it broke a consensus rule. Whether it was accepted. `orphan`: it was kept
+        as one and its parent just came (logged so)."""
         txid = tx.txid
         try:
             self.mempool.accept(tx)

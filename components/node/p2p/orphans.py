@@ -7,10 +7,12 @@ Kept here instead, it is tried again when a transaction it spends enters the poo
 
 An orphan is kept while a peer that sent or announced it is connected (bitcoind v29's
 announcer set). Bounded as bitcoind's (DEFAULT_MAX_ORPHAN_TRANSACTIONS, 100;
-ORPHAN_TX_EXPIRE_TIME, 20 minutes), and also by serialized bytes (MAX_ORPHAN_BYTES): in Python a 100 KB transaction of
-thousands of outputs takes five times its size in memory, so 100 of the largest would be some
-50 MB. A full pool drops a random orphan, so that a peer flooding orphans cannot aim at a
-given one (bitcoind's LimitOrphans before v29). Not thread-safe: the P2P event loop owns it.
+ORPHAN_TX_EXPIRE_TIME, 20 minutes), and also by serialized bytes (MAX_ORPHAN_BYTES): in
+Python a 100 KB transaction of thousands of outputs takes five times its size in memory, so
+100 of the largest would be some 50 MB. A full pool drops a random orphan, so that a peer
+flooding orphans cannot aim at a given one (bitcoind's LimitOrphans before v29); an honest
+orphan can still be pushed out by a flood (v29 gives each peer its own share). Not
+thread-safe: the P2P event loop owns it.
 """
 
 from __future__ import annotations
