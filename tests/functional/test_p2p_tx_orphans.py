@@ -3,6 +3,7 @@ from a hostile peer and from an honest one."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from collections.abc import Callable
@@ -121,6 +122,39 @@ def test_the_sender_of_an_orphan_cannot_take_it_back_from_an_honest_announcer(
         honest.send(serialize_message(MAGIC, Inv((InvItem(MSG_TX, parent.txid),))))
         assert _serve_when_asked(honest, {parent.txid: parent}, parent.txid, 20), "parent never asked for"
         wait_until(lambda: child.txid_hex in n.rpc.getrawmempool(), 10, what="the child in the mempool")
+    finally:
+        attacker.close()
+        honest.close()
+    assert n.stop() == 0
+
+
+#: Orphans of the attacker's flood in the next test (made-up inputs, one output each).
+FLOOD = 300
+
+
+def test_a_flood_of_orphans_does_not_push_out_an_honest_one(node: Callable[..., TestNode]) -> None:
+    """An honest peer's child arrives before its parent; an attacker then sends FLOOD
+    orphans of its own. With a random victim among all orphans (the code of the commit
+    before) the honest one survived the flood's 201 evictions 13% of the time, and was not
+    in the pool when its parent came; now a full pool drops orphans of the peer holding the
+    most bytes of them (bitcoind v29), the flooder's own."""
+    n = node()
+    n.start()
+    parent, child, _ = _family(n)
+    honest = RawPeer(n.p2p_port, "127.0.0.10")
+    attacker = RawPeer(n.p2p_port, "127.0.0.9")
+    pkh = TEST_KEY.public_key.pkh
+    try:
+        honest.handshake()
+        attacker.handshake()
+        honest.send(serialize_message(MAGIC, TxMessage(child)))
+        honest.sync(1)
+        attacker.send(b"".join(serialize_message(MAGIC, TxMessage(Transaction(
+            2, (TxIn(OutPoint(os.urandom(32), 0)),), (TxOut(1000, pkh),), 0))) for _ in range(FLOOD)))
+        attacker.sync(2)
+        honest.send(serialize_message(MAGIC, TxMessage(parent)))
+        honest.sync(3)
+        wait_until(lambda: child.txid_hex in n.rpc.getrawmempool(), 10, what="the honest child in the mempool")
     finally:
         attacker.close()
         honest.close()

@@ -9,9 +9,10 @@ An orphan is kept while a peer that sent or announced it is connected (bitcoind 
 announcer set). Bounded as bitcoind's (DEFAULT_MAX_ORPHAN_TRANSACTIONS, 100;
 ORPHAN_TX_EXPIRE_TIME, 20 minutes), and also by serialized bytes (MAX_ORPHAN_BYTES): in
 Python a 100 KB transaction of thousands of outputs takes five times its size in memory, so
-100 of the largest would be some 50 MB. A full pool drops a random orphan, so that a peer
-flooding orphans cannot aim at a given one (bitcoind's LimitOrphans before v29); an honest
-orphan can still be pushed out by a flood (v29 gives each peer its own share). Not
+100 of the largest would be some 50 MB. A full pool drops a random orphan of the peer whose
+orphans take the most bytes (its first announcer's), as bitcoind v29 trims the peer using
+the most: a peer flooding orphans pushes out its own, not another peer's (before v29 the
+victim was any random orphan: a flood of 200 left an honest orphan a chance of 13%). Not
 thread-safe: the P2P event loop owns it.
 """
 
@@ -69,8 +70,8 @@ class OrphanPool:
 
     def add(self, tx: Transaction, peer_id: int, now: float) -> list[bytes]:
         """Keep `tx` (sent by `peer_id`) until a parent arrives; the txids dropped to make
-        room (possibly `tx` itself, if it alone is over the byte bound). Adding one already
-        kept changes nothing."""
+        room (possibly `tx` itself: over the byte bound alone, or one of the orphans of the
+        peer that has the most). Adding one already kept changes nothing."""
         txid = tx.txid
         if txid in self._orphans:
             return []
@@ -83,10 +84,19 @@ class OrphanPool:
             self._by_parent.setdefault(parent, set()).add(txid)
         dropped: list[bytes] = []
         while len(self._orphans) > self.max_count or self._bytes > self.max_bytes:
-            victim = self._random.choice([t for t in self._orphans if t != txid])
+            victim = self._random.choice(self._heaviest_peers_orphans())
             self.remove(victim)
             dropped.append(victim)
         return dropped
+
+    def _heaviest_peers_orphans(self) -> list[bytes]:
+        """The orphans of the peer (first announcer) whose orphans take the most bytes."""
+        by_peer: dict[int, list[bytes]] = {}
+        weight: dict[int, int] = {}
+        for t, o in self._orphans.items():
+            by_peer.setdefault(o.peers[0], []).append(t)
+            weight[o.peers[0]] = weight.get(o.peers[0], 0) + o.tx.size
+        return by_peer[max(weight, key=lambda p: (weight[p], len(by_peer[p])))]
 
     def add_announcer(self, txid: bytes, peer_id: int) -> None:
         """`peer_id` sent or announced `txid`, which is kept: the orphan stays while any of
