@@ -36,6 +36,8 @@ ORPHAN_EXPIRE_SECONDS: float = 20 * 60
 
 @dataclass(slots=True)
 class _Orphan:
+    """One kept orphan: the transaction, who vouches for it, until when, and its order."""
+
     tx: Transaction
     peers: list[int]    # who sent or announced it, first the one charged if it is invalid
     expires: float      # loop time
