@@ -63,6 +63,9 @@ class DictChainView:
     def utxo(self, outpoint: OutPoint) -> Coin | None:
         return self.coins.get(outpoint)
 
+    def has_coins_of(self, txid: bytes) -> bool:
+        return any(op.txid == txid for op in self.coins)
+
     def get(self, outpoint: OutPoint) -> Coin | None:
         """consensus.UtxoView, for connect_block_checks."""
         return self.coins.get(outpoint)
@@ -398,6 +401,30 @@ def test_ancestor_limit(view: DictChainView, pool: Mempool) -> None:
     assert first and first.descendant_count == DEFAULT_ANCESTOR_LIMIT
     # An independent transaction is unaffected.
     pool.accept(pay(coins(view)[1], V, 1_000), now=NOW)
+
+
+def test_too_many_pool_parents_are_refused_before_any_input_is_read(view: DictChainView) -> None:
+    """A transaction spending outputs of more pool transactions than the ancestor limit
+    allows is refused on their count alone: before its inputs are read (here one of them
+    is made up, which reading would have reported), so a peer's 2,300-input transaction of
+    such spends costs the pool no more than a glance at each input (see Mempool._accept)."""
+    many = [OutPoint(hashlib.sha256(b"parent coin %d" % i).digest(), 0) for i in range(DEFAULT_ANCESTOR_LIMIT)]
+    for op in many:
+        view.coins[op] = Coin(V, PKH_A, 1, False)
+    pool = Mempool(P, view)
+    parents = [pay(op, V, 1_000, to=PKH_A) for op in many]
+    for tx in parents:
+        pool.accept(tx, now=NOW)
+    made_up = OutPoint(hashlib.sha256(b"nobody's coin").digest(), 0)
+    spends = [OutPoint(tx.txid, 0) for tx in parents]
+    with rejected("too-long-mempool-chain") as info:
+        pool.accept(spend(spends + [made_up], [(V, PKH_B)], [KEY_A] * (len(spends) + 1)), now=NOW)
+    assert "too many unconfirmed parents [limit: 25]" in info.value.message
+    # One parent fewer is within the limit: then the inputs are read (and the made-up one found).
+    with rejected("bad-txns-inputs-missingorspent", RPC_VERIFY_ERROR):
+        pool.accept(spend(spends[1:] + [made_up], [(V, PKH_B)], [KEY_A] * len(spends)), now=NOW)
+    child = pool.accept(spend(spends[1:], [(V, PKH_B)], [KEY_A] * (len(spends) - 1)), now=NOW)
+    assert child.ancestor_count == DEFAULT_ANCESTOR_LIMIT
 
 
 def test_descendant_limit(view: DictChainView) -> None:

@@ -455,6 +455,9 @@ class DictChainView:
     def utxo(self, outpoint: OutPoint) -> Coin | None:
         return self.coins.get(outpoint)
 
+    def has_coins_of(self, txid: bytes) -> bool:
+        return any(op.txid == txid for op in self.coins)
+
     def median_time_past_tip(self) -> int:
         return REGTEST.genesis_block.header.time
 

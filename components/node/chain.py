@@ -740,6 +740,12 @@ class ChainManager:
         """consensus.UtxoView: same as utxo()."""
         return self.utxo(outpoint)
 
+    def has_coins_of(self, txid: bytes) -> bool:
+        """Whether any output of `txid` is unspent as of the tip (one key search)."""
+        with self._lock:
+            self._check_open()
+            return self._store.has_coins_of(txid)
+
     def utxos(self, outpoints: list[OutPoint]) -> dict[tuple[bytes, int], Coin]:
         """The unspent coins among `outpoints`, keyed by (txid, n), in a few queries."""
         with self._lock:

@@ -14,6 +14,8 @@ cheap checks before the expensive signatures:
 5. "txn-already-in-mempool"
 6. "txn-mempool-conflict": an input is already spent by a pool transaction. There is no
    replace-by-fee in this version: the first spend seen wins, whatever the fees.
+   Then "too-long-mempool-chain" for a transaction spending outputs of more pool transactions
+   than the ancestor limit allows: counted before any input is read (since 12-07).
 7. inputs through an overlay of pool outputs on the confirmed coins, so a chain of
    unconfirmed transactions is fine (consensus.check_tx_inputs, spend height = tip + 1):
    "bad-txns-inputs-missingorspent" (or "txn-already-known" when the transaction's own
@@ -127,6 +129,11 @@ class ChainView(Protocol):
 
     def utxo(self, outpoint: OutPoint) -> Coin | None:
         """The confirmed unspent coin at `outpoint` as of the tip, or None."""
+        ...
+
+    def has_coins_of(self, txid: bytes) -> bool:
+        """Whether any output of transaction `txid` is unspent as of the tip: one lookup,
+        however many outputs the transaction names."""
         ...
 
     def median_time_past_tip(self) -> int:
@@ -508,13 +515,24 @@ class Mempool:
                 raise MempoolReject("txn-mempool-conflict",
                                     debug=f"{txin.prevout} already spent by {hash_to_hex(other)}")
 
+        # Counted before the inputs are read (bitcoind reads them first, in C++): a tx of
+        # 2,300 inputs spending the outputs of 25 pool txs, refused for its ancestors in the
+        # end, cost the node 1.6 times its decoding, one spending 2,400 pool txs 2.5 times;
+        # unpunished (a policy rule), without a coin of the sender's (no signature is read).
+        parents = {txin.prevout.txid for txin in tx.vin if txin.prevout.txid in self._entries}
+        if len(parents) + 1 > self.ancestor_limit:
+            raise MempoolReject("too-long-mempool-chain",
+                                debug=f"too many unconfirmed parents [limit: {self.ancestor_limit}]")
+
         view = _OverlayView(self)
         try:
             fee = check_tx_inputs(tx, view, tip + 1, self.params, verify_signatures=False)
         except ValidationError as e:
-            if e.failure is Failure.MISSING_INPUTS and any(
-                    self._chain.utxo(OutPoint(txid, n)) is not None for n in range(len(tx.vout))):
-                # Its inputs are gone because it spent them itself: it is confirmed.
+            if e.failure is Failure.MISSING_INPUTS and self._chain.has_coins_of(txid):
+                # Its inputs are gone because it spent them itself: it is confirmed. One
+                # lookup: asking for each output (as bitcoind does, from its cache) made a
+                # 2,900-output tx with a made-up input cost the node 17.7 ms of CPU (3 times
+                # its decoding), unpunished, any number of times (the txid is new each time).
                 raise MempoolReject("txn-already-known", RPC_VERIFY_ALREADY_IN_CHAIN,
                                     "outputs already in the UTXO set") from None
             raise MempoolReject.from_validation(e) from None
@@ -529,7 +547,6 @@ class Mempool:
             if fee < relay_fee:
                 raise MempoolReject("min relay fee not met", debug=f"{fee} < {relay_fee}")
 
-        parents = {txin.prevout.txid for txin in tx.vin if txin.prevout.txid in self._entries}
         ancestors = self._ancestors_of(parents)
         self._check_chain_limits(size, ancestors)
 

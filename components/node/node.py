@@ -118,6 +118,9 @@ class ChainViewAdapter:
     def utxo(self, outpoint: OutPoint) -> Coin | None:
         return self._chain.utxo(outpoint)
 
+    def has_coins_of(self, txid: bytes) -> bool:
+        return self._chain.has_coins_of(txid)
+
     def median_time_past_tip(self) -> int:
         return self._chain.median_time_past(self._chain.tip)
 

@@ -119,6 +119,7 @@ def _ours() -> Schema:
 
 _SQL_GET_COIN = "SELECT value, pkh, height, coinbase FROM utxo WHERE txid = ? AND n = ?"
 _SQL_DEL_COIN = "DELETE FROM utxo WHERE txid = ? AND n = ?"
+_SQL_HAS_COINS_OF = "SELECT 1 FROM utxo WHERE txid = ? LIMIT 1"
 _SQL_ADD_COIN = "INSERT INTO utxo (txid, n, value, pkh, height, coinbase) VALUES (?, ?, ?, ?, ?, ?)"
 _SQL_ADD_TX = "INSERT OR REPLACE INTO tx_index (txid, block, pos, len) VALUES (?, ?, ?, ?)"
 _SQL_DEL_TX = "DELETE FROM tx_index WHERE txid = ?"
@@ -458,6 +459,11 @@ class ChainStore:
 
     #: consensus.UtxoView, so connect_block_inputs can read the table directly.
     get = get_coin
+
+    def has_coins_of(self, txid: bytes) -> bool:
+        """Whether any output of `txid` is unspent: one search of the primary key's prefix,
+        whatever the number of outputs."""
+        return self._db.execute(_SQL_HAS_COINS_OF, (txid,)).fetchone() is not None
 
     def get_coins(self, outpoints: Sequence[OutPoint]) -> dict[tuple[bytes, int], Coin]:
         """The unspent coins among `outpoints`, keyed by (txid, n), fetched in few queries

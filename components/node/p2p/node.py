@@ -95,8 +95,10 @@ Relay
     (Bitcoin delays announcements randomly for privacy; not done here). The owner calls
     `announce_block` / `announce_tx` for what it mined or was sent by RPC; as a safety net,
     a tip that moved without an announcement (and outside a download) is announced by the
-    maintenance tick within a second. There is no orphan-transaction pool: a transaction
-    whose inputs are unknown is dropped (and asked for again when announced again).
+    maintenance tick within a second. A transaction whose inputs are unknown (an orphan) is
+    kept apart, at most 100 (orphans.py), and tried again when a parent enters the pool
+    (before 12-07 it was refused until the tip moved: a peer sending a child first kept the
+    honest relay of it out of our pool).
 
     Transaction requests follow bitcoind's TxRequestTracker limits: a peer's announcements
     wait in a queue of at most MAX_PEER_TX_ANNOUNCEMENTS (5000; more are dropped), and at most
@@ -143,7 +145,7 @@ from ...common.diskfail import WriteFailure
 from ...common.errors import Failure, ValidationError
 from ...common.hashes import hash_to_hex
 from ...common.pow import block_proof, check_proof_of_work
-from ...common.primitives import BlockHeader
+from ...common.primitives import BlockHeader, Transaction
 from .messages import (
     MAX_INV, MAX_USER_AGENT, MIN_PEER_PROTO_VERSION, MSG_BLOCK, MSG_TX, NODE_NETWORK, PROTOCOL_VERSION,
     MAX_HEADERS, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message, NotFound,
@@ -157,6 +159,7 @@ from .block_window import (
     next_blocks, serve_height,
 )
 from .presync import HeaderSync, PresyncAbort, work_threshold
+from .orphans import OrphanPool
 from .peer import MAX_PEER_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip
 from .protocols import ChainAccess, MempoolAccess
 from .connector import UNRESTRICTED, ConnectRefused, Connector
@@ -378,6 +381,8 @@ class P2PNode:
         self._tx_alternates: dict[bytes, list[int]] = {}
         self._recent_rejects: OrderedDict[bytes, None] = OrderedDict()
         self._rejects_tip: bytes | None = None
+        #: Transactions that came before their parents (orphans.py).
+        self._orphans = OrphanPool()
         self._sync_peer: Peer | None = None
         #: The sync session runs headers-first (our tip was below the minimum chain work when
         #: it started), and which blocks of the sync peer's header chain it asks for next.
@@ -780,8 +785,11 @@ class P2PNode:
 
     def announce_tx(self, txid: bytes) -> int:
         """Announce a mempool transaction to every handshaken peer that wants transactions and
-        is not known to have it; returns how many peers were told."""
-        return self._announce(MSG_TX, txid, tx=True)
+        is not known to have it; returns how many peers were told. Orphans waiting for it
+        (sent by peers before it came, say by RPC) are tried again."""
+        told = self._announce(MSG_TX, txid, tx=True)
+        self._accept_orphans_of(txid)
+        return told
 
     def _announce(self, type_: int, h: bytes, *, tx: bool) -> int:
         n = 0
@@ -836,6 +844,7 @@ class P2PNode:
         for txid in handed_over:
             self._release_tx_request(txid, failed=True)
         peer.tx_announced.clear()
+        self._orphans.remove_for_peer(peer.id)      # (bitcoind's EraseForPeer)
         peer.header_sync = None             # its header session's state goes with it
         peer.best_header = None
         if self._sync_peer is peer:
@@ -1040,6 +1049,7 @@ class P2PNode:
                and len(self._txs_requested) < _MAX_TX_REQUESTS):
             txid = peer.tx_announced.popleft()
             if not self._tx_needed(txid):
+                self._orphans.add_announcer(txid, peer.id)      # (if it is an orphan)
                 if txid not in self._txs_requested:
                     self._release_tx_request(txid, failed=False)   # forget its other announcers
                 continue
@@ -1096,8 +1106,8 @@ class P2PNode:
                 del self._tx_alternates[txid]
 
     def _tx_needed(self, txid: bytes) -> bool:
-        """Not in the mempool and not recently refused."""
-        return not self._recently_rejected(txid) and txid not in self.mempool
+        """Not in the mempool, not an orphan waiting for its parent, not recently refused."""
+        return not self._recently_rejected(txid) and txid not in self.mempool and txid not in self._orphans
 
     def _recently_rejected(self, txid: bytes) -> bool:
         """Refused since the tip last moved (bitcoind's recentRejects, reset the same way)."""
@@ -2012,12 +2022,24 @@ class P2PNode:
         self._request_txs(peer)
         if txid in self.mempool:
             return
-        if self._recently_rejected(txid):
+        self._orphans.add_announcer(txid, peer.id)      # (if it is an orphan)
+        if self._recently_rejected(txid) or txid in self._orphans:
             # Sent unsolicited again (a `tx` needs no `inv` first): validating it again would
             # cost the same and end the same. Not charged again either: the peer may relay
-            # what another sent first (bitcoind ignores it the same way).
-            log.debug("peer=%d: tx %s refused before, not validated again", peer.id, tx.txid_hex)
+            # what another sent first (bitcoind ignores it the same way). An orphan is tried
+            # again when its parent comes.
+            log.debug("peer=%d: tx %s refused before or waiting for its parent, not validated again",
+                      peer.id, tx.txid_hex)
             return
+        if self._try_tx(peer, tx):
+            self._accept_orphans_of(txid)
+
+    def _try_tx(self, peer: Peer, tx: Transaction, *, orphan: bool = False) -> bool:
+        """Offer `tx`, sent by `peer`, to the mempool: announced if accepted; kept as an
+        orphan if an input is unknown; otherwise refused until the tip moves, and `peer`
+        banned if it broke a consensus rule. Whether it was accepted. `orphan`: it was kept
+        as one and its parent just came (logged so)."""
+        txid = tx.txid
         try:
             self.mempool.accept(tx)
         except Exception as e:
@@ -2030,20 +2052,56 @@ class P2PNode:
             else:
                 failure = getattr(e, "failure", None)
                 text = getattr(e, "message", reason)
-                if failure in (Failure.MISSING_INPUTS, Failure.PREMATURE_SPEND, Failure.TIME_FUTURE):
-                    # Possibly valid later (we keep no orphan pool): not the peer's fault. It is
-                    # refused until the tip moves all the same, or a peer could have it
-                    # validated as often as it likes.
+                if failure is Failure.MISSING_INPUTS:
+                    if self._keep_orphan(peer, tx):
+                        return False
+                elif failure in (Failure.PREMATURE_SPEND, Failure.TIME_FUTURE):
+                    # Possibly valid later: not the peer's fault. It is refused until the tip
+                    # moves all the same, or a peer could have it validated as often as it likes.
                     log.debug("peer=%d: tx %s not accepted yet: %s", peer.id, tx.txid_hex, text)
                 elif failure is not None:
-                    self.misbehaving(peer, 10, f"invalid transaction {tx.txid_hex}: {text}")
+                    # Banned at once, as bitcoind's (TX_CONSENSUS: Misbehaving 100): at 10
+                    # points a peer sent 9, connected again and went on, each one (640
+                    # inputs, the last signature broken) 8 ms of our CPU, for ever.
+                    self.misbehaving(peer, BAN_THRESHOLD, f"invalid transaction {tx.txid_hex}: {text}")
                 else:
                     log.debug("peer=%d: tx %s rejected by policy: %s", peer.id, tx.txid_hex, text)
             self._reject_tx(txid)
-            return
-        log.debug("peer=%d: accepted tx %s", peer.id, tx.txid_hex)
+            return False
+        log.debug("peer=%d: accepted %stx %s", peer.id, "orphan " if orphan else "", tx.txid_hex)
         peer.last_tx_time = asyncio.get_running_loop().time()     # a new transaction (eviction)
-        self.announce_tx(txid)
+        self._announce(MSG_TX, txid, tx=True)
+        return True
+
+    def _keep_orphan(self, peer: Peer, tx: Transaction) -> bool:
+        """Keep `tx`, whose inputs are unknown, until a parent enters the pool; False when a
+        parent was refused (then so is `tx`: it cannot be valid before the tip moves).
+
+        Its parents are not asked of `peer`, as bitcoind does: a request waits 60 s for its
+        answer before the next announcer is asked (bitcoind first delays requests to inbound
+        peers, which this node does not), so the sender of a child could withhold the honest
+        parent for a minute by asking for it first. The parent comes as any transaction
+        does, announced by whoever has it."""
+        if any(self._recently_rejected(txin.prevout.txid) for txin in tx.vin):
+            log.debug("peer=%d: orphan tx %s has a refused parent", peer.id, tx.txid_hex)
+            return False
+        dropped = self._orphans.add(tx, peer.id, asyncio.get_running_loop().time())
+        log.debug("peer=%d: tx %s kept as an orphan (%d kept, %d dropped)", peer.id, tx.txid_hex,
+                  len(self._orphans), len(dropped))
+        return True
+
+    def _accept_orphans_of(self, txid: bytes) -> None:
+        """Try again the orphans waiting for `txid` (now in the pool), and theirs in turn
+        when they enter; each is tried once per parent that comes, and one still missing
+        an input goes back to wait."""
+        work = [txid]
+        while work:
+            for orphan, peer_id in self._orphans.take_children(work.pop()):
+                sender = self._peers.get(peer_id)
+                if sender is None or sender.closed:
+                    continue          # (its orphans went with it; this one was in hand)
+                if orphan.txid not in self.mempool and self._try_tx(sender, orphan, orphan=True):
+                    work.append(orphan.txid)
 
     # ================================================================== maintenance
 
@@ -2089,6 +2147,7 @@ class P2PNode:
         for key in [k for k, e in self._bans.items() if e.until <= now]:
             self._drop_ban(key)
         expired = [t for t, (_, at) in self._txs_requested.items() if loop_now - at > self.tx_request_timeout]
+        self._orphans.expire(loop_now)
         for txid in expired:
             self._release_tx_request(txid, failed=True)
         if self._sync_peer is None:
