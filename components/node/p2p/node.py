@@ -183,6 +183,11 @@ _RECENT_REJECTS_SIZE: int = 20_000
 TX_REQUEST_TIMEOUT: float = 60.0
 #: Bytes of transactions one serve_getdata call may queue (blocks go one per call).
 _GETDATA_TX_BUDGET: int = 200_000
+#: getdata entries one serve_getdata call looks at, at most (the writer then sends what they
+#: produced and yields): before 12-07 a max-size getdata (50000 entries) of blocks we do not
+#: have was looked up in one call, one database query each: 424 ms of the event loop, RPC
+#: answers held up to 1.8 s, for 1.8 MB of request.
+_GETDATA_ITEMS_PER_CALL: int = 1000
 #: Most blocks requested from one peer at a time (two getblocks answers' worth).
 MAX_BLOCKS_IN_FLIGHT: int = 1000
 #: Most transaction requests outstanding to one peer (bitcoind's MAX_PEER_TX_REQUEST_IN_FLIGHT):
@@ -1148,12 +1153,19 @@ class P2PNode:
 
     def serve_getdata(self, peer: Peer) -> None:
         """Answer queued getdata items: one block, or transactions up to a byte budget, per
-        call; unknown items go back in one notfound."""
+        call, and at most _GETDATA_ITEMS_PER_CALL items looked at; unknown items go back in
+        one notfound. A block we do not store is known from the index, without a query."""
         missing: list[InvItem] = []
         budget = _GETDATA_TX_BUDGET
-        while peer.getdata_queue and budget > 0:
+        looked = 0
+        while peer.getdata_queue and budget > 0 and looked < _GETDATA_ITEMS_PER_CALL:
+            looked += 1
             item = peer.getdata_queue.popleft()
             if item.type == MSG_BLOCK:
+                idx = self.chain.get_index(item.hash)
+                if idx is None or not _has_data(idx):
+                    missing.append(item)
+                    continue
                 raw = None
                 try:
                     # The stored bytes as they are: a parse and a serialization of a 672 KB
