@@ -1,0 +1,180 @@
+"""Functional, both executables: connections of one attacker taking the blocks-first sync
+session from each other through the stall races (node.py's _check_sync_peer_stall,
+_race_getblocks, _lost_stall_race), while an honest peer with the chain waits.
+
+Each attacker connection claims a far higher chain than the honest peer (a number in its
+version message), answers every getblocks at once with 500 made-up hashes it never
+delivers, and answers a getdata for any block not its own with notfound. The first one is
+the sync peer; when it has held the block our tip waits for past the stalling timeout, that
+block is asked of an idle peer that is ahead: the one claiming the highest chain, another
+attacker connection, which answers notfound and so takes the session over (the node takes
+the notfound for "the sync peer feeds a chain the other does not have"); the next round the
+first connection, idle again, is asked and takes it back.
+
+Measured before 12-07 (both executables): two such connections held the download for as
+long as they went on (the victim at height 0 of 2050 after 60 s, with the honest peer
+connected all along and asked for nothing but pings; each new session reset the block
+download timeout). Since 12-07 a peer that lost the session through a race it did not win
+(it held a block or left a getblocks unanswered past the stalling timeout) is asked last
+in later races: each attacker connection holds the download for one round at most.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from framework import TestNode, wait_until
+from raw_peer import MAGIC, ChainPeer, RawPeer
+from test_p2p_min_chain_work_stall import HEIGHT, _chain
+from cleancoin.components.common.primitives import Block
+from cleancoin.components.node.p2p.messages import (
+    MSG_BLOCK, BlockMessage, GetBlocks, GetData, Inv, InvItem, NotFound, Ping, Pong, serialize_message,
+)
+
+#: Seconds the victim has to reach the tip once the honest peer is there: each attacker
+#: connection holds one round (the 2 s stalling timeout and a maintenance tick) and the
+#: sync of 2050 blocks takes about 5 s on an idle machine; the bound allows for a load of 10
+#: and is half the attackers' block download timeout (120 s).
+TIP_BOUND = 60.0
+#: Attacker connections taking turns.
+TAKERS = 4
+
+
+class SessionTaker:
+    """An attacker connection (see the module docstring): made-up hashes for every getblocks,
+    silence for a getdata of its own hashes, notfound for anyone else's; `sessions` counts the
+    getblocks it was sent (each one a session it had or a race it was asked to answer). With
+    `reconnect_after`, it leaves that many seconds after its own hashes were asked for (before
+    the stalling timeout, so that no race takes the session from it) and connects again from
+    the same address with a clean connection. With `chain` (the real chain, relayed), it
+    answers getblocks with that chain's next hashes and delivers the first block asked of it,
+    then holds the rest: each of its sessions moves the tip by one block."""
+
+    def __init__(self, port: int, source: str, tag: int, reconnect_after: float | None = None,
+                 chain: Sequence[Block] = ()) -> None:
+        self._port, self._source = port, source
+        self._chain = list(chain)
+        self._height = {b.hash: i + 1 for i, b in enumerate(self._chain)}
+        self._by_hash = {b.hash: b for b in self._chain}
+        self._tag = tag
+        self._reconnect_after = reconnect_after
+        self._own: set[bytes] = set()
+        self._held_since = 0.0
+        self._closing = False
+        self.sessions = 0
+        self.reconnects = 0
+        self.peer = self._connect()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> RawPeer:
+        peer = RawPeer(self._port, self._source)
+        peer.handshake(start_height=1_000_000)
+        peer.sock.settimeout(0.2)               # (to leave on time while nothing comes)
+        return peer
+
+    def _serve(self) -> None:
+        while not self._closing:
+            if self._held_since and time.monotonic() - self._held_since > (self._reconnect_after or 0.0):
+                self.peer.close()
+                self._held_since = 0.0
+                try:
+                    self.peer = self._connect()
+                except OSError:
+                    return
+                self.reconnects += 1
+            try:
+                msg = self.peer.read_message()
+            except TimeoutError:
+                continue
+            except (ConnectionError, OSError):
+                return
+            out = None
+            if isinstance(msg, GetBlocks):
+                self.sessions += 1
+                if self._chain:
+                    start = next((self._height[h] for h in msg.locator if h in self._height), 0)
+                    hashes = [b.hash for b in self._chain[start:start + 500]]
+                else:
+                    hashes = [hashlib.sha256(b"%d made up %d %d" % (self._tag, self.sessions, i)).digest()
+                              for i in range(500)]
+                self._own.update(hashes)
+                out = Inv(tuple(InvItem(MSG_BLOCK, h) for h in hashes))
+            elif isinstance(msg, GetData):
+                theirs = tuple(it for it in msg.items if it.hash not in self._own)
+                out = NotFound(theirs) if theirs else None
+                if len(theirs) < len(msg.items):
+                    first = next(it.hash for it in msg.items if it.hash in self._own)
+                    if first in self._by_hash and not self._held_since:
+                        self.peer.send(serialize_message(MAGIC, BlockMessage(self._by_hash[first])))
+                    if self._reconnect_after is not None and not self._held_since:
+                        self._held_since = time.monotonic()
+            elif isinstance(msg, Ping):
+                out = Pong(msg.nonce)
+            if out is not None:
+                try:
+                    self.peer.send(serialize_message(MAGIC, out))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self._closing = True
+        self._thread.join(10)
+        self.peer.close()
+
+
+@pytest.fixture(scope="module")
+def chain() -> list[Block]:
+    return _chain(HEIGHT)
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Iterator[TestNode]:
+    """A fresh node with regtest's minimum chain work (0): it downloads blocks-first."""
+    n = TestNode(0, tmp_path, ["-debug=net"])
+    n.start()
+    try:
+        yield n
+    finally:
+        n.cleanup()
+
+
+@pytest.mark.parametrize("reconnect_after, relaying", [(None, False), (1.0, False), (1.0, True)],
+                         ids=["races", "reconnecting", "reconnecting-with-a-block"])
+def test_connections_taking_the_session_in_turn_do_not_hold_the_download(
+        victim: TestNode, chain: list[Block], reconnect_after: float | None, relaying: bool) -> None:
+    """TAKERS attacker connections (the first one the sync peer) and, once it holds the
+    session, an honest peer with the chain: the victim reaches the tip within TIP_BOUND, the
+    honest peer still connected. "races": the connections take the session from each other
+    through the stall races; "reconnecting": each leaves a second after its hashes were asked
+    for (the next session goes to the peer claiming the highest chain: another of them) and
+    comes back with a new connection, which before 12-07 held the download the same way;
+    "reconnecting-with-a-block": the same, each session delivering one block of the real
+    chain first (one block a round)."""
+    n = victim
+    takers = [SessionTaker(n.p2p_port, f"127.0.0.{60 + i}", i, reconnect_after, chain if relaying else ())
+              for i in range(TAKERS)]
+    honest = None
+    try:
+        wait_until(lambda: takers[0].sessions > 0, 30, what="the first attacker connection the sync peer")
+        honest = ChainPeer(n.p2p_port, "127.0.0.59", chain)
+        t0 = time.monotonic()
+        while (height := n.rpc.getblockcount()) < HEIGHT and time.monotonic() - t0 < TIP_BOUND:
+            time.sleep(0.2)
+        print(f"the victim at height {height} of {HEIGHT} {time.monotonic() - t0:.1f} s after the honest "
+              f"peer came; getblocks the attacker connections were sent: {[t.sessions for t in takers]}, "
+              f"reconnections: {[t.reconnects for t in takers]}, "
+              f"requests to the honest peer: {dict(honest.asked)}")
+        assert height == HEIGHT
+        assert not honest.closed
+    finally:
+        for taker in takers:
+            taker.close()
+        if honest is not None:
+            honest.close()
