@@ -39,7 +39,8 @@ from ..ipc.auth import write_cookie
 from ..ipc.init_impl import ProcessInit
 from ..interfaces.init import IpcPeer
 from ..ipc.settings import IpcSettings
-from ..ipc.transport import Listener, listen
+from ..ipc.transport import AddressError, Listener, listen
+from ..ipc.transport import bind as bind_listener
 from ..node.chain_binding import RpcRegistrar, make_chain
 from ..node.connect_broker import NAME as BROKER_NAME
 from ..node.node_binding import NodeService
@@ -74,6 +75,9 @@ class NodeProcesses:
     #: when this process is confined; None: the node's own, with the same rule.
     connector: Any = None
     _client_slot: WalletSlot | None = None     # -ipcallowwallet: the listener clients' slot
+    #: -ipcbind=unix listeners bound before this process confined itself (`bind_unix_listeners`),
+    #: by their -ipcbind value.
+    prebound: dict[str, socket.socket] = field(default_factory=dict)
     _frontend_task: asyncio.Task[None] | None = None
 
     async def start(self, node: Any) -> None:
@@ -120,7 +124,8 @@ class NodeProcesses:
         options = self.ipc.listen_options(cookie)
         for bind in self.ipc.binds:
             address = parse(bind, os.path.join(node.netdatadir, NODE_SOCKET))
-            self.listeners.append(await listen(address, make_init, self.local, options))
+            self.listeners.append(await listen(address, make_init, self.local, options,
+                                               sock=self.prebound.pop(bind, None)))
             log.info("IPC: listening on %s", bind if address.kind == "tcp" else address.path)
 
     async def _serve_frontend(self, node: Any) -> None:
@@ -313,6 +318,33 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             if monitor is not None:
                 monitor.channel.close()
             return _fail(log, f"cannot start the connect broker: {exc}")
+    outside = _unix_connect_outside(ipc.connect, netdatadir) if sandbox and connect_wallet else None
+    if outside is not None:
+        # Connected (and reconnected) only once confined, when only the datadir is in view:
+        # said now, not as "No such file or directory" for a socket that is there.
+        if zygote is not None:
+            zygote.stop()
+        if broker is not None:
+            broker.close()
+        if monitor is not None:
+            monitor.channel.close()
+        return _fail(log, f"-ipcconnect=unix:{outside}: the confined {PROG} sees only its datadir "
+                          f"({netdatadir}), so the wallet process's socket must be there "
+                          "(-ipcconnect=unix: its wallet.sock), or use -ipcconnect=tcp:HOST:PORT, "
+                          "or -sandbox=0")
+    # -ipcbind=unix sockets are bound now, before this process confines itself: a path outside
+    # the datadir is not in its view afterwards (until 12-07, `-ipcbind=unix:/var/tmp/DIR/n.sock`
+    # failed "No such file or directory" under the sandbox), and binding needs no grant then.
+    try:
+        prebound = bind_unix_listeners(ipc.binds, netdatadir)
+    except AddressError as exc:
+        if zygote is not None:
+            zygote.stop()
+        if broker is not None:
+            broker.close()
+        if monitor is not None:
+            monitor.channel.close()
+        return _fail(log, str(exc))
     report = None
     if sandbox and learn_dir:
         log.warning("-sandboxlearn=%s: a LEARNING run, %s and its wallet process record what they "
@@ -325,6 +357,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             keep.add(frontend_fd)
         if broker is not None:
             keep.add(broker.channel.fileno())
+        keep |= {sock.fileno() for sock in prebound.values()}
         try:
             report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds, ipc.connect),
                                    keep_fds=keep,
@@ -335,6 +368,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
                 zygote.stop()
             if broker is not None:
                 broker.close()
+            close_prebound(prebound)
             return _fail(log, f"{exc} (this kernel or system cannot confine {PROG}; -sandbox=0 "
                               "runs it unconfined)")
         log.info("%s (pid %d) confined:\n%s", PROG, os.getpid(), report.to_text())
@@ -344,6 +378,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
                               report, prestarted, connect_wallet, allow_wallet)
     extension.frontend_fd = frontend_fd
     extension.connector = broker
+    extension.prebound = prebound
     node = NodeContext(config, extension)
     startup_gc.resume()     # the node's code is imported (_import_node_modules) and confined
     try:
@@ -353,8 +388,47 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     except KeyboardInterrupt:
         return 0
     finally:
+        close_prebound(extension.prebound)     # those a failed start never listened on
         if zygote is not None:
             zygote.stop()
+
+
+def _unix_connect_outside(connect: str | None, netdatadir: str) -> str | None:
+    """The path of a -ipcconnect=unix:PATH outside `netdatadir` (None: inside, or not such an
+    address)."""
+    if not connect or not connect.startswith("unix:"):
+        return None
+    path = os.path.realpath(parse(connect, os.path.join(netdatadir, WALLET_SOCKET)).path)
+    inside = os.path.realpath(netdatadir) + os.sep
+    return None if path.startswith(inside) else path
+
+
+def bind_unix_listeners(binds: Sequence[str], netdatadir: str) -> dict[str, socket.socket]:
+    """Bind every -ipcbind=unix listener of `binds` (`unix` alone: `<netdatadir>/node.sock`),
+    by its -ipcbind value; closes what it bound and raises AddressError if one cannot be."""
+    bound: dict[str, socket.socket] = {}
+    try:
+        for value in binds:
+            address = parse(value, os.path.join(netdatadir, NODE_SOCKET))
+            if address.kind == "unix" and value not in bound:
+                bound[value] = bind_listener(address)
+    except AddressError:
+        close_prebound(bound)
+        raise
+    return bound
+
+
+def close_prebound(prebound: dict[str, socket.socket]) -> None:
+    """Close and remove the pre-bound unix listeners left in `prebound` (a start that failed
+    before it listened on them)."""
+    while prebound:
+        value, sock = prebound.popitem()
+        path = sock.getsockname()
+        sock.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass        # out of this confined process's view: the next start removes it as stale
 
 
 def _connect_broker(config: Any, channel: socket.socket | None) -> Any:

@@ -352,6 +352,59 @@ def test_a_front_end_drives_the_node_over_ipc_with_make_node(node) -> None:
     n.process = None
 
 
+def test_ipcbind_listens_on_a_unix_path_outside_the_datadir(node) -> None:
+    """`-ipcbind=unix:PATH` anywhere the operator may create a socket, as the option says: the
+    confined node sees only its datadir, so until 12-07 a PATH outside it failed at start
+    ("cannot listen on unix:...: No such file or directory"). It is bound before the node
+    confines itself now; a front end drives the node there, and once the node is gone the
+    socket it could not remove is taken over as stale by the next start."""
+    import asyncio
+    import json
+
+    import capnp
+
+    from cleancoin.components.interfaces.chain import RpcRequest
+    from cleancoin.components.interfaces.init import IpcPeer
+    from cleancoin.components.ipc.address import parse
+    from cleancoin.components.ipc.transport import connect
+
+    n = node()
+    sockets = n.datadir.parent / "sockets"      # beside the datadir, not in it
+    sockets.mkdir(mode=0o700)
+    path = sockets / "n.sock"
+    n.extra_args.append(f"-ipcbind=unix:{path}")
+
+    async def count_blocks() -> int:
+        connection = await connect(parse(f"unix:{path}", ""), IpcPeer("test-front-end", os.getpid()), False)
+        try:
+            front = await connection.init.make_node()
+            answer = await front.execute_rpc(RpcRequest("getblockcount", "[]", None))
+            assert answer.ok, answer.error_message
+            return json.loads(answer.result)
+        finally:
+            connection.close()
+
+    for _ in range(2):          # the second start finds the first one's socket left behind
+        n.start()
+        assert asyncio.run(capnp.run(count_blocks())) == 0
+        n.stop()
+
+
+def test_ipcconnect_to_a_unix_path_outside_the_datadir_is_refused_by_name(node) -> None:
+    """The other direction cannot be bound early: the node connects to a running wallet
+    process (and reconnects) once confined, when only its datadir is in view. A PATH outside
+    it stopped the start with "No such file or directory" for a socket that was there; the
+    reason is named now, with the ways out."""
+    n = node()
+    sockets = n.datadir.parent / "sockets"
+    sockets.mkdir(mode=0o700)
+    n.start([f"-ipcconnect=unix:{sockets / 'w.sock'}"], wait=False)
+    assert n.process is not None and n.process.wait(60) == 1
+    n.process = None
+    error = (n.datadir / "stderr.txt").read_text()
+    assert "sees only its datadir" in error and "-ipcconnect=tcp" in error, error
+
+
 def test_garbage_on_node_sock_leaves_node_and_wallet_running(node) -> None:
     """Malformed Cap'n Proto (random bytes, a huge segment table, a truncated frame) on the
     node's IPC socket ends that connection only."""
