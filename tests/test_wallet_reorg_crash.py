@@ -14,6 +14,9 @@ wallet that found it clear would take the next block above the fork unchecked), 
 a restart the wallet reaches the node's tip with the state of an uninterrupted run: the same
 header chain and checked work, the same confirmed transactions and balances.
 
+Since 12-07 each row replaced is kept in `left_headers` in the transaction that replaces it:
+after any kill and a restart the same replaced headers are there as after an uninterrupted run.
+
 Since 12-07 also the rows of a checked chain the wallet holds above its best block (blocks
 withheld) replaced by a branch with more work (`overtaken`: Wallet._overtaken checks the
 node's header chain again and stores it, the first answer dropping the rows above its tip in
@@ -195,6 +198,8 @@ def _restarted(path: Path, caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
         state = {
             "best": store.best_block, "tip": (tip.hash, tip.height),
             "rows": {h: r[0] for h, r in store.headers(0, 1 << 30).items()},
+            # The headers of the rows replaced (listsinceblock's walk down a branch that left).
+            "left": {bytes(r[0]) for r in store._conn.execute("SELECT hash FROM left_headers")},
             "active": {h: cm.block_at_height(h).hash for h in range(tip.height + 1)},  # type: ignore[union-attr]
             "checked_work": store.checked_work, "tip_work": (tip.height, tip.hash, tip.chainwork),
             "problems": store.check(), "recheck": store.chain_recheck,
@@ -225,6 +230,8 @@ def test_kill_9_at_every_commit_of_a_reorganisation_skips_no_check(tmp_path: Pat
     reference = _restarted(reference_dir, caplog)
     assert reference["best"] == reference["tip"] and reference["tip"][1] == NEW_TIP
     assert not reference["anchored"] and len(reference["confirmed"]) == 3, reference   # 2, 5', 7'
+    # The blocks 4..6 that left: their headers kept, each still naming its parent.
+    assert len(reference["left"]) == OLD_TIP - FORK, reference["left"]
     active = reference["active"]
     failures = []
     for k in range(len(steps)):
@@ -249,7 +256,7 @@ def test_kill_9_at_every_commit_of_a_reorganisation_skips_no_check(tmp_path: Pat
         state = _restarted(run, caplog)
         if unchecked and not state["anchored"]:
             failures.append(f"{where}: the restarted wallet took the branch without checking it")
-        for key in ("best", "rows", "checked_work", "problems", "recheck", "confirmed", "balances"):
+        for key in ("best", "rows", "left", "checked_work", "problems", "recheck", "confirmed", "balances"):
             if state[key] != reference[key]:
                 failures.append(f"{where}: {key} {state[key]!r}, an uninterrupted run {reference[key]!r}")
         if state["rows"] != state["active"] or state["checked_work"] != state["tip_work"]:
