@@ -972,7 +972,7 @@ def register_wallet_methods(registry: Registry, loader: WalletManager) -> Wallet
                                  Param("verbose", BOOL, False, "If true, return extra information.")],
         help="Send multiple times. Amounts are double-precision floating point numbers.")
     add("settxfee", r.settxfee, [Param("amount", AMOUNT, help="The transaction fee rate in coins/kvB")],
-        help="Set the transaction fee rate in coins/kvB for this wallet (0: the node's minimum relay fee).")
+        help="Set the transaction fee rate in coins/kvB for this wallet (0: the network's minimum relay fee).")
     add("encryptwallet", r.encryptwallet, [Param("passphrase", STR, help="The pass phrase to encrypt the wallet with.")],
         help="Encrypts the wallet with 'passphrase'.")
     add("walletpassphrase", r.walletpassphrase, [Param("passphrase", STR, help="The wallet passphrase"),

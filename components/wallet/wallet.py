@@ -50,7 +50,8 @@ from cleancoin.components.common.primitives import Block, BlockHeader, OutPoint,
 from .coins import FeeExceedsMaximum, SpendableCoin, build_transaction
 from .events import WalletEventFeed
 from .headers import HEADER_SIZE, BlockRefused, Branch, GenesisCheck, HeaderChain, prove_down
-from cleancoin.components.common.fee_cap import DEFAULT_MAX_TX_FEE, MAX_FEE_EXCEEDED, high_fee_warning
+from cleancoin.components.common.fee_cap import (DEFAULT_MAX_TX_FEE, MAX_FEE_EXCEEDED, MIN_RELAY_FEE_RATE,
+                                               high_fee_warning)
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
 from .locked_memory import scrub
@@ -213,7 +214,7 @@ class Wallet:
         self.store = store
         self.chain = chain
         self.params: ChainParams = store.params
-        self.pay_tx_fee: int = 0           # settxfee, units per 1000 bytes; 0: relay minimum
+        self.pay_tx_fee: int = 0           # settxfee, units per 1000 bytes; 0: relay minimum (own)
         # -maxtxfee: no transaction of this wallet pays more, whatever rate the node names
         # (fee_cap.py says why that is the point under CleanCoin-node).
         self.max_tx_fee = max_tx_fee
@@ -1047,8 +1048,15 @@ class Wallet:
     # ------------------------------------------------------------------ sending
 
     async def fee_rate(self) -> int:
-        """settxfee when set, else the node's minimum relay fee (units per 1000 bytes)."""
-        return self.pay_tx_fee or await self.chain.relay_min_fee()
+        """settxfee when set, else the network's minimum relay fee (units per 1000 bytes).
+
+        The wallet's own constant, not the node's answer (`Chain.relayMinFee`): no option
+        changes the node's relay minimum (fee_cap.MIN_RELAY_FEE_RATE), so a different answer
+        is a compromised node's. Before 12-07 the wallet paid whatever rate the node named up
+        to -maxtxfee: 0.315 coin of fee for a one-coin payment under a 0.5 cap
+        (tests/functional/test_wallet_fee_cap.py). A node whose relay minimum were really
+        higher refuses the transaction, and the wallet gives its coins back (send)."""
+        return self.pay_tx_fee or MIN_RELAY_FEE_RATE
 
     async def send(self, outputs: Sequence[tuple[bytes, int]],
                    subtract_fee_from: set[int] | frozenset[int] = frozenset(),
