@@ -969,6 +969,32 @@ class WalletStore:
             self._set_meta(c, "best_hash", prev_hash)
             self._set_meta(c, "best_height", height - 1)
 
+    def disconnect_to(self, fork: int, fork_hash: bytes) -> None:
+        """Undo every block above `fork` at once (a reorganisation or rewind reaching blocks
+        without a header row: a file from before the header chain): their transactions
+        become unconfirmed, their coinbases conflicted, their rows (if any) rows without
+        their block; the best block becomes `fork_hash` at `fork` (the caller's: its own row
+        there, else the node's active chain's) and the node's chain is checked from genesis
+        before the next block (`chain_recheck`). One transaction. Before 12-07 each such
+        block's parent was the node's word, and a node that named made-up ones left the
+        best block a hash that is no block: the wallet wedged for good."""
+        if len(fork_hash) != 32 or fork < 0:
+            raise ValueError("the fork must be a block")
+        with self._tx() as c:
+            if fork >= int(self._meta("best_height")):
+                raise WalletError("can only disconnect down to a block below the best one")
+            for (txid, raw) in c.execute("SELECT txid, raw FROM txs WHERE block_height > ?",
+                                         (fork,)).fetchall():
+                c.execute("UPDATE txs SET block_hash = NULL, block_height = NULL, "
+                          "block_pos = NULL WHERE txid = ?", (txid,))
+                if Transaction.from_bytes(raw).is_coinbase:
+                    c.execute("UPDATE txs SET conflicted = 1 WHERE txid = ?", (txid,))
+            c.execute("UPDATE headers SET trusted = 1 WHERE height > ?", (fork,))
+            c.execute("DELETE FROM meta WHERE key = 'checked_work'")
+            self._set_meta(c, "chain_recheck", 1)
+            self._set_meta(c, "best_hash", fork_hash)
+            self._set_meta(c, "best_height", fork)
+
     # ------------------------------------------------------------------------ headers
 
     def headers(self, low: int, high: int) -> dict[int, tuple[bytes, bytes, bool]]:

@@ -390,12 +390,19 @@ class Wallet:
             best_hash, best_height = self.store.best_block
             if best_hash is None or best_height <= fork:
                 break
-            # The parent is the one the block's own header row names (disconnect_block); the
-            # node is asked only for a block without a row (a file from before the headers).
-            prev_hash = None
-            if best_height > 0 and not self.store.headers(best_height, best_height):
-                prev_hash = (await self.chain.get_block_header_info(best_hash)).prev_hash
-            self.store.disconnect_block(best_hash, best_height, prev_hash)
+            # The parent is the one the block's own header row names (disconnect_block). A
+            # block without a row (a file from before the headers) and all below it down to
+            # the fork go at once, to the fork's own row or the node's active chain's block
+            # there, checked from genesis before the next block: before 12-07 the node named
+            # each one's parent, and made-up ones wedged the wallet for good.
+            if not self.store.headers(best_height, best_height):
+                row = self.store.headers(fork, fork).get(fork)
+                fork_hash = row[0] if row is not None else await self.chain.get_block_hash(fork)
+                log.info("wallet %s: blocks %d..%d have no header row: undone at once, back to "
+                         "the fork", self.name, fork + 1, best_height)
+                self.store.disconnect_to(fork, fork_hash)
+                break
+            self.store.disconnect_block(best_hash, best_height, None)
         return True
 
     async def _overtaken(self, fork: int) -> bool:
