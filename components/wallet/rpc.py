@@ -531,11 +531,14 @@ class WalletRpc:
                         removed.extend(self._tx_entries(w, wtx, coins))
         lastblock = ""
         if best_hash is not None:
-            # The wallet's own block at that depth (its header row), not the node's word.
+            # The wallet's own block at that depth (its header row), not the node's word; below
+            # its rows the network's genesis block (the client lists more next time, never
+            # less). Before 12-07 the node's hash there: a made-up one, which the node then
+            # placed above its tip, hid the payments confirmed before the client's next poll.
             target = min(target_confirmations, best + 1)
             row = w.store.headers(best + 1 - target, best + 1 - target).get(best + 1 - target)
-            lastblock = hash_to_hex(best_hash if target == 1 else row[0] if row is not None else
-                                    await w.chain.get_block_hash(best + 1 - target))
+            lastblock = (hash_to_hex(best_hash if target == 1 else row[0]) if target == 1 or row is not None
+                         else w.params.genesis_hash_hex)
         return {"transactions": txs, "removed": removed, "lastblock": lastblock}
 
     async def _send(self, w: Wallet, outputs: list[tuple[bytes, int]], sff: set[int],
