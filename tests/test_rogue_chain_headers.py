@@ -205,12 +205,13 @@ class DeepLiar(NodeChain):
 
     height = -1
     fake = b"\x55" * 32
+    also: bytes = b""           # another block it says the same of (the genesis block)
 
     async def get_block_hash(self, height: int) -> bytes:
         return self.fake if height == self.height else await super().get_block_hash(height)
 
     async def get_block_header_info(self, block_hash: bytes) -> BlockInfo:
-        if block_hash != self.fake:
+        if block_hash not in (self.fake, self.also):
             return await super().get_block_header_info(block_hash)
         tip = self._chain.tip
         return BlockInfo(block_hash, tip.height + 1, tip.header.time + 1, tip.hash, True)
@@ -222,7 +223,8 @@ def test_listsinceblock_hands_out_only_its_own_blocks_as_lastblock(tmp_path: Pat
     12-07 the wallet passed on the node's hash for that height: a made-up one, which the node
     then placed above its tip, so that the client's next poll listed none of the 3 payments
     confirmed since. Now `lastblock` is always a block the wallet knows: its row, else the
-    network's genesis block (the client lists more next time, never less)."""
+    network's genesis block (the client lists more next time, never less), and a poll from
+    the genesis block is the wallet's own answer too, whatever the node says of it."""
     env = Env(tmp_path)
     liar = DeepLiar(env.cm, env.mempool)
 
@@ -238,6 +240,7 @@ def test_listsinceblock_hands_out_only_its_own_blocks_as_lastblock(tmp_path: Pat
         liar.height = 0
         first = await execute_request(registry, RpcRequest("listsinceblock", '[null, 31]', "w"))
         last = json.loads(first.result)["lastblock"]
+        liar.also = bytes.fromhex(last)[::-1]       # and lies about the block handed out
         paid = {b.txs[0].txid_hex for b in env.mine(3, w.new_key(False).pkh)}
         await w.sync()
         response = await execute_request(registry, RpcRequest("listsinceblock", f'["{last}"]', "w"))

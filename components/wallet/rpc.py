@@ -491,6 +491,8 @@ class WalletRpc:
             # word: one that called such a block its active chain's, above the wallet's tip,
             # made `removed` empty, and a client kept crediting payments reorganised away.
             at, h, height = _walk_left(w, h, stale)
+            if at is None and h == w.params.genesis_block.hash:
+                at = 0                  # the network's own, whatever the node says of it
             if at is None:
                 try:
                     info = await w.chain.get_block_header_info(h)
