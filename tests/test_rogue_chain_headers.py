@@ -139,3 +139,119 @@ def test_listsinceblock_counts_from_the_wallets_own_block(tmp_path: Path, stale:
     env.cm.close()
     assert result["missing"] == [] and result["removed"] == []
     assert result["lastblock"] == result["own"]
+
+
+class ActiveLiar(NodeChain):
+    """An honest chain, except that it says `lie` (a block a reorganisation replaced) is in its
+    active chain, one above its tip, its parent the tip: the wallet not caught up yet."""
+
+    lie: bytes = b""
+
+    async def get_block_header_info(self, block_hash: bytes) -> BlockInfo:
+        if block_hash != self.lie:
+            return await super().get_block_header_info(block_hash)
+        tip = self._chain.tip
+        return BlockInfo(block_hash, tip.height + 1, tip.header.time + 1, tip.hash, True)
+
+
+@pytest.mark.parametrize("lying", [False, True], ids=["honest", "said-active"])
+def test_listsinceblock_reports_the_removed_payments_of_a_block_the_wallet_held(
+        tmp_path: Path, lying: bool) -> None:
+    """Blocks 11..15 paid the wallet; a client polled listsinceblock and kept `lastblock`, the
+    block at 15. A reorganisation then replaced 11..15. The client polls again from that
+    block: bitcoind lists the five payments in `removed` so that it stops crediting them.
+    Before 12-07 the wallet asked the node where that block's branch meets its chain: a node
+    saying the block is in its active chain, one above its tip (the wallet not caught up),
+    made `removed` empty. Now a block the wallet held has its header kept when its row is
+    replaced (`left_headers`), and the walk down its branch to the wallet's chain is the
+    wallet's own: the five payments are `removed` whatever the node says."""
+    env = Env(tmp_path)
+    liar = ActiveLiar(env.cm, env.mempool)
+
+    async def scenario() -> dict[str, Any]:
+        loader = WalletManager(str(tmp_path / "net"), liar, REGTEST.name)
+        registry = Registry()
+        register_wallet_methods(registry, loader)
+        assert (await execute_request(registry, RpcRequest("createwallet", '["w"]', None))).ok
+        w = loader.get("w")
+        pkh = w.new_key(False).pkh
+        fork = env.mine(10)[-1]
+        paid = {b.txs[0].txid_hex for b in env.mine(5, pkh)}
+        await w.sync()
+        last = json.loads((await execute_request(registry, RpcRequest("listsinceblock", "[]", "w"))).result)["lastblock"]
+        env.mine(7, parent=env.cm.get_index(fork.hash))       # the reorganisation: 11..17
+        await w.sync()
+        assert w.store.best_block[1] == 17
+        if lying:
+            liar.lie = bytes.fromhex(last)[::-1]
+        response = await execute_request(registry, RpcRequest("listsinceblock", f'["{last}"]', "w"))
+        assert response.ok, response.error_message
+        result = json.loads(response.result)
+        removed = {t["txid"] for t in result["removed"]}
+        print(f"listsinceblock from a replaced block ({'node lying' if lying else 'honest node'}): "
+              f"{len(removed & paid)} of the 5 reorganised-away payments in removed")
+        await loader.close_all()
+        return {"removed": sorted(removed), "paid": sorted(paid)}
+
+    os.makedirs(tmp_path / "net" / "wallets")
+    result = asyncio.run(scenario())
+    env.cm.close()
+    assert result["removed"] == result["paid"]
+
+
+class DeepLiar(NodeChain):
+    """An honest chain, except that it names a made-up hash as its block at `height`, and
+    says that hash is in its active chain one above its tip."""
+
+    height = -1
+    fake = b"\x55" * 32
+    also: bytes = b""           # another block it says the same of (the genesis block)
+
+    async def get_block_hash(self, height: int) -> bytes:
+        return self.fake if height == self.height else await super().get_block_hash(height)
+
+    async def get_block_header_info(self, block_hash: bytes) -> BlockInfo:
+        if block_hash not in (self.fake, self.also):
+            return await super().get_block_header_info(block_hash)
+        tip = self._chain.tip
+        return BlockInfo(block_hash, tip.height + 1, tip.header.time + 1, tip.hash, True)
+
+
+def test_listsinceblock_hands_out_only_its_own_blocks_as_lastblock(tmp_path: Path) -> None:
+    """A wallet born at 30 (no header rows below its anchor's median-time window); a client
+    polls with target_confirmations 31, whose `lastblock` is the block at 0, below the rows. Before
+    12-07 the wallet passed on the node's hash for that height: a made-up one, which the node
+    then placed above its tip, so that the client's next poll listed none of the 3 payments
+    confirmed since. Now `lastblock` is always a block the wallet knows: its row, else the
+    network's genesis block (the client lists more next time, never less), and a poll from
+    the genesis block is the wallet's own answer too, whatever the node says of it."""
+    env = Env(tmp_path)
+    liar = DeepLiar(env.cm, env.mempool)
+
+    async def scenario() -> dict[str, Any]:
+        env.mine(30)
+        loader = WalletManager(str(tmp_path / "net"), liar, REGTEST.name)
+        registry = Registry()
+        register_wallet_methods(registry, loader)
+        assert (await execute_request(registry, RpcRequest("createwallet", '["w"]', None))).ok
+        w = loader.get("w")
+        await w.sync()
+        assert w.store.best_block[1] == 30 and not w.store.headers(0, 0)
+        liar.height = 0
+        first = await execute_request(registry, RpcRequest("listsinceblock", '[null, 31]', "w"))
+        last = json.loads(first.result)["lastblock"]
+        liar.also = bytes.fromhex(last)[::-1]       # and lies about the block handed out
+        paid = {b.txs[0].txid_hex for b in env.mine(3, w.new_key(False).pkh)}
+        await w.sync()
+        response = await execute_request(registry, RpcRequest("listsinceblock", f'["{last}"]', "w"))
+        assert response.ok, response.error_message
+        listed = {t["txid"] for t in json.loads(response.result)["transactions"]}
+        print(f"lastblock below the rows from a lying node: {len(listed & paid)} of the 3 payments "
+              f"confirmed since listed next time")
+        await loader.close_all()
+        return {"missing": sorted(paid - listed), "last": last}
+
+    os.makedirs(tmp_path / "net" / "wallets")
+    result = asyncio.run(scenario())
+    env.cm.close()
+    assert result["missing"] == [] and result["last"] == REGTEST.genesis_hash_hex

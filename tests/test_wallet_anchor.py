@@ -793,3 +793,44 @@ def test_a_block_off_the_rows_of_a_new_wallet_has_the_chain_read_from_its_anchor
         await w.close()
 
     asyncio.run(scenario())
+
+
+def test_a_wallet_without_header_rows_is_not_wedged_by_made_up_parents(env: Env) -> None:
+    """A wallet file from before the header chain (no rows yet: its first load after the
+    upgrade) at 20; the node rewinds it to 10 and names, for each block it undoes, a parent
+    of its own making. Before 12-07 the wallet took the node's parent for a block without a
+    row: its best block became a hash that is no block, and it was wedged for good, the node
+    honest again or not (every round asked the node about that hash and failed). Now blocks
+    without a row are undone down to the fork in one transaction, the fork's hash the wallet's
+    own row there or the node's active chain's, checked from genesis before the next block:
+    the node honest again, the wallet follows it to its tip."""
+    real = env.mine(20)
+    chain = ParentLiar(env, 10)
+
+    async def scenario() -> None:
+        w = _wallet(env, chain, "w", 0, birth=0)
+        await w.load()
+        assert w.store.best_block == (real[-1].hash, 20)
+        await w.close()
+        store = WalletStore.open(env.path, "w", P.name)
+        with store._lock, store._conn:                     # as a file from before the rows
+            store._conn.execute("DELETE FROM headers")
+            store._conn.execute("DELETE FROM meta WHERE key IN ('chain_recheck', 'checked_work')")
+        w = Wallet("w", store, chain)
+        chain.stage, chain.lie = "rewind", b"\x66" * 32
+        with contextlib.suppress(Exception):
+            await w.load()
+        state = (w.store.best_block[1], w.store.best_block[0] == b"\x66" * 32)
+        chain.stage, chain.lie = "", None
+        env.mine(1)
+        for _ in range(2):
+            with contextlib.suppress(Exception):
+                await w.sync()
+        print(f"rowless wallet rewound with made-up parents: wallet at {state[0]}, best hash the node's "
+              f"made-up one: {state[1]}; the node honest again: wallet at {w.store.best_block[1]} "
+              f"(node at 21), check {w.store.check()}")
+        assert not state[1]
+        assert w.store.best_block == (env.cm.tip.hash, 21) and w.store.check() == []
+        await w.close()
+
+    asyncio.run(scenario())

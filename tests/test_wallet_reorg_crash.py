@@ -14,6 +14,13 @@ wallet that found it clear would take the next block above the fork unchecked), 
 a restart the wallet reaches the node's tip with the state of an uninterrupted run: the same
 header chain and checked work, the same confirmed transactions and balances.
 
+"rowless": the same reorganisation of a wallet file from before the header chain (no rows,
+no `checked_work`): its blocks above the fork are undone in one transaction
+(`WalletStore.disconnect_to`), which sets `chain_recheck`.
+
+Since 12-07 each row replaced is kept in `left_headers` in the transaction that replaces it:
+after any kill and a restart the same replaced headers are there as after an uninterrupted run.
+
 Since 12-07 also the rows of a checked chain the wallet holds above its best block (blocks
 withheld) replaced by a branch with more work (`overtaken`: Wallet._overtaken checks the
 node's header chain again and stores it, the first answer dropping the rows above its tip in
@@ -109,6 +116,12 @@ def _template(path: Path, scenario: str = "reorganisation") -> None:
             assert w.store.best_block[1] == OLD_TIP
         assert w.store.checked_work is not None
         await w.close()
+        if scenario == "rowless":           # as a file from before the header chain
+            store = WalletStore.open(path, "w", P.name)
+            with store._lock, store._conn:
+                store._conn.execute("DELETE FROM headers")
+                store._conn.execute("DELETE FROM meta WHERE key IN ('chain_recheck', 'checked_work')")
+            store.close()
         fork = cm.block_at_height(FORK)
         assert fork is not None
         _mine(cm, fork, NEW_TIP - FORK, {5: pkh, 7: pkh}, spacing=601)     # other blocks
@@ -195,6 +208,8 @@ def _restarted(path: Path, caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
         state = {
             "best": store.best_block, "tip": (tip.hash, tip.height),
             "rows": {h: r[0] for h, r in store.headers(0, 1 << 30).items()},
+            # The headers of the rows replaced (listsinceblock's walk down a branch that left).
+            "left": {bytes(r[0]) for r in store._conn.execute("SELECT hash FROM left_headers")},
             "active": {h: cm.block_at_height(h).hash for h in range(tip.height + 1)},  # type: ignore[union-attr]
             "checked_work": store.checked_work, "tip_work": (tip.height, tip.hash, tip.chainwork),
             "problems": store.check(), "recheck": store.chain_recheck,
@@ -211,20 +226,22 @@ def _restarted(path: Path, caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
         cm.close()
 
 
-@pytest.mark.parametrize("scenario", ["reorganisation", "overtaken"])
+@pytest.mark.parametrize("scenario", ["reorganisation", "overtaken", "rowless"])
 def test_kill_9_at_every_commit_of_a_reorganisation_skips_no_check(tmp_path: Path, caplog, scenario: str) -> None:
     template = tmp_path / "template"
     _template(template, scenario)
     reference_dir = tmp_path / "reference"
     shutil.copytree(template, reference_dir)
     steps, marks, finished = _run_to(reference_dir, 1 << 30)
-    undone = OLD_TIP - FORK if scenario == "reorganisation" else 0
+    undone = OLD_TIP - FORK if scenario == "reorganisation" else 0     # rowless: at once
     assert finished and marks.count("disconnected") == undone and marks[-1] != "disconnected", marks
     assert "anchored" in marks, marks
     print(f"\n{scenario}: a kill before each of {len(steps)} commits (marks of the whole run: {marks})")
     reference = _restarted(reference_dir, caplog)
     assert reference["best"] == reference["tip"] and reference["tip"][1] == NEW_TIP
     assert not reference["anchored"] and len(reference["confirmed"]) == 3, reference   # 2, 5', 7'
+    # The blocks 4..6 that left: their headers kept, each still naming its parent.
+    assert len(reference["left"]) == (0 if scenario == "rowless" else OLD_TIP - FORK), reference["left"]
     active = reference["active"]
     failures = []
     for k in range(len(steps)):
@@ -240,7 +257,7 @@ def test_kill_9_at_every_commit_of_a_reorganisation_skips_no_check(tmp_path: Pat
         # bar), and the check after it did not commit.
         rows = files["rows"]                                                  # type: ignore[index]
         branch_rows = any(h in rows and rows[h][0] == cm_hash for h, cm_hash in active.items() if h > FORK)
-        left = int(files["meta"]["best_height"]) < OLD_TIP if scenario == "reorganisation" else branch_rows  # type: ignore[index]
+        left = int(files["meta"]["best_height"]) < OLD_TIP if scenario != "overtaken" else branch_rows  # type: ignore[index]
         unchecked = left and "anchored" not in marks
         failures += [f"{where}: {p}" for p in wallet_headers("w", files, chainwork)]
         if unchecked and not int(files["meta"].get("chain_recheck", 0)):   # type: ignore[attr-defined]
@@ -249,7 +266,7 @@ def test_kill_9_at_every_commit_of_a_reorganisation_skips_no_check(tmp_path: Pat
         state = _restarted(run, caplog)
         if unchecked and not state["anchored"]:
             failures.append(f"{where}: the restarted wallet took the branch without checking it")
-        for key in ("best", "rows", "checked_work", "problems", "recheck", "confirmed", "balances"):
+        for key in ("best", "rows", "left", "checked_work", "problems", "recheck", "confirmed", "balances"):
             if state[key] != reference[key]:
                 failures.append(f"{where}: {key} {state[key]!r}, an uninterrupted run {reference[key]!r}")
         if state["rows"] != state["active"] or state["checked_work"] != state["tip_work"]:

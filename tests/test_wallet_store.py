@@ -589,3 +589,25 @@ def test_undoing_a_block_reads_its_own_transactions_not_the_wallets_all(tmp_path
     print(f"VM steps (in hundreds) of one undo: {steps}")
     assert steps[3000] <= steps[100] + 2, steps
     store.close()
+
+
+def test_replaced_header_rows_are_kept_newest_first_up_to_the_bound(tmp_path: Path, monkeypatch) -> None:
+    """Each header row replaced by another block's goes to `left_headers` (listsinceblock's
+    walk down a branch that left), in the replacing transaction; beyond MAX_LEFT_HEADERS the
+    lowest heights go. A row written again with its own hash is not "left"."""
+    from cleancoin.components.wallet import store as store_mod
+    monkeypatch.setattr(store_mod, "MAX_LEFT_HEADERS", 3)
+    s = WalletStore.create(tmp_path, "w", REGTEST.name)
+
+    def header(tag: bytes, height: int) -> tuple[int, bytes, bytes, bool]:
+        raw = tag * 4 + bytes(76)
+        return height, hashlib.sha256(raw + bytes([height])).digest(), raw, True
+
+    s.add_headers([header(b"a", h) for h in range(6)])
+    s.add_headers([header(b"a", h) for h in range(6)])            # the same rows again
+    assert s.left_header(header(b"a", 5)[1]) is None
+    s.add_headers([header(b"b", h) for h in range(1, 6)])          # rows 1..5 replaced
+    kept = {h for h in range(6) if s.left_header(header(b"a", h)[1]) is not None}
+    assert kept == {3, 4, 5}, kept
+    assert s.left_header(header(b"a", 5)[1]) == (5, header(b"a", 5)[2])
+    s.close()

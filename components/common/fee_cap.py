@@ -1,7 +1,7 @@
 """-maxtxfee: the most a wallet transaction may pay in fees, as bitcoind's wallet has it.
 
-Why it matters more here than in bitcoind: a wallet without `settxfee` pays the fee rate its
-node names (`Chain.relayMinFee`). Under CleanCoin-node that node is a separate, confined
+Why it matters more here than in bitcoind: a wallet without `settxfee` paid the fee rate its
+node named (`Chain.relayMinFee`; since 12-07 it pays MIN_RELAY_FEE_RATE, its own). Under CleanCoin-node that node is a separate, confined
 process facing the network; once compromised it may name any rate, and a wallet that signed
 whatever that rate asked for would give its coins to the miners (tests/functional/
 test_wallet_fee_cap.py: 42 of 50 coins for a one-coin payment, before this cap). So the cap

@@ -485,26 +485,39 @@ class WalletRpc:
             # yet; below its rows). Before 12-07 the node's word decided: one that named a
             # wallet block 15 as its block 20 made the payments at 16..20 go unlisted.
             low = w.store.linked_from(best)
-            try:
-                info = await w.chain.get_block_header_info(h)
-                at = w.store.chain_height(h, info.height)
-                while at is None and not (info.in_active_chain and (
-                        low is None or info.height > best or info.height < low)):
-                    stale.append(info.hash)
-                    parent = await w.chain.get_block_header_info(info.prev_hash)
-                    # Down one height a step, at most MAX_STALE_WALK steps: the node may be
-                    # compromised, and a branch of headers that never meets the active chain
-                    # (a cycle, or heights that do not fall) would hold this call and its
-                    # memory for ever.
-                    if parent.height != info.height - 1 or len(stale) >= MAX_STALE_WALK:
-                        raise ValueError("not a branch of the chain")
-                    info = parent
-                    # At the height the node names (no search by hash each step: the walk
-                    # is the node's word anyway, and up to MAX_STALE_WALK steps long).
-                    at = w.store.chain_height(info.hash, info.height, search=False)
-            except Exception:  # noqa: BLE001 - the node does not know the block (or its parent)
-                raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found") from None
-            depth = best + 1 - min(info.height if at is None else at, best)
+            # A block the wallet's chain held until a reorganisation replaced its row: its
+            # branch is walked down by the wallet's own headers (`left_headers`, each naming
+            # its parent by hash) to the wallet's chain. Before 12-07 this too was the node's
+            # word: one that called such a block its active chain's, above the wallet's tip,
+            # made `removed` empty, and a client kept crediting payments reorganised away.
+            at, h, height = _walk_left(w, h, stale)
+            if at is None and h == w.params.genesis_block.hash:
+                at = 0                  # the network's own, whatever the node says of it
+            if at is None:
+                try:
+                    info = await w.chain.get_block_header_info(h)
+                    if stale and info.height != height:
+                        raise ValueError("not the block the wallet's header names")
+                    at = w.store.chain_height(h, info.height)
+                    while at is None and not (info.in_active_chain and (
+                            low is None or info.height > best or info.height < low)):
+                        stale.append(info.hash)
+                        parent = await w.chain.get_block_header_info(info.prev_hash)
+                        # Down one height a step, at most MAX_STALE_WALK steps: the node may
+                        # be compromised, and a branch of headers that never meets the active
+                        # chain (a cycle, or heights that do not fall) would hold this call
+                        # and its memory for ever.
+                        if parent.height != info.height - 1 or len(stale) >= MAX_STALE_WALK:
+                            raise ValueError("not a branch of the chain")
+                        info = parent
+                        # At the height the node names (no search by hash each step: the
+                        # walk is the node's word anyway, and up to MAX_STALE_WALK steps long).
+                        at = w.store.chain_height(info.hash, info.height, search=False)
+                except Exception:  # noqa: BLE001 - the node does not know the block (or its parent)
+                    raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found") from None
+                if at is None:
+                    at = info.height
+            depth = best + 1 - min(at, best)
         coins = _Coins.read(w)             # after the awaits above: as the wallet is now
         txs = []
         for wtx in w.store.transactions():
@@ -520,11 +533,14 @@ class WalletRpc:
                         removed.extend(self._tx_entries(w, wtx, coins))
         lastblock = ""
         if best_hash is not None:
-            # The wallet's own block at that depth (its header row), not the node's word.
+            # The wallet's own block at that depth (its header row), not the node's word; below
+            # its rows the network's genesis block (the client lists more next time, never
+            # less). Before 12-07 the node's hash there: a made-up one, which the node then
+            # placed above its tip, hid the payments confirmed before the client's next poll.
             target = min(target_confirmations, best + 1)
             row = w.store.headers(best + 1 - target, best + 1 - target).get(best + 1 - target)
-            lastblock = hash_to_hex(best_hash if target == 1 else row[0] if row is not None else
-                                    await w.chain.get_block_hash(best + 1 - target))
+            lastblock = (hash_to_hex(best_hash if target == 1 else row[0]) if target == 1 or row is not None
+                         else w.params.genesis_hash_hex)
         return {"transactions": txs, "removed": removed, "lastblock": lastblock}
 
     async def _send(self, w: Wallet, outputs: list[tuple[bytes, int]], sff: set[int],
@@ -840,6 +856,23 @@ RESULTS: dict[str, str] = {
 }
 
 
+def _walk_left(w: Wallet, block_hash: bytes, stale: list[bytes]) -> tuple[int | None, bytes, int | None]:
+    """Walk down from `block_hash` through the headers of blocks that left the wallet's chain
+    (`WalletStore.left_header`), appending each to `stale`: (the height where the walk met the
+    wallet's chain, or None; the hash where it stopped; that hash's height, None if unknown).
+    Heights fall one a step, so the walk ends."""
+    height: int | None = None
+    while (left := w.store.left_header(block_hash)) is not None:
+        height = left[0]
+        if w.store.chain_height(block_hash, height, search=False) is not None:
+            return height, block_hash, height             # back in the wallet's chain
+        stale.append(block_hash)
+        block_hash, height = left[1][4:36], height - 1
+        if w.store.chain_height(block_hash, height, search=False) is not None:
+            return height, block_hash, height
+    return None, block_hash, height
+
+
 #: The longest stale branch listsinceblock walks down to the active chain (bitcoind's deepest
 #: reorg on mainnet was 24 blocks; a node that answers with more is not believed).
 MAX_STALE_WALK = 10_000
@@ -944,7 +977,7 @@ def register_wallet_methods(registry: Registry, loader: WalletManager) -> Wallet
                                  Param("verbose", BOOL, False, "If true, return extra information.")],
         help="Send multiple times. Amounts are double-precision floating point numbers.")
     add("settxfee", r.settxfee, [Param("amount", AMOUNT, help="The transaction fee rate in coins/kvB")],
-        help="Set the transaction fee rate in coins/kvB for this wallet (0: the node's minimum relay fee).")
+        help="Set the transaction fee rate in coins/kvB for this wallet (0: the network's minimum relay fee).")
     add("encryptwallet", r.encryptwallet, [Param("passphrase", STR, help="The pass phrase to encrypt the wallet with.")],
         help="Encrypts the wallet with 'passphrase'.")
     add("walletpassphrase", r.walletpassphrase, [Param("passphrase", STR, help="The wallet passphrase"),

@@ -35,6 +35,10 @@ twice. The tables:
              since 12-07 a disconnected block (reorganisation or rewind) keeps its row as one
              without its block, so the chain the wallet checked stays the bar the node's next
              chain must be or outweigh (before, it took its row and the checked rows above it)
+    left_headers hash -> height, the 80 header bytes: each row replaced by another block's
+             (since 12-07), in the transaction that replaces it; listsinceblock walks a branch
+             that left the wallet's chain by these, not by the node's word (the newest
+             MAX_LEFT_HEADERS kept; added to older files when they are opened)
 
 Versions: 1 had no `headers`; `open` upgrades a version 1 file in one transaction (the table,
 then version 2), and a version 2 file is refused by version 1 code ("unsupported version").
@@ -150,15 +154,21 @@ CREATE TABLE IF NOT EXISTS block_txs (
 CREATE TABLE IF NOT EXISTS headers (
     height INTEGER PRIMARY KEY, hash BLOB NOT NULL, header BLOB NOT NULL,
     trusted INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS left_headers (
+    hash BLOB PRIMARY KEY, height INTEGER NOT NULL, header BLOB NOT NULL) WITHOUT ROWID;
 """
 #: Added after version 1 wallets existed: created on open when missing (same schema version).
 _BLOCK_TXS = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS block_txs"):
                      _SCHEMA.index("CREATE TABLE IF NOT EXISTS headers")].rstrip().rstrip(";")
-_HEADERS = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS headers"):].rstrip().rstrip(";")
+_HEADERS = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS headers"):
+                   _SCHEMA.index("CREATE TABLE IF NOT EXISTS left_headers")].rstrip().rstrip(";")
+_LEFT_HEADERS = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS left_headers"):].rstrip().rstrip(";")
+#: The most `left_headers` rows kept (the lowest heights go first): 116 bytes a row, 1.2 MB.
+MAX_LEFT_HEADERS = 10_000
 #: Schema migrations: version -> the statements that turn a file of that version into the
 #: next one, run in one transaction with the version bump.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {1: (_HEADERS,)}
-_TABLES = ("meta", "secrets", "keys", "txs", "coins", "labels", "block_txs", "headers")
+_TABLES = ("meta", "secrets", "keys", "txs", "coins", "labels", "block_txs", "headers", "left_headers")
 
 
 @functools.cache
@@ -262,6 +272,25 @@ def _insert_rows(c: sqlite3.Connection, rows: Sequence[tuple[str, dict[str, Any]
                     raise WalletError("Malformed column name in dump file")
                 c.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
                           f"({', '.join('?' * len(cols))})", [row[k] for k in cols])
+
+
+def _keep_left(c: sqlite3.Connection, replaced: Sequence[tuple[int, bytes]] = (), *,
+               above: int | None = None, only_untrusted: bool = False) -> None:
+    """Copy into `left_headers` the header rows about to go, in the caller's transaction: those
+    at the heights of `replaced` (height, new hash) holding another block, or (`above`) all
+    above that height (`only_untrusted`: those with their block). listsinceblock walks down a
+    branch that left the wallet's chain by these (the wallet's own headers, each naming its
+    parent by hash), not by the node's word. The lowest heights go beyond MAX_LEFT_HEADERS."""
+    before = c.total_changes
+    if above is not None:
+        c.execute("INSERT OR IGNORE INTO left_headers SELECT hash, height, header FROM headers "
+                  "WHERE height > ?" + (" AND trusted = 0" if only_untrusted else ""), (above,))
+    for height, new_hash in replaced:
+        c.execute("INSERT OR IGNORE INTO left_headers SELECT hash, height, header FROM headers "
+                  "WHERE height = ? AND hash != ?", (height, new_hash))
+    if c.total_changes != before:
+        c.execute("DELETE FROM left_headers WHERE height < (SELECT height FROM left_headers "
+                  "ORDER BY height DESC LIMIT 1 OFFSET ?)", (MAX_LEFT_HEADERS - 1,))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -485,6 +514,8 @@ class WalletStore:
             with store._tx() as c:
                 c.execute(_BLOCK_TXS)
             store._migrate()
+            with store._tx() as c:
+                c.execute(_LEFT_HEADERS)
             if store._meta("scrub_pending"):
                 store._rewrite()    # an older version was killed between its commit and scrub
             else:
@@ -880,6 +911,7 @@ class WalletStore:
                 if self._add_tx(c, tx, time, (block_hash, height, pos)):
                     recorded.append(tx.txid)
             if header is not None:
+                _keep_left(c, [(height, block_hash)])
                 c.execute("INSERT OR REPLACE INTO headers VALUES (?, ?, ?, 0)", (height, block_hash, header))
             # The checked chain's work goes up by the block's if the block builds on the one
             # it names (its parent's hash in the header bytes); else it is unknown from here.
@@ -923,6 +955,7 @@ class WalletStore:
             work = self._checked_work(c)
             c.execute("UPDATE headers SET trusted = 1 WHERE height = ? AND hash = ?", (height, block_hash))
             # A row with its block above the best block would be a bug's; none may stay.
+            _keep_left(c, above=height - 1, only_untrusted=True)
             c.execute("DELETE FROM headers WHERE height >= ? AND trusted = 0", (height,))
             # The checked chain's work goes down by the block's, to its parent as its own
             # header names it.
@@ -935,6 +968,32 @@ class WalletStore:
             self._set_meta(c, "chain_recheck", 1)
             self._set_meta(c, "best_hash", prev_hash)
             self._set_meta(c, "best_height", height - 1)
+
+    def disconnect_to(self, fork: int, fork_hash: bytes) -> None:
+        """Undo every block above `fork` at once (a reorganisation or rewind reaching blocks
+        without a header row: a file from before the header chain): their transactions
+        become unconfirmed, their coinbases conflicted, their rows (if any) rows without
+        their block; the best block becomes `fork_hash` at `fork` (the caller's: its own row
+        there, else the node's active chain's) and the node's chain is checked from genesis
+        before the next block (`chain_recheck`). One transaction. Before 12-07 each such
+        block's parent was the node's word, and a node that named made-up ones left the
+        best block a hash that is no block: the wallet wedged for good."""
+        if len(fork_hash) != 32 or fork < 0:
+            raise ValueError("the fork must be a block")
+        with self._tx() as c:
+            if fork >= int(self._meta("best_height")):
+                raise WalletError("can only disconnect down to a block below the best one")
+            for (txid, raw) in c.execute("SELECT txid, raw FROM txs WHERE block_height > ?",
+                                         (fork,)).fetchall():
+                c.execute("UPDATE txs SET block_hash = NULL, block_height = NULL, "
+                          "block_pos = NULL WHERE txid = ?", (txid,))
+                if Transaction.from_bytes(raw).is_coinbase:
+                    c.execute("UPDATE txs SET conflicted = 1 WHERE txid = ?", (txid,))
+            c.execute("UPDATE headers SET trusted = 1 WHERE height > ?", (fork,))
+            c.execute("DELETE FROM meta WHERE key = 'checked_work'")
+            self._set_meta(c, "chain_recheck", 1)
+            self._set_meta(c, "best_hash", fork_hash)
+            self._set_meta(c, "best_height", fork)
 
     # ------------------------------------------------------------------------ headers
 
@@ -968,6 +1027,14 @@ class WalletStore:
                                      (block_hash, best)).fetchone()
         return None if row is None else int(row[0])
 
+    def left_header(self, block_hash: bytes) -> tuple[int, bytes] | None:
+        """(height, 80 header bytes) of a block whose row a reorganisation (or a chain that
+        outweighed the rows) replaced: a block the wallet's own chain held once, None else."""
+        with self._lock:
+            row = self._conn.execute("SELECT height, header FROM left_headers WHERE hash = ?",
+                                     (block_hash,)).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
     def header_count(self) -> int:
         """Rows in the header chain (0: nothing checked yet, the next block anchors it)."""
         with self._lock:
@@ -998,9 +1065,12 @@ class WalletStore:
         sets `chain_recheck` (a kill before the anchor's transaction: checked again).
         `drop_above`: the rows above that height go in the same transaction (a chain that
         outweighed them replaces them)."""
+        rows = list(rows)
         with self._tx() as c:
             if drop_above is not None:
+                _keep_left(c, above=drop_above)
                 c.execute("DELETE FROM headers WHERE height > ?", (drop_above,))
+            _keep_left(c, [(h, hh) for h, hh, _, _ in rows])
             c.executemany("INSERT OR REPLACE INTO headers VALUES (?, ?, ?, ?)",
                           ((h, hh, raw, int(t)) for h, hh, raw, t in rows))
             if pending_chain:

@@ -50,7 +50,8 @@ from cleancoin.components.common.primitives import Block, BlockHeader, OutPoint,
 from .coins import FeeExceedsMaximum, SpendableCoin, build_transaction
 from .events import WalletEventFeed
 from .headers import HEADER_SIZE, BlockRefused, Branch, GenesisCheck, HeaderChain, prove_down
-from cleancoin.components.common.fee_cap import DEFAULT_MAX_TX_FEE, MAX_FEE_EXCEEDED, high_fee_warning
+from cleancoin.components.common.fee_cap import (DEFAULT_MAX_TX_FEE, MAX_FEE_EXCEEDED, MIN_RELAY_FEE_RATE,
+                                               high_fee_warning)
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
 from .locked_memory import scrub
@@ -213,7 +214,7 @@ class Wallet:
         self.store = store
         self.chain = chain
         self.params: ChainParams = store.params
-        self.pay_tx_fee: int = 0           # settxfee, units per 1000 bytes; 0: relay minimum
+        self.pay_tx_fee: int = 0           # settxfee, units per 1000 bytes; 0: relay minimum (own)
         # -maxtxfee: no transaction of this wallet pays more, whatever rate the node names
         # (fee_cap.py says why that is the point under CleanCoin-node).
         self.max_tx_fee = max_tx_fee
@@ -389,12 +390,19 @@ class Wallet:
             best_hash, best_height = self.store.best_block
             if best_hash is None or best_height <= fork:
                 break
-            # The parent is the one the block's own header row names (disconnect_block); the
-            # node is asked only for a block without a row (a file from before the headers).
-            prev_hash = None
-            if best_height > 0 and not self.store.headers(best_height, best_height):
-                prev_hash = (await self.chain.get_block_header_info(best_hash)).prev_hash
-            self.store.disconnect_block(best_hash, best_height, prev_hash)
+            # The parent is the one the block's own header row names (disconnect_block). A
+            # block without a row (a file from before the headers) and all below it down to
+            # the fork go at once, to the fork's own row or the node's active chain's block
+            # there, checked from genesis before the next block: before 12-07 the node named
+            # each one's parent, and made-up ones wedged the wallet for good.
+            if not self.store.headers(best_height, best_height):
+                row = self.store.headers(fork, fork).get(fork)
+                fork_hash = row[0] if row is not None else await self.chain.get_block_hash(fork)
+                log.info("wallet %s: blocks %d..%d have no header row: undone at once, back to "
+                         "the fork", self.name, fork + 1, best_height)
+                self.store.disconnect_to(fork, fork_hash)
+                break
+            self.store.disconnect_block(best_hash, best_height, None)
         return True
 
     async def _overtaken(self, fork: int) -> bool:
@@ -1047,8 +1055,15 @@ class Wallet:
     # ------------------------------------------------------------------ sending
 
     async def fee_rate(self) -> int:
-        """settxfee when set, else the node's minimum relay fee (units per 1000 bytes)."""
-        return self.pay_tx_fee or await self.chain.relay_min_fee()
+        """settxfee when set, else the network's minimum relay fee (units per 1000 bytes).
+
+        The wallet's own constant, not the node's answer (`Chain.relayMinFee`): no option
+        changes the node's relay minimum (fee_cap.MIN_RELAY_FEE_RATE), so a different answer
+        is a compromised node's. Before 12-07 the wallet paid whatever rate the node named up
+        to -maxtxfee: 0.315 coin of fee for a one-coin payment under a 0.5 cap
+        (tests/functional/test_wallet_fee_cap.py). A node whose relay minimum were really
+        higher refuses the transaction, and the wallet gives its coins back (send)."""
+        return self.pay_tx_fee or MIN_RELAY_FEE_RATE
 
     async def send(self, outputs: Sequence[tuple[bytes, int]],
                    subtract_fee_from: set[int] | frozenset[int] = frozenset(),

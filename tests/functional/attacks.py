@@ -756,18 +756,22 @@ report("plant-trigger", False, "planted in its own wallet file")
 '''
 
 # The confined node, compromised, lies to its wallet process about the minimum relay fee rate
-# (Chain.relayMinFee), the rate a wallet without settxfee pays: 200 coins per 1000 bytes. The
-# wallet signs what it builds; the node (or a miner it works for) collects the fee. Changing
-# its own answers is what any compromised node can do; what the test judges is whether the
-# wallet signs a transaction whose fee is above its cap.
-NODE_INFLATES_FEE = r'''
-import cleancoin.components.node.chain_binding as binding
-attempt("inflate-relay-fee")
-async def relay_min_fee(self):
-    return 200 * 100_000_000
-binding.NodeChain.relay_min_fee = relay_min_fee
-report("inflate-relay-fee", False, "the node now answers 200 coins per 1000 bytes")
-'''
+# (Chain.relayMinFee), the rate a wallet without settxfee paid: 200 coins per 1000 bytes (above
+# any cap), or, `node_inflates_fee(rate)`, a rate that keeps a payment's fee just under the
+# default cap. The wallet signs what it builds; the node (or a miner it works for) collects the
+# fee. Changing its own answers is what any compromised node can do; what the test judges is
+# what the wallet pays.
+def node_inflates_fee(units_per_kb: int) -> str:
+    """The attack above, the node answering `units_per_kb`."""
+    return ("import cleancoin.components.node.chain_binding as binding\n"
+            "attempt('inflate-relay-fee')\n"
+            "async def relay_min_fee(self):\n"
+            f"    return {units_per_kb}\n"
+            "binding.NodeChain.relay_min_fee = relay_min_fee\n"
+            f"report('inflate-relay-fee', False, 'the node now answers {units_per_kb} units per 1000 bytes')\n")
+
+
+NODE_INFLATES_FEE = node_inflates_fee(200 * 100_000_000)
 
 # The wallet process writes wallets/settings.json (the wallets loaded at start), which its
 # own next start reads, and so do CleanCoind and CleanCoin-qt on the same datadir, unconfined:

@@ -182,8 +182,11 @@ def make_fresh(backup: Path, dest_dir: Path) -> None:
     conn = sqlite3.connect(dest)
     try:
         with conn:
-            for table in ("txs", "coins", "block_txs", "headers"):
-                conn.execute(f"DELETE FROM {table}")
+            present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            # left_headers: the replaced rows (since 12-07; absent from a file older code wrote).
+            for table in ("txs", "coins", "block_txs", "headers", "left_headers"):
+                if table in present:
+                    conn.execute(f"DELETE FROM {table}")
             conn.execute("UPDATE meta SET value = NULL WHERE key = 'best_hash'")
             conn.execute("UPDATE meta SET value = -1 WHERE key = 'best_height'")
             conn.execute("UPDATE meta SET value = 0 WHERE key = 'chain_recheck'")
