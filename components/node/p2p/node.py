@@ -414,6 +414,9 @@ class P2PNode:
         self._sync_start_tip: bytes | None = None
         #: Blocks-first sync sessions wasted, per address: such peers are asked last.
         self._failed_sessions = FailedSessions()
+        #: Blocks-first: the peer last asked in a stall race and what (the block, or None for
+        #: a getblocks); charged as a wasted session when it does not answer in time.
+        self._sync_race: tuple[int, bytes | None] | None = None
         self._progress_at = 0.0
         self._progress_height = 0
         self._progress_final = False
@@ -843,6 +846,10 @@ class P2PNode:
         # A sync peer leaving while it owes blocks or an answer wasted its session, however
         # many it delivered first (one a session, then away before the stalling timeout).
         owed = bool(peer.blocks_in_flight or peer.getblocks_sent_at)
+        if self._sync_race is not None and self._sync_race[0] == peer.id:
+            self._sync_race = None
+            if owed:
+                self._charge_wasted(peer, "it left a stall race unanswered")
         for h in peer.blocks_in_flight:
             if self._blocks_requested.get(h) == peer.id:
                 del self._blocks_requested[h]
@@ -1586,6 +1593,7 @@ class P2PNode:
         """Make `peer` the sync peer and ask it for blocks (`answered`: blocks-first, its
         answer to a getblocks is already in)."""
         self._sync_peer = peer
+        self._sync_race = None                      # (a racer that won, or a new session)
         tip = self.chain.tip
         self._sync_started_at = self._progress_at = asyncio.get_running_loop().time()
         self._sync_start_height = self._progress_height = tip.height
@@ -1849,6 +1857,7 @@ class P2PNode:
         idle" is a number in a version message, so an attacker claiming a high chain and
         answering nothing had every sync peer slower than the timeout disconnected, then
         held the download itself until its block download timeout (120 s)."""
+        self._charge_unanswered_race(loop_now)
         sync = self._sync_peer
         if sync is None or sync.closed:
             return
@@ -1872,6 +1881,31 @@ class P2PNode:
         racer.downloading_since = racer.last_block_progress = loop_now
         racer.blocks_in_flight[block] = loop_now
         racer.send(GetData((InvItem(MSG_BLOCK, block),)))
+        self._sync_race = (racer.id, block)
+
+    def _charge_unanswered_race(self, loop_now: float) -> None:
+        """Blocks-first: the peer last asked in a stall race (_check_sync_peer_stall,
+        _race_getblocks) that has held the block or the getblocks for the stalling timeout
+        wasted a session: its address is asked last from now on, as a sync peer's that lost
+        a race (leaving with it unanswered is charged in _forget_peer). Before 12-07 (night)
+        it cost nothing: connections claiming a higher chain than an honest idle peer, each
+        leaving once asked and coming back from the same address, were raced before the
+        honest peer for as long as they went on (the victim not at the tip 60 s after the
+        honest peer came; test_p2p_sync_races.py)."""
+        race = self._sync_race
+        if race is None:
+            return
+        racer_id, block = race
+        racer = self._peers.get(racer_id)
+        if racer is None or racer.closed:
+            self._sync_race = None                  # (gone: charged in _forget_peer if it owed)
+            return
+        asked_at = racer.blocks_in_flight.get(block) if block is not None else racer.getblocks_sent_at or None
+        if asked_at is None:
+            self._sync_race = None                  # (answered)
+        elif loop_now - asked_at > self._stall_timeout.seconds:
+            self._sync_race = None
+            self._charge_wasted(racer, "left a stall race unanswered past the stalling timeout")
 
     def _race_getblocks(self, sync: Peer, loop_now: float) -> None:
         """Blocks-first: the sync peer has left our getblocks unanswered for the stalling
@@ -1894,6 +1928,7 @@ class P2PNode:
         log.debug("peer=%d has left getblocks unanswered for %.1f s: asking peer=%d too", sync.id,
                   loop_now - sync.getblocks_sent_at, racer.id)
         self._send_getblocks(racer, self.chain.locator())
+        self._sync_race = (racer.id, None)
 
     def _lost_stall_race(self, peer: Peer) -> None:
         """Blocks-first: `peer`, ahead of us, was asked for the block the sync peer has held
