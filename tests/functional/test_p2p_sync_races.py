@@ -24,6 +24,11 @@ before the honest peer for as long as they went on (a race left unanswered cost 
 with 4 or 8 of them the victim was at height 1 of 2050 60 s after the honest peer came, the
 honest peer asked for nothing but a ping (both executables). Since 12-07 (night) a race left
 unanswered for the stalling timeout, or by leaving, is a wasted session too.
+
+Headers-first (a victim below its minimum chain work), silent connections claiming a far
+higher chain held the download: the first for the 120 s getheaders timeout while the honest
+peer was asked for nothing, and for as long as they went on when they left once asked and
+came back. Since 12-07 (night) the sync peer's getheaders is raced and charged the same way.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import pytest
 
 from framework import TestNode, cpu_seconds, wait_until
 from raw_peer import MAGIC, ChainPeer, RawPeer
+from test_p2p_min_chain_work_download import MIN_WORK
 from test_p2p_min_chain_work_stall import HEIGHT, _chain
 from cleancoin.components.common.primitives import Block
 from cleancoin.components.node.p2p.messages import (
@@ -161,6 +167,17 @@ def victim(tmp_path: Path) -> Iterator[TestNode]:
         n.cleanup()
 
 
+@pytest.fixture
+def victim_headers_first(tmp_path: Path) -> Iterator[TestNode]:
+    """A fresh node below its minimum chain work (MIN_WORK): it downloads headers-first."""
+    n = TestNode(0, tmp_path, [f"-minimumchainwork={MIN_WORK:x}", "-debug=net"])
+    n.start()
+    try:
+        yield n
+    finally:
+        n.cleanup()
+
+
 @pytest.mark.parametrize("reconnect_after, relaying", [(None, False), (1.0, False), (1.0, True)],
                          ids=["races", "reconnecting", "reconnecting-with-a-block"])
 def test_connections_taking_the_session_in_turn_do_not_hold_the_download(
@@ -228,6 +245,41 @@ def test_raced_peers_that_hold_the_block_silently_do_not_hold_the_download(
         assert not honest.closed
     finally:
         for taker in [holder, *takers]:
+            taker.close()
+        if honest is not None:
+            honest.close()
+
+
+@pytest.mark.parametrize("reconnect_after", [None, 0.5, 2.5], ids=["staying", "leaving-at-once", "leaving-late"])
+def test_silent_connections_do_not_hold_a_headers_first_download(
+        victim_headers_first: TestNode, chain: list[Block], reconnect_after: float | None) -> None:
+    """TAKERS silent connections claiming a far higher chain than the honest peer's (the
+    first one the headers-first sync peer, its getheaders unanswered), each leaving
+    `reconnect_after` seconds after it was asked and coming back from the same address (or
+    staying), and an honest peer with the chain: the victim, below its minimum chain work,
+    reaches the tip within TIP_BOUND, the honest peer asked for headers. Before 12-07 (night)
+    only the 120 s getheaders timeout applied and headers-first sessions were never charged:
+    in all three the victim was at height 0 60 s after the honest peer came, the honest peer
+    asked for nothing but a ping."""
+    n = victim_headers_first
+    takers = [SessionTaker(n.p2p_port, f"127.0.0.{90 + i}", 90 + i, reconnect_after, silent=True)
+              for i in range(TAKERS)]
+    honest = None
+    try:
+        wait_until(lambda: takers[0].sessions > 0, 30, what="the first silent connection the sync peer")
+        honest = ChainPeer(n.p2p_port, "127.0.0.89", chain)
+        t0, cpu0 = time.monotonic(), cpu_seconds(n.process.pid)
+        while (height := n.rpc.getblockcount()) < HEIGHT and time.monotonic() - t0 < TIP_BOUND:
+            time.sleep(0.2)
+        print(f"headers-first, {TAKERS} silent connections leaving after {reconnect_after} s: the victim at "
+              f"height {height} of {HEIGHT} {time.monotonic() - t0:.1f} s after the honest peer came (node CPU "
+              f"{cpu_seconds(n.process.pid) - cpu0:.2f} s); getheaders they were sent: "
+              f"{[t.sessions for t in takers]}, reconnections: {[t.reconnects for t in takers]}, "
+              f"requests to the honest peer: {dict(honest.asked)}")
+        assert height == HEIGHT
+        assert not honest.closed and honest.asked["getheaders"] > 0
+    finally:
+        for taker in takers:
             taker.close()
         if honest is not None:
             honest.close()

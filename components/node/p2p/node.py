@@ -871,7 +871,9 @@ class P2PNode:
         peer.header_sync = None             # its header session's state goes with it
         peer.best_header = None
         if self._sync_peer is peer:
-            if not self._sync_headers_first and (owed or self.chain.tip.hash == self._sync_start_tip):
+            if self._sync_headers_first and peer.headers_sent_at:
+                self._charge_wasted(peer, "it left owing headers")
+            elif not self._sync_headers_first and (owed or self.chain.tip.hash == self._sync_start_tip):
                 self._charge_wasted(peer, "it left owing blocks" if owed else "it left without a block")
             self._sync_peer = None
             self._end_headers_first()
@@ -1319,6 +1321,8 @@ class P2PNode:
             if sync is not peer and (not self._sync_headers_first or self._download_target(sync) is None):
                 log.info("peer=%d: its headers show the minimum chain work, peer=%d's do not: "
                          "block download moves to peer=%d", peer.id, sync.id, peer.id)
+                if sync.headers_sent_at:
+                    self._charge_wasted(sync, "left getheaders unanswered while another peer answered")
                 self._sync_peer = None
                 self._start_sync(peer)
                 return
@@ -1900,7 +1904,8 @@ class P2PNode:
         if racer is None or racer.closed:
             self._sync_race = None                  # (gone: charged in _forget_peer if it owed)
             return
-        asked_at = racer.blocks_in_flight.get(block) if block is not None else racer.getblocks_sent_at or None
+        asked_at = (racer.blocks_in_flight.get(block) if block is not None
+                    else racer.getblocks_sent_at or racer.headers_sent_at or None)
         if asked_at is None:
             self._sync_race = None                  # (answered)
         elif loop_now - asked_at > self._stall_timeout.seconds:
@@ -1928,6 +1933,34 @@ class P2PNode:
         log.debug("peer=%d has left getblocks unanswered for %.1f s: asking peer=%d too", sync.id,
                   loop_now - sync.getblocks_sent_at, racer.id)
         self._send_getblocks(racer, self.chain.locator())
+        self._sync_race = (racer.id, None)
+
+    def _race_getheaders(self, loop_now: float) -> None:
+        """Headers-first, before any header chain of the minimum work is known: the sync
+        peer has left our getheaders unanswered for the stalling timeout: ask an idle peer
+        that is ahead for headers too (one at a time, fewest wasted sessions first, the next
+        when that one has not answered within the stalling timeout either); a peer whose
+        headers show the minimum chain work takes the download over
+        (_after_headers_below_minimum), and the sync peer's address is charged. Before 12-07
+        (night) only the 120 s getheaders timeout applied, and headers-first sessions were
+        never charged: connections claiming a far higher chain than an honest peer and
+        answering nothing held a fresh node's download (height 0 of 2050 60 s after the
+        honest peer came, asked for nothing but a ping), for as long as they reconnected."""
+        sync = self._sync_peer
+        if (sync is None or sync.closed or self._header_download is not None or not sync.headers_sent_at
+                or loop_now - sync.headers_sent_at <= self._stall_timeout.seconds):
+            return
+        timeout = self._stall_timeout.seconds
+        others = [p for p in self._peers.values() if p is not sync and not p.closed and p.handshake_done]
+        if any(p.headers_sent_at and loop_now - p.headers_sent_at <= timeout for p in others):
+            return                                  # (the race is on; one that is slow too: the next)
+        idle = [p for p in others if not p.headers_sent_at and p.header_sync is None and self._peer_ahead(p)]
+        if not idle:
+            return
+        racer = _first_to_race(idle, self._failed_sessions)
+        log.debug("peer=%d has left getheaders unanswered for %.1f s: asking peer=%d too", sync.id,
+                  loop_now - sync.headers_sent_at, racer.id)
+        self._ask_headers(racer, self.chain.tip.hash)
         self._sync_race = (racer.id, None)
 
     def _lost_stall_race(self, peer: Peer) -> None:
@@ -2230,6 +2263,8 @@ class P2PNode:
                     self._request_txs(peer)
         self._check_headers_sync_deadline(loop_now)
         if self._sync_headers_first:
+            self._charge_unanswered_race(loop_now)
+            self._race_getheaders(loop_now)
             self._check_block_stalls(loop_now)
             self._fill_download()
         else:
