@@ -17,6 +17,18 @@ connected all along and asked for nothing but pings; each new session reset the 
 download timeout). Since 12-07 a peer that lost the session through a race it did not win
 (it held a block or left a getblocks unanswered past the stalling timeout) is asked last
 in later races: each attacker connection holds the download for one round at most.
+
+The last test: connections claiming a far higher chain than the honest peer, each holding the
+block it is raced for silently and coming back from the same address once asked, were raced
+before the honest peer for as long as they went on (a race left unanswered cost nothing):
+with 4 or 8 of them the victim was at height 1 of 2050 60 s after the honest peer came, the
+honest peer asked for nothing but a ping (both executables). Since 12-07 (night) a race left
+unanswered for the stalling timeout, or by leaving, is a wasted session too.
+
+Headers-first (a victim below its minimum chain work), silent connections claiming a far
+higher chain held the download: the first for the 120 s getheaders timeout while the honest
+peer was asked for nothing, and for as long as they went on when they left once asked and
+came back. Since 12-07 (night) the sync peer's getheaders is raced and charged the same way.
 """
 
 from __future__ import annotations
@@ -29,8 +41,9 @@ from pathlib import Path
 
 import pytest
 
-from framework import TestNode, wait_until
+from framework import TestNode, cpu_seconds, wait_until
 from raw_peer import MAGIC, ChainPeer, RawPeer
+from test_p2p_min_chain_work_download import MIN_WORK
 from test_p2p_min_chain_work_stall import HEIGHT, _chain
 from cleancoin.components.common.primitives import Block
 from cleancoin.components.node.p2p.messages import (
@@ -54,20 +67,24 @@ class SessionTaker:
     the stalling timeout, so that no race takes the session from it) and connects again from
     the same address with a clean connection. With `chain` (the real chain, relayed), it
     answers getblocks with that chain's next hashes and delivers the first block asked of it,
-    then holds the rest: each of its sessions moves the tip by one block."""
+    then holds the rest: each of its sessions moves the tip by one block. With `silent`, it
+    answers nothing but pings (a race's getdata or getblocks held; with `reconnect_after`,
+    it leaves that many seconds after the first such request)."""
 
     def __init__(self, port: int, source: str, tag: int, reconnect_after: float | None = None,
-                 chain: Sequence[Block] = ()) -> None:
+                 chain: Sequence[Block] = (), silent: bool = False) -> None:
         self._port, self._source = port, source
         self._chain = list(chain)
         self._height = {b.hash: i + 1 for i, b in enumerate(self._chain)}
         self._by_hash = {b.hash: b for b in self._chain}
         self._tag = tag
+        self._silent = silent
         self._reconnect_after = reconnect_after
         self._own: set[bytes] = set()
         self._held_since = 0.0
         self._closing = False
         self.sessions = 0
+        self.asked = 0
         self.reconnects = 0
         self.peer = self._connect()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -96,7 +113,12 @@ class SessionTaker:
             except (ConnectionError, OSError):
                 return
             out = None
-            if isinstance(msg, GetBlocks):
+            if self._silent and isinstance(msg, (GetBlocks, GetData)):
+                self.sessions += isinstance(msg, GetBlocks)
+                self.asked += isinstance(msg, GetData)
+                if self._reconnect_after is not None and not self._held_since:
+                    self._held_since = time.monotonic()
+            elif isinstance(msg, GetBlocks):
                 self.sessions += 1
                 if self._chain:
                     start = next((self._height[h] for h in msg.locator if h in self._height), 0)
@@ -145,6 +167,17 @@ def victim(tmp_path: Path) -> Iterator[TestNode]:
         n.cleanup()
 
 
+@pytest.fixture
+def victim_headers_first(tmp_path: Path) -> Iterator[TestNode]:
+    """A fresh node below its minimum chain work (MIN_WORK): it downloads headers-first."""
+    n = TestNode(0, tmp_path, [f"-minimumchainwork={MIN_WORK:x}", "-debug=net"])
+    n.start()
+    try:
+        yield n
+    finally:
+        n.cleanup()
+
+
 @pytest.mark.parametrize("reconnect_after, relaying", [(None, False), (1.0, False), (1.0, True)],
                          ids=["races", "reconnecting", "reconnecting-with-a-block"])
 def test_connections_taking_the_session_in_turn_do_not_hold_the_download(
@@ -173,6 +206,78 @@ def test_connections_taking_the_session_in_turn_do_not_hold_the_download(
               f"requests to the honest peer: {dict(honest.asked)}")
         assert height == HEIGHT
         assert not honest.closed
+    finally:
+        for taker in takers:
+            taker.close()
+        if honest is not None:
+            honest.close()
+
+
+@pytest.mark.parametrize("racers, reconnect_after", [(4, 2.5), (8, 2.5), (4, 0.5)],
+                         ids=["4-past-the-timeout", "8-past-the-timeout", "4-leaving-at-once"])
+def test_raced_peers_that_hold_the_block_silently_do_not_hold_the_download(
+        victim: TestNode, chain: list[Block], racers: int, reconnect_after: float) -> None:
+    """A sync peer that delivers the real chain's first block and holds the rest, `racers`
+    silent connections claiming a far higher chain than the honest peer's (so each is raced
+    before it), each leaving `reconnect_after` seconds after it was asked and coming back from
+    the same address, and an honest peer with the chain: the victim reaches the tip within
+    TIP_BOUND, the honest peer still connected. Before 12-07 (night) a race left unanswered
+    cost the racer nothing, so each came back as an idle peer with a clean record and was
+    raced again before the honest peer, for as long as the attacker went on."""
+    n = victim
+    holder = SessionTaker(n.p2p_port, "127.0.0.70", 70, None, chain)
+    takers: list[SessionTaker] = []
+    honest = None
+    try:
+        wait_until(lambda: holder.sessions > 0, 30, what="the holder the sync peer")
+        takers = [SessionTaker(n.p2p_port, f"127.0.0.{71 + i}", 71 + i, reconnect_after, silent=True)
+                  for i in range(racers)]
+        honest = ChainPeer(n.p2p_port, "127.0.0.69", chain)
+        t0, cpu0 = time.monotonic(), cpu_seconds(n.process.pid)
+        while (height := n.rpc.getblockcount()) < HEIGHT and time.monotonic() - t0 < TIP_BOUND:
+            time.sleep(0.2)
+        print(f"{racers} silent racers leaving {reconnect_after} s after a request: the victim at height "
+              f"{height} of {HEIGHT} {time.monotonic() - t0:.1f} s after the honest peer came (node CPU "
+              f"{cpu_seconds(n.process.pid) - cpu0:.2f} s); races "
+              f"they were asked: {[t.asked for t in takers]}, reconnections: {[t.reconnects for t in takers]}, "
+              f"requests to the honest peer: {dict(honest.asked)}")
+        assert height == HEIGHT
+        assert not honest.closed
+    finally:
+        for taker in [holder, *takers]:
+            taker.close()
+        if honest is not None:
+            honest.close()
+
+
+@pytest.mark.parametrize("reconnect_after", [None, 0.5, 2.5], ids=["staying", "leaving-at-once", "leaving-late"])
+def test_silent_connections_do_not_hold_a_headers_first_download(
+        victim_headers_first: TestNode, chain: list[Block], reconnect_after: float | None) -> None:
+    """TAKERS silent connections claiming a far higher chain than the honest peer's (the
+    first one the headers-first sync peer, its getheaders unanswered), each leaving
+    `reconnect_after` seconds after it was asked and coming back from the same address (or
+    staying), and an honest peer with the chain: the victim, below its minimum chain work,
+    reaches the tip within TIP_BOUND, the honest peer asked for headers. Before 12-07 (night)
+    only the 120 s getheaders timeout applied and headers-first sessions were never charged:
+    in all three the victim was at height 0 60 s after the honest peer came, the honest peer
+    asked for nothing but a ping."""
+    n = victim_headers_first
+    takers = [SessionTaker(n.p2p_port, f"127.0.0.{90 + i}", 90 + i, reconnect_after, silent=True)
+              for i in range(TAKERS)]
+    honest = None
+    try:
+        wait_until(lambda: takers[0].sessions > 0, 30, what="the first silent connection the sync peer")
+        honest = ChainPeer(n.p2p_port, "127.0.0.89", chain)
+        t0, cpu0 = time.monotonic(), cpu_seconds(n.process.pid)
+        while (height := n.rpc.getblockcount()) < HEIGHT and time.monotonic() - t0 < TIP_BOUND:
+            time.sleep(0.2)
+        print(f"headers-first, {TAKERS} silent connections leaving after {reconnect_after} s: the victim at "
+              f"height {height} of {HEIGHT} {time.monotonic() - t0:.1f} s after the honest peer came (node CPU "
+              f"{cpu_seconds(n.process.pid) - cpu0:.2f} s); getheaders they were sent: "
+              f"{[t.sessions for t in takers]}, reconnections: {[t.reconnects for t in takers]}, "
+              f"requests to the honest peer: {dict(honest.asked)}")
+        assert height == HEIGHT
+        assert not honest.closed and honest.asked["getheaders"] > 0
     finally:
         for taker in takers:
             taker.close()

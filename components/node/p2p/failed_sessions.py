@@ -10,7 +10,14 @@ the other's race with notfound) for as long as they liked, the honest peer never
 
 A session is *wasted* when its peer lost it to a race (it held a block or a getblocks past the
 stalling timeout while another peer answered), or when it ended (the peer left, or had nothing
-more) without moving our tip. Peers whose address wasted fewer sessions are asked first: each
+more) without moving our tip; and so is a race's (since 12-07, night) when the peer asked in it
+has not answered within the stalling timeout, or leaves first: before, connections claiming a
+higher chain than an honest idle peer, each holding the raced block silently and coming back
+from the same address once asked, were raced before that peer for as long as they went on.
+Headers-first (below the minimum chain work, before a chain of that work is known) the sync
+peer's getheaders is raced the same way (node.py, _race_getheaders): a sync peer that left it
+unanswered while another answered, or left owing it, and a racer that did not answer in time,
+are charged too. Peers whose address wasted fewer sessions are asked first: each
 attacker address holds the download for one round, not for ever. Counted per IP address, not
 per connection: a connection that reconnected would otherwise start with a clean record.
 """

@@ -414,6 +414,9 @@ class P2PNode:
         self._sync_start_tip: bytes | None = None
         #: Blocks-first sync sessions wasted, per address: such peers are asked last.
         self._failed_sessions = FailedSessions()
+        #: Blocks-first: the peer last asked in a stall race and what (the block, or None for
+        #: a getblocks); charged as a wasted session when it does not answer in time.
+        self._sync_race: tuple[int, bytes | None] | None = None
         self._progress_at = 0.0
         self._progress_height = 0
         self._progress_final = False
@@ -843,6 +846,10 @@ class P2PNode:
         # A sync peer leaving while it owes blocks or an answer wasted its session, however
         # many it delivered first (one a session, then away before the stalling timeout).
         owed = bool(peer.blocks_in_flight or peer.getblocks_sent_at)
+        if self._sync_race is not None and self._sync_race[0] == peer.id:
+            self._sync_race = None
+            if owed:
+                self._charge_wasted(peer, "it left a stall race unanswered")
         for h in peer.blocks_in_flight:
             if self._blocks_requested.get(h) == peer.id:
                 del self._blocks_requested[h]
@@ -864,7 +871,9 @@ class P2PNode:
         peer.header_sync = None             # its header session's state goes with it
         peer.best_header = None
         if self._sync_peer is peer:
-            if not self._sync_headers_first and (owed or self.chain.tip.hash == self._sync_start_tip):
+            if self._sync_headers_first and peer.headers_sent_at:
+                self._charge_wasted(peer, "it left owing headers")
+            elif not self._sync_headers_first and (owed or self.chain.tip.hash == self._sync_start_tip):
                 self._charge_wasted(peer, "it left owing blocks" if owed else "it left without a block")
             self._sync_peer = None
             self._end_headers_first()
@@ -1312,6 +1321,8 @@ class P2PNode:
             if sync is not peer and (not self._sync_headers_first or self._download_target(sync) is None):
                 log.info("peer=%d: its headers show the minimum chain work, peer=%d's do not: "
                          "block download moves to peer=%d", peer.id, sync.id, peer.id)
+                if sync.headers_sent_at:
+                    self._charge_wasted(sync, "left getheaders unanswered while another peer answered")
                 self._sync_peer = None
                 self._start_sync(peer)
                 return
@@ -1586,6 +1597,7 @@ class P2PNode:
         """Make `peer` the sync peer and ask it for blocks (`answered`: blocks-first, its
         answer to a getblocks is already in)."""
         self._sync_peer = peer
+        self._sync_race = None                      # (a racer that won, or a new session)
         tip = self.chain.tip
         self._sync_started_at = self._progress_at = asyncio.get_running_loop().time()
         self._sync_start_height = self._progress_height = tip.height
@@ -1849,6 +1861,7 @@ class P2PNode:
         idle" is a number in a version message, so an attacker claiming a high chain and
         answering nothing had every sync peer slower than the timeout disconnected, then
         held the download itself until its block download timeout (120 s)."""
+        self._charge_unanswered_race(loop_now)
         sync = self._sync_peer
         if sync is None or sync.closed:
             return
@@ -1872,6 +1885,32 @@ class P2PNode:
         racer.downloading_since = racer.last_block_progress = loop_now
         racer.blocks_in_flight[block] = loop_now
         racer.send(GetData((InvItem(MSG_BLOCK, block),)))
+        self._sync_race = (racer.id, block)
+
+    def _charge_unanswered_race(self, loop_now: float) -> None:
+        """Blocks-first: the peer last asked in a stall race (_check_sync_peer_stall,
+        _race_getblocks) that has held the block or the getblocks for the stalling timeout
+        wasted a session: its address is asked last from now on, as a sync peer's that lost
+        a race (leaving with it unanswered is charged in _forget_peer). Before 12-07 (night)
+        it cost nothing: connections claiming a higher chain than an honest idle peer, each
+        leaving once asked and coming back from the same address, were raced before the
+        honest peer for as long as they went on (the victim not at the tip 60 s after the
+        honest peer came; test_p2p_sync_races.py)."""
+        race = self._sync_race
+        if race is None:
+            return
+        racer_id, block = race
+        racer = self._peers.get(racer_id)
+        if racer is None or racer.closed:
+            self._sync_race = None                  # (gone: charged in _forget_peer if it owed)
+            return
+        asked_at = (racer.blocks_in_flight.get(block) if block is not None
+                    else racer.getblocks_sent_at or racer.headers_sent_at or None)
+        if asked_at is None:
+            self._sync_race = None                  # (answered)
+        elif loop_now - asked_at > self._stall_timeout.seconds:
+            self._sync_race = None
+            self._charge_wasted(racer, "left a stall race unanswered past the stalling timeout")
 
     def _race_getblocks(self, sync: Peer, loop_now: float) -> None:
         """Blocks-first: the sync peer has left our getblocks unanswered for the stalling
@@ -1894,6 +1933,35 @@ class P2PNode:
         log.debug("peer=%d has left getblocks unanswered for %.1f s: asking peer=%d too", sync.id,
                   loop_now - sync.getblocks_sent_at, racer.id)
         self._send_getblocks(racer, self.chain.locator())
+        self._sync_race = (racer.id, None)
+
+    def _race_getheaders(self, loop_now: float) -> None:
+        """Headers-first, before any header chain of the minimum work is known: the sync
+        peer has left our getheaders unanswered for the stalling timeout: ask an idle peer
+        that is ahead for headers too (one at a time, fewest wasted sessions first, the next
+        when that one has not answered within the stalling timeout either); a peer whose
+        headers show the minimum chain work takes the download over
+        (_after_headers_below_minimum), and the sync peer's address is charged. Before 12-07
+        (night) only the 120 s getheaders timeout applied, and headers-first sessions were
+        never charged: connections claiming a far higher chain than an honest peer and
+        answering nothing held a fresh node's download (height 0 of 2050 60 s after the
+        honest peer came, asked for nothing but a ping), for as long as they reconnected."""
+        sync = self._sync_peer
+        if (sync is None or sync.closed or self._header_download is not None or not sync.headers_sent_at
+                or loop_now - sync.headers_sent_at <= self._stall_timeout.seconds):
+            return
+        timeout = self._stall_timeout.seconds
+        others = [p for p in self._peers.values() if p is not sync and not p.closed and p.handshake_done]
+        if any(p.headers_sent_at and loop_now - p.headers_sent_at <= timeout for p in others):
+            return                                  # (the race is on; one that is slow too: the next)
+        idle = [p for p in others if not p.headers_sent_at and p.header_sync is None and self._peer_ahead(p)]
+        if not idle:
+            return
+        racer = _first_to_race(idle, self._failed_sessions)
+        log.debug("peer=%d has left getheaders unanswered for %.1f s: asking peer=%d too", sync.id,
+                  loop_now - sync.headers_sent_at, racer.id)
+        self._ask_headers(racer, self.chain.tip.hash)
+        self._sync_race = (racer.id, None)
 
     def _lost_stall_race(self, peer: Peer) -> None:
         """Blocks-first: `peer`, ahead of us, was asked for the block the sync peer has held
@@ -2195,6 +2263,8 @@ class P2PNode:
                     self._request_txs(peer)
         self._check_headers_sync_deadline(loop_now)
         if self._sync_headers_first:
+            self._charge_unanswered_race(loop_now)
+            self._race_getheaders(loop_now)
             self._check_block_stalls(loop_now)
             self._fill_download()
         else:
