@@ -271,6 +271,23 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         # (denial_log.prelaunch: what it holds and how it confines itself are unchanged).
         from cleancoin.sandbox import denial_log
         monitor = denial_log.prelaunch()
+    broker = None
+    prebound: dict[str, socket.socket] = {}
+
+    def abandon(reason: str) -> int:
+        """A start that fails before the node runs: undo what it made so far (the zygote, the
+        connect broker or its channel, the monitor's channel, pre-bound listeners)."""
+        if zygote is not None:
+            zygote.stop()
+        if broker is not None:
+            broker.close()
+        elif broker_channel is not None:
+            broker_channel.close()
+        if monitor is not None:
+            monitor.channel.close()
+        close_prebound(prebound)
+        return _fail(log, reason)
+
     # Everything the node will run is imported now: once it is confined it could still read
     # the Python installation, but a failure there would come late and far from its cause.
     _import_node_modules()
@@ -298,14 +315,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
                                       title=f"{PROG} zygote", max_tx_fee=config.max_tx_fee,
                                       minimum_chain_work=config.minimum_chain_work, detached=detached)
         except (ZygoteError, OSError) as exc:
-            if zygote is not None:
-                zygote.stop()
-            if broker_channel is not None:
-                broker_channel.close()
-            if monitor is not None:
-                monitor.channel.close()
-            return _fail(log, f"cannot prepare the wallet's sandbox: {exc}")
-    broker = None
+            return abandon(f"cannot prepare the wallet's sandbox: {exc}")
     if sandbox and not learn_dir:
         # Before this process confines itself: from then on it cannot connect TCP at all, and
         # the broker's rule (named at start, on its command line) is fixed before the node
@@ -313,38 +323,22 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         try:
             broker = _connect_broker(config, broker_channel)
         except OSError as exc:       # no descriptor or process to be had: fail closed, clearly
-            if zygote is not None:
-                zygote.stop()
-            if monitor is not None:
-                monitor.channel.close()
-            return _fail(log, f"cannot start the connect broker: {exc}")
+            return abandon(f"cannot start the connect broker: {exc}")
     outside = _unix_connect_outside(ipc.connect, netdatadir) if sandbox and connect_wallet else None
     if outside is not None:
         # Connected (and reconnected) only once confined, when only the datadir is in view:
         # said now, not as "No such file or directory" for a socket that is there.
-        if zygote is not None:
-            zygote.stop()
-        if broker is not None:
-            broker.close()
-        if monitor is not None:
-            monitor.channel.close()
-        return _fail(log, f"-ipcconnect=unix:{outside}: the confined {PROG} sees only its datadir "
-                          f"({netdatadir}), so the wallet process's socket must be there "
-                          "(-ipcconnect=unix: its wallet.sock), or use -ipcconnect=tcp:HOST:PORT, "
-                          "or -sandbox=0")
+        return abandon(f"-ipcconnect=unix:{outside}: the confined {PROG} sees only its datadir "
+                       f"({netdatadir}), so the wallet process's socket must be there "
+                       "(-ipcconnect=unix: its wallet.sock), or use -ipcconnect=tcp:HOST:PORT, "
+                       "or -sandbox=0")
     # -ipcbind=unix sockets are bound now, before this process confines itself: a path outside
     # the datadir is not in its view afterwards (until 12-07, `-ipcbind=unix:/var/tmp/DIR/n.sock`
     # failed "No such file or directory" under the sandbox), and binding needs no grant then.
     try:
         prebound = bind_unix_listeners(ipc.binds, netdatadir)
     except AddressError as exc:
-        if zygote is not None:
-            zygote.stop()
-        if broker is not None:
-            broker.close()
-        if monitor is not None:
-            monitor.channel.close()
-        return _fail(log, str(exc))
+        return abandon(str(exc))
     report = None
     if sandbox and learn_dir:
         log.warning("-sandboxlearn=%s: a LEARNING run, %s and its wallet process record what they "
