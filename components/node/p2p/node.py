@@ -96,7 +96,8 @@ Relay
     A block that becomes our tip is announced by `inv` to every peer not known to have it,
     once a batch is complete (so a 500-block download ends in one inv, not 500). A
     transaction the mempool accepts is announced to every peer that asked for relay, at once
-    (Bitcoin delays announcements randomly for privacy; not done here). The owner calls
+    (Bitcoin delays announcements randomly for privacy; not done here); to a peer whose send
+    queue is full, once it is under the limit again (since 12-07; before, never). The owner calls
     `announce_block` / `announce_tx` for what it mined or was sent by RPC; as a safety net,
     a tip that moved without an announcement (and outside a download) is announced by the
     maintenance tick within a second. A transaction whose inputs are unknown (an orphan) is
@@ -166,7 +167,9 @@ from .block_window import (
 from .failed_sessions import FailedSessions
 from .presync import HeaderSync, PresyncAbort, work_threshold
 from .orphans import OrphanPool
-from .peer import MAX_PEER_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip
+from .peer import (
+    MAX_PEER_TX_ANNOUNCEMENTS, MAX_PENDING_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip,
+)
 from .protocols import ChainAccess, MempoolAccess
 from .connector import UNRESTRICTED, ConnectRefused, Connector
 
@@ -818,15 +821,34 @@ class P2PNode:
         for peer in self._peers.values():
             if not peer.handshake_done or peer.closed or h in peer.known_inventory:
                 continue
-            if tx and (not peer.relay or peer.outbox_bytes > SEND_BUFFER_LIMIT):
-                # A peer with a full send queue is not reading: queueing every new
-                # transaction for it would grow the queue with the network's rate until its
-                # ping timeout. It learns them from others (blocks are still announced).
+            if tx and not peer.relay:
                 continue
+            if tx and peer.outbox_bytes > SEND_BUFFER_LIMIT:
+                # A peer with a full send queue is not reading (or reads slowly): queueing
+                # every new transaction for it would grow the queue with the network's rate
+                # until its ping timeout. The txid waits, bounded, and is announced once the
+                # queue is under the limit (_flush_tx_announcements); before 12-07 it was
+                # skipped for good (blocks are always announced).
+                if len(peer.tx_to_announce) < MAX_PENDING_TX_ANNOUNCEMENTS:
+                    peer.tx_to_announce[h] = None
+                continue
+            if tx and peer.tx_to_announce:
+                self._flush_tx_announcements(peer)      # the older ones first
             peer.known_inventory.add(h)
             peer.send(Inv((InvItem(type_, h),)))
             n += 1
         return n
+
+    def _flush_tx_announcements(self, peer: Peer) -> None:
+        """Announce to `peer` the transactions held while its send queue was full that are
+        still in the pool and not known to it (called when it is under the limit again)."""
+        items = [InvItem(MSG_TX, t) for t in peer.tx_to_announce
+                 if t not in peer.known_inventory and t in self.mempool]
+        peer.tx_to_announce.clear()
+        for item in items:
+            peer.known_inventory.add(item.hash)
+        for i in range(0, len(items), MAX_INV):
+            peer.send(Inv(tuple(items[i:i + MAX_INV])))
 
     # ================================================================== PeerHandler
 
@@ -2206,6 +2228,8 @@ class P2PNode:
                 continue
             if not peer.ping_sent_at and loop_now - peer.last_ping_at >= self.ping_interval:
                 self._send_ping(peer)
+            if peer.tx_to_announce and peer.outbox_bytes <= SEND_BUFFER_LIMIT:
+                self._flush_tx_announcements(peer)
             # (A headers-first sync peer waits for headers too: one that never answers
             # them must not keep the download for itself.)
             # (A headers-first download's blocks have their own timeouts: _check_block_stalls.)
