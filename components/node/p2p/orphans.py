@@ -141,6 +141,8 @@ class OrphanPool:
         """A block of `txs` was connected: drop the orphans it confirms and those spending an
         output one of its transactions spends (conflicts: never valid on this chain); how
         many (bitcoind's EraseForBlock)."""
+        if not self._orphans:
+            return 0                    # (the common case, and every block of a download)
         doomed: set[bytes] = set()
         for tx in txs:
             if tx.txid in self._orphans:
