@@ -47,15 +47,36 @@ def test_the_byte_bound_holds_and_a_transaction_over_it_is_not_kept() -> None:
     assert len(pool) == 4
 
 
-def test_children_are_taken_once_in_arrival_order_with_their_sender() -> None:
+def test_children_are_listed_in_arrival_order_with_their_sender_and_stay_kept() -> None:
     pool = OrphanPool()
     parent = os.urandom(32)
     first, second, other = _orphan(parent), _orphan(parent, outputs=2), _orphan()
     for peer, tx in ((7, first), (8, second), (9, other)):
         pool.add(tx, peer, now=0.0)
-    assert pool.take_children(parent) == [(first, 7), (second, 8)]
-    assert pool.take_children(parent) == [] and len(pool) == 1
+    assert pool.children(parent) == [(first, 7), (second, 8)]
+    assert len(pool) == 3                       # the caller removes what it settled
+    pool.remove(first.txid)
+    assert pool.children(parent) == [(second, 8)]
+    pool.remove(second.txid)
+    assert pool.children(parent) == [] and len(pool) == 1
     assert pool.bytes == other.size
+
+
+def test_a_block_drops_the_orphans_it_confirms_or_conflicts_with_and_no_other() -> None:
+    """bitcoind's EraseForBlock: before 12-07 such orphans held their place 20 minutes."""
+    pool = OrphanPool()
+    parent = os.urandom(32)
+    confirmed, conflicting, other_output, unrelated = (
+        _orphan(), _orphan(parent), Transaction(2, (TxIn(OutPoint(parent, 1)),), (TxOut(5, PKH),), 0), _orphan())
+    for tx in (confirmed, conflicting, other_output, unrelated):
+        pool.add(tx, 1, now=0.0)
+    rival = Transaction(2, (TxIn(OutPoint(parent, 0)),), (TxOut(7, PKH),), 0)     # spends parent:0 too
+    assert pool.erase_for_block([rival, confirmed]) == 2
+    assert confirmed.txid not in pool and conflicting.txid not in pool
+    assert other_output.txid in pool and unrelated.txid in pool         # parent:1 is still unspent
+    assert pool.children(parent) == [(other_output, 1)]
+    assert pool.erase_for_block([rival]) == 0
+    assert pool.bytes == other_output.size + unrelated.size
 
 
 def test_a_peers_orphans_go_with_it_and_old_ones_expire() -> None:
@@ -79,7 +100,8 @@ def test_an_orphan_stays_while_anyone_that_announced_it_is_connected() -> None:
     pool.add_announcer(tx.txid, 2)                      # twice: one entry
     pool.add_announcer(os.urandom(32), 3)               # not an orphan: nothing
     assert pool.remove_for_peer(1) == 0 and tx.txid in pool
-    assert pool.take_children(parent) == [(tx, 2)]      # the announcer left is charged
+    assert pool.children(parent) == [(tx, 2)]           # the announcer left is charged
+    pool.remove(tx.txid)
     pool.add(tx, 1, now=0.0)
     pool.add_announcer(tx.txid, 2)
     assert pool.remove_for_peer(2) == 0 and pool.remove_for_peer(1) == 1 and len(pool) == 0

@@ -321,6 +321,8 @@ def test_announcements_to_a_peer_that_does_not_read_are_bounded() -> None:
             await asyncio.sleep(0.2)
             print(f"queued for a non-reading peer: {peer.outbox_bytes} bytes")
             assert peer.outbox_bytes <= p2p_peer.SEND_BUFFER_LIMIT + 1000, peer.outbox_bytes
+            # Those skipped wait for it, bounded (since 12-07: announced once it is under the limit).
+            assert len(peer.tx_to_announce) <= p2p_peer.MAX_PENDING_TX_ANNOUNCEMENTS
             # A block is still announced to it.
             before = peer.outbox_bytes
             a.announce_block(hashlib.sha256(b"a block").digest())

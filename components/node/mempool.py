@@ -68,9 +68,10 @@ from ..common.policy import MAX_STANDARD_TX_SIZE, fee_for_size, fee_rate
 from ..common.primitives import Block, OutPoint, Transaction
 
 __all__ = [
-    "ChainView", "DEFAULT_ANCESTOR_LIMIT", "DEFAULT_ANCESTOR_SIZE_LIMIT",
+    "BLOCK_FULL_ENOUGH_BYTES", "ChainView", "DEFAULT_ANCESTOR_LIMIT", "DEFAULT_ANCESTOR_SIZE_LIMIT",
     "DEFAULT_DESCENDANT_LIMIT", "DEFAULT_DESCENDANT_SIZE_LIMIT", "DEFAULT_INCREMENTAL_RELAY_FEE",
-    "DEFAULT_MAX_MEMPOOL_SIZE", "DEFAULT_MIN_RELAY_FEE", "MAX_STANDARD_TX_SIZE", "Mempool",
+    "DEFAULT_MAX_MEMPOOL_SIZE", "DEFAULT_MIN_RELAY_FEE", "MAX_CONSECUTIVE_FAILURES",
+    "MAX_STANDARD_TX_SIZE", "Mempool",
     "MempoolEntry", "MempoolReject", "REMOVED_BLOCK", "REMOVED_CONFLICT", "REMOVED_EVICTION",
     "REMOVED_REORG", "RPC_VERIFY_ALREADY_IN_CHAIN", "RPC_VERIFY_ERROR",
     "RPC_VERIFY_REJECTED", "fee_for_size", "fee_rate",
@@ -96,6 +97,11 @@ DEFAULT_MIN_RELAY_FEE: int = 1000
 DEFAULT_INCREMENTAL_RELAY_FEE: int = 1000
 #: -maxmempool default, 300 MB.
 DEFAULT_MAX_MEMPOOL_SIZE: int = 300_000_000
+#: Block assembly gives up after this many packages in a row that do not fit, once the block
+#: is within BLOCK_FULL_ENOUGH_BYTES of full (bitcoind's MAX_CONSECUTIVE_FAILURES and
+#: BLOCK_FULL_ENOUGH_WEIGHT_DELTA, 4000 weight units: 1000 bytes without witnesses).
+MAX_CONSECUTIVE_FAILURES: int = 1000
+BLOCK_FULL_ENOUGH_BYTES: int = 1000
 #: Ancestor/descendant limits (counts include the transaction itself; sizes in bytes), as
 #: bitcoind's defaults: bound the work of every update along a chain of unconfirmed txs.
 DEFAULT_ANCESTOR_LIMIT: int = 25
@@ -856,27 +862,40 @@ class Mempool:
         ancestor fee rate (total fee / total size), so a high-fee child pulls in its low-fee
         parent (CPFP). Greedy, as bitcoind's BlockAssembler::addPackageTxs: take the best
         package that fits, re-score the descendants of what was taken (their packages shrank),
-        repeat; a package that does not fit is skipped, not retried.
+        repeat; a package that does not fit is skipped, not retried. Once the block is
+        within BLOCK_FULL_ENOUGH_BYTES of `max_size`, MAX_CONSECUTIVE_FAILURES packages in a
+        row that do not fit end the search (bitcoind's BlockAssembler, since 12-07): before,
+        every entry of the pool was taken off the heap after the block was full.
         """
         with self._lock:
             anc_fees = {t: e.ancestor_fees for t, e in self._entries.items()}
             anc_size = {t: e.ancestor_size for t, e in self._entries.items()}
             version = dict.fromkeys(self._entries, 0)
-            # Max-heap on the exact fee rate: compare fees cross-multiplied, not floats.
-            heap = [(_NegRate(anc_fees[t], anc_size[t]), e.sequence, t, 0)
+            # Max-heap on the exact fee rate. The float rate comes first because comparing
+            # floats costs no Python call (a _NegRate costs two per comparison: == then <;
+            # 0.12 of 0.25 s CPU at 20,000 entries); rounding is monotonic, so floats that
+            # differ are in the exact order, and equal ones fall through to the exact
+            # comparison (fees cross-multiplied).
+            heap = [(-anc_fees[t] / anc_size[t], _NegRate(anc_fees[t], anc_size[t]), e.sequence, t, 0)
                     for t, e in self._entries.items()]
             heapq.heapify(heap)
             selected: set[bytes] = set()
             failed: set[bytes] = set()
             out: list[Transaction] = []
             used = 0
+            consecutive_failures = 0
             while heap:
-                _, _, t, ver = heapq.heappop(heap)
+                _, _, _, t, ver = heapq.heappop(heap)
                 if ver != version[t] or t in selected or t in failed:
                     continue            # stale score, or already decided
                 if used + anc_size[t] > max_size:
                     failed.add(t)
+                    consecutive_failures += 1
+                    if (consecutive_failures > MAX_CONSECUTIVE_FAILURES
+                            and used > max_size - BLOCK_FULL_ENOUGH_BYTES):
+                        break
                     continue
+                consecutive_failures = 0
                 package = sorted((self._ancestors_of(self._parents[t]) - selected) | {t},
                                  key=lambda x: self._entries[x].sequence)
                 for x in package:
@@ -890,7 +909,7 @@ class Mempool:
                         anc_fees[d] -= e.fee
                         anc_size[d] -= e.size
                         version[d] += 1
-                        heapq.heappush(heap, (_NegRate(anc_fees[d], anc_size[d]),
+                        heapq.heappush(heap, (-anc_fees[d] / anc_size[d], _NegRate(anc_fees[d], anc_size[d]),
                                               self._entries[d].sequence, d, version[d]))
             return out
 

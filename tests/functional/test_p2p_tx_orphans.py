@@ -4,6 +4,7 @@ from a hostile peer and from an honest one."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import replace
 from collections.abc import Callable
@@ -155,6 +156,77 @@ def test_a_flood_of_orphans_does_not_push_out_an_honest_one(node: Callable[..., 
         honest.send(serialize_message(MAGIC, TxMessage(parent)))
         honest.sync(3)
         wait_until(lambda: child.txid_hex in n.rpc.getrawmempool(), 10, what="the honest child in the mempool")
+    finally:
+        attacker.close()
+        honest.close()
+    assert n.stop() == 0
+
+
+def _kept_count(n: TestNode, txid_hex: str) -> int:
+    """How many orphans the node said it kept when it kept `txid_hex` (its debug log)."""
+    match = re.search(rf"tx {txid_hex} kept as an orphan \((\d+) kept", n.debug_log())
+    assert match, f"{txid_hex} not kept as an orphan"
+    return int(match.group(1))
+
+
+def test_a_block_settles_the_orphans_it_confirms_or_conflicts_with(node: Callable[..., TestNode]) -> None:
+    """An attacker's two orphans: one a block then confirms, one spending an output the
+    block spends otherwise (never valid on this chain). On the code before both held their
+    place until the 20-minute expiry: a made-up orphan sent after the block was kept as the
+    third (measured: "(3 kept"). Now the block drops them at once (bitcoind's EraseForBlock)."""
+    n = node("-debug=net")
+    n.start()
+    parent, child, bad = _family(n)
+    pkh = TEST_KEY.public_key.pkh
+    rival = sign_transaction(Transaction(2, (TxIn(OutPoint(parent.txid, 1)),),
+                                         (TxOut(parent.vout[1].value - 20_000, pkh),), 0), [TEST_KEY])
+    attacker = RawPeer(n.p2p_port, "127.0.0.9")
+    try:
+        attacker.handshake()
+        attacker.send(serialize_message(MAGIC, TxMessage(child)) + serialize_message(MAGIC, TxMessage(bad)))
+        attacker.sync(1)
+        assert _kept_count(n, bad.txid_hex) == 2
+        block = n.rpc.generateblock(TEST_ADDRESS, [t.serialized.hex() for t in (parent, child, rival)], True)
+        later = Transaction(2, (TxIn(OutPoint(os.urandom(32), 0)),), (TxOut(1000, pkh),), 0)
+        attacker.send(serialize_message(MAGIC, TxMessage(later)))
+        attacker.sync(2)
+        assert _kept_count(n, later.txid_hex) == 1
+        assert f"block {block['hash']} settled 2 orphan txs (0 kept)" in n.debug_log()
+    finally:
+        attacker.close()
+    assert n.stop() == 0
+
+
+def test_an_orphan_still_missing_a_parent_keeps_its_honest_announcer(node: Callable[..., TestNode]) -> None:
+    """An orphan spending two unknown parents, sent by an attacker and announced by an
+    honest peer. The first parent comes: the orphan, tried again, still misses the second.
+    On the code before it was put back with its sender alone, so the attacker's disconnect
+    dropped it and it was not in the pool 10 s after the second parent came (measured). Now
+    it keeps its announcers (bitcoind v29 leaves it in the orphanage) and enters."""
+    n = node("-debug=net")
+    n.start()
+    n.rpc.generatetoaddress(102, TEST_ADDRESS)
+    pkh = TEST_KEY.public_key.pkh
+    first, second = spend_coinbase(n, 1, pkh), spend_coinbase(n, 2, pkh)
+    both = sign_transaction(Transaction(2, (TxIn(OutPoint(first.txid, 0)), TxIn(OutPoint(second.txid, 0))),
+                                        (TxOut(first.vout[0].value + second.vout[0].value - 20_000, pkh),), 0),
+                            [TEST_KEY, TEST_KEY])
+    attacker = RawPeer(n.p2p_port, "127.0.0.9")
+    honest = RawPeer(n.p2p_port, "127.0.0.10")
+    try:
+        attacker.handshake()
+        honest.handshake()
+        attacker.send(serialize_message(MAGIC, TxMessage(both)))
+        attacker.sync(1)
+        honest.send(serialize_message(MAGIC, Inv((InvItem(MSG_TX, both.txid),))))
+        honest.send(serialize_message(MAGIC, TxMessage(first)))
+        honest.sync(2)
+        wait_until(lambda: first.txid_hex in n.rpc.getrawmempool(), 10, what="the first parent in the mempool")
+        attacker.close()
+        wait_until(lambda: len(n.rpc.getpeerinfo()) == 1, 10, what="the attacker gone")
+        honest.send(serialize_message(MAGIC, TxMessage(second)))
+        honest.sync(3)
+        wait_until(lambda: both.txid_hex in n.rpc.getrawmempool(), 10, what="the orphan in the mempool")
     finally:
         attacker.close()
         honest.close()

@@ -96,13 +96,15 @@ Relay
     A block that becomes our tip is announced by `inv` to every peer not known to have it,
     once a batch is complete (so a 500-block download ends in one inv, not 500). A
     transaction the mempool accepts is announced to every peer that asked for relay, at once
-    (Bitcoin delays announcements randomly for privacy; not done here). The owner calls
+    (Bitcoin delays announcements randomly for privacy; not done here); to a peer whose send
+    queue is full, once it is under the limit again (since 12-07; before, never). The owner calls
     `announce_block` / `announce_tx` for what it mined or was sent by RPC; as a safety net,
     a tip that moved without an announcement (and outside a download) is announced by the
     maintenance tick within a second. A transaction whose inputs are unknown (an orphan) is
     kept apart, at most 100 (orphans.py), and tried again when a parent enters the pool
     (before 12-07 it was refused until the tip moved: a peer sending a child first kept the
-    honest relay of it out of our pool).
+    honest relay of it out of our pool); a connected block drops the orphans it confirms or
+    conflicts with (block_connected, bitcoind's EraseForBlock, since 12-07).
 
     Transaction requests follow bitcoind's TxRequestTracker limits: a peer's announcements
     wait in a queue of at most MAX_PEER_TX_ANNOUNCEMENTS (5000; more are dropped), and at most
@@ -149,7 +151,7 @@ from ...common.diskfail import WriteFailure
 from ...common.errors import Failure, ValidationError
 from ...common.hashes import hash_to_hex
 from ...common.pow import block_proof, check_proof_of_work
-from ...common.primitives import BlockHeader, Transaction
+from ...common.primitives import Block, BlockHeader, Transaction
 from .messages import (
     MAX_INV, MAX_USER_AGENT, MIN_PEER_PROTO_VERSION, MSG_BLOCK, MSG_TX, NODE_NETWORK, PROTOCOL_VERSION,
     MAX_HEADERS, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message, NotFound,
@@ -165,7 +167,9 @@ from .block_window import (
 from .failed_sessions import FailedSessions
 from .presync import HeaderSync, PresyncAbort, work_threshold
 from .orphans import OrphanPool
-from .peer import MAX_PEER_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip
+from .peer import (
+    MAX_PEER_TX_ANNOUNCEMENTS, MAX_PENDING_TX_ANNOUNCEMENTS, SEND_BUFFER_LIMIT, Peer, format_addr, normalize_ip,
+)
 from .protocols import ChainAccess, MempoolAccess
 from .connector import UNRESTRICTED, ConnectRefused, Connector
 
@@ -408,6 +412,7 @@ class P2PNode:
         #: Loop time by which a headers-first sync peer must show a chain of the minimum work.
         self._headers_sync_deadline = 0.0
         self._announced_tip: bytes | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None       # set by start()
         # IBD progress reporting.
         self._sync_started_at = 0.0
         self._sync_start_height = 0
@@ -436,6 +441,10 @@ class P2PNode:
             self._bound_port = int(self._server.sockets[0].getsockname()[1])
             log.info("Bound to %s", format_addr(self.bind, self._bound_port))
         self._running = True
+        self._loop = asyncio.get_running_loop()
+        add_listener = getattr(self.chain, "add_listener", None)     # (test chains may lack it)
+        if add_listener is not None:
+            add_listener(self)          # block_connected: the orphans a block settles
         self._spawn(self._maintenance(), "p2p-maintenance")
         for target in (*self._connect_list, *self._added):
             self._start_keep_connected(target)
@@ -445,6 +454,9 @@ class P2PNode:
         if not self._running:
             return
         self._running = False
+        remove_listener = getattr(self.chain, "remove_listener", None)
+        if remove_listener is not None:
+            remove_listener(self)
         if self._server is not None:
             self._server.close()
         for peer in list(self._peers.values()):
@@ -812,15 +824,34 @@ class P2PNode:
         for peer in self._peers.values():
             if not peer.handshake_done or peer.closed or h in peer.known_inventory:
                 continue
-            if tx and (not peer.relay or peer.outbox_bytes > SEND_BUFFER_LIMIT):
-                # A peer with a full send queue is not reading: queueing every new
-                # transaction for it would grow the queue with the network's rate until its
-                # ping timeout. It learns them from others (blocks are still announced).
+            if tx and not peer.relay:
                 continue
+            if tx and peer.outbox_bytes > SEND_BUFFER_LIMIT:
+                # A peer with a full send queue is not reading (or reads slowly): queueing
+                # every new transaction for it would grow the queue with the network's rate
+                # until its ping timeout. The txid waits, bounded, and is announced once the
+                # queue is under the limit (_flush_tx_announcements); before 12-07 it was
+                # skipped for good (blocks are always announced).
+                if len(peer.tx_to_announce) < MAX_PENDING_TX_ANNOUNCEMENTS:
+                    peer.tx_to_announce[h] = None
+                continue
+            if tx and peer.tx_to_announce:
+                self._flush_tx_announcements(peer)      # the older ones first
             peer.known_inventory.add(h)
             peer.send(Inv((InvItem(type_, h),)))
             n += 1
         return n
+
+    def _flush_tx_announcements(self, peer: Peer) -> None:
+        """Announce to `peer` the transactions held while its send queue was full that are
+        still in the pool and not known to it (called when it is under the limit again)."""
+        items = [InvItem(MSG_TX, t) for t in peer.tx_to_announce
+                 if t not in peer.known_inventory and t in self.mempool]
+        peer.tx_to_announce.clear()
+        for item in items:
+            peer.known_inventory.add(item.hash)
+        for i in range(0, len(items), MAX_INV):
+            peer.send(Inv(tuple(items[i:i + MAX_INV])))
 
     # ================================================================== PeerHandler
 
@@ -2180,6 +2211,22 @@ class P2PNode:
         self._announce(MSG_TX, txid, tx=True)
         return True
 
+    def block_connected(self, block: Block, index: Any) -> None:
+        """Chain listener: drop at once the orphans `block` confirms or conflicts with
+        (bitcoind's EraseForBlock; before 12-07 they stayed until their 20-minute expiry).
+        Called on the thread that connected the block (an RPC's too): the work is handed to
+        the event loop, which owns the orphan pool."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):         # (the loop closing at shutdown)
+            loop.call_soon_threadsafe(self._erase_orphans_for_block, block)
+
+    def _erase_orphans_for_block(self, block: Block) -> None:
+        erased = self._orphans.erase_for_block(block.txs)
+        if erased:
+            log.debug("block %s settled %d orphan txs (%d kept)", block.hash_hex, erased, len(self._orphans))
+
     def _keep_orphan(self, peer: Peer, tx: Transaction) -> bool:
         """Keep `tx`, whose inputs are unknown, until a parent enters the pool; False when a
         parent was refused (then so is `tx`: it cannot be valid before the tip moves).
@@ -2199,16 +2246,24 @@ class P2PNode:
 
     def _accept_orphans_of(self, txid: bytes) -> None:
         """Try again the orphans waiting for `txid` (now in the pool), and theirs in turn
-        when they enter; each is tried once per parent that comes, and one still missing
-        an input goes back to wait."""
+        when they enter; each is tried once per parent that comes. One accepted or refused
+        leaves the orphan pool; one still missing an input stays with its announcers and
+        expiry (bitcoind v29; before 12-07 it was put back with its sender alone, and went
+        when that one disconnected though an honest peer had announced it too)."""
         work = [txid]
         while work:
-            for orphan, peer_id in self._orphans.take_children(work.pop()):
+            for orphan, peer_id in self._orphans.children(work.pop()):
                 sender = self._peers.get(peer_id)
-                if sender is None or sender.closed:
-                    continue          # (its orphans went with it; this one was in hand)
-                if orphan.txid not in self.mempool and self._try_tx(sender, orphan, orphan=True):
+                if orphan.txid not in self._orphans:
+                    continue          # (dropped meanwhile: its sender was banned for another)
+                if sender is None or sender.closed or orphan.txid in self.mempool:
+                    self._orphans.remove(orphan.txid)
+                    continue
+                if self._try_tx(sender, orphan, orphan=True):
+                    self._orphans.remove(orphan.txid)
                     work.append(orphan.txid)
+                elif self._recently_rejected(orphan.txid):
+                    self._orphans.remove(orphan.txid)
 
     # ================================================================== maintenance
 
@@ -2241,6 +2296,8 @@ class P2PNode:
                 continue
             if not peer.ping_sent_at and loop_now - peer.last_ping_at >= self.ping_interval:
                 self._send_ping(peer)
+            if peer.tx_to_announce and peer.outbox_bytes <= SEND_BUFFER_LIMIT:
+                self._flush_tx_announcements(peer)
             # (A headers-first sync peer waits for headers too: one that never answers
             # them must not keep the download for itself.)
             # (A headers-first download's blocks have their own timeouts: _check_block_stalls.)

@@ -12,8 +12,13 @@ Python a 100 KB transaction of thousands of outputs takes five times its size in
 100 of the largest would be some 50 MB. A full pool drops a random orphan of the peer whose
 orphans take the most bytes (its first announcer's), as bitcoind v29 trims the peer using
 the most: a peer flooding orphans pushes out its own, not another peer's (before v29 the
-victim was any random orphan: a flood of 200 left an honest orphan a chance of 13%). Not
-thread-safe: the P2P event loop owns it.
+victim was any random orphan: a flood of 200 left an honest orphan a chance of 13%).
+
+A connected block removes at once the orphans it confirms or conflicts with (bitcoind's
+EraseForBlock, since 12-07; before, they held their slots and bytes until the 20-minute
+expiry). An orphan tried again that still misses an input keeps its place, announcers and
+expiry (bitcoind v29 keeps it in the orphanage; before 12-07 it was put back with only its
+first announcer). Not thread-safe: the P2P event loop owns it.
 """
 
 from __future__ import annotations
@@ -124,11 +129,29 @@ class OrphanPool:
                     del self._by_parent[parent]
         return orphan.tx, orphan.peers[0]
 
-    def take_children(self, parent: bytes) -> list[tuple[Transaction, int]]:
-        """Remove and return (transaction, sender) of every orphan spending an output of
-        `parent` (a transaction that just entered the pool), oldest first."""
-        return [taken for t in sorted(self._by_parent.get(parent, ()), key=lambda c: self._orphans[c].seq)
-                if (taken := self.remove(t)) is not None]
+    def children(self, parent: bytes) -> list[tuple[Transaction, int]]:
+        """(transaction, sender: its first announcer still connected) of every orphan
+        spending an output of `parent` (a transaction that just entered the pool), oldest
+        first. They stay kept: the caller removes the ones it accepted or refused, and one
+        still missing an input keeps its announcers and expiry."""
+        kept = sorted((self._orphans[c] for c in self._by_parent.get(parent, ())), key=lambda o: o.seq)
+        return [(o.tx, o.peers[0]) for o in kept]
+
+    def erase_for_block(self, txs: Iterable[Transaction]) -> int:
+        """A block of `txs` was connected: drop the orphans it confirms and those spending an
+        output one of its transactions spends (conflicts: never valid on this chain); how
+        many (bitcoind's EraseForBlock)."""
+        if not self._orphans:
+            return 0                    # (the common case, and every block of a download)
+        doomed: set[bytes] = set()
+        for tx in txs:
+            if tx.txid in self._orphans:
+                doomed.add(tx.txid)
+            for txin in tx.vin:
+                for t in self._by_parent.get(txin.prevout.txid, ()):
+                    if any(i.prevout == txin.prevout for i in self._orphans[t].tx.vin):
+                        doomed.add(t)
+        return self._remove_all(doomed)
 
     def remove_for_peer(self, peer_id: int) -> int:
         """`peer_id` disconnected: drop the orphans nobody else announced; how many. (Only

@@ -50,6 +50,10 @@ KNOWN_INVENTORY_SIZE: int = 50_000
 #: Transactions a peer announced that we have not requested yet (bitcoind's
 #: MAX_PEER_TX_ANNOUNCEMENTS); announcements past it are dropped.
 MAX_PEER_TX_ANNOUNCEMENTS: int = 5000
+#: Our transaction announcements held for a peer while its send queue is over
+#: SEND_BUFFER_LIMIT, at most (bitcoind holds m_tx_inventory_to_send, bounded by its pool
+#: alone): some 0.5 MB of txids; past it new ones are not held.
+MAX_PENDING_TX_ANNOUNCEMENTS: int = 5000
 #: getpeerinfo's bytesrecv_per_msg key for every command we do not know.
 OTHER_COMMAND: str = "*other*"
 #: The only messages decoded before the handshake is complete.
@@ -195,6 +199,9 @@ class Peer:
         self.known_inventory = RollingBloomFilter(KNOWN_INVENTORY_SIZE)
         #: Announced transactions not requested yet (at most MAX_PEER_TX_ANNOUNCEMENTS).
         self.tx_announced: deque[bytes] = deque()
+        #: Our transactions to announce to it once its send queue is under SEND_BUFFER_LIMIT
+        #: again (at most MAX_PENDING_TX_ANNOUNCEMENTS; arrival order).
+        self.tx_to_announce: dict[bytes, None] = {}
         #: Transactions requested from this peer and not yet delivered or refused.
         self.txs_in_flight: set[bytes] = set()
         #: Transactions it announced while they were requested from another peer: it is
