@@ -19,11 +19,11 @@ import os
 import time
 from pathlib import Path
 
-import pytest
 
 from cleancoin.sandbox import namespaces, syscalls
 from cleancoin.sandbox.errors import EnforcementError
 from functional import as_user
+from same_user import SAME_USER_ATTACH
 
 PTRACE_POKEDATA, PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 5, 17, 0x4206, 0x4207
 WALL = 0x40000000
@@ -33,20 +33,7 @@ INJECTED = b"ran = 'ATTACKER CODE'   "          # what the attacker writes over 
 KEY = "key-" + os.urandom(12).hex()             # what the process holds once it is launched
 
 
-def _sysctl(name: str) -> str | None:
-    try:
-        return Path("/proc/sys/kernel", name).read_text().strip()
-    except OSError:
-        return None
-
-
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="takes a second uid (setresuid): needs root"),
-    pytest.mark.skipif(_sysctl("unprivileged_userns_clone") == "0" or _sysctl("user/max_user_namespaces") == "0",
-                       reason="unprivileged user namespaces are off here"),
-    pytest.mark.skipif((_sysctl("yama/ptrace_scope") or "0") != "0",
-                       reason="Yama lets no process of the same user attach to a non-descendant here"),
-]
+pytestmark = SAME_USER_ATTACH
 
 
 def _become(uid: int, view: bool = False) -> None:

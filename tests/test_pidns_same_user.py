@@ -26,28 +26,15 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from cleancoin.sandbox import namespaces, pidns, syscalls
 from functional import as_user
+from same_user import SAME_USER_ATTACH
 
 PTRACE_ATTACH, PTRACE_DETACH = 16, 17
 
 
-def _sysctl(name: str) -> str | None:
-    try:
-        return Path("/proc/sys/kernel", name).read_text().strip()
-    except OSError:
-        return None
-
-
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="takes a second uid (setresuid): needs root"),
-    pytest.mark.skipif(_sysctl("unprivileged_userns_clone") == "0" or _sysctl("user/max_user_namespaces") == "0",
-                       reason="unprivileged user namespaces are off here"),
-    pytest.mark.skipif((_sysctl("yama/ptrace_scope") or "0") != "0",
-                       reason="Yama lets no process of the same user attach to a non-descendant here"),
-]
+pytestmark = SAME_USER_ATTACH
 
 #: The control: what a compiled waiter exec'd in the namespace would be (not dumpable, waiting).
 _EXECED = "import ctypes, os; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); os.write(1, b'r'); os.read(0, 1)"

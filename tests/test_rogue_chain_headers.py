@@ -99,6 +99,16 @@ class HeightLiar(NodeChain):
         return b"\x77" * 32 if self.lie and height == 15 else await super().get_block_hash(height)
 
 
+async def _wallet_over_rpc(tmp_path: Path, chain: Any) -> tuple[WalletManager, Registry, Any]:
+    """A wallet manager on `chain` in `tmp_path`, the wallet RPC methods registered, and the
+    wallet "w" created through them."""
+    loader = WalletManager(str(tmp_path / "net"), chain, REGTEST.name)
+    registry = Registry()
+    register_wallet_methods(registry, loader)
+    assert (await execute_request(registry, RpcRequest("createwallet", '["w"]', None))).ok
+    return loader, registry, loader.get("w")
+
+
 @pytest.mark.parametrize("stale", [False, True], ids=["said-higher", "said-stale"])
 def test_listsinceblock_counts_from_the_wallets_own_block(tmp_path: Path, stale: bool) -> None:
     """A client polls listsinceblock with the `lastblock` it got at height 15; blocks 16..20
@@ -112,11 +122,7 @@ def test_listsinceblock_counts_from_the_wallets_own_block(tmp_path: Path, stale:
     liar = HeightLiar(env.cm, env.mempool)
 
     async def scenario() -> dict[str, Any]:
-        loader = WalletManager(str(tmp_path / "net"), liar, REGTEST.name)
-        registry = Registry()
-        register_wallet_methods(registry, loader)
-        assert (await execute_request(registry, RpcRequest("createwallet", '["w"]', None))).ok
-        w = loader.get("w")
+        loader, registry, w = await _wallet_over_rpc(tmp_path, liar)
         pkh = w.new_key(False).pkh
         env.mine(15)
         await w.sync()
@@ -169,11 +175,7 @@ def test_listsinceblock_reports_the_removed_payments_of_a_block_the_wallet_held(
     liar = ActiveLiar(env.cm, env.mempool)
 
     async def scenario() -> dict[str, Any]:
-        loader = WalletManager(str(tmp_path / "net"), liar, REGTEST.name)
-        registry = Registry()
-        register_wallet_methods(registry, loader)
-        assert (await execute_request(registry, RpcRequest("createwallet", '["w"]', None))).ok
-        w = loader.get("w")
+        loader, registry, w = await _wallet_over_rpc(tmp_path, liar)
         pkh = w.new_key(False).pkh
         fork = env.mine(10)[-1]
         paid = {b.txs[0].txid_hex for b in env.mine(5, pkh)}
@@ -230,11 +232,7 @@ def test_listsinceblock_hands_out_only_its_own_blocks_as_lastblock(tmp_path: Pat
 
     async def scenario() -> dict[str, Any]:
         env.mine(30)
-        loader = WalletManager(str(tmp_path / "net"), liar, REGTEST.name)
-        registry = Registry()
-        register_wallet_methods(registry, loader)
-        assert (await execute_request(registry, RpcRequest("createwallet", '["w"]', None))).ok
-        w = loader.get("w")
+        loader, registry, w = await _wallet_over_rpc(tmp_path, liar)
         await w.sync()
         assert w.store.best_block[1] == 30 and not w.store.headers(0, 0)
         liar.height = 0

@@ -7,7 +7,8 @@ import os
 import re
 import time
 from dataclasses import replace
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from framework import TEST_KEY, TEST_ADDRESS, TestNode, spend_coinbase, wait_until
 from raw_peer import MAGIC, RawPeer
@@ -56,6 +57,21 @@ def _serve_when_asked(peer: RawPeer, txs: dict[bytes, Transaction], wanted: byte
     return False
 
 
+@contextmanager
+def _attacker_and_honest(n: TestNode) -> Iterator[tuple[RawPeer, RawPeer]]:
+    """An attacker's connection (127.0.0.9) and an honest peer's (127.0.0.10), both past the
+    handshake, in that order; both closed at the end."""
+    attacker = RawPeer(n.p2p_port, "127.0.0.9")
+    honest = RawPeer(n.p2p_port, "127.0.0.10")
+    try:
+        attacker.handshake()
+        honest.handshake()
+        yield attacker, honest
+    finally:
+        attacker.close()
+        honest.close()
+
+
 def test_an_orphan_sent_first_by_an_attacker_does_not_keep_the_honest_child_out(
         node: Callable[..., TestNode]) -> None:
     """An attacker that sees a child before our node has its parent sends it first. On the
@@ -71,11 +87,7 @@ def test_an_orphan_sent_first_by_an_attacker_does_not_keep_the_honest_child_out(
     n = node()
     n.start()
     parent, child, bad = _family(n)
-    attacker = RawPeer(n.p2p_port, "127.0.0.9")
-    honest = RawPeer(n.p2p_port, "127.0.0.10")
-    try:
-        attacker.handshake()
-        honest.handshake()
+    with _attacker_and_honest(n) as (attacker, honest):
         attacker.send(serialize_message(MAGIC, TxMessage(child)))
         attacker.send(serialize_message(MAGIC, TxMessage(bad)))
         attacker.sync(1)
@@ -93,9 +105,6 @@ def test_an_orphan_sent_first_by_an_attacker_does_not_keep_the_honest_child_out(
         assert bad.txid_hex not in n.rpc.getrawmempool()
         block = n.rpc.generatetoaddress(1, TEST_ADDRESS)[0]
         assert {parent.txid_hex, child.txid_hex} <= set(n.rpc.getblock(block)["tx"])
-    finally:
-        attacker.close()
-        honest.close()
     assert n.stop() == 0
 
 
@@ -109,11 +118,7 @@ def test_the_sender_of_an_orphan_cannot_take_it_back_from_an_honest_announcer(
     n = node()
     n.start()
     parent, child, _ = _family(n)
-    attacker = RawPeer(n.p2p_port, "127.0.0.9")
-    honest = RawPeer(n.p2p_port, "127.0.0.10")
-    try:
-        attacker.handshake()
-        honest.handshake()
+    with _attacker_and_honest(n) as (attacker, honest):
         attacker.send(serialize_message(MAGIC, TxMessage(child)))
         attacker.sync(1)
         honest.send(serialize_message(MAGIC, Inv((InvItem(MSG_TX, child.txid),))))
@@ -123,9 +128,6 @@ def test_the_sender_of_an_orphan_cannot_take_it_back_from_an_honest_announcer(
         honest.send(serialize_message(MAGIC, Inv((InvItem(MSG_TX, parent.txid),))))
         assert _serve_when_asked(honest, {parent.txid: parent}, parent.txid, 20), "parent never asked for"
         wait_until(lambda: child.txid_hex in n.rpc.getrawmempool(), 10, what="the child in the mempool")
-    finally:
-        attacker.close()
-        honest.close()
     assert n.stop() == 0
 
 
@@ -211,11 +213,7 @@ def test_an_orphan_still_missing_a_parent_keeps_its_honest_announcer(node: Calla
     both = sign_transaction(Transaction(2, (TxIn(OutPoint(first.txid, 0)), TxIn(OutPoint(second.txid, 0))),
                                         (TxOut(first.vout[0].value + second.vout[0].value - 20_000, pkh),), 0),
                             [TEST_KEY, TEST_KEY])
-    attacker = RawPeer(n.p2p_port, "127.0.0.9")
-    honest = RawPeer(n.p2p_port, "127.0.0.10")
-    try:
-        attacker.handshake()
-        honest.handshake()
+    with _attacker_and_honest(n) as (attacker, honest):
         attacker.send(serialize_message(MAGIC, TxMessage(both)))
         attacker.sync(1)
         honest.send(serialize_message(MAGIC, Inv((InvItem(MSG_TX, both.txid),))))
@@ -227,7 +225,4 @@ def test_an_orphan_still_missing_a_parent_keeps_its_honest_announcer(node: Calla
         honest.send(serialize_message(MAGIC, TxMessage(second)))
         honest.sync(3)
         wait_until(lambda: both.txid_hex in n.rpc.getrawmempool(), 10, what="the orphan in the mempool")
-    finally:
-        attacker.close()
-        honest.close()
     assert n.stop() == 0
