@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 
@@ -181,6 +182,68 @@ class _SilentDns:
         node.args = lambda extra=(): ["unshare", "-m", "--propagation", "private", "sh", "-c",
                                       'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(self.conf),
                                       *plain(extra)]
+
+
+class _RebindingDns(_SilentDns):
+    """An attacker's DNS server that rebinds: its first answer for any name is `first` (a
+    public address), every later one `then` (127.0.0.1), each with TTL 0; AAAA queries get an
+    empty answer. `answered` lists the A answers in order."""
+
+    def __init__(self, directory, first: str, then: str) -> None:
+        self.first, self.then, self.answered = first, then, []
+        super().__init__(directory)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                query, client = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            self.queries += 1
+            end = 12
+            while end < len(query) and query[end]:
+                end += query[end] + 1               # the question's name, label by label
+            qtype = struct.unpack(">H", query[end + 1:end + 3])[0]
+            question = query[12:end + 5]
+            header = query[:2] + b"\x81\x80" + struct.pack(">HHHH", 1, 0, 0, 0)   # a response, no error
+            if qtype == 1:                          # A
+                address = self.then if self.answered else self.first
+                self.answered.append(address)
+                header = header[:6] + struct.pack(">H", 1) + header[8:]
+                question += b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 0, 4) + socket.inet_aton(address)
+            self.sock.sendto(header + question, client)
+
+
+@pytest.fixture
+def rebinding_dns(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("a mount namespace and port 53 need root")
+    dns = _RebindingDns(tmp_path, PEER, "127.0.0.1")
+    yield dns
+    dns.sock.close()
+
+
+def test_a_name_that_rebinds_to_the_loopback_gets_the_address_it_connects_to_checked(
+        node, cloud: CloudServices, rebinding_dns: _RebindingDns) -> None:
+    """DNS rebinding: an attacker's DNS server answers a name with a public address first and
+    with 127.0.0.1 from then on, TTL 0 (`addnode rebind.attack.test:80 onetry`, twice). A
+    rule that checked one lookup and connected after another would pass the check on the
+    public address and connect to the loopback. The name is looked up once per connection,
+    and the address checked is the address connected to (connect_rule.connect_checked): the
+    first addnode reaches the public stand-in (cloud_services.PEER), the second is refused as
+    the loopback. Both executables (CleanCoin-node's broker resolves, CleanCoind itself); no
+    hole was found (a regression test)."""
+    a = node("-debug=net")
+    rebinding_dns.wrap(a)
+    a.start()
+    a.rpc.addnode("rebind.attack.test:80", "onetry")
+    assert cloud.wait_connections(PEER, 1), (rebinding_dns.answered, a.debug_log()[-2000:])
+    a.rpc.addnode("rebind.attack.test:80", "onetry")
+    wait_until(lambda: "refused by the connect rule" in a.debug_log(), what="the second connection's refusal")
+    assert ("refused by the connect rule: 127.0.0.1:80 is a loopback address, and not an endpoint named "
+            "at start") in a.debug_log()
+    assert rebinding_dns.answered[0] == PEER and set(rebinding_dns.answered[1:]) == {"127.0.0.1"}
+    assert cloud.connections().get(PEER) == 1
 
 
 @pytest.fixture
