@@ -954,8 +954,10 @@ else:
               ("broker-6to4-127.0.0.1", "2002:7f00:1::1", p4),
               ("broker-teredo-127.0.0.1", "2001:0:c633:6401::80ff:fffe", p4), ("broker-0.1.2.3", "0.1.2.3", p4)]
     for own in ctx["own"]:
-        tries += [(f"broker-own-{own}", own, ctx["any_port"]), (f"broker-own-::ffff:{own}", f"::ffff:{own}", ctx["any_port"]),
-                  (f"broker-own-nat64-{own}", f"64:ff9b::{own}", ctx["any_port"])]
+        tries.append((f"broker-own-{own}", own, ctx["any_port"]))
+        if ":" not in own:
+            tries += [(f"broker-own-::ffff:{own}", f"::ffff:{own}", ctx["any_port"]),
+                      (f"broker-own-nat64-{own}", f"64:ff9b::{own}", ctx["any_port"])]
     for ident, (name, host, port) in enumerate(tries, 0x50):
         attempt(name)
         code, message, got = via_broker(ident, host, port)
