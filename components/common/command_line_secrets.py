@@ -11,8 +11,9 @@ A program of ours that starts another with such options (CleanCoin-gui its Clean
 has no window to accept: it keeps them off the child's command line altogether and hands them
 over through an inherited pipe instead (`options_pipe`, read by the child's -optionsfd:
 `read_options_fd`). The `CleanCoin` wrapper hands CleanCoin-cli a SECRET_METHODS method with
-its parameters the same way (since 12-07: `CleanCoin rpc walletpassphrase PASS 60`). A pipe's descriptor is reachable only by the processes that hold it and by
-the same user's (/proc/PID/fd needs ptrace rights); a command line is every user's.
+its parameters the same way (since 12-07: `CleanCoin rpc walletpassphrase PASS 60`). A
+pipe's descriptor is reachable only by the processes that hold it and by the same user's
+(/proc/PID/fd needs ptrace rights); a command line is every user's.
 """
 
 from __future__ import annotations
