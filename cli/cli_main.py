@@ -616,8 +616,9 @@ def run(argv: Sequence[str], stdin: Any = None) -> tuple[int, str, str]:
     """The whole command: (exit status, stdout text, stderr text)."""
     from cleancoin.components.common.command_line_secrets import read_options_fd
     try:
-        # -optionsfd=N: the `CleanCoin` wrapper's secret options, off the command line.
-        argv = read_options_fd(argv)
+        # -optionsfd=N: the `CleanCoin` wrapper's secret options, off the command line, and
+        # a method that takes a passphrase or a key with its parameters.
+        argv = read_options_fd(argv, arguments=True)
     except ValueError as exc:
         return 1, "", f"Error: {exc}\n"
     try:

@@ -148,13 +148,16 @@ def find_executable(name: str, wrapper_argv0: str) -> str | None:
     return None
 
 
-def _hand_over_secrets(args: list[str]) -> list[str]:
+def _hand_over_secrets(args: list[str], arguments: bool = False) -> list[str]:
     """`args` for the executable, its secret options (-rpcpassword, -rpcauth, -ipcauth) in an
     inherited pipe (-optionsfd, first) instead: the exec would show them on the command line
     again, to every local user, until the executable's entry point hides them (since 12-07;
-    this process hid them already, docs/node.md)."""
+    this process hid them already, docs/node.md). With `arguments` (CleanCoin-cli's), a
+    method that takes a passphrase or a key goes into the pipe too, with its parameters
+    (walletpassphrase PASS 60; since 12-07): the -optionsfd then comes last, after the
+    options, where the method stood."""
     from cleancoin.components.common.command_line_secrets import OPTIONS_FD, options_pipe, split_secret
-    public, secret = split_secret(args)
+    public, secret = split_secret(args, arguments)
     if not secret:
         return args
     try:
@@ -162,6 +165,8 @@ def _hand_over_secrets(args: list[str]) -> list[str]:
     except OSError as exc:
         raise WrapperError(f"cannot hand the secret options over: {exc}") from None
     os.set_inheritable(fd, True)
+    if any(not arg.startswith("-") for arg in secret):      # a method: its parameters follow
+        return [*public, f"-{OPTIONS_FD}={fd}"]
     return [f"-{OPTIONS_FD}={fd}", *public]
 
 
@@ -191,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise WrapperError(f"{command[0]} not found next to {exe}")
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execv(path, [path, *command[1:], *_hand_over_secrets(cmd.args)])
+        os.execv(path, [path, *command[1:], *_hand_over_secrets(cmd.args, arguments=cmd.command == "rpc")])
     except WrapperError as exc:
         print(f"Error: {exc}\nTry '{exe} --help' for more information.", file=sys.stderr)
         return 1

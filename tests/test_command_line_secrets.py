@@ -37,6 +37,26 @@ def test_options_go_through_a_pipe_and_take_the_descriptors_place() -> None:
     assert read_options_fd(["-regtest", "-optionsfdx=1"]) == ["-regtest", "-optionsfdx=1"]
 
 
+def test_a_secret_method_and_its_parameters_go_through_the_pipe_to_the_end_of_the_line() -> None:
+    """CleanCoin-cli's command line (the `CleanCoin` wrapper's `rpc`): a method that takes a
+    passphrase or a key goes into the pipe with its parameters, which come back, after every
+    option, as they were (one that looks like an option too); another method stays."""
+    argv = ["-regtest", "-rpcpassword=a", "walletpassphrase", "pass phrase", "-60", ""]
+    public, secret = split_secret(argv, arguments=True)
+    assert public == ["-regtest"] and secret == ["-rpcpassword=a", "walletpassphrase", "pass phrase", "-60", ""]
+    assert split_secret(argv) == (["-regtest", "walletpassphrase", "pass phrase", "-60", ""], ["-rpcpassword=a"])
+    assert split_secret(["-regtest", "getblockcount", "walletpassphrase"], arguments=True) == \
+        (["-regtest", "getblockcount", "walletpassphrase"], [])
+    fd = options_pipe(secret)
+    assert read_options_fd(["-named", *public, f"-optionsfd={fd}"], arguments=True) == ["-named", "-regtest", *secret]
+    # Arguments in the pipe are refused where the reader takes none, and before more of argv.
+    for reader, argv_after in ((lambda a: read_options_fd(a), []), (lambda a: read_options_fd(a, arguments=True), ["-x"])):
+        fd = options_pipe(["walletpassphrase", "hunter2", "60"])
+        with pytest.raises(ValueError) as caught:
+            reader([f"-optionsfd={fd}", *argv_after])
+        assert "hunter2" not in str(caught.value)
+
+
 def test_more_than_a_pipe_holds_is_refused_without_waiting() -> None:
     before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(OSError, match="more than a pipe"):

@@ -56,8 +56,36 @@ def test_other_addresses_are_peers() -> None:
     # 100.64/10 (carrier-grade NAT: Tailscale, carriers) around Alibaba's address; the ULA
     # prefixes next to AWS's and Google's.
     for address in ("8.8.8.8", "10.0.0.5", "2001:db8::1", "::ffff:8.8.8.8", "192.168.1.1", "100.64.0.1",
-                    "100.100.100.201", "168.63.129.17", "fd00:ec2:0:1::254", "fd20:ce::253"):
+                    "100.100.100.201", "168.63.129.17", "fd00:ec2:0:1::254", "fd20:ce::253",
+                    # public IPv4 addresses behind NAT64 (/96, and local use at /96 and /48),
+                    # SIIT, 6to4, Teredo; ULA and site-local peers on the LAN
+                    "64:ff9b::808:808", "64:ff9b:1::808:808", "64:ff9b:1:808:8:800::", "::ffff:0:808:808",
+                    "2002:808:808::1", "2001:0:c633:6401::f7f7:f7f7", "fd12:3456::1", "fec0::1"):
         assert rule.check(address, 8333) is None, address
+
+
+@pytest.mark.parametrize("address, carried", [
+    ("64:ff9b::7f00:1", "NAT64 form of 127.0.0.1"), ("64:ff9b::a9fe:a9fe", "NAT64 form of 169.254.169.254"),
+    ("64:ff9b::6464:64c8", "NAT64 form of 100.100.100.200"), ("64:ff9b::c633:6402", "NAT64 form of 198.51.100.2"),
+    ("64:ff9b:1::7f00:1", "NAT64 form of 127.0.0.1"),                        # local use, /96
+    ("64:ff9b:1:a9fe:a9:fe00::", "NAT64 form of 169.254.169.254"),          # local use, /48
+    ("64:ff9b:1:0:a9:fea9:fe00:0", "NAT64 form of 169.254.169.254"),        # local use, /64
+    ("::ffff:0:7f00:1", "SIIT form of 127.0.0.1"), ("2002:7f00:1::1", "6to4 form of 127.0.0.1"),
+    ("2002:a9fe:a9fe::", "6to4 form of 169.254.169.254"),
+    ("2001:0:c633:6401::80ff:fffe", "Teredo form of 127.0.0.1"),             # the client, inverted
+    ("2001:0:7f00:1::f7f7:f7f7", "Teredo server form of 127.0.0.1"),
+    ("0.1.2.3", "0.0.0.0/8"), ("::ffff:0.255.0.1", "0.0.0.0/8"), ("224.0.0.1", "multicast"),
+    ("ff02::1", "multicast"), ("255.255.255.255", "broadcast")])
+def test_other_spellings_of_a_refused_address_are_refused(address: str, carried: str) -> None:
+    """Attack: a refused IPv4 address spelled as an IPv6 address that a NAT64 gateway, a SIIT
+    translator, a 6to4 or a Teredo relay on the way carries on to it (and 0/8, multicast,
+    broadcast). Until 12-07 each was a remote peer to the rule; the functional tests
+    (test_connect_rule.py, test_sandbox_attacks.py) read a metadata service's credentials
+    through five of them. Now each is refused and says what it carries; the same forms of a
+    public address are peers (test_other_addresses_are_peers)."""
+    rule = ConnectRule.build([], own=frozenset({ipaddress.ip_address("198.51.100.2")}))
+    reason = rule.check(address, 80)
+    assert reason is not None and carried in reason and "not an endpoint named at start" in reason, reason
 
 
 def test_named_endpoints_allow_exactly_their_address_and_ports() -> None:

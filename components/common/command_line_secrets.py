@@ -10,8 +10,10 @@ call it before they import anything else. bitcoind and bitcoin-cli never hide th
 A program of ours that starts another with such options (CleanCoin-gui its CleanCoin-node)
 has no window to accept: it keeps them off the child's command line altogether and hands them
 over through an inherited pipe instead (`options_pipe`, read by the child's -optionsfd:
-`read_options_fd`). A pipe's descriptor is reachable only by the processes that hold it and by
-the same user's (/proc/PID/fd needs ptrace rights); a command line is every user's.
+`read_options_fd`). The `CleanCoin` wrapper hands CleanCoin-cli a SECRET_METHODS method with
+its parameters the same way (since 12-07: `CleanCoin rpc walletpassphrase PASS 60`). A
+pipe's descriptor is reachable only by the processes that hold it and by the same user's
+(/proc/PID/fd needs ptrace rights); a command line is every user's.
 """
 
 from __future__ import annotations
@@ -49,13 +51,24 @@ def _secret_option(arg: str) -> bool:
     return bool(sep) and name in SECRET_OPTIONS
 
 
-def split_secret(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+def _is_option(arg: str) -> bool:
+    """Whether `arg` is an option, as CleanCoin-cli's parser reads one ("-" alone is not)."""
+    return arg.startswith("-") and len(arg) > 1
+
+
+def split_secret(argv: Sequence[str], arguments: bool = False) -> tuple[list[str], list[str]]:
     """`argv` without its SECRET_OPTIONS options, and those options, each list in order. Only
     the options before the first argument that is not one count: after it come a method's
-    parameters (CleanCoin-cli), which are not options whatever they look like."""
-    first = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
+    parameters (CleanCoin-cli), which are not options whatever they look like. With
+    `arguments` (a CleanCoin-cli command line), a method of SECRET_METHODS and all its
+    parameters are secret too: they end the secret list, and the public one holds options
+    only (read_options_fd with arguments=True puts them back)."""
+    first = next((i for i, arg in enumerate(argv) if not _is_option(arg)), len(argv))
     secret = [arg for arg in argv[:first] if _secret_option(arg)]
-    return [arg for arg in argv[:first] if not _secret_option(arg)] + list(argv[first:]), secret
+    public = [arg for arg in argv[:first] if not _secret_option(arg)]
+    if arguments and first < len(argv) and argv[first] in SECRET_METHODS:
+        return public, secret + list(argv[first:])
+    return public + list(argv[first:]), secret
 
 
 #: The option naming an inherited descriptor with more options on it (CleanCoin-node's).
@@ -84,13 +97,16 @@ def options_pipe(args: Sequence[str]) -> int:
     return read_end
 
 
-def read_options_fd(argv: Sequence[str]) -> list[str]:
+def read_options_fd(argv: Sequence[str], arguments: bool = False) -> list[str]:
     """`argv` with each -optionsfd=N replaced by the options read from descriptor N to its end
-    (NUL-separated, as options_pipe writes them; the descriptor is closed then). Raises
-    ValueError naming the option and the reason: a descriptor that cannot be read, an entry
-    that is not an option, or an -optionsfd among them."""
+    (NUL-separated, as options_pipe writes them; the descriptor is closed then). With
+    `arguments` (CleanCoin-cli: split_secret's arguments=True), the options may be followed
+    by a method and its parameters, taken as they are; the -optionsfd that holds them must
+    end `argv` (arguments come after every option). Raises ValueError naming the option and
+    the reason: a descriptor that cannot be read, an entry that is not an option (where no
+    arguments may be), an -optionsfd among them, or arguments followed by more."""
     out: list[str] = []
-    for arg in argv:
+    for index, arg in enumerate(argv):
         name, sep, value = arg.lstrip("-").partition("=")
         if not arg.startswith("-") or name != OPTIONS_FD:
             out.append(arg)
@@ -115,7 +131,13 @@ def read_options_fd(argv: Sequence[str]) -> list[str]:
             raise ValueError(f"-{OPTIONS_FD}={fd}: not UTF-8 text") from None
         if text and not text.endswith("\0"):
             raise ValueError(f"-{OPTIONS_FD}={fd}: the last option is not terminated (cut short?)")
-        for number, option in enumerate(text.split("\0")[:-1], 1):
+        entries = text.split("\0")[:-1]
+        for number, option in enumerate(entries, 1):
+            if arguments and not _is_option(option):
+                if index != len(argv) - 1:
+                    raise ValueError(f"-{OPTIONS_FD}={fd} holds a method and its parameters: it must come last")
+                out += entries[number - 1:]         # the method and its parameters, as they are
+                break
             # Not echoed: it may be a secret.
             if not option.startswith("-") or option.lstrip("-").partition("=")[0] == OPTIONS_FD:
                 raise ValueError(f"-{OPTIONS_FD}={fd}: its entry {number} is not an option it may hold")

@@ -11,7 +11,18 @@ start; `addnode` at run time to a local endpoint not named then is refused. Sinc
 same holds for the addresses of cloud providers' metadata and platform services
 (PROVIDER_SERVICES: fd00:ec2::254, 100.100.100.200, 168.63.129.16, ...), where a VM's
 credentials are anyone's who asks from inside it; before, only the link-local ones were
-refused.
+refused. Since 12-07 also: an IPv6 address that carries a refused IPv4 address for a NAT64
+gateway, a SIIT translator, a 6to4 or a Teredo relay on the way (64:ff9b::a9fe:a9fe is the
+metadata service behind a NAT64 gateway; `embedded_ipv4`), 0.0.0.0/8, and multicast and
+broadcast addresses; before, those were connected to (or tried) as any remote peer.
+
+Every address is checked in its canonical form (`parse_address`: ipaddress's, IPv4-mapped
+and IPv4-compatible forms as the IPv4 address), and it is the address connected to: a name
+is resolved once, by the code that connects (the broker), and each address it resolved to
+is checked and then connected to as that sockaddr, never looked up again (a name that
+answers a public address first and 127.0.0.1 next, DNS rebinding, gets the second checked).
+Spellings libc reads as numbers (127.1, 2130706433, 0x7f.0.0.1) reach the rule as the
+canonical address getaddrinfo made of them.
 
 Both executables apply this rule to every outgoing P2P connection: CleanCoind in its own
 process (connector.DirectConnector), CleanCoin-node in its connect broker (connect_broker.py),
@@ -82,6 +93,54 @@ def normalize(address: IPAddress) -> IPAddress:
         if packed[:12] == bytes(12) and int.from_bytes(packed[12:], "big") > 1:
             return ipaddress.IPv4Address(packed[12:])     # IPv4-compatible (deprecated) form
     return address
+
+
+#: IPv6 prefixes whose addresses carry an IPv4 address that a translator or a tunnel on the
+#: way connects to instead: NAT64 (RFC 6052's well-known prefix, and RFC 8215's local-use
+#: one, whose operator chooses where in it the IPv4 address sits: every RFC 6052 place is
+#: read), SIIT's IPv4-translated addresses (RFC 2765), 6to4 (RFC 3056) and Teredo (RFC 4380:
+#: its server, and its client, stored inverted).
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+SIIT_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+#: Their leading bytes, compared as bytes (ipaddress's `in` costs several microseconds each,
+#: for every address of every connection); 6to4's 2002::/16 and Teredo's 2001::/32 too.
+_NAT64_WELL_KNOWN = NAT64_WELL_KNOWN.network_address.packed[:12]
+_NAT64_LOCAL_USE = NAT64_LOCAL_USE.network_address.packed[:6]
+_SIIT_TRANSLATED = SIIT_TRANSLATED.network_address.packed[:12]
+_SIX_TO_FOUR, _TEREDO = b"\x20\x02", b"\x20\x01\x00\x00"
+#: Where RFC 6052 puts the IPv4 address for each prefix length in NAT64_LOCAL_USE (48, 56,
+#: 64, 96): the byte ranges that hold its four bytes, and where the suffix starts. Byte 8,
+#: the "u" octet, and the suffix are zero in such an address: where they are not, that is no
+#: reading (64:ff9b:1::808:808 is 8.8.8.8 at /96 only, not 0.0.0.0 at /48).
+_RFC6052_PLACES = ((((6, 8), (9, 11)), 11), (((7, 8), (9, 12)), 12), (((9, 13),), 13), (((12, 16),), 16))
+
+
+def embedded_ipv4(address: IPAddress) -> list[tuple[ipaddress.IPv4Address, str]]:
+    """The IPv4 addresses an IPv6 address stands for on a network with a NAT64 gateway, a
+    SIIT translator, a 6to4 or a Teredo relay, each with the name of its form; [] for one
+    that carries none (and for an IPv4 address). A connection to such an address goes on,
+    through the gateway or the relay, to the IPv4 address it carries."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    packed = address.packed
+    found: list[tuple[ipaddress.IPv4Address, str]] = []
+    if packed[:12] in (_NAT64_WELL_KNOWN, _SIIT_TRANSLATED):
+        found.append((ipaddress.IPv4Address(packed[12:]), "NAT64" if packed[:12] == _NAT64_WELL_KNOWN else "SIIT"))
+    elif packed[:6] == _NAT64_LOCAL_USE:
+        readings = [ipaddress.IPv4Address(b"".join(packed[a:b] for a, b in place))
+                    for place, suffix in _RFC6052_PLACES
+                    if suffix == 16 or (packed[8] == 0 and not any(packed[suffix:]))]
+        # The /96 reading of a /48../64 form is 0.0.0.0 (its last bytes are the zero
+        # suffix): an all-zero reading counts only when no reading carries an address.
+        carried = [r for r in readings if int(r)] or readings
+        found += [(r, "NAT64") for r in dict.fromkeys(carried)]
+    elif packed[:2] == _SIX_TO_FOUR:
+        found.append((ipaddress.IPv4Address(packed[2:6]), "6to4"))
+    elif packed[:4] == _TEREDO:
+        client = ipaddress.IPv4Address(bytes(b ^ 0xFF for b in packed[12:]))
+        found += [(client, "Teredo"), (ipaddress.IPv4Address(packed[4:8]), "Teredo server")]
+    return found
 
 
 def parse_address(text: str) -> IPAddress:
@@ -235,20 +294,39 @@ def provider_service(address: IPAddress) -> str | None:
     return next((what for network, what in PROVIDER_SERVICES if address in network), None)
 
 
-def local_reason(address: IPAddress, own: Own = frozenset()) -> str | None:
-    """Why `address` (normalized) is refused unless named: this host's own, or a cloud
-    provider's service (PROVIDER_SERVICES); None for an address elsewhere."""
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _direct_reason(address: IPAddress, own: Own) -> str | None:
     if address.is_loopback:
         return "a loopback address"
     if address.is_unspecified:
         return "the unspecified address (this host)"
+    if address.version == 4 and address.packed[0] == 0:
+        # 0.0.0.0/8, "this network" (RFC 1122): Bitcoin Core's IsLocal counts it as local.
+        return "an address of 0.0.0.0/8 (this network)"
     if address.is_link_local:
         return "a link-local address"
+    if address.is_multicast or address == _BROADCAST:
+        return "a multicast or broadcast address"
     if _is_own(address, own):
         return "an address of this host"
     if (service := provider_service(address)) is not None:
         return f"a cloud provider's service ({service})"
     return None
+
+
+def local_reason(address: IPAddress, own: Own = frozenset()) -> str | None:
+    """Why `address` (normalized) is refused unless named: this host's own, a cloud
+    provider's service (PROVIDER_SERVICES), or an IPv6 address that carries such an IPv4
+    address for a translator or relay on the way (embedded_ipv4: 64:ff9b::a9fe:a9fe is
+    169.254.169.254 behind a NAT64 gateway; since 12-07); None for an address elsewhere."""
+    reason = _direct_reason(address, own)
+    if reason is None:
+        for inner, form in embedded_ipv4(address):
+            if (inner_reason := _direct_reason(inner, own)) is not None:
+                return f"the {form} form of {inner}, {inner_reason}"
+    return reason
 
 
 def split_endpoint(text: str) -> tuple[str, int, int]:

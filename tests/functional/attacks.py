@@ -948,8 +948,16 @@ else:
              ("broker-0x7f.0.0.1", "0x7f.0.0.1", p4), ("broker-0177.0.0.1", "0177.0.0.1", p4),
              ("broker-127.0.0.1.", "127.0.0.1.", p4), ("broker-localhost.", "localhost.", p4),
              ("broker-169.254.169.254", "169.254.169.254", 80)]
+    # IPv6 spellings that carry the loopback or the host's own address to a NAT64 gateway,
+    # a SIIT translator, a 6to4 or a Teredo relay, and 0.0.0.0/8 (refused since 12-07).
+    tries += [("broker-nat64-127.0.0.1", "64:ff9b::7f00:1", p4), ("broker-siit-127.0.0.1", "::ffff:0:7f00:1", p4),
+              ("broker-6to4-127.0.0.1", "2002:7f00:1::1", p4),
+              ("broker-teredo-127.0.0.1", "2001:0:c633:6401::80ff:fffe", p4), ("broker-0.1.2.3", "0.1.2.3", p4)]
     for own in ctx["own"]:
-        tries += [(f"broker-own-{own}", own, ctx["any_port"]), (f"broker-own-::ffff:{own}", f"::ffff:{own}", ctx["any_port"])]
+        tries.append((f"broker-own-{own}", own, ctx["any_port"]))
+        if ":" not in own:
+            tries += [(f"broker-own-::ffff:{own}", f"::ffff:{own}", ctx["any_port"]),
+                      (f"broker-own-nat64-{own}", f"64:ff9b::{own}", ctx["any_port"])]
     for ident, (name, host, port) in enumerate(tries, 0x50):
         attempt(name)
         code, message, got = via_broker(ident, host, port)

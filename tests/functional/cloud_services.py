@@ -3,7 +3,8 @@
 
 A network namespace of its own, joined to the host's by a veth pair, holds the providers'
 service addresses on its loopback (AWS's fd00:ec2::254, Alibaba's 100.100.100.200, Azure's
-168.63.129.16, Google's fd20:ce::254, Oracle's 192.0.0.192, the link-local 169.254.169.254)
+168.63.129.16, Google's fd20:ce::254, Oracle's 192.0.0.192, the link-local 169.254.169.254),
+the IPv6 spellings that carry some of them to a gateway (SPELLINGS: NAT64, SIIT, 6to4, Teredo)
 and one ordinary peer address (203.0.113.7, TEST-NET-3); the host routes each of those single
 addresses into the veth. In the namespace a small HTTP server answers every request on port 80
 with a "metadata" document holding a secret, and counts the connections per address. Nothing
@@ -33,6 +34,19 @@ SERVICES = {
     "oracle-classic-metadata": "192.0.0.192",
     "link-local-imds": "169.254.169.254",
 }
+#: The same services spelled as IPv6 addresses that carry their IPv4 address
+#: (connect_rule.embedded_ipv4): where a NAT64 gateway, a SIIT translator, a 6to4 or a
+#: Teredo relay is on the way, a connection to one of these goes on to the service. The
+#: namespace plays that gateway: it holds each spelling itself and answers as the service.
+SPELLINGS = {
+    "nat64-link-local-imds": "64:ff9b::a9fe:a9fe",
+    "nat64-local-use-alibaba-metadata": "64:ff9b:1::6464:64c8",
+    "siit-oracle-classic-metadata": "::ffff:0:c000:c0",
+    "6to4-link-local-imds": "2002:a9fe:a9fe::1",
+    "teredo-azure-wireserver": "2001:0:c633:6401::57c0:7eef",     # client 168.63.129.16, inverted
+}
+#: Every address the stand-ins answer on as a service.
+ALL = {**SERVICES, **SPELLINGS}
 #: An address of an ordinary remote host, in the same namespace: the control.
 PEER = "203.0.113.7"
 PORT = 80
@@ -112,12 +126,12 @@ class CloudServices:
             _ip(*inside, "link", "set", ns_end, "up")
             _ip(*inside, "route", "add", "default", "via", "198.18.77.1")
             _ip(*inside, "-6", "route", "add", "default", "via", "2001:db8:77::1")
-            for address in (*SERVICES.values(), PEER):
+            for address in (*ALL.values(), PEER):
                 v6 = ":" in address
                 _ip(*inside, "addr", "add", f"{address}/{128 if v6 else 32}", "dev", "lo", *(["nodad"] if v6 else []))
                 _ip(*(["-6"] if v6 else []), "route", "add", address, "via", "2001:db8:77::2" if v6 else "198.18.77.2")
             self.server = subprocess.Popen(["ip", "netns", "exec", self.netns, sys.executable, "-I", "-c", SERVER,
-                                            self.secret, str(self.counts_path), *SERVICES.values(), PEER],
+                                            self.secret, str(self.counts_path), *ALL.values(), PEER],
                                            stdout=subprocess.PIPE, text=True)
             assert self.server.stdout is not None
             if self.server.stdout.readline() != "ready\n":

@@ -82,6 +82,19 @@ def test_wrapper_starts_the_node_and_rpc_is_cli_named(tmp_path: Path) -> None:
         cli = wrapper("rpc", "-regtest", f"-datadir={node.datadir}", f"-rpcport={node.rpc_port}",
                       "getblockheader", f"blockhash={best}", "verbose=false")
         assert cli.returncode == 0 and cli.stdout.strip() == node.rpc.getblockheader(best, False)
+        # A method with a passphrase goes to CleanCoin-cli through a pipe (-optionsfd, last),
+        # with its parameters, named or not: they reach the node as given (since 12-07).
+        node.rpc.createwallet("w", False, False, "pass phrase")
+        for params in (("pass phrase", "60"), ("passphrase=pass phrase", "timeout=60")):
+            if node.rpc.getwalletinfo()["unlocked_until"]:
+                node.rpc.walletlock()
+            cli = wrapper("rpc", "-regtest", f"-datadir={node.datadir}", f"-rpcport={node.rpc_port}",
+                          "walletpassphrase", *params)
+            assert cli.returncode == 0, cli.stderr
+            assert node.rpc.getwalletinfo()["unlocked_until"] > 0
+        wrong = wrapper("rpc", "-regtest", f"-datadir={node.datadir}", f"-rpcport={node.rpc_port}",
+                        "walletpassphrase", "wrong", "60")
+        assert wrong.returncode != 0 and "passphrase entered was incorrect" in wrong.stderr, wrong.stderr
         assert node.stop() == 0
         if is_multiprocess():
             # No -m: an IPC option, here in the conf file, selects the multiprocess node.

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 
 import pytest
 
 import cloud_services
-from cloud_services import PEER, SERVICES, CloudServices
+from cloud_services import ALL, PEER, SERVICES, SPELLINGS, CloudServices
 from framework import CountingListener, is_multiprocess, wait_until
 
 
@@ -112,20 +113,30 @@ def test_cloud_metadata_services_are_refused_unless_named(node, cloud: CloudServ
     100.100.100.200, Azure's 168.63.129.16, Google's fd20:ce::254 and Oracle's 192.0.0.192
     (each server accepted the connection and answered with the credentials). Now each is
     refused by the connect rule, naming the provider and -allowlocalpeer; an ordinary remote
-    address in the same namespace is reached, and a service named at start is too."""
+    address in the same namespace is reached, and a service named at start is too.
+    The same services spelled as IPv6 addresses a NAT64 gateway, a SIIT translator, a 6to4
+    or a Teredo relay carries on to them (cloud_services.SPELLINGS: 64:ff9b::a9fe:a9fe,
+    64:ff9b:1::6464:64c8, ::ffff:0:c000:c0, 2002:a9fe:a9fe::1, 2001:0:c633:6401::57c0:7eef):
+    until 12-07 the node connected to all five (the stand-in answered each with the
+    credentials); now each is refused, naming the form and the address it carries."""
     a = node()
     named = node(f"-allowlocalpeer={_endpoint(SERVICES['alibaba-metadata'])}")
     a.start()
-    for address in SERVICES.values():
+    for address in ALL.values():
         a.rpc.addnode(_endpoint(address), "onetry")
     a.rpc.addnode(_endpoint(PEER), "onetry")
     assert cloud.wait_connections(PEER, 1), cloud.connections()         # the control
-    wait_until(lambda: a.debug_log().count("refused by the connect rule") >= len(SERVICES),
+    wait_until(lambda: a.debug_log().count("refused by the connect rule") >= len(ALL)
+               or any(n for address, n in cloud.connections().items() if address != PEER),
                what=f"the refusals in debug.log (connections: {cloud.connections()})")
+    reached = {address: n for address, n in cloud.connections().items() if n and address != PEER}
+    assert reached == {}, f"the node reached {reached}"
     log = a.debug_log()
     assert (f"refused by the connect rule: {_endpoint(SERVICES['alibaba-metadata'])} is a cloud provider's "
             "service (Alibaba Cloud's metadata service), and not an endpoint named at start (-connect, -addnode "
             "or -allowlocalpeer)") in log, log[-3000:]
+    assert (f"refused by the connect rule: {_endpoint(SPELLINGS['nat64-link-local-imds'])} is the NAT64 form "
+            "of 169.254.169.254, a link-local address, and not an endpoint named at start") in log, log[-3000:]
     reached = {address: n for address, n in cloud.connections().items() if n and address != PEER}
     assert reached == {}, f"the node reached {reached}"
     named.start()
@@ -171,6 +182,68 @@ class _SilentDns:
         node.args = lambda extra=(): ["unshare", "-m", "--propagation", "private", "sh", "-c",
                                       'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(self.conf),
                                       *plain(extra)]
+
+
+class _RebindingDns(_SilentDns):
+    """An attacker's DNS server that rebinds: its first answer for any name is `first` (a
+    public address), every later one `then` (127.0.0.1), each with TTL 0; AAAA queries get an
+    empty answer. `answered` lists the A answers in order."""
+
+    def __init__(self, directory, first: str, then: str) -> None:
+        self.first, self.then, self.answered = first, then, []
+        super().__init__(directory)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                query, client = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            self.queries += 1
+            end = 12
+            while end < len(query) and query[end]:
+                end += query[end] + 1               # the question's name, label by label
+            qtype = struct.unpack(">H", query[end + 1:end + 3])[0]
+            question = query[12:end + 5]
+            header = query[:2] + b"\x81\x80" + struct.pack(">HHHH", 1, 0, 0, 0)   # a response, no error
+            if qtype == 1:                          # A
+                address = self.then if self.answered else self.first
+                self.answered.append(address)
+                header = header[:6] + struct.pack(">H", 1) + header[8:]
+                question += b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 0, 4) + socket.inet_aton(address)
+            self.sock.sendto(header + question, client)
+
+
+@pytest.fixture
+def rebinding_dns(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("a mount namespace and port 53 need root")
+    dns = _RebindingDns(tmp_path, PEER, "127.0.0.1")
+    yield dns
+    dns.sock.close()
+
+
+def test_a_name_that_rebinds_to_the_loopback_gets_the_address_it_connects_to_checked(
+        node, cloud: CloudServices, rebinding_dns: _RebindingDns) -> None:
+    """DNS rebinding: an attacker's DNS server answers a name with a public address first and
+    with 127.0.0.1 from then on, TTL 0 (`addnode rebind.attack.test:80 onetry`, twice). A
+    rule that checked one lookup and connected after another would pass the check on the
+    public address and connect to the loopback. The name is looked up once per connection,
+    and the address checked is the address connected to (connect_rule.connect_checked): the
+    first addnode reaches the public stand-in (cloud_services.PEER), the second is refused as
+    the loopback. Both executables (CleanCoin-node's broker resolves, CleanCoind itself); no
+    hole was found (a regression test)."""
+    a = node("-debug=net")
+    rebinding_dns.wrap(a)
+    a.start()
+    a.rpc.addnode("rebind.attack.test:80", "onetry")
+    assert cloud.wait_connections(PEER, 1), (rebinding_dns.answered, a.debug_log()[-2000:])
+    a.rpc.addnode("rebind.attack.test:80", "onetry")
+    wait_until(lambda: "refused by the connect rule" in a.debug_log(), what="the second connection's refusal")
+    assert ("refused by the connect rule: 127.0.0.1:80 is a loopback address, and not an endpoint named "
+            "at start") in a.debug_log()
+    assert rebinding_dns.answered[0] == PEER and set(rebinding_dns.answered[1:]) == {"127.0.0.1"}
+    assert cloud.connections().get(PEER) == 1
 
 
 @pytest.fixture

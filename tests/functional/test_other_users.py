@@ -448,7 +448,11 @@ def test_the_wrapper_shows_the_secret_no_second_time(tmp_path: Path) -> None:
     secret appeared a second time, until the executable's entry point hid it again (seen on
     2 appearances in each of three runs). Now the wrapper hands the secret options over in a
     pipe (-optionsfd): the operator's own typing is the one appearance, and the executable
-    still gets them (the node takes the password, CleanCoin-cli logs in with it)."""
+    still gets them (the node takes the password, CleanCoin-cli logs in with it). The same
+    for a wallet passphrase given as a method's parameter (`CleanCoin rpc walletpassphrase
+    PASS 60`): until 12-07 the wrapper passed the method and its parameters on in the exec's
+    argv, and the passphrase appeared a second time; now they go through the pipe too, and
+    the wallet unlocks with it."""
     datadir = tmp_path / "data"
     datadir.mkdir()
     os.chmod(tmp_path, 0o755)
@@ -463,6 +467,17 @@ def test_the_wrapper_shows_the_secret_no_second_time(tmp_path: Path) -> None:
                f"-rpcpassword={secret}", "-rpcwait", "-rpcwaittimeout=30", "getblockcount"]
         done = subprocess.run(rpc, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr[-2000:]
+        # A wallet encrypted with the secret, unlocked through the wrapper under another
+        # user's watch: the passphrase reaches the node (unlocked) and is shown once only.
+        client = RpcClient("127.0.0.1", rpc_port, user="op", password=secret, timeout=60)
+        client.call("createwallet", "w", False, False, secret)
+        assert client.call("getwalletinfo", wallet="w")["unlocked_until"] == 0
+        cli, cli_watcher = _reappearances([*rpc[:-1], "walletpassphrase", secret, "60"], secret)
+        assert cli.wait(60) == 0
+        cli_hidden, cli_again = _answer(cli_watcher)
+        assert cli_hidden and cli_again == 0, \
+            f"walletpassphrase: {cli_hidden} reads without the passphrase, then it appeared {cli_again} times again"
+        assert client.call("getwalletinfo", wallet="w")["unlocked_until"] > 0
         node.terminate()
         node.wait(30)
         hidden, again = _answer(watcher)

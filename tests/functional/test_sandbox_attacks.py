@@ -1121,8 +1121,9 @@ class _SecretService:
         self.datagrams: list[bytes] = []
         self.tcp4 = self._listen(socket.AF_INET, "127.0.0.1")
         self.tcp6 = self._listen(socket.AF_INET6, "::1")
-        # As a Redis bound to every address: reachable on each of the host's own addresses.
-        self.tcp_any = self._listen(socket.AF_INET, "0.0.0.0")
+        # As a Redis bound to every address (IPv4 and IPv6: "::" takes both here): reachable
+        # on each of the host's own addresses.
+        self.tcp_any = self._listen(socket.AF_INET6, "::")
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", 0))
         threading.Thread(target=self._receive, daemon=True).start()
@@ -1166,13 +1167,18 @@ def test_the_confined_node_cannot_reach_services_on_the_hosts_loopback(home_base
     operator named as a peer; every attempt is refused and the service sees nothing. Since
     12-07 it also asks its broker for the loopback in the spellings libc takes as numbers
     (127.1, 2130706433, 0x7f.0.0.1, 0177.0.0.1; with a trailing dot it is a name that does
-    not resolve), for the host's own non-loopback IPv4 addresses (a service bound to 0.0.0.0)
-    plainly and IPv4-mapped, and for the link-local cloud metadata address: each refused by
-    the rule (they were on the code before too: no escape found)."""
+    not resolve), for the host's own non-loopback addresses (a service bound to every
+    address; IPv4 ones plainly and IPv4-mapped, since 12-07 the IPv6 ones too), and for the
+    link-local cloud metadata address: each refused by the rule (they were on the code before too: no escape found). Since 12-07 also the
+    IPv6 forms that carry the loopback or an own address to a NAT64 gateway, a SIIT
+    translator, a 6to4 or a Teredo relay (64:ff9b::7f00:1, ::ffff:0:7f00:1, 2002:7f00:1::1,
+    a Teredo client 127.0.0.1, 64:ff9b::<own address>) and 0.1.2.3 (0.0.0.0/8): before, the
+    broker tried each as a remote peer (here none connected: no gateway on this host)."""
     secret = "redis-secret-" + uuid.uuid4().hex[:8]
     service = _SecretService(secret.encode())
     own = sorted(str(a) for a in own_addresses()
-                 if isinstance(a, ipaddress.IPv4Address) and not a.is_loopback and not a.is_link_local)
+                 if isinstance(a, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+                 and not a.is_loopback and not a.is_link_local)
     # A local peer the operator named (in the range the framework passes as -allowlocalpeer).
     allowed = socket.socket()
     allowed.bind(("127.0.0.1", free_port()))
@@ -1195,6 +1201,7 @@ def test_the_confined_node_cannot_reach_services_on_the_hosts_loopback(home_base
                                     **service.ports()})
         a.start()
         results = a.result("node")
+        own4 = [a for a in own if ":" not in a]
         assert escapes(results) == {}, results
         assert service.served == 0
         assert service.datagrams == []
@@ -1205,7 +1212,9 @@ def test_the_confined_node_cannot_reach_services_on_the_hosts_loopback(home_base
         assert "refused by the connect rule" in results["broker-::ffff:127.0.0.1"]["detail"], results
         for name in ("broker-127.1", "broker-2130706433", "broker-0x7f.0.0.1", "broker-0177.0.0.1",
                      "broker-169.254.169.254", *(f"broker-own-{a}" for a in own),
-                     *(f"broker-own-::ffff:{a}" for a in own)):
+                     *(f"broker-own-::ffff:{a}" for a in own4), *(f"broker-own-nat64-{a}" for a in own4),
+                     "broker-nat64-127.0.0.1", "broker-siit-127.0.0.1", "broker-6to4-127.0.0.1",
+                     "broker-teredo-127.0.0.1", "broker-0.1.2.3"):
             assert "refused by the connect rule" in results[name]["detail"], (name, results)
         assert results["broker-malformed"]["detail"] == "codes [1, 1, 1, 1]", results
         assert "read b'allowed-peer-hello'" in results["broker-named-endpoint"]["detail"], results
@@ -1224,21 +1233,24 @@ def test_the_confined_node_cannot_read_cloud_metadata_through_its_broker(home_ba
     192.0.0.192 and 169.254.169.254, and sends each an HTTP request for the instance's
     credentials. Before 12-07 the broker connected all but the link-local one, and the node
     read the credentials (five escapes). Now each is refused by the connect rule; the
-    ordinary remote peer beside them is connected and answers."""
+    ordinary remote peer beside them is connected and answers. The same with the IPv6
+    spellings a NAT64 gateway, a SIIT translator, a 6to4 or a Teredo relay carries on to a
+    service (cloud_services.SPELLINGS): until 12-07 the broker connected all five and the
+    node read the credentials."""
     reason = cloud_services.skip_reason()
     if reason:
         pytest.skip(reason)
     cloud = cloud_services.CloudServices(tmp_path)
     try:
         a = AttackedNode(home_base, node=attacks.METADATA,
-                         variables={"secret": cloud.secret, "services": cloud_services.SERVICES,
+                         variables={"secret": cloud.secret, "services": cloud_services.ALL,
                                     "peer": cloud_services.PEER})
         a.start()
         results = a.result("node", timeout=60)
         assert "found: True" in results["broker-channel"]["detail"], results
         escaped = {name: detail[-90:] for name, detail in escapes(results).items()}
         assert escaped == {}, f"read the credentials at: {escaped}"
-        for name in cloud_services.SERVICES:
+        for name in cloud_services.ALL:
             assert "refused by the connect rule" in results[f"metadata-{name}"]["detail"], (name, results)
         assert cloud.secret in results["metadata-peer"]["detail"], results      # the control
         assert {a: n for a, n in cloud.connections().items() if n} == {cloud_services.PEER: 1}
