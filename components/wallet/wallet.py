@@ -55,7 +55,8 @@ from cleancoin.components.common.fee_cap import (DEFAULT_MAX_TX_FEE, MAX_FEE_EXC
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
 from .locked_memory import scrub
-from .store import DB_FILENAME, NEW_SUFFIX, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
+from .store import (DB_FILENAME, NEW_SUFFIX, SETTINGS_FILENAME, SETTINGS_TMP_FILENAME, KeyRecord, WalletCoin, WalletError,
+                    WalletStore, valid_wallet_name, wallet_dir)
 
 __all__ = ["Balances", "KEYPOOL_SIZE", "KeypoolRanOut", "SETTINGS_FILENAME", "StartupWalletError",
            "UnlockNeeded", "Wallet", "WalletFormatError", "WalletManager", "WrongPassphrase",
@@ -75,10 +76,6 @@ PROGRESS_MIN_BLOCKS: int = 1000
 #: Locator length: the wallet's recent blocks offered to find_fork.
 LOCATOR_DEPTH: int = 32
 MESSAGE_MAGIC: bytes = b"CleanCoin Signed Message:\n"
-#: The wallets to load at start-up (`load_on_startup`), as bitcoind's settings.json `wallet`
-#: list, but in `<netdatadir>/wallets/`: the one directory a sandboxed wallet process may write
-#: (and one the node of CleanCoin-node cannot even see). See WalletManager.
-SETTINGS_FILENAME: str = "settings.json"
 #: Largest settings file read: it holds a short list of wallet names.
 MAX_SETTINGS_BYTES: int = 1 << 20
 
@@ -1187,7 +1184,7 @@ class WalletManager:
         fsync'ed, renamed over the old one, and the directory fsync'ed."""
         path = self.settings_path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(SETTINGS_TMP_FILENAME)
         # Whatever lies at the temporary name (a leftover, or a link the confined wallet
         # process planted for the next unconfined writer to follow) is removed, never opened.
         with contextlib.suppress(FileNotFoundError):
@@ -1278,7 +1275,7 @@ class WalletManager:
         root = self.netdatadir / "wallets"
         if not root.is_dir():
             return []
-        return sorted(d.name for d in root.iterdir() if (d / DB_FILENAME).is_file())
+        return sorted(d.name for d in root.iterdir() if valid_wallet_name(d.name) and (d / DB_FILENAME).is_file())
 
     async def _start(self, name: str, store: WalletStore) -> Wallet:
         wallet = Wallet(name, store, self.chain, self.max_tx_fee, self.minimum_chain_work)
