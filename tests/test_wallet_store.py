@@ -625,7 +625,7 @@ def test_wallet_names_stay_inside_wallets_and_off_its_other_files(tmp_path: Path
     for name in ("w", "W-1_.x", "a" * 64):
         assert valid_wallet_name(name) and wallet_dir(tmp_path, name) == tmp_path / "wallets" / name
     for name in ("", "a" * 65, ".hidden", "..", "../x", "/x", "x/y", "x\0", "w\n", "w\r", "\u00e9",
-                 *RESERVED_NAMES):
+                 "Settings.JSON", "DEBUG.LOG", *RESERVED_NAMES):
         assert not valid_wallet_name(name), name
         with pytest.raises(WalletError, match="Invalid wallet name"):
             wallet_dir(tmp_path, name)

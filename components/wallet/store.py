@@ -371,15 +371,16 @@ class WalletTx:
 
 def valid_wallet_name(name: str) -> bool:
     """Whether `name` may name a wallet: letters, digits, '_', '-', '.' (not first), at most
-    64 characters, and none of RESERVED_NAMES."""
-    return _NAME_RE.fullmatch(name) is not None and name not in RESERVED_NAMES
+    64 characters, and none of RESERVED_NAMES in any case (a datadir on a file system that
+    ignores case, vfat or a CIFS share, has one file for `Settings.JSON` and `settings.json`)."""
+    return _NAME_RE.fullmatch(name) is not None and name.lower() not in RESERVED_NAMES
 
 
 def wallet_dir(netdatadir: str | os.PathLike[str], name: str) -> Path:
     """`<netdatadir>/wallets/<name>`; WalletError for names that could escape that folder or
     take the place of one of its other files (RESERVED_NAMES)."""
     if not valid_wallet_name(name):
-        if name in RESERVED_NAMES:
+        if name.lower() in RESERVED_NAMES:
             raise WalletError(f"Invalid wallet name {name!r}: the name of a file of the wallets directory "
                               f"({', '.join(sorted(RESERVED_NAMES))})")
         raise WalletError(f"Invalid wallet name {name!r}: use letters, digits, '_', '-', '.' "

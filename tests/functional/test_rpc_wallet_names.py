@@ -67,3 +67,18 @@ def test_a_wallet_cannot_take_the_place_of_a_file_of_the_wallets_directory(targe
     assert created == {"name": "a"}                 # no "could not be updated" warning
     assert json.loads((wallets / "settings.json").read_text()) == {"wallet": ["a"]}
     assert target.provision("listwalletdir")["result"] == {"wallets": [{"name": "a"}]}
+
+
+def test_a_wallet_name_in_the_uri_is_only_compared_with_the_loaded_ones(target: Target) -> None:
+    """Held (12-07): a /wallet/<name> URI that decodes to a path ("..%2F", "%2F", NUL) reaches
+    no path work in either process: the name is looked up among the loaded wallets, -18,
+    while the plain name answers."""
+    node = target.node
+    node.rpc.createwallet("u")
+    cookie_user, _, cookie_password = node.cookie_path.read_text().partition(":")
+    call = {"id": 1, "method": "getwalletinfo", "params": []}
+    for path in ("/wallet/..%2Fwallets%2Fu", "/wallet/.%2Fu", "/wallet/%2Fu", "/wallet/u%00", "/wallet/u%2F"):
+        status, body = post_json_rpc(node.rpc_port, call, cookie_user, cookie_password, path=path)
+        assert status == 500 and json.loads(body)["error"]["code"] == -18, (path, status, body)
+    status, body = post_json_rpc(node.rpc_port, call, cookie_user, cookie_password, path="/wallet/u")
+    assert status == 200 and json.loads(body)["result"]["walletname"] == "u", body
