@@ -1233,8 +1233,8 @@ class WalletManager:
         """Start-up: load the -wallet wallets `names`, then those of the settings list (each
         name once). A -wallet wallet that cannot be loaded raises StartupWalletError (the node
         stops). A listed wallet that no longer exists is skipped with a warning in the log,
-        as bitcoind ("Skipping -wallet path that doesn't exist"); any other failure of a
-        listed one raises too, as bitcoind's LoadWallets. `include_listed` false (-nowallet)
+        as bitcoind ("Skipping -wallet path that doesn't exist"), and so is a listed name no
+        wallet can have; any other failure of a listed one raises too, as bitcoind's LoadWallets. `include_listed` false (-nowallet)
         leaves the settings list out. Returns the names loaded."""
         try:
             listed = self.startup_wallets() if include_listed else []
@@ -1244,6 +1244,13 @@ class WalletManager:
         loaded = []
         for name in dict.fromkeys([*names, *listed]):
             if name in self.wallets:
+                continue
+            if name not in names and not valid_wallet_name(name):
+                # No wallet can have that name (store.valid_wallet_name): gone, as far as the
+                # list goes. A list written before 12-07 may hold "debug.log"; one written by
+                # a compromised wallet process "../x": neither keeps the node from starting.
+                log.warning("Skipping -wallet name that cannot name a wallet: %r (listed in %s)", name,
+                            self.settings_path)
                 continue
             try:
                 await self.load(name)
