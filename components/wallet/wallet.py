@@ -1234,8 +1234,9 @@ class WalletManager:
         name once). A -wallet wallet that cannot be loaded raises StartupWalletError (the node
         stops). A listed wallet that no longer exists is skipped with a warning in the log,
         as bitcoind ("Skipping -wallet path that doesn't exist"), and so is a listed name no
-        wallet can have; any other failure of a listed one raises too, as bitcoind's LoadWallets. `include_listed` false (-nowallet)
-        leaves the settings list out. Returns the names loaded."""
+        wallet can have; any other failure of a listed one raises too, as bitcoind's
+        LoadWallets. `include_listed` false (-nowallet) leaves the settings list out. Returns
+        the names loaded."""
         try:
             listed = self.startup_wallets() if include_listed else []
         except WalletError as exc:
