@@ -306,6 +306,15 @@ def test_load_on_startup_list_in_the_wallets_directory(env: Env, caplog) -> None
             assert await restarted.load_startup_wallets([]) == ["a"]
         assert "Skipping -wallet path that doesn't exist" in caplog.text
         await restarted.close_all()
+        # A listed name no wallet can have (a list of an older version, or of a compromised
+        # wallet process, which may write it): skipped too, the node starts.
+        settings.write_text(json.dumps({"wallet": ["a", "debug.log", "../x", "w\n"]}))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="cleancoin.wallet"):
+            restarted = WalletManager(env.path, env.chain, P.name)
+            assert await restarted.load_startup_wallets([]) == ["a"]
+        assert caplog.text.count("Skipping -wallet name that cannot name a wallet") == 3
+        await restarted.close_all()
         with pytest.raises(StartupWalletError) as info:
             await WalletManager(env.path, env.chain, P.name).load_startup_wallets(["b"])
         assert info.value.name == "b"

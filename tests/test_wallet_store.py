@@ -33,7 +33,7 @@ from cleancoin.components.common.primitives import OutPoint, Transaction, TxIn, 
 from cleancoin.components.wallet import coins as cs
 from cleancoin.components.wallet import crypto, hd
 from cleancoin.components.wallet.store import (
-    WalletError, WalletStore, create_from_dump, dump_wallet,
+    RESERVED_NAMES, WalletError, WalletStore, create_from_dump, dump_wallet, valid_wallet_name, wallet_dir,
 )
 
 FAST_N = 2 ** 10     # scrypt cost for tests that are not about the KDF itself
@@ -611,3 +611,21 @@ def test_replaced_header_rows_are_kept_newest_first_up_to_the_bound(tmp_path: Pa
     assert kept == {3, 4, 5}, kept
     assert s.left_header(header(b"a", 5)[1]) == (5, header(b"a", 5)[2])
     s.close()
+
+
+def test_wallet_names_stay_inside_wallets_and_off_its_other_files(tmp_path: Path) -> None:
+    """A name is one directory below wallets/ and none of the files kept there (the start-up
+    list, its next version, CleanCoin-node's wallet log; test_rpc_wallet_names.py has the
+    attacks). A trailing newline is refused too: `$` would have let it through."""
+    from cleancoin.components.wallet.service import wallet_log_path
+    from cleancoin.components.wallet.wallet import WalletManager
+    assert os.path.basename(wallet_log_path(str(tmp_path))) in RESERVED_NAMES
+    settings = WalletManager(tmp_path, None, "regtest").settings_path     # type: ignore[arg-type]
+    assert {settings.name, settings.name + ".tmp"} <= RESERVED_NAMES
+    for name in ("w", "W-1_.x", "a" * 64):
+        assert valid_wallet_name(name) and wallet_dir(tmp_path, name) == tmp_path / "wallets" / name
+    for name in ("", "a" * 65, ".hidden", "..", "../x", "/x", "x/y", "x\0", "w\n", "w\r", "\u00e9",
+                 "Settings.JSON", "DEBUG.LOG", *RESERVED_NAMES):
+        assert not valid_wallet_name(name), name
+        with pytest.raises(WalletError, match="Invalid wallet name"):
+            wallet_dir(tmp_path, name)

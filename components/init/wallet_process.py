@@ -74,6 +74,7 @@ def setup_logging(netdatadir: str | None, console: bool, debug: Sequence[str]) -
             handler.close()
     handlers: list[logging.Handler] = []
     if netdatadir is not None:
+        # wallet.store.WALLET_LOG_FILENAME, not imported this early: no wallet may take the name.
         path = os.path.join(netdatadir, "wallets", "debug.log")
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         # Never through a link: the directory is the confined wallet's (private_files).

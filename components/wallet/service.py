@@ -26,6 +26,7 @@ from cleancoin.components.interfaces.wallet import WalletNotifications, WalletOp
 from .events import WalletNotificationsRelay
 from cleancoin.components.common.fee_cap import DEFAULT_MAX_TX_FEE
 from .rpc import register_wallet_methods
+from .store import WALLET_LOG_FILENAME
 from .wallet import StartupWalletError, WalletManager
 
 log = logging.getLogger("cleancoin.wallet")
@@ -153,4 +154,4 @@ async def make_wallet_service(chain: Chain, options: WalletOptions, *, register:
 
 def wallet_log_path(netdatadir: str) -> str:
     """Where a wallet process logs: inside the wallets directory, the only place it may write."""
-    return os.path.join(netdatadir, "wallets", "debug.log")
+    return os.path.join(netdatadir, "wallets", WALLET_LOG_FILENAME)

@@ -113,6 +113,7 @@ from .crypto import (
 __all__ = [
     "DB_FILENAME", "DUMP_MAGIC", "KeyRecord", "LOCK_FILENAME", "SCHEMA_VERSION", "WalletCoin",
     "WalletError", "WalletInUse", "WalletStore", "WalletTx", "create_from_dump", "dump_wallet", "wallet_dir",
+    "RESERVED_NAMES", "SETTINGS_FILENAME", "SETTINGS_TMP_FILENAME", "WALLET_LOG_FILENAME", "valid_wallet_name",
 ]
 
 SCHEMA_VERSION: int = 2
@@ -128,7 +129,24 @@ _ZERO_CHUNK: int = 1 << 16
 LOCK_FILENAME: str = ".lock"
 DUMP_MAGIC: str = "CLEANCOIN_WALLET_DUMP"
 DUMP_FORMAT: int = 1
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+#: A wallet's name is its directory's name in wallets/: checked with fullmatch (a `$` would
+#: let a trailing newline through, and with it a second wallet that prints as the first).
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+#: The wallets to load at start-up (`load_on_startup`), as bitcoind's settings.json `wallet`
+#: list, but in `<netdatadir>/wallets/`: the one directory a sandboxed wallet process may write
+#: (and one the node of CleanCoin-node cannot even see). See WalletManager.
+SETTINGS_FILENAME: str = "settings.json"
+#: The settings file's next version, written beside it and renamed over it.
+SETTINGS_TMP_FILENAME: str = SETTINGS_FILENAME + ".tmp"
+#: The log of CleanCoin-node's wallet process (wallets/ is the one place it may write).
+WALLET_LOG_FILENAME: str = "debug.log"
+#: Files of wallets/ that are no wallet's. bitcoind keeps its settings.json beside the wallets
+#: directory, not in it, so it needs no such rule; here a wallet of one of these names was a
+#: directory in that file's place (since 12-07 refused): `createwallet settings.json` by any
+#: RPC user left the start-up list unwritable for good (every later load_on_startup only a
+#: warning, no wallet loaded at the next start), and a `debug.log` wallet made by CleanCoind
+#: kept a later CleanCoin-node's wallet process from opening its log, so from starting.
+RESERVED_NAMES: frozenset[str] = frozenset({SETTINGS_FILENAME, SETTINGS_TMP_FILENAME, WALLET_LOG_FILENAME})
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -351,9 +369,20 @@ class WalletTx:
     conflicted: bool
 
 
+def valid_wallet_name(name: str) -> bool:
+    """Whether `name` may name a wallet: letters, digits, '_', '-', '.' (not first), at most
+    64 characters, and none of RESERVED_NAMES in any case (a datadir on a file system that
+    ignores case, vfat or a CIFS share, has one file for `Settings.JSON` and `settings.json`)."""
+    return _NAME_RE.fullmatch(name) is not None and name.lower() not in RESERVED_NAMES
+
+
 def wallet_dir(netdatadir: str | os.PathLike[str], name: str) -> Path:
-    """`<netdatadir>/wallets/<name>`; WalletError for names that could escape that folder."""
-    if not _NAME_RE.match(name):
+    """`<netdatadir>/wallets/<name>`; WalletError for names that could escape that folder or
+    take the place of one of its other files (RESERVED_NAMES)."""
+    if not valid_wallet_name(name):
+        if name.lower() in RESERVED_NAMES:
+            raise WalletError(f"Invalid wallet name {name!r}: the name of a file of the wallets directory "
+                              f"({', '.join(sorted(RESERVED_NAMES))})")
         raise WalletError(f"Invalid wallet name {name!r}: use letters, digits, '_', '-', '.' "
                           "(not first), at most 64 characters")
     return Path(netdatadir) / "wallets" / name

@@ -55,7 +55,8 @@ from cleancoin.components.common.fee_cap import (DEFAULT_MAX_TX_FEE, MAX_FEE_EXC
 from .crypto import SEED_PURPOSE, SecretBytes, WrongPassphrase, encrypt
 from .hd import master_key, wallet_key
 from .locked_memory import scrub
-from .store import DB_FILENAME, NEW_SUFFIX, KeyRecord, WalletCoin, WalletError, WalletStore, wallet_dir
+from .store import (DB_FILENAME, NEW_SUFFIX, SETTINGS_FILENAME, SETTINGS_TMP_FILENAME, KeyRecord, WalletCoin, WalletError,
+                    WalletStore, valid_wallet_name, wallet_dir)
 
 __all__ = ["Balances", "KEYPOOL_SIZE", "KeypoolRanOut", "SETTINGS_FILENAME", "StartupWalletError",
            "UnlockNeeded", "Wallet", "WalletFormatError", "WalletManager", "WrongPassphrase",
@@ -75,10 +76,6 @@ PROGRESS_MIN_BLOCKS: int = 1000
 #: Locator length: the wallet's recent blocks offered to find_fork.
 LOCATOR_DEPTH: int = 32
 MESSAGE_MAGIC: bytes = b"CleanCoin Signed Message:\n"
-#: The wallets to load at start-up (`load_on_startup`), as bitcoind's settings.json `wallet`
-#: list, but in `<netdatadir>/wallets/`: the one directory a sandboxed wallet process may write
-#: (and one the node of CleanCoin-node cannot even see). See WalletManager.
-SETTINGS_FILENAME: str = "settings.json"
 #: Largest settings file read: it holds a short list of wallet names.
 MAX_SETTINGS_BYTES: int = 1 << 20
 
@@ -1187,7 +1184,7 @@ class WalletManager:
         fsync'ed, renamed over the old one, and the directory fsync'ed."""
         path = self.settings_path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(SETTINGS_TMP_FILENAME)
         # Whatever lies at the temporary name (a leftover, or a link the confined wallet
         # process planted for the next unconfined writer to follow) is removed, never opened.
         with contextlib.suppress(FileNotFoundError):
@@ -1236,9 +1233,10 @@ class WalletManager:
         """Start-up: load the -wallet wallets `names`, then those of the settings list (each
         name once). A -wallet wallet that cannot be loaded raises StartupWalletError (the node
         stops). A listed wallet that no longer exists is skipped with a warning in the log,
-        as bitcoind ("Skipping -wallet path that doesn't exist"); any other failure of a
-        listed one raises too, as bitcoind's LoadWallets. `include_listed` false (-nowallet)
-        leaves the settings list out. Returns the names loaded."""
+        as bitcoind ("Skipping -wallet path that doesn't exist"), and so is a listed name no
+        wallet can have; any other failure of a listed one raises too, as bitcoind's
+        LoadWallets. `include_listed` false (-nowallet) leaves the settings list out. Returns
+        the names loaded."""
         try:
             listed = self.startup_wallets() if include_listed else []
         except WalletError as exc:
@@ -1247,6 +1245,13 @@ class WalletManager:
         loaded = []
         for name in dict.fromkeys([*names, *listed]):
             if name in self.wallets:
+                continue
+            if name not in names and not valid_wallet_name(name):
+                # No wallet can have that name (store.valid_wallet_name): gone, as far as the
+                # list goes. A list written before 12-07 may hold "debug.log"; one written by
+                # a compromised wallet process "../x": neither keeps the node from starting.
+                log.warning("Skipping -wallet name that cannot name a wallet: %r (listed in %s)", name,
+                            self.settings_path)
                 continue
             try:
                 await self.load(name)
@@ -1278,7 +1283,7 @@ class WalletManager:
         root = self.netdatadir / "wallets"
         if not root.is_dir():
             return []
-        return sorted(d.name for d in root.iterdir() if (d / DB_FILENAME).is_file())
+        return sorted(d.name for d in root.iterdir() if valid_wallet_name(d.name) and (d / DB_FILENAME).is_file())
 
     async def _start(self, name: str, store: WalletStore) -> Wallet:
         wallet = Wallet(name, store, self.chain, self.max_tx_fee, self.minimum_chain_work)

@@ -773,15 +773,21 @@ def node_inflates_fee(units_per_kb: int) -> str:
 
 NODE_INFLATES_FEE = node_inflates_fee(200 * 100_000_000)
 
-# The wallet process writes wallets/settings.json (the wallets loaded at start), which its
-# own next start reads, and so do CleanCoind and CleanCoin-qt on the same datadir, unconfined:
-# a file nested deeper than a JSON parser recurses.
-PLANT_SETTINGS = r'''
-attempt("plant-settings")
-with open(os.path.join(ctx["walletdir"], "settings.json"), "w") as f:
-    f.write('{"wallet": ' + "[" * 200000 + "]" * 200000 + "}")
-report("plant-settings", False, "wrote a settings file nested 200000 deep")
-'''
+def plant_settings(text_expression: str, what: str) -> str:
+    """The wallet process writes wallets/settings.json (the wallets loaded at start), which its
+    own next start reads, and so do CleanCoind and CleanCoin-qt on the same datadir,
+    unconfined: the file becomes the value of the Python expression `text_expression`."""
+    return ('attempt("plant-settings")\n'
+            'with open(os.path.join(ctx["walletdir"], "settings.json"), "w") as f:\n'
+            f"    f.write({text_expression})\n"
+            f"report('plant-settings', False, {what!r})\n")
+
+
+#: A file nested deeper than a JSON parser recurses.
+PLANT_SETTINGS = plant_settings(r"""'{"wallet": ' + '[' * 200000 + ']' * 200000 + '}'""",
+                                "wrote a settings file nested 200000 deep")
+#: A well-formed list of names no wallet can have: out of wallets/, the wallet process's log.
+PLANT_SETTINGS_NAMES = plant_settings(repr('{"wallet": ["../x", "debug.log"]}'), "listed ../x and debug.log")
 
 # The confined node, compromised, writes its own chain database (it must: it stores blocks),
 # so that whatever opens the file next believes a chain that never had the work: a block on

@@ -1055,24 +1055,31 @@ def _classic_on(a: AttackedNode) -> None:
     a.node.wait_for_rpc()
 
 
-def test_a_settings_file_the_wallet_process_planted_stops_no_start(home_base: Path) -> None:
+@pytest.mark.parametrize("plant, logged", [
+    (attacks.PLANT_SETTINGS, "Unable to parse settings file"),
+    (attacks.PLANT_SETTINGS_NAMES, "Skipping -wallet name that cannot name a wallet: '../x'"),
+], ids=["nested", "names"])
+def test_a_settings_file_the_wallet_process_planted_stops_no_start(home_base: Path, plant: str, logged: str) -> None:
     """wallets/settings.json (the wallets loaded at start) lies where the confined wallet
     process writes; its own next start reads it, and so do CleanCoind and CleanCoin-qt,
     unconfined, on the same datadir. On the old code a file nested 200000 deep made the
     wallet process fail to load (RecursionError: CleanCoin-node then stopped, "did not come
     up") and CleanCoind's start fail the same way. Now it is refused as a corrupt settings
-    file is (logged; no wallet loaded from it), and both start."""
-    a = AttackedNode(home_base, wallet=attacks.PLANT_SETTINGS)
+    file is (logged; no wallet loaded from it), and both start. Before 12-07 a well-formed
+    list naming "../x" or "debug.log" (names no wallet can have) stopped both starts the same
+    way ("Failed to load wallet '../x': Invalid wallet name"); now each such name is skipped
+    with a warning, as a listed wallet that no longer exists is."""
+    a = AttackedNode(home_base, wallet=plant)
     a.start()
     assert a.result("wallet", timeout=60)["plant-settings"]["escaped"] is False
     assert a.node.rpc.listwallets() == []
     wallet_log = a.node.netdatadir / "wallets" / "debug.log"
-    assert "Unable to parse settings file" in wallet_log.read_text()
+    assert logged in wallet_log.read_text()
     assert a.node.stop() == 0
     try:
         _classic_on(a)
         assert a.node.rpc.getblockcount() == 0
-        assert "Unable to parse settings file" in a.node.debug_log()
+        assert logged in a.node.debug_log()
         assert a.node.stop() == 0
     finally:
         _stop_nodes_under(home_base)
