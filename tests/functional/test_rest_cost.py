@@ -30,8 +30,9 @@ IN_FLIGHT = 16
 SERVED = 3
 #: Seconds they wait for them at most: one build takes 0.5 to 0.7 s idle, but RPC calls
 #: waited up to 12.8 s for one in a CleanCoin-node pass at a load of 10 (12-07), and only one
-#: reply came within the 30 s the test allowed then (a flake); the wait ends once they are in.
-SERVE_BOUND = 90.0
+#: reply came within the 30 s the test allowed then (a flake); at a load of 14 to 16, two in
+#: 90 s (RPC calls waiting 21 s). The wait ends once they are in.
+SERVE_BOUND = 150.0
 
 
 
