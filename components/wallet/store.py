@@ -601,7 +601,7 @@ class WalletStore:
         write transactions: the flock makes this store the file's only writer, and every
         write goes through `_tx`, which forgets it (within one, it is read from the
         transaction). A wallet process checks it on every RPC call its node forwards (is the
-        wallet at the node's tip?); the query was a tenth of the process's busy time in a
+        wallet at the node's tip?); the query was an eighth of the process's busy time in a
         getwalletinfo (py-spy, issue #16)."""
         with self._lock:
             if self._writing:
