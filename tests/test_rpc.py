@@ -546,6 +546,19 @@ def test_a_failing_handler_is_an_internal_error_and_the_server_lives_on(running,
     assert client.call("add", 1, 2) == 3
 
 
+def test_the_method_of_each_call_is_logged_cleaned_at_debug_only(running, caplog) -> None:
+    """-debug=rpc's "ThreadRPCServer method=" line, with the name's control characters
+    replaced; without it, no line (and since 12-07 the name is not cleaned for nothing)."""
+    with caplog.at_level("INFO", logger="cleancoin.rpc"):
+        rpc(running, {"method": "add", "params": [1, 2], "id": 1})
+    assert "ThreadRPCServer method=" not in caplog.text
+    with caplog.at_level("DEBUG", logger="cleancoin.rpc"):
+        rpc(running, {"method": "add", "params": [1, 2], "id": 1})
+        rpc(running, {"method": "no\x1b[2Jsuch", "id": 2})
+    assert "ThreadRPCServer method=add user=alice" in caplog.text
+    assert "ThreadRPCServer method=no?[2Jsuch user=alice" in caplog.text
+
+
 def test_warmup_answers_rpc_in_warmup(running) -> None:
     client = RpcClient("127.0.0.1", running.port, user="alice", password="s3cret")
     running.server.registry.set_warmup("Loading block index…")

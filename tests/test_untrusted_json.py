@@ -74,3 +74,63 @@ def test_strings_that_imitate_placeholders_stay_strings() -> None:
     text = jsonfmt.dumps(value)
     assert jsonfmt.loads_untrusted(text, max_bytes=10**6, max_depth=8) == value
     assert '"amount":1.50000000' in text and "[2," in text
+
+
+# -- one encoder and decoder per process, not per call (issue #16) --------------------------
+
+def _python_calls(fn) -> list[str]:  # type: ignore[no-untyped-def]
+    """The qualified names of the Python functions `fn()` calls (sys.setprofile)."""
+    import sys
+    names: list[str] = []
+
+    def profile(frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "call":
+            names.append(frame.f_code.co_qualname)
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return names
+
+
+def test_a_forwarded_calls_json_work_builds_no_encoder_or_decoder() -> None:
+    """What a forwarded wallet call does with JSON (the wallet parses "[]" and writes its
+    result; the node checks the result and writes the reply) reuses one encoder and decoder:
+    `json.dumps`/`json.loads` given options built a JSONEncoder/JSONDecoder every time, a
+    third of a reply's cost."""
+    result = '{"walletname":"w","balance":50.00000000,"immature_balance":0.00000000,"txcount":101}'
+
+    def forwarded_call() -> None:
+        assert jsonfmt.loads("[]") == []
+        text = jsonfmt.dumps(jsonfmt.loads_decimal(result))
+        value = jsonfmt.loads_untrusted(text, max_bytes=1000, max_depth=4)
+        assert jsonfmt.dumps({"result": value, "id": 1}) == '{"result":' + result + ',"id":1}'
+
+    forwarded_call()                       # the first call of a process makes them
+    called = _python_calls(forwarded_call)
+    assert not [n for n in called if n.endswith("__init__")], called
+    assert called.count("_writer.<locals>.default") == 4      # each amount, once per dumps
+
+
+def test_a_forked_child_writes_decimals_with_a_secret_of_its_own() -> None:
+    """The placeholder's secret is per process: a wallet process (a fork of the zygote) does
+    not share it with its parent or its siblings."""
+    import os
+    parent = jsonfmt._writer(None).marker        # noqa: SLF001 - the secret is what is tested
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, jsonfmt._writer(None).marker.encode())  # noqa: SLF001
+            ok = jsonfmt.dumps([Decimal("0.00000001"), "\x00"]) == '[0.00000001,"\\u0000"]'
+            os._exit(0 if ok else 1)
+        finally:
+            os._exit(2)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        child = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child.startswith('"\\u0000') and len(child) == len(parent) and child != parent
+    assert jsonfmt._writer(None).marker == parent        # noqa: SLF001 - the parent's is kept

@@ -98,3 +98,45 @@ def test_what_the_spenders_spend_is_summed_by_sqlite_as_it_was_by_hand(env: Env)
         await loader.close_all()
 
     asyncio.run(scenario())
+
+
+def test_the_catch_up_check_of_a_forwarded_call_reads_nothing_while_the_wallet_is_at_the_tip(env: Env) -> None:
+    """A wallet process checks, on every call its node forwards, that the wallet is at the
+    node's tip (WalletRpcHandler._catch_up); the store keeps its best block hash between write
+    transactions, so the check runs no statement (it ran one per call and wallet). A write
+    transaction, committed or rolled back, makes the store read it again."""
+    import sqlite3
+
+    import pytest
+
+    from cleancoin.components.rpc.registry import Registry
+    from cleancoin.components.wallet.service import WalletRpcHandler
+
+    async def scenario() -> None:
+        loader = WalletManager(env.path, env.chain, P.name)
+        w = await loader.create("w")
+        env.mine(2, w.new_key(False).pkh)
+        await settle(w)
+        handler = WalletRpcHandler(Registry(), loader)
+        statements: list[str] = []
+        w.store._conn.set_trace_callback(statements.append)
+        try:
+            await handler._catch_up(env.cm.tip.hash)            # reads it once
+            statements.clear()
+            for _ in range(3):
+                await handler._catch_up(env.cm.tip.hash)
+            assert statements == []
+            env.mine(1)                                          # the wallet is behind now
+            await handler._catch_up(env.cm.tip.hash)
+            assert statements and w.store.best_hash == env.cm.tip.hash
+            with pytest.raises(sqlite3.OperationalError):
+                with w.store._tx() as c:
+                    w.store._set_meta(c, "best_hash", b"\x01" * 32)
+                    assert w.store.best_hash == b"\x01" * 32    # inside: what it wrote
+                    c.execute("SELECT no_such_column FROM meta")
+            assert w.store.best_hash == env.cm.tip.hash          # rolled back: read again
+        finally:
+            w.store._conn.set_trace_callback(None)
+        await loader.close_all()
+
+    asyncio.run(scenario())

@@ -20,8 +20,11 @@ such as `50.00000000` keeps its eight decimals. Python's `json` turns numbers in
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import secrets
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -41,10 +44,27 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"invalid JSON constant {name}")
 
 
+# The decoders and encoders are made once, not per call: `json.loads`/`json.dumps` given any
+# option build a JSONDecoder/JSONEncoder (and its scanner) for every call, which was most of
+# the cost of parsing a forwarded call's "[]" (7 of 8 us) and a third of writing a reply
+# (issue #16). They hold no state between calls (the C scanner's key memo is emptied after
+# each), as json's own default decoder and encoder, which every thread shares.
+_REQUEST_DECODER = json.JSONDecoder(parse_float=JsonFloat, parse_constant=_refuse_constant)
+_DECIMAL_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant)
+
+
+def _decode(decoder: json.JSONDecoder, text: str | bytes) -> Any:
+    """`decoder` applied as `json.loads` would apply it (bytes decoded as json.loads does)."""
+    if isinstance(text, str):
+        return decoder.decode(text)
+    return json.loads(text, cls=type(decoder), parse_float=decoder.parse_float,
+                      parse_constant=decoder.parse_constant)
+
+
 def loads(text: str | bytes) -> Any:
     """Parse a request; raises ValueError for anything that is not strict JSON."""
     try:
-        return json.loads(text, parse_float=JsonFloat, parse_constant=_refuse_constant)
+        return _decode(_REQUEST_DECODER, text)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
 
@@ -59,7 +79,7 @@ def value_bound(data: bytes | bytearray) -> int:
 def loads_decimal(text: str | bytes) -> Any:
     """Parse a reply with `Decimal` for every non-integer number."""
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
+        return _decode(_DECIMAL_DECODER, text)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
 
@@ -81,7 +101,7 @@ def loads_untrusted(text: str, *, max_bytes: int, max_depth: int) -> Any:
     if size > max_bytes:
         raise UntrustedJsonError(f"{size} bytes, more than {max_bytes}")
     try:
-        value = json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
+        value = _DECIMAL_DECODER.decode(text)
     except RecursionError:
         raise UntrustedJsonError(f"nested more than {max_depth} levels deep") from None
     except ValueError as exc:      # JSONDecodeError: trailing data, syntax; too many digits
@@ -135,41 +155,66 @@ def exact(obj: Any) -> Any:
 
 def dumps(obj: Any, *, indent: int | None = None) -> str:
     """JSON text; `Decimal` as exact numbers; non-ASCII kept as UTF-8, like UniValue."""
-    decimals: list[str] = []
-    nonce = ""
-
-    def default(value: Any) -> Any:
-        nonlocal nonce
-        if isinstance(value, Decimal):
-            if not value.is_finite():
-                raise ValueError("Out of range decimal values are not JSON compliant")
-            if not nonce:
-                nonce = secrets.token_hex(8)
-            decimals.append(format(value, "f"))
-            # A placeholder string no caller can forge (the nonce is fresh for every call).
-            return f"\x00{nonce}:{len(decimals) - 1}\x00"
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-    separators = (",", ":") if indent is None else (",", ": ")
-    text = json.dumps(obj, default=default, indent=indent, separators=separators,
-                      ensure_ascii=False, allow_nan=False)
-    if decimals:
-        text = _put_back(text, '"\\u0000' + nonce + ":", decimals)
+    writer = _writer(indent)
+    text = writer.encoder.encode(obj)
+    if writer.marker in text:
+        text = _put_back(text, writer.marker)
     return text
 
 
-def _put_back(text: str, marker: str, decimals: list[str]) -> str:
-    """Each placeholder `"\\u0000NONCE:i\\u0000"` (as json escaped it) replaced by decimals[i].
+@dataclass(frozen=True)
+class _Writer:
+    """An encoder that writes each Decimal as a placeholder string holding its digits,
+    `"\\u0000SECRET:<digits>\\u0000"` once escaped (`marker` is its start), for `_put_back`
+    to turn into a bare number. SECRET is 128 random bits of this process: no caller's string
+    can hold a placeholder without knowing it, and it never appears in any text `dumps`
+    returns. (Until 12-07 the secret was drawn for every call, which forced a new encoder per
+    call; a forked child draws its own, `_writer`.)"""
 
-    A split on the marker, not a regular expression: compiling one per call (the nonce is in
-    it) was three quarters of the cost of a reply holding an amount (issue #16). Only `dumps`
-    wrote the marker: a caller's string that held NUL and the fresh nonce cannot exist."""
+    encoder: json.JSONEncoder
+    marker: str
+
+
+@functools.cache
+def _writer(indent: int | None) -> _Writer:
+    secret = secrets.token_hex(16)
+
+    def default(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            if not value.is_finite():
+                raise ValueError("Out of range decimal values are not JSON compliant")
+            return f"\x00{secret}:{value:f}\x00"
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    separators = (",", ":") if indent is None else (",", ": ")
+    encoder = json.JSONEncoder(default=default, indent=indent, separators=separators,
+                               ensure_ascii=False, allow_nan=False)
+    return _Writer(encoder, '"\\u0000' + secret + ":")
+
+
+# A forked child (a wallet process is a fork of the zygote) makes its own secrets.
+os.register_at_fork(after_in_child=_writer.cache_clear)
+
+
+def _put_back(text: str, marker: str) -> str:
+    """Each placeholder `"\\u0000SECRET:<digits>\\u0000"` (as json escaped it) replaced by its
+    digits.
+
+    A split on the marker, not a regular expression: compiling one per call was three
+    quarters of the cost of a reply holding an amount (issue #16). Only `dumps` wrote the
+    marker: a caller's string cannot hold the process's secret."""
     parts = text.split(marker)
     out = [parts[0]]
     for part in parts[1:]:
-        index, sep, rest = part.partition('\\u0000"')
-        if not sep or not index.isdigit():        # cannot happen: the marker is ours
+        digits, sep, rest = part.partition('\\u0000"')
+        if not sep or not _is_fixed_point(digits):      # cannot happen: the marker is ours
             raise ValueError("internal error: a decimal placeholder was damaged")
-        out.append(decimals[int(index)])
+        out.append(digits)
         out.append(rest)
     return "".join(out)
+
+
+def _is_fixed_point(digits: str) -> bool:
+    """Whether `digits` is what format(Decimal, "f") writes for a finite value."""
+    whole, _, fraction = digits.removeprefix("-").partition(".")
+    return whole.isdigit() and whole.isascii() and (not fraction or (fraction.isdigit() and fraction.isascii()))

@@ -936,7 +936,8 @@ class RpcServer:
         return HTTP_FORBIDDEN, None
 
     async def _run(self, req: _Request, context: dict[str, Any]) -> Any:
-        LOG.debug("ThreadRPCServer method=%s user=%s", _sanitize(req.method), context["user"])
+        if LOG.isEnabledFor(logging.DEBUG):     # the method's text is cleaned only to be logged
+            LOG.debug("ThreadRPCServer method=%s user=%s", _sanitize(req.method), context["user"])
         return await self.registry.execute(req.method, req.params, version=req.version, **context)
 
     async def _execute(self, req: _Request, context: dict[str, Any]) -> str:

@@ -127,6 +127,8 @@ NEW_SUFFIX: str = ".new"
 _ZERO_CHUNK: int = 1 << 16
 #: The per-wallet lock file, inside the wallet's directory (see the module docstring).
 LOCK_FILENAME: str = ".lock"
+#: WalletStore's cached best_hash before it is read.
+_UNREAD = object()
 DUMP_MAGIC: str = "CLEANCOIN_WALLET_DUMP"
 DUMP_FORMAT: int = 1
 #: A wallet's name is its directory's name in wallets/: checked with fullmatch (a `$` would
@@ -420,6 +422,9 @@ class WalletStore:
         self._lock = threading.RLock()
         self._lock_fd = lock_fd         # the wallet directory's flock (module docstring)
         self._closed = False
+        # best_hash between write transactions (`best_hash`); _UNREAD once one may have moved it.
+        self._best_hash: object = _UNREAD
+        self._writing = 0                   # write transactions open (`_tx`)
 
     # ------------------------------------------------------------------------ open/create
 
@@ -587,8 +592,14 @@ class WalletStore:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all or nothing, also under kill -9. The disk's refusal
         (full, I/O error) is WalletWriteFailure, after the rollback."""
-        with self._lock, write_transaction(self._conn, str(self.path), WalletWriteFailure):
-            yield self._conn
+        with self._lock:
+            self._writing += 1                  # best_hash is read from the transaction itself
+            try:
+                with write_transaction(self._conn, str(self.path), WalletWriteFailure):
+                    yield self._conn
+            finally:
+                self._writing -= 1
+                self._best_hash = _UNREAD       # committed or rolled back: read again
 
     def _meta(self, key: str) -> Any:
         with self._lock:
@@ -615,8 +626,18 @@ class WalletStore:
 
     @property
     def best_hash(self) -> bytes | None:
-        """The hash of the last block processed (best_block's first half, in one query)."""
-        return self._meta("best_hash")
+        """The hash of the last block processed (best_block's first half). Kept between
+        write transactions: the flock makes this store the file's only writer, and every
+        write goes through `_tx`, which forgets it (within one, it is read from the
+        transaction). A wallet process checks it on every RPC call its node forwards (is the
+        wallet at the node's tip?); the query was an eighth of the process's busy time in a
+        getwalletinfo (py-spy, issue #16)."""
+        with self._lock:
+            if self._writing:
+                return self._meta("best_hash")
+            if self._best_hash is _UNREAD:
+                self._best_hash = self._meta("best_hash")
+            return self._best_hash  # type: ignore[return-value]
 
     @property
     def best_block(self) -> tuple[bytes | None, int]:
@@ -710,6 +731,7 @@ class WalletStore:
                 self._swap_in(fresh_path)
             finally:
                 self._conn = self._connect(self.path)
+                self._best_hash = _UNREAD
 
     def _build_fresh(self, fresh_path: Path, seed_blob: bytes | None) -> None:
         """Copy every row into a new file at `fresh_path` (created 0600), replacing the seed
