@@ -1230,8 +1230,19 @@ import threading
 mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 mine.send(b"ok")
 report("control-socketpair", False, f"socketpair(AF_UNIX) works: {theirs.recv(2)!r}")
-mine.close()
-theirs.close()
+# What stays: a socket of a pair is a unix socket too, and bind needs no new one. The name is
+# then taken, but a pair's sockets are connected: no listen, no datagram from anyone else.
+try:
+    mine.bind("\0" + ctx["claim_name"] + "-pair")
+    report("bind-a-socketpair-socket", False, "bound (the name is taken; nobody can reach it)")
+except OSError as exc:
+    report("bind-a-socketpair-socket", False, exc.strerror)
+try:
+    mine.listen(1)
+    report("listen-on-a-socketpair-socket", True, "listening")
+except OSError as exc:
+    report("listen-on-a-socketpair-socket", False, exc.strerror)
+globals()["_pair"] = (mine, theirs)     # kept open: the test's client tries the name
 try:
     claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     claim.bind("\0" + ctx["claim_name"])
