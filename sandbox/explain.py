@@ -74,6 +74,7 @@ def _network(policy: Policy) -> list[str]:
     if ns.net:
         lines.append("has an empty network namespace: no interface but a loopback that is down")
     families = [f.name + (" including raw sockets" if f.raw else "") + ("" if f.datagram else " (stream only, no UDP)")
+                + (" (socketpair only, no socket(2))" if f.socketpair_only else "")
                 + (f" [reason: {f.reason}]" if f.reason else "") for f in net.socket_families]
     lines.append(f"may create sockets of: {', '.join(families) or 'no family at all'}; "
                  "any other family gets EAFNOSUPPORT")
@@ -87,22 +88,31 @@ def _network(policy: Policy) -> list[str]:
     if policy.scopes.abstract_unix_socket:
         lines.append("may not connect to abstract unix sockets created outside the sandbox")
     lines.append(_named_unix_sockets(policy))
+    if not ns.net and _makes_unix_sockets(policy, "bind"):
+        lines.append("MAY bind abstract unix socket names of the host's network namespace, where "
+                     "the host's clients of a service not started yet connect to it instead (a "
+                     "display's @/tmp/.X11-unix/X<n>): Landlock's scope refuses connect, not bind")
     return lines
 
 
-def _named_unix_sockets(policy: Policy) -> str:
-    """Whether it can connect to a named unix socket: Landlock (ABI <= 7) has no right for
-    that, so any listening socket its view shows is reachable, in a read-only or execute
-    grant too, unless the filter refuses socket(AF_UNIX) or connect(2)."""
+def _makes_unix_sockets(policy: Policy, call: str) -> bool:
+    """Whether the filter lets it make a unix socket and then make `call` with it."""
     reachable = policy.reachable_syscalls
     whole_family_refused = any(
         r.syscall == "socket" and r.action not in ("allow", "log") and len(r.args) == 1
         and r.args[0].index == 0 and r.args[0].value == 1
         and (r.args[0].op == "eq" or (r.args[0].op == "masked_eq" and r.args[0].mask & 0xFFFFFFFF == 0xFFFFFFFF))
         for r in policy.seccomp.rules)
-    if not policy.seccomp.enabled or (
-            "socket" in reachable and "connect" in reachable and not whole_family_refused
-            and any(f.name == "unix" for f in policy.network.socket_families)):
+    return not policy.seccomp.enabled or (
+        "socket" in reachable and call in reachable and not whole_family_refused
+        and any(f.name == "unix" and not f.socketpair_only for f in policy.network.socket_families))
+
+
+def _named_unix_sockets(policy: Policy) -> str:
+    """Whether it can connect to a named unix socket: Landlock (ABI <= 7) has no right for
+    that, so any listening socket its view shows is reachable, in a read-only or execute
+    grant too, unless the filter refuses socket(AF_UNIX) or connect(2)."""
+    if _makes_unix_sockets(policy, "connect"):
         return ("MAY connect to any named unix socket its view shows, in read-only and execute "
                 "grants too (a D-Bus, ssh-agent or display socket there): Landlock has no right "
                 "for connect(2) to a named socket")

@@ -111,7 +111,7 @@ def key(spec: FilterSpec, notify_errno: bool) -> str | None:
         FORMAT, spec.default_action, sorted(spec.allowed),
         [[r.syscall, r.action, [[c.index, c.op, c.value, c.mask] for c in r.args], r.logged]
          for r in spec.rules],
-        [[f.name, f.raw, f.datagram] for f in spec.families],
+        [[f.name, f.raw, f.datagram, f.socketpair_only] for f in spec.families],
         spec.deny_namespace_clone, spec.deny_dumpable, spec.deny_suid_sgid, notify_errno,
         list(lib), uname.machine, uname.release, list(sys.version_info[:2]), code,
     ], separators=(",", ":"))

@@ -84,6 +84,7 @@ class SocketFamily(Record):
     raw: bool = False    # inet/inet6: SOCK_RAW too
     reason: str | None = None
     datagram: bool = True  # inet/inet6: SOCK_DGRAM (UDP) too; false: stream (TCP) only
+    socketpair_only: bool = False  # unix: socketpair(2) only, socket(2) answers EAFNOSUPPORT
 
 
 @record

@@ -297,7 +297,7 @@ def _seccomp(policy: Policy, kernel: KernelFeatures,
     compiled = seccomp.compile_filter(filter_spec(policy), notify_errno=notify_errno)
     details = [f"default {sc.default_action}; {compiled.allowed} syscalls allowed, "
                f"{compiled.conditional} with argument rules; {compiled.instructions} BPF instructions",
-               f"socket families: {', '.join(f.name + (' (raw)' if f.raw else '') + ('' if f.datagram else ' (stream only)') for f in policy.network.socket_families) or 'none'}",
+               f"socket families: {', '.join(f.name + (' (raw)' if f.raw else '') + ('' if f.datagram else ' (stream only)') + (' (socketpair only)' if f.socketpair_only else '') for f in policy.network.socket_families) or 'none'}",
                "foreign architectures (i386, x32) kill the process; clone3 answers ENOSYS"]
     if "unshare" not in allowed:
         details.append("clone with namespace flags answers EPERM (as unshare is denied)")

@@ -184,6 +184,12 @@ def _network(out: _Collector, a: Policy, b: Policy) -> None:
         if (name in da) != (name in db):
             out.add("network.socket_families", "widen" if name in db else "narrow",
                     f"{name} datagram {_bool(name in da)} -> {_bool(name in db)}")
+    pa = {f.name for f in a.network.socket_families if f.socketpair_only}
+    pb = {f.name for f in b.network.socket_families if f.socketpair_only}
+    for name in sorted(fa.keys() & fb.keys()):
+        if (name in pa) != (name in pb):
+            out.add("network.socket_families", "narrow" if name in pb else "widen",
+                    f"{name} socketpair_only {_bool(name in pa)} -> {_bool(name in pb)}")
     for scope in ("abstract_unix_socket", "signal"):
         out.flag(f"scopes.{scope}", getattr(a.scopes, scope), getattr(b.scopes, scope), False)
 

@@ -50,6 +50,7 @@ def dump(policy: Policy) -> dict[str, Any]:
             "bind_tcp": _ports(net.bind_tcp),
             "connect_tcp": _ports(net.connect_tcp),
             "socket_families": [{"family": f.name, "raw": f.raw, **({"datagram": False} if not f.datagram else {}),
+                                 **({"socketpair_only": True} if f.socketpair_only else {}),
                                  **({"reason": f.reason} if f.reason else {})}
                                 for f in net.socket_families],
         },

@@ -305,16 +305,20 @@ class FamilyList(ValueType):
         for i, item in enumerate(value):
             where = ref(f"{path}[{i}]")
             if isinstance(item, dict):
-                table = _table(item, where, {"family": True, "raw": False, "reason": False, "datagram": False},
+                table = _table(item, where, {"family": True, "raw": False, "reason": False, "datagram": False,
+                                             "socketpair_only": False},
                                "a table with family")
                 name = _string(table["family"], where)
                 raw = table.get("raw", False)
                 _expect(raw, bool, where, "true or false for raw")
                 datagram = table.get("datagram", True)
                 _expect(datagram, bool, where, "true or false for datagram")
+                pair_only = table.get("socketpair_only", False)
+                _expect(pair_only, bool, where, "true or false for socketpair_only")
                 reason = _reason(table, where)
             else:
                 name, raw, reason, datagram = _string(item, where, "a family name or a table"), False, None, True
+                pair_only = False
             if name not in SOCKET_FAMILIES:
                 raise PolicyError(where, f"unknown socket family '{name}' "
                                          f"(one of {', '.join(SOCKET_FAMILIES)})")
@@ -323,7 +327,9 @@ class FamilyList(ValueType):
             if not datagram and (raw or name not in ("inet", "inet6")):
                 raise PolicyError(where, "datagram = false applies to the inet and inet6 families without raw only "
                                          "(stream sockets only: TCP, no UDP)")
-            families.append(SocketFamily(name, where, bool(raw), reason, bool(datagram)))
+            if pair_only and name != "unix":
+                raise PolicyError(where, "socketpair_only applies to the unix family only")
+            families.append(SocketFamily(name, where, bool(raw), reason, bool(datagram), bool(pair_only)))
         return tuple(families)
 
     def schema(self) -> dict[str, Any]:
@@ -331,6 +337,7 @@ class FamilyList(ValueType):
         return {"type": "array", "items": {"anyOf": [{"enum": names}, {
             "type": "object", "additionalProperties": False, "required": ["family"],
             "properties": {"family": {"enum": names}, "raw": {"type": "boolean"}, "datagram": {"type": "boolean"},
+                           "socketpair_only": {"type": "boolean"},
                            "reason": {"type": "string", "minLength": 1}}}]}}
 
 

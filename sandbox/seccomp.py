@@ -184,8 +184,10 @@ def _family_rules(families: Iterable["SocketFamily"]) -> list[tuple[str, list["A
                     rules.append(("socket", [ArgCondition(0, "eq", number),
                                              ArgCondition(1, "masked_eq", kind, 0xF),
                                              ArgCondition(2, "masked_eq", proto, _LOW32)]))
-        else:
+        elif not fam.socketpair_only:
             rules.append(("socket", [ArgCondition(0, "eq", number)]))
+        # socketpair_only (unix): no socket(2), so no socket that can be bound to an abstract
+        # name of the host's network namespace or connected to a named one; the pair stays.
         if fam.name == "unix":
             rules.append(("socketpair", [ArgCondition(0, "eq", number)]))
     return rules

@@ -313,6 +313,11 @@ CASES: list[Any] = [
         socket_families = [{ family = "unix", raw = true, reason = "tests" }]
         """, "raw applies to the inet and inet6 families only", 2,
         "network.socket_families[0]"), id="raw-on-unix"),
+    pytest.param(Case("""
+        [network]
+        socket_families = [{ family = "inet", socketpair_only = true }]
+        """, "socketpair_only applies to the unix family only", 2,
+        "network.socket_families[0]"), id="socketpair-only-on-inet"),
 
     # --- process -----------------------------------------------------------------------------
     pytest.param(Case("""

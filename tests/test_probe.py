@@ -37,6 +37,9 @@ REQUIRED = {
     "denial-log-bury", "fs-setuid",
     # found 12-06 (h33): Landlock's TCP port rules do not hold for an MPTCP socket
     "net-mptcp-bind", "net-mptcp-connect",
+    # found 12-07: Landlock's abstract-socket scope refuses connect, not bind; in the host's
+    # network namespace the confined node claimed a name that host clients connected to
+    "net-abstract-bind",
     # found 12-06 (h39): the wallet gave its files and wallets/ group and other bits
     "fs-loosen-mode",
     # found 12-07: the same uid traced a launched component's denial monitor (not dumpable,
@@ -136,6 +139,12 @@ def test_expectations_follow_the_policy(base_sandbox, tmp_path: Path, sandbox_va
     # Abstract sockets: no network namespace any more, the Landlock scope still stops it.
     abstract = attempts["net-abstract-unix"]
     assert abstract.outcome == "denied" and abstract.detail.startswith("EPERM"), abstract
+    # ... but not a bind: a name claimed here is the host's, and the host's clients of that
+    # name reach the sandbox. The policy allows it (no filter rule, no namespace), and the
+    # battery says so beside the refused connect (the node's filter refuses it since 12-07).
+    claim = attempts["net-abstract-bind"]
+    assert (claim.expected, claim.outcome) == ("allowed", "allowed"), claim
+    assert "in the parent's network namespace" in claim.detail, claim
 
 
 def test_set_user_id_bits_are_refused_under_a_logging_default(strict, tmp_path: Path,

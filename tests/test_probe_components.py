@@ -68,10 +68,15 @@ def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:
         assert attempts[name]["expected"] == attempts[name]["outcome"] == "denied", attempts[name]
     assert attempts["net-tcp-bind"]["outcome"] == "denied"
     assert attempts["exec-bin-true"]["outcome"] == "denied"
-    # It listens on node.sock and may connect to a wallet's unix socket, so a socket in a
-    # read-only grant is reachable (no shipped grant of its holds one: docs/sandbox.md).
+    # Since 12-07 it makes no unix socket once confined (node.sock is bound and a wallet's
+    # socket connected before): a socket in a read-only grant is out of reach (until then it
+    # was reachable, though no shipped grant of its held one), and so is the host's abstract
+    # namespace, where it bound a name that a host client then connected to.
     reach = attempts["unix-socket-in-read-grant"]
-    assert reach["expected"] == reach["outcome"] == "allowed", reach
+    assert reach["expected"] == reach["outcome"] == "denied", reach
+    claim = attempts["net-abstract-bind"]
+    assert claim["expected"] == claim["outcome"] == "denied", claim
+    assert claim["detail"] == "EAFNOSUPPORT (seccomp: socket family not allowed)", claim
     assert attempts["proc-ptrace-parent"]["outcome"] == "denied"
     # CleanCoin-node restricts itself and keeps its output: on a terminal, write-only (h32),
     # since 12-06 pipes to a relay that shows escape sequences as text (OSC 52 reached it raw).

@@ -353,7 +353,11 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             keep.add(broker.channel.fileno())
         keep |= {sock.fileno() for sock in prebound.values()}
         try:
-            report = restrict_self(shipped_policy("node"), _node_variables(config, netdatadir, ipc.binds, ipc.connect),
+            # node.toml makes socket pairs only (no abstract name of the host's can be bound); a
+            # node that connects to a running wallet's unix socket once confined needs more.
+            unix_wallet = connect_wallet and not (ipc.connect or "").startswith("tcp:")
+            policy = "node-ipcconnect-unix" if unix_wallet else "node"
+            report = restrict_self(shipped_policy(policy), _node_variables(config, netdatadir, ipc.binds, ipc.connect),
                                    keep_fds=keep,
                                    denials=DenialLog(sandbox_log or "", verbose),
                                    learn_dir=learn_dir, monitor=monitor)

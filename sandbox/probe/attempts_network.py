@@ -1,8 +1,9 @@
-"""Network attempts: TCP and UDP to the parent's ports, raw, packet and netlink sockets, and
-the parent's abstract unix socket."""
+"""Network attempts: TCP and UDP to the parent's ports, raw, packet and netlink sockets, the
+parent's abstract unix socket, and an abstract name of the parent's network namespace."""
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable
 
@@ -135,6 +136,37 @@ def _run_abstract_connect(ctx: _Ctx, out: _Out) -> Outcome:
     return _ok(f"connected to the parent's abstract socket @{ctx.targets.abstract_name[1:]}")
 
 
+def _run_abstract_bind(ctx: _Ctx, out: _Out) -> Outcome:
+    """Claim an abstract name where the parent's clients would look for it. Landlock's scope
+    refuses connect and send to abstract sockets made outside the sandbox, not bind: in the
+    parent's network namespace a name bound here is taken for every process of the host (a
+    display's @/tmp/.X11-unix/X<n> before its server starts), whose clients then connect to
+    the sandbox. Whether this is the parent's namespace: the parent's own name is taken there."""
+    sock, fail = _socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, ctx)
+    if sock is None:
+        return fail  # type: ignore[return-value]
+    try:
+        try:
+            sock.bind(ctx.targets.abstract_name)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return ctx.denied(exc)
+        else:
+            return "denied", ("network namespace: abstract names are per namespace (the parent's "
+                              "name was free here)")
+        out.note("the parent's abstract name is taken here: this is the parent's network namespace")
+        claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            claim.bind(ctx.targets.abstract_name + "-claimed")
+        except OSError as exc:
+            return ctx.denied(exc)
+        finally:
+            claim.close()
+    finally:
+        sock.close()
+    return _ok(f"bound @{ctx.targets.abstract_name[1:]}-claimed in the parent's network namespace")
+
+
 # expectations ------------------------------------------------------------------------------
 
 def _inet_socket(j: _Judge, w: _Why, kind: int, proto: int = 0) -> _Why:
@@ -191,4 +223,11 @@ def _exp_abstract(j: _Judge, t: _Targets) -> _Why:
     j.sc(w, "socket", {0: socket.AF_UNIX, 1: socket.SOCK_STREAM})
     j.sc(w, "connect")
     w.need(not j.scoped(landlock.SCOPE_ABSTRACT_UNIX_SOCKET), "landlock: abstract unix socket scope")
+    return w.need("net" not in j.ns, "network namespace: abstract names are per namespace")
+
+
+def _exp_abstract_bind(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "socket", {0: socket.AF_UNIX, 1: socket.SOCK_STREAM})
+    j.sc(w, "bind")
     return w.need("net" not in j.ns, "network namespace: abstract names are per namespace")

@@ -192,6 +192,8 @@ class _Judge:
                     continue
                 if name == "socketpair" and fam.name != "unix":
                     continue
+                if name == "socket" and fam.socketpair_only:
+                    continue
                 if fam.name in ("inet", "inet6") and not fam.raw:
                     protocol = {socket.SOCK_STREAM: socket.IPPROTO_TCP,
                                 **({socket.SOCK_DGRAM: socket.IPPROTO_UDP} if fam.datagram else {})}.get(kind & 0xF)

@@ -33,7 +33,10 @@ def try_create(path, dir_fd=None):
     return True, "created"
 
 def try_connect_unix(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError as exc:           # the node's filter: no unix socket of its own (12-07)
+        return False, exc.strerror
     s.settimeout(2)
     try:
         s.connect(path)
@@ -103,8 +106,8 @@ if ctx.get("node_sock"):
     report("connect-node-sock", ok, how)
 if ctx.get("abstract_name"):
     # The host's abstract sockets (X11's @/tmp/.X11-unix/X0, systemd's notify socket, a
-    # session bus): the node shares the host's network namespace, so only Landlock's scope
-    # (ABI 6) keeps them out of reach.
+    # session bus): the node shares the host's network namespace. Landlock's scope (ABI 6)
+    # refuses the connect; since 12-07 the node's filter refuses the socket before it.
     attempt("connect-host-abstract-socket")
     ok, how = try_connect_unix("\0" + ctx["abstract_name"])
     report("connect-host-abstract-socket", ok, how)
@@ -1226,4 +1229,56 @@ try:
     report("signal-the-broker", True, f"SIGCONT delivered to {broker_pid}")
 except OSError as exc:
     report("signal-the-broker", False, exc.strerror)
+'''
+
+# An abstract unix socket name of the host's network namespace, claimed by the confined node
+# (found 12-07): Landlock's scope (ABI 6) refuses connect and send to abstract sockets made
+# outside the node's domain, but not bind. The node shares the host's network namespace, so a
+# name it binds is the host's: a service that comes later (X11's @/tmp/.X11-unix/X<n> for a
+# display started later, any per-user daemon's well-known name) finds it taken, and that
+# service's clients, of any user, connect to the node and send what they send it (X11 clients:
+# their MIT-MAGIC-COOKIE). The node accepts in a thread and reports what a client sent.
+# Control: socketpair(AF_UNIX), which the node's event loop needs, still works.
+ABSTRACT_CLAIM = r'''
+import threading
+mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+mine.send(b"ok")
+report("control-socketpair", False, f"socketpair(AF_UNIX) works: {theirs.recv(2)!r}")
+# What stays: a socket of a pair is a unix socket too, and bind needs no new one. The name is
+# then taken, but a pair's sockets are connected: no listen, no datagram from anyone else.
+try:
+    mine.bind("\0" + ctx["claim_name"] + "-pair")
+    report("bind-a-socketpair-socket", False, "bound (the name is taken; nobody can reach it)")
+except OSError as exc:
+    report("bind-a-socketpair-socket", False, exc.strerror)
+try:
+    mine.listen(1)
+    report("listen-on-a-socketpair-socket", True, "listening")
+except OSError as exc:
+    report("listen-on-a-socketpair-socket", False, exc.strerror)
+globals()["_pair"] = (mine, theirs)     # kept open: the test's client tries the name
+try:
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    claim.bind("\0" + ctx["claim_name"])
+    claim.listen(8)
+except OSError as exc:
+    report("claim-host-abstract-name", False, exc.strerror)
+else:
+    report("claim-host-abstract-name", True, f"bound and listening on @{ctx['claim_name']}")
+
+    def serve():
+        claim.settimeout(30)
+        try:
+            conn, _ = claim.accept()
+            conn.settimeout(10)
+            got = conn.recv(256)
+            report("read-a-host-clients-secret", bool(got), got.decode(errors="replace"))
+        except OSError as exc:
+            report("read-a-host-clients-secret", False, str(exc))
+    threading.Thread(target=serve, daemon=True).start()
+# The family is an int: the kernel reads the low 32 bits, so AF_UNIX with bit 32 set is AF_UNIX.
+fd = libc.syscall(41, ctypes.c_long((1 << 32) | socket.AF_UNIX), socket.SOCK_STREAM, 0)
+report("unix-socket-with-a-high-bit", fd >= 0, f"socket returned {fd}, errno {ctypes.get_errno()}")
+if fd >= 0:
+    os.close(fd)
 '''

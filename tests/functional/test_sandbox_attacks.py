@@ -192,8 +192,9 @@ def _listener(path: Path) -> CountingListener:
 def test_named_unix_sockets_outside_the_grants_are_out_of_reach(home_base: Path) -> None:
     """Item 3: the wallet tries the node's node.sock and a host socket; the node tries the
     host socket, and (since 12-07) an abstract socket of the host's, as X11's and systemd's
-    are: the node is in the host's network namespace, so Landlock's abstract-socket scope is
-    what refuses it (EPERM). Neither may connect (the wallet has no business with sockets)."""
+    are: the node is in the host's network namespace, where Landlock's abstract-socket scope
+    refuses the connect (EPERM); since 12-07 (later) the node's filter refuses socket(AF_UNIX)
+    before it. Neither may connect (the wallet has no business with sockets)."""
     outside_sock = home_base / "outside.sock"
     listener = _listener(outside_sock)
     abstract_name = f"cleancoin-test-x11-{uuid.uuid4().hex[:8]}"
@@ -218,11 +219,53 @@ def test_named_unix_sockets_outside_the_grants_are_out_of_reach(home_base: Path)
         # reaching it gives the node nothing it does not have.
         assert set(escapes(node_results)) <= {"connect-node-sock"}, node_results
         assert listener.accepted == 0 and abstract_listener.accepted == 0
-        assert node_results["connect-host-abstract-socket"]["detail"] == "Operation not permitted", node_results
+        # Until 12-07 Landlock's abstract-socket scope refused the connect (EPERM); since then
+        # the node makes no unix socket at all (its filter refuses socket(AF_UNIX)).
+        for name in ("connect-outside-socket", "connect-node-sock", "connect-host-abstract-socket"):
+            assert node_results[name]["detail"] == "Address family not supported by protocol", node_results
         assert killed_during(wallet_results) == ["connect-outside-socket"], wallet_results
     finally:
         listener.sock.close()
         abstract.close()
+
+
+def test_the_confined_node_cannot_claim_an_abstract_socket_name_of_the_host(home_base: Path) -> None:
+    """Found 12-07: Landlock's abstract-socket scope refuses the node's connect to the host's
+    abstract sockets (the test above), not its bind. The node is in the host's network
+    namespace, so an abstract name it binds is the host's: it listened on the name of a
+    service not started yet (here X11's display socket, as @/tmp/.X11-unix/X<n> of a display
+    started later), and a client of that service connected to it and sent its secret, which the
+    node read. Since 12-07 node.toml's unix family is socketpair_only: socket(AF_UNIX) answers
+    EAFNOSUPPORT, with a high bit in the family too (the kernel reads an int), its unix
+    listeners are bound before it confines itself, and its event loop's socketpair(AF_UNIX)
+    still works (the control)."""
+    name = f"cleancoin-test-x11-{uuid.uuid4().hex[:8]}"
+    a = AttackedNode(home_base, node=attacks.ABSTRACT_CLAIM, variables={"claim_name": name})
+    a.start()
+    claimed = a.result("node")
+    assert claimed["control-socketpair"]["detail"] == "socketpair(AF_UNIX) works: b'ok'", claimed
+    # The host's side: a client of the service whose name that is connects and sends its secret.
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(5)
+    try:
+        client.connect("\0" + name)
+        client.sendall(b"MIT-MAGIC-COOKIE-1 0123456789abcdef")
+        wait_until(lambda: "read-a-host-clients-secret" in a.result("node"), 15,
+                   what="the node's read of the client's secret")
+        reached = "the host's client reached the node"
+    except OSError as exc:
+        reached = f"the host's client could not connect: {exc.strerror}"
+    finally:
+        client.close()
+    results = a.result("node")
+    assert escapes(results) == {}, f"{reached}: {results}"
+    assert results["claim-host-abstract-name"]["detail"] == "Address family not supported by protocol", results
+    # What stays (docs/sandbox.md, "Known limits"): a socket of a pair can take a name, which
+    # then nothing reaches: a pair's sockets are connected.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as pair_client:
+        with pytest.raises(ConnectionRefusedError):
+            pair_client.connect("\0" + name + "-pair")
+    assert _answers(a.node)
 
 
 def _start_on_a_terminal(a: AttackedNode) -> tuple[int, int]:
