@@ -59,12 +59,12 @@ class Attacker(RawPeer):
     """Sends FLOOD as fast as the node takes it; reads (and drops) whatever the node sends, so
     that the node's own send-queue limit never pauses it."""
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, flood: bytes) -> None:
         threading.Thread(target=self._drain, args=(stop,), daemon=True).start()
         self.sent = 0
         while not stop.is_set():
             try:
-                self.sock.sendall(FLOOD)
+                self.sock.sendall(flood)
             except OSError:
                 return
             self.sent += 1
@@ -140,16 +140,18 @@ def make_site(base: object) -> Iterator[Site]:
             n.cleanup()
 
 
-def attack(site: Site, attackers: int, seconds: float, source: int = 1) -> Figures:
-    """`attackers` connections from 127.61.`source`.x flood the node for `seconds` while the
-    honest peer pings, RPC is called and the miner's block is timed through to the watcher."""
+def attack(site: Site, attackers: int, seconds: float, source: int = 1, flood: bytes = FLOOD,
+           command: str = "inv") -> Figures:
+    """`attackers` connections from 127.61.`source`.x send `flood` (messages of `command`)
+    over and over, and once the node has read some of each, for `seconds`, the honest peer
+    pings, RPC is called and the miner's block is timed through to the watcher."""
     node = site.node
     assert node.process is not None
     stop = threading.Event()
     peers = [Attacker(node.p2p_port, f"127.61.{source}.{i + 1}") for i in range(attackers)]
     for p in peers:
         p.handshake(1)
-    threads = [threading.Thread(target=p.run, args=(stop,), daemon=True) for p in peers]
+    threads = [threading.Thread(target=p.run, args=(stop, flood), daemon=True) for p in peers]
     for t in threads:
         t.start()
     pings: list[float] = []
@@ -158,7 +160,8 @@ def attack(site: Site, attackers: int, seconds: float, source: int = 1) -> Figur
     try:
         # Measured once the node has read a flood of each attacker: every connection's first
         # message is handled whatever it costs (the budget pays for it afterwards).
-        wait_until(lambda: sum(p["bytesrecv_per_msg"].get("inv", 0) >= len(FLOOD)
+        first = len(FLOOD) if command == "inv" else 1      # (one message of it)
+        wait_until(lambda: sum(p["bytesrecv_per_msg"].get(command, 0) >= first
                                for p in node.rpc.getpeerinfo()) >= attackers, 120, what="a flood of each")
         cpu0, t0 = cpu_seconds(node.process.pid), time.monotonic()
         relay = relay_time(site.miner, site.watcher)
@@ -200,9 +203,12 @@ if __name__ == "__main__":
     import tempfile
     from pathlib import Path
     span = float(sys.argv[1]) if len(sys.argv) > 1 else 6.0
+    # `ping`: 10,000 pings a burst (small messages: the per-message cost) instead of invs.
+    kind = sys.argv[2] if len(sys.argv) > 2 else "inv"
+    burst = (serialize_message(MAGIC, Ping(1)) * 10_000) if kind == "ping" else FLOOD
     with tempfile.TemporaryDirectory() as tmp:
         it = make_site(Path(tmp))
         s = next(it)
         for round_, n in enumerate((1, 4, 8)):
-            print(attack(s, n, span, source=round_ + 1), flush=True)
+            print(kind, attack(s, n, span, source=round_ + 1, flood=burst, command=kind), flush=True)
         next(it, None)
