@@ -20,9 +20,10 @@ so that many attackers together still cannot take most of the core. The bucket b
 the address, not the connection, so reconnecting does not refill it; a bucket is forgotten
 once it is full again and no connection of its address is left (a fresh one is the same).
 
-Spending the bucket mostly on messages nobody asked for (inv, tx, block, headers, addr, ping,
-unknown commands ... rather than the getheaders/getblocks/getdata/mempool of a peer that syncs
-from us) is charged as misbehaviour, EXHAUSTED_SCORE each time: a peer that keeps doing it is
+Spending the bucket mostly on messages nobody asked for and nobody sends unasked in good faith
+(inv, headers, notfound, pong, unknown commands ...: not EXCUSED_COMMANDS, the getheaders/getblocks/
+getdata/mempool/ping of a peer that syncs from us and pushed transactions and blocks) is charged as
+misbehaviour, EXHAUSTED_SCORE each time: a peer that keeps doing it is
 banned after BAN_THRESHOLD / EXHAUSTED_SCORE exhaustions.
 """
 
@@ -40,13 +41,19 @@ BURST: float = 0.05
 #: message's cost is estimated from its size before it is read.
 BYTES_PER_CPU_SECOND: int = 15_000_000
 #: Messages estimated at this many CPU seconds or more (75 KB) also wait for the bucket all
-#: addresses share (CpuBudgets).
+#: addresses share (CpuBudgets), which refills with LARGE_RATE CPU seconds per second: one
+#: message cannot be interrupted, and on a loaded machine its 0.2 CPU seconds take a second
+#: of the loop's wall time (at 0.25 CPU-s/s such messages kept the loop busy most of the time
+#: at a load average of 17).
 LARGE_MESSAGE: float = 0.005
+LARGE_RATE: float = 0.1
 #: Ban score for spending the bucket mostly on unrequested messages.
 EXHAUSTED_SCORE: int = 10
-#: Messages by which a peer asks us for something (a peer syncing from us sends many): they
-#: are charged and paused like the rest, but spending the budget on them is no misbehaviour.
-SERVICE_COMMANDS: frozenset[str] = frozenset({"getheaders", "getblocks", "getdata", "mempool", "ping"})
+#: Messages charged and paused like the rest, but spending the budget on which is no
+#: misbehaviour: a peer's requests to us (one syncing from us sends many), and a loose `tx`
+#: or `block` (the protocol lets them come without an `inv`: wallets and miners push them;
+#: one that is new to us is free anyway).
+EXCUSED_COMMANDS: frozenset[str] = frozenset({"getheaders", "getblocks", "getdata", "mempool", "ping", "tx", "block"})
 
 
 def estimated_cost(size: int) -> float:
@@ -117,12 +124,13 @@ class CpuBudgets:
     Why a shared one for large messages: addresses paused together refill together, and
     then each one's next max-size message ran back to back (eight of them: an RPC waited
     2.7 s behind them, at 0.2 node CPU s/s). A message estimated at LARGE_MESSAGE or more
-    waits for the shared bucket too, so such messages come at most SHARED_RATE a second
+    waits for the shared bucket too, so such messages come at most LARGE_RATE a second
     between them, spread out; small messages (pings, a few invs, getheaders) never wait for
     it, so attackers spending it delay no honest peer's ordinary traffic."""
 
     shared_rate: float = SHARED_RATE
     min_rate: float = MIN_RATE
+    large_rate: float = LARGE_RATE
     _by_address: dict[str, CpuBudget] = field(default_factory=dict)
     _shared: CpuBudget | None = None
 
@@ -148,7 +156,7 @@ class CpuBudgets:
     def _shared_bucket(self, now: float) -> CpuBudget:
         if self._shared is None:
             self._shared = CpuBudget(BURST, now)
-        self._shared.refill(now, self.shared_rate)
+        self._shared.refill(now, self.large_rate)
         return self._shared
 
     def delay(self, budget: CpuBudget, need: float, now: float) -> float:
@@ -158,7 +166,7 @@ class CpuBudgets:
         budget.refill(now, rate)
         wait = budget.wait(rate, need)
         if need >= LARGE_MESSAGE:
-            wait = max(wait, self._shared_bucket(now).wait(self.shared_rate, need))
+            wait = max(wait, self._shared_bucket(now).wait(self.large_rate, need))
         return wait
 
     def reserve(self, budget: CpuBudget, need: float, now: float) -> Reservation:

@@ -157,7 +157,7 @@ from .messages import (
     MAX_HEADERS, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message, NotFound,
     Ping, Pong, ProtocolError, RawBlockMessage, TxMessage, Verack, Version,
 )
-from .cpu_budget import EXHAUSTED_SCORE, SHARED_RATE, CpuBudgets
+from .cpu_budget import EXHAUSTED_SCORE, LARGE_RATE, SHARED_RATE, CpuBudgets
 from .eviction import Candidate, netgroup, select_peer_to_evict
 from .log_limit import install as install_log_limit
 from .header_download import HeaderDownload
@@ -429,7 +429,8 @@ class P2PNode:
         self._progress_height = 0
         self._progress_final = False
         #: What each address's messages may cost the event loop's thread (cpu_budget.py).
-        self._cpu_budgets = CpuBudgets(shared_rate=cpu_shared_rate)
+        self._cpu_budgets = CpuBudgets(shared_rate=cpu_shared_rate,
+                                       large_rate=cpu_shared_rate * LARGE_RATE / SHARED_RATE)
 
     # ================================================================== lifecycle
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .bloom import RollingBloomFilter
-from .cpu_budget import NOTHING_RESERVED, SERVICE_COMMANDS, CpuBudget, CpuBudgets, estimated_cost
+from .cpu_budget import NOTHING_RESERVED, EXCUSED_COMMANDS, CpuBudget, CpuBudgets, estimated_cost
 from .presync import HeaderSync
 from .messages import (
     HEADER_SIZE, MESSAGE_TYPES, BlockMessage, Headers, Inv, InvItem, Message, Pong, ProtocolError, TxMessage,
@@ -426,7 +426,7 @@ class Peer:
         reservation, self._reserved = self._reserved, NOTHING_RESERVED
         if budget is None or budgets is None:
             return
-        if budgets.settle(budget, reservation, cost, unsolicited=command not in SERVICE_COMMANDS):
+        if budgets.settle(budget, reservation, cost, unsolicited=command not in EXCUSED_COMMANDS):
             self.handler.cpu_budget_spent(self, budget.take_exhaustion())
 
     async def _wait_for_budget(self, need: float) -> None:
