@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .bloom import RollingBloomFilter
-from .cpu_budget import NOTHING_RESERVED, EXCUSED_COMMANDS, CpuBudget, CpuBudgets, estimated_cost
+from .cpu_budget import EXCUSED_COMMANDS, MESSAGE_OVERHEAD, NOTHING_RESERVED, CpuBudget, CpuBudgets, estimated_cost
 from .presync import HeaderSync
 from .messages import (
     HEADER_SIZE, MESSAGE_TYPES, BlockMessage, Headers, Inv, InvItem, Message, Pong, ProtocolError, TxMessage,
@@ -134,6 +134,11 @@ class InvQueue:
 
     def __bool__(self) -> bool:
         return self._len > 0
+
+
+def _end_pause(pause: asyncio.Future[None]) -> None:
+    if not pause.done():
+        pause.set_result(None)
 
 
 def format_addr(host: str, port: int) -> str:
@@ -275,7 +280,8 @@ class Peer:
         self.cpu_budget: CpuBudget | None = None
         self.cpu_budgets: CpuBudgets | None = None
         self._reserved = NOTHING_RESERVED
-        self._closing = asyncio.Event()
+        #: The reader's pause for the budget (close() ends it), while it lasts.
+        self._budget_pause: asyncio.Future[None] | None = None
         self._checksum_cost = 0.0           # thread CPU the last frame's checksum took
         self.closed = False
         self.close_reason = ""
@@ -392,7 +398,7 @@ class Peer:
             # What we asked for, or what brought a block or transaction new to us, is free:
             # an initial block download or a relayed block never waits on the budget.
             free = asked or (self.last_block_time, self.last_tx_time) != delivered
-            self._settle(command, None if free else time.thread_time() - start)
+            self._settle(command, None if free else time.thread_time() - start + MESSAGE_OVERHEAD)
 
     def _expected(self, command: str) -> bool:
         """A message of `command` may be the answer to a request of ours (known from its
@@ -438,9 +444,16 @@ class Peer:
             if wait <= 0:
                 self._reserved = budgets.reserve(budget, need, self._loop.time())
                 return
-            # (close() ends the wait: a peer disconnected while paused is forgotten at once.)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), wait)
+            # A future and a timer, not wait_for (a task each time: a paused ping flood spent
+            # half its CPU on them); close() ends the pause, so a peer disconnected while
+            # paused is forgotten at once.
+            pause = self._budget_pause = self._loop.create_future()
+            timer = self._loop.call_later(wait, _end_pause, pause)
+            try:
+                await pause
+            finally:
+                timer.cancel()
+                self._budget_pause = None
 
     async def run(self) -> None:
         """Serve the connection until it closes; then tell the handler. Never raises
@@ -482,7 +495,8 @@ class Peer:
             return
         self.closed = True
         self.close_reason = reason
-        self._closing.set()
+        if self._budget_pause is not None:
+            _end_pause(self._budget_pause)
         self._wake_writer.set()
         self._can_read.set()
         # abort(), not close(): a peer being disconnected for misbehaviour gets nothing more,
