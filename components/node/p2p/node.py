@@ -157,6 +157,7 @@ from .messages import (
     MAX_HEADERS, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message, NotFound,
     Ping, Pong, ProtocolError, RawBlockMessage, TxMessage, Verack, Version,
 )
+from .cpu_budget import EXHAUSTED_SCORE, LARGE_RATE, SHARED_RATE, CpuBudgets
 from .eviction import Candidate, netgroup, select_peer_to_evict
 from .log_limit import install as install_log_limit
 from .header_download import HeaderDownload
@@ -323,7 +324,8 @@ class P2PNode:
     bans kept (MAX_MISBEHAVIOUR_BANS; tests lower it); `tx_request_timeout`, how long a
     transaction request waits before the next announcer is asked (TX_REQUEST_TIMEOUT);
     `headers_sync_timeout`, the base of a headers-first sync peer's deadline
-    (HEADERS_SYNC_TIMEOUT).
+    (HEADERS_SYNC_TIMEOUT); `cpu_shared_rate`, the CPU seconds per second the peers' messages
+    share (cpu_budget.SHARED_RATE; tests that flood on purpose raise it).
     `connector` opens every outgoing connection (connector.py): the daemons pass one that
     applies the connect rule (connect_rule.py); the default applies none (tests).
     """
@@ -340,6 +342,7 @@ class P2PNode:
                  max_misbehaviour_bans: int = MAX_MISBEHAVIOUR_BANS,
                  tx_request_timeout: float = TX_REQUEST_TIMEOUT,
                  headers_sync_timeout: float = HEADERS_SYNC_TIMEOUT,
+                 cpu_shared_rate: float = SHARED_RATE,
                  connector: Connector = UNRESTRICTED) -> None:
         self.chain = chain
         self.connector = connector
@@ -425,6 +428,9 @@ class P2PNode:
         self._progress_at = 0.0
         self._progress_height = 0
         self._progress_final = False
+        #: What each address's messages may cost the event loop's thread (cpu_budget.py).
+        self._cpu_budgets = CpuBudgets(shared_rate=cpu_shared_rate,
+                                       large_rate=cpu_shared_rate * LARGE_RATE / SHARED_RATE)
 
     # ================================================================== lifecycle
 
@@ -537,6 +543,8 @@ class P2PNode:
         peer = Peer(self, self._next_peer_id, reader, writer, magic=self.params.magic,
                     inbound=inbound, connection_type=connection_type, target=target, now=self.now)
         self._peers[peer.id] = peer
+        peer.cpu_budget = self._cpu_budgets.attach(peer.host, asyncio.get_running_loop().time())
+        peer.cpu_budgets = self._cpu_budgets
         log.debug("%s connection peer=%d %s", "inbound" if inbound else "outbound", peer.id, peer.addr)
         return peer
 
@@ -701,6 +709,9 @@ class P2PNode:
                 # is under way (presync.py: counted, not stored).
                 "presynced_headers": p.header_sync.last.height if p.header_sync is not None else -1,
                 "banscore": p.ban_score,
+                # CPU seconds its address may still spend at once (below zero: not read
+                # until it refills; cpu_budget.py).
+                "cpu_budget": round(p.cpu_budget.tokens, 4) if p.cpu_budget is not None else None,
                 "bytessent_per_msg": dict(p.bytes_sent_per_msg),
                 "bytesrecv_per_msg": dict(p.bytes_recv_per_msg),
             }
@@ -865,6 +876,14 @@ class P2PNode:
         """A message other than version/verack before the handshake: ignored undecoded, +1."""
         self.misbehaving(peer, 1, f"{command} before handshake")
 
+    def cpu_budget_spent(self, peer: Peer, mostly_unsolicited: bool) -> None:
+        """`peer`'s address spent its CPU budget: it is not read until the budget refills;
+        spent mostly on messages nobody asked for, that is misbehaviour (EXHAUSTED_SCORE)."""
+        log.debug("peer=%d %s: CPU budget spent, not read for %.1f s", peer.id, peer.addr,
+                  peer.cpu_budget.wait(self._cpu_budgets.rate()) if peer.cpu_budget is not None else 0.0)
+        if mostly_unsolicited:
+            self.misbehaving(peer, EXHAUSTED_SCORE, "CPU budget spent on unrequested messages")
+
     def peer_closed(self, peer: Peer) -> None:
         """Forget a closed connection's state."""
         self._forget_peer(peer)
@@ -874,6 +893,7 @@ class P2PNode:
         if self._peers.get(peer.id) is not peer:
             return
         del self._peers[peer.id]
+        self._cpu_budgets.detach(peer.host)
         # A sync peer leaving while it owes blocks or an answer wasted its session, however
         # many it delivered first (one a session, then away before the stalling timeout).
         owed = bool(peer.blocks_in_flight or peer.getblocks_sent_at)
@@ -2307,6 +2327,7 @@ class P2PNode:
                 log.info("peer=%d %s: block download stalled, disconnecting", peer.id, peer.addr)
                 peer.close("block download stalled")
                 self._forget_peer(peer)
+        self._cpu_budgets.prune(loop_now)
         now = self.now()
         for key in [k for k, e in self._bans.items() if e.until <= now]:
             self._drop_ban(key)

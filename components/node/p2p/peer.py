@@ -13,7 +13,9 @@ time when the outbox is empty, so a getdata for 50000 blocks never sits in memor
 and like Bitcoin the reader stops taking messages from a peer while it still owes that peer
 data or its outbox is over SEND_BUFFER_LIMIT, which bounds what one peer can make us queue.
 Reader and writer yield to the event loop after every message, so that no peer keeps the
-others (and RPC, on the same loop) waiting.
+others (and RPC, on the same loop) waiting; and since 12-07 what a peer's messages cost the
+loop's thread is charged to its address's CPU budget (cpu_budget.py), which once spent stops
+the reader until it refills: turns alone share the messages, not the CPU.
 What it asked for waits in an `InvQueue`, as the 36-byte wire entries (bitcoind's CInv): a
 max-size getdata from a peer that stops reading holds 1.8 MB, not 6.9 MB of Python objects.
 
@@ -29,15 +31,17 @@ import contextlib
 import logging
 import secrets
 import struct
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .bloom import RollingBloomFilter
+from .cpu_budget import EXCUSED_COMMANDS, MESSAGE_OVERHEAD, NOTHING_RESERVED, CpuBudget, CpuBudgets, estimated_cost
 from .presync import HeaderSync
 from .messages import (
-    HEADER_SIZE, MESSAGE_TYPES, InvItem, Message, ProtocolError, checksum, parse_header, parse_payload,
-    serialize_message,
+    HEADER_SIZE, MESSAGE_TYPES, BlockMessage, Headers, Inv, InvItem, Message, Pong, ProtocolError, TxMessage,
+    checksum, parse_header, parse_payload, serialize_message,
 )
 
 log = logging.getLogger("cleancoin.net")
@@ -86,6 +90,11 @@ class PeerHandler(Protocol):
         completed (it was not decoded)."""
         ...
 
+    def cpu_budget_spent(self, peer: Peer, mostly_unsolicited: bool) -> None:
+        """`peer`'s messages spent its address's CPU budget (`mostly_unsolicited`: on messages
+        nobody asked for, not requests of its own); it is not read until the budget refills."""
+        ...
+
 
 class InvQueue:
     """A FIFO of inventory items kept as their packed 36-byte wire entries (getdata requests
@@ -125,6 +134,11 @@ class InvQueue:
 
     def __bool__(self) -> bool:
         return self._len > 0
+
+
+def _end_pause(pause: asyncio.Future[None]) -> None:
+    if not pause.done():
+        pause.set_result(None)
 
 
 def format_addr(host: str, port: int) -> str:
@@ -261,6 +275,14 @@ class Peer:
         self._can_read = asyncio.Event()
         self._can_read.set()
         self._writer_task: asyncio.Task[None] | None = None
+        #: Its address's CPU budget and all of them (cpu_budget.py), set by the node; None:
+        #: not charged.
+        self.cpu_budget: CpuBudget | None = None
+        self.cpu_budgets: CpuBudgets | None = None
+        self._reserved = NOTHING_RESERVED
+        #: The reader's pause for the budget (close() ends it), while it lasts.
+        self._budget_pause: asyncio.Future[None] | None = None
+        self._checksum_cost = 0.0           # thread CPU the last frame's checksum took
         self.closed = False
         self.close_reason = ""
 
@@ -324,9 +346,17 @@ class Peer:
         if magic != self.magic:
             raise ProtocolError("bad-magic", magic.hex())
         header = parse_header(magic + await self.reader.readexactly(HEADER_SIZE - 4), self.magic)
+        if not self._expected(header.command):
+            # Not read, let alone decoded, before the budget can pay for its size (the
+            # bytes stay in the kernel's buffers, and TCP then stops the sender).
+            await self._wait_for_budget(estimated_cost(header.length))
+        else:
+            self._reserved = NOTHING_RESERVED
         payload = await self.reader.readexactly(header.length)
+        start = time.thread_time()
         if checksum(payload) != header.checksum:
             raise ProtocolError("bad-checksum", header.command)
+        self._checksum_cost = time.thread_time() - start
         size = HEADER_SIZE + header.length
         self.bytes_recv += size
         # Unknown commands share one key (bitcoind's NET_MESSAGE_TYPE_OTHER): a key per
@@ -348,15 +378,82 @@ class Peer:
             await asyncio.sleep(0)
 
     async def _process_frame(self, command: str, payload: bytes) -> None:
-        if not self.handshake_done and command not in HANDSHAKE_COMMANDS:
-            if command in MESSAGE_TYPES:
-                self.handler.before_handshake(self, command)
+        # The handler does not suspend, so this thread's CPU time across it is what this
+        # message cost (the other tasks of the loop do not run in between).
+        start = time.thread_time() - self._checksum_cost
+        delivered = (self.last_block_time, self.last_tx_time)
+        asked = False
+        try:
+            if not self.handshake_done and command not in HANDSHAKE_COMMANDS:
+                if command in MESSAGE_TYPES:
+                    self.handler.before_handshake(self, command)
+                return
+            msg = parse_payload(command, payload)
+            if msg is None:
+                log.debug("peer=%d: ignoring unknown message %r", self.id, command)
+                return
+            asked = self._asked_for(msg)
+            await self.handler.handle_message(self, msg)
+        finally:
+            # What we asked for, or what brought a block or transaction new to us, is free:
+            # an initial block download or a relayed block never waits on the budget.
+            free = asked or (self.last_block_time, self.last_tx_time) != delivered
+            self._settle(command, None if free else time.thread_time() - start + MESSAGE_OVERHEAD)
+
+    def _expected(self, command: str) -> bool:
+        """A message of `command` may be the answer to a request of ours (known from its
+        header alone; `_asked_for` checks the message itself)."""
+        if command == "block":
+            return bool(self.blocks_in_flight)
+        if command == "tx":
+            return bool(self.txs_in_flight)
+        if command == "headers":
+            return bool(self.headers_sent_at)
+        if command == "inv":
+            return bool(self.getblocks_sent_at)
+        return False
+
+    def _asked_for(self, msg: Message) -> bool:
+        """`msg` answers a request of ours (checked before it is handled, which settles it)."""
+        if isinstance(msg, BlockMessage):
+            return msg.block.hash in self.blocks_in_flight
+        if isinstance(msg, TxMessage):
+            return msg.tx.txid in self.txs_in_flight
+        if isinstance(msg, Headers):
+            return bool(self.headers_sent_at)
+        if isinstance(msg, Inv):
+            return bool(self.getblocks_sent_at)
+        if isinstance(msg, Pong):
+            return bool(self.ping_sent_at)
+        return False
+
+    def _settle(self, command: str, cost: float | None) -> None:
+        budget, budgets = self.cpu_budget, self.cpu_budgets
+        reservation, self._reserved = self._reserved, NOTHING_RESERVED
+        if budget is None or budgets is None:
             return
-        msg = parse_payload(command, payload)
-        if msg is None:
-            log.debug("peer=%d: ignoring unknown message %r", self.id, command)
-            return
-        await self.handler.handle_message(self, msg)
+        if budgets.settle(budget, reservation, cost, unsolicited=command not in EXCUSED_COMMANDS):
+            self.handler.cpu_budget_spent(self, budget.take_exhaustion())
+
+    async def _wait_for_budget(self, need: float) -> None:
+        """Until this peer's address's CPU budget holds `need` (at most all it can hold), and
+        the shared one too for a large message; then reserve it."""
+        budget, budgets = self.cpu_budget, self.cpu_budgets
+        while budget is not None and budgets is not None and not self.closed:
+            wait = budgets.delay(budget, need, self._loop.time())
+            if wait <= 0:
+                self._reserved = budgets.reserve(budget, need, self._loop.time())
+                return
+            # A future and a timer, not wait_for (a task each time: a paused ping flood spent
+            # half its CPU on them); close() ends the pause, so a peer disconnected while
+            # paused is forgotten at once.
+            pause = self._budget_pause = self._loop.create_future()
+            timer = self._loop.call_later(wait, _end_pause, pause)
+            try:
+                await pause
+            finally:
+                timer.cancel()
+                self._budget_pause = None
 
     async def run(self) -> None:
         """Serve the connection until it closes; then tell the handler. Never raises
@@ -398,6 +495,8 @@ class Peer:
             return
         self.closed = True
         self.close_reason = reason
+        if self._budget_pause is not None:
+            _end_pause(self._budget_pause)
         self._wake_writer.set()
         self._can_read.set()
         # abort(), not close(): a peer being disconnected for misbehaviour gets nothing more,

@@ -1,0 +1,207 @@
+"""What a peer's messages may cost the node's one event-loop thread: a CPU budget per address.
+
+Decoding alone costs about 15 MB of P2P input per CPU-second here (a max-size inv of blocks
+we have, 1.8 MB, 0.2 to 0.4 s with its lookups), and the message loop cannot interrupt a
+message once it is being handled. Round robin (one message per peer per turn, peer.py) shares
+the turns, not the CPU: before 12-07 eight connections sending such invs took a whole core,
+and an honest peer's block, ping or RPC waited behind one message of each of them.
+
+So every message a peer sends is charged the thread CPU time its decoding and handling took
+(time.thread_time: the other processes on the machine do not count) to a token bucket of its
+address, refilled with loop (wall) time. What the node asked for and got is not charged: a
+block or transaction it requested, the headers or the getblocks inv it asked for, and any
+message that gave it a block or transaction new to it; so an initial block download and
+relay of new blocks never wait on the budget. While the bucket is below zero the node does
+not read from that address's connections (their bytes wait in the kernel's buffers and TCP
+stops the sender), so a flood costs at most `rate` of a core per address after one burst.
+
+The rate is a share: SHARED_RATE split over the addresses connected, at least MIN_RATE each,
+so that many attackers together still cannot take most of the core. The bucket belongs to
+the address, not the connection, so reconnecting does not refill it; a bucket is forgotten
+once it is full again and no connection of its address is left (a fresh one is the same).
+
+Spending the bucket mostly on messages nobody asked for and nobody sends unasked in good faith
+(inv, headers, notfound, pong, unknown commands ...: not EXCUSED_COMMANDS, the getheaders/getblocks/
+getdata/mempool/ping of a peer that syncs from us and pushed transactions and blocks) is charged as
+misbehaviour, EXHAUSTED_SCORE each time: a peer that keeps doing it is
+banned after BAN_THRESHOLD / EXHAUSTED_SCORE exhaustions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: CPU seconds per second shared by all addresses with a connection.
+SHARED_RATE: float = 0.25
+#: The least CPU seconds per second an address gets, however many are connected.
+MIN_RATE: float = 0.01
+#: CPU seconds an address may spend at once before its rate applies (the bucket's size).
+BURST: float = 0.05
+#: Bytes of P2P input decoded per CPU second, about (measured 12-07, any message type): a
+#: message's cost is estimated from its size before it is read.
+BYTES_PER_CPU_SECOND: int = 15_000_000
+#: CPU seconds each message costs outside what is measured (the stream's reads, the task's
+#: turn, writing an answer, the pause itself): a ping flood cost 47 us of node CPU a ping
+#: unpaused (38,235 in 3 s, 12-07) and 85 us paused after each, of which about 10 us is
+#: measured; without this charge a flood of small messages ran at 0.5 CPU-s/s under a
+#: 0.125 budget.
+MESSAGE_OVERHEAD: float = 75e-6
+#: Messages estimated at this many CPU seconds or more (75 KB) also wait for the bucket all
+#: addresses share (CpuBudgets), which refills with LARGE_RATE CPU seconds per second: one
+#: message cannot be interrupted, and on a loaded machine its 0.2 CPU seconds take a second
+#: of the loop's wall time (at 0.25 CPU-s/s such messages kept the loop busy most of the time
+#: at a load average of 17).
+LARGE_MESSAGE: float = 0.005
+LARGE_RATE: float = 0.1
+#: Ban score for spending the bucket mostly on unrequested messages.
+EXHAUSTED_SCORE: int = 10
+#: Messages charged and paused like the rest, but spending the budget on which is no
+#: misbehaviour: a peer's requests to us (one syncing from us sends many), and a loose `tx`
+#: or `block` (the protocol lets them come without an `inv`: wallets and miners push them;
+#: one that is new to us is free anyway).
+EXCUSED_COMMANDS: frozenset[str] = frozenset({"getheaders", "getblocks", "getdata", "mempool", "ping", "tx", "block"})
+
+
+def estimated_cost(size: int) -> float:
+    """CPU seconds a message of `size` payload bytes will cost, about."""
+    return MESSAGE_OVERHEAD + size / BYTES_PER_CPU_SECOND
+
+
+@dataclass
+class CpuBudget:
+    """One address's token bucket of CPU seconds (may go below zero: a message is charged
+    after it was handled, whatever it cost)."""
+
+    tokens: float
+    updated: float                                  # loop time of the last refill
+    #: CPU charged since the last exhaustion: in all, and on unrequested non-service messages.
+    charged: float = 0.0
+    unsolicited: float = 0.0
+    #: Connections of this address now.
+    connections: int = 0
+
+    def refill(self, now: float, rate: float) -> None:
+        """Add what `rate` gave since the last refill, up to BURST."""
+        if now > self.updated:
+            self.tokens = min(BURST, self.tokens + (now - self.updated) * rate)
+        self.updated = now
+
+    def charge(self, cost: float, *, unsolicited: bool) -> bool:
+        """Take `cost` CPU seconds (`unsolicited`: for a message nobody asked for that is no
+        request of ours to serve either); True when this spends the bucket (from zero or more to
+        below zero)."""
+        was_positive = self.tokens >= 0
+        self.tokens -= cost
+        self.charged += cost
+        if unsolicited:
+            self.unsolicited += cost
+        return was_positive and self.tokens < 0
+
+    def take_exhaustion(self) -> bool:
+        """At an exhaustion: whether at least half of what was charged since the last one was
+        unsolicited; starts the next count."""
+        mostly = self.unsolicited * 2 >= self.charged
+        self.charged = self.unsolicited = 0.0
+        return mostly
+
+    def wait(self, rate: float, need: float = 0.0) -> float:
+        """Seconds until the bucket holds `need` (at most BURST) at `rate` (0.0: it does)."""
+        short = min(need, BURST) - self.tokens
+        return short / rate if short > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What a message about to be read was estimated to cost, taken from its address's
+    bucket (and from the shared one when `shared`) until its real cost is known."""
+
+    need: float = 0.0
+    shared: bool = False
+
+
+NOTHING_RESERVED = Reservation()
+
+
+@dataclass
+class CpuBudgets:
+    """The buckets of the addresses connected (or still in debt), keyed by address, and the
+    bucket all large unrequested messages share.
+
+    Why a shared one for large messages: addresses paused together refill together, and
+    then each one's next max-size message ran back to back (eight of them: an RPC waited
+    2.7 s behind them, at 0.2 node CPU s/s). A message estimated at LARGE_MESSAGE or more
+    waits for the shared bucket too, so such messages come at most LARGE_RATE a second
+    between them, spread out; small messages (pings, a few invs, getheaders) never wait for
+    it, so attackers spending it delay no honest peer's ordinary traffic."""
+
+    shared_rate: float = SHARED_RATE
+    min_rate: float = MIN_RATE
+    large_rate: float = LARGE_RATE
+    _by_address: dict[str, CpuBudget] = field(default_factory=dict)
+    _shared: CpuBudget | None = None
+
+    def attach(self, address: str, now: float) -> CpuBudget:
+        """The bucket of `address` for a new connection (a full one if it has none)."""
+        budget = self._by_address.get(address)
+        if budget is None:
+            budget = self._by_address[address] = CpuBudget(BURST, now)
+        budget.connections += 1
+        return budget
+
+    def detach(self, address: str) -> None:
+        """A connection of `address` is gone."""
+        budget = self._by_address.get(address)
+        if budget is not None:
+            budget.connections = max(0, budget.connections - 1)
+
+    def rate(self) -> float:
+        """CPU seconds per second each connected address's bucket refills with now."""
+        connected = sum(1 for b in self._by_address.values() if b.connections)
+        return max(self.min_rate, self.shared_rate / max(1, connected))
+
+    def _shared_bucket(self, now: float) -> CpuBudget:
+        if self._shared is None:
+            self._shared = CpuBudget(BURST, now)
+        self._shared.refill(now, self.large_rate)
+        return self._shared
+
+    def delay(self, budget: CpuBudget, need: float, now: float) -> float:
+        """Seconds until a message estimated at `need` CPU seconds may be read from an address
+        with `budget` (0.0: now; then `reserve` it at once)."""
+        rate = self.rate()
+        budget.refill(now, rate)
+        wait = budget.wait(rate, need)
+        if need >= LARGE_MESSAGE:
+            wait = max(wait, self._shared_bucket(now).wait(self.large_rate, need))
+        return wait
+
+    def reserve(self, budget: CpuBudget, need: float, now: float) -> Reservation:
+        """Take `need` (at most BURST) from `budget`, and from the shared bucket for a large
+        message, until `settle`: connections read in between see it spent."""
+        need = min(need, BURST)
+        budget.tokens -= need
+        large = need >= LARGE_MESSAGE
+        if large:
+            self._shared_bucket(now).tokens -= need
+        return Reservation(need, large)
+
+    def settle(self, budget: CpuBudget, reservation: Reservation, cost: float | None, *,
+               unsolicited: bool) -> bool:
+        """The message is handled: give its reservation back and charge `cost` (None: free,
+        it was asked for or brought something new). True when this spent `budget`."""
+        budget.tokens += reservation.need
+        if reservation.shared and self._shared is not None:
+            self._shared.tokens += reservation.need - (cost or 0.0)
+        return cost is not None and budget.charge(cost, unsolicited=unsolicited)
+
+    def prune(self, now: float) -> None:
+        """Forget the buckets of addresses with no connection that are full again."""
+        rate = self.rate()
+        for address, budget in list(self._by_address.items()):
+            if not budget.connections:
+                budget.refill(now, rate)
+                if budget.tokens >= BURST:
+                    del self._by_address[address]
+
+    def __len__(self) -> int:
+        return len(self._by_address)
