@@ -177,19 +177,15 @@ def _network(out: _Collector, a: Policy, b: Policy) -> None:
         if fa[name] != fb[name]:
             out.add("network.socket_families", "widen" if fb[name] else "narrow",
                     f"{name} raw {_bool(fa[name])} -> {_bool(fb[name])}")
-    # Datagram sockets: allowed when any entry of the family allows them.
-    da = {f.name for f in a.network.socket_families if f.datagram}
-    db = {f.name for f in b.network.socket_families if f.datagram}
-    for name in sorted(fa.keys() & fb.keys()):
-        if (name in da) != (name in db):
-            out.add("network.socket_families", "widen" if name in db else "narrow",
-                    f"{name} datagram {_bool(name in da)} -> {_bool(name in db)}")
-    pa = {f.name for f in a.network.socket_families if f.socketpair_only}
-    pb = {f.name for f in b.network.socket_families if f.socketpair_only}
-    for name in sorted(fa.keys() & fb.keys()):
-        if (name in pa) != (name in pb):
-            out.add("network.socket_families", "narrow" if name in pb else "widen",
-                    f"{name} socketpair_only {_bool(name in pa)} -> {_bool(name in pb)}")
+    # Datagram sockets: allowed when any entry of the family allows them; socketpair_only
+    # narrows (no socket(2) for the family).
+    for flag, widens in (("datagram", True), ("socketpair_only", False)):
+        sa = {f.name for f in a.network.socket_families if getattr(f, flag)}
+        sb = {f.name for f in b.network.socket_families if getattr(f, flag)}
+        for name in sorted(fa.keys() & fb.keys()):
+            if (name in sa) != (name in sb):
+                out.add("network.socket_families", "widen" if (name in sb) == widens else "narrow",
+                        f"{name} {flag} {_bool(name in sa)} -> {_bool(name in sb)}")
     for scope in ("abstract_unix_socket", "signal"):
         out.flag(f"scopes.{scope}", getattr(a.scopes, scope), getattr(b.scopes, scope), False)
 

@@ -146,3 +146,17 @@ def test_a_grant_through_a_symlink_is_judged_where_it_points(tmp_path) -> None:
         found = run("diff", "examples/program", str(real), "--json")
         assert found.returncode == 1 and ("filesystem.read", "widen", "/usr/lib/ssl/private (is "
                                           f"{os.path.realpath('/usr/lib/ssl/private')})") in _changes(found)
+
+
+def test_socket_kinds_within_a_family_are_widened_and_narrowed() -> None:
+    """Plain unix sockets over socket pairs only (the node's -ipcconnect=unix variant) widen;
+    the reverse narrows; UDP given up on inet and inet6 narrows (stream only)."""
+    wider = run("diff", "node", "node-ipcconnect-unix", "--json")
+    assert wider.returncode == 1, wider.stdout + wider.stderr
+    assert ("network.socket_families", "widen", "unix socketpair_only true -> false") in _changes(wider)
+    narrower = run("diff", "node-ipcconnect-unix", "node", "--json")
+    assert narrower.returncode == 0, narrower.stdout + narrower.stderr
+    assert ("network.socket_families", "narrow", "unix socketpair_only false -> true") in _changes(narrower)
+    stream = _changes(run("diff", "connect-broker", "node", "--json"))
+    assert {("network.socket_families", "narrow", f"{family} datagram true -> false")
+            for family in ("inet", "inet6")} <= stream, stream

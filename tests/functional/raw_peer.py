@@ -52,6 +52,19 @@ class RawPeer:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def drain(self, stop: threading.Event) -> None:
+        """Read and discard until `stop` or the connection ends (an attacker that keeps its
+        socket moving, so that the node's send-queue limit never pauses its reading)."""
+        self.sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                if not self.sock.recv(1 << 16):
+                    return
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
     def read_frame(self) -> tuple[str, bytes]:
         """The next message's command and its payload as it came (not parsed)."""
         while len(self.buf) < HEADER_SIZE:

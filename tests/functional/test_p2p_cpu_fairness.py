@@ -60,7 +60,7 @@ class Attacker(RawPeer):
     that the node's own send-queue limit never pauses it."""
 
     def run(self, stop: threading.Event, flood: bytes) -> None:
-        threading.Thread(target=self._drain, args=(stop,), daemon=True).start()
+        threading.Thread(target=self.drain, args=(stop,), daemon=True).start()
         self.sent = 0
         while not stop.is_set():
             try:
@@ -68,17 +68,6 @@ class Attacker(RawPeer):
             except OSError:
                 return
             self.sent += 1
-
-    def _drain(self, stop: threading.Event) -> None:
-        self.sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                if not self.sock.recv(1 << 16):
-                    return
-            except TimeoutError:
-                continue
-            except OSError:
-                return
 
 
 def ping(peer: RawPeer, nonce: int) -> float:

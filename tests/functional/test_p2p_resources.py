@@ -37,19 +37,7 @@ def rss_bytes(pid: int) -> int:
 
 
 class Peer(RawPeer):
-    """A raw peer that can also read and discard what the node sends (raw_peer.py)."""
-
-    def drain(self, stop: threading.Event) -> None:
-        """Read and discard until `stop` (an attacker that keeps its socket moving)."""
-        self.sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                if not self.sock.recv(1 << 16):
-                    return
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+    """A raw peer that can be closed (raw_peer.py)."""
 
     def close(self) -> None:
         self.sock.close()
