@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cleancoin.components.common.private_files import (RefusedFile, UnsafeFileError, conf_to_protect, open_log,
-                                                        read_small_file, sandbox_log)
+                                                        read_small_file, sandbox_log, write_new_file)
 from cleancoin.components.ipc import auth
 from cleancoin.components.rpc.client import read_cookie
 
@@ -174,3 +174,25 @@ def test_the_sandbox_log_keeps_space_of_its_own_beyond_its_end(tmp_path: Path) -
     sandbox_log(str(netdir))
     info = path.stat()
     assert info.st_size == SANDBOX_LOG_RESERVE and info.st_blocks * 512 >= 2 * SANDBOX_LOG_RESERVE, info
+
+
+def test_a_new_file_is_written_private_and_nothing_already_there_is_opened(tmp_path: Path) -> None:
+    """write_new_file (backupwallet, the offline tool's dump): a new 0600 file holding the data,
+    even under umask 0; a file, a link (also one to a missing file) or a FIFO at the name is
+    refused without being opened or blocking, and what it points to is untouched."""
+    old = os.umask(0)
+    try:
+        write_new_file(tmp_path / "new", b"secret")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new").read_bytes() == b"secret" and (tmp_path / "new").stat().st_mode & 0o777 == 0o600
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"")
+    (tmp_path / "link").symlink_to(victim)
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    os.mkfifo(tmp_path / "fifo")
+    for name in ("new", "link", "dangling", "fifo"):
+        with pytest.raises(FileExistsError):
+            write_new_file(tmp_path / name, b"other")
+    assert victim.read_bytes() == b"" and not (tmp_path / "missing").exists()
+    assert (tmp_path / "new").read_bytes() == b"secret"

@@ -24,12 +24,16 @@ class UnsafeFileError(Exception):
     """A file that must not be opened as it is; the message names it and says why."""
 
 
-class RefusedFile(OSError):
-    """A file read_small_file would not read: the errno, the reason (strerror) and the path
-    (filename); shown as "path: reason", without Python's "[Errno N]"."""
+class _FileProblem(OSError):
+    """An errno, the reason (strerror) and the path (filename), shown as "path: reason",
+    without Python's "[Errno N]"."""
 
     def __str__(self) -> str:
         return f"{self.filename}: {self.strerror}" if self.filename else str(self.strerror)
+
+
+class RefusedFile(_FileProblem):
+    """A file read_small_file would not read."""
 
 
 def read_small_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
@@ -75,6 +79,52 @@ def read_cookie(path: str) -> tuple[str, int]:
     if not _COOKIE.fullmatch(text):
         raise RefusedFile(errno.EINVAL, "it does not hold a cookie (__cookie__:<hex>), so it is not sent", path)
     return text, info.st_uid
+
+
+class ReplacedFile(_FileProblem):
+    """write_new_file's file no longer has its name: something else was renamed over it (or
+    the name removed) while it was written, by a user who can write its directory."""
+
+
+def write_new_file(path: str | os.PathLike[str], data: bytes | bytearray | memoryview,
+                   mode: int = 0o600) -> None:
+    """Create `path` and write `data` into it through the descriptor that created it, for a
+    file an operator names (a wallet's backup or dump) in a directory others may write: a
+    shared group directory, /tmp. Whatever lies there (a file, a link even to a missing file,
+    a FIFO) is never opened: FileExistsError (O_CREAT | O_EXCL, O_NOFOLLOW). Nothing opens the
+    name a second time, so a file another user renames over it after its creation gets none
+    of `data`; the mode is `mode` less the umask, never more. After the fsync the name must
+    still be this file: ReplacedFile otherwise (the data went to the file we created, which
+    the other user can then not read, but the caller must not report a backup that is gone).
+    A failed write (a full disk) leaves no partial file under the name."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        made = os.fstat(fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, 0)
+            if _names(path, made):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+    finally:
+        os.close(fd)
+    if not _names(path, made):
+        raise ReplacedFile(errno.EEXIST, "it was replaced while it was written (another user "
+                           "can write its directory); the copy made is not under that name", str(path))
+
+
+def _names(path: str | os.PathLike[str], made: os.stat_result) -> bool:
+    """Whether `path` (not followed) is the file `made` describes."""
+    try:
+        now = os.lstat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (made.st_dev, made.st_ino)
 
 
 def open_log(path: str) -> TextIO:

@@ -103,6 +103,7 @@ from cleancoin.components.common.diskfail import WriteFailure, as_write_failure,
 from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.sqlite_schema import ForeignSchema, Schema, harden
 from cleancoin.components.common.pow import block_proof
+from cleancoin.components.common.private_files import write_new_file
 from cleancoin.components.common.primitives import OutPoint, Transaction
 
 from .locked_memory import scrub
@@ -1126,18 +1127,26 @@ class WalletStore:
         return recorded
 
     def backup(self, dest: str | os.PathLike[str]) -> None:
-        """A consistent copy of the database at `dest` (SQLite's online backup, so a
-        concurrent write cannot tear it), created 0600; refuses to overwrite a file."""
-        fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
-        target = sqlite3.connect(dest)
-        try:
-            with self._lock:
-                self._conn.backup(target)
-            # A single self-contained file: no WAL beside the copy.
-            target.execute("PRAGMA journal_mode=DELETE")
-        finally:
-            target.close()
+        """A consistent copy of the database at `dest`, created 0600; refuses to overwrite or
+        follow anything there (FileExistsError), and ReplacedFile when the name no longer
+        holds the copy afterwards (private_files.write_new_file).
+
+        The copy is taken in memory (sqlite3_serialize: the pages as of one read transaction,
+        those still in the WAL included, so a concurrent write cannot tear it) and written
+        through the descriptor that created `dest`. Before 12-07 SQLite's backup API wrote
+        it, opening `dest` again by name after our O_EXCL create: another user who can write
+        the directory renamed a file of theirs over the new name in between and SQLite wrote
+        the wallet, its seed, into the attacker's file (a link there: into any file the node
+        may write; a FIFO: a hang with the wallet's lock held). The cost is the database's
+        size in memory for the length of the call."""
+        with self._lock:
+            image = bytearray(self._conn.serialize())
+        # A single self-contained file: bytes 18 and 19 of the header (file format write and
+        # read version) say 2 in WAL mode, 1 for a rollback journal; with 1 the copy opens
+        # without a -wal or -shm beside it, as PRAGMA journal_mode=DELETE would leave it
+        # (sqlite.org/fileformat2.html, 1.3.3).
+        image[18:20] = b"\x01\x01"
+        write_new_file(dest, image)
 
     def abandon_transaction(self, txid: bytes) -> None:
         """Mark an unconfirmed transaction abandoned: the coins it spent count again, its own
@@ -1331,11 +1340,7 @@ def dump_wallet(store: WalletStore, dump_path: str | os.PathLike[str]) -> int:
         count += 1
     body = "".join(line + "\n" for line in lines)
     text = body + f"checksum={hashlib.sha256(body.encode()).hexdigest()}\n"
-    fd = os.open(dump_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    write_new_file(dump_path, text.encode("utf-8"))
     return count
 
 

@@ -7,10 +7,12 @@ believed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 
 from cleancoin.components.rpc.client import RpcClient
+from cleancoin.components.rpc.errors import RpcError
 from framework import free_port, is_multiprocess, node_command
 
 NOBODY = 65534
@@ -517,6 +520,89 @@ except OSError:
     pass
 open(out, "wb").write(got)
 '''
+
+
+#: name_swapper.py: the attacker's watcher that renames a file of its own over each new name.
+SWAPPER = str(Path(__file__).with_name("name_swapper.py"))
+#: Backups taken while it watches: before 12-07, 23 to 37 of 100 reached the attacker's file
+#: on a loaded 2-core machine (three runs); each costs a few ms.
+BACKUP_ROUNDS = 50
+
+
+def _readable_as_team_member(directory: Path, prefix: str) -> dict[str, list[Any]]:
+    """What the attacker can read of each file named `prefix`* in `directory`: its size and,
+    for a wallet database, the hex of the plaintext seed in its `secrets` table."""
+    script = (f"import json, os, sqlite3; d = {str(directory)!r}; found = {{}}\n"
+              f"for name in sorted(os.listdir(d)):\n"
+              f"    if name.startswith({prefix!r}):\n"
+              f"        try: data = open(os.path.join(d, name), 'rb').read()\n"
+              f"        except OSError: continue\n"
+              f"        seed = None\n"
+              f"        if data.startswith(b'SQLite format 3'):\n"
+              f"            db = sqlite3.connect(':memory:'); db.deserialize(data)\n"
+              f"            seed = db.execute('SELECT hex(plaintext) FROM secrets').fetchone()[0]\n"
+              f"        found[name] = [len(data), seed]\n"
+              f"print(json.dumps(found))")
+    done = as_team_member(sys.executable, "-I", "-c", script)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_backup_in_a_directory_another_user_writes_never_reaches_their_file(team: Path, node) -> None:
+    """Attack: the operator backs up into a directory a group they share with the attacker may
+    write; the attacker watches it (inotify) and renames a world-readable file of theirs over
+    each new name. Before 12-07 backupwallet created the file (O_EXCL), closed it and let
+    SQLite open the name again: 23 to 37 of 100 backups went into the attacker's file, which
+    then held the whole wallet, its plaintext seed included (a link there instead: any file
+    the node may write, overwritten). Now the copy is written through the descriptor that created the
+    file, so the attacker reads nothing of it; a backup whose name was taken over says so
+    (-4) rather than reporting success. CleanCoin-node's wallet process may not write there at
+    all (multiprocess.md)."""
+    n = node()
+    n.start()
+    n.rpc.createwallet("w")
+    swapper = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", f"--groups={TEAM_GID}",
+                                sys.executable, "-I", SWAPPER, str(team), "backup-"],
+                               stdout=subprocess.PIPE, text=True)
+    outcomes: dict[str, int] = {}
+    strange: list[tuple[str, int, str, int]] = []
+    try:
+        assert swapper.stdout is not None and swapper.stdout.readline().strip() == "ready"
+        for i in range(BACKUP_ROUNDS):
+            path = team / f"backup-{i}.sqlite"
+            try:
+                n.rpc.backupwallet(str(path))
+                outcome = "written"
+            except RpcError as exc:
+                # CleanCoin-node's wallet process does not see the directory (FileNotFoundError)
+                # or may not write it (Permission denied).
+                outcome = ("replaced" if "replaced while it was written" in exc.message
+                           else "refused" if "Permission denied" in exc.message or "FileNotFound" in exc.message
+                           else f"{exc.code} {exc.message}")
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if outcome == "written":
+                # Ours, unless the attacker's rename came after the call's last look: then
+                # the name holds their empty file (they may remove names there at any time).
+                info = path.lstat()
+                if not ((info.st_uid, info.st_mode & 0o777) == (0, 0o600) and info.st_size > 0
+                        or (info.st_uid, info.st_size) == (NOBODY, 0)):
+                    strange.append((path.name, info.st_uid, oct(info.st_mode), info.st_size))
+    finally:
+        swapper.kill()
+        swapper.wait()
+    got = {name: read for name, read in _readable_as_team_member(team, "backup-").items() if read[0]}
+    assert got == {}, f"the attacker read these backups (size, seed): {got} (outcomes {outcomes})"
+    assert strange == [], strange
+    if is_multiprocess():
+        assert outcomes == {"refused": BACKUP_ROUNDS}, outcomes
+        return
+    assert set(outcomes) <= {"written", "replaced"}, outcomes
+    # With no one renaming over it, the same backup is written, private, and opens as a wallet.
+    path = team / "backup-last.sqlite"
+    n.rpc.backupwallet(str(path))
+    assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (0, 0o600)
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as copy:
+        assert copy.execute("SELECT COUNT(*) FROM secrets").fetchone() == (1,)
 
 
 def test_a_unix_socket_another_user_listens_on_is_not_a_node(shared: Path, tmp_path: Path) -> None:
