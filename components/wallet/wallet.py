@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import coincurve
 
@@ -1117,6 +1117,39 @@ class Wallet:
         self.store.backup(dest)
 
 
+def _open_backup(backup_file: str) -> BinaryIO:
+    """The backup file restorewallet copies, opened once and read from that descriptor. Not
+    a regular file (missing, a directory, a FIFO: opened non-blocking, so a FIFO never hangs
+    the call): FileNotFoundError, as bitcoind's "Backup file does not exist". A file another
+    user could have chosen (theirs, writable by them, in a directory on the way they may
+    write unless sticky, or reached through a link of theirs: conf.refuse_others) is a
+    WalletError: they could have renamed a wallet of their own over the operator's backup,
+    whose seed the restored wallet would then hold (before 12-07 it was restored)."""
+    # Here, not at import: the conf parser is not needed by a wallet that never restores.
+    from cleancoin.components.common.conf import ConfError, refuse_others
+    missing = FileNotFoundError(f"Backup file does not exist: {backup_file}")
+    try:
+        fd = os.open(backup_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        raise missing from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise missing
+        try:
+            refuse_others(backup_file, "the backup file")
+            checked = os.stat(backup_file)
+        except (ConfError, OSError) as exc:
+            raise WalletError(f"Not restored: {exc}") from None
+        if (checked.st_dev, checked.st_ino) != (opened.st_dev, opened.st_ino):
+            raise WalletError(f"Not restored: {backup_file} was replaced while it was being checked")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class WalletManager:
     """The wallets of one node: `<netdatadir>/wallets/<name>/`, several loaded at once."""
 
@@ -1362,9 +1395,14 @@ class WalletManager:
 
     async def _restore_copy(self, name: str, backup_file: str) -> Wallet:
         """restorewallet: copy a backupwallet file into a new wallet directory, then load it."""
-        src = Path(backup_file)
-        if not src.is_file():
-            raise FileNotFoundError(f"Backup file does not exist: {backup_file}")
+        source = _open_backup(backup_file)
+        try:
+            return await self._restore_from(name, source)
+        finally:
+            source.close()
+
+    async def _restore_from(self, name: str, source: BinaryIO) -> Wallet:
+        """_restore_copy's copy from the opened backup `source`, then the load."""
         d = wallet_dir(self.netdatadir, name)
         if (d / DB_FILENAME).exists():
             raise FileExistsError(f"Wallet {name!r} already exists.")
@@ -1380,7 +1418,7 @@ class WalletManager:
         renamed = False
         try:
             import shutil   # not with the module: see restore
-            with open(src, "rb") as source, os.fdopen(fd, "wb") as target:
+            with os.fdopen(fd, "wb") as target:
                 shutil.copyfileobj(source, target)
                 target.flush()
                 os.fsync(target.fileno())

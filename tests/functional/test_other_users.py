@@ -605,6 +605,53 @@ def test_a_backup_in_a_directory_another_user_writes_never_reaches_their_file(te
         assert copy.execute("SELECT COUNT(*) FROM secrets").fetchone() == (1,)
 
 
+def test_a_backup_another_user_could_have_replaced_is_not_restored(team: Path, shared: Path, node) -> None:
+    """Attack: the operator's backup lies in a directory a group they share with the attacker
+    may write; the attacker renames a wallet of their own over it (no race: any time before
+    the restore). Before 12-07 restorewallet loaded it: the operator's restored wallet held
+    the attacker's seed (its addresses the attacker's, so every payment to it theirs). Now a
+    backup file another user owns, or could have replaced (a directory on the way they may
+    write, unless sticky and the file ours; a link of theirs), is refused (-4) naming why;
+    the operator's own backup in a sticky /tmp-like directory is restored, and a FIFO there
+    is refused at once, not read."""
+    n = node()
+    n.start()
+
+    def backup_of(wallet: str, where: Path) -> Path:
+        # Made in wallets/, where CleanCoin-node's wallet process may write, then moved.
+        made = n.netdatadir / "wallets" / f"{wallet}.bak"
+        n.client.call("backupwallet", str(made), wallet=wallet)
+        return Path(shutil.move(made, where / f"{wallet}.sqlite"))
+
+    n.rpc.createwallet("mallory")
+    stolen = n.client.call("getnewaddress", wallet="mallory")
+    theirs = backup_of("mallory", team)
+    os.chown(theirs, NOBODY, NOBODY)          # the attacker's own wallet file
+    n.rpc.unloadwallet("mallory")
+    n.rpc.createwallet("w")
+    backup = backup_of("w", team)
+    swapped = as_team_member(sys.executable, "-c", f"import os; os.rename({str(theirs)!r}, {str(backup)!r})")
+    assert swapped.returncode == 0, swapped.stderr
+    try:
+        n.rpc.restorewallet("restored", str(backup))
+    except RpcError as exc:
+        refusal = exc
+    else:
+        mine = n.client.call("getaddressinfo", stolen, wallet="restored")["ismine"]
+        pytest.fail(f"restored the attacker's wallet (their address {stolen} is ours: {mine})")
+    assert "restored" not in n.rpc.listwallets()
+    if is_multiprocess():
+        # The wallet process's view holds no directory of the attacker's at all.
+        assert "Backup file does not exist" in refusal.message, refusal.message
+        return
+    assert refusal.code == -4 and f"{backup} is owned by uid {NOBODY}" in refusal.message, refusal.message
+    own = backup_of("w", shared)
+    os.mkfifo(shared / "fifo.sqlite")
+    with pytest.raises(RpcError, match="Backup file does not exist"):
+        n.rpc.restorewallet("fifo", str(shared / "fifo.sqlite"))
+    assert n.rpc.restorewallet("restored", str(own))["name"] == "restored"
+
+
 def test_a_unix_socket_another_user_listens_on_is_not_a_node(shared: Path, tmp_path: Path) -> None:
     """Attack: another user listens first on the -ipcconnect=unix:PATH the operator uses in a
     shared directory. Before 12-06 the operator's CleanCoin-wallet connected and spoke Cap'n
