@@ -129,7 +129,10 @@ def _names(path: str | os.PathLike[str], made: os.stat_result) -> bool:
 
 def open_log(path: str) -> TextIO:
     """`path` opened for appending (created 0666 less the umask: 0600 unless -sysperms), never through a link: a
-    link, or anything but a regular file, is an UnsafeFileError."""
+    link, anything but a regular file, a file another user owns (since 12-07: one they made
+    first where -debuglogfile points, in a shared directory, would let them read the log as
+    it is written) or one with a second name (a hard link: the lines would go to a file of
+    the link maker's choosing) is an UnsafeFileError."""
     try:
         # O_NONBLOCK: a FIFO planted there must not hang the start (it fails with ENXIO).
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -140,11 +143,66 @@ def open_log(path: str) -> TextIO:
                                   "data directory, which a confined process can write (remove it, or "
                                   "log elsewhere with -debuglogfile=<absolute path>)") from None
         raise UnsafeFileError(f"cannot open {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    problem = ("is not a regular file" if not stat.S_ISREG(info.st_mode)
+               else f"is owned by uid {info.st_uid}, another user, who could read what is logged (remove it, "
+                    "or log elsewhere)" if info.st_uid not in (os.geteuid(), 0)
+               else f"has {info.st_nlink} names (hard links): remove it, or log elsewhere" if info.st_nlink != 1
+               else "")
+    if problem:
         os.close(fd)
-        raise UnsafeFileError(f"{path} is not a regular file")
+        raise UnsafeFileError(f"{path} {problem}")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Write `pid` into the pid file `path` (`-pid`, bitcoind's: an existing one, a stale file
+    of an earlier run, is overwritten), as only a file no other user could have chosen: never
+    through a link (its last component), never a FIFO or device (opened non-blocking: a
+    FIFO does not hang the start), not a file another user owns (they would choose the pid an
+    init script later signals as root) or one with a second name (a hard link to a file of
+    ours elsewhere, which the truncation would empty), and not in a directory another user may
+    write unless it is sticky (they could rename a file of theirs over it afterwards;
+    conf.refuse_others, the data directory's rule, on the way to it). The file is created 0666
+    less the umask (0600 unless -sysperms). UnsafeFileError names the file and why; nothing
+    existing is truncated before every check has passed, and a file created here for a pid
+    file that is then refused is removed again."""
+    # Here, not at import: the zygote imports this module, not the conf parser (conf_to_protect).
+    from .conf import ConfError, refuse_others
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    created = False
+    try:
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+            created = True
+        except FileExistsError:
+            fd = os.open(path, flags)
+    except OSError as exc:
+        why = ("it is a symbolic link, which is not followed" if exc.errno == errno.ELOOP
+               else "it is a FIFO or device" if exc.errno == errno.ENXIO else exc.strerror)
+        raise UnsafeFileError(f"Unable to create the PID file '{path}': {why}") from None
+    try:
+        info = os.fstat(fd)
+        problem = ("it is not a regular file" if not stat.S_ISREG(info.st_mode)
+                   else f"it is owned by uid {info.st_uid}, another user" if info.st_uid not in (os.geteuid(), 0)
+                   else f"it has {info.st_nlink} names (hard links)" if info.st_nlink != 1 else "")
+        if not problem:
+            try:
+                refuse_others(path, "the PID file")
+                if not _names(path, info):
+                    problem = "it was replaced while it was being checked"
+            except ConfError as exc:
+                problem = str(exc)
+        if problem:
+            if created and _names(path, info):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise UnsafeFileError(f"Unable to create the PID file '{path}': {problem}")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{pid}\n".encode("ascii"))
+    finally:
+        os.close(fd)
 
 
 def conf_to_protect(conf_path: str, netdatadir: str) -> str | None:

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import pytest
 
 from cleancoin.components.rpc.client import RpcClient
 from cleancoin.components.rpc.errors import RpcError
-from framework import free_port, is_multiprocess, node_command
+from framework import TestNode, free_port, is_multiprocess, node_command, wait_until
 
 NOBODY = 65534
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
@@ -650,6 +650,87 @@ def test_a_backup_another_user_could_have_replaced_is_not_restored(team: Path, s
     with pytest.raises(RpcError, match="Backup file does not exist"):
         n.rpc.restorewallet("fifo", str(shared / "fifo.sqlite"))
     assert n.rpc.restorewallet("restored", str(own))["name"] == "restored"
+
+
+def _start_or_refusal(base: Path, extra: list[str], while_running: Callable[[], str]) -> tuple[int, str] | str:
+    """A node started with `extra` under `base`: its exit status and stderr when it refused to
+    start, or, when it ran, what `while_running` found (the node stopped again here)."""
+    n = TestNode(0, base, extra)
+    n.start(wait=False)
+    try:
+        assert n.process is not None
+        wait_until(lambda: n.process.poll() is not None or n.cookie_path.exists(), timeout=15)
+        if n.process.poll() is not None:
+            return n.process.returncode, (n.datadir / "stderr.txt").read_text()
+        n.wait_for_rpc()
+        return while_running()
+    finally:
+        n.cleanup()
+
+
+def _start_with_pid_file(base: Path, pid_file: Path) -> tuple[int, str] | str:
+    """_start_or_refusal with `-pid=<pid_file>`: when it ran, what the file held and its mode."""
+    return _start_or_refusal(base, [f"-pid={pid_file}"],
+                             lambda: f"{pid_file.read_text().strip()} {oct(pid_file.stat().st_mode & 0o777)}")
+
+
+def test_a_pid_file_another_user_planted_is_neither_followed_nor_taken(team: Path, shared: Path,
+                                                                       tmp_path: Path) -> None:
+    """Attack: the operator's -pid names a file in a directory the attacker may write. Before
+    12-07 the node opened it with open(path, "w"): a link the attacker planted there (a
+    group-writable directory: fs.protected_symlinks does not apply) was followed, and the
+    file it led to, one only the operator may write, was truncated and given the node's pid;
+    a file of the attacker's own there (a sticky /tmp) took the pid, which they could then
+    change for an init script to signal as root; a FIFO there hung the start. Now each is
+    refused, naming the file and why, and the file a link leads to is untouched; a pid file
+    in the sticky directory with nothing planted is written, private, and removed at stop.
+    CleanCoin-node writes its pid file confined, seeing only its datadir: a -pid outside it
+    is "No such file or directory" there, before and after."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    plant = (f"import os, sys; kind, path = sys.argv[1:]\n"
+             f"if kind == 'link': os.symlink({str(victim)!r}, path)\n"
+             f"elif kind == 'fifo': os.mkfifo(path, 0o666)\n"
+             f"else: os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o666)); os.chmod(path, 0o666)")
+    cases = [("link", team / "cc.pid", "symbolic link"), ("file", shared / "theirs.pid", f"owned by uid {NOBODY}"),
+             ("fifo", shared / "fifo.pid", "FIFO")]
+    for kind, pid_file, why in cases:
+        planted = as_team_member(sys.executable, "-c", plant, kind, str(pid_file))
+        assert planted.returncode == 0, planted.stderr
+        done = _start_with_pid_file(tmp_path / kind, pid_file)
+        assert victim.read_text() == "precious\n", f"{kind}: the node wrote through the link: {victim.read_text()!r}"
+        assert not isinstance(done, str), f"{kind}: the node started with -pid={pid_file}, a {kind} of uid {NOBODY}"
+        status, stderr = done
+        # CleanCoin-node writes it confined, where its view holds no such directory at all.
+        why = "No such file or directory" if is_multiprocess() else why
+        assert status == 1 and why in stderr and str(pid_file) in stderr, (kind, stderr[-800:])
+    if is_multiprocess():
+        return
+    own = shared / "own.pid"
+    held = _start_with_pid_file(tmp_path / "own", own)
+    assert isinstance(held, str) and held.split()[0].isdigit() and held.endswith("0o600"), held
+    assert not own.exists()
+
+
+def test_a_log_file_another_user_made_is_not_written(shared: Path, tmp_path: Path) -> None:
+    """Attack: -debuglogfile names a file in a sticky shared directory, and the attacker made
+    it first (0666, theirs). Before 12-07 the node appended its log to it (open_log refused
+    links and FIFOs, not another user's file): the attacker read the node's log as it was
+    written. Now a log file another user owns, or one with a second name, is refused,
+    naming why; the operator's own log there is written, 0600."""
+    log = shared / "node.log"
+    made = as_team_member(sys.executable, "-c", f"import os; os.close(os.open({str(log)!r}, os.O_CREAT | os.O_WRONLY, 0o666)); "
+                                                f"os.chmod({str(log)!r}, 0o666)")
+    assert made.returncode == 0, made.stderr
+    done = _start_or_refusal(tmp_path / "theirs", [f"-debuglogfile={log}"], lambda: "ran")
+    read = as_team_member(sys.executable, "-c", f"print(len(open({str(log)!r}).read()))")
+    assert read.stdout.strip() == "0", f"the attacker read {read.stdout.strip()} bytes of the node's log"
+    assert not isinstance(done, str) and done[0] == 1, done
+    assert f"{log}" in done[1] and f"owned by uid {NOBODY}" in done[1], done[1][-800:]
+    own = shared / "own.log"
+    held = _start_or_refusal(tmp_path / "own", [f"-debuglogfile={own}"],
+                             lambda: f"{oct(own.stat().st_mode & 0o777)} {own.stat().st_size > 0}")
+    assert held == "0o600 True", held
 
 
 def test_a_unix_socket_another_user_listens_on_is_not_a_node(shared: Path, tmp_path: Path) -> None:
