@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import stat
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 
 class UnsafeFileError(Exception):
@@ -203,6 +203,44 @@ def write_pid_file(path: str, pid: int) -> None:
         os.write(fd, f"{pid}\n".encode("ascii"))
     finally:
         os.close(fd)
+
+
+def open_own_input(path: str | os.PathLike[str], what: str) -> BinaryIO:
+    """`path` opened for reading, as a regular file no other user could have chosen: one that
+    is theirs, writable by others, in a directory on the way that others (or a group with
+    another member) may write unless it is sticky and the file ours, or reached through a link
+    of theirs (conf.refuse_others, the data directory's rule) is an UnsafeFileError naming
+    why; they could have renamed a file of their own (a wallet, a dump: their seed) over the
+    operator's. Missing, or not a regular file: FileNotFoundError. Opened once, non-blocking
+    (a FIFO is refused at once, never read), checked against that descriptor, and read from
+    it."""
+    # Here, not at import: the zygote imports this module, not the conf parser (conf_to_protect).
+    from .conf import ConfError, refuse_others
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise FileNotFoundError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
+        try:
+            refuse_others(os.fspath(path), what)
+        except ConfError as exc:
+            raise UnsafeFileError(str(exc)) from None
+        try:
+            checked = os.stat(path)
+        except OSError:
+            checked = None
+        if checked is None or (checked.st_dev, checked.st_ino) != (opened.st_dev, opened.st_ino):
+            raise UnsafeFileError(f"{path} was replaced while it was being checked")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def conf_to_protect(conf_path: str, netdatadir: str) -> str | None:

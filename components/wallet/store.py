@@ -103,7 +103,7 @@ from cleancoin.components.common.diskfail import WriteFailure, as_write_failure,
 from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.sqlite_schema import ForeignSchema, Schema, harden
 from cleancoin.components.common.pow import block_proof
-from cleancoin.components.common.private_files import write_new_file
+from cleancoin.components.common.private_files import UnsafeFileError, open_own_input, write_new_file
 from cleancoin.components.common.primitives import OutPoint, Transaction
 
 from .locked_memory import scrub
@@ -1347,8 +1347,16 @@ def dump_wallet(store: WalletStore, dump_path: str | os.PathLike[str]) -> int:
 def create_from_dump(netdatadir: str | os.PathLike[str], name: str,
                      dump_path: str | os.PathLike[str]) -> WalletStore:
     """Create wallet `name` from a dump_wallet file (checksum verified first; the new wallet
-    is removed again if anything fails, so no half-made wallet stays behind)."""
-    text = Path(dump_path).read_text(encoding="utf-8")
+    is removed again if anything fails, so no half-made wallet stays behind). The dump must be
+    a file no other user could have chosen (private_files.open_own_input; since 12-07):
+    WalletError naming why, FileNotFoundError when it is missing or not a regular file."""
+    try:
+        with open_own_input(dump_path, "the dump file") as source:
+            text = source.read().decode("utf-8")
+    except UnsafeFileError as exc:
+        raise WalletError(f"Not created: {exc}") from None
+    except UnicodeDecodeError:
+        raise WalletError("Not a CleanCoin wallet dump (not UTF-8 text)") from None
     if not text.endswith("\n"):
         raise WalletError("Dump file is truncated")
     lines = text[:-1].split("\n")

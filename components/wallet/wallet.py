@@ -45,6 +45,7 @@ from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.errors import ValidationError
 from cleancoin.components.common.keys import PrivateKey, sign_transaction, verify_input
 from cleancoin.components.common.pow import block_proof
+from cleancoin.components.common.private_files import UnsafeFileError, open_own_input
 from cleancoin.components.common.primitives import Block, BlockHeader, OutPoint, Transaction, compact_size
 
 from .coins import FeeExceedsMaximum, SpendableCoin, build_transaction
@@ -1118,36 +1119,17 @@ class Wallet:
 
 
 def _open_backup(backup_file: str) -> BinaryIO:
-    """The backup file restorewallet copies, opened once and read from that descriptor. Not
-    a regular file (missing, a directory, a FIFO: opened non-blocking, so a FIFO never hangs
-    the call): FileNotFoundError, as bitcoind's "Backup file does not exist". A file another
-    user could have chosen (theirs, writable by them, in a directory on the way they may
-    write unless sticky, or reached through a link of theirs: conf.refuse_others) is a
-    WalletError: they could have renamed a wallet of their own over the operator's backup,
-    whose seed the restored wallet would then hold (before 12-07 it was restored)."""
-    # Here, not at import: the conf parser is not needed by a wallet that never restores.
-    from cleancoin.components.common.conf import ConfError, refuse_others
-    missing = FileNotFoundError(f"Backup file does not exist: {backup_file}")
+    """The backup file restorewallet copies (private_files.open_own_input): missing or not a
+    regular file (a FIFO is refused at once) is FileNotFoundError, as bitcoind's "Backup file
+    does not exist"; one another user could have chosen is a WalletError: they could have
+    renamed a wallet of their own over the operator's backup, whose seed the restored wallet
+    would then hold (before 12-07 it was restored)."""
     try:
-        fd = os.open(backup_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
-        raise missing from None
-    try:
-        opened = os.fstat(fd)
-        if not stat.S_ISREG(opened.st_mode):
-            raise missing
-        try:
-            refuse_others(backup_file, "the backup file")
-            checked = os.stat(backup_file)
-        except (ConfError, OSError) as exc:
-            raise WalletError(f"Not restored: {exc}") from None
-        if (checked.st_dev, checked.st_ino) != (opened.st_dev, opened.st_ino):
-            raise WalletError(f"Not restored: {backup_file} was replaced while it was being checked")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+        return open_own_input(backup_file, "the backup file")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Backup file does not exist: {backup_file}") from None
+    except UnsafeFileError as exc:
+        raise WalletError(f"Not restored: {exc}") from None
 
 
 class WalletManager:

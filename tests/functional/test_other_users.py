@@ -733,6 +733,39 @@ def test_a_log_file_another_user_made_is_not_written(shared: Path, tmp_path: Pat
     assert held == "0o600 True", held
 
 
+def test_a_dump_another_user_could_have_replaced_is_not_made_a_wallet(team: Path, tmp_path: Path) -> None:
+    """Attack: the offline tool's dump of the operator's wallet lies in a directory a group
+    they share with the attacker may write; the attacker renames a dump of their own wallet
+    over it. Before 12-07 `CleanCoin-wallet createfromdump` made the wallet from it: it held
+    the attacker's seed. Now a dump another user could have chosen is refused, naming why
+    (the same rule as restorewallet's backup file); the operator's own dump is taken."""
+    tool = str(Path(sys.executable).parent / "CleanCoin-wallet")
+
+    def wallet_tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([tool, "-regtest", f"-datadir={tmp_path}", f"-wallet={name}", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    def seed(name: str) -> bytes:
+        with contextlib.closing(sqlite3.connect(tmp_path / "regtest" / "wallets" / name / "wallet.sqlite")) as db:
+            return db.execute("SELECT plaintext FROM secrets").fetchone()[0]
+
+    for name in ("mallory", "w"):
+        assert wallet_tool(name, "create").returncode == 0
+        assert wallet_tool(name, f"-dumpfile={team / name}.dump", "dump").returncode == 0
+    os.chown(team / "mallory.dump", NOBODY, NOBODY)       # the attacker's own dump
+    swapped = as_team_member(sys.executable, "-c", f"import os; os.rename({str(team / 'mallory.dump')!r}, "
+                                                   f"{str(team / 'w.dump')!r})")
+    assert swapped.returncode == 0, swapped.stderr
+    made = wallet_tool("restored", f"-dumpfile={team / 'w.dump'}", "createfromdump")
+    assert made.returncode != 0, f"made a wallet from the attacker's dump (their seed: {seed('restored') == seed('mallory')})"
+    assert f"{team / 'w.dump'} is owned by uid {NOBODY}" in made.stderr, made.stderr
+    assert not (tmp_path / "regtest" / "wallets" / "restored" / "wallet.sqlite").exists()
+    own = tmp_path / "w.dump"
+    assert wallet_tool("w", f"-dumpfile={own}", "dump").returncode == 0
+    assert wallet_tool("restored", f"-dumpfile={own}", "createfromdump").returncode == 0
+    assert seed("restored") == seed("w")
+
+
 def test_a_unix_socket_another_user_listens_on_is_not_a_node(shared: Path, tmp_path: Path) -> None:
     """Attack: another user listens first on the -ipcconnect=unix:PATH the operator uses in a
     shared directory. Before 12-06 the operator's CleanCoin-wallet connected and spoke Cap'n
