@@ -611,3 +611,17 @@ def test_replaced_header_rows_are_kept_newest_first_up_to_the_bound(tmp_path: Pa
     assert kept == {3, 4, 5}, kept
     assert s.left_header(header(b"a", 5)[1]) == (5, header(b"a", 5)[2])
     s.close()
+
+
+def test_a_backup_leaves_no_scratch_copy_and_a_killed_ones_is_removed_at_open(tmp_path: Path) -> None:
+    """backup's scratch copy beside the database is gone when it returns; one a kill left
+    (with SQLite's journal beside it) is removed by the next open, never taken for anything."""
+    store = WalletStore.create(tmp_path, "w", "regtest")
+    store.backup(tmp_path / "copy")
+    directory = store.path.parent
+    assert not [p.name for p in directory.iterdir() if ".backup" in p.name]
+    store.close()
+    for leftover in ("wallet.sqlite.backup", "wallet.sqlite.backup-journal"):
+        (directory / leftover).write_bytes(b"half a copy")
+    WalletStore.open(tmp_path, "w", "regtest").close()
+    assert not [p.name for p in directory.iterdir() if ".backup" in p.name]

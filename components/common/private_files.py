@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import stat
+from collections.abc import Iterator
 from typing import BinaryIO, TextIO
 
 
@@ -82,28 +83,27 @@ def read_cookie(path: str) -> tuple[str, int]:
 
 
 class ReplacedFile(_FileProblem):
-    """write_new_file's file no longer has its name: something else was renamed over it (or
+    """new_file's file no longer has its name: something else was renamed over it (or
     the name removed) while it was written, by a user who can write its directory."""
 
 
-def write_new_file(path: str | os.PathLike[str], data: bytes | bytearray | memoryview,
-                   mode: int = 0o600) -> None:
-    """Create `path` and write `data` into it through the descriptor that created it, for a
-    file an operator names (a wallet's backup or dump) in a directory others may write: a
-    shared group directory, /tmp. Whatever lies there (a file, a link even to a missing file,
-    a FIFO) is never opened: FileExistsError (O_CREAT | O_EXCL, O_NOFOLLOW). Nothing opens the
-    name a second time, so a file another user renames over it after its creation gets none
-    of `data`; the mode is `mode` less the umask, never more. After the fsync the name must
-    still be this file: ReplacedFile otherwise (the data went to the file we created, which
-    the other user can then not read, but the caller must not report a backup that is gone).
-    A failed write (a full disk) leaves no partial file under the name."""
+@contextlib.contextmanager
+def new_file(path: str | os.PathLike[str], mode: int = 0o600) -> Iterator[int]:
+    """The descriptor of `path`, created here, for writing a file an operator names (a
+    wallet's backup or dump) in a directory others may write: a shared group directory,
+    /tmp. Whatever lies there (a file, a link even to a missing file, a FIFO) is never opened:
+    FileExistsError (O_CREAT | O_EXCL, O_NOFOLLOW). The caller writes through the descriptor
+    only; nothing opens the name a second time, so a file another user renames over it after
+    its creation gets none of what is written. The mode is `mode` less the umask, never more.
+    When the block ends the file is fsync'ed and the name must still be this file:
+    ReplacedFile otherwise (what was written went to the file we created, which the other
+    user cannot read, but the caller must not report a file that is gone). A block that fails
+    (a full disk) leaves no partial file under the name."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         made = os.fstat(fd)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            yield fd
             os.fsync(fd)
         except BaseException:
             os.ftruncate(fd, 0)
@@ -116,6 +116,14 @@ def write_new_file(path: str | os.PathLike[str], data: bytes | bytearray | memor
     if not _names(path, made):
         raise ReplacedFile(errno.EEXIST, "it was replaced while it was written (another user "
                            "can write its directory); the copy made is not under that name", str(path))
+
+
+def write_new_file(path: str | os.PathLike[str], data: bytes | bytearray | memoryview, mode: int = 0o600) -> None:
+    """`data` as the new file `path`, written as `new_file` says."""
+    with new_file(path, mode) as fd:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def _names(path: str | os.PathLike[str], made: os.stat_result) -> bool:
