@@ -18,6 +18,7 @@ datadir with *other* wallets loaded is no reason to refuse.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from typing import NoReturn
 
 from cleancoin.cli.process_exit import run_and_exit
 from cleancoin.components.common.options import Option, OptionError, help_text, load_settings, version_text, wants
+from cleancoin.components.common.private_files import UnsafeFileError, open_own_input
 
 PROG = "CleanCoin-wallet"
 
@@ -204,9 +206,16 @@ def _run(command: str, chain: str, netdatadir: str, name: str | None,
 def _check_dump_network(path: str, chain: str) -> None:
     """create_from_dump creates the wallet with the dump's network: refuse one of another
     network here, or it would land in this network's wallets folder."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        f.readline()
-        key, _, network = f.readline().rstrip("\n").partition("=")
+    # Read as create_from_dump reads it (never a FIFO, nothing another user could have chosen).
+    try:
+        with open_own_input(path, "the dump file") as source:
+            f = io.TextIOWrapper(source, encoding="utf-8", errors="replace")
+            f.readline()
+            key, _, network = f.readline().rstrip("\n").partition("=")
+    except UnsafeFileError as exc:
+        raise ToolError(f"Not created: {exc}") from None
+    except FileNotFoundError:
+        raise ToolError(f"Dump file {path} does not exist.") from None
     if key == "network" and network != chain:
         raise ToolError(f"Dump file is for network '{network}', not '{chain}'.")
 

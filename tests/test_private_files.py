@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from cleancoin.components.common.private_files import (RefusedFile, UnsafeFileError, conf_to_protect, open_log,
-                                                        read_small_file, sandbox_log)
+                                                        read_small_file, sandbox_log, write_new_file,
+                                                        write_pid_file)
 from cleancoin.components.ipc import auth
 from cleancoin.components.rpc.client import read_cookie
 
@@ -174,3 +175,50 @@ def test_the_sandbox_log_keeps_space_of_its_own_beyond_its_end(tmp_path: Path) -
     sandbox_log(str(netdir))
     info = path.stat()
     assert info.st_size == SANDBOX_LOG_RESERVE and info.st_blocks * 512 >= 2 * SANDBOX_LOG_RESERVE, info
+
+
+def test_a_new_file_is_written_private_and_nothing_already_there_is_opened(tmp_path: Path) -> None:
+    """write_new_file (backupwallet, the offline tool's dump): a new 0600 file holding the data,
+    even under umask 0; a file, a link (also one to a missing file) or a FIFO at the name is
+    refused without being opened or blocking, and what it points to is untouched."""
+    old = os.umask(0)
+    try:
+        write_new_file(tmp_path / "new", b"secret")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new").read_bytes() == b"secret" and (tmp_path / "new").stat().st_mode & 0o777 == 0o600
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"")
+    (tmp_path / "link").symlink_to(victim)
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    os.mkfifo(tmp_path / "fifo")
+    for name in ("new", "link", "dangling", "fifo"):
+        with pytest.raises(FileExistsError):
+            write_new_file(tmp_path / name, b"other")
+    assert victim.read_bytes() == b"" and not (tmp_path / "missing").exists()
+    assert (tmp_path / "new").read_bytes() == b"secret"
+
+
+def test_a_pid_file_overwrites_a_stale_one_of_ours_but_nothing_else(tmp_path: Path) -> None:
+    """write_pid_file: a stale pid file of ours is overwritten; a link (what it leads to stays
+    as it was), a FIFO (refused at once), a file with a second name and, as root, a file of
+    another user are refused by name; nothing is truncated."""
+    pid = tmp_path / "node.pid"
+    pid.write_text("99999999\n")
+    write_pid_file(str(pid), 42)
+    assert pid.read_text() == "42\n"
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    link, fifo, second = tmp_path / "link.pid", tmp_path / "fifo.pid", tmp_path / "second.pid"
+    link.symlink_to(victim)
+    os.mkfifo(fifo)
+    os.link(victim, second)
+    for path, why in ((link, "symbolic link"), (fifo, "FIFO"), (second, "2 names")):
+        with pytest.raises(UnsafeFileError, match=why):
+            write_pid_file(str(path), 42)
+    assert victim.read_text() == "precious\n"
+    if os.geteuid() == 0:
+        os.chown(pid, 65534, 65534)
+        with pytest.raises(UnsafeFileError, match="owned by uid 65534"):
+            write_pid_file(str(pid), 43)
+        assert pid.read_text() == "42\n"

@@ -5,7 +5,9 @@ side branch, encryption with the relock timer, signed messages, the WalletManage
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 import hashlib
 import logging
 import time
@@ -210,6 +212,14 @@ def test_loader_create_load_unload_restore(env: Env, tmp_path: Path) -> None:
         env.mine(3, addr.pkh)
         await settle(a)
         a.backup(str(tmp_path / "a.bak"))
+        # One self-contained file, in rollback-journal mode: nothing beside it, and opening
+        # it leaves nothing beside it either.
+        beside = lambda: sorted(n for n in os.listdir(tmp_path) if n.startswith("a.bak"))  # noqa: E731
+        assert beside() == ["a.bak"]
+        with contextlib.closing(sqlite3.connect(tmp_path / "a.bak")) as copy:
+            assert copy.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+            assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert beside() == ["a.bak"]
         await loader.unload("a")
         env.mine(2)
         a = await loader.load("a")

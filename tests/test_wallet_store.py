@@ -629,3 +629,17 @@ def test_wallet_names_stay_inside_wallets_and_off_its_other_files(tmp_path: Path
         assert not valid_wallet_name(name), name
         with pytest.raises(WalletError, match="Invalid wallet name"):
             wallet_dir(tmp_path, name)
+
+
+def test_a_backup_leaves_no_scratch_copy_and_a_killed_ones_is_removed_at_open(tmp_path: Path) -> None:
+    """backup's scratch copy beside the database is gone when it returns; one a kill left
+    (with SQLite's journal beside it) is removed by the next open, never taken for anything."""
+    store = WalletStore.create(tmp_path, "w", "regtest")
+    store.backup(tmp_path / "copy")
+    directory = store.path.parent
+    assert not [p.name for p in directory.iterdir() if ".backup" in p.name]
+    store.close()
+    for leftover in ("wallet.sqlite.backup", "wallet.sqlite.backup-journal"):
+        (directory / leftover).write_bytes(b"half a copy")
+    WalletStore.open(tmp_path, "w", "regtest").close()
+    assert not [p.name for p in directory.iterdir() if ".backup" in p.name]

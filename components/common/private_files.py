@@ -17,19 +17,24 @@ import logging
 import os
 import re
 import stat
-from typing import TextIO
+from collections.abc import Iterator
+from typing import BinaryIO, TextIO
 
 
 class UnsafeFileError(Exception):
     """A file that must not be opened as it is; the message names it and says why."""
 
 
-class RefusedFile(OSError):
-    """A file read_small_file would not read: the errno, the reason (strerror) and the path
-    (filename); shown as "path: reason", without Python's "[Errno N]"."""
+class _FileProblem(OSError):
+    """An errno, the reason (strerror) and the path (filename), shown as "path: reason",
+    without Python's "[Errno N]"."""
 
     def __str__(self) -> str:
         return f"{self.filename}: {self.strerror}" if self.filename else str(self.strerror)
+
+
+class RefusedFile(_FileProblem):
+    """A file read_small_file would not read."""
 
 
 def read_small_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
@@ -77,9 +82,65 @@ def read_cookie(path: str) -> tuple[str, int]:
     return text, info.st_uid
 
 
+class ReplacedFile(_FileProblem):
+    """new_file's file no longer has its name: something else was renamed over it (or
+    the name removed) while it was written, by a user who can write its directory."""
+
+
+@contextlib.contextmanager
+def new_file(path: str | os.PathLike[str], mode: int = 0o600) -> Iterator[int]:
+    """The descriptor of `path`, created here, for writing a file an operator names (a
+    wallet's backup or dump) in a directory others may write: a shared group directory,
+    /tmp. Whatever lies there (a file, a link even to a missing file, a FIFO) is never opened:
+    FileExistsError (O_CREAT | O_EXCL, O_NOFOLLOW). The caller writes through the descriptor
+    only; nothing opens the name a second time, so a file another user renames over it after
+    its creation gets none of what is written. The mode is `mode` less the umask, never more.
+    When the block ends the file is fsync'ed and the name must still be this file:
+    ReplacedFile otherwise (what was written went to the file we created, which the other
+    user cannot read, but the caller must not report a file that is gone). A block that fails
+    (a full disk) leaves no partial file under the name."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        made = os.fstat(fd)
+        try:
+            yield fd
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, 0)
+            if _names(path, made):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+    finally:
+        os.close(fd)
+    if not _names(path, made):
+        raise ReplacedFile(errno.EEXIST, "it was replaced while it was written (another user "
+                           "can write its directory); the copy made is not under that name", str(path))
+
+
+def write_new_file(path: str | os.PathLike[str], data: bytes | bytearray | memoryview, mode: int = 0o600) -> None:
+    """`data` as the new file `path`, written as `new_file` says."""
+    with new_file(path, mode) as fd:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _names(path: str | os.PathLike[str], made: os.stat_result) -> bool:
+    """Whether `path` (not followed) is the file `made` describes."""
+    try:
+        now = os.lstat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (made.st_dev, made.st_ino)
+
+
 def open_log(path: str) -> TextIO:
     """`path` opened for appending (created 0666 less the umask: 0600 unless -sysperms), never through a link: a
-    link, or anything but a regular file, is an UnsafeFileError."""
+    link, anything but a regular file, a file another user owns (since 12-07: one they made
+    first where -debuglogfile points, in a shared directory, would let them read the log as
+    it is written) or one with a second name (a hard link: the lines would go to a file of
+    the link maker's choosing) is an UnsafeFileError."""
     try:
         # O_NONBLOCK: a FIFO planted there must not hang the start (it fails with ENXIO).
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -90,11 +151,104 @@ def open_log(path: str) -> TextIO:
                                   "data directory, which a confined process can write (remove it, or "
                                   "log elsewhere with -debuglogfile=<absolute path>)") from None
         raise UnsafeFileError(f"cannot open {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    problem = ("is not a regular file" if not stat.S_ISREG(info.st_mode)
+               else f"is owned by uid {info.st_uid}, another user, who could read what is logged (remove it, "
+                    "or log elsewhere)" if info.st_uid not in (os.geteuid(), 0)
+               else f"has {info.st_nlink} names (hard links): remove it, or log elsewhere" if info.st_nlink != 1
+               else "")
+    if problem:
         os.close(fd)
-        raise UnsafeFileError(f"{path} is not a regular file")
+        raise UnsafeFileError(f"{path} {problem}")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Write `pid` into the pid file `path` (`-pid`, bitcoind's: an existing one, a stale file
+    of an earlier run, is overwritten), as only a file no other user could have chosen: never
+    through a link (its last component), never a FIFO or device (opened non-blocking: a
+    FIFO does not hang the start), not a file another user owns (they would choose the pid an
+    init script later signals as root) or one with a second name (a hard link to a file of
+    ours elsewhere, which the truncation would empty), and not in a directory another user may
+    write unless it is sticky (they could rename a file of theirs over it afterwards;
+    conf.refuse_others, the data directory's rule, on the way to it). The file is created 0666
+    less the umask (0600 unless -sysperms). UnsafeFileError names the file and why; nothing
+    existing is truncated before every check has passed, and a file created here for a pid
+    file that is then refused is removed again."""
+    # Here, not at import: the zygote imports this module, not the conf parser (conf_to_protect).
+    from .conf import ConfError, refuse_others
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    created = False
+    try:
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+            created = True
+        except FileExistsError:
+            fd = os.open(path, flags)
+    except OSError as exc:
+        why = ("it is a symbolic link, which is not followed" if exc.errno == errno.ELOOP
+               else "it is a FIFO or device" if exc.errno == errno.ENXIO else exc.strerror)
+        raise UnsafeFileError(f"Unable to create the PID file '{path}': {why}") from None
+    try:
+        info = os.fstat(fd)
+        problem = ("it is not a regular file" if not stat.S_ISREG(info.st_mode)
+                   else f"it is owned by uid {info.st_uid}, another user" if info.st_uid not in (os.geteuid(), 0)
+                   else f"it has {info.st_nlink} names (hard links)" if info.st_nlink != 1 else "")
+        if not problem:
+            try:
+                refuse_others(path, "the PID file")
+                if not _names(path, info):
+                    problem = "it was replaced while it was being checked"
+            except ConfError as exc:
+                problem = str(exc)
+        if problem:
+            if created and _names(path, info):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise UnsafeFileError(f"Unable to create the PID file '{path}': {problem}")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{pid}\n".encode("ascii"))
+    finally:
+        os.close(fd)
+
+
+def open_own_input(path: str | os.PathLike[str], what: str) -> BinaryIO:
+    """`path` opened for reading, as a regular file no other user could have chosen: one that
+    is theirs, writable by others, in a directory on the way that others (or a group with
+    another member) may write unless it is sticky and the file ours, or reached through a link
+    of theirs (conf.refuse_others, the data directory's rule) is an UnsafeFileError naming
+    why; they could have renamed a file of their own (a wallet, a dump: their seed) over the
+    operator's. Missing, or not a regular file: FileNotFoundError. Opened once, non-blocking
+    (a FIFO is refused at once, never read), checked against that descriptor, and read from
+    it."""
+    # Here, not at import: the zygote imports this module, not the conf parser (conf_to_protect).
+    from .conf import ConfError, refuse_others
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise FileNotFoundError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
+        try:
+            refuse_others(os.fspath(path), what)
+        except ConfError as exc:
+            raise UnsafeFileError(str(exc)) from None
+        try:
+            checked = os.stat(path)
+        except OSError:
+            checked = None
+        if checked is None or (checked.st_dev, checked.st_ino) != (opened.st_dev, opened.st_ino):
+            raise UnsafeFileError(f"{path} was replaced while it was being checked")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def conf_to_protect(conf_path: str, netdatadir: str) -> str | None:

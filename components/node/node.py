@@ -40,6 +40,7 @@ from .notifications import NotificationHub
 from .p2p import USER_AGENT, P2PNode
 from ..common.primitives import Block, OutPoint
 from ..common.fee_cap import DEFAULT_MAX_TX_FEE
+from ..common.private_files import UnsafeFileError, write_pid_file
 from ..common.sigcheck import DEFAULT_CACHE_MIB, SignatureCache
 
 log = logging.getLogger("cleancoin.node")
@@ -430,10 +431,14 @@ class NodeContext:
                  result.checked, result.transactions)
 
     def _write_pid(self) -> None:
+        # Not open(path, "w"): before 12-07 that followed a link another user planted where
+        # -pid pointed (a shared directory) and truncated the file it led to, as the node's
+        # user; a FIFO there hung the start (private_files.write_pid_file).
         try:
-            with open(self.pid_path, "w", encoding="ascii") as f:
-                f.write(f"{os.getpid()}\n")
+            write_pid_file(self.pid_path, os.getpid())
             self._pid_written = True
+        except UnsafeFileError as exc:
+            raise InitError(str(exc)) from None
         except OSError as exc:
             raise InitError(f"Unable to create the PID file '{self.pid_path}': {exc.strerror}") from exc
 

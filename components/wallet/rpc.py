@@ -24,6 +24,7 @@ from cleancoin.components.common.hashes import hash_to_hex, hex_to_hash
 from cleancoin.components.common.errors import DeserializationError, ValidationError
 from cleancoin.components.common.keys import verify_input
 from cleancoin.components.common.primitives import OutPoint, Transaction
+from cleancoin.components.common.private_files import ReplacedFile
 from cleancoin.components.rpc.errors import (
     RPC_DESERIALIZATION_ERROR, RPC_INVALID_ADDRESS_OR_KEY, RPC_MISC_ERROR, RPC_INVALID_PARAMETER, RPC_TYPE_ERROR, RPC_WALLET_ALREADY_LOADED,
     RPC_WALLET_ERROR, RPC_WALLET_INSUFFICIENT_FUNDS, RPC_WALLET_KEYPOOL_RAN_OUT,
@@ -672,6 +673,8 @@ class WalletRpc:
             raise RpcError(RPC_WALLET_ERROR, f"Error: Wallet backup failed! Permission denied writing "
                                              f"{destination} (a sandboxed wallet process can write only "
                                              f"inside {self.loader.netdatadir / 'wallets'})") from None
+        except ReplacedFile as exc:
+            raise RpcError(RPC_WALLET_ERROR, f"Error: Wallet backup failed! {exc}") from None
         except (OSError, WalletError) as exc:
             raise RpcError(RPC_WALLET_ERROR, f"Error: Wallet backup failed! ({type(exc).__name__})") from None
         return None

@@ -103,6 +103,7 @@ from cleancoin.components.common.diskfail import WriteFailure, as_write_failure,
 from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.sqlite_schema import ForeignSchema, Schema, harden
 from cleancoin.components.common.pow import block_proof
+from cleancoin.components.common.private_files import UnsafeFileError, new_file, open_own_input, write_new_file
 from cleancoin.components.common.primitives import OutPoint, Transaction
 
 from .locked_memory import scrub
@@ -123,6 +124,8 @@ DB_FILENAME: str = "wallet.sqlite"
 REWRITE_SUFFIX: str = ".rewrite"
 #: A new wallet's database, built complete beside its final name and renamed into place.
 NEW_SUFFIX: str = ".new"
+#: backupwallet's copy, made beside the database and copied to the destination from there.
+BACKUP_SUFFIX: str = ".backup"
 #: Zeroes written at a time over the replaced database file.
 _ZERO_CHUNK: int = 1 << 16
 #: The per-wallet lock file, inside the wallet's directory (see the module docstring).
@@ -253,11 +256,19 @@ def _unlock_wallet(fd: int | None) -> None:
         os.close(fd)
 
 
+def _remove_backup_scratch(path: Path) -> None:
+    """Remove backup's scratch copy beside `path` (and SQLite's files beside it)."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(path) + BACKUP_SUFFIX + suffix)
+
+
 def _remove_scratch(path: Path) -> None:
     """Remove what a kill before one of the renames (create, _rewrite) left beside `path`."""
     for suffix in (NEW_SUFFIX, REWRITE_SUFFIX):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(str(path) + suffix)
+    _remove_backup_scratch(path)
 
 
 def _write_new_database(path: Path, fill: Callable[[sqlite3.Connection], None]) -> None:
@@ -420,6 +431,7 @@ class WalletStore:
         self.params = params
         self._conn = conn
         self._lock = threading.RLock()
+        self._backup_lock = threading.Lock()    # one backup at a time uses the scratch copy
         self._lock_fd = lock_fd         # the wallet directory's flock (module docstring)
         self._closed = False
         # best_hash between write transactions (`best_hash`); _UNREAD once one may have moved it.
@@ -1177,18 +1189,45 @@ class WalletStore:
         return recorded
 
     def backup(self, dest: str | os.PathLike[str]) -> None:
-        """A consistent copy of the database at `dest` (SQLite's online backup, so a
-        concurrent write cannot tear it), created 0600; refuses to overwrite a file."""
-        fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
-        target = sqlite3.connect(dest)
-        try:
-            with self._lock:
-                self._conn.backup(target)
-            # A single self-contained file: no WAL beside the copy.
-            target.execute("PRAGMA journal_mode=DELETE")
-        finally:
-            target.close()
+        """A consistent copy of the database at `dest`, created 0600; refuses to overwrite or
+        follow anything there (FileExistsError), and ReplacedFile when the name no longer
+        holds the copy afterwards (private_files.new_file).
+
+        SQLite's online backup (a concurrent write cannot tear it) writes the copy into a
+        scratch file beside the database, in the wallet's own private directory; from there
+        it is copied into `dest` through the descriptor that created it, and the scratch file
+        is removed (a kill leaves it for the next open to remove). Before 12-07 the backup API
+        wrote `dest` itself, opening the name again after our O_EXCL create: another user who
+        can write that directory renamed a file of theirs over the new name in between and
+        SQLite wrote the wallet, its seed, into the attacker's file (a link there: into any
+        file the node may write; a FIFO: a hang with the wallet's lock held). Not
+        sqlite3_serialize: Python's copies the image twice in memory (+48 MB peak for a 24 MB
+        wallet, against +4 MB this way)."""
+        scratch = Path(str(self.path) + BACKUP_SUFFIX)
+        with self._backup_lock, new_file(dest) as out:
+            _remove_backup_scratch(self.path)
+            os.close(os.open(scratch, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+            try:
+                target = sqlite3.connect(f"file:{scratch}", uri=True)
+                try:
+                    with self._lock:
+                        self._conn.backup(target)
+                    # A single self-contained file: no WAL beside the copy.
+                    target.execute("PRAGMA journal_mode=DELETE")
+                finally:
+                    target.close()
+                source = os.open(scratch, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    offset, size = 0, os.fstat(source).st_size
+                    while offset < size:
+                        sent = os.sendfile(out, source, offset, size - offset)
+                        if sent == 0:
+                            raise WalletError("the wallet's backup copy shrank while it was copied")
+                        offset += sent
+                finally:
+                    os.close(source)
+            finally:
+                _remove_backup_scratch(self.path)
 
     def abandon_transaction(self, txid: bytes) -> None:
         """Mark an unconfirmed transaction abandoned: the coins it spent count again, its own
@@ -1382,19 +1421,23 @@ def dump_wallet(store: WalletStore, dump_path: str | os.PathLike[str]) -> int:
         count += 1
     body = "".join(line + "\n" for line in lines)
     text = body + f"checksum={hashlib.sha256(body.encode()).hexdigest()}\n"
-    fd = os.open(dump_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    write_new_file(dump_path, text.encode("utf-8"))
     return count
 
 
 def create_from_dump(netdatadir: str | os.PathLike[str], name: str,
                      dump_path: str | os.PathLike[str]) -> WalletStore:
     """Create wallet `name` from a dump_wallet file (checksum verified first; the new wallet
-    is removed again if anything fails, so no half-made wallet stays behind)."""
-    text = Path(dump_path).read_text(encoding="utf-8")
+    is removed again if anything fails, so no half-made wallet stays behind). The dump must be
+    a file no other user could have chosen (private_files.open_own_input; since 12-07):
+    WalletError naming why, FileNotFoundError when it is missing or not a regular file."""
+    try:
+        with open_own_input(dump_path, "the dump file") as source:
+            text = source.read().decode("utf-8")
+    except UnsafeFileError as exc:
+        raise WalletError(f"Not created: {exc}") from None
+    except UnicodeDecodeError:
+        raise WalletError("Not a CleanCoin wallet dump (not UTF-8 text)") from None
     if not text.endswith("\n"):
         raise WalletError("Dump file is truncated")
     lines = text[:-1].split("\n")

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import coincurve
 
@@ -45,6 +45,7 @@ from cleancoin.components.common.hashes import hash160
 from cleancoin.components.common.errors import ValidationError
 from cleancoin.components.common.keys import PrivateKey, sign_transaction, verify_input
 from cleancoin.components.common.pow import block_proof
+from cleancoin.components.common.private_files import UnsafeFileError, open_own_input
 from cleancoin.components.common.primitives import Block, BlockHeader, OutPoint, Transaction, compact_size
 
 from .coins import FeeExceedsMaximum, SpendableCoin, build_transaction
@@ -1114,6 +1115,20 @@ class Wallet:
         self.store.backup(dest)
 
 
+def _open_backup(backup_file: str) -> BinaryIO:
+    """The backup file restorewallet copies (private_files.open_own_input): missing or not a
+    regular file (a FIFO is refused at once) is FileNotFoundError, as bitcoind's "Backup file
+    does not exist"; one another user could have chosen is a WalletError: they could have
+    renamed a wallet of their own over the operator's backup, whose seed the restored wallet
+    would then hold (before 12-07 it was restored)."""
+    try:
+        return open_own_input(backup_file, "the backup file")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Backup file does not exist: {backup_file}") from None
+    except UnsafeFileError as exc:
+        raise WalletError(f"Not restored: {exc}") from None
+
+
 class WalletManager:
     """The wallets of one node: `<netdatadir>/wallets/<name>/`, several loaded at once."""
 
@@ -1367,9 +1382,14 @@ class WalletManager:
 
     async def _restore_copy(self, name: str, backup_file: str) -> Wallet:
         """restorewallet: copy a backupwallet file into a new wallet directory, then load it."""
-        src = Path(backup_file)
-        if not src.is_file():
-            raise FileNotFoundError(f"Backup file does not exist: {backup_file}")
+        source = _open_backup(backup_file)
+        try:
+            return await self._restore_from(name, source)
+        finally:
+            source.close()
+
+    async def _restore_from(self, name: str, source: BinaryIO) -> Wallet:
+        """_restore_copy's copy from the opened backup `source`, then the load."""
         d = wallet_dir(self.netdatadir, name)
         if (d / DB_FILENAME).exists():
             raise FileExistsError(f"Wallet {name!r} already exists.")
@@ -1385,7 +1405,7 @@ class WalletManager:
         renamed = False
         try:
             import shutil   # not with the module: see restore
-            with open(src, "rb") as source, os.fdopen(fd, "wb") as target:
+            with os.fdopen(fd, "wb") as target:
                 shutil.copyfileobj(source, target)
                 target.flush()
                 os.fsync(target.fileno())

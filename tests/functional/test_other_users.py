@@ -7,24 +7,27 @@ believed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cleancoin.components.rpc.client import RpcClient
-from framework import free_port, is_multiprocess, node_command
+from cleancoin.components.rpc.errors import RpcError
+from framework import TestNode, free_port, is_multiprocess, node_command, wait_until
 
 NOBODY = 65534
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
@@ -532,6 +535,250 @@ except OSError:
     pass
 open(out, "wb").write(got)
 '''
+
+
+#: name_swapper.py: the attacker's watcher that renames a file of its own over each new name.
+SWAPPER = str(Path(__file__).with_name("name_swapper.py"))
+#: Backups taken while it watches: before 12-07, 23 to 37 of 100 reached the attacker's file
+#: on a loaded 2-core machine (three runs); each costs a few ms.
+BACKUP_ROUNDS = 50
+
+
+def _readable_as_team_member(directory: Path, prefix: str) -> dict[str, list[Any]]:
+    """What the attacker can read of each file named `prefix`* in `directory`: its size and,
+    for a wallet database, the hex of the plaintext seed in its `secrets` table."""
+    script = (f"import json, os, sqlite3; d = {str(directory)!r}; found = {{}}\n"
+              f"for name in sorted(os.listdir(d)):\n"
+              f"    if name.startswith({prefix!r}):\n"
+              f"        try: data = open(os.path.join(d, name), 'rb').read()\n"
+              f"        except OSError: continue\n"
+              f"        seed = None\n"
+              f"        if data.startswith(b'SQLite format 3'):\n"
+              f"            db = sqlite3.connect(':memory:'); db.deserialize(data)\n"
+              f"            seed = db.execute('SELECT hex(plaintext) FROM secrets').fetchone()[0]\n"
+              f"        found[name] = [len(data), seed]\n"
+              f"print(json.dumps(found))")
+    done = as_team_member(sys.executable, "-I", "-c", script)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_backup_in_a_directory_another_user_writes_never_reaches_their_file(team: Path, node) -> None:
+    """Attack: the operator backs up into a directory a group they share with the attacker may
+    write; the attacker watches it (inotify) and renames a world-readable file of theirs over
+    each new name. Before 12-07 backupwallet created the file (O_EXCL), closed it and let
+    SQLite open the name again: 23 to 37 of 100 backups went into the attacker's file, which
+    then held the whole wallet, its plaintext seed included (a link there instead: any file
+    the node may write, overwritten). Now the copy is written through the descriptor that created the
+    file, so the attacker reads nothing of it; a backup whose name was taken over says so
+    (-4) rather than reporting success. CleanCoin-node's wallet process may not write there at
+    all (multiprocess.md)."""
+    n = node()
+    n.start()
+    n.rpc.createwallet("w")
+    swapper = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", f"--groups={TEAM_GID}",
+                                sys.executable, "-I", SWAPPER, str(team), "backup-"],
+                               stdout=subprocess.PIPE, text=True)
+    outcomes: dict[str, int] = {}
+    strange: list[tuple[str, int, str, int]] = []
+    try:
+        assert swapper.stdout is not None and swapper.stdout.readline().strip() == "ready"
+        for i in range(BACKUP_ROUNDS):
+            path = team / f"backup-{i}.sqlite"
+            try:
+                n.rpc.backupwallet(str(path))
+                outcome = "written"
+            except RpcError as exc:
+                # CleanCoin-node's wallet process does not see the directory (FileNotFoundError)
+                # or may not write it (Permission denied).
+                outcome = ("replaced" if "replaced while it was written" in exc.message
+                           else "refused" if "Permission denied" in exc.message or "FileNotFound" in exc.message
+                           else f"{exc.code} {exc.message}")
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if outcome == "written":
+                # Ours, unless the attacker's rename came after the call's last look: then
+                # the name holds their empty file (they may remove names there at any time).
+                info = path.lstat()
+                if not ((info.st_uid, info.st_mode & 0o777) == (0, 0o600) and info.st_size > 0
+                        or (info.st_uid, info.st_size) == (NOBODY, 0)):
+                    strange.append((path.name, info.st_uid, oct(info.st_mode), info.st_size))
+    finally:
+        swapper.kill()
+        swapper.wait()
+    got = {name: read for name, read in _readable_as_team_member(team, "backup-").items() if read[0]}
+    assert got == {}, f"the attacker read these backups (size, seed): {got} (outcomes {outcomes})"
+    assert strange == [], strange
+    if is_multiprocess():
+        assert outcomes == {"refused": BACKUP_ROUNDS}, outcomes
+        return
+    assert set(outcomes) <= {"written", "replaced"}, outcomes
+    # With no one renaming over it, the same backup is written, private, and opens as a wallet.
+    path = team / "backup-last.sqlite"
+    n.rpc.backupwallet(str(path))
+    assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (0, 0o600)
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as copy:
+        assert copy.execute("SELECT COUNT(*) FROM secrets").fetchone() == (1,)
+
+
+def test_a_backup_another_user_could_have_replaced_is_not_restored(team: Path, shared: Path, node) -> None:
+    """Attack: the operator's backup lies in a directory a group they share with the attacker
+    may write; the attacker renames a wallet of their own over it (no race: any time before
+    the restore). Before 12-07 restorewallet loaded it: the operator's restored wallet held
+    the attacker's seed (its addresses the attacker's, so every payment to it theirs). Now a
+    backup file another user owns, or could have replaced (a directory on the way they may
+    write, unless sticky and the file ours; a link of theirs), is refused (-4) naming why;
+    the operator's own backup in a sticky /tmp-like directory is restored, and a FIFO there
+    is refused at once, not read."""
+    n = node()
+    n.start()
+
+    def backup_of(wallet: str, where: Path) -> Path:
+        # Made in wallets/, where CleanCoin-node's wallet process may write, then moved.
+        made = n.netdatadir / "wallets" / f"{wallet}.bak"
+        n.client.call("backupwallet", str(made), wallet=wallet)
+        return Path(shutil.move(made, where / f"{wallet}.sqlite"))
+
+    n.rpc.createwallet("mallory")
+    stolen = n.client.call("getnewaddress", wallet="mallory")
+    theirs = backup_of("mallory", team)
+    os.chown(theirs, NOBODY, NOBODY)          # the attacker's own wallet file
+    n.rpc.unloadwallet("mallory")
+    n.rpc.createwallet("w")
+    backup = backup_of("w", team)
+    swapped = as_team_member(sys.executable, "-c", f"import os; os.rename({str(theirs)!r}, {str(backup)!r})")
+    assert swapped.returncode == 0, swapped.stderr
+    try:
+        n.rpc.restorewallet("restored", str(backup))
+    except RpcError as exc:
+        refusal = exc
+    else:
+        mine = n.client.call("getaddressinfo", stolen, wallet="restored")["ismine"]
+        pytest.fail(f"restored the attacker's wallet (their address {stolen} is ours: {mine})")
+    assert "restored" not in n.rpc.listwallets()
+    if is_multiprocess():
+        # The wallet process's view holds no directory of the attacker's at all.
+        assert "Backup file does not exist" in refusal.message, refusal.message
+        return
+    assert refusal.code == -4 and f"{backup} is owned by uid {NOBODY}" in refusal.message, refusal.message
+    own = backup_of("w", shared)
+    os.mkfifo(shared / "fifo.sqlite")
+    with pytest.raises(RpcError, match="Backup file does not exist"):
+        n.rpc.restorewallet("fifo", str(shared / "fifo.sqlite"))
+    assert n.rpc.restorewallet("restored", str(own))["name"] == "restored"
+
+
+def _start_or_refusal(base: Path, extra: list[str], while_running: Callable[[], str]) -> tuple[int, str] | str:
+    """A node started with `extra` under `base`: its exit status and stderr when it refused to
+    start, or, when it ran, what `while_running` found (the node stopped again here)."""
+    n = TestNode(0, base, extra)
+    n.start(wait=False)
+    try:
+        assert n.process is not None
+        wait_until(lambda: n.process.poll() is not None or n.cookie_path.exists(), timeout=15)
+        if n.process.poll() is not None:
+            return n.process.returncode, (n.datadir / "stderr.txt").read_text()
+        n.wait_for_rpc()
+        return while_running()
+    finally:
+        n.cleanup()
+
+
+def _start_with_pid_file(base: Path, pid_file: Path) -> tuple[int, str] | str:
+    """_start_or_refusal with `-pid=<pid_file>`: when it ran, what the file held and its mode."""
+    return _start_or_refusal(base, [f"-pid={pid_file}"],
+                             lambda: f"{pid_file.read_text().strip()} {oct(pid_file.stat().st_mode & 0o777)}")
+
+
+def test_a_pid_file_another_user_planted_is_neither_followed_nor_taken(team: Path, shared: Path,
+                                                                       tmp_path: Path) -> None:
+    """Attack: the operator's -pid names a file in a directory the attacker may write. Before
+    12-07 the node opened it with open(path, "w"): a link the attacker planted there (a
+    group-writable directory: fs.protected_symlinks does not apply) was followed, and the
+    file it led to, one only the operator may write, was truncated and given the node's pid;
+    a file of the attacker's own there (a sticky /tmp) took the pid, which they could then
+    change for an init script to signal as root; a FIFO there hung the start. Now each is
+    refused, naming the file and why, and the file a link leads to is untouched; a pid file
+    in the sticky directory with nothing planted is written, private, and removed at stop.
+    CleanCoin-node writes its pid file confined, seeing only its datadir: a -pid outside it
+    is "No such file or directory" there, before and after."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    plant = (f"import os, sys; kind, path = sys.argv[1:]\n"
+             f"if kind == 'link': os.symlink({str(victim)!r}, path)\n"
+             f"elif kind == 'fifo': os.mkfifo(path, 0o666)\n"
+             f"else: os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o666)); os.chmod(path, 0o666)")
+    cases = [("link", team / "cc.pid", "symbolic link"), ("file", shared / "theirs.pid", f"owned by uid {NOBODY}"),
+             ("fifo", shared / "fifo.pid", "FIFO")]
+    for kind, pid_file, why in cases:
+        planted = as_team_member(sys.executable, "-c", plant, kind, str(pid_file))
+        assert planted.returncode == 0, planted.stderr
+        done = _start_with_pid_file(tmp_path / kind, pid_file)
+        assert victim.read_text() == "precious\n", f"{kind}: the node wrote through the link: {victim.read_text()!r}"
+        assert not isinstance(done, str), f"{kind}: the node started with -pid={pid_file}, a {kind} of uid {NOBODY}"
+        status, stderr = done
+        # CleanCoin-node writes it confined, where its view holds no such directory at all.
+        why = "No such file or directory" if is_multiprocess() else why
+        assert status == 1 and why in stderr and str(pid_file) in stderr, (kind, stderr[-800:])
+    if is_multiprocess():
+        return
+    own = shared / "own.pid"
+    held = _start_with_pid_file(tmp_path / "own", own)
+    assert isinstance(held, str) and held.split()[0].isdigit() and held.endswith("0o600"), held
+    assert not own.exists()
+
+
+def test_a_log_file_another_user_made_is_not_written(shared: Path, tmp_path: Path) -> None:
+    """Attack: -debuglogfile names a file in a sticky shared directory, and the attacker made
+    it first (0666, theirs). Before 12-07 the node appended its log to it (open_log refused
+    links and FIFOs, not another user's file): the attacker read the node's log as it was
+    written. Now a log file another user owns, or one with a second name, is refused,
+    naming why; the operator's own log there is written, 0600."""
+    log = shared / "node.log"
+    made = as_team_member(sys.executable, "-c", f"import os; os.close(os.open({str(log)!r}, os.O_CREAT | os.O_WRONLY, 0o666)); "
+                                                f"os.chmod({str(log)!r}, 0o666)")
+    assert made.returncode == 0, made.stderr
+    done = _start_or_refusal(tmp_path / "theirs", [f"-debuglogfile={log}"], lambda: "ran")
+    read = as_team_member(sys.executable, "-c", f"print(len(open({str(log)!r}).read()))")
+    assert read.stdout.strip() == "0", f"the attacker read {read.stdout.strip()} bytes of the node's log"
+    assert not isinstance(done, str) and done[0] == 1, done
+    assert f"{log}" in done[1] and f"owned by uid {NOBODY}" in done[1], done[1][-800:]
+    own = shared / "own.log"
+    held = _start_or_refusal(tmp_path / "own", [f"-debuglogfile={own}"],
+                             lambda: f"{oct(own.stat().st_mode & 0o777)} {own.stat().st_size > 0}")
+    assert held == "0o600 True", held
+
+
+def test_a_dump_another_user_could_have_replaced_is_not_made_a_wallet(team: Path, tmp_path: Path) -> None:
+    """Attack: the offline tool's dump of the operator's wallet lies in a directory a group
+    they share with the attacker may write; the attacker renames a dump of their own wallet
+    over it. Before 12-07 `CleanCoin-wallet createfromdump` made the wallet from it: it held
+    the attacker's seed. Now a dump another user could have chosen is refused, naming why
+    (the same rule as restorewallet's backup file); the operator's own dump is taken."""
+    tool = str(Path(sys.executable).parent / "CleanCoin-wallet")
+
+    def wallet_tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([tool, "-regtest", f"-datadir={tmp_path}", f"-wallet={name}", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    def seed(name: str) -> bytes:
+        with contextlib.closing(sqlite3.connect(tmp_path / "regtest" / "wallets" / name / "wallet.sqlite")) as db:
+            return db.execute("SELECT plaintext FROM secrets").fetchone()[0]
+
+    for name in ("mallory", "w"):
+        assert wallet_tool(name, "create").returncode == 0
+        assert wallet_tool(name, f"-dumpfile={team / name}.dump", "dump").returncode == 0
+    os.chown(team / "mallory.dump", NOBODY, NOBODY)       # the attacker's own dump
+    swapped = as_team_member(sys.executable, "-c", f"import os; os.rename({str(team / 'mallory.dump')!r}, "
+                                                   f"{str(team / 'w.dump')!r})")
+    assert swapped.returncode == 0, swapped.stderr
+    made = wallet_tool("restored", f"-dumpfile={team / 'w.dump'}", "createfromdump")
+    assert made.returncode != 0, f"made a wallet from the attacker's dump (their seed: {seed('restored') == seed('mallory')})"
+    assert f"{team / 'w.dump'} is owned by uid {NOBODY}" in made.stderr, made.stderr
+    assert not (tmp_path / "regtest" / "wallets" / "restored" / "wallet.sqlite").exists()
+    own = tmp_path / "w.dump"
+    assert wallet_tool("w", f"-dumpfile={own}", "dump").returncode == 0
+    assert wallet_tool("restored", f"-dumpfile={own}", "createfromdump").returncode == 0
+    assert seed("restored") == seed("w")
 
 
 def test_a_unix_socket_another_user_listens_on_is_not_a_node(shared: Path, tmp_path: Path) -> None:
