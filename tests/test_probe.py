@@ -25,6 +25,8 @@ REQUIRED = {
     "grant-symlink-swap", "fd-inherited", "unix-named-socket", "terminal-left-open",
     "memory-launcher-secret", "clone-newuser", "prctl-dumpable", "memory-wx",
     "rlimit-fork-200", "rlimit-fds-8192", "rlimit-file-1tib",
+    # found 12-07: the wallet (mlock allowed) kept the launcher's memlock limit
+    "rlimit-memlock-4mib",
     # found after #10: a component could make its zygote's output relay hold all it wrote,
     # and a wallet could erase the record of its refusals
     "output-flood", "denial-log-reach",

@@ -109,6 +109,10 @@ def test_probe_wallet_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> Non
     assert loosen["expected"] == loosen["outcome"] == "denied" and "EPERM" in str(loosen["detail"]), loosen
     reach = attempts["unix-socket-in-read-grant"]
     assert reach["expected"] == reach["outcome"] == "denied" and "SIGSYS" in str(reach["detail"]), reach
+    # mlock is the wallet's (its seeds out of swap); until 12-07 it kept the launcher's memlock
+    # limit (8 MiB here, unlimited on some hosts): 4 MiB pinned in RAM. Its own 64 KiB now.
+    pin = attempts["rlimit-memlock-4mib"]
+    assert pin["expected"] == pin["outcome"] == "denied", pin
 
 
 def test_the_connect_broker_makes_no_unix_socket(base_sandbox) -> None:  # noqa: ANN001

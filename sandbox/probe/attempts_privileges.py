@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import ctypes
+import errno
+import mmap
 import os
 import resource
 import signal
 import time
+from collections.abc import Callable
 
 from .. import syscalls
 from .judge import _Judge, _Why
-from .kernel_abi import (_CAP_SETPCAP, _CAP_SYS_ADMIN, _CAP_SYS_RESOURCE,
+from .kernel_abi import (_CAP_IPC_LOCK, _CAP_SETPCAP, _CAP_SYS_ADMIN, _CAP_SYS_RESOURCE,
                          _LINUX_CAPABILITY_VERSION_3, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE,
                          _PR_SET_SECUREBITS, _RLIMIT_CORE, _errname, _libc, _syscall)
 from .runner import Outcome, _Ctx, _ok, _Out
@@ -106,7 +109,7 @@ def _exp_rlimit(j: _Judge, t: _Targets) -> _Why:
 
 # resource exhaustion ----------------------------------------------------------------------
 
-_FORKS, _FDS, _BIG_OFFSET = 200, 8192, 1 << 40
+_FORKS, _FDS, _BIG_OFFSET, _LOCKED = 200, 8192, 1 << 40, 4 << 20
 
 
 def _run_fork_many(ctx: _Ctx, out: _Out) -> Outcome:
@@ -164,6 +167,32 @@ def _run_fds_many(ctx: _Ctx, out: _Out) -> Outcome:
     return "denied", f"{len(fds)} descriptors, then {error} (the nofile limit)"
 
 
+def _run_memlock(ctx: _Ctx, out: _Out) -> Outcome:
+    """Pin memory the kernel can neither swap nor reclaim, as much as the policy's memlock
+    limit must refuse (mlock is allowed where a component keeps secrets out of swap)."""
+    region = mmap.mmap(-1, _LOCKED)
+    view = ctypes.c_char.from_buffer(region)
+    address = ctypes.addressof(view)
+    del view                # an exported buffer would keep the mapping from closing
+    try:
+        ret, err = _syscall("mlock", address, _LOCKED)
+        if ret != 0 and err == errno.ENOMEM:
+            # Only the hard limit binds where prlimit64 may raise the soft one (asked only
+            # now: a policy refusing it is not judged on a call the attacker did not need).
+            try:
+                _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+                resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
+            except (OSError, ValueError):
+                pass
+            else:
+                ret, err = _syscall("mlock", address, _LOCKED)
+        if ret != 0:
+            return ctx.denied(err, ENOMEM="rlimits: the memlock limit", EPERM="rlimits: a memlock limit of 0")
+        return _ok(f"locked {_LOCKED >> 20} MiB in RAM")
+    finally:
+        region.close()      # munmap: unlocked with it
+
+
 def _run_file_size(ctx: _Ctx, out: _Out) -> Outcome:
     path = ctx.targets.probe_file("sparse")
     try:
@@ -190,23 +219,29 @@ def _exp_fork_many(j: _Judge, t: _Targets) -> _Why:
 
 
 def _exp_fds_many(j: _Judge, t: _Targets) -> _Why:
+    return _limit_allows(j, _Why(), "nofile", resource.RLIMIT_NOFILE, lambda value: value > _FDS + 64)
+
+
+def _exp_memlock(j: _Judge, t: _Targets) -> _Why:
     w = _Why()
-    # Without a limit in the policy the child has the launcher's. The soft limit binds unless
-    # prlimit64 may raise it to the hard one.
-    def limit(hard: bool) -> int:
-        value = j.rlimit("nofile", hard=hard)
-        if value is None:
-            value = resource.getrlimit(resource.RLIMIT_NOFILE)[1 if hard else 0]
-        return value
+    j.sc(w, "mlock")
+    if j.has_cap(_CAP_IPC_LOCK, init_ns=True):      # the limit does not apply
+        return w
+    return _limit_allows(j, w, "memlock", resource.RLIMIT_MEMLOCK, lambda value: value >= _LOCKED)
 
-    def enough(value: int) -> bool:
-        return value == resource.RLIM_INFINITY or value > _FDS + 64
 
-    if enough(limit(hard=False)):
+def _limit_allows(j: _Judge, w: _Why, name: str, number: int, enough: Callable[[int], bool]) -> _Why:
+    """`w` needing the rlimit `name` to be `enough` (or unlimited). Without a limit in the
+    policy the child has the launcher's. The soft limit binds unless prlimit64 may raise it to
+    the hard one."""
+    def ok(value: int) -> bool:
+        return value == resource.RLIM_INFINITY or enough(value)
+
+    if ok(j.effective_rlimit(name, number)):
         return w
     raise_soft = j.seccomp_action("prlimit64") in ("allow", "log")
-    nofile = limit(hard=True) if raise_soft else limit(hard=False)
-    return w.need(enough(nofile), f"rlimits: nofile {nofile}"
+    value = j.effective_rlimit(name, number, hard=raise_soft)
+    return w.need(ok(value), f"rlimits: {name} {value}"
                   + ("" if raise_soft else " (soft; seccomp refuses prlimit64, which would raise it)"))
 
 

@@ -17,8 +17,8 @@ from .attempts_inherited import (_exp_fd_self, _exp_named_socket, _exp_never, _e
                                  _run_launcher_memory, _run_named_socket)
 from .attempts_kernel import (_exp_clone_newuser, _exp_dumpable, _exp_wx_memory, _run_clone_newuser,
                               _run_dumpable, _run_dumpable_high_bits, _run_wx_memory)
-from .attempts_privileges import (_exp_fds_many, _exp_file_size, _exp_fork_many, _run_fds_many,
-                                  _run_file_size, _run_fork_many)
+from .attempts_privileges import (_exp_fds_many, _exp_file_size, _exp_fork_many, _exp_memlock, _run_fds_many,
+                                  _run_file_size, _run_fork_many, _run_memlock)
 from .attempts_kernel import (_bpf_extra, _exp_clone3, _exp_foreign_arch, _exp_mount, _exp_setns,
                               _exp_syscall, _exp_thread, _exp_tiocsti, _exp_unshare_mount,
                               _exp_unshare_user, _io_uring_extra, _make_unshare_runner,
@@ -180,6 +180,8 @@ def _battery() -> list[_Spec]:
         _Spec("memory-wx", "map memory both writable and executable", _exp_wx_memory, _run_wx_memory),
         _Spec("rlimit-fork-200", "start 200 processes at once", _exp_fork_many, _run_fork_many),
         _Spec("rlimit-fds-8192", "hold 8192 descriptors at once", _exp_fds_many, _run_fds_many),
+        _Spec("rlimit-memlock-4mib", "lock 4 MiB of memory in RAM (never swapped, never reclaimed)",
+              _exp_memlock, _run_memlock),
         _Spec("rlimit-file-1tib", "write a byte at 1 TiB into a file in the writable directory",
               _exp_file_size, _run_file_size, needs_writable=True),
         _Spec("unix-named-socket", "connect to a named unix socket listening outside every grant",

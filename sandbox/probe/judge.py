@@ -281,6 +281,15 @@ class _Judge:
                 return hard_limit if hard else soft_limit
         return None
 
+    def effective_rlimit(self, name: str, number: int, *, hard: bool = False) -> int:
+        """The soft (or hard) limit `name` the sandbox runs under: the plan's, else the one it
+        inherits from the probe; RLIM_INFINITY for none."""
+        for rname, _number, soft_limit, hard_limit in self.plan.rlimits:
+            if rname == name:
+                value = hard_limit if hard else soft_limit
+                return resource.RLIM_INFINITY if value is None else value
+        return resource.getrlimit(number)[1 if hard else 0]
+
     def file_size(self) -> int | None:
         """The largest file the sandbox may write (RLIMIT_FSIZE's soft limit): the plan's, else
         the one it inherits from the probe (None: unlimited)."""

@@ -10,7 +10,7 @@ from landlock import FSAccess
 
 # x86_64 syscall numbers (the sandbox is x86_64 only, see docs/sandbox.md).
 _NR = {"ioctl": 16, "ptrace": 101, "capget": 125, "capset": 126, "personality": 135,
-       "iopl": 172, "keyctl": 250, "prlimit64": 302, "process_vm_readv": 310,
+       "mlock": 149, "iopl": 172, "keyctl": 250, "prlimit64": 302, "process_vm_readv": 310,
        "userfaultfd": 323, "bpf": 321, "perf_event_open": 298, "pidfd_send_signal": 424,
        "io_uring_setup": 425, "clone3": 435, "pidfd_getfd": 438, "clone": 56}
 _X32_SYSCALL_BIT = 0x40000000
@@ -32,7 +32,7 @@ _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, _PR_SET_SECUREBITS = 47, 2, 28
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # Capability numbers.
-_CAP_SETPCAP, _CAP_NET_RAW, _CAP_SYS_RAWIO, _CAP_SYS_CHROOT = 8, 13, 17, 18
+_CAP_SETPCAP, _CAP_NET_RAW, _CAP_IPC_LOCK, _CAP_SYS_RAWIO, _CAP_SYS_CHROOT = 8, 13, 14, 17, 18
 _CAP_SYS_PTRACE, _CAP_SYS_ADMIN, _CAP_SYS_RESOURCE, _CAP_MKNOD = 19, 21, 24, 27
 _CAP_PERFMON, _CAP_BPF = 38, 39
 _ALL_CAPS = (1 << 41) - 1

@@ -369,6 +369,20 @@ except OSError as exc:
     report("sparse-1tib-file", False, exc.strerror)
 '''
 
+# Memory the kernel can neither swap nor reclaim: mlock is the wallet's (its seeds), its
+# RLIMIT_MEMLOCK must bound it whatever the launcher's was.
+MEMLOCK = r'''
+def lock(size):
+    region = mmap.mmap(-1, size)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    ok = libc.mlock(ctypes.c_void_p(address), ctypes.c_size_t(size)) == 0
+    return region, ("locked" if ok else os.strerror(ctypes.get_errno()))
+page, page_result = lock(mmap.PAGESIZE)
+report("control-mlock-one-page", False, page_result)
+big, big_result = lock(ctx["lock_bytes"])
+report("mlock-beyond-the-policy", big_result == "locked", f"{ctx['lock_bytes']} bytes: {big_result}")
+'''
+
 # A wallet process started on its own, confined by policies/wallet-standalone.toml (item 7).
 STANDALONE = r'''
 data, how = try_read(os.path.join(ctx["netdir"], "chainstate.sqlite"))

@@ -8,12 +8,14 @@ and checks from outside that every attempt was refused: issue #10's escapes, one
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import json
 import os
 import pty
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -491,6 +493,27 @@ def test_the_smaller_holes_are_closed_in_the_wallet(home_base: Path) -> None:
     a = AttackedNode(home_base, wallet=attacks.SMALL_HOLES)
     a.start()
     results = a.result("wallet", timeout=60)
+    assert escapes(results) == {}, results
+
+
+def test_the_wallet_cannot_pin_memory_beyond_its_own_memlock_limit(home_base: Path) -> None:
+    """mlock is the wallet's (its seeds stay out of swap), so its RLIMIT_MEMLOCK is what bounds
+    the RAM a compromised wallet can pin, which the kernel can neither swap nor reclaim: before
+    12-07 it kept the launcher's (8 MiB here, unlimited on some hosts: it locked 4 MiB here).
+    Its policy's 64 KiB now: one page locks (the control), 4 MiB do not."""
+    lock_bytes = 4 << 20
+    saved = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    with contextlib.suppress(ValueError, OSError):          # as far as this launcher may
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (saved[1], saved[1]))
+    try:
+        if resource.getrlimit(resource.RLIMIT_MEMLOCK)[0] < 2 * lock_bytes:
+            pytest.skip(f"the launcher's own memlock limit is below {2 * lock_bytes} bytes: nothing to show")
+        a = AttackedNode(home_base, wallet=attacks.MEMLOCK, variables={"lock_bytes": lock_bytes})
+        a.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, saved)
+    results = a.result("wallet", timeout=60)
+    assert results["control-mlock-one-page"]["detail"] == "locked", results
     assert escapes(results) == {}, results
 
 
