@@ -458,17 +458,15 @@ def _refuse_planted_cookie(datadir: str, netdatadir: str, cookie: str) -> None:
     writable by others, or so is the cookie file. Why: the port comes from the datadir's conf
     and the cookie from the network datadir; an attacker who planted `<datadir>/regtest` (a
     link to another node's directory, or a directory of theirs) while they could write the
-    datadir has the CLI send that cookie to a port where they listen. A cookie outside the
-    network datadir (-rpccookiefile=/abs/path) is the operator's choice and not checked (a
-    node of another user may share it with a group, -rpccookieperms)."""
+    datadir has the CLI send that cookie to a port where they listen. Since 12-07 a cookie
+    outside the network datadir (-rpccookiefile=/abs/path) is held to the same rule (the node
+    writes none where another user could replace it): before, one another user had put in a
+    directory their group may write was read, the CLI trusted a listener of its owner on the
+    RPC port, and sent them the request (`walletpassphrase` with the passphrase)."""
     rpcconf.refuse_others(netdatadir, "the network data directory")
-    base = os.path.abspath(datadir)
-    inside = os.path.abspath(cookie)
-    if os.path.commonpath([base, inside]) != base:
-        return
     # refuse_others also checks who owns each link on the way (a dangling one included).
-    if os.path.lexists(inside):
-        rpcconf.refuse_others(inside, "the cookie file")
+    if os.path.lexists(cookie):
+        rpcconf.refuse_others(os.path.abspath(cookie), "the cookie file")
 
 
 def _split(text: str) -> tuple[str, int | None]:

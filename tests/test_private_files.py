@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cleancoin.components.common.private_files import (RefusedFile, UnsafeFileError, conf_to_protect, open_log,
-                                                        read_small_file, sandbox_log, write_new_file,
-                                                        write_pid_file)
+                                                        read_small_file, remove_own_file, sandbox_log,
+                                                        write_cookie, write_new_file, write_pid_file)
 from cleancoin.components.ipc import auth
 from cleancoin.components.rpc.client import read_cookie
 
@@ -222,3 +222,40 @@ def test_a_pid_file_overwrites_a_stale_one_of_ours_but_nothing_else(tmp_path: Pa
         with pytest.raises(UnsafeFileError, match="owned by uid 65534"):
             write_pid_file(str(pid), 43)
         assert pid.read_text() == "42\n"
+
+
+def test_a_cookie_replaces_a_stale_one_of_ours_and_stop_removes_only_the_file_written(tmp_path: Path) -> None:
+    """write_cookie: a stale cookie and `.tmp` of a killed run are replaced, the cookie is 0600;
+    a `.tmp` that is a link is refused and left; remove_own_file leaves a file someone renamed
+    over the cookie (before 12-07 the stop removed whatever had the name)."""
+    cookie = tmp_path / ".cookie"
+    cookie.write_text("__cookie__:00")
+    Path(f"{cookie}.tmp").write_text("half")
+    made = write_cookie(str(cookie), "__cookie__:" + "1" * 64)
+    assert cookie.read_text() == "__cookie__:" + "1" * 64 and (cookie.stat().st_mode & 0o777) == 0o600
+    assert not Path(f"{cookie}.tmp").exists()
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    Path(f"{cookie}.tmp").symlink_to(victim)
+    with pytest.raises(UnsafeFileError, match="not a stale cookie"):
+        write_cookie(str(cookie), "__cookie__:" + "2" * 64)
+    assert Path(f"{cookie}.tmp").is_symlink() and victim.read_text() == "untouched"
+    replacement = tmp_path / "other"
+    replacement.write_text("someone else's")
+    replacement.rename(cookie)
+    assert not remove_own_file(str(cookie), made) and cookie.read_text() == "someone else's"
+    Path(f"{cookie}.tmp").unlink()
+    cookie.unlink()
+    mine = write_cookie(str(cookie), "__cookie__:" + "3" * 64)
+    assert remove_own_file(str(cookie), mine) and not cookie.exists()
+
+
+def test_a_cookie_is_not_written_where_others_may_write(tmp_path: Path) -> None:
+    """A directory others may write (not sticky): another user could rename a file over the
+    cookie, so it is refused, naming the directory; nothing is created there."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(UnsafeFileError, match="shared"):
+        write_cookie(str(shared / ".cookie"), "__cookie__:" + "1" * 64)
+    assert list(shared.iterdir()) == []

@@ -82,6 +82,60 @@ def read_cookie(path: str) -> tuple[str, int]:
     return text, info.st_uid
 
 
+def write_cookie(path: str, text: str) -> os.stat_result:
+    """Write the cookie `text` at `path` (0600, through `<path>.tmp` and a rename, as bitcoind)
+    and return the written file's status, for remove_own_file at stop. Since 12-07 only where
+    no other user could replace it: the path is refused (UnsafeFileError, naming why) when it,
+    or a directory on the way, is another user's or writable by others unless sticky
+    (conf.refuse_others, the data directory's rule). Before, with -rpccookiefile in a directory
+    a group of the attacker's may write, they renamed a cookie of their own over the node's:
+    the operator's clients read theirs (and trusted a listener of its owner), and the node
+    removed their file at stop. A `<path>.tmp` is removed only when it is a regular file of
+    ours with one name (a stale one of a killed run), never another user's; the name is
+    checked to be the file written after the rename (ReplacedFile otherwise), and an existing
+    cookie is replaced only when it is such a file too (in a sticky directory another user may
+    have made it first)."""
+    # Here, not at import: the zygote imports this module, not the conf parser (conf_to_protect).
+    from .conf import ConfError, refuse_others
+    tmp = path + ".tmp"
+    for name in (tmp, path):
+        try:
+            there = os.lstat(name)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(there.st_mode) or there.st_uid != os.geteuid() or there.st_nlink != 1:
+            raise UnsafeFileError(f"{name} is in the way of the RPC cookie and is not a stale cookie of this "
+                                  f"user (owner uid {there.st_uid}, {there.st_nlink} names), so another user "
+                                  "may have put it there: remove it, and keep the cookie in a directory of "
+                                  "your own")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    with new_file(tmp, 0o600) as fd:
+        # Checked on the file made (a sticky directory on the way is fine once it holds a file
+        # of ours); refused, new_file removes it again.
+        try:
+            refuse_others(tmp, "the cookie file")
+        except ConfError as exc:
+            raise UnsafeFileError(str(exc).replace(tmp, path)) from None
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode("ascii"))
+        made = os.fstat(fd)
+    os.replace(tmp, path)
+    if not _names(path, made):
+        raise ReplacedFile(errno.EEXIST, "it was replaced as it was written", path)
+    return made
+
+
+def remove_own_file(path: str, made: os.stat_result) -> bool:
+    """Remove `path` when it is still the file `made` describes (a cookie at stop); a file
+    someone else put under the name is left alone. Whether it was removed."""
+    if not _names(path, made):
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return True
+
+
 class ReplacedFile(_FileProblem):
     """new_file's file no longer has its name: something else was renamed over it (or
     the name removed) while it was written, by a user who can write its directory."""

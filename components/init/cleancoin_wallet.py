@@ -473,12 +473,15 @@ async def _connected(settings: Settings, opened: _Opened) -> int:
 async def _start_rpc(opened: _Opened, service):  # type: ignore[no-untyped-def]
     """The wallet's own JSON-RPC server (bound before the sandbox): the wallet methods, `help`
     and `stop`."""
+    from cleancoin.components.common.private_files import UnsafeFileError
     if opened.rpc is None:
         return None
     service.registry.add_stop("CleanCoin-wallet stopping")
     opened.rpc.registry = service.registry
     try:
         await opened.rpc.start()
+    except UnsafeFileError as exc:      # a -rpccookiefile another user could replace
+        raise _StartError(str(exc)) from None
     except OSError as exc:
         raise _StartError(f"Unable to start HTTP server: {exc}") from None
     return opened.rpc

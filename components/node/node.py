@@ -366,6 +366,9 @@ class NodeContext:
                                                                            cfg.rpcwhitelistdefault))
         try:
             await self.rpc.start()
+        except UnsafeFileError as exc:      # a -rpccookiefile another user could replace
+            self.rpc = None
+            raise InitError(str(exc)) from None
         except OSError as exc:
             self.rpc = None
             raise InitError(f"Unable to start HTTP server. See debug log for details. ({exc})") from exc

@@ -70,6 +70,7 @@ from urllib.parse import unquote
 from cleancoin.components.rpc.aiohttp_web import web
 
 from . import jsonfmt
+from ..common.private_files import remove_own_file, write_cookie
 from ..common.ratelimit import FailureLimiter, Rate
 from .errors import (
     HTTP_BAD_METHOD,
@@ -164,7 +165,8 @@ class RpcAuth:
 
     Passwords are kept only as HMAC-SHA256 under a random salt and compared in constant time,
     as bitcoind does. `start()` writes the cookie (`__cookie__:<64 hex>`, mode 0600, through a
-    temporary file and a rename); `stop()` deletes it, and only if this process wrote it.
+    temporary file and a rename; refused where another user could replace it); `stop()`
+    deletes it, only if this process wrote it and the name is still that file.
     """
 
     def __init__(self, *, cookie_path: str | None = None, user: str | None = None,
@@ -172,6 +174,7 @@ class RpcAuth:
         self.cookie_path = cookie_path
         self._entries: list[tuple[str, str, str]] = []      # (user, salt, hmac hex)
         self._cookie_written = False
+        self._cookie_file: os.stat_result | None = None
         self.cookie_password: str | None = None
         if password:
             self._add_plain(user or "", password)
@@ -205,29 +208,26 @@ class RpcAuth:
         return bool(self._entries)
 
     def start(self) -> None:
+        """Write the cookie (private_files.write_cookie: UnsafeFileError where another user
+        could replace it) and accept its credentials."""
         if not self.cookie_path or self._cookie_written:
             return
         password = secrets.token_hex(32)
-        tmp = self.cookie_path + ".tmp"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, f"{COOKIE_USER}:{password}".encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.cookie_path)
+        self._cookie_file = write_cookie(self.cookie_path, f"{COOKIE_USER}:{password}")
         self._cookie_written = True
         self.cookie_password = password
         self._add_plain(COOKIE_USER, password)
         LOG.info("Generated RPC authentication cookie %s", self.cookie_path)
 
     def stop(self) -> None:
+        """Forget the cookie and remove its file, only if the name is still the file written
+        (since 12-07: before, whatever another user had put there was removed)."""
         if self._cookie_written and self.cookie_path:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.cookie_path)
+            if self._cookie_file is not None and not remove_own_file(self.cookie_path, self._cookie_file):
+                LOG.warning("The RPC cookie %s is no longer the file this node wrote; it is left in place",
+                            self.cookie_path)
             self._cookie_written = False
+            self._cookie_file = None
             self._entries = [e for e in self._entries if e[0] != COOKIE_USER]
             self.cookie_password = None
 

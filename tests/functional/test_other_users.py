@@ -1161,3 +1161,101 @@ def test_the_node_the_gui_starts_shows_no_secret_on_its_command_line() -> None:
     seen = json.loads(out.strip().splitlines()[-1])
     others = {pid: what for pid, what in seen.items() if int(pid) not in (gui.pid, scanner.pid)}
     assert not others, f"another user read the secret on these command lines: {others}"
+
+
+#: The attacker's cookie: a well-formed one, so clients read it as the node's.
+THEIR_COOKIE = "__cookie__:" + "ab" * 32
+
+
+def test_a_cookie_another_user_could_replace_is_not_written(team: Path, shared: Path, tmp_path: Path) -> None:
+    """Attack: -rpccookiefile names a file in a directory a group the attacker is in may write.
+    Before 12-07 the node removed the attacker's file at `<cookie>.tmp`, wrote its cookie and
+    renamed it into place, and the attacker then renamed a cookie of their own over it: the
+    operator's clients read the attacker's cookie (and trust a listener of its owner), and at
+    stop the node removed the attacker's file. Now the node refuses such a cookie path at start,
+    naming it and why, and leaves the attacker's file alone; the operator's own cookie in a
+    sticky shared directory is written, read by CleanCoin-cli, and removed at stop.
+    (CleanCoin-node sees only its datadir: there a cookie outside it is refused, before too.)"""
+    cookie = team / "cc.cookie"
+    swap = (f"import os; path = {str(cookie)!r}; open(path + '.theirs', 'w').write({THEIR_COOKIE!r}); "
+            "os.rename(path + '.theirs', path)")
+    planted = as_team_member(sys.executable, "-c", f"open({str(cookie) + '.tmp'!r}, 'w').write('theirs')")
+    assert planted.returncode == 0, planted.stderr
+    n = TestNode(0, tmp_path, [f"-rpccookiefile={cookie}"])
+    n.start(wait=False)
+    assert n.process is not None
+    try:
+        wait_until(lambda: n.process.poll() is not None or cookie.exists(), timeout=30)
+        ran = n.process.poll() is None
+        if ran:
+            swapped = as_team_member(sys.executable, "-c", swap)
+            read = cookie.read_text() if swapped.returncode == 0 else swapped.stderr[-300:]
+            n.process.terminate()
+            n.process.wait(30)
+    finally:
+        if n.process.poll() is None:
+            n.process.kill()
+            n.process.wait(10)
+    tmp_left = Path(str(cookie) + ".tmp").exists()
+    assert not ran, (f"the node wrote its cookie where uid {NOBODY} may rename over it: their .tmp there "
+                     f"{'survived' if tmp_left else 'was removed'}; after their rename the cookie read "
+                     f"{read!r}; after the stop it {'still exists' if cookie.exists() else 'was removed'}")
+    stderr = (n.datadir / "stderr.txt").read_text()
+    assert n.process.returncode == 1 and str(cookie) in stderr, stderr[-800:]
+    assert tmp_left and Path(str(cookie) + ".tmp").read_text() == "theirs"
+    if is_multiprocess():
+        return
+    assert "in the way of the RPC cookie" in stderr and f"owner uid {NOBODY}" in stderr, stderr[-800:]
+    # Without their file in the way, the directory itself is refused, and nothing is left there.
+    removed = as_team_member(sys.executable, "-c", f"import os; os.unlink({str(cookie) + '.tmp'!r})")
+    assert removed.returncode == 0, removed.stderr
+    status, stderr = _start_or_refusal(tmp_path / "again", [f"-rpccookiefile={cookie}"], lambda: "ran")
+    assert status == 1 and f"{team} is writable by group gid {TEAM_GID}" in stderr, stderr[-800:]
+    assert list(team.iterdir()) == []
+    own = shared / "own.cookie"
+    n = TestNode(1, tmp_path, [f"-rpccookiefile={own}"])
+    n.start(wait=False)
+    try:
+        wait_until(lambda: n.process.poll() is not None or own.exists(), timeout=30)
+        assert n.process.poll() is None, (n.datadir / "stderr.txt").read_text()[-800:]
+        count = subprocess.run([CLI, "-regtest", f"-datadir={n.datadir}", f"-rpcport={n.rpc_port}",
+                                f"-rpccookiefile={own}", "-rpcwait", "getblockcount"],
+                               capture_output=True, text=True, timeout=60)
+        assert count.returncode == 0 and count.stdout.strip() == "0", count.stderr[-800:]
+        assert own.stat().st_mode & 0o777 == 0o600
+        n.process.terminate()
+        n.process.wait(30)
+    finally:
+        n.cleanup()
+    assert not own.exists()
+
+
+def test_the_cli_refuses_a_cookie_another_user_could_have_chosen(team: Path, shared: Path, tmp_path: Path) -> None:
+    """Attack: while the node is down, the attacker puts a cookie of their own where
+    -rpccookiefile points (a directory their group may write) and listens on the RPC port.
+    Before 12-07 CleanCoin-cli read that cookie, so trusted a listener of its owner, and sent
+    them the request: `walletpassphrase` with the passphrase. Now a cookie that another user
+    could have chosen is refused wherever it lies (conf.refuse_others), and nothing is sent."""
+    cookie = team / "cc.cookie"
+    made = as_team_member(sys.executable, "-c", f"open({str(cookie)!r}, 'w').write({THEIR_COOKIE!r})")
+    assert made.returncode == 0, made.stderr
+    datadir = tmp_path / "data"
+    datadir.mkdir(mode=0o700)
+    where = shared / "squat"
+    where.mkdir()
+    where.chmod(0o777)
+    secret = "pass" + uuid.uuid4().hex
+    squatter, port, out = _tcp_squatter(where, as_other_user=True)
+    try:
+        result = subprocess.run([CLI, "-regtest", f"-datadir={datadir}", f"-rpcport={port}", f"-rpccookiefile={cookie}",
+                                 "-rpcclienttimeout=3", "walletpassphrase", secret, "60"],
+                                capture_output=True, text=True, timeout=30)
+        squatter.wait(20)
+    finally:
+        if squatter.poll() is None:
+            squatter.kill()
+    heard = out.read_bytes()
+    assert secret.encode() not in heard, f"uid {NOBODY} heard the passphrase: {heard[:300]!r}"
+    assert heard == b"", heard[:300]
+    assert result.returncode != 0 and str(cookie) in result.stderr and f"owned by uid {NOBODY}" in result.stderr, \
+        result.stderr[-800:]
