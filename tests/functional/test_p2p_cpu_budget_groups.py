@@ -4,8 +4,10 @@
 Measured on the code before 12-07 (a bucket per address; components/node/p2p/cpu_budget.py):
 connections from 6 addresses of one /64 had 6 buckets, each a share of the 0.25 CPU-s/s, and
 each new address's first messages were read at once from a fresh bucket while the others' was
-spent. The addresses are put on the loopback interface for the module (a /64 of fd82::/16,
-`nodad`, removed at the end; needs root) and the node listens on `::`.
+spent; 40 addresses, each a share of at least MIN_RATE, took 0.86 to 0.87 node CPU-s/s with
+68 KB invs and an honest peer's pongs fell from 1,500/s to 170-230/s. Now one bucket, 0.29
+CPU-s/s, 1,500 pongs/s. The addresses are put on the loopback interface for the module (a /64
+of fd82::/16, `nodad`, removed at the end; needs root) and the node listens on `::`.
 
 `python test_p2p_cpu_budget_groups.py` prints the figures (node CPU, an honest peer's pings).
 """
@@ -77,7 +79,12 @@ def make_site(base: Path) -> Iterator[Site]:
     node = TestNode(0, base, extra_args=["-bind=::"])
     try:
         for address in addresses:
-            _ip("-6", "addr", "add", f"{address}/64", "dev", "lo", "nodad")
+            try:
+                _ip("-6", "addr", "add", f"{address}/64", "dev", "lo", "nodad")
+            except RuntimeError as e:
+                if added:
+                    raise
+                pytest.skip(f"cannot put IPv6 addresses on lo here: {e}")      # (root without CAP_NET_ADMIN)
             added.append(address)
         node.start()
         yield Site(node, addresses)
