@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from cleancoin.components.node.p2p.cpu_budget import (
-    BURST, LARGE_MESSAGE, MIN_RATE, SHARED_RATE, CpuBudgets, estimated_cost,
+    BURST, LARGE_MESSAGE, MIN_RATE, SHARED_RATE, CpuBudgets, budget_group, estimated_cost,
 )
 
 
@@ -64,3 +64,35 @@ def test_many_addresses_get_at_least_the_minimum_and_idle_full_buckets_are_forgo
     budgets.prune(0.0)
     assert len(budgets) == 1                         # the one in debt is kept: reconnecting
     assert budgets.attach("10.1.0.1", 0.0).tokens == -1.0      # does not refill it
+
+
+def test_a_budget_belongs_to_an_ipv4_address_or_an_ipv6_64() -> None:
+    assert budget_group("10.0.0.1") == "10.0.0.1"
+    assert budget_group("::ffff:10.0.0.1") == "10.0.0.1"              # IPv4-mapped: the IPv4 one
+    assert budget_group("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert budget_group("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert budget_group("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert budget_group("fe80::1%eth0") == "fe80::/64"
+    assert budget_group("not an address") == "not an address"
+
+
+def test_addresses_of_one_64_share_one_bucket_and_one_share() -> None:
+    """Before 12-07 each address had a full bucket and a share of its own: k addresses of one
+    /64 (any IPv6 host's) were k budgets. Now a new address of a /64 in debt is in debt."""
+    budgets = CpuBudgets()
+    a = budgets.attach("2001:db8::1", 0.0)
+    r = budgets.reserve(a, 0.0, 0.0)
+    assert budgets.settle(a, r, 0.2, unsolicited=True)              # spent: 0.05 -> -0.15
+    b = budgets.attach("2001:db8::2:1", 0.0)
+    assert b is a and b.tokens == pytest.approx(BURST - 0.2)
+    assert budgets.delay(b, 0.0, 0.0) > 0.0                           # its first message waits
+    assert budgets.rate() == SHARED_RATE                              # one group, one share
+    other = budgets.attach("2001:db8:0:1::1", 0.0)                   # the next /64: its own
+    assert other is not a and other.tokens == BURST
+    assert budgets.rate() == pytest.approx(SHARED_RATE / 2)
+    assert budgets.attach("::ffff:10.0.0.1", 0.0) is budgets.attach("10.0.0.1", 0.0)
+    assert budgets.attach("10.0.0.2", 0.0) is not budgets.attach("10.0.0.1", 0.0)
+    # The group's bucket stays while any of its connections does.
+    budgets.detach("2001:db8::1")
+    budgets.prune(1000.0)
+    assert budgets.attach("2001:db8::3", 1000.0) is a

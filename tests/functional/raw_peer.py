@@ -28,14 +28,17 @@ class RawPeer:
     """One connection: send bytes, read whole messages, shake hands."""
 
     def __init__(self, port: int, source: str, user_agent: str = "/attack/",
-                 sock: socket.socket | None = None) -> None:
+                 sock: socket.socket | None = None, target: str = "127.0.0.1") -> None:
+        """A connection from `source` (an IPv6 address too: then `target` must be one, e.g.
+        the node's -bind=:: seen as ::1) to `target`:`port`."""
         if sock is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(socket.AF_INET6 if ":" in source else socket.AF_INET, socket.SOCK_STREAM)
             sock.bind((source, 0))
-            sock.connect(("127.0.0.1", port))
+            sock.connect((target, port))
         self.sock = sock
         self.sock.settimeout(READ_TIMEOUT)
         self.buf = b""
+        self.sent = 0                       # messages flood() got into the socket
         self.user_agent = user_agent
 
     @classmethod
@@ -107,6 +110,18 @@ class RawPeer:
             if msg is not None and msg.command == "pong" and msg.nonce == nonce:
                 return
         raise AssertionError("no pong: the peer was dropped")
+
+    def flood(self, stop: threading.Event, data: bytes) -> None:
+        """Send `data` over and over, as fast as the node takes it, until `stop` (`sent`
+        counts them); reads and drops what the node sends meanwhile (drain)."""
+        threading.Thread(target=self.drain, args=(stop,), daemon=True).start()
+        self.sent = 0
+        while not stop.is_set():
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                return
+            self.sent += 1
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -55,21 +55,6 @@ class Figures:
                 f"block relay {self.relay:.3f} s, {self.floods_sent} floods sent, ban scores {self.scores}")
 
 
-class Attacker(RawPeer):
-    """Sends FLOOD as fast as the node takes it; reads (and drops) whatever the node sends, so
-    that the node's own send-queue limit never pauses it."""
-
-    def run(self, stop: threading.Event, flood: bytes) -> None:
-        threading.Thread(target=self.drain, args=(stop,), daemon=True).start()
-        self.sent = 0
-        while not stop.is_set():
-            try:
-                self.sock.sendall(flood)
-            except OSError:
-                return
-            self.sent += 1
-
-
 def ping(peer: RawPeer, nonce: int) -> float:
     """One ping's round trip on an established connection."""
     start = time.monotonic()
@@ -137,10 +122,10 @@ def attack(site: Site, attackers: int, seconds: float, source: int = 1, flood: b
     node = site.node
     assert node.process is not None
     stop = threading.Event()
-    peers = [Attacker(node.p2p_port, f"127.61.{source}.{i + 1}") for i in range(attackers)]
+    peers = [RawPeer(node.p2p_port, f"127.61.{source}.{i + 1}") for i in range(attackers)]
     for p in peers:
         p.handshake(1)
-    threads = [threading.Thread(target=p.run, args=(stop, flood), daemon=True) for p in peers]
+    threads = [threading.Thread(target=p.flood, args=(stop, flood), daemon=True) for p in peers]
     for t in threads:
         t.start()
     pings: list[float] = []

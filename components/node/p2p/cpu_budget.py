@@ -1,4 +1,4 @@
-"""What a peer's messages may cost the node's one event-loop thread: a CPU budget per address.
+"""What a peer's messages may cost the node's one event-loop thread: a CPU budget per address group.
 
 Decoding alone costs about 15 MB of P2P input per CPU-second here (a max-size inv of blocks
 we have, 1.8 MB, 0.2 to 0.4 s with its lookups), and the message loop cannot interrupt a
@@ -8,17 +8,20 @@ and an honest peer's block, ping or RPC waited behind one message of each of the
 
 So every message a peer sends is charged the thread CPU time its decoding and handling took
 (time.thread_time: the other processes on the machine do not count) to a token bucket of its
-address, refilled with loop (wall) time. What the node asked for and got is not charged: a
+address group, refilled with loop (wall) time. What the node asked for and got is not charged: a
 block or transaction it requested, the headers or the getblocks inv it asked for, and any
 message that gave it a block or transaction new to it; so an initial block download and
 relay of new blocks never wait on the budget. While the bucket is below zero the node does
-not read from that address's connections (their bytes wait in the kernel's buffers and TCP
-stops the sender), so a flood costs at most `rate` of a core per address after one burst.
+not read from that group's connections (their bytes wait in the kernel's buffers and TCP
+stops the sender), so a flood costs at most `rate` of a core per group after one burst.
 
-The rate is a share: SHARED_RATE split over the addresses connected, at least MIN_RATE each,
+The rate is a share: SHARED_RATE split over the groups connected, at least MIN_RATE each,
 so that many attackers together still cannot take most of the core. The bucket belongs to
-the address, not the connection, so reconnecting does not refill it; a bucket is forgotten
-once it is full again and no connection of its address is left (a fresh one is the same).
+the address's group (`budget_group`: an IPv4 address, an IPv6 /64), not the connection, so
+reconnecting does not refill it, nor does connecting from another address of the same /64
+(since 12-07: before, every IPv6 address was a bucket and a share of its own, and any IPv6
+host holds a /64); a bucket is forgotten once it is full again and no connection of its group
+is left (a fresh one is the same).
 
 Spending the bucket mostly on messages nobody asked for and nobody sends unasked in good faith
 (inv, headers, notfound, pong, unknown commands ...: not EXCUSED_COMMANDS, the getheaders/getblocks/
@@ -29,13 +32,14 @@ banned after BAN_THRESHOLD / EXHAUSTED_SCORE exhaustions.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
-#: CPU seconds per second shared by all addresses with a connection.
+#: CPU seconds per second shared by all address groups with a connection.
 SHARED_RATE: float = 0.25
-#: The least CPU seconds per second an address gets, however many are connected.
+#: The least CPU seconds per second a group gets, however many are connected.
 MIN_RATE: float = 0.01
-#: CPU seconds an address may spend at once before its rate applies (the bucket's size).
+#: CPU seconds a group may spend at once before its rate applies (the bucket's size).
 BURST: float = 0.05
 #: Bytes of P2P input decoded per CPU second, about (measured 12-07, any message type): a
 #: message's cost is estimated from its size before it is read.
@@ -62,6 +66,27 @@ EXHAUSTED_SCORE: int = 10
 EXCUSED_COMMANDS: frozenset[str] = frozenset({"getheaders", "getblocks", "getdata", "mempool", "ping", "tx", "block"})
 
 
+#: Bits of an IPv6 address that name one budget: a /64 is what one host, one subscriber line or
+#: one VPS usually gets (RFC 6177's guidance, SLAAC needs a /64), so it is what one attacker
+#: surely holds. bitcoind's netgroups (/16 IPv4, /32 IPv6) serve another end, outbound diversity
+#: and eviction (eviction.py): a budget that wide would make strangers in one ISP share theirs.
+IPV6_GROUP_BITS: int = 64
+
+
+def budget_group(host: str) -> str:
+    """The key of the CPU budget `host`'s connections share: an IPv4 address itself (also
+    written IPv4-mapped, ::ffff:a.b.c.d), an IPv6 address's /64; anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_GROUP_BITS), strict=False))
+    return str(ip)
+
+
 def estimated_cost(size: int) -> float:
     """CPU seconds a message of `size` payload bytes will cost, about."""
     return MESSAGE_OVERHEAD + size / BYTES_PER_CPU_SECOND
@@ -69,7 +94,7 @@ def estimated_cost(size: int) -> float:
 
 @dataclass
 class CpuBudget:
-    """One address's token bucket of CPU seconds (may go below zero: a message is charged
+    """One address group's token bucket of CPU seconds (may go below zero: a message is charged
     after it was handled, whatever it cost)."""
 
     tokens: float
@@ -77,7 +102,7 @@ class CpuBudget:
     #: CPU charged since the last exhaustion: in all, and on unrequested non-service messages.
     charged: float = 0.0
     unsolicited: float = 0.0
-    #: Connections of this address now.
+    #: Connections of this group now.
     connections: int = 0
 
     def refill(self, now: float, rate: float) -> None:
@@ -124,8 +149,8 @@ NOTHING_RESERVED = Reservation()
 
 @dataclass
 class CpuBudgets:
-    """The buckets of the addresses connected (or still in debt), keyed by address, and the
-    bucket all large unrequested messages share.
+    """The buckets of the address groups connected (or still in debt), keyed by `budget_group`,
+    and the bucket all large unrequested messages share.
 
     Why a shared one for large messages: addresses paused together refill together, and
     then each one's next max-size message ran back to back (eight of them: an RPC waited
@@ -137,26 +162,27 @@ class CpuBudgets:
     shared_rate: float = SHARED_RATE
     min_rate: float = MIN_RATE
     large_rate: float = LARGE_RATE
-    _by_address: dict[str, CpuBudget] = field(default_factory=dict)
+    _by_group: dict[str, CpuBudget] = field(default_factory=dict)
     _shared: CpuBudget | None = None
 
     def attach(self, address: str, now: float) -> CpuBudget:
-        """The bucket of `address` for a new connection (a full one if it has none)."""
-        budget = self._by_address.get(address)
+        """The bucket of `address`'s group for a new connection (a full one if it has none)."""
+        group = budget_group(address)
+        budget = self._by_group.get(group)
         if budget is None:
-            budget = self._by_address[address] = CpuBudget(BURST, now)
+            budget = self._by_group[group] = CpuBudget(BURST, now)
         budget.connections += 1
         return budget
 
     def detach(self, address: str) -> None:
         """A connection of `address` is gone."""
-        budget = self._by_address.get(address)
+        budget = self._by_group.get(budget_group(address))
         if budget is not None:
             budget.connections = max(0, budget.connections - 1)
 
     def rate(self) -> float:
-        """CPU seconds per second each connected address's bucket refills with now."""
-        connected = sum(1 for b in self._by_address.values() if b.connections)
+        """CPU seconds per second each connected group's bucket refills with now."""
+        connected = sum(1 for b in self._by_group.values() if b.connections)
         return max(self.min_rate, self.shared_rate / max(1, connected))
 
     def _shared_bucket(self, now: float) -> CpuBudget:
@@ -195,13 +221,13 @@ class CpuBudgets:
         return cost is not None and budget.charge(cost, unsolicited=unsolicited)
 
     def prune(self, now: float) -> None:
-        """Forget the buckets of addresses with no connection that are full again."""
+        """Forget the buckets of groups with no connection that are full again."""
         rate = self.rate()
-        for address, budget in list(self._by_address.items()):
+        for group, budget in list(self._by_group.items()):
             if not budget.connections:
                 budget.refill(now, rate)
                 if budget.tokens >= BURST:
-                    del self._by_address[address]
+                    del self._by_group[group]
 
     def __len__(self) -> int:
-        return len(self._by_address)
+        return len(self._by_group)

@@ -428,7 +428,7 @@ class P2PNode:
         self._progress_at = 0.0
         self._progress_height = 0
         self._progress_final = False
-        #: What each address's messages may cost the event loop's thread (cpu_budget.py).
+        #: What each address group's messages may cost the event loop's thread (cpu_budget.py).
         self._cpu_budgets = CpuBudgets(shared_rate=cpu_shared_rate,
                                        large_rate=cpu_shared_rate * LARGE_RATE / SHARED_RATE)
 
@@ -709,7 +709,7 @@ class P2PNode:
                 # is under way (presync.py: counted, not stored).
                 "presynced_headers": p.header_sync.last.height if p.header_sync is not None else -1,
                 "banscore": p.ban_score,
-                # CPU seconds its address may still spend at once (below zero: not read
+                # CPU seconds its address group may still spend at once (below zero: not read
                 # until it refills; cpu_budget.py).
                 "cpu_budget": round(p.cpu_budget.tokens, 4) if p.cpu_budget is not None else None,
                 "bytessent_per_msg": dict(p.bytes_sent_per_msg),
@@ -877,7 +877,7 @@ class P2PNode:
         self.misbehaving(peer, 1, f"{command} before handshake")
 
     def cpu_budget_spent(self, peer: Peer, mostly_unsolicited: bool) -> None:
-        """`peer`'s address spent its CPU budget: it is not read until the budget refills;
+        """`peer`'s address group spent its CPU budget: it is not read until the budget refills;
         spent mostly on messages nobody asked for, that is misbehaviour (EXHAUSTED_SCORE)."""
         log.debug("peer=%d %s: CPU budget spent, not read for %.1f s", peer.id, peer.addr,
                   peer.cpu_budget.wait(self._cpu_budgets.rate()) if peer.cpu_budget is not None else 0.0)

@@ -14,8 +14,9 @@ and like Bitcoin the reader stops taking messages from a peer while it still owe
 data or its outbox is over SEND_BUFFER_LIMIT, which bounds what one peer can make us queue.
 Reader and writer yield to the event loop after every message, so that no peer keeps the
 others (and RPC, on the same loop) waiting; and since 12-07 what a peer's messages cost the
-loop's thread is charged to its address's CPU budget (cpu_budget.py), which once spent stops
-the reader until it refills: turns alone share the messages, not the CPU.
+loop's thread is charged to its address group's CPU budget (cpu_budget.py: an IPv4 address,
+an IPv6 /64), which once spent stops the reader until it refills: turns alone share the
+messages, not the CPU.
 What it asked for waits in an `InvQueue`, as the 36-byte wire entries (bitcoind's CInv): a
 max-size getdata from a peer that stops reading holds 1.8 MB, not 6.9 MB of Python objects.
 
@@ -91,7 +92,7 @@ class PeerHandler(Protocol):
         ...
 
     def cpu_budget_spent(self, peer: Peer, mostly_unsolicited: bool) -> None:
-        """`peer`'s messages spent its address's CPU budget (`mostly_unsolicited`: on messages
+        """`peer`'s messages spent its address group's CPU budget (`mostly_unsolicited`: on messages
         nobody asked for, not requests of its own); it is not read until the budget refills."""
         ...
 
@@ -275,7 +276,7 @@ class Peer:
         self._can_read = asyncio.Event()
         self._can_read.set()
         self._writer_task: asyncio.Task[None] | None = None
-        #: Its address's CPU budget and all of them (cpu_budget.py), set by the node; None:
+        #: Its address group's CPU budget and all of them (cpu_budget.py), set by the node; None:
         #: not charged.
         self.cpu_budget: CpuBudget | None = None
         self.cpu_budgets: CpuBudgets | None = None
