@@ -32,8 +32,9 @@ banned after BAN_THRESHOLD / EXHAUSTED_SCORE exhaustions.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
+
+from cleancoin.components.common.ratelimit import source_key
 
 #: CPU seconds per second shared by all address groups with a connection.
 SHARED_RATE: float = 0.25
@@ -66,25 +67,15 @@ EXHAUSTED_SCORE: int = 10
 EXCUSED_COMMANDS: frozenset[str] = frozenset({"getheaders", "getblocks", "getdata", "mempool", "ping", "tx", "block"})
 
 
-#: Bits of an IPv6 address that name one budget: a /64 is what one host, one subscriber line or
-#: one VPS usually gets (RFC 6177's guidance, SLAAC needs a /64), so it is what one attacker
-#: surely holds. bitcoind's netgroups (/16 IPv4, /32 IPv6) serve another end, outbound diversity
-#: and eviction (eviction.py): a budget that wide would make strangers in one ISP share theirs.
-IPV6_GROUP_BITS: int = 64
-
-
 def budget_group(host: str) -> str:
     """The key of the CPU budget `host`'s connections share: an IPv4 address itself (also
-    written IPv4-mapped, ::ffff:a.b.c.d), an IPv6 address's /64; anything else as it is."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, IPV6_GROUP_BITS), strict=False))
-    return str(ip)
+    written IPv4-mapped, ::ffff:a.b.c.d), an IPv6 address's /64; anything else as it is
+    (ratelimit.source_key, the RPC's failure limiter's key). A /64 is what one host, one
+    subscriber line or one VPS usually gets (RFC 6177's guidance; SLAAC needs a /64), so it is
+    what one attacker surely holds. bitcoind's netgroups (/16 IPv4, /32 IPv6) serve another
+    end, outbound diversity and eviction (eviction.py): a budget that wide would make strangers
+    in one ISP share theirs."""
+    return source_key(host)
 
 
 def estimated_cost(size: int) -> float:
