@@ -549,3 +549,31 @@ def test_the_broker_imports_only_what_it_uses(served: tuple[socket.socket, int])
                 if line.startswith("import time:") and line.count("|") == 2}
     assert {"cleancoin.sandbox.steps", "cleancoin.components.node.connect_rule", "ipaddress"} <= imported, err[-2000:]
     assert not imported & set(_NOT_IN_THE_BROKER), sorted(imported & set(_NOT_IN_THE_BROKER))
+
+
+def test_the_hosts_addresses_read_at_once_by_many_dials_are_never_empty() -> None:
+    """The broker dials in threads, and its /proc tables are descriptors read again from
+    offset 0: until 12-07 two dials' reads interleaved on the shared file position, one read
+    the IPv4 table from its end ("read empty") and its connect was refused (148 of 2,400 reads
+    by 8 threads here; a clean-clone CI's -connect test failed so)."""
+    import threading
+
+    from cleancoin.components.node.connect_rule import InterfaceAddresses
+    tables = InterfaceAddresses()
+    errors: list[str] = []
+    found: list[int] = []
+
+    def dial() -> None:
+        for _ in range(300):
+            try:
+                found.append(len(tables.read()))
+            except OSError as exc:
+                errors.append(str(exc))
+
+    threads = [threading.Thread(target=dial) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [], f"{len(errors)} of 2400 reads failed: {errors[0]}"
+    assert len(found) == 2400 and min(found) > 0          # the loopback at least, every time

@@ -188,6 +188,10 @@ class InterfaceAddresses:
     def __init__(self) -> None:
         self._fds: list[int] = []
         self._errors: list[str] = []
+        # One file position per descriptor, shared by the broker's dials, which run at once:
+        # without the lock one dial's lseek and reads interleaved with another's, which then
+        # read the table from its end, "read empty", and was refused (a flaky -connect, 12-07).
+        self._reading = threading.Lock()
         for path in _PATHS:
             try:
                 self._fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
@@ -208,9 +212,10 @@ class InterfaceAddresses:
             raise OSError(f"cannot read this host's addresses: {path}: {self._errors[which]}")
         chunks = []
         try:
-            os.lseek(fd, 0, os.SEEK_SET)
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
+            with self._reading:
+                os.lseek(fd, 0, os.SEEK_SET)
+                while chunk := os.read(fd, 65536):
+                    chunks.append(chunk)
         except OSError as exc:
             raise OSError(f"cannot read this host's addresses: {path}: {exc.strerror or exc}") from None
         text = b"".join(chunks).decode("ascii", "replace")
