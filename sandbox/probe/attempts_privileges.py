@@ -136,6 +136,19 @@ def _run_fork_many(ctx: _Ctx, out: _Out) -> Outcome:
     return "denied", f"{started} processes, then {error} (no fork, or the nproc limit)"
 
 
+def _raise_soft_limit(number: int) -> bool:
+    """Raise the soft limit `number` to the hard one, as anyone may: only the hard limit binds
+    where prlimit64 is allowed. Called only once the soft limit stopped an attempt, so that a
+    policy refusing prlimit64 is not judged on a call the attacker did not need. Whether it
+    was raised."""
+    try:
+        _soft, hard = resource.getrlimit(number)
+        resource.setrlimit(number, (hard, hard))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _run_fds_many(ctx: _Ctx, out: _Out) -> Outcome:
     fds: list[int] = []
     error = ""
@@ -149,17 +162,8 @@ def _run_fds_many(ctx: _Ctx, out: _Out) -> Outcome:
             error = _errname(exc.errno or 0)
 
     fill()
-    if len(fds) < _FDS:
-        # Anyone may raise a soft limit up to the hard one: only the hard limit binds, where
-        # prlimit64 is allowed (asked only now, so that a policy refusing it is not judged on
-        # a call the attacker did not need).
-        try:
-            _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (OSError, ValueError):
-            pass
-        else:
-            fill()
+    if len(fds) < _FDS and _raise_soft_limit(resource.RLIMIT_NOFILE):
+        fill()
     for fd in fds:
         os.close(fd)
     if len(fds) >= _FDS:
@@ -176,16 +180,8 @@ def _run_memlock(ctx: _Ctx, out: _Out) -> Outcome:
     del view                # an exported buffer would keep the mapping from closing
     try:
         ret, err = _syscall("mlock", address, _LOCKED)
-        if ret != 0 and err == errno.ENOMEM:
-            # Only the hard limit binds where prlimit64 may raise the soft one (asked only
-            # now: a policy refusing it is not judged on a call the attacker did not need).
-            try:
-                _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-                resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
-            except (OSError, ValueError):
-                pass
-            else:
-                ret, err = _syscall("mlock", address, _LOCKED)
+        if ret != 0 and err == errno.ENOMEM and _raise_soft_limit(resource.RLIMIT_MEMLOCK):
+            ret, err = _syscall("mlock", address, _LOCKED)
         if ret != 0:
             return ctx.denied(err, ENOMEM="rlimits: the memlock limit", EPERM="rlimits: a memlock limit of 0")
         return _ok(f"locked {_LOCKED >> 20} MiB in RAM")

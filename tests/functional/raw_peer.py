@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.primitives import Block
@@ -82,6 +82,17 @@ class RawPeer:
     def read_message(self) -> Message | None:
         """The next message (None for a command the node may send that this parser skips)."""
         return parse_payload(*self.read_frame())
+
+    def messages(self, timeout: float) -> Iterator[Message | None]:
+        """The messages that come within `timeout` seconds, each as read_message gives it (a
+        read that times out is waited past, not the end): for a test reading until it sees
+        what it waits for."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                yield self.read_message()
+            except TimeoutError:
+                continue
 
     def _fill(self) -> None:
         chunk = self.sock.recv(1 << 16)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import replace
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,12 +40,7 @@ def _family(n: TestNode) -> tuple[Transaction, Transaction, Transaction]:
 
 def _serve_when_asked(peer: RawPeer, txs: dict[bytes, Transaction], wanted: bytes, timeout: float) -> bool:
     """Answer the node's getdata for `txs` until it asked for `wanted`; whether it did."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            msg = peer.read_message()
-        except TimeoutError:
-            continue
+    for msg in peer.messages(timeout):
         if isinstance(msg, GetData):
             asked = [item.hash for item in msg.items if item.type == MSG_TX]
             for h in asked:

@@ -30,15 +30,8 @@ def _wait_stalled(n: TestNode) -> int:
 
 def _announced(peer: RawPeer, txid: bytes, timeout: float) -> bool:
     """Read everything `peer` is sent until an inv of `txid`; whether one came in time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            msg = peer.read_message()
-        except TimeoutError:
-            continue
-        if isinstance(msg, Inv) and any(i.type == MSG_TX and i.hash == txid for i in msg.items):
-            return True
-    return False
+    return any(isinstance(msg, Inv) and any(i.type == MSG_TX and i.hash == txid for i in msg.items)
+               for msg in peer.messages(timeout))
 
 
 #: getheaders the slow peer sends at once: each answered with the chain's 103 headers
