@@ -33,8 +33,8 @@ from cleancoin.components.common.chainparams import REGTEST as P
 from cleancoin.components.common.primitives import Block
 from cleancoin.components.node.chain import ChainManager
 db, now, blocks = sys.argv[1], int(sys.argv[2]), open(sys.argv[3]).read().split()
-chain = ChainManager(P, db, now=lambda: now)
 start = time.monotonic()
+chain = ChainManager(P, db, now=lambda: now)
 for raw in blocks:
     assert chain.accept_block(Block.from_bytes(bytes.fromhex(raw))).new_tip
 print(time.monotonic() - start)
@@ -48,7 +48,8 @@ def _wal_syncs(trace: Path) -> int:
 
 
 def _connect_under_strace(tmp_path: Path, name: str, now: int, blocks: Path) -> tuple[int, float]:
-    """(WAL syncs, seconds the connects took) of a child connecting `blocks` at clock `now`."""
+    """(WAL syncs, seconds the opening and the connects took) of a child connecting `blocks`
+    at clock `now`."""
     directory = tmp_path / name
     directory.mkdir()
     trace = tmp_path / f"{name}.strace"
@@ -78,9 +79,10 @@ def test_a_block_connected_in_initial_block_download_defers_its_fsync_and_one_at
     at_tip, _ = _connect_under_strace(tmp_path, "tip", header.time + 60, blocks)
     catching_up, seconds = _connect_under_strace(tmp_path, "ibd", header.time + 10 ** 8, blocks)
 
-    # At the tip: every block's commit synced (plus the opening's own commits).
+    # At the tip: every block's commit synced (34 with the opening's and the closing's).
     assert at_tip >= BLOCKS, at_tip
-    # In initial block download: the opening's commits and one per IBD_SYNC_INTERVAL of
-    # connecting, however slow the machine (seconds is the child's own measure).
-    allowed = 3 + math.ceil(seconds / IBD_SYNC_INTERVAL)
+    # In initial block download: the opening's and the closing's syncs (4 on a fast machine)
+    # and one per IBD_SYNC_INTERVAL of opening and connecting, however slow the machine
+    # (`seconds` is the child's own measure). 34 before 12-07.
+    allowed = 4 + math.ceil(seconds / IBD_SYNC_INTERVAL)
     assert catching_up <= allowed < BLOCKS, (catching_up, allowed, seconds)
