@@ -110,10 +110,12 @@ MAX_SIDE_BRANCH_LAG: int = 288
 MAX_TIP_AGE: int = 24 * 60 * 60
 #: In initial block download a block's connect commits without an fsync unless the last
 #: synced commit is this many seconds old (issue #16: the fsync was ~15 % of a full block's
-#: connect). A power cut then loses at most the blocks connected in about this much time
-#: before it (a kill -9 loses nothing: the commits are in the OS page cache), and the chain
-#: that is left is whole; the wallet follows such a rewind as any other. At the tip every
-#: block is synced before anyone hears of it.
+#: connect). A power cut then loses the blocks connected since the last synced commit: about
+#: this much time of download, or more if the download paused after them (until the next
+#: commit, a WAL checkpoint or the kernel's write-back syncs them). A kill -9 loses nothing
+#: (the commits are in the OS page cache), and the chain left is whole either way; the
+#: wallet follows such a rewind as any other. At the tip every block is synced before
+#: anyone hears of it.
 IBD_SYNC_INTERVAL: float = 1.0
 
 ProgressFn = Callable[[str, int, int], None]

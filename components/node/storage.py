@@ -19,8 +19,9 @@ is derived from blocks already stored durably, so a power cut merely loses reind
 and restores FULL, whose next commit syncs the WAL including everything before it. Since
 12-07 a block connected in initial block download commits at NORMAL too (`transaction(
 durable=False)`), unless the last synced commit is a second old (chain.IBD_SYNC_INTERVAL):
-a power cut then takes back the last second or so of download, whole blocks only, and the
-wallet follows that as a rewind; at the tip every commit is synced as before.
+a power cut then takes back what was connected since the last synced commit (about a
+second of download, more if it paused), whole blocks only, and the wallet follows that as a
+rewind; at the tip every commit is synced as before.
 
 Layout (hashes and txids are 32 raw bytes in internal byte order):
 
