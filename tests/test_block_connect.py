@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from cleancoin.components.common.keys import (
     PrivateKey, SignatureCheck, prepare_input_check, sign_transaction, signature_hash,
 )
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
-from cleancoin.components.common.sigcheck import CHUNK, MAX_THREADS, SignatureChecker, default_threads
+from cleancoin.components.common.sigcheck import CHUNK, MAX_THREADS, SignatureChecker, _Batch, default_threads
 from cleancoin.components.node.chain import BLOCK_FAILED, ChainManager
 from cleancoin.components.node.mining import mine_block
 
@@ -119,6 +120,18 @@ def test_the_first_failing_signature_in_order_is_reported(threads: int) -> None:
         checker.close()
     with pytest.raises(ValueError):
         SignatureChecker(0)
+
+
+def test_the_threads_verify_every_signature_exactly_once() -> None:
+    """The threads take signatures one at a time from a shared counter (since 12-07; chunks
+    of CHUNK before): none may be skipped or taken twice. Every check here fails, so the
+    failures recorded are the checks verified, one entry each."""
+    bad = [c._replace(digest=hashlib.sha256(c.digest).digest()) for c in _checks(FAN)]
+    with ThreadPoolExecutor(3) as pool:
+        for _ in range(5):
+            batch = _Batch(bad, pool, 3)
+            assert batch.wait() == 0
+            assert sorted(batch._failed) == list(range(FAN))
 
 
 def test_signature_digest_cache_follows_the_transaction() -> None:

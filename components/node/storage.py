@@ -16,7 +16,12 @@ on a commit as soon as it returns: the wallet records the block in *its own* dat
 are told about the new tip. With NORMAL a power cut could roll the chain back behind what the
 wallet already stored. Reindex switches to NORMAL while it runs (it only rewrites state that
 is derived from blocks already stored durably, so a power cut merely loses reindex progress)
-and restores FULL, whose next commit syncs the WAL including everything before it.
+and restores FULL, whose next commit syncs the WAL including everything before it. Since
+12-07 a block connected in initial block download commits at NORMAL too (`transaction(
+durable=False)`), unless the last synced commit is a second old (chain.IBD_SYNC_INTERVAL):
+a power cut then takes back what was connected since the last synced commit (about a
+second of download, more if it paused), whole blocks only, and the wallet follows that as a
+rewind; at the tip every commit is synced as before.
 
 Layout (hashes and txids are 32 raw bytes in internal byte order):
 
@@ -46,6 +51,7 @@ import functools
 import hashlib
 import os
 import sqlite3
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -284,6 +290,14 @@ class ChainStore:
         os.makedirs(parent, exist_ok=True)
         self.path = path
         self.synchronous = synchronous
+        # The level a durable transaction commits at (set_synchronous changes it for a
+        # reindex) and the one last given to SQLite (a deferred commit sets NORMAL).
+        self._durable_level = synchronous
+        self._applied_level = synchronous
+        #: time.monotonic() of the last commit that synced the WAL (a level above NORMAL):
+        #: what a power cut could lose is what was committed after it (ChainManager's
+        #: initial-block-download connects defer their sync up to IBD_SYNC_INTERVAL).
+        self.synced_at: float = time.monotonic()
         # One process at a time (bitcoind's datadir .lock): a second node on the same file
         # would interleave its blocks with ours. flock dies with the process, kill -9 too.
         self._lock_file = open(path + ".lock", "a")  # noqa: SIM115 (held until close)
@@ -349,15 +363,28 @@ class ChainStore:
             self._lock_file.close()
 
     def set_synchronous(self, level: str) -> None:
-        """Change the sync level (outside a transaction)."""
+        """Change the sync level of durable transactions (outside a transaction)."""
         level = level.upper()
         if level not in SYNCHRONOUS_LEVELS:
             raise ValueError(level)
-        self._db.execute(f"PRAGMA synchronous={level}")
+        self._durable_level = level
+        self._apply_level(level)
+
+    def _apply_level(self, level: str) -> None:
+        if level != self._applied_level:
+            self._db.execute(f"PRAGMA synchronous={level}")
+            self._applied_level = level
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, durable: bool = True) -> Iterator[None]:
         """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (re-raised).
+
+        `durable=False` commits at synchronous=NORMAL, without the fsync of the WAL: as
+        atomic, and as safe from kill -9 (the commit is in the OS page cache when COMMIT
+        returns), but a power cut or kernel crash may take it back, together with every
+        commit after it, never a part of one (WAL frames carry checksums; SQLite keeps
+        the whole commits before the first bad frame). The next durable commit syncs the
+        WAL and with it everything before.
 
         IMMEDIATE takes the write lock up front rather than halfway through a block. Not
         reentrant, on purpose: nesting would hide which writes belong to which chain step.
@@ -368,12 +395,16 @@ class ChainStore:
         """
         if self._in_txn:
             raise RuntimeError("nested chain store transaction")
+        level = self._durable_level if durable else "NORMAL"
+        self._apply_level(level)
         self._in_txn = True
         try:
             with write_transaction(self._db, self.path, ChainWriteFailure):
                 yield
         finally:
             self._in_txn = False
+        if level != "NORMAL":
+            self.synced_at = time.monotonic()
 
     @property
     def in_transaction(self) -> bool:
