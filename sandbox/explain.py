@@ -120,7 +120,8 @@ def _named_unix_sockets(policy: Policy) -> str:
 
 
 def _processes(policy: Policy) -> list[str]:
-    proc, allowed = policy.process, policy.allowed_syscalls
+    # What runs: an unconditional rule decides its syscall, listed or not.
+    proc, allowed = policy.process, policy.reachable_syscalls
     lines = []
     if "execve" in allowed or "execveat" in allowed:
         lines.append("MAY run other programs (execve) where it has execute access")
@@ -178,11 +179,13 @@ def _kernel(policy: Policy) -> list[str]:
     sc = policy.seccomp
     if not sc.enabled:
         return ["NO syscall filter: the whole kernel interface is reachable"]
-    allowed = policy.allowed_syscalls
-    by_rule = sorted(policy.refused_by_rule & allowed)
-    lines = [f"{len(allowed) - len(by_rule)} syscalls allowed (from {', '.join(g.value for g in sc.allow)}"
+    listed, allowed = policy.allowed_syscalls, policy.reachable_syscalls
+    by_rule = sorted(policy.refused_by_rule & listed)
+    added = sorted(policy.allowed_by_rule - listed)
+    lines = [f"{len(allowed)} syscalls allowed (from {', '.join(g.value for g in sc.allow)}"
              + (f"; minus {', '.join(g.value for g in sc.deny)}" if sc.deny else "")
-             + (f"; minus {', '.join(by_rule)}, answered by the rules below)" if by_rule else ")"),
+             + (f"; minus {', '.join(by_rule)}, answered by the rules below" if by_rule else "")
+             + (f"; PLUS {', '.join(added)}, let through by the rules below" if added else "") + ")",
              f"any other syscall: {sc.default_action.replace('_', ' ')}"]
     granted = sorted(allowed & dangerous.DANGEROUS_SYSCALLS)
     if granted:

@@ -260,27 +260,52 @@ def _seccomp(out: _Collector, a: Policy, b: Policy) -> None:
     out.sets("seccomp.allowed", allowed_a, allowed_b)
     rules_a = {_rule_key(r): r for r in a.seccomp.rules}
     rules_b = {_rule_key(r): r for r in b.seccomp.rules}
+    # One rule without args decides its syscall, and then it is the syscall's only rule (the
+    # loader keeps what the filter applies: sandbox/rule_precedence.py).
+    whole_a = {r.syscall: r for r in a.seccomp.rules if not r.args}
+    whole_b = {r.syscall: r for r in b.seccomp.rules if not r.args}
 
-    def otherwise(policy: Policy, syscall: str) -> bool:
-        """Whether the syscall runs when no rule matches: allowed, or a permissive default."""
+    def listed(policy: Policy, syscall: str) -> bool:
+        """Whether the syscall runs with no rule of its own: allowed, or a permissive default."""
         return syscall in policy.allowed_syscalls or _permits(policy.seccomp.default_action)
 
+    def otherwise(policy: Policy, syscall: str) -> bool:
+        """Whether the syscall runs when none of its argument rules holds."""
+        whole = (whole_b if policy is b else whole_a).get(syscall)
+        return _permits(whole.action) if whole is not None else listed(policy, syscall)
+
+    replaced = {name for name in whole_a.keys() & whole_b.keys()
+                if _rule_key(whole_a[name]) != _rule_key(whole_b[name])}
+    for name in sorted(replaced):
+        before, after = _permits(whole_a[name].action), _permits(whole_b[name].action)
+        kind = "widen" if after and not before else "narrow" if before and not after else "change"
+        out.add("seccomp.rules", kind, f"{name}: {whole_a[name].action} -> {whole_b[name].action} always",
+                "rule replaced")
     for key in sorted(rules_b.keys() - rules_a.keys()):
         rule = rules_b[key]
+        if not rule.args and rule.syscall in replaced:
+            continue
         # An allow rule widens only what would otherwise be refused; a denial narrows only
-        # what would otherwise run.
+        # what would otherwise run. A rule without args is judged against the allow list.
+        runs = listed(b, rule.syscall) if not rule.args else otherwise(b, rule.syscall)
         if _permits(rule.action):
-            kind = "change" if otherwise(b, rule.syscall) else "widen"
+            kind = "change" if runs else "widen"
         else:
-            kind = "narrow" if otherwise(b, rule.syscall) else "change"
+            kind = "narrow" if runs else "change"
         out.add("seccomp.rules", kind, key, "rule added")
     for key in sorted(rules_a.keys() - rules_b.keys()):
         rule = rules_a[key]
+        if not rule.args and rule.syscall in replaced:
+            continue
+        runs = otherwise(b, rule.syscall)
         if _permits(rule.action):
-            kind = "change" if otherwise(b, rule.syscall) else "narrow"
+            kind = "change" if runs else "narrow"
         else:
-            kind = "widen" if otherwise(b, rule.syscall) else "change"
-        out.add("seccomp.rules", kind, key, "rule removed")
+            kind = "widen" if runs else "change"
+        detail = "rule removed"
+        if rule.syscall in whole_b and rule.args:
+            detail = f"rule removed: B's rule without args decides every call ({_rule_key(whole_b[rule.syscall])})"
+        out.add("seccomp.rules", kind, key, detail)
     # Same rule, another `log`: nothing runs that did not, but refusals go unrecorded (or
     # start to be): a change a reviewer must see.
     for key in sorted(rules_a.keys() & rules_b.keys()):

@@ -160,3 +160,47 @@ def test_socket_kinds_within_a_family_are_widened_and_narrowed() -> None:
     stream = _changes(run("diff", "connect-broker", "node", "--json"))
     assert {("network.socket_families", "narrow", f"{family} datagram true -> false")
             for family in ("inet", "inet6")} <= stream, stream
+
+
+def test_a_rule_without_args_is_judged_by_what_it_replaces(tmp_path) -> None:
+    """A rule without args decides every call of its syscall, and the filter drops the other
+    rules for it. Until 12-07 `diff` judged the added rules alone: a change adding
+    `{ syscall = "uname", action = "allow" }` over a base that refuses uname, and `{ syscall =
+    "clone", action = "log" }` over one that refuses clone without CLONE_THREAD (a fork), was
+    "B grants nothing that A does not (2 changed)", and `explain` showed uname refused and the
+    fork refusal in force; the program it ran printed the system name and forked."""
+    a = tmp_path / "a.toml"
+    a.write_text('extends = ["examples/program"]\n[policy]\nname = "a"\n'
+                 '[[seccomp.rules]]\nsyscall = "clone"\naction = "errno:EPERM"\n'
+                 'args = [{ index = 0, op = "masked_eq", mask = 0x10000, value = 0 }]\n'
+                 '[[seccomp.rules]]\nsyscall = "uname"\naction = "errno:EPERM"\n')
+    b = tmp_path / "b.toml"
+    b.write_text(f'extends = ["{a}"]\n[policy]\nname = "b"\n'
+                 '[[seccomp.rules]]\nsyscall = "clone"\naction = "log"\n'
+                 '[[seccomp.rules]]\nsyscall = "uname"\naction = "allow"\n')
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def sh(policy, script: str) -> subprocess.CompletedProcess[str]:
+        return run("run", "--policy", str(policy), "--datadir", str(data), "--", "/bin/sh", "-c", script)
+
+    # What each really lets a shell do: a uname(2) and a fork (a subshell).
+    assert sh(a, "uname -s").returncode != 0 and sh(b, "uname -s").stdout == "Linux\n"
+    fork = "(echo forked); echo $?"
+    assert "forked" not in sh(a, fork).stdout and sh(b, fork).stdout == "forked\n0\n"
+    result = run("diff", str(a), str(b), "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    changes = _changes(result)
+    assert ("seccomp.rules", "widen", "uname: errno:EPERM -> allow always") in changes, changes
+    assert ("seccomp.rules", "widen", "clone: errno:EPERM when arg0 masked_eq 0x0/0x10000") in changes
+    explained = run("explain", str(b)).stdout
+    assert "clone: log when always" in explained and "clone: errno:EPERM" not in explained
+    assert "uname: errno:EPERM" not in explained and "minus clone" not in explained, explained
+    # The other way round: narrower, and a replacement by another refusal is no wider.
+    assert run("diff", str(b), str(a)).returncode == 0
+    c = tmp_path / "c.toml"
+    c.write_text(f'extends = ["{a}"]\n[policy]\nname = "c"\n'
+                 '[[seccomp.rules]]\nsyscall = "uname"\naction = "errno:EACCES"\n')
+    other = run("diff", str(a), str(c), "--json")
+    assert other.returncode == 0, other.stdout
+    assert ("seccomp.rules", "change", "uname: errno:EPERM -> errno:EACCES always") in _changes(other)
