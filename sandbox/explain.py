@@ -61,8 +61,18 @@ def _files(policy: Policy) -> list[str]:
     if fs.hide:
         lines.append(f"cannot see or touch anything beneath: {_grants(fs.hide, resolve=True)} "
                      "(each covered by an empty read-only tmpfs, whatever Landlock grants above it)")
+    tmpfs = [paths.spelled(g.value) for g in fs.tmpfs] + (["/tmp"] if policy.namespaces.private_tmp else [])
+    if fs.tmpfs:
+        lines.append(f"has a fresh, empty tmpfs only it sees at: {', '.join(g.value for g in fs.tmpfs)} "
+                     "(a grant of that very path is the tmpfs, nothing of the host)")
     if policy.namespaces.private_tmp:
         lines.append("sees an empty private /tmp (granted paths under /tmp are bound back in)")
+    # Since 12-07: a grant beneath a tmpfs reads as a place in it, but is the host's path.
+    bound = [g for cls in (fs.read, fs.write, fs.execute) for g in cls
+             if paths.beneath_tmpfs(paths.spelled(g.value), tmpfs) is not None]
+    if bound:
+        lines.append("SEES THE HOST'S paths beneath its tmpfs, bound in over it: "
+                     + ", ".join(dict.fromkeys(g.value for g in bound)))
     if policy.namespaces.mount:
         lines.append("has its own mount namespace: its mounts do not reach the host")
     return lines

@@ -99,14 +99,16 @@ _COVERS = {"read": ("read", "write", "execute"), "write": ("write",), "execute":
 
 
 def _norm(path: str) -> str:
-    return "/" + path.strip("/") if path.startswith("/") else path
+    return paths.spelled(path)
 
 
-def _covered(path: str, cls: str, grants: dict[str, list[str]]) -> str | None:
-    """The grant of `grants` that already gives `path` the rights of `cls`, if any."""
+def _covered(path: str, cls: str, grants: dict[str, list[str]], tmpfs: set[str]) -> str | None:
+    """The grant of `grants` that already gives `path` the rights of `cls`, if any. A fresh
+    tmpfs between the grant and `path` means the grant covered nothing there of the host."""
     for other in _COVERS[cls]:
         for root in grants[other]:
-            if path == root or paths.beneath(path, root):
+            if (path == root or paths.beneath(path, root)) and not any(
+                    paths.beneath(path, t) and paths.beneath(t, root) for t in tmpfs if t != "/"):
                 return f"{other} {root}"
     return None
 
@@ -115,13 +117,24 @@ def _shown(written: str, real: str) -> str:
     return written if written == real else f"{written} (is {real})"
 
 
+def _tmpfs(policy: Policy) -> set[str]:
+    return ({_norm(g.value) for g in policy.filesystem.tmpfs}
+            | ({"/tmp"} if policy.namespaces.private_tmp else set()))
+
+
 def _filesystem(out: _Collector, a: Policy, b: Policy) -> None:
     # Judged on the paths a launch grants (symlinks followed), shown as written: a grant of
     # /usr/lib/ssl/private is /etc/ssl/private, not a place inside A's /usr/lib.
-    wa = {c: {_norm(g.value): paths.real_grant(_norm(g.value)) for g in getattr(a.filesystem, c)}
-          for c in _CLASSES}
-    wb = {c: {_norm(g.value): paths.real_grant(_norm(g.value)) for g in getattr(b.filesystem, c)}
-          for c in _CLASSES}
+    tmp_a, tmp_b = _tmpfs(a), _tmpfs(b)
+    # A grant at a tmpfs path is that fresh tmpfs: nothing of the host (the launch mounts the
+    # tmpfs there and binds nothing). A grant beneath one is the host's path, bound over the
+    # tmpfs: until 12-07 `diff` called `read = ["${tmpdir}/x"]` "already granted by A's write
+    # ${tmpdir}", and the host's ${tmpdir}/x (an ssh-agent or X11 socket directory under /tmp)
+    # appeared in the sandbox.
+    wa = {c: {_norm(g.value): paths.real_grant(_norm(g.value)) for g in getattr(a.filesystem, c)
+              if _norm(g.value) not in tmp_a} for c in _CLASSES}
+    wb = {c: {_norm(g.value): paths.real_grant(_norm(g.value)) for g in getattr(b.filesystem, c)
+              if _norm(g.value) not in tmp_b} for c in _CLASSES}
     ga = {c: list(dict.fromkeys(wa[c].values())) for c in _CLASSES}
     gb = {c: list(dict.fromkeys(wb[c].values())) for c in _CLASSES}
     for cls in _CLASSES:
@@ -129,7 +142,7 @@ def _filesystem(out: _Collector, a: Policy, b: Policy) -> None:
         for path, real in sorted(wb[cls].items()):
             if real in ga[cls]:
                 continue
-            cover = _covered(real, cls, ga)
+            cover = _covered(real, cls, ga, tmp_a)
             if cover is None:
                 out.add(key, "widen", _shown(path, real))
             else:
@@ -137,7 +150,7 @@ def _filesystem(out: _Collector, a: Policy, b: Policy) -> None:
         for path, real in sorted(wa[cls].items()):
             if real in gb[cls]:
                 continue
-            cover = _covered(real, cls, gb)
+            cover = _covered(real, cls, gb, tmp_b)
             out.add(key, "narrow" if cover is None else "change", _shown(path, real),
                     "" if cover is None else f"still granted by B's {cover}")
     hide_a = {_norm(g.value) for g in a.filesystem.hide}
@@ -146,8 +159,6 @@ def _filesystem(out: _Collector, a: Policy, b: Policy) -> None:
         out.add("filesystem.hide", "widen", path, "no longer hidden")
     for path in sorted(hide_b - hide_a):
         out.add("filesystem.hide", "narrow", path, "hidden in B")
-    tmp_a = {_norm(g.value) for g in a.filesystem.tmpfs} | ({"/tmp"} if a.namespaces.private_tmp else set())
-    tmp_b = {_norm(g.value) for g in b.filesystem.tmpfs} | ({"/tmp"} if b.namespaces.private_tmp else set())
     for path in sorted(tmp_a - tmp_b):
         out.add("filesystem.tmpfs", "widen", path, "no longer a private tmpfs")
     for path in sorted(tmp_b - tmp_a):

@@ -204,3 +204,35 @@ def test_a_rule_without_args_is_judged_by_what_it_replaces(tmp_path) -> None:
     other = run("diff", str(a), str(c), "--json")
     assert other.returncode == 0, other.stdout
     assert ("seccomp.rules", "change", "uname: errno:EPERM -> errno:EACCES always") in _changes(other)
+
+
+def test_a_grant_beneath_a_private_tmpfs_is_the_hosts_path(tmp_path) -> None:
+    """A grant beneath a tmpfs is the host's path, bound into the view over the fresh tmpfs.
+    Until 12-07 `diff` called `read = ["${tmpdir}/x"]` "already granted by A's write
+    ${tmpdir}" (A's ${tmpdir} is a fresh tmpfs: nothing of the host) and passed, while the
+    launched program read the host's ${tmpdir}/x (with the default ${tmpdir}, /tmp: an
+    ssh-agent's or the X server's socket directory)."""
+    host_tmp = tmp_path / "host-tmp"
+    (host_tmp / "x").mkdir(parents=True)
+    (host_tmp / "x" / "secret").write_text("TOPSECRET\n")
+    a = tmp_path / "a.toml"
+    a.write_text('extends = ["examples/program"]\n[policy]\nname = "a"\n')   # tmpfs ${tmpdir}
+    b = tmp_path / "b.toml"
+    b.write_text(f'extends = ["{a}"]\n[policy]\nname = "b"\n[filesystem]\nread = ["${{tmpdir}}/x"]\n')
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def cat(policy) -> subprocess.CompletedProcess[str]:
+        return run("run", "--policy", str(policy), "--datadir", str(data), "--var", f"tmpdir={host_tmp}",
+                   "--", "cat", f"{host_tmp}/x/secret")
+
+    assert cat(a).returncode != 0 and cat(b).stdout == "TOPSECRET\n"
+    result = run("diff", str(a), str(b), "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert _changes(result) == {("filesystem.read", "widen", "${tmpdir}/x")}
+    assert "SEES THE HOST'S paths beneath its tmpfs, bound in over it: ${tmpdir}/x" in run("explain", str(b)).stdout
+    # The tmpfs itself, however spelled, is nothing of the host: no difference.
+    same = tmp_path / "same.toml"
+    same.write_text(f'extends = ["{a}"]\n[policy]\nname = "same"\n[filesystem]\n'
+                    'read = ["${tmpdir}/", "${tmpdir}//."]\n')
+    assert run("diff", str(a), str(same)).stdout.endswith("no difference in what they allow\n")
