@@ -8,6 +8,7 @@ import os
 
 from . import dangerous, paths, syscall_groups
 from .model import Grant, Policy, Process
+from .variables import bind_port_text
 
 
 @dataclass
@@ -92,7 +93,8 @@ def _network(policy: Policy) -> list[str]:
         if ports is None:
             lines.append(f"may {what} any TCP port (not restricted by Landlock)")
         elif ports:
-            lines.append(f"may {what} TCP ports {', '.join(p.value for p in ports)} only")
+            shown = [bind_port_text(p.value) if what == "bind" else p.value for p in ports]
+            lines.append(f"may {what} TCP ports {', '.join(shown)} only")
         else:
             lines.append(f"may not {what} any TCP port")
     if policy.scopes.abstract_unix_socket:

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import paths
 from .model import Grant, Policy
+from .variables import bind_port_text
 
 _LEVELS = {"hard": 0, "soft": 1, "best_effort": 2}
 
@@ -175,7 +176,12 @@ def _ports(out: _Collector, key: str, a: tuple[Grant, ...] | None, b: tuple[Gran
     elif a is None:
         out.add(key, "narrow", f"only {', '.join(g.value for g in b) or 'no port'}", "A allowed any port")
     else:
-        out.sets(key, (g.value for g in a), (g.value for g in b))
+        # As a launch reads them: "08333" is port 8333, and a bind to port 0 any ephemeral port.
+        def shown(value: str) -> str:
+            number = str(int(value)) if value.isdigit() else value
+            return bind_port_text(number) if key == "network.bind_tcp" else number
+
+        out.sets(key, (shown(g.value) for g in a), (shown(g.value) for g in b))
 
 
 def _network(out: _Collector, a: Policy, b: Policy) -> None:

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 TOOL = os.path.join(os.path.dirname(sys.executable), "CleanCoin-sandbox")
 
 
@@ -236,3 +238,27 @@ def test_a_grant_beneath_a_private_tmpfs_is_the_hosts_path(tmp_path) -> None:
     same.write_text(f'extends = ["{a}"]\n[policy]\nname = "same"\n[filesystem]\n'
                     'read = ["${tmpdir}/", "${tmpdir}//."]\n')
     assert run("diff", str(a), str(same)).stdout.endswith("no difference in what they allow\n")
+
+
+def test_a_bind_rule_for_port_0_is_any_ephemeral_port(tmp_path) -> None:
+    """bind(2) to port 0 asks the kernel for an ephemeral port, and Landlock checks the port
+    asked for: `bind_tcp = [0]` lets the component listen on whichever port it gets. Until
+    12-07 `explain` said "may bind TCP ports 0 only" and `diff` "+ 0"."""
+    none = tmp_path / "none.toml"
+    none.write_text('extends = ["examples/program"]\n[network]\nsocket_families = ["unix", "inet"]\n')
+    zero = tmp_path / "zero.toml"
+    zero.write_text(f'extends = ["{none}"]\n[network]\nbind_tcp = ["00"]\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    listen = ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+              "print(s.getsockname()[1] > 0)")
+
+    def python(policy) -> subprocess.CompletedProcess[str]:
+        return run("run", "--policy", str(policy), "--datadir", str(data), "--", "/usr/bin/python3", "-c", listen)
+
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs /usr/bin/python3 (a program examples/program can run)")
+    assert "PermissionError" in python(none).stderr and python(zero).stdout == "True\n"
+    assert "may bind TCP ports 0 (any ephemeral port the kernel picks) only" in run("explain", str(zero)).stdout
+    changes = _changes(run("diff", str(none), str(zero), "--json"))
+    assert changes == {("network.bind_tcp", "widen", "0 (any ephemeral port the kernel picks)")}, changes
