@@ -131,9 +131,18 @@ def _named_unix_sockets(policy: Policy) -> str:
     return "may not connect to a named unix socket (the filter refuses socket(AF_UNIX) or connect)"
 
 
+def _runs(policy: Policy) -> frozenset[str]:
+    """The syscalls that run: reachable (an unconditional rule decides its syscall, listed or
+    not), and with no filter or under a `log` default every dangerous one not refused by a rule
+    without args (until 12-07 `explain` listed them as refused there)."""
+    reachable = policy.reachable_syscalls
+    if policy.seccomp.default_action == "log" or not policy.seccomp.enabled:
+        return reachable | (dangerous.DANGEROUS_SYSCALLS - policy.refused_by_rule)
+    return reachable
+
+
 def _processes(policy: Policy) -> list[str]:
-    # What runs: an unconditional rule decides its syscall, listed or not.
-    proc, allowed = policy.process, policy.reachable_syscalls
+    proc, allowed = policy.process, _runs(policy)
     lines = []
     if "execve" in allowed or "execveat" in allowed:
         lines.append("MAY run other programs (execve) where it has execute access")
@@ -198,16 +207,22 @@ def _kernel(policy: Policy) -> list[str]:
              + (f"; minus {', '.join(g.value for g in sc.deny)}" if sc.deny else "")
              + (f"; minus {', '.join(by_rule)}, answered by the rules below" if by_rule else "")
              + (f"; PLUS {', '.join(added)}, let through by the rules below" if added else "") + ")",
-             f"any other syscall: {sc.default_action.replace('_', ' ')}"]
+             "any other syscall: " + ("RUNS (log: it is only written to the audit log)"
+                                      if sc.default_action == "log" else sc.default_action.replace('_', ' '))]
     granted = sorted(allowed & dangerous.DANGEROUS_SYSCALLS)
     if granted:
         lines.append(f"dangerous syscalls granted: {', '.join(granted)}")
-    refused = sorted(dangerous.DANGEROUS_SYSCALLS - allowed)
-    lines.append(f"refused, among others: {', '.join(refused)}")
+    by_default = sorted((_runs(policy) - allowed) & dangerous.DANGEROUS_SYSCALLS)
+    if by_default:
+        lines.append(f"dangerous syscalls that RUN under the log default: {', '.join(by_default)}")
+    refused = sorted(dangerous.DANGEROUS_SYSCALLS - _runs(policy))
+    if refused:
+        lines.append(f"refused, among others: {', '.join(refused)}")
     for rule in sc.rules:
         conds = " and ".join(f"arg{c.index} {c.op} {c.value:#x}" + (f" (mask {c.mask:#x})" if c.op == "masked_eq" else "")
                              for c in rule.args)
         lines.append(f"{rule.syscall}: {rule.action} when {conds or 'always'}"
+                     + (" (runs, logged)" if rule.action == "log" else "")
                      + ("" if rule.logged else " (not in the denial log)"))
     big = [g for g in syscall_groups.GROUPS if syscall_groups.expand_group(g) <= allowed]
     if big:

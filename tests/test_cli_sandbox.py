@@ -204,6 +204,38 @@ def test_all_missing_variables_are_named_in_one_error() -> None:
     assert result.stderr.count("\n") == 1
 
 
+def test_explain_says_what_runs_under_a_log_default_and_rules_without_args(tmp_path: Path) -> None:
+    """Until 12-07 `explain` read the allow list alone: under `default_action = "log"` it said
+    "may not trace or read the memory of other processes" and listed ptrace among the refused
+    calls, and the same for a `{ syscall = "ptrace", action = "allow" }` rule, while the
+    launched program's ptrace(PTRACE_TRACEME) returned 0."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs /usr/bin/python3 (a program examples/program can run)")
+    data = tmp_path / "data"
+    data.mkdir()
+    logged = tmp_path / "logged.toml"
+    logged.write_text('extends = ["examples/program"]\n[seccomp]\ndefault_action = "log"\n')
+    ruled = tmp_path / "ruled.toml"
+    ruled.write_text('extends = ["examples/program"]\n[[seccomp.rules]]\nsyscall = "ptrace"\n'
+                     'action = "allow"\nreason = "a debugger"\n')
+    traceme = "import ctypes; print(ctypes.CDLL(None).ptrace(0, 0, 0, 0))"
+
+    def ptrace(policy: str) -> subprocess.CompletedProcess[str]:
+        return run("run", "--policy", policy, "--datadir", str(data), "--", "/usr/bin/python3", "-c", traceme)
+
+    assert ptrace("examples/program").stdout == ""          # killed by the filter
+    for policy in (logged, ruled):
+        assert ptrace(str(policy)).stdout == "0\n"
+        text = run("explain", str(policy)).stdout
+        assert "MAY trace other processes (ptrace)" in text, text
+        refused = [line for line in text.splitlines() if "refused, among others" in line]
+        assert not any("ptrace" in line for line in refused), refused
+    assert "dangerous syscalls that RUN under the log default: " in run("explain", str(logged)).stdout
+    ruled_text = run("explain", str(ruled)).stdout
+    assert "PLUS ptrace, let through by the rules below" in ruled_text
+    assert "dangerous syscalls granted: execve, ptrace" in ruled_text
+
+
 def test_explain_json_is_structured() -> None:
     data = json.loads(run("explain", "wallet", "--json").stdout)
     assert data["namespaces"]["net"] is True
