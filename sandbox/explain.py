@@ -148,6 +148,11 @@ def _processes(policy: Policy) -> list[str]:
         lines.append("MAY run other programs (execve) where it has execute access")
     else:
         lines.append("may not run other programs (execve is not allowed)")
+    if "unshare" in allowed:
+        lines.append("MAY create namespaces (unshare, and clone with CLONE_NEW* flags)")
+    else:
+        lines.append("may not create namespaces (unshare refused; clone with CLONE_NEW* flags "
+                     "answers EPERM)")
     if "ptrace" in allowed:
         lines.append("MAY trace other processes (ptrace)")
     else:

@@ -236,6 +236,29 @@ def test_explain_says_what_runs_under_a_log_default_and_rules_without_args(tmp_p
     assert "dangerous syscalls granted: execve, ptrace" in ruled_text
 
 
+def test_namespaces_by_clone_follow_what_unshare_can_do_not_the_allow_list(tmp_path: Path) -> None:
+    """clone with CLONE_NEW* flags is refused unless the policy allows unshare. Until 12-07 the
+    filter asked the allow list: `allow = ["unshare"]` beside `{ syscall = "unshare", action =
+    "errno:EPERM" }` showed unshare refused (explain; diff: '+ unshare' and '- unshare ...'),
+    and clone(CLONE_NEWUSER) made a child in a new user namespace."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs /usr/bin/python3 (a program examples/program can run)")
+    data = tmp_path / "data"
+    data.mkdir()
+    policy = tmp_path / "unshare-listed.toml"
+    policy.write_text('extends = ["examples/program"]\n[seccomp]\n'
+                      'allow = [{ syscall = "unshare", reason = "refused by the rule below" }]\n'
+                      '[[seccomp.rules]]\nsyscall = "unshare"\naction = "errno:EPERM"\n')
+    clone = ("import ctypes, os; libc = ctypes.CDLL(None, use_errno=True)\n"
+             "pid = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)   # clone(CLONE_NEWUSER | SIGCHLD)\n"
+             "if pid == 0: os._exit(0)\n"
+             "print(pid, ctypes.get_errno(), libc.unshare(0x10000000), ctypes.get_errno())")
+    result = run("run", "--policy", str(policy), "--datadir", str(data), "--", "/usr/bin/python3", "-c", clone)
+    assert result.stdout == "-1 1 -1 1\n", result.stdout + result.stderr     # EPERM both ways
+    assert "may not create namespaces (unshare refused; clone with CLONE_NEW* flags answers EPERM)" \
+        in run("explain", str(policy)).stdout
+
+
 def test_explain_json_is_structured() -> None:
     data = json.loads(run("explain", "wallet", "--json").stdout)
     assert data["namespaces"]["net"] is True

@@ -293,7 +293,7 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
 
     # Syscalls
     if sc.enabled:
-        if "unshare" not in allowed and "setns" not in allowed:
+        if not policy.reachable_syscalls & {"unshare", "setns"}:
             put("RestrictNamespaces=yes")
         if "personality" not in allowed:
             put("LockPersonality=yes")
