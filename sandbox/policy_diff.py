@@ -286,10 +286,10 @@ def _seccomp(out: _Collector, a: Policy, b: Policy) -> None:
         """Whether the syscall runs with no rule of its own: allowed, or a permissive default."""
         return syscall in policy.allowed_syscalls or _permits(policy.seccomp.default_action)
 
-    def otherwise(policy: Policy, syscall: str) -> bool:
-        """Whether the syscall runs when none of its argument rules holds."""
-        whole = (whole_b if policy is b else whole_a).get(syscall)
-        return _permits(whole.action) if whole is not None else listed(policy, syscall)
+    def otherwise(syscall: str) -> bool:
+        """Whether the syscall runs in B when none of its argument rules holds."""
+        whole = whole_b.get(syscall)
+        return _permits(whole.action) if whole is not None else listed(b, syscall)
 
     replaced = {name for name in whole_a.keys() & whole_b.keys()
                 if _rule_key(whole_a[name]) != _rule_key(whole_b[name])}
@@ -304,7 +304,7 @@ def _seccomp(out: _Collector, a: Policy, b: Policy) -> None:
             continue
         # An allow rule widens only what would otherwise be refused; a denial narrows only
         # what would otherwise run. A rule without args is judged against the allow list.
-        runs = listed(b, rule.syscall) if not rule.args else otherwise(b, rule.syscall)
+        runs = listed(b, rule.syscall) if not rule.args else otherwise(rule.syscall)
         if _permits(rule.action):
             kind = "change" if runs else "widen"
         else:
@@ -314,7 +314,7 @@ def _seccomp(out: _Collector, a: Policy, b: Policy) -> None:
         rule = rules_a[key]
         if not rule.args and rule.syscall in replaced:
             continue
-        runs = otherwise(b, rule.syscall)
+        runs = otherwise(rule.syscall)
         if _permits(rule.action):
             kind = "change" if runs else "narrow"
         else:
