@@ -8,6 +8,7 @@ import os
 
 from . import dangerous, paths, syscall_groups
 from .model import Grant, Policy, Process
+from .variables import bind_port_text
 
 
 @dataclass
@@ -61,8 +62,18 @@ def _files(policy: Policy) -> list[str]:
     if fs.hide:
         lines.append(f"cannot see or touch anything beneath: {_grants(fs.hide, resolve=True)} "
                      "(each covered by an empty read-only tmpfs, whatever Landlock grants above it)")
+    tmpfs = [paths.spelled(g.value) for g in fs.tmpfs] + (["/tmp"] if policy.namespaces.private_tmp else [])
+    if fs.tmpfs:
+        lines.append(f"has a fresh, empty tmpfs only it sees at: {', '.join(g.value for g in fs.tmpfs)} "
+                     "(a grant of that very path is the tmpfs, nothing of the host)")
     if policy.namespaces.private_tmp:
         lines.append("sees an empty private /tmp (granted paths under /tmp are bound back in)")
+    # Since 12-07: a grant beneath a tmpfs reads as a place in it, but is the host's path.
+    bound = [g for cls in (fs.read, fs.write, fs.execute) for g in cls
+             if paths.beneath_tmpfs(paths.spelled(g.value), tmpfs) is not None]
+    if bound:
+        lines.append("SEES THE HOST'S paths beneath its tmpfs, bound in over it: "
+                     + ", ".join(dict.fromkeys(g.value for g in bound)))
     if policy.namespaces.mount:
         lines.append("has its own mount namespace: its mounts do not reach the host")
     return lines
@@ -82,7 +93,8 @@ def _network(policy: Policy) -> list[str]:
         if ports is None:
             lines.append(f"may {what} any TCP port (not restricted by Landlock)")
         elif ports:
-            lines.append(f"may {what} TCP ports {', '.join(p.value for p in ports)} only")
+            shown = [bind_port_text(p.value) if what == "bind" else p.value for p in ports]
+            lines.append(f"may {what} TCP ports {', '.join(shown)} only")
         else:
             lines.append(f"may not {what} any TCP port")
     if policy.scopes.abstract_unix_socket:
@@ -119,13 +131,28 @@ def _named_unix_sockets(policy: Policy) -> str:
     return "may not connect to a named unix socket (the filter refuses socket(AF_UNIX) or connect)"
 
 
+def _runs(policy: Policy) -> frozenset[str]:
+    """The syscalls that run: reachable (an unconditional rule decides its syscall, listed or
+    not), and with no filter or under a `log` default every dangerous one not refused by a rule
+    without args (until 12-07 `explain` listed them as refused there)."""
+    reachable = policy.reachable_syscalls
+    if policy.seccomp.default_action == "log" or not policy.seccomp.enabled:
+        return reachable | (dangerous.DANGEROUS_SYSCALLS - policy.refused_by_rule)
+    return reachable
+
+
 def _processes(policy: Policy) -> list[str]:
-    proc, allowed = policy.process, policy.allowed_syscalls
+    proc, allowed = policy.process, _runs(policy)
     lines = []
     if "execve" in allowed or "execveat" in allowed:
         lines.append("MAY run other programs (execve) where it has execute access")
     else:
         lines.append("may not run other programs (execve is not allowed)")
+    if "unshare" in allowed:
+        lines.append("MAY create namespaces (unshare, and clone with CLONE_NEW* flags)")
+    else:
+        lines.append("may not create namespaces (unshare refused; clone with CLONE_NEW* flags "
+                     "answers EPERM)")
     if "ptrace" in allowed:
         lines.append("MAY trace other processes (ptrace)")
     else:
@@ -178,21 +205,29 @@ def _kernel(policy: Policy) -> list[str]:
     sc = policy.seccomp
     if not sc.enabled:
         return ["NO syscall filter: the whole kernel interface is reachable"]
-    allowed = policy.allowed_syscalls
-    by_rule = sorted(policy.refused_by_rule & allowed)
-    lines = [f"{len(allowed) - len(by_rule)} syscalls allowed (from {', '.join(g.value for g in sc.allow)}"
+    listed, allowed = policy.allowed_syscalls, policy.reachable_syscalls
+    by_rule = sorted(policy.refused_by_rule & listed)
+    added = sorted(policy.allowed_by_rule - listed)
+    lines = [f"{len(allowed)} syscalls allowed (from {', '.join(g.value for g in sc.allow)}"
              + (f"; minus {', '.join(g.value for g in sc.deny)}" if sc.deny else "")
-             + (f"; minus {', '.join(by_rule)}, answered by the rules below)" if by_rule else ")"),
-             f"any other syscall: {sc.default_action.replace('_', ' ')}"]
+             + (f"; minus {', '.join(by_rule)}, answered by the rules below" if by_rule else "")
+             + (f"; PLUS {', '.join(added)}, let through by the rules below" if added else "") + ")",
+             "any other syscall: " + ("RUNS (log: it is only written to the audit log)"
+                                      if sc.default_action == "log" else sc.default_action.replace('_', ' '))]
     granted = sorted(allowed & dangerous.DANGEROUS_SYSCALLS)
     if granted:
         lines.append(f"dangerous syscalls granted: {', '.join(granted)}")
-    refused = sorted(dangerous.DANGEROUS_SYSCALLS - allowed)
-    lines.append(f"refused, among others: {', '.join(refused)}")
+    by_default = sorted((_runs(policy) - allowed) & dangerous.DANGEROUS_SYSCALLS)
+    if by_default:
+        lines.append(f"dangerous syscalls that RUN under the log default: {', '.join(by_default)}")
+    refused = sorted(dangerous.DANGEROUS_SYSCALLS - _runs(policy))
+    if refused:
+        lines.append(f"refused, among others: {', '.join(refused)}")
     for rule in sc.rules:
         conds = " and ".join(f"arg{c.index} {c.op} {c.value:#x}" + (f" (mask {c.mask:#x})" if c.op == "masked_eq" else "")
                              for c in rule.args)
         lines.append(f"{rule.syscall}: {rule.action} when {conds or 'always'}"
+                     + (" (runs, logged)" if rule.action == "log" else "")
                      + ("" if rule.logged else " (not in the denial log)"))
     big = [g for g in syscall_groups.GROUPS if syscall_groups.expand_group(g) <= allowed]
     if big:

@@ -202,11 +202,23 @@ class Policy(Record):
 
     @property
     def refused_by_rule(self) -> frozenset[str]:
-        """Allowed names that an unconditional rule answers with an errno or a kill: listed,
-        but never reached (SQLite's fchown as root, the wallet's unused calls)."""
-        return frozenset(r.syscall for r in self.seccomp.rules if not r.args and r.action != "allow")
+        """Names that an unconditional rule answers with an errno or a kill: never reached,
+        listed or not (SQLite's fchown as root, the wallet's unused calls). A `log` rule lets
+        the call run: until 12-07 it counted here, and `explain` showed a logged call refused."""
+        return frozenset(r.syscall for r in self.seccomp.rules
+                         if not r.args and r.action not in ("allow", "log"))
+
+    @property
+    def allowed_by_rule(self) -> frozenset[str]:
+        """Names that an unconditional `allow` or `log` rule lets run, listed or not (a rule is
+        not affected by `deny`)."""
+        return frozenset(r.syscall for r in self.seccomp.rules
+                         if not r.args and r.action in ("allow", "log"))
 
     @property
     def reachable_syscalls(self) -> frozenset[str]:
-        """What the component can actually call: `allowed_syscalls` less `refused_by_rule`."""
-        return self.allowed_syscalls - self.refused_by_rule
+        """What the component can call whatever the arguments: `allowed_syscalls` less
+        `refused_by_rule`, plus `allowed_by_rule` (the loader keeps one rule without args per
+        syscall and no other rule beside it: sandbox/rule_precedence.py). Calls that argument
+        rules let through in part are not in it."""
+        return (self.allowed_syscalls - self.refused_by_rule) | self.allowed_by_rule

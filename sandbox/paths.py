@@ -94,6 +94,20 @@ def open_no_symlinks(path: str) -> int:
                             syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS)
 
 
+def spelled(path: str) -> str:
+    """A grant path (variables kept) as a launch spells it once they are filled
+    (`plan_compiler._substituted` normalises): `//`, `/./` and a trailing slash collapse, so
+    that the tools compare what the launch compares. `..` cannot occur (the loader refuses it)."""
+    norm = os.path.normpath(path)
+    return "/" + norm.lstrip("/") if norm.startswith("//") else norm
+
+
+def beneath_tmpfs(path: str, tmpfs: Iterable[str]) -> str | None:
+    """The tmpfs of `tmpfs` that `path` lies strictly beneath (all spelled alike), or None.
+    A grant there is the host's path, bound into the view over the fresh tmpfs."""
+    return next((t for t in tmpfs if t != path and beneath(path, t) and t != "/"), None)
+
+
 def real_grant(text: str) -> str:
     """Where a grant as written (variables kept) points on this machine, for the tools that
     judge a policy without launching it (`diff`, `explain`).

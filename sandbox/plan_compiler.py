@@ -291,7 +291,6 @@ def _seccomp(policy: Policy, kernel: KernelFeatures,
             raise EnforcementError("seccomp", "the kernel has no seccomp filter mode and the "
                                               f"policy's level is {level.value}")
         return None, MechanismPlan(level.value, (), ("seccomp filter mode",))
-    allowed = policy.allowed_syscalls
     # The one `export` writes out too; with `notify_errno` the denial log's form (same rules,
     # same counts: refusals with an errno go to the monitor, which answers that errno).
     compiled = seccomp.compile_filter(filter_spec(policy), notify_errno=notify_errno)
@@ -299,7 +298,7 @@ def _seccomp(policy: Policy, kernel: KernelFeatures,
                f"{compiled.conditional} with argument rules; {compiled.instructions} BPF instructions",
                f"socket families: {', '.join(f.name + (' (raw)' if f.raw else '') + ('' if f.datagram else ' (stream only)') + (' (socketpair only)' if f.socketpair_only else '') for f in policy.network.socket_families) or 'none'}",
                "foreign architectures (i386, x32) kill the process; clone3 answers ENOSYS"]
-    if "unshare" not in allowed:
+    if "unshare" not in policy.reachable_syscalls:
         details.append("clone with namespace flags answers EPERM (as unshare is denied)")
     if not policy.process.dumpable:
         details.append("prctl(PR_SET_DUMPABLE, non-zero) answers EPERM")

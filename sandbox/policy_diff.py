@@ -18,6 +18,7 @@ from typing import Any
 
 from . import paths
 from .model import Grant, Policy
+from .variables import bind_port_text
 
 _LEVELS = {"hard": 0, "soft": 1, "best_effort": 2}
 
@@ -99,14 +100,16 @@ _COVERS = {"read": ("read", "write", "execute"), "write": ("write",), "execute":
 
 
 def _norm(path: str) -> str:
-    return "/" + path.strip("/") if path.startswith("/") else path
+    return paths.spelled(path)
 
 
-def _covered(path: str, cls: str, grants: dict[str, list[str]]) -> str | None:
-    """The grant of `grants` that already gives `path` the rights of `cls`, if any."""
+def _covered(path: str, cls: str, grants: dict[str, list[str]], tmpfs: set[str]) -> str | None:
+    """The grant of `grants` that already gives `path` the rights of `cls`, if any. A fresh
+    tmpfs between the grant and `path` means the grant covered nothing there of the host."""
     for other in _COVERS[cls]:
         for root in grants[other]:
-            if path == root or paths.beneath(path, root):
+            if (path == root or paths.beneath(path, root)) and not any(
+                    paths.beneath(path, t) and paths.beneath(t, root) for t in tmpfs if t != "/"):
                 return f"{other} {root}"
     return None
 
@@ -115,13 +118,24 @@ def _shown(written: str, real: str) -> str:
     return written if written == real else f"{written} (is {real})"
 
 
+def _tmpfs(policy: Policy) -> set[str]:
+    return ({_norm(g.value) for g in policy.filesystem.tmpfs}
+            | ({"/tmp"} if policy.namespaces.private_tmp else set()))
+
+
 def _filesystem(out: _Collector, a: Policy, b: Policy) -> None:
     # Judged on the paths a launch grants (symlinks followed), shown as written: a grant of
     # /usr/lib/ssl/private is /etc/ssl/private, not a place inside A's /usr/lib.
-    wa = {c: {_norm(g.value): paths.real_grant(_norm(g.value)) for g in getattr(a.filesystem, c)}
-          for c in _CLASSES}
-    wb = {c: {_norm(g.value): paths.real_grant(_norm(g.value)) for g in getattr(b.filesystem, c)}
-          for c in _CLASSES}
+    tmp_a, tmp_b = _tmpfs(a), _tmpfs(b)
+    # A grant at a tmpfs path is that fresh tmpfs: nothing of the host (the launch mounts the
+    # tmpfs there and binds nothing). A grant beneath one is the host's path, bound over the
+    # tmpfs: until 12-07 `diff` called `read = ["${tmpdir}/x"]` "already granted by A's write
+    # ${tmpdir}", and the host's ${tmpdir}/x (an ssh-agent or X11 socket directory under /tmp)
+    # appeared in the sandbox.
+    wa = {c: {_norm(g.value): paths.real_grant(_norm(g.value)) for g in getattr(a.filesystem, c)
+              if _norm(g.value) not in tmp_a} for c in _CLASSES}
+    wb = {c: {_norm(g.value): paths.real_grant(_norm(g.value)) for g in getattr(b.filesystem, c)
+              if _norm(g.value) not in tmp_b} for c in _CLASSES}
     ga = {c: list(dict.fromkeys(wa[c].values())) for c in _CLASSES}
     gb = {c: list(dict.fromkeys(wb[c].values())) for c in _CLASSES}
     for cls in _CLASSES:
@@ -129,7 +143,7 @@ def _filesystem(out: _Collector, a: Policy, b: Policy) -> None:
         for path, real in sorted(wb[cls].items()):
             if real in ga[cls]:
                 continue
-            cover = _covered(real, cls, ga)
+            cover = _covered(real, cls, ga, tmp_a)
             if cover is None:
                 out.add(key, "widen", _shown(path, real))
             else:
@@ -137,7 +151,7 @@ def _filesystem(out: _Collector, a: Policy, b: Policy) -> None:
         for path, real in sorted(wa[cls].items()):
             if real in gb[cls]:
                 continue
-            cover = _covered(real, cls, gb)
+            cover = _covered(real, cls, gb, tmp_b)
             out.add(key, "narrow" if cover is None else "change", _shown(path, real),
                     "" if cover is None else f"still granted by B's {cover}")
     hide_a = {_norm(g.value) for g in a.filesystem.hide}
@@ -146,8 +160,6 @@ def _filesystem(out: _Collector, a: Policy, b: Policy) -> None:
         out.add("filesystem.hide", "widen", path, "no longer hidden")
     for path in sorted(hide_b - hide_a):
         out.add("filesystem.hide", "narrow", path, "hidden in B")
-    tmp_a = {_norm(g.value) for g in a.filesystem.tmpfs} | ({"/tmp"} if a.namespaces.private_tmp else set())
-    tmp_b = {_norm(g.value) for g in b.filesystem.tmpfs} | ({"/tmp"} if b.namespaces.private_tmp else set())
     for path in sorted(tmp_a - tmp_b):
         out.add("filesystem.tmpfs", "widen", path, "no longer a private tmpfs")
     for path in sorted(tmp_b - tmp_a):
@@ -164,7 +176,12 @@ def _ports(out: _Collector, key: str, a: tuple[Grant, ...] | None, b: tuple[Gran
     elif a is None:
         out.add(key, "narrow", f"only {', '.join(g.value for g in b) or 'no port'}", "A allowed any port")
     else:
-        out.sets(key, (g.value for g in a), (g.value for g in b))
+        # As a launch reads them: "08333" is port 8333, and a bind to port 0 any ephemeral port.
+        def shown(value: str) -> str:
+            number = str(int(value)) if value.isdigit() else value
+            return bind_port_text(number) if key == "network.bind_tcp" else number
+
+        out.sets(key, (shown(g.value) for g in a), (shown(g.value) for g in b))
 
 
 def _network(out: _Collector, a: Policy, b: Policy) -> None:
@@ -260,27 +277,52 @@ def _seccomp(out: _Collector, a: Policy, b: Policy) -> None:
     out.sets("seccomp.allowed", allowed_a, allowed_b)
     rules_a = {_rule_key(r): r for r in a.seccomp.rules}
     rules_b = {_rule_key(r): r for r in b.seccomp.rules}
+    # One rule without args decides its syscall, and then it is the syscall's only rule (the
+    # loader keeps what the filter applies: sandbox/rule_precedence.py).
+    whole_a = {r.syscall: r for r in a.seccomp.rules if not r.args}
+    whole_b = {r.syscall: r for r in b.seccomp.rules if not r.args}
 
-    def otherwise(policy: Policy, syscall: str) -> bool:
-        """Whether the syscall runs when no rule matches: allowed, or a permissive default."""
+    def listed(policy: Policy, syscall: str) -> bool:
+        """Whether the syscall runs with no rule of its own: allowed, or a permissive default."""
         return syscall in policy.allowed_syscalls or _permits(policy.seccomp.default_action)
 
+    def otherwise(syscall: str) -> bool:
+        """Whether the syscall runs in B when none of its argument rules holds."""
+        whole = whole_b.get(syscall)
+        return _permits(whole.action) if whole is not None else listed(b, syscall)
+
+    replaced = {name for name in whole_a.keys() & whole_b.keys()
+                if _rule_key(whole_a[name]) != _rule_key(whole_b[name])}
+    for name in sorted(replaced):
+        before, after = _permits(whole_a[name].action), _permits(whole_b[name].action)
+        kind = "widen" if after and not before else "narrow" if before and not after else "change"
+        out.add("seccomp.rules", kind, f"{name}: {whole_a[name].action} -> {whole_b[name].action} always",
+                "rule replaced")
     for key in sorted(rules_b.keys() - rules_a.keys()):
         rule = rules_b[key]
+        if not rule.args and rule.syscall in replaced:
+            continue
         # An allow rule widens only what would otherwise be refused; a denial narrows only
-        # what would otherwise run.
+        # what would otherwise run. A rule without args is judged against the allow list.
+        runs = listed(b, rule.syscall) if not rule.args else otherwise(rule.syscall)
         if _permits(rule.action):
-            kind = "change" if otherwise(b, rule.syscall) else "widen"
+            kind = "change" if runs else "widen"
         else:
-            kind = "narrow" if otherwise(b, rule.syscall) else "change"
+            kind = "narrow" if runs else "change"
         out.add("seccomp.rules", kind, key, "rule added")
     for key in sorted(rules_a.keys() - rules_b.keys()):
         rule = rules_a[key]
+        if not rule.args and rule.syscall in replaced:
+            continue
+        runs = otherwise(rule.syscall)
         if _permits(rule.action):
-            kind = "change" if otherwise(b, rule.syscall) else "narrow"
+            kind = "change" if runs else "narrow"
         else:
-            kind = "widen" if otherwise(b, rule.syscall) else "change"
-        out.add("seccomp.rules", kind, key, "rule removed")
+            kind = "widen" if runs else "change"
+        detail = "rule removed"
+        if rule.syscall in whole_b and rule.args:
+            detail = f"rule removed: B's rule without args decides every call ({_rule_key(whole_b[rule.syscall])})"
+        out.add("seccomp.rules", kind, key, detail)
     # Same rule, another `log`: nothing runs that did not, but refusals go unrecorded (or
     # start to be): a change a reviewer must see.
     for key in sorted(rules_a.keys() & rules_b.keys()):

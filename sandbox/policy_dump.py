@@ -80,7 +80,7 @@ def dump(policy: Policy) -> dict[str, Any]:
             "allowed_count": len(allowed),
             "allowed_from": [g.value for g in sc.allow],
             "denied_from": [g.value for g in sc.deny],
-            "dangerous_allowed": sorted(policy.allowed_syscalls & dangerous.DANGEROUS_SYSCALLS),
+            "dangerous_allowed": sorted(policy.reachable_syscalls & dangerous.DANGEROUS_SYSCALLS),
             "groups_fully_allowed": whole_groups,
             "rules": [{"syscall": r.syscall, "action": r.action,
                        "args": [{"index": c.index, "op": c.op, "value": c.value,

@@ -21,6 +21,7 @@ from .model import (Compatibility, Filesystem, Grant, Level, Namespaces, Network
 from .policy_files import extended_path, shipped_names, shipped_policy  # noqa: F401 - where they were
 from .policy_spec import SECTIONS, TOP_LEVEL, Key
 from .printable import printable, visible
+from .rule_precedence import effective_rules
 from .toml_locate import key_lines, line_for
 
 
@@ -443,7 +444,7 @@ def _build(values: dict[str, Any], refs: dict[str, SourceRef], files: tuple[str,
     rlimits.setdefault("core", Rlimit("core", 0, 0, SourceRef(main, 0, "process.rlimits.core")))
     levels = tuple((m, Level(get(f"compatibility.{m}", "hard"))) for m in MECHANISMS)
 
-    rules: tuple[SeccompRule, ...] = get("seccomp.rules", ())
+    rules: tuple[SeccompRule, ...] = effective_rules(get("seccomp.rules", ()), errors)
     for rule in rules:
         if seccomp.syscall_number(rule.syscall) is None:
             errors.append(_unknown(rule.where, rule.syscall, list(_all_syscall_names()), "syscall"))

@@ -48,6 +48,24 @@ def check_references(text: str, where: SourceRef) -> None:
             raise PolicyError(where, f"undefined variable ${{{name}}} (known: {known})")
 
 
+#: What a bind rule for port 0 grants: bind(2) to port 0 asks the kernel for an ephemeral port,
+#: and Landlock checks the port asked for, so the rule lets the component listen on whichever
+#: port it is given (measured 12-07: `bind_tcp = [0]` bound and listened on 127.0.0.1:38177).
+#: A variable whose value may be 0 (`${ipcconnectport}` by default) grants the same.
+EPHEMERAL_BIND = "any ephemeral port the kernel picks"
+
+
+def bind_port_text(value: str) -> str:
+    """A bind_tcp entry for a reviewer: port 0, or a variable that is 0 by default, is any
+    ephemeral port (EPHEMERAL_BIND), not "no port"."""
+    if value.isdigit() and int(value) == 0:
+        return f"0 ({EPHEMERAL_BIND})"
+    names = referenced(value)
+    if names and default_values().get(names[0]) == "0":
+        return f"{value} (0 by default: {EPHEMERAL_BIND})"
+    return value
+
+
 def default_values() -> dict[str, str]:
     """Values every launch has without being told: the Python installation, /tmp, and no
     -ipcconnect=tcp port (0)."""

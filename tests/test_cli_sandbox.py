@@ -204,6 +204,61 @@ def test_all_missing_variables_are_named_in_one_error() -> None:
     assert result.stderr.count("\n") == 1
 
 
+def test_explain_says_what_runs_under_a_log_default_and_rules_without_args(tmp_path: Path) -> None:
+    """Until 12-07 `explain` read the allow list alone: under `default_action = "log"` it said
+    "may not trace or read the memory of other processes" and listed ptrace among the refused
+    calls, and the same for a `{ syscall = "ptrace", action = "allow" }` rule, while the
+    launched program's ptrace(PTRACE_TRACEME) returned 0."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs /usr/bin/python3 (a program examples/program can run)")
+    data = tmp_path / "data"
+    data.mkdir()
+    logged = tmp_path / "logged.toml"
+    logged.write_text('extends = ["examples/program"]\n[seccomp]\ndefault_action = "log"\n')
+    ruled = tmp_path / "ruled.toml"
+    ruled.write_text('extends = ["examples/program"]\n[[seccomp.rules]]\nsyscall = "ptrace"\n'
+                     'action = "allow"\nreason = "a debugger"\n')
+    traceme = "import ctypes; print(ctypes.CDLL(None).ptrace(0, 0, 0, 0))"
+
+    def ptrace(policy: str) -> subprocess.CompletedProcess[str]:
+        return run("run", "--policy", policy, "--datadir", str(data), "--", "/usr/bin/python3", "-c", traceme)
+
+    assert ptrace("examples/program").stdout == ""          # killed by the filter
+    for policy in (logged, ruled):
+        assert ptrace(str(policy)).stdout == "0\n"
+        text = run("explain", str(policy)).stdout
+        assert "MAY trace other processes (ptrace)" in text, text
+        refused = [line for line in text.splitlines() if "refused, among others" in line]
+        assert not any("ptrace" in line for line in refused), refused
+    assert "dangerous syscalls that RUN under the log default: " in run("explain", str(logged)).stdout
+    ruled_text = run("explain", str(ruled)).stdout
+    assert "PLUS ptrace, let through by the rules below" in ruled_text
+    assert "dangerous syscalls granted: execve, ptrace" in ruled_text
+
+
+def test_namespaces_by_clone_follow_what_unshare_can_do_not_the_allow_list(tmp_path: Path) -> None:
+    """clone with CLONE_NEW* flags is refused unless the policy allows unshare. Until 12-07 the
+    filter asked the allow list: `allow = ["unshare"]` beside `{ syscall = "unshare", action =
+    "errno:EPERM" }` showed unshare refused (explain; diff: '+ unshare' and '- unshare ...'),
+    and clone(CLONE_NEWUSER) made a child in a new user namespace."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs /usr/bin/python3 (a program examples/program can run)")
+    data = tmp_path / "data"
+    data.mkdir()
+    policy = tmp_path / "unshare-listed.toml"
+    policy.write_text('extends = ["examples/program"]\n[seccomp]\n'
+                      'allow = [{ syscall = "unshare", reason = "refused by the rule below" }]\n'
+                      '[[seccomp.rules]]\nsyscall = "unshare"\naction = "errno:EPERM"\n')
+    clone = ("import ctypes, os; libc = ctypes.CDLL(None, use_errno=True)\n"
+             "pid = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)   # clone(CLONE_NEWUSER | SIGCHLD)\n"
+             "if pid == 0: os._exit(0)\n"
+             "print(pid, ctypes.get_errno(), libc.unshare(0x10000000), ctypes.get_errno())")
+    result = run("run", "--policy", str(policy), "--datadir", str(data), "--", "/usr/bin/python3", "-c", clone)
+    assert result.stdout == "-1 1 -1 1\n", result.stdout + result.stderr     # EPERM both ways
+    assert "may not create namespaces (unshare refused; clone with CLONE_NEW* flags answers EPERM)" \
+        in run("explain", str(policy)).stdout
+
+
 def test_explain_json_is_structured() -> None:
     data = json.loads(run("explain", "wallet", "--json").stdout)
     assert data["namespaces"]["net"] is True

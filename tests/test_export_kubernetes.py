@@ -88,3 +88,18 @@ def test_a_write_grant_cannot_name_another_components_volume(tmp_path: Path) -> 
     assert len(wallet) == 1 and len(node) == 4, (wallet, node)
     assert not wallet & node, (wallet, node)
     assert all(re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", name) for name in wallet | node)
+
+
+def test_executable_volumes_are_written_down_where_the_policy_allows_execve(tmp_path: Path) -> None:
+    """The view mounts write grants noexec (test_export_systemd's run shows a program written to
+    the datadir refused); a pod's volumes are executable and a pod spec cannot say otherwise.
+    Since 12-07 the export says so where the policy lets the component run programs."""
+    def notes(policy: str) -> list[str]:
+        result = subprocess.run([TOOL, "export", "--format", "kubernetes", policy, "--datadir", "/data",
+                                 "--var", "walletdir=/data/wallets", "--json"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["notes"]
+
+    assert any(n.startswith("execve with writable volumes (/data, /tmp)") for n in notes("examples/program"))
+    assert not any(n.startswith("execve with writable volumes") for n in notes("wallet"))

@@ -192,3 +192,26 @@ def test_a_symlink_planted_in_a_writable_grant_is_refused_as_run_refuses_it(tmp_
     assert f"ReadWritePaths={data} {data / 'state'}" in unit.splitlines()
     assert any("grants inside a directory the service can write" in line and str(data / "state") in line
                for line in unit.splitlines())
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="needs systemd-analyze (make setup installs systemd)")
+def test_what_the_service_writes_does_not_run_as_run_refuses_it(tmp_path: Path) -> None:
+    """The view mounts the datadir (a write grant) and the tmpfs noexec: a program the
+    component wrote there does not run. The unit bound them executable: until 12-07 the unit of
+    a policy allowing execve let the service run what it had downloaded into its datadir."""
+    data = tmp_path / "data"
+    (data / "wallets").mkdir(parents=True)
+    policy = "examples/program"
+    script = "cp /usr/bin/true ${D}/t && ${D}/t && echo RAN; /usr/bin/true && echo SYSTEM-RAN"
+    launch = subprocess.run([TOOL, "run", "--policy", policy, "--datadir", str(data), "--",
+                             "/bin/sh", "-c", script.replace("${D}", str(data))],
+                            capture_output=True, text=True, timeout=60)
+    assert launch.stdout == "SYSTEM-RAN\n" and "Permission denied" in launch.stderr, launch
+    unit = _export(tmp_path, policy)
+    assert f"NoExecPaths={data} /tmp" in unit.splitlines(), unit
+    assert any(line.startswith("#  - execve of files in read-only grants") for line in unit.splitlines())
+    service = tmp_path / "program.service"
+    service.write_text(unit.replace("[Service]", "[Service]\nExecStart=/usr/bin/true", 1))
+    verify = subprocess.run([ANALYZE, "verify", "--man=no", str(service)], capture_output=True,
+                            text=True, timeout=60)
+    assert "NoExecPaths" not in verify.stdout + verify.stderr, verify.stdout + verify.stderr

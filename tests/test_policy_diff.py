@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 TOOL = os.path.join(os.path.dirname(sys.executable), "CleanCoin-sandbox")
 
 
@@ -160,3 +162,103 @@ def test_socket_kinds_within_a_family_are_widened_and_narrowed() -> None:
     stream = _changes(run("diff", "connect-broker", "node", "--json"))
     assert {("network.socket_families", "narrow", f"{family} datagram true -> false")
             for family in ("inet", "inet6")} <= stream, stream
+
+
+def test_a_rule_without_args_is_judged_by_what_it_replaces(tmp_path) -> None:
+    """A rule without args decides every call of its syscall, and the filter drops the other
+    rules for it. Until 12-07 `diff` judged the added rules alone: a change adding
+    `{ syscall = "uname", action = "allow" }` over a base that refuses uname, and `{ syscall =
+    "clone", action = "log" }` over one that refuses clone without CLONE_THREAD (a fork), was
+    "B grants nothing that A does not (2 changed)", and `explain` showed uname refused and the
+    fork refusal in force; the program it ran printed the system name and forked."""
+    a = tmp_path / "a.toml"
+    a.write_text('extends = ["examples/program"]\n[policy]\nname = "a"\n'
+                 '[[seccomp.rules]]\nsyscall = "clone"\naction = "errno:EPERM"\n'
+                 'args = [{ index = 0, op = "masked_eq", mask = 0x10000, value = 0 }]\n'
+                 '[[seccomp.rules]]\nsyscall = "uname"\naction = "errno:EPERM"\n')
+    b = tmp_path / "b.toml"
+    b.write_text(f'extends = ["{a}"]\n[policy]\nname = "b"\n'
+                 '[[seccomp.rules]]\nsyscall = "clone"\naction = "log"\n'
+                 '[[seccomp.rules]]\nsyscall = "uname"\naction = "allow"\n')
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def sh(policy, script: str) -> subprocess.CompletedProcess[str]:
+        return run("run", "--policy", str(policy), "--datadir", str(data), "--", "/bin/sh", "-c", script)
+
+    # What each really lets a shell do: a uname(2) and a fork (a subshell).
+    assert sh(a, "uname -s").returncode != 0 and sh(b, "uname -s").stdout == "Linux\n"
+    fork = "(echo forked); echo $?"
+    assert "forked" not in sh(a, fork).stdout and sh(b, fork).stdout == "forked\n0\n"
+    result = run("diff", str(a), str(b), "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    changes = _changes(result)
+    assert ("seccomp.rules", "widen", "uname: errno:EPERM -> allow always") in changes, changes
+    assert ("seccomp.rules", "widen", "clone: errno:EPERM when arg0 masked_eq 0x0/0x10000") in changes
+    explained = run("explain", str(b)).stdout
+    assert "clone: log when always" in explained and "clone: errno:EPERM" not in explained
+    assert "uname: errno:EPERM" not in explained and "minus clone" not in explained, explained
+    # The other way round: narrower, and a replacement by another refusal is no wider.
+    assert run("diff", str(b), str(a)).returncode == 0
+    c = tmp_path / "c.toml"
+    c.write_text(f'extends = ["{a}"]\n[policy]\nname = "c"\n'
+                 '[[seccomp.rules]]\nsyscall = "uname"\naction = "errno:EACCES"\n')
+    other = run("diff", str(a), str(c), "--json")
+    assert other.returncode == 0, other.stdout
+    assert ("seccomp.rules", "change", "uname: errno:EPERM -> errno:EACCES always") in _changes(other)
+
+
+def test_a_grant_beneath_a_private_tmpfs_is_the_hosts_path(tmp_path) -> None:
+    """A grant beneath a tmpfs is the host's path, bound into the view over the fresh tmpfs.
+    Until 12-07 `diff` called `read = ["${tmpdir}/x"]` "already granted by A's write
+    ${tmpdir}" (A's ${tmpdir} is a fresh tmpfs: nothing of the host) and passed, while the
+    launched program read the host's ${tmpdir}/x (with the default ${tmpdir}, /tmp: an
+    ssh-agent's or the X server's socket directory)."""
+    host_tmp = tmp_path / "host-tmp"
+    (host_tmp / "x").mkdir(parents=True)
+    (host_tmp / "x" / "secret").write_text("TOPSECRET\n")
+    a = tmp_path / "a.toml"
+    a.write_text('extends = ["examples/program"]\n[policy]\nname = "a"\n')   # tmpfs ${tmpdir}
+    b = tmp_path / "b.toml"
+    b.write_text(f'extends = ["{a}"]\n[policy]\nname = "b"\n[filesystem]\nread = ["${{tmpdir}}/x"]\n')
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def cat(policy) -> subprocess.CompletedProcess[str]:
+        return run("run", "--policy", str(policy), "--datadir", str(data), "--var", f"tmpdir={host_tmp}",
+                   "--", "cat", f"{host_tmp}/x/secret")
+
+    assert cat(a).returncode != 0 and cat(b).stdout == "TOPSECRET\n"
+    result = run("diff", str(a), str(b), "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert _changes(result) == {("filesystem.read", "widen", "${tmpdir}/x")}
+    assert "SEES THE HOST'S paths beneath its tmpfs, bound in over it: ${tmpdir}/x" in run("explain", str(b)).stdout
+    # The tmpfs itself, however spelled, is nothing of the host: no difference.
+    same = tmp_path / "same.toml"
+    same.write_text(f'extends = ["{a}"]\n[policy]\nname = "same"\n[filesystem]\n'
+                    'read = ["${tmpdir}/", "${tmpdir}//."]\n')
+    assert run("diff", str(a), str(same)).stdout.endswith("no difference in what they allow\n")
+
+
+def test_a_bind_rule_for_port_0_is_any_ephemeral_port(tmp_path) -> None:
+    """bind(2) to port 0 asks the kernel for an ephemeral port, and Landlock checks the port
+    asked for: `bind_tcp = [0]` lets the component listen on whichever port it gets. Until
+    12-07 `explain` said "may bind TCP ports 0 only" and `diff` "+ 0"."""
+    none = tmp_path / "none.toml"
+    none.write_text('extends = ["examples/program"]\n[network]\nsocket_families = ["unix", "inet"]\n')
+    zero = tmp_path / "zero.toml"
+    zero.write_text(f'extends = ["{none}"]\n[network]\nbind_tcp = ["00"]\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    listen = ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+              "print(s.getsockname()[1] > 0)")
+
+    def python(policy) -> subprocess.CompletedProcess[str]:
+        return run("run", "--policy", str(policy), "--datadir", str(data), "--", "/usr/bin/python3", "-c", listen)
+
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs /usr/bin/python3 (a program examples/program can run)")
+    assert "PermissionError" in python(none).stderr and python(zero).stdout == "True\n"
+    assert "may bind TCP ports 0 (any ephemeral port the kernel picks) only" in run("explain", str(zero)).stdout
+    changes = _changes(run("diff", str(none), str(zero), "--json"))
+    assert changes == {("network.bind_tcp", "widen", "0 (any ephemeral port the kernel picks)")}, changes

@@ -248,6 +248,47 @@ CASES: list[Any] = [
         args = [{ index = 0, op = "masked_eq", mask = 0x10000, value = 0x10001 }]
         """, "value 0x10001 has bits outside mask 0x10000 (0x1)", 4, "seccomp.rules[0].args[0]"),
         id="masked-eq-value-outside-mask"),
+    # A rule without args decides every call of its syscall; the filter keeps it alone
+    # (sandbox/rule_precedence.py). Until 12-07 the others stayed in the model, and `diff` and
+    # `explain` read rules the filter did not have.
+    pytest.param(Case("""
+        [[seccomp.rules]]
+        syscall = "uname"
+        action = "errno:EPERM"
+
+        [[seccomp.rules]]
+        syscall = "uname"
+        action = "allow"
+        """, "a rule without args for 'uname' decides every call of it, so the rule for it at "
+             "policy.toml:2 would never apply", 6, "seccomp.rules[1].syscall"),
+        id="two-rules-without-args-for-one-syscall"),
+    pytest.param(Case("""
+        [[seccomp.rules]]
+        syscall = "clone"
+        action = "errno:EPERM"
+        args = [{ index = 0, op = "masked_eq", mask = 0x10000, value = 0 }]
+
+        [[seccomp.rules]]
+        syscall = "clone"
+        action = "log"
+        """, "so the rule for it at policy.toml:2 would never apply", 7, "seccomp.rules[1].syscall"),
+        id="rule-without-args-beside-an-argument-rule"),
+    pytest.param(Case("""
+        extends = ["base.toml"]
+
+        [[seccomp.rules]]
+        syscall = "fchown"
+        action = "allow"
+        args = [{ index = 1, op = "eq", value = 0 }]
+        """, "this rule for 'fchown' would never apply: the rule without args at base.toml:4 decides "
+             "every call of it", 4, "seccomp.rules[0].syscall",
+        others={"base.toml": """
+        [policy]
+        name = "base"
+        [[seccomp.rules]]
+        syscall = "fchown"
+        action = "errno:EPERM"
+        """}), id="argument-rule-after-a-base-rule-without-args"),
     pytest.param(Case("""
         [[seccomp.rules]]
         syscall = "ioctl"

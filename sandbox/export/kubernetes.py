@@ -135,6 +135,11 @@ def export_container(policy: Policy, variables: Mapping[str, str], profile_name:
         "rlimits: Kubernetes sets none per container (resources.limits bounds memory and CPU; "
         "nofile comes from the runtime's default)",
     ]
+    if policy.reachable_syscalls & {"execve", "execveat"} and writes:
+        # The view mounts write grants noexec (rootfs._attrs); a pod spec has no such option.
+        notes.append(f"execve with writable volumes ({', '.join(writes)}): the policy's view mounts "
+                     "them noexec, Kubernetes mounts them executable, so a program the component "
+                     "writes there runs in the pod (run refuses it)")
     hidden = [_substituted(g, values) for g in fs.hide]
     if hidden:
         # A volume mounted at a write grant shows everything beneath it: nothing covers these.

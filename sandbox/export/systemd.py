@@ -40,6 +40,8 @@ MAPPING: dict[str, tuple[str, str]] = {
         "same", "the filesystem view: an empty root with the read, execute and write grants "
                 "(Landlock's grants: written with or without namespaces.mount)"),
     "ProtectSystem=strict, ReadWritePaths=": ("same", "filesystem.write (only these are writable)"),
+    "NoExecPaths=": ("same", "write grants without execute and the tmpfs mounts are noexec in the view "
+                             "(nothing written there runs or is mapped executable)"),
     "ProtectHome=": ("stricter", "home directories hidden unless a grant is there (then tmpfs + binds)"),
     "InaccessiblePaths=": ("same", "filesystem.hide"),
     "PrivateTmp=": ("same", "a tmpfs on /tmp (filesystem.tmpfs, namespaces.private_tmp)"),
@@ -231,6 +233,17 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
     rw_paths = [p for p in writes if p not in _DEVICES and p not in tmpfs]
     if rw_paths:
         put(f"ReadWritePaths={binds(rw_paths)}")
+    # The view mounts a written-to grant (unless it is an execute grant too) and every tmpfs
+    # noexec (rootfs._attrs): nothing the component writes runs, nor is mapped executable.
+    # systemd binds and its tmpfs are executable: until 12-07 the unit of a policy allowing
+    # execve (examples/program) ran a program the service had written into its datadir.
+    noexec = [p for p in writes if p not in _DEVICES and p not in executes] + tmpfs
+    if noexec:
+        put(f"NoExecPaths={binds(noexec)}")
+    if sc.enabled and policy.reachable_syscalls & {"execve", "execveat"} and reads:
+        notes.append("execve of files in read-only grants: the policy's Landlock refuses it (no execute "
+                     "right), the unit does not (NoExecPaths= there would also refuse the executable "
+                     "mappings of libraries, which Landlock allows)")
     homes = [p for p in reads + writes + executes if _under(p, _HOMES)]
     put("ProtectHome=tmpfs" if homes else "ProtectHome=yes")
     if hides:
@@ -280,7 +293,7 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
 
     # Syscalls
     if sc.enabled:
-        if "unshare" not in allowed and "setns" not in allowed:
+        if not policy.reachable_syscalls & {"unshare", "setns"}:
             put("RestrictNamespaces=yes")
         if "personality" not in allowed:
             put("LockPersonality=yes")

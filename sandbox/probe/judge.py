@@ -155,7 +155,7 @@ class _Judge:
         # rule, or not listed under a log default (seccomp._runs).
         runs = unconditional in ("allow", "log") if unconditional is not None else (
             allowed_plain or sc.default_action == "log")
-        if name == "clone" and runs and "unshare" not in self.policy.allowed_syscalls \
+        if name == "clone" and runs and "unshare" not in self.policy.reachable_syscalls \
                 and args.get(0, 0) & _CLONE_NAMESPACES:
             return "errno:EPERM"
         if name == "prctl" and runs and not self.policy.process.dumpable \
