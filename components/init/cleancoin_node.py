@@ -334,8 +334,8 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
                        "(-ipcconnect=unix: its wallet.sock), or use -ipcconnect=tcp:HOST:PORT, "
                        "or -sandbox=0")
     # Every listener is bound now, before this process confines itself (node_listeners.py):
-    # a -ipcbind=unix path outside the datadir would not be in its view afterwards, and P2P,
-    # RPC and -ipcbind=tcp sockets keep the network namespace they were made in.
+    # confined, it is in a network namespace of its own and binds nothing (since 12-07), and
+    # a -ipcbind=unix path outside the datadir would not be in its view.
     try:
         listeners = bind_all(config, ipc.binds, netdatadir)
     except ListenError as exc:
@@ -354,10 +354,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             keep.add(broker.channel.fileno())
         keep |= listeners.descriptors()
         try:
-            # node.toml makes socket pairs only (no abstract name of the host's can be bound); a
-            # node that connects to a running wallet's unix socket once confined needs more.
-            unix_wallet = connect_wallet and not (ipc.connect or "").startswith("tcp:")
-            policy = "node-ipcconnect-unix" if unix_wallet else "node"
+            policy = node_policy(connect_wallet, ipc.connect)
             report = restrict_self(shipped_policy(policy), _node_variables(config, netdatadir, ipc.binds, ipc.connect),
                                    keep_fds=keep,
                                    denials=DenialLog(sandbox_log or "", verbose),
@@ -392,6 +389,16 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         listeners.close()     # those a failed start never listened on (served ones: closed already)
         if zygote is not None:
             zygote.stop()
+
+
+def node_policy(connect_wallet: bool, ipc_connect: str | None) -> str:
+    """The shipped policy this node confines itself with. node.toml: a network namespace of
+    its own, socket pairs only, no bind(2). A node that connects to a running wallet's unix
+    socket once confined makes unix sockets (node-ipcconnect-unix.toml); one that connects to
+    a wallet's TCP port does so in the host's network (node-ipcconnect-tcp.toml)."""
+    if not connect_wallet:
+        return "node"
+    return "node-ipcconnect-tcp" if (ipc_connect or "").startswith("tcp:") else "node-ipcconnect-unix"
 
 
 def _unix_connect_outside(connect: str | None, netdatadir: str) -> str | None:
