@@ -89,7 +89,15 @@ def _network(policy: Policy) -> list[str]:
                 + (f" [reason: {f.reason}]" if f.reason else "") for f in net.socket_families]
     lines.append(f"may create sockets of: {', '.join(families) or 'no family at all'}; "
                  "any other family gets EAFNOSUPPORT")
+    binds = not policy.seccomp.enabled or "bind" in policy.reachable_syscalls
+    if not binds:
+        # CleanCoin-node's since 12-07: its listeners are bound before it confines itself and
+        # keep the network namespace they were made in.
+        lines.append("may not bind any socket (the filter refuses bind(2)); sockets bound before "
+                     "the sandbox keep the network namespace they were made in")
     for what, ports in (("bind", net.bind_tcp), ("connect to", net.connect_tcp)):
+        if what == "bind" and not binds:
+            continue
         if ports is None:
             lines.append(f"may {what} any TCP port (not restricted by Landlock)")
         elif ports:

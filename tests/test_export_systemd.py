@@ -73,6 +73,12 @@ def test_the_wallet_unit_says_what_it_maps_and_what_it_cannot(tmp_path: Path) ->
     assert "# Not expressible in systemd" in dropin and "ioctl is allowed with any argument" in dropin
     node = _export(tmp_path, "node")
     assert "SocketBindAllow=tcp:8333" in node and "SocketBindDeny=any" in node
+    # Its own network namespace (since 12-07) is one it enters itself, its listeners bound
+    # before: the unit keeps its network (PrivateNetwork= would leave them unreachable); the
+    # wallet's, launched into one and listening nowhere, is the unit's.
+    assert "PrivateNetwork=yes" not in node.splitlines() and "IPAddressDeny=any" not in node.splitlines()
+    assert "enters its own network namespace itself, after binding its listeners" in node
+    assert "PrivateNetwork=yes" in dropin.splitlines()
     assert f"InaccessiblePaths={data / 'wallets'}" in node
     whole = _export(tmp_path, "wallet", "--exec-start", "/usr/bin/CleanCoin-wallet -ipcconnect=unix")
     assert whole.startswith("# Generated") and "[Install]" in whole and "ExecStart=/usr/bin/CleanCoin-wallet" in whole

@@ -459,6 +459,30 @@ def test_parse_host_port() -> None:
 
 # ================================================================================ handshake
 
+def test_a_node_serves_on_listeners_bound_before_it_starts() -> None:
+    """CleanCoin-node binds its P2P listeners before it confines itself into a network
+    namespace of its own (since 12-07) and serves on them after (`sockets=`): a peer connects
+    to the pre-bound port, and a port taken already fails the binding with asyncio's message,
+    before any node exists. -listen=0 closes pre-bound sockets it will not serve on."""
+    from cleancoin.components.node.p2p.listen_sockets import bind_listeners
+    sockets = bind_listeners("127.0.0.1", 0)
+    port = sockets[0].getsockname()[1]
+    with pytest.raises(OSError, match=r"error while attempting to bind on address \('127.0.0.1', \d+\): address already in use"):
+        bind_listeners("127.0.0.1", port)
+    unused = bind_listeners("127.0.0.1", 0)
+
+    async def main() -> None:
+        async with Net() as net:
+            a = await net.node(MemChain(list(chain_200()[:3])), sockets=sockets)
+            assert a.port == port
+            b = await net.node(connect=[f"127.0.0.1:{port}"])
+            await wait_until(lambda: b.chain.tip.hash == a.chain.tip.hash, what="sync over the pre-bound port")
+            quiet = await net.node(listen=False, sockets=unused)
+            assert quiet.port is None and unused[0].fileno() == -1
+    run(main())
+    assert sockets[0].fileno() == -1        # closed with the node
+
+
 def test_handshake_peer_info_and_listen_default() -> None:
     async def main() -> None:
         async with Net() as net:

@@ -42,6 +42,8 @@ REQUIRED = {
     # found 12-07: Landlock's abstract-socket scope refuses connect, not bind; in the host's
     # network namespace the confined node claimed a name that host clients connected to
     "net-abstract-bind",
+    # found 12-07 (later): with socketpair only, one end of a pair still took such a name
+    "net-abstract-bind-pair",
     # found 12-06 (h39): the wallet gave its files and wallets/ group and other bits
     "fs-loosen-mode",
     # found 12-07: the same uid traced a launched component's denial monitor (not dumpable,

@@ -77,6 +77,12 @@ def test_probe_node_policy_has_no_escapes(base_sandbox, tmp_path: Path) -> None:
     claim = attempts["net-abstract-bind"]
     assert claim["expected"] == claim["outcome"] == "denied", claim
     assert claim["detail"] == "EAFNOSUPPORT (seccomp: socket family not allowed)", claim
+    # ... and, since 12-07 (later), with a socket of a pair, the socketpair(AF_UNIX) its event
+    # loop needs: until then that took a name of the host's (a squat; in its own network
+    # namespace now, where its filter refuses bind(2) as well).
+    pair = attempts["net-abstract-bind-pair"]
+    assert pair["expected"] == pair["outcome"] == "denied", pair
+    assert pair["detail"].startswith("EPERM"), pair
     assert attempts["proc-ptrace-parent"]["outcome"] == "denied"
     # CleanCoin-node restricts itself and keeps its output: on a terminal, write-only (h32),
     # since 12-06 pipes to a relay that shows escape sequences as text (OSC 52 reached it raw).
@@ -162,12 +168,22 @@ def test_the_probe_finds_no_escape_in_any_shipped_policy(base_sandbox, tmp_path:
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for name in names}
     found = {}
+    attempts: dict[str, dict[str, dict[str, object]]] = {}
     for name, run in runs.items():
         out, err = run.communicate(timeout=300)
         assert run.returncode in (0, 1), (name, out[-2000:], err[-2000:])
         data = json.loads(out)
         found[name] = (data["escapes"], data["errors"])
+        attempts[name] = _attempts(data)
     assert {name: result for name, result in found.items() if result != ([], [])} == {}
+    # Every policy of CleanCoin-node keeps it from taking an abstract name of the host's, with
+    # a socket of its own or of a pair. Until 12-07 (later) node-ipcconnect-unix let it bind
+    # one (allowed, and judged so: no escape) and node.toml a pair's; since then node.toml and
+    # node-ipcconnect-unix have a network namespace of their own, and all three refuse bind(2).
+    for name in ("node", "node-ipcconnect-unix", "node-ipcconnect-tcp"):
+        for attempt in ("net-abstract-bind", "net-abstract-bind-pair"):
+            claim = attempts[name][attempt]
+            assert claim["expected"] == claim["outcome"] == "denied", (name, claim)
 
 
 def test_probe_catches_a_directory_that_is_not_hidden(base_sandbox, tmp_path: Path) -> None:  # noqa: ANN001

@@ -39,18 +39,16 @@ from ..ipc.auth import write_cookie
 from ..ipc.init_impl import ProcessInit
 from ..interfaces.init import IpcPeer
 from ..ipc.settings import IpcSettings
-from ..ipc.transport import AddressError, Listener, listen
-from ..ipc.transport import bind as bind_listener
+from ..ipc.transport import Listener, listen
 from ..node.chain_binding import RpcRegistrar, make_chain
 from ..node.connect_broker import NAME as BROKER_NAME
 from ..node.node_binding import NodeService
 from ..node.remote_wallet import ConnectedWallet, WalletProcess
 from ..node.wallet_component import WALLET_COMPONENT, WALLET_SOCKET
 from ..node.wallet_router import WalletRpcRouter, WalletSlot
+from .node_listeners import NODE_SOCKET, ListenError, NodeListeners, bind_all
 
 log = logging.getLogger("cleancoin.node")
-
-NODE_SOCKET = "node.sock"
 
 
 @dataclass
@@ -75,9 +73,12 @@ class NodeProcesses:
     #: when this process is confined; None: the node's own, with the same rule.
     connector: Any = None
     _client_slot: WalletSlot | None = None     # -ipcallowwallet: the listener clients' slot
-    #: -ipcbind=unix listeners bound before this process confined itself (`bind_unix_listeners`),
-    #: by their -ipcbind value.
+    #: -ipcbind listeners bound before this process confined itself (node_listeners.py), by
+    #: their -ipcbind value.
     prebound: dict[str, socket.socket] = field(default_factory=dict)
+    #: The P2P and RPC listeners bound then (NodeExtension: node.py serves on them).
+    p2p_sockets: list[socket.socket] | None = None
+    rpc_sockets: list[tuple[str, int, socket.socket]] | None = None
     _frontend_task: asyncio.Task[None] | None = None
 
     async def start(self, node: Any) -> None:
@@ -272,11 +273,11 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         from cleancoin.sandbox import denial_log
         monitor = denial_log.prelaunch()
     broker = None
-    prebound: dict[str, socket.socket] = {}
+    listeners = NodeListeners()
 
     def abandon(reason: str) -> int:
         """A start that fails before the node runs: undo what it made so far (the zygote, the
-        connect broker or its channel, the monitor's channel, pre-bound listeners)."""
+        connect broker or its channel, the monitor's channel, the listeners bound)."""
         if zygote is not None:
             zygote.stop()
         if broker is not None:
@@ -285,7 +286,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             broker_channel.close()
         if monitor is not None:
             monitor.channel.close()
-        close_prebound(prebound)
+        listeners.close()
         return _fail(log, reason)
 
     # Everything the node will run is imported now: once it is confined it could still read
@@ -332,12 +333,12 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
                        f"({netdatadir}), so the wallet process's socket must be there "
                        "(-ipcconnect=unix: its wallet.sock), or use -ipcconnect=tcp:HOST:PORT, "
                        "or -sandbox=0")
-    # -ipcbind=unix sockets are bound now, before this process confines itself: a path outside
-    # the datadir is not in its view afterwards (until 12-07, `-ipcbind=unix:/var/tmp/DIR/n.sock`
-    # failed "No such file or directory" under the sandbox), and binding needs no grant then.
+    # Every listener is bound now, before this process confines itself (node_listeners.py):
+    # confined, it is in a network namespace of its own and binds nothing (since 12-07), and
+    # a -ipcbind=unix path outside the datadir would not be in its view.
     try:
-        prebound = bind_unix_listeners(ipc.binds, netdatadir)
-    except AddressError as exc:
+        listeners = bind_all(config, ipc.binds, netdatadir)
+    except ListenError as exc:
         return abandon(str(exc))
     report = None
     if sandbox and learn_dir:
@@ -351,12 +352,9 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
             keep.add(frontend_fd)
         if broker is not None:
             keep.add(broker.channel.fileno())
-        keep |= {sock.fileno() for sock in prebound.values()}
+        keep |= listeners.descriptors()
         try:
-            # node.toml makes socket pairs only (no abstract name of the host's can be bound); a
-            # node that connects to a running wallet's unix socket once confined needs more.
-            unix_wallet = connect_wallet and not (ipc.connect or "").startswith("tcp:")
-            policy = "node-ipcconnect-unix" if unix_wallet else "node"
+            policy = node_policy(connect_wallet, ipc.connect)
             report = restrict_self(shipped_policy(policy), _node_variables(config, netdatadir, ipc.binds, ipc.connect),
                                    keep_fds=keep,
                                    denials=DenialLog(sandbox_log or "", verbose),
@@ -366,7 +364,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
                 zygote.stop()
             if broker is not None:
                 broker.close()
-            close_prebound(prebound)
+            listeners.close()
             return _fail(log, f"{exc} (this kernel or system cannot confine {PROG}; -sandbox=0 "
                               "runs it unconfined)")
         log.info("%s (pid %d) confined:\n%s", PROG, os.getpid(), report.to_text())
@@ -376,7 +374,9 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
                               report, prestarted, connect_wallet, allow_wallet)
     extension.frontend_fd = frontend_fd
     extension.connector = broker
-    extension.prebound = prebound
+    extension.prebound = listeners.ipc
+    extension.p2p_sockets = listeners.p2p
+    extension.rpc_sockets = listeners.rpc
     node = NodeContext(config, extension)
     startup_gc.resume()     # the node's code is imported (_import_node_modules) and confined
     try:
@@ -386,9 +386,19 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     except KeyboardInterrupt:
         return 0
     finally:
-        close_prebound(extension.prebound)     # those a failed start never listened on
+        listeners.close()     # those a failed start never listened on (served ones: closed already)
         if zygote is not None:
             zygote.stop()
+
+
+def node_policy(connect_wallet: bool, ipc_connect: str | None) -> str:
+    """The shipped policy this node confines itself with. node.toml: a network namespace of
+    its own, socket pairs only, no bind(2). A node that connects to a running wallet's unix
+    socket once confined makes unix sockets (node-ipcconnect-unix.toml); one that connects to
+    a wallet's TCP port does so in the host's network (node-ipcconnect-tcp.toml)."""
+    if not connect_wallet:
+        return "node"
+    return "node-ipcconnect-tcp" if (ipc_connect or "").startswith("tcp:") else "node-ipcconnect-unix"
 
 
 def _unix_connect_outside(connect: str | None, netdatadir: str) -> str | None:
@@ -399,34 +409,6 @@ def _unix_connect_outside(connect: str | None, netdatadir: str) -> str | None:
     path = os.path.realpath(parse(connect, os.path.join(netdatadir, WALLET_SOCKET)).path)
     inside = os.path.realpath(netdatadir) + os.sep
     return None if path.startswith(inside) else path
-
-
-def bind_unix_listeners(binds: Sequence[str], netdatadir: str) -> dict[str, socket.socket]:
-    """Bind every -ipcbind=unix listener of `binds` (`unix` alone: `<netdatadir>/node.sock`),
-    by its -ipcbind value; closes what it bound and raises AddressError if one cannot be."""
-    bound: dict[str, socket.socket] = {}
-    try:
-        for value in binds:
-            address = parse(value, os.path.join(netdatadir, NODE_SOCKET))
-            if address.kind == "unix" and value not in bound:
-                bound[value] = bind_listener(address)
-    except AddressError:
-        close_prebound(bound)
-        raise
-    return bound
-
-
-def close_prebound(prebound: dict[str, socket.socket]) -> None:
-    """Close and remove the pre-bound unix listeners left in `prebound` (a start that failed
-    before it listened on them)."""
-    while prebound:
-        value, sock = prebound.popitem()
-        path = sock.getsockname()
-        sock.close()
-        try:
-            os.unlink(path)
-        except OSError:
-            pass        # out of this confined process's view: the next start removes it as stale
 
 
 def _connect_broker(config: Any, channel: socket.socket | None) -> Any:

@@ -151,6 +151,9 @@ class NodeExtension(Protocol):
     process (cleancoind.InProcessWallets), CleanCoin-node its wallet process and IPC
     listeners (cleancoin_node.NodeProcesses)."""
 
+    # It may also carry `p2p_sockets` and `rpc_sockets`: listening sockets bound before the
+    # process confined itself (CleanCoin-node), served instead of binding -bind and -rpcbind.
+
     async def start(self, node: "NodeContext") -> None:
         """Called once chain, mempool, P2P and the RPC method table exist, before RPC serves."""
         ...
@@ -301,7 +304,8 @@ class NodeContext:
                            max_connections=cfg.max_connections, reconnect_interval=reconnect,
                            connect_timeout=cfg.connect_timeout, handshake_timeout=cfg.peer_timeout,
                            user_agent=user_agent(cfg.uacomment), now=self.now,
-                           connector=self._connector())
+                           connector=self._connector(),
+                           sockets=getattr(self.extension, "p2p_sockets", None))
         try:
             await self.p2p.start()
         except OSError as exc:
@@ -363,7 +367,9 @@ class NodeContext:
             rest = RestInterface(self)
         self.rpc = RpcServer(self.registry, auth, allow, endpoints, server_timeout=cfg.rpcservertimeout,
                              rest=rest, whitelist=RpcWhitelist.from_options(cfg.rpcwhitelist,
-                                                                           cfg.rpcwhitelistdefault))
+                                                                           cfg.rpcwhitelistdefault),
+                             # CleanCoin-node's, bound before it confined itself.
+                             sockets=getattr(self.extension, "rpc_sockets", None))
         try:
             await self.rpc.start()
         except UnsafeFileError as exc:      # a -rpccookiefile another user could replace

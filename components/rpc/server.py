@@ -412,7 +412,8 @@ class RpcServer:
 
     `allow`: the networks (or strings) that may connect, used exactly as given; None is loopback
     only. `parse_allow(-rpcallowip values)` gives bitcoind's list (loopback always included).
-    `binds`: (host, port) pairs, port 0 for any free port (`ports` tells which).
+    `binds`: (host, port) pairs, port 0 for any free port (`ports` tells which); `sockets`:
+    those bound already (`bind_sockets`), served instead of binding `binds`.
     """
 
     def __init__(self, registry: Registry, auth: RpcAuth, allow: Iterable[Network | str] | None = None,
@@ -424,7 +425,8 @@ class RpcServer:
                  max_values: int = MAX_REQUEST_VALUES, max_user_bytes: int = MAX_USER_BYTES_IN_FLIGHT,
                  max_user_requests: int | None = None, max_rest_requests: int = MAX_REST_REQUESTS,
                  auth_failures: FailureLimiter | None = None, rest: Any = None,
-                 whitelist: RpcWhitelist | None = None) -> None:
+                 whitelist: RpcWhitelist | None = None,
+                 sockets: list[tuple[str, int, socket.socket]] | None = None) -> None:
         self.registry = registry
         self.auth = auth
         # -rpcwhitelist: which methods each user may call (components/rpc/whitelist.py).
@@ -464,7 +466,8 @@ class RpcServer:
         self.stop_requested = asyncio.Event()
         self.bound: list[tuple[str, int]] = []
         self._runner: web.BaseRunner | None = None
-        self._sockets: list[tuple[str, int, socket.socket]] | None = None
+        # Bound already (`bind_sockets`, before the process confined itself), else by `bind`.
+        self._sockets: list[tuple[str, int, socket.socket]] | None = sockets
 
     @property
     def ports(self) -> list[int]:
@@ -507,30 +510,8 @@ class RpcServer:
     def bind(self) -> None:
         """Bind the listening sockets now (synchronous: a process that confines itself binds
         before, and `start` serves on them after). `start` calls it if nobody did."""
-        if self._sockets is not None:
-            return
-        ephemeral = 0
-        errors: list[str] = []
-        self._sockets = []
-        for host, port in self.binds:
-            sock = None
-            last: OSError | None = None
-            for candidate in ([ephemeral, 0] if port == 0 and ephemeral else [port]):
-                try:
-                    sock = _listen(host, candidate)
-                    break
-                except OSError as exc:
-                    last = exc
-            if sock is None:
-                errors.append(f"Binding RPC on address {host} port {port} failed: {last}")
-                LOG.warning("%s", errors[-1])
-                continue
-            bound_port = sock.getsockname()[1]
-            if port == 0 and not ephemeral:
-                ephemeral = bound_port
-            self._sockets.append((host, bound_port, sock))
-        if not self._sockets:
-            raise OSError("Unable to bind any endpoint for RPC server: " + "; ".join(errors))
+        if self._sockets is None:
+            self._sockets = bind_sockets(self.binds)
 
     def descriptors(self) -> list[int]:
         """The bound sockets' descriptors (after `bind`)."""
@@ -1005,6 +986,37 @@ def _peer_text(ip: str, port: int) -> str:
 
 def _sanitize(text: str, limit: int = 100) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+def bind_sockets(binds: Iterable[tuple[str, int]]) -> list[tuple[str, int, socket.socket]]:
+    """Listening sockets on `binds` ((host, port) pairs; port 0: one free port, the same for
+    every host), as (host, bound port, socket). An endpoint that cannot be bound is logged
+    and skipped; raises OSError when none can be. Synchronous: CleanCoin-node binds before
+    it confines itself, in the host's network namespace, and serves on them after
+    (RpcServer's `sockets`)."""
+    ephemeral = 0
+    errors: list[str] = []
+    sockets: list[tuple[str, int, socket.socket]] = []
+    for host, port in binds:
+        sock = None
+        last: OSError | None = None
+        for candidate in ([ephemeral, 0] if port == 0 and ephemeral else [port]):
+            try:
+                sock = _listen(host, candidate)
+                break
+            except OSError as exc:
+                last = exc
+        if sock is None:
+            errors.append(f"Binding RPC on address {host} port {port} failed: {last}")
+            LOG.warning("%s", errors[-1])
+            continue
+        bound_port = sock.getsockname()[1]
+        if port == 0 and not ephemeral:
+            ephemeral = bound_port
+        sockets.append((host, bound_port, sock))
+    if not sockets:
+        raise OSError("Unable to bind any endpoint for RPC server: " + "; ".join(errors))
+    return sockets
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -21,6 +21,7 @@ from ..plan_compiler import _substituted  # noqa: PLC2701 - the same substitutio
 from ..policy_refs import require_values
 from ..variables import default_values
 from . import oci
+from .own_network import serves_sockets_made_before
 
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 
@@ -118,7 +119,10 @@ def export_container(policy: Policy, variables: Mapping[str, str], profile_name:
         docs.append("# Its volumes (spec.volumes): the policy's write grants; tmpfs grants are "
                     "memory-backed emptyDirs, the others need a PersistentVolumeClaim of that name.")
         docs += to_yaml({"volumes": volumes})
-    no_network = policy.namespaces.net or not any(f.name in ("inet", "inet6") for f in policy.network.socket_families)
+    inet = any(f.name in ("inet", "inet6") for f in policy.network.socket_families)
+    # A component that binds its listeners before it enters its own network namespace needs
+    # the pod's network for them (own_network.py).
+    no_network = (policy.namespaces.net and not serves_sockets_made_before(policy)) or not inet
     if no_network:
         docs.append("---")
         docs.append("# No network in the policy: deny the pod every connection. Containers of one pod "

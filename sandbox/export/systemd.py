@@ -23,6 +23,7 @@ from ..model import Grant, Policy
 from ..plan_compiler import _substituted  # noqa: PLC2701 - the same substitution as a launch
 from ..policy_refs import require_values
 from ..variables import default_values, substitute
+from .own_network import serves_sockets_made_before
 
 #: Directive -> (how well it matches, where it comes from). The table docs/audit.md shows.
 MAPPING: dict[str, tuple[str, str]] = {
@@ -185,9 +186,14 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
     if ns.user:
         put("PrivateUsers=yes")
     inet = any(f.name in ("inet", "inet6") for f in net.socket_families)
-    if ns.net:
+    own_net = serves_sockets_made_before(policy)
+    if own_net:
+        notes.append("namespaces.net: the component enters its own network namespace itself, after "
+                     "binding its listeners, which keep the unit's network: no PrivateNetwork= or "
+                     "IPAddressDeny= here (its listeners would be unreachable)")
+    elif ns.net:
         put("PrivateNetwork=yes")
-    if ns.net or not inet:
+    if (ns.net and not own_net) or not inet:
         put("IPAddressDeny=any")
     if ns.ipc:
         put("PrivateIPC=yes")

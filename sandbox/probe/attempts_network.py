@@ -1,5 +1,6 @@
 """Network attempts: TCP and UDP to the parent's ports, raw, packet and netlink sockets, the
-parent's abstract unix socket, and an abstract name of the parent's network namespace."""
+parent's abstract unix socket, and an abstract name of the parent's network namespace (taken
+with a socket of its own or with one of a socket pair)."""
 
 from __future__ import annotations
 
@@ -167,6 +168,37 @@ def _run_abstract_bind(ctx: _Ctx, out: _Out) -> Outcome:
     return _ok(f"bound @{ctx.targets.abstract_name[1:]}-claimed in the parent's network namespace")
 
 
+def _run_abstract_bind_pair(ctx: _Ctx, out: _Out) -> Outcome:
+    """Take an abstract name of the parent's network namespace with one end of a socket
+    pair: a process that may make no unix socket of its own (socketpair only) still holds
+    two, and bind needs no new one. Nothing reaches a pair's socket, but the name is taken for
+    every process of the host: a service started later cannot have it (found 12-07 on
+    CleanCoin-node, whose event loop needs socketpair)."""
+    try:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError as exc:
+        return ctx.denied(exc, EAFNOSUPPORT="seccomp: socket family not allowed")
+    try:
+        try:
+            mine.bind(ctx.targets.abstract_name)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return ctx.denied(exc)
+        else:
+            return "denied", ("network namespace: abstract names are per namespace (the parent's "
+                              "name was free here)")
+        out.note("the parent's abstract name is taken here: this is the parent's network namespace")
+        try:
+            theirs.bind(ctx.targets.abstract_name + "-paired")
+        except OSError as exc:
+            return ctx.denied(exc)
+    finally:
+        mine.close()
+        theirs.close()
+    return _ok(f"bound @{ctx.targets.abstract_name[1:]}-paired in the parent's network namespace "
+               "with a socket of a pair")
+
+
 # expectations ------------------------------------------------------------------------------
 
 def _inet_socket(j: _Judge, w: _Why, kind: int, proto: int = 0) -> _Why:
@@ -229,5 +261,12 @@ def _exp_abstract(j: _Judge, t: _Targets) -> _Why:
 def _exp_abstract_bind(j: _Judge, t: _Targets) -> _Why:
     w = _Why()
     j.sc(w, "socket", {0: socket.AF_UNIX, 1: socket.SOCK_STREAM})
+    j.sc(w, "bind")
+    return w.need("net" not in j.ns, "network namespace: abstract names are per namespace")
+
+
+def _exp_abstract_bind_pair(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    j.sc(w, "socketpair", {0: socket.AF_UNIX, 1: socket.SOCK_STREAM})
     j.sc(w, "bind")
     return w.need("net" not in j.ns, "network namespace: abstract names are per namespace")

@@ -25,7 +25,8 @@ from .attempts_kernel import (_bpf_extra, _exp_clone3, _exp_foreign_arch, _exp_m
                               _perf_extra, _run_bpf, _run_chroot, _run_clone3, _run_int80,
                               _run_io_uring, _run_keyctl, _run_mount, _run_perf, _run_personality,
                               _run_setns, _run_thread, _run_tiocsti, _run_userfaultfd, _run_x32)
-from .attempts_network import (_exp_abstract, _exp_abstract_bind, _run_abstract_bind, _exp_mptcp_bind, _exp_mptcp_connect, _exp_socket,
+from .attempts_network import (_exp_abstract, _exp_abstract_bind, _exp_abstract_bind_pair, _run_abstract_bind,
+                               _run_abstract_bind_pair, _exp_mptcp_bind, _exp_mptcp_connect, _exp_socket,
                                _exp_tcp_bind, _exp_tcp_connect, _exp_udp, _make_socket_runner,
                                _run_abstract_connect, _run_mptcp_bind, _run_mptcp_connect,
                                _run_connect_loopback, _run_tcp_bind, _run_tcp_connect, _run_udp_send)
@@ -124,6 +125,10 @@ def _battery() -> list[_Spec]:
         _Spec("net-abstract-bind", "bind an abstract unix socket name in the parent's network "
               "namespace, where the host's clients of that name would connect to the sandbox "
               "(Landlock's scope refuses connect, not bind)", _exp_abstract_bind, _run_abstract_bind),
+        _Spec("net-abstract-bind-pair", "bind an abstract unix socket name in the parent's network "
+              "namespace with one end of a socket pair (no socket(2) needed): a squat, the "
+              "service started later cannot have its name", _exp_abstract_bind_pair,
+              _run_abstract_bind_pair),
         _Spec("proc-ptrace-parent", "ptrace(PTRACE_ATTACH) the parent", _exp_ptrace, _run_ptrace),
         _Spec("proc-parent-mem", "open /proc/<parent>/mem", _exp_proc("mem"), _make_proc_runner("mem")),
         _Spec("proc-parent-environ", "open /proc/<parent>/environ", _exp_proc("environ"),

@@ -231,43 +231,122 @@ def test_named_unix_sockets_outside_the_grants_are_out_of_reach(home_base: Path)
         abstract.close()
 
 
-def test_the_confined_node_cannot_claim_an_abstract_socket_name_of_the_host(home_base: Path) -> None:
-    """Found 12-07: Landlock's abstract-socket scope refuses the node's connect to the host's
-    abstract sockets (the test above), not its bind. The node is in the host's network
-    namespace, so an abstract name it binds is the host's: it listened on the name of a
-    service not started yet (here X11's display socket, as @/tmp/.X11-unix/X<n> of a display
-    started later), and a client of that service connected to it and sent its secret, which the
-    node read. Since 12-07 node.toml's unix family is socketpair_only: socket(AF_UNIX) answers
-    EAFNOSUPPORT, with a high bit in the family too (the kernel reads an int), its unix
-    listeners are bound before it confines itself, and its event loop's socketpair(AF_UNIX)
-    still works (the control)."""
-    name = f"cleancoin-test-x11-{uuid.uuid4().hex[:8]}"
-    a = AttackedNode(home_base, node=attacks.ABSTRACT_CLAIM, variables={"claim_name": name})
-    a.start()
-    claimed = a.result("node")
-    assert claimed["control-socketpair"]["detail"] == "socketpair(AF_UNIX) works: b'ok'", claimed
-    # The host's side: a client of the service whose name that is connects and sends its secret.
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    client.settimeout(5)
+def _send_as_another_user(name: str, secret: bytes) -> str:
+    """A host client of the service whose abstract name is `name`, run as another uid (nobody,
+    in a forked child): connects and sends `secret`, as an X11 client sends its cookie.
+    Returns what happened ("sent", or the connect's error)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:       # pragma: no cover - the child
+        answer = "sent"
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.settimeout(5)
+                client.connect("\0" + name)
+                client.sendall(secret)
+                time.sleep(0.5)
+        except OSError as exc:
+            answer = type(exc).__name__ + ": " + (exc.strerror or str(exc))
+        os.write(write_end, answer.encode())
+        os._exit(0)
+    os.close(write_end)
     try:
-        client.connect("\0" + name)
-        client.sendall(b"MIT-MAGIC-COOKIE-1 0123456789abcdef")
-        wait_until(lambda: "read-a-host-clients-secret" in a.result("node"), 15,
-                   what="the node's read of the client's secret")
-        reached = "the host's client reached the node"
-    except OSError as exc:
-        reached = f"the host's client could not connect: {exc.strerror}"
+        with os.fdopen(read_end, "rb") as answer_file:
+            answer = answer_file.read().decode()
     finally:
-        client.close()
-    results = a.result("node")
-    assert escapes(results) == {}, f"{reached}: {results}"
-    assert results["claim-host-abstract-name"]["detail"] == "Address family not supported by protocol", results
-    # What stays (docs/sandbox.md, "Known limits"): a socket of a pair can take a name, which
-    # then nothing reaches: a pair's sockets are connected.
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as pair_client:
-        with pytest.raises(ConnectionRefusedError):
-            pair_client.connect("\0" + name + "-pair")
-    assert _answers(a.node)
+        os.waitpid(pid, 0)
+    return answer
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the host's client runs as another uid (needs root)")
+@pytest.mark.parametrize("policy", ["node", "node-ipcconnect-unix"])
+def test_the_confined_node_cannot_claim_an_abstract_socket_name_of_the_host(home_base: Path, policy: str) -> None:
+    """Found 12-07: Landlock's abstract-socket scope refuses the node's connect to the host's
+    abstract sockets (the test above), not its bind. The node was in the host's network
+    namespace, so an abstract name it bound was the host's: it listened on the name of a
+    service not started yet (here X11's display socket, as @/tmp/.X11-unix/X<n> of a display
+    started later), and a client of that service, of another uid, connected to it and sent
+    its secret, which the node read. node.toml's socketpair_only (12-07) left one end of a
+    socket pair able to take the name (a squat); node-ipcconnect-unix.toml (-ipcconnect=unix,
+    a running wallet process's socket) left the whole hole. Since 12-07 (later) the node runs
+    in a network namespace of its own (its listeners are bound before, in the host's) and
+    bind(2) is refused: no name of the host's is taken, by either policy; the event loop's
+    socketpair(AF_UNIX) still works (the control)."""
+    name = f"cleancoin-test-x11-{uuid.uuid4().hex[:8]}"
+    secret = b"MIT-MAGIC-COOKIE-1 " + uuid.uuid4().hex.encode()
+    wallet = None
+    extra: tuple[str, ...] = ()
+    a = AttackedNode(home_base, node=attacks.ABSTRACT_CLAIM, variables={"claim_name": name})
+    if policy == "node-ipcconnect-unix":
+        # A running wallet process that waits for nodes on wallet.sock (-ipcconnect=unix).
+        wallet = subprocess.Popen([str(Path(sys.executable).parent / "CleanCoin-wallet"), "-regtest",
+                                   f"-datadir={a.node.datadir}", "-ipcbind=unix"], stderr=subprocess.DEVNULL)
+        wait_until(lambda: (a.node.netdatadir / "wallet.sock").exists(), what="wallet.sock")
+        extra = ("-ipcconnect=unix",)
+    try:
+        a.arm()
+        a.node.start(extra, env=a.env())
+        claimed = a.result("node")
+        assert claimed["control-socketpair"]["detail"] == "socketpair(AF_UNIX) works: b'ok'", claimed
+        sent = _send_as_another_user(name, secret)
+        pair = _send_as_another_user(name + "-pair", secret)
+        if sent == "sent":
+            wait_until(lambda: "read-a-host-clients-secret" in a.result("node"), 15,
+                       what="the node's read of the client's secret")
+        results = a.result("node")
+        assert escapes(results) == {}, f"the host's client: {sent}; {results}"
+        # Nothing of the node's is reachable under either name from the host's namespace.
+        assert sent.startswith("ConnectionRefusedError"), (sent, results)
+        assert pair.startswith("ConnectionRefusedError"), (pair, results)
+        # node.toml makes no unix socket of its own (socketpair_only); both refuse bind(2).
+        refused = "Address family not supported by protocol" if policy == "node" else "Operation not permitted"
+        assert results["claim-host-abstract-name"]["detail"] == refused, results
+        assert results["bind-a-socketpair-socket"]["detail"] == "Operation not permitted", results
+        # The service whose names they are can still start: both are free in the host's
+        # namespace (before: EADDRINUSE, the node held them).
+        for taken in (name, name + "-pair"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as service:
+                service.bind("\0" + taken)
+        # The node's network namespace is not the host's (the test's).
+        assert os.readlink(f"/proc/{a.node.process.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        assert _answers(a.node)
+    finally:
+        if wallet is not None:
+            wallet.terminate()
+            wallet.wait(20)
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux's unshare")
+def test_the_node_stops_when_its_network_namespace_cannot_be_made(home_base: Path) -> None:
+    """Fail closed (since 12-07): the node's own network namespace is part of its
+    confinement, so a kernel that will not make one stops it before it serves, naming the
+    step. The refusal is real: the node runs in a user namespace whose limit of network
+    namespaces is 0 (user namespaces carry their own /proc/sys/user limits). The control: in
+    the same wrapper, with the limit as it was, it starts and answers."""
+    node = TestNode(0, home_base)
+    wrapper = ["unshare", "-U", "-r", "sh", "-c"]
+    probe = subprocess.run([*wrapper, "echo 0 > /proc/sys/user/max_net_namespaces"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a user namespace here: {probe.stderr.decode(errors='replace')}")
+    refused = subprocess.run([*wrapper, 'echo 0 > /proc/sys/user/max_net_namespaces && exec "$@"', "sh",
+                              *node.args()], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert "sandbox step 'namespaces' failed: unshare(" in refused.stderr and "net" in refused.stderr, refused.stderr
+    assert "No space left on device" in refused.stderr, refused.stderr
+    assert not node.cookie_path.exists()        # it served nothing
+    log = open(node.datadir / "stderr.txt", "ab")
+    node.process = subprocess.Popen([*wrapper, 'exec "$@"', "sh", *node.args()],
+                                    stdout=subprocess.DEVNULL, stderr=log)
+    log.close()
+    try:
+        node.wait_for_rpc()
+        assert _answers(node)
+    finally:
+        assert node.stop() == 0
 
 
 def _start_on_a_terminal(a: AttackedNode) -> tuple[int, int]:

@@ -141,6 +141,7 @@ import contextlib
 import ipaddress
 import logging
 import secrets
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -173,6 +174,7 @@ from .peer import (
 )
 from .protocols import ChainAccess, MempoolAccess
 from .connector import UNRESTRICTED, ConnectRefused, Connector
+from .listen_sockets import bind_listeners
 
 log = logging.getLogger("cleancoin.net")
 
@@ -343,7 +345,8 @@ class P2PNode:
                  tx_request_timeout: float = TX_REQUEST_TIMEOUT,
                  headers_sync_timeout: float = HEADERS_SYNC_TIMEOUT,
                  cpu_shared_rate: float = SHARED_RATE,
-                 connector: Connector = UNRESTRICTED) -> None:
+                 connector: Connector = UNRESTRICTED,
+                 sockets: Sequence[socket.socket] | None = None) -> None:
         self.chain = chain
         self.connector = connector
         self.mempool = mempool
@@ -379,7 +382,10 @@ class P2PNode:
         self._connect_list: list[str] = list(dict.fromkeys(connect))
         self._added: list[str] = list(dict.fromkeys(addnode))
 
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
+        #: Listening sockets bound already (`bind_listeners`, before CleanCoin-node confined
+        #: itself into a network namespace of its own), served instead of binding in `start`.
+        self._prebound = list(sockets) if sockets is not None else None
         self._bound_port: int | None = None
         self._peers: dict[int, Peer] = {}
         self._next_peer_id = 0
@@ -441,11 +447,17 @@ class P2PNode:
             return
         self._announced_tip = self.chain.tip.hash
         if self.listen:
-            self._server = await asyncio.start_server(self._on_inbound, host=self.bind,
-                                                      port=self.requested_port,
-                                                      reuse_address=True)
-            self._bound_port = int(self._server.sockets[0].getsockname()[1])
+            sockets, self._prebound = self._prebound, None
+            if sockets is None:
+                sockets = bind_listeners(self.bind, self.requested_port)
+            for sock in sockets:
+                self._servers.append(await asyncio.start_server(self._on_inbound, sock=sock))
+            self._bound_port = int(sockets[0].getsockname()[1])
             log.info("Bound to %s", format_addr(self.bind, self._bound_port))
+        elif self._prebound:
+            for sock in self._prebound:
+                sock.close()
+            self._prebound = None
         self._running = True
         self._loop = asyncio.get_running_loop()
         add_listener = getattr(self.chain, "add_listener", None)     # (test chains may lack it)
@@ -463,8 +475,8 @@ class P2PNode:
         remove_listener = getattr(self.chain, "remove_listener", None)
         if remove_listener is not None:
             remove_listener(self)
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for peer in list(self._peers.values()):
             peer.close("shutdown")
         # Our own tasks (maintenance, dialling loops) are cancelled. Inbound connection tasks
@@ -478,10 +490,10 @@ class P2PNode:
             await asyncio.wait([*own, *inbound], timeout=5)
         for t in inbound:
             t.cancel()
-        if self._server is not None:
+        for server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-            self._server = None
+                await asyncio.wait_for(server.wait_closed(), 2)
+        self._servers = []
         self._keep_tasks.clear()
 
     @property
