@@ -237,6 +237,23 @@ def test_a_client_outside_the_allow_list_gets_403(tmp_path, calls) -> None:
         assert send(srv.port, {"method": "count", "id": 1}, auth=basic("alice", "s3cret"))[0] == 200
 
 
+def test_the_servers_remembered_allow_verdicts_are_client_alloweds_and_bounded() -> None:
+    """Since 12-07 the server parses a client's address once, not per request: the same
+    verdicts as client_allowed, asked twice (the second from memory), and never more than
+    ALLOWED_MEMO addresses held."""
+    from cleancoin.components.rpc.server import ALLOWED_MEMO, RpcServer
+    server = RpcServer(Registry(), RpcAuth(user="u", password="p"),
+                       parse_allow(["10.0.0.0/8"], include_loopback=False))
+    for ip in ("10.1.2.3", "::ffff:10.1.2.3", "127.0.0.1", "11.0.0.1", "fe80::1%eth0", "junk") * 2:
+        assert server._client_allowed(ip) is client_allowed(ip, server.allow), ip
+    assert server._allowed == {"10.1.2.3": True, "::ffff:10.1.2.3": True, "127.0.0.1": False,
+                               "11.0.0.1": False, "fe80::1%eth0": False, "junk": False}
+    for i in range(ALLOWED_MEMO + 10):
+        assert server._client_allowed(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
+        assert len(server._allowed) <= ALLOWED_MEMO
+    assert not server._client_allowed("11.0.0.1")
+
+
 def test_allow_list_and_bind_options_follow_bitcoind() -> None:
     nets = parse_allow(["10.0.0.0/8", "192.168.1.7", "1.2.3.0/255.255.255.0"])
     assert client_allowed("127.0.0.1", nets) and client_allowed("127.9.9.9", nets)   # loopback always
@@ -350,6 +367,40 @@ def test_body_deadline(tmp_path, calls, caplog) -> None:
         s.close()
         assert rpc(srv, {"method": "add", "params": [1, 2], "id": 1})[0] == 200
     assert "request body not received within -rpcservertimeout (0.5 s)" in caplog.text
+
+
+def test_a_request_makes_no_task_of_its_own_beyond_aiohttps(running) -> None:
+    """Tasks the server's loop makes per request on a keep-alive connection, counted by a task
+    factory: at most aiohttp's handler task (Python 3.11; none from 3.12, where aiohttp
+    starts it eagerly). Before 12-07 the body's read and the reply's write each ran as a
+    task of asyncio.wait_for's, with three loop turns each (issue #16); the deadlines are
+    asyncio.timeout scopes now (test_body_deadline: still enforced)."""
+    made: list[object] = []
+
+    async def count_tasks() -> None:
+        loop = asyncio.get_running_loop()
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            made.append(getattr(coro, "__qualname__", coro))
+            return asyncio.Task(coro, loop=loop, **kwargs)
+        loop.set_task_factory(factory)   # type: ignore[arg-type]
+
+    conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)
+    headers = {"Authorization": basic("alice", "s3cret"), "Content-Type": "application/json"}
+
+    def call(a: int) -> Any:
+        conn.request("POST", "/", json.dumps({"method": "add", "params": [a, 1], "id": a}), headers)
+        response = conn.getresponse()
+        assert response.status == 200
+        return json.loads(response.read())["result"]
+
+    try:
+        assert call(0) == 1                 # the connection's own task is made here
+        running.run(count_tasks(), 10)
+        assert [call(a) for a in range(1, 11)] == list(range(2, 12))
+    finally:
+        conn.close()
+    assert len(made) <= 10, made
 
 
 # -- JSON-RPC 1.0 and 2.0 ------------------------------------------------------------------

@@ -59,6 +59,19 @@ def test_wallet_listings_grow_linearly_with_the_wallet(env: Env) -> None:
                 "listunspent": _sqlite_work(w, lambda: rpc.listunspent(ctx, 1, 9999999, None, True, None)),
                 "listtransactions": _sqlite_work(w, lambda: rpc.listtransactions(ctx, None, 1000, 0, None)),
             }
+        # Since 12-07 each balance call's reads are one read transaction (WalletStore.reading):
+        # one snapshot and one WAL read lock, not one per statement (2 fcntl each).
+        for name, call in (("getwalletinfo", lambda: rpc.getwalletinfo(ctx)),
+                           ("getbalance", lambda: rpc.getbalance(ctx, None, 0, None, None)),
+                           ("getbalances", lambda: rpc.getbalances(ctx))):
+            traced: list[str] = []
+            w.store._conn.set_trace_callback(traced.append)
+            try:
+                call()
+            finally:
+                w.store._conn.set_trace_callback(None)
+            assert len(traced) > 3 and (traced[0], traced[-1]) == ("BEGIN", "COMMIT"), (name, traced)
+            assert traced.count("BEGIN") == 1, (name, traced)
         small, big = sizes[20], sizes[40]
         # The best block once per call: as many statements for 40 coins as for 20 (it was
         # four more per coin), and listunspent's two per coin, its key and its label.

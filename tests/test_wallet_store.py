@@ -643,3 +643,33 @@ def test_a_backup_leaves_no_scratch_copy_and_a_killed_ones_is_removed_at_open(tm
         (directory / leftover).write_bytes(b"half a copy")
     WalletStore.open(tmp_path, "w", "regtest").close()
     assert not [p.name for p in directory.iterdir() if ".backup" in p.name]
+
+
+def test_reads_in_reading_are_one_snapshot_and_a_write_inside_is_refused(tmp_path: Path) -> None:
+    """`reading` (since 12-07) makes its reads one read transaction, one WAL read lock instead
+    of one per statement: a commit by another connection in between is not seen inside (it
+    is after), a write inside cannot begin, and nested in a write or another `reading` it adds
+    nothing."""
+    store = WalletStore.create(tmp_path, "w", "regtest")
+    try:
+        other = sqlite3.connect(store.path, isolation_level=None)
+        try:
+            with store.reading():
+                assert store.best_block == (None, -1)
+                other.execute("UPDATE meta SET value = 7 WHERE key = 'best_height'")   # committed
+                assert store.best_block == (None, -1)           # the same snapshot
+                with store.reading():
+                    assert store.best_block == (None, -1)
+                with pytest.raises(sqlite3.OperationalError):   # no write begins inside
+                    store.add_keys(False, 0, [])
+            assert store.best_block == (None, 7)
+            assert not store._conn.in_transaction
+            with store._tx():
+                with store.reading():
+                    store._conn.execute("UPDATE meta SET value = 8 WHERE key = 'best_height'")
+                assert store._conn.in_transaction
+            assert store.best_block == (None, 8)
+        finally:
+            other.close()
+    finally:
+        store.close()

@@ -109,6 +109,10 @@ class FailureLimiter:
 
     def allowed(self, source: str) -> bool:
         """May an attempt from `source` be checked now?"""
+        # No failure held anywhere: no address to parse (the RPC server asks on every
+        # request; issue #16).
+        if not self._sources:
+            return self._total.available()
         bucket = self._sources.get(source_key(source))
         return self._total.available() and (bucket is None or bucket.available())
 

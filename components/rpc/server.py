@@ -144,6 +144,8 @@ REST_USER = ":rest"
 #: REST requests in flight at once: bitcoind's work queue (-rpcworkqueue, 16), past which it
 #: answers 503 "Work queue depth exceeded" as here.
 MAX_REST_REQUESTS = 16
+#: Client addresses whose -rpcallowip verdict the server remembers (RpcServer._client_allowed).
+ALLOWED_MEMO = 1024
 #: Bytes of a reply handed to the transport at a time (it waits for the socket past 64 KiB).
 REPLY_SLICE = 256 * 1024
 
@@ -435,6 +437,7 @@ class RpcServer:
             self.allow: list[Network] = list(LOOPBACK_NETWORKS)
         else:
             self.allow = [a if not isinstance(a, str) else ipaddress.ip_network(a, strict=False) for a in allow]
+        self._allowed: dict[str, bool] = {}      # client address -> allowed (_client_allowed)
         self.binds = list(binds)
         self.max_request_size = max_request_size
         self.shutdown_timeout = shutdown_timeout
@@ -468,6 +471,18 @@ class RpcServer:
         self._runner: web.BaseRunner | None = None
         # Bound already (`bind_sockets`, before the process confined itself), else by `bind`.
         self._sockets: list[tuple[str, int, socket.socket]] | None = sockets
+
+    def _client_allowed(self, ip: str) -> bool:
+        """`client_allowed(ip, self.allow)`, remembered per address (`allow` is fixed once
+        the server is made): a keep-alive client sends every request from one address, and
+        the parse took a few microseconds of each (issue #16). At most ALLOWED_MEMO addresses
+        are kept (all forgotten when full: many addresses cost a parse each, as before)."""
+        known = self._allowed.get(ip)
+        if known is None:
+            if len(self._allowed) >= ALLOWED_MEMO:
+                self._allowed.clear()
+            known = self._allowed[ip] = client_allowed(ip, self.allow)
+        return known
 
     @property
     def ports(self) -> list[int]:
@@ -566,7 +581,7 @@ class RpcServer:
     async def _handle_http(self, request: web.BaseRequest) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         ip, peer_port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
-        if not client_allowed(ip, self.allow):
+        if not self._client_allowed(ip):
             LOG.debug("HTTP request from %s rejected: Client network is not allowed RPC access", ip)
             return web.Response(status=HTTP_FORBIDDEN)
         path = request.rel_url.raw_path
@@ -619,14 +634,17 @@ class RpcServer:
         charge = _Charge(self._user_bytes, user, self.max_user_bytes)
         # The body's storage, emptied in `finally` whatever still refers to the object: a
         # refused or timed-out read ends in an exception whose traceback keeps _read_body's
-        # frame, and the finished task and wait_for's frame make a cycle of it, which only the
-        # cyclic collector frees (seen: 15 MiB bodies of refused requests held on after
-        # their 503, several at once).
+        # frame, and (when the read ran as wait_for's task, before 12-07) the finished task
+        # and wait_for's frame made a cycle of it, which only the cyclic collector frees
+        # (seen: 15 MiB bodies of refused requests held on after their 503, several at once).
         body = bytearray()
         reply: bytearray | None = None
         try:
             try:
-                await asyncio.wait_for(self._read_body(request, charge, body), self.server_timeout)
+                # asyncio.timeout, not wait_for: wait_for ran the read as a task of its own,
+                # three more loop turns per request (issue #16: 6 of a forwarded call's 12).
+                async with asyncio.timeout(self.server_timeout):
+                    await self._read_body(request, charge, body)
                 charge.add(PARSED_VALUE_BYTES * min(jsonfmt.value_bound(body), self.max_values + 1))
             except web.HTTPRequestEntityTooLarge:
                 return web.Response(status=HTTP_CONTENT_TOO_LARGE)
@@ -777,7 +795,8 @@ class RpcServer:
             await response.write_eof()
 
         try:
-            await asyncio.wait_for(write(), self.server_timeout)
+            async with asyncio.timeout(self.server_timeout):     # no task of its own (see above)
+                await write()
         except asyncio.TimeoutError:
             LOG.info("RPC: closing the connection from %s: reply of %d bytes not read within "
                      "-rpcservertimeout (%g s)", peer, len(reply), self.server_timeout)

@@ -262,6 +262,10 @@ class WalletRpc:
 
     def getwalletinfo(self, ctx: CallContext) -> dict[str, Any]:
         w = self._w(ctx)
+        with w.store.reading():         # one snapshot, one read lock (store.reading)
+            return self._walletinfo(w)
+
+    def _walletinfo(self, w: Wallet) -> dict[str, Any]:
         b = w.balances()
         best_hash, best_height = w.store.best_block
         info: dict[str, Any] = {
@@ -318,16 +322,18 @@ class WalletRpc:
         if dummy is not None and dummy != "*":
             raise RpcError(-32, 'dummy first argument must be excluded or set to "*".')
         # bitcoind counts locked coins in the balance: locking only keeps them out of selection.
-        spenders = w._spenders()
-        _, best = w.store.best_block        # once, not twice per coin (issue #16)
-        total = sum(c.value for c in w.store.coins() if w.is_mature(c, best)
-                    and w.is_trusted(c, spenders) and w.confirmations(c.height, best) >= minconf)
+        with w.store.reading():         # one snapshot, one read lock (store.reading)
+            spenders = w._spenders()
+            _, best = w.store.best_block        # once, not twice per coin (issue #16)
+            total = sum(c.value for c in w.store.coins() if w.is_mature(c, best)
+                        and w.is_trusted(c, spenders) and w.confirmations(c.height, best) >= minconf)
         return format_amount(total)
 
     def getbalances(self, ctx: CallContext) -> dict[str, Any]:
         w = self._w(ctx)
-        b = w.balances()
-        best_hash, best_height = w.store.best_block
+        with w.store.reading():         # one snapshot, one read lock (store.reading)
+            b = w.balances()
+            best_hash, best_height = w.store.best_block
         return {"mine": {"trusted": format_amount(b.trusted),
                          "untrusted_pending": format_amount(b.untrusted_pending),
                          "immature": format_amount(b.immature)},

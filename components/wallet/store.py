@@ -613,6 +613,25 @@ class WalletStore:
                 self._writing -= 1
                 self._best_hash = _UNREAD       # committed or rolled back: read again
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """The reads inside as one read transaction: one snapshot of the wallet, and one read
+        lock on the WAL index instead of one per statement (in autocommit every statement is
+        a read transaction of its own: two `fcntl` calls each, 22 for a getwalletinfo; issue
+        #16). Holds the store's lock throughout; inside, no write (`_tx` cannot begin in a
+        transaction) and no `await` (another coroutine of the thread could not write either).
+        Inside a write transaction or another `reading`, it adds nothing."""
+        with self._lock:
+            if self._conn.in_transaction:
+                yield
+                return
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
+
     def _meta(self, key: str) -> Any:
         with self._lock:
             row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
