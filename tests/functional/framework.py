@@ -44,6 +44,7 @@ from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 # module outside pytest, so the directory is put on the path here.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ports import free_port, port_range  # noqa: E402,F401 - re-exported: the functional tests import it from here
+from process_tree import child_pids  # noqa: E402,F401 - re-exported: the functional tests import it from here
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
@@ -295,21 +296,6 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def child_pids(pid: int) -> list[int]:
-    """The direct children of `pid` (from /proc; empty when it is gone)."""
-    children: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return children
-    for task in tasks:
-        try:
-            children += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-        except OSError:
-            continue
-    return children
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> None:

@@ -15,8 +15,17 @@ skipped, failed, each by name), and for a failure the tail of its output. Each f
 own pytest --basetemp under one scratch directory, which is removed when everything passed
 and kept (with the full logs and the nodes' datadirs) otherwise.
 
+Every process the tests start ends with the runner: it is the subreaper of everything below
+it (a node whose test died is adopted by the runner, not by init), and on SIGINT, SIGTERM or
+SIGHUP (a cancelled CI job), on --failfast and on a file's --timeout it signals the whole tree
+below it or below that file's pytest (nodes in sessions of their own included): SIGTERM, then
+SIGKILL 3 s later. A process a test file leaves running after it passed is ended at the end of
+the run and named ("left running by the tests"). Only a SIGKILL of the runner itself escapes
+this: nothing then ends the tree.
+
 Exit status: 0 when no test failed (a file whose tests all skipped counts as SKIPPED, not
-as a failure), 1 when one did, 2 for a usage error.
+as a failure), 1 when one did, 2 for a usage error, 128 + the signal's number when stopped by
+SIGINT, SIGTERM or SIGHUP.
 
 Started by a Python that cannot import cleancoin and pytest (`/usr/bin/python3` from the
 shebang), it re-executes itself with the repository's .venv/bin/python when that exists.
@@ -41,7 +50,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))        # tests/ports.py
+sys.path.insert(0, str(HERE))               # process_tree.py, framework.py
 from ports import PORTS_ENV, slice_of  # noqa: E402
+from process_tree import describe, descendants, end_tree, reap_children, running  # noqa: E402
 REEXEC_GUARD = "CLEANCOIN_TEST_RUNNER_REEXEC"
 TAIL_LINES = 100
 PASSED, SKIPPED, FAILED = "PASSED", "SKIPPED", "FAILED"
@@ -65,8 +76,8 @@ def reexec_with_venv_if_needed() -> None:
              f"{venv_python}: run `make setup` first")
 
 
-def discover() -> list[Path]:
-    found = [p for p in HERE.glob("test_*.py") if p.name != Path(__file__).name]
+def discover(directory: Path = HERE) -> list[Path]:
+    found = [p for p in directory.glob("test_*.py") if p.name != Path(__file__).name]
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     return sorted(found, key=lambda p: (rank.get(p.name, len(rank)), p.name))
 
@@ -140,19 +151,37 @@ def judge(job: Job, returncode: int, timed_out: bool) -> None:
             job.detail = f"pytest exit status {returncode}"
 
 
-def kill_group(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM to the test's whole process group (pytest and the nodes it started), SIGKILL
-    after `grace` seconds."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+#: Seconds between the SIGTERM to a tree of test processes and the SIGKILL of what is left.
+#: Short: a cancelled CI job is killed outright some seconds after its SIGTERM.
+GRACE = 3.0
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP reached the runner (SIGINT is KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+def become_subreaper() -> None:
+    """Adopt every orphan below this process (PR_SET_CHILD_SUBREAPER): a node whose test
+    process died stays in this process's tree, where end_tree finds it, instead of going to
+    init. python-prctl is one of the project's dependencies."""
+    import prctl
+    prctl.set_child_subreaper(True)
+
+
+def end_job(job: Job, running: list[Job], grace: float = GRACE) -> None:
+    """End a test file's pytest and every process below it (its nodes, in whatever session),
+    leaving the other jobs' pytest processes for their own Popen to reap."""
+    assert job.process is not None
+    end_tree(job.process.pid, grace, keep={j.process.pid for j in running if j.process is not None})
+    job.process.wait()
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> str:
@@ -185,11 +214,14 @@ def run(tests: list[Path], jobs: int, scratch: Path, env: dict[str, str], failfa
                 job.started = time.monotonic()
                 running.append(job)
             time.sleep(0.05)
+            # Orphans adopted as the subreaper (a test's node whose parent ended) are reaped
+            # here as they exit; each job's pytest is reaped by its own Popen.
+            reap_children({j.process.pid for j in running if j.process is not None})
             for job in list(running):
                 assert job.process is not None
                 timed_out = timeout > 0 and time.monotonic() - job.started > timeout
                 if timed_out:
-                    kill_group(job.process)
+                    end_job(job, running)
                 elif job.process.poll() is None:
                     continue
                 running.remove(job)
@@ -207,19 +239,30 @@ def run(tests: list[Path], jobs: int, scratch: Path, env: dict[str, str], failfa
                         stopping = True
                         print("--failfast: stopping the other tests", flush=True)
                         for other in running:
-                            assert other.process is not None
-                            kill_group(other.process)
+                            end_job(other, running)
                         outcome.not_run.extend(running)
                         running.clear()
                         break
         outcome.not_run.extend(queue)
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping the running tests", flush=True)
-        for job in running:
-            if job.process is not None:
-                kill_group(job.process, grace=3.0)
+    except (KeyboardInterrupt, Stopped) as stop:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)      # a second signal must not cut the clean-up short
+        why = "interrupted" if isinstance(stop, KeyboardInterrupt) else f"stopped by {stop}"
+        print(f"\n{why}: ending the running tests and every process they started", flush=True)
+        ended = end_tree(os.getpid(), GRACE, include_root=False)
+        print(f"{len(ended)} processes ended", flush=True)
         raise
     return outcome
+
+
+def end_leftovers() -> list[str]:
+    """End the processes still below the runner once every test file is done (nodes a test
+    left running, adopted as their subreaper); what they were, one line each."""
+    reap_children(set())
+    left = [describe(pid) for pid in descendants(os.getpid()) if running(pid)]
+    if left:
+        end_tree(os.getpid(), GRACE, include_root=False)
+    return left
 
 
 def sort_key(job: Job) -> tuple[int, str]:
@@ -261,13 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1200.0,
                         help="seconds one test file may take before it is killed and failed "
                              "(default %(default)s; 0: no limit)")
+    parser.add_argument("--dir", type=Path, default=HERE,
+                        help="run the test files of this directory instead (the runner's own "
+                             "tests do: tests/test_functional_runner.py)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the scratch directory (logs, datadirs) even when all pass")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("-j must be at least 1")
 
-    sys.path.insert(0, str(HERE))
     try:
         # Needs cleancoin (reexec_with_venv_if_needed saw to it); resolves the executable.
         import framework
@@ -276,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     setting = framework.node_executable_setting()
     executable = framework.NODE_EXECUTABLE
-    tests = select(discover(), args.tests)
+    tests = select(discover(args.dir.resolve()), args.tests)
     jobs = min(args.jobs, len(tests))
     kind = "multiprocess" if os.path.basename(executable) == framework.MULTIPROCESS_NODE else \
         "single process"
@@ -291,12 +336,21 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("CLEANCOIND", None)
     env[framework.NODE_ENV_VARS[0]] = executable      # every file tests the same executable
     scratch = Path(tempfile.mkdtemp(prefix="ccft_"))
+    become_subreaper()
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
     start = time.monotonic()
     try:
         outcome = run(tests, jobs, scratch, env, args.failfast, args.quiet, args.timeout)
     except KeyboardInterrupt:
         print(f"Logs and datadirs kept in {scratch}")
-        return 130
+        return 128 + signal.SIGINT
+    except Stopped as stop:
+        print(f"Logs and datadirs kept in {scratch}")
+        return 128 + stop.signum
+    left = end_leftovers()
+    if left:
+        print(f"\n{len(left)} processes left running by the tests, ended now:\n  " + "\n  ".join(left))
     print_summary(outcome, time.monotonic() - start)
     ok = not outcome.not_run and all(j.status != FAILED for j in outcome.done)
     if ok and not args.keep:
