@@ -93,6 +93,24 @@ def is_multiprocess() -> bool:
     return os.path.basename(NODE_EXECUTABLE) == MULTIPROCESS_NODE
 
 
+#: Set (to anything) to run the node-logic tests (node_logic_only) on CleanCoin-node too.
+ALL_EXECUTABLES_ENV = "CLEANCOIN_TEST_NODE_LOGIC_ON_BOTH"
+
+
+def node_logic_only() -> Any:
+    """A pytest mark for a test of the node's own logic (P2P download, stall and race rules):
+    the same code runs in CleanCoind and in CleanCoin-node's node process, so the test runs
+    against CleanCoind only and skips on CleanCoin-node (since 12-07: these files took about
+    330 s of each pass). A test of such a file that also exercises something of
+    CleanCoin-node's own (an outbound dial through its connect broker, its confined node
+    process's syscalls on a long download) stays unmarked and runs on both.
+    CLEANCOIN_TEST_NODE_LOGIC_ON_BOTH=1 runs the marked ones on CleanCoin-node as well."""
+    import pytest
+    return pytest.mark.skipif(is_multiprocess() and not os.environ.get(ALL_EXECUTABLES_ENV),
+                              reason="the node's P2P logic, the same code in both executables: "
+                                     f"run on {DEFAULT_NODE} (set {ALL_EXECUTABLES_ENV}=1 to run it here too)")
+
+
 #: A learning run of the whole suite (docs/audit.md): each CleanCoin-node the tests start
 #: gets -sandboxlearn=DIR. The nodes themselves never read this variable.
 LEARN_DIR = os.environ.get("CLEANCOIN_SANDBOX_LEARN")
