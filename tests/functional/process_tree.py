@@ -42,13 +42,26 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def running(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie."""
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (state first), or None."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
+        return None
+
+
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks after boot): with the pid, names one process (pids
+    are reused, soon where pid_max is 32768); None when it is gone."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def running(pid: int, started: int | None = None) -> bool:
+    """Whether `pid` exists and is not a zombie (and, given `started`, is the process that
+    started then, not a later one with its pid)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z" and (started is None or int(fields[19]) == started)
 
 
 def describe(pid: int) -> str:
@@ -78,15 +91,22 @@ def end_tree(root: int, grace: float, include_root: bool = True, keep: set[int] 
     with the pids it signalled. Processes found below any of them later (forked meanwhile, or
     adopted by this process as their subreaper) are ended too. Zombies among this process's
     own children are reaped, except the pids in `keep`."""
-    known: list[int] = [root] if include_root else []
+    root_started = start_time(root)
+    known: dict[int, int | None] = {root: root_started} if include_root else {}
     signalled: dict[int, int] = {}
     kill_at = time.monotonic() + grace
     give_up = kill_at + 20.0
     while True:
-        for pid in [root, *known]:
-            known += [p for p in descendants(pid) if p not in known and p != os.getpid()]
+        # Below the root and below each known process that is still the one it was (a pid
+        # reused meanwhile is a stranger's).
+        current = [p for p, started in [(root, root_started), *known.items()]
+                   if started is not None and running(p, started)]
+        for pid in current:
+            for found in descendants(pid):
+                if found not in known and found != os.getpid():
+                    known[found] = start_time(found)
         reap_children(keep)
-        live = [p for p in known if running(p)]
+        live = [p for p, started in known.items() if started is not None and running(p, started)]
         if not live or time.monotonic() > give_up:
             return list(signalled)
         sig = signal.SIGKILL if time.monotonic() >= kill_at else signal.SIGTERM
