@@ -37,7 +37,9 @@ from framework import TestNode
 
 
 def _runner(directory: Path, *args: str) -> subprocess.Popen[str]:
+    # The test files here use no pytest plugin: each pytest starts in a third of the time.
     return subprocess.Popen([sys.executable, str(RUNNER), "--dir", str(directory), *args],
+                            env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -143,3 +145,18 @@ def test_failfast_ends_the_other_files_processes_and_leftovers_are_ended_and_nam
     assert "1 processes left running by the tests, ended now" in output
     assert f"{leaked} sleep 601" in output
     assert _all_gone([leaked, hanging]) == [], output
+
+
+def test_files_start_longest_first_for_the_executable_under_test(tmp_path: Path) -> None:
+    """The order of a pass (LPT): by the file's expected seconds on that executable, a file
+    not in the table among the long ones, ties by name."""
+    import test_runner
+    names = ["test_p2p_sync_races.py", "test_sandbox_attacks.py", "test_wallet_upgrade.py", "test_zz_new.py"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    expected = test_runner.EXPECTED_SECONDS
+    assert expected["test_p2p_sync_races.py"][0] > test_runner.UNKNOWN_SECONDS > expected["test_sandbox_attacks.py"][0]
+    assert expected["test_sandbox_attacks.py"][1] > test_runner.UNKNOWN_SECONDS > expected["test_p2p_sync_races.py"][1]
+    order = {mp: [p.name for p in test_runner.discover(tmp_path, mp)] for mp in (False, True)}
+    assert order[False] == ["test_p2p_sync_races.py", "test_zz_new.py", "test_wallet_upgrade.py", "test_sandbox_attacks.py"]
+    assert order[True] == ["test_sandbox_attacks.py", "test_zz_new.py", "test_p2p_sync_races.py", "test_wallet_upgrade.py"]
