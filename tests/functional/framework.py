@@ -44,6 +44,7 @@ from cleancoin.components.rpc.client import RpcClient, RpcTransportError
 # module outside pytest, so the directory is put on the path here.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ports import free_port, port_range  # noqa: E402,F401 - re-exported: the functional tests import it from here
+from process_tree import child_pids  # noqa: E402,F401 - re-exported: the functional tests import it from here
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
@@ -90,6 +91,24 @@ NODE_EXECUTABLE = resolve_executable(node_executable_setting())
 def is_multiprocess() -> bool:
     """True when the tests run CleanCoin-node (node and wallet in separate processes)."""
     return os.path.basename(NODE_EXECUTABLE) == MULTIPROCESS_NODE
+
+
+#: Set (to anything) to run the node-logic tests (node_logic_only) on CleanCoin-node too.
+ALL_EXECUTABLES_ENV = "CLEANCOIN_TEST_NODE_LOGIC_ON_BOTH"
+
+
+def node_logic_only() -> Any:
+    """A pytest mark for a test of the node's own logic (P2P download, stall and race rules):
+    the same code runs in CleanCoind and in CleanCoin-node's node process, so the test runs
+    against CleanCoind only and skips on CleanCoin-node (since 12-07: these files took about
+    330 s of each pass). A test of such a file that also exercises something of
+    CleanCoin-node's own (an outbound dial through its connect broker, its confined node
+    process's syscalls on a long download) stays unmarked and runs on both.
+    CLEANCOIN_TEST_NODE_LOGIC_ON_BOTH=1 runs the marked ones on CleanCoin-node as well."""
+    import pytest
+    return pytest.mark.skipif(is_multiprocess() and not os.environ.get(ALL_EXECUTABLES_ENV),
+                              reason="the node's P2P logic, the same code in both executables: "
+                                     f"run on {DEFAULT_NODE} (set {ALL_EXECUTABLES_ENV}=1 to run it here too)")
 
 
 #: A learning run of the whole suite (docs/audit.md): each CleanCoin-node the tests start
@@ -295,21 +314,6 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def child_pids(pid: int) -> list[int]:
-    """The direct children of `pid` (from /proc; empty when it is gone)."""
-    children: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return children
-    for task in tasks:
-        try:
-            children += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-        except OSError:
-            continue
-    return children
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> None:

@@ -1,4 +1,5 @@
-"""Functional, both executables: a remote peer cannot make the node store headers of a branch
+"""Functional, CleanCoind only (since 12-07: the node's P2P logic, the same code in
+CleanCoin-node's node process; framework.node_logic_only): a remote peer cannot make the node store headers of a branch
 that does not lead to more work than its tip (headers pre-sync, as bitcoind 24's).
 
 Since the node asks the sender of a block that lags far behind its tip for that branch's
@@ -18,7 +19,7 @@ import os
 import time
 from collections.abc import Callable
 
-from framework import TEST_ADDRESS, TestNode, connect_nodes, wait_until
+from framework import TEST_ADDRESS, TestNode, connect_nodes, node_logic_only, wait_until
 from raw_peer import MAGIC, RawPeer
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.hashes import hash_to_hex
@@ -27,6 +28,8 @@ from cleancoin.components.node.mining import mine_block
 from cleancoin.components.node.p2p.messages import BlockMessage, GetHeaders, Headers, serialize_message
 
 JUNK_PKH = hashlib.sha256(b"attacker").digest()[:20]
+pytestmark = node_logic_only()
+
 #: Rounds of the attack in CI (each: one lagging block, one getheaders, one answer).
 ROUNDS = int(os.environ.get("PRESYNC_ATTACK_ROUNDS", "8"))
 #: Headers per answer: each answer's branch forks at genesis and stays below the tip's work.

@@ -1,4 +1,8 @@
-"""Functional, both executables: what a peer can do with a header chain of the minimum chain
+"""Functional, CleanCoind; variant 8 on both executables (since 12-07 the others are
+framework.node_logic_only: the node's P2P logic, the same code in CleanCoin-node's node
+process; variant 8 keeps on CleanCoin-node what is its own: the dial of an outbound peer
+through its connect broker, and a headers-first download to the tip and a staller's
+disconnection in its confined node process): what a peer can do with a header chain of the minimum chain
 work that is not its own (the real chain's, relayed) while the node is below that work.
 
 1. It serves the chain's blocks slowly (one every few seconds, never stalling for the block
@@ -73,7 +77,7 @@ from pathlib import Path
 
 import pytest
 
-from framework import TestNode, free_port, wait_until
+from framework import TestNode, free_port, node_logic_only, wait_until
 from raw_peer import MAGIC, ChainPeer, RawPeer
 # The victim (a module-scoped node whose -minimumchainwork is MIN_WORK, the work of the
 # regtest chain up to height 2047) is the download tests' own.
@@ -162,6 +166,7 @@ def _reach_tip(n: TestNode, honest: ChainPeer, honest_ip: str, slow: list[ChainP
     assert honest_ip not in _stallers(n)
 
 
+@node_logic_only()
 def test_a_slow_sync_peer_does_not_hold_the_download(fresh: TestNode, chain: list[Block]) -> None:
     """Variant 1: the honest peer comes as soon as the slow peer's headers are stored."""
     slow = ChainPeer(fresh.p2p_port, "127.0.0.20", chain, start_height=1_000_000, drip=DRIP)
@@ -178,6 +183,7 @@ def test_a_slow_sync_peer_does_not_hold_the_download(fresh: TestNode, chain: lis
             honest.close()
 
 
+@node_logic_only()
 def test_a_later_honest_peer_takes_the_blocks_a_lone_slow_peer_was_holding(fresh: TestNode,
                                                                             chain: list[Block]) -> None:
     """Variant 2: the slow peer alone announced the chain and has been the only source for
@@ -196,6 +202,7 @@ def test_a_later_honest_peer_takes_the_blocks_a_lone_slow_peer_was_holding(fresh
             honest.close()
 
 
+@node_logic_only()
 def test_two_slow_peers_holding_parts_of_the_window_are_both_dropped(fresh: TestNode,
                                                                      chain: list[Block]) -> None:
     """Variant 3: two slow peers, each asked for 16 blocks of the window, then the honest
@@ -217,6 +224,7 @@ def test_two_slow_peers_holding_parts_of_the_window_are_both_dropped(fresh: Test
             honest.close()
 
 
+@node_logic_only()
 def test_a_slow_sync_peer_does_not_hold_the_blocks_first_download(fresh_blocks_first: TestNode,
                                                                   chain: list[Block]) -> None:
     """Variant 4, above the minimum chain work: one sync peer at a time is asked (getblocks,
@@ -243,6 +251,7 @@ IDLE_WATCH = 12.0
 
 
 @pytest.mark.parametrize("refuses", [False, True], ids=["silent", "notfound"])
+@node_logic_only()
 def test_an_idle_peer_claiming_a_higher_chain_does_not_get_a_slow_sync_peer_dropped(
         fresh_blocks_first: TestNode, chain: list[Block], refuses: bool) -> None:
     """Variant 5, blocks-first: the sync peer is honest but slow (a block every DRIP seconds,
@@ -282,6 +291,7 @@ def test_an_idle_peer_claiming_a_higher_chain_does_not_get_a_slow_sync_peer_drop
         honest.close()
 
 
+@node_logic_only()
 def test_a_peer_that_refuses_every_block_does_not_get_a_slow_honest_peer_dropped(
         fresh: TestNode, chain: list[Block]) -> None:
     """Variant 6, headers-first: the only peer with the blocks is slow (a block every DRIP
@@ -319,6 +329,7 @@ INBOUND_ATTACKERS = 8
 WATCH = 10.0
 
 
+@node_logic_only()
 def test_inbound_peers_get_no_block_asked_while_an_outbound_peer_serves_the_chain(
         fresh: TestNode, chain: list[Block]) -> None:
     """Variant 7, headers-first: the victim downloads from a peer it dialled (addnode), which
@@ -380,6 +391,7 @@ def test_a_slow_outbound_peer_lets_inbound_peers_fetch_and_is_the_staller(
             honest.close()
 
 
+@node_logic_only()
 def test_a_sync_peer_that_leaves_getblocks_unanswered_does_not_hold_the_download(
         fresh_blocks_first: TestNode, chain: list[Block]) -> None:
     """Variant 9, blocks-first: an attacker connects first claiming a far higher chain, so it
@@ -414,6 +426,7 @@ def test_a_sync_peer_that_leaves_getblocks_unanswered_does_not_hold_the_download
             honest.close()
 
 
+@node_logic_only()
 def test_a_sync_peer_that_answers_with_blocks_nobody_has_does_not_hold_the_download(
         fresh_blocks_first: TestNode, chain: list[Block]) -> None:
     """Variant 10, blocks-first: the attacker is the sync peer (it connected first, claiming
@@ -451,6 +464,7 @@ def _db_bytes(n: TestNode) -> int:
                if (n.netdatadir / name).exists())
 
 
+@node_logic_only()
 def test_unrequested_blocks_far_above_the_tip_are_not_stored(victim: TestNode, long_chain: list[Block]) -> None:
     """Test 2 (module docstring): the chain's headers are stored (a peer relayed them and
     sends no block), the tip is far below them; 8 large blocks forking from the top header,
@@ -522,6 +536,7 @@ def _watch_to_tip(n: TestNode, more: Callable[[], str]) -> None:
         print(f"{time.monotonic() - t0:.1f} s after the honest peer came: heights {heights[::5]}; {more()}")
 
 
+@node_logic_only()
 def test_stallers_taking_turns_do_not_drive_the_stalling_timeout_up(fresh: TestNode, chain: list[Block]) -> None:
     """Variant 11, headers-first: TURN_TAKERS connections of one attacker relay the chain
     and serve every block asked of them at once but the first of each getdata, which they
@@ -551,6 +566,7 @@ def test_stallers_taking_turns_do_not_drive_the_stalling_timeout_up(fresh: TestN
 RECONNECTORS = 3
 
 
+@node_logic_only()
 def test_stallers_that_reconnect_do_not_hold_the_end_of_the_chain(fresh: TestNode, chain: list[Block]) -> None:
     """Variant 12, headers-first: RECONNECTORS connections of one attacker keep the lowest
     block asked of them (as variant 11's) and connect again whenever they are dropped; the

@@ -1,4 +1,5 @@
-"""Functional, both executables: a remote peer cannot fill the node's disk with blocks of a
+"""Functional, CleanCoind only (since 12-07: the node's P2P logic, the same code in
+CleanCoin-node's node process; framework.node_logic_only): a remote peer cannot fill the node's disk with blocks of a
 branch forked deep in the past.
 
 A side branch is stored block by block, so that it can overtake the tip (blocks-first
@@ -24,7 +25,7 @@ from collections.abc import Callable
 
 import pytest
 
-from framework import TEST_ADDRESS, TestNode, connect_nodes, wait_until
+from framework import TEST_ADDRESS, TestNode, connect_nodes, node_logic_only, wait_until
 from raw_peer import MAGIC, RawPeer
 from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.primitives import BlockHeader, OutPoint, Transaction, TxIn, TxOut
@@ -32,6 +33,8 @@ from cleancoin.components.node.mining import mine_block
 from cleancoin.components.node.p2p.messages import (
     MSG_BLOCK, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Ping, Pong, Verack, Version, serialize_message,
 )
+
+pytestmark = node_logic_only()
 
 JUNK_PKH = hashlib.sha256(b"attacker").digest()[:20]
 

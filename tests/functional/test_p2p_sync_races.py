@@ -1,4 +1,5 @@
-"""Functional, both executables: connections of one attacker taking the blocks-first sync
+"""Functional, CleanCoind only (since 12-07: the node's P2P logic, the same code in
+CleanCoin-node's node process; framework.node_logic_only): connections of one attacker taking the blocks-first sync
 session from each other through the stall races (node.py's _check_sync_peer_stall,
 _race_getblocks, _lost_stall_race), while an honest peer with the chain waits.
 
@@ -48,13 +49,15 @@ from pathlib import Path
 
 import pytest
 
-from framework import TestNode, cpu_seconds, wait_until
+from framework import TestNode, cpu_seconds, node_logic_only, wait_until
 from raw_peer import MAGIC, ChainPeer, RawPeer
 from test_p2p_min_chain_work_stall import FRESH_MIN_WORK, HEIGHT, _chain
 from cleancoin.components.common.primitives import Block
 from cleancoin.components.node.p2p.messages import (
     MSG_BLOCK, BlockMessage, GetBlocks, GetData, Inv, InvItem, NotFound, Ping, Pong, serialize_message,
 )
+
+pytestmark = node_logic_only()
 
 #: Seconds the victim has to reach the tip once the honest peer is there: each attacker
 #: connection holds one round (the 2 s stalling timeout and a maintenance tick) and the

@@ -66,7 +66,9 @@ def test_a_request_of_many_small_values_is_refused_before_it_is_parsed(node: Cal
     assert "JSON values" in json.loads(reply)["error"]["message"]
     assert spent < 1.0, spent
     assert grown < 150 * MIB, grown
-    assert max(latencies) < 1.0, latencies
+    # The old code kept the other client waiting for the whole parse (6 s on an idle machine);
+    # the bound leaves room for a load of 15 (1.04 s seen at 13, 12-07), not for the parse.
+    assert max(latencies) < 4.0, latencies
     # An ordinary call of the same user, numbers included, is served.
     status, reply = post_json_rpc(n.rpc_port, {"id": 2, "method": "getblockcount", "params": []}, WATCHER, PASSWORD)
     assert (status, json.loads(reply)["result"]) == (200, 0)
