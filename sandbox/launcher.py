@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
+# _socket, not socket: the launch needs one socketpair, and socket.py (with the selectors,
+# array and enum conversions of every constant it brings) is about 3 ms of each
+# `CleanCoin-sandbox run` (docs/audit.md, "Start-up time"). Callers get the same methods
+# the control socket was used through (fileno, close, recv, send, settimeout).
+import _socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -63,7 +67,7 @@ class SandboxedProcess:
     """A launched child: its pid, its control socket, its output and, once ready, its report."""
 
     pid: int
-    control: socket.socket
+    control: _socket.socket
     report: Report | None = None
     status: int | None = field(default=None)
     # The child's stdout and stderr when its policy says stdio = "pipe" and the caller relays
@@ -218,7 +222,7 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
     full_argv = _resolve_program(argv, {**parent_env, **run_env}) if target is None else []
     denial_fd = _open_denial_log(plan)
     pipes = Pipes.make() if plan is not None and plan.stdio == "pipe" else None
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:

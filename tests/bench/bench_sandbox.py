@@ -592,12 +592,13 @@ execute = ["${{base_prefix}}", "${{prefix}}", "/usr/bin", "/usr/lib"]
 allow = [{{ syscall = "execve", reason = "run execs the program inside the sandbox" }}]
 """
 
-#: What CleanCoin-sandbox run cannot do without before its own code runs: the policy (pickle,
-#: from the policy cache; tomllib only when the cache misses: sandbox/policy_cache.py), the
-#: models (dataclasses, which imports inspect and re), the launch (socket, json for the
-#: child's report, threading for the output relay) and the syscalls (ctypes). Its options
-#: need no argparse since 12-07 (cli/run_args.py).
-STDLIB_FLOOR = "import json, dataclasses, pickle, socket, threading, ctypes"
+#: What CleanCoin-sandbox run cannot do without before its own code runs: the policy
+#: (_pickle, from the policy cache; pickle and tomllib only when the cache misses:
+#: sandbox/policy_cache.py), the models (dataclasses, which imports inspect and re), the
+#: launch (_socket for its socketpair, json for the child's report, threading for the output
+#: relay) and the syscalls (ctypes). Its options need no argparse since 12-07
+#: (cli/run_args.py); nor the socket and pickle modules since later that day.
+STDLIB_FLOOR = "import json, dataclasses, _pickle, _socket, threading, ctypes"
 
 EXEC_ECHO = ("import os, sys\nfd = int(sys.argv[1])\n"
              "while data := os.read(fd, 65536):\n    os.write(fd, data)\n")
