@@ -134,9 +134,10 @@ def test_a_wallet_process_that_keeps_dying_is_restarted_ever_more_slowly(node) -
     died, back = times("restarting it"), times("CleanCoin-wallet restarted (pid")
     assert len(died) == len(back) == 4, n.debug_log()[-3000:]
     waits = [b - d for d, b in zip(died, back)]
-    # At least the delay each time (the rest is the start and the wallets' loading).
+    # At least the delay each time (the rest is the start and the wallets' loading, which a
+    # loaded machine stretches: a first restart took 0.405 s at a load of 15, so comparing
+    # the waits with each other, as this test did until 12-07, failed by 15 ms).
     assert all(wait >= delay - 0.002 for wait, delay in zip(waits, (0.1, 0.2, 0.4, 0.8))), waits
-    assert waits[3] > waits[0] + 0.5, waits
 
 
 def test_ipcbind_accepts_a_wallet_started_and_stopped_at_any_time(node, tmp_path: Path) -> None:
