@@ -412,11 +412,18 @@ def test_waiting_processes_give_up_their_privileges(base_sandbox, sandbox_vars):
     child = launcher.spawn(plan, target=lambda _fd: time.sleep(60) or 0)
     try:
         component = child.component_pid()
-        waiting = [child.pid]
-        while waiting[-1] != component:          # waiter -> init -> component
-            with open(f"/proc/{waiting[-1]}/task/{waiting[-1]}/children") as handle:
-                waiting.append(int(handle.read().split()[0]))
-        assert len(waiting) == 3
+        # Since 12-07 the waiter's children are PID 1 and the component (once the launched
+        # child's fork that made the pid namespace's component has ended, at once).
+        deadline = time.monotonic() + 5
+        while len(kids := _children_of(child.pid)) != 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert component in kids, (component, kids)
+        waiting = [child.pid, *(k for k in kids if k != component)]
+        for pid in waiting:      # both are the compiled program (sandbox/pidns_waiter.c)
+            assert os.readlink(f"/proc/{pid}/exe").startswith("/memfd:cleancoin-pidns-waiter"), pid
+            fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            assert [fds[fd].split(":")[0] for fd in sorted(fds) if fd > 2] == ["pipe"], (pid, fds)
+        waiting.append(component)
 
         def status_of(pid: int) -> dict[str, str]:
             return dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines()
@@ -433,6 +440,11 @@ def test_waiting_processes_give_up_their_privileges(base_sandbox, sandbox_vars):
     finally:
         child.kill()
         child.wait()
+
+
+def _children_of(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(c) for c in handle.read().split()]
 
 
 def _leave_a_helper_behind(write_fd: int) -> Callable[[int], int]:

@@ -1,0 +1,313 @@
+/* The pid namespace's two waiting processes as one small program (issue #16, since 12-07).
+ *
+ * sandbox/pidns.py execs this from a memfd of mode 0111 in the launched child, before the
+ * child enters the sandbox's user namespace: the kernel starts it not dumpable (its own uid
+ * cannot read the file) and its memory belongs to the launcher's user namespace (the kernel's
+ * mm->user_ns is fixed at exec), so no other process of the uid can attach to it or open its
+ * namespace files, although it joins the sandbox's user namespace later (setns does not move
+ * mm->user_ns). The Python forks it replaces kept about 3.4 MiB of copy-on-write pages.
+ *
+ * Protocol on the socket (fd in CLEANCOIN_PIDNS, a SOCK_SEQPACKET pair with the child C,
+ * which carries on with the sandbox's steps):
+ *   C -> waiter  "U" + SCM_RIGHTS(C's user namespace)  or "N" (no user namespace entered)
+ *   waiter: setns(user), unshare(CLONE_NEWPID), fork PID 1
+ *   waiter -> C  "P" + SCM_RIGHTS(pid_for_children)  or "E" + reason
+ *   C: setns(pid), fork the component (PID 2), then
+ *   C -> waiter  "X" + the component's pid (as the waiter sees it); C ends.
+ * The component is then the waiter's child (it is a subreaper), PID 1 reaps what the
+ * component leaves, and the waiter ends exactly as the component ended.
+ *
+ * CLEANCOIN_PIDNS="SOCKFD LAUNCHERPID CHILDPID GRACE_MS INIT_TITLE_LEN"; argv[0] is the
+ * waiter's title for ps; PID 1 shows its first INIT_TITLE_LEN bytes plus " (init)".
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_SETUP_FAILED 126
+
+static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+#define NFORWARDED (sizeof forwarded / sizeof forwarded[0])
+
+static volatile pid_t forward_to = 0;
+
+static void forward(int sig) {
+    if (forward_to > 0)
+        kill(forward_to, sig);
+}
+
+static void nothing(int sig) { (void)sig; }
+
+static void fail(const char *what) {
+    /* Only before the component exists: stderr is the launched child's (dev/null or a pipe). */
+    fprintf(stderr, "pid namespace waiter: %s: %s\n", what, strerror(errno));
+    _exit(EXIT_SETUP_FAILED);
+}
+
+static void keep_only(int keep) {
+    /* Every descriptor but 0, 1, 2 and `keep`. */
+    if ((keep > 3 && syscall(SYS_close_range, 3, keep - 1, 0) != 0)
+        || syscall(SYS_close_range, keep + 1, ~0U, 0) != 0)
+        fail("close_range");
+}
+
+static void retire(int keep) {
+    /* No capability (they hold all in the component's user namespace), no_new_privs, and no
+     * descriptor but `keep`. */
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    int cap;
+    keep_only(keep);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        fail("no_new_privs");
+    for (cap = 0; cap <= CAP_LAST_CAP; cap++)
+        prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);       /* EPERM without CAP_SETPCAP: then nothing to drop */
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capset, &header, data) != 0)
+        fail("capset");
+}
+
+static void exit_like(int status) {
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        struct rlimit none = {0, 0};
+        sigset_t set;
+        setrlimit(RLIMIT_CORE, &none);
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        signal(sig, SIG_DFL);
+        sigemptyset(&set);
+        sigaddset(&set, sig);
+        sigprocmask(SIG_UNBLOCK, &set, NULL);
+        kill(getpid(), sig);
+    }
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_SETUP_FAILED);
+}
+
+static ssize_t receive(int sock, char *buf, size_t len, int *fd) {
+    char control[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {buf, len};
+    struct msghdr msg = {0};
+    struct cmsghdr *cmsg;
+    ssize_t got;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    *fd = -1;
+    do
+        got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    while (got < 0 && errno == EINTR);
+    for (cmsg = CMSG_FIRSTHDR(&msg); got > 0 && cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg))
+        if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS
+            && cmsg->cmsg_len == CMSG_LEN(sizeof(int)))
+            memcpy(fd, CMSG_DATA(cmsg), sizeof(int));
+    return got;
+}
+
+static void send_fd(int sock, const char *text, int fd) {
+    char control[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {(void *)text, strlen(text)};
+    struct msghdr msg = {0};
+    struct cmsghdr *cmsg;
+    memset(control, 0, sizeof control);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (fd >= 0) {
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    }
+    if (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
+        fail("sending to the launched child");
+}
+
+static void refuse(int sock, const char *what) {
+    char text[200];
+    snprintf(text, sizeof text, "E%s: %s", what, strerror(errno));
+    send_fd(sock, text, -1);
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* PID 1: reap every orphan, pass termination signals on to the component (PID 2); when the
+ * waiter's pipe ends (the component is gone, or the waiter), give what is left `grace_ms`
+ * to end by itself, woken by each child's end, then end: the kernel kills the rest. */
+static void run_init(int gone, int grace_ms) {
+    struct sigaction quiet = {0};
+    sigset_t chld, unblocked;
+    struct pollfd pfd = {gone, POLLIN, 0};
+    double deadline;
+    unsigned i;
+    forward_to = 2;
+    for (i = 0; i < NFORWARDED; i++)
+        signal(forwarded[i], forward);
+    quiet.sa_handler = nothing;
+    sigaction(SIGCHLD, &quiet, NULL);
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, &unblocked);
+    sigdelset(&unblocked, SIGCHLD);
+    for (;;) {
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        pfd.revents = 0;
+        if (ppoll(&pfd, 1, NULL, &unblocked) > 0 && pfd.revents)
+            break;                                  /* end of file: the waiter closed it */
+    }
+    for (i = 0; i < NFORWARDED; i++)
+        signal(forwarded[i], SIG_IGN);              /* nothing left to forward them to */
+    deadline = now() + grace_ms / 1000.0;
+    for (;;) {
+        pid_t pid = waitpid(-1, NULL, WNOHANG);
+        double left;
+        struct timespec wait;
+        if (pid > 0)
+            continue;
+        if (pid < 0 && errno == ECHILD)
+            break;
+        left = deadline - now();
+        if (left <= 0)
+            break;
+        wait.tv_sec = (time_t)left;
+        wait.tv_nsec = (long)((left - wait.tv_sec) * 1e9);
+        sigtimedwait(&chld, NULL, &wait);
+    }
+    _exit(0);
+}
+
+static void set_init_title(char *title, size_t title_len, size_t area) {
+    static const char suffix[] = " (init)";
+    if (title_len + sizeof suffix <= area) {
+        memcpy(title + title_len, suffix, sizeof suffix);
+        memset(title + title_len + sizeof suffix, 0, area - title_len - sizeof suffix);
+    }
+    prctl(PR_SET_NAME, "pidns init", 0, 0, 0);
+}
+
+int main(int argc, char **argv) {
+    const char *config = getenv("CLEANCOIN_PIDNS");
+    int sock, grace_ms, ns_fd, gone[2];
+    long launcher, child, title_len;
+    pid_t init, component = 0, pid;
+    char buf[64];
+    ssize_t got;
+    int status, child_status = -1, component_status = 0;
+    unsigned i;
+
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);             /* already so for any uid but root's */
+    if (argc < 1 || !config
+        || sscanf(config, "%d %ld %ld %d %ld", &sock, &launcher, &child, &grace_ms, &title_len) != 5) {
+        fprintf(stderr, "pid namespace waiter: started without its configuration\n");
+        return EXIT_SETUP_FAILED;
+    }
+    prctl(PR_SET_NAME, "pidns waiter", 0, 0, 0);
+    if (launcher > 0 && (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != launcher))
+        _exit(EXIT_SETUP_FAILED);                    /* the launcher is gone */
+    signal(SIGCHLD, SIG_DFL);                        /* a launcher's SIG_IGN would lose statuses */
+    /* A subreaper: the component, forked by C into the pid namespace, becomes our child when
+     * C ends. */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
+        fail("subreaper");
+
+    got = receive(sock, buf, sizeof buf - 1, &ns_fd);
+    if (got <= 0)
+        goto child_ended;                            /* C failed a step before the pid namespace */
+    if (buf[0] == 'U' && (ns_fd < 0 || setns(ns_fd, CLONE_NEWUSER) != 0)) {
+        refuse(sock, "joining the component's user namespace");
+        goto child_ended;
+    }
+    if (ns_fd >= 0)
+        close(ns_fd);
+    if (unshare(CLONE_NEWPID) != 0 || pipe2(gone, O_CLOEXEC) != 0) {
+        refuse(sock, "unshare(CLONE_NEWPID)");
+        goto child_ended;
+    }
+    init = fork();
+    if (init < 0) {
+        refuse(sock, "fork of PID 1");
+        goto child_ended;
+    }
+    if (init == 0) {
+        struct pollfd pfd = {gone[0], POLLIN, 0};
+        close(gone[1]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        if (poll(&pfd, 1, 0) != 0)                   /* the waiter ended before the prctl */
+            _exit(0);
+        set_init_title(argv[0], (size_t)title_len, strlen(argv[0]) + 1);
+        retire(gone[0]);
+        run_init(gone[0], grace_ms);
+    }
+    close(gone[0]);
+    ns_fd = open("/proc/self/ns/pid_for_children", O_RDONLY | O_CLOEXEC);
+    if (ns_fd < 0) {
+        refuse(sock, "opening /proc/self/ns/pid_for_children");
+        kill(init, SIGKILL);
+        goto child_ended;
+    }
+    send_fd(sock, "P", ns_fd);
+    close(ns_fd);
+    got = receive(sock, buf, sizeof buf - 1, &ns_fd);
+    if (got <= 1 || buf[0] != 'X') {
+        kill(init, SIGKILL);                         /* C failed in between */
+        goto child_ended;
+    }
+    buf[got] = 0;
+    component = (pid_t)atol(buf + 1);
+    /* Signals for the component from here; before, their default ended us (and C with us). */
+    forward_to = component;
+    for (i = 0; i < NFORWARDED; i++)
+        signal(forwarded[i], forward);
+    retire(gone[1]);
+    for (;;) {
+        pid = waitpid(-1, &status, 0);
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            component_status = EXIT_SETUP_FAILED << 8;   /* ECHILD: cannot be, the component is ours */
+            break;
+        }
+        if (pid == component) {
+            component_status = status;
+            break;
+        }
+        /* C (status 0), or PID 1 killed from outside: then the component is killed too. */
+    }
+    for (i = 0; i < NFORWARDED; i++)
+        signal(forwarded[i], SIG_IGN);
+    close(gone[1]);                                  /* PID 1: the grace, then the end */
+    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+        ;
+    exit_like(component_status);
+
+child_ended:
+    /* C ended (or failed) before the component existed: end as it did. */
+    close(sock);
+    while ((pid = waitpid(-1, &status, 0)) != -1 || errno == EINTR)
+        if (pid == child)
+            child_status = status;
+    exit_like(child_status == -1 ? EXIT_SETUP_FAILED << 8 : child_status);
+    return EXIT_SETUP_FAILED;
+}
