@@ -48,6 +48,7 @@ GRACE_SECONDS = 0.25
 PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pidns-waiter")
 
 _STEP = "pid namespace"
+_WAITER_STEP = "pid namespace waiter"
 _MFD_EXEC = 0x10         # Linux 6.3: executable even where vm.memfd_noexec defaults to no exec
 
 
@@ -87,7 +88,7 @@ def _executable() -> int:
         with open(PROGRAM, "rb") as handle:
             image = handle.read()
     except OSError as exc:
-        raise EnforcementError(_STEP, f"the compiled waiter {PROGRAM} cannot be read ({exc.strerror}): "
+        raise EnforcementError(_WAITER_STEP, f"the compiled waiter {PROGRAM} cannot be read ({exc.strerror}): "
                                       "this installation was built without it; reinstall with a C "
                                       "compiler (gcc), see docs/sandbox.md") from None
     flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
@@ -105,7 +106,7 @@ def _executable() -> int:
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
                     | fcntl.F_SEAL_SEAL)
     except OSError as exc:
-        raise EnforcementError(_STEP, f"preparing the compiled waiter in a memfd: {exc.strerror}") from None
+        raise EnforcementError(_WAITER_STEP, f"preparing the compiled waiter in a memfd: {exc.strerror}") from None
     return fd
 
 
@@ -121,7 +122,7 @@ def _become_waiter(program: int, sock: int, child: int, title: str, launcher: in
     except OSError as exc:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
-        raise EnforcementError(_STEP, f"exec of the compiled waiter: {exc.strerror}") from None
+        raise EnforcementError(_WAITER_STEP, f"exec of the compiled waiter: {exc.strerror}") from None
 
 
 def split(waiter: Waiter, in_user_namespace: bool) -> None:

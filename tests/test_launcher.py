@@ -442,6 +442,58 @@ def test_waiting_processes_give_up_their_privileges(base_sandbox, sandbox_vars):
         child.wait()
 
 
+def _pid_1_of(child: launcher.SandboxedProcess) -> int:
+    """The pid namespace's PID 1 (as we see it): the waiter's child that is not the component."""
+    component = child.component_pid()
+    deadline = time.monotonic() + 5
+    while len(kids := _children_of(child.pid)) != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)        # the fork that made the component ends at once
+    (init,) = [k for k in kids if k != component]
+    return init
+
+
+@pytest.mark.parametrize("victim", ["pid 1", "waiter"])
+def test_kill_9_of_pid_1_or_of_the_waiter_ends_the_component(base_sandbox, sandbox_vars, victim):
+    """The compiled waiter (since 12-07) keeps the pid namespace's semantics: kill -9 of PID 1
+    ends the namespace and the waiter ends as the component did; kill -9 of the waiter kills
+    PID 1 (it dies with its parent) and with it the namespace. The control: the component is
+    alive before the kill."""
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    child = launcher.spawn(plan, target=lambda _fd: time.sleep(60) or 0)
+    component = child.component_pid()
+    try:
+        os.kill(component, 0)                                # alive
+        os.kill(_pid_1_of(child) if victim == "pid 1" else child.pid, signal.SIGKILL)
+        assert child.wait() == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{component}") and time.monotonic() < deadline:
+            time.sleep(0.01)     # reaped by the waiter, or by the zygote-like subreaper above
+        state = ""
+        try:
+            state = open(f"/proc/{component}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            pass
+        assert state in ("", "Z"), state                     # gone (or dead, not yet reaped)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_missing_waiter_program_fails_the_launch_naming_the_step(base_sandbox, sandbox_vars, monkeypatch,
+                                                                    tmp_path):
+    """No Python fallback: an installation without the compiled waiter launches nothing in a
+    pid namespace, and says which step and what is missing."""
+    from cleancoin.sandbox import pidns
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    monkeypatch.setattr(pidns, "PROGRAM", str(tmp_path / "pidns-waiter"))      # not there
+    ran = tmp_path / "ran"
+    with pytest.raises(SpawnError) as raised:
+        launcher.spawn(plan, target=lambda _fd: ran.write_text("x") and 0)
+    assert raised.value.step == "pid namespace waiter", raised.value
+    assert "pidns-waiter" in raised.value.reason and "C compiler" in raised.value.reason, raised.value
+    assert not ran.exists()
+
+
 def _children_of(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as handle:
         return [int(c) for c in handle.read().split()]
