@@ -150,9 +150,7 @@ def _nspids(fields: Mapping[str, str]) -> list[int]:
 def namespace_init(pid: int) -> tuple[int, int | None] | None:
     """The first process (pid 1) of `pid`'s pid namespace, as (host pid, start time), found
     through the parents: a process cannot leave its pid namespace, and its orphans are
-    reparented within it. The component itself is the child of the waiter outside (since
-    12-07): there, PID 1 is the waiter's child at the component's depth. None if the chain
-    cannot be read (a process gone)."""
+    reparented within it. None if the chain cannot be read (a process gone)."""
     try:
         fields = _status_fields(pid)
         depth = len(_nspids(fields))
@@ -160,10 +158,6 @@ def namespace_init(pid: int) -> tuple[int, int | None] | None:
         for _ in range(4096):
             ids = _nspids(fields)
             if len(ids) != depth:
-                for sibling in children(current):
-                    nspids = _nspids(_status_fields(sibling))
-                    if len(nspids) == depth and nspids[-1] == 1:
-                        return sibling, report_registry.start_time(sibling)
                 return None
             if ids[-1] == 1:
                 return current, report_registry.start_time(current)

@@ -104,20 +104,16 @@ class SandboxedProcess:
             found = _descendant_with_inner_pid(self.pid, self.report.pid)
             if found is not None:
                 return found
-        # Without a report: the waiter's child that is not PID 1 (since 12-07 the component is
-        # the compiled waiter's child, beside PID 1; the launched child's fork that made it
-        # may not have ended yet).
         pid = self.pid
         while True:
             try:
                 with open(f"/proc/{pid}/task/{pid}/children") as handle:
-                    children = [int(c) for c in handle.read().split()]
+                    children = handle.read().split()
             except OSError:
                 return pid
-            children = [c for c in children if _inner_pid(c) != 1]
             if len(children) != 1:
                 return pid
-            pid = children[0]
+            pid = int(children[0])
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the component itself; the waiting processes above it then end as it did.
@@ -153,16 +149,6 @@ def _descendant_with_inner_pid(root: int, inner: int) -> int | None:
         if pid != root and len(nspid) > 1 and int(nspid[-1]) == inner:
             return pid
     return None
-
-
-def _inner_pid(pid: int) -> int:
-    """`pid`'s pid in its own (innermost) pid namespace; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as handle:
-            nspid = next((line.split()[1:] for line in handle if line.startswith("NSpid:")), [])
-        return int(nspid[-1]) if nspid else 0
-    except (OSError, ValueError):
-        return 0
 
 
 def _resolve_program(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:

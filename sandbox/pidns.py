@@ -16,10 +16,11 @@ copy-on-write pages of the zygote's memory (issue #16). The order:
 2. `split`, in the child after the namespaces: it hands the waiter its user namespace; the
    waiter joins it, makes the pid namespace and forks PID 1 (a pid namespace's
    `pid_for_children` cannot be opened before it has an init) and hands the namespace back;
-   the child joins it, forks the component (PID 2) and ends. The component becomes the
-   waiter's child (the waiter is a subreaper, at the child's pid namespace level), so the
-   waiter gets its exact status; orphans inside go to PID 1, which reaps them and, once the
-   waiter closes its pipe, gives what is left GRACE_SECONDS to end by itself. The waiter then
+   the child joins it and forks pid 2, which forks the component (pid 3) and ends, so that the
+   component is PID 1's child (as an orphan inside; a child of the launched child's would
+   have its parent outside the namespace, and be left a zombie nobody reaps when the waiter is
+   killed). PID 1 reaps everything inside, gets the component's exact status, gives what is
+   left GRACE_SECONDS to end by itself and sends the status up a pipe to the waiter, which
    ends as the component ended (same status, same signal).
 
 Both give up every capability, set no_new_privs and keep no descriptor but their pipe once
@@ -48,6 +49,8 @@ GRACE_SECONDS = 0.25
 PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pidns-waiter")
 
 _STEP = "pid namespace"
+#: The component's pid in its namespace: PID 1 is the init, pid 2 the fork that made it.
+COMPONENT = 3
 _WAITER_STEP = "pid namespace waiter"
 _MFD_EXEC = 0x10         # Linux 6.3: executable even where vm.memfd_noexec defaults to no exec
 
@@ -127,7 +130,7 @@ def _become_waiter(program: int, sock: int, child: int, title: str, launcher: in
 
 def split(waiter: Waiter, in_user_namespace: bool) -> None:
     """In the launched child, its namespaces entered: have the waiter make the pid namespace,
-    join it and fork the component. Returns only in the component (PID 2)."""
+    join it and fork the component. Returns only in the component (pid 3, PID 1's child)."""
     sock = waiter.sock
     if in_user_namespace:
         user = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
@@ -149,10 +152,21 @@ def split(waiter: Waiter, in_user_namespace: bool) -> None:
         raise EnforcementError(_STEP, f"joining the pid namespace: {exc.strerror}") from None
     finally:
         os.close(fds[0])
-    component = os.fork()
-    if component:
-        sock.send(b"X%d" % component)
-        os._exit(0)          # the component becomes the waiter's child (its subreaper)
+    # The component gets the launcher's disposition of SIGCHLD back; until then the default, or
+    # a launcher's SIG_IGN would have the kernel reap pid 2 and waitpid fail.
+    inherited = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    middle = os.fork()
+    if middle:
+        os.waitpid(middle, 0)
+        sock.send(b"X")
+        os._exit(0)          # the waiter reaps us
+    # pid 2: fork the component and end, so that it is PID 1's orphan and child (a child of
+    # ours outside would be the child of a process outside the namespace, and a zombie nobody
+    # reaps once the waiter is killed).
+    if os.fork():
+        os._exit(0)
     sock.close()
-    if os.getpid() != 2:     # PID 1 passes termination signals on to pid 2
-        raise EnforcementError(_STEP, f"the component is pid {os.getpid()} in its namespace, not 2")
+    if os.getpid() != COMPONENT:     # PID 1 waits for it and passes termination signals on
+        raise EnforcementError(_STEP, f"the component is pid {os.getpid()} in its namespace, not {COMPONENT}")
+    if inherited is not None:          # None: a handler not set from Python; the default stays
+        signal.signal(signal.SIGCHLD, inherited)

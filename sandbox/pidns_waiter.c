@@ -12,10 +12,11 @@
  *   C -> waiter  "U" + SCM_RIGHTS(C's user namespace)  or "N" (no user namespace entered)
  *   waiter: setns(user), unshare(CLONE_NEWPID), fork PID 1
  *   waiter -> C  "P" + SCM_RIGHTS(pid_for_children)  or "E" + reason
- *   C: setns(pid), fork the component (PID 2), then
- *   C -> waiter  "X" + the component's pid (as the waiter sees it); C ends.
- * The component is then the waiter's child (it is a subreaper), PID 1 reaps what the
- * component leaves, and the waiter ends exactly as the component ended.
+ *   C: setns(pid), forks pid 2, which forks the component (pid 3) and ends, so that the
+ *   component is PID 1's child (an orphan inside goes to PID 1); then
+ *   C -> waiter  "X"; C ends.
+ * PID 1 reaps everything inside, gets the component's status, gives what is left a grace,
+ * and sends the status up a pipe; the waiter ends exactly as the component ended.
  *
  * CLEANCOIN_PIDNS="SOCKFD LAUNCHERPID CHILDPID GRACE_MS INIT_TITLE_LEN"; argv[0] is the
  * waiter's title for ps; PID 1 shows its first INIT_TITLE_LEN bytes plus " (init)".
@@ -39,6 +40,7 @@
 #include <unistd.h>
 
 #define EXIT_SETUP_FAILED 126
+#define COMPONENT 3     /* the component's pid in the namespace: PID 1, then the fork that made it */
 
 static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 #define NFORWARDED (sizeof forwarded / sizeof forwarded[0])
@@ -49,8 +51,6 @@ static void forward(int sig) {
     if (forward_to > 0)
         kill(forward_to, sig);
 }
-
-static void nothing(int sig) { (void)sig; }
 
 static void fail(const char *what) {
     /* Only before the component exists: stderr is the launched child's (dev/null or a pipe). */
@@ -152,33 +152,35 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* PID 1: reap every orphan, pass termination signals on to the component (PID 2); when the
- * waiter's pipe ends (the component is gone, or the waiter), give what is left `grace_ms`
- * to end by itself, woken by each child's end, then end: the kernel kills the rest. */
-static void run_init(int gone, int grace_ms) {
-    struct sigaction quiet = {0};
-    sigset_t chld, unblocked;
-    struct pollfd pfd = {gone, POLLIN, 0};
+/* PID 1: reap every orphan, pass termination signals on to the component (pid 3: the fork
+ * that made it in the namespace, pid 2, ends at once and leaves it to us); once the component
+ * is gone, give what is left `grace_ms` to end by itself, woken by each child's end, then send
+ * the component's wait status up the pipe and end: the kernel kills the rest. (PID 1 cannot
+ * kill itself with a signal from inside, hence the pipe to the waiter, which re-raises it.) */
+static void run_init(int status_out, int grace_ms) {
+    sigset_t chld;
     double deadline;
+    int status = EXIT_SETUP_FAILED << 8, found = 0;
     unsigned i;
-    forward_to = 2;
+    forward_to = COMPONENT;
     for (i = 0; i < NFORWARDED; i++)
         signal(forwarded[i], forward);
-    quiet.sa_handler = nothing;
-    sigaction(SIGCHLD, &quiet, NULL);
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &chld, &unblocked);
-    sigdelset(&unblocked, SIGCHLD);
-    for (;;) {
-        while (waitpid(-1, NULL, WNOHANG) > 0)
-            ;
-        pfd.revents = 0;
-        if (ppoll(&pfd, 1, NULL, &unblocked) > 0 && pfd.revents)
-            break;                                  /* end of file: the waiter closed it */
+    sigprocmask(SIG_BLOCK, &chld, NULL);     /* taken by sigwaitinfo: a blocked signal stays pending */
+    while (!found) {
+        pid_t pid;
+        int st;
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+            if (pid == COMPONENT) {
+                status = st;
+                found = 1;
+            }
+        if (!found)
+            sigwaitinfo(&chld, NULL);        /* or EINTR: a forwarded signal */
     }
     for (i = 0; i < NFORWARDED; i++)
-        signal(forwarded[i], SIG_IGN);              /* nothing left to forward them to */
+        signal(forwarded[i], SIG_IGN);       /* nothing left to forward them to */
     deadline = now() + grace_ms / 1000.0;
     for (;;) {
         pid_t pid = waitpid(-1, NULL, WNOHANG);
@@ -195,6 +197,8 @@ static void run_init(int gone, int grace_ms) {
         wait.tv_nsec = (long)((left - wait.tv_sec) * 1e9);
         sigtimedwait(&chld, NULL, &wait);
     }
+    if (write(status_out, &status, sizeof status) != sizeof status)
+        _exit(EXIT_SETUP_FAILED);
     _exit(0);
 }
 
@@ -209,12 +213,12 @@ static void set_init_title(char *title, size_t title_len, size_t area) {
 
 int main(int argc, char **argv) {
     const char *config = getenv("CLEANCOIN_PIDNS");
-    int sock, grace_ms, ns_fd, gone[2];
+    int sock, grace_ms, ns_fd, pipefd[2];
     long launcher, child, title_len;
-    pid_t init, component = 0, pid;
+    pid_t init = 0, pid;
     char buf[64];
     ssize_t got;
-    int status, child_status = -1, component_status = 0;
+    int status, child_status = -1, init_status = 0, component_status;
     unsigned i;
 
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);             /* already so for any uid but root's */
@@ -227,10 +231,6 @@ int main(int argc, char **argv) {
     if (launcher > 0 && (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != launcher))
         _exit(EXIT_SETUP_FAILED);                    /* the launcher is gone */
     signal(SIGCHLD, SIG_DFL);                        /* a launcher's SIG_IGN would lose statuses */
-    /* A subreaper: the component, forked by C into the pid namespace, becomes our child when
-     * C ends. */
-    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
-        fail("subreaper");
 
     got = receive(sock, buf, sizeof buf - 1, &ns_fd);
     if (got <= 0)
@@ -241,7 +241,7 @@ int main(int argc, char **argv) {
     }
     if (ns_fd >= 0)
         close(ns_fd);
-    if (unshare(CLONE_NEWPID) != 0 || pipe2(gone, O_CLOEXEC) != 0) {
+    if (unshare(CLONE_NEWPID) != 0 || pipe2(pipefd, O_CLOEXEC) != 0) {
         refuse(sock, "unshare(CLONE_NEWPID)");
         goto child_ended;
     }
@@ -251,60 +251,53 @@ int main(int argc, char **argv) {
         goto child_ended;
     }
     if (init == 0) {
-        struct pollfd pfd = {gone[0], POLLIN, 0};
-        close(gone[1]);
+        struct pollfd pfd = {pipefd[1], POLLOUT, 0};
+        close(pipefd[0]);
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-        if (poll(&pfd, 1, 0) != 0)                   /* the waiter ended before the prctl */
+        /* The waiter gone before the prctl: its end of the pipe is closed (POLLERR). */
+        if (poll(&pfd, 1, 0) < 0 || (pfd.revents & (POLLERR | POLLHUP)))
             _exit(0);
         set_init_title(argv[0], (size_t)title_len, strlen(argv[0]) + 1);
-        retire(gone[0]);
-        run_init(gone[0], grace_ms);
+        retire(pipefd[1]);
+        run_init(pipefd[1], grace_ms);
     }
-    close(gone[0]);
+    close(pipefd[1]);
     ns_fd = open("/proc/self/ns/pid_for_children", O_RDONLY | O_CLOEXEC);
     if (ns_fd < 0) {
         refuse(sock, "opening /proc/self/ns/pid_for_children");
-        kill(init, SIGKILL);
         goto child_ended;
     }
     send_fd(sock, "P", ns_fd);
     close(ns_fd);
     got = receive(sock, buf, sizeof buf - 1, &ns_fd);
-    if (got <= 1 || buf[0] != 'X') {
-        kill(init, SIGKILL);                         /* C failed in between */
-        goto child_ended;
-    }
-    buf[got] = 0;
-    component = (pid_t)atol(buf + 1);
-    /* Signals for the component from here; before, their default ended us (and C with us). */
-    forward_to = component;
+    if (got < 1 || buf[0] != 'X')
+        goto child_ended;                            /* C failed in between */
+    /* The component runs, PID 1's child. Signals go to PID 1, which passes them on; before,
+     * their default ended us (and C and PID 1 with us). */
+    forward_to = init;
     for (i = 0; i < NFORWARDED; i++)
         signal(forwarded[i], forward);
-    retire(gone[1]);
+    retire(pipefd[0]);
     for (;;) {
         pid = waitpid(-1, &status, 0);
-        if (pid < 0) {
-            if (errno == EINTR)
-                continue;
-            component_status = EXIT_SETUP_FAILED << 8;   /* ECHILD: cannot be, the component is ours */
+        if (pid < 0 && errno == EINTR)
+            continue;
+        if (pid < 0 || pid == init)
             break;
-        }
-        if (pid == component) {
-            component_status = status;
-            break;
-        }
-        /* C (status 0), or PID 1 killed from outside: then the component is killed too. */
+        /* C: it ended after it told us (status 0) */
     }
-    for (i = 0; i < NFORWARDED; i++)
-        signal(forwarded[i], SIG_IGN);
-    close(gone[1]);                                  /* PID 1: the grace, then the end */
-    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
-        ;
-    exit_like(component_status);
+    init_status = pid == init ? status : EXIT_SETUP_FAILED << 8;
+    do
+        got = read(pipefd[0], &component_status, sizeof component_status);
+    while (got < 0 && errno == EINTR);
+    /* No status: PID 1 was killed (from outside); the component was killed with its namespace. */
+    exit_like(got == sizeof component_status ? component_status : init_status);
 
 child_ended:
     /* C ended (or failed) before the component existed: end as it did. */
     close(sock);
+    if (init > 0)
+        kill(init, SIGKILL);
     while ((pid = waitpid(-1, &status, 0)) != -1 || errno == EINTR)
         if (pid == child)
             child_status = status;

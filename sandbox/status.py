@@ -223,9 +223,7 @@ def inspect(pid: int, registered: list[dict[str, object]] | None = None) -> Proc
         # says (its name is anybody's to take).
         status.role = role
     elif (status.no_new_privs and status.seccomp_mode == "disabled" and not status.capabilities["effective"]
-          and (len(status.children) >= 1 or fields.get("NSpid", "").split()[1:][-1:] == ["1"])):
-        # Since 12-07 PID 1 of a pid namespace is the component's sibling and may have no
-        # child: an init of a namespace below ours (a confined process cannot make one).
+          and len(status.children) >= 1):
         status.role = "pid namespace waiter"
     uid = int(fields.get("Uid", "0").split()[0])
     _dumpable(status, uid)

@@ -189,7 +189,7 @@ def _pid_namespace(ctx: Context) -> Done:
     assert ctx.waiter is not None
     pidns.split(ctx.waiter, "user" in ctx.namespaces)      # returns in the component only
     ctx.waiter = None
-    return Done("PID 1 is a small init (compiled); the component is pid 2, the waiter's child")
+    return Done("PID 1 is a small init (compiled); the component runs below it (pid 3)")
 
 
 def _private_mounts(ctx: Context) -> Done:

@@ -340,20 +340,12 @@ def denial_monitors(*, session_of: int | None = None, writing: str | None = None
 
 
 def process_tree_leaf(pid: int) -> int:
-    """The deepest descendant of `pid` along first children (the component under its waiters),
-    passing over a pid namespace's PID 1, which since 12-07 is the component's sibling."""
+    """The deepest descendant of `pid` along first children (the component under its waiters)."""
     while True:
-        kids = [k for k in _children(pid) if not _is_a_namespace_init(k)]
+        kids = _children(pid)
         if not kids:
             return pid
         pid = kids[0]
-
-
-def _is_a_namespace_init(pid: int) -> bool:
-    try:
-        return proc_status(pid).get("NSpid", "").split()[1:][-1:] == ["1"]
-    except OSError:
-        return False
 
 
 def _children(pid: int) -> list[int]:

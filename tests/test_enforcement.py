@@ -293,8 +293,8 @@ def test_landlock_scopes_abstract_unix_socket_and_signal(base_sandbox, require, 
         with listener(socket.AF_UNIX, name + b"-inside"), \
                 socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             out["connect_inside"] = errno_of(sock.connect, name + b"-inside")
-        out["parent_pid"] = os.getppid()         # 0: the waiter, outside the pid namespace
-        out["kill_init"] = errno_of(os.kill, 1, 0)
+        out["parent_pid"] = os.getppid()
+        out["kill_parent"] = errno_of(os.kill, os.getppid(), 0)
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -316,13 +316,12 @@ def test_landlock_scopes_abstract_unix_socket_and_signal(base_sandbox, require, 
         assert code == 0
         unscoped_result, code, _ = run_in_sandbox(unscoped, sandbox_vars, fn)
         assert code == 0
-    # PID 1 of the pid namespace (forked before Landlock) is outside the domain; since 12-07 it
-    # is the component's sibling under the compiled waiter, its parent outside the namespace.
+    # The parent (PID 1 of the pid namespace, forked before Landlock) is outside the domain.
     assert scoped_result == {"connect_outside": errno.EPERM, "connect_inside": 0,
-                             "parent_pid": 0, "kill_init": errno.EPERM, "kill_own_child": 0}
+                             "parent_pid": 1, "kill_parent": errno.EPERM, "kill_own_child": 0}
     # The same child without the scopes reaches both: the EPERMs above are Landlock's.
     assert unscoped_result == {"connect_outside": 0, "connect_inside": 0,
-                               "parent_pid": 0, "kill_init": 0, "kill_own_child": 0}
+                               "parent_pid": 1, "kill_parent": 0, "kill_own_child": 0}
 
 
 # --- seccomp -------------------------------------------------------------------------------------
