@@ -3,7 +3,7 @@ PYTHON   ?= python3
 VENV     := .venv
 VPY      := $(VENV)/bin/python
 PIP      := $(VPY) -m pip --disable-pip-version-check -q
-SOURCES  := $(shell find sandbox components cli policies -type f \( -name '*.py' -o -name '*.toml' -o -name '*.json' -o -name '*.capnp' \) 2>/dev/null) pyproject.toml
+SOURCES  := $(shell find sandbox components cli policies -type f \( -name '*.py' -o -name '*.toml' -o -name '*.json' -o -name '*.capnp' -o -name '*.c' \) 2>/dev/null) pyproject.toml setup.py
 
 # PySide6 6.12.0 leaks references to None/True/False on CPython 3.11 (pyproject.toml says more).
 GUI_DEPS := 'pyside6-essentials>=6.6,<6.12; python_version < "3.12"' 'pyside6-essentials>=6.6; python_version >= "3.12"' 'qasync>=0.27' 'segno>=1.5' 'pytest-qt>=4.4'

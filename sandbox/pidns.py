@@ -1,168 +1,172 @@
 """The pid namespace step's processes: a waiter outside, PID 1 inside, and the component.
 
-unshare(CLONE_NEWPID) moves only the caller's future children into the new namespace, so the
-launched child forks twice: its first child is PID 1 of the namespace (a small init that
-reaps every orphan and forwards termination signals to the component, and once the component
-is gone gives what is left at most GRACE_SECONDS to end by itself), and PID 1's child is the
-component, which goes on with the remaining steps. The first process stays outside as the
-one the launcher waits for and ends exactly as the component ended (same status, same signal).
+Since 12-07 the waiter and PID 1 are a small compiled program (sandbox/pidns_waiter.c, built
+at install time), not two forks of the launcher's interpreter, which kept about 3.4 MiB of
+copy-on-write pages of the zygote's memory (issue #16). The order:
 
-Both waiting processes are forks of the launcher's code, in the namespaces but not under
-Landlock or seccomp; once their set-up is done they give up every capability (they hold all of
-them in the component's user namespace), set no_new_privs and stop being dumpable, and keep
-no descriptor but their status pipe: the launcher learns that the component is gone from the
-end of file on the component's sockets.
+1. `start_waiter`, in the launched child before the namespaces: it forks. The parent side
+   (the process the launcher waits for) execs the waiter from a memfd of mode 0111: its own
+   uid cannot read that file, so the kernel starts it not dumpable, and since the exec comes
+   before the sandbox's user namespace, its memory belongs to the launcher's user namespace
+   (the kernel's mm->user_ns is fixed at exec). No process of the same uid can then attach to
+   it or open its namespace files, though the uid owns the sandbox's user namespace, which
+   the waiter joins later: setns does not move mm->user_ns. A program exec'd inside the
+   sandbox's user namespace would belong to it and be reachable
+   (tests/test_pidns_same_user.py shows both). The child side carries on with the steps.
+2. `split`, in the child after the namespaces: it hands the waiter its user namespace; the
+   waiter joins it, makes the pid namespace and forks PID 1 (a pid namespace's
+   `pid_for_children` cannot be opened before it has an init) and hands the namespace back;
+   the child joins it and forks pid 2, which forks the component (pid 3) and ends, so that the
+   component is PID 1's child (as an orphan inside; a child of the launched child's would
+   have its parent outside the namespace, and be left a zombie nobody reaps when the waiter is
+   killed). PID 1 reaps everything inside, gets the component's exact status, gives what is
+   left GRACE_SECONDS to end by itself and sends the status up a pipe to the waiter, which
+   ends as the component ended (same status, same signal).
 
-They stay forks, unlike the denial log's monitor (a program of its own): a fork that only
-waits keeps about 1.4 MiB of private pages (what the fork itself and these few calls write),
-while a fresh `python -I -S` starts with 2.6 MiB of its own (libpython's relocated data, the
-start-up heap) before it does anything; the zygote's pages they share cost nothing extra, since
-the zygote and the component keep them mapped anyway. Measured with
-tests/bench/bench_multiprocess.py (its USS column).
-
-Nor do they exec a small compiled program (issue #16, 12-07): one exec'd here, inside the
-component's user namespace, would belong to that namespace, which the launching uid owns, so
-any process of that uid could attach to it and open its namespace files; these forks' memory
-belongs to the namespace their program started in, where it cannot
-(tests/test_pidns_same_user.py). docs/sandbox.md ("The waiting processes") has the figures
-and the way a compiled waiter could keep that guarantee.
+Both give up every capability, set no_new_privs and keep no descriptor but their pipe once
+the component runs. There is no Python fallback: an installation without the program fails
+the step, naming it (a launch in a pid namespace without its waiter is not a launch).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
-import resource
 import signal
-import time
+import socket
+from dataclasses import dataclass
 
-from . import capabilities, descriptors, syscalls
-from .control import EXIT_SETUP_FAILED
+from . import descriptors, syscalls
 from .errors import EnforcementError
 
-_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-              signal.SIGUSR2)
-
-
-def split(title: str = "") -> None:
-    """Fork PID 1 and the component; returns only in the component. `title` names the
-    component for `ps`; the waiting processes show it with "(waiter)" and "(init)"."""
-    status_in, status_out = os.pipe()
-    # The waiting processes learn of their children's ends by SIGCHLD at its default: a
-    # launcher that ignores it (SIG_IGN, or a toolkit's handler with SA_NOCLDWAIT) would have
-    # them reaped by the kernel, and the component's status lost. The component gets the
-    # launcher's disposition back.
-    inherited = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    init = os.fork()
-    if init:
-        os.close(status_out)
-        if title:
-            syscalls.set_title(f"{title} (waiter)")
-        _retire({status_in})
-        _wait_forwarding(init, status_in=status_in)
-    os.close(status_in)
-    _die_with_parent_quietly()
-    component = os.fork()
-    if component:
-        if title:
-            syscalls.set_title(f"{title} (init)")
-        _retire({status_out})
-        _wait_forwarding(component, status_out=status_out)
-    os.close(status_out)
-    _die_with_parent_quietly()
-    if inherited is not None:          # None: a handler not set from Python; the default stays
-        signal.signal(signal.SIGCHLD, inherited)
-
-
-def _retire(keep: set[int]) -> None:
-    descriptors.keep_only({0, 1, 2} | keep)
-    try:
-        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-    except OSError as exc:
-        raise EnforcementError("pid namespace", f"a waiting process: {exc.strerror}") from None
-    capabilities.drop(())
-
-
-def _die_with_parent_quietly() -> None:
-    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def run_init(child: int) -> int:
-    """PID 1 of a pid namespace: reap every child, forward signals to the component.
-
-    Returns the wait status of `child`, the component; what is left in the namespace then gets
-    a short grace (`_grace_for_the_rest`) before the namespace ends and the kernel kills it.
-    """
-    for sig in _FORWARDED:
-        signal.signal(sig, lambda signum, _frame: os.kill(child, signum))
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            return 0
-        if pid == child:
-            return status
-
-
-def _wait_forwarding(child: int, status_out: int | None = None, status_in: int | None = None) -> None:
-    """Wait for `child` while passing termination signals on, then end as it ended. Never returns.
-
-    PID 1 of a pid namespace cannot kill itself with a signal (the kernel ignores signals to
-    an init from inside its namespace), so it sends the component's exact wait status up a
-    pipe (`status_out`) to the waiter outside, which reads it (`status_in`) and re-raises.
-    """
-    status = run_init(child)
-    if status_out is not None:
-        _grace_for_the_rest()
-        os.write(status_out, status.to_bytes(4, "little"))
-        os._exit(0)
-    if status_in is not None:
-        data = os.read(status_in, 4)
-        if len(data) == 4:
-            status = int.from_bytes(data, "little")
-    exit_like(status)
-
-
-#: How long PID 1 lets what is left in the namespace end by itself once the component is gone.
+#: How long PID 1 lets what is left in the namespace end by itself once the component is gone:
+#: the learn recorder hears that the component is gone only once it is reaped and writes its
+#: last counts after that. A stray of the component's is killed after the grace.
 GRACE_SECONDS = 0.25
 
+#: The compiled waiter, installed beside this module (built by setup.py from pidns_waiter.c).
+PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pidns-waiter")
 
-def _grace_for_the_rest() -> None:
-    """PID 1, the component reaped: let the processes left in the namespace end by themselves
-    for at most GRACE_SECONDS before the namespace's end kills them. The learn recorder hears
-    that the component is gone only once it is reaped (its listener hangs up then) and writes
-    its last counts after that: ended at once, it lost them. A stray of the component's is
-    killed after the grace, as before, only later."""
-    for sig in _FORWARDED:
-        signal.signal(sig, signal.SIG_IGN)      # nothing left to forward them to
-    # A child's end is waited for, not polled: with SIGCHLD blocked the kernel keeps it
-    # pending (a blocked signal is never discarded), and sigtimedwait returns as it comes.
-    # Polling every 5 ms made each stop of a component with a denial monitor (CleanCoin-node's
-    # wallet process) wait up to 5 ms for a monitor that ends at once.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-    deadline = time.monotonic() + GRACE_SECONDS
-    while True:
+_STEP = "pid namespace"
+#: The component's pid in its namespace: PID 1 is the init, pid 2 the fork that made it.
+COMPONENT = 3
+_WAITER_STEP = "pid namespace waiter"
+_MFD_EXEC = 0x10         # Linux 6.3: executable even where vm.memfd_noexec defaults to no exec
+
+
+@dataclass
+class Waiter:
+    """The launched child's end of its waiter: the socket and the waiter's pid."""
+
+    sock: socket.socket
+    pid: int
+
+
+def start_waiter(title: str, launcher: int) -> Waiter:
+    """Fork; the parent side becomes the compiled waiter (exec, never returns), the child
+    side returns to carry on with the steps. `launcher`: the pid the waiter must die with (0:
+    none). Call before the namespaces."""
+    program = _executable()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # The waiting processes learn of their children's ends by SIGCHLD at its default: the
+    # program sets that itself (a launcher's SIG_IGN would have the kernel reap them); the
+    # component keeps the launcher's disposition.
+    waiter = os.getpid()
+    child = os.fork()
+    if child:
+        ours.close()
+        _become_waiter(program, theirs.detach(), child, title, launcher)
+    theirs.close()
+    os.close(program)
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != waiter:
+        os._exit(126)                   # the waiter is gone (its own launcher died)
+    return Waiter(ours, waiter)
+
+
+def _executable() -> int:
+    """The waiter program in a sealed memfd of mode 0111 (exec only, not readable by its uid)."""
+    try:
+        with open(PROGRAM, "rb") as handle:
+            image = handle.read()
+    except OSError as exc:
+        raise EnforcementError(_WAITER_STEP, f"the compiled waiter {PROGRAM} cannot be read ({exc.strerror}): "
+                                      "this installation was built without it; reinstall with a C "
+                                      "compiler (gcc), see docs/sandbox.md") from None
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
         try:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return                              # nothing left (a denial monitor ends at once)
-        if pid:
-            continue                            # one reaped: look for the next at once
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        signal.sigtimedwait({signal.SIGCHLD}, left)
+            fd = os.memfd_create("cleancoin-pidns-waiter", flags | _MFD_EXEC)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:          # EINVAL: a kernel before 6.3 (no flag)
+                raise
+            fd = os.memfd_create("cleancoin-pidns-waiter", flags)
+        view = memoryview(image)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, 0o111)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
+                    | fcntl.F_SEAL_SEAL)
+    except OSError as exc:
+        raise EnforcementError(_WAITER_STEP, f"preparing the compiled waiter in a memfd: {exc.strerror}") from None
+    return fd
 
 
-def exit_like(status: int) -> None:
-    """End this process the way the component ended: same signal or same exit status."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        # This process is a fork of the launcher: dying by SIGSYS or SIGSEGV must not write a
-        # core file of the launcher's memory.
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):     # these two take no disposition
-            signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else EXIT_SETUP_FAILED)
+def _become_waiter(program: int, sock: int, child: int, title: str, launcher: int) -> None:
+    """The launched child's parent side: exec the waiter. Never returns; should the exec fail,
+    the child is killed and the step fails here."""
+    waiter_title = f"{title} (waiter)" if title else "(waiter)"
+    config = f"{sock} {launcher} {child} {int(GRACE_SECONDS * 1000)} {len(title.encode())}"
+    try:
+        descriptors.keep_only({0, 1, 2, sock, program})
+        os.set_inheritable(program, False)
+        os.execve(program, [waiter_title], {"CLEANCOIN_PIDNS": config})
+    except OSError as exc:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        raise EnforcementError(_WAITER_STEP, f"exec of the compiled waiter: {exc.strerror}") from None
+
+
+def split(waiter: Waiter, in_user_namespace: bool) -> None:
+    """In the launched child, its namespaces entered: have the waiter make the pid namespace,
+    join it and fork the component. Returns only in the component (pid 3, PID 1's child)."""
+    sock = waiter.sock
+    if in_user_namespace:
+        user = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            socket.send_fds(sock, [b"U"], [user])
+        finally:
+            os.close(user)
+    else:
+        sock.send(b"N")
+    message, fds, _flags, _addr = socket.recv_fds(sock, 256, 1)
+    if message[:1] != b"P" or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        why = message[1:].decode(errors="replace") or "it ended before it made the pid namespace"
+        raise EnforcementError(_STEP, f"the waiter: {why}")
+    try:
+        syscalls.setns(fds[0], syscalls.CLONE_NEWPID)
+    except OSError as exc:
+        raise EnforcementError(_STEP, f"joining the pid namespace: {exc.strerror}") from None
+    finally:
+        os.close(fds[0])
+    # The component gets the launcher's disposition of SIGCHLD back; until then the default, or
+    # a launcher's SIG_IGN would have the kernel reap pid 2 and waitpid fail.
+    inherited = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    middle = os.fork()
+    if middle:
+        os.waitpid(middle, 0)
+        sock.send(b"X")
+        os._exit(0)          # the waiter reaps us
+    # pid 2: fork the component and end, so that it is PID 1's orphan and child (a child of
+    # ours outside would be the child of a process outside the namespace, and a zombie nobody
+    # reaps once the waiter is killed).
+    if os.fork():
+        os._exit(0)
+    sock.close()
+    if os.getpid() != COMPONENT:     # PID 1 waits for it and passes termination signals on
+        raise EnforcementError(_STEP, f"the component is pid {os.getpid()} in its namespace, not {COMPONENT}")
+    if inherited is not None:          # None: a handler not set from Python; the default stays
+        signal.signal(signal.SIGCHLD, inherited)

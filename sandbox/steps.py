@@ -87,6 +87,7 @@ class Context:
     denial_fd: int = -1                # the denial log's file, opened before the steps (open_for)
     learn_fd: int = -1                 # a learning plan's record file, opened before the view
     learn_record: str = ""
+    waiter: pidns.Waiter | None = None  # LAUNCH in a pid namespace: the compiled waiter, exec'd
     outcomes: list[Outcome] = field(default_factory=list)
 
 
@@ -157,10 +158,19 @@ def _learning_records(ctx: Context) -> Done:
     return Done(f"records go to {ctx.learn_record}, outside the view")
 
 
+def _pid_waiter(ctx: Context) -> Done:
+    ctx.waiter = pidns.start_waiter(ctx.title, ctx.parent_pid if ctx.plan.die_with_parent else 0)
+    return Done(f"the waiter (pid {ctx.waiter.pid}) is a compiled program, exec'd before the user namespace")
+
+
 def _namespaces(ctx: Context) -> Done:
     wanted = [n for n in namespaces.FLAGS if n in ctx.plan.namespaces]
-    entered, first_error, ctx.ids_mapped = namespaces.enter(wanted, ctx.plan.level("namespaces"),
+    # The pid namespace is the waiter's to make (step "pid namespace"): its own namespace.
+    unshared = [n for n in wanted if n != "pid" or ctx.waiter is None]
+    entered, first_error, ctx.ids_mapped = namespaces.enter(unshared, ctx.plan.level("namespaces"),
                                                              ctx.plan.uid, ctx.plan.gid)
+    if ctx.waiter is not None:
+        entered = [n for n in namespaces.FLAGS if n in entered or n == "pid"]
     ctx.namespaces = entered
     missing = [f"{n} namespace ({first_error})" for n in wanted if n not in entered]
     how = "; user joined from a holder process, its ids mapped from outside" if ctx.ids_mapped else ""
@@ -176,8 +186,10 @@ def _id_maps(ctx: Context) -> Done:
 
 
 def _pid_namespace(ctx: Context) -> Done:
-    pidns.split(ctx.title)       # returns in the component only
-    return Done("PID 1 is a small init; the component runs below it")
+    assert ctx.waiter is not None
+    pidns.split(ctx.waiter, "user" in ctx.namespaces)      # returns in the component only
+    ctx.waiter = None
+    return Done("PID 1 is a small init (compiled); the component runs below it (pid 3)")
 
 
 def _private_mounts(ctx: Context) -> Done:
@@ -344,11 +356,16 @@ STEPS: tuple[Step, ...] = (
     # A learning plan's record file, on the host before the namespaces and the view: the
     # record directory is not in the view, so the component cannot forge what is learned.
     Step("learning records", "seccomp", _learning_records, lambda ctx: bool(ctx.plan.learn)),
+    # Before the namespaces: the pid namespace's waiter is exec'd while this process is still
+    # in its launcher's user namespace, so that its memory is out of reach of the same uid.
+    Step("pid namespace waiter", "namespaces", _pid_waiter,
+         lambda ctx: _launched(ctx) and "pid" in ctx.plan.namespaces,
+         "a running process cannot move into a new pid namespace"),
     # All at once: the kernel makes the user namespace first and the others belong to it.
     Step("namespaces", "namespaces", _namespaces, lambda ctx: bool(ctx.plan.namespaces)),
     Step("id maps", "namespaces", _id_maps, _has("user")),
     # Only a fork can be in a new pid namespace; the component is the grandchild.
-    Step("pid namespace", "namespaces", _pid_namespace, lambda ctx: _launched(ctx) and "pid" in ctx.namespaces,
+    Step("pid namespace", "namespaces", _pid_namespace, lambda ctx: ctx.waiter is not None,
          "a running process cannot move into a new pid namespace"),
     # Mount events must not travel back to the host's namespace.
     Step("private mounts", "namespaces", _private_mounts, _has("mount")),

@@ -209,7 +209,7 @@ def test_spawned_sandboxed_child_echoes_reports_and_dies_visibly(strict_plan, pr
     report = facts["report"]
     assert report is not None and report.fully_enforced(), report and report.to_text()
     assert report.policy == "strict"
-    assert report.pid == 2, "the strict policy's pid namespace: PID 1 is its init"
+    assert report.pid == 3, "the strict policy's pid namespace: PID 1 is its init, 2 the fork that made it"
     assert facts["status"]["Seccomp"] == "2"
     assert facts["status"]["NoNewPrivs"] == "1"
     assert facts["remote"] == IpcPeer(ECHO_NAME, facts["component"])

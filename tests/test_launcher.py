@@ -182,7 +182,7 @@ os.write(int(sys.argv[1]), b"%d %d %d" % (os.getpid(), errno_of(open, sys.argv[2
         assert child.wait() == 0
     finally:
         os.close(read_end)
-    assert seen == [2, errno.ENOENT, errno.EAFNOSUPPORT]   # pid 2: inside the pid namespace
+    assert seen == [3, errno.ENOENT, errno.EAFNOSUPPORT]   # pid 3: inside the pid namespace (since 12-07; 1 is its init, 2 the fork that made it)
 
 
 def test_run_mode_exec_forbidden_by_seccomp_is_a_spawn_error(base_sandbox, sandbox_vars):
@@ -319,7 +319,7 @@ def test_strict_report_fully_enforced_and_seccomp_hash_stable(base_sandbox, requ
     reports = []
     for _ in range(2):
         pid, code, report = run_in_sandbox(plan, sandbox_vars, os.getpid)
-        assert code == 0 and report.pid == pid == 2
+        assert code == 0 and report.pid == pid == 3     # since 12-07: 1 is the init, 2 the fork that made it
         reports.append(report)
     for report in reports:
         assert report.policy == "strict" and report.fully_enforced()
@@ -413,10 +413,18 @@ def test_waiting_processes_give_up_their_privileges(base_sandbox, sandbox_vars):
     try:
         component = child.component_pid()
         waiting = [child.pid]
+        deadline = time.monotonic() + 5
         while waiting[-1] != component:          # waiter -> init -> component
-            with open(f"/proc/{waiting[-1]}/task/{waiting[-1]}/children") as handle:
-                waiting.append(int(handle.read().split()[0]))
+            kids = _children_of(waiting[-1])
+            if len(kids) != 1 and time.monotonic() < deadline:
+                time.sleep(0.01)                 # the fork that made the namespace ends at once
+                continue
+            waiting.append(kids[-1])
         assert len(waiting) == 3
+        for pid in waiting[:2]:  # since 12-07 the compiled program (sandbox/pidns_waiter.c)
+            assert os.readlink(f"/proc/{pid}/exe").startswith("/memfd:cleancoin-pidns-waiter"), pid
+            fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            assert [fds[fd].split(":")[0] for fd in sorted(fds) if fd > 2] == ["pipe"], (pid, fds)
 
         def status_of(pid: int) -> dict[str, str]:
             return dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines()
@@ -433,6 +441,54 @@ def test_waiting_processes_give_up_their_privileges(base_sandbox, sandbox_vars):
     finally:
         child.kill()
         child.wait()
+
+
+def _pid_1_of(child: launcher.SandboxedProcess) -> int:
+    """The pid namespace's PID 1 (as we see it): the component's parent."""
+    with open(f"/proc/{child.component_pid()}/status") as handle:
+        return int(next(line.split()[1] for line in handle if line.startswith("PPid:")))
+
+
+@pytest.mark.parametrize("victim", ["pid 1", "waiter"])
+def test_kill_9_of_pid_1_or_of_the_waiter_ends_the_component(base_sandbox, sandbox_vars, victim):
+    """The compiled waiter (since 12-07) keeps the pid namespace's semantics: kill -9 of PID 1
+    ends the namespace and the waiter ends as the component did; kill -9 of the waiter kills
+    PID 1 (it dies with its parent) and with it the namespace. The control: the component is
+    alive before the kill."""
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    child = launcher.spawn(plan, target=lambda _fd: time.sleep(60) or 0)
+    component = child.component_pid()
+    try:
+        os.kill(component, 0)                                # alive
+        os.kill(_pid_1_of(child) if victim == "pid 1" else child.pid, signal.SIGKILL)
+        assert child.wait() == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{component}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not os.path.exists(f"/proc/{component}")      # killed and reaped (by PID 1)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_missing_waiter_program_fails_the_launch_naming_the_step(base_sandbox, sandbox_vars, monkeypatch,
+                                                                    tmp_path):
+    """No Python fallback: an installation without the compiled waiter launches nothing in a
+    pid namespace, and says which step and what is missing."""
+    from cleancoin.sandbox import pidns
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    monkeypatch.setattr(pidns, "PROGRAM", str(tmp_path / "pidns-waiter"))      # not there
+    ran = tmp_path / "ran"
+    with pytest.raises(SpawnError) as raised:
+        launcher.spawn(plan, target=lambda _fd: ran.write_text("x") and 0)
+    assert raised.value.step == "pid namespace waiter", raised.value
+    assert "pidns-waiter" in raised.value.reason and "C compiler" in raised.value.reason, raised.value
+    assert not ran.exists()
+
+
+def _children_of(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(c) for c in handle.read().split()]
 
 
 def _leave_a_helper_behind(write_fd: int) -> Callable[[int], int]:

@@ -1,19 +1,21 @@
 """The pid namespace's waiting processes stay out of reach of the other processes of their
-uid, and why they are forks and not a small program exec'd in the namespaces (issue #16 asked
-whether a compiled waiter could save their memory; since 12-07 this test says why not so).
+uid, and why a compiled waiter is exec'd where it is (issue #16: since 12-07 the waiter and
+PID 1 are a small compiled program, sandbox/pidns_waiter.c, instead of two forks of the
+launcher's interpreter).
 
 A process of the launching uid (not root) goes for the waiter and PID 1 of a sandbox's pid
-namespace: it may neither attach to them with ptrace nor open their namespace files (with
-those it could setns into the component's mount, network and pid namespaces: the uid owns the
-user namespace, so it holds every capability there). They are forks of a process whose
-program started outside the sandbox's user namespace, so their memory (the kernel's
-mm->user_ns) belongs to that namespace, where this uid has no CAP_SYS_PTRACE, and they are not
-dumpable. The control: a program exec'd in the same user namespace and not dumpable either,
-as a compiled waiter would be, is attached to and its namespaces are opened, by the same
-attacker on this kernel.
+namespace: it may neither attach to them with ptrace, nor open their memory, nor open their
+namespace files (with those it could setns into the component's user and pid namespaces: the
+uid owns the user namespace, so it holds every capability there). The program is exec'd from
+a memfd of mode 0111 before the launched child enters the sandbox's user namespace: its memory
+(the kernel's mm->user_ns) belongs to the launcher's namespace, where this uid has no
+CAP_SYS_PTRACE, and it is not dumpable from its first instruction; joining the sandbox's user
+namespace later (setns) does not change that. The control: a program exec'd inside the same
+user namespace and not dumpable either, as the naive compiled waiter would have been, is
+attached to and its memory and namespaces are opened, by the same attacker on this kernel.
 
-Everything is real: a second uid, the holder-made user namespace, the pid split of
-sandbox/pidns.py, the kernel's ptrace and /proc checks.
+Everything is real: a second uid, the holder-made user namespace, the pid step of
+sandbox/pidns.py with the installed compiled waiter, the kernel's ptrace and /proc checks.
 """
 
 from __future__ import annotations
@@ -47,15 +49,17 @@ def _become(uid: int) -> None:
 
 
 def _sandboxed(uid: int, ready_w: int, release_r: int) -> None:
-    """As a zygote's fork of that uid: not dumpable, the namespace and pid namespace steps
-    (sandbox/steps.py), then, in the component, a program exec'd there (the control). Never returns."""
+    """As a zygote's fork of that uid: not dumpable, the pid namespace waiter, namespace and pid
+    namespace steps (sandbox/steps.py), then, in the component, a program exec'd there (the
+    control). Never returns (this process becomes the compiled waiter)."""
     try:
         problem = as_user.enter_view(as_user.interpreter_paths(), uid, uid)    # the holder runs it
         assert problem is None, problem
         _become(uid)
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-        namespaces.enter(["user", "mount", "pid", "net"], "hard", uid, uid)
-        pidns.split("test component")                   # returns in the component only
+        waiter = pidns.start_waiter("test component", 0)   # this pid execs the waiter; a fork goes on
+        namespaces.enter(["user", "mount", "net"], "hard", uid, uid)
+        pidns.split(waiter, in_user_namespace=True)      # returns in the component only
         execed_r, execed_w = os.pipe()
         hold_r, hold_w = os.pipe()
         execed = os.fork()
@@ -97,12 +101,17 @@ def _attack(uid: int, targets: dict[str, int], result_w: int) -> None:
         libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
         for name, pid in targets.items():
             got[name] = {}
-            for ns in ("mnt", "net"):
+            for ns in ("user", "pid", "mnt", "net"):
                 try:
                     os.close(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY))
                     got[name][ns] = "opened"
                 except OSError as exc:
                     got[name][ns] = exc.strerror or str(exc)
+            try:
+                os.close(os.open(f"/proc/{pid}/mem", os.O_RDONLY))
+                got[name]["mem"] = "opened"
+            except OSError as exc:
+                got[name]["mem"] = exc.strerror or str(exc)
             if libc.ptrace(PTRACE_ATTACH, pid, None, None) == 0:
                 os.waitpid(pid, 0x40000000)                # __WALL: stopped
                 libc.ptrace(PTRACE_DETACH, pid, None, None)
@@ -115,7 +124,7 @@ def _attack(uid: int, targets: dict[str, int], result_w: int) -> None:
     os._exit(0)
 
 
-def test_the_same_user_cannot_reach_the_waiter_or_pid_1_but_would_reach_a_program_execd_there() -> None:
+def test_the_same_user_cannot_reach_the_compiled_waiter_or_pid_1_but_would_reach_a_program_execd_inside() -> None:
     uid = 3_400_000 + 2 * (os.getpid() % 100_000)
     ready_r, ready_w = os.pipe()
     release_r, release_w = os.pipe()
@@ -127,8 +136,7 @@ def test_the_same_user_cannot_reach_the_waiter_or_pid_1_but_would_reach_a_progra
     try:
         ready = json.loads(os.read(ready_r, 65536))
         assert "error" not in ready, ready
-        init = int(Path(f"/proc/{waiter}/task/{waiter}/children").read_text().split()[0])
-        targets = {"waiter": waiter, "init": init, "execed": _outer_pid(waiter, ready["execed_inner"])}
+        targets = {"waiter": waiter, "init": _outer_pid(waiter, 1), "execed": _outer_pid(waiter, ready["execed_inner"])}
         attacker = os.fork()
         if attacker == 0:
             _attack(uid, targets, result_w)
@@ -144,8 +152,13 @@ def test_the_same_user_cannot_reach_the_waiter_or_pid_1_but_would_reach_a_progra
             time.sleep(0.01)
         for fd in (ready_r, ready_w, release_r, release_w, result_r, result_w):
             os.close(fd)
-    denied = {"mnt": "Permission denied", "net": "Permission denied", "ptrace": "Operation not permitted"}
-    # The control first: the attack works on this kernel against an exec'd program.
-    assert got["execed"] == {"mnt": "opened", "net": "opened", "ptrace": "attached"}, got
+    denied = {"user": "Permission denied", "pid": "Permission denied", "mnt": "Permission denied",
+              "net": "Permission denied", "mem": "Permission denied", "ptrace": "Operation not permitted"}
+    # The control first: the attack works on this kernel against a program exec'd inside. (Its
+    # /proc/PID/mem is refused anyway: a file of a process that is not dumpable belongs to the
+    # root of its namespace, which the 1:1 map leaves unmapped. Attached, the attacker reads
+    # and writes its memory all the same.)
+    assert got["execed"] == {"user": "opened", "pid": "opened", "mnt": "opened", "net": "opened",
+                             "mem": "Permission denied", "ptrace": "attached"}, got
     assert got["waiter"] == denied, got
     assert got["init"] == denied, got
