@@ -137,6 +137,20 @@ def _run_abstract_connect(ctx: _Ctx, out: _Out) -> Outcome:
     return _ok(f"connected to the parent's abstract socket @{ctx.targets.abstract_name[1:]}")
 
 
+def _outside_parents_namespace(sock: socket.socket, ctx: _Ctx, out: _Out) -> Outcome | None:
+    """None when binding `sock` to the parent's own abstract name finds it taken (this is the
+    parent's network namespace: the attempt goes on); else the attempt's outcome (the name
+    was free: a namespace of its own; or the bind was refused)."""
+    try:
+        sock.bind(ctx.targets.abstract_name)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            return ctx.denied(exc)
+        out.note("the parent's abstract name is taken here: this is the parent's network namespace")
+        return None
+    return "denied", "network namespace: abstract names are per namespace (the parent's name was free here)"
+
+
 def _run_abstract_bind(ctx: _Ctx, out: _Out) -> Outcome:
     """Claim an abstract name where the parent's clients would look for it. Landlock's scope
     refuses connect and send to abstract sockets made outside the sandbox, not bind: in the
@@ -147,15 +161,9 @@ def _run_abstract_bind(ctx: _Ctx, out: _Out) -> Outcome:
     if sock is None:
         return fail  # type: ignore[return-value]
     try:
-        try:
-            sock.bind(ctx.targets.abstract_name)
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                return ctx.denied(exc)
-        else:
-            return "denied", ("network namespace: abstract names are per namespace (the parent's "
-                              "name was free here)")
-        out.note("the parent's abstract name is taken here: this is the parent's network namespace")
+        elsewhere = _outside_parents_namespace(sock, ctx, out)
+        if elsewhere is not None:
+            return elsewhere
         claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             claim.bind(ctx.targets.abstract_name + "-claimed")
@@ -179,15 +187,9 @@ def _run_abstract_bind_pair(ctx: _Ctx, out: _Out) -> Outcome:
     except OSError as exc:
         return ctx.denied(exc, EAFNOSUPPORT="seccomp: socket family not allowed")
     try:
-        try:
-            mine.bind(ctx.targets.abstract_name)
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                return ctx.denied(exc)
-        else:
-            return "denied", ("network namespace: abstract names are per namespace (the parent's "
-                              "name was free here)")
-        out.note("the parent's abstract name is taken here: this is the parent's network namespace")
+        elsewhere = _outside_parents_namespace(mine, ctx, out)
+        if elsewhere is not None:
+            return elsewhere
         try:
             theirs.bind(ctx.targets.abstract_name + "-paired")
         except OSError as exc:
