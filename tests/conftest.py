@@ -340,12 +340,22 @@ def denial_monitors(*, session_of: int | None = None, writing: str | None = None
 
 
 def process_tree_leaf(pid: int) -> int:
-    """The deepest descendant of `pid` along first children (the component under its waiters)."""
+    """The deepest descendant of `pid` along first living children (the component under its
+    waiters). Zombies are passed over: since 12-07 the pid namespace's pid 2 forks the
+    component and ends, and until PID 1 reaps it, it is a child of PID 1 beside the component
+    (taken as the leaf, its /proc/PID/ns links were gone: FileNotFoundError)."""
     while True:
-        kids = _children(pid)
+        kids = [kid for kid in _children(pid) if _living(kid)]
         if not kids:
             return pid
         pid = kids[0]
+
+
+def _living(pid: int) -> bool:
+    try:
+        return not proc_status(pid)["State"].startswith("Z")
+    except (OSError, KeyError):
+        return False
 
 
 def _children(pid: int) -> list[int]:
