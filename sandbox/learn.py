@@ -540,6 +540,8 @@ def _write(policy: Policy, obs: Observation, values: Mapping[str, str], used_gra
         sc.add("enabled", False)
         sc.add("reason", policy.seccomp.reason or "off in the current policy")
     sc.add("default_action", policy.seccomp.default_action)
+    if policy.seccomp.enabled and policy.seccomp.default_action == "log":
+        sc.add("reason", policy.seccomp.reason or _REVIEW)
     allow = [{"syscall": n, "reason": _REVIEW} if n in dangerous.DANGEROUS_SYSCALLS else n for n in used]
     sc.add("allow", allow, f"The {len(used)} syscalls used while learning ({diff.syscalls_allowed} were "
                            f"allowed). clone3 is left out: every filter answers it ENOSYS.",

@@ -384,6 +384,13 @@ def _check_switched_off(policy: Policy, refs: dict[str, SourceRef], errors: list
     if not policy.seccomp.enabled and not policy.seccomp.reason:
         errors.append(PolicyError(where("seccomp.enabled"), "turning the syscall filter off is a "
                                                             "dangerous choice and needs seccomp.reason"))
+    # A log default lets every syscall the policy does not allow run (it is only written to
+    # the audit log): as wide as `allow = ["ptrace", "mount", "bpf", ...]`, each of which
+    # needs a reason. Until 12-07 it needed none, and `check` passed it silently.
+    if policy.seccomp.enabled and policy.seccomp.default_action == "log" and not policy.seccomp.reason:
+        errors.append(PolicyError(where("seccomp.default_action"), 'default_action = "log" lets every '
+                                  "syscall not allowed run (it is only logged): a dangerous choice "
+                                  "that needs seccomp.reason"))
     proc = policy.process
     for key, off, what in (("process.dumpable", proc.dumpable, "a dumpable process can be traced "
                                                                 "and read by the same user"),

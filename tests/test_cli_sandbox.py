@@ -214,7 +214,7 @@ def test_explain_says_what_runs_under_a_log_default_and_rules_without_args(tmp_p
     data = tmp_path / "data"
     data.mkdir()
     logged = tmp_path / "logged.toml"
-    logged.write_text('extends = ["examples/program"]\n[seccomp]\ndefault_action = "log"\n')
+    logged.write_text('extends = ["examples/program"]\n[seccomp]\ndefault_action = "log"\nreason = "this test"\n')
     ruled = tmp_path / "ruled.toml"
     ruled.write_text('extends = ["examples/program"]\n[[seccomp.rules]]\nsyscall = "ptrace"\n'
                      'action = "allow"\nreason = "a debugger"\n')

@@ -432,6 +432,7 @@ def test_set_user_id_bits_are_refused_where_the_policy_lets_the_call_run_otherwi
 
         [seccomp]
         default_action = "log"
+        reason = "this test: a mode-setting call under a log default"
         allow = ["@system-service"]
         deny = {BASE_DENY[:-1] + '"chmod", "fchmod", "fchmodat", "openat", "open"]'}
     """ + grant, extends=False)

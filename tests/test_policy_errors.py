@@ -640,6 +640,12 @@ PAIRS = {
         '[[seccomp.rules]]\nsyscall = "ptrace"\nreason = "a debugger"\n',
         "a rule allowing 'ptrace'",
         lambda p: p.seccomp.rules[0].reason),
+    # Until 12-07 a log default, under which every syscall not allowed runs, needed no reason.
+    "log-default": Pair(
+        '[seccomp]\ndefault_action = "log"\nallow = ["read"]\n',
+        '[seccomp]\ndefault_action = "log"\nreason = "an audit run"\nallow = ["read"]\n',
+        'default_action = "log" lets every syscall not allowed run',
+        lambda p: p.seccomp.reason),
     "capability": Pair(
         '[process]\ncapabilities = ["CAP_NET_BIND_SERVICE"]\n',
         '[process]\ncapabilities = [{ name = "CAP_NET_BIND_SERVICE", reason = "port 80" }]\n',

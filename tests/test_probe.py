@@ -159,7 +159,7 @@ def test_set_user_id_bits_are_refused_under_a_logging_default(strict, tmp_path: 
     (with this judge and the old filter: 'ESCAPE succeeded: chmod made mode 4755; ...')."""
     path = tmp_path / "log-default.toml"
     path.write_text(f'extends = ["{shipped_policy("strict")}"]\n[policy]\nname = "log-default"\n'
-                    '[seccomp]\ndefault_action = "log"\n'
+                    '[seccomp]\ndefault_action = "log"\nreason = "this test"\n'
                     'deny = ["chmod", "fchmod", "fchmodat", "open", "openat", "creat"]\n')
     result = probe.probe(load_policy(str(path)), sandbox_vars)
     setuid = _by_name(result)["fs-setuid"]
