@@ -410,7 +410,7 @@ def _brokered_wallet_socket(connector: Any, ipc_connect: str | None, timeout: fl
     """For a -ipcconnect=tcp node with a connect broker: what gives ConnectedWallet each
     (re)connection, the broker's socket to the wallet's port, its listener checked (the
     confined node cannot connect there, nor read the host's socket tables); else None (the
-    node connects itself: -sandbox=0, a learning run, unix)."""
+    node connects itself: -sandbox=0, or a unix socket)."""
     if connector is None or not (ipc_connect or "").startswith("tcp:"):
         return None
     from ..node.connect_broker import IPC_HOST

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 
 TYPE_CHECKING = False     # not typing's: this program never imports typing
 if TYPE_CHECKING:
+    from cleancoin.components.common.local_listener import OpenTables
     from cleancoin.sandbox.zygote import Detached
 
 # What this program imports is memory in its process for the node's whole life: the
@@ -219,7 +220,6 @@ class Broker:
         finally:
             self._active.release()
 
-
     def _connect_ipc(self, port: int) -> socket.socket:
         """The connection to the -ipcconnect=tcp wallet process, its listener checked: to the
         address on the command line only, whatever else the node asks."""
@@ -230,14 +230,14 @@ class Broker:
         return self.ipc.connect(self.timeout)
 
 
-@dataclass
+@dataclass(frozen=True)
 class IpcTarget:
     """The -ipcconnect=tcp address (`ipc=HOST:PORT` on the broker's command line) and the
     host's socket tables, opened before the broker confines itself."""
 
     host: str
     port: int
-    tables: object          # local_listener.OpenTables (imported only by a broker that has one)
+    tables: "OpenTables"    # imported (local_listener) only by a broker that has a wallet address
 
     @classmethod
     def parse(cls, value: str) -> "IpcTarget":
@@ -251,7 +251,7 @@ class IpcTarget:
 
     @property
     def fds(self) -> set[int]:
-        return self.tables.fds          # type: ignore[attr-defined]
+        return self.tables.fds
 
     def connect(self, timeout: float) -> socket.socket:
         """Connected and checked (ConnectRefused for a listener of another uid, or one the
@@ -259,7 +259,7 @@ class IpcTarget:
         from ..common.local_listener import ForeignListener, check_server
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         try:
-            check_server(sock, f"tcp:{self.host}:{self.port}", tables=self.tables)    # type: ignore[arg-type]
+            check_server(sock, f"tcp:{self.host}:{self.port}", tables=self.tables)
         except ForeignListener as exc:
             sock.close()
             raise ConnectRefused(str(exc)) from None
