@@ -284,6 +284,71 @@ def test_a_real_broker_connects_what_the_rule_allows_and_survives_garbage(served
     _wait_gone(pid)         # it ends when the node's end closes
 
 
+def test_the_broker_connects_the_ipcconnect_wallet_only_and_checks_its_listener(served: tuple[socket.socket, int]) -> None:
+    """-ipcconnect=tcp (since 12-07): a broker with `ipc=HOST:PORT` connects IPC_HOST requests
+    to that address only, after its owner check against the host's socket tables (opened
+    before it confined itself: a listener of this uid passes); the node cannot name another
+    port for it, nor reach the wallet's address unnamed on the P2P path. A broker without
+    `ipc=` refuses IPC_HOST."""
+    listener, port = served
+    other = port + 1 if port < 65535 else port - 1
+    channel, pid = cb.launch([f"{cb.IPC_ARG}127.0.0.1:{port}"], 2.0)
+    channel.settimeout(20)
+    try:
+        channel.send(cb.encode_request(cb.Request(1, cb.IPC_HOST, port)))
+        code, message, fds = _recv(channel, 1)
+        assert code == cb.OK and len(fds) == 1, message
+        conn, _ = listener.accept()
+        conn.sendall(b"hello")
+        with socket.socket(fileno=fds[0]) as passed:
+            passed.setblocking(True)
+            assert passed.recv(5) == b"hello"
+        conn.close()
+        for ident, host, to, text in ((2, cb.IPC_HOST, other, f"port is {port}"),
+                                      (3, "127.0.0.1", port, "refused by the connect rule")):
+            channel.send(cb.encode_request(cb.Request(ident, host, to)))
+            code, message, fds = _recv(channel, ident)
+            assert code == cb.REFUSED and text in message and not fds, message
+    finally:
+        channel.close()
+    _wait_gone(pid)
+    channel, pid = cb.launch([f"127.0.0.1:{port}"], 2.0)
+    channel.settimeout(20)
+    try:
+        channel.send(cb.encode_request(cb.Request(1, cb.IPC_HOST, port)))
+        code, message, fds = _recv(channel, 1)
+        assert code == cb.REFUSED and "no -ipcconnect=tcp address" in message and not fds, message
+    finally:
+        channel.close()
+    _wait_gone(pid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_the_broker_gives_no_socket_to_a_wallet_port_another_uid_listens_on() -> None:
+    """Attack: another user (nobody) listens on the -ipcconnect=tcp port first. The broker
+    connects, reads the listener's uid from the host's tables and hands the node no socket:
+    the node sends no login. A listener of this uid on the same kind of port gets one (the
+    test above)."""
+    script = ("import socket, sys\ns = socket.create_server(('127.0.0.1', 0))\n"
+              "print(s.getsockname()[1], flush=True)\nsys.stdin.read()\n")
+    squatter = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                 sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        port = int(squatter.stdout.readline())        # type: ignore[union-attr]
+        channel, pid = cb.launch([f"{cb.IPC_ARG}127.0.0.1:{port}"], 2.0)
+        channel.settimeout(20)
+        try:
+            channel.send(cb.encode_request(cb.Request(1, cb.IPC_HOST, port)))
+            code, message, fds = _recv(channel, 1)
+            assert code == cb.REFUSED and "belongs to uid 65534" in message and not fds, message
+        finally:
+            channel.close()
+        _wait_gone(pid)
+    finally:
+        squatter.kill()
+        squatter.wait(10)
+
+
 def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -54,23 +55,73 @@ def _decode(field: str) -> Endpoint:
     return Endpoint(address, int(hex_port, 16))
 
 
-def _rows(tables: Iterable[str], port: int) -> Iterable[tuple[Endpoint, Endpoint, int]]:
-    """The rows whose local port is `port` (the others are not decoded: a busy node's table
-    has a row per peer, and the cli reads it before every request)."""
-    suffix = f":{port:04X}"
+class OpenTables:
+    """The socket tables opened now and read afresh at each check (from offset 0: the kernel
+    regenerates them), for a process that checks after it confined itself and has no /proc
+    in its view (the connect broker, which checks a -ipcconnect=tcp wallet's listener for
+    CleanCoin-node). They show the network namespace of the opener. A table that cannot be
+    opened reads as empty, which check_server answers no for a loopback peer (fail closed)."""
+
+    def __init__(self, paths: Iterable[str] = _TABLES) -> None:
+        self._fds: list[int] = []
+        # One file position per descriptor, shared by the broker's threads.
+        self._reading = threading.Lock()
+        for path in paths:
+            try:
+                self._fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                pass
+
+    @property
+    def fds(self) -> set[int]:
+        return set(self._fds)
+
+    def texts(self) -> Iterable[str]:
+        """Each table's text now ("" for one that cannot be read)."""
+        out = []
+        with self._reading:
+            for fd in self._fds:
+                chunks = []
+                try:
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    while chunk := os.read(fd, 65536):
+                        chunks.append(chunk)
+                except OSError:
+                    chunks = []
+                out.append(b"".join(chunks).decode("ascii", "replace"))
+        return out
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+
+def _texts(tables: Iterable[str] | OpenTables) -> Iterable[str]:
+    if isinstance(tables, OpenTables):
+        yield from tables.texts()
+        return
     for table in tables:
         try:
             with open(table, encoding="ascii") as f:
-                lines = f.read().splitlines()[1:]
+                yield f.read()
         except OSError:
             continue
+
+
+def _rows(tables: Iterable[str] | OpenTables, port: int) -> Iterable[tuple[Endpoint, Endpoint, int]]:
+    """The rows whose local port is `port` (the others are not decoded: a busy node's table
+    has a row per peer, and the cli reads it before every request)."""
+    suffix = f":{port:04X}"
+    for text in _texts(tables):
+        lines = text.splitlines()[1:]
         for line in lines:
             fields = line.split()
             if len(fields) > 7 and fields[1].endswith(suffix):
                 yield _decode(fields[1]), _decode(fields[2]), int(fields[7])
 
 
-def server_uid(sock: socket.socket, tables: Iterable[str] = _TABLES) -> int | None:
+def server_uid(sock: socket.socket, tables: Iterable[str] | OpenTables = _TABLES) -> int | None:
     """The uid owning the server's end of connected TCP socket `sock`, or None when that end
     is not on this host (not in this network namespace's table)."""
     ours, theirs = Endpoint.of(sock.getsockname()), Endpoint.of(sock.getpeername())
@@ -81,7 +132,7 @@ def server_uid(sock: socket.socket, tables: Iterable[str] = _TABLES) -> int | No
 
 
 def check_server(sock: socket.socket, what: str, also: Iterable[int] = (),
-                 tables: Iterable[str] = _TABLES) -> None:
+                 tables: Iterable[str] | OpenTables = _TABLES) -> None:
     """Raise ForeignListener when the other end of `sock` is on this host and belongs to
     neither this user, nor root, nor a uid in `also` (the owner of the cookie read for it).
     Call it after connect and before the first byte with a secret is sent."""

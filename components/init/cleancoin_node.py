@@ -99,7 +99,9 @@ class NodeProcesses:
             await self._listen(node)
         if self.connect_wallet:
             self.wallet = ConnectedWallet(self.ipc, os.path.join(node.netdatadir, WALLET_SOCKET), node,
-                                          self.router, self.wallets, self.local)
+                                          self.router, self.wallets, self.local,
+                                          opener=_brokered_wallet_socket(self.connector, self.ipc.connect,
+                                                                         node.config.connect_timeout))
             await self.wallet.start()
         elif self.zygote is not None:
             self.wallet = WalletProcess(self.zygote, node, self.router, self.wallets, self.local,
@@ -317,12 +319,14 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
                                       minimum_chain_work=config.minimum_chain_work, detached=detached)
         except (ZygoteError, OSError) as exc:
             return abandon(f"cannot prepare the wallet's sandbox: {exc}")
-    if sandbox and not learn_dir:
+    # A learning run of a -ipcconnect=tcp node has one too: it runs in node.toml's network
+    # namespace of its own, where it cannot reach the wallet's port itself (since 12-07).
+    if sandbox and (not learn_dir or (connect_wallet and (ipc.connect or "").startswith("tcp:"))):
         # Before this process confines itself: from then on it cannot connect TCP at all, and
         # the broker's rule (named at start, on its command line) is fixed before the node
         # runs anything untrusted (connect_broker.py).
         try:
-            broker = _connect_broker(config, broker_channel)
+            broker = _connect_broker(config, broker_channel, ipc.connect)
         except OSError as exc:       # no descriptor or process to be had: fail closed, clearly
             return abandon(f"cannot start the connect broker: {exc}")
     outside = _unix_connect_outside(ipc.connect, netdatadir) if sandbox and connect_wallet else None
@@ -355,7 +359,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         keep |= listeners.descriptors()
         try:
             policy = node_policy(connect_wallet, ipc.connect)
-            report = restrict_self(shipped_policy(policy), _node_variables(config, netdatadir, ipc.binds, ipc.connect),
+            report = restrict_self(shipped_policy(policy), _node_variables(config, netdatadir, ipc.binds),
                                    keep_fds=keep,
                                    denials=DenialLog(sandbox_log or "", verbose),
                                    learn_dir=learn_dir, monitor=monitor)
@@ -394,11 +398,27 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
 def node_policy(connect_wallet: bool, ipc_connect: str | None) -> str:
     """The shipped policy this node confines itself with. node.toml: a network namespace of
     its own, socket pairs only, no bind(2). A node that connects to a running wallet's unix
-    socket once confined makes unix sockets (node-ipcconnect-unix.toml); one that connects to
-    a wallet's TCP port does so in the host's network (node-ipcconnect-tcp.toml)."""
-    if not connect_wallet:
+    socket once confined makes unix sockets (node-ipcconnect-unix.toml); a wallet's TCP port
+    is its connect broker's to reach (since 12-07; before, node-ipcconnect-tcp.toml kept the
+    host's network for it), so such a node keeps node.toml."""
+    if not connect_wallet or (ipc_connect or "").startswith("tcp:"):
         return "node"
-    return "node-ipcconnect-tcp" if (ipc_connect or "").startswith("tcp:") else "node-ipcconnect-unix"
+    return "node-ipcconnect-unix"
+
+
+def _brokered_wallet_socket(connector: Any, ipc_connect: str | None, timeout: float) -> Any:
+    """For a -ipcconnect=tcp node with a connect broker: what gives ConnectedWallet each
+    (re)connection, the broker's socket to the wallet's port, its listener checked (the
+    confined node cannot connect there, nor read the host's socket tables); else None (the
+    node connects itself: -sandbox=0, or a unix socket)."""
+    if connector is None or not (ipc_connect or "").startswith("tcp:"):
+        return None
+    from ..node.connect_broker import IPC_HOST
+    port = parse(ipc_connect or "", "").port
+
+    async def opener() -> socket.socket:
+        return await connector.open_socket(IPC_HOST, port, timeout)
+    return opener
 
 
 def _unix_connect_outside(connect: str | None, netdatadir: str) -> str | None:
@@ -411,36 +431,39 @@ def _unix_connect_outside(connect: str | None, netdatadir: str) -> str | None:
     return None if path.startswith(inside) else path
 
 
-def _connect_broker(config: Any, channel: socket.socket | None) -> Any:
+def _connect_broker(config: Any, channel: socket.socket | None, ipc_connect: str | None = None) -> Any:
     """The connect broker's client: on `channel` when the zygote forked it (its plan sent
     now, before this process confines itself), else a broker launched now as an interpreter
     of its own (no zygote: -disablewallet, -ipcconnect) with the endpoints the operator named
-    (-connect, -addnode, -allowlocalpeer)."""
-    from ..node.connect_broker import launch, send_plan
+    (-connect, -addnode, -allowlocalpeer) and a -ipcconnect=tcp wallet's address, to which
+    it alone connects for this node (connect_broker.IPC_HOST; since 12-07)."""
+    from ..node.connect_broker import IPC_ARG, launch, send_plan
     from ..node.p2p.connector import BrokerConnector, broker_endpoints
     if channel is not None:
         send_plan(channel)
         log.info("connect broker started (a fork of the zygote): outgoing P2P connections go through it")
         return BrokerConnector(channel, 0)      # its pid: the zygote's ready answer
-    channel, pid = launch(broker_endpoints(config), config.connect_timeout)
+    endpoints = broker_endpoints(config)
+    if ipc_connect and ipc_connect.startswith("tcp:"):
+        wallet = parse(ipc_connect, "")
+        endpoints.append(f"{IPC_ARG}[{wallet.host}]:{wallet.port}" if ":" in wallet.host
+                         else f"{IPC_ARG}{wallet.host}:{wallet.port}")
+    channel, pid = launch(endpoints, config.connect_timeout)
     log.info("connect broker started (pid %d): outgoing P2P connections go through it", pid)
     return BrokerConnector(channel, pid)
 
 
-def _node_variables(config: Any, netdatadir: str, ipc_binds: Sequence[str],
-                    ipc_connect: str | None = None) -> dict[str, str]:
+def _node_variables(config: Any, netdatadir: str, ipc_binds: Sequence[str]) -> dict[str, str]:
     """Values of node.toml's variables: the datadir and the ports it may bind (P2P, RPC, and
-    the first -ipcbind=tcp listener's, or the RPC port again), and the one TCP port it may
-    connect to: a -ipcconnect=tcp wallet's, else 0 (no connection can be made to port 0)."""
+    the first -ipcbind=tcp listener's, or the RPC port again). It may connect to no TCP port
+    (since 12-07 a -ipcconnect=tcp wallet's is its connect broker's to reach)."""
     from ..common.chainparams import params_for
     params = params_for(config.chain)
     port = config.port if config.port is not None else params.default_port
     rpcport = config.rpcport if config.rpcport is not None else params.rpc_port
     tcp = [parse(b, "") for b in ipc_binds if b.startswith("tcp:")]
     ipcport = tcp[0].port if tcp else rpcport
-    connect = parse(ipc_connect, "") if ipc_connect and ipc_connect.startswith("tcp:") else None
-    return {"datadir": netdatadir, "port": str(port), "rpcport": str(rpcport), "ipcport": str(ipcport),
-            "ipcconnectport": str(connect.port) if connect is not None else "0"}
+    return {"datadir": netdatadir, "port": str(port), "rpcport": str(rpcport), "ipcport": str(ipcport)}
 
 
 def _open_descriptors_to_keep(zygote: Zygote | None, prestarted: socket.socket | None) -> set[int]:

@@ -25,6 +25,13 @@ with its message):
 - reply (broker -> node): id (u32), code (u8), a message (UTF-8, at most MAX_MESSAGE bytes);
   code OK carries the connected socket (SCM_RIGHTS). Id 0 is the broker's start-up word:
   OK "ready", or START_FAILED and why.
+Since 12-07 it also makes the connection to a -ipcconnect=tcp wallet process (`IPC_HOST`):
+the node's request names no address, the broker connects to the one its command line names
+(`ipc=HOST:PORT`, fixed before the node confines itself), and checks who listens there
+against the host's socket tables (common/local_listener.py, opened before it confines
+itself) before the node sends its login: a listener of another uid gets no socket, so no
+secret. The confined node has a network namespace of its own and cannot make that
+connection, nor read the host's tables, itself. A node without `ipc=` gets REFUSED for it.
 The broker resolves the host, checks every address (connect_rule.connect_checked), connects,
 all of it within its timeout (the node's connect timeout), each request in a thread of its
 own, at most MAX_ACTIVE at once (more: BUSY). A name's lookup has the same deadline and runs
@@ -47,6 +54,7 @@ from dataclasses import dataclass
 
 TYPE_CHECKING = False     # not typing's: this program never imports typing
 if TYPE_CHECKING:
+    from cleancoin.components.common.local_listener import OpenTables
     from cleancoin.sandbox.zygote import Detached
 
 # What this program imports is memory in its process for the node's whole life: the
@@ -72,6 +80,10 @@ OK, MALFORMED, REFUSED, FAILED, TIMEOUT, BUSY, START_FAILED = range(7)
 CODES = {OK: "ok", MALFORMED: "malformed request", REFUSED: "refused", FAILED: "connect failed",
          TIMEOUT: "timed out", BUSY: "busy", START_FAILED: "broker did not start"}
 POLICY = "connect-broker"
+#: The host of a request for the -ipcconnect=tcp wallet process (its port: the one named).
+IPC_HOST = "_ipcconnect"
+#: The broker's command-line value naming that wallet's address: `ipc=HOST:PORT`.
+IPC_ARG = "ipc="
 
 
 class MalformedRequest(ValueError):
@@ -132,8 +144,9 @@ def parse_reply(data: bytes) -> tuple[int, int, str]:
 class Broker:
     """The serving side on `channel` (blocking), with `rule` and the connect `timeout`."""
 
-    def __init__(self, channel: socket.socket, rule: ConnectRule, timeout: float) -> None:
-        self.channel, self.rule, self.timeout = channel, rule, timeout
+    def __init__(self, channel: socket.socket, rule: ConnectRule, timeout: float,
+                 ipc: "IpcTarget | None" = None) -> None:
+        self.channel, self.rule, self.timeout, self.ipc = channel, rule, timeout, ipc
         self._active = threading.BoundedSemaphore(MAX_ACTIVE)
         self._resolver = Resolver()
         self._send_lock = threading.Lock()
@@ -189,7 +202,10 @@ class Broker:
         try:
             code, message, sock = OK, "connected", None
             try:
-                sock = connect_checked(self.rule, request.host, request.port, self.timeout, self._resolver)
+                if request.host == IPC_HOST:
+                    sock = self._connect_ipc(request.port)
+                else:
+                    sock = connect_checked(self.rule, request.host, request.port, self.timeout, self._resolver)
             except ConnectRefused as exc:
                 code, message = REFUSED, str(exc)
             except TimeoutError as exc:
@@ -203,6 +219,55 @@ class Broker:
                 sock.close()
         finally:
             self._active.release()
+
+    def _connect_ipc(self, port: int) -> socket.socket:
+        """The connection to the -ipcconnect=tcp wallet process, its listener checked: to the
+        address on the command line only, whatever else the node asks."""
+        if self.ipc is None:
+            raise ConnectRefused("refused: this node has no -ipcconnect=tcp address")
+        if port != self.ipc.port:
+            raise ConnectRefused(f"refused: the -ipcconnect=tcp port is {self.ipc.port}, not {port}")
+        return self.ipc.connect(self.timeout)
+
+
+@dataclass(frozen=True)
+class IpcTarget:
+    """The -ipcconnect=tcp address (`ipc=HOST:PORT` on the broker's command line) and the
+    host's socket tables, opened before the broker confines itself."""
+
+    host: str
+    port: int
+    tables: "OpenTables"    # imported (local_listener) only by a broker that has a wallet address
+
+    @classmethod
+    def parse(cls, value: str) -> "IpcTarget":
+        """From HOST:PORT ([v6]:PORT); raises ValueError."""
+        host, _, port = value.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad -ipcconnect address {value!r}")
+        from ..common.local_listener import OpenTables
+        return cls(host, int(port), OpenTables())
+
+    @property
+    def fds(self) -> set[int]:
+        return self.tables.fds
+
+    def connect(self, timeout: float) -> socket.socket:
+        """Connected and checked (ConnectRefused for a listener of another uid, or one the
+        tables do not show)."""
+        from ..common.local_listener import ForeignListener, check_server
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        try:
+            check_server(sock, f"tcp:{self.host}:{self.port}", tables=self.tables)
+        except ForeignListener as exc:
+            sock.close()
+            raise ConnectRefused(str(exc)) from None
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
 
 
 def _hung_up(channel: socket.socket) -> bool:
@@ -284,7 +349,12 @@ def _serve(channel_fd: int, argv: Sequence[str]) -> int:
         return 1
     try:
         timeout = float(argv[0])
-        rule = ConnectRule.build(argv[1:], apart=True)      # no lookup thread left to confine
+        ipc_args = [a for a in argv[1:] if a.startswith(IPC_ARG)]
+        if len(ipc_args) > 1:
+            raise ValueError("more than one ipc= address")
+        ipc = IpcTarget.parse(ipc_args[0][len(IPC_ARG):]) if ipc_args else None
+        rule = ConnectRule.build([a for a in argv[1:] if not a.startswith(IPC_ARG)],
+                                 apart=True)      # no lookup thread left to confine
     except (ValueError, IndexError) as exc:
         return fail(f"bad configuration: {exc}")
     # Everything the serving code uses is imported and set up before the sandbox goes up
@@ -296,11 +366,13 @@ def _serve(channel_fd: int, argv: Sequence[str]) -> int:
         plan = _read_plan(channel)
         # The rule's /proc/net descriptors: its view of the host's addresses at each check.
         live = rule.live.fds if rule.live is not None else set()
-        apply_plan(plan, keep_fds={channel.fileno(), *live})           # type: ignore[arg-type]
+        # The host's socket tables, for the -ipcconnect=tcp wallet's owner check.
+        tables = ipc.fds if ipc is not None else set()
+        apply_plan(plan, keep_fds={channel.fileno(), *live, *tables})           # type: ignore[arg-type]
     except (EnforcementError, ValueError, OSError) as exc:
         return fail(f"cannot confine itself: {exc}")
     channel.send(encode_reply(0, OK, "ready"))
-    Broker(channel, rule, timeout).serve()
+    Broker(channel, rule, timeout, ipc).serve()
     return 0
 
 

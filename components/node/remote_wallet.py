@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cleancoin.sandbox import Exited, Zygote, ZygoteError
@@ -335,9 +336,13 @@ class ConnectedWallet(RemoteWallet):
     the network datadir)."""
 
     def __init__(self, ipc: IpcSettings, socket_path: str, node: Any, router: WalletRpcRouter,
-                 wallets: list[str], local: IpcPeer) -> None:
+                 wallets: list[str], local: IpcPeer,
+                 opener: Callable[[], Awaitable[socket.socket]] | None = None) -> None:
         super().__init__(node, router, wallets, local)
         self._ipc = ipc
+        #: What makes each (re)connection's socket when the node cannot (its connect broker,
+        #: for -ipcconnect=tcp under the sandbox); None: open_peer connects.
+        self._opener = opener
         self._socket_path = socket_path
         self._stopping = False
         self._watch: asyncio.Task[None] | None = None
@@ -356,8 +361,9 @@ class ConnectedWallet(RemoteWallet):
         async def refuse_spawn() -> Connection:
             raise WalletProcessError("no wallet process answers")
 
+        sock = await self._opener() if self._opener is not None else None
         connection = await open_peer(self._ipc, self._socket_path, self._local, self._node.netdatadir,
-                                     refuse_spawn)
+                                     refuse_spawn, sock)
         await self._attach(connection)
         self.remote = connection.remote
         self._process_event("connected", connection.remote.name, connection.remote.pid,

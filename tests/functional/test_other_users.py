@@ -993,14 +993,18 @@ def _tcp_squatter(where: Path, as_other_user: bool) -> tuple[subprocess.Popen[by
     return squatter, int(portfile.read_text()), out
 
 
-@pytest.mark.parametrize("client", ["CleanCoin-cli", "CleanCoin-wallet"])
+@pytest.mark.parametrize("client", ["CleanCoin-cli", "CleanCoin-wallet", "CleanCoin-node"])
 def test_a_tcp_port_another_user_listens_on_gets_no_credentials(shared: Path, tmp_path: Path, client: str) -> None:
     """Attack: while the node is down, another user listens on its RPC port (or its TCP IPC
     port) on 127.0.0.1. Before 12-06 the operator's CleanCoin-cli sent it the rpcpassword of
     its conf file (here on the command line) in the first request, and CleanCoin-wallet
     -ipcconnect=tcp:... its -ipcauth password in the login: good against the real node once
     it runs. Now a client reads who owns the socket that accepted it (the kernel's socket
-    table) and sends nothing to a listener of another user; to one of its own it still sends."""
+    table) and sends nothing to a listener of another user; to one of its own it still sends.
+    CleanCoin-node -ipcconnect=tcp (the same for a wallet process's port) is confined in a
+    network namespace of its own: its connect broker connects and checks (since 12-07)."""
+    if client == "CleanCoin-node" and not is_multiprocess():
+        pytest.skip("-ipcconnect on CleanCoin-node: in that pass")
     secret = "pw" + uuid.uuid4().hex
     datadir = tmp_path / "data"
     datadir.mkdir(mode=0o700)
@@ -1013,6 +1017,10 @@ def test_a_tcp_port_another_user_listens_on_gets_no_credentials(shared: Path, tm
             if client == "CleanCoin-cli":
                 command = [CLI, "-regtest", f"-datadir={datadir}", f"-rpcport={port}", "-rpcuser=op",
                            f"-rpcpassword={secret}", "-rpcclienttimeout=3", "getblockcount"]
+            elif client == "CleanCoin-node":
+                command = [*node_command("-regtest", f"-datadir={datadir}", f"-port={free_port()}",
+                                         f"-rpcport={free_port()}", "-printtoconsole=0",
+                                         f"-ipcconnect=tcp:127.0.0.1:{port}", f"-ipcauth=op:{secret}")]
             else:
                 command = [str(Path(sys.executable).parent / "CleanCoin-wallet"), "-regtest", f"-datadir={datadir}",
                            f"-ipcconnect=tcp:127.0.0.1:{port}", f"-ipcauth=op:{secret}"]

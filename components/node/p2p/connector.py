@@ -157,6 +157,11 @@ class BrokerConnector:
         self._pending.clear()
 
     async def open(self, host: str, port: int, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(sock=await self.open_socket(host, port, timeout))
+
+    async def open_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        """The broker's connected socket (non-blocking) for one request: host:port, or
+        connect_broker.IPC_HOST for the -ipcconnect=tcp wallet, its listener checked."""
         if self._gone is not None:
             raise ConnectionError(self._gone)
         self._ensure_reader()
@@ -185,7 +190,7 @@ class BrokerConnector:
             raise
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
-        return await asyncio.open_connection(sock=sock)
+        return sock
 
     def close(self) -> None:
         if self._reading is not None and self._gone is None:
