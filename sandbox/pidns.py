@@ -34,11 +34,14 @@ import errno
 import fcntl
 import os
 import signal
-import socket
 from dataclasses import dataclass
 
 from . import descriptors, syscalls
 from .errors import EnforcementError
+
+TYPE_CHECKING = False      # not typing's: the connect broker imports this module, never typing
+if TYPE_CHECKING:
+    import socket
 
 #: How long PID 1 lets what is left in the namespace end by itself once the component is gone:
 #: the learn recorder hears that the component is gone only once it is reaped and writes its
@@ -67,6 +70,10 @@ def start_waiter(title: str, launcher: int) -> Waiter:
     """Fork; the parent side becomes the compiled waiter (exec, never returns), the child
     side returns to carry on with the steps. `launcher`: the pid the waiter must die with (0:
     none). Call before the namespaces."""
+    # socket.py here, not at the module's top: this runs in the launched child, and
+    # `CleanCoin-sandbox run` itself goes without socket.py and selectors.py (about 3 ms of each
+    # run; tests/test_sandbox_startup.py).
+    import socket
     program = _executable()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     # The waiting processes learn of their children's ends by SIGCHLD at its default: the
@@ -131,6 +138,7 @@ def _become_waiter(program: int, sock: int, child: int, title: str, launcher: in
 def split(waiter: Waiter, in_user_namespace: bool) -> None:
     """In the launched child, its namespaces entered: have the waiter make the pid namespace,
     join it and fork the component. Returns only in the component (pid 3, PID 1's child)."""
+    import socket       # in the launched child only (start_waiter)
     sock = waiter.sock
     if in_user_namespace:
         user = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)

@@ -340,20 +340,28 @@ def denial_monitors(*, session_of: int | None = None, writing: str | None = None
 
 
 def process_tree_leaf(pid: int) -> int:
-    """The deepest descendant of `pid` along first living children (the component under its
-    waiters). Zombies are passed over: since 12-07 the pid namespace's pid 2 forks the
-    component and ends, and until PID 1 reaps it, it is a child of PID 1 beside the component
-    (taken as the leaf, its /proc/PID/ns links were gone: FileNotFoundError)."""
-    while True:
-        kids = [kid for kid in _children(pid) if _living(kid)]
-        if not kids:
+    """The deepest descendant of `pid` along last living children (the component under its
+    waiters). Since 12-07 the pid namespace's pid 2 forks the component and ends: while it
+    exits the component is already PID 1's child, listed after it, and pid 2 has no child;
+    taken as the leaf it had no filter and every capability (test_launcher), or, a zombie, no
+    /proc/PID/ns links (test_enforcement). Zombies and exiting processes are passed over, and
+    the last child is the newest (a reparented one is appended)."""
+    # Walked until two walks agree on a living leaf: the exiting pid 2 can lose its child to
+    # PID 1 between the reads of PID 1's children and of its own.
+    start, leaf = pid, -1
+    for _ in range(100):
+        pid = start
+        while kids := [kid for kid in _children(pid) if _living(kid)]:
+            pid = kids[-1]
+        if pid == leaf and _living(pid):
             return pid
-        pid = kids[0]
+        leaf = pid
+    return leaf
 
 
 def _living(pid: int) -> bool:
     try:
-        return not proc_status(pid)["State"].startswith("Z")
+        return proc_status(pid)["State"][:1] not in ("Z", "X")
     except (OSError, KeyError):
         return False
 
