@@ -319,9 +319,10 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
                                       minimum_chain_work=config.minimum_chain_work, detached=detached)
         except (ZygoteError, OSError) as exc:
             return abandon(f"cannot prepare the wallet's sandbox: {exc}")
-    # A learning run of a -ipcconnect=tcp node has one too: it runs in node.toml's network
-    # namespace of its own, where it cannot reach the wallet's port itself (since 12-07).
-    if sandbox and (not learn_dir or (connect_wallet and (ipc.connect or "").startswith("tcp:"))):
+    # A learning run has one too (launched, not forked by the zygote): it runs in node.toml's
+    # network namespace of its own, where it reaches no peer and no -ipcconnect=tcp wallet
+    # itself (since 12-07; a learning run's -connect made no connection before this was said).
+    if sandbox:
         # Before this process confines itself: from then on it cannot connect TCP at all, and
         # the broker's rule (named at start, on its command line) is fixed before the node
         # runs anything untrusted (connect_broker.py).

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from framework import is_multiprocess, wait_until
+from framework import connect_nodes, is_multiprocess, wait_until
 
 pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
 
@@ -95,6 +95,12 @@ def test_learn_the_node_and_its_wallet_as_the_suite_runs_them(node, tmp_path: Pa
     records = tmp_path / "records"
     n = node(f"-sandboxlearn={records}")
     n.start()
+    # It reaches a peer as a confined node does, through its connect broker: it runs in
+    # node.toml's network namespace of its own, and until the broker was started for learning
+    # runs too (12-07) it made no connection at all there.
+    peer = node()
+    peer.start()
+    connect_nodes(n, peer)
     n.rpc.createwallet("w")
     address = n.rpc.getnewaddress()
     n.rpc.generatetoaddress(101, address)
