@@ -400,8 +400,7 @@ def node_policy(connect_wallet: bool, ipc_connect: str | None) -> str:
     """The shipped policy this node confines itself with. node.toml: a network namespace of
     its own, socket pairs only, no bind(2). A node that connects to a running wallet's unix
     socket once confined makes unix sockets (node-ipcconnect-unix.toml); a wallet's TCP port
-    is its connect broker's to reach (since 12-07; before, node-ipcconnect-tcp.toml kept the
-    host's network for it), so such a node keeps node.toml."""
+    is its connect broker's to reach (since 12-07), so such a node keeps node.toml."""
     if not connect_wallet or (ipc_connect or "").startswith("tcp:"):
         return "node"
     return "node-ipcconnect-unix"
