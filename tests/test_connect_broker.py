@@ -312,15 +312,21 @@ def test_the_broker_connects_the_ipcconnect_wallet_only_and_checks_its_listener(
     finally:
         channel.close()
     _wait_gone(pid)
-    channel, pid = cb.launch([f"127.0.0.1:{port}"], 2.0)
+    code, message, fds = _ask_for_ipc([f"127.0.0.1:{port}"], port)
+    assert code == cb.REFUSED and "no -ipcconnect=tcp address" in message and not fds, message
+
+
+def _ask_for_ipc(args: list[str], port: int) -> tuple[int, str, list[int]]:
+    """A broker launched with `args` asked once for the -ipcconnect=tcp wallet on `port`: its
+    answer (code, message, descriptors); the broker is gone afterwards."""
+    channel, pid = cb.launch(args, 2.0)
     channel.settimeout(20)
     try:
         channel.send(cb.encode_request(cb.Request(1, cb.IPC_HOST, port)))
-        code, message, fds = _recv(channel, 1)
-        assert code == cb.REFUSED and "no -ipcconnect=tcp address" in message and not fds, message
+        return _recv(channel, 1)
     finally:
         channel.close()
-    _wait_gone(pid)
+        _wait_gone(pid)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
@@ -335,15 +341,8 @@ def test_the_broker_gives_no_socket_to_a_wallet_port_another_uid_listens_on() ->
                                  sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         port = int(squatter.stdout.readline())        # type: ignore[union-attr]
-        channel, pid = cb.launch([f"{cb.IPC_ARG}127.0.0.1:{port}"], 2.0)
-        channel.settimeout(20)
-        try:
-            channel.send(cb.encode_request(cb.Request(1, cb.IPC_HOST, port)))
-            code, message, fds = _recv(channel, 1)
-            assert code == cb.REFUSED and "belongs to uid 65534" in message and not fds, message
-        finally:
-            channel.close()
-        _wait_gone(pid)
+        code, message, fds = _ask_for_ipc([f"{cb.IPC_ARG}127.0.0.1:{port}"], port)
+        assert code == cb.REFUSED and "belongs to uid 65534" in message and not fds, message
     finally:
         squatter.kill()
         squatter.wait(10)
