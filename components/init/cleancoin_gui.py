@@ -249,10 +249,14 @@ def run(node_args: list[str], ipc: IpcSettings, netdatadir: str, network: str, o
                          backup_dir=os.path.join(netdatadir, "wallets"),
                          reconnect=reconnect if connector is not None else None,
                          minimized=options.minimized)
-            gui.show()
+            # Before show(): a SIGTERM that comes while the window is being shown closes it as
+            # one that comes later does (the handler runs from the loop, once show() returned),
+            # instead of ending the process by the default action (status -15, no orderly
+            # stop of its node: the node only sees its connection close).
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, gui.window.close)
+            gui.show()
             await gui.run()
             await gui.close(stop_node=node_process is not None)
             if not gui.closed.is_set():

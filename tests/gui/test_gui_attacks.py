@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,9 +169,13 @@ def _qt_settings_path(settings_dir: Path) -> str:
 
 
 def _run_attacked_gui(base: Path, *extra: str, fatal: str = "", source: str = ATTACK, attach: str = "",
-                      variables: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                      variables: dict[str, Any] | None = None, ends_with: int | None = None,
+                      during: Callable[[dict[str, Any], subprocess.Popen[bytes]], None] | None = None,
+                      ) -> dict[str, dict[str, Any]]:
     """Run `source` in a CleanCoin-gui's window (see the module docstring) and return what it
-    reported: the window starts its own node unless `attach` names one (-ipcconnect)."""
+    reported: the window starts its own node unless `attach` names one (-ipcconnect). With
+    `ends_with` (and with `fatal`: SIGSYS) the window must end by itself with that status;
+    `during` sees what was reported so far, and the window, while the attack runs."""
     datadir = base / "data"
     netdir = datadir / "regtest"
     (netdir / "wallets" / "victim").mkdir(parents=True)
@@ -202,6 +207,8 @@ def _run_attacked_gui(base: Path, *extra: str, fatal: str = "", source: str = AT
     try:
         deadline = time.monotonic() + 60
         while not finished():
+            if during is not None and results.exists():
+                during(json.loads(results.read_text()), gui)
             if gui.poll() is not None and not results.exists():
                 raise AssertionError("the GUI ended: " + gui.communicate()[0].decode()[-3000:])
             if time.monotonic() > deadline:
@@ -210,7 +217,14 @@ def _run_attacked_gui(base: Path, *extra: str, fatal: str = "", source: str = AT
         found = json.loads(results.read_text())
         assert "_error" not in found, found["_error"]["detail"]
         if fatal:
-            assert gui.wait(30) == -signal.SIGSYS, "the window was not killed by seccomp"
+            ends_with = -signal.SIGSYS
+        if ends_with is not None:
+            try:
+                code = gui.wait(60)
+            except subprocess.TimeoutExpired:
+                code = None
+            assert code == ends_with, f"the window ended with {code}, not {ends_with}: " + \
+                gui.communicate()[0].decode(errors="replace")[-2000:] if code is not None else "it still runs"
         return {k: v for k, v in found.items() if not k.startswith("_")}
     finally:
         if gui.poll() is None:
@@ -250,6 +264,52 @@ def test_a_compromised_window_reaches_nothing_of_the_node(datadir: Path) -> None
         # The next start still reads the operator's choice (none here), not the attacker's.
         from cleancoin.components.gui.datadir import remembered_datadir
         assert remembered_datadir(str(datadir / f"confined-{fatal}" / "config" / "CleanCoin")) == ""
+
+
+SIGTERM_WHILE_SHOWN = r'''
+import os, time
+# Inside show(): stay there until the test says its SIGTERM was sent (the window's seccomp
+# refuses a signal to itself). The test writes the word beside the results.
+said = os.path.join(os.path.dirname(ctx["results"]), "sigterm-sent")
+report("node", False, ctx["node_pid"])
+report("sigterm-while-shown", None, "waiting for the SIGTERM")
+deadline = time.monotonic() + 30
+while not os.path.exists(said) and time.monotonic() < deadline:
+    time.sleep(0.05)
+report("sigterm-while-shown", False, "the window lived on" if os.path.exists(said) else "no SIGTERM came")
+'''
+
+
+def test_a_sigterm_while_the_window_is_shown_closes_it_and_stops_its_node(datadir: Path) -> None:
+    """A SIGTERM (a desktop's logout, a service manager) that comes while the window is being
+    shown closes it as one that comes later does: the window ends with 0 and stops the node it
+    started. Before 12-07 the handler was installed after show(): such a SIGTERM ended the
+    window by the default action (-15; its node stopped only on seeing the connection close), as
+    a CI run's clean close once did (test_gui_display_attacks, whose attack runs in show())."""
+    sent: list[bool] = []
+
+    def send_sigterm(found: dict[str, Any], gui: subprocess.Popen[bytes]) -> None:
+        if "sigterm-while-shown" in found and not sent:
+            gui.send_signal(signal.SIGTERM)
+            sent.append(True)
+            results_dir = datadir / "term" / "config" / "CleanCoin" / "window"
+            (results_dir / "sigterm-sent").write_text("sent")
+    found = _run_attacked_gui(datadir / "term", source=SIGTERM_WHILE_SHOWN, ends_with=0, during=send_sigterm,
+                              variables={"results": str(datadir / "term" / "config" / "CleanCoin" / "window" /
+                                                        "attack_results.json")})
+    assert found["sigterm-while-shown"] == {"escaped": False, "detail": "the window lived on"}
+    node_pid = int(found["node"]["detail"])
+    assert node_pid > 0
+
+    def gone() -> bool:
+        try:
+            return Path(f"/proc/{node_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+    deadline = time.monotonic() + 30
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gone(), f"the window's node (pid {node_pid}) still runs"
 
 
 CONNECTOR_FLOOD = r'''
