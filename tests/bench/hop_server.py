@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -31,10 +32,11 @@ RESULT: dict[str, Any] = {
     "external_signer": False, "lastprocessedblock": {"hash": "ab" * 32, "height": 101}}
 
 
+@dataclass
 class _NoWallets:
     """The loader a `WalletRpcHandler` asks which wallets to catch up: none here."""
 
-    wallets: dict[str, Any] = {}
+    wallets: dict[str, Any] = field(default_factory=dict)
 
 
 async def _serve(fd: int) -> None:
