@@ -7,6 +7,12 @@ interpreter), with the production echo target (ECHO_TARGET, tests/ipc_spawn.py),
 Beside the figures: the CPU per call on each side (the slower side sets the pipelined rate),
 and the pipelined rate of pycapnp's own client call without our binding (its floor).
 
+A forwarded wallet call's hop, alone (`test_forwarded_wallet_call_hop`): the node's side
+(WalletRpcRouter's forwarder: RpcRequest out, the answer checked with `loads_untrusted`)
+against a WalletRpcHandler in another process (tests/bench/hop_server.py), with the two
+processes free to run on any CPU (as CleanCoin-node runs them) and both on one CPU: what the
+cross-CPU wake-ups of this machine cost beside the code (issue #16's wallet RPC target).
+
 Targets (issue #16, which restated issue #3's 3x and 20,000/s after measuring): a sequential
 round trip within 6x of the raw ping-pong; at least 60,000 pipelined calls per second. A miss
 prints MISS and does not fail the run; a broken measurement fails it.
@@ -23,6 +29,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import subprocess
+from pathlib import Path
 
 import pytest
 from figures import out, verdict
@@ -143,3 +152,98 @@ def test_ipc_round_trip_and_pipelining() -> None:
     out(f"  pipelined, pycapnp's own _send (no binding)           {plain:8.0f} calls/s  "
         f"(the client side's floor in pycapnp)")
     assert raw > 0 and seq > 0 and rate > 0 and plain > 0
+
+
+# ============================================================ a forwarded wallet call's hop
+
+HOP_ROUNDS = 5
+HOP_CALLS = 2000
+
+
+def _set_affinity(pids: Iterable[int], cpus: set[int]) -> None:
+    """Every thread of each of `pids` on `cpus`."""
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(tid), cpus)
+
+
+async def _hop_rounds(sock: socket.socket, server_pid: int) -> dict[str, list[tuple[float, float, float]]]:
+    """(wall, node CPU, wallet CPU) per call, in rounds alternating free and one-CPU runs."""
+    import capnp
+
+    from cleancoin.components.interfaces.chain import RpcMethodInfo
+    from cleancoin.components.interfaces.init import IpcPeer
+    from cleancoin.components.ipc.connection import NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS
+    from cleancoin.components.ipc.debug_log import CallLog
+    from cleancoin.components.ipc.specs import spec
+    from cleancoin.components.ipc.transport import stream_on_socket
+    from cleancoin.components.node.wallet_router import WalletRpcRouter
+    from cleancoin.components.rpc.registry import CallContext, Registry
+
+    stream = await stream_on_socket(sock)
+    client = capnp.TwoPartyClient(stream, traversal_limit_in_words=TRAVERSAL_LIMIT_WORDS,
+                                  nesting_limit=NESTING_LIMIT)
+    handler = spec("RpcHandler").client(client.bootstrap(), CallLog(IpcPeer("bench-node", os.getpid()), enabled=False))
+    registry = Registry()
+    router = WalletRpcRouter(registry, tip=lambda: bytes(32))
+    slot = router.slot("bench", reserve=True, gated=False)
+    router.register(slot, [RpcMethodInfo("getwalletinfo", "wallet", "getwalletinfo", "", False)], handler)
+    forward = registry.get("getwalletinfo").handler  # type: ignore[union-attr]
+    ctx = CallContext("getwalletinfo", registry, uri_wallet="w")
+    me, everywhere = os.getpid(), os.sched_getaffinity(0)
+    one = {min(everywhere)}
+    figures: dict[str, list[tuple[float, float, float]]] = {"free": [], "one CPU": []}
+    try:
+        for _ in range(300):
+            await forward(ctx, [])
+        for i in range(HOP_ROUNDS * 2):
+            mode = ("free", "one CPU")[i % 2]
+            _set_affinity((me, server_pid), everywhere if mode == "free" else one)
+            c0, s0, start = cpu_seconds(me), cpu_seconds(server_pid), time.perf_counter()
+            for _ in range(HOP_CALLS):
+                result = await forward(ctx, [])
+            figures[mode].append(((time.perf_counter() - start) / HOP_CALLS, (cpu_seconds(me) - c0) / HOP_CALLS,
+                                  (cpu_seconds(server_pid) - s0) / HOP_CALLS))
+            if result.get("txcount") != 101:
+                pytest.fail(f"measurement broken: the forwarded call answered {result!r}")
+    finally:
+        _set_affinity((me,), everywhere)
+        client.close()
+        stream.close()
+    return figures
+
+
+def test_forwarded_wallet_call_hop() -> None:
+    import capnp
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.setblocking(False)
+    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("hop_server.py")), str(theirs.fileno())],
+                              pass_fds=[theirs.fileno()])
+    theirs.close()
+    try:
+        figures = asyncio.run(capnp.run(_hop_rounds(ours, server.pid)))
+    finally:
+        ours.close()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    everywhere = os.sched_getaffinity(0)
+    raws = {}
+    for mode in ("free", "one CPU"):
+        if mode == "one CPU":
+            os.sched_setaffinity(0, {min(everywhere)})     # the forked echo inherits it
+        try:
+            raws[mode] = raw_pingpong(5000)
+        finally:
+            os.sched_setaffinity(0, everywhere)
+    out("")
+    out(f"FORWARDED WALLET CALL, THE HOP ALONE ({HOP_ROUNDS} interleaved rounds of {HOP_CALLS} getwalletinfo; "
+        "medians, us per call; CPU from each thread's schedstat)")
+    out(f"    {'processes':12}{'wall':>8}{'node CPU':>10}{'wallet CPU':>12}{'raw ping-pong':>15}")
+    for mode, rows in figures.items():
+        wall, node, wallet = (statistics.median(r[k] for r in rows) * 1e6 for k in range(3))
+        out(f"    {mode:12}{wall:8.0f}{node:10.0f}{wallet:12.0f}{raws[mode] * 1e6:15.1f}")
+    assert all(r[0] > 0 and r[1] > 0 and r[2] > 0 for rows in figures.values() for r in rows)
+
