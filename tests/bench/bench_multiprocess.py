@@ -24,8 +24,9 @@ against CleanCoind (one process), each measured against its baseline in the same
 3. Resident memory after createwallet + 101 blocks: VmRSS, PSS and USS (pages no other
    process maps) of every process of a regtest CleanCoin-node (node, zygote, the wallet's
    waiter/init/component, the two denial monitors: the node's a small program of its own,
-   the wallet's a fork of the zygote, both found by their name) against the one CleanCoind process (issue #16's target: PSS <= 1.5x); each
-   one's start and stop time; and
+   the wallet's a fork of the zygote, both found by their name) against the one CleanCoind process (issue #16's target: PSS <= 1.5x),
+   with what the target leaves the processes beside the node and the least a Python process
+   costs (since 12-07: the budget and the floor); each one's start and stop time; and
    the wallet RPC latency of each (getwalletinfo, issue #16's target: <= 1.25x; getbalance;
    interleaved),
    with the CPU a call costs each node's processes together and, for CleanCoin-node's
@@ -62,7 +63,7 @@ from typing import Any
 import pytest
 from chain_fixture import BLOCKS, PARAMS, build_chain, mine
 from figures import broken, median, out, verdict
-from proc_tree import KINDS, cpu_seconds, group_members, private_by_kind
+from proc_tree import KINDS, bare_interpreter_kb, cpu_seconds, group_members, private_by_kind
 import suite_times
 
 from cleancoin.components.node.chain_binding import NodeChain
@@ -625,6 +626,25 @@ def _tree(root: int, zygote_expected: bool) -> list[tuple[int, int, str]]:
 MONITOR = "denial-monitor"
 
 
+def _memory_budget(root: int, d_pss: int, m_pss: int) -> None:
+    """What issue #16's PSS target leaves the processes beside CleanCoin-node's own (its node
+    does what CleanCoind does, and more), what they use, and the least a Python process costs
+    (a bare `python -I -S`, proc_tree.bare_interpreter_kb): how far the target is from the
+    tree's shape, not only from its code (since 12-07)."""
+    node_pss = _pss_kb(root) or 0
+    # The wallet's waiter and pid-namespace init are a compiled program (sandbox/pidns_waiter.c).
+    python = [pid for pid, _, role in _tree(root, True)
+              if not role.startswith(("wallet sandbox waiter", "wallet pid-namespace init"))]
+    bare_pss, bare_uss = bare_interpreter_kb(sys.executable)
+    out(f"  budget: {PSS_TARGET:.1f}x CleanCoind is {PSS_TARGET * d_pss / 1024:.1f} MiB; the node alone "
+        f"{node_pss / 1024:.1f}, which leaves {(PSS_TARGET * d_pss - node_pss) / 1024:.1f} for the rest; "
+        f"the rest uses {(m_pss - node_pss) / 1024:.1f}")
+    out(f"  floor: {len(python)} Python processes in the tree (the node's included); a bare `python -I -S` "
+        f"is PSS {bare_pss / 1024:.1f} / USS {bare_uss / 1024:.1f} MiB, so the {len(python) - 1} beside the "
+        f"node cost at least {(len(python) - 1) * bare_uss / 1024:.1f} MiB of their own if each were a bare "
+        "interpreter (the wallet's is not: it holds Cap'n Proto, asyncio, SQLite and the wallet)")
+
+
 def _forked_role(pid: int, depth: int) -> str:
     """The role of a process below the node: the zygote and what it forks (the wallet's waiter,
     init and component, the connect broker) are forks of one interpreter, told apart by the
@@ -872,6 +892,7 @@ def test_resident_memory_and_wallet_rpc_latency() -> None:
                   "PSS divides them among the sharers)")
             if d_pss and m_pss:
                 out(f"  target (issue #16): PSS <= {PSS_TARGET:.1f}x -> {verdict(m_pss / d_pss <= PSS_TARGET)}")
+                _memory_budget(nodes[1].process.pid, d_pss, m_pss)
             out("  USS by kind of mapping (MiB; anonymous: Python's object arenas, large allocations, "
                 "copies of a parent's pages; python: the interpreter's written data)")
             out(f"    {'process':40}" + "".join(f"{k:>11}" for k in KINDS))

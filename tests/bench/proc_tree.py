@@ -78,3 +78,25 @@ def private_by_kind(pid: int) -> dict[str, int]:
     except OSError:
         return {}
     return kinds
+
+
+def bare_interpreter_kb(python: str) -> tuple[int, int]:
+    """(PSS, USS) in kB of `python -I -S` that has started and does nothing: the least any
+    Python process of a tree costs (a fork of a bigger one writes more of its parent's pages
+    than this, a compiled helper far less). Read from its /proc/PID/smaps_rollup."""
+    import subprocess
+    child = subprocess.Popen([python, "-I", "-S", "-c", "import sys; sys.stdout.write('r'); "
+                              "sys.stdout.flush(); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.read(1) == b"r"
+        fields: dict[str, int] = {}
+        with open(f"/proc/{child.pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if value.strip().endswith("kB"):
+                    fields[key] = int(value.split()[0])
+        return fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
+    finally:
+        child.kill()
+        child.wait()
