@@ -10,8 +10,11 @@ the setup of the first test that uses it) and the outcome "passed", "failed" or 
 
 Why a test's and not a file's: a file that both executables run can hold tests that skip under
 one of them (CleanCoin-node-only tests next to common ones, e.g. test_unprivileged_operator's
-escape battery as a non-root user). Their file then takes longer under CleanCoin-node for work
-CleanCoind never does, and the file-level "same files" ratio counts it as overhead.
+escape battery as a non-root user), and since 12-07 the node's P2P-logic tests
+(`node_logic_only()`, tests/functional/framework.py) skip under CleanCoin-node inside files
+both run. A file then takes a different time under each for work the other never does, and a
+file-level "same files" ratio counts it as overhead (or saving): the benchmark's target line is
+the same tests' (`same_tests`), its file-level figures are for information.
 """
 
 from __future__ import annotations
