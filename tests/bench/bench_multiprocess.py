@@ -21,7 +21,9 @@ against CleanCoind (one process), each measured against its baseline in the same
    tests), so neither a whole file nor "the files both ran" is the same work (before 12-07 a
    second run of those files gave a "like for like" line that was not;
    docs/multiprocess.md). CLEANCOIN_TEST_NODE_LOGIC_ON_BOTH=1 in the environment runs the
-   node-logic tests on both. About two minutes in all here.
+   node-logic tests on both. The same tests' CPU is printed too (each test's pytest and what
+   it reaped: its nodes and their trees), for information: wall time follows the load of a
+   shared machine, CPU less. About two minutes in all here.
 3. Resident memory after createwallet + 101 blocks: VmRSS, PSS and USS (pages no other
    process maps) of every process of a regtest CleanCoin-node (node, zygote, the wallet's
    waiter/init/component, the two denial monitors: the node's a small program of its own,
@@ -472,9 +474,15 @@ def _same_tests_figure(times: dict[str, str]) -> None:
         f"their own seconds summed (setup, call, teardown; files run {os.cpu_count()} at a time):")
     out(f"    CleanCoind {total_d:7.1f} s   CleanCoin-node {total_n:7.1f} s   ratio {ratio:5.2f}x  "
         f"target (issue #16) <= {SUITE_TARGET:.2f}x -> {verdict(ratio <= SUITE_TARGET)}")
+    # Wall time follows the machine's load; CPU (the tests' pytest and what it reaped: the
+    # nodes and their trees, suite_times.py) moves less and shows where a ratio comes from.
+    cpu_d, cpu_n = sum(d[t][2] for t in common), sum(n[t][2] for t in common)
+    if cpu_d > 0:
+        out(f"    CPU of the same tests: CleanCoind {cpu_d:7.1f} s   CleanCoin-node {cpu_n:7.1f} s   "
+            f"ratio {cpu_n / cpu_d:5.2f}x  (information)")
     only: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
     for i, run in enumerate((d, n)):
-        for test, (_, seconds) in run.items():
+        for test, (_, seconds, _) in run.items():
             if test not in common:
                 only[test.split("::", 1)[0]][i] += seconds
     heavy = sorted(((f, s) for f, s in only.items() if max(s) >= 1.0), key=lambda fs: -max(fs[1]))
