@@ -101,6 +101,28 @@ def test_new_inbound_groups_open_with_what_the_newcomers_pool_gives() -> None:
     assert budgets.delay(empty, estimated_cost(120), 1.0) > 0.0
 
 
+def test_a_bucket_spent_message_by_message_is_misbehaviour_only_once_a_burst_was_charged() -> None:
+    """A bucket at zero is spent by every message (its cost is known after its estimate): a
+    newcomer opened empty was charged ban score for each small unasked message it sent after
+    its handshake. Now a verdict needs a whole BURST charged since the last one."""
+    budgets = CpuBudgets()
+    for i in range(4):
+        budgets.attach(f"10.6.0.{i}", 0.0)                            # (the pool emptied)
+    a = budgets.attach("10.7.0.1", 0.0)
+    assert a.tokens == pytest.approx(0.0, abs=1e-9)
+    verdicts = []
+    need, now = estimated_cost(24), 0.0
+    for n in range(1, 1000):
+        now += budgets.delay(a, need, now) + 1e-9                     # (read once it can pay:
+        assert budgets.delay(a, need, now) == 0.0                    # peer.py asks again)
+        r = budgets.reserve(a, need, now)
+        if budgets.settle(a, r, need + 0.0001, unsolicited=True):     # costs a bit more: spent
+            verdicts.append((n, a.take_exhaustion()))
+    assert verdicts[0] == (1, False)                                  # spent, no verdict yet
+    firsts = [n for n, mostly in verdicts if mostly]
+    assert firsts and firsts[0] * (estimated_cost(24) + 0.0001) >= BURST     # a burst's worth first
+
+
 def test_a_budget_belongs_to_an_ipv4_address_or_an_ipv6_64() -> None:
     assert budget_group("10.0.0.1") == "10.0.0.1"
     assert budget_group("::ffff:10.0.0.1") == "10.0.0.1"              # IPv4-mapped: the IPv4 one

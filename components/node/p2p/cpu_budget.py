@@ -33,7 +33,8 @@ empty waits for its rate before its version is read; its handshake is never misb
 Spending the bucket mostly on messages nobody asked for and nobody sends unasked in good faith
 (inv, headers, notfound, pong, unknown commands ...: not EXCUSED_COMMANDS, the getheaders/getblocks/
 getdata/mempool/ping of a peer that syncs from us and pushed transactions and blocks) is charged as
-misbehaviour, EXHAUSTED_SCORE each time: a peer that keeps doing it is
+misbehaviour, EXHAUSTED_SCORE each time (at most once a BURST charged: since 12-07, later,
+so that a bucket opened empty is not a ban score a message): a peer that keeps doing it is
 banned after BAN_THRESHOLD / EXHAUSTED_SCORE exhaustions.
 """
 
@@ -129,8 +130,14 @@ class CpuBudget:
         return was_positive and self.tokens < 0
 
     def take_exhaustion(self) -> bool:
-        """At an exhaustion: whether at least half of what was charged since the last one was
-        unsolicited; starts the next count."""
+        """At an exhaustion: whether at least half of what was charged since the last verdict
+        was unsolicited, once that is BURST or more (then the next count starts; before, no
+        verdict: False). Why not at every exhaustion: a bucket near zero is spent by each
+        message (its cost is known only after it was estimated), so a newcomer that opened
+        empty (NEWCOMER_POOL) would be charged ban score for each sendheaders or inv it sends
+        after its handshake; now only for a whole bucket's worth spent mostly on such."""
+        if self.charged < BURST:
+            return False
         mostly = self.unsolicited * 2 >= self.charged
         self.charged = self.unsolicited = 0.0
         return mostly
