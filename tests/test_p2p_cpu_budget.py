@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from cleancoin.components.node.p2p.cpu_budget import (
-    BURST, LARGE_MESSAGE, MIN_RATE, SHARED_RATE, CpuBudgets, budget_group, estimated_cost,
+    BURST, LARGE_MESSAGE, MAX_TOTAL_RATE, MIN_RATE, NEWCOMER_POOL, NEWCOMER_RATE, SHARED_RATE, CpuBudgets,
+    budget_group, estimated_cost,
 )
 
 
@@ -53,17 +54,73 @@ def test_large_messages_of_all_addresses_share_one_bucket() -> None:
 
 def test_many_addresses_get_at_least_the_minimum_and_idle_full_buckets_are_forgotten() -> None:
     budgets = CpuBudgets()
-    for i in range(200):
-        budgets.attach(f"10.0.{i // 256}.{i % 256}", 0.0)
-    assert budgets.rate() == MIN_RATE
+    for i in range(30):
+        budgets.attach(f"10.0.0.{i}", 0.0)
+    assert budgets.rate() == MIN_RATE                               # 30 x 0.01 > 0.25
     spent = budgets.attach("10.1.0.1", 0.0)
     spent.tokens = -1.0
-    for i in range(200):
-        budgets.detach(f"10.0.{i // 256}.{i % 256}")
+    for i in range(30):
+        budgets.detach(f"10.0.0.{i}")
     budgets.detach("10.1.0.1")
-    budgets.prune(0.0)
+    budgets.prune(1.0)                               # (the newcomers, opened empty, are full)
     assert len(budgets) == 1                         # the one in debt is kept: reconnecting
-    assert budgets.attach("10.1.0.1", 0.0).tokens == -1.0      # does not refill it
+    assert budgets.attach("10.1.0.1", 1.0).tokens == pytest.approx(-1.0 + SHARED_RATE)   # does not refill it
+
+
+def test_many_groups_together_never_get_more_than_the_total_rate() -> None:
+    """Before 12-07 (later) each group got at least MIN_RATE however many there were: 110 IPv4
+    addresses sending pings or getheaders, which cost no ban score, took 0.83 to 0.86 node
+    CPU-s/s (1.1 allowed). Now MIN_RATE holds up to 40 groups, then they share MAX_TOTAL_RATE."""
+    budgets = CpuBudgets()
+    for i in range(40):
+        budgets.attach(f"10.0.0.{i}", 0.0)
+    assert budgets.rate() == pytest.approx(MIN_RATE)
+    for i in range(40, 115):                                          # every inbound slot
+        budgets.attach(f"10.0.0.{i}", 0.0)
+    assert budgets.rate() * 115 == pytest.approx(MAX_TOTAL_RATE)
+    assert MAX_TOTAL_RATE < 0.5
+
+
+def test_new_inbound_groups_open_with_what_the_newcomers_pool_gives() -> None:
+    """Before 12-07 (later) every new group opened with a full BURST: an attacker connecting
+    from ever new addresses was paid one a connection (16 churners: 0.7 node CPU-s/s). Now
+    inbound newcomers together open with NEWCOMER_POOL, then NEWCOMER_RATE a second; a group
+    already known keeps its own bucket, and a connection the node dialled opens full."""
+    budgets = CpuBudgets()
+    opened = [budgets.attach(f"10.2.0.{i}", 0.0).tokens for i in range(100)]
+    assert opened[:4] == [BURST] * 4                                 # honest newcomers: full
+    assert sum(opened) == pytest.approx(NEWCOMER_POOL)
+    assert opened[-1] == 0.0
+    late = budgets.attach("10.3.0.1", 1.0)
+    assert late.tokens == pytest.approx(min(BURST, NEWCOMER_RATE))   # a second's refill
+    assert budgets.attach("10.3.0.2", 1.0).tokens == 0.0
+    assert budgets.attach("10.3.0.1", 1.0) is late                    # same group: no new draw
+    assert budgets.attach("10.4.0.1", 1.0, inbound=False).tokens == BURST
+    # A newcomer opened empty waits for its group's rate before its first (version) message.
+    empty = budgets.attach("10.5.0.1", 1.0)
+    assert budgets.delay(empty, estimated_cost(120), 1.0) > 0.0
+
+
+def test_a_bucket_spent_message_by_message_is_misbehaviour_only_once_a_burst_was_charged() -> None:
+    """A bucket at zero is spent by every message (its cost is known after its estimate): a
+    newcomer opened empty was charged ban score for each small unasked message it sent after
+    its handshake. Now a verdict needs a whole BURST charged since the last one."""
+    budgets = CpuBudgets()
+    for i in range(4):
+        budgets.attach(f"10.6.0.{i}", 0.0)                            # (the pool emptied)
+    a = budgets.attach("10.7.0.1", 0.0)
+    assert a.tokens == pytest.approx(0.0, abs=1e-9)
+    verdicts = []
+    need, now = estimated_cost(24), 0.0
+    for n in range(1, 1000):
+        now += budgets.delay(a, need, now) + 1e-9                     # (read once it can pay:
+        assert budgets.delay(a, need, now) == 0.0                    # peer.py asks again)
+        r = budgets.reserve(a, need, now)
+        if budgets.settle(a, r, need + 0.0001, unsolicited=True):     # costs a bit more: spent
+            verdicts.append((n, a.take_exhaustion()))
+    assert verdicts[0] == (1, False)                                  # spent, no verdict yet
+    firsts = [n for n, mostly in verdicts if mostly]
+    assert firsts and firsts[0] * (estimated_cost(24) + 0.0001) >= BURST     # a burst's worth first
 
 
 def test_a_budget_belongs_to_an_ipv4_address_or_an_ipv6_64() -> None:

@@ -25,13 +25,32 @@ from dataclasses import dataclass
 import pytest
 
 from cleancoin.components.common.chainparams import REGTEST
-from cleancoin.components.node.p2p.messages import MAX_INV, MSG_BLOCK, Inv, InvItem, Ping, Pong, serialize_message
+from cleancoin.components.node.p2p.cpu_budget import BURST, NEWCOMER_POOL, NEWCOMER_RATE
+from cleancoin.components.node.p2p.messages import (
+    MAX_INV, MAX_LOCATOR, MSG_BLOCK, GetHeaders, Inv, InvItem, Ping, Pong, serialize_message,
+)
 from framework import TEST_ADDRESS, TestNode, connect_nodes, cpu_seconds, is_multiprocess, sync_blocks, wait_until
 from raw_peer import MAGIC, RawPeer
 
 #: The flood: a max-size inv of a block the node has (decoded, looked up 50,000 times, dropped).
 FLOOD = serialize_message(MAGIC, Inv(tuple(InvItem(MSG_BLOCK, REGTEST.genesis_block.hash)
                                            for _ in range(MAX_INV))))
+
+#: Requests no peer is charged ban score for: 200 getheaders, each a locator of MAX_LOCATOR
+#: hashes the node does not know (decoded and looked up, answered with its first headers).
+GETHEADERS_FLOOD = serialize_message(MAGIC, GetHeaders(tuple(bytes([i]) * 32 for i in range(MAX_LOCATOR)))) * 200
+#: An inv of one block the node has (unasked, cheap).
+ANNOUNCE = serialize_message(MAGIC, Inv((InvItem(MSG_BLOCK, REGTEST.genesis_block.hash),)))
+#: Address groups (IPv4 addresses) of the many-groups attack: the inbound slots (115) less
+#: the site's own three connections and a margin.
+MANY_GROUPS = 100
+#: Inbound slots (-maxconnections 125 less 10 outbound ones).
+INBOUND_SLOTS = 115
+
+
+def node_inbound_room(newcomers: int = 40) -> int:
+    """The most peers the node may have for `newcomers` more inbound ones to fit."""
+    return INBOUND_SLOTS - newcomers
 
 
 @dataclass
@@ -174,16 +193,69 @@ def test_flooding_peers_do_not_starve_an_honest_peer(site: Site) -> None:
     assert len(fig.scores) == 8 and min(fig.scores) >= 10, fig
 
 
+def test_new_address_groups_open_with_no_more_than_the_newcomers_pool(site: Site) -> None:
+    """40 connections from addresses new to the node, one after another: together they open
+    with at most the newcomers' pool (0.2 CPU-s) and its refill (0.05 a second), as
+    `getpeerinfo`'s `cpu_budget` shows once each has shaken hands. Before 12-07 (later) each
+    opened with a full burst (0.05 less its handshake, 40 of them about 2 CPU-s), so an
+    attacker connecting from ever new addresses (one /48 holds 65,536 /64s) was paid a burst a
+    connection: 16 such churners sending 68 KB invs took 0.4 to 0.97 node CPU-s/s and held an
+    honest block's relay 0.27 to 0.9 s (median of rounds; 1.7 s at most); now 0.19 to 0.25
+    CPU-s/s and 0.014 to 0.08 s (A/B rounds, 12-07, load averages 5 to 11)."""
+    node = site.node
+    # Room among the inbound slots: earlier attackers' connections, paused while their
+    # budget refills, are seen closed only when read again.
+    wait_until(lambda: len(node.rpc.getpeerinfo()) <= node_inbound_room(), 120, what="the attackers gone")
+    start = time.monotonic()
+    peers = [RawPeer(node.p2p_port, f"127.62.0.{i + 1}") for i in range(40)]
+    try:
+        for p in peers:
+            p.handshake(1)
+        opened = [float(p["cpu_budget"]) for p in node.rpc.getpeerinfo() if p["addr"].startswith("127.62.0.")]
+        elapsed = time.monotonic() - start
+        # Then each announces a block the node has, three times (unasked, but small): a
+        # newcomer that opened empty spends its bucket with each, which is no misbehaviour
+        # until a whole burst was spent so (else +10 for 36 of the 40: measured 12-07).
+        for p in peers:
+            p.send(ANNOUNCE * 3)
+        for i, p in enumerate(peers):
+            p.sync(i + 1)
+        scores = [p["banscore"] for p in node.rpc.getpeerinfo() if p["addr"].startswith("127.62.0.")]
+    finally:
+        for p in peers:
+            p.close()
+    print(f"40 newcomers in {elapsed:.1f} s: cpu_budget in all {sum(max(0.0, b) for b in opened):.3f}, {opened}")
+    assert len(opened) == 40, opened
+    assert sum(max(0.0, b) for b in opened) <= NEWCOMER_POOL + NEWCOMER_RATE * elapsed + BURST, (elapsed, opened)
+    assert scores == [0] * 40, scores
+
+
+def test_many_address_groups_sending_requests_take_no_more_than_the_total_rate(site: Site) -> None:
+    """MANY_GROUPS IPv4 addresses, one connection each, flood getheaders (a request: no ban
+    score however long it lasts) for 3 s: the node spends MAX_TOTAL_RATE (0.4) on them and
+    what is not measured, under 0.7 CPU-s/s (CPU seconds: a loaded machine lowers them, never
+    raises them), and charges them no ban score, their handshakes included (a newcomer may
+    open with an empty bucket). Before 12-07 (later) every group got at least MIN_RATE (0.01),
+    100 of them 1.0 CPU-s/s: the node spent 0.88 to 0.92 CPU-s/s (most of its core) and an
+    honest block's relay took 0.11 to 0.15 s (median); now 0.5 to 0.56 and 0.014 to 0.017 s
+    (figures: `python test_p2p_cpu_fairness.py 5 groups`)."""
+    fig = attack(site, MANY_GROUPS, 3.0, source=9, flood=GETHEADERS_FLOOD, command="getheaders")
+    print(fig)
+    assert fig.node_cpu < 0.7, fig
+    assert max(fig.scores) == 0, fig                 # (requests: the budget holds them, no ban)
+
 if __name__ == "__main__":
     import tempfile
     from pathlib import Path
     span = float(sys.argv[1]) if len(sys.argv) > 1 else 6.0
     # `ping`: 10,000 pings a burst (small messages: the per-message cost) instead of invs.
     kind = sys.argv[2] if len(sys.argv) > 2 else "inv"
-    burst = (serialize_message(MAGIC, Ping(1)) * 10_000) if kind == "ping" else FLOOD
+    # `groups`: getheaders from MANY_GROUPS addresses (and 1 and 8 of them).
+    burst = {"ping": serialize_message(MAGIC, Ping(1)) * 10_000, "groups": GETHEADERS_FLOOD}.get(kind, FLOOD)
+    command = "getheaders" if kind == "groups" else kind
     with tempfile.TemporaryDirectory() as tmp:
         it = make_site(Path(tmp))
         s = next(it)
-        for round_, n in enumerate((1, 4, 8)):
-            print(kind, attack(s, n, span, source=round_ + 1, flood=burst, command=kind), flush=True)
+        for round_, n in enumerate((1, 8, MANY_GROUPS) if kind == "groups" else (1, 4, 8)):
+            print(kind, attack(s, n, span, source=round_ + 1, flood=burst, command=command), flush=True)
         next(it, None)

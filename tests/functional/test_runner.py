@@ -81,7 +81,7 @@ EXPECTED_SECONDS: dict[str, tuple[float, float]] = {
     "test_node_wallet.py": (83, 238),
     "test_other_users.py": (112, 216),
     "test_p2p_cpu_budget_groups.py": (87, 131),
-    "test_p2p_cpu_fairness.py": (31, 38),
+    "test_p2p_cpu_fairness.py": (45, 55),
     "test_p2p_header_presync.py": (57, 6),
     "test_p2p_min_chain_work_download.py": (48, 58),
     "test_p2p_min_chain_work_stall.py": (223, 51),

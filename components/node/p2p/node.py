@@ -158,7 +158,7 @@ from .messages import (
     MAX_HEADERS, BlockMessage, GetBlocks, GetData, GetHeaders, Headers, Inv, InvItem, Message, NotFound,
     Ping, Pong, ProtocolError, RawBlockMessage, TxMessage, Verack, Version,
 )
-from .cpu_budget import EXHAUSTED_SCORE, LARGE_RATE, SHARED_RATE, CpuBudgets
+from .cpu_budget import EXHAUSTED_SCORE, LARGE_RATE, MAX_TOTAL_RATE, NEWCOMER_RATE, SHARED_RATE, CpuBudgets
 from .eviction import Candidate, netgroup, select_peer_to_evict
 from .log_limit import install as install_log_limit
 from .header_download import HeaderDownload
@@ -435,8 +435,9 @@ class P2PNode:
         self._progress_height = 0
         self._progress_final = False
         #: What each address group's messages may cost the event loop's thread (cpu_budget.py).
-        self._cpu_budgets = CpuBudgets(shared_rate=cpu_shared_rate,
-                                       large_rate=cpu_shared_rate * LARGE_RATE / SHARED_RATE)
+        scale = cpu_shared_rate / SHARED_RATE
+        self._cpu_budgets = CpuBudgets(shared_rate=cpu_shared_rate, large_rate=scale * LARGE_RATE,
+                                       max_total_rate=scale * MAX_TOTAL_RATE, newcomer_rate=scale * NEWCOMER_RATE)
 
     # ================================================================== lifecycle
 
@@ -555,7 +556,7 @@ class P2PNode:
         peer = Peer(self, self._next_peer_id, reader, writer, magic=self.params.magic,
                     inbound=inbound, connection_type=connection_type, target=target, now=self.now)
         self._peers[peer.id] = peer
-        peer.cpu_budget = self._cpu_budgets.attach(peer.host, asyncio.get_running_loop().time())
+        peer.cpu_budget = self._cpu_budgets.attach(peer.host, asyncio.get_running_loop().time(), inbound=inbound)
         peer.cpu_budgets = self._cpu_budgets
         log.debug("%s connection peer=%d %s", "inbound" if inbound else "outbound", peer.id, peer.addr)
         return peer

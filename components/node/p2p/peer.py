@@ -383,6 +383,10 @@ class Peer:
         # message cost (the other tasks of the loop do not run in between).
         start = time.thread_time() - self._checksum_cost
         delivered = (self.last_block_time, self.last_tx_time)
+        # The handshake is no misbehaviour whatever it costs: a group new to the node may open
+        # with an empty bucket (cpu_budget.NEWCOMER_POOL), so its version alone can spend it.
+        # (A repeated version or verack is charged ban score of its own.)
+        handshaking = not self.handshake_done
         asked = False
         try:
             if not self.handshake_done and command not in HANDSHAKE_COMMANDS:
@@ -399,7 +403,8 @@ class Peer:
             # What we asked for, or what brought a block or transaction new to us, is free:
             # an initial block download or a relayed block never waits on the budget.
             free = asked or (self.last_block_time, self.last_tx_time) != delivered
-            self._settle(command, None if free else time.thread_time() - start + MESSAGE_OVERHEAD)
+            self._settle(None if free else time.thread_time() - start + MESSAGE_OVERHEAD,
+                         excused=handshaking or command in EXCUSED_COMMANDS)
 
     def _expected(self, command: str) -> bool:
         """A message of `command` may be the answer to a request of ours (known from its
@@ -428,12 +433,12 @@ class Peer:
             return bool(self.ping_sent_at)
         return False
 
-    def _settle(self, command: str, cost: float | None) -> None:
+    def _settle(self, cost: float | None, *, excused: bool) -> None:
         budget, budgets = self.cpu_budget, self.cpu_budgets
         reservation, self._reserved = self._reserved, NOTHING_RESERVED
         if budget is None or budgets is None:
             return
-        if budgets.settle(budget, reservation, cost, unsolicited=command not in EXCUSED_COMMANDS):
+        if budgets.settle(budget, reservation, cost, unsolicited=not excused):
             self.handler.cpu_budget_spent(self, budget.take_exhaustion())
 
     async def _wait_for_budget(self, need: float) -> None:
