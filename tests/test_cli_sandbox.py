@@ -598,3 +598,29 @@ def test_a_read_only_grant_does_not_keep_a_program_from_the_sockets_in_it(tmp_pa
                          f"{outside}/other.sock Address family not supported by protocol"], lines
     assert heard == []
     assert "may not connect to a named unix socket (the filter refuses socket(AF_UNIX) or connect)" in explained
+
+
+def test_check_and_runs_execve_precheck_read_what_the_filter_lets_run(tmp_path: Path) -> None:
+    """Until 12-07 both read the allow list: `check` said "353 syscalls allowed" for a policy
+    whose log default let every syscall run, and `run` passed its execve pre-check for an
+    execve a rule refused (the program then failed inside: 'Operation not permitted'), and
+    refused one a log default let run."""
+    data = tmp_path / "data"
+    data.mkdir()
+    refused = tmp_path / "refused.toml"
+    refused.write_text('extends = ["examples/program"]\n[[seccomp.rules]]\nsyscall = "execve"\n'
+                       'action = "errno:EPERM"\n')
+    logged = tmp_path / "logged.toml"
+    logged.write_text('extends = ["strict"]\n[seccomp]\ndefault_action = "log"\nreason = "this test"\n'
+                      '[filesystem]\nexecute = ["/usr/bin", "/usr/lib", { path = "/usr/lib64", optional = true }]\n'
+                      'read = ["/etc/ld.so.cache"]\n')
+    denied = run("run", "--policy", str(refused), "--datadir", str(data), "--", "/bin/true")
+    assert denied.returncode == 125 and "does not allow execve" in denied.stderr, denied.stderr
+    allowed = run("run", "--policy", str(logged), "--datadir", str(data), "--", "/usr/bin/true")
+    assert allowed.returncode == 0, allowed.stderr
+    checked = run("check", str(logged), str(refused), "examples/program")
+    assert checked.returncode == 0, checked.stderr
+    lines = checked.stdout.splitlines()
+    assert lines[0].endswith("syscalls allowed; every other syscall RUNS (default log))")
+    count = {line.split(": ok (")[1].split(", ")[0]: int(line.split(", ")[1].split()[0]) for line in lines}
+    assert count["refused"] == count["examples/program"] - 1          # execve, refused by its rule
