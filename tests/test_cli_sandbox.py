@@ -624,3 +624,35 @@ def test_check_and_runs_execve_precheck_read_what_the_filter_lets_run(tmp_path: 
     assert lines[0].endswith("syscalls allowed; every other syscall RUNS (default log))")
     count = {line.split(": ok (")[1].split(", ")[0]: int(line.split(", ")[1].split()[0]) for line in lines}
     assert count["refused"] == count["examples/program"] - 1          # execve, refused by its rule
+
+
+def test_explain_shows_the_values_it_sets_and_code_paths_the_program_may_write(tmp_path: Path) -> None:
+    """Until 12-07 `explain` named the variables a policy sets, not their values:
+    `PYTHONPATH = "${datadir}/lib"` read as `set: ..., PYTHONPATH`, and the sitecustomize.py
+    one run left in ${datadir}/lib ran in every later run's Python (shown below). A PATH into
+    a write grant without execute runs nothing from it (the view mounts it noexec): no warning."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs /usr/bin/python3 (a program examples/program can run)")
+    data = tmp_path / "data"
+    data.mkdir()
+    python_path, search_path = tmp_path / "pythonpath.toml", tmp_path / "path.toml"
+    python_path.write_text('extends = ["examples/program"]\n[process]\nset_environment = { PYTHONPATH = "${datadir}/lib" }\n')
+    search_path.write_text('extends = ["examples/program"]\n[process]\nset_environment = { PATH = "${datadir}/bin:/usr/bin" }\n')
+    plant = (f"mkdir -p {data}/lib {data}/bin && echo 'print(\"planted\")' > {data}/lib/sitecustomize.py && "
+             f"printf '#!/bin/sh\\necho planted\\n' > {data}/bin/hello && chmod +x {data}/bin/hello")
+    assert run("run", "--policy", str(python_path), "--datadir", str(data), "--", "/bin/sh", "-c", plant).returncode == 0
+
+    def python(policy: str) -> str:
+        return run("run", "--policy", policy, "--datadir", str(data), "--", "/usr/bin/python3", "-c",
+                   "print('honest')").stdout
+
+    assert python(str(python_path)) == "planted\nhonest\n"            # what the policy says
+    assert python("examples/program") == "honest\n"
+    said = run("explain", str(python_path)).stdout
+    assert "PYTHONPATH=${datadir}/lib" in said
+    assert ("RUNS CODE IT MAY WRITE: PYTHONPATH names ${datadir}/lib, beneath the write grant ${datadir}"
+            in said)
+    hello = run("run", "--policy", str(search_path), "--datadir", str(data), "--", "hello")
+    assert hello.returncode != 0 and "planted" not in hello.stdout    # noexec: nothing runs
+    assert "RUNS CODE" not in run("explain", str(search_path)).stdout + run("explain", "examples/program").stdout
+    assert "PATH=${datadir}/bin:/usr/bin" in run("explain", str(search_path)).stdout
