@@ -78,17 +78,18 @@ def policy_path(name: str) -> str:
     return shipped if os.path.exists(shipped) else name
 
 
-def _load_policy(path: str, cached: bool = False) -> Policy:
+def _load_policy(path: str, cached: bool = False, edges: list[tuple[str, str, str]] | None = None) -> Policy:
     """load_policy, with any failure as PolicyErrors: a loader bug (an exception that is not
     a PolicyError) must still give the user one clean line naming the file, not a traceback.
     `cached`: from the policy cache when a checked entry is there (sandbox/policy_cache.py),
-    which spares `run` the loader's imports; `check` and the others always load in full."""
+    which spares `run` the loader's imports; `check` and the others always load in full.
+    `edges` receives the `extends` entries followed (policy_loader.load_policy)."""
     try:
         if cached:
             from cleancoin.sandbox.policy_cache import load_policy as load_checked
             return load_checked(path)
         from cleancoin.sandbox.policy_loader import load_policy
-        return load_policy(path)
+        return load_policy(path, edges)
     except PolicyErrors:
         raise
     except Exception as exc:     # the last line of defence; the fuzz tests look for these
@@ -158,8 +159,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for name in args.policy:
         path = policy_path(name)
+        edges: list[tuple[str, str, str]] = []
         try:
-            policy = _load_policy(path)
+            policy = _load_policy(path, edges=edges)
         except PolicyErrors as errors:
             if args.json:
                 print(json.dumps({"policy": path, "ok": False, "errors": [e.as_dict() for e in errors.errors]}))
@@ -170,11 +172,20 @@ def cmd_check(args: argparse.Namespace) -> int:
             # (unreadable, binary, too large) means the tool could not do its job.
             status = max(status, EXIT_TOOL_FAILED if errors.unreadable else EXIT_FINDING)
             continue
+        # A base beside the policy that takes the place of a shipped one of the name written.
+        from cleancoin.sandbox.policy_files import shadowed_shipped
+        shadows = [(written, including, target, shipped) for written, including, target in edges
+                   if (shipped := shadowed_shipped(written, target)) is not None]
         if args.json:
             print(json.dumps({"policy": path, "ok": True, "name": policy.name,
-                              "files": list(policy.files)}))
+                              "files": list(policy.files),
+                              "shadows": [{"extends": w, "in": i, "file": t, "shipped": s}
+                                          for w, i, t, s in shadows]}))
         else:
             print(f"{path}: ok ({policy.name}, {_filter_summary(policy)})")
+            for written, including, target, _shipped in shadows:
+                print(f"  {including}: extends '{written}' is {target}, beside it, NOT the shipped "
+                      f"policy of that name")
     return status
 
 

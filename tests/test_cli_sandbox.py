@@ -285,6 +285,23 @@ def test_a_policy_anywhere_extends_a_shipped_one_by_name(tmp_path) -> None:
     assert "no shipped policy has that name" in bad.stderr and "base/python" in bad.stderr
 
 
+def test_check_says_when_a_file_beside_takes_the_place_of_a_shipped_base(tmp_path) -> None:
+    """`extends = ["base/python.toml"]` reads as the shipped base; a file of that name beside
+    the policy is taken instead (policies.md, "How extends works"). Until 12-07 `check` said
+    only "ok": a base that reads the whole host passed review as the shipped one."""
+    own = tmp_path / "own.toml"
+    own.write_text('extends = ["base/python.toml"]\n[filesystem]\nwrite = ["${datadir}"]\n')
+    assert "NOT the shipped" not in run("check", str(own)).stdout
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "python.toml").write_text('[filesystem]\nread = ["/"]\n')
+    said = run("check", str(own))
+    assert said.returncode == 0
+    assert (f"{own}: extends 'base/python.toml' is {tmp_path}/base/python.toml, beside it, NOT the "
+            "shipped policy of that name") in said.stdout
+    [shadow] = json.loads(run("check", "--json", str(own)).stdout)["shadows"]
+    assert shadow["file"] == str(tmp_path / "base" / "python.toml") and shadow["shipped"].endswith("base/python.toml")
+
+
 def test_the_shipped_example_runs_an_ordinary_program(tmp_path) -> None:
     (tmp_path / "a.txt").write_text("one\ntwo\n")
     script = "wc -l a.txt > count; tar -cf - a.txt | wc -c; cat /etc/shadow"
