@@ -8,10 +8,12 @@ at launch. The loader and the policy cache ask `problem()` of every file of a po
 named one included, so `check`, `explain`, `diff`, `run` and the components refuse alike.
 
 A directory on the way that others may write is fine when it is sticky (/tmp): they cannot
-rename or remove what we own in it. Group-writable is refused whatever the group (stricter
-than components/common/conf.py's `refuse_others`, which the layout keeps out of the sandbox
-package's reach: a policy's directory has no reason to be shared). That covers POSIX ACLs too:
-a named user's or group's entry writes only through the mask, which the group bits show.
+rename or remove what we own in it. Group-writable is refused unless every member of the group
+is us or root (a user-private group under umask 002: a venv made so is group-writable), as
+components/common/conf.py's `refuse_others` rules for a datadir; the layout keeps that module
+out of the sandbox package's reach (tests/test_layout.py), hence `_private_group` here. A
+named ACL entry writes only through the mask, which the group bits show: a group-writable
+file or directory with a named entry of another user or group is refused too.
 """
 
 from __future__ import annotations
@@ -67,8 +69,46 @@ def _unsafe(st: os.stat_result, where: str, trusted: tuple[int, int], *, final: 
         return f"{where} is owned by uid {st.st_uid}, another user, who can change it"
     mode = stat.S_IMODE(st.st_mode)
     sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and not final
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_dir:
-        whom = "other users" if st.st_mode & stat.S_IWOTH else f"group {st.st_gid}"
-        return f"{where} is writable by {whom} (mode {mode:04o}); chmod go-w {where}"
+    if sticky_dir:
+        return None
+    if st.st_mode & stat.S_IWOTH:
+        return f"{where} is writable by other users (mode {mode:04o}); chmod o-w {where}"
+    if st.st_mode & stat.S_IWGRP:
+        if not _private_group(st.st_gid, trusted):
+            return (f"{where} is writable by group {st.st_gid}, which has members other than you and "
+                    f"root, or none the system knows (mode {mode:04o}); chmod g-w {where}")
+        if other := _acl_writer(where, trusted):
+            return f"{where} is writable by {other} through its ACL (getfacl {where})"
     return None
+
+
+def _private_group(gid: int, trusted: tuple[int, int]) -> bool:
+    """Every member of group `gid` (by primary group or the group's list) is trusted, and it
+    has one at least: a group without members the system knows is a setgid program's."""
+    import grp
+    import pwd
+    try:
+        names = grp.getgrgid(gid).gr_mem
+        members = {user.pw_uid for user in pwd.getpwall() if user.pw_gid == gid}
+        members |= {pwd.getpwnam(name).pw_uid for name in names}
+    except KeyError:
+        return False
+    return bool(members) and members <= set(trusted)
+
+
+def _acl_writer(where: str, trusted: tuple[int, int]) -> str:
+    """"uid N" or "gid N" of a named entry of `where`'s POSIX access ACL that may write and is
+    not trusted (a named group: unless private), "" when none."""
+    import struct
+    try:
+        acl = os.getxattr(where, "system.posix_acl_access", follow_symlinks=False)
+    except OSError:
+        return ""       # no ACL (ENODATA) or a file system without them (ENOTSUP)
+    for offset in range(4, len(acl) - 7, 8):
+        tag, perm, ident = struct.unpack_from("<HHI", acl, offset)
+        if perm & 2 and tag == 0x02 and ident not in trusted:                            # ACL_USER
+            return f"uid {ident}"
+        if perm & 2 and tag == 0x08 and not _private_group(ident, trusted):                 # ACL_GROUP
+            return f"gid {ident}"
+    return ""
 
