@@ -120,10 +120,11 @@ def load(path: str) -> Policy | None:
                 or meta.get("sha256") != filter_cache._sha256(payload)):   # noqa: SLF001
             return None
         files, edges = meta["files"], meta["edges"]
+        safe_dirs: set[str] = set()
         for file, real, digest in files:
             if os.path.realpath(file) != real or _file_sha256(file) != digest:
                 return None
-            if policy_trust.problem(file) is not None:
+            if policy_trust.problem(file, safe_dirs) is not None:
                 return None     # the loader says why (policy_trust's docstring)
         from .policy_files import extended_path
         for written, including, target in edges:

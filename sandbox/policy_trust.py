@@ -25,10 +25,13 @@ import stat
 _MAX_LINKS = 40
 
 
-def problem(path: str) -> str | None:
+def problem(path: str, safe_dirs: set[str] | None = None) -> str | None:
     """Why `path` may have been changed by someone other than its owner since it was
     reviewed, or None when it cannot have been. Each directory, link and the file are looked
-    at as the kernel resolves the path, one link at a time."""
+    at as the kernel resolves the path, one link at a time. `safe_dirs`: directories already
+    found safe by an earlier call (and added to), so that the files of one policy, which
+    share most of their path, cost one walk (the policy cache's hit path)."""
+    safe_dirs = set() if safe_dirs is None else safe_dirs
     trusted = (0, os.geteuid())
     # Not os.path.abspath: it drops `link/..` before the kernel has followed `link`.
     todo = [p for p in os.path.join(os.getcwd(), path).split("/") if p]
@@ -44,6 +47,9 @@ def problem(path: str) -> str | None:
                 current = os.path.dirname(current)
                 continue
             here = os.path.join(current, name)
+            if todo and here in safe_dirs:
+                current = here
+                continue
             st = os.lstat(here)
             if stat.S_ISLNK(st.st_mode):
                 if st.st_uid not in trusted:
@@ -58,6 +64,8 @@ def problem(path: str) -> str | None:
                 continue
             if (why := _unsafe(st, here, trusted, final=not todo)) is not None:
                 return why
+            if todo:
+                safe_dirs.add(here)
             current = here
     except OSError as exc:
         return f"cannot check {current}: {exc.strerror}"
