@@ -71,11 +71,15 @@ def _resume_gc() -> None:
 
 
 def policy_path(name: str) -> str:
-    """A path as given, or the name of a shipped policy (`strict`, `wallet`, `base/python`)."""
-    if os.path.exists(name) or name.endswith(".toml"):
+    """A path as given (absolute, ending in .toml, or starting with ./ or ../), or the name of
+    a shipped policy (`strict`, `wallet`, `base/python`), or else a file of that name. A shipped
+    name is the shipped policy even where the working directory holds a file of that name
+    (since 12-07; before, `check wallet` in a checkout holding a file `wallet` checked that
+    file and printed 'wallet: ok', as a components' name meant it for restrict_self)."""
+    if os.path.isabs(name) or name.endswith(".toml") or name.startswith(("./", "../")):
         return name
     shipped = shipped_policy(name)
-    return shipped if os.path.exists(shipped) else name
+    return shipped if os.path.isfile(shipped) else name
 
 
 def _load_policy(path: str, cached: bool = False, edges: list[tuple[str, str, str]] | None = None) -> Policy:

@@ -673,3 +673,13 @@ def test_explain_shows_the_values_it_sets_and_code_paths_the_program_may_write(t
     assert hello.returncode != 0 and "planted" not in hello.stdout    # noexec: nothing runs
     assert "RUNS CODE" not in run("explain", str(search_path)).stdout + run("explain", "examples/program").stdout
     assert "PATH=${datadir}/bin:/usr/bin" in run("explain", str(search_path)).stdout
+
+
+def test_a_shipped_name_is_the_shipped_policy_whatever_the_working_directory_holds(tmp_path) -> None:
+    """Until 12-07 `check wallet` in a directory holding a file `wallet` checked that file and
+    printed 'wallet: ok': what a reviewer took for the shipped policy. `./wallet` names it."""
+    (tmp_path / "wallet").write_text('[policy]\nname = "planted"\n[seccomp]\nenabled = false\nreason = "planted"\n')
+    shipped = subprocess.run([TOOL, "check", "wallet"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert shipped.stdout.startswith(f"{_shipped('wallet')}: ok (wallet, "), shipped.stdout + shipped.stderr
+    planted = subprocess.run([TOOL, "check", "./wallet"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert planted.stdout == "./wallet: ok (planted, NO syscall filter)\n", planted.stdout + planted.stderr
