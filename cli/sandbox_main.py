@@ -71,24 +71,29 @@ def _resume_gc() -> None:
 
 
 def policy_path(name: str) -> str:
-    """A path as given, or the name of a shipped policy (`strict`, `wallet`, `base/python`)."""
-    if os.path.exists(name) or name.endswith(".toml"):
+    """A path as given (absolute, ending in .toml, or starting with ./ or ../), or the name of
+    a shipped policy (`strict`, `wallet`, `base/python`), or else a file of that name. A shipped
+    name is the shipped policy even where the working directory holds a file of that name
+    (since 12-07; before, `check wallet` in a checkout holding a file `wallet` checked that
+    file and printed 'wallet: ok', as a components' name meant it for restrict_self)."""
+    if os.path.isabs(name) or name.endswith(".toml") or name.startswith(("./", "../")):
         return name
     shipped = shipped_policy(name)
-    return shipped if os.path.exists(shipped) else name
+    return shipped if os.path.isfile(shipped) else name
 
 
-def _load_policy(path: str, cached: bool = False) -> Policy:
+def _load_policy(path: str, cached: bool = False, edges: list[tuple[str, str, str]] | None = None) -> Policy:
     """load_policy, with any failure as PolicyErrors: a loader bug (an exception that is not
     a PolicyError) must still give the user one clean line naming the file, not a traceback.
     `cached`: from the policy cache when a checked entry is there (sandbox/policy_cache.py),
-    which spares `run` the loader's imports; `check` and the others always load in full."""
+    which spares `run` the loader's imports; `check` and the others always load in full.
+    `edges` receives the `extends` entries followed (policy_loader.load_policy)."""
     try:
         if cached:
             from cleancoin.sandbox.policy_cache import load_policy as load_checked
             return load_checked(path)
         from cleancoin.sandbox.policy_loader import load_policy
-        return load_policy(path)
+        return load_policy(path, edges)
     except PolicyErrors:
         raise
     except Exception as exc:     # the last line of defence; the fuzz tests look for these
@@ -158,8 +163,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for name in args.policy:
         path = policy_path(name)
+        edges: list[tuple[str, str, str]] = []
         try:
-            policy = _load_policy(path)
+            policy = _load_policy(path, edges=edges)
         except PolicyErrors as errors:
             if args.json:
                 print(json.dumps({"policy": path, "ok": False, "errors": [e.as_dict() for e in errors.errors]}))
@@ -170,12 +176,37 @@ def cmd_check(args: argparse.Namespace) -> int:
             # (unreadable, binary, too large) means the tool could not do its job.
             status = max(status, EXIT_TOOL_FAILED if errors.unreadable else EXIT_FINDING)
             continue
+        # A base beside the policy that takes the place of a shipped one of the name written.
+        from cleancoin.sandbox.policy_files import shadowed_shipped
+        shadows = [(written, including, target, shipped) for written, including, target in edges
+                   if (shipped := shadowed_shipped(written, target)) is not None]
         if args.json:
             print(json.dumps({"policy": path, "ok": True, "name": policy.name,
-                              "files": list(policy.files)}))
+                              "files": list(policy.files),
+                              "shadows": [{"extends": w, "in": i, "file": t, "shipped": s}
+                                          for w, i, t, s in shadows]}))
         else:
-            print(f"{path}: ok ({policy.name}, {len(policy.allowed_syscalls)} syscalls allowed)")
+            print(f"{path}: ok ({policy.name}, {_filter_summary(policy)})")
+            for written, including, target, _shipped in shadows:
+                print(f"  {including}: extends '{written}' is {target}, beside it, NOT the shipped "
+                      f"policy of that name")
     return status
+
+
+def _filter_summary(policy: Policy) -> str:
+    """What the filter lets run, in a few words: the names it lets through whatever the
+    arguments (the count `explain` gives), those argument rules let through in part, and a
+    default that lets the rest run. Until 12-07 `check` counted the allow list: 353 allowed for
+    a policy whose log default let every syscall run, execve counted though a rule refused it."""
+    sc = policy.seccomp
+    if not sc.enabled:
+        return "NO syscall filter"
+    text = f"{len(policy.reachable_syscalls)} syscalls allowed"
+    if partly := policy.allowed_by_argument_rule:
+        text += f", {len(partly)} more for some arguments"
+    if sc.default_action == "log":
+        text += "; every other syscall RUNS (default log)"
+    return text
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

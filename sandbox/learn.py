@@ -37,7 +37,7 @@ from . import dangerous, launcher, paths, seccomp, toml_writer
 from .families import BY_NUMBER
 from .model import Grant, Policy
 from .policy_dump import dump
-from .printable import printable, visible
+from .printable import non_ascii, printable, visible
 from .variables import default_values, substitute
 
 _CLASS = {"read": "read", "lookup": "lookup", "write": "write", "create": "write", "remove": "write",
@@ -143,8 +143,10 @@ def _unwritable(obs: Observation, path: str) -> bool:
     """A path the program chose that no policy may hold (control or format characters, not
     UTF-8: sandbox/printable.py) is left out of what is learned, with a warning: written into
     the learned file it made that file unloadable (or, before the loader refused them, an
-    escape sequence for the terminal of whoever reads it)."""
-    if printable(path):
+    escape sequence for the terminal of whoever reads it). Since 12-07 a path outside ASCII
+    too: the loader refuses it (a lookalike prints as another path); such a path is given at
+    launch with --var."""
+    if printable(path) and non_ascii(path) < 0:
         return False
     note = f"a path no policy can hold was used and is not granted: {visible(path)[:300]}"
     if note not in obs.errors:

@@ -389,7 +389,7 @@ def compile_plan(policy: Policy, variables: Mapping[str, str], kernel: KernelFea
         landlock=ll_rules,
         seccomp_bpf=compiled.bpf if compiled else b"",
         seccomp_sha256=compiled.sha256 if compiled else "",
-        exec_allowed=compiled is None or "execve" in policy.allowed_syscalls,
+        exec_allowed=compiled is None or policy.may_run("execve"),
         mechanisms=mechanisms,
         untrusted=fs.untrusted,
     )

@@ -18,6 +18,8 @@ difference is a miss (the policy is loaded and validated in full, and the entry 
   module), libseccomp's version and API level, and the Python version;
 - the SHA-256 of its payload;
 - every file of the policy, read again: same real path, same SHA-256 of its bytes;
+- every file of the policy writable by its owner alone (us or root), as every directory and
+  link above it (policy_trust.py; since 12-07): else the loader refuses it, saying why;
 - every `extends` entry resolved again from the file that names it (a file that has appeared
   beside it takes precedence over a shipped policy of that name): same target.
 
@@ -33,7 +35,7 @@ import json
 import os
 import sys
 
-from . import filter_cache
+from . import filter_cache, policy_trust
 
 TYPE_CHECKING = False     # not typing's: `CleanCoin-sandbox run` imports this and never typing
 
@@ -118,9 +120,12 @@ def load(path: str) -> Policy | None:
                 or meta.get("sha256") != filter_cache._sha256(payload)):   # noqa: SLF001
             return None
         files, edges = meta["files"], meta["edges"]
+        safe_dirs: set[str] = set()
         for file, real, digest in files:
             if os.path.realpath(file) != real or _file_sha256(file) != digest:
                 return None
+            if policy_trust.problem(file, safe_dirs) is not None:
+                return None     # the loader says why (policy_trust's docstring)
         from .policy_files import extended_path
         for written, including, target in edges:
             if extended_path(written, including) != target:

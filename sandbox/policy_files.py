@@ -39,3 +39,15 @@ def extended_path(name: str, including: str) -> str:
         return beside
     shipped = shipped_policy(name.removesuffix(".toml"))
     return shipped if os.path.isfile(shipped) else beside
+
+
+def shadowed_shipped(name: str, target: str) -> str | None:
+    """The shipped policy that an `extends` entry `name` would have named, had `target` (the
+    file it led to, beside the file that names it) not been there; None when none. A reviewer
+    reading `extends = ["base/python"]` takes it for the shipped base: `check` says otherwise."""
+    if os.path.isabs(name):
+        return None
+    shipped = shipped_policy(name.removesuffix(".toml"))
+    if not os.path.isfile(shipped) or os.path.realpath(shipped) == os.path.realpath(target):
+        return None
+    return shipped

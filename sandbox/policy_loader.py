@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import dangerous, seccomp, syscall_groups
+from . import dangerous, policy_trust, seccomp, syscall_groups
 from .errors import PolicyError, PolicyErrors, PolicyFileError, SourceRef
 from .model import (Compatibility, Filesystem, Grant, Level, Namespaces, Network, Policy, Process,
                     Rlimit, Scopes, Seccomp, SeccompRule, SocketFamily, MECHANISMS)
 from .policy_files import extended_path, shipped_names, shipped_policy  # noqa: F401 - where they were
 from .policy_spec import SECTIONS, TOP_LEVEL, Key
-from .printable import printable, visible
+from .printable import ascii_shown, char_name, non_ascii, printable, visible
 from .rule_precedence import effective_rules
 from .toml_locate import key_lines, line_for
 
@@ -158,6 +158,38 @@ def _unprintable(data: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _prose(dotted: str) -> bool:
+    """A key whose text only a reader reads (a reason, the description): the launcher enforces
+    nothing from it, so it may be in any language. An environment variable named `reason` is
+    a value, not prose."""
+    return dotted == "policy.description" or (dotted.endswith(".reason")
+                                              and not dotted.startswith("process.set_environment."))
+
+
+def _lookalike(data: dict[str, Any]) -> tuple[str, str] | None:
+    """The dotted key of the first key or string (prose aside) with a character outside ASCII,
+    and that text; None when there is none. Iterative, as _unprintable.
+
+    Why: until 12-07 a path such as `${datadir}/k\u0435ys` (a Cyrillic e) was accepted, and
+    `check`, `explain` and `diff` printed it as `${datadir}/keys`: a reviewed `hide` (or
+    `read`, an environment name) of one path that the launcher applied to another."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                dotted = f"{path}.{k}" if path else str(k)
+                if non_ascii(str(k)) >= 0:
+                    return path, str(k)
+                if not _prose(dotted):
+                    stack.append((dotted, v))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, str) and non_ascii(value) >= 0:
+            return path, value
+    return None
+
+
 def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
     raw = _read_bytes(path)
     where = SourceRef(path, 0, "")
@@ -204,6 +236,16 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
         raise PolicyError(SourceRef(path, line_for(lines, base) if base else 0, visible(key)),
                           f"a control or format character in '{shown[:200]}': no key or string "
                           "of a policy may hold one (escape sequences, newlines, bidi overrides)")
+    if (odd := _lookalike(data)) is not None:
+        key, text = odd
+        base = key.split("[")[0]
+        raise PolicyError(SourceRef(path, line_for(lines, base) if base else 0, ascii_shown(key)),
+                          f"non-ASCII character {char_name(text[non_ascii(text)])} in "
+                          f"'{ascii_shown(text)[:200]}': a policy's paths, names and values are "
+                          "ASCII, so that each prints as itself (a Cyrillic letter, a no-break "
+                          "space or a combining mark prints as another text); only a reason and "
+                          "the description may use other characters, and a non-ASCII path is "
+                          "given at launch with --var")
     return data, lines
 
 
@@ -271,6 +313,11 @@ def _collect(path: str, stack: tuple[str, ...], seen: set[str], order: list[_Fra
         raise PolicyError(included_at, f"extended policy {shown} does not exist or is not a file, "
                                        "and no shipped policy has that name"
                                        + (f" (shipped: {', '.join(shipped_names())})" if named else ""))
+    if os.path.exists(path) and (why := policy_trust.problem(path)) is not None:
+        raise PolicyError(included_at or SourceRef(path, 0, ""),
+                          f"policy {path} may not be what was reviewed: {why}; a policy file and "
+                          "every directory and link above it must be writable by its owner alone "
+                          "(you or root)")
     frag, extends = _parse_file(path, errors)
     for name, where in extends:
         target = extended_path(name, path)

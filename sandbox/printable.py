@@ -88,6 +88,26 @@ def escaped(text: str, *, lines: bool = False) -> str:
     return (_unprintable_in_lines() if lines else _unprintable()).sub(_escape, text)
 
 
+def non_ascii(text: str) -> int:
+    """Where `text`'s first character outside ASCII is, or -1. Such a character may print as
+    another (Cyrillic U+0430 as 'a', a no-break space as a space, a combining mark over the
+    letter before it): a policy's paths, names and values are ASCII (policy_loader)."""
+    if text.isascii():
+        return -1
+    return next(i for i, ch in enumerate(text) if ord(ch) > 0x7F)
+
+
+def char_name(char: str) -> str:
+    """'U+0430 CYRILLIC SMALL LETTER A': a character named so that no lookalike can pass for it."""
+    import unicodedata  # only for an error message
+    return f"U+{ord(char):04X} {unicodedata.name(char, 'unnamed')}"
+
+
+def ascii_shown(text: str) -> str:
+    """`text` with every character outside printable ASCII written as \\xNN or \\uXXXX."""
+    return escaped(text).encode("ascii", "backslashreplace").decode("ascii")
+
+
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group(0))
     return f"\\x{code:02x}" if code < 0x100 else _code(code)

@@ -83,7 +83,9 @@ class Sandbox:
     def use(self, policy: str, **variables: str) -> "Sandbox":
         """Switch to another policy (a path or a shipped name) and variables."""
         from .policy_loader import load_policy, shipped_policy
-        path = policy if os.path.exists(policy) or policy.endswith(".toml") else shipped_policy(policy)
+        # A shipped name is the shipped policy, whatever the working directory holds (12-07).
+        named = not (os.path.isabs(policy) or policy.endswith(".toml") or policy.startswith(("./", "../")))
+        path = shipped_policy(policy) if named and os.path.isfile(shipped_policy(policy)) else policy
         self.policy = path
         self._plan = launcher.prepare(load_policy(path), variables)
         return self

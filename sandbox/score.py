@@ -83,11 +83,9 @@ class Score:
 
 
 def _allows(policy: Policy, names: frozenset[str]) -> bool:
-    if not policy.seccomp.enabled:
-        return True
-    if policy.allowed_syscalls & names:
-        return True
-    return any(r.syscall in names and r.action in ("allow", "log") for r in policy.seccomp.rules)
+    # What the filter lets run (model.Policy.may_run), not the allow list: under a log default
+    # a denied or unlisted name runs; a listed one that an unconditional rule refuses does not.
+    return any(policy.may_run(name) for name in names)
 
 
 def _known_syscalls() -> int:
@@ -100,7 +98,10 @@ def _known_syscalls() -> int:
 def _surface(policy: Policy) -> float:
     if not policy.seccomp.enabled:
         return 1.0
-    return min(1.0, len(policy.allowed_syscalls) / _known_syscalls())
+    if policy.seccomp.default_action == "log":
+        return 1.0          # every syscall runs, only logged
+    runs = policy.reachable_syscalls | policy.allowed_by_argument_rule
+    return min(1.0, len(runs) / _known_syscalls())
 
 
 def _default_action(policy: Policy) -> float:
@@ -137,14 +138,16 @@ def _inet(policy: Policy) -> bool:
 
 
 def _bind(policy: Policy) -> float:
-    if not _inet(policy):
+    # A filter that refuses bind(2) (the node's, since 12-07: its listeners are bound before
+    # it confines itself) listens on no port, whatever bind_tcp says.
+    if not _inet(policy) or not policy.may_run("bind"):
         return 0.0
     ports = policy.network.bind_tcp
     return 1.0 if ports is None else min(1.0, 0.1 * len(ports))
 
 
 def _connect(policy: Policy) -> float:
-    if not _inet(policy):
+    if not _inet(policy) or not policy.may_run("connect"):
         return 0.0
     ports = policy.network.connect_tcp
     return 1.0 if ports is None else min(1.0, 0.1 * len(ports))

@@ -33,15 +33,23 @@ if TYPE_CHECKING:
 
 
 def _policy_path(policy: str | os.PathLike[str]) -> str:
-    """A path as given, or a shipped policy's name ("node", "base/python")."""
+    """A path (absolute, ending in .toml, or starting with ./ or ../) as given; anything else
+    is a shipped policy's name ("wallet-standalone", "base/python") and only that.
+
+    Until 12-07 a name was first looked up as a file in the working directory: CleanCoin-wallet
+    -ipcbind started in a directory holding a file named `wallet-standalone` (a checkout, a
+    download directory, /tmp) confined itself with that file, and one planted there with
+    `[seccomp] enabled = false` left the wallet process without a filter (Seccomp: 0 in
+    /proc/PID/status); the connect broker's `connect-broker` the same."""
     from .policy_files import shipped_policy
     text = os.fspath(policy)
-    if text.endswith(".toml") or os.path.isfile(text):
+    if os.path.isabs(text) or text.endswith(".toml") or text.startswith(("./", "../")):
         return text
     shipped = shipped_policy(text)
     if os.path.isfile(shipped):
         return shipped
-    raise EnforcementError("policy", f"no policy file '{text}' and no shipped policy of that name")
+    raise EnforcementError("policy", f"no shipped policy '{text}' (a policy file is named by a path "
+                                     "ending in .toml, or starting with /, ./ or ../)")
 
 
 def prepare_self(policy: str | os.PathLike[str], variables: Mapping[str, str],

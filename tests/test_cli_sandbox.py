@@ -285,6 +285,23 @@ def test_a_policy_anywhere_extends_a_shipped_one_by_name(tmp_path) -> None:
     assert "no shipped policy has that name" in bad.stderr and "base/python" in bad.stderr
 
 
+def test_check_says_when_a_file_beside_takes_the_place_of_a_shipped_base(tmp_path) -> None:
+    """`extends = ["base/python.toml"]` reads as the shipped base; a file of that name beside
+    the policy is taken instead (policies.md, "How extends works"). Until 12-07 `check` said
+    only "ok": a base that reads the whole host passed review as the shipped one."""
+    own = tmp_path / "own.toml"
+    own.write_text('extends = ["base/python.toml"]\n[filesystem]\nwrite = ["${datadir}"]\n')
+    assert "NOT the shipped" not in run("check", str(own)).stdout
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "python.toml").write_text('[filesystem]\nread = ["/"]\n')
+    said = run("check", str(own))
+    assert said.returncode == 0
+    assert (f"{own}: extends 'base/python.toml' is {tmp_path}/base/python.toml, beside it, NOT the "
+            "shipped policy of that name") in said.stdout
+    [shadow] = json.loads(run("check", "--json", str(own)).stdout)["shadows"]
+    assert shadow["file"] == str(tmp_path / "base" / "python.toml") and shadow["shipped"].endswith("base/python.toml")
+
+
 def test_the_shipped_example_runs_an_ordinary_program(tmp_path) -> None:
     (tmp_path / "a.txt").write_text("one\ntwo\n")
     script = "wc -l a.txt > count; tar -cf - a.txt | wc -c; cat /etc/shadow"
@@ -598,3 +615,71 @@ def test_a_read_only_grant_does_not_keep_a_program_from_the_sockets_in_it(tmp_pa
                          f"{outside}/other.sock Address family not supported by protocol"], lines
     assert heard == []
     assert "may not connect to a named unix socket (the filter refuses socket(AF_UNIX) or connect)" in explained
+
+
+def test_check_and_runs_execve_precheck_read_what_the_filter_lets_run(tmp_path: Path) -> None:
+    """Until 12-07 both read the allow list: `check` said "353 syscalls allowed" for a policy
+    whose log default let every syscall run, and `run` passed its execve pre-check for an
+    execve a rule refused (the program then failed inside: 'Operation not permitted'), and
+    refused one a log default let run."""
+    data = tmp_path / "data"
+    data.mkdir()
+    refused = tmp_path / "refused.toml"
+    refused.write_text('extends = ["examples/program"]\n[[seccomp.rules]]\nsyscall = "execve"\n'
+                       'action = "errno:EPERM"\n')
+    logged = tmp_path / "logged.toml"
+    logged.write_text('extends = ["strict"]\n[seccomp]\ndefault_action = "log"\nreason = "this test"\n'
+                      '[filesystem]\nexecute = ["/usr/bin", "/usr/lib", { path = "/usr/lib64", optional = true }]\n'
+                      'read = ["/etc/ld.so.cache"]\n')
+    denied = run("run", "--policy", str(refused), "--datadir", str(data), "--", "/bin/true")
+    assert denied.returncode == 125 and "does not allow execve" in denied.stderr, denied.stderr
+    allowed = run("run", "--policy", str(logged), "--datadir", str(data), "--", "/usr/bin/true")
+    assert allowed.returncode == 0, allowed.stderr
+    checked = run("check", str(logged), str(refused), "examples/program")
+    assert checked.returncode == 0, checked.stderr
+    lines = checked.stdout.splitlines()
+    assert lines[0].endswith("syscalls allowed; every other syscall RUNS (default log))")
+    count = {line.split(": ok (")[1].split(", ")[0]: int(line.split(", ")[1].split()[0]) for line in lines}
+    assert count["refused"] == count["examples/program"] - 1          # execve, refused by its rule
+
+
+def test_explain_shows_the_values_it_sets_and_code_paths_the_program_may_write(tmp_path: Path) -> None:
+    """Until 12-07 `explain` named the variables a policy sets, not their values:
+    `PYTHONPATH = "${datadir}/lib"` read as `set: ..., PYTHONPATH`, and the sitecustomize.py
+    one run left in ${datadir}/lib ran in every later run's Python (shown below). A PATH into
+    a write grant without execute runs nothing from it (the view mounts it noexec): no warning."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs /usr/bin/python3 (a program examples/program can run)")
+    data = tmp_path / "data"
+    data.mkdir()
+    python_path, search_path = tmp_path / "pythonpath.toml", tmp_path / "path.toml"
+    python_path.write_text('extends = ["examples/program"]\n[process]\nset_environment = { PYTHONPATH = "${datadir}/lib" }\n')
+    search_path.write_text('extends = ["examples/program"]\n[process]\nset_environment = { PATH = "${datadir}/bin:/usr/bin" }\n')
+    plant = (f"mkdir -p {data}/lib {data}/bin && echo 'print(\"planted\")' > {data}/lib/sitecustomize.py && "
+             f"printf '#!/bin/sh\\necho planted\\n' > {data}/bin/hello && chmod +x {data}/bin/hello")
+    assert run("run", "--policy", str(python_path), "--datadir", str(data), "--", "/bin/sh", "-c", plant).returncode == 0
+
+    def python(policy: str) -> str:
+        return run("run", "--policy", policy, "--datadir", str(data), "--", "/usr/bin/python3", "-c",
+                   "print('honest')").stdout
+
+    assert python(str(python_path)) == "planted\nhonest\n"            # what the policy says
+    assert python("examples/program") == "honest\n"
+    said = run("explain", str(python_path)).stdout
+    assert "PYTHONPATH=${datadir}/lib" in said
+    assert ("RUNS CODE IT MAY WRITE: PYTHONPATH names ${datadir}/lib, beneath the write grant ${datadir}"
+            in said)
+    hello = run("run", "--policy", str(search_path), "--datadir", str(data), "--", "hello")
+    assert hello.returncode != 0 and "planted" not in hello.stdout    # noexec: nothing runs
+    assert "RUNS CODE" not in run("explain", str(search_path)).stdout + run("explain", "examples/program").stdout
+    assert "PATH=${datadir}/bin:/usr/bin" in run("explain", str(search_path)).stdout
+
+
+def test_a_shipped_name_is_the_shipped_policy_whatever_the_working_directory_holds(tmp_path) -> None:
+    """Until 12-07 `check wallet` in a directory holding a file `wallet` checked that file and
+    printed 'wallet: ok': what a reviewer took for the shipped policy. `./wallet` names it."""
+    (tmp_path / "wallet").write_text('[policy]\nname = "planted"\n[seccomp]\nenabled = false\nreason = "planted"\n')
+    shipped = subprocess.run([TOOL, "check", "wallet"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert shipped.stdout.startswith(f"{_shipped('wallet')}: ok (wallet, "), shipped.stdout + shipped.stderr
+    planted = subprocess.run([TOOL, "check", "./wallet"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert planted.stdout == "./wallet: ok (planted, NO syscall filter)\n", planted.stdout + planted.stderr

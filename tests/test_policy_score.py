@@ -109,3 +109,28 @@ def test_descriptors_kept_from_the_launcher_count(tmp_path) -> None:
     assert cat_fd3(keeps).stdout == "TOKEN-1234\n"            # the grant the score must see
     assert "TOKEN" not in cat_fd3(plain).stdout
     assert _check(str(keeps), "fds") > 0.0 and _check(str(plain), "fds") == 0.0
+
+
+def test_what_runs_under_a_log_default_is_scored_as_allowed(tmp_path) -> None:
+    """Until 12-07 the score read the allow list: under `default_action = "log"` a denied
+    ptrace ran (the script below printed 0 for PTRACE_TRACEME) while its class scored 0.00
+    (and mount, bpf, io_uring ... likewise, the surface 0.76); an execve listed but refused by
+    a rule scored 1.00."""
+    if not os.path.exists("/usr/bin/python3"):
+        import pytest
+        pytest.skip("needs /usr/bin/python3 (a program examples/program can run)")
+    data = tmp_path / "data"
+    data.mkdir()
+    logged, killed = tmp_path / "logged.toml", tmp_path / "killed.toml"
+    body = ('extends = ["examples/program"]\n[seccomp]\n{default}deny = ["ptrace"]\n'
+            'rules = [{{ syscall = "execveat", action = "errno:EPERM" }}]\n')
+    logged.write_text(body.format(default='default_action = "log"\nreason = "this test"\n'))
+    killed.write_text(body.format(default=""))
+    traceme = "import ctypes; print(ctypes.CDLL(None).ptrace(0, 0, 0, 0))"
+    traced = [run("run", "--policy", str(p), "--datadir", str(data), "--", "/usr/bin/python3", "-c", traceme).stdout
+              for p in (logged, killed)]
+    assert traced == ["0\n", ""]                         # runs under log; killed under the default kill
+    trace_class = next(c["id"] for c in json.loads(run("score", "--json", str(killed)).stdout)["policies"][0]["checks"]
+                       if "ptrace" in c["description"])
+    assert (_check(str(logged), trace_class), _check(str(killed), trace_class)) == (1.0, 0.0)
+    assert _check(str(logged), "seccomp-surface") == 1.0 > _check(str(killed), "seccomp-surface")

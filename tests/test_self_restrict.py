@@ -395,3 +395,46 @@ def test_wallet_policy_in_a_launched_child(base_sandbox, run_in_sandbox, tmp_pat
 
     child = launcher.spawn(prepare(load_policy(shipped_policy("wallet")), variables), target=make_socket)
     assert child.wait() == -signal.SIGSYS
+
+
+def _seccomp_of_a_wallet_started_in(cwd: Path, datadir: Path) -> str:
+    """The Seccomp line of /proc/PID/status of `CleanCoin-wallet -ipcbind=unix` started in `cwd`,
+    once it listens (it confines itself before it waits for nodes)."""
+    import subprocess
+    import sys
+    import time
+    wallet = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "CleanCoin-wallet"), "-regtest",
+                               f"-datadir={datadir}", "-ipcbind=unix"], cwd=cwd,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (datadir / "regtest" / "wallet.sock").exists():
+            assert wallet.poll() is None, wallet.stderr.read().decode()    # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "wallet.sock did not appear"
+            time.sleep(0.05)
+        # wallet.sock is bound before the wallet confines itself: wait until it has.
+        while True:
+            status = Path(f"/proc/{wallet.pid}/status").read_text()
+            line = next(x for x in status.splitlines() if x.startswith("Seccomp:"))
+            if line.split()[1] != "0" or time.monotonic() > deadline - 50:
+                return line.split()[1]
+            time.sleep(0.05)
+    finally:
+        wallet.kill()
+        wallet.wait()
+
+
+def test_a_component_never_takes_its_policy_from_the_working_directory(tmp_path: Path) -> None:
+    """Until 12-07 restrict_self looked a shipped name up as a file in the working directory
+    first: CleanCoin-wallet -ipcbind started where a file named `wallet-standalone` lay (a
+    checkout, /tmp) confined itself with that file, and this one left it without a filter
+    (Seccomp: 0; 2 when started elsewhere)."""
+    planted = tmp_path / "cwd"
+    planted.mkdir()
+    (planted / "wallet-standalone").write_text(
+        f'extends = ["{shipped_policy("wallet-standalone")}"]\n[policy]\nname = "planted"\n'
+        '[seccomp]\nenabled = false\nreason = "planted in the working directory"\n')
+    (tmp_path / "data").mkdir()
+    assert _seccomp_of_a_wallet_started_in(planted, tmp_path / "data") == "2"      # filter mode
+    with pytest.raises(EnforcementError, match="no shipped policy 'no-such-policy'"):
+        restrict_self("no-such-policy", {})
