@@ -187,7 +187,9 @@ def _id_maps(ctx: Context) -> Done:
 
 def _pid_namespace(ctx: Context) -> Done:
     assert ctx.waiter is not None
-    pidns.split(ctx.waiter, "user" in ctx.namespaces)      # returns in the component only
+    # returns in the component only; in a process group of the namespace's unless the plan
+    # keeps the launcher's session (and group: its job control)
+    pidns.split(ctx.waiter, "user" in ctx.namespaces, ctx.plan.new_session)
     ctx.waiter = None
     return Done("PID 1 is a small init (compiled); the component runs below it (pid 3)")
 
