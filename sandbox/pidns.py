@@ -73,10 +73,12 @@ class Waiter:
     pid: int
 
 
-def start_waiter(title: str, launcher: int) -> Waiter:
+def start_waiter(title: str, launcher: int, report_fds: set[int] | frozenset[int] = frozenset()) -> Waiter:
     """Fork; the parent side becomes the compiled waiter (exec, never returns), the child
     side returns to carry on with the steps. `launcher`: the pid the waiter must die with (0:
-    none). Call before the namespaces."""
+    none). `report_fds`: descriptors the parent side keeps until its exec, closed by it, so
+    that a failed exec can still be reported (the launcher's control socket). Call before
+    the namespaces."""
     # socket.py here, not at the module's top: this runs in the launched child, and
     # `CleanCoin-sandbox run` itself goes without socket.py and selectors.py (about 3 ms of each
     # run; tests/test_sandbox_startup.py).
@@ -90,7 +92,7 @@ def start_waiter(title: str, launcher: int) -> Waiter:
     child = os.fork()
     if child:
         ours.close()
-        _become_waiter(program, theirs.detach(), child, title, launcher)
+        _become_waiter(program, theirs.detach(), child, title, launcher, report_fds)
     theirs.close()
     os.close(program)
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -127,14 +129,20 @@ def _executable() -> int:
     return fd
 
 
-def _become_waiter(program: int, sock: int, child: int, title: str, launcher: int) -> None:
+def _become_waiter(program: int, sock: int, child: int, title: str, launcher: int,
+                   report_fds: set[int] | frozenset[int]) -> None:
     """The launched child's parent side: exec the waiter. Never returns; should the exec fail,
-    the child is killed and the step fails here."""
+    the child is killed and the step fails here, reported on `report_fds` (kept open until the
+    exec, which closes them: the waiter holds none of them)."""
     waiter_title = f"{title} (waiter)" if title else "(waiter)"
     config = f"{sock} {launcher} {child} {int(GRACE_SECONDS * 1000)} {len(title.encode())}"
     try:
-        descriptors.keep_only({0, 1, 2, sock, program})
-        os.set_inheritable(program, False)
+        descriptors.keep_only({0, 1, 2, sock, program} | set(report_fds))
+        for fd in {program, *report_fds} - {0, 1, 2, sock}:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass        # one that was not open: keep_only had nothing to keep
         os.execve(program, [waiter_title], {"CLEANCOIN_PIDNS": config})
     except OSError as exc:
         os.kill(child, signal.SIGKILL)

@@ -159,7 +159,9 @@ def _learning_records(ctx: Context) -> Done:
 
 
 def _pid_waiter(ctx: Context) -> Done:
-    ctx.waiter = pidns.start_waiter(ctx.title, ctx.parent_pid if ctx.plan.die_with_parent else 0)
+    # ctx.keep_fds holds the launcher's control socket: an exec of the waiter that fails is
+    # reported there, naming this step (closed by the exec that succeeds).
+    ctx.waiter = pidns.start_waiter(ctx.title, ctx.parent_pid if ctx.plan.die_with_parent else 0, ctx.keep_fds)
     return Done(f"the waiter (pid {ctx.waiter.pid}) is a compiled program, exec'd before the user namespace")
 
 

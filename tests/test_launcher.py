@@ -538,6 +538,26 @@ def test_a_missing_waiter_program_fails_the_launch_naming_the_step(base_sandbox,
     assert not ran.exists()
 
 
+def test_a_waiter_program_that_cannot_be_execd_fails_the_launch_naming_the_step(base_sandbox, sandbox_vars,
+                                                                                 monkeypatch, tmp_path):
+    """A waiter program the kernel will not run (here not an executable format: ENOEXEC; a
+    build for another machine, a truncated install) fails the launch closed and names the
+    step. Until 12-07 the exec's failure could not be told: the waiter's side had closed the
+    launcher's control socket before its exec, and the launch failed as "startup: the child
+    ended before reporting: exited with status 126"."""
+    from cleancoin.sandbox import pidns
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    program = tmp_path / "pidns-waiter"
+    program.write_bytes(b"\x7fELF but not one" * 8)
+    monkeypatch.setattr(pidns, "PROGRAM", str(program))
+    ran = tmp_path / "ran"
+    with pytest.raises(SpawnError) as raised:
+        launcher.spawn(plan, target=lambda _fd: ran.write_text("x") and 0)
+    assert (raised.value.step, raised.value.reason) == ("pid namespace waiter",
+                                                        "exec of the compiled waiter: Exec format error"), raised.value
+    assert not ran.exists()
+
+
 def _children_of(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as handle:
         return [int(c) for c in handle.read().split()]
