@@ -23,6 +23,13 @@ copy-on-write pages of the zygote's memory (issue #16). The order:
    left GRACE_SECONDS to end by itself and sends the status up a pipe to the waiter, which
    ends as the component ended (same status, same signal).
 
+The component's process group is pid 2's (since 12-07), where the launched child made a
+session of its own: a process group spans pid namespaces, and in the waiter's group kill(0)
+from the component reached the waiter outside (where Landlock's signal scope is off: a
+policy's `[scopes] signal = false`, a kernel before ABI 6): it died of a signal the component
+ignored, and the launcher reported that signal as the component's end. With
+`new_session = false` the component stays in the launcher's group, for its job control.
+
 Both give up every capability, set no_new_privs and keep no descriptor but their pipe once
 the component runs. There is no Python fallback: an installation without the program fails
 the step, naming it (a launch in a pid namespace without its waiter is not a launch).
@@ -66,10 +73,12 @@ class Waiter:
     pid: int
 
 
-def start_waiter(title: str, launcher: int) -> Waiter:
+def start_waiter(title: str, launcher: int, report_fds: set[int] | frozenset[int] = frozenset()) -> Waiter:
     """Fork; the parent side becomes the compiled waiter (exec, never returns), the child
     side returns to carry on with the steps. `launcher`: the pid the waiter must die with (0:
-    none). Call before the namespaces."""
+    none). `report_fds`: descriptors the parent side keeps until its exec, closed by it, so
+    that a failed exec can still be reported (the launcher's control socket). Call before
+    the namespaces."""
     # socket.py here, not at the module's top: this runs in the launched child, and
     # `CleanCoin-sandbox run` itself goes without socket.py and selectors.py (about 3 ms of each
     # run; tests/test_sandbox_startup.py).
@@ -83,7 +92,7 @@ def start_waiter(title: str, launcher: int) -> Waiter:
     child = os.fork()
     if child:
         ours.close()
-        _become_waiter(program, theirs.detach(), child, title, launcher)
+        _become_waiter(program, theirs.detach(), child, title, launcher, report_fds)
     theirs.close()
     os.close(program)
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -120,14 +129,20 @@ def _executable() -> int:
     return fd
 
 
-def _become_waiter(program: int, sock: int, child: int, title: str, launcher: int) -> None:
+def _become_waiter(program: int, sock: int, child: int, title: str, launcher: int,
+                   report_fds: set[int] | frozenset[int]) -> None:
     """The launched child's parent side: exec the waiter. Never returns; should the exec fail,
-    the child is killed and the step fails here."""
+    the child is killed and the step fails here, reported on `report_fds` (kept open until the
+    exec, which closes them: the waiter holds none of them)."""
     waiter_title = f"{title} (waiter)" if title else "(waiter)"
     config = f"{sock} {launcher} {child} {int(GRACE_SECONDS * 1000)} {len(title.encode())}"
     try:
-        descriptors.keep_only({0, 1, 2, sock, program})
-        os.set_inheritable(program, False)
+        descriptors.keep_only({0, 1, 2, sock, program} | set(report_fds))
+        for fd in {program, *report_fds} - {0, 1, 2, sock}:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass        # one that was not open: keep_only had nothing to keep
         os.execve(program, [waiter_title], {"CLEANCOIN_PIDNS": config})
     except OSError as exc:
         os.kill(child, signal.SIGKILL)
@@ -135,9 +150,12 @@ def _become_waiter(program: int, sock: int, child: int, title: str, launcher: in
         raise EnforcementError(_WAITER_STEP, f"exec of the compiled waiter: {exc.strerror}") from None
 
 
-def split(waiter: Waiter, in_user_namespace: bool) -> None:
+def split(waiter: Waiter, in_user_namespace: bool, own_group: bool) -> None:
     """In the launched child, its namespaces entered: have the waiter make the pid namespace,
-    join it and fork the component. Returns only in the component (pid 3, PID 1's child)."""
+    join it and fork the component. Returns only in the component (pid 3, PID 1's child).
+    `own_group` (the launched child made a session of its own): the component's process group
+    is one of the namespace (pid 2's), not the waiter's, so that kill(0) reaches no process
+    outside the namespace (see the module's docstring)."""
     import socket       # in the launched child only (start_waiter)
     sock = waiter.sock
     if in_user_namespace:
@@ -170,11 +188,22 @@ def split(waiter: Waiter, in_user_namespace: bool) -> None:
         os._exit(0)          # the waiter reaps us
     # pid 2: fork the component and end, so that it is PID 1's orphan and child (a child of
     # ours outside would be the child of a process outside the namespace, and a zombie nobody
-    # reaps once the waiter is killed).
+    # reaps once the waiter is killed). First a process group of its own, which the component
+    # inherits: kill(0, sig) and a negative pid reach every process of the caller's group,
+    # whatever its pid namespace, and the group was the waiter's (it is the launched child's
+    # pid, leader of the new session). A failure here is seen by the component below.
+    if own_group:
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
     if os.fork():
         os._exit(0)
     sock.close()
     if os.getpid() != COMPONENT:     # PID 1 waits for it and passes termination signals on
         raise EnforcementError(_STEP, f"the component is pid {os.getpid()} in its namespace, not {COMPONENT}")
+    if own_group and os.getpgrp() != COMPONENT - 1:   # 0: a group whose leader is outside
+        raise EnforcementError(_STEP, f"the component's process group is {os.getpgrp()} in its namespace, "
+                                      f"not pid 2's: kill(0) would reach its waiter outside")
     if inherited is not None:          # None: a handler not set from Python; the default stays
         signal.signal(signal.SIGCHLD, inherited)

@@ -159,7 +159,9 @@ def _learning_records(ctx: Context) -> Done:
 
 
 def _pid_waiter(ctx: Context) -> Done:
-    ctx.waiter = pidns.start_waiter(ctx.title, ctx.parent_pid if ctx.plan.die_with_parent else 0)
+    # ctx.keep_fds holds the launcher's control socket: an exec of the waiter that fails is
+    # reported there, naming this step (closed by the exec that succeeds).
+    ctx.waiter = pidns.start_waiter(ctx.title, ctx.parent_pid if ctx.plan.die_with_parent else 0, ctx.keep_fds)
     return Done(f"the waiter (pid {ctx.waiter.pid}) is a compiled program, exec'd before the user namespace")
 
 
@@ -187,7 +189,9 @@ def _id_maps(ctx: Context) -> Done:
 
 def _pid_namespace(ctx: Context) -> Done:
     assert ctx.waiter is not None
-    pidns.split(ctx.waiter, "user" in ctx.namespaces)      # returns in the component only
+    # returns in the component only; in a process group of the namespace's unless the plan
+    # keeps the launcher's session (and group: its job control)
+    pidns.split(ctx.waiter, "user" in ctx.namespaces, ctx.plan.new_session)
     ctx.waiter = None
     return Done("PID 1 is a small init (compiled); the component runs below it (pid 3)")
 

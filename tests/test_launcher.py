@@ -471,6 +471,58 @@ def test_kill_9_of_pid_1_or_of_the_waiter_ends_the_component(base_sandbox, sandb
         child.wait()
 
 
+def _signal_the_own_group(write_fd: int) -> int:
+    """The component ignores SIGVTALRM, sends it to its own process group (kill(0)) and
+    reports what its group is in its pid namespace; then ends with 7."""
+    signal.signal(signal.SIGVTALRM, signal.SIG_IGN)
+    os.write(write_fd, f"{os.getpgrp()} ".encode())      # 0: the group's leader is outside the namespace
+    try:
+        os.kill(0, signal.SIGVTALRM)
+        sent = "sent"
+    except OSError as exc:
+        sent = errno.errorcode[exc.errno or 0]
+    time.sleep(0.3)                    # a waiter that took it is dead by then, and we with it
+    os.write(write_fd, f"{sent} alive".encode())
+    return 7
+
+
+def test_the_component_cannot_signal_its_waiter_through_its_process_group(base_sandbox, sandbox_vars,
+                                                                          write_policy):
+    """kill(0, sig) goes to every process of the caller's process group, whatever its pid
+    namespace. The component was in the group of its waiter (the launched child, made session
+    and group leader by the new-session step) and PID 1: where Landlock's signal scope is off
+    (a policy's `[scopes] signal = false`, or a kernel before Landlock ABI 6) a component that
+    ignores SIGVTALRM sent it to its group, the waiter outside its pid namespace died of it,
+    PID 1 and the component with it, and the launcher reported "killed by SIGVTALRM" for a
+    component that had ignored it (found 12-07: status -26, the component's group 0 in its
+    namespace, and it never wrote "alive"). Since 12-07 pid 2 gives the component a process
+    group of its own inside the namespace: the signal reaches the component alone, which ends
+    with its own status. (Not SIGALRM: the deadline fixture's.)"""
+    policy = write_policy("""
+        [scopes]
+        signal = false
+
+        [seccomp]
+        allow = ["kill"]
+    """)
+    plan = prepare(policy, sandbox_vars)
+    assert "pid" in plan.namespaces and plan.new_session
+    read_fd, write_fd = os.pipe()
+    try:
+        child = launcher.spawn(plan, target=lambda _fd: _signal_the_own_group(write_fd), pass_fds=[write_fd])
+        os.close(write_fd)
+        write_fd = -1
+        code = child.wait()
+        said = os.read(read_fd, 64).decode()
+        while part := os.read(read_fd, 64).decode():
+            said += part
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+    assert (code, said) == (7, "2 sent alive"), (code, said)
+
+
 def test_a_missing_waiter_program_fails_the_launch_naming_the_step(base_sandbox, sandbox_vars, monkeypatch,
                                                                     tmp_path):
     """No Python fallback: an installation without the compiled waiter launches nothing in a
@@ -483,6 +535,26 @@ def test_a_missing_waiter_program_fails_the_launch_naming_the_step(base_sandbox,
         launcher.spawn(plan, target=lambda _fd: ran.write_text("x") and 0)
     assert raised.value.step == "pid namespace waiter", raised.value
     assert "pidns-waiter" in raised.value.reason and "C compiler" in raised.value.reason, raised.value
+    assert not ran.exists()
+
+
+def test_a_waiter_program_that_cannot_be_execd_fails_the_launch_naming_the_step(base_sandbox, sandbox_vars,
+                                                                                 monkeypatch, tmp_path):
+    """A waiter program the kernel will not run (here not an executable format: ENOEXEC; a
+    build for another machine, a truncated install) fails the launch closed and names the
+    step. Until 12-07 the exec's failure could not be told: the waiter's side had closed the
+    launcher's control socket before its exec, and the launch failed as "startup: the child
+    ended before reporting: exited with status 126"."""
+    from cleancoin.sandbox import pidns
+    plan = prepare(BASE_POLICY, sandbox_vars)
+    program = tmp_path / "pidns-waiter"
+    program.write_bytes(b"\x7fELF but not one" * 8)
+    monkeypatch.setattr(pidns, "PROGRAM", str(program))
+    ran = tmp_path / "ran"
+    with pytest.raises(SpawnError) as raised:
+        launcher.spawn(plan, target=lambda _fd: ran.write_text("x") and 0)
+    assert (raised.value.step, raised.value.reason) == ("pid namespace waiter",
+                                                        "exec of the compiled waiter: Exec format error"), raised.value
     assert not ran.exists()
 
 

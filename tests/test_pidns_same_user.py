@@ -59,7 +59,7 @@ def _sandboxed(uid: int, ready_w: int, release_r: int) -> None:
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
         waiter = pidns.start_waiter("test component", 0)   # this pid execs the waiter; a fork goes on
         namespaces.enter(["user", "mount", "net"], "hard", uid, uid)
-        pidns.split(waiter, in_user_namespace=True)      # returns in the component only
+        pidns.split(waiter, in_user_namespace=True, own_group=True)      # returns in the component only
         execed_r, execed_w = os.pipe()
         hold_r, hold_w = os.pipe()
         execed = os.fork()

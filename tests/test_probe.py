@@ -112,6 +112,8 @@ def test_strict_battery_has_no_escapes(strict_result: probe.ProbeResult) -> None
     for name in ("arch-i386-int80", "arch-x32", "exec-bin-true", "mount-tmpfs"):
         assert attempts[name].detail == "killed by SIGSYS (seccomp)", attempts[name]
     assert "EAFNOSUPPORT" in attempts["net-tcp-connect"].detail
+    # Since 12-07 (strict's filter kills getpgrp: the attempt dies there, a denial).
+    assert attempts["signal-own-group"].expected == attempts["signal-own-group"].outcome == "denied"
     assert attempts["fs-setuid"].expected == "denied" and "EPERM" in attempts["fs-setuid"].detail
     assert text.splitlines()[-1] == f"{len(result.attempts)} attempts, 0 escapes"
     assert result.report.policy == "strict" and result.report.fully_enforced()

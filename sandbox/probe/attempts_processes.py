@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 from collections.abc import Callable
 
 from .. import landlock
@@ -100,6 +101,27 @@ def _run_kill_init(ctx: _Ctx, out: _Out) -> Outcome:
     return _ok("kill(1, 0) reached PID 1")
 
 
+def _run_signal_group(ctx: _Ctx, out: _Out) -> Outcome:
+    # kill(0) reaches every process of the caller's process group, whatever its pid namespace.
+    # Inside one, the component's parent is PID 1, and a group whose leader is outside shows
+    # as pgid 0. Until 12-07 that was the waiter's group: a signal the component ignored killed
+    # the waiter, and the launcher reported it as the component's end.
+    if os.getppid() != 1:
+        return "denied", "not tried: no pid namespace (its process group's pids are the host's)"
+    group = os.getpgrp()
+    if group != 0:
+        return "denied", f"its process group is its pid namespace's own (pgid {group} there): kill(0) reaches no process outside"
+    try:
+        os.kill(1, 0)          # PID 1 is outside its Landlock domain, as the group's leader
+    except OSError as exc:
+        return ctx.denied(exc, EPERM="landlock: signal scope (the group's leader is outside its pid namespace)")
+    try:
+        os.kill(0, signal.SIGCONT)      # nothing it reaches stops or ends
+    except OSError as exc:
+        return ctx.denied(exc)
+    return _ok("kill(0, SIGCONT) reached its process group, whose leader is outside its pid namespace (the waiter, or the launcher where it keeps its session)")
+
+
 def _run_pidfd_signal(ctx: _Ctx, out: _Out) -> Outcome:
     fd = ctx.fds.get("pidfd")
     if fd is None:
@@ -164,6 +186,14 @@ def _exp_kill_parent(j: _Judge, t: _Targets) -> _Why:
 
 def _exp_kill_init(j: _Judge, t: _Targets) -> _Why:
     w = _Why()
+    j.sc(w, "kill")
+    return w.need(not j.scoped(landlock.SCOPE_SIGNAL), "landlock: signal scope")
+
+
+def _exp_signal_group(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    w.need("pid" in j.ns, "not tried without a pid namespace")
+    w.need(not j.plan.new_session, "pid namespace: a process group of its own there (since 12-07)")
     j.sc(w, "kill")
     return w.need(not j.scoped(landlock.SCOPE_SIGNAL), "landlock: signal scope")
 

@@ -35,9 +35,9 @@ from .attempts_privileges import (_exp_ambient, _exp_capset, _exp_rlimit, _exp_s
                                   _run_securebits)
 from .attempts_processes import (_exp_execve, _exp_kill_init, _exp_kill_monitor, _exp_kill_parent, _exp_pidfd_getfd,
                                  _exp_pidfd_signal, _exp_proc, _exp_process_vm_readv, _exp_ptrace,
-                                 _make_proc_runner, _run_execve, _run_kill_init, _run_kill_parent,
-                                 _run_pidfd_getfd, _run_pidfd_signal, _run_process_vm_readv,
-                                 _run_ptrace)
+                                 _exp_signal_group, _make_proc_runner, _run_execve, _run_kill_init,
+                                 _run_kill_parent, _run_pidfd_getfd, _run_pidfd_signal,
+                                 _run_process_vm_readv, _run_ptrace, _run_signal_group)
 from .judge import _Judge, _Why
 from .kernel_abi import (_CAP_NET_RAW, _CAP_SYS_CHROOT, _CAP_SYS_RAWIO, _CLONE_NEWNS,
                          _CLONE_NEWUSER, _PER_LINUX32)
@@ -139,6 +139,8 @@ def _battery() -> list[_Spec]:
               _run_kill_parent),
         _Spec("signal-pid1", "kill(1, 0): signal PID 1 (outside the sandbox's Landlock domain)",
               _exp_kill_init, _run_kill_init),
+        _Spec("signal-own-group", "kill(0, SIGCONT): signal its process group, which held its waiter "
+              "outside its pid namespace until 12-07", _exp_signal_group, _run_signal_group),
         _Spec("signal-pidfd-parent", "pidfd_send_signal(parent, 0) with a pidfd handed in",
               _exp_pidfd_signal, _run_pidfd_signal),
         _Spec("pidfd-getfd-parent", "pidfd_getfd: copy fd 2 out of the parent", _exp_pidfd_getfd,

@@ -38,6 +38,28 @@ def _pgid(pid: int) -> int:
         return -1
 
 
+def _listening_sockets(ports: set[int]) -> set[str]:
+    """`socket:[INODE]` of each TCP listener on `ports` in this network namespace."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) in ports:     # 0A: LISTEN
+                found.add(f"socket:[{fields[9]}]")
+    return found
+
+
+def _descriptors(pid: int) -> set[str]:
+    """What each open descriptor of `pid` points to."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass            # closed meanwhile
+    return out
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
@@ -89,6 +111,16 @@ def test_status_reads_the_node_tree_from_the_kernel(node) -> None:
         assert alone["role"] == "denial monitor", alone
     text = sandbox("status", str(wallet[0]["pid"]))
     assert text.returncode == 0 and "policy 'wallet'" in text.stdout and "verdict        sandboxed" in text.stdout
+    # The node's listeners, bound before it confines itself (since 12-07), are its own alone:
+    # no other process of the tree (zygote, connect broker, denial monitors, the wallet process
+    # and its waiting processes) holds one, so none can accept() an RPC client's password or
+    # a peer. /proc/PID/fd of a process that is not dumpable is root's to read.
+    if os.geteuid() == 0:
+        listeners = _listening_sockets({n.p2p_port, n.rpc_port})
+        assert len(listeners) >= 2, listeners                    # P2P, and RPC on each address
+        holders = {pid: _descriptors(pid) & listeners for pid in [p["pid"] for p in processes] + outside}
+        assert holders.pop(node_status["pid"]) == listeners, holders
+        assert len(holders) >= 7 and not any(holders.values()), holders
 
 
 def test_learn_the_node_and_its_wallet_as_the_suite_runs_them(node, tmp_path: Path) -> None:
