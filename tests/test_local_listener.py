@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cleancoin.components.common.local_listener import ForeignListener, check_server, server_uid
+from cleancoin.components.common.local_listener import ForeignListener, OpenTables, check_server, server_uid
 
 
 @contextmanager
@@ -74,3 +74,42 @@ def test_a_listener_of_another_uid_is_refused_unless_trusted(tmp_path: Path) -> 
         with pytest.raises(ForeignListener, match="belongs to uid 4242, not to this user"):
             check_server(client, "127.0.0.1:1", tables=[str(table)])
         check_server(client, "127.0.0.1:1", also=(4242,), tables=[str(table)])
+
+
+def _own_non_loopback_ipv4() -> str:
+    """This host's source address for other hosts (a UDP connect sends nothing), or skip."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("203.0.113.1", 9))
+        address = probe.getsockname()[0]
+    except OSError as exc:
+        pytest.skip(f"no route off this host: {exc}")
+    finally:
+        probe.close()
+    if address.startswith("127."):
+        pytest.skip("this host's only address is a loopback one")
+    return address
+
+
+def test_this_hosts_own_address_is_judged_only_from_tables_read_whole(tmp_path: Path) -> None:
+    """A listener on this host's own non-loopback address (eth0's) looks like another host's
+    when it is missing from the tables: fine when the tables were read (it is not here, so it
+    is elsewhere), refused when a table that exists could not be read. Until 12-07 an
+    unreadable table let such a peer pass as another host's (fail open), and the login went to
+    whoever listened there."""
+    address = _own_non_loopback_ipv4()
+    table = tmp_path / "tcp"
+    table.write_text("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n")
+    unreadable = tmp_path / "a-directory"
+    unreadable.mkdir()
+    with connected(socket.AF_INET, address, address) as client:
+        assert server_uid(client) == os.geteuid()
+        check_server(client, "test")                                      # read whole: ours
+        check_server(client, f"{address}:1", tables=[str(table)])         # read, not there: elsewhere
+        with pytest.raises(ForeignListener, match="could not be read"):
+            check_server(client, f"{address}:1", tables=[str(unreadable)])
+        with pytest.raises(ForeignListener, match="could not be read"):
+            check_server(client, f"{address}:1", tables=[str(table), str(unreadable)])
+        with pytest.raises(ForeignListener, match="could not be read"):
+            check_server(client, f"{address}:1", tables=OpenTables([str(table), str(unreadable)]))
+        check_server(client, f"{address}:1", tables=OpenTables([str(table), str(tmp_path / "no-tcp6")]))

@@ -16,6 +16,7 @@ of the socket's owner, and not for other users' sockets without root).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
@@ -64,21 +65,23 @@ class OpenTables:
 
     def __init__(self, paths: Iterable[str] = _TABLES) -> None:
         self._fds: list[int] = []
+        #: A table that exists but could not be opened (ENOENT is a protocol this kernel lacks).
+        self.incomplete = False
         # One file position per descriptor, shared by the broker's threads.
         self._reading = threading.Lock()
         for path in paths:
             try:
                 self._fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-            except OSError:
-                pass
+            except OSError as exc:
+                self.incomplete = self.incomplete or exc.errno != errno.ENOENT
 
     @property
     def fds(self) -> set[int]:
         return set(self._fds)
 
-    def texts(self) -> Iterable[str]:
-        """Each table's text now ("" for one that cannot be read)."""
-        out = []
+    def texts(self) -> tuple[list[str], bool]:
+        """Each table's text now, and whether every table there is was read."""
+        out, complete = [], not self.incomplete
         with self._reading:
             for fd in self._fds:
                 chunks = []
@@ -87,9 +90,10 @@ class OpenTables:
                     while chunk := os.read(fd, 65536):
                         chunks.append(chunk)
                 except OSError:
-                    chunks = []
+                    complete = False
+                    continue
                 out.append(b"".join(chunks).decode("ascii", "replace"))
-        return out
+        return out, complete and bool(out)
 
     def close(self) -> None:
         for fd in self._fds:
@@ -97,23 +101,26 @@ class OpenTables:
         self._fds = []
 
 
-def _texts(tables: Iterable[str] | OpenTables) -> Iterable[str]:
+def _texts(tables: Iterable[str] | OpenTables) -> tuple[list[str], bool]:
+    """The tables' texts, and whether every table that exists was read (a missing one is a
+    protocol this kernel lacks, tcp6 without IPv6; none read at all is not complete)."""
     if isinstance(tables, OpenTables):
-        yield from tables.texts()
-        return
+        return tables.texts()
+    out, complete = [], True
     for table in tables:
         try:
             with open(table, encoding="ascii") as f:
-                yield f.read()
-        except OSError:
-            continue
+                out.append(f.read())
+        except OSError as exc:
+            complete = complete and exc.errno == errno.ENOENT
+    return out, complete and bool(out)
 
 
-def _rows(tables: Iterable[str] | OpenTables, port: int) -> Iterable[tuple[Endpoint, Endpoint, int]]:
+def _rows(texts: Iterable[str], port: int) -> Iterable[tuple[Endpoint, Endpoint, int]]:
     """The rows whose local port is `port` (the others are not decoded: a busy node's table
     has a row per peer, and the cli reads it before every request)."""
     suffix = f":{port:04X}"
-    for text in _texts(tables):
+    for text in texts:
         lines = text.splitlines()[1:]
         for line in lines:
             fields = line.split()
@@ -124,8 +131,12 @@ def _rows(tables: Iterable[str] | OpenTables, port: int) -> Iterable[tuple[Endpo
 def server_uid(sock: socket.socket, tables: Iterable[str] | OpenTables = _TABLES) -> int | None:
     """The uid owning the server's end of connected TCP socket `sock`, or None when that end
     is not on this host (not in this network namespace's table)."""
+    return _server_uid(sock, _texts(tables)[0])
+
+
+def _server_uid(sock: socket.socket, texts: Iterable[str]) -> int | None:
     ours, theirs = Endpoint.of(sock.getsockname()), Endpoint.of(sock.getpeername())
-    for local, remote, uid in _rows(tables, theirs.port):
+    for local, remote, uid in _rows(texts, theirs.port):
         if local == theirs and remote == ours:
             return uid
     return None
@@ -136,12 +147,19 @@ def check_server(sock: socket.socket, what: str, also: Iterable[int] = (),
     """Raise ForeignListener when the other end of `sock` is on this host and belongs to
     neither this user, nor root, nor a uid in `also` (the owner of the cookie read for it).
     Call it after connect and before the first byte with a secret is sent."""
-    uid = server_uid(sock, tables)
+    texts, complete = _texts(tables)
+    uid = _server_uid(sock, texts)
     mine = os.geteuid()
     if uid is None:
         peer = Endpoint.of(sock.getpeername()).address
-        if not (peer.is_loopback or (peer.ipv4_mapped is not None and peer.ipv4_mapped.is_loopback)):
+        if complete and not (peer.is_loopback or (peer.ipv4_mapped is not None and peer.ipv4_mapped.is_loopback)):
             return      # another host: nothing here can tell who listens there
+        # Not in tables that could not all be read: it may be this host's own address (a
+        # non-loopback one: eth0's), where another user may listen; until 12-07 such a peer
+        # was taken for another host, and the login sent (fail open).
+        if not complete:
+            raise ForeignListener(f"refused {what}: cannot tell who listens there (the socket tables "
+                                  "/proc/net/tcp and tcp6 could not be read). Nothing was sent")
         # A loopback connection's other end is always in this namespace's table: a table that
         # cannot be read, or lacks it, leaves the question open, and the answer is no.
         raise ForeignListener(f"refused {what}: cannot tell who listens there (its socket is not "
