@@ -10,7 +10,7 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,24 +138,33 @@ def _deep_key(data: dict[str, Any]) -> str | None:
     return None
 
 
-def _unprintable(data: dict[str, Any]) -> tuple[str, str] | None:
-    """The dotted key of a key or string that is not `printable` (a policy's strings reach
-    the auditor's terminal and exported units: sandbox/printable.py), and that text; None when
-    there is none. A NUL is left to the value types, which name it. Iterative, as _deep_key."""
+def _first_text(data: dict[str, Any], bad: Callable[[str], bool],
+                skip: Callable[[str], bool] = lambda dotted: False) -> tuple[str, str] | None:
+    """The dotted key of the first key or string for which `bad` holds (the values beneath a
+    key for which `skip` holds are not looked at), and that text; None when there is none.
+    Iterative, as _deep_key."""
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:
         path, value = stack.pop()
         if isinstance(value, dict):
             for k, v in value.items():
                 dotted = f"{path}.{k}" if path else str(k)
-                if not printable(str(k).replace("\0", "")):
+                if bad(str(k)):
                     return path, str(k)
-                stack.append((dotted, v))
+                if not skip(dotted):
+                    stack.append((dotted, v))
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
-        elif isinstance(value, str) and not printable(value.replace("\0", "")):
+        elif isinstance(value, str) and bad(value):
             return path, value
     return None
+
+
+def _unprintable(data: dict[str, Any]) -> tuple[str, str] | None:
+    """The dotted key of a key or string that is not `printable` (a policy's strings reach
+    the auditor's terminal and exported units: sandbox/printable.py), and that text; None when
+    there is none. A NUL is left to the value types, which name it."""
+    return _first_text(data, lambda text: not printable(text.replace("\0", "")))
 
 
 def _prose(dotted: str) -> bool:
@@ -168,26 +177,12 @@ def _prose(dotted: str) -> bool:
 
 def _lookalike(data: dict[str, Any]) -> tuple[str, str] | None:
     """The dotted key of the first key or string (prose aside) with a character outside ASCII,
-    and that text; None when there is none. Iterative, as _unprintable.
+    and that text; None when there is none.
 
     Why: until 12-07 a path such as `${datadir}/k\u0435ys` (a Cyrillic e) was accepted, and
     `check`, `explain` and `diff` printed it as `${datadir}/keys`: a reviewed `hide` (or
     `read`, an environment name) of one path that the launcher applied to another."""
-    stack: list[tuple[str, Any]] = [("", data)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, dict):
-            for k, v in value.items():
-                dotted = f"{path}.{k}" if path else str(k)
-                if non_ascii(str(k)) >= 0:
-                    return path, str(k)
-                if not _prose(dotted):
-                    stack.append((dotted, v))
-        elif isinstance(value, list):
-            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
-        elif isinstance(value, str) and non_ascii(value) >= 0:
-            return path, value
-    return None
+    return _first_text(data, lambda text: non_ascii(text) >= 0, skip=_prose)
 
 
 def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
