@@ -237,6 +237,16 @@ def test_the_parser_never_fails_otherwise(data: bytes) -> None:
 
 # ---------------------------------------------------------------------- a real broker
 
+def _assert_passed_reaches(listener: socket.socket, fd: int) -> None:
+    """The descriptor the broker passed is connected to `listener` (bytes sent by what it
+    accepted arrive through it); `fd` is closed afterwards."""
+    conn, _ = listener.accept()
+    with conn, socket.socket(fileno=fd) as passed:
+        conn.sendall(b"hello")
+        passed.setblocking(True)
+        assert passed.recv(5) == b"hello"
+
+
 def _recv(sock: socket.socket, ident: int) -> tuple[int, str, list[int]]:
     while True:
         data, fds, _, _ = socket.recv_fds(sock, 1024, 1)
@@ -273,12 +283,7 @@ def test_a_real_broker_connects_what_the_rule_allows_and_survives_garbage(served
         channel.send(cb.encode_request(cb.Request(2, "127.0.0.1", port)))
         code, message, fds = _recv(channel, 2)
         assert code == cb.OK and len(fds) == 1, message
-        conn, _ = listener.accept()
-        conn.sendall(b"hello")
-        with socket.socket(fileno=fds[0]) as passed:
-            passed.setblocking(True)
-            assert passed.recv(5) == b"hello"
-        conn.close()
+        _assert_passed_reaches(listener, fds[0])
     finally:
         channel.close()
     _wait_gone(pid)         # it ends when the node's end closes
@@ -298,12 +303,7 @@ def test_the_broker_connects_the_ipcconnect_wallet_only_and_checks_its_listener(
         channel.send(cb.encode_request(cb.Request(1, cb.IPC_HOST, port)))
         code, message, fds = _recv(channel, 1)
         assert code == cb.OK and len(fds) == 1, message
-        conn, _ = listener.accept()
-        conn.sendall(b"hello")
-        with socket.socket(fileno=fds[0]) as passed:
-            passed.setblocking(True)
-            assert passed.recv(5) == b"hello"
-        conn.close()
+        _assert_passed_reaches(listener, fds[0])
         for ident, host, to, text in ((2, cb.IPC_HOST, other, f"port is {port}"),
                                       (3, "127.0.0.1", port, "refused by the connect rule")):
             channel.send(cb.encode_request(cb.Request(ident, host, to)))
