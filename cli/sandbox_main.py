@@ -60,6 +60,15 @@ class ToolError(Exception):
 
 # ------------------------------------------------------------------------------ shared helpers
 
+def _methods_done() -> None:
+    """Imported and planned: dataclasses gets its own `exec` back, and what was compiled
+    through the method cache is written (cli/sandbox_script.py). Nothing when the cache was
+    not activated (a test calling `main`)."""
+    cache = sys.modules.get("cleancoin.sandbox.method_cache")
+    if cache is not None:
+        cache.finish()
+
+
 def _resume_gc() -> None:
     """Before a command launches: the objects of the imports and the plan frozen (never
     scanned again, and a forked child's collector does not touch their pages), the cyclic
@@ -236,6 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             denials = DenialLog("", verbose=args.denials == "verbose")
         plan = launcher.prepare(policy, _variables(args), denials=denials)
         from cleancoin.sandbox.kernel_log import position
+        _methods_done()
         # Only kernel log records written from here on can be this launch's (pids are reused).
         mark = position()
         # Imported and planned: the collector is back on (and what exists frozen) for as
@@ -622,6 +632,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PIPE
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+    finally:
+        _methods_done()         # the commands that launch nothing (check, explain, ...)
 
 
 def script() -> NoReturn:
