@@ -70,9 +70,11 @@ def _methods_done() -> None:
 
 
 def _resume_gc() -> None:
-    """Before a command launches: the objects of the imports and the plan frozen (never
-    scanned again, and a forked child's collector does not touch their pages), the cyclic
-    collector on again. Nothing if it was not paused (`script`; a test calling `main`)."""
+    """Before a command launches: dataclasses' own `exec` back (`_methods_done`), the objects
+    of the imports and the plan frozen (never scanned again, and a forked child's collector
+    does not touch their pages), the cyclic collector on again. Nothing of the collector if
+    it was not paused (`script`; a test calling `main`)."""
+    _methods_done()
     if gc.isenabled():
         return
     gc.freeze()
@@ -245,7 +247,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             denials = DenialLog("", verbose=args.denials == "verbose")
         plan = launcher.prepare(policy, _variables(args), denials=denials)
         from cleancoin.sandbox.kernel_log import position
-        _methods_done()
         # Only kernel log records written from here on can be this launch's (pids are reused).
         mark = position()
         # Imported and planned: the collector is back on (and what exists frozen) for as
