@@ -60,10 +60,21 @@ class ToolError(Exception):
 
 # ------------------------------------------------------------------------------ shared helpers
 
+def _methods_done() -> None:
+    """Imported and planned: dataclasses gets its own `exec` back, and what was compiled
+    through the method cache is written (cli/sandbox_script.py). Nothing when the cache was
+    not activated (a test calling `main`)."""
+    cache = sys.modules.get("cleancoin.sandbox.method_cache")
+    if cache is not None:
+        cache.finish()
+
+
 def _resume_gc() -> None:
-    """Before a command launches: the objects of the imports and the plan frozen (never
-    scanned again, and a forked child's collector does not touch their pages), the cyclic
-    collector on again. Nothing if it was not paused (`script`; a test calling `main`)."""
+    """Before a command launches: dataclasses' own `exec` back (`_methods_done`), the objects
+    of the imports and the plan frozen (never scanned again, and a forked child's collector
+    does not touch their pages), the cyclic collector on again. Nothing of the collector if
+    it was not paused (`script`; a test calling `main`)."""
+    _methods_done()
     if gc.isenabled():
         return
     gc.freeze()
@@ -622,6 +633,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PIPE
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+    finally:
+        _methods_done()         # the commands that launch nothing (check, explain, ...)
 
 
 def script() -> NoReturn:

@@ -37,18 +37,18 @@ the step, naming it (a launch in a pid namespace without its waiter is not a lau
 
 from __future__ import annotations
 
+import _socket
 import errno
 import fcntl
 import os
 import signal
+import sys
 from dataclasses import dataclass
 
 from . import descriptors, syscalls
 from .errors import EnforcementError
 
 TYPE_CHECKING = False      # not typing's: the connect broker imports this module, never typing
-if TYPE_CHECKING:
-    import socket
 
 #: How long PID 1 lets what is left in the namespace end by itself once the component is gone:
 #: the learn recorder hears that the component is gone only once it is reaped and writes its
@@ -69,7 +69,7 @@ _MFD_EXEC = 0x10         # Linux 6.3: executable even where vm.memfd_noexec defa
 class Waiter:
     """The launched child's end of its waiter: the socket and the waiter's pid."""
 
-    sock: socket.socket
+    sock: _socket.socket
     pid: int
 
 
@@ -79,12 +79,11 @@ def start_waiter(title: str, launcher: int, report_fds: set[int] | frozenset[int
     none). `report_fds`: descriptors the parent side keeps until its exec, closed by it, so
     that a failed exec can still be reported (the launcher's control socket). Call before
     the namespaces."""
-    # socket.py here, not at the module's top: this runs in the launched child, and
-    # `CleanCoin-sandbox run` itself goes without socket.py and selectors.py (about 3 ms of each
-    # run; tests/test_sandbox_startup.py).
-    import socket
+    # _socket, not socket.py: this runs in the launched child, on the way to the program's
+    # exec, where socket.py (with selectors, array and its enum conversions) was about 3 to 5
+    # ms of every launch in a pid namespace (tests/test_sandbox_startup.py).
     program = _executable()
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     # The waiting processes learn of their children's ends by SIGCHLD at its default: the
     # program sets that itself (a launcher's SIG_IGN would have the kernel reap them); the
     # component keeps the launcher's disposition.
@@ -150,23 +149,45 @@ def _become_waiter(program: int, sock: int, child: int, title: str, launcher: in
         raise EnforcementError(_WAITER_STEP, f"exec of the compiled waiter: {exc.strerror}") from None
 
 
+def _send_fd(sock: _socket.socket, message: bytes, fd: int) -> None:
+    """socket.send_fds for one descriptor, without socket.py."""
+    sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(_INT, _ORDER))])
+
+
+def _recv_fds(sock: _socket.socket, size: int, maxfds: int) -> tuple[bytes, list[int]]:
+    """socket.recv_fds without socket.py: the message and the descriptors that came with it
+    (close-on-exec), every one of them, a truncated array's whole ones included."""
+    message, ancdata, _flags, _addr = sock.recvmsg(size, _socket.CMSG_LEN(maxfds * _INT),
+                                                   _socket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            whole = len(data) - len(data) % _INT
+            fds += [int.from_bytes(data[i:i + _INT], _ORDER) for i in range(0, whole, _INT)]
+    return message, fds
+
+
+#: A C int as SCM_RIGHTS carries descriptors (socket.py uses array("i")).
+_INT = 4
+_ORDER = sys.byteorder
+
+
 def split(waiter: Waiter, in_user_namespace: bool, own_group: bool) -> None:
     """In the launched child, its namespaces entered: have the waiter make the pid namespace,
     join it and fork the component. Returns only in the component (pid 3, PID 1's child).
     `own_group` (the launched child made a session of its own): the component's process group
     is one of the namespace (pid 2's), not the waiter's, so that kill(0) reaches no process
     outside the namespace (see the module's docstring)."""
-    import socket       # in the launched child only (start_waiter)
     sock = waiter.sock
     if in_user_namespace:
         user = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            socket.send_fds(sock, [b"U"], [user])
+            _send_fd(sock, b"U", user)
         finally:
             os.close(user)
     else:
         sock.send(b"N")
-    message, fds, _flags, _addr = socket.recv_fds(sock, 256, 1)
+    message, fds = _recv_fds(sock, 256, 1)
     if message[:1] != b"P" or len(fds) != 1:
         for fd in fds:
             os.close(fd)

@@ -11,6 +11,7 @@ that doubles the start, not noise of a shared machine.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,10 @@ NEVER = ("asyncio", "ssl", "_ssl", "capnp", "sqlite3", "cryptography", "aiohttp"
          # (seccomp._lib gives it a stand-in); logging is for the node executables.
          "shutil", "ctypes.util", "subprocess", "tempfile", "logging")
 #: Only `run` (and the other commands that launch) needs these.
+#: inspect and what it brings, which dataclasses would import (sandbox/dataclass_import.py):
+#: about 8 ms of every start; since 12-08 imported only should a dataclass without a docstring
+#: ask it for a signature.
+INSPECT = ("inspect", "ast", "dis", "tokenize")
 LAUNCH_ONLY = ("cleancoin.sandbox.launcher", "cleancoin.sandbox.steps", "cleancoin.sandbox.rootfs",
                "cleancoin.sandbox.stdio", "cleancoin.sandbox.pidns", "cleancoin.sandbox.report")
 #: The whole of `from cleancoin.cli.sandbox_main import main`, as -X importtime counts it, is
@@ -42,8 +47,44 @@ IMPORT_BOUND_MS = 250.0
 
 GENERAL = Path(__file__).resolve().parent / "policies" / "general.toml"
 
+#: What `run` may import beyond what the bare interpreter (`python -c pass`, same site) has
+#: loaded, CleanCoin's own modules aside: the standard library (and the prctl package) it
+#: cannot do without. A module not listed here fails test_run_imports_nothing_beyond_the_launch
+#: by name: if `run` really needs it, add it with its reason; if not, import it where it is used.
+#: Not here since 12-08: inspect (with ast, dis, opcode, tokenize, token, linecache), which
+#: dataclasses imports for classes without a docstring (sandbox/dataclass_import.py).
+RUN_MAY_ADD = frozenset({
+    "__future__", "collections.abc", "contextlib", "copy", "gc", "errno", "fcntl", "fnmatch",
+    "resource", "select", "signal", "struct", "_struct", "threading", "_weakrefset", "weakref",
+    "warnings", "_sha256",                         # the caches' digests (no hashlib, no OpenSSL)
+    "dataclasses", "_pickle", "_compat_pickle",    # the models; the policy cache's payload
+    "_socket",                                     # the control socketpair, the waiter's socket
+    "ctypes", "_ctypes", "ctypes._endian", "prctl", "_prctl",    # the syscalls
+    "importlib", "importlib._bootstrap", "importlib._bootstrap_external", "importlib.machinery",
+    # what a bare start may or may not have loaded, depending on the site's .pth files
+    "re", "re._casefix", "re._compiler", "re._constants", "re._parser", "enum", "functools",
+    "keyword", "operator", "reprlib", "types", "collections", "itertools", "copyreg", "sre_compile",
+    "sre_parse", "sre_constants", "json", "json.decoder", "json.encoder", "json.scanner", "_json",
+    "marshal", "stat", "_stat", "os", "posixpath", "genericpath", "abc", "_abc", "io", "_io",
+})
+
+# The console script (cli/sandbox_script.py) activates the method cache before the tool's
+# imports, as this does. `os.execve` is wrapped in the parent before the fork: the launched
+# child, at the exec of the program, writes what it has imported (and whether dataclasses'
+# `exec` is still the method cache's) to its standard error, which reaches the tool's
+# through the output relay.
 SCRIPT = """
-import json, sys
+import json, os, sys
+from cleancoin.sandbox import method_cache
+method_cache.activate()
+_execve = os.execve
+def execve(path, argv, env):
+    if path == os.environ.get("PROGRAM"):
+        # "!dataclasses.exec": the method cache's stand-in was still there at the launch.
+        shadow = ["!dataclasses.exec"] if "exec" in vars(sys.modules["dataclasses"]) else []
+        os.write(2, ("\\nCHILD " + json.dumps(sorted(sys.modules) + shadow) + "\\n").encode())
+    _execve(path, argv, env)
+os.execve = execve
 from cleancoin.cli.sandbox_main import main
 rc = main(sys.argv[1:])
 sys.stdout.flush()
@@ -51,14 +92,33 @@ print("\\nMODULES " + json.dumps({"rc": rc, "modules": sorted(sys.modules)}))
 """
 
 
+def _run_script(*args: str, program: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True,
+                          timeout=120, cwd=tempfile.gettempdir(), env={**os.environ, "PROGRAM": program})
+
+
 def _modules(*args: str) -> set[str]:
-    result = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True,
-                            timeout=120, cwd=tempfile.gettempdir())
+    result = _run_script(*args)
     line = next((l for l in result.stdout.splitlines() if l.startswith("MODULES ")), None)
     assert line is not None, result.stdout + result.stderr
     data = json.loads(line[len("MODULES "):])
     assert data["rc"] == 0, result.stdout + result.stderr
     return set(data["modules"])
+
+
+def _child_modules(*args: str, program: str) -> set[str]:
+    """What the launched child of `run ... -- program` has imported when it execs the program."""
+    result = _run_script(*args, program=program)
+    line = next((l for l in result.stderr.splitlines() if l.startswith("CHILD ")), None)
+    assert line is not None, result.stdout + result.stderr
+    return set(json.loads(line[len("CHILD "):]))
+
+
+def _bare_modules() -> set[str]:
+    result = subprocess.run([sys.executable, "-c", "import json, sys; print(json.dumps(sorted(sys.modules)))"],
+                            capture_output=True, text=True, timeout=60, check=True,
+                            cwd=tempfile.gettempdir())
+    return set(json.loads(result.stdout))
 
 
 def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
@@ -70,6 +130,7 @@ def test_check_loads_the_policy_model_only() -> None:
     assert "cleancoin.sandbox.policy_loader" in modules     # it did load a policy
     assert _loaded(modules, NEVER) == []
     assert _loaded(modules, LAUNCH_ONLY) == []
+    assert _loaded(modules, INSPECT) == []
 
 
 def test_run_imports_nothing_beyond_the_launch(tmp_path: Path) -> None:
@@ -82,6 +143,7 @@ def test_run_imports_nothing_beyond_the_launch(tmp_path: Path) -> None:
     modules = _modules("run", "--policy", str(policy), "--", "/usr/bin/true")
     assert "cleancoin.sandbox.steps" in modules              # it did launch
     assert _loaded(modules, NEVER) == []
+    assert _loaded(modules, INSPECT) == []
     # One socketpair and a relay of two pipes need neither socket.py nor selectors.py
     # (since 12-07: about 3 ms of each run); the zygote and the node import both.
     assert "_socket" in modules and "select" in modules
@@ -92,6 +154,31 @@ def test_run_imports_nothing_beyond_the_launch(tmp_path: Path) -> None:
     if "cleancoin.sandbox.policy_loader" in hit:
         pytest.skip("the policy cache cannot be written in this install: every run loads in full")
     assert "_pickle" in hit and "pickle" not in hit and "tomllib" not in hit
+    # Nothing else beyond the bare interpreter's but what `run` cannot do without.
+    extra = sorted(m for m in hit - _bare_modules() - RUN_MAY_ADD
+                   if m != "cleancoin" and not m.startswith("cleancoin."))
+    assert extra == [], f"`run` imports modules it did not before: {extra} (RUN_MAY_ADD says what to do)"
+
+
+def test_the_launched_child_imports_nothing_on_its_way_to_the_exec(tmp_path: Path) -> None:
+    """The launched child runs every step and execs the program: what it imports on the way
+    (after the fork, so in no figure of the tool's own import) is on the critical path of
+    each launch. It needs no socket.py (the pid namespace's waiter is handed its namespaces
+    over a `_socket` pair since 12-08) and nothing the parent has not imported already."""
+    policy = tmp_path / "run.toml"
+    policy.write_text(
+        f'extends = ["{GENERAL}"]\n[namespaces]\nnet = true\n'
+        '[filesystem]\nexecute = ["${base_prefix}", "${prefix}", "/usr/bin", "/usr/lib"]\n'
+        '[seccomp]\nallow = [{ syscall = "execve", reason = "run execs the program" }]\n')
+    args = ("run", "--policy", str(policy), "--", "/usr/bin/true")
+    _modules(*args)                      # the caches written, if they can be
+    parent = _modules(*args)
+    child = _child_modules(*args, program="/usr/bin/true")
+    assert "cleancoin.sandbox.pidns" in child                 # it did run the pid namespace step
+    assert _loaded(child, ("socket", "selectors", "array")) == []
+    assert _loaded(child, NEVER + INSPECT) == []
+    assert "!dataclasses.exec" not in child          # the method cache was done before the fork
+    assert sorted(child - parent) == []
 
 
 def _import_ms(module: str) -> float:

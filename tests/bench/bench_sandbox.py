@@ -597,8 +597,10 @@ allow = [{{ syscall = "execve", reason = "run execs the program inside the sandb
 #: sandbox/policy_cache.py), the models (dataclasses, which imports inspect and re), the
 #: launch (_socket for its socketpair, json for the child's report, threading for the output
 #: relay) and the syscalls (ctypes). Its options need no argparse since 12-07
-#: (cli/run_args.py); nor the socket and pickle modules since later that day.
-STDLIB_FLOOR = "import json, dataclasses, _pickle, _socket, threading, ctypes"
+#: (cli/run_args.py); nor the socket and pickle modules since later that day; nor the inspect
+#: that dataclasses imports since 12-08 (sandbox/dataclass_import.py).
+STDLIB_FLOOR = ("from cleancoin.sandbox.dataclass_import import import_dataclasses; import_dataclasses(); "
+                "import json, _pickle, _socket, threading, ctypes")
 
 EXEC_ECHO = ("import os, sys\nfd = int(sys.argv[1])\n"
              "while data := os.read(fd, 65536):\n    os.write(fd, data)\n")
