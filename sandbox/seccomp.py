@@ -164,7 +164,9 @@ def _always() -> object:
 
 def _family_rules(families: Iterable["SocketFamily"]) -> list[tuple[str, list["ArgCondition"]]]:
     """Conditions under which socket() and socketpair() may run, per allowed family."""
-    import socket
+    # _socket, not socket.py (with selectors and its enum conversions): a filter-cache miss of
+    # `CleanCoin-sandbox run` needs only these constants (tests/test_sandbox_startup.py).
+    import _socket as socket
     from .families import FAMILIES as SOCKET_FAMILIES   # policy_spec's table, without the format
     from .model import ArgCondition
     rules: list[tuple[str, list[ArgCondition]]] = []
