@@ -458,7 +458,7 @@ try:
     done.append("foreground")
 except OSError as exc:
     done.append(f"foreground:{exc.errno}")
-open(os.environ["HOME"] + "/steered", "w").write(" ".join(done))
+open(os.environ["DATADIR"] + "/steered", "w").write(" ".join(done))
 """
 
 
@@ -497,7 +497,8 @@ def test_a_program_keeps_the_operators_terminal_only_when_the_policy_keeps_the_s
         policy = tmp_path / f"keep-{keep}.toml"
         policy.write_text('extends = ["examples/program"]\n[process]\nstdio = "inherit"\n'
                           f'new_session = {str(not keep).lower()}\n'
-                          'reason = "an interactive tool on the operator\'s terminal"\n')
+                          'reason = "an interactive tool on the operator\'s terminal"\n'
+                          'set_environment = { DATADIR = "${datadir}" }\n')
         results[keep] = _run_at_a_shell_prompt(tmp_path / str(keep), policy)
     (steered, job), (kept, kept_job) = results[False], results[True]
     assert steered == "resized foreground:25" and job["foreground"] == job["job"], (steered, job)
@@ -673,6 +674,50 @@ def test_explain_shows_the_values_it_sets_and_code_paths_the_program_may_write(t
     assert hello.returncode != 0 and "planted" not in hello.stdout    # noexec: nothing runs
     assert "RUNS CODE" not in run("explain", str(search_path)).stdout + run("explain", "examples/program").stdout
     assert "PATH=${datadir}/bin:/usr/bin" in run("explain", str(search_path)).stdout
+
+
+def test_a_home_the_program_may_write_is_flagged_and_the_example_keeps_none(tmp_path: Path) -> None:
+    """Until 12-08 examples/program set HOME to ${datadir}, its write grant: the
+    usercustomize.py one run left in $HOME/.local ran in the next run's python3, a
+    .gitconfig alias in its git, and neither `explain` nor `check` said so (they flagged
+    search paths only). The example's HOME is its fresh tmpfs now; a policy that sets HOME (or
+    any variable) to a place it may write, or keeps HOME from the launcher beside a write
+    grant, is flagged by both."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs /usr/bin/python3 (a program examples/program can run)")
+    data = tmp_path / "data"
+    data.mkdir()
+    home = tmp_path / "home.toml"        # the example as it shipped until 12-08
+    home.write_text('extends = ["examples/program"]\n[process]\nset_environment = { HOME = "${datadir}" }\n')
+    kept = tmp_path / "kept.toml"
+    kept.write_text('extends = ["examples/program"]\n[process]\nenvironment = ["HOME", "XDG_*"]\n'
+                    'set_environment = { MYTOOL_PLUGINS = "${datadir}/plugins" }\n')
+    plant = ("import os, site; p = site.getusersitepackages(); os.makedirs(p); "
+             "open(p + '/usercustomize.py', 'w').write('print(\"planted\")')")
+
+    def python(policy: str, code: str = "print('honest')") -> str:
+        done = run("run", "--policy", policy, "--datadir", str(data), "--", "/usr/bin/python3", "-c", code)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    python("examples/program", plant)
+    assert python("examples/program") == "honest\n"                   # planted on its tmpfs: gone
+    python(str(home), plant)
+    assert python(str(home)) == "planted\nhonest\n"                  # the attack, as it was
+    said = run("explain", str(home)).stdout
+    checked = run("check", str(home))
+    assert checked.returncode == 0
+    for out in (said, checked.stdout):
+        assert ("RUNS CODE IT MAY WRITE: HOME names ${datadir}, beneath the write grant ${datadir}: "
+                "what it leaves there runs at its next start (python's user site-packages" in out)
+    flagged = json.loads(run("check", "--json", str(kept)).stdout)["runs_code_it_may_write"]
+    assert any(line.startswith("RUNS CODE IT MAY WRITE: MYTOOL_PLUGINS names ${datadir}/plugins")
+               for line in flagged)                             # any variable, by its value
+    assert [line.split(" lies ")[0] for line in flagged if "the launcher's" in line] == [
+        "RUNS CODE IT MAY WRITE where the launcher's XDG_CONFIG_HOME",       # HOME: the example sets it
+        "RUNS CODE IT MAY WRITE where the launcher's XDG_DATA_HOME"]
+    assert run("check", "examples/program").stdout.count("\n") == 1    # the example: nothing flagged
+    assert json.loads(run("check", "--json", "examples/program").stdout)["runs_code_it_may_write"] == []
 
 
 def test_a_shipped_name_is_the_shipped_policy_whatever_the_working_directory_holds(tmp_path) -> None:
