@@ -51,12 +51,20 @@ def _line_at(data: bytes | str, offset: int) -> int:
     return data.count(newline, 0, offset) + 1     # type: ignore[arg-type]
 
 
-def _read_bytes(path: str) -> bytes:
-    """The file's bytes; PolicyFileError for anything that is not a readable regular file of
-    sane size. O_NONBLOCK so that a FIFO named as a policy cannot hang the check."""
+def _read_bytes(path: str, included_at: SourceRef | None = None) -> bytes:
+    """The file's bytes, read from the descriptor that the trust walk opened and checked
+    (policy_trust.open_checked: the path is not opened a second time, since 12-08); a
+    PolicyError when others may have changed it, PolicyFileError for anything that is not a
+    readable regular file of sane size. O_NONBLOCK so that a FIFO named as a policy cannot
+    hang the check."""
     where = SourceRef(path, 0, "")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = policy_trust.open_checked(path)
+    except policy_trust.Untrusted as exc:
+        raise PolicyError(included_at or where,
+                          f"policy {path} may not be what was reviewed: {exc}; a policy file and "
+                          "every directory and link above it must be writable by its owner alone "
+                          "(you or root)") from None
     except OSError as exc:
         raise PolicyFileError(where, f"cannot read policy: {exc.strerror}") from None
     try:
@@ -185,8 +193,8 @@ def _lookalike(data: dict[str, Any]) -> tuple[str, str] | None:
     return _first_text(data, lambda text: non_ascii(text) >= 0, skip=_prose)
 
 
-def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
-    raw = _read_bytes(path)
+def _read(path: str, included_at: SourceRef | None = None) -> tuple[dict[str, Any], dict[str, int]]:
+    raw = _read_bytes(path, included_at)
     where = SourceRef(path, 0, "")
     if b"\0" in raw:
         raise PolicyFileError(SourceRef(path, _line_at(raw, raw.index(b"\0")), ""),
@@ -251,9 +259,10 @@ def _unknown(where: SourceRef, name: str, known: list[str], what: str) -> Policy
     return PolicyError(where, f"unknown {what} '{name}'{hint}")
 
 
-def _parse_file(path: str, errors: list[PolicyError]) -> tuple[_Fragment, list[tuple[str, SourceRef]]]:
+def _parse_file(path: str, errors: list[PolicyError],
+                included_at: SourceRef | None = None) -> tuple[_Fragment, list[tuple[str, SourceRef]]]:
     """Validate one file against the format; returns its values and its `extends` list."""
-    data, lines = _read(path)
+    data, lines = _read(path, included_at)
     frag = _Fragment(path)
 
     def ref(key: str) -> SourceRef:
@@ -308,12 +317,7 @@ def _collect(path: str, stack: tuple[str, ...], seen: set[str], order: list[_Fra
         raise PolicyError(included_at, f"extended policy {shown} does not exist or is not a file, "
                                        "and no shipped policy has that name"
                                        + (f" (shipped: {', '.join(shipped_names())})" if named else ""))
-    if os.path.exists(path) and (why := policy_trust.problem(path)) is not None:
-        raise PolicyError(included_at or SourceRef(path, 0, ""),
-                          f"policy {path} may not be what was reviewed: {why}; a policy file and "
-                          "every directory and link above it must be writable by its owner alone "
-                          "(you or root)")
-    frag, extends = _parse_file(path, errors)
+    frag, extends = _parse_file(path, errors, included_at)     # read as checked (_read_bytes)
     for name, where in extends:
         target = extended_path(name, path)
         if edges is not None:
