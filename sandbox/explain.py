@@ -171,6 +171,11 @@ def _processes(policy: Policy) -> list[str]:
     lines.extend(_terminal(proc))
     if policy.scopes.signal:
         lines.append("may not signal processes outside the sandbox")
+    elif policy.namespaces.pid:
+        lines.append("no signal scope: its pid namespace keeps its signals in (no pid outside it "
+                     "can be named, and its process group is its own)")
+    else:
+        lines.append("MAY signal every process of the same user outside the sandbox (no signal scope)")
     if policy.namespaces.pid:
         lines.append("sees only its own processes (pid namespace, PID 1 is a small init)")
     lines.append("keeps capabilities: " + (_grants(proc.capabilities) or "none")

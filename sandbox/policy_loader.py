@@ -451,6 +451,16 @@ def _check_switched_off(policy: Policy, refs: dict[str, SourceRef], errors: list
         if off and not proc.reason:
             errors.append(PolicyError(where(key), f"{what}: a dangerous choice that needs "
                                                   "process.reason"))
+    # Since 12-08: left in the launcher's process group (for the shell's job control), the
+    # program's kill(0) reached every process of the operator's job outside the sandbox where
+    # the signal scope was off (the launcher, its waiter, a pipeline's other programs:
+    # tests/test_cli_sandbox.py). A reason does not make that safe; the scope does.
+    if not proc.new_session and not policy.scopes.signal:
+        errors.append(PolicyError(where("process.new_session"),
+                                  "new_session = false needs [scopes] signal = true: the program stays "
+                                  "in the launcher's process group, and without the scope its kill(0) "
+                                  "reaches every process of the operator's job outside the sandbox "
+                                  "(the launcher, its waiter, the other programs of a pipeline)"))
 
 
 def _capability_names() -> list[str]:

@@ -676,6 +676,43 @@ def test_explain_shows_the_values_it_sets_and_code_paths_the_program_may_write(t
     assert "PATH=${datadir}/bin:/usr/bin" in run("explain", str(search_path)).stdout
 
 
+@pytest.mark.skipif(shutil.which("python3", path="/usr/bin") is None, reason="needs /usr/bin/python3")
+def test_a_program_left_in_the_launchers_group_signals_nothing_of_the_job_outside(tmp_path: Path) -> None:
+    """`new_session = false` leaves the program in the launcher's process group (the shell's
+    job), where kill(0) reaches every process of the group. Until 12-08 a policy could pair it
+    with `[scopes] signal = false`: the program's kill(0, SIGTERM) ended the whole job outside
+    the sandbox, the launcher and the operator's other programs of it (found 12-08: the job's
+    shell, `sleep 30 | CleanCoin-sandbox run ...`, gone with -15 in 0.3 s). That pairing is
+    refused now (and a kernel without the scope refuses the launch); with the scope, the
+    program's own signal ends only itself and the job's other program lives on."""
+    data = tmp_path / "data"
+    data.mkdir()
+    head = ('extends = ["examples/program"]\n[process]\nnew_session = false\n'
+            'reason = "an interactive tool under the shell\'s job control"\n[scopes]\n')
+    unscoped, scoped = tmp_path / "unscoped.toml", tmp_path / "scoped.toml"
+    unscoped.write_text(head + "signal = false\n")
+    scoped.write_text(head + "signal = true\n")
+    refused = run("check", str(unscoped))
+    assert refused.returncode == 1 and ("process.new_session: new_session = false needs [scopes] signal = "
+                                        "true" in refused.stderr), refused.stderr
+    assert run("run", "--policy", str(unscoped), "--datadir", str(data), "--", "/bin/true").returncode != 0
+    kill_group = "import os, signal, time; os.kill(0, signal.SIGTERM); time.sleep(5); print('survived')"
+    job = subprocess.Popen(["/bin/sh", "-c", f'sleep 30 >/dev/null 2>&1 & echo $! > {tmp_path}/other; '
+                            f'{TOOL} run --policy {scoped} --datadir {data} -- /usr/bin/python3 -c "{kill_group}"'],
+                           start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = job.communicate(timeout=60)
+        other = int((tmp_path / "other").read_text())
+        alive = os.path.exists(f"/proc/{other}") and "zombie" not in Path(f"/proc/{other}/status").read_text()
+    finally:
+        try:
+            os.killpg(job.pid, 9)           # the job's group, ours: its sleep too
+        except ProcessLookupError:
+            pass
+    assert job.returncode == 128 + 15 and "killed by SIGTERM" in err and "survived" not in out, (job.returncode, err)
+    assert alive                                          # the job's other program: not reached
+
+
 def test_a_home_the_program_may_write_is_flagged_and_the_example_keeps_none(tmp_path: Path) -> None:
     """Until 12-08 examples/program set HOME to ${datadir}, its write grant: the
     usercustomize.py one run left in $HOME/.local ran in the next run's python3, a
