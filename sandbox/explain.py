@@ -209,7 +209,8 @@ def _terminal(proc: Process) -> list[str]:
         lines.append("launched in a session of its own (setsid): no controlling terminal")
     else:
         lines.append("STAYS in the launcher's session: the launcher's controlling terminal is its "
-                     "own, and it can take the foreground from the operator's shell (job control)")
+                     "own, and it can take the foreground from the operator's shell (job control); "
+                     "TIOCSTI (typing into it) is refused whatever the ioctl rules say")
     if proc.reason and (proc.dumpable or not proc.memory_deny_write_execute or proc.stdio == "inherit"
                         or not proc.new_session):
         lines.append(f"reason given for the process's risky settings: {proc.reason}")

@@ -713,6 +713,58 @@ def test_a_program_left_in_the_launchers_group_signals_nothing_of_the_job_outsid
     assert alive                                          # the job's other program: not reached
 
 
+#: Asks the terminal its size (allowed), then types a command into it, a byte at a time.
+_TYPE_INTO_TERMINAL = """
+import fcntl, termios
+fcntl.ioctl(0, termios.TIOCGWINSZ, bytes(8))
+print("size read", flush=True)
+for byte in b"touch /tmp/typed-by-the-sandbox\\n":
+    fcntl.ioctl(0, termios.TIOCSTI, bytes([byte]))
+"""
+
+
+@pytest.mark.skipif(shutil.which("python3", path="/usr/bin") is None, reason="needs /usr/bin/python3")
+@pytest.mark.parametrize("default", ["kill_process", "errno:EPERM"])
+def test_a_program_kept_in_the_operators_session_cannot_type_into_the_operators_shell(
+        tmp_path: Path, default: str) -> None:
+    """A policy that keeps the session (`new_session = false`, with its reason) and replaces
+    the bases' ioctl rules with one `allow` (a later file's rule without args does that) was
+    accepted by `check`, and the program pushed `touch /tmp/...\\n` into the operator's
+    terminal with TIOCSTI (dev.tty.legacy_tiocsti = 1 here): the operator's shell read it as
+    typed once the job ended (found 12-08: the shell's next input was that line). Since 12-08
+    the filter of a process kept in the session refuses TIOCSTI whatever its rules say
+    (seccomp.FilterSpec.deny_terminal_input); other ioctls of the terminal still run."""
+    import pty
+    policy = tmp_path / "typing.toml"
+    policy.write_text('extends = ["examples/program"]\n[process]\nnew_session = false\nstdio = "inherit"\n'
+                      'reason = "an interactive tool on the operator\'s terminal"\n'
+                      f'[seccomp]\ndefault_action = "{default}"\n'
+                      '[[seccomp.rules]]\nsyscall = "ioctl"\naction = "allow"\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    master, slave = pty.openpty()
+    try:
+        shell = subprocess.run([sys.executable, str(Path(__file__).parent / "functional" / "operator_shell.py"),
+                                os.ttyname(slave), str(tmp_path / "job.json"), "--", TOOL, "run", "--policy",
+                                str(policy), "--datadir", str(data), "--", "/usr/bin/python3", "-c",
+                                _TYPE_INTO_TERMINAL],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=60)
+        os.set_blocking(slave, False)
+        os.set_blocking(master, False)
+        try:
+            typed = os.read(slave, 4096)           # what the operator's shell reads next
+        except BlockingIOError:
+            typed = b""
+        screen = os.read(master, 65536)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert shell.returncode == 0
+    assert b"size read" in screen and b"PermissionError" in screen, screen
+    assert typed == b"", typed
+
+
 def test_a_home_the_program_may_write_is_flagged_and_the_example_keeps_none(tmp_path: Path) -> None:
     """Until 12-08 examples/program set HOME to ${datadir}, its write grant: the
     usercustomize.py one run left in $HOME/.local ran in the next run's python3, a
