@@ -85,7 +85,14 @@ def open_checked(path: str, safe_dirs: set[str] | None = None) -> int:
                     os.close(walked.pop()[1])
                 continue
             current, parent = walked[-1]
-            here = os.path.join(current, name)
+            here = current + name if current == "/" else f"{current}/{name}"
+            if todo and here in safe_dirs:
+                # Checked by an earlier call: a directory still (O_DIRECTORY), nothing to fstat.
+                try:
+                    walked.append((here, os.open(name, _STEP | os.O_DIRECTORY, dir_fd=parent)))
+                    continue
+                except OSError:
+                    pass            # no longer a directory: looked at afresh below
             fd = _open_step(name, parent, here, final=not todo)
             try:
                 st = os.fstat(fd)
@@ -102,8 +109,7 @@ def open_checked(path: str, safe_dirs: set[str] | None = None) -> int:
                     todo[:0] = [p for p in target.split("/") if p]
                     os.close(fd)
                     continue
-                if not (todo and here in safe_dirs and stat.S_ISDIR(st.st_mode)):
-                    _check(fd, st, here, trusted, final=not todo)
+                _check(fd, st, here, trusted, final=not todo)
             except BaseException:
                 os.close(fd)
                 raise

@@ -164,3 +164,18 @@ def test_a_file_another_user_renames_in_between_check_and_read_is_never_read(ope
         loop.kill()
         loop.wait()
     assert seen["planted"] == 0 and set(seen) == {"refused", "absent"}, seen
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a link to another uid")
+def test_a_directory_found_safe_that_became_another_users_link_is_looked_at_again(tmp_path: Path) -> None:
+    """The policy cache passes the directories an earlier file's walk found safe (`safe_dirs`):
+    such a directory is opened as a directory or not skipped at all."""
+    shared = tmp_path / "d"
+    shared.mkdir()
+    (shared / "a.toml").write_text(BASE)
+    safe: set[str] = set()
+    assert problem(str(shared / "a.toml"), safe) is None and str(shared) in safe
+    shared.rename(tmp_path / "real")
+    shared.symlink_to(tmp_path / "real")
+    os.lchown(shared, NOBODY, NOBODY)
+    assert problem(str(shared / "a.toml"), safe) == f"{shared} is a symbolic link owned by uid {NOBODY}, another user"
