@@ -19,6 +19,7 @@ its value at launch: it is named when a write grant could hold it.
 from __future__ import annotations
 
 import fnmatch
+import os
 
 from .model import Policy
 
@@ -66,11 +67,29 @@ def code_from_written_paths(policy: Policy) -> list[str]:
             readers = KNOWN_READERS.get(name, "a program that reads configuration or code from it")
             lines.append(f"RUNS CODE IT MAY WRITE: {name} names {entry}, beneath the write grant "
                          f"{root or '/'}: what it leaves there runs at its next start ({readers})")
+    keeps = policy.process.environment
+    if kept and not any(fnmatch.fnmatchcase("HOME", glob) for glob in keeps) and \
+            "HOME" not in dict(policy.process.set_environment):
+        # No HOME at all: python's site and git look the user's home up in the passwd file.
+        home = _passwd_home()
+        root = _beneath(home, [k for k in kept if k.startswith("/")]) if home else None
+        if root is not None:
+            lines.append(f"RUNS CODE IT MAY WRITE: without HOME its programs take the passwd file's "
+                         f"home, {home}, beneath the write grant {root or '/'} ({KNOWN_READERS['HOME']})")
     if kept:
         for name in HOME_LIKE:
-            if any(fnmatch.fnmatchcase(name, glob) for glob in policy.process.environment) and \
+            if any(fnmatch.fnmatchcase(name, glob) for glob in keeps) and \
                     name not in dict(policy.process.set_environment):
                 lines.append(f"RUNS CODE IT MAY WRITE where the launcher's {name} lies beneath a write "
                              f"grant ({', '.join(kept)}): {name} is kept from its environment "
                              f"({KNOWN_READERS[name]})")
     return lines
+
+
+def _passwd_home() -> str | None:
+    """This user's home in the passwd file (where a program without HOME looks), or None."""
+    import pwd
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir.rstrip("/") or "/"
+    except KeyError:
+        return None

@@ -805,6 +805,18 @@ def test_a_home_the_program_may_write_is_flagged_and_the_example_keeps_none(tmp_
     assert [line.split(" lies ")[0] for line in flagged if "the launcher's" in line] == [
         "RUNS CODE IT MAY WRITE where the launcher's XDG_CONFIG_HOME",       # HOME: the example sets it
         "RUNS CODE IT MAY WRITE where the launcher's XDG_DATA_HOME"]
+    # No HOME at all: a program looks its home up in the passwd file, here beneath a grant.
+    import pwd
+    from cleancoin.sandbox.policy_files import shipped_policy
+    home = pwd.getpwuid(os.getuid()).pw_dir
+    example = Path(shipped_policy("examples/program"))
+    unset = tmp_path / "no-home.toml"
+    unset.write_text(example.read_text().replace('name = "examples/program"', 'name = "no-home"')
+                     .replace(', HOME = "${tmpdir}" }', " }").replace('write = ["${datadir}"', f'write = ["{home}"'))
+    flagged = json.loads(run("check", "--json", str(unset)).stdout)["runs_code_it_may_write"]
+    assert flagged == [f"RUNS CODE IT MAY WRITE: without HOME its programs take the passwd file's home, "
+                       f"{home.rstrip('/')}, beneath the write grant {home.rstrip('/')} (python's user "
+                       "site-packages and usercustomize.py, git's ~/.gitconfig, a shell's rc files)"], flagged
     assert run("check", "examples/program").stdout.count("\n") == 1    # the example: nothing flagged
     assert json.loads(run("check", "--json", "examples/program").stdout)["runs_code_it_may_write"] == []
 
