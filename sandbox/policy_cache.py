@@ -147,14 +147,18 @@ def load(path: str) -> Policy | None:
     return policy
 
 
-def store(path: str, policy: Policy, edges: list[tuple[str, str, str]]) -> bool:
-    """Write the entry of a policy just loaded in full from `path`; False if not written."""
+def store(path: str, policy: Policy, edges: list[tuple[str, str, str]],
+          digests: dict[str, str] | None = None) -> bool:
+    """Write the entry of a policy just loaded in full from `path`; False if not written.
+    `digests`: the SHA-256 of the bytes the loader parsed, file by file (since 12-08; a file
+    hashed again here could have been changed since, by its owner, and the entry would have
+    given the old policy for the new bytes)."""
     name = key(path)
     if name is None:
         return False
     files = []
     for file in policy.files:
-        digest = _file_sha256(file)
+        digest = (digests or {}).get(file) or _file_sha256(file)
         if digest is None:
             return False
         files.append([file, os.path.realpath(file), digest])
@@ -175,6 +179,7 @@ def load_policy(path: str) -> Policy:
         return cached
     from .policy_loader import load_policy as load_in_full
     edges: list[tuple[str, str, str]] = []
-    policy = load_in_full(path, edges)
-    store(path, policy, edges)
+    digests: dict[str, str] = {}
+    policy = load_in_full(path, edges, digests)
+    store(path, policy, edges, digests)
     return policy

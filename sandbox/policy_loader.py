@@ -31,6 +31,7 @@ class _Fragment:
 
     file: str
     values: dict[str, Any] = field(default_factory=dict)   # "section.key" -> parsed value
+    sha256: str = ""        # of the bytes parsed: what the policy cache stores (12-08)
     refs: dict[str, SourceRef] = field(default_factory=dict)
 
 
@@ -193,7 +194,7 @@ def _lookalike(data: dict[str, Any]) -> tuple[str, str] | None:
     return _first_text(data, lambda text: non_ascii(text) >= 0, skip=_prose)
 
 
-def _read(path: str, included_at: SourceRef | None = None) -> tuple[dict[str, Any], dict[str, int]]:
+def _read(path: str, included_at: SourceRef | None = None) -> tuple[dict[str, Any], dict[str, int], str]:
     raw = _read_bytes(path, included_at)
     where = SourceRef(path, 0, "")
     if b"\0" in raw:
@@ -249,7 +250,8 @@ def _read(path: str, included_at: SourceRef | None = None) -> tuple[dict[str, An
                           "space or a combining mark prints as another text); only a reason and "
                           "the description may use other characters, and a non-ASCII path is "
                           "given at launch with --var")
-    return data, lines
+    from .filter_cache import _sha256    # noqa: PLC2701 - the cache's own hash of a file
+    return data, lines, _sha256(raw)
 
 
 def _unknown(where: SourceRef, name: str, known: list[str], what: str) -> PolicyError:
@@ -262,8 +264,8 @@ def _unknown(where: SourceRef, name: str, known: list[str], what: str) -> Policy
 def _parse_file(path: str, errors: list[PolicyError],
                 included_at: SourceRef | None = None) -> tuple[_Fragment, list[tuple[str, SourceRef]]]:
     """Validate one file against the format; returns its values and its `extends` list."""
-    data, lines = _read(path, included_at)
-    frag = _Fragment(path)
+    data, lines, digest = _read(path, included_at)
+    frag = _Fragment(path, sha256=digest)
 
     def ref(key: str) -> SourceRef:
         return SourceRef(path, line_for(lines, key), key)
@@ -559,10 +561,12 @@ def _unique_families(families: tuple[SocketFamily, ...]) -> tuple[SocketFamily, 
     return tuple({f.name: f for f in families}.values())
 
 
-def load_policy(path: str, edges: list[tuple[str, str, str]] | None = None) -> Policy:
+def load_policy(path: str, edges: list[tuple[str, str, str]] | None = None,
+                digests: dict[str, str] | None = None) -> Policy:
     """Load, merge and validate a policy file; raises PolicyErrors listing every problem.
     `edges`, if given, receives each `extends` entry followed: (as written, the file that
-    names it, the path it led to), for policy_cache to check the same resolution later."""
+    names it, the path it led to), for policy_cache to check the same resolution later;
+    `digests` each file's SHA-256 of the very bytes parsed (not the file read again later)."""
     errors: list[PolicyError] = []
     order: list[_Fragment] = []
     try:
@@ -576,4 +580,6 @@ def load_policy(path: str, edges: list[tuple[str, str, str]] | None = None) -> P
     policy = _build(values, refs, tuple(f.file for f in order), errors)
     if errors:
         raise PolicyErrors(errors)
+    if digests is not None:
+        digests.update((f.file, f.sha256) for f in order)
     return policy
