@@ -15,6 +15,12 @@ out of the sandbox package's reach (tests/test_layout.py), hence `_private_group
 named ACL entry writes only through the mask, which the group bits show: a group-writable
 file or directory with a named entry of another user or group is refused too.
 
+What a walk cannot see (12-08): a process may hold a group the group and passwd files do not
+list (systemd's SupplementaryGroups=, an NSS source that does not enumerate, newgrp with a
+group password), so a group-writable file that passes as private can still be written by it;
+and a descriptor opened for writing while a file was writable by others stays writable after
+a chmod. A policy under review belongs in a directory no other group can write.
+
 The check and the read are one walk (since 12-08): each directory is opened (O_PATH,
 O_NOFOLLOW) from the descriptor of the one above it and checked by fstat of what was opened,
 each link read from the descriptor that holds it, and the file itself opened from its checked
