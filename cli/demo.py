@@ -63,7 +63,7 @@ def node_command() -> list[str]:
     script = Path(sys.executable).parent / "CleanCoin-node"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "cleancoin.cli.mp_node_main"]
+    return [sys.executable, "-P", "-m", "cleancoin.cli.mp_node_main"]   # -P: not the cwd's modules
 
 
 # ---------------------------------------------------------------------------- /proc

@@ -191,16 +191,22 @@ def cmd_check(args: argparse.Namespace) -> int:
         from cleancoin.sandbox.policy_files import shadowed_shipped
         shadows = [(written, including, target, shipped) for written, including, target in edges
                    if (shipped := shadowed_shipped(written, target)) is not None]
+        # A variable naming a place one run writes and the next reads code from (12-08).
+        from cleancoin.sandbox.written_code import code_from_written_paths
+        persists = code_from_written_paths(policy)
         if args.json:
             print(json.dumps({"policy": path, "ok": True, "name": policy.name,
                               "files": list(policy.files),
                               "shadows": [{"extends": w, "in": i, "file": t, "shipped": s}
-                                          for w, i, t, s in shadows]}))
+                                          for w, i, t, s in shadows],
+                              "runs_code_it_may_write": persists}))
         else:
             print(f"{path}: ok ({policy.name}, {_filter_summary(policy)})")
             for written, including, target, _shipped in shadows:
                 print(f"  {including}: extends '{written}' is {target}, beside it, NOT the shipped "
                       f"policy of that name")
+            for line in persists:
+                print(f"  {line}")
     return status
 
 

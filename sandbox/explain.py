@@ -9,6 +9,7 @@ import os
 from . import dangerous, paths, syscall_groups
 from .model import Grant, Policy, Process
 from .variables import bind_port_text
+from .written_code import code_from_written_paths
 
 
 @dataclass
@@ -170,6 +171,11 @@ def _processes(policy: Policy) -> list[str]:
     lines.extend(_terminal(proc))
     if policy.scopes.signal:
         lines.append("may not signal processes outside the sandbox")
+    elif policy.namespaces.pid:
+        lines.append("no signal scope: its pid namespace keeps its signals in (no pid outside it "
+                     "can be named, and its process group is its own)")
+    else:
+        lines.append("MAY signal every process of the same user outside the sandbox (no signal scope)")
     if policy.namespaces.pid:
         lines.append("sees only its own processes (pid namespace, PID 1 is a small init)")
     lines.append("keeps capabilities: " + (_grants(proc.capabilities) or "none")
@@ -178,7 +184,7 @@ def _processes(policy: Policy) -> list[str]:
     lines.append(f"resource limits: {limits or 'inherited'}")
     lines.append(f"environment kept: {', '.join(proc.environment) or 'nothing'}; "
                  f"set: {', '.join(f'{k}={v}' for k, v in proc.set_environment) or 'nothing'}")
-    lines.extend(_code_from_written_paths(policy))
+    lines.extend(code_from_written_paths(policy))
     lines.append(f"file descriptors kept: {', '.join(map(str, proc.fds))} and its IPC socket")
     if proc.die_with_parent:
         lines.append("dies with its parent")
@@ -195,41 +201,6 @@ _STDIO = {
 }
 
 
-#: Variables that say where code is found. The loader's and the program search path run what
-#: is there only where the policy also grants execute (write grants are mounted noexec
-#: otherwise); the interpreters' only read it.
-EXEC_VARIABLES = ("PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT")
-READ_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PERL5LIB", "RUBYLIB",
-                  "NODE_PATH")
-
-
-def _beneath(entry: str, roots: list[str]) -> str | None:
-    return next((r for r in roots if entry == r or entry.startswith(r + "/") or r == ""), None)
-
-
-def _code_from_written_paths(policy: Policy) -> list[str]:
-    """A line for each code variable the policy sets to a path beneath a write grant that is
-    not a private tmpfs (it outlives the run). Until 12-07 `explain` showed the names it sets,
-    not their values: `PYTHONPATH = "${datadir}/lib"` read as `set: PYTHONPATH`, and the
-    sitecustomize.py one run wrote into ${datadir}/lib ran in every later run's Python."""
-    fs = policy.filesystem
-    private = {g.value.rstrip("/") for g in fs.tmpfs}
-    kept = [g.value.rstrip("/") for g in fs.write if g.value.rstrip("/") not in private]
-    executable = [g.value.rstrip("/") for g in fs.execute]
-    lines = []
-    for name, value in policy.process.set_environment:
-        if name not in EXEC_VARIABLES + READ_VARIABLES:
-            continue
-        for entry in value.split(" " if name == "LD_PRELOAD" else ":"):
-            entry = entry.rstrip("/")
-            root = _beneath(entry, kept)
-            if not entry or root is None or (name in EXEC_VARIABLES and _beneath(entry, executable) is None):
-                continue
-            lines.append(f"RUNS CODE IT MAY WRITE: {name} names {entry}, beneath the write grant "
-                         f"{root or '/'}: what it leaves there runs at its next start")
-    return lines
-
-
 def _terminal(proc: Process) -> list[str]:
     """The session and descriptors 0-2 of a launched process, and the reason a policy gives
     for the risky ones (a process that restricts itself keeps its own session and stdout)."""
@@ -238,7 +209,8 @@ def _terminal(proc: Process) -> list[str]:
         lines.append("launched in a session of its own (setsid): no controlling terminal")
     else:
         lines.append("STAYS in the launcher's session: the launcher's controlling terminal is its "
-                     "own, and it can take the foreground from the operator's shell (job control)")
+                     "own, and it can take the foreground from the operator's shell (job control); "
+                     "TIOCSTI (typing into it) is refused whatever the ioctl rules say")
     if proc.reason and (proc.dumpable or not proc.memory_deny_write_execute or proc.stdio == "inherit"
                         or not proc.new_session):
         lines.append(f"reason given for the process's risky settings: {proc.reason}")

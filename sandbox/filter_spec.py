@@ -18,4 +18,5 @@ def filter_spec(policy: Policy) -> FilterSpec:
     # showed unshare refused (explain, diff) and let clone(CLONE_NEWUSER) through.
     return FilterSpec(sc.default_action, allowed, sc.rules, policy.network.socket_families, where,
                       deny_namespace_clone="unshare" not in policy.reachable_syscalls,
-                      deny_dumpable=not policy.process.dumpable)
+                      deny_dumpable=not policy.process.dumpable,
+                      deny_terminal_input=not policy.process.new_session)

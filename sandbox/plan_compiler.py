@@ -226,6 +226,13 @@ def _landlock(policy: Policy, values: Mapping[str, str], kernel: KernelFeatures,
     want_scopes = policy.scopes.abstract_unix_socket or policy.scopes.signal
     abi = kernel.landlock_abi
     min_abi = policy.compatibility.landlock_min_abi
+    if not policy.process.new_session and abi < 6:
+        # The loader asks for the signal scope with new_session = false; whatever the
+        # policy's level, a kernel without it cannot keep kill(0) in the sandbox.
+        raise EnforcementError("landlock", f"new_session = false needs Landlock's signal scope "
+                                           f"(ABI 6), and the kernel has ABI {abi}: in the launcher's "
+                                           "process group the program's kill(0) would reach the "
+                                           "operator's job outside the sandbox")
     if abi == 0:
         if level is not Level.BEST_EFFORT:
             raise EnforcementError("landlock", f"the kernel has no Landlock ({kernel.landlock_reason}) "

@@ -17,9 +17,10 @@ difference is a miss (the policy is loaded and validated in full, and the entry 
   package (name, size and modification time of every module, as `__pycache__` checks a
   module), libseccomp's version and API level, and the Python version;
 - the SHA-256 of its payload;
-- every file of the policy, read again: same real path, same SHA-256 of its bytes;
-- every file of the policy writable by its owner alone (us or root), as every directory and
-  link above it (policy_trust.py; since 12-07): else the loader refuses it, saying why;
+- every file of the policy, read again: same real path, same SHA-256 of its bytes, read from
+  the descriptor of the walk that found it writable by its owner alone (us or root), as
+  every directory and link above it (policy_trust.py; since 12-07, the same descriptor since
+  12-08): else the loader refuses it, saying why;
 - every `extends` entry resolved again from the file that names it (a file that has appeared
   beside it takes precedence over a shipped policy of that name): same target.
 
@@ -76,9 +77,16 @@ def key(path: str) -> str | None:
     return filter_cache._sha256(text.encode())   # noqa: SLF001
 
 
-def _file_sha256(path: str) -> str | None:
+def _file_sha256(path: str, safe_dirs: set[str] | None = None) -> str | None:
+    """The SHA-256 of the file's bytes as read from the descriptor the trust walk opened and
+    checked (policy_trust.open_checked, since 12-08: not the path opened again); None when
+    it cannot be read or others may have changed it (the loader says why)."""
     try:
-        with open(path, "rb") as handle:
+        fd = policy_trust.open_checked(path, safe_dirs)
+    except (OSError, policy_trust.Untrusted):
+        return None
+    try:
+        with open(fd, "rb") as handle:
             return filter_cache._sha256(handle.read())   # noqa: SLF001
     except OSError:
         return None
@@ -122,10 +130,10 @@ def load(path: str) -> Policy | None:
         files, edges = meta["files"], meta["edges"]
         safe_dirs: set[str] = set()
         for file, real, digest in files:
-            if os.path.realpath(file) != real or _file_sha256(file) != digest:
+            # The bytes hashed are those of the file the trust walk checked (else a miss: the
+            # loader says why, policy_trust's docstring).
+            if os.path.realpath(file) != real or _file_sha256(file, safe_dirs) != digest:
                 return None
-            if policy_trust.problem(file, safe_dirs) is not None:
-                return None     # the loader says why (policy_trust's docstring)
         from .policy_files import extended_path
         for written, including, target in edges:
             if extended_path(written, including) != target:
@@ -139,14 +147,18 @@ def load(path: str) -> Policy | None:
     return policy
 
 
-def store(path: str, policy: Policy, edges: list[tuple[str, str, str]]) -> bool:
-    """Write the entry of a policy just loaded in full from `path`; False if not written."""
+def store(path: str, policy: Policy, edges: list[tuple[str, str, str]],
+          digests: dict[str, str] | None = None) -> bool:
+    """Write the entry of a policy just loaded in full from `path`; False if not written.
+    `digests`: the SHA-256 of the bytes the loader parsed, file by file (since 12-08; a file
+    hashed again here could have been changed since, by its owner, and the entry would have
+    given the old policy for the new bytes)."""
     name = key(path)
     if name is None:
         return False
     files = []
     for file in policy.files:
-        digest = _file_sha256(file)
+        digest = (digests or {}).get(file) or _file_sha256(file)
         if digest is None:
             return False
         files.append([file, os.path.realpath(file), digest])
@@ -167,6 +179,7 @@ def load_policy(path: str) -> Policy:
         return cached
     from .policy_loader import load_policy as load_in_full
     edges: list[tuple[str, str, str]] = []
-    policy = load_in_full(path, edges)
-    store(path, policy, edges)
+    digests: dict[str, str] = {}
+    policy = load_in_full(path, edges, digests)
+    store(path, policy, edges, digests)
     return policy

@@ -31,6 +31,7 @@ class _Fragment:
 
     file: str
     values: dict[str, Any] = field(default_factory=dict)   # "section.key" -> parsed value
+    sha256: str = ""        # of the bytes parsed: what the policy cache stores (12-08)
     refs: dict[str, SourceRef] = field(default_factory=dict)
 
 
@@ -51,12 +52,20 @@ def _line_at(data: bytes | str, offset: int) -> int:
     return data.count(newline, 0, offset) + 1     # type: ignore[arg-type]
 
 
-def _read_bytes(path: str) -> bytes:
-    """The file's bytes; PolicyFileError for anything that is not a readable regular file of
-    sane size. O_NONBLOCK so that a FIFO named as a policy cannot hang the check."""
+def _read_bytes(path: str, included_at: SourceRef | None = None) -> bytes:
+    """The file's bytes, read from the descriptor that the trust walk opened and checked
+    (policy_trust.open_checked: the path is not opened a second time, since 12-08); a
+    PolicyError when others may have changed it, PolicyFileError for anything that is not a
+    readable regular file of sane size. O_NONBLOCK so that a FIFO named as a policy cannot
+    hang the check."""
     where = SourceRef(path, 0, "")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = policy_trust.open_checked(path)
+    except policy_trust.Untrusted as exc:
+        raise PolicyError(included_at or where,
+                          f"policy {path} may not be what was reviewed: {exc}; a policy file and "
+                          "every directory and link above it must be writable by its owner alone "
+                          "(you or root)") from None
     except OSError as exc:
         raise PolicyFileError(where, f"cannot read policy: {exc.strerror}") from None
     try:
@@ -185,8 +194,8 @@ def _lookalike(data: dict[str, Any]) -> tuple[str, str] | None:
     return _first_text(data, lambda text: non_ascii(text) >= 0, skip=_prose)
 
 
-def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
-    raw = _read_bytes(path)
+def _read(path: str, included_at: SourceRef | None = None) -> tuple[dict[str, Any], dict[str, int], str]:
+    raw = _read_bytes(path, included_at)
     where = SourceRef(path, 0, "")
     if b"\0" in raw:
         raise PolicyFileError(SourceRef(path, _line_at(raw, raw.index(b"\0")), ""),
@@ -241,7 +250,8 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, int]]:
                           "space or a combining mark prints as another text); only a reason and "
                           "the description may use other characters, and a non-ASCII path is "
                           "given at launch with --var")
-    return data, lines
+    from .filter_cache import _sha256    # noqa: PLC2701 - the cache's own hash of a file
+    return data, lines, _sha256(raw)
 
 
 def _unknown(where: SourceRef, name: str, known: list[str], what: str) -> PolicyError:
@@ -251,10 +261,11 @@ def _unknown(where: SourceRef, name: str, known: list[str], what: str) -> Policy
     return PolicyError(where, f"unknown {what} '{name}'{hint}")
 
 
-def _parse_file(path: str, errors: list[PolicyError]) -> tuple[_Fragment, list[tuple[str, SourceRef]]]:
+def _parse_file(path: str, errors: list[PolicyError],
+                included_at: SourceRef | None = None) -> tuple[_Fragment, list[tuple[str, SourceRef]]]:
     """Validate one file against the format; returns its values and its `extends` list."""
-    data, lines = _read(path)
-    frag = _Fragment(path)
+    data, lines, digest = _read(path, included_at)
+    frag = _Fragment(path, sha256=digest)
 
     def ref(key: str) -> SourceRef:
         return SourceRef(path, line_for(lines, key), key)
@@ -308,12 +319,7 @@ def _collect(path: str, stack: tuple[str, ...], seen: set[str], order: list[_Fra
         raise PolicyError(included_at, f"extended policy {shown} does not exist or is not a file, "
                                        "and no shipped policy has that name"
                                        + (f" (shipped: {', '.join(shipped_names())})" if named else ""))
-    if os.path.exists(path) and (why := policy_trust.problem(path)) is not None:
-        raise PolicyError(included_at or SourceRef(path, 0, ""),
-                          f"policy {path} may not be what was reviewed: {why}; a policy file and "
-                          "every directory and link above it must be writable by its owner alone "
-                          "(you or root)")
-    frag, extends = _parse_file(path, errors)
+    frag, extends = _parse_file(path, errors, included_at)     # read as checked (_read_bytes)
     for name, where in extends:
         target = extended_path(name, path)
         if edges is not None:
@@ -447,6 +453,16 @@ def _check_switched_off(policy: Policy, refs: dict[str, SourceRef], errors: list
         if off and not proc.reason:
             errors.append(PolicyError(where(key), f"{what}: a dangerous choice that needs "
                                                   "process.reason"))
+    # Since 12-08: left in the launcher's process group (for the shell's job control), the
+    # program's kill(0) reached every process of the operator's job outside the sandbox where
+    # the signal scope was off (the launcher, its waiter, a pipeline's other programs:
+    # tests/test_cli_sandbox.py). A reason does not make that safe; the scope does.
+    if not proc.new_session and not policy.scopes.signal:
+        errors.append(PolicyError(where("process.new_session"),
+                                  "new_session = false needs [scopes] signal = true: the program stays "
+                                  "in the launcher's process group, and without the scope its kill(0) "
+                                  "reaches every process of the operator's job outside the sandbox "
+                                  "(the launcher, its waiter, the other programs of a pipeline)"))
 
 
 def _capability_names() -> list[str]:
@@ -545,10 +561,12 @@ def _unique_families(families: tuple[SocketFamily, ...]) -> tuple[SocketFamily, 
     return tuple({f.name: f for f in families}.values())
 
 
-def load_policy(path: str, edges: list[tuple[str, str, str]] | None = None) -> Policy:
+def load_policy(path: str, edges: list[tuple[str, str, str]] | None = None,
+                digests: dict[str, str] | None = None) -> Policy:
     """Load, merge and validate a policy file; raises PolicyErrors listing every problem.
     `edges`, if given, receives each `extends` entry followed: (as written, the file that
-    names it, the path it led to), for policy_cache to check the same resolution later."""
+    names it, the path it led to), for policy_cache to check the same resolution later;
+    `digests` each file's SHA-256 of the very bytes parsed (not the file read again later)."""
     errors: list[PolicyError] = []
     order: list[_Fragment] = []
     try:
@@ -562,4 +580,6 @@ def load_policy(path: str, edges: list[tuple[str, str, str]] | None = None) -> P
     policy = _build(values, refs, tuple(f.file for f in order), errors)
     if errors:
         raise PolicyErrors(errors)
+    if digests is not None:
+        digests.update((f.file, f.sha256) for f in order)
     return policy

@@ -224,6 +224,9 @@ class FilterSpec(Record):
     # No set-user-ID or set-group-ID file of the confined side's making (systemd's
     # RestrictSUIDSGID): the view mounts grants nosuid, the host does not.
     deny_suid_sgid: bool = True
+    # A process left in the launcher's session (new_session = false) has the operator's
+    # terminal as its controlling one: TIOCSTI there types into the operator's shell.
+    deny_terminal_input: bool = False
 
 
 @record
@@ -318,6 +321,18 @@ def rule_table(spec: FilterSpec) -> RuleTable:
         derive("prctl", [[option, ArgCondition(1, "ne", 0)]],
                [[ArgCondition(0, "masked_eq", (1 << bit) & ~PR_SET_DUMPABLE, 1 << bit)] for bit in range(32)]
                + [[option, ArgCondition(1, "eq", 0)]])
+    if spec.deny_terminal_input:
+        from .syscalls import TIOCSTI
+        # Whatever the policy's ioctl rules say (an unconditional `allow` replaced the shipped
+        # bases' TIOCSTI refusal): until 12-08 a program kept in the launcher's session pushed
+        # "touch FILE\n" into the operator's shell, which ran it once the program ended. The
+        # command is an int: its low 32 bits; under an errno:EPERM default, "any other command"
+        # is one rule per bit, as for prctl above.
+        command = ArgCondition(1, "masked_eq", TIOCSTI, _LOW32)
+        if not any(action not in _PERMITTING and conds == [command]
+                   for action, conds, _, _ in conditional.get("ioctl", [])):
+            derive("ioctl", [[command]],
+                   [[ArgCondition(1, "masked_eq", (1 << bit) & ~TIOCSTI, 1 << bit)] for bit in range(32)])
     if spec.deny_suid_sgid:
         _suid_sgid_rules(allowed, plain, conditional, unconditional, default_action, where)
 

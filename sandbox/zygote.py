@@ -239,7 +239,10 @@ class Zygote:
         registry = report_registry.directory()
         if registry:
             env[report_registry.ENV] = registry
-        argv = [sys.executable, "-m", "cleancoin.sandbox.zygote", str(os.getpid()),
+        # -P: `-m` puts the working directory first on sys.path, and a `cleancoin` package
+        # another user left there (in /tmp, say) ran in the zygote as the node's user, before
+        # any sandbox, with every component forked from it after (12-08).
+        argv = [sys.executable, "-P", "-m", "cleancoin.sandbox.zygote", str(os.getpid()),
                 str(req_child.fileno()), str(ev_child.fileno()), *preloads]
         pid = os.fork()
         if pid == 0:

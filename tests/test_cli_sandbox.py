@@ -458,7 +458,7 @@ try:
     done.append("foreground")
 except OSError as exc:
     done.append(f"foreground:{exc.errno}")
-open(os.environ["HOME"] + "/steered", "w").write(" ".join(done))
+open(os.environ["DATADIR"] + "/steered", "w").write(" ".join(done))
 """
 
 
@@ -497,7 +497,8 @@ def test_a_program_keeps_the_operators_terminal_only_when_the_policy_keeps_the_s
         policy = tmp_path / f"keep-{keep}.toml"
         policy.write_text('extends = ["examples/program"]\n[process]\nstdio = "inherit"\n'
                           f'new_session = {str(not keep).lower()}\n'
-                          'reason = "an interactive tool on the operator\'s terminal"\n')
+                          'reason = "an interactive tool on the operator\'s terminal"\n'
+                          'set_environment = { DATADIR = "${datadir}" }\n')
         results[keep] = _run_at_a_shell_prompt(tmp_path / str(keep), policy)
     (steered, job), (kept, kept_job) = results[False], results[True]
     assert steered == "resized foreground:25" and job["foreground"] == job["job"], (steered, job)
@@ -673,6 +674,151 @@ def test_explain_shows_the_values_it_sets_and_code_paths_the_program_may_write(t
     assert hello.returncode != 0 and "planted" not in hello.stdout    # noexec: nothing runs
     assert "RUNS CODE" not in run("explain", str(search_path)).stdout + run("explain", "examples/program").stdout
     assert "PATH=${datadir}/bin:/usr/bin" in run("explain", str(search_path)).stdout
+
+
+@pytest.mark.skipif(shutil.which("python3", path="/usr/bin") is None, reason="needs /usr/bin/python3")
+def test_a_program_left_in_the_launchers_group_signals_nothing_of_the_job_outside(tmp_path: Path) -> None:
+    """`new_session = false` leaves the program in the launcher's process group (the shell's
+    job), where kill(0) reaches every process of the group. Until 12-08 a policy could pair it
+    with `[scopes] signal = false`: the program's kill(0, SIGTERM) ended the whole job outside
+    the sandbox, the launcher and the operator's other programs of it (found 12-08: the job's
+    shell, `sleep 30 | CleanCoin-sandbox run ...`, gone with -15 in 0.3 s). That pairing is
+    refused now (and a kernel without the scope refuses the launch); with the scope, the
+    program's own signal ends only itself and the job's other program lives on."""
+    data = tmp_path / "data"
+    data.mkdir()
+    head = ('extends = ["examples/program"]\n[process]\nnew_session = false\n'
+            'reason = "an interactive tool under the shell\'s job control"\n[scopes]\n')
+    unscoped, scoped = tmp_path / "unscoped.toml", tmp_path / "scoped.toml"
+    unscoped.write_text(head + "signal = false\n")
+    scoped.write_text(head + "signal = true\n")
+    refused = run("check", str(unscoped))
+    assert refused.returncode == 1 and ("process.new_session: new_session = false needs [scopes] signal = "
+                                        "true" in refused.stderr), refused.stderr
+    assert run("run", "--policy", str(unscoped), "--datadir", str(data), "--", "/bin/true").returncode != 0
+    kill_group = "import os, signal, time; os.kill(0, signal.SIGTERM); time.sleep(5); print('survived')"
+    job = subprocess.Popen(["/bin/sh", "-c", f'sleep 30 >/dev/null 2>&1 & echo $! > {tmp_path}/other; '
+                            f'{TOOL} run --policy {scoped} --datadir {data} -- /usr/bin/python3 -c "{kill_group}"'],
+                           start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = job.communicate(timeout=60)
+        other = int((tmp_path / "other").read_text())
+        alive = os.path.exists(f"/proc/{other}") and "zombie" not in Path(f"/proc/{other}/status").read_text()
+    finally:
+        try:
+            os.killpg(job.pid, 9)           # the job's group, ours: its sleep too
+        except ProcessLookupError:
+            pass
+    assert job.returncode == 128 + 15 and "killed by SIGTERM" in err and "survived" not in out, (job.returncode, err)
+    assert alive                                          # the job's other program: not reached
+
+
+#: Asks the terminal its size (allowed), then types a command into it, a byte at a time.
+_TYPE_INTO_TERMINAL = """
+import fcntl, termios
+fcntl.ioctl(0, termios.TIOCGWINSZ, bytes(8))
+print("size read", flush=True)
+for byte in b"touch /tmp/typed-by-the-sandbox\\n":
+    fcntl.ioctl(0, termios.TIOCSTI, bytes([byte]))
+"""
+
+
+@pytest.mark.skipif(shutil.which("python3", path="/usr/bin") is None, reason="needs /usr/bin/python3")
+@pytest.mark.parametrize("default", ["kill_process", "errno:EPERM"])
+def test_a_program_kept_in_the_operators_session_cannot_type_into_the_operators_shell(
+        tmp_path: Path, default: str) -> None:
+    """A policy that keeps the session (`new_session = false`, with its reason) and replaces
+    the bases' ioctl rules with one `allow` (a later file's rule without args does that) was
+    accepted by `check`, and the program pushed `touch /tmp/...\\n` into the operator's
+    terminal with TIOCSTI (dev.tty.legacy_tiocsti = 1 here): the operator's shell read it as
+    typed once the job ended (found 12-08: the shell's next input was that line). Since 12-08
+    the filter of a process kept in the session refuses TIOCSTI whatever its rules say
+    (seccomp.FilterSpec.deny_terminal_input); other ioctls of the terminal still run."""
+    import pty
+    policy = tmp_path / "typing.toml"
+    policy.write_text('extends = ["examples/program"]\n[process]\nnew_session = false\nstdio = "inherit"\n'
+                      'reason = "an interactive tool on the operator\'s terminal"\n'
+                      f'[seccomp]\ndefault_action = "{default}"\n'
+                      '[[seccomp.rules]]\nsyscall = "ioctl"\naction = "allow"\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    master, slave = pty.openpty()
+    try:
+        shell = subprocess.run([sys.executable, str(Path(__file__).parent / "functional" / "operator_shell.py"),
+                                os.ttyname(slave), str(tmp_path / "job.json"), "--", TOOL, "run", "--policy",
+                                str(policy), "--datadir", str(data), "--", "/usr/bin/python3", "-c",
+                                _TYPE_INTO_TERMINAL],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=60)
+        os.set_blocking(slave, False)
+        os.set_blocking(master, False)
+        try:
+            typed = os.read(slave, 4096)           # what the operator's shell reads next
+        except BlockingIOError:
+            typed = b""
+        screen = os.read(master, 65536)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert shell.returncode == 0
+    assert b"size read" in screen and b"PermissionError" in screen, screen
+    assert typed == b"", typed
+
+
+def test_a_home_the_program_may_write_is_flagged_and_the_example_keeps_none(tmp_path: Path) -> None:
+    """Until 12-08 examples/program set HOME to ${datadir}, its write grant: the
+    usercustomize.py one run left in $HOME/.local ran in the next run's python3, a
+    .gitconfig alias in its git, and neither `explain` nor `check` said so (they flagged
+    search paths only). The example's HOME is its fresh tmpfs now; a policy that sets HOME (or
+    any variable) to a place it may write, or keeps HOME from the launcher beside a write
+    grant, is flagged by both."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs /usr/bin/python3 (a program examples/program can run)")
+    data = tmp_path / "data"
+    data.mkdir()
+    home = tmp_path / "home.toml"        # the example as it shipped until 12-08
+    home.write_text('extends = ["examples/program"]\n[process]\nset_environment = { HOME = "${datadir}" }\n')
+    kept = tmp_path / "kept.toml"
+    kept.write_text('extends = ["examples/program"]\n[process]\nenvironment = ["HOME", "XDG_*"]\n'
+                    'set_environment = { MYTOOL_PLUGINS = "${datadir}/plugins" }\n')
+    plant = ("import os, site; p = site.getusersitepackages(); os.makedirs(p); "
+             "open(p + '/usercustomize.py', 'w').write('print(\"planted\")')")
+
+    def python(policy: str, code: str = "print('honest')") -> str:
+        done = run("run", "--policy", policy, "--datadir", str(data), "--", "/usr/bin/python3", "-c", code)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    python("examples/program", plant)
+    assert python("examples/program") == "honest\n"                   # planted on its tmpfs: gone
+    python(str(home), plant)
+    assert python(str(home)) == "planted\nhonest\n"                  # the attack, as it was
+    said = run("explain", str(home)).stdout
+    checked = run("check", str(home))
+    assert checked.returncode == 0
+    for out in (said, checked.stdout):
+        assert ("RUNS CODE IT MAY WRITE: HOME names ${datadir}, beneath the write grant ${datadir}: "
+                "what it leaves there runs at its next start (python's user site-packages" in out)
+    flagged = json.loads(run("check", "--json", str(kept)).stdout)["runs_code_it_may_write"]
+    assert any(line.startswith("RUNS CODE IT MAY WRITE: MYTOOL_PLUGINS names ${datadir}/plugins")
+               for line in flagged)                             # any variable, by its value
+    assert [line.split(" lies ")[0] for line in flagged if "the launcher's" in line] == [
+        "RUNS CODE IT MAY WRITE where the launcher's XDG_CONFIG_HOME",       # HOME: the example sets it
+        "RUNS CODE IT MAY WRITE where the launcher's XDG_DATA_HOME"]
+    # No HOME at all: a program looks its home up in the passwd file, here beneath a grant.
+    import pwd
+    from cleancoin.sandbox.policy_files import shipped_policy
+    home = pwd.getpwuid(os.getuid()).pw_dir
+    example = Path(shipped_policy("examples/program"))
+    unset = tmp_path / "no-home.toml"
+    unset.write_text(example.read_text().replace('name = "examples/program"', 'name = "no-home"')
+                     .replace(', HOME = "${tmpdir}" }', " }").replace('write = ["${datadir}"', f'write = ["{home}"'))
+    flagged = json.loads(run("check", "--json", str(unset)).stdout)["runs_code_it_may_write"]
+    assert flagged == [f"RUNS CODE IT MAY WRITE: without HOME its programs take the passwd file's home, "
+                       f"{home.rstrip('/')}, beneath the write grant {home.rstrip('/')} (python's user "
+                       "site-packages and usercustomize.py, git's ~/.gitconfig, a shell's rc files)"], flagged
+    assert run("check", "examples/program").stdout.count("\n") == 1    # the example: nothing flagged
+    assert json.loads(run("check", "--json", "examples/program").stdout)["runs_code_it_may_write"] == []
 
 
 def test_a_shipped_name_is_the_shipped_policy_whatever_the_working_directory_holds(tmp_path) -> None:

@@ -221,3 +221,33 @@ def test_what_the_service_writes_does_not_run_as_run_refuses_it(tmp_path: Path) 
     verify = subprocess.run([ANALYZE, "verify", "--man=no", str(service)], capture_output=True,
                             text=True, timeout=60)
     assert "NoExecPaths" not in verify.stdout + verify.stderr, verify.stdout + verify.stderr
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="needs systemd-analyze (make setup installs systemd)")
+def test_what_systemd_allows_beyond_the_list_is_written_down_and_rules_are_read_as_the_filter(tmp_path: Path) -> None:
+    """systemd.exec(5): an allow-list SystemCallFilter= always lets the @default group run
+    (execve, the time and sleep calls, prlimit64 ...). Until 12-08 the unit was called the
+    filter's "same" and said nothing: wallet's and node's units ran execve, which their
+    filters refuse. The list of @default is the installed systemd's own. And the unit reads
+    the filter, not the allow list: personality allowed by a rule is not locked."""
+    from cleancoin.sandbox import seccomp
+    from cleancoin.sandbox.policy_cache import load_policy
+    from cleancoin.sandbox.policy_files import shipped_policy
+    listed = subprocess.run([ANALYZE, "syscall-filter", "@default"], capture_output=True, text=True,
+                            timeout=60).stdout.splitlines()[1:]
+    default = {n.strip() for n in listed if n.strip() and not n.strip().startswith("#")}
+    for name in ("wallet", "node", "examples/program"):
+        policy = load_policy(shipped_policy(name))
+        refused = {n for n in default if not policy.may_run(n) and (seccomp.syscall_number(n) or -1) >= 0}
+        notes = [n for n in _export(tmp_path, name).splitlines() if n.startswith("#  - SystemCallFilter=")]
+        if name == "examples/program":
+            assert not refused and not notes, (refused, notes)    # it allows all of @default
+            continue
+        assert "execve" in refused and len(notes) == 1, notes
+        named = set(notes[0].split("refuses ")[1].split(": they run")[0].split(", "))
+        assert refused <= named, refused - named
+    policy = tmp_path / "personality.toml"
+    policy.write_text('extends = ["examples/program"]\n[[seccomp.rules]]\nsyscall = "personality"\n'
+                      'action = "allow"\nreason = "a tool that runs 32-bit programs"\n')
+    unit = _export(tmp_path, str(policy)).splitlines()
+    assert "LockPersonality=yes" not in unit and "LockPersonality=yes" in _export(tmp_path, "examples/program").splitlines()

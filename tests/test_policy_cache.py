@@ -88,6 +88,23 @@ def test_a_changed_file_is_a_miss(package, policies) -> None:
     assert policy_cache.load(path).namespaces.net is False          # and the entry follows
 
 
+def test_an_entry_holds_the_digest_of_the_bytes_parsed_not_of_the_file_read_again(package, policies) -> None:
+    """A file its owner changes between the full load and the entry's write: until 12-08 the
+    entry took the digest of the file read again, and every later hit gave the policy of the
+    old bytes for the new ones (net = true below, the file saying false), until the next edit.
+    The loader's digests of what it parsed make that a miss."""
+    path = str(policies / "child.toml")
+    for digests, stale in ((None, True), ({}, False)):
+        (policies / "base.toml").write_text(BASE.format(net="true"))
+        edges: list[tuple[str, str, str]] = []
+        policy = load_policy(path, edges, digests)
+        (policies / "base.toml").write_text(BASE.format(net="false"))   # edited in between
+        assert policy_cache.store(path, policy, edges, digests)
+        hit = policy_cache.load(path)
+        assert (hit is not None and hit.namespaces.net is True) == stale, (digests, hit)
+    assert policy_cache.load_policy(path).namespaces.net is False
+
+
 def test_a_file_that_now_shadows_a_shipped_policy_is_a_miss(package, policies) -> None:
     """`extends = ["base/python.toml"]` names the shipped base until a file of that name appears
     beside the policy: the loader then takes that file, and so must the cache."""

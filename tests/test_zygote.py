@@ -607,3 +607,40 @@ def test_the_zygotes_parent_cannot_trace_the_detached_processes_it_is_now_an_anc
     assert seen["ppid"] == seen["zygote"] != seen["us"], seen      # below it, never its child
     assert seen["control"] == "attached", seen
     assert seen["detached"] == "Operation not permitted", seen
+
+
+#: What another user leaves in a directory the operator starts CleanCoin-node from.
+_PLANTED = "import os\nopen(os.path.join(os.path.dirname(__file__), '..', 'ran'), 'w').write(str(os.getuid()))\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"),
+                    reason="needs root and setpriv to act as a second user")
+def test_a_cleancoin_package_another_user_leaves_in_the_working_directory_never_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m` puts the working directory first on sys.path. Until 12-08 the zygote was
+    started so (as the GUI starts CleanCoin-node): a `cleancoin/__init__.py` that nobody left
+    in /tmp ran as root in the zygote of a node started there, before any sandbox, and every
+    component is forked from the zygote (found 12-08: its marker written by uid 0). With -P
+    the working directory is not on sys.path; the same command without it, beside, runs the
+    planted package (the attack as it was)."""
+    import shutil
+    import tempfile
+    shared = Path(tempfile.mkdtemp(prefix="zygote-cwd-", dir="/tmp"))
+    try:
+        shared.chmod(0o1777)
+        subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-I", "-c",
+                        f"import os; os.mkdir('{shared}/cleancoin'); open('{shared}/cleancoin/__init__.py', 'w')"
+                        f".write({_PLANTED!r})"], check=True, timeout=30)
+        before = subprocess.run([sys.executable, "-m", "cleancoin.sandbox.zygote"], cwd=shared,
+                                capture_output=True, timeout=30)
+        assert (shared / "ran").read_text() == "0", before.stderr    # the planted package ran
+        (shared / "ran").unlink()
+        monkeypatch.chdir(shared)
+        z = Zygote.start({"plain": ComponentSpec("plain", ECHO, None)})
+        try:
+            _echo(z, "plain")                                         # the real package serves
+        finally:
+            z.stop()
+        assert not (shared / "ran").exists()
+    finally:
+        shutil.rmtree(shared)

@@ -297,7 +297,9 @@ def spawn_node(node_args: list[str], output: Any = None) -> tuple[Any, socket.so
     options_fd = -1
     try:
         options_fd = options_pipe(secret) if secret else -1
-        argv = [sys.executable, "-m", "cleancoin.cli.mp_node_main", *public, f"-ipcfd={theirs.fileno()}"]
+        # -P: not the working directory first on sys.path (a planted `cleancoin` package ran
+        # as the node before 12-08; sandbox/zygote.py says more).
+        argv = [sys.executable, "-P", "-m", "cleancoin.cli.mp_node_main", *public, f"-ipcfd={theirs.fileno()}"]
         fds = [theirs.fileno()]
         if options_fd >= 0:
             argv.append(f"-{OPTIONS_FD}={options_fd}")

@@ -139,7 +139,7 @@ def export_container(policy: Policy, variables: Mapping[str, str], profile_name:
         "rlimits: Kubernetes sets none per container (resources.limits bounds memory and CPU; "
         "nofile comes from the runtime's default)",
     ]
-    if policy.reachable_syscalls & {"execve", "execveat"} and writes:
+    if (policy.may_run("execve") or policy.may_run("execveat")) and writes:
         # The view mounts write grants noexec (rootfs._attrs); a pod spec has no such option.
         notes.append(f"execve with writable volumes ({', '.join(writes)}): the policy's view mounts "
                      "them noexec, Kubernetes mounts them executable, so a program the component "

@@ -49,7 +49,7 @@ MAPPING: dict[str, tuple[str, str]] = {
     "PrivateDevices=, DevicePolicy=closed": ("same", "no device granted beyond null, zero, full, random, urandom"),
     "ProtectKernelTunables=, ProtectKernelModules=, ProtectKernelLogs=, ProtectControlGroups=,"
     " ProtectClock=": ("same", "no grant under /proc/sys, /sys; @module, syslog and @clock not allowed"),
-    "SystemCallFilter=": ("same", "seccomp.allow after deny: the allowed syscall names"),
+    "SystemCallFilter=": ("near", "what the filter lets run; systemd adds its @default group (execve ...)"),
     "SystemCallErrorNumber=": ("same", "seccomp.default_action errno:NAME"),
     "SystemCallArchitectures=native": ("same", "foreign architectures are killed"),
     "RestrictAddressFamilies=": ("same", "network.socket_families"),
@@ -174,7 +174,10 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
         lines.append(directive)
 
     ns, fs, net, proc, sc = policy.namespaces, policy.filesystem, policy.network, policy.process, policy.seccomp
-    allowed = policy.allowed_syscalls
+    # What the filter lets run (Policy.may_run), not the allow list: until 12-08 an allow rule
+    # for personality or a log default read as "not allowed" here (LockPersonality=yes ...).
+    guarded = syscall_groups.expand_group("@module") | syscall_groups.expand_group("@clock")
+    runs = {n for n in guarded | {"syslog", "personality"} if policy.may_run(n)}
     put(f"User={user}", "The component runs as this unprivileged user (the policy runs it as whoever starts it).")
     put("NoNewPrivileges=yes")
     caps = " ".join("CAP_" + g.value.upper() for g in proc.capabilities)
@@ -246,7 +249,7 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
     noexec = [p for p in writes if p not in _DEVICES and p not in executes] + tmpfs
     if noexec:
         put(f"NoExecPaths={binds(noexec)}")
-    if sc.enabled and policy.reachable_syscalls & {"execve", "execveat"} and reads:
+    if sc.enabled and (policy.may_run("execve") or policy.may_run("execveat")) and reads:
         notes.append("execve of files in read-only grants: the policy's Landlock refuses it (no execute "
                      "right), the unit does not (NoExecPaths= there would also refuse the executable "
                      "mappings of libraries, which Landlock allows)")
@@ -269,11 +272,11 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
     if not any(_under(p, ("/proc/sys", "/sys")) for p in writes):
         put("ProtectKernelTunables=yes")
     put("ProtectControlGroups=yes")
-    if not allowed & syscall_groups.expand_group("@module"):
+    if not runs & syscall_groups.expand_group("@module"):
         put("ProtectKernelModules=yes")
-    if "syslog" not in allowed and not any(_under(p, ("/dev/kmsg", "/proc/kmsg")) for p in reads + writes):
+    if "syslog" not in runs and not any(_under(p, ("/dev/kmsg", "/proc/kmsg")) for p in reads + writes):
         put("ProtectKernelLogs=yes")
-    if not allowed & syscall_groups.expand_group("@clock"):
+    if not runs & syscall_groups.expand_group("@clock"):
         put("ProtectClock=yes")
 
     # Network
@@ -301,7 +304,7 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
     if sc.enabled:
         if not policy.reachable_syscalls & {"unshare", "setns"}:
             put("RestrictNamespaces=yes")
-        if "personality" not in allowed:
+        if "personality" not in runs:
             put("LockPersonality=yes")
         table = seccomp.rule_table(filter_spec(policy))
         plain = sorted({r.syscall for r in table.rules if r.action == "allow" and not r.args and not r.always}
@@ -329,6 +332,16 @@ def export_unit(policy: Policy, variables: Mapping[str, str], user: str = "clean
                                  else f"arg{c.index} {c.op} {c.value:#x}" for c in rule.args)
             notes.append(f"seccomp rule {rule.syscall}: {rule.action} when {conds}: systemd has no "
                          f"argument conditions, {rule.syscall} is allowed with any argument")
+        if implicit := sorted(n for n in syscall_groups.expand_group("@default")
+                              if not policy.may_run(n) and (seccomp.syscall_number(n) or -1) >= 0):
+            # systemd.exec(5): an allow list always lets @default run (execve among them:
+            # systemd execs the service with the filter in force). Until 12-08 the unit was
+            # called the filter's "same" while node's and wallet's ran execve in it.
+            notes.append("SystemCallFilter=: systemd lets its @default group run whatever the list "
+                         f"says, and the policy's filter refuses {', '.join(implicit)}: they run in "
+                         "the unit (execve too: systemd starts the service under the filter); a "
+                         "program that restricts itself with the policy (the components do) refuses "
+                         "them from then on")
         notes.append("socket(): allowed families are RestrictAddressFamilies=; clone with namespace "
                      "flags: RestrictNamespaces=; clone3 answers ENOSYS in systemd's filter too")
     else:

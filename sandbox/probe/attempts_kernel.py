@@ -273,9 +273,12 @@ def _exp_tiocsti(j: _Judge, t: _Targets) -> _Why:
     w.need(legacy != 0 or j.has_cap(_CAP_SYS_ADMIN, init_ns=True), "kernel: dev.tty.legacy_tiocsti = 0")
     rw = _READ_FILE | _WRITE_FILE | _IOCTL_DEV
     own_pty = j.ll_allows("/dev/ptmx", rw) and j.ll_allows("/dev/pts/0", rw)
-    # An inherited terminal is not the sandbox's controlling one (new session): the kernel
+    # An inherited terminal is not the sandbox's controlling one in a new session: the kernel
     # refuses TIOCSTI on it unless the sandbox holds CAP_SYS_ADMIN in the initial namespace.
-    inherited = any(fd in j.plan.fds for fd in j.host.ttys) and j.has_cap(_CAP_SYS_ADMIN, init_ns=True)
+    # Kept in the launcher's session (new_session = false) it is, and only the filter's
+    # refusal (derived since 12-08, seccomp.FilterSpec.deny_terminal_input) stands.
+    inherited = any(fd in j.plan.fds for fd in j.host.ttys) and (
+        not j.plan.new_session or j.has_cap(_CAP_SYS_ADMIN, init_ns=True))
     return w.need(own_pty or inherited, "landlock: no pty of its own, and no inherited terminal "
                                         "it may steer without CAP_SYS_ADMIN")
 
