@@ -49,8 +49,6 @@ from __future__ import annotations
 import dataclasses
 import errno as errno_module
 import functools
-import importlib.util
-import marshal
 import os
 import socket
 import stat
@@ -148,6 +146,7 @@ def plan_with_denials(plan: Plan, policy: Any, config: DenialLog, compiled_notif
     denials["families"] = {str(k): v for k, v in BY_NUMBER.items()}
     import base64
     denials["monitor_bpf"] = base64.b64encode(monitor_filter()).decode()
+    _read_image()
     return _noted(dataclasses.replace(plan, seccomp_bpf=bpf, seccomp_sha256=sha256, denials=denials),
                   "refusals with an errno are answered by a monitor and logged"
                   + (f" to {config.log}" if config.log else " to stderr")
@@ -209,27 +208,11 @@ def _syscall_names() -> dict[str, str]:
 # ------------------------------------------------------------------------ in the component
 
 MONITOR_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "denial_monitor.py")
+#: The monitor as a compiled program (denial_monitor.c, built by setup.py beside this module):
+#: what is exec'd wherever exec is allowed; the interpreter's program only runs in a fork.
+COMPILED_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "denial-monitor")
 #: How long the component's seccomp step waits for its monitor to say it is confined.
 _READY_SECONDS = 30.0
-
-
-def _program() -> str:
-    """The monitor's compiled form when it matches its source (the interpreter runs a .pyc
-    given as the script; compiling the source instead leaves about 1 MiB more of private heap
-    in every monitor), else the source."""
-    compiled = importlib.util.cache_from_source(MONITOR_PROGRAM)
-    try:
-        with open(compiled, "rb") as handle:
-            header = handle.read(16)
-        source = os.stat(MONITOR_PROGRAM)
-    except OSError:
-        return MONITOR_PROGRAM
-    flags = int.from_bytes(header[4:8], "little")
-    if (len(header) == 16 and header[:4] == importlib.util.MAGIC_NUMBER and flags == 0
-            and int.from_bytes(header[8:12], "little") == int(source.st_mtime) & 0xFFFFFFFF
-            and int.from_bytes(header[12:16], "little") == source.st_size & 0xFFFFFFFF):
-        return compiled
-    return MONITOR_PROGRAM
 
 
 @dataclass
@@ -304,8 +287,7 @@ def launch(plan: Plan, out: int | None = None, fork_only: str = "") -> Monitor:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     # Written before the fork, by the component's own set-up code: the only input the monitor
     # takes before it is confined.
-    blob = marshal.dumps(monitor_config(plan, os.getpid()))
-    ours.sendall(len(blob).to_bytes(4, "little") + blob)
+    ours.sendall(denial_monitor.encode_config(monitor_config(plan, os.getpid())))
     pid = helpers.detached(lambda: _exec_monitor(ours, theirs, out, fork_only))
     theirs.close()
     return Monitor(ours, out, helpers.started(helpers.DENIAL_MONITOR, pid))
@@ -334,10 +316,10 @@ def configure(plan: Plan, monitor: Monitor, out: int | None = None) -> Monitor:
         out = open_log(plan.denials)
     monitor.out = out
     # Not the component's rlimits: the monitor keeps its own (denial_monitor.OWN_RLIMITS).
-    blob = marshal.dumps(monitor_config(plan, os.getpid()))
+    blob = denial_monitor.encode_config(monitor_config(plan, os.getpid()))
     try:
-        socket.send_fds(monitor.channel, [len(blob).to_bytes(4, "little")], [out])
-        monitor.channel.sendall(blob)
+        socket.send_fds(monitor.channel, [blob[:4]], [out])
+        monitor.channel.sendall(blob[4:])
     except OSError:
         pass    # the monitor ended (its answer, X or E, waits in the channel for `start`)
     return monitor
@@ -354,7 +336,6 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None, f
     (or an interpreter that cannot be executed here): no exec, this fork runs the program's
     `main` itself; it confines itself the same way before it takes anything but its
     configuration, and says why it is a fork (`start` reports it)."""
-    import sys
     from . import capabilities, descriptors
     channel = theirs.fileno()
     kind = "E"          # a failure to give something up: the start fails
@@ -368,7 +349,7 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None, f
         logs = [] if out is None else [str(out)]
         if fork_only:
             os._exit(denial_monitor.main([str(channel), *logs], forked=fork_only))
-        os.execve(sys.executable, [sys.executable, "-I", "-S", _program(), str(channel), *logs], {})
+        exec_compiled(denial_monitor.NAME, [str(channel), *logs])
     except BaseException as exc:  # noqa: BLE001 - the component decides (see start)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
         if kind == "X" and not fork_only:
@@ -376,7 +357,7 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None, f
             # monitor, confined by the program's own steps (its filter, Landlock granting
             # nothing), and the report says so.
             os._exit(denial_monitor.main([str(channel), *logs],
-                                         forked=f"the small monitor could not start: {reason}"))
+                                         forked=f"the compiled monitor could not start: {reason}"))
         try:
             _say_failed(channel, "before exec: " if kind == "E" else "", exc)
         finally:
@@ -425,7 +406,56 @@ def serve_forked(channel: int, component: str) -> int:
     except BaseException as exc:  # noqa: BLE001 - the component's start fails, naming why
         _say_failed(channel, "before serving: ", exc)
         return 127
+    try:
+        exec_compiled(f"{component} {denial_monitor.NAME}", [str(channel)])
+    except OSError:
+        pass    # an installation without the compiled program: this fork serves, as until 12-08
     return denial_monitor.main([str(channel)])
+
+
+def exec_compiled(title: str, arguments: list[str]) -> None:
+    """Become the compiled monitor (denial_monitor.c), `title` its argv[0] (what ps shows),
+    the given descriptors kept: exec'd from a sealed memfd of mode 0111, which its own uid
+    cannot read, so that the kernel starts it not dumpable (no process of the uid can attach
+    to it before it confines itself: the interpreter's program had that window, about 20 ms).
+    Returns only by raising OSError (no program, no memfd, exec refused)."""
+    import fcntl
+    image = _image(COMPILED_PROGRAM)
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        fd = os.memfd_create(denial_monitor.NAME, flags | 0x10)     # MFD_EXEC: Linux 6.3
+    except OSError as exc:
+        if exc.errno != errno_module.EINVAL:                          # a kernel before 6.3
+            raise
+        fd = os.memfd_create(denial_monitor.NAME, flags)
+    view = memoryview(image)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fchmod(fd, 0o111)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
+                | fcntl.F_SEAL_SEAL)
+    try:
+        os.execve(fd, [title, *arguments], {})
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _image(path: str) -> bytes:
+    """The compiled monitor's bytes, read once per process: by the launcher as it plans (a
+    launched child's "denial monitor" step runs in its filesystem view, which may not hold
+    the package), by a zygote or a prelaunching process when it first starts one."""
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _read_image() -> None:
+    """`_image` now, while the package can be read (see there); without it the monitor is a
+    fork running the interpreter's program, and the report says why."""
+    try:
+        _image(COMPILED_PROGRAM)
+    except OSError:
+        pass
 
 
 def start(plan: Plan, monitor: Monitor) -> str:
