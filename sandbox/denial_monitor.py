@@ -416,7 +416,7 @@ def confine(bpf: bytes, mdwe: bool, landlock_needed: bool) -> list[str]:
 #: (denial_monitor.c) reads too, and its bounds there.
 MAGIC, VERSION, MAX_CONFIG = b"CCDM", 1, 1 << 20
 _OPS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
-_MAX_STR, _MAX_LABEL, _MAX_NR, _MAX_KINDS_CAP = 63, 255, 1024, 4096
+_MAX_STR, _MAX_LABEL, _MAX_NR, _MAX_KINDS_CAP = 63, 255, 1024, 1 << 20
 
 
 def _text(value: str, limit: int, what: str) -> bytes:

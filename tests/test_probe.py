@@ -518,7 +518,8 @@ def test_denial_log_flood_catches_a_monitor_without_bounds(base_sandbox, require
 
     def unbounded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         plan = bounded(*args, **kwargs)
-        plan.denials.update(max_kinds=1 << 30, lines_per_minute=1 << 30)
+        # The most kinds a monitor's configuration may ask for (denial_monitor._MAX_KINDS_CAP).
+        plan.denials.update(max_kinds=1 << 20, lines_per_minute=1 << 30)
         return plan
     monkeypatch.setattr(denial_log, "plan_with_denials", unbounded)
     flooded, detail = _run_denial_log_flood(judge, _targets(outside_dir), None, 60)
