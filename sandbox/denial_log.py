@@ -10,8 +10,10 @@ still refused. Refusals that kill (kill_process) stay in the filter, untouched: 
 launcher reports the SIGSYS, with the syscall where the kernel's audit log is readable
 (`kernel_log`). clone3's ENOSYS, a fixed part of every filter, is not logged.
 
-The monitor is a small program of its own (denial_monitor.py, `python -I -S`, standard library
-only), not a fork of the component: a fork kept a copy-on-write image of the component's heap,
+The monitor is a small compiled program of its own (denial_monitor.c, since 12-08; until then
+denial_monitor.py under `python -I -S`, about 4 MiB of interpreter per monitor), exec'd from a
+sealed memfd of mode 0111 (`exec_compiled`: the kernel starts it not dumpable), not a fork of
+the component: a fork kept a copy-on-write image of the component's heap,
 which grew private as the component went on writing (10 MiB for a regtest node). It is started
 by the "denial monitor" step, before Landlock (exec needs the interpreter's execute right)
 and before the rlimits (it keeps limits of its own, never the component's: since 12-07),
@@ -30,13 +32,15 @@ that needs sendmsg and close to be allowed, which every CleanCoin policy allows;
 that does not gets no denial log (the report says so).
 
 A component launched by a zygote (CleanCoin-node's wallet process) gets, since 12-07, a
-monitor the zygote forked for that launch (`serve_forked`, zygote._denial_monitor): no
-interpreter of its own, outside the component's namespaces; its "denial monitor" step only
-configures it (`configure`) and it confines itself as above.
+monitor the zygote forked for that launch (`serve_forked`, zygote._denial_monitor), outside
+the component's namespaces, which execs the compiled program (since 12-08; it ran the
+interpreter's program in the fork before, about 7.7 MiB of the zygote's pages); its "denial
+monitor" step only configures it (`configure`) and it confines itself as above.
 
-Where the interpreter cannot be executed (a view without it: `CleanCoin-sandbox run` of a
-program policy), or must not be (a user namespace its uid owns: steps._denial_monitor), the
-same double fork does not exec: it runs the program's `main` itself, confined by the same
+Where the compiled program cannot be executed (an installation without it, a view without
+the C library), or must not be (a user namespace its uid owns: steps._denial_monitor), the
+same double fork does not exec: it runs the interpreter's program's `main` itself
+(denial_monitor.py, kept for this: the same protocol, steps and lines), confined by the same
 steps and filter before it takes anything but its configuration, and the report says so and
 why. (Until 12-07 that fork was made at the seccomp step, after the rlimits.)
 
@@ -273,11 +277,10 @@ def monitor_config(plan: Plan, target: int) -> dict[str, Any]:
 
 
 def launch(plan: Plan, out: int | None = None, fork_only: str = "") -> Monitor:
-    """Start the monitor as a small program of its own, before the Landlock step (exec needs
-    the interpreter's execute right) and before the rlimits step (it must not inherit the
-    component's limits: `fsize = 0` left it unable to write a line): a double fork that execs
-    `python -I -S denial_monitor.py`, holding only its channel and the log, with no_new_privs
-    and no capability. It confines itself further before it says it is ready (`start` waits).
+    """Start the monitor as a small program of its own, before the Landlock step and before
+    the rlimits step (it must not inherit the component's limits: `fsize = 0` left it unable
+    to write a line): a double fork that execs the compiled monitor (`exec_compiled`), holding
+    only its channel and the log, with no_new_privs and no capability. It confines itself further before it says it is ready (`start` waits).
     `out`: the log, opened by the launcher (`open_log`); else it is opened here. `fork_only`:
     why the program must not be exec'd here (steps._denial_monitor); the fork then runs the
     same program's `main` itself, as it does where the interpreter cannot be executed."""
@@ -294,11 +297,11 @@ def launch(plan: Plan, out: int | None = None, fork_only: str = "") -> Monitor:
 
 
 def prelaunch() -> Monitor:
-    """Start the monitor's interpreter before the plan exists, for a process about to
-    restrict itself (CleanCoin-node, before its own imports): the same double fork as
-    `launch`, holding only its channel, with no_new_privs and no capability; it execs
-    `python -I -S denial_monitor.py CHANNEL` and waits for `configure`. Its start-up (about
-    20 ms, which the seccomp step waited for) overlaps the caller's. A caller that ends up
+    """Start the monitor before the plan exists, for a process about to restrict itself
+    (CleanCoin-node, before its own imports): the same double fork as `launch`, holding only
+    its channel, with no_new_privs and no capability; it execs the compiled monitor with
+    CHANNEL only, which waits for `configure` (not dumpable meanwhile: `exec_compiled`). A
+    caller that ends up
     without a denial log closes the channel (`discard`): the monitor then ends, unconfined
     but having taken nothing."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -385,24 +388,22 @@ FORKED_TITLE = "denial-monitor (forked)"
 
 
 def serve_forked(channel: int, component: str) -> int:
-    """The monitor as a fork of a zygote (zygote.py, `_denial_monitor`: one per launch of a
-    component whose plan logs refusals), with nothing of the zygote's but `channel` and stdio
-    on /dev/null: no_new_privs and no capability, as `_exec_monitor` gives up before its
-    exec, and its title names `component`; then the program's own `main`, prelaunched: it
-    waits for `configure` (which the
-    component's "denial monitor" step sends, without the component's rlimits) and confines
-    itself before it takes anything else. Not exec'd: it shares the zygote's image (no
-    interpreter of its own, issue #16), is not dumpable from the start (the zygote is not),
-    and stays in the zygote's namespaces, where the component cannot name it. Returns its
-    exit status."""
+    """The monitor for a zygote's launch (zygote.py, `_denial_monitor`: one per launch of a
+    component whose plan logs refusals), in a fork of the zygote with nothing of the zygote's
+    but `channel` and stdio on /dev/null: no_new_privs and no capability, as `_exec_monitor`
+    gives up before its exec; then it execs the compiled monitor, prelaunched, its title
+    naming `component` (since 12-08: until then this fork ran the interpreter's program,
+    whose writes to the zygote's pages made it about 7.7 MiB of PSS). It waits for
+    `configure` (which the component's "denial monitor" step sends, without the component's
+    rlimits) and confines itself before it takes anything else. It stays in the zygote's
+    namespaces, where the component cannot name it, and in the zygote's user namespace, where
+    an exec'd program cannot be traced by the uid. Where the compiled program cannot be
+    exec'd, this fork runs the interpreter's program's `main` itself (not dumpable from the
+    start: the zygote is not). Returns its exit status."""
     from . import capabilities
     try:
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
         capabilities.drop(())
-        try:
-            syscalls.set_title(f"{component} {FORKED_TITLE}", denial_monitor.NAME)
-        except OSError:
-            pass            # a name only
     except BaseException as exc:  # noqa: BLE001 - the component's start fails, naming why
         _say_failed(channel, "before serving: ", exc)
         return 127
@@ -410,6 +411,10 @@ def serve_forked(channel: int, component: str) -> int:
         exec_compiled(f"{component} {denial_monitor.NAME}", [str(channel)])
     except OSError:
         pass    # an installation without the compiled program: this fork serves, as until 12-08
+    try:
+        syscalls.set_title(f"{component} {FORKED_TITLE}", denial_monitor.NAME)
+    except OSError:
+        pass            # a name only
     return denial_monitor.main([str(channel)])
 
 

@@ -1,6 +1,13 @@
 """The denial log's monitor as a program of its own: a small interpreter that confines itself,
 then answers and logs the refusals of one component (see denial_log.py).
 
+Since 12-08 the monitor that is exec'd is the compiled one (denial_monitor.c: the same
+protocol, configuration format, steps and log lines; tests/test_denial_monitor_compiled.py
+compares them). This program runs only where the monitor must be a fork, not exec'd
+(denial_log.launch's `fork_only`, or a compiled program that cannot be exec'd): its `main`
+in that fork. What follows says how it ran when it was exec'd too; the compiled one does the
+same.
+
 Started as `python -I -S denial_monitor.py CHANNEL LOG` by a fork of the component before the
 component's Landlock step (the interpreter must still be executable then), with no descriptor
 but CHANNEL (a unix stream socket to the component) and LOG (its log), no_new_privs set and no
@@ -22,8 +29,8 @@ fork, with no_new_privs and no capability, and is configured by the component's 
 monitor" step, without the component's rlimits; everything below applies to it too.
 
 Before it reads anything but the configuration the component's set-up code wrote into
-CHANNEL (marshal: the answer table, and the BPF of the monitor's own filter; started early,
-with the log's descriptor), it confines itself, each step checked, in this order:
+CHANNEL (`encode_config`: the answer table, and the BPF of the monitor's own filter; started
+early, with the log's descriptor), it confines itself, each step checked, in this order:
 
 0. its own resource limits (`OWN_RLIMITS`, lowered only: `limit`), never the component's:
    it is started before the component's rlimits step (or prelaunched before any step), so it
