@@ -639,9 +639,11 @@ def _memory_budget(root: int, d_pss: int, m_pss: int) -> None:
     (a bare `python -I -S`, proc_tree.bare_interpreter_kb): how far the target is from the
     tree's shape, not only from its code (since 12-07)."""
     node_pss = _pss_kb(root) or 0
-    # The wallet's waiter and pid-namespace init are a compiled program (sandbox/pidns_waiter.c).
+    # The wallet's waiter and pid-namespace init are a compiled program (sandbox/pidns_waiter.c),
+    # and since 12-08 the denial monitors (sandbox/denial_monitor.c).
     python = [pid for pid, _, role in _tree(root, True)
-              if not role.startswith(("wallet sandbox waiter", "wallet pid-namespace init"))]
+              if not role.startswith(("wallet sandbox waiter", "wallet pid-namespace init",
+                                      "denial monitor (compiled"))]
     bare_pss, bare_uss = bare_interpreter_kb(sys.executable)
     out(f"  budget: {PSS_TARGET:.1f}x CleanCoind is {PSS_TARGET * d_pss / 1024:.1f} MiB; the node alone "
         f"{node_pss / 1024:.1f}, which leaves {(PSS_TARGET * d_pss - node_pss) / 1024:.1f} for the rest; "
