@@ -87,9 +87,9 @@ def _with_length(body: bytes) -> bytes:
     return len(body).to_bytes(4, "little") + body
 
 
-def _label_at(config: bytes) -> int:
-    """Where the label's length is in a configuration (after the fixed header)."""
-    return 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4
+#: Where the label's length is in a configuration: after its length, "CCDM", the version, the
+#: target, four flags, the default errno, max_kinds and lines_per_minute (4 bytes each).
+LABEL_AT = 32
 
 
 MALFORMED = {
@@ -99,9 +99,9 @@ MALFORMED = {
     "unknown version": (lambda c: _with_length(c[4:8] + b"\x09\x00\x00\x00" + c[12:]), False, "malformed: unknown version"),
     "truncated": (lambda c: _with_length(c[4:-7]), False, "malformed: errnos"),
     "trailing bytes": (lambda c: _with_length(c[4:] + b"\0"), False, "malformed: trailing bytes"),
-    "a forged line in the label": (lambda c: c[:_label_at(c)] + b"\x03\x00\n[x" + c[_label_at(c) + 5:], False,
+    "a forged line in the label": (lambda c: c[:LABEL_AT] + b"\x03\x00\n[x" + c[LABEL_AT + 5:], False,
                                    "malformed: label"),
-    "bpf longer than sent": (lambda c: _with_length(c[4:_label_at(c) + 5] + b"\xff\xff\x00\x00"), False,
+    "bpf longer than sent": (lambda c: _with_length(c[4:LABEL_AT + 5] + b"\xff\xff\x00\x00"), False,
                              "malformed: bpf"),
     "hung up half way": (lambda c: c[:len(c) // 2], True, "the component hung up"),
 }
@@ -115,7 +115,7 @@ def test_a_malformed_configuration_fails_closed_naming_the_step(config, tmp_path
     beyond what was sent, a component that stops half way: each gets "E", the step
     ("configuration") and why, and the monitor ends (exit 1, not a signal), never serving."""
     assert config[4:].startswith(b"CCDM")
-    assert config[_label_at(config):_label_at(config) + 5] == b"\x03\x00cmp"
+    assert config[LABEL_AT:LABEL_AT + 5] == b"\x03\x00cmp"
     make, stop, reason = MALFORMED[case]
     with open(tmp_path / "log", "wb") as log:
         ours, proc = _start(kind, log.fileno())
@@ -134,7 +134,7 @@ def test_a_malformed_configuration_fails_closed_naming_the_step(config, tmp_path
 def _mutations(config: bytes, count: int, seed: int) -> list[bytes]:
     """`config` with bytes changed, outside its BPF (a filter that kills the monitor on its
     next call is the kernel's answer, not a crash), or cut short."""
-    bpf_at = _label_at(config) + 2 + config[_label_at(config)] + 4
+    bpf_at = LABEL_AT + 2 + config[LABEL_AT] + 4
     bpf_end = bpf_at + int.from_bytes(config[bpf_at - 4:bpf_at], "little")
     outside = [i for i in range(4, len(config)) if not bpf_at <= i < bpf_end]
     rng = random.Random(seed)
