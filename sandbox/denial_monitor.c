@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -92,12 +93,20 @@ static struct {
     uint32_t nrules;
     struct cond *conds;
     uint32_t nconds;
-    char (*names)[MAX_STR + 1];         /* by syscall number, "" where none */
+    char (*names)[MAX_STR + 1];         /* the names sent, in order */
+    uint16_t name_at[MAX_NR];           /* by syscall number: 1 + its index in names, 0 none */
     struct named families[MAX_FAMILIES];
     uint32_t nfamilies;
     struct named errnos[MAX_ERRNOS];
     uint32_t nerrnos;
 } cfg;
+
+/* Tables sized for the most a configuration may hold, of which it uses a few pages: mapped
+ * untouched (calloc's heap memory was written, 160 KiB of each monitor's own). */
+static void *zeroed(size_t size) {
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
 
 struct reader { const unsigned char *p, *end; const char *bad; };
 
@@ -169,10 +178,9 @@ static const char *parse(const unsigned char *data, size_t len) {
         return "default";
     if (!ok_string(cfg.label))
         return "label";
-    cfg.rules = calloc(MAX_RULES, sizeof *cfg.rules);
-    cfg.conds = calloc(MAX_RULES * 6, sizeof *cfg.conds);
-    cfg.names = calloc(MAX_NR, sizeof *cfg.names);
-    if (!cfg.rules || !cfg.conds || !cfg.names)
+    cfg.rules = zeroed(MAX_RULES * sizeof *cfg.rules);
+    cfg.conds = zeroed(MAX_RULES * 6 * sizeof *cfg.conds);
+    if (!cfg.rules || !cfg.conds)
         return "out of memory";
     groups = u32(&r, "rules");
     for (i = 0; i < groups && !r.bad; i++) {
@@ -208,6 +216,11 @@ static const char *parse(const unsigned char *data, size_t len) {
         }
     }
     n = u32(&r, "names");
+    if (!r.bad && n > MAX_NR)
+        return "names";
+    cfg.names = zeroed((n ? n : 1) * sizeof *cfg.names);
+    if (!cfg.names)
+        return "out of memory";
     for (i = 0; i < n && !r.bad; i++) {
         int32_t nr = (int32_t)u32(&r, "names");
         char name[MAX_STR + 1];
@@ -216,7 +229,8 @@ static const char *parse(const unsigned char *data, size_t len) {
             break;
         if (nr < 0 || nr >= MAX_NR || !name[0] || !ok_string(name))
             return "names";
-        memcpy(cfg.names[nr], name, sizeof name);
+        memcpy(cfg.names[i], name, sizeof name);
+        cfg.name_at[nr] = (uint16_t)(i + 1);
     }
     n = u32(&r, "families");
     if (!r.bad && n > MAX_FAMILIES)
@@ -261,7 +275,7 @@ static int holds(const struct cond *c, const uint64_t *args) {
 }
 
 static const char *syscall_name(int32_t nr) {
-    return nr >= 0 && nr < MAX_NR && cfg.names[nr][0] ? cfg.names[nr] : NULL;
+    return nr >= 0 && nr < MAX_NR && cfg.name_at[nr] ? cfg.names[cfg.name_at[nr] - 1] : NULL;
 }
 
 /* The errno the policy gives (as denial_monitor.decide), and the decision that gave it: the
@@ -351,10 +365,10 @@ static const char *limiter_init(void) {
     lim.capacity = cfg.max_kinds + cfg.nrules + MAX_NR + 2;
     for (lim.nslots = 64; lim.nslots < 2 * lim.capacity; lim.nslots *= 2)
         ;
-    lim.kinds = calloc(lim.capacity, sizeof *lim.kinds);
-    lim.slots = calloc(lim.nslots, sizeof *lim.slots);
-    lim.rule_seen = calloc(cfg.nrules + 1, 1);
-    lim.default_seen = calloc(MAX_NR, 1);
+    lim.kinds = zeroed(lim.capacity * sizeof *lim.kinds);
+    lim.slots = zeroed(lim.nslots * sizeof *lim.slots);
+    lim.rule_seen = zeroed(cfg.nrules + 1);
+    lim.default_seen = zeroed(MAX_NR);
     return lim.kinds && lim.slots && lim.rule_seen && lim.default_seen ? NULL : "out of memory";
 }
 
