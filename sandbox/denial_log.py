@@ -260,7 +260,10 @@ def open_for(plan: Plan) -> int:
     lie outside everything the component can reach, and it cannot erase or rewrite the
     record of its refusals. -1 when there is no file (no denial log, or stderr). Raises
     EnforcementError("denial monitor", ...)."""
-    if not plan.denials or not plan.seccomp_bpf or plan.learn or not plan.denials.get("log"):
+    if not plan.denials or not plan.seccomp_bpf or plan.learn:
+        return -1
+    _read_image()       # before the view too (a plan made elsewhere: Plan.from_json)
+    if not plan.denials.get("log"):
         return -1
     return open_log(plan.denials)
 
