@@ -10,8 +10,10 @@ still refused. Refusals that kill (kill_process) stay in the filter, untouched: 
 launcher reports the SIGSYS, with the syscall where the kernel's audit log is readable
 (`kernel_log`). clone3's ENOSYS, a fixed part of every filter, is not logged.
 
-The monitor is a small program of its own (denial_monitor.py, `python -I -S`, standard library
-only), not a fork of the component: a fork kept a copy-on-write image of the component's heap,
+The monitor is a small compiled program of its own (denial_monitor.c, since 12-08; until then
+denial_monitor.py under `python -I -S`, about 4 MiB of interpreter per monitor), exec'd from a
+sealed memfd of mode 0111 (`exec_compiled`: the kernel starts it not dumpable), not a fork of
+the component: a fork kept a copy-on-write image of the component's heap,
 which grew private as the component went on writing (10 MiB for a regtest node). It is started
 by the "denial monitor" step, before Landlock (exec needs the interpreter's execute right)
 and before the rlimits (it keeps limits of its own, never the component's: since 12-07),
@@ -30,13 +32,15 @@ that needs sendmsg and close to be allowed, which every CleanCoin policy allows;
 that does not gets no denial log (the report says so).
 
 A component launched by a zygote (CleanCoin-node's wallet process) gets, since 12-07, a
-monitor the zygote forked for that launch (`serve_forked`, zygote._denial_monitor): no
-interpreter of its own, outside the component's namespaces; its "denial monitor" step only
-configures it (`configure`) and it confines itself as above.
+monitor the zygote forked for that launch (`serve_forked`, zygote._denial_monitor), outside
+the component's namespaces, which execs the compiled program (since 12-08; it ran the
+interpreter's program in the fork before, about 7.7 MiB of the zygote's pages); its "denial
+monitor" step only configures it (`configure`) and it confines itself as above.
 
-Where the interpreter cannot be executed (a view without it: `CleanCoin-sandbox run` of a
-program policy), or must not be (a user namespace its uid owns: steps._denial_monitor), the
-same double fork does not exec: it runs the program's `main` itself, confined by the same
+Where the compiled program cannot be executed (an installation without it, a view without
+the C library), or must not be (a user namespace its uid owns: steps._denial_monitor), the
+same double fork does not exec: it runs the interpreter's program's `main` itself
+(denial_monitor.py, kept for this: the same protocol, steps and lines), confined by the same
 steps and filter before it takes anything but its configuration, and the report says so and
 why. (Until 12-07 that fork was made at the seccomp step, after the rlimits.)
 
@@ -49,8 +53,6 @@ from __future__ import annotations
 import dataclasses
 import errno as errno_module
 import functools
-import importlib.util
-import marshal
 import os
 import socket
 import stat
@@ -148,6 +150,7 @@ def plan_with_denials(plan: Plan, policy: Any, config: DenialLog, compiled_notif
     denials["families"] = {str(k): v for k, v in BY_NUMBER.items()}
     import base64
     denials["monitor_bpf"] = base64.b64encode(monitor_filter()).decode()
+    _read_image()
     return _noted(dataclasses.replace(plan, seccomp_bpf=bpf, seccomp_sha256=sha256, denials=denials),
                   "refusals with an errno are answered by a monitor and logged"
                   + (f" to {config.log}" if config.log else " to stderr")
@@ -209,27 +212,11 @@ def _syscall_names() -> dict[str, str]:
 # ------------------------------------------------------------------------ in the component
 
 MONITOR_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "denial_monitor.py")
+#: The monitor as a compiled program (denial_monitor.c, built by setup.py beside this module):
+#: what is exec'd wherever exec is allowed; the interpreter's program only runs in a fork.
+COMPILED_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "denial-monitor")
 #: How long the component's seccomp step waits for its monitor to say it is confined.
 _READY_SECONDS = 30.0
-
-
-def _program() -> str:
-    """The monitor's compiled form when it matches its source (the interpreter runs a .pyc
-    given as the script; compiling the source instead leaves about 1 MiB more of private heap
-    in every monitor), else the source."""
-    compiled = importlib.util.cache_from_source(MONITOR_PROGRAM)
-    try:
-        with open(compiled, "rb") as handle:
-            header = handle.read(16)
-        source = os.stat(MONITOR_PROGRAM)
-    except OSError:
-        return MONITOR_PROGRAM
-    flags = int.from_bytes(header[4:8], "little")
-    if (len(header) == 16 and header[:4] == importlib.util.MAGIC_NUMBER and flags == 0
-            and int.from_bytes(header[8:12], "little") == int(source.st_mtime) & 0xFFFFFFFF
-            and int.from_bytes(header[12:16], "little") == source.st_size & 0xFFFFFFFF):
-        return compiled
-    return MONITOR_PROGRAM
 
 
 @dataclass
@@ -273,7 +260,10 @@ def open_for(plan: Plan) -> int:
     lie outside everything the component can reach, and it cannot erase or rewrite the
     record of its refusals. -1 when there is no file (no denial log, or stderr). Raises
     EnforcementError("denial monitor", ...)."""
-    if not plan.denials or not plan.seccomp_bpf or plan.learn or not plan.denials.get("log"):
+    if not plan.denials or not plan.seccomp_bpf or plan.learn:
+        return -1
+    _read_image()       # before the view too (a plan made elsewhere: Plan.from_json)
+    if not plan.denials.get("log"):
         return -1
     return open_log(plan.denials)
 
@@ -290,11 +280,10 @@ def monitor_config(plan: Plan, target: int) -> dict[str, Any]:
 
 
 def launch(plan: Plan, out: int | None = None, fork_only: str = "") -> Monitor:
-    """Start the monitor as a small program of its own, before the Landlock step (exec needs
-    the interpreter's execute right) and before the rlimits step (it must not inherit the
-    component's limits: `fsize = 0` left it unable to write a line): a double fork that execs
-    `python -I -S denial_monitor.py`, holding only its channel and the log, with no_new_privs
-    and no capability. It confines itself further before it says it is ready (`start` waits).
+    """Start the monitor as a small program of its own, before the Landlock step and before
+    the rlimits step (it must not inherit the component's limits: `fsize = 0` left it unable
+    to write a line): a double fork that execs the compiled monitor (`exec_compiled`), holding
+    only its channel and the log, with no_new_privs and no capability. It confines itself further before it says it is ready (`start` waits).
     `out`: the log, opened by the launcher (`open_log`); else it is opened here. `fork_only`:
     why the program must not be exec'd here (steps._denial_monitor); the fork then runs the
     same program's `main` itself, as it does where the interpreter cannot be executed."""
@@ -304,19 +293,18 @@ def launch(plan: Plan, out: int | None = None, fork_only: str = "") -> Monitor:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     # Written before the fork, by the component's own set-up code: the only input the monitor
     # takes before it is confined.
-    blob = marshal.dumps(monitor_config(plan, os.getpid()))
-    ours.sendall(len(blob).to_bytes(4, "little") + blob)
+    ours.sendall(denial_monitor.encode_config(monitor_config(plan, os.getpid())))
     pid = helpers.detached(lambda: _exec_monitor(ours, theirs, out, fork_only))
     theirs.close()
     return Monitor(ours, out, helpers.started(helpers.DENIAL_MONITOR, pid))
 
 
 def prelaunch() -> Monitor:
-    """Start the monitor's interpreter before the plan exists, for a process about to
-    restrict itself (CleanCoin-node, before its own imports): the same double fork as
-    `launch`, holding only its channel, with no_new_privs and no capability; it execs
-    `python -I -S denial_monitor.py CHANNEL` and waits for `configure`. Its start-up (about
-    20 ms, which the seccomp step waited for) overlaps the caller's. A caller that ends up
+    """Start the monitor before the plan exists, for a process about to restrict itself
+    (CleanCoin-node, before its own imports): the same double fork as `launch`, holding only
+    its channel, with no_new_privs and no capability; it execs the compiled monitor with
+    CHANNEL only, which waits for `configure` (not dumpable meanwhile: `exec_compiled`). A
+    caller that ends up
     without a denial log closes the channel (`discard`): the monitor then ends, unconfined
     but having taken nothing."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -334,10 +322,10 @@ def configure(plan: Plan, monitor: Monitor, out: int | None = None) -> Monitor:
         out = open_log(plan.denials)
     monitor.out = out
     # Not the component's rlimits: the monitor keeps its own (denial_monitor.OWN_RLIMITS).
-    blob = marshal.dumps(monitor_config(plan, os.getpid()))
+    blob = denial_monitor.encode_config(monitor_config(plan, os.getpid()))
     try:
-        socket.send_fds(monitor.channel, [len(blob).to_bytes(4, "little")], [out])
-        monitor.channel.sendall(blob)
+        socket.send_fds(monitor.channel, [blob[:4]], [out])
+        monitor.channel.sendall(blob[4:])
     except OSError:
         pass    # the monitor ended (its answer, X or E, waits in the channel for `start`)
     return monitor
@@ -354,7 +342,6 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None, f
     (or an interpreter that cannot be executed here): no exec, this fork runs the program's
     `main` itself; it confines itself the same way before it takes anything but its
     configuration, and says why it is a fork (`start` reports it)."""
-    import sys
     from . import capabilities, descriptors
     channel = theirs.fileno()
     kind = "E"          # a failure to give something up: the start fails
@@ -368,7 +355,7 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None, f
         logs = [] if out is None else [str(out)]
         if fork_only:
             os._exit(denial_monitor.main([str(channel), *logs], forked=fork_only))
-        os.execve(sys.executable, [sys.executable, "-I", "-S", _program(), str(channel), *logs], {})
+        exec_compiled(denial_monitor.NAME, [str(channel), *logs])
     except BaseException as exc:  # noqa: BLE001 - the component decides (see start)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
         if kind == "X" and not fork_only:
@@ -376,7 +363,7 @@ def _exec_monitor(ours: socket.socket, theirs: socket.socket, out: int | None, f
             # monitor, confined by the program's own steps (its filter, Landlock granting
             # nothing), and the report says so.
             os._exit(denial_monitor.main([str(channel), *logs],
-                                         forked=f"the small monitor could not start: {reason}"))
+                                         forked=f"the compiled monitor could not start: {reason}"))
         try:
             _say_failed(channel, "before exec: " if kind == "E" else "", exc)
         finally:
@@ -404,28 +391,79 @@ FORKED_TITLE = "denial-monitor (forked)"
 
 
 def serve_forked(channel: int, component: str) -> int:
-    """The monitor as a fork of a zygote (zygote.py, `_denial_monitor`: one per launch of a
-    component whose plan logs refusals), with nothing of the zygote's but `channel` and stdio
-    on /dev/null: no_new_privs and no capability, as `_exec_monitor` gives up before its
-    exec, and its title names `component`; then the program's own `main`, prelaunched: it
-    waits for `configure` (which the
-    component's "denial monitor" step sends, without the component's rlimits) and confines
-    itself before it takes anything else. Not exec'd: it shares the zygote's image (no
-    interpreter of its own, issue #16), is not dumpable from the start (the zygote is not),
-    and stays in the zygote's namespaces, where the component cannot name it. Returns its
-    exit status."""
+    """The monitor for a zygote's launch (zygote.py, `_denial_monitor`: one per launch of a
+    component whose plan logs refusals), in a fork of the zygote with nothing of the zygote's
+    but `channel` and stdio on /dev/null: no_new_privs and no capability, as `_exec_monitor`
+    gives up before its exec; then it execs the compiled monitor, prelaunched, its title
+    naming `component` (since 12-08: until then this fork ran the interpreter's program,
+    whose writes to the zygote's pages made it about 7.7 MiB of PSS). It waits for
+    `configure` (which the component's "denial monitor" step sends, without the component's
+    rlimits) and confines itself before it takes anything else. It stays in the zygote's
+    namespaces, where the component cannot name it, and in the zygote's user namespace, where
+    an exec'd program cannot be traced by the uid. Where the compiled program cannot be
+    exec'd, this fork runs the interpreter's program's `main` itself (not dumpable from the
+    start: the zygote is not). Returns its exit status."""
     from . import capabilities
     try:
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
         capabilities.drop(())
-        try:
-            syscalls.set_title(f"{component} {FORKED_TITLE}", denial_monitor.NAME)
-        except OSError:
-            pass            # a name only
     except BaseException as exc:  # noqa: BLE001 - the component's start fails, naming why
         _say_failed(channel, "before serving: ", exc)
         return 127
+    try:
+        exec_compiled(f"{component} {denial_monitor.NAME}", [str(channel)])
+    except OSError:
+        pass    # an installation without the compiled program: this fork serves, as until 12-08
+    try:
+        syscalls.set_title(f"{component} {FORKED_TITLE}", denial_monitor.NAME)
+    except OSError:
+        pass            # a name only
     return denial_monitor.main([str(channel)])
+
+
+def exec_compiled(title: str, arguments: list[str]) -> None:
+    """Become the compiled monitor (denial_monitor.c), `title` its argv[0] (what ps shows),
+    the given descriptors kept: exec'd from a sealed memfd of mode 0111, which its own uid
+    cannot read, so that the kernel starts it not dumpable (no process of the uid can attach
+    to it before it confines itself: the interpreter's program had that window, about 20 ms).
+    Returns only by raising OSError (no program, no memfd, exec refused)."""
+    import fcntl
+    image = _image(COMPILED_PROGRAM)
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        fd = os.memfd_create(denial_monitor.NAME, flags | 0x10)     # MFD_EXEC: Linux 6.3
+    except OSError as exc:
+        if exc.errno != errno_module.EINVAL:                          # a kernel before 6.3
+            raise
+        fd = os.memfd_create(denial_monitor.NAME, flags)
+    view = memoryview(image)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fchmod(fd, 0o111)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
+                | fcntl.F_SEAL_SEAL)
+    try:
+        os.execve(fd, [title, *arguments], {})
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _image(path: str) -> bytes:
+    """The compiled monitor's bytes, read once per process: by the launcher as it plans (a
+    launched child's "denial monitor" step runs in its filesystem view, which may not hold
+    the package), by a zygote or a prelaunching process when it first starts one."""
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _read_image() -> None:
+    """`_image` now, while the package can be read (see there); without it the monitor is a
+    fork running the interpreter's program, and the report says why."""
+    try:
+        _image(COMPILED_PROGRAM)
+    except OSError:
+        pass
 
 
 def start(plan: Plan, monitor: Monitor) -> str:

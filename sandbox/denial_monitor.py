@@ -1,6 +1,13 @@
 """The denial log's monitor as a program of its own: a small interpreter that confines itself,
 then answers and logs the refusals of one component (see denial_log.py).
 
+Since 12-08 the monitor that is exec'd is the compiled one (denial_monitor.c: the same
+protocol, configuration format, steps and log lines; tests/test_denial_monitor_compiled.py
+compares them). This program runs only where the monitor must be a fork, not exec'd
+(denial_log.launch's `fork_only`, or a compiled program that cannot be exec'd): its `main`
+in that fork. What follows says how it ran when it was exec'd too; the compiled one does the
+same.
+
 Started as `python -I -S denial_monitor.py CHANNEL LOG` by a fork of the component before the
 component's Landlock step (the interpreter must still be executable then), with no descriptor
 but CHANNEL (a unix stream socket to the component) and LOG (its log), no_new_privs set and no
@@ -22,8 +29,8 @@ fork, with no_new_privs and no capability, and is configured by the component's 
 monitor" step, without the component's rlimits; everything below applies to it too.
 
 Before it reads anything but the configuration the component's set-up code wrote into
-CHANNEL (marshal: the answer table, and the BPF of the monitor's own filter; started early,
-with the log's descriptor), it confines itself, each step checked, in this order:
+CHANNEL (`encode_config`: the answer table, and the BPF of the monitor's own filter; started
+early, with the log's descriptor), it confines itself, each step checked, in this order:
 
 0. its own resource limits (`OWN_RLIMITS`, lowered only: `limit`), never the component's:
    it is started before the component's rlimits step (or prelaunched before any step), so it
@@ -224,7 +231,9 @@ def log_line(config: Mapping[str, Any], limiter: Limiter, target: int, nr: int, 
     `decision` is `decide`'s, whose first refusal no budget leaves out."""
     # Counted per syscall, errno and deciding argument (the family, the request).
     short = describe(config, nr, args, False)
-    seen = limiter.count((nr, code, short))
+    # Past MAX_KINDS a refusal counts under its decision's syscall: a number the policy does
+    # not name is -1, so that unnamed numbers (an errno default) cannot grow the table either.
+    seen = limiter.count((decision[0] if decision is not None else nr, code, short))
     if not limiter.allows(seen, decision):
         return None
     what = describe(config, nr, args, limiter.verbose)
@@ -410,19 +419,148 @@ def confine(bpf: bytes, mdwe: bool, landlock_needed: bool) -> list[str]:
     return notes
 
 
+#: The configuration's format (`encode_config`), which the compiled monitor
+#: (denial_monitor.c) reads too, and its bounds there.
+MAGIC, VERSION, MAX_CONFIG = b"CCDM", 1, 1 << 20
+_OPS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
+_MAX_STR, _MAX_LABEL, _MAX_NR, _MAX_KINDS_CAP = 63, 255, 1024, 1 << 20
+
+
+def _text(value: str, limit: int, what: str) -> bytes:
+    data = value.encode()
+    if len(data) > limit or not all(0x20 <= b <= 0x7E for b in data):
+        raise ValueError(f"denial monitor configuration: {what} {value!r} is not printable ASCII of at most "
+                         f"{limit} bytes")
+    return len(data).to_bytes(2, "little") + data
+
+
+def encode_config(config: Mapping[str, Any]) -> bytes:
+    """The monitor's configuration (denial_log.monitor_config's table) as the compiled
+    monitor and `decode_config` read it, with its length first: fixed-width little-endian
+    numbers and length-prefixed strings (the format is in denial_monitor.c's header)."""
+    u32, i32 = struct.Struct("<I").pack, struct.Struct("<i").pack
+    default = config.get("default")
+    out = [MAGIC, u32(VERSION), u32(int(config["target"])),
+           bytes([bool(config.get("verbose")), bool(config.get("mdwe")), bool(config.get("landlock")),
+                  default is not None]),
+           i32(int(default) if default is not None else 0),
+           u32(int(config.get("max_kinds", MAX_KINDS))), u32(int(config.get("lines_per_minute", LINES_PER_MINUTE))),
+           _text(str(config.get("label") or ""), _MAX_LABEL, "label")]
+    bpf = bytes(config["bpf"])
+    out += [u32(len(bpf)), bpf, u32(len(config["rules"]))]
+    codes = {int(default)} if default is not None else set()
+    for nr, rules in config["rules"].items():
+        out += [i32(int(nr)), u32(len(rules))]
+        for code, conds in rules:
+            codes.add(int(code))
+            out += [i32(int(code)), u32(len(conds))]
+            for index, op, value, mask in conds:
+                out += [bytes([int(index), _OPS.index(op)]),
+                        struct.pack("<QQ", int(value) & (1 << 64) - 1, int(mask or 0) & (1 << 64) - 1)]
+    out.append(u32(len(config["names"])))
+    for nr, name in config["names"].items():
+        out += [i32(int(nr)), _text(name, _MAX_STR, "syscall name")]
+    out.append(u32(len(config["families"])))
+    for number, name in config["families"].items():
+        out += [u32(int(number)), _text(name, _MAX_STR, "family")]
+    names = {code: errno_module.errorcode[code] for code in sorted(codes) if code in errno_module.errorcode}
+    out.append(u32(len(names)))
+    for code, name in names.items():
+        out += [i32(code), _text(name, _MAX_STR, "errno")]
+    body = b"".join(out)
+    if len(body) > MAX_CONFIG:
+        raise ValueError(f"denial monitor configuration of {len(body)} bytes, more than {MAX_CONFIG}")
+    return len(body).to_bytes(4, "little") + body
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n > len(self.data) - self.at:
+            raise ConfineError("configuration", f"malformed: {what}")
+        self.at += n
+        return self.data[self.at - n:self.at]
+
+    def number(self, fmt: str, what: str) -> int:
+        return int(struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0])
+
+    def text(self, limit: int, what: str) -> str:
+        data = self.take(self.number("<H", what), what)
+        if len(data) > limit or not all(0x20 <= b <= 0x7E for b in data):
+            raise ConfineError("configuration", f"malformed: {what}")
+        return data.decode()
+
+
+def decode_config(data: bytes) -> dict[str, Any]:
+    """`encode_config`'s table back (without its length), checked as the compiled monitor
+    checks it: anything malformed raises ConfineError("configuration", ...)."""
+    r = _Reader(data)
+    if r.take(4, "magic") != MAGIC:
+        raise ConfineError("configuration", "malformed: not a monitor configuration")
+    if r.number("<I", "version") != VERSION:
+        raise ConfineError("configuration", "malformed: unknown version")
+    config: dict[str, Any] = {"target": r.number("<I", "target")}
+    flags = r.take(4, "flags")
+    config["verbose"], config["mdwe"], config["landlock"] = bool(flags[0]), bool(flags[1]), bool(flags[2])
+    default = r.number("<i", "default")
+    config["default"] = default if flags[3] else None
+    config["max_kinds"], config["lines_per_minute"] = r.number("<I", "max_kinds"), r.number("<I", "lines_per_minute")
+    config["label"] = r.text(_MAX_LABEL, "label")
+    config["bpf"] = r.take(r.number("<I", "bpf"), "bpf")
+    if config["max_kinds"] > _MAX_KINDS_CAP:
+        raise ConfineError("configuration", "malformed: max_kinds")
+    if flags[3] and not 0 < default <= 4095:
+        raise ConfineError("configuration", "malformed: default")
+    rules: dict[str, list[list[Any]]] = {}
+    count = 0
+    for _ in range(r.number("<I", "rules")):
+        nr, n = r.number("<i", "rules"), r.number("<I", "rules")
+        count += n
+        if count > 4096:
+            raise ConfineError("configuration", "malformed: too many rules")
+        group = rules.setdefault(str(nr), [])
+        for _ in range(n):
+            code, nconds = r.number("<i", "rules"), r.number("<I", "rules")
+            if not 0 < code <= 4095 or nconds > 6:
+                raise ConfineError("configuration", "malformed: rule")
+            conds = []
+            for _ in range(nconds):
+                index, op = r.take(2, "condition")
+                value, mask = struct.unpack("<QQ", r.take(16, "condition"))
+                if index > 5 or op >= len(_OPS):
+                    raise ConfineError("configuration", "malformed: condition")
+                conds.append([index, _OPS[op], value, mask])
+            group.append([code, conds])
+    config["rules"] = rules
+    names = {}
+    for _ in range(r.number("<I", "names")):
+        nr, name = r.number("<i", "names"), r.text(_MAX_STR, "names")
+        if not 0 <= nr < _MAX_NR or not name:
+            raise ConfineError("configuration", "malformed: names")
+        names[str(nr)] = name
+    config["names"] = names
+    config["families"] = {str(r.number("<I", "families")): r.text(_MAX_STR, "families")
+                          for _ in range(r.number("<I", "families"))}
+    config["errnos"] = {r.number("<i", "errnos"): r.text(_MAX_STR, "errnos") for _ in range(r.number("<I", "errnos"))}
+    if r.at != len(data):
+        raise ConfineError("configuration", "malformed: trailing bytes")
+    return config
+
+
 def read_config(channel: int, data: bytes = b"") -> dict[str, Any]:
     """The configuration the component wrote before the fork (or, started early, once its
-    plan was made): length (4 bytes), then marshal. `data`: what was read of it already."""
-    import marshal
+    plan was made): length (4 bytes), then `encode_config`'s bytes. `data`: what was read of
+    it already."""
     while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "little"):
+        if len(data) >= 4 and int.from_bytes(data[:4], "little") > MAX_CONFIG:
+            raise ConfineError("configuration", f"{int.from_bytes(data[:4], 'little')} bytes, more than {MAX_CONFIG}")
         chunk = os.read(channel, 1 << 16)
         if not chunk:
             raise ConfineError("configuration", "the component hung up")
         data += chunk
-    config = marshal.loads(data[4:])
-    if not isinstance(config, dict):
-        raise ConfineError("configuration", "not a table")
-    return config
+    return decode_config(data[4:4 + int.from_bytes(data[:4], "little")])
 
 
 def _receive_listener(sock: _socket.socket) -> int | None:

@@ -243,14 +243,14 @@ def _denial_monitor(ctx: Context) -> Done:
         # by this set-up code; it keeps limits of its own, never this component's.
         from . import denial_log
         denial_log.configure(ctx.plan, ctx.monitor, ctx.denial_fd if ctx.denial_fd >= 0 else None)
-        return Done("a fork of the zygote, outside this sandbox's namespaces (not exec'd: no interpreter "
-                    "of its own), configured now: confines itself (no filesystem, its own seccomp "
+        return Done("the compiled monitor, exec'd by a fork of the zygote outside this sandbox's "
+                    "namespaces, configured now: confines itself (no filesystem, its own seccomp "
                     "filter) before the seccomp step hands it the listener")
     if ctx.monitor is not None:
         # Prelaunched by a process that restricts itself (denial_log.prelaunch), configured
         # before the first step (self_restrict): its interpreter started during the process's
         # own set-up; what it holds and how it confines itself are the same.
-        return Done("started before the steps (its interpreter during this process's set-up), "
+        return Done("started before the steps (during this process's set-up), "
                     "configured before the first: confines itself (no filesystem, its own seccomp "
                     "filter) before the seccomp step hands it the listener")
     from . import denial_log

@@ -725,10 +725,11 @@ def _denial_monitor(component: str) -> denial_log.Monitor:
     """A component's denial monitor, forked here as the `Detached` processes are (a double
     fork, reaped by the zygote as its subreaper; nothing of the zygote's but its channel), for
     one launch (`launcher.spawn(..., monitor=)`): the launched child's "denial monitor" step
-    configures it, and it confines itself (denial_log.serve_forked). A fork of the zygote instead of an interpreter of its own
-    (`denial_log.launch`, about 3 MiB of its own): it holds the zygote's image, which is no
-    secret (a fresh interpreter, its environment scrubbed), and runs outside the component's
-    namespaces, where the component cannot name it. Raises ZygoteError."""
+    configures it, and it confines itself (denial_log.serve_forked: the fork execs the
+    compiled monitor, since 12-08; where it cannot, it runs the interpreter's program and
+    holds the zygote's image, which is no secret: a fresh interpreter, its environment
+    scrubbed). It runs outside the component's namespaces, where the component cannot name
+    it. Raises ZygoteError."""
     from . import denial_log, helpers, report_registry
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:

@@ -27,6 +27,16 @@ from cleancoin.sandbox.policy_loader import load_policy
 
 pytestmark = pytest.mark.usefixtures("deadline")
 
+
+@pytest.fixture(params=("compiled", "python"))
+def monitor_kind(request, monkeypatch) -> str:  # noqa: ANN001
+    """Which monitor a launch starts: the compiled one (denial_monitor.c), or the interpreter's
+    program in a fork of the component, where no compiled program can be exec'd (as
+    launch's fork_only runs it). Attacks on the monitor run against both."""
+    if request.param == "python":
+        monkeypatch.setattr(denial_log, "COMPILED_PROGRAM", "/nonexistent/denial-monitor")
+    return str(request.param)
+
 # Runs in `python -I -S` (as the monitor does): loads the monitor's module by path, confines
 # itself with the BPF given in hex, then tries what it must not do and what it must.
 CONFINED = r"""
@@ -189,7 +199,7 @@ def _attack_the_monitor(channel: int) -> int:
 
 
 def test_a_confined_component_cannot_kill_or_read_its_monitor(base_sandbox, require, sandbox_vars, tmp_path,
-                                                             write_policy, proc):
+                                                             write_policy, proc, monitor_kind):
     require(base_sandbox.landlock_abi >= 6, "Landlock ABI 6 (signal scope)")
     log = Path(sandbox_vars["datadir"]) / "denials.log"
     policy = write_policy("""
@@ -204,7 +214,8 @@ def test_a_confined_component_cannot_kill_or_read_its_monitor(base_sandbox, requ
     try:
         assert child.report is not None
         text = child.report.to_text()
-        assert "its own program, confined" in text, text
+        assert ("its own program, confined" if monitor_kind == "compiled" else
+                "a fork of the component, confined by the monitor's own filter") in text, text
         monitors = proc.monitors(session_of=child.pid)
         assert len(monitors) == 1, monitors
         monitor = monitors[0]
@@ -310,7 +321,8 @@ def test_the_monitors_landlock_table_is_the_launchers(abi: int) -> None:
     assert denial_monitor.handled(abi) == (landlock.fs_rights(abi), landlock.net_rights(abi), landlock.scopes(abi))
 
 
-def test_a_component_cannot_flood_the_denial_log_or_its_monitor(base_sandbox, sandbox_vars, write_policy):
+def test_a_component_cannot_flood_the_denial_log_or_its_monitor(base_sandbox, sandbox_vars, write_policy,
+                                                                monitor_kind):
     """Refusals are counted per kind: syscall, errno and the argument that decided. An
     attacker that varies the rest of that argument (clone's other flag bits) made every call a
     new kind, and every new kind was logged, and remembered by the monitor: 20,000 refused
@@ -376,7 +388,7 @@ def test_a_monitor_whose_write_fails_counts_the_lost_lines_and_says_so_later(tmp
 
 def _prelaunched_monitor(before: set[int]) -> int:
     """The pid of the monitor that `denial_log.prelaunch` started: in this process group,
-    running the monitor's program with the channel as its only argument, new since `before`."""
+    running the compiled monitor with the channel as its only argument, new since `before`."""
     deadline = time.monotonic() + 10
     while True:
         found = []
@@ -385,7 +397,7 @@ def _prelaunched_monitor(before: set[int]) -> int:
                 continue
             try:
                 argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[:-1]
-                if (os.getpgid(int(entry)) == os.getpgrp() and len(argv) == 5 and b"denial_monitor" in argv[3]
+                if (os.getpgid(int(entry)) == os.getpgrp() and len(argv) == 2 and argv[0] == b"denial-monitor"
                         and not proc_state(int(entry)).startswith("Z")):
                     found.append(int(entry))
             except OSError:

@@ -55,6 +55,9 @@ REQUIRED = {
     # 12-07: a denial monitor that is a fork was made inside the component's Landlock
     # domain, and a component whose policy allows kill killed it
     "denial-monitor-kill",
+    # found 12-08 (h100): a prelaunched monitor, the interpreter's program exec'd from its
+    # readable file, could be attached by its uid while it waited for its configuration
+    "denial-monitor-early-trace",
 }
 
 
@@ -363,7 +366,7 @@ def test_new_attempts_escape_under_a_deliberately_weak_sandbox(strict, write_pol
     # The mechanisms no policy can turn off still hold.
     for name in ("fd-inherited", "terminal-left-open", "memory-launcher-secret", "grant-symlink-swap",
                  "output-flood", "denial-log-reach", "denial-log-flood", "denial-log-fails",
-                 "denial-log-bury", "same-user-trace"):
+                 "denial-log-bury", "same-user-trace", "denial-monitor-early-trace"):
         assert name not in escaped, result.to_text()
 
 
@@ -518,11 +521,33 @@ def test_denial_log_flood_catches_a_monitor_without_bounds(base_sandbox, require
 
     def unbounded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         plan = bounded(*args, **kwargs)
-        plan.denials.update(max_kinds=1 << 30, lines_per_minute=1 << 30)
+        # The most kinds a monitor's configuration may ask for (denial_monitor._MAX_KINDS_CAP).
+        plan.denials.update(max_kinds=1 << 20, lines_per_minute=1 << 30)
         return plan
     monkeypatch.setattr(denial_log, "plan_with_denials", unbounded)
     flooded, detail = _run_denial_log_flood(judge, _targets(outside_dir), None, 60)
     assert flooded == "allowed" and "got 20000 lines" in detail, detail
+
+
+def test_denial_monitor_early_trace_catches_a_monitor_dumpable_until_it_confines_itself(
+        base_sandbox, require, tmp_path: Path, outside_dir, monkeypatch) -> None:  # noqa: ANN001
+    """What denial-monitor-early-trace catches: a prelaunched monitor exec'd as the
+    interpreter's program from its readable file (until 12-08) is dumpable until its first
+    step, and a process of its uid without capabilities attaches to it while it waits for
+    its configuration; the compiled monitor, exec'd from a memfd of mode 0111, is not."""
+    import sys
+
+    from cleancoin.sandbox import denial_log
+    from cleancoin.sandbox.probe.attempts_inherited import _run_denial_monitor_early_trace
+    judge, _walletdir = _wallet_judge(base_sandbox, require, tmp_path)
+    held, detail = _run_denial_monitor_early_trace(judge, _targets(outside_dir), None, 30)
+    assert held == "denied" and "ptrace refused" in detail, detail
+
+    def as_until_12_08(title: str, arguments: list[str]) -> None:
+        os.execve(sys.executable, [sys.executable, "-I", "-S", denial_log.MONITOR_PROGRAM, *arguments], {})
+    monkeypatch.setattr(denial_log, "exec_compiled", as_until_12_08)
+    traced, detail = _run_denial_monitor_early_trace(judge, _targets(outside_dir), None, 30)
+    assert traced == "allowed" and "attached with ptrace" in detail, detail
 
 
 def test_the_base_policy_is_judged_as_the_kernel_treats_it(base_sandbox) -> None:  # noqa: ANN001

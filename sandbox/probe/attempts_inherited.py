@@ -841,6 +841,43 @@ def _run_same_user_trace(judge: _Judge, t: _Targets, plan_of: Callable[..., obje
                       + ", ".join(sorted({names[pid] for pid in sandbox})) + ")")
 
 
+def _run_denial_monitor_early_trace(judge: _Judge, t: _Targets, plan_of: Callable[..., object],
+                                    timeout: float) -> Outcome:
+    """A monitor started before the steps (`denial_log.prelaunch`, as CleanCoin-node starts its
+    own, before its imports) waits for its configuration for the whole of the process's
+    set-up; another process of the same uid, without capabilities (so that root's
+    CAP_SYS_PTRACE does not decide), attaches to it with ptrace meanwhile. Escape: attached:
+    the tracer could have it skip its confinement and answer the component's refused calls
+    once it has the listener (until 12-08 the monitor was the interpreter's program, exec'd
+    from its readable file: dumpable until its own first step)."""
+    from .. import denial_log
+    if not denial_log.notifies(judge.policy):
+        return "denied", "no denial log for this policy: no monitor"
+    monitor = denial_log.prelaunch()
+    try:
+        pid = monitor.helper.pid if monitor.helper is not None else 0
+        deadline = time.monotonic() + timeout
+        while _state(pid) not in ("S", "gone"):          # waiting for its configuration
+            if time.monotonic() > deadline:
+                return "error", f"the prelaunched monitor ({pid}) never waited for its configuration"
+            time.sleep(0.005)
+        attached = _traced_by_the_same_user([pid], drop_capabilities=True)
+    finally:
+        denial_log.discard(monitor)
+    if attached:
+        return _ok(f"attached with ptrace to the prelaunched denial monitor ({pid}) while it waited "
+                   "for its configuration")
+    return "denied", "ptrace refused: the prelaunched monitor is not dumpable from its exec"
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
+
+
 def _run_denial_monitor_kill(judge: _Judge, t: _Targets, plan_of: Callable[..., object], timeout: float) -> Outcome:
     """Launched as a zygote launches (by a process that keeps its memory private: as a
     non-root user its denial monitor is then a fork, not exec'd), under the policy with a
@@ -921,14 +958,19 @@ def _comm(pid: int) -> str:
         return "gone"
 
 
-def _traced_by_the_same_user(pids: list[int]) -> list[int]:
-    """The pids a fork of this process (the same uid, not root) attached to with
-    PTRACE_SEIZE; it ends at once, which detaches it."""
+def _traced_by_the_same_user(pids: list[int], drop_capabilities: bool = False) -> list[int]:
+    """The pids a fork of this process (the same uid, not root; or, `drop_capabilities`,
+    with no capability left) attached to with PTRACE_SEIZE; it ends at once, which detaches
+    it."""
     read_end, write_end = os.pipe()
     tracer = os.fork()
     if tracer == 0:
         try:
             os.close(read_end)
+            if drop_capabilities:
+                from .. import capabilities
+                syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+                capabilities.drop(())
             got = [pid for pid in pids if _syscall("ptrace", 0x4206, pid, 0, 0, 0)[0] == 0]
             os.write(write_end, " ".join(map(str, got)).encode())
         finally:
@@ -1027,4 +1069,5 @@ PARENT_RUNS: Mapping[str, Callable[[_Judge, _Targets, Callable[..., object], flo
     "denial-log-bury": _run_denial_log_bury,
     "same-user-trace": _run_same_user_trace,
     "denial-monitor-kill": _run_denial_monitor_kill,
+    "denial-monitor-early-trace": _run_denial_monitor_early_trace,
 }

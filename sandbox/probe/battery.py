@@ -255,4 +255,10 @@ def _battery() -> list[_Spec]:
               _exp_never("dumpable off, and nothing exec'd in a user namespace this uid owns (the "
                          "denial monitor is forked there)"),
               _parent("same-user-trace"), parent_run=True),
+        _Spec("denial-monitor-early-trace", "as another process of the same uid without "
+              "capabilities, attach with ptrace to a denial monitor started before the steps (as "
+              "CleanCoin-node starts its own) while it waits for its configuration",
+              _exp_never("the monitor is exec'd from a memfd its uid cannot read: not dumpable "
+                         "from its exec"),
+              _parent("denial-monitor-early-trace"), parent_run=True),
     ]

@@ -639,9 +639,11 @@ def _memory_budget(root: int, d_pss: int, m_pss: int) -> None:
     (a bare `python -I -S`, proc_tree.bare_interpreter_kb): how far the target is from the
     tree's shape, not only from its code (since 12-07)."""
     node_pss = _pss_kb(root) or 0
-    # The wallet's waiter and pid-namespace init are a compiled program (sandbox/pidns_waiter.c).
+    # The wallet's waiter and pid-namespace init are a compiled program (sandbox/pidns_waiter.c),
+    # and since 12-08 the denial monitors (sandbox/denial_monitor.c).
     python = [pid for pid, _, role in _tree(root, True)
-              if not role.startswith(("wallet sandbox waiter", "wallet pid-namespace init"))]
+              if not role.startswith(("wallet sandbox waiter", "wallet pid-namespace init",
+                                      "denial monitor (compiled"))]
     bare_pss, bare_uss = bare_interpreter_kb(sys.executable)
     out(f"  budget: {PSS_TARGET:.1f}x CleanCoind is {PSS_TARGET * d_pss / 1024:.1f} MiB; the node alone "
         f"{node_pss / 1024:.1f}, which leaves {(PSS_TARGET * d_pss - node_pss) / 1024:.1f} for the rest; "
@@ -675,17 +677,22 @@ def _forked_role(pid: int, depth: int) -> str:
 
 
 def _monitor_role(pid: int) -> str:
-    """The denial monitor is its own small program (exec'd before Landlock), a fork of the
-    zygote (the wallet's, since 12-07: its title says "(forked)"), or a fork of its component
-    where that program could not start."""
+    """The denial monitor is a compiled program (since 12-08: the node's, and the wallet's
+    exec'd by a fork of the zygote, whose title names the wallet), or until then the
+    interpreter's program (`python -I -S`) or a fork of the zygote ("(forked)"), or a fork of
+    its component where no program could be exec'd."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
+            argv0 = f.read().split(b"\0")[0]
     except OSError:
-        cmdline = b""
-    if b"denial_monitor." in cmdline:
+        argv0 = b""
+    if argv0 == b"denial-monitor":
+        return "denial monitor (compiled program)"
+    if argv0.endswith(b" denial-monitor"):
+        return "denial monitor (compiled, exec'd by a fork of the zygote)"
+    if argv0.endswith(b"python") or b"python3" in argv0:
         return "denial monitor (own program, python -I -S)"
-    if b"denial-monitor (forked)" in cmdline:
+    if b"denial-monitor (forked)" in argv0:
         return "denial monitor (a fork of the zygote)"
     return "denial monitor (a fork at the seccomp step)"
 
