@@ -203,7 +203,7 @@ class WalletProcess(RemoteWallet):
     async def _start_on_first_use(self) -> bool:
         try:
             await self._start_once()
-        except WalletProcessError as exc:
+        except (WalletProcessError, ZygoteError, OSError) as exc:     # OSError: the zygote is gone
             message = f"{exc}; CleanCoin-node stops (exit status 1)"
             log.error("Error: %s", message)
             self._router.status = f"Wallet process unavailable: {exc}"

@@ -770,3 +770,19 @@ def test_a_wallet_sandbox_that_cannot_be_applied_at_first_use_stops_the_node(nod
     assert "cannot start CleanCoin-wallet (sandbox step 'filesystem view')" in stderr
     assert "CleanCoin-node stops (exit status 1)" in stderr
     assert os.listdir(elsewhere) == []       # no wallet, no wallets/debug.log: the wallet never ran
+
+
+def test_a_dead_zygote_stops_a_node_whose_wallet_process_waits_for_first_use(node) -> None:
+    """The node watches its zygote from the start, not from the wallet's first use: killed
+    before any wallet call, it stops the node with status 1 as it does with a wallet running."""
+    n = node()
+    n.start()
+    assert n.rpc.getblockcount() == 0
+    zygote = _zygote_of(n)
+    os.kill(zygote, signal.SIGKILL)
+    code = n.process.wait(15)
+    stderr = (n.datadir / "stderr.txt").read_text()
+    n.process = None
+    assert code == 1, stderr
+    assert "the wallet launcher (zygote" in stderr and "start it again" in stderr
+    assert not pid_alive(zygote)
