@@ -245,7 +245,11 @@ class Zygote:
         registry = report_registry.directory()
         if registry:
             env[report_registry.ENV] = registry
-        argv = [sys.executable, "-m", "cleancoin.sandbox.zygote", str(os.getpid()),
+        # -P: `-m` would make the working directory the first entry of sys.path, and the
+        # zygote, unconfined, imports later than its start (a component's preload at its
+        # first spawn, its own lazy imports): a working directory the confined parent may
+        # write (CleanCoin-node started from its datadir) would let it plant a module there.
+        argv = [sys.executable, "-P", "-m", "cleancoin.sandbox.zygote", str(os.getpid()),
                 str(req_child.fileno()), str(ev_child.fileno()), *preloads]
         pid = os.fork()
         if pid == 0:
@@ -817,6 +821,9 @@ def main(argv: list[str]) -> int:
     # long as the process), and those objects are frozen before any fork: a component's own
     # collections never walk (and so never copy-on-write) the pages it shares with the zygote.
     gc.disable()
+    # No relative entry on the import path either ("" or "." from PYTHONPATH: the working
+    # directory, see `launch`): the zygote imports after its parent may be compromised.
+    sys.path[:] = [entry for entry in sys.path if entry and os.path.isabs(entry)]
     # Not dumpable: exec made it so again. Unconfined and the start of every component, its
     # memory must not be the same user's to read or write (code written into it would run in
     # the next component before that one's sandbox is up); the components it forks inherit

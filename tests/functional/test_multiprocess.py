@@ -786,3 +786,33 @@ def test_a_dead_zygote_stops_a_node_whose_wallet_process_waits_for_first_use(nod
     assert code == 1, stderr
     assert "the wallet launcher (zygote" in stderr and "start it again" in stderr
     assert not pid_alive(zygote)
+
+
+PLANTED_MODULE = """
+import os
+with open(os.environ.get("H_MARK", "") or os.path.join(os.path.dirname(__file__), "planted-ran"), "w") as f:
+    f.write(open("/proc/self/status").read())
+raise ImportError("planted")
+"""
+
+
+def test_a_module_the_confined_node_plants_in_its_datadir_is_not_imported_by_the_zygote(node) -> None:
+    """Attack: an operator starts the node from its (network) datadir, which the confined node
+    may write; a compromised node plants `sqlite3.py` there. The zygote, unconfined, imports
+    the wallet's code (sqlite3 among it) at the wallet's first spawn, after the node may be
+    compromised: with `python -m` the interpreter's working directory is the first entry of
+    sys.path, and the planted module ran in the zygote (before this fix: the file
+    `planted-ran` appeared, "Seccomp: 0"). The zygote runs with -P (no such entry)."""
+    n = node()
+    n.netdatadir.mkdir(parents=True, exist_ok=True)
+    log = open(n.datadir / "stderr.txt", "ab")
+    n.process = subprocess.Popen(n.args(), stdout=subprocess.DEVNULL, stderr=log, cwd=n.netdatadir)
+    log.close()
+    n.wait_for_rpc()
+    zygote = _zygote_of(n)
+    assert os.readlink(f"/proc/{zygote}/cwd") == str(n.netdatadir)
+    (n.netdatadir / "sqlite3.py").write_text(PLANTED_MODULE)      # what the confined node may write
+    n.rpc.createwallet("w")
+    assert not (n.netdatadir / "planted-ran").exists(), (n.netdatadir / "planted-ran").read_text()[:400]
+    assert n.rpc.listwallets() == ["w"]
+    assert n.stop() == 0
