@@ -87,26 +87,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionError as exc:
         return _fail(None, str(exc))
     apply_umask(settings)          # before any file, and before the zygote and wallet are started
-    from cleancoin.components.node.wallet_component import launch_zygote, uses_running_wallet
+    from cleancoin.components.node.wallet_component import launch_zygote, uses_running_wallet, wallet_at_start
     disabled = settings.get_bool("disablewallet", False)
     # Decided once, from the options alone: -ipcconnect=auto asks wallet.sock now.
     connect_wallet = not disabled and uses_running_wallet((settings.get_all("ipcconnect") or [None])[-1],
                                                           settings.netdatadir)
     zygote = None
+    # The wallet process now, or at the first call that may want a wallet (wallet_at_start;
+    # since 12-08): then the zygote imports the wallet's code only for that first spawn.
+    at_start = wallet_at_start([w for w in settings.get_all("wallet") if w], settings.netdatadir,
+                               frontend=settings.get("ipcfd") is not None,
+                               learning=bool(settings.get("sandboxlearn")))
     if not disabled and not connect_wallet:
         # Started before this process imports the node, so that the two interpreters start up
         # side by side (about 0.2 s each); run() configures it. If it cannot start now, run()
         # tries again and says why.
         with contextlib.suppress(OSError):
-            zygote = launch_zygote()
+            zygote = launch_zygote(preload=at_start)
     try:
-        return _start(settings, zygote, connect_wallet)
+        return _start(settings, zygote, connect_wallet, at_start)
     finally:
         if zygote is not None:
             zygote.stop()           # a second stop (run() stops it too) does nothing
 
 
-def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> int:
+def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool, at_start: bool = True) -> int:
     """Everything after the options are read: the datadir, logging, then the processes."""
     try:
         import capnp  # noqa: F401 - only: is the multiprocess extra installed?
@@ -167,7 +172,8 @@ def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> i
                                       verbose_denials=logging.getLogger("cleancoin.sandbox").isEnabledFor(logging.DEBUG),
                                       denial_log=refusals or "", title=f"{PROG} zygote",
                                       max_tx_fee=config.max_tx_fee,
-                                      minimum_chain_work=config.minimum_chain_work, detached=detached)
+                                      minimum_chain_work=config.minimum_chain_work, detached=detached,
+                                      on_first_use=not at_start)
         except (ZygoteError, OSError) as exc:
             zygote.stop()
             if broker_channel is not None:
@@ -178,7 +184,9 @@ def _start(settings: Settings, zygote: Zygote | None, connect_wallet: bool) -> i
                               allow_wallet=settings.get_bool("ipcallowwallet", False),
                               frontend_fd=None if frontend_fd is None else int(frontend_fd),
                               learn_dir=learn_dir, zygote=zygote, connect_wallet=connect_wallet,
-                              sandbox_log=refusals, prestarted=prestarted, broker_channel=broker_channel)
+                              sandbox_log=refusals, prestarted=prestarted, broker_channel=broker_channel,
+                              wallet_at_start=at_start,
+                              configured=zygote is not None and not config.disable_wallet)
 
 
 def script() -> NoReturn:

@@ -97,6 +97,11 @@ class ComponentSpec:
     # imports what every child would otherwise import after its fork, so that each start
     # (and restart) begins from a warm copy instead of paying the imports again.
     preload: str | None = None
+    # Run `preload` at the component's first spawn instead of at `configure` (the zygote
+    # imports it then, with the collector off, and freezes it before the fork): a parent that
+    # may never start the component (CleanCoin-node without a wallet in use) does not pay for
+    # its imports at every start. Fixed at `configure`, like the rest of the spec.
+    preload_at_first_spawn: bool = False
     # Where the component's refusals with an errno are logged (`denial_log.DenialLog`).
     denials: object | None = None
     # A learning run (docs/audit.md): the component records here instead of being confined.
@@ -222,7 +227,8 @@ class Zygote:
         `title` is what `ps` shows for it ("CleanCoin-node zygote"). `name_kills`: see
         `configure`.
         """
-        zygote = cls.launch(sorted({spec.preload for spec in components.values() if spec.preload}))
+        zygote = cls.launch(sorted({spec.preload for spec in components.values()
+                                    if spec.preload and not spec.preload_at_first_spawn}))
         zygote.configure(components, limits=limits, wait=wait, title=title, name_kills=name_kills)
         return zygote
 
@@ -239,9 +245,12 @@ class Zygote:
         registry = report_registry.directory()
         if registry:
             env[report_registry.ENV] = registry
-        # -P: `-m` puts the working directory first on sys.path, and a `cleancoin` package
-        # another user left there (in /tmp, say) ran in the zygote as the node's user, before
-        # any sandbox, with every component forked from it after (12-08).
+        # -P: `-m` puts the working directory first on sys.path. A `cleancoin` package another
+        # user left there (in /tmp, say) ran in the zygote as the node's user, before any
+        # sandbox, with every component forked from it after; and the zygote, unconfined,
+        # imports later than its start (a component's preload at its first spawn), so a
+        # working directory the confined node may write (its datadir) would let it plant a
+        # module there (12-08).
         argv = [sys.executable, "-P", "-m", "cleancoin.sandbox.zygote", str(os.getpid()),
                 str(req_child.fileno()), str(ev_child.fileno()), *preloads]
         pid = os.fork()
@@ -280,6 +289,7 @@ class Zygote:
         from . import launcher, report  # noqa: F401
         try:
             plans = {name: {"target": spec.target, "preload": spec.preload,
+                            "preload_at_first_spawn": spec.preload_at_first_spawn,
                             "plan": plan.to_json() if plan else None, "arguments": dict(spec.arguments)}
                      for name, spec in components.items() for plan in [_plan(spec)]}
         except BaseException:
@@ -411,6 +421,30 @@ class _Component:
     target: Target
     plan: Plan | None
     arguments: dict[str, str] = field(default_factory=dict)
+    #: A preload left for the first spawn (`ComponentSpec.preload_at_first_spawn`); None once run.
+    preload: str | None = None
+    #: Why that preload failed: every spawn of the component is refused with it from then on.
+    preload_failed: str | None = None
+
+    def run_preload(self) -> None:
+        """The first spawn's preload, in the zygote, before the fork: with the collector off
+        while it imports, and frozen after (as `main` does with a preload at start), so that
+        every process of this component starts from the same warm copy. A preload that fails
+        refuses this spawn and every later one (ZygoteError): nothing runs half-imported."""
+        if self.preload_failed is not None:
+            raise ZygoteError(self.preload_failed)
+        if self.preload is None:
+            return
+        spec, self.preload = self.preload, None
+        gc.disable()
+        try:
+            _import_target(spec)()
+        except Exception as exc:  # noqa: BLE001 - said in the spawn's answer
+            self.preload_failed = f"preload {spec} failed: {type(exc).__name__}: {exc}"
+            raise ZygoteError(self.preload_failed) from None
+        finally:
+            gc.freeze()
+            gc.enable()
 
 
 @dataclass
@@ -556,6 +590,7 @@ class _Server:
         self.starts.append(now)
         from . import launcher, steps
         component = self.components[name]
+        component.run_preload()
         ipc_fd = fds[0]
         title = (f"{name} (sandboxed, policy {component.plan.policy})" if component.plan
                  else f"{name} (not sandboxed)")
@@ -789,6 +824,9 @@ def main(argv: list[str]) -> int:
     # long as the process), and those objects are frozen before any fork: a component's own
     # collections never walk (and so never copy-on-write) the pages it shares with the zygote.
     gc.disable()
+    # No relative entry on the import path either ("" or "." from PYTHONPATH: the working
+    # directory, see `launch`): the zygote imports after its parent may be compromised.
+    sys.path[:] = [entry for entry in sys.path if entry and os.path.isabs(entry)]
     # Not dumpable: exec made it so again. Unconfined and the start of every component, its
     # memory must not be the same user's to read or write (code written into it would run in
     # the next component before that one's sandbox is up); the components it forks inherit
@@ -833,10 +871,12 @@ def main(argv: list[str]) -> int:
         detached = _detached(first.get("detached", []), first_fds)
         components = {name: _Component(_import_target(c["target"]),
                                        Plan.from_json(c["plan"]) if c["plan"] else None,
-                                       _arguments(c.get("arguments", {})))
+                                       _arguments(c.get("arguments", {})),
+                                       preload=c["preload"] if c.get("preload") and c["preload"] not in preloaded
+                                       and c.get("preload_at_first_spawn") is True else None)
                       for name, c in first["components"].items()}
-        for c in first["components"].values():
-            if c.get("preload") and c["preload"] not in preloaded:
+        for name, c in first["components"].items():
+            if c.get("preload") and c["preload"] not in preloaded and components[name].preload is None:
                 _import_target(c["preload"])()
         limits = Limits(**first.get("limits", {}))
         from . import steps

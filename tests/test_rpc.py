@@ -708,3 +708,38 @@ def test_rpcwhitelist_reads_its_lines_as_bitcoind() -> None:
     assert RpcWhitelist.from_options(["mon:help"], default=False).refused("someone", ["stop"]) is None
     assert RpcWhitelist.from_options([], default=True).refused("anyone", ["help"]) == ""
     assert not RpcWhitelist.from_options([]).active
+
+
+def test_the_on_demand_hook_runs_before_a_lookup_and_only_outside_warmup() -> None:
+    """Registry.on_demand (CleanCoin-node's wallet process started on first use): awaited with
+    the name and whether the table has it; a True answer looks the name up again, so a method
+    the hook registered answers the very call that made it. In warm-up it is not called."""
+    from cleancoin.components.rpc.errors import RpcError as Failure
+    from cleancoin.components.rpc.registry import Registry
+    registry = Registry()
+    registry.add("known", lambda ctx: "node's")
+    seen: list[tuple[str, bool]] = []
+
+    async def hook(name: str, known: bool) -> bool:
+        seen.append((name, known))
+        if name == "late" and registry.get("late") is None:
+            registry.add("late", lambda ctx: "registered by the hook", category="wallet")
+        return not known
+
+    registry.on_demand = hook
+
+    async def calls() -> list[Any]:
+        out: list[Any] = [await registry.execute("known"), await registry.execute("late")]
+        try:
+            await registry.execute("nosuch")
+        except Failure as exc:
+            out.append(exc.code)
+        registry.set_warmup("Loading")
+        try:
+            await registry.execute("other")
+        except Failure as exc:
+            out.append(exc.code)
+        return out
+
+    assert asyncio.run(calls()) == ["node's", "registered by the hook", -32601, -28]
+    assert seen == [("known", True), ("late", False), ("nosuch", False)]

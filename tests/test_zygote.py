@@ -391,6 +391,60 @@ def test_a_preload_runs_once_in_the_zygote_so_children_start_warm(base_sandbox, 
     assert seen == {"warm": b"yes", "cold": b"no"}
 
 
+def _say(z: Zygote, name: str) -> bytes:
+    ours, theirs = socket.socketpair()
+    try:
+        z.spawn(name, theirs.fileno())
+    finally:
+        theirs.close()
+    with ours:
+        ours.settimeout(10)
+        return ours.recv(65536)
+
+
+def test_a_preload_left_for_the_first_spawn_runs_then_once_and_frozen(base_sandbox, sandbox_vars, capfd) -> None:
+    """`preload_at_first_spawn` (CleanCoin-node's wallet when no wallet is loaded at start): the
+    zygote does not run the preload at configure, only when the component is first spawned,
+    before the fork (that child starts warm, under its policy, collector on, the preload's
+    objects frozen), and never again for later children."""
+    z = Zygote.launch()
+    try:
+        z.configure({"c": ComponentSpec("c", "zygote_targets:has_wave", shipped_policy("strict"), sandbox_vars,
+                                        preload="zygote_targets:preload_wave_and_say_so",
+                                        preload_at_first_spawn=True),
+                     "g": ComponentSpec("g", "zygote_targets:collector", shipped_policy("strict"), sandbox_vars)})
+        time.sleep(0.3)
+        assert "preloaded wave" not in capfd.readouterr().out       # not at launch, not at configure
+        before = json.loads(_say(z, "g"))
+        assert _say(z, "c") == b"yes"
+        after = json.loads(_say(z, "g"))
+        assert _say(z, "c") == b"yes"
+    finally:
+        z.stop()
+    assert capfd.readouterr().out.count("preloaded wave") == 1         # at the first spawn only
+    # The collector is on in every child; what the preload made is frozen in the zygote.
+    assert before["enabled"] is True and after["enabled"] is True
+    assert after["frozen"] > before["frozen"], (before, after)
+
+
+def test_a_preload_that_fails_at_the_first_spawn_refuses_every_spawn(base_sandbox, sandbox_vars) -> None:
+    """A preload left for the first spawn that fails refuses that spawn with the reason, and
+    every later one with the same: no child runs from a half-imported zygote. The zygote
+    goes on serving its other components."""
+    z = Zygote.start({"c": ComponentSpec("c", "zygote_targets:has_wave", shipped_policy("strict"), sandbox_vars,
+                                         preload="zygote_targets:preload_that_fails", preload_at_first_spawn=True),
+                      "plain": ComponentSpec("plain", ECHO, None)})
+    try:
+        for _ in range(2):
+            with pytest.raises(ZygoteError, match="preload zygote_targets:preload_that_fails failed: "
+                                                  "RuntimeError: the preload is broken"):
+                _say(z, "c")
+        pid, _ = _echo(z, "plain")
+        assert pid > 0
+    finally:
+        z.stop()
+
+
 def test_children_start_with_the_collector_on_and_the_preloads_frozen(base_sandbox, sandbox_vars) -> None:
     """The zygote imports its preloads with the collector off, then freezes them and turns it
     back on before any fork: a component collects normally and never walks those objects."""

@@ -265,3 +265,8 @@ if __name__ == "__main__":
         print(json.dumps(orphan_under_an_init_that_does_not_reap()))
     else:
         print(json.dumps(restarts_under_an_init_that_does_not_reap(sys.argv[1], sys.argv[2], int(sys.argv[3]))))
+
+
+def preload_that_fails() -> None:
+    """A preload that raises: what a broken installation's wallet preload would do."""
+    raise RuntimeError("the preload is broken")

@@ -80,6 +80,9 @@ class NodeProcesses:
     p2p_sockets: list[socket.socket] | None = None
     rpc_sockets: list[tuple[str, int, socket.socket]] | None = None
     _frontend_task: asyncio.Task[None] | None = None
+    #: The wallet process is started at the first RPC call that may want it, not now
+    #: (`wallet_component.wallet_at_start` said so; `_on_demand`).
+    wallet_on_first_use: bool = False
 
     async def start(self, node: Any) -> None:
         self._node = node
@@ -105,13 +108,38 @@ class NodeProcesses:
             await self.wallet.start()
         elif self.zygote is not None:
             self.wallet = WalletProcess(self.zygote, node, self.router, self.wallets, self.local,
-                                        self.ipc.debug, self.prestarted_wallet)
+                                        self.ipc.debug, self.prestarted_wallet,
+                                        on_first_use=self.wallet_on_first_use)
             self.prestarted_wallet = None
             await self.wallet.start()
+            if self.wallet_on_first_use:
+                node.registry.on_demand = self._on_demand
         # The front end that started this node hears from it once its wallet methods are
         # registered: a window's first "create wallet" must not meet "Method not found".
         if self.frontend_fd is not None:
             await self._serve_frontend(node)
+
+    #: Node methods whose answer includes the wallet process's part: `help` lists its
+    #: methods, `getprocessinfo` its pid and sandbox. They start it, as a wallet method does.
+    WALLET_SHOWN_BY = frozenset({"help", "getprocessinfo"})
+
+    async def _on_demand(self, name: str, known: bool) -> bool:
+        """The registry's hook before a call (`Registry.on_demand`), while the wallet process
+        waits for its first use: a name the node does not serve may be a wallet method, and
+        `help` and `getprocessinfo` show the wallet's part, so the process is started and its
+        methods registered before the call is looked up again (True). Every later call skips
+        the hook. A start that fails stops the node, as it did at start-up
+        (`WalletProcess.ensure_started`)."""
+        if known and name not in self.WALLET_SHOWN_BY:
+            return False
+        assert isinstance(self.wallet, WalletProcess) and self._node is not None
+        if not await self.wallet.ensure_started():
+            from ..rpc.errors import RPC_IN_WARMUP, RpcError
+            assert self.router is not None
+            raise RpcError(RPC_IN_WARMUP, self.router.status)
+        # Calls that came meanwhile waited for the same start (ensure_started is shared).
+        self._node.registry.on_demand = None
+        return True
 
     async def _after_wallet_call(self, method: str) -> None:
         if self.wallet is not None:
@@ -243,7 +271,8 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         allow_wallet: bool = False, frontend_fd: int | None = None,
         learn_dir: str | None = None, zygote: Zygote | None = None, connect_wallet: bool = False,
         sandbox_log: str | None = None, prestarted: socket.socket | None = None,
-        broker_channel: socket.socket | None = None) -> int:
+        broker_channel: socket.socket | None = None, wallet_at_start: bool = True,
+        configured: bool = False) -> int:
     """Start CleanCoin-node in this process (options parsed, logging set up); returns the
     exit status. `config` is the node's NodeConfig (cli/node_main.build_config); `learn_dir`
     (-sandboxlearn) makes both processes record instead of being confined. `connect_wallet`
@@ -257,7 +286,11 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     forked here, with the wallet's start, or (no zygote) launched as its own interpreter.
     `sandbox_log` (private_files.sandbox_log, read-only in the node's view) is where the
     refusals of the node and of its wallet process are logged, opened before either's view
-    goes up: neither can erase the record of what it tried (stderr if None)."""
+    goes up: neither can erase the record of what it tried (stderr if None).
+    `wallet_at_start` False (`wallet_component.wallet_at_start`): the zygote is configured
+    with the wallet's preload left for its first spawn, and the wallet process is started at
+    the first RPC call that may want it (`NodeProcesses`); `configured`: the caller has
+    configured the zygote already (with `prestarted` None when the wallet waits)."""
     import capnp
     from cleancoin.sandbox import ZygoteError
 
@@ -306,17 +339,18 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
         if zygote is not None:
             zygote.stop()
             zygote = None
-    elif prestarted is None:
+    elif prestarted is None and not configured:
         try:
             # A fresh interpreter, not a fork: this process has read the conf file and its
             # command line (RPC and IPC passwords); the wallet must not hold a copy of them.
             # It starts while this process restricts itself and opens its chain.
-            zygote = zygote or launch_zygote()
+            zygote = zygote or launch_zygote(preload=wallet_at_start)
             broker_channel, detached = forked_broker(config, sandbox and not learn_dir)
             prestarted = start_wallet(zygote, netdatadir, sandbox=sandbox, verbose_denials=verbose,
                                       learn_dir=learn_dir, denial_log=sandbox_log or "",
                                       title=f"{PROG} zygote", max_tx_fee=config.max_tx_fee,
-                                      minimum_chain_work=config.minimum_chain_work, detached=detached)
+                                      minimum_chain_work=config.minimum_chain_work, detached=detached,
+                                      on_first_use=not wallet_at_start)
         except (ZygoteError, OSError) as exc:
             return abandon(f"cannot prepare the wallet's sandbox: {exc}")
     # A learning run has one too (launched, not forked by the zygote): it runs in node.toml's
@@ -378,6 +412,7 @@ def run(config: Any, ipc: IpcSettings, netdatadir: str, *, sandbox: bool = True,
     extension = NodeProcesses(zygote, ipc, IpcPeer(PROG, os.getpid()), list(config.wallets),
                               report, prestarted, connect_wallet, allow_wallet)
     extension.frontend_fd = frontend_fd
+    extension.wallet_on_first_use = zygote is not None and prestarted is None
     extension.connector = broker
     extension.prebound = listeners.ipc
     extension.p2p_sockets = listeners.p2p

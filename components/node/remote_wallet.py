@@ -150,7 +150,8 @@ class WalletProcess(RemoteWallet):
     """See the module docstring. `node` is the started NodeContext (its chain and mempool)."""
 
     def __init__(self, zygote: Zygote, node: Any, router: WalletRpcRouter, wallets: list[str],
-                 local: IpcPeer, debug: bool, prestarted: socket.socket | None = None) -> None:
+                 local: IpcPeer, debug: bool, prestarted: socket.socket | None = None,
+                 on_first_use: bool = False) -> None:
         super().__init__(node, router, wallets, local)
         self._zygote = zygote
         self._debug = debug
@@ -165,6 +166,9 @@ class WalletProcess(RemoteWallet):
         self.last_returncode: int | None = None    # how the last one ended (Exited.returncode)
         self.restarts = 0
         self._prestarted = prestarted               # see prestart()
+        #: Started at the first call that may want it (`ensure_started`), not by `start`.
+        self._on_first_use = on_first_use
+        self._first: asyncio.Task[bool] | None = None
         # Set by hang_up for wait_gone: the process hung up on, why its wallets did not
         # close (None: they did), and when it is killed if it has not ended by itself.
         self._stopped_pid: int | None = None
@@ -177,7 +181,36 @@ class WalletProcess(RemoteWallet):
         """Start the wallet process and load the -wallet wallets; raises WalletProcessError."""
         loop = asyncio.get_running_loop()
         loop.add_reader(self._zygote.events.fileno(), self._on_zygote_event)
+        if self._on_first_use and self._prestarted is None:
+            log.info("%s starts at the first call that may want a wallet (no wallet to load at start)",
+                     WALLET_COMPONENT)
+            return
         await self._start_once()
+
+    async def ensure_started(self) -> bool:
+        """For a process started on first use: start it now, once (calls that come meanwhile
+        wait for the same start), and load the wallets; True once it serves. A start that
+        fails (its sandbox cannot be applied, it does not come up) stops the node with exit
+        status 1 and says why, as that failure did at start-up: no wallet code runs outside
+        its sandbox, and the node does not go on without the wallet it was asked for (False,
+        the router's status says why)."""
+        if self._first is None:
+            if self._stopping:
+                return False
+            self._first = asyncio.get_running_loop().create_task(self._start_on_first_use())
+        return await asyncio.shield(self._first)
+
+    async def _start_on_first_use(self) -> bool:
+        try:
+            await self._start_once()
+        except (WalletProcessError, ZygoteError, OSError) as exc:     # OSError: the zygote is gone
+            message = f"{exc}; CleanCoin-node stops (exit status 1)"
+            log.error("Error: %s", message)
+            self._router.status = f"Wallet process unavailable: {exc}"
+            self._node.request_shutdown(1, message)
+            return False
+        log.info("%s started at the first call that wanted it", WALLET_COMPONENT)
+        return True
 
     async def _start_once(self) -> None:
         ours, self._prestarted = self._prestarted, None
@@ -293,6 +326,10 @@ class WalletProcess(RemoteWallet):
         self._stopping = True
         if self._restart is not None:
             self._restart.cancel()
+        if self._first is not None and not self._first.done():
+            # A first start under way: let it end (its process then closes its wallets below).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._first), SHUTDOWN_TIMEOUT)
         self._stopped_pid = self.pid
         # Else killed in wait_gone.
         self._stop_failure = await self._close_wallets() if self.pid is not None else None

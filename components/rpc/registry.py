@@ -342,6 +342,10 @@ class Registry:
         # Calls being executed (getrpcinfo's active_commands): call number -> (method, start).
         self._active: dict[int, tuple[str, float]] = {}
         self._call_numbers = itertools.count()
+        #: Awaited before a call (outside warm-up) with the method's name and whether the
+        #: table has it; True: look the name up again (the hook registered methods, as
+        #: CleanCoin-node's wallet process started on first use does). None: no hook.
+        self.on_demand: Callable[[str, bool], Awaitable[bool]] | None = None
         if with_help:
             self.add("help", self._help_handler, [Param("command", STR, None, "The command to get help on")],
                      category="control", help="List all commands, or get help for a specified command.",
@@ -430,6 +434,8 @@ class Registry:
                       **context: Any) -> Any:
         """Run one call; raises RpcError. `context` sets CallContext fields (user, peer, server, ...)."""
         method = self._methods.get(name)
+        if self.on_demand is not None and self._warmup is None and await self.on_demand(name, method is not None):
+            method = self._methods.get(name)
         if self._warmup is not None and not (method is not None and method.warmup_ok):
             raise RpcError(RPC_IN_WARMUP, self._warmup)
         if method is None:

@@ -657,3 +657,162 @@ def test_a_sigterm_to_the_whole_process_group_stops_the_node_promptly(tmp_path: 
         assert took < 5, f"{took:.1f} s to stop"
     finally:
         n.cleanup()
+
+
+# ---------------------------------------------------------------------- the wallet on first use
+
+def _whole_tree(pid: int) -> list[int]:
+    found = []
+    for child in _children(pid):
+        found += [child, *_whole_tree(child)]
+    return found
+
+
+def _titles(pid: int) -> list[str]:
+    titles = []
+    for p in _whole_tree(pid):
+        try:
+            titles.append(Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+        except OSError:
+            pass            # ended meanwhile
+    return titles
+
+
+def _maps_capnp(pid: int) -> bool:
+    """Whether process `pid` has pycapnp's extension mapped (the wallet's preload imports it)."""
+    return "capnp" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _zygote_of(n: TestNode) -> int:
+    zygotes = [p for p in _children(n.process.pid) if Path(f"/proc/{p}/comm").read_text().strip() == "zygote"]
+    assert len(zygotes) == 1, _titles(n.process.pid)
+    return zygotes[0]
+
+
+def test_without_a_wallet_to_load_the_wallet_process_starts_at_first_use(node) -> None:
+    """Issue #16: a start with no wallet to load (no -wallet, no wallets/settings.json) starts
+    no wallet process and its zygote imports none of the wallet's code, until a call may want
+    a wallet. `help` is such a call, and lists the wallet's methods as before; the process
+    that starts then is the one a start-up would have made (its sandbox, its restarts)."""
+    n = node()
+    n.start()
+    assert n.rpc.getblockcount() == 0
+    zygote = _zygote_of(n)
+    assert not any(t.startswith("CleanCoin-wallet") for t in _titles(n.process.pid)), _titles(n.process.pid)
+    assert not _maps_capnp(zygote)           # the preload waits for the first spawn
+    assert "starts at the first call that may want a wallet" in n.debug_log()
+    listing = n.rpc.help()                   # the first call that may want one
+    assert "== Wallet ==" in listing and "\ncreatewallet " in listing and "\nsendtoaddress " in listing
+    assert _maps_capnp(zygote)
+    wpid = wallet_pid(n)
+    fields = status_fields(wpid)
+    assert fields["Seccomp"] == "2" and fields["NoNewPrivs"] == "1" and fields["CapEff"] == "0000000000000000"
+    assert "started at the first call that wanted it" in n.debug_log()
+    n.rpc.createwallet("w")
+    address = n.rpc.getnewaddress()
+    n.rpc.generatetoaddress(101, address)
+    wait_until(lambda: n.rpc.getbalance() == 50, what="mature coinbase")
+    # Its restarts are those of a wallet process started with the node.
+    os.kill(wpid, signal.SIGKILL)
+    wait_until(lambda: n.rpc.getprocessinfo()["processes"][1]["restarts"] == 1, what="wallet restart")
+    assert wallet_pid(n) != wpid and n.rpc.listwallets() == ["w"]
+    assert n.rpc.getbalance() == 50
+    assert n.stop() == 0
+
+
+def test_a_wallet_method_as_first_call_starts_the_wallet_process_and_answers(node) -> None:
+    """A wallet method the node does not know yet is not "Method not found": the call waits
+    for the wallet process, whose answer it gets (here its own error for a missing wallet)."""
+    n = node()
+    n.start()
+    with pytest.raises(RpcError) as info:
+        n.rpc.getbalance()
+    assert info.value.code == -18, info.value          # bitcoind's "no wallet is loaded", from the wallet
+    with pytest.raises(RpcError) as unknown:
+        n.rpc.call("nosuchmethod")
+    assert unknown.value.code == -32601
+    assert len([t for t in _titles(n.process.pid) if t.startswith("CleanCoin-wallet (sandboxed, policy wallet) -datadir=")]) == 1
+
+
+def test_a_wallet_to_load_at_start_starts_its_process_with_the_node(node) -> None:
+    """A wallet in wallets/settings.json's start-up list (or -wallet) is loaded at start, so
+    its process starts with the node, as before, and the zygote preloads at once."""
+    n = node()
+    n.start()
+    n.rpc.createwallet("w", load_on_startup=True)
+    assert n.stop() == 0
+    n.start()
+    titles = _titles(n.process.pid)
+    assert any(t.startswith("CleanCoin-wallet (sandboxed") for t in titles), titles
+    assert "starts at the first call" not in n.debug_log().split("CleanCoin-node starting")[-1]
+    assert n.rpc.listwallets() == ["w"]
+
+
+def test_a_wallet_sandbox_that_cannot_be_applied_at_first_use_stops_the_node(node, tmp_path: Path) -> None:
+    """Fail closed at first use as at start: wallets/ swapped for a link to elsewhere after a
+    lazy start (what a process that can write the datadir could do) makes the wallet's
+    "filesystem view" step fail when the wallet process is wanted. The call gets -28 with the
+    step named, the node stops with status 1 and says why on stderr, and no wallet code ran:
+    the link's target holds no wallet."""
+    n = node()
+    n.start()
+    assert n.rpc.getblockcount() == 0
+    elsewhere = tmp_path / "elsewhere"
+    (n.netdatadir / "wallets").rename(elsewhere)
+    (n.netdatadir / "wallets").symlink_to(elsewhere)
+    with pytest.raises(RpcError) as info:
+        n.rpc.createwallet("w")
+    assert info.value.code == -28 and "sandbox step 'filesystem view'" in info.value.message, info.value
+    code = n.process.wait(30)
+    stderr = (n.datadir / "stderr.txt").read_text()
+    n.process = None
+    assert code == 1, stderr
+    assert "cannot start CleanCoin-wallet (sandbox step 'filesystem view')" in stderr
+    assert "CleanCoin-node stops (exit status 1)" in stderr
+    assert os.listdir(elsewhere) == []       # no wallet, no wallets/debug.log: the wallet never ran
+
+
+def test_a_dead_zygote_stops_a_node_whose_wallet_process_waits_for_first_use(node) -> None:
+    """The node watches its zygote from the start, not from the wallet's first use: killed
+    before any wallet call, it stops the node with status 1 as it does with a wallet running."""
+    n = node()
+    n.start()
+    assert n.rpc.getblockcount() == 0
+    zygote = _zygote_of(n)
+    os.kill(zygote, signal.SIGKILL)
+    code = n.process.wait(15)
+    stderr = (n.datadir / "stderr.txt").read_text()
+    n.process = None
+    assert code == 1, stderr
+    assert "the wallet launcher (zygote" in stderr and "start it again" in stderr
+    assert not pid_alive(zygote)
+
+
+PLANTED_MODULE = """
+import os
+with open(os.environ.get("H_MARK", "") or os.path.join(os.path.dirname(__file__), "planted-ran"), "w") as f:
+    f.write(open("/proc/self/status").read())
+raise ImportError("planted")
+"""
+
+
+def test_a_module_the_confined_node_plants_in_its_datadir_is_not_imported_by_the_zygote(node) -> None:
+    """Attack: an operator starts the node from its (network) datadir, which the confined node
+    may write; a compromised node plants `sqlite3.py` there. The zygote, unconfined, imports
+    the wallet's code (sqlite3 among it) at the wallet's first spawn, after the node may be
+    compromised: with `python -m` the interpreter's working directory is the first entry of
+    sys.path, and the planted module ran in the zygote (before this fix: the file
+    `planted-ran` appeared, "Seccomp: 0"). The zygote runs with -P (no such entry)."""
+    n = node()
+    n.netdatadir.mkdir(parents=True, exist_ok=True)
+    log = open(n.datadir / "stderr.txt", "ab")
+    n.process = subprocess.Popen(n.args(), stdout=subprocess.DEVNULL, stderr=log, cwd=n.netdatadir)
+    log.close()
+    n.wait_for_rpc()
+    zygote = _zygote_of(n)
+    assert os.readlink(f"/proc/{zygote}/cwd") == str(n.netdatadir)
+    (n.netdatadir / "sqlite3.py").write_text(PLANTED_MODULE)      # what the confined node may write
+    n.rpc.createwallet("w")
+    assert not (n.netdatadir / "planted-ran").exists(), (n.netdatadir / "planted-ran").read_text()[:400]
+    assert n.rpc.listwallets() == ["w"]
+    assert n.stop() == 0

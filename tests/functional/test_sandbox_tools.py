@@ -71,6 +71,9 @@ def test_status_reads_the_node_tree_from_the_kernel(node) -> None:
     n = node()
     n.start()
     assert n.process is not None
+    # With no wallet to load, the wallet process starts at the first call that may want one
+    # (since 12-08): this is one.
+    n.rpc.createwallet("w")
     result = sandbox("status", "--tree", str(n.process.pid), "--json")
     processes = json.loads(result.stdout)["processes"]
     assert result.returncode == 0, result.stdout
