@@ -59,7 +59,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import denial_monitor, helpers, notify, syscalls
+from . import denial_monitor, helpers, notify, sealed_program, syscalls
 from .errors import EnforcementError
 from .plan import Plan
 
@@ -427,21 +427,7 @@ def exec_compiled(title: str, arguments: list[str]) -> None:
     cannot read, so that the kernel starts it not dumpable (no process of the uid can attach
     to it before it confines itself: the interpreter's program had that window, about 20 ms).
     Returns only by raising OSError (no program, no memfd, exec refused)."""
-    import fcntl
-    image = _image(COMPILED_PROGRAM)
-    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
-    try:
-        fd = os.memfd_create(denial_monitor.NAME, flags | 0x10)     # MFD_EXEC: Linux 6.3
-    except OSError as exc:
-        if exc.errno != errno_module.EINVAL:                          # a kernel before 6.3
-            raise
-        fd = os.memfd_create(denial_monitor.NAME, flags)
-    view = memoryview(image)
-    while view:
-        view = view[os.write(fd, view):]
-    os.fchmod(fd, 0o111)
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
-                | fcntl.F_SEAL_SEAL)
+    fd = sealed_program.sealed_fd(denial_monitor.NAME, _image(COMPILED_PROGRAM))
     try:
         os.execve(fd, [title, *arguments], {})
     finally:

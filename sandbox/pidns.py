@@ -38,14 +38,12 @@ the step, naming it (a launch in a pid namespace without its waiter is not a lau
 from __future__ import annotations
 
 import _socket
-import errno
-import fcntl
 import os
 import signal
 import sys
 from dataclasses import dataclass
 
-from . import descriptors, syscalls
+from . import descriptors, sealed_program, syscalls
 from .errors import EnforcementError
 
 TYPE_CHECKING = False      # not typing's: the connect broker imports this module, never typing
@@ -62,7 +60,6 @@ _STEP = "pid namespace"
 #: The component's pid in its namespace: PID 1 is the init, pid 2 the fork that made it.
 COMPONENT = 3
 _WAITER_STEP = "pid namespace waiter"
-_MFD_EXEC = 0x10         # Linux 6.3: executable even where vm.memfd_noexec defaults to no exec
 
 
 @dataclass
@@ -109,23 +106,10 @@ def _executable() -> int:
         raise EnforcementError(_WAITER_STEP, f"the compiled waiter {PROGRAM} cannot be read ({exc.strerror}): "
                                       "this installation was built without it; reinstall with a C "
                                       "compiler (gcc), see docs/sandbox.md") from None
-    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
     try:
-        try:
-            fd = os.memfd_create("cleancoin-pidns-waiter", flags | _MFD_EXEC)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:          # EINVAL: a kernel before 6.3 (no flag)
-                raise
-            fd = os.memfd_create("cleancoin-pidns-waiter", flags)
-        view = memoryview(image)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fchmod(fd, 0o111)
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
-                    | fcntl.F_SEAL_SEAL)
+        return sealed_program.sealed_fd("cleancoin-pidns-waiter", image)
     except OSError as exc:
         raise EnforcementError(_WAITER_STEP, f"preparing the compiled waiter in a memfd: {exc.strerror}") from None
-    return fd
 
 
 def _become_waiter(program: int, sock: int, child: int, title: str, launcher: int,
