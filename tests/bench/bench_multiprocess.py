@@ -66,7 +66,8 @@ from typing import Any
 import pytest
 from chain_fixture import BLOCKS, PARAMS, build_chain, mine
 from figures import broken, median, out, verdict
-from proc_tree import KINDS, bare_interpreter_kb, cpu_seconds, group_members, private_by_kind
+from proc_tree import (KINDS, bare_interpreter_kb, cpu_seconds, group_members, private_by_kind, tree_cpu,
+                       tree_cpu_seconds, wait_for_first_answer)
 import suite_times
 
 from cleancoin.components.node.chain_binding import NodeChain
@@ -934,58 +935,6 @@ def test_resident_memory_and_wallet_rpc_latency() -> None:
 # ============================================================ 4. start and stop, interleaved
 
 START_ROUNDS = int(os.environ.get("START_BENCH_ROUNDS", "8"))
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _tree_cpu(root: int) -> dict[int, float]:
-    """CPU seconds (user + system) of every live process of `root`'s tree and process group,
-    by pid, with what each has reaped (a denial monitor is nobody's child; a wallet process
-    is in its own session). A live process counts its threads' schedstat (ns; /proc/PID/stat's
-    10 ms ticks truncate up to 10 ms per process, and the tree has seven), or its ticks where
-    those are more (threads that ended); what it reaped is known in ticks only."""
-    stats: dict[int, tuple[int, int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        own = max(cpu_seconds(int(entry)), (int(fields[11]) + int(fields[12])) / _TICK)
-        stats[int(entry)] = (int(fields[1]), int(fields[2]), own + (int(fields[13]) + int(fields[14])) / _TICK)
-    members, grew = {root}, True
-    while grew:
-        grew = False
-        for pid, (ppid, pgid, _) in stats.items():
-            if pid not in members and (ppid in members or pgid == root):
-                members.add(pid)
-                grew = True
-    return {pid: stats[pid][2] for pid in members if pid in stats}
-
-
-def _tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of `root`'s whole tree (`_tree_cpu`)."""
-    return sum(_tree_cpu(root).values())
-
-
-def _wait_for_first_answer(executable: str, process: subprocess.Popen, client: "RpcClient") -> None:
-    """Until a fresh node answers getblockcount (polled every 2 ms, at most 60 s)."""
-    from cleancoin.components.rpc.client import RpcTransportError
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            broken(f"{executable} exited with {process.returncode} before it answered")
-        try:
-            if client.call("getblockcount") == 0:
-                return
-        except (RpcTransportError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            broken(f"{executable}: RPC not up after 60 s")
-        time.sleep(0.002)
-
-
 def _start_and_stop(executable: str, base: str, bindir: Path = BIN) -> tuple[float, float, float, float]:
     """One fresh regtest node: exec to its first RPC answer, the CPU its processes used by then,
     `stop` to its exit, and the CPU of the whole run (its own and its reaped children's)."""
@@ -1000,9 +949,9 @@ def _start_and_stop(executable: str, base: str, bindir: Path = BIN) -> tuple[flo
     client = RpcClient("127.0.0.1", rpc_port, timeout=30,
                        cookie_path=os.path.join(datadir, "regtest", ".cookie"))
     try:
-        _wait_for_first_answer(executable, process, client)
+        wait_for_first_answer(executable, process, client)
         ready = time.perf_counter() - started
-        cpu_ready = _tree_cpu_seconds(process.pid)
+        cpu_ready = tree_cpu_seconds(process.pid)
         t0 = time.perf_counter()
         if client.call("stop") != "CleanCoin server stopping":
             broken(f"{executable}: stop answered something else")
@@ -1094,7 +1043,7 @@ def _role(pid: int) -> str:
 def _cpu_by_role(root: int) -> dict[str, float]:
     """CPU seconds of `root`'s tree (`_tree_cpu`), summed by role (`_role`)."""
     roles: dict[str, float] = collections.defaultdict(float)
-    for pid, seconds in _tree_cpu(root).items():
+    for pid, seconds in tree_cpu(root).items():
         roles[_role(pid)] += seconds
     return dict(roles)
 
@@ -1112,7 +1061,7 @@ def _timeline(executable: str, base: str, bindir: Path) -> tuple[dict[str, float
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     client = RpcClient("127.0.0.1", rpc_port, timeout=30, cookie_path=os.path.join(datadir, "regtest", ".cookie"))
     try:
-        _wait_for_first_answer(executable, process, client)
+        wait_for_first_answer(executable, process, client)
         ready = (time.time() - started) * 1000
         cpu = {role: seconds * 1000 for role, seconds in _cpu_by_role(process.pid).items()}
         client.call("stop")

@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from figures import broken, median, out
-from proc_tree import cpu_seconds
+from figures import median, out
+from proc_tree import tree_cpu_seconds, wait_for_first_answer
 
-from cleancoin.components.rpc.client import RpcClient, RpcTransportError
+from cleancoin.components.rpc.client import RpcClient
 
 BIN = Path(sys.executable).parent
 ROUNDS = int(os.environ.get("FIRST_USE_ROUNDS", "6"))
@@ -33,26 +33,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _tree(pid: int) -> list[int]:
-    pids = [pid]
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return pids
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as handle:
-                for child in handle.read().split():
-                    pids += _tree(int(child))
-        except OSError:
-            pass
-    return pids
-
-
-def _tree_cpu_ms(pid: int) -> float:
-    return sum(cpu_seconds(p) for p in _tree(pid)) * 1000
 
 
 def _start(at_start: bool, base: str) -> tuple[float, float, float, float]:
@@ -69,23 +49,13 @@ def _start(at_start: bool, base: str) -> tuple[float, float, float, float]:
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     client = RpcClient("127.0.0.1", rpc_port, timeout=60, cookie_path=os.path.join(datadir, "regtest", ".cookie"))
     try:
-        while True:
-            if process.poll() is not None:
-                broken(f"CleanCoin-node exited with {process.returncode} before it answered")
-            try:
-                if client.call("getblockcount") == 0:
-                    break
-            except (RpcTransportError, OSError):
-                pass
-            if time.monotonic() - started > 60:
-                broken("CleanCoin-node: RPC not up after 60 s")
-            time.sleep(0.002)
+        wait_for_first_answer("CleanCoin-node", process, client)
         ready = (time.monotonic() - started) * 1000
-        cpu_ready = _tree_cpu_ms(process.pid)
+        cpu_ready = tree_cpu_seconds(process.pid) * 1000
         before = time.monotonic()
         client.call("createwallet", "w")
         first = (time.monotonic() - before) * 1000
-        cpu_after = _tree_cpu_ms(process.pid)
+        cpu_after = tree_cpu_seconds(process.pid) * 1000
         client.call("stop")
         process.wait(30)
     finally:

@@ -1,10 +1,19 @@
 """What the memory and latency benchmarks need from /proc: the process group a process is in,
 the members of a group (a denial monitor started by a double fork is nobody's child; it keeps
-the process group of the process that restricted itself), and the CPU time they used."""
+the process group of the process that restricted itself), the CPU time they used, and when
+a freshly started node first answers."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
+from figures import broken
+
+if TYPE_CHECKING:
+    from cleancoin.components.rpc.client import RpcClient
 
 
 def group_of(pid: int) -> int | None:
@@ -100,3 +109,55 @@ def bare_interpreter_kb(python: str) -> tuple[int, int]:
     finally:
         child.kill()
         child.wait()
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int) -> dict[int, float]:
+    """CPU seconds (user + system) of every live process of `root`'s tree and process group,
+    by pid, with what each has reaped (a denial monitor is nobody's child; a wallet process
+    is in its own session). A live process counts its threads' schedstat (ns; /proc/PID/stat's
+    10 ms ticks truncate up to 10 ms per process, and the tree has seven), or its ticks where
+    those are more (threads that ended); what it reaped is known in ticks only."""
+    stats: dict[int, tuple[int, int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        own = max(cpu_seconds(int(entry)), (int(fields[11]) + int(fields[12])) / _TICK)
+        stats[int(entry)] = (int(fields[1]), int(fields[2]), own + (int(fields[13]) + int(fields[14])) / _TICK)
+    members, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, (ppid, pgid, _) in stats.items():
+            if pid not in members and (ppid in members or pgid == root):
+                members.add(pid)
+                grew = True
+    return {pid: stats[pid][2] for pid in members if pid in stats}
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of `root`'s whole tree (`tree_cpu`)."""
+    return sum(tree_cpu(root).values())
+
+
+def wait_for_first_answer(executable: str, process: subprocess.Popen, client: RpcClient) -> None:
+    """Until a fresh node answers getblockcount (polled every 2 ms, at most 60 s)."""
+    from cleancoin.components.rpc.client import RpcTransportError
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            broken(f"{executable} exited with {process.returncode} before it answered")
+        try:
+            if client.call("getblockcount") == 0:
+                return
+        except (RpcTransportError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            broken(f"{executable}: RPC not up after 60 s")
+        time.sleep(0.002)
