@@ -175,6 +175,7 @@ from .peer import (
 from .protocols import ChainAccess, MempoolAccess
 from .connector import UNRESTRICTED, ConnectRefused, Connector
 from .listen_sockets import bind_listeners
+from .hangup import hung_up
 
 log = logging.getLogger("cleancoin.net")
 
@@ -537,8 +538,11 @@ class P2PNode:
             refuse = "shutting down"
         elif self.is_banned(host):
             refuse = "banned"
-        elif self.inbound_count >= self.max_inbound and not self._evict_inbound(format_addr(host, peername[1])):
-            refuse = f"inbound slots full ({self.max_inbound}) and no peer to evict"
+        elif self.inbound_count >= self.max_inbound:
+            # Slots held by connections already closed at the far end are free first.
+            self._close_hung_up()
+            if self.inbound_count >= self.max_inbound and not self._evict_inbound(format_addr(host, peername[1])):
+                refuse = f"inbound slots full ({self.max_inbound}) and no peer to evict"
         if refuse:
             log.debug("refusing inbound connection from %s: %s", format_addr(host, peername[1]), refuse)
             writer.transport.abort()
@@ -560,6 +564,20 @@ class P2PNode:
         peer.cpu_budgets = self._cpu_budgets
         log.debug("%s connection peer=%d %s", "inbound" if inbound else "outbound", peer.id, peer.addr)
         return peer
+
+    def _close_hung_up(self) -> int:
+        """Drop the connections the node is not reading whose remote end has closed or reset
+        (hangup.py): a paused peer does not see its stream's end, and held its slot and its
+        group's share of the CPU budget until its pause ended. How many were dropped."""
+        idle = {p.fileno(): p for p in self._peers.values() if p.not_reading and not p.closed}
+        idle.pop(-1, None)
+        gone = hung_up(idle) if idle else set()
+        for fd in gone:
+            peer = idle[fd]
+            log.debug("peer=%d %s closed the connection while not read", peer.id, peer.addr)
+            peer.close("closed by the peer")
+            self._forget_peer(peer)
+        return len(gone)
 
     def _evict_inbound(self, newcomer: str) -> bool:
         """Make room for an inbound newcomer by dropping the inbound peer to spare; False when
@@ -2315,6 +2333,7 @@ class P2PNode:
                 log.exception("p2p maintenance failed")
 
     def _maintain(self, loop_now: float) -> None:
+        self._close_hung_up()
         for peer in list(self._peers.values()):
             if peer.closed:
                 continue

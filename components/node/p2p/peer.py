@@ -511,5 +511,21 @@ class Peer:
         if transport is not None:
             transport.abort()
 
+    @property
+    def not_reading(self) -> bool:
+        """Its read loop waits for its CPU budget, or for what it is owed to be sent: the end of
+        its stream is then not seen by reading (hangup.py tells it)."""
+        return self._budget_pause is not None or not self._can_read.is_set()
+
+    def fileno(self) -> int:
+        """The connection's socket descriptor (-1: none, or closed)."""
+        if self.closed:
+            return -1
+        sock = self.writer.get_extra_info("socket")
+        try:
+            return int(sock.fileno()) if sock is not None else -1
+        except (OSError, ValueError):
+            return -1
+
     def __repr__(self) -> str:
         return f"<Peer {self.id} {self.addr} {'in' if self.inbound else 'out'}>"
