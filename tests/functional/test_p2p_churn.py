@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from cleancoin.components.common.chainparams import REGTEST
+from cleancoin.components.node.p2p.accept_gate import ACCEPT_BURST, ACCEPT_RATE, CONNECTION_COST
 from cleancoin.components.node.p2p.messages import (
     MAX_INV, MSG_BLOCK, GetData, Inv, InvItem, Ping, Version, serialize_message,
 )
@@ -165,6 +166,42 @@ def churn(site: Site, seconds: float, handshake: bool, threads: int = 4) -> Figu
                    churner(site.node.p2p_port, stop, count, threads, handshake), stop, count)
 
 
+def next_peer_id(site: Site) -> tuple[int, float]:
+    """The id the node gives the next connection (ids count every connection it accepted), from
+    an honest peer's own (127.0.0.2), and seconds that peer waited for its handshake."""
+    start = time.monotonic()
+    probe = RawPeer(site.node.p2p_port, "127.0.0.2", "/probe/")
+    try:
+        probe.sock.settimeout(30)
+        probe.handshake()
+        waited = time.monotonic() - start
+        return max(p["id"] for p in site.node.rpc.getpeerinfo() if p["subver"] == "/probe/"), waited
+    finally:
+        probe.close()
+
+
+def test_connection_churn_costs_no_more_than_the_accept_rate(site: Site) -> None:
+    """4 threads connect from ever new addresses (127.70.x.y ...) and close at once, as fast as
+    they can, for 4 s (the miner's blocks timed through the node meanwhile). Before 12-08 every
+    connection was accepted and set up, uncharged: 150 to 250 a second (what the Python
+    client here makes), 0.12 to 0.22 node CPU-s/s, and an attacker that connects faster gets
+    more. Now connections are accepted at ACCEPT_RATE CPU-s/s of their cost (accept_gate.py:
+    about 60 a second, the rest wait in the kernel's backlog): 0.07 to 0.09 node CPU-s/s,
+    counted by the node's peer ids. Relay through the connected peers goes on (a block within
+    3 s), and an honest newcomer still gets in, late: it waits behind the backlog."""
+    first, _ = next_peer_id(site)
+    start = time.monotonic()
+    fig = churn(site, 4.0, handshake=False)
+    last, waited = next_peer_id(site)
+    span = time.monotonic() - start
+    # What the gate lets through in `span` at most: a full bucket, then its rate.
+    bound = (ACCEPT_BURST + ACCEPT_RATE * span) / CONNECTION_COST
+    print(f"{fig}; the node accepted {last - first} in {span:.1f} s (the gate: {bound:.0f} at most); "
+          f"a newcomer waited {waited:.2f} s")
+    assert last - first < bound * 1.25, (last - first, bound, fig)
+    assert max(fig.relays) < 3.0, fig
+
+
 # ------------------------------------------------------------------------- (c) getdata serving
 
 def getdata_attack(site: Site, stop: threading.Event, count: list[int], served: list[int],
@@ -218,6 +255,24 @@ def serve_attack(site: Site, seconds: float, connections: int = 4) -> Figures:
     stop, count, served = threading.Event(), [0], [0]
     return measure(site, f"getdata of a 672 KB block ({connections} connections)", seconds,
                    getdata_attack(site, stop, count, served, connections), stop, count, served)
+
+
+def test_serving_a_large_block_over_and_over_is_charged_to_the_askers_budget(site: Site) -> None:
+    """4 connections (4 addresses) ask for the same 672 KB block 100 times a getdata and read
+    every copy, over and over, for 3 s. Before 12-08 serving was free: 0.38 to 0.72 node
+    CPU-s/s, 300 to 600 copies a second (200 to 400 MB/s), whatever the budget; now each
+    turn of serving is charged to the asker's address group (its measured CPU and the bytes
+    it queued, cpu_budget.SEND_BYTES_PER_CPU_SECOND) and waits for it as a message does: 0.17
+    to 0.2 CPU-s/s, 105 to 130 copies a second (both executables, loads of 5 to 8; the old
+    code at a load of 8.4: 0.29 CPU-s/s, 242 copies a second), the budget's 4 shares of 5. A request: no ban score. An honest block still reaches the
+    watcher through the node within a second."""
+    fig = serve_attack(site, 3.0)
+    print(fig)
+    assert fig.node_cpu < 0.4, fig
+    assert fig.count / fig.seconds < 180, fig
+    assert max(fig.relays) < 3.0, fig
+    scored = [line for line in site.node.debug_log().splitlines() if "misbehaving" in line and "127.80." in line]
+    assert not scored, scored
 
 
 # ------------------------------------------------------------------------- (b) paused slots

@@ -176,6 +176,7 @@ from .protocols import ChainAccess, MempoolAccess
 from .connector import UNRESTRICTED, ConnectRefused, Connector
 from .listen_sockets import bind_listeners
 from .hangup import hung_up
+from .accept_gate import CONNECTION_COST, AcceptGate
 
 log = logging.getLogger("cleancoin.net")
 
@@ -383,7 +384,8 @@ class P2PNode:
         self._connect_list: list[str] = list(dict.fromkeys(connect))
         self._added: list[str] = list(dict.fromkeys(addnode))
 
-        self._servers: list[asyncio.Server] = []
+        #: Accepts inbound connections at a bounded CPU cost (accept_gate.py).
+        self._accept_gate: AcceptGate | None = None
         #: Listening sockets bound already (`bind_listeners`, before CleanCoin-node confined
         #: itself into a network namespace of its own), served instead of binding in `start`.
         self._prebound = list(sockets) if sockets is not None else None
@@ -452,9 +454,9 @@ class P2PNode:
             sockets, self._prebound = self._prebound, None
             if sockets is None:
                 sockets = bind_listeners(self.bind, self.requested_port)
-            for sock in sockets:
-                self._servers.append(await asyncio.start_server(self._on_inbound, sock=sock))
             self._bound_port = int(sockets[0].getsockname()[1])
+            self._accept_gate = AcceptGate(sockets, self._on_inbound)
+            self._accept_gate.start()
             log.info("Bound to %s", format_addr(self.bind, self._bound_port))
         elif self._prebound:
             for sock in self._prebound:
@@ -477,12 +479,13 @@ class P2PNode:
         remove_listener = getattr(self.chain, "remove_listener", None)
         if remove_listener is not None:
             remove_listener(self)
-        for server in self._servers:
-            server.close()
+        if self._accept_gate is not None:
+            self._accept_gate.close()
+            self._accept_gate = None
         for peer in list(self._peers.values()):
             peer.close("shutdown")
         # Our own tasks (maintenance, dialling loops) are cancelled. Inbound connection tasks
-        # belong to asyncio's server, which reports a cancelled one as an error: closing
+        # belong to their streams' protocols, which report a cancelled one as an error: closing
         # their peers above ends them, so they are only awaited (cancelled as a last resort).
         own = list(self._tasks)
         for t in own:
@@ -492,10 +495,6 @@ class P2PNode:
             await asyncio.wait([*own, *inbound], timeout=5)
         for t in inbound:
             t.cancel()
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2)
-        self._servers = []
         self._keep_tasks.clear()
 
     @property
@@ -548,6 +547,10 @@ class P2PNode:
             writer.transport.abort()
             return
         peer = self._add_peer(reader, writer, inbound=True, connection_type="inbound", target=None)
+        if peer.cpu_budget is not None:
+            # What the connection costs outside its messages (accept_gate.py), its group's too:
+            # a group that keeps reconnecting waits for its budget as one that keeps sending.
+            peer.cpu_budget.charge(CONNECTION_COST, unsolicited=False)
         task = asyncio.current_task()
         if task is not None:               # so stop() waits for this connection too
             self._inbound_tasks.add(task)
