@@ -275,6 +275,63 @@ def test_serving_a_large_block_over_and_over_is_charged_to_the_askers_budget(sit
     assert not scored, scored
 
 
+#: -maxuploadtarget of the upload test: 200 MiB a day, of which a block a 10 minutes left in
+#: the cycle (144 MB at its start) is kept for new blocks: old ones get some 65 MB.
+UPLOAD_TARGET = "200M"
+UPLOAD_ROOM = 200 * 2 ** 20 - 144 * 1_000_000
+#: Copies of the old block the attacker asks for (about twice what the room holds).
+UPLOAD_ASKED = 200
+
+
+def copies_until_dropped(node: TestNode, source: str, block: str, count: int) -> tuple[int, bool]:
+    """A peer from `source` asks for `block` `count` times and reads: copies it got, and whether
+    the node then closed the connection."""
+    want = InvItem(MSG_BLOCK, bytes.fromhex(block)[::-1])
+    peer = RawPeer(node.p2p_port, source)
+    got = 0
+    try:
+        peer.handshake()
+        peer.sock.settimeout(30)
+        for i in range(0, count, 100):
+            peer.send(serialize_message(MAGIC, GetData((want,) * min(100, count - i))))
+        while got < count:
+            command, _ = peer.read_frame()
+            got += command == "block"
+        return got, False
+    except (ConnectionError, OSError):
+        return got, True
+    finally:
+        peer.close()
+
+
+def test_old_blocks_past_the_upload_target_are_not_served(tmp_path: Path) -> None:
+    """-maxuploadtarget, bitcoind's: a node with a target of 200 MiB a day stores a 672 KB block
+    that is more than a week older than its tip (setmocktime), and a peer asks for it 200
+    times. Before 12-08 there was no such option: every copy was served (134 MB for 7 KB of
+    requests, and the same again for each such getdata). Now once the day's bytes would leave
+    less than a block per 10 minutes left, the peer asking for an old block is disconnected
+    (65 MB served, about 97 copies); a new peer asking for it again is dropped at once, and
+    one asking for a recent block is still served."""
+    node = TestNode(0, tmp_path, [f"-maxuploadtarget={UPLOAD_TARGET}"])
+    try:
+        node.start()
+        if is_multiprocess():
+            node.rpc.createwallet("w")
+        old = mine_big_block(node, 24_000)
+        size = len(node.rpc.getblock(old, 0)) // 2
+        node.rpc.setmocktime(node.rpc.getblockheader(old)["time"] + 8 * 24 * 3600)
+        recent = node.rpc.generatetoaddress(1, TEST_ADDRESS)[0]
+        got, dropped = copies_until_dropped(node, "127.95.0.1", old, UPLOAD_ASKED)
+        print(f"{got} copies of the old {size}-byte block ({got * size / 1e6:.0f} MB), then "
+              f"{'disconnected' if dropped else 'served all'}")
+        assert dropped and got * size <= UPLOAD_ROOM + size and got * size >= UPLOAD_ROOM - 4 * size, (got, dropped)
+        assert copies_until_dropped(node, "127.95.0.2", old, 1) == (0, True)
+        assert copies_until_dropped(node, "127.95.0.3", recent, 3) == (3, False)
+        assert node.stop() == 0
+    finally:
+        node.cleanup()
+
+
 # ------------------------------------------------------------------------- (b) paused slots
 
 #: -maxconnections of the slots attack: 10 inbound slots, few enough that eviction protects

@@ -8,7 +8,9 @@ slot and counted as a connected address group (cutting every other group's CPU s
 the pause ended, up to ~14 s with 115 groups connected. poll(2)'s POLLRDHUP says the remote
 end shut its side down (FIN) however much unread data is still queued before it, POLLHUP and
 POLLERR that the connection is gone (RST): bitcoind drops a peer as soon as recv() says the
-connection is closed, and so does the node now for one it is not reading.
+connection is closed, and so does the node now for one it is not reading. (A FIN the far
+end's kernel still holds behind data our window does not take has not arrived: until it
+does, that connection is an open one, and eviction deals with it as with any other.)
 """
 
 from __future__ import annotations

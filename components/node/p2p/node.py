@@ -19,6 +19,10 @@ Slots (bitcoind's division of -maxconnections)
     full evicts the inbound peer the node can best spare (eviction.py: bitcoind's
     SelectNodeToEvict, which protects useful and hard-to-imitate peers and drops the youngest
     of the most crowded network group), or is closed at once when every one is protected.
+    A connection the node is not reading (paused by its CPU budget, or owed data) whose far
+    end closed is dropped when a newcomer finds the slots full and every maintenance tick
+    (hangup.py; since 12-08: before, it held its slot until its pause ended). Connections
+    are accepted at a bounded CPU cost (accept_gate.py; since 12-08).
 
 Handshake
     The dialling side sends `version`; the listening side answers `version` + `verack`; the
@@ -177,6 +181,7 @@ from .connector import UNRESTRICTED, ConnectRefused, Connector
 from .listen_sockets import bind_listeners
 from .hangup import hung_up
 from .accept_gate import CONNECTION_COST, AcceptGate
+from .upload_target import HISTORICAL_BLOCK_AGE, UploadTarget
 
 log = logging.getLogger("cleancoin.net")
 
@@ -329,7 +334,8 @@ class P2PNode:
     transaction request waits before the next announcer is asked (TX_REQUEST_TIMEOUT);
     `headers_sync_timeout`, the base of a headers-first sync peer's deadline
     (HEADERS_SYNC_TIMEOUT); `cpu_shared_rate`, the CPU seconds per second the peers' messages
-    share (cpu_budget.SHARED_RATE; tests that flood on purpose raise it).
+    share (cpu_budget.SHARED_RATE; tests that flood on purpose raise it); `max_upload_target`,
+    -maxuploadtarget in bytes per 24 hours (0: none; upload_target.py).
     `connector` opens every outgoing connection (connector.py): the daemons pass one that
     applies the connect rule (connect_rule.py); the default applies none (tests).
     """
@@ -347,6 +353,7 @@ class P2PNode:
                  tx_request_timeout: float = TX_REQUEST_TIMEOUT,
                  headers_sync_timeout: float = HEADERS_SYNC_TIMEOUT,
                  cpu_shared_rate: float = SHARED_RATE,
+                 max_upload_target: int = 0,
                  connector: Connector = UNRESTRICTED,
                  sockets: Sequence[socket.socket] | None = None) -> None:
         self.chain = chain
@@ -437,6 +444,8 @@ class P2PNode:
         self._progress_at = 0.0
         self._progress_height = 0
         self._progress_final = False
+        #: -maxuploadtarget: bytes sent in the day's cycle, against the target (upload_target.py).
+        self._upload_target = UploadTarget(max(0, max_upload_target), self.params.max_block_size)
         #: What each address group's messages may cost the event loop's thread (cpu_budget.py).
         scale = cpu_shared_rate / SHARED_RATE
         self._cpu_budgets = CpuBudgets(shared_rate=cpu_shared_rate, large_rate=scale * LARGE_RATE,
@@ -918,6 +927,10 @@ class P2PNode:
         if mostly_unsolicited:
             self.misbehaving(peer, EXHAUSTED_SCORE, "CPU budget spent on unrequested messages")
 
+    def bytes_sent(self, peer: Peer, nbytes: int) -> None:
+        """`nbytes` went out to `peer` (-maxuploadtarget counts them)."""
+        self._upload_target.record(nbytes, self.now())
+
     def peer_closed(self, peer: Peer) -> None:
         """Forget a closed connection's state."""
         self._forget_peer(peer)
@@ -1270,6 +1283,13 @@ class P2PNode:
                 if idx is None or not _has_data(idx):
                     missing.append(item)
                     continue
+                if (self._upload_target.limit and self.chain.tip.time - idx.header.time > HISTORICAL_BLOCK_AGE
+                        and self._upload_target.reached(self.now(), historical=True)):
+                    # bitcoind's -maxuploadtarget: a peer asking for an old block past the target
+                    # is dropped, not served (nor told notfound).
+                    log.debug("historical block serving limit reached, disconnect peer=%d", peer.id)
+                    peer.close("historical block serving limit reached")
+                    return
                 raw = None
                 try:
                     # The stored bytes as they are: a parse and a serialization of a 672 KB

@@ -16,7 +16,8 @@ Reader and writer yield to the event loop after every message, so that no peer k
 others (and RPC, on the same loop) waiting; and since 12-07 what a peer's messages cost the
 loop's thread is charged to its address group's CPU budget (cpu_budget.py: an IPv4 address,
 an IPv6 /64), which once spent stops the reader until it refills: turns alone share the
-messages, not the CPU.
+messages, not the CPU. Since 12-08 so is each turn of serving what it asked for (getdata),
+which waits for that budget too.
 What it asked for waits in an `InvQueue`, as the 36-byte wire entries (bitcoind's CInv): a
 max-size getdata from a peer that stops reading holds 1.8 MB, not 6.9 MB of Python objects.
 
@@ -87,6 +88,10 @@ class PeerHandler(Protocol):
 
     def peer_closed(self, peer: Peer) -> None:
         """`peer`'s connection is gone."""
+        ...
+
+    def bytes_sent(self, peer: Peer, nbytes: int) -> None:
+        """`nbytes` were handed to `peer`'s socket."""
         ...
 
     def before_handshake(self, peer: Peer, command: str) -> None:
@@ -325,6 +330,7 @@ class Peer:
                 command, frame = self._outbox.popleft()
                 self.writer.write(frame)
                 self.bytes_sent += len(frame)
+                self.handler.bytes_sent(self, len(frame))
                 self.bytes_sent_per_msg[command] = self.bytes_sent_per_msg.get(command, 0) + len(frame)
                 self.last_send = int(self._now())
                 await self.writer.drain()
