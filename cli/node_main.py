@@ -83,6 +83,10 @@ OPTIONS: list[Option] = [
            "<ip:port>"),
     ALLOW_LOCAL_PEER_OPTION,
     Option("maxconnections", "Maintain at most <n> connections to peers", "Connection options", "<n>", "125"),
+    Option("maxuploadtarget", "Tries to keep outbound traffic under the given target per 24h. Limit does not "
+           "apply to blocks created within the past week; peers asking for older blocks past it are "
+           "disconnected. 0 = no limit. Optional suffix units [k|K|m|M|g|G|t|T] (default: M). Lowercase is "
+           "1000 base while uppercase is 1024 base", "Connection options", "<n>", "0"),
     Option("timeout", "Specify socket connection timeout in milliseconds. If an initial attempt to connect "
            "is unsuccessful after this amount of time, drop it (minimum: 1)", "Connection options", "<n>",
            str(DEFAULT_CONNECT_TIMEOUT_MS)),
@@ -306,6 +310,17 @@ def peer_timeout(settings: Settings) -> float:
     return float(seconds)
 
 
+def max_upload_target(settings: Settings) -> int:
+    """-maxuploadtarget=<n>[unit] in bytes (0: none), as bitcoind parses it (MiB by default)."""
+    from cleancoin.components.node.p2p.upload_target import parse_byte_units
+
+    text = settings.get("maxuploadtarget", "0") or "0"
+    value = parse_byte_units(text)
+    if value is None:
+        raise OptionError(f"Unable to parse -maxuploadtarget: '{text}'")
+    return value
+
+
 def build_config(settings: Settings) -> "NodeConfig":
     """Settings -> NodeConfig (OptionError for bad values)."""
     from cleancoin.components.node.node import NodeConfig
@@ -329,6 +344,7 @@ def build_config(settings: Settings) -> "NodeConfig":
         addnode=peer_addresses(settings, "addnode"),
         allow_local_peers=local_peer_endpoints(settings),
         max_connections=settings.get_int("maxconnections", 125),
+        max_upload_target=max_upload_target(settings),
         connect_timeout=connect_timeout(settings),
         peer_timeout=peer_timeout(settings),
         uacomment=uacomments(settings),

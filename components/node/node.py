@@ -70,6 +70,7 @@ class NodeConfig:
     addnode: list[str] = field(default_factory=list)
     allow_local_peers: list[str] = field(default_factory=list)   # -allowlocalpeer (connect_rule.py)
     max_connections: int = 125
+    max_upload_target: int = 0         # -maxuploadtarget, bytes per 24 h (0: none; p2p/upload_target.py)
     connect_timeout: float = 5.0       # -timeout, in seconds: an outgoing connect, DNS included
     peer_timeout: float = 60.0         # -peertimeout: a connected peer's version handshake
     uacomment: list[str] = field(default_factory=list)   # -uacomment: in the P2P user agent
@@ -302,6 +303,7 @@ class NodeContext:
         self.p2p = P2PNode(self.chain, self.mempool, listen=cfg.listen, bind=cfg.bind,
                            port=cfg.port, connect=cfg.connect, addnode=cfg.addnode,
                            max_connections=cfg.max_connections, reconnect_interval=reconnect,
+                           max_upload_target=cfg.max_upload_target,
                            connect_timeout=cfg.connect_timeout, handshake_timeout=cfg.peer_timeout,
                            user_agent=user_agent(cfg.uacomment), now=self.now,
                            connector=self._connector(),

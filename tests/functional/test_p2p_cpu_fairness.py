@@ -203,8 +203,8 @@ def test_new_address_groups_open_with_no_more_than_the_newcomers_pool(site: Site
     honest block's relay 0.27 to 0.9 s (median of rounds; 1.7 s at most); now 0.19 to 0.25
     CPU-s/s and 0.014 to 0.08 s (A/B rounds, 12-07, load averages 5 to 11)."""
     node = site.node
-    # Room among the inbound slots: earlier attackers' connections, paused while their
-    # budget refills, are seen closed only when read again.
+    # Room among the inbound slots: earlier attackers' connections, closed while paused, go at
+    # the next maintenance tick (hangup.py; before 12-08, only when read again).
     wait_until(lambda: len(node.rpc.getpeerinfo()) <= node_inbound_room(), 120, what="the attackers gone")
     start = time.monotonic()
     peers = [RawPeer(node.p2p_port, f"127.62.0.{i + 1}") for i in range(40)]

@@ -19,6 +19,10 @@ Slots (bitcoind's division of -maxconnections)
     full evicts the inbound peer the node can best spare (eviction.py: bitcoind's
     SelectNodeToEvict, which protects useful and hard-to-imitate peers and drops the youngest
     of the most crowded network group), or is closed at once when every one is protected.
+    A connection the node is not reading (paused by its CPU budget, or owed data) whose far
+    end closed is dropped when a newcomer finds the slots full and every maintenance tick
+    (hangup.py; since 12-08: before, it held its slot until its pause ended). Connections
+    are accepted at a bounded CPU cost (accept_gate.py; since 12-08).
 
 Handshake
     The dialling side sends `version`; the listening side answers `version` + `verack`; the
@@ -175,6 +179,9 @@ from .peer import (
 from .protocols import ChainAccess, MempoolAccess
 from .connector import UNRESTRICTED, ConnectRefused, Connector
 from .listen_sockets import bind_listeners
+from .hangup import hung_up
+from .accept_gate import CONNECTION_COST, AcceptGate
+from .upload_target import HISTORICAL_BLOCK_AGE, UploadTarget
 
 log = logging.getLogger("cleancoin.net")
 
@@ -327,7 +334,8 @@ class P2PNode:
     transaction request waits before the next announcer is asked (TX_REQUEST_TIMEOUT);
     `headers_sync_timeout`, the base of a headers-first sync peer's deadline
     (HEADERS_SYNC_TIMEOUT); `cpu_shared_rate`, the CPU seconds per second the peers' messages
-    share (cpu_budget.SHARED_RATE; tests that flood on purpose raise it).
+    share (cpu_budget.SHARED_RATE; tests that flood on purpose raise it); `max_upload_target`,
+    -maxuploadtarget in bytes per 24 hours (0: none; upload_target.py).
     `connector` opens every outgoing connection (connector.py): the daemons pass one that
     applies the connect rule (connect_rule.py); the default applies none (tests).
     """
@@ -345,6 +353,7 @@ class P2PNode:
                  tx_request_timeout: float = TX_REQUEST_TIMEOUT,
                  headers_sync_timeout: float = HEADERS_SYNC_TIMEOUT,
                  cpu_shared_rate: float = SHARED_RATE,
+                 max_upload_target: int = 0,
                  connector: Connector = UNRESTRICTED,
                  sockets: Sequence[socket.socket] | None = None) -> None:
         self.chain = chain
@@ -382,7 +391,8 @@ class P2PNode:
         self._connect_list: list[str] = list(dict.fromkeys(connect))
         self._added: list[str] = list(dict.fromkeys(addnode))
 
-        self._servers: list[asyncio.Server] = []
+        #: Accepts inbound connections at a bounded CPU cost (accept_gate.py).
+        self._accept_gate: AcceptGate | None = None
         #: Listening sockets bound already (`bind_listeners`, before CleanCoin-node confined
         #: itself into a network namespace of its own), served instead of binding in `start`.
         self._prebound = list(sockets) if sockets is not None else None
@@ -434,6 +444,8 @@ class P2PNode:
         self._progress_at = 0.0
         self._progress_height = 0
         self._progress_final = False
+        #: -maxuploadtarget: bytes sent in the day's cycle, against the target (upload_target.py).
+        self._upload_target = UploadTarget(max(0, max_upload_target), self.params.max_block_size)
         #: What each address group's messages may cost the event loop's thread (cpu_budget.py).
         scale = cpu_shared_rate / SHARED_RATE
         self._cpu_budgets = CpuBudgets(shared_rate=cpu_shared_rate, large_rate=scale * LARGE_RATE,
@@ -451,9 +463,9 @@ class P2PNode:
             sockets, self._prebound = self._prebound, None
             if sockets is None:
                 sockets = bind_listeners(self.bind, self.requested_port)
-            for sock in sockets:
-                self._servers.append(await asyncio.start_server(self._on_inbound, sock=sock))
             self._bound_port = int(sockets[0].getsockname()[1])
+            self._accept_gate = AcceptGate(sockets, self._on_inbound)
+            self._accept_gate.start()
             log.info("Bound to %s", format_addr(self.bind, self._bound_port))
         elif self._prebound:
             for sock in self._prebound:
@@ -476,12 +488,13 @@ class P2PNode:
         remove_listener = getattr(self.chain, "remove_listener", None)
         if remove_listener is not None:
             remove_listener(self)
-        for server in self._servers:
-            server.close()
+        if self._accept_gate is not None:
+            self._accept_gate.close()
+            self._accept_gate = None
         for peer in list(self._peers.values()):
             peer.close("shutdown")
         # Our own tasks (maintenance, dialling loops) are cancelled. Inbound connection tasks
-        # belong to asyncio's server, which reports a cancelled one as an error: closing
+        # belong to their streams' protocols, which report a cancelled one as an error: closing
         # their peers above ends them, so they are only awaited (cancelled as a last resort).
         own = list(self._tasks)
         for t in own:
@@ -491,10 +504,6 @@ class P2PNode:
             await asyncio.wait([*own, *inbound], timeout=5)
         for t in inbound:
             t.cancel()
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2)
-        self._servers = []
         self._keep_tasks.clear()
 
     @property
@@ -537,13 +546,20 @@ class P2PNode:
             refuse = "shutting down"
         elif self.is_banned(host):
             refuse = "banned"
-        elif self.inbound_count >= self.max_inbound and not self._evict_inbound(format_addr(host, peername[1])):
-            refuse = f"inbound slots full ({self.max_inbound}) and no peer to evict"
+        elif self.inbound_count >= self.max_inbound:
+            # Slots held by connections already closed at the far end are free first.
+            self._close_hung_up()
+            if self.inbound_count >= self.max_inbound and not self._evict_inbound(format_addr(host, peername[1])):
+                refuse = f"inbound slots full ({self.max_inbound}) and no peer to evict"
         if refuse:
             log.debug("refusing inbound connection from %s: %s", format_addr(host, peername[1]), refuse)
             writer.transport.abort()
             return
         peer = self._add_peer(reader, writer, inbound=True, connection_type="inbound", target=None)
+        if peer.cpu_budget is not None:
+            # What the connection costs outside its messages (accept_gate.py), its group's too:
+            # a group that keeps reconnecting waits for its budget as one that keeps sending.
+            peer.cpu_budget.charge(CONNECTION_COST, unsolicited=False)
         task = asyncio.current_task()
         if task is not None:               # so stop() waits for this connection too
             self._inbound_tasks.add(task)
@@ -560,6 +576,20 @@ class P2PNode:
         peer.cpu_budgets = self._cpu_budgets
         log.debug("%s connection peer=%d %s", "inbound" if inbound else "outbound", peer.id, peer.addr)
         return peer
+
+    def _close_hung_up(self) -> int:
+        """Drop the connections the node is not reading whose remote end has closed or reset
+        (hangup.py): a paused peer does not see its stream's end, and held its slot and its
+        group's share of the CPU budget until its pause ended. How many were dropped."""
+        idle = {p.fileno(): p for p in self._peers.values() if p.not_reading and not p.closed}
+        idle.pop(-1, None)
+        gone = hung_up(idle) if idle else set()
+        for fd in gone:
+            peer = idle[fd]
+            log.debug("peer=%d %s closed the connection while not read", peer.id, peer.addr)
+            peer.close("closed by the peer")
+            self._forget_peer(peer)
+        return len(gone)
 
     def _evict_inbound(self, newcomer: str) -> bool:
         """Make room for an inbound newcomer by dropping the inbound peer to spare; False when
@@ -896,6 +926,10 @@ class P2PNode:
                   peer.cpu_budget.wait(self._cpu_budgets.rate()) if peer.cpu_budget is not None else 0.0)
         if mostly_unsolicited:
             self.misbehaving(peer, EXHAUSTED_SCORE, "CPU budget spent on unrequested messages")
+
+    def bytes_sent(self, peer: Peer, nbytes: int) -> None:
+        """`nbytes` went out to `peer` (-maxuploadtarget counts them)."""
+        self._upload_target.record(nbytes, self.now())
 
     def peer_closed(self, peer: Peer) -> None:
         """Forget a closed connection's state."""
@@ -1249,6 +1283,13 @@ class P2PNode:
                 if idx is None or not _has_data(idx):
                     missing.append(item)
                     continue
+                if (self._upload_target.limit and self.chain.tip.time - idx.header.time > HISTORICAL_BLOCK_AGE
+                        and self._upload_target.reached(self.now(), historical=True)):
+                    # bitcoind's -maxuploadtarget: a peer asking for an old block past the target
+                    # is dropped, not served (nor told notfound).
+                    log.debug("historical block serving limit reached, disconnect peer=%d", peer.id)
+                    peer.close("historical block serving limit reached")
+                    return
                 raw = None
                 try:
                     # The stored bytes as they are: a parse and a serialization of a 672 KB
@@ -2315,6 +2356,7 @@ class P2PNode:
                 log.exception("p2p maintenance failed")
 
     def _maintain(self, loop_now: float) -> None:
+        self._close_hung_up()
         for peer in list(self._peers.values()):
             if peer.closed:
                 continue
