@@ -348,6 +348,9 @@ def test_block_on_the_tip_with_one_bad_signature_changes_nothing(setup: _Setup, 
     assert info.value.reason == "mandatory-script-verify-flag-failed"
     assert txs[bad_at].txid_hex in info.value.debug
     assert setup.state() == before                         # nothing was written
+    # The connect's writes, made while the signatures were verified (since 12-08), were
+    # undone to the savepoint; the block itself is stored as failed.
+    assert setup.cm._store.get_undo_raw(bad.hash) is None
     idx = setup.cm.get_index(bad.hash)
     assert idx is not None and idx.status & BLOCK_FAILED and idx.have_data
     for tx in txs:

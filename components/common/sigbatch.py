@@ -36,6 +36,7 @@ RECORD_LEN: int = PUB_LEN + DIGEST_LEN + 1 + DER_MAX
 #: ctypes call each (a microsecond or two), against ~40 us a signature.
 PUBLISH_EVERY: int = 8
 _PAD = bytes(DER_MAX)
+_LENGTHS = [bytes((n,)) for n in range(DER_MAX + 1)]
 
 
 class _Secp(ctypes.Structure):
@@ -54,7 +55,8 @@ def packable(check: SignatureCheck) -> bool:
 def record(check: SignatureCheck) -> bytes:
     """A packable check as sigbatch.c's record."""
     der = check.der
-    return b"".join((check.pubkey, check.digest, bytes((len(der),)), der, _PAD[len(der):]))
+    n = len(der)
+    return check.pubkey + check.digest + _LENGTHS[n] + der + _PAD[n:]
 
 
 @dataclass(frozen=True)
