@@ -188,6 +188,23 @@ def test_an_aborted_session_leaves_the_pool_usable() -> None:
         checker.close()
 
 
+def test_closing_the_checker_stops_the_compiled_pools_threads() -> None:
+    """The helpers start with the first block (not before: a confined component must be
+    single-threaded when it restricts itself) and leave C and end when the checker closes."""
+    import threading
+
+    def helpers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("sigcheck_")]
+    before = len(helpers())
+    checker = SignatureChecker(3)
+    assert len(helpers()) == before                      # nothing started yet
+    assert checker.verify(_checks(CHUNK)) is None
+    assert len(helpers()) == before + 2
+    checker.close()
+    assert len(helpers()) == before
+    checker.close()
+
+
 def _der_with_s(der: bytes, s: int) -> bytes:
     """`der` (r, s) with another s, minimally encoded."""
     r = der[4:4 + der[3]]

@@ -278,18 +278,23 @@ class SignatureChecker:
             raise ValueError(f"signature threads must be 1..{MAX_THREADS}, not {count}")
         self.threads = count
         self.cache = cache
-        self._native: NativePool | None = native.pool(count - 1) if native is not None else None
+        self._library = native
+        self._native: NativePool | None = None      # made at the first block (begin)
         self._pool = (ThreadPoolExecutor(count - 1, thread_name_prefix="sigcheck")
                       if count > 1 and native is None else None)
 
     @property
     def compiled(self) -> bool:
         """Whether the compiled pool verifies (sigbatch.c)."""
-        return self._native is not None
+        return self._library is not None
 
     def begin(self, capacity: int) -> SignatureSession:
         """A session for a block of at most `capacity` signatures (its inputs)."""
-        job = self._native.begin(capacity) if self._native is not None and capacity > 0 else None
+        job = None
+        if self._library is not None and capacity > 0:
+            if self._native is None:
+                self._native = self._library.pool(self.threads - 1)
+            job = self._native.begin(capacity)
         return SignatureSession(self, job)
 
     def verify(self, checks: Sequence[SignatureCheck]) -> int | None:
