@@ -17,13 +17,17 @@
  *
  * One owner thread (the chain's, under its lock) runs one job at a time: begin, publish
  * records as they are prepared, finish (which verifies what is left on the owner's thread
- * too and waits for the helpers' last ones). Everything shared is under one mutex; a
- * verification (~40 us) is done outside it.
+ * too). Records are claimed with a compare-and-swap and verdicts stored atomically: no lock
+ * is held while a record is claimed or verified, so a helper the scheduler preempts (a
+ * loaded machine) never holds the owner up; the mutex only puts idle helpers to sleep and
+ * wakes them at a publish. A job is reference-counted: the owner may leave it while a
+ * helper is still in the middle of a record, and the last holder frees it.
  *
  * Built by setup.py into the package beside sigbatch.py (cc -O2 -shared -fPIC -pthread).
  */
 
 #include <pthread.h>
+#include <time.h>
 #include <stddef.h>
 #include <stdlib.h>
 
@@ -52,22 +56,21 @@ struct secp {
 
 struct job {
     unsigned char *records;    /* capacity records, written by the owner before publishing */
-    unsigned char *verdicts;   /* 0 not verified, 1 valid, 2 invalid */
+    unsigned char *verdicts;   /* 0 not verified yet, 1 valid, 2 invalid (atomic) */
     long capacity;
-    long published;            /* records [0, published) may be claimed */
-    long next;                 /* the next record to claim */
-    long finished;             /* records claimed and verified */
-    int closed;                /* the owner publishes no more */
+    long published;            /* records [0, published) may be claimed (atomic) */
+    long next;                 /* the next record to claim (atomic, compare-and-swap) */
+    int aborted;               /* claim nothing more (atomic) */
+    int refs;                  /* the owner and each helper holding it (atomic): the last frees */
 };
 
 struct pool {
     pthread_mutex_t mu;
-    pthread_cond_t work;       /* helpers wait here: a record to claim, or stop */
-    pthread_cond_t done;       /* the owner waits here: the claimed records verified */
+    pthread_cond_t work;       /* helpers sleep here until a publish or stop */
     struct secp s;
-    struct job *job;           /* the job being run, or NULL */
-    int stop;
-    int serving;               /* helpers inside cc_sigpool_serve */
+    struct job *job;           /* the job being run, or NULL (under mu) */
+    unsigned long seq;         /* publishes so far (under mu) */
+    int stop;                  /* under mu */
 };
 
 int cc_sigbatch_record_len(void) { return RECORD_LEN; }
@@ -83,22 +86,55 @@ static int verify_record(const struct secp *s, const unsigned char *r)
            && s->verify(s->ctx, &sig, r + PUB_LEN, &pub);
 }
 
-/* With p->mu held: claim a record of the current job, verify it without the lock, record
- * the verdict. Returns 0 when there was none to claim. */
-static int work_one(struct pool *p)
+/* How long the owner waits for a record a helper is verifying before it verifies the
+ * record itself: about two verifications. */
+#define GRACE_NS 100000L
+
+static long now_ns(void)
 {
-    struct job *j = p->job;
-    if (j == NULL || j->next >= j->published)
-        return 0;
-    long i = j->next++;
-    pthread_mutex_unlock(&p->mu);
-    int ok = verify_record(&p->s, j->records + (size_t)i * RECORD_LEN);
-    pthread_mutex_lock(&p->mu);
-    j->verdicts[i] = ok ? 1 : 2;
-    j->finished++;
-    if (j->closed && j->finished == j->next)
-        pthread_cond_broadcast(&p->done);
-    return 1;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void job_free(struct job *j)
+{
+    free(j->records);
+    free(j->verdicts);
+    free(j);
+}
+
+static void job_release(struct job *j)
+{
+    if (__atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        job_free(j);
+}
+
+/* Claim the next published record, or -1. Lock-free: a helper the scheduler preempts holds
+ * no lock, so the owner never waits for it here. */
+static long claim(struct job *j)
+{
+    long i = __atomic_load_n(&j->next, __ATOMIC_RELAXED);
+    for (;;) {
+        if (__atomic_load_n(&j->aborted, __ATOMIC_ACQUIRE)
+            || i >= __atomic_load_n(&j->published, __ATOMIC_ACQUIRE))
+            return -1;
+        if (__atomic_compare_exchange_n(&j->next, &i, i + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            return i;
+    }
+}
+
+static void verify_into(const struct secp *s, struct job *j, long i)
+{
+    unsigned char v = verify_record(s, j->records + (size_t)i * RECORD_LEN) ? 1 : 2;
+    __atomic_store_n(&j->verdicts[i], v, __ATOMIC_RELEASE);
 }
 
 struct pool *cc_sigpool_new(const struct secp *s)
@@ -115,27 +151,34 @@ struct pool *cc_sigpool_new(const struct secp *s)
         free(p);
         return NULL;
     }
-    if (pthread_cond_init(&p->done, NULL) != 0) {
-        pthread_cond_destroy(&p->work);
-        pthread_mutex_destroy(&p->mu);
-        free(p);
-        return NULL;
-    }
     p->s = *s;
     return p;
 }
 
-/* A helper thread's whole life: verify records of whatever job runs until the pool stops. */
+/* A helper thread's whole life: verify records of whatever job runs until the pool stops.
+ * It holds a reference to the job while it works on it, so the owner may finish (and drop
+ * its own reference) while a helper is still in the middle of a record. */
 void cc_sigpool_serve(struct pool *p)
 {
+    unsigned long seen = 0;
     pthread_mutex_lock(&p->mu);
-    p->serving++;
-    while (!p->stop) {
-        if (!work_one(p))
+    for (;;) {
+        while (!p->stop && p->seq == seen)
             pthread_cond_wait(&p->work, &p->mu);
+        if (p->stop)
+            break;
+        seen = p->seq;
+        struct job *j = p->job;
+        if (j == NULL)
+            continue;
+        __atomic_add_fetch(&j->refs, 1, __ATOMIC_ACQ_REL);
+        pthread_mutex_unlock(&p->mu);
+        long i;
+        while ((i = claim(j)) >= 0)
+            verify_into(&p->s, j, i);
+        job_release(j);
+        pthread_mutex_lock(&p->mu);
     }
-    p->serving--;
-    pthread_cond_broadcast(&p->done);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -151,7 +194,6 @@ void cc_sigpool_stop(struct pool *p)
 
 void cc_sigpool_free(struct pool *p)
 {
-    pthread_cond_destroy(&p->done);
     pthread_cond_destroy(&p->work);
     pthread_mutex_destroy(&p->mu);
     free(p);
@@ -169,18 +211,15 @@ struct job *cc_sigpool_begin(struct pool *p, long capacity)
     j->records = malloc((size_t)capacity * RECORD_LEN);
     j->verdicts = calloc((size_t)capacity, 1);
     if (j->records == NULL || j->verdicts == NULL) {
-        free(j->records);
-        free(j->verdicts);
-        free(j);
+        job_free(j);
         return NULL;
     }
     j->capacity = capacity;
+    j->refs = 1;
     pthread_mutex_lock(&p->mu);
     if (p->job != NULL) {
         pthread_mutex_unlock(&p->mu);
-        free(j->records);
-        free(j->verdicts);
-        free(j);
+        job_free(j);
         return NULL;
     }
     p->job = j;
@@ -195,46 +234,54 @@ int cc_sigpool_publish(struct pool *p, struct job *j, long n)
 {
     if (n < j->published || n > j->capacity)
         return -1;
+    __atomic_store_n(&j->published, n, __ATOMIC_RELEASE);
     pthread_mutex_lock(&p->mu);
-    j->published = n;
+    p->seq++;
     pthread_cond_broadcast(&p->work);
     pthread_mutex_unlock(&p->mu);
     return 0;
 }
 
-/* End the job. With `help`, verify what no helper took yet on this thread and wait for the
- * helpers' last ones; without (the block failed another rule), take nothing more and wait
- * only for the records being verified. Then the job is no longer the pool's. Returns the
- * number of records verified; *first_bad is the lowest index of an invalid one, or -1. */
+/* End the job; the owner's reference is dropped (the job is freed by whoever holds the
+ * last one: the handle must not be used again). With `help`, verify on this thread what no
+ * helper took; a record a helper took but has not finished is given a moment (a helper
+ * that runs finishes one in tens of microseconds), then verified here too: a helper the
+ * scheduler preempted in the middle of one does not hold the block up (both reach the same
+ * verdict). Without `help` (the block failed another rule) nothing more is claimed and
+ * nothing waited for. Returns the number of records claimed (each by exactly one thread);
+ * *first_bad is the lowest index of an invalid one, or -1 (always -1 without `help`). */
 long cc_sigpool_finish(struct pool *p, struct job *j, int help, long *first_bad)
 {
-    pthread_mutex_lock(&p->mu);
-    j->closed = 1;
-    if (!help)
-        j->published = j->next;
-    for (;;) {
-        if (help && work_one(p))
-            continue;
-        if (j->finished == j->next)
-            break;
-        pthread_cond_wait(&p->done, &p->mu);
-    }
-    p->job = NULL;
-    pthread_mutex_unlock(&p->mu);
-    long bad = -1;
-    for (long i = 0; i < j->finished; i++) {
-        if (j->verdicts[i] != 1) {
-            bad = i;
-            break;
+    long claimed, bad = -1;
+    if (!help) {
+        __atomic_store_n(&j->aborted, 1, __ATOMIC_RELEASE);
+        claimed = __atomic_load_n(&j->next, __ATOMIC_ACQUIRE);
+    } else {
+        long i;
+        while ((i = claim(j)) >= 0)
+            verify_into(&p->s, j, i);
+        claimed = __atomic_load_n(&j->next, __ATOMIC_ACQUIRE);
+        for (i = 0; i < claimed; i++) {
+            unsigned char v = __atomic_load_n(&j->verdicts[i], __ATOMIC_ACQUIRE);
+            if (v == 0) {
+                long deadline = now_ns() + GRACE_NS;
+                while (v == 0 && now_ns() < deadline) {
+                    cpu_relax();
+                    v = __atomic_load_n(&j->verdicts[i], __ATOMIC_ACQUIRE);
+                }
+            }
+            if (v == 0) {
+                verify_into(&p->s, j, i);
+                v = __atomic_load_n(&j->verdicts[i], __ATOMIC_ACQUIRE);
+            }
+            if (v != 1 && bad < 0)
+                bad = i;
         }
     }
+    pthread_mutex_lock(&p->mu);
+    p->job = NULL;
+    pthread_mutex_unlock(&p->mu);
+    job_release(j);
     *first_bad = bad;
-    return j->finished;
-}
-
-void cc_sigjob_free(struct job *j)
-{
-    free(j->records);
-    free(j->verdicts);
-    free(j);
+    return claimed;
 }

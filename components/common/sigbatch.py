@@ -113,7 +113,7 @@ class NativePool:
 class NativeJob:
     """One block's signatures in the pool: `add` packs them, the helpers start on them as
     every PUBLISH_EVERY are added, `finish` ends the job. Exactly one `finish` per job, on
-    every path: until then the helpers may be reading its records."""
+    every path: until then it is the pool's job (one at a time)."""
 
     def __init__(self, lib: ctypes.CDLL, pool: int, job: int, capacity: int) -> None:
         self._lib = lib
@@ -123,8 +123,8 @@ class NativeJob:
         self._base = self._lib.cc_sigjob_records(job)
         self._written = 0          # records copied into the job
         self._pending: list[bytes] = []
-        #: Records the threads verified, all together (once finished): each exactly once.
-        self.verified = 0
+        #: Records the threads claimed, all together (once finished): each exactly once.
+        self.claimed = 0
 
     def add(self, check: SignatureCheck) -> None:
         """Queue a packable check (in block order: its index is the number added before)."""
@@ -143,10 +143,12 @@ class NativeJob:
             raise RuntimeError("signature job published out of order")
 
     def finish(self, *, verify: bool = True) -> int | None:
-        """With `verify`: verify what is left (on this thread too) and wait for the helpers;
-        the index of the first invalid check in the order added, or None. Without (the
-        block failed another rule): stop, wait only for the signatures being verified, and
-        return None. The job's memory is freed either way."""
+        """With `verify`: verify what is left (on this thread too; a signature a helper took
+        but has not finished after a moment too, so a helper the scheduler preempted does
+        not hold the block up); the index of the first invalid check in the order added, or
+        None. Without (the block failed another rule): the helpers take nothing more, and
+        None. Either way this thread leaves at once: a helper still in the middle of a
+        signature holds the job's memory until it is done (sigbatch.c counts references)."""
         if self._job is None:
             raise RuntimeError("signature job finished twice")
         try:
@@ -154,14 +156,13 @@ class NativeJob:
                 self._publish()
         finally:
             bad = ctypes.c_long(-1)
-            self.verified = int(self._lib.cc_sigpool_finish(self._pool, self._job, 1 if verify else 0,
-                                                             ctypes.byref(bad)))
-            self._lib.cc_sigjob_free(self._job)
+            self.claimed = int(self._lib.cc_sigpool_finish(self._pool, self._job, 1 if verify else 0,
+                                                            ctypes.byref(bad)))
             self._job = None
         if not verify:
             return None
-        if self.verified != self._written:
-            raise RuntimeError(f"signature pool verified {self.verified} of {self._written}")
+        if self.claimed != self._written:
+            raise RuntimeError(f"signature pool verified {self.claimed} of {self._written}")
         return None if bad.value < 0 else bad.value
 
 
@@ -184,8 +185,7 @@ def _load() -> NativeLibrary | None:
             ("cc_sigpool_begin", [pointer, size], pointer),
             ("cc_sigjob_records", [pointer], ctypes.c_size_t),
             ("cc_sigpool_publish", [pointer, pointer, size], ctypes.c_int),
-            ("cc_sigpool_finish", [pointer, pointer, ctypes.c_int, pointer], size),
-            ("cc_sigjob_free", [pointer], None)):
+            ("cc_sigpool_finish", [pointer, pointer, ctypes.c_int, pointer], size)):
         function = getattr(lib, name)
         function.argtypes = argtypes
         function.restype = restype

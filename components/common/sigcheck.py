@@ -253,8 +253,7 @@ class SignatureSession:
         return bad
 
     def abort(self) -> None:
-        """End the session without a verdict: the helpers take nothing more; returns once
-        none is reading its signatures."""
+        """End the session without a verdict: the helpers take nothing more."""
         job, self._job = self._job, None
         if job is not None:
             job.finish(verify=False)
