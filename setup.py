@@ -1,7 +1,8 @@
-"""Builds the compiled programs of the sandbox, the pid namespace's waiter
-(sandbox/pidns_waiter.c, docs/sandbox.md "The waiting processes") and the denial log's
-monitor (sandbox/denial_monitor.c, docs/sandbox.md "Denial log"), into the package beside
-sandbox/pidns.py; everything else is in pyproject.toml. A C compiler is needed anyway
+"""Builds the compiled parts into the package: the sandbox's two programs, the pid namespace's
+waiter (sandbox/pidns_waiter.c, docs/sandbox.md "The waiting processes") and the denial log's
+monitor (sandbox/denial_monitor.c, docs/sandbox.md "Denial log"), and the node's batch
+signature verifier (components/common/sigbatch.c, a shared library sigbatch.py loads with
+ctypes, docs/node.md); everything else is in pyproject.toml. A C compiler is needed anyway
 (python-prctl compiles against libcap); without one the install stops and says so."""
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-#: (source, installed program, what it is) for each compiled program.
-PROGRAMS = ((Path("sandbox/pidns_waiter.c"), Path("cleancoin/sandbox/pidns-waiter"), "the pid namespace's waiter"),
-            (Path("sandbox/denial_monitor.c"), Path("cleancoin/sandbox/denial-monitor"), "the denial log's monitor"))
+#: (source, installed file, what it is, extra compiler flags) for each compiled part.
+PROGRAMS = ((Path("sandbox/pidns_waiter.c"), Path("cleancoin/sandbox/pidns-waiter"), "the pid namespace's waiter", ()),
+            (Path("sandbox/denial_monitor.c"), Path("cleancoin/sandbox/denial-monitor"), "the denial log's monitor", ()),
+            # A shared library that calls coincurve's libsecp256k1 through addresses it is given.
+            (Path("components/common/sigbatch.c"), Path("cleancoin/components/common/_sigbatch.so"),
+             "the batch signature verifier", ("-shared", "-fPIC", "-pthread")))
 
 
 class BuildPyWithWaiter(build_py):
@@ -26,13 +30,13 @@ class BuildPyWithWaiter(build_py):
     def run(self) -> None:
         super().run()
         compiler = shlex.split(os.environ.get("CC", "cc"))
-        for source, target, what in PROGRAMS:
+        for source, target, what, extra in PROGRAMS:
             if shutil.which(compiler[0]) is None:
                 raise SystemExit(f"building {source} ({what}) needs a C compiler: "
                                  f"'{compiler[0]}' is not on PATH (Debian: apt-get install gcc)")
             out = Path(self.build_lib) / target
             out.parent.mkdir(parents=True, exist_ok=True)
-            command = [*compiler, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(source)]
+            command = [*compiler, "-O2", "-Wall", "-Wextra", "-Werror", *extra, "-o", str(out), str(source)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"building {source} ({what}) failed: "

@@ -23,9 +23,11 @@ from cleancoin.components.common.chainparams import REGTEST
 from cleancoin.components.common.consensus import connect_block_inputs
 from cleancoin.components.common.errors import ValidationError
 from cleancoin.components.common.keys import (
-    PrivateKey, SignatureCheck, prepare_input_check, sign_transaction, signature_hash,
+    CURVE_ORDER, PrivateKey, SignatureCheck, check_signature, prepare_input_check, sign_transaction,
+    signature_hash,
 )
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.sigbatch import NATIVE, NativeLibrary, packable
 from cleancoin.components.common.sigcheck import CHUNK, MAX_THREADS, SignatureChecker, _Batch, default_threads
 from cleancoin.components.node.chain import BLOCK_FAILED, ChainManager
 from cleancoin.components.node.mining import mine_block
@@ -125,13 +127,172 @@ def test_the_first_failing_signature_in_order_is_reported(threads: int) -> None:
 def test_the_threads_verify_every_signature_exactly_once() -> None:
     """The threads take signatures one at a time from a shared counter (since 12-07; chunks
     of CHUNK before): none may be skipped or taken twice. Every check here fails, so the
-    failures recorded are the checks verified, one entry each."""
+    failures recorded are the checks verified, one entry each. (The coincurve path; the
+    compiled pool's is below.)"""
     bad = [c._replace(digest=hashlib.sha256(c.digest).digest()) for c in _checks(FAN)]
     with ThreadPoolExecutor(3) as pool:
         for _ in range(5):
             batch = _Batch(bad, pool, 3)
             assert batch.wait() == 0
             assert sorted(batch._failed) == list(range(FAN))
+
+
+def _native() -> NativeLibrary:
+    assert NATIVE is not None, "the compiled signature pool (sigbatch.c) was not built"
+    return NATIVE
+
+
+@pytest.mark.parametrize("helpers", [0, 1, 3])
+def test_the_compiled_pool_verifies_every_signature_exactly_once(helpers: int) -> None:
+    """The compiled pool's threads claim records one at a time as they are published: each
+    is claimed by exactly one thread (the count is exact), the first invalid one in the
+    order added is reported, and jobs follow one another on the same threads."""
+    checks = _checks(FAN)
+    bad = [c._replace(digest=hashlib.sha256(c.digest).digest()) for c in checks]
+    pool = _native().pool(helpers)
+    try:
+        for round_ in range(4):
+            for given, first in ((checks, None), (bad, 0), ([*checks[:-1], bad[-1]], FAN - 1)):
+                job = pool.begin(FAN + round_)          # room to spare is fine
+                for check in given:
+                    job.add(check)
+                assert job.finish() == first
+                assert job.claimed == FAN
+        job = pool.begin(2)
+        job.add(checks[0])
+        job.add(checks[1])
+        with pytest.raises(ValueError):
+            job.add(checks[2])                          # more than it was begun for
+        assert job.finish() is None
+    finally:
+        pool.close()
+    pool.close()                                        # idempotent
+
+
+def test_the_compiled_pool_under_churn_gives_every_jobs_own_verdict() -> None:
+    """Jobs of every size, ended with a verdict or aborted at any point, one after another on
+    the same helpers (which may still be finishing the last job's signature when the next
+    begins: they hold a reference to it): each verdict is that job's own."""
+    import random
+    rng = random.Random(16)
+    checks = _checks(FAN)
+    bad = [c._replace(digest=hashlib.sha256(c.digest).digest()) for c in checks]
+    pool = _native().pool(3)
+    try:
+        for _ in range(150):
+            size = rng.randrange(1, FAN + 1)
+            wrong = {i for i in range(size) if rng.random() < 0.05}
+            job = pool.begin(size)
+            cut = rng.randrange(0, size + 1) if rng.random() < 0.3 else None
+            for i in range(size if cut is None else cut):
+                job.add(bad[i] if i in wrong else checks[i])
+            if cut is not None:
+                assert job.finish(verify=False) is None
+            else:
+                assert job.finish() == (min(wrong) if wrong else None)
+    finally:
+        pool.close()
+
+
+def test_an_aborted_session_leaves_the_pool_usable() -> None:
+    """A block that fails another rule after some of its signatures went to the helpers
+    ends its session without a verdict: the helpers take nothing more, and the next block
+    is verified in full."""
+    checks = _checks(FAN)
+    checker = SignatureChecker(3)
+    try:
+        assert checker.compiled
+        for cut in (0, 1, FAN // 2, FAN):
+            session = checker.begin(FAN)
+            for check in checks[:cut]:
+                session.append(check)
+            session.abort()
+            assert checker.verify([*checks[:5], checks[6]._replace(digest=bytes(32))]) == 5
+            assert checker.verify(checks) is None
+    finally:
+        checker.close()
+
+
+def test_closing_the_checker_stops_the_compiled_pools_threads() -> None:
+    """The helpers start with the first block (not before: a confined component must be
+    single-threaded when it restricts itself) and leave C and end when the checker closes."""
+    import threading
+
+    def helpers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("sigcheck_")]
+    before = len(helpers())
+    checker = SignatureChecker(3)
+    assert len(helpers()) == before                      # nothing started yet
+    assert checker.verify(_checks(CHUNK)) is None
+    assert len(helpers()) == before + 2
+    checker.close()
+    assert len(helpers()) == before
+    checker.close()
+
+
+def _der_with_s(der: bytes, s: int) -> bytes:
+    """`der` (r, s) with another s, minimally encoded."""
+    r = der[4:4 + der[3]]
+    s_bytes = s.to_bytes(33, "big").lstrip(b"\x00")
+    s_bytes = b"\x00" + s_bytes if s_bytes[0] & 0x80 else s_bytes
+    body = b"\x02" + bytes((len(r),)) + r + b"\x02" + bytes((len(s_bytes),)) + s_bytes
+    return b"\x30" + bytes((len(body),)) + body
+
+
+def _edge_checks() -> list[SignatureCheck]:
+    """Checks libsecp256k1 must refuse in every way it can, around valid ones: what the
+    compiled verifier and coincurve must agree on."""
+    good = _checks(4)
+    c = good[0]
+    high_s = _der_with_s(c.der, CURVE_ORDER - int.from_bytes(c.der[6 + c.der[3]:], "big"))
+    return [
+        good[1],
+        c._replace(digest=hashlib.sha256(c.digest).digest()),             # another message
+        c._replace(pubkey=b"\x02" + b"\x00" * 31 + b"\x07"),               # no curve point
+        c._replace(pubkey=b"\x05" + c.pubkey[1:]),                          # no key prefix
+        c._replace(pubkey=good[2].pubkey[:1] + bytes(32)),                  # x = 0
+        c._replace(der=b"\x30\x06\x02\x01\x01\x02\x01"),                    # truncated DER
+        c._replace(der=b""),                                                # no DER
+        c._replace(der=c.der[:-1] + bytes(((c.der[-1] + 1) % 256,))),        # S changed
+        c._replace(der=high_s),                                             # the high-S twin
+        good[2],
+        c._replace(der=b"\x30" + bytes((70,)) + b"\x02\x21\x00" + b"\xff" * 32 + b"\x02\x21\x00" + b"\xff" * 32),
+        good[3],
+    ]
+
+
+def test_the_compiled_pool_agrees_with_coincurve() -> None:
+    """sigbatch.c is the same libsecp256k1 calls as keys.check_signature: the same verdict
+    for valid signatures and for each way one can be refused, with and without helpers."""
+    checks = _edge_checks()
+    assert all(packable(c) for c in checks)
+    expected = [check_signature(c.pubkey, c.der, c.digest) for c in checks]
+    assert expected.count(True) == 3 and expected[0]          # the valid ones, and only those
+    for helpers in (0, 2):
+        pool = _native().pool(helpers)
+        try:
+            verdicts = []
+            for check in checks:
+                job = pool.begin(1)
+                job.add(check)
+                verdicts.append(job.finish() is None)
+            assert verdicts == expected
+            job = pool.begin(len(checks))
+            for check in checks:
+                job.add(check)
+            assert job.finish() == 1
+        finally:
+            pool.close()
+    # A check that does not fit a record (an uncompressed key) is verified through coincurve,
+    # in its place in block order.
+    odd = checks[0]._replace(pubkey=b"\x04" + bytes(64))
+    assert not packable(odd)
+    checker = SignatureChecker(2)
+    try:
+        assert checker.verify([checks[0], odd, checks[1]]) == 1
+        assert checker.verify([checks[0], checks[9], odd, checks[1]]) == 2
+    finally:
+        checker.close()
 
 
 def test_signature_digest_cache_follows_the_transaction() -> None:
@@ -229,6 +390,9 @@ def test_block_on_the_tip_with_one_bad_signature_changes_nothing(setup: _Setup, 
     assert info.value.reason == "mandatory-script-verify-flag-failed"
     assert txs[bad_at].txid_hex in info.value.debug
     assert setup.state() == before                         # nothing was written
+    # The connect's writes, made while the signatures were verified (since 12-08), were
+    # undone to the savepoint; the block itself is stored as failed.
+    assert setup.cm._store.get_undo_raw(bad.hash) is None
     idx = setup.cm.get_index(bad.hash)
     assert idx is not None and idx.status & BLOCK_FAILED and idx.have_data
     for tx in txs:
@@ -296,7 +460,9 @@ def test_reorg_away_and_back_restores_the_utxo_set(setup: _Setup) -> None:
 # ------------------------------------------------------------------------- signature cache
 
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The digests libsecp256k1 is asked to verify (the real verification still runs)."""
+    """The digests libsecp256k1 is asked to verify (the real verification still runs): one
+    by one through coincurve (the mempool's), or a block's batch given to the compiled
+    verifier."""
     from cleancoin.components.common import sigcheck
     seen: list[bytes] = []
     real = sigcheck.check_signature
@@ -305,6 +471,13 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         seen.append(digest)
         return real(pubkey, der, digest)
     monkeypatch.setattr(sigcheck, "check_signature", counted)
+    from cleancoin.components.common.sigbatch import NativeJob
+    real_add = NativeJob.add
+
+    def added(job: NativeJob, check: SignatureCheck) -> None:
+        seen.append(check.digest)
+        real_add(job, check)
+    monkeypatch.setattr(NativeJob, "add", added)
     return seen
 
 

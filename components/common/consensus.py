@@ -79,6 +79,13 @@ class Coin:
         return TxOut(self.value, self.pkh)
 
 
+class CheckSink(Protocol):
+    """Where prepared signature verifications go (a list, or sigcheck.SignatureSession)."""
+
+    def append(self, check: SignatureCheck) -> None:
+        """The next verification, in block order."""
+
+
 class UtxoView(Protocol):
     """Read access to unspent outputs (the chain state the block or tx builds on)."""
 
@@ -237,7 +244,7 @@ def contextual_check_block(block: Block, height: int, lock_time_cutoff: int) -> 
 
 def check_tx_inputs(tx: Transaction, view: UtxoView, spend_height: int, params: ChainParams, *,
                     verify_signatures: bool = True,
-                    signature_checks: list[SignatureCheck] | None = None) -> int:
+                    signature_checks: CheckSink | None = None) -> int:
     """Check a non-coinbase transaction's inputs against `view`; return its fee.
 
     `spend_height` is the height of the block the transaction would be in (tip + 1 for the
@@ -379,21 +386,26 @@ def _in_block(e: ValidationError, tx: Transaction) -> ValidationError:
 
 
 def connect_block_inputs(block: Block, height: int, view: UtxoView, params: ChainParams, *,
-                         verify_signatures: bool = True
+                         verify_signatures: bool = True, signature_checks: CheckSink | None = None
                          ) -> tuple[BlockConnection, list[SignatureCheck]]:
     """connect_block_checks without the elliptic-curve verifications: every other rule is
     checked (ValidationError as there) and the verifications still to run are returned, in
     block order. The block is valid only if check_signature accepts every one of them
-    (block_signature_failure makes the error for the first that fails)."""
+    (block_signature_failure makes the error for the first that fails).
+
+    `signature_checks`: where to append each verification as it is prepared instead (an
+    object with `append`, such as sigcheck.SignatureSession, whose helper threads start on
+    them before the block's last input is checked); the list returned is then empty."""
     bview = _BlockView(view)
     fees = 0
     tx_fees = [0]
     checks: list[SignatureCheck] = []
+    sink: CheckSink = checks if signature_checks is None else signature_checks
     bview.add(block.txs[0], height)
     for tx in block.txs[1:]:
         try:
             fee = check_tx_inputs(tx, bview, height, params, verify_signatures=verify_signatures,
-                                  signature_checks=checks)
+                                  signature_checks=sink)
         except ValidationError as e:
             raise _in_block(e, tx) from None
         fees += fee

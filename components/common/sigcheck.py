@@ -2,9 +2,16 @@
 
 Everything about an input except the elliptic-curve verification runs first, in block order,
 on the caller's thread (consensus.connect_block_inputs: script parsing, DER and low-S rules,
-the pubkey hash, the signature digest). What is left per input is the libsecp256k1 calls,
-which release the GIL (cffi), so threads really do run them in parallel; the caller verifies
-too, in `wait()` (or `verify()`), and the chain writes nothing before every signature passed.
+the pubkey hash, the signature digest). What is left per input is the libsecp256k1 calls.
+Since 12-08 they run on the compiled pool (sigbatch.c, sigbatch.py): helper threads that
+stay in C and never take the GIL, fed each signature as the caller prepares it
+(`SignatureSession.append`), so they verify while the caller still checks the block's other
+inputs and makes its writes; the caller verifies what is left in `wait()`, and the chain
+commits nothing before every signature passed. Before, the helpers were Python threads
+calling coincurve, three GIL-releasing cffi calls per signature, started only once every
+input was prepared: each call had to take the GIL back, which the caller's Python kept for
+up to the interpreter's switch interval (docs/node.md has the figures). Without the
+compiled library (sigbatch.NATIVE is None) that path is still used, with the same verdicts.
 
 Earlier, whole inputs (a third of their time Python under the GIL) were spread over threads
 and it did not pay (docs/node.md); separating the Python part from the C calls is what makes
@@ -29,9 +36,10 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .keys import SignatureCheck, check_signature
+from .sigbatch import NATIVE, NativeJob, NativeLibrary, NativePool, packable
 
-__all__ = ["CHUNK", "DEFAULT_CACHE_MIB", "MAX_THREADS", "SignatureCache", "SignatureChecker", "cgroup_cpus",
-           "default_threads", "usable_cpus"]
+__all__ = ["CHUNK", "DEFAULT_CACHE_MIB", "MAX_THREADS", "SignatureCache", "SignatureChecker", "SignatureSession",
+           "cgroup_cpus", "default_threads", "usable_cpus"]
 
 #: Signatures per helper thread woken: fewer are not worth a thread's wake-up. The threads
 #: take the signatures one at a time (a shared counter, tens of ns a take), so they finish
@@ -147,7 +155,7 @@ def default_threads(cgroup_fs: str = "/sys/fs/cgroup", self_cgroup: str = "/proc
 def _run(checks: Sequence[SignatureCheck], claims: Iterator[int], failed: list[int]) -> None:
     """Verify the checks `claims` hands out until none is left; record the index of every
     failing check. `claims` is an itertools.count shared by the threads: its next() runs in
-    C under the GIL, so each index goes to exactly one thread."""
+    C under the GIL, so each index goes to exactly one thread. (Without the compiled pool.)"""
     n = len(checks)
     for i in claims:
         if i >= n:
@@ -158,7 +166,8 @@ def _run(checks: Sequence[SignatureCheck], claims: Iterator[int], failed: list[i
 
 
 class _Batch:
-    """The signatures of one block, being verified (SignatureChecker.verify)."""
+    """The signatures of one block, being verified through coincurve (without the compiled
+    pool, or for a check that does not fit its records)."""
 
     def __init__(self, checks: Sequence[SignatureCheck], pool: ThreadPoolExecutor | None,
                  workers: int) -> None:
@@ -195,33 +204,110 @@ class _Batch:
         return min(self._failed) if self._failed else None
 
 
+class SignatureSession:
+    """One block's signatures, verified as they are prepared (SignatureChecker.begin).
+
+    `append` takes each check in block order (consensus.connect_block_inputs calls it as it
+    goes): with the compiled pool the helper threads start on it at once; a cached one is
+    skipped. Exactly one of `wait` (the verdict) or `abort` (the block failed another rule,
+    or a write failed) ends the session, on every path.
+    """
+
+    def __init__(self, checker: SignatureChecker, job: NativeJob | None) -> None:
+        self.checks: list[SignatureCheck] = []
+        self._checker = checker
+        cache = checker.cache
+        self._cache = cache if cache is not None and cache.capacity else None
+        self._job = job
+        self._native: list[int] = []     # indices given to the compiled pool, in order
+        self._later: list[int] = []      # indices verified through coincurve in wait()
+
+    def append(self, check: SignatureCheck) -> None:
+        """The next check of the block."""
+        index = len(self.checks)
+        self.checks.append(check)
+        if self._cache is not None and check in self._cache:
+            return
+        if self._job is not None and packable(check):
+            self._native.append(index)
+            self._job.add(check)
+        else:
+            self._later.append(index)
+
+    def wait(self) -> int | None:
+        """Verify what is left (on this thread too) and wait for the helpers: the index of the
+        first failing check in block order, or None when all are valid."""
+        bad: int | None = None
+        try:
+            if self._later:
+                # Only without the compiled pool (or for a check its records cannot hold).
+                first = _Batch([self.checks[i] for i in self._later], self._checker._pool,
+                               self._checker.threads - 1).wait()
+                bad = None if first is None else self._later[first]
+        finally:
+            job, self._job = self._job, None
+            native_bad = job.finish() if job is not None else None
+        if native_bad is not None:
+            index = self._native[native_bad]
+            bad = index if bad is None else min(bad, index)
+        return bad
+
+    def abort(self) -> None:
+        """End the session without a verdict: the helpers take nothing more."""
+        job, self._job = self._job, None
+        if job is not None:
+            job.finish(verify=False)
+
+
 class SignatureChecker:
     """A small pool of threads that verify signatures with the caller's thread, and the
     cache of signatures already verified.
 
-    `threads` counts the caller's thread: 1 verifies everything on the caller's thread (no
-    pool). Without a `cache`, every signature is verified every time. Owned by one
-    ChainManager; close() stops the threads.
+    `threads` counts the caller's thread: 1 verifies everything on the caller's thread (the
+    compiled pool then has no helper). Without a `cache`, every signature is verified every
+    time. Owned by one ChainManager, which runs one block at a time; close() stops the
+    threads. `native` is the compiled pool's library (None: coincurve's calls on Python
+    threads, as before 12-08).
     """
 
-    def __init__(self, threads: int | None = None, cache: SignatureCache | None = None) -> None:
+    def __init__(self, threads: int | None = None, cache: SignatureCache | None = None,
+                 native: NativeLibrary | None = NATIVE) -> None:
         count = default_threads() if threads is None else threads
         if not 1 <= count <= MAX_THREADS:
             raise ValueError(f"signature threads must be 1..{MAX_THREADS}, not {count}")
         self.threads = count
         self.cache = cache
+        self._library = native
+        self._native: NativePool | None = None      # made at the first block (begin)
         self._pool = (ThreadPoolExecutor(count - 1, thread_name_prefix="sigcheck")
-                      if count > 1 else None)
+                      if count > 1 and native is None else None)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiled pool verifies (sigbatch.c)."""
+        return self._library is not None
+
+    def begin(self, capacity: int) -> SignatureSession:
+        """A session for a block of at most `capacity` signatures (its inputs)."""
+        job = None
+        if self._library is not None and capacity > 0:
+            if self._native is None:
+                self._native = self._library.pool(self.threads - 1)
+            job = self._native.begin(capacity)
+        return SignatureSession(self, job)
 
     def verify(self, checks: Sequence[SignatureCheck]) -> int | None:
         """A block's signatures: those not in the cache verified on the helper threads and
         this one; the index of the first failing check in their order, or None when all are
         valid. Nothing is added to the cache (a block's signatures are not seen again)."""
-        cache = self.cache
-        todo = (range(len(checks)) if cache is None or not cache.capacity
-                else [i for i, check in enumerate(checks) if check not in cache])
-        bad = _Batch([checks[i] for i in todo], self._pool, self.threads - 1).wait()
-        return None if bad is None else todo[bad]
+        session = self.begin(len(checks))
+        try:
+            for check in checks:
+                session.append(check)
+        except BaseException:
+            session.abort()
+            raise
+        return session.wait()
 
     def verify_one(self, check: SignatureCheck) -> bool:
         """A mempool transaction's signature, on this thread: valid if cached, else verified
@@ -235,3 +321,5 @@ class SignatureChecker:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._native is not None:
+            self._native.close()

@@ -26,10 +26,13 @@ The common case (a new block on the tip) is stored and connected in *one* transa
 fsync per block instead of two. In initial block download that fsync is made about once a
 second rather than per block (IBD_SYNC_INTERVAL; since 12-07).
 
-Connecting a block (_connect_checks, then the writes): every rule but the signature verifications runs first
-(consensus.connect_block_inputs); the verifications then run on sigcheck's helper threads and
-this one, and only then are the block's writes made, in the same single transaction as
-before: one commit.
+Connecting a block (_connect_block): every rule but the signature verifications runs first
+(consensus.connect_block_inputs); each input's signature goes to sigcheck's helper threads
+as soon as the input passed them, so they verify while this thread checks the next inputs
+and makes the block's writes in the still open transaction (since 12-08; before, the
+verification started once every input was checked and the writes waited for its verdict),
+then on this one too; only when every signature passed is the transaction committed (one
+commit), else it is rolled back.
 
 Status flags follow bitcoind's (BLOCK_HAVE_DATA, BLOCK_VALID_TRANSACTIONS, BLOCK_VALID_SCRIPTS,
 BLOCK_FAILED_VALID, BLOCK_FAILED_CHILD). Equal work never causes a reorganisation: the block
@@ -57,7 +60,7 @@ from typing import Any
 
 from ..common.chainparams import ChainParams
 from ..common.consensus import (
-    BlockConnection, Coin, block_signature_failure, check_block, check_block_header,
+    Coin, block_signature_failure, check_block, check_block_header,
     connect_block_inputs, contextual_check_block, contextual_check_block_header,
 )
 from ..common.errors import Failure, ValidationError
@@ -1080,12 +1083,15 @@ class ChainManager:
 
     def _store_and_connect(self, stored: BlockIndex, block: Block, seq: int) -> ValidationError | None:
         """Store a new block that extends the tip and connect it, in one transaction. If it
-        fails to connect it is stored as failed (same transaction) and the error returned."""
+        fails to connect it is stored as failed (same transaction; the connect's writes,
+        made while its signatures were verified, are undone to a savepoint) and the error
+        returned."""
         store = self._store
         err: ValidationError | None = None
         with store.transaction(durable=self._connect_durably(stored)):
             try:
-                conn = self._connect_checks(block, stored.height)
+                with store.savepoint():
+                    self._connect_block(block, stored.height)
             except ValidationError as e:
                 err = e
             if err is None:
@@ -1096,8 +1102,6 @@ class ChainManager:
                 final = stored
             store.put_index(self._row(final, seq))
             store.put_block(final.hash, block.serialized)
-            if err is None:
-                store.apply_connect(block, conn)
         self._note_stored(final, seq, candidate=err is None)
         if err is None:
             self._chain.append(final.hash)
@@ -1105,16 +1109,26 @@ class ChainManager:
             self._notify("block_connected", block, final)
         return err
 
-    def _connect_checks(self, block: Block, height: int) -> BlockConnection:
-        """Check `block` against the UTXO set: its connection (the writes to make), or
-        ValidationError if a rule fails. The signatures are verified last, on sigcheck's
-        helper threads and this one (docs/node.md says why before the writes, not beside)."""
-        conn, checks = connect_block_inputs(block, height, _PrefetchedView(self._store, block),
-                                            self.params)
-        bad = self._sigs.verify(checks)
+    def _connect_block(self, block: Block, height: int) -> None:
+        """Check `block` against the UTXO set and make its writes (inside the caller's open
+        transaction), or raise ValidationError if a rule fails: then the caller's
+        transaction (or savepoint) must be rolled back, as every exception here demands.
+        Each signature goes to sigcheck's helper threads as soon as its input passed every
+        other rule, so they verify while this thread checks the next inputs and makes the
+        writes; this thread then verifies what is left. Nothing is committed before every
+        signature passed (docs/node.md says why the writes overlap the verification)."""
+        session = self._sigs.begin(sum(len(tx.vin) for tx in block.txs[1:]))
+        try:
+            conn, _ = connect_block_inputs(block, height, _PrefetchedView(self._store, block),
+                                           self.params, signature_checks=session)
+            self._store.apply_connect(block, conn)
+        except BaseException:
+            # Never leave while the helpers still verify this block's signatures.
+            session.abort()
+            raise
+        bad = session.wait()
         if bad is not None:
-            raise block_signature_failure(checks[bad])
-        return conn
+            raise block_signature_failure(session.checks[bad])
 
     @staticmethod
     def _row(idx: BlockIndex, seq: int) -> IndexRow:
@@ -1272,8 +1286,7 @@ class ChainManager:
         store = self._store
         new = replace(idx, status=idx.status | BLOCK_VALID_SCRIPTS)
         with store.transaction(durable=self._connect_durably(idx)):
-            conn = self._connect_checks(block, idx.height)
-            store.apply_connect(block, conn)
+            self._connect_block(block, idx.height)
             store.set_statuses([(idx.hash, new.status)])
         self._index[idx.hash] = new
         self._chain.append(idx.hash)

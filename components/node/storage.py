@@ -406,6 +406,23 @@ class ChainStore:
         if level != "NORMAL":
             self.synced_at = time.monotonic()
 
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a transaction: the writes made in the block either stay, or on an
+        exception (re-raised) are undone, the transaction's earlier writes kept (SQLite's
+        SAVEPOINT / ROLLBACK TO). A block that fails to connect is stored as failed in the
+        same transaction as its connect's writes were made in (ChainManager)."""
+        if not self._in_txn:
+            raise RuntimeError("a savepoint needs an open chain store transaction")
+        self._db.execute("SAVEPOINT connect_block")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO connect_block")
+            self._db.execute("RELEASE connect_block")
+            raise
+        self._db.execute("RELEASE connect_block")
+
     @property
     def in_transaction(self) -> bool:
         """Whether a transaction() is open."""

@@ -28,6 +28,7 @@ from cleancoin.components.common.consensus import check_transaction, check_tx_in
 from cleancoin.components.common.keys import PrivateKey, sign_transaction, signature_hash
 from cleancoin.components.node.mining import mine_block
 from cleancoin.components.common.primitives import Block, OutPoint, Transaction, TxIn, TxOut
+from cleancoin.components.common.sigbatch import NATIVE
 from cleancoin.components.common.sigcheck import SignatureCache, default_threads
 from cleancoin.components.node.mempool import Mempool
 from cleancoin.components.node.node import ChainViewAdapter
@@ -141,11 +142,13 @@ def test_block_connect_and_tx_validation_against_bare_verify() -> None:
     blocks_s, tx_s = statistics.median(connect), statistics.median(validate)
     one_s, relayed_s, tip_s = statistics.median(single), statistics.median(relayed), statistics.median(tip)
     print()
-    print(f"NODE ({BLOCKS} blocks of {TXS} one-input transactions, 3 interleaved runs, medians)")
+    print(f"NODE ({BLOCKS} blocks of {TXS} one-input transactions, 3 interleaved runs, medians; "
+          f"load {os.getloadavg()[0]:.1f})")
     print(f"  coincurve bare verify (1 core)  {floor:9.0f} sig/s  -> floor {floor / TXS:.1f} blocks/s")
     pct = 100 * blocks_s * TXS / floor
     print(f"  block connect (IBD, SQLite)     {blocks_s:9.1f} blocks/s = {blocks_s * TXS:.0f} tx/s "
-          f"({pct:.0f} % of the floor, {default_threads()} signature threads)  target (issue #16) "
+          f"({pct:.0f} % of the floor, {default_threads()} signature threads, "
+          f"{'compiled pool' if NATIVE is not None else 'coincurve calls'})  target (issue #16) "
           f">= {CONNECT_TARGET_PCT} % -> {verdict(pct >= CONNECT_TARGET_PCT)}")
     print(f"  block connect at the tip        {tip_s:9.1f} blocks/s = {tip_s * TXS:.0f} tx/s "
           f"({100 * tip_s * TXS / floor:.0f} % of the floor: an fsync per block)")
