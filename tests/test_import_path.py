@@ -39,6 +39,9 @@ _STARTS = {
     "CleanCoin-sandbox": [TOOL, "--help"],
     "CleanCoin-cli": [str(BIN / "CleanCoin-cli"), "-version"],
     "CleanCoind": [str(BIN / "CleanCoind"), "-version"],
+    "CleanCoin-node": [str(BIN / "CleanCoin-node"), "-version"],
+    "CleanCoin-wallet": [str(BIN / "CleanCoin-wallet"), "-version"],
+    "CleanCoin-gui": [str(BIN / "CleanCoin-gui"), "-version"],
     "GUI's node": [sys.executable, "-P", "-m", "cleancoin.cli.mp_node_main", "-version"],
 }
 
@@ -55,7 +58,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-@pytest.mark.parametrize("pythonpath", [":{abs}", "{abs}:", "rel:{abs}"])
+@pytest.mark.parametrize("pythonpath", [":{abs}", "{abs}:rel:"])
 @pytest.mark.parametrize("start", list(_STARTS))
 def test_what_a_confined_program_writes_into_the_working_directory_never_runs(
         planted: Path, tmp_path: Path, start: str, pythonpath: str) -> None:
