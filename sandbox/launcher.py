@@ -94,7 +94,17 @@ class SandboxedProcess:
     def wait(self) -> int:
         """Wait for the child to end; returns its return code (negative: killed by a signal)."""
         if self.status is None:
-            _, self.status = os.waitpid(self.pid, 0)
+            try:
+                _, self.status = os.waitpid(self.pid, 0)
+            except BaseException:
+                # Interrupted (the operator's Ctrl-C: KeyboardInterrupt) while a child that holds
+                # our terminal runs on (it may ignore SIGINT): it ends first, then its modes go
+                # back; put back while it ran, it could set them again before it died with us.
+                if self.terminal is not None:
+                    self.kill()
+                    _, self.status = os.waitpid(self.pid, 0)
+                    self._restore_terminal()
+                raise
         self._unregister()
         self._restore_terminal()
         self.control.close()

@@ -168,3 +168,52 @@ def test_outside_is_exactly_the_complement_of_the_refused_requests() -> None:
     values += list(TERMINAL_REFUSED) + [rng.getrandbits(32) for _ in range(5000)] + list(range(0x5400, 0x5480))
     for value in values:
         assert runs(value) == (value not in TERMINAL_REFUSED), hex(value)
+
+
+#: Turns echo off, ignores SIGINT (which the terminal still sends: ISIG stays on), says so and
+#: waits: the operator's Ctrl-C then ends the launcher, not the program.
+_ECHO_OFF_AND_WAIT = """
+import signal, termios, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+attrs = termios.tcgetattr(0)
+attrs[3] &= ~termios.ECHO
+termios.tcsetattr(0, termios.TCSANOW, attrs)
+print("modes set", flush=True)
+time.sleep(30)
+"""
+
+
+@pytest.mark.skipif(shutil.which("python3", path="/usr/bin") is None, reason="needs /usr/bin/python3")
+def test_the_modes_are_put_back_when_the_operator_interrupts_the_launcher(tmp_path: Path) -> None:
+    """Ctrl-C at the terminal ends the launcher (KeyboardInterrupt) while the program, which
+    ignores SIGINT, runs on: the launcher ended it and put the modes back only after (found
+    12-08, h108: the first version put them back only when the program ended by itself, and
+    echo stayed off)."""
+    import pty
+    import select
+    import time
+    policy, data = tmp_path / "policy.toml", tmp_path / "data"
+    policy.write_text(_KEEP)
+    data.mkdir()
+    master, slave = pty.openpty()
+    try:
+        shell = subprocess.Popen([sys.executable, str(SHELL), os.ttyname(slave), str(tmp_path / "job.json"), "--",
+                                  TOOL, "run", "--policy", str(policy), "--datadir", str(data), "--",
+                                  "/usr/bin/python3", "-c", _ECHO_OFF_AND_WAIT],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        screen, deadline = b"", time.monotonic() + 60
+        while b"modes set" not in screen and time.monotonic() < deadline and shell.poll() is None:
+            if select.select([master], [], [], 1)[0]:
+                screen += os.read(master, 4096)
+        assert b"modes set" in screen, screen
+        assert not _state(slave)["echo"]                  # the program's modes, while it runs
+        started = time.monotonic()
+        os.write(master, b"\x03")                         # Ctrl-C: SIGINT to the job
+        assert shell.wait(timeout=60) == 0
+        after = _state(slave)
+    finally:
+        os.close(slave)
+        os.close(master)
+    job = json.loads((tmp_path / "job.json").read_text())
+    assert after["echo"] and after["icanon"], after
+    assert job["status"] != 0 and time.monotonic() - started < 25, job    # interrupted, not ended by itself
