@@ -197,7 +197,7 @@ _STDIO = {
             "(control characters shown as text)",
     "null": "descriptors 0-2: /dev/null",
     "inherit": "descriptors 0-2 ARE the launcher's: a terminal there is its terminal too "
-               "(it can read what is typed, set the modes, resize it)",
+               "(it can read what is typed and set the modes, which are put back when it ends)",
 }
 
 
@@ -210,7 +210,9 @@ def _terminal(proc: Process) -> list[str]:
     else:
         lines.append("STAYS in the launcher's session: the launcher's controlling terminal is its "
                      "own, and it can take the foreground from the operator's shell (job control); "
-                     "TIOCSTI (typing into it) is refused whatever the ioctl rules say")
+                     "TIOCSTI (typing into it) and the requests that steer it beyond the run "
+                     "(line discipline, exclusive mode, size, foreground) are refused whatever the "
+                     "ioctl rules say, and its modes are put back when the program ends")
     if proc.reason and (proc.dumpable or not proc.memory_deny_write_execute or proc.stdio == "inherit"
                         or not proc.new_session):
         lines.append(f"reason given for the process's risky settings: {proc.reason}")

@@ -112,7 +112,11 @@ def key(spec: FilterSpec, notify_errno: bool) -> str | None:
         [[r.syscall, r.action, [[c.index, c.op, c.value, c.mask] for c in r.args], r.logged]
          for r in spec.rules],
         [[f.name, f.raw, f.datagram, f.socketpair_only] for f in spec.families],
-        spec.deny_namespace_clone, spec.deny_dumpable, spec.deny_suid_sgid, notify_errno,
+        # Every derived rule's switch: until 12-08 (h108) deny_terminal_input was missing, and a
+        # policy kept in the launcher's session got the filter its new-session twin had cached,
+        # without the TIOCSTI refusal.
+        spec.deny_namespace_clone, spec.deny_dumpable, spec.deny_suid_sgid, spec.deny_terminal_input,
+        notify_errno,
         list(lib), uname.machine, uname.release, list(sys.version_info[:2]), code,
     ], separators=(",", ":"))
     return _sha256(text.encode())

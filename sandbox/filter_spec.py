@@ -19,4 +19,4 @@ def filter_spec(policy: Policy) -> FilterSpec:
     return FilterSpec(sc.default_action, allowed, sc.rules, policy.network.socket_families, where,
                       deny_namespace_clone="unshare" not in policy.reachable_syscalls,
                       deny_dumpable=not policy.process.dumpable,
-                      deny_terminal_input=not policy.process.new_session)
+                      deny_terminal_input=not policy.process.new_session or policy.process.stdio == "inherit")

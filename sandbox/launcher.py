@@ -31,6 +31,7 @@ TYPE_CHECKING = False     # not typing's: `CleanCoin-sandbox run` imports this a
 if TYPE_CHECKING:   # the zygote spawns from finished plans and never loads a policy
     from . import denial_log
     from .denial_log import DenialLog
+    from .terminal_state import TerminalState
     from .model import Policy
 
 
@@ -76,6 +77,9 @@ class SandboxedProcess:
     # The pid (and start time) its report is registered under for `status` (0: none).
     registered: int = 0
     registered_start: int = 0
+    # The operator's terminal modes when a child given our descriptors started (stdio =
+    # "inherit"), put back once it has ended (terminal_state.py).
+    terminal: "TerminalState | None" = None
 
     def poll(self) -> int | None:
         """The return code if the child has ended, else None."""
@@ -84,15 +88,32 @@ class SandboxedProcess:
             if pid:
                 self.status = status
                 self._unregister()
+                self._restore_terminal()
         return None if self.status is None else returncode(self.status)
 
     def wait(self) -> int:
         """Wait for the child to end; returns its return code (negative: killed by a signal)."""
         if self.status is None:
-            _, self.status = os.waitpid(self.pid, 0)
+            try:
+                _, self.status = os.waitpid(self.pid, 0)
+            except BaseException:
+                # Interrupted (the operator's Ctrl-C: KeyboardInterrupt) while a child that holds
+                # our terminal runs on (it may ignore SIGINT): it ends first, then its modes go
+                # back; put back while it ran, it could set them again before it died with us.
+                if self.terminal is not None:
+                    self.kill()
+                    _, self.status = os.waitpid(self.pid, 0)
+                    self._restore_terminal()
+                raise
         self._unregister()
+        self._restore_terminal()
         self.control.close()
         return returncode(self.status)
+
+    def _restore_terminal(self) -> None:
+        if self.terminal is not None:
+            self.terminal.restore()
+            self.terminal = None
 
     def _unregister(self) -> None:
         if self.registered:
@@ -222,6 +243,10 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
     full_argv = _resolve_program(argv, {**parent_env, **run_env}) if target is None else []
     denial_fd = _open_denial_log(plan)
     pipes = Pipes.make() if plan is not None and plan.stdio == "pipe" else None
+    terminal = None
+    if plan is not None and plan.stdio == "inherit":
+        from .terminal_state import TerminalState   # termios: only for a child given our terminal
+        terminal = TerminalState.save()
     ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     parent = os.getpid()
     pid = os.fork()
@@ -234,7 +259,7 @@ def spawn(plan: Plan | None, argv: Sequence[str] = (), *, pass_fds: Sequence[int
     theirs.close()
     if denial_fd >= 0:
         os.close(denial_fd)
-    child = SandboxedProcess(pid, ours)
+    child = SandboxedProcess(pid, ours, terminal=terminal)
     if pipes is not None:
         pipes.close_child_ends()
         child.output = Relay(pipes, raw=raw_output)

@@ -225,7 +225,9 @@ class FilterSpec(Record):
     # RestrictSUIDSGID): the view mounts grants nosuid, the host does not.
     deny_suid_sgid: bool = True
     # A process left in the launcher's session (new_session = false) has the operator's
-    # terminal as its controlling one: TIOCSTI there types into the operator's shell.
+    # terminal as its controlling one, and one given the launcher's descriptors (stdio =
+    # "inherit") holds it: TIOCSTI there types into the operator's shell, and the rest of
+    # syscalls.TERMINAL_REFUSED steers the terminal beyond the program's run.
     deny_terminal_input: bool = False
 
 
@@ -322,17 +324,20 @@ def rule_table(spec: FilterSpec) -> RuleTable:
                [[ArgCondition(0, "masked_eq", (1 << bit) & ~PR_SET_DUMPABLE, 1 << bit)] for bit in range(32)]
                + [[option, ArgCondition(1, "eq", 0)]])
     if spec.deny_terminal_input:
-        from .syscalls import TIOCSTI
+        from .syscalls import TERMINAL_REFUSED
         # Whatever the policy's ioctl rules say (an unconditional `allow` replaced the shipped
         # bases' TIOCSTI refusal): until 12-08 a program kept in the launcher's session pushed
-        # "touch FILE\n" into the operator's shell, which ran it once the program ended. The
-        # command is an int: its low 32 bits; under an errno:EPERM default, "any other command"
-        # is one rule per bit, as for prctl above.
-        command = ArgCondition(1, "masked_eq", TIOCSTI, _LOW32)
-        if not any(action not in _PERMITTING and conds == [command]
-                   for action, conds, _, _ in conditional.get("ioctl", [])):
-            derive("ioctl", [[command]],
-                   [[ArgCondition(1, "masked_eq", (1 << bit) & ~TIOCSTI, 1 << bit)] for bit in range(32)])
+        # "touch FILE\n" into the operator's shell, which ran it once the program ended; until
+        # 12-08 (h108) it also took the foreground (TIOCSPGRP) and left the terminal resized, and
+        # with an `allow` rule for ioctl left it in N_NULL (every key discarded) and exclusive.
+        # The command is an int: its low 32 bits; under an errno:EPERM default, "any other
+        # command" is a rule per branch off the commands' bit prefixes (`_outside`).
+        own = [conds for action, conds, _, _ in conditional.get("ioctl", []) if action not in _PERMITTING]
+        commands = [c for c in TERMINAL_REFUSED
+                    if [ArgCondition(1, "masked_eq", c, _LOW32)] not in own]
+        if commands:
+            derive("ioctl", [[ArgCondition(1, "masked_eq", c, _LOW32)] for c in commands],
+                   _outside(1, commands))
     if spec.deny_suid_sgid:
         _suid_sgid_rules(allowed, plain, conditional, unconditional, default_action, where)
 
@@ -442,6 +447,24 @@ def _derive(name: str, refusals: list[list["ArgCondition"]], complements: list[l
         plain.add(name)              # allowed under the always-true condition (rule_table)
     elif action != default_action:   # a `log` rule under another default
         entries.append((action, [ArgCondition(0, "le", _UINT64_MAX)], ref, logged))
+
+
+def _outside(index: int, values: Sequence[int]) -> list[list["ArgCondition"]]:
+    """Conditions (any of them) under which the low 32 bits of argument `index` are none of
+    `values`: walking the values' bits from the top, each branch off their prefixes that no
+    value takes is one masked_eq (libseccomp has no "not in"). For one value, one rule per bit."""
+    from .model import ArgCondition
+    rules: list[list[ArgCondition]] = []
+    mask = 0
+    for shift in range(31, -1, -1):
+        bit = 1 << shift
+        taken = {v & (mask | bit) for v in values}
+        for prefix in sorted({v & mask for v in values}):
+            for branch in (prefix, prefix | bit):
+                if branch not in taken:
+                    rules.append([ArgCondition(index, "masked_eq", branch, mask | bit)])
+        mask |= bit
+    return rules
 
 
 #: Actions under which a syscall runs.

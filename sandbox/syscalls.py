@@ -94,6 +94,17 @@ TIOCLINUX = 0x541C
 TIOCEXCL, TIOCNXCL, TIOCGEXCL = 0x540C, 0x540D, 0x80045440
 TIOCGETD, TIOCSETD = 0x5424, 0x5423
 TIOCSBRK, TIOCCBRK = 0x5427, 0x5428
+TIOCSCTTY, TIOCSPGRP, TIOCCONS = 0x540E, 0x5410, 0x541D
+#: What a program that may hold the operator's terminal (kept in the launcher's session, or
+#: given it on 0-2) must not do to it, whatever its policy's ioctl rules say (seccomp's derived
+#: terminal rule): type into it (TIOCSTI, TIOCLINUX's paste on a VT), change what outlives the
+#: program (the line discipline: N_NULL discards every key; exclusive mode, set or cleared:
+#: sudo's and ssh's open of /dev/tty fail with EBUSY; the window size), or take the terminal or
+#: its foreground from the operator's shell (TIOCSCTTY, TIOCSPGRP: tcsetpgrp) or its console
+#: output (TIOCCONS). Its modes (TCSETS*) it may set, as an interactive program must: the
+#: launcher puts them back when the program ends (sandbox/terminal_state.py).
+TERMINAL_REFUSED = (TIOCSTI, TIOCLINUX, TIOCSETD, TIOCEXCL, TIOCNXCL, TIOCSWINSZ, TIOCSCTTY,
+                    TIOCSPGRP, TIOCCONS)
 
 SYS_SECCOMP = 317
 SYS_PIDFD_GETFD = 438

@@ -825,7 +825,11 @@ def main(argv: list[str]) -> int:
     # collections never walk (and so never copy-on-write) the pages it shares with the zygote.
     gc.disable()
     # No relative entry on the import path either ("" or "." from PYTHONPATH: the working
-    # directory, see `launch`): the zygote imports after its parent may be compromised.
+    # directory, see `launch`): the zygote imports after its parent may be compromised. `site`
+    # has made PYTHONPATH's absolute already (this filter alone let "/x:" through until 12-08,
+    # h108): cli/import_path.py finds them (its .pth file did so before `-m` found this module).
+    from cleancoin.cli.import_path import drop_relative
+    drop_relative()
     sys.path[:] = [entry for entry in sys.path if entry and os.path.isabs(entry)]
     # Not dumpable: exec made it so again. Unconfined and the start of every component, its
     # memory must not be the same user's to read or write (code written into it would run in

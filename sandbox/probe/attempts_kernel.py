@@ -149,6 +149,47 @@ def _run_tiocsti(ctx: _Ctx, out: _Out) -> Outcome:
     return outcome, f"{detail} on {how}"
 
 
+#: The requests that steer a terminal beyond the program's run (syscalls.TERMINAL_REFUSED, less
+#: TIOCSTI, its own attempt, and those without a pointer that would change the terminal:
+#: TIOCEXCL, TIOCSCTTY, TIOCCONS), each made with a NULL pointer: a kernel that lets one
+#: through answers EFAULT (TIOCSPGRP on a terminal that is not the controlling one: ENOTTY, as
+#: refused). TIOCNXCL has no argument and only clears exclusive mode.
+_STEER_REQUESTS = (("TIOCSETD", 0x5423), ("TIOCSWINSZ", 0x5414), ("TIOCSPGRP", 0x5410),
+                   ("TIOCLINUX", 0x541C), ("TIOCNXCL", 0x540D))
+
+
+def _terminal_fd(out: _Out) -> tuple[int, str]:
+    """A terminal to make requests on: a pty of its own (its controlling one, in a session of
+    its own), else an inherited one on 0-2, else fd 0."""
+    try:
+        master, slave = os.openpty()
+        os.setsid()
+        ret, err = _syscall("ioctl", slave, _TIOCSCTTY, 0)
+        if ret != 0:
+            out.note(f"TIOCSCTTY on a new pty: {_errname(err)}")
+        return slave, "a new pty"
+    except OSError as exc:
+        out.note(f"openpty: {_errname(exc.errno or 0)}")
+        ttys = [i for i in (0, 1, 2) if os.isatty(i)]
+        fd = ttys[0] if ttys else 0
+        return fd, f"fd {fd} ({'a terminal' if ttys else 'not a terminal'})"
+
+
+def _run_terminal_steer(ctx: _Ctx, out: _Out) -> Outcome:
+    fd, how = _terminal_fd(out)
+    reached, refused = [], []
+    for name, request in _STEER_REQUESTS:
+        ret, err = _syscall("ioctl", fd, request, 0)
+        if ret == 0 or err == errno.EFAULT:
+            reached.append(name)
+        else:
+            refused.append(f"{name}: {_errname(err)}")
+    if reached:
+        return "allowed", (f"{', '.join(reached)} on {how} reached the kernel's handler (EFAULT for "
+                           f"the NULL pointer; nothing was changed)")
+    return "denied", f"{'; '.join(refused)} on {how}"
+
+
 def _run_int80(ctx: _Ctx, out: _Out) -> Outcome:
     # The code goes into a memfd that is then mapped read and execute only: W^X memory
     # (PR_SET_MDWE) forbids a page both writable and executable, not a file mapped so.
@@ -281,6 +322,20 @@ def _exp_tiocsti(j: _Judge, t: _Targets) -> _Why:
         not j.plan.new_session or j.has_cap(_CAP_SYS_ADMIN, init_ns=True))
     return w.need(own_pty or inherited, "landlock: no pty of its own, and no inherited terminal "
                                         "it may steer without CAP_SYS_ADMIN")
+
+
+def _exp_terminal_steer(j: _Judge, t: _Targets) -> _Why:
+    w = _Why()
+    # Any one of the requests that reaches the kernel is the attempt's success: refused only
+    # where the filter refuses all of them (derived since 12-08, h108, where the process may
+    # hold the operator's terminal) or where it holds no terminal.
+    actions = [j.seccomp_action("ioctl", {1: request}) for _, request in _STEER_REQUESTS]
+    w.seccomp = next((a for a in actions if a in ("allow", "log")), actions[0])
+    w.need(any(a in ("allow", "log") for a in actions), f"seccomp: ioctl -> {actions[0]} for each request")
+    rw = _READ_FILE | _WRITE_FILE | _IOCTL_DEV
+    own_pty = j.ll_allows("/dev/ptmx", rw) and j.ll_allows("/dev/pts/0", rw)
+    inherited = any(fd in j.plan.fds for fd in j.host.ttys)
+    return w.need(own_pty or inherited, "landlock: no pty of its own, and no inherited terminal")
 
 
 def _exp_foreign_arch(j: _Judge, t: _Targets) -> _Why:

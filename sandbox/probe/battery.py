@@ -20,11 +20,11 @@ from .attempts_kernel import (_exp_clone_newuser, _exp_dumpable, _exp_wx_memory,
 from .attempts_privileges import (_exp_fds_many, _exp_file_size, _exp_fork_many, _exp_memlock, _run_fds_many,
                                   _run_file_size, _run_fork_many, _run_memlock)
 from .attempts_kernel import (_bpf_extra, _exp_clone3, _exp_foreign_arch, _exp_mount, _exp_setns,
-                              _exp_syscall, _exp_thread, _exp_tiocsti, _exp_unshare_mount,
+                              _exp_syscall, _exp_terminal_steer, _exp_thread, _exp_tiocsti, _exp_unshare_mount,
                               _exp_unshare_user, _io_uring_extra, _make_unshare_runner,
                               _perf_extra, _run_bpf, _run_chroot, _run_clone3, _run_int80,
                               _run_io_uring, _run_keyctl, _run_mount, _run_perf, _run_personality,
-                              _run_setns, _run_thread, _run_tiocsti, _run_userfaultfd, _run_x32)
+                              _run_setns, _run_terminal_steer, _run_thread, _run_tiocsti, _run_userfaultfd, _run_x32)
 from .attempts_network import (_exp_abstract, _exp_abstract_bind, _exp_abstract_bind_pair, _run_abstract_bind,
                                _run_abstract_bind_pair, _exp_mptcp_bind, _exp_mptcp_connect, _exp_socket,
                                _exp_tcp_bind, _exp_tcp_connect, _exp_udp, _make_socket_runner,
@@ -164,6 +164,9 @@ def _battery() -> list[_Spec]:
         _Spec("personality", "personality(PER_LINUX32)",
               _exp_syscall("personality", args={0: _PER_LINUX32}), _run_personality),
         _Spec("ioctl-tiocsti", "TIOCSTI: push input into a terminal", _exp_tiocsti, _run_tiocsti),
+        _Spec("ioctl-terminal-steer", "steer a terminal beyond the run: line discipline, size, "
+              "foreground, VT paste, exclusive mode (TIOCSETD, TIOCSWINSZ, TIOCSPGRP, TIOCLINUX, "
+              "TIOCNXCL)", _exp_terminal_steer, _run_terminal_steer),
         _Spec("arch-i386-int80", "an i386 syscall through int 0x80 (getpid)", _exp_foreign_arch,
               _run_int80),
         _Spec("arch-x32", "an x32 syscall (getpid | 0x40000000)", _exp_foreign_arch, _run_x32),

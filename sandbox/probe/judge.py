@@ -13,7 +13,7 @@ from .. import bpf_sim, landlock, seccomp
 from ..model import Policy, SeccompRule
 from ..plan import Plan
 from ..policy_spec import SOCKET_FAMILIES
-from ..syscalls import MODE_SETTING_SYSCALLS, O_CREAT, O_TMPFILE_BIT, S_ISGID, S_ISUID
+from ..syscalls import MODE_SETTING_SYSCALLS, O_CREAT, O_TMPFILE_BIT, S_ISGID, S_ISUID, TERMINAL_REFUSED
 from .kernel_abi import _ALL_CAPS, _CAP_SETPCAP, _CAP_SYS_PTRACE
 
 
@@ -141,6 +141,18 @@ class _Judge:
     # seccomp ----------------------------------------------------------------------------
     def seccomp_action(self, name: str, args: Mapping[int, int] | None = None) -> str:
         """What the filter should do with this call: allow, log, kill_process or errno:NAME."""
+        action = self._policy_action(name, args)
+        proc = self.policy.process
+        # Derived where the process may hold the operator's terminal (kept in the launcher's
+        # session, or given its descriptors): the requests that steer it answer EPERM where
+        # they would run (a refusal of the policy's own stands).
+        if name == "ioctl" and self.plan.seccomp_bpf and action in ("allow", "log") \
+                and (not proc.new_session or proc.stdio == "inherit") \
+                and _u64((args or {}).get(1, 0)) & 0xFFFFFFFF in TERMINAL_REFUSED:
+            return "errno:EPERM"
+        return action
+
+    def _policy_action(self, name: str, args: Mapping[int, int] | None = None) -> str:
         args = {i: _u64(v) for i, v in (args or {}).items()}
         if not self.plan.seccomp_bpf:
             return "allow"
