@@ -18,8 +18,8 @@ First run 12-08 (h105's review), on the code as merged: 96 configurations x 3,00
 nothing reported (a scratch harness, the same protocol); with `nr < MAX_NR` made `<=` in
 syscall_name (an off-by-one on the name table) this test fails: "index 1024 out of bounds".
 The component's copy of the listener is closed, as denial_log's is: a monitor that dies
-leaves the kernel answering ENOSYS, never a hung refusal. About 3-6 s (two compilations, at a load of 10); skipped without gcc or the
-sanitizer runtimes.
+leaves the kernel answering ENOSYS, never a hung refusal. About 3-6 s (two compilations, at a
+load of 10); skipped without gcc or the sanitizer runtimes.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ int main(int argc, char **argv) {
         long nr = rnd() % 4 ? NRS[rnd() % (sizeof NRS / sizeof NRS[0])] : (long)(rnd() % 1100);
         /* Its own five, and 335-423 (numbers x86_64 never assigned: this kernel may answer
          * them with SIGILL before the filter's verdict is delivered). */
-        if (nr == SYS_close || nr == SYS_write || nr == SYS_sendmsg || nr == SYS_exit || nr == SYS_exit_group || (nr >= 335 && nr < 424))
+        if (nr == SYS_close || nr == SYS_write || nr == SYS_sendmsg || nr == SYS_exit || nr == SYS_exit_group
+            || (nr >= 335 && nr < 424))
             continue;
         if (syscall(nr, arg(), arg(), arg(), arg(), arg(), arg()) != -1 && bad < 100)
             bad++;
@@ -185,7 +186,8 @@ def test_attacker_refusals_never_trip_the_sanitizers(programs, base_config, tmp_
         proc = subprocess.Popen([str(monitor), str(theirs.fileno()), str(out.fileno())],
                                 pass_fds=[theirs.fileno(), out.fileno()], preexec_fn=_drop_privileges,
                                 stdin=subprocess.DEVNULL, stderr=errors,
-                                env={"ASAN_OPTIONS": "detect_leaks=0:symbolize=0", "UBSAN_OPTIONS": "print_stacktrace=1:symbolize=0"})
+                                env={"ASAN_OPTIONS": "detect_leaks=0:symbolize=0",
+                                     "UBSAN_OPTIONS": "print_stacktrace=1:symbolize=0"})
         theirs.close()
         ours.settimeout(30)
         ready = ours.recv(600)

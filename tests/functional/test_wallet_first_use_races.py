@@ -22,6 +22,9 @@ from framework import TestNode, is_multiprocess, pid_alive, wait_until
 pytestmark = pytest.mark.skipif(not is_multiprocess(), reason="needs CleanCoin-node (CleanCoinD=CleanCoin-node)")
 
 
+WALLET_TITLE = b"CleanCoin-wallet (sandboxed, policy wallet) -datadir="
+
+
 def _tree(pid: int) -> list[int]:
     found: list[int] = []
     try:
@@ -37,7 +40,7 @@ def _wallet_processes(pid: int) -> list[int]:
     out = []
     for p in _tree(pid):
         try:
-            if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"CleanCoin-wallet (sandboxed, policy wallet) -datadir="):
+            if Path(f"/proc/{p}/cmdline").read_bytes().startswith(WALLET_TITLE):
                 out.append(p)
         except OSError:
             pass
