@@ -11,11 +11,12 @@ dropped and retried with exponential back-off against a flood that takes every s
 On 12-08's code the newcomer was not admitted within the test's 8 s in half the runs and
 after 1.8 s in the others (the test's docstring has the figures).
 
-Now the gate keeps draining the backlog (an accept and a close cost tens of microseconds,
-bounded by DRAIN_RATE a second) and, while its bucket is in debt, admits a connection only
-from an address group that had none admitted in the last GROUP_SPACING seconds (and never
-past DEBT_FLOOR): the flooding group gets one connection a GROUP_SPACING, the others get in
-at once; the rest is closed at once. Real sockets, real kernel backlog, the real gate.
+Now the gate keeps draining the backlog (an accept costs tens of microseconds, bounded by
+DRAIN_RATE a second) and, while its bucket is in debt, admits a connection at once only from
+an address group that had none admitted in the last GROUP_SPACING seconds (and never past
+DEBT_FLOOR): the flooding group gets one connection a GROUP_SPACING, the others get in at
+once; the rest wait in the gate (MAX_PARKED, the oldest of the most crowded group reset past
+it) for the bucket, group by group in turn. Real sockets, real kernel backlog, the real gate.
 """
 
 from __future__ import annotations

@@ -24,8 +24,10 @@ as long as the flood kept the backlog full (tests/test_p2p_accept_fairness.py: n
 8 s in half the runs, after 1.8 s in the others; the gate admitted ~60 a second, all the
 flood's). Now a connection is accepted whatever the bucket
 holds and, in debt, admitted only if its address group had none admitted in the last
-GROUP_SPACING seconds (and the debt is above DEBT_FLOOR); any other is closed at once with an
-RST (an accept and a close: 30 to 55 us, not the ~0.8 ms of a connection set up). So
+GROUP_SPACING seconds (and the debt is above DEBT_FLOOR); any other waits in the gate (at
+most MAX_PARKED, as it waited in the backlog before) and is admitted as the bucket refills,
+group by group in turn; past MAX_PARKED the oldest of the group with the most waiting is reset
+(an accept and a reset: 30 to 55 us, not the ~0.8 ms of a connection set up). So
 the flooding group gets one connection a GROUP_SPACING while the others get in at once, and
 what admitted connections cost stays bounded: the bucket's burst, its rate and DEBT_FLOOR.
 The drain itself is bounded too, by DRAIN_RATE connections a second: past that the backlog
@@ -40,7 +42,7 @@ import logging
 import socket
 import struct
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from .cpu_budget import CpuBudget
@@ -73,12 +75,25 @@ GROUP_SPACING: float = 1.0
 DEBT_FLOOR: float = -ACCEPT_BURST
 #: Address groups whose last admission is remembered (the oldest forgotten first).
 MAX_GROUPS: int = 4096
+#: Connections accepted in debt and not admitted wait here for the bucket (as they waited in
+#: the kernel's backlog before), taken group by group in turn; past this many, the oldest of
+#: the group with the most waiting is reset.
+MAX_PARKED: int = 128
 #: SO_LINGER on, 0 s: close() resets the connection (no FIN handshake, no TIME_WAIT).
 _RESET = struct.pack("ii", 1, 0)
 #: Stream buffer limit of a connection (asyncio's default, as start_server's).
 STREAM_LIMIT: int = 2 ** 16
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _reset(conn: socket.socket) -> None:
+    """Close `conn` with an RST (no FIN handshake, no TIME_WAIT)."""
+    try:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+    except OSError:
+        pass
+    conn.close()
 
 
 class AcceptGate:
@@ -96,6 +111,9 @@ class AcceptGate:
         self._bucket = CpuBudget(burst, self._loop.time())
         self._drain = CpuBudget(DRAIN_BURST, self._loop.time())     # tokens: connections
         self._last_admitted: OrderedDict[str, float] = OrderedDict()
+        self._parked: OrderedDict[str, deque[socket.socket]] = OrderedDict()
+        self._nparked = 0
+        self._unpark: asyncio.TimerHandle | None = None
         self._polling = False
         self._resume: asyncio.TimerHandle | None = None
         self._opening: set[asyncio.Task[None]] = set()
@@ -142,42 +160,83 @@ class AcceptGate:
                     return
                 looked += 1
                 self._drain.tokens -= 1
-                if not self._admit(addr, now):
-                    self.refused += 1
-                    try:
-                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-                    except OSError:
-                        pass
-                    conn.close()
+                group = self._group_of(addr)
+                if not self._admit(group, now):
+                    self._park(group, conn)
                     continue
                 accepted += 1
-                self.accepted += 1
-                self._bucket.tokens -= CONNECTION_COST
-                task = self._loop.create_task(self._open(conn))
-                self._opening.add(task)
-                task.add_done_callback(self._opening.discard)
+                self._start_connection(conn)
         finally:
             if accepted:
                 # The admitted connections' share of this turn's time (the refused ones'
                 # is bounded by DRAIN_RATE, not taken from the admitted ones' bucket).
                 self._bucket.tokens -= (time.thread_time() - start) * accepted / looked
 
-    def _admit(self, addr: object, now: float) -> bool:
-        """Whether the connection from `addr` is set up: always while the bucket holds
-        tokens; in debt (above DEBT_FLOOR), if its address group had none admitted in the
-        last GROUP_SPACING seconds."""
-        self._bucket.refill(now, self._rate, self._burst)
+    def _group_of(self, addr: object) -> str:
         host = addr[0] if isinstance(addr, tuple) and addr else str(addr)
-        group = self._group(host)
-        last = self._last_admitted.get(group)
-        if self._bucket.tokens < 0:
+        return self._group(host)
+
+    def _admit(self, group: str, now: float) -> bool:
+        """Whether a connection of `group` is set up now: while the bucket holds tokens and
+        none waits before it; in debt (above DEBT_FLOOR), if its address group had none
+        admitted in the last GROUP_SPACING seconds."""
+        self._bucket.refill(now, self._rate, self._burst)
+        if self._bucket.tokens < 0 or self._nparked:
+            last = self._last_admitted.get(group)
             if self._bucket.tokens <= DEBT_FLOOR or (last is not None and now - last < GROUP_SPACING):
                 return False
+        self._admitted(group, now)
+        return True
+
+    def _admitted(self, group: str, now: float) -> None:
         self._last_admitted[group] = now
         self._last_admitted.move_to_end(group)
         if len(self._last_admitted) > MAX_GROUPS:
             self._last_admitted.popitem(last=False)
-        return True
+
+    def _start_connection(self, conn: socket.socket) -> None:
+        self.accepted += 1
+        self._bucket.tokens -= CONNECTION_COST
+        task = self._loop.create_task(self._open(conn))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+
+    def _park(self, group: str, conn: socket.socket) -> None:
+        """`conn` waits for the bucket; past MAX_PARKED the oldest of the group with the most
+        waiting is reset (a flood's, not a newcomer's)."""
+        self._parked.setdefault(group, deque()).append(conn)
+        self._nparked += 1
+        if self._nparked > MAX_PARKED:
+            crowded = max(self._parked, key=lambda g: len(self._parked[g]))
+            waiting = self._parked[crowded]
+            _reset(waiting.popleft())
+            if not waiting:
+                del self._parked[crowded]
+            self._nparked -= 1
+            self.refused += 1
+        self._schedule_unpark()
+
+    def _schedule_unpark(self) -> None:
+        if self._unpark is None and self._nparked and not self._closed:
+            wait = max(0.0, -self._bucket.tokens / self._rate) + 0.001
+            self._unpark = self._loop.call_later(wait, self._unparked)
+
+    def _unparked(self) -> None:
+        """Admit waiting connections while the bucket holds tokens, one group after another."""
+        self._unpark = None
+        now = self._loop.time()
+        self._bucket.refill(now, self._rate, self._burst)
+        admitted = 0
+        while self._nparked and self._bucket.tokens >= 0 and admitted < ACCEPTS_PER_TURN:
+            group, waiting = self._parked.popitem(last=False)
+            conn = waiting.popleft()
+            self._nparked -= 1
+            if waiting:
+                self._parked[group] = waiting       # its next one after the other groups'
+            self._admitted(group, now)
+            self._start_connection(conn)
+            admitted += 1
+        self._schedule_unpark()
 
     def _pause(self, wait: float, why: str) -> None:
         self.paused += 1
@@ -199,11 +258,19 @@ class AcceptGate:
             conn.close()
 
     def close(self) -> None:
-        """Stop accepting and close the listening sockets (connections are the node's)."""
+        """Stop accepting and close the listening sockets (connections are the node's; those
+        still waiting for the bucket are reset)."""
         self._poll(False)
         self._closed = True
         if self._resume is not None:
             self._resume.cancel()
+        if self._unpark is not None:
+            self._unpark.cancel()
+        for waiting in self._parked.values():
+            for conn in waiting:
+                _reset(conn)
+        self._parked.clear()
+        self._nparked = 0
         for sock in self._sockets:
             sock.close()
         for task in self._opening:
