@@ -203,10 +203,15 @@ class WalletProcess(RemoteWallet):
     async def _start_on_first_use(self) -> bool:
         try:
             await self._start_once()
-        except (WalletProcessError, ZygoteError, OSError) as exc:     # OSError: the zygote is gone
-            message = f"{exc}; CleanCoin-node stops (exit status 1)"
+        except Exception as exc:  # noqa: BLE001 - any failure stops the node, as at start-up
+            # WalletProcessError, ZygoteError, OSError (the zygote is gone) are expected; any
+            # other exception is a failed start too: left in the task, every later call would
+            # have seen it while the node went on without the wallet it was asked for.
+            expected = isinstance(exc, (WalletProcessError, ZygoteError, OSError))
+            why = str(exc) if expected else f"{type(exc).__name__}: {exc}"
+            message = f"{why}; CleanCoin-node stops (exit status 1)"
             log.error("Error: %s", message)
-            self._router.status = f"Wallet process unavailable: {exc}"
+            self._router.status = f"Wallet process unavailable: {why}"
             self._node.request_shutdown(1, message)
             return False
         log.info("%s started at the first call that wanted it", WALLET_COMPONENT)
