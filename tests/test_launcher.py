@@ -582,18 +582,27 @@ def _leave_a_helper_behind(write_fd: int) -> Callable[[int], int]:
 
 
 def test_helpers_left_in_the_pid_namespace_get_a_short_grace_and_no_more(base_sandbox, sandbox_vars):
+    """The helper (0.1 s of work) finishes, the stray (60 s) does not hold the launch open.
+    On a loaded machine the helper may still be asleep when the grace (0.25 s) ends and is
+    killed as designed: such a launch is tried again, twice at most (before 12-08 its empty
+    read failed the test at load averages of 7 and more)."""
     plan = prepare(BASE_POLICY, sandbox_vars)
     assert "pid" in plan.namespaces
-    read_fd, write_fd = os.pipe()
-    started = time.monotonic()
-    child = launcher.spawn(plan, target=_leave_a_helper_behind(write_fd), pass_fds=[write_fd])
-    os.close(write_fd)
-    assert child.wait() == 7                                  # the component's own status
-    took = time.monotonic() - started
-    assert os.read(read_fd, 16) == b"flushed"                 # the helper finished its work
-    assert os.read(read_fd, 16) == b""                        # and the stray is gone too
-    assert took < 5, took                                     # it did not wait for the stray
-    os.close(read_fd)
+    said = []
+    for _ in range(3):
+        read_fd, write_fd = os.pipe()
+        started = time.monotonic()
+        child = launcher.spawn(plan, target=_leave_a_helper_behind(write_fd), pass_fds=[write_fd])
+        os.close(write_fd)
+        assert child.wait() == 7                              # the component's own status
+        took = time.monotonic() - started
+        said.append(os.read(read_fd, 16))                     # b"flushed": the helper's work
+        assert os.read(read_fd, 16) == b""                    # and the stray is gone too
+        os.close(read_fd)
+        assert took < 5, took                                 # it did not wait for the stray
+        if said[-1] == b"flushed":
+            break
+    assert said[-1] == b"flushed", said                       # the helper finished its work
 
 
 def _leave_a_short_helper(write_fd: int) -> Callable[[int], int]:
@@ -609,31 +618,64 @@ def _leave_a_short_helper(write_fd: int) -> Callable[[int], int]:
     return target
 
 
-def _after_the_helper(plan, write_fd: int, read_fd: int) -> tuple[int, float]:
-    """Launch `_leave_a_short_helper`; (the component's status, seconds from the helper's
-    last word to the launch's end). Timed from the helper's end, not the launch's start, so
-    that a slow fork on a loaded machine does not count."""
-    child = launcher.spawn(plan, target=_leave_a_short_helper(write_fd), pass_fds=[write_fd])
-    assert os.read(read_fd, 16) == b"done"
-    done = time.monotonic()
-    code = child.wait()
-    return code, time.monotonic() - done
+def _after_the_helper(plan, *, ignore_sigchld: bool = False) -> tuple[int, float | None]:
+    """Launch `_leave_a_short_helper` (with SIGCHLD ignored in the launcher when
+    `ignore_sigchld`); (the component's status, seconds from the helper's last word to the
+    launch's end). Timed from the helper's end, not the launch's start, so that a slow fork on
+    a loaded machine does not count. None instead of seconds when the helper never said it: on
+    a loaded machine it may still be asleep when the grace ends, and PID 1 kills it as
+    designed; such a round says nothing of how PID 1 is woken.
+
+    The pipe is the round's own and only the sandbox holds its write end, so a killed helper
+    ends the read (b"") instead of leaving it blocked until the deadline fixture's SIGALRM
+    (before 12-08: "test took longer than 30 s" at load averages of 7 and more)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN) if ignore_sigchld else None
+        try:
+            child = launcher.spawn(plan, target=_leave_a_short_helper(write_fd), pass_fds=[write_fd])
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGCHLD, previous)
+        os.close(write_fd)
+        write_fd = -1
+        said = os.read(read_fd, 16)
+        done = time.monotonic()
+        code = child.wait()
+        return code, (time.monotonic() - done if said == b"done" else None)
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+
+
+def _rounds_after_the_helper(plan, *, ignore_sigchld: bool = False) -> list[tuple[int, float | None]]:
+    """Rounds of `_after_the_helper` until five timed ones (at most ten rounds)."""
+    runs: list[tuple[int, float | None]] = []
+    while len(runs) < 10 and sum(after is not None for _, after in runs) < 5:
+        runs.append(_after_the_helper(plan, ignore_sigchld=ignore_sigchld))
+    return runs
+
+
+def _assert_woken_by_the_helpers_end(runs: list[tuple[int, float | None]]) -> None:
+    """Every launch said the component's status; of the rounds whose helper finished (one at
+    least: a launcher that killed helpers at once fails here), the quickest ended well
+    within the grace."""
+    from cleancoin.sandbox import pidns
+    assert [code for code, _ in runs] == [3] * len(runs), runs
+    timed = [after for _, after in runs if after is not None]
+    assert timed, ("the helper was killed by the grace in every round", runs)
+    # A launcher that waited out the grace takes at least all of it; a loaded machine's
+    # scheduling delay (0.137 s at a load of 11, against half the grace) is not that.
+    assert min(timed) < pidns.GRACE_SECONDS * 0.8, runs
 
 
 def test_the_grace_ends_when_the_last_helper_does(base_sandbox, sandbox_vars):
     """PID 1 waits for the helpers left behind by being woken by their end (SIGCHLD, blocked
     and taken with sigtimedwait), not by polling: the launch ends right after the helper, not
     at the grace's deadline (about 0.2 s after the helper's end)."""
-    from cleancoin.sandbox import pidns
     plan = prepare(BASE_POLICY, sandbox_vars)
-    read_fd, write_fd = os.pipe()
-    runs = [_after_the_helper(plan, write_fd, read_fd) for _ in range(5)]
-    os.close(write_fd)
-    os.close(read_fd)
-    assert [code for code, _ in runs] == [3] * 5
-    # A launcher that waited out the grace takes at least all of it; a loaded machine's
-    # scheduling delay (0.137 s at a load of 11, against half the grace) is not that.
-    assert min(after for _, after in runs) < pidns.GRACE_SECONDS * 0.8, runs
+    _assert_woken_by_the_helpers_end(_rounds_after_the_helper(plan))
 
 
 def test_a_launcher_that_ignores_sigchld_still_gets_the_status_and_a_short_grace(base_sandbox, sandbox_vars):
@@ -641,20 +683,5 @@ def test_a_launcher_that_ignores_sigchld_still_gets_the_status_and_a_short_grace
     processes set it back to the default, so that PID 1 still receives the component's status
     (the kernel would reap it unasked: the status was lost, and a launch said 0 for 3) and is
     woken by the helper's end."""
-    from cleancoin.sandbox import pidns
     plan = prepare(BASE_POLICY, sandbox_vars)
-    read_fd, write_fd = os.pipe()
-    runs = []
-    for _ in range(5):
-        previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-        try:
-            child = launcher.spawn(plan, target=_leave_a_short_helper(write_fd), pass_fds=[write_fd])
-        finally:
-            signal.signal(signal.SIGCHLD, previous)
-        assert os.read(read_fd, 16) == b"done"
-        done = time.monotonic()
-        runs.append((child.wait(), time.monotonic() - done))
-    os.close(write_fd)
-    os.close(read_fd)
-    assert [code for code, _ in runs] == [3] * 5
-    assert min(after for _, after in runs) < pidns.GRACE_SECONDS * 0.8, runs     # (as above)
+    _assert_woken_by_the_helpers_end(_rounds_after_the_helper(plan, ignore_sigchld=True))

@@ -743,3 +743,43 @@ def test_the_on_demand_hook_runs_before_a_lookup_and_only_outside_warmup() -> No
 
     assert asyncio.run(calls()) == ["node's", "registered by the hook", -32601, -28]
     assert seen == [("known", True), ("late", False), ("nosuch", False)]
+
+
+def test_a_request_sent_while_the_loop_is_stalled_is_answered(tmp_path, calls) -> None:
+    """The event loop stalls past -rpcservertimeout (a REST reply being built: 2 to 7 s at a
+    load of 9, tests/functional/test_rest_cost.py) while a connection accepted before it sends
+    a whole request: it is answered. Before 12-08 the deadline sweep, run as the loop came
+    back before the request's handler, closed it unanswered ("Remote end closed connection
+    without response"). A connection that sends nothing is still closed (by the sweep or by
+    aiohttp's keep-alive timer, both at -rpcservertimeout)."""
+    import threading
+    import time
+
+    auth = RpcAuth(user="alice", password="s3cret")
+    stalling = threading.Event()
+
+    def stall() -> None:
+        stalling.set()
+        time.sleep(1.5)                               # three deadlines of 0.5 s
+
+    with ThreadedRpcServer(make_registry(calls), auth, server_timeout=0.5) as srv:
+        asker = socket.create_connection(("127.0.0.1", srv.port))
+        idle = socket.create_connection(("127.0.0.1", srv.port))
+        deadline = time.monotonic() + 5
+        while srv.server.guard.count < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)                          # both accepted: their waits have begun
+        srv.loop.call_soon_threadsafe(stall)
+        assert stalling.wait(5)
+        body = json.dumps({"method": "add", "params": [1, 2], "id": 1}).encode()
+        asker.sendall((f"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: {basic('alice', 's3cret')}\r\n"
+                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+        asker.settimeout(10)
+        answer = b""
+        while b"\r\n\r\n" not in answer and (chunk := asker.recv(4096)):
+            answer += chunk
+        asker.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        started = time.monotonic()
+        assert _closed_by_server(idle, 5)             # the one that sent nothing: at its deadline
+        assert time.monotonic() - started < 3
+        idle.close()

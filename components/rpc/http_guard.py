@@ -4,7 +4,9 @@ A connection is either *waiting* for a request (since it was accepted, or since 
 answer) or *busy* with one. `ConnectionGuard` keeps that state for each and enforces:
 
 - a connection that waits longer than `timeout` (bitcoind's -rpcservertimeout) is closed:
-  request headers sent slowly or not at all, or an idle keep-alive connection;
+  request headers sent slowly or not at all, or an idle keep-alive connection. Time the event
+  loop could not run (the sweep comes late) does not count (since 12-08): a request sent
+  meanwhile cannot have been read;
 - the body is read under the same deadline by the server (RpcServer), from the end of the
   headers;
 - at most `max_connections` connections are kept. A new one past that closes the connection
@@ -107,15 +109,33 @@ class ConnectionGuard:
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         tick = min(1.0, self.timeout / 4)
+        last = loop.time()
         while True:
             await asyncio.sleep(tick)
             now = loop.time()
+            # A sweep later than its tick means the loop could not run (a REST reply being
+            # built, a long P2P message; seconds on a loaded machine): a request that came
+            # meanwhile sits unread, or read but not yet handed to its handler, which runs
+            # after this sweep. That time is not the client's: before 12-08 such a
+            # connection was closed unanswered ("no request within -rpcservertimeout") and
+            # the client got "Remote end closed connection without response".
+            stalled = now - last - tick
+            last = now
+            if stalled > 0:
+                self._credit(stalled)
             for handler, connection in list(self._connections.items()):
                 if connection.waiting_since is not None and now - connection.waiting_since > self.timeout:
                     LOG.info("RPC: closing the connection from %s: no request within -rpcservertimeout (%g s)",
                              connection.peer, self.timeout)
                     del self._connections[handler]
                     connection.transport.abort()
+
+
+    def _credit(self, seconds: float) -> None:
+        """Move the waiting connections' deadlines `seconds` later (the loop was stalled)."""
+        for connection in self._connections.values():
+            if connection.waiting_since is not None:
+                connection.waiting_since += seconds
 
 
 class GuardedServer(web.Server):

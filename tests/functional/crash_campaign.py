@@ -308,7 +308,10 @@ class Campaign:
         self.failures: list[str] = []
         self.kill_point = "before the first kill"
         self.last_phases: dict[str, float] = {}
-        self.outworked_once: set[str] = set()     # wallet best blocks mined past (outworked)
+        #: (wallet best block, the work of the branch it waits on) pairs mined past. Keyed by
+        #: the work too: two lives may fork twice from the same block, and the second branch
+        #: (more work than the first, which was mined past) is another wait to mine past.
+        self.outworked_once: set[tuple[str, int]] = set()
         known = TARGETS_MULTI if is_multiprocess() else TARGETS_MONO
         self.targets = tuple(t for t in (targets or known) if t in known) or known
         self.kills = kills
@@ -484,7 +487,7 @@ class Campaign:
         waits for more work (docs/wallet.md, a reorganisation). Mines past every branch the
         node knows once and says so (True); False when the wallet lags for another reason."""
         best = node.client.call("getwalletinfo", wallet=wallet)["lastprocessedblock"]["hash"]
-        if best is None or best in self.outworked_once:
+        if best is None:
             return False
         try:
             works = [int(node.rpc.getblockheader(h)["chainwork"], 16)
@@ -493,9 +496,11 @@ class Campaign:
             return False
         ours = max(works)
         theirs = int(node.rpc.getblockheader(node.rpc.getbestblockhash())["chainwork"], 16)
-        if theirs > ours:
+        # Once per (block, branch work): mining past it again would not help; the wallet
+        # lags for another reason then.
+        if theirs > ours or (best, ours) in self.outworked_once:
             return False
-        self.outworked_once.add(best)
+        self.outworked_once.add((best, ours))
         # Regtest blocks are 2 units of work each.
         node.rpc.generatetoaddress((ours - theirs) // 2 + 1,
                                    node.client.call("getnewaddress", wallet="alice"))
