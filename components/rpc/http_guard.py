@@ -130,7 +130,6 @@ class ConnectionGuard:
                     del self._connections[handler]
                     connection.transport.abort()
 
-
     def _credit(self, seconds: float) -> None:
         """Move the waiting connections' deadlines `seconds` later (the loop was stalled)."""
         for connection in self._connections.values():
