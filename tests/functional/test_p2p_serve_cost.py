@@ -108,7 +108,10 @@ def test_a_getdata_of_blocks_the_node_does_not_have_is_answered_in_chunks_from_t
               f"notfound of {largest} entries at most")
         assert answered == [item for items in asked for item in items]
         assert largest <= NOTFOUND_CHUNK
-        # (Before: 298 to 454 ms; now 128 to 156 ms; the bound allows for a load of 10.)
-        assert per_message < 0.24, f"{per_message * 1e3:.0f} ms of CPU per getdata"
+        # (Before: 298 to 454 ms; after, 128 to 156 ms when measured; on 12-08 on the CI
+        # machine 167 to 237 ms at loads 1 to 5, the same for the code of 12-07 and of 12-08,
+        # and 240 ms once under a load of 10, which failed the 0.24 s bound of then: the
+        # bound sits between what the fix costs under load and what the code before it did.)
+        assert per_message < 0.28, f"{per_message * 1e3:.0f} ms of CPU per getdata"
     finally:
         peer.close()
