@@ -123,21 +123,27 @@ def _run_personality(ctx: _Ctx, out: _Out) -> Outcome:
     return _ok(f"personality(PER_LINUX32), previous 0x{ret:x}")
 
 
-def _run_tiocsti(ctx: _Ctx, out: _Out) -> Outcome:
-    # The byte pointer is NULL: a kernel that lets the call through to the injection step
-    # answers EFAULT, so a weak policy is detected without typing anything into a terminal.
+def _terminal_fd(out: _Out) -> tuple[int, str]:
+    """A terminal to make requests on: a pty of its own (its controlling one, in a session of
+    its own), else an inherited one on 0-2, else fd 0."""
     try:
         master, slave = os.openpty()
         os.setsid()
         ret, err = _syscall("ioctl", slave, _TIOCSCTTY, 0)
         if ret != 0:
             out.note(f"TIOCSCTTY on a new pty: {_errname(err)}")
-        fd, how = slave, "a new pty"
+        return slave, "a new pty"
     except OSError as exc:
         out.note(f"openpty: {_errname(exc.errno or 0)}")
         ttys = [i for i in (0, 1, 2) if os.isatty(i)]
         fd = ttys[0] if ttys else 0
-        how = f"fd {fd} ({'a terminal' if ttys else 'not a terminal'})"
+        return fd, f"fd {fd} ({'a terminal' if ttys else 'not a terminal'})"
+
+
+def _run_tiocsti(ctx: _Ctx, out: _Out) -> Outcome:
+    # The byte pointer is NULL: a kernel that lets the call through to the injection step
+    # answers EFAULT, so a weak policy is detected without typing anything into a terminal.
+    fd, how = _terminal_fd(out)
     ret, err = _syscall("ioctl", fd, _TIOCSTI, 0)
     if ret == 0 or err == errno.EFAULT:
         return "allowed", (f"TIOCSTI on {how} reached the injection step (EFAULT for the NULL "
@@ -156,23 +162,6 @@ def _run_tiocsti(ctx: _Ctx, out: _Out) -> Outcome:
 #: refused). TIOCNXCL has no argument and only clears exclusive mode.
 _STEER_REQUESTS = (("TIOCSETD", 0x5423), ("TIOCSWINSZ", 0x5414), ("TIOCSPGRP", 0x5410),
                    ("TIOCLINUX", 0x541C), ("TIOCNXCL", 0x540D))
-
-
-def _terminal_fd(out: _Out) -> tuple[int, str]:
-    """A terminal to make requests on: a pty of its own (its controlling one, in a session of
-    its own), else an inherited one on 0-2, else fd 0."""
-    try:
-        master, slave = os.openpty()
-        os.setsid()
-        ret, err = _syscall("ioctl", slave, _TIOCSCTTY, 0)
-        if ret != 0:
-            out.note(f"TIOCSCTTY on a new pty: {_errname(err)}")
-        return slave, "a new pty"
-    except OSError as exc:
-        out.note(f"openpty: {_errname(exc.errno or 0)}")
-        ttys = [i for i in (0, 1, 2) if os.isatty(i)]
-        fd = ttys[0] if ttys else 0
-        return fd, f"fd {fd} ({'a terminal' if ttys else 'not a terminal'})"
 
 
 def _run_terminal_steer(ctx: _Ctx, out: _Out) -> Outcome:
