@@ -3,7 +3,7 @@ waiter (sandbox/pidns_waiter.c, docs/sandbox.md "The waiting processes") and the
 monitor (sandbox/denial_monitor.c, docs/sandbox.md "Denial log"), and the node's batch
 signature verifier (components/common/sigbatch.c, a shared library sigbatch.py loads with
 ctypes, docs/node.md), and the import path's guard, 00-cleancoin-import-path.pth
-(cli/import_path.py); everything else is in pyproject.toml. A C compiler is needed anyway
+(sandbox/import_path.py); everything else is in pyproject.toml. A C compiler is needed anyway
 (python-prctl compiles against libcap); without one the install stops and says so."""
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ class BuildPyWithWaiter(build_py):
                 raise SystemExit(f"building {source} ({what}) failed: "
                                  f"{' '.join(command)}\n{done.stderr}")
             out.chmod(0o755)
-        # The import path's guard (cli/import_path.py: no working directory on the path of
+        # The import path's guard (sandbox/import_path.py: no working directory on the path of
         # CleanCoin's interpreters), run by `site` at every start from site-packages itself:
         # before the console scripts' first import, sitecustomize and the other .pth files.
-        source = _without_docstrings(Path("cli/import_path.py").read_text())
+        source = _without_docstrings(Path("sandbox/import_path.py").read_text())
         pth = Path(self.build_lib) / IMPORT_PATH_PTH
         # Compiled only where PYTHONPATH has an entry to drop: exec'ing the whole file took about
         # 2.2 ms of every start of every interpreter of the installation (load 9, 2 cores); the

@@ -7,7 +7,7 @@ and only then imports its executable's module. Those imports (the node, the RPC 
 sandbox) took 20 to 80 ms of CPU during which the secret stayed readable in
 /proc/PID/cmdline; now the window is the interpreter's own start and setproctitle's import
 (docs/node.md, "Secrets on the command line"). Nothing here imports typing: 15 ms more.
-Before that, PYTHONPATH's relative entries leave the import path (cli/import_path.py: its .pth
+Before that, PYTHONPATH's relative entries leave the import path (sandbox/import_path.py: its .pth
 file did already, where the installation has it), so that nothing imported from here on can
 come from the working directory.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 
 def _hide() -> None:
-    from cleancoin.cli.import_path import drop_relative
+    from cleancoin.sandbox.import_path import drop_relative
     drop_relative()
     from cleancoin.components.common.command_line_secrets import hide_from_ps
     hide_from_ps()

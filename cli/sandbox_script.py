@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def script() -> NoReturn:
     """CleanCoin-sandbox (`sandbox_main.script`), with dataclasses' methods from the cache."""
-    from cleancoin.cli.import_path import drop_relative
+    from cleancoin.sandbox.import_path import drop_relative
     drop_relative()         # the .pth file did, where the installation has it (import_path.py)
     from cleancoin.sandbox import method_cache
     method_cache.activate()

@@ -41,6 +41,7 @@ import _socket
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 
 from . import descriptors, sealed_program, syscalls
@@ -59,6 +60,8 @@ PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pidns-waiter
 _STEP = "pid namespace"
 #: The component's pid in its namespace: PID 1 is the init, pid 2 the fork that made it.
 COMPONENT = 3
+#: How long the component waits for pid 2 to end and the kernel to make it PID 1's child.
+_REPARENT_SECONDS = 5.0
 _WAITER_STEP = "pid namespace waiter"
 
 
@@ -205,6 +208,15 @@ def split(waiter: Waiter, in_user_namespace: bool, own_group: bool) -> None:
     if os.fork():
         os._exit(0)
     sock.close()
+    # Until pid 2 has ended the component is still its child: code that asks for its parent
+    # right away got 2, not PID 1 (seen once in CI, test_enforcement). Wait for the kernel to
+    # reparent it, so that it is PID 1's child before any step or program runs.
+    deadline = time.monotonic() + _REPARENT_SECONDS
+    while os.getppid() != 1:
+        if time.monotonic() > deadline:
+            raise EnforcementError(_STEP, f"pid 2 did not end within {_REPARENT_SECONDS:g} s: the component's "
+                                          f"parent is pid {os.getppid()}, not PID 1")
+        time.sleep(0.0002)
     if os.getpid() != COMPONENT:     # PID 1 waits for it and passes termination signals on
         raise EnforcementError(_STEP, f"the component is pid {os.getpid()} in its namespace, not {COMPONENT}")
     if own_group and os.getpgrp() != COMPONENT - 1:   # 0: a group whose leader is outside

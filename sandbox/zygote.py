@@ -827,8 +827,8 @@ def main(argv: list[str]) -> int:
     # No relative entry on the import path either ("" or "." from PYTHONPATH: the working
     # directory, see `launch`): the zygote imports after its parent may be compromised. `site`
     # has made PYTHONPATH's absolute already (this filter alone let "/x:" through until 12-08,
-    # h108): cli/import_path.py finds them (its .pth file did so before `-m` found this module).
-    from cleancoin.cli.import_path import drop_relative
+    # h108): sandbox/import_path.py finds them (its .pth file did so before `-m` found this module).
+    from cleancoin.sandbox.import_path import drop_relative
     drop_relative()
     sys.path[:] = [entry for entry in sys.path if entry and os.path.isabs(entry)]
     # Not dumpable: exec made it so again. Unconfined and the start of every component, its

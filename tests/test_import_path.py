@@ -1,4 +1,4 @@
-"""No working directory on the import path of CleanCoin's interpreters (cli/import_path.py).
+"""No working directory on the import path of CleanCoin's interpreters (sandbox/import_path.py).
 
 Attack test: a program confined by `CleanCoin-sandbox run --policy examples/program` writes
 modules into its ${datadir}, the operator's working directory. The operator's PYTHONPATH has
@@ -81,7 +81,7 @@ def test_what_a_confined_program_writes_into_the_working_directory_never_runs(
 def test_relative_entries_are_found_as_site_makes_them(tmp_path: Path) -> None:
     """The entries PYTHONPATH's empty and relative items become, and which command lines are
     CleanCoin's (the .pth file cleans only theirs)."""
-    from cleancoin.cli.import_path import relative_entries, runs_cleancoin
+    from cleancoin.sandbox.import_path import relative_entries, runs_cleancoin
     assert relative_entries(":/x::rel:./rel/../rel2:/w", "/w") == ["/w/rel", "/w/rel2"]   # /w: also absolute
     assert relative_entries(":/x", "/w") == ["/w"] and relative_entries("", "/w") == []
     py = sys.executable
