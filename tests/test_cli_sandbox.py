@@ -347,8 +347,10 @@ def _run_learn_env_attack(base: Path) -> None:
 
 # Where the sandbox layer may read its process's environment, and why none of it can weaken a
 # sandbox: the child's environment is built from the policy (launcher, plan_compiler), and
-# the report registry's location only decides where reports are written for `status`.
-_ENVIRONMENT_READERS = {"launcher.py": 4, "plan_compiler.py": 1, "report_registry.py": 5, "zygote.py": 1}
+# the report registry's location only decides where reports are written for `status`;
+# import_path reads PYTHONPATH only to take entries off the import path, never to add any.
+_ENVIRONMENT_READERS = {"import_path.py": 1, "launcher.py": 4, "plan_compiler.py": 1, "report_registry.py": 5,
+                        "zygote.py": 1}
 
 
 def test_no_new_sandbox_code_reads_the_environment() -> None:
