@@ -41,6 +41,7 @@ import textwrap
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -388,3 +389,14 @@ def proc_status(pid: int) -> dict[str, str]:
     """/proc/<pid>/status as a dict of field -> value text."""
     with open(f"/proc/{pid}/status") as handle:
         return {k: v.strip() for k, _, v in (line.partition(":") for line in handle)}
+
+
+@pytest.fixture()
+def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A package directory of the test's own (0755, ours) in place of the installed one, for
+    the caches kept beside the code (filter, policy and method caches: filter_cache's rules)."""
+    from cleancoin.sandbox import filter_cache
+    root = tmp_path / "package"
+    root.mkdir(mode=0o755)
+    monkeypatch.setattr(filter_cache, "package_dir", lambda: str(root))
+    return str(root)

@@ -23,13 +23,6 @@ from cleancoin.sandbox.policy_loader import load_policy, shipped_policy
 NOBODY = 65534
 
 
-@pytest.fixture()
-def package(tmp_path, monkeypatch) -> str:
-    root = tmp_path / "package"
-    root.mkdir(mode=0o755)
-    monkeypatch.setattr(filter_cache, "package_dir", lambda: str(root))
-    return str(root)
-
 
 @pytest.fixture(scope="module")
 def spec() -> seccomp.FilterSpec:

@@ -72,13 +72,6 @@ GENERATED = ("__init__", "__repr__", "__eq__", "__lt__", "__le__", "__gt__", "__
              "__setattr__", "__delattr__")
 
 
-@pytest.fixture()
-def package(tmp_path, monkeypatch) -> str:
-    root = tmp_path / "package"
-    root.mkdir(mode=0o755)
-    monkeypatch.setattr(filter_cache, "package_dir", lambda: str(root))
-    return str(root)
-
 
 def _make(cache: method_cache.MethodCache | None) -> dict[str, type]:
     """CLASSES made by dataclasses, through `cache` when given (as `activate` arranges)."""

@@ -44,13 +44,6 @@ net = {net}
 """
 
 
-@pytest.fixture()
-def package(tmp_path, monkeypatch) -> str:
-    root = tmp_path / "package"
-    root.mkdir(mode=0o755)
-    monkeypatch.setattr(filter_cache, "package_dir", lambda: str(root))
-    return str(root)
-
 
 @pytest.fixture()
 def policies(tmp_path) -> Path:

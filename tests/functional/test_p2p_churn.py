@@ -15,7 +15,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,8 +151,14 @@ def churner(port: int, stop: threading.Event, count: list[int], threads: int, ha
             except OSError:
                 time.sleep(0.01)
 
+    return _in_threads(run, threads)
+
+
+def _in_threads(run: Callable[[int], None], count: int) -> threading.Thread:
+    """A thread (not started) that runs `run(0)` .. `run(count - 1)` on threads of their own
+    and ends when they all have."""
     def all_() -> None:
-        workers = [threading.Thread(target=run, args=(t,), daemon=True) for t in range(threads)]
+        workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(count)]
         for w in workers:
             w.start()
         for w in workers:
@@ -242,13 +248,7 @@ def getdata_attack(site: Site, stop: threading.Event, count: list[int], served: 
         finally:
             peer.close()
 
-    def all_() -> None:
-        workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(connections)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-    return threading.Thread(target=all_, daemon=True)
+    return _in_threads(run, connections)
 
 
 def serve_attack(site: Site, seconds: float, connections: int = 4) -> Figures:
